@@ -1,0 +1,197 @@
+"""Campaign capture: ``c_*`` / ``utm_*`` parameters, ad click IDs and creator IDs → a touchpoint.
+
+Configured by ``[campaign]`` (what to capture) and ``[proxy] strip`` (how the
+parameters leave the URL). Values are normalised (trimmed, source and medium
+case-folded, length-capped, printable only); a value that fails is dropped and
+counted, never stored. The upstream query is rebuilt from the raw
+``&``-separated pieces so everything else stays byte for byte as received.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from gateway.events import Touchpoint, iso
+from gateway.ids import uuid7
+from gateway.pipeline import Context, Exchange, Reply, split_query
+
+CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")
+MAX_RAW_PARAMS = 32
+MAX_PATH = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """What a tracked parameter name means: its slot and its precedence rank (0 wins)."""
+
+    slot: str  # a campaign field, "click", "creator_id", "sub_id" or "extra"
+    rank: int
+
+
+def clean_value(value: str, max_length: int, *, allow_spaces: bool = True) -> tuple[str, str]:
+    """(trimmed value, "") when it may be kept, else ("", why it was dropped)."""
+    value = value.strip()
+    if len(value) > max_length:
+        return "", "too_long"
+    if not value.isprintable() or (not allow_spaces and any(c.isspace() for c in value)):
+        return "", "unprintable"
+    return value, ""
+
+
+def hostname(host_header: str) -> str:
+    """``Host`` header value without its port, lower-cased (``[::1]:80`` → ``::1``)."""
+    host = host_header.lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.partition(":")[0]
+
+
+def strip_query(raw: str, is_tracked: Callable[[str], bool]) -> tuple[str, bool]:
+    """``raw`` without the pieces whose decoded key is tracked; the rest byte for byte."""
+    kept = [piece for piece, key, _ in split_query(raw) if not is_tracked(key)]
+    removed = len(kept) != sum(1 for piece in raw.split("&") if piece)
+    return "&".join(kept), removed
+
+
+def host_of(url: str) -> str | None:
+    """Lower-cased host of an absolute URL, or None when it has none or is malformed."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if not host or len(host) > 253 or not host.isprintable():
+        return None
+    return host
+
+
+class Campaign:
+    def configure(self, ctx: Context) -> None:
+        opts = ctx.settings.options.campaign
+        self.metrics = ctx.metrics
+        self.node = ctx.settings.node
+        self.strip = ctx.settings.options.proxy.strip
+        self.max_length = opts.max_value_length
+        self.record_referrals = opts.record_referrals
+        self.allowed_sources = frozenset(s.casefold() for s in opts.allowed_sources)
+        self.prefixes = tuple(p.lower() for p in opts.prefixes)
+        names: dict[str, Param] = {}
+        for rank, prefix in enumerate(self.prefixes):
+            for name in CAMPAIGN_FIELDS:
+                names[prefix + name] = Param(name, rank)
+        for slot, params in (
+            ("click", opts.click_ids),
+            ("creator_id", opts.creator_ids),
+            ("sub_id", opts.sub_ids),
+        ):
+            for rank, name in enumerate(params):
+                names.setdefault(name.lower(), Param(slot, rank))
+        self.names = names
+
+    def classify(self, key: str) -> Param | None:
+        key = key.lower()
+        param = self.names.get(key)
+        if param is None and key.startswith(self.prefixes):
+            return Param("extra", 0)
+        return param
+
+    def is_tracked(self, key: str) -> bool:
+        return self.classify(key) is not None
+
+    def _drop(self, reason: str) -> None:
+        self.metrics.params_dropped.labels(reason).inc()
+
+    def request(self, ex: Exchange) -> None:
+        req = ex.request
+        found: dict[str, tuple[int, str]] = {}
+        raw_params: dict[str, str] = {}
+        click: tuple[int, str, str] | None = None
+        stripped = False
+        kept: list[str] = []
+        for piece, key, value in ex.query_pairs if req.query else ():
+            param = self.classify(key)
+            if param is None:
+                kept.append(piece)
+                continue
+            stripped = True
+            cleaned, dropped = clean_value(value, self.max_length, allow_spaces=param.slot != "click")
+            if dropped:
+                self._drop(dropped)
+                continue
+            if not cleaned:
+                continue
+            key = key.lower()
+            if param.slot in ("source", "medium"):
+                cleaned = cleaned.casefold()
+                if param.slot == "source" and self.allowed_sources and cleaned not in self.allowed_sources:
+                    self._drop("source_not_allowed")
+                    continue
+            if len(raw_params) < MAX_RAW_PARAMS and key.isprintable() and len(key) <= 64:
+                raw_params[key] = cleaned
+            if param.slot == "extra":
+                continue
+            if param.slot == "click":
+                if click is None or param.rank < click[0]:
+                    click = (param.rank, key, cleaned)
+            elif param.slot not in found or param.rank < found[param.slot][0]:
+                found[param.slot] = (param.rank, cleaned)
+
+        referrer = req.headers.get("referer")
+        referrer_host = host_of(referrer) if referrer else None
+        external = referrer_host is not None and referrer_host != hostname(req.host)
+        values = {slot: value for slot, (_, value) in found.items()}
+        if values or click or (external and self.record_referrals and req.is_document):
+            self._record(ex, values, click, referrer_host if external else None, raw_params)
+
+        if self.strip == "off":
+            return
+        if stripped:
+            clean = "&".join(kept)
+            if self.strip == "redirect" and req.method in ("GET", "HEAD"):
+                location = req.path + ("?" + clean if clean else "")
+                ex.reply = Reply(302, headers={"location": location, "cache-control": "no-store"})
+            else:
+                ex.upstream_query = clean
+        if referrer and not external and "?" in referrer:
+            self._clean_referrer(ex, referrer)
+
+    def _clean_referrer(self, ex: Exchange, referrer: str) -> None:
+        """The browser's address bar still holds the params: same-site Referers lose them too."""
+        head, _, rest = referrer.partition("?")
+        query, hash_mark, fragment = rest.partition("#")
+        clean, removed = strip_query(query, self.is_tracked)
+        if removed:
+            ex.upstream_headers["referer"] = head + ("?" + clean if clean else "") + hash_mark + fragment
+
+    def _record(
+        self,
+        ex: Exchange,
+        values: dict[str, str],
+        click: tuple[int, str, str] | None,
+        referrer_host: str | None,
+        raw_params: dict[str, str],
+    ) -> None:
+        req = ex.request
+        path = req.path if len(req.path) <= MAX_PATH else req.path[:MAX_PATH]
+        ex.events.append(
+            Touchpoint(
+                id=uuid7(int(req.ts.timestamp() * 1000)),
+                ts=iso(req.ts),
+                node=self.node,
+                visitor_key=ex.visitor.key if ex.visitor else "",
+                source=values.get("source"),
+                medium=values.get("medium"),
+                campaign=values.get("campaign"),
+                term=values.get("term"),
+                content=values.get("content"),
+                creator_id=values.get("creator_id"),
+                sub_id=values.get("sub_id"),
+                click_id_kind=click[1] if click else None,
+                click_id=click[2] if click else None,
+                referrer_host=referrer_host,
+                landing_path=path,
+                raw_params=raw_params,
+            )
+        )
+        self.metrics.touchpoints.inc()

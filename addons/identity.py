@@ -1,0 +1,91 @@
+"""First-party visitor ID: reads and verifies the ID cookie, or mints one; plans its Set-Cookie.
+
+Configured by ``[identity]``. The cookie holds a random 128-bit ID and an HMAC
+tag (``v1.<id>.<tag>``, base64url); a forged or edited cookie is rejected,
+replaced and counted. Only the keyed hash of the ID (``visitor_key``) ever
+reaches an event; the raw ID stays in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+from gateway.pipeline import Context, Cookie, Exchange, Visitor
+
+VERSION = "v1"
+_ID_BYTES = 16
+_TAG_BYTES = 16
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _tag(key: bytes, visitor_id: str) -> str:
+    mac = hmac.new(key, f"{VERSION}.{visitor_id}".encode("ascii"), hashlib.sha256).digest()
+    return _b64(mac[:_TAG_BYTES])
+
+
+def new_visitor_id() -> str:
+    return _b64(os.urandom(_ID_BYTES))
+
+
+def cookie_value(key: bytes, visitor_id: str) -> str:
+    """The signed cookie value carrying ``visitor_id``."""
+    return f"{VERSION}.{visitor_id}.{_tag(key, visitor_id)}"
+
+
+def verify_cookie(key: bytes, value: str) -> str | None:
+    """The visitor ID in a cookie value, or None when the value is malformed or its tag is wrong."""
+    parts = value.split(".")
+    if len(parts) != 3 or parts[0] != VERSION or len(parts[1]) != 22 or len(parts[2]) != 22:
+        return None
+    if not parts[1].isascii():
+        return None
+    expected = _tag(key, parts[1])
+    return parts[1] if hmac.compare_digest(expected, parts[2]) else None
+
+
+class Identity:
+    def configure(self, ctx: Context) -> None:
+        opts = ctx.settings.options.identity
+        self.keys = ctx.keys
+        self.metrics = ctx.metrics
+        self.cookie_name = opts.cookie_name
+        self.max_age = opts.max_age_days * 86400
+        self.secure = opts.secure
+        self.samesite = opts.samesite
+        self.domain = opts.domain
+
+    def request(self, ex: Exchange) -> None:
+        value = ex.request.cookies.get(self.cookie_name)
+        visitor_id = verify_cookie(self.keys.cookie_mac, value) if value else None
+        is_new = visitor_id is None
+        if visitor_id is None:
+            if value:
+                self.metrics.cookies_rejected.inc()
+            visitor_id = new_visitor_id()
+        ex.visitor = Visitor(id=visitor_id, key=self.keys.visitor_key(visitor_id), is_new=is_new)
+
+    def response(self, ex: Exchange) -> None:
+        """Set the cookie for a new visitor on a page load or landing; refresh it on each landing."""
+        visitor = ex.visitor
+        if visitor is None:
+            return
+        wanted = bool(ex.events) or (visitor.is_new and ex.request.is_document)
+        if not wanted:
+            return
+        secure = self.secure == "always" or (self.secure == "auto" and ex.request.scheme == "https")
+        ex.set_cookies.append(
+            Cookie(
+                name=self.cookie_name,
+                value=cookie_value(self.keys.cookie_mac, visitor.id),
+                max_age=self.max_age,
+                domain=self.domain,
+                secure=secure,
+                samesite=self.samesite,
+            )
+        )

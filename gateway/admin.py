@@ -1,0 +1,200 @@
+"""The admin API on its own listener: health, metrics, touchpoints, visitor journeys, OpenAPI.
+
+Every answer is JSON in one envelope (``{"ok": true, ...}`` or ``{"ok": false,
+"status": N, "error": "..."}``), produced here and by one error middleware.
+``/api/*`` and ``/metrics`` need ``Authorization: Bearer <token>``, compared in
+constant time; ``/healthz`` and the OpenAPI document do not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.config import Settings
+from gateway.events import iso
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+from gateway.openapi import openapi_document
+from gateway.pages import error_body
+from storage.queries import TOUCHPOINT_FILTERS, Reader, TouchpointQuery
+
+log = logging.getLogger("gateway.admin")
+
+READER_KEY = web.AppKey("reader", Reader)
+SETTINGS_KEY = web.AppKey("settings", Settings)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+KEYS_KEY = web.AppKey("keys", Keys)
+
+PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_VISITOR_KEY = re.compile(r"^[0-9a-f]{32}$")
+_encode = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+def ok(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=_encode.encode({"ok": True, **payload}), content_type="application/json"
+    )
+
+
+def fail(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=error_body(status, message),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the JSON envelope; nothing leaves as a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return fail(err.status, err.message)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        message = {
+            404: f"no such endpoint: {request.path}",
+            405: f"{request.method} is not allowed here",
+        }
+        return fail(err.status, message.get(err.status, err.reason))
+    except Exception:
+        log.exception("admin API failed on %s %s", request.method, request.path)
+        return fail(500, "internal error; see the gateway log")
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    expected = request.app[SETTINGS_KEY].admin_token.encode()
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if not header:
+        return fail(401, "missing Authorization: Bearer <admin token>", {"WWW-Authenticate": "Bearer"})
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        return fail(401, "wrong admin token", {"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+def parse_time(name: str, value: str) -> str:
+    """An ISO 8601 date or date-time (naive = UTC) → the store's timestamp text."""
+    try:
+        if len(value) == 10:
+            moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+", 1))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise ApiError(
+            400,
+            f"{name}: expected an ISO 8601 date or date-time like 2026-11-25T10:00:00Z, got {value!r}",
+        ) from None
+    return iso(moment)
+
+
+def _only(request: web.Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return ok({"status": "ok", "node": request.app[SETTINGS_KEY].node})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def touchpoints(request: web.Request) -> web.Response:
+    q = request.query
+    _only(request, {"since", "until", "cursor", "limit", *TOUCHPOINT_FILTERS})
+    limit_text = q.get("limit", "100")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
+    cursor = q.get("cursor")
+    if cursor is not None and not _UUID.match(cursor):
+        raise ApiError(400, "cursor: not a cursor this API returned")
+    query = TouchpointQuery(
+        since=parse_time("since", q["since"]) if "since" in q else None,
+        until=parse_time("until", q["until"]) if "until" in q else None,
+        equals={
+            k: q[k] if k not in ("source", "medium") else q[k].casefold()
+            for k in TOUCHPOINT_FILTERS
+            if k in q
+        },
+        cursor=cursor,
+        limit=int(limit_text),
+    )
+    items, next_cursor = await request.app[READER_KEY].touchpoints(query)
+    return ok({"items": items, "next_cursor": next_cursor})
+
+
+async def visitor(request: web.Request) -> web.Response:
+    """Accepts the stored visitor_key, the raw visitor ID, or the whole cookie value."""
+    _only(request, set())
+    given = request.match_info["visitor_id"]
+    if _VISITOR_KEY.match(given):
+        key = given
+    else:
+        raw = given.split(".")[1] if given.count(".") == 2 else given
+        if not re.fullmatch(r"[A-Za-z0-9_-]{22}", raw):
+            raise ApiError(
+                400,
+                "visitor_id: expected a visitor_key (32 hex digits), a visitor ID or a cookie value",
+            )
+        key = request.app[KEYS_KEY].visitor_key(raw)
+    journey = await request.app[READER_KEY].visitor(key)
+    if journey is None:
+        raise ApiError(404, "no touchpoints recorded for this visitor")
+    return ok(journey)
+
+
+def create_admin_app(settings: Settings, reader: Reader, metrics_: Metrics, keys: Keys) -> web.Application:
+    app = web.Application(middlewares=[envelope, bearer_auth])
+    app[SETTINGS_KEY] = settings
+    app[READER_KEY] = reader
+    app[METRICS_KEY] = metrics_
+    app[KEYS_KEY] = keys
+
+    async def reader_ctx(app: web.Application) -> Any:
+        await reader.open()
+        yield
+        await reader.close()
+
+    app.cleanup_ctx.append(reader_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/api/touchpoints", touchpoints)
+    app.router.add_get("/api/visitors/{visitor_id}", visitor)
+    return app

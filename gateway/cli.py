@@ -1,0 +1,185 @@
+"""The ``gateway`` command: ``run``, ``check`` and ``init``.
+
+Config problems are printed one per line, each naming its TOML key, and the
+command exits 2; nothing prints a traceback for something the operator can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked
+
+log = logging.getLogger("gateway")
+
+EXIT_CONFIG = 2
+DEFAULT_CONFIG = "gateway.toml"
+
+
+def _fail_config(path: str, err: ConfigError) -> int:
+    print(f"gateway: {path}: {len(err.problems)} problem(s):", file=sys.stderr)
+    for problem in err.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def render_toml(data: dict[str, Any]) -> str:
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config, dev=args.dev)
+    except ConfigError as err:
+        return _fail_config(args.config, err)
+    print(f"# {args.config}: OK (store: {settings.store_path}, node: {settings.node})")
+    print(render_toml(masked(settings.options)), end="")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    if path.exists() and not args.force:
+        print(f"gateway: {path} exists; use --force to overwrite it", file=sys.stderr)
+        return 1
+    header = (
+        "# tracking-gateway configuration. Every key and its meaning: see README.md,\n"
+        "# section 'Configuration reference'. Secrets are never written here: each\n"
+        '# "env:NAME" value is read from the environment variable NAME.\n\n'
+    )
+    path.write_text(header + render_toml(msgspec.to_builtins(Options())), encoding="utf-8")
+    print(f"wrote {path}")
+    print("Set the secrets (32+ characters each) before `gateway run`, for example:")
+    for key in SECRET_KEYS:
+        section, name = key.split(".")
+        env = getattr(getattr(Options(), section), name).removeprefix("env:")
+        print(f"  export {env}=\"$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')\"")
+    print(f"Then: gateway check -c {path} && gateway run -c {path}")
+    return 0
+
+
+def _announce(settings: Settings, proxy_addr: str, admin_addr: str, demo: str | None) -> None:
+    if settings.generated:
+        bar = "!" * 72
+        print(bar, file=sys.stderr)
+        print(
+            "!! DEV MODE: ephemeral secrets generated for " + ", ".join(settings.generated),
+            file=sys.stderr,
+        )
+        print(
+            "!! Visitor cookies will not verify after a restart. Never use --dev in production.",
+            file=sys.stderr,
+        )
+        print(bar, file=sys.stderr)
+    print(f"gateway: proxy on http://{proxy_addr}/ -> {demo or settings.options.proxy.upstream}")
+    if demo:
+        print(f"gateway: no proxy.upstream configured: serving the built-in demo origin at {demo}")
+    print(f"gateway: admin API on http://{admin_addr}/ (store: {settings.store_path})")
+    print("Try:")
+    print(f"  curl -i 'http://{proxy_addr}/?utm_source=newsletter&utm_medium=email&utm_campaign=launch'")
+    token = (
+        settings.admin_token
+        if settings.generated and any("admin.token" in g for g in settings.generated)
+        else "$GATEWAY_ADMIN_TOKEN"
+    )
+    print(f"  curl -H 'Authorization: Bearer {token}' http://{admin_addr}/api/touchpoints")
+    sys.stdout.flush()
+
+
+async def _run(settings: Settings) -> None:
+    from aiohttp import web
+
+    from gateway.demo import create_demo_app
+    from gateway.server import serve
+
+    upstream = settings.options.proxy.upstream
+    demo_runner = None
+    if not upstream:
+        demo_runner = web.AppRunner(create_demo_app(), access_log=None)
+        await demo_runner.setup()
+        site = web.TCPSite(demo_runner, "127.0.0.1", 0)
+        await site.start()
+        port = demo_runner.addresses[0][1]
+        upstream = f"http://127.0.0.1:{port}"
+    try:
+        await serve(
+            settings,
+            upstream,
+            on_ready=lambda p, a: _announce(settings, p, a, upstream if demo_runner else None),
+        )
+    finally:
+        if demo_runner is not None:
+            await demo_runner.cleanup()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config, dev=args.dev)
+    except ConfigError as err:
+        return _fail_config(args.config, err)
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(_run(settings))
+    except OSError as err:
+        print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="First-party tracking gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the proxy and the admin API")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    run.add_argument(
+        "--dev", action="store_true", help="generate ephemeral secrets for missing env variables"
+    )
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="validate a config and print the resolved settings")
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    check.add_argument("--dev", action="store_true", help="accept missing secrets as --dev would")
+    check.set_defaults(func=cmd_check)
+    init = sub.add_parser("init", help="write a starter config")
+    init.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(func=cmd_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,424 @@
+"""Configuration: the TOML file decoded into frozen, typed option structs.
+
+Reads one TOML file; owns the option types (one struct per table), their
+defaults and help text, secret resolution (``"env:NAME"``) and every check that
+can be done once at start-up. Errors name the TOML key they are about, e.g.
+``proxy.connect_timeout: must be > 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from yarl import URL
+
+
+class ConfigError(Exception):
+    """One or more configuration problems, each naming its TOML key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "127.0.0.1:8080"
+    """Address of the public listener, ``HOST:PORT``."""
+    upstream: str = ""
+    """The site behind the gateway (``http://127.0.0.1:8000``). Empty: a built-in demo origin."""
+    public_origin: str = ""
+    """Public ``scheme://host`` of the site; empty: taken from each request."""
+    preserve_host: bool = True
+    """Send the visitor's ``Host`` upstream (false: the upstream's own host)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Peers (IPs or CIDRs) whose X-Forwarded-For/-Proto/-Host are believed."""
+    strip: Literal["forward", "redirect", "off"] = "forward"
+    """How tracking parameters leave the URL: forward clean, redirect to clean, or off."""
+    connect_timeout: float = 5.0
+    """Seconds to connect to the upstream before answering 502."""
+    read_timeout: float = 30.0
+    """Seconds of upstream silence (headers or body) before answering 504."""
+    max_request_body: int = 100 * 1024 * 1024
+    """Largest request body in bytes forwarded; larger ones get 413."""
+    max_header_size: int = 8190
+    """Largest request line or header field in bytes; larger gets 400/431."""
+    reserved_prefix: str = "/_gw/"
+    """Path prefix the gateway answers itself and never forwards."""
+    addons: tuple[str, ...] = ("identity", "campaign")
+    """The pipeline: addon names in the order they run."""
+    access_log: bool = False
+    """Log one line per proxied request."""
+
+
+class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    secret: str = "env:GATEWAY_SECRET"
+    """Master secret (at least 32 characters); every key derives from it. Use ``env:NAME``."""
+    cookie_name: str = "gw_vid"
+    """Name of the first-party visitor-ID cookie."""
+    max_age_days: int = 395
+    """Cookie lifetime in days, refreshed on each landing."""
+    secure: Literal["auto", "always", "never"] = "auto"
+    """Secure flag: auto sets it when the public side is https."""
+    samesite: Literal["Lax", "Strict", "None"] = "Lax"
+    """SameSite attribute of the cookie."""
+    domain: str = ""
+    """Cookie Domain attribute; empty: host-only cookie."""
+
+
+class CampaignOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    prefixes: tuple[str, ...] = ("c_", "utm_")
+    """Campaign parameter families, in precedence order (the first listed wins a tie)."""
+    click_ids: tuple[str, ...] = (
+        "gclid",
+        "gbraid",
+        "wbraid",
+        "dclid",
+        "fbclid",
+        "msclkid",
+        "ttclid",
+        "li_fat_id",
+        "twclid",
+        "yclid",
+        "mc_cid",
+    )
+    """Ad click-ID parameter names, in precedence order."""
+    creator_ids: tuple[str, ...] = ("creator_id",)
+    """Parameters naming the influencer or affiliate."""
+    sub_ids: tuple[str, ...] = ("sub_id",)
+    """Parameters naming the creator's sub-placement."""
+    allowed_sources: tuple[str, ...] = ()
+    """If not empty, only these sources (case-folded) are kept; others are dropped and counted."""
+    max_value_length: int = 200
+    """Longest value kept; longer ones are dropped and counted."""
+    record_referrals: bool = True
+    """Record a touchpoint for a document request with an external referrer."""
+
+
+class StorageOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    path: str = "gateway.db"
+    """SQLite file, relative to the config file's folder."""
+    node: str = ""
+    """Name of this node in every event; empty: the host name."""
+    batch_size: int = 256
+    """Most events in one commit."""
+    batch_wait_ms: float = 0.0
+    """Extra wait for a batch to fill; 0: commit whatever queued while the last commit ran."""
+    durability: Literal["commit", "async"] = "commit"
+    """commit: a response waits for its events' commit; async: it does not."""
+    max_wait_ms: float = 1000.0
+    """Longest a response waits for its commit; past it the event counts as unconfirmed."""
+    synchronous: Literal["normal", "full"] = "normal"
+    """SQLite synchronous: normal survives a process crash, full also a power loss."""
+
+
+class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "127.0.0.1:9090"
+    """Address of the admin API listener, ``HOST:PORT``."""
+    token: str = "env:GATEWAY_ADMIN_TOKEN"
+    """Bearer token for /api and /metrics. Use ``env:NAME``."""
+
+
+class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    proxy: ProxyOptions = ProxyOptions()
+    identity: IdentityOptions = IdentityOptions()
+    campaign: CampaignOptions = CampaignOptions()
+    storage: StorageOptions = StorageOptions()
+    admin: AdminOptions = AdminOptions()
+
+
+SECTIONS: dict[str, type[_Options]] = {
+    "proxy": ProxyOptions,
+    "identity": IdentityOptions,
+    "campaign": CampaignOptions,
+    "storage": StorageOptions,
+    "admin": AdminOptions,
+}
+
+SECRET_KEYS = ("identity.secret", "admin.token")
+MIN_SECRET_LENGTH = 32
+_PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Options plus what was derived from them once: secrets, paths, parsed addresses."""
+
+    options: Options
+    base_dir: Path
+    secret: bytes
+    admin_token: str
+    dev: bool = False
+    generated: tuple[str, ...] = ()
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    node: str = ""
+
+    @property
+    def store_path(self) -> Path:
+        path = Path(self.options.storage.path)
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` / ``"[::1]:8080"`` → (host, port); ValueError when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f'expected "HOST:PORT", got {value!r}')
+    host = host.removeprefix("[").removesuffix("]")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port!r}")
+    return host, int(port)
+
+
+def _msgspec_problem(section: str, err: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.x`" → "section.x: expected int, got str"."""
+    message, sep, where = str(err).rpartition(" - at `")
+    if not sep:
+        message, where = str(err), "$`"
+    key = section + where.rstrip("`").removeprefix("$")
+    unknown = re.match(r"Object contains unknown field `(.+)`", message)
+    if unknown:
+        allowed = ", ".join(SECTIONS[section].__struct_fields__) if key == section else ""
+        return f"{key}.{unknown.group(1)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+    message = message.replace("`", "")
+    return f"{key}: {message[:1].lower()}{message[1:]}"
+
+
+def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
+    """Decode each table on its own so one run reports one problem per table, not just the first."""
+    problems: list[str] = []
+    tables: dict[str, _Options] = {}
+    for name, value in data.items():
+        struct = SECTIONS.get(name)
+        if struct is None:
+            problems.append(f"{name}: unknown table (allowed: {', '.join(SECTIONS)})")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"{name}: must be a table, got {type(value).__name__}")
+            continue
+        try:
+            tables[name] = msgspec.convert(value, struct)
+        except msgspec.ValidationError as err:
+            problems.append(_msgspec_problem(name, err))
+    return Options(**tables), problems  # type: ignore[arg-type]
+
+
+def _check(problems: list[str], ok: bool, key: str, message: str) -> None:
+    if not ok:
+        problems.append(f"{key}: {message}")
+
+
+def validate(options: Options) -> list[str]:
+    """Every semantic check, collected (not stopping at the first)."""
+    p: list[str] = []
+    px, ident, camp, st = options.proxy, options.identity, options.campaign, options.storage
+    for key, value in (("proxy.listen", px.listen), ("admin.listen", options.admin.listen)):
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            p.append(f"{key}: {err}")
+    if px.upstream:
+        url = URL(px.upstream)
+        _check(
+            p,
+            url.scheme in ("http", "https") and bool(url.host),
+            "proxy.upstream",
+            f'must be an http(s) URL like "http://127.0.0.1:8000", got {px.upstream!r}',
+        )
+        _check(
+            p,
+            url.path in ("", "/") and not url.query_string,
+            "proxy.upstream",
+            "must be an origin without path or query",
+        )
+    if px.public_origin:
+        url = URL(px.public_origin)
+        _check(
+            p,
+            url.scheme in ("http", "https") and bool(url.host) and url.path in ("", "/"),
+            "proxy.public_origin",
+            f'must be like "https://www.example.com", got {px.public_origin!r}',
+        )
+    for i, net in enumerate(px.trusted_proxies):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            p.append(f"proxy.trusted_proxies[{i}]: not an IP address or CIDR: {net!r}")
+    _check(p, px.connect_timeout > 0, "proxy.connect_timeout", f"must be > 0, got {px.connect_timeout}")
+    _check(p, px.read_timeout > 0, "proxy.read_timeout", f"must be > 0, got {px.read_timeout}")
+    _check(
+        p,
+        px.max_request_body >= 0,
+        "proxy.max_request_body",
+        f"must be >= 0, got {px.max_request_body}",
+    )
+    _check(
+        p,
+        1024 <= px.max_header_size <= 1024 * 1024,
+        "proxy.max_header_size",
+        f"must be 1024..1048576, got {px.max_header_size}",
+    )
+    _check(
+        p,
+        px.reserved_prefix.startswith("/")
+        and px.reserved_prefix.endswith("/")
+        and len(px.reserved_prefix) > 2,
+        "proxy.reserved_prefix",
+        f'must look like "/_gw/", got {px.reserved_prefix!r}',
+    )
+    from gateway.pipeline import addon_registry  # the registry lives with the pipeline
+
+    known = addon_registry()
+    for i, name in enumerate(px.addons):
+        _check(
+            p,
+            name in known,
+            f"proxy.addons[{i}]",
+            f"unknown addon {name!r} (known: {', '.join(known)})",
+        )
+    _check(p, len(set(px.addons)) == len(px.addons), "proxy.addons", "lists an addon twice")
+    _check(
+        p,
+        bool(re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", ident.cookie_name)),
+        "identity.cookie_name",
+        f"must be a valid cookie name, got {ident.cookie_name!r}",
+    )
+    _check(
+        p,
+        1 <= ident.max_age_days <= 3650,
+        "identity.max_age_days",
+        f"must be 1..3650, got {ident.max_age_days}",
+    )
+    _check(
+        p,
+        not (ident.samesite == "None" and ident.secure == "never"),
+        "identity.samesite",
+        'SameSite=None needs a Secure cookie: set identity.secure to "auto" or "always"',
+    )
+    for key, names in (
+        ("campaign.prefixes", camp.prefixes),
+        ("campaign.click_ids", camp.click_ids),
+        ("campaign.creator_ids", camp.creator_ids),
+        ("campaign.sub_ids", camp.sub_ids),
+    ):
+        for i, name in enumerate(names):
+            _check(p, bool(_PARAM_NAME.match(name)), f"{key}[{i}]", f"not a parameter name: {name!r}")
+    _check(
+        p,
+        1 <= camp.max_value_length <= 2000,
+        "campaign.max_value_length",
+        f"must be 1..2000, got {camp.max_value_length}",
+    )
+    _check(
+        p,
+        1 <= st.batch_size <= 10_000,
+        "storage.batch_size",
+        f"must be 1..10000, got {st.batch_size}",
+    )
+    _check(
+        p,
+        0 <= st.batch_wait_ms <= 1000,
+        "storage.batch_wait_ms",
+        f"must be 0..1000, got {st.batch_wait_ms}",
+    )
+    _check(
+        p,
+        0 < st.max_wait_ms <= 60_000,
+        "storage.max_wait_ms",
+        f"must be 0..60000, got {st.max_wait_ms}",
+    )
+    _check(p, bool(st.path), "storage.path", "must not be empty")
+    return p
+
+
+def resolve_secret(
+    key: str,
+    value: str,
+    environ: Mapping[str, str],
+    dev: bool,
+    problems: list[str],
+    generated: list[str],
+) -> str:
+    """``env:NAME`` → the variable's value. Missing: an error, or in dev mode an ephemeral value."""
+    if not value.startswith("env:"):
+        problems.append(
+            f'{key}: secrets are never written in the file; use "env:NAME" and set NAME in the environment'
+        )
+        return ""
+    name = value[4:]
+    resolved = environ.get(name, "")
+    if not resolved:
+        if dev:
+            generated.append(f"{key} ({name})")
+            return secrets.token_urlsafe(32)
+        problems.append(f"{key}: environment variable {name} is not set (or run with --dev)")
+        return ""
+    if len(resolved) < MIN_SECRET_LENGTH:
+        problems.append(f"{key}: {name} must be at least {MIN_SECRET_LENGTH} characters long")
+    return resolved
+
+
+def load_settings(
+    path: str | Path | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    dev: bool = False,
+    text: str | None = None,
+) -> Settings:
+    """Read, decode, validate and resolve a config; raise ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    base_dir = Path.cwd()
+    if text is None:
+        if path is None:
+            raise ConfigError(["no config file given"])
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError([f"{file}: cannot read: {err.strerror}"]) from err
+        base_dir = file.resolve().parent
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"{path or 'config'}: not valid TOML: {err}"]) from err
+    options, problems = decode_options(data)
+    problems += validate(options)
+    generated: list[str] = []
+    secret = resolve_secret("identity.secret", options.identity.secret, environ, dev, problems, generated)
+    token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
+    if problems:
+        raise ConfigError(problems)
+    trusted = tuple(ipaddress.ip_network(n, strict=False) for n in options.proxy.trusted_proxies)
+    return Settings(
+        options=options,
+        base_dir=base_dir,
+        secret=secret.encode(),
+        admin_token=token,
+        dev=dev,
+        generated=tuple(generated),
+        trusted_networks=trusted,
+        node=options.storage.node or socket.gethostname(),
+    )
+
+
+def masked(options: Options) -> dict[str, Any]:
+    """The resolved options as plain data, for ``gateway check``; secrets show only their source."""
+    data: dict[str, Any] = msgspec.to_builtins(options)
+    for key in SECRET_KEYS:
+        section, name = key.split(".")
+        value = data[section][name]
+        data[section][name] = value if value.startswith("env:") else "***"
+    return data

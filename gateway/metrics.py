@@ -1,0 +1,57 @@
+"""Prometheus metrics: one registry per app (no globals), the counters every part reports to."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests on the public listener, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.touchpoints = Counter("gateway_touchpoints", "Touchpoints recorded", registry=r)
+        self.cookies_rejected = Counter(
+            "gateway_cookies_rejected",
+            "Visitor cookies rejected (forged, edited, malformed)",
+            registry=r,
+        )
+        self.params_dropped = Counter(
+            "gateway_params_dropped",
+            "Tracking values dropped by validation",
+            ["reason"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors", "Upstream failures, by kind", ["kind"], registry=r
+        )
+        self.addon_errors = Counter(
+            "gateway_addon_errors",
+            "Addon hooks that raised (skipped, page served)",
+            ["addon", "hook"],
+            registry=r,
+        )
+        self.events_unconfirmed = Counter(
+            "gateway_events_unconfirmed",
+            "Events whose commit was not confirmed before the response went out",
+            ["reason"],
+            registry=r,
+        )
+        self.store_errors = Counter("gateway_store_errors", "Failed store commits", registry=r)
+        self.store_commit_seconds = Histogram(
+            "gateway_store_commit_seconds",
+            "Time to commit one batch",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.store_batch_rows = Histogram(
+            "gateway_store_batch_rows",
+            "Events per commit",
+            buckets=(1, 2, 4, 8, 16, 64, 256, 1024),
+            registry=r,
+        )
+        self.store_queue = Gauge("gateway_store_queue", "Events waiting for the writer", registry=r)

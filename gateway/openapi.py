@@ -1,0 +1,215 @@
+"""The OpenAPI 3.1 document describing the admin API (served at /api/openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+TOUCHPOINT = {
+    "type": "object",
+    "required": [
+        "id",
+        "ts",
+        "node",
+        "visitor_key",
+        "source",
+        "medium",
+        "campaign",
+        "term",
+        "content",
+        "creator_id",
+        "sub_id",
+        "click_id_kind",
+        "click_id",
+        "referrer_host",
+        "landing_path",
+        "raw_params",
+    ],
+    "properties": {
+        "id": {"type": "string", "description": "UUIDv7, time-ordered"},
+        "ts": {"type": "string", "format": "date-time"},
+        "node": {"type": "string"},
+        "visitor_key": {"type": "string", "description": "keyed hash of the visitor ID"},
+        **{
+            name: _NULLABLE_STR
+            for name in (
+                "source",
+                "medium",
+                "campaign",
+                "term",
+                "content",
+                "creator_id",
+                "sub_id",
+                "click_id_kind",
+                "click_id",
+                "referrer_host",
+            )
+        },
+        "landing_path": {"type": "string"},
+        "raw_params": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+ERROR = {
+    "type": "object",
+    "required": ["ok", "status", "error"],
+    "properties": {
+        "ok": {"const": False},
+        "status": {"type": "integer"},
+        "error": {"type": "string"},
+    },
+}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {
+        str(code): {
+            "description": "error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for code in codes
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    touchpoint_ref = {"$ref": "#/components/schemas/Touchpoint"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tracking-gateway admin API", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Touchpoint": TOUCHPOINT, "Error": ERROR},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness; no token needed",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "alive",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"type": "object", "required": ["ok", "status"]}
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (text exposition format)",
+                    "responses": {
+                        "200": {"description": "metrics", "content": {"text/plain": {}}},
+                        **_errors(401),
+                    },
+                }
+            },
+            "/api/touchpoints": {
+                "get": {
+                    "summary": "Touchpoints in time order, filtered, cursor-paginated",
+                    "parameters": [
+                        _query("since", "ISO 8601 date or date-time, inclusive", {"type": "string"}),
+                        _query("until", "ISO 8601 date or date-time, exclusive"),
+                        _query("source", "exact source (case-folded)"),
+                        _query("medium", "exact medium (case-folded)"),
+                        _query("campaign", "exact campaign"),
+                        _query("creator_id", "exact creator ID"),
+                        _query("visitor_key", "exact visitor key"),
+                        _query("cursor", "next_cursor of the previous page"),
+                        _query(
+                            "limit",
+                            "page size 1..1000 (default 100)",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                        ),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "a page",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "items", "next_cursor"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "items": {"type": "array", "items": touchpoint_ref},
+                                            "next_cursor": _NULLABLE_STR,
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/visitors/{visitor_id}": {
+                "get": {
+                    "summary": "A visitor's first touch, last touch and every touchpoint",
+                    "parameters": [
+                        {
+                            "name": "visitor_id",
+                            "in": "path",
+                            "required": True,
+                            "description": "visitor_key, raw visitor ID, or the cookie value",
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the journey",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": [
+                                            "ok",
+                                            "visitor_key",
+                                            "first_touch",
+                                            "last_touch",
+                                            "touchpoints",
+                                        ],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "visitor_key": {"type": "string"},
+                                            "first_seen": {"type": "string"},
+                                            "last_seen": {"type": "string"},
+                                            "touch_count": {"type": "integer"},
+                                            "first_touch": touchpoint_ref,
+                                            "last_touch": touchpoint_ref,
+                                            "touchpoints": {
+                                                "type": "array",
+                                                "items": touchpoint_ref,
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 404),
+                    },
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1"}},
+                }
+            },
+        },
+    }

@@ -1,0 +1,213 @@
+"""The addon pipeline: the ``Exchange`` every hook sees, and the ordered chain that runs hooks.
+
+Hosts (the aiohttp proxy, the mitmproxy adapter, the importer) build an
+``Exchange`` from their own request type, call ``Pipeline.request`` and
+``Pipeline.response``, and apply the typed effects. A failing hook is logged
+with the addon's name, counted and skipped: tracking never breaks the page.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote_plus
+
+from gateway.config import Settings
+from gateway.events import Event
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+
+log = logging.getLogger("gateway.pipeline")
+
+HOOKS = ("request", "response")
+
+
+def split_query(raw: str) -> list[tuple[str, str, str]]:
+    """Raw query → (raw piece, decoded key, decoded value) per ``&``-separated piece.
+
+    Decoding is strict UTF-8 with ``surrogateescape`` so undecodable bytes survive
+    as lone surrogates that validation then rejects; the raw piece is kept so a
+    host can rebuild the query byte for byte.
+    """
+    pairs = []
+    for piece in raw.split("&"):
+        if not piece:
+            continue
+        key, _, value = piece.partition("=")
+        pairs.append(
+            (
+                piece,
+                unquote_plus(key, errors="surrogateescape"),
+                unquote_plus(value, errors="surrogateescape"),
+            )
+        )
+    return pairs
+
+
+@dataclass(slots=True)
+class RequestView:
+    """What the visitor sent, as the public side saw it. Header names are lower-case."""
+
+    method: str
+    scheme: str
+    host: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    cookies: Mapping[str, str]
+    client_ip: str
+    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def is_document(self) -> bool:
+        """A top-level page load, as far as headers tell."""
+        if self.method not in ("GET", "HEAD"):
+            return False
+        dest = self.headers.get("sec-fetch-dest")
+        if dest is not None:
+            return dest == "document"
+        return "text/html" in self.headers.get("accept", "")
+
+
+@dataclass(slots=True)
+class ResponseView:
+    status: int
+    headers: Mapping[str, str]
+
+
+@dataclass(slots=True)
+class Reply:
+    """A short-circuit answer: the upstream is not called."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Cookie:
+    name: str
+    value: str
+    max_age: int
+    path: str = "/"
+    domain: str = ""
+    secure: bool = False
+    httponly: bool = True
+    samesite: str = "Lax"
+
+
+@dataclass(slots=True)
+class Visitor:
+    id: str
+    """The raw ID from (or for) the cookie: lives in memory only, never stored."""
+    key: str
+    """The keyed hash of ``id``: the only form stored."""
+    is_new: bool
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    request: RequestView
+    response: ResponseView | None = None
+    visitor: Visitor | None = None
+    events: list[Event] = field(default_factory=list)
+    set_cookies: list[Cookie] = field(default_factory=list)
+    upstream_query: str | None = None
+    """The query string to send upstream, when an addon changed it (None: unchanged)."""
+    upstream_headers: dict[str, str] = field(default_factory=dict)
+    """Request headers to replace on the way upstream (lower-case names)."""
+    reply: Reply | None = None
+    _query_pairs: list[tuple[str, str, str]] | None = None
+
+    @property
+    def query_pairs(self) -> list[tuple[str, str, str]]:
+        """(raw piece, decoded key, decoded value) for each ``&``-separated query piece."""
+        if self._query_pairs is None:
+            self._query_pairs = split_query(self.request.query)
+        return self._query_pairs
+
+
+@dataclass(frozen=True)
+class Context:
+    """What addons get in ``configure``: settings, derived keys and the metrics to report to."""
+
+    settings: Settings
+    keys: Keys
+    metrics: Metrics
+
+
+Hook = Callable[[Exchange], Any]
+
+
+class Pipeline:
+    """The ordered chain of addons, with each hook resolved once."""
+
+    def __init__(self, addons: list[tuple[str, object]], metrics: Metrics) -> None:
+        self.addons = addons
+        self.metrics = metrics
+        self._hooks: dict[str, list[tuple[str, Hook, bool]]] = {h: [] for h in HOOKS}
+        for name, addon in addons:
+            for hook in HOOKS:
+                fn = getattr(addon, hook, None)
+                if fn is not None:
+                    self._hooks[hook].append((name, fn, inspect.iscoroutinefunction(fn)))
+
+    async def _run(self, hook: str, ex: Exchange) -> None:
+        for name, fn, is_async in self._hooks[hook]:
+            try:
+                if is_async:
+                    await fn(ex)
+                else:
+                    fn(ex)
+            except Exception:
+                log.exception("addon %s failed in %s; skipped, page still served", name, hook)
+                self.metrics.addon_errors.labels(name, hook).inc()
+
+    def request(self, ex: Exchange) -> Awaitable[None]:
+        return self._run("request", ex)
+
+    def response(self, ex: Exchange) -> Awaitable[None]:
+        return self._run("response", ex)
+
+    async def running(self) -> None:
+        for _name, addon in self.addons:
+            fn = getattr(addon, "running", None)
+            if fn is not None and inspect.iscoroutine(result := fn()):
+                await result
+
+    async def done(self) -> None:
+        for name, addon in self.addons:
+            fn = getattr(addon, "done", None)
+            if fn is None:
+                continue
+            try:
+                if inspect.iscoroutine(result := fn()):
+                    await result
+            except Exception:
+                log.exception("addon %s failed in done", name)
+
+
+def addon_registry() -> dict[str, Callable[[], object]]:
+    """Addon name (as written in ``proxy.addons``) → class. Imported lazily: addons import us."""
+    from addons.campaign import Campaign
+    from addons.identity import Identity
+
+    return {"identity": Identity, "campaign": Campaign}
+
+
+def build_pipeline(settings: Settings, metrics: Metrics, keys: Keys | None = None) -> Pipeline:
+    """Instantiate and configure the addons named in ``proxy.addons``, in that order."""
+    context = Context(settings=settings, keys=keys or Keys.from_master(settings.secret), metrics=metrics)
+    registry = addon_registry()
+    chain = []
+    for name in settings.options.proxy.addons:
+        addon = registry[name]()
+        configure = getattr(addon, "configure", None)
+        if configure is not None:
+            configure(context)
+        chain.append((name, addon))
+    return Pipeline(chain, metrics)

@@ -1,0 +1,344 @@
+"""The aiohttp proxy host: runs the addon pipeline around a transparent, streaming forward.
+
+Owns the public listener's request handler: building the ``Exchange`` from an
+aiohttp request, forwarding the request target byte for byte (minus stripped
+tracking pairs) through the app-wide ``ClientSession``, streaming bodies both
+ways, applying the pipeline's effects (cookies, headers, replies), and waiting
+— bounded — for the store to confirm this request's events before the
+response headers go out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway import pages
+from gateway.config import Settings
+from gateway.events import Event
+from gateway.forwarding import (
+    FORWARDED,
+    HOP_BY_HOP,
+    client_ip,
+    connection_tokens,
+    is_trusted,
+    rewrite_location,
+)
+from gateway.metrics import Metrics
+from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView
+from gateway.websocket import is_websocket_upgrade, proxy_websocket
+from storage.local import LocalStore
+
+log = logging.getLogger("gateway.proxy")
+
+# Request headers that must not be forwarded as received: we answered Expect ourselves.
+_DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect", "host"}
+CHUNK = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class TransparentResponse(web.StreamResponse):
+    """A StreamResponse that adds no Server or Content-Type header the upstream did not send."""
+
+    async def _prepare_headers(self) -> None:
+        had_server = hdrs.SERVER in self.headers
+        had_type = hdrs.CONTENT_TYPE in self.headers
+        await super()._prepare_headers()
+        if not had_server:
+            self.headers.popall(hdrs.SERVER, None)
+        if not had_type:
+            self.headers.popall(hdrs.CONTENT_TYPE, None)
+
+
+@dataclass
+class _Body:
+    """Counts a streamed request body so an oversized one is cut off and answered 413."""
+
+    request: web.Request
+    limit: int
+    too_large: bool = False
+    client_error: bool = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        seen = 0
+        try:
+            async for chunk in self.request.content.iter_chunked(CHUNK):
+                seen += len(chunk)
+                if seen > self.limit:
+                    self.too_large = True
+                    raise BodyTooLarge()
+                yield chunk
+        except BodyTooLarge:
+            raise
+        except Exception:
+            self.client_error = True
+            raise
+
+
+def _cookie_kwargs(cookie: Cookie) -> dict[str, object]:
+    kwargs: dict[str, object] = {
+        "max_age": cookie.max_age,
+        "path": cookie.path,
+        "httponly": cookie.httponly,
+        "samesite": cookie.samesite,
+        "secure": cookie.secure,
+    }
+    if cookie.domain:
+        kwargs["domain"] = cookie.domain
+    return kwargs
+
+
+class ProxyHost:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        store: LocalStore,
+        metrics: Metrics,
+        session: aiohttp.ClientSession,
+        upstream: str,
+    ) -> None:
+        opts = settings.options
+        self.settings = settings
+        self.pipeline = pipeline
+        self.store = store
+        self.metrics = metrics
+        self.session = session
+        self.upstream = URL(upstream)
+        self.upstream_origin = str(self.upstream.origin())
+        self.upstream_host = self.upstream.raw_authority
+        self.public_origin = opts.proxy.public_origin.rstrip("/")
+        self.preserve_host = opts.proxy.preserve_host
+        self.reserved = opts.proxy.reserved_prefix
+        self.max_body = opts.proxy.max_request_body
+        self.trusted = settings.trusted_networks
+        self.wait_commit = opts.storage.durability == "commit"
+        self.max_wait = opts.storage.max_wait_ms / 1000
+
+    # -- the request handler ------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        target = request.raw_path
+        if not target.startswith("/"):  # absolute-form target: keep path and query only
+            target = URL(target, encoded=True).raw_path_qs
+        raw_path, _, raw_query = target.partition("?")
+        if raw_path.startswith(self.reserved):
+            self.metrics.requests.labels("reserved").inc()
+            return pages.json_error(404, f"no gateway endpoint at {raw_path}")
+        if is_websocket_upgrade(request):
+            self.metrics.requests.labels("websocket").inc()
+            return await proxy_websocket(
+                request,
+                self.session,
+                self._upstream_url(target),
+                self._upstream_headers(request, None),
+            )
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            self.metrics.requests.labels("too_large").inc()
+            return pages.error_page(413)
+
+        ex = Exchange(self._view(request, raw_path, raw_query))
+        await self.pipeline.request(ex)
+        commits = [self.store.submit(ex.events)] if ex.events else []
+        seen = len(ex.events)
+
+        if ex.reply is not None:
+            reply = ex.reply
+            ex.response = ResponseView(reply.status, reply.headers)
+            await self.pipeline.response(ex)
+            self._submit_new(ex, seen, commits)
+            resp = web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+            self._apply_cookies(resp, ex)
+            await self._confirm(commits)
+            self.metrics.requests.labels("reply").inc()
+            return resp
+
+        return await self._forward(request, ex, target, raw_path, commits, seen)
+
+    def _view(self, request: web.Request, raw_path: str, raw_query: str) -> RequestView:
+        peer = request.remote
+        headers: dict[str, str] = {}
+        for name, value in request.headers.items():
+            key = name.lower()
+            if key in headers:
+                headers[key] += ("; " if key == "cookie" else ", ") + value
+            else:
+                headers[key] = value
+        scheme, host = request.scheme, headers.get("host", "")
+        if self.trusted and is_trusted(peer, self.trusted):
+            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip().lower()
+            host = headers.get("x-forwarded-host", host).split(",")[0].strip()
+        if self.public_origin:
+            scheme = self.public_origin.partition(":")[0]
+        try:
+            cookies = dict(request.cookies)
+        except Exception:  # a cookie header no parser can read is the visitor's problem, not ours
+            cookies = {}
+        return RequestView(
+            method=request.method,
+            scheme=scheme,
+            host=host,
+            path=raw_path,
+            query=raw_query,
+            headers=headers,
+            cookies=cookies,
+            client_ip=client_ip(peer, headers.get("x-forwarded-for"), self.trusted),
+        )
+
+    def _upstream_url(self, target: str) -> URL:
+        return URL(self.upstream_origin + target, encoded=True)
+
+    def _upstream_headers(self, request: web.Request, ex: Exchange | None) -> CIMultiDict[str]:
+        incoming = request.headers
+        drop = _DROP_REQUEST | connection_tokens(incoming.getall(hdrs.CONNECTION, ()))
+        out: CIMultiDict[str] = CIMultiDict()
+        replace = ex.upstream_headers if ex is not None else {}
+        for name, value in incoming.items():
+            key = name.lower()
+            if key in drop or key in replace:
+                continue
+            out.add(name, value)
+        for name, value in replace.items():
+            out[name] = value
+        host = incoming.get(hdrs.HOST, "")
+        out[hdrs.HOST] = host if self.preserve_host and host else self.upstream_host
+        peer = request.remote or ""
+        trusted = self.trusted and is_trusted(peer, self.trusted)
+        prior = incoming.get("X-Forwarded-For") if trusted else None
+        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        proto = incoming.get("X-Forwarded-Proto") if trusted else None
+        out["X-Forwarded-Proto"] = proto or request.scheme
+        fwd_host = incoming.get("X-Forwarded-Host") if trusted else None
+        out["X-Forwarded-Host"] = fwd_host or host
+        return out
+
+    async def _forward(
+        self,
+        request: web.Request,
+        ex: Exchange,
+        target: str,
+        raw_path: str,
+        commits: list[asyncio.Future[None]],
+        seen: int,
+    ) -> web.StreamResponse:
+        if ex.upstream_query is not None:
+            target = raw_path + ("?" + ex.upstream_query if ex.upstream_query else "")
+        body = _Body(request, self.max_body)
+        try:
+            upstream = await self.session.request(
+                request.method,
+                self._upstream_url(target),
+                headers=self._upstream_headers(request, ex),
+                data=body.chunks() if request.body_exists else None,
+                allow_redirects=False,
+            )
+        except Exception as err:
+            await self._confirm(commits)
+            return self._upstream_failed(request, body, err)
+
+        try:
+            ex.response = ResponseView(upstream.status, {k.lower(): v for k, v in upstream.headers.items()})
+            await self.pipeline.response(ex)
+            self._submit_new(ex, seen, commits)
+            resp = TransparentResponse(status=upstream.status, reason=upstream.reason)
+            drop = HOP_BY_HOP | connection_tokens(upstream.headers.getall(hdrs.CONNECTION, ()))
+            for name, value in upstream.headers.items():
+                if name.lower() in drop:
+                    continue
+                if name.lower() == "location":
+                    value = self._public_location(value, ex)
+                resp.headers.add(name, value)
+            self._apply_cookies(resp, ex)
+            await self._confirm(commits)
+            await resp.prepare(request)
+            self.metrics.requests.labels("forwarded").inc()
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await resp.write(chunk)
+            except (aiohttp.ClientError, TimeoutError) as err:
+                # Headers are gone: the only honest signal left is a cut connection.
+                self.metrics.upstream_errors.labels("body").inc()
+                log.warning("upstream body failed mid-stream for %s: %r", raw_path, err)
+                if request.transport is not None:
+                    request.transport.close()
+                return resp
+            await resp.write_eof()
+            return resp
+        finally:
+            upstream.release()
+
+    def _upstream_failed(self, request: web.Request, body: _Body, err: Exception) -> web.StreamResponse:
+        if body.too_large:
+            self.metrics.requests.labels("too_large").inc()
+            return pages.error_page(413)
+        if body.client_error:
+            self.metrics.requests.labels("bad_request").inc()
+            return pages.json_error(400, "the request body was malformed or cut short")
+        if isinstance(err, TimeoutError):
+            kind, status = "timeout", 504
+        elif isinstance(err, aiohttp.ClientError | OSError):
+            kind, status = (
+                "connect" if isinstance(err, aiohttp.ClientConnectorError) else "protocol",
+                502,
+            )
+        else:
+            log.exception("unexpected failure forwarding %s", request.method)
+            kind, status = "internal", 502
+        self.metrics.upstream_errors.labels(kind).inc()
+        self.metrics.requests.labels(f"upstream_{kind}").inc()
+        log.warning("upstream %s for %s %s: %r", kind, request.method, request.path, err)
+        return pages.error_page(status)
+
+    def _public_location(self, location: str, ex: Exchange) -> str:
+        public = self.public_origin or f"{ex.request.scheme}://{ex.request.host}"
+        return rewrite_location(location, self.upstream_origin, public)
+
+    def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:
+        for cookie in ex.set_cookies:
+            resp.set_cookie(cookie.name, cookie.value, **_cookie_kwargs(cookie))  # type: ignore[arg-type]
+
+    def _submit_new(self, ex: Exchange, seen: int, commits: list[asyncio.Future[None]]) -> None:
+        """Events that response hooks added go to the store too."""
+        if len(ex.events) > seen:
+            new: list[Event] = ex.events[seen:]
+            commits.append(self.store.submit(new))
+
+    async def _confirm(self, commits: list[asyncio.Future[None]]) -> None:
+        """Wait (bounded) for this request's events to commit; never fail the request over it."""
+        if not commits:
+            return
+        if self.wait_commit:
+            done, pending = await asyncio.wait(commits, timeout=self.max_wait)
+        else:
+            done, pending = {c for c in commits if c.done()}, {c for c in commits if not c.done()}
+        for future in done:
+            self._consume(future)
+        for future in pending:
+            if self.wait_commit:
+                self.metrics.events_unconfirmed.labels("timeout").inc()
+            future.add_done_callback(self._consume_late)
+
+    def _consume(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled():
+            return
+        err = future.exception()
+        if err is not None:
+            self.metrics.events_unconfirmed.labels("store_error").inc()
+            log.warning("events not stored (%s); the page was served anyway", err)
+
+    def _consume_late(self, future: asyncio.Future[None]) -> None:
+        if not self.wait_commit:
+            self._consume(future)
+        elif not future.cancelled():
+            future.exception()  # retrieved: already counted as unconfirmed

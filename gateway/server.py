@@ -1,0 +1,143 @@
+"""Composition: builds the proxy and admin apps from settings and runs both listeners.
+
+Factories take their inputs explicitly (``create_gateway(settings, upstream)``);
+app-wide resources — the one ``ClientSession``, the store — live in typed
+``AppKey``s owned by ``cleanup_ctx``, so they are opened on start-up and
+closed, after in-flight requests finish, on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.admin import create_admin_app
+from gateway.config import Settings, parse_listen
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+from gateway.pipeline import build_pipeline
+from gateway.proxy import ProxyHost
+from storage.local import LocalStore
+from storage.queries import Reader
+
+log = logging.getLogger("gateway")
+
+SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
+STORE_KEY = web.AppKey("store", LocalStore)
+SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+MAX_UPSTREAM_HEADER = 64 * 1024
+
+
+def client_session(settings: Settings) -> aiohttp.ClientSession:
+    """The one upstream session: no decompression, no cookie jar, no headers of its own."""
+    proxy = settings.options.proxy
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1024, ttl_dns_cache=60),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=proxy.connect_timeout, sock_read=proxy.read_timeout
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=SKIP_AUTO_HEADERS,
+        trust_env=False,
+        max_line_size=MAX_UPSTREAM_HEADER,
+        max_field_size=MAX_UPSTREAM_HEADER,
+    )
+
+
+def handler_args(settings: Settings) -> dict[str, Any]:
+    """Server options that keep the listener transparent and strict."""
+    size = settings.options.proxy.max_header_size
+    return {"max_line_size": size, "max_field_size": size, "auto_decompress": False}
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    metrics: Metrics
+    keys: Keys
+    store: LocalStore
+    proxy_app: web.Application
+    admin_app: web.Application
+
+
+def create_gateway(settings: Settings, upstream: str) -> Gateway:
+    """Both apps, sharing one metrics registry and one store; nothing is opened yet."""
+    metrics = Metrics()
+    keys = Keys.from_master(settings.secret)
+    store = LocalStore(settings.store_path, settings.options.storage, metrics)
+    pipeline = build_pipeline(settings, metrics, keys)
+
+    proxy_app = web.Application(handler_args=handler_args(settings))
+    proxy_app[STORE_KEY] = store
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        session = client_session(settings)
+        app[SESSION_KEY] = session
+        host = ProxyHost(settings, pipeline, store, metrics, session, upstream)
+        app.router.add_route("*", "/{tail:.*}", host.handle)
+        await pipeline.running()
+        try:
+            yield
+        finally:
+            await pipeline.done()
+            await session.close()
+            await store.close()
+
+    proxy_app.cleanup_ctx.append(resources)
+    admin_app = create_admin_app(settings, Reader(settings.store_path), metrics, keys)
+    return Gateway(settings, metrics, keys, store, proxy_app, admin_app)
+
+
+async def start_site(app: web.Application, listen: str, **kwargs: Any) -> tuple[web.AppRunner, str]:
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(app, access_log=None, **kwargs)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, shutdown_timeout=10)
+    await site.start()
+    bound = runner.addresses[0][:2] if runner.addresses else (host, port)
+    shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
+    return runner, f"{shown}:{bound[1]}"
+
+
+async def serve(
+    settings: Settings,
+    upstream: str,
+    *,
+    on_ready: Callable[[str, str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run both listeners until SIGINT/SIGTERM (or ``stop``), then shut down gracefully."""
+    gw = create_gateway(settings, upstream)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    proxy_runner, proxy_addr = await start_site(
+        gw.proxy_app,
+        settings.options.proxy.listen,
+        **({"access_log": logging.getLogger("gateway.access")} if settings.options.proxy.access_log else {}),
+    )
+    try:
+        admin_runner, admin_addr = await start_site(gw.admin_app, settings.options.admin.listen)
+    except BaseException:
+        await proxy_runner.cleanup()
+        raise
+    if on_ready:
+        on_ready(proxy_addr, admin_addr)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: finishing in-flight requests and flushing the store")
+        await proxy_runner.cleanup()
+        await admin_runner.cleanup()

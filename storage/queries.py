@@ -1,0 +1,101 @@
+"""Reads of the local store for the admin API: touchpoint listings and visitor journeys.
+
+Owns its own read-only connection (WAL lets it read while the writer commits).
+Returns plain dicts shaped as the admin API answers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from storage.local import connect
+
+TOUCHPOINT_FILTERS = ("source", "medium", "campaign", "creator_id", "visitor_key")
+_decode = msgspec.json.Decoder(dict[str, str])
+
+
+@dataclass(frozen=True)
+class TouchpointQuery:
+    since: str | None = None
+    until: str | None = None
+    equals: Mapping[str, str] | None = None
+    cursor: str | None = None
+    limit: int = 100
+
+
+def _touchpoint(row: aiosqlite.Row) -> dict[str, Any]:
+    item = dict(row)
+    item["raw_params"] = _decode.decode(item["raw_params"])
+    return item
+
+
+class Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self._db = await connect(self.path)
+        self._db.row_factory = aiosqlite.Row
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        assert self._db is not None, "Reader.open() was not awaited"
+        return self._db
+
+    async def touchpoints(self, q: TouchpointQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """One page in id (= time) order, and the cursor of the next page (None on the last)."""
+        where, args = [], []
+        if q.since:
+            where.append("ts >= ?")
+            args.append(q.since)
+        if q.until:
+            where.append("ts < ?")
+            args.append(q.until)
+        for column, value in (q.equals or {}).items():
+            assert column in TOUCHPOINT_FILTERS
+            where.append(f"{column} = ?")
+            args.append(value)
+        if q.cursor:
+            where.append("id > ?")
+            args.append(q.cursor)
+        sql = "SELECT * FROM touchpoints"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id LIMIT ?"
+        async with self.db.execute(sql, [*args, q.limit + 1]) as cursor:
+            rows = list(await cursor.fetchall())
+        items = [_touchpoint(r) for r in rows[: q.limit]]
+        next_cursor = items[-1]["id"] if len(rows) > q.limit else None
+        return items, next_cursor
+
+    async def visitor(self, visitor_key: str) -> dict[str, Any] | None:
+        """The dual slot (first and last touch) and every touchpoint in time order."""
+        async with self.db.execute("SELECT * FROM visitors WHERE visitor_key = ?", (visitor_key,)) as cursor:
+            slot = await cursor.fetchone()
+        if slot is None:
+            return None
+        async with self.db.execute(
+            "SELECT * FROM touchpoints WHERE visitor_key = ? ORDER BY id", (visitor_key,)
+        ) as cursor:
+            touches = [_touchpoint(r) for r in await cursor.fetchall()]
+        by_id = {t["id"]: t for t in touches}
+        return {
+            "visitor_key": visitor_key,
+            "first_seen": slot["first_seen"],
+            "last_seen": slot["last_seen"],
+            "touch_count": slot["touch_count"],
+            "first_touch": by_id.get(slot["first_touch_id"]),
+            "last_touch": by_id.get(slot["last_touch_id"]),
+            "touchpoints": touches,
+        }
