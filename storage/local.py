@@ -76,9 +76,13 @@ class LocalStore:
         self._closing = False
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         self._db = await connect(self.path, self.options.synchronous)
-        await migrate(self._db)
+        try:
+            await migrate(self._db)
+        except BaseException:
+            await self._db.close()  # its thread would otherwise keep the process alive
+            raise
         self._task = asyncio.create_task(self._writer(), name="store-writer")
 
     async def close(self) -> None:

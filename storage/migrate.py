@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib import resources
 
@@ -25,7 +26,7 @@ async def migrate(db: aiosqlite.Connection) -> int:
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     current = int(row[0]) if row else 0
-    available = migrations()
+    available = await asyncio.to_thread(migrations)
     newest = available[-1][0] if available else 0
     if current > newest:
         raise RuntimeError(
