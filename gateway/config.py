@@ -14,6 +14,7 @@ import re
 import secrets
 import socket
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,8 +194,17 @@ def _msgspec_problem(section: str, err: msgspec.ValidationError) -> str:
     if unknown:
         allowed = ", ".join(SECTIONS[section].__struct_fields__) if key == section else ""
         return f"{key}.{unknown.group(1)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+    enum = re.match(r"Invalid enum value (.+)", message)
+    if enum:
+        allowed = _literal_values(section, key.partition(".")[2])
+        return f"{key}: expected one of {allowed}, got {enum.group(1)}"
     message = message.replace("`", "")
     return f"{key}: {message[:1].lower()}{message[1:]}"
+
+
+def _literal_values(section: str, name: str) -> str:
+    hint = typing.get_type_hints(SECTIONS[section]).get(name)
+    return ", ".join(f'"{v}"' for v in typing.get_args(hint)) if hint is not None else "?"
 
 
 def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:

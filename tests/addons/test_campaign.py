@@ -1,0 +1,192 @@
+"""Campaign capture on a plain Exchange: what is captured, normalised, dropped and stripped."""
+
+from __future__ import annotations
+
+import pytest
+
+from addons.campaign import Campaign, clean_value, hostname, strip_query
+from addons.identity import Identity
+from tests.addons.conftest import configured, context, exchange, metric
+
+DOCUMENT = {"Sec-Fetch-Dest": "document"}
+
+
+def run(target: str, toml: str = "", **kwargs):
+    ctx = context(toml)
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    ex = exchange(target, **kwargs)
+    identity.request(ex)
+    campaign.request(ex)
+    return ex, ctx
+
+
+def test_utm_landing_becomes_touchpoint_and_is_stripped() -> None:
+    ex, _ = run(
+        "/p?a=1&utm_source=%20News%20&utm_medium=EMAIL&utm_campaign=Black+Friday"
+        "&utm_term=t&utm_content=c&utm_id=42&b=2"
+    )
+    [tp] = ex.events
+    assert (tp.source, tp.medium, tp.campaign, tp.term, tp.content) == (
+        "news",
+        "email",
+        "Black Friday",
+        "t",
+        "c",
+    )
+    assert tp.raw_params["utm_id"] == "42"
+    assert tp.visitor_key == ex.visitor.key
+    assert tp.landing_path == "/p"
+    assert tp.ts == "2026-11-25T12:00:00.000000Z"
+    assert ex.upstream_query == "a=1&b=2"
+
+
+def test_c_prefix_wins_over_utm_by_default() -> None:
+    ex, _ = run("/?utm_source=utm&c_source=c")
+    assert ex.events[0].source == "c"
+
+
+def test_precedence_follows_prefix_order() -> None:
+    ex, _ = run("/?utm_source=utm&c_source=c", '[campaign]\nprefixes = ["utm_", "c_"]\n')
+    assert ex.events[0].source == "utm"
+
+
+def test_click_ids_creator_and_sub_id() -> None:
+    ex, _ = run("/?fbclid=FB.1-x_y&gclid=G123&creator_id=anna&sub_id=story-2")
+    [tp] = ex.events
+    assert (tp.click_id_kind, tp.click_id) == ("gclid", "G123")  # gclid listed first
+    assert (tp.creator_id, tp.sub_id) == ("anna", "story-2")
+    assert ex.upstream_query == ""
+
+
+def test_parameter_names_are_case_insensitive() -> None:
+    ex, _ = run("/?UTM_Source=x&GCLID=y")
+    assert (ex.events[0].source, ex.events[0].click_id) == ("x", "y")
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("utm_source=" + "a" * 201, "too_long"),
+        ("utm_source=a%00b", "unprintable"),
+        ("utm_source=a%0Ab", "unprintable"),
+        ("utm_source=%FF%FE", "unprintable"),  # not UTF-8
+        ("gclid=has%20space", "unprintable"),
+    ],
+)
+def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: str) -> None:
+    ex, ctx = run(f"/?{query}&keep=1")
+    assert ex.events == []
+    assert ex.upstream_query == "keep=1"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": reason}) == 1
+
+
+def test_allowed_sources() -> None:
+    ex, ctx = run("/?utm_source=Evil&utm_medium=cpc", '[campaign]\nallowed_sources = ["google"]\n')
+    [tp] = ex.events
+    assert tp.source is None and tp.medium == "cpc"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "source_not_allowed"}) == 1
+
+
+def test_empty_values_ignored() -> None:
+    ex, _ = run("/?utm_source=&utm_medium=%20")
+    assert ex.events == [] and ex.upstream_query == ""
+
+
+def test_plain_request_untouched() -> None:
+    ex, _ = run("/shop?page=2&sort=price")
+    assert ex.events == [] and ex.upstream_query is None and ex.upstream_headers == {}
+
+
+def test_external_referrer_on_page_load_is_a_touchpoint() -> None:
+    ex, _ = run("/article", headers={**DOCUMENT, "Referer": "https://www.Google.com/search?q=x"})
+    [tp] = ex.events
+    assert tp.referrer_host == "www.google.com" and tp.source is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Dest": "image", "Referer": "https://google.com/"},  # not a page load
+        {**DOCUMENT, "Referer": "https://shop.example/other"},  # same site
+        {**DOCUMENT, "Referer": "not a url"},
+    ],
+)
+def test_no_referral_touchpoint(headers) -> None:
+    ex, _ = run("/article", headers=headers)
+    assert ex.events == []
+
+
+def test_referrals_can_be_turned_off() -> None:
+    ex, _ = run(
+        "/a",
+        "[campaign]\nrecord_referrals = false\n",
+        headers={**DOCUMENT, "Referer": "https://news.example/"},
+    )
+    assert ex.events == []
+
+
+def test_same_site_referer_is_cleaned() -> None:
+    ex, _ = run(
+        "/style.css",
+        headers={"Referer": "https://shop.example/landing?utm_source=x&page=2&gclid=abc"},
+    )
+    assert ex.upstream_headers == {"referer": "https://shop.example/landing?page=2"}
+
+
+def test_external_referer_left_alone() -> None:
+    ex, _ = run("/x.css", headers={"Referer": "https://other.example/?utm_source=x"})
+    assert "referer" not in ex.upstream_headers
+
+
+def test_redirect_mode_replies_with_clean_url() -> None:
+    ex, _ = run("/p?utm_source=x&a=1", '[proxy]\nstrip = "redirect"\n')
+    assert ex.reply is not None and ex.reply.status == 302
+    assert ex.reply.headers["location"] == "/p?a=1"
+    assert len(ex.events) == 1
+
+
+def test_redirect_mode_forwards_posts_clean() -> None:
+    ex, _ = run("/p?utm_source=x", '[proxy]\nstrip = "redirect"\n', method="POST")
+    assert ex.reply is None and ex.upstream_query == ""
+
+
+def test_off_mode_keeps_url_but_records() -> None:
+    ex, _ = run("/p?utm_source=x", '[proxy]\nstrip = "off"\n')
+    assert ex.upstream_query is None and len(ex.events) == 1
+
+
+def test_raw_params_are_bounded() -> None:
+    query = "&".join(f"utm_x{i}=v" for i in range(100))
+    ex, _ = run(f"/?utm_source=s&{query}")
+    assert len(ex.events[0].raw_params) <= 32
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("a=1&utm_source=x&b=%2F+c", "a=1&b=%2F+c"),
+        ("q=a+b&q=c&utm_source=x&z=%zz", "q=a+b&q=c&z=%zz"),
+        ("utm_source=x", ""),
+        ("UTM_SOURCE=x&k", "k"),
+        ("%75tm_source=x&k=1", "k=1"),  # percent-encoded name is still the parameter
+    ],
+)
+def test_strip_query_keeps_raw_pieces(raw: str, expected: str) -> None:
+    c = configured(Campaign)
+    assert strip_query(raw, c.is_tracked)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("  x ", ("x", "")), ("a" * 5, ("", "too_long")), ("\x07", ("", "unprintable"))],
+)
+def test_clean_value(value: str, expected: tuple[str, str]) -> None:
+    assert clean_value(value, 4) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("Shop.Example:8080", "shop.example"), ("[::1]:80", "::1"), ("example.com", "example.com")],
+)
+def test_hostname(host: str, expected: str) -> None:
+    assert hostname(host) == expected

@@ -1,0 +1,114 @@
+"""Identity: visitor cookie minted, verified, rejected when forged; Set-Cookie planned right."""
+
+from __future__ import annotations
+
+import pytest
+
+from addons.identity import Identity, cookie_value, new_visitor_id, verify_cookie
+from gateway.events import Touchpoint
+from tests.addons.conftest import configured, context, exchange, metric
+
+DOCUMENT = {"Accept": "text/html,application/xhtml+xml", "Sec-Fetch-Dest": "document"}
+
+
+def _touch(ex) -> None:
+    ex.events.append(Touchpoint(id="x", ts="t", node="n", visitor_key=ex.visitor.key))
+
+
+def test_cookie_round_trip() -> None:
+    key = b"k" * 32
+    vid = new_visitor_id()
+    assert verify_cookie(key, cookie_value(key, vid)) == vid
+    assert len(vid) == 22  # 128 bits, base64url
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda v: v[:-1] + ("A" if v[-1] != "A" else "B"),  # edited tag
+        lambda v: v.replace(v.split(".")[1], new_visitor_id()),  # swapped ID, old tag
+        lambda v: "v2" + v[2:],  # unknown version
+        lambda v: v + ".extra",
+        lambda v: "",
+        lambda v: "garbage",
+        lambda v: "v1.é" + "a" * 21 + "." + "b" * 22,  # non-ASCII
+    ],
+)
+def test_forged_cookie_rejected(tamper) -> None:
+    key = b"k" * 32
+    assert verify_cookie(key, tamper(cookie_value(key, new_visitor_id()))) is None
+
+
+def test_cookie_from_another_secret_rejected() -> None:
+    vid = new_visitor_id()
+    assert verify_cookie(b"a" * 32, cookie_value(b"b" * 32, vid)) is None
+
+
+def test_valid_cookie_keeps_visitor() -> None:
+    ctx = context()
+    identity = configured(Identity, ctx=ctx)
+    vid = new_visitor_id()
+    ex = exchange(cookies={"gw_vid": cookie_value(ctx.keys.cookie_mac, vid)}, headers=DOCUMENT)
+    identity.request(ex)
+    assert ex.visitor.id == vid and not ex.visitor.is_new
+    assert ex.visitor.key == ctx.keys.visitor_key(vid) != vid
+    identity.response(ex)
+    assert ex.set_cookies == []  # nothing to refresh without a landing
+
+
+def test_forged_cookie_replaced_and_counted() -> None:
+    ctx = context()
+    identity = configured(Identity, ctx=ctx)
+    ex = exchange(cookies={"gw_vid": "v1." + "a" * 22 + "." + "b" * 22}, headers=DOCUMENT)
+    identity.request(ex)
+    assert ex.visitor.is_new
+    identity.response(ex)
+    [cookie] = ex.set_cookies
+    assert verify_cookie(ctx.keys.cookie_mac, cookie.value) == ex.visitor.id
+    assert metric(ctx, "gateway_cookies_rejected_total") == 1
+
+
+def test_new_visitor_gets_cookie_on_page_load_not_on_assets() -> None:
+    identity = configured(Identity)
+    page = exchange(headers=DOCUMENT)
+    identity.request(page)
+    identity.response(page)
+    assert len(page.set_cookies) == 1
+    asset = exchange("/app.css", headers={"Accept": "text/css", "Sec-Fetch-Dest": "style"})
+    identity.request(asset)
+    identity.response(asset)
+    assert asset.set_cookies == []
+
+
+def test_landing_refreshes_existing_cookie() -> None:
+    ctx = context()
+    identity = configured(Identity, ctx=ctx)
+    vid = new_visitor_id()
+    ex = exchange(cookies={"gw_vid": cookie_value(ctx.keys.cookie_mac, vid)})
+    identity.request(ex)
+    _touch(ex)
+    identity.response(ex)
+    [cookie] = ex.set_cookies
+    assert cookie.max_age == 395 * 86400
+    assert verify_cookie(ctx.keys.cookie_mac, cookie.value) == vid
+
+
+@pytest.mark.parametrize(
+    ("policy", "scheme", "secure"),
+    [("auto", "https", True), ("auto", "http", False), ("always", "http", True), ("never", "https", False)],
+)
+def test_cookie_attributes(policy: str, scheme: str, secure: bool) -> None:
+    identity = configured(
+        Identity, f'[identity]\nsecure = "{policy}"\ndomain = "example.com"\nsamesite = "Strict"\n'
+    )
+    ex = exchange(headers=DOCUMENT, scheme=scheme)
+    identity.request(ex)
+    identity.response(ex)
+    [cookie] = ex.set_cookies
+    assert (cookie.secure, cookie.httponly, cookie.samesite, cookie.domain, cookie.path) == (
+        secure,
+        True,
+        "Strict",
+        "example.com",
+        "/",
+    )

@@ -1,0 +1,159 @@
+"""Admin API: token checks, one JSON envelope everywhere, touchpoint listing and visitor journeys."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import TOKEN
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def origin() -> web.Application:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    return app
+
+
+@pytest.fixture
+async def gw(start_gateway, upstream_server):
+    return await start_gateway(await upstream_server(origin()))
+
+
+async def land(gw, query: str, cookie: str | None = None) -> str | None:
+    headers = {"Cookie": cookie} if cookie else {}
+    async with gw.session.get(f"{gw.url}/landing?{query}", headers=headers) as resp:
+        assert resp.status == 200
+        for value in resp.headers.getall("Set-Cookie", []):
+            if value.startswith("gw_vid="):
+                return value.split(";")[0]
+    return cookie
+
+
+async def get(gw, path: str, headers: dict[str, str] | None = None, **params):
+    async with gw.session.get(gw.admin_url + path, headers=headers or {}, params=params) as resp:
+        return resp.status, resp.headers, await resp.json()
+
+
+ENDPOINTS = ["/metrics", "/api/touchpoints", "/api/visitors/" + "0" * 32]
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer"}],
+)
+async def test_missing_or_wrong_token_rejected(gw, path: str, headers) -> None:
+    status, resp_headers, body = await get(gw, path, headers)
+    assert status == 401
+    assert resp_headers["WWW-Authenticate"] == "Bearer"
+    assert body["ok"] is False and body["status"] == 401 and body["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status"),
+    [
+        ("/healthz", {}, 200),
+        ("/api/openapi.json", {}, 200),
+        ("/api/touchpoints", {}, 200),
+        ("/api/touchpoints", {"limit": "0"}, 400),
+        ("/api/touchpoints", {"limit": "x"}, 400),
+        ("/api/touchpoints", {"since": "yesterday"}, 400),
+        ("/api/touchpoints", {"cursor": "nope"}, 400),
+        ("/api/touchpoints", {"colour": "red"}, 400),
+        ("/api/visitors/" + "0" * 32, {}, 404),
+        ("/api/visitors/not-an-id", {}, 400),
+        ("/api/nothing-here", {}, 404),
+    ],
+)
+async def test_envelope_shape_everywhere(gw, path: str, params, status: int) -> None:
+    got, headers, body = await get(gw, path, AUTH, **params)
+    assert got == status
+    assert headers["Content-Type"].startswith("application/json")
+    if path == "/api/openapi.json":
+        assert body["openapi"].startswith("3.")
+        return
+    assert body["ok"] is (status < 400)
+    if status >= 400:
+        assert set(body) == {"ok", "status", "error"} and body["status"] == status
+        assert isinstance(body["error"], str) and body["error"]
+
+
+async def test_wrong_method_is_json_405(gw) -> None:
+    async with gw.session.post(gw.admin_url + "/api/touchpoints", headers=AUTH) as resp:
+        assert resp.status == 405
+        assert (await resp.json())["ok"] is False
+
+
+async def test_metrics_are_prometheus_text(gw) -> None:
+    await land(gw, "utm_source=a")
+    async with gw.session.get(gw.admin_url + "/metrics", headers=AUTH) as resp:
+        text = await resp.text()
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    for name in (
+        "gateway_requests_total",
+        "gateway_touchpoints_total 1.0",
+        "gateway_cookies_rejected_total",
+        "gateway_params_dropped_total",
+        "gateway_store_commit_seconds_bucket",
+        "gateway_upstream_errors_total",
+    ):
+        assert name in text
+
+
+async def test_touchpoints_contract_and_pagination(gw) -> None:
+    for n in range(7):
+        await land(gw, f"utm_source=src{n % 2}&utm_medium=cpc&utm_campaign=c{n}&creator_id=cr{n}")
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+        status, _, body = await get(gw, "/api/touchpoints", AUTH, **params)
+        assert status == 200
+        seen += body["items"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert [t["campaign"] for t in seen] == [f"c{n}" for n in range(7)]
+    tp = seen[0]
+    for key in (
+        "id", "ts", "visitor_key", "source", "medium", "campaign", "term", "content",
+        "creator_id", "sub_id", "click_id_kind", "click_id", "referrer_host", "landing_path",
+    ):  # fmt: skip
+        assert key in tp
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", tp["ts"])
+
+
+async def test_touchpoint_filters(gw) -> None:
+    await land(gw, "utm_source=Alpha&utm_campaign=one")
+    await land(gw, "utm_source=beta&utm_campaign=two&creator_id=zoe")
+    _, _, body = await get(gw, "/api/touchpoints", AUTH, source="ALPHA")
+    assert [t["campaign"] for t in body["items"]] == ["one"]
+    _, _, body = await get(gw, "/api/touchpoints", AUTH, creator_id="zoe")
+    assert [t["campaign"] for t in body["items"]] == ["two"]
+    _, _, body = await get(gw, "/api/touchpoints", AUTH, since="2000-01-01", until="2000-01-02")
+    assert body["items"] == []
+    _, _, body = await get(gw, "/api/touchpoints", AUTH, since="2000-01-01T00:00:00Z")
+    assert len(body["items"]) == 2
+
+
+async def test_visitor_journey_keeps_first_touch(gw) -> None:
+    cookie = await land(gw, "utm_source=first")
+    for n in range(3):
+        cookie = await land(gw, f"utm_source=later{n}", cookie)
+    assert cookie is not None
+    value = cookie.partition("=")[2]
+    status, _, by_cookie = await get(gw, f"/api/visitors/{value}", AUTH)
+    assert status == 200
+    assert by_cookie["first_touch"]["source"] == "first"
+    assert by_cookie["last_touch"]["source"] == "later2"
+    assert [t["source"] for t in by_cookie["touchpoints"]] == ["first", "later0", "later1", "later2"]
+    raw_id = value.split(".")[1]
+    _, _, by_id = await get(gw, f"/api/visitors/{raw_id}", AUTH)
+    _, _, by_key = await get(gw, f"/api/visitors/{by_cookie['visitor_key']}", AUTH)
+    assert by_id == by_key == by_cookie

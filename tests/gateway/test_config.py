@@ -1,0 +1,137 @@
+"""Config: strict decoding, every problem named by its TOML key, secrets from the environment."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gateway.config import SECTIONS, ConfigError, Options, load_settings, masked, parse_listen
+from tests.conftest import ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def problems(toml: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ=ENV if environ is None else environ)
+    return info.value.problems
+
+
+def test_defaults_load() -> None:
+    settings = load_settings(None, text="", environ=ENV)
+    assert settings.options == Options()
+    assert settings.secret == ENV["GATEWAY_SECRET"].encode()
+    assert settings.admin_token == ENV["GATEWAY_ADMIN_TOKEN"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[proxy]\nbogus = 1\n", "proxy.bogus: unknown key"),
+        ("[nope]\n", "nope: unknown table"),
+        ("[identity]\nmax_age_days = 'x'\n", "identity.max_age_days: expected int, got str"),
+        ("[identity]\nmax_age_days = 0\n", "identity.max_age_days: must be 1..3650, got 0"),
+        ("[proxy]\nstrip = 'sideways'\n", "proxy.strip: expected one of"),
+        ("[proxy]\nlisten = 'nowhere'\n", 'proxy.listen: expected "HOST:PORT"'),
+        ("[proxy]\nupstream = 'ftp://x'\n", "proxy.upstream: must be an http(s) URL"),
+        ("[proxy]\nupstream = 'http://x/path'\n", "proxy.upstream: must be an origin"),
+        ("[proxy]\ntrusted_proxies = ['10.0.0.0/8', 'bad']\n", "proxy.trusted_proxies[1]: not an IP"),
+        ("[proxy]\nconnect_timeout = -1\n", "proxy.connect_timeout: must be > 0"),
+        ("[proxy]\naddons = ['identity', 'nope']\n", "proxy.addons[1]: unknown addon 'nope'"),
+        ("[proxy]\nreserved_prefix = 'gw'\n", "proxy.reserved_prefix: must look like"),
+        ("[campaign]\nclick_ids = ['ok', 'not ok']\n", "campaign.click_ids[1]: not a parameter name"),
+        ("[campaign]\nmax_value_length = 0\n", "campaign.max_value_length: must be 1..2000"),
+        ("[identity]\ncookie_name = 'a b'\n", "identity.cookie_name: must be a valid cookie name"),
+        ("[identity]\nsamesite = 'None'\nsecure = 'never'\n", "identity.samesite: SameSite=None"),
+        ("[storage]\ndurability = 'maybe'\n", "storage.durability: expected one of"),
+        ("[storage]\nbatch_size = 0\n", "storage.batch_size: must be 1..10000"),
+        ("[identity]\nsecret = 'inline-secret-value-that-is-long-enough'\n", "identity.secret: secrets are"),
+        ("proxy = 3\n", "proxy: must be a table"),
+        ("[proxy\n", "not valid TOML"),
+    ],
+)
+def test_problem_names_its_key(toml: str, expected: str) -> None:
+    assert any(expected in p for p in problems(toml)), problems(toml)
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    found = problems(
+        "[proxy]\nlisten = 'x'\nconnect_timeout = 0\n[identity]\nbogus = 1\n[storage]\nbatch_size = 0\n"
+    )
+    keys = {p.partition(":")[0] for p in found}
+    assert {"proxy.listen", "proxy.connect_timeout", "identity.bogus", "storage.batch_size"} <= keys
+
+
+def test_missing_secrets_refused_without_dev() -> None:
+    found = problems("", environ={})
+    assert any(p.startswith("identity.secret: environment variable GATEWAY_SECRET") for p in found)
+    assert any(p.startswith("admin.token: environment variable GATEWAY_ADMIN_TOKEN") for p in found)
+
+
+def test_dev_generates_ephemeral_secrets() -> None:
+    settings = load_settings(None, text="", environ={}, dev=True)
+    assert len(settings.secret) >= 32 and len(settings.admin_token) >= 32
+    assert settings.generated == ("identity.secret (GATEWAY_SECRET)", "admin.token (GATEWAY_ADMIN_TOKEN)")
+
+
+def test_short_secret_refused() -> None:
+    found = problems("", environ={**ENV, "GATEWAY_SECRET": "short"})
+    assert found == ["identity.secret: GATEWAY_SECRET must be at least 32 characters long"]
+
+
+def test_custom_env_names() -> None:
+    settings = load_settings(
+        None, text="[admin]\ntoken = 'env:MY_TOKEN'\n", environ={**ENV, "MY_TOKEN": "m" * 32}
+    )
+    assert settings.admin_token == "m" * 32
+
+
+def test_masked_never_shows_secret_values() -> None:
+    settings = load_settings(None, text="", environ=ENV)
+    shown = msgspec.json.encode(masked(settings.options)).decode()
+    assert ENV["GATEWAY_SECRET"] not in shown and "env:GATEWAY_SECRET" in shown
+
+
+def test_store_path_relative_to_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "conf" / "gw.toml"
+    cfg.parent.mkdir()
+    cfg.write_text("[storage]\npath = 'data/x.db'\n")
+    assert load_settings(cfg, environ=ENV).store_path == tmp_path / "conf" / "data" / "x.db"
+
+
+def test_unreadable_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml", environ=ENV)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:9090", ("::1", 9090)), ("0.0.0.0:0", ("0.0.0.0", 0))],
+)
+def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["80", ":80", "host:", "host:99999", "host:x"])
+def test_parse_listen_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen(text)
+
+
+def test_example_config_documents_every_option_with_its_default() -> None:
+    """gateway.toml is the annotated example: every key present, every value the default."""
+    data = tomllib.loads((ROOT / "gateway.toml").read_text())
+    defaults = msgspec.json.decode(msgspec.json.encode(Options()))
+    assert set(data) == set(SECTIONS)
+    for section, values in defaults.items():
+        assert data[section] == values, section
+
+
+def test_readme_documents_every_option() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for section, struct in SECTIONS.items():
+        for name in struct.__struct_fields__:
+            assert f"`{section}.{name}`" in readme, f"{section}.{name} missing from README"

@@ -1,0 +1,57 @@
+"""`gateway run --dev` with no upstream: the demo origin behind the gateway, as `make run` starts it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+
+async def test_dev_run_serves_demo_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        '[proxy]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\n',
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "run", "--dev", "-c", str(cfg),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        lines = []
+        async with asyncio.timeout(20):
+            while not any("admin API on" in line for line in lines):
+                line = (await proc.stdout.readline()).decode()
+                assert line, "gateway exited before it was ready"
+                lines.append(line)
+            while not any("api/touchpoints" in line for line in lines):
+                lines.append((await proc.stdout.readline()).decode())
+        text = "".join(lines)
+        proxy = re.search(r"proxy on (http://[\d.:]+)/", text).group(1)  # type: ignore[union-attr]
+        admin = re.search(r"admin API on (http://[\d.:]+)/", text).group(1)  # type: ignore[union-attr]
+        token = re.search(r"Bearer (\S+)'", text).group(1)  # type: ignore[union-attr]
+        assert "demo origin" in text
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{proxy}/?utm_source=newsletter&utm_medium=email") as resp:
+                assert resp.status == 200 and "Demo shop" in await resp.text()
+                assert "gw_vid" in resp.cookies
+            async with session.get(
+                f"{admin}/api/touchpoints", headers={"Authorization": f"Bearer {token}"}
+            ) as resp:
+                items = (await resp.json())["items"]
+        assert [t["source"] for t in items] == ["newsletter"]
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            assert await proc.wait() == 0
+        stderr = (await proc.stderr.read()).decode()
+        assert "DEV MODE" in stderr and "Traceback" not in stderr
+        assert await asyncio.to_thread((tmp_path / "gw.db").exists)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,41 @@
+"""Layout rules that keep the code host-neutral and documented."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST_LIBRARIES = {"aiohttp", "mitmproxy", "multidict", "yarl"}
+PACKAGES = ("gateway", "addons", "storage")
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in (ROOT / "addons").glob("*.py") if p.name != "mitm.py"], ids=lambda p: p.name
+)
+def test_addons_are_host_neutral(path: Path) -> None:
+    assert not imported_roots(path) & HOST_LIBRARIES
+
+
+def test_pipeline_is_host_neutral() -> None:
+    assert not imported_roots(ROOT / "gateway" / "pipeline.py") & HOST_LIBRARIES
+
+
+@pytest.mark.parametrize(
+    "path", [p for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py")], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_every_module_says_what_it_owns(path: Path) -> None:
+    doc = ast.get_docstring(ast.parse(path.read_text()))
+    assert doc and len(doc) > 20, f"{path} needs a module docstring"
