@@ -1,0 +1,35 @@
+"""Event IDs (UUIDv7) and key derivation."""
+
+from __future__ import annotations
+
+import uuid
+
+from gateway.ids import uuid7
+from gateway.keys import Keys, derive
+
+
+def test_uuid7_layout_and_order() -> None:
+    ids = [uuid7(1_700_000_000_000 + n) for n in range(50)]
+    assert ids == sorted(ids)
+    parsed = uuid.UUID(ids[0])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert int(parsed.hex[:12], 16) == 1_700_000_000_000
+
+
+def test_uuid7_unique_within_a_millisecond() -> None:
+    assert len({uuid7(1) for _ in range(10_000)}) == 10_000
+
+
+def test_keys_are_purpose_bound_and_deterministic() -> None:
+    keys = Keys.from_master(b"m" * 32)
+    assert len({keys.cookie_mac, keys.visitor_hash, keys.user_hash}) == 3
+    assert Keys.from_master(b"m" * 32) == keys
+    assert Keys.from_master(b"n" * 32).visitor_hash != keys.visitor_hash
+    assert derive(b"m" * 32, "a") != derive(b"m" * 32, "b")
+
+
+def test_visitor_key_is_a_keyed_hash() -> None:
+    keys = Keys.from_master(b"m" * 32)
+    key = keys.visitor_key("abc")
+    assert len(key) == 32 and "abc" not in key
+    assert Keys.from_master(b"x" * 32).visitor_key("abc") != key

@@ -1,0 +1,89 @@
+"""The pipeline: hooks run in order, a failing hook is logged, counted and skipped."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from gateway.metrics import Metrics
+from gateway.pipeline import Exchange, Pipeline, Reply, split_query
+from tests.addons.conftest import exchange
+
+
+class Recorder:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def request(self, ex: Exchange) -> None:
+        self.log.append(f"{self.name}.request")
+
+    async def response(self, ex: Exchange) -> None:
+        self.log.append(f"{self.name}.response")
+
+
+class Broken:
+    def request(self, ex: Exchange) -> None:
+        raise ValueError("boom")
+
+
+class Replier:
+    def request(self, ex: Exchange) -> None:
+        ex.reply = Reply(403)
+
+
+async def test_hooks_run_in_order_sync_and_async() -> None:
+    log: list[str] = []
+    pipeline = Pipeline([("a", Recorder("a", log)), ("b", Recorder("b", log))], Metrics())
+    ex = exchange()
+    await pipeline.request(ex)
+    await pipeline.response(ex)
+    assert log == ["a.request", "b.request", "a.response", "b.response"]
+
+
+async def test_failing_hook_is_logged_counted_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    log: list[str] = []
+    metrics = Metrics()
+    pipeline = Pipeline([("broken", Broken()), ("after", Recorder("after", log))], metrics)
+    with caplog.at_level(logging.ERROR):
+        await pipeline.request(exchange())
+    assert log == ["after.request"]
+    assert "addon broken failed in request" in caplog.text
+    labels = {"addon": "broken", "hook": "request"}
+    assert metrics.registry.get_sample_value("gateway_addon_errors_total", labels) == 1
+
+
+async def test_every_request_hook_runs_after_a_reply() -> None:
+    log: list[str] = []
+    pipeline = Pipeline([("block", Replier()), ("after", Recorder("after", log))], Metrics())
+    ex = exchange()
+    await pipeline.request(ex)
+    assert ex.reply is not None and log == ["after.request"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", []),
+        ("a=1&&b", [("a=1", "a", "1"), ("b", "b", "")]),
+        ("q=a+b%2B", [("q=a+b%2B", "q", "a b+")]),
+        ("k=%FF", [("k=%FF", "k", "\udcff")]),  # undecodable bytes stay visible to validation
+        ("=v", [("=v", "", "v")]),
+    ],
+)
+def test_split_query(raw: str, expected: list[tuple[str, str, str]]) -> None:
+    assert split_query(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "method", "document"),
+    [
+        ({"sec-fetch-dest": "document"}, "GET", True),
+        ({"sec-fetch-dest": "image", "accept": "text/html"}, "GET", False),
+        ({"accept": "text/html,*/*"}, "GET", True),
+        ({"accept": "*/*"}, "GET", False),
+        ({"sec-fetch-dest": "document"}, "POST", False),
+    ],
+)
+def test_is_document(headers: dict[str, str], method: str, document: bool) -> None:
+    assert exchange(headers=headers, method=method).request.is_document is document
