@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gateway.events import Touchpoint, iso
-from gateway.ids import uuid7
+from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, split_query
 
 CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")
@@ -50,9 +50,9 @@ def hostname(host_header: str) -> str:
 
 def strip_query(raw: str, is_tracked: Callable[[str], bool]) -> tuple[str, bool]:
     """``raw`` without the pieces whose decoded key is tracked; the rest byte for byte."""
-    kept = [piece for piece, key, _ in split_query(raw) if not is_tracked(key)]
-    removed = len(kept) != sum(1 for piece in raw.split("&") if piece)
-    return "&".join(kept), removed
+    pieces = split_query(raw)
+    kept = [piece for piece, key, _ in pieces if not is_tracked(key)]
+    return "&".join(kept), len(kept) != len(pieces)
 
 
 def host_of(url: str) -> str | None:
@@ -70,6 +70,7 @@ class Campaign:
     def configure(self, ctx: Context) -> None:
         opts = ctx.settings.options.campaign
         self.metrics = ctx.metrics
+        self.new_id = Uuid7()
         self.node = ctx.settings.node
         self.strip = ctx.settings.options.proxy.strip
         self.max_length = opts.max_value_length
@@ -176,7 +177,7 @@ class Campaign:
         path = req.path if len(req.path) <= MAX_PATH else req.path[:MAX_PATH]
         ex.events.append(
             Touchpoint(
-                id=uuid7(int(req.ts.timestamp() * 1000)),
+                id=self.new_id(int(req.ts.timestamp() * 1000)),
                 ts=iso(req.ts),
                 node=self.node,
                 visitor_key=ex.visitor.key if ex.visitor else "",

@@ -50,7 +50,7 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     strip: Literal["forward", "redirect", "off"] = "forward"
     """How tracking parameters leave the URL: forward clean, redirect to clean, or off."""
     connect_timeout: float = 5.0
-    """Seconds to connect to the upstream before answering 502."""
+    """Seconds to connect to the upstream before answering 504 (a refused connection: 502 at once)."""
     read_timeout: float = 30.0
     """Seconds of upstream silence (headers or body) before answering 504."""
     max_request_body: int = 100 * 1024 * 1024

@@ -27,6 +27,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+# Other ways of telling the upstream who the client is: passed on from trusted proxies only.
+CLIENT_CLAIMS = frozenset({"forwarded", "x-real-ip"})
 
 
 def connection_tokens(values: Iterable[str]) -> frozenset[str]:
@@ -35,13 +37,20 @@ def connection_tokens(values: Iterable[str]) -> frozenset[str]:
 
 
 def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    value = value.strip()
-    if value.startswith("[") and "]" in value:  # "[::1]:443"
-        value = value[1 : value.index("]")]
-    elif value.count(":") == 1:  # "1.2.3.4:5678"
-        value = value.partition(":")[0]
+    """An address as peers and X-Forwarded-For write it: ``1.2.3.4``, ``1.2.3.4:80``, ``::1``,
+    ``[::1]:443``; IPv4-mapped IPv6 is unmapped. None for anything else."""
+    host, port = value.strip(), None
+    if host.startswith("["):
+        host, bracket, rest = host[1:].partition("]")
+        if not bracket or rest[:1] not in ("", ":"):
+            return None
+        port = rest[1:] if rest else None
+    elif host.count(":") == 1:
+        host, _, port = host.partition(":")
+    if port is not None and not (port.isascii() and port.isdigit()):
+        return None
     try:
-        ip = ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -70,11 +79,51 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[IPN
     return peer or ""
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def split_absolute(url: str) -> tuple[str, str, str] | None:
+    """``scheme://authority rest`` → (scheme, authority, rest), byte for byte; None if not absolute."""
+    scheme, sep, after = url.partition("://")
+    if not sep or not scheme or not scheme.isascii() or not scheme.isalpha():
+        return None
+    end = next((i for i, c in enumerate(after) if c in "/?#"), len(after))
+    return scheme, after[:end], after[end:]
+
+
+def origin_key(scheme: str, authority: str) -> tuple[str, str, int] | None:
+    """What makes two origins the same: scheme and host case-insensitive, default port explicit.
+
+    None when the authority carries userinfo or a port that is not a number (never "ours")."""
+    scheme = scheme.lower()
+    if "@" in authority:
+        return None
+    if authority.startswith("["):
+        host, bracket, port = authority[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return None
+        port = port[1:]
+    else:
+        host, _, port = authority.partition(":")
+    if port and not (port.isascii() and port.isdigit()):
+        return None
+    default = DEFAULT_PORTS.get(scheme)
+    number = int(port) if port else default
+    if number is None:
+        return None
+    return scheme, host.lower(), number
+
+
 def rewrite_location(location: str, upstream_origin: str, public_origin: str) -> str:
-    """Point an absolute Location at the upstream's own origin back at the public origin."""
-    if not location.startswith(upstream_origin):
+    """Point an absolute Location at the upstream's own origin back at the public origin.
+
+    Origins compare as RFC 3986 says: ``HTTP://UP`` and ``http://up:80`` are ``http://up``;
+    ``http://up:8080`` is not. The rest of the Location is kept byte for byte."""
+    parts = split_absolute(location)
+    upstream = split_absolute(upstream_origin)
+    if parts is None or upstream is None:
         return location
-    rest = location[len(upstream_origin) :]
-    if rest and rest[0] not in "/?#":
-        return location  # e.g. http://upstream:80 vs http://upstream:8080
-    return public_origin + rest
+    key = origin_key(parts[0], parts[1])
+    if key is None or key != origin_key(upstream[0], upstream[1]):
+        return location
+    return public_origin + parts[2]

@@ -1,4 +1,9 @@
-"""Event identifiers: UUIDv7 (RFC 9562), time-ordered and globally unique, minted at the edge."""
+"""Event identifiers: UUIDv7 (RFC 9562), time-ordered and globally unique, minted at the edge.
+
+``Uuid7`` keeps IDs minted by one process strictly increasing within a
+millisecond (RFC 9562 §6.2, method 1: a counter in ``rand_a``), so events
+written in sequence also sort in sequence.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,33 @@ import time
 import uuid
 
 
+def _format(ms: int, rand_a: int, rand_b: int) -> str:
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand_a & 0xFFF) << 64
+    value |= 0b10 << 62 | rand_b & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
 def uuid7(unix_ms: int | None = None) -> str:
     """A UUIDv7 string: 48-bit Unix milliseconds, then 74 random bits."""
     ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
     rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80
-    value |= 0x7 << 76  # version
-    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
-    value |= 0b10 << 62  # variant
-    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
-    return str(uuid.UUID(int=value))
+    return _format(ms, rand >> 62, rand)
+
+
+class Uuid7:
+    """A monotonic UUIDv7 source: within one millisecond, a 12-bit counter orders the IDs."""
+
+    def __init__(self) -> None:
+        self._ms = -1
+        self._seq = 0
+
+    def __call__(self, unix_ms: int | None = None) -> str:
+        ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
+        rand_b = int.from_bytes(os.urandom(8), "big")
+        if ms == self._ms and self._seq < 0xFFF:
+            self._seq += 1
+        elif ms > self._ms:
+            self._ms, self._seq = ms, (rand_b >> 62) & 0x3FF  # room for 3000+ more in this ms
+        else:  # an older timestamp (imports) or a full counter: plain random ordering
+            return uuid7(ms)
+        return _format(ms, self._seq, rand_b)

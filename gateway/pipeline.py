@@ -29,14 +29,14 @@ HOOKS = ("request", "response")
 def split_query(raw: str) -> list[tuple[str, str, str]]:
     """Raw query → (raw piece, decoded key, decoded value) per ``&``-separated piece.
 
-    Decoding is strict UTF-8 with ``surrogateescape`` so undecodable bytes survive
-    as lone surrogates that validation then rejects; the raw piece is kept so a
-    host can rebuild the query byte for byte.
+    Empty pieces are kept (``a=1&&b``) so a host can rebuild the query byte for
+    byte. Decoding uses ``surrogateescape`` so undecodable bytes survive as lone
+    surrogates, which validation then rejects.
     """
+    if not raw:
+        return []
     pairs = []
     for piece in raw.split("&"):
-        if not piece:
-            continue
         key, _, value = piece.partition("=")
         pairs.append(
             (

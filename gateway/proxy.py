@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from gateway import pages
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.forwarding import (
+    CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
     client_ip,
@@ -40,49 +42,69 @@ log = logging.getLogger("gateway.proxy")
 
 # Request headers that must not be forwarded as received: we answered Expect ourselves.
 _DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect", "host"}
-CHUNK = 64 * 1024
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
+_VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-class TransparentResponse(web.StreamResponse):
-    """A StreamResponse that adds no Server or Content-Type header the upstream did not send."""
-
-    async def _prepare_headers(self) -> None:
-        had_server = hdrs.SERVER in self.headers
-        had_type = hdrs.CONTENT_TYPE in self.headers
-        await super()._prepare_headers()
-        if not had_server:
-            self.headers.popall(hdrs.SERVER, None)
-        if not had_type:
-            self.headers.popall(hdrs.CONTENT_TYPE, None)
+class BodyFailed(Exception):
+    """The visitor's request body cannot be forwarded; ``_Body.failure`` says why."""
 
 
 @dataclass
 class _Body:
-    """Counts a streamed request body so an oversized one is cut off and answered 413."""
+    """Streams the visitor's request body upstream, and stops it when it must not go on.
+
+    ``failure`` tells the handler what to answer when the upstream request then fails:
+    ``too_large`` (413), ``stalled`` (408: no body bytes for ``idle`` seconds — this also bounds
+    a body whose framing broke mid-stream, which aiohttp's parser does not report to the
+    handler) or ``broken`` (400: the body was malformed or cut short).
+    """
 
     request: web.Request
     limit: int
-    too_large: bool = False
-    client_error: bool = False
+    idle: float
+    failure: str | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         seen = 0
-        try:
-            async for chunk in self.request.content.iter_chunked(CHUNK):
-                seen += len(chunk)
-                if seen > self.limit:
-                    self.too_large = True
-                    raise BodyTooLarge()
-                yield chunk
-        except BodyTooLarge:
-            raise
-        except Exception:
-            self.client_error = True
-            raise
+        content = self.request.content
+        while True:
+            try:
+                async with asyncio.timeout(self.idle):
+                    chunk = await content.readany()
+            except TimeoutError:
+                self.failure = "stalled"
+                raise BodyFailed() from None
+            except Exception:
+                self.failure = "broken"
+                raise
+            if not chunk:
+                return
+            seen += len(chunk)
+            if seen > self.limit:
+                self.failure = "too_large"
+                raise BodyFailed()
+            yield chunk
+
+
+# _Body.failure → (status answered, request metric label)
+_BODY_FAILURES = {
+    "too_large": (413, "too_large"),
+    "stalled": (408, "bad_request"),
+    "broken": (400, "bad_request"),
+}
+
+
+def _origin_form(target: str) -> str | None:
+    """The request target as path and query; an absolute-form target keeps only those.
+    None when it is neither (authority-form, a URL yarl cannot read)."""
+    if target.startswith("/"):
+        return target
+    try:
+        url = URL(target, encoded=True)
+    except ValueError:
+        return None
+    return url.raw_path_qs if url.absolute and url.scheme in ("http", "https") else None
 
 
 def _cookie_kwargs(cookie: Cookie) -> dict[str, object]:
@@ -121,6 +143,8 @@ class ProxyHost:
         self.preserve_host = opts.proxy.preserve_host
         self.reserved = opts.proxy.reserved_prefix
         self.max_body = opts.proxy.max_request_body
+        # No separate option yet: a visitor's body may go as long without bytes as the upstream may.
+        self.body_idle = opts.proxy.read_timeout
         self.trusted = settings.trusted_networks
         self.wait_commit = opts.storage.durability == "commit"
         self.max_wait = opts.storage.max_wait_ms / 1000
@@ -128,9 +152,11 @@ class ProxyHost:
     # -- the request handler ------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        target = request.raw_path
-        if not target.startswith("/"):  # absolute-form target: keep path and query only
-            target = URL(target, encoded=True).raw_path_qs
+        target = _origin_form(request.raw_path)
+        host = request.headers.get(hdrs.HOST)
+        if target is None or (host is not None and not _VALID_HOST.fullmatch(host)):
+            self.metrics.requests.labels("bad_request").inc()
+            return pages.error_page(400)
         raw_path, _, raw_query = target.partition("?")
         if raw_path.startswith(self.reserved):
             self.metrics.requests.labels("reserved").inc()
@@ -158,7 +184,7 @@ class ProxyHost:
             ex.response = ResponseView(reply.status, reply.headers)
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
-            resp = web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+            resp = pages.QuietResponse(status=reply.status, body=reply.body, headers=reply.headers)
             self._apply_cookies(resp, ex)
             await self._confirm(commits)
             self.metrics.requests.labels("reply").inc()
@@ -201,7 +227,11 @@ class ProxyHost:
 
     def _upstream_headers(self, request: web.Request, ex: Exchange | None) -> CIMultiDict[str]:
         incoming = request.headers
+        peer = request.remote or ""
+        trusted = is_trusted(peer, self.trusted)
         drop = _DROP_REQUEST | connection_tokens(incoming.getall(hdrs.CONNECTION, ()))
+        if not trusted:
+            drop |= CLIENT_CLAIMS
         out: CIMultiDict[str] = CIMultiDict()
         replace = ex.upstream_headers if ex is not None else {}
         for name, value in incoming.items():
@@ -213,9 +243,7 @@ class ProxyHost:
             out[name] = value
         host = incoming.get(hdrs.HOST, "")
         out[hdrs.HOST] = host if self.preserve_host and host else self.upstream_host
-        peer = request.remote or ""
-        trusted = self.trusted and is_trusted(peer, self.trusted)
-        prior = incoming.get("X-Forwarded-For") if trusted else None
+        prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
         out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
         proto = incoming.get("X-Forwarded-Proto") if trusted else None
         out["X-Forwarded-Proto"] = proto or request.scheme
@@ -234,7 +262,7 @@ class ProxyHost:
     ) -> web.StreamResponse:
         if ex.upstream_query is not None:
             target = raw_path + ("?" + ex.upstream_query if ex.upstream_query else "")
-        body = _Body(request, self.max_body)
+        body = _Body(request, self.max_body, self.body_idle)
         try:
             upstream = await self.session.request(
                 request.method,
@@ -251,7 +279,7 @@ class ProxyHost:
             ex.response = ResponseView(upstream.status, {k.lower(): v for k, v in upstream.headers.items()})
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
-            resp = TransparentResponse(status=upstream.status, reason=upstream.reason)
+            resp = pages.TransparentResponse(status=upstream.status, reason=upstream.reason)
             drop = HOP_BY_HOP | connection_tokens(upstream.headers.getall(hdrs.CONNECTION, ()))
             for name, value in upstream.headers.items():
                 if name.lower() in drop:
@@ -279,12 +307,10 @@ class ProxyHost:
             upstream.release()
 
     def _upstream_failed(self, request: web.Request, body: _Body, err: Exception) -> web.StreamResponse:
-        if body.too_large:
-            self.metrics.requests.labels("too_large").inc()
-            return pages.error_page(413)
-        if body.client_error:
-            self.metrics.requests.labels("bad_request").inc()
-            return pages.json_error(400, "the request body was malformed or cut short")
+        if body.failure is not None:
+            status, label = _BODY_FAILURES[body.failure]
+            self.metrics.requests.labels(label).inc()
+            return pages.error_page(status)
         if isinstance(err, TimeoutError):
             kind, status = "timeout", 504
         elif isinstance(err, aiohttp.ClientError | OSError):

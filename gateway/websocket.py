@@ -11,7 +11,7 @@ import contextlib
 import logging
 
 import aiohttp
-from aiohttp import WSMsgType, hdrs, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -37,10 +37,21 @@ def is_websocket_upgrade(request: web.Request) -> bool:
     )
 
 
-async def _relay(
-    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-) -> None:
+Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+# Codes a peer may report but never send in a close frame (RFC 6455 §7.4.1).
+_NOT_SENDABLE = {1005: WSCloseCode.OK, 1006: WSCloseCode.INTERNAL_ERROR, 1015: WSCloseCode.INTERNAL_ERROR}
+
+
+def close_code_to_send(code: int | None) -> int:
+    """The code to pass on to the other side for a close we saw with ``code``."""
+    if code is None:
+        return WSCloseCode.OK
+    return _NOT_SENDABLE.get(code, code)
+
+
+async def _relay(source: Socket, sink: Socket) -> None:
+    """Copy data messages until ``source`` closes; closing the other side is the caller's job."""
     async for msg in source:
         if msg.type == WSMsgType.TEXT:
             await sink.send_str(msg.data)
@@ -48,13 +59,47 @@ async def _relay(
             await sink.send_bytes(msg.data)
         elif msg.type == WSMsgType.ERROR:
             break
-    if not sink.closed:
-        await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
+
+
+async def _relay_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Relay both ways until one side ends, then stop the other relay (closing is ``_close_pair``'s)."""
+    tasks = [
+        asyncio.create_task(_relay(client, upstream)),
+        asyncio.create_task(_relay(upstream, client)),
+    ]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.info("WebSocket relay ended: %r", task.exception())
+
+
+async def _close_pair(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Close whichever side is still open with the code the other side closed with.
+
+    Runs in ``finally``: the handler may be cancelled once the visitor's connection is gone
+    (aiohttp's ``handler_cancellation``), and the upstream must still learn the real code.
+    """
+    for closed, still_open in ((client, upstream), (upstream, client)):
+        if closed.closed and not still_open.closed:
+            with contextlib.suppress(Exception):
+                await still_open.close(code=close_code_to_send(closed.close_code))
+    for side in (upstream, client):
+        if not side.closed:
+            with contextlib.suppress(Exception):
+                await side.close()
 
 
 async def proxy_websocket(
     request: web.Request, session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
+    if not web.WebSocketResponse().can_prepare(request).ok:  # check the visitor's handshake first
+        return pages.error_page(400)
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     for name in list(headers):
         if name.lower() in _HANDSHAKE:
@@ -65,8 +110,9 @@ async def proxy_websocket(
             ws_url, headers=headers, protocols=protocols, autoping=True, max_msg_size=0
         )
     except aiohttp.WSServerHandshakeError as err:
+        # The upstream answered but did not upgrade: pass on its error status, else 502.
         log.warning("upstream refused the WebSocket upgrade: %s", err.status)
-        return pages.error_page(502)
+        return pages.error_page(err.status if pages.is_error_status(err.status) else 502)
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
         log.warning("upstream WebSocket connect failed: %r", err)
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
@@ -75,17 +121,7 @@ async def proxy_websocket(
     )
     try:
         await client.prepare(request)
-        tasks = [
-            asyncio.create_task(_relay(client, upstream)),
-            asyncio.create_task(_relay(upstream, client)),
-        ]
-        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _relay_both(client, upstream)
     finally:
-        await upstream.close()
-        if not client.closed:
-            await client.close()
+        await _close_pair(client, upstream)
     return client

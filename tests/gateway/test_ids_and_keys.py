@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from gateway.ids import uuid7
+from gateway.ids import Uuid7, uuid7
 from gateway.keys import Keys, derive
 
 
@@ -33,3 +33,13 @@ def test_visitor_key_is_a_keyed_hash() -> None:
     key = keys.visitor_key("abc")
     assert len(key) == 32 and "abc" not in key
     assert Keys.from_master(b"x" * 32).visitor_key("abc") != key
+
+
+def test_monotonic_source_orders_ids_within_a_millisecond() -> None:
+    new_id = Uuid7()
+    ids = [new_id(5_000) for _ in range(2000)]
+    assert ids == sorted(ids) and len(set(ids)) == 2000
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    later = new_id(5_001)
+    assert later > ids[-1]
+    assert uuid.UUID(new_id(4_000)).version == 7  # older timestamps still get valid IDs

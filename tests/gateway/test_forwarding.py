@@ -1,0 +1,177 @@
+"""The pure forwarding rules: hop-by-hop tokens, whom to believe about the client's address,
+and which Locations point back at the upstream."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from gateway.forwarding import (
+    HOP_BY_HOP,
+    client_ip,
+    connection_tokens,
+    is_trusted,
+    origin_key,
+    parse_ip,
+    rewrite_location,
+)
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
+PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@pytest.mark.parametrize(
+    ("values", "tokens"),
+    [
+        ([], frozenset()),
+        (["close"], {"close"}),
+        (["keep-alive, X-Named-Hop"], {"keep-alive", "x-named-hop"}),
+        (["Upgrade", " TE ,, "], {"upgrade", "te"}),
+        ([",,", ""], frozenset()),
+    ],
+)
+def test_connection_tokens(values: list[str], tokens: set[str]) -> None:
+    assert connection_tokens(values) == tokens
+
+
+def test_hop_by_hop_covers_rfc_9110() -> None:
+    assert {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    } <= (HOP_BY_HOP)
+
+
+@pytest.mark.parametrize(
+    ("value", "ip"),
+    [
+        ("1.2.3.4", "1.2.3.4"),
+        (" 1.2.3.4 ", "1.2.3.4"),
+        ("1.2.3.4:5678", "1.2.3.4"),
+        ("::1", "::1"),
+        ("[::1]:443", "::1"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("::ffff:10.1.2.3", "10.1.2.3"),
+        ("", None),
+        ("unknown", None),
+        ("999.1.1.1", None),
+        ("1.2.3.4:", None),
+        ("[::1", None),
+        ("_hidden", None),
+    ],
+)
+def test_parse_ip(value: str, ip: str | None) -> None:
+    parsed = parse_ip(value)
+    assert (str(parsed) if parsed is not None else None) == ip
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted", "expected"),
+    [
+        ("127.0.0.1", LOOPBACK, True),
+        ("127.0.0.2", LOOPBACK, False),
+        ("::ffff:127.0.0.1", LOOPBACK, True),
+        ("10.9.8.7", PROXIES, True),
+        ("::1", PROXIES, True),
+        ("127.0.0.1", (), False),
+        (None, LOOPBACK, False),
+        ("", LOOPBACK, False),
+        ("garbage", LOOPBACK, False),
+    ],
+)
+def test_is_trusted(peer: str | None, trusted: tuple[ipaddress.IPv4Network, ...], expected: bool) -> None:
+    assert is_trusted(peer, trusted) is expected
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "trusted", "ip"),
+    [
+        # Nobody trusted: the header is ignored whatever it says.
+        ("198.51.100.1", "203.0.113.7", (), "198.51.100.1"),
+        ("127.0.0.1", "203.0.113.7", (), "127.0.0.1"),
+        # A peer that is not one of ours cannot vouch for anybody.
+        ("198.51.100.1", "203.0.113.7", LOOPBACK, "198.51.100.1"),
+        # A trusted peer: the right-most entry that is not itself a trusted proxy.
+        ("127.0.0.1", "203.0.113.7", LOOPBACK, "203.0.113.7"),
+        ("127.0.0.1", "1.1.1.1, 203.0.113.7", LOOPBACK, "203.0.113.7"),
+        ("10.0.0.1", "203.0.113.7, 10.0.0.2, 10.0.0.3", PROXIES, "203.0.113.7"),
+        ("10.0.0.1", "203.0.113.7:5555", PROXIES, "203.0.113.7"),
+        ("10.0.0.1", "[2001:db8::7]:443", PROXIES, "2001:db8::7"),
+        # Only trusted proxies in the chain: the peer is all we know.
+        ("10.0.0.1", "10.0.0.2", PROXIES, "10.0.0.1"),
+        # Empty or garbage: believe nothing left of the garbage.
+        ("127.0.0.1", None, LOOPBACK, "127.0.0.1"),
+        ("127.0.0.1", "", LOOPBACK, "127.0.0.1"),
+        ("127.0.0.1", "unknown", LOOPBACK, "127.0.0.1"),
+        ("127.0.0.1", "203.0.113.7, garbage", LOOPBACK, "127.0.0.1"),
+        ("127.0.0.1", "garbage, 203.0.113.7", LOOPBACK, "203.0.113.7"),
+        ("127.0.0.1", ",,,", LOOPBACK, "127.0.0.1"),
+        ("127.0.0.1", "999.999.999.999", LOOPBACK, "127.0.0.1"),
+        (None, "203.0.113.7", LOOPBACK, ""),
+    ],
+)
+def test_client_ip(
+    peer: str | None, forwarded_for: str | None, trusted: tuple[ipaddress.IPv4Network, ...], ip: str
+) -> None:
+    assert client_ip(peer, forwarded_for, trusted) == ip
+
+
+@pytest.mark.parametrize(
+    ("scheme", "authority", "key"),
+    [
+        ("http", "up", ("http", "up", 80)),
+        ("HTTP", "UP:80", ("http", "up", 80)),
+        ("https", "up", ("https", "up", 443)),
+        ("http", "up:8080", ("http", "up", 8080)),
+        ("http", "[::1]:8080", ("http", "::1", 8080)),
+        ("http", "[::1]", ("http", "::1", 80)),
+        ("http", "up:", ("http", "up", 80)),
+        ("http", "user@up", None),
+        ("http", "up:80x", None),
+        ("http", "[::1]x", None),
+        ("ftp", "up", None),
+    ],
+)
+def test_origin_key(scheme: str, authority: str, key: tuple[str, str, int] | None) -> None:
+    assert origin_key(scheme, authority) == key
+
+
+PUBLIC = "https://www.shop.test"
+
+
+@pytest.mark.parametrize(
+    ("location", "upstream", "rewritten"),
+    [
+        ("http://up:8080/a?b=1#c", "http://up:8080", PUBLIC + "/a?b=1#c"),
+        ("http://up:8080", "http://up:8080", PUBLIC),
+        ("http://up:8080?x=1", "http://up:8080", PUBLIC + "?x=1"),
+        ("http://up:8080#top", "http://up:8080", PUBLIC + "#top"),
+        # Default ports and case do not make a different origin.
+        ("http://up:80/a", "http://up", PUBLIC + "/a"),
+        ("http://up/a", "http://up:80", PUBLIC + "/a"),
+        ("HTTP://UP/a%2Fb", "http://up", PUBLIC + "/a%2Fb"),
+        ("http://Up:8080/a", "http://up:8080", PUBLIC + "/a"),
+        # A different port, scheme or host is somebody else.
+        ("http://up:8080/a", "http://up", "http://up:8080/a"),
+        ("http://up/a", "http://up:8080", "http://up/a"),
+        ("http://up:80800/a", "http://up:8080", "http://up:80800/a"),
+        ("http://up.evil/a", "http://up", "http://up.evil/a"),
+        ("http://upx/a", "http://up", "http://upx/a"),
+        ("https://up/a", "http://up", "https://up/a"),
+        ("http://user@up/a", "http://up", "http://user@up/a"),
+        # Relative and odd Locations are left alone.
+        ("/a", "http://up", "/a"),
+        ("//up/a", "http://up", "//up/a"),
+        ("a/b", "http://up", "a/b"),
+        ("", "http://up", ""),
+        ("mailto:x@up", "http://up", "mailto:x@up"),
+        ("http://[::1]:8080/a", "http://[::1]:8080", PUBLIC + "/a"),
+    ],
+)
+def test_rewrite_location(location: str, upstream: str, rewritten: str) -> None:
+    assert rewrite_location(location, upstream, PUBLIC) == rewritten

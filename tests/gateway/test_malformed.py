@@ -1,0 +1,220 @@
+"""Malformed or ambiguous requests get a 4xx and never reach the upstream; nothing a client
+sends produces a 500. Requests go over a raw socket so their bytes are exactly as written."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+TIMEOUT = 3.0
+
+
+@dataclass
+class RawResponse:
+    status: int
+    reason: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> RawResponse:
+    """One final HTTP/1.1 response from ``reader`` (interim 1xx skipped), framed as a client would."""
+    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    while raw.startswith(b"HTTP/1.1 1"):
+        raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    status_line, *lines = raw[:-4].decode("latin-1").split("\r\n")
+    version, status, *reason = status_line.split(" ", 2)
+    assert version.startswith("HTTP/1."), status_line
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers.add(name.strip(), value.strip())
+    code = int(status)
+    if head or code in (204, 304):
+        body = b""
+    elif "chunked" in headers.get("Transfer-Encoding", "").lower():
+        body = b""
+        while True:
+            size = int((await asyncio.wait_for(reader.readline(), TIMEOUT)).split(b";")[0], 16)
+            chunk = await asyncio.wait_for(reader.readexactly(size + 2), TIMEOUT)
+            if size == 0:
+                break
+            body += chunk[:-2]
+    elif "Content-Length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), TIMEOUT)
+    else:
+        body = await asyncio.wait_for(reader.read(), TIMEOUT)
+    return RawResponse(code, reason[0] if reason else "", headers, body)
+
+
+async def raw_request(port: int, data: bytes, *, head: bool = False) -> RawResponse:
+    """Send ``data`` as written to 127.0.0.1:``port`` and read one response."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await read_response(reader, head=head)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def recording_upstream(upstream_server, calls: list[str]) -> str:
+    async def handler(request: web.Request) -> web.Response:
+        calls.append(request.raw_path)
+        await request.read()
+        return web.Response(text="from upstream")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return await upstream_server(app)
+
+
+MALFORMED = {
+    "content_length_and_chunked": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "two_content_lengths": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+    ),
+    "content_length_list": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 6\r\n\r\nhello!",
+    "content_length_signed": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\nhello",
+    "content_length_hex": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0x5\r\n\r\nhello",
+    "chunk_size_not_hex": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+    ),
+    "chunk_size_negative": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"
+    ),
+    "chunk_size_overflow": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"fffffffffffffffff1\r\nhello\r\n0\r\n\r\n"
+    ),
+    "chunk_data_longer_than_size": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n"
+    ),
+    "chunked_not_last": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"
+    ),
+    "unknown_transfer_coding": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"
+    ),
+    "obsolete_line_folding": b"GET / HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n b\r\n\r\n",
+    "header_too_large": b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
+    "request_line_too_large": b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+    "garbage_request_line": b"GARBAGE\r\n\r\n",
+    "binary_request_line": b"\x00\x01\x02 / HTTP/1.1\r\nHost: t\r\n\r\n",
+    "unknown_http_version": b"GET / HTTP/9.9\r\nHost: t\r\n\r\n",
+    "space_before_colon": b"GET / HTTP/1.1\r\nHost : t\r\n\r\n",
+    "header_without_colon": b"GET / HTTP/1.1\r\nHost: t\r\nNoColonHere\r\n\r\n",
+    "space_in_header_name": b"GET / HTTP/1.1\r\nHost: t\r\nX Y: z\r\n\r\n",
+    "nul_in_header_value": b"GET / HTTP/1.1\r\nHost: t\r\nX-Nul: a\x00b\r\n\r\n",
+    "missing_host": b"GET / HTTP/1.1\r\nX-Other: 1\r\n\r\n",
+    "two_hosts": b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+    "host_with_path": b"GET / HTTP/1.1\r\nHost: a.test/evil\r\n\r\n",
+    "connect_tunnel": b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_request_is_refused_and_not_forwarded(
+    start_gateway, upstream_server, data: bytes
+) -> None:
+    calls: list[str] = []
+    gw = await start_gateway(await recording_upstream(upstream_server, calls))
+    resp = await raw_request(gw.proxy.port, data)
+    assert 400 <= resp.status < 500, (resp.status, resp.body[:200])
+    assert calls == []
+    # The gateway is still serving.
+    ok = await raw_request(gw.proxy.port, b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert (ok.status, ok.body, calls) == (200, b"from upstream", ["/after"])
+
+
+async def test_body_broken_after_forwarding_began_is_not_delivered_whole(
+    start_gateway, upstream_server
+) -> None:
+    """A chunked body that turns bad after streaming started: the upstream sees a broken body
+    (never a clean, complete one) and the visitor gets a 4xx within the body idle timeout.
+
+    aiohttp's C parser does not report a framing error that arrives after the headers to the
+    running handler (the body just stops), so the gateway's body idle timeout has to end it."""
+    outcome: list[str] = []
+    started = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        started.set()
+        try:
+            body = await request.read()
+        except BaseException as err:  # a lost connection may also cancel the handler
+            outcome.append(f"error:{type(err).__name__}")
+            raise
+        outcome.append(f"complete:{body!r}")
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    gw = await start_gateway(await upstream_server(app), "[proxy]\nread_timeout = 0.5\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.wait_for(started.wait(), TIMEOUT)
+        writer.write(b"zz\r\nworld\r\n0\r\n\r\n")
+        await writer.drain()
+        resp = await read_response(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert 400 <= resp.status < 500
+    for _ in range(100):
+        if outcome:
+            break
+        await asyncio.sleep(0.02)
+    assert len(outcome) == 1 and outcome[0].startswith("error:"), outcome
+
+
+ODD_BUT_SURVIVABLE = {
+    "absolute_form": b"GET http://evil.test/x?y=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+    "absolute_form_bad_authority": b"GET http://[bad/x HTTP/1.1\r\nHost: t\r\n\r\n",
+    "absolute_form_bad_port": b"GET http://evil.test:99999/x HTTP/1.1\r\nHost: t\r\n\r\n",
+    "absolute_form_no_path": b"GET http://evil.test HTTP/1.1\r\nHost: t\r\n\r\n",
+    "asterisk_form": b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n",
+    "unknown_method": b"FROB / HTTP/1.1\r\nHost: t\r\n\r\n",
+    "raw_utf8_in_path": "GET /caf\u00e9 HTTP/1.1\r\nHost: t\r\n\r\n".encode(),
+    "invalid_utf8_in_path": b"GET /\xff\xfe HTTP/1.1\r\nHost: t\r\n\r\n",
+    "invalid_utf8_in_query": b"GET /?utm_source=\xff&a=\xfe HTTP/1.1\r\nHost: t\r\n\r\n",
+    "percent_garbage_in_tracking_value": b"GET /?utm_source=%ff%fe&gclid=%zz HTTP/1.1\r\nHost: t\r\n\r\n",
+    "http10_without_host": b"GET / HTTP/1.0\r\n\r\n",
+    "garbage_cookie": b'GET / HTTP/1.1\r\nHost: t\r\nCookie: ;;=;"\\x;gw_vid=\xff\r\n\r\n',
+    "forged_visitor_cookie": b"GET / HTTP/1.1\r\nHost: t\r\nCookie: gw_vid=v1.AAAA.BBBB\r\n\r\n",
+    "garbage_referer": b"GET / HTTP/1.1\r\nHost: t\r\nReferer: http://[::1?utm_source=x\r\n\r\n",
+    "same_site_garbage_referer": (
+        b"GET / HTTP/1.1\r\nHost: t\r\nReferer: http://t/?utm_source=%ff&&=&\xff\r\n\r\n"
+    ),
+    "garbage_forwarded_for": b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: ::::, nope, 999.1.1.1\r\n\r\n",
+    "ipv6_host": b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+    "expect_continue": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi",
+    "unknown_expectation": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: teapot\r\n\r\nhi",
+    "websocket_upgrade_without_key": (
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    ),
+    "many_tracking_params": b"GET /?"
+    + b"&".join(b"utm_x%d=%d" % (i, i) for i in range(500))
+    + (b" HTTP/1.1\r\nHost: t\r\n\r\n"),
+}
+
+
+@pytest.mark.parametrize("data", ODD_BUT_SURVIVABLE.values(), ids=ODD_BUT_SURVIVABLE.keys())
+async def test_nothing_a_client_sends_gives_a_server_error(
+    start_gateway, upstream_server, data: bytes
+) -> None:
+    calls: list[str] = []
+    gw = await start_gateway(await recording_upstream(upstream_server, calls))
+    resp = await raw_request(gw.proxy.port, data)
+    assert resp.status < 500, (resp.status, resp.body[:200])
+    ok = await raw_request(gw.proxy.port, b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert ok.status == 200

@@ -1,0 +1,906 @@
+"""The proxy is transparent: bodies stream both ways, bytes and headers pass untouched, the
+request target is kept byte for byte (minus tracking pairs), and failures are honest.
+
+Real gateway, real upstream (aiohttp, or a raw asyncio server where exact bytes matter), all
+on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import io
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDictProxy
+
+from gateway.pipeline import Exchange, Pipeline
+from gateway.proxy import ProxyHost
+from tests.conftest import RunningGateway
+from tests.gateway.test_malformed import raw_request, read_response
+
+MB = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def app_of(handler: Handler, client_max_size: int = 1024**2, **handler_args: object) -> web.Application:
+    app = web.Application(client_max_size=client_max_size, handler_args=handler_args or None)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def block(i: int, size: int = MB) -> bytes:
+    """Deterministic, position-dependent test data: reordering or loss changes the hash."""
+    return i.to_bytes(4, "big") * (size // 4)
+
+
+class Probe:
+    """An extra addon that records what the pipeline saw about each request."""
+
+    def __init__(self) -> None:
+        self.seen: list[Exchange] = []
+
+    def request(self, ex: Exchange) -> None:
+        self.seen.append(ex)
+
+
+def add_probe(gw: RunningGateway) -> Probe:
+    """Append a recording addon to the running gateway's pipeline."""
+    probe = Probe()
+    for route in gw.gateway.proxy_app.router.routes():
+        host = getattr(route.handler, "__self__", None)
+        if isinstance(host, ProxyHost):
+            host.pipeline = Pipeline([*host.pipeline.addons, ("probe", probe)], host.metrics)
+            return probe
+    raise AssertionError("no ProxyHost route")
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[RawHandler], Awaitable[str]]]:
+    """``await raw_upstream(handler)``: an asyncio server on loopback writing exact bytes."""
+    servers: list[asyncio.Server] = []
+    handlers: list[asyncio.Task[object]] = []
+
+    async def start(handler: RawHandler) -> str:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if (task := asyncio.current_task()) is not None:
+                handlers.append(task)
+            try:
+                await handler(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for task in handlers:
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_head(reader: asyncio.StreamReader) -> str:
+    """The request line of the next request (headers consumed; tests send no bodies)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    return head.decode("latin-1").split("\r\n", 1)[0]
+
+
+# -- 1. streaming --------------------------------------------------------------------------------
+
+
+async def test_response_body_streams_first_bytes_early(start_gateway, upstream_server) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"first;")
+        await asyncio.sleep(0.5)
+        await resp.write(b"rest")
+        return resp
+
+    gw = await start_gateway(await upstream_server(app_of(slow)))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with gw.session.get(gw.url + "/slow") as resp:
+        first = await resp.content.readany()
+        first_at = loop.time() - start
+        rest = await resp.read()
+        end_at = loop.time() - start
+    assert first and b"first;".startswith(first)
+    assert first_at < 0.3, f"first bytes after {first_at:.2f}s: the response was buffered"
+    assert end_at >= 0.45
+    assert first + rest == b"first;rest"
+
+
+async def test_request_body_streams_before_client_finishes(start_gateway, upstream_server) -> None:
+    got_first = asyncio.Event()
+
+    async def sink(request: web.Request) -> web.Response:
+        first = await request.content.readany()
+        got_first.set()
+        rest = await request.content.read()
+        return web.Response(text=str(len(first) + len(rest)))
+
+    gw = await start_gateway(await upstream_server(app_of(sink)))
+    seen_before_end: list[bool] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * 1000
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(got_first.wait(), 2.0)
+        seen_before_end.append(got_first.is_set())
+        yield b"b" * 1000
+
+    async with gw.session.post(gw.url + "/upload", data=body()) as resp:
+        assert (resp.status, await resp.text()) == (200, "2000")
+    assert seen_before_end == [True], "the upstream saw nothing until the client finished sending"
+
+
+async def test_large_upload_arrives_whole(start_gateway, upstream_server) -> None:
+    async def digest(request: web.Request) -> web.Response:
+        sha, count = hashlib.sha256(), 0
+        async for chunk in request.content.iter_any():
+            sha.update(chunk)
+            count += len(chunk)
+        return web.json_response({"count": count, "sha": sha.hexdigest()})
+
+    gw = await start_gateway(await upstream_server(app_of(digest)))
+    sent = hashlib.sha256()
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(32):
+            data = block(i)
+            sent.update(data)
+            yield data
+
+    async with gw.session.post(gw.url + "/big", data=body()) as resp:
+        assert resp.status == 200
+        got = await resp.json()
+    assert got == {"count": 32 * MB, "sha": sent.hexdigest()}
+
+
+async def test_large_upload_with_content_length_keeps_it(start_gateway, upstream_server) -> None:
+    seen: list[int | None] = []
+
+    async def digest(request: web.Request) -> web.Response:
+        seen.append(request.content_length)
+        data = await request.read()
+        return web.Response(text=hashlib.sha256(data).hexdigest())
+
+    gw = await start_gateway(await upstream_server(app_of(digest, client_max_size=64 * MB)))
+    payload = b"".join(block(i) for i in range(20))
+    async with gw.session.put(gw.url + "/big", data=io.BytesIO(payload)) as resp:
+        assert (resp.status, await resp.text()) == (200, hashlib.sha256(payload).hexdigest())
+    assert seen == [len(payload)]
+
+
+async def test_large_download_arrives_whole(start_gateway, upstream_server) -> None:
+    async def source(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for i in range(40):
+            await resp.write(block(i))
+        return resp
+
+    gw = await start_gateway(await upstream_server(app_of(source)))
+    expected = hashlib.sha256(b"".join(block(i) for i in range(40))).hexdigest()
+    got, count = hashlib.sha256(), 0
+    async with gw.session.get(gw.url + "/big") as resp:
+        async for chunk in resp.content.iter_any():
+            got.update(chunk)
+            count += len(chunk)
+    assert (count, got.hexdigest()) == (40 * MB, expected)
+
+
+# -- 2. content encoding -------------------------------------------------------------------------
+
+
+async def test_gzip_response_passes_compressed(start_gateway, upstream_server) -> None:
+    compressed = gzip.compress(b"<html>" + b"hello " * 1000 + b"</html>", mtime=0)
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(
+            body=compressed, headers={"Content-Encoding": "gzip", "Content-Type": "text/html"}
+        )
+
+    gw = await start_gateway(await upstream_server(app_of(page)))
+    async with gw.session.get(gw.url + "/", headers={"Accept-Encoding": "gzip"}) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert resp.headers["Content-Length"] == str(len(compressed))
+        assert await resp.read() == compressed
+
+
+async def test_gzip_request_body_reaches_upstream_compressed(start_gateway, upstream_server) -> None:
+    compressed = gzip.compress(b'{"a": 1}' * 500, mtime=0)
+    seen: list[tuple[str, bytes]] = []
+
+    async def sink(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Content-Encoding", ""), await request.read()))
+        return web.Response(status=204)
+
+    gw = await start_gateway(await upstream_server(app_of(sink, auto_decompress=False)))
+    async with gw.session.post(
+        gw.url + "/api", data=compressed, headers={"Content-Encoding": "gzip"}
+    ) as resp:
+        assert resp.status == 204
+    assert seen == [("gzip", compressed)]
+
+
+async def test_no_accept_encoding_is_added_upstream(start_gateway, upstream_server) -> None:
+    seen: list[CIMultiDictProxy[str]] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.headers)
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)))
+    reply = await raw_request(gw.proxy.port, b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert reply.status == 200
+    [headers] = seen
+    for name in ("Accept-Encoding", "Accept", "User-Agent", "Content-Type"):
+        assert name not in headers
+
+
+# -- 3. headers ----------------------------------------------------------------------------------
+
+HOP_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"X-Custom: one\r\n"
+    b"X-Custom: two\r\n"
+    b"Set-Cookie: a=1; Path=/\r\n"
+    b"Set-Cookie: b=2; Path=/; HttpOnly\r\n"
+    b"Set-Cookie: c=3; Expires=Wed, 21 Oct 2037 07:28:00 GMT\r\n"
+    b"Cache-Control: private\r\n"
+    b"Connection: keep-alive, X-Named-Hop\r\n"
+    b"X-Named-Hop: secret\r\n"
+    b"Keep-Alive: timeout=5\r\n"
+    b"Proxy-Connection: keep-alive\r\n"
+    b"TE: trailers\r\n"
+    b"Trailer: X-Checksum\r\n"
+    b"Upgrade: h2c\r\n"
+    b"Transfer-Encoding: chunked\r\n"
+    b"\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n"
+)
+HOP_NAMES = ("X-Named-Hop", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade")
+
+
+async def test_response_headers_survive_and_hop_by_hop_are_dropped(start_gateway, raw_upstream) -> None:
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            writer.write(HOP_RESPONSE)
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    async with gw.session.get(gw.url + "/landing?utm_source=news&x=1") as resp:
+        assert resp.status == 200
+        assert await resp.read() == b"hello"
+        headers = resp.headers
+    assert headers.getall("X-Custom") == ["one", "two"]
+    cookies = headers.getall("Set-Cookie")
+    assert cookies[:3] == [
+        "a=1; Path=/",
+        "b=2; Path=/; HttpOnly",
+        "c=3; Expires=Wed, 21 Oct 2037 07:28:00 GMT",
+    ]
+    assert len(cookies) == 4 and cookies[3].startswith("gw_vid=v1.")
+    assert headers["Cache-Control"] == "private"
+    for name in HOP_NAMES:
+        assert name not in headers, name
+    assert "x-named-hop" not in headers.get("Connection", "").lower()
+    # The gateway adds no identity of its own, and no type the origin did not declare.
+    assert "Server" not in headers
+    assert "Content-Type" not in headers
+
+
+async def test_response_headers_raw_bytes(start_gateway, raw_upstream) -> None:
+    """On the wire: no hop-by-hop header, framing chosen by the gateway, no Server/Content-Type."""
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(HOP_RESPONSE)
+        await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reply = await raw_request(gw.proxy.port, b"GET /plain HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (reply.status, reply.body) == (200, b"hello")
+    for name in (*HOP_NAMES, "Server", "Content-Type"):
+        assert name not in reply.headers, name
+    assert reply.headers.getall("Set-Cookie") == [
+        "a=1; Path=/",
+        "b=2; Path=/; HttpOnly",
+        "c=3; Expires=Wed, 21 Oct 2037 07:28:00 GMT",
+    ]
+
+
+async def test_request_hop_by_hop_headers_are_dropped(start_gateway, upstream_server) -> None:
+    seen: list[tuple[CIMultiDictProxy[str], bytes]] = []
+
+    async def sink(request: web.Request) -> web.Response:
+        seen.append((request.headers, await request.read()))
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(sink)))
+    reply = await raw_request(
+        gw.proxy.port,
+        b"POST /in HTTP/1.1\r\n"
+        b"Host: shop.test\r\n"
+        b"Connection: keep-alive, X-Named-Hop\r\n"
+        b"X-Named-Hop: secret\r\n"
+        b"Keep-Alive: timeout=5\r\n"
+        b"Proxy-Connection: keep-alive\r\n"
+        b"TE: trailers\r\n"
+        b"Trailer: X-Checksum\r\n"
+        b"Upgrade: h2c\r\n"
+        b"X-Keep: yes\r\n"
+        b"X-Keep: again\r\n"
+        b"Content-Length: 5\r\n"
+        b"\r\n"
+        b"hello",
+    )
+    assert reply.status == 200
+    [(headers, body)] = seen
+    assert body == b"hello"
+    assert headers.getall("X-Keep") == ["yes", "again"]
+    assert headers["Content-Length"] == "5"
+    for name in (*HOP_NAMES, "Transfer-Encoding"):
+        assert name not in headers, name
+    assert "x-named-hop" not in headers.get("Connection", "").lower()
+
+
+async def test_chunked_request_body_is_reframed(start_gateway, upstream_server) -> None:
+    seen: list[bytes] = []
+
+    async def sink(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(sink)))
+    reply = await raw_request(
+        gw.proxy.port,
+        b"POST /in HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n",
+    )
+    assert reply.status == 200
+    assert seen == [b"hello world"]
+
+
+# -- 4. Host and X-Forwarded-* -------------------------------------------------------------------
+
+
+async def forwarded_headers(
+    start_gateway, upstream_server, toml: str, headers: list[tuple[str, str]]
+) -> tuple[CIMultiDictProxy[str], Probe, str]:
+    seen: list[CIMultiDictProxy[str]] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.headers)
+        return web.Response(text="ok")
+
+    upstream = await upstream_server(app_of(page))
+    gw = await start_gateway(upstream, toml)
+    probe = add_probe(gw)
+    async with gw.session.get(gw.url + "/p", headers=headers) as resp:
+        assert resp.status == 200
+    [got] = seen
+    return got, probe, upstream.removeprefix("http://")
+
+
+SPOOFED = [
+    ("Host", "shop.test:8443"),
+    ("X-Forwarded-For", "203.0.113.7"),
+    ("X-Forwarded-For", "198.51.100.9"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-Host", "evil.test"),
+    ("Forwarded", "for=203.0.113.7;proto=https"),
+    ("X-Real-IP", "203.0.113.7"),
+]
+
+
+async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
+    start_gateway, upstream_server
+) -> None:
+    headers, probe, _ = await forwarded_headers(start_gateway, upstream_server, "", SPOOFED)
+    assert headers["Host"] == "shop.test:8443"
+    assert headers.getall("X-Forwarded-For") == ["127.0.0.1"]
+    assert headers.getall("X-Forwarded-Proto") == ["http"]
+    assert headers.getall("X-Forwarded-Host") == ["shop.test:8443"]
+    assert "Forwarded" not in headers and "X-Real-IP" not in headers
+    [ex] = probe.seen
+    assert ex.request.client_ip == "127.0.0.1"
+    assert (ex.request.scheme, ex.request.host) == ("http", "shop.test:8443")
+
+
+async def test_upstream_host_sent_when_not_preserving(start_gateway, upstream_server) -> None:
+    headers, _, upstream_host = await forwarded_headers(
+        start_gateway, upstream_server, "[proxy]\npreserve_host = false\n", SPOOFED
+    )
+    assert headers["Host"] == upstream_host
+    assert headers["X-Forwarded-Host"] == "shop.test:8443"
+
+
+async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upstream_server) -> None:
+    headers, probe, _ = await forwarded_headers(
+        start_gateway, upstream_server, '[proxy]\ntrusted_proxies = ["127.0.0.1"]\n', SPOOFED
+    )
+    assert headers.getall("X-Forwarded-For") == ["203.0.113.7, 198.51.100.9, 127.0.0.1"]
+    assert headers.getall("X-Forwarded-Proto") == ["https"]
+    assert headers.getall("X-Forwarded-Host") == ["evil.test"]
+    assert headers["Forwarded"] == "for=203.0.113.7;proto=https"
+    assert headers["X-Real-IP"] == "203.0.113.7"
+    [ex] = probe.seen
+    assert ex.request.client_ip == "198.51.100.9"
+    assert (ex.request.scheme, ex.request.host) == ("https", "evil.test")
+
+
+# -- 5. Location ---------------------------------------------------------------------------------
+
+
+async def redirects(start_gateway, upstream_server, toml: str = "") -> tuple[dict[str, str], int]:
+    origin: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        up = origin[0]
+        port = int(up.rsplit(":", 1)[1])
+        targets = {
+            "/self": f"{up}/next?x=1#f",
+            "/bare": up,
+            "/query": f"{up}?q=1",
+            "/upper": up.upper() + "/x",
+            "/default-port": f"{up}/y",
+            "/other-port": f"http://127.0.0.1:{port + 1}/x",
+            "/longer-port": f"{up}0/x",
+            "/https": f"https://127.0.0.1:{port}/x",
+            "/elsewhere": "https://elsewhere.example/x",
+            "/relative": "/relative?x=1",
+            "/protocol-relative": "//elsewhere.example/x",
+        }
+        return web.Response(status=302, headers={"Location": targets[request.path]})
+
+    origin.append(await upstream_server(app_of(redirect)))
+    gw = await start_gateway(origin[0], toml)
+    paths = (
+        "/self",
+        "/bare",
+        "/query",
+        "/upper",
+        "/other-port",
+        "/longer-port",
+        "/https",
+        "/elsewhere",
+        "/relative",
+        "/protocol-relative",
+    )
+    got = {}
+    for path in paths:
+        async with gw.session.get(
+            gw.url + path, headers={"Host": "shop.test"}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 302
+            got[path] = resp.headers["Location"]
+    return got, int(origin[0].rsplit(":", 1)[1])
+
+
+async def test_location_to_upstream_origin_is_rewritten(start_gateway, upstream_server) -> None:
+    got, port = await redirects(start_gateway, upstream_server)
+    assert got == {
+        "/self": "http://shop.test/next?x=1#f",
+        "/bare": "http://shop.test",
+        "/query": "http://shop.test?q=1",
+        "/upper": "http://shop.test/x",
+        "/other-port": f"http://127.0.0.1:{port + 1}/x",
+        "/longer-port": f"http://127.0.0.1:{port}0/x",
+        "/https": f"https://127.0.0.1:{port}/x",
+        "/elsewhere": "https://elsewhere.example/x",
+        "/relative": "/relative?x=1",
+        "/protocol-relative": "//elsewhere.example/x",
+    }
+
+
+async def test_location_uses_configured_public_origin(start_gateway, upstream_server) -> None:
+    got, _ = await redirects(
+        start_gateway, upstream_server, '[proxy]\npublic_origin = "https://www.shop.test"\n'
+    )
+    assert got["/self"] == "https://www.shop.test/next?x=1#f"
+    assert got["/elsewhere"] == "https://elsewhere.example/x"
+
+
+# -- 6. WebSocket --------------------------------------------------------------------------------
+
+
+async def echo_ws_upstream(upstream_server, closed: asyncio.Queue[int | None]) -> str:
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                if msg.data == "close-me":
+                    await ws.close(code=4001, message=b"bye")
+                    break
+                await ws.send_str("echo:" + msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await ws.send_bytes(b"echo:" + msg.data)
+        closed.put_nowait(ws.close_code)
+        return ws
+
+    return await upstream_server(app_of(echo))
+
+
+async def test_websocket_echo_and_client_close(start_gateway, upstream_server) -> None:
+    closed: asyncio.Queue[int | None] = asyncio.Queue()
+    gw = await start_gateway(await echo_ws_upstream(upstream_server, closed))
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=2)).data == "echo:hi"
+        await ws.send_bytes(b"\x00\xff\x10")
+        msg = await ws.receive(timeout=2)
+        assert (msg.type, msg.data) == (WSMsgType.BINARY, b"echo:\x00\xff\x10")
+        await ws.close(code=4002)
+    assert await asyncio.wait_for(closed.get(), 2) == 4002
+
+
+async def test_websocket_upstream_close_reaches_client(start_gateway, upstream_server) -> None:
+    closed: asyncio.Queue[int | None] = asyncio.Queue()
+    gw = await start_gateway(await echo_ws_upstream(upstream_server, closed))
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:
+        await ws.send_str("close-me")
+        msg = await ws.receive(timeout=2)
+        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+        assert ws.close_code == 4001
+    await asyncio.wait_for(closed.get(), 2)  # the upstream handler ended
+
+
+async def test_websocket_refused_upstream_passes_status(start_gateway, upstream_server) -> None:
+    async def forbidden(request: web.Request) -> web.Response:
+        return web.Response(status=403, text="no")
+
+    gw = await start_gateway(await upstream_server(app_of(forbidden)))
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await gw.session.ws_connect(gw.url + "/ws")
+    assert err.value.status == 403
+
+
+async def test_websocket_bad_client_handshake_is_not_forwarded(start_gateway, upstream_server) -> None:
+    calls: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)))
+    reply = await raw_request(
+        gw.proxy.port,
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n",
+    )
+    assert reply.status == 400
+    assert calls == []
+
+
+# -- 7. HEAD, 204, 304 ---------------------------------------------------------------------------
+
+
+async def bodiless_upstream(upstream_server) -> str:
+    async def page(request: web.Request) -> web.Response:
+        if request.path == "/empty":
+            return web.Response(status=204, headers={"X-Done": "1"})
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        return web.Response(body=b"x" * 1234, headers={"ETag": '"v1"'})
+
+    return await upstream_server(app_of(page))
+
+
+async def test_head_keeps_content_length_without_body(start_gateway, upstream_server) -> None:
+    gw = await start_gateway(await bodiless_upstream(upstream_server))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"HEAD /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        head = await read_response(reader, head=True)
+        # The next response on the same connection must start right away: no stray body bytes.
+        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        get = await read_response(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert (head.status, head.headers["Content-Length"], head.headers["ETag"]) == (200, "1234", '"v1"')
+    assert (get.status, get.body) == (200, b"x" * 1234)
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (b"GET /empty HTTP/1.1\r\nHost: shop.test\r\n\r\n", 204),
+        (b'GET /page HTTP/1.1\r\nHost: shop.test\r\nIf-None-Match: "v1"\r\n\r\n', 304),
+    ],
+    ids=["204", "304"],
+)
+async def test_bodiless_statuses(start_gateway, upstream_server, request_head: bytes, status: int) -> None:
+    gw = await start_gateway(await bodiless_upstream(upstream_server))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(request_head)
+        first = await read_response(reader)
+        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        after = await read_response(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert first.status == status
+    assert "Transfer-Encoding" not in first.headers
+    if status == 204:
+        assert "Content-Length" not in first.headers
+        assert first.headers["X-Done"] == "1"
+    else:
+        assert first.headers["ETag"] == '"v1"'
+    assert (after.status, after.body) == (200, b"x" * 1234)
+
+
+# -- 8. upstream failures and limits -------------------------------------------------------------
+
+
+async def test_upstream_down_gives_502_quickly(start_gateway) -> None:
+    gw = await start_gateway(f"http://127.0.0.1:{free_port()}")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with gw.session.get(gw.url + "/") as resp:
+        body = await resp.read()
+        assert resp.status == 502
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert "Server" not in resp.headers
+    assert loop.time() - start < 2
+    assert b"502" in body and len(body) < 2048
+
+
+async def test_slow_upstream_gives_504_within_timeout(start_gateway, upstream_server) -> None:
+    release = asyncio.Event()
+
+    async def stuck(request: web.Request) -> web.Response:
+        await asyncio.wait_for(release.wait(), 5)
+        return web.Response(text="too late")
+
+    gw = await start_gateway(await upstream_server(app_of(stuck)), "[proxy]\nread_timeout = 0.5\n")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        async with gw.session.get(gw.url + "/") as resp:
+            assert resp.status == 504
+            assert resp.headers["Content-Type"].startswith("text/html")
+    finally:
+        release.set()
+    assert 0.4 < loop.time() - start < 1.5
+
+
+async def oversize_upstream(upstream_server, received: list[str]) -> str:
+    """Records "started", then "complete:<n>" or "error:<why>" for each request it reads."""
+
+    async def sink(request: web.Request) -> web.Response:
+        received.append("started")
+        try:
+            body = await request.read()
+        except BaseException as err:  # a lost connection may also cancel the handler
+            received.append(f"error:{type(err).__name__}")
+            raise
+        received.append(f"complete:{len(body)}")
+        return web.Response(text="ok")
+
+    return await upstream_server(app_of(sink))
+
+
+def not_delivered_whole(received: list[str]) -> bool:
+    """Either the upstream was never called, or its one body read failed."""
+    return received == [] or (len(received) == 2 and received[1].startswith("error:"))
+
+
+async def settled(received: list[str]) -> list[str]:
+    """``received`` once every started upstream request has ended (bounded wait)."""
+    for _ in range(100):
+        if received.count("started") * 2 == len(received):
+            break
+        await asyncio.sleep(0.02)
+    return received
+
+
+async def test_oversize_content_length_gives_413(start_gateway, upstream_server) -> None:
+    received: list[str] = []
+    gw = await start_gateway(
+        await oversize_upstream(upstream_server, received), "[proxy]\nmax_request_body = 1000\n"
+    )
+    async with gw.session.post(gw.url + "/up", data=b"x" * 2000) as resp:
+        assert resp.status == 413
+    async with gw.session.post(gw.url + "/up", data=b"x" * 1000) as resp:
+        assert resp.status == 200
+    assert received == ["started", "complete:1000"]
+
+
+async def test_oversize_chunked_body_gives_413(start_gateway, upstream_server) -> None:
+    received: list[str] = []
+    gw = await start_gateway(
+        await oversize_upstream(upstream_server, received), "[proxy]\nmax_request_body = 1000\n"
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"x" * 600
+            await asyncio.sleep(0.05)
+
+    try:
+        async with gw.session.post(gw.url + "/up", data=body()) as resp:
+            assert resp.status == 413
+    except aiohttp.ClientError:
+        pass  # the gateway may also cut the connection while the client is still sending
+    # The upstream may have started reading, but it never got a whole (or oversize) body.
+    assert not_delivered_whole(await settled(received)), received
+
+
+async def test_oversize_chunked_body_raw_gives_413(start_gateway, upstream_server) -> None:
+    received: list[str] = []
+    gw = await start_gateway(
+        await oversize_upstream(upstream_server, received), "[proxy]\nmax_request_body = 1000\n"
+    )
+    chunk = b"258\r\n" + b"x" * 600 + b"\r\n"
+    reply = await raw_request(
+        gw.proxy.port,
+        b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 5 + b"0\r\n\r\n",
+    )
+    assert reply.status == 413
+    assert not_delivered_whole(await settled(received)), received
+
+
+# -- 9. request target ---------------------------------------------------------------------------
+
+
+async def targets_seen(start_gateway, upstream_server, toml: str, targets: list[bytes]) -> list[str]:
+    seen: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)), toml)
+    for target in targets:
+        reply = await raw_request(gw.proxy.port, b"GET " + target + b" HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        assert reply.status == 200, target
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("target", "upstream"),
+    [
+        ("/a%2Fb;x=1?q=a+b&q=c&utm_source=x&z=%zz&k", "/a%2Fb;x=1?q=a+b&q=c&z=%zz&k"),
+        ("/p?utm_source=x&a=1", "/p?a=1"),
+        ("/p?a=1&UTM_Medium=y", "/p?a=1"),
+        ("/p?utm_source=x&gclid=abc", "/p"),
+        ("/p?a=%2B%26&utm_source=x&b=%E2%82%AC&c==&d", "/p?a=%2B%26&b=%E2%82%AC&c==&d"),
+        ("/p?utm_source=%zz&keep=%", "/p?keep=%"),
+        ("//double//slash/%7e/./../x?y", "//double//slash/%7e/./../x?y"),
+        ("/a%2Fb;x=1?q=a+b&&z=%zz&", "/a%2Fb;x=1?q=a+b&&z=%zz&"),
+        ("/p?=&==&%", "/p?=&==&%"),
+    ],
+)
+async def test_target_goes_upstream_byte_for_byte(
+    start_gateway, upstream_server, target: str, upstream: str
+) -> None:
+    seen = await targets_seen(start_gateway, upstream_server, "", [target.encode()])
+    assert seen == [upstream]
+
+
+async def test_empty_query_pieces_survive_stripping(start_gateway, upstream_server) -> None:
+    seen = await targets_seen(
+        start_gateway, upstream_server, "", [b"/a%2Fb;x=1?q=a+b&q=c&utm_source=x&z=%zz&&k"]
+    )
+    assert seen == ["/a%2Fb;x=1?q=a+b&q=c&z=%zz&&k"]
+
+
+async def test_query_emptied_by_stripping_loses_its_question_mark(start_gateway, upstream_server) -> None:
+    # A received empty query ("/p?") also arrives as "/p": yarl, under aiohttp's client, has no
+    # way to say "empty query". Equivalent for every server we know; noted, not tested.
+    seen = await targets_seen(start_gateway, upstream_server, "", [b"/p?utm_source=x", b"/p?gclid=1&"])
+    assert seen == ["/p", "/p"]
+
+
+async def test_strip_off_forwards_everything(start_gateway, upstream_server) -> None:
+    target = "/a%2Fb;x=1?q=a+b&utm_source=x&z=%zz&&k"
+    seen = await targets_seen(start_gateway, upstream_server, '[proxy]\nstrip = "off"\n', [target.encode()])
+    assert seen == [target]
+
+
+async def test_strip_redirect_answers_302_without_upstream(start_gateway, upstream_server) -> None:
+    seen: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)), '[proxy]\nstrip = "redirect"\n')
+    async with gw.session.get(
+        gw.url + "/landing?utm_source=news&keep=1", headers={"Host": "shop.test"}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 302
+        assert resp.headers["Location"] == "/landing?keep=1"
+        assert "Server" not in resp.headers
+        assert any(c.startswith("gw_vid=v1.") for c in resp.headers.getall("Set-Cookie"))
+    assert seen == []
+    # Not a GET/HEAD: cannot be redirected, so it goes upstream clean.
+    async with gw.session.post(gw.url + "/form?utm_source=news&keep=1", data=b"x") as resp:
+        assert resp.status == 200
+    assert seen == ["/form?keep=1"]
+
+
+# -- 10. Referer ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("referer", "upstream"),
+    [
+        ("http://shop.test/prev?utm_source=x&a=1#top", "http://shop.test/prev?a=1#top"),
+        ("http://shop.test/prev?utm_source=x&gclid=y", "http://shop.test/prev"),
+        ("http://shop.test/prev?a=1&&b", "http://shop.test/prev?a=1&&b"),
+        ("https://news.example/story?utm_source=x&a=1", "https://news.example/story?utm_source=x&a=1"),
+    ],
+    ids=["same-site", "same-site-only-tracking", "same-site-clean", "external"],
+)
+async def test_referer_cleaning(start_gateway, upstream_server, referer: str, upstream: str) -> None:
+    seen: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Referer", ""))
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)))
+    async with gw.session.get(gw.url + "/next", headers={"Host": "shop.test", "Referer": referer}) as resp:
+        assert resp.status == 200
+    assert seen == [upstream]
+
+
+# -- 12. upstream resets mid-body ----------------------------------------------------------------
+
+
+async def cutting_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        line = await read_head(reader)
+        if "/cut-length" in line:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+        elif "/cut-chunked" in line:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"x" * 1000)
+        elif "/stall" in line:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            await asyncio.sleep(2)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            continue
+        await writer.drain()
+        writer.transport.abort()
+        return
+
+
+@pytest.mark.parametrize("path", ["/cut-length", "/cut-chunked", "/stall"])
+async def test_upstream_cut_mid_body_is_visible(start_gateway, raw_upstream, path: str) -> None:
+    gw = await start_gateway(await raw_upstream(cutting_origin), "[proxy]\nread_timeout = 0.5\n")
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with gw.session.get(gw.url + path) as resp:
+            assert resp.status == 200
+            await asyncio.wait_for(resp.read(), 2)
+    async with gw.session.get(gw.url + "/ok") as resp:
+        assert (resp.status, await resp.read()) == (200, b"ok")
