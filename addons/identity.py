@@ -68,7 +68,7 @@ class Identity:
             if value:
                 self.metrics.cookies_rejected.inc()
             visitor_id = new_visitor_id()
-        ex.visitor = Visitor(id=visitor_id, key=self.keys.visitor_key(visitor_id), is_new=is_new)
+        ex.visitor = Visitor(id=visitor_id, is_new=is_new, hasher=self.keys.visitor_key)
 
     def response(self, ex: Exchange) -> None:
         """Set the cookie for a new visitor on a page load or landing; refresh it on each landing."""

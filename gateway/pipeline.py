@@ -48,9 +48,32 @@ def split_query(raw: str) -> list[tuple[str, str, str]]:
     return pairs
 
 
+def parse_cookies(header: str) -> dict[str, str]:
+    """A ``Cookie`` header → name → value (RFC 6265 §4.2; the first of a repeated name wins).
+
+    Tolerant by design: a malformed pair is skipped, never an error — the visitor's
+    browser sent it, and the page must still be served.
+    """
+    cookies: dict[str, str] = {}
+    for pair in header.split(";"):
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        cookies.setdefault(name, value)
+    return cookies
+
+
 @dataclass(slots=True)
 class RequestView:
-    """What the visitor sent, as the public side saw it. Header names are lower-case."""
+    """What the visitor sent, as the public side saw it.
+
+    ``headers`` is looked up by lower-case name (a host may hand over a
+    case-insensitive mapping as is); repeated headers are joined with ", ".
+    """
 
     method: str
     scheme: str
@@ -58,9 +81,17 @@ class RequestView:
     path: str
     query: str
     headers: Mapping[str, str]
-    cookies: Mapping[str, str]
     client_ip: str
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _cookies: dict[str, str] | None = None
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """The request's cookies, parsed on first use (most requests never ask)."""
+        if self._cookies is None:
+            header = self.headers.get("cookie")
+            self._cookies = parse_cookies(header) if header else {}
+        return self._cookies
 
     @property
     def is_document(self) -> bool:
@@ -104,9 +135,17 @@ class Cookie:
 class Visitor:
     id: str
     """The raw ID from (or for) the cookie: lives in memory only, never stored."""
-    key: str
-    """The keyed hash of ``id``: the only form stored."""
     is_new: bool
+    hasher: Callable[[str], str]
+    """Turns ``id`` into ``key``; run only when an event needs the key."""
+    _key: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The keyed hash of ``id``: the only form stored."""
+        if self._key is None:
+            self._key = self.hasher(self.id)
+        return self._key
 
 
 @dataclass(slots=True, eq=False)

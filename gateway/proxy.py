@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import pages
@@ -107,6 +107,18 @@ def _origin_form(target: str) -> str | None:
     return url.raw_path_qs if url.absolute and url.scheme in ("http", "https") else None
 
 
+def _joined(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """Repeated headers joined into one value each (cookies with "; ", others with ", ")."""
+    joined: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key in joined:
+            joined[key] += ("; " if key == "cookie" else ", ") + value
+        else:
+            joined[key] = value
+    return joined
+
+
 def _cookie_kwargs(cookie: Cookie) -> dict[str, object]:
     kwargs: dict[str, object] = {
         "max_age": cookie.max_age,
@@ -148,6 +160,7 @@ class ProxyHost:
         self.trusted = settings.trusted_networks
         self.wait_commit = opts.storage.durability == "commit"
         self.max_wait = opts.storage.max_wait_ms / 1000
+        self._forwarded = metrics.requests.labels("forwarded")  # the hot path's counter, resolved once
 
     # -- the request handler ------------------------------------------------------------------
 
@@ -193,24 +206,18 @@ class ProxyHost:
         return await self._forward(request, ex, target, raw_path, commits, seen)
 
     def _view(self, request: web.Request, raw_path: str, raw_query: str) -> RequestView:
-        peer = request.remote
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            key = name.lower()
-            if key in headers:
-                headers[key] += ("; " if key == "cookie" else ", ") + value
-            else:
-                headers[key] = value
+        incoming = request.headers
+        # Case-insensitive already; joined into a dict only when a header that matters repeats.
+        headers: Mapping[str, str] = incoming
+        if len(incoming.getall(hdrs.COOKIE, ())) > 1 or len(incoming.getall("x-forwarded-for", ())) > 1:
+            headers = _joined(incoming)
         scheme, host = request.scheme, headers.get("host", "")
+        peer = request.remote
         if self.trusted and is_trusted(peer, self.trusted):
             scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip().lower()
             host = headers.get("x-forwarded-host", host).split(",")[0].strip()
         if self.public_origin:
             scheme = self.public_origin.partition(":")[0]
-        try:
-            cookies = dict(request.cookies)
-        except Exception:  # a cookie header no parser can read is the visitor's problem, not ours
-            cookies = {}
         return RequestView(
             method=request.method,
             scheme=scheme,
@@ -218,7 +225,6 @@ class ProxyHost:
             path=raw_path,
             query=raw_query,
             headers=headers,
-            cookies=cookies,
             client_ip=client_ip(peer, headers.get("x-forwarded-for"), self.trusted),
         )
 
@@ -276,10 +282,15 @@ class ProxyHost:
             return self._upstream_failed(request, body, err)
 
         try:
-            ex.response = ResponseView(upstream.status, {k.lower(): v for k, v in upstream.headers.items()})
+            ex.response = ResponseView(upstream.status, upstream.headers)
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
             resp = pages.TransparentResponse(status=upstream.status, reason=upstream.reason)
+            if upstream.content.is_eof():
+                # The whole body is already here: send it in the same write as the headers
+                # (aiohttp flushes a StreamResponse's headers on their own by default). A body
+                # still on its way keeps the default, so the visitor sees headers at once.
+                resp._send_headers_immediately = False
             drop = HOP_BY_HOP | connection_tokens(upstream.headers.getall(hdrs.CONNECTION, ()))
             for name, value in upstream.headers.items():
                 if name.lower() in drop:
@@ -290,7 +301,7 @@ class ProxyHost:
             self._apply_cookies(resp, ex)
             await self._confirm(commits)
             await resp.prepare(request)
-            self.metrics.requests.labels("forwarded").inc()
+            self._forwarded.inc()
             try:
                 async for chunk in upstream.content.iter_any():
                     await resp.write(chunk)
@@ -344,16 +355,22 @@ class ProxyHost:
         """Wait (bounded) for this request's events to commit; never fail the request over it."""
         if not commits:
             return
-        if self.wait_commit:
-            done, pending = await asyncio.wait(commits, timeout=self.max_wait)
-        else:
-            done, pending = {c for c in commits if c.done()}, {c for c in commits if not c.done()}
-        for future in done:
+        deadline = asyncio.get_running_loop().time() + self.max_wait
+        for future in commits:
+            if not future.done():
+                if not self.wait_commit:
+                    future.add_done_callback(self._consume)
+                    continue
+                try:
+                    # On timeout the future is cancelled; its events may still commit later.
+                    async with asyncio.timeout_at(deadline):
+                        await future
+                except TimeoutError:
+                    self.metrics.events_unconfirmed.labels("timeout").inc()
+                    continue
+                except Exception:
+                    pass  # counted below, from the future itself
             self._consume(future)
-        for future in pending:
-            if self.wait_commit:
-                self.metrics.events_unconfirmed.labels("timeout").inc()
-            future.add_done_callback(self._consume_late)
 
     def _consume(self, future: asyncio.Future[None]) -> None:
         if future.cancelled():
@@ -362,9 +379,3 @@ class ProxyHost:
         if err is not None:
             self.metrics.events_unconfirmed.labels("store_error").inc()
             log.warning("events not stored (%s); the page was served anyway", err)
-
-    def _consume_late(self, future: asyncio.Future[None]) -> None:
-        if not self.wait_commit:
-            self._consume(future)
-        elif not future.cancelled():
-            future.exception()  # retrieved: already counted as unconfirmed

@@ -43,8 +43,10 @@ def exchange(
             host=host,
             path=path,
             query=query,
-            headers={k.lower(): v for k, v in (headers or {}).items()},
-            cookies=cookies or {},
+            headers={
+                **{k.lower(): v for k, v in (headers or {}).items()},
+                **({"cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}),
+            },
             client_ip="203.0.113.7",
             ts=FIXED_TS,
         )
