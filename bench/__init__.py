@@ -1,0 +1,1 @@
+"""Benchmarks: the gateway against a bare aiohttp reverse proxy, in the same run, as ratios."""

@@ -1,0 +1,334 @@
+"""Proxy benchmark: the gateway's throughput and latency as ratios against a bare aiohttp proxy.
+
+``python -m bench.proxy [--seconds S] [--concurrency C] [--json FILE]`` (``make bench``).
+
+Starts an origin, the bare proxy and the gateway, each in its own process
+(``bench.servers``), then, for each scenario and round, loads the bare proxy
+and the gateway in turn from a separate load-generator process
+(``bench.load``) over loopback. Prints a table and the gateway/bare ratios
+against their targets. It reports; it never fails on timing. Every server
+is stopped on the way out, error or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("plain", "first_visit", "landing")
+TARGETS = ("bare", "gateway")
+# Least gateway/bare throughput ratio we aim for, per scenario.
+RATIO_TARGETS = {"plain": 0.9, "landing": 0.75}
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+
+@dataclass
+class Server:
+    kind: str
+    process: subprocess.Popen[str]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Row:
+    scenario: str
+    target: str
+    round: int
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[str, int]
+    sent: int
+    seconds: float
+    proxy_cpu_us: float | None
+    """CPU time of the proxy process (all its threads) per response, warm-up included."""
+    origin_cpu_us: float | None
+
+
+@dataclass
+class Summary:
+    scenario: str
+    target: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    proxy_cpu_us: float | None
+
+
+@dataclass
+class Ratio:
+    scenario: str
+    ratio: float
+    target: float
+    met: bool
+
+
+def _python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def start_server(kind: str, *args: str) -> Server:
+    """Start one server process and wait for its ``PORT n`` line."""
+    process = subprocess.Popen(
+        _python("bench.servers", kind, *args), cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            line = process.stdout.readline()
+            if line.startswith("PORT "):
+                return Server(kind, process, int(line.split()[1]))
+            if not line:
+                break
+        if process.poll() is not None:
+            break
+    stop_process(process)
+    raise RuntimeError(f"{kind} server did not start (exit code {process.returncode})")
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """SIGTERM (a clean shutdown flushes the gateway's store), then SIGKILL if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+@contextmanager
+def servers(store: Path, profile: str, toml: str) -> Iterator[dict[str, Server]]:
+    started: list[Server] = []
+    try:
+        origin = start_server("origin")
+        started.append(origin)
+        started.append(start_server("bare", "--upstream", origin.url))
+        extra = (("--profile", profile) if profile else ()) + (("--toml", toml) if toml else ())
+        started.append(start_server("gateway", "--upstream", origin.url, "--store", str(store), *extra))
+        yield {s.kind: s for s in started}
+    finally:
+        for server in reversed(started):
+            stop_process(server.process)
+
+
+def run_load(port: int, scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = _python(
+        "bench.load",
+        f"--port={port}",
+        f"--scenario={scenario}",
+        f"--seconds={args.seconds}",
+        f"--concurrency={args.concurrency}",
+        f"--warmup={args.warmup}",
+        f"--max-requests={args.max_requests}",
+    )
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=args.seconds + args.warmup + 30
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process, all threads (Linux ``/proc``; None elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(running: dict[str, Server], target: str, scenario: str, args: argparse.Namespace) -> Row:
+    """One load run against ``target``, with the CPU its process and the origin's spent per response."""
+    pids = {"proxy": running[target].process.pid, "origin": running["origin"].process.pid}
+    before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    result = run_load(running[target].port, scenario, args)
+    after = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    sent = max(1, int(result["sent"]))
+    cpu_us: dict[str, float | None] = {}
+    for key in pids:
+        b, a = before[key], after[key]
+        cpu_us[key] = None if a is None or b is None else (a - b) / sent * 1e6
+    return Row(
+        scenario=scenario,
+        target=target,
+        round=0,
+        proxy_cpu_us=cpu_us["proxy"],
+        origin_cpu_us=cpu_us["origin"],
+        **result,
+    )
+
+
+def stored_touchpoints(store: Path) -> int:
+    db = sqlite3.connect(store / "gateway.db")
+    try:
+        (count,) = db.execute("SELECT count(*) FROM touchpoints").fetchone()
+        return int(count)
+    finally:
+        db.close()
+
+
+def summarise(rows: Sequence[Row], scenarios: Sequence[str], targets: Sequence[str]) -> list[Summary]:
+    """Median over rounds, per scenario and target."""
+    out: list[Summary] = []
+    for scenario in scenarios:
+        for target in targets:
+            mine = [r for r in rows if r.scenario == scenario and r.target == target]
+            if mine:
+                out.append(
+                    Summary(
+                        scenario=scenario,
+                        target=target,
+                        rps=median(r.rps for r in mine),
+                        p50_ms=median(r.p50_ms for r in mine),
+                        p99_ms=median(r.p99_ms for r in mine),
+                        requests=sum(r.requests for r in mine),
+                        errors=sum(r.errors for r in mine),
+                        proxy_cpu_us=_median_or_none([r.proxy_cpu_us for r in mine]),
+                    )
+                )
+    return out
+
+
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return median(known) if known else None
+
+
+def ratios(summary: Sequence[Summary]) -> list[Ratio]:
+    by_key = {(s.scenario, s.target): s for s in summary}
+    out: list[Ratio] = []
+    for scenario, goal in RATIO_TARGETS.items():
+        bare, gw = by_key.get((scenario, "bare")), by_key.get((scenario, "gateway"))
+        if bare is None or gw is None:
+            continue
+        ratio = gw.rps / bare.rps if bare.rps else 0.0
+        out.append(Ratio(scenario=scenario, ratio=ratio, target=goal, met=ratio >= goal))
+    return out
+
+
+def print_report(summary: Sequence[Summary], ratio_rows: Sequence[Ratio], args: argparse.Namespace) -> None:
+    print(
+        f"\n{args.seconds:g} s per run after {args.warmup:g} s warm-up, concurrency {args.concurrency}, "
+        f"{args.rounds} round(s) (median shown), {os.cpu_count()} CPUs\n"
+    )
+    header = ("scenario", "target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "requests", "errors")
+    print("{:<9} {:<8} {:>9} {:>8} {:>8} {:>10} {:>9} {:>7}".format(*header))
+    for s in summary:
+        cpu = "n/a" if s.proxy_cpu_us is None else f"{s.proxy_cpu_us:.0f}"
+        print(
+            f"{s.scenario:<9} {s.target:<8} {s.rps:>9.0f} {s.p50_ms:>8.2f} {s.p99_ms:>8.2f} "
+            f"{cpu:>10} {s.requests:>9} {s.errors:>7}"
+        )
+    if ratio_rows:
+        print(f"\n{'scenario':<9} {'gateway/bare':>12} {'target':>7}  result")
+        for r in ratio_rows:
+            print(f"{r.scenario:<9} {r.ratio:>11.2f}x {r.target:>6.2f}x  {'met' if r.met else 'NOT met'}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
+    parser.add_argument("--concurrency", type=int, default=32, help="keep-alive connections (default 32)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every run; the median is shown")
+    parser.add_argument("--max-requests", type=int, default=1_000_000, help="request bound per run")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument("--json", metavar="FILE", default="", help="also write the results here")
+    parser.add_argument(
+        "--gateway-toml",
+        metavar="TOML",
+        default="",
+        help=r'extra gateway config, e.g. "[proxy]\naddons = []" (ablations)',
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", default="", help="run the gateway under cProfile, stats to FILE"
+    )
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.concurrency < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--seconds and --concurrency must be positive, --rounds ≥ 1, --warmup ≥ 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    profile = str(Path(args.profile).resolve()) if args.profile else ""
+    rows: list[Row] = []
+    gateway_landings = 0
+    with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:
+        store = Path(tmp)
+        with servers(store, profile, args.gateway_toml) as running:
+            for round_no in range(args.rounds):
+                for scenario in args.scenarios:
+                    for target in args.targets:
+                        row = measure(running, target, scenario, args)
+                        row.round = round_no
+                        rows.append(row)
+                        if scenario == "landing" and target == "gateway":
+                            gateway_landings += row.sent
+                        print(
+                            f"  {scenario:<8} {target:<8} round {round_no + 1}: {row.rps:8.0f} req/s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        touchpoints = stored_touchpoints(store) if gateway_landings else 0
+
+    summary = summarise(rows, args.scenarios, args.targets)
+    ratio_rows = ratios(summary)
+    print_report(summary, ratio_rows, args)
+    if gateway_landings:
+        print(f"\ngateway landings answered: {gateway_landings}; touchpoints stored: {touchpoints}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "settings": {
+                        k: getattr(args, k)
+                        for k in ("seconds", "warmup", "concurrency", "rounds", "max_requests")
+                    },
+                    "cpus": os.cpu_count(),
+                    "runs": [asdict(r) for r in rows],
+                    "summary": [asdict(s) for s in summary],
+                    "ratios": [asdict(r) for r in ratio_rows],
+                    "gateway_landings": gateway_landings,
+                    "touchpoints_stored": touchpoints,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
