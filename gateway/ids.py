@@ -42,3 +42,8 @@ class Uuid7:
         else:  # an older timestamp (imports) or a full counter: plain random ordering
             return uuid7(ms)
         return _format(ms, self._seq, rand_b)
+
+
+def id_floor(unix_ms: int) -> str:
+    """The smallest UUIDv7 of a millisecond: ``id >= id_floor(ms)`` selects events from ``ms`` on."""
+    return _format(unix_ms, 0, 0)

@@ -4,17 +4,26 @@ Owns the write connection. ``submit(events)`` queues events and returns a
 future that resolves once their transaction has committed; the writer takes
 everything queued while the previous commit ran (up to ``batch_size`` rows),
 so load batches itself. A failed commit fails its futures: callers decide to
-fail open. Reads live in ``storage.queries`` on their own connection.
+fail open; a batch that fails on one submit's data is retried submit by
+submit, so one bad event does not cost its neighbours theirs. Should the
+writer itself ever stop, every queued and in-flight future fails with
+``StoreClosed`` and later submits fail at once: no caller waits forever.
+Replaying an event id changes nothing. Reads live in ``storage.queries`` on
+their own connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import operator
+import sqlite3
 import time
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import astuple, fields
+from dataclasses import fields
 from pathlib import Path
 
 import aiosqlite
@@ -27,32 +36,50 @@ from storage.migrate import migrate
 
 log = logging.getLogger("gateway.storage")
 
+MAX_ROWS_PER_STATEMENT = 512
+"""Batches up to this size go in one multi-row INSERT (16 variables a row; SQLite allows 32766)."""
 MAX_QUEUED = 100_000
+"""Most events waiting for (or in) a commit; past it ``submit`` refuses at once."""
 _TOUCHPOINT_COLUMNS = [f.name for f in fields(Touchpoint)]
-_INSERT_TOUCHPOINT = (
-    f"INSERT OR IGNORE INTO touchpoints ({', '.join(_TOUCHPOINT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _TOUCHPOINT_COLUMNS)})"
-)
-_UPSERT_VISITOR = """
-INSERT INTO visitors (visitor_key, first_touch_id, last_touch_id, first_seen, last_seen)
-VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (visitor_key) DO UPDATE SET
-    last_touch_id = excluded.last_touch_id,
-    last_seen = excluded.last_seen,
-    touch_count = touch_count + 1
-"""
 _RAW_PARAMS = _TOUCHPOINT_COLUMNS.index("raw_params")
+_touchpoint_values = operator.attrgetter(*_TOUCHPOINT_COLUMNS)
 _encode = msgspec.json.Encoder()
 
 
+@functools.lru_cache(maxsize=64)
+def insert_touchpoints_sql(rows: int) -> str:
+    """One INSERT for ``rows`` touchpoints: in autocommit mode a single statement is a single
+    transaction, so a batch commits atomically in one round trip to the SQLite thread."""
+    one = "(" + ", ".join("?" for _ in _TOUCHPOINT_COLUMNS) + ")"
+    return (
+        f"INSERT INTO touchpoints ({', '.join(_TOUCHPOINT_COLUMNS)}) VALUES "
+        + ", ".join([one] * rows)
+        # Only a repeated id is skipped. OR IGNORE would also drop, silently and with a
+        # successful commit, a row that breaks NOT NULL or CHECK.
+        + " ON CONFLICT (id) DO NOTHING"
+    )
+
+
+_Item = tuple[Sequence[Event], asyncio.Future[None]]
+# Errors caused by what was written rather than by the database: worth isolating per submit.
+_DATA_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    msgspec.EncodeError,
+    TypeError,
+    ValueError,
+)
+
+
 class StoreClosed(Exception):
-    """The store is not accepting events (closed, or overloaded)."""
+    """The store is not accepting events (closed, overloaded, or its writer stopped)."""
 
 
-def touchpoint_row(tp: Touchpoint) -> tuple[object, ...]:
-    row = list(astuple(tp))
+def touchpoint_row(tp: Touchpoint) -> list[object]:
+    row: list[object] = list(_touchpoint_values(tp))
     row[_RAW_PARAMS] = _encode.encode(tp.raw_params).decode()
-    return tuple(row)
+    return row
 
 
 async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connection:
@@ -64,13 +91,25 @@ async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connecti
     return db
 
 
+def _settle(batch: list[_Item], error: BaseException | None) -> None:
+    for _, future in batch:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
 class LocalStore:
     def __init__(self, path: Path, options: StorageOptions, metrics: Metrics) -> None:
         self.path = path
         self.options = options
         self.metrics = metrics
-        self._queue: asyncio.Queue[tuple[Sequence[Event], asyncio.Future[None]] | None] = asyncio.Queue()
-        self._queued = 0
+        self._pending: deque[_Item] = deque()
+        self._inflight: list[_Item] = []
+        self._wakeup = asyncio.Event()
+        self._queued = 0  # events submitted and not yet settled (pending + in flight)
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -84,6 +123,7 @@ class LocalStore:
             await self._db.close()  # its thread would otherwise keep the process alive
             raise
         self._task = asyncio.create_task(self._writer(), name="store-writer")
+        self._task.add_done_callback(self._writer_stopped)
 
     async def close(self) -> None:
         """Stop accepting, commit everything queued, close."""
@@ -91,8 +131,10 @@ class LocalStore:
             return
         self._closing = True
         if self._task is not None:
-            self._queue.put_nowait(None)
-            await self._task
+            self._wakeup.set()
+            # wait() rather than await: a writer that died has already failed its futures
+            # and logged why; closing must still release the connection.
+            await asyncio.wait([self._task])
         if self._db is not None:
             await self._db.close()
 
@@ -101,69 +143,111 @@ class LocalStore:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closing or self._task is None or self._task.done():
             future.set_exception(StoreClosed("the store is closed"))
-        elif self._queued >= MAX_QUEUED:
+        elif self._queued + len(events) > MAX_QUEUED:
             future.set_exception(StoreClosed(f"the write queue is full ({MAX_QUEUED} events)"))
         else:
             self._queued += len(events)
             self.metrics.store_queue.set(self._queued)
-            self._queue.put_nowait((events, future))
+            self._pending.append((events, future))
+            self._wakeup.set()
         return future
 
     async def write(self, events: Sequence[Event]) -> None:
         """Submit and wait for the commit."""
         await self.submit(events)
 
-    async def _writer(self) -> None:
-        stopping = False
-        while not stopping:
-            item = await self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            rows = len(item[0])
-            if self.options.batch_wait_ms and self._queue.empty():
-                await asyncio.sleep(self.options.batch_wait_ms / 1000)
-            while rows < self.options.batch_size and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-                rows += len(nxt[0])
-            await self._commit_batch(batch, rows)
+    def _take(self) -> tuple[list[_Item], int]:
+        """The next batch: at least one submit, then more while they fit in ``batch_size`` rows.
 
-    async def _commit_batch(
-        self, batch: list[tuple[Sequence[Event], asyncio.Future[None]]], rows: int
-    ) -> None:
-        assert self._db is not None
-        events = [event for events, _ in batch for event in events]
-        started = time.perf_counter()
-        error: BaseException | None = None
+        One submit is never split, so a request's events commit (or fail) together.
+        """
+        first = self._pending.popleft()
+        batch, rows = [first], len(first[0])
+        while self._pending and rows + len(self._pending[0][0]) <= self.options.batch_size:
+            item = self._pending.popleft()
+            batch.append(item)
+            rows += len(item[0])
+        return batch, rows
+
+    async def _writer(self) -> None:
         try:
-            await self._db.execute("BEGIN")
-            try:
-                await self._db.executemany(_INSERT_TOUCHPOINT, [touchpoint_row(e) for e in events])
-                await self._db.executemany(
-                    _UPSERT_VISITOR, [(e.visitor_key, e.id, e.id, e.ts, e.ts) for e in events]
-                )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await self._db.execute("ROLLBACK")
-                raise
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                if (
+                    self.options.batch_wait_ms
+                    and not self._closing
+                    and self._queued < self.options.batch_size
+                ):
+                    await asyncio.sleep(self.options.batch_wait_ms / 1000)
+                self._inflight, rows = self._take()
+                outcomes = await self._commit_batch(self._inflight, rows)
+                self._queued -= rows
+                self.metrics.store_queue.set(self._queued)
+                batch, self._inflight = self._inflight, []
+                for item, error in zip(batch, outcomes, strict=True):
+                    _settle([item], error)
+        except Exception:
+            self.metrics.store_errors.inc()
+            log.critical("the store writer stopped; events are refused until restart", exc_info=True)
+
+    def _writer_stopped(self, task: asyncio.Task[None]) -> None:
+        """However the writer ended (even cancelled before it ran), fail what it left behind.
+
+        Nobody waits on a writer that is gone; ``submit`` refuses from now on.
+        """
+        stranded = self._inflight + list(self._pending)
+        self._inflight = []
+        self._pending.clear()
+        self._queued = 0
+        self.metrics.store_queue.set(0)
+        if stranded:
+            why = "was cancelled" if task.cancelled() else "stopped"
+            _settle(stranded, StoreClosed(f"the store writer {why}"))
+
+    async def _commit_batch(self, batch: list[_Item], rows: int) -> list[Exception | None]:
+        """Commit the batch in one transaction; the outcome of each submit in it.
+
+        If the batch fails on its data (one bad event), each submit is retried in its own
+        transaction, so one poisoned request does not lose its neighbours' events. Failures
+        of the database itself (locked, disk full, I/O) fail the whole batch at once.
+        """
+        error = await self._transaction(batch, rows)
+        if error is None or len(batch) == 1 or not isinstance(error, _DATA_ERRORS):
+            return [error] * len(batch)
+        log.warning("a batch of %d submits failed on its data; committing them one by one", len(batch))
+        return [await self._transaction([item], len(item[0])) for item in batch]
+
+    async def _transaction(self, batch: list[_Item], rows: int) -> Exception | None:
+        """One transaction for the events of ``batch``; the error if it did not commit."""
+        assert self._db is not None
+        db = self._db
+        started = time.perf_counter()
+        try:
+            if db.in_transaction:  # a failed ROLLBACK must not poison every later batch
+                await db.execute("ROLLBACK")
+            if rows <= MAX_ROWS_PER_STATEMENT:
+                params = [v for events, _ in batch for e in events for v in touchpoint_row(e)]
+                await db.execute(insert_touchpoints_sql(rows), params)
+            else:  # a huge single submit: SQLite caps the variables of one statement
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    await db.executemany(
+                        insert_touchpoints_sql(1), [touchpoint_row(e) for events, _ in batch for e in events]
+                    )
+                    await db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await db.execute("ROLLBACK")
+                    raise
         except Exception as err:
-            error = err
             self.metrics.store_errors.inc()
             log.error("store commit of %d events failed: %s", rows, err)
-        else:
-            self.metrics.store_commit_seconds.observe(time.perf_counter() - started)
-            self.metrics.store_batch_rows.observe(rows)
-        self._queued -= rows
-        self.metrics.store_queue.set(self._queued)
-        for _, future in batch:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+            return err
+        self.metrics.store_commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.store_batch_rows.observe(rows)
+        return None

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import msgspec
 
+from gateway.ids import id_floor
 from storage.local import connect
 
 TOUCHPOINT_FILTERS = ("source", "medium", "campaign", "creator_id", "visitor_key")
@@ -27,6 +29,10 @@ class TouchpointQuery:
     equals: Mapping[str, str] | None = None
     cursor: str | None = None
     limit: int = 100
+
+
+def _unix_ms(ts: str) -> int:
+    return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def _touchpoint(row: aiosqlite.Row) -> dict[str, Any]:
@@ -55,15 +61,20 @@ class Reader:
 
     async def touchpoints(self, q: TouchpointQuery) -> tuple[list[dict[str, Any]], str | None]:
         """One page in id (= time) order, and the cursor of the next page (None on the last)."""
+        if q.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {q.limit}")
         where, args = [], []
+        # ids are minted from ts (UUIDv7, milliseconds): a time window is an id range, which
+        # the primary key serves; the ts test then trims the edges to the microsecond.
         if q.since:
-            where.append("ts >= ?")
-            args.append(q.since)
+            where += ["id >= ?", "ts >= ?"]
+            args += [id_floor(_unix_ms(q.since)), q.since]
         if q.until:
-            where.append("ts < ?")
-            args.append(q.until)
+            where += ["id < ?", "ts < ?"]
+            args += [id_floor(_unix_ms(q.until) + 1), q.until]
         for column, value in (q.equals or {}).items():
-            assert column in TOUCHPOINT_FILTERS
+            if column not in TOUCHPOINT_FILTERS:  # the column name goes into the SQL text
+                raise ValueError(f"not a touchpoint filter: {column!r} (allowed: {TOUCHPOINT_FILTERS})")
             where.append(f"{column} = ?")
             args.append(value)
         if q.cursor:
@@ -80,22 +91,23 @@ class Reader:
         return items, next_cursor
 
     async def visitor(self, visitor_key: str) -> dict[str, Any] | None:
-        """The dual slot (first and last touch) and every touchpoint in time order."""
-        async with self.db.execute("SELECT * FROM visitors WHERE visitor_key = ?", (visitor_key,)) as cursor:
-            slot = await cursor.fetchone()
-        if slot is None:
-            return None
+        """The dual slot (first and last touch) and every touchpoint in time order.
+
+        One index range: the first touch is its first row and is never overwritten by a
+        later landing; the last touch is its last row.
+        """
         async with self.db.execute(
             "SELECT * FROM touchpoints WHERE visitor_key = ? ORDER BY id", (visitor_key,)
         ) as cursor:
             touches = [_touchpoint(r) for r in await cursor.fetchall()]
-        by_id = {t["id"]: t for t in touches}
+        if not touches:
+            return None
         return {
             "visitor_key": visitor_key,
-            "first_seen": slot["first_seen"],
-            "last_seen": slot["last_seen"],
-            "touch_count": slot["touch_count"],
-            "first_touch": by_id.get(slot["first_touch_id"]),
-            "last_touch": by_id.get(slot["last_touch_id"]),
+            "first_seen": touches[0]["ts"],
+            "last_seen": touches[-1]["ts"],
+            "touch_count": len(touches),
+            "first_touch": touches[0],
+            "last_touch": touches[-1],
             "touchpoints": touches,
         }

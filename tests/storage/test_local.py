@@ -1,0 +1,336 @@
+"""LocalStore: group commit, durability of acknowledged futures, failure handling, the dual slot.
+
+Real SQLite files in ``tmp_path``; every check of what is stored goes through a
+second, independent connection (in a thread, so the loop never blocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from blockbuster import BlockBuster
+
+from gateway.config import StorageOptions
+from gateway.events import Touchpoint, iso
+from gateway.metrics import Metrics
+from storage.local import MAX_QUEUED, LocalStore, StoreClosed
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+T0_MS = int(T0.timestamp() * 1000)
+VISITOR = "a" * 32
+OTHER = "b" * 32
+
+
+def event_id(n: int) -> str:
+    """A UUIDv7 for millisecond ``T0 + n`` with fixed random bits: the same ``n``, the same id."""
+    return str(uuid.UUID(int=((T0_MS + n) << 80) | (0x7 << 76) | (0b10 << 62) | n))
+
+
+def tp(n: int, visitor: str = VISITOR, **fields: Any) -> Touchpoint:
+    """Touchpoint number ``n``: ids and timestamps grow with ``n``."""
+    fields.setdefault("source", "news")
+    return Touchpoint(
+        id=event_id(n),
+        ts=iso(T0 + timedelta(milliseconds=n)),
+        node="test",
+        visitor_key=visitor,
+        content=str(n),
+        **fields,
+    )
+
+
+def query(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql, args).fetchall()
+
+
+async def read(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    return await asyncio.to_thread(query, path, sql, *args)
+
+
+def execute(path: Path, sql: str) -> None:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.executescript(sql)
+
+
+def sample(store: LocalStore, name: str, **labels: str) -> float:
+    value = store.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def commits(store: LocalStore) -> int:
+    return int(sample(store, "gateway_store_batch_rows_count"))
+
+
+OpenStore = Callable[..., Awaitable[LocalStore]]
+
+
+@pytest.fixture
+async def open_store(tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """``await open_store(**storage_options)``: an open store on ``tmp_path/gw.db``; closed after."""
+    opened: list[LocalStore] = []
+
+    async def open_(**options: Any) -> LocalStore:
+        store = LocalStore(tmp_path / "gw.db", StorageOptions(**options), Metrics())
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
+
+
+async def settle(*futures: asyncio.Future[None], timeout: float = 10) -> list[BaseException | None]:
+    """Each future's exception (None for success); fails the test instead of hanging."""
+    async with asyncio.timeout(timeout):
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    return [r if isinstance(r, BaseException) else None for r in results]
+
+
+async def test_concurrent_writers_share_few_transactions(open_store: OpenStore) -> None:
+    store = await open_store()
+
+    async def visitor(v: int) -> None:
+        for round_ in range(5):
+            await store.write([tp(v * 10 + round_, visitor=f"{v:032x}")])
+
+    async with asyncio.timeout(20):
+        await asyncio.gather(*(visitor(v) for v in range(200)))
+    assert (await read(store.path, "SELECT count(*), count(DISTINCT id) FROM touchpoints")) == [(1000, 1000)]
+    assert sample(store, "gateway_store_batch_rows_sum") == 1000
+    # One commit per event would be 1000; group commit takes what queued during the last one.
+    assert commits(store) <= 50
+    assert sample(store, "gateway_store_queue") == 0
+
+
+async def test_a_future_resolves_only_once_its_rows_are_readable_elsewhere(
+    open_store: OpenStore, blockbuster: BlockBuster
+) -> None:
+    # The check must run the instant each future resolves, before the loop does anything
+    # else: a synchronous read on the loop thread, allowed in this one test.
+    blockbuster.deactivate()
+    store = await open_store()
+    missing: list[str] = []
+
+    def check(event: Touchpoint) -> Callable[[asyncio.Future[None]], None]:
+        def callback(future: asyncio.Future[None]) -> None:
+            assert future.exception() is None
+            if not query(store.path, "SELECT 1 FROM touchpoints WHERE id = ?", event.id):
+                missing.append(event.id)
+
+        return callback
+
+    futures = []
+    for n in range(300):
+        event = tp(n)
+        future = store.submit([event])
+        future.add_done_callback(check(event))
+        futures.append(future)
+        if n % 50 == 0:
+            await asyncio.sleep(0)  # let batches start while more arrive
+    assert await settle(*futures) == [None] * 300
+    await asyncio.sleep(0)  # done callbacks run one loop turn after resolution
+    assert missing == []
+
+
+async def test_batch_size_bounds_every_commit_and_a_submit_is_never_split(open_store: OpenStore) -> None:
+    store = await open_store(batch_size=16)
+    futures = [store.submit([tp(3 * i), tp(3 * i + 1), tp(3 * i + 2)]) for i in range(20)]
+    assert await settle(*futures) == [None] * 20
+    # 3-event submits fill a 16-row batch with 5 of them (15 rows): 4 commits, none above 16.
+    assert commits(store) == 4
+    assert sample(store, "gateway_store_batch_rows_bucket", le="16.0") == 4
+    assert sample(store, "gateway_store_batch_rows_bucket", le="8.0") == 0
+
+    # A submit larger than the batch size still commits whole, in one transaction of its own.
+    assert await settle(store.submit([tp(100 + i) for i in range(40)])) == [None]
+    assert commits(store) == 5
+    assert sample(store, "gateway_store_batch_rows_bucket", le="64.0") == 5
+    assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(100,)]
+
+
+async def test_close_flushes_everything_queued_then_refuses(open_store: OpenStore) -> None:
+    store = await open_store(batch_size=32)
+    futures = [store.submit([tp(n)]) for n in range(300)]
+    async with asyncio.timeout(10):
+        await store.close()
+    assert all(f.done() and f.exception() is None for f in futures)
+    assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(300,)]
+
+    late = store.submit([tp(1000)])
+    with pytest.raises(StoreClosed):
+        await late
+    await store.close()  # twice is fine
+
+
+async def test_submit_before_open_is_refused(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    with pytest.raises(StoreClosed):
+        await store.submit([tp(1)])
+
+
+async def test_failing_commit_fails_its_futures_and_the_store_recovers(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.write([tp(0)])
+    # Another connection makes every insert fail, as a broken database would.
+    await asyncio.to_thread(
+        execute,
+        store.path,
+        "CREATE TRIGGER fail BEFORE INSERT ON touchpoints BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+    )
+    failed = await settle(*(store.submit([tp(n)]) for n in range(1, 6)))
+    assert all(isinstance(err, sqlite3.Error) and "injected" in str(err) for err in failed), failed
+    assert sample(store, "gateway_store_errors_total") >= 1
+    assert sample(store, "gateway_store_queue") == 0
+
+    await asyncio.to_thread(execute, store.path, "DROP TRIGGER fail;")
+    assert await settle(*(store.submit([tp(n)]) for n in range(6, 11))) == [None] * 5
+    rows = await read(store.path, "SELECT content FROM touchpoints ORDER BY id")
+    assert [r[0] for r in rows] == ["0", "6", "7", "8", "9", "10"]
+
+
+async def test_one_bad_event_does_not_fail_its_batch_neighbours(open_store: OpenStore) -> None:
+    store = await open_store()
+    good = [store.submit([tp(n)]) for n in range(5)]
+    null_path = store.submit([tp(5, landing_path=None)])  # NOT NULL violation in SQLite
+    unencodable = store.submit([tp(6, raw_params={"x": object()})])  # fails before SQLite
+    more = [store.submit([tp(n)]) for n in range(7, 10)]
+    outcomes = await settle(*good, null_path, unencodable, *more)
+    assert outcomes[:5] == [None] * 5
+    assert isinstance(outcomes[5], sqlite3.IntegrityError)
+    assert isinstance(outcomes[6], TypeError)
+    assert outcomes[7:] == [None] * 3
+    rows = await read(store.path, "SELECT content FROM touchpoints ORDER BY id")
+    assert [r[0] for r in rows] == ["0", "1", "2", "3", "4", "7", "8", "9"]
+    assert sample(store, "gateway_store_queue") == 0
+
+
+async def test_a_writer_stopped_before_its_first_step_fails_every_waiting_future(
+    open_store: OpenStore,
+) -> None:
+    store = await open_store()
+    futures = [store.submit([tp(n)]) for n in range(10)]
+    assert store._task is not None
+    store._task.cancel()  # the writer stops for a reason of its own, before it ever ran
+    outcomes = await settle(*futures, timeout=5)
+    assert all(isinstance(err, StoreClosed) for err in outcomes), outcomes
+    assert sample(store, "gateway_store_queue") == 0
+    with pytest.raises(StoreClosed):
+        await store.submit([tp(99)])
+    async with asyncio.timeout(5):
+        await store.close()
+
+
+async def test_a_writer_stopped_mid_commit_fails_the_batch_and_the_queue(open_store: OpenStore) -> None:
+    store = await open_store(batch_size=4)
+    # Another connection holds the write lock, so the writer waits inside its first commit.
+    locker = await asyncio.to_thread(
+        sqlite3.connect, store.path, isolation_level=None, check_same_thread=False
+    )
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+        futures = [store.submit([tp(n)]) for n in range(10)]  # one batch in flight, six queued
+        await asyncio.sleep(0.1)
+        assert store._task is not None
+        assert not any(f.done() for f in futures)
+        store._task.cancel()
+        outcomes = await settle(*futures, timeout=5)
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        await asyncio.to_thread(locker.close)
+    assert all(isinstance(err, StoreClosed) for err in outcomes), outcomes
+    assert sample(store, "gateway_store_queue") == 0
+    async with asyncio.timeout(10):
+        await store.close()
+    # The statement already handed to SQLite may still commit once the lock frees: its events
+    # were reported unconfirmed, not lost. Nothing queued behind it was written.
+    assert (await read(store.path, "SELECT count(*) FROM touchpoints")) in ([(0,)], [(4,)])
+
+
+async def test_queue_bound_counts_events_and_frees_after_commit(open_store: OpenStore) -> None:
+    store = await open_store()
+    one = tp(0)
+    with pytest.raises(StoreClosed, match="full"):
+        await store.submit([one] * (MAX_QUEUED + 1))
+    assert sample(store, "gateway_store_queue") == 0
+    full = store.submit([one] * MAX_QUEUED)  # the writer has not run yet: the queue is full
+    assert sample(store, "gateway_store_queue") == MAX_QUEUED
+    refused = store.submit([tp(1)])
+    assert refused.done()
+    with pytest.raises(StoreClosed, match="full"):
+        await refused
+    assert await settle(full, timeout=30) == [None]
+    assert sample(store, "gateway_store_queue") == 0
+    await store.write([tp(2)])  # room again
+    assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(2,)]
+
+
+async def test_first_touch_is_never_overwritten(open_store: OpenStore) -> None:
+    store = await open_store(batch_size=8)
+    mine = [tp(n) for n in range(0, 120, 2)]
+    theirs = [tp(n, visitor=OTHER) for n in range(1, 120, 2)]
+    # Some landings one by one, the rest concurrently so several share a batch.
+    for event in mine[:10]:
+        await store.write([event])
+    futures = [store.submit([e]) for pair in zip(mine[10:], theirs, strict=False) for e in pair]
+    futures += [store.submit([e]) for e in theirs[len(mine) - 10 :]]
+    assert await settle(*futures) == [None] * len(futures)
+
+    rows = await read(
+        store.path,
+        "SELECT visitor_key, first_touch_id, last_touch_id, first_seen, last_seen, touch_count"
+        " FROM visitors ORDER BY visitor_key",
+    )
+    assert rows == [
+        (VISITOR, mine[0].id, mine[-1].id, mine[0].ts, mine[-1].ts, len(mine)),
+        (OTHER, theirs[0].id, theirs[-1].id, theirs[0].ts, theirs[-1].ts, len(theirs)),
+    ]
+
+
+async def test_a_late_older_event_becomes_the_first_touch(open_store: OpenStore) -> None:
+    """The first touch is the earliest one recorded: backfilled history older than the live
+    first touch takes its place (that is what a backfill is for); live traffic never can."""
+    store = await open_store()
+    await store.write([tp(10)])
+    await store.write([tp(20)])
+    await store.write([tp(5)])  # arrives last, happened first (e.g. an imported access log)
+    rows = await read(store.path, "SELECT first_touch_id, last_touch_id, touch_count FROM visitors")
+    assert rows == [(tp(5).id, tp(20).id, 3)]
+
+
+async def test_writing_the_same_event_again_changes_nothing(open_store: OpenStore) -> None:
+    store = await open_store()
+    first, second = tp(1), tp(2)
+    await store.write([first])
+    await store.write([second])
+    await store.write([first])  # a retry in a later batch
+    assert await settle(store.submit([second]), store.submit([second])) == [None, None]  # same batch
+    await store.write([first, first])  # twice in one submit
+    assert (await read(store.path, "SELECT id FROM touchpoints ORDER BY id")) == [(first.id,), (second.id,)]
+    rows = await read(store.path, "SELECT first_touch_id, last_touch_id, touch_count FROM visitors")
+    assert rows == [(first.id, second.id, 2)]
+
+
+async def test_store_reopens_with_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "gw.db"
+    store = LocalStore(path, StorageOptions(synchronous="full"), Metrics())
+    await store.open()
+    await store.write([tp(1)])
+    await store.close()
+    again = LocalStore(path, StorageOptions(), Metrics())
+    await again.open()
+    try:
+        await again.write([tp(2)])
+    finally:
+        await again.close()
+    assert (await read(path, "SELECT count(*) FROM touchpoints")) == [(2,)]
+    assert (await read(path, "PRAGMA journal_mode")) == [("wal",)]

@@ -1,0 +1,84 @@
+"""Migrations: versioned SQL files, ``PRAGMA user_version``, idempotent, refusing a newer schema."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from gateway.config import StorageOptions
+from gateway.metrics import Metrics
+from storage.local import LocalStore, connect
+from storage.migrate import SchemaTooNew, migrate, migrations
+
+NEWEST = migrations()[-1][0]
+
+
+def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()
+
+
+async def read(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    return await asyncio.to_thread(query, path, sql)
+
+
+async def schema(path: Path) -> list[tuple[Any, ...]]:
+    return await read(path, "SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    conn = await connect(tmp_path / "gw.db")
+    yield conn
+    await conn.close()
+
+
+def test_shipped_migrations_are_numbered_one_by_one() -> None:
+    found = migrations()
+    assert [version for version, _, _ in found] == list(range(1, len(found) + 1))
+    assert all(sql.strip() for _, _, sql in found)
+
+
+async def test_a_fresh_database_reaches_the_newest_version(db: aiosqlite.Connection, tmp_path: Path) -> None:
+    assert await migrate(db) == NEWEST
+    path = tmp_path / "gw.db"
+    assert await read(path, "PRAGMA user_version") == [(NEWEST,)]
+    names = {name for _, name, _ in await schema(path)}
+    assert {"touchpoints", "visitors", "touchpoints_visitor"} <= names  # visitors is a view
+    assert not db.in_transaction
+
+
+async def test_migrating_twice_changes_nothing(db: aiosqlite.Connection, tmp_path: Path) -> None:
+    await migrate(db)
+    before = await schema(tmp_path / "gw.db")
+    assert await migrate(db) == NEWEST
+    assert await schema(tmp_path / "gw.db") == before
+
+
+async def test_a_database_newer_than_the_code_is_refused(db: aiosqlite.Connection, tmp_path: Path) -> None:
+    await migrate(db)
+    await db.execute(f"PRAGMA user_version = {NEWEST + 1}")
+    with pytest.raises(SchemaTooNew, match=rf"schema version {NEWEST + 1}, newer than .*\({NEWEST}\)"):
+        await migrate(db)
+    # The store refuses to open on it too, and says why.
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    with pytest.raises(SchemaTooNew, match="upgrade the gateway"):
+        await store.open()
+    assert await read(tmp_path / "gw.db", "PRAGMA user_version") == [(NEWEST + 1,)]
+
+
+async def test_two_processes_migrating_at_once_both_succeed(tmp_path: Path) -> None:
+    one, two = await connect(tmp_path / "gw.db"), await connect(tmp_path / "gw.db")
+    try:
+        assert await asyncio.gather(migrate(one), migrate(two)) == [NEWEST, NEWEST]
+    finally:
+        await one.close()
+        await two.close()
+    assert await read(tmp_path / "gw.db", "PRAGMA user_version") == [(NEWEST,)]

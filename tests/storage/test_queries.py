@@ -1,0 +1,171 @@
+"""Reader: touchpoint listings (filters, cursor pages) and visitor journeys, on a real store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import StorageOptions
+from gateway.events import Touchpoint, iso
+from gateway.metrics import Metrics
+from storage.local import LocalStore
+from storage.queries import Reader, TouchpointQuery
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+T0_MS = int(T0.timestamp() * 1000)
+VISITORS = ["a" * 32, "b" * 32, "c" * 32]
+SOURCES = ["news", "google", "tiktok", None]
+MEDIA = ["email", "cpc", None]
+CAMPAIGNS = ["launch", "spring"]
+CREATORS = [None, "anna", "ben", None, None]
+
+
+def event(n: int) -> Touchpoint:
+    """Touchpoint ``n``, one minute after ``n - 1``; fields cycle so filters overlap."""
+    return Touchpoint(
+        id=str(uuid.UUID(int=((T0_MS + n * 60_000) << 80) | (0x7 << 76) | (0b10 << 62) | n)),
+        ts=iso(T0 + timedelta(minutes=n)),
+        node="test",
+        visitor_key=VISITORS[n % 3],
+        source=SOURCES[n % 4],
+        medium=MEDIA[n % 3],
+        campaign=CAMPAIGNS[n % 2],
+        content=str(n),
+        creator_id=CREATORS[n % 5],
+        landing_path=f"/p/{n}",
+        raw_params={"utm_content": str(n)},
+    )
+
+
+EVENTS = [event(n) for n in range(40)]
+
+
+@dataclass
+class Data:
+    reader: Reader
+    store: LocalStore
+
+
+@pytest.fixture
+async def data(tmp_path: Path) -> AsyncIterator[Data]:
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    # Written out of order, in several commits: listings must come back in id order anyway.
+    for chunk in (EVENTS[20:], EVENTS[:7], EVENTS[7:20]):
+        await store.write(chunk)
+    reader = Reader(tmp_path / "gw.db")
+    await reader.open()
+    yield Data(reader, store)
+    await reader.close()
+    await store.close()
+
+
+async def listing(reader: Reader, q: TouchpointQuery) -> list[str]:
+    items, next_cursor = await reader.touchpoints(q)
+    assert next_cursor is None
+    return [item["content"] for item in items]
+
+
+def expected(keep: Any) -> list[str]:
+    return [e.content or "" for e in EVENTS if keep(e)]
+
+
+@pytest.mark.parametrize(
+    ("equals", "keep"),
+    [
+        ({"source": "news"}, lambda e: e.source == "news"),
+        ({"medium": "cpc"}, lambda e: e.medium == "cpc"),
+        ({"campaign": "spring"}, lambda e: e.campaign == "spring"),
+        ({"creator_id": "anna"}, lambda e: e.creator_id == "anna"),
+        ({"visitor_key": VISITORS[1]}, lambda e: e.visitor_key == VISITORS[1]),
+        (
+            {"source": "google", "campaign": "launch"},
+            lambda e: (e.source, e.campaign) == ("google", "launch"),
+        ),
+        ({"source": "nobody"}, lambda e: False),
+    ],
+)
+async def test_equality_filters(data: Data, equals: dict[str, str], keep: Any) -> None:
+    assert await listing(data.reader, TouchpointQuery(equals=equals, limit=1000)) == expected(keep)
+
+
+async def test_time_window_is_since_inclusive_until_exclusive(data: Data) -> None:
+    since, until = iso(T0 + timedelta(minutes=5)), iso(T0 + timedelta(minutes=12))
+    got = await listing(data.reader, TouchpointQuery(since=since, until=until, limit=1000))
+    assert got == [str(n) for n in range(5, 12)]
+    got = await listing(
+        data.reader, TouchpointQuery(since=since, until=until, equals={"medium": "email"}, limit=1000)
+    )
+    assert got == [str(n) for n in range(5, 12) if n % 3 == 0]
+    assert await listing(data.reader, TouchpointQuery(since=iso(T0 + timedelta(days=1)))) == []
+
+
+@pytest.mark.parametrize("limit", [1, 7, 10, 39, 40, 41])
+async def test_cursor_pages_walk_every_row_once_in_id_order(data: Data, limit: int) -> None:
+    seen: list[dict[str, Any]] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        items, cursor = await data.reader.touchpoints(TouchpointQuery(cursor=cursor, limit=limit))
+        pages += 1
+        assert len(items) == limit or cursor is None
+        seen.extend(items)
+        if cursor is None:
+            break
+        assert cursor == items[-1]["id"]
+        assert pages <= len(EVENTS)  # a cursor that does not advance would loop forever
+    assert [item["id"] for item in seen] == [e.id for e in EVENTS]
+    assert pages == max(1, -(-len(EVENTS) // limit))  # an exact multiple needs no empty last page
+    assert seen[0]["raw_params"] == {"utm_content": "0"}
+
+
+async def test_pages_respect_filters(data: Data) -> None:
+    q = TouchpointQuery(equals={"visitor_key": VISITORS[0]}, limit=4)
+    contents: list[str] = []
+    while True:
+        items, cursor = await data.reader.touchpoints(q)
+        contents += [item["content"] for item in items]
+        if cursor is None:
+            break
+        q = TouchpointQuery(equals=q.equals, cursor=cursor, limit=4)
+    assert contents == expected(lambda e: e.visitor_key == VISITORS[0])
+
+
+async def test_bad_queries_are_refused_not_run(data: Data) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        await data.reader.touchpoints(TouchpointQuery(limit=0))
+    with pytest.raises(ValueError, match="not a touchpoint filter"):
+        await data.reader.touchpoints(TouchpointQuery(equals={"1=1 OR source": "x"}))
+
+
+async def test_visitor_journey(data: Data) -> None:
+    key = VISITORS[2]
+    mine = [e for e in EVENTS if e.visitor_key == key]
+    journey = await data.reader.visitor(key)
+    assert journey is not None
+    assert journey["visitor_key"] == key
+    assert [t["id"] for t in journey["touchpoints"]] == [e.id for e in mine]
+    # The fixture wrote events 20.. first: the first touch is still the earliest in time (a
+    # backfilled older event takes the slot), the last touch the latest.
+    assert journey["first_touch"]["id"] == mine[0].id
+    assert journey["last_touch"]["id"] == mine[-1].id
+    assert (journey["first_seen"], journey["last_seen"]) == (mine[0].ts, mine[-1].ts)
+    assert journey["touch_count"] == len(mine)
+    assert journey["first_touch"]["raw_params"] == {"utm_content": mine[0].content}
+
+
+async def test_unknown_visitor_is_none(data: Data) -> None:
+    assert await data.reader.visitor("f" * 32) is None
+
+
+async def test_reader_sees_new_commits(data: Data) -> None:
+    late = event(100)
+    await data.store.write([late])
+    items, _ = await data.reader.touchpoints(TouchpointQuery(equals={"visitor_key": late.visitor_key}))
+    assert items[-1]["id"] == late.id
