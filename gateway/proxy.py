@@ -11,6 +11,8 @@ response headers go out.
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.cookies
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -36,7 +38,7 @@ from gateway.forwarding import (
 from gateway.metrics import Metrics
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
-from storage.local import LocalStore
+from storage.local import CommitTimeout, LocalStore
 
 log = logging.getLogger("gateway.proxy")
 
@@ -119,17 +121,33 @@ def _joined(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     return joined
 
 
-def _cookie_kwargs(cookie: Cookie) -> dict[str, object]:
-    kwargs: dict[str, object] = {
-        "max_age": cookie.max_age,
-        "path": cookie.path,
-        "httponly": cookie.httponly,
-        "samesite": cookie.samesite,
-        "secure": cookie.secure,
-    }
-    if cookie.domain:
-        kwargs["domain"] = cookie.domain
-    return kwargs
+_COOKIE_SAFE_VALUE = re.compile(r"[A-Za-z0-9._~-]*")
+
+
+@functools.lru_cache(maxsize=32)
+def _cookie_attributes(
+    max_age: int, path: str, domain: str, secure: bool, httponly: bool, samesite: str
+) -> str:
+    """The ``; Path=/; Max-Age=…`` part of a Set-Cookie, rendered by ``http.cookies`` once per
+    attribute set (it is the same for every visitor; only the value changes)."""
+    morsel: http.cookies.Morsel[str] = http.cookies.Morsel()
+    morsel.set("n", "v", "v")
+    morsel.update({"max-age": str(max_age), "path": path, "samesite": samesite})
+    if domain:
+        morsel["domain"] = domain
+    morsel["secure"] = secure
+    morsel["httponly"] = httponly
+    return morsel.OutputString().partition(";")[2]
+
+
+def set_cookie_header(cookie: Cookie) -> str | None:
+    """The Set-Cookie value for ``cookie``, or None when its value needs quoting by the library."""
+    if not _COOKIE_SAFE_VALUE.fullmatch(cookie.value):
+        return None
+    attributes = _cookie_attributes(
+        cookie.max_age, cookie.path, cookie.domain, cookie.secure, cookie.httponly, cookie.samesite
+    )
+    return f"{cookie.name}={cookie.value};{attributes}"
 
 
 class ProxyHost:
@@ -159,7 +177,6 @@ class ProxyHost:
         self.body_idle = opts.proxy.read_timeout
         self.trusted = settings.trusted_networks
         self.wait_commit = opts.storage.durability == "commit"
-        self.max_wait = opts.storage.max_wait_ms / 1000
         self._forwarded = metrics.requests.labels("forwarded")  # the hot path's counter, resolved once
 
     # -- the request handler ------------------------------------------------------------------
@@ -343,7 +360,20 @@ class ProxyHost:
 
     def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:
         for cookie in ex.set_cookies:
-            resp.set_cookie(cookie.name, cookie.value, **_cookie_kwargs(cookie))  # type: ignore[arg-type]
+            header = set_cookie_header(cookie)
+            if header is not None:
+                resp.headers.add(hdrs.SET_COOKIE, header)
+                continue
+            resp.set_cookie(
+                cookie.name,
+                cookie.value,
+                max_age=cookie.max_age,
+                path=cookie.path,
+                domain=cookie.domain or None,
+                secure=cookie.secure,
+                httponly=cookie.httponly,
+                samesite=cookie.samesite,
+            )
 
     def _submit_new(self, ex: Exchange, seen: int, commits: list[asyncio.Future[None]]) -> None:
         """Events that response hooks added go to the store too."""
@@ -352,30 +382,28 @@ class ProxyHost:
             commits.append(self.store.submit(new))
 
     async def _confirm(self, commits: list[asyncio.Future[None]]) -> None:
-        """Wait (bounded) for this request's events to commit; never fail the request over it."""
-        if not commits:
-            return
-        deadline = asyncio.get_running_loop().time() + self.max_wait
+        """Wait for this request's events to commit — the store bounds the wait by
+        ``storage.max_wait_ms`` — and never fail the request over it (fail open)."""
         for future in commits:
-            if not future.done():
-                if not self.wait_commit:
-                    future.add_done_callback(self._consume)
-                    continue
-                try:
-                    # On timeout the future is cancelled; its events may still commit later.
-                    async with asyncio.timeout_at(deadline):
-                        await future
-                except TimeoutError:
-                    self.metrics.events_unconfirmed.labels("timeout").inc()
-                    continue
-                except Exception:
-                    pass  # counted below, from the future itself
-            self._consume(future)
+            if not self.wait_commit:
+                future.add_done_callback(self._consume)
+                continue
+            try:
+                await future
+            except CommitTimeout:
+                self.metrics.events_unconfirmed.labels("timeout").inc()
+            except Exception as err:
+                self._store_failed(err)
 
     def _consume(self, future: asyncio.Future[None]) -> None:
         if future.cancelled():
             return
         err = future.exception()
-        if err is not None:
-            self.metrics.events_unconfirmed.labels("store_error").inc()
-            log.warning("events not stored (%s); the page was served anyway", err)
+        if isinstance(err, CommitTimeout):
+            self.metrics.events_unconfirmed.labels("timeout").inc()
+        elif err is not None:
+            self._store_failed(err)
+
+    def _store_failed(self, err: BaseException) -> None:
+        self.metrics.events_unconfirmed.labels("store_error").inc()
+        log.warning("events not stored (%s); the page was served anyway", err)

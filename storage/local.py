@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import operator
 import sqlite3
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import aiosqlite
@@ -60,7 +61,15 @@ def insert_touchpoints_sql(rows: int) -> str:
     )
 
 
-_Item = tuple[Sequence[Event], asyncio.Future[None]]
+@dataclass(slots=True)
+class _Item:
+    """One submit: its events, the future its caller awaits, and when that wait must end."""
+
+    events: Sequence[Event]
+    future: asyncio.Future[None]
+    deadline: float
+
+
 # Errors caused by what was written rather than by the database: worth isolating per submit.
 _DATA_ERRORS = (
     sqlite3.IntegrityError,
@@ -70,6 +79,10 @@ _DATA_ERRORS = (
     TypeError,
     ValueError,
 )
+
+
+class CommitTimeout(Exception):
+    """A submit was not committed within ``storage.max_wait_ms``; it may still be, later."""
 
 
 class StoreClosed(Exception):
@@ -92,7 +105,8 @@ async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connecti
 
 
 def _settle(batch: list[_Item], error: BaseException | None) -> None:
-    for _, future in batch:
+    for item in batch:
+        future = item.future
         if future.done():
             continue
         if error is None:
@@ -113,6 +127,8 @@ class LocalStore:
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._max_wait = options.max_wait_ms / 1000
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
@@ -124,12 +140,32 @@ class LocalStore:
             raise
         self._task = asyncio.create_task(self._writer(), name="store-writer")
         self._task.add_done_callback(self._writer_stopped)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Fail the wait of every submit past its deadline (``max_wait_ms``), every quarter of it.
+
+        The events stay queued and are still written: only the caller stops waiting, so a slow
+        disk delays no response by more than ``max_wait_ms``. One timer for the whole store
+        costs less than one per request.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for item in itertools.chain(self._inflight, self._pending):
+            if item.deadline > now:
+                break  # deadlines grow in queue order
+            if not item.future.done():
+                item.future.set_exception(CommitTimeout(f"not committed within {self._max_wait:g} s"))
+        if not self._closing:
+            self._sweeper = loop.call_later(max(self._max_wait / 4, 0.01), self._sweep)
 
     async def close(self) -> None:
         """Stop accepting, commit everything queued, close."""
         if self._closing:
             return
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._task is not None:
             self._wakeup.set()
             # wait() rather than await: a writer that died has already failed its futures
@@ -140,7 +176,8 @@ class LocalStore:
 
     def submit(self, events: Sequence[Event]) -> asyncio.Future[None]:
         """Queue events; the future resolves when they are committed (or fails with the reason)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         if self._closing or self._task is None or self._task.done():
             future.set_exception(StoreClosed("the store is closed"))
         elif self._queued + len(events) > MAX_QUEUED:
@@ -148,7 +185,7 @@ class LocalStore:
         else:
             self._queued += len(events)
             self.metrics.store_queue.set(self._queued)
-            self._pending.append((events, future))
+            self._pending.append(_Item(events, future, loop.time() + self._max_wait))
             self._wakeup.set()
         return future
 
@@ -162,11 +199,11 @@ class LocalStore:
         One submit is never split, so a request's events commit (or fail) together.
         """
         first = self._pending.popleft()
-        batch, rows = [first], len(first[0])
-        while self._pending and rows + len(self._pending[0][0]) <= self.options.batch_size:
+        batch, rows = [first], len(first.events)
+        while self._pending and rows + len(self._pending[0].events) <= self.options.batch_size:
             item = self._pending.popleft()
             batch.append(item)
-            rows += len(item[0])
+            rows += len(item.events)
         return batch, rows
 
     async def _writer(self) -> None:
@@ -220,7 +257,7 @@ class LocalStore:
         if error is None or len(batch) == 1 or not isinstance(error, _DATA_ERRORS):
             return [error] * len(batch)
         log.warning("a batch of %d submits failed on its data; committing them one by one", len(batch))
-        return [await self._transaction([item], len(item[0])) for item in batch]
+        return [await self._transaction([item], len(item.events)) for item in batch]
 
     async def _transaction(self, batch: list[_Item], rows: int) -> Exception | None:
         """One transaction for the events of ``batch``; the error if it did not commit."""
@@ -231,13 +268,13 @@ class LocalStore:
             if db.in_transaction:  # a failed ROLLBACK must not poison every later batch
                 await db.execute("ROLLBACK")
             if rows <= MAX_ROWS_PER_STATEMENT:
-                params = [v for events, _ in batch for e in events for v in touchpoint_row(e)]
+                params = [v for item in batch for e in item.events for v in touchpoint_row(e)]
                 await db.execute(insert_touchpoints_sql(rows), params)
             else:  # a huge single submit: SQLite caps the variables of one statement
                 await db.execute("BEGIN IMMEDIATE")
                 try:
                     await db.executemany(
-                        insert_touchpoints_sql(1), [touchpoint_row(e) for events, _ in batch for e in events]
+                        insert_touchpoints_sql(1), [touchpoint_row(e) for item in batch for e in item.events]
                     )
                     await db.execute("COMMIT")
                 except BaseException:

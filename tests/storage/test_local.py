@@ -21,7 +21,7 @@ from blockbuster import BlockBuster
 from gateway.config import StorageOptions
 from gateway.events import Touchpoint, iso
 from gateway.metrics import Metrics
-from storage.local import MAX_QUEUED, LocalStore, StoreClosed
+from storage.local import MAX_QUEUED, CommitTimeout, LocalStore, StoreClosed
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -334,3 +334,23 @@ async def test_store_reopens_with_its_data(tmp_path: Path) -> None:
         await again.close()
     assert (await read(path, "SELECT count(*) FROM touchpoints")) == [(2,)]
     assert (await read(path, "PRAGMA journal_mode")) == [("wal",)]
+
+
+async def test_a_slow_commit_ends_the_wait_but_not_the_write(open_store: OpenStore) -> None:
+    """max_wait_ms bounds how long a caller waits; the events are still written afterwards."""
+    store = await open_store(max_wait_ms=100)
+    locker = await asyncio.to_thread(
+        sqlite3.connect, store.path, isolation_level=None, check_same_thread=False
+    )
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")  # the writer now waits on the lock
+        started = asyncio.get_running_loop().time()
+        [outcome] = await settle(store.submit([tp(1)]), timeout=5)
+        waited = asyncio.get_running_loop().time() - started
+        assert isinstance(outcome, CommitTimeout)
+        assert 0.09 <= waited < 1.0
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        await asyncio.to_thread(locker.close)
+    await store.write([tp(2)])  # the queue moves again, the late event first
+    assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(2,)]
