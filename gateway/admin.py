@@ -25,6 +25,7 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import error_body
+from storage.local import LocalStore
 from storage.queries import TOUCHPOINT_FILTERS, Reader, TouchpointQuery
 
 log = logging.getLogger("gateway.admin")
@@ -32,6 +33,7 @@ log = logging.getLogger("gateway.admin")
 READER_KEY = web.AppKey("reader", Reader)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 METRICS_KEY = web.AppKey("metrics", Metrics)
+STORE_KEY = web.AppKey("store", LocalStore)
 KEYS_KEY = web.AppKey("keys", Keys)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
@@ -123,6 +125,10 @@ def _only(request: web.Request, allowed: set[str]) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 while the store accepts events; 503 when its writer stopped (the site is still served,
+    but nothing is recorded until a restart)."""
+    if not request.app[STORE_KEY].accepting:
+        raise ApiError(503, "the store writer stopped: events are not being recorded; see the log")
     return ok({"status": "ok", "node": request.app[SETTINGS_KEY].node})
 
 
@@ -179,9 +185,12 @@ async def visitor(request: web.Request) -> web.Response:
     return ok(journey)
 
 
-def create_admin_app(settings: Settings, reader: Reader, metrics_: Metrics, keys: Keys) -> web.Application:
+def create_admin_app(
+    settings: Settings, store: LocalStore, reader: Reader, metrics_: Metrics, keys: Keys
+) -> web.Application:
     app = web.Application(middlewares=[envelope, bearer_auth])
     app[SETTINGS_KEY] = settings
+    app[STORE_KEY] = store
     app[READER_KEY] = reader
     app[METRICS_KEY] = metrics_
     app[KEYS_KEY] = keys

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import msgspec
 
 from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked
+from storage.migrate import SchemaTooNew
 
 log = logging.getLogger("gateway")
 
@@ -147,8 +149,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner = uvloop.run
     try:
         runner(_run(settings))
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:
+        print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
-        print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
+        print(f"gateway: cannot start: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

@@ -101,7 +101,7 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
             await store.close()
 
     proxy_app.cleanup_ctx.append(resources)
-    admin_app = create_admin_app(settings, Reader(settings.store_path), metrics, keys)
+    admin_app = create_admin_app(settings, store, Reader(settings.store_path), metrics, keys)
     return Gateway(settings, metrics, keys, store, proxy_app, admin_app)
 
 
@@ -110,7 +110,11 @@ async def start_site(app: web.Application, listen: str, **kwargs: Any) -> tuple[
     runner = web.AppRunner(app, access_log=None, **kwargs)
     await runner.setup()
     site = web.TCPSite(runner, host, port, shutdown_timeout=10)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        raise OSError(err.errno, f"cannot listen on {listen}: {err.strerror}") from err
     bound = runner.addresses[0][:2] if runner.addresses else (host, port)
     shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
     return runner, f"{shown}:{bound[1]}"

@@ -98,9 +98,13 @@ def touchpoint_row(tp: Touchpoint) -> list[object]:
 async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connection:
     """A connection with the pragmas every connection needs (WAL, busy timeout)."""
     db = await aiosqlite.connect(path, isolation_level=None)
-    await db.execute("PRAGMA journal_mode = WAL")
-    await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-    await db.execute("PRAGMA busy_timeout = 5000")
+    try:
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        await db.execute("PRAGMA busy_timeout = 5000")
+    except BaseException:
+        await db.close()  # its thread would otherwise keep the process alive
+        raise
     return db
 
 
@@ -174,11 +178,16 @@ class LocalStore:
         if self._db is not None:
             await self._db.close()
 
+    @property
+    def accepting(self) -> bool:
+        """True while the writer runs and the store takes events."""
+        return not self._closing and self._task is not None and not self._task.done()
+
     def submit(self, events: Sequence[Event]) -> asyncio.Future[None]:
         """Queue events; the future resolves when they are committed (or fails with the reason)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        if self._closing or self._task is None or self._task.done():
+        if not self.accepting:
             future.set_exception(StoreClosed("the store is closed"))
         elif self._queued + len(events) > MAX_QUEUED:
             future.set_exception(StoreClosed(f"the write queue is full ({MAX_QUEUED} events)"))

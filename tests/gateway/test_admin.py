@@ -157,3 +157,13 @@ async def test_visitor_journey_keeps_first_touch(gw) -> None:
     _, _, by_id = await get(gw, f"/api/visitors/{raw_id}", AUTH)
     _, _, by_key = await get(gw, f"/api/visitors/{by_cookie['visitor_key']}", AUTH)
     assert by_id == by_key == by_cookie
+
+
+async def test_healthz_reports_a_stopped_store(gw) -> None:
+    status, _, body = await get(gw, "/healthz")
+    assert status == 200 and body["status"] == "ok"
+    await gw.gateway.store.close()  # as if the writer had died
+    status, _, body = await get(gw, "/healthz")
+    assert status == 503 and body["ok"] is False and "store" in body["error"]
+    async with gw.session.get(gw.url + "/?utm_source=x") as resp:
+        assert resp.status == 200  # the site is still served (fail open)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -70,3 +72,37 @@ def test_run_refuses_without_secrets() -> None:
 def test_shipped_container_config_checks() -> None:
     done = gateway("check", "-c", str(ROOT / "deploy" / "gateway.container.toml"), env=ENV)
     assert done.returncode == 0, done.stderr
+
+
+def _config(tmp_path: Path, proxy_listen: str = "127.0.0.1:0", store: str = "gw.db") -> Path:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'[proxy]\nlisten = "{proxy_listen}"\nupstream = "http://127.0.0.1:9"\n'
+        f'[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "{store}"\n'
+    )
+    return cfg
+
+
+def test_run_explains_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = gateway("run", "-c", str(_config(tmp_path, f"127.0.0.1:{port}")), env=ENV)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_explains_an_unreadable_store(tmp_path: Path) -> None:
+    (tmp_path / "gw.db").write_bytes(b"this is not a database" * 100)
+    done = gateway("run", "-c", str(_config(tmp_path)), env=ENV)
+    assert done.returncode == 1
+    assert "cannot open the store" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_refuses_a_store_from_a_newer_gateway(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        db.execute("PRAGMA user_version = 999")
+    done = gateway("run", "-c", str(_config(tmp_path)), env=ENV)
+    assert done.returncode == 1
+    assert "newer than this gateway" in done.stderr and "Traceback" not in done.stderr
