@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 
 def _format(ms: int, rand_a: int, rand_b: int) -> str:
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand_a & 0xFFF) << 64
     value |= 0b10 << 62 | rand_b & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    # What str(uuid.UUID(int=value)) gives, without building the object (a third of the time).
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid7(unix_ms: int | None = None) -> str:

@@ -44,6 +44,7 @@ log = logging.getLogger("gateway.proxy")
 
 # Request headers that must not be forwarded as received: we answered Expect ourselves.
 _DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect", "host"}
+_DROP_UNTRUSTED = _DROP_REQUEST | CLIENT_CLAIMS
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
 _VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
@@ -216,7 +217,8 @@ class ProxyHost:
             self._submit_new(ex, seen, commits)
             resp = pages.QuietResponse(status=reply.status, body=reply.body, headers=reply.headers)
             self._apply_cookies(resp, ex)
-            await self._confirm(commits)
+            if commits:
+                await self._confirm(commits)
             self.metrics.requests.labels("reply").inc()
             return resp
 
@@ -252,18 +254,21 @@ class ProxyHost:
         incoming = request.headers
         peer = request.remote or ""
         trusted = is_trusted(peer, self.trusted)
-        drop = _DROP_REQUEST | connection_tokens(incoming.getall(hdrs.CONNECTION, ()))
-        if not trusted:
-            drop |= CLIENT_CLAIMS
-        out: CIMultiDict[str] = CIMultiDict()
-        replace = ex.upstream_headers if ex is not None else {}
-        for name, value in incoming.items():
-            key = name.lower()
-            if key in drop or key in replace:
-                continue
-            out.add(name, value)
-        for name, value in replace.items():
-            out[name] = value
+        drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
+        if hdrs.CONNECTION in incoming:
+            drop = drop | connection_tokens(incoming.getall(hdrs.CONNECTION))
+        replace = ex.upstream_headers if ex is not None else None
+        if replace:
+            out: CIMultiDict[str] = CIMultiDict()
+            for name, value in incoming.items():
+                key = name.lower()
+                if key in drop or key in replace:
+                    continue
+                out.add(name, value)
+            for name, value in replace.items():
+                out[name] = value
+        else:  # the usual case: one pass, one multidict built from a list
+            out = CIMultiDict([(name, value) for name, value in incoming.items() if name.lower() not in drop])
         host = incoming.get(hdrs.HOST, "")
         out[hdrs.HOST] = host if self.preserve_host and host else self.upstream_host
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
@@ -308,18 +313,29 @@ class ProxyHost:
                 # (aiohttp flushes a StreamResponse's headers on their own by default). A body
                 # still on its way keeps the default, so the visitor sees headers at once.
                 resp._send_headers_immediately = False
-            drop = HOP_BY_HOP | connection_tokens(upstream.headers.getall(hdrs.CONNECTION, ()))
-            for name, value in upstream.headers.items():
-                if name.lower() in drop:
+            headers = upstream.headers
+            drop = HOP_BY_HOP
+            if hdrs.CONNECTION in headers:
+                drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
+            kept = []
+            for name, value in headers.items():
+                key = name.lower()
+                if key in drop:
                     continue
-                if name.lower() == "location":
+                if key == "location":
                     value = self._public_location(value, ex)
-                resp.headers.add(name, value)
+                kept.append((name, value))
+            resp.headers.extend(kept)
             self._apply_cookies(resp, ex)
-            await self._confirm(commits)
+            if commits:
+                await self._confirm(commits)
             await resp.prepare(request)
             self._forwarded.inc()
             try:
+                if upstream.content.is_eof():
+                    # Already all here: headers, body and end go out in one write.
+                    await resp.write_eof(upstream.content.read_nowait())
+                    return resp
                 async for chunk in upstream.content.iter_any():
                     await resp.write(chunk)
             except (aiohttp.ClientError, TimeoutError) as err:

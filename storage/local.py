@@ -133,6 +133,8 @@ class LocalStore:
         self._closing = False
         self._max_wait = options.max_wait_ms / 1000
         self._sweeper: asyncio.TimerHandle | None = None
+        # Read when /metrics is scraped, rather than set on every submit and commit.
+        metrics.store_queue.set_function(lambda: self._queued)
 
     async def open(self) -> None:
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
@@ -193,7 +195,6 @@ class LocalStore:
             future.set_exception(StoreClosed(f"the write queue is full ({MAX_QUEUED} events)"))
         else:
             self._queued += len(events)
-            self.metrics.store_queue.set(self._queued)
             self._pending.append(_Item(events, future, loop.time() + self._max_wait))
             self._wakeup.set()
         return future
@@ -233,7 +234,6 @@ class LocalStore:
                 self._inflight, rows = self._take()
                 outcomes = await self._commit_batch(self._inflight, rows)
                 self._queued -= rows
-                self.metrics.store_queue.set(self._queued)
                 batch, self._inflight = self._inflight, []
                 for item, error in zip(batch, outcomes, strict=True):
                     _settle([item], error)
@@ -250,7 +250,6 @@ class LocalStore:
         self._inflight = []
         self._pending.clear()
         self._queued = 0
-        self.metrics.store_queue.set(0)
         if stranded:
             why = "was cancelled" if task.cancelled() else "stopped"
             _settle(stranded, StoreClosed(f"the store writer {why}"))
