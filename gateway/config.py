@@ -53,6 +53,8 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Seconds to connect to the upstream before answering 504 (a refused connection: 502 at once)."""
     read_timeout: float = 30.0
     """Seconds of upstream silence (headers or body) before answering 504."""
+    body_timeout: float = 30.0
+    """Seconds a visitor's request body may stall before the request is answered 408."""
     max_request_body: int = 100 * 1024 * 1024
     """Largest request body in bytes forwarded; larger ones get 413."""
     max_header_size: int = 8190
@@ -62,7 +64,7 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     addons: tuple[str, ...] = ("identity", "campaign")
     """The pipeline: addon names in the order they run."""
     access_log: bool = False
-    """Log one line per proxied request."""
+    """Log one line per request (method, path without query, status, size, time; no client address)."""
 
 
 class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -269,6 +271,7 @@ def validate(options: Options) -> list[str]:
             p.append(f"proxy.trusted_proxies[{i}]: not an IP address or CIDR: {net!r}")
     _check(p, px.connect_timeout > 0, "proxy.connect_timeout", f"must be > 0, got {px.connect_timeout}")
     _check(p, px.read_timeout > 0, "proxy.read_timeout", f"must be > 0, got {px.read_timeout}")
+    _check(p, px.body_timeout > 0, "proxy.body_timeout", f"must be > 0, got {px.body_timeout}")
     _check(
         p,
         px.max_request_body >= 0,

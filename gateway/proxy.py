@@ -174,8 +174,7 @@ class ProxyHost:
         self.preserve_host = opts.proxy.preserve_host
         self.reserved = opts.proxy.reserved_prefix
         self.max_body = opts.proxy.max_request_body
-        # No separate option yet: a visitor's body may go as long without bytes as the upstream may.
-        self.body_idle = opts.proxy.read_timeout
+        self.body_idle = opts.proxy.body_timeout
         self.trusted = settings.trusted_networks
         self.wait_commit = opts.storage.durability == "commit"
         self._forwarded = metrics.requests.labels("forwarded")  # the hot path's counter, resolved once

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from gateway.admin import create_admin_app
 from gateway.config import Settings, parse_listen
@@ -54,10 +55,31 @@ def client_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+class PrivateAccessLogger(AbstractAccessLogger):
+    """One line per request with no client address and no query string (they can identify
+    a person, and logs are data at rest too)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %d %d %.1fms",
+            request.method,
+            request.path,
+            response.status,
+            response.body_length,
+            time * 1000,
+        )
+
+
 def handler_args(settings: Settings) -> dict[str, Any]:
-    """Server options that keep the listener transparent and strict."""
-    size = settings.options.proxy.max_header_size
-    return {"max_line_size": size, "max_field_size": size, "auto_decompress": False}
+    """Server options that keep the listener transparent and strict, and its access log private."""
+    proxy = settings.options.proxy
+    return {
+        "max_line_size": proxy.max_header_size,
+        "max_field_size": proxy.max_header_size,
+        "auto_decompress": False,
+        "access_log_class": PrivateAccessLogger,
+        "access_log": logging.getLogger("gateway.access") if proxy.access_log else None,
+    }
 
 
 def settle_heap() -> None:
@@ -134,11 +156,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    proxy_runner, proxy_addr = await start_site(
-        gw.proxy_app,
-        settings.options.proxy.listen,
-        **({"access_log": logging.getLogger("gateway.access")} if settings.options.proxy.access_log else {}),
-    )
+    proxy_runner, proxy_addr = await start_site(gw.proxy_app, settings.options.proxy.listen)
     try:
         admin_runner, admin_addr = await start_site(gw.admin_app, settings.options.admin.listen)
     except BaseException:

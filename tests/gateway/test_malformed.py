@@ -157,7 +157,7 @@ async def test_body_broken_after_forwarding_began_is_not_delivered_whole(
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    gw = await start_gateway(await upstream_server(app), "[proxy]\nread_timeout = 0.5\n")
+    gw = await start_gateway(await upstream_server(app), "[proxy]\nbody_timeout = 0.5\n")
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
     try:
         writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")

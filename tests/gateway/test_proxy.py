@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -904,3 +905,37 @@ async def test_upstream_cut_mid_body_is_visible(start_gateway, raw_upstream, pat
             await asyncio.wait_for(resp.read(), 2)
     async with gw.session.get(gw.url + "/ok") as resp:
         assert (resp.status, await resp.read()) == (200, b"ok")
+
+
+async def test_stalled_upload_gets_408_within_body_timeout(start_gateway, upstream_server) -> None:
+    async def sink(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(sink)), "[proxy]\nbody_timeout = 0.3\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\npartial")
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+        assert b" 408 " in status_line
+        assert asyncio.get_running_loop().time() - started < 2
+    finally:
+        writer.close()
+
+
+async def test_access_log_has_no_client_address_or_query(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)), "[proxy]\naccess_log = true\n")
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        async with gw.session.get(gw.url + "/page?email=someone%40example.com&utm_source=x") as resp:
+            assert resp.status == 200
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert line.startswith("GET /page 200 ")
+    assert "127.0.0.1" not in line and "example" not in line
