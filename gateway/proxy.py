@@ -337,14 +337,22 @@ class ProxyHost:
                     return resp
                 async for chunk in upstream.content.iter_any():
                     await resp.write(chunk)
+                await resp.write_eof()
+            except (ConnectionError, asyncio.CancelledError) as err:
+                # The visitor went away mid-body: the listener cancels the handler (or a write
+                # raises ConnectionError; the upstream's errors are never ConnectionErrors).
+                # Drop the upstream connection rather than drain it.
+                self.metrics.requests.labels("client_gone").inc()
+                upstream.close()
+                if isinstance(err, asyncio.CancelledError):
+                    raise
             except (aiohttp.ClientError, TimeoutError) as err:
                 # Headers are gone: the only honest signal left is a cut connection.
                 self.metrics.upstream_errors.labels("body").inc()
                 log.warning("upstream body failed mid-stream for %s: %r", raw_path, err)
+                upstream.close()
                 if request.transport is not None:
                     request.transport.close()
-                return resp
-            await resp.write_eof()
             return resp
         finally:
             upstream.release()

@@ -77,6 +77,8 @@ def handler_args(settings: Settings) -> dict[str, Any]:
         "max_line_size": proxy.max_header_size,
         "max_field_size": proxy.max_header_size,
         "auto_decompress": False,
+        # A visitor who hangs up cancels their handler: the upstream request stops at once.
+        "handler_cancellation": True,
         "access_log_class": PrivateAccessLogger,
         "access_log": logging.getLogger("gateway.access") if proxy.access_log else None,
     }

@@ -939,3 +939,34 @@ async def test_access_log_has_no_client_address_or_query(
     [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
     assert line.startswith("GET /page 200 ")
     assert "127.0.0.1" not in line and "example" not in line
+
+
+async def test_visitor_leaving_mid_download_is_not_an_upstream_error(start_gateway, upstream_server) -> None:
+    release = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(2000):
+                await resp.write(b"x" * 65536)
+                await asyncio.sleep(0.001)
+        release.set()
+        return resp
+
+    gw = await start_gateway(await upstream_server(app_of(endless)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+    await reader.readexactly(4096)  # some of it, then leave
+    writer.transport.abort()
+    async with asyncio.timeout(10):
+        while (
+            gw.gateway.metrics.registry.get_sample_value("gateway_requests_total", {"outcome": "client_gone"})
+            != 1.0
+        ):
+            await asyncio.sleep(0.02)
+    errors = gw.gateway.metrics.registry.get_sample_value("gateway_upstream_errors_total", {"kind": "body"})
+    assert not errors
+    async with gw.session.get(gw.url + "/again") as resp:  # and the gateway carries on
+        assert resp.status == 200
+        await resp.content.readexactly(65536)
