@@ -173,6 +173,8 @@ class Campaign:
         referrer_host: str | None,
         raw_params: dict[str, str],
     ) -> None:
+        if ex.visitor is None:
+            return  # no identity addon ran: nothing to attribute the touchpoint to
         req = ex.request
         path = req.path if len(req.path) <= MAX_PATH else req.path[:MAX_PATH]
         ex.events.append(
@@ -180,7 +182,7 @@ class Campaign:
                 id=self.new_id(int(req.ts.timestamp() * 1000)),
                 ts=iso(req.ts),
                 node=self.node,
-                visitor_key=ex.visitor.key if ex.visitor else "",
+                visitor_key=ex.visitor.key,
                 source=values.get("source"),
                 medium=values.get("medium"),
                 campaign=values.get("campaign"),

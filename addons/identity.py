@@ -43,10 +43,10 @@ def verify_cookie(key: bytes, value: str) -> str | None:
     parts = value.split(".")
     if len(parts) != 3 or parts[0] != VERSION or len(parts[1]) != 22 or len(parts[2]) != 22:
         return None
-    if not parts[1].isascii():
-        return None
+    if not (parts[1].isascii() and parts[2].isascii()):
+        return None  # compare_digest refuses non-ASCII str; a forged cookie must not raise
     expected = _tag(key, parts[1])
-    return parts[1] if hmac.compare_digest(expected, parts[2]) else None
+    return parts[1] if hmac.compare_digest(expected.encode(), parts[2].encode()) else None
 
 
 class Identity:

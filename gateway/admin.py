@@ -1,7 +1,8 @@
 """The admin API on its own listener: health, metrics, touchpoints, visitor journeys, OpenAPI.
 
-Every answer is JSON in one envelope (``{"ok": true, ...}`` or ``{"ok": false,
-"status": N, "error": "..."}``), produced here and by one error middleware.
+Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
+"status": N, "error": "..."}``), produced here and by one error middleware;
+``/metrics`` answers Prometheus text and ``/api/openapi.json`` the bare document.
 ``/api/*`` and ``/metrics`` need ``Authorization: Bearer <token>``, compared in
 constant time; ``/healthz`` and the OpenAPI document do not.
 """
@@ -101,6 +102,10 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # event IDs (UUIDv7) count milliseconds from here
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+
+
 def parse_time(name: str, value: str) -> str:
     """An ISO 8601 date or date-time (naive = UTC) → the store's timestamp text."""
     try:
@@ -110,12 +115,15 @@ def parse_time(name: str, value: str) -> str:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+", 1))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-    except ValueError:
+        if not EARLIEST <= moment <= LATEST:
+            raise ValueError("out of range")
+        return iso(moment)
+    except (ValueError, OverflowError):
         raise ApiError(
             400,
-            f"{name}: expected an ISO 8601 date or date-time like 2026-11-25T10:00:00Z, got {value!r}",
+            f"{name}: expected an ISO 8601 date or date-time from 1970 to 9999, like "
+            f"2026-11-25T10:00:00Z, got {value!r}",
         ) from None
-    return iso(moment)
 
 
 def _only(request: web.Request, allowed: set[str]) -> None:
@@ -145,7 +153,7 @@ async def touchpoints(request: web.Request) -> web.Response:
     q = request.query
     _only(request, {"since", "until", "cursor", "limit", *TOUCHPOINT_FILTERS})
     limit_text = q.get("limit", "100")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
         raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
     cursor = q.get("cursor")
     if cursor is not None and not _UUID.match(cursor):

@@ -53,10 +53,15 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Seconds to connect to the upstream before answering 504 (a refused connection: 502 at once)."""
     read_timeout: float = 30.0
     """Seconds of upstream silence (headers or body) before answering 504."""
+    upstream_connections: int = 1024
+    """Most connections open to the upstream at once (WebSockets hold one each); when all are
+    busy a request waits up to ``connect_timeout``, then gets 504."""
     body_timeout: float = 30.0
     """Seconds a visitor's request body may stall before the request is answered 408."""
     max_request_body: int = 100 * 1024 * 1024
     """Largest request body in bytes forwarded; larger ones get 413."""
+    max_websocket_message: int = 4 * 1024 * 1024
+    """Largest WebSocket message relayed, in bytes, either way; a larger one closes the socket (1009)."""
     max_header_size: int = 8190
     """Largest request line or header field in bytes; larger gets 400/431."""
     reserved_prefix: str = "/_gw/"
@@ -164,7 +169,6 @@ class Settings:
     base_dir: Path
     secret: bytes
     admin_token: str
-    dev: bool = False
     generated: tuple[str, ...] = ()
     trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     node: str = ""
@@ -233,6 +237,21 @@ def _check(problems: list[str], ok: bool, key: str, message: str) -> None:
         problems.append(f"{key}: {message}")
 
 
+def _check_origin(problems: list[str], key: str, value: str, example: str) -> None:
+    """An http(s) origin: scheme, host, optional port; no credentials, path or query."""
+    try:
+        url = URL(value)
+        port = url.port  # raises for a port that is not a number or out of range
+    except ValueError:
+        url, port = None, None
+    if url is None or url.scheme not in ("http", "https") or not url.host or port is None:
+        problems.append(f'{key}: must be an http(s) origin like "{example}", got {value!r}')
+    elif url.user is not None or url.password is not None:
+        problems.append(f"{key}: must not carry a user name or password")
+    elif url.path not in ("", "/") or url.query_string or url.fragment:
+        problems.append(f"{key}: must be an origin without path, query or fragment, got {value!r}")
+
+
 def validate(options: Options) -> list[str]:
     """Every semantic check, collected (not stopping at the first)."""
     p: list[str] = []
@@ -243,27 +262,9 @@ def validate(options: Options) -> list[str]:
         except ValueError as err:
             p.append(f"{key}: {err}")
     if px.upstream:
-        url = URL(px.upstream)
-        _check(
-            p,
-            url.scheme in ("http", "https") and bool(url.host),
-            "proxy.upstream",
-            f'must be an http(s) URL like "http://127.0.0.1:8000", got {px.upstream!r}',
-        )
-        _check(
-            p,
-            url.path in ("", "/") and not url.query_string,
-            "proxy.upstream",
-            "must be an origin without path or query",
-        )
+        _check_origin(p, "proxy.upstream", px.upstream, "http://127.0.0.1:8000")
     if px.public_origin:
-        url = URL(px.public_origin)
-        _check(
-            p,
-            url.scheme in ("http", "https") and bool(url.host) and url.path in ("", "/"),
-            "proxy.public_origin",
-            f'must be like "https://www.example.com", got {px.public_origin!r}',
-        )
+        _check_origin(p, "proxy.public_origin", px.public_origin, "https://www.example.com")
     for i, net in enumerate(px.trusted_proxies):
         try:
             ipaddress.ip_network(net, strict=False)
@@ -274,9 +275,21 @@ def validate(options: Options) -> list[str]:
     _check(p, px.body_timeout > 0, "proxy.body_timeout", f"must be > 0, got {px.body_timeout}")
     _check(
         p,
+        1 <= px.upstream_connections <= 100_000,
+        "proxy.upstream_connections",
+        f"must be 1..100000, got {px.upstream_connections}",
+    )
+    _check(
+        p,
         px.max_request_body >= 0,
         "proxy.max_request_body",
         f"must be >= 0, got {px.max_request_body}",
+    )
+    _check(
+        p,
+        1024 <= px.max_websocket_message <= 1024**3,
+        "proxy.max_websocket_message",
+        f"must be 1024..1073741824, got {px.max_websocket_message}",
     )
     _check(
         p,
@@ -303,6 +316,13 @@ def validate(options: Options) -> list[str]:
             f"unknown addon {name!r} (known: {', '.join(known)})",
         )
     _check(p, len(set(px.addons)) == len(px.addons), "proxy.addons", "lists an addon twice")
+    if "campaign" in px.addons:
+        _check(
+            p,
+            "identity" in px.addons and px.addons.index("identity") < px.addons.index("campaign"),
+            "proxy.addons",
+            '"campaign" needs "identity" before it (touchpoints belong to a visitor)',
+        )
     _check(
         p,
         bool(re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", ident.cookie_name)),
@@ -351,7 +371,7 @@ def validate(options: Options) -> list[str]:
         p,
         0 < st.max_wait_ms <= 60_000,
         "storage.max_wait_ms",
-        f"must be 0..60000, got {st.max_wait_ms}",
+        f"must be more than 0 and at most 60000, got {st.max_wait_ms}",
     )
     _check(p, bool(st.path), "storage.path", "must not be empty")
     return p
@@ -420,7 +440,6 @@ def load_settings(
         base_dir=base_dir,
         secret=secret.encode(),
         admin_token=token,
-        dev=dev,
         generated=tuple(generated),
         trusted_networks=trusted,
         node=options.storage.node or socket.gethostname(),

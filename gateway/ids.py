@@ -39,7 +39,7 @@ class Uuid7:
         if ms == self._ms and self._seq < 0xFFF:
             self._seq += 1
         elif ms > self._ms:
-            self._ms, self._seq = ms, (rand_b >> 62) & 0x3FF  # room for 3000+ more in this ms
+            self._ms, self._seq = ms, (rand_b >> 54) & 0x3FF  # random start; 3000+ more fit in this ms
         else:  # an older timestamp (imports) or a full counter: plain random ordering
             return uuid7(ms)
         return _format(ms, self._seq, rand_b)

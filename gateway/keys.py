@@ -24,14 +24,12 @@ def derive(master: bytes, label: str, length: int = 32) -> bytes:
 class Keys:
     cookie_mac: bytes
     visitor_hash: bytes
-    user_hash: bytes
 
     @classmethod
     def from_master(cls, master: bytes) -> Keys:
         return cls(
             cookie_mac=derive(master, "gateway/cookie-mac/v1"),
             visitor_hash=derive(master, "gateway/visitor-key/v1"),
-            user_hash=derive(master, "gateway/user-key/v1"),
         )
 
     def visitor_key(self, visitor_id: str) -> str:

@@ -194,7 +194,9 @@ def openapi_document() -> dict[str, Any]:
                                             "touchpoints": {
                                                 "type": "array",
                                                 "items": touchpoint_ref,
+                                                "description": "in time order; at most the first 1000",
                                             },
+                                            "truncated": {"type": "boolean"},
                                         },
                                     }
                                 }

@@ -69,7 +69,9 @@ class RequestView:
     """What the visitor sent, as the public side saw it.
 
     ``headers`` is looked up by lower-case name (a host may hand over a
-    case-insensitive mapping as is); repeated headers are joined with ", ".
+    case-insensitive mapping as is). A repeated ``Cookie`` (joined with "; ") or
+    ``X-Forwarded-For`` (", ") is joined into one value; for other repeated
+    headers, ``get`` gives the first.
     """
 
     method: str

@@ -175,6 +175,7 @@ class ProxyHost:
         self.reserved = opts.proxy.reserved_prefix
         self.max_body = opts.proxy.max_request_body
         self.body_idle = opts.proxy.body_timeout
+        self.max_ws_message = opts.proxy.max_websocket_message
         self.trusted = settings.trusted_networks
         self.wait_commit = opts.storage.durability == "commit"
         self._forwarded = metrics.requests.labels("forwarded")  # the hot path's counter, resolved once
@@ -198,6 +199,7 @@ class ProxyHost:
                 self.session,
                 self._upstream_url(target),
                 self._upstream_headers(request, None),
+                self.max_ws_message,
             )
         length = request.content_length
         if length is not None and length > self.max_body:
@@ -232,8 +234,10 @@ class ProxyHost:
         scheme, host = request.scheme, headers.get("host", "")
         peer = request.remote
         if self.trusted and is_trusted(peer, self.trusted):
-            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip().lower()
-            host = headers.get("x-forwarded-host", host).split(",")[0].strip()
+            # The right-most value is the one our trusted proxy wrote (an appending proxy keeps
+            # whatever the client sent to its left), as for X-Forwarded-For.
+            scheme = headers.get("x-forwarded-proto", scheme).rsplit(",", 1)[-1].strip().lower()
+            host = headers.get("x-forwarded-host", host).rsplit(",", 1)[-1].strip()
         if self.public_origin:
             scheme = self.public_origin.partition(":")[0]
         return RequestView(
@@ -275,7 +279,8 @@ class ProxyHost:
         proto = incoming.get("X-Forwarded-Proto") if trusted else None
         out["X-Forwarded-Proto"] = proto or request.scheme
         fwd_host = incoming.get("X-Forwarded-Host") if trusted else None
-        out["X-Forwarded-Host"] = fwd_host or host
+        if fwd_host or host:
+            out["X-Forwarded-Host"] = fwd_host or host
         return out
 
     async def _forward(
@@ -378,6 +383,8 @@ class ProxyHost:
         return pages.error_page(status)
 
     def _public_location(self, location: str, ex: Exchange) -> str:
+        if not (self.public_origin or ex.request.host):
+            return location  # an HTTP/1.0 request without Host: no public origin to point at
         public = self.public_origin or f"{ex.request.scheme}://{ex.request.host}"
         return rewrite_location(location, self.upstream_origin, public)
 

@@ -42,9 +42,13 @@ def client_session(settings: Settings) -> aiohttp.ClientSession:
     """The one upstream session: no decompression, no cookie jar, no headers of its own."""
     proxy = settings.options.proxy
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=1024, ttl_dns_cache=60),
+        connector=aiohttp.TCPConnector(limit=proxy.upstream_connections, ttl_dns_cache=60),
+        # connect also bounds the wait for a free pooled connection: a full pool is a 504, not a hang.
         timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=proxy.connect_timeout, sock_read=proxy.read_timeout
+            total=None,
+            connect=proxy.connect_timeout,
+            sock_connect=proxy.connect_timeout,
+            sock_read=proxy.read_timeout,
         ),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),

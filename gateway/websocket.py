@@ -96,8 +96,14 @@ async def _close_pair(client: web.WebSocketResponse, upstream: aiohttp.ClientWeb
 
 
 async def proxy_websocket(
-    request: web.Request, session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str]
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: CIMultiDict[str],
+    max_message: int,
 ) -> web.StreamResponse:
+    """Relay one WebSocket; a message larger than ``max_message`` bytes (either way) closes it
+    with 1009, since each message is held whole in memory on its way through."""
     if not web.WebSocketResponse().can_prepare(request).ok:  # check the visitor's handshake first
         return pages.error_page(400)
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
@@ -107,7 +113,7 @@ async def proxy_websocket(
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     try:
         upstream = await session.ws_connect(
-            ws_url, headers=headers, protocols=protocols, autoping=True, max_msg_size=0
+            ws_url, headers=headers, protocols=protocols, autoping=True, max_msg_size=max_message
         )
     except aiohttp.WSServerHandshakeError as err:
         # The upstream answered but did not upgrade: pass on its error status, else 502.
@@ -117,7 +123,7 @@ async def proxy_websocket(
         log.warning("upstream WebSocket connect failed: %r", err)
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
     client = web.WebSocketResponse(
-        protocols=[upstream.protocol] if upstream.protocol else (), autoping=True, max_msg_size=0
+        protocols=[upstream.protocol] if upstream.protocol else (), autoping=True, max_msg_size=max_message
     )
     try:
         await client.prepare(request)

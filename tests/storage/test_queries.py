@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from gateway.config import StorageOptions
 from gateway.events import Touchpoint, iso
 from gateway.metrics import Metrics
 from storage.local import LocalStore
-from storage.queries import Reader, TouchpointQuery
+from storage.queries import JOURNEY_LIMIT, Reader, TouchpointQuery
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -169,3 +170,22 @@ async def test_reader_sees_new_commits(data: Data) -> None:
     await data.store.write([late])
     items, _ = await data.reader.touchpoints(TouchpointQuery(equals={"visitor_key": late.visitor_key}))
     assert items[-1]["id"] == late.id
+
+
+async def test_a_long_journey_is_listed_up_to_the_limit_with_exact_slots(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "long.db", StorageOptions(), Metrics())
+    await store.open()
+    reader = Reader(tmp_path / "long.db")
+    await reader.open()
+    try:
+        events = [dataclasses.replace(event(n), visitor_key="v" * 32) for n in range(JOURNEY_LIMIT + 5)]
+        await store.write(events)
+        journey = await reader.visitor("v" * 32)
+    finally:
+        await reader.close()
+        await store.close()
+    assert journey is not None and journey["truncated"] is True
+    assert len(journey["touchpoints"]) == JOURNEY_LIMIT
+    assert journey["touch_count"] == JOURNEY_LIMIT + 5
+    assert journey["first_touch"]["id"] == events[0].id
+    assert journey["last_touch"]["id"] == events[-1].id
