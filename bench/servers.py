@@ -145,7 +145,7 @@ def gateway_toml(store_dir: Path, extra: str = "") -> str:
 
 async def start_gateway(args: argparse.Namespace) -> web.AppRunner:
     from gateway.config import load_settings
-    from gateway.server import create_gateway, handler_args
+    from gateway.server import create_gateway
 
     settings = load_settings(
         None,
@@ -153,7 +153,7 @@ async def start_gateway(args: argparse.Namespace) -> web.AppRunner:
         environ={"GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40},
     )
     gw = create_gateway(settings, args.upstream)
-    return web.AppRunner(gw.proxy_app, access_log=None, **handler_args(settings))
+    return web.AppRunner(gw.proxy_app)  # its handler args (strict parser, access log) travel with it
 
 
 STARTERS: dict[str, Starter] = {"origin": start_origin, "bare": start_bare, "gateway": start_gateway}

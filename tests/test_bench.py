@@ -1,0 +1,23 @@
+"""The benchmark still runs end to end (a tiny, bounded run on loopback; figures not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.proxy", "--seconds", "0.3", "--warmup", "0", "--concurrency", "4",
+         "--scenarios", "plain", "landing", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "gateway/bare" in done.stdout
+    results = json.loads(out.read_text())
+    assert results
