@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from gateway.forwarding import HOP_BY_HOP as RFC_HOP_BY_HOP
 from gateway.server import settle_heap
 
 HOST = "127.0.0.1"
@@ -42,20 +43,8 @@ PAGE = (
     )
     + b"</main></body></html>\n"
 )
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    }
-)
+# What the bare proxy must not copy: hop-by-hop headers (the same RFC list) and Host.
+HOP_BY_HOP = RFC_HOP_BY_HOP | {"host"}
 
 Starter = Callable[[argparse.Namespace], Awaitable[web.AppRunner]]
 

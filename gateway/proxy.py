@@ -260,18 +260,11 @@ class ProxyHost:
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
         if hdrs.CONNECTION in incoming:
             drop = drop | connection_tokens(incoming.getall(hdrs.CONNECTION))
-        replace = ex.upstream_headers if ex is not None else None
-        if replace:
-            out: CIMultiDict[str] = CIMultiDict()
-            for name, value in incoming.items():
-                key = name.lower()
-                if key in drop or key in replace:
-                    continue
-                out.add(name, value)
-            for name, value in replace.items():
-                out[name] = value
-        else:  # the usual case: one pass, one multidict built from a list
-            out = CIMultiDict([(name, value) for name, value in incoming.items() if name.lower() not in drop])
+        replace = ex.upstream_headers if ex is not None else {}
+        if replace:  # headers an addon rewrites (e.g. a cleaned Referer) replace the visitor's
+            drop = drop.union(replace)
+        out = CIMultiDict([(name, value) for name, value in incoming.items() if name.lower() not in drop])
+        out.update(replace)
         host = incoming.get(hdrs.HOST, "")
         out[hdrs.HOST] = host if self.preserve_host and host else self.upstream_host
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
@@ -312,8 +305,9 @@ class ProxyHost:
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
             resp = pages.TransparentResponse(status=upstream.status, reason=upstream.reason)
-            if upstream.content.is_eof():
-                # The whole body is already here: send it in the same write as the headers
+            complete = upstream.content.is_eof()
+            if complete:
+                # The whole body is already here: headers, body and end go out in one write
                 # (aiohttp flushes a StreamResponse's headers on their own by default). A body
                 # still on its way keeps the default, so the visitor sees headers at once.
                 resp._send_headers_immediately = False
@@ -336,8 +330,7 @@ class ProxyHost:
             await resp.prepare(request)
             self._forwarded.inc()
             try:
-                if upstream.content.is_eof():
-                    # Already all here: headers, body and end go out in one write.
+                if complete:
                     await resp.write_eof(upstream.content.read_nowait())
                     return resp
                 async for chunk in upstream.content.iter_any():
