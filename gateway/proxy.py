@@ -198,7 +198,7 @@ class ProxyHost:
                 request,
                 self.session,
                 self._upstream_url(target),
-                self._upstream_headers(request, None),
+                self._upstream_headers(request, None, self._peer_trusted(request)),
                 self.max_ws_message,
             )
         length = request.content_length
@@ -206,7 +206,8 @@ class ProxyHost:
             self.metrics.requests.labels("too_large").inc()
             return pages.error_page(413)
 
-        ex = Exchange(self._view(request, raw_path, raw_query))
+        trusted = self._peer_trusted(request)
+        ex = Exchange(self._view(request, raw_path, raw_query, trusted))
         await self.pipeline.request(ex)
         commits = [self.store.submit(ex.events)] if ex.events else []
         seen = len(ex.events)
@@ -223,9 +224,13 @@ class ProxyHost:
             self.metrics.requests.labels("reply").inc()
             return resp
 
-        return await self._forward(request, ex, target, raw_path, commits, seen)
+        return await self._forward(request, ex, target, raw_path, commits, seen, trusted)
 
-    def _view(self, request: web.Request, raw_path: str, raw_query: str) -> RequestView:
+    def _peer_trusted(self, request: web.Request) -> bool:
+        """Whether the peer is a trusted proxy, whose X-Forwarded-* headers are believed."""
+        return bool(self.trusted) and is_trusted(request.remote, self.trusted)
+
+    def _view(self, request: web.Request, raw_path: str, raw_query: str, trusted: bool) -> RequestView:
         incoming = request.headers
         # Case-insensitive already; joined into a dict only when a header that matters repeats.
         headers: Mapping[str, str] = incoming
@@ -233,7 +238,7 @@ class ProxyHost:
             headers = _joined(incoming)
         scheme, host = request.scheme, headers.get("host", "")
         peer = request.remote
-        if self.trusted and is_trusted(peer, self.trusted):
+        if trusted:
             # The right-most value is the one our trusted proxy wrote (an appending proxy keeps
             # whatever the client sent to its left), as for X-Forwarded-For.
             scheme = headers.get("x-forwarded-proto", scheme).rsplit(",", 1)[-1].strip().lower()
@@ -247,16 +252,17 @@ class ProxyHost:
             path=raw_path,
             query=raw_query,
             headers=headers,
-            client_ip=client_ip(peer, headers.get("x-forwarded-for"), self.trusted),
+            client_ip=client_ip(peer, headers.get("x-forwarded-for"), self.trusted)
+            if trusted
+            else peer or "",
         )
 
     def _upstream_url(self, target: str) -> URL:
         return URL(self.upstream_origin + target, encoded=True)
 
-    def _upstream_headers(self, request: web.Request, ex: Exchange | None) -> CIMultiDict[str]:
+    def _upstream_headers(self, request: web.Request, ex: Exchange | None, trusted: bool) -> CIMultiDict[str]:
         incoming = request.headers
         peer = request.remote or ""
-        trusted = is_trusted(peer, self.trusted)
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
         if hdrs.CONNECTION in incoming:
             drop = drop | connection_tokens(incoming.getall(hdrs.CONNECTION))
@@ -284,6 +290,7 @@ class ProxyHost:
         raw_path: str,
         commits: list[asyncio.Future[None]],
         seen: int,
+        trusted: bool,
     ) -> web.StreamResponse:
         if ex.upstream_query is not None:
             target = raw_path + ("?" + ex.upstream_query if ex.upstream_query else "")
@@ -292,7 +299,7 @@ class ProxyHost:
             upstream = await self.session.request(
                 request.method,
                 self._upstream_url(target),
-                headers=self._upstream_headers(request, ex),
+                headers=self._upstream_headers(request, ex, trusted),
                 data=body.chunks() if request.body_exists else None,
                 allow_redirects=False,
             )
