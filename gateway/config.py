@@ -85,6 +85,9 @@ class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only
     """SameSite attribute of the cookie."""
     domain: str = ""
     """Cookie Domain attribute; empty: host-only cookie."""
+    user_id_storage: Literal["hash", "encrypt", "plain"] = "hash"
+    """How the site's user IDs are kept at rest: a keyed hash, deterministic AES-SIV ciphertext
+    (exports can recover them), or plain."""
 
 
 class CampaignOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -156,6 +159,10 @@ SECTIONS: dict[str, type[_Options]] = {
     "admin": AdminOptions,
 }
 
+ARRAY_SECTIONS: dict[str, type[_Options]] = {}
+"""Top-level arrays of tables (``[[name]]``), each entry decoded into the struct named here;
+``Options`` has a tuple field of the same name."""
+
 SECRET_KEYS = ("identity.secret", "admin.token")
 MIN_SECRET_LENGTH = 32
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
@@ -190,37 +197,57 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _msgspec_problem(section: str, err: msgspec.ValidationError) -> str:
+def _msgspec_problem(section: str, err: msgspec.ValidationError, struct: type | None = None) -> str:
     """msgspec's "Expected `int`, got `str` - at `$.x`" → "section.x: expected int, got str"."""
+    struct = struct or SECTIONS[section]
     message, sep, where = str(err).rpartition(" - at `")
     if not sep:
         message, where = str(err), "$`"
     key = section + where.rstrip("`").removeprefix("$")
     unknown = re.match(r"Object contains unknown field `(.+)`", message)
     if unknown:
-        allowed = ", ".join(SECTIONS[section].__struct_fields__) if key == section else ""
+        owner = _struct_at(struct, key[len(section) :])
+        allowed = ", ".join(owner.__struct_fields__) if owner is not None else ""
         return f"{key}.{unknown.group(1)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
     enum = re.match(r"Invalid enum value (.+)", message)
     if enum:
-        allowed = _literal_values(section, key.partition(".")[2])
+        path, _, name = key[len(section) :].rpartition(".")
+        owner = _struct_at(struct, path)
+        allowed = _literal_values(owner, name) if owner is not None else "?"
         return f"{key}: expected one of {allowed}, got {enum.group(1)}"
     message = message.replace("`", "")
     return f"{key}: {message[:1].lower()}{message[1:]}"
 
 
-def _literal_values(section: str, name: str) -> str:
-    hint = typing.get_type_hints(SECTIONS[section]).get(name)
+def _struct_at(struct: type, path: str) -> type[msgspec.Struct] | None:
+    """The struct type at ``.rules[0].match`` below ``struct`` (None when it is not a struct)."""
+    current: Any = struct
+    for part in re.findall(r"\.([A-Za-z0-9_]+)", path):
+        hint = typing.get_type_hints(current).get(part) if isinstance(current, type) else None
+        if hint is None:
+            return None
+        args = [a for a in typing.get_args(hint) if isinstance(a, type) and issubclass(a, msgspec.Struct)]
+        current = args[0] if args else hint
+    return current if isinstance(current, type) and issubclass(current, msgspec.Struct) else None
+
+
+def _literal_values(struct: type, name: str) -> str:
+    hint = typing.get_type_hints(struct).get(name)
     return ", ".join(f'"{v}"' for v in typing.get_args(hint)) if hint is not None else "?"
 
 
 def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
     """Decode each table on its own so one run reports one problem per table, not just the first."""
     problems: list[str] = []
-    tables: dict[str, _Options] = {}
+    tables: dict[str, Any] = {}
     for name, value in data.items():
+        if name in ARRAY_SECTIONS:
+            tables[name] = _decode_array(name, value, problems)
+            continue
         struct = SECTIONS.get(name)
         if struct is None:
-            problems.append(f"{name}: unknown table (allowed: {', '.join(SECTIONS)})")
+            allowed = [*SECTIONS, *(f"[[{a}]]" for a in ARRAY_SECTIONS)]
+            problems.append(f"{name}: unknown table (allowed: {', '.join(allowed)})")
             continue
         if not isinstance(value, dict):
             problems.append(f"{name}: must be a table, got {type(value).__name__}")
@@ -229,7 +256,26 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
             tables[name] = msgspec.convert(value, struct)
         except msgspec.ValidationError as err:
             problems.append(_msgspec_problem(name, err))
-    return Options(**tables), problems  # type: ignore[arg-type]
+    return Options(**tables), problems
+
+
+def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[_Options, ...]:
+    """``[[name]]`` entries, each decoded on its own; errors read ``name[2].key: ...``."""
+    if not isinstance(value, list):
+        problems.append(f"{name}: must be an array of tables ([[{name}]]), got {type(value).__name__}")
+        return ()
+    struct = ARRAY_SECTIONS[name]
+    decoded = []
+    for i, entry in enumerate(value):
+        key = f"{name}[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{key}: must be a table, got {type(entry).__name__}")
+            continue
+        try:
+            decoded.append(msgspec.convert(entry, struct))
+        except msgspec.ValidationError as err:
+            problems.append(_msgspec_problem(key, err, struct))
+    return tuple(decoded)
 
 
 def _check(problems: list[str], ok: bool, key: str, message: str) -> None:

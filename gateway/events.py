@@ -1,7 +1,10 @@
-"""Typed events: what the pipeline learns about a request, written append-only to the store.
+"""Typed events: what the pipeline and the signed-event endpoints learn, written append-only.
 
-Each event carries a UUIDv7 ``id``, a UTC timestamp ``ts`` (ISO 8601 with
-microseconds, so text order is time order) and the ``node`` that wrote it.
+One dataclass per table (``table`` names it; the fields are its columns, a
+``dict`` field is stored as JSON): touchpoints, identity bindings,
+conversions, receipts of signed deliveries, and bad events. Each carries a
+UUIDv7 ``id``, a UTC timestamp ``ts`` (ISO 8601 with microseconds, so text
+order is time order) and the ``node`` that wrote it.
 """
 
 from __future__ import annotations
@@ -43,4 +46,81 @@ class Touchpoint:
     raw_params: dict[str, str] = field(default_factory=dict)
 
 
-Event = Touchpoint
+@dataclass(slots=True)
+class Binding:
+    """A visitor bound to a user: an identity rule fired, or a signed ``identify`` arrived.
+
+    Every touchpoint of the visitor, earlier and later, belongs to the user from then on;
+    one user may have many visitors (devices). Nothing ever unbinds.
+    """
+
+    table: ClassVar[str] = "identities"
+
+    id: str
+    ts: str
+    node: str
+    visitor_key: str
+    user_key: str
+    rule: str
+    """The identity rule (or ``[[sources]]`` sender) that bound them."""
+    origin: str = "rule"
+    """``rule``, ``webhook``, ``segment`` or ``import``."""
+
+
+@dataclass(slots=True)
+class Conversion:
+    """A goal reached, for a visitor and/or a user; ``dedup_key`` is UNIQUE in the store."""
+
+    table: ClassVar[str] = "conversions"
+
+    id: str
+    ts: str
+    node: str
+    name: str
+    dedup_key: str
+    """``order:<name>:<order id>`` when an order ID is known, else a per-visitor, per-rule window."""
+    visitor_key: str | None = None
+    user_key: str | None = None
+    value: float | None = None
+    currency: str | None = None
+    order_id: str | None = None
+    origin: str = "rule"
+    """``rule``, ``webhook``, ``segment`` or ``import``."""
+    rule: str = ""
+    """The conversion rule or sender that recorded it."""
+
+
+@dataclass(slots=True)
+class Receipt:
+    """A signed delivery or inbound event seen once: (sender, kind, key) is UNIQUE, so a
+    replayed delivery or a re-sent event is recognised by the store, not by memory."""
+
+    table: ClassVar[str] = "receipts"
+
+    id: str
+    ts: str
+    node: str
+    sender: str
+    kind: str
+    """``delivery`` (the ``webhook-id``) or ``event`` (the event's own key)."""
+    key: str
+
+
+@dataclass(slots=True)
+class BadEvent:
+    """A signed event that failed validation, kept with its reason so it can be replayed."""
+
+    table: ClassVar[str] = "bad_events"
+
+    id: str
+    ts: str
+    node: str
+    sender: str
+    reason: str
+    body: str
+    """The payload as received, truncated at a limit."""
+    truncated: bool = False
+
+
+Event = Touchpoint | Binding | Conversion | Receipt | BadEvent
+EVENT_TYPES: tuple[type[Event], ...] = (Touchpoint, Binding, Conversion, Receipt, BadEvent)

@@ -1,17 +1,30 @@
 """Key material: every key the gateway uses, derived from the one master secret by HKDF.
 
 Owns the derivation labels, so two purposes can never share a key, and the
-keyed hashes that turn raw identifiers into the keys stored at rest.
+keyed forms that turn raw identifiers into the keys stored at rest: the
+visitor key (always a keyed hash) and the user key (a keyed hash, a
+deterministic AES-SIV ciphertext that exports can decrypt, or — only when the
+operator says so — the plain user ID).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+USER_KEY_MODES = ("hash", "encrypt", "plain")
+MAX_USER_ID = 256
+"""Longest user ID accepted (characters); longer ones are refused where they arrive."""
+_ENCRYPTED = "siv:"
+_PLAIN = "id:"
 
 
 def derive(master: bytes, label: str, length: int = 32) -> bytes:
@@ -24,14 +37,50 @@ def derive(master: bytes, label: str, length: int = 32) -> bytes:
 class Keys:
     cookie_mac: bytes
     visitor_hash: bytes
+    user_hash: bytes = b""
+    user_siv: bytes = field(default=b"", repr=False)
+    user_mode: str = "hash"
+    """How user IDs are kept at rest: ``hash``, ``encrypt`` or ``plain`` (``identity.user_id_storage``)."""
 
     @classmethod
-    def from_master(cls, master: bytes) -> Keys:
+    def from_master(cls, master: bytes, user_mode: str = "hash") -> Keys:
+        if user_mode not in USER_KEY_MODES:
+            raise ValueError(f"user_mode must be one of {USER_KEY_MODES}, got {user_mode!r}")
         return cls(
             cookie_mac=derive(master, "gateway/cookie-mac/v1"),
             visitor_hash=derive(master, "gateway/visitor-key/v1"),
+            user_hash=derive(master, "gateway/user-key/v1"),
+            user_siv=derive(master, "gateway/user-siv/v1", 64),
+            user_mode=user_mode,
         )
 
     def visitor_key(self, visitor_id: str) -> str:
         """The only form of a visitor ID that is ever stored: a keyed hash, 32 hex digits."""
         return hmac.new(self.visitor_hash, visitor_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def user_key(self, user_id: str) -> str:
+        """The stored form of a site's user ID, per ``user_mode``; the same ID always gives the
+        same key, so a user is found again by their raw ID.
+
+        hash: 32 hex digits (HMAC-SHA256); encrypt: ``siv:`` + base64url AES-SIV ciphertext
+        (deterministic, decrypted by ``recover_user_id``); plain: ``id:`` + the ID.
+        """
+        if self.user_mode == "encrypt":
+            sealed = AESSIV(self.user_siv).encrypt(user_id.encode(), None)
+            return _ENCRYPTED + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+        if self.user_mode == "plain":
+            return _PLAIN + user_id
+        return hmac.new(self.user_hash, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def recover_user_id(self, user_key: str) -> str | None:
+        """The raw user ID behind a stored key, when the mode keeps it recoverable; else None."""
+        if user_key.startswith(_PLAIN):
+            return user_key[len(_PLAIN) :]
+        if user_key.startswith(_ENCRYPTED):
+            data = user_key[len(_ENCRYPTED) :]
+            try:
+                sealed = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+                return AESSIV(self.user_siv).decrypt(sealed, None).decode()
+            except (binascii.Error, ValueError, InvalidTag, UnicodeDecodeError):
+                return None
+        return None

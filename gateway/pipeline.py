@@ -268,7 +268,8 @@ def addon_registry() -> dict[str, Callable[[], object]]:
 
 def build_pipeline(settings: Settings, metrics: Metrics, keys: Keys | None = None) -> Pipeline:
     """Instantiate and configure the addons named in ``proxy.addons``, in that order."""
-    context = Context(settings=settings, keys=keys or Keys.from_master(settings.secret), metrics=metrics)
+    keys = keys or Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+    context = Context(settings=settings, keys=keys, metrics=metrics)
     registry = addon_registry()
     chain = []
     for name in settings.options.proxy.addons:

@@ -107,7 +107,7 @@ class Gateway:
 def create_gateway(settings: Settings, upstream: str) -> Gateway:
     """Both apps, sharing one metrics registry and one store; nothing is opened yet."""
     metrics = Metrics()
-    keys = Keys.from_master(settings.secret)
+    keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     store = LocalStore(settings.store_path, settings.options.storage, metrics)
     pipeline = build_pipeline(settings, metrics, keys)
 

@@ -26,38 +26,70 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import msgspec
 
 from gateway.config import StorageOptions
-from gateway.events import Event, Touchpoint
+from gateway.events import EVENT_TYPES, Event
 from gateway.metrics import Metrics
 from storage.migrate import migrate
 
 log = logging.getLogger("gateway.storage")
 
+MAX_VARIABLES = 32766
+"""SQLite's cap on the variables of one statement: a multi-row INSERT holds this many values."""
 MAX_ROWS_PER_STATEMENT = 512
-"""Batches up to this size go in one multi-row INSERT (16 variables a row; SQLite allows 32766)."""
+"""Batches of one table up to this size go in one multi-row INSERT (16 variables a touchpoint)."""
 MAX_QUEUED = 100_000
 """Most events waiting for (or in) a commit; past it ``submit`` refuses at once."""
-_TOUCHPOINT_COLUMNS = [f.name for f in fields(Touchpoint)]
-_RAW_PARAMS = _TOUCHPOINT_COLUMNS.index("raw_params")
-_touchpoint_values = operator.attrgetter(*_TOUCHPOINT_COLUMNS)
 _encode = msgspec.json.Encoder()
 
 
-@functools.lru_cache(maxsize=64)
-def insert_touchpoints_sql(rows: int) -> str:
-    """One INSERT for ``rows`` touchpoints: in autocommit mode a single statement is a single
-    transaction, so a batch commits atomically in one round trip to the SQLite thread."""
-    one = "(" + ", ".join("?" for _ in _TOUCHPOINT_COLUMNS) + ")"
+class _Table:
+    """How one event type becomes a row: its table, its columns, and which columns hold JSON."""
+
+    __slots__ = ("columns", "json", "name", "values")
+
+    def __init__(self, cls: type[Event]) -> None:
+        self.name = cls.table
+        self.columns = [f.name for f in fields(cls)]
+        hints = {f.name: str(f.type) for f in fields(cls)}
+        self.json = [i for i, c in enumerate(self.columns) if hints[c].startswith("dict")]
+        self.values = operator.attrgetter(*self.columns)
+
+    def row(self, event: Event) -> list[object]:
+        row: list[object] = list(self.values(event))
+        for i in self.json:
+            row[i] = _encode.encode(row[i]).decode()
+        return row
+
+
+TABLES: dict[type, _Table] = {cls: _Table(cls) for cls in EVENT_TYPES}
+_BY_NAME = {table.name: table for table in TABLES.values()}
+
+
+def event_row(event: Event) -> list[object]:
+    return TABLES[type(event)].row(event)
+
+
+def insert_sql(cls: type, rows: int = 1) -> str:
+    """One INSERT of ``rows`` events of type ``cls``: in autocommit mode a single statement is a
+    single transaction, so a batch of one table commits atomically in one round trip."""
+    return _insert_sql(TABLES[cls].name, rows)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(name: str, rows: int) -> str:
+    table = _BY_NAME[name]
+    one = "(" + ", ".join("?" for _ in table.columns) + ")"
     return (
-        f"INSERT INTO touchpoints ({', '.join(_TOUCHPOINT_COLUMNS)}) VALUES "
+        f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES "
         + ", ".join([one] * rows)
-        # Only a repeated id is skipped. OR IGNORE would also drop, silently and with a
-        # successful commit, a row that breaks NOT NULL or CHECK.
-        + " ON CONFLICT (id) DO NOTHING"
+        # Only a repeated id or dedup key is skipped. OR IGNORE would also drop, silently and
+        # with a successful commit, a row that breaks NOT NULL or CHECK.
+        + " ON CONFLICT DO NOTHING"
     )
 
 
@@ -66,8 +98,11 @@ class _Item:
     """One submit: its events, the future its caller awaits, and when that wait must end."""
 
     events: Sequence[Event]
-    future: asyncio.Future[None]
+    future: asyncio.Future[Any]
     deadline: float
+    groups: Sequence[Sequence[Event]] | None = None
+    """Set by ``submit_groups``: each group goes in only while its rows are new."""
+    results: list[bool] | None = None
 
 
 # Errors caused by what was written rather than by the database: worth isolating per submit.
@@ -89,12 +124,6 @@ class StoreClosed(Exception):
     """The store is not accepting events (closed, overloaded, or its writer stopped)."""
 
 
-def touchpoint_row(tp: Touchpoint) -> list[object]:
-    row: list[object] = list(_touchpoint_values(tp))
-    row[_RAW_PARAMS] = _encode.encode(tp.raw_params).decode()
-    return row
-
-
 async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connection:
     """A connection with the pragmas every connection needs (WAL, busy timeout)."""
     db = await aiosqlite.connect(path, isolation_level=None)
@@ -114,7 +143,7 @@ def _settle(batch: list[_Item], error: BaseException | None) -> None:
         if future.done():
             continue
         if error is None:
-            future.set_result(None)
+            future.set_result(item.results)
         else:
             future.set_exception(error)
 
@@ -186,16 +215,32 @@ class LocalStore:
         return not self._closing and self._task is not None and not self._task.done()
 
     def submit(self, events: Sequence[Event]) -> asyncio.Future[None]:
-        """Queue events; the future resolves when they are committed (or fails with the reason)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        """Queue events; the future resolves when they are committed (or fails with the reason).
+
+        An event whose id (or, for a conversion, dedup key) is already stored is skipped.
+        """
+        return self._queue(_Item(events, self._new_future(), 0.0))
+
+    def submit_groups(self, groups: Sequence[Sequence[Event]]) -> asyncio.Future[list[bool]]:
+        """Queue groups of events, committed together; the future gives, per group, whether it
+        went in. A group is written row by row and stops at its first row that is already
+        stored (a receipt seen before, a conversion's dedup key): put the receipt first."""
+        events = [e for group in groups for e in group]
+        return self._queue(_Item(events, self._new_future(), 0.0, groups))
+
+    def _new_future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    def _queue(self, item: _Item) -> asyncio.Future[Any]:
+        future, events = item.future, item.events
         if not self.accepting:
             future.set_exception(StoreClosed("the store is closed"))
         elif self._queued + len(events) > MAX_QUEUED:
             future.set_exception(StoreClosed(f"the write queue is full ({MAX_QUEUED} events)"))
         else:
             self._queued += len(events)
-            self._pending.append(_Item(events, future, loop.time() + self._max_wait))
+            item.deadline = asyncio.get_running_loop().time() + self._max_wait
+            self._pending.append(item)
             self._wakeup.set()
         return future
 
@@ -275,24 +320,59 @@ class LocalStore:
         try:
             if db.in_transaction:  # a failed ROLLBACK must not poison every later batch
                 await db.execute("ROLLBACK")
-            if rows <= MAX_ROWS_PER_STATEMENT:
-                params = [v for item in batch for e in item.events for v in touchpoint_row(e)]
-                await db.execute(insert_touchpoints_sql(rows), params)
-            else:  # a huge single submit: SQLite caps the variables of one statement
+            first = batch[0].events[0] if batch[0].events else None
+            kind = type(first)
+            if (
+                rows <= MAX_ROWS_PER_STATEMENT
+                and all(item.groups is None for item in batch)
+                and all(type(e) is kind for item in batch for e in item.events)
+            ):
+                # The hot path: one table, one statement, one transaction, one thread hop.
+                row = TABLES[kind].row
+                params = [v for item in batch for e in item.events for v in row(e)]
+                if params:
+                    await db.execute(insert_sql(kind, rows), params)
+            else:
                 await db.execute("BEGIN IMMEDIATE")
                 try:
-                    await db.executemany(
-                        insert_touchpoints_sql(1), [touchpoint_row(e) for item in batch for e in item.events]
-                    )
+                    await self._write_mixed(db, batch)
                     await db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
                         await db.execute("ROLLBACK")
                     raise
         except Exception as err:
+            for item in batch:
+                item.results = None
             self.metrics.store_errors.inc()
             log.error("store commit of %d events failed: %s", rows, err)
             return err
         self.metrics.store_commit_seconds.observe(time.perf_counter() - started)
         self.metrics.store_batch_rows.observe(rows)
         return None
+
+    async def _write_mixed(self, db: aiosqlite.Connection, batch: list[_Item]) -> None:
+        """Inside an open transaction: plain events table by table, in multi-row INSERTs; grouped
+        events row by row, each group stopping at its first row already stored."""
+        by_type: dict[type, list[list[object]]] = {}
+        for item in batch:
+            if item.groups is None:
+                for e in item.events:
+                    by_type.setdefault(type(e), []).append(event_row(e))
+        for kind, table_rows in by_type.items():
+            per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(TABLES[kind].columns))
+            for start in range(0, len(table_rows), per_statement):
+                chunk = table_rows[start : start + per_statement]
+                await db.execute(insert_sql(kind, len(chunk)), [v for r in chunk for v in r])
+        for item in batch:
+            if item.groups is None:
+                continue
+            item.results = []
+            for group in item.groups:
+                new = True
+                for e in group:
+                    async with db.execute(insert_sql(type(e)) + " RETURNING id", event_row(e)) as cur:
+                        if await cur.fetchone() is None:
+                            new = False
+                            break
+                item.results.append(new)

@@ -17,7 +17,11 @@ FIXED_TS = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 def context(toml: str = "") -> Context:
     settings = load_settings(None, text=textwrap.dedent(toml), environ=ENV)
-    return Context(settings=settings, keys=Keys.from_master(settings.secret), metrics=Metrics())
+    return Context(
+        settings=settings,
+        keys=Keys.from_master(settings.secret, settings.options.identity.user_id_storage),
+        metrics=Metrics(),
+    )
 
 
 def configured(addon_cls: type, toml: str = "", ctx: Context | None = None) -> Any:

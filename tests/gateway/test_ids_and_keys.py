@@ -43,3 +43,19 @@ def test_monotonic_source_orders_ids_within_a_millisecond() -> None:
     later = new_id(5_001)
     assert later > ids[-1]
     assert uuid.UUID(new_id(4_000)).version == 7  # older timestamps still get valid IDs
+
+
+def test_user_key_modes() -> None:
+    hashed = Keys.from_master(b"m" * 32)
+    key = hashed.user_key("alice@example.com")
+    assert len(key) == 32 and "alice" not in key and key == hashed.user_key("alice@example.com")
+    assert hashed.recover_user_id(key) is None
+    sealed = Keys.from_master(b"m" * 32, "encrypt")
+    enc = sealed.user_key("alice@example.com")
+    assert enc.startswith("siv:") and "alice" not in enc
+    assert enc == sealed.user_key("alice@example.com")  # deterministic: found again by raw ID
+    assert sealed.recover_user_id(enc) == "alice@example.com"
+    assert Keys.from_master(b"x" * 32, "encrypt").recover_user_id(enc) is None  # other secret
+    assert sealed.recover_user_id("siv:!!not-base64") is None
+    plain = Keys.from_master(b"m" * 32, "plain")
+    assert plain.recover_user_id(plain.user_key("u1")) == "u1"

@@ -19,7 +19,7 @@ import pytest
 from blockbuster import BlockBuster
 
 from gateway.config import StorageOptions
-from gateway.events import Touchpoint, iso
+from gateway.events import Binding, Conversion, Receipt, Touchpoint, iso
 from gateway.metrics import Metrics
 from storage.local import MAX_QUEUED, CommitTimeout, LocalStore, StoreClosed
 
@@ -354,3 +354,48 @@ async def test_a_slow_commit_ends_the_wait_but_not_the_write(open_store: OpenSto
         await asyncio.to_thread(locker.close)
     await store.write([tp(2)])  # the queue moves again, the late event first
     assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(2,)]
+
+
+async def test_mixed_event_types_commit_together(open_store: OpenStore, tmp_path: Path) -> None:
+    store = await open_store()
+    binding = Binding(
+        id=event_id(10), ts=iso(T0), node="test", visitor_key=VISITOR, user_key="u" * 32, rule="login"
+    )
+    conv = Conversion(
+        id=event_id(11),
+        ts=iso(T0),
+        node="test",
+        name="purchase",
+        dedup_key="order:A1",
+        visitor_key=VISITOR,
+        value=49.5,
+        currency="EUR",
+        order_id="A1",
+    )
+    await asyncio.gather(store.submit([tp(1), binding]), store.submit([conv]))
+    assert await read(tmp_path / "gw.db", "SELECT user_key, rule FROM identities") == [("u" * 32, "login")]
+    assert await read(tmp_path / "gw.db", "SELECT value, dedup_key FROM conversions") == [(49.5, "order:A1")]
+    # The same order again (a double submit, a webhook): counted once, and the commit succeeds.
+    again = Conversion(
+        id=event_id(12), ts=iso(T0), node="test", name="purchase", dedup_key="order:A1", user_key="x"
+    )
+    await store.submit([again])
+    assert await read(tmp_path / "gw.db", "SELECT count(*) FROM conversions") == [(1,)]
+
+
+async def test_groups_report_what_was_new(open_store: OpenStore, tmp_path: Path) -> None:
+    store = await open_store()
+
+    def receipt(n: int, key: str) -> Receipt:
+        return Receipt(id=event_id(n), ts=iso(T0), node="test", sender="billing", kind="event", key=key)
+
+    first = await store.submit_groups([[receipt(1, "e1"), tp(2)], [receipt(3, "e2"), tp(4)]])
+    assert first == [True, True]
+    # e1 seen before: its group stops at the receipt, so its touchpoint is not written twice.
+    second = await store.submit_groups([[receipt(5, "e1"), tp(6)], [receipt(7, "e3"), tp(8)]])
+    assert second == [False, True]
+    assert await read(tmp_path / "gw.db", "SELECT content FROM touchpoints ORDER BY id") == [
+        ("2",),
+        ("4",),
+        ("8",),
+    ]
