@@ -1,4 +1,5 @@
-"""The admin API on its own listener: health, metrics, touchpoints, visitor journeys, OpenAPI.
+"""The admin API on its own listener: health, metrics, touchpoints, visitor and user journeys,
+user erasure, OpenAPI.
 
 Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
@@ -22,10 +23,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config import Settings
 from gateway.events import iso
-from gateway.keys import Keys
+from gateway.ids import Uuid7
+from gateway.keys import MAX_USER_ID, Keys
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import error_body
+from storage.erasure import erase_user
 from storage.local import LocalStore
 from storage.queries import TOUCHPOINT_FILTERS, Reader, TouchpointQuery
 
@@ -36,6 +39,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 STORE_KEY = web.AppKey("store", LocalStore)
 KEYS_KEY = web.AppKey("keys", Keys)
+IDS_KEY = web.AppKey("ids", Uuid7)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -193,6 +197,42 @@ async def visitor(request: web.Request) -> web.Response:
     return ok(journey)
 
 
+def _user_key(request: web.Request) -> tuple[str, str]:
+    """The raw user ID from the path and the key it is stored under."""
+    user_id = request.match_info["user_id"]
+    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
+        raise ApiError(400, f"user_id: expected 1..{MAX_USER_ID} printable characters")
+    return user_id, request.app[KEYS_KEY].user_key(user_id)
+
+
+async def user(request: web.Request) -> web.Response:
+    """A user's journey across all their visitors (devices), and their conversions."""
+    _only(request, set())
+    _, key = _user_key(request)
+    journey = await request.app[READER_KEY].user(key)
+    if journey is None:
+        raise ApiError(404, "nothing recorded for this user (no identity binding, no conversion)")
+    return ok(journey)
+
+
+async def erase(request: web.Request) -> web.Response:
+    """Erase the user, their visitors' touchpoints and their conversions (GDPR Art. 17)."""
+    _only(request, set())
+    user_id, key = _user_key(request)
+    settings = request.app[SETTINGS_KEY]
+    now = datetime.now(UTC)
+    erasure = await erase_user(
+        settings.store_path,
+        key,
+        user_id,
+        event_id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
+        ts=iso(now),
+        node=settings.node,
+    )
+    log.info("erased user %s: %s", key, erasure.counts)
+    return ok({"user_key": key, "erased": erasure.counts, "visitors": len(erasure.visitors)})
+
+
 def create_admin_app(
     settings: Settings, store: LocalStore, reader: Reader, metrics_: Metrics, keys: Keys
 ) -> web.Application:
@@ -202,6 +242,7 @@ def create_admin_app(
     app[READER_KEY] = reader
     app[METRICS_KEY] = metrics_
     app[KEYS_KEY] = keys
+    app[IDS_KEY] = Uuid7()
 
     async def reader_ctx(app: web.Application) -> Any:
         await reader.open()
@@ -214,4 +255,6 @@ def create_admin_app(
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/api/touchpoints", touchpoints)
     app.router.add_get("/api/visitors/{visitor_id}", visitor)
+    app.router.add_get("/api/users/{user_id}", user)
+    app.router.add_delete("/api/users/{user_id}", erase)
     return app

@@ -122,5 +122,19 @@ class BadEvent:
     truncated: bool = False
 
 
-Event = Touchpoint | Binding | Conversion | Receipt | BadEvent
-EVENT_TYPES: tuple[type[Event], ...] = (Touchpoint, Binding, Conversion, Receipt, BadEvent)
+@dataclass(slots=True)
+class Erasure:
+    """A user erased on this node (GDPR Art. 17): keys and counts only, so other stores can follow."""
+
+    table: ClassVar[str] = "erasures"
+
+    id: str
+    ts: str
+    node: str
+    user_key: str
+    visitors: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+Event = Touchpoint | Binding | Conversion | Receipt | BadEvent | Erasure
+EVENT_TYPES: tuple[type[Event], ...] = (Touchpoint, Binding, Conversion, Receipt, BadEvent, Erasure)

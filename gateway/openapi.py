@@ -51,6 +51,33 @@ TOUCHPOINT = {
     },
 }
 
+CONVERSION = {
+    "type": "object",
+    "required": ["id", "ts", "node", "name", "dedup_key", "visitor_key", "user_key", "value", "currency"],
+    "properties": {
+        "id": {"type": "string"},
+        "ts": {"type": "string", "format": "date-time"},
+        "node": {"type": "string"},
+        "name": {"type": "string"},
+        "dedup_key": {"type": "string", "description": "order:<order id>, or a per-visitor window"},
+        "visitor_key": _NULLABLE_STR,
+        "user_key": _NULLABLE_STR,
+        "value": {"type": ["number", "null"]},
+        "currency": _NULLABLE_STR,
+        "order_id": _NULLABLE_STR,
+        "origin": {"type": "string", "description": "rule, webhook, segment or import"},
+        "rule": {"type": "string"},
+    },
+}
+
+USER_ID = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "description": "the site's raw user ID (keyed internally; percent-encode a /)",
+    "schema": {"type": "string"},
+}
+
 ERROR = {
     "type": "object",
     "required": ["ok", "status", "error"],
@@ -89,7 +116,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "tracking-gateway admin API", "version": "1"},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Touchpoint": TOUCHPOINT, "Error": ERROR},
+            "schemas": {"Touchpoint": TOUCHPOINT, "Conversion": CONVERSION, "Error": ERROR},
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -205,6 +232,86 @@ def openapi_document() -> dict[str, Any]:
                         **_errors(400, 401, 404),
                     },
                 }
+            },
+            "/api/users/{user_id}": {
+                "get": {
+                    "parameters": [USER_ID],
+                    "summary": "A user's first touch, last touch, every touchpoint across their visitors, "
+                    "and their conversions",
+                    "responses": {
+                        "200": {
+                            "description": "the user's journey",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": [
+                                            "ok",
+                                            "user_key",
+                                            "visitors",
+                                            "first_touch",
+                                            "last_touch",
+                                            "touchpoints",
+                                            "conversions",
+                                        ],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "user_key": {"type": "string"},
+                                            "visitors": {
+                                                "type": "array",
+                                                "items": {
+                                                    "type": "object",
+                                                    "required": ["visitor_key", "first_bound", "bindings"],
+                                                    "properties": {
+                                                        "visitor_key": {"type": "string"},
+                                                        "first_bound": {"type": "string"},
+                                                        "bindings": {"type": "integer"},
+                                                    },
+                                                },
+                                            },
+                                            "first_touch": {"oneOf": [touchpoint_ref, {"type": "null"}]},
+                                            "last_touch": {"oneOf": [touchpoint_ref, {"type": "null"}]},
+                                            "touchpoints": {"type": "array", "items": touchpoint_ref},
+                                            "conversions": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Conversion"},
+                                            },
+                                            "truncated": {"type": "boolean"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 404),
+                    },
+                },
+                "delete": {
+                    "parameters": [USER_ID],
+                    "summary": "Erase the user: bindings, their visitors' touchpoints, their conversions",
+                    "responses": {
+                        "200": {
+                            "description": "rows erased per table",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "user_key", "erased", "visitors"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "user_key": {"type": "string"},
+                                            "erased": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "integer"},
+                                            },
+                                            "visitors": {"type": "integer"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401),
+                    },
+                },
             },
             "/api/openapi.json": {
                 "get": {

@@ -56,7 +56,7 @@ class _Table:
         self.name = cls.table
         self.columns = [f.name for f in fields(cls)]
         hints = {f.name: str(f.type) for f in fields(cls)}
-        self.json = [i for i, c in enumerate(self.columns) if hints[c].startswith("dict")]
+        self.json = [i for i, c in enumerate(self.columns) if hints[c].startswith(("dict", "list"))]
         self.values = operator.attrgetter(*self.columns)
 
     def row(self, event: Event) -> list[object]:

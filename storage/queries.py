@@ -1,4 +1,4 @@
-"""Reads of the local store for the admin API: touchpoint listings and visitor journeys.
+"""Reads of the local store for the admin API: touchpoint listings, visitor and user journeys.
 
 Owns its own connection, used only to read (WAL lets it read while the writer commits).
 Returns plain dicts shaped as the admin API answers them.
@@ -20,6 +20,8 @@ from storage.local import connect
 
 JOURNEY_LIMIT = 1000
 """Most touchpoints a journey answer lists (the first ones); first/last touch and count are exact."""
+MAX_USER_VISITORS = 1000
+"""Most visitors (devices) a user journey joins."""
 TOUCHPOINT_FILTERS = ("source", "medium", "campaign", "creator_id", "visitor_key")
 _decode = msgspec.json.Decoder(dict[str, str])
 
@@ -129,5 +131,48 @@ class Reader:
             "first_touch": touches[0],
             "last_touch": last,
             "touchpoints": touches,
+            "truncated": truncated,
+        }
+
+    async def user(self, user_key: str) -> dict[str, Any] | None:
+        """A user's journey: every touchpoint of every visitor bound to them (devices), in time
+        order, with first and last touch, their bindings and their conversions. None when the
+        store knows nothing of the user."""
+        async with self.db.execute(
+            "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings FROM identities "
+            "WHERE user_key = ? GROUP BY visitor_key ORDER BY first_bound LIMIT ?",
+            (user_key, MAX_USER_VISITORS),
+        ) as cursor:
+            visitors = [dict(r) for r in await cursor.fetchall()]
+        keys = [v["visitor_key"] for v in visitors]
+        marks = ",".join("?" for _ in keys)
+        async with self.db.execute(
+            f"SELECT * FROM touchpoints WHERE visitor_key IN ({marks}) ORDER BY id LIMIT ?",
+            (*keys, JOURNEY_LIMIT + 1),
+        ) as cursor:
+            touches = [_touchpoint(r) for r in await cursor.fetchall()]
+        async with self.db.execute(
+            f"SELECT * FROM conversions WHERE user_key = ? OR visitor_key IN ({marks}) ORDER BY id LIMIT ?",
+            (user_key, *keys, JOURNEY_LIMIT),
+        ) as cursor:
+            conversions = [dict(r) for r in await cursor.fetchall()]
+        if not visitors and not conversions:
+            return None
+        truncated = len(touches) > JOURNEY_LIMIT
+        last = touches[-1] if touches else None
+        if truncated:
+            touches = touches[:JOURNEY_LIMIT]
+            async with self.db.execute(
+                f"SELECT * FROM touchpoints WHERE visitor_key IN ({marks}) ORDER BY id DESC LIMIT 1", keys
+            ) as cursor:
+                row = await cursor.fetchone()
+            last = _touchpoint(row) if row is not None else touches[-1]
+        return {
+            "user_key": user_key,
+            "visitors": visitors,
+            "first_touch": touches[0] if touches else None,
+            "last_touch": last,
+            "touchpoints": touches,
+            "conversions": conversions,
             "truncated": truncated,
         }

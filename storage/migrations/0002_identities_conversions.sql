@@ -54,3 +54,14 @@ CREATE TABLE bad_events (
     truncated INTEGER NOT NULL DEFAULT 0,
     replayed  TEXT                     -- when a replay accepted it (NULL: still bad)
 );
+
+-- Erasures (GDPR Art. 17) done on this node: what was erased, by key and counts only, so the
+-- central store and sinks can erase the same user everywhere.
+CREATE TABLE erasures (
+    id       TEXT PRIMARY KEY,
+    ts       TEXT NOT NULL,
+    node     TEXT NOT NULL,
+    user_key TEXT NOT NULL,
+    visitors TEXT NOT NULL,       -- JSON list of the visitor keys erased with the user
+    counts   TEXT NOT NULL        -- JSON object: rows deleted per table
+);

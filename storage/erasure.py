@@ -1,0 +1,70 @@
+"""Erasure of one user (GDPR Art. 17) from the local store.
+
+Owns the one destructive write the gateway makes: given a user key, it deletes
+the user's identity bindings, every touchpoint and conversion of every visitor
+bound to them, their conversions, and any bad event whose kept body mentions
+the raw user ID; and it records an ``erasures`` row (keys and counts only) so
+the central store and sinks can erase the same user. Runs on a connection of
+its own in one ``BEGIN IMMEDIATE`` transaction, which waits for the writer's
+lock like any second writer (``busy_timeout``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+
+from gateway.events import Erasure
+from storage.local import connect, event_row, insert_sql
+
+MAX_VISITORS = 10_000
+"""Most visitors erased with one user (a user with more is erased in several calls)."""
+
+
+async def bound_visitors(db: aiosqlite.Connection, user_key: str) -> list[str]:
+    async with db.execute(
+        "SELECT DISTINCT visitor_key FROM identities WHERE user_key = ? LIMIT ?", (user_key, MAX_VISITORS)
+    ) as cursor:
+        return [row[0] for row in await cursor.fetchall()]
+
+
+async def erase_user(
+    path: Path, user_key: str, raw_user_id: str, *, event_id: str, ts: str, node: str
+) -> Erasure:
+    """Delete everything of the user; the ``Erasure`` recorded (with rows deleted per table)."""
+    if not raw_user_id:
+        raise ValueError("raw_user_id must not be empty")
+    db = await connect(path)
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            visitors = await bound_visitors(db, user_key)
+            marks = ",".join("?" for _ in visitors)
+            counts: dict[str, int] = {}
+            statements = [
+                ("touchpoints", f"DELETE FROM touchpoints WHERE visitor_key IN ({marks})", visitors),
+                (
+                    "conversions",
+                    f"DELETE FROM conversions WHERE user_key = ? OR visitor_key IN ({marks})",
+                    [user_key, *visitors],
+                ),
+                ("identities", "DELETE FROM identities WHERE user_key = ?", [user_key]),
+                # Bad events keep the sender's body as received, which may hold the raw ID.
+                ("bad_events", "DELETE FROM bad_events WHERE instr(body, ?) > 0", [raw_user_id]),
+            ]
+            for table, sql, args in statements:
+                cursor = await db.execute(sql, args)
+                counts[table] = max(cursor.rowcount, 0)
+            erasure = Erasure(
+                id=event_id, ts=ts, node=node, user_key=user_key, visitors=visitors, counts=counts
+            )
+            await db.execute(insert_sql(Erasure), event_row(erasure))
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+    finally:
+        await db.close()
+    return erasure

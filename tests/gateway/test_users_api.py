@@ -1,0 +1,165 @@
+"""GET and DELETE /api/users/{user_id}: a user's journey across devices, and its erasure.
+
+Touchpoints come from real landings through the gateway; bindings and conversions are written
+through the gateway's own store (the rules and webhooks that produce them are tested on their
+own), so this checks the join and the erasure, not how bindings arise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from gateway.events import BadEvent, Binding, Conversion, iso
+from gateway.ids import uuid7
+from tests.conftest import TOKEN, RunningGateway
+from tests.gateway.test_openapi import response_schema
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def schema_for(method: str, status: int) -> dict[str, Any]:
+    schema = response_schema("/api/users/{user_id}", status)
+    if method == "delete":
+        from gateway.openapi import openapi_document
+
+        doc = openapi_document()["paths"]["/api/users/{user_id}"]["delete"]
+        schema = doc["responses"][str(status)]["content"]["application/json"]["schema"]
+    return schema
+
+
+@pytest.fixture
+async def gw(start_gateway, upstream_server) -> RunningGateway:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return await start_gateway(await upstream_server(app))
+
+
+async def land(gw: RunningGateway, query: str) -> str:
+    """A landing from a new device; the visitor_key it was recorded under."""
+    async with gw.session.get(f"{gw.url}/pricing?{query}") as resp:
+        assert resp.status == 200
+    items = (await gw.api("/api/touchpoints"))["items"]
+    return str(items[-1]["visitor_key"])
+
+
+def now_event() -> tuple[str, str]:
+    now = datetime.now(UTC)
+    return uuid7(int(now.timestamp() * 1000)), iso(now)
+
+
+async def bind(gw: RunningGateway, visitor_key: str, user_id: str) -> None:
+    event_id, ts = now_event()
+    user_key = gw.gateway.keys.user_key(user_id)
+    await gw.gateway.store.write(
+        [Binding(id=event_id, ts=ts, node="test", visitor_key=visitor_key, user_key=user_key, rule="login")]
+    )
+
+
+def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()
+
+
+async def test_user_journey_spans_devices(gw: RunningGateway) -> None:
+    laptop = await land(gw, "utm_source=newsletter&utm_medium=email&utm_campaign=launch")
+    await asyncio.sleep(0.002)
+    phone = await land(gw, "c_source=instagram&c_medium=social&creator_id=cr_1")
+    await land(gw, "utm_source=someone-else")
+    await bind(gw, laptop, "alice")
+    await bind(gw, phone, "alice")
+    event_id, ts = now_event()
+    await gw.gateway.store.write(
+        [
+            Conversion(
+                id=event_id,
+                ts=ts,
+                node="test",
+                name="purchase",
+                dedup_key="order:1",
+                user_key=gw.gateway.keys.user_key("alice"),
+                value=50.0,
+                currency="EUR",
+                order_id="1",
+            )
+        ]
+    )
+
+    async with gw.session.get(gw.admin_url + "/api/users/alice", headers=AUTH) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    Draft202012Validator(schema_for("get", 200)).validate(body)
+    assert [v["visitor_key"] for v in body["visitors"]] == [laptop, phone]
+    assert [t["visitor_key"] for t in body["touchpoints"]] == [laptop, phone]  # time order
+    assert body["first_touch"]["source"] == "newsletter"
+    assert body["last_touch"]["creator_id"] == "cr_1"
+    assert [c["value"] for c in body["conversions"]] == [50.0]
+    assert "alice" not in str(body)  # keys only, never the raw ID (hash mode)
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/api/users/nobody", 404), ("/api/users/" + "x" * 300, 400), ("/api/users/bob?x=1", 400)],
+)
+async def test_user_errors(gw: RunningGateway, path: str, status: int) -> None:
+    async with gw.session.get(gw.admin_url + path, headers=AUTH) as resp:
+        assert resp.status == status
+        body = await resp.json()
+    assert body["ok"] is False and body["status"] == status
+    Draft202012Validator(response_schema("/api/users/{user_id}", status)).validate(body)
+    async with gw.session.get(gw.admin_url + path) as resp:
+        assert resp.status == 401
+
+
+async def test_erase_removes_the_user_everywhere_locally(gw: RunningGateway) -> None:
+    laptop = await land(gw, "utm_source=newsletter")
+    phone = await land(gw, "utm_source=tiktok")
+    stranger = await land(gw, "utm_source=other")
+    await bind(gw, laptop, "u-42")
+    await bind(gw, phone, "u-42")
+    event_id, ts = now_event()
+    await gw.gateway.store.write(
+        [
+            Conversion(id=event_id, ts=ts, node="test", name="signup", dedup_key="w:1", visitor_key=phone),
+            BadEvent(id=uuid7(), ts=ts, node="test", sender="crm", reason="x", body='{"user_id": "u-42"}'),
+            BadEvent(id=uuid7(), ts=ts, node="test", sender="crm", reason="x", body='{"user_id": "u-7"}'),
+        ]
+    )
+
+    async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    Draft202012Validator(schema_for("delete", 200)).validate(body)
+    assert body["erased"] == {"touchpoints": 2, "conversions": 1, "identities": 2, "bad_events": 1}
+    assert body["visitors"] == 2
+
+    async with gw.session.get(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        assert resp.status == 404
+    remaining = [t["visitor_key"] for t in (await gw.api("/api/touchpoints"))["items"]]
+    assert remaining == [stranger]
+    path = gw.gateway.settings.store_path
+    erasures = await asyncio.to_thread(rows, path, "SELECT user_key, visitors, counts FROM erasures")
+    assert len(erasures) == 1 and "u-42" not in str(erasures)
+    assert await asyncio.to_thread(rows, path, "SELECT body FROM bad_events") == [('{"user_id": "u-7"}',)]
+    # Erasing again is harmless: nothing left, nothing fails.
+    async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["erased"]["touchpoints"] == 0
+
+
+async def test_user_with_slash_in_id(gw: RunningGateway) -> None:
+    visitor = await land(gw, "utm_source=a")
+    await bind(gw, visitor, "team/alice")
+    async with gw.session.get(gw.admin_url + "/api/users/team%2Falice", headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
