@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -32,7 +33,13 @@ def _fail_config(path: str, err: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else msgspec.json.encode(key).decode()
+
+
 def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -45,6 +52,12 @@ def _toml_value(value: Any) -> str:
 def render_toml(data: dict[str, Any]) -> str:
     lines = []
     for section, values in data.items():
+        if isinstance(values, list | tuple):  # an array of tables: one [[section]] per entry
+            for entry in values:
+                lines.append(f"[[{section}]]")
+                lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
+                lines.append("")
+            continue
         lines.append(f"[{section}]")
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
         lines.append("")
