@@ -115,9 +115,9 @@ def resolve(doc: Any, tokens: Sequence[str]) -> Any:
     return doc
 
 
-def put(doc: dict[str, Any], pointer: str, value: Any) -> None:
-    """Set ``value`` at ``pointer`` in ``doc``, creating objects on the way (for test payloads)."""
-    *path, last = parse_pointer(pointer)
+def put(doc: dict[str, Any], tokens: Sequence[str], value: Any) -> None:
+    """Set ``value`` at the parsed pointer ``tokens`` in ``doc``, creating objects on the way."""
+    *path, last = tokens
     for token in path:
         doc = doc.setdefault(token, {})
     doc[last] = value

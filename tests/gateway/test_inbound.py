@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -56,6 +58,7 @@ format = "segment"
 secrets = ["env:SEGMENT_WRITE_KEY"]
 """
 KEYS = Keys.from_master(SECRET.encode())
+ROOT = Path(__file__).resolve().parents[2]
 _ids = iter(range(1_000_000))
 
 
@@ -325,3 +328,99 @@ async def test_metrics_hold_received_equals_the_sum_of_outcomes(gw: RunningGatew
     assert metrics[("gateway_inbound_events_total", 'outcome="bad"', 'sender="tiktok"')] == 3
     # One sender's bad payloads cost the others nothing: billing's conversion is stored.
     assert await rows(gw, "SELECT rule FROM conversions") == [("billing",)]
+
+
+async def gateway_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def write_config(gw: RunningGateway, path: Path, extra: str = "") -> Path:
+    text = SOURCES.replace('types = {"creator.click"', extra + 'types = {"creator.click"')
+    text += f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\nnode = "cli"\n'
+    await asyncio.to_thread(path.write_text, text)
+    return path
+
+
+async def test_replay_bad_after_a_config_fix(gw: RunningGateway, tmp_path: Path, start_gateway) -> None:
+    signup = {
+        "event": "creator.signup",
+        "event_id": "s1",
+        "user": {"external_id": "u9"},
+        "creator": {"id": "cr_2"},
+    }
+    body = encode(signup)
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert status == 400 and "'creator.signup' is not mapped" in answer["error"]
+    env = {**ENV, **SOURCES_ENV}
+    # The same config still refuses it.
+    code, out, err = await gateway_cli(
+        "replay-bad", "-c", str(await write_config(gw, tmp_path / "a.toml")), env=env
+    )
+    assert code == 0, err
+    assert "replayed 0, still bad 1, skipped 0" in out
+    fixed = await write_config(gw, tmp_path / "b.toml", 'types = {"creator.signup" = "conversion"}\n#')
+    code, out, err = await gateway_cli(
+        "replay-bad", "-c", str(fixed), "--sender", "tiktok", "--dry-run", env=env
+    )
+    assert code == 0 and "would replay 1, still bad 0" in out, (out, err)
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+    code, out, err = await gateway_cli("replay-bad", "-c", str(fixed), env=env)
+    assert code == 0 and "replayed 1, still bad 0" in out, (out, err)
+    assert await rows(gw, "SELECT name, rule, user_key FROM conversions") == [
+        ("creator.signup", "tiktok", KEYS.user_key("u9"))
+    ]
+    assert await rows(gw, "SELECT creator_id FROM touchpoints") == [("cr_2",)]
+    assert (await rows(gw, "SELECT replayed IS NOT NULL FROM bad_events")) == [(1,)]
+    code, out, _ = await gateway_cli("replay-bad", "-c", str(fixed), env=env)
+    assert "replayed 0, still bad 0" in out  # nothing left to replay
+    # Restarted with the fixed config, the gateway takes a re-sent copy for what it is: a duplicate.
+    fixed_gw = await start_gateway(
+        gw.url, SOURCES.replace("types = {", 'types = {"creator.signup" = "conversion", '), SOURCES_ENV
+    )
+    assert (await post(fixed_gw, body, signed(body, TIKTOK_RAW)))[1]["result"] == "duplicate"
+    code, _, err = await gateway_cli("replay-bad", "-c", str(fixed), "--sender", "nobody", env=env)
+    assert code == 2 and "no [[sources]] named 'nobody'" in err
+
+
+async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp_path: Path) -> None:
+    config = str(await write_config(gw, tmp_path / "gateway.toml"))
+    url = gw.url + "/_gw/events"
+    code, out, err = await gateway_cli(
+        "send-test-event",
+        "--creator",
+        "cr_test1",
+        "--value",
+        "50",
+        "--url",
+        url,
+        "-c",
+        config,
+        env=SOURCES_ENV,
+    )
+    assert code == 0, (out, err)
+    assert "HTTP 202" in out and '"result":"accepted"' in out
+    assert await rows(gw, "SELECT value, currency, rule FROM conversions") == [(50.0, "USD", "billing")]
+    assert await rows(gw, "SELECT creator_id FROM touchpoints") == [("cr_test1",)]
+    # Another sender's layout: the payload follows its pointers (creator at /creator/id).
+    code, out, err = await gateway_cli(
+        "send-test-event", "--sender", "tiktok", "--url", url, "-c", config, env=SOURCES_ENV
+    )
+    assert code == 0 and '"creator":{"id":"cr_test1"}' in out, (out, err)
+    assert await rows(gw, "SELECT source, creator_id FROM touchpoints ORDER BY source IS NOT NULL") == [
+        (None, "cr_test1"),
+        ("tiktok", "cr_test1"),
+    ]
+    code, _, err = await gateway_cli("send-test-event", "--url", url, "-c", config, env={})
+    assert code == 2 and "sources[0].secrets[0]: environment variable BILLING_SECRET is not set" in err
