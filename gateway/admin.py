@@ -1,4 +1,5 @@
-"""The admin API on its own listener: health, metrics, touchpoints, visitor journeys, OpenAPI.
+"""The admin API on its own listener: health, metrics, touchpoints, visitor journeys, bad events,
+OpenAPI.
 
 Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
@@ -193,6 +194,25 @@ async def visitor(request: web.Request) -> web.Response:
     return ok(journey)
 
 
+async def bad_events(request: web.Request) -> web.Response:
+    """Signed events that failed validation, with their reason (see ``gateway replay-bad``)."""
+    q = request.query
+    _only(request, {"sender", "pending", "cursor", "limit"})
+    limit_text = q.get("limit", "100")
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
+        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
+    cursor = q.get("cursor")
+    if cursor is not None and not _UUID.match(cursor):
+        raise ApiError(400, "cursor: not a cursor this API returned")
+    pending = q.get("pending", "false")
+    if pending not in ("true", "false"):
+        raise ApiError(400, f"pending: expected true or false, got {pending!r}")
+    items, next_cursor = await request.app[READER_KEY].bad_events(
+        q.get("sender"), pending == "true", cursor, int(limit_text)
+    )
+    return ok({"items": items, "next_cursor": next_cursor})
+
+
 def create_admin_app(
     settings: Settings, store: LocalStore, reader: Reader, metrics_: Metrics, keys: Keys
 ) -> web.Application:
@@ -214,4 +234,5 @@ def create_admin_app(
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/api/touchpoints", touchpoints)
     app.router.add_get("/api/visitors/{visitor_id}", visitor)
+    app.router.add_get("/api/bad-events", bad_events)
     return app

@@ -424,3 +424,22 @@ async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp
     ]
     code, _, err = await gateway_cli("send-test-event", "--url", url, "-c", config, env={})
     assert code == 2 and "sources[0].secrets[0]: environment variable BILLING_SECRET is not set" in err
+
+
+async def test_admin_lists_bad_events_as_the_openapi_document_says(gw: RunningGateway) -> None:
+    from jsonschema import Draft202012Validator
+
+    from tests.gateway.test_openapi import response_schema
+
+    for payload in (conversion(value="x"), conversion(currency="1")):
+        body = encode(payload)
+        await post(gw, body, signed(body))
+    page = await gw.api("/api/bad-events", limit="1", sender="billing", pending="true")
+    Draft202012Validator(response_schema("/api/bad-events", 200)).validate(page)
+    assert page["items"][0]["reason"].startswith("value (/value): expected a number")
+    rest = await gw.api("/api/bad-events", cursor=page["next_cursor"])
+    assert [i["reason"][:8] for i in rest["items"]] == ["currency"] and rest["next_cursor"] is None
+    assert (await gw.api("/api/bad-events", sender="segment"))["items"] == []
+    wrong = await gw.api("/api/bad-events", pending="maybe")
+    Draft202012Validator(response_schema("/api/bad-events", 400)).validate(wrong)
+    assert wrong["error"].startswith("pending:")
