@@ -6,7 +6,8 @@ writing everything in one store submission — the delivery's receipt first, the
 one group per event, each starting with the event's receipt, so the store's
 UNIQUE constraints decide what is a duplicate — and answering only once that
 commit is confirmed. Events that fail validation are written to ``bad_events``
-with their reason. Counts every event in ``gateway_inbound_events_total``.
+with their reason, the body sealed (``gateway.badbody``). Counts every event in
+``gateway_inbound_events_total``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import msgspec
 from aiohttp import web
 
 from gateway import pages
+from gateway.badbody import body_key, seal
 from gateway.config import Settings
 from gateway.events import BadEvent, Event, Receipt, iso
 from gateway.ids import Uuid7
@@ -100,6 +102,7 @@ class Inbound:
             s.name: secrets[s.name] for s in settings.options.sources if s.format == "segment"
         }
         self.ids = Uuid7()
+        self.body_key = body_key(settings.secret)
         self.limits = Limits(
             keys=keys,
             node=settings.node,
@@ -229,7 +232,8 @@ class Inbound:
     def _bad(self, src: SourceMap, now: datetime, reason: str, text: str) -> BadEvent:
         kept, cut = truncate(text, self.opts.bad_body_limit)
         ms = int(now.timestamp() * 1000)
-        return BadEvent(self.ids(ms), iso(now), self.node, src.name, reason[:2000], kept, cut)
+        sealed = seal(self.body_key, kept)
+        return BadEvent(self.ids(ms), iso(now), self.node, src.name, reason[:2000], sealed, cut)
 
     async def _commit(
         self, delivery: _Delivery, n: int, respond: Callable[[_Delivery], web.Response]

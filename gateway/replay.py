@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from gateway.badbody import body_key, unseal
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event, Receipt, iso
 from gateway.ids import Uuid7
@@ -56,6 +57,7 @@ async def replay_bad(
     )
     sources = {s.name: compile_source(s) for s in settings.options.sources}
     report = ReplayReport()
+    key = body_key(settings.secret)
     db = await connect(settings.store_path)
     try:
         sql = "SELECT id, ts, sender, body, truncated FROM bad_events WHERE replayed IS NULL"
@@ -72,6 +74,10 @@ async def replay_bad(
                 continue
             if truncated:
                 report.skipped.append((bad_id, "the body was truncated when kept (webhooks.bad_body_limit)"))
+                continue
+            body = unseal(key, body)
+            if body is None:
+                report.skipped.append((bad_id, "the body was sealed under another identity.secret"))
                 continue
             received = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(UTC)
             try:

@@ -14,10 +14,13 @@ import aiosqlite
 import msgspec
 import pytest
 from aiohttp import web
+from jsonschema import Draft202012Validator
 
+from gateway.badbody import body_key, unseal
 from gateway.keys import Keys
 from gateway.signing import legacy_signature, standard_signature
 from tests.conftest import ENV, SECRET, RunningGateway
+from tests.gateway.test_openapi import response_schema
 
 BILLING = "b" * 32
 BILLING_OLD = "o" * 32
@@ -155,8 +158,12 @@ async def test_malformed_json_and_wrong_types_are_400_and_kept_as_bad_events(gw:
     assert status == 400 and answer["ok"] is False
     assert [e.split(":")[0] for e in answer["errors"]] == ["user_id (/user_id)", "value (/value)"]
     bad = await rows(gw, "SELECT sender, reason, body FROM bad_events ORDER BY id")
-    assert bad[0] == ("billing", bad[0][1], '{"type": "conversion", ')
-    assert bad[1][1].startswith("user_id (/user_id): expected a string") and '"fifty"' in bad[1][2]
+    key = body_key(SECRET.encode())
+    assert bad[0][0] == "billing" and unseal(key, bad[0][2]) == '{"type": "conversion", '
+    assert bad[1][1].startswith("user_id (/user_id): expected a string") and '"fifty"' in unseal(
+        key, bad[1][2]
+    )
+    assert '"fifty"' not in bad[1][2]  # sealed at rest
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
 
 
@@ -273,10 +280,11 @@ async def test_no_raw_user_id_at_rest(gw: RunningGateway) -> None:
         conversion(user_id=raw),
         {"type": "identify", "visitor_id": "v-x", "user_id": raw},
         {"type": "touchpoint", "user_id": raw, "source": "crm", "event_id": "t1"},
+        conversion(user_id=raw, value="not a number"),  # kept as a bad event, body sealed
     ]
     body = encode(events)
     status, answer = await post(gw, body, signed(body))
-    assert status == 202 and answer["accepted"] == 3
+    assert status == 202 and (answer["accepted"], answer["bad"]) == (3, 1)
     await gw.gateway.store.close()  # everything on disk, WAL checkpointed
     db = gw.gateway.settings.store_path
 
@@ -427,10 +435,6 @@ async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp
 
 
 async def test_admin_lists_bad_events_as_the_openapi_document_says(gw: RunningGateway) -> None:
-    from jsonschema import Draft202012Validator
-
-    from tests.gateway.test_openapi import response_schema
-
     for payload in (conversion(value="x"), conversion(currency="1")):
         body = encode(payload)
         await post(gw, body, signed(body))
