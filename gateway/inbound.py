@@ -266,7 +266,8 @@ class Inbound:
             one = results[0]
             if one["result"] == "bad":
                 return error(400, "; ".join(one["errors"]), extra={"result": "bad", "errors": one["errors"]})
-            return answer(202 if one["result"] == "accepted" else 200, {"ok": True, **one})
+            status = 202 if one["result"] == "accepted" else 200
+            return answer(status, {"ok": True, "result": one["result"], "key": one["key"]})
         counts = {
             outcome: sum(1 for r in results if r["result"] == outcome)
             for outcome in ("accepted", "duplicate", "bad")

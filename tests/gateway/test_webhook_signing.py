@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -321,3 +322,9 @@ def test_dev_generates_sender_secrets() -> None:
     )
     assert len(settings.source_secrets["a"][0]) >= 32
     assert "sources[0].secrets[0] (NOPE)" in settings.generated
+
+
+def test_readme_documents_every_source_option() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in SourceOptions.__struct_fields__:
+        assert f"`sources.{name}`" in readme, f"sources.{name} missing from README"
