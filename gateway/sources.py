@@ -60,6 +60,8 @@ DEFAULTABLE = (
     "currency",
     "landing_path",
 )
+MAX_KEY = 256
+"""Longest event key kept in a receipt."""
 EVENT_KEY_FALLBACKS = ("/messageId", "/$insert_id", "/conversion_unique_id")
 """Where an event's own key is looked for after the ``event_id`` mapping, in this order."""
 ATTRIBUTION = ("source", "medium", "campaign", "creator_id", "click_id")
@@ -376,6 +378,8 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     if key is None:
         raw_ts = r.raw("timestamp")
         key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}" if raw_ts is not _MISSING else fallback_key
+    if len(key) > MAX_KEY:
+        r.fail("event_id", f"the event key is longer than {MAX_KEY} characters")
     if kind == "identify" and not src.lenient:
         for name, given in (("visitor_id", visitor_id), ("user_id", user_id)):
             if given is None and not any(e.startswith(name) for e in r.errors):

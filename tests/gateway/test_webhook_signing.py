@@ -213,6 +213,10 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
             ["source (/source): contains unprintable"],
         ),
         ({"type": True}, ["type (/type): expected a string, got bool"]),
+        (
+            {"type": "conversion", "visitor_id": "v", "event_id": "k" * 257},
+            ["event_id (/event_id): the event key"],
+        ),
     ],
 )
 def test_invalid_events_name_every_field(event: dict[str, Any], errors: list[str]) -> None:
