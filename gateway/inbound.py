@@ -30,9 +30,10 @@ from gateway.config import Settings
 from gateway.events import BadEvent, Event, Receipt, iso
 from gateway.ids import Uuid7
 from gateway.keys import Keys
+from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.signing import Authenticated, AuthFailed, verify_basic, verify_legacy, verify_standard
-from gateway.sources import Invalid, Limits, SourceMap, compile_source, map_event, split_batch
+from gateway.sources import SourceMap, compile_source, split_batch
 from storage.local import LocalStore
 
 log = logging.getLogger("gateway.inbound")

@@ -24,8 +24,9 @@ from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event, Receipt, iso
 from gateway.ids import Uuid7
 from gateway.keys import Keys
+from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
-from gateway.sources import Invalid, Limits, compile_source, map_event, split_batch
+from gateway.sources import compile_source, split_batch
 from storage.local import LocalStore, connect
 
 

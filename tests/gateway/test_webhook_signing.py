@@ -16,6 +16,7 @@ from gateway.config import ConfigError, SourceOptions, load_settings, sender_sec
 from gateway.events import Binding, Conversion, Touchpoint
 from gateway.ids import Uuid7
 from gateway.keys import Keys
+from gateway.mapping import Invalid, Limits, map_event
 from gateway.signing import (
     AuthFailed,
     legacy_signature,
@@ -24,7 +25,7 @@ from gateway.signing import (
     verify_legacy,
     verify_standard,
 )
-from gateway.sources import Invalid, Limits, compile_source, map_event, parse_pointer, resolve, split_batch
+from gateway.sources import compile_source, parse_pointer, resolve, split_batch
 from tests.conftest import ENV
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
