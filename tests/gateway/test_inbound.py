@@ -7,6 +7,7 @@ import asyncio
 import base64
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 
 from gateway.badbody import body_key, unseal
+from gateway.events import Conversion
+from gateway.ids import uuid7
 from gateway.keys import Keys
 from gateway.signing import legacy_signature, standard_signature
 from tests.conftest import ENV, SECRET, RunningGateway
@@ -147,6 +150,35 @@ async def test_conversion_for_an_order_the_store_has_counts_once(gw: RunningGate
     status, answer = await post(gw, again, signed(again))
     assert status == 200 and answer["result"] == "duplicate"
     assert await rows(gw, "SELECT value FROM conversions") == [(50.0,)]
+
+
+async def test_conversion_for_an_order_a_traffic_rule_recorded_counts_once(gw: RunningGateway) -> None:
+    rule_made = Conversion(
+        id=uuid7(),
+        ts="2026-11-25T10:00:00.000000Z",
+        node="t",
+        name="checkout",
+        dedup_key="order:o-55",
+        visitor_key=KEYS.visitor_key("v"),
+        order_id="o-55",
+        rule="checkout",
+    )
+    await gw.gateway.store.write([rule_made])
+    body = encode(conversion(order_id="o-55"))
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["result"]) == (200, "duplicate")
+    assert await rows(gw, "SELECT origin, rule FROM conversions") == [("rule", "checkout")]
+
+
+async def test_check_prints_the_sources_as_toml(gw: RunningGateway, tmp_path: Path) -> None:
+    config = str(await write_config(gw, tmp_path / "gateway.toml"))
+    code, out, err = await gateway_cli("check", "-c", config, env={**ENV, **SOURCES_ENV})
+    assert code == 0, err
+    printed = tomllib.loads(out)
+    assert [s["name"] for s in printed["sources"]] == ["billing", "legacy", "tiktok", "segment"]
+    assert printed["sources"][2]["types"] == {"creator.click": "touchpoint"}
+    assert printed["sources"][0]["secrets"] == ["env:BILLING_SECRET", "env:BILLING_SECRET_OLD"]
+    assert BILLING not in out
 
 
 async def test_malformed_json_and_wrong_types_are_400_and_kept_as_bad_events(gw: RunningGateway) -> None:
