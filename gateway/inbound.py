@@ -226,8 +226,11 @@ class Inbound:
             delivery.results.append({"index": index, "result": "bad", "errors": err.errors})
             delivery.groups.append([key, bad])
             return
-        receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "event", mapped.key)
         delivery.results.append({"index": index, "result": "accepted", "key": mapped.key})
+        if not mapped.rows:  # acknowledged, nothing to record (e.g. a plain Segment page view)
+            delivery.groups.append([])
+            return
+        receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "event", mapped.key)
         delivery.groups.append([receipt, *mapped.rows])
 
     def _bad(self, src: SourceMap, now: datetime, reason: str, text: str) -> BadEvent:

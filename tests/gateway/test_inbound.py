@@ -279,6 +279,8 @@ async def test_segment_page_becomes_a_touchpoint_and_identify_a_binding(gw: Runn
     assert await rows(gw, "SELECT visitor_key, user_key, origin FROM identities") == [
         (anon, KEYS.user_key("user-5"), "segment")
     ]
+    # The plain page view left no row at all, not even a receipt.
+    assert await rows(gw, "SELECT key FROM receipts WHERE kind = 'event' ORDER BY key") == [("m1",), ("m3",)]
     single = encode({"messageId": "m4", "anonymousId": "a2", "userId": "u2"})
     assert (await post(gw, single, basic(SEGMENT), "/_gw/segment/v1/identify"))[0] == 202
     status, answer = await post(gw, body, basic("nope" * 8), "/_gw/segment")
