@@ -1,5 +1,5 @@
 """The admin API on its own listener: health, metrics, touchpoints, visitor and user journeys,
-user erasure, OpenAPI.
+user erasure, bad events, OpenAPI.
 
 Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
@@ -21,6 +21,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.badbody import body_key, unseal
 from gateway.config import Settings
 from gateway.events import iso
 from gateway.ids import Uuid7
@@ -225,12 +226,35 @@ async def erase(request: web.Request) -> web.Response:
         settings.store_path,
         key,
         user_id,
+        body_key=body_key(settings.secret),
         event_id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
         ts=iso(now),
         node=settings.node,
     )
     log.info("erased user %s: %s", key, erasure.counts)
     return ok({"user_key": key, "erased": erasure.counts, "visitors": len(erasure.visitors)})
+
+
+async def bad_events(request: web.Request) -> web.Response:
+    """Signed events that failed validation, with their reason (see ``gateway replay-bad``)."""
+    q = request.query
+    _only(request, {"sender", "pending", "cursor", "limit"})
+    limit_text = q.get("limit", "100")
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
+        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
+    cursor = q.get("cursor")
+    if cursor is not None and not _UUID.match(cursor):
+        raise ApiError(400, "cursor: not a cursor this API returned")
+    pending = q.get("pending", "false")
+    if pending not in ("true", "false"):
+        raise ApiError(400, f"pending: expected true or false, got {pending!r}")
+    items, next_cursor = await request.app[READER_KEY].bad_events(
+        q.get("sender"), pending == "true", cursor, int(limit_text)
+    )
+    key = body_key(request.app[SETTINGS_KEY].secret)
+    for item in items:  # sealed at rest; the admin sees what was received
+        item["body"] = unseal(key, item["body"]) or "(sealed under another identity.secret)"
+    return ok({"items": items, "next_cursor": next_cursor})
 
 
 def create_admin_app(
@@ -257,4 +281,5 @@ def create_admin_app(
     app.router.add_get("/api/visitors/{visitor_id}", visitor)
     app.router.add_get("/api/users/{user_id}", user)
     app.router.add_delete("/api/users/{user_id}", erase)
+    app.router.add_get("/api/bad-events", bad_events)
     return app

@@ -1,4 +1,4 @@
-"""The ``gateway`` command: ``run``, ``check`` and ``init``.
+"""The ``gateway`` command: ``run``, ``check``, ``init``, ``replay-bad`` and ``send-test-event``.
 
 Config problems are printed one per line, each naming its TOML key, and the
 command exits 2; nothing prints a traceback for something the operator can fix.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 import msgspec
 
 from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked
+from gateway.replay import cmd_replay_bad
+from gateway.send_test import cmd_send_test_event
 from storage.migrate import SchemaTooNew
 
 log = logging.getLogger("gateway")
@@ -32,7 +35,13 @@ def _fail_config(path: str, err: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else msgspec.json.encode(key).decode()
+
+
 def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -45,6 +54,12 @@ def _toml_value(value: Any) -> str:
 def render_toml(data: dict[str, Any]) -> str:
     lines = []
     for section, values in data.items():
+        if isinstance(values, list | tuple):  # an array of tables: one [[section]] per entry
+            for entry in values:
+                lines.append(f"[[{section}]]")
+                lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
+                lines.append("")
+            continue
         lines.append(f"[{section}]")
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
         lines.append("")
@@ -177,6 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(func=cmd_init)
+    replay = sub.add_parser("replay-bad", help="re-validate kept bad events and ingest those that now pass")
+    replay.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    replay.add_argument("--sender", help="only this [[sources]] sender's bad events")
+    replay.add_argument("--dry-run", action="store_true", help="report what would pass; change nothing")
+    replay.set_defaults(func=cmd_replay_bad)
+    send = sub.add_parser("send-test-event", help="sign and send a test conversion to /_gw/events")
+    send.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    send.add_argument("--creator", default="cr_test1", help="creator ID credited (default: %(default)s)")
+    send.add_argument("--value", type=float, default=50.0, help="conversion value (default: %(default)s)")
+    send.add_argument("--currency", default="USD")
+    send.add_argument(
+        "--url", help="endpoint (default: the config's proxy.listen + reserved_prefix + events)"
+    )
+    send.add_argument("--sender", help="[[sources]] name (default: the first standard-format one)")
+    send.set_defaults(func=cmd_send_test_event)
     return parser
 
 

@@ -8,6 +8,8 @@ can be done once at start-up. Errors name the TOML key they are about, e.g.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -16,7 +18,7 @@ import socket
 import tomllib
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,12 +145,53 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Bearer token for /api and /metrics. Use ``env:NAME``."""
 
 
+class WebhooksOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    tolerance_seconds: int = 300
+    """Most seconds a signed delivery's ``webhook-timestamp`` may be off from now (replay guard)."""
+    max_batch: int = 500
+    """Most events in one delivery; more gets 413."""
+    max_body: int = 1024 * 1024
+    """Largest delivery body in bytes; larger gets 413."""
+    bad_body_limit: int = 64 * 1024
+    """Bytes of a bad event's body kept in ``bad_events`` (longer ones are truncated, not replayable)."""
+    max_event_age_days: int = 400
+    """Oldest event timestamp accepted, in days before now (newer than now + tolerance is refused too)."""
+
+
+class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One sender of signed server-side events (``[[sources]]``)."""
+
+    name: str
+    """The sender's name: metrics label, the ``rule`` of what it records, ``replay-bad --sender``."""
+    secrets: tuple[str, ...]
+    """Active secrets, each ``"env:NAME"`` (the value raw, or ``whsec_<base64>``); several for rotation."""
+    format: Literal["standard", "segment"] = "standard"
+    """standard: Standard Webhooks at ``/_gw/events``; segment: Segment calls at ``/_gw/segment``
+    (HTTP Basic, the write key as user name)."""
+    legacy_hex: bool = False
+    """Also accept ``x-webhook-signature``: hex HMAC-SHA256 of the body, no timestamp (legacy senders)."""
+    batch_pointer: str = "/batch"
+    """JSON pointer to the array of events when the body is an object carrying a batch."""
+    fields: dict[str, str] = {}
+    """Our field → JSON pointer into the sender's event ("" unmaps a field); merged over the format's."""
+    types: dict[str, str] = {}
+    """The sender's event-type values → ours (conversion, identify, touchpoint); merged over the format's."""
+    ignore_types: tuple[str, ...] | None = None
+    """Sender event types acknowledged and not recorded; unset: the format's (segment: track, screen…)."""
+    defaults: dict[str, str] = {}
+    """Values for our fields when the event has none (e.g. ``source = "tiktok"``)."""
+    value_scale: float = 1.0
+    """Multiplies the mapped value (0.01 for amounts in cents)."""
+
+
 class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxyOptions = ProxyOptions()
     identity: IdentityOptions = IdentityOptions()
     campaign: CampaignOptions = CampaignOptions()
     storage: StorageOptions = StorageOptions()
     admin: AdminOptions = AdminOptions()
+    webhooks: WebhooksOptions = WebhooksOptions()
+    sources: tuple[SourceOptions, ...] = ()
 
 
 SECTIONS: dict[str, type[_Options]] = {
@@ -157,9 +200,10 @@ SECTIONS: dict[str, type[_Options]] = {
     "campaign": CampaignOptions,
     "storage": StorageOptions,
     "admin": AdminOptions,
+    "webhooks": WebhooksOptions,
 }
 
-ARRAY_SECTIONS: dict[str, type[_Options]] = {}
+ARRAY_SECTIONS: dict[str, type[_Options]] = {"sources": SourceOptions}
 """Top-level arrays of tables (``[[name]]``), each entry decoded into the struct named here;
 ``Options`` has a tuple field of the same name."""
 
@@ -179,6 +223,8 @@ class Settings:
     generated: tuple[str, ...] = ()
     trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     node: str = ""
+    source_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
+    """``[[sources]]`` name → its resolved secrets (HMAC keys), in the order configured."""
 
     @property
     def store_path(self) -> Path:
@@ -420,6 +466,9 @@ def validate(options: Options) -> list[str]:
         f"must be more than 0 and at most 60000, got {st.max_wait_ms}",
     )
     _check(p, bool(st.path), "storage.path", "must not be empty")
+    from gateway.sources import validate_sources  # the sources' own checks live with their mapping
+
+    p += validate_sources(options)
     return p
 
 
@@ -450,6 +499,46 @@ def resolve_secret(
     return resolved
 
 
+MIN_SENDER_SECRET_BYTES = 24
+"""Shortest sender secret accepted (the Standard Webhooks minimum)."""
+
+
+def sender_secret_bytes(value: str) -> bytes:
+    """A sender secret as the HMAC key: ``whsec_<base64>`` decoded (Standard Webhooks), else the
+    text itself. ValueError when the whsec_ part is not base64."""
+    if value.startswith("whsec_"):
+        return base64.b64decode(value[6:], validate=True)
+    return value.encode()
+
+
+def resolve_sender_secret(
+    key: str,
+    value: str,
+    environ: Mapping[str, str],
+    dev: bool,
+    problems: list[str],
+    generated: list[str],
+) -> bytes:
+    """One ``[[sources]]`` secret: ``env:NAME`` → its HMAC key bytes (at least 24 of them)."""
+    if not value.startswith("env:"):
+        problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
+        return b""
+    name = value[4:]
+    # resolve_secret's own length rule (32 characters) is for our secrets; a sender's is checked below.
+    text = resolve_secret(key, value, environ, dev, [], generated)
+    if not text:
+        problems.append(f"{key}: environment variable {name} is not set (or run with --dev)")
+        return b""
+    try:
+        raw = sender_secret_bytes(text)
+    except (ValueError, binascii.Error):
+        problems.append(f"{key}: {name} starts with whsec_ but the rest is not base64")
+        return b""
+    if len(raw) < MIN_SENDER_SECRET_BYTES:
+        problems.append(f"{key}: {name} must hold at least {MIN_SENDER_SECRET_BYTES} bytes")
+    return raw
+
+
 def load_settings(
     path: str | Path | None,
     *,
@@ -478,6 +567,13 @@ def load_settings(
     generated: list[str] = []
     secret = resolve_secret("identity.secret", options.identity.secret, environ, dev, problems, generated)
     token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
+    source_secrets = {
+        source.name: tuple(
+            resolve_sender_secret(f"sources[{i}].secrets[{j}]", value, environ, dev, problems, generated)
+            for j, value in enumerate(source.secrets)
+        )
+        for i, source in enumerate(options.sources)
+    }
     if problems:
         raise ConfigError(problems)
     trusted = tuple(ipaddress.ip_network(n, strict=False) for n in options.proxy.trusted_proxies)
@@ -489,6 +585,7 @@ def load_settings(
         generated=tuple(generated),
         trusted_networks=trusted,
         node=options.storage.node or socket.gethostname(),
+        source_secrets=source_secrets,
     )
 
 

@@ -55,3 +55,16 @@ class Metrics:
             registry=r,
         )
         self.store_queue = Gauge("gateway_store_queue", "Events waiting for the writer", registry=r)
+        # Signed server-side events: received == the sum of the outcomes, per sender.
+        self.inbound_received = Counter(
+            "gateway_inbound_received",
+            "Signed events received (a refused request counts as one), by sender",
+            ["sender"],
+            registry=r,
+        )
+        self.inbound_events = Counter(
+            "gateway_inbound_events",
+            "Signed events by outcome: accepted, duplicate, bad (kept in bad_events), rejected",
+            ["sender", "outcome"],
+            registry=r,
+        )

@@ -51,6 +51,21 @@ TOUCHPOINT = {
     },
 }
 
+BAD_EVENT = {
+    "type": "object",
+    "required": ["id", "ts", "node", "sender", "reason", "body", "truncated", "replayed"],
+    "properties": {
+        "id": {"type": "string", "description": "UUIDv7, time-ordered"},
+        "ts": {"type": "string", "format": "date-time", "description": "when it was received"},
+        "node": {"type": "string"},
+        "sender": {"type": "string", "description": "the [[sources]] name"},
+        "reason": {"type": "string", "description": "every field error, separated by '; '"},
+        "body": {"type": "string", "description": "the event as received (cut at webhooks.bad_body_limit)"},
+        "truncated": {"type": "boolean"},
+        "replayed": {**_NULLABLE_STR, "description": "when gateway replay-bad ingested it"},
+    },
+}
+
 CONVERSION = {
     "type": "object",
     "required": ["id", "ts", "node", "name", "dedup_key", "visitor_key", "user_key", "value", "currency"],
@@ -116,7 +131,12 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "tracking-gateway admin API", "version": "1"},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Touchpoint": TOUCHPOINT, "Conversion": CONVERSION, "Error": ERROR},
+            "schemas": {
+                "Touchpoint": TOUCHPOINT,
+                "Conversion": CONVERSION,
+                "BadEvent": BAD_EVENT,
+                "Error": ERROR,
+            },
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -230,6 +250,43 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         **_errors(400, 401, 404),
+                    },
+                }
+            },
+            "/api/bad-events": {
+                "get": {
+                    "summary": "Signed events that failed validation, with their reason, in time order",
+                    "parameters": [
+                        _query("sender", "only this [[sources]] sender's"),
+                        _query("pending", "true: only those not replayed yet", {"type": "boolean"}),
+                        _query("cursor", "next_cursor of the previous page"),
+                        _query(
+                            "limit",
+                            "page size 1..1000 (default 100)",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                        ),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "a page",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "items", "next_cursor"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "items": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/BadEvent"},
+                                            },
+                                            "next_cursor": _NULLABLE_STR,
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401),
                     },
                 }
             },

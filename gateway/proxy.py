@@ -15,7 +15,7 @@ import functools
 import http.cookies
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -160,6 +160,7 @@ class ProxyHost:
         metrics: Metrics,
         session: aiohttp.ClientSession,
         upstream: str,
+        endpoints: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] | None = None,
     ) -> None:
         opts = settings.options
         self.settings = settings
@@ -173,6 +174,8 @@ class ProxyHost:
         self.public_origin = opts.proxy.public_origin.rstrip("/")
         self.preserve_host = opts.proxy.preserve_host
         self.reserved = opts.proxy.reserved_prefix
+        self.endpoints = endpoints or {}
+        """The gateway's own endpoints: path below ``reserved_prefix`` → handler."""
         self.max_body = opts.proxy.max_request_body
         self.body_idle = opts.proxy.body_timeout
         self.max_ws_message = opts.proxy.max_websocket_message
@@ -191,6 +194,9 @@ class ProxyHost:
         raw_path, _, raw_query = target.partition("?")
         if raw_path.startswith(self.reserved):
             self.metrics.requests.labels("reserved").inc()
+            endpoint = self.endpoints.get(raw_path[len(self.reserved) :])
+            if endpoint is not None:
+                return await endpoint(request)
             return pages.json_error(404, f"no gateway endpoint at {raw_path}")
         if is_websocket_upgrade(request):
             self.metrics.requests.labels("websocket").inc()

@@ -23,6 +23,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from gateway.admin import create_admin_app
 from gateway.config import Settings, parse_listen
+from gateway.inbound import Inbound
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.pipeline import build_pipeline
@@ -118,7 +119,8 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
         await store.open()
         session = client_session(settings)
         app[SESSION_KEY] = session
-        host = ProxyHost(settings, pipeline, store, metrics, session, upstream)
+        inbound = Inbound(settings, store, metrics, keys)
+        host = ProxyHost(settings, pipeline, store, metrics, session, upstream, inbound.routes())
         app.router.add_route("*", "/{tail:.*}", host.handle)
         await pipeline.running()
         try:

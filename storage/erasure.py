@@ -2,8 +2,8 @@
 
 Owns the one destructive write the gateway makes: given a user key, it deletes
 the user's identity bindings, every touchpoint and conversion of every visitor
-bound to them, their conversions, and any bad event whose kept body mentions
-the raw user ID; and it records an ``erasures`` row (keys and counts only) so
+bound to them, their conversions, and any bad event whose kept (sealed) body
+mentions the raw user ID; and it records an ``erasures`` row (keys and counts only) so
 the central store and sinks can erase the same user. Runs on a connection of
 its own in one ``BEGIN IMMEDIATE`` transaction, which waits for the writer's
 lock like any second writer (``busy_timeout``).
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from gateway.badbody import unseal
 from gateway.events import Erasure
 from storage.local import connect, event_row, insert_sql
 
@@ -29,8 +30,27 @@ async def bound_visitors(db: aiosqlite.Connection, user_key: str) -> list[str]:
         return [row[0] for row in await cursor.fetchall()]
 
 
+async def bad_events_naming(db: aiosqlite.Connection, body_key: bytes, raw_user_id: str) -> list[str]:
+    """Ids of kept bad events whose body contains the raw user ID (bodies are sealed at rest,
+    so each is opened; there are few)."""
+    found = []
+    async with db.execute("SELECT id, body FROM bad_events") as cursor:
+        async for event_id, body in cursor:
+            text = unseal(body_key, body)
+            if text is not None and raw_user_id in text:
+                found.append(event_id)
+    return found
+
+
 async def erase_user(
-    path: Path, user_key: str, raw_user_id: str, *, event_id: str, ts: str, node: str
+    path: Path,
+    user_key: str,
+    raw_user_id: str,
+    *,
+    body_key: bytes,
+    event_id: str,
+    ts: str,
+    node: str,
 ) -> Erasure:
     """Delete everything of the user; the ``Erasure`` recorded (with rows deleted per table)."""
     if not raw_user_id:
@@ -41,6 +61,7 @@ async def erase_user(
         try:
             visitors = await bound_visitors(db, user_key)
             marks = ",".join("?" for _ in visitors)
+            bad = await bad_events_naming(db, body_key, raw_user_id)
             counts: dict[str, int] = {}
             statements = [
                 ("touchpoints", f"DELETE FROM touchpoints WHERE visitor_key IN ({marks})", visitors),
@@ -51,7 +72,7 @@ async def erase_user(
                 ),
                 ("identities", "DELETE FROM identities WHERE user_key = ?", [user_key]),
                 # Bad events keep the sender's body as received, which may hold the raw ID.
-                ("bad_events", "DELETE FROM bad_events WHERE instr(body, ?) > 0", [raw_user_id]),
+                ("bad_events", f"DELETE FROM bad_events WHERE id IN ({','.join('?' for _ in bad)})", bad),
             ]
             for table, sql, args in statements:
                 cursor = await db.execute(sql, args)

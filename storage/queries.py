@@ -176,3 +176,26 @@ class Reader:
             "conversions": conversions,
             "truncated": truncated,
         }
+
+    async def bad_events(
+        self, sender: str | None, pending_only: bool, cursor: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Kept bad events in id order (optionally one sender's, or only those not replayed)."""
+        where, args = [], []
+        if sender is not None:
+            where.append("sender = ?")
+            args.append(sender)
+        if pending_only:
+            where.append("replayed IS NULL")
+        if cursor:
+            where.append("id > ?")
+            args.append(cursor)
+        sql = "SELECT id, ts, node, sender, reason, body, truncated, replayed FROM bad_events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        async with self.db.execute(sql + " ORDER BY id LIMIT ?", [*args, limit + 1]) as cur:
+            rows = [dict(r) for r in await cur.fetchall()]
+        for row in rows:
+            row["truncated"] = bool(row["truncated"])
+        items = rows[:limit]
+        return items, items[-1]["id"] if len(rows) > limit else None

@@ -72,8 +72,8 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """``await start_gateway(upstream_url, toml)``: a running gateway; closed after the test."""
     started: list[RunningGateway] = []
 
-    async def start(upstream: str, toml: str = "") -> RunningGateway:
-        settings = make_settings(tmp_path, toml)
+    async def start(upstream: str, toml: str = "", env: dict[str, str] | None = None) -> RunningGateway:
+        settings = make_settings(tmp_path, toml, **(env or {}))
         gw = create_gateway(settings, upstream)
         proxy = TestServer(gw.proxy_app, host="127.0.0.1", **handler_args(settings))
         await proxy.start_server()

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
+from gateway.badbody import body_key, seal, unseal
 from gateway.events import BadEvent, Binding, Conversion, iso
 from gateway.ids import uuid7
 from tests.conftest import TOKEN, RunningGateway
@@ -129,11 +130,21 @@ async def test_erase_removes_the_user_everywhere_locally(gw: RunningGateway) -> 
     await bind(gw, laptop, "u-42")
     await bind(gw, phone, "u-42")
     event_id, ts = now_event()
+    key = body_key(gw.gateway.settings.secret)
     await gw.gateway.store.write(
         [
             Conversion(id=event_id, ts=ts, node="test", name="signup", dedup_key="w:1", visitor_key=phone),
-            BadEvent(id=uuid7(), ts=ts, node="test", sender="crm", reason="x", body='{"user_id": "u-42"}'),
-            BadEvent(id=uuid7(), ts=ts, node="test", sender="crm", reason="x", body='{"user_id": "u-7"}'),
+            BadEvent(
+                id=uuid7(),
+                ts=ts,
+                node="test",
+                sender="crm",
+                reason="x",
+                body=seal(key, '{"user_id": "u-42"}'),
+            ),
+            BadEvent(
+                id=uuid7(), ts=ts, node="test", sender="crm", reason="x", body=seal(key, '{"user_id": "u-7"}')
+            ),
         ]
     )
 
@@ -151,7 +162,8 @@ async def test_erase_removes_the_user_everywhere_locally(gw: RunningGateway) -> 
     path = gw.gateway.settings.store_path
     erasures = await asyncio.to_thread(rows, path, "SELECT user_key, visitors, counts FROM erasures")
     assert len(erasures) == 1 and "u-42" not in str(erasures)
-    assert await asyncio.to_thread(rows, path, "SELECT body FROM bad_events") == [('{"user_id": "u-7"}',)]
+    kept = await asyncio.to_thread(rows, path, "SELECT body FROM bad_events")
+    assert [unseal(key, body) for (body,) in kept] == ['{"user_id": "u-7"}']
     # Erasing again is harmless: nothing left, nothing fails.
     async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
         assert resp.status == 200

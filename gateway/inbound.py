@@ -1,0 +1,283 @@
+"""Signed server-side events on the public listener: ``POST /_gw/events`` and ``/_gw/segment``.
+
+Owns the HTTP side of ingestion: reading the body (bounded), authenticating it
+(``gateway.signing``), splitting a batch, mapping each event (``gateway.sources``),
+writing everything in one store submission — the delivery's receipt first, then
+one group per event, each starting with the event's receipt, so the store's
+UNIQUE constraints decide what is a duplicate — and answering only once that
+commit is confirmed. Events that fail validation are written to ``bad_events``
+with their reason, the body sealed (``gateway.badbody``). Counts every event in
+``gateway_inbound_events_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from gateway import pages
+from gateway.badbody import body_key, seal
+from gateway.config import Settings
+from gateway.events import BadEvent, Event, Receipt, iso
+from gateway.ids import Uuid7
+from gateway.keys import Keys
+from gateway.mapping import Invalid, Limits, map_event
+from gateway.metrics import Metrics
+from gateway.signing import Authenticated, AuthFailed, verify_basic, verify_legacy, verify_standard
+from gateway.sources import SourceMap, compile_source, split_batch
+from storage.local import LocalStore
+
+log = logging.getLogger("gateway.inbound")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNKNOWN = "unknown"
+"""The sender label of a delivery that did not authenticate."""
+_encode = msgspec.json.Encoder()
+
+
+class TooLarge(Exception):
+    pass
+
+
+def truncate(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary), and whether it was."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text, False
+    return raw[:limit].decode(errors="ignore"), True
+
+
+def answer(status: int, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> web.Response:
+    return pages.QuietResponse(
+        status=status,
+        body=_encode.encode(payload),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def error(
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> web.Response:
+    return answer(status, {"ok": False, "status": status, "error": message, **(extra or {})}, headers)
+
+
+@dataclass
+class _Delivery:
+    """One authenticated delivery on its way to the store: the groups to write and what they mean."""
+
+    src: SourceMap
+    auth: Authenticated
+    groups: list[list[Event]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    """Per event: index, result, key or errors; ``group`` points into ``groups`` (or None)."""
+
+
+class Inbound:
+    """The ``/_gw/`` endpoints for signed events; ``routes()`` maps paths below the prefix to handlers."""
+
+    def __init__(self, settings: Settings, store: LocalStore, metrics: Metrics, keys: Keys) -> None:
+        opts = settings.options.webhooks
+        self.store = store
+        self.metrics = metrics
+        self.node = settings.node
+        self.opts = opts
+        self.body_timeout = settings.options.proxy.body_timeout
+        self.sources = {s.name: compile_source(s) for s in settings.options.sources}
+        secrets = settings.source_secrets
+        self.standard = {s.name: secrets[s.name] for s in settings.options.sources if s.format == "standard"}
+        self.legacy = {s.name: secrets[s.name] for s in settings.options.sources if s.legacy_hex}
+        self.segment_keys = {
+            s.name: secrets[s.name] for s in settings.options.sources if s.format == "segment"
+        }
+        self.ids = Uuid7()
+        self.body_key = body_key(settings.secret)
+        self.limits = Limits(
+            keys=keys,
+            node=settings.node,
+            ids=self.ids,
+            max_age=timedelta(days=opts.max_event_age_days),
+            tolerance=timedelta(seconds=opts.tolerance_seconds),
+            max_len=settings.options.campaign.max_value_length,
+        )
+
+    def routes(self) -> dict[str, Handler]:
+        segment = self.segment
+        return {
+            "events": self.events,
+            "segment": segment,
+            "segment/v1/batch": segment,
+            "segment/v1/page": functools.partial(segment, implied="page"),
+            "segment/v1/identify": functools.partial(segment, implied="identify"),
+        }
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        return await self._receive(request, self._authenticate_standard)
+
+    async def segment(self, request: web.Request, implied: str | None = None) -> web.StreamResponse:
+        return await self._receive(request, self._authenticate_segment, implied)
+
+    def _authenticate_standard(self, request: web.Request, body: bytes) -> Authenticated:
+        headers = request.headers
+        if "webhook-signature" not in headers and "x-webhook-signature" in headers:
+            return verify_legacy(self.legacy, headers["x-webhook-signature"], body)
+        lowered = {k.lower(): v for k, v in headers.items() if k.lower().startswith("webhook-")}
+        return verify_standard(self.standard, lowered, body, time.time(), self.opts.tolerance_seconds)
+
+    def _authenticate_segment(self, request: web.Request, body: bytes) -> Authenticated:
+        return verify_basic(self.segment_keys, request.headers.get("Authorization", ""), body)
+
+    def _count(self, sender: str, outcome: str, n: int = 1) -> None:
+        self.metrics.inbound_received.labels(sender).inc(n)
+        self.metrics.inbound_events.labels(sender, outcome).inc(n)
+
+    async def _read(self, request: web.Request) -> bytes:
+        limit = self.opts.max_body
+        if request.content_length is not None and request.content_length > limit:
+            raise TooLarge()
+        chunks, seen = [], 0
+        async with asyncio.timeout(self.body_timeout):
+            while chunk := await request.content.readany():
+                seen += len(chunk)
+                if seen > limit:
+                    raise TooLarge()
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _receive(
+        self,
+        request: web.Request,
+        authenticate: Callable[[web.Request, bytes], Authenticated],
+        implied: str | None = None,
+    ) -> web.StreamResponse:
+        if request.method != "POST":
+            return error(405, f"{request.method} is not allowed here; use POST", {"Allow": "POST"})
+        try:
+            body = await self._read(request)
+        except TooLarge:
+            self._count(UNKNOWN, "rejected")
+            return error(413, f"body: larger than webhooks.max_body ({self.opts.max_body} bytes)")
+        except TimeoutError:
+            self._count(UNKNOWN, "rejected")
+            return error(408, "body: not received in time")
+        try:
+            auth = authenticate(request, body)
+        except AuthFailed as err:
+            self._count(UNKNOWN, "rejected")
+            www = {"WWW-Authenticate": "Basic"} if authenticate == self._authenticate_segment else None
+            return error(401, str(err), www)
+        try:
+            return await self._ingest(self.sources[auth.sender], auth, body, implied)
+        except Exception:
+            log.exception("ingesting a delivery from %s failed", auth.sender)
+            self._count(auth.sender, "rejected")
+            return error(500, "internal error; the delivery was not stored, retry it")
+
+    async def _ingest(
+        self, src: SourceMap, auth: Authenticated, body: bytes, implied: str | None
+    ) -> web.StreamResponse:
+        now = datetime.now(UTC)
+        ms = int(now.timestamp() * 1000)
+        delivery = _Delivery(src, auth)
+        receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "delivery", auth.delivery)
+        delivery.groups.append([receipt])
+        try:
+            doc = msgspec.json.decode(body)
+        except msgspec.DecodeError as err:
+            reason = f"body: not valid JSON ({err})"
+            delivery.groups[0].append(self._bad(src, now, reason, body.decode(errors="replace")))
+            return await self._commit(delivery, 1, lambda _: error(400, reason))
+        events = split_batch(src, doc)
+        batch = len(events) != 1 or events[0] is not doc
+        if len(events) > self.opts.max_batch:
+            self._count(src.name, "rejected")
+            return error(
+                413, f"batch: {len(events)} events, at most {self.opts.max_batch} (webhooks.max_batch)"
+            )
+        if not events:
+            self._count(src.name, "rejected")
+            return error(400, "batch: no events")
+        for i, event in enumerate(events):
+            if implied and isinstance(event, dict) and "type" not in event:
+                event = {**event, "type": implied}
+            self._add(delivery, i, event, now)
+        return await self._commit(delivery, len(events), functools.partial(self._answer, batch))
+
+    def _add(self, delivery: _Delivery, index: int, event: Any, now: datetime) -> None:
+        src, auth = delivery.src, delivery.auth
+        ms = int(now.timestamp() * 1000)
+        try:
+            mapped = map_event(src, event, now, self.limits, f"{auth.delivery}#{index}")
+        except Invalid as err:
+            bad = self._bad(src, now, "; ".join(err.errors), _encode.encode(event).decode())
+            key = Receipt(self.ids(ms), iso(now), self.node, src.name, "bad", f"{auth.delivery}#{index}")
+            delivery.results.append({"index": index, "result": "bad", "errors": err.errors})
+            delivery.groups.append([key, bad])
+            return
+        delivery.results.append({"index": index, "result": "accepted", "key": mapped.key})
+        if not mapped.rows:  # acknowledged, nothing to record (e.g. a plain Segment page view)
+            delivery.groups.append([])
+            return
+        receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "event", mapped.key)
+        delivery.groups.append([receipt, *mapped.rows])
+
+    def _bad(self, src: SourceMap, now: datetime, reason: str, text: str) -> BadEvent:
+        kept, cut = truncate(text, self.opts.bad_body_limit)
+        ms = int(now.timestamp() * 1000)
+        sealed = seal(self.body_key, kept)
+        return BadEvent(self.ids(ms), iso(now), self.node, src.name, reason[:2000], sealed, cut)
+
+    async def _commit(
+        self, delivery: _Delivery, n: int, respond: Callable[[_Delivery], web.Response]
+    ) -> web.Response:
+        sender = delivery.src.name
+        try:
+            written = await self.store.submit_groups(delivery.groups)
+        except Exception as err:
+            log.warning("a delivery from %s was not stored (%s); answered 503", sender, err)
+            self._count(sender, "rejected", n)
+            return error(503, "not stored; retry the delivery", {"Retry-After": "5"})
+        if not written[0]:
+            self._count(sender, "duplicate", n)
+            return answer(200, {"ok": True, "result": "duplicate"})
+        for result, new in zip(delivery.results, written[1:], strict=True):
+            if result["result"] == "accepted" and not new:
+                result["result"] = "duplicate"
+        if not delivery.results:  # the whole body was bad
+            self._count(sender, "bad")
+        for result in delivery.results:
+            self._count(sender, result["result"])
+            if result["result"] == "accepted":
+                rows = delivery.groups[result["index"] + 1]
+                self.metrics.touchpoints.inc(sum(1 for r in rows if r.table == "touchpoints"))
+        return respond(delivery)
+
+    def _answer(self, batch: bool, delivery: _Delivery) -> web.Response:
+        results = delivery.results
+        if not batch:
+            one = results[0]
+            if one["result"] == "bad":
+                return error(400, "; ".join(one["errors"]), extra={"result": "bad", "errors": one["errors"]})
+            status = 202 if one["result"] == "accepted" else 200
+            return answer(status, {"ok": True, "result": one["result"], "key": one["key"]})
+        counts = {
+            outcome: sum(1 for r in results if r["result"] == outcome)
+            for outcome in ("accepted", "duplicate", "bad")
+        }
+        if counts["bad"] == len(results):
+            message = f"all {len(results)} events failed validation"
+            return error(400, message, extra={**counts, "results": results})
+        status = 202 if counts["accepted"] or counts["bad"] else 200
+        return answer(status, {"ok": True, **counts, "results": results})

@@ -1,0 +1,261 @@
+"""One sender event → the rows it means, or every reason it cannot be taken.
+
+``map_event`` reads our fields out of a sender's event through its ``SourceMap``
+(pointers, type map, defaults), validates them, derives the event's own key
+(``event_id``, ``messageId``, ``$insert_id``, ``conversion_unique_id``, else
+``type:creator_id:timestamp``) and builds a ``Conversion``, ``Binding`` and/or
+``Touchpoint``; or raises ``Invalid`` listing each field error with the sender's
+pointer. Pure: no I/O, the clock and keys are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from addons.identity import verify_cookie
+from gateway.events import Binding, Conversion, Event, Touchpoint, iso
+from gateway.keys import MAX_USER_ID, Keys
+from gateway.sources import KINDS, MISSING, SourceMap, resolve
+
+MAX_KEY = 256
+"""Longest event key kept in a receipt."""
+EVENT_KEY_FALLBACKS = ("/messageId", "/$insert_id", "/conversion_unique_id")
+"""Where an event's own key is looked for after the ``event_id`` mapping, in this order."""
+ATTRIBUTION = ("source", "medium", "campaign", "creator_id", "click_id")
+"""Fields of which a touchpoint needs at least one."""
+
+
+class Invalid(Exception):
+    """An event that fails validation: every field error, each naming our field and its pointer."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    key: str
+    """The event's own key (its receipt makes a re-send a duplicate)."""
+    rows: list[Event]
+    """What it records; empty when the event is acknowledged and means nothing to store."""
+    kind: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What ``map_event`` needs besides the event: keys, node, clock bounds, length caps."""
+
+    keys: Keys
+    node: str
+    ids: Callable[[int], str]
+    max_age: timedelta
+    tolerance: timedelta
+    max_len: int
+
+
+class _Reader:
+    """Reads our fields out of one sender event, collecting errors rather than stopping."""
+
+    def __init__(self, src: SourceMap, event: Any, max_len: int) -> None:
+        self.src, self.event, self.max_len = src, event, max_len
+        self.errors: list[str] = []
+
+    def raw(self, name: str) -> Any:
+        tokens = self.src.pointers.get(name)
+        value = MISSING if tokens is None else resolve(self.event, tokens)
+        if value is MISSING or value is None or value == "":
+            return self.src.defaults.get(name, MISSING)
+        return value
+
+    def where(self, name: str) -> str:
+        tokens = self.src.pointers.get(name)
+        return f"{name} (/{'/'.join(tokens)})" if tokens else name
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.append(f"{self.where(name)}: {message}")
+
+    def text(self, name: str, max_len: int | None = None) -> str | None:
+        value = self.raw(name)
+        if value is MISSING:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            self.fail(name, f"expected a string, got {type(value).__name__}")
+            return None
+        value = str(value).strip()
+        limit = max_len or self.max_len
+        if len(value) > limit:
+            self.fail(name, f"longer than {limit} characters")
+            return None
+        if not value.isprintable():
+            self.fail(name, "contains unprintable characters")
+            return None
+        return value or None
+
+    def number(self, name: str) -> float | None:
+        value = self.raw(name)
+        if value is MISSING:
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                self.fail(name, f"expected a number, got {value[:40]!r}")
+                return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self.fail(name, f"expected a number, got {type(value).__name__}")
+            return None
+        return float(value) * self.src.value_scale
+
+    def moment(self, name: str, now: datetime, limits: Limits) -> datetime:
+        value = self.raw(name)
+        if value is MISSING:
+            return now
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            else:
+                seconds = float(value)
+                moment = datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+        except (TypeError, ValueError, OverflowError, OSError):
+            self.fail(name, "expected an ISO 8601 date-time or Unix seconds/milliseconds")
+            return now
+        if not now - limits.max_age <= moment <= now + limits.tolerance:
+            self.fail(name, f"{iso(moment)} is outside the accepted range (webhooks.max_event_age_days)")
+            return now
+        return moment
+
+
+def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallback_key: str) -> Mapped:
+    """One sender event → the rows it records and its own key; ``Invalid`` with every error."""
+    if not isinstance(event, dict):
+        raise Invalid([f"event: expected a JSON object, got {type(event).__name__}"])
+    r = _Reader(src, event, limits.max_len)
+    raw_type = r.text("type")
+    kind = None
+    if raw_type is None:
+        if not r.errors:
+            r.fail("type", "missing")
+    elif raw_type in src.ignore:
+        kind = "ignored"
+    else:
+        kind = src.types.get(raw_type, raw_type if raw_type in KINDS else None)
+        if kind is None:
+            known = sorted({*src.types, *KINDS})
+            r.fail("type", f"{raw_type!r} is not mapped (known: {', '.join(known)}; see types)")
+    moment = r.moment("timestamp", now, limits)
+    visitor_id = r.text("visitor_id")
+    user_id = r.text("user_id", MAX_USER_ID)
+    if visitor_id is not None and visitor_id.startswith("v1.") and visitor_id.count(".") == 2:
+        visitor_id = verify_cookie(limits.keys.cookie_mac, visitor_id)
+        if visitor_id is None:
+            r.fail("visitor_id", "a visitor cookie value whose signature does not verify")
+    attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}
+    for name in ("creator_id", "sub_id", "click_id", "click_id_kind", "landing_path"):
+        attrs[name] = r.text(name)
+    value = r.number("value")
+    currency = r.text("currency")
+    if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
+        r.fail("currency", f"expected a 3-letter ISO 4217 code, got {currency[:20]!r}")
+    order_id = r.text("order_id")
+    conv_name = r.text("name")
+    key = next(
+        (
+            str(v)
+            for v in (
+                r.raw("event_id"),
+                *(resolve(event, p[1:].split("/")) for p in EVENT_KEY_FALLBACKS),
+            )
+            if isinstance(v, str | int) and not isinstance(v, bool) and str(v).strip()
+        ),
+        None,
+    )
+    if key is None:
+        raw_ts = r.raw("timestamp")
+        key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}" if raw_ts is not MISSING else fallback_key
+    if len(key) > MAX_KEY:
+        r.fail("event_id", f"the event key is longer than {MAX_KEY} characters")
+    if kind == "identify" and not src.lenient:
+        for name, given in (("visitor_id", visitor_id), ("user_id", user_id)):
+            if given is None and not any(e.startswith(name) for e in r.errors):
+                r.fail(name, "missing (identify binds a visitor to a user)")
+    needs_someone = kind in ("conversion", "touchpoint") and visitor_id is None and user_id is None
+    if needs_someone and not any(e.startswith(("visitor_id", "user_id")) for e in r.errors):
+        r.errors.append(f"{r.where('visitor_id')} / {r.where('user_id')}: one of them is needed")
+    has_attribution = any(attrs[name] for name in ATTRIBUTION)
+    attribution_failed = any(e.startswith(ATTRIBUTION) for e in r.errors)
+    if kind == "touchpoint" and not has_attribution and not src.lenient and not attribution_failed:
+        r.errors.append(f"touchpoint: needs at least one of {', '.join(ATTRIBUTION)}")
+    if r.errors:
+        raise Invalid(r.errors)
+    rows: list[Event] = []
+    if kind == "ignored" or (src.lenient and kind == "identify" and not (visitor_id and user_id)):
+        return Mapped(key, rows, kind or "")
+    if src.lenient and kind == "touchpoint" and not has_attribution:
+        return Mapped(key, rows, kind)
+    ts, ms = iso(moment), int(moment.timestamp() * 1000)
+    keys, node, origin = limits.keys, limits.node, src.origin
+    user_key = keys.user_key(user_id) if user_id is not None else None
+
+    def visitor_key() -> str:
+        """The visitor's key; a user-only event gets the user's synthetic visitor, bound to them."""
+        if visitor_id is not None:
+            return keys.visitor_key(visitor_id)
+        assert user_id is not None and user_key is not None
+        synthetic = keys.visitor_key("user:" + user_id)
+        rows.append(Binding(limits.ids(ms), ts, node, synthetic, user_key, src.name, origin))
+        return synthetic
+
+    if kind == "identify":
+        assert visitor_id is not None and user_key is not None
+        rows.append(
+            Binding(limits.ids(ms), ts, node, keys.visitor_key(visitor_id), user_key, src.name, origin)
+        )
+    if kind == "touchpoint" or (kind == "conversion" and has_attribution):
+        rows.append(
+            Touchpoint(
+                id=limits.ids(ms),
+                ts=ts,
+                node=node,
+                visitor_key=visitor_key(),
+                source=attrs["source"].casefold() if attrs["source"] else None,
+                medium=attrs["medium"].casefold() if attrs["medium"] else None,
+                campaign=attrs["campaign"],
+                term=attrs["term"],
+                content=attrs["content"],
+                creator_id=attrs["creator_id"],
+                sub_id=attrs["sub_id"],
+                click_id_kind=attrs["click_id_kind"] if attrs["click_id"] else None,
+                click_id=attrs["click_id"],
+                landing_path=attrs["landing_path"] or "/",
+            )
+        )
+    if kind == "conversion":
+        touch = next((row for row in rows if isinstance(row, Touchpoint)), None)
+        rows.append(
+            Conversion(
+                id=limits.ids(ms),
+                ts=ts,
+                node=node,
+                name=conv_name or raw_type or "conversion",
+                dedup_key="order:" + order_id if order_id else f"event:{src.name}:{key}",
+                visitor_key=touch.visitor_key
+                if touch
+                else (keys.visitor_key(visitor_id) if visitor_id else None),
+                user_key=user_key,
+                value=value,
+                currency=currency.upper() if currency else None,
+                order_id=order_id,
+                origin=origin,
+                rule=src.name,
+            )
+        )
+    return Mapped(key, rows, kind or "")

@@ -1,0 +1,215 @@
+"""Senders of signed server-side events: their config checks, formats and compiled mappings.
+
+Owns the field names a ``[[sources]]`` mapping may name, each format's default
+mapping (``standard``: our own layout; ``segment``: Segment's ``page`` /
+``identify`` calls), JSON pointers (RFC 6901), the compiled ``SourceMap`` and
+how a delivery splits into events. What one event means is ``gateway.mapping``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.config import Options, SourceOptions, WebhooksOptions
+
+FIELDS = (
+    "type",
+    "event_id",
+    "visitor_id",
+    "user_id",
+    "creator_id",
+    "sub_id",
+    "source",
+    "medium",
+    "campaign",
+    "term",
+    "content",
+    "click_id",
+    "click_id_kind",
+    "name",
+    "value",
+    "currency",
+    "order_id",
+    "timestamp",
+    "landing_path",
+)
+KINDS = ("conversion", "identify", "touchpoint")
+DEFAULTABLE = (
+    "type",
+    "source",
+    "medium",
+    "campaign",
+    "term",
+    "content",
+    "creator_id",
+    "sub_id",
+    "click_id_kind",
+    "name",
+    "currency",
+    "landing_path",
+)
+
+FORMAT_FIELDS: dict[str, dict[str, str]] = {
+    "standard": {name: "/" + name for name in FIELDS},
+    "segment": {
+        "type": "/type",
+        "event_id": "/messageId",
+        "visitor_id": "/anonymousId",
+        "user_id": "/userId",
+        "source": "/context/campaign/source",
+        "medium": "/context/campaign/medium",
+        "campaign": "/context/campaign/name",
+        "term": "/context/campaign/term",
+        "content": "/context/campaign/content",
+        "creator_id": "/context/campaign/creator_id",
+        "landing_path": "/properties/path",
+        "timestamp": "/timestamp",
+        "name": "/event",
+        "value": "/properties/revenue",
+        "currency": "/properties/currency",
+        "order_id": "/properties/order_id",
+    },
+}
+FORMAT_TYPES = {"standard": {}, "segment": {"page": "touchpoint", "identify": "identify"}}
+FORMAT_IGNORE = {"standard": (), "segment": ("track", "screen", "group", "alias")}
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+def parse_pointer(pointer: str) -> tuple[str, ...]:
+    """``"/a/b~1c"`` → ``("a", "b/c")`` (RFC 6901); ValueError unless it starts with ``/``."""
+    if not pointer.startswith("/"):
+        raise ValueError(f'a JSON pointer starts with "/", got {pointer!r}')
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/"))
+
+
+MISSING: Any = object()
+"""What ``resolve`` gives for a pointer that points at nothing."""
+
+
+def resolve(doc: Any, tokens: Sequence[str]) -> Any:
+    """The value at ``tokens`` in ``doc``, or ``MISSING``."""
+    for token in tokens:
+        if isinstance(doc, dict):
+            doc = doc.get(token, MISSING)
+        elif isinstance(doc, list) and token.isdigit() and int(token) < len(doc):
+            doc = doc[int(token)]
+        else:
+            return MISSING
+        if doc is MISSING:
+            return doc
+    return doc
+
+
+def put(doc: dict[str, Any], tokens: Sequence[str], value: Any) -> None:
+    """Set ``value`` at the parsed pointer ``tokens`` in ``doc``, creating objects on the way."""
+    *path, last = tokens
+    for token in path:
+        doc = doc.setdefault(token, {})
+    doc[last] = value
+
+
+@dataclass(frozen=True)
+class SourceMap:
+    """A ``[[sources]]`` entry compiled once: pointers parsed, format defaults merged in."""
+
+    name: str
+    format: str
+    pointers: Mapping[str, tuple[str, ...]]
+    types: Mapping[str, str]
+    ignore: frozenset[str]
+    defaults: Mapping[str, str]
+    value_scale: float
+    batch: tuple[str, ...] | None
+    lenient: bool
+    """segment: a page without campaign data or an identify without both IDs is acknowledged
+    and records nothing (such calls are routine there), rather than kept as a bad event."""
+
+    @property
+    def origin(self) -> str:
+        return "segment" if self.format == "segment" else "webhook"
+
+    def type_value(self, kind: str) -> str:
+        """A sender type value that maps to our ``kind`` (to build test payloads)."""
+        return next((raw for raw, ours in self.types.items() if ours == kind), kind)
+
+
+def compile_source(opts: SourceOptions) -> SourceMap:
+    fields = {**FORMAT_FIELDS[opts.format], **opts.fields}
+    ignore = FORMAT_IGNORE[opts.format] if opts.ignore_types is None else opts.ignore_types
+    return SourceMap(
+        name=opts.name,
+        format=opts.format,
+        pointers={name: parse_pointer(p) for name, p in fields.items() if p},
+        types={**FORMAT_TYPES[opts.format], **opts.types},
+        ignore=frozenset(ignore),
+        defaults=dict(opts.defaults),
+        value_scale=opts.value_scale,
+        batch=parse_pointer(opts.batch_pointer) if opts.batch_pointer else None,
+        lenient=opts.format == "segment",
+    )
+
+
+def validate_sources(options: Options) -> list[str]:
+    """Every problem of ``[webhooks]`` and ``[[sources]]``, each naming its key."""
+    p: list[str] = []
+    wh: WebhooksOptions = options.webhooks
+    for key, value, low, high in (
+        ("tolerance_seconds", wh.tolerance_seconds, 1, 86_400),
+        ("max_batch", wh.max_batch, 1, 10_000),
+        ("max_body", wh.max_body, 1024, 64 * 1024 * 1024),
+        ("bad_body_limit", wh.bad_body_limit, 256, 64 * 1024 * 1024),
+        ("max_event_age_days", wh.max_event_age_days, 1, 3650),
+    ):
+        if not low <= value <= high:
+            p.append(f"webhooks.{key}: must be {low}..{high}, got {value}")
+    seen: set[str] = set()
+    for i, src in enumerate(options.sources):
+        at = f"sources[{i}]"
+        if not _NAME.fullmatch(src.name):
+            p.append(f"{at}.name: must be 1-64 of a-z 0-9 _ . - (not starting with _ . -), got {src.name!r}")
+        elif src.name in seen:
+            p.append(f"{at}.name: {src.name!r} is used by another source")
+        seen.add(src.name)
+        if not src.secrets:
+            p.append(f'{at}.secrets: needs at least one secret, like ["env:{src.name.upper()}_SECRET"]')
+        if src.format == "segment" and src.legacy_hex:
+            p.append(f"{at}.legacy_hex: applies to the standard format only (segment uses HTTP Basic)")
+        for name, pointer in src.fields.items():
+            if name not in FIELDS:
+                p.append(f"{at}.fields.{name}: unknown field (allowed: {', '.join(FIELDS)})")
+            elif pointer and not pointer.startswith("/"):
+                p.append(
+                    f'{at}.fields.{name}: a JSON pointer starts with "/" (or "" to unmap), got {pointer!r}'
+                )
+        if src.batch_pointer and not src.batch_pointer.startswith("/"):
+            p.append(
+                f'{at}.batch_pointer: must start with "/" (or be "" for none), got {src.batch_pointer!r}'
+            )
+        for raw, ours in src.types.items():
+            if ours not in KINDS:
+                p.append(f"{at}.types.{raw}: must be one of {', '.join(KINDS)}, got {ours!r}")
+        for name in src.defaults:
+            if name not in DEFAULTABLE:
+                p.append(
+                    f"{at}.defaults.{name}: not a field with a default (allowed: {', '.join(DEFAULTABLE)})"
+                )
+        if not (src.value_scale > 0 and math.isfinite(src.value_scale)):
+            p.append(f"{at}.value_scale: must be a positive number, got {src.value_scale}")
+    return p
+
+
+def split_batch(src: SourceMap, doc: Any) -> list[Any]:
+    """A delivery's events: the body itself when it is an array, the array at the source's
+    ``batch_pointer`` when there is one, else the body as one event."""
+    if isinstance(doc, list):
+        return doc
+    if src.batch is not None:
+        inner = resolve(doc, src.batch)
+        if isinstance(inner, list):
+            return inner
+    return [doc]

@@ -1,0 +1,483 @@
+"""Signed server-side events through a real gateway on loopback: /_gw/events and /_gw/segment,
+authentication, deduplication by the store, bad events kept, the metrics invariant."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from gateway.badbody import body_key, unseal
+from gateway.events import Conversion
+from gateway.ids import uuid7
+from gateway.keys import Keys
+from gateway.signing import legacy_signature, standard_signature
+from tests.conftest import ENV, SECRET, RunningGateway
+from tests.gateway.test_openapi import response_schema
+
+BILLING = "b" * 32
+BILLING_OLD = "o" * 32
+LEGACY = "l" * 32
+SEGMENT = "w" * 32
+TIKTOK_RAW = b"t" * 32
+SOURCES_ENV = {
+    "BILLING_SECRET": BILLING,
+    "BILLING_SECRET_OLD": BILLING_OLD,
+    "LEGACY_SECRET": LEGACY,
+    "SEGMENT_WRITE_KEY": SEGMENT,
+    "TIKTOK_SECRET": "whsec_" + base64.b64encode(TIKTOK_RAW).decode(),
+}
+SOURCES = """
+[webhooks]
+max_batch = 5
+max_body = 4096
+
+[[sources]]
+name = "billing"
+secrets = ["env:BILLING_SECRET", "env:BILLING_SECRET_OLD"]
+
+[[sources]]
+name = "legacy"
+secrets = ["env:LEGACY_SECRET"]
+legacy_hex = true
+
+[[sources]]
+name = "tiktok"
+secrets = ["env:TIKTOK_SECRET"]
+fields = {type = "/event", event_id = "/event_id", user_id = "/user/external_id", creator_id = "/creator/id"}
+types = {"creator.click" = "touchpoint"}
+defaults = {source = "tiktok", medium = "creator"}
+
+[[sources]]
+name = "segment"
+format = "segment"
+secrets = ["env:SEGMENT_WRITE_KEY"]
+"""
+KEYS = Keys.from_master(SECRET.encode())
+ROOT = Path(__file__).resolve().parents[2]
+_ids = iter(range(1_000_000))
+
+
+def signed(
+    body: bytes, secret: bytes | str = BILLING, *, ts: int | None = None, msg_id: str | None = None
+) -> dict[str, str]:
+    key = secret.encode() if isinstance(secret, str) else secret
+    stamp = str(int(time.time()) if ts is None else ts)
+    msg_id = msg_id or f"msg_{next(_ids)}"
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": standard_signature(key, msg_id, stamp, body),
+        "content-type": "application/json",
+    }
+
+
+def encode(payload: Any) -> bytes:
+    return msgspec.json.encode(payload)
+
+
+@pytest.fixture
+async def gw(start_gateway, upstream_server) -> RunningGateway:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="site")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    return await start_gateway(await upstream_server(app), SOURCES, SOURCES_ENV)
+
+
+async def post(gw: RunningGateway, body: bytes, headers: dict[str, str], path: str = "/_gw/events"):
+    async with gw.session.post(gw.url + path, data=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def rows(gw: RunningGateway, sql: str) -> list[tuple[Any, ...]]:
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db, db.execute(sql) as cur:
+        return list(await cur.fetchall())
+
+
+def conversion(**extra: Any) -> dict[str, Any]:
+    return {"type": "conversion", "event_id": f"e{next(_ids)}", "user_id": "u1", "value": 50, **extra}
+
+
+async def test_good_conversion_is_stored_then_acknowledged(gw: RunningGateway) -> None:
+    body = encode(conversion(order_id="o-1", currency="usd", name="purchase"))
+    status, answer = await post(gw, body, signed(body))
+    assert status == 202 and answer["ok"] is True and answer["result"] == "accepted"
+    assert await rows(
+        gw, "SELECT name, dedup_key, value, currency, origin, rule, user_key FROM conversions"
+    ) == [("purchase", "order:o-1", 50.0, "USD", "webhook", "billing", KEYS.user_key("u1"))]
+
+
+async def test_bad_and_stale_signatures_are_401_and_store_nothing(gw: RunningGateway) -> None:
+    body = encode(conversion())
+    for headers, what in (
+        (signed(body, "x" * 32), "signature"),
+        (signed(body + b" "), "signature"),
+        ({"content-type": "application/json"}, "signature"),
+        (signed(body, ts=int(time.time()) - 301), "timestamp"),
+        (signed(body, ts=int(time.time()) + 301), "timestamp"),
+    ):
+        status, answer = await post(gw, body, headers)
+        assert status == 401 and answer["error"].startswith(what + ":"), answer
+    assert await rows(gw, "SELECT count(*) FROM receipts") == [(0,)]
+
+
+async def test_replayed_delivery_and_repeated_event_are_duplicates(gw: RunningGateway) -> None:
+    body = encode(conversion())
+    headers = signed(body)
+    assert (await post(gw, body, headers))[0] == 202
+    status, answer = await post(gw, body, headers)  # the very same delivery again
+    assert (status, answer) == (200, {"ok": True, "result": "duplicate"})
+    status, answer = await post(gw, body, signed(body))  # a new delivery of the same event
+    assert status == 200 and answer["result"] == "duplicate"
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
+
+
+async def test_conversion_for_an_order_the_store_has_counts_once(gw: RunningGateway) -> None:
+    first, again = encode(conversion(order_id="o-7")), encode(conversion(order_id="o-7", value=99))
+    assert (await post(gw, first, signed(first)))[0] == 202
+    status, answer = await post(gw, again, signed(again))
+    assert status == 200 and answer["result"] == "duplicate"
+    assert await rows(gw, "SELECT value FROM conversions") == [(50.0,)]
+
+
+async def test_conversion_for_an_order_a_traffic_rule_recorded_counts_once(gw: RunningGateway) -> None:
+    rule_made = Conversion(
+        id=uuid7(),
+        ts="2026-11-25T10:00:00.000000Z",
+        node="t",
+        name="checkout",
+        dedup_key="order:o-55",
+        visitor_key=KEYS.visitor_key("v"),
+        order_id="o-55",
+        rule="checkout",
+    )
+    await gw.gateway.store.write([rule_made])
+    body = encode(conversion(order_id="o-55"))
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["result"]) == (200, "duplicate")
+    assert await rows(gw, "SELECT origin, rule FROM conversions") == [("rule", "checkout")]
+
+
+async def test_check_prints_the_sources_as_toml(gw: RunningGateway, tmp_path: Path) -> None:
+    config = str(await write_config(gw, tmp_path / "gateway.toml"))
+    code, out, err = await gateway_cli("check", "-c", config, env={**ENV, **SOURCES_ENV})
+    assert code == 0, err
+    printed = tomllib.loads(out)
+    assert [s["name"] for s in printed["sources"]] == ["billing", "legacy", "tiktok", "segment"]
+    assert printed["sources"][2]["types"] == {"creator.click": "touchpoint"}
+    assert printed["sources"][0]["secrets"] == ["env:BILLING_SECRET", "env:BILLING_SECRET_OLD"]
+    assert BILLING not in out
+
+
+async def test_malformed_json_and_wrong_types_are_400_and_kept_as_bad_events(gw: RunningGateway) -> None:
+    body = b'{"type": "conversion", '
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["error"].startswith("body: not valid JSON")
+    body = encode(conversion(value="fifty", user_id=["u1"]))
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["ok"] is False
+    assert [e.split(":")[0] for e in answer["errors"]] == ["user_id (/user_id)", "value (/value)"]
+    bad = await rows(gw, "SELECT sender, reason, body FROM bad_events ORDER BY id")
+    key = body_key(SECRET.encode())
+    assert bad[0][0] == "billing" and unseal(key, bad[0][2]) == '{"type": "conversion", '
+    assert bad[1][1].startswith("user_id (/user_id): expected a string") and '"fifty"' in unseal(
+        key, bad[1][2]
+    )
+    assert '"fifty"' not in bad[1][2]  # sealed at rest
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
+async def test_batches_per_event_results_and_limits(gw: RunningGateway) -> None:
+    events = [conversion(), conversion(value="x"), {"type": "identify", "visitor_id": "v1", "user_id": "u1"}]
+    body = encode(events)
+    status, answer = await post(gw, body, signed(body))
+    assert status == 202 and (answer["accepted"], answer["duplicate"], answer["bad"]) == (2, 0, 1)
+    assert [r["result"] for r in answer["results"]] == ["accepted", "bad", "accepted"]
+    body = encode({"batch": [conversion() for _ in range(6)]})  # webhooks.max_batch = 5
+    status, answer = await post(gw, body, signed(body))
+    assert status == 413 and "webhooks.max_batch" in answer["error"]
+    body = encode([conversion(pad="x" * 5000)])  # webhooks.max_body = 4096
+    status, answer = await post(gw, body, signed(body))
+    assert status == 413 and "webhooks.max_body" in answer["error"]
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
+
+
+async def test_rotation_accepts_every_active_secret(gw: RunningGateway) -> None:
+    for secret in (BILLING, BILLING_OLD):
+        body = encode(conversion())
+        assert (await post(gw, body, signed(body, secret)))[0] == 202
+    body = encode(conversion())
+    headers = signed(body, BILLING_OLD)
+    headers["webhook-signature"] = "v1,bm90IGl0 " + headers["webhook-signature"]
+    assert (await post(gw, body, headers))[0] == 202
+
+
+async def test_legacy_hex_only_for_senders_that_enable_it(gw: RunningGateway) -> None:
+    body = encode(conversion())
+    status, _ = await post(gw, body, {"x-webhook-signature": legacy_signature(LEGACY.encode(), body)})
+    assert status == 202
+    status, _ = await post(gw, body, {"x-webhook-signature": legacy_signature(LEGACY.encode(), body)})
+    assert status == 200  # the same body again is a replay
+    other = encode(conversion())
+    status, answer = await post(gw, other, {"x-webhook-signature": legacy_signature(BILLING.encode(), other)})
+    assert status == 401 and answer["error"].startswith("signature")
+    assert await rows(gw, "SELECT rule FROM conversions") == [("legacy",)]
+
+
+async def test_mapped_sender_creator_click_for_a_user(gw: RunningGateway) -> None:
+    body = encode(
+        {"event": "creator.click", "event_id": "c1", "user": {"external_id": 77}, "creator": {"id": "cr_9"}}
+    )
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert status == 202, answer
+    synthetic = KEYS.visitor_key("user:77")
+    assert await rows(gw, "SELECT visitor_key, source, medium, creator_id FROM touchpoints") == [
+        (synthetic, "tiktok", "creator", "cr_9")
+    ]
+    assert await rows(gw, "SELECT visitor_key, user_key, rule, origin FROM identities") == [
+        (synthetic, KEYS.user_key("77"), "tiktok", "webhook")
+    ]
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+async def test_segment_page_becomes_a_touchpoint_and_identify_a_binding(gw: RunningGateway) -> None:
+    batch = {
+        "batch": [
+            {
+                "type": "page",
+                "messageId": "m1",
+                "anonymousId": "anon-1",
+                "properties": {"path": "/pricing"},
+                "context": {"campaign": {"name": "spring", "source": "Newsletter", "medium": "email"}},
+            },
+            {"type": "page", "messageId": "m2", "anonymousId": "anon-1", "context": {}},
+            {"type": "identify", "messageId": "m3", "anonymousId": "anon-1", "userId": "user-5"},
+        ]
+    }
+    body = encode(batch)
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment")
+    assert status == 202 and answer["accepted"] == 3, answer
+    anon = KEYS.visitor_key("anon-1")
+    assert await rows(gw, "SELECT visitor_key, source, campaign, landing_path FROM touchpoints") == [
+        (anon, "newsletter", "spring", "/pricing")
+    ]
+    assert await rows(gw, "SELECT visitor_key, user_key, origin FROM identities") == [
+        (anon, KEYS.user_key("user-5"), "segment")
+    ]
+    # The plain page view left no row at all, not even a receipt.
+    assert await rows(gw, "SELECT key FROM receipts WHERE kind = 'event' ORDER BY key") == [("m1",), ("m3",)]
+    single = encode({"messageId": "m4", "anonymousId": "a2", "userId": "u2"})
+    assert (await post(gw, single, basic(SEGMENT), "/_gw/segment/v1/identify"))[0] == 202
+    status, answer = await post(gw, body, basic("nope" * 8), "/_gw/segment")
+    assert status == 401
+    status, answer = await post(gw, body, signed(body), "/_gw/segment")  # a webhook signature is not Basic
+    assert status == 401
+
+
+async def test_method_and_unknown_reserved_paths(gw: RunningGateway) -> None:
+    async with gw.session.get(gw.url + "/_gw/events") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "POST"
+        assert (await resp.json())["status"] == 405
+    async with gw.session.post(gw.url + "/_gw/nothing", data=b"{}") as resp:
+        assert resp.status == 404 and (await resp.json())["ok"] is False
+
+
+async def test_historical_timestamp_is_kept_and_out_of_range_is_bad(gw: RunningGateway) -> None:
+    past = int(time.time()) - 3 * 86400
+    body = encode(conversion(timestamp=past))
+    assert (await post(gw, body, signed(body)))[0] == 202
+    (ts,) = (await rows(gw, "SELECT ts FROM conversions"))[0]
+    assert ts.startswith(time.strftime("%Y-%m-%dT%H:%M", time.gmtime(past)))
+    body = encode(conversion(timestamp=past - 500 * 86400))
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and "webhooks.max_event_age_days" in answer["error"]
+
+
+async def test_no_raw_user_id_at_rest(gw: RunningGateway) -> None:
+    raw = "person-4711@example.com"
+    events = [
+        conversion(user_id=raw),
+        {"type": "identify", "visitor_id": "v-x", "user_id": raw},
+        {"type": "touchpoint", "user_id": raw, "source": "crm", "event_id": "t1"},
+        conversion(user_id=raw, value="not a number"),  # kept as a bad event, body sealed
+    ]
+    body = encode(events)
+    status, answer = await post(gw, body, signed(body))
+    assert status == 202 and (answer["accepted"], answer["bad"]) == (3, 1)
+    await gw.gateway.store.close()  # everything on disk, WAL checkpointed
+    db = gw.gateway.settings.store_path
+
+    def everything() -> bytes:
+        return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+    stored = await asyncio.to_thread(everything)
+    assert raw.encode() not in stored
+    assert KEYS.user_key(raw).encode() in stored
+
+
+def parse_metrics(text: str) -> dict[tuple[str, ...], float]:
+    found: dict[tuple[str, ...], float] = {}
+    for line in text.splitlines():
+        if line.startswith("gateway_inbound_") and "_total{" in line:
+            name, _, rest = line.partition("{")
+            labels, _, value = rest.rpartition("} ")
+            found[(name, *sorted(labels.split(",")))] = float(value)
+    return found
+
+
+async def test_metrics_hold_received_equals_the_sum_of_outcomes(gw: RunningGateway) -> None:
+    good, bad = encode(conversion()), encode(conversion(value="x"))
+    await post(gw, good, signed(good))
+    await post(gw, good, signed(good))  # duplicate
+    await post(gw, bad, signed(bad))  # bad
+    await post(gw, good, signed(good, "z" * 32))  # rejected: unknown sender
+    batch = encode([conversion(), conversion(currency="12"), conversion()])
+    await post(gw, batch, signed(batch, TIKTOK_RAW))  # another sender: its mapping finds no type
+    await post(gw, batch, basic(SEGMENT), "/_gw/segment")  # segment: conversions are not mapped
+    async with gw.session.get(
+        gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    ) as resp:
+        metrics = parse_metrics(await resp.text())
+    senders = {key[1] for key in metrics if key[0] == "gateway_inbound_received_total"}
+    assert senders == {'sender="billing"', 'sender="unknown"', 'sender="tiktok"', 'sender="segment"'}
+    for sender in senders:
+        received = metrics[("gateway_inbound_received_total", sender)]
+        outcomes = sum(
+            metrics.get(("gateway_inbound_events_total", f'outcome="{o}"', sender), 0.0)
+            for o in ("accepted", "duplicate", "bad", "rejected")
+        )
+        assert received == outcomes, sender
+    billing = 'sender="billing"'
+    assert [
+        metrics[("gateway_inbound_events_total", f'outcome="{o}"', billing)]
+        for o in ("accepted", "duplicate", "bad")
+    ] == [1, 1, 1]
+    assert metrics[("gateway_inbound_events_total", 'outcome="bad"', 'sender="tiktok"')] == 3
+    # One sender's bad payloads cost the others nothing: billing's conversion is stored.
+    assert await rows(gw, "SELECT rule FROM conversions") == [("billing",)]
+
+
+async def gateway_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def write_config(gw: RunningGateway, path: Path, extra: str = "") -> Path:
+    text = SOURCES.replace('types = {"creator.click"', extra + 'types = {"creator.click"')
+    text += f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\nnode = "cli"\n'
+    await asyncio.to_thread(path.write_text, text)
+    return path
+
+
+async def test_replay_bad_after_a_config_fix(gw: RunningGateway, tmp_path: Path, start_gateway) -> None:
+    signup = {
+        "event": "creator.signup",
+        "event_id": "s1",
+        "user": {"external_id": "u9"},
+        "creator": {"id": "cr_2"},
+    }
+    body = encode(signup)
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert status == 400 and "'creator.signup' is not mapped" in answer["error"]
+    env = {**ENV, **SOURCES_ENV}
+    # The same config still refuses it.
+    code, out, err = await gateway_cli(
+        "replay-bad", "-c", str(await write_config(gw, tmp_path / "a.toml")), env=env
+    )
+    assert code == 0, err
+    assert "replayed 0, still bad 1, skipped 0" in out
+    fixed = await write_config(gw, tmp_path / "b.toml", 'types = {"creator.signup" = "conversion"}\n#')
+    code, out, err = await gateway_cli(
+        "replay-bad", "-c", str(fixed), "--sender", "tiktok", "--dry-run", env=env
+    )
+    assert code == 0 and "would replay 1, still bad 0" in out, (out, err)
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+    code, out, err = await gateway_cli("replay-bad", "-c", str(fixed), env=env)
+    assert code == 0 and "replayed 1, still bad 0" in out, (out, err)
+    assert await rows(gw, "SELECT name, rule, user_key FROM conversions") == [
+        ("creator.signup", "tiktok", KEYS.user_key("u9"))
+    ]
+    assert await rows(gw, "SELECT creator_id FROM touchpoints") == [("cr_2",)]
+    assert (await rows(gw, "SELECT replayed IS NOT NULL FROM bad_events")) == [(1,)]
+    code, out, _ = await gateway_cli("replay-bad", "-c", str(fixed), env=env)
+    assert "replayed 0, still bad 0" in out  # nothing left to replay
+    # Restarted with the fixed config, the gateway takes a re-sent copy for what it is: a duplicate.
+    fixed_gw = await start_gateway(
+        gw.url, SOURCES.replace("types = {", 'types = {"creator.signup" = "conversion", '), SOURCES_ENV
+    )
+    assert (await post(fixed_gw, body, signed(body, TIKTOK_RAW)))[1]["result"] == "duplicate"
+    code, _, err = await gateway_cli("replay-bad", "-c", str(fixed), "--sender", "nobody", env=env)
+    assert code == 2 and "no [[sources]] named 'nobody'" in err
+
+
+async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp_path: Path) -> None:
+    config = str(await write_config(gw, tmp_path / "gateway.toml"))
+    url = gw.url + "/_gw/events"
+    code, out, err = await gateway_cli(
+        "send-test-event",
+        "--creator",
+        "cr_test1",
+        "--value",
+        "50",
+        "--url",
+        url,
+        "-c",
+        config,
+        env=SOURCES_ENV,
+    )
+    assert code == 0, (out, err)
+    assert "HTTP 202" in out and '"result":"accepted"' in out
+    assert await rows(gw, "SELECT value, currency, rule FROM conversions") == [(50.0, "USD", "billing")]
+    assert await rows(gw, "SELECT creator_id FROM touchpoints") == [("cr_test1",)]
+    # Another sender's layout: the payload follows its pointers (creator at /creator/id).
+    code, out, err = await gateway_cli(
+        "send-test-event", "--sender", "tiktok", "--url", url, "-c", config, env=SOURCES_ENV
+    )
+    assert code == 0 and '"creator":{"id":"cr_test1"}' in out, (out, err)
+    assert await rows(gw, "SELECT source, creator_id FROM touchpoints ORDER BY source IS NOT NULL") == [
+        (None, "cr_test1"),
+        ("tiktok", "cr_test1"),
+    ]
+    code, _, err = await gateway_cli("send-test-event", "--url", url, "-c", config, env={})
+    assert code == 2 and "sources[0].secrets[0]: environment variable BILLING_SECRET is not set" in err
+
+
+async def test_admin_lists_bad_events_as_the_openapi_document_says(gw: RunningGateway) -> None:
+    for payload in (conversion(value="x"), conversion(currency="1")):
+        body = encode(payload)
+        await post(gw, body, signed(body))
+    page = await gw.api("/api/bad-events", limit="1", sender="billing", pending="true")
+    Draft202012Validator(response_schema("/api/bad-events", 200)).validate(page)
+    assert page["items"][0]["reason"].startswith("value (/value): expected a number")
+    rest = await gw.api("/api/bad-events", cursor=page["next_cursor"])
+    assert [i["reason"][:8] for i in rest["items"]] == ["currency"] and rest["next_cursor"] is None
+    assert (await gw.api("/api/bad-events", sender="segment"))["items"] == []
+    wrong = await gw.api("/api/bad-events", pending="maybe")
+    Draft202012Validator(response_schema("/api/bad-events", 400)).validate(wrong)
+    assert wrong["error"].startswith("pending:")

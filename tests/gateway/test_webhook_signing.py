@@ -1,0 +1,335 @@
+"""Signatures (Standard Webhooks, legacy hex, HTTP Basic), JSON pointers, and sender payloads
+mapped to our events — the pure parts of signed server-side events, no server."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from addons.identity import cookie_value
+from gateway.config import ConfigError, SourceOptions, load_settings, sender_secret_bytes
+from gateway.events import Binding, Conversion, Touchpoint
+from gateway.ids import Uuid7
+from gateway.keys import Keys
+from gateway.mapping import Invalid, Limits, map_event
+from gateway.signing import (
+    AuthFailed,
+    legacy_signature,
+    standard_signature,
+    verify_basic,
+    verify_legacy,
+    verify_standard,
+)
+from gateway.sources import compile_source, parse_pointer, resolve, split_batch
+from tests.conftest import ENV
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+KEYS = Keys.from_master(b"m" * 40)
+LIMITS = Limits(KEYS, "test", Uuid7(), timedelta(days=400), timedelta(seconds=300), 200)
+
+
+def test_standard_webhooks_reference_vector() -> None:
+    """The example from the Standard Webhooks specification, secret given as whsec_."""
+    secret = sender_secret_bytes("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    sig = standard_signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", b'{"test": 2432232314}')
+    assert sig == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def _headers(secret: bytes, body: bytes, ts: int, msg_id: str = "msg_1", extra: str = "") -> dict[str, str]:
+    sig = standard_signature(secret, msg_id, str(ts), body)
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": f"{extra} {sig}".strip()}
+
+
+SENDERS = {"a": [b"a" * 32], "b": [b"new" * 10, b"old" * 10]}
+
+
+def test_verify_finds_the_sender_by_any_of_its_secrets() -> None:
+    body = b'{"x": 1}'
+    assert verify_standard(SENDERS, _headers(b"a" * 32, body, 1000), body, 1000, 300).sender == "a"
+    assert verify_standard(SENDERS, _headers(b"old" * 10, body, 1000), body, 1000, 300).sender == "b"
+    # Several signatures in the header (the sender rotating): one valid one passes.
+    headers = _headers(b"new" * 10, body, 1000, extra="v1,Zm9yZ2Vk v2,whatever")
+    auth = verify_standard(SENDERS, headers, body, 1000, 300)
+    assert (auth.sender, auth.delivery) == ("b", "msg_1")
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        ({"body": b'{"x": 2}'}, "signature"),
+        ({"secret": b"z" * 32}, "signature"),
+        ({"now": 1000 + 301}, "timestamp"),
+        ({"now": 1000 - 301}, "timestamp"),
+        ({"drop": "webhook-id"}, "signature"),
+        ({"timestamp": "12ab"}, "timestamp"),
+    ],
+)
+def test_verify_refuses(change: dict[str, Any], what: str) -> None:
+    body = b'{"x": 1}'
+    headers = _headers(change.get("secret", b"a" * 32), body, 1000)
+    headers.pop(change.get("drop", ""), None)
+    if "timestamp" in change:
+        headers["webhook-timestamp"] = change["timestamp"]
+    with pytest.raises(AuthFailed) as info:
+        verify_standard(SENDERS, headers, change.get("body", body), change.get("now", 1000), 300)
+    assert info.value.what == what
+
+
+def test_legacy_hex_and_basic() -> None:
+    body = b"{}"
+    sig = legacy_signature(b"a" * 32, body)
+    assert verify_legacy(SENDERS, sig, body).sender == "a"
+    assert verify_legacy(SENDERS, "sha256=" + sig.upper(), body).sender == "a"
+    with pytest.raises(AuthFailed):
+        verify_legacy(SENDERS, sig, b"{ }")
+    basic = "Basic " + base64.b64encode(b"a" * 32 + b":").decode()
+    assert verify_basic(SENDERS, basic, body).sender == "a"
+    for header in ("", "Basic !!!", "Bearer " + "a" * 32, "Basic " + base64.b64encode(b"nope:").decode()):
+        with pytest.raises(AuthFailed):
+            verify_basic(SENDERS, header, body)
+
+
+@pytest.mark.parametrize(
+    ("pointer", "expected"),
+    [("/a", 1), ("/b/0/c", "x"), ("/d~1e", 2), ("/f~0g", 3), ("/b/1", None), ("/zz", None), ("/a/b", None)],
+)
+def test_json_pointer(pointer: str, expected: Any) -> None:
+    doc = {"a": 1, "b": [{"c": "x"}], "d/e": 2, "f~g": 3}
+    found = resolve(doc, parse_pointer(pointer))
+    assert (None if found is resolve({}, ("x",)) else found) == expected
+
+
+def source(**opts: Any) -> Any:
+    return compile_source(msgspec.convert({"name": "s", "secrets": ["env:X"], **opts}, SourceOptions))
+
+
+def test_conversion_maps_with_order_dedup_and_historical_time() -> None:
+    event = {"type": "conversion", "event_id": "e1", "user_id": "u1", "value": "49.5", "currency": "eur"}
+    event |= {"order_id": "o-9", "timestamp": "2026-11-20T10:00:00Z"}
+    mapped = map_event(source(), event, NOW, LIMITS, "fallback")
+    (conversion,) = mapped.rows
+    assert isinstance(conversion, Conversion)
+    assert mapped.key == "e1"
+    assert conversion.dedup_key == "order:o-9" and conversion.value == 49.5 and conversion.currency == "EUR"
+    assert conversion.user_key == KEYS.user_key("u1") and conversion.visitor_key is None
+    assert conversion.ts == "2026-11-20T10:00:00.000000Z" and conversion.origin == "webhook"
+
+
+def test_stripe_style_mapping_is_configuration() -> None:
+    src = source(
+        fields={
+            "type": "/type",
+            "event_id": "/id",
+            "user_id": "/data/object/client_reference_id",
+            "value": "/data/object/amount_total",
+            "currency": "/data/object/currency",
+            "order_id": "/data/object/id",
+            "timestamp": "/created",
+        },
+        types={"checkout.session.completed": "conversion"},
+        ignore_types=["charge.refunded"],
+        value_scale=0.01,
+    )
+    event = {
+        "id": "evt_1",
+        "type": "checkout.session.completed",
+        "created": int(NOW.timestamp()) - 60,
+        "data": {
+            "object": {"id": "cs_1", "client_reference_id": 42, "amount_total": 4999, "currency": "usd"}
+        },
+    }
+    (conversion,) = map_event(src, event, NOW, LIMITS, "f").rows
+    assert isinstance(conversion, Conversion)
+    assert (conversion.value, conversion.order_id, conversion.name) == (
+        49.99,
+        "cs_1",
+        "checkout.session.completed",
+    )
+    assert map_event(src, {**event, "type": "charge.refunded"}, NOW, LIMITS, "f").rows == []
+
+
+def test_creator_touchpoint_for_a_user_only_gets_a_synthetic_visitor_bound_to_them() -> None:
+    src = source(defaults={"source": "TikTok", "medium": "creator"})
+    event = {"type": "touchpoint", "user_id": "u7", "creator_id": "cr_1", "timestamp": 1764064800}
+    mapped = map_event(src, event, NOW, LIMITS, "f")
+    binding, touch = mapped.rows
+    assert isinstance(binding, Binding) and isinstance(touch, Touchpoint)
+    assert touch.visitor_key == binding.visitor_key == KEYS.visitor_key("user:u7")
+    assert binding.user_key == KEYS.user_key("u7")
+    assert (touch.source, touch.medium, touch.creator_id) == ("tiktok", "creator", "cr_1")
+    assert mapped.key == "touchpoint:cr_1:1764064800"  # no event key: the composite
+
+
+def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
+    cookie = cookie_value(KEYS.cookie_mac, "A" * 22)
+    (binding,) = map_event(
+        source(), {"type": "identify", "visitor_id": cookie, "user_id": "u"}, NOW, LIMITS, "f"
+    ).rows
+    assert isinstance(binding, Binding) and binding.visitor_key == KEYS.visitor_key("A" * 22)
+    with pytest.raises(Invalid, match=r"visitor_id.*does not verify"):
+        map_event(
+            source(), {"type": "identify", "visitor_id": cookie[:-2] + "xx", "user_id": "u"}, NOW, LIMITS, "f"
+        )
+
+
+@pytest.mark.parametrize(
+    ("event", "errors"),
+    [
+        ({}, ["type (/type): missing"]),
+        ({"type": "refund"}, ["type (/type): 'refund' is not mapped"]),
+        (
+            {"type": "conversion", "user_id": {"id": 1}, "value": "abc"},
+            ["user_id", "value (/value): expected a number"],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "currency": "dollars"},
+            ["currency (/currency): expected a 3-letter"],
+        ),
+        ({"type": "conversion"}, ["visitor_id (/visitor_id) / user_id (/user_id): one of them is needed"]),
+        ({"type": "identify", "user_id": "u"}, ["visitor_id (/visitor_id): missing"]),
+        ({"type": "touchpoint", "visitor_id": "v"}, ["touchpoint: needs at least one of"]),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": "2001-01-01T00:00:00Z"},
+            ["timestamp (/timestamp): 2001"],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": "2027-01-01T00:00:00Z"},
+            ["timestamp (/timestamp): 2027"],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": "yesterday"},
+            ["timestamp (/timestamp): expected"],
+        ),
+        (
+            {"type": "touchpoint", "visitor_id": "v", "campaign": "x" * 201},
+            ["campaign (/campaign): longer than 200"],
+        ),
+        (
+            {"type": "touchpoint", "visitor_id": "v", "source": "a\x00b"},
+            ["source (/source): contains unprintable"],
+        ),
+        ({"type": True}, ["type (/type): expected a string, got bool"]),
+        (
+            {"type": "conversion", "visitor_id": "v", "event_id": "k" * 257},
+            ["event_id (/event_id): the event key"],
+        ),
+    ],
+)
+def test_invalid_events_name_every_field(event: dict[str, Any], errors: list[str]) -> None:
+    with pytest.raises(Invalid) as info:
+        map_event(source(), event, NOW, LIMITS, "f")
+    assert len(info.value.errors) == len(errors), info.value.errors
+    for found, expected in zip(info.value.errors, errors, strict=True):
+        assert found.startswith(expected), found
+
+
+def test_segment_page_and_identify_defaults() -> None:
+    seg = source(format="segment")
+    page = {
+        "type": "page",
+        "messageId": "m1",
+        "anonymousId": "anon-1",
+        "properties": {"path": "/pricing"},
+        "context": {"campaign": {"name": "launch", "source": "Newsletter", "medium": "email"}},
+    }
+    mapped = map_event(seg, page, NOW, LIMITS, "f")
+    (touch,) = mapped.rows
+    assert isinstance(touch, Touchpoint) and mapped.key == "m1"
+    assert (touch.source, touch.campaign, touch.landing_path) == ("newsletter", "launch", "/pricing")
+    assert touch.visitor_key == KEYS.visitor_key("anon-1")
+    assert map_event(seg, {**page, "context": {}}, NOW, LIMITS, "f").rows == []  # a plain page view
+    assert map_event(seg, {"type": "track", "event": "Clicked"}, NOW, LIMITS, "f").rows == []
+    (binding,) = map_event(
+        seg, {"type": "identify", "anonymousId": "anon-1", "userId": "u1"}, NOW, LIMITS, "f"
+    ).rows
+    assert isinstance(binding, Binding) and binding.origin == "segment"
+    assert split_batch(seg, {"batch": [page, page]}) == [page, page]
+    assert split_batch(seg, [page]) == [page] and split_batch(seg, page) == [page]
+
+
+ENV_SOURCES = {**ENV, "S1": "x" * 32, "S2": "whsec_" + base64.b64encode(b"k" * 32).decode()}
+
+
+def test_sender_secrets_resolve_from_the_environment() -> None:
+    toml = "[[sources]]\nname = 'a'\nsecrets = ['env:S1', 'env:S2']\n"
+    settings = load_settings(None, text=toml, environ=ENV_SOURCES)
+    assert settings.source_secrets == {"a": (b"x" * 32, b"k" * 32)}
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:NOPE']\n",
+            "sources[0].secrets[0]: environment variable NOPE",
+        ),
+        ("[[sources]]\nname = 'a'\nsecrets = ['inline']\n", "sources[0].secrets[0]: secrets are never"),
+        ("[[sources]]\nname = 'a'\nsecrets = []\n", "sources[0].secrets: needs at least one"),
+        ("[[sources]]\nsecrets = ['env:S1']\n", "sources[0]: object missing required field name"),
+        ("[[sources]]\nname = 'A B'\nsecrets = ['env:S1']\n", "sources[0].name: must be"),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n",
+            "sources[1].name: 'a' is used",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nfields = {bogus = '/x'}\n",
+            "sources[0].fields.bogus: unknown",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nfields = {value = 'x'}\n",
+            "sources[0].fields.value: a JSON",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\ntypes = {x = 'sale'}\n",
+            "sources[0].types.x: must be",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\ndefaults = {value = '1'}\n",
+            "sources[0].defaults.value",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nvalue_scale = 0\n",
+            "sources[0].value_scale: must be",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nformat = 'xml'\n",
+            "sources[0].format: expected one of",
+        ),
+        ("[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nbogus = 1\n", "sources[0].bogus: unknown key"),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:SHORT']\n",
+            "sources[0].secrets[0]: SHORT must hold at least 24",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:BADB64']\n",
+            "sources[0].secrets[0]: BADB64 starts with whsec_",
+        ),
+        ("[webhooks]\nmax_batch = 0\n", "webhooks.max_batch: must be 1..10000, got 0"),
+        ("[webhooks]\ntolerance_seconds = 'x'\n", "webhooks.tolerance_seconds: expected int"),
+        ("sources = 1\n", "sources: must be an array of tables"),
+    ],
+)
+def test_source_problems_name_their_key(toml: str, expected: str) -> None:
+    env = {**ENV_SOURCES, "SHORT": "short", "BADB64": "whsec_!!!"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ=env)
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_dev_generates_sender_secrets() -> None:
+    settings = load_settings(
+        None, text="[[sources]]\nname = 'a'\nsecrets = ['env:NOPE']\n", environ={}, dev=True
+    )
+    assert len(settings.source_secrets["a"][0]) >= 32
+    assert "sources[0].secrets[0] (NOPE)" in settings.generated
+
+
+def test_readme_documents_every_source_option() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in SourceOptions.__struct_fields__:
+        assert f"`sources.{name}`" in readme, f"sources.{name} missing from README"
