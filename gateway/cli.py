@@ -39,14 +39,39 @@ def _toml_value(value: Any) -> str:
         return msgspec.json.encode(value).decode()
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None) + " }"
     return str(value)
 
 
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def render_toml(data: dict[str, Any]) -> str:
-    lines = []
+    """Options as TOML: tables, then their arrays of tables (``[[identity.rules]]``), then
+    top-level arrays of tables (``[[conversions]]``). None (unset) values are left out."""
+    lines: list[str] = []
+    arrays: list[tuple[str, dict[str, Any]]] = []
     for section, values in data.items():
+        if isinstance(values, list | tuple):
+            arrays += [(section, entry) for entry in values]
+            continue
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        nested = []
+        for key, value in values.items():
+            if _is_tables(value):
+                nested += [(f"{section}.{key}", entry) for entry in value]
+            elif value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+        for name, entry in nested:
+            lines.append(f"[[{name}]]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
+            lines.append("")
+    for name, entry in arrays:
+        lines.append(f"[[{name}]]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
         lines.append("")
     return "\n".join(lines)
 
