@@ -181,7 +181,8 @@ class Extractor:
         return _pointer(_body(ex.response_body), self.name)
 
     def _header(self, ex: Exchange) -> Any:
-        return ex.response.headers.get(self.name) if ex.response is not None else None
+        # Hosts hand over headers looked up by lower-case name.
+        return ex.response.headers.get(self.name.lower()) if ex.response is not None else None
 
     def _query(self, ex: Exchange) -> Any:
         return first_query_value(ex.request.query, self.name)
