@@ -13,6 +13,7 @@ import base64
 import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from gateway.proxy import decoded_body
 from tests.conftest import GatewayFactory, RunningGateway
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -75,7 +77,8 @@ class Site:
         data = json.loads(body)
         if data.get("password") != PASSWORD:
             return web.json_response({"error": "bad credentials"}, status=401)
-        payload = json.dumps({"user": {"id": 42, "email": data["email"]}, "access_token": "tk"}).encode()
+        user = {"id": 42, "email": data["email"], "bio": "x" * int(request.query.get("pad", 0))}
+        payload = json.dumps({"user": user, "access_token": "tk"}).encode()
         headers = {"Content-Type": "application/json"}
         if request.query.get("gz"):
             payload = gzip.compress(payload)
@@ -209,6 +212,20 @@ async def test_json_api_login_plain_and_gzip(setup: tuple[RunningGateway, Site])
     assert bound == [(gw.gateway.keys.user_key("42"), "api-login")] * 2
 
 
+async def test_json_api_response_over_the_cap_is_forwarded_but_not_read(
+    setup: tuple[RunningGateway, Site],
+) -> None:
+    gw, site = setup
+    body = json.dumps({"email": "bo@example.com", "password": PASSWORD}).encode()
+    for target in ("/api/login?pad=200000", "/api/login?pad=2000000&gz=1"):  # gzip: ~2 MB decoded
+        async with gw.session.post(gw.url + target, data=body) as resp:
+            assert resp.status == 200
+            assert await resp.read() == site.sent[-1]
+    assert await rows(gw, "SELECT * FROM identities") == []
+    text = await (await gw.session.get(gw.admin_url + "/metrics", headers=_auth())).text()
+    assert 'gateway_extraction_failures_total{reason="body_not_read",rule="api-login"} 2.0' in text
+
+
 async def test_json_api_failed_login_binds_nothing(setup: tuple[RunningGateway, Site]) -> None:
     gw, _ = setup
     body = json.dumps({"email": "bo@example.com", "password": "wrong"}).encode()
@@ -252,12 +269,12 @@ async def test_checkout_303_counts_once_when_submitted_twice(setup: tuple[Runnin
 async def test_nothing_of_a_password_reaches_the_store(setup: tuple[RunningGateway, Site]) -> None:
     gw, _ = setup
     cookie = await visit(gw)
-    body = f"username=ada&password={PASSWORD}".encode()
+    body = f"username=ada.lovelace&password={PASSWORD}".encode()
     async with gw.session.post(
         gw.url + "/accounts/login/", data=body, headers={**FORM, **cookie}, allow_redirects=False
     ) as resp:
         assert resp.status == 302
-    body = json.dumps({"email": "ada@example.com", "password": PASSWORD}).encode()
+    body = json.dumps({"email": "ada.lovelace@example.com", "password": PASSWORD}).encode()
     async with gw.session.post(gw.url + "/api/login", data=body, headers=cookie) as resp:
         assert resp.status == 200
     assert len(await rows(gw, "SELECT * FROM identities")) == 2
@@ -269,7 +286,7 @@ async def test_nothing_of_a_password_reaches_the_store(setup: tuple[RunningGatew
 
     data = await asyncio.to_thread(everything_on_disk)
     assert b"identities" in data  # the files were read
-    assert PASSWORD.encode() not in data and b"ada" not in data
+    assert PASSWORD.encode() not in data and b"lovelace" not in data  # user IDs only as keyed hashes
 
 
 async def test_large_upload_to_a_matching_path_streams_intact(setup: tuple[RunningGateway, Site]) -> None:
@@ -312,3 +329,27 @@ def _auth() -> dict[str, str]:
     from tests.conftest import TOKEN
 
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode", "expected"),
+    [
+        (None, lambda b: b, b'{"a": 1}'),
+        ("identity", lambda b: b, b'{"a": 1}'),
+        ("gzip", gzip.compress, b'{"a": 1}'),
+        ("x-gzip", gzip.compress, b'{"a": 1}'),
+        ("deflate", zlib.compress, b'{"a": 1}'),
+        ("deflate", lambda b: zlib.compress(b, wbits=-15), b'{"a": 1}'),
+        ("br", lambda b: b, None),
+        ("gzip", lambda b: gzip.compress(b)[:-6], None),  # cut short
+        ("gzip", lambda b: b, None),  # not gzip at all
+    ],
+)
+def test_decoded_body(encoding: str | None, encode: Any, expected: bytes | None) -> None:
+    assert decoded_body(encode(b'{"a": 1}'), encoding, 100) == expected
+
+
+def test_decoded_body_stops_at_the_cap() -> None:
+    bomb = gzip.compress(b"0" * 10 * MB)  # ~10 KB that unpacks into 10 MB
+    assert len(bomb) < 65536 and decoded_body(bomb, "gzip", 65536) is None
+    assert decoded_body(gzip.compress(b"0" * 100), "gzip", 100) == b"0" * 100
