@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -33,7 +33,7 @@ _HASHES: dict[str, tuple[Callable[[], Any], type[hashes.HashAlgorithm]]] = {
     "384": (hashlib.sha384, hashes.SHA384),
     "512": (hashlib.sha512, hashes.SHA512),
 }
-_ES_SIZE = {"ES256": 32, "ES384": 48, "ES512": 66}
+_ES_CURVE = {"ES256": ("secp256r1", 32), "ES384": ("secp384r1", 48), "ES512": ("secp521r1", 66)}
 
 
 class JwtError(Exception):
@@ -61,7 +61,10 @@ def load_key(algorithm: str, material: bytes) -> Verifier:
             return hmac.compare_digest(hmac.new(material, data, digest).digest(), sig)
 
         return Verifier(algorithm, check_hmac)
-    public = load_pem_public_key(material)
+    try:
+        public = load_pem_public_key(material)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("not a PEM public key") from None
     if family == "RS" and isinstance(public, rsa.RSAPublicKey):
         rsa_key = public
 
@@ -73,8 +76,9 @@ def load_key(algorithm: str, material: bytes) -> Verifier:
             return True
 
         return Verifier(algorithm, check_rsa)
-    if family == "ES" and isinstance(public, ec.EllipticCurvePublicKey):
-        ec_key, size = public, _ES_SIZE[algorithm]
+    curve, size = _ES_CURVE.get(algorithm, ("", 0))
+    if family == "ES" and isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == curve:
+        ec_key = public
 
         def check_ec(data: bytes, sig: bytes) -> bool:
             if len(sig) != 2 * size:  # JWS carries r || s, fixed width (RFC 7518 §3.4)
@@ -87,7 +91,9 @@ def load_key(algorithm: str, material: bytes) -> Verifier:
             return True
 
         return Verifier(algorithm, check_ec)
-    raise ValueError(f"{algorithm} needs {'an RSA' if family == 'RS' else 'an EC'} public key")
+    raise ValueError(
+        f"{algorithm} needs {'an RSA public key' if family == 'RS' else 'an EC public key on ' + curve}"
+    )
 
 
 def _b64(part: str) -> bytes:

@@ -441,6 +441,8 @@ class ProxyHost:
         and give them the decoded view; the bytes read are returned to be forwarded as they came."""
         cap = ex.want_response_body
         buffer = bytearray()
+        if upstream.content_length is not None and upstream.content_length > cap:
+            return b""  # too large to read (decoding would hardly shrink it): stream it untouched
         try:
             while len(buffer) <= cap:
                 chunk = await upstream.content.readany()

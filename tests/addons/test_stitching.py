@@ -259,6 +259,26 @@ def test_config_rejects_bad_sources(source: str, expected: str) -> None:
     assert any(expected in p for p in info.value.problems), info.value.problems
 
 
+@pytest.mark.parametrize(
+    ("algorithm", "content", "expected"),
+    [
+        ("ES256", "p384", "identity.rules[0].user_id.key: ES256 needs an EC public key on secp256r1"),
+        ("RS256", "p256", "identity.rules[0].user_id.key: RS256 needs an RSA public key"),
+        ("ES256", "garbage", "identity.rules[0].user_id.key: not a PEM public key"),
+    ],
+)
+def test_config_checks_public_keys(tmp_path: Any, algorithm: str, content: str, expected: str) -> None:
+    curves = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}
+    data = pem(ec.generate_private_key(curves[content])) if content in curves else b"garbage"
+    (tmp_path / "k.pem").write_bytes(data)
+    config = tmp_path / "gw.toml"
+    source = f'{{ jwt_cookie = "s", algorithm = "{algorithm}", key = "k.pem" }}'
+    config.write_text(_dedent(rule(source)))
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ=ENV)
+    assert expected in info.value.problems
+
+
 def test_config_errors_name_the_rule_key() -> None:
     toml = rule('{ form = "u" }') + rule('{ form = "u" }', path="(x", status="[99]")
     with pytest.raises(ConfigError) as info:
