@@ -17,7 +17,7 @@ import email.policy
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -157,11 +157,12 @@ class Extractor:
         self.forbidden = any(FORBIDDEN_NAME.search(part) for part in read.split("/"))
         self.request_body = self.kind in ("form", "request_json")
         self.response_body = self.kind == "response_json"
+        self._read: Callable[[Exchange], Any] = getattr(self, "_" + self.kind)  # one method per kind
 
     def __call__(self, ex: Exchange) -> Any:
         if self.forbidden:
             raise ExtractError("forbidden_field")
-        value = getattr(self, "_" + self.kind)(ex)
+        value = self._read(ex)
         if value is None:
             raise ExtractError("missing")
         return value
@@ -224,7 +225,7 @@ def _body(body: bytes | None) -> bytes:
 def _pointer(body: bytes, pointer: str) -> Any:
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ExtractError("not_json") from None
     try:
         return resolve_pointer(document, pointer)

@@ -123,6 +123,16 @@ def test_request_json_pointer() -> None:
     assert run(ctx, ex, 201, request_body=body)[1][0].user_key == ctx.keys.user_key("ada@example.com")
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b"not json", "not_json"), (b"[" * 100_000 + b"]" * 100_000, "not_json"), (b'{"user": 1}', "missing")],
+)
+def test_response_json_failures(body: bytes, reason: str) -> None:
+    ctx = context(rule('{ response_json = "/user/id" }', status="[200]"))
+    assert run(ctx, exchange("/login", method="POST"), 200, response_body=body)[1] == []
+    assert metric(ctx, "gateway_extraction_failures_total", {"rule": "r", "reason": reason}) == 1
+
+
 def test_response_json_pointer_numeric_id() -> None:
     ctx = context(rule('{ response_json = "/user/id" }', status="[200]"))
     ex = exchange("/login", method="POST")
@@ -192,6 +202,7 @@ def test_jwt_authorization_es256(tmp_path: Any) -> None:
         (b"{}", "application/json", "not_a_form"),
         (b"username=" + b"x" * 300, FORM, "invalid_user_id"),
         (b"username=%0A", FORM, "invalid_user_id"),
+        (b"username=" + b"x" * 300, "text/plain", "not_a_form"),
     ],
 )
 def test_extraction_failure_counted_never_raised(body: bytes | None, ctype: str, reason: str) -> None:
