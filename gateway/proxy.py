@@ -403,7 +403,8 @@ class ProxyHost:
             self._forwarded.inc()
             try:
                 if complete:
-                    await resp.write_eof(head + upstream.content.read_nowait())
+                    rest = upstream.content.read_nowait()
+                    await resp.write_eof(head + rest if head else rest)
                     return resp
                 if head:
                     await resp.write(head)

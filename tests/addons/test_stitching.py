@@ -290,6 +290,14 @@ def test_config_checks_public_keys(tmp_path: Any, algorithm: str, content: str, 
     assert expected in info.value.problems
 
 
+def test_config_needs_identity_before_the_rule_addons() -> None:
+    with pytest.raises(ConfigError) as info:
+        context(rule('{ form = "u" }') + "[proxy]\naddons = ['stitching', 'identity', 'conversions']\n")
+    assert (
+        'proxy.addons: "stitching" needs "identity" before it (rules bind a visitor)' in info.value.problems
+    )
+
+
 def test_config_errors_name_the_rule_key() -> None:
     toml = rule('{ form = "u" }') + rule('{ form = "u" }', path="(x", status="[99]")
     with pytest.raises(ConfigError) as info:
