@@ -51,6 +51,7 @@ class Site:
         self.received: list[tuple[str, bytes]] = []
         self.sent: list[bytes] = []
         self.upload_started = asyncio.Event()
+        self.uploads = 0
         self.app = web.Application(client_max_size=64 * MB)
         r = self.app.router
         r.add_post("/accounts/login/", self.django_login)
@@ -101,6 +102,7 @@ class Site:
         return web.Response(status=303, headers={"Location": location})
 
     async def upload(self, request: web.Request) -> web.Response:
+        self.uploads += 1
         digest, size = hashlib.sha256(), 0
         async for chunk in request.content.iter_any():
             digest.update(chunk)
@@ -353,3 +355,29 @@ def test_decoded_body_stops_at_the_cap() -> None:
     bomb = gzip.compress(b"0" * 10 * MB)  # ~10 KB that unpacks into 10 MB
     assert len(bomb) < 65536 and decoded_body(bomb, "gzip", 65536) is None
     assert decoded_body(gzip.compress(b"0" * 100), "gzip", 100) == b"0" * 100
+
+
+async def test_body_over_the_request_limit_while_read_for_a_rule_gets_413(
+    start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    site = Site()
+    toml = """
+        [proxy]
+        max_request_body = 1000
+
+        [[identity.rules]]
+        name = "owner"
+        path = "/upload"
+        status = [200]
+        user_id = { form = "owner" }
+        max_body = 4096
+    """
+    gw = await start_gateway(await upstream_server(site.app), toml)
+
+    async def body() -> AsyncIterator[bytes]:  # chunked: the limit is found while reading
+        for _ in range(3):
+            yield b"x" * 600
+
+    async with gw.session.post(gw.url + "/upload", data=body(), headers=FORM) as resp:
+        assert resp.status == 413
+    assert site.uploads == 0 and await rows(gw, "SELECT * FROM identities") == []
