@@ -19,11 +19,11 @@ import re
 from dataclasses import dataclass
 
 from addons.rules import MAX_TEXT, ExtractError, Extractor, RuleIndex, as_text, compile_match, money
-from gateway.config import Source
 from gateway.events import Conversion, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.pipeline import Context, Exchange
+from gateway.ruleconfig import Source
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 

@@ -24,9 +24,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from addons.campaign import hostname
 from addons.jws import JwtError, Verifier, load_key, read_claims
-from gateway.config import FORBIDDEN_NAME, ConversionRule, IdentityRule, Source, source_kind
 from gateway.keys import MAX_USER_ID
 from gateway.pipeline import Exchange, parse_cookies, split_query
+from gateway.ruleconfig import FORBIDDEN_NAME, ConversionRule, IdentityRule, Source, source_kind
 
 MAX_FORM_FIELDS = 1000
 MAX_TEXT = 200

@@ -15,13 +15,21 @@ import secrets
 import socket
 import tomllib
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 from yarl import URL
+
+from gateway.ruleconfig import (
+    ConversionRule,
+    IdentityRule,
+    resolve_rule_keys,
+    rule_sources,
+    validate_rules,
+)
 
 
 class ConfigError(Exception):
@@ -70,104 +78,6 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """The pipeline: addon names in the order they run."""
     access_log: bool = False
     """Log one line per request (method, path without query, status, size, time; no client address)."""
-
-
-class Source(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Where a rule reads a value: exactly one of the first eight keys (the JWT ones take the
-    options after them). Names containing pass, secret, token or card are never read."""
-
-    form: str = ""
-    """A field of the request body (urlencoded or multipart)."""
-    request_json: str = ""
-    """A JSON pointer (RFC 6901) into the request body, e.g. ``/user/email``."""
-    response_json: str = ""
-    """A JSON pointer into the response body (gzip/deflate are decoded)."""
-    header: str = ""
-    """A response header."""
-    query: str = ""
-    """A query parameter of the request."""
-    location_query: str = ""
-    """A query parameter of the response's ``Location`` (``303 /thank-you?order=…``)."""
-    jwt_cookie: str = ""
-    """A cookie holding a JWT: set by the response, else sent with the request."""
-    jwt_authorization: bool = False
-    """The JWT in the request's ``Authorization: Bearer`` header."""
-    claim: str = "sub"
-    """JWT only: the claim read."""
-    algorithm: str = ""
-    """JWT only: HS256/384/512, RS256/384/512 or ES256/384/512; required with ``key``."""
-    key: str = ""
-    """JWT only: the HMAC secret as ``env:NAME``, or a public key as a PEM file path or ``env:NAME``."""
-    verify: bool = True
-    """JWT only: false reads an unverified token (allowed only without ``key``)."""
-
-
-SOURCE_KINDS = (
-    "form",
-    "request_json",
-    "response_json",
-    "header",
-    "query",
-    "location_query",
-    "jwt_cookie",
-    "jwt_authorization",
-)
-JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
-FORBIDDEN_NAME = re.compile(r"pass|secret|token|card", re.IGNORECASE)
-"""Fields whose name matches are never extracted, whatever a rule says."""
-
-
-def source_kind(source: Source) -> tuple[str, str]:
-    """(kind, name) of the one source key set; ("", "") when none is."""
-    for kind in SOURCE_KINDS:
-        value = getattr(source, kind)
-        if value:
-            return kind, "authorization" if value is True else value
-    return "", ""
-
-
-class IdentityRule(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[[identity.rules]]``: a request whose success binds the visitor to a user."""
-
-    name: str
-    """Names the rule in bindings and metrics."""
-    method: str = "POST"
-    """HTTP method matched."""
-    path: str
-    """Regular expression matched against the whole path (``re.fullmatch``)."""
-    host: str = ""
-    """Host matched (case-insensitive, port ignored); empty: any."""
-    status: tuple[int, ...]
-    """Response statuses that mean success, e.g. ``[302, 303]`` or ``[200, 201]``."""
-    user_id: Source
-    """Where the user ID is read."""
-    max_body: int = 65536
-    """Most bytes of a body read for this rule; a larger body is forwarded but not read."""
-
-
-class ConversionRule(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[[conversions]]``: a request whose success is a goal reached."""
-
-    name: str
-    """The conversion's name (e.g. ``purchase``)."""
-    method: str = "POST"
-    """HTTP method matched."""
-    path: str
-    """Regular expression matched against the whole path."""
-    host: str = ""
-    """Host matched; empty: any."""
-    status: tuple[int, ...]
-    """Response statuses that mean success."""
-    value: float | Source | None = None
-    """A fixed value, or where it is read; none: no value."""
-    currency: str | Source | None = None
-    """A fixed ISO 4217 code (``"EUR"``), or where it is read."""
-    order_id: Source | None = None
-    """Where the order ID is read: the same order counts once (``order:<id>``)."""
-    dedup_window: int = 600
-    """Seconds: without an order ID, one conversion per visitor and rule per window."""
-    max_body: int = 65536
-    """Most bytes of a body read for this rule."""
 
 
 class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -260,7 +170,7 @@ SECTIONS: dict[str, type[_Options]] = {
     "admin": AdminOptions,
 }
 
-ARRAY_SECTIONS: dict[str, type[_Options]] = {"conversions": ConversionRule}
+ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {"conversions": ConversionRule}
 """Top-level arrays of tables (``[[name]]``), each entry decoded into the struct named here;
 ``Options`` has a tuple field of the same name."""
 
@@ -363,7 +273,7 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
     return Options(**tables), problems
 
 
-def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[_Options, ...]:
+def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.Struct, ...]:
     """``[[name]]`` entries, each decoded on its own; errors read ``name[2].key: ...``."""
     if not isinstance(value, list):
         problems.append(f"{name}: must be an array of tables ([[{name}]]), got {type(value).__name__}")
@@ -528,176 +438,9 @@ def validate(options: Options) -> list[str]:
         f"must be more than 0 and at most 60000, got {st.max_wait_ms}",
     )
     _check(p, bool(st.path), "storage.path", "must not be empty")
-    _validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
-    _validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
+    validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
+    validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
     return p
-
-
-_METHOD = re.compile(r"[A-Z]+")
-_CURRENCY = re.compile(r"[A-Z]{3}")
-
-
-def _validate_rules(
-    p: list[str],
-    key: str,
-    rules: tuple[IdentityRule, ...] | tuple[ConversionRule, ...],
-    addon: str,
-    addons: tuple[str, ...],
-) -> None:
-    """Match, statuses, sources and the addon that runs them: each problem names its key."""
-    if not rules:
-        return
-    if addon not in addons:
-        p.append(f'{key}: rules are configured but "{addon}" is not in proxy.addons')
-    elif "identity" not in addons or addons.index("identity") > addons.index(addon):
-        p.append(f'proxy.addons: "{addon}" needs "identity" before it (rules bind a visitor)')
-    names: set[str] = set()
-    entries: Sequence[IdentityRule | ConversionRule] = rules
-    for i, rule in enumerate(entries):
-        at = f"{key}[{i}]"
-        _check(p, bool(rule.name) and rule.name.isprintable(), f"{at}.name", "must not be empty")
-        _check(p, rule.name not in names, f"{at}.name", f"{rule.name!r} is used by another rule")
-        names.add(rule.name)
-        _check(
-            p, bool(_METHOD.fullmatch(rule.method)), f"{at}.method", f"not an HTTP method: {rule.method!r}"
-        )
-        try:
-            re.compile(rule.path)
-        except re.error as err:
-            p.append(f"{at}.path: not a valid regular expression: {err}")
-        _check(p, bool(rule.status), f"{at}.status", "must list at least one status")
-        for j, status in enumerate(rule.status):
-            _check(p, 100 <= status <= 599, f"{at}.status[{j}]", f"must be 100..599, got {status}")
-        _check(
-            p,
-            0 < rule.max_body <= 16 * 1024 * 1024,
-            f"{at}.max_body",
-            f"must be 1..16777216, got {rule.max_body}",
-        )
-        if isinstance(rule, IdentityRule):
-            _validate_source(p, f"{at}.user_id", rule.user_id)
-            continue
-        if isinstance(rule.value, Source):
-            _validate_source(p, f"{at}.value", rule.value)
-        elif rule.value is not None:
-            _check(
-                p,
-                rule.value >= 0 and rule.value != float("inf"),
-                f"{at}.value",
-                f"must be a finite number >= 0, got {rule.value}",
-            )
-        if isinstance(rule.currency, Source):
-            _validate_source(p, f"{at}.currency", rule.currency)
-        elif rule.currency is not None:
-            _check(
-                p,
-                bool(_CURRENCY.fullmatch(rule.currency)),
-                f"{at}.currency",
-                f'must be a 3-letter ISO 4217 code like "EUR", got {rule.currency!r}',
-            )
-        if rule.order_id is not None:
-            _validate_source(p, f"{at}.order_id", rule.order_id)
-        _check(
-            p,
-            1 <= rule.dedup_window <= 86400,
-            f"{at}.dedup_window",
-            f"must be 1..86400 seconds, got {rule.dedup_window}",
-        )
-
-
-def _validate_source(p: list[str], key: str, source: Source) -> None:
-    kinds = [kind for kind in SOURCE_KINDS if getattr(source, kind)]
-    if len(kinds) != 1:
-        found = f"got {', '.join(kinds)}" if kinds else "got none"
-        p.append(f"{key}: set exactly one of {', '.join(SOURCE_KINDS)} ({found})")
-        return
-    kind, name = source_kind(source)
-    is_jwt = kind.startswith("jwt_")
-    # The JWT's container (a cookie named access_token, the Authorization header) is not the
-    # field extracted; its claim is.
-    read = source.claim if is_jwt else name
-    parts = read.split("/") if kind.endswith("_json") else [read]
-    bad = [part for part in parts if FORBIDDEN_NAME.search(part)]
-    _check(
-        p,
-        not bad,
-        f"{key}.{'claim' if is_jwt else kind}",
-        f"{read!r} may hold a credential (its name contains pass, secret, token or card) "
-        "and is never extracted",
-    )
-    if kind.endswith("_json"):
-        _check(p, name.startswith("/"), f"{key}.{kind}", f'a JSON pointer starts with "/", got {name!r}')
-    if not is_jwt:
-        _check(
-            p,
-            (source.key, source.algorithm, source.verify, source.claim) == ("", "", True, "sub"),
-            key,
-            "claim, algorithm, key and verify apply only to jwt_cookie and jwt_authorization",
-        )
-        return
-    if source.key:
-        _check(
-            p,
-            source.algorithm in JWT_ALGORITHMS,
-            f"{key}.algorithm",
-            f"must be one of {', '.join(JWT_ALGORITHMS)} when a key is given, got {source.algorithm!r}",
-        )
-        _check(p, source.verify, f"{key}.verify", "verify = false contradicts a configured key")
-    else:
-        _check(
-            p,
-            not source.verify,
-            f"{key}.key",
-            "a JWT is verified with a key; without one, say verify = false explicitly",
-        )
-
-
-def _rule_sources(options: Options) -> list[tuple[str, Source]]:
-    found = [(f"identity.rules[{i}].user_id", r.user_id) for i, r in enumerate(options.identity.rules)]
-    for i, rule in enumerate(options.conversions):
-        for name in ("value", "currency", "order_id"):
-            value = getattr(rule, name)
-            if isinstance(value, Source):
-                found.append((f"conversions[{i}].{name}", value))
-    return found
-
-
-def resolve_rule_keys(
-    options: Options, environ: Mapping[str, str], base_dir: Path, problems: list[str]
-) -> dict[str, bytes]:
-    """Each JWT source's key: an HMAC secret from the environment, or a PEM public key (from
-    the environment or a file), checked against its algorithm now rather than per request."""
-    from addons.jws import load_key  # the verifier the rules use (addons import this module)
-
-    keys: dict[str, bytes] = {}
-    for at, source in _rule_sources(options):
-        if not source.key or source.algorithm not in JWT_ALGORITHMS:
-            continue
-        key = f"{at}.key"
-        raw: bytes
-        if source.key.startswith("env:"):
-            value = environ.get(source.key[4:], "")
-            if not value:
-                problems.append(f"{key}: environment variable {source.key[4:]} is not set")
-                continue
-            raw = value.encode()
-        elif source.algorithm.startswith("HS"):
-            problems.append(f'{key}: an HMAC secret is never written in the file; use "env:NAME"')
-            continue
-        else:
-            path = Path(source.key)
-            try:
-                raw = (path if path.is_absolute() else base_dir / path).read_bytes()
-            except OSError as err:
-                problems.append(f"{key}: cannot read {source.key}: {err.strerror}")
-                continue
-        try:
-            load_key(source.algorithm, raw)  # a PEM of the right kind (and curve), parsed now
-        except ValueError as err:
-            problems.append(f"{key}: {err}")
-            continue
-        keys[at] = raw
-    return keys
 
 
 def resolve_secret(
@@ -755,7 +498,8 @@ def load_settings(
     generated: list[str] = []
     secret = resolve_secret("identity.secret", options.identity.secret, environ, dev, problems, generated)
     token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
-    rule_keys = resolve_rule_keys(options, environ, base_dir, problems)
+    sources = rule_sources(options.identity.rules, options.conversions)
+    rule_keys = resolve_rule_keys(sources, environ, base_dir, problems)
     if problems:
         raise ConfigError(problems)
     trusted = tuple(ipaddress.ip_network(n, strict=False) for n in options.proxy.trusted_proxies)

@@ -104,7 +104,7 @@ def test_urlencoded_round_trip(fields: dict[str, str]) -> None:
 
     body = urlencode(list(fields.items())).encode()
     parsed = parse_form("application/x-www-form-urlencoded", body)
-    from gateway.config import FORBIDDEN_NAME
+    from gateway.ruleconfig import FORBIDDEN_NAME
 
     assert parsed == {k: v for k, v in fields.items() if not FORBIDDEN_NAME.search(k)}
 

@@ -8,18 +8,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gateway.config import (
-    ARRAY_SECTIONS,
-    SECTIONS,
-    ConfigError,
-    ConversionRule,
-    IdentityRule,
-    Options,
-    Source,
-    load_settings,
-    masked,
-    parse_listen,
-)
+from gateway.config import ARRAY_SECTIONS, SECTIONS, ConfigError, Options, load_settings, masked, parse_listen
+from gateway.ruleconfig import ConversionRule, IdentityRule, Source
 from tests.conftest import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
