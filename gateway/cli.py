@@ -41,7 +41,8 @@ def _toml_key(key: str) -> str:
 
 def _toml_value(value: Any) -> str:
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        pairs = (f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{" + ", ".join(pairs) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -51,17 +52,34 @@ def _toml_value(value: Any) -> str:
     return str(value)
 
 
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def render_toml(data: dict[str, Any]) -> str:
-    lines = []
+    """Options as TOML: tables, then their arrays of tables (``[[identity.rules]]``), then
+    top-level arrays of tables (``[[conversions]]``). None (unset) values are left out."""
+    lines: list[str] = []
+    arrays: list[tuple[str, dict[str, Any]]] = []
     for section, values in data.items():
-        if isinstance(values, list | tuple):  # an array of tables: one [[section]] per entry
-            for entry in values:
-                lines.append(f"[[{section}]]")
-                lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
-                lines.append("")
+        if isinstance(values, list | tuple):
+            arrays += [(section, entry) for entry in values]
             continue
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        nested = []
+        for key, value in values.items():
+            if _is_tables(value):
+                nested += [(f"{section}.{key}", entry) for entry in value]
+            elif value is not None:
+                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        lines.append("")
+        for name, entry in nested:
+            lines.append(f"[[{name}]]")
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
+            lines.append("")
+    for name, entry in arrays:
+        lines.append(f"[[{name}]]")
+        lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
         lines.append("")
     return "\n".join(lines)
 

@@ -25,6 +25,14 @@ from typing import Any, Literal
 import msgspec
 from yarl import URL
 
+from gateway.ruleconfig import (
+    ConversionRule,
+    IdentityRule,
+    resolve_rule_keys,
+    rule_sources,
+    validate_rules,
+)
+
 
 class ConfigError(Exception):
     """One or more configuration problems, each naming its TOML key."""
@@ -68,7 +76,7 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Largest request line or header field in bytes; larger gets 400/431."""
     reserved_prefix: str = "/_gw/"
     """Path prefix the gateway answers itself and never forwards."""
-    addons: tuple[str, ...] = ("identity", "campaign")
+    addons: tuple[str, ...] = ("identity", "campaign", "stitching", "conversions")
     """The pipeline: addon names in the order they run."""
     access_log: bool = False
     """Log one line per request (method, path without query, status, size, time; no client address)."""
@@ -90,6 +98,8 @@ class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only
     user_id_storage: Literal["hash", "encrypt", "plain"] = "hash"
     """How the site's user IDs are kept at rest: a keyed hash, deterministic AES-SIV ciphertext
     (exports can recover them), or plain."""
+    rules: tuple[IdentityRule, ...] = ()
+    """``[[identity.rules]]``: requests whose success binds the visitor to a user."""
 
 
 class CampaignOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -192,6 +202,7 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     admin: AdminOptions = AdminOptions()
     webhooks: WebhooksOptions = WebhooksOptions()
     sources: tuple[SourceOptions, ...] = ()
+    conversions: tuple[ConversionRule, ...] = ()
 
 
 SECTIONS: dict[str, type[_Options]] = {
@@ -203,7 +214,7 @@ SECTIONS: dict[str, type[_Options]] = {
     "webhooks": WebhooksOptions,
 }
 
-ARRAY_SECTIONS: dict[str, type[_Options]] = {"sources": SourceOptions}
+ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {"sources": SourceOptions, "conversions": ConversionRule}
 """Top-level arrays of tables (``[[name]]``), each entry decoded into the struct named here;
 ``Options`` has a tuple field of the same name."""
 
@@ -225,6 +236,9 @@ class Settings:
     node: str = ""
     source_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
     """``[[sources]]`` name → its resolved secrets (HMAC keys), in the order configured."""
+    rule_keys: Mapping[str, bytes] = field(default_factory=dict)
+    """JWT verification keys of rules, by the TOML key of their source (``identity.rules[0].user_id``):
+    the HMAC secret, or a public key's PEM."""
 
     @property
     def store_path(self) -> Path:
@@ -305,23 +319,27 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
     return Options(**tables), problems
 
 
-def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[_Options, ...]:
+def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.Struct, ...]:
     """``[[name]]`` entries, each decoded on its own; errors read ``name[2].key: ...``."""
     if not isinstance(value, list):
         problems.append(f"{name}: must be an array of tables ([[{name}]]), got {type(value).__name__}")
         return ()
     struct = ARRAY_SECTIONS[name]
     decoded = []
+    failed = False
     for i, entry in enumerate(value):
         key = f"{name}[{i}]"
         if not isinstance(entry, dict):
             problems.append(f"{key}: must be a table, got {type(entry).__name__}")
+            failed = True
             continue
         try:
             decoded.append(msgspec.convert(entry, struct))
         except msgspec.ValidationError as err:
             problems.append(_msgspec_problem(key, err, struct))
-    return tuple(decoded)
+            failed = True
+    # Checks after decoding name entries by index: with one missing, the others' would be wrong.
+    return () if failed else tuple(decoded)
 
 
 def _check(problems: list[str], ok: bool, key: str, message: str) -> None:
@@ -469,6 +487,8 @@ def validate(options: Options) -> list[str]:
     from gateway.sources import validate_sources  # the sources' own checks live with their mapping
 
     p += validate_sources(options)
+    validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
+    validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
     return p
 
 
@@ -574,6 +594,8 @@ def load_settings(
         )
         for i, source in enumerate(options.sources)
     }
+    sources = rule_sources(options.identity.rules, options.conversions)
+    rule_keys = resolve_rule_keys(sources, environ, base_dir, problems)
     if problems:
         raise ConfigError(problems)
     trusted = tuple(ipaddress.ip_network(n, strict=False) for n in options.proxy.trusted_proxies)
@@ -586,6 +608,7 @@ def load_settings(
         trusted_networks=trusted,
         node=options.storage.node or socket.gethostname(),
         source_secrets=source_secrets,
+        rule_keys=rule_keys,
     )
 
 

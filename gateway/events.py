@@ -78,7 +78,8 @@ class Conversion:
     node: str
     name: str
     dedup_key: str
-    """``order:<name>:<order id>`` when an order ID is known, else a per-visitor, per-rule window."""
+    """``order:<order id>`` when an order ID is known (a rule and a billing webhook for the same
+    order count once), else a per-visitor, per-rule window."""
     visitor_key: str | None = None
     user_key: str | None = None
     value: float | None = None

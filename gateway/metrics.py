@@ -15,6 +15,18 @@ class Metrics:
             registry=r,
         )
         self.touchpoints = Counter("gateway_touchpoints", "Touchpoints recorded", registry=r)
+        self.bindings = Counter(
+            "gateway_bindings", "Visitors bound to a user by an identity rule", ["rule"], registry=r
+        )
+        self.conversions = Counter(
+            "gateway_conversions", "Conversions recorded by a conversion rule", ["rule"], registry=r
+        )
+        self.extraction_failures = Counter(
+            "gateway_extraction_failures",
+            "Rule values that could not be read or were invalid (the rule still ran), by rule and reason",
+            ["rule", "reason"],
+            registry=r,
+        )
         self.cookies_rejected = Counter(
             "gateway_cookies_rejected",
             "Visitor cookies rejected (forged, edited, malformed)",

@@ -159,6 +159,19 @@ class Exchange:
     upstream_headers: dict[str, str] = field(default_factory=dict)
     """Request headers to replace on the way upstream (lower-case names)."""
     reply: Reply | None = None
+    want_request_body: int = 0
+    """Set by a ``request`` hook: read up to this many bytes of the request body (0: don't).
+    The host still forwards the body unchanged, and fills ``request_body``."""
+    want_response_body: int = 0
+    """Set by a ``request`` hook: read up to this many bytes of the (decoded) response body
+    before the ``response`` hooks run; the host fills ``response_body``."""
+    request_body: bytes | None = None
+    """The request body when asked for and at most ``want_request_body`` bytes; else None."""
+    response_body: bytes | None = None
+    """The response body, gzip/deflate decoded, when asked for and within the cap; else None
+    (too large, or an encoding that cannot be decoded)."""
+    user_key: str | None = None
+    """The user this exchange bound the visitor to (set by ``stitching``), for later addons."""
     _query_pairs: list[tuple[str, str, str]] | None = None
 
     @property
@@ -194,13 +207,16 @@ _RAN = _Ran()
 
 
 class Pipeline:
-    """The ordered chain of addons, with each hook resolved once."""
+    """The ordered chain of addons, with each hook resolved once. An addon whose ``idle``
+    attribute is true after ``configure`` has nothing to do: its hooks are not called."""
 
     def __init__(self, addons: list[tuple[str, object]], metrics: Metrics) -> None:
         self.addons = addons
         self.metrics = metrics
         self._hooks: dict[str, list[tuple[str, Hook, bool]]] = {h: [] for h in HOOKS}
         for name, addon in addons:
+            if getattr(addon, "idle", False):
+                continue  # configured with nothing to do (e.g. no rules): costs requests nothing
             for hook in HOOKS:
                 fn = getattr(addon, hook, None)
                 if fn is not None:
@@ -261,9 +277,11 @@ class Pipeline:
 def addon_registry() -> dict[str, Callable[[], object]]:
     """Addon name (as written in ``proxy.addons``) → class. Imported lazily: addons import us."""
     from addons.campaign import Campaign
+    from addons.conversions import Conversions
     from addons.identity import Identity
+    from addons.stitching import Stitching
 
-    return {"identity": Identity, "campaign": Campaign}
+    return {"identity": Identity, "campaign": Campaign, "stitching": Stitching, "conversions": Conversions}
 
 
 def build_pipeline(settings: Settings, metrics: Metrics, keys: Keys | None = None) -> Pipeline:

@@ -15,8 +15,10 @@ import functools
 import http.cookies
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -88,6 +90,61 @@ class _Body:
                 self.failure = "too_large"
                 raise BodyFailed()
             yield chunk
+
+
+@dataclass
+class _CapturedBody(_Body):
+    """A request body whose first bytes a rule reads before it goes upstream: they are sent
+    first, then the rest streams as usual — upstream receives exactly the visitor's bytes."""
+
+    head: bytes = b""
+
+    async def capture(self, cap: int) -> bytes | None:
+        """Read until the body ends or passes ``cap``; the whole body, or None when larger."""
+        length = self.request.content_length
+        if length is not None and length > cap:
+            return None  # known to be too large to read: stream it untouched
+        buffer = bytearray()
+        reader = cast("AsyncGenerator[bytes, None]", super().chunks())  # an async generator
+        try:
+            async for chunk in reader:
+                buffer += chunk
+                if len(buffer) > cap:
+                    break
+        finally:
+            await reader.aclose()
+        self.head = bytes(buffer)
+        self.limit -= len(self.head)  # what super().chunks() streams next is counted from 0
+        return self.head if len(buffer) <= cap else None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.head:
+            yield self.head
+        async for chunk in super().chunks():
+            yield chunk
+
+
+def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
+    """The body as the site meant it: gzip or deflate undone (at most ``cap`` bytes, so a
+    small body cannot unpack into a large one); None for a larger or undecodable body."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    formats: tuple[int, ...]
+    if encoding in ("gzip", "x-gzip"):
+        formats = (16 + zlib.MAX_WBITS,)
+    elif encoding == "deflate":  # RFC 9110 says zlib-wrapped; some servers send raw deflate
+        formats = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+    else:
+        return None
+    for wbits in formats:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(body, cap + 1)
+        except zlib.error:
+            continue
+        return out if inflater.eof and len(out) <= cap and not inflater.unconsumed_tail else None
+    return None
 
 
 # _Body.failure → (status answered, request metric label)
@@ -301,6 +358,13 @@ class ProxyHost:
         if ex.upstream_query is not None:
             target = raw_path + ("?" + ex.upstream_query if ex.upstream_query else "")
         body = _Body(request, self.max_body, self.body_idle)
+        if ex.want_request_body:
+            body = _CapturedBody(request, self.max_body, self.body_idle)
+            try:
+                await self._capture_request(request, ex, body)
+            except Exception as err:
+                await self._confirm(commits)
+                return self._upstream_failed(request, body, err)
         try:
             upstream = await self.session.request(
                 request.method,
@@ -314,6 +378,7 @@ class ProxyHost:
             return self._upstream_failed(request, body, err)
 
         try:
+            head = await self._capture_response(upstream, ex) if ex.want_response_body else b""
             ex.response = ResponseView(upstream.status, upstream.headers)
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
@@ -344,8 +409,11 @@ class ProxyHost:
             self._forwarded.inc()
             try:
                 if complete:
-                    await resp.write_eof(upstream.content.read_nowait())
+                    rest = upstream.content.read_nowait()
+                    await resp.write_eof(head + rest if head else rest)
                     return resp
+                if head:
+                    await resp.write(head)
                 async for chunk in upstream.content.iter_any():
                     await resp.write(chunk)
                 await resp.write_eof()
@@ -367,6 +435,33 @@ class ProxyHost:
             return resp
         finally:
             upstream.release()
+
+    async def _capture_request(self, request: web.Request, ex: Exchange, body: _CapturedBody) -> None:
+        """A rule reads the request body: read it up to its cap (it still goes upstream whole)."""
+        if not request.body_exists:
+            ex.request_body = b""
+            return
+        ex.request_body = await body.capture(ex.want_request_body)
+
+    async def _capture_response(self, upstream: aiohttp.ClientResponse, ex: Exchange) -> bytes:
+        """A rule reads the response body: read it up to the cap before the response hooks run,
+        and give them the decoded view; the bytes read are returned to be forwarded as they came."""
+        cap = ex.want_response_body
+        buffer = bytearray()
+        if upstream.content_length is not None and upstream.content_length > cap:
+            return b""  # too large to read (decoding would hardly shrink it): stream it untouched
+        try:
+            while len(buffer) <= cap:
+                chunk = await upstream.content.readany()
+                if not chunk:
+                    ex.response_body = decoded_body(
+                        bytes(buffer), upstream.headers.get("content-encoding"), cap
+                    )
+                    break
+                buffer += chunk
+        except (aiohttp.ClientError, TimeoutError):
+            pass  # forwarding meets the same failure and handles it; the rule reads nothing
+        return bytes(buffer)
 
     def _upstream_failed(self, request: web.Request, body: _Body, err: Exception) -> web.StreamResponse:
         if body.failure is not None:

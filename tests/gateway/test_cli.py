@@ -106,3 +106,38 @@ def test_run_refuses_a_store_from_a_newer_gateway(tmp_path: Path) -> None:
     done = gateway("run", "-c", str(_config(tmp_path)), env=ENV)
     assert done.returncode == 1
     assert "newer than this gateway" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_check_renders_rules_as_loadable_toml() -> None:
+    """``gateway check`` prints the resolved config, rules included, as TOML that loads back."""
+    from gateway.cli import render_toml
+    from gateway.config import decode_options, load_settings, masked
+
+    text = """
+[identity]
+user_id_storage = "encrypt"
+
+[[identity.rules]]
+name = "login"
+path = "/login"
+status = [302]
+user_id = { form = "username" }
+
+[[conversions]]
+name = "purchase"
+path = "/checkout"
+status = [303]
+value = { location_query = "total" }
+currency = "EUR"
+
+[[conversions]]
+name = "lead"
+path = "/lead"
+status = [200]
+value = 5
+"""
+    options = load_settings(None, text=text, environ=ENV).options
+    rendered = render_toml(masked(options))
+    assert "[[identity.rules]]" in rendered and rendered.count("[[conversions]]") == 2
+    decoded, problems = decode_options(tomllib.loads(rendered))
+    assert problems == [] and decoded == options

@@ -8,7 +8,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gateway.config import SECTIONS, ConfigError, Options, load_settings, masked, parse_listen
+from gateway.config import ARRAY_SECTIONS, SECTIONS, ConfigError, Options, load_settings, masked, parse_listen
+from gateway.ruleconfig import ConversionRule, IdentityRule, Source
 from tests.conftest import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,9 +134,12 @@ def test_example_config_documents_every_option_with_its_default() -> None:
     """gateway.toml is the annotated example: every key present, every value the default."""
     data = tomllib.loads((ROOT / "gateway.toml").read_text())
     defaults = msgspec.json.decode(msgspec.json.encode(Options()))
-    assert set(data) == set(SECTIONS)  # arrays of tables ([[sources]]) are commented examples
-    for section in SECTIONS:
-        assert data[section] == defaults[section], section
+    assert set(data) == set(SECTIONS)
+    for section, values in defaults.items():
+        if section in ARRAY_SECTIONS:  # [[arrays]] are empty by default: commented examples
+            assert values == [], section
+            continue
+        assert data[section] == values, section
 
 
 def test_readme_documents_every_option() -> None:
@@ -143,3 +147,28 @@ def test_readme_documents_every_option() -> None:
     for section, struct in SECTIONS.items():
         for name in struct.__struct_fields__:
             assert f"`{section}.{name}`" in readme, f"{section}.{name} missing from README"
+
+
+def test_readme_documents_every_rule_key() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for prefix, struct in (
+        ("identity.rules[]", IdentityRule),
+        ("conversions[]", ConversionRule),
+        ("source", Source),
+    ):
+        for name in struct.__struct_fields__:
+            assert f"`{prefix}.{name}`" in readme, f"{prefix}.{name} missing from README"
+
+
+def test_example_config_rule_examples_are_valid() -> None:
+    """The commented [[identity.rules]], [[conversions]] and [[sources]] examples in gateway.toml load."""
+    example, inside = "", False
+    for line in (ROOT / "gateway.toml").read_text().splitlines():
+        inside = line.startswith("# [[") or (inside and line.startswith("# "))
+        if inside:
+            example += line.removeprefix("# ").split("  #")[0] + "\n"
+    secrets = ("SITE_JWT_SECRET", "BILLING_WEBHOOK_SECRET", "BILLING_WEBHOOK_SECRET_OLD", "SEGMENT_WRITE_KEY")
+    settings = load_settings(None, text=example, environ={**ENV, **{name: "j" * 32 for name in secrets}})
+    assert [r.name for r in settings.options.identity.rules] == ["django-login", "api-login", "jwt-cookie"]
+    assert [r.name for r in settings.options.conversions] == ["purchase"]
+    assert [s.name for s in settings.options.sources] == ["billing", "segment"]

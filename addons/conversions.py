@@ -1,0 +1,136 @@
+"""Conversion rules: a checkout, signup or lead seen in traffic becomes a ``Conversion``.
+
+Configured by ``[[conversions]]``. When a matching request's response has a
+success status, the value (fixed or read), currency (fixed or read) and order
+ID are read and validated — a value that is not a finite number ≥ 0, or a
+currency that is not three letters, is left out and counted, and the
+conversion is still recorded. The conversion carries the visitor key, and the
+user key when ``stitching`` bound a user in the same exchange (otherwise reads
+join through the identities table). Deduplication is the store's UNIQUE
+``dedup_key``: ``order:<order id>`` when an order ID is known (so a billing
+webhook for the same order counts once too), else
+``window:<rule>:<visitor key>:<n>`` where ``n`` numbers the rule's
+``dedup_window``-second windows since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from addons.rules import MAX_TEXT, ExtractError, Extractor, RuleIndex, as_text, compile_match, money
+from gateway.events import Conversion, iso
+from gateway.ids import Uuid7
+from gateway.metrics import Metrics
+from gateway.pipeline import Context, Exchange
+from gateway.ruleconfig import Source
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    value: float | Extractor | None
+    currency: str | Extractor | None
+    order_id: Extractor | None
+    window: int
+
+
+class Conversions:
+    idle = True
+
+    def configure(self, ctx: Context) -> None:
+        self.metrics: Metrics = ctx.metrics
+        self.node = ctx.settings.node
+        self.new_id = Uuid7()
+        keys = ctx.settings.rule_keys
+        compiled = []
+        for i, rule in enumerate(ctx.settings.options.conversions):
+
+            def source(name: str, value: Source, i: int = i) -> Extractor:
+                return Extractor(value, keys.get(f"conversions[{i}].{name}"))
+
+            value = source("value", rule.value) if isinstance(rule.value, Source) else rule.value
+            currency = (
+                source("currency", rule.currency) if isinstance(rule.currency, Source) else rule.currency
+            )
+            order_id = source("order_id", rule.order_id) if rule.order_id is not None else None
+            reads = [e for e in (value, currency, order_id) if isinstance(e, Extractor)]
+            compiled.append(
+                (
+                    rule.method,
+                    compile_match(rule, reads),
+                    _Rule(rule.name, value, currency, order_id, rule.dedup_window),
+                )
+            )
+        self.index = RuleIndex(compiled)
+        self.idle = not compiled
+
+    def request(self, ex: Exchange) -> None:
+        self.index.request(ex)
+
+    def response(self, ex: Exchange) -> None:
+        for rule in self.index.fired(ex):
+            self._record(ex, rule)
+
+    def _read(self, ex: Exchange, rule: _Rule, field: str, source: Extractor) -> object:
+        try:
+            return source(ex)
+        except ExtractError as err:
+            self._failed(rule, f"{field}_{err.reason}")
+            return None
+
+    def _failed(self, rule: _Rule, reason: str) -> None:
+        self.metrics.extraction_failures.labels(rule.name, reason).inc()
+
+    def _record(self, ex: Exchange, rule: _Rule) -> None:
+        assert ex.visitor is not None  # fired() only returns rules for an exchange with a visitor
+        value: float | None = None
+        if isinstance(rule.value, Extractor):
+            raw = self._read(ex, rule, "value", rule.value)
+            if raw is not None and (value := money(raw)) is None:
+                self._failed(rule, "value_invalid")
+        else:
+            value = rule.value
+        currency: str | None = None
+        if isinstance(rule.currency, Extractor):
+            text = as_text(self._read(ex, rule, "currency", rule.currency))
+            if text is not None:
+                currency = text.strip().upper()
+                if not _CURRENCY.fullmatch(currency):
+                    currency = None
+                    self._failed(rule, "currency_invalid")
+        else:
+            currency = rule.currency
+        order_id: str | None = None
+        if rule.order_id is not None:
+            order_id = as_text(self._read(ex, rule, "order_id", rule.order_id))
+            if order_id is not None:
+                order_id = order_id.strip()
+                if not order_id or len(order_id) > MAX_TEXT or not order_id.isprintable():
+                    order_id = None
+                    self._failed(rule, "order_id_invalid")
+        ts = ex.request.ts
+        visitor_key = ex.visitor.key
+        if order_id is not None:
+            dedup_key = "order:" + order_id
+        else:
+            dedup_key = f"window:{rule.name}:{visitor_key}:{int(ts.timestamp()) // rule.window}"
+        ex.events.append(
+            Conversion(
+                id=self.new_id(int(ts.timestamp() * 1000)),
+                ts=iso(ts),
+                node=self.node,
+                name=rule.name,
+                dedup_key=dedup_key,
+                visitor_key=visitor_key,
+                user_key=ex.user_key,
+                value=value,
+                currency=currency,
+                order_id=order_id,
+                origin="rule",
+                rule=rule.name,
+            )
+        )
+        self.metrics.conversions.labels(rule.name).inc()

@@ -1,0 +1,132 @@
+"""JWT (RFC 7519, compact JWS) reading for identity and conversion rules: verify, then read claims.
+
+Pure functions, no I/O: ``load_key`` turns configured key material (an HMAC
+secret, or a PEM public key) into a ``Verifier`` for one algorithm (HS/RS/ES
+256/384/512, via ``cryptography``); ``read_claims`` checks the signature (the
+token's ``alg`` must be the configured one, so ``none`` and algorithm swaps
+fail) and ``exp``/``nbf`` when present. Without a verifier a token is only
+decoded — rules allow that only with an explicit ``verify = false``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+LEEWAY = 30
+"""Seconds of clock skew tolerated on ``exp`` and ``nbf``."""
+MAX_TOKEN = 8192
+_HASHES: dict[str, tuple[Callable[[], Any], type[hashes.HashAlgorithm]]] = {
+    "256": (hashlib.sha256, hashes.SHA256),
+    "384": (hashlib.sha384, hashes.SHA384),
+    "512": (hashlib.sha512, hashes.SHA512),
+}
+_ES_CURVE = {"ES256": ("secp256r1", 32), "ES384": ("secp384r1", 48), "ES512": ("secp521r1", 66)}
+
+
+class JwtError(Exception):
+    """Why a token was not read; ``reason`` is a metric label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Verifier:
+    algorithm: str
+    check: Callable[[bytes, bytes], bool]
+    """(signing input, signature) → valid."""
+
+
+def load_key(algorithm: str, material: bytes) -> Verifier:
+    """A verifier for ``algorithm`` with an HMAC secret or a PEM public key (ValueError if unfit)."""
+    family, bits = algorithm[:2], algorithm[2:]
+    digest, hash_cls = _HASHES[bits]
+    if family == "HS":
+
+        def check_hmac(data: bytes, sig: bytes) -> bool:
+            return hmac.compare_digest(hmac.new(material, data, digest).digest(), sig)
+
+        return Verifier(algorithm, check_hmac)
+    try:
+        public = load_pem_public_key(material)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("not a PEM public key") from None
+    if family == "RS" and isinstance(public, rsa.RSAPublicKey):
+        rsa_key = public
+
+        def check_rsa(data: bytes, sig: bytes) -> bool:
+            try:
+                rsa_key.verify(sig, data, padding.PKCS1v15(), hash_cls())
+            except InvalidSignature:
+                return False
+            return True
+
+        return Verifier(algorithm, check_rsa)
+    curve, size = _ES_CURVE.get(algorithm, ("", 0))
+    if family == "ES" and isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == curve:
+        ec_key = public
+
+        def check_ec(data: bytes, sig: bytes) -> bool:
+            if len(sig) != 2 * size:  # JWS carries r || s, fixed width (RFC 7518 §3.4)
+                return False
+            der = encode_dss_signature(int.from_bytes(sig[:size], "big"), int.from_bytes(sig[size:], "big"))
+            try:
+                ec_key.verify(der, data, ec.ECDSA(hash_cls()))
+            except InvalidSignature:
+                return False
+            return True
+
+        return Verifier(algorithm, check_ec)
+    raise ValueError(
+        f"{algorithm} needs {'an RSA public key' if family == 'RS' else 'an EC public key on ' + curve}"
+    )
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def read_claims(token: str, verifier: Verifier | None, now: float) -> dict[str, Any]:
+    """The claims of a compact JWS; JwtError(reason) when malformed, badly signed or expired."""
+    if len(token) > MAX_TOKEN or not token.isascii():
+        raise JwtError("jwt_malformed")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise JwtError("jwt_malformed")
+    try:
+        header = json.loads(_b64(parts[0]))
+        claims = json.loads(_b64(parts[1]))
+        signature = _b64(parts[2])
+    except (binascii.Error, ValueError):
+        raise JwtError("jwt_malformed") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise JwtError("jwt_malformed")
+    if verifier is not None:
+        if header.get("alg") != verifier.algorithm:
+            raise JwtError("jwt_algorithm")
+        if not verifier.check(f"{parts[0]}.{parts[1]}".encode(), signature):
+            raise JwtError("jwt_signature")
+    exp, nbf = claims.get("exp"), claims.get("nbf")
+    if exp is not None and (not _is_number(exp) or now > exp + LEEWAY):
+        raise JwtError("jwt_expired")
+    if nbf is not None and (not _is_number(nbf) or now < nbf - LEEWAY):
+        raise JwtError("jwt_not_yet_valid")
+    return claims
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,293 @@
+"""Rule matching and value extraction shared by ``stitching`` and ``conversions``.
+
+Owns the compiled form of a rule's match (method, path regex compiled once,
+host, success statuses) and of a value source (a form field of the request
+body — urlencoded or multipart —, a JSON pointer into either body, a response
+header, a query parameter of the request or of the response's ``Location``,
+a JWT claim from a cookie or the ``Authorization`` header), plus the pure
+parsers behind them. A field whose name contains pass, secret, token or card is
+never extracted, whatever the config says: the form parser does not even
+return it.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from addons.campaign import hostname
+from addons.jws import JwtError, Verifier, load_key, read_claims
+from gateway.keys import MAX_USER_ID
+from gateway.pipeline import Exchange, parse_cookies, split_query
+from gateway.ruleconfig import FORBIDDEN_NAME, ConversionRule, IdentityRule, Source, source_kind
+
+MAX_FORM_FIELDS = 1000
+MAX_TEXT = 200
+"""Longest order ID or currency kept."""
+
+
+class ExtractError(Exception):
+    """Why no value was read; ``reason`` is a metric label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_form(content_type: str, body: bytes) -> dict[str, str]:
+    """A urlencoded or multipart/form-data body → field → first value (file parts skipped).
+
+    Fields named like a credential (``FORBIDDEN_NAME``) are left out. ValueError when the
+    body is not a form of either kind.
+    """
+    media = content_type.partition(";")[0].strip().lower()
+    fields: dict[str, str] = {}
+    if media == "application/x-www-form-urlencoded":
+        text = body.decode("utf-8", "replace")
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        for name, value in pairs:
+            if not FORBIDDEN_NAME.search(name):
+                fields.setdefault(name, value)
+        return fields
+    if media != "multipart/form-data":
+        raise ValueError(f"not a form: {media or 'no content type'}")
+    head = b"Content-Type: " + content_type.encode("utf-8", "replace") + b"\r\n\r\n"
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise ValueError("multipart body without parts")
+    for part in message.iter_parts():
+        field = part.get_param("name", header="content-disposition")
+        if not isinstance(field, str) or part.get_filename() is not None or FORBIDDEN_NAME.search(field):
+            continue
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            fields.setdefault(field, payload.decode(part.get_content_charset() or "utf-8", "replace"))
+    return fields
+
+
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
+def resolve_pointer(document: Any, pointer: str) -> Any:
+    """RFC 6901: the value at ``pointer`` (``/user/id``, ``/items/0``); LookupError when absent."""
+    if pointer == "":
+        return document
+    if not pointer.startswith("/"):
+        raise LookupError(f"a JSON pointer starts with '/': {pointer!r}")
+    for token in pointer[1:].split("/"):
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(document, dict):
+            document = document[token]
+        elif isinstance(document, list) and _INDEX.fullmatch(token):
+            document = document[int(token)]
+        else:
+            raise LookupError(token)
+    return document
+
+
+def as_text(value: Any) -> str | None:
+    """A string, or a whole number written as one; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def user_id(value: Any) -> str:
+    """A valid user ID from an extracted value; ExtractError when it is not one."""
+    text = as_text(value)
+    if text is None or not text.strip():
+        raise ExtractError("invalid_user_id")
+    if len(text) > MAX_USER_ID or not text.isprintable():
+        raise ExtractError("invalid_user_id")
+    return text
+
+
+def money(value: Any) -> float | None:
+    """A finite amount ≥ 0 from a number or a numeric string; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def first_query_value(query: str, name: str) -> str | None:
+    for _, key, value in split_query(query):
+        if key == name:
+            return value
+    return None
+
+
+def set_cookie_value(headers: Mapping[str, str], name: str) -> str | None:
+    """The value a response's Set-Cookie gives cookie ``name`` (every Set-Cookie is looked at:
+    a multi-valued mapping yields each in ``items()``)."""
+    for header, value in headers.items():
+        if header.lower() != "set-cookie":
+            continue
+        pair = value.partition(";")[0]
+        cookie, sep, cookie_value = pair.partition("=")
+        if sep and cookie.strip() == name:
+            return parse_cookies(pair).get(name, cookie_value.strip())
+    return None
+
+
+class Extractor:
+    """One configured source, ready to read a value out of an exchange."""
+
+    def __init__(self, source: Source, key_material: bytes | None = None) -> None:
+        self.kind, self.name = source_kind(source)
+        self.claim = source.claim
+        self.verifier: Verifier | None = load_key(source.algorithm, key_material) if key_material else None
+        read = source.claim if self.kind.startswith("jwt_") else self.name
+        # Checked again here, not only by the config check: such a field is never read.
+        self.forbidden = any(FORBIDDEN_NAME.search(part) for part in read.split("/"))
+        self.request_body = self.kind in ("form", "request_json")
+        self.response_body = self.kind == "response_json"
+        self._read: Callable[[Exchange], Any] = getattr(self, "_" + self.kind)  # one method per kind
+
+    def __call__(self, ex: Exchange) -> Any:
+        if self.forbidden:
+            raise ExtractError("forbidden_field")
+        value = self._read(ex)
+        if value is None:
+            raise ExtractError("missing")
+        return value
+
+    def _form(self, ex: Exchange) -> Any:
+        body = _body(ex.request_body)
+        try:
+            fields = parse_form(ex.request.headers.get("content-type", ""), body)
+        except ValueError:
+            raise ExtractError("not_a_form") from None
+        return fields.get(self.name)
+
+    def _request_json(self, ex: Exchange) -> Any:
+        return _pointer(_body(ex.request_body), self.name)
+
+    def _response_json(self, ex: Exchange) -> Any:
+        return _pointer(_body(ex.response_body), self.name)
+
+    def _header(self, ex: Exchange) -> Any:
+        # Hosts hand over headers looked up by lower-case name.
+        return ex.response.headers.get(self.name.lower()) if ex.response is not None else None
+
+    def _query(self, ex: Exchange) -> Any:
+        return first_query_value(ex.request.query, self.name)
+
+    def _location_query(self, ex: Exchange) -> Any:
+        location = ex.response.headers.get("location") if ex.response is not None else None
+        if not location:
+            return None
+        try:
+            query = urlsplit(location).query
+        except ValueError:
+            raise ExtractError("bad_location") from None
+        return first_query_value(query, self.name)
+
+    def _jwt_cookie(self, ex: Exchange) -> Any:
+        token = set_cookie_value(ex.response.headers, self.name) if ex.response is not None else None
+        return self._claim(ex, token or ex.request.cookies.get(self.name))
+
+    def _jwt_authorization(self, ex: Exchange) -> Any:
+        scheme, _, token = ex.request.headers.get("authorization", "").partition(" ")
+        return self._claim(ex, token.strip() if scheme.lower() == "bearer" else None)
+
+    def _claim(self, ex: Exchange, token: str | None) -> Any:
+        if not token:
+            return None
+        try:
+            claims = read_claims(token, self.verifier, ex.request.ts.timestamp())
+        except JwtError as err:
+            raise ExtractError(err.reason) from None
+        return claims.get(self.claim)
+
+
+def _body(body: bytes | None) -> bytes:
+    if body is None:
+        raise ExtractError("body_not_read")  # larger than the rule's max_body, or not decodable
+    return body
+
+
+def _pointer(body: bytes, pointer: str) -> Any:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise ExtractError("not_json") from None
+    try:
+        return resolve_pointer(document, pointer)
+    except (LookupError, TypeError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    path: re.Pattern[str]
+    host: str
+    status: frozenset[int]
+    max_body: int
+    request_body: bool
+    response_body: bool
+
+
+def compile_match(rule: IdentityRule | ConversionRule, extractors: Sequence[Extractor]) -> Match:
+    return Match(
+        path=re.compile(rule.path),
+        host=rule.host.lower(),
+        status=frozenset(rule.status),
+        max_body=rule.max_body,
+        request_body=any(e.request_body for e in extractors),
+        response_body=any(e.response_body for e in extractors),
+    )
+
+
+class RuleIndex:
+    """Rules by method, so a request no rule's method matches costs one dict lookup."""
+
+    def __init__(self, rules: Sequence[tuple[str, Match, Any]]) -> None:
+        self.by_method: dict[str, list[tuple[Match, Any]]] = {}
+        for method, match, rule in rules:
+            self.by_method.setdefault(method, []).append((match, rule))
+
+    def request(self, ex: Exchange) -> None:
+        """Ask the host for the bodies the matching rules read."""
+        candidates = self.by_method.get(ex.request.method)
+        if not candidates:
+            return
+        host = hostname(ex.request.host)
+        for match, _ in candidates:
+            if (not match.host or match.host == host) and match.path.fullmatch(ex.request.path):
+                if match.request_body:
+                    ex.want_request_body = max(ex.want_request_body, match.max_body)
+                if match.response_body:
+                    ex.want_response_body = max(ex.want_response_body, match.max_body)
+
+    def fired(self, ex: Exchange) -> list[Any]:
+        """The matching rules whose success statuses include the response's."""
+        if ex.response is None or ex.visitor is None:
+            return []
+        candidates = self.by_method.get(ex.request.method)
+        if not candidates:
+            return []
+        host = hostname(ex.request.host)
+        status = ex.response.status
+        return [
+            rule
+            for match, rule in candidates
+            if status in match.status
+            and (not match.host or match.host == host)
+            and match.path.fullmatch(ex.request.path)
+        ]

@@ -1,0 +1,84 @@
+"""Identity rules: a login or signup seen in traffic binds the visitor to the site's user.
+
+Configured by ``[[identity.rules]]``. A request matching a rule has the bodies
+its source reads captured (up to the rule's ``max_body``); when the response's
+status is one the rule calls success, the user ID is read, validated (printable,
+at most ``MAX_USER_ID`` characters) and a ``Binding`` of the visitor key to the
+user key is emitted. Many visitors per user; nothing unbinds. The user key is
+left on the exchange so ``conversions`` can credit the user at once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from addons.rules import ExtractError, Extractor, RuleIndex, compile_match, user_id
+from gateway.events import Binding, iso
+from gateway.ids import Uuid7
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+from gateway.pipeline import Context, Exchange
+
+RECENT = 4096
+"""Visitor-user pairs remembered, so a rule firing on every request does not bind again each time."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    user_id: Extractor
+
+
+class Stitching:
+    idle = True
+
+    def configure(self, ctx: Context) -> None:
+        rules = ctx.settings.options.identity.rules
+        self.keys: Keys = ctx.keys
+        self.metrics: Metrics = ctx.metrics
+        self.node = ctx.settings.node
+        self.new_id = Uuid7()
+        self.recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        compiled = []
+        for i, rule in enumerate(rules):
+            extractor = Extractor(rule.user_id, ctx.settings.rule_keys.get(f"identity.rules[{i}].user_id"))
+            compiled.append((rule.method, compile_match(rule, [extractor]), _Rule(rule.name, extractor)))
+        self.index = RuleIndex(compiled)
+        self.idle = not compiled
+
+    def request(self, ex: Exchange) -> None:
+        self.index.request(ex)
+
+    def response(self, ex: Exchange) -> None:
+        for rule in self.index.fired(ex):
+            try:
+                uid = user_id(rule.user_id(ex))
+            except ExtractError as err:
+                self.metrics.extraction_failures.labels(rule.name, err.reason).inc()
+                continue
+            self._bind(ex, rule.name, self.keys.user_key(uid))
+
+    def _bind(self, ex: Exchange, rule: str, user_key: str) -> None:
+        assert ex.visitor is not None  # fired() only returns rules for an exchange with a visitor
+        ex.user_key = user_key
+        pair = (ex.visitor.key, user_key)
+        if pair in self.recent:
+            self.recent.move_to_end(pair)
+            return
+        self.recent[pair] = None
+        if len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+        ts = ex.request.ts
+        ex.events.append(
+            Binding(
+                id=self.new_id(int(ts.timestamp() * 1000)),
+                ts=iso(ts),
+                node=self.node,
+                visitor_key=pair[0],
+                user_key=user_key,
+                rule=rule,
+                origin="rule",
+            )
+        )
+        self.metrics.bindings.labels(rule).inc()

@@ -1,0 +1,294 @@
+"""Identity and conversion rules as configured: ``[[identity.rules]]`` and ``[[conversions]]``.
+
+Owns the rule option structs (a match, success statuses, value sources), the
+checks done once at start-up — each problem naming its TOML key, e.g.
+``identity.rules[1].path: not a valid regular expression: …`` — and the
+loading of JWT verification keys (from the environment or a PEM file). Fields
+named like a credential (``FORBIDDEN_NAME``) are refused here and again where
+values are extracted (``addons/rules.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import msgspec
+
+
+class _Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+def _check(problems: list[str], ok: bool, key: str, message: str) -> None:
+    if not ok:
+        problems.append(f"{key}: {message}")
+
+
+class Source(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where a rule reads a value: exactly one of the first eight keys (the JWT ones take the
+    options after them). Names containing pass, secret, token or card are never read."""
+
+    form: str = ""
+    """A field of the request body (urlencoded or multipart)."""
+    request_json: str = ""
+    """A JSON pointer (RFC 6901) into the request body, e.g. ``/user/email``."""
+    response_json: str = ""
+    """A JSON pointer into the response body (gzip/deflate are decoded)."""
+    header: str = ""
+    """A response header."""
+    query: str = ""
+    """A query parameter of the request."""
+    location_query: str = ""
+    """A query parameter of the response's ``Location`` (``303 /thank-you?order=…``)."""
+    jwt_cookie: str = ""
+    """A cookie holding a JWT: set by the response, else sent with the request."""
+    jwt_authorization: bool = False
+    """The JWT in the request's ``Authorization: Bearer`` header."""
+    claim: str = "sub"
+    """JWT only: the claim read."""
+    algorithm: str = ""
+    """JWT only: HS256/384/512, RS256/384/512 or ES256/384/512; required with ``key``."""
+    key: str = ""
+    """JWT only: the HMAC secret as ``env:NAME``, or a public key as a PEM file path or ``env:NAME``."""
+    verify: bool = True
+    """JWT only: false reads an unverified token (allowed only without ``key``)."""
+
+
+SOURCE_KINDS = (
+    "form",
+    "request_json",
+    "response_json",
+    "header",
+    "query",
+    "location_query",
+    "jwt_cookie",
+    "jwt_authorization",
+)
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+FORBIDDEN_NAME = re.compile(r"pass|secret|token|card", re.IGNORECASE)
+"""Fields whose name matches are never extracted, whatever a rule says."""
+
+
+def source_kind(source: Source) -> tuple[str, str]:
+    """(kind, name) of the one source key set; ("", "") when none is."""
+    for kind in SOURCE_KINDS:
+        value = getattr(source, kind)
+        if value:
+            return kind, "authorization" if value is True else value
+    return "", ""
+
+
+class IdentityRule(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[[identity.rules]]``: a request whose success binds the visitor to a user."""
+
+    name: str
+    """Names the rule in bindings and metrics."""
+    method: str = "POST"
+    """HTTP method matched."""
+    path: str
+    """Regular expression matched against the whole path (``re.fullmatch``)."""
+    host: str = ""
+    """Host matched (case-insensitive, port ignored); empty: any."""
+    status: tuple[int, ...]
+    """Response statuses that mean success, e.g. ``[302, 303]`` or ``[200, 201]``."""
+    user_id: Source
+    """Where the user ID is read."""
+    max_body: int = 65536
+    """Most bytes of a body read for this rule; a larger body is forwarded but not read."""
+
+
+class ConversionRule(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[[conversions]]``: a request whose success is a goal reached."""
+
+    name: str
+    """The conversion's name (e.g. ``purchase``)."""
+    method: str = "POST"
+    """HTTP method matched."""
+    path: str
+    """Regular expression matched against the whole path."""
+    host: str = ""
+    """Host matched; empty: any."""
+    status: tuple[int, ...]
+    """Response statuses that mean success."""
+    value: float | Source | None = None
+    """A fixed value, or where it is read; none: no value."""
+    currency: str | Source | None = None
+    """A fixed ISO 4217 code (``"EUR"``), or where it is read."""
+    order_id: Source | None = None
+    """Where the order ID is read: the same order counts once (``order:<id>``)."""
+    dedup_window: int = 600
+    """Seconds: without an order ID, one conversion per visitor and rule per window."""
+    max_body: int = 65536
+    """Most bytes of a body read for this rule."""
+
+
+_METHOD = re.compile(r"[A-Z]+")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def validate_rules(
+    p: list[str],
+    key: str,
+    rules: tuple[IdentityRule, ...] | tuple[ConversionRule, ...],
+    addon: str,
+    addons: tuple[str, ...],
+) -> None:
+    """Match, statuses, sources and the addon that runs them: each problem names its key."""
+    if not rules:
+        return
+    if addon not in addons:
+        p.append(f'{key}: rules are configured but "{addon}" is not in proxy.addons')
+    elif "identity" not in addons or addons.index("identity") > addons.index(addon):
+        p.append(f'proxy.addons: "{addon}" needs "identity" before it (rules bind a visitor)')
+    names: set[str] = set()
+    entries: Sequence[IdentityRule | ConversionRule] = rules
+    for i, rule in enumerate(entries):
+        at = f"{key}[{i}]"
+        _check(p, bool(rule.name) and rule.name.isprintable(), f"{at}.name", "must not be empty")
+        _check(p, rule.name not in names, f"{at}.name", f"{rule.name!r} is used by another rule")
+        names.add(rule.name)
+        _check(
+            p, bool(_METHOD.fullmatch(rule.method)), f"{at}.method", f"not an HTTP method: {rule.method!r}"
+        )
+        try:
+            re.compile(rule.path)
+        except re.error as err:
+            p.append(f"{at}.path: not a valid regular expression: {err}")
+        _check(p, bool(rule.status), f"{at}.status", "must list at least one status")
+        for j, status in enumerate(rule.status):
+            _check(p, 100 <= status <= 599, f"{at}.status[{j}]", f"must be 100..599, got {status}")
+        _check(
+            p,
+            0 < rule.max_body <= 16 * 1024 * 1024,
+            f"{at}.max_body",
+            f"must be 1..16777216, got {rule.max_body}",
+        )
+        if isinstance(rule, IdentityRule):
+            _validate_source(p, f"{at}.user_id", rule.user_id)
+            continue
+        if isinstance(rule.value, Source):
+            _validate_source(p, f"{at}.value", rule.value)
+        elif rule.value is not None:
+            _check(
+                p,
+                rule.value >= 0 and rule.value != float("inf"),
+                f"{at}.value",
+                f"must be a finite number >= 0, got {rule.value}",
+            )
+        if isinstance(rule.currency, Source):
+            _validate_source(p, f"{at}.currency", rule.currency)
+        elif rule.currency is not None:
+            _check(
+                p,
+                bool(_CURRENCY.fullmatch(rule.currency)),
+                f"{at}.currency",
+                f'must be a 3-letter ISO 4217 code like "EUR", got {rule.currency!r}',
+            )
+        if rule.order_id is not None:
+            _validate_source(p, f"{at}.order_id", rule.order_id)
+        _check(
+            p,
+            1 <= rule.dedup_window <= 86400,
+            f"{at}.dedup_window",
+            f"must be 1..86400 seconds, got {rule.dedup_window}",
+        )
+
+
+def _validate_source(p: list[str], key: str, source: Source) -> None:
+    kinds = [kind for kind in SOURCE_KINDS if getattr(source, kind)]
+    if len(kinds) != 1:
+        found = f"got {', '.join(kinds)}" if kinds else "got none"
+        p.append(f"{key}: set exactly one of {', '.join(SOURCE_KINDS)} ({found})")
+        return
+    kind, name = source_kind(source)
+    is_jwt = kind.startswith("jwt_")
+    # The JWT's container (a cookie named access_token, the Authorization header) is not the
+    # field extracted; its claim is.
+    read = source.claim if is_jwt else name
+    parts = read.split("/") if kind.endswith("_json") else [read]
+    bad = [part for part in parts if FORBIDDEN_NAME.search(part)]
+    _check(
+        p,
+        not bad,
+        f"{key}.{'claim' if is_jwt else kind}",
+        f"{read!r} may hold a credential (its name contains pass, secret, token or card) "
+        "and is never extracted",
+    )
+    if kind.endswith("_json"):
+        _check(p, name.startswith("/"), f"{key}.{kind}", f'a JSON pointer starts with "/", got {name!r}')
+    if not is_jwt:
+        _check(
+            p,
+            (source.key, source.algorithm, source.verify, source.claim) == ("", "", True, "sub"),
+            key,
+            "claim, algorithm, key and verify apply only to jwt_cookie and jwt_authorization",
+        )
+        return
+    if source.key:
+        _check(
+            p,
+            source.algorithm in JWT_ALGORITHMS,
+            f"{key}.algorithm",
+            f"must be one of {', '.join(JWT_ALGORITHMS)} when a key is given, got {source.algorithm!r}",
+        )
+        _check(p, source.verify, f"{key}.verify", "verify = false contradicts a configured key")
+    else:
+        _check(
+            p,
+            not source.verify,
+            f"{key}.key",
+            "a JWT is verified with a key; without one, say verify = false explicitly",
+        )
+
+
+def rule_sources(
+    identity_rules: Sequence[IdentityRule], conversions: Sequence[ConversionRule]
+) -> list[tuple[str, Source]]:
+    """Every source of every rule, with its TOML key (``identity.rules[0].user_id``)."""
+    found = [(f"identity.rules[{i}].user_id", r.user_id) for i, r in enumerate(identity_rules)]
+    for i, rule in enumerate(conversions):
+        for name in ("value", "currency", "order_id"):
+            value = getattr(rule, name)
+            if isinstance(value, Source):
+                found.append((f"conversions[{i}].{name}", value))
+    return found
+
+
+def resolve_rule_keys(
+    sources: Sequence[tuple[str, Source]], environ: Mapping[str, str], base_dir: Path, problems: list[str]
+) -> dict[str, bytes]:
+    """Each JWT source's key: an HMAC secret from the environment, or a PEM public key (from
+    the environment or a file), checked against its algorithm now rather than per request."""
+    from addons.jws import load_key  # the verifier the rules use (addons import this module)
+
+    keys: dict[str, bytes] = {}
+    for at, source in sources:
+        if not source.key or source.algorithm not in JWT_ALGORITHMS:
+            continue
+        key = f"{at}.key"
+        raw: bytes
+        if source.key.startswith("env:"):
+            value = environ.get(source.key[4:], "")
+            if not value:
+                problems.append(f"{key}: environment variable {source.key[4:]} is not set")
+                continue
+            raw = value.encode()
+        elif source.algorithm.startswith("HS"):
+            problems.append(f'{key}: an HMAC secret is never written in the file; use "env:NAME"')
+            continue
+        else:
+            path = Path(source.key)
+            try:
+                raw = (path if path.is_absolute() else base_dir / path).read_bytes()
+            except OSError as err:
+                problems.append(f"{key}: cannot read {source.key}: {err.strerror}")
+                continue
+        try:
+            load_key(source.algorithm, raw)  # a PEM of the right kind (and curve), parsed now
+        except ValueError as err:
+            problems.append(f"{key}: {err}")
+            continue
+        keys[at] = raw
+    return keys

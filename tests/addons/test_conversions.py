@@ -1,0 +1,206 @@
+"""Conversion rules on a plain Exchange: values, currencies, order IDs, dedup keys, validation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from addons.conversions import Conversions
+from addons.identity import Identity, cookie_value
+from addons.stitching import Stitching
+from gateway.config import ConfigError
+from gateway.events import Conversion
+from gateway.pipeline import Context, Exchange, ResponseView
+from tests.addons.conftest import FIXED_TS, configured, context, exchange, metric
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def rule(fields: str, *, name: str = "purchase", path: str = "/checkout", status: str = "[303]") -> str:
+    return f"""
+        [[conversions]]
+        name = "{name}"
+        path = "{path}"
+        status = {status}
+        {fields}
+    """
+
+
+def run(
+    ctx: Context,
+    ex: Exchange,
+    status: int = 303,
+    *,
+    headers: dict[str, str] | None = None,
+    request_body: bytes | None = None,
+    response_body: bytes | None = None,
+    addon: Conversions | None = None,
+) -> Conversion | None:
+    configured(Identity, ctx=ctx).request(ex)
+    conversions = addon or configured(Conversions, ctx=ctx)
+    conversions.request(ex)
+    if ex.want_request_body:
+        ex.request_body = request_body
+    if ex.want_response_body:
+        ex.response_body = response_body
+    ex.response = ResponseView(status, headers or {})
+    conversions.response(ex)
+    found = [e for e in ex.events if isinstance(e, Conversion)]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def checkout(target: str = "/checkout", **kw: object) -> Exchange:
+    return exchange(target, method="POST", headers={"content-type": FORM}, **kw)  # type: ignore[arg-type]
+
+
+def test_location_query_value_and_order_id() -> None:
+    ctx = context(
+        rule(
+            'value = { location_query = "total" }\ncurrency = "EUR"\norder_id = { location_query = "order" }'
+        )
+    )
+    ex = checkout()
+    c = run(ctx, ex, headers={"location": "/thank-you?order=A17&total=49.90"})
+    assert c is not None and ex.visitor is not None
+    assert (c.name, c.rule, c.value, c.currency, c.order_id) == ("purchase", "purchase", 49.9, "EUR", "A17")
+    assert c.dedup_key == "order:A17" and c.visitor_key == ex.visitor.key and c.user_key is None
+    assert c.origin == "rule" and c.ts == "2026-11-25T12:00:00.000000Z"
+    assert ex.want_request_body == 0 and ex.want_response_body == 0  # Location needs no body
+    assert metric(ctx, "gateway_conversions_total", {"rule": "purchase"}) == 1
+
+
+def test_absolute_location_and_fixed_value() -> None:
+    ctx = context(rule('value = 25\norder_id = { location_query = "o" }', status="[302, 303]"))
+    c = run(ctx, checkout(), 302, headers={"location": "https://shop.example/done?o=Z%2F9"})
+    assert c is not None and (c.value, c.currency, c.order_id) == (25.0, None, "Z/9")
+
+
+def test_values_from_form_json_and_header() -> None:
+    ctx = context(
+        rule(
+            'value = { form = "amount" }\ncurrency = { form = "cur" }\norder_id = { header = "X-Order" }',
+            status="[200]",
+        )
+    )
+    ex = checkout()
+    c = run(ctx, ex, 200, headers={"x-order": "42"}, request_body=b"amount=12.5&cur=usd&card_number=4111")
+    assert c is not None and (c.value, c.currency, c.order_id) == (12.5, "USD", "42")
+    ctx = context(
+        rule('value = { response_json = "/order/total" }\norder_id = { response_json = "/order/id" }')
+    )
+    ex = checkout()
+    c = run(ctx, ex, response_body=b'{"order": {"id": 7, "total": 99}}')
+    assert c is not None and (c.value, c.order_id, c.dedup_key) == (99.0, "7", "order:7")
+
+
+@pytest.mark.parametrize(
+    ("location", "value", "currency", "reasons"),
+    [
+        ("/t?total=-5&cur=EUR", None, "EUR", ["value_invalid"]),
+        ("/t?total=nan&cur=EUR", None, "EUR", ["value_invalid"]),
+        ("/t?total=1e999&cur=EUR", None, "EUR", ["value_invalid"]),
+        ("/t?total=abc&cur=EURO", None, None, ["value_invalid", "currency_invalid"]),
+        ("/t?cur=EUR", None, "EUR", ["value_missing"]),
+        ("/t?total=3", 3.0, None, ["currency_missing"]),
+    ],
+)
+def test_bad_values_recorded_without_them_and_counted(
+    location: str, value: float | None, currency: str | None, reasons: list[str]
+) -> None:
+    ctx = context(rule('value = { location_query = "total" }\ncurrency = { location_query = "cur" }'))
+    c = run(ctx, checkout(), headers={"location": location})
+    assert c is not None and (c.value, c.currency) == (value, currency)
+    for reason in reasons:
+        labels = {"rule": "purchase", "reason": reason}
+        assert metric(ctx, "gateway_extraction_failures_total", labels) == 1, reason
+
+
+def test_without_order_id_dedup_by_visitor_rule_and_window() -> None:
+    ctx = context(rule('order_id = { location_query = "order" }\ndedup_window = 600'))
+    addon = configured(Conversions, ctx=ctx)
+    cookie = {"gw_vid": cookie_value(ctx.keys.cookie_mac, "A" * 22)}  # one returning visitor
+    first = run(ctx, checkout(cookies=cookie), headers={"location": "/thanks"}, addon=addon)
+    assert first is not None and first.order_id is None
+    assert (
+        first.dedup_key
+        == f"window:purchase:{ctx.keys.visitor_key('A' * 22)}:{int(FIXED_TS.timestamp()) // 600}"
+    )
+    again = checkout(cookies=cookie)  # a double submit 30 s later: the same key, the store keeps one
+    again.request.ts = FIXED_TS + timedelta(seconds=30)
+    second = run(ctx, again, headers={"location": "/thanks"}, addon=addon)
+    assert second is not None and second.dedup_key == first.dedup_key and second.id != first.id
+    later = checkout(cookies=cookie)  # the next window
+    later.request.ts = FIXED_TS + timedelta(seconds=600)
+    third = run(ctx, later, headers={"location": "/thanks"}, addon=addon)
+    assert third is not None and third.dedup_key != first.dedup_key
+    other_visitor = run(ctx, checkout(), headers={"location": "/thanks"}, addon=addon)
+    assert other_visitor is not None and other_visitor.dedup_key != first.dedup_key
+
+
+def test_user_key_carried_when_stitching_bound_in_the_same_exchange() -> None:
+    toml = (
+        rule('value = 1\norder_id = { location_query = "o" }', path="/signup")
+        + """
+        [[identity.rules]]
+        name = "signup"
+        path = "/signup"
+        status = [303]
+        user_id = { form = "email" }
+    """
+    )
+    ctx = context(toml)
+    ex = exchange("/signup", method="POST", headers={"content-type": FORM})
+    configured(Identity, ctx=ctx).request(ex)
+    stitching, conversions = configured(Stitching, ctx=ctx), configured(Conversions, ctx=ctx)
+    stitching.request(ex)
+    conversions.request(ex)
+    ex.request_body = b"email=ada%40example.com&password=x"
+    ex.response = ResponseView(303, {"location": "/welcome?o=S1"})
+    stitching.response(ex)
+    conversions.response(ex)
+    (c,) = [e for e in ex.events if isinstance(e, Conversion)]
+    assert c.user_key == ctx.keys.user_key("ada@example.com")
+
+
+def test_other_status_or_path_records_nothing() -> None:
+    ctx = context(rule("value = 1"))
+    assert run(ctx, checkout(), 200) is None
+    assert run(ctx, checkout("/checkout/x")) is None
+
+
+def test_no_rules_means_idle() -> None:
+    assert configured(Conversions).idle is True
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ("value = -1", "conversions[0].value: must be a finite number >= 0, got -1.0"),
+        ("value = inf", "conversions[0].value: must be a finite number >= 0"),
+        ("value = nan", "conversions[0].value: must be a finite number >= 0"),
+        ('currency = "eur"', 'conversions[0].currency: must be a 3-letter ISO 4217 code like "EUR"'),
+        ('value = { form = "card_total" }', "conversions[0].value.form: 'card_total' may hold a credential"),
+        ('order_id = { form = "o", header = "h" }', "conversions[0].order_id: set exactly one of"),
+        ("dedup_window = 0", "conversions[0].dedup_window: must be 1..86400 seconds, got 0"),
+        ('value = "ten"', "conversions[0].value: expected"),
+        ("max_body = 0", "conversions[0].max_body: must be 1..16777216"),
+        ('method = "post"', "conversions[0].method: not an HTTP method: 'post'"),
+    ],
+)
+def test_config_rejects(fields: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        context(rule(fields))
+    assert any(expected in p for p in info.value.problems), info.value.problems
+
+
+def test_config_requires_the_addon_and_names_missing_keys() -> None:
+    with pytest.raises(ConfigError) as info:
+        context(rule("value = 1") + "[proxy]\naddons = ['identity']\n")
+    assert 'conversions: rules are configured but "conversions" is not in proxy.addons' in info.value.problems
+    with pytest.raises(ConfigError) as info:
+        context('[[conversions]]\nname = "x"\npath = "/"\n')
+    assert any(
+        p.startswith("conversions[0]: object missing required field status") for p in info.value.problems
+    )

@@ -1,0 +1,268 @@
+"""Rule helpers: form parsing (urlencoded, multipart), RFC 6901 pointers, value checks, JWTs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from hypothesis import given
+from hypothesis import strategies as st
+
+from addons.jws import JwtError, load_key, read_claims
+from addons.rules import money, parse_form, resolve_pointer, set_cookie_value, user_id
+
+NOW = 1_800_000_000
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signing_input(claims: dict[str, Any], alg: str) -> str:
+    header = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    return header + "." + b64(json.dumps(claims).encode())
+
+
+def hs256(claims: dict[str, Any], secret: bytes, alg: str = "HS256") -> str:
+    data = signing_input(claims, alg)
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
+    return data + "." + b64(hmac.new(secret, data.encode(), digest).digest())
+
+
+def rs256(claims: dict[str, Any], key: rsa.RSAPrivateKey) -> str:
+    data = signing_input(claims, "RS256")
+    return data + "." + b64(key.sign(data.encode(), padding.PKCS1v15(), hashes.SHA256()))
+
+
+def es256(claims: dict[str, Any], key: ec.EllipticCurvePrivateKey) -> str:
+    data = signing_input(claims, "ES256")
+    r, s = decode_dss_signature(key.sign(data.encode(), ec.ECDSA(hashes.SHA256())))
+    return data + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+# -- forms -------------------------------------------------------------------------------------
+
+
+def test_urlencoded_form_first_value_wins_and_credentials_are_left_out() -> None:
+    body = b"username=ada%40example.com&password=hunter2&next=%2Fhome&username=eve&csrf_token=x&a="
+    fields = parse_form("application/x-www-form-urlencoded; charset=utf-8", body)
+    assert fields == {"username": "ada@example.com", "next": "/home", "a": ""}
+
+
+def test_bracketed_rails_field_names() -> None:
+    body = b"user%5Bemail%5D=ada%40example.com&user%5Bpassword%5D=x&authenticity_token=t"
+    assert parse_form("application/x-www-form-urlencoded", body) == {"user[email]": "ada@example.com"}
+
+
+def multipart(fields: list[tuple[str, str, str | None]], boundary: str = "XyZ") -> tuple[str, bytes]:
+    parts = []
+    for name, value, filename in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        parts.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n")
+    body = "".join(parts) + f"--{boundary}--\r\n"
+    return f"multipart/form-data; boundary={boundary}", body.encode()
+
+
+def test_multipart_form_skips_files_and_credentials() -> None:
+    ctype, body = multipart(
+        [
+            ("email", "ada@example.com", None),
+            ("Password", "hunter2", None),
+            ("avatar", "GIF89a...", "me.gif"),
+            ("bio", "Zürich", None),
+        ]
+    )
+    assert parse_form(ctype, body) == {"email": "ada@example.com", "bio": "Zürich"}
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [("application/json", b"{}"), ("", b"a=1"), ("multipart/form-data; boundary=q", b"not multipart")],
+)
+def test_not_a_form(ctype: str, body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_form(ctype, body)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=20), max_size=8))
+def test_urlencoded_round_trip(fields: dict[str, str]) -> None:
+    from urllib.parse import urlencode
+
+    body = urlencode(list(fields.items())).encode()
+    parsed = parse_form("application/x-www-form-urlencoded", body)
+    from gateway.ruleconfig import FORBIDDEN_NAME
+
+    assert parsed == {k: v for k, v in fields.items() if not FORBIDDEN_NAME.search(k)}
+
+
+# -- JSON pointers -----------------------------------------------------------------------------
+
+DOC = {"foo": ["bar", "baz"], "": 0, "a/b": 1, "m~n": 8, "user": {"id": 42}}
+
+
+@pytest.mark.parametrize(
+    ("pointer", "expected"),
+    [
+        ("", DOC),
+        ("/foo", ["bar", "baz"]),
+        ("/foo/0", "bar"),
+        ("/foo/1", "baz"),
+        ("/", 0),
+        ("/a~1b", 1),
+        ("/m~0n", 8),
+        ("/user/id", 42),
+    ],
+)
+def test_pointer_rfc6901_examples(pointer: str, expected: Any) -> None:
+    assert resolve_pointer(DOC, pointer) == expected
+
+
+@pytest.mark.parametrize("pointer", ["/nope", "/foo/2", "/foo/01", "/foo/-", "/user/id/x", "user"])
+def test_pointer_missing(pointer: str) -> None:
+    with pytest.raises(LookupError):
+        resolve_pointer(DOC, pointer)
+
+
+# -- values ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (49.9, 49.9),
+        ("49.90", 49.9),
+        (0, 0.0),
+        (" 12 ", 12.0),
+        ("-1", None),
+        ("nan", None),
+        ("inf", None),
+        (float("inf"), None),
+        (True, None),
+        ("12,50", None),
+        (None, None),
+        ([1], None),
+    ],
+)
+def test_money(raw: Any, expected: float | None) -> None:
+    assert money(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "a\nb", "x" * 257, 4.5, True, None, {"id": 1}])
+def test_user_id_rejected(raw: Any) -> None:
+    from addons.rules import ExtractError
+
+    with pytest.raises(ExtractError):
+        user_id(raw)
+
+
+def test_user_id_accepted() -> None:
+    assert user_id(42) == "42"
+    assert user_id("ada@example.com") == "ada@example.com"
+
+
+def test_set_cookie_value_reads_every_set_cookie() -> None:
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict([("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "session=abc.def; HttpOnly")])
+    assert set_cookie_value(headers, "session") == "abc.def"
+    assert set_cookie_value(headers, "missing") is None
+
+
+# -- JWT ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+def test_hs_verified(alg: str) -> None:
+    token = hs256({"sub": "u1", "exp": NOW + 60}, b"k" * 32, alg)
+    assert read_claims(token, load_key(alg, b"k" * 32), NOW)["sub"] == "u1"
+
+
+def test_hs_tampered_and_wrong_key_rejected() -> None:
+    verifier = load_key("HS256", b"k" * 32)
+    token = hs256({"sub": "u1"}, b"k" * 32)
+    header, _, sig = token.split(".")
+    forged = header + "." + b64(json.dumps({"sub": "admin"}).encode()) + "." + sig
+    with pytest.raises(JwtError, match="jwt_signature"):
+        read_claims(forged, verifier, NOW)
+    with pytest.raises(JwtError, match="jwt_signature"):
+        read_claims(hs256({"sub": "u1"}, b"other" * 8), verifier, NOW)
+
+
+def test_alg_none_and_alg_swap_rejected() -> None:
+    verifier = load_key("HS256", b"k" * 32)
+    unsigned = signing_input({"sub": "u1"}, "none") + "."
+    with pytest.raises(JwtError, match="jwt_algorithm"):
+        read_claims(unsigned, verifier, NOW)
+    with pytest.raises(JwtError, match="jwt_algorithm"):
+        read_claims(hs256({"sub": "u1"}, b"k" * 32, "HS512"), verifier, NOW)
+
+
+def test_unverified_read_only_without_verifier() -> None:
+    token = hs256({"sub": "u1"}, b"whatever-key")
+    assert read_claims(token, None, NOW) == {"sub": "u1"}
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"sub": "u", "exp": NOW - 3600}, "jwt_expired"),
+        ({"sub": "u", "nbf": NOW + 3600}, "jwt_not_yet_valid"),
+        ({"sub": "u", "exp": "tomorrow"}, "jwt_expired"),
+    ],
+)
+def test_exp_and_nbf_checked(claims: dict[str, Any], reason: str) -> None:
+    with pytest.raises(JwtError, match=reason):
+        read_claims(hs256(claims, b"k" * 32), load_key("HS256", b"k" * 32), NOW)
+    with pytest.raises(JwtError, match=reason):  # also when not verifying
+        read_claims(hs256(claims, b"k" * 32), None, NOW)
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "!!.!!.!!", "e30.W10.", "é.é.é"])
+def test_malformed(token: str) -> None:
+    with pytest.raises(JwtError, match="jwt_malformed"):
+        read_claims(token, None, NOW)
+
+
+def test_rs256_with_generated_key() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    verifier = load_key("RS256", pem(key))
+    token = rs256({"sub": "u7", "exp": time.time() + 60}, key)
+    assert read_claims(token, verifier, time.time())["sub"] == "u7"
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(JwtError, match="jwt_signature"):
+        read_claims(rs256({"sub": "u7"}, other), verifier, NOW)
+
+
+def test_es256_with_generated_key() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    verifier = load_key("ES256", pem(key))
+    assert read_claims(es256({"sub": "u8"}, key), verifier, NOW)["sub"] == "u8"
+    header, payload, sig = es256({"sub": "u8"}, key).split(".")
+    with pytest.raises(JwtError, match="jwt_signature"):
+        read_claims(f"{header}.{payload}.{sig[:-4]}", verifier, NOW)
+    flipped = b64(bytes([_b64decode(sig)[0] ^ 1]) + _b64decode(sig)[1:])
+    with pytest.raises(JwtError, match="jwt_signature"):
+        read_claims(f"{header}.{payload}.{flipped}", verifier, NOW)
+
+
+def _b64decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def test_key_of_the_wrong_kind_refused() -> None:
+    with pytest.raises(ValueError):
+        load_key("RS256", pem(ec.generate_private_key(ec.SECP256R1())))

@@ -1,0 +1,383 @@
+"""Identity and conversion rules through a real gateway in front of a real aiohttp site.
+
+The site has a Django-style login form (302 on success, 200 on failure), a JSON login API
+(200, optionally gzip-encoded), a login that sets a JWT cookie, a checkout answering
+``303 /thank-you?order=…&total=…`` and an upload endpoint. The tests check what reaches the
+store, and that what reaches the site — and the visitor — is byte for byte unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import hashlib
+import json
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import aiosqlite
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from gateway.proxy import decoded_body
+from tests.conftest import GatewayFactory, RunningGateway
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+PASSWORD = "hunter2-Unguessable"
+MB = 1024 * 1024
+
+JWT_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def rs256(claims: dict[str, Any]) -> str:
+    data = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    return data + "." + b64(JWT_KEY.sign(data.encode(), padding.PKCS1v15(), hashes.SHA256()))
+
+
+class Site:
+    """The site behind the gateway; it records every body it receives and every body it sends."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        self.sent: list[bytes] = []
+        self.upload_started = asyncio.Event()
+        self.uploads = 0
+        self.app = web.Application(client_max_size=64 * MB)
+        r = self.app.router
+        r.add_post("/accounts/login/", self.django_login)
+        r.add_post("/api/login", self.api_login)
+        r.add_post("/session", self.jwt_login)
+        r.add_post("/checkout", self.checkout)
+        r.add_post("/upload", self.upload)
+        r.add_get("/{tail:.*}", self.page)
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(text="<html>page</html>", content_type="text/html")
+
+    async def django_login(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append((request.path, body))
+        fields = dict(parse_qsl(body.decode()))
+        if fields.get("password") == PASSWORD:
+            return web.Response(status=302, headers={"Location": "/accounts/profile/"})
+        return web.Response(text="<form>wrong password</form>", content_type="text/html")
+
+    async def api_login(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append((request.path, body))
+        data = json.loads(body)
+        if data.get("password") != PASSWORD:
+            return web.json_response({"error": "bad credentials"}, status=401)
+        user = {"id": 42, "email": data["email"], "bio": "x" * int(request.query.get("pad", 0))}
+        payload = json.dumps({"user": user, "access_token": "tk"}).encode()
+        headers = {"Content-Type": "application/json"}
+        if request.query.get("gz"):
+            payload = gzip.compress(payload)
+            headers["Content-Encoding"] = "gzip"
+        self.sent.append(payload)
+        return web.Response(body=payload, headers=headers)
+
+    async def jwt_login(self, request: web.Request) -> web.Response:
+        self.received.append((request.path, await request.read()))
+        resp = web.Response(status=303, headers={"Location": "/app"})
+        resp.headers.add("Set-Cookie", "theme=dark; Path=/")
+        resp.headers.add("Set-Cookie", f"session={rs256({'sub': 'jwt-user-9'})}; Path=/; HttpOnly")
+        return resp
+
+    async def checkout(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append((request.path, body))
+        fields = dict(parse_qsl(body.decode()))
+        location = f"/thank-you?order={fields['order']}&total={fields['total']}"
+        return web.Response(status=303, headers={"Location": location})
+
+    async def upload(self, request: web.Request) -> web.Response:
+        self.uploads += 1
+        digest, size = hashlib.sha256(), 0
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            size += len(chunk)
+            if size >= MB:
+                self.upload_started.set()
+        return web.json_response({"sha256": digest.hexdigest(), "size": size})
+
+
+RULES = """
+[[identity.rules]]
+name = "django-login"
+path = "/accounts/login/"
+status = [302]
+user_id = {{ form = "username" }}
+
+[[identity.rules]]
+name = "api-login"
+path = "/api/login"
+status = [200]
+user_id = {{ response_json = "/user/id" }}
+
+[[identity.rules]]
+name = "jwt"
+path = "/session"
+status = [303]
+user_id = {{ jwt_cookie = "session", algorithm = "RS256", key = "{pem}" }}
+
+[[identity.rules]]
+name = "upload-owner"
+path = "/upload"
+status = [200]
+user_id = {{ form = "owner" }}
+
+[[conversions]]
+name = "purchase"
+path = "/checkout"
+status = [303]
+value = {{ location_query = "total" }}
+currency = "EUR"
+order_id = {{ location_query = "order" }}
+"""
+
+
+@pytest.fixture
+async def setup(
+    start_gateway: GatewayFactory, upstream_server: Any, tmp_path: Path
+) -> AsyncIterator[tuple[RunningGateway, Site]]:
+    pem = tmp_path / "site-jwt.pem"
+    public = JWT_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    await asyncio.to_thread(pem.write_bytes, public)
+    site = Site()
+    gw = await start_gateway(await upstream_server(site.app), RULES.format(pem=pem))
+    yield gw, site
+
+
+async def rows(gw: RunningGateway, sql: str) -> list[Any]:
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db:
+        return list(await db.execute_fetchall(sql))
+
+
+async def visit(gw: RunningGateway, target: str = "/?utm_source=news&utm_medium=email") -> dict[str, str]:
+    """Land on the site; the visitor's cookie for the next requests."""
+    async with gw.session.get(gw.url + target, headers={"Accept": "text/html"}) as resp:
+        assert resp.status == 200
+        cookie = resp.cookies["gw_vid"].value
+    return {"Cookie": f"gw_vid={cookie}"}
+
+
+async def test_django_form_login_binds_the_visitor(setup: tuple[RunningGateway, Site]) -> None:
+    gw, site = setup
+    cookie = await visit(gw)
+    wrong = b"csrfmiddlewaretoken=abc&username=ada&password=nope"
+    async with gw.session.post(
+        gw.url + "/accounts/login/", data=wrong, headers={**FORM, **cookie}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 200  # the form again: a failed login binds nothing
+    assert await rows(gw, "SELECT * FROM identities") == []
+
+    body = f"csrfmiddlewaretoken=abc&username=ada&password={PASSWORD}&next=%2F".encode()
+    async with gw.session.post(
+        gw.url + "/accounts/login/", data=body, headers={**FORM, **cookie}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 302 and resp.headers["Location"] == "/accounts/profile/"
+    assert site.received == [("/accounts/login/", wrong), ("/accounts/login/", body)]  # unchanged
+
+    keys = gw.gateway.keys
+    (touch_visitor,) = [r[0] for r in await rows(gw, "SELECT visitor_key FROM touchpoints")]
+    bound = await rows(gw, "SELECT visitor_key, user_key, rule, origin, node FROM identities")
+    assert bound == [(touch_visitor, keys.user_key("ada"), "django-login", "rule", "test")]
+
+
+async def test_json_api_login_plain_and_gzip(setup: tuple[RunningGateway, Site]) -> None:
+    gw, site = setup
+    for target in ("/api/login", "/api/login?gz=1"):
+        cookie = await visit(gw, "/")
+        body = json.dumps({"email": "bo@example.com", "password": PASSWORD}).encode()
+        async with gw.session.post(
+            gw.url + target, data=body, headers={"Content-Type": "application/json", **cookie}
+        ) as resp:
+            assert resp.status == 200
+            received = await resp.read()
+            assert resp.headers.get("Content-Encoding") == ("gzip" if "gz" in target else None)
+        assert received == site.sent[-1]  # the visitor gets the site's bytes, still compressed
+        assert site.received[-1] == ("/api/login", body)
+    bound = await rows(gw, "SELECT user_key, rule FROM identities")
+    assert bound == [(gw.gateway.keys.user_key("42"), "api-login")] * 2
+
+
+async def test_json_api_response_over_the_cap_is_forwarded_but_not_read(
+    setup: tuple[RunningGateway, Site],
+) -> None:
+    gw, site = setup
+    body = json.dumps({"email": "bo@example.com", "password": PASSWORD}).encode()
+    for target in ("/api/login?pad=200000", "/api/login?pad=2000000&gz=1"):  # gzip: ~2 MB decoded
+        async with gw.session.post(gw.url + target, data=body) as resp:
+            assert resp.status == 200
+            assert await resp.read() == site.sent[-1]
+    assert await rows(gw, "SELECT * FROM identities") == []
+    text = await (await gw.session.get(gw.admin_url + "/metrics", headers=_auth())).text()
+    assert 'gateway_extraction_failures_total{reason="body_not_read",rule="api-login"} 2.0' in text
+
+
+async def test_json_api_failed_login_binds_nothing(setup: tuple[RunningGateway, Site]) -> None:
+    gw, _ = setup
+    body = json.dumps({"email": "bo@example.com", "password": "wrong"}).encode()
+    async with gw.session.post(gw.url + "/api/login", data=body) as resp:
+        assert resp.status == 401
+    assert await rows(gw, "SELECT * FROM identities") == []
+
+
+async def test_jwt_cookie_login(setup: tuple[RunningGateway, Site]) -> None:
+    gw, _ = setup
+    cookie = await visit(gw, "/")
+    async with gw.session.post(gw.url + "/session", headers=cookie, allow_redirects=False) as resp:
+        assert resp.status == 303
+        set_cookies = resp.headers.getall("Set-Cookie")
+    assert any(c.startswith("session=") for c in set_cookies) and any(
+        c.startswith("theme=") for c in set_cookies
+    )
+    bound = await rows(gw, "SELECT user_key, rule FROM identities")
+    assert bound == [(gw.gateway.keys.user_key("jwt-user-9"), "jwt")]
+
+
+async def test_checkout_303_counts_once_when_submitted_twice(setup: tuple[RunningGateway, Site]) -> None:
+    gw, site = setup
+    cookie = await visit(gw)
+    body = b"order=A-1001&total=49.90&card_number=4111111111111111"
+    for _ in range(2):
+        async with gw.session.post(
+            gw.url + "/checkout", data=body, headers={**FORM, **cookie}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303
+            assert resp.headers["Location"] == "/thank-you?order=A-1001&total=49.90"
+    assert site.received == [("/checkout", body)] * 2
+    (touch_visitor,) = [r[0] for r in await rows(gw, "SELECT visitor_key FROM touchpoints")]
+    found = await rows(
+        gw,
+        "SELECT name, dedup_key, visitor_key, user_key, value, currency, order_id, origin FROM conversions",
+    )
+    assert found == [("purchase", "order:A-1001", touch_visitor, None, 49.9, "EUR", "A-1001", "rule")]
+
+
+async def test_nothing_of_a_password_reaches_the_store(setup: tuple[RunningGateway, Site]) -> None:
+    gw, _ = setup
+    cookie = await visit(gw)
+    body = f"username=ada.lovelace&password={PASSWORD}".encode()
+    async with gw.session.post(
+        gw.url + "/accounts/login/", data=body, headers={**FORM, **cookie}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 302
+    body = json.dumps({"email": "ada.lovelace@example.com", "password": PASSWORD}).encode()
+    async with gw.session.post(gw.url + "/api/login", data=body, headers=cookie) as resp:
+        assert resp.status == 200
+    assert len(await rows(gw, "SELECT * FROM identities")) == 2
+    await gw.gateway.store.close()  # every byte on disk, WAL included
+
+    def everything_on_disk() -> bytes:
+        folder = gw.gateway.settings.store_path.parent
+        return b"".join(p.read_bytes() for p in folder.iterdir() if p.name.startswith("gateway.db"))
+
+    data = await asyncio.to_thread(everything_on_disk)
+    assert b"identities" in data  # the files were read
+    assert PASSWORD.encode() not in data and b"lovelace" not in data  # user IDs only as keyed hashes
+
+
+async def test_large_upload_to_a_matching_path_streams_intact(setup: tuple[RunningGateway, Site]) -> None:
+    gw, site = setup
+    first, rest = bytes(range(256)) * (MB // 256), b"owner=x&" + b"z" * (3 * MB)
+    digest = hashlib.sha256(first + rest).hexdigest()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        # The site must see the first megabyte before the rest is even sent: the gateway
+        # streams a body larger than the rule's cap instead of buffering it.
+        await asyncio.wait_for(site.upload_started.wait(), 30)
+        yield rest
+
+    async with gw.session.post(gw.url + "/upload", data=body(), headers=FORM) as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"sha256": digest, "size": len(first) + len(rest)}
+    assert await rows(gw, "SELECT * FROM identities") == []  # too large to read: counted, not bound
+    text = await (await gw.session.get(gw.admin_url + "/metrics", headers=_auth())).text()
+    assert 'gateway_extraction_failures_total{reason="body_not_read",rule="upload-owner"} 1.0' in text
+
+
+async def test_chunked_small_body_is_read_and_forwarded(setup: tuple[RunningGateway, Site]) -> None:
+    gw, _ = setup
+
+    async def body() -> AsyncIterator[bytes]:  # no Content-Length: read until the end
+        yield b"owner=ch"
+        yield b"unked-user&x=1"
+
+    async with gw.session.post(gw.url + "/upload", data=body(), headers=FORM) as resp:
+        assert await resp.json() == {
+            "sha256": hashlib.sha256(b"owner=chunked-user&x=1").hexdigest(),
+            "size": 22,
+        }
+    bound = await rows(gw, "SELECT user_key FROM identities")
+    assert bound == [(gw.gateway.keys.user_key("chunked-user"),)]
+
+
+def _auth() -> dict[str, str]:
+    from tests.conftest import TOKEN
+
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode", "expected"),
+    [
+        (None, lambda b: b, b'{"a": 1}'),
+        ("identity", lambda b: b, b'{"a": 1}'),
+        ("gzip", gzip.compress, b'{"a": 1}'),
+        ("x-gzip", gzip.compress, b'{"a": 1}'),
+        ("deflate", zlib.compress, b'{"a": 1}'),
+        ("deflate", lambda b: zlib.compress(b, wbits=-15), b'{"a": 1}'),
+        ("br", lambda b: b, None),
+        ("gzip", lambda b: gzip.compress(b)[:-6], None),  # cut short
+        ("gzip", lambda b: b, None),  # not gzip at all
+    ],
+)
+def test_decoded_body(encoding: str | None, encode: Any, expected: bytes | None) -> None:
+    assert decoded_body(encode(b'{"a": 1}'), encoding, 100) == expected
+
+
+def test_decoded_body_stops_at_the_cap() -> None:
+    bomb = gzip.compress(b"0" * 10 * MB)  # ~10 KB that unpacks into 10 MB
+    assert len(bomb) < 65536 and decoded_body(bomb, "gzip", 65536) is None
+    assert decoded_body(gzip.compress(b"0" * 100), "gzip", 100) == b"0" * 100
+
+
+async def test_body_over_the_request_limit_while_read_for_a_rule_gets_413(
+    start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    site = Site()
+    toml = """
+        [proxy]
+        max_request_body = 1000
+
+        [[identity.rules]]
+        name = "owner"
+        path = "/upload"
+        status = [200]
+        user_id = { form = "owner" }
+        max_body = 4096
+    """
+    gw = await start_gateway(await upstream_server(site.app), toml)
+
+    async def body() -> AsyncIterator[bytes]:  # chunked: the limit is found while reading
+        for _ in range(3):
+            yield b"x" * 600
+
+    async with gw.session.post(gw.url + "/upload", data=body(), headers=FORM) as resp:
+        assert resp.status == 413
+    assert site.uploads == 0 and await rows(gw, "SELECT * FROM identities") == []
