@@ -71,11 +71,13 @@ class Identity:
         ex.visitor = Visitor(id=visitor_id, is_new=is_new, hasher=self.keys.visitor_key)
 
     def response(self, ex: Exchange) -> None:
-        """Set the cookie for a new visitor on a page load or landing; refresh it on each landing."""
+        """Set the cookie for a new visitor on a page load, a landing, or a request a rule watches
+        (a login that is the visitor's first request binds this ID: they must keep it); refresh it
+        on each landing."""
         visitor = ex.visitor
         if visitor is None:
             return
-        wanted = bool(ex.events) or (visitor.is_new and ex.request.is_document)
+        wanted = bool(ex.events) or (visitor.is_new and (ex.request.is_document or ex.watched))
         if not wanted:
             return
         secure = self.secure == "always" or (self.secure == "auto" and ex.request.scheme == "https")

@@ -270,6 +270,7 @@ class RuleIndex:
         host = hostname(ex.request.host)
         for match, _ in candidates:
             if (not match.host or match.host == host) and match.path.fullmatch(ex.request.path):
+                ex.watched = True
                 if match.request_body:
                     ex.want_request_body = max(ex.want_request_body, match.max_body)
                 if match.response_body:

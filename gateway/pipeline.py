@@ -172,6 +172,9 @@ class Exchange:
     (too large, or an encoding that cannot be decoded)."""
     user_key: str | None = None
     """The user this exchange bound the visitor to (set by ``stitching``), for later addons."""
+    watched: bool = False
+    """A rule matched this request (set in ``request``): its response may bind or convert the
+    visitor, so a new visitor must get their cookie with it."""
     _query_pairs: list[tuple[str, str, str]] | None = None
 
     @property

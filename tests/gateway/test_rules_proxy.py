@@ -381,3 +381,21 @@ async def test_body_over_the_request_limit_while_read_for_a_rule_gets_413(
     async with gw.session.post(gw.url + "/upload", data=body(), headers=FORM) as resp:
         assert resp.status == 413
     assert site.uploads == 0 and await rows(gw, "SELECT * FROM identities") == []
+
+
+async def test_a_login_as_the_first_request_gets_the_bound_cookie(setup: tuple[RunningGateway, Site]) -> None:
+    """A client whose very first request is the login (an app, a script) keeps the ID it was
+    bound under: the cookie comes with the login's answer."""
+    gw, _ = setup
+    body = json.dumps({"email": "cy@example.com", "password": PASSWORD}).encode()
+    async with gw.session.post(
+        gw.url + "/api/login", data=body, headers={"Content-Type": "application/json"}
+    ) as resp:
+        assert resp.status == 200
+        cookie = resp.cookies["gw_vid"].value
+    visitor_id = cookie.split(".")[1]
+    bound = await rows(gw, "SELECT visitor_key FROM identities")
+    assert bound == [(gw.gateway.keys.visitor_key(visitor_id),)]
+    # A request no rule watches, from a new client, still gets no cookie (not a page load).
+    async with gw.session.post(gw.url + "/api/other", data=b"{}") as resp:
+        assert "gw_vid" not in resp.cookies
