@@ -1,0 +1,238 @@
+"""The whole story of issue 3, end to end: where did this signup come from?
+
+A real multi-page site (signup form, a Django-style login answering 302, a JSON login API, a
+login that sets an HS256 JWT cookie, a checkout answering 303 to /thank-you?order=…&total=…)
+behind a real gateway on loopback. A visitor lands from a newsletter on their laptop,
+browses, signs up; later lands from an influencer's post on their phone, fails a form login,
+logs in through the JSON API, buys (submitting twice); opens the app on a tablet (JWT
+session); a billing webhook then reports the same order. The admin API must show
+the user's first touch (the newsletter), last touch (the influencer), both devices, and the
+purchase once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import TOKEN, RunningGateway
+
+JWT_SECRET = "j" * 40
+BILLING_SECRET = "b" * 40
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HTML = {"Accept": "text/html", "Sec-Fetch-Dest": "document"}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256(claims: dict[str, Any]) -> str:
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    return head + "." + b64(hmac.new(JWT_SECRET.encode(), head.encode(), hashlib.sha256).digest())
+
+
+def site() -> web.Application:
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=f"<html>{request.path}</html>", content_type="text/html")
+
+    async def signup(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=302, headers={"Location": "/welcome"})
+
+    async def form_login(request: web.Request) -> web.Response:
+        form = dict(parse_qsl((await request.read()).decode()))
+        if form.get("password") != "right":
+            return web.Response(text="<form>try again</form>", content_type="text/html")
+        return web.Response(status=302, headers={"Location": "/account"})
+
+    async def api_login(request: web.Request) -> web.Response:
+        data = json.loads(await request.read())
+        return web.json_response({"user": {"id": data["email"], "plan": "pro"}})
+
+    async def jwt_login(request: web.Request) -> web.Response:
+        resp = web.Response(status=303, headers={"Location": "/app"})
+        resp.headers.add("Set-Cookie", f"session={hs256({'sub': 'ada@example.com'})}; Path=/; HttpOnly")
+        return resp
+
+    async def checkout(request: web.Request) -> web.Response:
+        form = dict(parse_qsl((await request.read()).decode()))
+        return web.Response(status=303, headers={"Location": f"/thank-you?order={form['order']}&total=99.90"})
+
+    app = web.Application()
+    app.router.add_post("/signup", signup)
+    app.router.add_post("/accounts/login/", form_login)
+    app.router.add_post("/api/login", api_login)
+    app.router.add_post("/session", jwt_login)
+    app.router.add_post("/checkout", checkout)
+    app.router.add_get("/{tail:.*}", page)
+    return app
+
+
+CONFIG = """
+[[identity.rules]]
+name = "signup"
+method = "POST"
+path = "/signup"
+status = [302]
+user_id = { form = "email" }
+
+[[identity.rules]]
+name = "form-login"
+method = "POST"
+path = "/accounts/login/"
+status = [302]
+user_id = { form = "username" }
+
+[[identity.rules]]
+name = "api-login"
+method = "POST"
+path = "/api/login"
+status = [200]
+user_id = { response_json = "/user/id" }
+
+[[identity.rules]]
+name = "jwt"
+method = "POST"
+path = "/session"
+status = [303]
+user_id = { jwt_cookie = "session", claim = "sub", algorithm = "HS256", key = "env:SITE_JWT_SECRET" }
+
+[[conversions]]
+name = "purchase"
+method = "POST"
+path = "/checkout"
+status = [303]
+value = { location_query = "total" }
+currency = "EUR"
+order_id = { location_query = "order" }
+
+[[sources]]
+name = "billing"
+secrets = ["env:BILLING_SECRET"]
+"""
+
+
+class Device:
+    """One browser: keeps the gateway's visitor cookie and the site's session cookie."""
+
+    def __init__(self, gw: RunningGateway) -> None:
+        self.gw = gw
+        self.cookies: dict[str, str] = {}
+
+    async def request(self, method: str, target: str, data: bytes | None = None, **headers: str) -> int:
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        async with self.gw.session.request(
+            method,
+            self.gw.url + target,
+            data=data,
+            headers={**HTML, **headers, **({"Cookie": cookie} if cookie else {})},
+            allow_redirects=False,
+        ) as resp:
+            await resp.read()
+            self.cookies.update({name: morsel.value for name, morsel in resp.cookies.items()})
+            return resp.status
+
+    async def form(self, target: str, body: str) -> int:
+        return await self.request(
+            "POST", target, body.encode(), **{"Content-Type": "application/x-www-form-urlencoded"}
+        )
+
+
+def signed(body: bytes, msg_id: str) -> dict[str, str]:
+    ts = str(int(time.time()))
+    mac = hmac.new(BILLING_SECRET.encode(), f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": ts,
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+        "Content-Type": "application/json",
+    }
+
+
+@pytest.fixture
+async def gw(start_gateway, upstream_server) -> RunningGateway:
+    env = {"SITE_JWT_SECRET": JWT_SECRET, "BILLING_SECRET": BILLING_SECRET}
+    return await start_gateway(await upstream_server(site()), CONFIG, env=env)
+
+
+async def test_where_did_this_signup_come_from(gw: RunningGateway) -> None:
+    laptop, phone = Device(gw), Device(gw)
+
+    # Days of anonymous browsing on the laptop, starting from a newsletter.
+    assert await laptop.request("GET", "/?utm_source=Newsletter&utm_medium=email&utm_campaign=launch") == 200
+    assert await laptop.request("GET", "/pricing") == 200
+    assert await laptop.request("GET", "/features") == 200
+    assert await laptop.form("/signup", "email=ada%40example.com&password=secret-pw&plan=pro") == 302
+
+    # Later, an influencer's post on the phone; a failed, then a good form login there.
+    assert await phone.request("GET", "/shop?c_source=instagram&c_medium=social&creator_id=cr_ada") == 200
+    assert await phone.form("/accounts/login/", "username=ada%40example.com&password=wrong") == 200
+    assert (
+        await phone.request(
+            "POST",
+            "/api/login",
+            json.dumps({"email": "ada@example.com", "password": "right"}).encode(),
+            **{"Content-Type": "application/json"},
+        )
+        == 200
+    )
+    assert await phone.form("/checkout", "order=A-77&card_number=4111111111111111") == 303
+    assert await phone.form("/checkout", "order=A-77&card_number=4111111111111111") == 303  # double submit
+
+    # A tablet with the site's app, whose session is a JWT cookie.
+    tablet = Device(gw)
+    assert await tablet.request("GET", "/app") == 200
+    assert await tablet.request("POST", "/session") == 303
+
+    # The billing system reports the same order, signed: it counts once.
+    event = json.dumps(
+        {
+            "type": "conversion",
+            "event_id": "evt_1",
+            "user_id": "ada@example.com",
+            "name": "purchase",
+            "value": 99.9,
+            "currency": "EUR",
+            "order_id": "A-77",
+        }
+    ).encode()
+    async with gw.session.post(gw.url + "/_gw/events", data=event, headers=signed(event, "msg_1")) as resp:
+        assert resp.status == 200, await resp.text()
+        assert "duplicate" in await resp.text()
+
+    # One user, three devices: the journey is the union, in time order.
+    async with gw.session.get(gw.admin_url + "/api/users/ada@example.com", headers=AUTH) as resp:
+        assert resp.status == 200
+        user = await resp.json()
+    keys = gw.gateway.keys
+    devices = [keys.visitor_key(d.cookies["gw_vid"].split(".")[1]) for d in (laptop, phone, tablet)]
+    assert [v["visitor_key"] for v in user["visitors"]] == devices
+    assert user["first_touch"]["source"] == "newsletter" and user["first_touch"]["visitor_key"] == devices[0]
+    assert user["last_touch"]["creator_id"] == "cr_ada" and user["last_touch"]["visitor_key"] == devices[1]
+    assert [t["landing_path"] for t in user["touchpoints"]] == ["/", "/shop"]
+    assert [(c["name"], c["value"], c["currency"], c["order_id"]) for c in user["conversions"]] == [
+        ("purchase", 99.9, "EUR", "A-77")
+    ]
+    # Bound by the signup form (laptop), the API login (phone) and the JWT cookie (tablet).
+    async with gw.session.get(gw.admin_url + "/metrics", headers=AUTH) as resp:
+        metrics = await resp.text()
+    for rule in ("signup", "api-login", "jwt"):
+        assert f'rule="{rule}"' in metrics
+    # Nothing of the passwords, the card number or the raw user ID reached the store.
+    store = gw.gateway.settings.store_path
+    raw = await asyncio.to_thread(
+        lambda: b"".join(p.read_bytes() for p in store.parent.glob(store.name + "*"))
+    )
+    for secret in (b"secret-pw", b"4111111111111111", b"ada@example.com"):
+        assert secret not in raw
