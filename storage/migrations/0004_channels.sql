@@ -2,5 +2,5 @@
 -- recorded, recomputed by `gateway reclassify` after a rule change. NULL: recorded before
 -- channels existed (run `gateway reclassify` to fill it in).
 ALTER TABLE touchpoints ADD COLUMN channel TEXT;
--- Reports group by channel over a period.
-CREATE INDEX touchpoints_channel ON touchpoints (channel, id);
+-- No index on it: reports read a period (an id range) and group in it, and every index
+-- costs each landing's insert.

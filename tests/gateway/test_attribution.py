@@ -27,7 +27,8 @@ from gateway.attribution import (
     markov_weights,
     to_minor,
 )
-from gateway.config import AttributionOptions
+from gateway.config import AttributionOptions, ConfigError, load_settings
+from tests.conftest import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 AT = datetime(2026, 11, 10, 12, tzinfo=UTC)
@@ -341,3 +342,47 @@ def test_readme_worked_example_matches_the_code() -> None:
         shown = [Decimal(cell.strip()) for cell in cells.split("|")]
         assert shown == [from_minor(c.amount) for c in credited], model
         assert sum(shown) == Decimal("100.00")
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("lookback_days = { awareness = 0.0 }\n", "attribution.lookback_days.awareness: must be 0..3650"),
+        ("lookback_days = { awareness = 'x' }\n", "attribution.lookback_days[...]: expected float, got str"),
+        (
+            "default_tier = 'nope'\n",
+            "attribution.default_tier: 'nope' has no attribution.lookback_days entry",
+        ),
+        (
+            "tier_patterns = { other = ['x'] }\n",
+            "attribution.tier_patterns.other: no attribution.lookback_days",
+        ),
+        (
+            "tier_patterns = { awareness = ['('] }\n",
+            "attribution.tier_patterns.awareness[0]: not a valid regular",
+        ),
+        ("tier_params = ['a b']\n", "attribution.tier_params[0]: not a parameter name"),
+        ("verdicts = []\n", "attribution.verdicts: must name at least one verdict"),
+        ("position_first = 1.5\n", "attribution.position_first: must be 0..1"),
+        (
+            "position_first = 0.7\n",
+            "attribution.position_last: position_first + position_last must be at most 1",
+        ),
+        ("last_touch_share = -0.1\n", "attribution.last_touch_share: must be 0..1"),
+        ("half_life_days = 0.0\n", "attribution.half_life_days: must be > 0"),
+        ("model = 'x'\n", "attribution.model: unknown key"),
+    ],
+)
+def test_config_problems_name_the_key(toml: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text="[attribution]\n" + toml, environ=ENV)
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_config_builds_the_models_knobs() -> None:
+    text = "[attribution]\nposition_first = 0.3\nposition_last = 0.5\nhalf_life_days = 3.5\n"
+    text += "last_touch_share = 0.7\n"
+    at = load_settings(None, text=text, environ=ENV).options.attribution
+    p = Attribution(at).params
+    assert (p.position_first, p.position_last) == (Fraction(3, 10), Fraction(1, 2))
+    assert p.half_life == timedelta(days=3.5) and p.last_touch_share == Fraction(7, 10)

@@ -132,10 +132,14 @@ def test_operator_extends_the_table() -> None:
     ch = channels(
         """
         [channels]
-        referrers = { "search.example.net" = "search/Example Search", "intranet-mail" = "email", "t.co" = "ai" }
         payment_gateways = ["pay.example-bank.com", "acmepay"]
         own_domains = ["example-shop.de"]
         creator_channel = "Influencer"
+
+        [channels.referrers]
+        "search.example.net" = "search/Example Search"
+        "intranet-mail" = "email"
+        "t.co" = "ai"
         """
     )
     assert ch.classify(Signals(referrer_host="eu.search.example.net")) == "Organic Search"
