@@ -270,8 +270,12 @@ class Channels:
             return DISPLAY
         if medium in _PAID_SOCIAL:
             return PAID_SOCIAL
-        if _PAID.match(medium):
+        if _PAID.match(medium) or medium in ("video_ads", "shopping_ads"):
             paid = PAID_BY_CLASS.get(source_class or "")
+            if paid is None and ("video" in medium or medium == "cpv"):
+                paid = PAID_VIDEO
+            if paid is None and "shopping" in medium:
+                paid = PAID_SHOPPING
             return paid or (PAID_SEARCH if medium in _PAID_SEARCH else PAID_OTHER)
         if _EMAIL.search(medium) or _EMAIL.search(source) or source_class == "email":
             return EMAIL

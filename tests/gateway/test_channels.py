@@ -8,6 +8,7 @@ import tomllib
 from importlib import resources
 
 import pytest
+from aiohttp import web
 
 from gateway.channels import CLASSES, Channels, Signals
 from gateway.config import ChannelsOptions, ConfigError, load_settings
@@ -47,6 +48,10 @@ DEFAULT = channels()
         (Signals(source="linkedin", medium="paid"), "Paid Social"),
         (Signals(source="whatever", medium="paid-social"), "Paid Social"),
         (Signals(source="youtube", medium="cpv"), "Paid Video"),
+        (Signals(source="acme-ads", medium="paid_video"), "Paid Video"),
+        (Signals(source="acme-ads", medium="cpv"), "Paid Video"),
+        (Signals(source="acme-ads", medium="video_ads"), "Paid Video"),
+        (Signals(source="acme-ads", medium="paid_shopping"), "Paid Shopping"),
         (Signals(source="amazon", medium="cpc"), "Paid Shopping"),
         (Signals(source="dv360", medium="banner"), "Display"),
         (Signals(source="google", medium="cpm"), "Display"),
@@ -212,3 +217,30 @@ def test_config_problems_name_the_key(toml: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, text=toml, environ=ENV)
     assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+async def test_channels_end_to_end_through_the_gateway(start_gateway, upstream_server) -> None:
+    """A real gateway stores each landing's channel; a checkout return records nothing."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>ok</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    gw = await start_gateway(await upstream_server(app))
+    document = {"Sec-Fetch-Dest": "document"}
+    for path, referer in [
+        ("/a", "https://chatgpt.com/"),
+        ("/b?utm_source=facebook&utm_medium=paid_social", None),
+        ("/thanks", "https://checkout.stripe.com/c/pay/cs_live_1"),
+        ("/c", "https://www.google.fr/"),
+    ]:
+        headers = {**document, **({"Referer": referer} if referer else {})}
+        async with gw.session.get(gw.url + path, headers=headers) as resp:
+            assert resp.status == 200
+    items = (await gw.api("/api/touchpoints"))["items"]
+    assert [(tp["landing_path"], tp["channel"]) for tp in items] == [
+        ("/a", "AI Assistants"),
+        ("/b", "Paid Social"),
+        ("/c", "Organic Search"),
+    ]
