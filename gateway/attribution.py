@@ -214,7 +214,8 @@ class Tiers:
     def __init__(self, at: AttributionOptions) -> None:
         self.windows = {tier: timedelta(days=days) for tier, days in at.lookback_days.items()}
         self.default = at.default_tier
-        self.params = at.tier_params
+        self.params = tuple(p.lower() for p in at.tier_params)  # raw_params keys are lower-case
+        self.names = {tier.casefold(): tier for tier in self.windows}
         self.patterns = [
             (tier, [re.compile(p, re.IGNORECASE) for p in patterns])
             for tier, patterns in at.tier_patterns.items()
@@ -222,9 +223,9 @@ class Tiers:
 
     def tier_of(self, campaign: str | None, raw_params: Mapping[str, str] | None = None) -> str:
         for name in self.params:
-            value = (raw_params or {}).get(name, "").strip().casefold()
-            if value in self.windows:
-                return value
+            tier = self.names.get((raw_params or {}).get(name, "").strip().casefold())
+            if tier is not None:
+                return tier
         if campaign:
             for tier, patterns in self.patterns:
                 if any(p.search(campaign) for p in patterns):

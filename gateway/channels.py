@@ -130,7 +130,8 @@ def shipped_data() -> dict[str, Any]:
 def _extractor() -> tldextract.TLDExtract:
     import tldextract  # imported here: it is only needed once a config is loaded
 
-    extract = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())
+    # Private suffixes too: two shops on myshopify.com or github.io are two sites, not one.
+    extract = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), include_psl_private_domains=True)
     extract("warm.example.com")  # loads the bundled suffix list now, not on a request
     return extract
 

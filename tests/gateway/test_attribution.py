@@ -170,6 +170,12 @@ def test_tiers_from_parameter_then_campaign_pattern_then_default() -> None:
     )
     assert custom.tier_of("Flash sale") == "short" and custom.window("short") == DAY
     assert custom.window(None) == 60 * DAY
+    named = Tiers(
+        AttributionOptions(
+            lookback_days={"Awareness": 30.0}, default_tier="Awareness", tier_params=("X_Tier",)
+        )
+    )
+    assert named.tier_of(None, {"x_tier": "AWARENESS"}) == "Awareness"
 
 
 def test_verdicts_filter_by_default_allow_only_and_as_a_parameter() -> None:

@@ -127,6 +127,9 @@ def test_shipped_table_is_valid_and_covers_every_class() -> None:
         ("blog.example.com", "shop.example.com", False),  # same registrable domain
         ("www.example.co.uk", "shop.example.co.uk", False),
         ("other.co.uk", "shop.example.co.uk", True),
+        ("other-shop.myshopify.com", "my-shop.myshopify.com", True),  # a private suffix
+        ("someone.github.io", "me.github.io", True),
+        ("docs.me.github.io", "me.github.io", False),
     ],
 )
 def test_which_referrers_start_a_touchpoint(referrer: str, site: str, starts: bool) -> None:
