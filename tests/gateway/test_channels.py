@@ -9,7 +9,10 @@ from importlib import resources
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway import channels as channel_names
 from gateway.channels import CLASSES, Channels, Signals
 from gateway.config import ChannelsOptions, ConfigError, load_settings
 from tests.conftest import ENV
@@ -20,6 +23,7 @@ def channels(toml: str = "") -> Channels:
 
 
 DEFAULT = channels()
+KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance(v, str) and k != "CLASSES"}
 
 
 @pytest.mark.parametrize(
@@ -247,3 +251,17 @@ async def test_channels_end_to_end_through_the_gateway(start_gateway, upstream_s
         ("/b", "Paid Social"),
         ("/c", "Organic Search"),
     ]
+
+
+TEXT = st.one_of(
+    st.none(), st.text(max_size=40), st.sampled_from(["", ".", "..", "a..b", "[::1]", "xn--", "ß.de"])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.tuples(TEXT, TEXT, TEXT, TEXT, TEXT, TEXT), site=TEXT)
+def test_any_input_gets_a_channel_and_never_raises(fields: tuple[str | None, ...], site: str | None) -> None:
+    signals = Signals(*fields)
+    assert DEFAULT.classify(signals, site) in KNOWN
+    if signals.referrer_host:
+        assert DEFAULT.starts_touchpoint(signals.referrer_host, site) in (True, False)
