@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gateway.channels import Signals
 from gateway.events import Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, split_query
@@ -73,6 +74,7 @@ class Campaign:
         self.new_id = Uuid7()
         self.node = ctx.settings.node
         self.strip = ctx.settings.options.proxy.strip
+        self.channels = ctx.settings.channels
         self.max_length = opts.max_value_length
         self.record_referrals = opts.record_referrals
         self.allowed_sources = frozenset(s.casefold() for s in opts.allowed_sources)
@@ -140,10 +142,15 @@ class Campaign:
 
         referrer = req.headers.get("referer")
         referrer_host = host_of(referrer) if referrer else None
-        external = referrer_host is not None and referrer_host != hostname(req.host)
+        site = hostname(req.host)
+        external = referrer_host is not None and referrer_host != site
         values = {slot: value for slot, (_, value) in found.items()}
-        if values or click or (external and self.record_referrals and req.is_document):
-            self._record(ex, values, click, referrer_host if external else None, raw_params)
+        if (
+            values
+            or click
+            or (external and self.record_referrals and req.is_document and self._starts(referrer_host, site))
+        ):
+            self._record(ex, values, click, referrer_host if external else None, raw_params, site)
 
         if self.strip == "off":
             return
@@ -156,6 +163,10 @@ class Campaign:
                 ex.upstream_query = clean
         if referrer and not external and "?" in referrer:
             self._clean_referrer(ex, referrer)
+
+    def _starts(self, referrer_host: str | None, site: str) -> bool:
+        """A self-referral or a payment-gateway return continues the visit: no touchpoint."""
+        return referrer_host is not None and self.channels.starts_touchpoint(referrer_host, site)
 
     def _clean_referrer(self, ex: Exchange, referrer: str) -> None:
         """The browser's address bar still holds the params: same-site Referers lose them too."""
@@ -172,11 +183,21 @@ class Campaign:
         click: tuple[int, str, str] | None,
         referrer_host: str | None,
         raw_params: dict[str, str],
+        site: str,
     ) -> None:
         if ex.visitor is None:
             return  # no identity addon ran: nothing to attribute the touchpoint to
         req = ex.request
         path = req.path if len(req.path) <= MAX_PATH else req.path[:MAX_PATH]
+        click_kind = click[1] if click else None
+        signals = Signals(
+            values.get("source"),
+            values.get("medium"),
+            values.get("campaign"),
+            click_kind,
+            values.get("creator_id"),
+            referrer_host,
+        )
         ex.events.append(
             Touchpoint(
                 id=self.new_id(int(req.ts.timestamp() * 1000)),
@@ -190,9 +211,10 @@ class Campaign:
                 content=values.get("content"),
                 creator_id=values.get("creator_id"),
                 sub_id=values.get("sub_id"),
-                click_id_kind=click[1] if click else None,
+                click_id_kind=click_kind,
                 click_id=click[2] if click else None,
                 referrer_host=referrer_host,
+                channel=self.channels.classify(signals, site),
                 landing_path=path,
                 raw_params=raw_params,
             )

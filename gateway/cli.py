@@ -1,4 +1,5 @@
-"""The ``gateway`` command: ``run``, ``check``, ``init``, ``replay-bad`` and ``send-test-event``.
+"""The ``gateway`` command: ``run``, ``check``, ``init``, ``replay-bad``, ``send-test-event``
+and ``reclassify``.
 
 Config problems are printed one per line, each naming its TOML key, and the
 command exits 2; nothing prints a traceback for something the operator can fix.
@@ -21,6 +22,7 @@ from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_set
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event
 from storage.migrate import SchemaTooNew
+from storage.reclassify import Reclassified, reclassify
 
 log = logging.getLogger("gateway")
 
@@ -49,6 +51,8 @@ def _toml_value(value: Any) -> str:
         return msgspec.json.encode(value).decode()
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table; keys quoted, since hosts hold dots
+        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -193,6 +197,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reclassify(args: argparse.Namespace) -> int:
+    # No secret is needed to classify: missing ones are generated and never used.
+    try:
+        settings = load_settings(args.config, dev=True)
+    except ConfigError as err:
+        return _fail_config(args.config, err)
+    path = settings.store_path
+    if not path.exists():
+        print(f"gateway: no store at {path}", file=sys.stderr)
+        return 1
+    try:
+        done = asyncio.run(_reclassify(settings, args.batch_size, args.dry_run))
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:
+        print(f"gateway: cannot reclassify the store {path}: {err}", file=sys.stderr)
+        return 1
+    note = " (dry run: nothing written)" if args.dry_run else ""
+    print(f"reclassify: {done.seen} touchpoints, {done.changed} changed{note}")
+    for (old, new), count in sorted(done.moves.items(), key=lambda m: (-m[1], str(m[0]))):
+        print(f"  {old or '(none)'} -> {new}: {count}")
+    return 0
+
+
+async def _reclassify(settings: Settings, batch_size: int, dry_run: bool) -> Reclassified:
+    from storage.local import connect
+    from storage.migrate import migrate
+
+    db = await connect(settings.store_path)
+    try:
+        if not dry_run:
+            await migrate(db)  # an older store gains the channel column first
+        return await reclassify(db, settings.channels, batch_size=batch_size, dry_run=dry_run)
+    finally:
+        await db.close()
+
+
+def _batch_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be a whole number 1..100000, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="First-party tracking gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("--sender", help="[[sources]] name (default: the first standard-format one)")
     send.set_defaults(func=cmd_send_test_event)
+    recl = sub.add_parser(
+        "reclassify", help="recompute the channel of stored touchpoints after a rule change"
+    )
+    recl.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    recl.add_argument("--dry-run", action="store_true", help="count the changes, write nothing")
+    recl.add_argument("--batch-size", type=_batch_size, default=1000, help="touchpoints per transaction")
+    recl.set_defaults(func=cmd_reclassify)
     return parser
 
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import msgspec
 from yarl import URL
 
+from gateway.channels import CLASSES, Channels
 from gateway.ruleconfig import (
     ConversionRule,
     IdentityRule,
@@ -194,6 +195,67 @@ class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Multiplies the mapped value (0.01 for amounts in cents)."""
 
 
+class ChannelRule(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An operator's channel rule, tried before the built-in ones; every condition given must hold."""
+
+    channel: str
+    """The channel a matching touchpoint gets."""
+    source: str = ""
+    """Regular expression the whole ``source`` must match (case-insensitive); empty: any."""
+    medium: str = ""
+    """Regular expression the whole ``medium`` must match; empty: any."""
+    campaign: str = ""
+    """Regular expression the whole ``campaign`` must match; empty: any."""
+    referrer: str = ""
+    """Regular expression the whole referrer host must match; empty: any."""
+    click_ids: tuple[str, ...] = ()
+    """Click-ID parameter names, one of which the touchpoint must carry; empty: any."""
+
+
+class ChannelsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    referrers: dict[str, str] = {}
+    """Extra referrer hosts (``"kagi.com"``) or site names (``"kagi"``, any suffix) → class
+    (search, social, email, video, ai, shopping, payment), optionally ``"class/Name"``."""
+    payment_gateways: tuple[str, ...] = ()
+    """Extra payment-gateway hosts or names whose returns continue the visit (no touchpoint)."""
+    own_domains: tuple[str, ...] = ()
+    """Other domains of the same site: a referral from them is not a new touchpoint."""
+    creator_channel: str = "Affiliates"
+    """Channel of a touchpoint whose only signal is a creator ID (e.g. ``"Influencer"``)."""
+    rules: tuple[ChannelRule, ...] = ()
+    """Extra rules (``[[channels.rules]]``), tried in order before the built-in ones."""
+
+
+class AttributionOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    lookback_days: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"awareness": 30.0, "consideration": 14.0, "conversion": 7.0}
+    )
+    """Lookback window in days per campaign tier: a touchpoint older than its tier's window
+    before the conversion gets no credit."""
+    default_tier: str = "awareness"
+    """Tier of a touchpoint that neither a tier parameter nor a campaign pattern places."""
+    tier_params: tuple[str, ...] = ("c_tier", "utm_tier")
+    """Raw parameters naming the tier, in precedence order (checked before the patterns)."""
+    tier_patterns: dict[str, tuple[str, ...]] = msgspec.field(
+        default_factory=lambda: {
+            "awareness": ("awareness",),
+            "consideration": ("consideration",),
+            "conversion": ("conversion", "retarget"),
+        }
+    )
+    """Per tier, regular expressions searched (case-insensitive) in the campaign name."""
+    verdicts: tuple[str, ...] = ("allow",)
+    """Bot verdicts whose touchpoints count (a touchpoint without a verdict counts as allow)."""
+    position_first: float = 0.4
+    """position_based: share of the first touch (the last gets ``position_last``, the middle the rest)."""
+    position_last: float = 0.4
+    """position_based: share of the last touch."""
+    half_life_days: float = 7.0
+    """time_decay: a touch this many days before the conversion weighs half as much."""
+    last_touch_share: float = 0.6
+    """weighted_last_touch: share of the last touch; the rest is spread evenly over earlier ones."""
+
+
 class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxyOptions = ProxyOptions()
     identity: IdentityOptions = IdentityOptions()
@@ -203,6 +265,8 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     webhooks: WebhooksOptions = WebhooksOptions()
     sources: tuple[SourceOptions, ...] = ()
     conversions: tuple[ConversionRule, ...] = ()
+    channels: ChannelsOptions = ChannelsOptions()
+    attribution: AttributionOptions = AttributionOptions()
 
 
 SECTIONS: dict[str, type[_Options]] = {
@@ -212,6 +276,8 @@ SECTIONS: dict[str, type[_Options]] = {
     "storage": StorageOptions,
     "admin": AdminOptions,
     "webhooks": WebhooksOptions,
+    "channels": ChannelsOptions,
+    "attribution": AttributionOptions,
 }
 
 ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {"sources": SourceOptions, "conversions": ConversionRule}
@@ -225,7 +291,7 @@ _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
 
 @dataclass(frozen=True)
 class Settings:
-    """Options plus what was derived from them once: secrets, paths, parsed addresses."""
+    """Options plus what was derived from them once: secrets, paths, parsed addresses, channel rules."""
 
     options: Options
     base_dir: Path
@@ -239,6 +305,8 @@ class Settings:
     rule_keys: Mapping[str, bytes] = field(default_factory=dict)
     """JWT verification keys of rules, by the TOML key of their source (``identity.rules[0].user_id``):
     the HMAC secret, or a public key's PEM."""
+    channels: Channels = field(default_factory=lambda: Channels(ChannelsOptions()))
+    """The channel classifier, built from ``[channels]`` and the shipped referrer table."""
 
     @property
     def store_path(self) -> Path:
@@ -489,6 +557,83 @@ def validate(options: Options) -> list[str]:
     p += validate_sources(options)
     validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
+    p += validate_channels(options.channels) + validate_attribution(options.attribution)
+    return p
+
+
+def _check_regex(problems: list[str], key: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        problems.append(f"{key}: not a valid regular expression ({err}): {pattern!r}")
+
+
+def validate_channels(ch: ChannelsOptions) -> list[str]:
+    p: list[str] = []
+    for host, value in ch.referrers.items():
+        kind = value.partition("/")[0]
+        _check(
+            p,
+            kind in CLASSES,
+            f"channels.referrers.{host}",
+            f"unknown class {kind!r} (known: {', '.join(CLASSES)})",
+        )
+    _check(p, bool(ch.creator_channel.strip()), "channels.creator_channel", "must not be empty")
+    for i, rule in enumerate(ch.rules):
+        key = f"channels.rules[{i}]"
+        _check(p, bool(rule.channel.strip()), f"{key}.channel", "must not be empty")
+        for name in ("source", "medium", "campaign", "referrer"):
+            _check_regex(p, f"{key}.{name}", getattr(rule, name))
+        _check(
+            p,
+            any((rule.source, rule.medium, rule.campaign, rule.referrer, rule.click_ids)),
+            key,
+            "needs at least one condition (source, medium, campaign, referrer or click_ids)",
+        )
+    return p
+
+
+def validate_attribution(at: AttributionOptions) -> list[str]:
+    p: list[str] = []
+    for tier, days in at.lookback_days.items():
+        _check(p, 0 < days <= 3650, f"attribution.lookback_days.{tier}", f"must be 0..3650 days, got {days}")
+    tiers = ", ".join(at.lookback_days)
+    _check(
+        p,
+        at.default_tier in at.lookback_days,
+        "attribution.default_tier",
+        f"{at.default_tier!r} has no attribution.lookback_days entry (tiers: {tiers})",
+    )
+    for tier, patterns in at.tier_patterns.items():
+        _check(
+            p,
+            tier in at.lookback_days,
+            f"attribution.tier_patterns.{tier}",
+            f"no attribution.lookback_days entry for this tier (tiers: {tiers})",
+        )
+        for i, pattern in enumerate(patterns):
+            _check_regex(p, f"attribution.tier_patterns.{tier}[{i}]", pattern)
+    for i, name in enumerate(at.tier_params):
+        _check(
+            p,
+            bool(_PARAM_NAME.match(name)),
+            f"attribution.tier_params[{i}]",
+            f"not a parameter name: {name!r}",
+        )
+    _check(p, bool(at.verdicts), "attribution.verdicts", "must name at least one verdict")
+    for key, share in (
+        ("attribution.position_first", at.position_first),
+        ("attribution.position_last", at.position_last),
+        ("attribution.last_touch_share", at.last_touch_share),
+    ):
+        _check(p, 0 <= share <= 1, key, f"must be 0..1, got {share}")
+    _check(
+        p,
+        at.position_first + at.position_last <= 1,
+        "attribution.position_last",
+        f"position_first + position_last must be at most 1, got {at.position_first + at.position_last:g}",
+    )
+    _check(p, at.half_life_days > 0, "attribution.half_life_days", f"must be > 0, got {at.half_life_days}")
     return p
 
 
@@ -609,6 +754,7 @@ def load_settings(
         node=options.storage.node or socket.gethostname(),
         source_secrets=source_secrets,
         rule_keys=rule_keys,
+        channels=Channels(options.channels),
     )
 
 

@@ -42,6 +42,8 @@ class Touchpoint:
     click_id_kind: str | None = None
     click_id: str | None = None
     referrer_host: str | None = None
+    channel: str | None = None
+    """Marketing channel from ``gateway/channels.py``; ``gateway reclassify`` recomputes it."""
     landing_path: str = "/"
     raw_params: dict[str, str] = field(default_factory=dict)
 

@@ -23,6 +23,7 @@ TOUCHPOINT = {
         "click_id_kind",
         "click_id",
         "referrer_host",
+        "channel",
         "landing_path",
         "raw_params",
     ],
@@ -45,6 +46,10 @@ TOUCHPOINT = {
                 "click_id",
                 "referrer_host",
             )
+        },
+        "channel": {
+            "type": ["string", "null"],
+            "description": "marketing channel (Organic Search, Paid Social…); null: before channels",
         },
         "landing_path": {"type": "string"},
         "raw_params": {"type": "object", "additionalProperties": {"type": "string"}},

@@ -190,3 +190,45 @@ def test_clean_value(value: str, expected: tuple[str, str]) -> None:
 )
 def test_hostname(host: str, expected: str) -> None:
     assert hostname(host) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "headers", "channel"),
+    [
+        ("/?utm_source=newsletter&utm_medium=email", {}, "Email"),
+        ("/?utm_source=chatgpt.com", {}, "AI Assistants"),
+        ("/?gclid=abc", {}, "Paid Search"),
+        ("/?creator_id=anna", {}, "Affiliates"),
+        ("/a", {**DOCUMENT, "Referer": "https://www.google.de/"}, "Organic Search"),
+        ("/a", {**DOCUMENT, "Referer": "https://perplexity.ai/search/x"}, "AI Assistants"),
+        ("/a", {**DOCUMENT, "Referer": "https://news.example/"}, "Referral"),
+    ],
+)
+def test_touchpoints_carry_their_channel(target: str, headers: dict[str, str], channel: str) -> None:
+    ex, _ = run(target, headers=headers)
+    [tp] = ex.events
+    assert tp.channel == channel
+
+
+@pytest.mark.parametrize(
+    "referer",
+    [
+        "https://checkout.stripe.com/c/pay/cs_live_123",
+        "https://www.paypal.com/checkoutnow?token=x",
+        "https://checkoutshopper-live.adyen.com/checkoutshopper/",
+        "https://blog.example.com/post",  # same registrable domain as shop.example.com
+        "https://www.other-shop.de/",  # channels.own_domains
+        "https://acs.pay.example-bank.com/3ds",  # channels.payment_gateways
+    ],
+)
+def test_payment_returns_and_self_referrals_record_no_touchpoint(referer: str) -> None:
+    toml = '[channels]\nown_domains = ["other-shop.de"]\npayment_gateways = ["pay.example-bank.com"]\n'
+    ex, _ = run("/thank-you", toml, headers={**DOCUMENT, "Referer": referer}, host="shop.example.com")
+    assert ex.events == []
+
+
+def test_a_tagged_landing_from_a_payment_gateway_still_counts_by_its_tags() -> None:
+    headers = {**DOCUMENT, "Referer": "https://checkout.stripe.com/pay"}
+    ex, _ = run("/?utm_source=newsletter&utm_medium=email", headers=headers)
+    [tp] = ex.events
+    assert tp.channel == "Email" and tp.referrer_host == "checkout.stripe.com"

@@ -141,3 +141,82 @@ value = 5
     assert "[[identity.rules]]" in rendered and rendered.count("[[conversions]]") == 2
     decoded, problems = decode_options(tomllib.loads(rendered))
     assert problems == [] and decoded == options
+
+
+def _old_store(path: Path) -> None:
+    """A store at schema version 2 (before channels) holding three touchpoints."""
+    from storage.migrate import migrations
+
+    with sqlite3.connect(path) as db:
+        for version, _, sql in migrations():
+            if version <= 2:
+                db.executescript(sql)
+        db.execute("PRAGMA user_version = 2")
+        rows = [
+            ("01", None, None, "www.google.com"),
+            ("02", "newsletter", "email", None),
+            ("03", None, None, "search.example.net"),
+        ]
+        for id_, source, medium, referrer in rows:
+            db.execute(
+                "INSERT INTO touchpoints"
+                " (id, ts, node, visitor_key, source, medium, referrer_host, landing_path)"
+                " VALUES (?, '2026-11-01T00:00:00.000000Z', 'n', 'v', ?, ?, ?, '/')",
+                (id_, source, medium, referrer),
+            )
+
+
+def _channels(path: Path) -> list[tuple[str, str | None]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT id, channel FROM touchpoints ORDER BY id").fetchall()
+
+
+def test_reclassify_recomputes_channels_after_a_rule_change(tmp_path: Path) -> None:
+    store = tmp_path / "gw.db"
+    _old_store(store)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[storage]\npath = "gw.db"\n')
+
+    dry = gateway("reclassify", "-c", str(cfg), "--dry-run")  # no secrets needed
+    assert dry.returncode == 0, dry.stderr
+    assert "3 touchpoints, 3 changed (dry run: nothing written)" in dry.stdout
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)  # not even migrated
+
+    done = gateway("reclassify", "-c", str(cfg), "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    assert "3 touchpoints, 3 changed" in done.stdout and "(none) -> Referral: 1" in done.stdout
+    assert _channels(store) == [("01", "Organic Search"), ("02", "Email"), ("03", "Referral")]
+
+    cfg.write_text('[storage]\npath = "gw.db"\n[channels]\nreferrers = { "search.example.net" = "search" }\n')
+    assert "1 changed (dry run" in gateway("reclassify", "-c", str(cfg), "--dry-run").stdout
+    done = gateway("reclassify", "-c", str(cfg))
+    assert "3 touchpoints, 1 changed" in done.stdout and "Referral -> Organic Search: 1" in done.stdout
+    assert _channels(store)[2] == ("03", "Organic Search")
+    assert "3 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
+
+
+def test_reclassify_explains_its_problems(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[storage]\npath = "missing.db"\n')
+    done = gateway("reclassify", "-c", str(cfg))
+    assert done.returncode == 1 and "no store at" in done.stderr
+    cfg.write_text("[channels]\nreferrers = { 'x.com' = 'news' }\n")
+    done = gateway("reclassify", "-c", str(cfg))
+    assert done.returncode == 2 and "channels.referrers.x.com: unknown class" in done.stderr
+    done = gateway("reclassify", "-c", str(cfg), "--batch-size", "0")
+    assert done.returncode == 2 and "--batch-size" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_check_prints_tables_of_options_as_valid_toml(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        '[channels]\nreferrers = { "kagi.com" = "search/Kagi" }\n'
+        '[[channels.rules]]\nchannel = "Podcasts"\nmedium = "podcast"\n'
+    )
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 0, done.stderr
+    printed = tomllib.loads(done.stdout)
+    assert printed["channels"]["referrers"] == {"kagi.com": "search/Kagi"}
+    assert printed["channels"]["rules"][0]["channel"] == "Podcasts"
+    assert printed["attribution"]["lookback_days"]["conversion"] == 7.0

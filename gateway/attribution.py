@@ -1,0 +1,333 @@
+"""Attribution models: how one conversion's value is shared among the touchpoints before it.
+
+Pure functions, no I/O. The input is a conversion (its time and its value in integer minor
+units) and the touchpoints of whoever converted, **already merged across devices** (every
+visitor bound to the user): this module never looks anything up. Owns eligibility (lookback
+window per campaign tier, bot verdicts, internal touches), the models, the Markov-chain
+weights of the data-driven model, and the money rule: the credits of one conversion are
+integers that always sum to its value exactly (largest remainder, ties to the later touch).
+
+A conversion with no eligible touchpoint gives its whole value to ``Direct``, with no
+touch: the visitor came back without any campaign, click ID or external referrer we saw
+inside the window, which is what Direct means.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from gateway.channels import DIRECT, INTERNAL
+
+if TYPE_CHECKING:
+    from gateway.config import AttributionOptions
+
+NO_TOUCH_CHANNEL = DIRECT
+"""Who gets the value of a conversion with no eligible touchpoint (the credit has no touch)."""
+
+MINOR_UNITS = {"BHD": 3, "CLP": 0, "IQD": 3, "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3}
+MINOR_UNITS |= {"LYD": 3, "OMR": 3, "PYG": 0, "TND": 3, "UGX": 0, "VND": 0, "XAF": 0, "XOF": 0}
+"""ISO 4217 currencies whose minor unit is not the cent; every other currency has 2 decimals."""
+
+
+def exponent(currency: str | None) -> int:
+    return MINOR_UNITS.get((currency or "").upper(), 2)
+
+
+def to_minor(value: float | Decimal | str | None, currency: str | None = None) -> int:
+    """``19.99`` EUR → ``1999``; rounded half to even at the currency's minor unit; None → 0."""
+    if value is None:
+        return 0
+    amount = Decimal(str(value)).scaleb(exponent(currency))
+    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def from_minor(amount: int, currency: str | None = None) -> Decimal:
+    """``1999`` EUR → ``Decimal("19.99")``."""
+    return Decimal(amount).scaleb(-exponent(currency))
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """One touchpoint as the models see it; ``id`` ties a credit back to the stored row."""
+
+    id: str
+    ts: datetime
+    channel: str
+    tier: str | None = None
+    """Campaign tier (see ``Tiers``); None: the default tier."""
+    verdict: str | None = None
+    """Bot verdict; None (no bot scoring) counts as ``allow``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    touch: Touch | None
+    """None when no touchpoint was eligible (the value went to ``NO_TOUCH_CHANNEL``)."""
+    channel: str
+    amount: int
+    """Minor units (cents)."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """The models' knobs (``[attribution]``), plus the data-driven model's channel weights."""
+
+    position_first: Fraction = Fraction(2, 5)
+    position_last: Fraction = Fraction(2, 5)
+    half_life: timedelta = timedelta(days=7)
+    last_touch_share: Fraction = Fraction(3, 5)
+    channel_weights: Mapping[str, float] = field(default_factory=dict)
+    """data_driven: per-channel weights from ``markov_weights`` over the period's journeys."""
+
+    @classmethod
+    def from_options(
+        cls, at: AttributionOptions, channel_weights: Mapping[str, float] | None = None
+    ) -> Params:
+        # Through str: 0.4 in TOML means exactly 2/5, not the nearest binary float.
+        return cls(
+            position_first=Fraction(str(at.position_first)),
+            position_last=Fraction(str(at.position_last)),
+            half_life=timedelta(days=at.half_life_days),
+            last_touch_share=Fraction(str(at.last_touch_share)),
+            channel_weights=channel_weights or {},
+        )
+
+
+Weights = Callable[[Sequence[Touch], datetime, Params], list[Fraction]]
+
+
+def first_touch(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
+    return [Fraction(i == 0) for i in range(len(touches))]
+
+
+def last_touch(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
+    return [Fraction(i == len(touches) - 1) for i in range(len(touches))]
+
+
+def last_non_direct(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
+    """The last touch that is not Direct; when every touch is Direct, the last one."""
+    chosen = next((i for i in reversed(range(len(touches))) if touches[i].channel != DIRECT), None)
+    chosen = len(touches) - 1 if chosen is None else chosen
+    return [Fraction(i == chosen) for i in range(len(touches))]
+
+
+def linear(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
+    return [Fraction(1)] * len(touches)
+
+
+def position_based(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
+    """First and last get their shares, the middle splits the rest; two touches split the
+    ends' shares between them (50/50 by default), one touch gets everything."""
+    n = len(touches)
+    if n <= 1:
+        return [Fraction(1)] * n
+    if n == 2:
+        ends = p.position_first + p.position_last
+        return [p.position_first, p.position_last] if ends else [Fraction(1), Fraction(1)]
+    middle = (1 - p.position_first - p.position_last) / (n - 2)
+    return [p.position_first, *([middle] * (n - 2)), p.position_last]
+
+
+def time_decay(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
+    """Weight 2^(-age / half-life), the age measured back from the conversion."""
+    half = p.half_life.total_seconds()
+    return [Fraction(math.pow(2.0, -(at - t.ts).total_seconds() / half)) for t in touches]
+
+
+def weighted_last_touch(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
+    """The last touch gets its share, the earlier ones split the rest evenly."""
+    n = len(touches)
+    if n <= 1:
+        return [Fraction(1)] * n
+    rest = (1 - p.last_touch_share) / (n - 1)
+    return [*([rest] * (n - 1)), p.last_touch_share]
+
+
+def data_driven(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
+    """Each channel's Markov removal-effect weight, split evenly over its touches in this path
+    (all zero — channels never seen in the period — falls back to linear)."""
+    per_channel = Counter(t.channel for t in touches)
+    return [Fraction(p.channel_weights.get(t.channel, 0.0)) / per_channel[t.channel] for t in touches]
+
+
+MODELS: dict[str, Weights] = {
+    "first_touch": first_touch,
+    "last_touch": last_touch,
+    "last_non_direct": last_non_direct,
+    "linear": linear,
+    "position_based": position_based,
+    "time_decay": time_decay,
+    "weighted_last_touch": weighted_last_touch,
+    "data_driven": data_driven,
+}
+
+
+def distribute(total: int, weights: Sequence[Fraction]) -> list[int]:
+    """Integer shares of ``total`` proportional to ``weights`` that sum to ``total`` exactly:
+    each share rounded down, the units left over to the largest remainders (ties to the later
+    position). All-zero weights share equally. A negative total (a refund) mirrors a positive."""
+    n = len(weights)
+    if n == 0:
+        raise ValueError("no weights to distribute over")
+    if any(w < 0 for w in weights):
+        raise ValueError("weights must not be negative")
+    whole = sum(weights, Fraction(0))
+    if whole == 0:
+        weights, whole = [Fraction(1)] * n, Fraction(n)
+    sign, units = (-1, -total) if total < 0 else (1, total)
+    quotas = [units * w / whole for w in weights]
+    shares = [math.floor(q) for q in quotas]
+    left = units - sum(shares)
+    by_remainder = sorted(range(n), key=lambda i: (quotas[i] - shares[i], i), reverse=True)
+    for i in by_remainder[:left]:
+        shares[i] += 1
+    return [sign * s for s in shares]
+
+
+def credits(model: str, touches: Sequence[Touch], at: datetime, value: int, p: Params) -> list[Credit]:
+    """Credits of one conversion (``value`` in minor units) over its eligible ``touches``,
+    sorted in time order (see ``Attribution.eligible``)."""
+    if not touches:
+        return [Credit(None, NO_TOUCH_CHANNEL, value)]
+    shares = distribute(value, MODELS[model](touches, at, p))
+    return [Credit(t, t.channel, s) for t, s in zip(touches, shares, strict=True)]
+
+
+def by_channel(credited: Iterable[Credit]) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for c in credited:
+        totals[c.channel] += c.amount
+    return dict(totals)
+
+
+class Tiers:
+    """A touchpoint's campaign tier: a tier parameter, else a campaign-name pattern, else the default."""
+
+    def __init__(self, at: AttributionOptions) -> None:
+        self.windows = {tier: timedelta(days=days) for tier, days in at.lookback_days.items()}
+        self.default = at.default_tier
+        self.params = tuple(p.lower() for p in at.tier_params)  # raw_params keys are lower-case
+        self.names = {tier.casefold(): tier for tier in self.windows}
+        self.patterns = [
+            (tier, [re.compile(p, re.IGNORECASE) for p in patterns])
+            for tier, patterns in at.tier_patterns.items()
+        ]
+
+    def tier_of(self, campaign: str | None, raw_params: Mapping[str, str] | None = None) -> str:
+        for name in self.params:
+            tier = self.names.get((raw_params or {}).get(name, "").strip().casefold())
+            if tier is not None:
+                return tier
+        if campaign:
+            for tier, patterns in self.patterns:
+                if any(p.search(campaign) for p in patterns):
+                    return tier
+        return self.default
+
+    def window(self, tier: str | None) -> timedelta:
+        return self.windows.get(tier or self.default, self.windows[self.default])
+
+
+class Attribution:
+    """``[attribution]`` compiled once: which touches count, then any model over them."""
+
+    def __init__(self, at: AttributionOptions, channel_weights: Mapping[str, float] | None = None) -> None:
+        self.tiers = Tiers(at)
+        self.verdicts = frozenset(at.verdicts)
+        self.params = Params.from_options(at, channel_weights)
+
+    def eligible(
+        self, touches: Iterable[Touch], at: datetime, verdicts: Iterable[str] | None = None
+    ) -> list[Touch]:
+        """Touches at or before ``at`` and no older than their tier's window (the boundary
+        itself counts), with an accepted verdict, not internal; in time order."""
+        accepted = self.verdicts if verdicts is None else frozenset(verdicts)
+        kept = [
+            t
+            for t in touches
+            if t.ts <= at
+            and (t.verdict or "allow") in accepted
+            and t.channel != INTERNAL
+            and at - t.ts <= self.tiers.window(t.tier)
+        ]
+        kept.sort(key=lambda t: (t.ts, t.id))
+        return kept
+
+    def credit(
+        self,
+        model: str,
+        touches: Iterable[Touch],
+        at: datetime,
+        value: int,
+        verdicts: Iterable[str] | None = None,
+    ) -> list[Credit]:
+        """One conversion's credits under ``model``; touches of every device already merged."""
+        return credits(model, self.eligible(touches, at, verdicts), at, value, self.params)
+
+
+_START, _CONVERSION, _NULL = "\x00start", "\x00conversion", "\x00null"
+
+
+def markov_weights(journeys: Iterable[tuple[Sequence[str], bool]]) -> dict[str, float]:
+    """Per-channel weights (summing to 1) of a first-order Markov chain over every journey of
+    the period, converting or not: each channel's removal effect — how much the chance of
+    converting drops when the channel is taken out — normalised. Empty paths are skipped."""
+    moves: dict[str, Counter[str]] = defaultdict(Counter)
+    for path, converted in journeys:
+        if not path:
+            continue
+        previous = _START
+        for channel in path:
+            moves[previous][channel] += 1
+            previous = channel
+        moves[previous][_CONVERSION if converted else _NULL] += 1
+    channels = sorted({c for counter in moves.values() for c in counter} - {_CONVERSION, _NULL})
+    base = _conversion_probability(moves, channels, None)
+    if base <= 0:
+        return {c: 0.0 for c in channels}
+    effects = {c: max(0.0, 1 - _conversion_probability(moves, channels, c) / base) for c in channels}
+    total = sum(effects.values())
+    return {c: (e / total if total else 0.0) for c, e in effects.items()}
+
+
+def _conversion_probability(
+    moves: Mapping[str, Counter[str]], channels: list[str], removed: str | None
+) -> float:
+    """P(reach conversion from start), a removed channel leading nowhere: solves x = Qx + r."""
+    states = [_START, *(c for c in channels if c != removed)]
+    index = {s: i for i, s in enumerate(states)}
+    n = len(states)
+    matrix = [[0.0] * (n + 1) for _ in range(n)]  # rows of (I - Q | r)
+    for s, i in index.items():
+        matrix[i][i] = 1.0
+        out = moves.get(s)
+        total = sum(out.values()) if out else 0
+        for target, count in (out or {}).items():
+            if target == _CONVERSION:
+                matrix[i][n] += count / total
+            elif target in index:
+                matrix[i][index[target]] -= count / total
+    return _solve(matrix)[0]
+
+
+def _solve(matrix: list[list[float]]) -> list[float]:
+    """Gaussian elimination with partial pivoting on an augmented matrix (non-singular here:
+    every state reaches an end of journey)."""
+    n = len(matrix)
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(matrix[r][col]))
+        matrix[col], matrix[pivot] = matrix[pivot], matrix[col]
+        lead = matrix[col][col]
+        for r in range(n):
+            if r != col and matrix[r][col]:
+                factor = matrix[r][col] / lead
+                matrix[r] = [a - factor * b for a, b in zip(matrix[r], matrix[col], strict=True)]
+    return [matrix[i][n] / matrix[i][i] for i in range(n)]

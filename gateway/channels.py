@@ -1,0 +1,305 @@
+"""Channels: the marketing channel a touchpoint came through, from ordered rules.
+
+Reads the shipped referrer table (``gateway/data/referrers.toml``: hosts and site names →
+search, social, email, video, ai, shopping or payment) and ``[channels]``, which extends
+it and adds rules. Owns the channel names (the industry's default channel grouping, plus
+AI Assistants), the rule order, and the answer to "should this referrer start a
+touchpoint at all?" — a self-referral or a return from a payment gateway must not, or
+checkout would steal the credit. Registrable domains come from ``tldextract`` with its
+bundled suffix list (never fetched). Lookups are cached per host: this runs on the
+request path.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tldextract
+
+    from gateway.config import ChannelRule, ChannelsOptions
+
+AFFILIATES = "Affiliates"
+AI_ASSISTANTS = "AI Assistants"
+AUDIO = "Audio"
+CROSS_NETWORK = "Cross-network"
+DIRECT = "Direct"
+DISPLAY = "Display"
+EMAIL = "Email"
+INTERNAL = "Internal"
+"""A self-referral or a payment-gateway return: the visit goes on; attribution skips it."""
+MOBILE_PUSH = "Mobile Push Notifications"
+ORGANIC_SEARCH = "Organic Search"
+ORGANIC_SHOPPING = "Organic Shopping"
+ORGANIC_SOCIAL = "Organic Social"
+ORGANIC_VIDEO = "Organic Video"
+PAID_OTHER = "Paid Other"
+PAID_SEARCH = "Paid Search"
+PAID_SHOPPING = "Paid Shopping"
+PAID_SOCIAL = "Paid Social"
+PAID_VIDEO = "Paid Video"
+REFERRAL = "Referral"
+SMS = "SMS"
+UNASSIGNED = "Unassigned"
+
+CLASSES = ("search", "social", "email", "video", "ai", "shopping", "payment")
+"""Referrer classes of the shipped table and of ``channels.referrers``."""
+CLASS_CHANNEL = {
+    "search": ORGANIC_SEARCH,
+    "social": ORGANIC_SOCIAL,
+    "email": EMAIL,
+    "video": ORGANIC_VIDEO,
+    "ai": AI_ASSISTANTS,
+    "shopping": ORGANIC_SHOPPING,
+    "payment": INTERNAL,
+}
+PAID_BY_CLASS = {"social": PAID_SOCIAL, "video": PAID_VIDEO, "shopping": PAID_SHOPPING, "search": PAID_SEARCH}
+
+_PAID = re.compile(r"^(.*cp.*|ppc|retargeting|paid.*|sem)$")
+_DISPLAY = frozenset({"display", "banner", "expandable", "interstitial", "cpm", "programmatic"})
+_PAID_SEARCH = frozenset({"cpc", "ppc", "paidsearch", "paid_search", "paid-search", "paid search", "sem"})
+_PAID_SOCIAL = frozenset(
+    {"paid_social", "paidsocial", "paid-social", "paid social", "social_paid", "social-paid", "social_ads"}
+)
+_SOCIAL = frozenset(
+    {"social", "social-network", "social-media", "sm", "social network", "social media", "social_media"}
+)
+_EMAIL = re.compile(r"e[-_ ]?mail|newsletter")
+_AFFILIATE = frozenset({"affiliate", "affiliates", "partner", "partners", "partnership"})
+_INFLUENCER = frozenset({"influencer", "influencers", "creator", "creators"})
+_REFERRAL = frozenset({"referral", "app", "link"})
+_GOOGLE_ADS = frozenset({"gclid", "gbraid", "wbraid"})
+_SOCIAL_CLICKS = frozenset({"fbclid", "twclid", "ttclid", "li_fat_id"})
+_ADS_ONLY_SOCIAL_CLICKS = frozenset({"ttclid", "li_fat_id"})
+"""Social click IDs only ads carry; fbclid and twclid also decorate organic shares."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What a touchpoint says about where it came from (the inputs of the rules)."""
+
+    source: str | None = None
+    medium: str | None = None
+    campaign: str | None = None
+    click_id_kind: str | None = None
+    creator_id: str | None = None
+    referrer_host: str | None = None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Signals:
+        """From a stored touchpoint row (or any mapping with those keys)."""
+        return cls(*(row.get(name) for name in cls.__slots__))
+
+
+@dataclass(frozen=True)
+class ReferrerTable:
+    """Hosts (with a dot: the host and its subdomains) and site names (any suffix) →
+    (class, display name); source-only aliases → class."""
+
+    hosts: dict[str, tuple[str, str]]
+    names: dict[str, tuple[str, str]]
+    sources: dict[str, str]
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> ReferrerTable:
+        table = cls({}, {}, dict(data.get("sources", {})))
+        for kind in CLASSES:
+            for key, name in data.get(kind, {}).items():
+                table.add(key, kind, name)
+        return table
+
+    def add(self, key: str, kind: str, name: str = "") -> None:
+        key = key.strip().lower().rstrip(".")
+        (self.hosts if "." in key else self.names)[key] = (kind, name or key)
+
+
+@functools.cache
+def shipped_data() -> dict[str, Any]:
+    """The shipped referrer table, read once per process (at start-up, from ``load_settings``)."""
+    text = resources.files("gateway").joinpath("data/referrers.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+@functools.cache
+def _extractor() -> tldextract.TLDExtract:
+    import tldextract  # imported here: it is only needed once a config is loaded
+
+    # Private suffixes too: two shops on myshopify.com or github.io are two sites, not one.
+    extract = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), include_psl_private_domains=True)
+    extract("warm.example.com")  # loads the bundled suffix list now, not on a request
+    return extract
+
+
+class _Rule:
+    """A compiled ``[[channels.rules]]`` entry."""
+
+    def __init__(self, rule: ChannelRule) -> None:
+        self.channel = rule.channel
+        self.fields = [
+            (name, re.compile(pattern, re.IGNORECASE))
+            for name, pattern in (
+                ("source", rule.source),
+                ("medium", rule.medium),
+                ("campaign", rule.campaign),
+                ("referrer_host", rule.referrer),
+            )
+            if pattern
+        ]
+        self.click_ids = frozenset(c.lower() for c in rule.click_ids)
+
+    def matches(self, s: Signals) -> bool:
+        if self.click_ids and (s.click_id_kind or "") not in self.click_ids:
+            return False
+        return all(regex.fullmatch(getattr(s, name) or "") for name, regex in self.fields)
+
+
+class Channels:
+    """The classifier: built once from ``[channels]`` (in ``load_settings``), then pure."""
+
+    def __init__(self, options: ChannelsOptions) -> None:
+        self.table = ReferrerTable.parse(shipped_data())
+        for key, value in options.referrers.items():
+            kind, _, name = value.partition("/")
+            self.table.add(key, kind, name)
+        for key in options.payment_gateways:
+            self.table.add(key, "payment")
+        self.own_domains = tuple(d.strip().lower().rstrip(".") for d in options.own_domains)
+        self.creator_channel = options.creator_channel
+        self.rules = [_Rule(rule) for rule in options.rules]
+        self._extract = _extractor()
+        # Per-instance caches (not module state): referrers repeat, and this runs per request.
+        self.referrer = functools.lru_cache(maxsize=8192)(self._referrer)
+        self.registrable = functools.lru_cache(maxsize=8192)(self._registrable)
+
+    def _registrable(self, host: str) -> str:
+        """``blog.shop.co.uk`` → ``shop.co.uk``; a host without a known suffix is its own."""
+        return self._extract(host).top_domain_under_public_suffix or host
+
+    def _referrer(self, host: str) -> tuple[str, str] | None:
+        """(class, name) of a referrer host: the longest host key, else the site's name."""
+        host = host.lower().rstrip(".")
+        labels = host.split(".")
+        for i in range(len(labels) - 1):
+            found = self.table.hosts.get(".".join(labels[i:]))
+            if found is not None:
+                return found
+        parts = self._extract(host)
+        return self.table.names.get(parts.domain) if parts.suffix else None
+
+    def source_class(self, source: str) -> str | None:
+        """The class a ``utm_source`` value names (``google``, ``ig``, ``chatgpt.com``), if any."""
+        if "." in source:
+            found = self.referrer(source)
+            return found[0] if found else None
+        named = self.table.names.get(source)
+        return named[0] if named else self.table.sources.get(source)
+
+    def is_own(self, host: str, site_host: str | None = None) -> bool:
+        """The referrer is the site itself (same registrable domain, or ``channels.own_domains``)."""
+        host = host.lower().rstrip(".")
+        if site_host and (host == site_host or self.registrable(host) == self.registrable(site_host)):
+            return True
+        return any(host == d or host.endswith("." + d) for d in self.own_domains)
+
+    def starts_touchpoint(self, referrer_host: str, site_host: str | None = None) -> bool:
+        """Should a landing from this referrer, with no campaign parameters, be a touchpoint?
+
+        No for self-referrals and payment-gateway returns: the return from checkout continues
+        the visitor's session and must not steal the credit from what brought them."""
+        if self.is_own(referrer_host, site_host):
+            return False
+        found = self.referrer(referrer_host)
+        return found is None or found[0] != "payment"
+
+    def classify(self, s: Signals, site_host: str | None = None) -> str:
+        """The channel, by the first rule that decides: operator rules, click IDs, medium and
+        source, creator ID, referrer class, then Referral, Unassigned (tagged, no rule) or Direct."""
+        for rule in self.rules:
+            if rule.matches(s):
+                return rule.channel
+        source = (s.source or "").strip().casefold()
+        medium = (s.medium or "").strip().casefold()
+        tagged = bool(source or medium or s.campaign or s.click_id_kind)
+        if source == "(direct)" and medium in ("", "(none)", "(not set)"):
+            return DIRECT
+        if "cross-network" in (s.campaign or "").casefold():
+            return CROSS_NETWORK
+        source_class = self.source_class(source) if source else None
+        found = None
+        if s.click_id_kind:
+            found = self._by_click(s.click_id_kind.lower(), medium, source_class)
+        if found is None and (source or medium):
+            found = self._by_params(source, medium, source_class)
+        if found is not None:
+            return found
+        if s.creator_id:
+            return self.creator_channel
+        if s.referrer_host:
+            if self.is_own(s.referrer_host, site_host):
+                return INTERNAL
+            referrer = self.referrer(s.referrer_host)
+            return CLASS_CHANNEL[referrer[0]] if referrer else REFERRAL
+        return UNASSIGNED if tagged else DIRECT
+
+    def _by_click(self, kind: str, medium: str, source_class: str | None) -> str | None:
+        if kind in _GOOGLE_ADS:
+            if medium in _DISPLAY:
+                return DISPLAY
+            return PAID_VIDEO if "video" in medium or source_class == "video" else PAID_SEARCH
+        if kind == "dclid":  # Display & Video 360 / Campaign Manager clicks
+            return DISPLAY
+        if kind in ("msclkid", "yclid"):
+            return PAID_SEARCH
+        if kind in _SOCIAL_CLICKS:
+            if _PAID.match(medium) or medium in _PAID_SOCIAL or medium in _DISPLAY:
+                return PAID_SOCIAL
+            if not medium and kind in _ADS_ONLY_SOCIAL_CLICKS:
+                return PAID_SOCIAL
+            return ORGANIC_SOCIAL
+        if kind == "mc_cid":  # Mailchimp campaign links
+            return EMAIL
+        return None
+
+    def _by_params(self, source: str, medium: str, source_class: str | None) -> str | None:
+        if medium in _DISPLAY:
+            return DISPLAY
+        if medium in _PAID_SOCIAL:
+            return PAID_SOCIAL
+        if _PAID.match(medium) or medium in ("video_ads", "shopping_ads"):
+            paid = PAID_BY_CLASS.get(source_class or "")
+            if paid is None and ("video" in medium or medium == "cpv"):
+                paid = PAID_VIDEO
+            if paid is None and "shopping" in medium:
+                paid = PAID_SHOPPING
+            return paid or (PAID_SEARCH if medium in _PAID_SEARCH else PAID_OTHER)
+        if _EMAIL.search(medium) or _EMAIL.search(source) or source_class == "email":
+            return EMAIL
+        if medium in _AFFILIATE:
+            return AFFILIATES
+        if medium in _INFLUENCER:
+            return self.creator_channel
+        if source_class == "ai" or medium in ("ai", "ai-assistant", "llm"):
+            return AI_ASSISTANTS
+        if source_class == "shopping" or medium in ("shopping", "product_listing"):
+            return ORGANIC_SHOPPING
+        if source_class == "social" or medium in _SOCIAL:
+            return ORGANIC_SOCIAL
+        if source_class == "video" or "video" in medium:
+            return ORGANIC_VIDEO
+        if source_class == "search" or medium == "organic":
+            return ORGANIC_SEARCH
+        if source == "sms" or medium == "sms":
+            return SMS
+        if medium.endswith("push") or "mobile" in medium or "notification" in medium:
+            return MOBILE_PUSH
+        if medium == "audio":
+            return AUDIO
+        if medium in _REFERRAL:
+            return REFERRAL
+        return None

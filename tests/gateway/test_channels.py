@@ -1,0 +1,267 @@
+"""Channels: the ordered rules, the shipped referrer table, operator extensions, and which
+referrers start a touchpoint at all."""
+
+from __future__ import annotations
+
+import textwrap
+import tomllib
+from importlib import resources
+
+import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import channels as channel_names
+from gateway.channels import CLASSES, Channels, Signals
+from gateway.config import ChannelsOptions, ConfigError, load_settings
+from tests.conftest import ENV
+
+
+def channels(toml: str = "") -> Channels:
+    return load_settings(None, text=textwrap.dedent(toml), environ=ENV).channels
+
+
+DEFAULT = channels()
+KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance(v, str) and k != "CLASSES"}
+
+
+@pytest.mark.parametrize(
+    ("signals", "expected"),
+    [
+        # click IDs first
+        (Signals(click_id_kind="gclid"), "Paid Search"),
+        (Signals(click_id_kind="gbraid", source="newsletter", medium="email"), "Paid Search"),
+        (Signals(click_id_kind="wbraid", medium="display"), "Display"),
+        (Signals(click_id_kind="gclid", source="youtube", medium="cpv"), "Paid Video"),
+        (Signals(click_id_kind="dclid"), "Display"),
+        (Signals(click_id_kind="msclkid"), "Paid Search"),
+        (Signals(click_id_kind="fbclid"), "Organic Social"),
+        (Signals(click_id_kind="fbclid", source="facebook", medium="paid_social"), "Paid Social"),
+        (Signals(click_id_kind="fbclid", medium="cpc"), "Paid Social"),
+        (Signals(click_id_kind="twclid", medium="social"), "Organic Social"),
+        (Signals(click_id_kind="ttclid"), "Paid Social"),
+        (Signals(click_id_kind="li_fat_id", medium="social"), "Organic Social"),
+        (Signals(click_id_kind="mc_cid"), "Email"),
+        # medium and source patterns
+        (Signals(source="google", medium="cpc"), "Paid Search"),
+        (Signals(source="bing", medium="ppc"), "Paid Search"),
+        (Signals(source="acme-ads", medium="cpc"), "Paid Search"),
+        (Signals(source="acme-ads", medium="paid_listing"), "Paid Other"),
+        (Signals(source="facebook", medium="cpc"), "Paid Social"),
+        (Signals(source="linkedin", medium="paid"), "Paid Social"),
+        (Signals(source="whatever", medium="paid-social"), "Paid Social"),
+        (Signals(source="youtube", medium="cpv"), "Paid Video"),
+        (Signals(source="acme-ads", medium="paid_video"), "Paid Video"),
+        (Signals(source="acme-ads", medium="cpv"), "Paid Video"),
+        (Signals(source="acme-ads", medium="video_ads"), "Paid Video"),
+        (Signals(source="acme-ads", medium="paid_shopping"), "Paid Shopping"),
+        (Signals(source="amazon", medium="cpc"), "Paid Shopping"),
+        (Signals(source="dv360", medium="banner"), "Display"),
+        (Signals(source="google", medium="cpm"), "Display"),
+        (Signals(source="newsletter", medium="email"), "Email"),
+        (Signals(source="mailchimp", medium="E-Mail"), "Email"),
+        (Signals(source="weekly-newsletter"), "Email"),
+        (Signals(source="gmail"), "Email"),
+        (Signals(source="partnerblog", medium="affiliate"), "Affiliates"),
+        (Signals(source="anna", medium="influencer"), "Affiliates"),
+        (Signals(source="chatgpt.com"), "AI Assistants"),
+        (Signals(source="perplexity", medium="referral"), "AI Assistants"),
+        (Signals(source="facebook", medium="social"), "Organic Social"),
+        (Signals(source="ig"), "Organic Social"),
+        (Signals(source="x.com", medium="organic"), "Organic Social"),
+        (Signals(source="anything", medium="social-media"), "Organic Social"),
+        (Signals(source="youtube"), "Organic Video"),
+        (Signals(source="blog", medium="video"), "Organic Video"),
+        (Signals(source="google", medium="organic"), "Organic Search"),
+        (Signals(source="duckduckgo"), "Organic Search"),
+        (Signals(source="sms"), "SMS"),
+        (Signals(source="app", medium="push"), "Mobile Push Notifications"),
+        (Signals(source="spotify", medium="audio"), "Audio"),
+        (Signals(source="partner.example", medium="referral"), "Referral"),
+        (Signals(source="(direct)", medium="(none)"), "Direct"),
+        (Signals(source="google", medium="cpc", campaign="Cross-Network PMax"), "Cross-network"),
+        # creator IDs, then the referrer
+        (Signals(creator_id="anna"), "Affiliates"),
+        (Signals(creator_id="anna", referrer_host="www.instagram.com"), "Affiliates"),
+        (Signals(referrer_host="www.google.com"), "Organic Search"),
+        (Signals(referrer_host="www.google.co.uk"), "Organic Search"),
+        (Signals(referrer_host="google.de"), "Organic Search"),
+        (Signals(referrer_host="search.brave.com"), "Organic Search"),
+        (Signals(referrer_host="mail.google.com"), "Email"),
+        (Signals(referrer_host="outlook.live.com"), "Email"),
+        (Signals(referrer_host="l.facebook.com"), "Organic Social"),
+        (Signals(referrer_host="t.co"), "Organic Social"),
+        (Signals(referrer_host="m.youtube.com"), "Organic Video"),
+        (Signals(referrer_host="chatgpt.com"), "AI Assistants"),
+        (Signals(referrer_host="www.perplexity.ai"), "AI Assistants"),
+        (Signals(referrer_host="claude.ai"), "AI Assistants"),
+        (Signals(referrer_host="gemini.google.com"), "AI Assistants"),
+        (Signals(referrer_host="copilot.microsoft.com"), "AI Assistants"),
+        (Signals(referrer_host="www.amazon.de"), "Organic Shopping"),
+        (Signals(referrer_host="checkout.stripe.com"), "Internal"),
+        (Signals(referrer_host="www.paypal.com"), "Internal"),
+        (Signals(referrer_host="blog.example.org"), "Referral"),
+        (Signals(referrer_host="google.example.org"), "Referral"),  # "google" is not the site's name
+        (Signals(campaign="spring", referrer_host="www.bing.com"), "Organic Search"),
+        (Signals(campaign="spring"), "Unassigned"),
+        (Signals(), "Direct"),
+    ],
+)
+def test_default_rules(signals: Signals, expected: str) -> None:
+    assert DEFAULT.classify(signals) == expected
+
+
+def test_shipped_table_is_valid_and_covers_every_class() -> None:
+    data = tomllib.loads(resources.files("gateway").joinpath("data/referrers.toml").read_text())
+    assert set(data) == {*CLASSES, "sources"}
+    assert all(data[kind] for kind in CLASSES)
+    assert set(data["sources"].values()) <= set(CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("referrer", "site", "starts"),
+    [
+        ("www.google.com", "shop.example.com", True),
+        ("blog.example.org", "shop.example.com", True),
+        ("checkout.stripe.com", "shop.example.com", False),
+        ("www.paypal.com", "shop.example.com", False),
+        ("pay.google.com", "shop.example.com", False),  # the longest key wins over "google"
+        ("live.adyen.com", "shop.example.com", False),
+        ("blog.example.com", "shop.example.com", False),  # same registrable domain
+        ("www.example.co.uk", "shop.example.co.uk", False),
+        ("other.co.uk", "shop.example.co.uk", True),
+        ("other-shop.myshopify.com", "my-shop.myshopify.com", True),  # a private suffix
+        ("someone.github.io", "me.github.io", True),
+        ("docs.me.github.io", "me.github.io", False),
+    ],
+)
+def test_which_referrers_start_a_touchpoint(referrer: str, site: str, starts: bool) -> None:
+    assert DEFAULT.starts_touchpoint(referrer, site) is starts
+
+
+def test_operator_extends_the_table() -> None:
+    ch = channels(
+        """
+        [channels]
+        payment_gateways = ["pay.example-bank.com", "acmepay"]
+        own_domains = ["example-shop.de"]
+        creator_channel = "Influencer"
+
+        [channels.referrers]
+        "search.example.net" = "search/Example Search"
+        "intranet-mail" = "email"
+        "t.co" = "ai"
+        """
+    )
+    assert ch.classify(Signals(referrer_host="eu.search.example.net")) == "Organic Search"
+    assert ch.referrer("search.example.net") == ("search", "Example Search")
+    assert ch.classify(Signals(referrer_host="intranet-mail.co.jp")) == "Email"
+    assert ch.classify(Signals(referrer_host="t.co")) == "AI Assistants"  # overrides the shipped entry
+    assert not ch.starts_touchpoint("acs.pay.example-bank.com", "shop.example.com")
+    assert not ch.starts_touchpoint("www.acmepay.com", "shop.example.com")
+    assert not ch.starts_touchpoint("www.example-shop.de", "shop.example.com")
+    assert ch.classify(Signals(referrer_host="www.example-shop.de")) == "Internal"
+    assert ch.classify(Signals(creator_id="anna")) == "Influencer"
+    assert DEFAULT.classify(Signals(referrer_host="eu.search.example.net")) == "Referral"
+
+
+def test_operator_rules_come_first_and_need_every_condition() -> None:
+    ch = channels(
+        """
+        [[channels.rules]]
+        channel = "Podcasts"
+        medium = "podcast|audio"
+
+        [[channels.rules]]
+        channel = "Brand Search"
+        click_ids = ["gclid"]
+        campaign = ".*brand.*"
+        """
+    )
+    assert ch.classify(Signals(source="spotify", medium="Podcast")) == "Podcasts"
+    assert ch.classify(Signals(source="spotify", medium="podcasts")) != "Podcasts"  # whole value
+    assert ch.classify(Signals(click_id_kind="gclid", campaign="Brand-DE")) == "Brand Search"
+    assert ch.classify(Signals(click_id_kind="gclid", campaign="Generic")) == "Paid Search"
+    assert ch.classify(Signals(click_id_kind="msclkid", campaign="Brand-DE")) == "Paid Search"
+
+
+def test_lookups_are_cached_per_host() -> None:
+    ch = channels()
+    ch.classify(Signals(referrer_host="www.google.com"))
+    ch.classify(Signals(referrer_host="www.google.com"))
+    assert ch.referrer.cache_info().hits >= 1
+
+
+def test_signals_from_a_stored_row() -> None:
+    row = {"source": "google", "medium": "cpc", "campaign": None, "referrer_host": None, "id": "x"}
+    assert Signals.of(row) == Signals(source="google", medium="cpc")
+
+
+def test_a_classifier_can_be_built_from_options_alone() -> None:
+    assert Channels(ChannelsOptions()).classify(Signals(referrer_host="www.bing.com")) == "Organic Search"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[channels]\nreferrers = { 'x.com' = 'news' }\n", "channels.referrers.x.com: unknown class 'news'"),
+        ("[channels]\ncreator_channel = ' '\n", "channels.creator_channel: must not be empty"),
+        ("[channels]\nbogus = 1\n", "channels.bogus: unknown key"),
+        (
+            "[[channels.rules]]\nchannel = 'X'\nmedium = '('\n",
+            "channels.rules[0].medium: not a valid regular",
+        ),
+        ("[[channels.rules]]\nchannel = 'X'\n", "channels.rules[0]: needs at least one condition"),
+        ("[[channels.rules]]\nmedium = 'x'\n", "channels.rules[0]: object missing required field channel"),
+        (
+            "[[channels.rules]]\nchannel = 'X'\nsource = 'a'\nwhat = 1\n",
+            "channels.rules[0].what: unknown key",
+        ),
+    ],
+)
+def test_config_problems_name_the_key(toml: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ=ENV)
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+async def test_channels_end_to_end_through_the_gateway(start_gateway, upstream_server) -> None:
+    """A real gateway stores each landing's channel; a checkout return records nothing."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>ok</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    gw = await start_gateway(await upstream_server(app))
+    document = {"Sec-Fetch-Dest": "document"}
+    for path, referer in [
+        ("/a", "https://chatgpt.com/"),
+        ("/b?utm_source=facebook&utm_medium=paid_social", None),
+        ("/thanks", "https://checkout.stripe.com/c/pay/cs_live_1"),
+        ("/c", "https://www.google.fr/"),
+    ]:
+        headers = {**document, **({"Referer": referer} if referer else {})}
+        async with gw.session.get(gw.url + path, headers=headers) as resp:
+            assert resp.status == 200
+    items = (await gw.api("/api/touchpoints"))["items"]
+    assert [(tp["landing_path"], tp["channel"]) for tp in items] == [
+        ("/a", "AI Assistants"),
+        ("/b", "Paid Social"),
+        ("/c", "Organic Search"),
+    ]
+
+
+TEXT = st.one_of(
+    st.none(), st.text(max_size=40), st.sampled_from(["", ".", "..", "a..b", "[::1]", "xn--", "ß.de"])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.tuples(TEXT, TEXT, TEXT, TEXT, TEXT, TEXT), site=TEXT)
+def test_any_input_gets_a_channel_and_never_raises(fields: tuple[str | None, ...], site: str | None) -> None:
+    signals = Signals(*fields)
+    assert DEFAULT.classify(signals, site) in KNOWN
+    if signals.referrer_host:
+        assert DEFAULT.starts_touchpoint(signals.referrer_host, site) in (True, False)
