@@ -5,7 +5,9 @@ Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
 ``/metrics`` answers Prometheus text and ``/api/openapi.json`` the bare document.
 ``/api/*`` and ``/metrics`` need ``Authorization: Bearer <token>``, compared in
-constant time; ``/healthz`` and the OpenAPI document do not.
+constant time, or — for GET and HEAD only — a dashboard session cookie
+(``gateway/sessions.py``); ``/healthz``, the OpenAPI document and the dashboard's own
+pages and static files (``gateway/dashboard.py``) do not.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from gateway.keys import MAX_USER_ID, Keys
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import error_body
+from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, has_session
 from storage.erasure import erase_user
 from storage.local import LocalStore
 from storage.queries import TOUCHPOINT_FILTERS, Reader, TouchpointQuery
@@ -95,11 +98,17 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path in PAGES or request.path.startswith(STATIC_PREFIX):
         return await handler(request)
     expected = request.app[SETTINGS_KEY].admin_token.encode()
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
+    if not header and has_session(request):
+        if request.method in READ_METHODS:
+            return await handler(request)
+        # SameSite=Strict already keeps the cookie off other sites' requests; refusing every
+        # write made with it keeps a session harmless even if that ever failed.
+        return fail(403, "a dashboard session can only read; send Authorization: Bearer <admin token>")
     if not header:
         return fail(401, "missing Authorization: Bearer <admin token>", {"WWW-Authenticate": "Bearer"})
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):

@@ -153,7 +153,9 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     listen: str = "127.0.0.1:9090"
     """Address of the admin API listener, ``HOST:PORT``."""
     token: str = "env:GATEWAY_ADMIN_TOKEN"
-    """Bearer token for /api and /metrics. Use ``env:NAME``."""
+    """Bearer token for /api and /metrics, and the dashboard's login. Use ``env:NAME``."""
+    session_hours: int = 12
+    """How long a dashboard login lasts (the session cookie's lifetime), 1..720 hours."""
 
 
 class WebhooksOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -448,6 +450,12 @@ def validate(options: Options) -> list[str]:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             p.append(f"proxy.trusted_proxies[{i}]: not an IP address or CIDR: {net!r}")
+    _check(
+        p,
+        1 <= options.admin.session_hours <= 720,
+        "admin.session_hours",
+        f"must be 1..720, got {options.admin.session_hours}",
+    )
     _check(p, px.connect_timeout > 0, "proxy.connect_timeout", f"must be > 0, got {px.connect_timeout}")
     _check(p, px.read_timeout > 0, "proxy.read_timeout", f"must be > 0, got {px.read_timeout}")
     _check(p, px.body_timeout > 0, "proxy.body_timeout", f"must be > 0, got {px.body_timeout}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.attribution import MODELS
+
 _NULLABLE_STR = {"type": ["string", "null"]}
 
 TOUCHPOINT = {
@@ -87,6 +89,91 @@ CONVERSION = {
         "order_id": _NULLABLE_STR,
         "origin": {"type": "string", "description": "rule, webhook, segment or import"},
         "rule": {"type": "string"},
+    },
+}
+
+_CREDIT = {
+    "channel": {"type": "string"},
+    "currency": _NULLABLE_STR,
+    "conversions": {"type": "number", "description": "credited conversions (fractions of one)"},
+    "value": {"type": "number", "description": "credited value in major units of currency"},
+}
+_CREDIT_REQUIRED = ["channel", "currency", "conversions", "value"]
+_TOP = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name", "touchpoints", "visitors", "conversions"],
+        "properties": {
+            "name": {"type": "string"},
+            "touchpoints": {"type": "integer", "description": "landings in the period"},
+            "visitors": {"type": "integer", "description": "distinct visitors who landed"},
+            "conversions": {
+                "type": "integer",
+                "description": "the period's conversions with a landing of this name on any of the "
+                "converter's devices inside the widest lookback window",
+            },
+        },
+    },
+}
+
+DASHBOARD_SUMMARY = {
+    "type": "object",
+    "required": [
+        "ok",
+        "since",
+        "until",
+        "model",
+        "models",
+        "totals",
+        "by_day",
+        "comparison",
+        "top_campaigns",
+        "top_creators",
+        "bots",
+    ],
+    "properties": {
+        "ok": {"const": True},
+        "since": {"type": "string", "format": "date"},
+        "until": {"type": "string", "format": "date", "description": "exclusive"},
+        "model": {"type": "string"},
+        "models": {"type": "array", "items": {"type": "string"}},
+        "totals": {
+            "type": "object",
+            "required": ["touchpoints", "visitors", "conversions"],
+            "additionalProperties": {"type": "integer"},
+        },
+        "by_day": {
+            "type": "array",
+            "description": "credits under model, per conversion day, channel and currency",
+            "items": {
+                "type": "object",
+                "required": ["day", *_CREDIT_REQUIRED],
+                "properties": {"day": {"type": "string", "format": "date"}, **_CREDIT},
+            },
+        },
+        "comparison": {
+            "type": "array",
+            "description": "credits over the whole period per model, channel and currency",
+            "items": {
+                "type": "object",
+                "required": ["model", *_CREDIT_REQUIRED],
+                "properties": {"model": {"type": "string"}, **_CREDIT},
+            },
+        },
+        "top_campaigns": _TOP,
+        "top_creators": _TOP,
+        "bots": {
+            "type": "object",
+            "required": ["scored", "verdicts"],
+            "properties": {
+                "scored": {
+                    "type": "boolean",
+                    "description": "false: no bot verdicts recorded, every touchpoint counts as allow",
+                },
+                "verdicts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+        },
     },
 }
 
@@ -374,6 +461,24 @@ def openapi_document() -> dict[str, Any]:
                         **_errors(400, 401),
                     },
                 },
+            },
+            "/api/dashboard/summary": {
+                "get": {
+                    "summary": "What the dashboard draws: conversions by channel per day, every model "
+                    "by channel, top campaigns and creators, bot share, totals",
+                    "parameters": [
+                        _query("since", "first UTC day, YYYY-MM-DD (default: until - 30 days)"),
+                        _query("until", "day after the last, YYYY-MM-DD (default: tomorrow); 1..92 days"),
+                        _query("model", "model of the daily chart (default linear)", {"enum": list(MODELS)}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the summary",
+                            "content": {"application/json": {"schema": DASHBOARD_SUMMARY}},
+                        },
+                        **_errors(400, 401),
+                    },
+                }
             },
             "/api/openapi.json": {
                 "get": {

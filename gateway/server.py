@@ -23,6 +23,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from gateway.admin import create_admin_app
 from gateway.config import Settings, parse_listen
+from gateway.dashboard import add_dashboard
 from gateway.inbound import Inbound
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -132,6 +133,7 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
 
     proxy_app.cleanup_ctx.append(resources)
     admin_app = create_admin_app(settings, store, Reader(settings.store_path), metrics, keys)
+    add_dashboard(admin_app)
     return Gateway(settings, metrics, keys, store, proxy_app, admin_app)
 
 

@@ -1,0 +1,188 @@
+"""The admin dashboard on the admin listener: login and logout, the page, its static files,
+and ``GET /api/dashboard/summary`` (what the page draws).
+
+``/`` redirects to ``/dashboard``; ``/dashboard`` without a session redirects to ``/login``,
+whose form takes the admin token (compared in constant time) and starts a session
+(``gateway/sessions.py``). Static files (``gateway/static/``: our own JS and CSS, no external
+asset) are read once at start-up and served from memory. Every answer of the admin listener
+carries a strict ``Content-Security-Policy`` and refuses framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from html import escape
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin import READER_KEY, SETTINGS_KEY, ApiError, _only, ok
+from gateway.attribution import MODELS, Attribution
+from gateway.sessions import (
+    COOKIE,
+    SESSIONS_KEY,
+    Sessions,
+    clear_cookie,
+    has_session,
+    same_origin,
+    set_cookie,
+)
+from storage.dashboard import MAX_DAYS, Period, summary
+
+CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+CONTENT_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+}
+"""Static files served, by suffix; anything else in ``gateway/static/`` (page templates) is not."""
+DEFAULT_MODEL = "linear"
+DEFAULT_DAYS = 30
+
+ASSETS_KEY = web.AppKey("assets", dict)
+ATTRIBUTION_KEY = web.AppKey("attribution", Attribution)
+
+
+def load_assets() -> dict[str, bytes]:
+    """Every file of ``gateway/static/`` by its path there (``vendor/x.js``); blocking, so it
+    runs in a thread at start-up."""
+    found: dict[str, bytes] = {}
+
+    def walk(folder: Any, prefix: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                walk(entry, f"{prefix}{entry.name}/")
+            elif not entry.name.startswith("."):
+                found[prefix + entry.name] = entry.read_bytes()
+
+    walk(resources.files("gateway") / "static", "")
+    return found
+
+
+def _page(request: web.Request, name: str, status: int = 200, error: str = "") -> web.Response:
+    html = request.app[ASSETS_KEY][name].decode()
+    if error:
+        html = html.replace("<!--error-->", f'<p class="error" role="alert">{escape(error)}</p>')
+    return web.Response(
+        status=status, text=html, content_type="text/html", headers={"Cache-Control": "no-store"}
+    )
+
+
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/dashboard")
+
+
+async def dashboard_page(request: web.Request) -> web.Response:
+    if not has_session(request):
+        raise web.HTTPSeeOther("/login")
+    return _page(request, "dashboard.html")
+
+
+async def login_form(request: web.Request) -> web.Response:
+    if has_session(request):
+        raise web.HTTPSeeOther("/dashboard")
+    return _page(request, "login.html")
+
+
+async def login(request: web.Request) -> web.Response:
+    if not same_origin(request):
+        return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
+    form = await request.post()
+    given = form.get("token")
+    if not isinstance(given, str) or not given:
+        return _page(request, "login.html", 400, "token: enter the admin token.")
+    expected = request.app[SETTINGS_KEY].admin_token
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        return _page(request, "login.html", 401, "Wrong admin token.")
+    sessions = request.app[SESSIONS_KEY]
+    response = web.HTTPSeeOther("/dashboard")
+    set_cookie(response, request, sessions.start(), sessions.lifetime)
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    if not same_origin(request):
+        return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
+    request.app[SESSIONS_KEY].end(request.cookies.get(COOKIE))
+    response = web.HTTPSeeOther("/login")
+    clear_cookie(response)
+    raise response
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    body = request.app[ASSETS_KEY].get(name)
+    if body is None or suffix not in CONTENT_TYPES:
+        raise ApiError(404, f"no such file: {request.path}")
+    return web.Response(
+        body=body, headers={"Content-Type": CONTENT_TYPES[suffix], "Cache-Control": "no-cache"}
+    )
+
+
+def _day(name: str, value: str) -> date:
+    try:
+        if len(value) != 10:
+            raise ValueError("not a plain date")
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, f"{name}: expected a date like 2026-11-01, got {value!r}") from None
+
+
+async def dashboard_summary(request: web.Request) -> web.Response:
+    """Conversions by channel per day, every model by channel, top campaigns and creators, bot
+    share and totals for whole UTC days ``since`` (inclusive) to ``until`` (exclusive)."""
+    q = request.query
+    _only(request, {"since", "until", "model"})
+    until = _day("until", q["until"]) if "until" in q else datetime.now(UTC).date() + timedelta(days=1)
+    since = _day("since", q["since"]) if "since" in q else until - timedelta(days=DEFAULT_DAYS)
+    if not 1 <= (until - since).days <= MAX_DAYS:
+        raise ApiError(400, f"since..until: must span 1..{MAX_DAYS} days, got {(until - since).days}")
+    model = q.get("model", DEFAULT_MODEL)
+    if model not in MODELS:
+        raise ApiError(400, f"model: expected one of {', '.join(MODELS)}, got {model!r}")
+    data = await summary(
+        request.app[READER_KEY].db,
+        request.app[ATTRIBUTION_KEY],
+        request.app[SETTINGS_KEY].channels,
+        model,
+        Period(since, until),
+    )
+    return ok(data)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def add_dashboard(app: web.Application) -> None:
+    """Mount the dashboard on the admin app (after ``create_admin_app``)."""
+    settings = app[SETTINGS_KEY]
+    app[SESSIONS_KEY] = Sessions(settings.options.admin.session_hours * 3600)
+    app[ATTRIBUTION_KEY] = Attribution(settings.options.attribution)
+
+    async def assets(app: web.Application) -> AsyncIterator[None]:
+        app[ASSETS_KEY] = await asyncio.to_thread(load_assets)
+        yield
+
+    app.cleanup_ctx.append(assets)
+    app.on_response_prepare.append(_security_headers)
+    app.router.add_get("/", root)
+    app.router.add_get("/dashboard", dashboard_page)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/static/{name:.+}", static)
+    app.router.add_get("/api/dashboard/summary", dashboard_summary)

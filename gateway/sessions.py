@@ -1,0 +1,102 @@
+"""Dashboard logins: random server-side sessions behind an HttpOnly, SameSite=Strict cookie.
+
+Owns the session table (in memory, per process: a restart logs everyone out), the cookie's
+name and flags, and the same-origin test that guards every state-changing form (login,
+logout). A session only ever reads: the admin API accepts its cookie on GET and HEAD, and
+anything that changes data still needs the bearer token (``gateway/admin.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+COOKIE = "gw_admin_session"
+PAGES = frozenset({"/", "/login", "/logout", "/dashboard"})
+"""Dashboard paths that answer without a token (each checks the session itself)."""
+STATIC_PREFIX = "/static/"
+READ_METHODS = frozenset({"GET", "HEAD"})
+MAX_SESSIONS = 1000
+"""Most live sessions; the oldest goes first when a new login would pass it."""
+
+
+class Sessions:
+    """Session ID → expiry. Only a SHA-256 of each ID is kept, so the table holds nothing a
+    cookie could be rebuilt from; lookups go through a dict keyed by that digest."""
+
+    def __init__(self, lifetime_seconds: int, clock: Callable[[], float] = time.time) -> None:
+        self.lifetime = lifetime_seconds
+        self.clock = clock
+        self._expiry: dict[bytes, float] = {}
+
+    @staticmethod
+    def _digest(session_id: str) -> bytes:
+        return hashlib.sha256(session_id.encode("utf-8", "surrogateescape")).digest()
+
+    def start(self) -> str:
+        now = self.clock()
+        self._expiry = {k: t for k, t in self._expiry.items() if t > now}
+        while len(self._expiry) >= MAX_SESSIONS:
+            del self._expiry[min(self._expiry, key=self._expiry.__getitem__)]
+        session_id = secrets.token_urlsafe(32)
+        self._expiry[self._digest(session_id)] = now + self.lifetime
+        return session_id
+
+    def valid(self, session_id: str | None) -> bool:
+        if not session_id:
+            return False
+        key = self._digest(session_id)
+        expiry = self._expiry.get(key)
+        if expiry is None:
+            return False
+        if expiry <= self.clock():
+            del self._expiry[key]
+            return False
+        return True
+
+    def end(self, session_id: str | None) -> None:
+        if session_id:
+            self._expiry.pop(self._digest(session_id), None)
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+
+SESSIONS_KEY = web.AppKey("sessions", Sessions)
+
+
+def has_session(request: web.Request) -> bool:
+    sessions = request.app.get(SESSIONS_KEY)
+    return sessions is not None and sessions.valid(request.cookies.get(COOKIE))
+
+
+def same_origin(request: web.Request) -> bool:
+    """A browser's form or fetch from one of our own pages: its ``Origin`` names this host, or
+    (a browser that sent no Origin) ``Sec-Fetch-Site`` says same-origin. Neither: refused, so a
+    page elsewhere can never log someone in or out."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
+    return request.headers.get("Sec-Fetch-Site") == "same-origin"
+
+
+def set_cookie(response: web.StreamResponse, request: web.Request, session_id: str, lifetime: int) -> None:
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        max_age=lifetime,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,  # plain HTTP on loopback cannot keep a Secure cookie
+    )
+
+
+def clear_cookie(response: web.StreamResponse) -> None:
+    response.del_cookie(COOKIE, path="/")

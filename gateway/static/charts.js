@@ -1,0 +1,196 @@
+// Hand-written SVG charts: no library, no external asset. Every element is built with DOM
+// calls and presentation attributes (never a style attribute or innerHTML), so the page runs
+// under Content-Security-Policy: default-src 'self'.
+
+const NS = "http://www.w3.org/2000/svg";
+const PALETTE = [
+  "#2563eb", "#16a34a", "#ea580c", "#9333ea", "#dc2626", "#0891b2",
+  "#ca8a04", "#db2777", "#4f46e5", "#65a30d", "#0d9488", "#7c3aed",
+];
+const AXIS = "#94a3b8";
+const INK = "#334155";
+
+export function colors(names) {
+  const map = new Map();
+  names.forEach((name, i) => map.set(name, PALETTE[i % PALETTE.length]));
+  return map;
+}
+
+function svg(name, attrs = {}, parent = null) {
+  const node = document.createElementNS(NS, name);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function text(parent, x, y, content, attrs = {}) {
+  const node = svg("text", { x, y, fill: INK, "font-size": 12, ...attrs }, parent);
+  node.textContent = content;
+  return node;
+}
+
+function titled(node, title) {
+  const t = svg("title", {}, node);
+  t.textContent = title;
+  return node;
+}
+
+function frame(container, width, height, label) {
+  container.replaceChildren();
+  const root = svg("svg", {
+    viewBox: `0 0 ${width} ${height}`,
+    width: "100%",
+    role: "img",
+    "aria-label": label,
+  });
+  container.appendChild(root);
+  return root;
+}
+
+function empty(container, message) {
+  container.replaceChildren();
+  const p = document.createElement("p");
+  p.className = "empty";
+  p.textContent = message;
+  container.appendChild(p);
+}
+
+function niceMax(value) {
+  if (value <= 0) return 1;
+  const step = 10 ** Math.floor(Math.log10(value));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
+  return 10 * step;
+}
+
+function yAxis(root, left, top, height, width, max) {
+  for (let i = 0; i <= 4; i += 1) {
+    const y = top + height - (height * i) / 4;
+    svg("line", { x1: left, x2: left + width, y1: y, y2: y, stroke: "#e2e8f0" }, root);
+    const value = (max * i) / 4;
+    text(root, left - 6, y + 4, Number.isInteger(value) ? value : value.toFixed(1), {
+      "text-anchor": "end",
+      "font-size": 11,
+    });
+  }
+  svg("line", { x1: left, x2: left, y1: top, y2: top + height, stroke: AXIS }, root);
+}
+
+// categories: x labels; series: [{name, values}] stacked in order; palette: Map name → colour.
+export function stackedBars(container, { categories, series, palette, label, unit }) {
+  const totals = categories.map((_, i) => series.reduce((sum, s) => sum + s.values[i], 0));
+  if (!series.length || totals.every((t) => t === 0)) return empty(container, "No conversions in this period.");
+  const W = 900, H = 280, left = 44, top = 12, bottom = 40, right = 8;
+  const plotW = W - left - right, plotH = H - top - bottom;
+  const root = frame(container, W, H, label);
+  const max = niceMax(Math.max(...totals));
+  yAxis(root, left, top, plotH, plotW, max);
+  const slot = plotW / categories.length;
+  const barW = Math.max(2, slot * 0.7);
+  const every = Math.ceil(categories.length / 12);
+  categories.forEach((category, i) => {
+    let y = top + plotH;
+    const x = left + i * slot + (slot - barW) / 2;
+    for (const s of series) {
+      const v = s.values[i];
+      if (!v) continue;
+      const h = (v / max) * plotH;
+      y -= h;
+      titled(
+        svg("rect", { x, y, width: barW, height: Math.max(h, 0.5), fill: palette.get(s.name), "data-series": s.name }, root),
+        `${category} · ${s.name}: ${v.toFixed(2)} ${unit}`,
+      );
+    }
+    if (i % every === 0) {
+      text(root, x + barW / 2, H - bottom + 16, category.slice(5), { "text-anchor": "middle", "font-size": 11 });
+    }
+  });
+  return root;
+}
+
+// groups: x labels (channels); series: [{name, values}] side by side in each group.
+export function groupedBars(container, { groups, series, palette, label, unit }) {
+  const all = series.flatMap((s) => s.values);
+  if (!groups.length || all.every((v) => v === 0)) return empty(container, "No conversions in this period.");
+  const W = 900, H = 300, left = 44, top = 12, bottom = 56, right = 8;
+  const plotW = W - left - right, plotH = H - top - bottom;
+  const root = frame(container, W, H, label);
+  const max = niceMax(Math.max(...all));
+  yAxis(root, left, top, plotH, plotW, max);
+  const slot = plotW / groups.length;
+  const barW = Math.max(1.5, (slot * 0.8) / series.length);
+  groups.forEach((group, g) => {
+    const start = left + g * slot + slot * 0.1;
+    series.forEach((s, k) => {
+      const v = s.values[g];
+      if (!v) return;
+      const h = (v / max) * plotH;
+      titled(
+        svg("rect", {
+          x: start + k * barW, y: top + plotH - h, width: Math.max(barW - 1, 1), height: Math.max(h, 0.5),
+          fill: palette.get(s.name), "data-series": s.name,
+        }, root),
+        `${group} · ${s.name}: ${v.toFixed(2)} ${unit}`,
+      );
+    });
+    text(root, left + g * slot + slot / 2, H - bottom + 16, group, { "text-anchor": "middle", "font-size": 11 });
+  });
+  return root;
+}
+
+// rows: [{label, value, note}] largest first, drawn as horizontal bars.
+export function horizontalBars(container, { rows, color, label, emptyText }) {
+  if (!rows.length) return empty(container, emptyText);
+  const rowH = 26, W = 440, labelW = 130, noteW = 120;
+  const H = rows.length * rowH + 8;
+  const root = frame(container, W, H, label);
+  const max = Math.max(...rows.map((r) => r.value), 1);
+  const barSpace = W - labelW - noteW - 8;
+  rows.forEach((row, i) => {
+    const y = 4 + i * rowH;
+    const name = row.label.length > 18 ? `${row.label.slice(0, 17)}…` : row.label;
+    titled(text(root, labelW - 6, y + 16, name, { "text-anchor": "end" }), row.label);
+    const w = Math.max((row.value / max) * barSpace, 1);
+    titled(svg("rect", { x: labelW, y: y + 4, width: w, height: rowH - 8, rx: 2, fill: color, "data-series": row.label }, root), `${row.label}: ${row.note}`);
+    text(root, labelW + w + 6, y + 16, row.note, { "font-size": 11 });
+  });
+  return root;
+}
+
+// parts: [{label, value, color}] as a ring.
+export function donut(container, { parts, label, emptyText }) {
+  const total = parts.reduce((sum, p) => sum + p.value, 0);
+  if (!total) return empty(container, emptyText);
+  const W = 220, H = 180, cx = 110, cy = 90, r = 70, inner = 42;
+  const root = frame(container, W, H, label);
+  let angle = -Math.PI / 2;
+  for (const part of parts) {
+    if (!part.value) continue;
+    const share = part.value / total;
+    const pct = `${(share * 100).toFixed(1)} %`;
+    if (share >= 0.9999) {
+      titled(svg("circle", { cx, cy, r: (r + inner) / 2, fill: "none", stroke: part.color, "stroke-width": r - inner, "data-series": part.label }, root), `${part.label}: ${part.value} (${pct})`);
+      continue;
+    }
+    const end = angle + share * 2 * Math.PI;
+    const large = share > 0.5 ? 1 : 0;
+    const p = (a, radius) => `${cx + radius * Math.cos(a)} ${cy + radius * Math.sin(a)}`;
+    const d = `M ${p(angle, r)} A ${r} ${r} 0 ${large} 1 ${p(end, r)} L ${p(end, inner)} A ${inner} ${inner} 0 ${large} 0 ${p(angle, inner)} Z`;
+    titled(svg("path", { d, fill: part.color, "data-series": part.label }, root), `${part.label}: ${part.value} (${pct})`);
+    angle = end;
+  }
+  const main = parts.reduce((a, b) => (b.value > a.value ? b : a));
+  text(root, cx, cy + 5, `${((main.value / total) * 100).toFixed(0)} %`, { "text-anchor": "middle", "font-size": 16, "font-weight": 600 });
+  return root;
+}
+
+export function legend(container, items) {
+  container.replaceChildren();
+  for (const item of items) {
+    const entry = document.createElement("span");
+    entry.className = "legend-item";
+    const swatch = svg("svg", { width: 12, height: 12, viewBox: "0 0 12 12", "aria-hidden": "true" });
+    svg("rect", { width: 12, height: 12, rx: 2, fill: item.color }, swatch);
+    entry.append(swatch, document.createTextNode(item.label));
+    container.appendChild(entry);
+  }
+}

@@ -1,0 +1,216 @@
+// The dashboard page: reads the period from the URL, asks data.js for the numbers, draws
+// them with charts.js, and answers the journey lookup. Sets <body data-state> to "ready"
+// (or "error") when it is done, which the browser test waits for.
+
+import { journey, summary } from "./data.js";
+import { colors, donut, groupedBars, horizontalBars, legend, stackedBars } from "./charts.js";
+
+const $ = (selector) => document.querySelector(selector);
+const VERDICT_COLORS = { allow: "#16a34a", review: "#ca8a04", block: "#dc2626" };
+
+function day(date) {
+  return date.toISOString().slice(0, 10);
+}
+
+function addDays(text, n) {
+  const date = new Date(`${text}T00:00:00Z`);
+  date.setUTCDate(date.getUTCDate() + n);
+  return day(date);
+}
+
+function element(tag, content, className) {
+  const node = document.createElement(tag);
+  if (content !== undefined) node.textContent = content;
+  if (className) node.className = className;
+  return node;
+}
+
+function fixed(n) {
+  return Number.isInteger(n) ? String(n) : n.toFixed(2);
+}
+
+function readPeriod() {
+  const params = new URLSearchParams(window.location.search);
+  const valid = (v) => /^\d{4}-\d\d-\d\d$/.test(v || "");
+  const to = valid(params.get("to")) ? params.get("to") : day(new Date());
+  const from = valid(params.get("from")) ? params.get("from") : addDays(to, -29);
+  return { from, to, model: params.get("model") || "linear" };
+}
+
+// Channels ordered by their total, largest first, so colours and stacks stay stable.
+function rank(rows, key) {
+  const totals = new Map();
+  for (const row of rows) totals.set(row[key], (totals.get(row[key]) || 0) + row.conversions);
+  return [...totals.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([name]) => name);
+}
+
+function renderTotals(data) {
+  const box = $("#totals");
+  box.replaceChildren();
+  const value = new Map();
+  for (const row of data.comparison) {
+    if (row.model === data.model && row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
+  }
+  const money = [...value.entries()].map(([cur, v]) => `${v.toFixed(2)} ${cur}`).join(" · ") || "–";
+  for (const [label, shown] of [
+    ["Touchpoints", data.totals.touchpoints],
+    ["Visitors", data.totals.visitors],
+    ["Conversions", data.totals.conversions],
+    ["Conversion value", money],
+  ]) {
+    const card = element("div", undefined, "total");
+    card.append(element("span", label, "label"), element("strong", String(shown)));
+    box.appendChild(card);
+  }
+}
+
+function renderDaily(data) {
+  const days = [];
+  for (let d = data.since; d < data.until; d = addDays(d, 1)) days.push(d);
+  const channels = rank(data.by_day, "channel");
+  const palette = colors(channels);
+  const series = channels.map((name) => {
+    const values = days.map(() => 0);
+    for (const row of data.by_day) if (row.channel === name) values[days.indexOf(row.day)] += row.conversions;
+    return { name, values };
+  });
+  stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day", unit: "conversions" });
+  legend($("#legend-daily"), channels.map((label) => ({ label, color: palette.get(label) })));
+  return palette;
+}
+
+function renderModels(data, channelPalette) {
+  const channels = rank(data.comparison.filter((r) => r.model === data.model), "channel");
+  for (const name of rank(data.comparison, "channel")) if (!channels.includes(name)) channels.push(name);
+  const palette = colors(data.models);
+  const series = data.models.map((model) => ({
+    name: model,
+    values: channels.map((ch) =>
+      data.comparison.filter((r) => r.model === model && r.channel === ch).reduce((s, r) => s + r.conversions, 0)),
+  }));
+  groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel", unit: "conversions" });
+  legend($("#legend-models"), data.models.map((label) => ({ label, color: palette.get(label) })));
+
+  const table = $("#table-models");
+  table.replaceChildren();
+  const head = element("tr");
+  head.append(element("th", "Channel"), ...data.models.map((m) => element("th", m)));
+  table.append(element("thead"), element("tbody"));
+  table.tHead.appendChild(head);
+  for (const ch of channels) {
+    const tr = element("tr");
+    tr.appendChild(element("th", ch));
+    for (const model of data.models) {
+      const rows = data.comparison.filter((r) => r.model === model && r.channel === ch);
+      const n = rows.reduce((s, r) => s + r.conversions, 0);
+      const money = rows.filter((r) => r.currency).map((r) => `${r.value.toFixed(2)} ${r.currency}`).join(", ");
+      const td = element("td", rows.length ? fixed(n) : "–");
+      if (money) td.appendChild(element("small", money));
+      tr.appendChild(td);
+    }
+    table.tBodies[0].appendChild(tr);
+  }
+  return channelPalette;
+}
+
+function renderTop(selector, rows, color, what) {
+  horizontalBars($(selector), {
+    rows: rows.map((r) => ({
+      label: r.name,
+      value: r.touchpoints,
+      note: `${r.touchpoints} · ${r.visitors} vis · ${r.conversions} conv`,
+    })),
+    color,
+    label: `Top ${what}`,
+    emptyText: `No ${what} in this period.`,
+  });
+}
+
+function renderBots(data) {
+  const names = Object.keys(data.bots.verdicts).sort();
+  const parts = names.map((label, i) => ({
+    label,
+    value: data.bots.verdicts[label],
+    color: VERDICT_COLORS[label] || ["#64748b", "#0891b2", "#9333ea"][i % 3],
+  }));
+  donut($("#chart-bots"), { parts, label: "Bot share", emptyText: "No touchpoints in this period." });
+  legend($("#legend-bots"), parts.map((p) => ({ label: `${p.label}: ${p.value}`, color: p.color })));
+  $("#bots-note").textContent = data.bots.scored
+    ? "Touchpoints of the period by bot verdict."
+    : "Bot scoring is not installed: every touchpoint counts as allow.";
+}
+
+function journeyTable(touchpoints) {
+  const table = element("table");
+  const head = element("tr");
+  for (const h of ["Time (UTC)", "Channel", "Source / medium", "Campaign", "Creator", "Landing"]) head.appendChild(element("th", h));
+  table.appendChild(element("thead")).appendChild(head);
+  const body = table.appendChild(element("tbody"));
+  for (const t of touchpoints) {
+    const tr = element("tr");
+    for (const cell of [
+      t.ts.replace("T", " ").slice(0, 19),
+      t.channel || "–",
+      [t.source, t.medium].filter(Boolean).join(" / ") || t.referrer_host || "–",
+      t.campaign || "–",
+      t.creator_id || "–",
+      t.landing_path,
+    ]) tr.appendChild(element("td", cell));
+    body.appendChild(tr);
+  }
+  return table;
+}
+
+async function lookup(event) {
+  event.preventDefault();
+  const form = event.target;
+  const out = $("#journey-result");
+  out.replaceChildren(element("p", "Looking up…", "hint"));
+  try {
+    const found = await journey(form.kind.value, form.id.value);
+    out.replaceChildren();
+    const key = found.user_key || found.visitor_key;
+    const devices = found.visitors ? ` · ${found.visitors.length} device(s)` : "";
+    out.appendChild(element("p", `${key} · ${found.touchpoints.length} touchpoint(s)${devices}`, "hint"));
+    if (found.first_touch) {
+      out.appendChild(element("p", `First touch: ${found.first_touch.channel || "–"} · last touch: ${found.last_touch.channel || "–"}`));
+    }
+    out.appendChild(journeyTable(found.touchpoints));
+    if (found.conversions && found.conversions.length) {
+      out.appendChild(element("h3", "Conversions"));
+      const list = element("ul");
+      for (const c of found.conversions) {
+        list.appendChild(element("li", `${c.ts.slice(0, 19).replace("T", " ")} · ${c.name} · ${c.value ?? "–"} ${c.currency ?? ""}`));
+      }
+      out.appendChild(list);
+    }
+  } catch (err) {
+    out.replaceChildren(element("p", err.message, "error"));
+  }
+}
+
+async function main() {
+  const period = readPeriod();
+  const form = $("#period");
+  form.from.value = period.from;
+  form.to.value = period.to;
+  $("#journey").addEventListener("submit", lookup);
+  try {
+    const data = await summary({ since: period.from, until: addDays(period.to, 1), model: period.model });
+    for (const model of data.models) form.model.appendChild(new Option(model, model, false, model === data.model));
+    for (const node of document.querySelectorAll("[data-model]")) node.textContent = data.model;
+    renderTotals(data);
+    const palette = renderDaily(data);
+    renderModels(data, palette);
+    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns");
+    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators");
+    renderBots(data);
+    document.body.dataset.state = "ready";
+  } catch (err) {
+    $("#status").textContent = err.message;
+    $("#status").className = "error";
+    document.body.dataset.state = "error";
+  }
+}
+
+main();

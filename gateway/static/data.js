@@ -1,0 +1,33 @@
+// All of the dashboard's data fetching, in one place: the charts only ever see what these
+// functions return. Today the numbers come from /api/dashboard/summary; when the report
+// endpoints (/api/attribution, /api/attribution/timeseries, /api/fraud) are available,
+// only this module changes.
+
+async function getJSON(path, params = {}) {
+  const url = new URL(path, window.location.origin);
+  for (const [key, value] of Object.entries(params)) {
+    if (value) url.searchParams.set(key, value);
+  }
+  const response = await fetch(url, {
+    credentials: "same-origin",
+    headers: { Accept: "application/json" },
+  });
+  if (response.status === 401) {
+    window.location.assign("/login");
+    throw new Error("signed out");
+  }
+  const body = await response.json();
+  if (!body.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  return body;
+}
+
+// Whole UTC days: since inclusive, until exclusive (YYYY-MM-DD).
+export function summary({ since, until, model }) {
+  return getJSON("/api/dashboard/summary", { since, until, model });
+}
+
+// kind "visitor": a visitor key, visitor ID or cookie value; kind "user": the site's user ID.
+export function journey(kind, id) {
+  const base = kind === "user" ? "/api/users/" : "/api/visitors/";
+  return getJSON(base + encodeURIComponent(id.trim()));
+}

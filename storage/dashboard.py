@@ -1,0 +1,162 @@
+"""What the admin dashboard draws, read from the local store in one call (never writes).
+
+Conversions by channel per day and the model comparison come from ``storage/reports.py``
+(``credits_by_channel``: the same credits the reports give); top campaigns and creators,
+bot share and totals are plain aggregates here. Money leaves as numbers in major units per
+currency, credited conversions as fractions of one conversion. The dashboard's script reads
+this through one module (``gateway/static/data.js``), so it can move to the report endpoints
+(``/api/attribution``…) once they exist without touching the charts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import aiosqlite
+
+from gateway.attribution import MODELS, Attribution, from_minor
+from gateway.channels import Channels
+from gateway.events import iso
+from storage.reports import MICRO, ChannelCredit, credits_by_channel
+
+MAX_DAYS = 92
+"""Longest period one summary covers (one attribution run per day for the daily chart)."""
+TOP = 10
+"""Rows in the top campaigns and top creators tables."""
+
+# Conversions of the period and every device (visitor) that can have touched them: their own
+# visitor, and every visitor bound to their user (the user they were recorded for, or the one
+# their visitor is bound to) — the join ``storage/reports.py`` attributes over.
+_PATHS = """
+WITH conv AS (SELECT id, ts, visitor_key, user_key FROM conversions WHERE ts >= :since AND ts < :until),
+users AS (
+    SELECT id, user_key FROM conv WHERE user_key IS NOT NULL
+    UNION
+    SELECT conv.id, i.user_key FROM conv JOIN identities i ON i.visitor_key = conv.visitor_key
+),
+devices AS (
+    SELECT id, visitor_key FROM conv WHERE visitor_key IS NOT NULL
+    UNION
+    SELECT users.id, i.visitor_key FROM users JOIN identities i ON i.user_key = users.user_key
+)
+"""
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole UTC days: ``since`` inclusive, ``until`` exclusive."""
+
+    since: date
+    until: date
+
+    def days(self) -> list[date]:
+        return [self.since + timedelta(days=n) for n in range((self.until - self.since).days)]
+
+
+def _at(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _credit_rows(rows: list[ChannelCredit]) -> list[dict[str, Any]]:
+    return [
+        {
+            "channel": r.channel,
+            "currency": r.currency,
+            "conversions": r.conversions / MICRO,
+            "value": float(from_minor(r.value, r.currency)),
+        }
+        for r in rows
+    ]
+
+
+async def _columns(db: aiosqlite.Connection) -> set[str]:
+    async with db.execute("PRAGMA table_info(touchpoints)") as cursor:
+        return {str(row[1]) for row in await cursor.fetchall()}
+
+
+async def _top(
+    db: aiosqlite.Connection, column: str, bounds: dict[str, str], limit: int
+) -> list[dict[str, Any]]:
+    """Most-landed campaigns (or creators): landings, distinct visitors, and the period's
+    conversions with a landing of theirs on any of the converter's devices inside the widest
+    lookback window before the conversion."""
+    assert column in ("campaign", "creator_id")  # goes into the SQL text
+    sql = (
+        f"SELECT {column}, count(*), count(DISTINCT visitor_key) FROM touchpoints "
+        f"WHERE ts >= :since AND ts < :until AND {column} IS NOT NULL AND {column} != '' "
+        f"GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT :limit"
+    )
+    async with db.execute(sql, {**bounds, "limit": limit}) as cursor:
+        rows = [(str(r[0]), int(r[1]), int(r[2])) for r in await cursor.fetchall()]
+    if not rows:
+        return []
+    touched = (
+        _PATHS
+        + f"SELECT t.{column}, count(DISTINCT d.id) FROM devices d JOIN conv c ON c.id = d.id "
+        + "JOIN touchpoints t ON t.visitor_key = d.visitor_key AND t.ts <= c.ts AND t.ts >= :from "
+        + f"WHERE t.{column} IS NOT NULL GROUP BY t.{column}"
+    )
+    async with db.execute(touched, bounds) as cursor:
+        conversions = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+    return [
+        {"name": name, "touchpoints": n, "visitors": v, "conversions": conversions.get(name, 0)}
+        for name, n, v in rows
+    ]
+
+
+async def _bots(db: aiosqlite.Connection, bounds: dict[str, str]) -> tuple[bool, dict[str, int]]:
+    """Touchpoints of the period per bot verdict; without a ``verdict`` column (bot scoring not
+    installed) every touchpoint counts as ``allow``."""
+    scored = "verdict" in await _columns(db)
+    verdict = "coalesce(verdict, 'allow')" if scored else "'allow'"
+    async with db.execute(
+        f"SELECT {verdict}, count(*) FROM touchpoints WHERE ts >= :since AND ts < :until GROUP BY 1",
+        bounds,
+    ) as cursor:
+        return scored, {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+
+
+async def _totals(db: aiosqlite.Connection, bounds: dict[str, str]) -> dict[str, int]:
+    async with db.execute(
+        "SELECT count(*), count(DISTINCT visitor_key) FROM touchpoints WHERE ts >= :since AND ts < :until",
+        bounds,
+    ) as cursor:
+        row = await cursor.fetchone()
+    touchpoints, visitors = (int(row[0]), int(row[1])) if row else (0, 0)
+    async with db.execute(
+        "SELECT count(*) FROM conversions WHERE ts >= :since AND ts < :until", bounds
+    ) as cursor:
+        row = await cursor.fetchone()
+    return {"touchpoints": touchpoints, "visitors": visitors, "conversions": int(row[0]) if row else 0}
+
+
+async def summary(
+    db: aiosqlite.Connection, attribution: Attribution, channels: Channels, model: str, period: Period
+) -> dict[str, Any]:
+    """Everything the dashboard page shows for ``period`` under ``model``."""
+    since, until = _at(period.since), _at(period.until)
+    widest = max(attribution.tiers.windows.values())
+    bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest)}
+    by_day = []
+    for day in period.days():
+        rows = await credits_by_channel(db, attribution, channels, model, _at(day), _at(day) + timedelta(1))
+        by_day += [{"day": day.isoformat(), **row} for row in _credit_rows(rows)]
+    comparison = []
+    for name in MODELS:
+        rows = await credits_by_channel(db, attribution, channels, name, since, until)
+        comparison += [{"model": name, **row} for row in _credit_rows(rows)]
+    scored, bots = await _bots(db, bounds)
+    return {
+        "since": period.since.isoformat(),
+        "until": period.until.isoformat(),
+        "model": model,
+        "models": list(MODELS),
+        "totals": await _totals(db, bounds),
+        "by_day": by_day,
+        "comparison": comparison,
+        "top_campaigns": await _top(db, "campaign", bounds, TOP),
+        "top_creators": await _top(db, "creator_id", bounds, TOP),
+        "bots": {"scored": scored, "verdicts": bots},
+    }

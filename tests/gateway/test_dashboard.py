@@ -1,0 +1,369 @@
+"""The dashboard without a browser: login form, session cookie and its limits, logout, the
+security headers, static files, no external URL in anything served, and the summary it draws.
+
+The store is seeded through the gateway's own store (fixed dates, several channels, two
+devices of one user, conversions); ``tests/gateway/test_dashboard_browser.py`` draws it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from gateway.dashboard import CSP
+from gateway.events import Binding, Conversion, Event, Touchpoint, iso
+from gateway.ids import Uuid7
+from gateway.sessions import COOKIE, SESSIONS_KEY
+from tests.conftest import TOKEN, RunningGateway
+from tests.gateway.test_openapi import response_schema
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+PERIOD = {"since": "2026-11-01", "until": "2026-11-11"}
+_ids = Uuid7()
+
+
+def _at(days: float) -> datetime:
+    return T0 + timedelta(days=days)
+
+
+def _tp(visitor: str, days: float, channel: str, **fields: str) -> Touchpoint:
+    ts = _at(days)
+    return Touchpoint(
+        _ids(int(ts.timestamp() * 1000)),
+        iso(ts),
+        "test",
+        visitor,
+        channel=channel,
+        landing_path="/",
+        **fields,
+    )
+
+
+def _conv(visitor: str | None, days: float, value: float, user: str | None = None) -> Conversion:
+    ts = _at(days)
+    cid = _ids(int(ts.timestamp() * 1000))
+    return Conversion(cid, iso(ts), "test", "purchase", "order:" + cid, visitor, user, value, "EUR", cid)
+
+
+def seed_events(user_key: str) -> list[Event]:
+    """Ten days, five channels, two campaigns, two creators; ``alice`` (``user_key``) on two
+    devices; six conversions."""
+    v = [f"{n:032x}" for n in range(1, 9)]
+    return [
+        Binding(_ids(int(T0.timestamp() * 1000)), iso(T0), "test", v[0], user_key, "login"),
+        Binding(_ids(int(T0.timestamp() * 1000)), iso(T0), "test", v[1], user_key, "login"),
+        # alice: an ad on her phone, a newsletter on her laptop, buys on the laptop.
+        _tp(v[0], 0.1, "Paid Search", source="google", medium="cpc", campaign="launch"),
+        _tp(v[1], 1.2, "Email", source="newsletter", medium="email", campaign="launch"),
+        _conv(v[1], 2.5, 120.0),
+        _tp(v[2], 1.0, "Paid Social", source="instagram", medium="paid_social", creator_id="cr_anna"),
+        _tp(v[2], 3.0, "Organic Search", referrer_host="www.google.com"),
+        _conv(v[2], 3.5, 40.0),
+        _tp(v[3], 3.2, "Paid Social", source="tiktok", medium="paid_social", creator_id="cr_anna"),
+        _conv(v[3], 4.1, 25.0),
+        _tp(v[4], 4.0, "Referral", referrer_host="blog.example.org", creator_id="cr_ben"),
+        _tp(v[4], 5.5, "Paid Search", source="google", medium="cpc", campaign="winter-sale"),
+        _conv(v[4], 6.0, 60.0),
+        _tp(v[5], 6.2, "Email", source="newsletter", medium="email", campaign="winter-sale"),
+        _conv(v[5], 8.0, 30.0),
+        _tp(v[6], 7.0, "Paid Search", source="google", medium="cpc", campaign="winter-sale"),
+        _conv(v[6], 9.3, 80.0),
+        _tp(v[7], 2.0, "Organic Search", referrer_host="duckduckgo.com"),  # never converts
+    ]
+
+
+def origin() -> web.Application:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return app
+
+
+async def seeded_gateway(start_gateway: Any, upstream_server: Any) -> RunningGateway:
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    await gw.gateway.store.write(seed_events(gw.gateway.keys.user_key("alice")))
+    return gw
+
+
+@pytest.fixture
+async def gw(start_gateway, upstream_server) -> RunningGateway:
+    return await seeded_gateway(start_gateway, upstream_server)
+
+
+def host_origin(gw: RunningGateway) -> dict[str, str]:
+    return {"Origin": gw.admin_url}
+
+
+async def login(gw: RunningGateway) -> str:
+    """Log in through the form; the session cookie's value."""
+    async with gw.session.post(
+        gw.admin_url + "/login", data={"token": TOKEN}, headers=host_origin(gw), allow_redirects=False
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/dashboard"
+        return resp.cookies[COOKIE].value
+
+
+def with_cookie(session_id: str, **headers: str) -> dict[str, str]:
+    return {"Cookie": f"{COOKIE}={session_id}", **headers}
+
+
+async def status_of(gw: RunningGateway, method: str, path: str, headers: dict[str, str]) -> int:
+    async with gw.session.request(
+        method, gw.admin_url + path, headers=headers, allow_redirects=False
+    ) as resp:
+        return resp.status
+
+
+async def test_root_and_dashboard_redirect_to_login(gw: RunningGateway) -> None:
+    async with gw.session.get(gw.admin_url + "/", allow_redirects=False) as resp:
+        assert resp.status == 302 and resp.headers["Location"] == "/dashboard"
+    async with gw.session.get(gw.admin_url + "/dashboard", allow_redirects=False) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/login"
+    async with gw.session.get(gw.admin_url + "/login") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        page = await resp.text()
+    assert '<form method="post" action="/login">' in page and 'name="token"' in page
+
+
+async def test_login_sets_a_strict_httponly_session_cookie(gw: RunningGateway) -> None:
+    async with gw.session.post(
+        gw.admin_url + "/login", data={"token": TOKEN}, headers=host_origin(gw), allow_redirects=False
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/dashboard"
+        cookies = resp.headers.getall("Set-Cookie")
+    assert len(cookies) == 1
+    cookie = cookies[0]
+    name, _, rest = cookie.partition("=")
+    assert name == COOKIE
+    session_id = rest.split(";")[0]
+    assert len(session_id) >= 40 and TOKEN not in cookie
+    flags = {part.strip().split("=")[0].lower(): part.strip() for part in cookie.split(";")[1:]}
+    assert "httponly" in flags
+    assert flags["samesite"].lower() == "samesite=strict"
+    assert flags["path"] == "Path=/"
+    assert flags["max-age"] == "Max-Age=43200"  # admin.session_hours = 12
+    assert "secure" not in flags  # plain HTTP on loopback: a Secure cookie would never come back
+    assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 200
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 200
+    assert await status_of(gw, "GET", "/metrics", with_cookie(session_id)) == 200
+    # Logged in already: the login page sends you on.
+    assert await status_of(gw, "GET", "/login", with_cookie(session_id)) == 303
+
+
+@pytest.mark.parametrize(
+    ("token", "headers", "status", "message"),
+    [
+        ("wrong", "same", 401, "Wrong admin token."),
+        (TOKEN[:-1], "same", 401, "Wrong admin token."),
+        ("", "same", 400, "token: enter the admin token."),
+        (TOKEN, {}, 403, "must be sent from the dashboard"),
+        (TOKEN, {"Origin": "https://evil.example"}, 403, "must be sent from the dashboard"),
+        (TOKEN, {"Origin": "null"}, 403, "must be sent from the dashboard"),
+        (TOKEN, {"Sec-Fetch-Site": "cross-site"}, 403, "must be sent from the dashboard"),
+    ],
+)
+async def test_login_refusals(
+    gw: RunningGateway, token: str, headers: Any, status: int, message: str
+) -> None:
+    sent = host_origin(gw) if headers == "same" else headers
+    async with gw.session.post(
+        gw.admin_url + "/login", data={"token": token}, headers=sent, allow_redirects=False
+    ) as resp:
+        assert resp.status == status
+        assert "Set-Cookie" not in resp.headers
+        assert resp.headers["Content-Security-Policy"] == CSP
+        assert message in await resp.text()
+    assert len(gw.admin.app[SESSIONS_KEY]) == 0
+
+
+async def test_login_without_origin_but_same_origin_fetch_metadata(gw: RunningGateway) -> None:
+    async with gw.session.post(
+        gw.admin_url + "/login",
+        data={"token": TOKEN},
+        headers={"Sec-Fetch-Site": "same-origin"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303 and COOKIE in resp.cookies
+
+
+async def test_cookie_session_only_reads(gw: RunningGateway) -> None:
+    session_id = await login(gw)
+    assert await status_of(gw, "GET", "/api/users/alice", with_cookie(session_id)) == 200
+    async with gw.session.delete(gw.admin_url + "/api/users/alice", headers=with_cookie(session_id)) as resp:
+        assert resp.status == 403
+        body = await resp.json()
+    assert body["ok"] is False and "Bearer" in body["error"]
+    assert await status_of(gw, "GET", "/api/users/alice", AUTH) == 200  # nothing was erased
+    # A forged or stale cookie is no session at all.
+    for fake in ("x" * 43, session_id[:-1], ""):
+        assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(fake)) == 401
+        assert await status_of(gw, "GET", "/dashboard", with_cookie(fake)) == 303
+
+
+async def test_logout_ends_the_session(gw: RunningGateway) -> None:
+    session_id = await login(gw)
+    # A cross-site logout (or one without any origin) is refused and changes nothing.
+    for headers in ({"Origin": "http://elsewhere.example"}, {}):
+        assert await status_of(gw, "POST", "/logout", with_cookie(session_id, **headers)) == 403
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 200
+    async with gw.session.post(
+        gw.admin_url + "/logout", headers=with_cookie(session_id, **host_origin(gw)), allow_redirects=False
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/login"
+        cleared = resp.headers["Set-Cookie"]
+    assert cleared.startswith(f'{COOKIE}=""') and "Max-Age=0" in cleared
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 401
+    assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 303
+
+
+async def test_session_expires(gw: RunningGateway) -> None:
+    sessions = gw.admin.app[SESSIONS_KEY]
+    session_id = await login(gw)
+    started = time.time()
+    sessions.clock = lambda: started + 12 * 3600 - 60  # a minute before the end: still in
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 200
+    sessions.clock = lambda: started + 12 * 3600 + 60
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 401
+    assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 303
+    assert len(sessions) == 0  # an expired session is dropped, not kept
+
+
+async def test_session_hours_is_configurable(start_gateway, upstream_server) -> None:
+    gw = await start_gateway(await upstream_server(origin()), "[admin]\nsession_hours = 1\n")
+    async with gw.session.post(
+        gw.admin_url + "/login", data={"token": TOKEN}, headers=host_origin(gw), allow_redirects=False
+    ) as resp:
+        assert "Max-Age=3600" in resp.headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize("path", ["/login", "/dashboard", "/healthz", "/api/touchpoints", "/static/data.js"])
+async def test_security_headers_everywhere(gw: RunningGateway, path: str) -> None:
+    session_id = await login(gw)
+    async with gw.session.get(gw.admin_url + path, headers=with_cookie(session_id)) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Security-Policy"] == CSP
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'self'" in CSP and "unsafe" not in CSP
+
+
+STATIC = {
+    "dashboard.js": "text/javascript",
+    "data.js": "text/javascript",
+    "charts.js": "text/javascript",
+    "dashboard.css": "text/css",
+}
+
+
+@pytest.mark.parametrize(("name", "content_type"), STATIC.items())
+async def test_static_files_served_without_a_session(
+    gw: RunningGateway, name: str, content_type: str
+) -> None:
+    async with gw.session.get(f"{gw.admin_url}/static/{name}") as resp:
+        assert resp.status == 200
+        assert resp.content_type == content_type and resp.charset == "utf-8"
+        assert len(await resp.read()) > 100
+
+
+@pytest.mark.parametrize("name", ["login.html", "dashboard.html", "nope.js", "..%2Fadmin.py", "vendor/x.js"])
+async def test_unknown_static_is_404(gw: RunningGateway, name: str) -> None:
+    async with gw.session.get(f"{gw.admin_url}/static/{name}") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["ok"] is False
+
+
+# The one URL allowed: the SVG namespace, an identifier that is never fetched.
+_URL = re.compile(r"(?:https?:)?//[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|@import|\burl\(")
+_ALLOWED = {"http://www.w3.org"}
+
+
+async def test_no_external_urls_in_anything_served(gw: RunningGateway) -> None:
+    session_id = await login(gw)
+    bodies = {}
+    for path in ["/login", "/dashboard", *(f"/static/{name}" for name in STATIC)]:
+        async with gw.session.get(gw.admin_url + path, headers=with_cookie(session_id)) as resp:
+            assert resp.status == 200
+            bodies[path] = await resp.text()
+    page = bodies["/dashboard"]
+    # Every script and stylesheet the page loads is one of ours, and each loads only ours.
+    assert re.findall(r'(?:src|href)="([^"]+)"', page) == ["/static/dashboard.css", "/static/dashboard.js"]
+    imports = re.findall(r'from "([^"]+)"', bodies["/static/dashboard.js"])
+    assert sorted(imports) == ["./charts.js", "./data.js"]
+    for path, body in bodies.items():
+        found = set(_URL.findall(body)) - _ALLOWED
+        assert not found, f"{path} refers to {found}"
+        assert "<script>" not in body and " style=" not in body  # nothing inline: CSP would block it
+
+
+async def test_summary_numbers(gw: RunningGateway) -> None:
+    async with gw.session.get(
+        gw.admin_url + "/api/dashboard/summary", params={**PERIOD, "model": "last_touch"}, headers=AUTH
+    ) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    Draft202012Validator(response_schema("/api/dashboard/summary", 200)).validate(body)
+    assert body["totals"] == {"touchpoints": 10, "visitors": 8, "conversions": 6}
+    daily = {(r["day"], r["channel"]): (r["conversions"], r["value"]) for r in body["by_day"]}
+    assert daily == {
+        ("2026-11-03", "Email"): (1.0, 120.0),
+        ("2026-11-04", "Organic Search"): (1.0, 40.0),
+        ("2026-11-05", "Paid Social"): (1.0, 25.0),
+        ("2026-11-07", "Paid Search"): (1.0, 60.0),
+        ("2026-11-09", "Email"): (1.0, 30.0),
+        ("2026-11-10", "Paid Search"): (1.0, 80.0),
+    }
+    models = {r["model"] for r in body["comparison"]}
+    assert models == set(body["models"]) and len(models) == 8
+    for model in models:  # every model shares out exactly the six conversions and 355.00 EUR
+        rows = [r for r in body["comparison"] if r["model"] == model]
+        assert sum(r["conversions"] for r in rows) == pytest.approx(6)
+        assert sum(r["value"] for r in rows) == pytest.approx(355.0)
+    first = {r["channel"]: r["value"] for r in body["comparison"] if r["model"] == "first_touch"}
+    # alice's first touch was the ad on her other device
+    assert first == {"Paid Search": 200.0, "Paid Social": 65.0, "Referral": 60.0, "Email": 30.0}
+    assert [
+        (c["name"], c["touchpoints"], c["visitors"], c["conversions"]) for c in body["top_campaigns"]
+    ] == [
+        ("winter-sale", 3, 3, 3),
+        ("launch", 2, 2, 1),
+    ]
+    assert [(c["name"], c["touchpoints"], c["conversions"]) for c in body["top_creators"]] == [
+        ("cr_anna", 2, 2),
+        ("cr_ben", 1, 1),
+    ]
+    assert body["bots"] == {"scored": False, "verdicts": {"allow": 10}}
+
+
+async def test_summary_of_an_empty_period(gw: RunningGateway) -> None:
+    body = await gw.api("/api/dashboard/summary", since="2025-01-01", until="2025-01-08")
+    assert body["ok"] is True and body["by_day"] == body["comparison"] == body["top_campaigns"] == []
+    assert body["bots"]["verdicts"] == {} and body["totals"]["conversions"] == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"model": "best"}, "model: expected one of first_touch"),
+        ({"since": "2026-11-01T00:00:00Z"}, "since: expected a date like 2026-11-01"),
+        ({"until": "soon"}, "until: expected a date"),
+        ({"since": "2026-11-05", "until": "2026-11-05"}, "since..until: must span 1..92 days, got 0"),
+        ({"since": "2026-01-01", "until": "2026-11-05"}, "since..until: must span 1..92 days"),
+        ({"days": "7"}, "unknown query parameter 'days'"),
+    ],
+)
+async def test_summary_errors(gw: RunningGateway, params: dict[str, str], message: str) -> None:
+    async with gw.session.get(gw.admin_url + "/api/dashboard/summary", params=params, headers=AUTH) as resp:
+        assert resp.status == 400
+        body = await resp.json()
+    assert message in body["error"]
+    Draft202012Validator(response_schema("/api/dashboard/summary", 400)).validate(body)
+    assert await status_of(gw, "GET", "/api/dashboard/summary", {}) == 401
