@@ -144,6 +144,7 @@ def _announce(settings: Settings, proxy_addr: str, admin_addr: str, demo: str | 
         else "$GATEWAY_ADMIN_TOKEN"
     )
     print(f"  curl -H 'Authorization: Bearer {token}' http://{admin_addr}/api/touchpoints")
+    print(f"  open http://{admin_addr}/ in a browser: the dashboard (sign in with the admin token)")
     sys.stdout.flush()
 
 

@@ -76,14 +76,19 @@ def has_session(request: web.Request) -> bool:
 
 
 def same_origin(request: web.Request) -> bool:
-    """A browser's form or fetch from one of our own pages: its ``Origin`` names this host, or
-    (a browser that sent no Origin) ``Sec-Fetch-Site`` says same-origin. Neither: refused, so a
-    page elsewhere can never log someone in or out."""
+    """A browser's form or fetch from one of our own pages. ``Sec-Fetch-Site`` (a header only
+    the browser can set) must say same-origin when sent; an ``Origin`` must name this host —
+    except ``null``, which Chromium sends for a same-origin form under some referrer
+    policies, and which then counts only with that same-origin ``Sec-Fetch-Site``. A request
+    with neither header is refused, so a page elsewhere can never log someone in or out."""
+    site = request.headers.get("Sec-Fetch-Site")
     origin = request.headers.get("Origin")
-    if origin is not None:
+    if site is not None and site != "same-origin":
+        return False
+    if origin is not None and origin != "null":
         parts = urlsplit(origin)
         return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
-    return request.headers.get("Sec-Fetch-Site") == "same-origin"
+    return site == "same-origin"
 
 
 def set_cookie(response: web.StreamResponse, request: web.Request, session_id: str, lifetime: int) -> None:

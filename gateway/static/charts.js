@@ -55,22 +55,24 @@ function empty(container, message) {
   container.appendChild(p);
 }
 
+// The axis top: four equal steps of 1, 2, 2.5 or 5 times a power of ten, covering value.
 function niceMax(value) {
   if (value <= 0) return 1;
-  const step = 10 ** Math.floor(Math.log10(value));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
-  return 10 * step;
+  const raw = value / 4;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+  return 4 * step;
+}
+
+function tick(value) {
+  return String(Number(value.toFixed(2)));
 }
 
 function yAxis(root, left, top, height, width, max) {
   for (let i = 0; i <= 4; i += 1) {
     const y = top + height - (height * i) / 4;
     svg("line", { x1: left, x2: left + width, y1: y, y2: y, stroke: "#e2e8f0" }, root);
-    const value = (max * i) / 4;
-    text(root, left - 6, y + 4, Number.isInteger(value) ? value : value.toFixed(1), {
-      "text-anchor": "end",
-      "font-size": 11,
-    });
+    text(root, left - 6, y + 4, tick((max * i) / 4), { "text-anchor": "end", "font-size": 11 });
   }
   svg("line", { x1: left, x2: left, y1: top, y2: top + height, stroke: AXIS }, root);
 }
@@ -140,14 +142,14 @@ export function groupedBars(container, { groups, series, palette, label, unit })
 // rows: [{label, value, note}] largest first, drawn as horizontal bars.
 export function horizontalBars(container, { rows, color, label, emptyText }) {
   if (!rows.length) return empty(container, emptyText);
-  const rowH = 26, W = 440, labelW = 130, noteW = 120;
+  const rowH = 28, W = 360, labelW = 100, noteW = 118;
   const H = rows.length * rowH + 8;
   const root = frame(container, W, H, label);
   const max = Math.max(...rows.map((r) => r.value), 1);
   const barSpace = W - labelW - noteW - 8;
   rows.forEach((row, i) => {
     const y = 4 + i * rowH;
-    const name = row.label.length > 18 ? `${row.label.slice(0, 17)}…` : row.label;
+    const name = row.label.length > 14 ? `${row.label.slice(0, 13)}…` : row.label;
     titled(text(root, labelW - 6, y + 16, name, { "text-anchor": "end" }), row.label);
     const w = Math.max((row.value / max) * barSpace, 1);
     titled(svg("rect", { x: labelW, y: y + 4, width: w, height: rowH - 8, rx: 2, fill: color, "data-series": row.label }, root), `${row.label}: ${row.note}`);

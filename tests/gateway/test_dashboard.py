@@ -169,6 +169,14 @@ async def test_login_sets_a_strict_httponly_session_cookie(gw: RunningGateway) -
         (TOKEN, {"Origin": "https://evil.example"}, 403, "must be sent from the dashboard"),
         (TOKEN, {"Origin": "null"}, 403, "must be sent from the dashboard"),
         (TOKEN, {"Sec-Fetch-Site": "cross-site"}, 403, "must be sent from the dashboard"),
+        (TOKEN, {"Sec-Fetch-Site": "same-site"}, 403, "must be sent from the dashboard"),
+        (TOKEN, {"Origin": "null", "Sec-Fetch-Site": "cross-site"}, 403, "must be sent from the dashboard"),
+        (
+            TOKEN,
+            {"Origin": "http://evil.example", "Sec-Fetch-Site": "same-origin"},
+            403,
+            "must be sent from the dashboard",
+        ),
     ],
 )
 async def test_login_refusals(
@@ -185,12 +193,14 @@ async def test_login_refusals(
     assert len(gw.admin.app[SESSIONS_KEY]) == 0
 
 
-async def test_login_without_origin_but_same_origin_fetch_metadata(gw: RunningGateway) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [{"Sec-Fetch-Site": "same-origin"}, {"Origin": "null", "Sec-Fetch-Site": "same-origin"}],
+)
+async def test_login_by_fetch_metadata(gw: RunningGateway, headers: dict[str, str]) -> None:
+    """What browsers send for a same-origin form when they withhold the Origin."""
     async with gw.session.post(
-        gw.admin_url + "/login",
-        data={"token": TOKEN},
-        headers={"Sec-Fetch-Site": "same-origin"},
-        allow_redirects=False,
+        gw.admin_url + "/login", data={"token": TOKEN}, headers=headers, allow_redirects=False
     ) as resp:
         assert resp.status == 303 and COOKIE in resp.cookies
 

@@ -1,0 +1,231 @@
+"""The dashboard in a real headless Chromium, driven over the DevTools protocol: log in
+through the form, wait for the page to draw the seeded store, screenshot every chart and
+count the coloured pixels it drew, check the series labels in the DOM, look up a journey.
+
+Skipped when Chromium is missing, unless ``CI`` is set (``.ci/run`` installs it): then it fails.
+Set ``DASHBOARD_SCREENSHOT=path.png`` to keep the full-page screenshot (docs/dashboard.png).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.attribution import MODELS
+from tests.conftest import TOKEN, RunningGateway
+from tests.gateway.test_dashboard import PERIOD, seeded_gateway
+from tests.pngread import read_png
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+WIDTH = 1280
+PALETTE = [
+    (0x25, 0x63, 0xEB), (0x16, 0xA3, 0x4A), (0xEA, 0x58, 0x0C), (0x93, 0x33, 0xEA), (0xDC, 0x26, 0x26),
+    (0x08, 0x91, 0xB2), (0xCA, 0x8A, 0x04), (0xDB, 0x27, 0x77), (0x4F, 0x46, 0xE5), (0x65, 0xA3, 0x0D),
+]  # fmt: skip
+"""The first colours of charts.js's palette, as drawn (sRGB)."""
+
+
+@pytest.fixture
+def chromium() -> str:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium package)")
+        pytest.skip("chromium is not installed")
+    return CHROMIUM
+
+
+class Page:
+    """One page target over the DevTools protocol (commands in order, events ignored)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws, self.last = ws, 0
+
+    async def send(self, method: str, **params: Any) -> dict[str, Any]:
+        self.last += 1
+        await self.ws.send_json({"id": self.last, "method": method, "params": params})
+        while True:
+            message = await self.ws.receive_json()
+            if message.get("id") == self.last:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return dict(message["result"])
+
+    async def eval(self, expression: str) -> Any:
+        result = await self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, what: str, tries: int = 300) -> Any:
+        """Poll until ``expression`` is truthy (a deadline, not a timing assertion)."""
+        for _ in range(tries):
+            value = await self.eval(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+        state = await self.eval("document.body ? document.body.innerText.slice(0, 500) : ''")
+        raise AssertionError(f"never saw {what}; page says: {state}")
+
+    async def screenshot(self, clip: dict[str, float] | None = None) -> bytes:
+        params: dict[str, Any] = {"format": "png", "captureBeyondViewport": True}
+        if clip:
+            params["clip"] = {**clip, "scale": 1}
+        return base64.b64decode((await self.send("Page.captureScreenshot", **params))["data"])
+
+
+@contextlib.asynccontextmanager
+async def browser(executable: str, profile: Path) -> AsyncIterator[Page]:
+    process = await asyncio.create_subprocess_exec(
+        executable,
+        "--headless=new",
+        "--no-sandbox",  # tests run as root in CI containers
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--hide-scrollbars",
+        "--force-color-profile=srgb",
+        f"--window-size={WIDTH},900",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        endpoint = ""
+        while not endpoint:
+            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode(errors="replace")
+            if not line:
+                raise AssertionError("chromium exited before it listened for DevTools")
+            if "DevTools listening on ws://" in line:
+                endpoint = line.split("ws://", 1)[1].split("/", 1)[0]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://{endpoint}/json/list") as resp:
+                targets = await resp.json()
+            url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+            async with session.ws_connect(url, max_msg_size=0) as ws:
+                yield Page(ws)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def coloured(rows: list[list[tuple[int, int, int]]]) -> int:
+    """Pixels of a saturated colour: chart marks, not the white card, grey grid lines or text."""
+    return sum(1 for row in rows for r, g, b in row if max(r, g, b) - min(r, g, b) > 60)
+
+
+def palette_colours(rows: list[list[tuple[int, int, int]]], least: int = 20) -> int:
+    """How many of the palette's colours fill at least ``least`` pixels."""
+    counts = dict.fromkeys(PALETTE, 0)
+    for row in rows:
+        for pixel in row:
+            if pixel in counts:
+                counts[pixel] += 1
+    return sum(1 for n in counts.values() if n >= least)
+
+
+CHARTS = ["#chart-daily", "#chart-models", "#chart-campaigns", "#chart-creators", "#chart-bots"]
+
+
+async def test_dashboard_draws_the_store(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    gw: RunningGateway = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=WIDTH, height=900, deviceScaleFactor=1, mobile=False
+        )
+        # Log in through the form, as a person would.
+        await page.send("Page.navigate", url=gw.admin_url + "/")
+        await page.wait_for(
+            "location.pathname === '/login' && document.readyState === 'complete'", "the login form"
+        )
+        await page.eval(
+            f"document.querySelector('#token').value = {TOKEN!r}; document.querySelector('form').requestSubmit()"
+        )
+        await page.wait_for("location.pathname === '/dashboard'", "the dashboard after login")
+        assert await page.eval("document.cookie") == ""  # HttpOnly: scripts never see the session
+
+        query = f"?from={PERIOD['since']}&to=2026-11-10&model=linear"
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
+        state = await page.wait_for(
+            "document.body && ['ready', 'error'].includes(document.body.dataset.state) && document.body.dataset.state",
+            "the charts drawn",
+        )
+        assert state == "ready", await page.eval("document.querySelector('#status').textContent")
+
+        # The DOM: every series label the seeded store implies.
+        legend = await page.eval("document.querySelector('#legend-daily').textContent")
+        for channel in ("Paid Search", "Email", "Organic Search", "Paid Social", "Referral"):
+            assert channel in legend
+        models = await page.eval("document.querySelector('#legend-models').textContent")
+        assert all(name in models for name in MODELS)
+        assert "winter-sale" in await page.eval("document.querySelector('#chart-campaigns').textContent")
+        assert "cr_anna" in await page.eval("document.querySelector('#chart-creators').textContent")
+        assert "allow: 10" in await page.eval("document.querySelector('#legend-bots').textContent")
+        marks = await page.eval("document.querySelectorAll('#chart-daily rect[data-series]').length")
+        assert marks >= 6  # one bar segment per conversion day and channel at least
+
+        # The pixels: every chart drew coloured marks, in as many colours as it has series.
+        boxes = await page.eval(
+            "JSON.stringify(" + str(CHARTS).replace("'", '"') + ".map(s => {"
+            "const r = document.querySelector(s + ' svg').getBoundingClientRect();"
+            "return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}; }))"
+        )
+        for selector, box in zip(CHARTS, json.loads(boxes), strict=True):
+            assert box["width"] > 100 and box["height"] > 30, selector
+            _, _, rows = await asyncio.to_thread(read_png, await page.screenshot(box))
+            assert coloured(rows) > 400, f"{selector} drew almost nothing"
+            if selector == "#chart-daily":
+                assert palette_colours(rows) >= 5  # five channels credited
+            if selector == "#chart-models":
+                assert palette_colours(rows) >= 8  # eight models side by side
+
+        # The journey lookup, by the raw user ID: both of alice's devices.
+        await page.eval(
+            "const f = document.querySelector('#journey'); f.kind.value = 'user'; f.id.value = 'alice';"
+            "f.requestSubmit()"
+        )
+        rows_text = await page.wait_for(
+            "document.querySelector('#journey-result table') && "
+            "document.querySelector('#journey-result').innerText",
+            "the journey",
+        )
+        assert "Paid Search" in rows_text and "Email" in rows_text and "2 device(s)" in rows_text
+        assert await page.eval("document.querySelectorAll('#journey-result tbody tr').length") == 2
+
+        full = await page.screenshot(
+            {
+                "x": 0,
+                "y": 0,
+                "width": WIDTH,
+                "height": await page.eval("document.documentElement.scrollHeight"),
+            }
+        )
+    assert full.startswith(b"\x89PNG")
+    keep = os.environ.get("DASHBOARD_SCREENSHOT")
+    target = Path(keep) if keep else tmp_path / "dashboard.png"
+    await asyncio.to_thread(target.write_bytes, full)
