@@ -107,6 +107,7 @@ async def browser(executable: str, profile: Path) -> AsyncIterator[Page]:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
+    drain: asyncio.Task[bytes] | None = None
     try:
         assert process.stderr is not None
         endpoint = ""
@@ -116,6 +117,8 @@ async def browser(executable: str, profile: Path) -> AsyncIterator[Page]:
                 raise AssertionError("chromium exited before it listened for DevTools")
             if "DevTools listening on ws://" in line:
                 endpoint = line.split("ws://", 1)[1].split("/", 1)[0]
+        # Keep reading its log, or a chatty browser would fill the pipe and stall.
+        drain = asyncio.create_task(process.stderr.read())
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://{endpoint}/json/list") as resp:
                 targets = await resp.json()
@@ -130,6 +133,8 @@ async def browser(executable: str, profile: Path) -> AsyncIterator[Page]:
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if drain is not None:
+            await drain
 
 
 def coloured(rows: list[list[tuple[int, int, int]]]) -> int:
@@ -150,6 +155,7 @@ def palette_colours(rows: list[list[tuple[int, int, int]]], least: int = 20) -> 
 CHARTS = ["#chart-daily", "#chart-models", "#chart-campaigns", "#chart-creators", "#chart-bots"]
 
 
+@pytest.mark.timeout(180)  # a browser start on a loaded 2-core machine; not a timing assertion
 async def test_dashboard_draws_the_store(
     chromium: str, start_gateway, upstream_server, tmp_path: Path
 ) -> None:
@@ -164,7 +170,8 @@ async def test_dashboard_draws_the_store(
             "location.pathname === '/login' && document.readyState === 'complete'", "the login form"
         )
         await page.eval(
-            f"document.querySelector('#token').value = {TOKEN!r}; document.querySelector('form').requestSubmit()"
+            f"document.querySelector('#token').value = {TOKEN!r};"
+            "document.querySelector('form').requestSubmit()"
         )
         await page.wait_for("location.pathname === '/dashboard'", "the dashboard after login")
         assert await page.eval("document.cookie") == ""  # HttpOnly: scripts never see the session
@@ -172,7 +179,8 @@ async def test_dashboard_draws_the_store(
         query = f"?from={PERIOD['since']}&to=2026-11-10&model=linear"
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
         state = await page.wait_for(
-            "document.body && ['ready', 'error'].includes(document.body.dataset.state) && document.body.dataset.state",
+            "document.body && ['ready', 'error'].includes(document.body.dataset.state)"
+            " && document.body.dataset.state",
             "the charts drawn",
         )
         assert state == "ready", await page.eval("document.querySelector('#status').textContent")
