@@ -225,6 +225,10 @@ async def test_dashboard_draws_the_store(
         assert "Paid Search" in rows_text and "Email" in rows_text and "2 device(s)" in rows_text
         assert await page.eval("document.querySelectorAll('#journey-result tbody tr').length") == 2
 
+        # The page's own session reads the API but cannot change anything.
+        assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 200
+        assert await page.eval("fetch('/api/users/alice', {method: 'DELETE'}).then(r => r.status)") == 403
+
         full = await page.screenshot(
             {
                 "x": 0,
@@ -233,6 +237,10 @@ async def test_dashboard_draws_the_store(
                 "height": await page.eval("document.documentElement.scrollHeight"),
             }
         )
+        # Log out with the page's own button: the session is gone for the API too.
+        await page.eval("document.querySelector('form[action=\"/logout\"]').requestSubmit()")
+        await page.wait_for("location.pathname === '/login'", "the login form after logging out")
+        assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 401
     assert full.startswith(b"\x89PNG")
     keep = os.environ.get("DASHBOARD_SCREENSHOT")
     target = Path(keep) if keep else tmp_path / "dashboard.png"
