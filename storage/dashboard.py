@@ -77,7 +77,7 @@ async def _columns(db: aiosqlite.Connection) -> set[str]:
 
 
 async def _top(
-    db: aiosqlite.Connection, column: str, bounds: dict[str, str], limit: int
+    db: aiosqlite.Connection, column: str, bounds: dict[str, str], window_days: float, limit: int
 ) -> list[dict[str, Any]]:
     """Most-landed campaigns (or creators): landings, distinct visitors, and the period's
     conversions with a landing of theirs on any of the converter's devices inside the widest
@@ -96,9 +96,10 @@ async def _top(
         _PATHS
         + f"SELECT t.{column}, count(DISTINCT d.id) FROM devices d JOIN conv c ON c.id = d.id "
         + "JOIN touchpoints t ON t.visitor_key = d.visitor_key AND t.ts <= c.ts AND t.ts >= :from "
+        + "AND julianday(c.ts) - julianday(t.ts) <= :window "
         + f"WHERE t.{column} IS NOT NULL GROUP BY t.{column}"
     )
-    async with db.execute(touched, bounds) as cursor:
+    async with db.execute(touched, {**bounds, "window": window_days}) as cursor:
         conversions = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
     return [
         {"name": name, "touchpoints": n, "visitors": v, "conversions": conversions.get(name, 0)}
@@ -139,6 +140,7 @@ async def summary(
     since, until = _at(period.since), _at(period.until)
     widest = max(attribution.tiers.windows.values())
     bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest)}
+    window_days = widest / timedelta(days=1)
     by_day = []
     for day in period.days():
         rows = await credits_by_channel(db, attribution, channels, model, _at(day), _at(day) + timedelta(1))
@@ -156,7 +158,7 @@ async def summary(
         "totals": await _totals(db, bounds),
         "by_day": by_day,
         "comparison": comparison,
-        "top_campaigns": await _top(db, "campaign", bounds, TOP),
-        "top_creators": await _top(db, "creator_id", bounds, TOP),
+        "top_campaigns": await _top(db, "campaign", bounds, window_days, TOP),
+        "top_creators": await _top(db, "creator_id", bounds, window_days, TOP),
         "bots": {"scored": scored, "verdicts": bots},
     }

@@ -1,0 +1,104 @@
+"""storage/dashboard.py over a real SQLite store: bot share with and without a ``verdict``
+column, the lookback edge of "conversions touched", and the period's days."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from gateway.attribution import Attribution
+from gateway.channels import Channels
+from gateway.config import AttributionOptions, ChannelsOptions, StorageOptions
+from gateway.events import Conversion, Event, Touchpoint, iso
+from gateway.ids import Uuid7
+from gateway.metrics import Metrics
+from storage.dashboard import Period, summary
+from storage.local import LocalStore, connect
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+new_id = Uuid7()
+
+
+def tp(visitor: str, ts: datetime, campaign: str) -> Touchpoint:
+    return Touchpoint(
+        new_id(int(ts.timestamp() * 1000)), iso(ts), "n", visitor, campaign=campaign, channel="Email"
+    )
+
+
+def conversion(visitor: str, ts: datetime) -> Conversion:
+    cid = new_id(int(ts.timestamp() * 1000))
+    return Conversion(cid, iso(ts), "n", "signup", "order:" + cid, visitor, None, 10.0, "EUR")
+
+
+@pytest.fixture(scope="module")
+def channels() -> Channels:
+    return Channels(ChannelsOptions())
+
+
+async def store(tmp_path: Path, events: list[Event]) -> aiosqlite.Connection:
+    local = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await local.open()
+    await local.write(events)
+    await local.close()
+    return await connect(tmp_path / "gw.db")
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    at = T0 + timedelta(days=40)
+    window = timedelta(days=30)  # the default widest lookback (awareness)
+    conn = await store(
+        tmp_path,
+        [
+            tp("a", at - window, "edge"),  # exactly on the window's edge: counts
+            tp("b", at - window - timedelta(seconds=1), "old"),  # one second older: does not
+            tp("a", at - timedelta(days=1), "recent"),
+            tp("b", at - timedelta(days=1), "recent"),
+            conversion("a", at),
+            conversion("b", at + timedelta(hours=1)),
+        ],
+    )
+    yield conn
+    await conn.close()
+
+
+async def run(db: aiosqlite.Connection, channels: Channels, since: date, until: date) -> dict:
+    return await summary(db, Attribution(AttributionOptions()), channels, "linear", Period(since, until))
+
+
+async def test_conversions_touched_respect_the_lookback_edge(
+    db: aiosqlite.Connection, channels: Channels
+) -> None:
+    # A period that holds every landing and both conversions (on December 11).
+    got = await run(db, channels, date(2026, 11, 1), date(2026, 12, 31))
+    touched = {c["name"]: c["conversions"] for c in got["top_campaigns"]}
+    assert touched == {"recent": 2, "edge": 1, "old": 0}
+
+
+async def test_bot_share_without_and_with_verdicts(db: aiosqlite.Connection, channels: Channels) -> None:
+    since, until = date(2026, 11, 1), date(2026, 12, 31)
+    assert (await run(db, channels, since, until))["bots"] == {"scored": False, "verdicts": {"allow": 4}}
+    # As the bot-scoring migration will leave it: a verdict column, unscored rows NULL.
+    await db.execute("ALTER TABLE touchpoints ADD COLUMN verdict TEXT")
+    await db.execute("UPDATE touchpoints SET verdict = 'block' WHERE campaign = 'old'")
+    await db.execute("UPDATE touchpoints SET verdict = 'review' WHERE campaign = 'edge'")
+    await db.commit()
+    got = await run(db, channels, since, until)
+    assert got["bots"] == {"scored": True, "verdicts": {"allow": 2, "block": 1, "review": 1}}
+    # Only allowed touchpoints earn credit: "a" keeps its recent Email touch, nothing else changes.
+    linear = [r for r in got["comparison"] if r["model"] == "linear"]
+    assert linear == [
+        {"model": "linear", "channel": "Email", "currency": "EUR", "conversions": 2.0, "value": 20.0}
+    ]
+
+
+def test_period_days() -> None:
+    assert Period(date(2026, 2, 27), date(2026, 3, 2)).days() == [
+        date(2026, 2, 27),
+        date(2026, 2, 28),
+        date(2026, 3, 1),
+    ]
