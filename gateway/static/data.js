@@ -21,7 +21,10 @@ async function getJSON(path, params = {}) {
   return body;
 }
 
-// Whole UTC days: since inclusive, until exclusive (YYYY-MM-DD).
+// Whole UTC days: since inclusive, until exclusive (YYYY-MM-DD). Resolves to the shape of
+// /api/dashboard/summary — {since, until, model, models, totals, by_day, comparison,
+// top_campaigns, top_creators, bots} — which is what dashboard.js draws; moving to the report
+// endpoints means assembling the same shape here.
 export function summary({ since, until, model }) {
   return getJSON("/api/dashboard/summary", { since, until, model });
 }

@@ -237,6 +237,11 @@ async def test_dashboard_draws_the_store(
                 "height": await page.eval("document.documentElement.scrollHeight"),
             }
         )
+        # A period the API refuses: the page says why instead of drawing.
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2026-01-01&to=2026-11-10")
+        await page.wait_for("document.body && document.body.dataset.state === 'error'", "the error state")
+        assert "must span 1..92 days" in await page.eval("document.querySelector('#status').textContent")
+
         # Log out with the page's own button: the session is gone for the API too.
         await page.eval("document.querySelector('form[action=\"/logout\"]').requestSubmit()")
         await page.wait_for("location.pathname === '/login'", "the login form after logging out")
