@@ -42,12 +42,19 @@ def _toml_value(value: Any) -> str:
     return str(value)
 
 
-def render_toml(data: dict[str, Any]) -> str:
+def render_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Tables as ``[name]``, nested tables as ``[name.sub]``, arrays of tables as ``[[name]]``."""
     lines = []
     for section, values in data.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
+        is_array = isinstance(values, list | tuple)
+        entries = values if is_array else [values]
+        for entry in entries:
+            lines.append(f"[[{prefix}{section}]]" if is_array else f"[{prefix}{section}]")
+            nested = {key: value for key, value in entry.items() if isinstance(value, dict)}
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items() if k not in nested)
+            lines.append("")
+            if nested:
+                lines.append(render_toml(nested, f"{prefix}{section}."))
     return "\n".join(lines)
 
 
@@ -149,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner = uvloop.run
     try:
         runner(_run(settings))
+    except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
+        return _fail_config(args.config, err)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 """Typed events: what the pipeline and the signed-event endpoints learn, written append-only.
 
 One dataclass per table (``table`` names it; the fields are its columns, a
-``dict`` field is stored as JSON): touchpoints, identity bindings,
-conversions, receipts of signed deliveries, and bad events. Each carries a
+``dict`` or ``list`` field is stored as JSON): touchpoints, identity bindings,
+conversions, receipts of signed deliveries, bad events, and verdict changes. Each carries a
 UUIDv7 ``id``, a UTC timestamp ``ts`` (ISO 8601 with microseconds, so text
 order is time order) and the ``node`` that wrote it.
 """
@@ -44,6 +44,19 @@ class Touchpoint:
     referrer_host: str | None = None
     landing_path: str = "/"
     raw_params: dict[str, str] = field(default_factory=dict)
+    bot_score: int | None = None
+    """0..100 from the bots addon (None: not scored)."""
+    verdict: str | None = None
+    """``allow``, ``review``, ``block`` or ``bot`` (a known good crawler); None: not scored.
+    Later changes (re-scoring, an analyst) are ``VerdictChange`` rows, resolved on read."""
+    reasons: list[str] = field(default_factory=list)
+    """Names of the signals that scored, e.g. ``["crawler", "datacenter"]``."""
+    country: str | None = None
+    region: str | None = None
+    asn: int | None = None
+    ip_hash: str | None = None
+    """Keyed hash of the client IP under a key that changes every UTC day: counts distinct IPs
+    within a day, links nothing across days, and never reveals the address."""
 
 
 @dataclass(slots=True)
@@ -122,5 +135,27 @@ class BadEvent:
     truncated: bool = False
 
 
-Event = Touchpoint | Binding | Conversion | Receipt | BadEvent
-EVENT_TYPES: tuple[type[Event], ...] = (Touchpoint, Binding, Conversion, Receipt, BadEvent)
+@dataclass(slots=True)
+class VerdictChange:
+    """A touchpoint's verdict changed after it was stored: re-scored when a late signal arrived
+    (``origin = "rescore"``, ``note`` names the signal) or overridden by an analyst
+    (``origin = "analyst"``, with who and why). Append-only; on read, the latest analyst
+    change wins, else the latest re-score, else the touchpoint's own verdict."""
+
+    table: ClassVar[str] = "verdict_changes"
+
+    id: str
+    ts: str
+    node: str
+    touchpoint_id: str
+    verdict: str
+    bot_score: int | None
+    reasons: list[str]
+    origin: str
+    """``rescore`` or ``analyst``."""
+    note: str = ""
+    analyst: str | None = None
+
+
+Event = Touchpoint | Binding | Conversion | Receipt | BadEvent | VerdictChange
+EVENT_TYPES: tuple[type[Event], ...] = (Touchpoint, Binding, Conversion, Receipt, BadEvent, VerdictChange)

@@ -147,6 +147,15 @@ class Visitor:
         return self._key
 
 
+@dataclass(slots=True)
+class Geo:
+    """What the geo addon found for the client IP (the IP itself is never kept)."""
+
+    country: str | None = None
+    region: str | None = None
+    asn: int | None = None
+
+
 @dataclass(slots=True, eq=False)
 class Exchange:
     request: RequestView
@@ -159,6 +168,8 @@ class Exchange:
     upstream_headers: dict[str, str] = field(default_factory=dict)
     """Request headers to replace on the way upstream (lower-case names)."""
     reply: Reply | None = None
+    geo: Geo | None = None
+    """Set by the geo addon on page loads and landings; read by later addons (bots)."""
     _query_pairs: list[tuple[str, str, str]] | None = None
 
     @property
@@ -260,14 +271,17 @@ class Pipeline:
 
 def addon_registry() -> dict[str, Callable[[], object]]:
     """Addon name (as written in ``proxy.addons``) → class. Imported lazily: addons import us."""
+    from addons.bots import Bots
     from addons.campaign import Campaign
+    from addons.geo import GeoIP
     from addons.identity import Identity
 
-    return {"identity": Identity, "campaign": Campaign}
+    return {"identity": Identity, "campaign": Campaign, "geo": GeoIP, "bots": Bots}
 
 
 def build_pipeline(settings: Settings, metrics: Metrics, keys: Keys | None = None) -> Pipeline:
-    """Instantiate and configure the addons named in ``proxy.addons``, in that order."""
+    """Instantiate and configure the addons named in ``proxy.addons``, in that order; one that
+    sets ``enabled = False`` in ``configure`` (nothing to do) is left out of the chain."""
     keys = keys or Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     context = Context(settings=settings, keys=keys, metrics=metrics)
     registry = addon_registry()
@@ -277,5 +291,6 @@ def build_pipeline(settings: Settings, metrics: Metrics, keys: Keys | None = Non
         configure = getattr(addon, "configure", None)
         if configure is not None:
             configure(context)
-        chain.append((name, addon))
+        if getattr(addon, "enabled", True):  # an addon that turned itself off costs nothing
+            chain.append((name, addon))
     return Pipeline(chain, metrics)

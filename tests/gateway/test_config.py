@@ -134,8 +134,8 @@ def test_example_config_documents_every_option_with_its_default() -> None:
     data = tomllib.loads((ROOT / "gateway.toml").read_text())
     defaults = msgspec.json.decode(msgspec.json.encode(Options()))
     assert set(data) == set(SECTIONS)
-    for section, values in defaults.items():
-        assert data[section] == values, section
+    for section in SECTIONS:  # arrays of tables ([[name]]) default to empty: shown as comments
+        assert data[section] == defaults[section], section
 
 
 def test_readme_documents_every_option() -> None:

@@ -1,0 +1,376 @@
+"""Bot and click-fraud scoring: every landing gets a 0..100 score, a verdict and its reasons.
+
+Configured by ``[bots]`` (weights, thresholds, actions, velocity limits) and
+``[[creators]]`` (the creator registry). Reads the request (agent, headers,
+client IP), the campaign addon's touchpoint and the geo addon's ASN; writes
+``bot_score``, ``verdict``, ``reasons`` and ``ip_hash`` on the touchpoint,
+``VerdictChange`` events when a late signal re-scores a visitor's earlier
+touchpoints, and — only where ``on_review``/``on_block`` say ``block`` — a 403.
+
+Owns its in-memory state, bounded by ``max_tracked`` keys per table: the
+agent-verdict LRU cache, the velocity windows, click-ID sources and per-visitor
+behaviour. Cheap checks come first; an asset request costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+from crawlerdetect import CrawlerDetect
+from prometheus_client import Counter
+
+from addons.velocity import DistinctSources, Lru, WindowCounter
+from gateway.events import Touchpoint, VerdictChange, iso
+from gateway.ids import Uuid7
+from gateway.keys import derive
+from gateway.pipeline import Context, Exchange, Reply
+
+AGENT_CACHE = 8192
+"""Distinct user agents whose classification is cached (a few hundred cover most real traffic)."""
+MAX_AGENT = 512
+RECENT_TOUCHES = 8
+"""Touchpoints per visitor kept for re-scoring when a late signal arrives."""
+CADENCE = 5
+"""Page loads whose spacing is judged."""
+MIN_DOCS_WITHOUT_ASSETS = 3
+
+_LIBRARY = re.compile(
+    r"^(curl|wget|python|aiohttp|httpx|go-http-client|okhttp|java/|apache-httpclient|libwww-perl|"
+    r"node-fetch|node|axios|undici|got\b|bun/|deno/|scrapy|guzzle|ruby|php/|postmanruntime|insomnia|"
+    r"httpie|powershell|winhttp|reqwest|hackney|faraday|http\.rb|dart:io|cfnetwork)",
+    re.IGNORECASE,
+)
+_HEADLESS = re.compile(
+    r"headless|phantomjs|puppeteer|playwright|selenium|webdriver|slimerjs|lighthouse", re.IGNORECASE
+)
+_CHROME = re.compile(r"(?:Chrome|Chromium)/(\d+)")
+_PLATFORMS = (("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iOS"),
+              ("CrOS", "Chrome OS"), ("Macintosh", "macOS"), ("Linux", "Linux"))  # fmt: skip
+_ASSET_DESTS = frozenset({"style", "script", "image", "font", "audio", "video", "track", "manifest"})
+_ASSET_SUFFIXES = (".css", ".js", ".mjs", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg",
+                   ".ico", ".woff", ".woff2", ".ttf", ".map")  # fmt: skip
+BLOCK_PAGE = (
+    b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>403 Forbidden</title></head>'
+    b"<body><h1>403 Forbidden</h1><p>Access to this page is not allowed.</p></body></html>"
+)
+VERDICTS = ("allow", "review", "block", "bot")
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """What a User-Agent says, decided once per distinct agent and cached."""
+
+    reasons: tuple[str, ...] = ()
+    good: bool = False
+    """A known good crawler (search engine, link preview): labelled ``bot``, never blocked."""
+    browser: bool = False
+    chromium: bool = False
+    """Chromium 90+: sends ``sec-ch-ua`` on https."""
+    no_hints: bool = False
+    """Firefox or Safari: never sends ``sec-ch-ua``."""
+    platform: str | None = None
+
+
+def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -> Agent:
+    """Own rules first (empty, absurd, HTTP libraries, headless), then the crawler database."""
+    agent = agent.strip()
+    if not agent:
+        return Agent(("empty_agent",))
+    if len(agent) > MAX_AGENT or len(agent) < 8 or not agent.isprintable():
+        return Agent(("absurd_agent",))
+    if good.search(agent):
+        return Agent(good=True)
+    if _LIBRARY.match(agent):
+        return Agent(("http_library",))
+    if _HEADLESS.search(agent):
+        return Agent(("headless",))
+    if detector.is_crawler(agent):
+        return Agent(("crawler",))
+    if not agent.startswith("Mozilla/5.0 ("):
+        return Agent(("absurd_agent",))
+    chrome = _CHROME.search(agent)
+    platform = next((name for token, name in _PLATFORMS if token in agent), None)
+    is_ios = platform == "iOS"
+    return Agent(
+        browser=True,
+        chromium=chrome is not None and int(chrome.group(1)) >= 90 and not is_ios,
+        no_hints=chrome is None and ("Firefox/" in agent or "Safari/" in agent or is_ios),
+        platform=platform,
+    )
+
+
+def header_reasons(agent: Agent, headers: Mapping[str, str], scheme: str) -> list[str]:
+    """Header consistency for an agent that claims to be a browser."""
+    get = headers.get
+    reasons = []
+    if not get("accept-language"):
+        reasons.append("no_accept_language")
+    hints = get("sec-ch-ua")
+    if agent.chromium and scheme == "https" and hints is None:
+        reasons.append("no_client_hints")
+    platform = get("sec-ch-ua-platform")
+    if (
+        (agent.no_hints and hints is not None)
+        or (platform and agent.platform and platform.strip('"') != agent.platform)
+        or (get("sec-ch-ua-mobile") == "?1" and agent.platform in ("Windows", "macOS"))
+    ):
+        reasons.append("header_mismatch")
+    return reasons
+
+
+def inhuman(times: list[float]) -> bool:
+    """``CADENCE`` page loads each under a second apart, or spaced like a metronome."""
+    if len(times) < CADENCE:
+        return False
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    mean = sum(gaps) / len(gaps)
+    return max(gaps) < 1.0 or (mean < 120 and max(gaps) - min(gaps) < 0.02 * mean)
+
+
+def is_asset(ex: Exchange) -> bool:
+    dest = ex.request.headers.get("sec-fetch-dest")
+    if dest is not None:
+        return dest in _ASSET_DESTS
+    return ex.request.path.endswith(_ASSET_SUFFIXES)
+
+
+def is_prefetch(headers: Mapping[str, str]) -> bool:
+    """A speculative load (prefetch, prerender, link preview): nobody clicked yet."""
+    get = headers.get
+    purpose = get("sec-purpose") or get("purpose") or get("x-purpose") or get("x-moz") or ""
+    return "prefetch" in purpose or "preview" in purpose
+
+
+@dataclass(slots=True)
+class Touch:
+    """A recent touchpoint of a visitor, as last scored."""
+
+    id: str
+    score: int
+    reasons: list[str]
+    verdict: str
+
+
+@dataclass(slots=True)
+class VisitorState:
+    new: bool
+    """The visitor had no cookie when first seen: no browser cache either, so assets must load."""
+    docs: int = 0
+    assets: int = 0
+    robots: bool = False
+    times: list[float] = field(default_factory=list)
+    touches: list[Touch] = field(default_factory=list)
+
+
+class Bots:
+    def configure(self, ctx: Context) -> None:
+        opts = ctx.settings.options.bots
+        self.opts = opts
+        self.weights: dict[str, int] = msgspec.structs.asdict(opts.weights)
+        self.node = ctx.settings.node
+        self.secret = ctx.settings.secret
+        self.new_id = Uuid7()
+        good = "|".join(re.escape(a.strip()) for a in opts.good_crawlers) or r"(?!)"
+        self.good = re.compile(good, re.IGNORECASE)
+        self.detector = CrawlerDetect()
+        self.agent = functools.lru_cache(maxsize=AGENT_CACHE)(self._agent)
+        self.creators = {c.id: c.verified for c in ctx.settings.options.creators}
+        self.datacenter = frozenset(opts.datacenter_asns)
+        self.block_on = {"review": opts.on_review == "block", "block": opts.on_block == "block"}
+        self.may_block = any(self.block_on.values())
+        window, keys = float(opts.window_seconds), opts.max_tracked
+        self.per_ip = WindowCounter(window, keys)
+        self.per_creator_ip = WindowCounter(window, keys)
+        self.per_visitor = WindowCounter(window, keys)
+        self.click_ips = DistinctSources(window, keys, opts.max_click_id_sources + 1)
+        self.click_visitors = DistinctSources(window, keys, opts.max_click_id_sources + 1)
+        self.visitors: Lru[VisitorState] = Lru(keys)
+        self.robots_ips: Lru[bool] = Lru(keys)
+        self._ip_key: tuple[str, bytes] = ("", b"")
+        verdicts = Counter(
+            "gateway_bot_verdicts",
+            "Touchpoints scored, by verdict",
+            ["verdict"],
+            registry=ctx.metrics.registry,
+        )
+        self.verdicts = {v: verdicts.labels(v) for v in VERDICTS}
+        self.rescored = Counter(
+            "gateway_bot_rescores",
+            "Earlier touchpoints re-scored by a late signal",
+            registry=ctx.metrics.registry,
+        )
+
+    def _agent(self, agent: str) -> Agent:
+        return classify_agent(agent, self.good, self.detector)
+
+    def weight(self, reason: str) -> int:
+        return self.weights.get(reason, 0)
+
+    def verdict(self, score: int, good: bool) -> str:
+        if good and not self.opts.block_good_crawlers:
+            return "bot"
+        if score >= self.opts.block_threshold:
+            return "block"
+        return "review" if score >= self.opts.review_threshold else "allow"
+
+    def ip_hash(self, ip: str, ts: datetime) -> str:
+        """Keyed hash of ``ip`` under a key derived from the master secret and the UTC day."""
+        day = ts.date().isoformat()
+        if self._ip_key[0] != day:
+            self._ip_key = (day, derive(self.secret, f"gateway/ip-hash/v1/{day}"))
+        return hmac.new(self._ip_key[1], ip.encode(), hashlib.sha256).hexdigest()[:24]
+
+    # -- the hook ---------------------------------------------------------------------------
+
+    def request(self, ex: Exchange) -> None:
+        req = ex.request
+        visitor = ex.visitor
+        touchpoint = next((e for e in ex.events if type(e) is Touchpoint), None) if ex.events else None
+        document = touchpoint is not None or req.is_document
+        if not document:
+            if req.path == "/robots.txt":
+                self._robots(ex)
+            elif visitor is not None and is_asset(ex):
+                state = self.visitors.get(visitor.id)
+                if state is not None:
+                    state.assets += 1
+            if self.may_block:
+                self._act(ex, *self._score_agent(ex))
+            return
+        reasons, good = self._score_agent(ex)
+        now = req.ts.timestamp()
+        reasons += self._velocity(ex, touchpoint, now)
+        state = self._behaviour(ex, now) if visitor is not None else None
+        if state is not None:
+            if state.robots or self.robots_ips.get(req.client_ip):
+                reasons.append("robots_txt")
+            if state.new and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
+                reasons.append("no_assets")
+            if inhuman(state.times):
+                reasons.append("inhuman_cadence")
+            self._rescore(ex, state, reasons)
+        if ex.geo is not None and ex.geo.asn in self.datacenter:
+            reasons.append("datacenter")
+        if is_prefetch(req.headers):
+            reasons.append("prefetch")
+        if touchpoint is not None and touchpoint.creator_id is not None and self.creators:
+            verified = self.creators.get(touchpoint.creator_id)
+            if verified is None:
+                reasons.append("unknown_creator")
+            elif not verified:
+                reasons.append("unverified_creator")
+        reasons = [r for r in dict.fromkeys(reasons) if self.weight(r)]
+        score = min(100, sum(self.weight(r) for r in reasons))
+        if good:
+            score, reasons = 100, ["good_crawler", *reasons]
+        verdict = self.verdict(score, good)
+        if touchpoint is not None:
+            touchpoint.bot_score, touchpoint.verdict, touchpoint.reasons = score, verdict, reasons
+            if req.client_ip:
+                touchpoint.ip_hash = self.ip_hash(req.client_ip, req.ts)
+            self.verdicts[verdict].inc()
+            if state is not None:
+                state.touches.append(Touch(touchpoint.id, score, reasons, verdict))
+                del state.touches[:-RECENT_TOUCHES]
+        self._act(ex, reasons, good, verdict)
+
+    def _score_agent(self, ex: Exchange) -> tuple[list[str], bool]:
+        headers = ex.request.headers
+        agent = self.agent(headers.get("user-agent", ""))
+        reasons = list(agent.reasons)
+        if agent.browser:
+            reasons += header_reasons(agent, headers, ex.request.scheme)
+        return reasons, agent.good
+
+    def _act(self, ex: Exchange, reasons: list[str], good: bool, verdict: str | None = None) -> None:
+        if verdict is None:
+            kept = [r for r in dict.fromkeys(reasons) if self.weight(r)]
+            verdict = self.verdict(min(100, sum(self.weight(r) for r in kept)), good)
+        if self.block_on.get(verdict):
+            ex.reply = Reply(
+                403,
+                body=BLOCK_PAGE,
+                headers={"content-type": "text/html; charset=utf-8", "cache-control": "no-store"},
+            )
+
+    def _velocity(self, ex: Exchange, touchpoint: Touchpoint | None, now: float) -> list[str]:
+        opts, req, reasons = self.opts, ex.request, []
+        ip = req.client_ip
+        if self.per_ip.hit(ip, now) > opts.max_per_ip:
+            reasons.append("ip_velocity")
+        if ex.visitor is not None and self.per_visitor.hit(ex.visitor.id, now) > opts.max_per_visitor:
+            reasons.append("visitor_velocity")
+        if touchpoint is None:
+            return reasons
+        creator = touchpoint.creator_id
+        if creator is not None and self.per_creator_ip.hit((creator, ip), now) > opts.max_per_creator_ip:
+            reasons.append("creator_ip_velocity")
+        if touchpoint.click_id is not None:
+            click = (touchpoint.click_id_kind, touchpoint.click_id)
+            many = self.click_ips.add(click, ip, now) > opts.max_click_id_sources
+            if ex.visitor is not None:
+                many |= self.click_visitors.add(click, ex.visitor.id, now) > opts.max_click_id_sources
+            if many:
+                reasons.append("click_id_reuse")
+        return reasons
+
+    def _behaviour(self, ex: Exchange, now: float) -> VisitorState:
+        assert ex.visitor is not None
+        state = self.visitors.get(ex.visitor.id)
+        if state is None:
+            state = VisitorState(new=ex.visitor.is_new)
+            self.visitors.put(ex.visitor.id, state)
+        if not is_prefetch(ex.request.headers):
+            state.docs += 1
+            state.times.append(now)
+            del state.times[:-CADENCE]
+        return state
+
+    def _robots(self, ex: Exchange) -> None:
+        """A robots.txt fetch: people never ask for it. Flag the IP and re-score the visitor."""
+        self.robots_ips.put(ex.request.client_ip, True)
+        if ex.visitor is None:
+            return
+        state = self.visitors.get(ex.visitor.id)
+        if state is not None:
+            state.robots = True
+            self._rescore(ex, state, ["robots_txt"])
+
+    def _rescore(self, ex: Exchange, state: VisitorState, late: list[str]) -> None:
+        """Add late signals to the visitor's earlier touchpoints; keep each change as an event."""
+        late = [r for r in late if r in ("robots_txt", "no_assets", "inhuman_cadence") and self.weight(r)]
+        if not late:
+            return
+        req = ex.request
+        for touch in state.touches:
+            added = [r for r in late if r not in touch.reasons]
+            if not added:
+                continue
+            touch.reasons = touch.reasons + added
+            score = min(100, touch.score + sum(self.weight(r) for r in added))
+            verdict = touch.verdict if touch.verdict == "bot" else self.verdict(score, False)
+            if (score, verdict) == (touch.score, touch.verdict):
+                continue
+            touch.score, touch.verdict = score, verdict
+            ex.events.append(
+                VerdictChange(
+                    id=self.new_id(int(req.ts.timestamp() * 1000)),
+                    ts=iso(req.ts),
+                    node=self.node,
+                    touchpoint_id=touch.id,
+                    verdict=verdict,
+                    bot_score=score,
+                    reasons=list(touch.reasons),
+                    origin="rescore",
+                    note=", ".join(added),
+                )
+            )
+            self.rescored.inc()

@@ -1,0 +1,123 @@
+"""GeoIP: country, region and ASN of the client IP from MaxMind-format ``.mmdb`` files.
+
+Configured by ``[geo]`` (``country_db``, ``asn_db``; GeoLite2 or DB-IP layouts).
+Reads the databases into memory at start-up (off the event loop); looks up
+page loads and landings only, puts the result on ``Exchange.geo`` for later
+addons (bots: the datacenter signal) and on the request's touchpoint. The raw
+IP is used for the lookup and never stored. No database configured: the addon
+leaves the chain (it costs nothing) after one warning; a configured file that
+is missing: one warning and off; a corrupt one: a config error naming its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import maxminddb
+
+from gateway.config import ConfigError, resolve_path
+from gateway.events import Touchpoint
+from gateway.pipeline import Context, Exchange, Geo
+
+log = logging.getLogger("gateway.geo")
+
+
+def normalise_ip(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``) as plain IPv4: databases file them
+    under the IPv4 tree, so the mapped form finds nothing."""
+    if ip.startswith("::ffff:") and "." in ip:
+        return ip[7:]
+    return ip
+
+
+def country_of(record: Any) -> tuple[str | None, str | None]:
+    """(country ISO code, first subdivision ISO code) from a GeoLite2/DB-IP country or city record."""
+    if not isinstance(record, dict):
+        return None, None
+    country = record.get("country") or record.get("registered_country") or {}
+    code = country.get("iso_code") if isinstance(country, dict) else None
+    region = None
+    subdivisions = record.get("subdivisions")
+    if isinstance(subdivisions, list) and subdivisions and isinstance(subdivisions[0], dict):
+        sub = subdivisions[0].get("iso_code")
+        region = f"{code}-{sub}" if code and isinstance(sub, str) else None
+    return (code if isinstance(code, str) else None), region
+
+
+def asn_of(record: Any) -> int | None:
+    """The AS number from a GeoLite2-ASN or DB-IP ASN record."""
+    if not isinstance(record, dict):
+        return None
+    number = record.get("autonomous_system_number")
+    return number if isinstance(number, int) else None
+
+
+def _open(key: str, path: Path) -> maxminddb.Reader | None:
+    """The database in memory, or None (with a warning) when the file is missing."""
+    if not path.exists():
+        log.warning("%s: %s not found; lookups from it are off", key, path)
+        return None
+    try:
+        return maxminddb.open_database(str(path), maxminddb.MODE_MEMORY)
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as err:
+        raise ConfigError([f"{key}: cannot read {path} as a MaxMind database: {err}"]) from err
+
+
+class GeoIP:
+    def configure(self, ctx: Context) -> None:
+        opts = ctx.settings.options.geo
+        base = ctx.settings.base_dir
+        self.paths = {
+            key: resolve_path(base, name)
+            for key, name in (("geo.country_db", opts.country_db), ("geo.asn_db", opts.asn_db))
+            if name
+        }
+        self.country: maxminddb.Reader | None = None
+        self.asn: maxminddb.Reader | None = None
+        self.enabled = bool(self.paths)
+        if not self.enabled:
+            log.warning("geo: no database configured ([geo] country_db, asn_db): geo lookups are off")
+
+    async def running(self) -> None:
+        """Open the databases off the event loop (reading them is file I/O)."""
+        for key, path in self.paths.items():
+            reader = await asyncio.to_thread(_open, key, path)
+            if key == "geo.country_db":
+                self.country = reader
+            else:
+                self.asn = reader
+
+    def done(self) -> None:
+        for reader in (self.country, self.asn):
+            if reader is not None:
+                reader.close()
+        self.country = self.asn = None
+
+    def lookup(self, ip: str) -> Geo | None:
+        """Country, region and ASN of ``ip``; None when nothing is known or the IP is malformed."""
+        ip = normalise_ip(ip)
+        geo = Geo()
+        try:
+            if self.country is not None:
+                geo.country, geo.region = country_of(self.country.get(ip))
+            if self.asn is not None:
+                geo.asn = asn_of(self.asn.get(ip))
+        except ValueError:  # not an IP address (a unix socket peer, a test client)
+            return None
+        return geo if geo.country or geo.asn else None
+
+    def request(self, ex: Exchange) -> None:
+        if self.country is None and self.asn is None:
+            return
+        touchpoint = next((e for e in ex.events if isinstance(e, Touchpoint)), None)
+        if touchpoint is None and not ex.request.is_document:
+            return  # an asset or API call: nothing to record, nothing to score on
+        geo = self.lookup(ex.request.client_ip) if ex.request.client_ip else None
+        if geo is None:
+            return
+        ex.geo = geo
+        if touchpoint is not None:
+            touchpoint.country, touchpoint.region, touchpoint.asn = geo.country, geo.region, geo.asn
