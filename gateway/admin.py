@@ -1,4 +1,4 @@
-"""The admin API on its own listener: health, metrics, touchpoints, visitor journeys, OpenAPI.
+"""The admin API on its own listener: health, metrics, touchpoints, journeys, fraud review, OpenAPI.
 
 Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
@@ -14,20 +14,21 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config import Settings
-from gateway.events import iso
+from gateway.events import VerdictChange, iso
+from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import error_body
 from storage.local import LocalStore
-from storage.queries import TOUCHPOINT_FILTERS, Reader, TouchpointQuery
+from storage.queries import FRAUD_GROUPS, TOUCHPOINT_FILTERS, Reader, TouchpointQuery
 
 log = logging.getLogger("gateway.admin")
 
@@ -36,6 +37,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 STORE_KEY = web.AppKey("store", LocalStore)
 KEYS_KEY = web.AppKey("keys", Keys)
+IDS_KEY = web.AppKey("ids", Uuid7)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -193,6 +195,103 @@ async def visitor(request: web.Request) -> web.Response:
     return ok(journey)
 
 
+class VerdictBody(msgspec.Struct, forbid_unknown_fields=True):
+    verdict: Literal["allow", "review", "block", "bot"]
+    analyst: str
+    reason: str
+
+
+def _text(name: str, value: str, most: int) -> str:
+    value = value.strip()
+    if not value or len(value) > most or not value.isprintable():
+        raise ApiError(400, f"{name}: expected 1..{most} printable characters")
+    return value
+
+
+async def fraud(request: web.Request) -> web.Response:
+    """Clicks per creator, source or campaign: share per verdict, top reasons, distinct visitors/IPs."""
+    q = request.query
+    _only(request, {"since", "until", "group_by"})
+    group_by = q.get("group_by", "creator_id")
+    if group_by not in FRAUD_GROUPS:
+        raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by!r}")
+    since = parse_time("since", q["since"]) if "since" in q else None
+    until = parse_time("until", q["until"]) if "until" in q else None
+    groups = await request.app[READER_KEY].fraud(since, until, group_by)
+    return ok({"group_by": group_by, "since": since, "until": until, "groups": groups})
+
+
+async def review(request: web.Request) -> web.Response:
+    """The review queue: touchpoints whose effective verdict is ``review`` (or ``block``), oldest first."""
+    q = request.query
+    _only(request, {"since", "until", "cursor", "limit", "verdict"})
+    verdict = q.get("verdict", "review")
+    if verdict not in ("review", "block"):
+        raise ApiError(400, f"verdict: expected review or block, got {verdict!r}")
+    limit_text = q.get("limit", "100")
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
+        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
+    cursor = q.get("cursor")
+    if cursor is not None and not _UUID.match(cursor):
+        raise ApiError(400, "cursor: not a cursor this API returned")
+    query = TouchpointQuery(
+        since=parse_time("since", q["since"]) if "since" in q else None,
+        until=parse_time("until", q["until"]) if "until" in q else None,
+        cursor=cursor,
+        limit=int(limit_text),
+        verdict=verdict,
+    )
+    items, next_cursor = await request.app[READER_KEY].touchpoints(query)
+    return ok({"items": items, "next_cursor": next_cursor})
+
+
+async def set_verdict(request: web.Request) -> web.Response:
+    """An analyst overrides a touchpoint's verdict; who and why are kept (append-only)."""
+    _only(request, set())
+    touchpoint_id = request.match_info["touchpoint_id"]
+    if not _UUID.match(touchpoint_id):
+        raise ApiError(400, "touchpoint_id: expected a touchpoint id (a UUID)")
+    try:
+        body = msgspec.json.decode(await request.read(), type=VerdictBody)
+    except msgspec.ValidationError as err:  # "Invalid enum value 'x' - at `$.verdict`" → "verdict: …"
+        message, _, where = str(err).partition(" - at `$.")
+        name = where.rstrip("`") or "body"
+        raise ApiError(400, f"{name}: {message[:1].lower()}{message[1:]}".replace("`", "")) from None
+    except msgspec.DecodeError:
+        raise ApiError(
+            400, 'body: expected JSON like {"verdict": "allow", "analyst": "…", "reason": "…"}'
+        ) from None
+    analyst = _text("analyst", body.analyst, 100)
+    reason = _text("reason", body.reason, 1000)
+    reader = request.app[READER_KEY]
+    current = await reader.touchpoint(touchpoint_id)
+    if current is None:
+        raise ApiError(404, f"no touchpoint {touchpoint_id}")
+    now = datetime.now(UTC)
+    change = VerdictChange(
+        id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
+        ts=iso(now),
+        node=request.app[SETTINGS_KEY].node,
+        touchpoint_id=touchpoint_id,
+        verdict=body.verdict,
+        bot_score=current["bot_score"],
+        reasons=current["reasons"],
+        origin="analyst",
+        note=reason,
+        analyst=analyst,
+    )
+    try:
+        await request.app[STORE_KEY].write([change])
+    except Exception as err:
+        raise ApiError(503, f"the override was not stored ({err}); try again") from None
+    return ok(
+        {
+            "touchpoint": await reader.touchpoint(touchpoint_id),
+            "changes": await reader.verdict_changes(touchpoint_id),
+        }
+    )
+
+
 def create_admin_app(
     settings: Settings, store: LocalStore, reader: Reader, metrics_: Metrics, keys: Keys
 ) -> web.Application:
@@ -202,6 +301,7 @@ def create_admin_app(
     app[READER_KEY] = reader
     app[METRICS_KEY] = metrics_
     app[KEYS_KEY] = keys
+    app[IDS_KEY] = Uuid7()
 
     async def reader_ctx(app: web.Application) -> Any:
         await reader.open()
@@ -214,4 +314,7 @@ def create_admin_app(
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/api/touchpoints", touchpoints)
     app.router.add_get("/api/visitors/{visitor_id}", visitor)
+    app.router.add_get("/api/fraud", fraud)
+    app.router.add_get("/api/review", review)
+    app.router.add_post("/api/touchpoints/{touchpoint_id}/verdict", set_verdict)
     return app

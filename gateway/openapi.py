@@ -25,6 +25,13 @@ TOUCHPOINT = {
         "referrer_host",
         "landing_path",
         "raw_params",
+        "bot_score",
+        "verdict",
+        "reasons",
+        "verdict_origin",
+        "country",
+        "region",
+        "asn",
     ],
     "properties": {
         "id": {"type": "string", "description": "UUIDv7, time-ordered"},
@@ -48,6 +55,70 @@ TOUCHPOINT = {
         },
         "landing_path": {"type": "string"},
         "raw_params": {"type": "object", "additionalProperties": {"type": "string"}},
+        "bot_score": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+        "verdict": {
+            "enum": ["allow", "review", "block", "bot", None],
+            "description": "effective verdict: an analyst's override, else the latest re-score, else as "
+            "scored; null: not scored",
+        },
+        "reasons": {"type": "array", "items": {"type": "string"}, "description": "signal names"},
+        "verdict_origin": {
+            "enum": ["rescore", "analyst", None],
+            "description": "what set the effective verdict; null: the scoring at the time",
+        },
+        "country": {**_NULLABLE_STR, "description": "ISO 3166-1 alpha-2"},
+        "region": {**_NULLABLE_STR, "description": "ISO 3166-2, e.g. DE-BY"},
+        "asn": {"type": ["integer", "null"]},
+    },
+}
+
+_COUNTS = {
+    "type": "object",
+    "required": ["allow", "review", "block", "bot", "unscored"],
+    "additionalProperties": False,
+    "properties": {
+        v: {"type": "number", "minimum": 0} for v in ("allow", "review", "block", "bot", "unscored")
+    },
+}
+
+FRAUD_GROUP = {
+    "type": "object",
+    "required": ["key", "clicks", "verdicts", "shares", "top_reasons", "distinct_visitors", "distinct_ips"],
+    "properties": {
+        "key": {**_NULLABLE_STR, "description": "the creator ID, source or campaign (null: none)"},
+        "clicks": {"type": "integer", "description": "touchpoints"},
+        "verdicts": {**_COUNTS, "description": "touchpoints per effective verdict"},
+        "shares": {**_COUNTS, "description": "share of clicks per effective verdict, 0..1"},
+        "top_reasons": {
+            "type": "array",
+            "maxItems": 5,
+            "items": {
+                "type": "object",
+                "required": ["reason", "count"],
+                "properties": {"reason": {"type": "string"}, "count": {"type": "integer"}},
+            },
+        },
+        "distinct_visitors": {"type": "integer"},
+        "distinct_ips": {
+            "type": "integer",
+            "description": "through a keyed IP hash rotated daily: an IP seen on two days counts twice",
+        },
+    },
+}
+
+VERDICT_CHANGE = {
+    "type": "object",
+    "required": ["id", "ts", "node", "verdict", "bot_score", "reasons", "origin", "note", "analyst"],
+    "properties": {
+        "id": {"type": "string"},
+        "ts": {"type": "string", "format": "date-time"},
+        "node": {"type": "string"},
+        "verdict": {"enum": ["allow", "review", "block", "bot"]},
+        "bot_score": {"type": ["integer", "null"]},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "origin": {"enum": ["rescore", "analyst"]},
+        "note": {"type": "string", "description": "rescore: the late signal; analyst: why"},
+        "analyst": {**_NULLABLE_STR, "description": "who decided (analyst changes)"},
     },
 }
 
@@ -89,7 +160,12 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "tracking-gateway admin API", "version": "1"},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Touchpoint": TOUCHPOINT, "Error": ERROR},
+            "schemas": {
+                "Touchpoint": TOUCHPOINT,
+                "Error": ERROR,
+                "FraudGroup": FRAUD_GROUP,
+                "VerdictChange": VERDICT_CHANGE,
+            },
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -203,6 +279,131 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         **_errors(400, 401, 404),
+                    },
+                }
+            },
+            "/api/fraud": {
+                "get": {
+                    "summary": "Click fraud per creator, source or campaign",
+                    "parameters": [
+                        _query("since", "ISO 8601 date or date-time, inclusive"),
+                        _query("until", "ISO 8601 date or date-time, exclusive"),
+                        _query(
+                            "group_by",
+                            "grouping (default creator_id)",
+                            {"enum": ["creator_id", "source", "campaign"]},
+                        ),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "groups, largest first (at most 1000)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "group_by", "since", "until", "groups"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "group_by": {"type": "string"},
+                                            "since": _NULLABLE_STR,
+                                            "until": _NULLABLE_STR,
+                                            "groups": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/FraudGroup"},
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/review": {
+                "get": {
+                    "summary": "The review queue: touchpoints whose effective verdict is review (or block)",
+                    "parameters": [
+                        _query("since", "ISO 8601 date or date-time, inclusive"),
+                        _query("until", "ISO 8601 date or date-time, exclusive"),
+                        _query("verdict", "review (default) or block", {"enum": ["review", "block"]}),
+                        _query("cursor", "next_cursor of the previous page"),
+                        _query(
+                            "limit",
+                            "page size 1..1000 (default 100)",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                        ),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "a page, oldest first",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "items", "next_cursor"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "items": {"type": "array", "items": touchpoint_ref},
+                                            "next_cursor": _NULLABLE_STR,
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/touchpoints/{touchpoint_id}/verdict": {
+                "post": {
+                    "summary": "An analyst overrides a touchpoint's verdict (who and why are kept)",
+                    "parameters": [
+                        {
+                            "name": "touchpoint_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["verdict", "analyst", "reason"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "verdict": {"enum": ["allow", "review", "block", "bot"]},
+                                        "analyst": {"type": "string", "minLength": 1, "maxLength": 100},
+                                        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the touchpoint with its new effective verdict, and every change",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "touchpoint", "changes"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "touchpoint": touchpoint_ref,
+                                            "changes": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/VerdictChange"},
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 404, 503),
                     },
                 }
             },

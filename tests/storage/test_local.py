@@ -257,7 +257,8 @@ async def test_a_writer_stopped_mid_commit_fails_the_batch_and_the_queue(open_st
 
 
 async def test_queue_bound_counts_events_and_frees_after_commit(open_store: OpenStore) -> None:
-    store = await open_store()
+    # The wait bound is not under test: 100,000 rows may take more than the default second.
+    store = await open_store(max_wait_ms=60_000)
     one = tp(0)
     with pytest.raises(StoreClosed, match="full"):
         await store.submit([one] * (MAX_QUEUED + 1))
