@@ -1,7 +1,7 @@
 """GeoIP: country, region and ASN of the client IP from MaxMind-format ``.mmdb`` files.
 
 Configured by ``[geo]`` (``country_db``, ``asn_db``; GeoLite2 or DB-IP layouts).
-Reads the databases into memory at start-up (off the event loop); looks up
+Opens the databases at start-up (off the event loop); looks up
 page loads and landings only, puts the result on ``Exchange.geo`` for later
 addons (bots: the datacenter signal) and on the request's touchpoint. The raw
 IP is used for the lookup and never stored. No database configured: the addon
@@ -61,7 +61,9 @@ def _open(key: str, path: Path) -> maxminddb.Reader | None:
         log.warning("%s: %s not found; lookups from it are off", key, path)
         return None
     try:
-        return maxminddb.open_database(str(path), maxminddb.MODE_MEMORY)
+        # MODE_AUTO: the C extension over a memory map (about 1 µs a lookup; the pure-Python
+        # reader takes 40). The file's pages stay in the page cache once read.
+        return maxminddb.open_database(str(path), maxminddb.MODE_AUTO)
     except (OSError, ValueError, maxminddb.InvalidDatabaseError) as err:
         raise ConfigError([f"{key}: cannot read {path} as a MaxMind database: {err}"]) from err
 
