@@ -231,7 +231,7 @@ class BotsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """Page loads per visitor in one window before visitor_velocity fires."""
     max_click_id_sources: int = 3
     """Distinct IPs or visitors one click ID (gclid, fbclid…) may arrive from before click_id_reuse fires."""
-    max_tracked: int = 65536
+    max_tracked: int = 32768
     """Most keys each in-memory table holds (IPs, creator-IP pairs, visitors, click IDs): the memory bound."""
     weights: BotWeights = BotWeights()
     """Points per signal."""

@@ -188,3 +188,36 @@ async def test_a_late_robots_txt_rescores_the_stored_landing(start_gateway, orig
     assert (item["verdict"], item["bot_score"], item["reasons"]) == ("review", 30, ["robots_txt"])
     assert item["verdict_origin"] == "rescore"
     assert [i["id"] for i in (await gw.api("/api/review"))["items"]] == [item["id"]]
+
+
+async def test_the_readme_click_farm_example(start_gateway, origin) -> None:
+    """README "Worked example": 1,000 clicks for unverified creator ben, one IP, no cookies kept."""
+    gw = await start_gateway(origin[0], TRUST + "[[creators]]\nid = 'ben'\n")
+    android = {
+        "User-Agent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Mobile Safari/537.36",
+        "Accept": "text/html",
+        "Accept-Language": "en-GB",
+        "Sec-CH-UA": '"Chromium";v="131"',
+        "Sec-CH-UA-Mobile": "?1",
+        "Sec-CH-UA-Platform": '"Android"',
+        "Sec-Fetch-Dest": "document",
+    }
+    for _ in range(1000):
+        assert (await visit(gw, "/?creator_id=ben", android, ip="100.64.0.9")).status == 200
+    scores, cursor = [], None
+    while True:
+        page = await gw.api("/api/touchpoints", limit=1000, **({"cursor": cursor} if cursor else {}))
+        scores += [(i["bot_score"], i["verdict"]) for i in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert scores[:150] == [(10, "allow")] * 150
+    assert scores[150:600] == [(60, "block")] * 450 and scores[600:] == [(85, "block")] * 400
+    (ben,) = (await gw.api("/api/fraud"))["groups"]
+    assert (ben["verdicts"]["block"], ben["shares"]["block"], ben["distinct_ips"]) == (850, 0.85, 1)
+    assert ben["distinct_visitors"] == 1000
+    assert ben["top_reasons"] == [
+        {"reason": "unverified_creator", "count": 1000},
+        {"reason": "creator_ip_velocity", "count": 850},
+        {"reason": "ip_velocity", "count": 400},
+    ]
