@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 
 import msgspec
 from crawlerdetect import CrawlerDetect
-from prometheus_client import Counter
 
 from addons.velocity import DistinctSources, Lru, WindowCounter
 from gateway.events import Touchpoint, VerdictChange, iso
@@ -84,7 +83,7 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
     agent = agent.strip()
     if not agent:
         return Agent(("empty_agent",))
-    if len(agent) > MAX_AGENT or len(agent) < 8 or not agent.isprintable():
+    if len(agent) > MAX_AGENT or not agent.isprintable():
         return Agent(("absurd_agent",))
     if good.search(agent):
         return Agent(good=True)
@@ -193,20 +192,11 @@ class Bots:
         self.click_ips = DistinctSources(window, keys, opts.max_click_id_sources + 1)
         self.click_visitors = DistinctSources(window, keys, opts.max_click_id_sources + 1)
         self.visitors: Lru[VisitorState] = Lru(keys)
-        self.robots_ips: Lru[bool] = Lru(keys)
+        self.robots_ips: Lru[float] = Lru(keys)
+        """IP → when it last fetched robots.txt (a flag that lasts one window: IPs are shared)."""
         self._ip_key: tuple[int, bytes] = (-1, b"")
-        verdicts = Counter(
-            "gateway_bot_verdicts",
-            "Touchpoints scored, by verdict",
-            ["verdict"],
-            registry=ctx.metrics.registry,
-        )
-        self.verdicts = {v: verdicts.labels(v) for v in VERDICTS}
-        self.rescored = Counter(
-            "gateway_bot_rescores",
-            "Earlier touchpoints re-scored by a late signal",
-            registry=ctx.metrics.registry,
-        )
+        self.verdicts = {v: ctx.metrics.bot_verdicts.labels(v) for v in VERDICTS}
+        self.rescored = ctx.metrics.bot_rescores
 
     async def running(self) -> None:
         """Compile the crawler database's patterns before the first request (about half a
@@ -245,10 +235,10 @@ class Bots:
             if type(event) is Touchpoint:
                 touchpoint = event
                 break
+        if req.path == "/robots.txt":
+            self._robots(ex)
         if touchpoint is None and not req.is_document:
-            if req.path == "/robots.txt":
-                self._robots(ex)
-            elif visitor is not None and is_asset(ex):
+            if visitor is not None and is_asset(ex):
                 state = self.visitors.get(visitor.id)
                 if state is not None:
                     state.assets += 1
@@ -297,7 +287,8 @@ class Bots:
             return reasons, None
         state = self._behaviour(ex, now, prefetch)
         late = []
-        if state.robots or self.robots_ips.get(ex.request.client_ip):
+        fetched = self.robots_ips.get(ex.request.client_ip)
+        if state.robots or (fetched is not None and now - fetched < self.opts.window_seconds):
             late.append("robots_txt")
         if state.new and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
             late.append("no_assets")
@@ -362,7 +353,7 @@ class Bots:
 
     def _robots(self, ex: Exchange) -> None:
         """A robots.txt fetch: people never ask for it. Flag the IP and re-score the visitor."""
-        self.robots_ips.put(ex.request.client_ip, True)
+        self.robots_ips.put(ex.request.client_ip, ex.request.ts.timestamp())
         if ex.visitor is None:
             return
         state = self.visitors.get(ex.visitor.id)

@@ -397,3 +397,20 @@ def test_classify_agent_is_cached_per_instance() -> None:
     info = bots.agent.cache_info()
     assert (info.hits, info.misses) == (2, 1)
     assert classify_agent(CHROME, bots.good, bots.detector).browser
+
+
+async def test_a_robots_txt_ip_flag_lasts_one_window() -> None:
+    pipe = pipeline()
+    crawler_page = {"user-agent": CHROME, "accept": "text/html"}  # robots.txt asked for as a document
+    await run(pipe, request("/robots.txt", crawler_page, ts=FIXED_TS))
+    assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=59)))).reasons == ["robots_txt"]
+    assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=61)))).reasons == []
+
+
+async def test_verdicts_are_counted_in_metrics() -> None:
+    pipe = pipeline()
+    await run(pipe, request())
+    await run(pipe, request(headers={"user-agent": "curl/8"}))
+    registry = pipe.metrics.registry
+    assert registry.get_sample_value("gateway_bot_verdicts_total", {"verdict": "allow"}) == 1
+    assert registry.get_sample_value("gateway_bot_verdicts_total", {"verdict": "block"}) == 1
