@@ -286,6 +286,8 @@ class Bots:
         if ex.visitor is None:
             return reasons, None
         state = self._behaviour(ex, now, prefetch)
+        if touchpoint is None and not state.touches and not self.may_block:
+            return reasons, state  # nothing to re-score, nothing to score: the next landing will look
         late = []
         fetched = self.robots_ips.get(ex.request.client_ip)
         if state.robots or (fetched is not None and now - fetched < self.opts.window_seconds):

@@ -106,3 +106,23 @@ def test_run_refuses_a_store_from_a_newer_gateway(tmp_path: Path) -> None:
     done = gateway("run", "-c", str(_config(tmp_path)), env=ENV)
     assert done.returncode == 1
     assert "newer than this gateway" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_refuses_a_corrupt_geoip_database_naming_its_key(tmp_path: Path) -> None:
+    (tmp_path / "GeoLite2-ASN.mmdb").write_bytes(b"\x00" * 4096)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[geo]\nasn_db = "GeoLite2-ASN.mmdb"\n[storage]\npath = "gw.db"\n')
+    done = gateway("run", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2
+    assert f"geo.asn_db: cannot read {tmp_path / 'GeoLite2-ASN.mmdb'} as a MaxMind database" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_check_prints_nested_tables_and_creators(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[bots.weights]\ncrawler = 70\n[[creators]]\nid = 'anna'\nverified = true\n")
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 0, done.stderr
+    printed = tomllib.loads(done.stdout)
+    assert printed["bots"]["weights"]["crawler"] == 70
+    assert printed["creators"] == [{"id": "anna", "verified": True, "name": ""}]
