@@ -78,13 +78,16 @@ class Agent:
     platform: str | None = None
 
 
+ABSURD = Agent(("absurd_agent",))
+
+
 def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -> Agent:
     """Own rules first (empty, absurd, HTTP libraries, headless), then the crawler database."""
     agent = agent.strip()
     if not agent:
         return Agent(("empty_agent",))
     if len(agent) > MAX_AGENT or not agent.isprintable():
-        return Agent(("absurd_agent",))
+        return ABSURD
     if good.search(agent):
         return Agent(good=True)
     if _LIBRARY.match(agent):
@@ -94,7 +97,7 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
     if detector.is_crawler(agent):
         return Agent(("crawler",))
     if not agent.startswith("Mozilla/5.0 ("):
-        return Agent(("absurd_agent",))
+        return ABSURD
     chrome = _CHROME.search(agent)
     platform = next((name for token, name in _PLATFORMS if token in agent), None)
     is_ios = platform == "iOS"
@@ -180,7 +183,7 @@ class Bots:
         good = "|".join(re.escape(a.strip()) for a in opts.good_crawlers) or r"(?!)"
         self.good = re.compile(good, re.IGNORECASE)
         self.detector = CrawlerDetect()
-        self.agent = functools.lru_cache(maxsize=AGENT_CACHE)(self._agent)
+        self._cached_agent = functools.lru_cache(maxsize=AGENT_CACHE)(self._agent)
         self.creators = {c.id: c.verified for c in ctx.settings.options.creators}
         self.datacenter = frozenset(opts.datacenter_asns)
         self.block_on = {"review": opts.on_review == "block", "block": opts.on_block == "block"}
@@ -202,6 +205,13 @@ class Bots:
         """Compile the crawler database's patterns before the first request (about half a
         second of CPU): off the event loop, at start-up, not in a visitor's request."""
         await asyncio.to_thread(self.detector.is_crawler, "Mozilla/5.0 (warm-up)")
+
+    def agent(self, agent: str) -> Agent:
+        """The agent's verdict, cached. An overlong agent is judged at once and never cached,
+        so the cache holds at most AGENT_CACHE * MAX_AGENT characters (about 4 MB)."""
+        if len(agent) > MAX_AGENT:
+            return ABSURD
+        return self._cached_agent(agent)
 
     def _agent(self, agent: str) -> Agent:
         return classify_agent(agent, self.good, self.detector)

@@ -6,6 +6,8 @@ import textwrap
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from addons.bots import Bots, classify_agent, inhuman
 from addons.velocity import DistinctSources, WindowCounter
@@ -387,16 +389,18 @@ async def test_addon_state_is_bounded_by_max_tracked() -> None:
     tables = [bots.per_ip, bots.per_creator_ip, bots.per_visitor, bots.click_ips, bots.click_visitors]
     assert all(len(t) == 1024 for t in tables)
     assert len(bots.visitors) == 1024 and len(bots.robots_ips) == 1024
-    assert bots.agent.cache_info().maxsize == 8192
+    assert bots._cached_agent.cache_info().maxsize == 8192
 
 
 def test_classify_agent_is_cached_per_instance() -> None:
     bots = bots_of(pipeline())
     for _ in range(3):
         bots.agent(CHROME)
-    info = bots.agent.cache_info()
+    info = bots._cached_agent.cache_info()
     assert (info.hits, info.misses) == (2, 1)
     assert classify_agent(CHROME, bots.good, bots.detector).browser
+    assert bots.agent("Mozilla/5.0 (" + "x" * 600).reasons == ("absurd_agent",)
+    assert bots._cached_agent.cache_info().currsize == 1  # an overlong agent is never cached
 
 
 async def test_a_robots_txt_ip_flag_lasts_one_window() -> None:
@@ -414,3 +418,32 @@ async def test_verdicts_are_counted_in_metrics() -> None:
     registry = pipe.metrics.registry
     assert registry.get_sample_value("gateway_bot_verdicts_total", {"verdict": "allow"}) == 1
     assert registry.get_sample_value("gateway_bot_verdicts_total", {"verdict": "block"}) == 1
+
+
+@pytest.fixture(scope="module")
+def shared_pipeline() -> Pipeline:
+    return pipeline()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    agent=st.text(max_size=700),
+    language=st.none() | st.text(max_size=20),
+    hints=st.none() | st.text(max_size=40),
+)
+def test_any_agent_and_headers_give_a_verdict_never_an_error(
+    shared_pipeline: Pipeline, agent: str, language: str | None, hints: str | None
+) -> None:
+    bots = bots_of(shared_pipeline)
+    headers = {"user-agent": agent, "sec-fetch-dest": "document"}
+    if language is not None:
+        headers["accept-language"] = language
+    if hints is not None:
+        headers["sec-ch-ua"] = hints
+        headers["sec-ch-ua-platform"] = hints
+    ex = request("/?utm_source=x&gclid=" + str(len(agent)), headers)
+    for _, addon in shared_pipeline.addons:  # the hooks themselves: the pipeline would swallow an error
+        addon.request(ex)  # type: ignore[attr-defined]
+    tp = touchpoint(ex)
+    assert tp.verdict in ("allow", "review", "block", "bot") and 0 <= (tp.bot_score or 0) <= 100
+    assert all(bots.weight(r) for r in tp.reasons if r != "good_crawler")
