@@ -55,6 +55,15 @@ def asn_of(record: Any) -> int | None:
     return number if isinstance(number, int) else None
 
 
+def _get(reader: maxminddb.Reader, ip: str) -> Any:
+    """The record for ``ip``; None when there is none, the address is malformed (a unix socket
+    peer), or it is IPv6 and the file IPv4-only."""
+    try:
+        return reader.get(ip)
+    except ValueError:
+        return None
+
+
 def _open(key: str, path: Path) -> maxminddb.Reader | None:
     """The database in memory, or None (with a warning) when the file is missing."""
     if not path.exists():
@@ -102,13 +111,10 @@ class GeoIP:
         """Country, region and ASN of ``ip``; None when nothing is known or the IP is malformed."""
         ip = normalise_ip(ip)
         geo = Geo()
-        try:
-            if self.country is not None:
-                geo.country, geo.region = country_of(self.country.get(ip))
-            if self.asn is not None:
-                geo.asn = asn_of(self.asn.get(ip))
-        except ValueError:  # not an IP address (a unix socket peer, a test client)
-            return None
+        if self.country is not None:
+            geo.country, geo.region = country_of(_get(self.country, ip))
+        if self.asn is not None:
+            geo.asn = asn_of(_get(self.asn, ip))
         return geo if geo.country or geo.asn else None
 
     def request(self, ex: Exchange) -> None:

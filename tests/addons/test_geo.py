@@ -59,6 +59,7 @@ def dbs(tmp_path: Path) -> Path:
                 "autonomous_system_number": 16509,
                 "autonomous_system_organization": "AMAZON-02",
             },
+            "2001:db8::/32": {"autonomous_system_number": 64500, "autonomous_system_organization": "DOC"},
         },
     )
     return tmp_path
@@ -93,7 +94,7 @@ def landing(ip: str, target: str = "/?utm_source=ig") -> Exchange:
         ("198.51.100.20", Geo("DE", "DE-BY", 3320)),
         ("::ffff:198.51.100.20", Geo("DE", "DE-BY", 3320)),  # IPv4-mapped: normalised first
         ("203.0.113.9", Geo("FR", None, 16509)),
-        ("2001:db8::1", Geo("NL", None, None)),
+        ("2001:db8::1", Geo("NL", None, 64500)),
         ("192.0.2.1", None),  # not in the files
         ("not-an-ip", None),
     ],
@@ -153,6 +154,18 @@ async def test_dbip_country_layout_ipv4_only_file(tmp_path: Path, dbip: Path) ->
     pipe = build_pipeline(settings, Metrics(), Keys.from_master(settings.secret))
     await pipe.running()
     assert geo_of(pipe).lookup("192.0.2.5") == Geo("JP", None, None)
+    assert geo_of(pipe).lookup("2001:db8::1") is None  # IPv6 in an IPv4-only file: nothing, no error
+    await pipe.done()
+
+
+async def test_an_ipv4_only_country_file_does_not_hide_the_asn_of_an_ipv6_client(
+    dbs: Path, dbip: Path
+) -> None:
+    text = f'[geo]\ncountry_db = "{dbip}"\nasn_db = "{dbs / "asn.mmdb"}"\n'
+    settings = load_settings(None, text=text, environ=ENV)
+    pipe = build_pipeline(settings, Metrics(), Keys.from_master(settings.secret))
+    await pipe.running()
+    assert geo_of(pipe).lookup("2001:db8::1") == Geo(None, None, 64500)
     await pipe.done()
 
 
