@@ -224,7 +224,7 @@ async def fraud(request: web.Request) -> web.Response:
 async def review(request: web.Request) -> web.Response:
     """The review queue: touchpoints whose effective verdict is ``review`` (or ``block``), oldest first."""
     q = request.query
-    _only(request, {"since", "until", "cursor", "limit", "verdict"})
+    _only(request, {"since", "until", "cursor", "limit", "verdict", *TOUCHPOINT_FILTERS})
     verdict = q.get("verdict", "review")
     if verdict not in ("review", "block"):
         raise ApiError(400, f"verdict: expected review or block, got {verdict!r}")
@@ -237,6 +237,11 @@ async def review(request: web.Request) -> web.Response:
     query = TouchpointQuery(
         since=parse_time("since", q["since"]) if "since" in q else None,
         until=parse_time("until", q["until"]) if "until" in q else None,
+        equals={
+            k: q[k] if k not in ("source", "medium") else q[k].casefold()
+            for k in TOUCHPOINT_FILTERS
+            if k in q
+        },
         cursor=cursor,
         limit=int(limit_text),
         verdict=verdict,

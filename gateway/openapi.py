@@ -327,6 +327,11 @@ def openapi_document() -> dict[str, Any]:
                         _query("since", "ISO 8601 date or date-time, inclusive"),
                         _query("until", "ISO 8601 date or date-time, exclusive"),
                         _query("verdict", "review (default) or block", {"enum": ["review", "block"]}),
+                        _query("source", "exact source (case-folded)"),
+                        _query("medium", "exact medium (case-folded)"),
+                        _query("campaign", "exact campaign"),
+                        _query("creator_id", "exact creator ID: review a creator's clicks before a payout"),
+                        _query("visitor_key", "exact visitor key"),
                         _query("cursor", "next_cursor of the previous page"),
                         _query(
                             "limit",

@@ -94,6 +94,8 @@ async def test_scored_touchpoints_fraud_report_and_review(start_gateway, origin)
     assert [i["id"] for i in review["items"]] == [queued["id"]]
     blocked = await gw.api("/api/review", verdict="block")
     assert len(blocked["items"]) == 2
+    assert (await gw.api("/api/review", verdict="block", creator_id="ben"))["items"] == []
+    assert len((await gw.api("/api/review", creator_id="ben", source="IG"))["items"]) == 1
 
     # An analyst clears it: kept with who and why; the queue empties; the effective verdict shows.
     async with gw.session.post(
