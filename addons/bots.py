@@ -53,6 +53,8 @@ _HEADLESS = re.compile(
 _CHROME = re.compile(r"(?:Chrome|Chromium)/(\d+)")
 _PLATFORMS = (("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iOS"),
               ("CrOS", "Chrome OS"), ("Macintosh", "macOS"), ("Linux", "Linux"))  # fmt: skip
+_SAME_PLATFORM = {name: {name} for _, name in _PLATFORMS} | {"Linux": {"Linux", "Android"}}
+"""Client-hint platforms that agree with the agent's (Android's "desktop site" mode says Linux)."""
 _ASSET_DESTS = frozenset({"style", "script", "image", "font", "audio", "video", "track", "manifest"})
 _ASSET_SUFFIXES = (".css", ".js", ".mjs", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg",
                    ".ico", ".woff", ".woff2", ".ttf", ".map")  # fmt: skip
@@ -103,7 +105,8 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
     is_ios = platform == "iOS"
     return Agent(
         browser=True,
-        chromium=chrome is not None and int(chrome.group(1)) >= 90 and not is_ios,
+        # Android WebViews (in-app browsers: most influencer traffic) may send no client hints.
+        chromium=chrome is not None and int(chrome.group(1)) >= 90 and not is_ios and "; wv)" not in agent,
         no_hints=chrome is None and ("Firefox/" in agent or "Safari/" in agent or is_ios),
         platform=platform,
     )
@@ -121,7 +124,7 @@ def header_reasons(agent: Agent, headers: Mapping[str, str], scheme: str) -> lis
     platform = get("sec-ch-ua-platform")
     if (
         (agent.no_hints and hints is not None)
-        or (platform and agent.platform and platform.strip('"') != agent.platform)
+        or (platform and agent.platform and platform.strip('"') not in _SAME_PLATFORM[agent.platform])
         or (get("sec-ch-ua-mobile") == "?1" and agent.platform in ("Windows", "macOS"))
     ):
         reasons.append("header_mismatch")

@@ -56,6 +56,22 @@ ANDROID_HEADERS = {
     "sec-ch-ua-platform": '"Android"',
     "sec-fetch-dest": "document",
 }
+ANDROID_WEBVIEW = {
+    "user-agent": "Mozilla/5.0 (Linux; Android 14; SM-S918B Build/UP1A; wv) AppleWebKit/537.36 (KHTML, like "
+    "Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/489.0.0.53.81;]",
+    "accept": "text/html",
+    "accept-language": "en-US",
+    "x-requested-with": "com.facebook.katana",
+}
+ANDROID_DESKTOP_MODE = {
+    "user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+    "Safari/537.36",
+    "accept": "text/html",
+    "accept-language": "en-US",
+    "sec-ch-ua": '"Chromium";v="131"',
+    "sec-ch-ua-mobile": "?0",
+    "sec-ch-ua-platform": '"Android"',
+}
 INSTAGRAM_IN_APP = {
     "user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Mobile/15E148 Instagram 309.0.0.0 (iPhone14,5; iOS 17_1; en_US)",
@@ -115,8 +131,24 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
 
 @pytest.mark.parametrize(
     "headers",
-    [CHROME_HEADERS, FIREFOX_HEADERS, IPHONE_HEADERS, ANDROID_HEADERS, INSTAGRAM_IN_APP],
-    ids=["chrome", "firefox", "iphone-safari", "android-chrome", "instagram-in-app"],
+    [
+        CHROME_HEADERS,
+        FIREFOX_HEADERS,
+        IPHONE_HEADERS,
+        ANDROID_HEADERS,
+        INSTAGRAM_IN_APP,
+        ANDROID_WEBVIEW,
+        ANDROID_DESKTOP_MODE,
+    ],
+    ids=[
+        "chrome",
+        "firefox",
+        "iphone-safari",
+        "android-chrome",
+        "instagram-in-app",
+        "facebook-webview",
+        "desktop-mode",
+    ],
 )
 async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> None:
     tp = touchpoint(await run(pipeline(), request(headers=headers)))
