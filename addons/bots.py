@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import msgspec
 from crawlerdetect import CrawlerDetect
 
-from addons.velocity import DistinctSources, Lru, WindowCounter
+from addons.velocity import DistinctSources, HeldItems, Lru, WindowCounter
 from gateway.events import Touchpoint, VerdictChange, iso
 from gateway.ids import Uuid7
 from gateway.keys import derive
@@ -63,6 +63,8 @@ BLOCK_PAGE = (
     b"<body><h1>403 Forbidden</h1><p>Access to this page is not allowed.</p></body></html>"
 )
 VERDICTS = ("allow", "review", "block", "bot")
+LATE_SIGNALS = frozenset({"robots_txt", "no_assets", "inhuman_cadence", "creator_ip_velocity"})
+"""Signals that re-score touchpoints already stored when they show up later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,8 @@ class Touch:
     score: int
     reasons: list[str]
     verdict: str
+    at: float
+    """Unix seconds of the landing: only touches inside the window are re-scored."""
 
 
 @dataclass(slots=True)
@@ -195,6 +199,8 @@ class Bots:
         self.per_ip = WindowCounter(window, keys)
         self.per_creator_ip = WindowCounter(window, keys)
         self.per_visitor = WindowCounter(window, keys)
+        self.creator_touches: HeldItems[Touch] = HeldItems(opts.max_per_creator_ip, keys)
+        """(creator, IP) → its landings so far: re-scored if the pair's count passes its limit."""
         self.click_ips = DistinctSources(window, keys, opts.max_click_id_sources + 1)
         self.click_visitors = DistinctSources(window, keys, opts.max_click_id_sources + 1)
         self.visitors: Lru[VisitorState] = Lru(keys)
@@ -284,9 +290,12 @@ class Bots:
             if req.client_ip:
                 touchpoint.ip_hash = self.ip_hash(req.client_ip, req.ts)
             self.verdicts[verdict].inc()
+            touch = Touch(touchpoint.id, score, reasons, verdict, req.ts.timestamp())
             if state is not None:
-                state.touches.append(Touch(touchpoint.id, score, reasons, verdict))
+                state.touches.append(touch)
                 del state.touches[:-RECENT_TOUCHES]
+            if touchpoint.creator_id is not None and "creator_ip_velocity" not in reasons:
+                self.creator_touches.add((touchpoint.creator_id, req.client_ip), touch)
         self._act(ex, reasons, good, verdict)
 
     def _track(
@@ -310,7 +319,7 @@ class Bots:
         if len(state.times) >= CADENCE and inhuman(state.times):
             late.append("inhuman_cadence")
         if late:
-            self._rescore(ex, state, late)
+            self._rescore(ex, state.touches, late)
             reasons += late
         return reasons, state
 
@@ -345,6 +354,9 @@ class Bots:
         creator = touchpoint.creator_id
         if creator is not None and self.per_creator_ip.hit((creator, ip), now) > opts.max_per_creator_ip:
             reasons.append("creator_ip_velocity")
+            # The burst's earlier clicks were part of it too: re-score those still in the window.
+            held = self.creator_touches.take((creator, ip))
+            self._rescore(ex, [t for t in held if now - t.at < opts.window_seconds], ["creator_ip_velocity"])
         if touchpoint.click_id is not None:
             click = (touchpoint.click_id_kind, touchpoint.click_id)
             many = self.click_ips.add(click, ip, now) > opts.max_click_id_sources
@@ -374,15 +386,15 @@ class Bots:
         state = self.visitors.get(ex.visitor.id)
         if state is not None:
             state.robots = True
-            self._rescore(ex, state, ["robots_txt"])
+            self._rescore(ex, state.touches, ["robots_txt"])
 
-    def _rescore(self, ex: Exchange, state: VisitorState, late: list[str]) -> None:
-        """Add late signals to the visitor's earlier touchpoints; keep each change as an event."""
-        late = [r for r in late if r in ("robots_txt", "no_assets", "inhuman_cadence") and self.weight(r)]
+    def _rescore(self, ex: Exchange, touches: list[Touch], late: list[str]) -> None:
+        """Add late signals to earlier touchpoints; keep each change as an event."""
+        late = [r for r in late if r in LATE_SIGNALS and self.weight(r)]
         if not late:
             return
         req = ex.request
-        for touch in state.touches:
+        for touch in touches:
             added = [r for r in late if r not in touch.reasons]
             if not added:
                 continue

@@ -105,3 +105,40 @@ class Lru(Generic[V]):
         self._items.move_to_end(key)
         if len(self._items) > self.max_keys:
             self._items.popitem(last=False)
+
+
+class HeldItems(Generic[V]):
+    """Items kept per key until something is decided about the key, at most ``per_key`` each
+    and ``budget`` in all: past the budget, the least recently added-to keys are dropped whole."""
+
+    __slots__ = ("_keys", "budget", "held", "per_key")
+
+    def __init__(self, per_key: int, budget: int) -> None:
+        self.per_key = per_key
+        self.budget = budget
+        self.held = 0
+        self._keys: OrderedDict[Hashable, list[V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: Hashable, item: V) -> None:
+        items = self._keys.get(key)
+        if items is None:
+            items = self._keys[key] = []
+        else:
+            self._keys.move_to_end(key)
+        if len(items) >= self.per_key:
+            del items[0]
+            self.held -= 1
+        items.append(item)
+        self.held += 1
+        while self.held > self.budget:
+            _, dropped = self._keys.popitem(last=False)
+            self.held -= len(dropped)
+
+    def take(self, key: Hashable) -> list[V]:
+        """The key's items, forgotten here."""
+        items = self._keys.pop(key, [])
+        self.held -= len(items)
+        return items

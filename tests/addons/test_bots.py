@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from addons.bots import Bots, classify_agent, inhuman
-from addons.velocity import DistinctSources, WindowCounter
+from addons.velocity import DistinctSources, HeldItems, WindowCounter
 from gateway.config import load_settings
 from gateway.events import Touchpoint, VerdictChange
 from gateway.keys import Keys
@@ -256,6 +256,11 @@ async def test_a_burst_from_one_ip_for_one_creator_flips_to_block_at_the_limit_a
     assert verdicts[:150] == ["allow"] * 150
     tp = touchpoint(ex)
     assert (tp.verdict, tp.reasons) == ("block", ["creator_ip_velocity"])
+    # The burst's earlier clicks are re-scored with it, each change kept with its reason.
+    changes = [e for e in ex.events if isinstance(e, VerdictChange)]
+    assert len(changes) == 150 and {(c.verdict, c.bot_score, c.note) for c in changes} == {
+        ("block", 50, "creator_ip_velocity")
+    }
     # Other creators from the same IP, and the same creator from another IP, are unaffected.
     other = touchpoint(await run(pipe, request("/?creator_id=ben", ts=FIXED_TS + timedelta(seconds=1600))))
     assert other.verdict == "allow"
@@ -400,6 +405,28 @@ async def test_ip_hash_is_keyed_and_rotates_daily() -> None:
     assert other.ip_hash("198.51.100.7", day) == same[0]
 
 
+def test_held_items_stay_within_their_budget() -> None:
+    held: HeldItems[int] = HeldItems(per_key=150, budget=1000)
+    for n in range(200_000):
+        held.add(("creator", f"10.0.{n >> 8 & 255}.{n & 255}"), n)
+        held.add(("hot", "one ip"), n)
+    assert held.held <= 1000 and len(held) <= 1000
+    assert held.take(("hot", "one ip")) == list(range(200_000 - 150, 200_000))  # capped per key
+    assert held.take(("hot", "one ip")) == []
+
+
+async def test_a_burst_rescores_only_clicks_inside_the_window() -> None:
+    pipe = pipeline("[bots]\nmax_per_creator_ip = 3\nwindow_seconds = 600\n")
+    old = touchpoint(await run(pipe, request(ts=FIXED_TS)))
+    for i in range(1, 4):  # 20 minutes later: the first click is outside the window
+        last = await run(pipe, request(ts=FIXED_TS + timedelta(minutes=20, seconds=i)))
+    assert touchpoint(last).verdict == "allow"
+    burst = await run(pipe, request(ts=FIXED_TS + timedelta(minutes=20, seconds=5)))
+    assert touchpoint(burst).reasons == ["creator_ip_velocity"]
+    rescored = {e.touchpoint_id for e in burst.events if isinstance(e, VerdictChange)}
+    assert len(rescored) == 3 and old.id not in rescored
+
+
 def test_window_counter_memory_is_bounded_under_a_million_ips() -> None:
     counter = WindowCounter(window=3600, max_keys=4096)
     sources = DistinctSources(window=3600, max_keys=4096, cap=4)
@@ -421,6 +448,7 @@ async def test_addon_state_is_bounded_by_max_tracked() -> None:
     tables = [bots.per_ip, bots.per_creator_ip, bots.per_visitor, bots.click_ips, bots.click_visitors]
     assert all(len(t) == 1024 for t in tables)
     assert len(bots.visitors) == 1024 and len(bots.robots_ips) == 1024
+    assert bots.creator_touches.held == 1024
     assert bots._cached_agent.cache_info().maxsize == 8192
 
 

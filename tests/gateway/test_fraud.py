@@ -210,16 +210,17 @@ async def test_the_readme_click_farm_example(start_gateway, origin) -> None:
     scores, cursor = [], None
     while True:
         page = await gw.api("/api/touchpoints", limit=1000, **({"cursor": cursor} if cursor else {}))
-        scores += [(i["bot_score"], i["verdict"]) for i in page["items"]]
+        scores += [(i["bot_score"], i["verdict"], i["verdict_origin"]) for i in page["items"]]
         if not (cursor := page["next_cursor"]):
             break
-    assert scores[:150] == [(10, "allow")] * 150
-    assert scores[150:600] == [(60, "block")] * 450 and scores[600:] == [(85, "block")] * 400
+    # Scored 10 (allow) as they came, the first 150 were re-scored when the 151st passed the limit.
+    assert scores[:150] == [(60, "block", "rescore")] * 150
+    assert scores[150:600] == [(60, "block", None)] * 450 and scores[600:] == [(85, "block", None)] * 400
     (ben,) = (await gw.api("/api/fraud"))["groups"]
-    assert (ben["verdicts"]["block"], ben["shares"]["block"], ben["distinct_ips"]) == (850, 0.85, 1)
+    assert (ben["verdicts"]["block"], ben["shares"]["block"], ben["distinct_ips"]) == (1000, 1.0, 1)
     assert ben["distinct_visitors"] == 1000
     assert ben["top_reasons"] == [
+        {"reason": "creator_ip_velocity", "count": 1000},
         {"reason": "unverified_creator", "count": 1000},
-        {"reason": "creator_ip_velocity", "count": 850},
         {"reason": "ip_velocity", "count": 400},
     ]
