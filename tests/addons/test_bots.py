@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addons.bots import Bots, classify_agent, inhuman
+from addons.bots import Bots
+from addons.signals import classify_agent, inhuman
 from addons.velocity import DistinctSources, HeldItems, WindowCounter
 from gateway.config import load_settings
 from gateway.events import Touchpoint, VerdictChange
