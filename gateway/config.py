@@ -232,7 +232,8 @@ class BotsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     max_click_id_sources: int = 3
     """Distinct IPs or visitors one click ID (gclid, fbclid…) may arrive from before click_id_reuse fires."""
     max_tracked: int = 32768
-    """Most keys each in-memory table holds (IPs, creator-IP pairs, visitors, click IDs): the memory bound."""
+    """Most keys each in-memory table holds (IPs, creator-IP pairs, visitors, click IDs), and most
+    clicks held to re-score a burst: the memory bound."""
     weights: BotWeights = BotWeights()
     """Points per signal."""
 
