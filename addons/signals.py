@@ -96,6 +96,8 @@ def header_reasons(agent: Agent, headers: Mapping[str, str], scheme: str) -> lis
     hints = get("sec-ch-ua")
     if agent.chromium and scheme == "https" and hints is None:
         reasons.append("no_client_hints")
+    if hints is not None and "Headless" in hints:  # a spoofed agent; the brand list still tells
+        reasons.append("headless")
     platform = get("sec-ch-ua-platform")
     if (
         (agent.no_hints and hints is not None)

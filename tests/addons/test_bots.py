@@ -225,6 +225,7 @@ async def test_good_crawlers_can_be_blocked_when_the_operator_says_so() -> None:
         (None, {"sec-ch-ua-platform": '"macOS"'}, "header_mismatch"),
         (None, {"sec-ch-ua-mobile": "?1"}, "header_mismatch"),
         (None, {"sec-purpose": "prefetch;prerender"}, "prefetch"),
+        (None, {"sec-ch-ua": '"HeadlessChrome";v="131", "Chromium";v="131"'}, "headless"),
     ],
 )
 async def test_header_consistency(drop: str | None, add: dict[str, str], reason: str) -> None:
