@@ -1,7 +1,7 @@
 """Bot and click-fraud scoring: every landing gets a 0..100 score, a verdict and its reasons.
 
 Configured by ``[bots]`` (weights, thresholds, actions, velocity limits) and
-``[[creators]]`` (the creator registry). Reads the request (agent, headers,
+the creator registry (``[[creators]]`` and the admin API's standings). Reads the request (agent, headers,
 client IP), the campaign addon's touchpoint and the geo addon's ASN; writes
 ``bot_score``, ``verdict``, ``reasons`` and ``ip_hash`` on the touchpoint,
 ``VerdictChange`` events when a late signal re-scores a visitor's earlier
@@ -37,6 +37,7 @@ from addons.signals import (
     is_prefetch,
 )
 from addons.velocity import DistinctSources, HeldItems, Lru, WindowCounter
+from gateway.creators import CreatorRegistry
 from gateway.events import Touchpoint, VerdictChange, iso
 from gateway.ids import Uuid7
 from gateway.keys import derive
@@ -92,7 +93,9 @@ class Bots:
         self.good = re.compile(good, re.IGNORECASE)
         self.detector = CrawlerDetect()
         self._cached_agent = functools.lru_cache(maxsize=AGENT_CACHE)(self._agent)
-        self.creators = {c.id: c.verified for c in ctx.settings.options.creators}
+        self.creators = (
+            ctx.creators if ctx.creators is not None else CreatorRegistry(ctx.settings.options.creators)
+        )
         self.datacenter = frozenset(opts.datacenter_asns)
         self.block_on = {"review": opts.on_review == "block", "block": opts.on_block == "block"}
         self.may_block = any(self.block_on.values())
@@ -176,7 +179,7 @@ class Bots:
         if prefetch:
             reasons.append("prefetch")
         if touchpoint is not None and touchpoint.creator_id is not None and self.creators:
-            verified = self.creators.get(touchpoint.creator_id)
+            verified = self.creators.verified(touchpoint.creator_id)
             if verified is None:
                 reasons.append("unknown_creator")
             elif not verified:

@@ -14,14 +14,15 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config import Settings
-from gateway.events import VerdictChange, iso
+from gateway.creators import Creator, CreatorRegistry
+from gateway.events import CreatorStanding, VerdictChange, iso
 from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -38,6 +39,7 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 STORE_KEY = web.AppKey("store", LocalStore)
 KEYS_KEY = web.AppKey("keys", Keys)
 IDS_KEY = web.AppKey("ids", Uuid7)
+CREATORS_KEY = web.AppKey("creators", CreatorRegistry)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -195,10 +197,24 @@ async def visitor(request: web.Request) -> web.Response:
     return ok(journey)
 
 
+_Body = TypeVar("_Body", bound=msgspec.Struct)
+
+
 class VerdictBody(msgspec.Struct, forbid_unknown_fields=True):
     verdict: Literal["allow", "review", "block", "bot"]
     analyst: str
     reason: str
+
+
+def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as err:  # "Invalid enum value 'x' - at `$.verdict`" → "verdict: …"
+        message, _, where = str(err).partition(" - at `$.")
+        name = where.rstrip("`") or "body"
+        raise ApiError(400, f"{name}: {message[:1].lower()}{message[1:]}".replace("`", "")) from None
+    except msgspec.DecodeError:
+        raise ApiError(400, f"body: expected JSON like {example}") from None
 
 
 def _text(name: str, value: str, most: int) -> str:
@@ -256,16 +272,9 @@ async def set_verdict(request: web.Request) -> web.Response:
     touchpoint_id = request.match_info["touchpoint_id"]
     if not _UUID.match(touchpoint_id):
         raise ApiError(400, "touchpoint_id: expected a touchpoint id (a UUID)")
-    try:
-        body = msgspec.json.decode(await request.read(), type=VerdictBody)
-    except msgspec.ValidationError as err:  # "Invalid enum value 'x' - at `$.verdict`" → "verdict: …"
-        message, _, where = str(err).partition(" - at `$.")
-        name = where.rstrip("`") or "body"
-        raise ApiError(400, f"{name}: {message[:1].lower()}{message[1:]}".replace("`", "")) from None
-    except msgspec.DecodeError:
-        raise ApiError(
-            400, 'body: expected JSON like {"verdict": "allow", "analyst": "…", "reason": "…"}'
-        ) from None
+    body = _decode_body(
+        await request.read(), VerdictBody, '{"verdict": "allow", "analyst": "…", "reason": "…"}'
+    )
     analyst = _text("analyst", body.analyst, 100)
     reason = _text("reason", body.reason, 1000)
     reader = request.app[READER_KEY]
@@ -297,8 +306,72 @@ async def set_verdict(request: web.Request) -> web.Response:
     )
 
 
+class CreatorBody(msgspec.Struct, forbid_unknown_fields=True):
+    verified: bool
+    analyst: str
+    reason: str
+    name: str = ""
+
+
+def _creator(creator: Creator) -> dict[str, Any]:
+    return {
+        "id": creator.id,
+        "verified": creator.verified,
+        "name": creator.name,
+        "source": creator.source,
+        "analyst": creator.analyst,
+        "ts": creator.ts,
+    }
+
+
+async def creators(request: web.Request) -> web.Response:
+    """The creator registry: ``[[creators]]`` with the standings set here on top."""
+    _only(request, set())
+    return ok({"items": [_creator(c) for c in request.app[CREATORS_KEY].all()]})
+
+
+async def set_creator(request: web.Request) -> web.Response:
+    """Set a creator's standing (verified or not); kept append-only with who and why, and
+    used by the bots addon from the next click on."""
+    _only(request, set())
+    creator_id = request.match_info["creator_id"]
+    if not creator_id or len(creator_id) > 200 or not creator_id.isprintable():
+        raise ApiError(400, "creator_id: expected 1..200 printable characters")
+    body = _decode_body(
+        await request.read(), CreatorBody, '{"verified": true, "analyst": "…", "reason": "…"}'
+    )
+    analyst = _text("analyst", body.analyst, 100)
+    reason = _text("reason", body.reason, 1000)
+    name = body.name.strip()
+    if len(name) > 200 or not name.isprintable():
+        raise ApiError(400, "name: expected at most 200 printable characters")
+    now = datetime.now(UTC)
+    standing = CreatorStanding(
+        id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
+        ts=iso(now),
+        node=request.app[SETTINGS_KEY].node,
+        creator_id=creator_id,
+        verified=body.verified,
+        name=name,
+        analyst=analyst,
+        note=reason,
+    )
+    try:
+        await request.app[STORE_KEY].write([standing])
+    except Exception as err:
+        raise ApiError(503, f"the standing was not stored ({err}); try again") from None
+    creator = Creator(creator_id, body.verified, name, "api", analyst, standing.ts)
+    request.app[CREATORS_KEY].set(creator)
+    return ok({"creator": _creator(creator)})
+
+
 def create_admin_app(
-    settings: Settings, store: LocalStore, reader: Reader, metrics_: Metrics, keys: Keys
+    settings: Settings,
+    store: LocalStore,
+    reader: Reader,
+    metrics_: Metrics,
+    keys: Keys,
+    creators_: CreatorRegistry | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[envelope, bearer_auth])
     app[SETTINGS_KEY] = settings
@@ -307,9 +380,12 @@ def create_admin_app(
     app[METRICS_KEY] = metrics_
     app[KEYS_KEY] = keys
     app[IDS_KEY] = Uuid7()
+    registry = creators_ if creators_ is not None else CreatorRegistry(settings.options.creators)
+    app[CREATORS_KEY] = registry
 
     async def reader_ctx(app: web.Application) -> Any:
         await reader.open()
+        registry.apply(await reader.creator_standings())  # standings set before this start
         yield
         await reader.close()
 
@@ -322,4 +398,6 @@ def create_admin_app(
     app.router.add_get("/api/fraud", fraud)
     app.router.add_get("/api/review", review)
     app.router.add_post("/api/touchpoints/{touchpoint_id}/verdict", set_verdict)
+    app.router.add_get("/api/creators", creators)
+    app.router.add_put("/api/creators/{creator_id}", set_creator)
     return app

@@ -2,7 +2,8 @@
 
 One dataclass per table (``table`` names it; the fields are its columns, a
 ``dict`` or ``list`` field is stored as JSON): touchpoints, identity bindings,
-conversions, receipts of signed deliveries, bad events, and verdict changes. Each carries a
+conversions, receipts of signed deliveries, bad events, verdict changes and creator
+standings. Each carries a
 UUIDv7 ``id``, a UTC timestamp ``ts`` (ISO 8601 with microseconds, so text
 order is time order) and the ``node`` that wrote it.
 """
@@ -157,5 +158,30 @@ class VerdictChange:
     analyst: str | None = None
 
 
-Event = Touchpoint | Binding | Conversion | Receipt | BadEvent | VerdictChange
-EVENT_TYPES: tuple[type[Event], ...] = (Touchpoint, Binding, Conversion, Receipt, BadEvent, VerdictChange)
+@dataclass(slots=True)
+class CreatorStanding:
+    """An admin set a creator's standing in the registry (``PUT /api/creators/{id}``); the
+    latest per creator wins over ``[[creators]]``. Append-only, with who and why."""
+
+    table: ClassVar[str] = "creator_standings"
+
+    id: str
+    ts: str
+    node: str
+    creator_id: str
+    verified: bool
+    name: str
+    analyst: str
+    note: str
+
+
+Event = Touchpoint | Binding | Conversion | Receipt | BadEvent | VerdictChange | CreatorStanding
+EVENT_TYPES: tuple[type[Event], ...] = (
+    Touchpoint,
+    Binding,
+    Conversion,
+    Receipt,
+    BadEvent,
+    VerdictChange,
+    CreatorStanding,
+)

@@ -106,6 +106,19 @@ FRAUD_GROUP = {
     },
 }
 
+CREATOR = {
+    "type": "object",
+    "required": ["id", "verified", "name", "source", "analyst", "ts"],
+    "properties": {
+        "id": {"type": "string", "description": "the creator ID as it arrives in creator_id"},
+        "verified": {"type": "boolean"},
+        "name": {"type": "string"},
+        "source": {"enum": ["config", "api"], "description": "[[creators]], or a standing set here"},
+        "analyst": {**_NULLABLE_STR, "description": "who set the standing (api)"},
+        "ts": {**_NULLABLE_STR, "description": "when (api)"},
+    },
+}
+
 VERDICT_CHANGE = {
     "type": "object",
     "required": ["id", "ts", "node", "verdict", "bot_score", "reasons", "origin", "note", "analyst"],
@@ -165,6 +178,7 @@ def openapi_document() -> dict[str, Any]:
                 "Error": ERROR,
                 "FraudGroup": FRAUD_GROUP,
                 "VerdictChange": VERDICT_CHANGE,
+                "Creator": CREATOR,
             },
         },
         "security": [{"bearer": []}],
@@ -409,6 +423,76 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         **_errors(400, 401, 404, 503),
+                    },
+                }
+            },
+            "/api/creators": {
+                "get": {
+                    "summary": "The creator registry: [[creators]] with the standings set here on top",
+                    "responses": {
+                        "200": {
+                            "description": "every known creator, by id",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "items"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "items": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Creator"},
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/creators/{creator_id}": {
+                "put": {
+                    "summary": "Set a creator's standing (who and why are kept; bots uses it at once)",
+                    "parameters": [
+                        {"name": "creator_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["verified", "analyst", "reason"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "verified": {"type": "boolean"},
+                                        "name": {"type": "string", "maxLength": 200},
+                                        "analyst": {"type": "string", "minLength": 1, "maxLength": 100},
+                                        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the creator as now known",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "creator"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "creator": {"$ref": "#/components/schemas/Creator"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 503),
                     },
                 }
             },

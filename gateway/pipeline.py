@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from gateway.config import Settings
+from gateway.creators import CreatorRegistry
 from gateway.events import Event
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -187,6 +188,8 @@ class Context:
     settings: Settings
     keys: Keys
     metrics: Metrics
+    creators: CreatorRegistry | None = None
+    """The creator registry the admin API updates live (None: built from ``[[creators]]``)."""
 
 
 Hook = Callable[[Exchange], Any]
@@ -279,11 +282,13 @@ def addon_registry() -> dict[str, Callable[[], object]]:
     return {"identity": Identity, "campaign": Campaign, "geo": GeoIP, "bots": Bots}
 
 
-def build_pipeline(settings: Settings, metrics: Metrics, keys: Keys | None = None) -> Pipeline:
+def build_pipeline(
+    settings: Settings, metrics: Metrics, keys: Keys | None = None, creators: CreatorRegistry | None = None
+) -> Pipeline:
     """Instantiate and configure the addons named in ``proxy.addons``, in that order; one that
     sets ``enabled = False`` in ``configure`` (nothing to do) is left out of the chain."""
     keys = keys or Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
-    context = Context(settings=settings, keys=keys, metrics=metrics)
+    context = Context(settings=settings, keys=keys, metrics=metrics, creators=creators)
     registry = addon_registry()
     chain = []
     for name in settings.options.proxy.addons:

@@ -223,3 +223,10 @@ class Reader:
                 }
             )
         return groups
+
+    async def creator_standings(self) -> list[dict[str, Any]]:
+        """Every creator standing set through the admin API, oldest first."""
+        async with self.db.execute(
+            "SELECT creator_id, verified, name, analyst, note, ts FROM creator_standings ORDER BY id"
+        ) as cur:
+            return [dict(r) for r in await cur.fetchall()]

@@ -1,4 +1,5 @@
--- Bot scoring and GeoIP on touchpoints; verdict changes (re-scores, analyst overrides) kept apart.
+-- Bot scoring and GeoIP on touchpoints; verdict changes (re-scores, analyst overrides) and
+-- creator standings kept apart, append-only.
 ALTER TABLE touchpoints ADD COLUMN bot_score INTEGER;           -- 0..100; NULL: not scored
 ALTER TABLE touchpoints ADD COLUMN verdict TEXT;                -- allow, review, block, bot; NULL: not scored
 ALTER TABLE touchpoints ADD COLUMN reasons TEXT NOT NULL DEFAULT '[]';  -- JSON list of signal names
@@ -22,6 +23,19 @@ CREATE TABLE verdict_changes (
     CHECK (origin = 'rescore' OR analyst IS NOT NULL)
 );
 CREATE INDEX verdict_changes_touchpoint ON verdict_changes (touchpoint_id, id);
+
+-- Append-only: an admin set a creator's standing (PUT /api/creators/{id}); the latest wins.
+CREATE TABLE creator_standings (
+    id         TEXT PRIMARY KEY,
+    ts         TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    creator_id TEXT NOT NULL,
+    verified   INTEGER NOT NULL,
+    name       TEXT NOT NULL DEFAULT '',
+    analyst    TEXT NOT NULL,
+    note       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX creator_standings_creator ON creator_standings (creator_id, id);
 
 -- Every touchpoint with its effective verdict: the latest analyst change wins, else the latest
 -- re-score, else the verdict it was stored with. Attribution and the admin API read this.

@@ -41,7 +41,14 @@ async def get(gw, path: str, headers: dict[str, str] | None = None, **params):
         return resp.status, resp.headers, await resp.json()
 
 
-ENDPOINTS = ["/metrics", "/api/touchpoints", "/api/visitors/" + "0" * 32, "/api/fraud", "/api/review"]
+ENDPOINTS = [
+    "/metrics",
+    "/api/touchpoints",
+    "/api/visitors/" + "0" * 32,
+    "/api/fraud",
+    "/api/review",
+    "/api/creators",
+]
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -80,6 +87,8 @@ async def test_missing_or_wrong_token_rejected(gw, path: str, headers) -> None:
         ("/api/review", {}, 200),
         ("/api/review", {"cursor": "nope"}, 400),
         ("/api/review", {"colour": "red"}, 400),
+        ("/api/creators", {}, 200),
+        ("/api/creators", {"verified": "1"}, 400),
     ],
 )
 async def test_envelope_shape_everywhere(gw, path: str, params, status: int) -> None:

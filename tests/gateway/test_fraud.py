@@ -224,3 +224,62 @@ async def test_the_readme_click_farm_example(start_gateway, origin) -> None:
         {"reason": "unverified_creator", "count": 1000},
         {"reason": "ip_velocity", "count": 400},
     ]
+
+
+async def put_creator(gw, creator_id: str, body: Any) -> tuple[int, dict[str, Any]]:
+    kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+    async with gw.session.put(f"{gw.admin_url}/api/creators/{creator_id}", headers=AUTH, **kwargs) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_creator_standing_set_through_the_api_is_used_at_once_and_kept(
+    start_gateway, origin, tmp_path
+) -> None:
+    config = TRUST + "[[creators]]\nid = 'anna'\nverified = true\n[[creators]]\nid = 'ben'\n"
+    gw = await start_gateway(origin[0], config)
+    listed = await gw.api("/api/creators")
+    valid("/api/creators", listed)
+    assert [(c["id"], c["verified"], c["source"]) for c in listed["items"]] == [
+        ("anna", True, "config"),
+        ("ben", False, "config"),
+    ]
+    await visit(gw, "/?creator_id=ben", BROWSER)
+    status, body = await put_creator(
+        gw, "ben", {"verified": True, "analyst": "maria", "reason": "ID checked", "name": "Ben K."}
+    )
+    assert status == 200
+    valid("/api/creators/{creator_id}", body, method="put")
+    assert body["creator"] | {"ts": None} == {
+        "id": "ben", "verified": True, "name": "Ben K.", "source": "api", "analyst": "maria", "ts": None
+    }  # fmt: skip
+    await visit(gw, "/?creator_id=ben", BROWSER)
+    status, _ = await put_creator(gw, "zoe", {"verified": False, "analyst": "maria", "reason": "new"})
+    assert status == 200
+    await visit(gw, "/?creator_id=zoe", BROWSER)
+    items = (await gw.api("/api/touchpoints"))["items"]
+    assert [i["reasons"] for i in items] == [["unverified_creator"], [], ["unverified_creator"]]
+
+    # A restarted gateway on the same store knows the standings.
+    again = await start_gateway(origin[0], config)
+    known = {c["id"]: (c["verified"], c["source"]) for c in (await again.api("/api/creators"))["items"]}
+    assert known == {"anna": (True, "config"), "ben": (True, "api"), "zoe": (False, "api")}
+    await visit(again, "/?creator_id=ben", BROWSER)
+    last = (await again.api("/api/touchpoints"))["items"][-1]
+    assert last["creator_id"] == "ben" and last["reasons"] == []
+
+
+@pytest.mark.parametrize(
+    ("creator_id", "body", "message"),
+    [
+        ("ben", {"verified": "yes", "analyst": "a", "reason": "b"}, "verified: expected bool"),
+        ("ben", {"verified": True, "reason": "b"}, "body: object missing required field analyst"),
+        ("ben", {"verified": True, "analyst": "a", "reason": " "}, "reason: expected 1..1000"),
+        ("ben", "not json", "body: expected JSON like"),
+        ("x" * 201, {"verified": True, "analyst": "a", "reason": "b"}, "creator_id: expected 1..200"),
+    ],
+)
+async def test_creator_standing_rejects_bad_input(start_gateway, origin, creator_id, body, message) -> None:
+    gw = await start_gateway(origin[0])
+    status, answer = await put_creator(gw, creator_id, body)
+    assert status == 400 and answer["ok"] is False and message in answer["error"]
+    assert (await gw.api("/api/creators"))["items"] == []
