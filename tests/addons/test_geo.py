@@ -65,10 +65,6 @@ def dbs(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def settings_text(toml: str) -> str:
-    return textwrap.dedent(toml)
-
-
 async def started(dbs: Path, toml: str = "") -> Pipeline:
     text = f'[geo]\ncountry_db = "{dbs / "city.mmdb"}"\nasn_db = "{dbs / "asn.mmdb"}"\n' + textwrap.dedent(
         toml
