@@ -65,9 +65,8 @@ def _get(reader: maxminddb.Reader, ip: str) -> Any:
 
 
 def _open(key: str, path: Path) -> maxminddb.Reader | None:
-    """The database in memory, or None (with a warning) when the file is missing."""
+    """The database, or None when the file is missing."""
     if not path.exists():
-        log.warning("%s: %s not found; lookups from it are off", key, path)
         return None
     try:
         # MODE_AUTO: the C extension over a memory map (about 1 µs a lookup; the pure-Python
@@ -94,12 +93,22 @@ class GeoIP:
 
     async def running(self) -> None:
         """Open the databases off the event loop (reading them is file I/O)."""
+        missing = []
         for key, path in self.paths.items():
             reader = await asyncio.to_thread(_open, key, path)
-            if key == "geo.country_db":
+            if reader is None:
+                missing.append(f"{key} {path}")
+            elif key == "geo.country_db":
                 self.country = reader
             else:
                 self.asn = reader
+        if missing:
+            off = (
+                "geo lookups are off"
+                if self.country is None and self.asn is None
+                else "lookups from it are off"
+            )
+            log.warning("geo: not found: %s; %s", ", ".join(missing), off)
 
     def done(self) -> None:
         for reader in (self.country, self.asn):

@@ -169,7 +169,10 @@ async def test_missing_file_warns_once_and_turns_lookups_off(tmp_path: Path, cap
     caplog.set_level(logging.WARNING, "gateway.geo")
     pipe = await started(tmp_path)
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 2 and all("not found; lookups from it are off" in w for w in warnings)
+    assert warnings == [
+        f"geo: not found: geo.country_db {tmp_path / 'city.mmdb'}, geo.asn_db {tmp_path / 'asn.mmdb'}; "
+        "geo lookups are off"
+    ]
     ex = landing("198.51.100.20")
     await pipe.request(ex)
     assert ex.geo is None
@@ -230,3 +233,16 @@ def test_normalise_ip() -> None:
     assert normalise_ip("::ffff:10.0.0.1") == "10.0.0.1"
     assert normalise_ip("::ffff:a00:1") == "::ffff:a00:1"
     assert normalise_ip("2001:db8::1") == "2001:db8::1"
+
+
+async def test_one_missing_file_turns_only_its_lookups_off(dbip: Path, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, "gateway.geo")
+    text = f'[geo]\ncountry_db = "{dbip}"\nasn_db = "{tmp_path / "gone.mmdb"}"\n'
+    settings = load_settings(None, text=text, environ=ENV)
+    pipe = build_pipeline(settings, Metrics(), Keys.from_master(settings.secret))
+    await pipe.running()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"geo: not found: geo.asn_db {tmp_path / 'gone.mmdb'}; lookups from it are off"
+    ]
+    assert geo_of(pipe).lookup("192.0.2.5") == Geo("JP", None, None)
+    await pipe.done()
