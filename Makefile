@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= gateway.toml
 
-.PHONY: run test check lint bench clean
+.PHONY: run test check lint bench bench-bots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ test: lint
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench.proxy
+
+bench-bots: $(VENV)/.installed-test
+	$(BIN)/python -m bench.bots
 
 clean:
 	rm -rf $(VENV) build *.egg-info

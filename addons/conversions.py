@@ -38,8 +38,6 @@ class _Rule:
 
 
 class Conversions:
-    idle = True
-
     def configure(self, ctx: Context) -> None:
         self.metrics: Metrics = ctx.metrics
         self.node = ctx.settings.node
@@ -65,7 +63,7 @@ class Conversions:
                 )
             )
         self.index = RuleIndex(compiled)
-        self.idle = not compiled
+        self.enabled = bool(compiled)  # no rules: left out of the chain, costs requests nothing
 
     def request(self, ex: Exchange) -> None:
         self.index.request(ex)

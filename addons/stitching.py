@@ -31,8 +31,6 @@ class _Rule:
 
 
 class Stitching:
-    idle = True
-
     def configure(self, ctx: Context) -> None:
         rules = ctx.settings.options.identity.rules
         self.keys: Keys = ctx.keys
@@ -45,7 +43,7 @@ class Stitching:
             extractor = Extractor(rule.user_id, ctx.settings.rule_keys.get(f"identity.rules[{i}].user_id"))
             compiled.append((rule.method, compile_match(rule, [extractor]), _Rule(rule.name, extractor)))
         self.index = RuleIndex(compiled)
-        self.idle = not compiled
+        self.enabled = bool(compiled)  # no rules: left out of the chain, costs requests nothing
 
     def request(self, ex: Exchange) -> None:
         self.index.request(ex)

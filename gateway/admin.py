@@ -1,5 +1,5 @@
 """The admin API on its own listener: health, metrics, touchpoints, visitor and user journeys,
-user erasure, bad events, OpenAPI.
+user erasure, bad events, fraud review, creators, OpenAPI.
 
 Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -25,7 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.badbody import body_key, unseal
 from gateway.config import Settings
-from gateway.events import iso
+from gateway.creators import Creator, CreatorRegistry
+from gateway.events import CreatorStanding, VerdictChange, iso
 from gateway.ids import Uuid7
 from gateway.keys import MAX_USER_ID, Keys
 from gateway.metrics import Metrics
@@ -34,7 +35,7 @@ from gateway.pages import error_body
 from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, has_session
 from storage.erasure import erase_user
 from storage.local import LocalStore
-from storage.queries import TOUCHPOINT_FILTERS, Reader, TouchpointQuery
+from storage.queries import FRAUD_GROUPS, TOUCHPOINT_FILTERS, Reader, TouchpointQuery
 
 log = logging.getLogger("gateway.admin")
 
@@ -44,6 +45,7 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 STORE_KEY = web.AppKey("store", LocalStore)
 KEYS_KEY = web.AppKey("keys", Keys)
 IDS_KEY = web.AppKey("ids", Uuid7)
+CREATORS_KEY = web.AppKey("creators", CreatorRegistry)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -266,8 +268,181 @@ async def bad_events(request: web.Request) -> web.Response:
     return ok({"items": items, "next_cursor": next_cursor})
 
 
+_Body = TypeVar("_Body", bound=msgspec.Struct)
+
+
+class VerdictBody(msgspec.Struct, forbid_unknown_fields=True):
+    verdict: Literal["allow", "review", "block", "bot"]
+    analyst: str
+    reason: str
+
+
+def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as err:  # "Invalid enum value 'x' - at `$.verdict`" → "verdict: …"
+        message, _, where = str(err).partition(" - at `$.")
+        name = where.rstrip("`") or "body"
+        raise ApiError(400, f"{name}: {message[:1].lower()}{message[1:]}".replace("`", "")) from None
+    except msgspec.DecodeError:
+        raise ApiError(400, f"body: expected JSON like {example}") from None
+
+
+def _text(name: str, value: str, most: int) -> str:
+    value = value.strip()
+    if not value or len(value) > most or not value.isprintable():
+        raise ApiError(400, f"{name}: expected 1..{most} printable characters")
+    return value
+
+
+async def fraud(request: web.Request) -> web.Response:
+    """Clicks per creator, source or campaign: share per verdict, top reasons, distinct visitors/IPs."""
+    q = request.query
+    _only(request, {"since", "until", "group_by"})
+    group_by = q.get("group_by", "creator_id")
+    if group_by not in FRAUD_GROUPS:
+        raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by!r}")
+    since = parse_time("since", q["since"]) if "since" in q else None
+    until = parse_time("until", q["until"]) if "until" in q else None
+    groups = await request.app[READER_KEY].fraud(since, until, group_by)
+    return ok({"group_by": group_by, "since": since, "until": until, "groups": groups})
+
+
+async def review(request: web.Request) -> web.Response:
+    """The review queue: touchpoints whose effective verdict is ``review`` (or ``block``), oldest first."""
+    q = request.query
+    _only(request, {"since", "until", "cursor", "limit", "verdict", *TOUCHPOINT_FILTERS})
+    verdict = q.get("verdict", "review")
+    if verdict not in ("review", "block"):
+        raise ApiError(400, f"verdict: expected review or block, got {verdict!r}")
+    limit_text = q.get("limit", "100")
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
+        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
+    cursor = q.get("cursor")
+    if cursor is not None and not _UUID.match(cursor):
+        raise ApiError(400, "cursor: not a cursor this API returned")
+    query = TouchpointQuery(
+        since=parse_time("since", q["since"]) if "since" in q else None,
+        until=parse_time("until", q["until"]) if "until" in q else None,
+        equals={
+            k: q[k] if k not in ("source", "medium") else q[k].casefold()
+            for k in TOUCHPOINT_FILTERS
+            if k in q
+        },
+        cursor=cursor,
+        limit=int(limit_text),
+        verdict=verdict,
+    )
+    items, next_cursor = await request.app[READER_KEY].touchpoints(query)
+    return ok({"items": items, "next_cursor": next_cursor})
+
+
+async def set_verdict(request: web.Request) -> web.Response:
+    """An analyst overrides a touchpoint's verdict; who and why are kept (append-only)."""
+    _only(request, set())
+    touchpoint_id = request.match_info["touchpoint_id"]
+    if not _UUID.match(touchpoint_id):
+        raise ApiError(400, "touchpoint_id: expected a touchpoint id (a UUID)")
+    body = _decode_body(
+        await request.read(), VerdictBody, '{"verdict": "allow", "analyst": "…", "reason": "…"}'
+    )
+    analyst = _text("analyst", body.analyst, 100)
+    reason = _text("reason", body.reason, 1000)
+    reader = request.app[READER_KEY]
+    current = await reader.touchpoint(touchpoint_id)
+    if current is None:
+        raise ApiError(404, f"no touchpoint {touchpoint_id}")
+    now = datetime.now(UTC)
+    change = VerdictChange(
+        id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
+        ts=iso(now),
+        node=request.app[SETTINGS_KEY].node,
+        touchpoint_id=touchpoint_id,
+        verdict=body.verdict,
+        bot_score=current["bot_score"],
+        reasons=current["reasons"],
+        origin="analyst",
+        note=reason,
+        analyst=analyst,
+    )
+    try:
+        await request.app[STORE_KEY].write([change])
+    except Exception as err:
+        raise ApiError(503, f"the override was not stored ({err}); try again") from None
+    return ok(
+        {
+            "touchpoint": await reader.touchpoint(touchpoint_id),
+            "changes": await reader.verdict_changes(touchpoint_id),
+        }
+    )
+
+
+class CreatorBody(msgspec.Struct, forbid_unknown_fields=True):
+    verified: bool
+    analyst: str
+    reason: str
+    name: str = ""
+
+
+def _creator(creator: Creator) -> dict[str, Any]:
+    return {
+        "id": creator.id,
+        "verified": creator.verified,
+        "name": creator.name,
+        "source": creator.source,
+        "analyst": creator.analyst,
+        "ts": creator.ts,
+    }
+
+
+async def creators(request: web.Request) -> web.Response:
+    """The creator registry: ``[[creators]]`` with the standings set here on top."""
+    _only(request, set())
+    return ok({"items": [_creator(c) for c in request.app[CREATORS_KEY].all()]})
+
+
+async def set_creator(request: web.Request) -> web.Response:
+    """Set a creator's standing (verified or not); kept append-only with who and why, and
+    used by the bots addon from the next click on."""
+    _only(request, set())
+    creator_id = request.match_info["creator_id"]
+    if not creator_id or len(creator_id) > 200 or not creator_id.isprintable():
+        raise ApiError(400, "creator_id: expected 1..200 printable characters")
+    body = _decode_body(
+        await request.read(), CreatorBody, '{"verified": true, "analyst": "…", "reason": "…"}'
+    )
+    analyst = _text("analyst", body.analyst, 100)
+    reason = _text("reason", body.reason, 1000)
+    name = body.name.strip()
+    if len(name) > 200 or not name.isprintable():
+        raise ApiError(400, "name: expected at most 200 printable characters")
+    now = datetime.now(UTC)
+    standing = CreatorStanding(
+        id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
+        ts=iso(now),
+        node=request.app[SETTINGS_KEY].node,
+        creator_id=creator_id,
+        verified=body.verified,
+        name=name,
+        analyst=analyst,
+        note=reason,
+    )
+    try:
+        await request.app[STORE_KEY].write([standing])
+    except Exception as err:
+        raise ApiError(503, f"the standing was not stored ({err}); try again") from None
+    creator = Creator(creator_id, body.verified, name, "api", analyst, standing.ts)
+    request.app[CREATORS_KEY].set(creator)
+    return ok({"creator": _creator(creator)})
+
+
 def create_admin_app(
-    settings: Settings, store: LocalStore, reader: Reader, metrics_: Metrics, keys: Keys
+    settings: Settings,
+    store: LocalStore,
+    reader: Reader,
+    metrics_: Metrics,
+    keys: Keys,
+    creators_: CreatorRegistry | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[envelope, bearer_auth])
     app[SETTINGS_KEY] = settings
@@ -276,9 +451,12 @@ def create_admin_app(
     app[METRICS_KEY] = metrics_
     app[KEYS_KEY] = keys
     app[IDS_KEY] = Uuid7()
+    registry = creators_ if creators_ is not None else CreatorRegistry(settings.options.creators)
+    app[CREATORS_KEY] = registry
 
     async def reader_ctx(app: web.Application) -> Any:
         await reader.open()
+        registry.apply(await reader.creator_standings())  # standings set before this start
         yield
         await reader.close()
 
@@ -291,4 +469,9 @@ def create_admin_app(
     app.router.add_get("/api/users/{user_id}", user)
     app.router.add_delete("/api/users/{user_id}", erase)
     app.router.add_get("/api/bad-events", bad_events)
+    app.router.add_get("/api/fraud", fraud)
+    app.router.add_get("/api/review", review)
+    app.router.add_post("/api/touchpoints/{touchpoint_id}/verdict", set_verdict)
+    app.router.add_get("/api/creators", creators)
+    app.router.add_put("/api/creators/{creator_id}", set_creator)
     return app

@@ -187,6 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner = uvloop.run
     try:
         runner(_run(settings))
+    except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
+        return _fail_config(args.config, err)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
         return 1

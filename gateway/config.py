@@ -77,7 +77,7 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Largest request line or header field in bytes; larger gets 400/431."""
     reserved_prefix: str = "/_gw/"
     """Path prefix the gateway answers itself and never forwards."""
-    addons: tuple[str, ...] = ("identity", "campaign", "stitching", "conversions")
+    addons: tuple[str, ...] = ("identity", "campaign", "geo", "bots", "stitching", "conversions")
     """The pipeline: addon names in the order they run."""
     access_log: bool = False
     """Log one line per request (method, path without query, status, size, time; no client address)."""
@@ -258,6 +258,118 @@ class AttributionOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_o
     """weighted_last_touch: share of the last touch; the rest is spread evenly over earlier ones."""
 
 
+DATACENTER_ASNS = (
+    16509, 14618, 8987,  # Amazon AWS
+    396982, 19527,  # Google Cloud
+    8075, 8068,  # Microsoft Azure
+    31898,  # Oracle Cloud
+    14061,  # DigitalOcean
+    16276,  # OVH
+    24940, 213230,  # Hetzner
+    63949,  # Akamai Linode
+    20473,  # Vultr (Choopa)
+    12876,  # Scaleway
+    51167,  # Contabo
+    60781, 28753,  # Leaseweb
+    45102,  # Alibaba Cloud
+    132203,  # Tencent Cloud
+    36352,  # ColoCrossing
+    9009,  # M247
+    46606,  # Unified Layer
+    62567,  # DigitalOcean (legacy)
+)  # fmt: skip
+"""Hosting and cloud networks: a visitor does not browse from a data centre (VPNs aside)."""
+
+
+class BotWeights(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Points each signal adds to the 0..100 score (the README explains each one)."""
+
+    crawler: int = 60
+    http_library: int = 60
+    headless: int = 60
+    empty_agent: int = 50
+    absurd_agent: int = 40
+    no_accept_language: int = 20
+    no_client_hints: int = 15
+    header_mismatch: int = 25
+    ip_velocity: int = 25
+    creator_ip_velocity: int = 50
+    visitor_velocity: int = 25
+    click_id_reuse: int = 40
+    datacenter: int = 30
+    no_assets: int = 20
+    prefetch: int = 20
+    robots_txt: int = 30
+    inhuman_cadence: int = 20
+    unknown_creator: int = 15
+    unverified_creator: int = 10
+
+
+class BotsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    review_threshold: int = 30
+    """Score from which a request's verdict is ``review`` (0..100)."""
+    block_threshold: int = 50
+    """Score from which the verdict is ``block`` (review_threshold..100)."""
+    on_review: Literal["record", "block"] = "record"
+    """What a ``review`` verdict does: record (proxied, touchpoint kept with its verdict) or block (403)."""
+    on_block: Literal["record", "block"] = "record"
+    """What a ``block`` verdict does: record or block (403 with a neutral page)."""
+    good_crawlers: tuple[str, ...] = (
+        "googlebot",
+        "google-inspectiontool",
+        "storebot-google",
+        "bingbot",
+        "duckduckbot",
+        "yandexbot",
+        "baiduspider",
+        "applebot",
+        "slurp",
+        "qwantbot",
+        "seznambot",
+        "facebookexternalhit",
+        "twitterbot",
+        "linkedinbot",
+        "slackbot",
+    )
+    """Agent substrings (case-insensitive) of crawlers labelled ``bot`` and never blocked."""
+    block_good_crawlers: bool = False
+    """Let on_block/on_review block good crawlers too (SEO and link previews suffer)."""
+    datacenter_asns: tuple[int, ...] = DATACENTER_ASNS
+    """ASNs of hosting networks (the datacenter signal; needs the geo addon and an ASN database)."""
+    window_seconds: int = 3600
+    """Length of the sliding velocity windows, in seconds."""
+    max_per_ip: int = 600
+    """Page loads per IP in one window before ip_velocity fires."""
+    max_per_creator_ip: int = 150
+    """Clicks for one creator from one IP in one window before creator_ip_velocity fires."""
+    max_per_visitor: int = 300
+    """Page loads per visitor in one window before visitor_velocity fires."""
+    max_click_id_sources: int = 3
+    """Distinct IPs or visitors one click ID (gclid, fbclid…) may arrive from before click_id_reuse fires."""
+    max_tracked: int = 32768
+    """Most keys each in-memory table holds (IPs, creator-IP pairs, visitors, click IDs), and most
+    clicks held to re-score a burst: the memory bound."""
+    weights: BotWeights = BotWeights()
+    """Points per signal."""
+
+
+class GeoOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    country_db: str = ""
+    """MaxMind-format country or city database (GeoLite2 or DB-IP layout), relative to the config file."""
+    asn_db: str = ""
+    """MaxMind-format ASN database (GeoLite2-ASN or DB-IP ASN layout), relative to the config file."""
+
+
+class CreatorOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One ``[[creators]]`` entry: an influencer or affiliate the platform knows."""
+
+    id: str
+    """The creator ID as it arrives in ``creator_id``."""
+    verified: bool = False
+    """Verified by the platform; clicks for unverified creators carry extra bot weight."""
+    name: str = ""
+
+
 class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxyOptions = ProxyOptions()
     identity: IdentityOptions = IdentityOptions()
@@ -269,6 +381,9 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     conversions: tuple[ConversionRule, ...] = ()
     channels: ChannelsOptions = ChannelsOptions()
     attribution: AttributionOptions = AttributionOptions()
+    bots: BotsOptions = BotsOptions()
+    geo: GeoOptions = GeoOptions()
+    creators: tuple[CreatorOptions, ...] = ()
 
 
 SECTIONS: dict[str, type[_Options]] = {
@@ -280,9 +395,15 @@ SECTIONS: dict[str, type[_Options]] = {
     "webhooks": WebhooksOptions,
     "channels": ChannelsOptions,
     "attribution": AttributionOptions,
+    "bots": BotsOptions,
+    "geo": GeoOptions,
 }
 
-ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {"sources": SourceOptions, "conversions": ConversionRule}
+ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "sources": SourceOptions,
+    "conversions": ConversionRule,
+    "creators": CreatorOptions,
+}
 """Top-level arrays of tables (``[[name]]``), each entry decoded into the struct named here;
 ``Options`` has a tuple field of the same name."""
 
@@ -566,6 +687,7 @@ def validate(options: Options) -> list[str]:
     validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
     p += validate_channels(options.channels) + validate_attribution(options.attribution)
+    p += _validate_bots(options)
     return p
 
 
@@ -643,6 +765,91 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
     )
     _check(p, at.half_life_days > 0, "attribution.half_life_days", f"must be > 0, got {at.half_life_days}")
     return p
+
+
+def _validate_bots(options: Options) -> list[str]:
+    """``[bots]``, ``[[creators]]`` and where ``bots``/``geo`` sit in the pipeline."""
+    p: list[str] = []
+    bots, addons = options.bots, options.proxy.addons
+    if "bots" in addons:
+        for before in ("campaign", "geo"):
+            _check(
+                p,
+                before not in addons or addons.index(before) < addons.index("bots"),
+                "proxy.addons",
+                f'"bots" must come after "{before}" (it scores what {before} found)',
+            )
+    _check(
+        p,
+        0 <= bots.review_threshold <= 100,
+        "bots.review_threshold",
+        f"must be 0..100, got {bots.review_threshold}",
+    )
+    _check(
+        p,
+        bots.review_threshold <= bots.block_threshold <= 100,
+        "bots.block_threshold",
+        f"must be review_threshold..100 ({bots.review_threshold}..100), got {bots.block_threshold}",
+    )
+    for name in BotWeights.__struct_fields__:
+        weight = getattr(bots.weights, name)
+        _check(p, 0 <= weight <= 100, f"bots.weights.{name}", f"must be 0..100, got {weight}")
+    for key in ("window_seconds", "max_per_ip", "max_per_creator_ip", "max_per_visitor"):
+        value = getattr(bots, key)
+        _check(p, 1 <= value <= 10_000_000, f"bots.{key}", f"must be 1..10000000, got {value}")
+    _check(
+        p,
+        1 <= bots.max_click_id_sources <= 100,
+        "bots.max_click_id_sources",
+        f"must be 1..100, got {bots.max_click_id_sources}",
+    )
+    _check(
+        p,
+        1024 <= bots.max_tracked <= 10_000_000,
+        "bots.max_tracked",
+        f"must be 1024..10000000, got {bots.max_tracked}",
+    )
+    for i, agent in enumerate(bots.good_crawlers):
+        _check(p, bool(agent.strip()), f"bots.good_crawlers[{i}]", "must not be empty")
+    seen: set[str] = set()
+    for i, creator in enumerate(options.creators):
+        _check(p, bool(creator.id), f"creators[{i}].id", "must not be empty")
+        _check(p, creator.id not in seen, f"creators[{i}].id", f"{creator.id!r} is listed twice")
+        seen.add(creator.id)
+    return p
+
+
+def check_files(options: Options, base_dir: Path) -> list[str]:
+    """Files the config names that exist but cannot be used: each a problem naming its key.
+
+    A missing GeoIP database is not a problem (the geo addon warns and turns itself off);
+    a corrupt or unreadable one is, so ``gateway check`` catches it before ``run``.
+    """
+    import maxminddb
+
+    p: list[str] = []
+    for key, name, kind in (
+        ("geo.country_db", options.geo.country_db, ""),
+        ("geo.asn_db", options.geo.asn_db, "ASN"),
+    ):
+        path = resolve_path(base_dir, name) if name else None
+        if path is None or not path.exists():
+            continue
+        try:
+            with maxminddb.open_database(str(path)) as reader:
+                found = reader.metadata().database_type
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as err:
+            p.append(f"{key}: cannot read {path} as a MaxMind database: {err}")
+            continue
+        if kind and kind not in found.upper():
+            p.append(f"{key}: {path} is a {found!r} database, not an {kind} one")
+    return p
+
+
+def resolve_path(base_dir: Path, name: str) -> Path:
+    """A path from the config: absolute as given, else relative to the config file's folder."""
+    path = Path(name)
+    return path if path.is_absolute() else base_dir / path
 
 
 def resolve_secret(
@@ -737,6 +944,8 @@ def load_settings(
         raise ConfigError([f"{path or 'config'}: not valid TOML: {err}"]) from err
     options, problems = decode_options(data)
     problems += validate(options)
+    if not problems:
+        problems += check_files(options, base_dir)
     generated: list[str] = []
     secret = resolve_secret("identity.secret", options.identity.secret, environ, dev, problems, generated)
     token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)

@@ -1,8 +1,9 @@
 """Typed events: what the pipeline and the signed-event endpoints learn, written append-only.
 
 One dataclass per table (``table`` names it; the fields are its columns, a
-``dict`` field is stored as JSON): touchpoints, identity bindings,
-conversions, receipts of signed deliveries, and bad events. Each carries a
+``dict`` or ``list`` field is stored as JSON): touchpoints, identity bindings,
+conversions, receipts of signed deliveries, bad events, verdict changes and creator
+standings. Each carries a
 UUIDv7 ``id``, a UTC timestamp ``ts`` (ISO 8601 with microseconds, so text
 order is time order) and the ``node`` that wrote it.
 """
@@ -46,6 +47,19 @@ class Touchpoint:
     """Marketing channel from ``gateway/channels.py``; ``gateway reclassify`` recomputes it."""
     landing_path: str = "/"
     raw_params: dict[str, str] = field(default_factory=dict)
+    bot_score: int | None = None
+    """0..100 from the bots addon (None: not scored)."""
+    verdict: str | None = None
+    """``allow``, ``review``, ``block`` or ``bot`` (a known good crawler); None: not scored.
+    Later changes (re-scoring, an analyst) are ``VerdictChange`` rows, resolved on read."""
+    reasons: list[str] = field(default_factory=list)
+    """Names of the signals that scored, e.g. ``["crawler", "datacenter"]``."""
+    country: str | None = None
+    region: str | None = None
+    asn: int | None = None
+    ip_hash: str | None = None
+    """Keyed hash of the client IP under a key that changes every UTC day: counts distinct IPs
+    within a day, links nothing across days, and never reveals the address."""
 
 
 @dataclass(slots=True)
@@ -139,5 +153,53 @@ class Erasure:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-Event = Touchpoint | Binding | Conversion | Receipt | BadEvent | Erasure
-EVENT_TYPES: tuple[type[Event], ...] = (Touchpoint, Binding, Conversion, Receipt, BadEvent, Erasure)
+@dataclass(slots=True)
+class VerdictChange:
+    """A touchpoint's verdict changed after it was stored: re-scored when a late signal arrived
+    (``origin = "rescore"``, ``note`` names the signal) or overridden by an analyst
+    (``origin = "analyst"``, with who and why). Append-only; on read, the latest analyst
+    change wins, else the latest re-score, else the touchpoint's own verdict."""
+
+    table: ClassVar[str] = "verdict_changes"
+
+    id: str
+    ts: str
+    node: str
+    touchpoint_id: str
+    verdict: str
+    bot_score: int | None
+    reasons: list[str]
+    origin: str
+    """``rescore`` or ``analyst``."""
+    note: str = ""
+    analyst: str | None = None
+
+
+@dataclass(slots=True)
+class CreatorStanding:
+    """An admin set a creator's standing in the registry (``PUT /api/creators/{id}``); the
+    latest per creator wins over ``[[creators]]``. Append-only, with who and why."""
+
+    table: ClassVar[str] = "creator_standings"
+
+    id: str
+    ts: str
+    node: str
+    creator_id: str
+    verified: bool
+    name: str
+    analyst: str
+    note: str
+
+
+Event = Touchpoint | Binding | Conversion | Receipt | BadEvent | Erasure | VerdictChange | CreatorStanding
+EVENT_TYPES: tuple[type[Event], ...] = (
+    Touchpoint,
+    Binding,
+    Conversion,
+    Receipt,
+    BadEvent,
+    Erasure,
+    VerdictChange,
+    CreatorStanding,
+)

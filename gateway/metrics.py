@@ -80,3 +80,9 @@ class Metrics:
             ["sender", "outcome"],
             registry=r,
         )
+        self.bot_verdicts = Counter(
+            "gateway_bot_verdicts", "Landings scored by the bots addon, by verdict", ["verdict"], registry=r
+        )
+        self.bot_rescores = Counter(
+            "gateway_bot_rescores", "Earlier touchpoints re-scored by a late signal", registry=r
+        )

@@ -28,6 +28,13 @@ TOUCHPOINT = {
         "channel",
         "landing_path",
         "raw_params",
+        "bot_score",
+        "verdict",
+        "reasons",
+        "verdict_origin",
+        "country",
+        "region",
+        "asn",
     ],
     "properties": {
         "id": {"type": "string", "description": "UUIDv7, time-ordered"},
@@ -55,8 +62,86 @@ TOUCHPOINT = {
         },
         "landing_path": {"type": "string"},
         "raw_params": {"type": "object", "additionalProperties": {"type": "string"}},
+        "bot_score": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+        "verdict": {
+            "enum": ["allow", "review", "block", "bot", None],
+            "description": "effective verdict: an analyst's override, else the latest re-score, else as "
+            "scored; null: not scored",
+        },
+        "reasons": {"type": "array", "items": {"type": "string"}, "description": "signal names"},
+        "verdict_origin": {
+            "enum": ["rescore", "analyst", None],
+            "description": "what set the effective verdict; null: the scoring at the time",
+        },
+        "country": {**_NULLABLE_STR, "description": "ISO 3166-1 alpha-2"},
+        "region": {**_NULLABLE_STR, "description": "ISO 3166-2, e.g. DE-BY"},
+        "asn": {"type": ["integer", "null"]},
     },
 }
+
+_COUNTS = {
+    "type": "object",
+    "required": ["allow", "review", "block", "bot", "unscored"],
+    "additionalProperties": False,
+    "properties": {
+        v: {"type": "number", "minimum": 0} for v in ("allow", "review", "block", "bot", "unscored")
+    },
+}
+
+FRAUD_GROUP = {
+    "type": "object",
+    "required": ["key", "clicks", "verdicts", "shares", "top_reasons", "distinct_visitors", "distinct_ips"],
+    "properties": {
+        "key": {**_NULLABLE_STR, "description": "the creator ID, source or campaign (null: none)"},
+        "clicks": {"type": "integer", "description": "touchpoints"},
+        "verdicts": {**_COUNTS, "description": "touchpoints per effective verdict"},
+        "shares": {**_COUNTS, "description": "share of clicks per effective verdict, 0..1"},
+        "top_reasons": {
+            "type": "array",
+            "maxItems": 5,
+            "items": {
+                "type": "object",
+                "required": ["reason", "count"],
+                "properties": {"reason": {"type": "string"}, "count": {"type": "integer"}},
+            },
+        },
+        "distinct_visitors": {"type": "integer"},
+        "distinct_ips": {
+            "type": "integer",
+            "description": "through a keyed IP hash rotated daily: an IP seen on two days counts twice",
+        },
+    },
+}
+
+CREATOR = {
+    "type": "object",
+    "required": ["id", "verified", "name", "source", "analyst", "ts"],
+    "properties": {
+        "id": {"type": "string", "description": "the creator ID as it arrives in creator_id"},
+        "verified": {"type": "boolean"},
+        "name": {"type": "string"},
+        "source": {"enum": ["config", "api"], "description": "[[creators]], or a standing set here"},
+        "analyst": {**_NULLABLE_STR, "description": "who set the standing (api)"},
+        "ts": {**_NULLABLE_STR, "description": "when (api)"},
+    },
+}
+
+VERDICT_CHANGE = {
+    "type": "object",
+    "required": ["id", "ts", "node", "verdict", "bot_score", "reasons", "origin", "note", "analyst"],
+    "properties": {
+        "id": {"type": "string"},
+        "ts": {"type": "string", "format": "date-time"},
+        "node": {"type": "string"},
+        "verdict": {"enum": ["allow", "review", "block", "bot"]},
+        "bot_score": {"type": ["integer", "null"]},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "origin": {"enum": ["rescore", "analyst"]},
+        "note": {"type": "string", "description": "rescore: the late signal; analyst: why"},
+        "analyst": {**_NULLABLE_STR, "description": "who decided (analyst changes)"},
+    },
+}
+
 
 BAD_EVENT = {
     "type": "object",
@@ -228,6 +313,9 @@ def openapi_document() -> dict[str, Any]:
                 "Conversion": CONVERSION,
                 "BadEvent": BAD_EVENT,
                 "Error": ERROR,
+                "FraudGroup": FRAUD_GROUP,
+                "VerdictChange": VERDICT_CHANGE,
+                "Creator": CREATOR,
             },
         },
         "security": [{"bearer": []}],
@@ -477,6 +565,206 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": DASHBOARD_SUMMARY}},
                         },
                         **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/fraud": {
+                "get": {
+                    "summary": "Click fraud per creator, source or campaign",
+                    "parameters": [
+                        _query("since", "ISO 8601 date or date-time, inclusive"),
+                        _query("until", "ISO 8601 date or date-time, exclusive"),
+                        _query(
+                            "group_by",
+                            "grouping (default creator_id)",
+                            {"enum": ["creator_id", "source", "campaign"]},
+                        ),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "groups, largest first (at most 1000)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "group_by", "since", "until", "groups"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "group_by": {"type": "string"},
+                                            "since": _NULLABLE_STR,
+                                            "until": _NULLABLE_STR,
+                                            "groups": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/FraudGroup"},
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/review": {
+                "get": {
+                    "summary": "The review queue: touchpoints whose effective verdict is review (or block)",
+                    "parameters": [
+                        _query("since", "ISO 8601 date or date-time, inclusive"),
+                        _query("until", "ISO 8601 date or date-time, exclusive"),
+                        _query("verdict", "review (default) or block", {"enum": ["review", "block"]}),
+                        _query("source", "exact source (case-folded)"),
+                        _query("medium", "exact medium (case-folded)"),
+                        _query("campaign", "exact campaign"),
+                        _query("creator_id", "exact creator ID: review a creator's clicks before a payout"),
+                        _query("visitor_key", "exact visitor key"),
+                        _query("cursor", "next_cursor of the previous page"),
+                        _query(
+                            "limit",
+                            "page size 1..1000 (default 100)",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                        ),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "a page, oldest first",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "items", "next_cursor"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "items": {"type": "array", "items": touchpoint_ref},
+                                            "next_cursor": _NULLABLE_STR,
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/touchpoints/{touchpoint_id}/verdict": {
+                "post": {
+                    "summary": "An analyst overrides a touchpoint's verdict (who and why are kept)",
+                    "parameters": [
+                        {
+                            "name": "touchpoint_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["verdict", "analyst", "reason"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "verdict": {"enum": ["allow", "review", "block", "bot"]},
+                                        "analyst": {"type": "string", "minLength": 1, "maxLength": 100},
+                                        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the touchpoint with its new effective verdict, and every change",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "touchpoint", "changes"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "touchpoint": touchpoint_ref,
+                                            "changes": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/VerdictChange"},
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 404, 503),
+                    },
+                }
+            },
+            "/api/creators": {
+                "get": {
+                    "summary": "The creator registry: [[creators]] with the standings set here on top",
+                    "responses": {
+                        "200": {
+                            "description": "every known creator, by id",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "items"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "items": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Creator"},
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/creators/{creator_id}": {
+                "put": {
+                    "summary": "Set a creator's standing (who and why are kept; bots uses it at once)",
+                    "parameters": [
+                        {"name": "creator_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["verified", "analyst", "reason"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "verified": {"type": "boolean"},
+                                        "name": {"type": "string", "maxLength": 200},
+                                        "analyst": {"type": "string", "minLength": 1, "maxLength": 100},
+                                        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the creator as now known",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "creator"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "creator": {"$ref": "#/components/schemas/Creator"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 503),
                     },
                 }
             },

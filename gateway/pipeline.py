@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from gateway.config import Settings
+from gateway.creators import CreatorRegistry
 from gateway.events import Event
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -147,6 +148,15 @@ class Visitor:
         return self._key
 
 
+@dataclass(slots=True)
+class Geo:
+    """What the geo addon found for the client IP (the IP itself is never kept)."""
+
+    country: str | None = None
+    region: str | None = None
+    asn: int | None = None
+
+
 @dataclass(slots=True, eq=False)
 class Exchange:
     request: RequestView
@@ -175,6 +185,8 @@ class Exchange:
     watched: bool = False
     """A rule matched this request (set in ``request``): its response may bind or convert the
     visitor, so a new visitor must get their cookie with it."""
+    geo: Geo | None = None
+    """Set by the geo addon on page loads and landings; read by later addons (bots)."""
     _query_pairs: list[tuple[str, str, str]] | None = None
 
     @property
@@ -192,6 +204,8 @@ class Context:
     settings: Settings
     keys: Keys
     metrics: Metrics
+    creators: CreatorRegistry | None = None
+    """The creator registry the admin API updates live (None: built from ``[[creators]]``)."""
 
 
 Hook = Callable[[Exchange], Any]
@@ -210,16 +224,13 @@ _RAN = _Ran()
 
 
 class Pipeline:
-    """The ordered chain of addons, with each hook resolved once. An addon whose ``idle``
-    attribute is true after ``configure`` has nothing to do: its hooks are not called."""
+    """The ordered chain of addons, with each hook resolved once."""
 
     def __init__(self, addons: list[tuple[str, object]], metrics: Metrics) -> None:
         self.addons = addons
         self.metrics = metrics
         self._hooks: dict[str, list[tuple[str, Hook, bool]]] = {h: [] for h in HOOKS}
         for name, addon in addons:
-            if getattr(addon, "idle", False):
-                continue  # configured with nothing to do (e.g. no rules): costs requests nothing
             for hook in HOOKS:
                 fn = getattr(addon, hook, None)
                 if fn is not None:
@@ -279,18 +290,30 @@ class Pipeline:
 
 def addon_registry() -> dict[str, Callable[[], object]]:
     """Addon name (as written in ``proxy.addons``) → class. Imported lazily: addons import us."""
+    from addons.bots import Bots
     from addons.campaign import Campaign
     from addons.conversions import Conversions
+    from addons.geo import GeoIP
     from addons.identity import Identity
     from addons.stitching import Stitching
 
-    return {"identity": Identity, "campaign": Campaign, "stitching": Stitching, "conversions": Conversions}
+    return {
+        "identity": Identity,
+        "campaign": Campaign,
+        "geo": GeoIP,
+        "bots": Bots,
+        "stitching": Stitching,
+        "conversions": Conversions,
+    }
 
 
-def build_pipeline(settings: Settings, metrics: Metrics, keys: Keys | None = None) -> Pipeline:
-    """Instantiate and configure the addons named in ``proxy.addons``, in that order."""
+def build_pipeline(
+    settings: Settings, metrics: Metrics, keys: Keys | None = None, creators: CreatorRegistry | None = None
+) -> Pipeline:
+    """Instantiate and configure the addons named in ``proxy.addons``, in that order; one that
+    sets ``enabled = False`` in ``configure`` (nothing to do) is left out of the chain."""
     keys = keys or Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
-    context = Context(settings=settings, keys=keys, metrics=metrics)
+    context = Context(settings=settings, keys=keys, metrics=metrics, creators=creators)
     registry = addon_registry()
     chain = []
     for name in settings.options.proxy.addons:
@@ -298,5 +321,6 @@ def build_pipeline(settings: Settings, metrics: Metrics, keys: Keys | None = Non
         configure = getattr(addon, "configure", None)
         if configure is not None:
             configure(context)
-        chain.append((name, addon))
+        if getattr(addon, "enabled", True):  # an addon that turned itself off costs nothing
+            chain.append((name, addon))
     return Pipeline(chain, metrics)

@@ -23,6 +23,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from gateway.admin import create_admin_app
 from gateway.config import Settings, parse_listen
+from gateway.creators import CreatorRegistry
 from gateway.dashboard import add_dashboard
 from gateway.inbound import Inbound
 from gateway.keys import Keys
@@ -111,7 +112,8 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
     metrics = Metrics()
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     store = LocalStore(settings.store_path, settings.options.storage, metrics)
-    pipeline = build_pipeline(settings, metrics, keys)
+    creators = CreatorRegistry(settings.options.creators)  # the admin API updates what bots reads
+    pipeline = build_pipeline(settings, metrics, keys, creators)
 
     proxy_app = web.Application(handler_args=handler_args(settings))
     proxy_app[STORE_KEY] = store
@@ -132,7 +134,7 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
             await store.close()
 
     proxy_app.cleanup_ctx.append(resources)
-    admin_app = create_admin_app(settings, store, Reader(settings.store_path), metrics, keys)
+    admin_app = create_admin_app(settings, store, Reader(settings.store_path), metrics, keys, creators)
     add_dashboard(admin_app)
     return Gateway(settings, metrics, keys, store, proxy_app, admin_app)
 

@@ -71,11 +71,6 @@ def _credit_rows(rows: list[ChannelCredit]) -> list[dict[str, Any]]:
     ]
 
 
-async def _columns(db: aiosqlite.Connection) -> set[str]:
-    async with db.execute("PRAGMA table_info(touchpoints)") as cursor:
-        return {str(row[1]) for row in await cursor.fetchall()}
-
-
 async def _top(
     db: aiosqlite.Connection, column: str, bounds: dict[str, str], window_days: float, limit: int
 ) -> list[dict[str, Any]]:
@@ -108,15 +103,16 @@ async def _top(
 
 
 async def _bots(db: aiosqlite.Connection, bounds: dict[str, str]) -> tuple[bool, dict[str, int]]:
-    """Touchpoints of the period per bot verdict; without a ``verdict`` column (bot scoring not
-    installed) every touchpoint counts as ``allow``."""
-    scored = "verdict" in await _columns(db)
-    verdict = "coalesce(verdict, 'allow')" if scored else "'allow'"
+    """Touchpoints of the period per effective bot verdict (an analyst's override, else the
+    latest re-score, else as scored), and whether any was scored at all; an unscored touchpoint
+    (the bots addon off) counts as ``allow``."""
     async with db.execute(
-        f"SELECT {verdict}, count(*) FROM touchpoints WHERE ts >= :since AND ts < :until GROUP BY 1",
+        "SELECT coalesce(effective_verdict, 'allow'), count(*), count(effective_verdict) "
+        "FROM effective_touchpoints WHERE ts >= :since AND ts < :until GROUP BY 1",
         bounds,
     ) as cursor:
-        return scored, {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+        rows = list(await cursor.fetchall())
+    return any(r[2] for r in rows), {str(r[0]): int(r[1]) for r in rows}
 
 
 async def _totals(db: aiosqlite.Connection, bounds: dict[str, str]) -> dict[str, int]:

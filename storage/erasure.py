@@ -64,6 +64,12 @@ async def erase_user(
             bad = await bad_events_naming(db, body_key, raw_user_id)
             counts: dict[str, int] = {}
             statements = [
+                (
+                    "verdict_changes",
+                    "DELETE FROM verdict_changes WHERE touchpoint_id IN "
+                    f"(SELECT id FROM touchpoints WHERE visitor_key IN ({marks}))",
+                    visitors,
+                ),
                 ("touchpoints", f"DELETE FROM touchpoints WHERE visitor_key IN ({marks})", visitors),
                 (
                     "conversions",

@@ -41,7 +41,7 @@ log = logging.getLogger("gateway.storage")
 MAX_VARIABLES = 32766
 """SQLite's cap on the variables of one statement: a multi-row INSERT holds this many values."""
 MAX_ROWS_PER_STATEMENT = 512
-"""Batches of one table up to this size go in one multi-row INSERT (16 variables a touchpoint)."""
+"""Batches of one table up to this size go in one multi-row INSERT (23 variables a touchpoint)."""
 MAX_QUEUED = 100_000
 """Most events waiting for (or in) a commit; past it ``submit`` refuses at once."""
 _encode = msgspec.json.Encoder()

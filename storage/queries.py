@@ -1,4 +1,9 @@
-"""Reads of the local store for the admin API: touchpoint listings, visitor and user journeys.
+"""Reads of the local store for the admin API: touchpoints, visitor and user journeys, bad
+events, the fraud report and review queue.
+
+Touchpoints are read through the ``effective_touchpoints`` view, so every answer
+shows a touchpoint's effective verdict (an analyst's override, else the latest
+re-score, else the verdict it was stored with).
 
 Owns its own connection, used only to read (WAL lets it read while the writer commits).
 Returns plain dicts shaped as the admin API answers them.
@@ -18,12 +23,19 @@ import msgspec
 from gateway.ids import id_floor
 from storage.local import connect
 
+VERDICTS = ("allow", "review", "block", "bot")
 JOURNEY_LIMIT = 1000
 """Most touchpoints a journey answer lists (the first ones); first/last touch and count are exact."""
 MAX_USER_VISITORS = 1000
 """Most visitors (devices) a user journey joins."""
 TOUCHPOINT_FILTERS = ("source", "medium", "campaign", "creator_id", "visitor_key")
 _decode = msgspec.json.Decoder(dict[str, str])
+_decode_list = msgspec.json.Decoder(list[str])
+FRAUD_GROUPS = ("creator_id", "source", "campaign")
+"""Columns ``/api/fraud`` may group by (the name goes into the SQL text: only these)."""
+FRAUD_LIMIT = 1000
+"""Most groups a fraud report lists (the largest by clicks)."""
+TOP_REASONS = 5
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class TouchpointQuery:
     equals: Mapping[str, str] | None = None
     cursor: str | None = None
     limit: int = 100
+    verdict: str | None = None
+    """Only touchpoints whose effective verdict is this (the review queue: ``review``)."""
 
 
 def _unix_ms(ts: str) -> int:
@@ -42,9 +56,26 @@ def _unix_ms(ts: str) -> int:
 
 
 def _touchpoint(row: aiosqlite.Row) -> dict[str, Any]:
+    """A row of ``effective_touchpoints`` as the API shows it: the effective verdict, score and
+    reasons in place of the stored ones; the daily IP hash stays inside."""
     item = dict(row)
     item["raw_params"] = _decode.decode(item["raw_params"])
+    item["verdict"] = item.pop("effective_verdict")
+    item["bot_score"] = item.pop("effective_score")
+    item["reasons"] = _decode_list.decode(item.pop("effective_reasons"))
+    del item["ip_hash"], item["verdict_analyst"], item["verdict_note"]
     return item
+
+
+def _window(since: str | None, until: str | None, where: list[str], args: list[Any]) -> None:
+    """A time window as an id range (ids are UUIDv7 minted from ts, so the primary key serves
+    it) plus a ts test that trims the edges to the microsecond."""
+    if since:
+        where += ["id >= ?", "ts >= ?"]
+        args += [id_floor(_unix_ms(since)), since]
+    if until:
+        where += ["id < ?", "ts < ?"]
+        args += [id_floor(_unix_ms(until) + 1), until]
 
 
 class Reader:
@@ -69,24 +100,21 @@ class Reader:
         """One page in id (= time) order, and the cursor of the next page (None on the last)."""
         if q.limit < 1:
             raise ValueError(f"limit must be at least 1, got {q.limit}")
-        where, args = [], []
-        # ids are minted from ts (UUIDv7, milliseconds): a time window is an id range, which
-        # the primary key serves; the ts test then trims the edges to the microsecond.
-        if q.since:
-            where += ["id >= ?", "ts >= ?"]
-            args += [id_floor(_unix_ms(q.since)), q.since]
-        if q.until:
-            where += ["id < ?", "ts < ?"]
-            args += [id_floor(_unix_ms(q.until) + 1), q.until]
+        where: list[str] = []
+        args: list[Any] = []
+        _window(q.since, q.until, where, args)
         for column, value in (q.equals or {}).items():
             if column not in TOUCHPOINT_FILTERS:  # the column name goes into the SQL text
                 raise ValueError(f"not a touchpoint filter: {column!r} (allowed: {TOUCHPOINT_FILTERS})")
             where.append(f"{column} = ?")
             args.append(value)
+        if q.verdict:
+            where.append("effective_verdict = ?")
+            args.append(q.verdict)
         if q.cursor:
             where.append("id > ?")
             args.append(q.cursor)
-        sql = "SELECT * FROM touchpoints"
+        sql = "SELECT * FROM effective_touchpoints"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id LIMIT ?"
@@ -103,7 +131,7 @@ class Reader:
         later landing; the last touch is its last row.
         """
         async with self.db.execute(
-            "SELECT * FROM touchpoints WHERE visitor_key = ? ORDER BY id LIMIT ?",
+            "SELECT * FROM effective_touchpoints WHERE visitor_key = ? ORDER BY id LIMIT ?",
             (visitor_key, JOURNEY_LIMIT + 1),
         ) as cursor:
             touches = [_touchpoint(r) for r in await cursor.fetchall()]
@@ -114,7 +142,8 @@ class Reader:
         if truncated:  # a visitor can add rows at will: never load an unbounded journey
             touches = touches[:JOURNEY_LIMIT]
             async with self.db.execute(
-                "SELECT * FROM touchpoints WHERE visitor_key = ? ORDER BY id DESC LIMIT 1", (visitor_key,)
+                "SELECT * FROM effective_touchpoints WHERE visitor_key = ? ORDER BY id DESC LIMIT 1",
+                (visitor_key,),
             ) as cursor:
                 row = await cursor.fetchone()
             last = _touchpoint(row) if row is not None else touches[-1]
@@ -147,7 +176,7 @@ class Reader:
         keys = [v["visitor_key"] for v in visitors]
         marks = ",".join("?" for _ in keys)
         async with self.db.execute(
-            f"SELECT * FROM touchpoints WHERE visitor_key IN ({marks}) ORDER BY id LIMIT ?",
+            f"SELECT * FROM effective_touchpoints WHERE visitor_key IN ({marks}) ORDER BY id LIMIT ?",
             (*keys, JOURNEY_LIMIT + 1),
         ) as cursor:
             touches = [_touchpoint(r) for r in await cursor.fetchall()]
@@ -163,7 +192,9 @@ class Reader:
         if truncated:
             touches = touches[:JOURNEY_LIMIT]
             async with self.db.execute(
-                f"SELECT * FROM touchpoints WHERE visitor_key IN ({marks}) ORDER BY id DESC LIMIT 1", keys
+                f"SELECT * FROM effective_touchpoints WHERE visitor_key IN ({marks}) "
+                "ORDER BY id DESC LIMIT 1",
+                keys,
             ) as cursor:
                 row = await cursor.fetchone()
             last = _touchpoint(row) if row is not None else touches[-1]
@@ -199,3 +230,74 @@ class Reader:
             row["truncated"] = bool(row["truncated"])
         items = rows[:limit]
         return items, items[-1]["id"] if len(rows) > limit else None
+
+    async def touchpoint(self, touchpoint_id: str) -> dict[str, Any] | None:
+        async with self.db.execute(
+            "SELECT * FROM effective_touchpoints WHERE id = ?", (touchpoint_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return _touchpoint(row) if row is not None else None
+
+    async def verdict_changes(self, touchpoint_id: str) -> list[dict[str, Any]]:
+        """Every change of a touchpoint's verdict, oldest first (re-scores and analyst overrides)."""
+        async with self.db.execute(
+            "SELECT id, ts, node, verdict, bot_score, reasons, origin, note, analyst FROM verdict_changes "
+            "WHERE touchpoint_id = ? ORDER BY id",
+            (touchpoint_id,),
+        ) as cur:
+            rows = [dict(r) for r in await cur.fetchall()]
+        for row in rows:
+            row["reasons"] = _decode_list.decode(row["reasons"])
+        return rows
+
+    async def fraud(self, since: str | None, until: str | None, group_by: str) -> list[dict[str, Any]]:
+        """Per group: clicks, share per effective verdict, top reasons, distinct visitors and
+        distinct IPs (through the daily IP hash: an IP seen on two days counts twice)."""
+        if group_by not in FRAUD_GROUPS:  # the column name goes into the SQL text
+            raise ValueError(f"not a fraud grouping: {group_by!r} (allowed: {FRAUD_GROUPS})")
+        where: list[str] = []
+        args: list[Any] = []
+        _window(since, until, where, args)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        sql = (
+            f"SELECT {group_by} AS key, count(*) AS clicks, "
+            + ", ".join(f"sum(effective_verdict = '{v}') AS {v}" for v in VERDICTS)
+            + ", sum(effective_verdict IS NULL) AS unscored"
+            + ", count(DISTINCT visitor_key) AS visitors, count(DISTINCT ip_hash) AS ips"
+            + f" FROM effective_touchpoints{clause} GROUP BY key ORDER BY clicks DESC, key LIMIT ?"
+        )
+        async with self.db.execute(sql, [*args, FRAUD_LIMIT]) as cur:
+            rows = list(await cur.fetchall())
+        reasons: dict[Any, list[dict[str, Any]]] = {}
+        async with self.db.execute(
+            f"SELECT e.grp, r.value AS reason, count(*) AS n FROM (SELECT {group_by} AS grp, "
+            f"effective_reasons AS er FROM effective_touchpoints{clause}) AS e, json_each(e.er) AS r "
+            "GROUP BY e.grp, reason ORDER BY e.grp, n DESC, reason",
+            args,
+        ) as cur:
+            for row in await cur.fetchall():
+                top = reasons.setdefault(row["grp"], [])
+                if len(top) < TOP_REASONS:
+                    top.append({"reason": row["reason"], "count": row["n"]})
+        groups = []
+        for row in rows:
+            clicks = row["clicks"]
+            groups.append(
+                {
+                    "key": row["key"],
+                    "clicks": clicks,
+                    "verdicts": {v: row[v] for v in (*VERDICTS, "unscored")},
+                    "shares": {v: round(row[v] / clicks, 4) for v in (*VERDICTS, "unscored")},
+                    "top_reasons": reasons.get(row["key"], []),
+                    "distinct_visitors": row["visitors"],
+                    "distinct_ips": row["ips"],
+                }
+            )
+        return groups
+
+    async def creator_standings(self) -> list[dict[str, Any]]:
+        """Every creator standing set through the admin API, oldest first."""
+        async with self.db.execute(
+            "SELECT creator_id, verified, name, analyst, note, ts FROM creator_standings ORDER BY id"
+        ) as cur:
+            return [dict(r) for r in await cur.fetchall()]

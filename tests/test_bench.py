@@ -21,3 +21,15 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
     assert "gateway/bare" in done.stdout
     results = json.loads(out.read_text())
     assert results
+
+
+def test_scoring_bench_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "bots.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bots", "--requests", "2000", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "geo + bots median per request" in done.stdout
+    results = json.loads(out.read_text())
+    assert {"asset", "page", "landing", "all"} <= set(results) and results["all"]["requests"] == 2000

@@ -170,8 +170,8 @@ def test_other_status_or_path_records_nothing() -> None:
     assert run(ctx, checkout("/checkout/x")) is None
 
 
-def test_no_rules_means_idle() -> None:
-    assert configured(Conversions).idle is True
+def test_no_rules_means_disabled() -> None:
+    assert configured(Conversions).enabled is False
 
 
 @pytest.mark.parametrize(

@@ -239,9 +239,9 @@ def test_same_pair_bound_once_per_process_other_visitors_still_bound() -> None:
     assert len(bindings) == 2 and bindings[0].visitor_key != bindings[1].visitor_key
 
 
-def test_no_rules_means_idle() -> None:
-    assert configured(Stitching).idle is True
-    assert configured(Stitching, rule('{ form = "u" }')).idle is False
+def test_no_rules_means_disabled() -> None:
+    assert configured(Stitching).enabled is False
+    assert configured(Stitching, rule('{ form = "u" }')).enabled is True
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,14 @@ async def get(gw, path: str, headers: dict[str, str] | None = None, **params):
         return resp.status, resp.headers, await resp.json()
 
 
-ENDPOINTS = ["/metrics", "/api/touchpoints", "/api/visitors/" + "0" * 32]
+ENDPOINTS = [
+    "/metrics",
+    "/api/touchpoints",
+    "/api/visitors/" + "0" * 32,
+    "/api/fraud",
+    "/api/review",
+    "/api/creators",
+]
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -74,6 +81,14 @@ async def test_missing_or_wrong_token_rejected(gw, path: str, headers) -> None:
         ("/api/visitors/" + "0" * 32, {}, 404),
         ("/api/visitors/not-an-id", {}, 400),
         ("/api/nothing-here", {}, 404),
+        ("/api/fraud", {}, 200),
+        ("/api/fraud", {"group_by": "medium"}, 400),
+        ("/api/fraud", {"until": "soon"}, 400),
+        ("/api/review", {}, 200),
+        ("/api/review", {"cursor": "nope"}, 400),
+        ("/api/review", {"colour": "red"}, 400),
+        ("/api/creators", {}, 200),
+        ("/api/creators", {"verified": "1"}, 400),
     ],
 )
 async def test_envelope_shape_everywhere(gw, path: str, params, status: int) -> None:
@@ -171,3 +186,9 @@ async def test_healthz_reports_a_stopped_store(gw) -> None:
     assert status == 503 and body["ok"] is False and "store" in body["error"]
     async with gw.session.get(gw.url + "/?utm_source=x") as resp:
         assert resp.status == 200  # the site is still served (fail open)
+
+
+async def test_verdict_override_needs_the_token(gw) -> None:
+    url = gw.admin_url + "/api/touchpoints/0190a2b4-0000-7000-8000-000000000000/verdict"
+    async with gw.session.post(url, json={"verdict": "allow", "analyst": "a", "reason": "b"}) as resp:
+        assert resp.status == 401 and (await resp.json())["ok"] is False

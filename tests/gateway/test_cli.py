@@ -220,3 +220,23 @@ def test_check_prints_tables_of_options_as_valid_toml(tmp_path: Path) -> None:
     assert printed["channels"]["referrers"] == {"kagi.com": "search/Kagi"}
     assert printed["channels"]["rules"][0]["channel"] == "Podcasts"
     assert printed["attribution"]["lookback_days"]["conversion"] == 7.0
+
+
+def test_run_refuses_a_corrupt_geoip_database_naming_its_key(tmp_path: Path) -> None:
+    (tmp_path / "GeoLite2-ASN.mmdb").write_bytes(b"\x00" * 4096)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[geo]\nasn_db = "GeoLite2-ASN.mmdb"\n[storage]\npath = "gw.db"\n')
+    done = gateway("run", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2
+    assert f"geo.asn_db: cannot read {tmp_path / 'GeoLite2-ASN.mmdb'} as a MaxMind database" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_check_prints_nested_tables_and_creators(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[bots.weights]\ncrawler = 70\n[[creators]]\nid = 'anna'\nverified = true\n")
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 0, done.stderr
+    printed = tomllib.loads(done.stdout)
+    assert printed["bots"]["weights"]["crawler"] == 70
+    assert printed["creators"] == [{"id": "anna", "verified": True, "name": ""}]

@@ -53,6 +53,10 @@ async def gw(start_gateway, upstream_server):
         ("/api/visitors/{key}", "/api/visitors/{visitor_id}", {}, 200),
         ("/api/visitors/" + "0" * 32, "/api/visitors/{visitor_id}", {}, 404),
         ("/healthz", "/healthz", {}, 200),
+        ("/api/fraud", "/api/fraud", {"group_by": "source"}, 200),
+        ("/api/fraud", "/api/fraud", {"group_by": "ip"}, 400),
+        ("/api/review", "/api/review", {"verdict": "block"}, 200),
+        ("/api/review", "/api/review", {"limit": "x"}, 400),
     ],
 )
 async def test_answers_match_the_document(gw, path: str, template: str, params, status: int) -> None:

@@ -89,24 +89,15 @@ def test_is_document(headers: dict[str, str], method: str, document: bool) -> No
     assert exchange(headers=headers, method=method).request.is_document is document
 
 
-async def test_idle_addon_is_never_called() -> None:
-    """An addon configured with nothing to do (e.g. no rules) costs requests nothing."""
-    log: list[str] = []
-    idle = Recorder("idle", log)
-    idle.idle = True  # type: ignore[attr-defined]
-    pipeline = Pipeline([("a", Recorder("a", log)), ("idle", idle)], Metrics())
-    ex = exchange()
-    await pipeline.request(ex)
-    await pipeline.response(ex)
-    assert log == ["a.request", "a.response"]
-
-
-def test_default_rule_addons_are_idle_without_rules() -> None:
+def test_default_rule_addons_leave_the_chain_without_rules() -> None:
+    """An addon configured with nothing to do (no rules, no database) costs requests nothing:
+    ``build_pipeline`` leaves it out."""
     from gateway.pipeline import build_pipeline
     from tests.addons.conftest import context
 
     ctx = context()
-    assert "stitching" in ctx.settings.options.proxy.addons
+    assert {"stitching", "conversions", "geo"} <= set(ctx.settings.options.proxy.addons)
     pipeline = build_pipeline(ctx.settings, Metrics(), ctx.keys)
+    assert [name for name, _ in pipeline.addons] == ["identity", "campaign", "bots"]
     hooked = {name for hook in ("request", "response") for name, _, _ in pipeline._hooks[hook]}
-    assert hooked == {"identity", "campaign"}
+    assert hooked == {"identity", "campaign", "bots"}

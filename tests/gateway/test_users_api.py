@@ -152,7 +152,13 @@ async def test_erase_removes_the_user_everywhere_locally(gw: RunningGateway) -> 
         assert resp.status == 200
         body = await resp.json()
     Draft202012Validator(schema_for("delete", 200)).validate(body)
-    assert body["erased"] == {"touchpoints": 2, "conversions": 1, "identities": 2, "bad_events": 1}
+    assert body["erased"] == {
+        "verdict_changes": 0,
+        "touchpoints": 2,
+        "conversions": 1,
+        "identities": 2,
+        "bad_events": 1,
+    }
     assert body["visitors"] == 2
 
     async with gw.session.get(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:

@@ -189,3 +189,45 @@ async def test_a_long_journey_is_listed_up_to_the_limit_with_exact_slots(tmp_pat
     assert journey["touch_count"] == JOURNEY_LIMIT + 5
     assert journey["first_touch"]["id"] == events[0].id
     assert journey["last_touch"]["id"] == events[-1].id
+
+
+def change(n: int, touchpoint: Touchpoint, verdict: str, origin: str, minute: int) -> Any:
+    from gateway.events import VerdictChange
+
+    return VerdictChange(
+        id=str(uuid.UUID(int=((T0_MS + minute * 60_000) << 80) | (0x7 << 76) | (0b10 << 62) | (1000 + n))),
+        ts=iso(T0 + timedelta(minutes=minute)),
+        node="test",
+        touchpoint_id=touchpoint.id,
+        verdict=verdict,
+        bot_score={"allow": 0, "review": 30, "block": 60}[verdict],
+        reasons=[origin],
+        origin=origin,
+        note="why",
+        analyst="maria" if origin == "analyst" else None,
+    )
+
+
+async def test_effective_verdict_analyst_wins_over_later_rescores(data: Data) -> None:
+    first, second = EVENTS[0], EVENTS[3]  # both visitor "a"
+    await data.store.write(
+        [
+            change(0, first, "review", "rescore", 100),
+            change(1, first, "allow", "analyst", 101),
+            change(2, first, "block", "rescore", 102),  # a later re-score does not undo the analyst
+            change(3, second, "review", "rescore", 100),
+            change(4, second, "block", "rescore", 101),  # the latest re-score wins
+        ]
+    )
+    items, _ = await data.reader.touchpoints(TouchpointQuery(limit=5))
+    shown = {i["id"]: (i["verdict"], i["bot_score"], i["reasons"], i["verdict_origin"]) for i in items}
+    assert shown[first.id] == ("allow", 0, ["analyst"], "analyst")
+    assert shown[second.id] == ("block", 60, ["rescore"], "rescore")
+    assert shown[EVENTS[1].id] == (None, None, [], None)  # never scored
+    review, _ = await data.reader.touchpoints(TouchpointQuery(verdict="block"))
+    assert [i["id"] for i in review] == [second.id]
+    assert [c["origin"] for c in await data.reader.verdict_changes(first.id)] == [
+        "rescore",
+        "analyst",
+        "rescore",
+    ]

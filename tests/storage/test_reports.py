@@ -144,8 +144,7 @@ async def test_data_driven_learns_from_journeys_that_did_not_convert(report: Rep
 async def test_quarantined_touchpoints_are_excluded_once_verdicts_exist(
     db: aiosqlite.Connection, report: Report
 ) -> None:
-    # The bots branch adds touchpoints.verdict; the report uses it as soon as it is there.
-    await db.execute("ALTER TABLE touchpoints ADD COLUMN verdict TEXT")
+    # Touchpoints scored "review" by the bots addon earn no credit.
     await db.execute("UPDATE touchpoints SET verdict = 'review' WHERE channel = 'Paid Social'")
     credited = await report("first_touch")
     assert "Paid Social" not in credited and credited["Email"] == (10000, MICRO)

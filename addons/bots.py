@@ -1,0 +1,324 @@
+"""Bot and click-fraud scoring: every landing gets a 0..100 score, a verdict and its reasons.
+
+Configured by ``[bots]`` (weights, thresholds, actions, velocity limits) and
+the creator registry (``[[creators]]`` and the admin API's standings). Reads the request (agent, headers,
+client IP), the campaign addon's touchpoint and the geo addon's ASN; writes
+``bot_score``, ``verdict``, ``reasons`` and ``ip_hash`` on the touchpoint,
+``VerdictChange`` events when a late signal re-scores a visitor's earlier
+touchpoints, and — only where ``on_review``/``on_block`` say ``block`` — a 403.
+
+Owns its in-memory state, bounded by ``max_tracked`` keys per table: the
+agent-verdict LRU cache, the velocity windows, click-ID sources and per-visitor
+behaviour. Cheap checks come first; an asset request costs one dict lookup.
+What an agent or a header says is judged by the pure helpers in ``addons.signals``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+from crawlerdetect import CrawlerDetect
+
+from addons.signals import (
+    ABSURD,
+    CADENCE,
+    MAX_AGENT,
+    Agent,
+    classify_agent,
+    header_reasons,
+    inhuman,
+    is_asset,
+    is_prefetch,
+)
+from addons.velocity import DistinctSources, HeldItems, Lru, WindowCounter
+from gateway.creators import CreatorRegistry
+from gateway.events import Touchpoint, VerdictChange, iso
+from gateway.ids import Uuid7
+from gateway.keys import derive
+from gateway.pipeline import Context, Exchange, Reply
+
+AGENT_CACHE = 8192
+"""Distinct user agents whose classification is cached (a few hundred cover most real traffic)."""
+RECENT_TOUCHES = 4
+"""Touchpoints per visitor kept for re-scoring when a late signal arrives."""
+MIN_DOCS_WITHOUT_ASSETS = 3
+
+BLOCK_PAGE = (
+    b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>403 Forbidden</title></head>'
+    b"<body><h1>403 Forbidden</h1><p>Access to this page is not allowed.</p></body></html>"
+)
+VERDICTS = ("allow", "review", "block", "bot")
+LATE_SIGNALS = frozenset({"robots_txt", "no_assets", "inhuman_cadence", "creator_ip_velocity"})
+"""Signals that re-score touchpoints already stored when they show up later."""
+
+
+@dataclass(slots=True)
+class Touch:
+    """A recent touchpoint of a visitor, as last scored."""
+
+    id: str
+    score: int
+    reasons: list[str]
+    verdict: str
+    at: float
+    """Unix seconds of the landing: only touches inside the window are re-scored."""
+
+
+@dataclass(slots=True)
+class VisitorState:
+    new: bool
+    """The visitor had no cookie when first seen: no browser cache either, so assets must load."""
+    docs: int = 0
+    assets: int = 0
+    robots: bool = False
+    times: list[float] = field(default_factory=list)
+    touches: list[Touch] = field(default_factory=list)
+
+
+class Bots:
+    def configure(self, ctx: Context) -> None:
+        opts = ctx.settings.options.bots
+        self.opts = opts
+        self.weights: dict[str, int] = msgspec.structs.asdict(opts.weights)
+        self.node = ctx.settings.node
+        self.secret = ctx.settings.secret
+        self.new_id = Uuid7()
+        good = "|".join(re.escape(a.strip()) for a in opts.good_crawlers) or r"(?!)"
+        self.good = re.compile(good, re.IGNORECASE)
+        self.detector = CrawlerDetect()
+        self._cached_agent = functools.lru_cache(maxsize=AGENT_CACHE)(self._agent)
+        self.creators = (
+            ctx.creators if ctx.creators is not None else CreatorRegistry(ctx.settings.options.creators)
+        )
+        self.datacenter = frozenset(opts.datacenter_asns)
+        self.block_on = {"review": opts.on_review == "block", "block": opts.on_block == "block"}
+        self.may_block = any(self.block_on.values())
+        window, keys = float(opts.window_seconds), opts.max_tracked
+        self.per_ip = WindowCounter(window, keys)
+        self.per_creator_ip = WindowCounter(window, keys)
+        self.per_visitor = WindowCounter(window, keys)
+        self.creator_touches: HeldItems[Touch] = HeldItems(opts.max_per_creator_ip, keys)
+        """(creator, IP) → its landings so far: re-scored if the pair's count passes its limit."""
+        self.click_ips = DistinctSources(window, keys, opts.max_click_id_sources + 1)
+        self.click_visitors = DistinctSources(window, keys, opts.max_click_id_sources + 1)
+        self.visitors: Lru[VisitorState] = Lru(keys)
+        self.robots_ips: Lru[float] = Lru(keys)
+        """IP → when it last fetched robots.txt (a flag that lasts one window: IPs are shared)."""
+        self._ip_key: tuple[int, bytes] = (-1, b"")
+        self.verdicts = {v: ctx.metrics.bot_verdicts.labels(v) for v in VERDICTS}
+        self.rescored = ctx.metrics.bot_rescores
+
+    async def running(self) -> None:
+        """Compile the crawler database's patterns before the first request (about half a
+        second of CPU): off the event loop, at start-up, not in a visitor's request."""
+        await asyncio.to_thread(self.detector.is_crawler, "Mozilla/5.0 (warm-up)")
+
+    def agent(self, agent: str) -> Agent:
+        """The agent's verdict, cached. An overlong agent is judged at once and never cached,
+        so the cache holds at most AGENT_CACHE * MAX_AGENT characters (about 4 MB)."""
+        if len(agent) > MAX_AGENT:
+            return ABSURD
+        return self._cached_agent(agent)
+
+    def _agent(self, agent: str) -> Agent:
+        return classify_agent(agent, self.good, self.detector)
+
+    def weight(self, reason: str) -> int:
+        return self.weights.get(reason, 0)
+
+    def verdict(self, score: int, good: bool) -> str:
+        if good and not self.opts.block_good_crawlers:
+            return "bot"
+        if score >= self.opts.block_threshold:
+            return "block"
+        return "review" if score >= self.opts.review_threshold else "allow"
+
+    def ip_hash(self, ip: str, ts: datetime) -> str:
+        """Keyed hash of ``ip`` under a key derived from the master secret and the UTC day
+        (keyed BLAKE2b, a MAC in one C call)."""
+        day = int(ts.timestamp() // 86400)
+        if self._ip_key[0] != day:
+            label = f"gateway/ip-hash/v1/{ts.astimezone(UTC).date().isoformat()}"
+            self._ip_key = (day, derive(self.secret, label))
+        return hashlib.blake2b(ip.encode(), key=self._ip_key[1], digest_size=12).hexdigest()
+
+    # -- the hook ---------------------------------------------------------------------------
+
+    def request(self, ex: Exchange) -> None:
+        req = ex.request
+        visitor = ex.visitor
+        touchpoint = None
+        for event in ex.events:  # usually none, or the one the campaign addon just added
+            if type(event) is Touchpoint:
+                touchpoint = event
+                break
+        if req.path == "/robots.txt":
+            self._robots(ex)
+        if touchpoint is None and not req.is_document:
+            if visitor is not None and is_asset(ex):
+                state = self.visitors.get(visitor.id)
+                if state is not None:
+                    state.assets += 1
+            if self.may_block:
+                self._act(ex, *self._score_agent(ex))
+            return
+        prefetch = is_prefetch(req.headers)
+        tracked, state = self._track(ex, touchpoint, prefetch)
+        if touchpoint is None and not self.may_block:
+            return  # a page load: counted and watched; only landings are scored and stored
+        reasons, good = self._score_agent(ex)
+        reasons += tracked
+        if ex.geo is not None and ex.geo.asn in self.datacenter:
+            reasons.append("datacenter")
+        if prefetch:
+            reasons.append("prefetch")
+        if touchpoint is not None and touchpoint.creator_id is not None and self.creators:
+            verified = self.creators.verified(touchpoint.creator_id)
+            if verified is None:
+                reasons.append("unknown_creator")
+            elif not verified:
+                reasons.append("unverified_creator")
+        reasons = [r for r in dict.fromkeys(reasons) if self.weight(r)]
+        score = min(100, sum(self.weight(r) for r in reasons))
+        if good:
+            score, reasons = 100, ["good_crawler", *reasons]
+        verdict = self.verdict(score, good)
+        if touchpoint is not None:
+            touchpoint.bot_score, touchpoint.verdict, touchpoint.reasons = score, verdict, reasons
+            if req.client_ip:
+                touchpoint.ip_hash = self.ip_hash(req.client_ip, req.ts)
+            self.verdicts[verdict].inc()
+            touch = Touch(touchpoint.id, score, reasons, verdict, req.ts.timestamp())
+            if state is not None:
+                state.touches.append(touch)
+                del state.touches[:-RECENT_TOUCHES]
+            if touchpoint.creator_id is not None and "creator_ip_velocity" not in reasons:
+                self.creator_touches.add((touchpoint.creator_id, req.client_ip), touch)
+        self._act(ex, reasons, good, verdict)
+
+    def _track(
+        self, ex: Exchange, touchpoint: Touchpoint | None, prefetch: bool
+    ) -> tuple[list[str], VisitorState | None]:
+        """Every page load: velocity counts and the visitor's behaviour; a late signal found here
+        re-scores the visitor's earlier touchpoints. The signals that fired, and the state."""
+        now = ex.request.ts.timestamp()
+        reasons = self._velocity(ex, touchpoint, now)
+        if ex.visitor is None:
+            return reasons, None
+        state = self._behaviour(ex, now, prefetch)
+        if touchpoint is None and not state.touches and not self.may_block:
+            return reasons, state  # nothing to re-score, nothing to score: the next landing will look
+        late = []
+        fetched = self.robots_ips.get(ex.request.client_ip)
+        if state.robots or (fetched is not None and now - fetched < self.opts.window_seconds):
+            late.append("robots_txt")
+        if state.new and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
+            late.append("no_assets")
+        if len(state.times) >= CADENCE and inhuman(state.times):
+            late.append("inhuman_cadence")
+        if late:
+            self._rescore(ex, state.touches, late)
+            reasons += late
+        return reasons, state
+
+    def _score_agent(self, ex: Exchange) -> tuple[list[str], bool]:
+        headers = ex.request.headers
+        agent = self.agent(headers.get("user-agent", ""))
+        reasons = list(agent.reasons)
+        if agent.browser:
+            reasons += header_reasons(agent, headers, ex.request.scheme)
+        return reasons, agent.good
+
+    def _act(self, ex: Exchange, reasons: list[str], good: bool, verdict: str | None = None) -> None:
+        if verdict is None:
+            kept = [r for r in dict.fromkeys(reasons) if self.weight(r)]
+            verdict = self.verdict(min(100, sum(self.weight(r) for r in kept)), good)
+        if self.block_on.get(verdict):
+            ex.reply = Reply(
+                403,
+                body=BLOCK_PAGE,
+                headers={"content-type": "text/html; charset=utf-8", "cache-control": "no-store"},
+            )
+
+    def _velocity(self, ex: Exchange, touchpoint: Touchpoint | None, now: float) -> list[str]:
+        opts, req, reasons = self.opts, ex.request, []
+        ip = req.client_ip
+        if self.per_ip.hit(ip, now) > opts.max_per_ip:
+            reasons.append("ip_velocity")
+        if ex.visitor is not None and self.per_visitor.hit(ex.visitor.id, now) > opts.max_per_visitor:
+            reasons.append("visitor_velocity")
+        if touchpoint is None:
+            return reasons
+        creator = touchpoint.creator_id
+        if creator is not None and self.per_creator_ip.hit((creator, ip), now) > opts.max_per_creator_ip:
+            reasons.append("creator_ip_velocity")
+            # The burst's earlier clicks were part of it too: re-score those still in the window.
+            held = self.creator_touches.take((creator, ip))
+            self._rescore(ex, [t for t in held if now - t.at < opts.window_seconds], ["creator_ip_velocity"])
+        if touchpoint.click_id is not None:
+            click = (touchpoint.click_id_kind, touchpoint.click_id)
+            many = self.click_ips.add(click, ip, now) > opts.max_click_id_sources
+            if ex.visitor is not None:
+                many |= self.click_visitors.add(click, ex.visitor.id, now) > opts.max_click_id_sources
+            if many:
+                reasons.append("click_id_reuse")
+        return reasons
+
+    def _behaviour(self, ex: Exchange, now: float, prefetch: bool) -> VisitorState:
+        assert ex.visitor is not None
+        state = self.visitors.get(ex.visitor.id)
+        if state is None:
+            state = VisitorState(new=ex.visitor.is_new)
+            self.visitors.put(ex.visitor.id, state)
+        if not prefetch:  # a speculative load is not a page the visitor saw
+            state.docs += 1
+            state.times.append(now)
+            del state.times[:-CADENCE]
+        return state
+
+    def _robots(self, ex: Exchange) -> None:
+        """A robots.txt fetch: people never ask for it. Flag the IP and re-score the visitor."""
+        self.robots_ips.put(ex.request.client_ip, ex.request.ts.timestamp())
+        if ex.visitor is None:
+            return
+        state = self.visitors.get(ex.visitor.id)
+        if state is not None:
+            state.robots = True
+            self._rescore(ex, state.touches, ["robots_txt"])
+
+    def _rescore(self, ex: Exchange, touches: list[Touch], late: list[str]) -> None:
+        """Add late signals to earlier touchpoints; keep each change as an event."""
+        late = [r for r in late if r in LATE_SIGNALS and self.weight(r)]
+        if not late:
+            return
+        req = ex.request
+        for touch in touches:
+            added = [r for r in late if r not in touch.reasons]
+            if not added:
+                continue
+            touch.reasons = touch.reasons + added
+            score = min(100, touch.score + sum(self.weight(r) for r in added))
+            verdict = touch.verdict if touch.verdict == "bot" else self.verdict(score, False)
+            if (score, verdict) == (touch.score, touch.verdict):
+                continue
+            touch.score, touch.verdict = score, verdict
+            ex.events.append(
+                VerdictChange(
+                    id=self.new_id(int(req.ts.timestamp() * 1000)),
+                    ts=iso(req.ts),
+                    node=self.node,
+                    touchpoint_id=touch.id,
+                    verdict=verdict,
+                    bot_score=score,
+                    reasons=list(touch.reasons),
+                    origin="rescore",
+                    note=", ".join(added),
+                )
+            )
+            self.rescored.inc()

@@ -1,0 +1,131 @@
+"""Pure bot signals: what a user agent says, whether headers agree with it, and page cadence.
+
+Module-level helpers with no state: the bots addon calls them (and caches the
+agent verdicts); tests call them directly. The crawler database is the
+``crawlerdetect`` package; the own rules here cover what it does not name:
+empty and absurd agents, HTTP libraries and runtimes, headless browsers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from crawlerdetect import CrawlerDetect
+
+from gateway.pipeline import Exchange
+
+MAX_AGENT = 512
+"""Longest agent judged on what it says; a longer one is absurd (and never cached)."""
+CADENCE = 5
+"""Page loads whose spacing is judged."""
+_LIBRARY = re.compile(
+    r"^(curl|wget|python|aiohttp|httpx|go-http-client|okhttp|java/|apache-httpclient|libwww-perl|"
+    r"node-fetch|node|axios|undici|got\b|bun/|deno/|scrapy|guzzle|ruby|php/|postmanruntime|insomnia|"
+    r"httpie|powershell|winhttp|reqwest|hackney|faraday|http\.rb|dart:io|cfnetwork)",
+    re.IGNORECASE,
+)
+_HEADLESS = re.compile(
+    r"headless|phantomjs|puppeteer|playwright|selenium|webdriver|slimerjs|lighthouse", re.IGNORECASE
+)
+_CHROME = re.compile(r"(?:Chrome|Chromium)/(\d+)")
+_PLATFORMS = (("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iOS"),
+              ("CrOS", "Chrome OS"), ("Macintosh", "macOS"), ("Linux", "Linux"))  # fmt: skip
+_SAME_PLATFORM = {name: {name} for _, name in _PLATFORMS} | {"Linux": {"Linux", "Android"}}
+"""Client-hint platforms that agree with the agent's (Android's "desktop site" mode says Linux)."""
+_ASSET_DESTS = frozenset({"style", "script", "image", "font", "audio", "video", "track", "manifest"})
+_ASSET_SUFFIXES = (".css", ".js", ".mjs", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg",
+                   ".ico", ".woff", ".woff2", ".ttf", ".map")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """What a User-Agent says, decided once per distinct agent and cached."""
+
+    reasons: tuple[str, ...] = ()
+    good: bool = False
+    """A known good crawler (search engine, link preview): labelled ``bot``, never blocked."""
+    browser: bool = False
+    chromium: bool = False
+    """Chromium 90+: sends ``sec-ch-ua`` on https."""
+    no_hints: bool = False
+    """Firefox or Safari: never sends ``sec-ch-ua``."""
+    platform: str | None = None
+
+
+ABSURD = Agent(("absurd_agent",))
+
+
+def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -> Agent:
+    """Own rules first (empty, absurd, HTTP libraries, headless), then the crawler database."""
+    agent = agent.strip()
+    if not agent:
+        return Agent(("empty_agent",))
+    if len(agent) > MAX_AGENT or not agent.isprintable():
+        return ABSURD
+    if good.search(agent):
+        return Agent(good=True)
+    if _LIBRARY.match(agent):
+        return Agent(("http_library",))
+    if _HEADLESS.search(agent):
+        return Agent(("headless",))
+    if detector.is_crawler(agent):
+        return Agent(("crawler",))
+    if not agent.startswith("Mozilla/5.0 ("):
+        return ABSURD
+    chrome = _CHROME.search(agent)
+    platform = next((name for token, name in _PLATFORMS if token in agent), None)
+    is_ios = platform == "iOS"
+    return Agent(
+        browser=True,
+        # Android WebViews (in-app browsers: most influencer traffic) may send no client hints.
+        chromium=chrome is not None and int(chrome.group(1)) >= 90 and not is_ios and "; wv)" not in agent,
+        no_hints=chrome is None and ("Firefox/" in agent or "Safari/" in agent or is_ios),
+        platform=platform,
+    )
+
+
+def header_reasons(agent: Agent, headers: Mapping[str, str], scheme: str) -> list[str]:
+    """Header consistency for an agent that claims to be a browser."""
+    get = headers.get
+    reasons = []
+    if not get("accept-language"):
+        reasons.append("no_accept_language")
+    hints = get("sec-ch-ua")
+    if agent.chromium and scheme == "https" and hints is None:
+        reasons.append("no_client_hints")
+    if hints is not None and "Headless" in hints:  # a spoofed agent; the brand list still tells
+        reasons.append("headless")
+    platform = get("sec-ch-ua-platform")
+    if (
+        (agent.no_hints and hints is not None)
+        or (platform and agent.platform and platform.strip('"') not in _SAME_PLATFORM[agent.platform])
+        or (get("sec-ch-ua-mobile") == "?1" and agent.platform in ("Windows", "macOS"))
+    ):
+        reasons.append("header_mismatch")
+    return reasons
+
+
+def inhuman(times: list[float]) -> bool:
+    """``CADENCE`` page loads each under a second apart, or spaced like a metronome."""
+    if len(times) < CADENCE:
+        return False
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    mean = sum(gaps) / len(gaps)
+    return max(gaps) < 1.0 or (mean < 120 and max(gaps) - min(gaps) < 0.02 * mean)
+
+
+def is_asset(ex: Exchange) -> bool:
+    dest = ex.request.headers.get("sec-fetch-dest")
+    if dest is not None:
+        return dest in _ASSET_DESTS
+    return ex.request.path.endswith(_ASSET_SUFFIXES)
+
+
+def is_prefetch(headers: Mapping[str, str]) -> bool:
+    """A speculative load (prefetch, prerender, link preview): nobody clicked yet."""
+    get = headers.get
+    purpose = get("sec-purpose") or get("purpose") or get("x-purpose") or get("x-moz") or ""
+    return "prefetch" in purpose or "preview" in purpose

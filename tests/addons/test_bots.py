@@ -1,0 +1,535 @@
+"""Bot scoring on plain Exchanges: labelled traffic, velocity windows, late signals, actions."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from addons.bots import Bots
+from addons.signals import classify_agent, inhuman
+from addons.velocity import DistinctSources, HeldItems, WindowCounter
+from gateway.config import load_settings
+from gateway.events import Touchpoint, VerdictChange
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+from gateway.pipeline import Exchange, Pipeline, RequestView, build_pipeline
+from tests.addons.conftest import FIXED_TS
+from tests.conftest import ENV
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+CHROME_HEADERS = {
+    "user-agent": CHROME,
+    "accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "accept-language": "de-DE,de;q=0.9,en;q=0.8",
+    "sec-ch-ua": '"Google Chrome";v="131", "Chromium";v="131", "Not_A Brand";v="24"',
+    "sec-ch-ua-mobile": "?0",
+    "sec-ch-ua-platform": '"Windows"',
+    "sec-fetch-dest": "document",
+    "sec-fetch-mode": "navigate",
+}
+FIREFOX_HEADERS = {
+    "user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "accept": "text/html,application/xhtml+xml",
+    "accept-language": "en-US,en;q=0.5",
+    "sec-fetch-dest": "document",
+}
+IPHONE_HEADERS = {
+    "user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "accept": "text/html",
+    "accept-language": "fr-FR,fr;q=0.9",
+    "sec-fetch-dest": "document",
+}
+ANDROID_HEADERS = {
+    "user-agent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Mobile Safari/537.36",
+    "accept": "text/html",
+    "accept-language": "en-GB,en;q=0.9",
+    "sec-ch-ua": '"Chromium";v="131", "Not_A Brand";v="24"',
+    "sec-ch-ua-mobile": "?1",
+    "sec-ch-ua-platform": '"Android"',
+    "sec-fetch-dest": "document",
+}
+ANDROID_WEBVIEW = {
+    "user-agent": "Mozilla/5.0 (Linux; Android 14; SM-S918B Build/UP1A; wv) AppleWebKit/537.36 (KHTML, like "
+    "Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/489.0.0.53.81;]",
+    "accept": "text/html",
+    "accept-language": "en-US",
+    "x-requested-with": "com.facebook.katana",
+}
+ANDROID_DESKTOP_MODE = {
+    "user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+    "Safari/537.36",
+    "accept": "text/html",
+    "accept-language": "en-US",
+    "sec-ch-ua": '"Chromium";v="131"',
+    "sec-ch-ua-mobile": "?0",
+    "sec-ch-ua-platform": '"Android"',
+}
+INSTAGRAM_IN_APP = {
+    "user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/15E148 Instagram 309.0.0.0 (iPhone14,5; iOS 17_1; en_US)",
+    "accept": "text/html",
+    "accept-language": "en-US",
+}
+
+
+def pipeline(toml: str = "") -> Pipeline:
+    text = textwrap.dedent(toml)
+    settings = load_settings(None, text=text, environ=ENV)
+    keys = Keys.from_master(settings.secret)
+    return build_pipeline(settings, Metrics(), keys)
+
+
+def bots_of(pipe: Pipeline) -> Bots:
+    return next(addon for name, addon in pipe.addons if name == "bots")  # type: ignore[return-value]
+
+
+def request(
+    target: str = "/?utm_source=ig&creator_id=anna",
+    headers: dict[str, str] | None = None,
+    *,
+    ip: str = "198.51.100.7",
+    ts: datetime = FIXED_TS,
+    cookie: str | None = None,
+) -> Exchange:
+    path, _, query = target.partition("?")
+    sent = dict(CHROME_HEADERS if headers is None else headers)
+    if cookie:
+        sent["cookie"] = cookie
+    return Exchange(RequestView("GET", "https", "shop.example", path, query, sent, ip, ts))
+
+
+async def run(pipe: Pipeline, ex: Exchange) -> Exchange:
+    await pipe.request(ex)
+    return ex
+
+
+def touchpoint(ex: Exchange) -> Touchpoint:
+    found = [e for e in ex.events if isinstance(e, Touchpoint)]
+    assert len(found) == 1, ex.events
+    return found[0]
+
+
+def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
+    """The visitor cookie the identity addon would set, so the next request is the same visitor."""
+    from addons.identity import cookie_value
+
+    identity = next(addon for name, addon in pipe.addons if name == "identity")
+    assert ex.visitor is not None
+    return "gw_vid=" + cookie_value(identity.keys.cookie_mac, ex.visitor.id)  # type: ignore[attr-defined]
+
+
+# -- labelled traffic --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        CHROME_HEADERS,
+        FIREFOX_HEADERS,
+        IPHONE_HEADERS,
+        ANDROID_HEADERS,
+        INSTAGRAM_IN_APP,
+        ANDROID_WEBVIEW,
+        ANDROID_DESKTOP_MODE,
+    ],
+    ids=[
+        "chrome",
+        "firefox",
+        "iphone-safari",
+        "android-chrome",
+        "instagram-in-app",
+        "facebook-webview",
+        "desktop-mode",
+    ],
+)
+async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> None:
+    tp = touchpoint(await run(pipeline(), request(headers=headers)))
+    assert (tp.verdict, tp.bot_score, tp.reasons) == ("allow", 0, [])
+
+
+@pytest.mark.parametrize(
+    ("agent", "reason"),
+    [
+        ("curl/8.4.0", "http_library"),
+        ("python-requests/2.32.3", "http_library"),
+        ("Go-http-client/1.1", "http_library"),
+        ("Python/3.11 aiohttp/3.10.5", "http_library"),
+        ("Bun/1.1.38", "http_library"),
+        ("Deno/2.1.4", "http_library"),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 "
+            "Safari/537.36",
+            "headless",
+        ),
+        (
+            "Mozilla/5.0 (Unknown; Linux x86_64) AppleWebKit/538.1 (KHTML, like Gecko) PhantomJS/2.1.1 "
+            "Safari/538.1",
+            "headless",
+        ),
+        ("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", "crawler"),
+        ("Mozilla/5.0 (compatible; SemrushBot/7~bl; +http://www.semrush.com/bot.html)", "crawler"),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; "
+            "+https://openai.com/gptbot)",
+            "crawler",
+        ),
+        ("Scrapy/2.11.2 (+https://scrapy.org)", "http_library"),
+        ("", "empty_agent"),
+        ("x" * 600, "absurd_agent"),
+        ("Opera/9.80 bla", "absurd_agent"),
+    ],
+)
+async def test_crawlers_libraries_and_headless_browsers_are_caught(agent: str, reason: str) -> None:
+    headers = {**CHROME_HEADERS, "user-agent": agent}
+    tp = touchpoint(await run(pipeline(), request(headers=headers)))
+    assert reason in tp.reasons
+    assert tp.verdict in ("review", "block") and tp.bot_score is not None and tp.bot_score >= 30
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    ],
+)
+async def test_good_crawlers_are_labelled_bot_and_never_blocked(agent: str) -> None:
+    pipe = pipeline("[bots]\non_block = 'block'\non_review = 'block'\n")
+    ex = await run(pipe, request(headers={"user-agent": agent, "accept": "text/html"}))
+    tp = touchpoint(ex)
+    assert tp.verdict == "bot" and tp.reasons[0] == "good_crawler" and tp.bot_score == 100
+    assert ex.reply is None
+
+
+async def test_good_crawlers_can_be_blocked_when_the_operator_says_so() -> None:
+    pipe = pipeline("[bots]\non_block = 'block'\nblock_good_crawlers = true\n")
+    ex = await run(pipe, request(headers={"user-agent": "Googlebot/2.1", "accept": "text/html"}))
+    assert touchpoint(ex).verdict == "block" and ex.reply is not None and ex.reply.status == 403
+
+
+@pytest.mark.parametrize(
+    ("drop", "add", "reason"),
+    [
+        ("accept-language", {}, "no_accept_language"),
+        ("sec-ch-ua", {}, "no_client_hints"),
+        (None, {"sec-ch-ua-platform": '"macOS"'}, "header_mismatch"),
+        (None, {"sec-ch-ua-mobile": "?1"}, "header_mismatch"),
+        (None, {"sec-purpose": "prefetch;prerender"}, "prefetch"),
+        (None, {"sec-ch-ua": '"HeadlessChrome";v="131", "Chromium";v="131"'}, "headless"),
+    ],
+)
+async def test_header_consistency(drop: str | None, add: dict[str, str], reason: str) -> None:
+    headers = {k: v for k, v in CHROME_HEADERS.items() if k != drop} | add
+    tp = touchpoint(await run(pipeline(), request(headers=headers)))
+    assert tp.reasons == [reason]
+
+
+async def test_firefox_never_sends_client_hints() -> None:
+    headers = {**FIREFOX_HEADERS, "sec-ch-ua": '"Chromium";v="131"'}
+    assert touchpoint(await run(pipeline(), request(headers=headers))).reasons == ["header_mismatch"]
+
+
+async def test_client_hints_are_only_expected_on_https() -> None:
+    headers = {k: v for k, v in CHROME_HEADERS.items() if k != "sec-ch-ua"}
+    ex = request(headers=headers)
+    ex.request.scheme = "http"
+    assert touchpoint(await run(pipeline(), ex)).reasons == []
+
+
+# -- velocity ------------------------------------------------------------------------------------
+
+
+async def test_a_burst_from_one_ip_for_one_creator_flips_to_block_at_the_limit_and_decays() -> None:
+    pipe = pipeline()
+    verdicts = []
+    for i in range(151):  # a click farm behind one IP: a fresh visitor (no cookie) each click
+        ex = await run(pipe, request(ts=FIXED_TS + timedelta(seconds=10 * i)))
+        verdicts.append(touchpoint(ex).verdict)
+    assert verdicts[:150] == ["allow"] * 150
+    tp = touchpoint(ex)
+    assert (tp.verdict, tp.reasons) == ("block", ["creator_ip_velocity"])
+    # The burst's earlier clicks are re-scored with it, each change kept with its reason.
+    changes = [e for e in ex.events if isinstance(e, VerdictChange)]
+    assert len(changes) == 150 and {(c.verdict, c.bot_score, c.note) for c in changes} == {
+        ("block", 50, "creator_ip_velocity")
+    }
+    # Other creators from the same IP, and the same creator from another IP, are unaffected.
+    other = touchpoint(await run(pipe, request("/?creator_id=ben", ts=FIXED_TS + timedelta(seconds=1600))))
+    assert other.verdict == "allow"
+    elsewhere = touchpoint(await run(pipe, request(ip="198.51.100.8", ts=FIXED_TS + timedelta(seconds=1600))))
+    assert elsewhere.verdict == "allow"
+    # Two windows later the burst has decayed out of the sliding window.
+    later = touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(hours=2, seconds=1600))))
+    assert later.verdict == "allow"
+
+
+def test_window_counter_slides() -> None:
+    counter = WindowCounter(window=100, max_keys=10)
+    for i in range(10):
+        assert counter.hit("k", 1000 + i) == i + 1
+    assert counter.hit("k", 1150) == pytest.approx(1 + 10 * 0.5)  # half the previous window still counts
+    assert counter.hit("k", 1399) == 1  # two windows on: nothing carried over
+
+
+async def test_click_id_reused_from_many_ips_is_flagged() -> None:
+    pipe = pipeline()
+    reasons = []
+    for n in range(5):
+        ex = await run(pipe, request("/?gclid=Cj0KCQ-same", ip=f"192.0.2.{n}"))
+        reasons.append(touchpoint(ex).reasons)
+    assert reasons[:3] == [[], [], []]
+    assert reasons[3] == ["click_id_reuse"] and reasons[4] == ["click_id_reuse"]
+
+
+async def test_ip_and_visitor_velocity() -> None:
+    pipe = pipeline("[bots]\nmax_per_ip = 5\nmax_per_visitor = 3\n")
+    first = await run(pipe, request("/"))  # a page load: counted, not recorded
+    assert first.events == []
+    cookie = cookie_of(pipe, first)
+    await run(pipe, request("/site.css", {"user-agent": CHROME, "sec-fetch-dest": "style"}, cookie=cookie))
+    reasons = []
+    for i in range(6):  # human-looking gaps and assets, so only the velocity signals can fire
+        ts = FIXED_TS + timedelta(seconds=40 * i + 7 * i * i)
+        reasons.append(touchpoint(await run(pipe, request("/?utm_source=x", cookie=cookie, ts=ts))).reasons)
+    assert reasons == [
+        [],
+        [],
+        ["visitor_velocity"],  # the visitor's 4th page load
+        ["visitor_velocity"],
+        ["ip_velocity", "visitor_velocity"],  # the IP's 6th
+        ["ip_velocity", "visitor_velocity"],
+    ]
+
+
+# -- late signals re-score earlier touchpoints ------------------------------------------------
+
+
+async def test_robots_txt_after_the_landing_rescores_it() -> None:
+    pipe = pipeline()
+    landing = await run(pipe, request())
+    tp = touchpoint(landing)
+    assert tp.verdict == "allow"
+    robots = await run(pipe, request("/robots.txt", {"user-agent": CHROME}, cookie=cookie_of(pipe, landing)))
+    changes = [e for e in robots.events if isinstance(e, VerdictChange)]
+    assert len(changes) == 1
+    change = changes[0]
+    assert (change.touchpoint_id, change.origin, change.note) == (tp.id, "rescore", "robots_txt")
+    assert (change.verdict, change.bot_score, change.reasons) == ("review", 30, ["robots_txt"])
+    # The next landing from that IP carries the signal from the start.
+    assert "robots_txt" in touchpoint(await run(pipe, request())).reasons
+
+
+async def test_a_visitor_that_never_loads_assets_is_rescored() -> None:
+    pipe = pipeline()
+    landing = await run(pipe, request())
+    cookie = cookie_of(pipe, landing)
+    page = {**CHROME_HEADERS}
+    second = await run(pipe, request("/p2", page, cookie=cookie, ts=FIXED_TS + timedelta(seconds=20)))
+    assert second.events == []
+    third = await run(pipe, request("/p3", page, cookie=cookie, ts=FIXED_TS + timedelta(seconds=47)))
+    (change,) = third.events
+    assert isinstance(change, VerdictChange) and change.reasons == ["no_assets"] and change.bot_score == 20
+    assert change.verdict == "allow"  # 20 < 30: kept, with its reason, even when the verdict holds
+
+
+async def test_a_visitor_that_loads_assets_is_not_rescored() -> None:
+    pipe = pipeline()
+    landing = await run(pipe, request())
+    cookie = cookie_of(pipe, landing)
+    css = {"user-agent": CHROME, "sec-fetch-dest": "style", "accept": "text/css"}
+    await run(pipe, request("/app.css", css, cookie=cookie))
+    for n, path in enumerate(["/p2", "/p3", "/p4"]):
+        ex = await run(
+            pipe, request(path, cookie=cookie, ts=FIXED_TS + timedelta(seconds=25 * n + 7 * n * n))
+        )
+        assert ex.events == []
+
+
+def test_inhuman_cadence() -> None:
+    assert inhuman([0.0, 0.3, 0.6, 0.8, 0.95])  # five pages in a second
+    assert inhuman([0.0, 10.0, 20.0, 30.0, 40.0])  # a metronome
+    assert not inhuman([0.0, 4.0, 19.0, 22.0, 61.0])
+    assert not inhuman([0.0, 0.1, 0.2])
+
+
+# -- creators, actions ----------------------------------------------------------------------------
+
+CREATORS = """
+[[creators]]
+id = "anna"
+verified = true
+[[creators]]
+id = "ben"
+"""
+
+
+@pytest.mark.parametrize(
+    ("creator", "reasons"), [("anna", []), ("ben", ["unverified_creator"]), ("zoe", ["unknown_creator"])]
+)
+async def test_creator_standing(creator: str, reasons: list[str]) -> None:
+    tp = touchpoint(await run(pipeline(CREATORS), request(f"/?creator_id={creator}")))
+    assert tp.reasons == reasons
+
+
+async def test_block_action_answers_403_and_still_records() -> None:
+    pipe = pipeline("[bots]\non_block = 'block'\n")
+    ex = await run(pipe, request(headers={"user-agent": "curl/8.4.0"}))
+    assert ex.reply is not None and ex.reply.status == 403 and b"403" in ex.reply.body
+    assert touchpoint(ex).verdict == "block"
+    asset = await run(pipe, request("/app.js", {"user-agent": "curl/8.4.0"}))
+    assert asset.reply is not None and asset.events == []
+    human = await run(pipe, request())
+    assert human.reply is None
+
+
+async def test_review_is_recorded_not_blocked_by_default() -> None:
+    headers = {k: v for k, v in CHROME_HEADERS.items() if k not in ("accept-language", "sec-ch-ua")}
+    ex = await run(pipeline(), request(headers=headers))
+    assert touchpoint(ex).verdict == "review" and ex.reply is None
+
+
+# -- privacy and bounded memory ------------------------------------------------------------------
+
+
+async def test_ip_hash_is_keyed_and_rotates_daily() -> None:
+    bots = bots_of(pipeline())
+    day = datetime(2026, 11, 25, 8, tzinfo=FIXED_TS.tzinfo)
+    same = bots.ip_hash("198.51.100.7", day), bots.ip_hash("198.51.100.7", day + timedelta(hours=15))
+    assert same[0] == same[1] and "198" not in same[0]
+    assert bots.ip_hash("198.51.100.7", day + timedelta(days=1)) != same[0]
+    assert bots.ip_hash("198.51.100.8", day) != same[0]
+    other = bots_of(pipeline())  # same secret, same day: the same hash on every node
+    assert other.ip_hash("198.51.100.7", day) == same[0]
+
+
+def test_held_items_stay_within_their_budget() -> None:
+    held: HeldItems[int] = HeldItems(per_key=150, budget=1000)
+    for n in range(200_000):
+        held.add(("creator", f"10.0.{n >> 8 & 255}.{n & 255}"), n)
+        held.add(("hot", "one ip"), n)
+    assert held.held <= 1000 and len(held) <= 1000
+    assert held.take(("hot", "one ip")) == list(range(200_000 - 150, 200_000))  # capped per key
+    assert held.take(("hot", "one ip")) == []
+
+
+async def test_a_burst_rescores_only_clicks_inside_the_window() -> None:
+    pipe = pipeline("[bots]\nmax_per_creator_ip = 3\nwindow_seconds = 600\n")
+    old = touchpoint(await run(pipe, request(ts=FIXED_TS)))
+    for i in range(1, 4):  # 20 minutes later: the first click is outside the window
+        last = await run(pipe, request(ts=FIXED_TS + timedelta(minutes=20, seconds=i)))
+    assert touchpoint(last).verdict == "allow"
+    burst = await run(pipe, request(ts=FIXED_TS + timedelta(minutes=20, seconds=5)))
+    assert touchpoint(burst).reasons == ["creator_ip_velocity"]
+    rescored = {e.touchpoint_id for e in burst.events if isinstance(e, VerdictChange)}
+    assert len(rescored) == 3 and old.id not in rescored
+
+
+def test_window_counter_memory_is_bounded_under_a_million_ips() -> None:
+    counter = WindowCounter(window=3600, max_keys=4096)
+    sources = DistinctSources(window=3600, max_keys=4096, cap=4)
+    for n in range(1_000_000):
+        ip = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        counter.hit(ip, 1000.0)
+        sources.add(ip, n, 1000.0)
+        counter.hit("hot", 1000.0)  # the burst being measured stays in
+    assert len(counter) == 4096 and len(sources) == 4096
+    assert counter.hit("hot", 1000.0) == 1_000_001
+
+
+async def test_addon_state_is_bounded_by_max_tracked() -> None:
+    pipe = pipeline("[bots]\nmax_tracked = 1024\n")
+    bots = bots_of(pipe)
+    for n in range(5000):
+        await run(pipe, request(f"/?gclid=c{n}&creator_id=c{n}", ip=f"10.0.{n >> 8}.{n & 255}"))
+        await run(pipe, request("/robots.txt", {"user-agent": "x"}, ip=f"10.1.{n >> 8}.{n & 255}"))
+    tables = [bots.per_ip, bots.per_creator_ip, bots.per_visitor, bots.click_ips, bots.click_visitors]
+    assert all(len(t) == 1024 for t in tables)
+    assert len(bots.visitors) == 1024 and len(bots.robots_ips) == 1024
+    assert bots.creator_touches.held == 1024
+    assert bots._cached_agent.cache_info().maxsize == 8192
+
+
+def test_classify_agent_is_cached_per_instance() -> None:
+    bots = bots_of(pipeline())
+    for _ in range(3):
+        bots.agent(CHROME)
+    info = bots._cached_agent.cache_info()
+    assert (info.hits, info.misses) == (2, 1)
+    assert classify_agent(CHROME, bots.good, bots.detector).browser
+    assert bots.agent("Mozilla/5.0 (" + "x" * 600).reasons == ("absurd_agent",)
+    assert bots._cached_agent.cache_info().currsize == 1  # an overlong agent is never cached
+
+
+async def test_a_robots_txt_ip_flag_lasts_one_window() -> None:
+    pipe = pipeline()
+    crawler_page = {"user-agent": CHROME, "accept": "text/html"}  # robots.txt asked for as a document
+    await run(pipe, request("/robots.txt", crawler_page, ts=FIXED_TS))
+    assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=59)))).reasons == ["robots_txt"]
+    assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=61)))).reasons == []
+
+
+async def test_verdicts_are_counted_in_metrics() -> None:
+    pipe = pipeline()
+    await run(pipe, request())
+    await run(pipe, request(headers={"user-agent": "curl/8"}))
+    registry = pipe.metrics.registry
+    assert registry.get_sample_value("gateway_bot_verdicts_total", {"verdict": "allow"}) == 1
+    assert registry.get_sample_value("gateway_bot_verdicts_total", {"verdict": "block"}) == 1
+
+
+@pytest.fixture(scope="module")
+def shared_pipeline() -> Pipeline:
+    return pipeline()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    agent=st.text(max_size=700),
+    language=st.none() | st.text(max_size=20),
+    hints=st.none() | st.text(max_size=40),
+)
+def test_any_agent_and_headers_give_a_verdict_never_an_error(
+    shared_pipeline: Pipeline, agent: str, language: str | None, hints: str | None
+) -> None:
+    bots = bots_of(shared_pipeline)
+    headers = {"user-agent": agent, "sec-fetch-dest": "document"}
+    if language is not None:
+        headers["accept-language"] = language
+    if hints is not None:
+        headers["sec-ch-ua"] = hints
+        headers["sec-ch-ua-platform"] = hints
+    ex = request("/?utm_source=x&gclid=" + str(len(agent)), headers)
+    for _, addon in shared_pipeline.addons:  # the hooks themselves: the pipeline would swallow an error
+        addon.request(ex)  # type: ignore[attr-defined]
+    tp = touchpoint(ex)
+    assert tp.verdict in ("allow", "review", "block", "bot") and 0 <= (tp.bot_score or 0) <= 100
+    assert all(bots.weight(r) for r in tp.reasons if r != "good_crawler")
+
+
+@settings(max_examples=200, deadline=None)
+@given(gaps=st.lists(st.floats(min_value=0, max_value=250, allow_nan=False), min_size=1, max_size=200))
+def test_window_counter_estimate_is_bounded_by_the_true_counts(gaps: list[float]) -> None:
+    """The estimate never misses an event of the current fixed window, and never counts one
+    older than two windows: current-window count <= estimate <= last-two-windows count. (It
+    assumes the previous window's events were spread evenly, so it may round a burst at that
+    window's very end down a little.)"""
+    window = 100.0
+    counter = WindowCounter(window, max_keys=4)
+    now, times = 10_000.0, []
+    for gap in gaps:
+        now += gap
+        times.append(now)
+        estimate = counter.hit("k", now)
+        in_current = sum(1 for t in times if t // window == now // window)
+        in_two = sum(1 for t in times if now - t < 2 * window)
+        assert in_current <= estimate <= in_two + 1e-9

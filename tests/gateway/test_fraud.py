@@ -1,0 +1,285 @@
+"""Bots end to end: scored touchpoints in the store and the API, the fraud report, the review
+queue, analyst overrides, re-scores, and the block action — through a real gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from gateway.openapi import openapi_document
+from tests.conftest import TOKEN
+from tests.gateway.test_openapi import response_schema
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Safari/605.1.15",
+    "Accept": "text/html",
+    "Accept-Language": "en-GB",
+    "Sec-Fetch-Dest": "document",
+}
+CURL = {"User-Agent": "curl/8.4.0", "Accept": "*/*"}
+TRUST = "[proxy]\ntrusted_proxies = ['127.0.0.1']\n"
+
+
+@pytest.fixture
+async def origin(upstream_server) -> tuple[str, list[str]]:
+    seen: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        return web.Response(text="<html>shop</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return await upstream_server(app), seen
+
+
+async def visit(gw, path: str, headers: dict[str, str], ip: str = "198.51.100.1", **kw: Any) -> Any:
+    async with gw.session.get(gw.url + path, headers={**headers, "X-Forwarded-For": ip}, **kw) as resp:
+        await resp.read()
+        return resp
+
+
+def valid(path: str, body: dict[str, Any], status: int = 200, method: str = "get") -> None:
+    if method == "get":
+        schema = response_schema(path, status)
+    else:
+        doc = openapi_document()
+        raw = doc["paths"][path][method]["responses"][str(status)]["content"]["application/json"]["schema"]
+        import json
+
+        text = json.dumps({**raw, "$defs": doc["components"]["schemas"]})
+        schema = json.loads(text.replace("#/components/schemas/", "#/$defs/"))
+    Draft202012Validator(schema).validate(body)
+
+
+async def test_scored_touchpoints_fraud_report_and_review(start_gateway, origin) -> None:
+    url, _ = origin
+    gw = await start_gateway(url, TRUST)
+    for n in range(3):
+        await visit(gw, "/?utm_source=ig&creator_id=anna", BROWSER, ip=f"198.51.100.{n}")
+    await visit(gw, "/?utm_source=ig&creator_id=anna", CURL, ip="203.0.113.5")
+    await visit(gw, "/?utm_source=ig&creator_id=anna", CURL, ip="203.0.113.5")
+    no_language = {k: v for k, v in BROWSER.items() if k != "Accept-Language"}
+    await visit(gw, "/?utm_source=ig&creator_id=ben", {**no_language, "Sec-Purpose": "prefetch"})
+
+    page = await gw.api("/api/touchpoints")
+    valid("/api/touchpoints", page)
+    by_verdict = {}
+    for item in page["items"]:
+        by_verdict.setdefault(item["verdict"], []).append(item)
+        assert "ip_hash" not in item
+    assert len(by_verdict["allow"]) == 3 and all(i["reasons"] == [] for i in by_verdict["allow"])
+    assert [i["reasons"] for i in by_verdict["block"]] == [["http_library"], ["http_library"]]
+    (queued,) = by_verdict["review"]
+    assert queued["reasons"] == ["no_accept_language", "prefetch"] and queued["bot_score"] == 40
+
+    report = await gw.api("/api/fraud", group_by="creator_id")
+    valid("/api/fraud", report)
+    anna, ben = report["groups"]
+    assert (anna["key"], anna["clicks"], anna["distinct_ips"], anna["distinct_visitors"]) == ("anna", 5, 4, 5)
+    assert anna["verdicts"] == {"allow": 3, "review": 0, "block": 2, "bot": 0, "unscored": 0}
+    assert anna["shares"]["block"] == 0.4
+    assert anna["top_reasons"] == [{"reason": "http_library", "count": 2}]
+    assert (ben["key"], ben["clicks"], ben["verdicts"]["review"]) == ("ben", 1, 1)
+    by_source = await gw.api("/api/fraud", group_by="source", since="2000-01-01", until="9999-01-01")
+    assert [(g["key"], g["clicks"]) for g in by_source["groups"]] == [("ig", 6)]
+
+    review = await gw.api("/api/review")
+    valid("/api/review", review)
+    assert [i["id"] for i in review["items"]] == [queued["id"]]
+    blocked = await gw.api("/api/review", verdict="block")
+    assert len(blocked["items"]) == 2
+    assert (await gw.api("/api/review", verdict="block", creator_id="ben"))["items"] == []
+    assert len((await gw.api("/api/review", creator_id="ben", source="IG"))["items"]) == 1
+
+    # An analyst clears it: kept with who and why; the queue empties; the effective verdict shows.
+    async with gw.session.post(
+        f"{gw.admin_url}/api/touchpoints/{queued['id']}/verdict",
+        headers=AUTH,
+        json={"verdict": "allow", "analyst": "maria", "reason": "creator's own preview link"},
+    ) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    valid("/api/touchpoints/{touchpoint_id}/verdict", body, method="post")
+    assert body["touchpoint"]["verdict"] == "allow" and body["touchpoint"]["verdict_origin"] == "analyst"
+    assert body["touchpoint"]["reasons"] == ["no_accept_language", "prefetch"]
+    (change,) = body["changes"]
+    assert (change["analyst"], change["note"], change["origin"]) == (
+        "maria",
+        "creator's own preview link",
+        "analyst",
+    )
+    assert (await gw.api("/api/review"))["items"] == []
+    ben = (await gw.api("/api/fraud"))["groups"][1]
+    assert ben["verdicts"]["allow"] == 1 and ben["verdicts"]["review"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        (
+            "{id}",
+            {"verdict": "maybe", "analyst": "a", "reason": "b"},
+            400,
+            "verdict: invalid enum value 'maybe'",
+        ),
+        ("{id}", {"verdict": "allow", "reason": "b"}, 400, "body: object missing required field analyst"),
+        ("{id}", {"verdict": "allow", "analyst": " ", "reason": "b"}, 400, "analyst: expected 1..100"),
+        (
+            "{id}",
+            {"verdict": "allow", "analyst": "a", "reason": "b", "x": 1},
+            400,
+            "body: object contains unknown field x",
+        ),
+        ("{id}", "not json", 400, "body: expected JSON"),
+        (
+            "0190a2b4-0000-7000-8000-000000000000",
+            {"verdict": "allow", "analyst": "a", "reason": "b"},
+            404,
+            "",
+        ),
+        ("nope", {"verdict": "allow", "analyst": "a", "reason": "b"}, 400, "touchpoint_id: expected"),
+    ],
+)
+async def test_override_rejects_bad_input(start_gateway, origin, path, body, status, message) -> None:
+    url, _ = origin
+    gw = await start_gateway(url)
+    await visit(gw, "/?utm_source=x", CURL)
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+    async with gw.session.post(
+        f"{gw.admin_url}/api/touchpoints/{path.format(id=item['id'])}/verdict", headers=AUTH, **kwargs
+    ) as resp:
+        assert resp.status == status
+        answer = await resp.json()
+    assert answer["ok"] is False and message in answer["error"]
+
+
+async def test_fraud_and_review_reject_bad_parameters(start_gateway, origin) -> None:
+    gw = await start_gateway(origin[0])
+    assert (await gw.api("/api/fraud", group_by="ip"))["error"].startswith("group_by: expected one of")
+    assert (await gw.api("/api/review", verdict="allow"))["status"] == 400
+    assert (await gw.api("/api/fraud", since="yesterday"))["error"].startswith("since: expected an ISO 8601")
+
+
+async def test_block_action_answers_403_without_calling_the_site(start_gateway, origin) -> None:
+    url, seen = origin
+    gw = await start_gateway(url, "[bots]\non_block = 'block'\n")
+    resp = await visit(gw, "/?utm_source=ig&creator_id=anna", CURL)
+    assert resp.status == 403 and resp.headers["Content-Type"].startswith("text/html")
+    assert seen == []
+    googlebot = {"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}
+    assert (await visit(gw, "/pricing", googlebot)).status == 200
+    assert (await visit(gw, "/?utm_source=ig", BROWSER)).status == 200
+    assert seen == ["/pricing", "/"]
+    items = (await gw.api("/api/touchpoints"))["items"]
+    assert [i["verdict"] for i in items] == ["block", "allow"]  # the blocked landing is still recorded
+
+
+async def test_a_late_robots_txt_rescores_the_stored_landing(start_gateway, origin) -> None:
+    gw = await start_gateway(origin[0])
+    resp = await visit(gw, "/?utm_source=ig", BROWSER)
+    cookie = resp.cookies["gw_vid"].value
+    await visit(gw, "/robots.txt", {**BROWSER, "Sec-Fetch-Dest": "empty", "Cookie": f"gw_vid={cookie}"})
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    assert (item["verdict"], item["bot_score"], item["reasons"]) == ("review", 30, ["robots_txt"])
+    assert item["verdict_origin"] == "rescore"
+    assert [i["id"] for i in (await gw.api("/api/review"))["items"]] == [item["id"]]
+
+
+async def test_the_readme_click_farm_example(start_gateway, origin) -> None:
+    """README "Worked example": 1,000 clicks for unverified creator ben, one IP, no cookies kept."""
+    gw = await start_gateway(origin[0], TRUST + "[[creators]]\nid = 'ben'\n")
+    android = {
+        "User-Agent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Mobile Safari/537.36",
+        "Accept": "text/html",
+        "Accept-Language": "en-GB",
+        "Sec-CH-UA": '"Chromium";v="131"',
+        "Sec-CH-UA-Mobile": "?1",
+        "Sec-CH-UA-Platform": '"Android"',
+        "Sec-Fetch-Dest": "document",
+    }
+    for _ in range(1000):
+        assert (await visit(gw, "/?creator_id=ben", android, ip="100.64.0.9")).status == 200
+    scores, cursor = [], None
+    while True:
+        page = await gw.api("/api/touchpoints", limit=1000, **({"cursor": cursor} if cursor else {}))
+        scores += [(i["bot_score"], i["verdict"], i["verdict_origin"]) for i in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    # Scored 10 (allow) as they came, the first 150 were re-scored when the 151st passed the limit.
+    assert scores[:150] == [(60, "block", "rescore")] * 150
+    assert scores[150:600] == [(60, "block", None)] * 450 and scores[600:] == [(85, "block", None)] * 400
+    (ben,) = (await gw.api("/api/fraud"))["groups"]
+    assert (ben["verdicts"]["block"], ben["shares"]["block"], ben["distinct_ips"]) == (1000, 1.0, 1)
+    assert ben["distinct_visitors"] == 1000
+    assert ben["top_reasons"] == [
+        {"reason": "creator_ip_velocity", "count": 1000},
+        {"reason": "unverified_creator", "count": 1000},
+        {"reason": "ip_velocity", "count": 400},
+    ]
+
+
+async def put_creator(gw, creator_id: str, body: Any) -> tuple[int, dict[str, Any]]:
+    kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+    async with gw.session.put(f"{gw.admin_url}/api/creators/{creator_id}", headers=AUTH, **kwargs) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_creator_standing_set_through_the_api_is_used_at_once_and_kept(
+    start_gateway, origin, tmp_path
+) -> None:
+    config = TRUST + "[[creators]]\nid = 'anna'\nverified = true\n[[creators]]\nid = 'ben'\n"
+    gw = await start_gateway(origin[0], config)
+    listed = await gw.api("/api/creators")
+    valid("/api/creators", listed)
+    assert [(c["id"], c["verified"], c["source"]) for c in listed["items"]] == [
+        ("anna", True, "config"),
+        ("ben", False, "config"),
+    ]
+    await visit(gw, "/?creator_id=ben", BROWSER)
+    status, body = await put_creator(
+        gw, "ben", {"verified": True, "analyst": "maria", "reason": "ID checked", "name": "Ben K."}
+    )
+    assert status == 200
+    valid("/api/creators/{creator_id}", body, method="put")
+    assert body["creator"] | {"ts": None} == {
+        "id": "ben", "verified": True, "name": "Ben K.", "source": "api", "analyst": "maria", "ts": None
+    }  # fmt: skip
+    await visit(gw, "/?creator_id=ben", BROWSER)
+    status, _ = await put_creator(gw, "zoe", {"verified": False, "analyst": "maria", "reason": "new"})
+    assert status == 200
+    await visit(gw, "/?creator_id=zoe", BROWSER)
+    items = (await gw.api("/api/touchpoints"))["items"]
+    assert [i["reasons"] for i in items] == [["unverified_creator"], [], ["unverified_creator"]]
+
+    # A restarted gateway on the same store knows the standings.
+    again = await start_gateway(origin[0], config)
+    known = {c["id"]: (c["verified"], c["source"]) for c in (await again.api("/api/creators"))["items"]}
+    assert known == {"anna": (True, "config"), "ben": (True, "api"), "zoe": (False, "api")}
+    await visit(again, "/?creator_id=ben", BROWSER)
+    last = (await again.api("/api/touchpoints"))["items"][-1]
+    assert last["creator_id"] == "ben" and last["reasons"] == []
+
+
+@pytest.mark.parametrize(
+    ("creator_id", "body", "message"),
+    [
+        ("ben", {"verified": "yes", "analyst": "a", "reason": "b"}, "verified: expected bool"),
+        ("ben", {"verified": True, "reason": "b"}, "body: object missing required field analyst"),
+        ("ben", {"verified": True, "analyst": "a", "reason": " "}, "reason: expected 1..1000"),
+        ("ben", "not json", "body: expected JSON like"),
+        ("x" * 201, {"verified": True, "analyst": "a", "reason": "b"}, "creator_id: expected 1..200"),
+    ],
+)
+async def test_creator_standing_rejects_bad_input(start_gateway, origin, creator_id, body, message) -> None:
+    gw = await start_gateway(origin[0])
+    status, answer = await put_creator(gw, creator_id, body)
+    assert status == 400 and answer["ok"] is False and message in answer["error"]
+    assert (await gw.api("/api/creators"))["items"] == []
