@@ -21,7 +21,7 @@ START = datetime(2025, 3, 1, 8, 0, 0, tzinfo=UTC)
 HOST = "shop.example"
 AGENTS = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Version/17.5 Mobile Safari/604.1",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile Safari/604.1",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:127.0) Gecko/20100101 Firefox/127.0",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15",
 )
@@ -62,8 +62,9 @@ def requests(lines: int, seed: int = 1) -> Iterator[dict[str, object]]:
         for asset in ASSETS[: rng.randrange(0, len(ASSETS) + 1)]:
             if n >= lines:
                 break
+            referer = f"https://{HOST}{page}"
             yield {"ts": ts + timedelta(milliseconds=5), "ip": ip, "method": "GET", "uri": asset,
-                   "status": 200, "size": 512, "referer": f"https://{HOST}{page}", "agent": agent}  # fmt: skip
+                   "status": 200, "size": 512, "referer": referer, "agent": agent}  # fmt: skip
             n += 1
 
 
@@ -96,7 +97,9 @@ def json_line(r: dict[str, object]) -> str:
 FORMATTERS = {"combined": combined_line, "json-lines": json_line}
 
 
-def write_log(path: Path, lines: int, fmt: str = "combined", *, compress: bool = False, seed: int = 1) -> Path:
+def write_log(
+    path: Path, lines: int, fmt: str = "combined", *, compress: bool = False, seed: int = 1
+) -> Path:
     render = FORMATTERS[fmt]
     opener = gzip.open if compress else open
     with opener(path, "wt", encoding="utf-8") as out:
