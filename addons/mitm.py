@@ -8,8 +8,8 @@ extra upstream headers are set, a ``reply`` becomes ``flow.response``. Response
 hook: the response hooks run, our Set-Cookie headers are added beside the
 site's, and the flow waits — bounded by ``storage.max_wait_ms`` — for its
 events' commit. Owns a ``LocalStore`` (opened in ``running``, closed in
-``done``). The only module in ``addons/`` that imports mitmproxy; nothing else
-imports this one.
+``done``). A config problem is logged by key (mitmdump then exits). The only
+module in ``addons/`` that imports mitmproxy; nothing else imports this one.
 """
 
 from __future__ import annotations
@@ -82,13 +82,18 @@ class GatewayAddon:
 
         if self.settings is not None and "gateway_config" not in updated:
             return
+        if self.store is not None:
+            raise exceptions.OptionsError("gateway_config cannot change while running")
         path = ctx.options.gateway_config
         try:
             settings = load_settings(path)
         except ConfigError as err:
-            raise exceptions.OptionsError(f"{path}: " + "; ".join(err.problems)) from None
-        if self.store is not None:
-            raise exceptions.OptionsError("gateway_config cannot change while running")
+            # Logged, not raised: mitmdump then exits ("Error logged during startup") with each
+            # problem named by its key, and no traceback.
+            for problem in err.problems:
+                log.error("gateway: %s: %s", path, problem)
+            self.settings = self.pipeline = None
+            return
         self.settings = settings
         self.pipeline = build_pipeline(settings, self.metrics)
         self.reserved = settings.options.proxy.reserved_prefix
@@ -97,7 +102,8 @@ class GatewayAddon:
         self.wait_commit = settings.options.storage.durability == "commit"
 
     async def running(self) -> None:
-        assert self.settings is not None and self.pipeline is not None
+        if self.settings is None or self.pipeline is None:
+            return  # the config failed; mitmdump is exiting
         self.store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
         await self.store.open()
         await self.pipeline.running()
