@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 from addons.identity import verify_cookie
 from gateway.config import Settings, SourceOptions
 from gateway.events import Binding, Conversion, Event
+from gateway.history import Line
 from gateway.ids import Uuid7, uuid7_keyed
 from gateway.keys import Keys, derive
-from gateway.logformats import Line
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.pipeline import Exchange, RequestView, ResponseView, Visitor, build_pipeline, parse_cookies

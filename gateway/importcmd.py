@@ -25,19 +25,8 @@ import msgspec
 from gateway.backfill import Invalid, Replayer, Summary
 from gateway.config import Settings
 from gateway.events import Event
-from gateway.logformats import (
-    FORMATS,
-    JSON_FIELDS,
-    History,
-    Item,
-    Line,
-    Record,
-    Skip,
-    combined_parser,
-    json_parser,
-    read_flows,
-    segment_parser,
-)
+from gateway.history import History, Item, Line, Record, Skip
+from gateway.logformats import FORMATS, JSON_FIELDS, combined_parser, json_parser, read_flows, segment_parser
 from gateway.metrics import Metrics
 from storage.local import LocalStore
 
@@ -151,9 +140,9 @@ async def run_import(
         )
     metrics = Metrics()
     replayer = Replayer(settings, metrics, host)
-    if fmt in ("combined", "json-lines") and not replayer.host:
+    if fmt == "combined" and not replayer.host:
         raise UsageError(
-            f"--host: {fmt} lines may not record the site's host; pass --host www.example.com "
+            "--host: combined logs do not record the site's host; pass --host www.example.com "
             "(or set proxy.public_origin) so same-site referrers are told from external ones"
         )
     cookie = settings.options.identity.cookie_name
@@ -172,7 +161,8 @@ async def run_import(
         store = LocalStore(settings.store_path, storage, metrics)
         await store.open()
         before = await asyncio.to_thread(_count_rows, settings.store_path)
-    bar = _progress_bar(sum(sizes)) if progress else None
+    # Importing tqdm reads files: off the loop. Its writes are throttled to ~10 a second.
+    bar = await asyncio.to_thread(_progress_bar, sum(sizes)) if progress else None
     summary = Summary()
     started = time.perf_counter()
     writer = _Writer(store)
@@ -180,7 +170,7 @@ async def run_import(
         done = 0
         for path, size in zip(paths, sizes, strict=True):
             summary.files += 1
-            await _import_file(replayer, path, fmt, parse, summary, writer, bar, done)
+            await _import_file(replayer, path, fmt, parse, summary, writer, bar, done, started)
             done += size
             if bar is not None:
                 bar.update(done - bar.n)
@@ -206,10 +196,13 @@ async def _import_file(
     writer: _Writer,
     bar: Any,
     done: int,
+    started: float,
 ) -> None:
     source = await asyncio.to_thread(_Source, path, fmt, parse)
     try:
-        await _replay_source(replayer, source, path.name, fmt == "segment", summary, writer, bar, done)
+        await _replay_source(
+            replayer, source, path.name, fmt == "segment", summary, writer, bar, done, started
+        )
     finally:
         await asyncio.to_thread(source.close)
 
@@ -223,8 +216,9 @@ async def _replay_source(
     writer: _Writer,
     bar: Any,
     done: int,
+    started: float,
 ) -> None:
-    identity = source.identity
+    identity, default_host = source.identity, replayer.host
     replay, segment_event, add = replayer.replay, replayer.segment_event, writer.add
     events = summary.events
     while (step := await asyncio.to_thread(source.next)) is not None:
@@ -232,6 +226,9 @@ async def _replay_source(
         produced: list[Event] = []
         for item in chunk:
             if type(item) is Line:
+                if not (item.host or default_host):
+                    summary.skip(name, item.number, "host: missing (and no --host or proxy.public_origin)")
+                    continue
                 new = await replay(item, identity)
             elif type(item) is Record:
                 try:
@@ -254,13 +251,23 @@ async def _replay_source(
         await add(produced)
         if bar is not None:
             bar.update(done + position - bar.n)
-            bar.set_postfix_str(f"{summary.lines / max(1e-9, bar.format_dict['elapsed']):,.0f} lines/s")
+            rate = summary.lines / max(1e-9, time.perf_counter() - started)
+            bar.set_postfix_str(f"{rate:,.0f} lines/s", refresh=False)
 
 
 def _progress_bar(total: int) -> Any:
     from tqdm import tqdm  # the import command's only: the server never loads it
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="import", file=sys.stderr)
+    # disable=None: no bar when stderr is not a terminal (cron, CI, pipes)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="import",
+        file=sys.stderr,
+        disable=None,
+    )
 
 
 def import_command(settings: Settings, args: argparse.Namespace) -> int:

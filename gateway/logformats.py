@@ -1,33 +1,27 @@
-"""Readers for ``gateway import``: log files and dumps → one ``Line`` (or ``Skip``) per request.
+"""Parsers for ``gateway import``: one history line (or flow) → ``Line``, ``Record`` or ``Skip``.
 
-Owns opening a history file (gzip detected by its magic bytes, whatever its
-name), reading it in chunks, and the per-format parsers: nginx/Apache combined
-logs, JSON-lines access logs (fields found by JSON pointers, defaults in
-``JSON_FIELDS``), mitmproxy flow dumps (``mitmproxy.io``, imported only for
-that format) and Segment archives (``Record`` per ``page``/``identify`` call).
-A line that cannot be read becomes a ``Skip`` with its reason; nothing here
-raises for bad input. Knows nothing of the pipeline or the store.
+Owns the per-format parsers: nginx/Apache combined logs, JSON-lines access
+logs (fields found by JSON pointers, defaults in ``JSON_FIELDS``), Segment
+archives (a ``Record`` per event) and mitmproxy flow dumps (``mitmproxy.io``,
+imported only for that format). A line that cannot be read becomes a ``Skip``
+with its reason; nothing here raises for bad input. Files and records are
+``gateway.history``; nothing here knows the pipeline or the store.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 
+from gateway.history import CHUNK, Item, Line, Record, Skip, parse_any_time, parse_clf_time
 from gateway.sources import MISSING, parse_pointer, resolve
 
 FORMATS = ("combined", "json-lines", "mitm", "segment")
-CHUNK = 4096
-"""Lines parsed per call (one thread hop each)."""
 JSON_FIELDS: dict[str, str] = {
     "time": "/time",
     "method": "/method",
@@ -45,149 +39,6 @@ JSON_FIELDS: dict[str, str] = {
 """JSON-lines default field → pointer. ``uri`` is path and query (nginx ``$request_uri``);
 ``request`` ("GET /p?q HTTP/1.1") is used when ``method``/``uri`` are absent; ``cookie`` is the
 Cookie header and ``vid`` our cookie's value alone, when the log kept either."""
-
-
-@dataclass(slots=True)
-class Line:
-    """One logged request, as much of it as the log kept."""
-
-    number: int
-    ts: datetime
-    method: str
-    target: str
-    """Path and query, as requested (origin-form)."""
-    status: int
-    raw: bytes
-    """The line as read: with the file identity and number, it keys the line's event ids."""
-    host: str = ""
-    referer: str = ""
-    user_agent: str = ""
-    ip: str = ""
-    cookie: str = ""
-    headers: dict[str, str] | None = None
-    """Every request header (lower-case names), when the source kept them (flow dumps)."""
-
-
-@dataclass(slots=True)
-class Record:
-    """One event of a Segment archive (a JSON object), with the bytes it came from."""
-
-    number: int
-    event: dict[str, Any]
-    raw: bytes
-
-
-@dataclass(slots=True)
-class Skip:
-    number: int
-    reason: str
-
-
-Item = Line | Record | Skip
-
-
-class History:
-    """An open history file: compressed or not, read in chunks of parsed items."""
-
-    def __init__(self, path: Path, parse: Callable[[int, bytes], list[Item]]) -> None:
-        self.path = path
-        self.size = path.stat().st_size
-        self._raw: BinaryIO = path.open("rb")
-        self._stream: BinaryIO = self._raw
-        if self._raw.read(2) == b"\x1f\x8b":
-            self._stream = gzip.GzipFile(fileobj=self._raw)  # type: ignore[assignment]
-        self._raw.seek(0)
-        self._parse = parse
-        self._number = 0
-        first = self._stream.readline()
-        self.identity = hashlib.blake2b(first, digest_size=16).digest()
-        """The digest of the first line: the same in a renamed, rotated, compressed or grown copy."""
-        self._pending = first
-
-    @property
-    def lines(self) -> int:
-        """Lines read so far."""
-        return self._number
-
-    @property
-    def position(self) -> int:
-        """Bytes of the file on disk consumed so far (compressed bytes for gzip)."""
-        return self._raw.tell()
-
-    def chunk(self) -> list[Item]:
-        """The next items (at most ``CHUNK`` lines' worth); empty at the end of the file."""
-        items: list[Item] = []
-        for _ in range(CHUNK):
-            if self._pending:
-                raw, self._pending = self._pending, b""
-            else:
-                try:
-                    raw = self._stream.readline()
-                except (OSError, EOFError) as err:  # a truncated or corrupt gzip member
-                    self._number += 1
-                    items.append(Skip(self._number, f"unreadable: {err}"))
-                    self._stream = io.BytesIO()
-                    break
-            if not raw:
-                break
-            self._number += 1
-            raw = raw.rstrip(b"\r\n")
-            if raw.strip():
-                items.extend(self._parse(self._number, raw))
-        return items
-
-    def close(self) -> None:
-        self._stream.close()
-        self._raw.close()
-
-
-# -- timestamps ----------------------------------------------------------------------------
-
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
-    )
-}
-_CLF_TIME = re.compile(r"(\d{2})/(\w{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
-
-
-def parse_clf_time(text: str, cache: dict[str, datetime]) -> datetime | None:
-    """``10/Oct/2026:13:55:36 -0700`` → an aware datetime (cached: a second repeats many lines)."""
-    ts = cache.get(text)
-    if ts is not None:
-        return ts
-    m = _CLF_TIME.fullmatch(text)
-    if m is None or m[2] not in _MONTHS:
-        return None
-    offset = timedelta(hours=int(m[8]), minutes=int(m[9])) * (-1 if m[7] == "-" else 1)
-    try:
-        ts = datetime(int(m[3]), _MONTHS[m[2]], int(m[1]), int(m[4]), int(m[5]), int(m[6]))
-        ts = ts.replace(tzinfo=timezone(offset))
-    except ValueError:
-        return None
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[text] = ts
-    return ts
-
-
-def parse_any_time(value: Any, cache: dict[str, datetime]) -> datetime | None:
-    """ISO 8601, Unix seconds or milliseconds (number or digits), or the combined-log form."""
-    if isinstance(value, bool):
-        return None
-    try:
-        if isinstance(value, int | float) or (isinstance(value, str) and value.replace(".", "", 1).isdigit()):
-            seconds = float(value)
-            return datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
-        if not isinstance(value, str):
-            return None
-        if "/" in value:
-            return parse_clf_time(value.strip("[]"), cache)
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 # -- combined -------------------------------------------------------------------------------

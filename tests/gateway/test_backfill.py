@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import io
 import json
 import os
 import sqlite3
@@ -307,3 +308,40 @@ def test_the_server_never_loads_the_importer() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    await run_import(settings, [log], "combined", host="shop.example", progress=True, dry_run=True)
+    shown = terminal.getvalue()
+    assert "import: 100%" in shown and "lines/s" in shown
+
+
+async def test_a_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    data = gzip.compress((COMBINED + "\n").encode() * 200)
+    log = tmp_path / "cut.log.gz"
+    await asyncio.to_thread(log.write_bytes, data[: len(data) // 2])
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert summary.events["touchpoints"] > 0
+    assert any(reason.startswith("unreadable:") for reason in summary.skipped)
+
+
+async def test_json_lines_without_a_host_are_skipped_by_line(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    text = "\n".join(
+        json.dumps({"time": "2025-03-01T10:00:00Z", "uri": f"/?utm_source={s}", "method": "GET", **host})
+        for s, host in (("a", {"host": "shop.example"}), ("b", {}))
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.jsonl", text)
+    summary = await run_import(settings, [log], "json-lines")
+    assert summary.events["touchpoints"] == 1
+    assert summary.examples == ["access.jsonl:2: host: missing (and no --host or proxy.public_origin)"]
