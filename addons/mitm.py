@@ -4,12 +4,13 @@ Translates mitmproxy's ``HTTPFlow`` to our ``Exchange`` and back, so the same
 addon chain and the same store run inside mitmproxy (for its TLS termination,
 HTTP/2 and HTTP/3 at the edge). Request hook: the chain runs, tracking pairs
 leave ``flow.request.path`` (the other raw query pieces kept byte for byte),
-extra upstream headers are set, a ``reply`` becomes ``flow.response``. Response
-hook: the response hooks run, our Set-Cookie headers are added beside the
-site's, and the flow waits — bounded by ``storage.max_wait_ms`` — for its
-events' commit. Owns a ``LocalStore`` (opened in ``running``, closed in
-``done``). A config problem is logged by key (mitmdump then exits). The only
-module in ``addons/`` that imports mitmproxy; nothing else imports this one.
+extra upstream headers are set, a ``reply`` becomes ``flow.response``.
+Response-headers hook (before any body byte, streamed or not): the response
+hooks run, our Set-Cookie headers are added beside the site's, and the flow
+waits — bounded by ``storage.max_wait_ms`` — for its events' commit. Owns a
+``LocalStore`` (opened in ``running``, closed in ``done``). A config problem is
+logged by key (mitmdump then exits). The only module in ``addons/`` that
+imports mitmproxy; nothing else imports this one.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class GatewayAddon:
         self.pipeline: Pipeline | None = None
         self.store: LocalStore | None = None
         self._flows: dict[str, _State] = {}
+        self._ready = asyncio.Event()
+        """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
 
     def load(self, loader: Any) -> None:
         loader.add_option("gateway_config", str, "gateway.toml", "tracking-gateway config file (TOML)")
@@ -107,6 +110,7 @@ class GatewayAddon:
         self.store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
         await self.store.open()
         await self.pipeline.running()
+        self._ready.set()
 
     async def done(self) -> None:
         if self.pipeline is not None:
@@ -128,8 +132,11 @@ class GatewayAddon:
         return RequestView(req.method, scheme, host, path, query, headers, ip, ts)
 
     async def request(self, flow: mhttp.HTTPFlow) -> None:
-        if self.pipeline is None or self.store is None or flow.response is not None:
+        if self.pipeline is None or flow.response is not None:
             return
+        await self._ready.wait()
+        if self.store is None:
+            return  # shutting down
         path, _, query = flow.request.path.partition("?")
         if path.startswith(self.reserved):
             body = b'{"ok": false, "status": 404, "error": "signed events are served by the aiohttp host"}'
@@ -148,7 +155,9 @@ class GatewayAddon:
         for name, value in ex.upstream_headers.items():
             flow.request.headers[name] = value
 
-    async def response(self, flow: mhttp.HTTPFlow) -> None:
+    async def responseheaders(self, flow: mhttp.HTTPFlow) -> None:
+        """The response's headers are in and not yet sent (mitmproxy emulates this hook for a
+        reply set in ``request`` too): the only moment a streamed body can still get our cookie."""
         state = self._flows.pop(flow.id, None)
         if state is None or flow.response is None or self.pipeline is None or self.store is None:
             return

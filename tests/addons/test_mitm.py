@@ -66,7 +66,7 @@ async def test_landing_is_stored_and_stripped(addon: GatewayAddon, tmp_path: Pat
     await addon.request(flow)
     assert flow.request.path == "/landing?a=1&b=%20x"  # the other pieces byte for byte
     flow.response = tutils.tresp(headers=[(b"set-cookie", b"site=1; Path=/")])
-    await addon.response(flow)
+    await addon.responseheaders(flow)
     cookies = flow.response.headers.get_all("set-cookie")
     assert cookies[0] == "site=1; Path=/" and cookies[1].startswith("gw_vid=v1.")
     assert "HttpOnly" in cookies[1] and "Max-Age=" in cookies[1]
@@ -80,12 +80,12 @@ async def test_returning_visitor_keeps_their_id(addon: GatewayAddon, tmp_path: P
     first = tflow.tflow(req=tutils.treq(path=b"/?utm_source=a"))
     await addon.request(first)
     first.response = tutils.tresp()
-    await addon.response(first)
+    await addon.responseheaders(first)
     cookie = first.response.headers["set-cookie"].split(";")[0]
     second = tflow.tflow(req=tutils.treq(path=b"/?utm_source=b", headers=[(b"cookie", cookie.encode())]))
     await addon.request(second)
     second.response = tutils.tresp()
-    await addon.response(second)
+    await addon.responseheaders(second)
     keys = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT DISTINCT visitor_key FROM touchpoints")
     assert len(keys) == 1
 
@@ -100,7 +100,7 @@ async def test_redirect_reply_becomes_the_response(tmp_path: Path, secrets: None
         await gateway.request(flow)
         assert flow.response is not None and flow.response.status_code == 302
         assert flow.response.headers["location"] == "/p?k=1"
-        await gateway.response(flow)
+        await gateway.responseheaders(flow)
         assert flow.response.headers["set-cookie"].startswith("gw_vid=")
         await gateway.done()
 
@@ -136,6 +136,7 @@ async def mitmdump(upstream: str, config_file: Path, confdir: Path) -> AsyncIter
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "mitmdump"), "--mode", f"reverse:{upstream}", "-s", str(SCRIPT),
         "--set", f"gateway_config={config_file}", "--set", f"confdir={confdir}",
+        "--set", "stream_large_bodies=1",  # every body streamed: the cookie must go with the headers
         "--listen-host", "127.0.0.1", "--listen-port", str(port), "-q",
         env={**os.environ, **ENV}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
