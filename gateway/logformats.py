@@ -158,7 +158,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
                 ts,
                 method.upper(),
                 uri,
-                int(status) if status.isdigit() else 0,
+                int(status) if status.isascii() and status.isdigit() else 0,
                 raw,
                 host=text(doc, "host"),
                 referer=text(doc, "referer"),
