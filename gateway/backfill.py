@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from addons.identity import verify_cookie
 from gateway.config import Settings, SourceOptions
 from gateway.events import Binding, Conversion, Event
-from gateway.history import Line
+from gateway.history import Line, Record
 from gateway.ids import Uuid7, uuid7_keyed
 from gateway.keys import Keys, derive
 from gateway.mapping import Invalid, Limits, map_event
@@ -174,11 +174,10 @@ class Replayer:
             self.stamp(ex.events, seed, int(line.ts.timestamp() * 1000))
         return ex.events
 
-    def segment_event(
-        self, event: dict[str, object], identity: bytes, number: int, raw: bytes
-    ) -> list[Event]:
+    def segment_event(self, record: Record, identity: bytes) -> list[Event]:
         """One Segment call → its rows, via the live mapping; ``Invalid`` or ``ValueError`` (with
-        the reason) when it cannot be taken."""
+        the reason) when it cannot be taken. Keyed by ``messageId``, else by where it was read."""
+        event, number = record.event, record.number
         if resolve(event, self.segment.pointers.get("timestamp", ())) is MISSING:
             raise ValueError("timestamp: missing")
         mapped = map_event(self.segment, event, datetime.now(UTC), self.limits, f"{number}")
@@ -190,7 +189,7 @@ class Replayer:
         seed = b"segment\0" + (
             message.encode()
             if isinstance(message, str) and message
-            else identity + str(number).encode() + raw
+            else identity + f"{number}:{record.index}".encode() + record.raw
         )
         ts = datetime.fromisoformat(mapped.rows[0].ts.replace("Z", "+00:00"))
         self.stamp(mapped.rows, seed, int(ts.timestamp() * 1000))

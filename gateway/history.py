@@ -52,6 +52,8 @@ class Record:
     number: int
     event: dict[str, Any]
     raw: bytes
+    index: int = 0
+    """Its place in the line's batch (0 for a line holding one event)."""
 
 
 @dataclass(slots=True)

@@ -232,7 +232,7 @@ async def _replay_source(
                 new = await replay(item, identity)
             elif type(item) is Record:
                 try:
-                    new = segment_event(item.event, identity, item.number, item.raw)
+                    new = segment_event(item, identity)
                 except Invalid as err:
                     summary.skip(name, item.number, "; ".join(err.errors))
                     continue

@@ -186,9 +186,9 @@ def segment_parser() -> Callable[[int, bytes], list[Item]]:
         events = doc.get("batch") if isinstance(doc, dict) and "batch" in doc else doc
         events = events if isinstance(events, list) else [events]
         out: list[Item] = []
-        for event in events:
+        for index, event in enumerate(events):
             if isinstance(event, dict):
-                out.append(Record(number, event, raw))
+                out.append(Record(number, event, raw, index))
             else:
                 out.append(Skip(number, "not a JSON object"))
         return out

@@ -220,9 +220,12 @@ async def test_segment_archive_pages_and_identifies(tmp_path: Path) -> None:
     no_time = {"type": "page", "messageId": "m5", "anonymousId": "anon-3"}
     text = "\n".join(json.dumps(e) for e in (page, identify, plain_page, track, no_time))
     text += "\n" + json.dumps({"batch": [dict(page, messageId="m6", anonymousId="anon-9")]})
+    # a batch whose events carry no messageId: each is still its own event
+    unkeyed = {k: v for k, v in page.items() if k != "messageId"}
+    text += "\n" + json.dumps({"batch": [dict(unkeyed, anonymousId="x1"), dict(unkeyed, anonymousId="x2")]})
     log = await asyncio.to_thread(write, tmp_path / "segment.json", text, compress=True)
     summary = await run_import(settings, [log], "segment")
-    assert summary.new_rows == {"touchpoints": 2, "identities": 1, "conversions": 0}
+    assert summary.new_rows == {"touchpoints": 4, "identities": 1, "conversions": 0}
     anon = Keys.from_master(settings.secret).visitor_key("anon-1")  # as the live /_gw/segment keys it
     tps = await query(
         settings, f"SELECT source, campaign, landing_path, ts FROM touchpoints WHERE visitor_key = '{anon}'"
