@@ -28,7 +28,8 @@ from gateway.events import Event
 from gateway.history import History, Item, Line, Record, Skip
 from gateway.logformats import FORMATS, JSON_FIELDS, combined_parser, json_parser, read_flows, segment_parser
 from gateway.metrics import Metrics
-from storage.local import LocalStore
+from storage.local import LocalStore, StoreClosed
+from storage.migrate import SchemaTooNew
 
 BATCH = 8192
 """Events per store submit: one transaction each (multi-row INSERTs inside)."""
@@ -292,5 +293,14 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"gateway import: cannot read {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 1
+    except (SchemaTooNew, sqlite3.Error, StoreClosed) as err:
+        print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "gateway import: interrupted; what was committed stays, and importing again is safe",
+            file=sys.stderr,
+        )
+        return 130
     print(summary.render())
     return 0

@@ -3,6 +3,7 @@ lines reported, dry runs, the derived visitor, and the CLI entry point on a gene
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gzip
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from bench.synthlog import write_log
 from gateway.config import Settings
-from gateway.importcmd import UsageError, parse_fields, run_import
+from gateway.importcmd import UsageError, import_command, parse_fields, run_import
 from gateway.keys import Keys
 from tests.conftest import ENV, GatewayFactory, make_settings
 
@@ -348,3 +349,17 @@ async def test_json_lines_without_a_host_are_skipped_by_line(tmp_path: Path) -> 
     summary = await run_import(settings, [log], "json-lines")
     assert summary.events["touchpoints"] == 1
     assert summary.examples == ["access.jsonl:2: host: missing (and no --host or proxy.public_origin)"]
+
+
+def test_a_store_that_is_not_a_database_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path)
+    settings.store_path.write_text("not a database " * 100)
+    log = write(tmp_path / "access.log", COMBINED)
+    args = argparse.Namespace(
+        files=[str(log)], format="combined", field=[], host="shop.example", dry_run=False, no_progress=True
+    )
+    assert import_command(settings, args) == 1
+    err = capsys.readouterr().err
+    assert "the store" in err and "failed" in err and "Traceback" not in err
