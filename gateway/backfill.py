@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from addons.identity import verify_cookie
 from gateway.config import Settings, SourceOptions
 from gateway.events import Binding, Conversion, Event
-from gateway.history import Line, Record
+from gateway.history import Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
 from gateway.keys import Keys, derive
 from gateway.mapping import Invalid, Limits, map_event
@@ -205,4 +205,35 @@ class Replayer:
             event.id = uuid7_keyed(unix_ms, digest.digest())
 
 
-__all__ = ["Invalid", "Replayer", "Summary", "looks_like_page", "segment_source"]
+NO_HOST = "host: missing (and no --host or proxy.public_origin)"
+
+
+async def replay_items(
+    replayer: Replayer, items: list[Item], identity: bytes
+) -> tuple[list[Event], list[Skip]]:
+    """A chunk of read items → the events they produce and the items skipped, with reasons."""
+    events: list[Event] = []
+    skips: list[Skip] = []
+    default_host = replayer.host
+    for item in items:
+        if type(item) is Line:
+            if not (item.host or default_host):
+                skips.append(Skip(item.number, NO_HOST))
+                continue
+            new = await replayer.replay(item, identity)
+        elif type(item) is Record:
+            try:
+                new = replayer.segment_event(item, identity)
+            except Invalid as err:
+                skips.append(Skip(item.number, "; ".join(err.errors)))
+                continue
+            except ValueError as err:
+                skips.append(Skip(item.number, str(err)))
+                continue
+        else:
+            assert isinstance(item, Skip)
+            skips.append(item)
+            continue
+        if new:
+            events.extend(new)
+    return events, skips

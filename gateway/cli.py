@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import sqlite3
 import sys
@@ -222,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="json-lines: where a field is, e.g. --field time=/@timestamp (repeatable)",
     )
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes parsing and replaying log lines (default: one per CPU, %(default)s here)",
+    )
     imp.set_defaults(func=cmd_import)
     replay = sub.add_parser("replay-bad", help="re-validate kept bad events and ingest those that now pass")
     replay.add_argument("-c", "--config", default=DEFAULT_CONFIG)

@@ -93,10 +93,11 @@ class History:
         """Bytes of the file on disk consumed so far (compressed bytes for gzip)."""
         return self._raw.tell()
 
-    def chunk(self) -> list[Item]:
-        """The next items (at most ``CHUNK`` lines' worth); empty at the end of the file."""
-        items: list[Item] = []
-        for _ in range(CHUNK):
+    def raw_lines(self) -> list[tuple[int, bytes] | Skip]:
+        """The next ``CHUNK`` non-blank lines as (number, bytes), unparsed (an unreadable rest
+        of the file is a ``Skip``); empty at the end of the file."""
+        out: list[tuple[int, bytes] | Skip] = []
+        while len(out) < CHUNK:
             if self._pending:
                 raw, self._pending = self._pending, b""
             else:
@@ -104,7 +105,7 @@ class History:
                     raw = self._stream.readline()
                 except (OSError, EOFError) as err:  # a truncated or corrupt gzip member
                     self._number += 1
-                    items.append(Skip(self._number, f"unreadable: {err}"))
+                    out.append(Skip(self._number, f"unreadable: {err}"))
                     self._stream = io.BytesIO()
                     break
             if not raw:
@@ -112,7 +113,19 @@ class History:
             self._number += 1
             raw = raw.rstrip(b"\r\n")
             if raw.strip():
-                items.extend(self._parse(self._number, raw))
+                out.append((self._number, raw))
+        return out
+
+    def chunk(self) -> list[Item]:
+        """The next items (``CHUNK`` lines' worth), parsed; empty at the end of the file."""
+        items: list[Item] = []
+        parse = self._parse
+        for entry in self.raw_lines():
+            if type(entry) is tuple:
+                items.extend(parse(*entry))
+            else:
+                assert isinstance(entry, Skip)
+                items.append(entry)
         return items
 
     def close(self) -> None:

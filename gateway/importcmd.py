@@ -16,17 +16,20 @@ import importlib.util
 import sqlite3
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from gateway.backfill import Invalid, Replayer, Summary
+from gateway.backfill import Replayer, Summary, replay_items
 from gateway.config import Settings
 from gateway.events import Event
-from gateway.history import History, Item, Line, Record, Skip
-from gateway.logformats import FORMATS, JSON_FIELDS, combined_parser, json_parser, read_flows, segment_parser
+from gateway.history import History, Item, Skip
+from gateway.importworkers import WorkerPool
+from gateway.logformats import FORMATS, JSON_FIELDS, parser_for, read_flows
 from gateway.metrics import Metrics
 from storage.local import LocalStore, StoreClosed
 from storage.migrate import SchemaTooNew
@@ -130,9 +133,11 @@ async def run_import(
     host: str = "",
     fields: dict[str, str] | None = None,
     progress: bool = False,
+    workers: int = 1,
 ) -> Summary:
-    """Import ``paths`` (format ``fmt``); the summary. UsageError for a bad command line,
-    OSError when a file cannot be opened."""
+    """Import ``paths`` (format ``fmt``); the summary. With ``workers`` > 1, log lines are parsed
+    and replayed in that many processes. UsageError for a bad command line, OSError when a file
+    cannot be opened."""
     if fmt not in FORMATS:
         raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "mitm" and importlib.util.find_spec("mitmproxy") is None:
@@ -146,14 +151,7 @@ async def run_import(
             "--host: combined logs do not record the site's host; pass --host www.example.com "
             "(or set proxy.public_origin) so same-site referrers are told from external ones"
         )
-    cookie = settings.options.identity.cookie_name
-    parsers: dict[str, Callable[[int, bytes], list[Item]] | None] = {
-        "combined": combined_parser(cookie),
-        "json-lines": json_parser(cookie, fields or {}),
-        "segment": segment_parser(),
-        "mitm": None,
-    }
-    parse = parsers[fmt]
+    parse = None if fmt == "mitm" else parser_for(fmt, settings.options.identity.cookie_name, fields)
     sizes = await asyncio.to_thread(lambda: [p.stat().st_size for p in paths])
     store: LocalStore | None = None
     before: dict[str, int] = {}
@@ -164,19 +162,22 @@ async def run_import(
         before = await asyncio.to_thread(_count_rows, settings.store_path)
     # Importing tqdm reads files: off the loop. Its writes are throttled to ~10 a second.
     bar = await asyncio.to_thread(_progress_bar, sum(sizes)) if progress else None
+    pool = None
+    if workers > 1 and fmt != "mitm":
+        pool = await asyncio.to_thread(WorkerPool, workers, settings, fmt, replayer.host, fields or {})
     summary = Summary()
     started = time.perf_counter()
+    shown = _Progress(bar, started)
     writer = _Writer(store)
     try:
-        done = 0
         for path, size in zip(paths, sizes, strict=True):
             summary.files += 1
-            await _import_file(replayer, path, fmt, parse, summary, writer, bar, done, started)
-            done += size
-            if bar is not None:
-                bar.update(done - bar.n)
+            await _import_file(replayer, pool, path, fmt, parse, summary, writer, shown)
+            shown.file_done(size)
         await writer.finish()
     finally:
+        if pool is not None:
+            await asyncio.to_thread(pool.close)
         if bar is not None:
             bar.close()
         if store is not None:
@@ -190,20 +191,20 @@ async def run_import(
 
 async def _import_file(
     replayer: Replayer,
+    pool: WorkerPool | None,
     path: Path,
     fmt: str,
     parse: Callable[[int, bytes], list[Item]] | None,
     summary: Summary,
     writer: _Writer,
-    bar: Any,
-    done: int,
-    started: float,
+    progress: _Progress,
 ) -> None:
     source = await asyncio.to_thread(_Source, path, fmt, parse)
     try:
-        await _replay_source(
-            replayer, source, path.name, fmt == "segment", summary, writer, bar, done, started
-        )
+        if pool is not None and source.history is not None:
+            await _replay_pooled(pool, source, path.name, summary, writer, progress)
+        else:
+            await _replay_source(replayer, source, path.name, summary, writer, progress)
     finally:
         await asyncio.to_thread(source.close)
 
@@ -212,48 +213,77 @@ async def _replay_source(
     replayer: Replayer,
     source: _Source,
     name: str,
-    segment: bool,
     summary: Summary,
     writer: _Writer,
-    bar: Any,
-    done: int,
-    started: float,
+    progress: _Progress,
 ) -> None:
-    identity, default_host = source.identity, replayer.host
-    replay, segment_event, add = replayer.replay, replayer.segment_event, writer.add
-    events = summary.events
+    """In this process: read and parse a chunk in a worker thread, replay it here."""
     while (step := await asyncio.to_thread(source.next)) is not None:
         chunk, position = step
-        produced: list[Event] = []
-        for item in chunk:
-            if type(item) is Line:
-                if not (item.host or default_host):
-                    summary.skip(name, item.number, "host: missing (and no --host or proxy.public_origin)")
-                    continue
-                new = await replay(item, identity)
-            elif type(item) is Record:
-                try:
-                    new = segment_event(item, identity)
-                except Invalid as err:
-                    summary.skip(name, item.number, "; ".join(err.errors))
-                    continue
-                except ValueError as err:
-                    summary.skip(name, item.number, str(err))
-                    continue
-            else:
-                assert isinstance(item, Skip)
-                summary.skip(name, item.number, item.reason)
-                continue
-            if new:
-                produced.extend(new)
-        for event in produced:
-            events[event.table] += 1
-        summary.lines += len({item.number for item in chunk}) if segment else len(chunk)
-        await add(produced)
-        if bar is not None:
-            bar.update(done + position - bar.n)
-            rate = summary.lines / max(1e-9, time.perf_counter() - started)
-            bar.set_postfix_str(f"{rate:,.0f} lines/s", refresh=False)
+        events, skips = await replay_items(replayer, chunk, source.identity)
+        lines = len({item.number for item in chunk})
+        await _account(name, summary, writer, events, skips, lines)
+        progress.update(summary.lines, position)
+
+
+async def _replay_pooled(
+    pool: WorkerPool, source: _Source, name: str, summary: Summary, writer: _Writer, progress: _Progress
+) -> None:
+    """On every core: read a chunk here (in a thread), parse and replay it in a worker process;
+    results are taken in file order, a few chunks ahead."""
+    history = source.history
+    assert history is not None
+
+    def read_and_submit() -> tuple[Future[tuple[list[Event], list[Skip]]], int, int] | None:
+        lines = history.raw_lines()
+        return (pool.submit(lines, source.identity), len(lines), history.position) if lines else None
+
+    pending: deque[tuple[asyncio.Future[tuple[list[Event], list[Skip]]], int, int]] = deque()
+
+    async def collect() -> None:
+        future, lines, position = pending.popleft()
+        events, skips = await future
+        await _account(name, summary, writer, events, skips, lines)
+        progress.update(summary.lines, position)
+
+    while (step := await asyncio.to_thread(read_and_submit)) is not None:
+        future, lines, position = step
+        pending.append((asyncio.wrap_future(future), lines, position))
+        if len(pending) > 2 * pool.workers:
+            await collect()
+    while pending:
+        await collect()
+
+
+async def _account(
+    name: str, summary: Summary, writer: _Writer, events: list[Event], skips: list[Skip], lines: int
+) -> None:
+    for skip in skips:
+        summary.skip(name, skip.number, skip.reason)
+    counts = summary.events
+    for event in events:
+        counts[event.table] += 1
+    summary.lines += lines
+    await writer.add(events)
+
+
+class _Progress:
+    """The bar (or nothing): bytes of all files with ETA, and lines/s."""
+
+    def __init__(self, bar: Any, started: float) -> None:
+        self.bar, self.started, self.done = bar, started, 0
+
+    def update(self, lines: int, position: int) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(self.done + position - self.bar.n)
+        rate = lines / max(1e-9, time.perf_counter() - self.started)
+        self.bar.set_postfix_str(f"{rate:,.0f} lines/s", refresh=False)
+
+    def file_done(self, size: int) -> None:
+        self.done += size
+        if self.bar is not None:
+            self.bar.update(self.done - self.bar.n)
 
 
 def _progress_bar(total: int) -> Any:
@@ -285,6 +315,7 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
                 host=args.host or "",
                 fields=fields,
                 progress=not args.no_progress,
+                workers=args.workers,
             )
         )
     except UsageError as err:

@@ -251,3 +251,16 @@ def flow_line(number: int, flow: Any) -> Line:
         cookie=joined.get("cookie", ""),
         headers=joined,
     )
+
+
+def parser_for(
+    fmt: str, cookie_name: str, fields: dict[str, str] | None = None
+) -> Callable[[int, bytes], list[Item]]:
+    """The line parser of a line-based format (all but ``mitm``)."""
+    if fmt == "combined":
+        return combined_parser(cookie_name)
+    if fmt == "json-lines":
+        return json_parser(cookie_name, fields or {})
+    if fmt == "segment":
+        return segment_parser()
+    raise ValueError(f"{fmt} is not a line format")

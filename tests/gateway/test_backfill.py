@@ -358,8 +358,34 @@ def test_a_store_that_is_not_a_database_is_reported(
     settings.store_path.write_text("not a database " * 100)
     log = write(tmp_path / "access.log", COMBINED)
     args = argparse.Namespace(
-        files=[str(log)], format="combined", field=[], host="shop.example", dry_run=False, no_progress=True
+        files=[str(log)],
+        format="combined",
+        field=[],
+        host="shop.example",
+        dry_run=False,
+        no_progress=True,
+        workers=1,
     )
     assert import_command(settings, args) == 1
     err = capsys.readouterr().err
     assert "the store" in err and "failed" in err and "Traceback" not in err
+
+
+async def test_worker_processes_store_what_one_process_stores(tmp_path: Path) -> None:
+    def generate() -> Path:
+        log = write_log(tmp_path / "access.log", 9000)
+        with log.open("a") as out:
+            out.write("broken line\n")
+        return log
+
+    log = await asyncio.to_thread(generate)
+    results = []
+    for workers in (1, 2):
+        settings = make_settings(tmp_path / f"w{workers}")
+        summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+        stored = await query(
+            settings, "SELECT id, visitor_key, source, click_id, landing_path, ts FROM touchpoints"
+        )
+        results.append((summary.lines, dict(summary.events), summary.examples, sorted(stored)))
+    assert results[0] == results[1]
+    assert results[0][0] == 9001 and results[0][2] == ["access.log:9001: not a combined-log line"]
