@@ -66,10 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(
             None, text=f'[storage]\npath = "{folder / "gw.db"}"\nnode = "bench"\n', environ=ENV
         )
-        passes = {
-            "first": one_pass(settings, log, args.format),
-            "again": one_pass(settings, log, args.format),
-        }
+        passes = {name: one_pass(settings, log, args.format, args.workers) for name in ("first", "again")}
     gz = " (gzip)" if args.gzip else ""
     print(f"{args.lines:,} {args.format} lines{gz}, {args.workers} worker(s); target {TARGET:,} lines/s")
     print(
