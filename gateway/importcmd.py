@@ -1,10 +1,11 @@
 """``gateway import FILE… --format F``: history in, events out through ``LocalStore``, a summary.
 
 Owns the command: its options, reading each file in a worker thread (so the
-event loop never blocks), feeding ``gateway.backfill.Replayer``, writing what it
-produces through the store in large batches (a few in flight), counting the
-rows the store gained (a re-import gains none), the progress bar (``tqdm``,
-imported here only — the server never loads it) and the printed summary.
+event loop never blocks), replaying what it reads here or in worker processes
+(``gateway.importworkers``), writing the events through the store in large
+batches (a few in flight), counting the rows the store gained (a re-import
+gains none), the progress bar (``tqdm``, imported here only — the server never
+loads it) and the printed summary.
 """
 
 from __future__ import annotations
