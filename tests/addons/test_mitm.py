@@ -41,7 +41,8 @@ def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def config(tmp_path: Path, name: str = "gw", extra: str = "") -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(f'[storage]\npath = "{name}.db"\nnode = "test"\n{extra}')
+    # A response waits for its commit (durability "commit"): on a loaded machine, up to a minute.
+    path.write_text(f'[storage]\npath = "{name}.db"\nnode = "test"\nmax_wait_ms = 60000\n{extra}')
     return path
 
 
@@ -177,7 +178,8 @@ async def test_both_hosts_agree(
     origin = await upstream_server(app)
     headers = {"Referer": "https://www.google.com/", "Accept": "text/html"}
 
-    gw = await start_gateway(origin)
+    storage = f'[storage]\npath = "{tmp_path / "gateway.db"}"\nnode = "test"\nmax_wait_ms = 60000\n'
+    gw = await start_gateway(origin, storage)
     async with gw.session.get(gw.url + LANDING, headers=headers) as resp:
         assert resp.status == 200
         aiohttp_cookies = resp.headers.getall("Set-Cookie")

@@ -145,7 +145,14 @@ async def test_first_touch_becomes_the_imported_older_one(
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
-    gw = await start_gateway(await upstream_server(app), '[proxy]\npublic_origin = "https://shop.example"')
+    toml = f"""
+        [proxy]
+        public_origin = "https://shop.example"
+        [storage]
+        path = "{tmp_path / "gateway.db"}"
+        max_wait_ms = 60000
+    """  # the landing's response waits for its commit, however loaded the machine
+    gw = await start_gateway(await upstream_server(app), toml)
     async with gw.session.get(gw.url + "/?utm_source=live&utm_medium=cpc") as resp:
         cookie = resp.cookies["gw_vid"].value
     store = tmp_path / "gateway.db"
