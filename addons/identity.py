@@ -1,6 +1,8 @@
 """First-party visitor ID: reads and verifies the ID cookie, or mints one; plans its Set-Cookie.
 
-Configured by ``[identity]``. The cookie holds a random 128-bit ID and an HMAC
+Configured by ``[identity]``. A host that already knows the visitor (``gateway
+import`` replaying a log) sets ``Exchange.visitor`` first; then only the
+Set-Cookie is planned here. The cookie holds a random 128-bit ID and an HMAC
 tag (``v1.<id>.<tag>``, base64url); a forged or edited cookie is rejected,
 replaced and counted. Only the keyed hash of the ID (``visitor_key``) ever
 reaches an event; the raw ID stays in memory.
@@ -61,6 +63,8 @@ class Identity:
         self.domain = opts.domain
 
     def request(self, ex: Exchange) -> None:
+        if ex.visitor is not None:
+            return  # the host already knows the visitor (the importer: from the logged line)
         value = ex.request.cookies.get(self.cookie_name)
         visitor_id = verify_cookie(self.keys.cookie_mac, value) if value else None
         is_new = visitor_id is None

@@ -2,4 +2,5 @@
 
 from gateway.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a worker process of `gateway import` imports it
+    raise SystemExit(main())

@@ -173,9 +173,20 @@ class Channels:
         self.creator_channel = options.creator_channel
         self.rules = [_Rule(rule) for rule in options.rules]
         self._extract = _extractor()
+        self._cache()
+
+    def _cache(self) -> None:
         # Per-instance caches (not module state): referrers repeat, and this runs per request.
         self.referrer = functools.lru_cache(maxsize=8192)(self._referrer)
         self.registrable = functools.lru_cache(maxsize=8192)(self._registrable)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Without the caches (not picklable): the import's worker processes get a fresh one."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("referrer", "registrable")}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._cache()
 
     def _registrable(self, host: str) -> str:
         """``blog.shop.co.uk`` → ``shop.co.uk``; a host without a known suffix is its own."""

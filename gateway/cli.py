@@ -1,5 +1,5 @@
-"""The ``gateway`` command: ``run``, ``check``, ``init``, ``replay-bad``, ``send-test-event``
-and ``reclassify``.
+"""The ``gateway`` command: ``run``, ``check``, ``init``, ``import``, ``replay-bad``,
+``send-test-event`` and ``reclassify``.
 
 Config problems are printed one per line, each naming its TOML key, and the
 command exits 2; nothing prints a traceback for something the operator can fix.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import sqlite3
 import sys
@@ -241,6 +242,16 @@ def _batch_size(text: str) -> int:
     return int(text)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from gateway.importcmd import import_command  # the readers and the progress bar: this command only
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        return _fail_config(args.config, err)
+    return import_command(settings, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="First-party tracking gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,6 +269,33 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(func=cmd_init)
+    imp = sub.add_parser(
+        "import", help="replay access logs, flow dumps or Segment archives through the pipeline, offline"
+    )
+    imp.add_argument("files", nargs="+", metavar="FILE", help="history files (gzip is detected)")
+    imp.add_argument(
+        "--format", required=True, choices=("combined", "json-lines", "mitm", "segment"), help="file format"
+    )
+    imp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    imp.add_argument("--dry-run", action="store_true", help="replay and count; write nothing")
+    imp.add_argument(
+        "--host", help="the site's host name for lines that do not record one (default: proxy.public_origin)"
+    )
+    imp.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="NAME=POINTER",
+        help="json-lines: where a field is, e.g. --field time=/@timestamp (repeatable)",
+    )
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes parsing and replaying log lines (default: one per CPU, %(default)s here)",
+    )
+    imp.set_defaults(func=cmd_import)
     replay = sub.add_parser("replay-bad", help="re-validate kept bad events and ingest those that now pass")
     replay.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     replay.add_argument("--sender", help="only this [[sources]] sender's bad events")

@@ -45,6 +45,14 @@ class Uuid7:
         return _format(ms, self._seq, rand_b)
 
 
+def uuid7_keyed(unix_ms: int, digest: bytes) -> str:
+    """A deterministic UUIDv7: ``unix_ms`` and 74 bits of ``digest`` (at least 10 bytes, e.g. a
+    keyed hash of what the event came from), so the same input always gives the same id — how
+    ``gateway import`` makes a re-imported line a duplicate the store skips."""
+    rand = int.from_bytes(digest[:10], "big")
+    return _format(unix_ms, rand >> 62, rand)
+
+
 def id_floor(unix_ms: int) -> str:
     """The smallest UUIDv7 of a millisecond: ``id >= id_floor(ms)`` selects events from ``ms`` on."""
     return _format(unix_ms, 0, 0)

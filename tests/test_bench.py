@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,3 +35,30 @@ def test_scoring_bench_runs_and_reports(tmp_path: Path) -> None:
     assert "geo + bots median per request" in done.stdout
     results = json.loads(out.read_text())
     assert {"asset", "page", "landing", "all"} <= set(results) and results["all"]["requests"] == 2000
+
+
+def test_import_bench_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "import.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.import", "--lines", "3000", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["first"]["lines"] == results["again"]["lines"] == 3000
+    assert results["first"]["new_touchpoints"] == results["first"]["touchpoints"] > 0
+    assert results["again"]["new_touchpoints"] == 0
+
+
+def test_mitm_bench_runs_and_reports(tmp_path: Path) -> None:
+    pytest.importorskip("mitmproxy")
+    out = tmp_path / "mitm.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.mitm", "--seconds", "0.3", "--warmup", "0", "--concurrency", "4",
+         "--scenarios", "landing", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads(out.read_text())
+    assert {r["target"] for r in runs} == {"gateway", "mitm", "mitm-bare"}
+    assert all(r["errors"] == 0 for r in runs)

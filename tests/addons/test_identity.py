@@ -6,6 +6,7 @@ import pytest
 
 from addons.identity import Identity, cookie_value, new_visitor_id, verify_cookie
 from gateway.events import Touchpoint
+from gateway.pipeline import Visitor
 from tests.addons.conftest import configured, context, exchange, metric
 
 DOCUMENT = {"Accept": "text/html,application/xhtml+xml", "Sec-Fetch-Dest": "document"}
@@ -113,3 +114,15 @@ def test_cookie_attributes(policy: str, scheme: str, secure: bool) -> None:
         "example.com",
         "/",
     )
+
+
+def test_a_visitor_the_host_already_knows_is_kept() -> None:
+    """The importer hands over the visitor of a log line; the cookie in the request is not read."""
+    ctx = context()
+    addon = configured(Identity, ctx=ctx)
+    other = new_visitor_id()
+    ex = exchange("/", cookies={"gw_vid": cookie_value(ctx.keys.cookie_mac, other)})
+    known = Visitor(id="derived-visitor", is_new=False, hasher=ctx.keys.visitor_key)
+    ex.visitor = known
+    addon.request(ex)
+    assert ex.visitor is known and ex.visitor.key == ctx.keys.visitor_key("derived-visitor")

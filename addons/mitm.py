@@ -1,0 +1,193 @@
+"""The mitmproxy host: ``mitmdump --mode reverse:URL -s addons/mitm.py --set gateway_config=FILE``.
+
+Translates mitmproxy's ``HTTPFlow`` to our ``Exchange`` and back, so the same
+addon chain and the same store run inside mitmproxy (for its TLS termination,
+HTTP/2 and HTTP/3 at the edge). Request hook: the chain runs, tracking pairs
+leave ``flow.request.path`` (the other raw query pieces kept byte for byte),
+extra upstream headers are set, a ``reply`` becomes ``flow.response``.
+Response-headers hook (before any body byte, streamed or not): the response
+hooks run, our Set-Cookie headers are added beside the site's, and the flow
+waits — bounded by ``storage.max_wait_ms`` — for its events' commit. Owns a
+``LocalStore`` (opened in ``running``, closed in ``done``). A config problem is
+logged by key (mitmdump then exits). The only module in ``addons/`` that
+imports mitmproxy; nothing else imports this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookies
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from mitmproxy import exceptions
+from mitmproxy import http as mhttp
+
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.events import Event
+from gateway.forwarding import client_ip, is_trusted
+from gateway.metrics import Metrics
+from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
+from storage.local import CommitTimeout, LocalStore
+
+log = logging.getLogger("gateway.mitm")
+
+
+def joined_headers(headers: Any) -> dict[str, str]:
+    """mitmproxy ``Headers`` → lower-case name → value; repeats joined ("; " for cookies)."""
+    joined: dict[str, str] = {}
+    for name, value in headers.items(multi=True):
+        key = name.lower()
+        if key in joined:
+            joined[key] += ("; " if key == "cookie" else ", ") + value
+        else:
+            joined[key] = value
+    return joined
+
+
+def set_cookie_value(cookie: Cookie) -> str:
+    """A ``Set-Cookie`` value rendered by the standard library (quoting included)."""
+    morsel: http.cookies.Morsel[str] = http.cookies.Morsel()
+    morsel.set(cookie.name, cookie.value, http.cookies.SimpleCookie().value_encode(cookie.value)[1])
+    morsel.update({"max-age": str(cookie.max_age), "path": cookie.path, "samesite": cookie.samesite})
+    if cookie.domain:
+        morsel["domain"] = cookie.domain
+    morsel["secure"] = cookie.secure
+    morsel["httponly"] = cookie.httponly
+    return morsel.OutputString()
+
+
+class _State:
+    __slots__ = ("commits", "ex", "seen")
+
+    def __init__(self, ex: Exchange, seen: int, commits: list[asyncio.Future[None]]) -> None:
+        self.ex, self.seen, self.commits = ex, seen, commits
+
+
+class GatewayAddon:
+    """The tracking gateway as a mitmproxy addon (one per mitmdump process)."""
+
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self.metrics = Metrics()
+        self.pipeline: Pipeline | None = None
+        self.store: LocalStore | None = None
+        self._flows: dict[str, _State] = {}
+        self._ready = asyncio.Event()
+        """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
+
+    def load(self, loader: Any) -> None:
+        loader.add_option("gateway_config", str, "gateway.toml", "tracking-gateway config file (TOML)")
+
+    def configure(self, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        if self.settings is not None and "gateway_config" not in updated:
+            return
+        if self.store is not None:
+            raise exceptions.OptionsError("gateway_config cannot change while running")
+        path = ctx.options.gateway_config
+        try:
+            settings = load_settings(path)
+        except ConfigError as err:
+            # Logged, not raised: mitmdump then exits ("Error logged during startup") with each
+            # problem named by its key, and no traceback.
+            for problem in err.problems:
+                log.error("gateway: %s: %s", path, problem)
+            self.settings = self.pipeline = None
+            return
+        self.settings = settings
+        self.pipeline = build_pipeline(settings, self.metrics)
+        self.reserved = settings.options.proxy.reserved_prefix
+        origin = settings.options.proxy.public_origin.rstrip("/")
+        self.public_scheme, _, self.public_host = origin.partition("://")
+        self.wait_commit = settings.options.storage.durability == "commit"
+
+    async def running(self) -> None:
+        if self.settings is None or self.pipeline is None:
+            return  # the config failed; mitmdump is exiting
+        self.store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
+        await self.store.open()
+        await self.pipeline.running()
+        self._ready.set()
+
+    async def done(self) -> None:
+        if self.pipeline is not None:
+            await self.pipeline.done()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    def view(self, flow: mhttp.HTTPFlow, path: str, query: str) -> RequestView:
+        assert self.settings is not None
+        req = flow.request
+        headers = joined_headers(req.headers)
+        peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        trusted = self.settings.trusted_networks
+        ip = client_ip(peer, headers.get("x-forwarded-for"), trusted) if is_trusted(peer, trusted) else peer
+        scheme = self.public_scheme or ("https" if flow.client_conn.tls_established else "http")
+        host = self.public_host or headers.get("host") or req.pretty_host
+        ts = datetime.fromtimestamp(req.timestamp_start, UTC)
+        return RequestView(req.method, scheme, host, path, query, headers, ip, ts)
+
+    async def request(self, flow: mhttp.HTTPFlow) -> None:
+        if self.pipeline is None or flow.response is not None:
+            return
+        await self._ready.wait()
+        if self.store is None:
+            return  # shutting down
+        path, _, query = flow.request.path.partition("?")
+        if path.startswith(self.reserved):
+            body = b'{"ok": false, "status": 404, "error": "signed events are served by the aiohttp host"}'
+            flow.response = mhttp.Response.make(404, body, {"content-type": "application/json"})
+            return
+        ex = Exchange(self.view(flow, path, query))
+        await self.pipeline.request(ex)
+        commits = [self.store.submit(ex.events)] if ex.events else []
+        self._flows[flow.id] = _State(ex, len(ex.events), commits)
+        if ex.reply is not None:
+            reply = ex.reply
+            flow.response = mhttp.Response.make(reply.status, reply.body, dict(reply.headers))
+            return
+        if ex.upstream_query is not None:
+            flow.request.path = path + ("?" + ex.upstream_query if ex.upstream_query else "")
+        for name, value in ex.upstream_headers.items():
+            flow.request.headers[name] = value
+
+    async def responseheaders(self, flow: mhttp.HTTPFlow) -> None:
+        """The response's headers are in and not yet sent (mitmproxy emulates this hook for a
+        reply set in ``request`` too): the only moment a streamed body can still get our cookie."""
+        state = self._flows.pop(flow.id, None)
+        if state is None or flow.response is None or self.pipeline is None or self.store is None:
+            return
+        ex = state.ex
+        ex.response = ResponseView(flow.response.status_code, joined_headers(flow.response.headers))
+        await self.pipeline.response(ex)
+        if len(ex.events) > state.seen:
+            new: list[Event] = ex.events[state.seen :]
+            state.commits.append(self.store.submit(new))
+        for cookie in ex.set_cookies:
+            flow.response.headers.add("set-cookie", set_cookie_value(cookie))
+        await self._confirm(state.commits)
+
+    def error(self, flow: mhttp.HTTPFlow) -> None:
+        """The upstream failed: the events were submitted already; forget the flow."""
+        self._flows.pop(flow.id, None)
+
+    async def _confirm(self, commits: list[asyncio.Future[None]]) -> None:
+        """Wait (bounded by the store) for this flow's events; never fail the flow over it."""
+        for future in commits:
+            if not self.wait_commit:
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
+                continue
+            try:
+                await future
+            except CommitTimeout:
+                self.metrics.events_unconfirmed.labels("timeout").inc()
+            except Exception as err:
+                self.metrics.events_unconfirmed.labels("store_error").inc()
+                log.warning("events not stored (%s); the page was served anyway", err)
+
+
+addons = [GatewayAddon()]

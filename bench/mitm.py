@@ -1,0 +1,101 @@
+"""Host benchmark: the gateway inside mitmproxy (``addons/mitm.py``) against our aiohttp host.
+
+``python -m bench.mitm [--seconds S] [--concurrency C] [--json FILE]`` starts the
+bench origin, the aiohttp gateway (``bench.servers gateway``), ``mitmdump --mode
+reverse:ORIGIN -s addons/mitm.py`` with the same options, and a bare ``mitmdump``
+(no addon: mitmproxy's own cost), each in its own process, then loads each in
+turn with ``bench.load`` (plain and landing scenarios) and prints req/s, latency
+and CPU per request. Needs the ``mitm`` extra. It reports; it never fails on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.proxy import ROOT, Row, Server, measure, start_server, stop_process
+from bench.servers import gateway_toml
+
+TARGETS = ("gateway", "mitm", "mitm-bare")
+"""Our aiohttp host, mitmdump with our addon, and mitmdump alone (what mitmproxy itself costs)."""
+ENV = {"GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40}
+
+
+def start_mitmdump(upstream: str, store: Path, *, addon: bool = True, timeout: float = 30.0) -> Server:
+    """``mitmdump`` in reverse mode (with our addon and a store in ``store``, or bare); waits
+    until it listens."""
+    config = store / "mitm.toml"
+    config.write_text(gateway_toml(store).replace("gateway.db", "mitm.db"))
+    script = ["-s", str(ROOT / "addons" / "mitm.py"), "--set", f"gateway_config={config}"] if addon else []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    command = [
+        str(Path(sys.executable).parent / "mitmdump"),
+        "--mode", f"reverse:{upstream}", *script, "--set", f"confdir={store / 'mitmconf'}",
+        "--listen-host", "127.0.0.1", "--listen-port", str(port), "-q",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, text=True
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return Server("mitm" if addon else "mitm-bare", process, port)
+        except OSError:
+            time.sleep(0.1)
+    stop_process(process)
+    raise RuntimeError(f"mitmdump did not start (exit code {process.returncode})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.mitm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument("--scenarios", nargs="+", choices=("plain", "first_visit", "landing"),
+                        default=["plain", "landing"])  # fmt: skip
+    parser.add_argument("--json", metavar="FILE", default="")
+    args = parser.parse_args(argv)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="gw-bench-mitm-") as tmp:
+        store = Path(tmp)
+        started: list[Server] = []
+        try:
+            origin = start_server("origin")
+            started.append(origin)
+            started.append(start_server("gateway", "--upstream", origin.url, "--store", str(store)))
+            started.append(start_mitmdump(origin.url, store))
+            started.append(start_mitmdump(origin.url, store, addon=False))
+            running = {s.kind: s for s in started}
+            for scenario in args.scenarios:
+                for target in TARGETS:
+                    row = measure(running, target, scenario, args)
+                    rows.append(row)
+                    print(f"  {scenario:<8} {target:<8} {row.rps:8.0f} req/s", file=sys.stderr, flush=True)
+        finally:
+            for server in reversed(started):
+                stop_process(server.process)
+    print(f"\n{args.seconds:g} s per run after {args.warmup:g} s warm-up, concurrency {args.concurrency}")
+    header = ("scenario", "host", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors")
+    print("{:<9} {:<10} {:>8} {:>8} {:>8} {:>10} {:>7}".format(*header))
+    for r in rows:
+        cpu = "n/a" if r.proxy_cpu_us is None else f"{r.proxy_cpu_us:.0f}"
+        latency = f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
+        print(f"{r.scenario:<9} {r.target:<10} {r.rps:>8.0f} {latency} {cpu:>10} {r.errors:>7}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

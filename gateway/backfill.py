@@ -1,0 +1,239 @@
+"""Backfill: replays history through the addon chain, offline, with historical timestamps.
+
+Owns how a logged request becomes an ``Exchange`` (method, path, query, host,
+referer, user agent, the logged time as ``RequestView.ts``, the status in a
+``ResponseView``), who its visitor is (our verified ``gw_vid`` cookie if the log
+kept it, else a keyed hash of IP, user agent and UTC day — an approximation,
+never the raw IP), and the deterministic event ids that make a re-import a
+no-op (a UUIDv7 of the line's time whose random bits are a keyed hash of the
+file's identity, the line number and the line). The importer hands the
+visitor to the chain on the ``Exchange`` (the identity addon then keeps it).
+Segment archives go through the
+live ``/_gw/segment`` mapping instead (``gateway.mapping``). Reading is
+``gateway.logformats``; the command and its summary are ``gateway.importcmd``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from addons.identity import verify_cookie
+from gateway.config import Settings, SourceOptions
+from gateway.events import Binding, Conversion, Event
+from gateway.history import Item, Line, Record, Skip
+from gateway.ids import Uuid7, uuid7_keyed
+from gateway.keys import Keys, derive
+from gateway.mapping import Invalid, Limits, map_event
+from gateway.metrics import Metrics
+from gateway.pipeline import Exchange, RequestView, ResponseView, Visitor, build_pipeline, parse_cookies
+from gateway.sources import MISSING, SourceMap, compile_source, resolve
+
+PAGE_EXTENSIONS = frozenset({"html", "htm", "php", "asp", "aspx", "jsp", "cfm", "shtml"})
+"""A logged path whose last segment has no extension, or one of these, counts as a page load."""
+MAX_EXAMPLES = 5
+_TABLE_NAMES = {"touchpoints": "touchpoints", "identities": "bindings", "conversions": "conversions"}
+
+
+@dataclass
+class Summary:
+    """What an import read, produced and skipped."""
+
+    files: int = 0
+    lines: int = 0
+    events: Counter[str] = field(default_factory=Counter)
+    """Events produced, by table."""
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Skipped lines (or Segment events) by reason."""
+    examples: list[str] = field(default_factory=list)
+    """The first few skips, as ``file:line: reason``."""
+    new_rows: dict[str, int] | None = None
+    """Rows the store gained, by table (None: a dry run)."""
+    seconds: float = 0.0
+
+    def skip(self, where: str, number: int, reason: str) -> None:
+        self.skipped[reason] += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"{where}:{number}: {reason}")
+
+    def render(self) -> str:
+        rate = self.lines / self.seconds if self.seconds > 0 else 0.0
+        out = [
+            f"gateway import: {self.files} file(s), {self.lines:,} lines read in {self.seconds:.1f} s"
+            f" ({rate:,.0f} lines/s)"
+        ]
+        for table, label in _TABLE_NAMES.items():
+            line = f"  {label + ':':13}{self.events[table]:>10,}"
+            if self.new_rows is not None:
+                line += f"   new in the store: {self.new_rows.get(table, 0):,}"
+            out.append(line)
+        out.append(f"  {'skipped:':13}{sum(self.skipped.values()):>10,}")
+        for reason, count in self.skipped.most_common():
+            out.append(f"    {count:>8,}  {reason}")
+        if self.examples:
+            out.append("  first skipped:")
+            out.extend(f"    {example}" for example in self.examples)
+        if self.new_rows is None:
+            out.append("  dry run: nothing was written")
+        return "\n".join(out)
+
+
+def looks_like_page(method: str, path: str, status: int) -> bool:
+    """Whether a logged request was probably a page load (logs keep no Accept header)."""
+    if method not in ("GET", "HEAD") or status >= 400:
+        return False
+    last = path.rpartition("/")[2]
+    return "." not in last or last.rpartition(".")[2].lower() in PAGE_EXTENSIONS
+
+
+def segment_source(settings: Settings) -> SourceMap:
+    """The first segment-format ``[[sources]]`` entry's mapping, else Segment's defaults."""
+    for source in settings.options.sources:
+        if source.format == "segment":
+            return compile_source(source)
+    return compile_source(SourceOptions(name="import", secrets=(), format="segment"))
+
+
+class Replayer:
+    """Turns read items into events: log lines through the pipeline, Segment events through the
+    Segment mapping; every event gets its deterministic id."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, default_host: str = "") -> None:
+        opts = settings.options
+        self.keys = Keys.from_master(settings.secret, opts.identity.user_id_storage)
+        self.pipeline = build_pipeline(settings, metrics, self.keys)
+        self.cookie_name = opts.identity.cookie_name
+        self.visitor_mac = derive(settings.secret, "gateway/import-visitor/v1")
+        self.id_mac = derive(settings.secret, "gateway/import-id/v1")
+        public = urlsplit(opts.proxy.public_origin) if opts.proxy.public_origin else None
+        self.host = default_host or (public.netloc if public else "")
+        self.scheme = public.scheme if public else "https"
+        self._visitors: dict[tuple[str, str, int], Visitor] = {}
+        self.segment = segment_source(settings)
+        self.limits = Limits(
+            keys=self.keys,
+            node=settings.node,
+            ids=Uuid7(),
+            max_age=timedelta(days=365 * 50),
+            tolerance=timedelta(seconds=opts.webhooks.tolerance_seconds),
+            max_len=opts.campaign.max_value_length,
+        )
+
+    def derived_visitor(self, ip: str, user_agent: str, ts: datetime) -> Visitor:
+        """The visitor of a log line without our cookie: a keyed hash of (IP, user agent, UTC
+        day). An approximation: people behind one address with one browser are one visitor, and
+        a visitor is new each day. The IP itself is never kept."""
+        day = int(ts.timestamp()) // 86400
+        key = (ip, user_agent, day)
+        visitor = self._visitors.get(key)
+        if visitor is None:
+            seed = f"{ip}\0{user_agent}\0{day}".encode()
+            digest = hashlib.blake2b(seed, key=self.visitor_mac, digest_size=16).digest()
+            visitor_id = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            visitor = Visitor(visitor_id, False, self.keys.visitor_key)
+            if len(self._visitors) > 200_000:
+                self._visitors.clear()
+            self._visitors[key] = visitor
+        return visitor
+
+    def visitor(self, line: Line) -> Visitor:
+        """Our cookie's visitor when the line kept the cookie and its tag verifies; else derived."""
+        if line.cookie:
+            value = parse_cookies(line.cookie).get(self.cookie_name)
+            visitor_id = verify_cookie(self.keys.cookie_mac, value) if value else None
+            if visitor_id is not None:
+                return Visitor(visitor_id, False, self.keys.visitor_key)
+        return self.derived_visitor(line.ip, line.user_agent, line.ts)
+
+    def exchange(self, line: Line) -> Exchange:
+        path, _, query = line.target.partition("?")
+        headers = dict(line.headers) if line.headers else {}
+        host = line.host or self.host
+        headers["host"] = host
+        if line.referer:
+            headers["referer"] = line.referer
+        if line.user_agent:
+            headers["user-agent"] = line.user_agent
+        if line.headers is None and looks_like_page(line.method, path, line.status):
+            headers["accept"] = "text/html"
+        view = RequestView(line.method, self.scheme, host, path, query, headers, line.ip, line.ts)
+        return Exchange(view, visitor=self.visitor(line))
+
+    async def replay(self, line: Line, identity: bytes) -> list[Event]:
+        """One log line through the chain; its events with their deterministic ids."""
+        ex = self.exchange(line)
+        await self.pipeline.request(ex)
+        ex.response = ResponseView(line.status, {})
+        await self.pipeline.response(ex)
+        if ex.events:
+            seed = identity + line.number.to_bytes(8, "big") + line.raw
+            self.stamp(ex.events, seed, int(line.ts.timestamp() * 1000))
+        return ex.events
+
+    def segment_event(self, record: Record, identity: bytes) -> list[Event]:
+        """One Segment call → its rows, via the live mapping; ``Invalid`` or ``ValueError`` (with
+        the reason) when it cannot be taken. Keyed by ``messageId``, else by where it was read."""
+        event, number = record.event, record.number
+        if resolve(event, self.segment.pointers.get("timestamp", ())) is MISSING:
+            raise ValueError("timestamp: missing")
+        mapped = map_event(self.segment, event, datetime.now(UTC), self.limits, f"{number}")
+        if mapped.kind == "ignored":
+            raise ValueError(f"segment type {event.get('type')!r}: not imported")
+        if not mapped.rows:
+            return []
+        message = event.get("messageId")
+        seed = b"segment\0" + (
+            message.encode()
+            if isinstance(message, str) and message
+            else identity + f"{number}:{record.index}".encode() + record.raw
+        )
+        ts = datetime.fromisoformat(mapped.rows[0].ts.replace("Z", "+00:00"))
+        self.stamp(mapped.rows, seed, int(ts.timestamp() * 1000))
+        for row in mapped.rows:
+            if isinstance(row, Binding | Conversion):
+                row.origin = "import"
+        return mapped.rows
+
+    def stamp(self, events: list[Event], seed: bytes, unix_ms: int) -> None:
+        """Deterministic ids: the n-th event of the same line always gets the same one."""
+        for index, event in enumerate(events):
+            digest = hashlib.blake2b(seed, key=self.id_mac, digest_size=10, salt=index.to_bytes(16, "big"))
+            event.id = uuid7_keyed(unix_ms, digest.digest())
+
+
+NO_HOST = "host: missing (and no --host or proxy.public_origin)"
+
+
+async def replay_items(
+    replayer: Replayer, items: list[Item], identity: bytes
+) -> tuple[list[Event], list[Skip]]:
+    """A chunk of read items → the events they produce and the items skipped, with reasons."""
+    events: list[Event] = []
+    skips: list[Skip] = []
+    default_host = replayer.host
+    for item in items:
+        if type(item) is Line:
+            if not (item.host or default_host):
+                skips.append(Skip(item.number, NO_HOST))
+                continue
+            new = await replayer.replay(item, identity)
+        elif type(item) is Record:
+            try:
+                new = replayer.segment_event(item, identity)
+            except Invalid as err:
+                skips.append(Skip(item.number, "; ".join(err.errors)))
+                continue
+            except ValueError as err:
+                skips.append(Skip(item.number, str(err)))
+                continue
+        else:
+            assert isinstance(item, Skip)
+            skips.append(item)
+            continue
+        if new:
+            events.extend(new)
+    return events, skips

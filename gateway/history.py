@@ -1,0 +1,182 @@
+"""History files for ``gateway import``: what one logged request is, and reading files of them.
+
+Owns the records a reader yields (``Line``: a logged request; ``Record``: a
+Segment event; ``Skip``: what could not be read, and why), opening a file
+(gzip recognised by its magic bytes, whatever its name), its identity (the
+digest of its first line, the same in a renamed, rotated, compressed or grown
+copy), reading it in chunks, and the timestamp forms logs use. The per-format
+parsers are ``gateway.logformats``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+CHUNK = 4096
+"""Lines parsed per call (one thread hop each)."""
+
+
+@dataclass(slots=True)
+class Line:
+    """One logged request, as much of it as the log kept."""
+
+    number: int
+    ts: datetime
+    method: str
+    target: str
+    """Path and query, as requested (origin-form)."""
+    status: int
+    raw: bytes
+    """The line as read: with the file identity and number, it keys the line's event ids."""
+    host: str = ""
+    referer: str = ""
+    user_agent: str = ""
+    ip: str = ""
+    cookie: str = ""
+    headers: dict[str, str] | None = None
+    """Every request header (lower-case names), when the source kept them (flow dumps)."""
+
+
+@dataclass(slots=True)
+class Record:
+    """One event of a Segment archive (a JSON object), with the bytes it came from."""
+
+    number: int
+    event: dict[str, Any]
+    raw: bytes
+    index: int = 0
+    """Its place in the line's batch (0 for a line holding one event)."""
+
+
+@dataclass(slots=True)
+class Skip:
+    number: int
+    reason: str
+
+
+Item = Line | Record | Skip
+
+
+class History:
+    """An open history file: compressed or not, read in chunks of parsed items."""
+
+    def __init__(self, path: Path, parse: Callable[[int, bytes], list[Item]]) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self._raw: BinaryIO = path.open("rb")
+        self._stream: BinaryIO = self._raw
+        if self._raw.read(2) == b"\x1f\x8b":
+            self._stream = gzip.GzipFile(fileobj=self._raw)  # type: ignore[assignment]
+        self._raw.seek(0)
+        self._parse = parse
+        self._number = 0
+        first = self._stream.readline()
+        self.identity = hashlib.blake2b(first, digest_size=16).digest()
+        """The digest of the first line: the same in a renamed, rotated, compressed or grown copy."""
+        self._pending = first
+
+    @property
+    def lines(self) -> int:
+        """Lines read so far."""
+        return self._number
+
+    @property
+    def position(self) -> int:
+        """Bytes of the file on disk consumed so far (compressed bytes for gzip)."""
+        return self._raw.tell()
+
+    def raw_lines(self) -> list[tuple[int, bytes] | Skip]:
+        """The next ``CHUNK`` non-blank lines as (number, bytes), unparsed (an unreadable rest
+        of the file is a ``Skip``); empty at the end of the file."""
+        out: list[tuple[int, bytes] | Skip] = []
+        while len(out) < CHUNK:
+            if self._pending:
+                raw, self._pending = self._pending, b""
+            else:
+                try:
+                    raw = self._stream.readline()
+                except (OSError, EOFError) as err:  # a truncated or corrupt gzip member
+                    self._number += 1
+                    out.append(Skip(self._number, f"unreadable: {err}"))
+                    self._stream = io.BytesIO()
+                    break
+            if not raw:
+                break
+            self._number += 1
+            raw = raw.rstrip(b"\r\n")
+            if raw.strip():
+                out.append((self._number, raw))
+        return out
+
+    def chunk(self) -> list[Item]:
+        """The next items (``CHUNK`` lines' worth), parsed; empty at the end of the file."""
+        items: list[Item] = []
+        parse = self._parse
+        for entry in self.raw_lines():
+            if type(entry) is tuple:
+                items.extend(parse(*entry))
+            else:
+                assert isinstance(entry, Skip)
+                items.append(entry)
+        return items
+
+    def close(self) -> None:
+        self._stream.close()
+        self._raw.close()
+
+
+# -- timestamps ----------------------------------------------------------------------------
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
+    )
+}
+_CLF_TIME = re.compile(r"(\d{2})/(\w{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
+
+
+def parse_clf_time(text: str, cache: dict[str, datetime]) -> datetime | None:
+    """``10/Oct/2026:13:55:36 -0700`` → an aware datetime (cached: a second repeats many lines)."""
+    ts = cache.get(text)
+    if ts is not None:
+        return ts
+    m = _CLF_TIME.fullmatch(text)
+    if m is None or m[2] not in _MONTHS:
+        return None
+    offset = timedelta(hours=int(m[8]), minutes=int(m[9])) * (-1 if m[7] == "-" else 1)
+    try:
+        ts = datetime(int(m[3]), _MONTHS[m[2]], int(m[1]), int(m[4]), int(m[5]), int(m[6]))
+        ts = ts.replace(tzinfo=timezone(offset))
+    except ValueError:
+        return None
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[text] = ts
+    return ts
+
+
+def parse_any_time(value: Any, cache: dict[str, datetime]) -> datetime | None:
+    """ISO 8601, Unix seconds or milliseconds (number or digits), or the combined-log form."""
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, int | float) or (isinstance(value, str) and value.replace(".", "", 1).isdigit()):
+            seconds = float(value)
+            return datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+        if not isinstance(value, str):
+            return None
+        if "/" in value:
+            return parse_clf_time(value.strip("[]"), cache)
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)

@@ -1,0 +1,338 @@
+"""``gateway import FILE… --format F``: history in, events out through ``LocalStore``, a summary.
+
+Owns the command: its options, reading each file in a worker thread (so the
+event loop never blocks), replaying what it reads here or in worker processes
+(``gateway.importworkers``), writing the events through the store in large
+batches (a few in flight), counting the rows the store gained (a re-import
+gains none), the progress bar (``tqdm``, imported here only — the server never
+loads it) and the printed summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import sqlite3
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.backfill import Replayer, Summary, replay_items
+from gateway.config import Settings
+from gateway.events import Event
+from gateway.history import History, Item, Skip
+from gateway.importworkers import WorkerPool
+from gateway.logformats import FORMATS, JSON_FIELDS, parser_for, read_flows
+from gateway.metrics import Metrics
+from storage.local import LocalStore, StoreClosed
+from storage.migrate import SchemaTooNew
+
+BATCH = 8192
+"""Events per store submit: one transaction each (multi-row INSERTs inside)."""
+IN_FLIGHT = 2
+"""Submits queued at once: the next batch is built while the last one commits."""
+COUNTED = ("touchpoints", "identities", "conversions")
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem with the command line (printed, exit 2)."""
+
+
+def parse_fields(specs: Sequence[str]) -> dict[str, str]:
+    """``--field NAME=POINTER`` values → overrides of the JSON-lines field mapping."""
+    fields: dict[str, str] = {}
+    for spec in specs:
+        name, sep, pointer = spec.partition("=")
+        if not sep or name not in JSON_FIELDS:
+            raise UsageError(
+                f"--field {spec}: expected NAME=POINTER with NAME one of {', '.join(JSON_FIELDS)}"
+            )
+        if pointer and not pointer.startswith("/"):
+            raise UsageError(f'--field {spec}: a JSON pointer starts with "/" (or is empty to unmap)')
+        fields[name] = pointer
+    return fields
+
+
+def _count_rows(path: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED}
+
+
+class _Writer:
+    """Events → the store in batches of ``BATCH``, at most ``IN_FLIGHT`` queued (None: dry run)."""
+
+    def __init__(self, store: LocalStore | None) -> None:
+        self.store = store
+        self.pending: list[Event] = []
+        self.inflight: list[asyncio.Future[None]] = []
+
+    async def add(self, events: list[Event]) -> None:
+        self.pending.extend(events)
+        if len(self.pending) >= BATCH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.store is None or not self.pending:
+            self.pending = []
+            return
+        self.inflight.append(self.store.submit(self.pending))
+        self.pending = []
+        while len(self.inflight) > IN_FLIGHT:
+            await self.inflight.pop(0)
+
+    async def finish(self) -> None:
+        await self.flush()
+        for future in self.inflight:
+            await future
+        self.inflight = []
+
+
+class _Source:
+    """One file's items, chunk by chunk; every method does file I/O, so call it in a worker thread."""
+
+    def __init__(self, path: Path, fmt: str, parse: Callable[[int, bytes], list[Item]] | None) -> None:
+        self.history: History | None = None
+        self.flows: Iterator[tuple[list[Item], int]] | None = None
+        if fmt == "mitm":
+            self.flows = read_flows(path)
+            self.identity = b"flow"  # a flow is keyed by its method, URL and time, whatever the file
+        else:
+            assert parse is not None
+            self.history = History(path, parse)
+            self.identity = self.history.identity
+
+    def next(self) -> tuple[list[Item], int] | None:
+        """The next chunk and the bytes of the file consumed so far; None at the end."""
+        if self.flows is not None:
+            return next(self.flows, None)
+        assert self.history is not None
+        chunk = self.history.chunk()
+        return (chunk, self.history.position) if chunk else None
+
+    def close(self) -> None:
+        if self.history is not None:
+            self.history.close()
+        if self.flows is not None:
+            self.flows.close()  # type: ignore[attr-defined]
+
+
+async def run_import(
+    settings: Settings,
+    paths: Sequence[Path],
+    fmt: str,
+    *,
+    dry_run: bool = False,
+    host: str = "",
+    fields: dict[str, str] | None = None,
+    progress: bool = False,
+    workers: int = 1,
+) -> Summary:
+    """Import ``paths`` (format ``fmt``); the summary. With ``workers`` > 1, log lines are parsed
+    and replayed in that many processes. UsageError for a bad command line, OSError when a file
+    cannot be opened."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "mitm" and importlib.util.find_spec("mitmproxy") is None:
+        raise UsageError(
+            "--format mitm reads flow dumps with mitmproxy: pip install 'tracking-gateway[mitm]'"
+        )
+    metrics = Metrics()
+    replayer = Replayer(settings, metrics, host)
+    if fmt == "combined" and not replayer.host:
+        raise UsageError(
+            "--host: combined logs do not record the site's host; pass --host www.example.com "
+            "(or set proxy.public_origin) so same-site referrers are told from external ones"
+        )
+    parse = None if fmt == "mitm" else parser_for(fmt, settings.options.identity.cookie_name, fields)
+    sizes = await asyncio.to_thread(lambda: [p.stat().st_size for p in paths])
+    store: LocalStore | None = None
+    before: dict[str, int] = {}
+    if not dry_run:
+        storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=600_000.0)
+        store = LocalStore(settings.store_path, storage, metrics)
+        await store.open()
+        before = await asyncio.to_thread(_count_rows, settings.store_path)
+    # Importing tqdm reads files: off the loop. Its writes are throttled to ~10 a second.
+    bar = await asyncio.to_thread(_progress_bar, sum(sizes)) if progress else None
+    pool = None
+    if workers > 1 and fmt != "mitm":
+        pool = await asyncio.to_thread(WorkerPool, workers, settings, fmt, replayer.host, fields or {})
+    summary = Summary()
+    started = time.perf_counter()
+    shown = _Progress(bar, started)
+    writer = _Writer(store)
+    try:
+        for path, size in zip(paths, sizes, strict=True):
+            summary.files += 1
+            await _import_file(replayer, pool, path, fmt, parse, summary, writer, shown)
+            shown.file_done(size)
+        await writer.finish()
+    finally:
+        if pool is not None:
+            await asyncio.to_thread(pool.close)
+        if bar is not None:
+            bar.close()
+        if store is not None:
+            await store.close()
+    summary.seconds = time.perf_counter() - started
+    if not dry_run:
+        after = await asyncio.to_thread(_count_rows, settings.store_path)
+        summary.new_rows = {table: after[table] - before[table] for table in COUNTED}
+    return summary
+
+
+async def _import_file(
+    replayer: Replayer,
+    pool: WorkerPool | None,
+    path: Path,
+    fmt: str,
+    parse: Callable[[int, bytes], list[Item]] | None,
+    summary: Summary,
+    writer: _Writer,
+    progress: _Progress,
+) -> None:
+    source = await asyncio.to_thread(_Source, path, fmt, parse)
+    try:
+        if pool is not None and source.history is not None:
+            await _replay_pooled(pool, source, path.name, summary, writer, progress)
+        else:
+            await _replay_source(replayer, source, path.name, summary, writer, progress)
+    finally:
+        await asyncio.to_thread(source.close)
+
+
+async def _replay_source(
+    replayer: Replayer,
+    source: _Source,
+    name: str,
+    summary: Summary,
+    writer: _Writer,
+    progress: _Progress,
+) -> None:
+    """In this process: read and parse a chunk in a worker thread, replay it here."""
+    while (step := await asyncio.to_thread(source.next)) is not None:
+        chunk, position = step
+        events, skips = await replay_items(replayer, chunk, source.identity)
+        lines = len({item.number for item in chunk})
+        await _account(name, summary, writer, events, skips, lines)
+        progress.update(summary.lines, position)
+
+
+async def _replay_pooled(
+    pool: WorkerPool, source: _Source, name: str, summary: Summary, writer: _Writer, progress: _Progress
+) -> None:
+    """On every core: read a chunk here (in a thread), parse and replay it in a worker process;
+    results are taken in file order, a few chunks ahead."""
+    history = source.history
+    assert history is not None
+
+    def read_and_submit() -> tuple[Future[tuple[list[Event], list[Skip]]], int, int] | None:
+        lines = history.raw_lines()
+        return (pool.submit(lines, source.identity), len(lines), history.position) if lines else None
+
+    pending: deque[tuple[asyncio.Future[tuple[list[Event], list[Skip]]], int, int]] = deque()
+
+    async def collect() -> None:
+        future, lines, position = pending.popleft()
+        events, skips = await future
+        await _account(name, summary, writer, events, skips, lines)
+        progress.update(summary.lines, position)
+
+    while (step := await asyncio.to_thread(read_and_submit)) is not None:
+        future, lines, position = step
+        pending.append((asyncio.wrap_future(future), lines, position))
+        if len(pending) > 2 * pool.workers:
+            await collect()
+    while pending:
+        await collect()
+
+
+async def _account(
+    name: str, summary: Summary, writer: _Writer, events: list[Event], skips: list[Skip], lines: int
+) -> None:
+    for skip in skips:
+        summary.skip(name, skip.number, skip.reason)
+    counts = summary.events
+    for event in events:
+        counts[event.table] += 1
+    summary.lines += lines
+    await writer.add(events)
+
+
+class _Progress:
+    """The bar (or nothing): bytes of all files with ETA, and lines/s."""
+
+    def __init__(self, bar: Any, started: float) -> None:
+        self.bar, self.started, self.done = bar, started, 0
+
+    def update(self, lines: int, position: int) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(self.done + position - self.bar.n)
+        rate = lines / max(1e-9, time.perf_counter() - self.started)
+        self.bar.set_postfix_str(f"{rate:,.0f} lines/s", refresh=False)
+
+    def file_done(self, size: int) -> None:
+        self.done += size
+        if self.bar is not None:
+            self.bar.update(self.done - self.bar.n)
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm import tqdm  # the import command's only: the server never loads it
+
+    # disable=None: no bar when stderr is not a terminal (cron, CI, pipes)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="import",
+        file=sys.stderr,
+        disable=None,
+    )
+
+
+def import_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``gateway import``: run, print the summary; 2 for a usage problem, 1 for an unreadable file."""
+    try:
+        fields = parse_fields(args.field)
+        paths = [Path(p) for p in args.files]
+        summary = asyncio.run(
+            run_import(
+                settings,
+                paths,
+                args.format,
+                dry_run=args.dry_run,
+                host=args.host or "",
+                fields=fields,
+                progress=not args.no_progress,
+                workers=args.workers,
+            )
+        )
+    except UsageError as err:
+        print(f"gateway import: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:
+        print(f"gateway import: cannot read {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    except (SchemaTooNew, sqlite3.Error, StoreClosed) as err:
+        print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "gateway import: interrupted; what was committed stays, and importing again is safe",
+            file=sys.stderr,
+        )
+        return 130
+    print(summary.render())
+    return 0

@@ -1,0 +1,266 @@
+"""Parsers for ``gateway import``: one history line (or flow) → ``Line``, ``Record`` or ``Skip``.
+
+Owns the per-format parsers: nginx/Apache combined logs, JSON-lines access
+logs (fields found by JSON pointers, defaults in ``JSON_FIELDS``), Segment
+archives (a ``Record`` per event) and mitmproxy flow dumps (``mitmproxy.io``,
+imported only for that format). A line that cannot be read becomes a ``Skip``
+with its reason; nothing here raises for bad input. Files and records are
+``gateway.history``; nothing here knows the pipeline or the store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.history import CHUNK, Item, Line, Record, Skip, parse_any_time, parse_clf_time
+from gateway.sources import MISSING, parse_pointer, resolve
+
+FORMATS = ("combined", "json-lines", "mitm", "segment")
+JSON_FIELDS: dict[str, str] = {
+    "time": "/time",
+    "method": "/method",
+    "uri": "/uri",
+    "query": "/query",
+    "request": "/request",
+    "host": "/host",
+    "status": "/status",
+    "referer": "/referer",
+    "user_agent": "/user_agent",
+    "ip": "/remote_addr",
+    "cookie": "/cookie",
+    "vid": "/gw_vid",
+}
+"""JSON-lines default field → pointer. ``uri`` is path and query (nginx ``$request_uri``);
+``request`` ("GET /p?q HTTP/1.1") is used when ``method``/``uri`` are absent; ``cookie`` is the
+Cookie header and ``vid`` our cookie's value alone, when the log kept either."""
+
+
+# -- combined -------------------------------------------------------------------------------
+
+_Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
+_COMBINED = re.compile(rf"(\S+) \S+ \S+ \[([^\]]+)\] {_Q} (\d{{3}}) \S+(?: {_Q} {_Q})?(.*)", re.DOTALL)
+_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
+_SIGNED = re.compile(r"v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}")
+
+
+def _unescape(text: str) -> str:
+    """nginx writes ``\\x22``, Apache ``\\"``: both back to the character."""
+    if "\\" not in text:
+        return text
+    return _ESCAPE.sub(lambda m: chr(int(m[1][1:], 16)) if len(m[1]) == 3 else m[1], text)
+
+
+def split_request(request: str) -> tuple[str, str] | str:
+    """``GET /p?q HTTP/1.1`` → (method, origin-form target), or why it is not a page request."""
+    parts = request.split(" ")
+    if len(parts) not in (2, 3) or not parts[0].isalpha() or not parts[0].isupper():
+        return "unreadable request line"
+    target = parts[1]
+    if target.startswith(("http://", "https://")):
+        slash = target.find("/", target.find("//") + 2)
+        target = target[slash:] if slash > 0 else "/"
+    if not target.startswith("/"):
+        return "not an origin-form request (CONNECT, OPTIONS *)"
+    return parts[0], target
+
+
+def logged_cookie(extra: str, cookie_name: str) -> str:
+    """Our cookie among a log line's extra fields: a Cookie header or the bare signed value."""
+    if cookie_name + "=" in extra:
+        for field in re.findall(r'"([^"]*)"', extra) or [extra]:
+            if cookie_name + "=" in field:
+                return _unescape(field)
+    m = _SIGNED.search(extra)
+    return f"{cookie_name}={m[0]}" if m else ""
+
+
+def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
+    times: dict[str, datetime] = {}
+
+    def parse(number: int, raw: bytes) -> list[Item]:
+        m = _COMBINED.fullmatch(raw.decode("utf-8", "replace"))
+        if m is None:
+            return [Skip(number, "not a combined-log line")]
+        ts = parse_clf_time(m[2], times)
+        if ts is None:
+            return [Skip(number, f"unreadable time [{m[2][:40]}]")]
+        request = split_request(_unescape(m[3]))
+        if isinstance(request, str):
+            return [Skip(number, request)]
+        referer, agent, extra = m[5] or "", m[6] or "", m[7]
+        return [
+            Line(
+                number,
+                ts,
+                request[0],
+                request[1],
+                int(m[4]),
+                raw,
+                referer="" if referer == "-" else _unescape(referer),
+                user_agent="" if agent == "-" else _unescape(agent),
+                ip=m[1],
+                cookie=logged_cookie(extra, cookie_name) if extra else "",
+            )
+        ]
+
+    return parse
+
+
+# -- JSON lines -----------------------------------------------------------------------------
+
+
+def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, bytes], list[Item]]:
+    """A JSON-lines parser with ``overrides`` (field → JSON pointer, "" unmaps) over the defaults."""
+    pointers = {name: parse_pointer(p) for name, p in {**JSON_FIELDS, **overrides}.items() if p}
+    times: dict[str, datetime] = {}
+    decode = msgspec.json.Decoder()
+
+    def text(doc: Any, name: str) -> str:
+        tokens = pointers.get(name)
+        value = MISSING if tokens is None else resolve(doc, tokens)
+        if value is MISSING or value is None or isinstance(value, dict | list) or value == "-":
+            return ""
+        return str(value)
+
+    def parse(number: int, raw: bytes) -> list[Item]:
+        try:
+            doc = decode.decode(raw)
+        except msgspec.DecodeError:
+            return [Skip(number, "not valid JSON")]
+        if not isinstance(doc, dict):
+            return [Skip(number, "not a JSON object")]
+        tokens = pointers.get("time")
+        ts = parse_any_time(resolve(doc, tokens), times) if tokens else None
+        if ts is None:
+            return [Skip(number, f"time: missing or unreadable at {'/' + '/'.join(tokens or ())}")]
+        method, uri = text(doc, "method"), text(doc, "uri")
+        if not (method and uri):
+            request = split_request(text(doc, "request"))
+            if isinstance(request, str):
+                return [Skip(number, "method/uri: missing (and no readable request line)")]
+            method, uri = request
+        elif not uri.startswith("/"):
+            return [Skip(number, f"uri: not a path: {uri[:40]!r}")]
+        query = text(doc, "query")
+        if query and "?" not in uri:
+            uri += "?" + query.removeprefix("?")
+        status = text(doc, "status")
+        vid = text(doc, "vid")
+        return [
+            Line(
+                number,
+                ts,
+                method.upper(),
+                uri,
+                int(status) if status.isascii() and status.isdigit() else 0,
+                raw,
+                host=text(doc, "host"),
+                referer=text(doc, "referer"),
+                user_agent=text(doc, "user_agent"),
+                ip=text(doc, "ip"),
+                cookie=f"{cookie_name}={vid}" if vid else text(doc, "cookie"),
+            )
+        ]
+
+    return parse
+
+
+# -- Segment archives -----------------------------------------------------------------------
+
+
+def segment_parser() -> Callable[[int, bytes], list[Item]]:
+    """One JSON object per line (a batch ``{"batch": [...]}`` too): ``page``/``identify`` calls."""
+    decode = msgspec.json.Decoder()
+
+    def parse(number: int, raw: bytes) -> list[Item]:
+        try:
+            doc = decode.decode(raw)
+        except msgspec.DecodeError:
+            return [Skip(number, "not valid JSON")]
+        events = doc.get("batch") if isinstance(doc, dict) and "batch" in doc else doc
+        events = events if isinstance(events, list) else [events]
+        out: list[Item] = []
+        for index, event in enumerate(events):
+            if isinstance(event, dict):
+                out.append(Record(number, event, raw, index))
+            else:
+                out.append(Skip(number, "not a JSON object"))
+        return out
+
+    return parse
+
+
+# -- mitmproxy flow dumps -------------------------------------------------------------------
+
+
+def read_flows(path: Path) -> Iterator[tuple[list[Item], int]]:
+    """A mitmproxy flow dump (``mitmdump -w``) in chunks of ``Line``, each with the bytes read so
+    far; needs the ``mitm`` extra."""
+    from mitmproxy import http
+    from mitmproxy.exceptions import FlowReadException
+    from mitmproxy.io import FlowReader
+
+    with path.open("rb") as fo:
+        items: list[Item] = []
+        number = 0
+        try:
+            for flow in FlowReader(fo).stream():
+                number += 1
+                if not isinstance(flow, http.HTTPFlow):
+                    items.append(Skip(number, f"not an HTTP flow ({type(flow).__name__})"))
+                else:
+                    items.append(flow_line(number, flow))
+                if len(items) >= CHUNK:
+                    yield items, fo.tell()
+                    items = []
+        except FlowReadException as err:
+            items.append(Skip(number + 1, f"unreadable flow dump: {err}"))
+        if items:
+            yield items, fo.tell()
+
+
+def flow_line(number: int, flow: Any) -> Line:
+    """One recorded ``HTTPFlow`` → a ``Line`` (the request as the client sent it)."""
+    req = flow.request
+    peer = flow.client_conn.peername
+    headers = req.headers
+    joined: dict[str, str] = {}
+    for name, value in headers.items(multi=True):
+        key = name.lower()
+        joined[key] = joined[key] + ("; " if key == "cookie" else ", ") + value if key in joined else value
+    raw = b"\0".join(
+        (req.method.encode(), req.url.encode(errors="replace"), repr(req.timestamp_start).encode())
+    )
+    return Line(
+        number,
+        datetime.fromtimestamp(req.timestamp_start, UTC),
+        req.method,
+        req.path,
+        flow.response.status_code if flow.response is not None else 0,
+        raw,
+        host=headers.get("host") or req.pretty_host,
+        referer=headers.get("referer", ""),
+        user_agent=headers.get("user-agent", ""),
+        ip=peer[0] if peer else "",
+        cookie=joined.get("cookie", ""),
+        headers=joined,
+    )
+
+
+def parser_for(
+    fmt: str, cookie_name: str, fields: dict[str, str] | None = None
+) -> Callable[[int, bytes], list[Item]]:
+    """The line parser of a line-based format (all but ``mitm``)."""
+    if fmt == "combined":
+        return combined_parser(cookie_name)
+    if fmt == "json-lines":
+        return json_parser(cookie_name, fields or {})
+    if fmt == "segment":
+        return segment_parser()
+    raise ValueError(f"{fmt} is not a line format")

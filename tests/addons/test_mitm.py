@@ -1,0 +1,205 @@
+"""The mitmproxy host: flows from mitmproxy's own test helpers through the addon and the store,
+once end to end with mitmdump on loopback, and both hosts agreeing on the rows they store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sqlite3
+import sys
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import ENV, GatewayFactory
+
+pytest.importorskip("mitmproxy")
+
+with warnings.catch_warnings():  # mitmproxy 11's own imports (ldap3, passlib) warn of deprecations
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from mitmproxy.test import taddons, tflow, tutils
+
+from addons.mitm import GatewayAddon
+
+SCRIPT = Path(__file__).resolve().parents[2] / "addons" / "mitm.py"
+LANDING = "/landing?a=1&utm_source=News&utm_medium=email&b=%20x&gclid=g1"
+COMPARED = ("source", "medium", "campaign", "click_id_kind", "click_id", "referrer_host", "landing_path",
+            "raw_params", "node")  # fmt: skip
+
+
+def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()
+
+
+def config(tmp_path: Path, name: str = "gw", extra: str = "") -> Path:
+    path = tmp_path / f"{name}.toml"
+    # A response waits for its commit (durability "commit"): on a loaded machine, up to a minute.
+    path.write_text(f'[storage]\npath = "{name}.db"\nnode = "test"\nmax_wait_ms = 60000\n{extra}')
+    return path
+
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+async def addon(tmp_path: Path, secrets: None) -> AsyncIterator[GatewayAddon]:
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(await asyncio.to_thread(config, tmp_path)))
+        await gateway.running()
+        yield gateway
+        await gateway.done()
+
+
+async def test_landing_is_stored_and_stripped(addon: GatewayAddon, tmp_path: Path) -> None:
+    flow = tflow.tflow(req=tutils.treq(path=LANDING.encode(), headers=[(b"host", b"shop.example")]))
+    await addon.request(flow)
+    assert flow.request.path == "/landing?a=1&b=%20x"  # the other pieces byte for byte
+    flow.response = tutils.tresp(headers=[(b"set-cookie", b"site=1; Path=/")])
+    await addon.responseheaders(flow)
+    cookies = flow.response.headers.get_all("set-cookie")
+    assert cookies[0] == "site=1; Path=/" and cookies[1].startswith("gw_vid=v1.")
+    assert "HttpOnly" in cookies[1] and "Max-Age=" in cookies[1]
+    got = await asyncio.to_thread(
+        rows, tmp_path / "gw.db", "SELECT source, medium, click_id, landing_path FROM touchpoints"
+    )
+    assert got == [("news", "email", "g1", "/landing")]
+
+
+async def test_returning_visitor_keeps_their_id(addon: GatewayAddon, tmp_path: Path) -> None:
+    first = tflow.tflow(req=tutils.treq(path=b"/?utm_source=a"))
+    await addon.request(first)
+    first.response = tutils.tresp()
+    await addon.responseheaders(first)
+    cookie = first.response.headers["set-cookie"].split(";")[0]
+    second = tflow.tflow(req=tutils.treq(path=b"/?utm_source=b", headers=[(b"cookie", cookie.encode())]))
+    await addon.request(second)
+    second.response = tutils.tresp()
+    await addon.responseheaders(second)
+    keys = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT DISTINCT visitor_key FROM touchpoints")
+    assert len(keys) == 1
+
+
+async def test_redirect_reply_becomes_the_response(tmp_path: Path, secrets: None) -> None:
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        toml = await asyncio.to_thread(config, tmp_path, "gw", '[proxy]\nstrip = "redirect"\n')
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        flow = tflow.tflow(req=tutils.treq(path=b"/p?utm_source=x&k=1"))
+        await gateway.request(flow)
+        assert flow.response is not None and flow.response.status_code == 302
+        assert flow.response.headers["location"] == "/p?k=1"
+        await gateway.responseheaders(flow)
+        assert flow.response.headers["set-cookie"].startswith("gw_vid=")
+        await gateway.done()
+
+
+async def test_reserved_paths_are_not_forwarded(addon: GatewayAddon) -> None:
+    flow = tflow.tflow(req=tutils.treq(path=b"/_gw/events", method=b"POST"))
+    await addon.request(flow)
+    assert flow.response is not None and flow.response.status_code == 404
+
+
+def test_config_errors_name_the_key(tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture) -> None:
+    gateway = GatewayAddon()
+    bad = config(tmp_path, extra="[identity]\nmax_age_days = 0\n")
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(bad))
+    assert gateway.pipeline is None
+    assert "identity.max_age_days: must be 1..3650, got 0" in caplog.text
+
+
+# -- end to end: mitmdump on loopback ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def mitmdump(upstream: str, config_file: Path, confdir: Path) -> AsyncIterator[str]:
+    """A ``mitmdump`` reverse proxy running our addon; yields its URL, stops it (SIGTERM) after."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "mitmdump"), "--mode", f"reverse:{upstream}", "-s", str(SCRIPT),
+        "--set", f"gateway_config={config_file}", "--set", f"confdir={confdir}",
+        "--set", "stream_large_bodies=1",  # every body streamed: the cookie must go with the headers
+        "--listen-host", "127.0.0.1", "--listen-port", str(port), "-q",
+        env={**os.environ, **ENV}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        for _ in range(300):  # mitmdump starts in ~1 s; a loaded machine may take far longer
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if process.returncode is not None:
+                    break
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            break
+        if process.returncode is not None:
+            assert process.stdout is not None
+            raise AssertionError((await process.stdout.read()).decode()[-2000:])
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_both_hosts_agree(
+    tmp_path: Path, secrets: None, start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    seen: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        resp = web.Response(text="<p>ok</p>", content_type="text/html")
+        resp.set_cookie("site", "1")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    origin = await upstream_server(app)
+    headers = {"Referer": "https://www.google.com/", "Accept": "text/html"}
+
+    storage = f'[storage]\npath = "{tmp_path / "gateway.db"}"\nnode = "test"\nmax_wait_ms = 60000\n'
+    gw = await start_gateway(origin, storage)
+    async with gw.session.get(gw.url + LANDING, headers=headers) as resp:
+        assert resp.status == 200
+        aiohttp_cookies = resp.headers.getall("Set-Cookie")
+    aiohttp_rows = await asyncio.to_thread(
+        rows, tmp_path / "gateway.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
+    )
+
+    async with (
+        mitmdump(origin, await asyncio.to_thread(config, tmp_path, "mitm"), tmp_path / "mitmconf") as url,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+        session.get(url + LANDING, headers=headers) as resp,
+    ):
+        assert resp.status == 200 and await resp.text() == "<p>ok</p>"
+        mitm_cookies = resp.headers.getall("Set-Cookie")
+        # The response waited for the commit: the row is there before the process stops.
+        mitm_rows = await asyncio.to_thread(
+            rows, tmp_path / "mitm.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
+        )
+
+    assert seen == ["/landing?a=1&b=%20x", "/landing?a=1&b=%20x"]  # the same clean URL upstream
+    assert len(aiohttp_rows) == 1 and mitm_rows == aiohttp_rows
+    for cookies in (aiohttp_cookies, mitm_cookies):
+        assert [c.split("=")[0] for c in cookies] == ["site", "gw_vid"]

@@ -1,0 +1,398 @@
+"""gateway import: every format through the real chain and store, idempotent re-import, skipped
+lines reported, dry runs, the derived visitor, and the CLI entry point on a generated log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bench.synthlog import write_log
+from gateway.config import Settings
+from gateway.importcmd import UsageError, import_command, parse_fields, run_import
+from gateway.keys import Keys
+from tests.conftest import ENV, GatewayFactory, make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
+COMBINED = "\n".join(
+    [
+        f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0100] "GET /p?utm_source=News&utm_medium=email&utm_campaign=spring&x=1 HTTP/1.1" 200 10 "-" "{UA}"',  # noqa: E501
+        f'203.0.113.9 - - [01/Mar/2025:10:00:01 +0100] "GET /static/app.js HTTP/1.1" 200 10 "https://www.google.com/" "{UA}"',  # noqa: E501
+        f'203.0.113.9 - - [01/Mar/2025:10:00:02 +0100] "GET /about HTTP/1.1" 200 10 "https://shop.example/p" "{UA}"',  # noqa: E501
+        f'198.51.100.4 - - [01/Mar/2025:11:00:00 +0100] "GET /blog/post HTTP/1.1" 200 10 "https://www.google.com/search?q=x" "{UA}"',  # noqa: E501
+        "this is not a log line",
+        '198.51.100.4 - - [31/Foo/2025:11:00:00 +0100] "GET / HTTP/1.1" 200 10 "-" "-"',
+        '198.51.100.4 - - [01/Mar/2025:11:00:00 +0100] "\\x16\\x03\\x01" 400 0 "-" "-"',
+        f'198.51.100.7 - - [02/Mar/2025:09:00:00 +0000] "GET /?gclid=abc123 HTTP/1.1" 200 10 "-" "{UA}"',
+    ]
+)
+
+
+def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()
+
+
+async def query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    return await asyncio.to_thread(rows, settings.store_path, sql)
+
+
+def write(path: Path, text: str, *, compress: bool = False) -> Path:
+    data = text.encode() + b"\n"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+async def test_combined_log_through_the_chain(tmp_path: Path, compress: bool) -> None:
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED, compress=compress)
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert summary.lines == 8
+    assert summary.events["touchpoints"] == 3
+    assert summary.new_rows == {"touchpoints": 3, "identities": 0, "conversions": 0}
+    got = await query(
+        settings,
+        "SELECT ts, source, medium, campaign, click_id_kind, referrer_host, landing_path, raw_params"
+        " FROM touchpoints ORDER BY ts",
+    )
+    assert got == [
+        # historical time, in UTC; source case-folded; the landing path without its query
+        ("2025-03-01T09:00:00.000000Z", "news", "email", "spring", None, None, "/p",
+         '{"utm_source":"news","utm_medium":"email","utm_campaign":"spring"}'),
+        # a page load from an external referrer (the asset with one, and same-site navigation, are not)
+        ("2025-03-01T10:00:00.000000Z", None, None, None, None, "www.google.com", "/blog/post", "{}"),
+        ("2025-03-02T09:00:00.000000Z", None, None, None, "gclid", None, "/", json.dumps({"gclid": "abc123"})
+         .replace(" ", "")),
+    ]  # fmt: skip
+    assert sum(summary.skipped.values()) == 3
+    assert summary.examples == [
+        "access.log:5: not a combined-log line",
+        "access.log:6: unreadable time [31/Foo/2025:11:00:00 +0100]",
+        "access.log:7: unreadable request line",
+    ]
+    rendered = summary.render()
+    assert "access.log:5: not a combined-log line" in rendered and "touchpoints:" in rendered
+
+
+async def test_reimport_adds_nothing_even_renamed_or_compressed(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    first = await run_import(settings, [log], "combined", host="shop.example")
+    assert first.new_rows == {"touchpoints": 3, "identities": 0, "conversions": 0}
+    again = await run_import(settings, [log], "combined", host="shop.example")
+    assert again.events["touchpoints"] == 3  # produced again, and skipped by the store
+    assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+    rotated = await asyncio.to_thread(write, tmp_path / "access.log.1", COMBINED, compress=True)
+    third = await run_import(settings, [rotated], "combined", host="shop.example")
+    assert third.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+    assert await query(settings, "SELECT count(*) FROM touchpoints") == [(3,)]
+
+
+async def test_two_identical_lines_are_two_requests(tmp_path: Path) -> None:
+    line = COMBINED.splitlines()[0]
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "a.log", f"{line}\n{line}")
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert summary.new_rows is not None and summary.new_rows["touchpoints"] == 2
+
+
+async def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    summary = await run_import(settings, [log], "combined", host="shop.example", dry_run=True)
+    assert summary.events["touchpoints"] == 3 and summary.new_rows is None
+    assert "dry run: nothing was written" in summary.render()
+    assert not await asyncio.to_thread(settings.store_path.exists)
+
+
+async def test_derived_visitor_is_per_ip_agent_and_day_and_keeps_no_ip(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    text = "\n".join(
+        f'{ip} - - [{day}/Mar/2025:10:00:00 +0000] "GET /?utm_source=s{n} HTTP/1.1" 200 1 "-" "{ua}"'
+        for n, (ip, day, ua) in enumerate(
+            [("203.0.113.9", "01", UA), ("203.0.113.9", "01", UA), ("203.0.113.9", "02", UA),
+             ("203.0.113.10", "01", UA), ("203.0.113.9", "01", "curl/8")]
+        )
+    )  # fmt: skip
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    await run_import(settings, [log], "combined", host="shop.example")
+    keys = [k for (k,) in await query(settings, "SELECT visitor_key FROM touchpoints ORDER BY source")]
+    assert keys[0] == keys[1]  # same IP, agent and day: one visitor
+    assert len(set(keys)) == 4  # another day, another IP, another agent: another visitor each
+    data = await asyncio.to_thread((tmp_path / "gateway.db").read_bytes)
+    assert b"203.0.113" not in data and b"curl" not in data
+
+
+async def test_first_touch_becomes_the_imported_older_one(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    toml = f"""
+        [proxy]
+        public_origin = "https://shop.example"
+        [storage]
+        path = "{tmp_path / "gateway.db"}"
+        max_wait_ms = 60000
+    """  # the landing's response waits for its commit, however loaded the machine
+    gw = await start_gateway(await upstream_server(app), toml)
+    async with gw.session.get(gw.url + "/?utm_source=live&utm_medium=cpc") as resp:
+        cookie = resp.cookies["gw_vid"].value
+    store = tmp_path / "gateway.db"
+    [(live_id, visitor_key)] = await asyncio.to_thread(rows, store, "SELECT id, visitor_key FROM touchpoints")
+    # The site's log kept our cookie (log_format ... "$cookie_gw_vid"); a year older landing.
+    line = (
+        f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /?utm_source=old&utm_medium=email HTTP/1.1" '
+        f'200 1 "-" "{UA}" "{cookie}"'
+    )
+    forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+    forged_line = line.replace("utm_source=old", "utm_source=forged").replace(cookie, forged)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", f"{line}\n{forged_line}")
+    await run_import(gw.gateway.settings, [log], "combined")  # host from proxy.public_origin
+    sql = "SELECT first_touch_id, last_touch_id, touch_count FROM visitors WHERE visitor_key = ?"
+    [(first, last, count)] = await asyncio.to_thread(rows, store, sql.replace("?", f"'{visitor_key}'"))
+    [(_, source)] = await asyncio.to_thread(
+        rows, store, f"SELECT id, source FROM touchpoints WHERE id = '{first}'"
+    )
+    assert source == "old" and last == live_id and count == 2  # the forged cookie is not this visitor
+    [(forged_key,)] = await asyncio.to_thread(
+        rows, store, "SELECT visitor_key FROM touchpoints WHERE source = 'forged'"
+    )
+    assert forged_key != visitor_key
+
+
+async def test_json_lines_default_and_overridden_fields(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    lines = [
+        {"time": "2025-03-01T10:00:00+00:00", "method": "GET", "uri": "/?utm_source=a", "status": 200,
+         "host": "shop.example", "referer": "-", "user_agent": UA, "remote_addr": "203.0.113.9"},
+        {"time": 1740823200.5, "request": "GET /?utm_source=b HTTP/2.0", "status": "200", "remote_addr": "1.2.3.4"},  # noqa: E501
+        {"time": "yesterday", "method": "GET", "uri": "/?utm_source=c"},
+        [1, 2],
+    ]  # fmt: skip
+    text = "\n".join(json.dumps(line) for line in lines) + "\n{not json"
+    log = await asyncio.to_thread(write, tmp_path / "access.jsonl", text)
+    summary = await run_import(settings, [log], "json-lines", host="shop.example")
+    got = await query(settings, "SELECT source, ts FROM touchpoints ORDER BY source")
+    assert got == [("a", "2025-03-01T10:00:00.000000Z"), ("b", "2025-03-01T10:00:00.500000Z")]
+    assert summary.examples == [
+        "access.jsonl:3: time: missing or unreadable at /time",
+        "access.jsonl:4: not a JSON object",
+        "access.jsonl:5: not valid JSON",
+    ]
+    other = [{"@timestamp": "2025-03-01T10:00:00Z", "req": {"path": "/?utm_source=z"}, "verb": "GET"}]
+    log2 = await asyncio.to_thread(write, tmp_path / "other.jsonl", json.dumps(other[0]))
+    fields = parse_fields(["time=/@timestamp", "uri=/req/path", "method=/verb"])
+    await run_import(settings, [log2], "json-lines", host="shop.example", fields=fields)
+    assert await query(settings, "SELECT count(*) FROM touchpoints WHERE source = 'z'") == [(1,)]
+
+
+def test_field_overrides_are_checked() -> None:
+    with pytest.raises(UsageError, match="NAME one of time, method"):
+        parse_fields(["when=/t"])
+    with pytest.raises(UsageError, match="starts with"):
+        parse_fields(["time=t"])
+
+
+async def test_segment_archive_pages_and_identifies(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    page = {"type": "page", "messageId": "m1", "anonymousId": "anon-1", "timestamp": "2025-03-01T10:00:00Z",
+            "context": {"campaign": {"source": "Newsletter", "medium": "email", "name": "spring"}},
+            "properties": {"path": "/pricing"}}  # fmt: skip
+    identify = {"type": "identify", "messageId": "m2", "anonymousId": "anon-1", "userId": "u-42",
+                "timestamp": "2025-03-01T10:05:00Z"}  # fmt: skip
+    plain_page = {
+        "type": "page",
+        "messageId": "m3",
+        "anonymousId": "anon-2",
+        "timestamp": "2025-03-01T10:06:00Z",
+    }
+    track = {"type": "track", "messageId": "m4", "event": "Clicked", "timestamp": "2025-03-01T10:07:00Z"}
+    no_time = {"type": "page", "messageId": "m5", "anonymousId": "anon-3"}
+    text = "\n".join(json.dumps(e) for e in (page, identify, plain_page, track, no_time))
+    text += "\n" + json.dumps({"batch": [dict(page, messageId="m6", anonymousId="anon-9")]})
+    # a batch whose events carry no messageId: each is still its own event
+    unkeyed = {k: v for k, v in page.items() if k != "messageId"}
+    text += "\n" + json.dumps({"batch": [dict(unkeyed, anonymousId="x1"), dict(unkeyed, anonymousId="x2")]})
+    log = await asyncio.to_thread(write, tmp_path / "segment.json", text, compress=True)
+    summary = await run_import(settings, [log], "segment")
+    assert summary.new_rows == {"touchpoints": 4, "identities": 1, "conversions": 0}
+    anon = Keys.from_master(settings.secret).visitor_key("anon-1")  # as the live /_gw/segment keys it
+    tps = await query(
+        settings, f"SELECT source, campaign, landing_path, ts FROM touchpoints WHERE visitor_key = '{anon}'"
+    )
+    assert tps == [("newsletter", "spring", "/pricing", "2025-03-01T10:00:00.000000Z")]
+    [(visitor_key, origin, ts)] = await query(settings, "SELECT visitor_key, origin, ts FROM identities")
+    assert (visitor_key, origin, ts) == (anon, "import", "2025-03-01T10:05:00.000000Z")
+    assert summary.examples == [
+        "segment.json:4: segment type 'track': not imported",
+        "segment.json:5: timestamp: missing",
+    ]
+    again = await run_import(settings, [log], "segment")
+    assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+
+
+async def test_mitm_flow_dump(tmp_path: Path) -> None:
+    pytest.importorskip("mitmproxy")
+    from mitmproxy.io import FlowWriter
+    from mitmproxy.test import tflow, tutils
+
+    def dump() -> Path:
+        path = tmp_path / "flows.mitm"
+        with path.open("wb") as fo:
+            writer = FlowWriter(fo)
+            for target, ts in (
+                ("/landing?utm_source=mitm&utm_campaign=x", 1740823200.0),
+                ("/plain", 1740823201.0),
+            ):
+                req = tutils.treq(path=target.encode(), timestamp_start=ts)
+                req.headers["host"] = "shop.example"
+                req.headers["accept"] = "text/html"
+                writer.add(tflow.tflow(req=req, resp=True))
+            writer.add(tflow.ttcpflow())
+        return path
+
+    settings = make_settings(tmp_path)
+    path = await asyncio.to_thread(dump)
+    summary = await run_import(settings, [path], "mitm")
+    assert summary.lines == 3 and summary.examples == ["flows.mitm:3: not an HTTP flow (TCPFlow)"]
+    got = await query(settings, "SELECT source, campaign, landing_path, ts FROM touchpoints")
+    assert got == [("mitm", "x", "/landing", "2025-03-01T10:00:00.000000Z")]
+    again = await run_import(settings, [path], "mitm")
+    assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+
+
+async def test_logs_without_a_host_need_one(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    with pytest.raises(UsageError, match="--host"):
+        await run_import(settings, [log], "combined")
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **ENV}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "import", *args], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_cli_imports_a_generated_2k_line_log(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "access.log", 2000, compress=True)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\nnode = "import-test"\n')
+    done = _cli(tmp_path, str(log), "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    assert done.returncode == 0, done.stderr
+    assert "2,000 lines read" in done.stdout
+    [(count,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
+    assert count > 0 and f"new in the store: {count:,}" in done.stdout
+    again = _cli(tmp_path, str(log), "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    assert "new in the store: 0" in again.stdout
+    assert rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints") == [(count,)]
+    missing = _cli(tmp_path, "nope.log", "--format", "combined", "-c", "gw.toml", "--host", "x")
+    assert missing.returncode == 1 and "cannot read nope.log" in missing.stderr
+    no_host = _cli(tmp_path, str(log), "--format", "combined", "-c", "gw.toml")
+    assert no_host.returncode == 2 and "--host" in no_host.stderr and "Traceback" not in no_host.stderr
+
+
+def test_the_server_never_loads_the_importer() -> None:
+    code = (
+        "import sys, gateway.server, gateway.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tqdm', 'mitmproxy') "
+        "or m in ('gateway.importcmd', 'gateway.backfill', 'gateway.logformats')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    await run_import(settings, [log], "combined", host="shop.example", progress=True, dry_run=True)
+    shown = terminal.getvalue()
+    assert "import: 100%" in shown and "lines/s" in shown
+
+
+async def test_a_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    data = gzip.compress((COMBINED + "\n").encode() * 200)
+    log = tmp_path / "cut.log.gz"
+    await asyncio.to_thread(log.write_bytes, data[: len(data) // 2])
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert summary.events["touchpoints"] > 0
+    assert any(reason.startswith("unreadable:") for reason in summary.skipped)
+
+
+async def test_json_lines_without_a_host_are_skipped_by_line(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    text = "\n".join(
+        json.dumps({"time": "2025-03-01T10:00:00Z", "uri": f"/?utm_source={s}", "method": "GET", **host})
+        for s, host in (("a", {"host": "shop.example"}), ("b", {}))
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.jsonl", text)
+    summary = await run_import(settings, [log], "json-lines")
+    assert summary.events["touchpoints"] == 1
+    assert summary.examples == ["access.jsonl:2: host: missing (and no --host or proxy.public_origin)"]
+
+
+def test_a_store_that_is_not_a_database_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path)
+    settings.store_path.write_text("not a database " * 100)
+    log = write(tmp_path / "access.log", COMBINED)
+    args = argparse.Namespace(
+        files=[str(log)],
+        format="combined",
+        field=[],
+        host="shop.example",
+        dry_run=False,
+        no_progress=True,
+        workers=1,
+    )
+    assert import_command(settings, args) == 1
+    err = capsys.readouterr().err
+    assert "the store" in err and "failed" in err and "Traceback" not in err
+
+
+async def test_worker_processes_store_what_one_process_stores(tmp_path: Path) -> None:
+    def generate() -> Path:
+        log = write_log(tmp_path / "access.log", 9000)
+        with log.open("a") as out:
+            out.write("broken line\n")
+        return log
+
+    log = await asyncio.to_thread(generate)
+    results = []
+    for workers in (1, 2):
+        settings = make_settings(tmp_path / f"w{workers}")
+        summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+        stored = await query(
+            settings, "SELECT id, visitor_key, source, click_id, landing_path, ts FROM touchpoints"
+        )
+        results.append((summary.lines, dict(summary.events), summary.examples, sorted(stored)))
+    assert results[0] == results[1]
+    assert results[0][0] == 9001 and results[0][2] == ["access.log:9001: not a combined-log line"]

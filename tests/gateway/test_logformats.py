@@ -1,0 +1,101 @@
+"""Log parsers: combined lines as nginx and Apache write them, request lines, logged cookies,
+timestamps; and no input, however broken, makes a parser raise."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.history import Line, Skip, parse_any_time, parse_clf_time
+from gateway.logformats import combined_parser, json_parser, logged_cookie, segment_parser, split_request
+
+SIGNED = "v1." + "A" * 22 + "." + "B" * 22
+parse = combined_parser("gw_vid")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # nginx combined; the referer and agent as logged
+        ('1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET /a?b=1 HTTP/1.1" 200 5 "https://x.example/" "UA/1"',
+         ("GET", "/a?b=1", 200, "https://x.example/", "UA/1", "1.2.3.4", "")),
+        # nginx escapes a quote as \x22, Apache as \"
+        ('1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "say \\x22hi\\x22"',
+         ("GET", "/", 200, "", 'say "hi"', "1.2.3.4", "")),
+        ('1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "say \\"hi\\""',
+         ("GET", "/", 200, "", 'say "hi"', "1.2.3.4", "")),
+        # common log format: no referer or agent at all
+        ('::1 - frank [01/Mar/2025:10:00:00 +0000] "HEAD /x HTTP/1.0" 304 -',
+         ("HEAD", "/x", 304, "", "", "::1", "")),
+        # an absolute-form target keeps its path and query
+        ('1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET http://shop.example/p?q=1 HTTP/1.1" 200 5 "-" "-"',
+         ("GET", "/p?q=1", 200, "", "", "1.2.3.4", "")),
+        # our cookie in a trailing field: the bare value, or inside a Cookie header
+        (f'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "UA" "{SIGNED}"',
+         ("GET", "/", 200, "", "UA", "1.2.3.4", f"gw_vid={SIGNED}")),
+        (f'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "UA" "a=1; gw_vid={SIGNED}" 0.01',  # noqa: E501
+         ("GET", "/", 200, "", "UA", "1.2.3.4", f"a=1; gw_vid={SIGNED}")),
+    ],
+)  # fmt: skip
+def test_combined_lines(raw: str, expected: tuple[object, ...]) -> None:
+    [line] = parse(7, raw.encode())
+    assert isinstance(line, Line) and line.number == 7
+    got = (line.method, line.target, line.status, line.referer, line.user_agent, line.ip, line.cookie)
+    assert got == expected
+    assert line.ts == datetime(2025, 3, 1, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "expected"),
+    [
+        ("GET /p HTTP/1.1", ("GET", "/p")),
+        ("GET /p", ("GET", "/p")),  # HTTP/0.9
+        ("CONNECT shop.example:443 HTTP/1.1", "not an origin-form request (CONNECT, OPTIONS *)"),
+        ("OPTIONS * HTTP/1.1", "not an origin-form request (CONNECT, OPTIONS *)"),
+        ("\x16\x03\x01", "unreadable request line"),
+        ("-", "unreadable request line"),
+        ("get /p HTTP/1.1", "unreadable request line"),
+    ],
+)
+def test_split_request(request_line: str, expected: object) -> None:
+    assert split_request(request_line) == expected
+
+
+def test_logged_cookie_ignores_other_fields() -> None:
+    assert logged_cookie(' "-" 0.003', "gw_vid") == ""
+    assert logged_cookie(f' "other=1; gw_vid={SIGNED}"', "gw_vid") == f"other=1; gw_vid={SIGNED}"
+
+
+def test_times() -> None:
+    cache: dict[str, datetime] = {}
+    ts = parse_clf_time("10/Oct/2025:13:55:36 -0700", cache)
+    assert ts == datetime(2025, 10, 10, 13, 55, 36, tzinfo=timezone(-timedelta(hours=7)))
+    assert parse_clf_time("10/Oct/2025:13:55:36 -0700", cache) is ts  # cached
+    assert parse_clf_time("31/Feb/2025:00:00:00 +0000", cache) is None
+    assert parse_any_time(1740823200, cache) == datetime(2025, 3, 1, 10, tzinfo=UTC)
+    assert parse_any_time("1740823200000", cache) == datetime(2025, 3, 1, 10, tzinfo=UTC)
+    assert parse_any_time("2025-03-01T10:00:00", cache) == datetime(2025, 3, 1, 10, tzinfo=UTC)
+    assert parse_any_time("[01/Mar/2025:10:00:00 +0000]", cache) == datetime(2025, 3, 1, 10, tzinfo=UTC)
+    for bad in (True, None, {}, "soon", 1e300):
+        assert parse_any_time(bad, cache) is None
+
+
+@given(st.binary(max_size=300))
+def test_no_line_makes_a_parser_raise(raw: bytes) -> None:
+    for parser in (parse, json_parser("gw_vid", {}), segment_parser()):
+        for item in parser(1, raw):
+            assert isinstance(item, Line | Skip) or item.number == 1
+
+
+@given(st.text(max_size=120))
+def test_no_combined_looking_line_makes_it_raise(text: str) -> None:
+    raw = f'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET {text} HTTP/1.1" 200 5 "{text}" "{text}"'
+    parse(1, raw.encode("utf-8", "surrogatepass"))
+
+
+def test_a_status_that_is_not_ascii_digits_is_unknown() -> None:
+    [line] = json_parser("gw_vid", {})(1, '{"time": 1, "method": "GET", "uri": "/", "status": "²"}'.encode())
+    assert isinstance(line, Line) and line.status == 0
