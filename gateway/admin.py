@@ -31,7 +31,7 @@ from gateway.openapi import openapi_document
 from gateway.pages import error_body
 from storage.erasure import erase_user
 from storage.local import LocalStore
-from storage.queries import TOUCHPOINT_FILTERS, Reader, TouchpointQuery
+from storage.queries import TOUCHPOINT_FILTERS, Reader, StoreUnavailable, TouchpointQuery
 
 log = logging.getLogger("gateway.admin")
 
@@ -80,6 +80,9 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     except ApiError as err:
         return fail(err.status, err.message)
+    except StoreUnavailable as err:
+        log.warning("admin API: %s", err)
+        return fail(503, str(err))
     except web.HTTPException as err:
         if err.status < 400:
             raise

@@ -123,16 +123,50 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
         host = ProxyHost(settings, pipeline, store, metrics, session, upstream, inbound.routes())
         app.router.add_route("*", "/{tail:.*}", host.handle)
         await pipeline.running()
+        tasks = background_tasks(settings, metrics, keys, session)
         try:
             yield
         finally:
+            for task in tasks:  # the readers of the log stop first; the log itself last
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await pipeline.done()
             await session.close()
             await store.close()
 
     proxy_app.cleanup_ctx.append(resources)
-    admin_app = create_admin_app(settings, store, Reader(settings.store_path), metrics, keys)
+    admin_app = create_admin_app(settings, store, create_reader(settings), metrics, keys)
     return Gateway(settings, metrics, keys, store, proxy_app, admin_app)
+
+
+def create_reader(settings: Settings) -> Reader:
+    """The admin API's reader: this node's store, or the central one (``admin.source``)."""
+    if settings.options.admin.source == "central":
+        from storage.central_queries import CentralReader  # asyncpg: the postgres extra
+
+        return CentralReader(
+            settings.store_path, settings.central_url, settings.options.central.connect_timeout
+        )
+    return Reader(settings.store_path)
+
+
+def background_tasks(
+    settings: Settings, metrics: Metrics, keys: Keys, session: aiohttp.ClientSession
+) -> list[asyncio.Task[None]]:
+    """The durable readers of the event log, started once the store is open: the central sync
+    (when ``central.url`` is set) and one task per ``[[sinks]]`` entry."""
+    tasks = []
+    if settings.central_url:
+        from storage.sync import Sync  # asyncpg: the postgres extra
+
+        sync = Sync(settings.store_path, settings.central_url, settings.options.central, metrics)
+        tasks.append(asyncio.create_task(sync.run(), name="central-sync"))
+    if settings.options.sinks:
+        from storage.sinks import build_sinks
+
+        for sink in build_sinks(settings, metrics, keys, session):
+            tasks.append(asyncio.create_task(sink.run(), name=f"sink-{sink.options.name}"))
+    return tasks
 
 
 async def start_site(app: web.Application, listen: str, **kwargs: Any) -> tuple[web.AppRunner, str]:

@@ -26,6 +26,10 @@ TOUCHPOINT_FILTERS = ("source", "medium", "campaign", "creator_id", "visitor_key
 _decode = msgspec.json.Decoder(dict[str, str])
 
 
+class StoreUnavailable(Exception):
+    """The store a reader reads from cannot be reached (the admin API answers 503)."""
+
+
 @dataclass(frozen=True)
 class TouchpointQuery:
     since: str | None = None

@@ -1,0 +1,230 @@
+"""Central sync against a real PostgreSQL: idempotence, late rows, cross-node dedup, erasures, lag."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiosqlite
+import asyncpg
+import pytest
+
+from gateway.badbody import body_key
+from gateway.config import CentralOptions, StorageOptions
+from gateway.events import Binding, Conversion, Touchpoint, iso
+from gateway.ids import uuid7
+from gateway.metrics import Metrics
+from storage import central
+from storage.erasure import erase_user
+from storage.local import LocalStore
+from storage.sync import SYNC_TABLES, Backoff, Sync
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+OPTIONS = CentralOptions(
+    batch_size=7, interval_seconds=0.05, backoff_min_seconds=0.05, backoff_max_seconds=0.2
+)
+
+
+def touch(n: int, visitor: str, node: str = "a", at: datetime | None = None) -> Touchpoint:
+    moment = at or T0 + timedelta(seconds=n)
+    return Touchpoint(
+        id=uuid7(int(moment.timestamp() * 1000)),
+        ts=iso(moment),
+        node=node,
+        visitor_key=visitor,
+        source="news",
+        medium="email",
+        campaign=f"c{n}",
+        landing_path=f"/p/{n}",
+        raw_params={"utm_id": str(n)},
+    )
+
+
+def bind(visitor: str, user: str, node: str = "a", at: datetime = T0) -> Binding:
+    return Binding(
+        id=uuid7(int(at.timestamp() * 1000)),
+        ts=iso(at),
+        node=node,
+        visitor_key=visitor,
+        user_key=user,
+        rule="login",
+    )
+
+
+class Node:
+    """One edge node: its own local store, its own name, syncing to the shared database."""
+
+    def __init__(self, tmp: Path, name: str, dsn: str) -> None:
+        self.name = name
+        self.path = tmp / f"{name}.db"
+        self.metrics = Metrics()
+        self.store = LocalStore(self.path, StorageOptions(node=name), self.metrics)
+        self.sync = Sync(self.path, dsn, OPTIONS, self.metrics)
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, central_dsn: str) -> AsyncIterator[tuple[Node, Node]]:
+    a, b = Node(tmp_path, "a", central_dsn), Node(tmp_path, "b", central_dsn)
+    await a.store.open()
+    await b.store.open()
+    yield a, b
+    await a.store.close()
+    await b.store.close()
+
+
+@pytest.fixture
+async def pg(central_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(central_dsn)
+    yield conn
+    await conn.close()
+
+
+async def count(pg: asyncpg.Connection, table: str) -> int:
+    return int(await pg.fetchval(f"SELECT count(*) FROM {table}"))
+
+
+async def test_sync_copies_every_row_once_and_is_idempotent(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    a, _ = nodes
+    touches = [touch(n, f"{n % 5:032x}") for n in range(30)]
+    await a.store.write(touches)
+    await a.store.write([bind(f"{1:032x}", "u1")])
+    delivered = await a.sync.once()
+    assert delivered == {"touchpoints": 30, "identities": 1, "conversions": 0, "erasures": 0}
+    assert await a.sync.once() == {"touchpoints": 0, "identities": 0, "conversions": 0, "erasures": 0}
+    # A lost cursor (or a crash between the central commit and the cursor write) re-sends
+    # everything: nothing is doubled.
+    async with aiosqlite.connect(a.path) as db:
+        await db.execute("DELETE FROM sync_cursors")
+        await db.commit()
+    assert (await a.sync.once())["touchpoints"] == 30
+    assert await count(pg, "touchpoints") == 30 and await count(pg, "identities") == 1
+    row = await pg.fetchrow("SELECT * FROM touchpoints WHERE id = $1::uuid", touches[3].id)
+    assert iso(row["ts"]) == touches[3].ts and row["raw_params"] == '{"utm_id": "3"}'
+    assert row["node"] == "a" and row["campaign"] == "c3"
+
+
+async def test_a_late_row_with_an_older_id_is_still_synced(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    a, _ = nodes
+    await a.store.write([touch(n, "a" * 32) for n in range(10)])
+    await a.sync.once()
+    # Backfilled history (or a clock stepped back): an id smaller than everything synced.
+    old = touch(0, "b" * 32, at=T0 - timedelta(days=30))
+    await a.store.write([old])
+    assert (await a.sync.once())["touchpoints"] == 1
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE id = $1::uuid", old.id) == 1
+
+
+async def test_one_order_seen_by_two_nodes_counts_once(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    a, b = nodes
+    for node in (a, b):
+        await node.store.write(
+            [
+                Conversion(
+                    id=uuid7(),
+                    ts=iso(T0),
+                    node=node.name,
+                    name="purchase",
+                    dedup_key="order:1001",
+                    visitor_key="c" * 32,
+                    value=12.5,
+                    currency="EUR",
+                    order_id="1001",
+                )
+            ]
+        )
+        await node.sync.once()
+    assert await count(pg, "conversions") == 1
+
+
+async def test_erasure_propagates_across_every_nodes_rows(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    a, b = nodes
+    laptop, phone, stranger = "1" * 32, "2" * 32, "3" * 32
+    await a.store.write([touch(1, laptop), touch(2, stranger), bind(laptop, "u-9")])
+    # Node B knows a device node A never saw.
+    await b.store.write([touch(3, phone, "b"), touch(4, laptop, "b"), bind(phone, "u-9", "b")])
+    await a.sync.once()
+    await b.sync.once()
+    assert await count(pg, "touchpoints") == 4
+    # A late row about the laptop, older than the erasure, still waiting on node B.
+    await b.store.write([touch(5, laptop, "b")])
+
+    now = datetime.now(UTC)
+    await erase_user(
+        a.path, "u-9", "raw-u-9", body_key=body_key(b"k" * 32), event_id=uuid7(), ts=iso(now), node="a"
+    )
+    assert (await a.sync.once())["erasures"] == 1
+    assert await pg.fetchval("SELECT array_agg(visitor_key) FROM touchpoints") == [stranger]
+    assert await count(pg, "identities") == 0
+    await b.sync.once()  # the late row arrives after the erasure: it is not inserted
+    assert await pg.fetchval("SELECT array_agg(visitor_key) FROM touchpoints") == [stranger]
+    # The same user signing up again later is a new history, recorded as usual.
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    await b.store.write([touch(6, phone, "b", at=later)])
+    await b.sync.once()
+    assert await count(pg, "touchpoints") == 2
+
+
+async def test_erasure_of_the_newest_rows_does_not_hide_later_rows(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """SQLite reuses the largest rowid once that row is deleted: the cursor must step back."""
+    a, _ = nodes
+    await a.store.write([touch(1, "4" * 32), touch(2, "5" * 32), touch(3, "5" * 32), bind("5" * 32, "u-1")])
+    await a.sync.once()
+    await erase_user(a.path, "u-1", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(T0), node="a")
+    fresh = touch(9, "6" * 32)
+    await a.store.write([fresh])  # takes the rowid the erased row had
+    await a.sync.once()
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE id = $1::uuid", fresh.id) == 1
+
+
+async def test_lag_metrics(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    await a.store.write([touch(n, "7" * 32) for n in range(12)])
+    db = await a.sync.open_local()
+    try:
+        lag = await a.sync.publish_lag(db)
+    finally:
+        await db.close()
+    assert lag["touchpoints"][0] == 12 and lag["touchpoints"][1] > 0
+    assert a.metrics.sync_lag_rows.labels("central", "touchpoints")._value.get() == 12
+    await a.sync.once()
+    assert a.metrics.sync_lag_rows.labels("central", "touchpoints")._value.get() == 0
+    assert a.metrics.sync_lag_seconds.labels("central", "touchpoints")._value.get() == 0
+
+
+async def test_migrations_are_versioned_and_concurrent_starts_are_safe(central_dsn: str) -> None:
+    import asyncio
+
+    conns = [await asyncpg.connect(central_dsn) for _ in range(4)]
+    try:
+        versions = await asyncio.gather(*(central.migrate(c) for c in conns))
+        assert len(set(versions)) == 1 and versions[0] >= 1
+        rows = await conns[0].fetch("SELECT version, name FROM schema_version ORDER BY version")
+        assert [r["version"] for r in rows] == list(range(1, versions[0] + 1))
+    finally:
+        for c in conns:
+            await c.close()
+
+
+def test_backoff_grows_with_jitter_and_stays_bounded() -> None:
+    backoff = Backoff(0.5, 8.0)
+    delays = [backoff.next() for _ in range(40)]
+    assert all(0.25 <= d <= 8.0 for d in delays)
+    assert max(delays[10:]) > 2.0  # it grew
+    assert len(set(delays)) > 30  # jittered
+    backoff.reset()
+    assert backoff.next() <= 0.5
+
+
+def test_sync_tables_end_with_erasures() -> None:
+    assert SYNC_TABLES[-1] == "erasures"
