@@ -1,5 +1,5 @@
 """The admin API on its own listener: health, metrics, touchpoints, visitor and user journeys,
-user erasure, bad events, OpenAPI.
+user erasure, bad events, re-sending a user to a sink, OpenAPI.
 
 Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
@@ -32,6 +32,7 @@ from gateway.pages import error_body
 from storage.erasure import erase_user
 from storage.local import LocalStore
 from storage.queries import TOUCHPOINT_FILTERS, Reader, StoreUnavailable, TouchpointQuery
+from storage.sinks import SinkError, SinkSet
 
 log = logging.getLogger("gateway.admin")
 
@@ -41,6 +42,7 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 STORE_KEY = web.AppKey("store", LocalStore)
 KEYS_KEY = web.AppKey("keys", Keys)
 IDS_KEY = web.AppKey("ids", Uuid7)
+SINKS_KEY = web.AppKey("sinks", SinkSet)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -260,8 +262,31 @@ async def bad_events(request: web.Request) -> web.Response:
     return ok({"items": items, "next_cursor": next_cursor})
 
 
+async def sink_send(request: web.Request) -> web.Response:
+    """Re-send one user's identify and track calls through one sink, now (for debugging)."""
+    _only(request, set())
+    name = request.match_info["name"]
+    sinks = request.app[SINKS_KEY]
+    if name not in sinks.sinks:
+        known = ", ".join(sinks.sinks) or "none configured"
+        raise ApiError(404, f"no sink named {name!r} (sinks: {known})")
+    _, key = _user_key(request)
+    try:
+        sent = await sinks.resend_user(key, name)
+    except SinkError as err:
+        raise ApiError(502, f"sink {name}: the destination did not accept the calls: {err}") from None
+    if not sent[name]:
+        raise ApiError(404, "nothing recorded for this user (no identity binding)")
+    return ok({"sink": name, "user_key": key, "sent": sent[name]})
+
+
 def create_admin_app(
-    settings: Settings, store: LocalStore, reader: Reader, metrics_: Metrics, keys: Keys
+    settings: Settings,
+    store: LocalStore,
+    reader: Reader,
+    metrics_: Metrics,
+    keys: Keys,
+    sinks: SinkSet | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[envelope, bearer_auth])
     app[SETTINGS_KEY] = settings
@@ -270,6 +295,7 @@ def create_admin_app(
     app[METRICS_KEY] = metrics_
     app[KEYS_KEY] = keys
     app[IDS_KEY] = Uuid7()
+    app[SINKS_KEY] = sinks if sinks is not None else SinkSet(settings, metrics_, keys)
 
     async def reader_ctx(app: web.Application) -> Any:
         await reader.open()
@@ -285,4 +311,5 @@ def create_admin_app(
     app.router.add_get("/api/users/{user_id}", user)
     app.router.add_delete("/api/users/{user_id}", erase)
     app.router.add_get("/api/bad-events", bad_events)
+    app.router.add_post("/api/sinks/{name}/users/{user_id}", sink_send)
     return app

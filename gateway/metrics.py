@@ -96,3 +96,9 @@ class Metrics:
             ["reader"],
             registry=r,
         )
+        self.sink_messages = Counter(
+            "gateway_sink_messages",
+            "Sink messages by outcome: sent (accepted by the destination), too_large (skipped)",
+            ["sink", "outcome"],
+            registry=r,
+        )

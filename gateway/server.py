@@ -30,6 +30,7 @@ from gateway.pipeline import build_pipeline
 from gateway.proxy import ProxyHost
 from storage.local import LocalStore
 from storage.queries import Reader
+from storage.sinks import SinkSet
 
 log = logging.getLogger("gateway")
 
@@ -111,6 +112,7 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     store = LocalStore(settings.store_path, settings.options.storage, metrics)
     pipeline = build_pipeline(settings, metrics, keys)
+    sinks = SinkSet(settings, metrics, keys)
 
     proxy_app = web.Application(handler_args=handler_args(settings))
     proxy_app[STORE_KEY] = store
@@ -123,19 +125,20 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
         host = ProxyHost(settings, pipeline, store, metrics, session, upstream, inbound.routes())
         app.router.add_route("*", "/{tail:.*}", host.handle)
         await pipeline.running()
-        tasks = background_tasks(settings, metrics, keys, session)
+        tasks = background_tasks(settings, metrics, sinks)
         try:
             yield
         finally:
             for task in tasks:  # the readers of the log stop first; the log itself last
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await sinks.close()
             await pipeline.done()
             await session.close()
             await store.close()
 
     proxy_app.cleanup_ctx.append(resources)
-    admin_app = create_admin_app(settings, store, create_reader(settings), metrics, keys)
+    admin_app = create_admin_app(settings, store, create_reader(settings), metrics, keys, sinks)
     return Gateway(settings, metrics, keys, store, proxy_app, admin_app)
 
 
@@ -150,9 +153,7 @@ def create_reader(settings: Settings) -> Reader:
     return Reader(settings.store_path)
 
 
-def background_tasks(
-    settings: Settings, metrics: Metrics, keys: Keys, session: aiohttp.ClientSession
-) -> list[asyncio.Task[None]]:
+def background_tasks(settings: Settings, metrics: Metrics, sinks: SinkSet) -> list[asyncio.Task[None]]:
     """The durable readers of the event log, started once the store is open: the central sync
     (when ``central.url`` is set) and one task per ``[[sinks]]`` entry."""
     tasks = []
@@ -161,11 +162,8 @@ def background_tasks(
 
         sync = Sync(settings.store_path, settings.central_url, settings.options.central, metrics)
         tasks.append(asyncio.create_task(sync.run(), name="central-sync"))
-    if settings.options.sinks:
-        from storage.sinks import build_sinks
-
-        for sink in build_sinks(settings, metrics, keys, session):
-            tasks.append(asyncio.create_task(sink.run(), name=f"sink-{sink.options.name}"))
+    for name, sink in sinks.sinks.items():
+        tasks.append(asyncio.create_task(sink.run(), name=f"sink-{name}"))
     return tasks
 
 
