@@ -3,17 +3,11 @@ in front of a real aiohttp upstream, and a guard that fails any test blocking th
 
 from __future__ import annotations
 
-import asyncio
-import glob
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from bench.pgserver import PostgresServer, binaries, start_server
 from gateway.config import Settings, load_settings
 from gateway.server import Gateway, create_gateway, handler_args
 
@@ -121,79 +116,20 @@ async def upstream_server() -> AsyncIterator[Callable[[web.Application], Awaitab
 # --- A throwaway PostgreSQL for the central store's tests -------------------------------------
 
 
-def _pg_bin(name: str) -> str | None:
-    """Debian keeps the server binaries off PATH, in /usr/lib/postgresql/<version>/bin."""
-    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        candidate = Path(folder) / name
-        if candidate.exists():
-            return str(candidate)
-    return shutil.which(name)
-
-
-@dataclass
-class PostgresServer:
-    """One server for the whole test session (one database per test); tests may stop and start it."""
-
-    data: Path
-    port: int
-    pg_ctl: str
-    prefix: list[str]
-
-    def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _ctl_args(self, action: str) -> list[str]:
-        options = f"-k {self.data} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off"
-        args = [*self.prefix, self.pg_ctl, "-D", str(self.data), "-w", "-t", "60"]
-        if action == "start":
-            return [*args, "-o", options, "-l", str(self.data / "server.log"), "start"]
-        return [*args, "-m", "fast", "stop"]
-
-    async def stop(self) -> None:
-        await self._ctl("stop")
-
-    async def start(self) -> None:
-        await self._ctl("start")
-
-    async def _ctl(self, action: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            *self._ctl_args(action), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        out, _ = await proc.communicate()
-        assert proc.returncode == 0, f"pg_ctl {action} failed: {out.decode(errors='replace')}"
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """initdb + pg_ctl in a temporary folder, as the ``postgres`` user when running as root.
     Missing binaries skip these tests locally and fail them in CI (``CI`` set)."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
+    if binaries() is None:
         message = "PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql"
         if os.environ.get("CI"):
             pytest.fail(message + " (CI must run the central store tests)")
         pytest.skip(message)
-    root = Path(tempfile.mkdtemp(prefix="gw-pg-"))
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        shutil.chown(root, "postgres", "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data = root / "data"
-    subprocess.run(
-        [*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
-        check=True,
-        capture_output=True,
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = PostgresServer(data, port, pg_ctl, prefix)
-    subprocess.run(server._ctl_args("start"), check=True, capture_output=True)
+    server = start_server()
     try:
         yield server
     finally:
-        subprocess.run(server._ctl_args("stop"), capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.close()
 
 
 @pytest.fixture
@@ -208,3 +144,51 @@ async def central_dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
     finally:
         await conn.close()
     yield postgres_server.dsn(name)
+
+
+# --- A Segment-compatible batch API for the sinks' tests ---------------------------------------
+
+WRITE_KEY = "wk_" + "w" * 30
+
+
+@dataclass
+class BatchApi:
+    """A Segment-compatible batch endpoint: records every call; fails on demand."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    fail: list[int] = field(default_factory=list)
+    """Statuses to answer, in order, before accepting again (500, 429…)."""
+    url: str = ""
+
+    @property
+    def unique(self) -> dict[str, dict[str, Any]]:
+        return {c["messageId"]: c for c in self.calls}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.headers.append(dict(request.headers))
+        if self.fail:
+            status = self.fail.pop(0)
+            return web.json_response({"error": "try later"}, status=status, headers={"Retry-After": "0"})
+        self.bodies.append(body)
+        self.calls.extend((await request.json())["batch"])
+        return web.json_response({"success": True})
+
+
+@pytest.fixture
+async def batch_api(upstream_server: Callable[[web.Application], Awaitable[str]]) -> BatchApi:
+    api = BatchApi()
+    app = web.Application()
+    app.router.add_post("/v1/batch", api.handle)
+    app.router.add_post("/hook", api.handle)
+    api.url = await upstream_server(app)
+    return api
+
+
+def sink_toml(api: BatchApi, kind: str = "segment", **extra: Any) -> str:
+    url = api.url if kind == "segment" else api.url + "/hook"
+    lines = [f'[[sinks]]\nname = "out"\nkind = "{kind}"\nurl = "{url}"\nsecret = "env:SINK_SECRET"']
+    lines += [f"{k} = {v!r}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"

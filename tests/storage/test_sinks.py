@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from gateway.config import Settings, SinkOptions
 from gateway.events import Binding, Touchpoint, iso
@@ -21,54 +20,9 @@ from gateway.metrics import Metrics
 from gateway.signing import verify_standard
 from storage.local import LocalStore
 from storage.sinks import EVENT, SinkError, SinkSet, open_log, pack
-from tests.conftest import make_settings
+from tests.conftest import WRITE_KEY, BatchApi, make_settings, sink_toml
 
-WRITE_KEY = "wk_" + "w" * 30
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
-
-
-@dataclass
-class BatchApi:
-    """A Segment-compatible batch endpoint: records every call; fails on demand."""
-
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    requests: list[web.Request] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    bodies: list[bytes] = field(default_factory=list)
-    fail: list[int] = field(default_factory=list)
-    """Statuses to answer, in order, before accepting again (500, 429…)."""
-    url: str = ""
-
-    @property
-    def unique(self) -> dict[str, dict[str, Any]]:
-        return {c["messageId"]: c for c in self.calls}
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.headers.append(dict(request.headers))
-        if self.fail:
-            status = self.fail.pop(0)
-            return web.json_response({"error": "try later"}, status=status, headers={"Retry-After": "0"})
-        self.bodies.append(body)
-        self.calls.extend((await request.json())["batch"])
-        return web.json_response({"success": True})
-
-
-@pytest.fixture
-async def batch_api(upstream_server: Callable[[web.Application], Awaitable[str]]) -> BatchApi:
-    api = BatchApi()
-    app = web.Application()
-    app.router.add_post("/v1/batch", api.handle)
-    app.router.add_post("/hook", api.handle)
-    api.url = await upstream_server(app)
-    return api
-
-
-def sink_toml(api: BatchApi, kind: str = "segment", **extra: Any) -> str:
-    url = api.url if kind == "segment" else api.url + "/hook"
-    lines = [f'[[sinks]]\nname = "out"\nkind = "{kind}"\nurl = "{url}"\nsecret = "env:SINK_SECRET"']
-    lines += [f"{k} = {v!r}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""Re-sending one user to a sink on demand: POST /api/sinks/{name}/users/{user_id} and
+``gateway sink send --user``; the running gateway's sink task delivers on its own too."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from gateway.cli import main
+from gateway.events import Binding, iso
+from gateway.ids import uuid7
+from gateway.openapi import openapi_document
+from tests.conftest import ENV, TOKEN, WRITE_KEY, BatchApi, GatewayFactory, sink_toml
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def post_schema(status: int) -> dict:
+    doc = openapi_document()
+    op = doc["paths"]["/api/sinks/{name}/users/{user_id}"]["post"]
+    return op["responses"][str(status)]["content"]["application/json"]["schema"]
+
+
+@pytest.fixture
+async def origin(upstream_server) -> str:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return await upstream_server(app)
+
+
+async def test_admin_resend_and_background_delivery(
+    start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
+) -> None:
+    gw = await start_gateway(origin, sink_toml(batch_api, interval_seconds=0.05), {"SINK_SECRET": WRITE_KEY})
+    async with gw.session.get(gw.url + "/?utm_source=newsletter") as resp:
+        cookie = resp.cookies["gw_vid"].value
+    key = gw.gateway.keys.visitor_key(cookie.split(".")[1])
+    now = datetime.now(UTC)
+    await gw.gateway.store.write(
+        [
+            Binding(
+                id=uuid7(),
+                ts=iso(now),
+                node="test",
+                visitor_key=key,
+                user_key=gw.gateway.keys.user_key("carol"),
+                rule="r",
+            )
+        ]
+    )
+    async with asyncio.timeout(20):  # the background task delivers by itself
+        while {c["type"] for c in batch_api.calls} != {"track", "identify"}:
+            await asyncio.sleep(0.02)
+    delivered = set(batch_api.unique)
+
+    async with gw.session.post(gw.admin_url + "/api/sinks/out/users/carol", headers=AUTH) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    Draft202012Validator(post_schema(200)).validate(body)
+    assert body["sent"] == 2 and body["sink"] == "out"
+    assert set(batch_api.unique) == delivered  # re-sent under the same messageIds
+
+    for path, status in (("/api/sinks/nope/users/carol", 404), ("/api/sinks/out/users/nobody", 404)):
+        async with gw.session.post(gw.admin_url + path, headers=AUTH) as resp:
+            assert resp.status == status
+            assert (await resp.json())["ok"] is False
+    batch_api.fail = [500] * 10
+    async with gw.session.post(gw.admin_url + "/api/sinks/out/users/carol", headers=AUTH) as resp:
+        assert resp.status == 502
+        assert "HTTP 500" in (await resp.json())["error"]
+
+
+def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
+    for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "gw.toml"
+    config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url="http://127.0.0.1:9")))
+    assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
+    assert "out: 0 messages sent" in capsys.readouterr().out
+    assert main(["sink", "send", "--user", "dave", "--sink", "nope", "-c", str(config)]) == 2
+    assert "no sink named 'nope'" in capsys.readouterr().err
