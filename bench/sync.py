@@ -36,8 +36,8 @@ from storage.sync import Sync
 SOURCES = ("google", "newsletter", "tiktok", "instagram", "bing", "partner")
 
 
-def synthetic(n: int, ids: Uuid7, start: datetime) -> Touchpoint:
-    moment = start + timedelta(milliseconds=n * 7)
+def synthetic(n: int, ids: Uuid7, start: datetime, step_ms: int = 7) -> Touchpoint:
+    moment = start + timedelta(milliseconds=n * step_ms)
     return Touchpoint(
         id=ids(int(moment.timestamp() * 1000)),
         ts=iso(moment),
@@ -89,6 +89,7 @@ async def catch_up(args: argparse.Namespace, admin_dsn: str, folder: Path) -> No
         conn = await asyncpg.connect(dsn)
         try:
             central_rows = await conn.fetchval("SELECT count(*) FROM touchpoints")
+            size = await conn.fetchval("SELECT pg_total_relation_size('touchpoints')")
         finally:
             await conn.close()
         assert delivered["touchpoints"] == args.rows == central_rows, (delivered, central_rows)
@@ -97,6 +98,7 @@ async def catch_up(args: argparse.Namespace, admin_dsn: str, folder: Path) -> No
             f"catch-up: {args.rows:,} touchpoints in {seconds:.2f} s = {rate:,.0f} touchpoints/s "
             f"(batch {args.batch_size:,}; target >= 50,000)"
         )
+        print(f"central size: {size / args.rows:,.0f} bytes per touchpoint (table, TOAST and indexes)")
         if args.lag_seconds > 0:
             await lag_under_load(args, store, sync)
     finally:
@@ -115,7 +117,7 @@ async def lag_under_load(args: argparse.Namespace, store: LocalStore, sync: Sync
         per_tick = max(1, int(args.load_rate / 100))
         while time.perf_counter() < stop:
             now = datetime.now(UTC)
-            store.submit([synthetic(written + i, ids, now) for i in range(per_tick)])
+            store.submit([synthetic(written + i, ids, now, step_ms=0) for i in range(per_tick)])
             written += per_tick
             await asyncio.sleep(0.01)
             if written % (per_tick * 10) == 0:

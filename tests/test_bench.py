@@ -34,7 +34,8 @@ def test_sync_bench_runs_and_reports() -> None:
             pytest.fail("PostgreSQL server binaries not found (CI must run the sync bench test)")
         pytest.skip("PostgreSQL server binaries not found")
     done = subprocess.run(
-        [sys.executable, "-m", "bench.sync", "--rows", "3000", "--batch-size", "1000", "--lag-seconds", "0.5"],
+        [sys.executable, "-m", "bench.sync", "--rows", "3000", "--batch-size", "1000",
+         "--lag-seconds", "0.5"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

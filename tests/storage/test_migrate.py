@@ -40,9 +40,17 @@ async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     await conn.close()
 
 
-def test_shipped_migrations_are_numbered_one_by_one() -> None:
-    found = migrations()
-    assert [version for version, _, _ in found] == list(range(1, len(found) + 1))
+RESERVED = {3, 4}
+"""Local migration numbers taken by branches developed in parallel (0003 bot/geo columns, 0004
+channel); a branch without them ships 0005 with a gap. Drop this once they are all merged."""
+
+
+@pytest.mark.parametrize("folder", ["migrations", "pg_migrations"])
+def test_shipped_migrations_are_numbered_one_by_one(folder: str) -> None:
+    found = migrations(folder)
+    versions = [version for version, _, _ in found]
+    expected = [n for n in range(1, max(versions) + 1) if n not in RESERVED or n in versions]
+    assert versions == (expected if folder == "migrations" else list(range(1, len(found) + 1)))
     assert all(sql.strip() for _, _, sql in found)
 
 
