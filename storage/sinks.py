@@ -32,7 +32,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -40,102 +39,21 @@ import aiosqlite
 import msgspec
 
 from gateway.config import Settings, SinkOptions
-from gateway.events import iso
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.signing import standard_signature
 from storage.cursors import advance, cursor_name, lag, position
 from storage.local import connect
 from storage.migrate import migrate
+from storage.sink_messages import EVENT, SinkError, batch_body, identify_message, pack, track_message
 from storage.sync import Backoff
+
+__all__ = ["EVENT", "Sink", "SinkError", "SinkSet", "open_log", "pack", "resend_user_standalone"]
 
 log = logging.getLogger("gateway.sinks")
 
-TRAIT_FIELDS = ("source", "medium", "campaign", "term", "content", "channel", "creator_id")
-TRACK_PROPERTIES = (*TRAIT_FIELDS, "sub_id", "click_id_kind", "referrer_host", "landing_path", "node")
-EVENT = "Source Identified"
 READ_ROWS = 500
 """Rows read from one table per step; the cursor moves once all their messages are accepted."""
-_ENVELOPE = 200
-"""Bytes a batch body adds around its messages (``{"batch": [...], "sentAt": ...}``)."""
-_encode = msgspec.json.Encoder()
-
-
-class SinkError(Exception):
-    """A destination refused or could not be reached; the batch is retried later."""
-
-
-def _traits(prefix: str, touch: dict[str, Any]) -> dict[str, Any]:
-    traits = {f"source_{prefix}_{f}": touch[f] for f in TRAIT_FIELDS if f in touch}
-    traits[f"source_{prefix}_timestamp"] = touch["ts"]
-    return traits
-
-
-def identify_message(
-    binding: dict[str, Any], user_id: str, first: dict[str, Any] | None, last: dict[str, Any] | None
-) -> dict[str, Any]:
-    traits: dict[str, Any] = {}
-    if first is not None and last is not None:
-        traits = {**_traits("first", first), **_traits("last", last)}
-    # The same binding with the same traits is the same message; new traits, a new message.
-    digest = hashlib.sha256(_encode.encode(traits)).hexdigest()[:16]
-    return {
-        "type": "identify",
-        "messageId": f"gw-identify-{binding['id']}-{digest}",
-        "userId": user_id,
-        "anonymousId": binding["visitor_key"],
-        "timestamp": binding["ts"],
-        "traits": traits,
-    }
-
-
-def track_message(touch: dict[str, Any], user_id: str | None) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "type": "track",
-        "event": EVENT,
-        "messageId": f"gw-touch-{touch['id']}",
-        "anonymousId": touch["visitor_key"],
-        "timestamp": touch["ts"],  # when the visitor landed, not when it was sent
-        "properties": {k: touch[k] for k in TRACK_PROPERTIES if touch.get(k) is not None},
-    }
-    if user_id is not None:
-        message["userId"] = user_id
-    return message
-
-
-def pack(messages: Sequence[dict[str, Any]], options: SinkOptions) -> tuple[list[list[bytes]], int]:
-    """Encoded messages cut into batches within the count and byte limits; and how many messages
-    were too large to send at all (skipped)."""
-    batches: list[list[bytes]] = []
-    current: list[bytes] = []
-    size = _ENVELOPE
-    skipped = 0
-    for message in messages:
-        encoded = _encode.encode(message)
-        if len(encoded) > options.max_message_bytes:
-            skipped += 1
-            log.warning(
-                "sink %s: message %s is too large (%d bytes); skipped",
-                options.name,
-                message["messageId"],
-                len(encoded),
-            )
-            continue
-        if current and (
-            len(current) >= options.batch_size or size + len(encoded) + 1 > options.max_batch_bytes
-        ):
-            batches.append(current)
-            current, size = [], _ENVELOPE
-        current.append(encoded)
-        size += len(encoded) + 1
-    if current:
-        batches.append(current)
-    return batches, skipped
-
-
-def batch_body(encoded: Sequence[bytes]) -> bytes:
-    sent_at = _encode.encode(iso(datetime.now(UTC)))
-    return b'{"batch":[' + b",".join(encoded) + b'],"sentAt":' + sent_at + b"}"
 
 
 class Sink:

@@ -202,3 +202,22 @@ async def test_resend_user_on_demand(world, batch_api: BatchApi) -> None:
     sent = await w.sinks.resend_user(w.keys.user_key("bob"))
     assert sent == {"out": 4}  # two identifies, the two touchpoints of bob's two devices
     assert set(batch_api.unique) == set(before)  # the same messageIds as the first time
+
+
+async def test_channel_trait_when_the_column_exists(world, batch_api: BatchApi) -> None:
+    import aiosqlite
+
+    w = await world(sink_toml(batch_api))
+    async with aiosqlite.connect(w.settings.store_path) as db:
+        await db.execute("ALTER TABLE touchpoints ADD COLUMN channel TEXT")
+        await db.commit()
+    touches, _ = await seed(w)
+    async with aiosqlite.connect(w.settings.store_path) as db:
+        await db.execute("UPDATE touchpoints SET channel = 'social' WHERE id = ?", (touches[0].id,))
+        await db.commit()
+    await one_round(w)
+    identify = next(c for c in batch_api.calls if c["type"] == "identify")
+    assert identify["traits"]["source_first_channel"] == "social"
+    assert "source_last_channel" in identify["traits"]
+    track = next(c for c in batch_api.calls if c["messageId"] == f"gw-touch-{touches[0].id}")
+    assert track["properties"]["channel"] == "social"

@@ -228,3 +228,24 @@ def test_backoff_grows_with_jitter_and_stays_bounded() -> None:
 
 def test_sync_tables_end_with_erasures() -> None:
     assert SYNC_TABLES[-1] == "erasures"
+
+
+async def test_a_column_added_on_both_sides_is_copied_with_no_code_change(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """What a later migration pair (local 000N + PG 000M) looks like: only the schema changes."""
+    a, _ = nodes
+    await a.store.write([touch(1, "8" * 32)])
+    await a.sync.once()  # creates the central schema
+    async with aiosqlite.connect(a.path) as db:
+        await db.execute("ALTER TABLE touchpoints ADD COLUMN bot_score INTEGER")
+        await db.execute("ALTER TABLE touchpoints ADD COLUMN channel TEXT")  # local only: not copied
+        await db.execute(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, bot_score, channel) "
+            "VALUES (?, ?, 'a', ?, '/', 87, 'paid_search')",
+            (uuid7(), iso(T0), "8" * 32),
+        )
+        await db.commit()
+    await pg.execute("ALTER TABLE touchpoints ADD COLUMN bot_score integer")
+    assert (await a.sync.once())["touchpoints"] == 1
+    assert await pg.fetchval("SELECT bot_score FROM touchpoints WHERE bot_score IS NOT NULL") == 87
