@@ -157,25 +157,45 @@ class CentralWriter:
         self._staged: set[str] = set()
 
     async def insert(self, plan: TablePlan, rows: Sequence[Sequence[Any]]) -> int:
-        """Insert the rows no node has inserted before; how many were new."""
+        """Insert the rows no node has inserted before; how many were new.
+
+        SQLite text may hold NUL characters, which PostgreSQL text cannot: a batch refused for
+        its characters is sent again with each NUL replaced by U+FFFD, so one odd value does not
+        stop the sync for ever.
+        """
         if not rows:
             return 0
+        records = plan.records(rows)
+        try:
+            return await self._insert(plan, records)
+        except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+            return await self._insert(plan, [_without_nul(r) for r in records])
+
+    async def _insert(self, plan: TablePlan, records: Sequence[Sequence[Any]]) -> int:
         conn = self.conn
         async with conn.transaction():
-            if plan.table not in self._staged:
+            staged = plan.table in self._staged
+            if not staged:
                 # Per connection, emptied at each commit; a column-less LIKE keeps types and NOT NULLs.
                 await conn.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS _stage_{plan.table} "
                     f"(LIKE {plan.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
-                self._staged.add(plan.table)
             await conn.copy_records_to_table(
-                f"_stage_{plan.table}", records=plan.records(rows), columns=list(plan.columns)
+                f"_stage_{plan.table}", records=records, columns=list(plan.columns)
             )
             inserted = await conn.fetch(plan.insert_sql())
             if plan.table == "erasures" and inserted:
                 await apply_erasures(conn, [row["id"] for row in inserted])
+        self._staged.add(plan.table)  # only once committed: a rolled-back CREATE left nothing
         return len(inserted)
+
+
+def _without_nul(record: Sequence[Any]) -> list[Any]:
+    """NUL → U+FFFD, in text and in JSON text (where it is the escape ``\\u0000``)."""
+    return [
+        v.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd") if isinstance(v, str) else v for v in record
+    ]
 
 
 async def apply_erasures(conn: asyncpg.Connection, ids: Sequence[Any]) -> None:

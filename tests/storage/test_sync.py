@@ -249,3 +249,18 @@ async def test_a_column_added_on_both_sides_is_copied_with_no_code_change(
     await pg.execute("ALTER TABLE touchpoints ADD COLUMN bot_score integer")
     assert (await a.sync.once())["touchpoints"] == 1
     assert await pg.fetchval("SELECT bot_score FROM touchpoints WHERE bot_score IS NOT NULL") == 87
+
+
+async def test_a_nul_character_does_not_stop_the_sync(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """SQLite keeps NUL in text, PostgreSQL refuses it: the value is kept with U+FFFD instead."""
+    a, _ = nodes
+    odd = touch(1, "a" * 32)
+    odd.landing_path = "/a\x00b"
+    odd.raw_params = {"utm_id": "x\x00y"}
+    await a.store.write([odd, touch(2, "a" * 32)])
+    assert (await a.sync.once())["touchpoints"] == 2
+    row = await pg.fetchrow("SELECT landing_path, raw_params FROM touchpoints WHERE id = $1::uuid", odd.id)
+    assert row["landing_path"] == "/a\ufffdb"
+    assert row["raw_params"] == '{"utm_id": "x\ufffdy"}'
