@@ -106,3 +106,10 @@ def test_run_refuses_a_store_from_a_newer_gateway(tmp_path: Path) -> None:
     done = gateway("run", "-c", str(_config(tmp_path)), env=ENV)
     assert done.returncode == 1
     assert "newer than this gateway" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_shipped_compose_config_checks() -> None:
+    env = {**ENV, "GATEWAY_CENTRAL_URL": "postgresql://gateway:pw@postgres:5432/tracking"}
+    done = gateway("check", "-c", str(ROOT / "deploy" / "gateway.compose.toml"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "GATEWAY_CENTRAL_URL" in done.stdout and "pw@postgres" not in done.stdout
