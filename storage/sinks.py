@@ -42,11 +42,11 @@ from gateway.config import Settings, SinkOptions
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.signing import standard_signature
+from storage.backoff import Backoff
 from storage.cursors import advance, cursor_name, lag, position
 from storage.local import connect
 from storage.migrate import migrate
 from storage.sink_messages import EVENT, SinkError, batch_body, identify_message, pack, track_message
-from storage.sync import Backoff
 
 __all__ = ["EVENT", "Sink", "SinkError", "SinkSet", "open_log", "pack", "resend_user_standalone"]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import aiosqlite
 from gateway.config import CentralOptions
 from gateway.metrics import Metrics
 from storage import central
+from storage.backoff import Backoff
 from storage.cursors import advance, cursor_name, lag, local_columns, position, read_after
 from storage.local import connect
 from storage.migrate import SchemaTooNew, migrate
@@ -35,22 +35,6 @@ SYNC_TABLES = ("touchpoints", "identities", "conversions", "verdict_changes", "e
 """Local tables copied to the central store, in this order each round (erasures last, so they
 apply to the rows of the same round). A table missing on either side is skipped."""
 READER = "central"
-
-
-class Backoff:
-    """Exponential backoff with jitter: the n-th retry waits uniform(low/2, min(high, low·2ⁿ)), so
-    many nodes coming back at once spread out, and none retries in a tight loop."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self.low, self.high, self.failures = low, high, 0
-
-    def next(self) -> float:
-        ceiling = min(self.high, self.low * 2 ** min(self.failures, 30))
-        self.failures += 1
-        return random.uniform(self.low / 2, ceiling)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Sync:

@@ -16,9 +16,10 @@ from gateway.events import Binding, Conversion, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.metrics import Metrics
 from storage import central
+from storage.backoff import Backoff
 from storage.erasure import erase_user
 from storage.local import LocalStore
-from storage.sync import SYNC_TABLES, Backoff, Sync
+from storage.sync import SYNC_TABLES, Sync
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 OPTIONS = CentralOptions(
