@@ -4,17 +4,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
 from gateway.cli import main
-from gateway.events import Binding, iso
+from gateway.config import load_settings
+from gateway.events import Binding, Touchpoint, iso
 from gateway.ids import uuid7
+from gateway.keys import Keys
+from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
+from storage.local import LocalStore
 from tests.conftest import ENV, TOKEN, WRITE_KEY, BatchApi, GatewayFactory, sink_toml
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -78,12 +86,63 @@ async def test_admin_resend_and_background_delivery(
         assert "HTTP 500" in (await resp.json())["error"]
 
 
+class _Recorder(BaseHTTPRequestHandler):
+    calls: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.extend(json.loads(body)["batch"])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
-    for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
-        monkeypatch.setenv(name, value)
-    config = tmp_path / "gw.toml"
-    config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url="http://127.0.0.1:9")))
-    assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
-    assert "out: 0 messages sent" in capsys.readouterr().out
+    """The CLI runs outside any gateway: a plain threaded HTTP server stands in for Segment."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
+            monkeypatch.setenv(name, value)
+        config = tmp_path / "gw.toml"
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url=url)))
+        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
+        assert "out: 0 messages sent" in capsys.readouterr().out  # nothing recorded for dave yet
+        settings = load_settings(config)
+        keys = Keys.from_master(settings.secret)
+        visitor = "e" * 32
+
+        async def seed() -> None:
+            store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+            await store.open()
+            now = iso(datetime.now(UTC))
+            await store.write(
+                [
+                    Touchpoint(
+                        id=uuid7(), ts=now, node="n", visitor_key=visitor, source="news", landing_path="/"
+                    ),
+                    Binding(
+                        id=uuid7(),
+                        ts=now,
+                        node="n",
+                        visitor_key=visitor,
+                        user_key=keys.user_key("dave"),
+                        rule="r",
+                    ),
+                ]
+            )
+            await store.close()
+
+        asyncio.run(seed())
+        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
+        assert "out: 2 messages sent" in capsys.readouterr().out
+        assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
+    finally:
+        server.shutdown()
+        server.server_close()
     assert main(["sink", "send", "--user", "dave", "--sink", "nope", "-c", str(config)]) == 2
     assert "no sink named 'nope'" in capsys.readouterr().err
