@@ -53,19 +53,44 @@ class Sync:
             if not local or not remote:
                 continue
             plan = central.TablePlan.build(table, local, remote)
-            name = cursor_name(READER, table)
-            delivered[table] = 0
-            while True:
-                after = await position(db, name)
-                rows, last = await read_after(db, table, plan.columns, after, self.options.batch_size)
-                if not rows:
-                    break
+            delivered[table] = await self._table(db, writer, plan, cursor_name(READER, table))
+        return delivered
+
+    async def _table(
+        self, db: aiosqlite.Connection, writer: central.CentralWriter, plan: central.TablePlan, name: str
+    ) -> int:
+        """Deliver one table's new rows, batch by batch; the next batch is read from SQLite (in
+        aiosqlite's thread) while the current one is written to PostgreSQL."""
+        size, delivered = self.options.batch_size, 0
+        after = await position(db, name)
+        rows, last = await read_after(db, plan.table, plan.columns, after, size)
+        while rows:
+            ahead = (
+                asyncio.ensure_future(read_after(db, plan.table, plan.columns, last, size))
+                if len(rows) == size
+                else None
+            )
+            try:
                 await writer.insert(plan, rows)
-                if await advance(db, name, after, last):
-                    delivered[table] += len(rows)
-                    self.metrics.sync_rows.labels(READER, table).inc(len(rows))
-                if len(rows) < self.options.batch_size:
-                    break
+                moved = await advance(db, name, after, last)
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                    await asyncio.gather(ahead, return_exceptions=True)
+                raise
+            if moved:
+                delivered += len(rows)
+                self.metrics.sync_rows.labels(READER, plan.table).inc(len(rows))
+            if ahead is None:
+                break
+            if moved:
+                after = last
+                rows, last = await ahead
+            else:  # someone else (a cron ``sync --once``) moved the cursor: start from theirs
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+                after = await position(db, name)
+                rows, last = await read_after(db, plan.table, plan.columns, after, size)
         return delivered
 
     async def publish_lag(self, db: aiosqlite.Connection) -> dict[str, tuple[int, float]]:

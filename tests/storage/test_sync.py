@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,7 +205,6 @@ async def test_lag_metrics(nodes: tuple[Node, Node]) -> None:
 
 
 async def test_migrations_are_versioned_and_concurrent_starts_are_safe(central_dsn: str) -> None:
-    import asyncio
 
     conns = [await asyncpg.connect(central_dsn) for _ in range(4)]
     try:
@@ -265,3 +265,18 @@ async def test_a_nul_character_does_not_stop_the_sync(
     row = await pg.fetchrow("SELECT landing_path, raw_params FROM touchpoints WHERE id = $1::uuid", odd.id)
     assert row["landing_path"] == "/a\ufffdb"
     assert row["raw_params"] == '{"utm_id": "x\ufffdy"}'
+
+
+async def test_two_syncs_of_one_node_at_once_skip_nothing_and_double_nothing(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """The gateway's task and a cron ``sync --once`` on the same store: the cursor is a
+    compare-and-set, so each batch is credited once and none is skipped."""
+    a, _ = nodes
+    await a.store.write([touch(n, f"{n:032x}") for n in range(100)])
+    twin = Sync(a.path, central_dsn, OPTIONS, Metrics())
+    await a.sync.once()  # creates the schema, so both start from an existing one
+    await a.store.write([touch(n, f"{n:032x}") for n in range(100, 250)])
+    first, second = await asyncio.gather(a.sync.once(), twin.once())
+    assert first["touchpoints"] + second["touchpoints"] == 150
+    assert await count(pg, "touchpoints") == 250
