@@ -276,7 +276,7 @@ async def test_two_syncs_of_one_node_at_once_skip_nothing_and_double_nothing(
     await a.store.write([touch(n, f"{n:032x}") for n in range(100)])
     twin = Sync(a.path, central_dsn, OPTIONS, Metrics())
     await a.sync.once()  # creates the schema, so both start from an existing one
-    await a.store.write([touch(n, f"{n:032x}") for n in range(100, 250)])
+    await a.store.write([touch(n, f"{n:032x}") for n in range(100, 1500)])
     first, second = await asyncio.gather(a.sync.once(), twin.once())
-    assert first["touchpoints"] + second["touchpoints"] == 150
-    assert await count(pg, "touchpoints") == 250
+    assert first["touchpoints"] + second["touchpoints"] == 1400
+    assert await count(pg, "touchpoints") == 1500
