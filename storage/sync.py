@@ -5,7 +5,7 @@ after the table's cursor (``storage.cursors``: rowid order); writes each batch
 to the central store in one transaction (``storage.central``) and only then
 moves the cursor, so a crash or an outage between the two re-sends the batch,
 which the central store ignores. Failures (PostgreSQL away, restarting, a
-network cut) are counted and retried with exponential backoff and full
+network cut) are counted and retried with exponential backoff and
 jitter; the proxy never waits on any of this, and the local store keeps every
 row until it is delivered. After every round, caught up or failed, the lag
 per table is published to ``/metrics``.
