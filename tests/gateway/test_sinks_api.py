@@ -69,6 +69,17 @@ async def test_admin_resend_and_background_delivery(
             await asyncio.sleep(0.02)
     delivered = set(batch_api.unique)
 
+    async def metrics() -> str:
+        async with gw.session.get(gw.admin_url + "/metrics", headers=AUTH) as resp:
+            return await resp.text()
+
+    async with asyncio.timeout(20):  # lag is published after each round
+        while 'gateway_sync_lag_rows{reader="sink:out",table="identities"} 0.0' not in await metrics():
+            await asyncio.sleep(0.02)
+    text = await metrics()
+    assert 'gateway_sync_lag_rows{reader="sink:out",table="touchpoints"} 0.0' in text
+    assert 'gateway_sink_messages_total{outcome="sent",sink="out"} 2.0' in text
+
     async with gw.session.post(gw.admin_url + "/api/sinks/out/users/carol", headers=AUTH) as resp:
         assert resp.status == 200
         body = await resp.json()
