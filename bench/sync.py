@@ -1,6 +1,6 @@
 """Central sync catch-up: how fast a node's backlog of touchpoints reaches PostgreSQL.
 
-``python -m bench.sync [--rows 200000] [--batch-size 10000] [--dsn DSN] [--lag-seconds 5]``
+``python -m bench.sync [--rows 200000] [--batch-size 2000] [--dsn DSN] [--lag-seconds 5]``
 
 Writes ``--rows`` synthetic touchpoints (realistic fields: source, medium,
 campaign, content, click ID, raw params) to a fresh local store, then times
@@ -63,6 +63,15 @@ async def fill(store: LocalStore, rows: int, start: datetime) -> float:
     return time.perf_counter() - began
 
 
+async def loop_stalls(found: list[float]) -> None:
+    """How late a 1 ms sleep wakes up, again and again: what a proxied request would wait."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(0.001)
+        found.append(max(loop.time() - start - 0.001, 0.0))
+
+
 async def new_database(admin_dsn: str) -> str:
     name = f"bench_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_dsn)
@@ -83,9 +92,13 @@ async def catch_up(args: argparse.Namespace, admin_dsn: str, folder: Path) -> No
         seconds = await fill(store, args.rows, datetime(2026, 1, 1, tzinfo=UTC))
         print(f"local store: {args.rows:,} touchpoints written in {seconds:.2f} s")
         sync = Sync(store.path, dsn, CentralOptions(batch_size=args.batch_size), Metrics())
+        stalls: list[float] = []
+        monitor = asyncio.create_task(loop_stalls(stalls))
         began = time.perf_counter()
         delivered = await sync.once()
         seconds = time.perf_counter() - began
+        monitor.cancel()
+        await asyncio.gather(monitor, return_exceptions=True)
         conn = await asyncpg.connect(dsn)
         try:
             central_rows = await conn.fetchval("SELECT count(*) FROM touchpoints")
@@ -99,6 +112,12 @@ async def catch_up(args: argparse.Namespace, admin_dsn: str, folder: Path) -> No
             f"(batch {args.batch_size:,}; target >= 50,000)"
         )
         print(f"central size: {size / args.rows:,.0f} bytes per touchpoint (table, TOAST and indexes)")
+        stalls.sort()
+        p99 = stalls[int(len(stalls) * 0.99)] if stalls else 0.0
+        print(
+            f"event loop during catch-up (the proxy shares it): longest stall {max(stalls, default=0) * 1000:.0f} ms, "
+            f"p99 {p99 * 1000:.0f} ms"
+        )
         if args.lag_seconds > 0:
             await lag_under_load(args, store, sync)
     finally:
@@ -138,7 +157,7 @@ async def lag_under_load(args: argparse.Namespace, store: LocalStore, sync: Sync
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--dsn", help="an existing server's DSN (a database is created on it)")
     parser.add_argument("--lag-seconds", type=float, default=5.0, help="0: skip the lag-under-load phase")
     parser.add_argument("--load-rate", type=float, default=2000.0, help="touchpoints/s written meanwhile")

@@ -152,8 +152,9 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 class CentralOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     url: str = ""
     """PostgreSQL DSN as ``env:NAME`` (``postgresql://user:pass@host/db``). Empty: no central sync."""
-    batch_size: int = 10_000
-    """Most rows per table sent in one batch (one COPY, one INSERT)."""
+    batch_size: int = 2000
+    """Most rows per table sent in one batch (one COPY, one INSERT). Larger batches do not sync
+    faster here, and each one holds the proxy's event loop longer."""
     interval_seconds: float = 1.0
     """Pause between sync rounds once caught up."""
     backoff_min_seconds: float = 0.5

@@ -23,6 +23,8 @@ from storage.migrate import SchemaTooNew, migrations
 
 MIGRATION_LOCK = 0x6761_7465_7761_7901
 """Advisory lock key held while migrating ("gatewa" y): one node migrates, the others wait."""
+COPY_SLICE = 1000
+"""Rows per COPY call within one batch (see ``CentralWriter._insert``)."""
 PG_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
@@ -142,10 +144,13 @@ class TablePlan:
         return " WHERE " + " AND ".join(tests) if tests else ""
 
     def insert_sql(self) -> str:
+        """The INSERT from the staging table; it answers the new rows' ids for erasures (they are
+        applied next) and only their number for every other table (no rows back to decode)."""
         cols = ", ".join(self.columns)
+        answer = "SELECT id FROM ins" if self.table == "erasures" else "SELECT count(*) AS n FROM ins"
         return (
             f"WITH ins AS (INSERT INTO {self.table} ({cols}) SELECT {cols} FROM _stage_{self.table} s"
-            f"{self._not_erased()} ON CONFLICT DO NOTHING RETURNING id) SELECT id FROM ins"
+            f"{self._not_erased()} ON CONFLICT DO NOTHING RETURNING id) {answer}"
         )
 
 
@@ -165,7 +170,9 @@ class CentralWriter:
         """
         if not rows:
             return 0
-        records = plan.records(rows)
+        # Converting is pure Python over every value: in a thread, the proxy's event loop keeps
+        # getting turns (the interpreter switches threads every few milliseconds).
+        records = await asyncio.to_thread(plan.records, rows) if len(rows) > 256 else plan.records(rows)
         try:
             return await self._insert(plan, records)
         except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
