@@ -114,8 +114,9 @@ async def catch_up(args: argparse.Namespace, admin_dsn: str, folder: Path) -> No
         print(f"central size: {size / args.rows:,.0f} bytes per touchpoint (table, TOAST and indexes)")
         stalls.sort()
         p99 = stalls[int(len(stalls) * 0.99)] if stalls else 0.0
+        longest = max(stalls, default=0.0)
         print(
-            f"event loop during catch-up (the proxy shares it): longest stall {max(stalls, default=0) * 1000:.0f} ms, "
+            f"event loop during catch-up (the proxy shares it): longest stall {longest * 1000:.0f} ms, "
             f"p99 {p99 * 1000:.0f} ms"
         )
         if args.lag_seconds > 0:
