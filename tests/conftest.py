@@ -160,6 +160,9 @@ class BatchApi:
     bodies: list[bytes] = field(default_factory=list)
     fail: list[int] = field(default_factory=list)
     """Statuses to answer, in order, before accepting again (500, 429…)."""
+    fail_on: dict[int, int] = field(default_factory=dict)
+    """Request number (1 = the first received) → the status it gets instead of 200."""
+    received: int = 0
     url: str = ""
 
     @property
@@ -169,8 +172,9 @@ class BatchApi:
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.headers.append(dict(request.headers))
-        if self.fail:
-            status = self.fail.pop(0)
+        self.received += 1
+        if self.fail or self.received in self.fail_on:
+            status = self.fail.pop(0) if self.fail else self.fail_on[self.received]
             return web.json_response({"error": "try later"}, status=status, headers={"Retry-After": "0"})
         self.bodies.append(body)
         self.calls.extend((await request.json())["batch"])
