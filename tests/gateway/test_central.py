@@ -118,6 +118,15 @@ async def test_visitor_lands_on_a_and_signs_up_on_b(
     assert [t["node"] for t in body["touchpoints"]] == ["a", "b"]
     assert body["first_touch"]["source"] == "newsletter" and body["last_touch"]["source"] == "google"
     assert [v["visitor_key"] for v in body["visitors"]] == [key]
+    # Every reading endpoint answers from the central store in the documented shape.
+    status, listing = await admin_get(a, "/api/touchpoints?limit=1")
+    assert status == 200 and listing["next_cursor"] is not None
+    Draft202012Validator(response_schema("/api/touchpoints", 200)).validate(listing)
+    status, page = await admin_get(a, f"/api/touchpoints?cursor={listing['next_cursor']}")
+    assert [t["node"] for t in listing["items"] + page["items"]] == ["a", "b"]
+    status, journey = await admin_get(a, f"/api/visitors/{key}")
+    assert status == 200 and journey["touch_count"] == 2
+    Draft202012Validator(response_schema("/api/visitors/{visitor_id}", 200)).validate(journey)
 
 
 async def test_central_answers_equal_local_answers(
