@@ -1,5 +1,5 @@
 """The admin API on its own listener: health, metrics, touchpoints, visitor and user journeys,
-user erasure, bad events, fraud review, creators, OpenAPI.
+user erasure, bad events, fraud review, creators, re-sending a user to a sink, OpenAPI.
 
 Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
@@ -35,7 +35,8 @@ from gateway.pages import error_body
 from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, has_session
 from storage.erasure import erase_user
 from storage.local import LocalStore
-from storage.queries import FRAUD_GROUPS, TOUCHPOINT_FILTERS, Reader, TouchpointQuery
+from storage.queries import FRAUD_GROUPS, TOUCHPOINT_FILTERS, Reader, StoreUnavailable, TouchpointQuery
+from storage.sinks import SinkError, SinkSet
 
 log = logging.getLogger("gateway.admin")
 
@@ -46,6 +47,7 @@ STORE_KEY = web.AppKey("store", LocalStore)
 KEYS_KEY = web.AppKey("keys", Keys)
 IDS_KEY = web.AppKey("ids", Uuid7)
 CREATORS_KEY = web.AppKey("creators", CreatorRegistry)
+SINKS_KEY = web.AppKey("sinks", SinkSet)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -85,6 +87,9 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     except ApiError as err:
         return fail(err.status, err.message)
+    except StoreUnavailable as err:
+        log.warning("admin API: %s", err)
+        return fail(503, str(err))
     except web.HTTPException as err:
         if err.status < 400:
             raise
@@ -268,6 +273,24 @@ async def bad_events(request: web.Request) -> web.Response:
     return ok({"items": items, "next_cursor": next_cursor})
 
 
+async def sink_send(request: web.Request) -> web.Response:
+    """Re-send one user's identify and track calls through one sink, now (for debugging)."""
+    _only(request, set())
+    name = request.match_info["name"]
+    sinks = request.app[SINKS_KEY]
+    if name not in sinks.sinks:
+        known = ", ".join(sinks.sinks) or "none configured"
+        raise ApiError(404, f"no sink named {name!r} (sinks: {known})")
+    _, key = _user_key(request)
+    try:
+        sent = await sinks.resend_user(key, name)
+    except SinkError as err:
+        raise ApiError(502, f"sink {name}: the destination did not accept the calls: {err}") from None
+    if not sent[name]:
+        raise ApiError(404, "nothing recorded for this user (no identity binding)")
+    return ok({"sink": name, "user_key": key, "sent": sent[name]})
+
+
 _Body = TypeVar("_Body", bound=msgspec.Struct)
 
 
@@ -443,6 +466,7 @@ def create_admin_app(
     metrics_: Metrics,
     keys: Keys,
     creators_: CreatorRegistry | None = None,
+    sinks: SinkSet | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[envelope, bearer_auth])
     app[SETTINGS_KEY] = settings
@@ -453,6 +477,7 @@ def create_admin_app(
     app[IDS_KEY] = Uuid7()
     registry = creators_ if creators_ is not None else CreatorRegistry(settings.options.creators)
     app[CREATORS_KEY] = registry
+    app[SINKS_KEY] = sinks if sinks is not None else SinkSet(settings, metrics_, keys)
 
     async def reader_ctx(app: web.Application) -> Any:
         await reader.open()
@@ -474,4 +499,5 @@ def create_admin_app(
     app.router.add_post("/api/touchpoints/{touchpoint_id}/verdict", set_verdict)
     app.router.add_get("/api/creators", creators)
     app.router.add_put("/api/creators/{creator_id}", set_creator)
+    app.router.add_post("/api/sinks/{name}/users/{user_id}", sink_send)
     return app

@@ -1,5 +1,5 @@
 """The ``gateway`` command: ``run``, ``check``, ``init``, ``import``, ``replay-bad``,
-``send-test-event`` and ``reclassify``.
+``send-test-event``, ``reclassify``, ``sync --once`` and ``sink send``.
 
 Config problems are printed one per line, each naming its TOML key, and the
 command exits 2; nothing prints a traceback for something the operator can fix.
@@ -22,6 +22,7 @@ import msgspec
 from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event
+from gateway.sink_cli import cmd_sink_send
 from storage.migrate import SchemaTooNew
 from storage.reclassify import Reclassified, reclassify
 
@@ -252,6 +253,36 @@ def cmd_import(args: argparse.Namespace) -> int:
     return import_command(settings, args)
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """One complete sync round to the central store (for cron); rows delivered per table."""
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        return _fail_config(args.config, err)
+    if not settings.central_url:
+        print(f"gateway: {args.config}: central.url is not set: there is no central store", file=sys.stderr)
+        return EXIT_CONFIG
+    from gateway.metrics import Metrics
+    from storage.sync import Sync  # asyncpg: the postgres extra
+
+    sync = Sync(settings.store_path, settings.central_url, settings.options.central, Metrics())
+    try:
+        delivered = asyncio.run(sync.once())
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:
+        print(f"gateway: sync failed: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # PostgreSQL away or refusing: say so, no traceback
+        print(
+            f"gateway: sync failed: cannot reach the central store: {type(err).__name__}: {err}",
+            file=sys.stderr,
+        )
+        return 1
+    for table, rows in delivered.items():
+        print(f"{table}: {rows} rows")
+    print(f"total: {sum(delivered.values())} rows")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="First-party tracking gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     recl.add_argument("--dry-run", action="store_true", help="count the changes, write nothing")
     recl.add_argument("--batch-size", type=_batch_size, default=1000, help="touchpoints per transaction")
     recl.set_defaults(func=cmd_reclassify)
+    sync = sub.add_parser("sync", help="copy the local event log to the central store ([central])")
+    sync.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    sync.add_argument("--once", action="store_true", required=True, help="one round, then exit (for cron)")
+    sync.set_defaults(func=cmd_sync)
+    sink = sub.add_parser("sink", help="sinks ([[sinks]]): re-send one user's calls")
+    sink_sub = sink.add_subparsers(dest="sink_command", required=True)
+    send_user = sink_sub.add_parser("send", help="re-send one user's identify and track calls now")
+    send_user.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    send_user.add_argument("--user", required=True, help="the site's raw user ID")
+    send_user.add_argument("--sink", help="only this sink (default: every [[sinks]] entry)")
+    send_user.set_defaults(func=cmd_sink_send)
     return parser
 
 

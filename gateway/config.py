@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import ipaddress
 import os
 import re
@@ -156,6 +157,54 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Bearer token for /api and /metrics, and the dashboard's login. Use ``env:NAME``."""
     session_hours: int = 12
     """How long a dashboard login lasts (the session cookie's lifetime), 1..720 hours."""
+    source: Literal["local", "central"] = "local"
+    """Where touchpoint listings and journeys are read: this node's store, or the central one
+    (all nodes; needs ``central.url``)."""
+
+
+class CentralOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    url: str = ""
+    """PostgreSQL DSN as ``env:NAME`` (``postgresql://user:pass@host/db``). Empty: no central sync."""
+    batch_size: int = 2000
+    """Most rows per table sent in one batch (one COPY, one INSERT). Larger batches do not sync
+    faster here, and each one holds the proxy's event loop longer."""
+    interval_seconds: float = 1.0
+    """Pause between sync rounds once caught up."""
+    backoff_min_seconds: float = 0.5
+    """First retry delay after a failure; doubles per failure, with full jitter."""
+    backoff_max_seconds: float = 60.0
+    """Longest retry delay."""
+    connect_timeout: float = 10.0
+    """Seconds to connect to PostgreSQL (or run one statement) before counting a failure."""
+
+
+class SinkOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One destination of the event log (``[[sinks]]``): a Segment-compatible batch API or a webhook."""
+
+    name: str
+    """The sink's name: its cursors, metrics label, ``gateway sink send --sink`` and the admin path."""
+    kind: Literal["segment", "webhook"]
+    """segment: Segment/RudderStack HTTP batch API (``identify``, ``track``); webhook: signed JSON batches."""
+    url: str
+    """segment: the API base (``https://api.segment.io``, ``/v1/batch`` is appended); webhook: the
+    endpoint."""
+    secret: str
+    """``env:NAME``: the write key (segment, sent as HTTP Basic user) or the signing secret (webhook,
+    Standard Webhooks; raw or ``whsec_<base64>``)."""
+    batch_size: int = 100
+    """Most messages per request."""
+    max_batch_bytes: int = 500_000
+    """Largest request body; a batch is cut before it (Segment: 500 KB)."""
+    max_message_bytes: int = 32_000
+    """Largest single message; a larger one is skipped and counted (Segment: 32 KB)."""
+    rate_per_second: float = 10.0
+    """Most requests per second to the destination."""
+    interval_seconds: float = 5.0
+    """Pause between rounds once caught up."""
+    backoff_max_seconds: float = 300.0
+    """Longest retry delay after failures (exponential from 0.5 s, full jitter)."""
+    timeout_seconds: float = 30.0
+    """Seconds one request may take before it counts as failed (and is retried)."""
 
 
 class WebhooksOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -377,6 +426,7 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     storage: StorageOptions = StorageOptions()
     admin: AdminOptions = AdminOptions()
     webhooks: WebhooksOptions = WebhooksOptions()
+    central: CentralOptions = CentralOptions()
     sources: tuple[SourceOptions, ...] = ()
     conversions: tuple[ConversionRule, ...] = ()
     channels: ChannelsOptions = ChannelsOptions()
@@ -384,6 +434,7 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     bots: BotsOptions = BotsOptions()
     geo: GeoOptions = GeoOptions()
     creators: tuple[CreatorOptions, ...] = ()
+    sinks: tuple[SinkOptions, ...] = ()
 
 
 SECTIONS: dict[str, type[_Options]] = {
@@ -397,12 +448,14 @@ SECTIONS: dict[str, type[_Options]] = {
     "attribution": AttributionOptions,
     "bots": BotsOptions,
     "geo": GeoOptions,
+    "central": CentralOptions,
 }
 
 ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "sources": SourceOptions,
     "conversions": ConversionRule,
     "creators": CreatorOptions,
+    "sinks": SinkOptions,
 }
 """Top-level arrays of tables (``[[name]]``), each entry decoded into the struct named here;
 ``Options`` has a tuple field of the same name."""
@@ -430,6 +483,10 @@ class Settings:
     the HMAC secret, or a public key's PEM."""
     channels: Channels = field(default_factory=lambda: Channels(ChannelsOptions()))
     """The channel classifier, built from ``[channels]`` and the shipped referrer table."""
+    central_url: str = ""
+    """The resolved ``central.url`` DSN; empty: no central store."""
+    sink_secrets: Mapping[str, bytes] = field(default_factory=dict)
+    """``[[sinks]]`` name → its resolved write key or signing secret."""
 
     @property
     def store_path(self) -> Path:
@@ -688,6 +745,61 @@ def validate(options: Options) -> list[str]:
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
     p += validate_channels(options.channels) + validate_attribution(options.attribution)
     p += _validate_bots(options)
+    p += _validate_central(options)
+    return p
+
+
+def _validate_central(options: Options) -> list[str]:
+    """``[central]``, ``admin.source`` and ``[[sinks]]``."""
+    p: list[str] = []
+    c = options.central
+    _check(
+        p, not c.url or c.url.startswith("env:"), "central.url", 'use "env:NAME" (the DSN holds a password)'
+    )
+    if c.url and importlib.util.find_spec("asyncpg") is None:
+        p.append("central.url: the central store needs asyncpg: pip install 'tracking-gateway[postgres]'")
+    _check(p, 1 <= c.batch_size <= 100_000, "central.batch_size", f"must be 1..100000, got {c.batch_size}")
+    for key, value in (
+        ("central.interval_seconds", c.interval_seconds),
+        ("central.backoff_min_seconds", c.backoff_min_seconds),
+        ("central.connect_timeout", c.connect_timeout),
+    ):
+        _check(p, value > 0, key, f"must be > 0, got {value}")
+    _check(
+        p,
+        c.backoff_max_seconds >= c.backoff_min_seconds,
+        "central.backoff_max_seconds",
+        f"must be >= central.backoff_min_seconds, got {c.backoff_max_seconds}",
+    )
+    _check(
+        p,
+        options.admin.source == "local" or bool(c.url),
+        "admin.source",
+        '"central" needs central.url (the central store to read from)',
+    )
+    names = [sink.name for sink in options.sinks]
+    for i, sink in enumerate(options.sinks):
+        key = f"sinks[{i}]"
+        _check(p, bool(re.fullmatch(r"[a-z0-9_.-]{1,64}", sink.name)), f"{key}.name", "must be a-z 0-9 _ . -")
+        _check(p, names.count(sink.name) == 1, f"{key}.name", f"{sink.name!r} is used by two sinks")
+        try:
+            url = URL(sink.url)
+            good = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+        except ValueError:
+            good = False
+        _check(p, good, f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
+        _check(
+            p, 1 <= sink.batch_size <= 10_000, f"{key}.batch_size", f"must be 1..10000, got {sink.batch_size}"
+        )
+        _check(
+            p,
+            1024 <= sink.max_message_bytes <= sink.max_batch_bytes,
+            f"{key}.max_message_bytes",
+            f"must be 1024..max_batch_bytes, got {sink.max_message_bytes}",
+        )
+        for name in ("rate_per_second", "interval_seconds", "backoff_max_seconds", "timeout_seconds"):
+            value = getattr(sink, name)
+            _check(p, value > 0, f"{key}.{name}", f"must be > 0, got {value}")
     return p
 
 
@@ -958,6 +1070,28 @@ def load_settings(
     }
     sources = rule_sources(options.identity.rules, options.conversions)
     rule_keys = resolve_rule_keys(sources, environ, base_dir, problems)
+    central_url = ""
+    if options.central.url.startswith("env:"):
+        name = options.central.url[4:]
+        central_url = environ.get(name, "")
+        if not central_url:
+            problems.append(f"central.url: environment variable {name} is not set")
+    sink_secrets: dict[str, bytes] = {}
+    for i, sink in enumerate(options.sinks):
+        key = f"sinks[{i}].secret"
+        if sink.kind == "webhook":
+            sink_secrets[sink.name] = resolve_sender_secret(
+                key, sink.secret, environ, dev, problems, generated
+            )
+        else:
+            value = resolve_secret(key, sink.secret, environ, dev, [], generated)
+            if not sink.secret.startswith("env:"):
+                problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
+            elif not value:
+                problems.append(
+                    f"{key}: environment variable {sink.secret[4:]} is not set (or run with --dev)"
+                )
+            sink_secrets[sink.name] = value.encode()
     if problems:
         raise ConfigError(problems)
     trusted = tuple(ipaddress.ip_network(n, strict=False) for n in options.proxy.trusted_proxies)
@@ -972,6 +1106,8 @@ def load_settings(
         source_secrets=source_secrets,
         rule_keys=rule_keys,
         channels=Channels(options.channels),
+        central_url=central_url,
+        sink_secrets=sink_secrets,
     )
 
 

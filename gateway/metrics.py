@@ -86,3 +86,37 @@ class Metrics:
         self.bot_rescores = Counter(
             "gateway_bot_rescores", "Earlier touchpoints re-scored by a late signal", registry=r
         )
+        # Central sync and sinks: durable readers of the local event log.
+        self.sync_lag_rows = Gauge(
+            "gateway_sync_lag_rows",
+            "Rows not yet delivered, by reader and table",
+            ["reader", "table"],
+            registry=r,
+        )
+        self.sync_lag_seconds = Gauge(
+            "gateway_sync_lag_seconds",
+            "Age of the oldest row not yet delivered (0 when caught up), by reader and table",
+            ["reader", "table"],
+            registry=r,
+        )
+        self.sync_rows = Counter(
+            "gateway_sync_rows", "Rows delivered, by reader and table", ["reader", "table"], registry=r
+        )
+        self.sync_errors = Counter(
+            "gateway_sync_errors",
+            "Failed delivery attempts (retried with backoff), by reader",
+            ["reader"],
+            registry=r,
+        )
+        self.sync_last_success = Gauge(
+            "gateway_sync_last_success_timestamp_seconds",
+            "When a round last completed, by reader (Unix time)",
+            ["reader"],
+            registry=r,
+        )
+        self.sink_messages = Counter(
+            "gateway_sink_messages",
+            "Sink messages by outcome: sent (accepted by the destination), too_large (skipped)",
+            ["sink", "outcome"],
+            registry=r,
+        )

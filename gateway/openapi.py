@@ -768,6 +768,42 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/sinks/{name}/users/{user_id}": {
+                "post": {
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "description": "the [[sinks]] entry's name",
+                            "schema": {"type": "string"},
+                        },
+                        USER_ID,
+                    ],
+                    "summary": "Re-send one user's identify and track calls through a sink, now "
+                    "(same messageIds as before: nothing counts twice)",
+                    "responses": {
+                        "200": {
+                            "description": "messages the destination accepted",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "sink", "user_key", "sent"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "sink": {"type": "string"},
+                                            "user_key": {"type": "string"},
+                                            "sent": {"type": "integer"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 404, 502),
+                    },
+                }
+            },
             "/api/openapi.json": {
                 "get": {
                     "summary": "This document",

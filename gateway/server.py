@@ -32,6 +32,7 @@ from gateway.pipeline import build_pipeline
 from gateway.proxy import ProxyHost
 from storage.local import LocalStore
 from storage.queries import Reader
+from storage.sinks import SinkSet
 
 log = logging.getLogger("gateway")
 
@@ -114,6 +115,7 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
     store = LocalStore(settings.store_path, settings.options.storage, metrics)
     creators = CreatorRegistry(settings.options.creators)  # the admin API updates what bots reads
     pipeline = build_pipeline(settings, metrics, keys, creators)
+    sinks = SinkSet(settings, metrics, keys)
 
     proxy_app = web.Application(handler_args=handler_args(settings))
     proxy_app[STORE_KEY] = store
@@ -126,17 +128,47 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
         host = ProxyHost(settings, pipeline, store, metrics, session, upstream, inbound.routes())
         app.router.add_route("*", "/{tail:.*}", host.handle)
         await pipeline.running()
+        tasks = background_tasks(settings, metrics, sinks)
         try:
             yield
         finally:
+            for task in tasks:  # the readers of the log stop first; the log itself last
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await sinks.close()
             await pipeline.done()
             await session.close()
             await store.close()
 
     proxy_app.cleanup_ctx.append(resources)
-    admin_app = create_admin_app(settings, store, Reader(settings.store_path), metrics, keys, creators)
+    admin_app = create_admin_app(settings, store, create_reader(settings), metrics, keys, creators, sinks)
     add_dashboard(admin_app)
     return Gateway(settings, metrics, keys, store, proxy_app, admin_app)
+
+
+def create_reader(settings: Settings) -> Reader:
+    """The admin API's reader: this node's store, or the central one (``admin.source``)."""
+    if settings.options.admin.source == "central":
+        from storage.central_queries import CentralReader  # asyncpg: the postgres extra
+
+        return CentralReader(
+            settings.store_path, settings.central_url, settings.options.central.connect_timeout
+        )
+    return Reader(settings.store_path)
+
+
+def background_tasks(settings: Settings, metrics: Metrics, sinks: SinkSet) -> list[asyncio.Task[None]]:
+    """The durable readers of the event log, started once the store is open: the central sync
+    (when ``central.url`` is set) and one task per ``[[sinks]]`` entry."""
+    tasks = []
+    if settings.central_url:
+        from storage.sync import Sync  # asyncpg: the postgres extra
+
+        sync = Sync(settings.store_path, settings.central_url, settings.options.central, metrics)
+        tasks.append(asyncio.create_task(sync.run(), name="central-sync"))
+    for name, sink in sinks.sinks.items():
+        tasks.append(asyncio.create_task(sink.run(), name=f"sink-{name}"))
+    return tasks
 
 
 async def start_site(app: web.Application, listen: str, **kwargs: Any) -> tuple[web.AppRunner, str]:

@@ -17,6 +17,7 @@ import aiosqlite
 
 from gateway.badbody import unseal
 from gateway.events import Erasure
+from storage.cursors import clamp_cursors
 from storage.local import connect, event_row, insert_sql
 
 MAX_VISITORS = 10_000
@@ -87,6 +88,7 @@ async def erase_user(
                 id=event_id, ts=ts, node=node, user_key=user_key, visitors=visitors, counts=counts
             )
             await db.execute(insert_sql(Erasure), event_row(erasure))
+            await clamp_cursors(db)  # rowids freed by the deletes must not hide new rows from readers
             await db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

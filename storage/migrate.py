@@ -21,10 +21,11 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer gateway than this one."""
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """(version, file name, SQL) for every shipped migration, in order."""
+def migrations(folder: str = "migrations") -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) for every shipped migration in ``storage/<folder>``, in order
+    (``pg_migrations`` holds the central store's)."""
     found = []
-    for entry in resources.files("storage").joinpath("migrations").iterdir():
+    for entry in resources.files("storage").joinpath(folder).iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))

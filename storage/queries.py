@@ -38,6 +38,10 @@ FRAUD_LIMIT = 1000
 TOP_REASONS = 5
 
 
+class StoreUnavailable(Exception):
+    """The store a reader reads from cannot be reached (the admin API answers 503)."""
+
+
 @dataclass(frozen=True)
 class TouchpointQuery:
     since: str | None = None

@@ -3,9 +3,11 @@ in front of a real aiohttp upstream, and a guard that fails any test blocking th
 
 from __future__ import annotations
 
+import os
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from bench.pgserver import PostgresServer, binaries, start_server
 from gateway.config import Settings, load_settings
 from gateway.server import Gateway, create_gateway, handler_args
 
@@ -30,6 +33,9 @@ def blockbuster() -> Iterator[BlockBuster]:
         # Config loading runs before the gateway serves (in tests: inside async fixtures).
         for function in bb.functions.values():
             function.can_block_in("gateway/config.py", {"load_settings"})
+            # asyncpg looks for ~/.pgpass and ~/.postgresql/ client certificates while it parses
+            # connection parameters: a few stat() calls per (re)connect, never per request.
+            function.can_block_in("asyncpg/connect_utils.py", {"_parse_connect_dsn_and_args"})
         yield bb
 
 
@@ -105,3 +111,88 @@ async def upstream_server() -> AsyncIterator[Callable[[web.Application], Awaitab
     yield start
     for server in servers:
         await server.close()
+
+
+# --- A throwaway PostgreSQL for the central store's tests -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """initdb + pg_ctl in a temporary folder, as the ``postgres`` user when running as root.
+    Missing binaries skip these tests locally and fail them in CI (``CI`` set)."""
+    if binaries() is None:
+        message = "PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI must run the central store tests)")
+        pytest.skip(message)
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def central_dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh, empty database on the session's server; its DSN."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(postgres_server.dsn())
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    yield postgres_server.dsn(name)
+
+
+# --- A Segment-compatible batch API for the sinks' tests ---------------------------------------
+
+WRITE_KEY = "wk_" + "w" * 30
+
+
+@dataclass
+class BatchApi:
+    """A Segment-compatible batch endpoint: records every call; fails on demand."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    fail: list[int] = field(default_factory=list)
+    """Statuses to answer, in order, before accepting again (500, 429…)."""
+    fail_on: dict[int, int] = field(default_factory=dict)
+    """Request number (1 = the first received) → the status it gets instead of 200."""
+    received: int = 0
+    url: str = ""
+
+    @property
+    def unique(self) -> dict[str, dict[str, Any]]:
+        return {c["messageId"]: c for c in self.calls}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.headers.append(dict(request.headers))
+        self.received += 1
+        if self.fail or self.received in self.fail_on:
+            status = self.fail.pop(0) if self.fail else self.fail_on[self.received]
+            return web.json_response({"error": "try later"}, status=status, headers={"Retry-After": "0"})
+        self.bodies.append(body)
+        self.calls.extend((await request.json())["batch"])
+        return web.json_response({"success": True})
+
+
+@pytest.fixture
+async def batch_api(upstream_server: Callable[[web.Application], Awaitable[str]]) -> BatchApi:
+    api = BatchApi()
+    app = web.Application()
+    app.router.add_post("/v1/batch", api.handle)
+    app.router.add_post("/hook", api.handle)
+    api.url = await upstream_server(app)
+    return api
+
+
+def sink_toml(api: BatchApi, kind: str = "segment", **extra: Any) -> str:
+    url = api.url if kind == "segment" else api.url + "/hook"
+    lines = [f'[[sinks]]\nname = "out"\nkind = "{kind}"\nurl = "{url}"\nsecret = "env:SINK_SECRET"']
+    lines += [f"{k} = {v!r}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"

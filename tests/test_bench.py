@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,19 @@ def test_mitm_bench_runs_and_reports(tmp_path: Path) -> None:
     runs = json.loads(out.read_text())
     assert {r["target"] for r in runs} == {"gateway", "mitm", "mitm-bare"}
     assert all(r["errors"] == 0 for r in runs)
+
+
+def test_sync_bench_runs_and_reports() -> None:
+    from bench.pgserver import binaries
+
+    if binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries not found (CI must run the sync bench test)")
+        pytest.skip("PostgreSQL server binaries not found")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sync", "--rows", "3000", "--batch-size", "1000",
+         "--lag-seconds", "0.5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "catch-up: 3,000 touchpoints in" in done.stdout and "lag under load:" in done.stdout

@@ -39,3 +39,15 @@ def test_pipeline_is_host_neutral() -> None:
 def test_every_module_says_what_it_owns(path: Path) -> None:
     doc = ast.get_docstring(ast.parse(path.read_text()))
     assert doc and len(doc) > 20, f"{path} needs a module docstring"
+
+
+def test_asyncpg_is_only_imported_when_the_central_store_is_used() -> None:
+    """asyncpg is the ``postgres`` extra: the core install must run without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gateway.server, gateway.cli, gateway.admin, storage.sinks; "
+        "sys.exit('asyncpg' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0

@@ -240,3 +240,10 @@ def test_check_prints_nested_tables_and_creators(tmp_path: Path) -> None:
     printed = tomllib.loads(done.stdout)
     assert printed["bots"]["weights"]["crawler"] == 70
     assert printed["creators"] == [{"id": "anna", "verified": True, "name": ""}]
+
+
+def test_shipped_compose_config_checks() -> None:
+    env = {**ENV, "GATEWAY_CENTRAL_URL": "postgresql://gateway:pw@postgres:5432/tracking"}
+    done = gateway("check", "-c", str(ROOT / "deploy" / "gateway.compose.toml"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "GATEWAY_CENTRAL_URL" in done.stdout and "pw@postgres" not in done.stdout

@@ -180,8 +180,50 @@ def test_example_config_rule_examples_are_valid() -> None:
         inside = line.startswith("# [[") or (inside and line.startswith("# "))
         if inside:
             example += line.removeprefix("# ").split("  #")[0] + "\n"
-    secrets = ("SITE_JWT_SECRET", "BILLING_WEBHOOK_SECRET", "BILLING_WEBHOOK_SECRET_OLD", "SEGMENT_WRITE_KEY")
+    secrets = (
+        "SITE_JWT_SECRET",
+        "BILLING_WEBHOOK_SECRET",
+        "BILLING_WEBHOOK_SECRET_OLD",
+        "SEGMENT_WRITE_KEY",
+        "WAREHOUSE_WEBHOOK_SECRET",
+    )
     settings = load_settings(None, text=example, environ={**ENV, **{name: "j" * 32 for name in secrets}})
     assert [r.name for r in settings.options.identity.rules] == ["django-login", "api-login", "jwt-cookie"]
     assert [r.name for r in settings.options.conversions] == ["purchase"]
     assert [s.name for s in settings.options.sources] == ["billing", "segment"]
+    assert len(settings.options.sinks) == 2
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[central]\nurl = 'postgresql://u:p@h/db'\n", 'central.url: use "env:NAME"'),
+        ("[central]\nurl = 'env:NO_SUCH_VAR'\n", "central.url: environment variable NO_SUCH_VAR is not set"),
+        ("[central]\nbatch_size = 0\n", "central.batch_size: must be 1..100000, got 0"),
+        ("[central]\nbackoff_min_seconds = 5.0\nbackoff_max_seconds = 1.0\n", "central.backoff_max_seconds"),
+        ("[central]\nbogus = 1\n", "central.bogus: unknown key"),
+        ("[admin]\nsource = 'central'\n", 'admin.source: "central" needs central.url'),
+        ("[admin]\nsource = 'remote'\n", "admin.source: expected one of"),
+        ("[[sinks]]\nname = 'a'\nkind = 'kafka'\nurl = 'http://x'\nsecret = 'env:S'\n", "sinks[0].kind"),
+        ("[[sinks]]\nname='a'\nkind = 'segment'\nurl = 'ftp://x'\nsecret = 'env:S'\n", "sinks[0].url: must"),
+        ("[[sinks]]\nname = 'a'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'inline'\n", "sinks[0].secret"),
+        ("[[sinks]]\nname='a'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:NOPE'\n", "NOPE is not"),
+        ("[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'env:S'\nrate_per_second = 0\n",
+         "sinks[0].rate_per_second: must be > 0"),
+        ("[[sinks]]\nname = 'A B'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:S'\n", "sinks[0].name"),
+    ],
+)  # fmt: skip
+def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> None:
+    found = problems(toml, {**ENV, "S": "s" * 32})
+    assert any(expected in p for p in found), found
+
+
+def test_central_url_and_sink_secrets_resolve_from_the_environment() -> None:
+    toml = (
+        "[central]\nurl = 'env:DB'\n[admin]\nsource = 'central'\n"
+        "[[sinks]]\nname = 'seg'\nkind = 'segment'\nurl = 'https://api.segment.io'\nsecret = 'env:WK'\n"
+    )
+    settings = load_settings(None, text=toml, environ={**ENV, "DB": "postgresql://x@h/db", "WK": "key1"})
+    assert settings.central_url == "postgresql://x@h/db"
+    assert settings.sink_secrets == {"seg": b"key1"}
+    assert "postgresql://x@h/db" not in str(masked(settings.options))

@@ -40,8 +40,9 @@ async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     await conn.close()
 
 
-def test_shipped_migrations_are_numbered_one_by_one() -> None:
-    found = migrations()
+@pytest.mark.parametrize("folder", ["migrations", "pg_migrations"])
+def test_shipped_migrations_are_numbered_one_by_one(folder: str) -> None:
+    found = migrations(folder)
     versions = [version for version, _, _ in found]
     assert versions == list(range(1, versions[-1] + 1))
     assert all(sql.strip() for _, _, sql in found)

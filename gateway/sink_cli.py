@@ -1,0 +1,35 @@
+"""``gateway sink send --user ID``: re-send one user's identify and track calls to the sinks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from gateway.config import ConfigError, load_settings
+
+
+def cmd_sink_send(args: argparse.Namespace) -> int:
+    from gateway.cli import EXIT_CONFIG, _fail_config
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        return _fail_config(args.config, err)
+    names = [sink.name for sink in settings.options.sinks]
+    if not names:
+        print(f"gateway: {args.config}: no [[sinks]] configured", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.sink is not None and args.sink not in names:
+        print(f"gateway: no sink named {args.sink!r} (configured: {', '.join(names)})", file=sys.stderr)
+        return EXIT_CONFIG
+    from storage.sinks import SinkError, resend_user_standalone
+
+    try:
+        sent = asyncio.run(resend_user_standalone(settings, args.user, args.sink))
+    except SinkError as err:
+        print(f"gateway: sink send failed: {err}", file=sys.stderr)
+        return 1
+    for name, count in sent.items():
+        print(f"{name}: {count} messages sent")
+    return 0

@@ -1,0 +1,239 @@
+"""The central PostgreSQL store: its versioned schema and idempotent bulk inserts, via asyncpg.
+
+Owns ``storage/pg_migrations/NNNN_name.sql`` (version in a ``schema_version``
+table, applied under an advisory lock so many nodes can start at once), the
+mapping of local rows to PostgreSQL values (by the central column's type, so
+a new column needs a migration and nothing else), the bulk insert (COPY into
+a temporary staging table, then one ``INSERT … SELECT … ON CONFLICT DO
+NOTHING``), and applying erasures across every node's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from storage.migrate import SchemaTooNew, migrations
+
+MIGRATION_LOCK = 0x6761_7465_7761_7901
+"""Advisory lock key held while migrating ("gatewa" y): one node migrates, the others wait."""
+COPY_SLICE = 1000
+"""Rows per COPY call within one batch (see ``CentralWriter._insert``)."""
+PG_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+"""What a PostgreSQL that is away, restarting or refusing looks like: retried, never fatal."""
+
+
+async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, 60.0))
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Apply every PostgreSQL migration newer than the store's version; the version reached."""
+    available = await asyncio.to_thread(migrations, "pg_migrations")
+    newest = available[-1][0] if available else 0
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+            "applied timestamptz NOT NULL DEFAULT now())"
+        )
+        current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+        if current > newest:
+            raise SchemaTooNew(
+                f"the central store is at schema version {current}, newer than this gateway knows "
+                f"({newest}); upgrade the gateway"
+            )
+        for version, name, sql in available:
+            if version <= current:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, name
+                )
+            current = version
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return current
+
+
+def _int(value: Any) -> Any:
+    return None if value is None else int(value)
+
+
+def _float(value: Any) -> Any:
+    return None if value is None else float(value)
+
+
+def _bool(value: Any) -> Any:
+    return None if value is None else bool(value)
+
+
+def _timestamp(value: Any) -> Any:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "timestamp with time zone": _timestamp,
+    "boolean": _bool,
+    "integer": _int,
+    "bigint": _int,
+    "smallint": _int,
+    "double precision": _float,
+    "real": _float,
+}
+"""Local (SQLite) value → what asyncpg's binary COPY wants, by the central column's type.
+Text, uuid and jsonb columns take the local text as it is."""
+
+
+async def central_columns(conn: asyncpg.Connection, table: str) -> dict[str, str]:
+    """Column name → data type of a central table (empty when it does not exist)."""
+    rows = await conn.fetch(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = $1",
+        table,
+    )
+    return {row["column_name"]: row["data_type"] for row in rows}
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """How one local table is copied: the columns both sides have, and their conversions."""
+
+    table: str
+    columns: tuple[str, ...]
+    converters: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    @classmethod
+    def build(cls, table: str, local: Sequence[str], central: dict[str, str]) -> TablePlan:
+        columns = tuple(c for c in local if c in central)
+        converters = tuple((i, _CONVERT[central[c]]) for i, c in enumerate(columns) if central[c] in _CONVERT)
+        return cls(table, columns, converters)
+
+    def records(self, rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+        if not self.converters:
+            return list(rows)
+        converted: list[Sequence[Any]] = []
+        for row in rows:
+            values = list(row)
+            for i, convert in self.converters:
+                values[i] = convert(values[i])
+            converted.append(values)
+        return converted
+
+    def _not_erased(self) -> str:
+        """Rows about an erased user or visitor, older than the erasure, are not inserted."""
+        if self.table == "erasures" or "ts" not in self.columns:
+            return ""
+        tests = [
+            f"NOT EXISTS (SELECT 1 FROM erased_keys e WHERE e.key = s.{c} AND s.ts <= e.erased_at)"
+            for c in ("visitor_key", "user_key")
+            if c in self.columns
+        ]
+        return " WHERE " + " AND ".join(tests) if tests else ""
+
+    def insert_sql(self) -> str:
+        """The INSERT from the staging table; it answers the new rows' ids for erasures (they are
+        applied next) and only their number for every other table (no rows back to decode)."""
+        cols = ", ".join(self.columns)
+        answer = "SELECT id FROM ins" if self.table == "erasures" else "SELECT count(*) AS n FROM ins"
+        return (
+            f"WITH ins AS (INSERT INTO {self.table} ({cols}) SELECT {cols} FROM _stage_{self.table} s"
+            f"{self._not_erased()} ON CONFLICT DO NOTHING RETURNING id) {answer}"
+        )
+
+
+class CentralWriter:
+    """Bulk inserts on one connection; each batch is one transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._staged: set[str] = set()
+
+    async def insert(self, plan: TablePlan, rows: Sequence[Sequence[Any]]) -> int:
+        """Insert the rows no node has inserted before; how many were new.
+
+        SQLite text may hold NUL characters, which PostgreSQL text cannot: a batch refused for
+        its characters is sent again with each NUL replaced by U+FFFD, so one odd value does not
+        stop the sync for ever.
+        """
+        if not rows:
+            return 0
+        # Converting is pure Python over every value: in a thread, the proxy's event loop keeps
+        # getting turns (the interpreter switches threads every few milliseconds).
+        records = await asyncio.to_thread(plan.records, rows) if len(rows) > 256 else plan.records(rows)
+        try:
+            return await self._insert(plan, records)
+        except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+            return await self._insert(plan, [_without_nul(r) for r in records])
+
+    async def _insert(self, plan: TablePlan, records: Sequence[Sequence[Any]]) -> int:
+        conn = self.conn
+        async with conn.transaction():
+            staged = plan.table in self._staged
+            if not staged:
+                # Per connection, emptied at each commit; a column-less LIKE keeps types and NOT NULLs.
+                await conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS _stage_{plan.table} "
+                    f"(LIKE {plan.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+            await conn.copy_records_to_table(
+                f"_stage_{plan.table}", records=records, columns=list(plan.columns)
+            )
+            inserted = await conn.fetch(plan.insert_sql())
+            if plan.table == "erasures" and inserted:
+                await apply_erasures(conn, [row["id"] for row in inserted])
+        self._staged.add(plan.table)  # only once committed: a rolled-back CREATE left nothing
+        return len(inserted)
+
+
+def _without_nul(record: Sequence[Any]) -> list[Any]:
+    """NUL → U+FFFD, in text and in JSON text (where it is the escape ``\\u0000``)."""
+    return [
+        v.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd") if isinstance(v, str) else v for v in record
+    ]
+
+
+async def apply_erasures(conn: asyncpg.Connection, ids: Sequence[Any]) -> None:
+    """Inside a transaction: erase each erasure's user from every node's rows — their bindings,
+    every touchpoint and conversion of every visitor bound to them anywhere (not only the
+    visitors the erasing node knew), their conversions — and remember the keys."""
+    for erasure in await conn.fetch(
+        "SELECT user_key, visitors, ts FROM erasures WHERE id = ANY($1::uuid[]) ORDER BY id", ids
+    ):
+        user_key = erasure["user_key"]
+        listed = asyncpg_json_list(erasure["visitors"])
+        bound = await conn.fetch("SELECT DISTINCT visitor_key FROM identities WHERE user_key = $1", user_key)
+        visitors = sorted({*listed, *(row["visitor_key"] for row in bound)})
+        await conn.execute(
+            "DELETE FROM verdict_changes WHERE touchpoint_id IN "
+            "(SELECT id FROM touchpoints WHERE visitor_key = ANY($1::text[]))",
+            visitors,
+        )
+        await conn.execute("DELETE FROM touchpoints WHERE visitor_key = ANY($1::text[])", visitors)
+        await conn.execute(
+            "DELETE FROM conversions WHERE user_key = $1 OR visitor_key = ANY($2::text[])", user_key, visitors
+        )
+        await conn.execute("DELETE FROM identities WHERE user_key = $1", user_key)
+        await conn.execute(
+            "INSERT INTO erased_keys (key, erased_at) SELECT unnest($1::text[]), $2 "
+            "ON CONFLICT (key) DO UPDATE SET erased_at = greatest(erased_keys.erased_at, excluded.erased_at)",
+            [user_key, *visitors],
+            erasure["ts"],
+        )
+
+
+def asyncpg_json_list(value: Any) -> list[str]:
+    """A jsonb list as asyncpg returns it (text) → a Python list of strings."""
+    return list(msgspec.json.decode(value, type=list[str])) if isinstance(value, str) else list(value)

@@ -1,0 +1,187 @@
+"""Reads of the central store for the admin API (``admin.source = "central"``): all nodes' rows.
+
+The same methods and the same answers as ``storage.queries.Reader`` (touchpoint
+listings, visitor and user journeys), so the admin API and its OpenAPI
+document do not change with the source; timestamps come back as the same ISO
+text, ids as the same UUID text. Bad events are per node and stay local: that
+method reads the local store. Owns a small asyncpg pool opened lazily, so a
+gateway starts while PostgreSQL is away; a read then fails with
+``StoreUnavailable`` (the API answers 503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from gateway.events import iso
+from gateway.ids import id_floor
+from storage import central
+from storage.queries import (
+    JOURNEY_LIMIT,
+    MAX_USER_VISITORS,
+    TOUCHPOINT_FILTERS,
+    Reader,
+    StoreUnavailable,
+    TouchpointQuery,
+    _unix_ms,
+)
+
+_decode = msgspec.json.Decoder(dict[str, str])
+
+
+def _plain(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as the local reader gives it: ISO timestamps, UUIDs as text, raw_params decoded;
+    a touchpoint of ``effective_touchpoints`` with its effective verdict, score and reasons in
+    place of the stored ones, and without the daily IP hash."""
+    item: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, datetime):
+            value = iso(value)
+        elif key == "id" and value is not None:
+            value = str(value)
+        elif key == "raw_params" and isinstance(value, str):
+            value = _decode.decode(value)
+        item[key] = value
+    if "effective_verdict" in item:
+        item["verdict"] = item.pop("effective_verdict")
+        item["bot_score"] = item.pop("effective_score")
+        item["reasons"] = central.asyncpg_json_list(item.pop("effective_reasons"))
+        for hidden in ("ip_hash", "verdict_analyst", "verdict_note"):
+            item.pop(hidden, None)
+    return item
+
+
+class CentralReader(Reader):
+    """A ``Reader`` whose journeys and listings come from the central store; its local
+    connection serves what stays per node (bad events)."""
+
+    def __init__(self, path: Path, dsn: str, timeout: float) -> None:
+        super().__init__(path)
+        self.dsn = dsn
+        self.timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+        await super().close()
+
+    async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        try:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn, min_size=0, max_size=4, timeout=self.timeout, command_timeout=self.timeout
+                )
+            rows = await self._pool.fetch(sql, *args, timeout=self.timeout)
+        except central.PG_ERRORS as err:
+            raise StoreUnavailable(f"the central store is unavailable ({type(err).__name__})") from err
+        return [_plain(row) for row in rows]
+
+    async def touchpoints(self, q: TouchpointQuery) -> tuple[list[dict[str, Any]], str | None]:
+        if q.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {q.limit}")
+        where: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if q.since:
+            where += [f"id >= {arg(id_floor(_unix_ms(q.since)))}::uuid", f"ts >= {arg(_ts(q.since))}"]
+        if q.until:
+            where += [f"id < {arg(id_floor(_unix_ms(q.until) + 1))}::uuid", f"ts < {arg(_ts(q.until))}"]
+        for column, value in (q.equals or {}).items():
+            if column not in TOUCHPOINT_FILTERS:
+                raise ValueError(f"not a touchpoint filter: {column!r} (allowed: {TOUCHPOINT_FILTERS})")
+            where.append(f"{column} = {arg(value)}")
+        if q.cursor:
+            where.append(f"id > {arg(q.cursor)}::uuid")
+        sql = "SELECT * FROM effective_touchpoints"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self._fetch(sql + f" ORDER BY id LIMIT {arg(q.limit + 1)}", *args)
+        items = rows[: q.limit]
+        return items, items[-1]["id"] if len(rows) > q.limit else None
+
+    async def visitor(self, visitor_key: str) -> dict[str, Any] | None:
+        touches = await self._fetch(
+            "SELECT * FROM effective_touchpoints WHERE visitor_key = $1 ORDER BY id LIMIT $2",
+            visitor_key,
+            JOURNEY_LIMIT + 1,
+        )
+        if not touches:
+            return None
+        truncated = len(touches) > JOURNEY_LIMIT
+        last, count = touches[-1], len(touches)
+        if truncated:
+            touches = touches[:JOURNEY_LIMIT]
+            (last,) = await self._fetch(
+                "SELECT * FROM effective_touchpoints WHERE visitor_key = $1 ORDER BY id DESC LIMIT 1",
+                visitor_key,
+            )
+            (counted,) = await self._fetch(
+                "SELECT count(*) AS n FROM touchpoints WHERE visitor_key = $1", visitor_key
+            )
+            count = int(counted["n"])
+        return {
+            "visitor_key": visitor_key,
+            "first_seen": touches[0]["ts"],
+            "last_seen": last["ts"],
+            "touch_count": count,
+            "first_touch": touches[0],
+            "last_touch": last,
+            "touchpoints": touches,
+            "truncated": truncated,
+        }
+
+    async def user(self, user_key: str) -> dict[str, Any] | None:
+        visitors = await self._fetch(
+            "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings FROM identities "
+            "WHERE user_key = $1 GROUP BY visitor_key ORDER BY first_bound LIMIT $2",
+            user_key,
+            MAX_USER_VISITORS,
+        )
+        keys = [v["visitor_key"] for v in visitors]
+        touches = await self._fetch(
+            "SELECT * FROM effective_touchpoints WHERE visitor_key = ANY($1::text[]) ORDER BY id LIMIT $2",
+            keys,
+            JOURNEY_LIMIT + 1,
+        )
+        conversions = await self._fetch(
+            "SELECT * FROM conversions WHERE user_key = $1 OR visitor_key = ANY($2::text[]) "
+            "ORDER BY id LIMIT $3",
+            user_key,
+            keys,
+            JOURNEY_LIMIT,
+        )
+        if not visitors and not conversions:
+            return None
+        truncated = len(touches) > JOURNEY_LIMIT
+        last = touches[-1] if touches else None
+        if truncated:
+            touches = touches[:JOURNEY_LIMIT]
+            (last,) = await self._fetch(
+                "SELECT * FROM effective_touchpoints WHERE visitor_key = ANY($1::text[]) "
+                "ORDER BY id DESC LIMIT 1",
+                keys,
+            )
+        return {
+            "user_key": user_key,
+            "visitors": visitors,
+            "first_touch": touches[0] if touches else None,
+            "last_touch": last,
+            "touchpoints": touches,
+            "conversions": conversions,
+            "truncated": truncated,
+        }
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)

@@ -1,0 +1,112 @@
+"""Durable readers of the local event log: per-reader, per-table cursors and the batches after them.
+
+Owns the ``sync_cursors`` table (local migration 0005). A cursor is the SQLite
+``rowid`` of the last row a reader delivered: rowids grow in insertion order,
+so a row written late with an old UUIDv7 (a backfill, a clock step) is still
+read; an ``id > cursor`` reader would skip it. Moving a cursor is a
+compare-and-set, so two readers of one cursor (the gateway's sync task and a
+``gateway sync --once`` from cron) never move it backwards or past a row
+neither delivered; at worst a batch is delivered twice, which every
+destination ignores (``ON CONFLICT DO NOTHING``, deterministic message IDs).
+
+SQLite reuses the largest rowid of a table once that row is deleted, so an
+erasure that deletes the newest rows would let the next insert take a rowid
+already behind a cursor; ``clamp_cursors`` (run by the erasure, inside its
+transaction) pulls every cursor back to the table's largest remaining rowid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiosqlite
+
+from gateway.events import iso
+
+
+def cursor_name(reader: str, table: str) -> str:
+    return f"{reader}:{table}"
+
+
+async def local_columns(db: aiosqlite.Connection, table: str) -> list[str]:
+    """The table's columns in the local store (empty when the table does not exist)."""
+    async with db.execute(f"PRAGMA table_info({_safe(table)})") as cursor:
+        return [row[1] for row in await cursor.fetchall()]
+
+
+def _safe(name: str) -> str:
+    """Table and column names come from our schema; refuse anything else reaching SQL text."""
+    if not name.replace("_", "").isalnum() or not name.isascii():
+        raise ValueError(f"not a plain SQL name: {name!r}")
+    return name
+
+
+async def position(db: aiosqlite.Connection, name: str) -> int:
+    async with db.execute("SELECT position FROM sync_cursors WHERE name = ?", (name,)) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def advance(db: aiosqlite.Connection, name: str, old: int, new: int) -> bool:
+    """Move the cursor from ``old`` to ``new``; False when someone else moved it meanwhile."""
+    now = iso(datetime.now(UTC))
+    if old == 0:
+        await db.execute(
+            "INSERT INTO sync_cursors (name, position, updated) VALUES (?, 0, ?) ON CONFLICT DO NOTHING",
+            (name, now),
+        )
+    cursor = await db.execute(
+        "UPDATE sync_cursors SET position = ?, updated = ? WHERE name = ? AND position = ?",
+        (new, now, name, old),
+    )
+    return cursor.rowcount == 1
+
+
+async def read_after(
+    db: aiosqlite.Connection, table: str, columns: Sequence[str], after: int, limit: int
+) -> tuple[list[tuple[Any, ...]], int]:
+    """Up to ``limit`` rows of ``table`` inserted after rowid ``after``, in insertion order,
+    and the rowid of the last one (``after`` when there are none)."""
+    cols = ", ".join(_safe(c) for c in columns)
+    sql = f"SELECT rowid, {cols} FROM {_safe(table)} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+    async with db.execute(sql, (after, limit)) as cursor:
+        rows = list(await cursor.fetchall())
+    if not rows:
+        return [], after
+    return [tuple(row[1:]) for row in rows], int(rows[-1][0])
+
+
+async def lag(db: aiosqlite.Connection, table: str, after: int) -> tuple[int, float]:
+    """Rows not yet delivered, and seconds since the oldest of them was recorded (0 when none)."""
+    name = _safe(table)
+    async with db.execute(f"SELECT count(*) FROM {name} WHERE rowid > ?", (after,)) as cursor:
+        row = await cursor.fetchone()
+    count = int(row[0]) if row else 0
+    if not count:
+        return 0, 0.0
+    async with db.execute(f"SELECT ts FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT 1", (after,)) as cur:
+        first = await cur.fetchone()
+    if first is None:
+        return count, 0.0
+    oldest = datetime.fromisoformat(str(first[0]))
+    return count, max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
+
+
+async def clamp_cursors(db: aiosqlite.Connection) -> None:
+    """Inside the caller's write transaction: no cursor past its table's largest rowid, so a
+    rowid freed by a delete and reused by the next insert is still ahead of every cursor."""
+    async with db.execute("SELECT name FROM sync_cursors") as cursor:
+        names = [row[0] for row in await cursor.fetchall()]
+    async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
+        tables = {row[0] for row in await cursor.fetchall()}
+    for name in names:
+        table = name.rpartition(":")[2]
+        if table not in tables:
+            continue
+        await db.execute(
+            f"UPDATE sync_cursors SET position = (SELECT coalesce(max(rowid), 0) FROM {table}) "
+            f"WHERE name = ? AND position > (SELECT coalesce(max(rowid), 0) FROM {table})",
+            (name,),
+        )

@@ -1,0 +1,309 @@
+"""Sinks: durable readers of the local event log that push attribution to other tools.
+
+Each ``[[sinks]]`` entry reads ``touchpoints`` and ``identities`` after its own
+cursors (``storage.cursors``, named ``sink:<name>:<table>``) and sends:
+
+- per touchpoint, ``track("Source Identified")`` with the touchpoint's own
+  (historical) timestamp, the visitor key as ``anonymousId`` and the user, when
+  the visitor is bound, as ``userId``;
+- per identity binding, ``identify(userId)`` with flattened traits
+  ``source_first_*`` and ``source_last_*`` (source, medium, campaign, term,
+  content, channel when the column exists, creator_id, timestamp) computed over
+  all of the user's visitors.
+
+Every message has a deterministic ``messageId`` derived from the event id (and,
+for identify, from its traits), so a retried batch never counts twice. The
+user ID is the raw ID when the store can recover it (``identity.user_id_storage``
+``encrypt`` or ``plain``), else the user key. Two transports: the Segment HTTP
+batch API (also RudderStack; write key as HTTP Basic user) and a generic
+webhook (the same JSON batch, signed as Standard Webhooks like our inbound
+events, with a deterministic ``webhook-id``). Batches respect the message
+count, the byte limits (Segment: 32 KB a message, 500 KB a batch) and a rate
+limit; failures (5xx, 429, network) are retried with backoff and the cursor
+only moves once everything read has been accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import aiosqlite
+import msgspec
+
+from gateway.config import Settings, SinkOptions
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+from gateway.signing import standard_signature
+from storage.backoff import Backoff
+from storage.cursors import advance, cursor_name, lag, position
+from storage.local import connect
+from storage.migrate import migrate
+from storage.sink_messages import EVENT, SinkError, batch_body, identify_message, pack, track_message
+
+__all__ = ["EVENT", "Sink", "SinkError", "SinkSet", "open_log", "pack", "resend_user_standalone"]
+
+log = logging.getLogger("gateway.sinks")
+
+READ_ROWS = 500
+"""Rows read from one table per step; the cursor moves once all their messages are accepted."""
+
+
+class Sink:
+    """One ``[[sinks]]`` entry: its cursors, its transport and its rate limit."""
+
+    def __init__(
+        self, settings: Settings, options: SinkOptions, metrics: Metrics, keys: Keys, sinks: SinkSet
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.metrics = metrics
+        self.keys = keys
+        self.secret = settings.sink_secrets[options.name]
+        self._set = sinks
+        self._next_send = 0.0
+        self._lock = asyncio.Lock()  # one request at a time per sink: the rate limit holds
+
+    @property
+    def reader(self) -> str:
+        return f"sink:{self.options.name}"
+
+    def user_id(self, user_key: str) -> str:
+        """The raw user ID when the store keeps it recoverable; otherwise the stored key."""
+        return self.keys.recover_user_id(user_key) or user_key
+
+    # -- transport ---------------------------------------------------------------------------
+
+    async def post(self, encoded: Sequence[bytes]) -> None:
+        """Send one batch; SinkError unless the destination accepted it (2xx)."""
+        body = batch_body(encoded)
+        headers = {"Content-Type": "application/json"}
+        url = self.options.url
+        if self.options.kind == "segment":
+            url = url.rstrip("/") + "/v1/batch"
+            # Segment's scheme: HTTP Basic with the write key as user name and no password.
+            headers["Authorization"] = "Basic " + base64.b64encode(self.secret + b":").decode()
+        else:
+            ids = b",".join(
+                msgspec.json.decode(m, type=dict[str, Any])["messageId"].encode() for m in encoded
+            )
+            msg_id = "gw_" + hashlib.sha256(ids).hexdigest()[:32]  # a retried batch is the same delivery
+            timestamp = str(int(time.time()))
+            headers |= {
+                "webhook-id": msg_id,
+                "webhook-timestamp": timestamp,
+                "webhook-signature": standard_signature(self.secret, msg_id, timestamp, body),
+            }
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            wait = self._next_send - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_send = loop.time() + 1 / self.options.rate_per_second
+            session = await self._set.session()
+            try:
+                async with session.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self.options.timeout_seconds),
+                ) as resp:
+                    await resp.read()
+                    status = resp.status
+                    retry_after = resp.headers.get("Retry-After", "")
+            except (TimeoutError, aiohttp.ClientError) as err:
+                raise SinkError(f"{type(err).__name__}: {err}") from err
+        if status == 429 and retry_after.isdigit():  # the destination says when: believe it
+            self._next_send = asyncio.get_running_loop().time() + min(
+                int(retry_after), self.options.backoff_max_seconds
+            )
+        if not 200 <= status < 300:
+            raise SinkError(f"HTTP {status}")
+        self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
+
+    async def send(self, messages: Sequence[dict[str, Any]]) -> int:
+        batches, skipped = pack(messages, self.options)
+        if skipped:
+            self.metrics.sink_messages.labels(self.options.name, "too_large").inc(skipped)
+        for batch in batches:
+            await self.post(batch)
+        return sum(len(b) for b in batches)
+
+    # -- reading the log ---------------------------------------------------------------------
+
+    async def _users_of(self, db: aiosqlite.Connection, visitors: Sequence[str]) -> dict[str, str]:
+        """visitor key → user key of its latest binding."""
+        found: dict[str, str] = {}
+        unique = sorted(set(visitors))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            async with db.execute(
+                f"SELECT visitor_key, user_key FROM identities WHERE visitor_key IN ({marks}) ORDER BY rowid",
+                chunk,
+            ) as cursor:
+                for visitor_key, user_key in await cursor.fetchall():
+                    found[visitor_key] = user_key
+        return found
+
+    async def _journey_ends(
+        self, db: aiosqlite.Connection, user_key: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The first and the last touchpoint over every visitor bound to the user."""
+        ends = []
+        for order in ("ASC", "DESC"):
+            async with db.execute(
+                "SELECT * FROM touchpoints WHERE visitor_key IN "
+                f"(SELECT visitor_key FROM identities WHERE user_key = ?) ORDER BY id {order} LIMIT 1",
+                (user_key,),
+            ) as cursor:
+                row = await cursor.fetchone()
+            ends.append(dict(row) if row is not None else None)
+        return ends[0], ends[1]
+
+    async def _identifies(
+        self, db: aiosqlite.Connection, bindings: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        messages = []
+        for binding in bindings:
+            first, last = await self._journey_ends(db, binding["user_key"])
+            messages.append(identify_message(binding, self.user_id(binding["user_key"]), first, last))
+        return messages
+
+    async def _tracks(
+        self, db: aiosqlite.Connection, touches: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        users = await self._users_of(db, [t["visitor_key"] for t in touches])
+        return [
+            track_message(t, self.user_id(users[t["visitor_key"]]) if t["visitor_key"] in users else None)
+            for t in touches
+        ]
+
+    async def _rows_after(
+        self, db: aiosqlite.Connection, table: str, after: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        async with db.execute(
+            f"SELECT rowid AS _seq, * FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, READ_ROWS)
+        ) as cursor:
+            rows = [dict(r) for r in await cursor.fetchall()]
+        return rows, (rows[-1]["_seq"] if rows else after)
+
+    async def round(self, db: aiosqlite.Connection) -> dict[str, int]:
+        """Send everything new; messages sent per table."""
+        sent = {"touchpoints": 0, "identities": 0}
+        for table in sent:
+            name = cursor_name(self.reader, table)
+            while True:
+                after = await position(db, name)
+                rows, last = await self._rows_after(db, table, after)
+                if not rows:
+                    break
+                build = self._tracks if table == "touchpoints" else self._identifies
+                sent[table] += await self.send(await build(db, rows))
+                await advance(db, name, after, last)
+                self.metrics.sync_rows.labels(self.reader, table).inc(len(rows))
+                if len(rows) < READ_ROWS:
+                    break
+        return sent
+
+    async def publish_lag(self, db: aiosqlite.Connection) -> None:
+        for table in ("touchpoints", "identities"):
+            rows, seconds = await lag(db, table, await position(db, cursor_name(self.reader, table)))
+            self.metrics.sync_lag_rows.labels(self.reader, table).set(rows)
+            self.metrics.sync_lag_seconds.labels(self.reader, table).set(seconds)
+
+    async def resend_user(self, db: aiosqlite.Connection, user_key: str) -> int:
+        """Send one user's identify and track calls again, now (cursors untouched); messages sent.
+        The messageIds are the ones sent before, so nothing counts twice downstream."""
+        async with db.execute(
+            "SELECT * FROM identities WHERE user_key = ? ORDER BY rowid", (user_key,)
+        ) as cursor:
+            bindings = [dict(r) for r in await cursor.fetchall()]
+        async with db.execute(
+            "SELECT * FROM touchpoints WHERE visitor_key IN "
+            "(SELECT visitor_key FROM identities WHERE user_key = ?) ORDER BY id",
+            (user_key,),
+        ) as cursor:
+            touches = [dict(r) for r in await cursor.fetchall()]
+        messages = await self._identifies(db, bindings) + await self._tracks(db, touches)
+        return await self.send(messages)
+
+    async def run(self) -> None:
+        """Until cancelled: rounds every ``interval_seconds``; failures retried with backoff."""
+        db = await open_log(self.settings)
+        backoff = Backoff(0.5, self.options.backoff_max_seconds)
+        try:
+            while True:
+                try:
+                    await self.round(db)
+                    backoff.reset()
+                    self.metrics.sync_last_success.labels(self.reader).set(time.time())
+                    delay = self.options.interval_seconds
+                except Exception as err:  # a background task must outlive every failure
+                    self.metrics.sync_errors.labels(self.reader).inc()
+                    delay = backoff.next()
+                    log.warning("sink %s failed (%s); retrying in %.1f s", self.options.name, err, delay)
+                with contextlib.suppress(Exception):
+                    await self.publish_lag(db)
+                await asyncio.sleep(delay)
+        finally:
+            await db.close()
+
+
+async def open_log(settings: Settings) -> aiosqlite.Connection:
+    """A connection of its own to the local store (reads, and cursor writes)."""
+    db = await connect(settings.store_path)
+    try:
+        await migrate(db)
+    except BaseException:
+        await db.close()
+        raise
+    db.row_factory = aiosqlite.Row
+    return db
+
+
+class SinkSet:
+    """Every configured sink, and the one HTTP client session they share (opened on first use)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, keys: Keys) -> None:
+        self.settings = settings
+        self.sinks = {o.name: Sink(settings, o, metrics, keys, self) for o in settings.options.sinks}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def resend_user(self, user_key: str, only: str | None = None) -> dict[str, int]:
+        """Re-send one user's calls through every sink (or one); messages sent per sink."""
+        db = await open_log(self.settings)
+        try:
+            return {
+                name: await sink.resend_user(db, user_key)
+                for name, sink in self.sinks.items()
+                if only is None or name == only
+            }
+        finally:
+            await db.close()
+
+
+async def resend_user_standalone(settings: Settings, user_id: str, only: str | None) -> dict[str, int]:
+    """``gateway sink send --user ID``: outside a running gateway."""
+    keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+    sinks = SinkSet(settings, Metrics(), keys)
+    try:
+        return await sinks.resend_user(keys.user_key(user_id), only)
+    finally:
+        await sinks.close()

@@ -1,0 +1,171 @@
+"""The central sync: a background task that copies the local event log to PostgreSQL.
+
+Reads the local store on a connection of its own, table by table, in batches
+after the table's cursor (``storage.cursors``: rowid order); writes each batch
+to the central store in one transaction (``storage.central``) and only then
+moves the cursor, so a crash or an outage between the two re-sends the batch,
+which the central store ignores. Failures (PostgreSQL away, restarting, a
+network cut) are counted and retried with exponential backoff and
+jitter; the proxy never waits on any of this, and the local store keeps every
+row until it is delivered. After every round, caught up or failed, the lag
+per table is published to ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import aiosqlite
+
+from gateway.config import CentralOptions
+from gateway.metrics import Metrics
+from storage import central
+from storage.backoff import Backoff
+from storage.cursors import advance, cursor_name, lag, local_columns, position, read_after
+from storage.local import connect
+from storage.migrate import SchemaTooNew, migrate
+
+log = logging.getLogger("gateway.sync")
+
+SYNC_TABLES = ("touchpoints", "identities", "conversions", "verdict_changes", "creator_standings", "erasures")
+"""Local tables copied to the central store, in this order each round (erasures last, so they
+apply to the rows of the same round). A table missing on either side is skipped."""
+READER = "central"
+
+
+class Sync:
+    def __init__(self, store_path: Path, dsn: str, options: CentralOptions, metrics: Metrics) -> None:
+        self.store_path = store_path
+        self.dsn = dsn
+        self.options = options
+        self.metrics = metrics
+
+    async def round(self, db: aiosqlite.Connection, writer: central.CentralWriter) -> dict[str, int]:
+        """Deliver everything written so far; rows delivered per table."""
+        delivered: dict[str, int] = {}
+        for table in SYNC_TABLES:
+            local = await local_columns(db, table)
+            remote = await central.central_columns(writer.conn, table) if local else {}
+            if not local or not remote:
+                continue
+            plan = central.TablePlan.build(table, local, remote)
+            delivered[table] = await self._table(db, writer, plan, cursor_name(READER, table))
+        return delivered
+
+    async def _table(
+        self, db: aiosqlite.Connection, writer: central.CentralWriter, plan: central.TablePlan, name: str
+    ) -> int:
+        """Deliver one table's new rows, batch by batch; the next batch is read from SQLite (in
+        aiosqlite's thread) while the current one is written to PostgreSQL."""
+        size, delivered = self.options.batch_size, 0
+        after = await position(db, name)
+        rows, last = await read_after(db, plan.table, plan.columns, after, size)
+        while rows:
+            ahead = (
+                asyncio.ensure_future(read_after(db, plan.table, plan.columns, last, size))
+                if len(rows) == size
+                else None
+            )
+            try:
+                await writer.insert(plan, rows)
+                moved = await advance(db, name, after, last)
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                    await asyncio.gather(ahead, return_exceptions=True)
+                raise
+            if moved:
+                delivered += len(rows)
+                self.metrics.sync_rows.labels(READER, plan.table).inc(len(rows))
+            if ahead is None:
+                break
+            if moved:
+                after = last
+                rows, last = await ahead
+            else:  # someone else (a cron ``sync --once``) moved the cursor: start from theirs
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+                after = await position(db, name)
+                rows, last = await read_after(db, plan.table, plan.columns, after, size)
+        return delivered
+
+    async def publish_lag(self, db: aiosqlite.Connection) -> dict[str, tuple[int, float]]:
+        found = {}
+        for table in SYNC_TABLES:
+            if not await local_columns(db, table):
+                continue
+            rows, seconds = await lag(db, table, await position(db, cursor_name(READER, table)))
+            self.metrics.sync_lag_rows.labels(READER, table).set(rows)
+            self.metrics.sync_lag_seconds.labels(READER, table).set(seconds)
+            found[table] = (rows, seconds)
+        return found
+
+    async def open_local(self) -> aiosqlite.Connection:
+        db = await connect(self.store_path)
+        try:
+            await migrate(db)  # the cursor table; the gateway's store has usually done this already
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def once(self) -> dict[str, int]:
+        """One complete round, for ``gateway sync --once``; errors propagate."""
+        db = await self.open_local()
+        try:
+            conn = await central.connect(self.dsn, self.options.connect_timeout)
+            try:
+                await central.migrate(conn)
+                delivered = await self.round(db, central.CentralWriter(conn))
+            finally:
+                await conn.close()
+            await self.publish_lag(db)
+            return delivered
+        finally:
+            await db.close()
+
+    async def run(self) -> None:
+        """Until cancelled: rounds every ``interval_seconds``, retries with backoff on failure."""
+        db = await self.open_local()
+        backoff = Backoff(self.options.backoff_min_seconds, self.options.backoff_max_seconds)
+        conn = None
+        writer: central.CentralWriter | None = None
+        try:
+            while True:
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await central.connect(self.dsn, self.options.connect_timeout)
+                        await central.migrate(conn)
+                        writer = central.CentralWriter(conn)
+                    assert writer is not None
+                    await self.round(db, writer)
+                    backoff.reset()
+                    self.metrics.sync_last_success.labels(READER).set(time.time())
+                    delay = self.options.interval_seconds
+                except Exception as err:  # a background task must outlive every failure
+                    self.metrics.sync_errors.labels(READER).inc()
+                    delay = backoff.next()
+                    if isinstance(err, SchemaTooNew):
+                        log.error("central sync stopped: %s", err)
+                    elif isinstance(err, central.PG_ERRORS):
+                        log.warning("central sync failed (%s); retrying in %.1f s", _brief(err), delay)
+                    else:
+                        log.exception("central sync failed; retrying in %.1f s", delay)
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+                with contextlib.suppress(Exception):
+                    await self.publish_lag(db)
+                await asyncio.sleep(delay)
+        finally:
+            if conn is not None:
+                conn.terminate()
+            await db.close()
+
+
+def _brief(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".strip().rstrip(":")

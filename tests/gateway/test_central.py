@@ -1,0 +1,296 @@
+"""Gateways syncing to one real PostgreSQL: two nodes, one journey; an outage loses nothing;
+the admin API reads the central store; ``gateway sync --once``; lag and error metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from gateway.cli import main
+from gateway.config import StorageOptions
+from gateway.events import Binding, Touchpoint, iso
+from gateway.ids import uuid7
+from gateway.metrics import Metrics
+from storage.central_queries import CentralReader
+from storage.local import LocalStore
+from storage.queries import Reader
+from tests.conftest import ENV, TOKEN, GatewayFactory, PostgresServer, RunningGateway
+from tests.gateway.test_openapi import response_schema
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def node_toml(tmp_path: Path, name: str, source: str = "central") -> str:
+    return f"""
+        [storage]
+        path = "{tmp_path / (name + ".db")}"
+        node = "{name}"
+        [central]
+        url = "env:GATEWAY_CENTRAL_URL"
+        interval_seconds = 0.05
+        backoff_min_seconds = 0.05
+        backoff_max_seconds = 0.2
+        connect_timeout = 2.0
+        [admin]
+        source = "{source}"
+    """
+
+
+@pytest.fixture
+async def origin(upstream_server: Callable[[web.Application], Awaitable[str]]) -> str:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    return await upstream_server(app)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
+    async with asyncio.timeout(seconds):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+async def central_count(dsn: str, table: str) -> tuple[int, int]:
+    """(rows, distinct ids) of a central table."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {table}")
+        return int(row["n"]), int(row["d"])
+    except asyncpg.UndefinedTableError:  # the first sync has not migrated the database yet
+        return 0, 0
+    finally:
+        await conn.close()
+
+
+async def admin_get(gw: RunningGateway, path: str) -> tuple[int, Any]:
+    async with gw.session.get(gw.admin_url + path, headers=AUTH) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_visitor_lands_on_a_and_signs_up_on_b(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    a = await start_gateway(origin, node_toml(tmp_path, "a"), env)
+    b = await start_gateway(origin, node_toml(tmp_path, "b"), env)
+    async with a.session.get(a.url + "/pricing?utm_source=newsletter&utm_campaign=launch") as resp:
+        assert resp.status == 200
+        cookie = resp.cookies["gw_vid"].value
+    # The same browser (same cookie) comes back through node B and signs up there.
+    async with b.session.get(
+        b.url + "/signup?utm_source=google&utm_medium=cpc", cookies={"gw_vid": cookie}
+    ) as resp:
+        assert resp.status == 200
+    key = a.gateway.keys.visitor_key(cookie.split(".")[1])  # the cookie is "v1.<visitor id>.<mac>"
+    now = datetime.now(UTC)
+    await b.gateway.store.write(
+        [
+            Binding(
+                id=uuid7(int(now.timestamp() * 1000)),
+                ts=iso(now),
+                node="b",
+                visitor_key=key,
+                user_key=b.gateway.keys.user_key("alice"),
+                rule="signup",
+            )
+        ]
+    )
+
+    async def both_nodes_visible() -> bool:
+        status, body = await admin_get(b, "/api/users/alice")
+        return status == 200 and len(body["touchpoints"]) == 2
+
+    await eventually(both_nodes_visible)
+    status, body = await admin_get(a, "/api/users/alice")  # any node answers for all of them
+    assert status == 200
+    Draft202012Validator(response_schema("/api/users/{user_id}", 200)).validate(body)
+    assert [t["node"] for t in body["touchpoints"]] == ["a", "b"]
+    assert body["first_touch"]["source"] == "newsletter" and body["last_touch"]["source"] == "google"
+    assert [v["visitor_key"] for v in body["visitors"]] == [key]
+    # Every reading endpoint answers from the central store in the documented shape.
+    status, listing = await admin_get(a, "/api/touchpoints?limit=1")
+    assert status == 200 and listing["next_cursor"] is not None
+    Draft202012Validator(response_schema("/api/touchpoints", 200)).validate(listing)
+    status, page = await admin_get(a, f"/api/touchpoints?cursor={listing['next_cursor']}")
+    assert [t["node"] for t in listing["items"] + page["items"]] == ["a", "b"]
+    status, journey = await admin_get(a, f"/api/visitors/{key}")
+    assert status == 200 and journey["touch_count"] == 2
+    Draft202012Validator(response_schema("/api/visitors/{visitor_id}", 200)).validate(journey)
+
+
+async def test_central_answers_equal_local_answers(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    gw = await start_gateway(
+        origin, node_toml(tmp_path, "a", source="local"), {"GATEWAY_CENTRAL_URL": central_dsn}
+    )
+    for n in range(5):
+        async with gw.session.get(gw.url + f"/p/{n}?utm_source=s{n % 2}&utm_content={n}&utm_id=x{n}") as resp:
+            assert resp.status == 200
+    path = gw.gateway.settings.store_path
+    await eventually(lambda: _synced(central_dsn, 5))
+    local = Reader(path)
+    remote = CentralReader(path, central_dsn, 5.0)
+    await local.open()
+    await remote.open()
+    try:
+        from storage.queries import TouchpointQuery
+
+        for q in (
+            TouchpointQuery(limit=2),
+            TouchpointQuery(equals={"source": "s1"}),
+            TouchpointQuery(limit=100),
+        ):
+            assert await remote.touchpoints(q) == await local.touchpoints(q)
+        items, cursor = await local.touchpoints(TouchpointQuery(limit=2))
+        assert await remote.touchpoints(TouchpointQuery(limit=2, cursor=cursor)) == await local.touchpoints(
+            TouchpointQuery(limit=2, cursor=cursor)
+        )
+        key = items[0]["visitor_key"]
+        assert await remote.visitor(key) == await local.visitor(key)
+        since = items[1]["ts"]
+        assert await remote.touchpoints(TouchpointQuery(since=since)) == await local.touchpoints(
+            TouchpointQuery(since=since)
+        )
+    finally:
+        await remote.close()
+        await local.close()
+
+
+async def _synced(dsn: str, rows: int) -> bool:
+    return (await central_count(dsn, "touchpoints"))[0] >= rows
+
+
+async def test_outage_mid_load_loses_nothing_and_doubles_nothing(
+    tmp_path: Path,
+    start_gateway: GatewayFactory,
+    origin: str,
+    central_dsn: str,
+    postgres_server: PostgresServer,
+) -> None:
+    gw = await start_gateway(
+        origin, node_toml(tmp_path, "a", source="local"), {"GATEWAY_CENTRAL_URL": central_dsn}
+    )
+    total, done = 240, 0
+    statuses: list[int] = []
+
+    async def land(n: int) -> None:
+        nonlocal done
+        async with gw.session.get(gw.url + f"/l/{n}?utm_source=s&utm_content={n}") as resp:
+            statuses.append(resp.status)
+            await resp.read()
+        done += 1
+
+    async def load() -> None:
+        for start in range(0, total, 4):
+            await asyncio.gather(*(land(n) for n in range(start, min(start + 4, total))))
+
+    loader = asyncio.create_task(load())
+    try:
+        await eventually(lambda: _at_least(lambda: done, 40))
+        await postgres_server.stop()  # PostgreSQL goes away mid-load
+        await eventually(lambda: _at_least(lambda: done, 160))
+        metrics = await _metrics(gw)
+        assert _value(metrics, 'gateway_sync_errors_total{reader="central"}') >= 1
+        assert _value(metrics, 'gateway_sync_lag_rows{reader="central",table="touchpoints"}') > 0
+    finally:
+        await postgres_server.start()
+    await loader
+    assert statuses == [200] * total  # the site never noticed
+    await eventually(lambda: _synced(central_dsn, total))
+    assert await central_count(central_dsn, "touchpoints") == (total, total)  # none lost, none doubled
+
+    async def lag_is_zero() -> bool:
+        return _value(await _metrics(gw), 'gateway_sync_lag_rows{reader="central",table="touchpoints"}') == 0
+
+    await eventually(lag_is_zero)
+    assert (
+        _value(await _metrics(gw), 'gateway_sync_rows_total{reader="central",table="touchpoints"}') >= total
+    )
+
+
+async def _at_least(get: Callable[[], int], n: int) -> bool:
+    return get() >= n
+
+
+async def _metrics(gw: RunningGateway) -> str:
+    async with gw.session.get(gw.admin_url + "/metrics", headers=AUTH) as resp:
+        return await resp.text()
+
+
+def _value(text: str, series: str) -> float:
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+    assert match, f"{series} not in /metrics"
+    return float(match.group(1))
+
+
+async def test_admin_answers_503_while_the_central_store_is_away(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str
+) -> None:
+    dsn = "postgresql://postgres@127.0.0.1:9/nowhere"  # port 9 (discard): nothing listens
+    gw = await start_gateway(origin, node_toml(tmp_path, "a"), {"GATEWAY_CENTRAL_URL": dsn})
+    status, body = await admin_get(gw, "/api/touchpoints")
+    assert status == 503 and body["ok"] is False and "central store" in body["error"]
+    async with gw.session.get(gw.url + "/?utm_source=x") as resp:
+        assert resp.status == 200  # the proxy does not care
+
+
+def _write_local(path: Path, node: str, n: int) -> None:
+    async def write() -> None:
+        store = LocalStore(path, StorageOptions(node=node), Metrics())
+        await store.open()
+        await store.write(
+            [
+                Touchpoint(
+                    id=uuid7(), ts=iso(datetime.now(UTC)), node=node, visitor_key="9" * 32, landing_path="/"
+                )
+                for _ in range(n)
+            ]
+        )
+        await store.close()
+
+    asyncio.run(write())
+
+
+def test_sync_once_command(tmp_path: Path, postgres_server: PostgresServer, capsys, monkeypatch) -> None:
+    dsn = postgres_server.dsn()  # the session server's own database: this test cleans up after itself
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        '[storage]\npath = "node.db"\nnode = "cron"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+    )
+    for name, value in {**ENV, "GATEWAY_CENTRAL_URL": dsn}.items():
+        monkeypatch.setenv(name, value)
+    _write_local(tmp_path / "node.db", "cron", 3)
+    try:
+        assert main(["sync", "--once", "-c", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert "touchpoints: 3 rows" in out and "total: 3 rows" in out
+        assert main(["sync", "--once", "-c", str(config)]) == 0
+        assert "touchpoints: 0 rows" in capsys.readouterr().out
+    finally:
+        asyncio.run(_drop_node_rows(dsn, "cron"))
+    monkeypatch.setenv("GATEWAY_CENTRAL_URL", "postgresql://postgres@127.0.0.1:9/nowhere")
+    assert main(["sync", "--once", "-c", str(config)]) == 1
+    assert "cannot reach the central store" in capsys.readouterr().err
+    config.write_text('[storage]\npath = "node.db"\n')
+    assert main(["sync", "--once", "-c", str(config)]) == 2
+    assert "central.url is not set" in capsys.readouterr().err
+
+
+async def _drop_node_rows(dsn: str, node: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DELETE FROM touchpoints WHERE node = $1", node)
+    finally:
+        await conn.close()

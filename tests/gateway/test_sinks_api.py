@@ -1,0 +1,159 @@
+"""Re-sending one user to a sink on demand: POST /api/sinks/{name}/users/{user_id} and
+``gateway sink send --user``; the running gateway's sink task delivers on its own too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from gateway.cli import main
+from gateway.config import load_settings
+from gateway.events import Binding, Touchpoint, iso
+from gateway.ids import uuid7
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+from gateway.openapi import openapi_document
+from storage.local import LocalStore
+from tests.conftest import ENV, TOKEN, WRITE_KEY, BatchApi, GatewayFactory, sink_toml
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def post_schema(status: int) -> dict:
+    doc = openapi_document()
+    op = doc["paths"]["/api/sinks/{name}/users/{user_id}"]["post"]
+    return op["responses"][str(status)]["content"]["application/json"]["schema"]
+
+
+@pytest.fixture
+async def origin(upstream_server) -> str:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return await upstream_server(app)
+
+
+async def test_admin_resend_and_background_delivery(
+    start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
+) -> None:
+    gw = await start_gateway(origin, sink_toml(batch_api, interval_seconds=0.05), {"SINK_SECRET": WRITE_KEY})
+    async with gw.session.get(gw.url + "/?utm_source=newsletter") as resp:
+        cookie = resp.cookies["gw_vid"].value
+    key = gw.gateway.keys.visitor_key(cookie.split(".")[1])
+    now = datetime.now(UTC)
+    await gw.gateway.store.write(
+        [
+            Binding(
+                id=uuid7(),
+                ts=iso(now),
+                node="test",
+                visitor_key=key,
+                user_key=gw.gateway.keys.user_key("carol"),
+                rule="r",
+            )
+        ]
+    )
+    async with asyncio.timeout(20):  # the background task delivers by itself
+        while {c["type"] for c in batch_api.calls} != {"track", "identify"}:
+            await asyncio.sleep(0.02)
+    delivered = set(batch_api.unique)
+
+    async def metrics() -> str:
+        async with gw.session.get(gw.admin_url + "/metrics", headers=AUTH) as resp:
+            return await resp.text()
+
+    async with asyncio.timeout(20):  # lag is published after each round
+        while 'gateway_sync_lag_rows{reader="sink:out",table="identities"} 0.0' not in await metrics():
+            await asyncio.sleep(0.02)
+    text = await metrics()
+    assert 'gateway_sync_lag_rows{reader="sink:out",table="touchpoints"} 0.0' in text
+    assert 'gateway_sink_messages_total{outcome="sent",sink="out"} 2.0' in text
+
+    async with gw.session.post(gw.admin_url + "/api/sinks/out/users/carol", headers=AUTH) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    Draft202012Validator(post_schema(200)).validate(body)
+    assert body["sent"] == 2 and body["sink"] == "out"
+    assert set(batch_api.unique) == delivered  # re-sent under the same messageIds
+
+    for path, status in (("/api/sinks/nope/users/carol", 404), ("/api/sinks/out/users/nobody", 404)):
+        async with gw.session.post(gw.admin_url + path, headers=AUTH) as resp:
+            assert resp.status == status
+            assert (await resp.json())["ok"] is False
+    batch_api.fail = [500] * 10
+    async with gw.session.post(gw.admin_url + "/api/sinks/out/users/carol", headers=AUTH) as resp:
+        assert resp.status == 502
+        assert "HTTP 500" in (await resp.json())["error"]
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    calls: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.extend(json.loads(body)["batch"])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The CLI runs outside any gateway: a plain threaded HTTP server stands in for Segment."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
+            monkeypatch.setenv(name, value)
+        config = tmp_path / "gw.toml"
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url=url)))
+        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
+        assert "out: 0 messages sent" in capsys.readouterr().out  # nothing recorded for dave yet
+        settings = load_settings(config)
+        keys = Keys.from_master(settings.secret)
+        visitor = "e" * 32
+
+        async def seed() -> None:
+            store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+            await store.open()
+            now = iso(datetime.now(UTC))
+            await store.write(
+                [
+                    Touchpoint(
+                        id=uuid7(), ts=now, node="n", visitor_key=visitor, source="news", landing_path="/"
+                    ),
+                    Binding(
+                        id=uuid7(),
+                        ts=now,
+                        node="n",
+                        visitor_key=visitor,
+                        user_key=keys.user_key("dave"),
+                        rule="r",
+                    ),
+                ]
+            )
+            await store.close()
+
+        asyncio.run(seed())
+        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
+        assert "out: 2 messages sent" in capsys.readouterr().out
+        assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert main(["sink", "send", "--user", "dave", "--sink", "nope", "-c", str(config)]) == 2
+    assert "no sink named 'nope'" in capsys.readouterr().err

@@ -1,0 +1,210 @@
+"""Sinks against a real local HTTP server speaking the Segment batch API (and a signed webhook)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Settings, SinkOptions
+from gateway.events import Binding, Touchpoint, iso
+from gateway.ids import uuid7
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+from gateway.signing import verify_standard
+from storage.local import LocalStore
+from storage.sinks import EVENT, SinkError, SinkSet, open_log, pack
+from tests.conftest import WRITE_KEY, BatchApi, make_settings, sink_toml
+
+T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class World:
+    settings: Settings
+    store: LocalStore
+    keys: Keys
+    sinks: SinkSet
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[World]]]:
+    made: list[World] = []
+
+    async def make(toml: str) -> World:
+        settings = make_settings(tmp_path, toml, SINK_SECRET=WRITE_KEY)
+        metrics = Metrics()
+        store = LocalStore(settings.store_path, settings.options.storage, metrics)
+        await store.open()
+        keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+        w = World(settings, store, keys, SinkSet(settings, metrics, keys))
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        await w.sinks.close()
+        await w.store.close()
+
+
+def touch(n: int, visitor: str, source: str) -> Touchpoint:
+    at = T0 + timedelta(hours=n)
+    return Touchpoint(
+        id=uuid7(int(at.timestamp() * 1000)),
+        ts=iso(at),
+        node="a",
+        visitor_key=visitor,
+        source=source,
+        medium="social",
+        campaign=f"c{n}",
+        creator_id="cr_1" if n == 0 else None,
+        landing_path="/",
+    )
+
+
+async def seed(w: World, user_id: str = "alice") -> tuple[list[Touchpoint], str]:
+    laptop, phone = "1" * 32, "2" * 32
+    touches = [touch(0, laptop, "tiktok"), touch(1, phone, "google"), touch(2, "3" * 32, "bing")]
+    user_key = w.keys.user_key(user_id)
+    binding = Binding(
+        id=uuid7(),
+        ts=iso(T0 + timedelta(hours=3)),
+        node="a",
+        visitor_key=phone,
+        user_key=user_key,
+        rule="signup",
+    )
+    b2 = Binding(id=uuid7(), ts=binding.ts, node="a", visitor_key=laptop, user_key=user_key, rule="login")
+    await w.store.write([*touches, binding, b2])
+    return touches, user_key
+
+
+async def one_round(w: World) -> dict[str, int]:
+    db = await open_log(w.settings)
+    try:
+        return await w.sinks.sinks["out"].round(db)
+    finally:
+        await db.close()
+
+
+async def test_segment_identify_and_track(world, batch_api: BatchApi) -> None:
+    w = await world("[identity]\nuser_id_storage = 'encrypt'\n" + sink_toml(batch_api))
+    touches, _ = await seed(w)
+    assert await one_round(w) == {"touchpoints": 3, "identities": 2}
+    auth = batch_api.headers[0]["Authorization"]
+    assert auth == "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    tracks = [c for c in batch_api.calls if c["type"] == "track"]
+    assert [t["event"] for t in tracks] == [EVENT] * 3
+    assert [t["timestamp"] for t in tracks] == [t.ts for t in touches]  # historical timestamps
+    assert tracks[0]["properties"]["source"] == "tiktok" and tracks[0]["properties"]["creator_id"] == "cr_1"
+    assert tracks[1]["userId"] == "alice"  # bound: the raw ID, recoverable in encrypt mode
+    assert "userId" not in tracks[2]  # a visitor never bound stays anonymous
+    identify = [c for c in batch_api.calls if c["type"] == "identify"][-1]
+    assert identify["userId"] == "alice"
+    traits = identify["traits"]
+    assert traits["source_first_source"] == "tiktok" and traits["source_first_creator_id"] == "cr_1"
+    assert traits["source_last_source"] == "google" and traits["source_last_campaign"] == "c1"
+    assert (
+        traits["source_first_timestamp"] == touches[0].ts and traits["source_last_timestamp"] == touches[1].ts
+    )
+    # Caught up: the next round sends nothing.
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}
+
+
+async def test_hash_mode_sends_the_user_key(world, batch_api: BatchApi) -> None:
+    w = await world(sink_toml(batch_api))
+    _, user_key = await seed(w)
+    await one_round(w)
+    identify = next(c for c in batch_api.calls if c["type"] == "identify")
+    assert identify["userId"] == user_key and "alice" not in str(batch_api.calls)
+
+
+async def test_failures_are_retried_and_nothing_counts_twice(world, batch_api: BatchApi) -> None:
+    w = await world(sink_toml(batch_api, batch_size=2, interval_seconds=0.05, backoff_max_seconds=0.1))
+    await w.store.write([touch(n, f"{n:032x}", "news") for n in range(9)])
+    batch_api.fail = [500]
+    with pytest.raises(SinkError, match="HTTP 500"):
+        await one_round(w)
+    # Then a batch fails after two were accepted: the whole read is sent again, same messageIds.
+    batch_api.fail_on = {batch_api.received + 3: 429}
+    task = asyncio.create_task(w.sinks.sinks["out"].run())
+    try:
+        async with asyncio.timeout(20):
+            while len(batch_api.unique) < 9:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(batch_api.calls) > 9  # some calls arrived twice…
+    assert len(batch_api.unique) == 9  # …under the same messageId, so they count once
+    assert all(len(b) <= 500_000 for b in batch_api.bodies)
+
+
+def test_pack_respects_count_and_size_limits() -> None:
+    options = SinkOptions(
+        name="s",
+        kind="segment",
+        url="http://x",
+        secret="env:X",
+        batch_size=3,
+        max_batch_bytes=5000,
+        max_message_bytes=1500,
+    )
+    small = [{"messageId": str(i), "pad": "x" * 100} for i in range(7)]
+    big = [{"messageId": f"b{i}", "pad": "y" * 1400} for i in range(5)]
+    huge = [{"messageId": "h", "pad": "z" * 2000}]
+    batches, skipped = pack(small + huge + big, options)
+    assert skipped == 1
+    assert all(len(b) <= 3 for b in batches)
+    assert all(200 + sum(len(m) + 1 for m in b) <= 5000 for b in batches)
+    assert sum(len(b) for b in batches) == 12
+
+
+async def test_webhook_sink_is_signed_and_a_retry_is_the_same_delivery(world, batch_api: BatchApi) -> None:
+    w = await world(sink_toml(batch_api, kind="webhook"))
+    await seed(w)
+    batch_api.fail = [503]
+    with pytest.raises(SinkError):
+        await one_round(w)
+    await one_round(w)
+    first, retry = batch_api.headers[0], batch_api.headers[1]
+    assert first["webhook-id"] == retry["webhook-id"]
+    headers = {k.lower(): v for k, v in retry.items()}
+    now = datetime.now(UTC).timestamp()
+    assert (
+        verify_standard({"out": [WRITE_KEY.encode()]}, headers, batch_api.bodies[0], now, 300).sender == "out"
+    )
+    assert {c["type"] for c in batch_api.calls} == {"track", "identify"}
+
+
+async def test_resend_user_on_demand(world, batch_api: BatchApi) -> None:
+    w = await world("[identity]\nuser_id_storage = 'plain'\n" + sink_toml(batch_api))
+    await seed(w, "bob")
+    await one_round(w)
+    before = dict(batch_api.unique)
+    sent = await w.sinks.resend_user(w.keys.user_key("bob"))
+    assert sent == {"out": 4}  # two identifies, the two touchpoints of bob's two devices
+    assert set(batch_api.unique) == set(before)  # the same messageIds as the first time
+
+
+async def test_channel_trait(world, batch_api: BatchApi) -> None:
+    import aiosqlite
+
+    w = await world(sink_toml(batch_api))
+    async with aiosqlite.connect(w.settings.store_path) as db:
+        await db.commit()
+    touches, _ = await seed(w)
+    async with aiosqlite.connect(w.settings.store_path) as db:
+        await db.execute("UPDATE touchpoints SET channel = 'social' WHERE id = ?", (touches[0].id,))
+        await db.commit()
+    await one_round(w)
+    identify = next(c for c in batch_api.calls if c["type"] == "identify")
+    assert identify["traits"]["source_first_channel"] == "social"
+    assert "source_last_channel" in identify["traits"]
+    track = next(c for c in batch_api.calls if c["messageId"] == f"gw-touch-{touches[0].id}")
+    assert track["properties"]["channel"] == "social"

@@ -1,0 +1,289 @@
+"""Central sync against a real PostgreSQL: idempotence, late rows, cross-node dedup, erasures, lag."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiosqlite
+import asyncpg
+import pytest
+
+from gateway.badbody import body_key
+from gateway.config import CentralOptions, StorageOptions
+from gateway.events import Binding, Conversion, Touchpoint, iso
+from gateway.ids import uuid7
+from gateway.metrics import Metrics
+from storage import central
+from storage.backoff import Backoff
+from storage.erasure import erase_user
+from storage.local import LocalStore
+from storage.sync import SYNC_TABLES, Sync
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+OPTIONS = CentralOptions(
+    batch_size=7, interval_seconds=0.05, backoff_min_seconds=0.05, backoff_max_seconds=0.2
+)
+
+
+def touch(n: int, visitor: str, node: str = "a", at: datetime | None = None) -> Touchpoint:
+    moment = at or T0 + timedelta(seconds=n)
+    return Touchpoint(
+        id=uuid7(int(moment.timestamp() * 1000)),
+        ts=iso(moment),
+        node=node,
+        visitor_key=visitor,
+        source="news",
+        medium="email",
+        campaign=f"c{n}",
+        landing_path=f"/p/{n}",
+        raw_params={"utm_id": str(n)},
+    )
+
+
+def bind(visitor: str, user: str, node: str = "a", at: datetime = T0) -> Binding:
+    return Binding(
+        id=uuid7(int(at.timestamp() * 1000)),
+        ts=iso(at),
+        node=node,
+        visitor_key=visitor,
+        user_key=user,
+        rule="login",
+    )
+
+
+class Node:
+    """One edge node: its own local store, its own name, syncing to the shared database."""
+
+    def __init__(self, tmp: Path, name: str, dsn: str) -> None:
+        self.name = name
+        self.path = tmp / f"{name}.db"
+        self.metrics = Metrics()
+        self.store = LocalStore(self.path, StorageOptions(node=name), self.metrics)
+        self.sync = Sync(self.path, dsn, OPTIONS, self.metrics)
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, central_dsn: str) -> AsyncIterator[tuple[Node, Node]]:
+    a, b = Node(tmp_path, "a", central_dsn), Node(tmp_path, "b", central_dsn)
+    await a.store.open()
+    await b.store.open()
+    yield a, b
+    await a.store.close()
+    await b.store.close()
+
+
+@pytest.fixture
+async def pg(central_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(central_dsn)
+    yield conn
+    await conn.close()
+
+
+async def count(pg: asyncpg.Connection, table: str) -> int:
+    return int(await pg.fetchval(f"SELECT count(*) FROM {table}"))
+
+
+async def test_sync_copies_every_row_once_and_is_idempotent(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    a, _ = nodes
+    touches = [touch(n, f"{n % 5:032x}") for n in range(30)]
+    await a.store.write(touches)
+    await a.store.write([bind(f"{1:032x}", "u1")])
+    delivered = await a.sync.once()
+    assert delivered == {
+        "touchpoints": 30,
+        "identities": 1,
+        "conversions": 0,
+        "verdict_changes": 0,
+        "creator_standings": 0,
+        "erasures": 0,
+    }
+    assert set((await a.sync.once()).values()) == {0}
+    # A lost cursor (or a crash between the central commit and the cursor write) re-sends
+    # everything: nothing is doubled.
+    async with aiosqlite.connect(a.path) as db:
+        await db.execute("DELETE FROM sync_cursors")
+        await db.commit()
+    assert (await a.sync.once())["touchpoints"] == 30
+    assert await count(pg, "touchpoints") == 30 and await count(pg, "identities") == 1
+    row = await pg.fetchrow("SELECT * FROM touchpoints WHERE id = $1::uuid", touches[3].id)
+    assert iso(row["ts"]) == touches[3].ts and row["raw_params"] == '{"utm_id": "3"}'
+    assert row["node"] == "a" and row["campaign"] == "c3"
+
+
+async def test_a_late_row_with_an_older_id_is_still_synced(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    a, _ = nodes
+    await a.store.write([touch(n, "a" * 32) for n in range(10)])
+    await a.sync.once()
+    # Backfilled history (or a clock stepped back): an id smaller than everything synced.
+    old = touch(0, "b" * 32, at=T0 - timedelta(days=30))
+    await a.store.write([old])
+    assert (await a.sync.once())["touchpoints"] == 1
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE id = $1::uuid", old.id) == 1
+
+
+async def test_one_order_seen_by_two_nodes_counts_once(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    a, b = nodes
+    for node in (a, b):
+        await node.store.write(
+            [
+                Conversion(
+                    id=uuid7(),
+                    ts=iso(T0),
+                    node=node.name,
+                    name="purchase",
+                    dedup_key="order:1001",
+                    visitor_key="c" * 32,
+                    value=12.5,
+                    currency="EUR",
+                    order_id="1001",
+                )
+            ]
+        )
+        await node.sync.once()
+    assert await count(pg, "conversions") == 1
+
+
+async def test_erasure_propagates_across_every_nodes_rows(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    a, b = nodes
+    laptop, phone, stranger = "1" * 32, "2" * 32, "3" * 32
+    await a.store.write([touch(1, laptop), touch(2, stranger), bind(laptop, "u-9")])
+    # Node B knows a device node A never saw.
+    await b.store.write([touch(3, phone, "b"), touch(4, laptop, "b"), bind(phone, "u-9", "b")])
+    await a.sync.once()
+    await b.sync.once()
+    assert await count(pg, "touchpoints") == 4
+    # A late row about the laptop, older than the erasure, still waiting on node B.
+    await b.store.write([touch(5, laptop, "b")])
+
+    now = datetime.now(UTC)
+    await erase_user(
+        a.path, "u-9", "raw-u-9", body_key=body_key(b"k" * 32), event_id=uuid7(), ts=iso(now), node="a"
+    )
+    assert (await a.sync.once())["erasures"] == 1
+    assert await pg.fetchval("SELECT array_agg(visitor_key) FROM touchpoints") == [stranger]
+    assert await count(pg, "identities") == 0
+    await b.sync.once()  # the late row arrives after the erasure: it is not inserted
+    assert await pg.fetchval("SELECT array_agg(visitor_key) FROM touchpoints") == [stranger]
+    # The same user signing up again later is a new history, recorded as usual.
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    await b.store.write([touch(6, phone, "b", at=later)])
+    await b.sync.once()
+    assert await count(pg, "touchpoints") == 2
+
+
+async def test_erasure_of_the_newest_rows_does_not_hide_later_rows(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """SQLite reuses the largest rowid once that row is deleted: the cursor must step back."""
+    a, _ = nodes
+    await a.store.write([touch(1, "4" * 32), touch(2, "5" * 32), touch(3, "5" * 32), bind("5" * 32, "u-1")])
+    await a.sync.once()
+    await erase_user(a.path, "u-1", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(T0), node="a")
+    fresh = touch(9, "6" * 32)
+    await a.store.write([fresh])  # takes the rowid the erased row had
+    await a.sync.once()
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE id = $1::uuid", fresh.id) == 1
+
+
+async def test_lag_metrics(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    await a.store.write([touch(n, "7" * 32) for n in range(12)])
+    db = await a.sync.open_local()
+    try:
+        lag = await a.sync.publish_lag(db)
+    finally:
+        await db.close()
+    assert lag["touchpoints"][0] == 12 and lag["touchpoints"][1] > 0
+    assert a.metrics.sync_lag_rows.labels("central", "touchpoints")._value.get() == 12
+    await a.sync.once()
+    assert a.metrics.sync_lag_rows.labels("central", "touchpoints")._value.get() == 0
+    assert a.metrics.sync_lag_seconds.labels("central", "touchpoints")._value.get() == 0
+
+
+async def test_migrations_are_versioned_and_concurrent_starts_are_safe(central_dsn: str) -> None:
+
+    conns = [await asyncpg.connect(central_dsn) for _ in range(4)]
+    try:
+        versions = await asyncio.gather(*(central.migrate(c) for c in conns))
+        assert len(set(versions)) == 1 and versions[0] >= 1
+        rows = await conns[0].fetch("SELECT version, name FROM schema_version ORDER BY version")
+        assert [r["version"] for r in rows] == list(range(1, versions[0] + 1))
+    finally:
+        for c in conns:
+            await c.close()
+
+
+def test_backoff_grows_with_jitter_and_stays_bounded() -> None:
+    backoff = Backoff(0.5, 8.0)
+    delays = [backoff.next() for _ in range(40)]
+    assert all(0.25 <= d <= 8.0 for d in delays)
+    assert max(delays[10:]) > 2.0  # it grew
+    assert len(set(delays)) > 30  # jittered
+    backoff.reset()
+    assert backoff.next() <= 0.5
+
+
+def test_sync_tables_end_with_erasures() -> None:
+    assert SYNC_TABLES[-1] == "erasures"
+
+
+async def test_a_column_added_on_both_sides_is_copied_with_no_code_change(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """What a later migration pair (local 000N + PG 000M) looks like: only the schema changes."""
+    a, _ = nodes
+    await a.store.write([touch(1, "8" * 32)])
+    await a.sync.once()  # creates the central schema
+    async with aiosqlite.connect(a.path) as db:
+        await db.execute("ALTER TABLE touchpoints ADD COLUMN fraud_ring INTEGER")
+        await db.execute("ALTER TABLE touchpoints ADD COLUMN local_note TEXT")  # local only: not copied
+        await db.execute(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, fraud_ring, local_note) "
+            "VALUES (?, ?, 'a', ?, '/', 87, 'paid_search')",
+            (uuid7(), iso(T0), "8" * 32),
+        )
+        await db.commit()
+    await pg.execute("ALTER TABLE touchpoints ADD COLUMN fraud_ring integer")
+    assert (await a.sync.once())["touchpoints"] == 1
+    assert await pg.fetchval("SELECT fraud_ring FROM touchpoints WHERE fraud_ring IS NOT NULL") == 87
+
+
+async def test_a_nul_character_does_not_stop_the_sync(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """SQLite keeps NUL in text, PostgreSQL refuses it: the value is kept with U+FFFD instead."""
+    a, _ = nodes
+    odd = touch(1, "a" * 32)
+    odd.landing_path = "/a\x00b"
+    odd.raw_params = {"utm_id": "x\x00y"}
+    await a.store.write([odd, touch(2, "a" * 32)])
+    assert (await a.sync.once())["touchpoints"] == 2
+    row = await pg.fetchrow("SELECT landing_path, raw_params FROM touchpoints WHERE id = $1::uuid", odd.id)
+    assert row["landing_path"] == "/a\ufffdb"
+    assert row["raw_params"] == '{"utm_id": "x\ufffdy"}'
+
+
+async def test_two_syncs_of_one_node_at_once_skip_nothing_and_double_nothing(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """The gateway's task and a cron ``sync --once`` on the same store: the cursor is a
+    compare-and-set, so each batch is credited once and none is skipped."""
+    a, _ = nodes
+    await a.store.write([touch(n, f"{n:032x}") for n in range(100)])
+    twin = Sync(a.path, central_dsn, OPTIONS, Metrics())
+    await a.sync.once()  # creates the schema, so both start from an existing one
+    await a.store.write([touch(n, f"{n:032x}") for n in range(100, 1500)])
+    first, second = await asyncio.gather(a.sync.once(), twin.once())
+    assert first["touchpoints"] + second["touchpoints"] == 1400
+    assert await count(pg, "touchpoints") == 1500
