@@ -9,7 +9,6 @@ reaches an event; the raw ID stays in memory.
 from __future__ import annotations
 
 import base64
-import functools
 import hmac
 import os
 
@@ -25,27 +24,22 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-@functools.lru_cache(maxsize=8)
-def _mac(key: bytes) -> Mac:
-    """The key's HMAC with its pads precomputed: every request verifies or signs a cookie."""
-    return Mac(key)
-
-
-def _tag(key: bytes, visitor_id: str) -> str:
-    mac = _mac(key).digest(f"{VERSION}.{visitor_id}".encode("ascii"))
-    return _b64(mac[:_TAG_BYTES])
+def _tag(key: bytes | Mac, visitor_id: str) -> str:
+    mac = key if isinstance(key, Mac) else Mac(key)
+    return _b64(mac.digest(f"{VERSION}.{visitor_id}".encode("ascii"))[:_TAG_BYTES])
 
 
 def new_visitor_id() -> str:
     return _b64(os.urandom(_ID_BYTES))
 
 
-def cookie_value(key: bytes, visitor_id: str) -> str:
-    """The signed cookie value carrying ``visitor_id``."""
+def cookie_value(key: bytes | Mac, visitor_id: str) -> str:
+    """The signed cookie value carrying ``visitor_id`` (``key``: the cookie MAC key, or its
+    ``Mac``, which spares re-hashing the key on every request)."""
     return f"{VERSION}.{visitor_id}.{_tag(key, visitor_id)}"
 
 
-def verify_cookie(key: bytes, value: str) -> str | None:
+def verify_cookie(key: bytes | Mac, value: str) -> str | None:
     """The visitor ID in a cookie value, or None when the value is malformed or its tag is wrong."""
     parts = value.split(".")
     if len(parts) != 3 or parts[0] != VERSION or len(parts[1]) != 22 or len(parts[2]) != 22:
@@ -60,6 +54,7 @@ class Identity:
     def configure(self, ctx: Context) -> None:
         opts = ctx.settings.options.identity
         self.keys = ctx.keys
+        self.mac = Mac(ctx.keys.cookie_mac)
         self.metrics = ctx.metrics
         self.cookie_name = opts.cookie_name
         self.max_age = opts.max_age_days * 86400
@@ -69,7 +64,7 @@ class Identity:
 
     def request(self, ex: Exchange) -> None:
         value = ex.request.cookies.get(self.cookie_name)
-        visitor_id = verify_cookie(self.keys.cookie_mac, value) if value else None
+        visitor_id = verify_cookie(self.mac, value) if value else None
         is_new = visitor_id is None
         if visitor_id is None:
             if value:
@@ -89,7 +84,7 @@ class Identity:
         ex.set_cookies.append(
             Cookie(
                 name=self.cookie_name,
-                value=cookie_value(self.keys.cookie_mac, visitor.id),
+                value=cookie_value(self.mac, visitor.id),
                 max_age=self.max_age,
                 domain=self.domain,
                 secure=secure,
