@@ -27,31 +27,22 @@ def uuid7(unix_ms: int | None = None) -> str:
 
 
 class Uuid7:
-    """A monotonic UUIDv7 source: within one millisecond, a 12-bit counter orders the IDs.
-
-    Minted once per touchpoint, so it formats the text directly: the millisecond's part is
-    rendered once per millisecond and the random tail straight from bytes to hex.
-    """
+    """A monotonic UUIDv7 source: within one millisecond, a 12-bit counter orders the IDs."""
 
     def __init__(self) -> None:
         self._ms = -1
         self._seq = 0
-        self._head = ""
 
     def __call__(self, unix_ms: int | None = None) -> str:
         ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-        rand = os.urandom(8)
+        rand_b = int.from_bytes(os.urandom(8), "big")
         if ms == self._ms and self._seq < 0xFFF:
             self._seq += 1
-        elif ms > self._ms and 0 <= ms <= 0xFFFF_FFFF_FFFF:
-            # A random start leaves room for 3000+ more in this millisecond.
-            self._ms, self._seq = ms, rand[0] & 0x3F
-            self._head = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
+        elif ms > self._ms:
+            self._ms, self._seq = ms, (rand_b >> 54) & 0x3FF  # random start; 3000+ more fit in this ms
         else:  # an older timestamp (imports) or a full counter: plain random ordering
             return uuid7(ms)
-        tail = (rand[0] & 0x3F | 0x80).to_bytes() + rand[1:]  # the variant bits, then 62 random
-        h = tail.hex()
-        return f"{self._head}{self._seq:03x}-{h[:4]}-{h[4:]}"
+        return _format(ms, self._seq, rand_b)
 
 
 def id_floor(unix_ms: int) -> str:

@@ -271,18 +271,15 @@ class ProxyHost:
             drop = drop.union(replace)
         out = CIMultiDict([(name, value) for name, value in incoming.items() if name.lower() not in drop])
         out.update(replace)
-        # Host and X-Forwarded-* are in every drop set, so absent here unless an addon put one
-        # back: then item assignment replaces it; else add() appends without searching for copies.
-        put = out.__setitem__ if replace else out.add
         host = incoming.get(hdrs.HOST, "")
-        put(hdrs.HOST, host if self.preserve_host and host else self.upstream_host)
+        out[hdrs.HOST] = host if self.preserve_host and host else self.upstream_host
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
-        put("X-Forwarded-For", f"{prior}, {peer}" if prior else peer)
+        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
         proto = incoming.get("X-Forwarded-Proto") if trusted else None
-        put("X-Forwarded-Proto", proto or request.scheme)
+        out["X-Forwarded-Proto"] = proto or request.scheme
         fwd_host = incoming.get("X-Forwarded-Host") if trusted else None
         if fwd_host or host:
-            put("X-Forwarded-Host", fwd_host or host)
+            out["X-Forwarded-Host"] = fwd_host or host
         return out
 
     async def _forward(
