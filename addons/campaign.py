@@ -31,6 +31,10 @@ class Param:
     rank: int
 
 
+_EXTRA = Param("extra", 0)
+"""Any other key with a tracked prefix (``utm_id``): kept in the raw params only."""
+
+
 def clean_value(value: str, max_length: int, *, allow_spaces: bool = True) -> tuple[str, str]:
     """(trimmed value, "") when it may be kept, else ("", why it was dropped)."""
     value = value.strip()
@@ -93,10 +97,13 @@ class Campaign:
         self.names = names
 
     def classify(self, key: str) -> Param | None:
-        key = key.lower()
+        """What a query key means (case-insensitive), or None when it is not tracked."""
+        return self._classify_lower(key.lower())
+
+    def _classify_lower(self, key: str) -> Param | None:
         param = self.names.get(key)
         if param is None and key.startswith(self.prefixes):
-            return Param("extra", 0)
+            return _EXTRA
         return param
 
     def is_tracked(self, key: str) -> bool:
@@ -112,8 +119,9 @@ class Campaign:
         click: tuple[int, str, str] | None = None
         stripped = False
         kept: list[str] = []
-        for piece, key, value in ex.query_pairs if req.query else ():
-            param = self.classify(key)
+        for piece, raw_key, value in ex.query_pairs if req.query else ():
+            key = raw_key.lower()
+            param = self._classify_lower(key)
             if param is None:
                 kept.append(piece)
                 continue
@@ -124,7 +132,6 @@ class Campaign:
                 continue
             if not cleaned:
                 continue
-            key = key.lower()
             if param.slot in ("source", "medium"):
                 cleaned = cleaned.casefold()
                 if param.slot == "source" and self.allowed_sources and cleaned not in self.allowed_sources:

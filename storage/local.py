@@ -23,7 +23,7 @@ import operator
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,19 @@ class _Table:
         for i in self.json:
             row[i] = _encode.encode(row[i]).decode()
         return row
+
+    def params(self, events: Iterable[Event]) -> list[object]:
+        """The rows of ``events``, flattened into one multi-row INSERT's parameters (the hot path:
+        half the cost of joining ``row`` lists)."""
+        params: list[object] = []
+        extend, values = params.extend, self.values
+        for event in events:
+            extend(values(event))
+        width = len(self.columns)
+        for column in self.json:
+            for i in range(column, len(params), width):
+                params[i] = _encode.encode(params[i]).decode()
+        return params
 
 
 TABLES: dict[type, _Table] = {cls: _Table(cls) for cls in EVENT_TYPES}
@@ -328,8 +341,7 @@ class LocalStore:
                 and all(type(e) is kind for item in batch for e in item.events)
             ):
                 # The hot path: one table, one statement, one transaction, one thread hop.
-                row = TABLES[kind].row
-                params = [v for item in batch for e in item.events for v in row(e)]
+                params = TABLES[kind].params(e for item in batch for e in item.events)
                 if params:
                     await db.execute(insert_sql(kind, rows), params)
             else:
@@ -354,16 +366,17 @@ class LocalStore:
     async def _write_mixed(self, db: aiosqlite.Connection, batch: list[_Item]) -> None:
         """Inside an open transaction: plain events table by table, in multi-row INSERTs; grouped
         events row by row, each group stopping at its first row already stored."""
-        by_type: dict[type, list[list[object]]] = {}
+        by_type: dict[type, list[Event]] = {}
         for item in batch:
             if item.groups is None:
                 for e in item.events:
-                    by_type.setdefault(type(e), []).append(event_row(e))
-        for kind, table_rows in by_type.items():
-            per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(TABLES[kind].columns))
-            for start in range(0, len(table_rows), per_statement):
-                chunk = table_rows[start : start + per_statement]
-                await db.execute(insert_sql(kind, len(chunk)), [v for r in chunk for v in r])
+                    by_type.setdefault(type(e), []).append(e)
+        for kind, events in by_type.items():
+            table = TABLES[kind]
+            per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns))
+            for start in range(0, len(events), per_statement):
+                chunk = events[start : start + per_statement]
+                await db.execute(insert_sql(kind, len(chunk)), table.params(chunk))
         for item in batch:
             if item.groups is None:
                 continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addons.identity import Identity, cookie_value, new_visitor_id, verify_cookie
+from addons.identity import VERIFIED_CACHE, Identity, cookie_value, new_visitor_id, verify_cookie
 from gateway.events import Touchpoint
 from gateway.pipeline import Visitor
 from tests.addons.conftest import configured, context, exchange, metric
@@ -68,6 +68,35 @@ def test_forged_cookie_replaced_and_counted() -> None:
     [cookie] = ex.set_cookies
     assert verify_cookie(ctx.keys.cookie_mac, cookie.value) == ex.visitor.id
     assert metric(ctx, "gateway_cookies_rejected_total") == 1
+
+
+def test_a_verified_cookie_is_remembered_and_a_forged_one_never_is() -> None:
+    ctx = context()
+    identity = configured(Identity, ctx=ctx)
+    vid = new_visitor_id()
+    good = cookie_value(ctx.keys.cookie_mac, vid)
+    for _ in range(3):  # a page and its assets: one cookie, many requests
+        ex = exchange(cookies={"gw_vid": good})
+        identity.request(ex)
+        assert ex.visitor.id == vid and not ex.visitor.is_new
+    assert identity.verified == {good: vid}
+    forged = good[:-1] + ("A" if good[-1] != "A" else "B")
+    for n in range(1, 3):
+        ex = exchange(cookies={"gw_vid": forged})
+        identity.request(ex)
+        assert ex.visitor.is_new and ex.visitor.id != vid
+        assert metric(ctx, "gateway_cookies_rejected_total") == n  # checked, and counted, each time
+    assert forged not in identity.verified
+
+
+def test_the_verified_cookie_memory_is_bounded() -> None:
+    ctx = context()
+    identity = configured(Identity, ctx=ctx)
+    values = [cookie_value(ctx.keys.cookie_mac, new_visitor_id()) for _ in range(VERIFIED_CACHE + 10)]
+    for value in values:
+        identity.request(exchange(cookies={"gw_vid": value}))
+    assert len(identity.verified) == VERIFIED_CACHE
+    assert values[0] not in identity.verified and values[-1] in identity.verified
 
 
 def test_new_visitor_gets_cookie_on_page_load_not_on_assets() -> None:

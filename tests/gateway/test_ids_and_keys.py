@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 
+import pytest
+
 from gateway.ids import Uuid7, uuid7
-from gateway.keys import Keys, derive
+from gateway.keys import Keys, Mac, derive
 
 
 def test_uuid7_layout_and_order() -> None:
@@ -39,7 +43,8 @@ def test_monotonic_source_orders_ids_within_a_millisecond() -> None:
     new_id = Uuid7()
     ids = [new_id(5_000) for _ in range(2000)]
     assert ids == sorted(ids) and len(set(ids)) == 2000
-    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    assert all(str(uuid.UUID(i)) == i and int(i[:8] + i[9:13], 16) == 5_000 for i in ids)
     later = new_id(5_001)
     assert later > ids[-1]
     assert uuid.UUID(new_id(4_000)).version == 7  # older timestamps still get valid IDs
@@ -59,3 +64,16 @@ def test_user_key_modes() -> None:
     assert sealed.recover_user_id("siv:!!not-base64") is None
     plain = Keys.from_master(b"m" * 32, "plain")
     assert plain.recover_user_id(plain.user_key("u1")) == "u1"
+
+
+@pytest.mark.parametrize("key", [b"", b"k" * 32, b"\xff" * 64, bytes(range(200))])
+@pytest.mark.parametrize("msg", [b"", b"v1.abc", b"x" * 1000])
+def test_mac_is_hmac_sha256(key: bytes, msg: bytes) -> None:
+    assert Mac(key).digest(msg) == hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def test_stored_keys_keep_their_definition() -> None:
+    """Keys already at rest stay findable: the visitor and user keys are still HMAC-SHA256."""
+    keys = Keys.from_master(b"m" * 32)
+    assert keys.visitor_key("abc") == hmac.new(keys.visitor_hash, b"abc", hashlib.sha256).hexdigest()[:32]
+    assert keys.user_key("u1") == hmac.new(keys.user_hash, b"u1", hashlib.sha256).hexdigest()[:32]
