@@ -262,6 +262,10 @@ DASHBOARD_SUMMARY = {
     },
 }
 
+UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+CURSOR = {"type": "string", "pattern": UUID}
+VISITOR_ID = r"^([0-9a-f]{32}|[A-Za-z0-9_-]{22}|v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22})$"
+
 USER_ID = {
     "name": "user_id",
     "in": "path",
@@ -356,7 +360,7 @@ def openapi_document() -> dict[str, Any]:
                         _query("campaign", "exact campaign"),
                         _query("creator_id", "exact creator ID"),
                         _query("visitor_key", "exact visitor key"),
-                        _query("cursor", "next_cursor of the previous page"),
+                        _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",
                             "page size 1..1000 (default 100)",
@@ -393,7 +397,7 @@ def openapi_document() -> dict[str, Any]:
                             "in": "path",
                             "required": True,
                             "description": "visitor_key, raw visitor ID, or the cookie value",
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "pattern": VISITOR_ID},
                         }
                     ],
                     "responses": {
@@ -439,7 +443,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         _query("sender", "only this [[sources]] sender's"),
                         _query("pending", "true: only those not replayed yet", {"type": "boolean"}),
-                        _query("cursor", "next_cursor of the previous page"),
+                        _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",
                             "page size 1..1000 (default 100)",
@@ -618,7 +622,7 @@ def openapi_document() -> dict[str, Any]:
                         _query("campaign", "exact campaign"),
                         _query("creator_id", "exact creator ID: review a creator's clicks before a payout"),
                         _query("visitor_key", "exact visitor key"),
-                        _query("cursor", "next_cursor of the previous page"),
+                        _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",
                             "page size 1..1000 (default 100)",
@@ -654,7 +658,7 @@ def openapi_document() -> dict[str, Any]:
                             "name": "touchpoint_id",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": CURSOR,
                         }
                     ],
                     "requestBody": {
