@@ -5,6 +5,7 @@ skip its signature checks nor to be forwarded to the site."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import re
 from pathlib import Path
 
@@ -216,3 +217,37 @@ async def test_lookalike_ordinary_paths_are_forwarded_as_sent(guarded, path: str
         gw.proxy.port, f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
     )
     assert (resp.status, calls) == (200, [path])
+
+
+# -- privacy at rest ------------------------------------------------------------------------------
+
+
+async def test_no_raw_ip_or_visitor_id_at_rest(start_gateway, upstream_server, tmp_path: Path) -> None:
+    """The client IP (here from a trusted proxy's X-Forwarded-For) and the raw visitor ID in our
+    cookie appear nowhere in the store's files, whatever table or index they could hide in."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>page</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    gw = await start_gateway(await upstream_server(app), '[proxy]\ntrusted_proxies = ["127.0.0.1"]\n')
+    ip = "198.51.100.77"
+    headers = {"X-Forwarded-For": ip, "Accept": "text/html", "Sec-Fetch-Dest": "document"}
+    async with gw.session.get(gw.url + "/land?utm_source=ads&gclid=abc", headers=headers) as resp:
+        assert resp.status == 200
+        cookie = resp.headers["Set-Cookie"].split(";")[0].removeprefix("gw_vid=")
+    visitor_id = cookie.split(".")[1]
+    headers["Cookie"] = f"gw_vid={cookie}"
+    for n in range(3):
+        async with gw.session.get(gw.url + f"/land?utm_source=ads&utm_content={n}", headers=headers) as resp:
+            assert resp.status == 200
+    await gw.gateway.store.close()  # flushed and checkpointed: everything is in the files
+    files = await asyncio.to_thread(
+        lambda: [p for p in tmp_path.iterdir() if p.name.startswith("gateway.db")]
+    )
+    data = b"".join([await asyncio.to_thread(p.read_bytes) for p in files])
+    assert b"ads" in data  # the touchpoints are there
+    for secret in (ip, visitor_id, cookie):
+        assert secret.encode() not in data, secret
+        assert secret.encode("utf-16-le") not in data, secret
