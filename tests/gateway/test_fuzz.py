@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from addons.campaign import MAX_PATH, MAX_RAW_PARAMS, clean_value
+from gateway.reserved import classify
 from tests.gateway.test_malformed import raw_request
 
 FUZZ = settings(
@@ -75,8 +76,10 @@ header_names = st.sampled_from(
 headers = st.lists(st.tuples(header_names, header_values), max_size=5)
 
 
-async def upstream(upstream_server) -> str:
+async def upstream(upstream_server, paths: list[str] | None = None) -> str:
     async def handler(request: web.Request) -> web.Response:
+        if paths is not None:
+            paths.append(request.raw_path)
         await request.read()
         return web.Response(text="ok")
 
@@ -157,3 +160,33 @@ async def test_fuzzed_cookies_and_headers(
 ) -> None:
     await send(fuzzed.port, b"/?" + query, [(b"Cookie", cookie), *extra])
     await fuzzed.landing_rows()
+
+
+segments = st.sampled_from(
+    [b"_gw", b"_GW", b"%5Fgw", b"%5fGw", b"%255Fgw", b"events", b"segment", b".", b"..", b"%2e", b"%2E%2E",
+     b"", b"x", b"_gw%2Fevents", b"\\_gw", b"_gw;p", b"_gwx", b"%2F", b"%00", b"\xff"]
+)  # fmt: skip
+
+
+@pytest.fixture
+async def site(start_gateway, upstream_server) -> tuple[int, list[str]]:
+    """A gateway whose site records every path it receives: (proxy port, paths)."""
+    paths: list[str] = []
+    gw = await start_gateway(await upstream(upstream_server, paths))
+    return gw.proxy.port, paths
+
+
+@FUZZ
+@given(
+    parts=st.lists(segments, min_size=1, max_size=6), query=st.sampled_from([b"", b"?utm_source=x", b"?a=1"])
+)
+async def test_fuzzed_paths_never_reach_the_site_under_the_prefix(
+    site: tuple[int, list[str]], parts: list[bytes], query: bytes
+) -> None:
+    """Whatever the path, the site never receives one that any server could read as under
+    the reserved prefix (the gateway answers those itself), and nothing gives a 5xx."""
+    port, paths = site
+    paths.clear()
+    await send(port, b"/" + b"/".join(parts) + query, [])
+    for path in paths:
+        assert classify(path.partition("?")[0], "/_gw/") == "ordinary", path
