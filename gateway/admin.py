@@ -97,7 +97,9 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
             404: f"no such endpoint: {request.path}",
             405: f"{request.method} is not allowed here",
         }
-        return fail(err.status, message.get(err.status, err.reason))
+        # RFC 9110 §15.5.6: a 405 lists the methods the resource has.
+        allow = {"Allow": err.headers["Allow"]} if "Allow" in err.headers else None
+        return fail(err.status, message.get(err.status, err.reason), allow)
     except Exception:
         log.exception("admin API failed on %s %s", request.method, request.path)
         return fail(500, "internal error; see the gateway log")

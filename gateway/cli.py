@@ -92,7 +92,7 @@ def render_toml(data: dict[str, Any]) -> str:
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config, dev=args.dev)
+        settings = load_settings(args.config, dev=args.dev, admin_public=args.admin_public)
     except ConfigError as err:
         return _fail_config(args.config, err)
     print(f"# {args.config}: OK (store: {settings.store_path}, node: {settings.node})")
@@ -178,7 +178,7 @@ async def _run(settings: Settings) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config, dev=args.dev)
+        settings = load_settings(args.config, dev=args.dev, admin_public=args.admin_public)
     except ConfigError as err:
         return _fail_config(args.config, err)
     try:
@@ -283,6 +283,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+ADMIN_PUBLIC_HELP = "let admin.listen be a public address (as admin.allow_public = true does)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="First-party tracking gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -291,10 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dev", action="store_true", help="generate ephemeral secrets for missing env variables"
     )
+    run.add_argument("--admin-public", action="store_true", help=ADMIN_PUBLIC_HELP)
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate a config and print the resolved settings")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     check.add_argument("--dev", action="store_true", help="accept missing secrets as --dev would")
+    check.add_argument("--admin-public", action="store_true", help=ADMIN_PUBLIC_HELP)
     check.set_defaults(func=cmd_check)
     init = sub.add_parser("init", help="write a starter config")
     init.add_argument("-c", "--config", default=DEFAULT_CONFIG)

@@ -160,6 +160,8 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     source: Literal["local", "central"] = "local"
     """Where touchpoint listings and journeys are read: this node's store, or the central one
     (all nodes; needs ``central.url``)."""
+    allow_public: bool = False
+    """Allow ``listen`` on an address that is neither loopback nor private (or all interfaces)."""
 
 
 class CentralOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -503,6 +505,46 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"port must be 0..65535, got {port!r}")
     return host, int(port)
+
+
+# RFC 1918 and RFC 4193 (ipaddress's is_private also counts documentation and reserved ranges).
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
+def is_private_host(host: str) -> bool:
+    """Whether a listen host reaches only this machine or a private network: loopback,
+    ``localhost``, or a private/link-local IP. All interfaces (``0.0.0.0``, ``::``, empty) and
+    host names (which could resolve anywhere) are not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (
+        address.is_loopback
+        or address.is_link_local
+        or any(address in net for net in _PRIVATE_NETWORKS if net.version == address.version)
+    )
+
+
+def admin_exposure(options: Options) -> list[str]:
+    """The admin API on a public address needs saying so: ``admin.allow_public`` or
+    ``--admin-public``."""
+    admin = options.admin
+    try:
+        host, _ = parse_listen(admin.listen)
+    except ValueError:
+        return []  # validate() reports it
+    if admin.allow_public or is_private_host(host):
+        return []
+    return [
+        f"admin.listen: {admin.listen!r} is not a loopback or private address, so the admin API "
+        "would be reachable from other networks; listen on 127.0.0.1 or a private address, or "
+        "set admin.allow_public = true (or run with --admin-public) if a firewall guards it"
+    ]
 
 
 def _msgspec_problem(section: str, err: msgspec.ValidationError, struct: type | None = None) -> str:
@@ -1037,8 +1079,10 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     dev: bool = False,
     text: str | None = None,
+    admin_public: bool = False,
 ) -> Settings:
-    """Read, decode, validate and resolve a config; raise ConfigError listing every problem."""
+    """Read, decode, validate and resolve a config; raise ConfigError listing every problem.
+    ``admin_public`` (``--admin-public``) lets the admin API listen on a public address."""
     environ = os.environ if environ is None else environ
     base_dir = Path.cwd()
     if text is None:
@@ -1056,6 +1100,8 @@ def load_settings(
         raise ConfigError([f"{path or 'config'}: not valid TOML: {err}"]) from err
     options, problems = decode_options(data)
     problems += validate(options)
+    if not admin_public:
+        problems += admin_exposure(options)
     if not problems:
         problems += check_files(options, base_dir)
     generated: list[str] = []

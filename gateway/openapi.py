@@ -262,6 +262,18 @@ DASHBOARD_SUMMARY = {
     },
 }
 
+# ISO 8601 as the API reads it (1971..9998, so no time zone can push it outside 1970..9999;
+# days up to 28, so every month has them).
+_DATE = (
+    r"(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+)
+_TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?"
+DAY = {"type": "string", "pattern": f"^{_DATE}$"}
+MOMENT = {"type": "string", "pattern": f"^{_DATE}({_TIME})?$"}
+UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+CURSOR = {"type": "string", "pattern": UUID}
+VISITOR_ID = r"^([0-9a-f]{32}|[A-Za-z0-9_-]{22}|v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22})$"
+
 USER_ID = {
     "name": "user_id",
     "in": "path",
@@ -349,14 +361,14 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Touchpoints in time order, filtered, cursor-paginated",
                     "parameters": [
-                        _query("since", "ISO 8601 date or date-time, inclusive", {"type": "string"}),
-                        _query("until", "ISO 8601 date or date-time, exclusive"),
+                        _query("since", "ISO 8601 date or date-time, inclusive", MOMENT),
+                        _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
                         _query("source", "exact source (case-folded)"),
                         _query("medium", "exact medium (case-folded)"),
                         _query("campaign", "exact campaign"),
                         _query("creator_id", "exact creator ID"),
                         _query("visitor_key", "exact visitor key"),
-                        _query("cursor", "next_cursor of the previous page"),
+                        _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",
                             "page size 1..1000 (default 100)",
@@ -393,7 +405,7 @@ def openapi_document() -> dict[str, Any]:
                             "in": "path",
                             "required": True,
                             "description": "visitor_key, raw visitor ID, or the cookie value",
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "pattern": VISITOR_ID},
                         }
                     ],
                     "responses": {
@@ -439,7 +451,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         _query("sender", "only this [[sources]] sender's"),
                         _query("pending", "true: only those not replayed yet", {"type": "boolean"}),
-                        _query("cursor", "next_cursor of the previous page"),
+                        _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",
                             "page size 1..1000 (default 100)",
@@ -555,8 +567,10 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "What the dashboard draws: conversions by channel per day, every model "
                     "by channel, top campaigns and creators, bot share, totals",
                     "parameters": [
-                        _query("since", "first UTC day, YYYY-MM-DD (default: until - 30 days)"),
-                        _query("until", "day after the last, YYYY-MM-DD (default: tomorrow); 1..92 days"),
+                        _query("since", "first UTC day, YYYY-MM-DD (default: until - 30 days)", DAY),
+                        _query(
+                            "until", "day after the last, YYYY-MM-DD (default: tomorrow); 1..92 days", DAY
+                        ),
                         _query("model", "model of the daily chart (default linear)", {"enum": list(MODELS)}),
                     ],
                     "responses": {
@@ -572,8 +586,8 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Click fraud per creator, source or campaign",
                     "parameters": [
-                        _query("since", "ISO 8601 date or date-time, inclusive"),
-                        _query("until", "ISO 8601 date or date-time, exclusive"),
+                        _query("since", "ISO 8601 date or date-time, inclusive", MOMENT),
+                        _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
                         _query(
                             "group_by",
                             "grouping (default creator_id)",
@@ -610,15 +624,15 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "The review queue: touchpoints whose effective verdict is review (or block)",
                     "parameters": [
-                        _query("since", "ISO 8601 date or date-time, inclusive"),
-                        _query("until", "ISO 8601 date or date-time, exclusive"),
+                        _query("since", "ISO 8601 date or date-time, inclusive", MOMENT),
+                        _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
                         _query("verdict", "review (default) or block", {"enum": ["review", "block"]}),
                         _query("source", "exact source (case-folded)"),
                         _query("medium", "exact medium (case-folded)"),
                         _query("campaign", "exact campaign"),
                         _query("creator_id", "exact creator ID: review a creator's clicks before a payout"),
                         _query("visitor_key", "exact visitor key"),
-                        _query("cursor", "next_cursor of the previous page"),
+                        _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",
                             "page size 1..1000 (default 100)",
@@ -654,7 +668,7 @@ def openapi_document() -> dict[str, Any]:
                             "name": "touchpoint_id",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": CURSOR,
                         }
                     ],
                     "requestBody": {

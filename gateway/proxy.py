@@ -25,7 +25,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway import pages
+from gateway import pages, reserved
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.forwarding import (
@@ -249,8 +249,13 @@ class ProxyHost:
             self.metrics.requests.labels("bad_request").inc()
             return pages.error_page(400)
         raw_path, _, raw_query = target.partition("?")
-        if raw_path.startswith(self.reserved):
+        kind = reserved.classify(raw_path, self.reserved)
+        if kind != "ordinary":
             self.metrics.requests.labels("reserved").inc()
+            if kind == "alias":  # never forwarded, never dispatched: one spelling is checked
+                return pages.json_error(
+                    404, f"not a gateway path: gateway endpoints are spelled {self.reserved}<name>"
+                )
             endpoint = self.endpoints.get(raw_path[len(self.reserved) :])
             if endpoint is not None:
                 return await endpoint(request)

@@ -218,3 +218,155 @@ async def test_nothing_a_client_sends_gives_a_server_error(
     assert resp.status < 500, (resp.status, resp.body[:200])
     ok = await raw_request(gw.proxy.port, b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert ok.status == 200
+
+
+# -- request smuggling: what the upstream receives is framed one way only -----------------------
+
+
+@dataclass
+class Received:
+    """One request as a raw upstream read it off the wire."""
+
+    line: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+async def read_request(reader: asyncio.StreamReader) -> Received:
+    head = await reader.readuntil(b"\r\n\r\n")
+    line, *rest = head[:-4].decode("latin-1").split("\r\n")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for field in rest:
+        name, _, value = field.partition(":")
+        headers.add(name, value.strip())
+    body = b""
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                while chunk != b"\r\n":  # trailer fields, then the empty line
+                    chunk = await reader.readline()
+                break
+            body += chunk[:-2]
+    elif "Content-Length" in headers:
+        body = await reader.readexactly(int(headers["Content-Length"]))
+    return Received(line, headers, body)
+
+
+async def raw_recording_upstream(received: list[Received]) -> tuple[str, asyncio.Server]:
+    """An upstream that records each request's exact framing (an aiohttp one would hide it)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                received.append(await read_request(reader))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", server
+
+
+def framed_once(request: Received) -> bool:
+    """One framing only: a Content-Length or chunked alone, never both, never twice."""
+    lengths = request.headers.getall("Content-Length", [])
+    codings = request.headers.getall("Transfer-Encoding", [])
+    if lengths and codings:
+        return False
+    return len(lengths) <= 1 and codings in ([], ["chunked"])
+
+
+# request bytes → the body the upstream must get if it is forwarded at all (None: must not be)
+SMUGGLING = {
+    "identical_content_lengths": (
+        b"POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"hello",
+    ),
+    "chunk_extensions_and_trailer": (
+        b"POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;name=val\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        b"hello",
+    ),
+    "uppercase_chunked": (
+        b"POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"hello",
+    ),
+    "duplicate_chunked": (
+        b"POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+        None,
+    ),
+    "identity_then_chunked": (
+        b"POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"hello",  # chunked is last, so it frames the body; upstream gets chunked alone
+    ),
+    "space_before_colon_in_transfer_encoding": (
+        b"POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello",
+        None,
+    ),
+    "chunked_in_http10": (
+        b"POST /s HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"hello",
+    ),
+    "request_inside_a_body": (
+        b"POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+    ),
+    "bare_lf_line_endings": (b"POST /s HTTP/1.1\nHost: t\nContent-Length: 5\n\nhello", b"hello"),
+    "get_with_a_body": (b"GET /s HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
+}
+
+
+@pytest.mark.parametrize(("data", "body"), SMUGGLING.values(), ids=SMUGGLING.keys())
+async def test_smuggling_attempts_reach_the_upstream_framed_one_way(
+    start_gateway, data: bytes, body: bytes | None
+) -> None:
+    received: list[Received] = []
+    url, server = await raw_recording_upstream(received)
+    try:
+        gw = await start_gateway(url)
+        resp = await raw_request(gw.proxy.port, data)
+        assert resp.status < 500, (resp.status, resp.body[:200])
+        if body is None:
+            assert 400 <= resp.status < 500 and received == []
+        for request in received:
+            assert framed_once(request), request
+            assert request.line.startswith(("POST /s ", "GET /s ")), request.line
+            assert request.body == body
+        assert len(received) <= 1  # nothing inside a body became a request of its own
+        ok = await raw_request(gw.proxy.port, b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert ok.status == 200 and received[-1].line.startswith("GET /after ")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_pipelined_request_after_an_empty_body_is_its_own_request(start_gateway) -> None:
+    """``Content-Length: 0`` then more bytes on the same connection: the bytes are the next
+    request (answered by the gateway here, as it is under the reserved prefix), never the
+    first one's body and never forwarded."""
+    received: list[Received] = []
+    url, server = await raw_recording_upstream(received)
+    try:
+        gw = await start_gateway(url)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+        try:
+            writer.write(
+                b"POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+                b"GET /_gw/nothing HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
+            await writer.drain()
+            first, second = await read_response(reader), await read_response(reader)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert (first.status, second.status) == (200, 404)
+        assert [(r.line, r.body) for r in received] == [("POST /s HTTP/1.1", b"")]
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -129,15 +129,9 @@ async def processes() -> AsyncIterator[list[GatewayProcess]]:
             await gw.kill()
 
 
-async def test_kill_9_under_load_loses_no_acknowledged_touchpoint(
-    tmp_path: Path,
-    upstream_server: Callable[[web.Application], Awaitable[str]],
-    processes: list[GatewayProcess],
-) -> None:
-    upstream = await upstream_server(landing_app())
-    gw = GatewayProcess(tmp_path, upstream, "first")
-    processes.append(gw)
-    await gw.start()
+async def load_then_kill_9(gw: GatewayProcess, run: int) -> tuple[set[int], int]:
+    """Land ``run``-tagged visits on ``gw`` from many connections for a while, then ``kill -9``
+    it mid-load; the visits whose 200 came back, and how many were sent."""
     received: set[int] = set()
     sent = 0
     killed = asyncio.Event()
@@ -147,7 +141,8 @@ async def test_kill_9_under_load_loses_no_acknowledged_touchpoint(
         while not killed.is_set() and sent < MAX_REQUESTS:
             n, sent = sent, sent + 1
             try:
-                async with session.get(f"{gw.url}/land?utm_source=load&utm_content={n}") as resp:
+                url = f"{gw.url}/land?utm_source=load&utm_campaign=run{run}&utm_content={n}"
+                async with session.get(url) as resp:
                     body = await resp.read()
                     if resp.status == 200 and body == b"<html>landing</html>":
                         received.add(n)
@@ -168,44 +163,73 @@ async def test_kill_9_under_load_loses_no_acknowledged_touchpoint(
             await gw.proc.wait()
             killed.set()
             await asyncio.gather(*workers)
-
     assert gw.proc.returncode == -signal.SIGKILL
     assert len(received) >= 50, f"too little load to mean anything: {len(received)} of {sent}"
     assert in_flight_before > 0
-    rows = await asyncio.to_thread(query, gw.db, "SELECT content FROM touchpoints")
-    stored = [int(content) for (content,) in rows]
+    return received, sent
+
+
+async def stored_runs(db: Path) -> dict[str, list[int]]:
+    """The stored load visits of each run (campaign ``runN``), in id order."""
+    rows = await asyncio.to_thread(query, db, "SELECT campaign, content FROM touchpoints ORDER BY id")
+    runs: dict[str, list[int]] = {}
+    for campaign, content in rows:
+        runs.setdefault(campaign, []).append(int(content))
+    return runs
+
+
+def assert_none_lost_or_doubled(received: set[int], sent: int, stored: list[int]) -> None:
     lost = sorted(received - set(stored))
     assert lost == [], f"{len(lost)} acknowledged touchpoints lost, e.g. {lost[:10]}"
     assert len(stored) == len(set(stored)), "a landing was stored twice"
-    [(count, distinct)] = await asyncio.to_thread(
-        query, gw.db, "SELECT count(*), count(DISTINCT id) FROM touchpoints"
-    )
-    assert count == distinct == len(stored)
     assert len(stored) <= sent
 
-    # The same file after the crash: the gateway starts (WAL recovery), serves and records.
-    again = GatewayProcess(tmp_path, upstream, "second")
+
+async def test_kill_9_under_load_loses_no_acknowledged_touchpoint(
+    tmp_path: Path,
+    upstream_server: Callable[[web.Application], Awaitable[str]],
+    processes: list[GatewayProcess],
+) -> None:
+    """Two crashes in a row on the same file: killed mid-load, restarted (WAL recovery),
+    loaded and killed again, then restarted and stopped gracefully. Across all three runs no
+    acknowledged touchpoint is lost and none is stored twice."""
+    upstream = await upstream_server(landing_app())
+    db = tmp_path / "gw.db"
+    outcomes: dict[str, tuple[set[int], int]] = {}
+    for run in (1, 2):
+        gw = GatewayProcess(tmp_path, upstream, f"run{run}")
+        processes.append(gw)
+        await gw.start()
+        outcomes[f"run{run}"] = await load_then_kill_9(gw, run)
+        runs = await stored_runs(db)
+        for name, (received, sent) in outcomes.items():  # the earlier run's rows are all still there
+            assert_none_lost_or_doubled(received, sent, runs.get(name, []))
+    [(count, distinct)] = await asyncio.to_thread(
+        query, db, "SELECT count(*), count(DISTINCT id) FROM touchpoints"
+    )
+    assert count == distinct == sum(len(v) for v in runs.values())
+
+    # The same file after two crashes: the gateway starts, serves, records and reads it all.
+    again = GatewayProcess(tmp_path, upstream, "third")
     processes.append(again)
     await again.start()
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         await again.wait_ready(session)
-        async with session.get(f"{again.url}/land?utm_source=load&utm_content=-1") as resp:
+        async with session.get(f"{again.url}/land?utm_source=load&utm_campaign=run3&utm_content=-1") as resp:
             assert resp.status == 200
         async with session.get(
             f"http://127.0.0.1:{again.admin_port}/api/touchpoints",
-            params={"source": "load", "limit": "1000"},
+            params={"source": "load", "limit": "1"},
             headers={"Authorization": f"Bearer {TOKEN}"},
         ) as resp:
             assert resp.status == 200
             page = await resp.json()
-    assert page["ok"] is True
-    assert len(page["items"]) == min(len(stored) + 1, 1000)
+    assert page["ok"] is True and len(page["items"]) == 1
     assert again.proc is not None
     again.proc.send_signal(signal.SIGTERM)  # graceful this time: flush and exit 0
     async with asyncio.timeout(10):
         assert await again.proc.wait() == 0
-    stored_after = await asyncio.to_thread(query, gw.db, "SELECT content FROM touchpoints")
-    assert {int(c) for (c,) in stored_after} == set(stored) | {-1}
+    assert await stored_runs(db) == {**runs, "run3": [-1]}
 
 
 # -- fail open ---------------------------------------------------------------------------------
@@ -262,5 +286,63 @@ async def test_failing_commits_still_serve_pages_and_count_them(
     await asyncio.to_thread(execute, db, "DROP TRIGGER fail;")
     await land(gateway, "after")
     assert await unconfirmed(gateway, "store_error") == 5
+    rows = await asyncio.to_thread(query, db, "SELECT content FROM touchpoints ORDER BY id")
+    assert [c for (c,) in rows] == ["before", "after"]
+
+
+async def metric(gw: RunningGateway, name: str) -> float:
+    async with gw.session.get(
+        gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as resp:
+        text = await resp.text()
+    return sum(
+        s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name
+    )
+
+
+async def writer_pragma(gw: RunningGateway, pragma: str) -> None:
+    """A PRAGMA on the store's own writer connection (both used here are per connection)."""
+    db = gw.gateway.store._db  # the one writer: a full disk or read-only file is seen by it
+    assert db is not None
+    await db.execute(pragma)
+
+
+async def test_full_database_still_serves_pages_and_counts_the_loss(gateway: RunningGateway) -> None:
+    """A full disk, simulated by capping the database at its current size: every landing is
+    still served; each one is either stored or counted unconfirmed, none silently lost."""
+    db = gateway.gateway.settings.store_path
+    await land(gateway, "before")
+    [(pages,)] = await asyncio.to_thread(query, db, "PRAGMA page_count")
+    await writer_pragma(gateway, f"PRAGMA max_page_count = {pages}")
+    sent = []
+    for n in range(300):  # until the cap bites: the first pages may still have room
+        sent.append(f"full{n:03d}-" + "x" * 150)
+        await land(gateway, sent[-1])
+        if await unconfirmed(gateway, "store_error") >= 5:
+            break
+    lost = await unconfirmed(gateway, "store_error")
+    assert lost >= 5, "the database never filled up"
+    assert await metric(gateway, "gateway_store_errors_total") >= 1
+    stored = {c for (c,) in await asyncio.to_thread(query, db, "SELECT content FROM touchpoints")}
+    assert len(set(sent) - stored) == lost  # what is missing is exactly what was counted
+
+    await writer_pragma(gateway, "PRAGMA max_page_count = 1073741823")  # space freed
+    await land(gateway, "after")
+    assert await unconfirmed(gateway, "store_error") == lost
+    assert ("after",) in await asyncio.to_thread(query, db, "SELECT content FROM touchpoints")
+
+
+async def test_read_only_store_still_serves_pages_and_counts_the_loss(gateway: RunningGateway) -> None:
+    """A store that became read-only (as root, file modes cannot show it; SQLite's query_only
+    fails writes with the same SQLITE_READONLY a read-only file or mount gives)."""
+    db = gateway.gateway.settings.store_path
+    await land(gateway, "before")
+    await writer_pragma(gateway, "PRAGMA query_only = ON")
+    await asyncio.gather(*(land(gateway, f"ro{n}") for n in range(4)))
+    assert await unconfirmed(gateway, "store_error") == 4
+    async with gateway.session.get(gateway.admin_url + "/healthz") as resp:
+        assert resp.status == 200  # the writer is alive; it is the disk that refuses
+    await writer_pragma(gateway, "PRAGMA query_only = OFF")
+    await land(gateway, "after")
     rows = await asyncio.to_thread(query, db, "SELECT content FROM touchpoints ORDER BY id")
     assert [c for (c,) in rows] == ["before", "after"]
