@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import openapi_reports
+
 _NULLABLE_STR = {"type": ["string", "null"]}
 
 TOUCHPOINT = {
@@ -141,6 +143,7 @@ def openapi_document() -> dict[str, Any]:
                 "Conversion": CONVERSION,
                 "BadEvent": BAD_EVENT,
                 "Error": ERROR,
+                **openapi_reports.SCHEMAS,
             },
         },
         "security": [{"bearer": []}],
@@ -375,6 +378,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            **openapi_reports.PATHS,
             "/api/openapi.json": {
                 "get": {
                     "summary": "This document",
