@@ -150,7 +150,9 @@ def generate(
         if user:
             for device in devices:
                 ms = int(times[0].timestamp() * 1000)
-                other["identities"].append((new_id(ms), iso(times[0]), "synth", device, user, "login", "rule"))
+                other["identities"].append(
+                    (new_id(ms), iso(times[0]), "synth", device, user, "login", "rule")
+                )
                 counts.identities += 1
         if rng.random() < convert_chance:
             for _ in range(rng.choices((1, 2), (85, 15))[0]):

@@ -26,6 +26,7 @@ import msgspec
 from yarl import URL
 
 from gateway.channels import CLASSES, Channels
+from gateway.payouts import PayoutsOptions, validate_payouts
 from gateway.ruleconfig import (
     ConversionRule,
     IdentityRule,
@@ -267,9 +268,10 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     conversions: tuple[ConversionRule, ...] = ()
     channels: ChannelsOptions = ChannelsOptions()
     attribution: AttributionOptions = AttributionOptions()
+    payouts: PayoutsOptions = PayoutsOptions()
 
 
-SECTIONS: dict[str, type[_Options]] = {
+SECTIONS: dict[str, type[msgspec.Struct]] = {
     "proxy": ProxyOptions,
     "identity": IdentityOptions,
     "campaign": CampaignOptions,
@@ -278,6 +280,7 @@ SECTIONS: dict[str, type[_Options]] = {
     "webhooks": WebhooksOptions,
     "channels": ChannelsOptions,
     "attribution": AttributionOptions,
+    "payouts": PayoutsOptions,
 }
 
 ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {"sources": SourceOptions, "conversions": ConversionRule}
@@ -558,6 +561,7 @@ def validate(options: Options) -> list[str]:
     validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
     p += validate_channels(options.channels) + validate_attribution(options.attribution)
+    p += validate_payouts(options.payouts)
     return p
 
 
