@@ -261,6 +261,20 @@ class Reports:
                 paths[row[0]].append((row[2], row[1], channel))
         return [([c for _, _, c in sorted(p)], False) for p in paths.values()]
 
+    async def creator_clicks(
+        self, since: datetime, until: datetime, accepted: frozenset[str]
+    ) -> dict[tuple[str, bool], int]:
+        """Touchpoints with a creator ID in the period: (creator_id, quarantined) → count."""
+        sql = (
+            f"SELECT t.creator_id, {self.verdict}, count(*) FROM {self.source} t"
+            " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
+            " AND t.creator_id IS NOT NULL GROUP BY 1, 2"
+        )
+        clicks: dict[tuple[str, bool], int] = defaultdict(int)
+        async for creator, verdict, n in self._stream(sql, _bounds(since, until, since)):
+            clicks[creator, (verdict or "allow") not in accepted] += n
+        return dict(clicks)
+
     async def credit(
         self,
         since: datetime,
@@ -347,6 +361,34 @@ def credit_table(
                     sums[0] += value
                     sums[1] += count
     return dict(table)
+
+
+def quarantined_credit(
+    attribution: Attribution,
+    convs: Iterable[Conv],
+    model: str,
+    accepted: frozenset[str],
+    params: Params,
+) -> dict[tuple[str, str | None], list[int]]:
+    """What touches with a creator ID and an unaccepted verdict would have earned had every
+    verdict counted: (creator_id, currency) → [value in minor units, millionths]."""
+    convs = list(convs)
+    every = accepted | {t.verdict for c in convs for t in c.touches if t.verdict is not None}
+    shares = _Shares(params)
+    out: dict[tuple[str, str | None], list[int]] = defaultdict(lambda: [0, 0])
+    for conv in convs:
+        if not any(t.creator_id and (t.verdict or "allow") not in accepted for t in conv.touches):
+            continue
+        path = attribution.eligible(conv.touches, conv.at, every)
+        if not path:
+            continue
+        values, counts = shares(model, path, conv.at, (conv.minor, MICRO))
+        for touch, value, n in zip(path, values, counts, strict=True):
+            creator = getattr(touch, "creator_id", None)
+            if creator and (touch.verdict or "allow") not in accepted and (value or n):
+                out[creator, conv.currency][0] += value
+                out[creator, conv.currency][1] += n
+    return dict(out)
 
 
 async def credits_by_channel(
