@@ -1,5 +1,5 @@
-"""The ``gateway`` command: ``run``, ``check``, ``init``, ``replay-bad``, ``send-test-event``
-and ``reclassify``.
+"""The ``gateway`` command: ``run``, ``check``, ``init``, ``replay-bad``, ``send-test-event``,
+``reclassify`` and ``report``.
 
 Config problems are printed one per line, each naming its TOML key, and the
 command exits 2; nothing prints a traceback for something the operator can fix.
@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from gateway import report_cli
 from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     recl.add_argument("--dry-run", action="store_true", help="count the changes, write nothing")
     recl.add_argument("--batch-size", type=_batch_size, default=1000, help="touchpoints per transaction")
     recl.set_defaults(func=cmd_reclassify)
+    report_cli.add_parser(sub, DEFAULT_CONFIG)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import subprocess
@@ -220,3 +221,61 @@ def test_check_prints_tables_of_options_as_valid_toml(tmp_path: Path) -> None:
     assert printed["channels"]["referrers"] == {"kagi.com": "search/Kagi"}
     assert printed["channels"]["rules"][0]["channel"] == "Podcasts"
     assert printed["attribution"]["lookback_days"]["conversion"] == 7.0
+
+
+def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
+    import asyncio
+
+    from gateway.config import StorageOptions
+    from gateway.metrics import Metrics
+    from storage.local import LocalStore
+    from tests.gateway.test_reports_api import EVENTS, PAYOUTS
+
+    async def fill() -> None:
+        store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+        await store.open()
+        await store.write(EVENTS)
+        await store.close()
+
+    asyncio.run(fill())
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"[storage]\npath = 'gw.db'\n{PAYOUTS}")
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    done = gateway("report", "-c", str(cfg), *period)  # no secrets needed
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("attribution: 2026-11-01T00:00:00Z .. 2026-12-01T00:00:00Z, model linear")
+    header = lines[2].split()
+    assert header == ["group", "currency", "conversions", "value"]
+    assert lines[4].split() == ["Affiliates", "EUR", "1.333334", "43.35"]  # largest first, aligned
+    assert lines[4].index("43.35") + 5 == len(lines[2])  # numbers right-aligned under their header
+    assert "total EUR: conversions 3, value 115.01" in done.stdout
+
+    done = gateway("report", "-c", str(cfg), *period, "--payouts", "--model", "linear", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.splitlines()
+    assert rows[0] == "creator_id,status,tier,rule,currency,clicks,conversions,value,payout"
+    assert "cr_ana,approve,gold,tier gold: 10% of value,EUR,1,0.333334,33.34,3.33" in rows
+
+    done = gateway(
+        "report", "-c", str(cfg), *period, "--model", "all", "--group-by", "creator_id", "--format", "ndjson"
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {r["group"]: r for r in map(json.loads, done.stdout.splitlines()) if r["currency"] == "EUR"}
+    assert (rows["cr_ana"]["first_touch_value"], rows["cr_ana"]["last_touch_value"]) == (0, 100)
+
+    assert "touches  3" in gateway("report", "-c", str(cfg), *period, "--paths").stdout
+
+
+def test_report_explains_its_problems(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'none.db'\n")
+    done = gateway("report", "-c", str(cfg))
+    assert done.returncode == 1 and "no store at" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--since", "last week")
+    assert done.returncode == 2 and "--since: expected an ISO 8601" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--payouts", "--model", "all")
+    assert done.returncode == 2 and "--model" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--model", "best")
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+    assert "Traceback" not in done.stderr
