@@ -9,7 +9,6 @@ here, at the edge. A report is one table: ``columns`` and flat ``rows``, plus ``
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import statistics
@@ -152,10 +151,10 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     """Credited conversions and value per group and currency (and per day with ``by_day``);
     with several models, one column pair per model."""
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    convs = await reports.load(q.since, q.until, q.conversion)
+    convs = await reports.load(q.since, q.until, q.conversion, q.group_by)
     params = await reports.params_for(q.models, convs, q.since, q.until, accepted)
-    table = await asyncio.to_thread(
-        credit_table, reports.attribution, convs, q.models, q.group_by, accepted, params, by_day=by_day
+    table = await reports.run(
+        credit_table, reports.eligible, convs, q.models, q.group_by, accepted, params, by_day
     )
     single = len(q.models) == 1
     pairs = [("conversions", "value")] if single else [(f"{m}_conversions", f"{m}_value") for m in q.models]
@@ -181,10 +180,10 @@ async def paths(reports: Reports, q: Query) -> Report:
     convs = await reports.load(q.since, q.until, q.conversion)
     lengths, days = [], []
     for c in convs:
-        path = reports.attribution.eligible(c.touches, c.at, accepted)
+        path = reports.eligible(c, accepted)
         lengths.append(len(path))
         if path:
-            days.append((c.at - path[0].ts).total_seconds() / 86400)
+            days.append((c.at - datetime.fromisoformat(path[0][0])).total_seconds() / 86400)
     touches = defaultdict(int, {b: 0 for b in TOUCH_BUCKETS})
     for n in lengths:
         touches[str(n) if n < 10 else "10+"] += 1
@@ -236,14 +235,10 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     with its clicks and what it would have earned, and paid nothing."""
     model = q.models[0]
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    convs = await reports.load(q.since, q.until, q.conversion)
+    convs = await reports.load(q.since, q.until, q.conversion, "creator_id")
     params = await reports.params_for([model], convs, q.since, q.until, accepted)
-    earned = await asyncio.to_thread(
-        credit_table, reports.attribution, convs, [model], "creator_id", accepted, params
-    )
-    withheld = await asyncio.to_thread(
-        quarantined_credit, reports.attribution, convs, model, accepted, params
-    )
+    earned = await reports.run(credit_table, reports.eligible, convs, [model], "creator_id", accepted, params)
+    withheld = await reports.run(quarantined_credit, reports.eligible, convs, model, accepted, params)
     clicks = await reports.creator_clicks(q.since, q.until, accepted)
     rows: list[dict[str, Any]] = []
     totals: dict[str | None, int] = defaultdict(int)

@@ -1,11 +1,18 @@
 """Attribution over the local store: credits per group, per day, path lengths, creator credits.
 
-Reads conversions, identities and touchpoints (never writes), on its own connection. SQL
-does the joins in one indexed, streamed query — each conversion of the period to every
-visitor (device) of its user, through ``identities``, and to those visitors' touchpoints
-inside the widest lookback window — and ``gateway/attribution.py`` does the rest:
-eligibility, the models, exact money. Values are kept per currency, in minor units;
-credited conversions are counted in millionths, so they add up to whole conversions.
+Reads conversions, identities and touchpoints (never writes). SQL does the joins in one
+indexed, streamed query — each conversion of the period to every visitor (device) of its
+user, through ``identities``, and to those visitors' touchpoints inside the widest lookback
+window — and the models of ``gateway/attribution.py`` share each conversion's value, in
+exact minor units; credited conversions are counted in millionths, so they add up to whole
+conversions.
+
+Speed (a million touchpoints in seconds): the query runs on a plain ``sqlite3``
+connection in a worker thread, so the event loop (and the proxy beside it) stays free;
+candidate touches stay plain tuples; eligibility compares the stored ISO 8601 timestamps
+as text (their order is time order) against per-conversion cut-offs, exactly as
+``Attribution.eligible`` does with datetimes; models whose weights depend only on the
+number of touches get their shares from a cache.
 
 Which touchpoint columns exist is learned once, at ``open``: a ``verdict`` column (bot
 scoring) is used when present, and an ``effective_touchpoints`` view (verdicts with the
@@ -14,14 +21,15 @@ analysts' overrides applied) is preferred to the table when it exists.
 
 from __future__ import annotations
 
-import re
+import asyncio
+import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
@@ -30,18 +38,15 @@ from gateway.attribution import MODELS, Attribution, Params, Touch, distribute, 
 from gateway.channels import DIRECT, INTERNAL, Channels, Signals
 from gateway.events import iso
 from gateway.ids import id_floor
-from storage.local import connect
 
 MICRO = 1_000_000
 """One conversion, in the units credited conversions are shared in."""
-FETCH = 5000
-"""Rows per round trip to the database thread (aiosqlite's default is 64)."""
 GROUPS = ("channel", "source", "medium", "campaign", "creator_id")
 _decode = msgspec.json.Decoder(dict[str, str])
-_COLUMNS = (
-    "t.id, t.ts, t.channel, t.raw_params, {verdict}, t.source, t.medium, t.campaign, "
-    "t.click_id_kind, t.creator_id, t.referrer_host"
-)
+_T = TypeVar("_T")
+
+Cand = tuple[str, str, str, str | None, str, str | None]
+"""A candidate touch: (ts, id, channel, verdict, tier, group value). Tuple order is time order."""
 
 # The devices of each conversion of the period: its own visitor, and every visitor bound to
 # its user (the user it was recorded for, or the one its visitor is bound to). Conversion
@@ -62,16 +67,11 @@ devices AS (
     SELECT users.id, i.visitor_key FROM users JOIN identities i ON i.user_key = users.user_key
 )
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Row(Touch):
-    """A stored touchpoint as the reports see it: the model's ``Touch`` plus what rows group by."""
-
-    source: str | None = None
-    medium: str | None = None
-    campaign: str | None = None
-    creator_id: str | None = None
+# Signals to classify a row stored before channels existed; NULL for every other row.
+_SIGNALS = (
+    "CASE WHEN t.channel IS NULL THEN json_array(t.source, t.medium, t.campaign, t.click_id_kind, "
+    "t.creator_id, t.referrer_host) END"
+)
 
 
 @dataclass(slots=True)
@@ -79,10 +79,11 @@ class Conv:
     """A conversion of the period and every candidate touch of its devices (not yet filtered)."""
 
     id: str
+    ts: str
     at: datetime
     minor: int
     currency: str | None
-    touches: list[Row] = field(default_factory=list)
+    touches: list[Cand] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,107 +117,184 @@ def _bounds(since: datetime, until: datetime, start: datetime) -> dict[str, str]
     }
 
 
-class _Rows:
-    """Stored touchpoint rows → ``Row``, classifying rows recorded before channels existed."""
+def _at(ts: str) -> datetime:
+    return datetime.fromisoformat(ts)
 
-    def __init__(self, attribution: Attribution, channels: Channels) -> None:
-        self.tiers, self.channels = attribution.tiers, channels
-        names = attribution.tiers.params
-        self.names_tier = re.compile("|".join(map(re.escape, names))).search if names else None
-        self.by_campaign: dict[str | None, str] = {}
 
-    def tier(self, campaign: str | None, raw: str) -> str:
-        # Most rows name no tier parameter: skip decoding their JSON.
-        if self.names_tier is not None and self.names_tier(raw):
-            return self.tiers.tier_of(campaign, _decode.decode(raw))
-        tier = self.by_campaign.get(campaign)
-        if tier is None:
-            tier = self.by_campaign[campaign] = self.tiers.tier_of(campaign)
-        return tier
+class Eligibility:
+    """``Attribution.eligible`` over candidate tuples: same rules, text timestamps."""
 
-    def row(self, r: Sequence[Any]) -> Row:
-        # r: id, ts, channel, raw_params, verdict, source, medium, campaign, click_id_kind,
-        # creator_id, referrer_host
-        channel = r[2]
-        if channel is None:
-            channel = self.channels.classify(Signals(r[5], r[6], r[7], r[8], r[9], r[10]))
-        return Row(
-            r[0], datetime.fromisoformat(r[1]), channel, self.tier(r[7], r[3]), r[4], r[5], r[6], r[7], r[9]
-        )
+    def __init__(self, attribution: Attribution) -> None:
+        self.windows = attribution.tiers.windows
+        self.default = attribution.tiers.default
+
+    def __call__(self, conv: Conv, accepted: frozenset[str]) -> list[Cand]:
+        """Touches at or before the conversion, no older than their tier's window (the
+        boundary counts), of an accepted verdict, not internal; in time order."""
+        if not conv.touches:
+            return []
+        cutoffs = {tier: iso(conv.at - window) for tier, window in self.windows.items()}
+        at = conv.ts
+        kept = [
+            c
+            for c in conv.touches
+            if c[0] <= at and c[2] != INTERNAL and (c[3] or "allow") in accepted and c[0] >= cutoffs[c[4]]
+        ]
+        kept.sort()
+        return kept
+
+
+def touches(path: Sequence[Cand]) -> list[Touch]:
+    """Candidates as the models' ``Touch`` (only the models that look at time or channel need them)."""
+    return [Touch(c[1], _at(c[0]), c[2], c[4], c[3]) for c in path]
 
 
 class Reports:
-    """Reports over one store file; ``open`` once, then ask as often as needed."""
+    """Reports over one store file; ``open`` once, then ask as often as needed. Queries run
+    one at a time on one read connection, in a worker thread."""
 
     def __init__(self, path: Path, attribution: Attribution, channels: Channels) -> None:
         self.path, self.attribution, self.channels = path, attribution, channels
-        self._db: aiosqlite.Connection | None = None
+        self.eligible = Eligibility(attribution)
+        self._db: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
         self.source = "touchpoints"
         self.verdict = "NULL"
+        # Rows naming no tier parameter (most) never have their raw parameters read.
+        names = attribution.tiers.params
+        self._tier_args = {f"tier_{i}": f'"{n}"' for i, n in enumerate(names)}
 
     async def open(self) -> None:
-        self._db = await connect(self.path)
-        await self.detect()
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages stay warm between reports
+        self._db = db
+        self._detect()
 
     async def detect(self) -> None:
-        """Learn the schema: the verdict column and the effective_touchpoints view, if any."""
-        async with self.db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'view' AND name = 'effective_touchpoints'"
-        ) as cursor:
-            self.source = "effective_touchpoints" if await cursor.fetchone() else "touchpoints"
-        async with self.db.execute(f"PRAGMA table_info({self.source})") as cursor:
-            columns = {row[1] for row in await cursor.fetchall()}
+        """Learn the schema again: the verdict column and the effective_touchpoints view, if any."""
+        await self.run(self._detect)
+
+    def _detect(self) -> None:
+        db = self.db
+        view = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'effective_touchpoints'"
+        ).fetchone()
+        self.source = "effective_touchpoints" if view else "touchpoints"
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({self.source})")}
         self.verdict = "t.verdict" if "verdict" in columns else "NULL"
 
     @classmethod
     async def on(cls, db: aiosqlite.Connection, attribution: Attribution, channels: Channels) -> Reports:
-        """Reports over an open connection (the caller closes it)."""
-        reports = cls(Path(), attribution, channels)
-        reports._db = db
-        await reports.detect()
+        """Reports over the file an open connection reads (with its own connection; ``close`` it)."""
+        async with db.execute("PRAGMA database_list") as cursor:
+            path = next(row[2] for row in await cursor.fetchall() if row[1] == "main")
+        reports = cls(Path(path), attribution, channels)
+        await reports.open()
         return reports
 
     async def close(self) -> None:
         if self._db is not None:
-            await self._db.close()
-            self._db = None
+            db, self._db = self._db, None
+            await asyncio.to_thread(db.close)
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def db(self) -> sqlite3.Connection:
         assert self._db is not None, "Reports.open() was not awaited"
         return self._db
 
-    async def _stream(self, sql: str, args: dict[str, str]) -> Any:
-        async with self.db.execute(sql, args) as cursor:
-            while rows := await cursor.fetchmany(FETCH):
-                for row in rows:
-                    yield row
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in the worker thread, one at a time (CPU-heavy work leaves the loop free)."""
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
 
-    async def load(self, since: datetime, until: datetime, conversion: str | None = None) -> list[Conv]:
+    def _tier(self) -> Callable[[str | None, str | None], str]:
+        tiers = self.attribution.tiers
+        by_campaign: dict[str | None, str] = {}
+
+        def tier(campaign: str | None, raw: str | None) -> str:
+            if raw is not None:
+                return tiers.tier_of(campaign, _decode.decode(raw))
+            found = by_campaign.get(campaign)
+            if found is None:
+                found = by_campaign[campaign] = tiers.tier_of(campaign)
+            return found
+
+        return tier
+
+    def _channel(self, signals: str) -> str:
+        return self.channels.classify(Signals(*msgspec.json.decode(signals)))
+
+    async def load(
+        self, since: datetime, until: datetime, conversion: str | None = None, group_by: str = "channel"
+    ) -> list[Conv]:
         """Conversions with ``since <= ts < until`` (of one name, if given), each with the
-        touchpoints of all its devices from the widest lookback window before ``since`` on."""
+        touchpoints of all its devices from the widest lookback window before ``since`` on;
+        each touch carries its ``group_by`` value."""
+        if group_by not in GROUPS:
+            raise ValueError(f"cannot group by {group_by!r}")
+        return await self.run(self._load, since, until, conversion, group_by)
+
+    def _load(self, since: datetime, until: datetime, conversion: str | None, group_by: str) -> list[Conv]:
         widest = max(self.attribution.tiers.windows.values())
-        args = _bounds(since, until, since - widest)
+        args: dict[str, Any] = _bounds(since, until, since - widest)
         name = ""
         if conversion is not None:
             name, args["name"] = "AND name = :name", conversion
         convs: dict[str, Conv] = {}
-        sql = "SELECT id, ts, value, currency FROM conversions WHERE id >= :since_id AND id < :until_id "
-        async for cid, ts, amount, currency in self._stream(
-            sql + f"AND ts >= :since AND ts < :until {name}", args
-        ):
-            convs[cid] = Conv(cid, datetime.fromisoformat(ts), to_minor(amount, currency), currency)
-        rows = _Rows(self.attribution, self.channels)
+        sql = (
+            "SELECT id, ts, value, currency FROM conversions WHERE id >= :since_id AND id < :until_id "
+            f"AND ts >= :since AND ts < :until {name}"
+        )
+        for cid, ts, amount, currency in self.db.execute(sql, args):
+            convs[cid] = Conv(cid, ts, _at(ts), to_minor(amount, currency), currency)
+        # Only indexed columns (see migration 0006), so the join reads no table page.
+        group = f"t.{group_by}"
         sql = (
             _DEVICES.format(name=name)
-            + "SELECT d.id, "
-            + _COLUMNS.format(verdict=self.verdict)
+            + f"SELECT d.id, t.ts, t.id, t.channel, {self.verdict}, t.campaign, {group}"
             + f" FROM devices d JOIN {self.source} t ON t.visitor_key = d.visitor_key"
             + " WHERE t.id >= :from_id AND t.id < :until_id AND t.ts >= :from AND t.ts < :until"
         )
-        async for row in self._stream(sql, args):
-            convs[row[0]].touches.append(rows.row(row[1:]))
-        return sorted(convs.values(), key=lambda c: (c.at, c.id))
+        tier = self._tier()
+        named = self._tier_params(args) if self._tier_args else {}
+        unclassified: list[tuple[Conv, int]] = []
+        for cid, ts, tid, channel, verdict, campaign, value in self.db.execute(sql, args):
+            touches = convs[cid].touches
+            if channel is None:  # recorded before channels existed: classified below
+                unclassified.append((convs[cid], len(touches)))
+            touches.append((ts, tid, channel, verdict, tier(campaign, named.get(tid)), value))
+        if unclassified:
+            self._classify(unclassified, group_by == "channel")
+        return sorted(convs.values(), key=lambda c: (c.ts, c.id))
+
+    def _tier_params(self, args: dict[str, Any]) -> dict[str, str]:
+        """Raw parameters of the window's touchpoints that name a tier parameter (few), by id."""
+        tests = " OR ".join(f"instr(raw_params, :{name})" for name in self._tier_args)
+        sql = (
+            f"SELECT id, raw_params FROM {self.source} WHERE id >= :from_id AND id < :until_id AND ({tests})"
+        )
+        return dict(self.db.execute(sql, args | self._tier_args))
+
+    def _classify(self, unclassified: list[tuple[Conv, int]], grouped_by_channel: bool) -> None:
+        """Give rows stored before channels existed their channel (``gateway reclassify`` stores it)."""
+        ids = list({conv.touches[i][1] for conv, i in unclassified})
+        channels: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            sql = (
+                "SELECT id, source, medium, campaign, click_id_kind, creator_id, referrer_host "
+                f"FROM touchpoints WHERE id IN ({', '.join('?' * len(chunk))})"
+            )
+            for tid, *signals in self.db.execute(sql, chunk):
+                channels[tid] = self.channels.classify(Signals(*signals))
+        for conv, i in unclassified:
+            ts, tid, _, verdict, tier, value = conv.touches[i]
+            channel = channels.get(tid, DIRECT)
+            conv.touches[i] = (ts, tid, channel, verdict, tier, channel if grouped_by_channel else value)
 
     async def params_for(
         self,
@@ -231,34 +309,42 @@ class Reports:
         params = self.attribution.params
         if "data_driven" not in models:
             return params
-        paths = [self.attribution.eligible(c.touches, c.at, accepted) for c in convs]
-        journeys = [([t.channel for t in path], True) for path in paths]
-        converted = {t.id for path in paths for t in path}
-        journeys += await self._other_journeys(since, until, accepted, converted)
+        return await self.run(self._learn, params, convs, since, until, accepted)
+
+    def _learn(
+        self,
+        params: Params,
+        convs: Sequence[Conv],
+        since: datetime,
+        until: datetime,
+        accepted: frozenset[str],
+    ) -> Params:
+        paths = [self.eligible(c, accepted) for c in convs]
+        journeys = [([t[2] for t in path], True) for path in paths]
+        converted = {t[1] for path in paths for t in path}
+        journeys += self._other_journeys(since, until, accepted, converted)
         return replace(params, channel_weights=markov_weights(journeys))
 
-    async def _other_journeys(
+    def _other_journeys(
         self, since: datetime, until: datetime, accepted: frozenset[str], converted: set[str]
     ) -> list[tuple[list[str], bool]]:
         """Paths of the period's touchpoints that no conversion used, one per person (a user,
         or an unbound visitor): the journeys that did not convert."""
-        rows = _Rows(self.attribution, self.channels)
         # Each visitor's person: the user of its earliest binding (SQLite takes the bare
         # user_key from the row holding min(id)), else the visitor itself.
         sql = (
-            "SELECT coalesce(b.user_key, t.visitor_key), "
-            + _COLUMNS.format(verdict=self.verdict)
-            + f" FROM {self.source} t LEFT JOIN (SELECT visitor_key, user_key, min(id) FROM identities"
+            f"SELECT coalesce(b.user_key, t.visitor_key), t.ts, t.id, t.channel, {self.verdict}, {_SIGNALS}"
+            f" FROM {self.source} t LEFT JOIN (SELECT visitor_key, user_key, min(id) FROM identities"
             " GROUP BY visitor_key) b ON b.visitor_key = t.visitor_key"
             " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
         )
         paths: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-        async for row in self._stream(sql, _bounds(since, until, since)):
-            if row[1] in converted or (row[5] or "allow") not in accepted:
+        for person, ts, tid, channel, verdict, signals in self.db.execute(sql, _bounds(since, until, since)):
+            if tid in converted or (verdict or "allow") not in accepted:
                 continue
-            channel = row[3] if row[3] is not None else rows.row(row[1:]).channel
+            channel = channel if channel is not None else self._channel(signals)
             if channel != INTERNAL:
-                paths[row[0]].append((row[2], row[1], channel))
+                paths[person].append((ts, tid, channel))
         return [([c for _, _, c in sorted(p)], False) for p in paths.values()]
 
     async def creator_clicks(
@@ -270,10 +356,14 @@ class Reports:
             " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
             " AND t.creator_id IS NOT NULL GROUP BY 1, 2"
         )
-        clicks: dict[tuple[str, bool], int] = defaultdict(int)
-        async for creator, verdict, n in self._stream(sql, _bounds(since, until, since)):
-            clicks[creator, (verdict or "allow") not in accepted] += n
-        return dict(clicks)
+
+        def count() -> dict[tuple[str, bool], int]:
+            clicks: dict[tuple[str, bool], int] = defaultdict(int)
+            for creator, verdict, n in self.db.execute(sql, _bounds(since, until, since)):
+                clicks[creator, (verdict or "allow") not in accepted] += n
+            return dict(clicks)
+
+        return await self.run(count)
 
     async def credit(
         self,
@@ -285,14 +375,12 @@ class Reports:
         conversion: str | None = None,
         verdicts: Iterable[str] | None = None,
         by_day: bool = False,
-        convs: Sequence[Conv] | None = None,
     ) -> Table:
         """Every model's credits of the period's conversions per (day, group, currency)."""
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
-        if convs is None:
-            convs = await self.load(since, until, conversion)
+        convs = await self.load(since, until, conversion, group_by)
         params = await self.params_for(models, convs, since, until, accepted)
-        return credit_table(self.attribution, convs, models, group_by, accepted, params, by_day=by_day)
+        return await self.run(credit_table, self.eligible, convs, models, group_by, accepted, params, by_day)
 
 
 _POSITIONAL = frozenset({"first_touch", "last_touch", "linear", "position_based", "weighted_last_touch"})
@@ -308,18 +396,18 @@ class _Shares:
         self.cache: dict[tuple[str, int, int], list[int]] = {}
 
     def __call__(
-        self, model: str, path: Sequence[Touch], at: datetime, totals: Sequence[int]
+        self, model: str, path: Sequence[Cand], at: datetime, totals: Sequence[int]
     ) -> list[list[int]]:
         n = len(path)
         if model not in _POSITIONAL:
-            computed = MODELS[model](path, at, self.params)
+            computed = MODELS[model](touches(path), at, self.params)
             return [distribute(total, computed) for total in totals]
         out = []
         for total in totals:
             shares = self.cache.get((model, n, total))
             if shares is None:
                 if (model, n) not in self.weights:
-                    self.weights[model, n] = MODELS[model](path, at, self.params)
+                    self.weights[model, n] = MODELS[model](touches(path), at, self.params)
                 shares = distribute(total, self.weights[model, n])
                 if len(self.cache) < 100_000:
                     self.cache[model, n, total] = shares
@@ -328,64 +416,63 @@ class _Shares:
 
 
 def credit_table(
-    attribution: Attribution,
+    eligible: Eligibility,
     convs: Iterable[Conv],
     models: Sequence[str],
     group_by: str,
     accepted: frozenset[str],
     params: Params,
-    *,
     by_day: bool = False,
 ) -> Table:
-    """Pure: each conversion's eligible touches credited under every model, summed per row."""
-    if group_by not in GROUPS:
-        raise ValueError(f"cannot group by {group_by!r}")
+    """Each conversion's eligible touches credited under every model, summed per row (the
+    touches carry the ``group_by`` value they were loaded with)."""
     shares = _Shares(params)
     table: Table = defaultdict(lambda: {m: [0, 0] for m in models})
     no_touch = DIRECT if group_by == "channel" else None
     for conv in convs:
-        day = conv.at.date().isoformat() if by_day else None
-        path = attribution.eligible(conv.touches, conv.at, accepted)
+        day = conv.ts[:10] if by_day else None
+        path = eligible(conv, accepted)
         if not path:
             cell = table[day, no_touch, conv.currency]
             for m in models:
                 cell[m][0] += conv.minor
                 cell[m][1] += MICRO
             continue
-        groups = [getattr(t, group_by) for t in path]
+        totals_of = (conv.minor, MICRO)
         for m in models:
-            values, counts = shares(m, path, conv.at, (conv.minor, MICRO))
-            for group, value, count in zip(groups, values, counts, strict=True):
-                if value or count:
-                    sums = table[day, group, conv.currency][m]
+            values, counts = shares(m, path, conv.at, totals_of)
+            for touch, value, n in zip(path, values, counts, strict=True):
+                if value or n:
+                    sums = table[day, touch[5], conv.currency][m]
                     sums[0] += value
-                    sums[1] += count
+                    sums[1] += n
     return dict(table)
 
 
 def quarantined_credit(
-    attribution: Attribution,
+    eligible: Eligibility,
     convs: Iterable[Conv],
     model: str,
     accepted: frozenset[str],
     params: Params,
 ) -> dict[tuple[str, str | None], list[int]]:
-    """What touches with a creator ID and an unaccepted verdict would have earned had every
-    verdict counted: (creator_id, currency) → [value in minor units, millionths]."""
+    """What touches with a group value (loaded grouped by creator_id: a creator) and an
+    unaccepted verdict would have earned had every verdict counted:
+    (creator_id, currency) → [value in minor units, millionths]."""
     convs = list(convs)
-    every = accepted | {t.verdict for c in convs for t in c.touches if t.verdict is not None}
+    every = accepted | {t[3] for c in convs for t in c.touches if t[3] is not None}
     shares = _Shares(params)
     out: dict[tuple[str, str | None], list[int]] = defaultdict(lambda: [0, 0])
     for conv in convs:
-        if not any(t.creator_id and (t.verdict or "allow") not in accepted for t in conv.touches):
+        if not any(t[5] and (t[3] or "allow") not in accepted for t in conv.touches):
             continue
-        path = attribution.eligible(conv.touches, conv.at, every)
+        path = eligible(conv, every)
         if not path:
             continue
         values, counts = shares(model, path, conv.at, (conv.minor, MICRO))
         for touch, value, n in zip(path, values, counts, strict=True):
-            creator = getattr(touch, "creator_id", None)
-            if creator and (touch.verdict or "allow") not in accepted and (value or n):
+            creator = touch[5]
+            if creator and (touch[3] or "allow") not in accepted and (value or n):
                 out[creator, conv.currency][0] += value
                 out[creator, conv.currency][1] += n
     return dict(out)
@@ -404,7 +491,10 @@ async def credits_by_channel(
     """Credits of every conversion with ``since <= ts < until`` under ``model``, per channel
     and currency, largest value first; channels credited nothing are left out."""
     reports = await Reports.on(db, attribution, channels)
-    table = await reports.credit(since, until, [model], verdicts=verdicts)
+    try:
+        table = await reports.credit(since, until, [model], verdicts=verdicts)
+    finally:
+        await reports.close()
     report = [
         ChannelCredit(str(group), currency, sums[model][0], sums[model][1])
         for (_, group, currency), sums in table.items()

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.attribution import MODELS, Attribution
-from gateway.channels import Channels
+from gateway.attribution import MODELS, Attribution, Touch
+from gateway.channels import INTERNAL, Channels
 from gateway.config import AttributionOptions, ChannelsOptions, StorageOptions
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from storage.local import LocalStore, connect
-from storage.reports import MICRO, credits_by_channel
+from storage.reports import MICRO, Conv, Eligibility, credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SINCE, UNTIL = T0, T0 + timedelta(days=30)
@@ -156,3 +158,53 @@ async def test_quarantined_touchpoints_are_excluded_once_verdicts_exist(
 async def test_an_empty_period(db: aiosqlite.Connection, channels: Channels) -> None:
     attribution = Attribution(AttributionOptions())
     assert await credits_by_channel(db, attribution, channels, "linear", at(100), at(101)) == []
+
+
+async def test_a_tier_parameter_shortens_the_window(tmp_path: Path, channels: Channels) -> None:
+    """utm_tier=conversion (7 days) drops a touch 10 days old; the same touch untiered
+    (awareness, 30 days) counts. The tier is read from raw_params only for rows naming one."""
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    tiered = tp("a", 0, "Paid Search")
+    tiered.raw_params = {"utm_tier": "Conversion"}
+    await store.write([tiered, tp("a", 8, "Email"), tp("b", 0, "Paid Search"), tp("b", 8, "Email")])
+    await store.write([conversion(10, 10.0, visitor="a"), conversion(10, 20.0, visitor="b")])
+    await store.close()
+    conn = await connect(tmp_path / "gw.db")
+    try:
+        rows = await credits_by_channel(
+            conn, Attribution(AttributionOptions()), channels, "first_touch", SINCE, UNTIL
+        )
+    finally:
+        await conn.close()
+    assert {r.channel: r.value for r in rows} == {"Email": 1000, "Paid Search": 2000}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-40 * 86400, 2 * 86400),
+            st.sampled_from(["Email", "Direct", INTERNAL, "Paid Search"]),
+            st.sampled_from([None, "allow", "review", "block"]),
+            st.sampled_from(["awareness", "consideration", "conversion"]),
+        ),
+        max_size=12,
+    ),
+    st.sampled_from([frozenset({"allow"}), frozenset({"allow", "review"})]),
+)
+def test_text_eligibility_matches_the_models_eligibility(
+    touches: list[tuple[int, str, str | None, str]], accepted: frozenset[str]
+) -> None:
+    """The reports compare stored ISO timestamps as text; the models compare datetimes. Same
+    answer, window boundaries (to the second and on it) included."""
+    attribution = Attribution(AttributionOptions())
+    at_ = at(40)
+    conv = Conv("c", iso(at_), at_, 100, "EUR")
+    models: list[Touch] = []
+    for i, (offset, channel, verdict, tier) in enumerate(touches):
+        ts = at_ - timedelta(seconds=offset) if offset % 7 else at_ - attribution.tiers.window(tier)
+        conv.touches.append((iso(ts), f"t{i:02d}", channel, verdict, tier, channel))
+        models.append(Touch(f"t{i:02d}", ts, channel, tier, verdict))
+    expected = [t.id for t in attribution.eligible(models, at_, accepted)]
+    assert [c[1] for c in Eligibility(attribution)(conv, accepted)] == expected
