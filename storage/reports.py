@@ -45,28 +45,11 @@ GROUPS = ("channel", "source", "medium", "campaign", "creator_id")
 _decode = msgspec.json.Decoder(dict[str, str])
 _T = TypeVar("_T")
 
-Cand = tuple[str, str, str, str | None, str, str | None]
-"""A candidate touch: (ts, id, channel, verdict, tier, group value). Tuple order is time order."""
+Cand = tuple[str, str, str, str | None, str | None, str | None, str]
+"""A candidate touch, as the database returns it: (ts, id, channel, verdict, campaign —
+or ``\x00`` + tier when its parameters name one —, group value, visitor_key). Tuple order
+is time order."""
 
-# The devices of each conversion of the period: its own visitor, and every visitor bound to
-# its user (the user it was recorded for, or the one its visitor is bound to). Conversion
-# ids are UUIDv7 minted from their time, so the period is a primary-key range.
-_DEVICES = """
-WITH conv AS (
-    SELECT id, visitor_key, user_key FROM conversions
-    WHERE id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until {name}
-),
-users AS (
-    SELECT id, user_key FROM conv WHERE user_key IS NOT NULL
-    UNION
-    SELECT conv.id, i.user_key FROM conv JOIN identities i ON i.visitor_key = conv.visitor_key
-),
-devices AS (
-    SELECT id, visitor_key FROM conv WHERE visitor_key IS NOT NULL
-    UNION
-    SELECT users.id, i.visitor_key FROM users JOIN identities i ON i.user_key = users.user_key
-)
-"""
 # Signals to classify a row stored before channels existed; NULL for every other row.
 _SIGNALS = (
     "CASE WHEN t.channel IS NULL THEN json_array(t.source, t.medium, t.campaign, t.click_id_kind, "
@@ -121,12 +104,25 @@ def _at(ts: str) -> datetime:
     return datetime.fromisoformat(ts)
 
 
+class TierOf(dict[str | None, str]):
+    """campaign → tier, computed once per campaign; ``\x00`` + tier (a tier parameter) → tier."""
+
+    def __init__(self, attribution: Attribution) -> None:
+        super().__init__()
+        self.tiers = attribution.tiers
+
+    def __missing__(self, key: str | None) -> str:
+        tier = key[1:] if key and key[0] == "\x00" else self.tiers.tier_of(key)
+        self[key] = tier
+        return tier
+
+
 class Eligibility:
     """``Attribution.eligible`` over candidate tuples: same rules, text timestamps."""
 
     def __init__(self, attribution: Attribution) -> None:
         self.windows = attribution.tiers.windows
-        self.default = attribution.tiers.default
+        self.tier_of = TierOf(attribution)
 
     def __call__(self, conv: Conv, accepted: frozenset[str]) -> list[Cand]:
         """Touches at or before the conversion, no older than their tier's window (the
@@ -134,11 +130,14 @@ class Eligibility:
         if not conv.touches:
             return []
         cutoffs = {tier: iso(conv.at - window) for tier, window in self.windows.items()}
-        at = conv.ts
+        at, tier_of = conv.ts, self.tier_of
         kept = [
             c
             for c in conv.touches
-            if c[0] <= at and c[2] != INTERNAL and (c[3] or "allow") in accepted and c[0] >= cutoffs[c[4]]
+            if c[0] <= at
+            and c[2] != INTERNAL
+            and (c[3] or "allow") in accepted
+            and c[0] >= cutoffs[tier_of[c[4]]]
         ]
         kept.sort()
         return kept
@@ -146,7 +145,7 @@ class Eligibility:
 
 def touches(path: Sequence[Cand]) -> list[Touch]:
     """Candidates as the models' ``Touch`` (only the models that look at time or channel need them)."""
-    return [Touch(c[1], _at(c[0]), c[2], c[4], c[3]) for c in path]
+    return [Touch(c[1], _at(c[0]), c[2], None, c[3]) for c in path]
 
 
 class Reports:
@@ -170,7 +169,7 @@ class Reports:
     def _open(self) -> None:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA busy_timeout = 5000")
-        db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages stay warm between reports
+        db.execute("PRAGMA cache_size = -262144")  # 256 MiB of pages stay warm between reports
         self._db = db
         self._detect()
 
@@ -211,20 +210,6 @@ class Reports:
         async with self._lock:
             return await asyncio.to_thread(fn, *args)
 
-    def _tier(self) -> Callable[[str | None, str | None], str]:
-        tiers = self.attribution.tiers
-        by_campaign: dict[str | None, str] = {}
-
-        def tier(campaign: str | None, raw: str | None) -> str:
-            if raw is not None:
-                return tiers.tier_of(campaign, _decode.decode(raw))
-            found = by_campaign.get(campaign)
-            if found is None:
-                found = by_campaign[campaign] = tiers.tier_of(campaign)
-            return found
-
-        return tier
-
     def _channel(self, signals: str) -> str:
         return self.channels.classify(Signals(*msgspec.json.decode(signals)))
 
@@ -244,32 +229,60 @@ class Reports:
         name = ""
         if conversion is not None:
             name, args["name"] = "AND name = :name", conversion
-        convs: dict[str, Conv] = {}
         sql = (
-            "SELECT id, ts, value, currency FROM conversions WHERE id >= :since_id AND id < :until_id "
-            f"AND ts >= :since AND ts < :until {name}"
+            "SELECT id, ts, value, currency, visitor_key, user_key FROM conversions "
+            f"WHERE id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until {name}"
         )
-        for cid, ts, amount, currency in self.db.execute(sql, args):
-            convs[cid] = Conv(cid, ts, _at(ts), to_minor(amount, currency), currency)
-        # Only indexed columns (see migration 0006), so the join reads no table page.
-        group = f"t.{group_by}"
+        convs = []
+        devices: dict[str, list[Conv]] = defaultdict(list)
+        users_of: dict[str, list[str]] = defaultdict(list)
+        visitors_of: dict[str, list[str]] = defaultdict(list)
+        for visitor, user in self.db.execute("SELECT visitor_key, user_key FROM identities"):
+            users_of[visitor].append(user)
+            visitors_of[user].append(visitor)
+        # Each conversion's devices: its visitor, and every visitor bound to its user (the
+        # user it was recorded for, or any its visitor is bound to).
+        minor: dict[tuple[object, str | None], int] = {}  # prices repeat: Decimal work once each
+        for cid, ts, amount, currency, visitor, user in self.db.execute(sql, args):
+            value = minor.get((amount, currency))
+            if value is None:
+                value = minor[amount, currency] = to_minor(amount, currency)
+            conv = Conv(cid, ts, _at(ts), value, currency)
+            convs.append(conv)
+            users = set(users_of.get(visitor, ())) if visitor else set()
+            if user:
+                users.add(user)
+            mine = {visitor} if visitor else set()
+            for u in users:
+                mine.update(visitors_of.get(u, ()))
+            for device in mine:
+                devices[device].append(conv)
+        self.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS report_visitors (visitor_key TEXT PRIMARY KEY) WITHOUT ROWID"
+        )
+        self.db.execute("BEGIN")
+        self.db.execute("DELETE FROM temp.report_visitors")
+        self.db.executemany("INSERT INTO temp.report_visitors VALUES (?)", ((v,) for v in sorted(devices)))
+        self.db.execute("COMMIT")
+        # One range of the (covering, migration 0006) visitor index per device, each device
+        # read once however many conversions it serves.
         sql = (
-            _DEVICES.format(name=name)
-            + f"SELECT d.id, t.ts, t.id, t.channel, {self.verdict}, t.campaign, {group}"
-            + f" FROM devices d JOIN {self.source} t ON t.visitor_key = d.visitor_key"
-            + " WHERE t.id >= :from_id AND t.id < :until_id AND t.ts >= :from AND t.ts < :until"
+            f"SELECT t.ts, t.id, t.channel, {self.verdict}, t.campaign, t.{group_by}, t.visitor_key"
+            f" FROM temp.report_visitors v CROSS JOIN {self.source} t ON t.visitor_key = v.visitor_key"
+            " WHERE t.id >= :from_id AND t.id < :until_id AND t.ts >= :from AND t.ts < :until"
         )
-        tier = self._tier()
-        named = self._tier_params(args) if self._tier_args else {}
         unclassified: list[tuple[Conv, int]] = []
-        for cid, ts, tid, channel, verdict, campaign, value in self.db.execute(sql, args):
-            touches = convs[cid].touches
-            if channel is None:  # recorded before channels existed: classified below
-                unclassified.append((convs[cid], len(touches)))
-            touches.append((ts, tid, channel, verdict, tier(campaign, named.get(tid)), value))
+        for row in self.db.execute(sql, args):
+            for conv in devices[row[6]]:
+                if row[2] is None:  # recorded before channels existed: classified below
+                    unclassified.append((conv, len(conv.touches)))
+                conv.touches.append(row)
+        if self._tier_args:
+            self._name_tiers(convs, self._tier_params(args))
         if unclassified:
             self._classify(unclassified, group_by == "channel")
-        return sorted(convs.values(), key=lambda c: (c.ts, c.id))
+        convs.sort(key=lambda c: (c.ts, c.id))
+        return convs
 
     def _tier_params(self, args: dict[str, Any]) -> dict[str, str]:
         """Raw parameters of the window's touchpoints that name a tier parameter (few), by id."""
@@ -278,6 +291,18 @@ class Reports:
             f"SELECT id, raw_params FROM {self.source} WHERE id >= :from_id AND id < :until_id AND ({tests})"
         )
         return dict(self.db.execute(sql, args | self._tier_args))
+
+    def _name_tiers(self, convs: list[Conv], named: dict[str, str]) -> None:
+        """Touches whose parameters name a tier carry it (``\\x00`` + tier) instead of the campaign."""
+        if not named:
+            return
+        tiers = self.attribution.tiers
+        for conv in convs:
+            for i, c in enumerate(conv.touches):
+                raw = named.get(c[1])
+                if raw is not None:
+                    tier = tiers.tier_of(c[4], _decode.decode(raw))
+                    conv.touches[i] = (c[0], c[1], c[2], c[3], "\x00" + tier, c[5], c[6])
 
     def _classify(self, unclassified: list[tuple[Conv, int]], grouped_by_channel: bool) -> None:
         """Give rows stored before channels existed their channel (``gateway reclassify`` stores it)."""
@@ -292,9 +317,10 @@ class Reports:
             for tid, *signals in self.db.execute(sql, chunk):
                 channels[tid] = self.channels.classify(Signals(*signals))
         for conv, i in unclassified:
-            ts, tid, _, verdict, tier, value = conv.touches[i]
+            ts, tid, _, verdict, tier, value, visitor = conv.touches[i]
             channel = channels.get(tid, DIRECT)
-            conv.touches[i] = (ts, tid, channel, verdict, tier, channel if grouped_by_channel else value)
+            value = channel if grouped_by_channel else value
+            conv.touches[i] = (ts, tid, channel, verdict, tier, value, visitor)
 
     async def params_for(
         self,

@@ -204,7 +204,7 @@ def test_text_eligibility_matches_the_models_eligibility(
     models: list[Touch] = []
     for i, (offset, channel, verdict, tier) in enumerate(touches):
         ts = at_ - timedelta(seconds=offset) if offset % 7 else at_ - attribution.tiers.window(tier)
-        conv.touches.append((iso(ts), f"t{i:02d}", channel, verdict, tier, channel))
+        conv.touches.append((iso(ts), f"t{i:02d}", channel, verdict, "\x00" + tier, channel, "v"))
         models.append(Touch(f"t{i:02d}", ts, channel, tier, verdict))
     expected = [t.id for t in attribution.eligible(models, at_, accepted)]
     assert [c[1] for c in Eligibility(attribution)(conv, accepted)] == expected
