@@ -257,38 +257,47 @@ class Reports:
                 mine.update(visitors_of.get(u, ()))
             for device in mine:
                 devices[device].append(conv)
-        self.db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS report_visitors (visitor_key TEXT PRIMARY KEY) WITHOUT ROWID"
-        )
+        # One range of the (covering, migration 0006) visitor index per device, each device
+        # read once however many conversions it serves; rows name their device by number.
+        order = sorted(devices)
+        served = [devices[v] for v in order]
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS report_visitors (visitor_key TEXT NOT NULL)")
         self.db.execute("BEGIN")
         self.db.execute("DELETE FROM temp.report_visitors")
-        self.db.executemany("INSERT INTO temp.report_visitors VALUES (?)", ((v,) for v in sorted(devices)))
+        self.db.executemany(
+            "INSERT INTO temp.report_visitors (rowid, visitor_key) VALUES (?, ?)", enumerate(order)
+        )
         self.db.execute("COMMIT")
-        # One range of the (covering, migration 0006) visitor index per device, each device
-        # read once however many conversions it serves.
+        group = "NULL" if group_by == "channel" else f"t.{group_by}"  # by channel: read channel
         sql = (
-            f"SELECT t.ts, t.id, t.channel, {self.verdict}, t.campaign, t.{group_by}, t.visitor_key"
+            f"SELECT t.ts, t.id, t.channel, {self.verdict}, t.campaign, {group}, v.rowid"
             f" FROM temp.report_visitors v CROSS JOIN {self.source} t ON t.visitor_key = v.visitor_key"
             " WHERE t.id >= :from_id AND t.id < :until_id AND t.ts >= :from AND t.ts < :until"
         )
         unclassified: list[tuple[Conv, int]] = []
         for row in self.db.execute(sql, args):
-            for conv in devices[row[6]]:
+            for conv in served[row[6]]:
                 if row[2] is None:  # recorded before channels existed: classified below
                     unclassified.append((conv, len(conv.touches)))
                 conv.touches.append(row)
         if self._tier_args:
             self._name_tiers(convs, self._tier_params(args))
         if unclassified:
-            self._classify(unclassified, group_by == "channel")
+            self._classify(unclassified)
         convs.sort(key=lambda c: (c.ts, c.id))
         return convs
 
     def _tier_params(self, args: dict[str, Any]) -> dict[str, str]:
-        """Raw parameters of the window's touchpoints that name a tier parameter (few), by id."""
+        """Raw parameters of the window's touchpoints that name a tier parameter (few), by id:
+        from the partial index of migration 0006 when every tier parameter ends in ``_tier``,
+        else by reading the parameters of every touchpoint of the window."""
         tests = " OR ".join(f"instr(raw_params, :{name})" for name in self._tier_args)
+        tiered = ""
+        if all(name.endswith("_tier") for name in self.attribution.tiers.params):
+            tiered = "instr(raw_params, '_tier\"') > 0 AND "
         sql = (
-            f"SELECT id, raw_params FROM {self.source} WHERE id >= :from_id AND id < :until_id AND ({tests})"
+            f"SELECT id, raw_params FROM touchpoints WHERE {tiered}id >= :from_id AND id < :until_id"
+            f" AND ({tests})"
         )
         return dict(self.db.execute(sql, args | self._tier_args))
 
@@ -304,7 +313,7 @@ class Reports:
                     tier = tiers.tier_of(c[4], _decode.decode(raw))
                     conv.touches[i] = (c[0], c[1], c[2], c[3], "\x00" + tier, c[5], c[6])
 
-    def _classify(self, unclassified: list[tuple[Conv, int]], grouped_by_channel: bool) -> None:
+    def _classify(self, unclassified: list[tuple[Conv, int]]) -> None:
         """Give rows stored before channels existed their channel (``gateway reclassify`` stores it)."""
         ids = list({conv.touches[i][1] for conv, i in unclassified})
         channels: dict[str, str] = {}
@@ -319,7 +328,6 @@ class Reports:
         for conv, i in unclassified:
             ts, tid, _, verdict, tier, value, visitor = conv.touches[i]
             channel = channels.get(tid, DIRECT)
-            value = channel if grouped_by_channel else value
             conv.touches[i] = (ts, tid, channel, verdict, tier, value, visitor)
 
     async def params_for(
@@ -453,6 +461,7 @@ def credit_table(
     """Each conversion's eligible touches credited under every model, summed per row (the
     touches carry the ``group_by`` value they were loaded with)."""
     shares = _Shares(params)
+    at_group = 2 if group_by == "channel" else 5  # loaded by channel, a touch's group is its channel
     table: Table = defaultdict(lambda: {m: [0, 0] for m in models})
     no_touch = DIRECT if group_by == "channel" else None
     for conv in convs:
@@ -469,7 +478,7 @@ def credit_table(
             values, counts = shares(m, path, conv.at, totals_of)
             for touch, value, n in zip(path, values, counts, strict=True):
                 if value or n:
-                    sums = table[day, touch[5], conv.currency][m]
+                    sums = table[day, touch[at_group], conv.currency][m]
                     sums[0] += value
                     sums[1] += n
     return dict(table)

@@ -160,13 +160,17 @@ async def test_an_empty_period(db: aiosqlite.Connection, channels: Channels) -> 
     assert await credits_by_channel(db, attribution, channels, "linear", at(100), at(101)) == []
 
 
-async def test_a_tier_parameter_shortens_the_window(tmp_path: Path, channels: Channels) -> None:
+@pytest.mark.parametrize(("param", "names"), [("utm_tier", ("c_tier", "utm_tier")), ("funnel", ("funnel",))])
+async def test_a_tier_parameter_shortens_the_window(
+    tmp_path: Path, channels: Channels, param: str, names: tuple[str, ...]
+) -> None:
     """utm_tier=conversion (7 days) drops a touch 10 days old; the same touch untiered
-    (awareness, 30 days) counts. The tier is read from raw_params only for rows naming one."""
+    (awareness, 30 days) counts. The tier is read from raw_params only for rows naming one:
+    through the partial index for *_tier names, by a scan for any other name."""
     store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
     await store.open()
     tiered = tp("a", 0, "Paid Search")
-    tiered.raw_params = {"utm_tier": "Conversion"}
+    tiered.raw_params = {param: "Conversion"}
     await store.write([tiered, tp("a", 8, "Email"), tp("b", 0, "Paid Search"), tp("b", 8, "Email")])
     await store.write([conversion(10, 10.0, visitor="a"), conversion(10, 20.0, visitor="b")])
     await store.close()
