@@ -176,9 +176,8 @@ async def test_a_tier_parameter_shortens_the_window(
     await store.close()
     conn = await connect(tmp_path / "gw.db")
     try:
-        rows = await credits_by_channel(
-            conn, Attribution(AttributionOptions()), channels, "first_touch", SINCE, UNTIL
-        )
+        attribution = Attribution(AttributionOptions(tier_params=names))
+        rows = await credits_by_channel(conn, attribution, channels, "first_touch", SINCE, UNTIL)
     finally:
         await conn.close()
     assert {r.channel: r.value for r in rows} == {"Email": 1000, "Paid Search": 2000}
