@@ -421,30 +421,42 @@ _POSITIONAL = frozenset({"first_touch", "last_touch", "linear", "position_based"
 """Models whose weights depend only on the number of touches: their shares are cached."""
 
 
+_BY_CHANNELS = frozenset({"last_non_direct", "data_driven"})
+"""Models whose weights depend only on the touches' channels in order: cached per sequence."""
+_CACHE = 200_000
+
+
 class _Shares:
-    """Integer shares of one conversion; caches what depends only on (model, touches, total)."""
+    """Integer shares of one conversion; caches what depends only on the number of touches
+    or on their channels (and the total), never on time."""
 
     def __init__(self, params: Params) -> None:
         self.params = params
-        self.weights: dict[tuple[str, int], list[Fraction]] = {}
-        self.cache: dict[tuple[str, int, int], list[int]] = {}
+        self.weights: dict[tuple[object, ...], list[Fraction]] = {}
+        self.cache: dict[tuple[object, ...], list[int]] = {}
 
     def __call__(
         self, model: str, path: Sequence[Cand], at: datetime, totals: Sequence[int]
     ) -> list[list[int]]:
-        n = len(path)
-        if model not in _POSITIONAL:
+        if model in _POSITIONAL:
+            key: tuple[object, ...] = (model, len(path))
+        elif model in _BY_CHANNELS:
+            key = (model, *(c[2] for c in path))
+        else:
             computed = MODELS[model](touches(path), at, self.params)
             return [distribute(total, computed) for total in totals]
         out = []
         for total in totals:
-            shares = self.cache.get((model, n, total))
+            shares = self.cache.get((total, *key))
             if shares is None:
-                if (model, n) not in self.weights:
-                    self.weights[model, n] = MODELS[model](touches(path), at, self.params)
-                shares = distribute(total, self.weights[model, n])
-                if len(self.cache) < 100_000:
-                    self.cache[model, n, total] = shares
+                weights = self.weights.get(key)
+                if weights is None:
+                    weights = MODELS[model](touches(path), at, self.params)
+                    if len(self.weights) < _CACHE:
+                        self.weights[key] = weights
+                shares = distribute(total, weights)
+                if len(self.cache) < _CACHE:
+                    self.cache[(total, *key)] = shares
             out.append(shares)
         return out
 

@@ -3,7 +3,9 @@ device's touchpoints, one model's credits per channel."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from storage.local import LocalStore, connect
-from storage.reports import MICRO, Conv, Eligibility, credits_by_channel
+from storage.reports import MICRO, Conv, Eligibility, credit_table, credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SINCE, UNTIL = T0, T0 + timedelta(days=30)
@@ -211,3 +213,48 @@ def test_text_eligibility_matches_the_models_eligibility(
         models.append(Touch(f"t{i:02d}", ts, channel, tier, verdict))
     expected = [t.id for t in attribution.eligible(models, at_, accepted)]
     assert [c[1] for c in Eligibility(attribution)(conv, accepted)] == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(
+                st.tuples(
+                    st.integers(0, 35 * 86400),
+                    st.sampled_from(["Email", "Direct", "Paid Search", "Referral"]),
+                    st.sampled_from([None, "allow", "review"]),
+                ),
+                max_size=6,
+            ),
+            st.integers(0, 100_000),
+        ),
+        max_size=8,
+    ),
+    st.sampled_from(sorted(MODELS)),
+)
+def test_the_report_engine_credits_what_the_models_credit(
+    conversions: list[tuple[list[tuple[int, str, str | None]], int]], model: str
+) -> None:
+    """Candidate tuples, text eligibility and cached shares give, conversion by conversion,
+    exactly the credits of ``Attribution.credit`` on ``Touch`` objects."""
+    attribution = Attribution(AttributionOptions())
+    params = replace(attribution.params, channel_weights={"Email": 0.5, "Direct": 0.1, "Paid Search": 0.4})
+    attribution.params = params
+    accepted = frozenset({"allow"})
+    convs, expected = [], defaultdict(lambda: [0, 0])
+    for n, (journey, minor) in enumerate(conversions):
+        at_ = at(36)
+        conv = Conv(f"c{n}", iso(at_), at_, minor, "EUR")
+        models = []
+        for i, (age, channel, verdict) in enumerate(journey):
+            ts = at_ - timedelta(seconds=age)
+            conv.touches.append((iso(ts), f"t{n}-{i}", channel, verdict, None, None, "v"))
+            models.append(Touch(f"t{n}-{i}", ts, channel, None, verdict))
+        convs.append(conv)
+        for total, slot in ((minor, 0), (MICRO, 1)):
+            for credit in attribution.credit(model, models, at_, total, accepted):
+                expected[credit.channel][slot] += credit.amount
+    table = credit_table(Eligibility(attribution), convs, [model], "channel", accepted, params)
+    got = {group: sums[model] for (_, group, _), sums in table.items()}
+    assert got == {k: v for k, v in expected.items() if any(v)}
