@@ -169,7 +169,7 @@ class Reports:
     def _open(self) -> None:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA busy_timeout = 5000")
-        db.execute("PRAGMA cache_size = -262144")  # 256 MiB of pages stay warm between reports
+        db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages stay warm between reports
         self._db = db
         self._detect()
 

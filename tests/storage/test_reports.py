@@ -258,3 +258,13 @@ def test_the_report_engine_credits_what_the_models_credit(
     table = credit_table(Eligibility(attribution), convs, [model], "channel", accepted, params)
     got = {group: sums[model] for (_, group, _), sums in table.items()}
     assert got == {k: v for k, v in expected.items() if any(v)}
+
+
+async def test_the_effective_touchpoints_view_is_preferred(db: aiosqlite.Connection, report: Report) -> None:
+    """The bots branch's view (verdicts with analysts' overrides applied) wins over the table."""
+    await db.execute(
+        "CREATE VIEW effective_touchpoints AS SELECT t.*, "
+        "CASE WHEN t.channel = 'Paid Social' THEN 'block' ELSE 'allow' END AS verdict FROM touchpoints t"
+    )
+    credited = await report("first_touch")
+    assert "Paid Social" not in credited and credited["Email"] == (10000, MICRO)
