@@ -1,5 +1,5 @@
 """The ``gateway`` command: ``run``, ``check``, ``init``, ``import``, ``replay-bad``,
-``send-test-event``, ``reclassify``, ``sync --once`` and ``sink send``.
+``send-test-event``, ``reclassify``, ``report``, ``sync --once`` and ``sink send``.
 
 Config problems are printed one per line, each naming its TOML key, and the
 command exits 2; nothing prints a traceback for something the operator can fix.
@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from gateway import report_cli
 from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event
@@ -365,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     send_user.add_argument("--user", required=True, help="the site's raw user ID")
     send_user.add_argument("--sink", help="only this sink (default: every [[sinks]] entry)")
     send_user.set_defaults(func=cmd_sink_send)
+    report_cli.add_parser(sub, DEFAULT_CONFIG)
     return parser
 
 

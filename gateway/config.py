@@ -27,6 +27,7 @@ import msgspec
 from yarl import URL
 
 from gateway.channels import CLASSES, Channels
+from gateway.payouts import PayoutsOptions, validate_payouts
 from gateway.ruleconfig import (
     ConversionRule,
     IdentityRule,
@@ -437,9 +438,10 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     geo: GeoOptions = GeoOptions()
     creators: tuple[CreatorOptions, ...] = ()
     sinks: tuple[SinkOptions, ...] = ()
+    payouts: PayoutsOptions = PayoutsOptions()
 
 
-SECTIONS: dict[str, type[_Options]] = {
+SECTIONS: dict[str, type[msgspec.Struct]] = {
     "proxy": ProxyOptions,
     "identity": IdentityOptions,
     "campaign": CampaignOptions,
@@ -451,6 +453,7 @@ SECTIONS: dict[str, type[_Options]] = {
     "bots": BotsOptions,
     "geo": GeoOptions,
     "central": CentralOptions,
+    "payouts": PayoutsOptions,
 }
 
 ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -787,6 +790,7 @@ def validate(options: Options) -> list[str]:
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
     p += validate_channels(options.channels) + validate_attribution(options.attribution)
     p += _validate_bots(options)
+    p += validate_payouts(options.payouts)
     p += _validate_central(options)
     return p
 

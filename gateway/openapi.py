@@ -314,6 +314,8 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 
 def openapi_document() -> dict[str, Any]:
+    from gateway import openapi_reports  # it reads the parameter formats defined here
+
     touchpoint_ref = {"$ref": "#/components/schemas/Touchpoint"}
     return {
         "openapi": "3.1.0",
@@ -328,6 +330,7 @@ def openapi_document() -> dict[str, Any]:
                 "FraudGroup": FRAUD_GROUP,
                 "VerdictChange": VERDICT_CHANGE,
                 "Creator": CREATOR,
+                **openapi_reports.SCHEMAS,
             },
         },
         "security": [{"bearer": []}],
@@ -818,6 +821,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **openapi_reports.PATHS,
             "/api/openapi.json": {
                 "get": {
                     "summary": "This document",

@@ -30,6 +30,7 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.pipeline import build_pipeline
 from gateway.proxy import ProxyHost
+from gateway.reportapi import add_report_routes
 from storage.local import LocalStore
 from storage.queries import Reader
 from storage.sinks import SinkSet
@@ -155,6 +156,7 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
     proxy_app.cleanup_ctx.append(resources)
     admin_app = create_admin_app(settings, store, create_reader(settings), metrics, keys, creators, sinks)
     add_dashboard(admin_app)
+    add_report_routes(admin_app, settings)
     return Gateway(settings, metrics, keys, store, proxy_app, admin_app)
 
 

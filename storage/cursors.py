@@ -17,6 +17,8 @@ transaction) pulls every cursor back to the table's largest remaining rowid.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +51,10 @@ async def position(db: aiosqlite.Connection, name: str) -> int:
     return int(row[0]) if row else 0
 
 
+ADVANCE_TRIES = 20
+"""Attempts to move a cursor when SQLite reports the file locked (about 2 s in all)."""
+
+
 async def advance(db: aiosqlite.Connection, name: str, old: int, new: int) -> bool:
     """Move the cursor from ``old`` to ``new``; False when someone else moved it meanwhile."""
     now = iso(datetime.now(UTC))
@@ -57,11 +63,20 @@ async def advance(db: aiosqlite.Connection, name: str, old: int, new: int) -> bo
             "INSERT INTO sync_cursors (name, position, updated) VALUES (?, 0, ?) ON CONFLICT DO NOTHING",
             (name, now),
         )
-    cursor = await db.execute(
-        "UPDATE sync_cursors SET position = ?, updated = ? WHERE name = ? AND position = ?",
-        (new, now, name, old),
-    )
-    return cursor.rowcount == 1
+    for attempt in range(ADVANCE_TRIES):
+        try:
+            cursor = await db.execute(
+                "UPDATE sync_cursors SET position = ?, updated = ? WHERE name = ? AND position = ?",
+                (new, now, name, old),
+            )
+            return cursor.rowcount == 1
+        except sqlite3.OperationalError as err:
+            # The next batch's read may hold an older snapshot on this connection while another
+            # process committed: SQLite refuses the write at once (no busy wait). It ends soon.
+            if "locked" not in str(err) or attempt == ADVANCE_TRIES - 1:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    return False
 
 
 async def read_after(

@@ -1,46 +1,72 @@
-"""Attribution over the local store: one model's credits per channel for a period.
+"""Attribution over the local store: credits per group, per day, path lengths, creator credits.
 
-Reads conversions, identities and touchpoints (never writes). SQL does the joins — each
-conversion to every visitor (device) of its user, through ``identities``, and to those
-visitors' touchpoints inside the widest lookback window — and ``gateway/attribution.py``
-does the rest: eligibility, the model, exact money. Values are kept per currency, in minor
-units; credited conversions are counted in millionths, so they add up to whole conversions.
+Reads conversions, identities and touchpoints (never writes). SQL does the joins in one
+indexed, streamed query — each conversion of the period to every visitor (device) of its
+user, through ``identities``, and to those visitors' touchpoints inside the widest lookback
+window — and the models of ``gateway/attribution.py`` share each conversion's value, in
+exact minor units; credited conversions are counted in millionths, so they add up to whole
+conversions.
+
+Speed (a million touchpoints in seconds): the query runs on a plain ``sqlite3``
+connection in a worker thread, so the event loop (and the proxy beside it) stays free;
+candidate touches stay plain tuples; eligibility compares the stored ISO 8601 timestamps
+as text (their order is time order) against per-conversion cut-offs, exactly as
+``Attribution.eligible`` does with datetimes; models whose weights depend only on the
+number of touches get their shares from a cache.
+
+Which touchpoint columns exist is learned once, at ``open``: a ``verdict`` column (bot
+scoring) is used when present, and an ``effective_touchpoints`` view (verdicts with the
+analysts' overrides applied) is preferred to the table when it exists.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
 
-from gateway.attribution import Attribution, Touch, credits, markov_weights, to_minor
-from gateway.channels import INTERNAL, Channels, Signals
+from gateway.attribution import MODELS, Attribution, Params, Touch, distribute, markov_weights, to_minor
+from gateway.channels import DIRECT, INTERNAL, Channels, Signals
 from gateway.events import iso
+from gateway.ids import id_floor
 
 MICRO = 1_000_000
 """One conversion, in the units credited conversions are shared in."""
+GROUPS = ("channel", "source", "medium", "campaign", "creator_id")
 _decode = msgspec.json.Decoder(dict[str, str])
-_SIGNALS = "t.source, t.medium, t.campaign, t.click_id_kind, t.creator_id, t.referrer_host"
+_T = TypeVar("_T")
 
-# The devices of each conversion of the period: its own visitor, and every visitor bound to
-# its user (the user it was recorded for, or the one its visitor is bound to).
-_DEVICES = """
-WITH conv AS (SELECT id, visitor_key, user_key FROM conversions WHERE ts >= :since AND ts < :until),
-users AS (
-    SELECT id, user_key FROM conv WHERE user_key IS NOT NULL
-    UNION
-    SELECT conv.id, i.user_key FROM conv JOIN identities i ON i.visitor_key = conv.visitor_key
-),
-devices AS (
-    SELECT id, visitor_key FROM conv WHERE visitor_key IS NOT NULL
-    UNION
-    SELECT users.id, i.visitor_key FROM users JOIN identities i ON i.user_key = users.user_key
+Cand = tuple[str, str, str, str | None, str | None, str | None, str]
+"""A candidate touch, as the database returns it: (ts, id, channel, verdict, campaign —
+or ``\x00`` + tier when its parameters name one —, group value, visitor_key). Tuple order
+is time order."""
+
+# Signals to classify a row stored before channels existed; NULL for every other row.
+_SIGNALS = (
+    "CASE WHEN t.channel IS NULL THEN json_array(t.source, t.medium, t.campaign, t.click_id_kind, "
+    "t.creator_id, t.referrer_host) END"
 )
-"""
+
+
+@dataclass(slots=True)
+class Conv:
+    """A conversion of the period and every candidate touch of its devices (not yet filtered)."""
+
+    id: str
+    ts: str
+    at: datetime
+    minor: int
+    currency: str | None
+    touches: list[Cand] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,28 +79,453 @@ class ChannelCredit:
     """Credited conversions in millionths (``MICRO`` is one whole conversion)."""
 
 
-async def _columns(db: aiosqlite.Connection) -> set[str]:
-    async with db.execute("PRAGMA table_info(touchpoints)") as cursor:
-        return {row[1] for row in await cursor.fetchall()}
+Key = tuple[str | None, str | None, str | None]
+"""A report row: (UTC day or None, group value or None, currency)."""
+Table = dict[Key, dict[str, list[int]]]
+"""Row key → model → [credited value in minor units, credited conversions in millionths]."""
 
 
-class _Rows:
-    """Stored touchpoint rows → ``Touch``, classifying rows recorded before channels existed."""
+def _ms(moment: datetime) -> int:
+    return min(max(int(moment.timestamp() * 1000), 0), 2**48 - 1)
 
-    def __init__(self, attribution: Attribution, channels: Channels) -> None:
-        self.attribution, self.channels = attribution, channels
 
-    def touch(self, row: Sequence[object]) -> Touch:
-        # row: id, ts, channel, raw_params, verdict, then the six signal columns
-        tp_id, ts, channel, raw, verdict = (str(row[0]), str(row[1]), row[2], str(row[3]), row[4])
-        signals = Signals(*(str(v) if v is not None else None for v in row[5:11]))
-        return Touch(
-            tp_id,
-            datetime.fromisoformat(ts.replace("Z", "+00:00")),
-            str(channel) if channel is not None else self.channels.classify(signals),
-            self.attribution.tiers.tier_of(signals.campaign, _decode.decode(raw)),
-            str(verdict) if verdict is not None else None,
+def _bounds(since: datetime, until: datetime, start: datetime) -> dict[str, str]:
+    return {
+        "since": iso(since),
+        "until": iso(until),
+        "from": iso(start),
+        "since_id": id_floor(_ms(since)),
+        "until_id": id_floor(_ms(until) + 1),
+        "from_id": id_floor(_ms(start)),
+    }
+
+
+def _at(ts: str) -> datetime:
+    return datetime.fromisoformat(ts)
+
+
+class TierOf(dict[str | None, str]):
+    """campaign → tier, computed once per campaign; ``\x00`` + tier (a tier parameter) → tier."""
+
+    def __init__(self, attribution: Attribution) -> None:
+        super().__init__()
+        self.tiers = attribution.tiers
+
+    def __missing__(self, key: str | None) -> str:
+        tier = key[1:] if key and key[0] == "\x00" else self.tiers.tier_of(key)
+        self[key] = tier
+        return tier
+
+
+class Eligibility:
+    """``Attribution.eligible`` over candidate tuples: same rules, text timestamps."""
+
+    def __init__(self, attribution: Attribution) -> None:
+        self.windows = attribution.tiers.windows
+        self.tier_of = TierOf(attribution)
+
+    def __call__(self, conv: Conv, accepted: frozenset[str]) -> list[Cand]:
+        """Touches at or before the conversion, no older than their tier's window (the
+        boundary counts), of an accepted verdict, not internal; in time order."""
+        if not conv.touches:
+            return []
+        cutoffs = {tier: iso(conv.at - window) for tier, window in self.windows.items()}
+        at, tier_of = conv.ts, self.tier_of
+        kept = [
+            c
+            for c in conv.touches
+            if c[0] <= at
+            and c[2] != INTERNAL
+            and (c[3] or "allow") in accepted
+            and c[0] >= cutoffs[tier_of[c[4]]]
+        ]
+        kept.sort()
+        return kept
+
+
+def touches(path: Sequence[Cand]) -> list[Touch]:
+    """Candidates as the models' ``Touch`` (only the models that look at time or channel need them)."""
+    return [Touch(c[1], _at(c[0]), c[2], None, c[3]) for c in path]
+
+
+class Reports:
+    """Reports over one store file; ``open`` once, then ask as often as needed. Queries run
+    one at a time on one read connection, in a worker thread."""
+
+    def __init__(self, path: Path, attribution: Attribution, channels: Channels) -> None:
+        self.path, self.attribution, self.channels = path, attribution, channels
+        self.eligible = Eligibility(attribution)
+        self._db: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self.source = "touchpoints"
+        self.verdict = "NULL"
+        # Rows naming no tier parameter (most) never have their raw parameters read.
+        names = attribution.tiers.params
+        self._tier_args = {f"tier_{i}": f'"{n}"' for i, n in enumerate(names)}
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages stay warm between reports
+        self._db = db
+        self._detect()
+
+    async def detect(self) -> None:
+        """Learn the schema again: the verdict column and the effective_touchpoints view, if any."""
+        await self.run(self._detect)
+
+    def _detect(self) -> None:
+        db = self.db
+        view = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'effective_touchpoints'"
+        ).fetchone()
+        self.source = "effective_touchpoints" if view else "touchpoints"
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({self.source})")}
+        # The view's effective verdict (an analyst's override, else the latest re-score, else as
+        # scored) is the one that decides whether a touchpoint earns credit.
+        verdict = "effective_verdict" if "effective_verdict" in columns else "verdict"
+        self.verdict = f"t.{verdict}" if verdict in columns else "NULL"
+
+    @classmethod
+    async def on(cls, db: aiosqlite.Connection, attribution: Attribution, channels: Channels) -> Reports:
+        """Reports over the file an open connection reads (with its own connection; ``close`` it)."""
+        async with db.execute("PRAGMA database_list") as cursor:
+            path = next(row[2] for row in await cursor.fetchall() if row[1] == "main")
+        reports = cls(Path(path), attribution, channels)
+        await reports.open()
+        return reports
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.to_thread(db.close)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "Reports.open() was not awaited"
+        return self._db
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in the worker thread, one at a time (CPU-heavy work leaves the loop free)."""
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
+
+    def _channel(self, signals: str) -> str:
+        return self.channels.classify(Signals(*msgspec.json.decode(signals)))
+
+    async def load(
+        self, since: datetime, until: datetime, conversion: str | None = None, group_by: str = "channel"
+    ) -> list[Conv]:
+        """Conversions with ``since <= ts < until`` (of one name, if given), each with the
+        touchpoints of all its devices from the widest lookback window before ``since`` on;
+        each touch carries its ``group_by`` value."""
+        if group_by not in GROUPS:
+            raise ValueError(f"cannot group by {group_by!r}")
+        return await self.run(self._load, since, until, conversion, group_by)
+
+    def _load(self, since: datetime, until: datetime, conversion: str | None, group_by: str) -> list[Conv]:
+        widest = max(self.attribution.tiers.windows.values())
+        args: dict[str, Any] = _bounds(since, until, since - widest)
+        name = ""
+        if conversion is not None:
+            name, args["name"] = "AND name = :name", conversion
+        sql = (
+            "SELECT id, ts, value, currency, visitor_key, user_key FROM conversions "
+            f"WHERE id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until {name}"
         )
+        convs = []
+        devices: dict[str, list[Conv]] = defaultdict(list)
+        users_of: dict[str, list[str]] = defaultdict(list)
+        visitors_of: dict[str, list[str]] = defaultdict(list)
+        for visitor, user in self.db.execute("SELECT visitor_key, user_key FROM identities"):
+            users_of[visitor].append(user)
+            visitors_of[user].append(visitor)
+        # Each conversion's devices: its visitor, and every visitor bound to its user (the
+        # user it was recorded for, or any its visitor is bound to).
+        minor: dict[tuple[object, str | None], int] = {}  # prices repeat: Decimal work once each
+        for cid, ts, amount, currency, visitor, user in self.db.execute(sql, args):
+            value = minor.get((amount, currency))
+            if value is None:
+                value = minor[amount, currency] = to_minor(amount, currency)
+            conv = Conv(cid, ts, _at(ts), value, currency)
+            convs.append(conv)
+            users = set(users_of.get(visitor, ())) if visitor else set()
+            if user:
+                users.add(user)
+            mine = {visitor} if visitor else set()
+            for u in users:
+                mine.update(visitors_of.get(u, ()))
+            for device in mine:
+                devices[device].append(conv)
+        # One range of the (covering, migration 0006) visitor index per device, each device
+        # read once however many conversions it serves; rows name their device by number.
+        order = sorted(devices)
+        served = [devices[v] for v in order]
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS report_visitors (visitor_key TEXT NOT NULL)")
+        self.db.execute("BEGIN")
+        self.db.execute("DELETE FROM temp.report_visitors")
+        self.db.executemany(
+            "INSERT INTO temp.report_visitors (rowid, visitor_key) VALUES (?, ?)", enumerate(order)
+        )
+        self.db.execute("COMMIT")
+        group = "NULL" if group_by == "channel" else f"t.{group_by}"  # by channel: read channel
+        sql = (
+            f"SELECT t.ts, t.id, t.channel, {self.verdict}, t.campaign, {group}, v.rowid"
+            f" FROM temp.report_visitors v CROSS JOIN {self.source} t ON t.visitor_key = v.visitor_key"
+            " WHERE t.id >= :from_id AND t.id < :until_id AND t.ts >= :from AND t.ts < :until"
+        )
+        unclassified: list[tuple[Conv, int]] = []
+        for row in self.db.execute(sql, args):
+            for conv in served[row[6]]:
+                if row[2] is None:  # recorded before channels existed: classified below
+                    unclassified.append((conv, len(conv.touches)))
+                conv.touches.append(row)
+        if self._tier_args:
+            self._name_tiers(convs, self._tier_params(args))
+        if unclassified:
+            self._classify(unclassified)
+        convs.sort(key=lambda c: (c.ts, c.id))
+        return convs
+
+    def _tier_params(self, args: dict[str, Any]) -> dict[str, str]:
+        """Raw parameters of the window's touchpoints that name a tier parameter (few), by id:
+        from the partial index of migration 0006 when every tier parameter ends in ``_tier``,
+        else by reading the parameters of every touchpoint of the window."""
+        tests = " OR ".join(f"instr(raw_params, :{name})" for name in self._tier_args)
+        tiered = ""
+        if all(name.endswith("_tier") for name in self.attribution.tiers.params):
+            tiered = "instr(raw_params, '_tier\"') > 0 AND "
+        sql = (
+            f"SELECT id, raw_params FROM touchpoints WHERE {tiered}id >= :from_id AND id < :until_id"
+            f" AND ({tests})"
+        )
+        return dict(self.db.execute(sql, args | self._tier_args))
+
+    def _name_tiers(self, convs: list[Conv], named: dict[str, str]) -> None:
+        """Touches whose parameters name a tier carry it (``\\x00`` + tier) instead of the campaign."""
+        if not named:
+            return
+        tiers = self.attribution.tiers
+        for conv in convs:
+            for i, c in enumerate(conv.touches):
+                raw = named.get(c[1])
+                if raw is not None:
+                    tier = tiers.tier_of(c[4], _decode.decode(raw))
+                    conv.touches[i] = (c[0], c[1], c[2], c[3], "\x00" + tier, c[5], c[6])
+
+    def _classify(self, unclassified: list[tuple[Conv, int]]) -> None:
+        """Give rows stored before channels existed their channel (``gateway reclassify`` stores it)."""
+        ids = list({conv.touches[i][1] for conv, i in unclassified})
+        channels: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            sql = (
+                "SELECT id, source, medium, campaign, click_id_kind, creator_id, referrer_host "
+                f"FROM touchpoints WHERE id IN ({', '.join('?' * len(chunk))})"
+            )
+            for tid, *signals in self.db.execute(sql, chunk):
+                channels[tid] = self.channels.classify(Signals(*signals))
+        for conv, i in unclassified:
+            ts, tid, _, verdict, tier, value, visitor = conv.touches[i]
+            channel = channels.get(tid, DIRECT)
+            conv.touches[i] = (ts, tid, channel, verdict, tier, value, visitor)
+
+    async def params_for(
+        self,
+        models: Iterable[str],
+        convs: Sequence[Conv],
+        since: datetime,
+        until: datetime,
+        accepted: frozenset[str],
+    ) -> Params:
+        """The models' parameters; for ``data_driven``, Markov weights learnt from the period's
+        journeys: the conversions' and those of everyone else who left touchpoints in it."""
+        params = self.attribution.params
+        if "data_driven" not in models:
+            return params
+        return await self.run(self._learn, params, convs, since, until, accepted)
+
+    def _learn(
+        self,
+        params: Params,
+        convs: Sequence[Conv],
+        since: datetime,
+        until: datetime,
+        accepted: frozenset[str],
+    ) -> Params:
+        paths = [self.eligible(c, accepted) for c in convs]
+        journeys = [([t[2] for t in path], True) for path in paths]
+        converted = {t[1] for path in paths for t in path}
+        journeys += self._other_journeys(since, until, accepted, converted)
+        return replace(params, channel_weights=markov_weights(journeys))
+
+    def _other_journeys(
+        self, since: datetime, until: datetime, accepted: frozenset[str], converted: set[str]
+    ) -> list[tuple[list[str], bool]]:
+        """Paths of the period's touchpoints that no conversion used, one per person (a user,
+        or an unbound visitor): the journeys that did not convert."""
+        # Each visitor's person: the user of its earliest binding (SQLite takes the bare
+        # user_key from the row holding min(id)), else the visitor itself.
+        sql = (
+            f"SELECT coalesce(b.user_key, t.visitor_key), t.ts, t.id, t.channel, {self.verdict}, {_SIGNALS}"
+            f" FROM {self.source} t LEFT JOIN (SELECT visitor_key, user_key, min(id) FROM identities"
+            " GROUP BY visitor_key) b ON b.visitor_key = t.visitor_key"
+            " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
+        )
+        paths: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        for person, ts, tid, channel, verdict, signals in self.db.execute(sql, _bounds(since, until, since)):
+            if tid in converted or (verdict or "allow") not in accepted:
+                continue
+            channel = channel if channel is not None else self._channel(signals)
+            if channel != INTERNAL:
+                paths[person].append((ts, tid, channel))
+        return [([c for _, _, c in sorted(p)], False) for p in paths.values()]
+
+    async def creator_clicks(
+        self, since: datetime, until: datetime, accepted: frozenset[str]
+    ) -> dict[tuple[str, bool], int]:
+        """Touchpoints with a creator ID in the period: (creator_id, quarantined) → count."""
+        sql = (
+            f"SELECT t.creator_id, {self.verdict}, count(*) FROM {self.source} t"
+            " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
+            " AND t.creator_id IS NOT NULL GROUP BY 1, 2"
+        )
+
+        def count() -> dict[tuple[str, bool], int]:
+            clicks: dict[tuple[str, bool], int] = defaultdict(int)
+            for creator, verdict, n in self.db.execute(sql, _bounds(since, until, since)):
+                clicks[creator, (verdict or "allow") not in accepted] += n
+            return dict(clicks)
+
+        return await self.run(count)
+
+    async def credit(
+        self,
+        since: datetime,
+        until: datetime,
+        models: Sequence[str],
+        group_by: str = "channel",
+        *,
+        conversion: str | None = None,
+        verdicts: Iterable[str] | None = None,
+        by_day: bool = False,
+    ) -> Table:
+        """Every model's credits of the period's conversions per (day, group, currency)."""
+        accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
+        convs = await self.load(since, until, conversion, group_by)
+        params = await self.params_for(models, convs, since, until, accepted)
+        return await self.run(credit_table, self.eligible, convs, models, group_by, accepted, params, by_day)
+
+
+_POSITIONAL = frozenset({"first_touch", "last_touch", "linear", "position_based", "weighted_last_touch"})
+"""Models whose weights depend only on the number of touches: their shares are cached."""
+
+
+_CACHE = 200_000
+
+
+class _Shares:
+    """Integer shares of one conversion; caches what depends only on the number of touches
+    and the total. (Caching by channel sequence was measured: slower, the sequences rarely repeat.)"""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self.weights: dict[tuple[object, ...], list[Fraction]] = {}
+        self.cache: dict[tuple[object, ...], list[int]] = {}
+
+    def __call__(
+        self, model: str, path: Sequence[Cand], at: datetime, totals: Sequence[int]
+    ) -> list[list[int]]:
+        n = len(path)
+        if model == "last_non_direct":  # one touch takes everything: no weights to share
+            chosen = next((i for i in range(n - 1, -1, -1) if path[i][2] != DIRECT), n - 1)
+            return [[total if i == chosen else 0 for i in range(n)] for total in totals]
+        if model in _POSITIONAL:
+            key: tuple[object, ...] = (model, n)
+        else:
+            computed = MODELS[model](touches(path), at, self.params)
+            return [distribute(total, computed) for total in totals]
+        out = []
+        for total in totals:
+            shares = self.cache.get((total, *key))
+            if shares is None:
+                weights = self.weights.get(key)
+                if weights is None:
+                    weights = MODELS[model](touches(path), at, self.params)
+                    if len(self.weights) < _CACHE:
+                        self.weights[key] = weights
+                shares = distribute(total, weights)
+                if len(self.cache) < _CACHE:
+                    self.cache[(total, *key)] = shares
+            out.append(shares)
+        return out
+
+
+def credit_table(
+    eligible: Eligibility,
+    convs: Iterable[Conv],
+    models: Sequence[str],
+    group_by: str,
+    accepted: frozenset[str],
+    params: Params,
+    by_day: bool = False,
+) -> Table:
+    """Each conversion's eligible touches credited under every model, summed per row (the
+    touches carry the ``group_by`` value they were loaded with)."""
+    shares = _Shares(params)
+    at_group = 2 if group_by == "channel" else 5  # loaded by channel, a touch's group is its channel
+    table: Table = defaultdict(lambda: {m: [0, 0] for m in models})
+    no_touch = DIRECT if group_by == "channel" else None
+    for conv in convs:
+        day = conv.ts[:10] if by_day else None
+        path = eligible(conv, accepted)
+        if not path:
+            cell = table[day, no_touch, conv.currency]
+            for m in models:
+                cell[m][0] += conv.minor
+                cell[m][1] += MICRO
+            continue
+        totals_of = (conv.minor, MICRO)
+        for m in models:
+            values, counts = shares(m, path, conv.at, totals_of)
+            for touch, value, n in zip(path, values, counts, strict=True):
+                if value or n:
+                    sums = table[day, touch[at_group], conv.currency][m]
+                    sums[0] += value
+                    sums[1] += n
+    return dict(table)
+
+
+def quarantined_credit(
+    eligible: Eligibility,
+    convs: Iterable[Conv],
+    model: str,
+    accepted: frozenset[str],
+    params: Params,
+) -> dict[tuple[str, str | None], list[int]]:
+    """What touches with a group value (loaded grouped by creator_id: a creator) and an
+    unaccepted verdict would have earned had every verdict counted:
+    (creator_id, currency) → [value in minor units, millionths]."""
+    convs = list(convs)
+    every = accepted | {t[3] for c in convs for t in c.touches if t[3] is not None}
+    shares = _Shares(params)
+    out: dict[tuple[str, str | None], list[int]] = defaultdict(lambda: [0, 0])
+    for conv in convs:
+        if not any(t[5] and (t[3] or "allow") not in accepted for t in conv.touches):
+            continue
+        path = eligible(conv, every)
+        if not path:
+            continue
+        values, counts = shares(model, path, conv.at, (conv.minor, MICRO))
+        for touch, value, n in zip(path, values, counts, strict=True):
+            creator = touch[5]
+            if creator and (touch[3] or "allow") not in accepted and (value or n):
+                out[creator, conv.currency][0] += value
+                out[creator, conv.currency][1] += n
+    return dict(out)
 
 
 async def credits_by_channel(
@@ -88,82 +539,16 @@ async def credits_by_channel(
     verdicts: Iterable[str] | None = None,
 ) -> list[ChannelCredit]:
     """Credits of every conversion with ``since <= ts < until`` under ``model``, per channel
-    and currency, largest value first; channels credited nothing are left out. ``data_driven``
-    learns its weights from the period's journeys: the conversions' and those of everyone
-    else who left touchpoints in it."""
-    accepted = attribution.verdicts if verdicts is None else frozenset(verdicts)
-    verdict = "t.verdict" if "verdict" in await _columns(db) else "NULL"
-    widest = max(attribution.tiers.windows.values())
-    bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest)}
-    rows = _Rows(attribution, channels)
-
-    conversions: dict[str, tuple[datetime, int, str | None]] = {}
-    async with db.execute(
-        "SELECT id, ts, value, currency FROM conversions WHERE ts >= :since AND ts < :until", bounds
-    ) as cursor:
-        async for cid, ts, amount, currency in cursor:
-            at = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-            conversions[cid] = (at, to_minor(amount, currency), currency)
-
-    touches: dict[str, list[Touch]] = defaultdict(list)
-    sql = (
-        _DEVICES
-        + f"SELECT d.id, t.id, t.ts, t.channel, t.raw_params, {verdict}, {_SIGNALS} "
-        + "FROM devices d JOIN touchpoints t ON t.visitor_key = d.visitor_key "
-        + "WHERE t.ts >= :from AND t.ts < :until"
-    )
-    async with db.execute(sql, bounds) as cursor:
-        async for row in cursor:
-            touches[row[0]].append(rows.touch(row[1:]))
-
-    eligible = {
-        cid: attribution.eligible(touches[cid], at, accepted) for cid, (at, _, _) in conversions.items()
-    }
-    params = attribution.params
-    if model == "data_driven":
-        journeys = [([t.channel for t in path], True) for path in eligible.values()]
-        converted = {t.id for path in eligible.values() for t in path}
-        journeys += await _other_journeys(db, rows, bounds, verdict, accepted, converted)
-        params = replace(params, channel_weights=markov_weights(journeys))
-
-    value: dict[tuple[str, str | None], int] = defaultdict(int)
-    count: dict[tuple[str, str | None], int] = defaultdict(int)
-    for cid, (at, minor, currency) in conversions.items():
-        path = eligible[cid]
-        for credit in credits(model, path, at, minor, params):
-            value[(credit.channel, currency)] += credit.amount
-        for credit in credits(model, path, at, MICRO, params):
-            count[(credit.channel, currency)] += credit.amount
+    and currency, largest value first; channels credited nothing are left out."""
+    reports = await Reports.on(db, attribution, channels)
+    try:
+        table = await reports.credit(since, until, [model], verdicts=verdicts)
+    finally:
+        await reports.close()
     report = [
-        ChannelCredit(ch, cur, value[ch, cur], n) for (ch, cur), n in count.items() if n or value[ch, cur]
+        ChannelCredit(str(group), currency, sums[model][0], sums[model][1])
+        for (_, group, currency), sums in table.items()
+        if any(sums[model])
     ]
     report.sort(key=lambda r: (-r.value, -r.conversions, r.channel, r.currency or ""))
     return report
-
-
-async def _other_journeys(
-    db: aiosqlite.Connection,
-    rows: _Rows,
-    bounds: dict[str, str],
-    verdict: str,
-    accepted: frozenset[str],
-    converted: set[str],
-) -> list[tuple[list[str], bool]]:
-    """Paths of the period's touchpoints that no conversion used, one per person (a user, or
-    an unbound visitor): the journeys that did not convert."""
-    sql = (
-        "SELECT coalesce((SELECT i.user_key FROM identities i WHERE i.visitor_key = t.visitor_key "
-        f"ORDER BY i.id LIMIT 1), t.visitor_key), t.id, t.ts, t.channel, t.raw_params, {verdict}, {_SIGNALS} "
-        "FROM touchpoints t WHERE t.ts >= :since AND t.ts < :until"
-    )
-    paths: dict[str, list[Touch]] = defaultdict(list)
-    async with db.execute(sql, bounds) as cursor:
-        async for row in cursor:
-            touch = rows.touch(row[1:])
-            if (
-                touch.id not in converted
-                and touch.channel != INTERNAL
-                and (touch.verdict or "allow") in accepted
-            ):
-                paths[str(row[0])].append(touch)
-    return [([t.channel for t in sorted(p, key=lambda t: (t.ts, t.id))], False) for p in paths.values()]

@@ -79,3 +79,24 @@ def test_sync_bench_runs_and_reports() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "catch-up: 3,000 touchpoints in" in done.stdout and "lag under load:" in done.stdout
+
+
+def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
+    store = tmp_path / "synth.db"
+    made = subprocess.run(
+        [sys.executable, "-m", "bench.synth", str(store), "--touchpoints", "3000", "--conversions", "300",
+         "--verdicts"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "3,000 touchpoints" in made.stdout
+    out = tmp_path / "reports.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.reports", "--store", str(store), "--repeat", "1", "--models", "linear",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = {r["report"]: r for r in json.loads(out.read_text())}
+    assert results["attribution model=linear group_by=channel"]["rows"] > 0
+    assert results["payouts model=last_touch"]["rows"] > 0

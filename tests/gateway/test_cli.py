@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import subprocess
@@ -247,3 +248,132 @@ def test_shipped_compose_config_checks() -> None:
     done = gateway("check", "-c", str(ROOT / "deploy" / "gateway.compose.toml"), env=env)
     assert done.returncode == 0, done.stderr
     assert "GATEWAY_CENTRAL_URL" in done.stdout and "pw@postgres" not in done.stdout
+
+
+def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
+    import asyncio
+
+    from gateway.config import StorageOptions
+    from gateway.metrics import Metrics
+    from storage.local import LocalStore
+    from tests.gateway.test_reports_api import EVENTS, PAYOUTS
+
+    async def fill() -> None:
+        store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+        await store.open()
+        await store.write(EVENTS)
+        await store.close()
+
+    asyncio.run(fill())
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"[storage]\npath = 'gw.db'\n{PAYOUTS}")
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    done = gateway("report", "-c", str(cfg), *period)  # no secrets needed
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("attribution: 2026-11-01T00:00:00Z .. 2026-12-01T00:00:00Z, model linear")
+    header = lines[2].split()
+    assert header == ["group", "currency", "conversions", "value"]
+    assert lines[4].split() == ["Affiliates", "EUR", "1.333334", "43.35"]  # largest first, aligned
+    assert lines[4].index("43.35") + 5 == len(lines[2])  # numbers right-aligned under their header
+    assert "total EUR: conversions 3, value 115.01" in done.stdout
+
+    done = gateway("report", "-c", str(cfg), *period, "--payouts", "--model", "linear", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.splitlines()
+    assert rows[0] == "creator_id,status,tier,rule,currency,clicks,conversions,value,payout"
+    assert "cr_ana,approve,gold,tier gold: 10% of value,EUR,1,0.333334,33.34,3.33" in rows
+
+    done = gateway(
+        "report", "-c", str(cfg), *period, "--model", "all", "--group-by", "creator_id", "--format", "ndjson"
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {r["group"]: r for r in map(json.loads, done.stdout.splitlines()) if r["currency"] == "EUR"}
+    assert (rows["cr_ana"]["first_touch_value"], rows["cr_ana"]["last_touch_value"]) == (0, 100)
+
+    assert "touches  3" in gateway("report", "-c", str(cfg), *period, "--paths").stdout
+
+
+def test_report_explains_its_problems(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'none.db'\n")
+    done = gateway("report", "-c", str(cfg))
+    assert done.returncode == 1 and "no store at" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--since", "last week")
+    assert done.returncode == 2 and "--since: expected an ISO 8601" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--payouts", "--model", "all")
+    assert done.returncode == 2 and "--model" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--model", "best")
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_report_on_the_readme_worked_example(tmp_path: Path) -> None:
+    """The README's worked journey stored as the gateway would store it: the report's
+    columns are the worked-example table, and the console block in the README is its output."""
+    import asyncio
+    import re
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from gateway.config import StorageOptions
+    from gateway.events import Binding, Conversion, Touchpoint, iso
+    from gateway.ids import Uuid7
+    from gateway.metrics import Metrics
+    from storage.local import LocalStore
+
+    new_id = Uuid7()
+
+    def event(cls: type, when: datetime, *fields: object, **named: object) -> object:
+        return cls(new_id(int(when.timestamp() * 1000)), iso(when), "edge", *fields, **named)
+
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    events = [
+        event(Binding, start, "phone", "u1", "login"),
+        event(Binding, start, "laptop", "u1", "login"),
+        event(Touchpoint, datetime(2026, 11, 1, 12, tzinfo=UTC), "phone", channel="Paid Social"),
+        event(Touchpoint, datetime(2026, 11, 4, 9, tzinfo=UTC), "laptop", channel="Email"),
+        event(Touchpoint, datetime(2026, 11, 8, 20, tzinfo=UTC), "laptop", channel="Organic Search"),
+        event(Touchpoint, datetime(2026, 11, 10, 11, tzinfo=UTC), "laptop", channel="Direct"),
+        event(
+            Conversion,
+            datetime(2026, 11, 10, 12, tzinfo=UTC),
+            "purchase",
+            "order:1",
+            "laptop",
+            None,
+            100.0,
+            "EUR",
+        ),
+    ]
+
+    async def fill() -> None:
+        store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+        await store.open()
+        await store.write(events)  # type: ignore[arg-type]
+        await store.close()
+
+    asyncio.run(fill())
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text("[storage]\npath = 'gw.db'\n")
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    readme = (ROOT / "README.md").read_text()
+
+    done = gateway("report", "-c", str(cfg), *period, "--model", "all", "--format", "ndjson")
+    assert done.returncode == 0, done.stderr
+    rows = {r["group"]: r for r in map(json.loads, done.stdout.splitlines())}
+    section = readme[readme.index("#### Worked example") :]
+    table = dict(re.findall(r"^\| `(\w+)` \| ([\d. |]+) \|$", section, re.MULTILINE))
+    channels = ["Paid Social", "Email", "Organic Search", "Direct"]
+    for model, cells in table.items():
+        if model == "data_driven":  # learns from the store's journeys: here, this one alone
+            assert [rows[c][f"{model}_value"] for c in channels] == [25.0] * 4
+            continue
+        shown = [Decimal(cell.strip()) for cell in cells.split("|")]
+        assert [Decimal(str(rows[c][f"{model}_value"])) for c in channels] == shown, model
+
+    done = gateway("report", "-c", "gateway.toml", *period, "--model", "linear", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    block = readme[readme.index("$ gateway report -c gateway.toml --model linear") :]
+    block = block[block.index("\n") + 1 : block.index("```")]
+    assert done.stdout == block

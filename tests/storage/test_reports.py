@@ -3,21 +3,25 @@ device's touchpoints, one model's credits per channel."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiosqlite
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.attribution import MODELS, Attribution
-from gateway.channels import Channels
+from gateway.attribution import MODELS, Attribution, Touch
+from gateway.channels import INTERNAL, Channels
 from gateway.config import AttributionOptions, ChannelsOptions, StorageOptions
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from storage.local import LocalStore, connect
-from storage.reports import MICRO, credits_by_channel
+from storage.reports import MICRO, Conv, Eligibility, credit_table, credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SINCE, UNTIL = T0, T0 + timedelta(days=30)
@@ -155,3 +159,116 @@ async def test_quarantined_touchpoints_are_excluded_once_verdicts_exist(
 async def test_an_empty_period(db: aiosqlite.Connection, channels: Channels) -> None:
     attribution = Attribution(AttributionOptions())
     assert await credits_by_channel(db, attribution, channels, "linear", at(100), at(101)) == []
+
+
+@pytest.mark.parametrize(("param", "names"), [("utm_tier", ("c_tier", "utm_tier")), ("funnel", ("funnel",))])
+async def test_a_tier_parameter_shortens_the_window(
+    tmp_path: Path, channels: Channels, param: str, names: tuple[str, ...]
+) -> None:
+    """utm_tier=conversion (7 days) drops a touch 10 days old; the same touch untiered
+    (awareness, 30 days) counts. The tier is read from raw_params only for rows naming one:
+    through the partial index for *_tier names, by a scan for any other name."""
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    tiered = tp("a", 0, "Paid Search")
+    tiered.raw_params = {param: "Conversion"}
+    await store.write([tiered, tp("a", 8, "Email"), tp("b", 0, "Paid Search"), tp("b", 8, "Email")])
+    await store.write([conversion(10, 10.0, visitor="a"), conversion(10, 20.0, visitor="b")])
+    await store.close()
+    conn = await connect(tmp_path / "gw.db")
+    try:
+        attribution = Attribution(AttributionOptions(tier_params=names))
+        rows = await credits_by_channel(conn, attribution, channels, "first_touch", SINCE, UNTIL)
+    finally:
+        await conn.close()
+    assert {r.channel: r.value for r in rows} == {"Email": 1000, "Paid Search": 2000}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-40 * 86400, 2 * 86400),
+            st.sampled_from(["Email", "Direct", INTERNAL, "Paid Search"]),
+            st.sampled_from([None, "allow", "review", "block"]),
+            st.sampled_from(["awareness", "consideration", "conversion"]),
+        ),
+        max_size=12,
+    ),
+    st.sampled_from([frozenset({"allow"}), frozenset({"allow", "review"})]),
+)
+def test_text_eligibility_matches_the_models_eligibility(
+    touches: list[tuple[int, str, str | None, str]], accepted: frozenset[str]
+) -> None:
+    """The reports compare stored ISO timestamps as text; the models compare datetimes. Same
+    answer, window boundaries (to the second and on it) included."""
+    attribution = Attribution(AttributionOptions())
+    at_ = at(40)
+    conv = Conv("c", iso(at_), at_, 100, "EUR")
+    models: list[Touch] = []
+    for i, (offset, channel, verdict, tier) in enumerate(touches):
+        ts = at_ - timedelta(seconds=offset) if offset % 7 else at_ - attribution.tiers.window(tier)
+        conv.touches.append((iso(ts), f"t{i:02d}", channel, verdict, "\x00" + tier, channel, "v"))
+        models.append(Touch(f"t{i:02d}", ts, channel, tier, verdict))
+    expected = [t.id for t in attribution.eligible(models, at_, accepted)]
+    assert [c[1] for c in Eligibility(attribution)(conv, accepted)] == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(
+                st.tuples(
+                    st.integers(0, 35 * 86400),
+                    st.sampled_from(["Email", "Direct", "Paid Search", "Referral"]),
+                    st.sampled_from([None, "allow", "review"]),
+                ),
+                max_size=6,
+            ),
+            st.integers(0, 100_000),
+        ),
+        max_size=8,
+    ),
+    st.sampled_from(sorted(MODELS)),
+)
+def test_the_report_engine_credits_what_the_models_credit(
+    conversions: list[tuple[list[tuple[int, str, str | None]], int]], model: str
+) -> None:
+    """Candidate tuples, text eligibility and cached shares give, conversion by conversion,
+    exactly the credits of ``Attribution.credit`` on ``Touch`` objects."""
+    attribution = Attribution(AttributionOptions())
+    params = replace(attribution.params, channel_weights={"Email": 0.5, "Direct": 0.1, "Paid Search": 0.4})
+    attribution.params = params
+    accepted = frozenset({"allow"})
+    convs, expected = [], defaultdict(lambda: [0, 0])
+    for n, (journey, minor) in enumerate(conversions):
+        at_ = at(36)
+        conv = Conv(f"c{n}", iso(at_), at_, minor, "EUR")
+        models = []
+        for i, (age, channel, verdict) in enumerate(journey):
+            ts = at_ - timedelta(seconds=age)
+            conv.touches.append((iso(ts), f"t{n}-{i}", channel, verdict, None, None, "v"))
+            models.append(Touch(f"t{n}-{i}", ts, channel, None, verdict))
+        convs.append(conv)
+        for total, slot in ((minor, 0), (MICRO, 1)):
+            for credit in attribution.credit(model, models, at_, total, accepted):
+                expected[credit.channel][slot] += credit.amount
+    table = credit_table(Eligibility(attribution), convs, [model], "channel", accepted, params)
+    got = {group: sums[model] for (_, group, _), sums in table.items()}
+    assert got == {k: v for k, v in expected.items() if any(v)}
+
+
+async def test_an_analysts_override_decides_over_the_stored_verdict(
+    db: aiosqlite.Connection, report: Report
+) -> None:
+    """Reports read the effective verdict: an analyst who blocks a touchpoint stored as
+    unscored (or allowed) takes its credit away."""
+    await db.execute(
+        "INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, reasons, origin, note, analyst) "
+        "SELECT id || '-override', ts, node, id, 'block', '[]', 'analyst', 'click farm', 'ana' "
+        "FROM touchpoints WHERE channel = 'Paid Social'"
+    )
+    await db.commit()
+    credited = await report("first_touch")
+    assert "Paid Social" not in credited and credited["Email"] == (10000, MICRO)

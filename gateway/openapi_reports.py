@@ -1,0 +1,258 @@
+"""The report endpoints of the OpenAPI document: attribution, its time series, path lengths
+and time to convert, creator payouts (merged into ``gateway.openapi.openapi_document``).
+
+Every report answers one table: ``columns`` (the order of the CSV and of the terminal
+table) and ``rows`` (one flat object per row), plus what the report was asked for. The
+same rows are exported as CSV or NDJSON with ``format=`` or an ``Accept`` header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.attribution import MODELS
+from gateway.openapi import MOMENT
+
+GROUP_BY = ("channel", "source", "medium", "campaign", "creator_id")
+FORMATS = ("json", "csv", "ndjson")
+_NUMBER = {"type": "number"}
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def _param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, Any]]:
+    models = [*MODELS, "all"] if all_models else list(MODELS)
+    return [
+        _param(
+            "model",
+            f"attribution model (default {model_default})"
+            + ("; all: every model side by side, one column pair each" if all_models else ""),
+            {"type": "string", "enum": models},
+        ),
+        _param(
+            "conversion",
+            "only conversions of this name (default: every conversion)",
+            {"type": "string", "minLength": 1, "maxLength": 200},
+        ),
+        _param("since", "ISO 8601 date or date-time, inclusive (default: until minus 30 days)", MOMENT),
+        _param("until", "ISO 8601 date or date-time, exclusive (default: now)", MOMENT),
+        _param(
+            "verdicts",
+            "comma-separated bot verdicts whose touchpoints count (default: attribution.verdicts)",
+        ),
+        _FORMAT,
+    ]
+
+
+_FORMAT = _param(
+    "format",
+    "json (default), csv or ndjson; without it, an Accept of text/csv or application/x-ndjson "
+    "chooses the export",
+    {"type": "string", "enum": list(FORMATS)},
+)
+_GROUP_BY = _param("group_by", "what a row is (default channel)", {"type": "string", "enum": list(GROUP_BY)})
+
+_TOTAL = {
+    "type": "object",
+    "required": ["currency", "conversions", "value"],
+    "properties": {
+        "currency": _NULLABLE_STR,
+        "conversions": {"type": "integer", "description": "conversions in the period"},
+        "value": {**_NUMBER, "description": "their value, in the currency's units"},
+    },
+}
+
+ATTRIBUTION_ROW = {
+    "type": "object",
+    "required": ["group", "currency"],
+    "description": "one group and currency; with one model `conversions` (credited, fractional) "
+    "and `value` (credited, exact to the minor unit); with model=all a pair per model: "
+    "`linear_conversions`, `linear_value`, …",
+    "properties": {
+        "day": {"type": "string", "format": "date", "description": "timeseries only: UTC day"},
+        "group": {**_NULLABLE_STR, "description": "the group_by value; null: none (e.g. no source)"},
+        "currency": _NULLABLE_STR,
+    },
+    "additionalProperties": _NUMBER,
+}
+
+PATHS_ROW = {
+    "type": "object",
+    "required": ["measure", "bucket", "conversions", "share"],
+    "properties": {
+        "measure": {"enum": ["touches", "days"], "description": "path length, or time to convert"},
+        "bucket": {"type": "string", "description": "touches: 0, 1 … 9, 10+; days: 0, 1, 2-3, 4-7, …"},
+        "conversions": {"type": "integer"},
+        "share": {**_NUMBER, "description": "of the period's conversions (of those with a touch for days)"},
+    },
+}
+
+PAYOUT_ROW = {
+    "type": "object",
+    "required": [
+        "creator_id",
+        "status",
+        "tier",
+        "rule",
+        "currency",
+        "clicks",
+        "conversions",
+        "value",
+        "payout",
+    ],
+    "properties": {
+        "creator_id": {"type": "string"},
+        "status": {
+            "enum": ["approve", "quarantined"],
+            "description": "quarantined: touchpoints whose bot verdict is not accepted — "
+            "excluded from the payout, listed with what they would have earned",
+        },
+        "tier": _NULLABLE_STR,
+        "rule": {"type": "string", "description": "the payout rule applied, e.g. 'CPA 5.00 + 10% of value'"},
+        "currency": _NULLABLE_STR,
+        "clicks": {"type": "integer", "description": "the creator's touchpoints in the period"},
+        "conversions": {**_NUMBER, "description": "credited conversions (fractional)"},
+        "value": {**_NUMBER, "description": "credited value"},
+        "payout": {**_NUMBER, "description": "amount to approve (0 for quarantined rows)"},
+    },
+}
+
+
+def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "200": {
+            "description": "the report; text/csv and application/x-ndjson carry the same rows, "
+            "with a Content-Disposition filename",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["ok", "report", "since", "until", "columns", "rows", *required],
+                        "properties": {
+                            "ok": {"const": True},
+                            "report": {"type": "string"},
+                            "since": {"type": "string", "format": "date-time"},
+                            "until": {"type": "string", "format": "date-time"},
+                            "conversion": _NULLABLE_STR,
+                            "verdicts": {"type": "array", "items": {"type": "string"}},
+                            "columns": {"type": "array", "items": {"type": "string"}},
+                            "rows": {"type": "array", "items": {"$ref": row_ref}},
+                            **extra,
+                        },
+                    }
+                },
+                "text/csv": {},
+                "application/x-ndjson": {},
+            },
+        },
+        "400": {
+            "description": "a bad parameter, named in the error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
+        "401": {
+            "description": "missing or wrong token",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
+    }
+
+
+_MODELS_FIELDS = {
+    "model": {"type": "string"},
+    "models": {"type": "array", "items": {"type": "string"}, "description": "the models in the columns"},
+    "group_by": {"enum": list(GROUP_BY)},
+    "totals": {
+        "type": "array",
+        "items": _TOTAL,
+        "description": "per currency; every model's credits sum to these",
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "AttributionRow": ATTRIBUTION_ROW,
+    "PathsRow": PATHS_ROW,
+    "PayoutRow": PAYOUT_ROW,
+}
+
+PATHS: dict[str, Any] = {
+    "/api/attribution": {
+        "get": {
+            "summary": "Credited conversions and value per group and currency under a model, "
+            "or every model side by side (model=all)",
+            "parameters": [*_common("linear"), _GROUP_BY],
+            "responses": _answer(
+                "#/components/schemas/AttributionRow",
+                _MODELS_FIELDS,
+                ["model", "models", "group_by", "totals"],
+            ),
+        }
+    },
+    "/api/attribution/timeseries": {
+        "get": {
+            "summary": "Credited conversions and value per UTC day (of the conversion), group and currency",
+            "parameters": [*_common("linear"), _GROUP_BY],
+            "responses": _answer(
+                "#/components/schemas/AttributionRow",
+                _MODELS_FIELDS,
+                ["model", "models", "group_by", "totals"],
+            ),
+        }
+    },
+    "/api/attribution/paths": {
+        "get": {
+            "summary": "Path lengths (eligible touches per conversion) and time to convert "
+            "(days from the first eligible touch)",
+            "parameters": [p for p in _common("linear") if p["name"] != "model"],
+            "responses": _answer(
+                "#/components/schemas/PathsRow",
+                {
+                    "summary": {
+                        "type": "object",
+                        "required": ["conversions", "with_touches"],
+                        "properties": {
+                            "conversions": {"type": "integer"},
+                            "with_touches": {"type": "integer"},
+                            "mean_touches": {"type": ["number", "null"]},
+                            "median_touches": {"type": ["number", "null"]},
+                            "mean_days": {"type": ["number", "null"]},
+                            "median_days": {"type": ["number", "null"]},
+                        },
+                    }
+                },
+                ["summary"],
+            ),
+        }
+    },
+    "/api/payouts": {
+        "get": {
+            "summary": "Creator payouts: per creator_id and currency, credited conversions and value "
+            "under a model and the amount to approve by the [payouts] rules; quarantined traffic "
+            "listed apart",
+            "parameters": [*_common("payouts.model", all_models=False)],
+            "responses": _answer(
+                "#/components/schemas/PayoutRow",
+                {
+                    "model": {"type": "string"},
+                    "totals": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["currency", "payout"],
+                            "properties": {"currency": _NULLABLE_STR, "payout": _NUMBER},
+                        },
+                        "description": "amount to approve per currency",
+                    },
+                },
+                ["model", "totals"],
+            ),
+        }
+    },
+}

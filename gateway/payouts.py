@@ -1,0 +1,120 @@
+"""Creator payout rules (``[payouts]``): their options, their checks, and the amount to approve.
+
+Pure, no I/O. A creator's rule is its own entry in ``payouts.creators`` (a CPA amount, a
+revenue share, or both), falling back field by field to its tier's (``payouts.tiers``,
+the creator's ``tier`` or else ``payouts.default_tier``); a creator no rule covers earns
+nothing and is still listed. The amount is exact in minor units: CPA times credited
+conversions plus share times credited value, each rounded half to even once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import msgspec
+
+from gateway.attribution import MODELS, exponent
+
+MICRO = 1_000_000
+
+
+class _Payout(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class TierPayout(_Payout, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    cpa: float = 0.0
+    """Amount per credited conversion, in the conversion's currency."""
+    revenue_share: float = 0.0
+    """Share (0..1) of the credited value."""
+
+
+class CreatorPayout(_Payout, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    tier: str = ""
+    """A ``payouts.tiers`` name; empty: ``payouts.default_tier``."""
+    cpa: float | None = None
+    """Overrides the tier's CPA for this creator."""
+    revenue_share: float | None = None
+    """Overrides the tier's revenue share for this creator."""
+
+
+class PayoutsOptions(_Payout, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    model: str = "last_touch"
+    """Attribution model of the payout report unless the request names another."""
+    default_tier: str = ""
+    """Tier of a creator without an entry (or without a ``tier``); empty: such creators earn nothing."""
+    tiers: dict[str, TierPayout] = {}
+    """Tier name → its rule (``{ gold = { revenue_share = 0.15 } }``)."""
+    creators: dict[str, CreatorPayout] = {}
+    """creator_id → its tier and/or its own rule (``{ cr_ana = { tier = "gold", cpa = 2.0 } }``)."""
+
+
+def validate_payouts(po: PayoutsOptions) -> list[str]:
+    p: list[str] = []
+    if po.model not in MODELS:
+        p.append(f"payouts.model: unknown model {po.model!r} (models: {', '.join(MODELS)})")
+    tiers = ", ".join(po.tiers) or "none defined"
+    if po.default_tier and po.default_tier not in po.tiers:
+        p.append(f"payouts.default_tier: no payouts.tiers entry {po.default_tier!r} (tiers: {tiers})")
+    rules: list[tuple[str, float | None, float | None]] = [
+        (f"payouts.tiers.{name}", t.cpa, t.revenue_share) for name, t in po.tiers.items()
+    ]
+    for creator, c in po.creators.items():
+        key = f"payouts.creators.{creator}"
+        if c.tier and c.tier not in po.tiers:
+            p.append(f"{key}.tier: no payouts.tiers entry {c.tier!r} (tiers: {tiers})")
+        rules.append((key, c.cpa, c.revenue_share))
+    for key, cpa, share in rules:
+        if cpa is not None and not 0 <= cpa <= 1_000_000:
+            p.append(f"{key}.cpa: must be 0..1000000, got {cpa}")
+        if share is not None and not 0 <= share <= 1:
+            p.append(f"{key}.revenue_share: must be 0..1, got {share}")
+    return p
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    tier: str | None
+    cpa: Fraction
+    revenue_share: Fraction
+
+    @property
+    def label(self) -> str:
+        parts = []
+        if self.cpa:
+            parts.append(f"CPA {float(self.cpa):g}")
+        if self.revenue_share:
+            parts.append(f"{float(self.revenue_share * 100):g}% of value")
+        text = " + ".join(parts) or "nothing"
+        return f"tier {self.tier}: {text}" if self.tier else text
+
+    def amount(self, conversions: int, value: int, currency: str | None) -> int:
+        """Minor units owed for ``conversions`` (millionths) and ``value`` (minor units)."""
+        cpa = self.cpa * 10 ** exponent(currency) * Fraction(conversions, MICRO)
+        return round(cpa) + round(self.revenue_share * value)
+
+
+NO_RULE = Rule(None, Fraction(0), Fraction(0))
+
+
+class Payouts:
+    """``[payouts]`` compiled once: the rule of any creator."""
+
+    def __init__(self, po: PayoutsOptions) -> None:
+        self.options = po
+        self.model = po.model
+
+    def rule(self, creator_id: str) -> Rule:
+        po = self.options
+        own = po.creators.get(creator_id)
+        tier = (own.tier if own and own.tier else "") or po.default_tier
+        base = po.tiers.get(tier) if tier else None
+        if own is None and base is None:
+            return NO_RULE
+        cpa = own.cpa if own and own.cpa is not None else (base.cpa if base else 0.0)
+        share = own.revenue_share if own and own.revenue_share is not None else None
+        if share is None:
+            share = base.revenue_share if base else 0.0
+        # Through str: 0.1 in TOML means exactly one tenth, not the nearest binary float.
+        return Rule(tier or None, Fraction(str(cpa)), Fraction(str(share)))

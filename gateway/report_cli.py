@@ -1,0 +1,110 @@
+"""``gateway report``: the admin API's reports in a terminal, from the store file directly.
+
+Attribution by default (one model, or ``--model all`` side by side), ``--timeseries``,
+``--paths`` or ``--payouts``; printed as an aligned table, or as CSV / NDJSON for a pipe.
+Needs no secret and no running gateway; reads only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import sys
+from datetime import UTC, datetime, timedelta
+
+from gateway import reporting
+from gateway.attribution import MODELS, Attribution
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.openapi_reports import GROUP_BY
+from gateway.payouts import Payouts
+from storage.migrate import SchemaTooNew
+from storage.reports import Reports
+
+DEFAULT_DAYS = 30
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
+    report = sub.add_parser("report", help="print an attribution or payout report from the store")
+    report.add_argument("-c", "--config", default=default_config)
+    report.add_argument("--model", choices=[*MODELS, "all"], help="default: linear; payouts: payouts.model")
+    report.add_argument("--group-by", choices=GROUP_BY, default="channel")
+    report.add_argument("--since", help="ISO 8601 date or date-time, inclusive (default: until - 30 days)")
+    report.add_argument("--until", help="ISO 8601 date or date-time, exclusive (default: now)")
+    report.add_argument("--conversion", help="only conversions of this name")
+    report.add_argument(
+        "--verdicts", help="comma-separated bot verdicts that count (default: attribution.verdicts)"
+    )
+    report.add_argument("--format", choices=("table", "csv", "ndjson"), default="table")
+    which = report.add_mutually_exclusive_group()
+    which.add_argument("--payouts", action="store_true", help="creator payouts by the [payouts] rules")
+    which.add_argument("--timeseries", action="store_true", help="credits per day")
+    which.add_argument("--paths", action="store_true", help="path lengths and time to convert")
+    report.set_defaults(func=cmd_report)
+
+
+def _moment(name: str, text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config, dev=True)  # no secret is read
+    except ConfigError as err:
+        print(f"gateway: {args.config}: {len(err.problems)} problem(s):", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    try:
+        query = _query(args, settings)
+    except ValueError as err:
+        print(f"gateway report: {err}", file=sys.stderr)
+        return 2
+    if not settings.store_path.exists():
+        print(f"gateway: no store at {settings.store_path}", file=sys.stderr)
+        return 1
+    try:
+        report = asyncio.run(_report(settings, args, query))
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:
+        print(f"gateway: cannot read the store {settings.store_path}: {err}", file=sys.stderr)
+        return 1
+    if args.format == "csv":
+        sys.stdout.write(report.csv())
+    elif args.format == "ndjson":
+        sys.stdout.buffer.write(report.ndjson())
+    else:
+        sys.stdout.write(report.text())
+    return 0
+
+
+def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
+    model = args.model or (settings.options.payouts.model if args.payouts else "linear")
+    if args.payouts and model == "all":
+        raise ValueError("--model: the payout report uses one model, not all")
+    models = tuple(MODELS) if model == "all" else (model,)
+    try:
+        until = _moment("--until", args.until) if args.until else datetime.now(UTC)
+    except ValueError:
+        raise ValueError(f"--until: expected an ISO 8601 date or date-time, got {args.until!r}") from None
+    try:
+        since = _moment("--since", args.since) if args.since else until - timedelta(days=DEFAULT_DAYS)
+    except ValueError:
+        raise ValueError(f"--since: expected an ISO 8601 date or date-time, got {args.since!r}") from None
+    if since >= until:
+        raise ValueError("--since: must be before --until")
+    verdicts = frozenset(v.strip() for v in args.verdicts.split(",")) if args.verdicts else None
+    return reporting.Query(since, until, models, args.group_by, args.conversion, verdicts)
+
+
+async def _report(settings: Settings, args: argparse.Namespace, query: reporting.Query) -> reporting.Report:
+    reports = Reports(settings.store_path, Attribution(settings.options.attribution), settings.channels)
+    await reports.open()
+    try:
+        if args.payouts:
+            return await reporting.payouts(reports, Payouts(settings.options.payouts), query)
+        if args.paths:
+            return await reporting.paths(reports, query)
+        return await reporting.attribution(reports, query, by_day=args.timeseries)
+    finally:
+        await reports.close()

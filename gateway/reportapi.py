@@ -1,0 +1,148 @@
+"""The report endpoints of the admin API: ``/api/attribution``, ``/api/attribution/timeseries``,
+``/api/attribution/paths`` and ``/api/payouts``.
+
+Owns their query parameters (each bad one is a 400 naming it), the choice of format
+(``format=`` or the ``Accept`` header: JSON in the admin envelope, CSV or NDJSON as a
+download with a ``Content-Disposition`` filename), and the report connection (opened with
+the admin app). The tables themselves come from ``gateway/reporting.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from gateway import reporting
+from gateway.admin import ApiError, parse_time
+from gateway.attribution import MODELS, Attribution
+from gateway.config import Settings
+from gateway.openapi_reports import FORMATS, GROUP_BY
+from gateway.payouts import Payouts
+from storage.reports import Reports
+
+REPORTS_KEY = web.AppKey("reports", Reports)
+PAYOUTS_KEY = web.AppKey("payouts", Payouts)
+DEFAULT_DAYS = 30
+MAX_DAYS = 3660
+_VERDICT = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+_COMMON = {"model", "conversion", "since", "until", "verdicts", "format"}
+
+
+def _only(request: web.Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _moment(name: str, value: str) -> datetime:
+    return datetime.fromisoformat(parse_time(name, value))
+
+
+def query(request: web.Request, *, default_model: str, all_models: bool = True) -> reporting.Query:
+    """The report's parameters, each checked; the first bad one answers 400 naming it."""
+    q = request.query
+    model = q.get("model", default_model)
+    if model == "all" and all_models:
+        models = tuple(MODELS)
+    elif model in MODELS:
+        models = (model,)
+    else:
+        known = ", ".join([*MODELS, *(["all"] if all_models else [])])
+        raise ApiError(400, f"model: unknown model {model!r} (models: {known})")
+    group_by = q.get("group_by", "channel")
+    if group_by not in GROUP_BY:
+        raise ApiError(400, f"group_by: expected one of {', '.join(GROUP_BY)}, got {group_by!r}")
+    until = _moment("until", q["until"]) if "until" in q else datetime.now(UTC)
+    since = _moment("since", q["since"]) if "since" in q else until - timedelta(days=DEFAULT_DAYS)
+    if since >= until:
+        raise ApiError(400, f"since: must be before until ({since.isoformat()} >= {until.isoformat()})")
+    if until - since > timedelta(days=MAX_DAYS):
+        raise ApiError(400, f"since: a report covers at most {MAX_DAYS} days")
+    conversion = q.get("conversion")
+    if conversion is not None and not (0 < len(conversion) <= 200 and conversion.isprintable()):
+        raise ApiError(400, "conversion: expected a conversion name (1..200 printable characters)")
+    verdicts = None
+    if "verdicts" in q:
+        names = [v.strip() for v in q["verdicts"].split(",")]
+        bad = next((v for v in names if not _VERDICT.match(v)), None)
+        if bad is not None:
+            raise ApiError(
+                400, f"verdicts: expected comma-separated verdict names like allow,review, got {bad!r}"
+            )
+        verdicts = frozenset(names)
+    return reporting.Query(since, until, models, group_by, conversion, verdicts)
+
+
+def _format(request: web.Request) -> str:
+    given = request.query.get("format")
+    if given is not None:
+        if given not in FORMATS:
+            raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {given!r}")
+        return given
+    accept = request.headers.get("Accept", "")
+    return next((name for name, media in _MEDIA.items() if media in accept), "json")
+
+
+def respond(request: web.Request, report: reporting.Report) -> web.Response:
+    kind = _format(request)
+    if kind == "json":
+        return web.Response(body=report.json(), content_type="application/json")
+    body = report.csv().encode() if kind == "csv" else report.ndjson()
+    disposition = f'attachment; filename="{report.filename(kind)}"'
+    return web.Response(
+        body=body,
+        content_type=_MEDIA[kind],
+        charset="utf-8" if kind == "csv" else None,
+        headers={"Content-Disposition": disposition},
+    )
+
+
+async def attribution(request: web.Request) -> web.Response:
+    _only(request, _COMMON | {"group_by"})
+    _format(request)
+    q = query(request, default_model="linear")
+    return respond(request, await reporting.attribution(request.app[REPORTS_KEY], q))
+
+
+async def timeseries(request: web.Request) -> web.Response:
+    _only(request, _COMMON | {"group_by"})
+    _format(request)
+    q = query(request, default_model="linear")
+    return respond(request, await reporting.attribution(request.app[REPORTS_KEY], q, by_day=True))
+
+
+async def paths(request: web.Request) -> web.Response:
+    _only(request, _COMMON - {"model"})
+    _format(request)
+    q = query(request, default_model="linear")
+    return respond(request, await reporting.paths(request.app[REPORTS_KEY], q))
+
+
+async def payouts(request: web.Request) -> web.Response:
+    _only(request, _COMMON)
+    _format(request)
+    rules = request.app[PAYOUTS_KEY]
+    q = query(request, default_model=rules.model, all_models=False)
+    return respond(request, await reporting.payouts(request.app[REPORTS_KEY], rules, q))
+
+
+def add_report_routes(app: web.Application, settings: Settings) -> None:
+    """Register the report endpoints on the admin app; their connection opens and closes with it."""
+    reports = Reports(settings.store_path, Attribution(settings.options.attribution), settings.channels)
+    app[REPORTS_KEY] = reports
+    app[PAYOUTS_KEY] = Payouts(settings.options.payouts)
+
+    async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
+        await reports.open()
+        yield
+        await reports.close()
+
+    app.cleanup_ctx.append(reports_ctx)
+    app.router.add_get("/api/attribution", attribution)
+    app.router.add_get("/api/attribution/timeseries", timeseries)
+    app.router.add_get("/api/attribution/paths", paths)
+    app.router.add_get("/api/payouts", payouts)

@@ -1,0 +1,274 @@
+"""The reports as tables: attribution (one model or all), its daily series, path lengths and
+time to convert, creator payouts — and their renderings (CSV, NDJSON, an aligned text table).
+
+Shared by the admin API (``gateway/reportapi.py``) and ``gateway report``. Reads through
+``storage.reports.Reports``; turns minor units and millionths into exact decimals only
+here, at the edge. A report is one table: ``columns`` and flat ``rows``, plus ``meta``
+(what was asked, totals), so every format carries the same rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from gateway.attribution import from_minor
+from gateway.payouts import Payouts
+from storage.reports import MICRO, Conv, Reports, credit_table, quarantined_credit
+
+TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
+DAY_BUCKETS: tuple[tuple[str, int, int], ...] = (
+    ("0", 0, 1),
+    ("1", 1, 2),
+    ("2-3", 2, 4),
+    ("4-7", 4, 8),
+    ("8-14", 8, 15),
+    ("15-30", 15, 31),
+    ("31+", 31, 10**9),
+)
+"""Time to convert: (bucket, from day, to day) over whole days since the first eligible touch."""
+_encode = msgspec.json.Encoder(decimal_format="number")
+
+
+@dataclass(frozen=True)
+class Query:
+    since: datetime
+    until: datetime
+    models: tuple[str, ...] = ("linear",)
+    group_by: str = "channel"
+    conversion: str | None = None
+    verdicts: frozenset[str] | None = None
+    """None: ``attribution.verdicts``."""
+
+    @property
+    def model(self) -> str:
+        return "all" if len(self.models) > 1 else self.models[0]
+
+
+@dataclass
+class Report:
+    name: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def filename(self, extension: str) -> str:
+        parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
+        parts += [self.meta["since"][:10], self.meta["until"][:10]]
+        return "-".join(str(p) for p in parts if p) + "." + extension
+
+    def json(self) -> bytes:
+        return _encode.encode(
+            {"ok": True, "report": self.name, **self.meta, "columns": self.columns, "rows": self.rows}
+        )
+
+    def ndjson(self) -> bytes:
+        return b"".join(_encode.encode(row) + b"\n" for row in self.rows)
+
+    def csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(self.columns)
+        for row in self.rows:
+            writer.writerow(["" if row.get(c) is None else row[c] for c in self.columns])
+        return out.getvalue()
+
+    def text(self) -> str:
+        """An aligned table for a terminal: text left, numbers right."""
+        cells = [[_cell(row.get(c), c) for c in self.columns] for row in self.rows]
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
+        numeric = [all(isinstance(row.get(c), int | Decimal) for row in self.rows) for c in self.columns]
+
+        def line(values: Sequence[str]) -> str:
+            return "  ".join(
+                v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+            ).rstrip()
+
+        head = f"{self.name}: {self.meta['since']} .. {self.meta['until']}"
+        for key in ("model", "group_by", "conversion"):
+            if self.meta.get(key):
+                head += f", {key} {self.meta[key]}"
+        out = [head, "", line(self.columns), line(["-" * w for w in widths])]
+        out += [line(r) for r in cells] or ["(no rows)"]
+        if "summary" in self.meta:
+            out.append(", ".join(f"{k} {_cell(v, k)}" for k, v in self.meta["summary"].items()))
+        for total in self.meta.get("totals", []):
+            parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
+            out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
+        return "\n".join(out) + "\n"
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None:
+        return "(none)" if column in ("group", "creator_id") else ""
+    return str(value)
+
+
+def money(minor: int, currency: str | None) -> Decimal:
+    return from_minor(minor, currency)
+
+
+def count(micro: int) -> Decimal:
+    """Millionths of a conversion → a decimal without trailing zeros (``1.5``, ``3``)."""
+    return Decimal(format((Decimal(micro) / MICRO).normalize(), "f"))
+
+
+def _meta(q: Query, reports: Reports) -> dict[str, Any]:
+    verdicts = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    return {
+        "since": _iso(q.since),
+        "until": _iso(q.until),
+        "conversion": q.conversion,
+        "verdicts": sorted(verdicts),
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _totals(convs: Sequence[Conv]) -> list[dict[str, Any]]:
+    by_currency: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
+    for c in convs:
+        by_currency[c.currency][0] += 1
+        by_currency[c.currency][1] += c.minor
+    return [
+        {"currency": cur, "conversions": n, "value": money(v, cur)}
+        for cur, (n, v) in sorted(by_currency.items(), key=lambda kv: kv[0] or "")
+    ]
+
+
+async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Report:
+    """Credited conversions and value per group and currency (and per day with ``by_day``);
+    with several models, one column pair per model."""
+    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    convs = await reports.load(q.since, q.until, q.conversion, q.group_by)
+    params = await reports.params_for(q.models, convs, q.since, q.until, accepted)
+    table = await reports.run(
+        credit_table, reports.eligible, convs, q.models, q.group_by, accepted, params, by_day
+    )
+    single = len(q.models) == 1
+    pairs = [("conversions", "value")] if single else [(f"{m}_conversions", f"{m}_value") for m in q.models]
+    columns = [*(["day"] if by_day else []), "group", "currency", *(c for pair in pairs for c in pair)]
+    rows = []
+    for (day, group, currency), sums in table.items():
+        row: dict[str, Any] = {"day": day} if by_day else {}
+        row |= {"group": group, "currency": currency}
+        for m, (n_col, v_col) in zip(q.models, pairs, strict=True):
+            row[n_col], row[v_col] = count(sums[m][1]), money(sums[m][0], currency)
+        rows.append(
+            (day or "", -sums[q.models[0]][0], -sums[q.models[0]][1], group or "", currency or "", row)
+        )
+    rows.sort(key=lambda r: r[:5])
+    meta = {"model": q.model, "models": list(q.models), "group_by": q.group_by, **_meta(q, reports)}
+    meta["totals"] = _totals(convs)
+    return Report("timeseries" if by_day else "attribution", columns, [r[-1] for r in rows], meta)
+
+
+async def paths(reports: Reports, q: Query) -> Report:
+    """How many eligible touches led to each conversion, and how long from the first one."""
+    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    convs = await reports.load(q.since, q.until, q.conversion)
+    lengths, days = [], []
+    for c in convs:
+        path = reports.eligible(c, accepted)
+        lengths.append(len(path))
+        if path:
+            days.append((c.at - datetime.fromisoformat(path[0][0])).total_seconds() / 86400)
+    touches = defaultdict(int, {b: 0 for b in TOUCH_BUCKETS})
+    for n in lengths:
+        touches[str(n) if n < 10 else "10+"] += 1
+    waits = {name: sum(lo <= d < hi for d in days) for name, lo, hi in DAY_BUCKETS}
+    rows = [
+        {
+            "measure": "touches",
+            "bucket": b,
+            "conversions": touches[b],
+            "share": _share(touches[b], len(lengths)),
+        }
+        for b in TOUCH_BUCKETS
+    ] + [
+        {"measure": "days", "bucket": b, "conversions": n, "share": _share(n, len(days))}
+        for b, n in waits.items()
+    ]
+    summary = {
+        "conversions": len(lengths),
+        "with_touches": len(days),
+        "mean_touches": round(statistics.fmean(lengths), 2) if lengths else None,
+        "median_touches": statistics.median(lengths) if lengths else None,
+        "mean_days": round(statistics.fmean(days), 2) if days else None,
+        "median_days": round(statistics.median(days), 2) if days else None,
+    }
+    meta = {**_meta(q, reports), "summary": summary}
+    return Report("paths", ["measure", "bucket", "conversions", "share"], rows, meta)
+
+
+def _share(part: int, whole: int) -> Decimal:
+    return (Decimal(part) / whole).quantize(Decimal("0.0001")) if whole else Decimal(0)
+
+
+PAYOUT_COLUMNS = [
+    "creator_id",
+    "status",
+    "tier",
+    "rule",
+    "currency",
+    "clicks",
+    "conversions",
+    "value",
+    "payout",
+]
+
+
+async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
+    """Per creator and currency: credited conversions and value under the model and the
+    amount to approve; traffic with an unaccepted verdict listed apart (``quarantined``),
+    with its clicks and what it would have earned, and paid nothing."""
+    model = q.models[0]
+    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    convs = await reports.load(q.since, q.until, q.conversion, "creator_id")
+    params = await reports.params_for([model], convs, q.since, q.until, accepted)
+    earned = await reports.run(credit_table, reports.eligible, convs, [model], "creator_id", accepted, params)
+    withheld = await reports.run(quarantined_credit, reports.eligible, convs, model, accepted, params)
+    clicks = await reports.creator_clicks(q.since, q.until, accepted)
+    rows: list[dict[str, Any]] = []
+    totals: dict[str | None, int] = defaultdict(int)
+    creators = {k[1] for k in earned if k[1] is not None} | {
+        c for c, quarantined in clicks if not quarantined
+    }
+    for creator in sorted(creators):
+        rule = rules.rule(creator)
+        cells = {k[2]: v[model] for k, v in earned.items() if k[1] == creator} or {None: [0, 0]}
+        for currency, (value, micro) in sorted(cells.items(), key=lambda kv: kv[0] or ""):
+            payout = rule.amount(micro, value, currency)
+            totals[currency] += payout
+            rows.append(_payout_row(creator, "approve", rule.tier, rule.label, currency))
+            rows[-1] |= {"clicks": clicks.get((creator, False), 0), "conversions": count(micro)}
+            rows[-1] |= {"value": money(value, currency), "payout": money(payout, currency)}
+    for creator in sorted({c for c, _ in withheld} | {c for c, quarantined in clicks if quarantined}):
+        rule = rules.rule(creator)
+        cells = {cur: v for (c, cur), v in withheld.items() if c == creator} or {None: [0, 0]}
+        for currency, (value, micro) in sorted(cells.items(), key=lambda kv: kv[0] or ""):
+            rows.append(_payout_row(creator, "quarantined", rule.tier, rule.label, currency))
+            rows[-1] |= {"clicks": clicks.get((creator, True), 0), "conversions": count(micro)}
+            rows[-1] |= {"value": money(value, currency), "payout": money(0, currency)}
+    meta = {"model": model, **_meta(q, reports)}
+    meta["totals"] = [
+        {"currency": c, "payout": money(v, c)} for c, v in sorted(totals.items(), key=lambda kv: kv[0] or "")
+    ]
+    return Report("payouts", PAYOUT_COLUMNS, rows, meta)
+
+
+def _payout_row(
+    creator: str, status: str, tier: str | None, rule: str, currency: str | None
+) -> dict[str, Any]:
+    return {"creator_id": creator, "status": status, "tier": tier, "rule": rule, "currency": currency}
