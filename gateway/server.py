@@ -321,6 +321,10 @@ async def serve(
         await proxy_runner.cleanup()
         raise
     settle_heap()
+    log.info(
+        "listening",
+        extra={"proxy": proxy_addr, "admin": admin_addr or None, "background": sorted(gw.background)},
+    )
     if on_ready:
         on_ready(proxy_addr, admin_addr)
     try:
