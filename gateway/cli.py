@@ -183,18 +183,32 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
         if primary:
             _announce(settings, proxy, admin, upstream if demo_runner else None)
 
+    stop = asyncio.Event()
+    orphaned = asyncio.create_task(_watch_parent(stop)) if args.worker is not None else None
     try:
         await serve(
             settings,
             upstream,
             on_ready=ready,
+            stop=stop,
             admin=primary,
             reuse_port=args.worker is not None,
             reread=reread,
         )
     finally:
+        if orphaned is not None:
+            orphaned.cancel()
         if demo_runner is not None:
             await demo_runner.cleanup()
+
+
+async def _watch_parent(stop: asyncio.Event) -> None:
+    """A worker whose supervisor died (even by SIGKILL) stops gracefully instead of living on."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.error("the supervisor is gone; stopping this worker")
+    stop.set()
 
 
 def _overridden(settings: Settings, args: argparse.Namespace) -> Settings:

@@ -154,6 +154,8 @@ class Gateway:
             return []
         pending = restart_needed(self.settings, new)
         settings = live_settings(self.settings, new)
+        # Standings set through the admin API (in worker 0) reach the other workers here too.
+        await _apply_standings(self)
         pipeline = build_pipeline(settings, self.metrics, self.keys, self.creators)
         await pipeline.running()
         self.slot.host = self._host(settings, pipeline, old_host.session)

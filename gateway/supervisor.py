@@ -113,7 +113,10 @@ class Supervisor:
                 self.stopping.set()
                 return code
             log.error("worker %d exited (code %d); starting it again", index, code)
-            await asyncio.sleep(min(0.1 * 2**quick, 5.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), min(0.1 * 2**quick, 5.0))
+            if self.stopping.is_set():  # told to stop while it was down: nothing to restart
+                return 0
 
 
 def worker_count(configured: int) -> int:

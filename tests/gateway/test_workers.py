@@ -41,6 +41,15 @@ async def _origin(upstream_server: object) -> str:
     return await upstream_server(app)  # type: ignore[operator, no-any-return]
 
 
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for whoever adopted it to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def _listening(gw: GatewayProcess, count: int) -> bool:
     return len({r.get("worker") for r in gw.logs() if r["msg"] == "listening"}) >= count
 
@@ -97,3 +106,20 @@ async def test_a_crashed_worker_is_restarted(tmp_path: Path, upstream_server: ob
         assert await gw.stop() == 0
     finally:
         await gw.kill()
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstream_server: object) -> None:
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        workers = await asyncio.to_thread(children, gw.proc.pid)
+        gw.proc.kill()  # SIGKILL: the supervisor cannot pass anything on
+        await gw.proc.wait()
+        await gw.wait_for(lambda: sum(r["msg"] == "stopped" for r in gw.logs()) >= 2, gw.stderr)
+        for pid in workers:
+            while await asyncio.to_thread(_alive, pid):
+                await asyncio.sleep(0.05)  # exiting after its last log line
+    finally:
+        await gw.kill()
+    assert not [r for r in gw.logs() if r["level"] == "critical"]
