@@ -341,4 +341,16 @@ async def serve(
         await proxy_runner.cleanup()
         if admin_runner is not None:
             await admin_runner.cleanup()
-        log.info("stopped")
+        log.info("stopped", extra={"unconfirmed": _unconfirmed(gw.metrics)})
+
+
+def _unconfirmed(metrics: Metrics) -> int:
+    """Responses this process sent before their events' commit was confirmed (all reasons)."""
+    return int(
+        sum(
+            s.value
+            for m in metrics.events_unconfirmed.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+    )

@@ -21,6 +21,8 @@ def _config(tmp_path: Path, upstream: str, workers: int = 2) -> Path:
     cfg.write_text(
         f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = {workers}\naccess_log = true\n'
         '[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\nnode = "test"\n'
+        # A generous bound on the commit wait: on a busy machine every response still waits for it.
+        "max_wait_ms = 20000.0\n"
     )
     return cfg
 
@@ -82,6 +84,10 @@ async def test_two_workers_store_every_acknowledged_landing_exactly_once(
     served = {r["worker"] for r in gw.logs() if r["logger"] == "gateway.access"}
     assert served == {0, 1}, "both workers took connections"
     assert not [r for r in gw.logs() if r["level"] in ("error", "critical")]
+    stopped = [r for r in gw.logs() if r["msg"] == "stopped"]
+    assert len(stopped) == 2 and all(r["unconfirmed"] == 0 for r in stopped), (
+        "every response waited for its commit"
+    )
     admins = [r for r in gw.logs() if r["msg"] == "listening" and r["admin"]]
     assert {r["worker"] for r in admins} == {0}, "only worker 0 runs the admin listener"
 
