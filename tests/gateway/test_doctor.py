@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from blockbuster import BlockBuster
 
 from tests.conftest import ENV
 
@@ -91,3 +92,21 @@ async def test_a_broken_config_names_its_key(tmp_path: Path) -> None:
     await asyncio.to_thread(cfg.write_text, "[bots]\nreview_threshold = 120\n")
     code, out = await doctor(cfg)
     assert code == 1 and "[FAIL] config: bots.review_threshold: must be 0..100, got 120" in out
+
+
+async def test_unreachable_postgresql_when_central_is_configured(blockbuster: BlockBuster) -> None:
+    """``[central]`` lives on another branch: doctor reads ``options.central.url`` when it is there."""
+    from types import SimpleNamespace
+
+    # asyncpg reads ~/.pgpass while connecting; the doctor is a command, no server loop to stall.
+    for function in blockbuster.functions.values():
+        function.can_block_in("asyncpg/connect_utils.py", {"_parse_connect_dsn_and_args"})
+
+    from gateway.doctor import check_central
+
+    url = f"postgresql://gw@127.0.0.1:{_closed_port()}/gw"
+    settings = SimpleNamespace(options=SimpleNamespace(central=SimpleNamespace(url=url)))
+    check = await check_central(settings, 2.0)  # type: ignore[arg-type]
+    assert check is not None and check.status == "FAIL" and "central PostgreSQL unreachable" in check.what
+    none = SimpleNamespace(options=SimpleNamespace())
+    assert await check_central(none, 2.0) is None  # type: ignore[arg-type]

@@ -85,10 +85,12 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
                 assert resp.status == 302
             async with session.post(gw.proxy + "/_gw/events", data=b"{not json", headers=xff) as resp:
                 assert resp.status >= 400
-            for token in (TOKEN, WRONG_TOKEN):
+            for token, status in ((TOKEN, 200), (WRONG_TOKEN, 401)):
                 auth = {"Authorization": f"Bearer {token}"}
                 async with session.get(f"{gw.admin}/api/users/{USER_EMAIL}", headers=auth) as resp:
-                    await resp.read()
+                    assert resp.status == status
+                    if status == 200:  # the login bound the visitor: the user ID went through the gateway
+                        assert (await resp.json())["ok"] is True
             # A malformed request line is logged by nobody with the peer's address.
             _, writer = await asyncio.open_connection(*gw.proxy.removeprefix("http://").rsplit(":", 1))
             writer.write(b"GARBAGE \x00\r\n\r\n")
