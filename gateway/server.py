@@ -257,7 +257,8 @@ async def _reload(gw: Gateway, reread: Reloader) -> None:
     from gateway.config import ConfigError
 
     try:
-        new = await reread()
+        # Both steps can find problems: reading (any key) and starting the new chain (a GeoIP file).
+        pending = await gw.reload(await reread())
     except ConfigError as err:
         for problem in err.problems:
             log.error("reload refused, the running config is kept: %s", problem, extra={"key": _key(problem)})
@@ -265,7 +266,6 @@ async def _reload(gw: Gateway, reread: Reloader) -> None:
     except Exception:
         log.exception("reload failed, the running config is kept")
         return
-    pending = await gw.reload(new)
     for note in pending:
         log.warning("reload: %s needs a restart; the running value is kept", note, extra={"key": note})
     log.info("config reloaded: rules and thresholds apply to new requests", extra={"restart": pending})
