@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked
+from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked, parse_listen
 from gateway.doctor import cmd_doctor
 from gateway.logs import setup_logging
 from gateway.replay import cmd_replay_bad
@@ -266,7 +266,12 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int) -> int:
     env = {**os.environ, GENERATED_ENV: "\n".join(settings.generated)}
     log.info("starting %d workers on %s", count, proxy_addr)
     try:
-        return run_supervisor(count, argv, env, settings.options.proxy.shutdown_grace)
+        first = parse_listen(admin_addr)
+        probe = (
+            "127.0.0.1" if first[0] in ("0.0.0.0", "") else "::1" if first[0] == "::" else first[0],
+            first[1],
+        )
+        return run_supervisor(count, argv, env, settings.options.proxy.shutdown_grace, probe)
     finally:
         public.close()
 

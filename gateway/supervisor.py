@@ -4,8 +4,9 @@ Owns the worker processes and nothing of the application: it imports no
 aiohttp, opens no store and serves no request, so nothing a request does can
 take it down. It reserves the public port (a bound, ``SO_REUSEPORT`` socket that
 never listens, so port 0 becomes one concrete port every worker shares) and the
-admin port, starts ``gateway run --worker I`` for each worker (each binds the
-public port with ``SO_REUSEPORT``; the kernel spreads connections), restarts a
+admin port, starts ``gateway run --worker I`` for each worker — worker 0 first,
+the others once its admin listener accepts — (each binds the public port with
+``SO_REUSEPORT``; the kernel spreads connections), restarts a
 worker that exits unexpectedly, and forwards SIGTERM/SIGINT (graceful stop) and
 SIGHUP (reload). Worker 0 alone runs the admin listener and the background
 tasks: they need one owner, and worker 0 is restarted like any other.
@@ -61,12 +62,20 @@ class Supervisor:
     """Keeps ``count`` workers running until told to stop; ``argv(i)`` is worker i's command."""
 
     def __init__(
-        self, count: int, argv: Callable[[int], list[str]], env: dict[str, str], grace: float
+        self,
+        count: int,
+        argv: Callable[[int], list[str]],
+        env: dict[str, str],
+        grace: float,
+        first_ready: tuple[str, int] | None = None,
     ) -> None:
         self.count = count
         self.argv = argv
         self.env = env
         self.grace = grace
+        self.first_ready = first_ready
+        """An address worker 0 listens on (the admin listener): the others start once it accepts,
+        so whoever reaches the public port finds the admin API up too."""
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = asyncio.Event()
         self.failed = False
@@ -76,7 +85,9 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
-        keepers = [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(self.count)]
+        keepers = [asyncio.create_task(self._keep(0), name="worker-0")]
+        await self._first_up()
+        keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
         await self.stopping.wait()
         log.info("stopping %d workers (grace %.0f s)", len(self.procs), self.grace)
         self._forward(signal.SIGTERM)
@@ -88,6 +99,23 @@ class Supervisor:
                     proc.kill()
         codes = [task.result() for task in done] + list(await asyncio.gather(*pending))
         return 1 if self.failed or any(codes) else 0
+
+    async def _first_up(self) -> None:
+        """Wait until worker 0 accepts on ``first_ready`` (or the supervisor is stopping)."""
+        if self.first_ready is None:
+            return
+        host, port = self.first_ready
+        while not self.stopping.is_set():
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), 0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
 
     def _forward(self, sig: signal.Signals) -> None:
         for proc in self.procs.values():
@@ -129,8 +157,14 @@ def worker_count(configured: int) -> int:
         return os.cpu_count() or 1
 
 
-def run_supervisor(count: int, argv: Callable[[int], list[str]], env: dict[str, str], grace: float) -> int:
-    return asyncio.run(Supervisor(count, argv, env, grace).run())
+def run_supervisor(
+    count: int,
+    argv: Callable[[int], list[str]],
+    env: dict[str, str],
+    grace: float,
+    first_ready: tuple[str, int] | None = None,
+) -> int:
+    return asyncio.run(Supervisor(count, argv, env, grace, first_ready).run())
 
 
 def python_argv() -> list[str]:
