@@ -87,7 +87,8 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
         keepers = [asyncio.create_task(self._keep(0), name="worker-0")]
         await self._first_up()
-        keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
+        if not self.stopping.is_set():
+            keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
         await self.stopping.wait()
         log.info("stopping %d workers (grace %.0f s)", len(self.procs), self.grace)
         self._forward(signal.SIGTERM)
@@ -128,9 +129,14 @@ class Supervisor:
         quick = 0
         loop = asyncio.get_running_loop()
         while True:
+            if self.stopping.is_set():
+                return 0
             started = loop.time()
             proc = await asyncio.create_subprocess_exec(*self.argv(index), env=self.env)
             self.procs[index] = proc
+            if self.stopping.is_set():  # the stop was forwarded while this one was being started
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
             if self.stopping.is_set():
                 return 0 if code in (0, -signal.SIGTERM) else code

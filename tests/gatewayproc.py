@@ -29,11 +29,14 @@ class GatewayProcess:
         self.admin = ""
 
     @classmethod
-    async def start(cls, config: Path, *args: str, env: dict[str, str] | None = None) -> GatewayProcess:
+    async def start(
+        cls, config: Path, *args: str, env: dict[str, str] | None = None, new_session: bool = False
+    ) -> GatewayProcess:
+        """``new_session``: its own process group, so ``killpg`` reaches the supervisor and workers."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "run", "-c", str(config), *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", **ENV, **(env or {})},
+            env={"PATH": "/usr/bin:/bin", **ENV, **(env or {})}, start_new_session=new_session,
         )  # fmt: skip
         gw = cls(proc)
         try:

@@ -129,3 +129,60 @@ async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstre
     finally:
         await gw.kill()
     assert not [r for r in gw.logs() if r["level"] == "critical"]
+
+
+async def test_kill_9_of_every_process_mid_load_loses_and_doubles_nothing(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg, new_session=True)
+    received: set[int] = set()
+    sent = 0
+    killed = asyncio.Event()
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+
+        async def client() -> None:
+            nonlocal sent
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+                while not killed.is_set():
+                    n, sent = sent, sent + 1
+                    try:
+                        async with session.get(f"{gw.proxy}/land?utm_source=load&utm_content={n}") as resp:
+                            if resp.status == 200 and await resp.text() == "ok":
+                                received.add(n)
+                    except (aiohttp.ClientError, ConnectionError):
+                        return
+
+        clients = [asyncio.create_task(client()) for _ in range(20)]
+        async with asyncio.timeout(30):
+            while len(received) < 200:
+                await asyncio.sleep(0.05)
+        os.killpg(gw.proc.pid, signal.SIGKILL)  # supervisor and both workers, requests in flight
+        await gw.proc.wait()
+        killed.set()
+        async with asyncio.timeout(20):
+            await asyncio.gather(*clients)
+    finally:
+        killed.set()
+        await gw.kill()
+
+    def contents() -> list[int]:
+        with sqlite3.connect(tmp_path / "gw.db") as db:
+            return [int(c) for (c,) in db.execute("SELECT content FROM touchpoints")]
+
+    stored = await asyncio.to_thread(contents)
+    assert received - set(stored) == set(), "an acknowledged landing was lost"
+    assert len(stored) == len(set(stored)), "a landing was stored twice"
+    # The same store after the crash: a new gateway recovers the WAL and records again.
+    again = await GatewayProcess.start(cfg)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{again.proxy}/land?utm_source=load&utm_content=-1") as resp,
+        ):
+            assert resp.status == 200
+        assert await again.stop() == 0
+    finally:
+        await again.kill()
+    assert sorted(await asyncio.to_thread(contents)) == sorted([*stored, -1])
