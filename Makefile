@@ -19,7 +19,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/gateway run --dev -c $(CONFIG)
+	$(BIN)/gateway run --dev --log-format text -c $(CONFIG)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .

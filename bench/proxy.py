@@ -1,13 +1,16 @@
 """Proxy benchmark: the gateway's throughput and latency as ratios against a bare aiohttp proxy.
 
-``python -m bench.proxy [--seconds S] [--concurrency C] [--json FILE]`` (``make bench``).
+``python -m bench.proxy [--seconds S] [--concurrency C] [--workers N ...] [--json FILE]``
+(``make bench``).
 
 Starts an origin, the bare proxy and the gateway, each in its own process
 (``bench.servers``), then, for each scenario and round, loads the bare proxy
 and the gateway in turn from a separate load-generator process
 (``bench.load``) over loopback. Prints a table and the gateway/bare ratios
-against their targets. It reports; it never fails on timing. Every server
-is stopped on the way out, error or not.
+against their targets. ``--workers 1 2`` adds one target per count, each a
+real ``gateway run`` with ``proxy.workers = N`` (supervisor, SO_REUSEPORT, one
+shared store), and prints throughput relative to one worker. It reports; it
+never fails on timing. Every server is stopped on the way out, error or not.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import select
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -95,20 +99,63 @@ def start_server(kind: str, *args: str) -> Server:
     process = subprocess.Popen(
         _python("bench.servers", kind, *args), cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
+    return _wait_ready(kind, process, lambda line: int(line.split()[1]) if line.startswith("PORT ") else None)
+
+
+def _wait_ready(kind: str, process: subprocess.Popen[str], port_of: Any) -> Server:
     assert process.stdout is not None
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         ready, _, _ = select.select([process.stdout], [], [], 0.2)
         if ready:
             line = process.stdout.readline()
-            if line.startswith("PORT "):
-                return Server(kind, process, int(line.split()[1]))
+            port = port_of(line)
+            if port is not None:
+                return Server(kind, process, port)
             if not line:
                 break
         if process.poll() is not None:
             break
     stop_process(process)
     raise RuntimeError(f"{kind} server did not start (exit code {process.returncode})")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_workers(count: int, upstream: str, store: Path, extra: str) -> Server:
+    """``gateway run`` with ``proxy.workers = count``: the supervisor and its workers."""
+    from bench.servers import gateway_toml
+
+    cfg = store / f"workers-{count}.toml"
+    own = gateway_toml(store, extra).replace(str(store / "gateway.db"), str(store / f"gateway-w{count}.db"))
+    proxy = (
+        f'[proxy]\nlisten = "127.0.0.1:{_free_port()}"\nupstream = "{upstream}"\nworkers = {count}\n'
+        f'[admin]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warning"\n'
+    )
+    cfg.write_text(proxy + own)
+    env = {**os.environ, "GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40}
+    process = subprocess.Popen(
+        _python("gateway", "run", "-c", str(cfg)), cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env
+    )
+
+    def port_of(line: str) -> int | None:
+        found = line.partition("proxy on http://")[2]
+        return int(found.split("/")[0].rpartition(":")[2]) if found else None
+
+    return _wait_ready(f"gateway-w{count}", process, port_of)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a supervisor's workers)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(int(k) for k in kids)]
 
 
 def stop_process(process: subprocess.Popen[str]) -> None:
@@ -125,7 +172,7 @@ def stop_process(process: subprocess.Popen[str]) -> None:
 
 
 @contextmanager
-def servers(store: Path, profile: str, toml: str) -> Iterator[dict[str, Server]]:
+def servers(store: Path, profile: str, toml: str, workers: Sequence[int] = ()) -> Iterator[dict[str, Server]]:
     started: list[Server] = []
     try:
         origin = start_server("origin")
@@ -133,6 +180,8 @@ def servers(store: Path, profile: str, toml: str) -> Iterator[dict[str, Server]]
         started.append(start_server("bare", "--upstream", origin.url))
         extra = (("--profile", profile) if profile else ()) + (("--toml", toml) if toml else ())
         started.append(start_server("gateway", "--upstream", origin.url, "--store", str(store), *extra))
+        for count in workers:
+            started.append(start_workers(count, origin.url, store, toml))
         yield {s.kind: s for s in started}
     finally:
         for server in reversed(started):
@@ -168,12 +217,17 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu(pids: Sequence[int]) -> float | None:
+    times = [cpu_seconds(pid) for pid in pids]
+    return None if any(t is None for t in times) else sum(t or 0.0 for t in times)
+
+
 def measure(running: dict[str, Server], target: str, scenario: str, args: argparse.Namespace) -> Row:
     """One load run against ``target``, with the CPU its process and the origin's spent per response."""
-    pids = {"proxy": running[target].process.pid, "origin": running["origin"].process.pid}
-    before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    pids = {"proxy": process_tree(running[target].process.pid), "origin": [running["origin"].process.pid]}
+    before = {k: _cpu(tree) for k, tree in pids.items()}
     result = run_load(running[target].port, scenario, args)
-    after = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    after = {k: _cpu(tree) for k, tree in pids.items()}
     sent = max(1, int(result["sent"]))
     cpu_us: dict[str, float | None] = {}
     for key in pids:
@@ -190,12 +244,16 @@ def measure(running: dict[str, Server], target: str, scenario: str, args: argpar
 
 
 def stored_touchpoints(store: Path) -> int:
-    db = sqlite3.connect(store / "gateway.db")
-    try:
-        (count,) = db.execute("SELECT count(*) FROM touchpoints").fetchone()
-        return int(count)
-    finally:
-        db.close()
+    """Touchpoints in every gateway store of the run (the in-process one and each workers count)."""
+    total = 0
+    for path in sorted(store.glob("gateway*.db")):
+        db = sqlite3.connect(path)
+        try:
+            (count,) = db.execute("SELECT count(*) FROM touchpoints").fetchone()
+            total += int(count)
+        finally:
+            db.close()
+    return total
 
 
 def summarise(rows: Sequence[Row], scenarios: Sequence[str], targets: Sequence[str]) -> list[Summary]:
@@ -254,6 +312,22 @@ def print_report(summary: Sequence[Summary], ratio_rows: Sequence[Ratio], args: 
         print(f"\n{'scenario':<9} {'gateway/bare':>12} {'target':>7}  result")
         for r in ratio_rows:
             print(f"{r.scenario:<9} {r.ratio:>11.2f}x {r.target:>6.2f}x  {'met' if r.met else 'NOT met'}")
+    scaling = worker_scaling(summary)
+    if scaling:
+        print(f"\n{'scenario':<9} {'workers':>7} {'req/s':>9} {'vs 1 worker':>12}")
+        for scenario, count, rps, relative in scaling:
+            shown = "n/a" if relative is None else f"{relative:.2f}x"
+            print(f"{scenario:<9} {count:>7} {rps:>9.0f} {shown:>12}")
+
+
+def worker_scaling(summary: Sequence[Summary]) -> list[tuple[str, int, float, float | None]]:
+    """(scenario, workers, req/s, req/s relative to one worker) for every ``gateway-wN`` target."""
+    rows = [(s.scenario, int(s.target.removeprefix("gateway-w")), s.rps) for s in summary if "-w" in s.target]
+    one = {scenario: rps for scenario, count, rps in rows if count == 1}
+    return [
+        (scenario, count, rps, rps / one[scenario] if one.get(scenario) else None)
+        for scenario, count, rps in rows
+    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -265,6 +339,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-requests", type=int, default=1_000_000, help="request bound per run")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="N",
+        help="also run `gateway run` with proxy.workers = N, for each N (throughput vs workers)",
+    )
     parser.add_argument("--json", metavar="FILE", default="", help="also write the results here")
     parser.add_argument(
         "--gateway-toml",
@@ -278,6 +360,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.concurrency < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--seconds and --concurrency must be positive, --rounds ≥ 1, --warmup ≥ 0")
+    if any(not 1 <= n <= 64 for n in args.workers):
+        parser.error("--workers: each count must be 1..64")
+    args.targets = [*args.targets, *(f"gateway-w{n}" for n in dict.fromkeys(args.workers))]
     return args
 
 
@@ -288,14 +373,14 @@ def main(argv: list[str] | None = None) -> None:
     gateway_landings = 0
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:
         store = Path(tmp)
-        with servers(store, profile, args.gateway_toml) as running:
+        with servers(store, profile, args.gateway_toml, list(dict.fromkeys(args.workers))) as running:
             for round_no in range(args.rounds):
                 for scenario in args.scenarios:
                     for target in args.targets:
                         row = measure(running, target, scenario, args)
                         row.round = round_no
                         rows.append(row)
-                        if scenario == "landing" and target == "gateway":
+                        if scenario == "landing" and target.startswith("gateway"):
                             gateway_landings += row.sent
                         print(
                             f"  {scenario:<8} {target:<8} round {round_no + 1}: {row.rps:8.0f} req/s",
@@ -321,6 +406,10 @@ def main(argv: list[str] | None = None) -> None:
                     "runs": [asdict(r) for r in rows],
                     "summary": [asdict(s) for s in summary],
                     "ratios": [asdict(r) for r in ratio_rows],
+                    "workers": [
+                        {"scenario": sc, "workers": n, "rps": rps, "vs_one": rel}
+                        for sc, n, rps, rel in worker_scaling(summary)
+                    ],
                     "gateway_landings": gateway_landings,
                     "touchpoints_stored": touchpoints,
                 },

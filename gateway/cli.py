@@ -1,4 +1,4 @@
-"""The ``gateway`` command: ``run``, ``check``, ``init``, ``import``, ``replay-bad``,
+"""The ``gateway`` command: ``run``, ``check``, ``init``, ``doctor``, ``import``, ``replay-bad``,
 ``send-test-event``, ``reclassify``, ``report``, ``sync --once`` and ``sink send``.
 
 Config problems are printed one per line, each naming its TOML key, and the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -20,7 +21,9 @@ from typing import Any
 import msgspec
 
 from gateway import report_cli
-from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked
+from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked, parse_listen
+from gateway.doctor import cmd_doctor
+from gateway.logs import setup_logging
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event
 from gateway.sink_cli import cmd_sink_send
@@ -30,6 +33,8 @@ from storage.reclassify import Reclassified, reclassify
 log = logging.getLogger("gateway")
 
 EXIT_CONFIG = 2
+EXIT_START = 3
+"""A worker could not start (store, listen address): the supervisor stops rather than retries."""
 DEFAULT_CONFIG = "gateway.toml"
 
 
@@ -151,7 +156,12 @@ def _announce(settings: Settings, proxy_addr: str, admin_addr: str, demo: str | 
     sys.stdout.flush()
 
 
-async def _run(settings: Settings) -> None:
+GENERATED_ENV = "GATEWAY_WORKER_GENERATED"
+"""Set by the supervisor for its workers: which secrets ``--dev`` generated (their values are in
+the workers' environment), so worker 0 can say so."""
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from gateway.demo import create_demo_app
@@ -166,15 +176,118 @@ async def _run(settings: Settings) -> None:
         await site.start()
         port = demo_runner.addresses[0][1]
         upstream = f"http://127.0.0.1:{port}"
+    primary = args.worker in (None, 0)
+
+    async def reread() -> Settings:
+        return _overridden(await asyncio.to_thread(load_settings, args.config, dev=args.dev), args)
+
+    def ready(proxy: str, admin: str) -> None:
+        if primary:
+            _announce(settings, proxy, admin, upstream if demo_runner else None)
+
+    stop = asyncio.Event()
+    orphaned = asyncio.create_task(_watch_parent(stop)) if args.worker is not None else None
     try:
         await serve(
             settings,
             upstream,
-            on_ready=lambda p, a: _announce(settings, p, a, upstream if demo_runner else None),
+            on_ready=ready,
+            stop=stop,
+            admin=primary,
+            reuse_port=args.worker is not None,
+            reread=reread,
         )
     finally:
+        if orphaned is not None:
+            orphaned.cancel()
         if demo_runner is not None:
             await demo_runner.cleanup()
+
+
+async def _watch_parent(stop: asyncio.Event) -> None:
+    """A worker whose supervisor died (even by SIGKILL) stops gracefully instead of living on."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.error("the supervisor is gone; stopping this worker")
+    stop.set()
+
+
+def _overridden(settings: Settings, args: argparse.Namespace) -> Settings:
+    """A worker listens where the supervisor reserved (a configured port 0 became one port)."""
+    if args.worker is None:
+        return settings
+    opts = settings.options
+    proxy = msgspec.structs.replace(opts.proxy, listen=args.listen or opts.proxy.listen)
+    admin = msgspec.structs.replace(opts.admin, listen=args.admin_listen or opts.admin.listen)
+    return dataclasses.replace(settings, options=msgspec.structs.replace(opts, proxy=proxy, admin=admin))
+
+
+def _export_generated(settings: Settings) -> None:
+    """Put ``--dev``'s generated secrets in this process's environment, so a reload and every
+    worker resolve the same ones."""
+    values = {"identity.secret": settings.secret.decode(), "admin.token": settings.admin_token}
+    for i, source in enumerate(settings.options.sources):
+        for j, secret in enumerate(settings.source_secrets.get(source.name, ())):
+            values[f"sources[{i}].secrets[{j}]"] = secret.decode("utf-8", "surrogateescape")
+    for entry in settings.generated:
+        match = re.fullmatch(r"(.+) \((\w+)\)", entry)
+        if match and match.group(1) in values:
+            os.environ[match.group(2)] = values[match.group(1)]
+
+
+def _supervise(args: argparse.Namespace, settings: Settings, count: int) -> int:
+    from gateway.supervisor import python_argv, reserve, run_supervisor
+
+    try:
+        public, proxy_addr = reserve(settings.options.proxy.listen, reuse_port=True)
+        admin, admin_addr = reserve(settings.options.admin.listen, reuse_port=False)
+        admin.close()  # only worker 0 listens there: it binds it itself
+    except OSError as err:
+        print(f"gateway: cannot start: {err}", file=sys.stderr)
+        return 1
+
+    def argv(index: int) -> list[str]:
+        extra = ["--dev"] if args.dev else []
+        if args.log_format:
+            extra += ["--log-format", args.log_format]
+        return [
+            *python_argv(),
+            "run",
+            "-c",
+            args.config,
+            "--worker",
+            str(index),
+            "--listen",
+            proxy_addr,
+            "--admin-listen",
+            admin_addr,
+            *extra,
+        ]
+
+    env = {**os.environ, GENERATED_ENV: "\n".join(settings.generated)}
+    log.info("starting %d workers on %s", count, proxy_addr)
+    try:
+        first = parse_listen(admin_addr)
+        probe = (
+            "127.0.0.1" if first[0] in ("0.0.0.0", "") else "::1" if first[0] == "::" else first[0],
+            first[1],
+        )
+        return run_supervisor(count, argv, env, settings.options.proxy.shutdown_grace, probe)
+    finally:
+        public.close()
+
+
+async def _prepare_store(settings: Settings) -> None:
+    from storage.local import connect
+    from storage.migrate import migrate
+
+    await asyncio.to_thread(settings.store_path.parent.mkdir, parents=True, exist_ok=True)
+    db = await connect(settings.store_path)
+    try:
+        await migrate(db)
+    finally:
+        await db.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -182,22 +295,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, dev=args.dev, admin_public=args.admin_public)
     except ConfigError as err:
         return _fail_config(args.config, err)
+    opts = settings.options
+    setup_logging(opts.log.level, args.log_format or opts.log.format, worker=args.worker)
+    _export_generated(settings)
+    if args.worker is None:
+        from gateway.supervisor import worker_count
+
+        count = worker_count(opts.proxy.workers)
+        if count > 1:
+            try:  # once, here: a store that cannot open fails now, not in N restarting workers
+                asyncio.run(_prepare_store(settings))
+            except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
+                print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
+                return 1
+            return _supervise(args, settings, count)
+    else:
+        generated = os.environ.get(GENERATED_ENV, "")
+        settings = dataclasses.replace(
+            _overridden(settings, args), generated=tuple(filter(None, generated.split("\n")))
+        )
     try:
         import uvloop
     except ImportError:
         runner = asyncio.run
     else:
         runner = uvloop.run
+    # A worker that fails before serving says so with its own exit code: the supervisor then
+    # gives up at once instead of restarting it.
+    failed = 1 if args.worker is None else EXIT_START
     try:
-        runner(_run(settings))
+        runner(_run(settings, args))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         return _fail_config(args.config, err)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
-        return 1
+        return failed
     except OSError as err:
         print(f"gateway: cannot start: {err}", file=sys.stderr)
-        return 1
+        return failed
     except KeyboardInterrupt:
         pass
     return 0
@@ -296,7 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dev", action="store_true", help="generate ephemeral secrets for missing env variables"
     )
     run.add_argument("--admin-public", action="store_true", help=ADMIN_PUBLIC_HELP)
+    run.add_argument("--log-format", choices=("json", "text"), help="override log.format")
+    # Set by the supervisor for the processes it starts; not for operators.
+    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--listen", help=argparse.SUPPRESS)
+    run.add_argument("--admin-listen", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
+    doctor = sub.add_parser("doctor", help="check config, secrets, store, GeoIP files, upstream, admin")
+    doctor.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    doctor.add_argument("--timeout", type=float, default=3.0, help="seconds per network check")
+    doctor.set_defaults(func=cmd_doctor)
     check = sub.add_parser("check", help="validate a config and print the resolved settings")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     check.add_argument("--dev", action="store_true", help="accept missing secrets as --dev would")

@@ -83,6 +83,10 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """The pipeline: addon names in the order they run."""
     access_log: bool = False
     """Log one line per request (method, path without query, status, size, time; no client address)."""
+    workers: int = 0
+    """Proxy worker processes sharing the public port (SO_REUSEPORT); 0: one per CPU core, 1: one process."""
+    shutdown_grace: float = 10.0
+    """Seconds SIGTERM waits for in-flight requests to finish before they are cut off."""
 
 
 class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -412,6 +416,13 @@ class GeoOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True
     """MaxMind-format ASN database (GeoLite2-ASN or DB-IP ASN layout), relative to the config file."""
 
 
+class LogOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Least severe log level written."""
+    format: Literal["json", "text"] = "json"
+    """json: one object per line (``ts``, ``level``, ``logger``, ``msg``, fields); text: for a terminal."""
+
+
 class CreatorOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One ``[[creators]]`` entry: an influencer or affiliate the platform knows."""
 
@@ -436,6 +447,7 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     attribution: AttributionOptions = AttributionOptions()
     bots: BotsOptions = BotsOptions()
     geo: GeoOptions = GeoOptions()
+    log: LogOptions = LogOptions()
     creators: tuple[CreatorOptions, ...] = ()
     sinks: tuple[SinkOptions, ...] = ()
     payouts: PayoutsOptions = PayoutsOptions()
@@ -454,6 +466,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "geo": GeoOptions,
     "central": CentralOptions,
     "payouts": PayoutsOptions,
+    "log": LogOptions,
 }
 
 ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -680,6 +693,13 @@ def validate(options: Options) -> list[str]:
         f"must be 1..720, got {options.admin.session_hours}",
     )
     _check(p, px.connect_timeout > 0, "proxy.connect_timeout", f"must be > 0, got {px.connect_timeout}")
+    _check(p, 0 <= px.workers <= 256, "proxy.workers", f"must be 0..256 (0: one per core), got {px.workers}")
+    _check(
+        p,
+        0 < px.shutdown_grace <= 3600,
+        "proxy.shutdown_grace",
+        f"must be more than 0 and at most 3600 seconds, got {px.shutdown_grace}",
+    )
     _check(p, px.read_timeout > 0, "proxy.read_timeout", f"must be > 0, got {px.read_timeout}")
     _check(p, px.body_timeout > 0, "proxy.body_timeout", f"must be > 0, got {px.body_timeout}")
     _check(

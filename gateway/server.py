@@ -1,9 +1,16 @@
-"""Composition: builds the proxy and admin apps from settings and runs both listeners.
+"""Composition: builds the proxy and admin apps from settings and runs the listeners.
 
 Factories take their inputs explicitly (``create_gateway(settings, upstream)``);
 app-wide resources — the one ``ClientSession``, the store — live in typed
 ``AppKey``s owned by ``cleanup_ctx``, so they are opened on start-up and
 closed, after in-flight requests finish, on shutdown.
+
+``serve`` runs one process's share: the public listener always, and — in the one
+process that has ``admin=True`` (the only process, or worker 0 of several) — the
+admin listener and the background tasks attached with ``Gateway.attach`` (central
+sync, sinks, purge). SIGTERM/SIGINT stop it gracefully within
+``proxy.shutdown_grace``; SIGHUP reloads the config (``Gateway.reload``): the
+request handler is swapped for new requests, in-flight ones finish on the old.
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -28,14 +35,20 @@ from gateway.dashboard import add_dashboard
 from gateway.inbound import Inbound
 from gateway.keys import Keys
 from gateway.metrics import Metrics
-from gateway.pipeline import build_pipeline
+from gateway.pipeline import Pipeline, build_pipeline
 from gateway.proxy import ProxyHost
+from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
 from storage.local import LocalStore
 from storage.queries import Reader
 from storage.sinks import SinkSet
 
 log = logging.getLogger("gateway")
+
+Background = Callable[[], Coroutine[Any, Any, None]]
+"""A background task's body (central sync, a sink, the purge): started once the listeners are up
+in the process that runs the admin listener, restarted with backoff if it raises, cancelled and
+awaited on shutdown."""
 
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 STORE_KEY = web.AppKey("store", LocalStore)
@@ -111,6 +124,18 @@ def settle_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
+class HostSlot:
+    """The proxy's request handler, swappable: a reload puts a new ``ProxyHost`` here for the next
+    request, while requests already inside the old one finish there."""
+
+    def __init__(self) -> None:
+        self.host: ProxyHost | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        assert self.host is not None  # set before the listener starts
+        return await self.host.handle(request)
+
+
 @dataclass
 class Gateway:
     settings: Settings
@@ -119,6 +144,47 @@ class Gateway:
     store: LocalStore
     proxy_app: web.Application
     admin_app: web.Application
+    creators: CreatorRegistry
+    upstream: str
+    slot: HostSlot = field(default_factory=HostSlot)
+    background: dict[str, Background] = field(default_factory=dict)
+    _retired: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def attach(self, name: str, task: Background) -> None:
+        """Run ``task`` in the background of the process that runs the admin listener."""
+        self.background[name] = task
+
+    def _host(self, settings: Settings, pipeline: Pipeline, session: aiohttp.ClientSession) -> ProxyHost:
+        inbound = Inbound(settings, self.store, self.metrics, self.keys)
+        return ProxyHost(
+            settings, pipeline, self.store, self.metrics, session, self.upstream, inbound.routes()
+        )
+
+    async def reload(self, new: Settings) -> list[str]:
+        """Swap in a new pipeline built from ``new``; what could not change live is kept as it was
+        and returned, one line per key ("needs a restart")."""
+        old_host = self.slot.host
+        if old_host is None:
+            return []
+        pending = restart_needed(self.settings, new)
+        settings = live_settings(self.settings, new)
+        # Standings set through the admin API (in worker 0) reach the other workers here too.
+        await _apply_standings(self)
+        pipeline = build_pipeline(settings, self.metrics, self.keys, self.creators)
+        await pipeline.running()
+        self.slot.host = self._host(settings, pipeline, old_host.session)
+        self.settings = settings
+        # The old chain's own resources (GeoIP readers) go once its requests have had time to end.
+        task = asyncio.create_task(self._retire(old_host.pipeline), name="retire-pipeline")
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        return pending
+
+    async def _retire(self, pipeline: Pipeline) -> None:
+        try:
+            await asyncio.sleep(self.settings.options.proxy.shutdown_grace)
+        finally:
+            await pipeline.done()
 
 
 def create_gateway(settings: Settings, upstream: str) -> Gateway:
@@ -132,32 +198,33 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
 
     proxy_app = web.Application(handler_args=handler_args(settings))
     proxy_app[STORE_KEY] = store
+    admin_app = create_admin_app(settings, store, create_reader(settings), metrics, keys, creators, sinks)
+    add_dashboard(admin_app)
+    add_report_routes(admin_app, settings)
+    gw = Gateway(settings, metrics, keys, store, proxy_app, admin_app, creators, upstream)
+    attach_log_readers(gw, sinks)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         session = client_session(settings)
         app[SESSION_KEY] = session
-        inbound = Inbound(settings, store, metrics, keys)
-        host = ProxyHost(settings, pipeline, store, metrics, session, upstream, inbound.routes())
-        app.router.add_route("*", "/{tail:.*}", host.handle)
+        gw.slot.host = gw._host(settings, pipeline, session)
+        app.router.add_route("*", "/{tail:.*}", gw.slot.handle)
         await pipeline.running()
-        tasks = background_tasks(settings, metrics, sinks)
         try:
             yield
         finally:
-            for task in tasks:  # the readers of the log stop first; the log itself last
+            for task in list(gw._retired):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*gw._retired, return_exceptions=True)
+            assert gw.slot.host is not None
+            await gw.slot.host.pipeline.done()
             await sinks.close()
-            await pipeline.done()
             await session.close()
             await store.close()
 
     proxy_app.cleanup_ctx.append(resources)
-    admin_app = create_admin_app(settings, store, create_reader(settings), metrics, keys, creators, sinks)
-    add_dashboard(admin_app)
-    add_report_routes(admin_app, settings)
-    return Gateway(settings, metrics, keys, store, proxy_app, admin_app)
+    return gw
 
 
 def create_reader(settings: Settings) -> Reader:
@@ -171,25 +238,27 @@ def create_reader(settings: Settings) -> Reader:
     return Reader(settings.store_path)
 
 
-def background_tasks(settings: Settings, metrics: Metrics, sinks: SinkSet) -> list[asyncio.Task[None]]:
-    """The durable readers of the event log, started once the store is open: the central sync
-    (when ``central.url`` is set) and one task per ``[[sinks]]`` entry."""
-    tasks = []
+def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
+    """The durable readers of the event log, run in the process with the admin listener: the
+    central sync (when ``central.url`` is set) and one task per ``[[sinks]]`` entry. Each
+    reads the store through a connection of its own."""
+    settings = gw.settings
     if settings.central_url:
         from storage.sync import Sync  # asyncpg: the postgres extra
 
-        sync = Sync(settings.store_path, settings.central_url, settings.options.central, metrics)
-        tasks.append(asyncio.create_task(sync.run(), name="central-sync"))
+        sync = Sync(settings.store_path, settings.central_url, settings.options.central, gw.metrics)
+        gw.attach("central-sync", sync.run)
     for name, sink in sinks.sinks.items():
-        tasks.append(asyncio.create_task(sink.run(), name=f"sink-{name}"))
-    return tasks
+        gw.attach(f"sink-{name}", sink.run)
 
 
-async def start_site(app: web.Application, listen: str, **kwargs: Any) -> tuple[web.AppRunner, str]:
+async def start_site(
+    app: web.Application, listen: str, *, grace: float = 10.0, reuse_port: bool = False, **kwargs: Any
+) -> tuple[web.AppRunner, str]:
     host, port = parse_listen(listen)
-    runner = web.AppRunner(app, access_log=None, **kwargs)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, **kwargs)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=10)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError as err:
@@ -200,32 +269,131 @@ async def start_site(app: web.Application, listen: str, **kwargs: Any) -> tuple[
     return runner, f"{shown}:{bound[1]}"
 
 
+async def _keep_running(name: str, task: Background) -> None:
+    """Run a background task; if it raises, log it and start it again after a growing pause."""
+    pause = 1.0
+    while True:
+        try:
+            await task()
+            return
+        except Exception:
+            log.exception("background task %s failed; restarting it in %.0f s", name, pause)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 60.0)
+
+
+async def _apply_standings(gw: Gateway) -> None:
+    """A process without the admin API still scores with the creator standings stored so far."""
+    reader = Reader(gw.settings.store_path)
+    await reader.open()
+    try:
+        gw.creators.apply(await reader.creator_standings())
+    finally:
+        await reader.close()
+
+
+Reloader = Callable[[], Awaitable[Settings]]
+"""Reads and validates the config again (raising ``ConfigError``) for SIGHUP."""
+
+
+async def _reload(gw: Gateway, reread: Reloader) -> None:
+    from gateway.config import ConfigError
+
+    try:
+        # Both steps can find problems: reading (any key) and starting the new chain (a GeoIP file).
+        pending = await gw.reload(await reread())
+    except ConfigError as err:
+        for problem in err.problems:
+            log.error("reload refused, the running config is kept: %s", problem, extra={"key": _key(problem)})
+        return
+    except Exception:
+        log.exception("reload failed, the running config is kept")
+        return
+    for note in pending:
+        log.warning("reload: %s needs a restart; the running value is kept", note, extra={"key": note})
+    log.info("config reloaded: rules and thresholds apply to new requests", extra={"restart": pending})
+
+
+def _key(problem: str) -> str:
+    return problem.partition(":")[0]
+
+
 async def serve(
     settings: Settings,
     upstream: str,
     *,
     on_ready: Callable[[str, str], None] | None = None,
     stop: asyncio.Event | None = None,
+    admin: bool = True,
+    reuse_port: bool = False,
+    reread: Reloader | None = None,
+    attach: Callable[[Gateway], None] | None = None,
 ) -> None:
-    """Run both listeners until SIGINT/SIGTERM (or ``stop``), then shut down gracefully."""
+    """Run the public listener (and, with ``admin``, the admin listener and the background tasks)
+    until SIGINT/SIGTERM (or ``stop``), then shut down gracefully; SIGHUP calls ``reread``."""
     gw = create_gateway(settings, upstream)
+    if attach is not None:
+        attach(gw)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    reloads: set[asyncio.Task[None]] = set()
+
+    def hangup() -> None:
+        if reread is not None:
+            task = loop.create_task(_reload(gw, reread), name="reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+    for sig, action in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGHUP, hangup)):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    proxy_runner, proxy_addr = await start_site(gw.proxy_app, settings.options.proxy.listen)
+            loop.add_signal_handler(sig, action)
+    grace = settings.options.proxy.shutdown_grace
+    proxy_runner, proxy_addr = await start_site(
+        gw.proxy_app, settings.options.proxy.listen, grace=grace, reuse_port=reuse_port
+    )
+    admin_runner: web.AppRunner | None = None
+    admin_addr = ""
+    background: list[asyncio.Task[None]] = []
     try:
-        admin_runner, admin_addr = await start_site(gw.admin_app, settings.options.admin.listen)
+        if admin:
+            admin_runner, admin_addr = await start_site(gw.admin_app, settings.options.admin.listen)
+            background = [
+                loop.create_task(_keep_running(name, task), name=name) for name, task in gw.background.items()
+            ]
+        else:
+            await _apply_standings(gw)
     except BaseException:
         await proxy_runner.cleanup()
         raise
     settle_heap()
+    log.info(
+        "listening",
+        extra={"proxy": proxy_addr, "admin": admin_addr or None, "background": sorted(gw.background)},
+    )
     if on_ready:
         on_ready(proxy_addr, admin_addr)
     try:
         await stop.wait()
     finally:
         log.info("shutting down: finishing in-flight requests and flushing the store")
+        for task in [*background, *reloads]:
+            task.cancel()
+        await asyncio.gather(*background, *reloads, return_exceptions=True)
+        # Stops accepting at once, lets in-flight requests finish (up to the grace period, then
+        # cancels them), then closes the store: its writer commits everything queued first.
         await proxy_runner.cleanup()
-        await admin_runner.cleanup()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        log.info("stopped", extra={"unconfirmed": _unconfirmed(gw.metrics)})
+
+
+def _unconfirmed(metrics: Metrics) -> int:
+    """Responses this process sent before their events' commit was confirmed (all reasons)."""
+    return int(
+        sum(
+            s.value
+            for m in metrics.events_unconfirmed.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+    )

@@ -3,6 +3,7 @@ in front of a real aiohttp upstream, and a guard that fails any test blocking th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import textwrap
 import uuid
@@ -54,6 +55,7 @@ class RunningGateway:
     proxy: TestServer
     admin: TestServer
     session: aiohttp.ClientSession
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -87,11 +89,16 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         await admin.start_server()
         session = aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
         running = RunningGateway(gw, proxy, admin, session)
+        # As `serve` does in the process with the admin listener: the event log's readers.
+        running.background = [asyncio.create_task(task(), name=name) for name, task in gw.background.items()]
         started.append(running)
         return running
 
     yield start
     for running in started:
+        for task in running.background:
+            task.cancel()
+        await asyncio.gather(*running.background, return_exceptions=True)
         await running.session.close()
         await running.proxy.close()
         await running.admin.close()

@@ -17,13 +17,16 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.proxy", "--seconds", "0.3", "--warmup", "0", "--concurrency", "4",
-         "--scenarios", "plain", "landing", "--json", str(out)],
+         "--scenarios", "plain", "landing", "--workers", "1", "2", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "gateway/bare" in done.stdout
+    assert "gateway/bare" in done.stdout and "vs 1 worker" in done.stdout
     results = json.loads(out.read_text())
-    assert results
+    assert {(w["scenario"], w["workers"]) for w in results["workers"]} == {
+        (s, n) for s in ("plain", "landing") for n in (1, 2)
+    }
+    assert results["touchpoints_stored"] > 0
 
 
 def test_scoring_bench_runs_and_reports(tmp_path: Path) -> None:

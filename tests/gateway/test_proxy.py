@@ -61,12 +61,11 @@ class Probe:
 def add_probe(gw: RunningGateway) -> Probe:
     """Append a recording addon to the running gateway's pipeline."""
     probe = Probe()
-    for route in gw.gateway.proxy_app.router.routes():
-        host = getattr(route.handler, "__self__", None)
-        if isinstance(host, ProxyHost):
-            host.pipeline = Pipeline([*host.pipeline.addons, ("probe", probe)], host.metrics)
-            return probe
-    raise AssertionError("no ProxyHost route")
+    host = gw.gateway.slot.host  # the request handler in use (a reload would swap it)
+    if not isinstance(host, ProxyHost):
+        raise AssertionError("no ProxyHost in use")
+    host.pipeline = Pipeline([*host.pipeline.addons, ("probe", probe)], host.metrics)
+    return probe
 
 
 @pytest.fixture

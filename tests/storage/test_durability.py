@@ -69,6 +69,8 @@ class GatewayProcess:
         config = self.tmp_path / f"{self.name}.toml"
         text = (
             f'[proxy]\nlisten = "127.0.0.1:{self.port}"\nupstream = "{self.upstream}"\n'
+            # One process: kill -9 must hit the process holding the store writer, not a supervisor.
+            "workers = 1\n"
             f'[admin]\nlisten = "127.0.0.1:{self.admin_port}"\n'
             # A long bound on the commit wait: every response received here was confirmed,
             # none went out on the fail-open timeout.

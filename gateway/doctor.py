@@ -1,0 +1,195 @@
+"""``gateway doctor``: a checklist of what stands between this config and a working gateway.
+
+Reads the config, the environment, the store file, the GeoIP files, and asks
+the network (the upstream with one HEAD request; PostgreSQL when ``[central]``
+names one), each with a short timeout. Writes nothing. Prints one line per
+check — ``ok``, ``warn`` or ``FAIL`` with what to fix — and exits 1 when any
+check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.config import ConfigError, Settings, load_settings, parse_listen, resolve_path
+
+Status = Literal["ok", "warn", "FAIL"]
+
+
+@dataclass(frozen=True)
+class Check:
+    status: Status
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"[{self.status:>4}] {self.what}"
+        return f"{text}\n         fix: {self.fix}" if self.fix else text
+
+
+def _is_secret_problem(problem: str) -> bool:
+    key = problem.partition(":")[0]
+    return (
+        key in ("identity.secret", "admin.token") or ".secrets[" in key or "environment variable" in problem
+    )
+
+
+def check_config(path: str) -> tuple[Settings | None, list[Check]]:
+    """The config (and its secrets); settings usable by the other checks, if it decodes at all."""
+    try:
+        # The admin address gets its own check below: here it must not stop the others.
+        settings = load_settings(path, admin_public=True)
+        return settings, [Check("ok", f"config {path} is valid"), Check("ok", "secrets are set")]
+    except ConfigError as err:
+        problems = err.problems
+    checks = [
+        Check("FAIL", f"config: {p}", "set the variable in the gateway's environment (32+ characters)")
+        if _is_secret_problem(p)
+        else Check("FAIL", f"config: {p}", "correct this key (gateway check -c FILE lists every problem)")
+        for p in problems
+    ]
+    if all(_is_secret_problem(p) for p in problems):
+        checks.insert(0, Check("ok", f"config {path} is valid apart from its secrets"))
+    try:
+        return load_settings(path, dev=True, admin_public=True), checks  # the rest can still be checked
+    except ConfigError:
+        return None, checks
+
+
+def check_store(settings: Settings) -> Check:
+    from storage.migrate import migrations
+
+    path = settings.store_path
+    newest = migrations()[-1][0]
+    if not path.exists():
+        folder = next((p for p in path.parents if p.exists()), Path("/"))
+        if os.access(folder, os.W_OK | os.X_OK):
+            return Check("ok", f"store {path} will be created (folder writable)")
+        return Check(
+            "FAIL", f"store {path}: cannot create it, {folder} is not writable", "fix the permissions"
+        )
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
+        return Check(
+            "FAIL", f"store {path} (or its folder) is not writable", "the WAL files need the folder too"
+        )
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as err:
+        return Check("FAIL", f"store {path} is not a SQLite database: {err}", "point storage.path elsewhere")
+    if version > newest:
+        return Check(
+            "FAIL", f"store {path} has schema {version}, newer than this gateway ({newest})", "upgrade"
+        )
+    if version < newest:
+        return Check("ok", f"store {path} writable, schema {version} (migrated to {newest} at start)")
+    return Check("ok", f"store {path} writable, schema {version} (current)")
+
+
+def check_geo(settings: Settings) -> list[Check]:
+    geo = settings.options.geo
+    named = [(k, v) for k, v in (("geo.country_db", geo.country_db), ("geo.asn_db", geo.asn_db)) if v]
+    if not named:
+        return [Check("warn", "geo: no databases configured, country/ASN lookups are off")]
+    checks = []
+    for key, name in named:
+        path = resolve_path(settings.base_dir, name)
+        if not path.exists():
+            checks.append(Check("FAIL", f"{key}: {path} does not exist", "download it or clear the key"))
+        elif not os.access(path, os.R_OK):
+            checks.append(Check("FAIL", f"{key}: {path} is not readable", "fix the permissions"))
+        else:
+            checks.append(Check("ok", f"{key}: {path} readable"))  # its contents: the config check
+    return checks
+
+
+def check_admin(settings: Settings) -> Check:
+    listen = settings.options.admin.listen
+    host, _ = parse_listen(listen)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        private = host == "localhost"
+    else:
+        private = address.is_loopback or (address.is_private and not address.is_unspecified)
+    if private:
+        return Check("ok", f"admin listener {listen} is private")
+    return Check(
+        "FAIL",
+        f"admin listener {listen} is reachable from outside",
+        "bind admin.listen to 127.0.0.1 or a private address; put a TLS proxy with access control in front",
+    )
+
+
+async def check_upstream(settings: Settings, timeout: float) -> Check:
+    import aiohttp
+
+    upstream = settings.options.proxy.upstream
+    if not upstream:
+        return Check("warn", "proxy.upstream is empty: the built-in demo origin is served")
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False) as session,
+            session.head(upstream + "/", allow_redirects=False) as resp,
+        ):
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, OSError) as err:
+        why = "timed out" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
+        return Check(
+            "FAIL", f"upstream {upstream} unreachable: {why}", "start the site or correct proxy.upstream"
+        )
+    return Check("ok", f"upstream {upstream} answers (HEAD / -> {status})")
+
+
+async def check_central(settings: Settings, timeout: float) -> Check | None:
+    """PostgreSQL, when the config has a ``[central]`` table naming one."""
+    central: Any = getattr(settings.options, "central", None)
+    url = getattr(central, "url", "") if central is not None else ""
+    if not url:
+        return None
+    dsn = os.environ.get(url[4:], "") if url.startswith("env:") else url
+    if not dsn:
+        return Check("FAIL", f"central.url: {url} is not set", "set the variable to a postgresql:// DSN")
+    try:
+        import asyncpg
+    except ImportError:
+        return Check("FAIL", "central: asyncpg is not installed", "pip install 'tracking-gateway[postgres]'")
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+    except (OSError, TimeoutError, asyncpg.PostgresError) as err:
+        return Check("FAIL", f"central PostgreSQL unreachable: {type(err).__name__}", "check central.url")
+    return Check("ok", "central PostgreSQL reachable")
+
+
+async def _network(settings: Settings, timeout: float) -> list[Check]:
+    central = await check_central(settings, timeout)
+    return [await check_upstream(settings, timeout), *([central] if central else [])]
+
+
+def run_checks(path: str, timeout: float = 3.0) -> list[Check]:
+    settings, checks = check_config(path)
+    if settings is None:
+        return checks
+    checks += [check_store(settings), *check_geo(settings), check_admin(settings)]
+    checks += asyncio.run(_network(settings, timeout))
+    return checks
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    checks = run_checks(args.config, args.timeout)
+    for check in checks:
+        print(check.line())
+    failed = sum(c.status == "FAIL" for c in checks)
+    print(f"{failed} problem(s) to fix" if failed else "all checks passed")
+    return 1 if failed else 0

@@ -1,0 +1,76 @@
+"""Logging set-up: one JSON object per line (or plain text for a terminal), level from ``[log]``.
+
+Owns the root handler and its formatter. A JSON line carries ``ts`` (UTC,
+ISO 8601), ``level``, ``logger``, ``msg`` (the formatted message), ``pid``, the
+worker index when the process is one of several, any ``extra={...}`` fields,
+and ``exc`` for a traceback. What goes into a message is the caller's care:
+nothing in the gateway logs a secret, a client address or a user ID (a test
+scans a full run's log output for them).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import msgspec
+
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_encode = msgspec.json.Encoder()
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts": …, "level": …, "logger": …, "msg": …, <fields>}``, one line per record."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "pid": record.process,
+        }
+        if self.worker is not None:
+            line["worker"] = self.worker
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return _encode.encode({k: _plain(v) for k, v in line.items()}).decode()
+
+
+def _plain(value: Any) -> Any:
+    """A field as JSON can hold it (anything else by its ``str``)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def setup_logging(
+    level: str = "info", fmt: str = "text", *, worker: int | None = None, stream: TextIO | None = None
+) -> None:
+    """Replace the root logger's handlers with one that writes ``fmt`` lines to stderr."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(worker))
+    else:
+        prefix = f"[worker {worker}] " if worker is not None else ""
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s: {prefix}%(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # aiohttp logs a client's address when a request fails to parse: keep its noise out.
+    logging.getLogger("aiohttp.server").setLevel(max(root.level, logging.ERROR))

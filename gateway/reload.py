@@ -1,0 +1,77 @@
+"""What a SIGHUP reload may change live, and what needs a restart.
+
+Reads two ``Settings`` (running and freshly loaded); owns the list of keys a
+running process cannot take over (listen addresses, the store, secrets, the
+upstream session's limits, the worker count, the admin side, log format) and
+builds the settings a reload actually applies: the new rules and thresholds
+with every restart-only value kept as it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+from typing import Any
+
+import msgspec
+
+from gateway.config import Options, Settings
+
+RESTART_KEYS = (
+    "proxy.listen",
+    "proxy.upstream",
+    "proxy.workers",
+    "proxy.upstream_connections",
+    "proxy.connect_timeout",
+    "proxy.read_timeout",
+    "proxy.max_header_size",
+    "proxy.access_log",
+    "storage",
+    "admin",
+    "attribution",
+    "creators",
+    "log.format",
+    "central",
+    "sinks",
+    "payouts",
+    "sources",
+)
+"""Keys (or whole tables) a running process keeps until restarted: they are baked into listeners,
+the upstream session, the store, the admin app or the logging set-up."""
+
+
+def _get(data: dict[str, Any], key: str) -> Any:
+    section, _, name = key.partition(".")
+    value = data.get(section)
+    return value.get(name) if name and isinstance(value, dict) else value
+
+
+def restart_needed(old: Settings, new: Settings) -> list[str]:
+    """The keys whose new value differs but cannot apply until a restart."""
+    before, after = msgspec.to_builtins(old.options), msgspec.to_builtins(new.options)
+    keys = [key for key in RESTART_KEYS if _get(before, key) != _get(after, key)]
+    if not hmac.compare_digest(old.secret, new.secret):
+        keys.append("identity.secret")
+    if not hmac.compare_digest(old.admin_token.encode(), new.admin_token.encode()):
+        keys.append("admin.token")
+    return keys
+
+
+def live_settings(old: Settings, new: Settings) -> Settings:
+    """``new`` with every restart-only value (and the resolved secrets) taken from ``old``."""
+    before, after = msgspec.to_builtins(old.options), msgspec.to_builtins(new.options)
+    for key in RESTART_KEYS:
+        section, _, name = key.partition(".")
+        if name:
+            after[section][name] = before[section][name]
+        else:
+            after[section] = before[section]
+    options = msgspec.convert(after, Options)
+    return dataclasses.replace(
+        new,
+        options=options,
+        secret=old.secret,
+        admin_token=old.admin_token,
+        base_dir=old.base_dir,
+        node=old.node,
+    )

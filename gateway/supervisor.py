@@ -1,0 +1,178 @@
+"""The supervisor: with ``proxy.workers`` > 1, ``gateway run`` starts N worker processes.
+
+Owns the worker processes and nothing of the application: it imports no
+aiohttp, opens no store and serves no request, so nothing a request does can
+take it down. It reserves the public port (a bound, ``SO_REUSEPORT`` socket that
+never listens, so port 0 becomes one concrete port every worker shares) and the
+admin port, starts ``gateway run --worker I`` for each worker — worker 0 first,
+the others once its admin listener accepts — (each binds the public port with
+``SO_REUSEPORT``; the kernel spreads connections), restarts a
+worker that exits unexpectedly, and forwards SIGTERM/SIGINT (graceful stop) and
+SIGHUP (reload). Worker 0 alone runs the admin listener and the background
+tasks: they need one owner, and worker 0 is restarted like any other.
+
+A worker that fails again and again at start (a port taken, a store it cannot
+open, exit 2 for a config problem) makes the supervisor stop them all and exit
+non-zero rather than loop for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+
+from gateway.config import parse_listen
+
+log = logging.getLogger("gateway.supervisor")
+
+QUICK_EXIT = 2.0
+"""A worker that exits within this many seconds of its start did not come up."""
+MAX_QUICK_EXITS = 5
+"""Quick exits in a row (of one worker) after which the supervisor gives up."""
+EXIT_CONFIG = 2
+EXIT_START = 3
+
+
+def reserve(listen: str, reuse_port: bool) -> tuple[socket.socket, str]:
+    """Bind (never listen on) ``listen``; the socket and the concrete ``HOST:PORT`` it holds."""
+    host, port = parse_listen(listen)
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise OSError(err.errno, f"cannot listen on {listen}: {err.strerror}") from err
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return sock, f"{shown}:{bound}"
+
+
+class Supervisor:
+    """Keeps ``count`` workers running until told to stop; ``argv(i)`` is worker i's command."""
+
+    def __init__(
+        self,
+        count: int,
+        argv: Callable[[int], list[str]],
+        env: dict[str, str],
+        grace: float,
+        first_ready: tuple[str, int] | None = None,
+    ) -> None:
+        self.count = count
+        self.argv = argv
+        self.env = env
+        self.grace = grace
+        self.first_ready = first_ready
+        """An address worker 0 listens on (the admin listener): the others start once it accepts,
+        so whoever reaches the public port finds the admin API up too."""
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.stopping = asyncio.Event()
+        self.failed = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        keepers = [asyncio.create_task(self._keep(0), name="worker-0")]
+        await self._first_up()
+        if not self.stopping.is_set():
+            keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
+        await self.stopping.wait()
+        log.info("stopping %d workers (grace %.0f s)", len(self.procs), self.grace)
+        self._forward(signal.SIGTERM)
+        done, pending = await asyncio.wait(keepers, timeout=self.grace + 5)
+        for index, proc in self.procs.items():
+            if proc.returncode is None:
+                log.error("worker %d did not stop within the grace period; killing it", index)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        codes = [task.result() for task in done] + list(await asyncio.gather(*pending))
+        return 1 if self.failed or any(codes) else 0
+
+    async def _first_up(self) -> None:
+        """Wait until worker 0 accepts on ``first_ready`` (or the supervisor is stopping)."""
+        if self.first_ready is None:
+            return
+        host, port = self.first_ready
+        while not self.stopping.is_set():
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), 0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+    def _forward(self, sig: signal.Signals) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+
+    async def _keep(self, index: int) -> int:
+        """Run worker ``index``, restarting it until the supervisor stops; its last exit code."""
+        quick = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.stopping.is_set():
+                return 0
+            started = loop.time()
+            proc = await asyncio.create_subprocess_exec(*self.argv(index), env=self.env)
+            self.procs[index] = proc
+            if self.stopping.is_set():  # the stop was forwarded while this one was being started
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+            code = await proc.wait()
+            if self.stopping.is_set():
+                return 0 if code in (0, -signal.SIGTERM) else code
+            quick = quick + 1 if loop.time() - started < QUICK_EXIT else 0
+            if code in (EXIT_CONFIG, EXIT_START) or quick >= MAX_QUICK_EXITS:
+                log.critical("worker %d cannot run (exit %d); stopping the gateway", index, code)
+                self.failed = True
+                self.stopping.set()
+                return code
+            log.error("worker %d exited (code %d); starting it again", index, code)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), min(0.1 * 2**quick, 5.0))
+            if self.stopping.is_set():  # told to stop while it was down: nothing to restart
+                return 0
+
+
+def worker_count(configured: int) -> int:
+    """``proxy.workers``: 0 means one per core this process may run on."""
+    if configured:
+        return configured
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def run_supervisor(
+    count: int,
+    argv: Callable[[int], list[str]],
+    env: dict[str, str],
+    grace: float,
+    first_ready: tuple[str, int] | None = None,
+) -> int:
+    return asyncio.run(Supervisor(count, argv, env, grace, first_ready).run())
+
+
+def python_argv() -> list[str]:
+    """How to start this same gateway again: the interpreter and ``-m gateway``."""
+    return [sys.executable, "-m", "gateway"]

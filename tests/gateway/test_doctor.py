@@ -1,0 +1,112 @@
+"""`gateway doctor`: a checklist against a real upstream, an unreachable one, and bad settings."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+import sys
+from pathlib import Path
+
+from aiohttp import web
+from blockbuster import BlockBuster
+
+from tests.conftest import ENV
+
+
+async def doctor(config: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "doctor", "-c", str(config), "--timeout", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={"PATH": "/usr/bin:/bin", **(ENV if env is None else env)},
+    )  # fmt: skip
+    async with asyncio.timeout(40):
+        out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def _hello(request: web.Request) -> web.Response:
+    return web.Response(text="hi")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _config(tmp_path: Path, upstream: str, extra: str = "") -> Path:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[proxy]\nupstream = "{upstream}"\n[storage]\npath = "data/gw.db"\n{extra}')
+    return cfg
+
+
+async def test_all_good_against_a_real_upstream(tmp_path: Path, upstream_server: object) -> None:
+    app = web.Application()
+    app.router.add_get("/", _hello)  # HEAD is answered by the GET route
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = await asyncio.to_thread(_config, tmp_path, upstream)
+    code, out = await doctor(cfg)
+    assert code == 0, out
+    assert f"upstream {upstream} answers (HEAD / -> 200)" in out
+    assert "admin listener 127.0.0.1:9090 is private" in out and "will be created" in out
+    assert out.rstrip().endswith("all checks passed")
+
+
+async def test_unreachable_upstream_public_admin_and_missing_secret(tmp_path: Path) -> None:
+    upstream = f"http://127.0.0.1:{_closed_port()}"
+    cfg = await asyncio.to_thread(
+        _config,
+        tmp_path,
+        upstream,
+        '[admin]\nlisten = "0.0.0.0:9090"\n[geo]\ncountry_db = "missing.mmdb"\n',
+    )
+    code, out = await doctor(cfg, env={"GATEWAY_SECRET": ENV["GATEWAY_SECRET"]})
+    assert code == 1
+    assert f"[FAIL] upstream {upstream} unreachable" in out
+    assert "[FAIL] admin listener 0.0.0.0:9090 is reachable from outside" in out
+    assert "[FAIL] config: admin.token: environment variable GATEWAY_ADMIN_TOKEN is not set" in out
+    assert "[FAIL] geo.country_db:" in out and "does not exist" in out
+    assert "fix:" in out and "Traceback" not in out
+
+
+async def test_store_schema_from_a_newer_gateway(tmp_path: Path, upstream_server: object) -> None:
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = await asyncio.to_thread(_config, tmp_path, upstream)
+
+    def newer() -> None:
+        (tmp_path / "data").mkdir()
+        with sqlite3.connect(tmp_path / "data" / "gw.db") as db:
+            db.execute("PRAGMA user_version = 999")
+
+    await asyncio.to_thread(newer)
+    code, out = await doctor(cfg)
+    assert code == 1 and "has schema 999, newer than this gateway" in out
+
+
+async def test_a_broken_config_names_its_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(cfg.write_text, "[bots]\nreview_threshold = 120\n")
+    code, out = await doctor(cfg)
+    assert code == 1 and "[FAIL] config: bots.review_threshold: must be 0..100, got 120" in out
+
+
+async def test_unreachable_postgresql_when_central_is_configured(blockbuster: BlockBuster) -> None:
+    """``[central]`` lives on another branch: doctor reads ``options.central.url`` when it is there."""
+    from types import SimpleNamespace
+
+    # asyncpg reads ~/.pgpass while connecting; the doctor is a command, no server loop to stall.
+    for function in blockbuster.functions.values():
+        function.can_block_in("asyncpg/connect_utils.py", {"_parse_connect_dsn_and_args"})
+
+    from gateway.doctor import check_central
+
+    url = f"postgresql://gw@127.0.0.1:{_closed_port()}/gw"
+    settings = SimpleNamespace(options=SimpleNamespace(central=SimpleNamespace(url=url)))
+    check = await check_central(settings, 2.0)  # type: ignore[arg-type]
+    assert check is not None and check.status == "FAIL" and "central PostgreSQL unreachable" in check.what
+    none = SimpleNamespace(options=SimpleNamespace())
+    assert await check_central(none, 2.0) is None  # type: ignore[arg-type]

@@ -1,0 +1,112 @@
+"""Structured logs: one JSON object per line, and a full run's log output holds no secret,
+no raw client IP and no raw user ID."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import signal
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from gateway.logs import JsonFormatter, setup_logging
+from tests.conftest import ENV, SECRET, TOKEN
+from tests.gatewayproc import GatewayProcess
+
+CLIENT_IP = "203.0.113.77"
+USER_EMAIL = "jane.raw.user@example.com"
+WRONG_TOKEN = "w" * 40
+
+
+def test_json_line_has_the_standard_fields_and_extras() -> None:
+    record = logging.LogRecord("gateway.x", logging.WARNING, __file__, 1, "hello %s", ("there",), None)
+    record.key = "bots.review_threshold"
+    line = json.loads(JsonFormatter(worker=1).format(record))
+    assert line["level"] == "warning" and line["logger"] == "gateway.x" and line["msg"] == "hello there"
+    assert line["key"] == "bots.review_threshold" and line["worker"] == 1
+    assert line["ts"].endswith("+00:00") and "T" in line["ts"]
+
+
+def test_setup_logging_level_and_formats() -> None:
+    out = io.StringIO()
+    try:
+        setup_logging("warning", "json", stream=out)
+        logging.getLogger("gateway.t").info("dropped")
+        logging.getLogger("gateway.t").warning("kept", extra={"n": 3})
+        setup_logging("info", "text", stream=out)
+        logging.getLogger("gateway.t").info("plain")
+    finally:
+        setup_logging("warning", "text")
+    first, second = out.getvalue().splitlines()
+    assert json.loads(first)["msg"] == "kept" and json.loads(first)["n"] == 3
+    assert second.endswith("INFO gateway.t: plain")
+
+
+async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_server: object) -> None:
+    async def login(request: web.Request) -> web.Response:
+        await request.post()
+        return web.Response(status=302, headers={"Location": "/account"})
+
+    async def page(request: web.Request) -> web.Response:
+        if request.path == "/boom":
+            return web.Response(status=500, text="upstream error")
+        return web.Response(text="page")
+
+    app = web.Application()
+    app.router.add_post("/accounts/login/", login)
+    app.router.add_route("*", "/{tail:.*}", page)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = 1\naccess_log = true\n'
+        'trusted_proxies = ["127.0.0.1"]\n[admin]\nlisten = "127.0.0.1:0"\n'
+        '[storage]\npath = "gw.db"\n[log]\nlevel = "debug"\n'
+        '[[identity.rules]]\nname = "login"\npath = "/accounts/login/"\nstatus = [302]\n'
+        'user_id = { form = "username" }\n',
+    )
+    gw = await GatewayProcess.start(cfg)
+    try:
+        xff = {"X-Forwarded-For": CLIENT_IP}
+        async with aiohttp.ClientSession() as session:
+            for path in ("/?utm_source=news&gclid=abc", "/boom", "/_gw/nothing"):
+                async with session.get(gw.proxy + path, headers=xff) as resp:
+                    await resp.read()
+            async with session.post(
+                gw.proxy + "/accounts/login/",
+                data={"username": USER_EMAIL, "password": "hunter2-password"},
+                headers=xff,
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 302
+            async with session.post(gw.proxy + "/_gw/events", data=b"{not json", headers=xff) as resp:
+                assert resp.status >= 400
+            for token, status in ((TOKEN, 200), (WRONG_TOKEN, 401)):
+                auth = {"Authorization": f"Bearer {token}"}
+                async with session.get(f"{gw.admin}/api/users/{USER_EMAIL}", headers=auth) as resp:
+                    assert resp.status == status
+                    if status == 200:  # the login bound the visitor: the user ID went through the gateway
+                        assert (await resp.json())["ok"] is True
+            # A malformed request line is logged by nobody with the peer's address.
+            _, writer = await asyncio.open_connection(*gw.proxy.removeprefix("http://").rsplit(":", 1))
+            writer.write(b"GARBAGE \x00\r\n\r\n")
+            await writer.drain()
+            writer.close()
+        gw.signal(signal.SIGHUP)
+        await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    lines = [line for line in gw.stderr if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"ts", "level", "logger", "msg"} <= r.keys() for r in records)
+    assert any(r["logger"] == "gateway.access" for r in records), "the access log was on"
+    text = "".join(lines)
+    # (127.0.0.1 is both the test client and our own listen address, so the client IP checked is
+    # the one a trusted proxy forwarded.)
+    for raw in (SECRET, TOKEN, WRONG_TOKEN, CLIENT_IP, USER_EMAIL, "hunter2", *ENV.values()):
+        assert raw not in text, f"{raw!r} leaked into the logs"

@@ -1,0 +1,73 @@
+"""What a reload applies live, what it keeps for a restart, and that in-flight requests finish
+on the pipeline they started on."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.reload import live_settings, restart_needed
+from tests.conftest import ENV, GatewayFactory, make_settings
+
+
+def test_restart_only_keys_are_named_and_kept(tmp_path: Path) -> None:
+    old = make_settings(tmp_path, "")
+    new = make_settings(
+        tmp_path,
+        """
+        [proxy]
+        listen = "127.0.0.1:1"
+        strip = "redirect"
+        workers = 3
+        [bots]
+        review_threshold = 45
+        [admin]
+        token = "env:OTHER_TOKEN"
+        """,
+        OTHER_TOKEN="o" * 40,
+    )
+    assert restart_needed(old, new) == ["proxy.listen", "proxy.workers", "admin", "admin.token"]
+    live = live_settings(old, new)
+    assert live.options.proxy.listen == old.options.proxy.listen and live.options.proxy.workers == 0
+    assert live.admin_token == ENV["GATEWAY_ADMIN_TOKEN"] and live.options.admin == old.options.admin
+    assert live.options.proxy.strip == "redirect" and live.options.bots.review_threshold == 45
+
+
+def test_nothing_to_restart_when_only_rules_change(tmp_path: Path) -> None:
+    old = make_settings(tmp_path, "")
+    new = make_settings(tmp_path, "[[conversions]]\nname = 'buy'\npath = '/thanks'\nstatus = [200]\n")
+    assert restart_needed(old, new) == []
+    assert [c.name for c in live_settings(old, new).options.conversions] == ["buy"]
+
+
+async def test_in_flight_request_finishes_on_the_old_pipeline(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def page(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            arrived.set()
+            await release.wait()
+        return web.Response(text=f"page {request.query_string}")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    gw = await start_gateway(upstream)
+    slow = asyncio.create_task(gw.session.get(f"{gw.url}/slow?utm_source=old&keep=1", allow_redirects=False))
+    async with asyncio.timeout(10):
+        await arrived.wait()
+    pending = await gw.gateway.reload(make_settings(tmp_path, "[proxy]\nstrip = 'redirect'\n"))
+    assert pending == []
+    async with gw.session.get(f"{gw.url}/?utm_source=new", allow_redirects=False) as resp:
+        assert resp.status == 302 and resp.headers["Location"].endswith("/")
+    release.set()
+    resp = await slow
+    # Started before the reload: forwarded (stripped), not redirected.
+    assert resp.status == 200 and await resp.text() == "page keep=1"
+    resp.release()
+    items = (await gw.api("/api/touchpoints"))["items"]
+    assert sorted(t["source"] for t in items) == ["new", "old"]

@@ -1,0 +1,144 @@
+"""Signals on a real `gateway run` process: SIGTERM drains gracefully, SIGHUP reloads live."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from tests.gatewayproc import GatewayProcess
+
+
+def _write(path: Path, upstream: str, extra: str = "") -> None:
+    path.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = 1\nshutdown_grace = 30.0\n'
+        f'{extra}\n[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\nnode = "test"\n'
+    )
+
+
+def _sources(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute("SELECT source FROM touchpoints ORDER BY id")]
+
+
+async def _response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (Content-Length or chunked body) off a kept-alive connection."""
+    async with asyncio.timeout(20):
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        status = int(head.split()[1])
+        if "transfer-encoding: chunked" in head:
+            while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")
+        else:
+            length = next(
+                (int(line.split(":")[1]) for line in head.splitlines() if line.startswith("content-length:")),
+                0,
+            )
+            await reader.readexactly(length)
+    return status
+
+
+async def _refused(host: str, port: int) -> None:
+    """Wait until the listener is closed: connecting is refused."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except ConnectionRefusedError:
+            return
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.05)
+
+
+async def test_sigterm_finishes_in_flight_refuses_new_and_stores_the_touchpoint(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="slow page")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, upstream)
+    gw = await GatewayProcess.start(cfg)
+    try:
+        host, _, port = gw.proxy.removeprefix("http://").rpartition(":")
+        async with aiohttp.ClientSession() as session:
+            in_flight = asyncio.create_task(session.get(f"{gw.proxy}/slow?utm_source=inflight"))
+            async with asyncio.timeout(20):
+                await arrived.wait()
+            gw.signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await _refused(host, int(port))
+            assert gw.proc.returncode is None, "it waits for the in-flight request"
+            release.set()
+            async with asyncio.timeout(20):
+                resp = await in_flight
+            assert resp.status == 200 and await resp.text() == "slow page"
+            resp.release()
+        assert await gw.stop() == 0
+    finally:
+        release.set()
+        await gw.kill()
+    assert await asyncio.to_thread(_sources, tmp_path / "gw.db") == ["inflight"]
+    assert "Traceback" not in "".join(gw.stderr)
+
+
+async def test_sighup_reloads_rules_on_a_kept_alive_connection(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="page")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, upstream)
+    gw = await GatewayProcess.start(cfg)
+    try:
+        host, _, port = gw.proxy.removeprefix("http://").rpartition(":")
+        # One raw HTTP/1.1 connection, kept alive across both reloads: every answer comes on it.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+
+            async def get(source: str) -> int:
+                writer.write(f"GET /?utm_source={source} HTTP/1.1\r\nHost: shop.test\r\n\r\n".encode())
+                return await _response(reader)
+
+            assert await get("before") == 200
+            # Live: how parameters leave the URL. Restart-only: the listen address.
+            await asyncio.to_thread(
+                _write, cfg, upstream, 'strip = "redirect"\n[bots]\nreview_threshold = 40\n'
+            )
+            text = (await asyncio.to_thread(cfg.read_text)).replace("127.0.0.1:0", "127.0.0.1:1", 1)
+            await asyncio.to_thread(cfg.write_text, text)
+            gw.signal(signal.SIGHUP)
+            done = await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
+            assert done["restart"] == ["proxy.listen"]
+            assert any("proxy.listen needs a restart" in r["msg"] for r in gw.logs())
+            assert await get("after") == 302, "the new rule applies to the next request"
+
+            # A broken config is refused key by key; the running one stays.
+            await asyncio.to_thread(_write, cfg, upstream, "[bots]\nreview_threshold = 120\n")
+            gw.signal(signal.SIGHUP)
+            refused = await gw.wait_log(lambda r: r.get("key") == "bots.review_threshold")
+            assert refused["msg"].startswith("reload refused") and "must be 0..100, got 120" in refused["msg"]
+            assert await get("still") == 302
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert await asyncio.to_thread(_sources, tmp_path / "gw.db") == ["before", "after", "still"]

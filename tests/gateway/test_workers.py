@@ -1,0 +1,188 @@
+"""`proxy.workers = 2`: a supervisor, two processes on one port, one store, nothing lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from tests.gatewayproc import GatewayProcess, children
+
+LANDINGS = 300
+
+
+def _config(tmp_path: Path, upstream: str, workers: int = 2) -> Path:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = {workers}\naccess_log = true\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\nnode = "test"\n'
+        # A generous bound on the commit wait: on a busy machine every response still waits for it.
+        "max_wait_ms = 20000.0\n"
+    )
+    return cfg
+
+
+def _stored(path: Path) -> tuple[int, int, int]:
+    with sqlite3.connect(path) as db:
+        total, ids = db.execute("SELECT count(*), count(DISTINCT id) FROM touchpoints").fetchone()
+        (visitors,) = db.execute("SELECT count(DISTINCT visitor_key) FROM touchpoints").fetchone()
+    return total, ids, visitors
+
+
+async def _origin(upstream_server: object) -> str:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return await upstream_server(app)  # type: ignore[operator, no-any-return]
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for whoever adopted it to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _listening(gw: GatewayProcess, count: int) -> bool:
+    return len({r.get("worker") for r in gw.logs() if r["msg"] == "listening"}) >= count
+
+
+async def test_two_workers_store_every_acknowledged_landing_exactly_once(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        acknowledged = 0
+        gate = asyncio.Semaphore(30)
+
+        async def land(i: int) -> None:
+            nonlocal acknowledged
+            async with gate, aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+                url = f"{gw.proxy}/landing?utm_source=s{i}&utm_medium=cpc"
+                async with session.get(url) as resp:
+                    assert resp.status == 200 and await resp.text() == "ok"
+                    assert "gw_vid" in resp.cookies
+                    acknowledged += 1
+
+        await asyncio.gather(*(land(i) for i in range(LANDINGS)))
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert acknowledged == LANDINGS
+    assert await asyncio.to_thread(_stored, tmp_path / "gw.db") == (LANDINGS, LANDINGS, LANDINGS)
+    served = {r["worker"] for r in gw.logs() if r["logger"] == "gateway.access"}
+    assert served == {0, 1}, "both workers took connections"
+    assert not [r for r in gw.logs() if r["level"] in ("error", "critical")]
+    stopped = [r for r in gw.logs() if r["msg"] == "stopped"]
+    assert len(stopped) == 2 and all(r["unconfirmed"] == 0 for r in stopped), (
+        "every response waited for its commit"
+    )
+    admins = [r for r in gw.logs() if r["msg"] == "listening" and r["admin"]]
+    assert {r["worker"] for r in admins} == {0}, "only worker 0 runs the admin listener"
+
+
+async def test_a_crashed_worker_is_restarted(tmp_path: Path, upstream_server: object) -> None:
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        before = await asyncio.to_thread(children, gw.proc.pid)
+        assert len(before) == 2
+        victim = max(before)
+        os.kill(victim, signal.SIGKILL)
+        await gw.wait_log(lambda r: r["msg"].startswith("worker") and "starting it again" in r["msg"])
+        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= 3, gw.stderr)
+        after = await asyncio.to_thread(children, gw.proc.pid)
+        assert len(after) == 2 and victim not in after
+        async with aiohttp.ClientSession() as session:
+            for _ in range(10):
+                async with session.get(f"{gw.proxy}/?utm_source=after") as resp:
+                    assert resp.status == 200
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstream_server: object) -> None:
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        workers = await asyncio.to_thread(children, gw.proc.pid)
+        gw.proc.kill()  # SIGKILL: the supervisor cannot pass anything on
+        await gw.proc.wait()
+        await gw.wait_for(lambda: sum(r["msg"] == "stopped" for r in gw.logs()) >= 2, gw.stderr)
+        for pid in workers:
+            while await asyncio.to_thread(_alive, pid):
+                await asyncio.sleep(0.05)  # exiting after its last log line
+    finally:
+        await gw.kill()
+    assert not [r for r in gw.logs() if r["level"] == "critical"]
+
+
+async def test_kill_9_of_every_process_mid_load_loses_and_doubles_nothing(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg, new_session=True)
+    received: set[int] = set()
+    sent = 0
+    killed = asyncio.Event()
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+
+        async def client() -> None:
+            nonlocal sent
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+                while not killed.is_set():
+                    n, sent = sent, sent + 1
+                    try:
+                        async with session.get(f"{gw.proxy}/land?utm_source=load&utm_content={n}") as resp:
+                            if resp.status == 200 and await resp.text() == "ok":
+                                received.add(n)
+                    except (aiohttp.ClientError, ConnectionError):
+                        return
+
+        clients = [asyncio.create_task(client()) for _ in range(20)]
+        async with asyncio.timeout(30):
+            while len(received) < 200:
+                await asyncio.sleep(0.05)
+        os.killpg(gw.proc.pid, signal.SIGKILL)  # supervisor and both workers, requests in flight
+        await gw.proc.wait()
+        killed.set()
+        async with asyncio.timeout(20):
+            await asyncio.gather(*clients)
+    finally:
+        killed.set()
+        await gw.kill()
+
+    def contents() -> list[int]:
+        with sqlite3.connect(tmp_path / "gw.db") as db:
+            return [int(c) for (c,) in db.execute("SELECT content FROM touchpoints")]
+
+    stored = await asyncio.to_thread(contents)
+    assert received - set(stored) == set(), "an acknowledged landing was lost"
+    assert len(stored) == len(set(stored)), "a landing was stored twice"
+    # The same store after the crash: a new gateway recovers the WAL and records again.
+    again = await GatewayProcess.start(cfg)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{again.proxy}/land?utm_source=load&utm_content=-1") as resp,
+        ):
+            assert resp.status == 200
+        assert await again.stop() == 0
+    finally:
+        await again.kill()
+    assert sorted(await asyncio.to_thread(contents)) == sorted([*stored, -1])
