@@ -102,6 +102,9 @@ class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only
     (exports can recover them), or plain."""
     rules: tuple[IdentityRule, ...] = ()
     """``[[identity.rules]]``: requests whose success binds the visitor to a user."""
+    mode: Literal["cookie", "cookieless"] = "cookie"
+    """cookie: a signed first-party ID cookie; cookieless: no cookie, a visitor key that is a
+    hash of (daily salt, host, IP, user agent) and lasts one UTC day."""
 
 
 class CampaignOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -421,6 +424,26 @@ class CreatorOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=
     name: str = ""
 
 
+class ConsentCookie(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: str = ""
+    """The site's consent-banner cookie; empty: no consent check (every visitor consents)."""
+    yes: tuple[str, ...] = ()
+    """Values meaning the visitor consented to the ID cookie."""
+    no: tuple[str, ...] = ()
+    """Values meaning they refused (as does any other value, or no cookie)."""
+
+
+class PrivacyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    honor_gpc: bool = True
+    """``Sec-GPC: 1``: no ID cookie, touchpoints kept only as daily aggregate counts."""
+    honor_dnt: bool = False
+    """``DNT: 1`` treated like ``Sec-GPC: 1``."""
+    consent_cookie: ConsentCookie = ConsentCookie()
+    """``{ name, yes, no }``: without consent no ID cookie; the cookieless key is used instead."""
+    retention_days: int = 0
+    """Events older than this many days are purged daily (local and central stores); 0: keep forever."""
+
+
 class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxyOptions = ProxyOptions()
     identity: IdentityOptions = IdentityOptions()
@@ -437,6 +460,7 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     geo: GeoOptions = GeoOptions()
     creators: tuple[CreatorOptions, ...] = ()
     sinks: tuple[SinkOptions, ...] = ()
+    privacy: PrivacyOptions = PrivacyOptions()
 
 
 SECTIONS: dict[str, type[_Options]] = {
@@ -451,6 +475,7 @@ SECTIONS: dict[str, type[_Options]] = {
     "bots": BotsOptions,
     "geo": GeoOptions,
     "central": CentralOptions,
+    "privacy": PrivacyOptions,
 }
 
 ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -788,6 +813,25 @@ def validate(options: Options) -> list[str]:
     p += validate_channels(options.channels) + validate_attribution(options.attribution)
     p += _validate_bots(options)
     p += _validate_central(options)
+    p += _validate_privacy(options.privacy)
+    return p
+
+
+def _validate_privacy(pr: PrivacyOptions) -> list[str]:
+    p: list[str] = []
+    _check(
+        p,
+        0 <= pr.retention_days <= 36500,
+        "privacy.retention_days",
+        f"must be 0..36500, got {pr.retention_days}",
+    )
+    cc = pr.consent_cookie
+    if cc.name:
+        _check(p, bool(cc.yes), "privacy.consent_cookie.yes", "must list at least one value meaning consent")
+        both = sorted(set(cc.yes) & set(cc.no))
+        _check(p, not both, "privacy.consent_cookie.no", f"values also listed in yes: {both}")
+    else:
+        _check(p, not (cc.yes or cc.no), "privacy.consent_cookie.name", "must be set when yes/no are")
     return p
 
 
