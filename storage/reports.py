@@ -86,15 +86,19 @@ async def credits_by_channel(
     until: datetime,
     *,
     verdicts: Iterable[str] | None = None,
+    population: str | None = None,
 ) -> list[ChannelCredit]:
     """Credits of every conversion with ``since <= ts < until`` under ``model``, per channel
     and currency, largest value first; channels credited nothing are left out. ``data_driven``
     learns its weights from the period's journeys: the conversions' and those of everyone
-    else who left touchpoints in it."""
+    else who left touchpoints in it. ``population`` (``Touchpoint.consent``: cookie,
+    cookieless, no_consent) credits only that population's touchpoints, and leaves out the
+    conversions that have none of them."""
     accepted = attribution.verdicts if verdicts is None else frozenset(verdicts)
     verdict = "t.verdict" if "verdict" in await _columns(db) else "NULL"
     widest = max(attribution.tiers.windows.values())
-    bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest)}
+    bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest), "population": population}
+    only = " AND t.consent = :population" if population is not None else ""
     rows = _Rows(attribution, channels)
 
     conversions: dict[str, tuple[datetime, int, str | None]] = {}
@@ -111,10 +115,13 @@ async def credits_by_channel(
         + f"SELECT d.id, t.id, t.ts, t.channel, t.raw_params, {verdict}, {_SIGNALS} "
         + "FROM devices d JOIN touchpoints t ON t.visitor_key = d.visitor_key "
         + "WHERE t.ts >= :from AND t.ts < :until"
+        + only
     )
     async with db.execute(sql, bounds) as cursor:
         async for row in cursor:
             touches[row[0]].append(rows.touch(row[1:]))
+    if population is not None:
+        conversions = {cid: c for cid, c in conversions.items() if touches.get(cid)}
 
     eligible = {
         cid: attribution.eligible(touches[cid], at, accepted) for cid, (at, _, _) in conversions.items()
@@ -123,7 +130,7 @@ async def credits_by_channel(
     if model == "data_driven":
         journeys = [([t.channel for t in path], True) for path in eligible.values()]
         converted = {t.id for path in eligible.values() for t in path}
-        journeys += await _other_journeys(db, rows, bounds, verdict, accepted, converted)
+        journeys += await _other_journeys(db, rows, bounds, verdict, accepted, converted, only)
         params = replace(params, channel_weights=markov_weights(journeys))
 
     value: dict[tuple[str, str | None], int] = defaultdict(int)
@@ -148,13 +155,14 @@ async def _other_journeys(
     verdict: str,
     accepted: frozenset[str],
     converted: set[str],
+    only: str = "",
 ) -> list[tuple[list[str], bool]]:
     """Paths of the period's touchpoints that no conversion used, one per person (a user, or
     an unbound visitor): the journeys that did not convert."""
     sql = (
         "SELECT coalesce((SELECT i.user_key FROM identities i WHERE i.visitor_key = t.visitor_key "
         f"ORDER BY i.id LIMIT 1), t.visitor_key), t.id, t.ts, t.channel, t.raw_params, {verdict}, {_SIGNALS} "
-        "FROM touchpoints t WHERE t.ts >= :since AND t.ts < :until"
+        "FROM touchpoints t WHERE t.ts >= :since AND t.ts < :until" + only
     )
     paths: dict[str, list[Touch]] = defaultdict(list)
     async with db.execute(sql, bounds) as cursor:
@@ -167,3 +175,26 @@ async def _other_journeys(
             ):
                 paths[str(row[0])].append(touch)
     return [([t.channel for t in sorted(p, key=lambda t: (t.ts, t.id))], False) for p in paths.values()]
+
+
+AGGREGATE = "aggregate"
+"""The population of ``daily_counts``: visitors who sent ``Sec-GPC`` (or ``DNT``)."""
+
+
+async def population_counts(db: aiosqlite.Connection, since: datetime, until: datetime) -> dict[str, int]:
+    """Landings per population in ``since <= ts < until``: touchpoints by ``consent``, and the
+    ``aggregate`` daily counts of the days the period touches (they have no time of day)."""
+    counts: dict[str, int] = {}
+    sql = "SELECT consent, count(*) FROM touchpoints WHERE ts >= ? AND ts < ? GROUP BY consent"
+    async with db.execute(sql, (iso(since), iso(until))) as cursor:
+        async for consent, n in cursor:
+            counts[str(consent)] = int(n)
+    days = (since.date().isoformat(), until.date().isoformat())
+    sql = "SELECT coalesce(sum(count), 0) FROM daily_counts WHERE day >= ? AND day <= ?"
+    if until.time() == until.time().min:  # until is midnight: that day is not in the period
+        sql = sql.replace("day <= ?", "day < ?")
+    async with db.execute(sql, days) as cursor:
+        row = await cursor.fetchone()
+    if row and row[0]:
+        counts[AGGREGATE] = int(row[0])
+    return counts
