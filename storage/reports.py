@@ -151,7 +151,7 @@ async def credits_by_channel(
 async def _other_journeys(
     db: aiosqlite.Connection,
     rows: _Rows,
-    bounds: dict[str, str],
+    bounds: dict[str, str | None],
     verdict: str,
     accepted: frozenset[str],
     converted: set[str],
