@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked
+from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event
 from gateway.sink_cli import cmd_sink_send
@@ -365,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     send_user.add_argument("--user", required=True, help="the site's raw user ID")
     send_user.add_argument("--sink", help="only this sink (default: every [[sinks]] entry)")
     send_user.set_defaults(func=cmd_sink_send)
+    add_privacy_commands(sub, DEFAULT_CONFIG)
     return parser
 
 

@@ -180,6 +180,10 @@ def background_tasks(settings: Settings, metrics: Metrics, sinks: SinkSet) -> li
         tasks.append(asyncio.create_task(sync.run(), name="central-sync"))
     for name, sink in sinks.sinks.items():
         tasks.append(asyncio.create_task(sink.run(), name=f"sink-{name}"))
+    if settings.options.privacy.retention_days:
+        from storage.retention import run_daily
+
+        tasks.append(asyncio.create_task(run_daily(settings, metrics), name="retention"))
     return tasks
 
 
