@@ -177,6 +177,8 @@ async def _other_journeys(
     return [([t.channel for t in sorted(p, key=lambda t: (t.ts, t.id))], False) for p in paths.values()]
 
 
+POPULATIONS = ("cookie", "cookieless", "no_consent")
+"""The values of ``touchpoints.consent`` (``addons/identity.py``)."""
 AGGREGATE = "aggregate"
 """The population of ``daily_counts``: visitors who sent ``Sec-GPC`` (or ``DNT``)."""
 

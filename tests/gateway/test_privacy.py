@@ -4,11 +4,14 @@ keeps its population."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
 from aiohttp import web
 
+from gateway.events import Conversion, DailyCount, Touchpoint, iso
+from gateway.ids import uuid7
 from tests.conftest import RunningGateway
 
 CONSENT = """
@@ -77,3 +80,32 @@ async def test_cookieless_mode_sets_no_cookie_and_keeps_the_visitor_for_the_day(
     assert await get(gw, "/b?utm_source=two") == []
     keys = await rows(gw, "SELECT DISTINCT visitor_key, consent FROM touchpoints")
     assert len(keys) == 1 and keys[0][1] == "cookieless"
+
+
+async def test_dashboard_summary_splits_populations(start_gateway, upstream_server) -> None:
+    gw = await start_gateway(await upstream_server(site()))
+
+    def at(hour: int) -> tuple[str, str]:
+        moment = datetime(2026, 11, 3, hour, tzinfo=UTC)
+        return uuid7(int(moment.timestamp() * 1000)), iso(moment)
+
+    await gw.gateway.store.write(
+        [
+            Touchpoint(*at(1), "t", "a" * 32, channel="Email", consent="cookie"),
+            Conversion(*at(2), "t", "buy", "order:1", "a" * 32, None, 10.0, "EUR"),
+            Touchpoint(*at(3), "t", "b" * 32, channel="Paid Social", consent="no_consent"),
+            Conversion(*at(4), "t", "buy", "order:2", "b" * 32, None, 20.0, "EUR"),
+            DailyCount("2026-11-03", "news", count=7),
+        ]
+    )
+    period = {"since": "2026-11-01", "until": "2026-11-08", "model": "last_touch"}
+    body = await gw.api("/api/dashboard/summary", **period)
+    assert body["populations"] == {"cookie": 1, "no_consent": 1, "aggregate": 7}
+    everyone = {r["channel"] for r in body["comparison"] if r["model"] == "last_touch"}
+    assert everyone == {"Email", "Paid Social"}
+    body = await gw.api("/api/dashboard/summary", population="no_consent", **period)
+    assert [(r["channel"], r["value"]) for r in body["comparison"] if r["model"] == "last_touch"] == [
+        ("Paid Social", 20.0)
+    ]
+    refused = await gw.api("/api/dashboard/summary", population="everyone", **period)
+    assert refused["ok"] is False and "population: expected one of" in str(refused)
