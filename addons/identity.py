@@ -118,9 +118,10 @@ class Identity:
         if ex.visitor is not None:
             return  # the host already knows the visitor (the importer: from the logged line)
         req = ex.request
-        if any(req.headers.get(h, "").strip() == "1" for h in self.opt_out):
-            ex.aggregate_only = True
-            return
+        for header in self.opt_out:  # no generator: this runs on every request
+            if req.headers.get(header) == "1":
+                ex.aggregate_only = True
+                return
         population = self.population(req) if self.cookieless or self.consent_name else "cookie"
         if population != "cookie":
             ex.visitor = Visitor(self.salt.visitor_id(req), False, self.keys.visitor_key, population)
