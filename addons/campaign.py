@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from urllib.parse import urlsplit
 
 from gateway.channels import Signals
-from gateway.events import Touchpoint, iso
+from gateway.events import DailyCount, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, split_query
 
@@ -192,7 +193,7 @@ class Campaign:
         raw_params: dict[str, str],
         site: str,
     ) -> None:
-        if ex.visitor is None:
+        if ex.visitor is None and not ex.aggregate_only:
             return  # no identity addon ran: nothing to attribute the touchpoint to
         req = ex.request
         path = req.path if len(req.path) <= MAX_PATH else req.path[:MAX_PATH]
@@ -205,6 +206,15 @@ class Campaign:
             values.get("creator_id"),
             referrer_host,
         )
+        if ex.visitor is None:  # Sec-GPC / DNT: a count, nothing about the visitor
+            day = req.ts.astimezone(UTC).date().isoformat()
+            g = values.get
+            channel = self.channels.classify(signals, site)
+            count = DailyCount(
+                day, g("source", ""), g("medium", ""), g("campaign", ""), channel, g("creator_id", "")
+            )
+            ex.events.append(count)
+            return
         ex.events.append(
             Touchpoint(
                 id=self.new_id(int(req.ts.timestamp() * 1000)),
@@ -224,6 +234,7 @@ class Campaign:
                 channel=self.channels.classify(signals, site),
                 landing_path=path,
                 raw_params=raw_params,
+                consent=ex.visitor.consent,
             )
         )
         self.metrics.touchpoints.inc()

@@ -6,6 +6,16 @@ Set-Cookie is planned here. The cookie holds a random 128-bit ID and an HMAC
 tag (``v1.<id>.<tag>``, base64url); a forged or edited cookie is rejected,
 replaced and counted. Only the keyed hash of the ID (``visitor_key``) ever
 reaches an event; the raw ID stays in memory.
+
+Privacy (``[privacy]``, README "Privacy: what is stored") is decided here, per request,
+so the same response carries the decision: ``Sec-GPC: 1`` (and ``DNT: 1`` when honoured)
+gives no visitor at all (``Exchange.aggregate_only``: landings are only counted per day);
+``identity.mode = "cookieless"``, or a consent cookie that does not say yes, gives no
+cookie and a one-day visitor ID: a keyed hash of (daily salt, host, IP, user agent). The
+salt is random, held in this process's memory only, and replaced (destroyed) when the
+UTC day changes, so nothing links one day's key to the next. A consent cookie set to a
+yes value by the response itself issues the ID cookie in that response; one set to any
+other value expires it.
 """
 
 from __future__ import annotations
@@ -13,9 +23,11 @@ from __future__ import annotations
 import base64
 import hmac
 import os
+import re
+from datetime import UTC, date
 
 from gateway.keys import Mac
-from gateway.pipeline import Context, Cookie, Exchange, Visitor
+from gateway.pipeline import Context, Cookie, Exchange, RequestView, Visitor
 
 VERSION = "v1"
 _ID_BYTES = 16
@@ -56,6 +68,23 @@ def verify_cookie(key: bytes | Mac, value: str) -> str | None:
     return parts[1] if hmac.compare_digest(expected.encode(), parts[2].encode()) else None
 
 
+class DailySalt:
+    """The cookieless visitor ID: HMAC of (host, IP, user agent) under a random salt per UTC
+    day. Only the current day's salt exists; moving to a new day drops the old one."""
+
+    def __init__(self) -> None:
+        self.day: date | None = None
+        self.mac = Mac(os.urandom(32))
+
+    def visitor_id(self, req: RequestView) -> str:
+        day = req.ts.astimezone(UTC).date()
+        if self.day is None or day > self.day:  # a late request from yesterday gets today's salt
+            self.day, self.mac = day, Mac(os.urandom(32))
+        agent = req.headers.get("user-agent", "")
+        message = "\0".join((req.host.lower(), req.client_ip, agent))
+        return _b64(self.mac.digest(message.encode("utf-8", "surrogateescape"))[:_ID_BYTES])
+
+
 class Identity:
     def configure(self, ctx: Context) -> None:
         opts = ctx.settings.options.identity
@@ -69,11 +98,35 @@ class Identity:
         self.secure = opts.secure
         self.samesite = opts.samesite
         self.domain = opts.domain
+        privacy = ctx.settings.options.privacy
+        self.cookieless = opts.mode == "cookieless"
+        self.salt = DailySalt()
+        self.opt_out = [h for h, on in (("sec-gpc", privacy.honor_gpc), ("dnt", privacy.honor_dnt)) if on]
+        consent = privacy.consent_cookie
+        self.consent_name, self.consent_yes = consent.name, frozenset(consent.yes)
+        self.consent_set = re.compile(rf"(?:^|,\s*){re.escape(consent.name)}=\"?([^;,\"]*)")
+
+    def population(self, req: RequestView) -> str:
+        """``cookie``, ``cookieless`` or ``no_consent``, from the mode and the consent cookie."""
+        if self.cookieless:
+            return "cookieless"
+        if not self.consent_name or req.cookies.get(self.consent_name) in self.consent_yes:
+            return "cookie"
+        return "no_consent"
 
     def request(self, ex: Exchange) -> None:
         if ex.visitor is not None:
             return  # the host already knows the visitor (the importer: from the logged line)
-        value = ex.request.cookies.get(self.cookie_name)
+        req = ex.request
+        for header in self.opt_out:  # no generator: this runs on every request
+            if req.headers.get(header) == "1":
+                ex.aggregate_only = True
+                return
+        population = self.population(req) if self.cookieless or self.consent_name else "cookie"
+        if population != "cookie":
+            ex.visitor = Visitor(self.salt.visitor_id(req), False, self.keys.visitor_key, population)
+            return
+        value = req.cookies.get(self.cookie_name)
         visitor_id = self._verify(value) if value else None
         is_new = visitor_id is None
         if visitor_id is None:
@@ -99,17 +152,38 @@ class Identity:
         visitor = ex.visitor
         if visitor is None:
             return
-        wanted = bool(ex.events) or (visitor.is_new and (ex.request.is_document or ex.watched))
-        if not wanted:
+        given = self._consent_given(ex) if self.consent_name and not self.cookieless else None
+        if given is False or (visitor.consent == "no_consent" and not given):
+            if given is False or self.cookie_name in ex.request.cookies:
+                ex.set_cookies.append(self._cookie(ex, "", 0))  # refused or withdrawn: expire it
             return
+        if visitor.consent != "cookie":
+            if not given:
+                return
+            # Consent given by this very response: the ID cookie goes with it.
+            visitor = ex.visitor = Visitor(new_visitor_id(), True, self.keys.visitor_key)
+        wanted = bool(ex.events) or (visitor.is_new and (ex.request.is_document or ex.watched))
+        if not wanted and not given:
+            return
+        ex.set_cookies.append(self._cookie(ex, cookie_value(self.mac, visitor.id), self.max_age))
+
+    def _consent_given(self, ex: Exchange) -> bool | None:
+        """What the response's own Set-Cookie of the consent cookie says: yes (True), anything
+        else (False), or None when the response does not set it."""
+        if ex.response is None:
+            return None
+        for name, value in ex.response.headers.items():
+            if name.lower() == "set-cookie" and (m := self.consent_set.search(value)):
+                return m.group(1) in self.consent_yes
+        return None
+
+    def _cookie(self, ex: Exchange, value: str, max_age: int) -> Cookie:
         secure = self.secure == "always" or (self.secure == "auto" and ex.request.scheme == "https")
-        ex.set_cookies.append(
-            Cookie(
-                name=self.cookie_name,
-                value=cookie_value(self.mac, visitor.id),
-                max_age=self.max_age,
-                domain=self.domain,
-                secure=secure,
-                samesite=self.samesite,
-            )
+        return Cookie(
+            name=self.cookie_name,
+            value=value,
+            max_age=max_age,
+            domain=self.domain,
+            secure=secure,
+            samesite=self.samesite,
         )

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from addons.identity import verify_cookie
 from gateway.config import Settings, SourceOptions
-from gateway.events import Binding, Conversion, Event
+from gateway.events import Binding, Conversion, DailyCount, Event
 from gateway.history import Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
 from gateway.keys import Keys, derive
@@ -191,7 +191,9 @@ class Replayer:
             if isinstance(message, str) and message
             else identity + f"{number}:{record.index}".encode() + record.raw
         )
-        ts = datetime.fromisoformat(mapped.rows[0].ts.replace("Z", "+00:00"))
+        first = mapped.rows[0]
+        assert not isinstance(first, DailyCount)  # mapped events are never counts
+        ts = datetime.fromisoformat(first.ts.replace("Z", "+00:00"))
         self.stamp(mapped.rows, seed, int(ts.timestamp() * 1000))
         for row in mapped.rows:
             if isinstance(row, Binding | Conversion):
@@ -202,7 +204,8 @@ class Replayer:
         """Deterministic ids: the n-th event of the same line always gets the same one."""
         for index, event in enumerate(events):
             digest = hashlib.blake2b(seed, key=self.id_mac, digest_size=10, salt=index.to_bytes(16, "big"))
-            event.id = uuid7_keyed(unix_ms, digest.digest())
+            if not isinstance(event, DailyCount):
+                event.id = uuid7_keyed(unix_ms, digest.digest())
 
 
 NO_HOST = "host: missing (and no --host or proxy.public_origin)"

@@ -24,6 +24,7 @@ from gateway import report_cli
 from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked, parse_listen
 from gateway.doctor import cmd_doctor
 from gateway.logs import setup_logging
+from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event
 from gateway.sink_cli import cmd_sink_send
@@ -511,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     send_user.add_argument("--sink", help="only this sink (default: every [[sinks]] entry)")
     send_user.set_defaults(func=cmd_sink_send)
     report_cli.add_parser(sub, DEFAULT_CONFIG)
+    add_privacy_commands(sub, DEFAULT_CONFIG)
     return parser
 
 

@@ -107,6 +107,9 @@ class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only
     (exports can recover them), or plain."""
     rules: tuple[IdentityRule, ...] = ()
     """``[[identity.rules]]``: requests whose success binds the visitor to a user."""
+    mode: Literal["cookie", "cookieless"] = "cookie"
+    """cookie: a signed first-party ID cookie; cookieless: no cookie, a visitor key that is a
+    hash of (daily salt, host, IP, user agent) and lasts one UTC day."""
 
 
 class CampaignOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -433,6 +436,26 @@ class CreatorOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=
     name: str = ""
 
 
+class ConsentCookie(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: str = ""
+    """The site's consent-banner cookie; empty: no consent check (every visitor consents)."""
+    yes: tuple[str, ...] = ()
+    """Values meaning the visitor consented to the ID cookie."""
+    no: tuple[str, ...] = ()
+    """Values meaning they refused (as does any other value, or no cookie)."""
+
+
+class PrivacyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    honor_gpc: bool = True
+    """``Sec-GPC: 1``: no ID cookie, touchpoints kept only as daily aggregate counts."""
+    honor_dnt: bool = False
+    """``DNT: 1`` treated like ``Sec-GPC: 1``."""
+    consent_cookie: ConsentCookie = ConsentCookie()
+    """``{ name, yes, no }``: without consent no ID cookie; the cookieless key is used instead."""
+    retention_days: int = 0
+    """Events older than this many days are purged daily (local and central stores); 0: keep forever."""
+
+
 class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxyOptions = ProxyOptions()
     identity: IdentityOptions = IdentityOptions()
@@ -451,6 +474,7 @@ class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     creators: tuple[CreatorOptions, ...] = ()
     sinks: tuple[SinkOptions, ...] = ()
     payouts: PayoutsOptions = PayoutsOptions()
+    privacy: PrivacyOptions = PrivacyOptions()
 
 
 SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -467,6 +491,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "central": CentralOptions,
     "payouts": PayoutsOptions,
     "log": LogOptions,
+    "privacy": PrivacyOptions,
 }
 
 ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -812,6 +837,25 @@ def validate(options: Options) -> list[str]:
     p += _validate_bots(options)
     p += validate_payouts(options.payouts)
     p += _validate_central(options)
+    p += _validate_privacy(options.privacy)
+    return p
+
+
+def _validate_privacy(pr: PrivacyOptions) -> list[str]:
+    p: list[str] = []
+    _check(
+        p,
+        0 <= pr.retention_days <= 36500,
+        "privacy.retention_days",
+        f"must be 0..36500, got {pr.retention_days}",
+    )
+    cc = pr.consent_cookie
+    if cc.name:
+        _check(p, bool(cc.yes), "privacy.consent_cookie.yes", "must list at least one value meaning consent")
+        both = sorted(set(cc.yes) & set(cc.no))
+        _check(p, not both, "privacy.consent_cookie.no", f"values also listed in yes: {both}")
+    else:
+        _check(p, not (cc.yes or cc.no), "privacy.consent_cookie.name", "must be set when yes/no are")
     return p
 
 

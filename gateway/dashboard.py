@@ -32,6 +32,7 @@ from gateway.sessions import (
     set_cookie,
 )
 from storage.dashboard import MAX_DAYS, Period, summary
+from storage.reports import POPULATIONS
 
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
 SECURITY_HEADERS = {
@@ -144,7 +145,7 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     """Conversions by channel per day, every model by channel, top campaigns and creators, bot
     share and totals for whole UTC days ``since`` (inclusive) to ``until`` (exclusive)."""
     q = request.query
-    _only(request, {"since", "until", "model"})
+    _only(request, {"since", "until", "model", "population"})
     until = _day("until", q["until"]) if "until" in q else datetime.now(UTC).date() + timedelta(days=1)
     since = _day("since", q["since"]) if "since" in q else until - timedelta(days=DEFAULT_DAYS)
     if not 1 <= (until - since).days <= MAX_DAYS:
@@ -152,12 +153,16 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     model = q.get("model", DEFAULT_MODEL)
     if model not in MODELS:
         raise ApiError(400, f"model: expected one of {', '.join(MODELS)}, got {model!r}")
+    population = q.get("population")
+    if population is not None and population not in POPULATIONS:
+        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
     data = await summary(
         request.app[READER_KEY].db,
         request.app[ATTRIBUTION_KEY],
         request.app[SETTINGS_KEY].channels,
         model,
         Period(since, until),
+        population,
     )
     return ok(data)
 

@@ -60,6 +60,10 @@ class Touchpoint:
     ip_hash: str | None = None
     """Keyed hash of the client IP under a key that changes every UTC day: counts distinct IPs
     within a day, links nothing across days, and never reveals the address."""
+    consent: str = "cookie"
+    """The visitor's population (``addons/identity.py``): ``cookie`` (the ID cookie),
+    ``cookieless`` (``identity.mode``) or ``no_consent`` (the consent cookie said no, or nothing):
+    the last two are keyed by a one-day hash, not a cookie. Reports count them apart."""
 
 
 @dataclass(slots=True)
@@ -192,7 +196,39 @@ class CreatorStanding:
     note: str
 
 
-Event = Touchpoint | Binding | Conversion | Receipt | BadEvent | Erasure | VerdictChange | CreatorStanding
+@dataclass(slots=True)
+class DailyCount:
+    """A landing by a visitor who asked not to be tracked (``Sec-GPC``/``DNT``): only counted,
+    per UTC day and campaign values, with no visitor key, id or time of day. The store adds
+    ``count`` to the row with the same day and values (``conflict``)."""
+
+    table: ClassVar[str] = "daily_counts"
+    conflict: ClassVar[str] = (
+        "(day, source, medium, campaign, channel, creator_id) DO UPDATE SET count = count + excluded.count"
+    )
+
+    day: str
+    """``YYYY-MM-DD`` (UTC)."""
+    source: str = ""
+    medium: str = ""
+    campaign: str = ""
+    channel: str = ""
+    creator_id: str = ""
+    """Values absent from the landing are ``""`` (not NULL, so the day's row is unique)."""
+    count: int = 1
+
+
+Event = (
+    Touchpoint
+    | Binding
+    | Conversion
+    | Receipt
+    | BadEvent
+    | Erasure
+    | VerdictChange
+    | CreatorStanding
+    | DailyCount
+)
 EVENT_TYPES: tuple[type[Event], ...] = (
     Touchpoint,
     Binding,
@@ -202,4 +238,5 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Erasure,
     VerdictChange,
     CreatorStanding,
+    DailyCount,
 )

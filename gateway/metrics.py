@@ -54,6 +54,12 @@ class Metrics:
             registry=r,
         )
         self.store_errors = Counter("gateway_store_errors", "Failed store commits", registry=r)
+        self.purged_rows = Counter(
+            "gateway_purged_rows",
+            "Rows deleted by retention (privacy.retention_days), by table (central ones: central:TABLE)",
+            ["table"],
+            registry=r,
+        )
         self.store_commit_seconds = Histogram(
             "gateway_store_commit_seconds",
             "Time to commit one batch",

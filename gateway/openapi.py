@@ -76,6 +76,10 @@ TOUCHPOINT = {
         "country": {**_NULLABLE_STR, "description": "ISO 3166-1 alpha-2"},
         "region": {**_NULLABLE_STR, "description": "ISO 3166-2, e.g. DE-BY"},
         "asn": {"type": ["integer", "null"]},
+        "consent": {
+            "enum": ["cookie", "cookieless", "no_consent"],
+            "description": "population: the ID cookie, cookieless mode, or no consent (one-day key)",
+        },
     },
 }
 
@@ -258,6 +262,12 @@ DASHBOARD_SUMMARY = {
                 },
                 "verdicts": {"type": "object", "additionalProperties": {"type": "integer"}},
             },
+        },
+        "populations": {
+            "type": "object",
+            "description": "landings per population: cookie, cookieless, no_consent, and aggregate "
+            "(Sec-GPC/DNT daily counts)",
+            "additionalProperties": {"type": "integer"},
         },
     },
 }
@@ -575,6 +585,11 @@ def openapi_document() -> dict[str, Any]:
                             "until", "day after the last, YYYY-MM-DD (default: tomorrow); 1..92 days", DAY
                         ),
                         _query("model", "model of the daily chart (default linear)", {"enum": list(MODELS)}),
+                        _query(
+                            "population",
+                            "credit only this population's touchpoints (default: all)",
+                            {"enum": ["cookie", "cookieless", "no_consent"]},
+                        ),
                     ],
                     "responses": {
                         "200": {

@@ -138,6 +138,8 @@ class Visitor:
     is_new: bool
     hasher: Callable[[str], str]
     """Turns ``id`` into ``key``; run only when an event needs the key."""
+    consent: str = "cookie"
+    """The population (``Touchpoint.consent``): ``cookie``, ``cookieless`` or ``no_consent``."""
     _key: str | None = None
 
     @property
@@ -187,6 +189,8 @@ class Exchange:
     visitor, so a new visitor must get their cookie with it."""
     geo: Geo | None = None
     """Set by the geo addon on page loads and landings; read by later addons (bots)."""
+    aggregate_only: bool = False
+    """Set by identity for ``Sec-GPC``/``DNT``: no visitor, landings only counted per day."""
     _query_pairs: list[tuple[str, str, str]] | None = None
 
     @property

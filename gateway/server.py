@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -250,6 +251,10 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
         gw.attach("central-sync", sync.run)
     for name, sink in sinks.sinks.items():
         gw.attach(f"sink-{name}", sink.run)
+    if settings.options.privacy.retention_days:
+        from storage.retention import run_daily
+
+        gw.attach("retention", functools.partial(run_daily, settings, gw.metrics))
 
 
 async def start_site(

@@ -19,7 +19,7 @@ import aiosqlite
 from gateway.attribution import MODELS, Attribution, from_minor
 from gateway.channels import Channels
 from gateway.events import iso
-from storage.reports import MICRO, ChannelCredit, credits_by_channel
+from storage.reports import MICRO, ChannelCredit, credits_by_channel, population_counts
 
 MAX_DAYS = 92
 """Longest period one summary covers (one attribution run per day for the daily chart)."""
@@ -130,20 +130,29 @@ async def _totals(db: aiosqlite.Connection, bounds: dict[str, str]) -> dict[str,
 
 
 async def summary(
-    db: aiosqlite.Connection, attribution: Attribution, channels: Channels, model: str, period: Period
+    db: aiosqlite.Connection,
+    attribution: Attribution,
+    channels: Channels,
+    model: str,
+    period: Period,
+    population: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the dashboard page shows for ``period`` under ``model``."""
+    """Everything the dashboard page shows for ``period`` under ``model``; the credits of one
+    ``population``'s touchpoints only, when given (``storage.reports.credits_by_channel``)."""
+    pop = {"population": population}
     since, until = _at(period.since), _at(period.until)
     widest = max(attribution.tiers.windows.values())
     bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest)}
     window_days = widest / timedelta(days=1)
     by_day = []
     for day in period.days():
-        rows = await credits_by_channel(db, attribution, channels, model, _at(day), _at(day) + timedelta(1))
+        rows = await credits_by_channel(
+            db, attribution, channels, model, _at(day), _at(day) + timedelta(1), **pop
+        )
         by_day += [{"day": day.isoformat(), **row} for row in _credit_rows(rows)]
     comparison = []
     for name in MODELS:
-        rows = await credits_by_channel(db, attribution, channels, name, since, until)
+        rows = await credits_by_channel(db, attribution, channels, name, since, until, **pop)
         comparison += [{"model": name, **row} for row in _credit_rows(rows)]
     scored, bots = await _bots(db, bounds)
     return {
@@ -157,4 +166,5 @@ async def summary(
         "top_campaigns": await _top(db, "campaign", bounds, window_days, TOP),
         "top_creators": await _top(db, "creator_id", bounds, window_days, TOP),
         "bots": {"scored": scored, "verdicts": bots},
+        "populations": await population_counts(db, since, until),
     }

@@ -52,8 +52,10 @@ async def erase_user(
     event_id: str,
     ts: str,
     node: str,
+    dry_run: bool = False,
 ) -> Erasure:
-    """Delete everything of the user; the ``Erasure`` recorded (with rows deleted per table)."""
+    """Delete everything of the user; the ``Erasure`` recorded (with rows deleted per table).
+    ``dry_run`` runs the very same deletes and rolls them back: the counts are what would go."""
     if not raw_user_id:
         raise ValueError("raw_user_id must not be empty")
     db = await connect(path)
@@ -87,6 +89,9 @@ async def erase_user(
             erasure = Erasure(
                 id=event_id, ts=ts, node=node, user_key=user_key, visitors=visitors, counts=counts
             )
+            if dry_run:
+                await db.execute("ROLLBACK")
+                return erasure
             await db.execute(insert_sql(Erasure), event_row(erasure))
             await clamp_cursors(db)  # rowids freed by the deletes must not hide new rows from readers
             await db.execute("COMMIT")

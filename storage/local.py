@@ -50,10 +50,11 @@ _encode = msgspec.json.Encoder()
 class _Table:
     """How one event type becomes a row: its table, its columns, and which columns hold JSON."""
 
-    __slots__ = ("columns", "json", "name", "values")
+    __slots__ = ("columns", "conflict", "json", "name", "values")
 
     def __init__(self, cls: type[Event]) -> None:
         self.name = cls.table
+        self.conflict: str = getattr(cls, "conflict", "DO NOTHING")
         self.columns = [f.name for f in fields(cls)]
         hints = {f.name: str(f.type) for f in fields(cls)}
         self.json = [i for i, c in enumerate(self.columns) if hints[c].startswith(("dict", "list"))]
@@ -102,7 +103,7 @@ def _insert_sql(name: str, rows: int) -> str:
         + ", ".join([one] * rows)
         # Only a repeated id or dedup key is skipped. OR IGNORE would also drop, silently and
         # with a successful commit, a row that breaks NOT NULL or CHECK.
-        + " ON CONFLICT DO NOTHING"
+        + f" ON CONFLICT {table.conflict}"
     )
 
 

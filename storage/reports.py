@@ -217,18 +217,27 @@ class Reports:
         return self.channels.classify(Signals(*msgspec.json.decode(signals)))
 
     async def load(
-        self, since: datetime, until: datetime, conversion: str | None = None, group_by: str = "channel"
+        self,
+        since: datetime,
+        until: datetime,
+        conversion: str | None = None,
+        group_by: str = "channel",
+        population: str | None = None,
     ) -> list[Conv]:
         """Conversions with ``since <= ts < until`` (of one name, if given), each with the
         touchpoints of all its devices from the widest lookback window before ``since`` on;
-        each touch carries its ``group_by`` value."""
+        each touch carries its ``group_by`` value. With ``population`` (``touchpoints.consent``)
+        only that population's touchpoints, and only the conversions that have some."""
         if group_by not in GROUPS:
             raise ValueError(f"cannot group by {group_by!r}")
-        return await self.run(self._load, since, until, conversion, group_by)
+        return await self.run(self._load, since, until, conversion, group_by, population)
 
-    def _load(self, since: datetime, until: datetime, conversion: str | None, group_by: str) -> list[Conv]:
+    def _load(
+        self, since: datetime, until: datetime, conversion: str | None, group_by: str, population: str | None
+    ) -> list[Conv]:
         widest = max(self.attribution.tiers.windows.values())
         args: dict[str, Any] = _bounds(since, until, since - widest)
+        args["population"] = population
         name = ""
         if conversion is not None:
             name, args["name"] = "AND name = :name", conversion
@@ -276,6 +285,7 @@ class Reports:
             f"SELECT t.ts, t.id, t.channel, {self.verdict}, t.campaign, {group}, v.rowid"
             f" FROM temp.report_visitors v CROSS JOIN {self.source} t ON t.visitor_key = v.visitor_key"
             " WHERE t.id >= :from_id AND t.id < :until_id AND t.ts >= :from AND t.ts < :until"
+            + (" AND t.consent = :population" if population is not None else "")
         )
         unclassified: list[tuple[Conv, int]] = []
         for row in self.db.execute(sql, args):
@@ -287,6 +297,8 @@ class Reports:
             self._name_tiers(convs, self._tier_params(args))
         if unclassified:
             self._classify(unclassified)
+        if population is not None:
+            convs = [c for c in convs if c.touches]
         convs.sort(key=lambda c: (c.ts, c.id))
         return convs
 
@@ -340,13 +352,14 @@ class Reports:
         since: datetime,
         until: datetime,
         accepted: frozenset[str],
+        population: str | None = None,
     ) -> Params:
         """The models' parameters; for ``data_driven``, Markov weights learnt from the period's
         journeys: the conversions' and those of everyone else who left touchpoints in it."""
         params = self.attribution.params
         if "data_driven" not in models:
             return params
-        return await self.run(self._learn, params, convs, since, until, accepted)
+        return await self.run(self._learn, params, convs, since, until, accepted, population)
 
     def _learn(
         self,
@@ -355,15 +368,21 @@ class Reports:
         since: datetime,
         until: datetime,
         accepted: frozenset[str],
+        population: str | None = None,
     ) -> Params:
         paths = [self.eligible(c, accepted) for c in convs]
         journeys = [([t[2] for t in path], True) for path in paths]
         converted = {t[1] for path in paths for t in path}
-        journeys += self._other_journeys(since, until, accepted, converted)
+        journeys += self._other_journeys(since, until, accepted, converted, population)
         return replace(params, channel_weights=markov_weights(journeys))
 
     def _other_journeys(
-        self, since: datetime, until: datetime, accepted: frozenset[str], converted: set[str]
+        self,
+        since: datetime,
+        until: datetime,
+        accepted: frozenset[str],
+        converted: set[str],
+        population: str | None = None,
     ) -> list[tuple[list[str], bool]]:
         """Paths of the period's touchpoints that no conversion used, one per person (a user,
         or an unbound visitor): the journeys that did not convert."""
@@ -374,9 +393,11 @@ class Reports:
             f" FROM {self.source} t LEFT JOIN (SELECT visitor_key, user_key, min(id) FROM identities"
             " GROUP BY visitor_key) b ON b.visitor_key = t.visitor_key"
             " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
+            + (" AND t.consent = :population" if population is not None else "")
         )
         paths: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-        for person, ts, tid, channel, verdict, signals in self.db.execute(sql, _bounds(since, until, since)):
+        bounds: dict[str, Any] = {**_bounds(since, until, since), "population": population}
+        for person, ts, tid, channel, verdict, signals in self.db.execute(sql, bounds):
             if tid in converted or (verdict or "allow") not in accepted:
                 continue
             channel = channel if channel is not None else self._channel(signals)
@@ -412,11 +433,13 @@ class Reports:
         conversion: str | None = None,
         verdicts: Iterable[str] | None = None,
         by_day: bool = False,
+        population: str | None = None,
     ) -> Table:
-        """Every model's credits of the period's conversions per (day, group, currency)."""
+        """Every model's credits of the period's conversions per (day, group, currency); with
+        ``population``, of that population's touchpoints only (see ``load``)."""
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
-        convs = await self.load(since, until, conversion, group_by)
-        params = await self.params_for(models, convs, since, until, accepted)
+        convs = await self.load(since, until, conversion, group_by, population)
+        params = await self.params_for(models, convs, since, until, accepted, population)
         return await self.run(credit_table, self.eligible, convs, models, group_by, accepted, params, by_day)
 
 
@@ -537,12 +560,15 @@ async def credits_by_channel(
     until: datetime,
     *,
     verdicts: Iterable[str] | None = None,
+    population: str | None = None,
 ) -> list[ChannelCredit]:
     """Credits of every conversion with ``since <= ts < until`` under ``model``, per channel
-    and currency, largest value first; channels credited nothing are left out."""
+    and currency, largest value first; channels credited nothing are left out. ``population``
+    (``Touchpoint.consent``: cookie, cookieless, no_consent) credits only that population's
+    touchpoints, and leaves out the conversions that have none of them."""
     reports = await Reports.on(db, attribution, channels)
     try:
-        table = await reports.credit(since, until, [model], verdicts=verdicts)
+        table = await reports.credit(since, until, [model], verdicts=verdicts, population=population)
     finally:
         await reports.close()
     report = [
@@ -552,3 +578,28 @@ async def credits_by_channel(
     ]
     report.sort(key=lambda r: (-r.value, -r.conversions, r.channel, r.currency or ""))
     return report
+
+
+POPULATIONS = ("cookie", "cookieless", "no_consent")
+"""The values of ``touchpoints.consent`` (``addons/identity.py``)."""
+AGGREGATE = "aggregate"
+"""The population of ``daily_counts``: visitors who sent ``Sec-GPC`` (or ``DNT``)."""
+
+
+async def population_counts(db: aiosqlite.Connection, since: datetime, until: datetime) -> dict[str, int]:
+    """Landings per population in ``since <= ts < until``: touchpoints by ``consent``, and the
+    ``aggregate`` daily counts of the days the period touches (they have no time of day)."""
+    counts: dict[str, int] = {}
+    sql = "SELECT consent, count(*) FROM touchpoints WHERE ts >= ? AND ts < ? GROUP BY consent"
+    async with db.execute(sql, (iso(since), iso(until))) as cursor:
+        async for consent, n in cursor:
+            counts[str(consent)] = int(n)
+    days = (since.date().isoformat(), until.date().isoformat())
+    sql = "SELECT coalesce(sum(count), 0) FROM daily_counts WHERE day >= ? AND day <= ?"
+    if until.time() == until.time().min:  # until is midnight: that day is not in the period
+        sql = sql.replace("day <= ?", "day < ?")
+    async with db.execute(sql, days) as cursor:
+        row = await cursor.fetchone()
+    if row and row[0]:
+        counts[AGGREGATE] = int(row[0])
+    return counts

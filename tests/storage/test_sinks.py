@@ -208,3 +208,25 @@ async def test_channel_trait(world, batch_api: BatchApi) -> None:
     assert "source_last_channel" in identify["traits"]
     track = next(c for c in batch_api.calls if c["messageId"] == f"gw-touch-{touches[0].id}")
     assert track["properties"]["channel"] == "social"
+
+
+async def test_erased_user_rows_still_pending_are_never_sent(world, batch_api: BatchApi) -> None:
+    """Erasure reaches the sinks' queue: rows of the user not yet sent are gone from the log
+    the sink reads, so the next round sends only other visitors' rows."""
+    from storage.erasure import erase_user
+
+    w = await world(sink_toml(batch_api))
+    stranger = touch(0, "9" * 32, "news")
+    await w.store.write([stranger])
+    assert await one_round(w) == {"touchpoints": 1, "identities": 0}  # sent before: the cursor moved
+    touches, user_key = await seed(w)  # alice's rows: pending
+    erasure = await erase_user(
+        w.settings.store_path, user_key, "alice", body_key=b"k" * 32, event_id=uuid7(), ts=iso(T0), node="a"
+    )
+    assert erasure.counts["touchpoints"] == 2 and erasure.counts["identities"] == 2
+    batch_api.calls.clear()
+    assert await one_round(w) == {"touchpoints": 1, "identities": 0}  # the unbound visitor only
+    sent = {c.get("properties", {}).get("campaign") for c in batch_api.calls if c["type"] == "track"}
+    assert sent == {touches[2].campaign}
+    assert user_key not in str(batch_api.calls) and "alice" not in str(batch_api.calls)
+    assert not [c for c in batch_api.calls if c["type"] == "identify"]

@@ -1,0 +1,111 @@
+"""``gateway purge`` (retention, ``privacy.retention_days``) and ``gateway erase USER_ID``
+(the erasure ``DELETE /api/users/{id}`` does), each with ``--dry-run``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import sys
+from datetime import UTC, datetime
+
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.keys import MAX_USER_ID
+
+
+def _settings(args: argparse.Namespace) -> Settings | int:
+    from gateway.cli import _fail_config
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        return _fail_config(args.config, err)
+    if not settings.store_path.exists():
+        print(f"gateway: no store at {settings.store_path}", file=sys.stderr)
+        return 1
+    return settings
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from storage.migrate import SchemaTooNew
+    from storage.retention import cutoff, purge
+
+    settings = _settings(args)
+    if isinstance(settings, int):
+        return settings
+    days = settings.options.privacy.retention_days
+    if days <= 0:
+        print("purge: privacy.retention_days is 0 (keep forever): nothing to purge")
+        return 0
+    now = datetime.now(UTC)
+    try:
+        done = asyncio.run(purge(settings, now, dry_run=args.dry_run))
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:
+        print(f"gateway: purge failed: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # PostgreSQL away or refusing: say so, no traceback
+        print(f"gateway: purge failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"purge: rows older than {days} days (before {cutoff(now, days).isoformat()})")
+    for store, counts in done.items():
+        for table, rows in counts.items():
+            print(f"  {store} {table}: {verb} {rows}")
+    if args.dry_run:
+        print("(dry run: nothing deleted)")
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from gateway.badbody import body_key
+    from gateway.events import iso
+    from gateway.ids import Uuid7
+    from gateway.keys import Keys
+    from storage.erasure import erase_user
+
+    user_id: str = args.user_id
+    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
+        print(f"gateway: USER_ID: expected 1..{MAX_USER_ID} printable characters", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    if isinstance(settings, int):
+        return settings
+    key = Keys.from_master(settings.secret, settings.options.identity.user_id_storage).user_key(user_id)
+    now = datetime.now(UTC)
+    try:
+        erasure = asyncio.run(
+            erase_user(
+                settings.store_path,
+                key,
+                user_id,
+                body_key=body_key(settings.secret),
+                event_id=Uuid7()(int(now.timestamp() * 1000)),
+                ts=iso(now),
+                node=settings.node,
+                dry_run=args.dry_run,
+            )
+        )
+    except sqlite3.DatabaseError as err:
+        print(f"gateway: erase failed: {err}", file=sys.stderr)
+        return 1
+    verb = "would erase" if args.dry_run else "erased"
+    print(f"erase: user key {key}: {verb} {len(erasure.visitors)} visitors")
+    for table, rows in erasure.counts.items():
+        print(f"  {table}: {rows}")
+    if args.dry_run:
+        print("(dry run: nothing deleted)")
+    else:
+        print("the erasure reaches the central store with the next sync, and no sink sends these rows")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
+    purge = sub.add_parser("purge", help="delete events older than privacy.retention_days")
+    purge.add_argument("-c", "--config", default=default_config)
+    purge.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    purge.set_defaults(func=cmd_purge)
+    erase = sub.add_parser("erase", help="erase one user everywhere (as DELETE /api/users/{id})")
+    erase.add_argument("user_id", metavar="USER_ID", help="the site's raw user ID")
+    erase.add_argument("-c", "--config", default=default_config)
+    erase.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    erase.set_defaults(func=cmd_erase)

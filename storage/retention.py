@@ -1,0 +1,134 @@
+"""Retention (``privacy.retention_days``): deletes events older than the limit from the local
+store and, when configured, the central one; and the daily task that does it in the gateway.
+
+Owns which tables age out and by which column. Kept regardless of age: ``erasures`` (proof of
+an erasure, and what keeps an erased user's late rows out), ``creator_standings`` (the
+registry) and ``sync_cursors``. A purge runs on a connection of its own, in one
+``BEGIN IMMEDIATE`` transaction per store, like an erasure; readers keep their rowid
+cursors (a deleted row is simply not read). The central store purges the tables it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Settings
+from gateway.events import iso
+from gateway.metrics import Metrics
+from storage.local import connect
+
+log = logging.getLogger("gateway.retention")
+
+LOCAL_TABLES = {
+    "touchpoints": "ts",
+    "identities": "ts",
+    "conversions": "ts",
+    "verdict_changes": "ts",
+    "receipts": "ts",
+    "bad_events": "ts",
+    "daily_counts": "day",
+}
+"""Table → its time column: rows older than the cutoff go (``day`` holds a ``YYYY-MM-DD``)."""
+CENTRAL_TABLES = ("touchpoints", "identities", "conversions", "verdict_changes")
+INTERVAL = 86400.0
+"""Seconds between purges in the gateway (the first runs at start-up)."""
+
+
+def cutoff(now: datetime, days: int) -> datetime:
+    return now.astimezone(UTC) - timedelta(days=days)
+
+
+def _bound(column: str, before: datetime) -> str:
+    return before.date().isoformat() if column == "day" else iso(before)
+
+
+async def purge_local(path: Path, before: datetime, *, dry_run: bool = False) -> dict[str, int]:
+    """Rows older than ``before`` per table: deleted, or only counted with ``dry_run``."""
+    counts: dict[str, int] = {}
+    db = await connect(path)
+    try:
+        await db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
+        try:
+            for table, column in LOCAL_TABLES.items():
+                bound = _bound(column, before)
+                if dry_run:
+                    async with db.execute(
+                        f"SELECT count(*) FROM {table} WHERE {column} < ?", (bound,)
+                    ) as cur:
+                        row = await cur.fetchone()
+                    counts[table] = int(row[0]) if row else 0
+                else:
+                    cursor = await db.execute(f"DELETE FROM {table} WHERE {column} < ?", (bound,))
+                    counts[table] = max(cursor.rowcount, 0)
+            await db.execute("ROLLBACK" if dry_run else "COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+    finally:
+        await db.close()
+    return counts
+
+
+async def purge_central(
+    dsn: str, timeout: float, before: datetime, *, dry_run: bool = False
+) -> dict[str, int]:
+    """The same on the central PostgreSQL store (its tables of events)."""
+    from storage import central  # asyncpg: the postgres extra
+
+    conn = await central.connect(dsn, timeout)
+    counts: dict[str, int] = {}
+    try:
+        async with conn.transaction():
+            for table in CENTRAL_TABLES:
+                if dry_run:
+                    value: Any = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE ts < $1", before)
+                    counts[table] = int(value)
+                else:
+                    status = await conn.execute(f"DELETE FROM {table} WHERE ts < $1", before)
+                    counts[table] = int(status.split()[-1])
+    finally:
+        await conn.close()
+    return counts
+
+
+async def purge(settings: Settings, now: datetime, *, dry_run: bool = False) -> dict[str, dict[str, int]]:
+    """Every store's purge for ``privacy.retention_days``: ``{"local": …, "central": …}``;
+    nothing when retention is 0 (keep forever)."""
+    days = settings.options.privacy.retention_days
+    if days <= 0:
+        return {}
+    before = cutoff(now, days)
+    done = {"local": await purge_local(settings.store_path, before, dry_run=dry_run)}
+    if settings.central_url:
+        timeout = settings.options.central.connect_timeout
+        done["central"] = await purge_central(settings.central_url, timeout, before, dry_run=dry_run)
+    return done
+
+
+async def purge_counted(settings: Settings, metrics: Metrics, now: datetime) -> dict[str, dict[str, int]]:
+    """One purge, counted in ``gateway_purged_rows_total{table}`` and logged per store."""
+    done = await purge(settings, now)
+    for store, counts in done.items():
+        for table, rows in counts.items():
+            metrics.purged_rows.labels(table if store == "local" else f"{store}:{table}").inc(rows)
+        days = settings.options.privacy.retention_days
+        log.info("retention: purged rows older than %d days from the %s store: %s", days, store, counts)
+    return done
+
+
+async def run_daily(settings: Settings, metrics: Metrics, interval: float = INTERVAL) -> None:
+    """The gateway's purge task: at start-up, then every ``interval`` seconds. A failure (the
+    central store away) is logged and retried at the next run; the proxy never notices."""
+    while True:
+        try:
+            await purge_counted(settings, metrics, datetime.now(UTC))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("retention: purge failed; retried at the next run")
+        await asyncio.sleep(interval)

@@ -1,0 +1,175 @@
+"""Privacy decisions in the identity and campaign addons: cookieless keys last one UTC day,
+consent (from the request or set by the response) decides the ID cookie, Sec-GPC/DNT leave
+only daily counts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from addons.campaign import Campaign
+from addons.identity import Identity, cookie_value, new_visitor_id
+from gateway.config import ConfigError
+from gateway.events import DailyCount, Touchpoint
+from gateway.pipeline import Context, Exchange, ResponseView
+from tests.addons.conftest import FIXED_TS, configured, context, exchange
+
+DOCUMENT = {"Accept": "text/html", "Sec-Fetch-Dest": "document", "User-Agent": "Mozilla/5.0 Test"}
+CONSENT = """
+[privacy]
+consent_cookie = { name = "banner", yes = ["all", "stats"], no = ["none"] }
+"""
+
+
+def run(identity: Identity, ex: Exchange, response_headers: dict[str, str] | None = None) -> Exchange:
+    identity.request(ex)
+    ex.response = ResponseView(200, response_headers or {})
+    identity.response(ex)
+    return ex
+
+
+def cookieless_key(identity: Identity, hours: float, **kwargs: object) -> str:
+    ex = exchange("/landing?utm_source=x", headers=DOCUMENT, **kwargs)  # type: ignore[arg-type]
+    ex.request.ts = FIXED_TS + timedelta(hours=hours)
+    run(identity, ex)
+    assert ex.set_cookies == []  # never a cookie in cookieless mode
+    assert ex.visitor is not None and ex.visitor.consent == "cookieless"
+    return ex.visitor.key
+
+
+def test_cookieless_key_lasts_the_day_and_not_longer() -> None:
+    identity = configured(Identity, '[identity]\nmode = "cookieless"\n')
+    # FIXED_TS is 12:00 UTC: -11 h and +11 h are the same UTC day, +13 h the next one.
+    morning, evening = cookieless_key(identity, -11), cookieless_key(identity, 11)
+    assert morning == evening
+    tomorrow = cookieless_key(identity, 13)
+    assert tomorrow != morning
+    assert cookieless_key(identity, 14) == tomorrow
+    # The first day's salt is gone: a late request from it does not link back to it.
+    assert cookieless_key(identity, 11) != morning
+
+
+def test_cookieless_key_differs_per_ip_agent_and_host() -> None:
+    identity = configured(Identity, '[identity]\nmode = "cookieless"\n')
+    base = cookieless_key(identity, 0)
+    assert cookieless_key(identity, 0, host="other.example") != base
+    ex = exchange("/", headers={**DOCUMENT, "User-Agent": "Other"})
+    assert run(identity, ex).visitor.key != base  # type: ignore[union-attr]
+    ex = exchange("/", headers=DOCUMENT)
+    ex.request.client_ip = "198.51.100.1"
+    assert run(identity, ex).visitor.key != base  # type: ignore[union-attr]
+
+
+def test_cookieless_salt_is_per_process_not_derived_from_the_secret() -> None:
+    ctx = context('[identity]\nmode = "cookieless"\n')
+    first, second = configured(Identity, ctx=ctx), configured(Identity, ctx=ctx)
+    assert cookieless_key(first, 0) != cookieless_key(second, 0)
+
+
+@pytest.mark.parametrize(
+    ("banner", "population", "cookie"),
+    [
+        ("all", "cookie", True),
+        ("stats", "cookie", True),
+        ("none", "no_consent", False),
+        (None, "no_consent", False),
+    ],
+)
+def test_consent_from_the_request_decides_this_response(
+    banner: str | None, population: str, cookie: bool
+) -> None:
+    identity = configured(Identity, CONSENT)
+    ex = run(identity, exchange("/", headers=DOCUMENT, cookies={"banner": banner} if banner else None))
+    assert ex.visitor is not None and ex.visitor.consent == population
+    assert [c.name for c in ex.set_cookies] == (["gw_vid"] if cookie else [])
+
+
+def test_unknown_consent_value_means_no() -> None:
+    identity = configured(Identity, CONSENT)
+    ex = run(identity, exchange("/", headers=DOCUMENT, cookies={"banner": "maybe"}))
+    assert ex.visitor is not None and ex.visitor.consent == "no_consent" and ex.set_cookies == []
+
+
+def test_consent_given_by_the_response_sets_the_cookie_in_it() -> None:
+    identity = configured(Identity, CONSENT)
+    ex = exchange("/consent", method="POST", headers=DOCUMENT)
+    run(identity, ex, {"Set-Cookie": "banner=all; Path=/; Max-Age=31536000"})
+    [cookie] = ex.set_cookies
+    assert cookie.name == "gw_vid" and cookie.max_age > 0
+    assert ex.visitor is not None and ex.visitor.consent == "cookie"
+    assert cookie.value == cookie_value(identity.mac, ex.visitor.id)
+
+
+def test_consent_withdrawn_expires_the_cookie() -> None:
+    identity = configured(Identity, CONSENT)
+    vid = new_visitor_id()
+    ex = exchange("/", headers=DOCUMENT, cookies={"banner": "all", "gw_vid": cookie_value(identity.mac, vid)})
+    run(identity, ex, {"Set-Cookie": "banner=none; Path=/"})
+    [cookie] = ex.set_cookies
+    assert (cookie.name, cookie.value, cookie.max_age) == ("gw_vid", "", 0)
+    # Later requests without consent but with the old cookie: ignored and expired again.
+    ex = run(identity, exchange("/", headers=DOCUMENT, cookies={"gw_vid": cookie_value(identity.mac, vid)}))
+    assert ex.visitor is not None and ex.visitor.id != vid and ex.visitor.consent == "no_consent"
+    assert [(c.value, c.max_age) for c in ex.set_cookies] == [("", 0)]
+
+
+@pytest.mark.parametrize(
+    ("toml", "headers", "aggregate"),
+    [
+        ("", {"Sec-GPC": "1"}, True),
+        ("[privacy]\nhonor_gpc = false\n", {"Sec-GPC": "1"}, False),
+        ("", {"DNT": "1"}, False),
+        ("[privacy]\nhonor_dnt = true\n", {"DNT": "1"}, True),
+        ("", {"Sec-GPC": "0"}, False),
+    ],
+)
+def test_gpc_and_dnt(toml: str, headers: dict[str, str], aggregate: bool) -> None:
+    ctx = context(toml)
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    ex = exchange("/landing?utm_source=News&utm_campaign=Spring", headers={**DOCUMENT, **headers})
+    identity.request(ex)
+    campaign.request(ex)
+    ex.response = ResponseView(200, {})
+    identity.response(ex)
+    assert ex.aggregate_only is aggregate
+    if aggregate:
+        assert ex.visitor is None and ex.set_cookies == []
+        [count] = ex.events
+        assert count == DailyCount("2026-11-25", "news", "", "Spring", count.channel, "", 1)
+    else:
+        [touchpoint] = ex.events
+        assert isinstance(touchpoint, Touchpoint) and touchpoint.consent == "cookie"
+        assert [c.name for c in ex.set_cookies] == ["gw_vid"]
+
+
+def test_touchpoint_carries_its_population() -> None:
+    ctx: Context = context(CONSENT)
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    ex = exchange("/landing?utm_source=x", headers=DOCUMENT, cookies={"banner": "none"})
+    identity.request(ex)
+    campaign.request(ex)
+    [touchpoint] = ex.events
+    assert isinstance(touchpoint, Touchpoint) and touchpoint.consent == "no_consent"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[privacy]\nretention_days = -1\n", "privacy.retention_days: must be 0..36500, got -1"),
+        (
+            '[privacy]\nconsent_cookie = { name = "b" }\n',
+            "privacy.consent_cookie.yes: must list at least one",
+        ),
+        (
+            '[privacy]\nconsent_cookie = { name = "b", yes = ["a"], no = ["a"] }\n',
+            "privacy.consent_cookie.no: values also listed in yes: ['a']",
+        ),
+        ('[privacy]\nconsent_cookie = { yes = ["a"] }\n', "privacy.consent_cookie.name: must be set"),
+        ('[identity]\nmode = "none"\n', "identity.mode"),
+    ],
+)
+def test_privacy_config_errors_name_the_key(toml: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        context(toml)
+    assert expected in str(err.value)

@@ -1,0 +1,80 @@
+"""``gateway erase USER_ID``: the erasure of ``DELETE /api/users/{id}`` from the command line,
+with ``--dry-run`` counting what would go."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.config import StorageOptions
+from gateway.events import Binding, Conversion, Touchpoint
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+from storage.local import LocalStore
+from tests.conftest import ENV, make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TS = "2026-11-25T12:00:00.000000Z"
+
+
+async def fill(path: Path, user_key: str) -> None:
+    store = LocalStore(path, StorageOptions(), Metrics())
+    await store.open()
+    await store.write(
+        [
+            Touchpoint("01", TS, "n", "phone", source="a"),
+            Touchpoint("02", TS, "n", "laptop", source="b"),
+            Touchpoint("03", TS, "n", "stranger", source="c"),
+            Binding("04", TS, "n", "phone", user_key, "login"),
+            Binding("05", TS, "n", "laptop", user_key, "login"),
+            Conversion("06", TS, "n", "buy", "order:1", None, user_key, 9.0, "EUR"),
+        ]
+    )
+    await store.close()
+
+
+def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **ENV},
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+def test_erase_command_dry_run_then_for_real(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    user_key = Keys.from_master(settings.secret).user_key("alice@example.com")
+    asyncio.run(fill(path, user_key))
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\nnode = "cli"\n')
+
+    dry = gateway("erase", "alice@example.com", "--dry-run", "-c", str(cfg))
+    assert dry.returncode == 0, dry.stderr
+    assert "would erase 2 visitors" in dry.stdout and "touchpoints: 2" in dry.stdout
+    assert rows(path, "SELECT count(*) FROM touchpoints") == [(3,)]
+    assert rows(path, "SELECT count(*) FROM erasures") == [(0,)]
+
+    done = gateway("erase", "alice@example.com", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "erased 2 visitors" in done.stdout
+    assert rows(path, "SELECT visitor_key FROM touchpoints") == [("stranger",)]
+    assert rows(path, "SELECT count(*) FROM identities") == [(0,)]
+    assert rows(path, "SELECT count(*) FROM conversions") == [(0,)]
+    assert rows(path, "SELECT user_key, node FROM erasures") == [(user_key, "cli")]  # the sync carries it
+
+
+def test_erase_command_refuses_a_bad_user_id(tmp_path: Path) -> None:
+    done = gateway("erase", "x" * 1000, "-c", str(tmp_path / "none.toml"))
+    assert done.returncode == 2 and "USER_ID" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,111 @@
+"""Privacy end to end through the real proxy and store: Sec-GPC leaves daily counts and no
+cookie; consent yes/no/absent decides the ID cookie in the same response; every touchpoint
+keeps its population."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import aiosqlite
+from aiohttp import web
+
+from gateway.events import Conversion, DailyCount, Touchpoint, iso
+from gateway.ids import uuid7
+from tests.conftest import RunningGateway
+
+CONSENT = """
+[privacy]
+consent_cookie = { name = "banner", yes = ["all"], no = ["none"] }
+"""
+DOCUMENT = {"Accept": "text/html", "Sec-Fetch-Dest": "document", "User-Agent": "Mozilla/5.0 Test"}
+
+
+def site() -> web.Application:
+    async def page(request: web.Request) -> web.Response:
+        response = web.Response(text="<html>ok</html>", content_type="text/html")
+        if request.path == "/accept":
+            response.headers["Set-Cookie"] = "banner=all; Path=/"
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    return app
+
+
+async def rows(gw: RunningGateway, sql: str) -> list[Any]:
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db, db.execute(sql) as cur:
+        return list(await cur.fetchall())
+
+
+async def get(gw: RunningGateway, target: str, headers: dict[str, str] | None = None) -> list[str]:
+    async with gw.session.get(gw.url + target, headers={**DOCUMENT, **(headers or {})}) as resp:
+        assert resp.status == 200
+        return resp.headers.getall("Set-Cookie", [])
+
+
+async def test_gpc_keeps_only_daily_counts_and_sets_no_cookie(start_gateway, upstream_server) -> None:
+    gw = await start_gateway(await upstream_server(site()))
+    for _ in range(3):
+        assert await get(gw, "/l?utm_source=News&utm_campaign=Spring", {"Sec-GPC": "1"}) == []
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(0,)]
+    assert await rows(gw, "SELECT source, medium, campaign, count FROM daily_counts") == [
+        ("news", "", "Spring", 3)
+    ]
+    cookies = await get(gw, "/l?utm_source=News")  # the same landing without GPC: tracked
+    assert any(c.startswith("gw_vid=v1.") for c in cookies)
+    assert await rows(gw, "SELECT consent FROM touchpoints") == [("cookie",)]
+
+
+async def test_consent_decides_the_cookie_in_the_same_response(start_gateway, upstream_server) -> None:
+    gw = await start_gateway(await upstream_server(site()), CONSENT)
+    assert any(
+        c.startswith("gw_vid=v1.") for c in await get(gw, "/a?utm_source=yes", {"Cookie": "banner=all"})
+    )
+    assert await get(gw, "/a?utm_source=no", {"Cookie": "banner=none"}) == []
+    assert await get(gw, "/a?utm_source=absent") == []
+    # The site's banner answers the click with its consent cookie: ours comes with it.
+    accepted = await get(gw, "/accept")
+    assert any(c.startswith("banner=all") for c in accepted)
+    assert any(c.startswith("gw_vid=v1.") for c in accepted)
+    populations = await rows(gw, "SELECT source, consent FROM touchpoints ORDER BY source")
+    assert populations == [("absent", "no_consent"), ("no", "no_consent"), ("yes", "cookie")]
+
+
+async def test_cookieless_mode_sets_no_cookie_and_keeps_the_visitor_for_the_day(
+    start_gateway, upstream_server
+) -> None:
+    gw = await start_gateway(await upstream_server(site()), '[identity]\nmode = "cookieless"\n')
+    assert await get(gw, "/a?utm_source=one") == []
+    assert await get(gw, "/b?utm_source=two") == []
+    keys = await rows(gw, "SELECT DISTINCT visitor_key, consent FROM touchpoints")
+    assert len(keys) == 1 and keys[0][1] == "cookieless"
+
+
+async def test_dashboard_summary_splits_populations(start_gateway, upstream_server) -> None:
+    gw = await start_gateway(await upstream_server(site()))
+
+    def at(hour: int) -> tuple[str, str]:
+        moment = datetime(2026, 11, 3, hour, tzinfo=UTC)
+        return uuid7(int(moment.timestamp() * 1000)), iso(moment)
+
+    await gw.gateway.store.write(
+        [
+            Touchpoint(*at(1), "t", "a" * 32, channel="Email", consent="cookie"),
+            Conversion(*at(2), "t", "buy", "order:1", "a" * 32, None, 10.0, "EUR"),
+            Touchpoint(*at(3), "t", "b" * 32, channel="Paid Social", consent="no_consent"),
+            Conversion(*at(4), "t", "buy", "order:2", "b" * 32, None, 20.0, "EUR"),
+            DailyCount("2026-11-03", "news", count=7),
+        ]
+    )
+    period = {"since": "2026-11-01", "until": "2026-11-08", "model": "last_touch"}
+    body = await gw.api("/api/dashboard/summary", **period)
+    assert body["populations"] == {"cookie": 1, "no_consent": 1, "aggregate": 7}
+    everyone = {r["channel"] for r in body["comparison"] if r["model"] == "last_touch"}
+    assert everyone == {"Email", "Paid Social"}
+    body = await gw.api("/api/dashboard/summary", population="no_consent", **period)
+    assert [(r["channel"], r["value"]) for r in body["comparison"] if r["model"] == "last_touch"] == [
+        ("Paid Social", 20.0)
+    ]
+    refused = await gw.api("/api/dashboard/summary", population="everyone", **period)
+    assert refused["ok"] is False and "population: expected one of" in str(refused)

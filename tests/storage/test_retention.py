@@ -1,0 +1,147 @@
+"""Retention: events older than privacy.retention_days go from every event table (counted in
+the metric, shown first by --dry-run); erasures, the creator registry and cursors stay."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.config import StorageOptions
+from gateway.events import (
+    BadEvent,
+    Binding,
+    Conversion,
+    CreatorStanding,
+    DailyCount,
+    Erasure,
+    Event,
+    Receipt,
+    Touchpoint,
+    VerdictChange,
+    iso,
+)
+from gateway.ids import Uuid7
+from gateway.metrics import Metrics
+from storage.local import LocalStore
+from storage.retention import LOCAL_TABLES, purge_counted, purge_local
+from tests.conftest import ENV, make_settings
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
+new_id = Uuid7()
+
+
+def events_at(days_ago: float, n: int) -> list[Event]:
+    """One row of every table, ``days_ago`` before NOW (``n`` keeps keys unique)."""
+    at = NOW - timedelta(days=days_ago)
+    ts = iso(at)
+
+    def i() -> str:
+        return new_id(int(at.timestamp() * 1000))
+
+    tid = i()
+    return [
+        Touchpoint(tid, ts, "n", f"v{n}", source="s"),
+        Binding(i(), ts, "n", f"v{n}", f"u{n}", "login"),
+        Conversion(i(), ts, "n", "buy", f"order:{n}", f"v{n}", None, 1.0, "EUR"),
+        VerdictChange(i(), ts, "n", tid, "review", 40, [], "rescore"),
+        Receipt(i(), ts, "n", "shop", "delivery", f"d{n}"),
+        BadEvent(i(), ts, "n", "shop", "bad", "{}"),
+        DailyCount(at.date().isoformat(), f"s{n}"),
+        Erasure(i(), ts, "n", f"gone{n}"),
+        CreatorStanding(i(), ts, "n", f"c{n}", True, "", "admin", ""),
+    ]
+
+
+async def fill(path: Path) -> None:
+    store = LocalStore(path, StorageOptions(), Metrics())
+    await store.open()
+    await store.write(events_at(100, 1) + events_at(40, 2) + events_at(1, 3))
+    await store.close()
+
+
+def counts(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as db:
+        tables = [*LOCAL_TABLES, "erasures", "creator_standings"]
+        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+async def test_purge_dry_run_then_purge(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    await fill(path)
+    before = NOW - timedelta(days=30)
+    expected = dict.fromkeys(LOCAL_TABLES, 2)  # the rows of 100 and 40 days ago
+    assert await purge_local(path, before, dry_run=True) == expected
+    assert await asyncio.to_thread(counts, path) == {
+        **dict.fromkeys(LOCAL_TABLES, 3),
+        "erasures": 3,
+        "creator_standings": 3,
+    }
+    assert await purge_local(path, before) == expected
+    assert await asyncio.to_thread(counts, path) == {
+        **dict.fromkeys(LOCAL_TABLES, 1),
+        "erasures": 3,
+        "creator_standings": 3,
+    }
+    assert await purge_local(path, before) == dict.fromkeys(LOCAL_TABLES, 0)
+
+
+async def test_daily_purge_counts_in_the_metric(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, "[privacy]\nretention_days = 60\n")
+    await fill(settings.store_path)
+    metrics = Metrics()
+    done = await purge_counted(settings, metrics, NOW)
+    assert done == {"local": dict.fromkeys(LOCAL_TABLES, 1)}
+    assert metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "touchpoints"}) == 1
+    assert metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "daily_counts"}) == 1
+
+
+async def test_retention_zero_keeps_everything(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    await fill(settings.store_path)
+    assert await purge_counted(settings, Metrics(), NOW + timedelta(days=10_000)) == {}
+    assert (await asyncio.to_thread(counts, settings.store_path))["touchpoints"] == 3
+
+
+def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **ENV},
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "gw.db"
+    asyncio.run(fill(path))
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[privacy]\nretention_days = 30\n[storage]\npath = "{path}"\nnode = "t"\n')
+    return cfg
+
+
+def test_purge_command_dry_run_then_for_real(config: Path) -> None:
+    path = config.parent / "gw.db"
+    # The fixture's rows are relative to NOW (a fixed date); the command uses the real clock,
+    # so everything older than 30 days before today goes: the rows from NOW - 40 and - 100 days
+    # and, once today is 29+ days past NOW, the newest too. Count against that.
+    expected_rows = 2 if datetime.now(UTC) < NOW + timedelta(days=29) else 3
+    dry = gateway("purge", "--dry-run", "-c", str(config))
+    assert dry.returncode == 0, dry.stderr
+    assert f"local touchpoints: would delete {expected_rows}" in dry.stdout
+    assert "dry run" in dry.stdout
+    assert counts(path)["touchpoints"] == 3
+    done = gateway("purge", "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    assert f"local touchpoints: deleted {expected_rows}" in done.stdout
+    assert counts(path)["touchpoints"] == 3 - expected_rows
+    assert counts(path)["erasures"] == 3
