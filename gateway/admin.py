@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
@@ -172,16 +172,21 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
-async def touchpoints(request: web.Request) -> web.Response:
-    q = request.query
-    _only(request, {"since", "until", "cursor", "limit", *TOUCHPOINT_FILTERS})
+def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
+    """``limit`` (1..1000, default 100) and ``cursor`` (a previous page's ``next_cursor``)."""
     limit_text = q.get("limit", "100")
     if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
         raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
     cursor = q.get("cursor")
     if cursor is not None and not _UUID.match(cursor):
         raise ApiError(400, "cursor: not a cursor this API returned")
-    query = TouchpointQuery(
+    return int(limit_text), cursor
+
+
+def _touchpoint_query(q: Mapping[str, str], verdict: str | None = None) -> TouchpointQuery:
+    """The touchpoint filters of a listing (``/api/touchpoints``, ``/api/review``)."""
+    limit, cursor = _page(q)
+    return TouchpointQuery(
         since=parse_time("since", q["since"]) if "since" in q else None,
         until=parse_time("until", q["until"]) if "until" in q else None,
         equals={
@@ -190,9 +195,15 @@ async def touchpoints(request: web.Request) -> web.Response:
             if k in q
         },
         cursor=cursor,
-        limit=int(limit_text),
+        limit=limit,
+        verdict=verdict,
     )
-    items, next_cursor = await request.app[READER_KEY].touchpoints(query)
+
+
+async def touchpoints(request: web.Request) -> web.Response:
+    q = request.query
+    _only(request, {"since", "until", "cursor", "limit", *TOUCHPOINT_FILTERS})
+    items, next_cursor = await request.app[READER_KEY].touchpoints(_touchpoint_query(q))
     return ok({"items": items, "next_cursor": next_cursor})
 
 
@@ -257,17 +268,12 @@ async def bad_events(request: web.Request) -> web.Response:
     """Signed events that failed validation, with their reason (see ``gateway replay-bad``)."""
     q = request.query
     _only(request, {"sender", "pending", "cursor", "limit"})
-    limit_text = q.get("limit", "100")
-    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
-        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
-    cursor = q.get("cursor")
-    if cursor is not None and not _UUID.match(cursor):
-        raise ApiError(400, "cursor: not a cursor this API returned")
+    limit, cursor = _page(q)
     pending = q.get("pending", "false")
     if pending not in ("true", "false"):
         raise ApiError(400, f"pending: expected true or false, got {pending!r}")
     items, next_cursor = await request.app[READER_KEY].bad_events(
-        q.get("sender"), pending == "true", cursor, int(limit_text)
+        q.get("sender"), pending == "true", cursor, limit
     )
     key = body_key(request.app[SETTINGS_KEY].secret)
     for item in items:  # sealed at rest; the admin sees what was received
@@ -340,25 +346,7 @@ async def review(request: web.Request) -> web.Response:
     verdict = q.get("verdict", "review")
     if verdict not in ("review", "block"):
         raise ApiError(400, f"verdict: expected review or block, got {verdict!r}")
-    limit_text = q.get("limit", "100")
-    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
-        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
-    cursor = q.get("cursor")
-    if cursor is not None and not _UUID.match(cursor):
-        raise ApiError(400, "cursor: not a cursor this API returned")
-    query = TouchpointQuery(
-        since=parse_time("since", q["since"]) if "since" in q else None,
-        until=parse_time("until", q["until"]) if "until" in q else None,
-        equals={
-            k: q[k] if k not in ("source", "medium") else q[k].casefold()
-            for k in TOUCHPOINT_FILTERS
-            if k in q
-        },
-        cursor=cursor,
-        limit=int(limit_text),
-        verdict=verdict,
-    )
-    items, next_cursor = await request.app[READER_KEY].touchpoints(query)
+    items, next_cursor = await request.app[READER_KEY].touchpoints(_touchpoint_query(q, verdict))
     return ok({"items": items, "next_cursor": next_cursor})
 
 
