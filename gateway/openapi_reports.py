@@ -49,6 +49,12 @@ def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, An
             "verdicts",
             "comma-separated bot verdicts whose touchpoints count (default: attribution.verdicts)",
         ),
+        _param(
+            "population",
+            "only this population's touchpoints (touchpoints.consent), and the conversions that "
+            "have some (default: every population)",
+            {"type": "string", "enum": ["cookie", "cookieless", "no_consent"]},
+        ),
         _FORMAT,
     ]
 

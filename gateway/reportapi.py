@@ -21,7 +21,7 @@ from gateway.attribution import MODELS, Attribution
 from gateway.config import Settings
 from gateway.openapi_reports import FORMATS, GROUP_BY
 from gateway.payouts import Payouts
-from storage.reports import Reports
+from storage.reports import POPULATIONS, Reports
 
 REPORTS_KEY = web.AppKey("reports", Reports)
 PAYOUTS_KEY = web.AppKey("payouts", Payouts)
@@ -29,7 +29,7 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 3660
 _VERDICT = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
-_COMMON = {"model", "conversion", "since", "until", "verdicts", "format"}
+_COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format"}
 
 
 def _only(request: web.Request, allowed: set[str]) -> None:
@@ -74,7 +74,10 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
                 400, f"verdicts: expected comma-separated verdict names like allow,review, got {bad!r}"
             )
         verdicts = frozenset(names)
-    return reporting.Query(since, until, models, group_by, conversion, verdicts)
+    population = q.get("population")
+    if population is not None and population not in POPULATIONS:
+        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
+    return reporting.Query(since, until, models, group_by, conversion, verdicts, population)
 
 
 def _format(request: web.Request) -> str:

@@ -48,6 +48,8 @@ class Query:
     conversion: str | None = None
     verdicts: frozenset[str] | None = None
     """None: ``attribution.verdicts``."""
+    population: str | None = None
+    """Only touchpoints of this population (``touchpoints.consent``); None: all."""
 
     @property
     def model(self) -> str:
@@ -151,8 +153,8 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     """Credited conversions and value per group and currency (and per day with ``by_day``);
     with several models, one column pair per model."""
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    convs = await reports.load(q.since, q.until, q.conversion, q.group_by)
-    params = await reports.params_for(q.models, convs, q.since, q.until, accepted)
+    convs = await reports.load(q.since, q.until, q.conversion, q.group_by, q.population)
+    params = await reports.params_for(q.models, convs, q.since, q.until, accepted, q.population)
     table = await reports.run(
         credit_table, reports.eligible, convs, q.models, q.group_by, accepted, params, by_day
     )
@@ -177,7 +179,7 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
 async def paths(reports: Reports, q: Query) -> Report:
     """How many eligible touches led to each conversion, and how long from the first one."""
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    convs = await reports.load(q.since, q.until, q.conversion)
+    convs = await reports.load(q.since, q.until, q.conversion, population=q.population)
     lengths, days = [], []
     for c in convs:
         path = reports.eligible(c, accepted)
@@ -235,8 +237,8 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     with its clicks and what it would have earned, and paid nothing."""
     model = q.models[0]
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    convs = await reports.load(q.since, q.until, q.conversion, "creator_id")
-    params = await reports.params_for([model], convs, q.since, q.until, accepted)
+    convs = await reports.load(q.since, q.until, q.conversion, "creator_id", q.population)
+    params = await reports.params_for([model], convs, q.since, q.until, accepted, q.population)
     earned = await reports.run(credit_table, reports.eligible, convs, [model], "creator_id", accepted, params)
     withheld = await reports.run(quarantined_credit, reports.eligible, convs, model, accepted, params)
     clicks = await reports.creator_clicks(q.since, q.until, accepted)

@@ -276,3 +276,17 @@ async def test_reports_need_the_token(gw: RunningGateway) -> None:
     for path in ("/api/attribution", "/api/attribution/timeseries", "/api/attribution/paths", "/api/payouts"):
         async with gw.session.get(gw.admin_url + path) as resp:
             assert resp.status == 401
+
+
+async def test_population_filter_and_its_errors(gw: RunningGateway) -> None:
+    """``population`` credits one population's touchpoints (every seeded landing is a cookie
+    visitor's), and an unknown population is a 400 naming the parameter."""
+    everyone = await get(gw, "/api/attribution", model="linear", **PERIOD)
+    cookie = await get(gw, "/api/attribution", model="linear", population="cookie", **PERIOD)
+    # The conversion with no touchpoint at all (credited to Direct for everyone) has none of
+    # the cookie population's either: it is left out.
+    assert cookie["rows"] == [r for r in everyone["rows"] if r["group"] != "Direct"] != []
+    nobody = await get(gw, "/api/attribution", model="linear", population="cookieless", **PERIOD)
+    assert nobody["rows"] == []
+    bad = await get(gw, "/api/attribution", 400, population="martians")
+    assert bad["error"].startswith("population:")
