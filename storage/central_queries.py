@@ -110,77 +110,41 @@ class CentralReader(Reader):
         items = rows[: q.limit]
         return items, items[-1]["id"] if len(rows) > q.limit else None
 
-    async def visitor(self, visitor_key: str) -> dict[str, Any] | None:
-        touches = await self._fetch(
-            "SELECT * FROM effective_touchpoints WHERE visitor_key = $1 ORDER BY id LIMIT $2",
-            visitor_key,
-            JOURNEY_LIMIT + 1,
-        )
-        if not touches:
-            return None
-        truncated = len(touches) > JOURNEY_LIMIT
-        last, count = touches[-1], len(touches)
-        if truncated:
-            touches = touches[:JOURNEY_LIMIT]
-            (last,) = await self._fetch(
-                "SELECT * FROM effective_touchpoints WHERE visitor_key = $1 ORDER BY id DESC LIMIT 1",
-                visitor_key,
-            )
-            (counted,) = await self._fetch(
-                "SELECT count(*) AS n FROM touchpoints WHERE visitor_key = $1", visitor_key
-            )
-            count = int(counted["n"])
-        return {
-            "visitor_key": visitor_key,
-            "first_seen": touches[0]["ts"],
-            "last_seen": last["ts"],
-            "touch_count": count,
-            "first_touch": touches[0],
-            "last_touch": last,
-            "touchpoints": touches,
-            "truncated": truncated,
-        }
+    # -- the row fetches the journeys are assembled from (see ``Reader.visitor``, ``.user``) -
 
-    async def user(self, user_key: str) -> dict[str, Any] | None:
-        visitors = await self._fetch(
+    async def _touches_of(
+        self, keys: list[str], limit: int, newest_first: bool = False
+    ) -> list[dict[str, Any]]:
+        order = "DESC" if newest_first else ""
+        return await self._fetch(
+            "SELECT * FROM effective_touchpoints WHERE visitor_key = ANY($1::text[]) "
+            f"ORDER BY id {order} LIMIT $2",
+            keys,
+            limit,
+        )
+
+    async def _count_touches(self, visitor_key: str) -> int:
+        (counted,) = await self._fetch(
+            "SELECT count(*) AS n FROM touchpoints WHERE visitor_key = $1", visitor_key
+        )
+        return int(counted["n"])
+
+    async def _bound_visitors(self, user_key: str) -> list[dict[str, Any]]:
+        return await self._fetch(
             "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings FROM identities "
             "WHERE user_key = $1 GROUP BY visitor_key ORDER BY first_bound LIMIT $2",
             user_key,
             MAX_USER_VISITORS,
         )
-        keys = [v["visitor_key"] for v in visitors]
-        touches = await self._fetch(
-            "SELECT * FROM effective_touchpoints WHERE visitor_key = ANY($1::text[]) ORDER BY id LIMIT $2",
-            keys,
-            JOURNEY_LIMIT + 1,
-        )
-        conversions = await self._fetch(
+
+    async def _conversions_of(self, user_key: str, keys: list[str]) -> list[dict[str, Any]]:
+        return await self._fetch(
             "SELECT * FROM conversions WHERE user_key = $1 OR visitor_key = ANY($2::text[]) "
             "ORDER BY id LIMIT $3",
             user_key,
             keys,
             JOURNEY_LIMIT,
         )
-        if not visitors and not conversions:
-            return None
-        truncated = len(touches) > JOURNEY_LIMIT
-        last = touches[-1] if touches else None
-        if truncated:
-            touches = touches[:JOURNEY_LIMIT]
-            (last,) = await self._fetch(
-                "SELECT * FROM effective_touchpoints WHERE visitor_key = ANY($1::text[]) "
-                "ORDER BY id DESC LIMIT 1",
-                keys,
-            )
-        return {
-            "user_key": user_key,
-            "visitors": visitors,
-            "first_touch": touches[0] if touches else None,
-            "last_touch": last,
-            "touchpoints": touches,
-            "conversions": conversions,
-            "truncated": truncated,
-        }
 
 
 def _ts(text: str) -> datetime:

@@ -128,34 +128,18 @@ class Reader:
         next_cursor = items[-1]["id"] if len(rows) > q.limit else None
         return items, next_cursor
 
+    # -- journeys: assembled here once; a store answers only the row fetches below ---------
+
     async def visitor(self, visitor_key: str) -> dict[str, Any] | None:
         """The dual slot (first and last touch) and every touchpoint in time order.
 
         One index range: the first touch is its first row and is never overwritten by a
         later landing; the last touch is its last row.
         """
-        async with self.db.execute(
-            "SELECT * FROM effective_touchpoints WHERE visitor_key = ? ORDER BY id LIMIT ?",
-            (visitor_key, JOURNEY_LIMIT + 1),
-        ) as cursor:
-            touches = [_touchpoint(r) for r in await cursor.fetchall()]
-        if not touches:
+        touches, last, truncated = await self._journey([visitor_key])
+        if last is None:
             return None
-        truncated = len(touches) > JOURNEY_LIMIT
-        last, count = touches[-1], len(touches)
-        if truncated:  # a visitor can add rows at will: never load an unbounded journey
-            touches = touches[:JOURNEY_LIMIT]
-            async with self.db.execute(
-                "SELECT * FROM effective_touchpoints WHERE visitor_key = ? ORDER BY id DESC LIMIT 1",
-                (visitor_key,),
-            ) as cursor:
-                row = await cursor.fetchone()
-            last = _touchpoint(row) if row is not None else touches[-1]
-            async with self.db.execute(
-                "SELECT count(*) FROM touchpoints WHERE visitor_key = ?", (visitor_key,)
-            ) as cursor:
-                counted = await cursor.fetchone()
-            count = int(counted[0]) if counted is not None else len(touches)
+        count = await self._count_touches(visitor_key) if truncated else len(touches)
         return {
             "visitor_key": visitor_key,
             "first_seen": touches[0]["ts"],
@@ -171,37 +155,12 @@ class Reader:
         """A user's journey: every touchpoint of every visitor bound to them (devices), in time
         order, with first and last touch, their bindings and their conversions. None when the
         store knows nothing of the user."""
-        async with self.db.execute(
-            "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings FROM identities "
-            "WHERE user_key = ? GROUP BY visitor_key ORDER BY first_bound LIMIT ?",
-            (user_key, MAX_USER_VISITORS),
-        ) as cursor:
-            visitors = [dict(r) for r in await cursor.fetchall()]
+        visitors = await self._bound_visitors(user_key)
         keys = [v["visitor_key"] for v in visitors]
-        marks = ",".join("?" for _ in keys)
-        async with self.db.execute(
-            f"SELECT * FROM effective_touchpoints WHERE visitor_key IN ({marks}) ORDER BY id LIMIT ?",
-            (*keys, JOURNEY_LIMIT + 1),
-        ) as cursor:
-            touches = [_touchpoint(r) for r in await cursor.fetchall()]
-        async with self.db.execute(
-            f"SELECT * FROM conversions WHERE user_key = ? OR visitor_key IN ({marks}) ORDER BY id LIMIT ?",
-            (user_key, *keys, JOURNEY_LIMIT),
-        ) as cursor:
-            conversions = [dict(r) for r in await cursor.fetchall()]
+        touches, last, truncated = await self._journey(keys)
+        conversions = await self._conversions_of(user_key, keys)
         if not visitors and not conversions:
             return None
-        truncated = len(touches) > JOURNEY_LIMIT
-        last = touches[-1] if touches else None
-        if truncated:
-            touches = touches[:JOURNEY_LIMIT]
-            async with self.db.execute(
-                f"SELECT * FROM effective_touchpoints WHERE visitor_key IN ({marks}) "
-                "ORDER BY id DESC LIMIT 1",
-                keys,
-            ) as cursor:
-                row = await cursor.fetchone()
-            last = _touchpoint(row) if row is not None else touches[-1]
         return {
             "user_key": user_key,
             "visitors": visitors,
@@ -211,6 +170,49 @@ class Reader:
             "conversions": conversions,
             "truncated": truncated,
         }
+
+    async def _journey(self, keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
+        """The first ``JOURNEY_LIMIT`` touchpoints of these visitors in time order, the last one,
+        and whether there were more (a visitor can add rows at will: never load them all)."""
+        touches = await self._touches_of(keys, JOURNEY_LIMIT + 1)
+        if len(touches) <= JOURNEY_LIMIT:
+            return touches, touches[-1] if touches else None, False
+        newest = await self._touches_of(keys, 1, newest_first=True)
+        return touches[:JOURNEY_LIMIT], newest[0] if newest else touches[-1], True
+
+    async def _touches_of(
+        self, keys: list[str], limit: int, newest_first: bool = False
+    ) -> list[dict[str, Any]]:
+        marks = ",".join("?" for _ in keys)
+        order = "DESC" if newest_first else ""
+        async with self.db.execute(
+            f"SELECT * FROM effective_touchpoints WHERE visitor_key IN ({marks}) ORDER BY id {order} LIMIT ?",
+            (*keys, limit),
+        ) as cursor:
+            return [_touchpoint(r) for r in await cursor.fetchall()]
+
+    async def _count_touches(self, visitor_key: str) -> int:
+        async with self.db.execute(
+            "SELECT count(*) FROM touchpoints WHERE visitor_key = ?", (visitor_key,)
+        ) as cursor:
+            counted = await cursor.fetchone()
+        return int(counted[0]) if counted is not None else 0
+
+    async def _bound_visitors(self, user_key: str) -> list[dict[str, Any]]:
+        async with self.db.execute(
+            "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings FROM identities "
+            "WHERE user_key = ? GROUP BY visitor_key ORDER BY first_bound LIMIT ?",
+            (user_key, MAX_USER_VISITORS),
+        ) as cursor:
+            return [dict(r) for r in await cursor.fetchall()]
+
+    async def _conversions_of(self, user_key: str, keys: list[str]) -> list[dict[str, Any]]:
+        marks = ",".join("?" for _ in keys)
+        async with self.db.execute(
+            f"SELECT * FROM conversions WHERE user_key = ? OR visitor_key IN ({marks}) ORDER BY id LIMIT ?",
+            (user_key, *keys, JOURNEY_LIMIT),
+        ) as cursor:
+            return [dict(r) for r in await cursor.fetchall()]
 
     async def bad_events(
         self, sender: str | None, pending_only: bool, cursor: str | None, limit: int
