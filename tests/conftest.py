@@ -203,3 +203,36 @@ def sink_toml(api: BatchApi, kind: str = "segment", **extra: Any) -> str:
     lines = [f'[[sinks]]\nname = "out"\nkind = "{kind}"\nurl = "{url}"\nsecret = "env:SINK_SECRET"']
     lines += [f"{k} = {v!r}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
+
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[RawHandler], Awaitable[str]]]:
+    """``await raw_upstream(handler)``: an asyncio server on loopback writing exact bytes."""
+    servers: list[asyncio.Server] = []
+    handlers: list[asyncio.Task[object]] = []
+
+    async def start(handler: RawHandler) -> str:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if (task := asyncio.current_task()) is not None:
+                handlers.append(task)
+            try:
+                await handler(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for task in handlers:
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+    for server in servers:
+        server.close()
+        await server.wait_closed()

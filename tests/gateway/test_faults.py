@@ -6,7 +6,6 @@ and a landing's touchpoint is stored whatever the upstream did."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiosqlite
 import pytest
 
-from tests.conftest import RunningGateway
+from tests.conftest import RawHandler, RunningGateway
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -50,41 +49,26 @@ async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 @pytest.fixture
-async def faulty() -> AsyncIterator[Callable[[Behaviour], Awaitable[str]]]:
+def faulty(raw_upstream: Callable[[RawHandler], Awaitable[str]]) -> Callable[[Behaviour], Awaitable[str]]:
     """``await faulty(behaviour)``: a raw origin on loopback that misbehaves on every connection,
     except that a request for /ok is answered normally (to show the gateway still serves)."""
-    servers: list[asyncio.Server] = []
-    tasks: list[asyncio.Task[object]] = []
 
     async def start(behaviour: Behaviour) -> str:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if (task := asyncio.current_task()) is not None:
-                tasks.append(task)
             try:
                 first = await reader.readuntil(b" HTTP/1.1\r\n")
-                if first.split(b" ")[1] == b"/ok":
-                    await reader.readuntil(b"\r\n\r\n")
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                    await writer.drain()
-                else:
-                    await behaviour(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                pass
-            finally:
-                writer.close()
+            except asyncio.LimitOverrunError:
+                return
+            if first.split(b" ")[1] == b"/ok":
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                await writer.drain()
+            else:
+                await behaviour(reader, writer)
 
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        servers.append(server)
-        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        return await raw_upstream(serve)
 
-    yield start
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for server in servers:
-        server.close()
-        with contextlib.suppress(Exception):
-            await server.wait_closed()
+    return start
 
 
 async def touchpoints(gw: RunningGateway) -> list[str]:

@@ -28,7 +28,6 @@ from tests.gateway.test_malformed import raw_request, read_response
 
 MB = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def app_of(handler: Handler, client_max_size: int = 1024**2, **handler_args: object) -> web.Application:
@@ -66,36 +65,6 @@ def add_probe(gw: RunningGateway) -> Probe:
         raise AssertionError("no ProxyHost in use")
     host.pipeline = Pipeline([*host.pipeline.addons, ("probe", probe)], host.metrics)
     return probe
-
-
-@pytest.fixture
-async def raw_upstream() -> AsyncIterator[Callable[[RawHandler], Awaitable[str]]]:
-    """``await raw_upstream(handler)``: an asyncio server on loopback writing exact bytes."""
-    servers: list[asyncio.Server] = []
-    handlers: list[asyncio.Task[object]] = []
-
-    async def start(handler: RawHandler) -> str:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if (task := asyncio.current_task()) is not None:
-                handlers.append(task)
-            try:
-                await handler(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        servers.append(server)
-        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-
-    yield start
-    for task in handlers:
-        task.cancel()
-    await asyncio.gather(*handlers, return_exceptions=True)
-    for server in servers:
-        server.close()
-        await server.wait_closed()
 
 
 async def read_head(reader: asyncio.StreamReader) -> str:
