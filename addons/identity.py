@@ -26,6 +26,7 @@ import os
 import re
 from datetime import UTC, date
 
+from gateway.entropy import random_bytes
 from gateway.keys import Mac
 from gateway.pipeline import Context, Cookie, Exchange, RequestView, Visitor
 
@@ -48,7 +49,7 @@ def _tag(key: bytes | Mac, visitor_id: str) -> str:
 
 
 def new_visitor_id() -> str:
-    return _b64(os.urandom(_ID_BYTES))
+    return _b64(random_bytes(_ID_BYTES))
 
 
 def cookie_value(key: bytes | Mac, visitor_id: str) -> str:

@@ -7,8 +7,9 @@ written in sequence also sort in sequence.
 
 from __future__ import annotations
 
-import os
 import time
+
+from gateway.entropy import random_bytes
 
 
 def _format(ms: int, rand_a: int, rand_b: int) -> str:
@@ -22,7 +23,7 @@ def _format(ms: int, rand_a: int, rand_b: int) -> str:
 def uuid7(unix_ms: int | None = None) -> str:
     """A UUIDv7 string: 48-bit Unix milliseconds, then 74 random bits."""
     ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = int.from_bytes(random_bytes(10), "big")
     return _format(ms, rand >> 62, rand)
 
 
@@ -35,7 +36,7 @@ class Uuid7:
 
     def __call__(self, unix_ms: int | None = None) -> str:
         ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-        rand_b = int.from_bytes(os.urandom(8), "big")
+        rand_b = int.from_bytes(random_bytes(8), "big")
         if ms == self._ms and self._seq < 0xFFF:
             self._seq += 1
         elif ms > self._ms:

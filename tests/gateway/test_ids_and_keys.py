@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import hmac
 import uuid
 
 import pytest
 
+from gateway.entropy import random_bytes
 from gateway.ids import Uuid7, uuid7
 from gateway.keys import Keys, Mac, derive
 
@@ -77,3 +79,17 @@ def test_stored_keys_keep_their_definition() -> None:
     keys = Keys.from_master(b"m" * 32)
     assert keys.visitor_key("abc") == hmac.new(keys.visitor_hash, b"abc", hashlib.sha256).hexdigest()[:32]
     assert keys.user_key("u1") == hmac.new(keys.user_hash, b"u1", hashlib.sha256).hexdigest()[:32]
+
+
+def test_pooled_random_bytes_are_never_handed_out_twice() -> None:
+    seen = {random_bytes(16) for _ in range(2_000)}  # crosses several 4 KiB blocks
+    assert len(seen) == 2_000
+    assert {len(random_bytes(n)) for n in (1, 10, 16, 5000)} == {1, 10, 16, 5000}
+
+
+def test_a_forked_worker_never_shares_the_parents_random_bytes() -> None:
+    random_bytes(16)  # the parent's pool now holds unused bytes a careless child would reuse
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply(random_bytes, (16,))
+    assert child != random_bytes(16)
