@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import hmac
+import multiprocessing
 import uuid
 
 import pytest
