@@ -2,10 +2,11 @@
 
 Owns the public listener's request handler: building the ``Exchange`` from an
 aiohttp request, forwarding the request target byte for byte (minus stripped
-tracking pairs) through the app-wide ``ClientSession``, streaming bodies both
-ways, applying the pipeline's effects (cookies, headers, replies), and waiting
-— bounded — for the store to confirm this request's events before the
-response headers go out.
+tracking pairs) through the lean upstream client (``gateway.upstream``; WebSocket
+upgrades through the app-wide ``ClientSession``), streaming bodies both ways,
+applying the pipeline's effects (cookies, headers, replies), and waiting —
+bounded — for the store to confirm this request's events before the response
+headers go out.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gateway.forwarding import (
 )
 from gateway.metrics import Metrics
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView
+from gateway.upstream import Upstream, UpstreamConnectError, UpstreamProtocolError, UpstreamResponse
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from storage.local import CommitTimeout, LocalStore
 
@@ -218,6 +220,8 @@ class ProxyHost:
         session: aiohttp.ClientSession,
         upstream: str,
         endpoints: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] | None = None,
+        *,
+        pool: Upstream,
     ) -> None:
         opts = settings.options
         self.settings = settings
@@ -225,6 +229,7 @@ class ProxyHost:
         self.store = store
         self.metrics = metrics
         self.session = session
+        self.pool = pool
         self.upstream = URL(upstream)
         self.upstream_origin = str(self.upstream.origin())
         self.upstream_host = self.upstream.raw_authority
@@ -262,13 +267,20 @@ class ProxyHost:
             return pages.json_error(404, f"no gateway endpoint at {raw_path}")
         if is_websocket_upgrade(request):
             self.metrics.requests.labels("websocket").inc()
-            return await proxy_websocket(
-                request,
-                self.session,
-                self._upstream_url(target),
-                self._upstream_headers(request, None, self._peer_trusted(request)),
-                self.max_ws_message,
-            )
+            try:  # the relay's connection counts against proxy.upstream_connections too
+                await self.pool.reserve()
+            except TimeoutError as err:
+                return self._upstream_failed(request, None, err)
+            try:
+                return await proxy_websocket(
+                    request,
+                    self.session,
+                    self._upstream_url(target),
+                    self._upstream_headers(request, None, self._peer_trusted(request)),
+                    self.max_ws_message,
+                )
+            finally:
+                self.pool.unreserve()
         length = request.content_length
         if length is not None and length > self.max_body:
             self.metrics.requests.labels("too_large").inc()
@@ -371,12 +383,12 @@ class ProxyHost:
                 await self._confirm(commits)
                 return self._upstream_failed(request, body, err)
         try:
-            upstream = await self.session.request(
+            upstream = await self.pool.request(
                 request.method,
-                self._upstream_url(target),
-                headers=self._upstream_headers(request, ex, trusted),
-                data=body.chunks() if request.body_exists else None,
-                allow_redirects=False,
+                target,
+                self._upstream_headers(request, ex, trusted).items(),
+                body.chunks() if request.body_exists else None,
+                length_known=request.content_length is not None,
             )
         except Exception as err:
             await self._confirm(commits)
@@ -448,7 +460,7 @@ class ProxyHost:
             return
         ex.request_body = await body.capture(ex.want_request_body)
 
-    async def _capture_response(self, upstream: aiohttp.ClientResponse, ex: Exchange) -> bytes:
+    async def _capture_response(self, upstream: UpstreamResponse, ex: Exchange) -> bytes:
         """A rule reads the response body: read it up to the cap before the response hooks run,
         and give them the decoded view; the bytes read are returned to be forwarded as they came."""
         cap = ex.want_response_body
@@ -468,16 +480,18 @@ class ProxyHost:
             pass  # forwarding meets the same failure and handles it; the rule reads nothing
         return bytes(buffer)
 
-    def _upstream_failed(self, request: web.Request, body: _Body, err: Exception) -> web.StreamResponse:
-        if body.failure is not None:
+    def _upstream_failed(
+        self, request: web.Request, body: _Body | None, err: Exception
+    ) -> web.StreamResponse:
+        if body is not None and body.failure is not None:
             status, label = _BODY_FAILURES[body.failure]
             self.metrics.requests.labels(label).inc()
             return pages.error_page(status)
         if isinstance(err, TimeoutError):
             kind, status = "timeout", 504
-        elif isinstance(err, aiohttp.ClientError | OSError):
+        elif isinstance(err, aiohttp.ClientError | OSError | UpstreamProtocolError):
             kind, status = (
-                "connect" if isinstance(err, aiohttp.ClientConnectorError) else "protocol",
+                "connect" if isinstance(err, UpstreamConnectError) else "protocol",
                 502,
             )
         else:
