@@ -1,9 +1,10 @@
 """Composition: builds the proxy and admin apps from settings and runs the listeners.
 
 Factories take their inputs explicitly (``create_gateway(settings, upstream)``);
-app-wide resources — the one ``ClientSession``, the store — live in typed
-``AppKey``s owned by ``cleanup_ctx``, so they are opened on start-up and
-closed, after in-flight requests finish, on shutdown.
+app-wide resources — the upstream connection pool (``gateway.upstream``), the
+one ``ClientSession`` (WebSocket relays), the store — are owned by
+``cleanup_ctx``, so they are opened on start-up and closed, after in-flight
+requests finish, on shutdown.
 
 ``serve`` runs one process's share: the public listener always, and — in the one
 process that has ``admin=True`` (the only process, or worker 0 of several) — the
@@ -59,7 +60,8 @@ MAX_UPSTREAM_HEADER = 64 * 1024
 
 
 def client_session(settings: Settings) -> aiohttp.ClientSession:
-    """The one upstream session: no decompression, no cookie jar, no headers of its own."""
+    """The session WebSocket relays open their upstream connections with: no decompression,
+    no cookie jar, no headers of its own. Ordinary requests use the lean pool instead."""
     proxy = settings.options.proxy
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=proxy.upstream_connections, ttl_dns_cache=60),
