@@ -49,6 +49,8 @@ log = logging.getLogger("gateway.proxy")
 # Request headers that must not be forwarded as received: we answered Expect ourselves.
 _DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect", "host"}
 _DROP_UNTRUSTED = _DROP_REQUEST | CLIENT_CLAIMS
+# Headers the proxy writes itself after the visitor's: an addon's replacement cannot name them.
+_SET_HERE = FORWARDED | {"host"}
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
 _VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
@@ -276,7 +278,7 @@ class ProxyHost:
                     request,
                     self.session,
                     self._upstream_url(target),
-                    self._upstream_headers(request, None, self._peer_trusted(request)),
+                    CIMultiDict(self._upstream_headers(request, None, self._peer_trusted(request))),
                     self.max_ws_message,
                 )
             finally:
@@ -340,7 +342,11 @@ class ProxyHost:
     def _upstream_url(self, target: str) -> URL:
         return URL(self.upstream_origin + target, encoded=True)
 
-    def _upstream_headers(self, request: web.Request, ex: Exchange | None, trusted: bool) -> CIMultiDict[str]:
+    def _upstream_headers(
+        self, request: web.Request, ex: Exchange | None, trusted: bool
+    ) -> list[tuple[str, str]]:
+        """The header list sent upstream, in the visitor's order: theirs minus hop-by-hop and
+        forwarding claims, an addon's replacements, then Host and X-Forwarded-*."""
         incoming = request.headers
         peer = request.remote or ""
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
@@ -349,17 +355,18 @@ class ProxyHost:
         replace = ex.upstream_headers if ex is not None else {}
         if replace:  # headers an addon rewrites (e.g. a cleaned Referer) replace the visitor's
             drop = drop.union(replace)
-        out = CIMultiDict([(name, value) for name, value in incoming.items() if name.lower() not in drop])
-        out.update(replace)
+        out = [(name, value) for name, value in incoming.items() if name.lower() not in drop]
+        if replace:
+            out.extend(item for item in replace.items() if item[0].lower() not in _SET_HERE)
         host = incoming.get(hdrs.HOST, "")
-        out[hdrs.HOST] = host if self.preserve_host and host else self.upstream_host
+        out.append((hdrs.HOST, host if self.preserve_host and host else self.upstream_host))
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
-        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
         proto = incoming.get("X-Forwarded-Proto") if trusted else None
-        out["X-Forwarded-Proto"] = proto or request.scheme
+        out.append(("X-Forwarded-Proto", proto or request.scheme))
         fwd_host = incoming.get("X-Forwarded-Host") if trusted else None
         if fwd_host or host:
-            out["X-Forwarded-Host"] = fwd_host or host
+            out.append(("X-Forwarded-Host", fwd_host or host))
         return out
 
     async def _forward(
@@ -386,7 +393,7 @@ class ProxyHost:
             upstream = await self.pool.request(
                 request.method,
                 target,
-                self._upstream_headers(request, ex, trusted).items(),
+                self._upstream_headers(request, ex, trusted),
                 body.chunks() if request.body_exists else None,
                 length_known=request.content_length is not None,
             )

@@ -269,8 +269,11 @@ class Upstream:
         head = request_head(method, target, headers, framing)
         again = body is None and method in _IDEMPOTENT
         while True:
-            async with asyncio.timeout(self.connect_timeout):
-                proto, reused = await self._acquire()
+            proto = self._pop_idle()  # the common case: no waiting, so no timeout to arm
+            reused = proto is not None
+            if proto is None:
+                async with asyncio.timeout(self.connect_timeout):
+                    proto, reused = await self._acquire()
             try:
                 return await self._exchange(
                     proto, method, head, body, chunked=bool(framing) and body is not None
