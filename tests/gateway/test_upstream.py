@@ -344,3 +344,12 @@ async def test_head_response_leaves_the_connection_clean(start_gateway, raw_upst
     assert (head.status, head.headers["Content-Length"]) == (200, "1234")
     assert await get(gw.proxy.port, "/y") == (200, b"ok")
     assert origin.connections == [["HEAD /x HTTP/1.1", "GET /y HTTP/1.1"]]
+
+
+async def test_empty_query_reaches_the_upstream_as_received(start_gateway, raw_upstream) -> None:
+    url, origin = await counting_origin(raw_upstream, lambda line: OK)
+    gw = await start_gateway(url)
+    for target in ("/p?", "/p?utm_source=x", "/p?a=1&utm_source=x&"):
+        assert await get(gw.proxy.port, target) == (200, b"ok")
+    # Kept as received; a query that held only tracking pairs goes without its "?".
+    assert origin.connections == [["GET /p? HTTP/1.1", "GET /p HTTP/1.1", "GET /p?a=1& HTTP/1.1"]]
