@@ -27,6 +27,7 @@ from collections.abc import AsyncIterable, Iterable
 
 from aiohttp import ClientOSError, ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http import HttpProcessingError
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -46,7 +47,7 @@ class UpstreamConnectError(OSError):
 
 
 class UpstreamProtocolError(Exception):
-    """The upstream answered something a proxy cannot pass on (a 101 nobody asked for)."""
+    """The upstream's answer is not HTTP the parser accepts, or a 101 nobody asked for."""
 
 
 def request_head(method: str, target: str, headers: Iterable[tuple[str, str]], framing: str) -> bytes:
@@ -135,6 +136,7 @@ class Upstream:
         """Connections open (busy or idle) plus slots reserved by WebSocket relays."""
         self._idle: collections.deque[tuple[ResponseHandler, float]] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[ResponseHandler | None]] = collections.deque()
+        self._closed = False
 
     # -- the pool ---------------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class Upstream:
 
     def done(self, proto: ResponseHandler, reusable: bool) -> None:
         """A request is over with ``proto``: keep it for the next one, or close it."""
-        if not reusable or not proto.is_connected():
+        if not reusable or self._closed or not proto.is_connected():
             proto.close()
             self._free_slot()
             return
@@ -221,6 +223,7 @@ class Upstream:
 
     async def close(self) -> None:
         """Close the idle connections (busy ones close as their requests end)."""
+        self._closed = True
         while self._idle:
             self._idle.pop()[0].close()
             self._open -= 1
@@ -312,7 +315,10 @@ class Upstream:
             else:
                 writer = asyncio.create_task(_send_body(proto, body, chunked))
             while True:
-                message, payload = await proto.read()
+                try:
+                    message, payload = await proto.read()
+                except HttpProcessingError as err:
+                    raise UpstreamProtocolError(f"unreadable answer: {err.message}") from err
                 if not 100 <= message.code < 200:
                     break
                 if message.code == 101:

@@ -353,3 +353,47 @@ async def test_empty_query_reaches_the_upstream_as_received(start_gateway, raw_u
         assert await get(gw.proxy.port, target) == (200, b"ok")
     # Kept as received; a query that held only tracking pairs goes without its "?".
     assert origin.connections == [["GET /p? HTTP/1.1", "GET /p HTTP/1.1", "GET /p?a=1& HTTP/1.1"]]
+
+
+async def test_websocket_takes_the_slot_of_an_idle_connection(start_gateway, upstream_server) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path != "/ws":
+            return web.Response(text="page")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("echo:" + msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    gw = await start_gateway(
+        await upstream_server(app), "[proxy]\nupstream_connections = 1\nconnect_timeout = 2\n"
+    )
+    async with gw.session.get(gw.url + "/page") as resp:  # leaves one idle pooled connection
+        assert (resp.status, await resp.text()) == (200, "page")
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:  # the limit's one slot: given up
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=2)).data == "echo:hi"
+    async with gw.session.get(gw.url + "/page") as resp:  # and the slot comes back
+        assert (resp.status, await resp.text()) == (200, "page")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+        b"HTTP/1.1 2000 Huge\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+    ],
+    ids=["not-http", "bad-status", "unasked-101"],
+)
+async def test_unusable_answer_is_a_502_counted_as_protocol(
+    start_gateway, raw_upstream, answer: bytes
+) -> None:
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    gw = await start_gateway(url)
+    assert (await get(gw.proxy.port, "/p"))[0] == 502
+    errors = gw.gateway.metrics.registry.get_sample_value
+    assert errors("gateway_upstream_errors_total", {"kind": "protocol"}) == 1.0
+    assert not errors("gateway_upstream_errors_total", {"kind": "internal"})
