@@ -122,6 +122,7 @@ class Upstream:
         connect_timeout: float,
         read_timeout: float,
         max_field_size: int,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         parsed = URL(url)
         self.tls = parsed.scheme == "https"
@@ -131,6 +132,7 @@ class Upstream:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_field_size = max_field_size
+        self.idle_seconds = idle_seconds
         self._ssl: ssl.SSLContext | None = None
         self._open = 0
         """Connections open (busy or idle) plus slots reserved by WebSocket relays."""
@@ -161,7 +163,7 @@ class Upstream:
         now = asyncio.get_running_loop().time()
         while self._idle:
             proto, since = self._idle.pop()
-            if now - since < IDLE_SECONDS and proto.is_connected() and not proto.should_close:
+            if now - since < self.idle_seconds and proto.is_connected() and not proto.should_close:
                 return proto
             proto.close()
             self._open -= 1
@@ -203,7 +205,12 @@ class Upstream:
             if not future.done():
                 future.set_result(proto)
                 return
-        self._idle.append((proto, asyncio.get_running_loop().time()))
+        now = asyncio.get_running_loop().time()
+        idle = self._idle
+        while idle and now - idle[0][1] >= self.idle_seconds:  # the oldest are never popped in a
+            idle.popleft()[0].close()  # steady load (last in, first out): age them out here
+            self._open -= 1
+        idle.append((proto, now))
 
     async def reserve(self) -> None:
         """Hold one slot of the limit (a WebSocket relay's connection) until ``unreserve``;

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.upstream import request_head
+from gateway.upstream import Upstream, request_head
 from tests.conftest import RawHandler
 from tests.gateway.test_malformed import raw_request, read_response
 
@@ -397,3 +397,19 @@ async def test_unusable_answer_is_a_502_counted_as_protocol(
     errors = gw.gateway.metrics.registry.get_sample_value
     assert errors("gateway_upstream_errors_total", {"kind": "protocol"}) == 1.0
     assert not errors("gateway_upstream_errors_total", {"kind": "internal"})
+
+
+async def test_idle_connections_age_out(raw_upstream) -> None:
+    """Straight on the pool: a connection idle longer than ``idle_seconds`` is closed, not reused."""
+    url, origin = await counting_origin(raw_upstream, lambda line: OK)
+    pool = Upstream(url, limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190, idle_seconds=0.05)
+    try:
+        for path in ("/a", "/b", "/c"):
+            if path == "/c":
+                await asyncio.sleep(0.1)  # past idle_seconds
+            resp = await pool.request("GET", path, [("Host", "t")], None, length_known=False)
+            assert (resp.status, await resp.content.read()) == (200, b"ok")
+            resp.release()
+    finally:
+        await pool.close()
+    assert origin.connections[:2] == [["GET /a HTTP/1.1", "GET /b HTTP/1.1"], ["GET /c HTTP/1.1"]]
