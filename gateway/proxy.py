@@ -2,10 +2,11 @@
 
 Owns the public listener's request handler: building the ``Exchange`` from an
 aiohttp request, forwarding the request target byte for byte (minus stripped
-tracking pairs) through the app-wide ``ClientSession``, streaming bodies both
-ways, applying the pipeline's effects (cookies, headers, replies), and waiting
-— bounded — for the store to confirm this request's events before the
-response headers go out.
+tracking pairs) through the lean upstream client (``gateway.upstream``; WebSocket
+upgrades through the app-wide ``ClientSession``), streaming bodies both ways,
+applying the pipeline's effects (cookies, headers, replies), and waiting —
+bounded — for the store to confirm this request's events before the response
+headers go out.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gateway.forwarding import (
 )
 from gateway.metrics import Metrics
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView
+from gateway.upstream import Upstream, UpstreamConnectError, UpstreamProtocolError, UpstreamResponse
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from storage.local import CommitTimeout, LocalStore
 
@@ -47,6 +49,8 @@ log = logging.getLogger("gateway.proxy")
 # Request headers that must not be forwarded as received: we answered Expect ourselves.
 _DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect", "host"}
 _DROP_UNTRUSTED = _DROP_REQUEST | CLIENT_CLAIMS
+# Headers the proxy writes itself after the visitor's: an addon's replacement cannot name them.
+_SET_HERE = FORWARDED | {"host"}
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
 _VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
@@ -218,6 +222,8 @@ class ProxyHost:
         session: aiohttp.ClientSession,
         upstream: str,
         endpoints: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] | None = None,
+        *,
+        pool: Upstream,
     ) -> None:
         opts = settings.options
         self.settings = settings
@@ -225,6 +231,7 @@ class ProxyHost:
         self.store = store
         self.metrics = metrics
         self.session = session
+        self.pool = pool
         self.upstream = URL(upstream)
         self.upstream_origin = str(self.upstream.origin())
         self.upstream_host = self.upstream.raw_authority
@@ -262,13 +269,20 @@ class ProxyHost:
             return pages.json_error(404, f"no gateway endpoint at {raw_path}")
         if is_websocket_upgrade(request):
             self.metrics.requests.labels("websocket").inc()
-            return await proxy_websocket(
-                request,
-                self.session,
-                self._upstream_url(target),
-                self._upstream_headers(request, None, self._peer_trusted(request)),
-                self.max_ws_message,
-            )
+            try:  # the relay's connection counts against proxy.upstream_connections too
+                await self.pool.reserve()
+            except TimeoutError as err:
+                return self._upstream_failed(request, None, err)
+            try:
+                return await proxy_websocket(
+                    request,
+                    self.session,
+                    self._upstream_url(target),
+                    CIMultiDict(self._upstream_headers(request, None, self._peer_trusted(request))),
+                    self.max_ws_message,
+                )
+            finally:
+                self.pool.unreserve()
         length = request.content_length
         if length is not None and length > self.max_body:
             self.metrics.requests.labels("too_large").inc()
@@ -328,7 +342,11 @@ class ProxyHost:
     def _upstream_url(self, target: str) -> URL:
         return URL(self.upstream_origin + target, encoded=True)
 
-    def _upstream_headers(self, request: web.Request, ex: Exchange | None, trusted: bool) -> CIMultiDict[str]:
+    def _upstream_headers(
+        self, request: web.Request, ex: Exchange | None, trusted: bool
+    ) -> list[tuple[str, str]]:
+        """The header list sent upstream, in the visitor's order: theirs minus hop-by-hop and
+        forwarding claims, an addon's replacements, then Host and X-Forwarded-*."""
         incoming = request.headers
         peer = request.remote or ""
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
@@ -337,17 +355,18 @@ class ProxyHost:
         replace = ex.upstream_headers if ex is not None else {}
         if replace:  # headers an addon rewrites (e.g. a cleaned Referer) replace the visitor's
             drop = drop.union(replace)
-        out = CIMultiDict([(name, value) for name, value in incoming.items() if name.lower() not in drop])
-        out.update(replace)
+        out = [(name, value) for name, value in incoming.items() if name.lower() not in drop]
+        if replace:
+            out.extend(item for item in replace.items() if item[0].lower() not in _SET_HERE)
         host = incoming.get(hdrs.HOST, "")
-        out[hdrs.HOST] = host if self.preserve_host and host else self.upstream_host
+        out.append((hdrs.HOST, host if self.preserve_host and host else self.upstream_host))
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
-        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
         proto = incoming.get("X-Forwarded-Proto") if trusted else None
-        out["X-Forwarded-Proto"] = proto or request.scheme
+        out.append(("X-Forwarded-Proto", proto or request.scheme))
         fwd_host = incoming.get("X-Forwarded-Host") if trusted else None
         if fwd_host or host:
-            out["X-Forwarded-Host"] = fwd_host or host
+            out.append(("X-Forwarded-Host", fwd_host or host))
         return out
 
     async def _forward(
@@ -371,12 +390,12 @@ class ProxyHost:
                 await self._confirm(commits)
                 return self._upstream_failed(request, body, err)
         try:
-            upstream = await self.session.request(
+            upstream = await self.pool.request(
                 request.method,
-                self._upstream_url(target),
-                headers=self._upstream_headers(request, ex, trusted),
-                data=body.chunks() if request.body_exists else None,
-                allow_redirects=False,
+                target,
+                self._upstream_headers(request, ex, trusted),
+                body.chunks() if request.body_exists else None,
+                length_known=request.content_length is not None,
             )
         except Exception as err:
             await self._confirm(commits)
@@ -448,7 +467,7 @@ class ProxyHost:
             return
         ex.request_body = await body.capture(ex.want_request_body)
 
-    async def _capture_response(self, upstream: aiohttp.ClientResponse, ex: Exchange) -> bytes:
+    async def _capture_response(self, upstream: UpstreamResponse, ex: Exchange) -> bytes:
         """A rule reads the response body: read it up to the cap before the response hooks run,
         and give them the decoded view; the bytes read are returned to be forwarded as they came."""
         cap = ex.want_response_body
@@ -468,16 +487,18 @@ class ProxyHost:
             pass  # forwarding meets the same failure and handles it; the rule reads nothing
         return bytes(buffer)
 
-    def _upstream_failed(self, request: web.Request, body: _Body, err: Exception) -> web.StreamResponse:
-        if body.failure is not None:
+    def _upstream_failed(
+        self, request: web.Request, body: _Body | None, err: Exception
+    ) -> web.StreamResponse:
+        if body is not None and body.failure is not None:
             status, label = _BODY_FAILURES[body.failure]
             self.metrics.requests.labels(label).inc()
             return pages.error_page(status)
         if isinstance(err, TimeoutError):
             kind, status = "timeout", 504
-        elif isinstance(err, aiohttp.ClientError | OSError):
+        elif isinstance(err, aiohttp.ClientError | OSError | UpstreamProtocolError):
             kind, status = (
-                "connect" if isinstance(err, aiohttp.ClientConnectorError) else "protocol",
+                "connect" if isinstance(err, UpstreamConnectError) else "protocol",
                 502,
             )
         else:

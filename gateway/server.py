@@ -1,9 +1,10 @@
 """Composition: builds the proxy and admin apps from settings and runs the listeners.
 
 Factories take their inputs explicitly (``create_gateway(settings, upstream)``);
-app-wide resources — the one ``ClientSession``, the store — live in typed
-``AppKey``s owned by ``cleanup_ctx``, so they are opened on start-up and
-closed, after in-flight requests finish, on shutdown.
+app-wide resources — the upstream connection pool (``gateway.upstream``), the
+one ``ClientSession`` (WebSocket relays), the store — are owned by
+``cleanup_ctx``, so they are opened on start-up and closed, after in-flight
+requests finish, on shutdown.
 
 ``serve`` runs one process's share: the public listener always, and — in the one
 process that has ``admin=True`` (the only process, or worker 0 of several) — the
@@ -40,6 +41,7 @@ from gateway.pipeline import Pipeline, build_pipeline
 from gateway.proxy import ProxyHost
 from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
+from gateway.upstream import Upstream
 from storage.local import LocalStore
 from storage.queries import Reader
 from storage.sinks import SinkSet
@@ -58,7 +60,8 @@ MAX_UPSTREAM_HEADER = 64 * 1024
 
 
 def client_session(settings: Settings) -> aiohttp.ClientSession:
-    """The one upstream session: no decompression, no cookie jar, no headers of its own."""
+    """The session WebSocket relays open their upstream connections with: no decompression,
+    no cookie jar, no headers of its own. Ordinary requests use the lean pool instead."""
     proxy = settings.options.proxy
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=proxy.upstream_connections, ttl_dns_cache=60),
@@ -74,6 +77,18 @@ def client_session(settings: Settings) -> aiohttp.ClientSession:
         skip_auto_headers=SKIP_AUTO_HEADERS,
         trust_env=False,
         max_line_size=MAX_UPSTREAM_HEADER,
+        max_field_size=MAX_UPSTREAM_HEADER,
+    )
+
+
+def upstream_pool(settings: Settings, upstream: str) -> Upstream:
+    """The lean client's connections to the upstream (everything but WebSockets goes here)."""
+    proxy = settings.options.proxy
+    return Upstream(
+        upstream,
+        limit=proxy.upstream_connections,
+        connect_timeout=proxy.connect_timeout,
+        read_timeout=proxy.read_timeout,
         max_field_size=MAX_UPSTREAM_HEADER,
     )
 
@@ -155,10 +170,12 @@ class Gateway:
         """Run ``task`` in the background of the process that runs the admin listener."""
         self.background[name] = task
 
-    def _host(self, settings: Settings, pipeline: Pipeline, session: aiohttp.ClientSession) -> ProxyHost:
+    def _host(
+        self, settings: Settings, pipeline: Pipeline, session: aiohttp.ClientSession, pool: Upstream
+    ) -> ProxyHost:
         inbound = Inbound(settings, self.store, self.metrics, self.keys)
         return ProxyHost(
-            settings, pipeline, self.store, self.metrics, session, self.upstream, inbound.routes()
+            settings, pipeline, self.store, self.metrics, session, self.upstream, inbound.routes(), pool=pool
         )
 
     async def reload(self, new: Settings) -> list[str]:
@@ -173,7 +190,7 @@ class Gateway:
         await _apply_standings(self)
         pipeline = build_pipeline(settings, self.metrics, self.keys, self.creators)
         await pipeline.running()
-        self.slot.host = self._host(settings, pipeline, old_host.session)
+        self.slot.host = self._host(settings, pipeline, old_host.session, old_host.pool)
         self.settings = settings
         # The old chain's own resources (GeoIP readers) go once its requests have had time to end.
         task = asyncio.create_task(self._retire(old_host.pipeline), name="retire-pipeline")
@@ -209,7 +226,8 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
         await store.open()
         session = client_session(settings)
         app[SESSION_KEY] = session
-        gw.slot.host = gw._host(settings, pipeline, session)
+        pool = upstream_pool(settings, upstream)
+        gw.slot.host = gw._host(settings, pipeline, session, pool)
         app.router.add_route("*", "/{tail:.*}", gw.slot.handle)
         await pipeline.running()
         try:
@@ -221,6 +239,7 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
             assert gw.slot.host is not None
             await gw.slot.host.pipeline.done()
             await sinks.close()
+            await pool.close()
             await session.close()
             await store.close()
 

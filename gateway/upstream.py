@@ -1,0 +1,364 @@
+"""The lean upstream client: HTTP/1.1 to the one upstream over a pool of keep-alive connections.
+
+Owns the connections the proxy forwards ordinary requests on. The proxy has already built
+everything a request needs (the target byte for byte, the header list), so this writes the
+request head as given — nothing added but the body's framing — streams the body (with the
+visitor's ``Content-Length``, else chunked) and reads the response with aiohttp's client
+protocol (``aiohttp.client_proto.ResponseHandler``: its llhttp ``HttpResponseParser``, flow
+control both ways, the read timeout, close-delimited bodies, 1xx messages). What it leaves
+out of ``ClientSession.request`` is what the proxy never uses: URL objects, auto headers,
+cookie jar, redirects, tracing hooks, per-request timeout contexts, connector bookkeeping.
+
+The pool: at most ``proxy.upstream_connections`` connections (busy or idle) plus WebSocket
+relays, which run on aiohttp's session and hold a slot each (``reserve``/``unreserve``); a
+request waits for a connection or a slot up to ``connect_timeout`` (then ``TimeoutError``:
+504). A connection goes back to the pool only when its response was read whole, its request
+body was sent whole, and neither side asked to close it; anything else closes it. A request
+without a body that finds its reused connection closed by the upstream (a keep-alive race) is
+sent once more on a new connection, as aiohttp does for idempotent methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import AsyncIterable, Iterable
+
+from aiohttp import ClientOSError, ServerDisconnectedError
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http import HttpProcessingError
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+IDLE_SECONDS = 15.0
+"""How long an idle connection is kept for reuse (aiohttp's ``keepalive_timeout``)."""
+READ_BUFSIZE = 2**16
+"""Response body bytes buffered before reading from the upstream pauses."""
+# Methods after which a missing body needs no "Content-Length: 0" (aiohttp's GET_METHODS).
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Sent again once when a reused connection turns out closed before any answer.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class UpstreamConnectError(OSError):
+    """The upstream could not be reached: refused, unreachable, unresolvable, TLS failed."""
+
+
+class UpstreamProtocolError(Exception):
+    """The upstream's answer is not HTTP the parser accepts, or a 101 nobody asked for."""
+
+
+def request_head(method: str, target: str, headers: Iterable[tuple[str, str]], framing: str) -> bytes:
+    """The request line and header block as written upstream; ``framing`` is an extra header
+    line (``Transfer-Encoding: chunked\\r\\n``, ``Content-Length: 0\\r\\n`` or empty).
+
+    Raises ValueError for a CR or LF inside any part (header injection)."""
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        raise ValueError("CR or LF inside the request line or a header")
+    return (text + framing + "\r\n").encode("utf-8", "surrogateescape")
+
+
+class UpstreamResponse:
+    """An upstream's answer: status, reason, headers, and the body as a ``StreamReader``.
+
+    ``release()`` returns the connection to the pool when that is safe, else closes it;
+    ``close()`` always closes it (the visitor left, or the body failed)."""
+
+    __slots__ = ("_pool", "_proto", "_writer", "content", "headers", "reason", "status")
+
+    def __init__(
+        self,
+        pool: Upstream,
+        proto: ResponseHandler,
+        status: int,
+        reason: str,
+        headers: CIMultiDictProxy[str],
+        content: StreamReader,
+        writer: asyncio.Task[None] | None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.content = content
+        self._pool = pool
+        self._proto: ResponseHandler | None = proto
+        self._writer = writer
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    def release(self) -> None:
+        self._finish(reusable=True)
+
+    def close(self) -> None:
+        self._finish(reusable=False)
+
+    def _finish(self, reusable: bool) -> None:
+        proto, self._proto = self._proto, None
+        if proto is None:
+            return
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()  # the upstream answered without reading the whole body
+            reusable = False
+        self._pool.done(proto, reusable and not proto.should_close and self.content.is_eof())
+
+
+class Upstream:
+    """The pool of connections to one upstream origin (``http://`` or ``https://``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        limit: int,
+        connect_timeout: float,
+        read_timeout: float,
+        max_field_size: int,
+        idle_seconds: float = IDLE_SECONDS,
+    ) -> None:
+        parsed = URL(url)
+        self.tls = parsed.scheme == "https"
+        self.host = parsed.raw_host or ""
+        self.port = parsed.port or (443 if self.tls else 80)
+        self.limit = limit
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_field_size = max_field_size
+        self.idle_seconds = idle_seconds
+        self._ssl: ssl.SSLContext | None = None
+        self._open = 0
+        """Connections open (busy or idle) plus slots reserved by WebSocket relays."""
+        self._idle: collections.deque[tuple[ResponseHandler, float]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[ResponseHandler | None]] = collections.deque()
+        self._closed = False
+
+    # -- the pool ---------------------------------------------------------------------------------
+
+    async def _acquire(self) -> tuple[ResponseHandler, bool]:
+        """A connection, and whether it served a request before."""
+        got = self._pop_idle()
+        if got is not None:
+            return got, True
+        if self._open < self.limit:
+            self._open += 1
+        else:
+            got = await self._wait()
+            if got is not None:
+                return got, True
+        try:
+            return await self._connect(), False
+        except BaseException:
+            self._free_slot()
+            raise
+
+    def _pop_idle(self) -> ResponseHandler | None:
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            proto, since = self._idle.pop()
+            if now - since < self.idle_seconds and proto.is_connected() and not proto.should_close:
+                return proto
+            proto.close()
+            self._open -= 1
+        return None
+
+    async def _wait(self) -> ResponseHandler | None:
+        """Wait for a connection someone releases, or (None) a free slot to connect with."""
+        future: asyncio.Future[ResponseHandler | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            return await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                handed = future.result()  # handed over just as we gave up: pass it on
+                if handed is None:
+                    self._free_slot()
+                else:
+                    self.done(handed, True)
+            else:
+                future.cancel()
+            raise
+
+    def _free_slot(self) -> None:
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+        self._open -= 1
+
+    def done(self, proto: ResponseHandler, reusable: bool) -> None:
+        """A request is over with ``proto``: keep it for the next one, or close it."""
+        if not reusable or self._closed or not proto.is_connected():
+            proto.close()
+            self._free_slot()
+            return
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(proto)
+                return
+        now = asyncio.get_running_loop().time()
+        idle = self._idle
+        while idle and now - idle[0][1] >= self.idle_seconds:  # the oldest are never popped in a
+            idle.popleft()[0].close()  # steady load (last in, first out): age them out here
+            self._open -= 1
+        idle.append((proto, now))
+
+    async def reserve(self) -> None:
+        """Hold one slot of the limit (a WebSocket relay's connection) until ``unreserve``;
+        waits up to ``connect_timeout`` (``TimeoutError``). An idle connection makes room."""
+        async with asyncio.timeout(self.connect_timeout):
+            if self._open < self.limit:
+                self._open += 1
+            elif self._idle:
+                self._idle.popleft()[0].close()  # its slot becomes ours
+            else:
+                handed = await self._wait()
+                if handed is not None:
+                    handed.close()
+
+    def unreserve(self) -> None:
+        self._free_slot()
+
+    async def close(self) -> None:
+        """Close the idle connections (busy ones close as their requests end)."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop()[0].close()
+            self._open -= 1
+
+    async def _connect(self) -> ResponseHandler:
+        loop = asyncio.get_running_loop()
+        context = await self._ssl_context() if self.tls else None
+        try:
+            _, proto = await loop.create_connection(
+                lambda: ResponseHandler(loop),
+                self.host,
+                self.port,
+                ssl=context,
+                server_hostname=self.host if context is not None else None,
+            )
+        except OSError as err:
+            raise UpstreamConnectError(err.errno, f"cannot connect to the upstream: {err}") from err
+        return proto
+
+    async def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:  # loading the system's CA certificates reads files: off the loop
+            self._ssl = await asyncio.to_thread(ssl.create_default_context)
+        return self._ssl
+
+    # -- one exchange -----------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        body: AsyncIterable[bytes] | None,
+        *,
+        length_known: bool,
+    ) -> UpstreamResponse:
+        """Send one request and read the response head. ``length_known``: the headers carry
+        the body's ``Content-Length`` (else a body goes chunked).
+
+        Raises TimeoutError (no connection within ``connect_timeout``, or no answer within
+        ``read_timeout``), ``UpstreamConnectError``, aiohttp's client errors for a broken
+        answer, or whatever the body raised while it was being sent."""
+        if body is None:
+            framing = "" if length_known or method in _BODYLESS_METHODS else "Content-Length: 0\r\n"
+        else:
+            framing = "" if length_known else "Transfer-Encoding: chunked\r\n"
+        head = request_head(method, target, headers, framing)
+        again = body is None and method in _IDEMPOTENT
+        while True:
+            proto = self._pop_idle()  # the common case: no waiting, so no timeout to arm
+            reused = proto is not None
+            if proto is None:
+                async with asyncio.timeout(self.connect_timeout):
+                    proto, reused = await self._acquire()
+            try:
+                return await self._exchange(
+                    proto, method, head, body, chunked=bool(framing) and body is not None
+                )
+            except (ServerDisconnectedError, ClientOSError):
+                if not (again and reused):
+                    raise
+                again = False
+
+    async def _exchange(
+        self,
+        proto: ResponseHandler,
+        method: str,
+        head: bytes,
+        body: AsyncIterable[bytes] | None,
+        *,
+        chunked: bool,
+    ) -> UpstreamResponse:
+        proto.set_response_params(
+            skip_payload=method == "HEAD",
+            read_until_eof=True,
+            auto_decompress=False,
+            read_timeout=self.read_timeout,
+            read_bufsize=READ_BUFSIZE,
+            max_line_size=self.max_field_size,
+            max_field_size=self.max_field_size,
+        )
+        writer: asyncio.Task[None] | None = None
+        try:
+            transport = proto.transport
+            if transport is None:
+                raise ServerDisconnectedError()
+            transport.write(head)
+            if body is None:
+                proto.start_timeout()
+            else:
+                writer = asyncio.create_task(_send_body(proto, body, chunked))
+            while True:
+                try:
+                    message, payload = await proto.read()
+                except HttpProcessingError as err:
+                    raise UpstreamProtocolError(f"unreadable answer: {err.message}") from err
+                if not 100 <= message.code < 200:
+                    break
+                if message.code == 101:
+                    raise UpstreamProtocolError("the upstream switched protocols unasked")
+        except BaseException:
+            if writer is not None and not writer.done():
+                writer.cancel()
+            self.done(proto, False)
+            raise
+        return UpstreamResponse(self, proto, message.code, message.reason, message.headers, payload, writer)
+
+
+async def _send_body(proto: ResponseHandler, body: AsyncIterable[bytes], chunked: bool) -> None:
+    """Stream the request body upstream; a failure (the visitor's body, or the upstream's
+    connection) is handed to the response reader, which raises it."""
+    try:
+        async for chunk in body:
+            if not chunk:
+                continue
+            transport = proto.transport
+            if transport is None:
+                raise ClientOSError(104, "the upstream closed the connection while the body was sent")
+            if chunked:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                transport.write(chunk)
+            if proto.writing_paused:
+                await proto._drain_helper()
+        if chunked and proto.transport is not None:
+            proto.transport.write(b"0\r\n\r\n")
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:
+        proto.set_exception(err)
+        return
+    proto.start_timeout()

@@ -1,0 +1,415 @@
+"""The lean upstream client (gateway/upstream.py) behind the proxy: connections are reused only
+when that is safe, interim and close-delimited answers pass, TLS upstreams work, and the pool's
+limit holds. Raw asyncio origins on loopback count connections and write exact bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.upstream import Upstream, request_head
+from tests.conftest import RawHandler
+from tests.gateway.test_malformed import raw_request, read_response
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@dataclass
+class Origin:
+    """A raw origin's record: one entry per connection, the request lines read on it."""
+
+    connections: list[list[str]] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)
+    """Connections (by index) the gateway closed: EOF seen while waiting for a request."""
+
+
+async def counting_origin(
+    raw_upstream: Callable[[RawHandler], Awaitable[str]],
+    answer: Callable[[str], bytes | None],
+) -> tuple[str, Origin]:
+    """An origin answering every request line with ``answer(line)`` (None: close at once)."""
+    origin = Origin()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = len(origin.connections)
+        lines: list[str] = []
+        origin.connections.append(lines)
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                origin.closed.append(index)
+                return
+            line = head.decode("latin-1").split("\r\n", 1)[0]
+            lines.append(line)
+            reply = answer(line)
+            if reply is None:
+                return
+            writer.write(reply)
+            await writer.drain()
+            # Even after "Connection: close" it keeps listening: a client that reused the
+            # connection would show up here.
+
+    return await raw_upstream(serve), origin
+
+
+async def get(port: int, target: str, extra: str = "") -> tuple[int, bytes]:
+    reply = await raw_request(port, f"GET {target} HTTP/1.1\r\nHost: shop.test\r\n{extra}\r\n".encode())
+    return reply.status, reply.body
+
+
+async def test_keep_alive_connection_is_reused(start_gateway, raw_upstream) -> None:
+    url, origin = await counting_origin(raw_upstream, lambda line: OK)
+    gw = await start_gateway(url)
+    for path in ("/a", "/b", "/c"):
+        assert await get(gw.proxy.port, path) == (200, b"ok")
+    assert origin.connections == [["GET /a HTTP/1.1", "GET /b HTTP/1.1", "GET /c HTTP/1.1"]]
+
+
+async def test_connection_close_from_upstream_is_not_reused(start_gateway, raw_upstream) -> None:
+    closing = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    url, origin = await counting_origin(raw_upstream, lambda line: closing if "/close" in line else OK)
+    gw = await start_gateway(url)
+    assert await get(gw.proxy.port, "/close") == (200, b"ok")
+    assert await get(gw.proxy.port, "/next") == (200, b"ok")
+    assert origin.connections == [["GET /close HTTP/1.1"], ["GET /next HTTP/1.1"]]
+
+
+async def test_close_delimited_body_arrives_whole(start_gateway, raw_upstream) -> None:
+    body = b"".join(i.to_bytes(4, "big") for i in range(50_000))  # 200 KB, no length, no chunks
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" + body)
+        await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    status, got = await get(gw.proxy.port, "/stream", "Connection: close\r\n")
+    assert (status, len(got), got == body) == (200, len(body), True)
+
+
+async def test_interim_responses_are_passed_over(start_gateway, raw_upstream) -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+    url, origin = await counting_origin(
+        raw_upstream, lambda line: interim + b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone"
+    )
+    gw = await start_gateway(url)
+    reply = await raw_request(
+        gw.proxy.port, b"POST /form HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 3\r\n\r\na=1"
+    )
+    assert (reply.status, reply.body) == (201, b"done")
+    assert await get(gw.proxy.port, "/after") == (201, b"done")
+    assert len(origin.connections) == 1  # the interim answers left the connection clean
+
+
+async def test_visitor_gone_mid_body_drops_the_upstream_connection(start_gateway, raw_upstream) -> None:
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 200_000
+    sent_big = asyncio.Event()
+
+    def answer(line: str) -> bytes:
+        if "/big" in line:
+            sent_big.set()
+            return big  # and never the rest: the visitor leaves first
+        return OK
+
+    url, origin = await counting_origin(raw_upstream, answer)
+    gw = await start_gateway(url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    await reader.readexactly(4096)
+    writer.transport.abort()
+    async with asyncio.timeout(5):
+        while origin.closed != [0]:  # the gateway hung up on the upstream too
+            await asyncio.sleep(0.02)
+    assert await get(gw.proxy.port, "/next") == (200, b"ok")
+    assert origin.connections == [["GET /big HTTP/1.1"], ["GET /next HTTP/1.1"]]
+
+
+async def test_idle_connection_closed_by_upstream_is_replaced(start_gateway, raw_upstream) -> None:
+    """An upstream that hangs up right after each answer although it promised keep-alive: the
+    next request still goes through (on a new connection, or on the one retry a request
+    without a body gets when its reused connection turns out closed)."""
+    served: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        served.append(head.decode("latin-1").split(" ")[1])
+        writer.write(OK)
+        await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(serve))
+    for path in ("/a", "/b", "/c"):
+        assert await get(gw.proxy.port, path) == (200, b"ok")
+    assert served == ["/a", "/b", "/c"]
+
+
+async def test_post_without_body_gets_an_empty_length(start_gateway, raw_upstream) -> None:
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(OK)
+        await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(serve))
+    reply = await raw_request(gw.proxy.port, b"POST /ping HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert reply.status == 200
+    [head] = heads
+    assert b"\r\nContent-Length: 0\r\n" in head
+    assert b"Transfer-Encoding" not in head
+
+
+async def test_pool_limit_queues_requests_on_one_connection(start_gateway, raw_upstream) -> None:
+    release = asyncio.Event()
+
+    async def serve_slowly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            await release.wait()
+            writer.write(OK)
+            await writer.drain()
+
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await serve_slowly(reader, writer)
+
+    gw = await start_gateway(
+        await raw_upstream(serve), "[proxy]\nupstream_connections = 1\nconnect_timeout = 3\n"
+    )
+    first = asyncio.create_task(get(gw.proxy.port, "/1"))
+    second = asyncio.create_task(get(gw.proxy.port, "/2"))
+    async with asyncio.timeout(5):
+        while not connections:
+            await asyncio.sleep(0.01)
+    release.set()
+    assert await first == (200, b"ok")
+    assert await second == (200, b"ok")
+    assert connections == [1]
+
+
+# -- TLS upstream ------------------------------------------------------------------------------
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (and its key), written as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "origin.pem", tmp_path / "origin.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def origin_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """The TLS origin's server context; its certificate is what the gateway trusts (through
+    ``SSL_CERT_FILE``, as an operator would point at a private CA). Files are written here,
+    outside the event loop."""
+    cert_file, key_file = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@pytest.fixture
+async def tls_origin(origin_tls: ssl.SSLContext) -> AsyncIterator[str]:
+    """An aiohttp origin over TLS on loopback."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=f"secure {request.path_qs} {request.headers['Host']}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=origin_tls)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"https://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+def trust_another_certificate(
+    origin_tls: ssl.SSLContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "other").mkdir()
+    other, _ = self_signed(tmp_path / "other")
+    monkeypatch.setenv("SSL_CERT_FILE", str(other))
+
+
+async def test_https_upstream(start_gateway, tls_origin: str) -> None:
+    gw = await start_gateway(tls_origin)
+    for _ in range(2):  # the second one on the pooled TLS connection
+        reply = await raw_request(
+            gw.proxy.port, b"GET /p?utm_source=x&a=1 HTTP/1.1\r\nHost: shop.test\r\n\r\n"
+        )
+        assert (reply.status, reply.body) == (200, b"secure /p?a=1 shop.test")
+
+
+@pytest.mark.usefixtures("trust_another_certificate")
+async def test_https_upstream_with_an_untrusted_certificate_is_a_502(start_gateway, tls_origin: str) -> None:
+    gw = await start_gateway(tls_origin)
+    assert (await get(gw.proxy.port, "/p"))[0] == 502
+
+
+# -- the request head ---------------------------------------------------------------------------
+
+
+def test_request_head_is_written_as_given() -> None:
+    head = request_head("GET", "/a%2Fb?q=a+b", [("Host", "shop.test"), ("X-A", "1"), ("X-A", "2")], "")
+    assert head == b"GET /a%2Fb?q=a+b HTTP/1.1\r\nHost: shop.test\r\nX-A: 1\r\nX-A: 2\r\n\r\n"
+    framed = request_head("POST", "/", [], "Transfer-Encoding: chunked\r\n")
+    assert framed == b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        ("/x HTTP/1.1\r\nX-Evil: 1\r\n", []),
+        ("/", [("X-A", "1\r\nX-Evil: 1")]),
+        ("/", [("X-A", "1\nX-Evil: 1")]),
+        ("/", [("X-A\r", "1")]),
+    ],
+)
+def test_request_head_refuses_line_breaks(target: str, headers: list[tuple[str, str]]) -> None:
+    with pytest.raises(ValueError, match="CR or LF"):
+        request_head("GET", target, headers, "")
+
+
+async def test_slow_upstream_answers_504_and_the_next_request_is_served(start_gateway, raw_upstream) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if b"/slow" in line:
+                await asyncio.sleep(30)  # cancelled at teardown
+            writer.write(OK)
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(serve), "[proxy]\nread_timeout = 0.3\n")
+    assert (await get(gw.proxy.port, "/slow"))[0] == 504
+    assert await get(gw.proxy.port, "/fast") == (200, b"ok")
+
+
+async def test_head_response_leaves_the_connection_clean(start_gateway, raw_upstream) -> None:
+    head_reply = b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
+    url, origin = await counting_origin(
+        raw_upstream, lambda line: head_reply if line.startswith("HEAD") else OK
+    )
+    gw = await start_gateway(url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await read_response(reader, head=True)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert (head.status, head.headers["Content-Length"]) == (200, "1234")
+    assert await get(gw.proxy.port, "/y") == (200, b"ok")
+    assert origin.connections == [["HEAD /x HTTP/1.1", "GET /y HTTP/1.1"]]
+
+
+async def test_empty_query_reaches_the_upstream_as_received(start_gateway, raw_upstream) -> None:
+    url, origin = await counting_origin(raw_upstream, lambda line: OK)
+    gw = await start_gateway(url)
+    for target in ("/p?", "/p?utm_source=x", "/p?a=1&utm_source=x&"):
+        assert await get(gw.proxy.port, target) == (200, b"ok")
+    # Kept as received; a query that held only tracking pairs goes without its "?".
+    assert origin.connections == [["GET /p? HTTP/1.1", "GET /p HTTP/1.1", "GET /p?a=1& HTTP/1.1"]]
+
+
+async def test_websocket_takes_the_slot_of_an_idle_connection(start_gateway, upstream_server) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path != "/ws":
+            return web.Response(text="page")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("echo:" + msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    gw = await start_gateway(
+        await upstream_server(app), "[proxy]\nupstream_connections = 1\nconnect_timeout = 2\n"
+    )
+    async with gw.session.get(gw.url + "/page") as resp:  # leaves one idle pooled connection
+        assert (resp.status, await resp.text()) == (200, "page")
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:  # the limit's one slot: given up
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=2)).data == "echo:hi"
+    async with gw.session.get(gw.url + "/page") as resp:  # and the slot comes back
+        assert (resp.status, await resp.text()) == (200, "page")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+        b"HTTP/1.1 2000 Huge\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+    ],
+    ids=["not-http", "bad-status", "unasked-101"],
+)
+async def test_unusable_answer_is_a_502_counted_as_protocol(
+    start_gateway, raw_upstream, answer: bytes
+) -> None:
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    gw = await start_gateway(url)
+    assert (await get(gw.proxy.port, "/p"))[0] == 502
+    errors = gw.gateway.metrics.registry.get_sample_value
+    assert errors("gateway_upstream_errors_total", {"kind": "protocol"}) == 1.0
+    assert not errors("gateway_upstream_errors_total", {"kind": "internal"})
+
+
+async def test_idle_connections_age_out(raw_upstream) -> None:
+    """Straight on the pool: a connection idle longer than ``idle_seconds`` is closed, not reused."""
+    url, origin = await counting_origin(raw_upstream, lambda line: OK)
+    pool = Upstream(url, limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190, idle_seconds=0.05)
+    try:
+        for path in ("/a", "/b", "/c"):
+            if path == "/c":
+                await asyncio.sleep(0.1)  # past idle_seconds
+            resp = await pool.request("GET", path, [("Host", "t")], None, length_known=False)
+            assert (resp.status, await resp.content.read()) == (200, b"ok")
+            resp.release()
+    finally:
+        await pool.close()
+    assert origin.connections[:2] == [["GET /a HTTP/1.1", "GET /b HTTP/1.1"], ["GET /c HTTP/1.1"]]
