@@ -174,8 +174,7 @@ def distribute(total: int, weights: Sequence[Fraction]) -> list[int]:
     """Integer shares of ``total`` proportional to ``weights`` that sum to ``total`` exactly:
     each share rounded down, the units left over to the largest remainders (ties to the later
     position). All-zero weights share equally. A negative total (a refund) mirrors a positive."""
-    n = len(weights)
-    if n == 0:
+    if not weights:
         raise ValueError("no weights to distribute over")
     if any(w < 0 for w in weights):
         raise ValueError("weights must not be negative")
@@ -183,7 +182,14 @@ def distribute(total: int, weights: Sequence[Fraction]) -> list[int]:
     # answer as Fraction arithmetic, many times cheaper (time_decay's weights are binary
     # fractions with large denominators).
     denominator = math.lcm(*(w.denominator for w in weights))
-    scaled = [w.numerator * (denominator // w.denominator) for w in weights]
+    return distribute_scaled(total, [w.numerator * (denominator // w.denominator) for w in weights])
+
+
+def distribute_scaled(total: int, scaled: Sequence[int]) -> list[int]:
+    """``distribute`` over weights already on one common denominator (their numerators, not
+    negative): the shares depend only on the weights' ratios, so any common scale gives the
+    same answer."""
+    n = len(scaled)
     whole = sum(scaled)
     if whole == 0:
         scaled, whole = [1] * n, n

@@ -15,26 +15,40 @@ as text (their order is time order) against per-conversion cut-offs, exactly as
 number of touches get their shares from a cache.
 
 Which touchpoint columns exist is learned once, at ``open``: a ``verdict`` column (bot
-scoring) is used when present, and an ``effective_touchpoints`` view (verdicts with the
-analysts' overrides applied) is preferred to the table when it exists.
+scoring) is used when present, with the verdict changes of ``verdict_changes`` (an analyst's
+override, else the latest re-score) applied in Python — the ``effective_touchpoints`` view's
+answer, without its subquery per row; the verdict comes from the covering index of
+migration 0008.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from fractions import Fraction
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
 
-from gateway.attribution import MODELS, Attribution, Params, Touch, distribute, markov_weights, to_minor
+from gateway.attribution import (
+    MODELS,
+    Attribution,
+    Params,
+    Touch,
+    distribute,
+    distribute_scaled,
+    markov_weights,
+    to_minor,
+)
 from gateway.channels import DIRECT, INTERNAL, Channels, Signals
 from gateway.events import iso
 from gateway.ids import id_floor
@@ -123,13 +137,32 @@ class Eligibility:
     def __init__(self, attribution: Attribution) -> None:
         self.windows = attribution.tiers.windows
         self.tier_of = TierOf(attribution)
+        # Whole-day windows (the usual case) move only the date of a canonical timestamp: the
+        # cut-offs of a conversion are its time of day after a few dates kept per day.
+        day = timedelta(days=1)
+        whole = all(w % day == timedelta(0) for w in self.windows.values())
+        self._days = {tier: w // day for tier, w in self.windows.items()} if whole else None
+        self._dates: dict[str, dict[str, str]] = {}
+
+    def cutoffs(self, conv: Conv) -> dict[str, str]:
+        """Per tier, the oldest time (text) a touch of that tier may have to count for ``conv``."""
+        ts = conv.ts
+        if self._days is None or len(ts) != 27 or ts[10] != "T" or ts[26] != "Z":
+            return {tier: iso(conv.at - window) for tier, window in self.windows.items()}
+        dates = self._dates.get(ts[:10])
+        if dates is None:
+            today = date.fromisoformat(ts[:10])
+            dates = {tier: (today - timedelta(days=n)).isoformat() for tier, n in self._days.items()}
+            self._dates[ts[:10]] = dates
+        rest = ts[10:]
+        return {tier: cut + rest for tier, cut in dates.items()}
 
     def __call__(self, conv: Conv, accepted: frozenset[str]) -> list[Cand]:
         """Touches at or before the conversion, no older than their tier's window (the
         boundary counts), of an accepted verdict, not internal; in time order."""
         if not conv.touches:
             return []
-        cutoffs = {tier: iso(conv.at - window) for tier, window in self.windows.items()}
+        cutoffs = self.cutoffs(conv)
         at, tier_of = conv.ts, self.tier_of
         kept = [
             c
@@ -159,6 +192,7 @@ class Reports:
         self._lock = asyncio.Lock()
         self.source = "touchpoints"
         self.verdict = "NULL"
+        self.changes = False
         # Rows naming no tier parameter (most) never have their raw parameters read.
         names = attribution.tiers.params
         self._tier_args = {f"tier_{i}": f'"{n}"' for i, n in enumerate(names)}
@@ -174,20 +208,19 @@ class Reports:
         self._detect()
 
     async def detect(self) -> None:
-        """Learn the schema again: the verdict column and the effective_touchpoints view, if any."""
+        """Learn the schema again: the verdict column and the verdict_changes table, if any."""
         await self.run(self._detect)
 
     def _detect(self) -> None:
         db = self.db
-        view = db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'effective_touchpoints'"
-        ).fetchone()
-        self.source = "effective_touchpoints" if view else "touchpoints"
-        columns = {row[1] for row in db.execute(f"PRAGMA table_info({self.source})")}
-        # The view's effective verdict (an analyst's override, else the latest re-score, else as
-        # scored) is the one that decides whether a touchpoint earns credit.
-        verdict = "effective_verdict" if "effective_verdict" in columns else "verdict"
-        self.verdict = f"t.{verdict}" if verdict in columns else "NULL"
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        columns = {row[1] for row in db.execute("PRAGMA table_info(touchpoints)")}
+        self.verdict = "t.verdict" if "verdict" in columns else "NULL"
+        # The effective verdict (an analyst's override, else the latest re-score, else as
+        # scored) decides whether a touchpoint earns credit: the stored one comes with the
+        # row, the (few) changes from their own table — the same answer as the
+        # effective_touchpoints view, without its subquery per row.
+        self.changes = "verdict_changes" in tables and "verdict" in columns
 
     @classmethod
     async def on(cls, db: aiosqlite.Connection, attribution: Attribution, channels: Channels) -> Reports:
@@ -261,6 +294,9 @@ class Reports:
                 value = minor[amount, currency] = to_minor(amount, currency)
             conv = Conv(cid, ts, _at(ts), value, currency)
             convs.append(conv)
+            if user is None and visitor not in users_of:  # most: an unbound visitor alone
+                devices[visitor].append(conv)
+                continue
             users = set(users_of.get(visitor, ())) if visitor else set()
             if user:
                 users.add(user)
@@ -269,8 +305,9 @@ class Reports:
                 mine.update(visitors_of.get(u, ()))
             for device in mine:
                 devices[device].append(conv)
-        # One range of the (covering, migration 0006) visitor index per device, each device
-        # read once however many conversions it serves; rows name their device by number.
+        # One range of the (covering, migration 0008) visitor index per device, each device
+        # read once however many conversions it serves; rows name their device by number and
+        # come device by device.
         order = sorted(devices)
         served = [devices[v] for v in order]
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS report_visitors (visitor_key TEXT NOT NULL)")
@@ -283,24 +320,38 @@ class Reports:
         group = "NULL" if group_by == "channel" else f"t.{group_by}"  # by channel: read channel
         sql = (
             f"SELECT t.ts, t.id, t.channel, {self.verdict}, t.campaign, {group}, v.rowid"
-            f" FROM temp.report_visitors v CROSS JOIN {self.source} t ON t.visitor_key = v.visitor_key"
+            " FROM temp.report_visitors v CROSS JOIN touchpoints t ON t.visitor_key = v.visitor_key"
             " WHERE t.id >= :from_id AND t.id < :until_id AND t.ts >= :from AND t.ts < :until"
             + (" AND t.consent = :population" if population is not None else "")
         )
-        unclassified: list[tuple[Conv, int]] = []
-        for row in self.db.execute(sql, args):
-            for conv in served[row[6]]:
-                if row[2] is None:  # recorded before channels existed: classified below
-                    unclassified.append((conv, len(conv.touches)))
-                conv.touches.append(row)
+        rows: list[Cand] = self.db.execute(sql, args).fetchall()
+        changed = self._verdict_changes(args)
+        if changed:
+            rows = [r if r[1] not in changed else (r[0], r[1], r[2], changed[r[1]], *r[4:]) for r in rows]
+        for device, of_device in groupby(rows, itemgetter(6)):
+            read = list(of_device)
+            for conv in served[device]:
+                conv.touches += read
         if self._tier_args:
             self._name_tiers(convs, self._tier_params(args))
-        if unclassified:
-            self._classify(unclassified)
+        if any(r[2] is None for r in rows):  # recorded before channels existed
+            self._classify(convs)
         if population is not None:
             convs = [c for c in convs if c.touches]
         convs.sort(key=lambda c: (c.ts, c.id))
         return convs
+
+    def _verdict_changes(self, args: dict[str, Any]) -> dict[str, str]:
+        """The effective verdict of every touchpoint of the window with a verdict change: its
+        latest analyst change, else its latest re-score (as ``effective_touchpoints`` says)."""
+        if not self.changes:
+            return {}
+        sql = (
+            "SELECT touchpoint_id, verdict FROM verdict_changes"
+            " WHERE touchpoint_id >= :from_id AND touchpoint_id < :until_id"
+            " ORDER BY touchpoint_id, origin = 'analyst', id"
+        )
+        return dict(self.db.execute(sql, args))  # the last of each touchpoint's rows wins
 
     def _tier_params(self, args: dict[str, Any]) -> dict[str, str]:
         """Raw parameters of the window's touchpoints that name a tier parameter (few), by id:
@@ -328,9 +379,9 @@ class Reports:
                     tier = tiers.tier_of(c[4], _decode.decode(raw))
                     conv.touches[i] = (c[0], c[1], c[2], c[3], "\x00" + tier, c[5], c[6])
 
-    def _classify(self, unclassified: list[tuple[Conv, int]]) -> None:
+    def _classify(self, convs: list[Conv]) -> None:
         """Give rows stored before channels existed their channel (``gateway reclassify`` stores it)."""
-        ids = list({conv.touches[i][1] for conv, i in unclassified})
+        ids = list({c[1] for conv in convs for c in conv.touches if c[2] is None})
         channels: dict[str, str] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -340,10 +391,10 @@ class Reports:
             )
             for tid, *signals in self.db.execute(sql, chunk):
                 channels[tid] = self.channels.classify(Signals(*signals))
-        for conv, i in unclassified:
-            ts, tid, _, verdict, tier, value, visitor = conv.touches[i]
-            channel = channels.get(tid, DIRECT)
-            conv.touches[i] = (ts, tid, channel, verdict, tier, value, visitor)
+        for conv in convs:
+            for i, (ts, tid, channel, verdict, tier, value, visitor) in enumerate(conv.touches):
+                if channel is None:
+                    conv.touches[i] = (ts, tid, channels.get(tid, DIRECT), verdict, tier, value, visitor)
 
     async def params_for(
         self,
@@ -397,7 +448,10 @@ class Reports:
         )
         paths: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
         bounds: dict[str, Any] = {**_bounds(since, until, since), "population": population}
+        changed = self._verdict_changes(bounds)
         for person, ts, tid, channel, verdict, signals in self.db.execute(sql, bounds):
+            if changed and tid in changed:
+                verdict = changed[tid]
             if tid in converted or (verdict or "allow") not in accepted:
                 continue
             channel = channel if channel is not None else self._channel(signals)
@@ -415,11 +469,25 @@ class Reports:
             " AND t.creator_id IS NOT NULL GROUP BY 1, 2"
         )
 
+        # Counted by stored verdict, then the (few) touchpoints whose verdict changed move over.
+        moved = (
+            "SELECT DISTINCT t.id, t.creator_id, t.verdict FROM verdict_changes c"
+            " JOIN touchpoints t ON t.id = c.touchpoint_id"
+            " WHERE c.touchpoint_id >= :since_id AND c.touchpoint_id < :until_id"
+            " AND t.ts >= :since AND t.ts < :until AND t.creator_id IS NOT NULL"
+        )
+
         def count() -> dict[tuple[str, bool], int]:
             clicks: dict[tuple[str, bool], int] = defaultdict(int)
-            for creator, verdict, n in self.db.execute(sql, _bounds(since, until, since)):
+            bounds = _bounds(since, until, since)
+            for creator, verdict, n in self.db.execute(sql, bounds):
                 clicks[creator, (verdict or "allow") not in accepted] += n
-            return dict(clicks)
+            if self.changes:
+                changed = self._verdict_changes(bounds)
+                for tid, creator, verdict in self.db.execute(moved, bounds):
+                    clicks[creator, (verdict or "allow") not in accepted] -= 1
+                    clicks[creator, changed[tid] not in accepted] += 1
+            return {key: n for key, n in clicks.items() if n}
 
         return await self.run(count)
 
@@ -458,6 +526,30 @@ class _Shares:
         self.params = params
         self.weights: dict[tuple[object, ...], list[Fraction]] = {}
         self.cache: dict[tuple[object, ...], list[int]] = {}
+        self.integer: dict[str, Callable[[Sequence[Cand], datetime], list[int]]] = {
+            "time_decay": self.time_decay,
+            "data_driven": self.data_driven,
+        }
+        self.half = params.half_life.total_seconds()
+        # data_driven: each channel's weight as an exact binary fraction (what Fraction(w) is).
+        self.ratios = {c: w.as_integer_ratio() for c, w in params.channel_weights.items()}
+
+    def time_decay(self, path: Sequence[Cand], at: datetime) -> list[int]:
+        """``time_decay``'s weights (the same floats) as integers over their common denominator:
+        each float is an exact binary fraction, so the largest denominator is a common one."""
+        half = self.half
+        ratios = [math.pow(2.0, -(at - _at(c[0])).total_seconds() / half).as_integer_ratio() for c in path]
+        common = max(d for _, d in ratios)
+        return [num * (common // den) for num, den in ratios]
+
+    def data_driven(self, path: Sequence[Cand], at: datetime) -> list[int]:
+        """``data_driven``'s weights (a channel's weight split evenly over its touches) as
+        integers over one common denominator."""
+        per_channel = Counter(c[2] for c in path)
+        zero = (0, 1)
+        parts = [(self.ratios.get(c[2], zero), per_channel[c[2]]) for c in path]
+        common = math.lcm(*(den * k for (_, den), k in parts))
+        return [num * (common // (den * k)) for (num, den), k in parts]
 
     def __call__(
         self, model: str, path: Sequence[Cand], at: datetime, totals: Sequence[int]
@@ -468,6 +560,9 @@ class _Shares:
             return [[total if i == chosen else 0 for i in range(n)] for total in totals]
         if model in _POSITIONAL:
             key: tuple[object, ...] = (model, n)
+        elif model in self.integer:
+            scaled = self.integer[model](path, at)
+            return [distribute_scaled(total, scaled) for total in totals]
         else:
             computed = MODELS[model](touches(path), at, self.params)
             return [distribute(total, computed) for total in totals]
