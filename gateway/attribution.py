@@ -194,16 +194,15 @@ def distribute_scaled(total: int, scaled: Sequence[int]) -> list[int]:
     if whole == 0:
         scaled, whole = [1] * n, n
     sign, units = (-1, -total) if total < 0 else (1, total)
-    shares, remainders = [], []
-    for weight in scaled:
-        share, remainder = divmod(units * weight, whole)
-        shares.append(share)
-        remainders.append(remainder)
+    quotas = [units * weight for weight in scaled]
+    shares = [quota // whole for quota in quotas]
     left = units - sum(shares)
-    by_remainder = sorted(range(n), key=lambda i: (remainders[i], i), reverse=True)
-    for i in by_remainder[:left]:
-        shares[i] += 1
-    return [sign * s for s in shares]
+    if left:
+        remainders = [quota % whole for quota in quotas]
+        by_remainder = sorted(range(n), key=lambda i: (remainders[i], i), reverse=True)
+        for i in by_remainder[:left]:
+            shares[i] += 1
+    return shares if sign == 1 else [-s for s in shares]
 
 
 def credits(model: str, touches: Sequence[Touch], at: datetime, value: int, p: Params) -> list[Credit]:

@@ -397,7 +397,14 @@ class Reports:
 
     def _classify(self, convs: list[Conv]) -> None:
         """Give rows stored before channels existed their channel (``gateway reclassify`` stores it)."""
-        ids = list({c[1] for conv in convs for c in conv.touches if c[2] is None})
+        channels = self._channels_of(list({c[1] for conv in convs for c in conv.touches if c[2] is None}))
+        for conv in convs:
+            for i, (ts, tid, channel, verdict, tier, value, visitor) in enumerate(conv.touches):
+                if channel is None:
+                    conv.touches[i] = (ts, tid, channels.get(tid, DIRECT), verdict, tier, value, visitor)
+
+    def _channels_of(self, ids: list[str]) -> dict[str, str]:
+        """The channel of each touchpoint (by id), classified from its stored signals."""
         channels: dict[str, str] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -407,10 +414,7 @@ class Reports:
             )
             for tid, *signals in self.db.execute(sql, chunk):
                 channels[tid] = self.channels.classify(Signals(*signals))
-        for conv in convs:
-            for i, (ts, tid, channel, verdict, tier, value, visitor) in enumerate(conv.touches):
-                if channel is None:
-                    conv.touches[i] = (ts, tid, channels.get(tid, DIRECT), verdict, tier, value, visitor)
+        return channels
 
     async def params_for(
         self,
@@ -453,27 +457,34 @@ class Reports:
     ) -> list[tuple[list[str], bool]]:
         """Paths of the period's touchpoints that no conversion used, one per person (a user,
         or an unbound visitor): the journeys that did not convert."""
-        # Each visitor's person: the user of its earliest binding (SQLite takes the bare
-        # user_key from the row holding min(id)), else the visitor itself.
+        # Each visitor's person: the user of its earliest binding, else the visitor itself.
+        person_of: dict[str, str] = {}
+        for visitor, user in self.db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"):
+            person_of.setdefault(visitor, user)
         sql = (
-            f"SELECT coalesce(b.user_key, t.visitor_key), t.ts, t.id, t.channel, {self.verdict}, {_SIGNALS}"
-            f" FROM {self.source} t LEFT JOIN (SELECT visitor_key, user_key, min(id) FROM identities"
-            " GROUP BY visitor_key) b ON b.visitor_key = t.visitor_key"
+            f"SELECT t.visitor_key, t.ts, t.id, t.channel, nullif({self.verdict}, 'allow') FROM touchpoints t"
             " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
             + (" AND t.consent = :population" if population is not None else "")
         )
-        paths: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        paths: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
         bounds: dict[str, Any] = {**_bounds(since, until, since), "population": population}
         changed = self._verdict_changes(bounds)
-        for person, ts, tid, channel, verdict, signals in self.db.execute(sql, bounds):
+        unclassified = False
+        for visitor, ts, tid, channel, verdict in self.db.execute(sql, bounds):
+            if tid in converted:
+                continue
             if changed and tid in changed:
                 verdict = changed[tid]
-            if tid in converted or (verdict or "allow") not in accepted:
-                continue
-            channel = channel if channel is not None else self._channel(signals)
-            if channel != INTERNAL:
-                paths[person].append((ts, tid, channel))
-        return [([c for _, _, c in sorted(p)], False) for p in paths.values()]
+            if (verdict or "allow") in accepted and channel != INTERNAL:
+                paths[person_of.get(visitor, visitor)].append((ts, tid, channel))
+                unclassified = unclassified or channel is None
+        if unclassified:  # rows stored before channels existed: classified here, maybe Internal
+            ids = [tid for path in paths.values() for _, tid, channel in path if channel is None]
+            channels = self._channels_of(ids)
+            for person, path in paths.items():
+                path = [(ts, tid, channel or channels.get(tid, DIRECT)) for ts, tid, channel in path]
+                paths[person] = [t for t in path if t[2] != INTERNAL]
+        return [([str(c) for _, _, c in sorted(p)], False) for p in paths.values() if p]
 
     async def creator_clicks(
         self, since: datetime, until: datetime, accepted: frozenset[str]
