@@ -164,8 +164,13 @@ class Eligibility:
         boundary counts), of an accepted verdict, not internal; in time order."""
         if not conv.touches:
             return []
-        cutoffs = self.cutoffs(conv)
         at, tier_of = conv.ts, self.tier_of
+        dates = self._dates.get(at[:10]) if len(at) == 27 and at[10] == "T" and at[26] == "Z" else None
+        if dates is not None:  # the usual case, inline: ``cutoffs`` without its call and checks
+            rest = at[10:]
+            cutoffs = {tier: cut + rest for tier, cut in dates.items()}
+        else:
+            cutoffs = self.cutoffs(conv)
         kept = [
             c
             for c in conv.touches
@@ -622,13 +627,17 @@ def credit_table(
     touches carry the ``group_by`` value they were loaded with)."""
     shares = _Shares(params)
     at_group = 2 if group_by == "channel" else 5  # loaded by channel, a touch's group is its channel
-    table: Table = defaultdict(lambda: {m: [0, 0] for m in models})
+    # Summed per (day, currency), then per group: no key to build per touch.
+    parts: dict[tuple[str | None, str | None], dict[str | None, dict[str, list[int]]]] = {}
     no_touch = DIRECT if group_by == "channel" else None
     for conv in convs:
         day = conv.ts[:10] if by_day else None
+        part = parts.get((day, conv.currency))
+        if part is None:
+            part = parts[day, conv.currency] = defaultdict(lambda: {m: [0, 0] for m in models})
         path = eligible(conv, accepted)
         if not path:
-            cell = table[day, no_touch, conv.currency]
+            cell = part[no_touch]
             for m in models:
                 cell[m][0] += conv.minor
                 cell[m][1] += MICRO
@@ -638,10 +647,14 @@ def credit_table(
             values, counts = shares(m, path, conv.at, totals_of)
             for touch, value, n in zip(path, values, counts, strict=True):
                 if value or n:
-                    sums = table[day, touch[at_group], conv.currency][m]
+                    sums = part[touch[at_group]][m]
                     sums[0] += value
                     sums[1] += n
-    return dict(table)
+    return {
+        (day, group, currency): sums
+        for (day, currency), part in parts.items()
+        for group, sums in part.items()
+    }
 
 
 def quarantined_credit(
