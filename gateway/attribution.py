@@ -197,10 +197,9 @@ def distribute_scaled(total: int, scaled: Sequence[int]) -> list[int]:
     quotas = [units * weight for weight in scaled]
     shares = [quota // whole for quota in quotas]
     left = units - sum(shares)
-    if left:
-        remainders = [quota % whole for quota in quotas]
-        by_remainder = sorted(range(n), key=lambda i: (remainders[i], i), reverse=True)
-        for i in by_remainder[:left]:
+    if left:  # largest remainders first, ties to the later position
+        by_remainder = sorted(zip([quota % whole for quota in quotas], range(n), strict=True), reverse=True)
+        for _, i in by_remainder[:left]:
             shares[i] += 1
     return shares if sign == 1 else [-s for s in shares]
 

@@ -83,6 +83,9 @@ class Conv:
     minor: int
     currency: str | None
     touches: list[Cand] = field(default_factory=list)
+    eligible: tuple[frozenset[str], list[Cand]] | None = None
+    """The last eligibility answer (for which accepted verdicts): data_driven learns from the
+    paths, then credits them; ``model=all`` and the reports ask once per conversion."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,8 @@ class Eligibility:
         boundary counts), of an accepted verdict, not internal; in time order."""
         if not conv.touches:
             return []
+        if conv.eligible is not None and conv.eligible[0] == accepted:
+            return conv.eligible[1]
         at, tier_of = conv.ts, self.tier_of
         dates = self._dates.get(at[:10]) if len(at) == 27 and at[10] == "T" and at[26] == "Z" else None
         if dates is not None:  # the usual case, inline: ``cutoffs`` without its call and checks
@@ -180,6 +185,7 @@ class Eligibility:
             and c[0] >= cutoffs[tier_of[c[4]]]
         ]
         kept.sort()
+        conv.eligible = (accepted, kept)
         return kept
 
 
@@ -284,6 +290,20 @@ class Reports:
         if group_by not in GROUPS:
             raise ValueError(f"cannot group by {group_by!r}")
         return await self.run(self._load, since, until, conversion, group_by, population)
+
+    def read(
+        self,
+        since: datetime,
+        until: datetime,
+        conversion: str | None = None,
+        group_by: str = "channel",
+        population: str | None = None,
+    ) -> list[Conv]:
+        """``load`` in the calling thread: for a whole report computed inside one ``run``, so
+        its million tuples are made and freed while the collector is paused."""
+        if group_by not in GROUPS:
+            raise ValueError(f"cannot group by {group_by!r}")
+        return self._load(since, until, conversion, group_by, population)
 
     def _load(
         self, since: datetime, until: datetime, conversion: str | None, group_by: str, population: str | None
@@ -432,10 +452,24 @@ class Reports:
     ) -> Params:
         """The models' parameters; for ``data_driven``, Markov weights learnt from the period's
         journeys: the conversions' and those of everyone else who left touchpoints in it."""
+        if "data_driven" not in models:
+            return self.attribution.params
+        return await self.run(self.learn, models, convs, since, until, accepted, population)
+
+    def learn(
+        self,
+        models: Iterable[str],
+        convs: Sequence[Conv],
+        since: datetime,
+        until: datetime,
+        accepted: frozenset[str],
+        population: str | None = None,
+    ) -> Params:
+        """``params_for`` in the calling thread (inside ``run``)."""
         params = self.attribution.params
         if "data_driven" not in models:
             return params
-        return await self.run(self._learn, params, convs, since, until, accepted, population)
+        return self._learn(params, convs, since, until, accepted, population)
 
     def _learn(
         self,
@@ -538,9 +572,13 @@ class Reports:
         """Every model's credits of the period's conversions per (day, group, currency); with
         ``population``, of that population's touchpoints only (see ``load``)."""
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
-        convs = await self.load(since, until, conversion, group_by, population)
-        params = await self.params_for(models, convs, since, until, accepted, population)
-        return await self.run(credit_table, self.eligible, convs, models, group_by, accepted, params, by_day)
+
+        def compute() -> Table:
+            convs = self.read(since, until, conversion, group_by, population)
+            params = self.learn(models, convs, since, until, accepted, population)
+            return credit_table(self.eligible, convs, models, group_by, accepted, params, by_day)
+
+        return await self.run(compute)
 
 
 _POSITIONAL = frozenset({"first_touch", "last_touch", "linear", "position_based", "weighted_last_touch"})
