@@ -8,11 +8,13 @@ exact minor units; credited conversions are counted in millionths, so they add u
 conversions.
 
 Speed (a million touchpoints in seconds): the query runs on a plain ``sqlite3``
-connection in a worker thread, so the event loop (and the proxy beside it) stays free;
-candidate touches stay plain tuples; eligibility compares the stored ISO 8601 timestamps
-as text (their order is time order) against per-conversion cut-offs, exactly as
-``Attribution.eligible`` does with datetimes; models whose weights depend only on the
-number of touches get their shares from a cache.
+connection in a worker thread, so the event loop (and the proxy beside it) stays free, with
+the garbage collector paused (``run``; a report makes a million short-lived tuples and no
+cycles); candidate touches stay plain tuples; eligibility compares the stored ISO 8601
+timestamps as text (their order is time order) against per-conversion cut-offs, exactly as
+``Attribution.eligible`` does with datetimes, once per conversion; models whose weights
+depend only on the number of touches get their shares from a cache, ``time_decay`` and
+``data_driven`` theirs as integers over one common denominator (the models' own floats).
 
 Which touchpoint columns exist is learned once, at ``open``: a ``verdict`` column (bot
 scoring) is used when present, with the verdict changes of ``verdict_changes`` (an analyst's
