@@ -708,7 +708,8 @@ def quarantined_credit(
     unaccepted verdict would have earned had every verdict counted:
     (creator_id, currency) → [value in minor units, millionths]."""
     convs = list(convs)
-    every = accepted | {t[3] for c in convs for t in c.touches if t[3] is not None}
+    # Every verdict: those seen, and allow (read as None, like an unscored touch).
+    every = accepted | {"allow"} | {t[3] for c in convs for t in c.touches if t[3] is not None}
     shares = _Shares(params)
     out: dict[tuple[str, str | None], list[int]] = defaultdict(lambda: [0, 0])
     for conv in convs:
