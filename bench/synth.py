@@ -9,7 +9,9 @@ referrals, direct — and about half of them sign in (a binding per device, so t
 devices' journeys merge). Some convert, once or more, on one of their devices, with a
 value from a small price list, mostly EUR, some USD; conversions of signed-in people
 carry the user key as a webhook's would. ``--verdicts`` adds the bots branch's
-``verdict`` column and marks a share of the touchpoints ``review`` or ``block``.
+``verdict`` column and marks a share of the touchpoints ``review`` or ``block``, and records
+verdict changes: late re-scores and analysts' overrides (``verdict_changes``) on about 3 %
+of the touchpoints.
 
 The schema comes from the store's own migrations; rows go in with plain ``sqlite3`` in
 large transactions (this is an offline tool, not the gateway). Same seed, same store.
@@ -65,6 +67,7 @@ class Counts:
     identities: int = 0
     visitors: int = 0
     people: int = 0
+    verdict_changes: int = 0
 
 
 def _hex(rng: random.Random) -> str:
@@ -180,9 +183,37 @@ def generate(
         db.execute(f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM stage_{table} ORDER BY id")
         db.execute(f"DROP TABLE stage_{table}")
     db.execute("COMMIT")
+    if verdicts:
+        counts.verdict_changes = _verdict_changes(db, rng, new_id)
     db.execute("PRAGMA optimize")
     db.close()
     return counts
+
+
+def _verdict_changes(db: sqlite3.Connection, rng: random.Random, new_id: Uuid7) -> int:
+    """Late re-scores of about one touchpoint in 300 and analysts' decisions on about one in
+    1,000 (some of them overriding a re-score), a day after the landing, as a live store has."""
+    rows: list[tuple[object, ...]] = []
+    for tid, ts in db.execute("SELECT id, ts FROM touchpoints WHERE rowid % 97 IN (0, 1, 2) ORDER BY id"):
+        at = datetime.fromisoformat(ts) + timedelta(days=1)
+        roll = rng.random()
+        if roll < 0.7:
+            verdict = rng.choice(("review", "block", "allow"))
+            rows.append((new_id(int(at.timestamp() * 1000)), iso(at), "synth", tid, verdict, "rescore", None))
+        if roll > 0.6:
+            at += timedelta(hours=1)
+            verdict = rng.choice(("allow", "block"))
+            rows.append(
+                (new_id(int(at.timestamp() * 1000)), iso(at), "synth", tid, verdict, "analyst", "ana")
+            )
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.execute("COMMIT")
+    return len(rows)
 
 
 async def _create(path: Path) -> None:
@@ -207,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = generate(args.out, args.touchpoints, args.conversions, args.seed, args.days, args.verdicts)
     print(
         f"{args.out}: {counts.touchpoints:,} touchpoints, {counts.conversions:,} conversions, "
-        f"{counts.identities:,} bindings, {counts.visitors:,} visitors of {counts.people:,} people "
+        f"{counts.identities:,} bindings, {counts.visitors:,} visitors of {counts.people:,} people, "
+        f"{counts.verdict_changes:,} verdict changes "
         f"in {time.perf_counter() - started:.1f} s"
     )
     return 0

@@ -174,8 +174,7 @@ def distribute(total: int, weights: Sequence[Fraction]) -> list[int]:
     """Integer shares of ``total`` proportional to ``weights`` that sum to ``total`` exactly:
     each share rounded down, the units left over to the largest remainders (ties to the later
     position). All-zero weights share equally. A negative total (a refund) mirrors a positive."""
-    n = len(weights)
-    if n == 0:
+    if not weights:
         raise ValueError("no weights to distribute over")
     if any(w < 0 for w in weights):
         raise ValueError("weights must not be negative")
@@ -183,21 +182,26 @@ def distribute(total: int, weights: Sequence[Fraction]) -> list[int]:
     # answer as Fraction arithmetic, many times cheaper (time_decay's weights are binary
     # fractions with large denominators).
     denominator = math.lcm(*(w.denominator for w in weights))
-    scaled = [w.numerator * (denominator // w.denominator) for w in weights]
+    return distribute_scaled(total, [w.numerator * (denominator // w.denominator) for w in weights])
+
+
+def distribute_scaled(total: int, scaled: Sequence[int]) -> list[int]:
+    """``distribute`` over weights already on one common denominator (their numerators, not
+    negative): the shares depend only on the weights' ratios, so any common scale gives the
+    same answer."""
+    n = len(scaled)
     whole = sum(scaled)
     if whole == 0:
         scaled, whole = [1] * n, n
     sign, units = (-1, -total) if total < 0 else (1, total)
-    shares, remainders = [], []
-    for weight in scaled:
-        share, remainder = divmod(units * weight, whole)
-        shares.append(share)
-        remainders.append(remainder)
+    quotas = [units * weight for weight in scaled]
+    shares = [quota // whole for quota in quotas]
     left = units - sum(shares)
-    by_remainder = sorted(range(n), key=lambda i: (remainders[i], i), reverse=True)
-    for i in by_remainder[:left]:
-        shares[i] += 1
-    return [sign * s for s in shares]
+    if left:  # largest remainders first, ties to the later position
+        by_remainder = sorted(zip([quota % whole for quota in quotas], range(n), strict=True), reverse=True)
+        for _, i in by_remainder[:left]:
+            shares[i] += 1
+    return shares if sign == 1 else [-s for s in shares]
 
 
 def credits(model: str, touches: Sequence[Touch], at: datetime, value: int, p: Params) -> list[Credit]:

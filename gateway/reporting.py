@@ -23,7 +23,7 @@ import msgspec
 
 from gateway.attribution import from_minor
 from gateway.payouts import Payouts
-from storage.reports import MICRO, Conv, Reports, credit_table, quarantined_credit
+from storage.reports import MICRO, Conv, Reports, Table, credit_table, quarantined_credit
 
 TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
 DAY_BUCKETS: tuple[tuple[str, int, int], ...] = (
@@ -153,11 +153,15 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     """Credited conversions and value per group and currency (and per day with ``by_day``);
     with several models, one column pair per model."""
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    convs = await reports.load(q.since, q.until, q.conversion, q.group_by, q.population)
-    params = await reports.params_for(q.models, convs, q.since, q.until, accepted, q.population)
-    table = await reports.run(
-        credit_table, reports.eligible, convs, q.models, q.group_by, accepted, params, by_day
-    )
+
+    def compute() -> tuple[Table, list[dict[str, Any]]]:
+        # One worker call: the conversions and their touches live and die inside it.
+        convs = reports.read(q.since, q.until, q.conversion, q.group_by, q.population)
+        params = reports.learn(q.models, convs, q.since, q.until, accepted, q.population)
+        table = credit_table(reports.eligible, convs, q.models, q.group_by, accepted, params, by_day)
+        return table, _totals(convs)
+
+    table, totals = await reports.run(compute)
     single = len(q.models) == 1
     pairs = [("conversions", "value")] if single else [(f"{m}_conversions", f"{m}_value") for m in q.models]
     columns = [*(["day"] if by_day else []), "group", "currency", *(c for pair in pairs for c in pair)]
@@ -172,20 +176,24 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
         )
     rows.sort(key=lambda r: r[:5])
     meta = {"model": q.model, "models": list(q.models), "group_by": q.group_by, **_meta(q, reports)}
-    meta["totals"] = _totals(convs)
+    meta["totals"] = totals
     return Report("timeseries" if by_day else "attribution", columns, [r[-1] for r in rows], meta)
 
 
 async def paths(reports: Reports, q: Query) -> Report:
     """How many eligible touches led to each conversion, and how long from the first one."""
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    convs = await reports.load(q.since, q.until, q.conversion, population=q.population)
-    lengths, days = [], []
-    for c in convs:
-        path = reports.eligible(c, accepted)
-        lengths.append(len(path))
-        if path:
-            days.append((c.at - datetime.fromisoformat(path[0][0])).total_seconds() / 86400)
+
+    def measure() -> tuple[list[int], list[float]]:
+        lengths, days = [], []
+        for c in reports.read(q.since, q.until, q.conversion, population=q.population):
+            path = reports.eligible(c, accepted)
+            lengths.append(len(path))
+            if path:
+                days.append((c.at - datetime.fromisoformat(path[0][0])).total_seconds() / 86400)
+        return lengths, days
+
+    lengths, days = await reports.run(measure)
     touches = defaultdict(int, {b: 0 for b in TOUCH_BUCKETS})
     for n in lengths:
         touches[str(n) if n < 10 else "10+"] += 1
@@ -237,10 +245,14 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     with its clicks and what it would have earned, and paid nothing."""
     model = q.models[0]
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    convs = await reports.load(q.since, q.until, q.conversion, "creator_id", q.population)
-    params = await reports.params_for([model], convs, q.since, q.until, accepted, q.population)
-    earned = await reports.run(credit_table, reports.eligible, convs, [model], "creator_id", accepted, params)
-    withheld = await reports.run(quarantined_credit, reports.eligible, convs, model, accepted, params)
+
+    def compute() -> tuple[Table, dict[tuple[str, str | None], list[int]]]:
+        convs = reports.read(q.since, q.until, q.conversion, "creator_id", q.population)
+        params = reports.learn([model], convs, q.since, q.until, accepted, q.population)
+        earned = credit_table(reports.eligible, convs, [model], "creator_id", accepted, params)
+        return earned, quarantined_credit(reports.eligible, convs, model, accepted, params)
+
+    earned, withheld = await reports.run(compute)
     clicks = await reports.creator_clicks(q.since, q.until, accepted)
     rows: list[dict[str, Any]] = []
     totals: dict[str | None, int] = defaultdict(int)

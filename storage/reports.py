@@ -8,33 +8,51 @@ exact minor units; credited conversions are counted in millionths, so they add u
 conversions.
 
 Speed (a million touchpoints in seconds): the query runs on a plain ``sqlite3``
-connection in a worker thread, so the event loop (and the proxy beside it) stays free;
-candidate touches stay plain tuples; eligibility compares the stored ISO 8601 timestamps
-as text (their order is time order) against per-conversion cut-offs, exactly as
-``Attribution.eligible`` does with datetimes; models whose weights depend only on the
-number of touches get their shares from a cache.
+connection in a worker thread, so the event loop (and the proxy beside it) stays free, with
+the garbage collector paused (``run``; a report makes a million short-lived tuples and no
+cycles); candidate touches stay plain tuples; eligibility compares the stored ISO 8601
+timestamps as text (their order is time order) against per-conversion cut-offs, exactly as
+``Attribution.eligible`` does with datetimes, once per conversion; models whose weights
+depend only on the number of touches get their shares from a cache, ``time_decay`` and
+``data_driven`` theirs as integers over one common denominator (the models' own floats).
 
 Which touchpoint columns exist is learned once, at ``open``: a ``verdict`` column (bot
-scoring) is used when present, and an ``effective_touchpoints`` view (verdicts with the
-analysts' overrides applied) is preferred to the table when it exists.
+scoring) is used when present, with the verdict changes of ``verdict_changes`` (an analyst's
+override, else the latest re-score) applied in Python — the ``effective_touchpoints`` view's
+answer, without its subquery per row; the verdict comes from the covering index of
+migration 0008.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
+import math
 import sqlite3
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from fractions import Fraction
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
 
-from gateway.attribution import MODELS, Attribution, Params, Touch, distribute, markov_weights, to_minor
+from gateway.attribution import (
+    MODELS,
+    Attribution,
+    Params,
+    Touch,
+    distribute,
+    distribute_scaled,
+    markov_weights,
+    to_minor,
+)
 from gateway.channels import DIRECT, INTERNAL, Channels, Signals
 from gateway.events import iso
 from gateway.ids import id_floor
@@ -67,6 +85,9 @@ class Conv:
     minor: int
     currency: str | None
     touches: list[Cand] = field(default_factory=list)
+    eligible: tuple[frozenset[str], list[Cand]] | None = None
+    """The last eligibility answer (for which accepted verdicts): data_driven learns from the
+    paths, then credits them; ``model=all`` and the reports ask once per conversion."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +144,40 @@ class Eligibility:
     def __init__(self, attribution: Attribution) -> None:
         self.windows = attribution.tiers.windows
         self.tier_of = TierOf(attribution)
+        # Whole-day windows (the usual case) move only the date of a canonical timestamp: the
+        # cut-offs of a conversion are its time of day after a few dates kept per day.
+        day = timedelta(days=1)
+        whole = all(w % day == timedelta(0) for w in self.windows.values())
+        self._days = {tier: w // day for tier, w in self.windows.items()} if whole else None
+        self._dates: dict[str, dict[str, str]] = {}
+
+    def cutoffs(self, conv: Conv) -> dict[str, str]:
+        """Per tier, the oldest time (text) a touch of that tier may have to count for ``conv``."""
+        ts = conv.ts
+        if self._days is None or len(ts) != 27 or ts[10] != "T" or ts[26] != "Z":
+            return {tier: iso(conv.at - window) for tier, window in self.windows.items()}
+        dates = self._dates.get(ts[:10])
+        if dates is None:
+            today = date.fromisoformat(ts[:10])
+            dates = {tier: (today - timedelta(days=n)).isoformat() for tier, n in self._days.items()}
+            self._dates[ts[:10]] = dates
+        rest = ts[10:]
+        return {tier: cut + rest for tier, cut in dates.items()}
 
     def __call__(self, conv: Conv, accepted: frozenset[str]) -> list[Cand]:
         """Touches at or before the conversion, no older than their tier's window (the
         boundary counts), of an accepted verdict, not internal; in time order."""
         if not conv.touches:
             return []
-        cutoffs = {tier: iso(conv.at - window) for tier, window in self.windows.items()}
+        if conv.eligible is not None and conv.eligible[0] == accepted:
+            return conv.eligible[1]
         at, tier_of = conv.ts, self.tier_of
+        dates = self._dates.get(at[:10]) if len(at) == 27 and at[10] == "T" and at[26] == "Z" else None
+        if dates is not None:  # the usual case, inline: ``cutoffs`` without its call and checks
+            rest = at[10:]
+            cutoffs = {tier: cut + rest for tier, cut in dates.items()}
+        else:
+            cutoffs = self.cutoffs(conv)
         kept = [
             c
             for c in conv.touches
@@ -140,12 +187,26 @@ class Eligibility:
             and c[0] >= cutoffs[tier_of[c[4]]]
         ]
         kept.sort()
+        conv.eligible = (accepted, kept)
         return kept
 
 
 def touches(path: Sequence[Cand]) -> list[Touch]:
     """Candidates as the models' ``Touch`` (only the models that look at time or channel need them)."""
     return [Touch(c[1], _at(c[0]), c[2], None, c[3]) for c in path]
+
+
+def _paused_gc(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` with the cyclic garbage collector paused. A report makes a million
+    short-lived tuples and no cycles; each collection the allocations triggered walked all of
+    them (a quarter of a report's time). Reference counting still frees everything."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return fn(*args)
+    finally:
+        if paused:
+            gc.enable()
 
 
 class Reports:
@@ -159,6 +220,7 @@ class Reports:
         self._lock = asyncio.Lock()
         self.source = "touchpoints"
         self.verdict = "NULL"
+        self.changes = False
         # Rows naming no tier parameter (most) never have their raw parameters read.
         names = attribution.tiers.params
         self._tier_args = {f"tier_{i}": f'"{n}"' for i, n in enumerate(names)}
@@ -174,20 +236,19 @@ class Reports:
         self._detect()
 
     async def detect(self) -> None:
-        """Learn the schema again: the verdict column and the effective_touchpoints view, if any."""
+        """Learn the schema again: the verdict column and the verdict_changes table, if any."""
         await self.run(self._detect)
 
     def _detect(self) -> None:
         db = self.db
-        view = db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'effective_touchpoints'"
-        ).fetchone()
-        self.source = "effective_touchpoints" if view else "touchpoints"
-        columns = {row[1] for row in db.execute(f"PRAGMA table_info({self.source})")}
-        # The view's effective verdict (an analyst's override, else the latest re-score, else as
-        # scored) is the one that decides whether a touchpoint earns credit.
-        verdict = "effective_verdict" if "effective_verdict" in columns else "verdict"
-        self.verdict = f"t.{verdict}" if verdict in columns else "NULL"
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        columns = {row[1] for row in db.execute("PRAGMA table_info(touchpoints)")}
+        self.verdict = "t.verdict" if "verdict" in columns else "NULL"
+        # The effective verdict (an analyst's override, else the latest re-score, else as
+        # scored) decides whether a touchpoint earns credit: the stored one comes with the
+        # row, the (few) changes from their own table — the same answer as the
+        # effective_touchpoints view, without its subquery per row.
+        self.changes = "verdict_changes" in tables and "verdict" in columns
 
     @classmethod
     async def on(cls, db: aiosqlite.Connection, attribution: Attribution, channels: Channels) -> Reports:
@@ -211,7 +272,7 @@ class Reports:
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` in the worker thread, one at a time (CPU-heavy work leaves the loop free)."""
         async with self._lock:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.to_thread(_paused_gc, fn, *args)
 
     def _channel(self, signals: str) -> str:
         return self.channels.classify(Signals(*msgspec.json.decode(signals)))
@@ -232,6 +293,20 @@ class Reports:
             raise ValueError(f"cannot group by {group_by!r}")
         return await self.run(self._load, since, until, conversion, group_by, population)
 
+    def read(
+        self,
+        since: datetime,
+        until: datetime,
+        conversion: str | None = None,
+        group_by: str = "channel",
+        population: str | None = None,
+    ) -> list[Conv]:
+        """``load`` in the calling thread: for a whole report computed inside one ``run``, so
+        its million tuples are made and freed while the collector is paused."""
+        if group_by not in GROUPS:
+            raise ValueError(f"cannot group by {group_by!r}")
+        return self._load(since, until, conversion, group_by, population)
+
     def _load(
         self, since: datetime, until: datetime, conversion: str | None, group_by: str, population: str | None
     ) -> list[Conv]:
@@ -247,60 +322,79 @@ class Reports:
         )
         convs = []
         devices: dict[str, list[Conv]] = defaultdict(list)
-        users_of: dict[str, list[str]] = defaultdict(list)
-        visitors_of: dict[str, list[str]] = defaultdict(list)
+        users_of: dict[str, set[str]] = {}
+        visitors_of: dict[str, set[str]] = {}
         for visitor, user in self.db.execute("SELECT visitor_key, user_key FROM identities"):
-            users_of[visitor].append(user)
-            visitors_of[user].append(visitor)
+            users_of.setdefault(visitor, set()).add(user)
+            visitors_of.setdefault(user, set()).add(visitor)
         # Each conversion's devices: its visitor, and every visitor bound to its user (the
         # user it was recorded for, or any its visitor is bound to).
         minor: dict[tuple[object, str | None], int] = {}  # prices repeat: Decimal work once each
+        none: set[str] = set()
         for cid, ts, amount, currency, visitor, user in self.db.execute(sql, args):
             value = minor.get((amount, currency))
             if value is None:
                 value = minor[amount, currency] = to_minor(amount, currency)
             conv = Conv(cid, ts, _at(ts), value, currency)
             convs.append(conv)
-            users = set(users_of.get(visitor, ())) if visitor else set()
-            if user:
-                users.add(user)
-            mine = {visitor} if visitor else set()
-            for u in users:
-                mine.update(visitors_of.get(u, ()))
+            users = users_of.get(visitor, none) if visitor else none
+            if user is None or user in users:
+                if not users:  # most: an unbound visitor alone
+                    devices[visitor].append(conv)
+                    continue
+                mine = (
+                    visitors_of[next(iter(users))]
+                    if len(users) == 1
+                    else none.union(*map(visitors_of.__getitem__, users))
+                )
+            else:
+                mine = visitors_of.get(user, none).union(*map(visitors_of.__getitem__, users))
+                if visitor:
+                    mine.add(visitor)
             for device in mine:
                 devices[device].append(conv)
-        # One range of the (covering, migration 0006) visitor index per device, each device
-        # read once however many conversions it serves; rows name their device by number.
+        # One range of the (covering, migration 0008) visitor index per device, each device
+        # read once however many conversions it serves; rows name their device by its place
+        # in the list and come device by device.
         order = sorted(devices)
         served = [devices[v] for v in order]
-        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS report_visitors (visitor_key TEXT NOT NULL)")
-        self.db.execute("BEGIN")
-        self.db.execute("DELETE FROM temp.report_visitors")
-        self.db.executemany(
-            "INSERT INTO temp.report_visitors (rowid, visitor_key) VALUES (?, ?)", enumerate(order)
-        )
-        self.db.execute("COMMIT")
         group = "NULL" if group_by == "channel" else f"t.{group_by}"  # by channel: read channel
+        # "allow" (nearly every row) comes as None, which counts as allow: no string to make.
         sql = (
-            f"SELECT t.ts, t.id, t.channel, {self.verdict}, t.campaign, {group}, v.rowid"
-            f" FROM temp.report_visitors v CROSS JOIN {self.source} t ON t.visitor_key = v.visitor_key"
+            f"SELECT t.ts, t.id, t.channel, nullif({self.verdict}, 'allow'), t.campaign, {group}, v.key"
+            " FROM json_each(:devices) v CROSS JOIN touchpoints t ON t.visitor_key = v.value"
             " WHERE t.id >= :from_id AND t.id < :until_id AND t.ts >= :from AND t.ts < :until"
             + (" AND t.consent = :population" if population is not None else "")
         )
-        unclassified: list[tuple[Conv, int]] = []
-        for row in self.db.execute(sql, args):
-            for conv in served[row[6]]:
-                if row[2] is None:  # recorded before channels existed: classified below
-                    unclassified.append((conv, len(conv.touches)))
-                conv.touches.append(row)
+        args["devices"] = json.dumps(order)
+        rows: list[Cand] = self.db.execute(sql, args).fetchall()
+        changed = self._verdict_changes(args)
+        if changed:
+            rows = [r if r[1] not in changed else (r[0], r[1], r[2], changed[r[1]], *r[4:]) for r in rows]
+        for device, of_device in groupby(rows, itemgetter(6)):
+            read = list(of_device)
+            for conv in served[device]:
+                conv.touches += read
         if self._tier_args:
             self._name_tiers(convs, self._tier_params(args))
-        if unclassified:
-            self._classify(unclassified)
+        if any(r[2] is None for r in rows):  # recorded before channels existed
+            self._classify(convs)
         if population is not None:
             convs = [c for c in convs if c.touches]
         convs.sort(key=lambda c: (c.ts, c.id))
         return convs
+
+    def _verdict_changes(self, args: dict[str, Any]) -> dict[str, str]:
+        """The effective verdict of every touchpoint of the window with a verdict change: its
+        latest analyst change, else its latest re-score (as ``effective_touchpoints`` says)."""
+        if not self.changes:
+            return {}
+        sql = (
+            "SELECT touchpoint_id, verdict FROM verdict_changes"
+            " WHERE touchpoint_id >= :from_id AND touchpoint_id < :until_id"
+            " ORDER BY touchpoint_id, origin = 'analyst', id"
+        )
+        return dict(self.db.execute(sql, args))  # the last of each touchpoint's rows wins
 
     def _tier_params(self, args: dict[str, Any]) -> dict[str, str]:
         """Raw parameters of the window's touchpoints that name a tier parameter (few), by id:
@@ -328,9 +422,16 @@ class Reports:
                     tier = tiers.tier_of(c[4], _decode.decode(raw))
                     conv.touches[i] = (c[0], c[1], c[2], c[3], "\x00" + tier, c[5], c[6])
 
-    def _classify(self, unclassified: list[tuple[Conv, int]]) -> None:
+    def _classify(self, convs: list[Conv]) -> None:
         """Give rows stored before channels existed their channel (``gateway reclassify`` stores it)."""
-        ids = list({conv.touches[i][1] for conv, i in unclassified})
+        channels = self._channels_of(list({c[1] for conv in convs for c in conv.touches if c[2] is None}))
+        for conv in convs:
+            for i, (ts, tid, channel, verdict, tier, value, visitor) in enumerate(conv.touches):
+                if channel is None:
+                    conv.touches[i] = (ts, tid, channels.get(tid, DIRECT), verdict, tier, value, visitor)
+
+    def _channels_of(self, ids: list[str]) -> dict[str, str]:
+        """The channel of each touchpoint (by id), classified from its stored signals."""
         channels: dict[str, str] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -340,10 +441,7 @@ class Reports:
             )
             for tid, *signals in self.db.execute(sql, chunk):
                 channels[tid] = self.channels.classify(Signals(*signals))
-        for conv, i in unclassified:
-            ts, tid, _, verdict, tier, value, visitor = conv.touches[i]
-            channel = channels.get(tid, DIRECT)
-            conv.touches[i] = (ts, tid, channel, verdict, tier, value, visitor)
+        return channels
 
     async def params_for(
         self,
@@ -356,10 +454,24 @@ class Reports:
     ) -> Params:
         """The models' parameters; for ``data_driven``, Markov weights learnt from the period's
         journeys: the conversions' and those of everyone else who left touchpoints in it."""
+        if "data_driven" not in models:
+            return self.attribution.params
+        return await self.run(self.learn, models, convs, since, until, accepted, population)
+
+    def learn(
+        self,
+        models: Iterable[str],
+        convs: Sequence[Conv],
+        since: datetime,
+        until: datetime,
+        accepted: frozenset[str],
+        population: str | None = None,
+    ) -> Params:
+        """``params_for`` in the calling thread (inside ``run``)."""
         params = self.attribution.params
         if "data_driven" not in models:
             return params
-        return await self.run(self._learn, params, convs, since, until, accepted, population)
+        return self._learn(params, convs, since, until, accepted, population)
 
     def _learn(
         self,
@@ -386,24 +498,34 @@ class Reports:
     ) -> list[tuple[list[str], bool]]:
         """Paths of the period's touchpoints that no conversion used, one per person (a user,
         or an unbound visitor): the journeys that did not convert."""
-        # Each visitor's person: the user of its earliest binding (SQLite takes the bare
-        # user_key from the row holding min(id)), else the visitor itself.
+        # Each visitor's person: the user of its earliest binding, else the visitor itself.
+        person_of: dict[str, str] = {}
+        for visitor, user in self.db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"):
+            person_of.setdefault(visitor, user)
         sql = (
-            f"SELECT coalesce(b.user_key, t.visitor_key), t.ts, t.id, t.channel, {self.verdict}, {_SIGNALS}"
-            f" FROM {self.source} t LEFT JOIN (SELECT visitor_key, user_key, min(id) FROM identities"
-            " GROUP BY visitor_key) b ON b.visitor_key = t.visitor_key"
+            f"SELECT t.visitor_key, t.ts, t.id, t.channel, nullif({self.verdict}, 'allow') FROM touchpoints t"
             " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
             + (" AND t.consent = :population" if population is not None else "")
         )
-        paths: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        paths: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
         bounds: dict[str, Any] = {**_bounds(since, until, since), "population": population}
-        for person, ts, tid, channel, verdict, signals in self.db.execute(sql, bounds):
-            if tid in converted or (verdict or "allow") not in accepted:
+        changed = self._verdict_changes(bounds)
+        unclassified = False
+        for visitor, ts, tid, channel, verdict in self.db.execute(sql, bounds):
+            if tid in converted:
                 continue
-            channel = channel if channel is not None else self._channel(signals)
-            if channel != INTERNAL:
-                paths[person].append((ts, tid, channel))
-        return [([c for _, _, c in sorted(p)], False) for p in paths.values()]
+            if changed and tid in changed:
+                verdict = changed[tid]
+            if (verdict or "allow") in accepted and channel != INTERNAL:
+                paths[person_of.get(visitor, visitor)].append((ts, tid, channel))
+                unclassified = unclassified or channel is None
+        if unclassified:  # rows stored before channels existed: classified here, maybe Internal
+            ids = [tid for path in paths.values() for _, tid, channel in path if channel is None]
+            channels = self._channels_of(ids)
+            for person, path in paths.items():
+                path = [(ts, tid, channel or channels.get(tid, DIRECT)) for ts, tid, channel in path]
+                paths[person] = [t for t in path if t[2] != INTERNAL]
+        return [([str(c) for _, _, c in sorted(p)], False) for p in paths.values() if p]
 
     async def creator_clicks(
         self, since: datetime, until: datetime, accepted: frozenset[str]
@@ -415,11 +537,25 @@ class Reports:
             " AND t.creator_id IS NOT NULL GROUP BY 1, 2"
         )
 
+        # Counted by stored verdict, then the (few) touchpoints whose verdict changed move over.
+        moved = (
+            "SELECT DISTINCT t.id, t.creator_id, t.verdict FROM verdict_changes c"
+            " JOIN touchpoints t ON t.id = c.touchpoint_id"
+            " WHERE c.touchpoint_id >= :since_id AND c.touchpoint_id < :until_id"
+            " AND t.ts >= :since AND t.ts < :until AND t.creator_id IS NOT NULL"
+        )
+
         def count() -> dict[tuple[str, bool], int]:
             clicks: dict[tuple[str, bool], int] = defaultdict(int)
-            for creator, verdict, n in self.db.execute(sql, _bounds(since, until, since)):
+            bounds = _bounds(since, until, since)
+            for creator, verdict, n in self.db.execute(sql, bounds):
                 clicks[creator, (verdict or "allow") not in accepted] += n
-            return dict(clicks)
+            if self.changes:
+                changed = self._verdict_changes(bounds)
+                for tid, creator, verdict in self.db.execute(moved, bounds):
+                    clicks[creator, (verdict or "allow") not in accepted] -= 1
+                    clicks[creator, changed[tid] not in accepted] += 1
+            return {key: n for key, n in clicks.items() if n}
 
         return await self.run(count)
 
@@ -438,9 +574,13 @@ class Reports:
         """Every model's credits of the period's conversions per (day, group, currency); with
         ``population``, of that population's touchpoints only (see ``load``)."""
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
-        convs = await self.load(since, until, conversion, group_by, population)
-        params = await self.params_for(models, convs, since, until, accepted, population)
-        return await self.run(credit_table, self.eligible, convs, models, group_by, accepted, params, by_day)
+
+        def compute() -> Table:
+            convs = self.read(since, until, conversion, group_by, population)
+            params = self.learn(models, convs, since, until, accepted, population)
+            return credit_table(self.eligible, convs, models, group_by, accepted, params, by_day)
+
+        return await self.run(compute)
 
 
 _POSITIONAL = frozenset({"first_touch", "last_touch", "linear", "position_based", "weighted_last_touch"})
@@ -458,6 +598,30 @@ class _Shares:
         self.params = params
         self.weights: dict[tuple[object, ...], list[Fraction]] = {}
         self.cache: dict[tuple[object, ...], list[int]] = {}
+        self.integer: dict[str, Callable[[Sequence[Cand], datetime], list[int]]] = {
+            "time_decay": self.time_decay,
+            "data_driven": self.data_driven,
+        }
+        self.half = params.half_life.total_seconds()
+        # data_driven: each channel's weight as an exact binary fraction (what Fraction(w) is).
+        self.ratios = {c: w.as_integer_ratio() for c, w in params.channel_weights.items()}
+
+    def time_decay(self, path: Sequence[Cand], at: datetime) -> list[int]:
+        """``time_decay``'s weights (the same floats) as integers over their common denominator:
+        each float is an exact binary fraction, so the largest denominator is a common one."""
+        half = self.half
+        ratios = [math.pow(2.0, -(at - _at(c[0])).total_seconds() / half).as_integer_ratio() for c in path]
+        common = max(d for _, d in ratios)
+        return [num * (common // den) for num, den in ratios]
+
+    def data_driven(self, path: Sequence[Cand], at: datetime) -> list[int]:
+        """``data_driven``'s weights (a channel's weight split evenly over its touches) as
+        integers over one common denominator."""
+        per_channel = Counter(c[2] for c in path)
+        zero = (0, 1)
+        parts = [(self.ratios.get(c[2], zero), per_channel[c[2]]) for c in path]
+        common = math.lcm(*(den * k for (_, den), k in parts))
+        return [num * (common // (den * k)) for (num, den), k in parts]
 
     def __call__(
         self, model: str, path: Sequence[Cand], at: datetime, totals: Sequence[int]
@@ -468,6 +632,9 @@ class _Shares:
             return [[total if i == chosen else 0 for i in range(n)] for total in totals]
         if model in _POSITIONAL:
             key: tuple[object, ...] = (model, n)
+        elif model in self.integer:
+            scaled = self.integer[model](path, at)
+            return [distribute_scaled(total, scaled) for total in totals]
         else:
             computed = MODELS[model](touches(path), at, self.params)
             return [distribute(total, computed) for total in totals]
@@ -500,13 +667,17 @@ def credit_table(
     touches carry the ``group_by`` value they were loaded with)."""
     shares = _Shares(params)
     at_group = 2 if group_by == "channel" else 5  # loaded by channel, a touch's group is its channel
-    table: Table = defaultdict(lambda: {m: [0, 0] for m in models})
+    # Summed per (day, currency), then per group: no key to build per touch.
+    parts: dict[tuple[str | None, str | None], dict[str | None, dict[str, list[int]]]] = {}
     no_touch = DIRECT if group_by == "channel" else None
     for conv in convs:
         day = conv.ts[:10] if by_day else None
+        part = parts.get((day, conv.currency))
+        if part is None:
+            part = parts[day, conv.currency] = defaultdict(lambda: {m: [0, 0] for m in models})
         path = eligible(conv, accepted)
         if not path:
-            cell = table[day, no_touch, conv.currency]
+            cell = part[no_touch]
             for m in models:
                 cell[m][0] += conv.minor
                 cell[m][1] += MICRO
@@ -516,10 +687,14 @@ def credit_table(
             values, counts = shares(m, path, conv.at, totals_of)
             for touch, value, n in zip(path, values, counts, strict=True):
                 if value or n:
-                    sums = table[day, touch[at_group], conv.currency][m]
+                    sums = part[touch[at_group]][m]
                     sums[0] += value
                     sums[1] += n
-    return dict(table)
+    return {
+        (day, group, currency): sums
+        for (day, currency), part in parts.items()
+        for group, sums in part.items()
+    }
 
 
 def quarantined_credit(
@@ -533,7 +708,8 @@ def quarantined_credit(
     unaccepted verdict would have earned had every verdict counted:
     (creator_id, currency) → [value in minor units, millionths]."""
     convs = list(convs)
-    every = accepted | {t[3] for c in convs for t in c.touches if t[3] is not None}
+    # Every verdict: those seen, and allow (read as None, like an unscored touch).
+    every = accepted | {"allow"} | {t[3] for c in convs for t in c.touches if t[3] is not None}
     shares = _Shares(params)
     out: dict[tuple[str, str | None], list[int]] = defaultdict(lambda: [0, 0])
     for conv in convs:

@@ -1,0 +1,217 @@
+"""The report engine against a plain reading of the store, on a generated store with many
+journeys (``bench/synth.py``, with bot verdicts, re-scores and analysts' overrides).
+
+The engine reads touchpoints through the covering index, applies the verdict changes of
+``verdict_changes`` itself and credits candidate tuples with cached and integer shares. The
+reference here reads the ``effective_touchpoints`` view (the analysts' overrides applied row
+by row, as the admin API shows them), joins every device of each conversion's user in
+Python and credits ``Touch`` objects with the pure models of ``gateway/attribution.py``.
+Both must agree to the minor unit and the millionth, for every model.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from bench.synth import generate
+from gateway.attribution import MODELS, Attribution, Touch, markov_weights, to_minor
+from gateway.channels import INTERNAL, Channels, Signals
+from gateway.config import AttributionOptions, ChannelsOptions
+from gateway.events import iso
+from storage.local import connect
+from storage.reports import MICRO, Reports
+
+SINCE, UNTIL = datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)
+ACCEPTED = [frozenset({"allow"}), frozenset({"allow", "review"})]
+Credits = dict[tuple[str | None, str | None], tuple[int, int]]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6,000 touchpoints and ~600 conversions over 60 days, then the rarer cases a live store
+    has: rows stored before channels existed, internal touches, campaigns and tier parameters
+    of the shorter tiers, touchpoints of another population."""
+    path = tmp_path_factory.mktemp("synth") / "synth.db"
+    generate(path, 6000, 600, seed=11, days=60, verdicts=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        """
+        UPDATE touchpoints SET channel = NULL WHERE rowid % 41 = 0;
+        UPDATE touchpoints SET channel = 'Internal' WHERE rowid % 53 = 0;
+        UPDATE touchpoints SET campaign = 'spring-consideration' WHERE rowid % 23 = 0;
+        UPDATE touchpoints SET campaign = 'cart-retarget' WHERE rowid % 29 = 0;
+        UPDATE touchpoints SET raw_params = json_set(raw_params, '$.utm_tier', 'conversion')
+            WHERE rowid % 31 = 0;
+        UPDATE touchpoints SET consent = 'cookieless' WHERE rowid % 7 = 0;
+        """
+    )
+    assert db.execute("SELECT count(DISTINCT origin) FROM verdict_changes").fetchone() == (2,)
+    db.close()
+    return path
+
+
+@pytest.fixture
+async def db(store: Path) -> AsyncIterator[aiosqlite.Connection]:
+    conn = await connect(store)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="module")
+def channels() -> Channels:
+    """Built outside the event loop, as ``load_settings`` does: it reads the shipped table."""
+    return Channels(ChannelsOptions())
+
+
+@pytest.fixture
+async def reports(store: Path, channels: Channels) -> AsyncIterator[Reports]:
+    attribution = Attribution(AttributionOptions())
+    engine = Reports(store, attribution, channels)
+    await engine.open()
+    yield engine
+    await engine.close()
+
+
+async def rows(db: aiosqlite.Connection, sql: str, *args: Any) -> list[Any]:
+    async with db.execute(sql, args) as cursor:
+        return list(await cursor.fetchall())
+
+
+class Reference:
+    """Every conversion of the period with all its devices' touchpoints, as ``Touch`` objects
+    read from the ``effective_touchpoints`` view."""
+
+    def __init__(self, attribution: Attribution, channels: Channels) -> None:
+        self.attribution, self.channels = attribution, channels
+        self.convs: list[tuple[datetime, int, str | None, list[Touch]]] = []
+        self.ids: set[str] = set()
+
+    async def read(self, db: aiosqlite.Connection, population: str | None = None) -> Reference:
+        users_of, visitors_of = defaultdict(set), defaultdict(set)
+        for visitor, user in await rows(db, "SELECT visitor_key, user_key FROM identities"):
+            users_of[visitor].add(user)
+            visitors_of[user].add(visitor)
+        widest = max(self.attribution.tiers.windows.values())
+        touches: dict[str, list[Touch]] = defaultdict(list)
+        sql = (
+            "SELECT id, ts, visitor_key, channel, effective_verdict, campaign, raw_params, source, medium,"
+            " click_id_kind, creator_id, referrer_host, consent FROM effective_touchpoints"
+        )
+        for tid, ts, visitor, channel, verdict, campaign, raw, *signals, consent in await rows(db, sql):
+            at = datetime.fromisoformat(ts)
+            if (population is not None and consent != population) or not SINCE - widest <= at < UNTIL:
+                continue
+            channel = channel or self.channels.classify(Signals(*signals[:2], campaign, *signals[2:]))
+            tier = self.attribution.tiers.tier_of(campaign, json.loads(raw))
+            touches[visitor].append(Touch(tid, at, channel, tier, verdict))
+        sql = "SELECT ts, value, currency, visitor_key, user_key FROM conversions WHERE ts >= ? AND ts < ?"
+        for ts, value, currency, visitor, user in await rows(db, sql, iso(SINCE), iso(UNTIL)):
+            users = set(users_of[visitor]) | ({user} if user else set())
+            devices = {visitor} | {v for u in users for v in visitors_of[u]}
+            mine = [t for d in devices if d for t in touches.get(d, [])]
+            if population is None or mine:
+                self.convs.append((datetime.fromisoformat(ts), to_minor(value, currency), currency, mine))
+        return self
+
+    def credits(self, model: str, accepted: frozenset[str]) -> Credits:
+        out: dict[tuple[str | None, str | None], list[int]] = defaultdict(lambda: [0, 0])
+        for at, value, currency, touches in self.convs:
+            for slot, total in enumerate((value, MICRO)):
+                for credit in self.attribution.credit(model, touches, at, total, accepted):
+                    out[credit.channel, currency][slot] += credit.amount
+        return {key: (v, n) for key, (v, n) in out.items() if v or n}
+
+    def journeys(self, accepted: frozenset[str]) -> list[tuple[list[str], bool]]:
+        """The converting journeys (each conversion's eligible channels)."""
+        paths = [self.attribution.eligible(touches, at, accepted) for at, _, _, touches in self.convs]
+        self.ids = {t.id for path in paths for t in path}
+        return [([t.channel for t in path], True) for path in paths]
+
+
+async def other_journeys(
+    db: aiosqlite.Connection, channels: Channels, accepted: frozenset[str], converted: set[str]
+) -> list[tuple[list[str], bool]]:
+    """The period's touchpoints no conversion used, per person (the user of a visitor's
+    earliest binding, else the visitor), from the view: the journeys that did not convert."""
+    sql = (
+        "SELECT coalesce(b.user_key, t.visitor_key), t.ts, t.id, t.channel, t.effective_verdict,"
+        " t.source, t.medium, t.campaign, t.click_id_kind, t.creator_id, t.referrer_host"
+        " FROM effective_touchpoints t LEFT JOIN (SELECT visitor_key, user_key, min(id) FROM identities"
+        " GROUP BY visitor_key) b ON b.visitor_key = t.visitor_key WHERE t.ts >= ? AND t.ts < ?"
+    )
+    paths: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for person, ts, tid, channel, verdict, *signals in await rows(db, sql, iso(SINCE), iso(UNTIL)):
+        if tid in converted or (verdict or "allow") not in accepted:
+            continue
+        channel = channel or channels.classify(Signals(*signals))
+        if channel != INTERNAL:
+            paths[person].append((ts, tid, channel))
+    return [([c for _, _, c in sorted(p)], False) for p in paths.values()]
+
+
+@pytest.mark.parametrize("accepted", ACCEPTED, ids=["allow", "allow+review"])
+@pytest.mark.parametrize("model", sorted(MODELS))
+async def test_every_model_credits_what_the_view_and_the_pure_models_credit(
+    db: aiosqlite.Connection, reports: Reports, model: str, accepted: frozenset[str]
+) -> None:
+    attribution = reports.attribution
+    reference = await Reference(attribution, reports.channels).read(db)
+    convs = await reports.load(SINCE, UNTIL)
+    params = await reports.params_for([model], convs, SINCE, UNTIL, accepted)
+    if model == "data_driven":
+        journeys = reference.journeys(accepted)
+        journeys += await other_journeys(db, reports.channels, accepted, reference.ids)
+        assert dict(params.channel_weights) == markov_weights(journeys)
+        assert len(params.channel_weights) > 5
+    attribution.params = params
+    table = await reports.credit(SINCE, UNTIL, [model], verdicts=accepted)
+    got = {(group, currency): tuple(sums[model]) for (_, group, currency), sums in table.items()}
+    expected = reference.credits(model, accepted)
+    assert got == expected and len(expected) > 10
+    assert sum(n for _, n in got.values()) == len(reference.convs) * MICRO
+
+
+async def test_a_population_credits_what_the_view_credits(db: aiosqlite.Connection, reports: Reports) -> None:
+    reference = await Reference(reports.attribution, reports.channels).read(db, "cookieless")
+    table = await reports.credit(SINCE, UNTIL, ["position_based"], population="cookieless")
+    got = {(group, currency): tuple(sums["position_based"]) for (_, group, currency), sums in table.items()}
+    assert got == reference.credits("position_based", reports.attribution.verdicts)
+    assert 0 < len(reference.convs) < 500
+
+
+@pytest.mark.parametrize("accepted", ACCEPTED, ids=["allow", "allow+review"])
+async def test_creator_clicks_count_the_effective_verdicts(
+    db: aiosqlite.Connection, reports: Reports, accepted: frozenset[str]
+) -> None:
+    expected: dict[tuple[str, bool], int] = defaultdict(int)
+    sql = (
+        "SELECT creator_id, effective_verdict, count(*) FROM effective_touchpoints"
+        " WHERE ts >= ? AND ts < ? AND creator_id IS NOT NULL GROUP BY 1, 2"
+    )
+    for creator, verdict, n in await rows(db, sql, iso(SINCE), iso(UNTIL)):
+        expected[creator, (verdict or "allow") not in accepted] += n
+    got = await reports.creator_clicks(SINCE, UNTIL, accepted)
+    assert got == dict(expected) and any(quarantined for _, quarantined in got)
+
+
+def test_the_verdict_changes_decide_some_credits(store: Path) -> None:
+    """The store exercises what the engine applies itself: changed verdicts that flip a
+    touchpoint in and out of the accepted ones, several changes to one touchpoint."""
+    db = sqlite3.connect(store)
+    flipped = db.execute(
+        "SELECT count(*) FROM effective_touchpoints WHERE effective_verdict IS NOT verdict"
+    ).fetchone()[0]
+    repeated = db.execute(
+        "SELECT count(*) FROM (SELECT touchpoint_id FROM verdict_changes GROUP BY 1 HAVING count(*) > 1)"
+    ).fetchone()[0]
+    db.close()
+    assert flipped > 20 and repeated > 5
