@@ -15,7 +15,7 @@ import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from storage.local import connect
 from storage.reports import MICRO, Reports
 
 SINCE, UNTIL = datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)
+WHOLE = datetime(2026, 9, 1, tzinfo=UTC)
+"""From before the store's first touchpoint."""
 ACCEPTED = [frozenset({"allow"}), frozenset({"allow", "review"})]
 Credits = dict[tuple[str | None, str | None], tuple[int, int]]
 
@@ -138,7 +140,11 @@ class Reference:
 
 
 async def other_journeys(
-    db: aiosqlite.Connection, channels: Channels, accepted: frozenset[str], converted: set[str]
+    db: aiosqlite.Connection,
+    channels: Channels,
+    accepted: frozenset[str],
+    converted: set[str],
+    since: datetime = SINCE,
 ) -> list[tuple[list[str], bool]]:
     """The period's touchpoints no conversion used, per person (the user of a visitor's
     earliest binding, else the visitor), from the view: the journeys that did not convert."""
@@ -149,7 +155,7 @@ async def other_journeys(
         " GROUP BY visitor_key) b ON b.visitor_key = t.visitor_key WHERE t.ts >= ? AND t.ts < ?"
     )
     paths: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for person, ts, tid, channel, verdict, *signals in await rows(db, sql, iso(SINCE), iso(UNTIL)):
+    for person, ts, tid, channel, verdict, *signals in await rows(db, sql, iso(since), iso(UNTIL)):
         if tid in converted or (verdict or "allow") not in accepted:
             continue
         channel = channel or channels.classify(Signals(*signals))
@@ -188,18 +194,19 @@ async def test_a_population_credits_what_the_view_credits(db: aiosqlite.Connecti
     assert 0 < len(reference.convs) < 500
 
 
+@pytest.mark.parametrize("since", [SINCE, WHOLE], ids=["period", "whole-store"])
 @pytest.mark.parametrize("accepted", ACCEPTED, ids=["allow", "allow+review"])
 async def test_creator_clicks_count_the_effective_verdicts(
-    db: aiosqlite.Connection, reports: Reports, accepted: frozenset[str]
+    db: aiosqlite.Connection, reports: Reports, accepted: frozenset[str], since: datetime
 ) -> None:
     expected: dict[tuple[str, bool], int] = defaultdict(int)
     sql = (
         "SELECT creator_id, effective_verdict, count(*) FROM effective_touchpoints"
         " WHERE ts >= ? AND ts < ? AND creator_id IS NOT NULL GROUP BY 1, 2"
     )
-    for creator, verdict, n in await rows(db, sql, iso(SINCE), iso(UNTIL)):
+    for creator, verdict, n in await rows(db, sql, iso(since), iso(UNTIL)):
         expected[creator, (verdict or "allow") not in accepted] += n
-    got = await reports.creator_clicks(SINCE, UNTIL, accepted)
+    got = await reports.creator_clicks(since, UNTIL, accepted)
     assert got == dict(expected) and any(quarantined for _, quarantined in got)
 
 
@@ -215,3 +222,22 @@ def test_the_verdict_changes_decide_some_credits(store: Path) -> None:
     ).fetchone()[0]
     db.close()
     assert flipped > 20 and repeated > 5
+
+
+async def test_most_of_the_store_is_read_through_the_covering_index(reports: Reports) -> None:
+    """The period's touchpoints (data_driven's other journeys, creator clicks) come through the
+    whole covering index when the period spans at least half of the stored time (the store's
+    83 days), else from the primary key's range (the tests above: 41 days, or a day)."""
+    assert await reports.run(reports._scan, SINCE, UNTIL) == ""
+    assert await reports.run(reports._scan, UNTIL - timedelta(days=1), UNTIL) == ""
+    assert await reports.run(reports._scan, WHOLE, UNTIL) == "INDEXED BY touchpoints_visitor"
+
+
+@pytest.mark.parametrize("accepted", ACCEPTED, ids=["allow", "allow+review"])
+async def test_the_journeys_that_did_not_convert_read_through_the_index(
+    db: aiosqlite.Connection, reports: Reports, accepted: frozenset[str]
+) -> None:
+    """Over the whole store (the covering index, rows by visitor) the same journeys as the view."""
+    got = await reports.run(reports._other_journeys, WHOLE, UNTIL, accepted, set())
+    expected = await other_journeys(db, reports.channels, accepted, set(), WHOLE)
+    assert sorted(got) == sorted(expected) and len(got) > 500
