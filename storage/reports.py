@@ -282,7 +282,7 @@ class Reports:
     def _channel(self, signals: str) -> str:
         return self.channels.classify(Signals(*msgspec.json.decode(signals)))
 
-    async def load(
+    def read(
         self,
         since: datetime,
         until: datetime,
@@ -293,21 +293,10 @@ class Reports:
         """Conversions with ``since <= ts < until`` (of one name, if given), each with the
         touchpoints of all its devices from the widest lookback window before ``since`` on;
         each touch carries its ``group_by`` value. With ``population`` (``touchpoints.consent``)
-        only that population's touchpoints, and only the conversions that have some."""
-        if group_by not in GROUPS:
-            raise ValueError(f"cannot group by {group_by!r}")
-        return await self.run(self._load, since, until, conversion, group_by, population)
+        only that population's touchpoints, and only the conversions that have some.
 
-    def read(
-        self,
-        since: datetime,
-        until: datetime,
-        conversion: str | None = None,
-        group_by: str = "channel",
-        population: str | None = None,
-    ) -> list[Conv]:
-        """``load`` in the calling thread: for a whole report computed inside one ``run``, so
-        its million tuples are made and freed while the collector is paused."""
+        Blocking: call it inside ``run``, where a whole report is computed in one call, so its
+        million tuples are made and freed while the collector is paused."""
         if group_by not in GROUPS:
             raise ValueError(f"cannot group by {group_by!r}")
         return self._load(since, until, conversion, group_by, population)
@@ -464,21 +453,6 @@ class Reports:
                 channels[tid] = self.channels.classify(Signals(*signals))
         return channels
 
-    async def params_for(
-        self,
-        models: Iterable[str],
-        convs: Sequence[Conv],
-        since: datetime,
-        until: datetime,
-        accepted: frozenset[str],
-        population: str | None = None,
-    ) -> Params:
-        """The models' parameters; for ``data_driven``, Markov weights learnt from the period's
-        journeys: the conversions' and those of everyone else who left touchpoints in it."""
-        if "data_driven" not in models:
-            return self.attribution.params
-        return await self.run(self.learn, models, convs, since, until, accepted, population)
-
     def learn(
         self,
         models: Iterable[str],
@@ -488,7 +462,9 @@ class Reports:
         accepted: frozenset[str],
         population: str | None = None,
     ) -> Params:
-        """``params_for`` in the calling thread (inside ``run``)."""
+        """The models' parameters; for ``data_driven``, Markov weights learnt from the period's
+        journeys: the conversions' and those of everyone else who left touchpoints in it.
+        Blocking: call it inside ``run``."""
         params = self.attribution.params
         if "data_driven" not in models:
             return params
@@ -594,7 +570,7 @@ class Reports:
         population: str | None = None,
     ) -> Table:
         """Every model's credits of the period's conversions per (day, group, currency); with
-        ``population``, of that population's touchpoints only (see ``load``)."""
+        ``population``, of that population's touchpoints only (see ``read``)."""
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
 
         def compute() -> Table:
