@@ -170,6 +170,8 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     (all nodes; needs ``central.url``)."""
     allow_public: bool = False
     """Allow ``listen`` on an address that is neither loopback nor private (or all interfaces)."""
+    report_processes: int = 0
+    """Worker processes a large report is shared across; 0: one per CPU core (at most 8), 1: none."""
 
 
 class CentralOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -716,6 +718,12 @@ def validate(options: Options) -> list[str]:
         1 <= options.admin.session_hours <= 720,
         "admin.session_hours",
         f"must be 1..720, got {options.admin.session_hours}",
+    )
+    _check(
+        p,
+        0 <= options.admin.report_processes <= 64,
+        "admin.report_processes",
+        f"must be 0..64 (0: one per core), got {options.admin.report_processes}",
     )
     _check(p, px.connect_timeout > 0, "proxy.connect_timeout", f"must be > 0, got {px.connect_timeout}")
     _check(p, 0 <= px.workers <= 256, "proxy.workers", f"must be 0..256 (0: one per core), got {px.workers}")

@@ -98,7 +98,12 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
 
 
 async def _report(settings: Settings, args: argparse.Namespace, query: reporting.Query) -> reporting.Report:
-    reports = Reports(settings.store_path, Attribution(settings.options.attribution), settings.channels)
+    reports = Reports(
+        settings.store_path,
+        Attribution(settings.options.attribution),
+        settings.channels,
+        settings.options.admin.report_processes,
+    )
     await reports.open()
     try:
         if args.payouts:

@@ -135,7 +135,12 @@ async def payouts(request: web.Request) -> web.Response:
 
 def add_report_routes(app: web.Application, settings: Settings) -> None:
     """Register the report endpoints on the admin app; their connection opens and closes with it."""
-    reports = Reports(settings.store_path, Attribution(settings.options.attribution), settings.channels)
+    reports = Reports(
+        settings.store_path,
+        Attribution(settings.options.attribution),
+        settings.channels,
+        settings.options.admin.report_processes,
+    )
     app[REPORTS_KEY] = reports
     app[PAYOUTS_KEY] = Payouts(settings.options.payouts)
 

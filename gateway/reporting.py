@@ -23,7 +23,8 @@ import msgspec
 
 from gateway.attribution import from_minor
 from gateway.payouts import Payouts
-from storage.reports import MICRO, Conv, Reports, Table, credit_table, quarantined_credit
+from storage.report_pool import Slice
+from storage.reports import MICRO, Conv, Reports, Table, add_tables, credit_table, quarantined_credit
 
 TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
 DAY_BUCKETS: tuple[tuple[str, int, int], ...] = (
@@ -138,30 +139,56 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _totals(convs: Sequence[Conv]) -> list[dict[str, Any]]:
-    by_currency: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
+Totals = dict[str | None, list[int]]
+"""Currency → [conversions, value in minor units]."""
+
+
+def _count_totals(convs: Sequence[Conv]) -> Totals:
+    by_currency: Totals = defaultdict(lambda: [0, 0])
     for c in convs:
         by_currency[c.currency][0] += 1
         by_currency[c.currency][1] += c.minor
+    return dict(by_currency)
+
+
+def _totals(parts: Sequence[Totals]) -> list[dict[str, Any]]:
+    by_currency: Totals = defaultdict(lambda: [0, 0])
+    for part in parts:
+        for cur, (n, v) in part.items():
+            by_currency[cur][0] += n
+            by_currency[cur][1] += v
     return [
         {"currency": cur, "conversions": n, "value": money(v, cur)}
         for cur, (n, v) in sorted(by_currency.items(), key=lambda kv: kv[0] or "")
     ]
 
 
+def _attribution_part(reports: Reports, part: Slice, q: Query, by_day: bool) -> tuple[Table, Totals]:
+    """One slice of an attribution report (``Reports.map``): its credits and totals. The
+    conversions and their touches live and die inside one worker call."""
+    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    convs = reports.read(q.since, q.until, q.conversion, q.group_by, q.population, part)
+    params = reports.learn(q.models, convs, q.since, q.until, accepted, q.population)
+    table = credit_table(reports.eligible, convs, q.models, q.group_by, accepted, params, by_day)
+    return table, _count_totals(convs)
+
+
+def _split(models: Sequence[str]) -> bool:
+    """Whether a report may be cut into slices: not with ``data_driven``, which learns from
+    every journey of the period at once."""
+    return "data_driven" not in models
+
+
 async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Report:
     """Credited conversions and value per group and currency (and per day with ``by_day``);
     with several models, one column pair per model."""
-    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-
-    def compute() -> tuple[Table, list[dict[str, Any]]]:
-        # One worker call: the conversions and their touches live and die inside it.
-        convs = reports.read(q.since, q.until, q.conversion, q.group_by, q.population)
-        params = reports.learn(q.models, convs, q.since, q.until, accepted, q.population)
-        table = credit_table(reports.eligible, convs, q.models, q.group_by, accepted, params, by_day)
-        return table, _totals(convs)
-
-    table, totals = await reports.run(compute)
+    parts = await reports.run(
+        lambda: reports.map(
+            _attribution_part, q.since, q.until, q.conversion, q, by_day, split=_split(q.models)
+        )
+    )
+    table = add_tables(p[0] for p in parts)
+    totals = _totals([p[1] for p in parts])
     single = len(q.models) == 1
     pairs = [("conversions", "value")] if single else [(f"{m}_conversions", f"{m}_value") for m in q.models]
     columns = [*(["day"] if by_day else []), "group", "currency", *(c for pair in pairs for c in pair)]
@@ -180,20 +207,24 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     return Report("timeseries" if by_day else "attribution", columns, [r[-1] for r in rows], meta)
 
 
+def _paths_part(reports: Reports, part: Slice, q: Query) -> tuple[list[int], list[float]]:
+    """One slice of the paths report: each conversion's eligible touches, and the days from
+    the first of them (for those that have one)."""
+    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    lengths, days = [], []
+    for c in reports.read(q.since, q.until, q.conversion, population=q.population, part=part):
+        path = reports.eligible(c, accepted)
+        lengths.append(len(path))
+        if path:
+            days.append((c.at - datetime.fromisoformat(path[0][0])).total_seconds() / 86400)
+    return lengths, days
+
+
 async def paths(reports: Reports, q: Query) -> Report:
     """How many eligible touches led to each conversion, and how long from the first one."""
-    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-
-    def measure() -> tuple[list[int], list[float]]:
-        lengths, days = [], []
-        for c in reports.read(q.since, q.until, q.conversion, population=q.population):
-            path = reports.eligible(c, accepted)
-            lengths.append(len(path))
-            if path:
-                days.append((c.at - datetime.fromisoformat(path[0][0])).total_seconds() / 86400)
-        return lengths, days
-
-    lengths, days = await reports.run(measure)
+    parts = await reports.run(lambda: reports.map(_paths_part, q.since, q.until, q.conversion, q))
+    lengths = [n for part in parts for n in part[0]]
+    days = [d for part in parts for d in part[1]]
     touches = defaultdict(int, {b: 0 for b in TOUCH_BUCKETS})
     for n in lengths:
         touches[str(n) if n < 10 else "10+"] += 1
@@ -239,20 +270,37 @@ PAYOUT_COLUMNS = [
 ]
 
 
+Withheld = dict[tuple[str, str | None], list[int]]
+"""(creator_id, currency) → [value in minor units, millionths] its quarantined touches would
+have earned."""
+
+
+def _payouts_part(reports: Reports, part: Slice, q: Query) -> tuple[Table, Withheld]:
+    """One slice of the payouts report: credits by creator, and what quarantined traffic would
+    have earned."""
+    model = q.models[0]
+    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    convs = reports.read(q.since, q.until, q.conversion, "creator_id", q.population, part)
+    params = reports.learn([model], convs, q.since, q.until, accepted, q.population)
+    earned = credit_table(reports.eligible, convs, [model], "creator_id", accepted, params)
+    return earned, quarantined_credit(reports.eligible, convs, model, accepted, params)
+
+
 async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     """Per creator and currency: credited conversions and value under the model and the
     amount to approve; traffic with an unaccepted verdict listed apart (``quarantined``),
     with its clicks and what it would have earned, and paid nothing."""
     model = q.models[0]
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-
-    def compute() -> tuple[Table, dict[tuple[str, str | None], list[int]]]:
-        convs = reports.read(q.since, q.until, q.conversion, "creator_id", q.population)
-        params = reports.learn([model], convs, q.since, q.until, accepted, q.population)
-        earned = credit_table(reports.eligible, convs, [model], "creator_id", accepted, params)
-        return earned, quarantined_credit(reports.eligible, convs, model, accepted, params)
-
-    earned, withheld = await reports.run(compute)
+    parts = await reports.run(
+        lambda: reports.map(_payouts_part, q.since, q.until, q.conversion, q, split=_split(q.models))
+    )
+    earned = add_tables(p[0] for p in parts)
+    withheld: Withheld = defaultdict(lambda: [0, 0])
+    for _, part in parts:
+        for key, (value, n) in part.items():
+            withheld[key][0] += value
+            withheld[key][1] += n
     clicks = await reports.creator_clicks(q.since, q.until, accepted)
     rows: list[dict[str, Any]] = []
     totals: dict[str | None, int] = defaultdict(int)

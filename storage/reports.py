@@ -28,14 +28,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import math
+import os
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from fractions import Fraction
-from itertools import groupby
+from itertools import groupby, pairwise
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,12 +59,18 @@ from gateway.attribution import (
 from gateway.channels import DIRECT, INTERNAL, Channels, Signals
 from gateway.events import iso
 from gateway.ids import id_floor
+from storage.report_pool import WHOLE, ReportPool, Slice
 
 MICRO = 1_000_000
 """One conversion, in the units credited conversions are shared in."""
 GROUPS = ("channel", "source", "medium", "campaign", "creator_id")
 _decode = msgspec.json.Decoder(dict[str, str])
 _T = TypeVar("_T")
+log = logging.getLogger("gateway.reports")
+MIN_SLICE = 25_000
+"""Conversions per worker process, at least, before a report is cut into slices: below that,
+starting the work in other processes costs more than it saves."""
+MAX_PROCESSES = 8
 
 Cand = tuple[str, str, str, str | None, str | None, str | None, str]
 """A candidate touch, as the database returns it: (ts, id, channel, verdict, campaign —
@@ -218,9 +227,22 @@ class Reports:
     """Reports over one store file; ``open`` once, then ask as often as needed. Queries run
     one at a time on one read connection, in a worker thread."""
 
-    def __init__(self, path: Path, attribution: Attribution, channels: Channels) -> None:
+    def __init__(
+        self,
+        path: Path,
+        attribution: Attribution,
+        channels: Channels,
+        processes: int = 0,
+        min_slice: int = MIN_SLICE,
+    ) -> None:
+        """``processes``: worker processes for a large report (0: one per CPU core, at most
+        ``MAX_PROCESSES``; 1: none, every report in this process); ``min_slice``: conversions a
+        worker must get, at least, for a report to be cut into slices."""
         self.path, self.attribution, self.channels = path, attribution, channels
         self.eligible = Eligibility(attribution)
+        self.processes = processes or min(os.cpu_count() or 1, MAX_PROCESSES)
+        self.min_slice = min_slice
+        self._pool = ReportPool(self.processes, _worker_reports, (path, attribution, channels))
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self.source = "touchpoints"
@@ -239,6 +261,13 @@ class Reports:
         db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages stay warm between reports
         self._db = db
         self._detect()
+        if self.processes > 1:
+            try:
+                (conversions,) = db.execute("SELECT count(*) FROM conversions").fetchone()
+            except sqlite3.OperationalError:  # a store not migrated yet
+                conversions = 0
+            if conversions >= 2 * self.min_slice:  # large reports are likely: start the workers now
+                self._pool.start()
 
     async def detect(self) -> None:
         """Learn the schema again: the verdict column and the verdict_changes table, if any."""
@@ -265,6 +294,7 @@ class Reports:
         return reports
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._pool.close)
         if self._db is not None:
             db, self._db = self._db, None
             await asyncio.to_thread(db.close)
@@ -279,6 +309,55 @@ class Reports:
         async with self._lock:
             return await asyncio.to_thread(_paused_gc, fn, *args)
 
+    def map(
+        self,
+        fn: Callable[..., _T],
+        since: datetime,
+        until: datetime,
+        conversion: str | None,
+        *args: Any,
+        split: bool = True,
+    ) -> list[_T]:
+        """``fn(self, slice, *args)`` for the conversions of the period: one call over the
+        whole period, or — a large period, ``split`` — one per slice of its conversions, each in
+        a worker process (with that process's ``Reports``); the answers in slice order, for the
+        caller to add up. If a worker dies, the whole report runs here instead.
+
+        Blocking: call it inside ``run``."""
+        slices = self.slices(since, until, conversion) if split else [WHOLE]
+        if len(slices) > 1:
+            schema = (self.source, self.verdict, self.changes)
+            try:
+                return self._pool.map(_in_worker, slices, schema, fn, args)
+            except BrokenProcessPool:
+                log.warning(
+                    "a report worker process died; running this report in the gateway process", exc_info=True
+                )
+        return [fn(self, WHOLE, *args)]
+
+    def slices(self, since: datetime, until: datetime, conversion: str | None) -> list[Slice]:
+        """The period's conversions cut by id into one slice per worker process, each of at
+        least ``min_slice`` conversions; a single whole slice when there are too few."""
+        if self.processes < 2:
+            return [WHOLE]
+        args: dict[str, Any] = {**_bounds(since, until, since), "name": conversion}
+        where = "id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until"
+        if conversion is not None:
+            where += " AND name = :name"
+        (count,) = self.db.execute(f"SELECT count(*) FROM conversions WHERE {where}", args).fetchone()
+        n = min(self.processes, count // self.min_slice)
+        if n < 2:
+            return [WHOLE]
+        sql = f"SELECT id FROM conversions WHERE {where} ORDER BY id LIMIT 1 OFFSET :at"
+        cuts: list[str | None] = [None]
+        for i in range(1, n):
+            row = self.db.execute(sql, {**args, "at": count * i // n}).fetchone()
+            if row is None:  # rows deleted meanwhile (retention): fewer slices
+                break
+            cuts.append(row[0])
+        cuts.append(None)
+        return list(pairwise(cuts))
+
     def _channel(self, signals: str) -> str:
         return self.channels.classify(Signals(*msgspec.json.decode(signals)))
 
@@ -289,8 +368,10 @@ class Reports:
         conversion: str | None = None,
         group_by: str = "channel",
         population: str | None = None,
+        part: Slice = WHOLE,
     ) -> list[Conv]:
-        """Conversions with ``since <= ts < until`` (of one name, if given), each with the
+        """Conversions with ``since <= ts < until`` (of one name, if given; of one ``part`` of
+        the period's conversions, if given), each with the
         touchpoints of all its devices from the widest lookback window before ``since`` on;
         each touch carries its ``group_by`` value. With ``population`` (``touchpoints.consent``)
         only that population's touchpoints, and only the conversions that have some.
@@ -299,10 +380,16 @@ class Reports:
         million tuples are made and freed while the collector is paused."""
         if group_by not in GROUPS:
             raise ValueError(f"cannot group by {group_by!r}")
-        return self._load(since, until, conversion, group_by, population)
+        return self._load(since, until, conversion, group_by, population, part)
 
     def _load(
-        self, since: datetime, until: datetime, conversion: str | None, group_by: str, population: str | None
+        self,
+        since: datetime,
+        until: datetime,
+        conversion: str | None,
+        group_by: str,
+        population: str | None,
+        part: Slice,
     ) -> list[Conv]:
         widest = max(self.attribution.tiers.windows.values())
         args: dict[str, Any] = _bounds(since, until, since - widest)
@@ -310,6 +397,10 @@ class Reports:
         name = ""
         if conversion is not None:
             name, args["name"] = "AND name = :name", conversion
+        if part[0] is not None:
+            name, args["part_lo"] = name + " AND id >= :part_lo", part[0]
+        if part[1] is not None:
+            name, args["part_hi"] = name + " AND id < :part_hi", part[1]
         sql = (
             "SELECT id, ts, value, currency, visitor_key, user_key FROM conversions "
             f"WHERE id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until {name}"
@@ -572,13 +663,61 @@ class Reports:
         """Every model's credits of the period's conversions per (day, group, currency); with
         ``population``, of that population's touchpoints only (see ``read``)."""
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
+        q = (since, until, models, group_by, conversion, accepted, by_day, population)
+        split = "data_driven" not in models  # it learns from every journey of the period at once
+        parts = await self.run(lambda: self.map(_credit_part, since, until, conversion, *q, split=split))
+        return add_tables(parts)
 
-        def compute() -> Table:
-            convs = self.read(since, until, conversion, group_by, population)
-            params = self.learn(models, convs, since, until, accepted, population)
-            return credit_table(self.eligible, convs, models, group_by, accepted, params, by_day)
 
-        return await self.run(compute)
+def _credit_part(
+    reports: Reports,
+    part: Slice,
+    since: datetime,
+    until: datetime,
+    models: Sequence[str],
+    group_by: str,
+    conversion: str | None,
+    accepted: frozenset[str],
+    by_day: bool,
+    population: str | None,
+) -> Table:
+    convs = reports.read(since, until, conversion, group_by, population, part)
+    params = reports.learn(models, convs, since, until, accepted, population)
+    return credit_table(reports.eligible, convs, models, group_by, accepted, params, by_day)
+
+
+def _worker_reports(path: Path, attribution: Attribution, channels: Channels) -> Reports:
+    """A report worker process's own ``Reports`` (``storage.report_pool``)."""
+    reports = Reports(path, attribution, channels, processes=1)
+    reports._open()
+    return reports
+
+
+def _in_worker(
+    reports: Reports, part: Slice, schema: tuple[str, str, bool], fn: Callable[..., _T], args: tuple[Any, ...]
+) -> _T:
+    """One slice in a worker process: with the caller's view of the schema (it may have
+    learnt it again since), and the collector paused as ``Reports.run`` does."""
+    reports.source, reports.verdict, reports.changes = schema
+    return _paused_gc(fn, reports, part, *args)
+
+
+def add_tables(tables: Iterable[Table]) -> Table:
+    """The sums of several slices' tables (one table: itself)."""
+    out: Table = {}
+    for table in tables:
+        if not out:
+            out = table
+            continue
+        for key, sums in table.items():
+            mine = out.get(key)
+            if mine is None:
+                out[key] = sums
+                continue
+            for model, (value, n) in sums.items():
+                mine[model][0] += value
+                mine[model][1] += n
+    return out
 
 
 _POSITIONAL = frozenset({"first_touch", "last_touch", "linear", "position_based", "weighted_last_touch"})

@@ -1,0 +1,204 @@
+"""Reports shared across worker processes (``storage/report_pool.py``): the same answers as
+one process, every conversion in exactly one slice, a dead worker costing nothing but time,
+and no worker outliving the gateway.
+
+The store is small, so ``min_slice`` is lowered to make the reports split as a large one does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from bench.synth import generate
+from gateway import reporting
+from gateway.attribution import MODELS, Attribution
+from gateway.channels import Channels
+from gateway.config import AttributionOptions, ChannelsOptions
+from gateway.payouts import Payouts, PayoutsOptions, TierPayout
+from storage.report_pool import WHOLE
+from storage.reports import Reports
+
+SINCE, UNTIL = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pool") / "synth.db"
+    generate(path, 4000, 400, seed=5, days=60, verdicts=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def channels() -> Channels:
+    return Channels(ChannelsOptions())
+
+
+async def opened(store: Path, channels: Channels, processes: int, min_slice: int = 40) -> Reports:
+    reports = Reports(store, Attribution(AttributionOptions()), channels, processes, min_slice)
+    await reports.open()
+    return reports
+
+
+@pytest.fixture
+async def single(store: Path, channels: Channels) -> AsyncIterator[Reports]:
+    reports = await opened(store, channels, processes=1)
+    yield reports
+    await reports.close()
+
+
+@pytest.fixture
+async def pooled(store: Path, channels: Channels) -> AsyncIterator[Reports]:
+    reports = await opened(store, channels, processes=3)
+    yield reports
+    await reports.close()
+
+
+def workers(reports: Reports) -> list[int]:
+    executor = reports._pool._executor
+    return sorted(executor._processes) if executor is not None and executor._processes else []
+
+
+async def every_report(reports: Reports) -> list[bytes]:
+    rules = Payouts(PayoutsOptions(default_tier="std", tiers={"std": TierPayout(revenue_share=0.1)}))
+    out = []
+    for model in sorted(MODELS):
+        out.append((await reporting.attribution(reports, reporting.Query(SINCE, UNTIL, (model,)))).json())
+    out.append((await reporting.attribution(reports, reporting.Query(SINCE, UNTIL, tuple(MODELS)))).json())
+    by_campaign = reporting.Query(
+        SINCE, UNTIL, ("time_decay",), group_by="campaign", verdicts=frozenset({"allow", "review"})
+    )
+    out.append((await reporting.attribution(reports, by_campaign)).json())
+    out.append((await reporting.attribution(reports, reporting.Query(SINCE, UNTIL), by_day=True)).json())
+    out.append((await reporting.paths(reports, reporting.Query(SINCE, UNTIL))).json())
+    review = frozenset({"allow", "review"})
+    for verdicts in (None, review):
+        q = reporting.Query(SINCE, UNTIL, ("linear",), verdicts=verdicts)
+        out.append((await reporting.payouts(reports, rules, q)).json())
+    return out
+
+
+async def test_a_report_shared_across_processes_is_the_report_of_one(
+    single: Reports, pooled: Reports
+) -> None:
+    assert await pooled.run(pooled.slices, SINCE, UNTIL, None) != [WHOLE]
+    assert not workers(single)
+    expected = await every_report(single)
+    assert await every_report(pooled) == expected
+    assert len(workers(pooled)) == 3  # the reports above did run in the workers
+    for model in ("linear", "last_non_direct"):
+        one = await single.credit(SINCE, UNTIL, [model], by_day=True, population="cookie")
+        assert await pooled.credit(SINCE, UNTIL, [model], by_day=True, population="cookie") == one
+
+
+async def test_every_conversion_is_in_exactly_one_slice(pooled: Reports) -> None:
+    slices = await pooled.run(pooled.slices, SINCE, UNTIL, None)
+    assert len(slices) == 3 and slices[0][0] is None and slices[-1][1] is None
+    assert all(a[1] == b[0] for a, b in pairwise(slices))
+    ids = [
+        [c.id for c in await pooled.run(pooled.read, SINCE, UNTIL, None, "channel", None, s)] for s in slices
+    ]
+    whole = [c.id for c in await pooled.run(pooled.read, SINCE, UNTIL)]
+    assert sorted(i for part in ids for i in part) == sorted(whole)
+    assert min(map(len, ids)) >= 40 and len(set().union(*map(set, ids))) == len(whole)
+
+
+async def test_too_few_conversions_stay_in_the_gateway_process(store: Path, channels: Channels) -> None:
+    reports = await opened(store, channels, processes=2, min_slice=10_000)
+    try:
+        assert await reports.run(reports.slices, SINCE, UNTIL, None) == [WHOLE]
+        await reporting.attribution(reports, reporting.Query(SINCE, UNTIL))
+        assert not workers(reports)
+    finally:
+        await reports.close()
+
+
+async def test_a_dead_worker_costs_a_warning_not_the_report(
+    single: Reports, pooled: Reports, caplog: pytest.LogCaptureFixture
+) -> None:
+    q = reporting.Query(SINCE, UNTIL, ("position_based",))
+    expected = (await reporting.attribution(single, q)).json()
+    assert (await reporting.attribution(pooled, q)).json() == expected
+    os.kill(workers(pooled)[0], signal.SIGKILL)
+    assert (await reporting.attribution(pooled, q)).json() == expected
+    assert "a report worker process died" in caplog.text
+    assert (await reporting.attribution(pooled, q)).json() == expected
+    assert workers(pooled) and caplog.text.count("died") == 1  # new workers answered that one
+
+
+async def test_closing_the_reports_stops_the_workers(store: Path, channels: Channels) -> None:
+    reports = await opened(store, channels, processes=2, min_slice=1)  # large enough: started at open
+    try:
+        started = workers(reports)
+        assert len(started) == 2
+    finally:
+        await reports.close()
+    assert not any(alive(pid) for pid in started)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) is gone too
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+GATEWAY = """
+import asyncio, sys
+from itertools import pairwise
+from pathlib import Path
+from gateway.attribution import Attribution
+from gateway.channels import Channels
+from gateway.config import AttributionOptions, ChannelsOptions
+from storage.reports import Reports
+
+async def main() -> None:
+    reports = Reports(Path(sys.argv[1]), Attribution(AttributionOptions()), Channels(ChannelsOptions()), 2, 1)
+    await reports.open()
+    await reports.run(lambda: reports._pool.map(lambda_free, [(None, None)] * 2))
+    print(*sorted(reports._pool._executor._processes), flush=True)
+    await asyncio.sleep(3600)
+
+def lambda_free(reports, part):
+    return part
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_no_worker_outlives_a_gateway_killed_outright(store: Path, tmp_path: Path) -> None:
+    script = tmp_path / "gateway_like.py"
+    script.write_text(GATEWAY)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(tmp_path)])}
+    errors = tmp_path / "stderr"
+    with (
+        errors.open("w") as err,
+        subprocess.Popen(
+            [sys.executable, str(script), str(store)], stdout=subprocess.PIPE, stderr=err, env=env, text=True
+        ) as proc,
+    ):
+        try:
+            assert proc.stdout is not None
+            pids = [int(p) for p in proc.stdout.readline().split()]
+            assert len(pids) == 2 and all(alive(pid) for pid in pids), errors.read_text()
+        finally:
+            proc.kill()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
