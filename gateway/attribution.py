@@ -288,11 +288,21 @@ class Attribution:
 _START, _CONVERSION, _NULL = "\x00start", "\x00conversion", "\x00null"
 
 
+Moves = dict[str, Counter[str]]
+"""A first-order Markov chain's transition counts: state → next state → times seen."""
+
+
 def markov_weights(journeys: Iterable[tuple[Sequence[str], bool]]) -> dict[str, float]:
     """Per-channel weights (summing to 1) of a first-order Markov chain over every journey of
     the period, converting or not: each channel's removal effect — how much the chance of
     converting drops when the channel is taken out — normalised. Empty paths are skipped."""
-    moves: dict[str, Counter[str]] = defaultdict(Counter)
+    return moves_weights(markov_moves(journeys))
+
+
+def markov_moves(journeys: Iterable[tuple[Sequence[str], bool]], moves: Moves | None = None) -> Moves:
+    """The transitions of ``journeys`` counted (into ``moves``, if given: counts of several sets
+    of journeys add up to those of all of them)."""
+    moves = defaultdict(Counter) if moves is None else moves
     for path, converted in journeys:
         if not path:
             continue
@@ -301,6 +311,21 @@ def markov_weights(journeys: Iterable[tuple[Sequence[str], bool]]) -> dict[str, 
             moves[previous][channel] += 1
             previous = channel
         moves[previous][_CONVERSION if converted else _NULL] += 1
+    return moves
+
+
+def add_moves(many: Iterable[Moves]) -> Moves:
+    """Transition counts of several sets of journeys, added up."""
+    total: Moves = defaultdict(Counter)
+    for moves in many:
+        for state, counter in moves.items():
+            total[state].update(counter)
+    return total
+
+
+def moves_weights(moves: Moves) -> dict[str, float]:
+    """``markov_weights`` from transition counts (the same floats, whatever order they were
+    counted in: each matrix cell is written once)."""
     channels = sorted({c for counter in moves.values() for c in counter} - {_CONVERSION, _NULL})
     base = _conversion_probability(moves, channels, None)
     if base <= 0:

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.attribution import from_minor
+from gateway.attribution import Params, from_minor
 from gateway.payouts import Payouts
 from storage.report_pool import Slice
 from storage.reports import MICRO, Conv, Reports, Table, add_tables, credit_table, quarantined_credit
@@ -163,30 +163,32 @@ def _totals(parts: Sequence[Totals]) -> list[dict[str, Any]]:
     ]
 
 
-def _attribution_part(reports: Reports, part: Slice, q: Query, by_day: bool) -> tuple[Table, Totals]:
+def _attribution_part(
+    reports: Reports, part: Slice, q: Query, by_day: bool, params: Params
+) -> tuple[Table, Totals]:
     """One slice of an attribution report (``Reports.map``): its credits and totals. The
     conversions and their touches live and die inside one worker call."""
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
     convs = reports.read(q.since, q.until, q.conversion, q.group_by, q.population, part)
-    params = reports.learn(q.models, convs, q.since, q.until, accepted, q.population)
     table = credit_table(reports.eligible, convs, q.models, q.group_by, accepted, params, by_day)
     return table, _count_totals(convs)
 
 
-def _split(models: Sequence[str]) -> bool:
-    """Whether a report may be cut into slices: not with ``data_driven``, which learns from
-    every journey of the period at once."""
-    return "data_driven" not in models
+def _learn(reports: Reports, q: Query) -> Params:
+    """The models' parameters (``data_driven`` learns its weights from the period's journeys)."""
+    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    return reports.learn(q.models, q.since, q.until, q.conversion, accepted, q.population)
 
 
 async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Report:
     """Credited conversions and value per group and currency (and per day with ``by_day``);
     with several models, one column pair per model."""
-    parts = await reports.run(
-        lambda: reports.map(
-            _attribution_part, q.since, q.until, q.conversion, q, by_day, split=_split(q.models)
-        )
-    )
+
+    def compute() -> list[tuple[Table, Totals]]:
+        params = _learn(reports, q)
+        return reports.map(_attribution_part, q.since, q.until, q.conversion, q, by_day, params)
+
+    parts = await reports.run(compute)
     table = add_tables(p[0] for p in parts)
     totals = _totals([p[1] for p in parts])
     single = len(q.models) == 1
@@ -275,13 +277,12 @@ Withheld = dict[tuple[str, str | None], list[int]]
 have earned."""
 
 
-def _payouts_part(reports: Reports, part: Slice, q: Query) -> tuple[Table, Withheld]:
+def _payouts_part(reports: Reports, part: Slice, q: Query, params: Params) -> tuple[Table, Withheld]:
     """One slice of the payouts report: credits by creator, and what quarantined traffic would
     have earned."""
     model = q.models[0]
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
     convs = reports.read(q.since, q.until, q.conversion, "creator_id", q.population, part)
-    params = reports.learn([model], convs, q.since, q.until, accepted, q.population)
     earned = credit_table(reports.eligible, convs, [model], "creator_id", accepted, params)
     return earned, quarantined_credit(reports.eligible, convs, model, accepted, params)
 
@@ -292,9 +293,11 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     with its clicks and what it would have earned, and paid nothing."""
     model = q.models[0]
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    parts = await reports.run(
-        lambda: reports.map(_payouts_part, q.since, q.until, q.conversion, q, split=_split(q.models))
-    )
+
+    def compute() -> list[tuple[Table, Withheld]]:
+        return reports.map(_payouts_part, q.since, q.until, q.conversion, q, _learn(reports, q))
+
+    parts = await reports.run(compute)
     earned = add_tables(p[0] for p in parts)
     withheld: Withheld = defaultdict(lambda: [0, 0])
     for _, part in parts:

@@ -49,11 +49,14 @@ import msgspec
 from gateway.attribution import (
     MODELS,
     Attribution,
+    Moves,
     Params,
     Touch,
+    add_moves,
     distribute,
     distribute_scaled,
-    markov_weights,
+    markov_moves,
+    moves_weights,
     to_minor,
 )
 from gateway.channels import DIRECT, INTERNAL, Channels, Signals
@@ -316,15 +319,14 @@ class Reports:
         until: datetime,
         conversion: str | None,
         *args: Any,
-        split: bool = True,
     ) -> list[_T]:
         """``fn(self, slice, *args)`` for the conversions of the period: one call over the
-        whole period, or — a large period, ``split`` — one per slice of its conversions, each in
+        whole period, or — a large period — one per slice of its conversions, each in
         a worker process (with that process's ``Reports``); the answers in slice order, for the
         caller to add up. If a worker dies, the whole report runs here instead.
 
         Blocking: call it inside ``run``."""
-        slices = self.slices(since, until, conversion) if split else [WHOLE]
+        slices = self.slices(since, until, conversion)
         if len(slices) > 1:
             schema = (self.source, self.verdict, self.changes)
             try:
@@ -547,34 +549,25 @@ class Reports:
     def learn(
         self,
         models: Iterable[str],
-        convs: Sequence[Conv],
         since: datetime,
         until: datetime,
+        conversion: str | None,
         accepted: frozenset[str],
         population: str | None = None,
     ) -> Params:
         """The models' parameters; for ``data_driven``, Markov weights learnt from the period's
-        journeys: the conversions' and those of everyone else who left touchpoints in it.
-        Blocking: call it inside ``run``."""
+        journeys: the conversions' (slice by slice, as ``map`` shares a report) and those of
+        everyone else who left touchpoints in it. Blocking: call it inside ``run``."""
         params = self.attribution.params
         if "data_driven" not in models:
             return params
-        return self._learn(params, convs, since, until, accepted, population)
-
-    def _learn(
-        self,
-        params: Params,
-        convs: Sequence[Conv],
-        since: datetime,
-        until: datetime,
-        accepted: frozenset[str],
-        population: str | None = None,
-    ) -> Params:
-        paths = [self.eligible(c, accepted) for c in convs]
-        journeys = [([t[2] for t in path], True) for path in paths]
-        converted = {t[1] for path in paths for t in path}
-        journeys += self._other_journeys(since, until, accepted, converted, population)
-        return replace(params, channel_weights=markov_weights(journeys))
+        parts = self.map(
+            _journeys_part, since, until, conversion, since, until, conversion, accepted, population
+        )
+        moves = add_moves(part[0] for part in parts)
+        converted = set().union(*(part[1] for part in parts))
+        markov_moves(self._other_journeys(since, until, accepted, converted, population), moves)
+        return replace(params, channel_weights=moves_weights(moves))
 
     def _other_journeys(
         self,
@@ -663,10 +656,13 @@ class Reports:
         """Every model's credits of the period's conversions per (day, group, currency); with
         ``population``, of that population's touchpoints only (see ``read``)."""
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
-        q = (since, until, models, group_by, conversion, accepted, by_day, population)
-        split = "data_driven" not in models  # it learns from every journey of the period at once
-        parts = await self.run(lambda: self.map(_credit_part, since, until, conversion, *q, split=split))
-        return add_tables(parts)
+
+        def compute() -> list[Table]:
+            params = self.learn(models, since, until, conversion, accepted, population)
+            q = (since, until, models, group_by, conversion, accepted, by_day, population, params)
+            return self.map(_credit_part, since, until, conversion, *q)
+
+        return add_tables(await self.run(compute))
 
 
 def _credit_part(
@@ -680,10 +676,29 @@ def _credit_part(
     accepted: frozenset[str],
     by_day: bool,
     population: str | None,
+    params: Params,
 ) -> Table:
     convs = reports.read(since, until, conversion, group_by, population, part)
-    params = reports.learn(models, convs, since, until, accepted, population)
     return credit_table(reports.eligible, convs, models, group_by, accepted, params, by_day)
+
+
+def _journeys_part(
+    reports: Reports,
+    part: Slice,
+    since: datetime,
+    until: datetime,
+    conversion: str | None,
+    accepted: frozenset[str],
+    population: str | None,
+) -> tuple[Moves, set[str]]:
+    """One slice's converting journeys for ``data_driven``: their transitions counted, and the
+    touchpoints they used (which the journeys that did not convert leave out)."""
+    paths = [
+        reports.eligible(c, accepted)
+        for c in reports.read(since, until, conversion, "channel", population, part)
+    ]
+    moves = markov_moves(([t[2] for t in path], True) for path in paths)
+    return dict(moves), {t[1] for path in paths for t in path}
 
 
 def _worker_reports(path: Path, attribution: Attribution, channels: Channels) -> Reports:

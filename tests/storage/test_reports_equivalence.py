@@ -171,8 +171,7 @@ async def test_every_model_credits_what_the_view_and_the_pure_models_credit(
 ) -> None:
     attribution = reports.attribution
     reference = await Reference(attribution, reports.channels).read(db)
-    convs = await reports.run(reports.read, SINCE, UNTIL)
-    params = await reports.run(reports.learn, [model], convs, SINCE, UNTIL, accepted)
+    params = await reports.run(reports.learn, [model], SINCE, UNTIL, None, accepted)
     if model == "data_driven":
         journeys = reference.journeys(accepted)
         journeys += await other_journeys(db, reports.channels, accepted, reference.ids)
