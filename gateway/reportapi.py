@@ -146,6 +146,7 @@ def add_report_routes(app: web.Application, settings: Settings) -> None:
 
     async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
         await reports.open()
+        await reports.warm()
         yield
         await reports.close()
 

@@ -2,24 +2,26 @@
 
 Owns the report worker processes. A report over many conversions is cut into slices of the
 period's conversions (by id, ``Slice``); each worker process keeps its own ``Reports`` (its
-own read connection, built once by the pool's initializer) and answers a slice with partial
-sums that the caller adds up. A slice reads each of its conversions with every touch of its
-devices, exactly as a whole report does, so the sums are the same. Workers are spawned, not
-forked: the gateway runs threads (the store's writer) that a fork would copy mid-flight. They
-ignore Ctrl-C (the gateway shuts them down) and exit when the gateway process is gone, even
-killed outright.
+own read connection, built once when it starts) and answers a slice with partial sums that
+the caller adds up. A slice reads each of its conversions with every touch of its devices,
+exactly as a whole report does, so the sums are the same.
+
+Each worker is a spawned process (not forked: the gateway runs threads, such as the store's
+writer, that a fork would copy mid-flight) on one pipe of its own: a task in, its answer
+out. A worker that dies shows as the end of its pipe; a gateway that dies, even killed
+outright, shows to its workers the same way, and they exit. Workers ignore Ctrl-C (the
+gateway closes them). ``concurrent.futures.ProcessPoolExecutor`` was tried first: after a
+worker died it broke with closed or duplicated pipe handles now and then (Python 3.11).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-import multiprocessing.connection
-import os
 import signal
-import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -27,70 +29,97 @@ _T = TypeVar("_T")
 Slice = tuple[str | None, str | None]
 """Conversion ids ``lo <= id < hi`` of one slice of a report (None: no bound on that side)."""
 WHOLE: Slice = (None, None)
+JOIN_SECONDS = 5.0
+"""How long a closing worker gets to exit before it is killed."""
 
-_state: dict[str, Any] = {}
-"""This worker process's object (a ``Reports``), set once by ``_start``; empty in the parent."""
+
+class WorkerDied(Exception):
+    """A report worker process ended while the pool needed it (killed, out of memory…)."""
 
 
-def _start(factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
+class _Failed:
+    """A task's exception, as a worker sends it back (``repr`` only: it may not pickle)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.kind, self.text = type(error).__name__, repr(error)
+
+
+def _serve(conn: Connection, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """A worker's life: build its object, then answer tasks until the pipe says stop or ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()
-    if parent is not None:  # a gateway killed outright leaves no orphan behind
-        threading.Thread(target=_leave_with, args=(parent.sentinel,), daemon=True).start()
-    _state["reports"] = factory(*args)
-
-
-def _leave_with(sentinel: int) -> None:
-    multiprocessing.connection.wait([sentinel])
-    os._exit(0)
-
-
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    return fn(_state["reports"], *args)
-
-
-def _ready(_: Any) -> None:
-    """Nothing: a started worker's first task."""
+    obj = factory(*args)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):  # the gateway is gone
+            return
+        if task is None:
+            return
+        fn, task_args = task
+        try:
+            answer = fn(obj, *task_args)
+        except Exception as error:  # the caller raises it: a report error stays an error
+            conn.send(_Failed(error))
+        else:
+            conn.send(answer)
 
 
 class ReportPool:
-    """``processes`` spawned workers, each with ``factory(*args)``; started on first use. Blocking:
-    use it from a worker thread, never on the event loop."""
+    """``processes`` spawned workers, each with ``factory(*args)``; started on first use (or by
+    ``start``). Blocking: use it from a worker thread, never on the event loop; one ``map`` at
+    a time."""
 
     def __init__(self, processes: int, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.processes, self.factory, self.args = processes, factory, args
-        self._executor: ProcessPoolExecutor | None = None
+        self._workers: list[tuple[BaseProcess, Connection]] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p, _ in self._workers if p.pid is not None]
 
     def start(self) -> None:
-        """Start every worker now, without waiting for them (each imports the code and opens its
-        connection, about half a second), so the first large report does not wait either."""
-        executor = self._running()
+        """Start every worker now (each imports the code and opens its connection, about half a
+        second; this does not wait for that), so a large report does not wait for them."""
+        if self._workers:
+            return
+        context = multiprocessing.get_context("spawn")
         for _ in range(self.processes):
-            executor.submit(_call, _ready)
-
-    def _running(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start,
-                initargs=(self.factory, self.args),
-            )
-        return self._executor
+            mine, theirs = context.Pipe()
+            process = context.Process(target=_serve, args=(theirs, self.factory, self.args), daemon=True)
+            process.start()
+            theirs.close()  # only the worker holds its end: its death ends the pipe here
+            self._workers.append((process, mine))
 
     def map(self, fn: Callable[..., _T], slices: list[Slice], *args: Any) -> list[_T]:
         """``fn(worker's object, slice, *args)`` for each slice, in the workers; the answers in
-        the order of ``slices``. Raises
-        ``BrokenProcessPool`` if a worker died (the next call starts new ones)."""
-        executor = self._running()
-        try:  # a worker that died between reports breaks the pool at submit already
-            futures = [executor.submit(_call, fn, part, *args) for part in slices]
-            return [f.result() for f in futures]
-        except BrokenProcessPool:
-            self.close()
-            raise
+        the order of ``slices``. Raises ``WorkerDied`` if a worker died (all are stopped; the
+        next call starts new ones), ``RuntimeError`` if ``fn`` raised in a worker."""
+        self.start()
+        try:
+            for i, part in enumerate(slices):
+                self._workers[i % len(self._workers)][1].send((fn, (part, *args)))
+            answers = [self._workers[i % len(self._workers)][1].recv() for i in range(len(slices))]
+        except (EOFError, OSError) as error:
+            self.close(kill=True)
+            raise WorkerDied(str(error) or type(error).__name__) from error
+        for answer in answers:
+            if isinstance(answer, _Failed):
+                raise RuntimeError(f"a report worker failed: {answer.text}")
+        return answers
 
-    def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+    def close(self, kill: bool = False) -> None:
+        """Stop every worker: ask each to exit (or kill them, ``kill``), then wait for them."""
+        workers, self._workers = self._workers, []
+        for process, conn in workers:
+            if kill:
+                process.kill()
+            else:
+                with contextlib.suppress(OSError):  # already gone
+                    conn.send(None)
+        for process, conn in workers:
+            process.join(JOIN_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            conn.close()
+            process.close()

@@ -34,7 +34,6 @@ import os
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from fractions import Fraction
@@ -62,7 +61,7 @@ from gateway.attribution import (
 from gateway.channels import DIRECT, INTERNAL, Channels, Signals
 from gateway.events import iso
 from gateway.ids import id_floor
-from storage.report_pool import WHOLE, ReportPool, Slice
+from storage.report_pool import WHOLE, ReportPool, Slice, WorkerDied
 
 MICRO = 1_000_000
 """One conversion, in the units credited conversions are shared in."""
@@ -264,13 +263,21 @@ class Reports:
         db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages stay warm between reports
         self._db = db
         self._detect()
-        if self.processes > 1:
-            try:
-                (conversions,) = db.execute("SELECT count(*) FROM conversions").fetchone()
-            except sqlite3.OperationalError:  # a store not migrated yet
-                conversions = 0
-            if conversions >= 2 * self.min_slice:  # large reports are likely: start the workers now
-                self._pool.start()
+
+    async def warm(self) -> None:
+        """Start the worker processes now if the store is large enough for a report to be shared
+        across them, so the first such report does not wait for them (about half a second)."""
+        await asyncio.to_thread(self._warm)
+
+    def _warm(self) -> None:
+        if self.processes < 2:
+            return
+        try:
+            (conversions,) = self.db.execute("SELECT count(*) FROM conversions").fetchone()
+        except sqlite3.OperationalError:  # a store not migrated yet
+            return
+        if conversions >= 2 * self.min_slice:
+            self._pool.start()
 
     async def detect(self) -> None:
         """Learn the schema again: the verdict column and the verdict_changes table, if any."""
@@ -331,7 +338,7 @@ class Reports:
             schema = (self.source, self.verdict, self.changes)
             try:
                 return self._pool.map(_in_worker, slices, schema, fn, args)
-            except BrokenProcessPool:
+            except WorkerDied:
                 log.warning(
                     "a report worker process died; running this report in the gateway process", exc_info=True
                 )

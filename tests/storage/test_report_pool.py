@@ -64,8 +64,7 @@ async def pooled(store: Path, channels: Channels) -> AsyncIterator[Reports]:
 
 
 def workers(reports: Reports) -> list[int]:
-    executor = reports._pool._executor
-    return sorted(executor._processes) if executor is not None and executor._processes else []
+    return reports._pool.pids
 
 
 async def every_report(reports: Reports) -> list[bytes]:
@@ -136,8 +135,9 @@ async def test_a_dead_worker_costs_a_warning_not_the_report(
 
 
 async def test_closing_the_reports_stops_the_workers(store: Path, channels: Channels) -> None:
-    reports = await opened(store, channels, processes=2, min_slice=1)  # large enough: started at open
+    reports = await opened(store, channels, processes=2, min_slice=1)
     try:
+        await reports.warm()  # the store is large enough: the workers start now
         started = workers(reports)
         assert len(started) == 2
     finally:
@@ -169,8 +169,9 @@ from storage.reports import Reports
 async def main() -> None:
     reports = Reports(Path(sys.argv[1]), Attribution(AttributionOptions()), Channels(ChannelsOptions()), 2, 1)
     await reports.open()
+    await reports.warm()
     await reports.run(lambda: reports._pool.map(lambda_free, [(None, None)] * 2))
-    print(*sorted(reports._pool._executor._processes), flush=True)
+    print(*reports._pool.pids, flush=True)
     await asyncio.sleep(3600)
 
 def lambda_free(reports, part):
@@ -202,3 +203,17 @@ def test_no_worker_outlives_a_gateway_killed_outright(store: Path, tmp_path: Pat
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(pid) for pid in pids)
+
+
+def _fails(reports: Reports, part: object) -> None:
+    raise ValueError("no such column: t.verdict")
+
+
+async def test_an_error_in_a_worker_is_the_report_s_error(pooled: Reports) -> None:
+    """Not a dead worker: the report fails as it would in one process, and the workers stay."""
+    with pytest.raises(RuntimeError, match=r"no such column: t\.verdict"):
+        await pooled.run(pooled._pool.map, _fails, [WHOLE, WHOLE])
+    before = workers(pooled)
+    q = reporting.Query(SINCE, UNTIL, ("linear",))
+    await reporting.attribution(pooled, q)
+    assert workers(pooled) == before and len(before) == 3
