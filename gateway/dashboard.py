@@ -21,7 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin import READER_KEY, SETTINGS_KEY, ApiError, _only, ok
-from gateway.attribution import MODELS, Attribution
+from gateway.attribution import MODELS
+from gateway.reportapi import REPORTS_KEY
 from gateway.sessions import (
     COOKIE,
     SESSIONS_KEY,
@@ -52,7 +53,6 @@ DEFAULT_MODEL = "linear"
 DEFAULT_DAYS = 30
 
 ASSETS_KEY = web.AppKey("assets", dict)
-ATTRIBUTION_KEY = web.AppKey("attribution", Attribution)
 
 
 def load_assets() -> dict[str, bytes]:
@@ -158,8 +158,7 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
     data = await summary(
         request.app[READER_KEY].db,
-        request.app[ATTRIBUTION_KEY],
-        request.app[SETTINGS_KEY].channels,
+        request.app[REPORTS_KEY],
         model,
         Period(since, until),
         population,
@@ -176,7 +175,6 @@ def add_dashboard(app: web.Application) -> None:
     """Mount the dashboard on the admin app (after ``create_admin_app``)."""
     settings = app[SETTINGS_KEY]
     app[SESSIONS_KEY] = Sessions(settings.options.admin.session_hours * 3600)
-    app[ATTRIBUTION_KEY] = Attribution(settings.options.attribution)
 
     async def assets(app: web.Application) -> AsyncIterator[None]:
         app[ASSETS_KEY] = await asyncio.to_thread(load_assets)

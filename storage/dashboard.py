@@ -1,11 +1,12 @@
 """What the admin dashboard draws, read from the local store in one call (never writes).
 
 Conversions by channel per day and the model comparison come from ``storage/reports.py``
-(``credits_by_channel``: the same credits the reports give); top campaigns and creators,
-bot share and totals are plain aggregates here. Money leaves as numbers in major units per
-currency, credited conversions as fractions of one conversion. The dashboard's script reads
-this through one module (``gateway/static/data.js``), so it can move to the report endpoints
-(``/api/attribution``…) once they exist without touching the charts.
+(one read of the period, every model by day; the same credits the reports give,
+``data_driven`` learning from the whole period as the time series does);
+top campaigns and creators, bot share and totals are plain aggregates here. Money leaves as
+numbers in major units per currency, credited conversions as fractions of one conversion. The
+dashboard's script reads this through one module (``gateway/static/data.js``), so it can move
+to the report endpoints (``/api/attribution``…) without touching the charts.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.attribution import MODELS, Attribution, from_minor
-from gateway.channels import Channels
+from gateway.attribution import MODELS, from_minor
 from gateway.events import iso
-from storage.reports import MICRO, ChannelCredit, credits_by_channel, population_counts
+from storage.reports import MICRO, ChannelCredit, Reports, add_tables, channel_credits, population_counts
 
 MAX_DAYS = 92
 """Longest period one summary covers (one attribution run per day for the daily chart)."""
@@ -131,29 +131,27 @@ async def _totals(db: aiosqlite.Connection, bounds: dict[str, str]) -> dict[str,
 
 async def summary(
     db: aiosqlite.Connection,
-    attribution: Attribution,
-    channels: Channels,
+    reports: Reports,
     model: str,
     period: Period,
     population: str | None = None,
 ) -> dict[str, Any]:
     """Everything the dashboard page shows for ``period`` under ``model``; the credits of one
-    ``population``'s touchpoints only, when given (``storage.reports.credits_by_channel``)."""
-    pop = {"population": population}
+    ``population``'s touchpoints only, when given (see ``Reports.read``)."""
     since, until = _at(period.since), _at(period.until)
-    widest = max(attribution.tiers.windows.values())
+    widest = max(reports.attribution.tiers.windows.values())
     bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest)}
     window_days = widest / timedelta(days=1)
+    # One read of the period: every model by day; the comparison adds the days up.
+    every_day = await reports.credit(since, until, list(MODELS), by_day=True, population=population)
+    daily = channel_credits(every_day, model)
     by_day = []
     for day in period.days():
-        rows = await credits_by_channel(
-            db, attribution, channels, model, _at(day), _at(day) + timedelta(1), **pop
-        )
-        by_day += [{"day": day.isoformat(), **row} for row in _credit_rows(rows)]
+        by_day += [{"day": day.isoformat(), **row} for row in _credit_rows(daily.get(day.isoformat(), []))]
+    every = add_tables([{(None, group, currency): sums} for (_, group, currency), sums in every_day.items()])
     comparison = []
     for name in MODELS:
-        rows = await credits_by_channel(db, attribution, channels, name, since, until, **pop)
-        comparison += [{"model": name, **row} for row in _credit_rows(rows)]
+        comparison += [{"model": name, **row} for row in _credit_rows(channel_credits(every, name)[None])]
     scored, bots = await _bots(db, bounds)
     return {
         "since": period.since.isoformat(),

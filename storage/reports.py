@@ -725,17 +725,14 @@ def _in_worker(
 
 
 def add_tables(tables: Iterable[Table]) -> Table:
-    """The sums of several slices' tables (one table: itself)."""
+    """The sums of several tables (one table: itself); the tables themselves are left as they are."""
+    tables = list(tables)
+    if len(tables) == 1:
+        return tables[0]
     out: Table = {}
     for table in tables:
-        if not out:
-            out = table
-            continue
         for key, sums in table.items():
-            mine = out.get(key)
-            if mine is None:
-                out[key] = sums
-                continue
+            mine = out.setdefault(key, {model: [0, 0] for model in sums})
             for model, (value, n) in sums.items():
                 mine[model][0] += value
                 mine[model][1] += n
@@ -906,13 +903,19 @@ async def credits_by_channel(
         table = await reports.credit(since, until, [model], verdicts=verdicts, population=population)
     finally:
         await reports.close()
-    report = [
-        ChannelCredit(str(group), currency, sums[model][0], sums[model][1])
-        for (_, group, currency), sums in table.items()
-        if any(sums[model])
-    ]
-    report.sort(key=lambda r: (-r.value, -r.conversions, r.channel, r.currency or ""))
-    return report
+    return channel_credits(table, model)[None]
+
+
+def channel_credits(table: Table, model: str) -> dict[str | None, list[ChannelCredit]]:
+    """A table grouped by channel as ``model``'s credits per day (None: not by day), largest
+    value first; channels credited nothing are left out."""
+    days: dict[str | None, list[ChannelCredit]] = defaultdict(list)
+    for (day, group, currency), sums in table.items():
+        if any(sums[model]):
+            days[day].append(ChannelCredit(str(group), currency, sums[model][0], sums[model][1]))
+    for report in days.values():
+        report.sort(key=lambda r: (-r.value, -r.conversions, r.channel, r.currency or ""))
+    return days
 
 
 POPULATIONS = ("cookie", "cookieless", "no_consent")

@@ -18,6 +18,7 @@ from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from storage.dashboard import Period, summary
 from storage.local import LocalStore, connect
+from storage.reports import Reports
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 new_id = Uuid7()
@@ -67,7 +68,11 @@ async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
 
 
 async def run(db: aiosqlite.Connection, channels: Channels, since: date, until: date) -> dict:
-    return await summary(db, Attribution(AttributionOptions()), channels, "linear", Period(since, until))
+    reports = await Reports.on(db, Attribution(AttributionOptions()), channels)
+    try:
+        return await summary(db, reports, "linear", Period(since, until))
+    finally:
+        await reports.close()
 
 
 async def test_conversions_touched_respect_the_lookback_edge(
