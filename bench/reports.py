@@ -27,14 +27,20 @@ from gateway.attribution import MODELS, Attribution
 from gateway.channels import Channels
 from gateway.config import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
+from storage.report_pool import WHOLE, Slice
 from storage.reports import Reports
 
 SINCE = datetime(2026, 9, 1, tzinfo=UTC)
 
 
-async def run(store: Path, repeat: int, models: list[str]) -> list[dict[str, object]]:
-    reports = Reports(store, Attribution(AttributionOptions()), Channels(ChannelsOptions()))
+async def run(store: Path, repeat: int, models: list[str], processes: int = 0) -> list[dict[str, object]]:
+    reports = Reports(store, Attribution(AttributionOptions()), Channels(ChannelsOptions()), processes)
     await reports.open()
+    await reports.warm()  # as the admin API does at start: the workers are ready before the first report
+    await reports.run(
+        lambda: reports._pool.map(_ready, [WHOLE] * reports.processes) if reports._pool.pids else None
+    )
+    print(f"report processes: {len(reports._pool.pids) or 'none (every report in this process)'}")
     rules = Payouts(PayoutsOptions(default_tier="std", tiers={"std": TierPayout(cpa=5.0)}))
     q = reporting.Query(SINCE, END)
     cases: list[tuple[str, Callable[[], Awaitable[reporting.Report]]]] = []
@@ -81,6 +87,10 @@ async def run(store: Path, repeat: int, models: list[str]) -> list[dict[str, obj
     return results
 
 
+def _ready(reports: Reports, part: Slice) -> None:
+    """Nothing: waits until a worker has started."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reports", description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, help="an existing store (default: generate one)")
@@ -90,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="admin.report_processes: 0 one per CPU core (the default), 1 none",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store
@@ -101,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"generated {counts.touchpoints:,} touchpoints, {counts.conversions:,} conversions, "
                 f"{counts.identities:,} bindings in {time.perf_counter() - started:.0f} s"
             )
-        results = asyncio.run(run(store, args.repeat, args.models))
+        results = asyncio.run(run(store, args.repeat, args.models, args.processes))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -22,7 +22,7 @@ import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 _T = TypeVar("_T")
 
@@ -72,6 +72,7 @@ class ReportPool:
     def __init__(self, processes: int, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.processes, self.factory, self.args = processes, factory, args
         self._workers: list[tuple[BaseProcess, Connection]] = []
+        self._pending = 0
 
     @property
     def pids(self) -> list[int]:
@@ -94,22 +95,41 @@ class ReportPool:
         """``fn(worker's object, slice, *args)`` for each slice, in the workers; the answers in
         the order of ``slices``. Raises ``WorkerDied`` if a worker died (all are stopped; the
         next call starts new ones), ``RuntimeError`` if ``fn`` raised in a worker."""
+        return self.collect(self.submit(fn, slices, *args))
+
+    def submit(self, fn: Callable[..., Any], slices: list[Slice], *args: Any) -> int:
+        """The first half of ``map``: the tasks sent; ``collect`` their number of answers."""
+        if self._pending:  # a caller that never collected (it failed meanwhile): drain its answers
+            with contextlib.suppress(RuntimeError):
+                self.collect(self._pending)
         self.start()
         try:
             for i, part in enumerate(slices):
                 self._workers[i % len(self._workers)][1].send((fn, (part, *args)))
-            answers = [self._workers[i % len(self._workers)][1].recv() for i in range(len(slices))]
+        except OSError as error:
+            self._died(error)
+        self._pending = len(slices)
+        return len(slices)
+
+    def collect(self, count: int) -> list[Any]:
+        """The second half of ``map``: the answers of the ``count`` tasks sent last."""
+        self._pending = 0
+        try:
+            answers = [self._workers[i % len(self._workers)][1].recv() for i in range(count)]
         except (EOFError, OSError) as error:
-            self.close(kill=True)
-            raise WorkerDied(str(error) or type(error).__name__) from error
+            self._died(error)
         for answer in answers:
             if isinstance(answer, _Failed):
                 raise RuntimeError(f"a report worker failed: {answer.text}")
         return answers
 
+    def _died(self, error: BaseException) -> NoReturn:
+        self.close(kill=True)
+        raise WorkerDied(str(error) or type(error).__name__) from error
+
     def close(self, kill: bool = False) -> None:
         """Stop every worker: ask each to exit (or kill them, ``kill``), then wait for them."""
-        workers, self._workers = self._workers, []
+        workers, self._workers, self._pending = self._workers, [], 0
         for process, conn in workers:
             if kill:
                 process.kill()

@@ -73,6 +73,7 @@ MIN_SLICE = 25_000
 """Conversions per worker process, at least, before a report is cut into slices: below that,
 starting the work in other processes costs more than it saves."""
 MAX_PROCESSES = 8
+_DIED = "a report worker process died; running this report in the gateway process"
 
 Cand = tuple[str, str, str, str | None, str | None, str | None, str]
 """A candidate touch, as the database returns it: (ts, id, channel, verdict, campaign —
@@ -328,21 +329,42 @@ class Reports:
         *args: Any,
     ) -> list[_T]:
         """``fn(self, slice, *args)`` for the conversions of the period: one call over the
-        whole period, or — a large period — one per slice of its conversions, each in
-        a worker process (with that process's ``Reports``); the answers in slice order, for the
-        caller to add up. If a worker dies, the whole report runs here instead.
+        whole period, or — a large period — one per slice of its conversions, each in a worker
+        process (with that process's ``Reports``); the answers in slice order, for the caller
+        to add up. If a worker dies, the whole report runs here instead.
 
         Blocking: call it inside ``run``."""
+        return self.begin(fn, since, until, conversion, *args)()
+
+    def begin(
+        self,
+        fn: Callable[..., _T],
+        since: datetime,
+        until: datetime,
+        conversion: str | None,
+        *args: Any,
+    ) -> Callable[[], list[_T]]:
+        """``map``, started: the slices go to the workers now, and the returned function waits
+        for their answers (over a small period it computes the whole one then, here)."""
         slices = self.slices(since, until, conversion)
         if len(slices) > 1:
             schema = (self.source, self.verdict, self.changes)
             try:
-                return self._pool.map(_in_worker, slices, schema, fn, args)
+                count = self._pool.submit(_in_worker, slices, schema, fn, args)
             except WorkerDied:
-                log.warning(
-                    "a report worker process died; running this report in the gateway process", exc_info=True
-                )
-        return [fn(self, WHOLE, *args)]
+                log.warning(_DIED, exc_info=True)
+            else:
+
+                def collect() -> list[_T]:
+                    try:
+                        answers: list[_T] = self._pool.collect(count)
+                    except WorkerDied:
+                        log.warning(_DIED, exc_info=True)
+                        return [fn(self, WHOLE, *args)]
+                    return answers
+
+                return collect
+        return lambda: [fn(self, WHOLE, *args)]
 
     def slices(self, since: datetime, until: datetime, conversion: str | None) -> list[Slice]:
         """The period's conversions cut by id into one slice per worker process, each of at
@@ -568,12 +590,14 @@ class Reports:
         params = self.attribution.params
         if "data_driven" not in models:
             return params
-        parts = self.map(
-            _journeys_part, since, until, conversion, since, until, conversion, accepted, population
-        )
+        # The conversions' journeys in the workers while this thread reads everyone's paths.
+        task = (since, until, conversion, accepted, population)
+        collect = self.begin(_journeys_part, since, until, conversion, *task)
+        paths = self._period_paths(since, until, accepted, population)
+        parts = collect()
         moves = add_moves(part[0] for part in parts)
         converted = set().union(*(part[1] for part in parts))
-        markov_moves(self._other_journeys(since, until, accepted, converted, population), moves)
+        markov_moves(_not_converted(paths, converted), moves)
         return replace(params, channel_weights=moves_weights(moves))
 
     def _other_journeys(
@@ -586,7 +610,13 @@ class Reports:
     ) -> list[tuple[list[str], bool]]:
         """Paths of the period's touchpoints that no conversion used, one per person (a user,
         or an unbound visitor): the journeys that did not convert."""
-        # Each visitor's person: the user of its earliest binding, else the visitor itself.
+        return _not_converted(self._period_paths(since, until, accepted, population), converted)
+
+    def _period_paths(
+        self, since: datetime, until: datetime, accepted: frozenset[str], population: str | None = None
+    ) -> dict[str, list[tuple[str, str, str]]]:
+        """Every accepted, not internal touchpoint of the period as (ts, id, channel), per person
+        (the user of the visitor's earliest binding, else the visitor), in no order."""
         person_of: dict[str, str] = {}
         for visitor, user in self.db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"):
             person_of.setdefault(visitor, user)
@@ -601,8 +631,6 @@ class Reports:
         changed = self._verdict_changes(bounds)
         unclassified = False
         for visitor, ts, tid, channel, verdict in self.db.execute(sql, bounds):
-            if tid in converted:
-                continue
             if changed and tid in changed:
                 verdict = changed[tid]
             if (verdict or "allow") in accepted and channel != INTERNAL:
@@ -614,7 +642,7 @@ class Reports:
             for person, path in paths.items():
                 path = [(ts, tid, channel or channels.get(tid, DIRECT)) for ts, tid, channel in path]
                 paths[person] = [t for t in path if t[2] != INTERNAL]
-        return [([str(c) for _, _, c in sorted(p)], False) for p in paths.values() if p]
+        return paths  # type: ignore[return-value]  # every channel is set by now
 
     async def creator_clicks(
         self, since: datetime, until: datetime, accepted: frozenset[str]
@@ -706,6 +734,20 @@ def _journeys_part(
     ]
     moves = markov_moves(([t[2] for t in path], True) for path in paths)
     return dict(moves), {t[1] for path in paths for t in path}
+
+
+def _not_converted(
+    paths: dict[str, list[tuple[str, str, str]]], converted: set[str]
+) -> list[tuple[list[str], bool]]:
+    """Each person's channels in time order, without the touchpoints a conversion used: the
+    journeys that did not convert (empty ones left out)."""
+    journeys: list[tuple[list[str], bool]] = []
+    for path in paths.values():
+        kept = [t for t in path if t[1] not in converted]
+        if kept:
+            kept.sort()
+            journeys.append(([c for _, _, c in kept], False))
+    return journeys
 
 
 def _worker_reports(path: Path, attribution: Attribution, channels: Channels) -> Reports:
