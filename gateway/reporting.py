@@ -174,10 +174,11 @@ def _attribution_part(
     return table, _count_totals(convs)
 
 
-def _learn(reports: Reports, q: Query) -> Params:
-    """The models' parameters (``data_driven`` learns its weights from the period's journeys)."""
+def _learn(reports: Reports, q: Query, group_by: str) -> Params:
+    """The models' parameters (``data_driven`` learns its weights from the period's journeys,
+    read grouped as the report then reads them)."""
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
-    return reports.learn(q.models, q.since, q.until, q.conversion, accepted, q.population)
+    return reports.learn(q.models, q.since, q.until, q.conversion, accepted, q.population, group_by)
 
 
 async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Report:
@@ -185,7 +186,7 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     with several models, one column pair per model."""
 
     def compute() -> list[tuple[Table, Totals]]:
-        params = _learn(reports, q)
+        params = _learn(reports, q, q.group_by)
         return reports.map(_attribution_part, q.since, q.until, q.conversion, q, by_day, params)
 
     parts = await reports.run(compute)
@@ -295,7 +296,7 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
 
     def compute() -> list[tuple[Table, Withheld]]:
-        return reports.map(_payouts_part, q.since, q.until, q.conversion, q, _learn(reports, q))
+        return reports.map(_payouts_part, q.since, q.until, q.conversion, q, _learn(reports, q, "creator_id"))
 
     parts = await reports.run(compute)
     earned = add_tables(p[0] for p in parts)

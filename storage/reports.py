@@ -246,6 +246,9 @@ class Reports:
         self.processes = processes or min(os.cpu_count() or 1, MAX_PROCESSES)
         self.min_slice = min_slice
         self._pool = ReportPool(self.processes, _worker_reports, (path, attribution, channels))
+        self.report = 0
+        """Which report this is (``run`` counts them; a worker is told its caller's)."""
+        self._kept: tuple[tuple[object, ...], list[Conv]] | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self.source = "touchpoints"
@@ -318,7 +321,11 @@ class Reports:
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` in the worker thread, one at a time (CPU-heavy work leaves the loop free)."""
         async with self._lock:
-            return await asyncio.to_thread(_paused_gc, fn, *args)
+            self.report += 1
+            try:
+                return await asyncio.to_thread(_paused_gc, fn, *args)
+            finally:
+                self._kept = None
 
     def map(
         self,
@@ -348,7 +355,7 @@ class Reports:
         for their answers (over a small period it computes the whole one then, here)."""
         slices = self.slices(since, until, conversion)
         if len(slices) > 1:
-            schema = (self.source, self.verdict, self.changes)
+            schema = (self.source, self.verdict, self.changes, self.report)
             try:
                 count = self._pool.submit(_in_worker, slices, schema, fn, args)
             except WorkerDied:
@@ -400,6 +407,7 @@ class Reports:
         group_by: str = "channel",
         population: str | None = None,
         part: Slice = WHOLE,
+        keep: bool = False,
     ) -> list[Conv]:
         """Conversions with ``since <= ts < until`` (of one name, if given; of one ``part`` of
         the period's conversions, if given), each with the
@@ -407,11 +415,21 @@ class Reports:
         each touch carries its ``group_by`` value. With ``population`` (``touchpoints.consent``)
         only that population's touchpoints, and only the conversions that have some.
 
+        ``keep``: hold on to the answer for the next read of the same report with the same
+        arguments (``data_driven`` learns from a slice's conversions, then credits them).
+
         Blocking: call it inside ``run``, where a whole report is computed in one call, so its
         million tuples are made and freed while the collector is paused."""
         if group_by not in GROUPS:
             raise ValueError(f"cannot group by {group_by!r}")
-        return self._load(since, until, conversion, group_by, population, part)
+        key = (self.report, since, until, conversion, group_by, population, part)
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        convs = self._load(since, until, conversion, group_by, population, part)
+        if keep:
+            self._kept = (key, convs)
+        return convs
 
     def _load(
         self,
@@ -583,15 +601,17 @@ class Reports:
         conversion: str | None,
         accepted: frozenset[str],
         population: str | None = None,
+        group_by: str = "channel",
     ) -> Params:
         """The models' parameters; for ``data_driven``, Markov weights learnt from the period's
         journeys: the conversions' (slice by slice, as ``map`` shares a report) and those of
-        everyone else who left touchpoints in it. Blocking: call it inside ``run``."""
+        everyone else who left touchpoints in it. The conversions are read as the report will
+        read them (``group_by``), and kept for it. Blocking: call it inside ``run``."""
         params = self.attribution.params
         if "data_driven" not in models:
             return params
         # The conversions' journeys in the workers while this thread reads everyone's paths.
-        task = (since, until, conversion, accepted, population)
+        task = (since, until, conversion, accepted, population, group_by)
         collect = self.begin(_journeys_part, since, until, conversion, *task)
         paths = self._period_paths(since, until, accepted, population)
         parts = collect()
@@ -693,7 +713,7 @@ class Reports:
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
 
         def compute() -> list[Table]:
-            params = self.learn(models, since, until, conversion, accepted, population)
+            params = self.learn(models, since, until, conversion, accepted, population, group_by)
             q = (since, until, models, group_by, conversion, accepted, by_day, population, params)
             return self.map(_credit_part, since, until, conversion, *q)
 
@@ -725,13 +745,13 @@ def _journeys_part(
     conversion: str | None,
     accepted: frozenset[str],
     population: str | None,
+    group_by: str,
 ) -> tuple[Moves, set[str]]:
     """One slice's converting journeys for ``data_driven``: their transitions counted, and the
-    touchpoints they used (which the journeys that did not convert leave out)."""
-    paths = [
-        reports.eligible(c, accepted)
-        for c in reports.read(since, until, conversion, "channel", population, part)
-    ]
+    touchpoints they used (which the journeys that did not convert leave out). The slice's
+    conversions stay in this process for the report's next read (``Reports.read``)."""
+    convs = reports.read(since, until, conversion, group_by, population, part, keep=True)
+    paths = [reports.eligible(c, accepted) for c in convs]
     moves = markov_moves(([t[2] for t in path], True) for path in paths)
     return dict(moves), {t[1] for path in paths for t in path}
 
@@ -758,11 +778,17 @@ def _worker_reports(path: Path, attribution: Attribution, channels: Channels) ->
 
 
 def _in_worker(
-    reports: Reports, part: Slice, schema: tuple[str, str, bool], fn: Callable[..., _T], args: tuple[Any, ...]
+    reports: Reports,
+    part: Slice,
+    schema: tuple[str, str, bool, int],
+    fn: Callable[..., _T],
+    args: tuple[Any, ...],
 ) -> _T:
     """One slice in a worker process: with the caller's view of the schema (it may have
-    learnt it again since), and the collector paused as ``Reports.run`` does."""
-    reports.source, reports.verdict, reports.changes = schema
+    learnt it again since) and its report's number, the collector paused as ``Reports.run``
+    does. A slice of a report always goes to the same worker, so what a first pass kept
+    (``read``) is there for the second."""
+    reports.source, reports.verdict, reports.changes, reports.report = schema
     return _paused_gc(fn, reports, part, *args)
 
 

@@ -7,8 +7,11 @@ The store is small, so ``min_slice`` is lowered to make the reports split as a l
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -231,3 +234,32 @@ async def test_answers_nobody_collected_are_not_the_next_report_s(pooled: Report
     finally:
         await single.close()
     assert (await reporting.attribution(pooled, q)).json() == expected
+
+
+async def test_what_a_report_kept_is_never_the_next_report_s(
+    store: Path, channels: Channels, tmp_path: Path
+) -> None:
+    """data_driven reads each slice's conversions once for learning and keeps them for the
+    crediting: a later report, after the store changed, reads them again."""
+    copy = tmp_path / "copy.db"
+    await asyncio.to_thread(shutil.copy, store, copy)
+    pooled, single = await opened(copy, channels, processes=2), await opened(copy, channels, processes=1)
+    try:
+        for q in (
+            reporting.Query(SINCE, UNTIL, ("data_driven",)),
+            reporting.Query(SINCE, UNTIL, tuple(MODELS), group_by="campaign"),
+        ):
+            before = (await reporting.attribution(pooled, q)).json()
+            assert before == (await reporting.attribution(single, q)).json()
+            await asyncio.to_thread(_delete_some_conversions, copy)
+            after = (await reporting.attribution(pooled, q)).json()
+            assert after != before and after == (await reporting.attribution(single, q)).json()
+    finally:
+        await pooled.close()
+        await single.close()
+
+
+def _delete_some_conversions(path: Path) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("DELETE FROM conversions WHERE rowid IN (SELECT rowid FROM conversions LIMIT 20)")
+    db.close()
