@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -31,6 +32,9 @@ Slice = tuple[str | None, str | None]
 WHOLE: Slice = (None, None)
 JOIN_SECONDS = 5.0
 """How long a closing worker gets to exit before it is killed."""
+NICENESS = 10
+"""Workers run at a lower CPU priority than the gateway: a report takes longer, not the site's
+requests, when every core is busy."""
 
 
 class WorkerDied(Exception):
@@ -47,6 +51,8 @@ class _Failed:
 def _serve(conn: Connection, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """A worker's life: build its object, then answer tasks until the pipe says stop or ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # the proxy beside it comes first when cores are busy
+        os.nice(NICENESS)
     obj = factory(*args)
     while True:
         try:

@@ -97,6 +97,8 @@ async def test_a_report_shared_across_processes_is_the_report_of_one(
     expected = await every_report(single)
     assert await every_report(pooled) == expected
     assert len(workers(pooled)) == 3  # the reports above did run in the workers
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert all(os.getpriority(os.PRIO_PROCESS, pid) == min(19, mine + 10) for pid in workers(pooled))
     for model in ("linear", "last_non_direct"):
         one = await single.credit(SINCE, UNTIL, [model], by_day=True, population="cookie")
         assert await pooled.credit(SINCE, UNTIL, [model], by_day=True, population="cookie") == one
