@@ -9,8 +9,9 @@ exactly as a whole report does, so the sums are the same.
 Each worker is a spawned process (not forked: the gateway runs threads, such as the store's
 writer, that a fork would copy mid-flight) on one pipe of its own: a task in, its answer
 out. A worker that dies shows as the end of its pipe; a gateway that dies, even killed
-outright, shows to its workers the same way, and they exit. Workers ignore Ctrl-C (the
-gateway closes them). ``concurrent.futures.ProcessPoolExecutor`` was tried first: after a
+outright, shows to its workers the same way, and they exit. Workers ignore Ctrl-C, even while
+they start (the gateway closes them), and finish a slice before they notice the gateway is
+gone. ``concurrent.futures.ProcessPoolExecutor`` was tried first: after a
 worker died it broke with closed or duplicated pipe handles now and then (Python 3.11).
 """
 
@@ -51,6 +52,7 @@ class _Failed:
 def _serve(conn: Connection, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """A worker's life: build its object, then answer tasks until the pipe says stop or ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since its start
     with contextlib.suppress(OSError):  # the proxy beside it comes first when cores are busy
         os.nice(NICENESS)
     obj = factory(*args)
@@ -90,12 +92,18 @@ class ReportPool:
         if self._workers:
             return
         context = multiprocessing.get_context("spawn")
-        for _ in range(self.processes):
-            mine, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs, self.factory, self.args), daemon=True)
-            process.start()
-            theirs.close()  # only the worker holds its end: its death ends the pipe here
-            self._workers.append((process, mine))
+        # Ctrl-C reaches the whole process group: a worker still importing would die of it with
+        # a traceback, so it starts with SIGINT blocked (the mask is inherited) until it ignores it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for _ in range(self.processes):
+                mine, theirs = context.Pipe()
+                process = context.Process(target=_serve, args=(theirs, self.factory, self.args), daemon=True)
+                process.start()
+                theirs.close()  # only the worker holds its end: its death ends the pipe here
+                self._workers.append((process, mine))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def map(self, fn: Callable[..., _T], slices: list[Slice], *args: Any) -> list[_T]:
         """``fn(worker's object, slice, *args)`` for each slice, in the workers; the answers in
@@ -108,22 +116,26 @@ class ReportPool:
         if self._pending:  # a caller that never collected (it failed meanwhile): drain its answers
             with contextlib.suppress(RuntimeError):
                 self.collect(self._pending)
-        self.start()
         try:
+            self.start()
+            workers = self._workers
             for i, part in enumerate(slices):
-                self._workers[i % len(self._workers)][1].send((fn, (part, *args)))
-        except OSError as error:
+                workers[i % len(workers)][1].send((fn, (part, *args)))
+        except OSError as error:  # a worker gone, or none could start
             self._died(error)
         self._pending = len(slices)
         return len(slices)
 
     def collect(self, count: int) -> list[Any]:
         """The second half of ``map``: the answers of the ``count`` tasks sent last."""
-        self._pending = 0
+        self._pending, workers = 0, self._workers
         try:
-            answers = [self._workers[i % len(self._workers)][1].recv() for i in range(count)]
+            answers = [workers[i % len(workers)][1].recv() for i in range(count)]
         except (EOFError, OSError) as error:
             self._died(error)
+        except BaseException:  # answers may be left in the pipes: no later report may read them
+            self.close(kill=True)
+            raise
         for answer in answers:
             if isinstance(answer, _Failed):
                 raise RuntimeError(f"a report worker failed: {answer.text}")

@@ -251,6 +251,7 @@ class Reports:
         self._kept: tuple[tuple[object, ...], list[Conv]] | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._running: asyncio.Future[Any] | None = None
         self.source = "touchpoints"
         self.verdict = "NULL"
         self.changes = False
@@ -303,11 +304,15 @@ class Reports:
         """Reports over the file an open connection reads (with its own connection; ``close`` it)."""
         async with db.execute("PRAGMA database_list") as cursor:
             path = next(row[2] for row in await cursor.fetchall() if row[1] == "main")
-        reports = cls(Path(path), attribution, channels)
+        reports = cls(Path(path), attribution, channels, processes=1)  # a short-lived reader: no workers
         await reports.open()
         return reports
 
     async def close(self) -> None:
+        """Close the workers and the connection, once the report running (if any) is done: a
+        cancelled request leaves its report running in the worker thread until it ends."""
+        if self._running is not None:
+            await asyncio.wait([self._running])
         await asyncio.to_thread(self._pool.close)
         if self._db is not None:
             db, self._db = self._db, None
@@ -322,10 +327,15 @@ class Reports:
         """``fn(*args)`` in the worker thread, one at a time (CPU-heavy work leaves the loop free)."""
         async with self._lock:
             self.report += 1
-            try:
-                return await asyncio.to_thread(_paused_gc, fn, *args)
-            finally:
-                self._kept = None
+            running = asyncio.ensure_future(asyncio.to_thread(self._report, fn, *args))
+            self._running = running
+            return await asyncio.shield(running)
+
+    def _report(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return _paused_gc(fn, *args)
+        finally:
+            self._kept = None
 
     def map(
         self,
@@ -382,18 +392,17 @@ class Reports:
         where = "id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until"
         if conversion is not None:
             where += " AND name = :name"
-        (count,) = self.db.execute(f"SELECT count(*) FROM conversions WHERE {where}", args).fetchone()
-        n = min(self.processes, count // self.min_slice)
+        self.db.execute("BEGIN")  # one snapshot: the cuts of one set of rows, in order
+        try:
+            (count,) = self.db.execute(f"SELECT count(*) FROM conversions WHERE {where}", args).fetchone()
+            n = min(self.processes, count // self.min_slice)
+            sql = f"SELECT id FROM conversions WHERE {where} ORDER BY id LIMIT 1 OFFSET :at"
+            found = [self.db.execute(sql, {**args, "at": count * i // n}).fetchone() for i in range(1, n)]
+        finally:
+            self.db.execute("COMMIT")
         if n < 2:
             return [WHOLE]
-        sql = f"SELECT id FROM conversions WHERE {where} ORDER BY id LIMIT 1 OFFSET :at"
-        cuts: list[str | None] = [None]
-        for i in range(1, n):
-            row = self.db.execute(sql, {**args, "at": count * i // n}).fetchone()
-            if row is None:  # rows deleted meanwhile (retention): fewer slices
-                break
-            cuts.append(row[0])
-        cuts.append(None)
+        cuts: list[str | None] = [None, *sorted({row[0] for row in found if row is not None}), None]
         return list(pairwise(cuts))
 
     def _channel(self, signals: str) -> str:
@@ -513,8 +522,8 @@ class Reports:
             self._name_tiers(convs, self._tier_params(args))
         if any(r[2] is None for r in rows):  # recorded before channels existed
             self._classify(convs)
-        if population is not None:
-            convs = [c for c in convs if c.touches]
+        if population is not None:  # those with a touch of it in their widest window, at or before them
+            convs = [c for c in convs if _touched(c, widest)]
         convs.sort(key=lambda c: (c.ts, c.id))
         return convs
 
@@ -754,6 +763,14 @@ def _journeys_part(
     paths = [reports.eligible(c, accepted) for c in convs]
     moves = markov_moves(([t[2] for t in path], True) for path in paths)
     return dict(moves), {t[1] for path in paths for t in path}
+
+
+def _touched(conv: Conv, widest: timedelta) -> bool:
+    """Whether a touch of ``conv``'s devices lies in its widest lookback window (the boundary
+    counts), whatever its verdict: which conversions a population's report keeps, the same
+    whatever period it is asked for."""
+    oldest = iso(conv.at - widest)
+    return any(oldest <= c[0] <= conv.ts for c in conv.touches)
 
 
 def _not_converted(

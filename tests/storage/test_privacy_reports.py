@@ -83,3 +83,35 @@ async def test_reports_split_by_population(tmp_path: Path, channels: Channels) -
             assert await cur.fetchone() == (2,)
     finally:
         await db.close()
+
+
+async def test_a_population_keeps_the_conversions_it_could_have_touched(
+    tmp_path: Path, channels: Channels
+) -> None:
+    """Which conversions a population's report keeps does not depend on the period asked: one
+    with that population's touch only after it (or older than the widest window) is left out,
+    over a day or over the month — the dashboard's daily chart and a report agree."""
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    await store.write(
+        [
+            conversion("late", 2, 10.0),
+            tp("late", 10, "Email", "cookieless"),  # after the conversion
+            tp("old", 0, "Display", "cookieless"),
+            conversion("old", 40, 30.0),  # 40 days on: outside the widest window (30 days)
+            tp("kept", 5, "Paid Search", "cookieless"),
+            conversion("kept", 6, 20.0),
+        ]
+    )
+    await store.close()
+    attribution = Attribution(AttributionOptions())
+    db = await connect(tmp_path / "gw.db")
+    try:
+        for since, until in ((T0, T0 + timedelta(days=45)), (T0 + timedelta(days=2), T0 + timedelta(days=3))):
+            rows = await credits_by_channel(
+                db, attribution, channels, "linear", since, until, population="cookieless"
+            )
+            expected = [("Paid Search", 2000)] if until - since > timedelta(days=1) else []
+            assert [(r.channel, r.value) for r in rows] == expected
+    finally:
+        await db.close()

@@ -148,7 +148,7 @@ async def test_closing_the_reports_stops_the_workers(store: Path, channels: Chan
         assert len(started) == 2
     finally:
         await reports.close()
-    assert not any(alive(pid) for pid in started)
+    assert not await asyncio.to_thread(lambda: any(alive(pid) for pid in started))
 
 
 def alive(pid: int) -> bool:
@@ -265,3 +265,21 @@ def _delete_some_conversions(path: Path) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("DELETE FROM conversions WHERE rowid IN (SELECT rowid FROM conversions LIMIT 20)")
     db.close()
+
+
+async def test_ctrl_c_does_not_kill_a_starting_worker(store: Path, channels: Channels) -> None:
+    """Ctrl-C signals the whole process group; workers still importing must survive it too."""
+    reports = await opened(store, channels, processes=2)
+    try:
+        await reports.run(reports._pool.start)
+        for pid in workers(reports):  # at once: they are still importing
+            os.kill(pid, signal.SIGINT)
+        assert await reports.run(reports._pool.map, _part, [WHOLE, WHOLE]) == [WHOLE, WHOLE]
+        pids = workers(reports)
+        assert len(pids) == 2 and await asyncio.to_thread(lambda: all(alive(pid) for pid in pids))
+    finally:
+        await reports.close()
+
+
+def _part(reports: Reports, part: object) -> object:
+    return part

@@ -120,8 +120,10 @@ class Reference:
             users = set(users_of[visitor]) | ({user} if user else set())
             devices = {visitor} | {v for u in users for v in visitors_of[u]}
             mine = [t for d in devices if d for t in touches.get(d, [])]
-            if population is None or mine:
-                self.convs.append((datetime.fromisoformat(ts), to_minor(value, currency), currency, mine))
+            at = datetime.fromisoformat(ts)
+            # A population's report keeps the conversions with a touch of it in their widest window.
+            if population is None or any(at - widest <= t.ts <= at for t in mine):
+                self.convs.append((at, to_minor(value, currency), currency, mine))
         return self
 
     def credits(self, model: str, accepted: frozenset[str]) -> Credits:
