@@ -412,6 +412,20 @@ async def test_ip_hash_is_keyed_and_rotates_daily() -> None:
     assert other.ip_hash("198.51.100.7", day) == same[0]
 
 
+async def test_remembered_ip_hashes_are_bounded_and_stay_the_same() -> None:
+    from addons.bots import IP_HASHES
+
+    bots, fresh = bots_of(pipeline()), bots_of(pipeline())
+    day = datetime(2026, 11, 25, 8, tzinfo=FIXED_TS.tzinfo)
+    first = bots.ip_hash("10.0.0.0", day)
+    for n in range(1, IP_HASHES + 10):
+        bots.ip_hash(f"10.0.{n >> 8}.{n & 255}", day)
+        assert len(bots._ip_hashes) <= IP_HASHES
+    assert bots.ip_hash("10.0.0.0", day) == first == fresh.ip_hash("10.0.0.0", day)
+    bots.ip_hash("10.0.0.0", day + timedelta(days=1))
+    assert len(bots._ip_hashes) == 1  # a new day forgets the old day's hashes
+
+
 def test_held_items_stay_within_their_budget() -> None:
     held: HeldItems[int] = HeldItems(per_key=150, budget=1000)
     for n in range(200_000):
