@@ -9,7 +9,8 @@ touchpoints, and — only where ``on_review``/``on_block`` say ``block`` — a 4
 
 Owns its in-memory state, bounded by ``max_tracked`` keys per table: the
 agent-verdict LRU cache, the velocity windows, click-ID sources and per-visitor
-behaviour; and the day's IP hashes (at most ``IP_HASHES``). Cheap checks come first; an asset request costs one dict lookup.
+behaviour; and the day's IP hashes (at most ``IP_HASHES``). Cheap checks come first; an
+asset request costs one dict lookup.
 What an agent or a header says is judged by the pure helpers in ``addons.signals``.
 """
 
