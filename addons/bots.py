@@ -81,9 +81,9 @@ class VisitorState:
     a third more.
     """
 
-    __slots__ = ("assets", "docs", "new", "robots", "times", "touches")
+    __slots__ = ("assets", "docs", "hits", "new", "previous", "robots", "slot", "times", "touches")
 
-    def __init__(self, new: bool) -> None:
+    def __init__(self, new: bool, slot: int) -> None:
         self.new = new
         """The visitor had no cookie when first seen: no browser cache either, so assets must load."""
         self.docs = 0
@@ -91,6 +91,25 @@ class VisitorState:
         self.robots = False
         self.times: list[float] = []
         self.touches: list[Touch] = []
+        # The visitor's velocity window, as ``WindowCounter`` keeps one per key: here rather than
+        # in a table of its own, which cost every new visitor a second entry, list and eviction.
+        self.slot = slot
+        """The current window's number (Unix seconds // window)."""
+        self.hits = 0
+        """Page loads in the current window."""
+        self.previous = 0
+        """Page loads in the window before it."""
+
+    def hit(self, now: float, window: float) -> float:
+        """Count a page load at ``now``; the estimated count in the sliding window (what
+        ``WindowCounter.hit`` gives for one key)."""
+        slot = int(now // window)
+        if slot > self.slot:  # a new window: the current count becomes the previous one
+            self.previous = self.hits if slot == self.slot + 1 else 0
+            self.slot, self.hits = slot, 0
+        self.hits += 1
+        elapsed = (now - self.slot * window) / window
+        return self.hits + self.previous * max(0.0, 1.0 - elapsed)
 
 
 class Bots:
@@ -114,7 +133,7 @@ class Bots:
         window, keys = float(opts.window_seconds), opts.max_tracked
         self.per_ip = WindowCounter(window, keys)
         self.per_creator_ip = WindowCounter(window, keys)
-        self.per_visitor = WindowCounter(window, keys)
+        self.window = window
         self.creator_touches: HeldItems[Touch] = HeldItems(opts.max_per_creator_ip, keys)
         """(creator, IP) → its landings so far: re-scored if the pair's count passes its limit."""
         self.click_ips = DistinctSources(window, keys, opts.max_click_id_sources + 1)
@@ -127,6 +146,11 @@ class Bots:
         """Today's hash of each IP seen lately: at most IP_HASHES, emptied when the day changes."""
         self.verdicts = {v: ctx.metrics.bot_verdicts.labels(v) for v in VERDICTS}
         self.rescored = ctx.metrics.bot_rescores
+
+    @property
+    def per_visitor(self) -> Lru[VisitorState]:
+        """The per-visitor velocity windows: each in its visitor's state, so this is that table."""
+        return self.visitors
 
     async def running(self) -> None:
         """Compile the crawler database's patterns before the first request (about half a
@@ -238,10 +262,10 @@ class Bots:
     ) -> tuple[list[str], VisitorState | None]:
         """Every page load: velocity counts and the visitor's behaviour; a late signal found here
         re-scores the visitor's earlier touchpoints. The signals that fired, and the state."""
-        reasons = self._velocity(ex, touchpoint, now)
-        if ex.visitor is None:
+        state = None if ex.visitor is None else self._behaviour(ex, now, prefetch)
+        reasons = self._velocity(ex, touchpoint, now, state)
+        if state is None:
             return reasons, None
-        state = self._behaviour(ex, now, prefetch)
         if touchpoint is None and not state.touches and not self.may_block:
             return reasons, state  # nothing to re-score, nothing to score: the next landing will look
         late = []
@@ -276,12 +300,14 @@ class Bots:
                 headers={"content-type": "text/html; charset=utf-8", "cache-control": "no-store"},
             )
 
-    def _velocity(self, ex: Exchange, touchpoint: Touchpoint | None, now: float) -> list[str]:
+    def _velocity(
+        self, ex: Exchange, touchpoint: Touchpoint | None, now: float, state: VisitorState | None
+    ) -> list[str]:
         opts, req, reasons = self.opts, ex.request, []
         ip = req.client_ip
         if self.per_ip.hit(ip, now) > opts.max_per_ip:
             reasons.append("ip_velocity")
-        if ex.visitor is not None and self.per_visitor.hit(ex.visitor.id, now) > opts.max_per_visitor:
+        if state is not None and state.hit(now, self.window) > opts.max_per_visitor:
             reasons.append("visitor_velocity")
         if touchpoint is None:
             return reasons
@@ -304,7 +330,7 @@ class Bots:
         assert ex.visitor is not None
         state = self.visitors.get(ex.visitor.id)
         if state is None:
-            state = VisitorState(new=ex.visitor.is_new)
+            state = VisitorState(ex.visitor.is_new, int(now // self.window))
             self.visitors.put(ex.visitor.id, state)
         if not prefetch:  # a speculative load is not a page the visitor saw
             state.docs += 1
