@@ -51,6 +51,12 @@ visitor-index entry lands on a random page), so at the default a checkpoint — 
 fsync, inside some landing's commit, holding up everyone queued behind it — came every few
 hundred landings. Sixteen times fewer, each writing a page changed several times once:
 landings +4-10 % req/s in the bench. The WAL file grows to about 64 MiB and keeps that size."""
+GATHER_TURNS = 3
+"""Turns of the event loop the writer lets pass before it takes a batch (with ``batch_wait_ms``
+0): requests whose bytes already arrived get to run their hooks and submit, and join this commit
+rather than wait for the next. Each commit costs the event loop a thread hand-off and a wake-up
+whatever its size; under load batches grew and landings gained 5-30 % req/s (~20 us less CPU
+each) in the bench. An idle store loses microseconds: nothing else is ready to run."""
 _encode = msgspec.json.Encoder()
 
 
@@ -292,12 +298,12 @@ class LocalStore:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                if (
-                    self.options.batch_wait_ms
-                    and not self._closing
-                    and self._queued < self.options.batch_size
-                ):
-                    await asyncio.sleep(self.options.batch_wait_ms / 1000)
+                if not self._closing and self._queued < self.options.batch_size:
+                    if self.options.batch_wait_ms:
+                        await asyncio.sleep(self.options.batch_wait_ms / 1000)
+                    else:
+                        for _ in range(GATHER_TURNS):
+                            await asyncio.sleep(0)
                 self._inflight, rows = self._take()
                 outcomes = await self._commit_batch(self._inflight, rows)
                 self._queued -= rows
