@@ -9,7 +9,8 @@ touchpoints, and — only where ``on_review``/``on_block`` say ``block`` — a 4
 
 Owns its in-memory state, bounded by ``max_tracked`` keys per table: the
 agent-verdict LRU cache, the velocity windows, click-ID sources and per-visitor
-behaviour. Cheap checks come first; an asset request costs one dict lookup.
+behaviour; and the day's IP hashes (at most ``IP_HASHES``). Cheap checks come first; an
+asset request costs one dict lookup.
 What an agent or a header says is judged by the pure helpers in ``addons.signals``.
 """
 
@@ -19,7 +20,7 @@ import asyncio
 import functools
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
@@ -45,6 +46,8 @@ from gateway.pipeline import Context, Exchange, Reply
 
 AGENT_CACHE = 8192
 """Distinct user agents whose classification is cached (a few hundred cover most real traffic)."""
+IP_HASHES = 4096
+"""IPs whose hash of the day is kept (a landing's IP usually loaded a page of the site just before)."""
 RECENT_TOUCHES = 4
 """Touchpoints per visitor kept for re-scoring when a late signal arrives."""
 MIN_DOCS_WITHOUT_ASSETS = 3
@@ -70,15 +73,43 @@ class Touch:
     """Unix seconds of the landing: only touches inside the window are re-scored."""
 
 
-@dataclass(slots=True)
 class VisitorState:
-    new: bool
-    """The visitor had no cookie when first seen: no browser cache either, so assets must load."""
-    docs: int = 0
-    assets: int = 0
-    robots: bool = False
-    times: list[float] = field(default_factory=list)
-    touches: list[Touch] = field(default_factory=list)
+    """What one visitor did lately: page loads, assets, robots.txt, and their touchpoints.
+
+    A plain slotted class rather than a dataclass: one is made for every new visitor (every
+    landing of a new visitor), and the generated ``__init__`` with two list factories cost
+    a third more.
+    """
+
+    __slots__ = ("assets", "docs", "hits", "new", "previous", "robots", "slot", "times", "touches")
+
+    def __init__(self, new: bool, slot: int) -> None:
+        self.new = new
+        """The visitor had no cookie when first seen: no browser cache either, so assets must load."""
+        self.docs = 0
+        self.assets = 0
+        self.robots = False
+        self.times: list[float] = []
+        self.touches: list[Touch] = []
+        # The visitor's velocity window, as ``WindowCounter`` keeps one per key: here rather than
+        # in a table of its own, which cost every new visitor a second entry, list and eviction.
+        self.slot = slot
+        """The current window's number (Unix seconds // window)."""
+        self.hits = 0
+        """Page loads in the current window."""
+        self.previous = 0
+        """Page loads in the window before it."""
+
+    def hit(self, now: float, window: float) -> float:
+        """Count a page load at ``now``; the estimated count in the sliding window (what
+        ``WindowCounter.hit`` gives for one key)."""
+        slot = int(now // window)
+        if slot > self.slot:  # a new window: the current count becomes the previous one
+            self.previous = self.hits if slot == self.slot + 1 else 0
+            self.slot, self.hits = slot, 0
+        self.hits += 1
+        elapsed = (now - self.slot * window) / window
+        return self.hits + self.previous * max(0.0, 1.0 - elapsed)
 
 
 class Bots:
@@ -102,7 +133,7 @@ class Bots:
         window, keys = float(opts.window_seconds), opts.max_tracked
         self.per_ip = WindowCounter(window, keys)
         self.per_creator_ip = WindowCounter(window, keys)
-        self.per_visitor = WindowCounter(window, keys)
+        self.window = window
         self.creator_touches: HeldItems[Touch] = HeldItems(opts.max_per_creator_ip, keys)
         """(creator, IP) → its landings so far: re-scored if the pair's count passes its limit."""
         self.click_ips = DistinctSources(window, keys, opts.max_click_id_sources + 1)
@@ -111,8 +142,15 @@ class Bots:
         self.robots_ips: Lru[float] = Lru(keys)
         """IP → when it last fetched robots.txt (a flag that lasts one window: IPs are shared)."""
         self._ip_key: tuple[int, bytes] = (-1, b"")
+        self._ip_hashes: dict[str, str] = {}
+        """Today's hash of each IP seen lately: at most IP_HASHES, emptied when the day changes."""
         self.verdicts = {v: ctx.metrics.bot_verdicts.labels(v) for v in VERDICTS}
         self.rescored = ctx.metrics.bot_rescores
+
+    @property
+    def per_visitor(self) -> Lru[VisitorState]:
+        """The per-visitor velocity windows: each in its visitor's state, so this is that table."""
+        return self.visitors
 
     async def running(self) -> None:
         """Compile the crawler database's patterns before the first request (about half a
@@ -139,14 +177,23 @@ class Bots:
             return "block"
         return "review" if score >= self.opts.review_threshold else "allow"
 
-    def ip_hash(self, ip: str, ts: datetime) -> str:
+    def ip_hash(self, ip: str, ts: datetime, now: float | None = None) -> str:
         """Keyed hash of ``ip`` under a key derived from the master secret and the UTC day
-        (keyed BLAKE2b, a MAC in one C call)."""
-        day = int(ts.timestamp() // 86400)
+        (keyed BLAKE2b, a MAC in one C call), remembered for the day (``now``: ``ts`` in Unix
+        seconds, when the caller has it)."""
+        day = int((ts.timestamp() if now is None else now) // 86400)
+        hashes = self._ip_hashes
         if self._ip_key[0] != day:
             label = f"gateway/ip-hash/v1/{ts.astimezone(UTC).date().isoformat()}"
             self._ip_key = (day, derive(self.secret, label))
-        return hashlib.blake2b(ip.encode(), key=self._ip_key[1], digest_size=12).hexdigest()
+            hashes.clear()
+        hashed = hashes.get(ip)
+        if hashed is None:
+            hashed = hashlib.blake2b(ip.encode(), key=self._ip_key[1], digest_size=12).hexdigest()
+            if len(hashes) >= IP_HASHES:
+                hashes.clear()
+            hashes[ip] = hashed
+        return hashed
 
     # -- the hook ---------------------------------------------------------------------------
 
@@ -169,11 +216,13 @@ class Bots:
                 self._act(ex, *self._score_agent(ex))
             return
         prefetch = is_prefetch(req.headers)
-        tracked, state = self._track(ex, touchpoint, prefetch)
+        now = req.ts.timestamp()
+        tracked, state = self._track(ex, touchpoint, prefetch, now)
         if touchpoint is None and not self.may_block:
             return  # a page load: counted and watched; only landings are scored and stored
         reasons, good = self._score_agent(ex)
-        reasons += tracked
+        if tracked:
+            reasons += tracked
         if ex.geo is not None and ex.geo.asn in self.datacenter:
             reasons.append("datacenter")
         if prefetch:
@@ -184,34 +233,39 @@ class Bots:
                 reasons.append("unknown_creator")
             elif not verified:
                 reasons.append("unverified_creator")
-        reasons = [r for r in dict.fromkeys(reasons) if self.weight(r)]
-        score = min(100, sum(self.weight(r) for r in reasons))
+        weights = self.weights
+        if len(reasons) > 1:
+            reasons = list(dict.fromkeys(reasons))
+        reasons = [r for r in reasons if weights.get(r)]
+        score = min(100, sum([weights[r] for r in reasons]))
         if good:
             score, reasons = 100, ["good_crawler", *reasons]
         verdict = self.verdict(score, good)
         if touchpoint is not None:
             touchpoint.bot_score, touchpoint.verdict, touchpoint.reasons = score, verdict, reasons
             if req.client_ip:
-                touchpoint.ip_hash = self.ip_hash(req.client_ip, req.ts)
+                touchpoint.ip_hash = self.ip_hash(req.client_ip, req.ts, now)
             self.verdicts[verdict].inc()
-            touch = Touch(touchpoint.id, score, reasons, verdict, req.ts.timestamp())
+            touch = Touch(touchpoint.id, score, reasons, verdict, now)
             if state is not None:
-                state.touches.append(touch)
-                del state.touches[:-RECENT_TOUCHES]
+                touches = state.touches
+                touches.append(touch)
+                if len(touches) > RECENT_TOUCHES:
+                    del touches[0]
             if touchpoint.creator_id is not None and "creator_ip_velocity" not in reasons:
                 self.creator_touches.add((touchpoint.creator_id, req.client_ip), touch)
-        self._act(ex, reasons, good, verdict)
+        if self.may_block:
+            self._act(ex, reasons, good, verdict)
 
     def _track(
-        self, ex: Exchange, touchpoint: Touchpoint | None, prefetch: bool
+        self, ex: Exchange, touchpoint: Touchpoint | None, prefetch: bool, now: float
     ) -> tuple[list[str], VisitorState | None]:
         """Every page load: velocity counts and the visitor's behaviour; a late signal found here
         re-scores the visitor's earlier touchpoints. The signals that fired, and the state."""
-        now = ex.request.ts.timestamp()
-        reasons = self._velocity(ex, touchpoint, now)
-        if ex.visitor is None:
+        state = None if ex.visitor is None else self._behaviour(ex, now, prefetch)
+        reasons = self._velocity(ex, touchpoint, now, state)
+        if state is None:
             return reasons, None
-        state = self._behaviour(ex, now, prefetch)
         if touchpoint is None and not state.touches and not self.may_block:
             return reasons, state  # nothing to re-score, nothing to score: the next landing will look
         late = []
@@ -246,12 +300,14 @@ class Bots:
                 headers={"content-type": "text/html; charset=utf-8", "cache-control": "no-store"},
             )
 
-    def _velocity(self, ex: Exchange, touchpoint: Touchpoint | None, now: float) -> list[str]:
+    def _velocity(
+        self, ex: Exchange, touchpoint: Touchpoint | None, now: float, state: VisitorState | None
+    ) -> list[str]:
         opts, req, reasons = self.opts, ex.request, []
         ip = req.client_ip
         if self.per_ip.hit(ip, now) > opts.max_per_ip:
             reasons.append("ip_velocity")
-        if ex.visitor is not None and self.per_visitor.hit(ex.visitor.id, now) > opts.max_per_visitor:
+        if state is not None and state.hit(now, self.window) > opts.max_per_visitor:
             reasons.append("visitor_velocity")
         if touchpoint is None:
             return reasons
@@ -274,12 +330,14 @@ class Bots:
         assert ex.visitor is not None
         state = self.visitors.get(ex.visitor.id)
         if state is None:
-            state = VisitorState(new=ex.visitor.is_new)
+            state = VisitorState(ex.visitor.is_new, int(now // self.window))
             self.visitors.put(ex.visitor.id, state)
         if not prefetch:  # a speculative load is not a page the visitor saw
             state.docs += 1
-            state.times.append(now)
-            del state.times[:-CADENCE]
+            times = state.times
+            times.append(now)
+            if len(times) > CADENCE:
+                del times[0]
         return state
 
     def _robots(self, ex: Exchange) -> None:

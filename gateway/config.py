@@ -149,7 +149,8 @@ class StorageOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=
     batch_size: int = 256
     """Most events in one commit."""
     batch_wait_ms: float = 0.0
-    """Extra wait for a batch to fill; 0: commit whatever queued while the last commit ran."""
+    """Extra wait for a batch to fill; 0: commit whatever queued while the last commit ran, once
+    the event loop has turned a few times (requests already received submit first)."""
     durability: Literal["commit", "async"] = "commit"
     """commit: a response waits for its events' commit; async: it does not."""
     max_wait_ms: float = 1000.0

@@ -14,13 +14,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
 
+_last_second: tuple[float, str] = (float("nan"), "")
+"""The last whole second formatted, ``(Unix seconds, "YYYY-MM-DDTHH:MM:SS")``: events come in
+bursts within one second, and the date and time part is most of the formatting."""
+
 
 def iso(ts: datetime) -> str:
     """UTC ISO 8601 with microseconds and a Z, e.g. ``2026-11-25T14:00:00.000000Z``."""
+    global _last_second
     if ts.tzinfo is not UTC:
         ts = ts.astimezone(UTC)
-    # isoformat is several times cheaper than strftime; "+00:00" becomes the Z.
-    return ts.isoformat(timespec="microseconds")[:-6] + "Z"
+    second = ts.timestamp() // 1  # floor, also before 1970; never crosses a second (µs steps)
+    last = _last_second  # one read: another thread may replace it meanwhile
+    if last[0] != second:
+        # isoformat is several times cheaper than strftime; "+00:00" is cut.
+        last = _last_second = (second, ts.isoformat(timespec="seconds")[:-6])
+    return f"{last[1]}.{ts.microsecond:06d}Z"
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addons.bots import Bots
+from addons.bots import Bots, VisitorState
 from addons.signals import classify_agent, inhuman
 from addons.velocity import DistinctSources, HeldItems, WindowCounter
 from gateway.config import load_settings
@@ -410,6 +410,45 @@ async def test_ip_hash_is_keyed_and_rotates_daily() -> None:
     assert bots.ip_hash("198.51.100.8", day) != same[0]
     other = bots_of(pipeline())  # same secret, same day: the same hash on every node
     assert other.ip_hash("198.51.100.7", day) == same[0]
+
+
+async def test_remembered_ip_hashes_are_bounded_and_stay_the_same() -> None:
+    from addons.bots import IP_HASHES
+
+    bots, fresh = bots_of(pipeline()), bots_of(pipeline())
+    day = datetime(2026, 11, 25, 8, tzinfo=FIXED_TS.tzinfo)
+    first = bots.ip_hash("10.0.0.0", day)
+    for n in range(1, IP_HASHES + 10):
+        bots.ip_hash(f"10.0.{n >> 8}.{n & 255}", day)
+        assert len(bots._ip_hashes) <= IP_HASHES
+    assert bots.ip_hash("10.0.0.0", day) == first == fresh.ip_hash("10.0.0.0", day)
+    bots.ip_hash("10.0.0.0", day + timedelta(days=1))
+    assert len(bots._ip_hashes) == 1  # a new day forgets the old day's hashes
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=20_000, allow_nan=False), min_size=1, max_size=60))
+def test_a_visitors_window_counts_as_a_window_counter_does(times: list[float]) -> None:
+    """The per-visitor velocity window lives in the visitor's state: it estimates exactly what
+    a ``WindowCounter`` key would, as time moves on, skips windows, or (a late request) goes back."""
+    counter = WindowCounter(window=3600, max_keys=4)
+    state = VisitorState(True, int(times[0] // 3600))
+    for now in times:
+        assert state.hit(now, 3600.0) == counter.hit("visitor", now)
+
+
+async def test_visitor_velocity_expires_with_its_window() -> None:
+    pipe = pipeline("[bots]\nmax_per_visitor = 3\nwindow_seconds = 60\n")
+    cookie = cookie_of(pipe, await run(pipe, request("/")))
+
+    async def reasons(seconds: float) -> list[str]:
+        ex = request("/?utm_source=x", cookie=cookie, ts=FIXED_TS + timedelta(seconds=seconds))
+        return touchpoint(await run(pipe, ex)).reasons
+
+    assert "visitor_velocity" not in await reasons(1)
+    assert "visitor_velocity" not in await reasons(2)
+    assert "visitor_velocity" in await reasons(3)  # the fourth page load within the minute
+    assert "visitor_velocity" not in await reasons(200)  # windows later: forgotten
 
 
 def test_held_items_stay_within_their_budget() -> None:

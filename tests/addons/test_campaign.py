@@ -232,3 +232,36 @@ def test_a_tagged_landing_from_a_payment_gateway_still_counts_by_its_tags() -> N
     ex, _ = run("/?utm_source=newsletter&utm_medium=email", headers=headers)
     [tp] = ex.events
     assert tp.channel == "Email" and tp.referrer_host == "checkout.stripe.com"
+
+
+def test_remembered_channel_depends_on_the_site_and_every_value() -> None:
+    ctx = context()
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    referer = {"Referer": "https://blog.shop.com/post", **DOCUMENT}
+
+    def channel(target: str, host: str = "www.shop.com") -> str:
+        ex = exchange(target, headers=referer, host=host)
+        identity.request(ex)
+        campaign.request(ex)
+        return ex.events[0].channel
+
+    # The same values twice from the site's own blog, then from another site's: the channel the
+    # first landing's site gave is not reused for the other site's.
+    assert channel("/?utm_campaign=x") == channel("/?utm_campaign=x") == "Internal"
+    assert channel("/?utm_campaign=x", host="other.example") == "Referral"
+    assert channel("/?utm_campaign=x&utm_medium=email") == "Email"
+    assert channel("/?utm_campaign=x&utm_medium=cpc&utm_source=google") == "Paid Search"
+    assert channel("/?utm_campaign=x&gclid=1") == "Paid Search"
+
+
+def test_remembered_channels_are_bounded() -> None:
+    from addons.campaign import CHANNEL_CACHE
+
+    ctx = context()
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    for n in range(CHANNEL_CACHE + 10):
+        ex = exchange(f"/?utm_source=s{n}&utm_medium=email")
+        identity.request(ex)
+        campaign.request(ex)
+        assert ex.events[0].channel == "Email"
+    assert 0 < len(campaign._channels) <= CHANNEL_CACHE

@@ -6,10 +6,12 @@ import hashlib
 import hmac
 import multiprocessing
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from gateway.entropy import random_bytes
+from gateway.events import iso
 from gateway.ids import Uuid7, uuid7
 from gateway.keys import Keys, Mac, derive
 
@@ -24,6 +26,22 @@ def test_uuid7_layout_and_order() -> None:
 
 def test_uuid7_unique_within_a_millisecond() -> None:
     assert len({uuid7(1) for _ in range(10_000)}) == 10_000
+
+
+def test_iso_matches_isoformat_across_seconds_zones_and_1970() -> None:
+    """``iso`` reuses the last second's text: every instant still reads as isoformat says, in
+    time order, out of order, around 1970 (negative Unix times) and from another time zone."""
+    start = datetime(1969, 12, 31, 23, 59, 58, 999_000, tzinfo=UTC)
+    instants = [start + timedelta(microseconds=n) for n in range(0, 3_000_000, 1_001)]
+    instants += [
+        datetime(2026, 12, 2, 9, 30, 0, n, tzinfo=timezone(timedelta(hours=5))) for n in (0, 999_999)
+    ]
+    for ts in instants + instants[::-7]:
+        assert iso(ts) == ts.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    assert (
+        iso(datetime(2026, 12, 2, 4, 30, tzinfo=timezone(timedelta(hours=5))))
+        == "2026-12-01T23:30:00.000000Z"
+    )
 
 
 def test_keys_are_purpose_bound_and_deterministic() -> None:

@@ -21,7 +21,7 @@ from blockbuster import BlockBuster
 from gateway.config import StorageOptions
 from gateway.events import Binding, Conversion, Receipt, Touchpoint, iso
 from gateway.metrics import Metrics
-from storage.local import MAX_QUEUED, CommitTimeout, LocalStore, StoreClosed
+from storage.local import CHECKPOINT_PAGES, GATHER_TURNS, MAX_QUEUED, CommitTimeout, LocalStore, StoreClosed
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -320,6 +320,38 @@ async def test_writing_the_same_event_again_changes_nothing(open_store: OpenStor
     assert (await read(store.path, "SELECT id FROM touchpoints ORDER BY id")) == [(first.id,), (second.id,)]
     rows = await read(store.path, "SELECT first_touch_id, last_touch_id, touch_count FROM visitors")
     assert rows == [(first.id, second.id, 2)]
+
+
+async def test_submits_made_in_the_next_turns_of_the_loop_join_the_commit(open_store: OpenStore) -> None:
+    """The writer lets the event loop turn GATHER_TURNS times before it takes a batch: a request
+    already under way submits in time to share the commit instead of waiting for the next one."""
+    store = await open_store()
+    await store.write([tp(0)])  # the writer is idle again, waiting for work
+
+    async def late(n: int, turns: int) -> None:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await store.write([tp(n)])
+
+    first = store.submit([tp(1)])  # wakes the writer
+    others = [asyncio.create_task(late(2 + turns, turns)) for turns in range(GATHER_TURNS - 1)]
+    assert await settle(first, *others) == [None] * GATHER_TURNS
+    assert commits(store) == 2  # tp(0) alone, then tp(1) with every late one
+    assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(1 + GATHER_TURNS,)]
+
+
+async def test_commits_checkpoint_the_wal_only_past_checkpoint_pages(open_store: OpenStore) -> None:
+    """Landings by new visitors each dirty a random page of the visitor index: the writer's
+    commits leave the WAL alone well past SQLite's default 1000 pages (a checkpoint in a commit
+    holds up every landing queued behind it), and closing puts everything in the file."""
+    store = await open_store()
+    for n in range(600):  # a commit each: at least three pages each (row, id index, visitor index)
+        await store.write([tp(n, visitor=uuid.uuid4().hex)])
+    [(busy, frames, _)] = await read(store.path, "PRAGMA wal_checkpoint(PASSIVE)")
+    assert busy == 0 and 1000 < frames < CHECKPOINT_PAGES
+    await store.close()
+    assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(600,)]
+    assert not await asyncio.to_thread(store.path.with_name("gw.db-wal").exists)
 
 
 async def test_store_reopens_with_its_data(tmp_path: Path) -> None:
