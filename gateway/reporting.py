@@ -23,8 +23,9 @@ import msgspec
 
 from gateway.attribution import Params, from_minor
 from gateway.payouts import Payouts
+from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
 from storage.report_pool import Slice
-from storage.reports import MICRO, Conv, Reports, Table, add_tables, credit_table, quarantined_credit
+from storage.reports import Reports
 
 TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
 DAY_BUCKETS: tuple[tuple[str, int, int], ...] = (

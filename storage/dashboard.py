@@ -19,7 +19,8 @@ import aiosqlite
 
 from gateway.attribution import MODELS, from_minor
 from gateway.events import iso
-from storage.reports import MICRO, ChannelCredit, Reports, add_tables, channel_credits, population_counts
+from storage.crediting import MICRO, ChannelCredit, add_tables, channel_credits
+from storage.reports import Reports, population_counts
 
 MAX_DAYS = 92
 """Longest period one summary covers (one attribution run per day for the daily chart)."""

@@ -20,8 +20,9 @@ from gateway.config import AttributionOptions, ChannelsOptions, StorageOptions
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
+from storage.crediting import MICRO, Conv, Eligibility, credit_table
 from storage.local import LocalStore, connect
-from storage.reports import MICRO, Conv, Eligibility, credit_table, credits_by_channel
+from storage.reports import credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SINCE, UNTIL = T0, T0 + timedelta(days=30)

@@ -27,8 +27,9 @@ from gateway.attribution import MODELS, Attribution, Touch, markov_weights, to_m
 from gateway.channels import INTERNAL, Channels, Signals
 from gateway.config import AttributionOptions, ChannelsOptions
 from gateway.events import iso
+from storage.crediting import MICRO
 from storage.local import connect
-from storage.reports import MICRO, Reports
+from storage.reports import Reports
 
 SINCE, UNTIL = datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)
 WHOLE = datetime(2026, 9, 1, tzinfo=UTC)

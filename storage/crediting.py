@@ -1,0 +1,320 @@
+"""Crediting candidate touches: which touches of a conversion are eligible, and every model's
+integer shares of its value summed per report row. Pure (no database): ``storage/reports.py``
+reads the candidates and runs this, in the gateway process or in its report workers.
+
+Candidate touches stay plain tuples (``Cand``); eligibility compares the stored ISO 8601
+timestamps as text (their order is time order) against per-conversion cut-offs, exactly as
+``Attribution.eligible`` does with datetimes, once per conversion; models whose weights
+depend only on the number of touches get their shares from a cache, ``time_decay`` and
+``data_driven`` theirs as integers over one common denominator (the models' own floats).
+Credited conversions are counted in millionths (``MICRO``), so they add up to whole
+conversions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from fractions import Fraction
+
+from gateway.attribution import (
+    MODELS,
+    Attribution,
+    Params,
+    Touch,
+    distribute,
+    distribute_scaled,
+)
+from gateway.channels import DIRECT, INTERNAL
+from gateway.events import iso
+
+MICRO = 1_000_000
+"""One conversion, in the units credited conversions are shared in."""
+
+Cand = tuple[str, str, str, str | None, str | None, str | None, str]
+"""A candidate touch, as the database returns it: (ts, id, channel, verdict, campaign —
+or ``\x00`` + tier when its parameters name one —, group value, visitor_key). Tuple order
+is time order."""
+
+
+@dataclass(slots=True)
+class Conv:
+    """A conversion of the period and every candidate touch of its devices (not yet filtered)."""
+
+    id: str
+    ts: str
+    at: datetime
+    minor: int
+    currency: str | None
+    touches: list[Cand] = field(default_factory=list)
+    eligible: tuple[frozenset[str], list[Cand]] | None = None
+    """The last eligibility answer (for which accepted verdicts): data_driven learns from the
+    paths, then credits them; ``model=all`` and the reports ask once per conversion."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCredit:
+    channel: str
+    currency: str | None
+    value: int
+    """Credited value in minor units of ``currency``."""
+    conversions: int
+    """Credited conversions in millionths (``MICRO`` is one whole conversion)."""
+
+
+Key = tuple[str | None, str | None, str | None]
+"""A report row: (UTC day or None, group value or None, currency)."""
+Table = dict[Key, dict[str, list[int]]]
+"""Row key → model → [credited value in minor units, credited conversions in millionths]."""
+
+
+def parse_ts(ts: str) -> datetime:
+    """A stored timestamp (ISO 8601 text) as an aware datetime."""
+    return datetime.fromisoformat(ts)
+
+
+class TierOf(dict[str | None, str]):
+    """campaign → tier, computed once per campaign; ``\x00`` + tier (a tier parameter) → tier."""
+
+    def __init__(self, attribution: Attribution) -> None:
+        super().__init__()
+        self.tiers = attribution.tiers
+
+    def __missing__(self, key: str | None) -> str:
+        tier = key[1:] if key and key[0] == "\x00" else self.tiers.tier_of(key)
+        self[key] = tier
+        return tier
+
+
+class Eligibility:
+    """``Attribution.eligible`` over candidate tuples: same rules, text timestamps."""
+
+    def __init__(self, attribution: Attribution) -> None:
+        self.windows = attribution.tiers.windows
+        self.tier_of = TierOf(attribution)
+        # Whole-day windows (the usual case) move only the date of a canonical timestamp: the
+        # cut-offs of a conversion are its time of day after a few dates kept per day.
+        day = timedelta(days=1)
+        whole = all(w % day == timedelta(0) for w in self.windows.values())
+        self._days = {tier: w // day for tier, w in self.windows.items()} if whole else None
+        self._dates: dict[str, dict[str, str]] = {}
+
+    def cutoffs(self, conv: Conv) -> dict[str, str]:
+        """Per tier, the oldest time (text) a touch of that tier may have to count for ``conv``."""
+        ts = conv.ts
+        if self._days is None or len(ts) != 27 or ts[10] != "T" or ts[26] != "Z":
+            return {tier: iso(conv.at - window) for tier, window in self.windows.items()}
+        dates = self._dates.get(ts[:10])
+        if dates is None:
+            today = date.fromisoformat(ts[:10])
+            dates = {tier: (today - timedelta(days=n)).isoformat() for tier, n in self._days.items()}
+            self._dates[ts[:10]] = dates
+        rest = ts[10:]
+        return {tier: cut + rest for tier, cut in dates.items()}
+
+    def __call__(self, conv: Conv, accepted: frozenset[str]) -> list[Cand]:
+        """Touches at or before the conversion, no older than their tier's window (the
+        boundary counts), of an accepted verdict, not internal; in time order."""
+        if not conv.touches:
+            return []
+        if conv.eligible is not None and conv.eligible[0] == accepted:
+            return conv.eligible[1]
+        at, tier_of = conv.ts, self.tier_of
+        dates = self._dates.get(at[:10]) if len(at) == 27 and at[10] == "T" and at[26] == "Z" else None
+        if dates is not None:  # the usual case, inline: ``cutoffs`` without its call and checks
+            rest = at[10:]
+            cutoffs = {tier: cut + rest for tier, cut in dates.items()}
+        else:
+            cutoffs = self.cutoffs(conv)
+        kept = [
+            c
+            for c in conv.touches
+            if c[0] <= at
+            and c[2] != INTERNAL
+            and (c[3] or "allow") in accepted
+            and c[0] >= cutoffs[tier_of[c[4]]]
+        ]
+        kept.sort()
+        conv.eligible = (accepted, kept)
+        return kept
+
+
+def touches(path: Sequence[Cand]) -> list[Touch]:
+    """Candidates as the models' ``Touch`` (only the models that look at time or channel need them)."""
+    return [Touch(c[1], parse_ts(c[0]), c[2], None, c[3]) for c in path]
+
+
+def add_tables(tables: Iterable[Table]) -> Table:
+    """The sums of several tables (one table: itself); the tables themselves are left as they are."""
+    tables = list(tables)
+    if len(tables) == 1:
+        return tables[0]
+    out: Table = {}
+    for table in tables:
+        for key, sums in table.items():
+            mine = out.setdefault(key, {model: [0, 0] for model in sums})
+            for model, (value, n) in sums.items():
+                mine[model][0] += value
+                mine[model][1] += n
+    return out
+
+
+_POSITIONAL = frozenset({"first_touch", "last_touch", "linear", "position_based", "weighted_last_touch"})
+"""Models whose weights depend only on the number of touches: their shares are cached."""
+
+
+_CACHE = 200_000
+
+
+class _Shares:
+    """Integer shares of one conversion; caches what depends only on the number of touches
+    and the total. (Caching by channel sequence was measured: slower, the sequences rarely repeat.)"""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self.weights: dict[tuple[object, ...], list[Fraction]] = {}
+        self.cache: dict[tuple[object, ...], list[int]] = {}
+        self.integer: dict[str, Callable[[Sequence[Cand], datetime], list[int]]] = {
+            "time_decay": self.time_decay,
+            "data_driven": self.data_driven,
+        }
+        self.half = params.half_life.total_seconds()
+        # data_driven: each channel's weight as an exact binary fraction (what Fraction(w) is).
+        self.ratios = {c: w.as_integer_ratio() for c, w in params.channel_weights.items()}
+
+    def time_decay(self, path: Sequence[Cand], at: datetime) -> list[int]:
+        """``time_decay``'s weights (the same floats) as integers over their common denominator:
+        each float is an exact binary fraction, so the largest denominator is a common one."""
+        half = self.half
+        ratios = [
+            math.pow(2.0, -(at - parse_ts(c[0])).total_seconds() / half).as_integer_ratio() for c in path
+        ]
+        common = max(d for _, d in ratios)
+        return [num * (common // den) for num, den in ratios]
+
+    def data_driven(self, path: Sequence[Cand], at: datetime) -> list[int]:
+        """``data_driven``'s weights (a channel's weight split evenly over its touches) as
+        integers over one common denominator."""
+        per_channel = Counter(c[2] for c in path)
+        zero = (0, 1)
+        parts = [(self.ratios.get(c[2], zero), per_channel[c[2]]) for c in path]
+        common = math.lcm(*(den * k for (_, den), k in parts))
+        return [num * (common // (den * k)) for (num, den), k in parts]
+
+    def __call__(
+        self, model: str, path: Sequence[Cand], at: datetime, totals: Sequence[int]
+    ) -> list[list[int]]:
+        n = len(path)
+        if model == "last_non_direct":  # one touch takes everything: no weights to share
+            chosen = next((i for i in range(n - 1, -1, -1) if path[i][2] != DIRECT), n - 1)
+            return [[total if i == chosen else 0 for i in range(n)] for total in totals]
+        if model in _POSITIONAL:
+            key: tuple[object, ...] = (model, n)
+        elif model in self.integer:
+            scaled = self.integer[model](path, at)
+            return [distribute_scaled(total, scaled) for total in totals]
+        else:
+            computed = MODELS[model](touches(path), at, self.params)
+            return [distribute(total, computed) for total in totals]
+        out = []
+        for total in totals:
+            shares = self.cache.get((total, *key))
+            if shares is None:
+                weights = self.weights.get(key)
+                if weights is None:
+                    weights = MODELS[model](touches(path), at, self.params)
+                    if len(self.weights) < _CACHE:
+                        self.weights[key] = weights
+                shares = distribute(total, weights)
+                if len(self.cache) < _CACHE:
+                    self.cache[(total, *key)] = shares
+            out.append(shares)
+        return out
+
+
+def credit_table(
+    eligible: Eligibility,
+    convs: Iterable[Conv],
+    models: Sequence[str],
+    group_by: str,
+    accepted: frozenset[str],
+    params: Params,
+    by_day: bool = False,
+) -> Table:
+    """Each conversion's eligible touches credited under every model, summed per row (the
+    touches carry the ``group_by`` value they were loaded with)."""
+    shares = _Shares(params)
+    at_group = 2 if group_by == "channel" else 5  # loaded by channel, a touch's group is its channel
+    # Summed per (day, currency), then per group: no key to build per touch.
+    parts: dict[tuple[str | None, str | None], dict[str | None, dict[str, list[int]]]] = {}
+    no_touch = DIRECT if group_by == "channel" else None
+    for conv in convs:
+        day = conv.ts[:10] if by_day else None
+        part = parts.get((day, conv.currency))
+        if part is None:
+            part = parts[day, conv.currency] = defaultdict(lambda: {m: [0, 0] for m in models})
+        path = eligible(conv, accepted)
+        if not path:
+            cell = part[no_touch]
+            for m in models:
+                cell[m][0] += conv.minor
+                cell[m][1] += MICRO
+            continue
+        totals_of = (conv.minor, MICRO)
+        for m in models:
+            values, counts = shares(m, path, conv.at, totals_of)
+            for touch, value, n in zip(path, values, counts, strict=True):
+                if value or n:
+                    sums = part[touch[at_group]][m]
+                    sums[0] += value
+                    sums[1] += n
+    return {
+        (day, group, currency): sums
+        for (day, currency), part in parts.items()
+        for group, sums in part.items()
+    }
+
+
+def quarantined_credit(
+    eligible: Eligibility,
+    convs: Iterable[Conv],
+    model: str,
+    accepted: frozenset[str],
+    params: Params,
+) -> dict[tuple[str, str | None], list[int]]:
+    """What touches with a group value (loaded grouped by creator_id: a creator) and an
+    unaccepted verdict would have earned had every verdict counted:
+    (creator_id, currency) → [value in minor units, millionths]."""
+    convs = list(convs)
+    # Every verdict: those seen, and allow (read as None, like an unscored touch).
+    every = accepted | {"allow"} | {t[3] for c in convs for t in c.touches if t[3] is not None}
+    shares = _Shares(params)
+    out: dict[tuple[str, str | None], list[int]] = defaultdict(lambda: [0, 0])
+    for conv in convs:
+        if not any(t[5] and (t[3] or "allow") not in accepted for t in conv.touches):
+            continue
+        path = eligible(conv, every)
+        if not path:
+            continue
+        values, counts = shares(model, path, conv.at, (conv.minor, MICRO))
+        for touch, value, n in zip(path, values, counts, strict=True):
+            creator = touch[5]
+            if creator and (touch[3] or "allow") not in accepted and (value or n):
+                out[creator, conv.currency][0] += value
+                out[creator, conv.currency][1] += n
+    return dict(out)
+
+
+def channel_credits(table: Table, model: str) -> dict[str | None, list[ChannelCredit]]:
+    """A table grouped by channel as ``model``'s credits per day (None: not by day), largest
+    value first; channels credited nothing are left out."""
+    days: dict[str | None, list[ChannelCredit]] = defaultdict(list)
+    for (day, group, currency), sums in table.items():
+        if any(sums[model]):
+            days[day].append(ChannelCredit(str(group), currency, sums[model][0], sums[model][1]))
+    for report in days.values():
+        report.sort(key=lambda r: (-r.value, -r.conversions, r.channel, r.currency or ""))
+    return days
