@@ -33,6 +33,9 @@ Slice = tuple[str | None, str | None]
 WHOLE: Slice = (None, None)
 JOIN_SECONDS = 5.0
 """How long a closing worker gets to exit before it is killed."""
+ANSWER_SECONDS = 900.0
+"""Longest a worker may take over one slice before it counts as hung (and is killed): far
+beyond any report, short of holding the reports forever."""
 NICENESS = 10
 """Workers run at a lower CPU priority than the gateway: a report takes longer, not the site's
 requests, when every core is busy."""
@@ -81,6 +84,7 @@ class ReportPool:
         self.processes, self.factory, self.args = processes, factory, args
         self._workers: list[tuple[BaseProcess, Connection]] = []
         self._pending = 0
+        self.answer_seconds = ANSWER_SECONDS
 
     @property
     def pids(self) -> list[int]:
@@ -130,7 +134,7 @@ class ReportPool:
         """The second half of ``map``: the answers of the ``count`` tasks sent last."""
         self._pending, workers = 0, self._workers
         try:
-            answers = [workers[i % len(workers)][1].recv() for i in range(count)]
+            answers = [self._answer(workers[i % len(workers)][1]) for i in range(count)]
         except (EOFError, OSError) as error:
             self._died(error)
         except BaseException:  # answers may be left in the pipes: no later report may read them
@@ -140,6 +144,11 @@ class ReportPool:
             if isinstance(answer, _Failed):
                 raise RuntimeError(f"a report worker failed: {answer.text}")
         return answers
+
+    def _answer(self, conn: Connection) -> Any:
+        if not conn.poll(self.answer_seconds):
+            raise TimeoutError(f"no answer from a report worker in {self.answer_seconds:g} s")
+        return conn.recv()
 
     def _died(self, error: BaseException) -> NoReturn:
         self.close(kill=True)

@@ -28,7 +28,7 @@ from gateway.attribution import MODELS, Attribution
 from gateway.channels import Channels
 from gateway.config import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
-from storage.report_pool import WHOLE
+from storage.report_pool import WHOLE, WorkerDied
 from storage.reports import Reports
 
 SINCE, UNTIL = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
@@ -283,3 +283,16 @@ async def test_ctrl_c_does_not_kill_a_starting_worker(store: Path, channels: Cha
 
 def _part(reports: Reports, part: object) -> object:
     return part
+
+
+def _hangs(reports: Reports, part: object) -> None:
+    time.sleep(60)
+
+
+async def test_a_hung_worker_is_killed(pooled: Reports) -> None:
+    pooled._pool.answer_seconds = 0.5
+    hung = await pooled.run(pooled._pool.start) or workers(pooled)
+    with pytest.raises(WorkerDied, match="no answer from a report worker"):
+        await pooled.run(pooled._pool.map, _hangs, [WHOLE, WHOLE])
+    assert not workers(pooled)
+    assert not await asyncio.to_thread(lambda: any(alive(pid) for pid in hung))
