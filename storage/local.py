@@ -1,6 +1,7 @@
 """The local event store: SQLite in WAL mode, one writer task, group commit.
 
-Owns the write connection. ``submit(events)`` queues events and returns a
+Owns the write connection and the WAL checkpoint job beside it (``storage.checkpoint``,
+started and stopped with the store). ``submit(events)`` queues events and returns a
 future that resolves once their transaction has committed; the writer takes
 everything queued while the previous commit ran (up to ``batch_size`` rows),
 so load batches itself. A failed commit fails its futures: callers decide to
@@ -53,7 +54,7 @@ a page or two: its visitor-index entry lands on a random page), so the store's c
 (``storage.checkpoint``) copies the WAL beside the writer, and once it has copied every frame
 the next commit starts the WAL again. Under a constant stream of commits the job's checkpoint
 seldom ends between two of them, so the WAL grows to this size (128 MiB) and a commit's own
-checkpoint then copies only the little the job had not yet: landings +4-8 % req/s in the
+checkpoint then copies only the little the job had not yet: landings +2-10 % req/s in the
 bench against 16384 pages and no job. A stalled job leaves the WAL no larger either."""
 GATHER_TURNS = 3
 """Turns of the event loop the writer lets pass before it takes a batch (with ``batch_wait_ms``
