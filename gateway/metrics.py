@@ -72,6 +72,12 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 64, 256, 1024),
             registry=r,
         )
+        self.store_checkpoints = Counter(
+            "gateway_store_checkpoints",
+            "Background WAL checkpoints, by outcome: done, busy (another process's was running), failed",
+            ["outcome"],
+            registry=r,
+        )
         self.store_queue = Gauge("gateway_store_queue", "Events waiting for the writer", registry=r)
         # Signed server-side events: received == the sum of the outcomes, per sender.
         self.inbound_received = Counter(
