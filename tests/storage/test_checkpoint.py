@@ -9,21 +9,16 @@ Real SQLite files in ``tmp_path``; the WAL is inspected through its file and a s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gateway.config import StorageOptions
 from gateway.events import Touchpoint, iso
-from gateway.metrics import Metrics
 from storage.local import LocalStore
+from tests.storage.stores import OpenStore, read
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 NEVER = 3600.0
@@ -38,15 +33,6 @@ def landing(n: int) -> Touchpoint:
         visitor_key=uuid.uuid4().hex,
         source="news",
     )
-
-
-def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        return db.execute(sql).fetchall()
-
-
-async def read(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    return await asyncio.to_thread(query, path, sql)
 
 
 async def wal_bytes(store: LocalStore) -> int:
@@ -70,30 +56,10 @@ async def write(store: LocalStore, count: int, start: int = 0) -> None:
         await store.write([landing(n)])
 
 
-OpenStore = Callable[..., Awaitable[LocalStore]]
-
-
-@pytest.fixture
-async def open_store(tmp_path: Path) -> AsyncIterator[OpenStore]:
-    """``await open_store(rows=…, seconds=…)``: an open store whose job has those thresholds."""
-    opened: list[LocalStore] = []
-
-    async def open_(rows: int, seconds: float = NEVER) -> LocalStore:
-        store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
-        store.checkpointer.rows, store.checkpointer.seconds = rows, seconds
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        await store.close()
-
-
 async def test_a_checkpoint_copies_every_frame_and_the_next_write_restarts_the_wal(
     open_store: OpenStore,
 ) -> None:
-    store = await open_store(rows=10**9)
+    store = await open_store(checkpoint_rows=10**9, checkpoint_seconds=NEVER)
     await write(store, 300)
     busy, frames, copied = await store.checkpointer.checkpoint() or (1, 0, 0)
     assert busy == 0 and frames == copied >= 900
@@ -106,7 +72,7 @@ async def test_a_checkpoint_copies_every_frame_and_the_next_write_restarts_the_w
 async def test_the_job_keeps_the_wal_from_growing_under_continued_writes(open_store: OpenStore) -> None:
     """Every ``rows`` rows the job checkpoints by itself; each burst then reuses the WAL from its
     start, so after eight bursts the file is about one burst long (without the job: eight)."""
-    store = await open_store(rows=100)
+    store = await open_store(checkpoint_rows=100, checkpoint_seconds=NEVER)
     await write(store, 100)
     await job_ran(store, "done", 1)
     one_burst = await wal_bytes(store)
@@ -118,7 +84,7 @@ async def test_the_job_keeps_the_wal_from_growing_under_continued_writes(open_st
 
 
 async def test_the_job_checkpoints_a_few_rows_after_its_seconds(open_store: OpenStore) -> None:
-    store = await open_store(rows=10**9, seconds=0.05)
+    store = await open_store(checkpoint_rows=10**9, checkpoint_seconds=0.05)
     await write(store, 3)
     await job_ran(store, "done", 1)
     await write(store, 1, start=3)
@@ -129,7 +95,7 @@ async def test_the_job_checkpoints_a_few_rows_after_its_seconds(open_store: Open
 async def test_the_job_stops_with_the_store_and_close_leaves_everything_in_the_file(
     open_store: OpenStore,
 ) -> None:
-    store = await open_store(rows=50)
+    store = await open_store(checkpoint_rows=50, checkpoint_seconds=NEVER)
     await write(store, 120)
     await job_ran(store, "done", 1)
     assert any(task.get_name() == "store-checkpoint" for task in asyncio.all_tasks())
@@ -143,7 +109,7 @@ async def test_the_job_stops_with_the_store_and_close_leaves_everything_in_the_f
 async def test_a_failing_checkpoint_is_logged_and_counted_and_writes_go_on(
     open_store: OpenStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = await open_store(rows=50)
+    store = await open_store(checkpoint_rows=50, checkpoint_seconds=NEVER)
     real = store.checkpointer.path
     store.checkpointer.path = tmp_path / "missing" / "gw.db"  # its connection cannot open
     with caplog.at_level(logging.WARNING, logger="gateway.storage"):

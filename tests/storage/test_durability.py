@@ -8,12 +8,10 @@ import contextlib
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -21,6 +19,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ENV, TOKEN, GatewayFactory, RunningGateway
+from tests.storage.stores import execute, query
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 30
@@ -41,16 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        return db.execute(sql).fetchall()
-
-
-def execute(path: Path, sql: str) -> None:
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-        db.executescript(sql)
 
 
 class GatewayProcess:

@@ -7,10 +7,9 @@ second, independent connection (in a thread, so the loop never blocks).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from gateway.config import StorageOptions
 from gateway.events import Binding, Conversion, Receipt, Touchpoint, iso
 from gateway.metrics import Metrics
 from storage.local import CHECKPOINT_PAGES, GATHER_TURNS, MAX_QUEUED, CommitTimeout, LocalStore, StoreClosed
+from tests.storage.stores import OpenStore, execute, query, read
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -47,20 +47,6 @@ def tp(n: int, visitor: str = VISITOR, **fields: Any) -> Touchpoint:
     )
 
 
-def query(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        return db.execute(sql, args).fetchall()
-
-
-async def read(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    return await asyncio.to_thread(query, path, sql, *args)
-
-
-def execute(path: Path, sql: str) -> None:
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-        db.executescript(sql)
-
-
 def sample(store: LocalStore, name: str, **labels: str) -> float:
     value = store.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
@@ -68,25 +54,6 @@ def sample(store: LocalStore, name: str, **labels: str) -> float:
 
 def commits(store: LocalStore) -> int:
     return int(sample(store, "gateway_store_batch_rows_count"))
-
-
-OpenStore = Callable[..., Awaitable[LocalStore]]
-
-
-@pytest.fixture
-async def open_store(tmp_path: Path) -> AsyncIterator[OpenStore]:
-    """``await open_store(**storage_options)``: an open store on ``tmp_path/gw.db``; closed after."""
-    opened: list[LocalStore] = []
-
-    async def open_(**options: Any) -> LocalStore:
-        store = LocalStore(tmp_path / "gw.db", StorageOptions(**options), Metrics())
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        await store.close()
 
 
 async def settle(*futures: asyncio.Future[None], timeout: float = 10) -> list[BaseException | None]:

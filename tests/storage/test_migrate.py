@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +14,9 @@ from gateway.config import StorageOptions
 from gateway.metrics import Metrics
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew, migrate, migrations
+from tests.storage.stores import read
 
 NEWEST = migrations()[-1][0]
-
-
-def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        return db.execute(sql).fetchall()
-
-
-async def read(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    return await asyncio.to_thread(query, path, sql)
 
 
 async def schema(path: Path) -> list[tuple[Any, ...]]:

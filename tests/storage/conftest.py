@@ -1,0 +1,37 @@
+"""Fixtures of the store tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import StorageOptions
+from gateway.metrics import Metrics
+from storage.local import LocalStore
+from tests.storage.stores import OpenStore
+
+
+@pytest.fixture
+async def open_store(tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """``await open_store(**storage_options)``: an open store on ``tmp_path/gw.db``, closed after
+    the test; ``checkpoint_rows`` / ``checkpoint_seconds`` set its checkpoint job's thresholds."""
+    opened: list[LocalStore] = []
+
+    async def open_(
+        *, checkpoint_rows: int | None = None, checkpoint_seconds: float | None = None, **options: Any
+    ) -> LocalStore:
+        store = LocalStore(tmp_path / "gw.db", StorageOptions(**options), Metrics())
+        if checkpoint_rows is not None:
+            store.checkpointer.rows = checkpoint_rows
+        if checkpoint_seconds is not None:
+            store.checkpointer.seconds = checkpoint_seconds
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
