@@ -53,12 +53,10 @@ from gateway.events import iso
 from gateway.ids import id_floor
 from storage.crediting import (
     Cand,
-    ChannelCredit,
     Conv,
     Eligibility,
     Table,
     add_tables,
-    channel_credits,
     credit_table,
     parse_ts,
 )
@@ -517,18 +515,6 @@ class Reports:
         markov_moves(_not_converted(paths, converted), moves)
         return replace(params, channel_weights=moves_weights(moves))
 
-    def _other_journeys(
-        self,
-        since: datetime,
-        until: datetime,
-        accepted: frozenset[str],
-        converted: set[str],
-        population: str | None = None,
-    ) -> list[tuple[list[str], bool]]:
-        """Paths of the period's touchpoints that no conversion used, one per person (a user,
-        or an unbound visitor): the journeys that did not convert."""
-        return _not_converted(self._period_paths(since, until, accepted, population), converted)
-
     def _period_paths(
         self, since: datetime, until: datetime, accepted: frozenset[str], population: str | None = None
     ) -> dict[str, list[tuple[str, str, str]]]:
@@ -695,29 +681,6 @@ def _in_worker(
     (``read``) is there for the second."""
     reports.source, reports.verdict, reports.changes, reports.report = schema
     return _paused_gc(fn, reports, part, *args)
-
-
-async def credits_by_channel(
-    db: aiosqlite.Connection,
-    attribution: Attribution,
-    channels: Channels,
-    model: str,
-    since: datetime,
-    until: datetime,
-    *,
-    verdicts: Iterable[str] | None = None,
-    population: str | None = None,
-) -> list[ChannelCredit]:
-    """Credits of every conversion with ``since <= ts < until`` under ``model``, per channel
-    and currency, largest value first; channels credited nothing are left out. ``population``
-    (``Touchpoint.consent``: cookie, cookieless, no_consent) credits only that population's
-    touchpoints, and leaves out the conversions that have none of them."""
-    reports = await Reports.on(db, attribution, channels)
-    try:
-        table = await reports.credit(since, until, [model], verdicts=verdicts, population=population)
-    finally:
-        await reports.close()
-    return channel_credits(table, model)[None]
 
 
 POPULATIONS = ("cookie", "cookieless", "no_consent")

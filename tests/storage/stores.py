@@ -1,15 +1,23 @@
-"""Helpers the store tests share: reading a store file from outside the store under test."""
+"""Helpers the store tests share: reading a store file from outside the store under test, and
+one model's credits per channel."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
+
+from gateway.attribution import Attribution
+from gateway.channels import Channels
+from storage.crediting import ChannelCredit, channel_credits
 from storage.local import LocalStore
+from storage.reports import Reports
 
 OpenStore = Callable[..., Awaitable[LocalStore]]
 """The ``open_store`` fixture (``tests/storage/conftest.py``)."""
@@ -29,3 +37,24 @@ async def read(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
 def execute(path: Path, sql: str) -> None:
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
         db.executescript(sql)
+
+
+async def credits_by_channel(
+    db: aiosqlite.Connection,
+    attribution: Attribution,
+    channels: Channels,
+    model: str,
+    since: datetime,
+    until: datetime,
+    *,
+    verdicts: Iterable[str] | None = None,
+    population: str | None = None,
+) -> list[ChannelCredit]:
+    """``model``'s credits of the conversions with ``since <= ts < until`` per channel and
+    currency, largest value first (``Reports.credit`` on the file ``db`` reads)."""
+    reports = await Reports.on(db, attribution, channels)
+    try:
+        table = await reports.credit(since, until, [model], verdicts=verdicts, population=population)
+    finally:
+        await reports.close()
+    return channel_credits(table, model)[None]

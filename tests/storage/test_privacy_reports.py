@@ -15,7 +15,8 @@ from gateway.events import Conversion, DailyCount, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from storage.local import LocalStore, connect
-from storage.reports import credits_by_channel, population_counts
+from storage.reports import population_counts
+from tests.storage.stores import credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 new_id = Uuid7()

@@ -22,7 +22,7 @@ from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from storage.crediting import MICRO, Conv, Eligibility, credit_table
 from storage.local import LocalStore, connect
-from storage.reports import credits_by_channel
+from tests.storage.stores import credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SINCE, UNTIL = T0, T0 + timedelta(days=30)

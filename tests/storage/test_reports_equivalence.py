@@ -29,7 +29,7 @@ from gateway.config import AttributionOptions, ChannelsOptions
 from gateway.events import iso
 from storage.crediting import MICRO
 from storage.local import connect
-from storage.reports import Reports
+from storage.reports import Reports, _not_converted
 
 SINCE, UNTIL = datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)
 WHOLE = datetime(2026, 9, 1, tzinfo=UTC)
@@ -240,6 +240,6 @@ async def test_the_journeys_that_did_not_convert_read_through_the_index(
     db: aiosqlite.Connection, reports: Reports, accepted: frozenset[str]
 ) -> None:
     """Over the whole store (the covering index, rows by visitor) the same journeys as the view."""
-    got = await reports.run(reports._other_journeys, WHOLE, UNTIL, accepted, set())
+    got = _not_converted(await reports.run(reports._period_paths, WHOLE, UNTIL, accepted), set())
     expected = await other_journeys(db, reports.channels, accepted, set(), WHOLE)
     assert sorted(got) == sorted(expected) and len(got) > 500
