@@ -24,8 +24,7 @@ import msgspec
 from gateway.attribution import Params, from_minor
 from gateway.payouts import Payouts
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
-from storage.report_pool import Slice
-from storage.reports import Reports
+from storage.reports import Part, Reports
 
 TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
 DAY_BUCKETS: tuple[tuple[str, int, int], ...] = (
@@ -165,7 +164,7 @@ def _totals(parts: Sequence[Totals]) -> list[dict[str, Any]]:
 
 
 def _attribution_part(
-    reports: Reports, part: Slice, q: Query, by_day: bool, params: Params
+    reports: Reports, part: Part, q: Query, by_day: bool, params: Params
 ) -> tuple[Table, Totals]:
     """One slice of an attribution report (``Reports.map``): its credits and totals. The
     conversions and their touches live and die inside one worker call."""
@@ -175,9 +174,9 @@ def _attribution_part(
     return table, _count_totals(convs)
 
 
-def _learn(reports: Reports, q: Query, group_by: str) -> Params:
+def _learn(reports: Reports, q: Query, group_by: str) -> tuple[Params, list[Part]]:
     """The models' parameters (``data_driven`` learns its weights from the period's journeys,
-    read grouped as the report then reads them)."""
+    read grouped as the report then reads them), and the parts to map the report over."""
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
     return reports.learn(q.models, q.since, q.until, q.conversion, accepted, q.population, group_by)
 
@@ -187,8 +186,8 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     with several models, one column pair per model."""
 
     def compute() -> list[tuple[Table, Totals]]:
-        params = _learn(reports, q, q.group_by)
-        return reports.map(_attribution_part, q.since, q.until, q.conversion, q, by_day, params)
+        params, parts = _learn(reports, q, q.group_by)
+        return reports.map(_attribution_part, parts, q, by_day, params)
 
     parts = await reports.run(compute)
     table = add_tables(p[0] for p in parts)
@@ -211,7 +210,7 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     return Report("timeseries" if by_day else "attribution", columns, [r[-1] for r in rows], meta)
 
 
-def _paths_part(reports: Reports, part: Slice, q: Query) -> tuple[list[int], list[float]]:
+def _paths_part(reports: Reports, part: Part, q: Query) -> tuple[list[int], list[float]]:
     """One slice of the paths report: each conversion's eligible touches, and the days from
     the first of them (for those that have one)."""
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
@@ -226,7 +225,11 @@ def _paths_part(reports: Reports, part: Slice, q: Query) -> tuple[list[int], lis
 
 async def paths(reports: Reports, q: Query) -> Report:
     """How many eligible touches led to each conversion, and how long from the first one."""
-    parts = await reports.run(lambda: reports.map(_paths_part, q.since, q.until, q.conversion, q))
+
+    def compute() -> list[tuple[list[int], list[float]]]:
+        return reports.map(_paths_part, reports.slices(q.since, q.until, q.conversion), q)
+
+    parts = await reports.run(compute)
     lengths = [n for part in parts for n in part[0]]
     days = [d for part in parts for d in part[1]]
     touches = defaultdict(int, {b: 0 for b in TOUCH_BUCKETS})
@@ -279,7 +282,7 @@ Withheld = dict[tuple[str, str | None], list[int]]
 have earned."""
 
 
-def _payouts_part(reports: Reports, part: Slice, q: Query, params: Params) -> tuple[Table, Withheld]:
+def _payouts_part(reports: Reports, part: Part, q: Query, params: Params) -> tuple[Table, Withheld]:
     """One slice of the payouts report: credits by creator, and what quarantined traffic would
     have earned."""
     model = q.models[0]
@@ -297,7 +300,8 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
 
     def compute() -> list[tuple[Table, Withheld]]:
-        return reports.map(_payouts_part, q.since, q.until, q.conversion, q, _learn(reports, q, "creator_id"))
+        params, parts = _learn(reports, q, "creator_id")
+        return reports.map(_payouts_part, parts, q, params)
 
     parts = await reports.run(compute)
     earned = add_tables(p[0] for p in parts)

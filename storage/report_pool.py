@@ -1,10 +1,11 @@
 """Reports on every core: the processes that compute slices of a large report.
 
 Owns the report worker processes. A report over many conversions is cut into slices of the
-period's conversions (by id, ``Slice``); each worker process keeps its own ``Reports`` (its
-own read connection, built once when it starts) and answers a slice with partial sums that
-the caller adds up. A slice reads each of its conversions with every touch of its devices,
-exactly as a whole report does, so the sums are the same.
+period's conversions (by id, ``Slice``; or shares of its people, ``storage/people.py``); each
+worker process keeps its own ``Reports`` (its own read connection, built once when it
+starts) and answers a slice with partial sums that the caller adds up. A slice reads each of
+its conversions with every touch of its devices, exactly as a whole report does, so the sums
+are the same.
 
 Each worker is a spawned process (not forked: the gateway runs threads, such as the store's
 writer, that a fork would copy mid-flight) on one pipe of its own: a task in, its answer
@@ -21,7 +22,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn, TypeVar
@@ -109,13 +110,13 @@ class ReportPool:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
-    def map(self, fn: Callable[..., _T], slices: list[Slice], *args: Any) -> list[_T]:
+    def map(self, fn: Callable[..., _T], slices: Sequence[object], *args: Any) -> list[_T]:
         """``fn(worker's object, slice, *args)`` for each slice, in the workers; the answers in
         the order of ``slices``. Raises ``WorkerDied`` if a worker died (all are stopped; the
         next call starts new ones), ``RuntimeError`` if ``fn`` raised in a worker."""
         return self.collect(self.submit(fn, slices, *args))
 
-    def submit(self, fn: Callable[..., Any], slices: list[Slice], *args: Any) -> int:
+    def submit(self, fn: Callable[..., Any], slices: Sequence[object], *args: Any) -> int:
         """The first half of ``map``: the tasks sent; ``collect`` their number of answers."""
         if self._pending:  # a caller that never collected (it failed meanwhile): drain its answers
             with contextlib.suppress(RuntimeError):

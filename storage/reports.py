@@ -9,8 +9,10 @@ window — and ``storage/crediting.py`` shares each conversion's value under the
 Speed (a million touchpoints in about a second): the query runs on a plain ``sqlite3``
 connection in a worker thread, so the event loop (and the proxy beside it) stays free, with
 the garbage collector paused (``run``; a report makes a million short-lived tuples and no
-cycles); a large report is cut into slices of its conversions, one per report worker process
-(``map``, ``storage/report_pool.py``), whose sums are added up.
+cycles); a large report is cut into parts, one per report worker process (``map``,
+``storage/report_pool.py``), whose sums are added up: slices of its conversions by id, or,
+for ``data_driven``, which also learns from every journey that did not convert, shares of
+the people (``storage/people.py``), so that each worker counts its people's journeys whole.
 
 Which touchpoint columns exist is learned once, at ``open``: a ``verdict`` column (bot
 scoring) is used when present, with the verdict changes of ``verdict_changes`` (an analyst's
@@ -60,9 +62,13 @@ from storage.crediting import (
     credit_table,
     parse_ts,
 )
+from storage.people import Moved, People, Share, Snapshot
 from storage.report_pool import WHOLE, ReportPool, Slice, WorkerDied
 
 GROUPS = ("channel", "source", "medium", "campaign", "creator_id")
+Part = Slice | Share
+"""Which of a report's conversions one call computes: a slice of them by id, or the share of
+one worker's people (``data_driven``, which also counts the journeys that did not convert)."""
 _decode = msgspec.json.Decoder(dict[str, str])
 _T = TypeVar("_T")
 log = logging.getLogger("gateway.reports")
@@ -135,6 +141,7 @@ class Reports:
         self.report = 0
         """Which report this is (``run`` counts them; a worker is told its caller's)."""
         self._kept: tuple[tuple[object, ...], list[Conv]] | None = None
+        self._people: tuple[tuple[object, ...], People, list[tuple[Any, ...]] | None] | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._running: asyncio.Future[Any] | None = None
@@ -221,63 +228,31 @@ class Reports:
         try:
             return _paused_gc(fn, *args)
         finally:
-            self._kept = None
+            self._kept = self._people = None
 
-    def map(
-        self,
-        fn: Callable[..., _T],
-        since: datetime,
-        until: datetime,
-        conversion: str | None,
-        *args: Any,
-    ) -> list[_T]:
-        """``fn(self, slice, *args)`` for the conversions of the period: one call over the
-        whole period, or — a large period — one per slice of its conversions, each in a worker
-        process (with that process's ``Reports``); the answers in slice order, for the caller
+    def map(self, fn: Callable[..., _T], parts: list[Part], *args: Any) -> list[_T]:
+        """``fn(self, part, *args)`` for each part of a report (``slices``, ``shares``): one
+        call over the whole period, or — a large period — one per part, each in a worker
+        process (with that process's ``Reports``); the answers in part order, for the caller
         to add up. If a worker dies, the whole report runs here instead.
 
         Blocking: call it inside ``run``."""
-        return self.begin(fn, since, until, conversion, *args)()
-
-    def begin(
-        self,
-        fn: Callable[..., _T],
-        since: datetime,
-        until: datetime,
-        conversion: str | None,
-        *args: Any,
-    ) -> Callable[[], list[_T]]:
-        """``map``, started: the slices go to the workers now, and the returned function waits
-        for their answers (over a small period it computes the whole one then, here)."""
-        slices = self.slices(since, until, conversion)
-        if len(slices) > 1:
+        if len(parts) > 1:
             schema = (self.source, self.verdict, self.changes, self.report)
             try:
-                count = self._pool.submit(_in_worker, slices, schema, fn, args)
+                answers: list[_T] = self._pool.map(_in_worker, parts, schema, fn, args)
             except WorkerDied:
                 log.warning(_DIED, exc_info=True)
             else:
+                return answers
+        return [fn(self, WHOLE, *args)]
 
-                def collect() -> list[_T]:
-                    try:
-                        answers: list[_T] = self._pool.collect(count)
-                    except WorkerDied:
-                        log.warning(_DIED, exc_info=True)
-                        return [fn(self, WHOLE, *args)]
-                    return answers
-
-                return collect
-        return lambda: [fn(self, WHOLE, *args)]
-
-    def slices(self, since: datetime, until: datetime, conversion: str | None) -> list[Slice]:
+    def slices(self, since: datetime, until: datetime, conversion: str | None) -> list[Part]:
         """The period's conversions cut by id into one slice per worker process, each of at
         least ``min_slice`` conversions; a single whole slice when there are too few."""
         if self.processes < 2:
             return [WHOLE]
-        args: dict[str, Any] = {**_bounds(since, until, since), "name": conversion}
-        where = "id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until"
-        if conversion is not None:
-            where += " AND name = :name"
+        where, args = _period_conversions(since, until, conversion)
         self.db.execute("BEGIN")  # one snapshot: the cuts of one set of rows, in order
         try:
             (count,) = self.db.execute(f"SELECT count(*) FROM conversions WHERE {where}", args).fetchone()
@@ -289,7 +264,56 @@ class Reports:
         if n < 2:
             return [WHOLE]
         cuts: list[str | None] = [None, *sorted({row[0] for row in found if row is not None}), None]
-        return list(pairwise(cuts))
+        slices: list[Part] = list(pairwise(cuts))
+        return slices
+
+    def shares(self, since: datetime, until: datetime, conversion: str | None) -> list[Part]:
+        """The period's people shared out between the worker processes (``storage/people.py``),
+        as of one snapshot of the bindings and the conversions; a single whole slice when
+        there are too few conversions for ``min_slice`` each (as ``slices``)."""
+        if self.processes < 2:
+            return [WHOLE]
+        where, args = _period_conversions(since, until, conversion)
+        self.db.execute("BEGIN")  # one snapshot of both tables
+        try:
+            count, last = self.db.execute(
+                f"SELECT count(*), max(id) FROM conversions WHERE {where}", args
+            ).fetchone()
+            bound, newest = self.db.execute("SELECT count(*), max(id) FROM identities").fetchone()
+        finally:
+            self.db.execute("COMMIT")
+        n = min(self.processes, count // self.min_slice)
+        if n < 2:
+            return [WHOLE]
+        return [Share(i, n, Snapshot(newest, bound), Snapshot(last, count)) for i in range(n)]
+
+    def _people_of(
+        self, part: Part, since: datetime, until: datetime, conversion: str | None
+    ) -> tuple[People, list[tuple[Any, ...]] | None]:
+        """Who each visitor's devices and person are; for a share, also the period's
+        conversions it owns (rows of ``_CONVERSIONS``), read as of the share's snapshot (``Moved``
+        if rows were erased since). Kept for the rest of the report's call: ``_learn_part``
+        asks twice."""
+        key = (self.report, part, since, until, conversion)
+        if self._people is not None and self._people[0] == key:
+            return self._people[1], self._people[2]
+        self._people = None
+        if not isinstance(part, Share):
+            every = self.db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id")
+            people, rows = People(every, ()), None
+        else:
+            where, args = _period_conversions(since, until, conversion)
+            if part.conversions.last is not None:
+                where, args["last"] = where + " AND id <= :last", part.conversions.last
+            rows = self.db.execute(f"{_CONVERSIONS} WHERE {where}", args).fetchall()
+            sql = "SELECT visitor_key, user_key FROM identities WHERE id <= ? ORDER BY id"
+            bindings = self.db.execute(sql, (part.bindings.last or "",)).fetchall()
+            if (len(bindings), len(rows)) != (part.bindings.rows, part.conversions.rows):
+                raise Moved(f"{len(bindings)} bindings and {len(rows)} conversions, not {part}")
+            people = People(bindings, ((r[4], r[5]) for r in rows), part)
+            rows = [r for r in rows if people.mine(r[4], r[5])]
+        self._people = (key, people, rows)
+        return people, rows
 
     def _channel(self, signals: str) -> str:
         return self.channels.classify(Signals(*msgspec.json.decode(signals)))
@@ -301,8 +325,9 @@ class Reports:
         conversion: str | None = None,
         group_by: str = "channel",
         population: str | None = None,
-        part: Slice = WHOLE,
+        part: Part = WHOLE,
         keep: bool = False,
+        touched: dict[str, list[Cand]] | None = None,
     ) -> list[Conv]:
         """Conversions with ``since <= ts < until`` (of one name, if given; of one ``part`` of
         the period's conversions, if given), each with the
@@ -312,6 +337,8 @@ class Reports:
 
         ``keep``: hold on to the answer for the next read of the same report with the same
         arguments (``data_driven`` learns from a slice's conversions, then credits them).
+        ``touched``: filled, when the conversions are read (not kept), with each of their
+        devices' touchpoints as read (``_person_paths`` then reads only the other visitors).
 
         Blocking: call it inside ``run``, where a whole report is computed in one call, so its
         million tuples are made and freed while the collector is paused."""
@@ -321,7 +348,7 @@ class Reports:
         kept, self._kept = self._kept, None
         if kept is not None and kept[0] == key:
             return kept[1]
-        convs = self._load(since, until, conversion, group_by, population, part)
+        convs = self._load(since, until, conversion, group_by, population, part, touched)
         if keep:
             self._kept = (key, convs)
         return convs
@@ -333,34 +360,28 @@ class Reports:
         conversion: str | None,
         group_by: str,
         population: str | None,
-        part: Slice,
+        part: Part,
+        touched: dict[str, list[Cand]] | None = None,
     ) -> list[Conv]:
         widest = max(self.attribution.tiers.windows.values())
         args: dict[str, Any] = _bounds(since, until, since - widest)
         args["population"] = population
-        name = ""
-        if conversion is not None:
-            name, args["name"] = "AND name = :name", conversion
-        if part[0] is not None:
-            name, args["part_lo"] = name + " AND id >= :part_lo", part[0]
-        if part[1] is not None:
-            name, args["part_hi"] = name + " AND id < :part_hi", part[1]
-        sql = (
-            "SELECT id, ts, value, currency, visitor_key, user_key FROM conversions "
-            f"WHERE id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until {name}"
-        )
+        people, owned = self._people_of(part, since, until, conversion)
+        if owned is None:  # a slice, or the whole period
+            where, period = _period_conversions(since, until, conversion)
+            if not isinstance(part, Share) and part[0] is not None:
+                where, period["part_lo"] = where + " AND id >= :part_lo", part[0]
+            if not isinstance(part, Share) and part[1] is not None:
+                where, period["part_hi"] = where + " AND id < :part_hi", part[1]
+            owned = self.db.execute(f"{_CONVERSIONS} WHERE {where}", period).fetchall()
         convs = []
         devices: dict[str, list[Conv]] = defaultdict(list)
-        users_of: dict[str, set[str]] = {}
-        visitors_of: dict[str, set[str]] = {}
-        for visitor, user in self.db.execute("SELECT visitor_key, user_key FROM identities"):
-            users_of.setdefault(visitor, set()).add(user)
-            visitors_of.setdefault(user, set()).add(visitor)
+        users_of, visitors_of = people.users_of, people.visitors_of
         # Each conversion's devices: its visitor, and every visitor bound to its user (the
         # user it was recorded for, or any its visitor is bound to).
         minor: dict[tuple[object, str | None], int] = {}  # prices repeat: Decimal work once each
         none: set[str] = set()
-        for cid, ts, amount, currency, visitor, user in self.db.execute(sql, args):
+        for cid, ts, amount, currency, visitor, user in owned:
             value = minor.get((amount, currency))
             if value is None:
                 value = minor[amount, currency] = to_minor(amount, currency)
@@ -404,6 +425,8 @@ class Reports:
             read = list(of_device)
             for conv in served[device]:
                 conv.touches += read
+            if touched is not None:
+                touched[order[device]] = read
         if self._tier_args:
             self._name_tiers(convs, self._tier_params(args))
         if any(r[2] is None for r in rows):  # recorded before channels existed
@@ -497,48 +520,115 @@ class Reports:
         accepted: frozenset[str],
         population: str | None = None,
         group_by: str = "channel",
-    ) -> Params:
-        """The models' parameters; for ``data_driven``, Markov weights learnt from the period's
-        journeys: the conversions' (slice by slice, as ``map`` shares a report) and those of
-        everyone else who left touchpoints in it. The conversions are read as the report will
-        read them (``group_by``), and kept for it. Blocking: call it inside ``run``."""
+    ) -> tuple[Params, list[Part]]:
+        """The models' parameters, and the parts to ``map`` the report over. For
+        ``data_driven``, Markov weights learnt from the period's journeys — the conversions'
+        and those of everyone who left touchpoints in it — each worker counting those of its
+        share of the people (``shares``); the conversions are read as the report will read
+        them (``group_by``), and kept for it. Blocking: call it inside ``run``."""
         params = self.attribution.params
         if "data_driven" not in models:
-            return params
-        # The conversions' journeys in the workers while this thread reads everyone's paths.
+            return params, self.slices(since, until, conversion)
         task = (since, until, conversion, accepted, population, group_by)
-        collect = self.begin(_journeys_part, since, until, conversion, *task)
-        paths = self._period_paths(since, until, accepted, population)
-        parts = collect()
-        moves = add_moves(part[0] for part in parts)
-        converted = set().union(*(part[1] for part in parts))
-        markov_moves(_not_converted(paths, converted), moves)
-        return replace(params, channel_weights=moves_weights(moves))
+        moves, parts = self.count_moves(self.shares(since, until, conversion), *task)
+        return replace(params, channel_weights=moves_weights(moves)), parts
 
-    def _period_paths(
-        self, since: datetime, until: datetime, accepted: frozenset[str], population: str | None = None
+    def count_moves(
+        self,
+        parts: list[Part],
+        since: datetime,
+        until: datetime,
+        conversion: str | None,
+        accepted: frozenset[str],
+        population: str | None,
+        group_by: str,
+    ) -> tuple[Moves, list[Part]]:
+        """``learn``'s transition counts, over ``parts``; and the parts the report is to be
+        credited over: those, or the whole period when a share's snapshot no longer held (the
+        counting is then done again, here, in one piece)."""
+        task = (since, until, conversion, accepted, population, group_by)
+        counted = self.map(_learn_part, parts, *task)
+        if any(moves is None for moves in counted):
+            log.info("bindings or conversions were erased while a report ran; running it in one process")
+            parts, counted = [WHOLE], [_learn_part(self, WHOLE, *task)]
+        return add_moves(m for m in counted if m is not None), parts
+
+    def _person_paths(
+        self,
+        since: datetime,
+        until: datetime,
+        conversion: str | None,
+        accepted: frozenset[str],
+        population: str | None = None,
+        part: Part = WHOLE,
+        touched: dict[str, list[Cand]] | None = None,
     ) -> dict[str, list[tuple[str, str, str]]]:
         """Every accepted, not internal touchpoint of the period as (ts, id, channel), per person
-        (the user of the visitor's earliest binding, else the visitor), in no order."""
-        person_of: dict[str, str] = {}
-        for visitor, user in self.db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"):
-            person_of.setdefault(visitor, user)
-        sql = (
-            f"SELECT t.visitor_key, t.ts, t.id, t.channel, nullif({self.verdict}, 'allow')"
-            f" FROM touchpoints t {self._scan(since, until)}"
-            " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
-            + (" AND t.consent = :population" if population is not None else "")
+        (the user of the visitor's earliest binding, else the visitor), in no order: of every
+        person, or of a share's (its key range of the visitor index, less the visitors whose
+        group is another share's, plus those of its own groups outside the range).
+
+        ``touched``: visitors whose touchpoints the conversions' read already holds (``read``),
+        from before the period on; the others are read here."""
+        people, _ = self._people_of(part, since, until, conversion)
+        touched = touched or {}
+        columns = f"t.visitor_key, t.ts, t.id, t.channel, nullif({self.verdict}, 'allow')"
+        where = "t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until" + (
+            " AND t.consent = :population" if population is not None else ""
         )
-        paths: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
         bounds: dict[str, Any] = {**_bounds(since, until, since), "population": population}
-        changed = self._verdict_changes(bounds)
+        scan = self._scan(since, until)
+        # Through the visitor index, a key range; through the id range (short periods), every
+        # row of the period, the key tested on each (the unary + keeps the index unused).
+        key = "t.visitor_key" if scan else "+t.visitor_key"
+        others = where
+        if touched:
+            others += f" AND {key} NOT IN (SELECT value FROM json_each(:touched))"
+            bounds["touched"] = json.dumps(list(touched))
+        if not isinstance(part, Share):
+            reads = [self.db.execute(f"SELECT {columns} FROM touchpoints t {scan} WHERE {others}", bounds)]
+        else:
+            extra, foreign = people.visitors()
+            lo, hi = part.keys
+            if lo is not None:
+                others, bounds["lo"] = f"{others} AND {key} >= :lo", lo
+            if hi is not None:
+                others, bounds["hi"] = f"{others} AND {key} < :hi", hi
+            if foreign:
+                others += f" AND {key} NOT IN (SELECT value FROM json_each(:foreign))"
+            bounds["foreign"] = json.dumps(foreign)
+            bounds["extra"] = json.dumps([v for v in extra if v not in touched])
+            reads = [
+                self.db.execute(f"SELECT {columns} FROM touchpoints t {scan} WHERE {others}", bounds),
+                self.db.execute(
+                    f"SELECT {columns} FROM json_each(:extra) v CROSS JOIN touchpoints t"
+                    f" ON t.visitor_key = v.value WHERE {where}",
+                    bounds,
+                ),
+            ]
+        person_of = people.person_of
+        paths: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
         unclassified = False
-        for visitor, ts, tid, channel, verdict in self.db.execute(sql, bounds):
-            if changed and tid in changed:
-                verdict = changed[tid]
-            if (verdict or "allow") in accepted and channel != INTERNAL:
-                paths[person_of.get(visitor, visitor)].append((ts, tid, channel))
-                unclassified = unclassified or channel is None
+        since_ts, since_id = bounds["since"], bounds["since_id"]
+        for visitor, held in touched.items():  # verdict changes applied, allow as None
+            path = paths[person_of.get(visitor, visitor)]
+            for ts, tid, channel, verdict, _, _, _ in held:
+                if (
+                    ts >= since_ts
+                    and tid >= since_id
+                    and (verdict or "allow") in accepted
+                    and channel != INTERNAL
+                ):
+                    path.append((ts, tid, channel))
+                    unclassified = unclassified or channel is None
+        changed = self._verdict_changes(bounds)
+        for rows in reads:
+            for visitor, ts, tid, channel, verdict in rows:
+                if changed and tid in changed:
+                    verdict = changed[tid]
+                if (verdict or "allow") in accepted and channel != INTERNAL:
+                    paths[person_of.get(visitor, visitor)].append((ts, tid, channel))
+                    unclassified = unclassified or channel is None
         if unclassified:  # rows stored before channels existed: classified here, maybe Internal
             ids = [tid for path in paths.values() for _, tid, channel in path if channel is None]
             channels = self._channels_of(ids)
@@ -596,16 +686,16 @@ class Reports:
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
 
         def compute() -> list[Table]:
-            params = self.learn(models, since, until, conversion, accepted, population, group_by)
+            params, parts = self.learn(models, since, until, conversion, accepted, population, group_by)
             q = (since, until, models, group_by, conversion, accepted, by_day, population, params)
-            return self.map(_credit_part, since, until, conversion, *q)
+            return self.map(_credit_part, parts, *q)
 
         return add_tables(await self.run(compute))
 
 
 def _credit_part(
     reports: Reports,
-    part: Slice,
+    part: Part,
     since: datetime,
     until: datetime,
     models: Sequence[str],
@@ -620,23 +710,30 @@ def _credit_part(
     return credit_table(reports.eligible, convs, models, group_by, accepted, params, by_day)
 
 
-def _journeys_part(
+def _learn_part(
     reports: Reports,
-    part: Slice,
+    part: Part,
     since: datetime,
     until: datetime,
     conversion: str | None,
     accepted: frozenset[str],
     population: str | None,
     group_by: str,
-) -> tuple[Moves, set[str]]:
-    """One slice's converting journeys for ``data_driven``: their transitions counted, and the
-    touchpoints they used (which the journeys that did not convert leave out). The slice's
-    conversions stay in this process for the report's next read (``Reports.read``)."""
-    convs = reports.read(since, until, conversion, group_by, population, part, keep=True)
-    paths = [reports.eligible(c, accepted) for c in convs]
-    moves = markov_moves(([t[2] for t in path], True) for path in paths)
-    return dict(moves), {t[1] for path in paths for t in path}
+) -> Moves | None:
+    """One share's journeys for ``data_driven``, their transitions counted: its conversions'
+    (kept in this process for the report's next read, ``Reports.read``), and its people's
+    touchpoints of the period that none of them used. None if the store moved under the
+    share (``Moved``)."""
+    touched: dict[str, list[Cand]] = {}
+    try:
+        convs = reports.read(since, until, conversion, group_by, population, part, True, touched)
+        paths = reports._person_paths(since, until, conversion, accepted, population, part, touched)
+    except Moved:
+        return None
+    journeys = [reports.eligible(c, accepted) for c in convs]
+    moves = markov_moves(([t[2] for t in path], True) for path in journeys)
+    used = {t[1] for path in journeys for t in path}
+    return dict(markov_moves(_not_converted(paths, used), moves))
 
 
 def _touched(conv: Conv, widest: timedelta) -> bool:
@@ -661,6 +758,20 @@ def _not_converted(
     return journeys
 
 
+def _period_conversions(
+    since: datetime, until: datetime, conversion: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (and its arguments) of the conversions of a period (of one name)."""
+    where = "id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until"
+    args: dict[str, Any] = {**_bounds(since, until, since), "name": conversion}
+    if conversion is not None:
+        where += " AND name = :name"
+    return where, args
+
+
+_CONVERSIONS = "SELECT id, ts, value, currency, visitor_key, user_key FROM conversions"
+
+
 def _worker_reports(path: Path, attribution: Attribution, channels: Channels) -> Reports:
     """A report worker process's own ``Reports`` (``storage.report_pool``)."""
     reports = Reports(path, attribution, channels, processes=1)
@@ -670,7 +781,7 @@ def _worker_reports(path: Path, attribution: Attribution, channels: Channels) ->
 
 def _in_worker(
     reports: Reports,
-    part: Slice,
+    part: Part,
     schema: tuple[str, str, bool, int],
     fn: Callable[..., _T],
     args: tuple[Any, ...],
@@ -680,7 +791,10 @@ def _in_worker(
     does. A slice of a report always goes to the same worker, so what a first pass kept
     (``read``) is there for the second."""
     reports.source, reports.verdict, reports.changes, reports.report = schema
-    return _paused_gc(fn, reports, part, *args)
+    try:
+        return _paused_gc(fn, reports, part, *args)
+    finally:
+        reports._people = None  # what one call reads twice; ``read``'s ``keep`` outlives it
 
 
 POPULATIONS = ("cookie", "cookieless", "no_consent")

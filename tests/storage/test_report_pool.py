@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -27,9 +27,11 @@ from gateway import reporting
 from gateway.attribution import MODELS, Attribution
 from gateway.channels import Channels
 from gateway.config import AttributionOptions, ChannelsOptions
+from gateway.ids import Uuid7
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
+from storage.people import People, Share, Snapshot
 from storage.report_pool import WHOLE, WorkerDied
-from storage.reports import Reports
+from storage.reports import Reports, _learn_part
 
 SINCE, UNTIL = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -226,7 +228,7 @@ async def test_an_error_in_a_worker_is_the_report_s_error(pooled: Reports) -> No
 
 
 async def test_answers_nobody_collected_are_not_the_next_report_s(pooled: Reports) -> None:
-    """A report that sent its slices and then failed before reading the answers (``begin``)
+    """A report that sent its slices and then failed before reading the answers
     leaves them in the pipes: the next one must not take them for its own."""
     await pooled.run(pooled._pool.submit, _fails, [WHOLE, WHOLE, WHOLE])
     q = reporting.Query(SINCE, UNTIL, ("linear",))
@@ -259,6 +261,115 @@ async def test_what_a_report_kept_is_never_the_next_report_s(
     finally:
         await pooled.close()
         await single.close()
+
+
+def _entangle(path: Path) -> None:
+    """People the synthetic store does not have: a device bound to two users, a conversion
+    recorded for a user on a visitor bound to someone else, one on a visitor bound to nobody,
+    and one naming only a user. Each joins people whose groups would otherwise be in different
+    shares of three, and who have touchpoints the conversion can use (no conversion of theirs
+    uses them yet). Their ids are the newest
+    (as rows written now would have)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    new_id = Uuid7()
+    at = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    ms = int(UNTIL.timestamp() * 1000) - 1  # the last millisecond of the reported period
+    bound = db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id").fetchall()
+    shares = [People(bound, (), Share(i, 3, Snapshot(None, 0), Snapshot(None, 0))) for i in range(3)]
+
+    def owner(visitor: str | None, user: str | None) -> int:
+        return [p.mine(visitor, user) for p in shares].index(True)
+
+    recent = "SELECT DISTINCT visitor_key FROM touchpoints WHERE ts >= ? AND ts < ? ORDER BY 1"
+    touched = {v for (v,) in db.execute(recent, ((at - timedelta(days=20)).isoformat(), at.isoformat()))}
+    converted = {v for (v,) in db.execute("SELECT visitor_key FROM conversions")}
+    users = [u for v, u in bound if v in touched and v not in converted]  # what they touched is unused
+    lone = sorted(touched - {v for v, _ in bound})
+    a, b, c, d = (next(u for u in users if owner(None, u) == i) for i in (0, 1, 2, 0))
+    b2 = next(u for u in users if owner(None, u) == 1 and u != b)
+    visitor_of_a = next(v for v, u in bound if u == a)
+    loner = next(v for v in lone if owner(v, None) != owner(None, c))
+    db.execute("BEGIN")
+    db.execute(
+        "INSERT INTO identities (id, ts, node, visitor_key, user_key, rule, origin)"
+        " VALUES (?, ?, 'test', ?, ?, 'login', 'rule')",
+        (new_id(ms), at.isoformat(), next(v for v, u in bound if u == d), b2),
+    )
+    rows = [(visitor_of_a, b), (loner, c), (lone[-1], None), (None, a)]
+    for visitor, user in rows:
+        cid = new_id(ms)
+        db.execute(
+            "INSERT INTO conversions (id, ts, node, name, dedup_key, visitor_key, user_key, value,"
+            " currency, order_id, origin, rule)"
+            " VALUES (?, ?, 'test', 'purchase', ?, ?, ?, 40, 'EUR', ?, 'rule', 'purchase')",
+            (cid, at.isoformat().replace("+00:00", "Z"), "order:" + cid, visitor, user, cid),
+        )
+    db.execute("COMMIT")
+    db.close()
+
+
+async def test_people_shared_across_processes_learn_what_one_process_learns(
+    store: Path, channels: Channels, tmp_path: Path
+) -> None:
+    """data_driven counts each worker's people's journeys there: a conversion and every
+    touchpoint it can use are in one share, whatever the bindings join."""
+    copy = tmp_path / "entangled.db"
+    await asyncio.to_thread(shutil.copy, store, copy)
+    await asyncio.to_thread(_entangle, copy)
+    pooled, single = await opened(copy, channels, processes=3), await opened(copy, channels, processes=1)
+    try:
+        shares = await pooled.run(pooled.shares, SINCE, UNTIL, None)
+        assert len(shares) == 3 and all(isinstance(s, Share) for s in shares)
+        accepted = frozenset({"allow"})
+        task = (SINCE, UNTIL, None, accepted, None, "channel")
+        counted = await pooled.run(pooled.count_moves, shares, *task)
+        whole = await single.run(single.count_moves, [WHOLE], *task)
+        assert counted[0] == whole[0] and counted[1] == shares
+        for q in (
+            reporting.Query(SINCE, UNTIL, ("data_driven",)),
+            reporting.Query(SINCE, UNTIL, tuple(MODELS), group_by="campaign"),
+            reporting.Query(SINCE, UNTIL, ("data_driven",), population="cookie"),
+        ):
+            assert (await reporting.attribution(pooled, q)).json() == (
+                await reporting.attribution(single, q)
+            ).json()
+    finally:
+        await pooled.close()
+        await single.close()
+
+
+async def test_a_share_whose_snapshot_moved_is_counted_again_in_one_process(
+    store: Path, channels: Channels, tmp_path: Path
+) -> None:
+    """Rows written after the gateway cut the report are left out of every share; a binding
+    erased since makes a worker's groups differ from the gateway's, so that share answers
+    None and the counting is done again in one piece."""
+    copy = tmp_path / "moving.db"
+    await asyncio.to_thread(shutil.copy, store, copy)
+    pooled = await opened(copy, channels, processes=2)
+    try:
+        task = (SINCE, UNTIL, None, frozenset({"allow"}), None, "channel")
+        shares = await pooled.run(pooled.shares, SINCE, UNTIL, None)
+        before = await pooled.run(pooled.count_moves, shares, *task)
+        assert before[1] == shares
+        await asyncio.to_thread(_entangle, copy)  # written since: not in these shares
+        pooled.report += 1
+        assert await pooled.run(pooled.count_moves, shares, *task) == before
+        await asyncio.to_thread(_delete_a_binding, copy)
+        pooled.report += 1
+        assert None in await pooled.run(pooled.map, _learn_part, shares, *task)
+        pooled.report += 1
+        moves, parts = await pooled.run(pooled.count_moves, shares, *task)
+        assert parts == [WHOLE] and moves != before[0]
+        assert moves == (await pooled.run(pooled.count_moves, [WHOLE], *task))[0]
+    finally:
+        await pooled.close()
+
+
+def _delete_a_binding(path: Path) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("DELETE FROM identities WHERE rowid = (SELECT min(rowid) FROM identities)")
+    db.close()
 
 
 def _delete_some_conversions(path: Path) -> None:

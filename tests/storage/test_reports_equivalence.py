@@ -174,7 +174,7 @@ async def test_every_model_credits_what_the_view_and_the_pure_models_credit(
 ) -> None:
     attribution = reports.attribution
     reference = await Reference(attribution, reports.channels).read(db)
-    params = await reports.run(reports.learn, [model], SINCE, UNTIL, None, accepted)
+    params, _ = await reports.run(reports.learn, [model], SINCE, UNTIL, None, accepted)
     if model == "data_driven":
         journeys = reference.journeys(accepted)
         journeys += await other_journeys(db, reports.channels, accepted, reference.ids)
@@ -240,6 +240,6 @@ async def test_the_journeys_that_did_not_convert_read_through_the_index(
     db: aiosqlite.Connection, reports: Reports, accepted: frozenset[str]
 ) -> None:
     """Over the whole store (the covering index, rows by visitor) the same journeys as the view."""
-    got = _not_converted(await reports.run(reports._period_paths, WHOLE, UNTIL, accepted), set())
+    got = _not_converted(await reports.run(reports._person_paths, WHOLE, UNTIL, None, accepted), set())
     expected = await other_journeys(db, reports.channels, accepted, set(), WHOLE)
     assert sorted(got) == sorted(expected) and len(got) > 500
