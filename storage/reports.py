@@ -581,31 +581,31 @@ class Reports:
         # Through the visitor index, a key range; through the id range (short periods), every
         # row of the period, the key tested on each (the unary + keeps the index unused).
         key = "t.visitor_key" if scan else "+t.visitor_key"
-        others = where
-        if touched:
-            others += f" AND {key} NOT IN (SELECT value FROM json_each(:touched))"
-            bounds["touched"] = json.dumps(list(touched))
+        others, skip = where, list(touched)
         if not isinstance(part, Share):
-            reads = [self.db.execute(f"SELECT {columns} FROM touchpoints t {scan} WHERE {others}", bounds)]
+            extra: list[str] = []
         else:
             extra, foreign = people.visitors()
+            extra = [v for v in extra if v not in touched]
+            skip += foreign
             lo, hi = part.keys
             if lo is not None:
                 others, bounds["lo"] = f"{others} AND {key} >= :lo", lo
             if hi is not None:
                 others, bounds["hi"] = f"{others} AND {key} < :hi", hi
-            if foreign:
-                others += f" AND {key} NOT IN (SELECT value FROM json_each(:foreign))"
-            bounds["foreign"] = json.dumps(foreign)
-            bounds["extra"] = json.dumps([v for v in extra if v not in touched])
-            reads = [
-                self.db.execute(f"SELECT {columns} FROM touchpoints t {scan} WHERE {others}", bounds),
+        if skip:  # one list: each row is looked up once
+            others += f" AND {key} NOT IN (SELECT value FROM json_each(:skip))"
+            bounds["skip"] = json.dumps(skip)
+        reads = [self.db.execute(f"SELECT {columns} FROM touchpoints t {scan} WHERE {others}", bounds)]
+        if extra:
+            bounds["extra"] = json.dumps(extra)
+            reads.append(
                 self.db.execute(
                     f"SELECT {columns} FROM json_each(:extra) v CROSS JOIN touchpoints t"
                     f" ON t.visitor_key = v.value WHERE {where}",
                     bounds,
-                ),
-            ]
+                )
+            )
         person_of = people.person_of
         paths: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
         unclassified = False
