@@ -28,6 +28,7 @@ from gateway.channels import INTERNAL, Channels, Signals
 from gateway.config import AttributionOptions, ChannelsOptions
 from gateway.events import iso
 from storage.crediting import MICRO
+from storage.dashboard import _bots
 from storage.local import connect
 from storage.reports import Reports, _not_converted
 
@@ -243,3 +244,19 @@ async def test_the_journeys_that_did_not_convert_read_through_the_index(
     got = _not_converted(await reports.run(reports._person_paths, WHOLE, UNTIL, None, accepted), set())
     expected = await other_journeys(db, reports.channels, accepted, set(), WHOLE)
     assert sorted(got) == sorted(expected) and len(got) > 500
+
+
+@pytest.mark.parametrize("since", [SINCE, WHOLE], ids=["period", "whole-store"])
+async def test_the_dashboard_s_bot_share_counts_the_effective_verdicts(
+    db: aiosqlite.Connection, since: datetime
+) -> None:
+    """The dashboard counts by stored verdict and moves the changed touchpoints over: the
+    same counts as the view, whose subquery per row it no longer reads."""
+    sql = (
+        "SELECT coalesce(effective_verdict, 'allow'), count(*) FROM effective_touchpoints"
+        " WHERE ts >= ? AND ts < ? GROUP BY 1"
+    )
+    expected = {str(verdict): n for verdict, n in await rows(db, sql, iso(since), iso(UNTIL))}
+    as_stored = {str(v): n for v, n in await rows(db, sql.replace("effective_", ""), iso(since), iso(UNTIL))}
+    bounds = {"since": iso(since), "until": iso(UNTIL)}
+    assert await _bots(db, bounds) == (True, expected) and as_stored != expected
