@@ -69,6 +69,9 @@ GROUPS = ("channel", "source", "medium", "campaign", "creator_id")
 Part = Slice | Share
 """Which of a report's conversions one call computes: a slice of them by id, or the share of
 one worker's people (``data_driven``, which also counts the journeys that did not convert)."""
+Learning = tuple[datetime, datetime, str | None, frozenset[str], str | None, str]
+"""What ``data_driven`` learns from: since, until, conversion name, accepted verdicts,
+population, and the grouping the report then reads its conversions with."""
 _decode = msgspec.json.Decoder(dict[str, str])
 _T = TypeVar("_T")
 log = logging.getLogger("gateway.reports")
@@ -532,23 +535,13 @@ class Reports:
         if "data_driven" not in models:
             return params, self.slices(since, until, conversion)
         task = (since, until, conversion, accepted, population, group_by)
-        moves, parts = self.count_moves(self.shares(since, until, conversion), *task)
+        moves, parts = self.count_moves(self.shares(since, until, conversion), task)
         return replace(params, channel_weights=moves_weights(moves)), parts
 
-    def count_moves(
-        self,
-        parts: list[Part],
-        since: datetime,
-        until: datetime,
-        conversion: str | None,
-        accepted: frozenset[str],
-        population: str | None,
-        group_by: str,
-    ) -> tuple[Moves, list[Part]]:
+    def count_moves(self, parts: list[Part], task: Learning) -> tuple[Moves, list[Part]]:
         """``learn``'s transition counts, over ``parts``; and the parts the report is to be
         credited over: those, or the whole period when a share's snapshot no longer held (the
         counting is then done again, here, in one piece)."""
-        task = (since, until, conversion, accepted, population, group_by)
         counted = self.map(_learn_part, parts, *task)
         if any(moves is None for moves in counted):
             log.info("bindings or conversions were erased while a report ran; running it in one process")

@@ -322,8 +322,8 @@ async def test_people_shared_across_processes_learn_what_one_process_learns(
         assert len(shares) == 3 and all(isinstance(s, Share) for s in shares)
         accepted = frozenset({"allow"})
         task = (SINCE, UNTIL, None, accepted, None, "channel")
-        counted = await pooled.run(pooled.count_moves, shares, *task)
-        whole = await single.run(single.count_moves, [WHOLE], *task)
+        counted = await pooled.run(pooled.count_moves, shares, task)
+        whole = await single.run(single.count_moves, [WHOLE], task)
         assert counted[0] == whole[0] and counted[1] == shares
         for q in (
             reporting.Query(SINCE, UNTIL, ("data_driven",)),
@@ -350,18 +350,18 @@ async def test_a_share_whose_snapshot_moved_is_counted_again_in_one_process(
     try:
         task = (SINCE, UNTIL, None, frozenset({"allow"}), None, "channel")
         shares = await pooled.run(pooled.shares, SINCE, UNTIL, None)
-        before = await pooled.run(pooled.count_moves, shares, *task)
+        before = await pooled.run(pooled.count_moves, shares, task)
         assert before[1] == shares
         await asyncio.to_thread(_entangle, copy)  # written since: not in these shares
         pooled.report += 1
-        assert await pooled.run(pooled.count_moves, shares, *task) == before
+        assert await pooled.run(pooled.count_moves, shares, task) == before
         await asyncio.to_thread(_delete_a_binding, copy)
         pooled.report += 1
         assert None in await pooled.run(pooled.map, _learn_part, shares, *task)
         pooled.report += 1
-        moves, parts = await pooled.run(pooled.count_moves, shares, *task)
+        moves, parts = await pooled.run(pooled.count_moves, shares, task)
         assert parts == [WHOLE] and moves != before[0]
-        assert moves == (await pooled.run(pooled.count_moves, [WHOLE], *task))[0]
+        assert moves == (await pooled.run(pooled.count_moves, [WHOLE], task))[0]
     finally:
         await pooled.close()
 
