@@ -239,17 +239,21 @@ class Reports:
         """``fn(self, part, *args)`` for each part of a report (``slices``, ``shares``): one
         call over the whole period, or — a large period — one per part, each in a worker
         process (with that process's ``Reports``); the answers in part order, for the caller
-        to add up. If a worker dies, the whole report runs here instead.
+        to add up. If a worker dies, or a share's snapshot no longer holds (``Moved``: rows
+        erased since), the whole report runs here instead: one answer, for the whole period.
 
         Blocking: call it inside ``run``."""
         if len(parts) > 1:
             schema = (self.source, self.verdict, self.changes, self.report)
             try:
-                answers: list[_T] = self._pool.map(_in_worker, parts, schema, fn, args)
+                answers: list[_T | _StoreMoved] = self._pool.map(_in_worker, parts, schema, fn, args)
             except WorkerDied:
                 log.warning(_DIED, exc_info=True)
             else:
-                return answers
+                moved = [a for a in answers if isinstance(a, _StoreMoved)]
+                if not moved:
+                    return [a for a in answers if not isinstance(a, _StoreMoved)]
+                log.info("%s; running this report in the gateway process", moved[0].why)
         return [fn(self, WHOLE, *args)]
 
     def slices(self, since: datetime, until: datetime, conversion: str | None) -> list[Part]:
@@ -314,7 +318,11 @@ class Reports:
             sql = "SELECT visitor_key, user_key FROM identities WHERE id <= ? ORDER BY id"
             bindings = self.db.execute(sql, (part.bindings.last or "",)).fetchall()
             if (len(bindings), len(rows)) != (part.bindings.rows, part.conversions.rows):
-                raise Moved(f"{len(bindings)} bindings and {len(rows)} conversions, not {part}")
+                raise Moved(
+                    f"bindings or conversions were erased while a report ran ({len(bindings)} bindings"
+                    f" and {len(rows)} conversions of the {part.bindings.rows} and"
+                    f" {part.conversions.rows} it began with)"
+                )
             people = People(bindings, ((r[4], r[5]) for r in rows), part)
             rows = [r for r in rows if people.mine(r[4], r[5])]
         self._people = (key, people, rows)
@@ -540,13 +548,11 @@ class Reports:
 
     def count_moves(self, parts: list[Part], task: Learning) -> tuple[Moves, list[Part]]:
         """``learn``'s transition counts, over ``parts``; and the parts the report is to be
-        credited over: those, or the whole period when a share's snapshot no longer held (the
-        counting is then done again, here, in one piece)."""
+        credited over: those, or the whole period when ``map`` counted it here in one piece (a
+        worker died, or a share's snapshot no longer held). The crediting then reads what this
+        process kept, not the workers' snapshot."""
         counted = self.map(_learn_part, parts, *task)
-        if any(moves is None for moves in counted):
-            log.info("bindings or conversions were erased while a report ran; running it in one process")
-            parts, counted = [WHOLE], [_learn_part(self, WHOLE, *task)]
-        return add_moves(m for m in counted if m is not None), parts
+        return add_moves(counted), parts if len(counted) == len(parts) else [WHOLE]
 
     def _person_paths(
         self,
@@ -653,13 +659,17 @@ class Reports:
         def count() -> dict[tuple[str, bool], int]:
             clicks: dict[tuple[str, bool], int] = defaultdict(int)
             bounds = _bounds(since, until, since)
-            for creator, verdict, n in self.db.execute(sql.format(scan=self._scan(since, until)), bounds):
-                clicks[creator, (verdict or "allow") not in accepted] += n
-            if self.changes:
-                changed = self._verdict_changes(bounds)
-                for tid, creator, verdict in self.db.execute(moved, bounds):
-                    clicks[creator, (verdict or "allow") not in accepted] -= 1
-                    clicks[creator, changed[tid] not in accepted] += 1
+            self.db.execute("BEGIN")  # one snapshot: only touchpoints counted move over
+            try:
+                for creator, verdict, n in self.db.execute(sql.format(scan=self._scan(since, until)), bounds):
+                    clicks[creator, (verdict or "allow") not in accepted] += n
+                if self.changes:
+                    changed = self._verdict_changes(bounds)
+                    for tid, creator, verdict in self.db.execute(moved, bounds):
+                        clicks[creator, (verdict or "allow") not in accepted] -= 1
+                        clicks[creator, changed[tid] not in accepted] += 1
+            finally:
+                self.db.execute("COMMIT")
             return {key: n for key, n in clicks.items() if n}
 
         return await self.run(count)
@@ -714,17 +724,13 @@ def _learn_part(
     accepted: frozenset[str],
     population: str | None,
     group_by: str,
-) -> Moves | None:
+) -> Moves:
     """One share's journeys for ``data_driven``, their transitions counted: its conversions'
     (kept in this process for the report's next read, ``Reports.read``), and its people's
-    touchpoints of the period that none of them used. None if the store moved under the
-    share (``Moved``)."""
+    touchpoints of the period that none of them used."""
     touched: dict[str, list[Cand]] = {}
-    try:
-        convs = reports.read(since, until, conversion, group_by, population, part, True, touched)
-        paths = reports._person_paths(since, until, conversion, accepted, population, part, touched)
-    except Moved:
-        return None
+    convs = reports.read(since, until, conversion, group_by, population, part, True, touched)
+    paths = reports._person_paths(since, until, conversion, accepted, population, part, touched)
     journeys = [reports.eligible(c, accepted) for c in convs]
     moves = markov_moves(([t[2] for t in path], True) for path in journeys)
     used = {t[1] for path in journeys for t in path}
@@ -780,7 +786,7 @@ def _in_worker(
     schema: tuple[str, str, bool, int],
     fn: Callable[..., _T],
     args: tuple[Any, ...],
-) -> _T:
+) -> _T | _StoreMoved:
     """One slice in a worker process: with the caller's view of the schema (it may have
     learnt it again since) and its report's number, the collector paused as ``Reports.run``
     does. A slice of a report always goes to the same worker, so what a first pass kept
@@ -788,8 +794,18 @@ def _in_worker(
     reports.source, reports.verdict, reports.changes, reports.report = schema
     try:
         return _paused_gc(fn, reports, part, *args)
+    except Moved as moved:
+        return _StoreMoved(str(moved))
     finally:
         reports._people = None  # what one call reads twice; ``read``'s ``keep`` outlives it
+
+
+class _StoreMoved:
+    """A worker's answer when its share's snapshot no longer held (``Moved``): the caller
+    computes the whole report in one process instead."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
 
 
 POPULATIONS = ("cookie", "cookieless", "no_consent")

@@ -8,6 +8,7 @@ The store is small, so ``min_slice`` is lowered to make the reports split as a l
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -31,7 +32,7 @@ from gateway.ids import Uuid7
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.people import People, Share, Snapshot
 from storage.report_pool import WHOLE, WorkerDied
-from storage.reports import Reports, _learn_part
+from storage.reports import Reports
 
 SINCE, UNTIL = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -339,11 +340,11 @@ async def test_people_shared_across_processes_learn_what_one_process_learns(
 
 
 async def test_a_share_whose_snapshot_moved_is_counted_again_in_one_process(
-    store: Path, channels: Channels, tmp_path: Path
+    store: Path, channels: Channels, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Rows written after the gateway cut the report are left out of every share; a binding
-    erased since makes a worker's groups differ from the gateway's, so that share answers
-    None and the counting is done again in one piece."""
+    erased since makes a worker's groups differ from the gateway's, so the part is computed
+    again in one piece, here, and the report is credited over the whole period."""
     copy = tmp_path / "moving.db"
     await asyncio.to_thread(shutil.copy, store, copy)
     pooled = await opened(copy, channels, processes=2)
@@ -357,13 +358,36 @@ async def test_a_share_whose_snapshot_moved_is_counted_again_in_one_process(
         assert await pooled.run(pooled.count_moves, shares, task) == before
         await asyncio.to_thread(_delete_a_binding, copy)
         pooled.report += 1
-        assert None in await pooled.run(pooled.map, _learn_part, shares, *task)
-        pooled.report += 1
-        moves, parts = await pooled.run(pooled.count_moves, shares, task)
+        with caplog.at_level(logging.INFO, logger="gateway.reports"):
+            moves, parts = await pooled.run(pooled.count_moves, shares, task)
         assert parts == [WHOLE] and moves != before[0]
+        assert "erased while a report ran" in caplog.text
         assert moves == (await pooled.run(pooled.count_moves, [WHOLE], task))[0]
+        # Any part a worker computes falls back so, a crediting one too.
+        q = reporting.Query(SINCE, UNTIL, ("linear",))
+        expected = await pooled.run(
+            pooled.map, reporting._attribution_part, [WHOLE], q, False, pooled.attribution.params
+        )
+        assert (
+            await pooled.run(
+                pooled.map, reporting._attribution_part, shares, q, False, pooled.attribution.params
+            )
+            == expected
+        )
     finally:
         await pooled.close()
+
+
+async def test_a_worker_dying_while_data_driven_learns_credits_in_one_process(pooled: Reports) -> None:
+    """The learning then ran here, over the live store: the crediting must read what this
+    process kept, not restart the workers on the shares' older snapshot."""
+    task = (SINCE, UNTIL, None, frozenset({"allow"}), None, "channel")
+    shares = await pooled.run(pooled.shares, SINCE, UNTIL, None)
+    assert len(await pooled.run(pooled._pool.map, _part, shares)) == len(shares) > 1  # workers up
+    os.kill(workers(pooled)[0], signal.SIGKILL)
+    moves, parts = await pooled.run(pooled.count_moves, shares, task)
+    assert parts == [WHOLE]
+    assert moves == (await pooled.run(pooled.count_moves, [WHOLE], task))[0]
 
 
 def _delete_a_binding(path: Path) -> None:
