@@ -13,14 +13,15 @@ the (hexadecimal, evenly spread) keys holds it, so that a worker reads those str
 its range of the visitor index. Every worker reads the bindings and the period's
 conversions as of one snapshot the gateway took (``Share.bindings``, ``Share.conversions``):
 rows written since are left out, and rows erased since show as a count that moved
-(``Moved``), so no two workers can disagree about a group.
+(``Moved``) or as checksums that differ between workers (``People.fingerprint``); the report
+then runs in one process, so no two workers can disagree about a group.
 """
 
 from __future__ import annotations
 
 import zlib
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import chain
 from typing import NamedTuple
 
@@ -66,8 +67,8 @@ class People:
 
     def __init__(
         self,
-        bindings: Iterable[tuple[str, str]],
-        conversions: Iterable[tuple[str | None, str | None]],
+        bindings: Sequence[tuple[str, str]] | Iterable[tuple[str, str]],
+        conversions: Sequence[tuple[str | None, str | None]],
         share: Share | None = None,
     ) -> None:
         self.users_of: dict[str, set[str]] = {}
@@ -75,12 +76,20 @@ class People:
         self.person_of: dict[str, str] = {}
         """Each bound visitor's person: the user of its earliest binding."""
         self.share = share
+        self.fingerprint = 0
+        """For a share: a checksum of the bindings and conversions its groups come from. Shares
+        of one report must agree on it (``Reports.count_moves``): a count and a last id per
+        table miss an erasure that an insert of an older id made up for."""
         for visitor, user in bindings:
             self.users_of.setdefault(visitor, set()).add(user)
             self.visitors_of.setdefault(user, set()).add(visitor)
             self.person_of.setdefault(visitor, user)
         if share is None:
             return
+        assert isinstance(bindings, Sequence)
+        self.fingerprint = zlib.crc32(
+            "\x1e".join(f"{v}\x1f{u}" for v, u in (*bindings, *conversions)).encode("utf-8", "replace")
+        )
         # A group is named by its smallest user (every group has one): users joined by a
         # visitor bound to several (rare), or by a conversion of a visitor not bound to them.
         self._cuts = share.cuts

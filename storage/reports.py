@@ -314,7 +314,7 @@ class Reports:
             where, args = _period_conversions(since, until, conversion)
             if part.conversions.last is not None:
                 where, args["last"] = where + " AND id <= :last", part.conversions.last
-            rows = self.db.execute(f"{_CONVERSIONS} WHERE {where}", args).fetchall()
+            rows = self.db.execute(f"{_CONVERSIONS} WHERE {where} ORDER BY id", args).fetchall()
             sql = "SELECT visitor_key, user_key FROM identities WHERE id <= ? ORDER BY id"
             bindings = self.db.execute(sql, (part.bindings.last or "",)).fetchall()
             if (len(bindings), len(rows)) != (part.bindings.rows, part.conversions.rows):
@@ -323,7 +323,7 @@ class Reports:
                     f" and {len(rows)} conversions of the {part.bindings.rows} and"
                     f" {part.conversions.rows} it began with)"
                 )
-            people = People(bindings, ((r[4], r[5]) for r in rows), part)
+            people = People(bindings, [(r[4], r[5]) for r in rows], part)
             rows = [r for r in rows if people.mine(r[4], r[5])]
         self._people = (key, people, rows)
         return people, rows
@@ -552,7 +552,11 @@ class Reports:
         worker died, or a share's snapshot no longer held). The crediting then reads what this
         process kept, not the workers' snapshot."""
         counted = self.map(_learn_part, parts, *task)
-        return add_moves(counted), parts if len(counted) == len(parts) else [WHOLE]
+        if len(counted) > 1 and len({fingerprint for _, fingerprint in counted}) > 1:
+            log.info("bindings or conversions changed while a report ran; running it in the gateway process")
+            counted = [_learn_part(self, WHOLE, *task)]
+        moves = add_moves(m for m, _ in counted)
+        return moves, parts if len(counted) == len(parts) else [WHOLE]
 
     def _person_paths(
         self,
@@ -724,17 +728,19 @@ def _learn_part(
     accepted: frozenset[str],
     population: str | None,
     group_by: str,
-) -> Moves:
+) -> tuple[Moves, int]:
     """One share's journeys for ``data_driven``, their transitions counted: its conversions'
     (kept in this process for the report's next read, ``Reports.read``), and its people's
-    touchpoints of the period that none of them used."""
+    touchpoints of the period that none of them used; with the checksum of what its groups
+    came from (``People.fingerprint``)."""
     touched: dict[str, list[Cand]] = {}
     convs = reports.read(since, until, conversion, group_by, population, part, True, touched)
     paths = reports._person_paths(since, until, conversion, accepted, population, part, touched)
     journeys = [reports.eligible(c, accepted) for c in convs]
     moves = markov_moves(([t[2] for t in path], True) for path in journeys)
     used = {t[1] for path in journeys for t in path}
-    return dict(markov_moves(_not_converted(paths, used), moves))
+    fingerprint = reports._people_of(part, since, until, conversion)[0].fingerprint
+    return dict(markov_moves(_not_converted(paths, used), moves)), fingerprint
 
 
 def _touched(conv: Conv, widest: timedelta) -> bool:

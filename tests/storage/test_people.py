@@ -118,3 +118,15 @@ def test_share_key_ranges_cover_the_keys_once() -> None:
         ranges = [Share(i, workers, NONE, NONE).keys for i in range(workers)]
         assert ranges[0][0] is None and ranges[-1][1] is None
         assert all(a[1] == b[0] for a, b in pairwise(ranges))
+
+
+def test_the_fingerprint_tells_apart_what_counts_and_last_ids_do_not() -> None:
+    """An erased binding made up for by one imported with an older id: the same count and the
+    same last id, other groups. Shares of one report compare fingerprints."""
+    share = Share(0, 2, NONE, NONE)
+    same = People(list(BINDINGS), list(CONVERSIONS), share).fingerprint
+    assert same == People(list(BINDINGS), list(CONVERSIONS), Share(1, 2, NONE, NONE)).fingerprint
+    swapped = [*BINDINGS[:3], (KIOSK, BOB), *BINDINGS[4:]]
+    assert People(swapped, list(CONVERSIONS), share).fingerprint != same
+    assert People(list(BINDINGS), list(CONVERSIONS[1:]), share).fingerprint != same
+    assert People(list(BINDINGS), list(CONVERSIONS)).fingerprint == 0  # no share: nothing to agree on
