@@ -40,16 +40,6 @@ _EXTRA = Param("extra", 0)
 """Any other key with a tracked prefix (``utm_id``): kept in the raw params only."""
 
 
-def clean_value(value: str, max_length: int, *, allow_spaces: bool = True) -> tuple[str, str]:
-    """(trimmed value, "") when it may be kept, else ("", why it was dropped)."""
-    value = value.strip()
-    if len(value) > max_length:
-        return "", "too_long"
-    if not value.isprintable() or (not allow_spaces and any(c.isspace() for c in value)):
-        return "", "unprintable"
-    return value, ""
-
-
 def hostname(host_header: str) -> str:
     """``Host`` header value without its port, lower-cased (``[::1]:80`` → ``::1``)."""
     host = host_header.lower()
@@ -125,7 +115,7 @@ class Campaign:
         click: tuple[int, str, str] | None = None
         stripped = False
         kept: list[str] = []
-        # What classify() and clean_value() do, inline: this loop runs for every query pair of
+        # What classify() does, and the value rules, inline: this loop runs for every query pair of
         # every request, and the two calls per tracked pair were a fifth of a landing's hook.
         names, prefixes, max_length = self.names, self.prefixes, self.max_length
         for piece, raw_key, raw_value in ex.query_pairs if req.query else ():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addons.campaign import Campaign, clean_value, hostname, strip_query
+from addons.campaign import Campaign, hostname, strip_query
 from addons.identity import Identity
 from tests.addons.conftest import configured, context, exchange, metric
 
@@ -176,12 +176,11 @@ def test_strip_query_keeps_raw_pieces(raw: str, expected: str) -> None:
     assert strip_query(raw, c.is_tracked)[0] == expected
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("  x ", ("x", "")), ("a" * 5, ("", "too_long")), ("\x07", ("", "unprintable"))],
-)
-def test_clean_value(value: str, expected: tuple[str, str]) -> None:
-    assert clean_value(value, 4) == expected
+def test_values_are_trimmed_and_the_length_limit_counts_after_trimming() -> None:
+    ex, ctx = run("/?utm_source=%20%20news%20&utm_campaign=%20" + "a" * 200 + "%20")
+    [tp] = ex.events
+    assert (tp.source, tp.campaign) == ("news", "a" * 200)
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "too_long"}) == 0
 
 
 @pytest.mark.parametrize(
