@@ -147,11 +147,6 @@ class Bots:
         self.verdicts = {v: ctx.metrics.bot_verdicts.labels(v) for v in VERDICTS}
         self.rescored = ctx.metrics.bot_rescores
 
-    @property
-    def per_visitor(self) -> Lru[VisitorState]:
-        """The per-visitor velocity windows: each in its visitor's state, so this is that table."""
-        return self.visitors
-
     async def running(self) -> None:
         """Compile the crawler database's patterns before the first request (about half a
         second of CPU): off the event loop, at start-up, not in a visitor's request."""
