@@ -84,7 +84,6 @@ class ReportPool:
     def __init__(self, processes: int, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.processes, self.factory, self.args = processes, factory, args
         self._workers: list[tuple[BaseProcess, Connection]] = []
-        self._pending = 0
         self.answer_seconds = ANSWER_SECONDS
 
     @property
@@ -114,29 +113,13 @@ class ReportPool:
         """``fn(worker's object, slice, *args)`` for each slice, in the workers; the answers in
         the order of ``slices``. Raises ``WorkerDied`` if a worker died (all are stopped; the
         next call starts new ones), ``RuntimeError`` if ``fn`` raised in a worker."""
-        return self.collect(self.submit(fn, slices, *args))
-
-    def submit(self, fn: Callable[..., Any], slices: Sequence[object], *args: Any) -> int:
-        """The first half of ``map``: the tasks sent; ``collect`` their number of answers."""
-        if self._pending:  # a caller that never collected (it failed meanwhile): drain its answers
-            with contextlib.suppress(RuntimeError):
-                self.collect(self._pending)
         try:
             self.start()
             workers = self._workers
             for i, part in enumerate(slices):
                 workers[i % len(workers)][1].send((fn, (part, *args)))
-        except OSError as error:  # a worker gone, or none could start
-            self._died(error)
-        self._pending = len(slices)
-        return len(slices)
-
-    def collect(self, count: int) -> list[Any]:
-        """The second half of ``map``: the answers of the ``count`` tasks sent last."""
-        self._pending, workers = 0, self._workers
-        try:
-            answers = [self._answer(workers[i % len(workers)][1]) for i in range(count)]
-        except (EOFError, OSError) as error:
+            answers = [self._answer(workers[i % len(workers)][1]) for i in range(len(slices))]
+        except (EOFError, OSError) as error:  # a worker gone, or none could start
             self._died(error)
         except BaseException:  # answers may be left in the pipes: no later report may read them
             self.close(kill=True)
@@ -157,7 +140,7 @@ class ReportPool:
 
     def close(self, kill: bool = False) -> None:
         """Stop every worker: ask each to exit (or kill them, ``kill``), then wait for them."""
-        workers, self._workers, self._pending = self._workers, [], 0
+        workers, self._workers = self._workers, []
         for process, conn in workers:
             if kill:
                 process.kill()

@@ -228,19 +228,6 @@ async def test_an_error_in_a_worker_is_the_report_s_error(pooled: Reports) -> No
     assert workers(pooled) == before and len(before) == 3
 
 
-async def test_answers_nobody_collected_are_not_the_next_report_s(pooled: Reports) -> None:
-    """A report that sent its slices and then failed before reading the answers
-    leaves them in the pipes: the next one must not take them for its own."""
-    await pooled.run(pooled._pool.submit, _fails, [WHOLE, WHOLE, WHOLE])
-    q = reporting.Query(SINCE, UNTIL, ("linear",))
-    single = await opened(pooled.path, pooled.channels, processes=1)
-    try:
-        expected = (await reporting.attribution(single, q)).json()
-    finally:
-        await single.close()
-    assert (await reporting.attribution(pooled, q)).json() == expected
-
-
 async def test_what_a_report_kept_is_never_the_next_report_s(
     store: Path, channels: Channels, tmp_path: Path
 ) -> None:
