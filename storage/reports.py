@@ -147,6 +147,7 @@ class Reports:
         """Which report this is (``run`` counts them; a worker is told its caller's)."""
         self._kept: tuple[tuple[object, ...], list[Conv]] | None = None
         self._people: tuple[tuple[object, ...], People, list[tuple[Any, ...]] | None] | None = None
+        self._changes: tuple[tuple[object, ...], dict[str, str]] | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._running: asyncio.Future[Any] | None = None
@@ -233,7 +234,7 @@ class Reports:
         try:
             return _paused_gc(fn, *args)
         finally:
-            self._kept = self._people = None
+            self._kept = self._people = self._changes = None
 
     def map(self, fn: Callable[..., _T], parts: list[Part], *args: Any) -> list[_T]:
         """``fn(self, part, *args)`` for each part of a report (``slices``, ``shares``): one
@@ -467,15 +468,22 @@ class Reports:
 
     def _verdict_changes(self, args: dict[str, Any]) -> dict[str, str]:
         """The effective verdict of every touchpoint of the window with a verdict change: its
-        latest analyst change, else its latest re-score (as ``effective_touchpoints`` says)."""
+        latest analyst change, else its latest re-score (as ``effective_touchpoints`` says).
+        Kept for the rest of the report's call (``_learn_part`` asks for the same window twice:
+        the conversions', and the period's inside it)."""
         if not self.changes:
             return {}
+        key = (self.report, args["from_id"], args["until_id"])
+        if self._changes is not None and self._changes[0] == key:
+            return self._changes[1]
         sql = (
             "SELECT touchpoint_id, verdict FROM verdict_changes"
             " WHERE touchpoint_id >= :from_id AND touchpoint_id < :until_id"
             " ORDER BY touchpoint_id, origin = 'analyst', id"
         )
-        return dict(self.db.execute(sql, args))  # the last of each touchpoint's rows wins
+        changed = dict(self.db.execute(sql, args))  # the last of each touchpoint's rows wins
+        self._changes = (key, changed)
+        return changed
 
     def _tier_params(self, args: dict[str, Any]) -> dict[str, str]:
         """Raw parameters of the window's touchpoints that name a tier parameter (few), by id:
@@ -626,7 +634,9 @@ class Reports:
                 ):
                     path.append((ts, tid, channel))
                     unclassified = unclassified or channel is None
-        changed = self._verdict_changes(bounds)
+        # The conversions' window (``_load``'s): a superset of the period's, read once.
+        widest = max(self.attribution.tiers.windows.values())
+        changed = self._verdict_changes({**bounds, "from_id": id_floor(_ms(since - widest))})
         for rows in reads:
             for visitor, ts, tid, channel, verdict in rows:
                 if changed and tid in changed:
@@ -803,7 +813,7 @@ def _in_worker(
     except Moved as moved:
         return _StoreMoved(str(moved))
     finally:
-        reports._people = None  # what one call reads twice; ``read``'s ``keep`` outlives it
+        reports._people = reports._changes = None  # what one call reads twice; ``keep`` outlives it
 
 
 class _StoreMoved:
