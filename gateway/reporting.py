@@ -56,6 +56,10 @@ class Query:
     def model(self) -> str:
         return "all" if len(self.models) > 1 else self.models[0]
 
+    def accepted(self, reports: Reports) -> frozenset[str]:
+        """The verdicts whose touchpoints count: those asked for, else the configured ones."""
+        return reports.attribution.verdicts if self.verdicts is None else self.verdicts
+
 
 @dataclass
 class Report:
@@ -126,7 +130,7 @@ def count(micro: int) -> Decimal:
 
 
 def _meta(q: Query, reports: Reports) -> dict[str, Any]:
-    verdicts = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    verdicts = q.accepted(reports)
     return {
         "since": _iso(q.since),
         "until": _iso(q.until),
@@ -168,7 +172,7 @@ def _attribution_part(
 ) -> tuple[Table, Totals]:
     """One slice of an attribution report (``Reports.map``): its credits and totals. The
     conversions and their touches live and die inside one worker call."""
-    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    accepted = q.accepted(reports)
     convs = reports.read(q.since, q.until, q.conversion, q.group_by, q.population, part)
     table = credit_table(reports.eligible, convs, q.models, q.group_by, accepted, params, by_day)
     return table, _count_totals(convs)
@@ -177,7 +181,7 @@ def _attribution_part(
 def _learn(reports: Reports, q: Query, group_by: str) -> tuple[Params, list[Part]]:
     """The models' parameters (``data_driven`` learns its weights from the period's journeys,
     read grouped as the report then reads them), and the parts to map the report over."""
-    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    accepted = q.accepted(reports)
     return reports.learn(q.models, q.since, q.until, q.conversion, accepted, q.population, group_by)
 
 
@@ -213,7 +217,7 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
 def _paths_part(reports: Reports, part: Part, q: Query) -> tuple[list[int], list[float]]:
     """One slice of the paths report: each conversion's eligible touches, and the days from
     the first of them (for those that have one)."""
-    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    accepted = q.accepted(reports)
     lengths, days = [], []
     for c in reports.read(q.since, q.until, q.conversion, population=q.population, part=part):
         path = reports.eligible(c, accepted)
@@ -286,7 +290,7 @@ def _payouts_part(reports: Reports, part: Part, q: Query, params: Params) -> tup
     """One slice of the payouts report: credits by creator, and what quarantined traffic would
     have earned."""
     model = q.models[0]
-    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    accepted = q.accepted(reports)
     convs = reports.read(q.since, q.until, q.conversion, "creator_id", q.population, part)
     earned = credit_table(reports.eligible, convs, [model], "creator_id", accepted, params)
     return earned, quarantined_credit(reports.eligible, convs, model, accepted, params)
@@ -297,7 +301,7 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     amount to approve; traffic with an unaccepted verdict listed apart (``quarantined``),
     with its clicks and what it would have earned, and paid nothing."""
     model = q.models[0]
-    accepted = reports.attribution.verdicts if q.verdicts is None else q.verdicts
+    accepted = q.accepted(reports)
 
     def compute() -> list[tuple[Table, Withheld]]:
         params, parts = _learn(reports, q, "creator_id")
