@@ -67,7 +67,7 @@ class People:
 
     def __init__(
         self,
-        bindings: Sequence[tuple[str, str]] | Iterable[tuple[str, str]],
+        bindings: Iterable[tuple[str, str]],
         conversions: Sequence[tuple[str | None, str | None]],
         share: Share | None = None,
     ) -> None:
@@ -80,13 +80,14 @@ class People:
         """For a share: a checksum of the bindings and conversions its groups come from. Shares
         of one report must agree on it (``Reports.count_moves``): a count and a last id per
         table miss an erasure that an insert of an older id made up for."""
+        if share is not None:
+            bindings = list(bindings)  # read twice: the groups, and their fingerprint
         for visitor, user in bindings:
             self.users_of.setdefault(visitor, set()).add(user)
             self.visitors_of.setdefault(user, set()).add(visitor)
             self.person_of.setdefault(visitor, user)
         if share is None:
             return
-        assert isinstance(bindings, Sequence)
         self.fingerprint = zlib.crc32(
             "\x1e".join(f"{v}\x1f{u}" for v, u in (*bindings, *conversions)).encode("utf-8", "replace")
         )
