@@ -189,19 +189,28 @@ def distribute_scaled(total: int, scaled: Sequence[int]) -> list[int]:
     """``distribute`` over weights already on one common denominator (their numerators, not
     negative): the shares depend only on the weights' ratios, so any common scale gives the
     same answer."""
+    return distribute_many((total,), scaled)[0]
+
+
+def distribute_many(totals: Sequence[int], scaled: Sequence[int]) -> list[list[int]]:
+    """``distribute_scaled`` of each of ``totals`` over the same weights (a conversion's value
+    and its one whole conversion), the weights' sum worked out once."""
     n = len(scaled)
     whole = sum(scaled)
     if whole == 0:
         scaled, whole = [1] * n, n
-    sign, units = (-1, -total) if total < 0 else (1, total)
-    quotas = [units * weight for weight in scaled]
-    shares = [quota // whole for quota in quotas]
-    left = units - sum(shares)
-    if left:  # largest remainders first, ties to the later position
-        by_remainder = sorted(zip([quota % whole for quota in quotas], range(n), strict=True), reverse=True)
-        for _, i in by_remainder[:left]:
-            shares[i] += 1
-    return shares if sign == 1 else [-s for s in shares]
+    out = []
+    for total in totals:
+        sign, units = (-1, -total) if total < 0 else (1, total)
+        quotas = [units * weight for weight in scaled]
+        shares = [quota // whole for quota in quotas]
+        left = units - sum(shares)
+        if left:  # largest remainders first, ties to the later position
+            remainders = [quota % whole for quota in quotas]
+            for _, i in sorted(zip(remainders, range(n), strict=True), reverse=True)[:left]:
+                shares[i] += 1
+        out.append(shares if sign == 1 else [-s for s in shares])
+    return out
 
 
 def credits(model: str, touches: Sequence[Touch], at: datetime, value: int, p: Params) -> list[Credit]:
