@@ -80,6 +80,10 @@ MIN_SLICE = 10_000
 what every part repeats (the bindings read, the answers sent back) costs more than sharing
 saves. At 10,000 rather than 25,000, reports of 20-30 days on the benchmark store (23-35k
 conversions) took 35-45 % less time."""
+MIN_SHARE = 100_000
+"""Touchpoints of the period per worker process, at least, before ``data_driven`` is shared
+across them whatever the number of conversions: its learning reads every touchpoint of the
+period, so a store with many visitors and few conversions is a large report too."""
 MAX_PROCESSES = 8
 _DIED = "a report worker process died; running this report in the gateway process"
 
@@ -134,14 +138,16 @@ class Reports:
         channels: Channels,
         processes: int = 0,
         min_slice: int = MIN_SLICE,
+        min_share: int = MIN_SHARE,
     ) -> None:
         """``processes``: worker processes for a large report (0: one per CPU core, at most
         ``MAX_PROCESSES``; 1: none, every report in this process); ``min_slice``: conversions a
-        worker must get, at least, for a report to be cut into slices."""
+        worker must get, at least, for a report to be cut into slices; ``min_share``: or
+        touchpoints of the period, for ``data_driven`` to be shared out."""
         self.path, self.attribution, self.channels = path, attribution, channels
         self.eligible = Eligibility(attribution)
         self.processes = processes or min(os.cpu_count() or 1, MAX_PROCESSES)
-        self.min_slice = min_slice
+        self.min_slice, self.min_share = min_slice, min_share
         self._pool = ReportPool(self.processes, _worker_reports, (path, attribution, channels))
         self.report = 0
         """Which report this is (``run`` counts them; a worker is told its caller's)."""
@@ -280,7 +286,8 @@ class Reports:
     def shares(self, since: datetime, until: datetime, conversion: str | None) -> list[Part]:
         """The period's people shared out between the worker processes (``storage/people.py``),
         as of one snapshot of the bindings and the conversions; a single whole slice when
-        there are too few conversions for ``min_slice`` each (as ``slices``)."""
+        there are too few conversions for ``min_slice`` each (as ``slices``) and too few
+        touchpoints for ``min_share`` each."""
         if self.processes < 2:
             return [WHOLE]
         where, args = _period_conversions(since, until, conversion)
@@ -290,12 +297,24 @@ class Reports:
                 f"SELECT count(*), max(id) FROM conversions WHERE {where}", args
             ).fetchone()
             bound, newest = self.db.execute("SELECT count(*), max(id) FROM identities").fetchone()
+            rows = self._period_rows(args)
         finally:
             self.db.execute("COMMIT")
-        n = min(self.processes, count // self.min_slice)
-        if n < 2:
+        n = min(self.processes, max(count // self.min_slice, rows // self.min_share))
+        if n < 2 or not count:
             return [WHOLE]
         return [Share(i, n, Snapshot(newest, bound), Snapshot(last, count)) for i in range(n)]
+
+    def _period_rows(self, bounds: dict[str, Any]) -> int:
+        """About how many touchpoints the period holds, from two lookups: the span of the
+        rowids of its first and last touchpoints (rows are appended in time order; deleted or
+        imported rows make it an estimate, enough to decide whether to share a report)."""
+        sql = "SELECT rowid FROM touchpoints WHERE id {} ? ORDER BY id {} LIMIT 1"
+        first = self.db.execute(sql.format(">=", "ASC"), (bounds["since_id"],)).fetchone()
+        last = self.db.execute(sql.format("<", "DESC"), (bounds["until_id"],)).fetchone()
+        if first is None or last is None:
+            return 0
+        return max(0, last[0] - first[0] + 1)
 
     def _people_of(
         self, part: Part, since: datetime, until: datetime, conversion: str | None

@@ -28,11 +28,12 @@ from gateway import reporting
 from gateway.attribution import MODELS, Attribution
 from gateway.channels import Channels
 from gateway.config import AttributionOptions, ChannelsOptions
+from gateway.events import iso
 from gateway.ids import Uuid7
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.people import People, Share, Snapshot
 from storage.report_pool import WHOLE, WorkerDied
-from storage.reports import Reports
+from storage.reports import Reports, _bounds
 
 SINCE, UNTIL = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -129,6 +130,41 @@ async def test_too_few_conversions_stay_in_the_gateway_process(store: Path, chan
         await reports.close()
 
 
+async def test_data_driven_over_many_touchpoints_is_shared_however_few_the_conversions(
+    store: Path, channels: Channels, single: Reports
+) -> None:
+    """data_driven reads every touchpoint of the period: a store of many visitors and few
+    conversions shares it across the workers all the same (``min_share`` touchpoints each),
+    while the other models, which read the conversions' touchpoints only, stay in one process."""
+    attribution = Attribution(AttributionOptions())
+    reports = Reports(store, attribution, channels, processes=2, min_slice=10_000, min_share=1_000)
+    await reports.open()
+    try:
+        rows = await asyncio.to_thread(count_touchpoints, store)
+        bounds = _bounds(SINCE, UNTIL, SINCE)
+        assert await reports.run(reports._period_rows, bounds) == rows > 2_000  # written in time order
+        assert await reports.run(reports.slices, SINCE, UNTIL, None) == [WHOLE]
+        assert len(await reports.run(reports.shares, SINCE, UNTIL, None)) == 2
+        q = reporting.Query(SINCE, UNTIL, ("data_driven",))
+        assert (await reporting.attribution(reports, q)).json() == (
+            await reporting.attribution(single, q)
+        ).json()
+        assert len(workers(reports)) == 2
+        reports.min_share = rows // 2 + 1  # half the period's touchpoints each: too few
+        assert await reports.run(reports.shares, SINCE, UNTIL, None) == [WHOLE]
+    finally:
+        await reports.close()
+
+
+def count_touchpoints(store: Path) -> int:
+    db = sqlite3.connect(store)
+    try:
+        sql = "SELECT count(*) FROM touchpoints WHERE ts >= ? AND ts < ?"
+        return int(db.execute(sql, (iso(SINCE), iso(UNTIL))).fetchone()[0])
+    finally:
+        db.close()
+
+
 async def test_a_dead_worker_costs_a_warning_not_the_report(
     single: Reports, pooled: Reports, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -173,7 +209,8 @@ from pathlib import Path
 from gateway.attribution import Attribution
 from gateway.channels import Channels
 from gateway.config import AttributionOptions, ChannelsOptions
-from storage.reports import Reports
+from gateway.events import iso
+from storage.reports import Reports, _bounds
 
 async def main() -> None:
     reports = Reports(Path(sys.argv[1]), Attribution(AttributionOptions()), Channels(ChannelsOptions()), 2, 1)
