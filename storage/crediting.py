@@ -189,10 +189,9 @@ class _Shares:
     def time_decay(self, path: Sequence[Cand], at: datetime) -> list[int]:
         """``time_decay``'s weights (the same floats) as integers over their common denominator:
         each float is an exact binary fraction, so the largest denominator is a common one."""
-        half = self.half
-        ratios = [
-            math.pow(2.0, -(at - parse_ts(c[0])).total_seconds() / half).as_integer_ratio() for c in path
-        ]
+        half, pow, parse = self.half, math.pow, datetime.fromisoformat
+        # (then - at) is -(at - then) exactly: the model's float, one negation fewer.
+        ratios = [pow(2.0, (parse(c[0]) - at).total_seconds() / half).as_integer_ratio() for c in path]
         common = max(d for _, d in ratios)
         return [num * (common // den) for num, den in ratios]
 
