@@ -196,17 +196,19 @@ def distribute_many(totals: Sequence[int], scaled: Sequence[int]) -> list[list[i
     """``distribute_scaled`` of each of ``totals`` over the same weights (a conversion's value
     and its one whole conversion), the weights' sum worked out once."""
     n = len(scaled)
+    if n == 1:  # one touch takes everything (a quarter of the conversions)
+        return [[total] for total in totals]
     whole = sum(scaled)
     if whole == 0:
         scaled, whole = [1] * n, n
     out = []
     for total in totals:
         sign, units = (-1, -total) if total < 0 else (1, total)
-        quotas = [units * weight for weight in scaled]
-        shares = [quota // whole for quota in quotas]
+        quotas = [divmod(units * weight, whole) for weight in scaled]
+        shares = [share for share, _ in quotas]
         left = units - sum(shares)
         if left:  # largest remainders first, ties to the later position
-            remainders = [quota % whole for quota in quotas]
+            remainders = [remainder for _, remainder in quotas]
             for _, i in sorted(zip(remainders, range(n), strict=True), reverse=True)[:left]:
                 shares[i] += 1
         out.append(shares if sign == 1 else [-s for s in shares])
