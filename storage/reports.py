@@ -79,8 +79,8 @@ MIN_SLICE = 3_000
 """Conversions per worker process, at least, before a report is cut into parts: below that,
 what every part repeats (the bindings read, the answers sent back) costs more than sharing
 saves. Measured on the benchmark store: at 3,000 rather than 10,000, a 7-day ``linear``
-report (6k conversions) took 18 % less time and a 14-day one (15k) 33 % less; at 25,000
-rather than 10,000, 20-30-day reports took 35-45 % more."""
+report (6k conversions) took 18 % less time and a 14-day one (15k) 33 % less; earlier, at
+10,000 rather than 25,000, 20-30-day reports took 35-45 % less."""
 MIN_SHARE = 100_000
 """Touchpoints of the period per worker process, at least, before ``data_driven`` is shared
 across them whatever the number of conversions: its learning reads every touchpoint of the
@@ -185,9 +185,11 @@ class Reports:
             return
         try:
             (conversions,) = self.db.execute("SELECT count(*) FROM conversions").fetchone()
+            # data_driven is shared by touchpoints too: their rowid span (two lookups, not a count)
+            (rows,) = self.db.execute("SELECT max(rowid) - min(rowid) + 1 FROM touchpoints").fetchone()
         except sqlite3.OperationalError:  # a store not migrated yet
             return
-        if conversions >= 2 * self.min_slice:
+        if conversions >= 2 * self.min_slice or (conversions and (rows or 0) >= 2 * self.min_share):
             self._pool.start()
 
     async def detect(self) -> None:

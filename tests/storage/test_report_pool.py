@@ -135,7 +135,8 @@ async def test_data_driven_over_many_touchpoints_is_shared_however_few_the_conve
 ) -> None:
     """data_driven reads every touchpoint of the period: a store of many visitors and few
     conversions shares it across the workers all the same (``min_share`` touchpoints each),
-    while the other models, which read the conversions' touchpoints only, stay in one process."""
+    while the other models, which read the conversions' touchpoints only, stay in one process;
+    a period without conversions has nothing to learn for."""
     attribution = Attribution(AttributionOptions())
     reports = Reports(store, attribution, channels, processes=2, min_slice=10_000, min_share=1_000)
     await reports.open()
@@ -145,6 +146,9 @@ async def test_data_driven_over_many_touchpoints_is_shared_however_few_the_conve
         assert await reports.run(reports._period_rows, bounds) == rows > 2_000  # written in time order
         assert await reports.run(reports.slices, SINCE, UNTIL, None) == [WHOLE]
         assert len(await reports.run(reports.shares, SINCE, UNTIL, None)) == 2
+        assert await reports.run(reports.shares, SINCE, UNTIL, "no such conversion") == [WHOLE]
+        await reports.warm()  # started for the touchpoints, before the first report
+        assert len(workers(reports)) == 2
         q = reporting.Query(SINCE, UNTIL, ("data_driven",))
         assert (await reporting.attribution(reports, q)).json() == (
             await reporting.attribution(single, q)
@@ -209,8 +213,7 @@ from pathlib import Path
 from gateway.attribution import Attribution
 from gateway.channels import Channels
 from gateway.config import AttributionOptions, ChannelsOptions
-from gateway.events import iso
-from storage.reports import Reports, _bounds
+from storage.reports import Reports
 
 async def main() -> None:
     reports = Reports(Path(sys.argv[1]), Attribution(AttributionOptions()), Channels(ChannelsOptions()), 2, 1)

@@ -227,7 +227,7 @@ def test_text_eligibility_matches_the_models_eligibility(
                 ),
                 max_size=6,
             ),
-            st.integers(0, 100_000),
+            st.integers(-100_000, 100_000),
         ),
         max_size=8,
     ),
@@ -237,13 +237,15 @@ def test_the_report_engine_credits_what_the_models_credit(
     conversions: list[tuple[list[tuple[int, str, str | None]], int]], model: str
 ) -> None:
     """Candidate tuples, text eligibility and cached shares give, conversion by conversion,
-    exactly the credits of ``Attribution.credit`` on ``Touch`` objects."""
+    exactly the credits of ``Attribution.credit`` on ``Touch`` objects: refunds (negative
+    values) and zero values included, and each conversion twice, so that the second one's
+    shares come from what the first one's left cached."""
     attribution = Attribution(AttributionOptions())
     params = replace(attribution.params, channel_weights={"Email": 0.5, "Direct": 0.1, "Paid Search": 0.4})
     attribution.params = params
     accepted = frozenset({"allow"})
     convs, expected = [], defaultdict(lambda: [0, 0])
-    for n, (journey, minor) in enumerate(conversions):
+    for n, (journey, minor) in enumerate(conversions + conversions):
         at_ = at(36)
         conv = Conv(f"c{n}", iso(at_), at_, minor, "EUR")
         models = []
