@@ -39,7 +39,7 @@ from addons.signals import (
 )
 from addons.velocity import DistinctSources, HeldItems, Lru, WindowCounter
 from gateway.creators import CreatorRegistry
-from gateway.events import Touchpoint, VerdictChange, iso
+from gateway.events import VERDICTS, Touchpoint, VerdictChange, iso
 from gateway.ids import Uuid7
 from gateway.keys import derive
 from gateway.pipeline import Context, Exchange, Reply
@@ -56,7 +56,6 @@ BLOCK_PAGE = (
     b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>403 Forbidden</title></head>'
     b"<body><h1>403 Forbidden</h1><p>Access to this page is not allowed.</p></body></html>"
 )
-VERDICTS = ("allow", "review", "block", "bot")
 LATE_SIGNALS = frozenset({"robots_txt", "no_assets", "inhuman_cadence", "creator_ip_velocity"})
 """Signals that re-score touchpoints already stored when they show up later."""
 

@@ -27,6 +27,7 @@ import msgspec
 from yarl import URL
 
 from gateway.channels import CLASSES, Channels
+from gateway.events import VERDICTS
 from gateway.payouts import PayoutsOptions, validate_payouts
 from gateway.ruleconfig import (
     ConversionRule,
@@ -982,6 +983,13 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
             f"not a parameter name: {name!r}",
         )
     _check(p, bool(at.verdicts), "attribution.verdicts", "must name at least one verdict")
+    for i, verdict in enumerate(at.verdicts):
+        _check(
+            p,
+            verdict in VERDICTS,
+            f"attribution.verdicts[{i}]",
+            f"unknown verdict {verdict!r} (verdicts: {', '.join(VERDICTS)})",
+        )
     for key, share in (
         ("attribution.position_first", at.position_first),
         ("attribution.position_last", at.position_last),

@@ -166,6 +166,11 @@ class Erasure:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+VERDICTS = ("allow", "review", "block", "bot")
+"""The bot verdicts a touchpoint can carry (``addons/bots.py`` scores, analysts override);
+none recorded counts as ``allow``."""
+
+
 @dataclass(slots=True)
 class VerdictChange:
     """A touchpoint's verdict changed after it was stored: re-scored when a late signal arrived

@@ -9,7 +9,6 @@ the admin app). The tables themselves come from ``gateway/reporting.py``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -27,7 +26,6 @@ REPORTS_KEY = web.AppKey("reports", Reports)
 PAYOUTS_KEY = web.AppKey("payouts", Payouts)
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
-_VERDICT = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 _COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format"}
 
@@ -67,13 +65,10 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
         raise ApiError(400, "conversion: expected a conversion name (1..200 printable characters)")
     verdicts = None
     if "verdicts" in q:
-        names = [v.strip() for v in q["verdicts"].split(",")]
-        bad = next((v for v in names if not _VERDICT.match(v)), None)
-        if bad is not None:
-            raise ApiError(
-                400, f"verdicts: expected comma-separated verdict names like allow,review, got {bad!r}"
-            )
-        verdicts = frozenset(names)
+        try:
+            verdicts = reporting.verdict_names(q["verdicts"], "verdicts")
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
     population = q.get("population")
     if population is not None and population not in POPULATIONS:
         raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from gateway.attribution import Params, from_minor
+from gateway.events import VERDICTS
 from gateway.payouts import Payouts
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
 from storage.reports import Part, Reports
@@ -59,6 +60,18 @@ class Query:
     def accepted(self, reports: Reports) -> frozenset[str]:
         """The verdicts whose touchpoints count: those asked for, else the configured ones."""
         return reports.attribution.verdicts if self.verdicts is None else self.verdicts
+
+
+def verdict_names(text: str, key: str) -> frozenset[str]:
+    """Comma-separated bot verdicts (``allow,review``) as a set; an unknown name is a
+    ``ValueError`` naming ``key``: a typo would otherwise count no touchpoint at all."""
+    names = [name.strip() for name in text.split(",")]
+    unknown = next((name for name in names if name not in VERDICTS), None)
+    if unknown is not None:
+        raise ValueError(
+            f"{key}: expected comma-separated verdicts among {', '.join(VERDICTS)}, got {unknown!r}"
+        )
+    return frozenset(names)
 
 
 @dataclass

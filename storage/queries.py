@@ -20,10 +20,10 @@ from typing import Any
 import aiosqlite
 import msgspec
 
+from gateway.events import VERDICTS
 from gateway.ids import id_floor
 from storage.local import connect
 
-VERDICTS = ("allow", "review", "block", "bot")
 JOURNEY_LIMIT = 1000
 """Most touchpoints a journey answer lists (the first ones); first/last touch and count are exact."""
 MAX_USER_VISITORS = 1000

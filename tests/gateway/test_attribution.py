@@ -369,6 +369,10 @@ def test_readme_worked_example_matches_the_code() -> None:
         ),
         ("tier_params = ['a b']\n", "attribution.tier_params[0]: not a parameter name"),
         ("verdicts = []\n", "attribution.verdicts: must name at least one verdict"),
+        (
+            "verdicts = ['allow', 'alow']\n",
+            "attribution.verdicts[1]: unknown verdict 'alow' (verdicts: allow,",
+        ),
         ("position_first = 1.5\n", "attribution.position_first: must be 0..1"),
         (
             "position_first = 0.7\n",

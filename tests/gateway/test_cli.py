@@ -305,6 +305,9 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--model" in done.stderr
     done = gateway("report", "-c", str(cfg), "--model", "best")
     assert done.returncode == 2 and "invalid choice" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--verdicts", "allow,reveiw")
+    assert done.returncode == 2 and "--verdicts: expected comma-separated verdicts among" in done.stderr
+    assert "got 'reveiw'" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -257,6 +257,12 @@ def _csv_cell(value: Any, cell: str) -> str:
         ("/api/attribution", {"since": "2026-12-01", "until": "2026-11-01"}, "since:"),
         ("/api/attribution", {"format": "xml"}, "format:"),
         ("/api/attribution", {"verdicts": "allow,Bad Verdict"}, "verdicts:"),
+        (
+            "/api/attribution",
+            {"verdicts": "allow,nope"},
+            "verdicts: expected comma-separated verdicts among allow,",
+        ),
+        ("/api/payouts", {"verdicts": "allow,"}, "got ''"),
         ("/api/attribution", {"conversion": ""}, "conversion:"),
         ("/api/attribution", {"limit": "3"}, "'limit'"),
         ("/api/attribution/timeseries", {"model": "nope"}, "model:"),
