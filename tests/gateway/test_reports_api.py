@@ -254,6 +254,11 @@ def _csv_cell(value: Any, cell: str) -> str:
         ("/api/attribution", {"group_by": "country"}, "group_by:"),
         ("/api/attribution", {"since": "yesterday"}, "since:"),
         ("/api/attribution", {"until": "2026-13-01"}, "until:"),
+        (
+            "/api/attribution",
+            {"until": "9999-12-31T23:59:59Z"},
+            "until: expected an ISO 8601 date or date-time from 1970-01-01 to 9999-12-31T00:00Z",
+        ),
         ("/api/attribution", {"since": "2026-12-01", "until": "2026-11-01"}, "since:"),
         ("/api/attribution", {"format": "xml"}, "format:"),
         ("/api/attribution", {"verdicts": "allow,Bad Verdict"}, "verdicts:"),
