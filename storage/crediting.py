@@ -171,7 +171,7 @@ _ONE_TOUCH = frozenset({"first_touch", "last_touch", "last_non_direct"})
 _CACHE = 200_000
 _CACHED_PATH = 6
 """``data_driven``'s shares are cached for paths of at most this many touches: the short ones
-repeat (``Paid Search`` alone, 6% of the conversions), the long ones rarely, and each entry
+repeat (``Paid Search`` alone: 6 % of the conversions), the long ones rarely, and each entry
 holds a list per total as long as the path."""
 
 
