@@ -7,10 +7,16 @@ mentions the raw user ID; and it records an ``erasures`` row (keys and counts on
 the central store and sinks can erase the same user. Runs on a connection of
 its own in one ``BEGIN IMMEDIATE`` transaction, which waits for the writer's
 lock like any second writer (``busy_timeout``).
+
+Erased means gone from the files too: SQLite deletes a row by unlinking its cell, and the
+bytes stay in the page, and in the write-ahead log's older frames, until overwritten. The
+deletes run with ``secure_delete`` on (cells and freed pages zeroed), and the write-ahead
+log is then checkpointed into the database and truncated.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import aiosqlite
@@ -20,6 +26,7 @@ from gateway.events import Erasure
 from storage.cursors import clamp_cursors
 from storage.local import connect, event_row, insert_sql
 
+log = logging.getLogger("gateway.erasure")
 MAX_VISITORS = 10_000
 """Most visitors erased with one user (a user with more is erased in several calls)."""
 
@@ -60,6 +67,7 @@ async def erase_user(
         raise ValueError("raw_user_id must not be empty")
     db = await connect(path)
     try:
+        await db.execute("PRAGMA secure_delete = ON")  # this connection's deletes zero what they free
         await db.execute("BEGIN IMMEDIATE")
         try:
             visitors = await bound_visitors(db, user_key)
@@ -99,6 +107,21 @@ async def erase_user(
             if db.in_transaction:
                 await db.execute("ROLLBACK")
             raise
+        await _truncate_wal(db)
     finally:
         await db.close()
     return erasure
+
+
+async def _truncate_wal(db: aiosqlite.Connection) -> None:
+    """Copy the write-ahead log into the database and empty it: its older frames still hold
+    the pages as they were before the erasure. Waits for the writer and the readers
+    (``busy_timeout``); if they stay busy, the next full checkpoint does it, and the log
+    says so."""
+    async with db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+        row = await cursor.fetchone()
+    if row is not None and row[0]:
+        log.warning(
+            "erasure: the store stayed busy, so the write-ahead log was not emptied; until the next"
+            " full checkpoint it may still hold the erased rows' old pages"
+        )

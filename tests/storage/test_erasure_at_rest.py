@@ -1,0 +1,65 @@
+"""An erased user's rows are gone from the store's files, not only from its tables.
+
+SQLite deletes a row by unlinking its cell: the bytes stay in the page (and in the
+write-ahead log's older frames) until something overwrites them. ``erase_user`` deletes
+with ``secure_delete`` on (the cells and freed pages zeroed) and then truncates the
+write-ahead log, so that what an erasure removed cannot be read back from the files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway.config import StorageOptions
+from gateway.events import Binding, Touchpoint, iso
+from gateway.ids import uuid7
+from gateway.metrics import Metrics
+from storage.erasure import erase_user
+from storage.local import LocalStore
+
+T0 = datetime(2026, 11, 20, tzinfo=UTC)
+ERASED, KEPT = "e" * 32, "k" * 32
+
+
+def touch(n: int, visitor: str, path: str) -> Touchpoint:
+    moment = T0 + timedelta(seconds=n)
+    return Touchpoint(
+        id=uuid7(int(moment.timestamp() * 1000)),
+        ts=iso(moment),
+        node="n",
+        visitor_key=visitor,
+        source="news",
+        medium="email",
+        campaign=f"campaign-{path}",
+        landing_path=f"/{path}",
+        raw_params={"utm_content": path},
+    )
+
+
+def files(store: Path) -> bytes:
+    """Every byte of the store: the database file and its write-ahead log, if any."""
+    wal = store.with_name(store.name + "-wal")
+    return store.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+async def test_an_erased_user_s_touchpoints_are_not_in_the_files(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = LocalStore(path, StorageOptions(), Metrics())
+    await store.open()
+    try:
+        bound = Binding(uuid7(int(T0.timestamp() * 1000)), iso(T0), "n", ERASED, "u-erased", "login")
+        rows = [touch(n, ERASED, f"secret-path-{n:03d}") for n in range(40)]
+        rows += [touch(100 + n, KEPT, f"kept-path-{n:03d}") for n in range(40)]
+        await store.write([bound, *rows])
+        before = await asyncio.to_thread(files, path)
+        assert b"secret-path-007" in before and b"kept-path-007" in before  # the search finds rows
+        await erase_user(
+            path, "u-erased", "raw-id", body_key=b"k" * 32, event_id=uuid7(), ts=iso(T0), node="n"
+        )
+        after = await asyncio.to_thread(files, path)
+    finally:
+        await store.close()
+    assert b"secret-path-" not in after
+    assert b"kept-path-007" in after
