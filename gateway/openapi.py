@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.attribution import MODELS
+from gateway.events import VERDICTS
 
 _NULLABLE_STR = {"type": ["string", "null"]}
 
@@ -64,7 +65,7 @@ TOUCHPOINT = {
         "raw_params": {"type": "object", "additionalProperties": {"type": "string"}},
         "bot_score": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
         "verdict": {
-            "enum": ["allow", "review", "block", "bot", None],
+            "enum": [*VERDICTS, None],
             "description": "effective verdict: an analyst's override, else the latest re-score, else as "
             "scored; null: not scored",
         },
@@ -85,11 +86,9 @@ TOUCHPOINT = {
 
 _COUNTS = {
     "type": "object",
-    "required": ["allow", "review", "block", "bot", "unscored"],
+    "required": [*VERDICTS, "unscored"],
     "additionalProperties": False,
-    "properties": {
-        v: {"type": "number", "minimum": 0} for v in ("allow", "review", "block", "bot", "unscored")
-    },
+    "properties": {v: {"type": "number", "minimum": 0} for v in (*VERDICTS, "unscored")},
 }
 
 FRAUD_GROUP = {
@@ -137,7 +136,7 @@ VERDICT_CHANGE = {
         "id": {"type": "string"},
         "ts": {"type": "string", "format": "date-time"},
         "node": {"type": "string"},
-        "verdict": {"enum": ["allow", "review", "block", "bot"]},
+        "verdict": {"enum": list(VERDICTS)},
         "bot_score": {"type": ["integer", "null"]},
         "reasons": {"type": "array", "items": {"type": "string"}},
         "origin": {"enum": ["rescore", "analyst"]},
@@ -698,7 +697,7 @@ def openapi_document() -> dict[str, Any]:
                                     "required": ["verdict", "analyst", "reason"],
                                     "additionalProperties": False,
                                     "properties": {
-                                        "verdict": {"enum": ["allow", "review", "block", "bot"]},
+                                        "verdict": {"enum": list(VERDICTS)},
                                         "analyst": {"type": "string", "minLength": 1, "maxLength": 100},
                                         "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
                                     },

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.attribution import MODELS
+from gateway.events import VERDICTS
 from gateway.openapi import MOMENT
 
 GROUP_BY = ("channel", "source", "medium", "campaign", "creator_id")
@@ -47,7 +48,8 @@ def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, An
         _param("until", "ISO 8601 date or date-time, exclusive (default: now)", MOMENT),
         _param(
             "verdicts",
-            "comma-separated bot verdicts whose touchpoints count (default: attribution.verdicts)",
+            f"comma-separated bot verdicts whose touchpoints count, among {', '.join(VERDICTS)};"
+            " an unknown name is a 400 (default: attribution.verdicts)",
         ),
         _param(
             "population",

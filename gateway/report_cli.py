@@ -93,7 +93,7 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
         raise ValueError(f"--since: expected an ISO 8601 date or date-time, got {args.since!r}") from None
     if since >= until:
         raise ValueError("--since: must be before --until")
-    verdicts = reporting.verdict_names(args.verdicts, "--verdicts") if args.verdicts else None
+    verdicts = None if args.verdicts is None else reporting.verdict_names(args.verdicts, "--verdicts")
     return reporting.Query(since, until, models, args.group_by, args.conversion, verdicts)
 
 

@@ -67,6 +67,8 @@ def verdict_names(text: str, key: str) -> frozenset[str]:
     ``ValueError`` naming ``key``: a typo would otherwise count no touchpoint at all."""
     names = [name.strip() for name in text.split(",")]
     unknown = next((name for name in names if name not in VERDICTS), None)
+    if unknown == "":
+        raise ValueError(f"{key}: an empty verdict name (a stray comma?) in {text!r}")
     if unknown is not None:
         raise ValueError(
             f"{key}: expected comma-separated verdicts among {', '.join(VERDICTS)}, got {unknown!r}"

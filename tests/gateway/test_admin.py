@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+import typing
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from gateway.admin import VerdictBody
+from gateway.events import VERDICTS
+from gateway.openapi import openapi_document
 from tests.conftest import TOKEN
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -192,3 +197,15 @@ async def test_verdict_override_needs_the_token(gw) -> None:
     url = gw.admin_url + "/api/touchpoints/0190a2b4-0000-7000-8000-000000000000/verdict"
     async with gw.session.post(url, json={"verdict": "allow", "analyst": "a", "reason": "b"}) as resp:
         assert resp.status == 401 and (await resp.json())["ok"] is False
+
+
+def test_the_verdicts_are_the_same_everywhere() -> None:
+    """One list in Python (``gateway.events.VERDICTS``); the analysts' body type, the OpenAPI
+    document and the store's CHECK constraint spell it out and must agree with it."""
+    assert typing.get_args(typing.get_type_hints(VerdictBody)["verdict"]) == VERDICTS
+    spec = openapi_document()
+    enums = re.findall(r"'verdict': \{'enum': (\[[^\]]*\])", str(spec))
+    assert enums and all(enum in (str(list(VERDICTS)), str([*VERDICTS, None])) for enum in enums)
+    migration = Path(__file__).parents[2] / "storage" / "migrations" / "0003_bots_geo.sql"
+    check = ", ".join(f"'{v}'" for v in VERDICTS)
+    assert f"verdict IN ({check})" in migration.read_text()

@@ -308,6 +308,8 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     done = gateway("report", "-c", str(cfg), "--verdicts", "allow,reveiw")
     assert done.returncode == 2 and "--verdicts: expected comma-separated verdicts among" in done.stderr
     assert "got 'reveiw'" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--verdicts", "")
+    assert done.returncode == 2 and "--verdicts: an empty verdict name (a stray comma?)" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -267,7 +267,7 @@ def _csv_cell(value: Any, cell: str) -> str:
             {"verdicts": "allow,nope"},
             "verdicts: expected comma-separated verdicts among allow,",
         ),
-        ("/api/payouts", {"verdicts": "allow,"}, "got ''"),
+        ("/api/payouts", {"verdicts": "allow,"}, "verdicts: an empty verdict name (a stray comma?)"),
         ("/api/attribution", {"conversion": ""}, "conversion:"),
         ("/api/attribution", {"limit": "3"}, "'limit'"),
         ("/api/attribution/timeseries", {"model": "nope"}, "model:"),
