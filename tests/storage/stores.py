@@ -1,5 +1,5 @@
-"""Helpers the store tests share: reading a store file from outside the store under test, and
-one model's credits per channel."""
+"""Helpers the store tests share: a touchpoint to write, reading a store file from outside the
+store under test, and one model's credits per channel."""
 
 from __future__ import annotations
 
@@ -15,12 +15,22 @@ import aiosqlite
 
 from gateway.attribution import Attribution
 from gateway.channels import Channels
+from gateway.events import Touchpoint, iso
+from gateway.ids import uuid7
 from storage.crediting import ChannelCredit, channel_credits
 from storage.local import LocalStore
 from storage.reports import Reports
 
 OpenStore = Callable[..., Awaitable[LocalStore]]
 """The ``open_store`` fixture (``tests/storage/conftest.py``)."""
+
+
+def landing(at: datetime, visitor: str, **fields: Any) -> Touchpoint:
+    """A touchpoint of ``visitor`` at ``at`` (its id minted from that time), written by node
+    ``a`` unless ``fields`` say otherwise; ``fields`` set any other column."""
+    return Touchpoint(
+        id=uuid7(int(at.timestamp() * 1000)), ts=iso(at), **{"node": "a", **fields}, visitor_key=visitor
+    )
 
 
 def query(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:

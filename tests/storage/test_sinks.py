@@ -20,6 +20,7 @@ from gateway.signing import verify_standard
 from storage.local import LocalStore
 from storage.sinks import EVENT, SinkError, SinkSet, open_log, pack
 from tests.conftest import WRITE_KEY, BatchApi, make_settings, sink_toml
+from tests.storage.stores import landing
 
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 
@@ -53,17 +54,13 @@ async def world(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[World]]
 
 
 def touch(n: int, visitor: str, source: str) -> Touchpoint:
-    at = T0 + timedelta(hours=n)
-    return Touchpoint(
-        id=uuid7(int(at.timestamp() * 1000)),
-        ts=iso(at),
-        node="a",
-        visitor_key=visitor,
+    return landing(
+        T0 + timedelta(hours=n),
+        visitor,
         source=source,
         medium="social",
         campaign=f"c{n}",
         creator_id="cr_1" if n == 0 else None,
-        landing_path="/",
     )
 
 
