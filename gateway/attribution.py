@@ -182,19 +182,14 @@ def distribute(total: int, weights: Sequence[Fraction]) -> list[int]:
     # answer as Fraction arithmetic, many times cheaper (time_decay's weights are binary
     # fractions with large denominators).
     denominator = math.lcm(*(w.denominator for w in weights))
-    return distribute_scaled(total, [w.numerator * (denominator // w.denominator) for w in weights])
-
-
-def distribute_scaled(total: int, scaled: Sequence[int]) -> list[int]:
-    """``distribute`` over weights already on one common denominator (their numerators, not
-    negative): the shares depend only on the weights' ratios, so any common scale gives the
-    same answer."""
-    return distribute_many((total,), scaled)[0]
+    return distribute_many((total,), [w.numerator * (denominator // w.denominator) for w in weights])[0]
 
 
 def distribute_many(totals: Sequence[int], scaled: Sequence[int]) -> list[list[int]]:
-    """``distribute_scaled`` of each of ``totals`` over the same weights (a conversion's value
-    and its one whole conversion), the weights' sum worked out once."""
+    """``distribute`` of each of ``totals`` (a conversion's value and its one whole
+    conversion) over weights already on one common denominator (their numerators, not
+    negative), their sum worked out once: the shares depend only on the weights' ratios, so
+    any common scale gives the same answer."""
     n = len(scaled)
     if n == 1:  # one touch takes everything (a quarter of the conversions)
         return [[total] for total in totals]

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from itertools import groupby, pairwise
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import msgspec
@@ -260,10 +260,10 @@ class Reports:
             except WorkerDied:
                 log.warning(_DIED, exc_info=True)
             else:
-                moved = [a for a in answers if isinstance(a, _StoreMoved)]
-                if not moved:
-                    return [a for a in answers if not isinstance(a, _StoreMoved)]
-                log.info("%s; running this report in the gateway process", moved[0].why)
+                moved = next((a for a in answers if isinstance(a, _StoreMoved)), None)
+                if moved is None:
+                    return cast(list[_T], answers)
+                log.info("%s; running this report in the gateway process", moved.why)
         return [fn(self, WHOLE, *args)]
 
     def slices(self, since: datetime, until: datetime, conversion: str | None) -> list[Part]:
