@@ -24,10 +24,9 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 new_id = Uuid7()
 
 
-def tp(visitor: str, ts: datetime, campaign: str) -> Touchpoint:
-    return Touchpoint(
-        new_id(int(ts.timestamp() * 1000)), iso(ts), "n", visitor, campaign=campaign, channel="Email"
-    )
+def tp(visitor: str, ts: datetime, campaign: str | None, creator_id: str | None = None) -> Touchpoint:
+    tid = new_id(int(ts.timestamp() * 1000))
+    return Touchpoint(tid, iso(ts), "n", visitor, campaign=campaign, creator_id=creator_id, channel="Email")
 
 
 def conversion(visitor: str, ts: datetime) -> Conversion:
@@ -82,6 +81,33 @@ async def test_conversions_touched_respect_the_lookback_edge(
     got = await run(db, channels, date(2026, 11, 1), date(2026, 12, 31))
     touched = {c["name"]: c["conversions"] for c in got["top_campaigns"]}
     assert touched == {"recent": 2, "edge": 1, "old": 0}
+
+
+async def test_campaigns_and_creators_touched_are_counted_apart(tmp_path: Path, channels: Channels) -> None:
+    # One join serves both tables: a landing with a campaign and a creator counts for both; a
+    # campaign named like a creator counts for the campaign only.
+    at = T0 + timedelta(days=5)
+    conn = await store(
+        tmp_path,
+        [
+            tp("a", at - timedelta(days=1), "spring", "cr_x"),
+            conversion("a", at),
+            tp("b", at - timedelta(days=2), "cr_x"),
+            tp("b", at - timedelta(days=1), None, "cr_y"),
+            conversion("b", at),
+            tp("c", at - timedelta(days=1), None, "cr_y"),  # never converts
+            tp("d", at - timedelta(days=3), "cr_x"),
+            conversion("d", at),
+        ],
+    )
+    try:
+        got = await run(conn, channels, date(2026, 11, 1), date(2026, 11, 30))
+    finally:
+        await conn.close()
+    campaigns = {c["name"]: (c["touchpoints"], c["visitors"], c["conversions"]) for c in got["top_campaigns"]}
+    creators = {c["name"]: (c["touchpoints"], c["visitors"], c["conversions"]) for c in got["top_creators"]}
+    assert campaigns == {"spring": (1, 1, 1), "cr_x": (2, 2, 2)}
+    assert creators == {"cr_y": (2, 2, 1), "cr_x": (1, 1, 1)}
 
 
 async def test_bot_share_without_and_with_verdicts(db: aiosqlite.Connection, channels: Channels) -> None:
