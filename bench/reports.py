@@ -25,7 +25,7 @@ from bench.synth import END, generate
 from gateway import reporting
 from gateway.attribution import MODELS, Attribution
 from gateway.channels import Channels
-from gateway.config import AttributionOptions, ChannelsOptions
+from gateway.options import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.report_pool import WHOLE, Slice
 from storage.reports import Reports

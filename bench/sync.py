@@ -26,10 +26,10 @@ from pathlib import Path
 import asyncpg
 
 from bench.pgserver import start_server
-from gateway.config import CentralOptions, StorageOptions
 from gateway.events import Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
+from gateway.options import CentralOptions, StorageOptions
 from storage.local import LocalStore
 from storage.sync import Sync
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.config import StorageOptions
 from gateway.events import iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
+from gateway.options import StorageOptions
 from storage.local import LocalStore
 
 END = datetime(2026, 11, 30, tzinfo=UTC)

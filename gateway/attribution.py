@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from gateway.channels import DIRECT, INTERNAL
 
 if TYPE_CHECKING:
-    from gateway.config import AttributionOptions
+    from gateway.options import AttributionOptions
 
 NO_TOUCH_CHANNEL = DIRECT
 """Who gets the value of a conversion with no eligible touchpoint (the credit has no touch)."""

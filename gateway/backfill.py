@@ -23,13 +23,14 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from addons.identity import verify_cookie
-from gateway.config import Settings, SourceOptions
+from gateway.config import Settings
 from gateway.events import Binding, Conversion, DailyCount, Event
 from gateway.history import Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
 from gateway.keys import Keys, derive
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
+from gateway.options import SourceOptions
 from gateway.pipeline import Exchange, RequestView, ResponseView, Visitor, build_pipeline, parse_cookies
 from gateway.sources import MISSING, SourceMap, compile_source, resolve
 

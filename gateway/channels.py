@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tldextract
 
-    from gateway.config import ChannelRule, ChannelsOptions
+    from gateway.options import ChannelRule, ChannelsOptions
 
 AFFILIATES = "Affiliates"
 AI_ASSISTANTS = "AI Assistants"

@@ -21,9 +21,10 @@ from typing import Any
 import msgspec
 
 from gateway import report_cli
-from gateway.config import SECRET_KEYS, ConfigError, Options, Settings, load_settings, masked, parse_listen
+from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked
 from gateway.doctor import cmd_doctor
 from gateway.logs import setup_logging
+from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import CreatorOptions
+from gateway.options import CreatorOptions
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.config import ConfigError, Settings, load_settings, parse_listen, resolve_path
+from gateway.config import ConfigError, Settings, load_settings, resolve_path
+from gateway.options import parse_listen
 
 Status = Literal["ok", "warn", "FAIL"]
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.config import Options, Settings
+from gateway.config import Settings
+from gateway.options import Options
 
 RESTART_KEYS = (
     "proxy.listen",

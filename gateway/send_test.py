@@ -21,14 +21,9 @@ from typing import Any
 
 import msgspec
 
-from gateway.config import (
-    ConfigError,
-    Options,
-    decode_options,
-    parse_listen,
-    sender_secret_bytes,
-    validate,
-)
+from gateway.config import ConfigError, decode_options, sender_secret_bytes
+from gateway.config_checks import validate
+from gateway.options import Options, parse_listen
 from gateway.signing import standard_signature
 from gateway.sources import SourceMap, compile_source, put
 

@@ -31,12 +31,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway.admin import create_admin_app
-from gateway.config import Settings, parse_listen
+from gateway.config import Settings
 from gateway.creators import CreatorRegistry
 from gateway.dashboard import add_dashboard
 from gateway.inbound import Inbound
 from gateway.keys import Keys
 from gateway.metrics import Metrics
+from gateway.options import parse_listen
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.proxy import ProxyHost
 from gateway.reload import live_settings, restart_needed

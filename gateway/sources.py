@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.config import Options, SourceOptions, WebhooksOptions
+    from gateway.options import Options, SourceOptions, WebhooksOptions
 
 FIELDS = (
     "type",

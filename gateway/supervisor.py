@@ -27,7 +27,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-from gateway.config import parse_listen
+from gateway.options import parse_listen
 
 log = logging.getLogger("gateway.supervisor")
 

@@ -32,9 +32,9 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from gateway.config import StorageOptions
 from gateway.events import EVENT_TYPES, Event
 from gateway.metrics import Metrics
+from gateway.options import StorageOptions
 from storage.checkpoint import Checkpointer
 from storage.migrate import migrate
 

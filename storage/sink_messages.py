@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.config import SinkOptions
 from gateway.events import iso
+from gateway.options import SinkOptions
 
 log = logging.getLogger("gateway.sinks")
 

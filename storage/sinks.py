@@ -38,9 +38,10 @@ import aiohttp
 import aiosqlite
 import msgspec
 
-from gateway.config import Settings, SinkOptions
+from gateway.config import Settings
 from gateway.keys import Keys
 from gateway.metrics import Metrics
+from gateway.options import SinkOptions
 from gateway.signing import standard_signature
 from storage.backoff import Backoff
 from storage.cursors import advance, cursor_name, lag, position

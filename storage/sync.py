@@ -21,8 +21,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.config import CentralOptions
 from gateway.metrics import Metrics
+from gateway.options import CentralOptions
 from storage import central
 from storage.backoff import Backoff
 from storage.cursors import advance, cursor_name, lag, local_columns, position, read_after

@@ -27,7 +27,8 @@ from gateway.attribution import (
     markov_weights,
     to_minor,
 )
-from gateway.config import AttributionOptions, ConfigError, load_settings
+from gateway.config import ConfigError, load_settings
+from gateway.options import AttributionOptions
 from tests.conftest import ENV
 
 ROOT = Path(__file__).resolve().parents[2]

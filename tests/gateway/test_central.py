@@ -16,10 +16,10 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 
 from gateway.cli import main
-from gateway.config import StorageOptions
 from gateway.events import Binding, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.metrics import Metrics
+from gateway.options import StorageOptions
 from storage.central_queries import CentralReader
 from storage.local import LocalStore
 from storage.queries import Reader

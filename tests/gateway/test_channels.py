@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from gateway import channels as channel_names
 from gateway.channels import CLASSES, Channels, Signals
-from gateway.config import ChannelsOptions, ConfigError, load_settings
+from gateway.config import ConfigError, load_settings
+from gateway.options import ChannelsOptions
 from tests.conftest import ENV
 
 

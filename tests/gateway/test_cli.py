@@ -253,8 +253,8 @@ def test_shipped_compose_config_checks() -> None:
 def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
     import asyncio
 
-    from gateway.config import StorageOptions
     from gateway.metrics import Metrics
+    from gateway.options import StorageOptions
     from storage.local import LocalStore
     from tests.gateway.test_reports_api import EVENTS, PAYOUTS
 
@@ -321,10 +321,10 @@ def test_report_on_the_readme_worked_example(tmp_path: Path) -> None:
     from datetime import UTC, datetime
     from decimal import Decimal
 
-    from gateway.config import StorageOptions
     from gateway.events import Binding, Conversion, Touchpoint, iso
     from gateway.ids import Uuid7
     from gateway.metrics import Metrics
+    from gateway.options import StorageOptions
     from storage.local import LocalStore
 
     new_id = Uuid7()

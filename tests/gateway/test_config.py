@@ -8,7 +8,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gateway.config import ARRAY_SECTIONS, SECTIONS, ConfigError, Options, load_settings, masked, parse_listen
+from gateway.config import ConfigError, load_settings, masked
+from gateway.options import ARRAY_SECTIONS, SECTIONS, Options, parse_listen
 from gateway.ruleconfig import ConversionRule, IdentityRule, Source
 from tests.conftest import ENV
 

@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.config import StorageOptions
 from gateway.events import Binding, Conversion, Touchpoint
 from gateway.keys import Keys
 from gateway.metrics import Metrics
+from gateway.options import StorageOptions
 from storage.local import LocalStore
 from tests.conftest import ENV, make_settings
 

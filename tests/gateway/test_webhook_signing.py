@@ -12,11 +12,12 @@ import msgspec
 import pytest
 
 from addons.identity import cookie_value
-from gateway.config import ConfigError, SourceOptions, load_settings, sender_secret_bytes
+from gateway.config import ConfigError, load_settings, sender_secret_bytes
 from gateway.events import Binding, Conversion, Touchpoint
 from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
+from gateway.options import SourceOptions
 from gateway.signing import (
     AuthFailed,
     legacy_signature,

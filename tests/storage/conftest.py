@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import StorageOptions
 from gateway.metrics import Metrics
+from gateway.options import StorageOptions
 from storage.local import LocalStore
 from tests.storage.stores import OpenStore
 

@@ -12,10 +12,10 @@ import pytest
 
 from gateway.attribution import Attribution
 from gateway.channels import Channels
-from gateway.config import AttributionOptions, ChannelsOptions, StorageOptions
 from gateway.events import Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
+from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
 from storage.dashboard import Period, summary
 from storage.local import LocalStore, connect
 from storage.reports import Reports

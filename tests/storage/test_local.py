@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from blockbuster import BlockBuster
 
-from gateway.config import StorageOptions
 from gateway.events import Binding, Conversion, Receipt, Touchpoint, iso
 from gateway.metrics import Metrics
+from gateway.options import StorageOptions
 from storage.local import CHECKPOINT_PAGES, GATHER_TURNS, MAX_QUEUED, CommitTimeout, LocalStore, StoreClosed
 from tests.storage.stores import OpenStore, execute, query, read
 

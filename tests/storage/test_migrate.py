@@ -10,8 +10,8 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from gateway.config import StorageOptions
 from gateway.metrics import Metrics
+from gateway.options import StorageOptions
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew, migrate, migrations
 from tests.storage.stores import read

@@ -10,10 +10,10 @@ import pytest
 
 from gateway.attribution import Attribution
 from gateway.channels import Channels
-from gateway.config import AttributionOptions, ChannelsOptions, StorageOptions
 from gateway.events import Conversion, DailyCount, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
+from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
 from storage.local import LocalStore, connect
 from storage.reports import population_counts
 from tests.storage.stores import credits_by_channel

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from gateway.config import StorageOptions
 from gateway.events import Touchpoint, iso
 from gateway.metrics import Metrics
+from gateway.options import StorageOptions
 from storage.local import LocalStore
 from storage.queries import JOURNEY_LIMIT, Reader, TouchpointQuery
 

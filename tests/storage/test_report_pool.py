@@ -27,9 +27,9 @@ from bench.synth import generate
 from gateway import reporting
 from gateway.attribution import MODELS, Attribution
 from gateway.channels import Channels
-from gateway.config import AttributionOptions, ChannelsOptions
 from gateway.events import iso
 from gateway.ids import Uuid7
+from gateway.options import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.people import People, Share, Snapshot
 from storage.report_pool import WHOLE, WorkerDied

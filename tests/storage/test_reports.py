@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from gateway.attribution import MODELS, Attribution, Touch
 from gateway.channels import INTERNAL, Channels
-from gateway.config import AttributionOptions, ChannelsOptions, StorageOptions
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
+from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
 from storage.crediting import MICRO, Conv, Eligibility, credit_table
 from storage.local import LocalStore, connect
 from tests.storage.stores import credits_by_channel

@@ -25,8 +25,8 @@ import pytest
 from bench.synth import generate
 from gateway.attribution import MODELS, Attribution, Touch, markov_weights, to_minor
 from gateway.channels import INTERNAL, Channels, Signals
-from gateway.config import AttributionOptions, ChannelsOptions
 from gateway.events import iso
+from gateway.options import AttributionOptions, ChannelsOptions
 from storage.crediting import MICRO
 from storage.dashboard import _bots
 from storage.local import connect

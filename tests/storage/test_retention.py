@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import StorageOptions
 from gateway.events import (
     BadEvent,
     Binding,
@@ -28,6 +27,7 @@ from gateway.events import (
 )
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
+from gateway.options import StorageOptions
 from storage.local import LocalStore
 from storage.retention import LOCAL_TABLES, purge_counted, purge_local
 from tests.conftest import ENV, make_settings

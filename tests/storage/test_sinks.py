@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Settings, SinkOptions
+from gateway.config import Settings
 from gateway.events import Binding, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
+from gateway.options import SinkOptions
 from gateway.signing import verify_standard
 from storage.local import LocalStore
 from storage.sinks import EVENT, SinkError, SinkSet, open_log, pack

@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 
 from gateway.badbody import body_key
-from gateway.config import CentralOptions, StorageOptions
 from gateway.events import Binding, Conversion, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.metrics import Metrics
+from gateway.options import CentralOptions, StorageOptions
 from storage import central
 from storage.backoff import Backoff
 from storage.erasure import erase_user

@@ -1,0 +1,454 @@
+"""Start-up checks of the decoded options: every problem found once, before anything runs.
+
+Owns the checks the types cannot express (addresses and origins, ranges, regular
+expressions, the addon order, channel classes, tiers and verdicts, bot thresholds, the
+central store and sinks, privacy) and the admin API's exposure check. Each collects every
+problem rather than stopping at the first, each naming its TOML key, e.g.
+``proxy.connect_timeout: must be > 0, got -1``. The rules', senders' and payouts' own
+checks live with them (``gateway.ruleconfig``, ``gateway.sources``, ``gateway.payouts``);
+files and secrets are checked where they are resolved (``gateway.config``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import re
+
+from yarl import URL
+
+from gateway.channels import CLASSES
+from gateway.events import VERDICTS
+from gateway.options import (
+    AttributionOptions,
+    BotWeights,
+    ChannelsOptions,
+    Options,
+    PrivacyOptions,
+    parse_listen,
+)
+from gateway.payouts import validate_payouts
+from gateway.ruleconfig import validate_rules
+
+_PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
+
+
+# RFC 1918 and RFC 4193 (ipaddress's is_private also counts documentation and reserved ranges).
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
+def is_private_host(host: str) -> bool:
+    """Whether a listen host reaches only this machine or a private network: loopback,
+    ``localhost``, or a private/link-local IP. All interfaces (``0.0.0.0``, ``::``, empty) and
+    host names (which could resolve anywhere) are not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (
+        address.is_loopback
+        or address.is_link_local
+        or any(address in net for net in _PRIVATE_NETWORKS if net.version == address.version)
+    )
+
+
+def admin_exposure(options: Options) -> list[str]:
+    """The admin API on a public address needs saying so: ``admin.allow_public`` or
+    ``--admin-public``."""
+    admin = options.admin
+    try:
+        host, _ = parse_listen(admin.listen)
+    except ValueError:
+        return []  # validate() reports it
+    if admin.allow_public or is_private_host(host):
+        return []
+    return [
+        f"admin.listen: {admin.listen!r} is not a loopback or private address, so the admin API "
+        "would be reachable from other networks; listen on 127.0.0.1 or a private address, or "
+        "set admin.allow_public = true (or run with --admin-public) if a firewall guards it"
+    ]
+
+
+def _check(problems: list[str], ok: bool, key: str, message: str) -> None:
+    if not ok:
+        problems.append(f"{key}: {message}")
+
+
+def _check_origin(problems: list[str], key: str, value: str, example: str) -> None:
+    """An http(s) origin: scheme, host, optional port; no credentials, path or query."""
+    try:
+        url = URL(value)
+        port = url.port  # raises for a port that is not a number or out of range
+    except ValueError:
+        url, port = None, None
+    if url is None or url.scheme not in ("http", "https") or not url.host or port is None:
+        problems.append(f'{key}: must be an http(s) origin like "{example}", got {value!r}')
+    elif url.user is not None or url.password is not None:
+        problems.append(f"{key}: must not carry a user name or password")
+    elif url.path not in ("", "/") or url.query_string or url.fragment:
+        problems.append(f"{key}: must be an origin without path, query or fragment, got {value!r}")
+
+
+def validate(options: Options) -> list[str]:
+    """Every semantic check, collected (not stopping at the first)."""
+    p: list[str] = []
+    px, ident, camp, st = options.proxy, options.identity, options.campaign, options.storage
+    for key, value in (("proxy.listen", px.listen), ("admin.listen", options.admin.listen)):
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            p.append(f"{key}: {err}")
+    if px.upstream:
+        _check_origin(p, "proxy.upstream", px.upstream, "http://127.0.0.1:8000")
+    if px.public_origin:
+        _check_origin(p, "proxy.public_origin", px.public_origin, "https://www.example.com")
+    for i, net in enumerate(px.trusted_proxies):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            p.append(f"proxy.trusted_proxies[{i}]: not an IP address or CIDR: {net!r}")
+    _check(
+        p,
+        1 <= options.admin.session_hours <= 720,
+        "admin.session_hours",
+        f"must be 1..720, got {options.admin.session_hours}",
+    )
+    _check(
+        p,
+        0 <= options.admin.report_processes <= 64,
+        "admin.report_processes",
+        f"must be 0..64 (0: one per core), got {options.admin.report_processes}",
+    )
+    _check(p, px.connect_timeout > 0, "proxy.connect_timeout", f"must be > 0, got {px.connect_timeout}")
+    _check(p, 0 <= px.workers <= 256, "proxy.workers", f"must be 0..256 (0: one per core), got {px.workers}")
+    _check(
+        p,
+        0 < px.shutdown_grace <= 3600,
+        "proxy.shutdown_grace",
+        f"must be more than 0 and at most 3600 seconds, got {px.shutdown_grace}",
+    )
+    _check(p, px.read_timeout > 0, "proxy.read_timeout", f"must be > 0, got {px.read_timeout}")
+    _check(p, px.body_timeout > 0, "proxy.body_timeout", f"must be > 0, got {px.body_timeout}")
+    _check(
+        p,
+        1 <= px.upstream_connections <= 100_000,
+        "proxy.upstream_connections",
+        f"must be 1..100000, got {px.upstream_connections}",
+    )
+    _check(
+        p,
+        px.max_request_body >= 0,
+        "proxy.max_request_body",
+        f"must be >= 0, got {px.max_request_body}",
+    )
+    _check(
+        p,
+        1024 <= px.max_websocket_message <= 1024**3,
+        "proxy.max_websocket_message",
+        f"must be 1024..1073741824, got {px.max_websocket_message}",
+    )
+    _check(
+        p,
+        1024 <= px.max_header_size <= 1024 * 1024,
+        "proxy.max_header_size",
+        f"must be 1024..1048576, got {px.max_header_size}",
+    )
+    _check(
+        p,
+        px.reserved_prefix.startswith("/")
+        and px.reserved_prefix.endswith("/")
+        and len(px.reserved_prefix) > 2,
+        "proxy.reserved_prefix",
+        f'must look like "/_gw/", got {px.reserved_prefix!r}',
+    )
+    from gateway.pipeline import addon_registry  # the registry lives with the pipeline
+
+    known = addon_registry()
+    for i, name in enumerate(px.addons):
+        _check(
+            p,
+            name in known,
+            f"proxy.addons[{i}]",
+            f"unknown addon {name!r} (known: {', '.join(known)})",
+        )
+    _check(p, len(set(px.addons)) == len(px.addons), "proxy.addons", "lists an addon twice")
+    if "campaign" in px.addons:
+        _check(
+            p,
+            "identity" in px.addons and px.addons.index("identity") < px.addons.index("campaign"),
+            "proxy.addons",
+            '"campaign" needs "identity" before it (touchpoints belong to a visitor)',
+        )
+    _check(
+        p,
+        bool(re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", ident.cookie_name)),
+        "identity.cookie_name",
+        f"must be a valid cookie name, got {ident.cookie_name!r}",
+    )
+    _check(
+        p,
+        1 <= ident.max_age_days <= 3650,
+        "identity.max_age_days",
+        f"must be 1..3650, got {ident.max_age_days}",
+    )
+    _check(
+        p,
+        not (ident.samesite == "None" and ident.secure == "never"),
+        "identity.samesite",
+        'SameSite=None needs a Secure cookie: set identity.secure to "auto" or "always"',
+    )
+    for key, names in (
+        ("campaign.prefixes", camp.prefixes),
+        ("campaign.click_ids", camp.click_ids),
+        ("campaign.creator_ids", camp.creator_ids),
+        ("campaign.sub_ids", camp.sub_ids),
+    ):
+        for i, name in enumerate(names):
+            _check(p, bool(_PARAM_NAME.match(name)), f"{key}[{i}]", f"not a parameter name: {name!r}")
+    _check(
+        p,
+        1 <= camp.max_value_length <= 2000,
+        "campaign.max_value_length",
+        f"must be 1..2000, got {camp.max_value_length}",
+    )
+    _check(
+        p,
+        1 <= st.batch_size <= 10_000,
+        "storage.batch_size",
+        f"must be 1..10000, got {st.batch_size}",
+    )
+    _check(
+        p,
+        0 <= st.batch_wait_ms <= 1000,
+        "storage.batch_wait_ms",
+        f"must be 0..1000, got {st.batch_wait_ms}",
+    )
+    _check(
+        p,
+        0 < st.max_wait_ms <= 60_000,
+        "storage.max_wait_ms",
+        f"must be more than 0 and at most 60000, got {st.max_wait_ms}",
+    )
+    _check(p, bool(st.path), "storage.path", "must not be empty")
+    from gateway.sources import validate_sources  # the sources' own checks live with their mapping
+
+    p += validate_sources(options)
+    validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
+    validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
+    p += validate_channels(options.channels) + validate_attribution(options.attribution)
+    p += _validate_bots(options)
+    p += validate_payouts(options.payouts)
+    p += _validate_central(options)
+    p += _validate_privacy(options.privacy)
+    return p
+
+
+def _validate_privacy(pr: PrivacyOptions) -> list[str]:
+    p: list[str] = []
+    _check(
+        p,
+        0 <= pr.retention_days <= 36500,
+        "privacy.retention_days",
+        f"must be 0..36500, got {pr.retention_days}",
+    )
+    cc = pr.consent_cookie
+    if cc.name:
+        _check(p, bool(cc.yes), "privacy.consent_cookie.yes", "must list at least one value meaning consent")
+        both = sorted(set(cc.yes) & set(cc.no))
+        _check(p, not both, "privacy.consent_cookie.no", f"values also listed in yes: {both}")
+    else:
+        _check(p, not (cc.yes or cc.no), "privacy.consent_cookie.name", "must be set when yes/no are")
+    return p
+
+
+def _validate_central(options: Options) -> list[str]:
+    """``[central]``, ``admin.source`` and ``[[sinks]]``."""
+    p: list[str] = []
+    c = options.central
+    _check(
+        p, not c.url or c.url.startswith("env:"), "central.url", 'use "env:NAME" (the DSN holds a password)'
+    )
+    if c.url and importlib.util.find_spec("asyncpg") is None:
+        p.append("central.url: the central store needs asyncpg: pip install 'tracking-gateway[postgres]'")
+    _check(p, 1 <= c.batch_size <= 100_000, "central.batch_size", f"must be 1..100000, got {c.batch_size}")
+    for key, value in (
+        ("central.interval_seconds", c.interval_seconds),
+        ("central.backoff_min_seconds", c.backoff_min_seconds),
+        ("central.connect_timeout", c.connect_timeout),
+    ):
+        _check(p, value > 0, key, f"must be > 0, got {value}")
+    _check(
+        p,
+        c.backoff_max_seconds >= c.backoff_min_seconds,
+        "central.backoff_max_seconds",
+        f"must be >= central.backoff_min_seconds, got {c.backoff_max_seconds}",
+    )
+    _check(
+        p,
+        options.admin.source == "local" or bool(c.url),
+        "admin.source",
+        '"central" needs central.url (the central store to read from)',
+    )
+    names = [sink.name for sink in options.sinks]
+    for i, sink in enumerate(options.sinks):
+        key = f"sinks[{i}]"
+        _check(p, bool(re.fullmatch(r"[a-z0-9_.-]{1,64}", sink.name)), f"{key}.name", "must be a-z 0-9 _ . -")
+        _check(p, names.count(sink.name) == 1, f"{key}.name", f"{sink.name!r} is used by two sinks")
+        try:
+            url = URL(sink.url)
+            good = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+        except ValueError:
+            good = False
+        _check(p, good, f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
+        _check(
+            p, 1 <= sink.batch_size <= 10_000, f"{key}.batch_size", f"must be 1..10000, got {sink.batch_size}"
+        )
+        _check(
+            p,
+            1024 <= sink.max_message_bytes <= sink.max_batch_bytes,
+            f"{key}.max_message_bytes",
+            f"must be 1024..max_batch_bytes, got {sink.max_message_bytes}",
+        )
+        for name in ("rate_per_second", "interval_seconds", "backoff_max_seconds", "timeout_seconds"):
+            value = getattr(sink, name)
+            _check(p, value > 0, f"{key}.{name}", f"must be > 0, got {value}")
+    return p
+
+
+def _check_regex(problems: list[str], key: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        problems.append(f"{key}: not a valid regular expression ({err}): {pattern!r}")
+
+
+def validate_channels(ch: ChannelsOptions) -> list[str]:
+    p: list[str] = []
+    for host, value in ch.referrers.items():
+        kind = value.partition("/")[0]
+        _check(
+            p,
+            kind in CLASSES,
+            f"channels.referrers.{host}",
+            f"unknown class {kind!r} (known: {', '.join(CLASSES)})",
+        )
+    _check(p, bool(ch.creator_channel.strip()), "channels.creator_channel", "must not be empty")
+    for i, rule in enumerate(ch.rules):
+        key = f"channels.rules[{i}]"
+        _check(p, bool(rule.channel.strip()), f"{key}.channel", "must not be empty")
+        for name in ("source", "medium", "campaign", "referrer"):
+            _check_regex(p, f"{key}.{name}", getattr(rule, name))
+        _check(
+            p,
+            any((rule.source, rule.medium, rule.campaign, rule.referrer, rule.click_ids)),
+            key,
+            "needs at least one condition (source, medium, campaign, referrer or click_ids)",
+        )
+    return p
+
+
+def validate_attribution(at: AttributionOptions) -> list[str]:
+    p: list[str] = []
+    for tier, days in at.lookback_days.items():
+        _check(p, 0 < days <= 3650, f"attribution.lookback_days.{tier}", f"must be 0..3650 days, got {days}")
+    tiers = ", ".join(at.lookback_days)
+    _check(
+        p,
+        at.default_tier in at.lookback_days,
+        "attribution.default_tier",
+        f"{at.default_tier!r} has no attribution.lookback_days entry (tiers: {tiers})",
+    )
+    for tier, patterns in at.tier_patterns.items():
+        _check(
+            p,
+            tier in at.lookback_days,
+            f"attribution.tier_patterns.{tier}",
+            f"no attribution.lookback_days entry for this tier (tiers: {tiers})",
+        )
+        for i, pattern in enumerate(patterns):
+            _check_regex(p, f"attribution.tier_patterns.{tier}[{i}]", pattern)
+    for i, name in enumerate(at.tier_params):
+        _check(
+            p,
+            bool(_PARAM_NAME.match(name)),
+            f"attribution.tier_params[{i}]",
+            f"not a parameter name: {name!r}",
+        )
+    _check(p, bool(at.verdicts), "attribution.verdicts", "must name at least one verdict")
+    for i, verdict in enumerate(at.verdicts):
+        _check(
+            p,
+            verdict in VERDICTS,
+            f"attribution.verdicts[{i}]",
+            f"unknown verdict {verdict!r} (verdicts: {', '.join(VERDICTS)})",
+        )
+    for key, share in (
+        ("attribution.position_first", at.position_first),
+        ("attribution.position_last", at.position_last),
+        ("attribution.last_touch_share", at.last_touch_share),
+    ):
+        _check(p, 0 <= share <= 1, key, f"must be 0..1, got {share}")
+    _check(
+        p,
+        at.position_first + at.position_last <= 1,
+        "attribution.position_last",
+        f"position_first + position_last must be at most 1, got {at.position_first + at.position_last:g}",
+    )
+    _check(p, at.half_life_days > 0, "attribution.half_life_days", f"must be > 0, got {at.half_life_days}")
+    return p
+
+
+def _validate_bots(options: Options) -> list[str]:
+    """``[bots]``, ``[[creators]]`` and where ``bots``/``geo`` sit in the pipeline."""
+    p: list[str] = []
+    bots, addons = options.bots, options.proxy.addons
+    if "bots" in addons:
+        for before in ("campaign", "geo"):
+            _check(
+                p,
+                before not in addons or addons.index(before) < addons.index("bots"),
+                "proxy.addons",
+                f'"bots" must come after "{before}" (it scores what {before} found)',
+            )
+    _check(
+        p,
+        0 <= bots.review_threshold <= 100,
+        "bots.review_threshold",
+        f"must be 0..100, got {bots.review_threshold}",
+    )
+    _check(
+        p,
+        bots.review_threshold <= bots.block_threshold <= 100,
+        "bots.block_threshold",
+        f"must be review_threshold..100 ({bots.review_threshold}..100), got {bots.block_threshold}",
+    )
+    for name in BotWeights.__struct_fields__:
+        weight = getattr(bots.weights, name)
+        _check(p, 0 <= weight <= 100, f"bots.weights.{name}", f"must be 0..100, got {weight}")
+    for key in ("window_seconds", "max_per_ip", "max_per_creator_ip", "max_per_visitor"):
+        value = getattr(bots, key)
+        _check(p, 1 <= value <= 10_000_000, f"bots.{key}", f"must be 1..10000000, got {value}")
+    _check(
+        p,
+        1 <= bots.max_click_id_sources <= 100,
+        "bots.max_click_id_sources",
+        f"must be 1..100, got {bots.max_click_id_sources}",
+    )
+    _check(
+        p,
+        1024 <= bots.max_tracked <= 10_000_000,
+        "bots.max_tracked",
+        f"must be 1024..10000000, got {bots.max_tracked}",
+    )
+    for i, agent in enumerate(bots.good_crawlers):
+        _check(p, bool(agent.strip()), f"bots.good_crawlers[{i}]", "must not be empty")
+    seen: set[str] = set()
+    for i, creator in enumerate(options.creators):
+        _check(p, bool(creator.id), f"creators[{i}].id", "must not be empty")
+        _check(p, creator.id not in seen, f"creators[{i}].id", f"{creator.id!r} is listed twice")
+        seen.add(creator.id)
+    return p

@@ -1,0 +1,490 @@
+"""Configuration options: one frozen, typed struct per TOML table, with its defaults and help.
+
+Owns the option types (``Options``, and a struct per ``[table]`` and per ``[[array]]``
+entry), their defaults and help text (the docstring under each field), which table
+decodes into which struct (``SECTIONS``, ``ARRAY_SECTIONS``) and the ``HOST:PORT`` form
+of a listen address. No I/O and no checks beyond the types: reading the file is
+``gateway.config``, the start-up checks are ``gateway.config_checks``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from gateway.payouts import PayoutsOptions
+from gateway.ruleconfig import ConversionRule, IdentityRule
+
+
+class _Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "127.0.0.1:8080"
+    """Address of the public listener, ``HOST:PORT``."""
+    upstream: str = ""
+    """The site behind the gateway (``http://127.0.0.1:8000``). Empty: a built-in demo origin."""
+    public_origin: str = ""
+    """Public ``scheme://host`` of the site; empty: taken from each request."""
+    preserve_host: bool = True
+    """Send the visitor's ``Host`` upstream (false: the upstream's own host)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Peers (IPs or CIDRs) whose X-Forwarded-For/-Proto/-Host are believed."""
+    strip: Literal["forward", "redirect", "off"] = "forward"
+    """How tracking parameters leave the URL: forward clean, redirect to clean, or off."""
+    connect_timeout: float = 5.0
+    """Seconds to connect to the upstream before answering 504 (a refused connection: 502 at once)."""
+    read_timeout: float = 30.0
+    """Seconds of upstream silence (headers or body) before answering 504."""
+    upstream_connections: int = 1024
+    """Most connections open to the upstream at once (WebSockets hold one each); when all are
+    busy a request waits up to ``connect_timeout``, then gets 504."""
+    body_timeout: float = 30.0
+    """Seconds a visitor's request body may stall before the request is answered 408."""
+    max_request_body: int = 100 * 1024 * 1024
+    """Largest request body in bytes forwarded; larger ones get 413."""
+    max_websocket_message: int = 4 * 1024 * 1024
+    """Largest WebSocket message relayed, in bytes, either way; a larger one closes the socket (1009)."""
+    max_header_size: int = 8190
+    """Largest request line or header field in bytes; larger gets 400/431."""
+    reserved_prefix: str = "/_gw/"
+    """Path prefix the gateway answers itself and never forwards."""
+    addons: tuple[str, ...] = ("identity", "campaign", "geo", "bots", "stitching", "conversions")
+    """The pipeline: addon names in the order they run."""
+    access_log: bool = False
+    """Log one line per request (method, path without query, status, size, time; no client address)."""
+    workers: int = 0
+    """Proxy worker processes sharing the public port (SO_REUSEPORT); 0: one per CPU core, 1: one process."""
+    shutdown_grace: float = 10.0
+    """Seconds SIGTERM waits for in-flight requests to finish before they are cut off."""
+
+
+class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    secret: str = "env:GATEWAY_SECRET"
+    """Master secret (at least 32 characters); every key derives from it. Use ``env:NAME``."""
+    cookie_name: str = "gw_vid"
+    """Name of the first-party visitor-ID cookie."""
+    max_age_days: int = 395
+    """Cookie lifetime in days, refreshed on each landing."""
+    secure: Literal["auto", "always", "never"] = "auto"
+    """Secure flag: auto sets it when the public side is https."""
+    samesite: Literal["Lax", "Strict", "None"] = "Lax"
+    """SameSite attribute of the cookie."""
+    domain: str = ""
+    """Cookie Domain attribute; empty: host-only cookie."""
+    user_id_storage: Literal["hash", "encrypt", "plain"] = "hash"
+    """How the site's user IDs are kept at rest: a keyed hash, deterministic AES-SIV ciphertext
+    (exports can recover them), or plain."""
+    rules: tuple[IdentityRule, ...] = ()
+    """``[[identity.rules]]``: requests whose success binds the visitor to a user."""
+    mode: Literal["cookie", "cookieless"] = "cookie"
+    """cookie: a signed first-party ID cookie; cookieless: no cookie, a visitor key that is a
+    hash of (daily salt, host, IP, user agent) and lasts one UTC day."""
+
+
+class CampaignOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    prefixes: tuple[str, ...] = ("c_", "utm_")
+    """Campaign parameter families, in precedence order (the first listed wins a tie)."""
+    click_ids: tuple[str, ...] = (
+        "gclid",
+        "gbraid",
+        "wbraid",
+        "dclid",
+        "fbclid",
+        "msclkid",
+        "ttclid",
+        "li_fat_id",
+        "twclid",
+        "yclid",
+        "mc_cid",
+    )
+    """Ad click-ID parameter names, in precedence order."""
+    creator_ids: tuple[str, ...] = ("creator_id",)
+    """Parameters naming the influencer or affiliate."""
+    sub_ids: tuple[str, ...] = ("sub_id",)
+    """Parameters naming the creator's sub-placement."""
+    allowed_sources: tuple[str, ...] = ()
+    """If not empty, only these sources (case-folded) are kept; others are dropped and counted."""
+    max_value_length: int = 200
+    """Longest value kept; longer ones are dropped and counted."""
+    record_referrals: bool = True
+    """Record a touchpoint for a document request with an external referrer."""
+
+
+class StorageOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    path: str = "gateway.db"
+    """SQLite file, relative to the config file's folder."""
+    node: str = ""
+    """Name of this node in every event; empty: the host name."""
+    batch_size: int = 256
+    """Most events in one commit."""
+    batch_wait_ms: float = 0.0
+    """Extra wait for a batch to fill; 0: commit whatever queued while the last commit ran, once
+    the event loop has turned a few times (requests already received submit first)."""
+    durability: Literal["commit", "async"] = "commit"
+    """commit: a response waits for its events' commit; async: it does not."""
+    max_wait_ms: float = 1000.0
+    """Longest a response waits for its commit; past it the event counts as unconfirmed."""
+    synchronous: Literal["normal", "full"] = "normal"
+    """SQLite synchronous: normal survives a process crash, full also a power loss."""
+
+
+class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "127.0.0.1:9090"
+    """Address of the admin API listener, ``HOST:PORT``."""
+    token: str = "env:GATEWAY_ADMIN_TOKEN"
+    """Bearer token for /api and /metrics, and the dashboard's login. Use ``env:NAME``."""
+    session_hours: int = 12
+    """How long a dashboard login lasts (the session cookie's lifetime), 1..720 hours."""
+    source: Literal["local", "central"] = "local"
+    """Where touchpoint listings and journeys are read: this node's store, or the central one
+    (all nodes; needs ``central.url``)."""
+    allow_public: bool = False
+    """Allow ``listen`` on an address that is neither loopback nor private (or all interfaces)."""
+    report_processes: int = 0
+    """Worker processes a large report is shared across; 0: one per CPU core (at most 8), 1: none."""
+
+
+class CentralOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    url: str = ""
+    """PostgreSQL DSN as ``env:NAME`` (``postgresql://user:pass@host/db``). Empty: no central sync."""
+    batch_size: int = 2000
+    """Most rows per table sent in one batch (one COPY, one INSERT). Larger batches do not sync
+    faster here, and each one holds the proxy's event loop longer."""
+    interval_seconds: float = 1.0
+    """Pause between sync rounds once caught up."""
+    backoff_min_seconds: float = 0.5
+    """First retry delay after a failure; doubles per failure, with full jitter."""
+    backoff_max_seconds: float = 60.0
+    """Longest retry delay."""
+    connect_timeout: float = 10.0
+    """Seconds to connect to PostgreSQL (or run one statement) before counting a failure."""
+
+
+class SinkOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One destination of the event log (``[[sinks]]``): a Segment-compatible batch API or a webhook."""
+
+    name: str
+    """The sink's name: its cursors, metrics label, ``gateway sink send --sink`` and the admin path."""
+    kind: Literal["segment", "webhook"]
+    """segment: Segment/RudderStack HTTP batch API (``identify``, ``track``); webhook: signed JSON batches."""
+    url: str
+    """segment: the API base (``https://api.segment.io``, ``/v1/batch`` is appended); webhook: the
+    endpoint."""
+    secret: str
+    """``env:NAME``: the write key (segment, sent as HTTP Basic user) or the signing secret (webhook,
+    Standard Webhooks; raw or ``whsec_<base64>``)."""
+    batch_size: int = 100
+    """Most messages per request."""
+    max_batch_bytes: int = 500_000
+    """Largest request body; a batch is cut before it (Segment: 500 KB)."""
+    max_message_bytes: int = 32_000
+    """Largest single message; a larger one is skipped and counted (Segment: 32 KB)."""
+    rate_per_second: float = 10.0
+    """Most requests per second to the destination."""
+    interval_seconds: float = 5.0
+    """Pause between rounds once caught up."""
+    backoff_max_seconds: float = 300.0
+    """Longest retry delay after failures (exponential from 0.5 s, full jitter)."""
+    timeout_seconds: float = 30.0
+    """Seconds one request may take before it counts as failed (and is retried)."""
+
+
+class WebhooksOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    tolerance_seconds: int = 300
+    """Most seconds a signed delivery's ``webhook-timestamp`` may be off from now (replay guard)."""
+    max_batch: int = 500
+    """Most events in one delivery; more gets 413."""
+    max_body: int = 1024 * 1024
+    """Largest delivery body in bytes; larger gets 413."""
+    bad_body_limit: int = 64 * 1024
+    """Bytes of a bad event's body kept in ``bad_events`` (longer ones are truncated, not replayable)."""
+    max_event_age_days: int = 400
+    """Oldest event timestamp accepted, in days before now (newer than now + tolerance is refused too)."""
+
+
+class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One sender of signed server-side events (``[[sources]]``)."""
+
+    name: str
+    """The sender's name: metrics label, the ``rule`` of what it records, ``replay-bad --sender``."""
+    secrets: tuple[str, ...]
+    """Active secrets, each ``"env:NAME"`` (the value raw, or ``whsec_<base64>``); several for rotation."""
+    format: Literal["standard", "segment"] = "standard"
+    """standard: Standard Webhooks at ``/_gw/events``; segment: Segment calls at ``/_gw/segment``
+    (HTTP Basic, the write key as user name)."""
+    legacy_hex: bool = False
+    """Also accept ``x-webhook-signature``: hex HMAC-SHA256 of the body, no timestamp (legacy senders)."""
+    batch_pointer: str = "/batch"
+    """JSON pointer to the array of events when the body is an object carrying a batch."""
+    fields: dict[str, str] = {}
+    """Our field → JSON pointer into the sender's event ("" unmaps a field); merged over the format's."""
+    types: dict[str, str] = {}
+    """The sender's event-type values → ours (conversion, identify, touchpoint); merged over the format's."""
+    ignore_types: tuple[str, ...] | None = None
+    """Sender event types acknowledged and not recorded; unset: the format's (segment: track, screen…)."""
+    defaults: dict[str, str] = {}
+    """Values for our fields when the event has none (e.g. ``source = "tiktok"``)."""
+    value_scale: float = 1.0
+    """Multiplies the mapped value (0.01 for amounts in cents)."""
+
+
+class ChannelRule(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An operator's channel rule, tried before the built-in ones; every condition given must hold."""
+
+    channel: str
+    """The channel a matching touchpoint gets."""
+    source: str = ""
+    """Regular expression the whole ``source`` must match (case-insensitive); empty: any."""
+    medium: str = ""
+    """Regular expression the whole ``medium`` must match; empty: any."""
+    campaign: str = ""
+    """Regular expression the whole ``campaign`` must match; empty: any."""
+    referrer: str = ""
+    """Regular expression the whole referrer host must match; empty: any."""
+    click_ids: tuple[str, ...] = ()
+    """Click-ID parameter names, one of which the touchpoint must carry; empty: any."""
+
+
+class ChannelsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    referrers: dict[str, str] = {}
+    """Extra referrer hosts (``"kagi.com"``) or site names (``"kagi"``, any suffix) → class
+    (search, social, email, video, ai, shopping, payment), optionally ``"class/Name"``."""
+    payment_gateways: tuple[str, ...] = ()
+    """Extra payment-gateway hosts or names whose returns continue the visit (no touchpoint)."""
+    own_domains: tuple[str, ...] = ()
+    """Other domains of the same site: a referral from them is not a new touchpoint."""
+    creator_channel: str = "Affiliates"
+    """Channel of a touchpoint whose only signal is a creator ID (e.g. ``"Influencer"``)."""
+    rules: tuple[ChannelRule, ...] = ()
+    """Extra rules (``[[channels.rules]]``), tried in order before the built-in ones."""
+
+
+class AttributionOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    lookback_days: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"awareness": 30.0, "consideration": 14.0, "conversion": 7.0}
+    )
+    """Lookback window in days per campaign tier: a touchpoint older than its tier's window
+    before the conversion gets no credit."""
+    default_tier: str = "awareness"
+    """Tier of a touchpoint that neither a tier parameter nor a campaign pattern places."""
+    tier_params: tuple[str, ...] = ("c_tier", "utm_tier")
+    """Raw parameters naming the tier, in precedence order (checked before the patterns)."""
+    tier_patterns: dict[str, tuple[str, ...]] = msgspec.field(
+        default_factory=lambda: {
+            "awareness": ("awareness",),
+            "consideration": ("consideration",),
+            "conversion": ("conversion", "retarget"),
+        }
+    )
+    """Per tier, regular expressions searched (case-insensitive) in the campaign name."""
+    verdicts: tuple[str, ...] = ("allow",)
+    """Bot verdicts whose touchpoints count (a touchpoint without a verdict counts as allow)."""
+    position_first: float = 0.4
+    """position_based: share of the first touch (the last gets ``position_last``, the middle the rest)."""
+    position_last: float = 0.4
+    """position_based: share of the last touch."""
+    half_life_days: float = 7.0
+    """time_decay: a touch this many days before the conversion weighs half as much."""
+    last_touch_share: float = 0.6
+    """weighted_last_touch: share of the last touch; the rest is spread evenly over earlier ones."""
+
+
+DATACENTER_ASNS = (
+    16509, 14618, 8987,  # Amazon AWS
+    396982, 19527,  # Google Cloud
+    8075, 8068,  # Microsoft Azure
+    31898,  # Oracle Cloud
+    14061,  # DigitalOcean
+    16276,  # OVH
+    24940, 213230,  # Hetzner
+    63949,  # Akamai Linode
+    20473,  # Vultr (Choopa)
+    12876,  # Scaleway
+    51167,  # Contabo
+    60781, 28753,  # Leaseweb
+    45102,  # Alibaba Cloud
+    132203,  # Tencent Cloud
+    36352,  # ColoCrossing
+    9009,  # M247
+    46606,  # Unified Layer
+    62567,  # DigitalOcean (legacy)
+)  # fmt: skip
+"""Hosting and cloud networks: a visitor does not browse from a data centre (VPNs aside)."""
+
+
+class BotWeights(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Points each signal adds to the 0..100 score (the README explains each one)."""
+
+    crawler: int = 60
+    http_library: int = 60
+    headless: int = 60
+    empty_agent: int = 50
+    absurd_agent: int = 40
+    no_accept_language: int = 20
+    no_client_hints: int = 15
+    header_mismatch: int = 25
+    ip_velocity: int = 25
+    creator_ip_velocity: int = 50
+    visitor_velocity: int = 25
+    click_id_reuse: int = 40
+    datacenter: int = 30
+    no_assets: int = 20
+    prefetch: int = 20
+    robots_txt: int = 30
+    inhuman_cadence: int = 20
+    unknown_creator: int = 15
+    unverified_creator: int = 10
+
+
+class BotsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    review_threshold: int = 30
+    """Score from which a request's verdict is ``review`` (0..100)."""
+    block_threshold: int = 50
+    """Score from which the verdict is ``block`` (review_threshold..100)."""
+    on_review: Literal["record", "block"] = "record"
+    """What a ``review`` verdict does: record (proxied, touchpoint kept with its verdict) or block (403)."""
+    on_block: Literal["record", "block"] = "record"
+    """What a ``block`` verdict does: record or block (403 with a neutral page)."""
+    good_crawlers: tuple[str, ...] = (
+        "googlebot",
+        "google-inspectiontool",
+        "storebot-google",
+        "bingbot",
+        "duckduckbot",
+        "yandexbot",
+        "baiduspider",
+        "applebot",
+        "slurp",
+        "qwantbot",
+        "seznambot",
+        "facebookexternalhit",
+        "twitterbot",
+        "linkedinbot",
+        "slackbot",
+    )
+    """Agent substrings (case-insensitive) of crawlers labelled ``bot`` and never blocked."""
+    block_good_crawlers: bool = False
+    """Let on_block/on_review block good crawlers too (SEO and link previews suffer)."""
+    datacenter_asns: tuple[int, ...] = DATACENTER_ASNS
+    """ASNs of hosting networks (the datacenter signal; needs the geo addon and an ASN database)."""
+    window_seconds: int = 3600
+    """Length of the sliding velocity windows, in seconds."""
+    max_per_ip: int = 600
+    """Page loads per IP in one window before ip_velocity fires."""
+    max_per_creator_ip: int = 150
+    """Clicks for one creator from one IP in one window before creator_ip_velocity fires."""
+    max_per_visitor: int = 300
+    """Page loads per visitor in one window before visitor_velocity fires."""
+    max_click_id_sources: int = 3
+    """Distinct IPs or visitors one click ID (gclid, fbclid…) may arrive from before click_id_reuse fires."""
+    max_tracked: int = 32768
+    """Most keys each in-memory table holds (IPs, creator-IP pairs, visitors, click IDs), and most
+    clicks held to re-score a burst: the memory bound."""
+    weights: BotWeights = BotWeights()
+    """Points per signal."""
+
+
+class GeoOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    country_db: str = ""
+    """MaxMind-format country or city database (GeoLite2 or DB-IP layout), relative to the config file."""
+    asn_db: str = ""
+    """MaxMind-format ASN database (GeoLite2-ASN or DB-IP ASN layout), relative to the config file."""
+
+
+class LogOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Least severe log level written."""
+    format: Literal["json", "text"] = "json"
+    """json: one object per line (``ts``, ``level``, ``logger``, ``msg``, fields); text: for a terminal."""
+
+
+class CreatorOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One ``[[creators]]`` entry: an influencer or affiliate the platform knows."""
+
+    id: str
+    """The creator ID as it arrives in ``creator_id``."""
+    verified: bool = False
+    """Verified by the platform; clicks for unverified creators carry extra bot weight."""
+    name: str = ""
+
+
+class ConsentCookie(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: str = ""
+    """The site's consent-banner cookie; empty: no consent check (every visitor consents)."""
+    yes: tuple[str, ...] = ()
+    """Values meaning the visitor consented to the ID cookie."""
+    no: tuple[str, ...] = ()
+    """Values meaning they refused (as does any other value, or no cookie)."""
+
+
+class PrivacyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    honor_gpc: bool = True
+    """``Sec-GPC: 1``: no ID cookie, touchpoints kept only as daily aggregate counts."""
+    honor_dnt: bool = False
+    """``DNT: 1`` treated like ``Sec-GPC: 1``."""
+    consent_cookie: ConsentCookie = ConsentCookie()
+    """``{ name, yes, no }``: without consent no ID cookie; the cookieless key is used instead."""
+    retention_days: int = 0
+    """Events older than this many days are purged daily (local and central stores); 0: keep forever."""
+
+
+class Options(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    proxy: ProxyOptions = ProxyOptions()
+    identity: IdentityOptions = IdentityOptions()
+    campaign: CampaignOptions = CampaignOptions()
+    storage: StorageOptions = StorageOptions()
+    admin: AdminOptions = AdminOptions()
+    webhooks: WebhooksOptions = WebhooksOptions()
+    central: CentralOptions = CentralOptions()
+    sources: tuple[SourceOptions, ...] = ()
+    conversions: tuple[ConversionRule, ...] = ()
+    channels: ChannelsOptions = ChannelsOptions()
+    attribution: AttributionOptions = AttributionOptions()
+    bots: BotsOptions = BotsOptions()
+    geo: GeoOptions = GeoOptions()
+    log: LogOptions = LogOptions()
+    creators: tuple[CreatorOptions, ...] = ()
+    sinks: tuple[SinkOptions, ...] = ()
+    payouts: PayoutsOptions = PayoutsOptions()
+    privacy: PrivacyOptions = PrivacyOptions()
+
+
+SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "proxy": ProxyOptions,
+    "identity": IdentityOptions,
+    "campaign": CampaignOptions,
+    "storage": StorageOptions,
+    "admin": AdminOptions,
+    "webhooks": WebhooksOptions,
+    "channels": ChannelsOptions,
+    "attribution": AttributionOptions,
+    "bots": BotsOptions,
+    "geo": GeoOptions,
+    "central": CentralOptions,
+    "payouts": PayoutsOptions,
+    "log": LogOptions,
+    "privacy": PrivacyOptions,
+}
+
+ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "sources": SourceOptions,
+    "conversions": ConversionRule,
+    "creators": CreatorOptions,
+    "sinks": SinkOptions,
+}
+"""Top-level arrays of tables (``[[name]]``), each entry decoded into the struct named here;
+``Options`` has a tuple field of the same name."""
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` / ``"[::1]:8080"`` → (host, port); ValueError when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f'expected "HOST:PORT", got {value!r}')
+    host = host.removeprefix("[").removesuffix("]")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port!r}")
+    return host, int(port)
