@@ -212,7 +212,7 @@ from itertools import pairwise
 from pathlib import Path
 from gateway.attribution import Attribution
 from gateway.channels import Channels
-from gateway.config import AttributionOptions, ChannelsOptions
+from gateway.options import AttributionOptions, ChannelsOptions
 from storage.reports import Reports
 
 async def main() -> None:
