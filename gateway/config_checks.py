@@ -123,6 +123,13 @@ def validate(options: Options) -> list[str]:
         "admin.report_processes",
         f"must be 0..64 (0: one per core), got {options.admin.report_processes}",
     )
+    memory = options.admin.report_worker_memory_mb
+    _check(
+        p,
+        memory == 0 or 64 <= memory <= 1_048_576,
+        "admin.report_worker_memory_mb",
+        f"must be 0 (never replace a worker) or 64..1048576 (a worker starts with about 50 MB), got {memory}",
+    )
     _check(p, px.connect_timeout > 0, "proxy.connect_timeout", f"must be > 0, got {px.connect_timeout}")
     _check(p, 0 <= px.workers <= 256, "proxy.workers", f"must be 0..256 (0: one per core), got {px.workers}")
     _check(

@@ -145,6 +145,9 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Allow ``listen`` on an address that is neither loopback nor private (or all interfaces)."""
     report_processes: int = 0
     """Worker processes a large report is shared across; 0: one per CPU core (at most 8), 1: none."""
+    report_worker_memory_mb: int = 200
+    """A report worker holding more memory than this two minutes after the last report is
+    replaced by a new one (about 50 MB), giving the memory back to the system; 0: never."""
 
 
 class CentralOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -135,6 +135,7 @@ def add_report_routes(app: web.Application, settings: Settings) -> None:
         Attribution(settings.options.attribution),
         settings.channels,
         settings.options.admin.report_processes,
+        worker_memory=settings.options.admin.report_worker_memory_mb * 2**20,
     )
     app[REPORTS_KEY] = reports
     app[PAYOUTS_KEY] = Payouts(settings.options.payouts)

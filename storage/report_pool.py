@@ -14,6 +14,10 @@ outright, shows to its workers the same way, and they exit. Workers ignore Ctrl-
 they start (the gateway closes them), and finish a slice before they notice the gateway is
 gone. ``concurrent.futures.ProcessPoolExecutor`` was tried first: after a
 worker died it broke with closed or duplicated pipe handles now and then (Python 3.11).
+
+Python keeps the memory a large report freed for its next objects: a worker that holds more
+than a limit once a report is done is replaced by a new one (``recycle``), which is how that
+memory goes back to the system.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn, TypeVar
@@ -40,6 +44,15 @@ beyond any report, short of holding the reports forever."""
 NICENESS = 10
 """Workers run at a lower CPU priority than the gateway: a report takes longer, not the site's
 requests, when every core is busy."""
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident memory, from Linux's ``/proc``; None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class WorkerDied(Exception):
@@ -84,6 +97,8 @@ class ReportPool:
     def __init__(self, processes: int, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.processes, self.factory, self.args = processes, factory, args
         self._workers: list[tuple[BaseProcess, Connection]] = []
+        self._retired: list[BaseProcess] = []
+        """Workers ``recycle`` replaced, until they have exited."""
         self.answer_seconds = ANSWER_SECONDS
 
     @property
@@ -95,19 +110,42 @@ class ReportPool:
         second; this does not wait for that), so a large report does not wait for them."""
         if self._workers:
             return
+        with _sigint_blocked():
+            self._workers = [self._spawn() for _ in range(self.processes)]
+
+    def _spawn(self) -> tuple[BaseProcess, Connection]:
         context = multiprocessing.get_context("spawn")
-        # Ctrl-C reaches the whole process group: a worker still importing would die of it with
-        # a traceback, so it starts with SIGINT blocked (the mask is inherited) until it ignores it.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            for _ in range(self.processes):
-                mine, theirs = context.Pipe()
-                process = context.Process(target=_serve, args=(theirs, self.factory, self.args), daemon=True)
-                process.start()
-                theirs.close()  # only the worker holds its end: its death ends the pipe here
-                self._workers.append((process, mine))
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        mine, theirs = context.Pipe()
+        process = context.Process(target=_serve, args=(theirs, self.factory, self.args), daemon=True)
+        process.start()
+        theirs.close()  # only the worker holds its end: its death ends the pipe here
+        return process, mine
+
+    def recycle(self, limit: int) -> list[tuple[int, int]]:
+        """Between two ``map`` calls: replace each worker holding more than ``limit`` bytes by a
+        new one (started, not waited for); the old one is asked to exit. Returns each replaced
+        worker's (pid, bytes held)."""
+        self._reap()
+        replaced = []
+        for i, (process, conn) in enumerate(self._workers):
+            held = resident_bytes(process.pid) if process.pid is not None else None
+            if held is None or held <= limit:
+                continue
+            with contextlib.suppress(OSError):  # already gone: the next map would find out
+                conn.send(None)
+            conn.close()
+            self._retired.append(process)
+            with _sigint_blocked():
+                self._workers[i] = self._spawn()
+            replaced.append((process.pid or 0, held))
+        return replaced
+
+    def _reap(self) -> None:
+        """Release the replaced workers that have exited."""
+        for process in [p for p in self._retired if not p.is_alive()]:
+            process.join()
+            process.close()
+            self._retired.remove(process)
 
     def map(self, fn: Callable[..., _T], slices: Sequence[object], *args: Any) -> list[_T]:
         """``fn(worker's object, slice, *args)`` for each slice, in the workers; the answers in
@@ -147,10 +185,23 @@ class ReportPool:
             else:
                 with contextlib.suppress(OSError):  # already gone
                     conn.send(None)
-        for process, conn in workers:
+        retired, self._retired = self._retired, []
+        for process in [p for p, _ in workers] + retired:
             process.join(JOIN_SECONDS)
             if process.is_alive():
                 process.kill()
                 process.join()
-            conn.close()
             process.close()
+        for _, conn in workers:
+            conn.close()
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Ctrl-C reaches the whole process group: a worker still importing would die of it with a
+    traceback, so it starts with SIGINT blocked (the mask is inherited) until it ignores it."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

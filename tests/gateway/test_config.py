@@ -72,6 +72,8 @@ def test_defaults_load() -> None:
             'proxy.addons: "bots" must come after "campaign"',
         ),
         ("[geo]\ncountry = 'x'\n", "geo.country: unknown key"),
+        ("[admin]\nreport_processes = 65\n", "admin.report_processes: must be 0..64"),
+        ("[admin]\nreport_worker_memory_mb = 10\n", "admin.report_worker_memory_mb: must be 0 (never"),
         ("proxy = 3\n", "proxy: must be a table"),
         ("[proxy\n", "not valid TOML"),
     ],

@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,7 @@ from gateway.ids import Uuid7
 from gateway.options import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.people import People, Share, Snapshot
-from storage.report_pool import WHOLE, WorkerDied
+from storage.report_pool import WHOLE, ReportPool, WorkerDied, resident_bytes
 from storage.reports import Reports, _bounds
 
 SINCE, UNTIL = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
@@ -204,6 +205,76 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class Ballast:
+    """A worker's object for the recycling test: what a task made it hold stays held."""
+
+    held = b""
+
+
+def _hold(ballast: Ballast, megabytes: int) -> int:
+    ballast.held = b"x" * (megabytes * 2**20)  # written, so resident
+    return os.getpid()
+
+
+async def test_a_worker_left_holding_memory_is_replaced() -> None:
+    pool = ReportPool(2, Ballast, ())
+    try:
+        first = await asyncio.to_thread(pool.map, _hold, [0, 0])
+        assert sorted(first) == sorted(pool.pids)
+        assert await asyncio.to_thread(pool.recycle, 2**40) == []  # nobody holds a terabyte
+        # One worker made to hold 150 MB more than the other: only it goes.
+        held = await asyncio.to_thread(pool.map, _hold, [150, 0])
+        heavy, light = held
+        sizes = {pid: await asyncio.to_thread(resident_bytes, pid) or 0 for pid in held}
+        assert sizes[heavy] > sizes[light] + 100 * 2**20
+        replaced = await asyncio.to_thread(pool.recycle, sizes[light] + 50 * 2**20)
+        assert [pid for pid, _ in replaced] == [heavy]
+        assert replaced[0][1] > 150 * 2**20
+        assert light in pool.pids and heavy not in pool.pids and len(pool.pids) == 2
+        # The new worker answers (from the old worker's place), the old one exits.
+        again = await asyncio.to_thread(pool.map, _hold, [0, 0])
+        assert again[1] == light and again[0] not in (heavy, light)
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(alive, heavy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not await asyncio.to_thread(alive, heavy)
+    finally:
+        await asyncio.to_thread(pool.close)
+    assert not await asyncio.to_thread(lambda: any(alive(pid) for pid in (*again, heavy)))
+
+
+async def test_reports_replace_workers_left_over_the_memory_limit_once_idle(
+    store: Path, channels: Channels, single: Reports, caplog: pytest.LogCaptureFixture
+) -> None:
+    q = reporting.Query(SINCE, UNTIL, ("linear",))
+    expected = (await reporting.attribution(single, q)).json()
+    # Every worker holds more than a byte: each is replaced once reports stop for a second.
+    reports = Reports(store, Attribution(AttributionOptions()), channels, 2, 40, worker_memory=1)
+    reports.recycle_after = 1.0
+    await reports.open()
+    caplog.set_level(logging.INFO, "gateway.reports")
+    try:
+        assert (await reporting.attribution(reports, q)).json() == expected
+        first = workers(reports)
+        assert len(first) == 2  # the report was shared
+        await asyncio.sleep(0.6)
+        assert (await reporting.attribution(reports, q)).json() == expected
+        await asyncio.sleep(0.6)  # 1.2 s after the first report, 0.6 s after the second
+        assert workers(reports) == first  # a report in time puts the replacement off
+        deadline = time.monotonic() + 10
+        while set(workers(reports)) & set(first) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        replaced = workers(reports)
+        assert len(replaced) == 2 and not set(replaced) & set(first)
+        lines = [r.getMessage() for r in caplog.records if "replaced by a new one" in r.getMessage()]
+        assert len(lines) == 2 and "admin.report_worker_memory_mb" in lines[0]
+        assert (await reporting.attribution(reports, q)).json() == expected  # the new ones answer
+        assert set(workers(reports)) == set(replaced)
+    finally:
+        await reports.close()
+    assert not await asyncio.to_thread(lambda: any(alive(pid) for pid in (*first, *replaced)))
 
 
 GATEWAY = """
@@ -458,3 +529,27 @@ async def test_a_hung_worker_is_killed(pooled: Reports) -> None:
         await pooled.run(pooled._pool.map, _hangs, [WHOLE, WHOLE])
     assert not workers(pooled)
     assert not await asyncio.to_thread(lambda: any(alive(pid) for pid in hung))
+
+
+async def test_a_report_whose_caller_left_holds_the_next_until_it_ends(single: Reports) -> None:
+    # A dashboard reloaded mid-report cancels its request; the report goes on in its thread,
+    # and the next one must not run beside it (one connection, one pool, one report number).
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow() -> None:
+        started.set()
+        release.wait(10)
+        order.append("slow")
+
+    left = asyncio.create_task(single.run(slow))
+    assert await asyncio.to_thread(started.wait, 10)
+    left.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await left
+    following = asyncio.create_task(single.run(order.append, "next"))
+    await asyncio.sleep(0.2)
+    assert order == []  # waiting for the report still running
+    release.set()
+    await following
+    assert order == ["slow", "next"]
