@@ -205,6 +205,7 @@ async function main() {
     renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns");
     renderTop("#chart-creators", data.top_creators, "#9333ea", "creators");
     renderBots(data);
+    $("#status").textContent = "";
     document.body.dataset.state = "ready";
   } catch (err) {
     $("#status").textContent = err.message;

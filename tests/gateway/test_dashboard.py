@@ -312,6 +312,8 @@ async def test_no_external_urls_in_anything_served(gw: RunningGateway) -> None:
         found = set(_URL.findall(body)) - _ALLOWED
         assert not found, f"{path} refers to {found}"
         assert "<script>" not in body and " style=" not in body  # nothing inline: CSP would block it
+    # A large period takes seconds: the page says so until its numbers are drawn.
+    assert re.search(r'<p id="status"[^>]*>Computing the period', page)
 
 
 async def test_summary_numbers(gw: RunningGateway) -> None:

@@ -184,6 +184,7 @@ async def test_dashboard_draws_the_store(
             "the charts drawn",
         )
         assert state == "ready", await page.eval("document.querySelector('#status').textContent")
+        assert await page.eval("document.querySelector('#status').textContent") == ""  # no "Computing…"
 
         # The DOM: every series label the seeded store implies.
         legend = await page.eval("document.querySelector('#legend-daily').textContent")
