@@ -97,8 +97,6 @@ class ReportPool:
     def __init__(self, processes: int, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.processes, self.factory, self.args = processes, factory, args
         self._workers: list[tuple[BaseProcess, Connection]] = []
-        self._retired: list[BaseProcess] = []
-        """Workers ``recycle`` replaced, until they have exited."""
         self.answer_seconds = ANSWER_SECONDS
 
     @property
@@ -123,29 +121,20 @@ class ReportPool:
 
     def recycle(self, limit: int) -> list[tuple[int, int]]:
         """Between two ``map`` calls: replace each worker holding more than ``limit`` bytes by a
-        new one (started, not waited for); the old one is asked to exit. Returns each replaced
-        worker's (pid, bytes held)."""
-        self._reap()
+        new one (started, not waited for), and wait for the old one to exit. Returns each
+        replaced worker's (pid, bytes held)."""
         replaced = []
         for i, (process, conn) in enumerate(self._workers):
             held = resident_bytes(process.pid) if process.pid is not None else None
             if held is None or held <= limit:
                 continue
-            with contextlib.suppress(OSError):  # already gone: the next map would find out
-                conn.send(None)
-            conn.close()
-            self._retired.append(process)
             with _sigint_blocked():
-                self._workers[i] = self._spawn()
+                self._workers[i] = self._spawn()  # first: should it fail, the old one stays
+            with contextlib.suppress(OSError):  # already gone
+                conn.send(None)
             replaced.append((process.pid or 0, held))
+            _stop(process, conn)
         return replaced
-
-    def _reap(self) -> None:
-        """Release the replaced workers that have exited."""
-        for process in [p for p in self._retired if not p.is_alive()]:
-            process.join()
-            process.close()
-            self._retired.remove(process)
 
     def map(self, fn: Callable[..., _T], slices: Sequence[object], *args: Any) -> list[_T]:
         """``fn(worker's object, slice, *args)`` for each slice, in the workers; the answers in
@@ -185,15 +174,18 @@ class ReportPool:
             else:
                 with contextlib.suppress(OSError):  # already gone
                     conn.send(None)
-        retired, self._retired = self._retired, []
-        for process in [p for p, _ in workers] + retired:
-            process.join(JOIN_SECONDS)
-            if process.is_alive():
-                process.kill()
-                process.join()
-            process.close()
-        for _, conn in workers:
-            conn.close()
+        for process, conn in workers:
+            _stop(process, conn)
+
+
+def _stop(process: BaseProcess, conn: Connection) -> None:
+    """Wait for a worker told to exit (killed, past ``JOIN_SECONDS``), and release it."""
+    process.join(JOIN_SECONDS)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    conn.close()
+    process.close()
 
 
 @contextlib.contextmanager

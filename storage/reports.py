@@ -158,7 +158,7 @@ class Reports:
         self.min_slice, self.min_share = min_slice, min_share
         self._pool = ReportPool(self.processes, _worker_reports, (path, attribution, channels))
         self.report = 0
-        """Which report this is (``run`` counts them; a worker is told its caller's)."""
+        """Which report this is (``_report`` counts them; a worker is told its caller's)."""
         self._kept: tuple[tuple[object, ...], list[Conv]] | None = None
         self._people: tuple[tuple[object, ...], People, list[tuple[Any, ...]] | None] | None = None
         self._changes: tuple[tuple[object, ...], dict[str, str]] | None = None
@@ -282,20 +282,26 @@ class Reports:
         dashboard, a report and its export), and replaced after every report, the workers were
         still starting when the next came (a 90-day ``linear`` over a million touchpoints took
         2.1 s instead of 1.6; 1.5 s once they had started)."""
+        if self._idle is not None:  # a report that overlapped this one armed it
+            self._idle.cancel()
+            self._idle = None
         if self.worker_memory and self._pool.pids and not self._closing:
             loop = asyncio.get_running_loop()
-            self._idle = loop.call_later(self.recycle_after, self._recycle_idle)
+            self._idle = loop.call_later(self.recycle_after, self._recycle_idle, self.report)
 
-    def _recycle_idle(self) -> None:
+    def _recycle_idle(self, last: int) -> None:
         self._idle = None
-        self._recycling = asyncio.ensure_future(self._in_thread(self._recycle))
+        self._recycling = asyncio.ensure_future(self._in_thread(self._recycle, last))
 
-    def _recycle(self) -> None:
+    def _recycle(self, last: int) -> None:
         """Replace the workers holding more than ``worker_memory`` (Python keeps what a large
-        report freed for its own reuse): a new process holds about 50 MB."""
+        report freed for its own reuse): a new process holds about 50 MB. Not if a report ran
+        since report ``last`` (its own timer decides), nor once the reports are closing."""
+        if self.report != last or self._closing:
+            return
         try:
             replaced = self._pool.recycle(self.worker_memory)
-        except OSError as err:  # a new worker could not start: the next report starts them all
+        except Exception as err:  # a new worker could not start: the next report starts them all
             log.warning("could not replace a report worker (the next large report starts it): %s", err)
             self._pool.close(kill=True)
             return

@@ -245,31 +245,50 @@ async def test_a_worker_left_holding_memory_is_replaced() -> None:
     assert not await asyncio.to_thread(lambda: any(alive(pid) for pid in (*again, heavy)))
 
 
+async def test_a_worker_that_cannot_be_replaced_stays() -> None:
+    pool = ReportPool(2, Ballast, ())
+    try:
+        started = await asyncio.to_thread(pool.map, _hold, [0, 0])
+        pool.args = (lambda: None,)  # a new worker's arguments no longer pickle: it cannot start
+        with pytest.raises(Exception, match="pickle"):
+            await asyncio.to_thread(pool.recycle, 0)
+        assert sorted(pool.pids) == sorted(started)
+        assert await asyncio.to_thread(pool.map, _hold, [0, 0]) == started  # still answering
+    finally:
+        await asyncio.to_thread(pool.close)
+    assert not await asyncio.to_thread(lambda: any(alive(pid) for pid in started))
+
+
 async def test_reports_replace_workers_left_over_the_memory_limit_once_idle(
     store: Path, channels: Channels, single: Reports, caplog: pytest.LogCaptureFixture
 ) -> None:
     q = reporting.Query(SINCE, UNTIL, ("linear",))
     expected = (await reporting.attribution(single, q)).json()
-    # Every worker holds more than a byte: each is replaced once reports stop for a second.
+    # Every worker holds more than a byte: each is replaced once reports stop for 2 s.
     reports = Reports(store, Attribution(AttributionOptions()), channels, 2, 40, worker_memory=1)
-    reports.recycle_after = 1.0
+    reports.recycle_after = 2.0
     await reports.open()
     caplog.set_level(logging.INFO, "gateway.reports")
     try:
-        assert (await reporting.attribution(reports, q)).json() == expected
+        # Two reports at once: the one that ends first arms a timer the other must put off.
+        answers = await asyncio.gather(*(reporting.attribution(reports, q) for _ in range(2)))
+        assert [a.json() for a in answers] == [expected] * 2
         first = workers(reports)
-        assert len(first) == 2  # the report was shared
-        await asyncio.sleep(0.6)
+        assert len(first) == 2  # the reports were shared
+        await asyncio.sleep(1.2)
         assert (await reporting.attribution(reports, q)).json() == expected
-        await asyncio.sleep(0.6)  # 1.2 s after the first report, 0.6 s after the second
+        await asyncio.sleep(1.2)  # 2.4 s after the first report, 1.2 s after the second
         assert workers(reports) == first  # a report in time puts the replacement off
         deadline = time.monotonic() + 10
-        while set(workers(reports)) & set(first) and time.monotonic() < deadline:
+
+        def logged() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "replaced by a new one" in r.getMessage()]
+
+        while len(logged()) < 2 and time.monotonic() < deadline:  # logged once the old ones exited
             await asyncio.sleep(0.05)
         replaced = workers(reports)
         assert len(replaced) == 2 and not set(replaced) & set(first)
-        lines = [r.getMessage() for r in caplog.records if "replaced by a new one" in r.getMessage()]
-        assert len(lines) == 2 and "admin.report_worker_memory_mb" in lines[0]
+        assert len(logged()) == 2 and "admin.report_worker_memory_mb" in logged()[0]
         assert (await reporting.attribution(reports, q)).json() == expected  # the new ones answer
         assert set(workers(reports)) == set(replaced)
     finally:
