@@ -98,6 +98,7 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
 
 
 async def _report(settings: Settings, args: argparse.Namespace, query: reporting.Query) -> reporting.Report:
+    # One report, then the process ends with its workers: none is ever replaced for its memory.
     reports = Reports(
         settings.store_path,
         Attribution(settings.options.attribution),
