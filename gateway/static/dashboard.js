@@ -2,7 +2,7 @@
 // them with charts.js, and answers the journey lookup. Sets <body data-state> to "ready"
 // (or "error") when it is done, which the browser test waits for.
 
-import { journey, summary } from "./data.js";
+import { exportUrl, journey, summary } from "./data.js";
 import { colors, donut, groupedBars, horizontalBars, legend, stackedBars } from "./charts.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -161,6 +161,27 @@ function journeyTable(touchpoints) {
   return table;
 }
 
+// Under a card: links that download its report for the period, as CSV or NDJSON.
+function exportLinks(selector, what, path, params) {
+  const box = $(selector);
+  box.replaceChildren(element("span", `${what}: `));
+  for (const format of ["csv", "ndjson"]) {
+    const link = element("a", format.toUpperCase());
+    link.href = exportUrl(path, { ...params, format });
+    link.setAttribute("download", "");
+    box.append(link, " ");
+  }
+}
+
+function renderExports(data) {
+  const period = { since: data.since, until: data.until };
+  exportLinks("#export-daily", "Download per day", "/api/attribution/timeseries", { model: data.model, ...period });
+  exportLinks("#export-models", "Download every model", "/api/attribution", { model: "all", ...period });
+  const credits = { model: data.model, ...period };
+  exportLinks("#export-campaigns", `Credits by campaign (${data.model})`, "/api/attribution", { ...credits, group_by: "campaign" });
+  exportLinks("#export-creators", `Credits by creator (${data.model})`, "/api/attribution", { ...credits, group_by: "creator_id" });
+}
+
 async function lookup(event) {
   event.preventDefault();
   const form = event.target;
@@ -205,6 +226,7 @@ async function main() {
     renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns");
     renderTop("#chart-creators", data.top_creators, "#9333ea", "creators");
     renderBots(data);
+    renderExports(data);
     $("#status").textContent = "";
     document.body.dataset.state = "ready";
   } catch (err) {

@@ -34,3 +34,13 @@ export function journey(kind, id) {
   const base = kind === "user" ? "/api/users/" : "/api/visitors/";
   return getJSON(base + encodeURIComponent(id.trim()));
 }
+
+// A download of a report endpoint (CSV or NDJSON) for a link: same-origin, so the session
+// cookie authenticates it like the page's own reads.
+export function exportUrl(path, params) {
+  const url = new URL(path, window.location.origin);
+  for (const [key, value] of Object.entries(params)) {
+    if (value) url.searchParams.set(key, value);
+  }
+  return url.pathname + url.search;
+}

@@ -226,6 +226,24 @@ async def test_dashboard_draws_the_store(
         assert "Paid Search" in rows_text and "Email" in rows_text and "2 device(s)" in rows_text
         assert await page.eval("document.querySelectorAll('#journey-result tbody tr').length") == 2
 
+        # Each card's downloads: its report for the page's period, with the page's session.
+        links = json.loads(
+            await page.eval("JSON.stringify([...document.querySelectorAll('.exports a')].map(a => a.href))")
+        )
+        assert len(links) == 8  # CSV and NDJSON under four cards
+        assert all(f"since={PERIOD['since']}" in link and "until=2026-11-11" in link for link in links)
+        got = json.loads(
+            await page.eval(
+                "Promise.all([...document.querySelectorAll('.exports a')].map(a => fetch(a.href).then("
+                "async r => [r.status, r.headers.get('content-disposition'),"
+                " (await r.text()).split('\\n')[0]]))).then(JSON.stringify)"
+            )
+        )
+        for link, (status, disposition, first_line) in zip(links, got, strict=True):
+            assert status == 200 and disposition.startswith("attachment"), (link, status, first_line)
+        models_csv = got[2][2]  # every model side by side: one column pair per model
+        assert all(f"{name}_conversions" in models_csv for name in MODELS), models_csv
+
         # The page's own session reads the API but cannot change anything.
         assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 200
         assert await page.eval("fetch('/api/users/alice', {method: 'DELETE'}).then(r => r.status)") == 403
