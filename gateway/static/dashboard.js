@@ -180,6 +180,8 @@ function renderExports(data) {
   const credits = { model: data.model, ...period };
   exportLinks("#export-campaigns", `Credits by campaign (${data.model})`, "/api/attribution", { ...credits, group_by: "campaign" });
   exportLinks("#export-creators", `Credits by creator (${data.model})`, "/api/attribution", { ...credits, group_by: "creator_id" });
+  // Payouts under the model the payout rules name ([payouts] model), whatever the page shows.
+  exportLinks("#export-payouts", "Creator payouts", "/api/payouts", period);
 }
 
 async function lookup(event) {

@@ -230,7 +230,7 @@ async def test_dashboard_draws_the_store(
         links = json.loads(
             await page.eval("JSON.stringify([...document.querySelectorAll('.exports a')].map(a => a.href))")
         )
-        assert len(links) == 8  # CSV and NDJSON under four cards
+        assert len(links) == 10  # CSV and NDJSON of five reports (creators: credits and payouts)
         assert all(f"since={PERIOD['since']}" in link and "until=2026-11-11" in link for link in links)
         got = json.loads(
             await page.eval(
@@ -243,6 +243,7 @@ async def test_dashboard_draws_the_store(
             assert status == 200 and disposition.startswith("attachment"), (link, status, first_line)
         models_csv = got[2][2]  # every model side by side: one column pair per model
         assert all(f"{name}_conversions" in models_csv for name in MODELS), models_csv
+        assert "/api/payouts?" in links[8] and "payout" in got[8][2], got[8]
 
         # The page's own session reads the API but cannot change anything.
         assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 200
