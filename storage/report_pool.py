@@ -115,25 +115,37 @@ class ReportPool:
         context = multiprocessing.get_context("spawn")
         mine, theirs = context.Pipe()
         process = context.Process(target=_serve, args=(theirs, self.factory, self.args), daemon=True)
-        process.start()
-        theirs.close()  # only the worker holds its end: its death ends the pipe here
+        try:
+            process.start()
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()  # only the worker holds its end: its death ends the pipe here
         return process, mine
 
-    def recycle(self, limit: int) -> list[tuple[int, int]]:
-        """Between two ``map`` calls: replace each worker holding more than ``limit`` bytes by a
-        new one (started, not waited for), and wait for the old one to exit. Returns each
-        replaced worker's (pid, bytes held)."""
-        replaced = []
-        for i, (process, conn) in enumerate(self._workers):
-            held = resident_bytes(process.pid) if process.pid is not None else None
-            if held is None or held <= limit:
-                continue
-            with _sigint_blocked():
-                self._workers[i] = self._spawn()  # first: should it fail, the old one stays
-            with contextlib.suppress(OSError):  # already gone
-                conn.send(None)
-            replaced.append((process.pid or 0, held))
-            _stop(process, conn)
+    def recycle(self, limit: int) -> list[tuple[int, int | None]]:
+        """Between two ``map`` calls: replace each worker holding more than ``limit`` bytes, or
+        no longer running, by a new one (started, not waited for); the old ones are told to
+        exit first, then waited for together. Returns each replaced worker's (pid, bytes held;
+        None: it had exited)."""
+        replaced: list[tuple[int, int | None]] = []
+        retired = []
+        try:
+            for i, (process, conn) in enumerate(self._workers):
+                running = process.is_alive()
+                held = resident_bytes(process.pid) if running and process.pid is not None else None
+                if running and (held is None or held <= limit):
+                    continue
+                with _sigint_blocked():
+                    self._workers[i] = self._spawn()  # first: should it fail, the old one stays
+                with contextlib.suppress(OSError):  # already gone
+                    conn.send(None)
+                retired.append((process, conn))
+                replaced.append((process.pid or 0, held if running else None))
+        finally:
+            for process, conn in retired:
+                _stop(process, conn)
         return replaced
 
     def map(self, fn: Callable[..., _T], slices: Sequence[object], *args: Any) -> list[_T]:

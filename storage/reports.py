@@ -232,9 +232,9 @@ class Reports:
         self._closing = True
         if self._idle is not None:
             self._idle.cancel()
-        if self._recycling is not None:
+        if self._recycling is not None:  # the replacement has started (or found nothing to do)
             await asyncio.wait([self._recycling])
-        async with self._lock:  # the report running (if any) has ended
+        async with self._lock:  # the report or replacement running (if any) has ended
             pass
         await asyncio.to_thread(self._pool.close)
         if self._db is not None:
@@ -306,6 +306,9 @@ class Reports:
             self._pool.close(kill=True)
             return
         for pid, held in replaced:
+            if held is None:
+                log.warning("report worker %d had exited while idle; replaced by a new one", pid)
+                continue
             log.info(
                 "report worker %d held %d MB after its last report (over"
                 " admin.report_worker_memory_mb); replaced by a new one",

@@ -169,6 +169,7 @@ function exportLinks(selector, what, path, params) {
     const link = element("a", format.toUpperCase());
     link.href = exportUrl(path, { ...params, format });
     link.setAttribute("download", "");
+    link.setAttribute("aria-label", `${what} as ${format.toUpperCase()}`);
     box.append(link, " ");
   }
 }

@@ -1,7 +1,6 @@
 // All of the dashboard's data fetching, in one place: the charts only ever see what these
-// functions return. Today the numbers come from /api/dashboard/summary; when the report
-// endpoints (/api/attribution, /api/attribution/timeseries, /api/fraud) are available,
-// only this module changes.
+// functions return. The numbers come from /api/dashboard/summary (one call for the whole
+// page); the downloads link to the report endpoints (/api/attribution…, /api/payouts).
 
 async function getJSON(path, params = {}) {
   const url = new URL(path, window.location.origin);

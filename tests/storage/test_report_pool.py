@@ -245,6 +245,21 @@ async def test_a_worker_left_holding_memory_is_replaced() -> None:
     assert not await asyncio.to_thread(lambda: any(alive(pid) for pid in (*again, heavy)))
 
 
+async def test_a_worker_that_died_while_idle_is_replaced() -> None:
+    pool = ReportPool(2, Ballast, ())
+    try:
+        started = await asyncio.to_thread(pool.map, _hold, [0, 0])
+        os.kill(started[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(alive, started[0]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(pool.recycle, 2**40) == [(started[0], None)]
+        again = await asyncio.to_thread(pool.map, _hold, [0, 0])  # no WorkerDied: a new one answers
+        assert again[1] == started[1] and again[0] not in started
+    finally:
+        await asyncio.to_thread(pool.close)
+
+
 async def test_a_worker_that_cannot_be_replaced_stays() -> None:
     pool = ReportPool(2, Ballast, ())
     try:
