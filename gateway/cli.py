@@ -30,7 +30,7 @@ from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event
 from gateway.sink_cli import cmd_sink_send
 from storage.migrate import SchemaTooNew
-from storage.reclassify import Reclassified, reclassify
+from storage.reclassify import Reclassified, reclassify, stored_touchpoints
 
 log = logging.getLogger("gateway")
 
@@ -351,7 +351,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         print(f"gateway: no store at {path}", file=sys.stderr)
         return 1
     try:
-        done = asyncio.run(_reclassify(settings, args.batch_size, args.dry_run))
+        done = asyncio.run(_reclassify(settings, args.batch_size, args.dry_run, not args.no_progress))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: cannot reclassify the store {path}: {err}", file=sys.stderr)
         return 1
@@ -362,16 +362,36 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _reclassify(settings: Settings, batch_size: int, dry_run: bool) -> Reclassified:
+async def _reclassify(settings: Settings, batch_size: int, dry_run: bool, progress: bool) -> Reclassified:
     from storage.local import connect
     from storage.migrate import migrate
 
     db = await connect(settings.store_path)
+    bar = None
     try:
         if not dry_run:
             await migrate(db)  # an older store gains the channel column first
-        return await reclassify(db, settings.channels, batch_size=batch_size, dry_run=dry_run)
+        if progress and sys.stderr.isatty():  # rewriting a million channels took 45 s
+            from tqdm import tqdm  # this command's and the import's only: the server never loads it
+
+            total = await stored_touchpoints(db)
+            bar = tqdm(
+                total=total,
+                unit=" touchpoints",
+                unit_scale=total >= 10_000,
+                desc="reclassify",
+                file=sys.stderr,
+            )
+        return await reclassify(
+            db,
+            settings.channels,
+            batch_size=batch_size,
+            dry_run=dry_run,
+            progress=None if bar is None else bar.update,
+        )
     finally:
+        if bar is not None:
+            bar.close()
         await db.close()
 
 
@@ -500,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     recl.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     recl.add_argument("--dry-run", action="store_true", help="count the changes, write nothing")
     recl.add_argument("--batch-size", type=_batch_size, default=1000, help="touchpoints per transaction")
+    recl.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
+    )
     recl.set_defaults(func=cmd_reclassify)
     sync = sub.add_parser("sync", help="copy the local event log to the central store ([central])")
     sync.add_argument("-c", "--config", default=DEFAULT_CONFIG)

@@ -8,6 +8,7 @@ writing meanwhile. Nothing else is changed; a dry run writes nothing at all.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosqlite
@@ -30,10 +31,23 @@ async def has_channel_column(db: aiosqlite.Connection) -> bool:
         return any(row[1] == "channel" for row in await cursor.fetchall())
 
 
+async def stored_touchpoints(db: aiosqlite.Connection) -> int:
+    """How many touchpoints the store holds (what ``reclassify`` reads)."""
+    async with db.execute("SELECT count(*) FROM touchpoints") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def reclassify(
-    db: aiosqlite.Connection, channels: Channels, *, batch_size: int = 1000, dry_run: bool = False
+    db: aiosqlite.Connection,
+    channels: Channels,
+    *,
+    batch_size: int = 1000,
+    dry_run: bool = False,
+    progress: Callable[[int], object] | None = None,
 ) -> Reclassified:
     """Classify every stored touchpoint again; update those whose channel changed.
+    ``progress``: called with the number of touchpoints of each batch once it is done.
 
     The site's own host is not stored with a touchpoint, so self-referrals are recognised
     here through ``channels.own_domains`` only."""
@@ -63,3 +77,5 @@ async def reclassify(
                 await db.execute("ROLLBACK")
                 raise
         after = rows[-1][0]
+        if progress is not None:
+            progress(len(rows))
