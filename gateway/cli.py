@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -424,8 +425,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from storage.sync import Sync  # asyncpg: the postgres extra
 
     sync = Sync(settings.store_path, settings.central_url, settings.options.central, Metrics())
+    bars: list[Any] = []
+
+    def progress(total: int) -> Callable[[int], object]:
+        from tqdm import tqdm  # the commands' only: the server never loads it
+
+        bars.append(tqdm(total=total, unit=" rows", unit_scale=total >= 10_000, desc="sync", file=sys.stderr))
+        return bars[-1].update
+
     try:
-        delivered = asyncio.run(sync.once())
+        # A first round over a large store takes a while (30k-100k rows/s): on a terminal, a bar.
+        delivered = asyncio.run(sync.once(None if args.no_progress or not sys.stderr.isatty() else progress))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: sync failed: {err}", file=sys.stderr)
         return 1
@@ -435,6 +445,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        for bar in bars:
+            bar.close()
     for table, rows in delivered.items():
         print(f"{table}: {rows} rows")
     print(f"total: {sum(delivered.values())} rows")
@@ -527,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="copy the local event log to the central store ([central])")
     sync.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     sync.add_argument("--once", action="store_true", required=True, help="one round, then exit (for cron)")
+    sync.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
+    )
     sync.set_defaults(func=cmd_sync)
     sink = sub.add_parser("sink", help="sinks ([[sinks]]): re-send one user's calls")
     sink_sub = sink.add_subparsers(dest="sink_command", required=True)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
@@ -35,6 +36,9 @@ SYNC_TABLES = ("touchpoints", "identities", "conversions", "verdict_changes", "c
 """Local tables copied to the central store, in this order each round (erasures last, so they
 apply to the rows of the same round). A table missing on either side is skipped."""
 READER = "central"
+Progress = Callable[[int], Callable[[int], object]]
+"""Told the rows a round has to deliver before it starts; returns what is told each batch's
+rows once delivered (``gateway sync --once``'s progress bar)."""
 
 
 class Sync:
@@ -44,20 +48,30 @@ class Sync:
         self.options = options
         self.metrics = metrics
 
-    async def round(self, db: aiosqlite.Connection, writer: central.CentralWriter) -> dict[str, int]:
+    async def round(
+        self, db: aiosqlite.Connection, writer: central.CentralWriter, progress: Progress | None = None
+    ) -> dict[str, int]:
         """Deliver everything written so far; rows delivered per table."""
         delivered: dict[str, int] = {}
+        done = None
+        if progress is not None:
+            done = progress(sum(rows for rows, _ in (await self.publish_lag(db)).values()))
         for table in SYNC_TABLES:
             local = await local_columns(db, table)
             remote = await central.central_columns(writer.conn, table) if local else {}
             if not local or not remote:
                 continue
             plan = central.TablePlan.build(table, local, remote)
-            delivered[table] = await self._table(db, writer, plan, cursor_name(READER, table))
+            delivered[table] = await self._table(db, writer, plan, cursor_name(READER, table), done)
         return delivered
 
     async def _table(
-        self, db: aiosqlite.Connection, writer: central.CentralWriter, plan: central.TablePlan, name: str
+        self,
+        db: aiosqlite.Connection,
+        writer: central.CentralWriter,
+        plan: central.TablePlan,
+        name: str,
+        done: Callable[[int], object] | None = None,
     ) -> int:
         """Deliver one table's new rows, batch by batch; the next batch is read from SQLite (in
         aiosqlite's thread) while the current one is written to PostgreSQL."""
@@ -81,6 +95,8 @@ class Sync:
             if moved:
                 delivered += len(rows)
                 self.metrics.sync_rows.labels(READER, plan.table).inc(len(rows))
+                if done is not None:
+                    done(len(rows))
             if ahead is None:
                 break
             if moved:
@@ -113,14 +129,14 @@ class Sync:
             raise
         return db
 
-    async def once(self) -> dict[str, int]:
+    async def once(self, progress: Progress | None = None) -> dict[str, int]:
         """One complete round, for ``gateway sync --once``; errors propagate."""
         db = await self.open_local()
         try:
             conn = await central.connect(self.dsn, self.options.connect_timeout)
             try:
                 await central.migrate(conn)
-                delivered = await self.round(db, central.CentralWriter(conn))
+                delivered = await self.round(db, central.CentralWriter(conn), progress)
             finally:
                 await conn.close()
             await self.publish_lag(db)

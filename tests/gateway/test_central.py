@@ -25,6 +25,7 @@ from storage.local import LocalStore
 from storage.queries import Reader
 from tests.conftest import ENV, TOKEN, GatewayFactory, PostgresServer, RunningGateway
 from tests.gateway.test_openapi import response_schema
+from tests.terminal import on_a_terminal
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -278,6 +279,17 @@ def test_sync_once_command(tmp_path: Path, postgres_server: PostgresServer, caps
         assert "touchpoints: 3 rows" in out and "total: 3 rows" in out
         assert main(["sync", "--once", "-c", str(config)]) == 0
         assert "touchpoints: 0 rows" in capsys.readouterr().out
+    finally:
+        asyncio.run(_drop_node_rows(dsn, "cron"))
+    # On a terminal, a progress bar over the rows to deliver (none with --no-progress).
+    _write_local(tmp_path / "node.db", "cron", 4)
+    env = {**ENV, "GATEWAY_CENTRAL_URL": dsn}
+    try:
+        drawn = on_a_terminal("sync", "--once", "-c", str(config), env=env)
+        assert "sync: 100%" in drawn and "4/4" in drawn and "total: 4 rows" in drawn, drawn
+        _write_local(tmp_path / "node.db", "cron", 1)
+        quiet = on_a_terminal("sync", "--once", "--no-progress", "-c", str(config), env=env)
+        assert "%|" not in quiet and "total: 1 rows" in quiet, quiet
     finally:
         asyncio.run(_drop_node_rows(dsn, "cron"))
     monkeypatch.setenv("GATEWAY_CENTRAL_URL", "postgresql://postgres@127.0.0.1:9/nowhere")

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
 import socket
 import sqlite3
-import struct
 import subprocess
 import sys
-import termios
 import tomllib
 from pathlib import Path
 
 from tests.conftest import ENV
+from tests.terminal import on_a_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,34 +196,6 @@ def test_reclassify_recomputes_channels_after_a_rule_change(tmp_path: Path) -> N
     assert "3 touchpoints, 1 changed" in done.stdout and "Referral -> Organic Search: 1" in done.stdout
     assert _channels(store)[2] == ("03", "Organic Search")
     assert "3 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
-
-
-def on_a_terminal(*args: str) -> str:
-    """``gateway *args`` with a pseudo-terminal (120 columns) as its standard streams: what it
-    drew there, carriage returns as line ends."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    with subprocess.Popen(
-        [sys.executable, "-m", "gateway", *args],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        env={"PATH": "/usr/bin:/bin"},
-        cwd=ROOT,
-    ) as child:
-        os.close(follower)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        child.wait(timeout=30)
-    os.close(leader)
-    return drawn.decode("utf-8", "replace").replace("\r", "\n")
 
 
 def test_reclassify_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
