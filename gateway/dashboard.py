@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import reporting
 from gateway.admin import READER_KEY, SETTINGS_KEY, ApiError, _only, ok
 from gateway.attribution import MODELS
 from gateway.reportapi import REPORTS_KEY
@@ -145,7 +146,7 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     """Conversions by channel per day, every model by channel, top campaigns and creators, bot
     share and totals for whole UTC days ``since`` (inclusive) to ``until`` (exclusive)."""
     q = request.query
-    _only(request, {"since", "until", "model", "population"})
+    _only(request, {"since", "until", "model", "population", "conversion"})
     until = _day("until", q["until"]) if "until" in q else datetime.now(UTC).date() + timedelta(days=1)
     since = _day("since", q["since"]) if "since" in q else until - timedelta(days=DEFAULT_DAYS)
     if not 1 <= (until - since).days <= MAX_DAYS:
@@ -156,12 +157,19 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     population = q.get("population")
     if population is not None and population not in POPULATIONS:
         raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
+    conversion = q.get("conversion") or None  # the page's "every conversion" sends it empty
+    if conversion is not None:
+        try:
+            reporting.conversion_name(conversion, "conversion")
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
     data = await summary(
         request.app[READER_KEY].db,
         request.app[REPORTS_KEY],
         model,
         Period(since, until),
         population,
+        conversion,
     )
     return ok(data)
 

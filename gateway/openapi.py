@@ -213,6 +213,8 @@ DASHBOARD_SUMMARY = {
         "until",
         "model",
         "models",
+        "conversion",
+        "conversion_names",
         "totals",
         "by_day",
         "comparison",
@@ -226,6 +228,15 @@ DASHBOARD_SUMMARY = {
         "until": {"type": "string", "format": "date", "description": "exclusive"},
         "model": {"type": "string"},
         "models": {"type": "array", "items": {"type": "string"}},
+        "conversion": {
+            "type": ["string", "null"],
+            "description": "the conversion name the numbers are of (null: every conversion)",
+        },
+        "conversion_names": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the period's conversion names, most frequent first",
+        },
         "totals": {
             "type": "object",
             "required": ["touchpoints", "visitors", "conversions"],
@@ -588,6 +599,11 @@ def openapi_document() -> dict[str, Any]:
                             "population",
                             "credit only this population's touchpoints (default: all)",
                             {"enum": ["cookie", "cookieless", "no_consent"]},
+                        ),
+                        _query(
+                            "conversion",
+                            "only conversions of this name (default, or empty: every conversion)",
+                            {"type": "string", "maxLength": 200},
                         ),
                     ],
                     "responses": {

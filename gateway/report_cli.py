@@ -94,7 +94,10 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
     if since >= until:
         raise ValueError("--since: must be before --until")
     verdicts = None if args.verdicts is None else reporting.verdict_names(args.verdicts, "--verdicts")
-    return reporting.Query(since, until, models, args.group_by, args.conversion, verdicts)
+    conversion = (
+        None if args.conversion is None else reporting.conversion_name(args.conversion, "--conversion")
+    )
+    return reporting.Query(since, until, models, args.group_by, conversion, verdicts)
 
 
 async def _report(settings: Settings, args: argparse.Namespace, query: reporting.Query) -> reporting.Report:

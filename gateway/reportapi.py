@@ -61,8 +61,11 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
     if until - since > timedelta(days=MAX_DAYS):
         raise ApiError(400, f"since: a report covers at most {MAX_DAYS} days")
     conversion = q.get("conversion")
-    if conversion is not None and not (0 < len(conversion) <= 200 and conversion.isprintable()):
-        raise ApiError(400, "conversion: expected a conversion name (1..200 printable characters)")
+    if conversion is not None:
+        try:
+            reporting.conversion_name(conversion, "conversion")
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
     verdicts = None
     if "verdicts" in q:
         try:

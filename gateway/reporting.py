@@ -62,6 +62,14 @@ class Query:
         return reports.attribution.verdicts if self.verdicts is None else self.verdicts
 
 
+def conversion_name(text: str, key: str) -> str:
+    """A conversion name to report on (``signup``): 1..200 printable characters, else a
+    ``ValueError`` naming ``key``."""
+    if not (0 < len(text) <= 200 and text.isprintable()):
+        raise ValueError(f"{key}: expected a conversion name (1..200 printable characters)")
+    return text
+
+
 def verdict_names(text: str, key: str) -> frozenset[str]:
     """Comma-separated bot verdicts (``allow,review``) as a set; an unknown name is a
     ``ValueError`` naming ``key``: a typo would otherwise count no touchpoint at all."""

@@ -34,7 +34,10 @@ TOP = 10
 # visitor, and every visitor bound to their user (the user they were recorded for, or the one
 # their visitor is bound to) — the join ``storage/reports.py`` attributes over.
 _PATHS = """
-WITH conv AS (SELECT id, ts, visitor_key, user_key FROM conversions WHERE ts >= :since AND ts < :until),
+WITH conv AS (
+    SELECT id, ts, visitor_key, user_key FROM conversions
+    WHERE ts >= :since AND ts < :until AND (:name IS NULL OR name = :name)
+),
 users AS (
     SELECT id, user_key FROM conv WHERE user_key IS NOT NULL
     UNION
@@ -76,7 +79,7 @@ def _credit_rows(rows: list[ChannelCredit]) -> list[dict[str, Any]]:
 
 
 async def _landed(
-    db: aiosqlite.Connection, column: str, bounds: dict[str, str], limit: int
+    db: aiosqlite.Connection, column: str, bounds: dict[str, str | None], limit: int
 ) -> list[tuple[str, int, int]]:
     """The most-landed campaigns (or creators) of the period: (name, landings, distinct visitors)."""
     assert column in _TOUCHED  # goes into the SQL text
@@ -94,7 +97,7 @@ _TOUCHED = {"campaign": "top_campaigns", "creator_id": "top_creators"}
 
 
 async def _touched(
-    db: aiosqlite.Connection, bounds: dict[str, str], window_days: float, names: dict[str, list[str]]
+    db: aiosqlite.Connection, bounds: dict[str, str | None], window_days: float, names: dict[str, list[str]]
 ) -> dict[tuple[str, str], int]:
     """For the given campaigns and creators (column → names), the period's conversions with a
     landing of theirs on any of the converter's devices inside the widest lookback window
@@ -120,7 +123,7 @@ async def _touched(
         return {(str(r[0]), str(r[1])): int(r[2]) for r in await cursor.fetchall()}
 
 
-async def _bots(db: aiosqlite.Connection, bounds: dict[str, str]) -> tuple[bool, dict[str, int]]:
+async def _bots(db: aiosqlite.Connection, bounds: dict[str, str | None]) -> tuple[bool, dict[str, int]]:
     """Touchpoints of the period per effective bot verdict (an analyst's override, else the
     latest re-score, else as scored), and whether any was scored at all; an unscored touchpoint
     (the bots addon off) counts as ``allow``. Counted by stored verdict, then the (few)
@@ -155,18 +158,26 @@ async def _bots(db: aiosqlite.Connection, bounds: dict[str, str]) -> tuple[bool,
     return scored, {verdict: n for verdict, n in counts.items() if n}
 
 
-async def _totals(db: aiosqlite.Connection, bounds: dict[str, str]) -> dict[str, int]:
+async def _totals(db: aiosqlite.Connection, bounds: dict[str, str | None]) -> dict[str, int]:
+    """Landings and distinct visitors of the period."""
     async with db.execute(
         "SELECT count(*), count(DISTINCT visitor_key) FROM touchpoints WHERE ts >= :since AND ts < :until",
         bounds,
     ) as cursor:
         row = await cursor.fetchone()
     touchpoints, visitors = (int(row[0]), int(row[1])) if row else (0, 0)
-    async with db.execute(
-        "SELECT count(*) FROM conversions WHERE ts >= :since AND ts < :until", bounds
-    ) as cursor:
-        row = await cursor.fetchone()
-    return {"touchpoints": touchpoints, "visitors": visitors, "conversions": int(row[0]) if row else 0}
+    return {"touchpoints": touchpoints, "visitors": visitors}
+
+
+async def _conversions(db: aiosqlite.Connection, bounds: dict[str, str | None]) -> tuple[int, list[str]]:
+    """The period's conversions (of the chosen name, if any), and its conversion names, most
+    frequent first: what the page offers to choose from."""
+    sql = "SELECT name, count(*) FROM conversions WHERE ts >= :since AND ts < :until GROUP BY name"
+    async with db.execute(sql, bounds) as cursor:
+        named = {str(name): int(n) for name, n in await cursor.fetchall()}
+    chosen = bounds["name"]
+    count = sum(named.values()) if chosen is None else named.get(chosen, 0)
+    return count, sorted(named, key=lambda name: (-named[name], name))
 
 
 async def summary(
@@ -175,17 +186,19 @@ async def summary(
     model: str,
     period: Period,
     population: str | None = None,
+    conversion: str | None = None,
 ) -> dict[str, Any]:
     """Everything the dashboard page shows for ``period`` under ``model``; the credits of one
-    ``population``'s touchpoints only, when given (see ``Reports.read``)."""
+    ``population``'s touchpoints only, when given (see ``Reports.read``); the conversions of
+    one name only, when given (credits, totals and the conversions the top tables count)."""
     since, until = _at(period.since), _at(period.until)
     widest = max(reports.attribution.tiers.windows.values())
-    bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest)}
+    bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest), "name": conversion}
     window_days = widest / timedelta(days=1)
     # One read of the period: every model by day, in the report workers (or the reports'
     # thread), while this connection counts the rest; the comparison adds the days up.
     every_day, counts = await asyncio.gather(
-        reports.credit(since, until, list(MODELS), by_day=True, population=population),
+        reports.credit(since, until, list(MODELS), conversion=conversion, by_day=True, population=population),
         _counts(db, since, until, bounds, window_days),
     )
     daily = channel_credits(every_day, model)
@@ -201,6 +214,8 @@ async def summary(
         "until": period.until.isoformat(),
         "model": model,
         "models": list(MODELS),
+        "conversion": conversion,
+        "conversion_names": counts["conversion_names"],
         "totals": counts["totals"],
         "by_day": by_day,
         "comparison": comparison,
@@ -212,20 +227,28 @@ async def summary(
 
 
 async def _counts(
-    db: aiosqlite.Connection, since: datetime, until: datetime, bounds: dict[str, str], window_days: float
+    db: aiosqlite.Connection,
+    since: datetime,
+    until: datetime,
+    bounds: dict[str, str | None],
+    window_days: float,
 ) -> dict[str, Any]:
     """What the dashboard counts in SQL on its own connection: totals, top campaigns and
     creators, bot verdicts, populations."""
     scored, bots = await _bots(db, bounds)
+    conversions, names = await _conversions(db, bounds)
     return {
-        "totals": await _totals(db, bounds),
+        "totals": {**await _totals(db, bounds), "conversions": conversions},
+        "conversion_names": names,
         **await _tops(db, bounds, window_days),
         "bots": {"scored": scored, "verdicts": bots},
         "populations": await population_counts(db, since, until),
     }
 
 
-async def _tops(db: aiosqlite.Connection, bounds: dict[str, str], window_days: float) -> dict[str, Any]:
+async def _tops(
+    db: aiosqlite.Connection, bounds: dict[str, str | None], window_days: float
+) -> dict[str, Any]:
     """The top campaigns and creators: landings, distinct visitors, and the period's
     conversions with a landing of theirs in the converter's path (``_touched``)."""
     landed = {column: await _landed(db, column, bounds, TOP) for column in _TOUCHED}

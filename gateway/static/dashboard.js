@@ -34,7 +34,7 @@ function readPeriod() {
   const valid = (v) => /^\d{4}-\d\d-\d\d$/.test(v || "");
   const to = valid(params.get("to")) ? params.get("to") : day(new Date());
   const from = valid(params.get("from")) ? params.get("from") : addDays(to, -29);
-  return { from, to, model: params.get("model") || "linear" };
+  return { from, to, model: params.get("model") || "linear", conversion: params.get("conversion") || "" };
 }
 
 // Channels ordered by their total, largest first, so colours and stacks stay stable.
@@ -55,7 +55,7 @@ function renderTotals(data) {
   for (const [label, shown] of [
     ["Touchpoints", data.totals.touchpoints],
     ["Visitors", data.totals.visitors],
-    ["Conversions", data.totals.conversions],
+    [data.conversion ? `Conversions (${data.conversion})` : "Conversions", data.totals.conversions],
     ["Conversion value", money],
   ]) {
     const card = element("div", undefined, "total");
@@ -175,7 +175,7 @@ function exportLinks(selector, what, path, params) {
 }
 
 function renderExports(data) {
-  const period = { since: data.since, until: data.until };
+  const period = { since: data.since, until: data.until, conversion: data.conversion };
   exportLinks("#export-daily", "Download per day", "/api/attribution/timeseries", { model: data.model, ...period });
   exportLinks("#export-models", "Download every model", "/api/attribution", { model: "all", ...period });
   const credits = { model: data.model, ...period };
@@ -220,8 +220,16 @@ async function main() {
   form.to.value = period.to;
   $("#journey").addEventListener("submit", lookup);
   try {
-    const data = await summary({ since: period.from, until: addDays(period.to, 1), model: period.model });
+    const data = await summary({
+      since: period.from,
+      until: addDays(period.to, 1),
+      model: period.model,
+      conversion: period.conversion,
+    });
     for (const model of data.models) form.model.appendChild(new Option(model, model, false, model === data.model));
+    const names = data.conversion_names.slice();
+    if (data.conversion && !names.includes(data.conversion)) names.push(data.conversion); // none in this period
+    for (const name of names) form.conversion.appendChild(new Option(name, name, false, name === data.conversion));
     for (const node of document.querySelectorAll("[data-model]")) node.textContent = data.model;
     renderTotals(data);
     const palette = renderDaily(data);

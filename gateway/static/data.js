@@ -21,11 +21,11 @@ async function getJSON(path, params = {}) {
 }
 
 // Whole UTC days: since inclusive, until exclusive (YYYY-MM-DD). Resolves to the shape of
-// /api/dashboard/summary — {since, until, model, models, totals, by_day, comparison,
-// top_campaigns, top_creators, bots} — which is what dashboard.js draws; moving to the report
+// /api/dashboard/summary — {since, until, model, models, conversion, conversion_names, totals,
+// by_day, comparison, top_campaigns, top_creators, bots} — which is what dashboard.js draws; moving to the report
 // endpoints means assembling the same shape here.
-export function summary({ since, until, model }) {
-  return getJSON("/api/dashboard/summary", { since, until, model });
+export function summary({ since, until, model, conversion }) {
+  return getJSON("/api/dashboard/summary", { since, until, model, conversion });
 }
 
 // kind "visitor": a visitor key, visitor ID or cookie value; kind "user": the site's user ID.

@@ -323,6 +323,8 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     assert "got 'reveiw'" in done.stderr
     done = gateway("report", "-c", str(cfg), "--verdicts", "")
     assert done.returncode == 2 and "--verdicts: an empty verdict name (a stray comma?)" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--conversion", "")
+    assert done.returncode == 2 and "--conversion: expected a conversion name" in done.stderr
     assert "Traceback" not in done.stderr
 
 

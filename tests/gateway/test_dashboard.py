@@ -353,6 +353,7 @@ async def test_summary_numbers(gw: RunningGateway) -> None:
         ("cr_ben", 1, 1),
     ]
     assert body["bots"] == {"scored": False, "verdicts": {"allow": 10}}
+    assert body["conversion"] is None and body["conversion_names"] == ["purchase"]
 
 
 async def test_summary_of_an_empty_period(gw: RunningGateway) -> None:
@@ -370,6 +371,8 @@ async def test_summary_of_an_empty_period(gw: RunningGateway) -> None:
         ({"since": "2026-11-05", "until": "2026-11-05"}, "since..until: must span 1..92 days, got 0"),
         ({"since": "2026-01-01", "until": "2026-11-05"}, "since..until: must span 1..92 days"),
         ({"days": "7"}, "unknown query parameter 'days'"),
+        ({"conversion": "x" * 201}, "conversion: expected a conversion name (1..200 printable characters)"),
+        ({"conversion": "sign\nup"}, "conversion: expected a conversion name"),
     ],
 )
 async def test_summary_errors(gw: RunningGateway, params: dict[str, str], message: str) -> None:

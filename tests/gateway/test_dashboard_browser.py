@@ -185,6 +185,10 @@ async def test_dashboard_draws_the_store(
         )
         assert state == "ready", await page.eval("document.querySelector('#status').textContent")
         assert await page.eval("document.querySelector('#status').textContent") == ""  # no "Computing…"
+        options = await page.eval(
+            "JSON.stringify([...document.querySelector('#period').conversion.options].map(o => o.value))"
+        )
+        assert json.loads(options) == ["", "purchase"]  # every conversion, then the period's names
 
         # The DOM: every series label the seeded store implies.
         legend = await page.eval("document.querySelector('#legend-daily').textContent")
@@ -257,6 +261,22 @@ async def test_dashboard_draws_the_store(
                 "height": await page.eval("document.documentElement.scrollHeight"),
             }
         )
+        # One conversion name: the totals say which, and every download is of it alone.
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query + "&conversion=purchase")
+        await page.wait_for(
+            "document.body && document.body.dataset.state === 'ready'", "one conversion's charts"
+        )
+        assert "Conversions (purchase)6" in await page.eval("document.querySelector('#totals').textContent")
+        got = json.loads(
+            await page.eval(
+                "Promise.all([...document.querySelectorAll('.exports a')].map(a => fetch(a.href).then("
+                "r => [a.href, r.status]))).then(JSON.stringify)"
+            )
+        )
+        assert len(got) == 10 and all(
+            "conversion=purchase" in href and status == 200 for href, status in got
+        ), got
+
         # A period the API refuses: the page says why instead of drawing.
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2026-01-01&to=2026-11-10")
         await page.wait_for("document.body && document.body.dataset.state === 'error'", "the error state")

@@ -29,9 +29,9 @@ def tp(visitor: str, ts: datetime, campaign: str | None, creator_id: str | None 
     return Touchpoint(tid, iso(ts), "n", visitor, campaign=campaign, creator_id=creator_id, channel="Email")
 
 
-def conversion(visitor: str, ts: datetime) -> Conversion:
+def conversion(visitor: str, ts: datetime, name: str = "signup", value: float = 10.0) -> Conversion:
     cid = new_id(int(ts.timestamp() * 1000))
-    return Conversion(cid, iso(ts), "n", "signup", "order:" + cid, visitor, None, 10.0, "EUR")
+    return Conversion(cid, iso(ts), "n", name, "order:" + cid, visitor, None, value, "EUR")
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +66,12 @@ async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     await conn.close()
 
 
-async def run(db: aiosqlite.Connection, channels: Channels, since: date, until: date) -> dict:
+async def run(
+    db: aiosqlite.Connection, channels: Channels, since: date, until: date, conversion: str | None = None
+) -> dict:
     reports = await Reports.on(db, Attribution(AttributionOptions()), channels)
     try:
-        return await summary(db, reports, "linear", Period(since, until))
+        return await summary(db, reports, "linear", Period(since, until), conversion=conversion)
     finally:
         await reports.close()
 
@@ -108,6 +110,37 @@ async def test_campaigns_and_creators_touched_are_counted_apart(tmp_path: Path, 
     creators = {c["name"]: (c["touchpoints"], c["visitors"], c["conversions"]) for c in got["top_creators"]}
     assert campaigns == {"spring": (1, 1, 1), "cr_x": (2, 2, 2)}
     assert creators == {"cr_y": (2, 2, 1), "cr_x": (1, 1, 1)}
+
+
+async def test_one_conversion_name_at_a_time(tmp_path: Path, channels: Channels) -> None:
+    at = T0 + timedelta(days=5)
+    conn = await store(
+        tmp_path,
+        [
+            tp("a", at - timedelta(days=1), "spring"),
+            conversion("a", at, "signup", 0.0),
+            conversion("a", at + timedelta(hours=1), "purchase", 50.0),
+            tp("b", at - timedelta(days=1), "summer"),
+            conversion("b", at, "signup", 0.0),
+        ],
+    )
+    try:
+        every = await run(conn, channels, date(2026, 11, 1), date(2026, 11, 30))
+        bought = await run(conn, channels, date(2026, 11, 1), date(2026, 11, 30), "purchase")
+        nothing = await run(conn, channels, date(2026, 11, 1), date(2026, 11, 30), "refund")
+    finally:
+        await conn.close()
+    assert every["conversion"] is None and every["conversion_names"] == ["signup", "purchase"]
+    assert every["totals"]["conversions"] == 3
+    assert bought["conversion"] == "purchase" and bought["conversion_names"] == ["signup", "purchase"]
+    assert bought["totals"] == {"touchpoints": 2, "visitors": 2, "conversions": 1}
+    linear = [r for r in bought["comparison"] if r["model"] == "linear"]
+    assert linear == [
+        {"model": "linear", "channel": "Email", "currency": "EUR", "conversions": 1.0, "value": 50.0}
+    ]
+    touched = {c["name"]: c["conversions"] for c in bought["top_campaigns"]}
+    assert touched == {"spring": 1, "summer": 0}  # b signed up but bought nothing
+    assert nothing["totals"]["conversions"] == 0 and nothing["comparison"] == []
 
 
 async def test_bot_share_without_and_with_verdicts(db: aiosqlite.Connection, channels: Channels) -> None:
