@@ -372,7 +372,7 @@ async def _reclassify(settings: Settings, batch_size: int, dry_run: bool, progre
     try:
         if not dry_run:
             await migrate(db)  # an older store gains the channel column first
-        if progress and sys.stderr.isatty():  # rewriting a million channels took 45 s
+        if progress and _on_a_terminal():  # rewriting a million channels took 45 s
             from tqdm import tqdm  # this command's and the import's only: the server never loads it
 
             total = await stored_touchpoints(db)
@@ -433,25 +433,37 @@ def cmd_sync(args: argparse.Namespace) -> int:
         bars.append(tqdm(total=total, unit=" rows", unit_scale=total >= 10_000, desc="sync", file=sys.stderr))
         return bars[-1].update
 
+    # A first round over a large store takes a while (30k-100k rows/s): on a terminal, a bar.
+    shown = None if args.no_progress or not _on_a_terminal() else progress
     try:
-        # A first round over a large store takes a while (30k-100k rows/s): on a terminal, a bar.
-        delivered = asyncio.run(sync.once(None if args.no_progress or not sys.stderr.isatty() else progress))
+        delivered = asyncio.run(sync.once(shown))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
+        _close(bars)  # before the message: it goes on a line of its own
         print(f"gateway: sync failed: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # PostgreSQL away or refusing: say so, no traceback
+        _close(bars)
         print(
             f"gateway: sync failed: cannot reach the central store: {type(err).__name__}: {err}",
             file=sys.stderr,
         )
         return 1
     finally:
-        for bar in bars:
-            bar.close()
+        _close(bars)
     for table, rows in delivered.items():
         print(f"{table}: {rows} rows")
     print(f"total: {sum(delivered.values())} rows")
     return 0
+
+
+def _on_a_terminal() -> bool:
+    """Whether stderr is a terminal, where progress bars go (it is None when closed: ``2>&-``)."""
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+def _close(bars: list[Any]) -> None:
+    while bars:
+        bars.pop().close()
 
 
 ADMIN_PUBLIC_HELP = "let admin.listen be a public address (as admin.allow_public = true does)"

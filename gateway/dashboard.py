@@ -171,7 +171,17 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         population,
         conversion,
     )
+    # Offer only the names this endpoint accepts back (rule names may be longer than 200).
+    data["conversion_names"] = [name for name in data["conversion_names"] if _accepted(name)]
     return ok(data)
+
+
+def _accepted(name: str) -> bool:
+    try:
+        reporting.conversion_name(name, "conversion")
+    except ValueError:
+        return False
+    return True
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,6 +292,15 @@ def test_sync_once_command(tmp_path: Path, postgres_server: PostgresServer, caps
         _write_local(tmp_path / "node.db", "cron", 1)
         quiet = on_a_terminal("sync", "--once", "--no-progress", "-c", str(config), env=env)
         assert "%|" not in quiet and "total: 1 rows" in quiet, quiet
+        _write_local(tmp_path / "node.db", "cron", 2)
+        closed = subprocess.run(  # stderr closed (2>&-), as cron lines may have it
+            ["sh", "-c", f'exec "{sys.executable}" -m gateway sync --once -c "{config}" 2>&-'],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", **env},
+            timeout=60,
+        )
+        assert closed.returncode == 0 and "total: 2 rows" in closed.stdout, closed
     finally:
         asyncio.run(_drop_node_rows(dsn, "cron"))
     monkeypatch.setenv("GATEWAY_CENTRAL_URL", "postgresql://postgres@127.0.0.1:9/nowhere")

@@ -208,6 +208,14 @@ def test_reclassify_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
     quiet = on_a_terminal("reclassify", "-c", str(cfg), "--no-progress")
     assert "%|" not in quiet and "3 touchpoints, 0 changed" in quiet, quiet
     assert "%|" not in gateway("reclassify", "-c", str(cfg)).stderr  # not a terminal: no bar
+    closed = subprocess.run(  # stderr closed (2>&-), as cron lines may have it: no bar, no error
+        ["sh", "-c", f'exec "{sys.executable}" -m gateway reclassify -c "{cfg}" 2>&-'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert closed.returncode == 0 and "3 touchpoints, 0 changed" in closed.stdout, closed
 
 
 def test_reclassify_explains_its_problems(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ devices of one user, conversions); ``tests/gateway/test_dashboard_browser.py`` d
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -360,6 +361,13 @@ async def test_summary_of_an_empty_period(gw: RunningGateway) -> None:
     body = await gw.api("/api/dashboard/summary", since="2025-01-01", until="2025-01-08")
     assert body["ok"] is True and body["by_day"] == body["comparison"] == body["top_campaigns"] == []
     assert body["bots"]["verdicts"] == {} and body["totals"]["conversions"] == 0
+
+
+async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGateway) -> None:
+    long = _conv(f"{9:032x}", 5.0, 1.0)
+    await gw.gateway.store.write([dataclasses.replace(long, name="signup-" + "x" * 250)])
+    body = await gw.api("/api/dashboard/summary", **PERIOD)
+    assert body["conversion_names"] == ["purchase"] and body["totals"]["conversions"] == 7
 
 
 @pytest.mark.parametrize(
