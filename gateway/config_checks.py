@@ -78,6 +78,11 @@ def _check(problems: list[str], ok: bool, key: str, message: str) -> None:
         problems.append(f"{key}: {message}")
 
 
+def _within(problems: list[str], key: str, value: float, lo: int, hi: int) -> None:
+    """``lo <= value <= hi``, else a problem naming ``key``: "must be lo..hi, got value"."""
+    _check(problems, lo <= value <= hi, key, f"must be {lo}..{hi}, got {value}")
+
+
 def _check_origin(problems: list[str], key: str, value: str, example: str) -> None:
     """An http(s) origin: scheme, host, optional port; no credentials, path or query."""
     try:
@@ -111,12 +116,7 @@ def validate(options: Options) -> list[str]:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             p.append(f"proxy.trusted_proxies[{i}]: not an IP address or CIDR: {net!r}")
-    _check(
-        p,
-        1 <= options.admin.session_hours <= 720,
-        "admin.session_hours",
-        f"must be 1..720, got {options.admin.session_hours}",
-    )
+    _within(p, "admin.session_hours", options.admin.session_hours, 1, 720)
     _check(
         p,
         0 <= options.admin.report_processes <= 64,
@@ -140,30 +140,15 @@ def validate(options: Options) -> list[str]:
     )
     _check(p, px.read_timeout > 0, "proxy.read_timeout", f"must be > 0, got {px.read_timeout}")
     _check(p, px.body_timeout > 0, "proxy.body_timeout", f"must be > 0, got {px.body_timeout}")
-    _check(
-        p,
-        1 <= px.upstream_connections <= 100_000,
-        "proxy.upstream_connections",
-        f"must be 1..100000, got {px.upstream_connections}",
-    )
+    _within(p, "proxy.upstream_connections", px.upstream_connections, 1, 100_000)
     _check(
         p,
         px.max_request_body >= 0,
         "proxy.max_request_body",
         f"must be >= 0, got {px.max_request_body}",
     )
-    _check(
-        p,
-        1024 <= px.max_websocket_message <= 1024**3,
-        "proxy.max_websocket_message",
-        f"must be 1024..1073741824, got {px.max_websocket_message}",
-    )
-    _check(
-        p,
-        1024 <= px.max_header_size <= 1024 * 1024,
-        "proxy.max_header_size",
-        f"must be 1024..1048576, got {px.max_header_size}",
-    )
+    _within(p, "proxy.max_websocket_message", px.max_websocket_message, 1024, 1024**3)
+    _within(p, "proxy.max_header_size", px.max_header_size, 1024, 1024 * 1024)
     _check(
         p,
         px.reserved_prefix.startswith("/")
@@ -196,12 +181,7 @@ def validate(options: Options) -> list[str]:
         "identity.cookie_name",
         f"must be a valid cookie name, got {ident.cookie_name!r}",
     )
-    _check(
-        p,
-        1 <= ident.max_age_days <= 3650,
-        "identity.max_age_days",
-        f"must be 1..3650, got {ident.max_age_days}",
-    )
+    _within(p, "identity.max_age_days", ident.max_age_days, 1, 3650)
     _check(
         p,
         not (ident.samesite == "None" and ident.secure == "never"),
@@ -216,24 +196,9 @@ def validate(options: Options) -> list[str]:
     ):
         for i, name in enumerate(names):
             _check(p, bool(_PARAM_NAME.match(name)), f"{key}[{i}]", f"not a parameter name: {name!r}")
-    _check(
-        p,
-        1 <= camp.max_value_length <= 2000,
-        "campaign.max_value_length",
-        f"must be 1..2000, got {camp.max_value_length}",
-    )
-    _check(
-        p,
-        1 <= st.batch_size <= 10_000,
-        "storage.batch_size",
-        f"must be 1..10000, got {st.batch_size}",
-    )
-    _check(
-        p,
-        0 <= st.batch_wait_ms <= 1000,
-        "storage.batch_wait_ms",
-        f"must be 0..1000, got {st.batch_wait_ms}",
-    )
+    _within(p, "campaign.max_value_length", camp.max_value_length, 1, 2000)
+    _within(p, "storage.batch_size", st.batch_size, 1, 10_000)
+    _within(p, "storage.batch_wait_ms", st.batch_wait_ms, 0, 1000)
     _check(
         p,
         0 < st.max_wait_ms <= 60_000,
@@ -256,12 +221,7 @@ def validate(options: Options) -> list[str]:
 
 def _validate_privacy(pr: PrivacyOptions) -> list[str]:
     p: list[str] = []
-    _check(
-        p,
-        0 <= pr.retention_days <= 36500,
-        "privacy.retention_days",
-        f"must be 0..36500, got {pr.retention_days}",
-    )
+    _within(p, "privacy.retention_days", pr.retention_days, 0, 36500)
     cc = pr.consent_cookie
     if cc.name:
         _check(p, bool(cc.yes), "privacy.consent_cookie.yes", "must list at least one value meaning consent")
@@ -281,7 +241,7 @@ def _validate_central(options: Options) -> list[str]:
     )
     if c.url and importlib.util.find_spec("asyncpg") is None:
         p.append("central.url: the central store needs asyncpg: pip install 'tracking-gateway[postgres]'")
-    _check(p, 1 <= c.batch_size <= 100_000, "central.batch_size", f"must be 1..100000, got {c.batch_size}")
+    _within(p, "central.batch_size", c.batch_size, 1, 100_000)
     for key, value in (
         ("central.interval_seconds", c.interval_seconds),
         ("central.backoff_min_seconds", c.backoff_min_seconds),
@@ -311,9 +271,7 @@ def _validate_central(options: Options) -> list[str]:
         except ValueError:
             good = False
         _check(p, good, f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
-        _check(
-            p, 1 <= sink.batch_size <= 10_000, f"{key}.batch_size", f"must be 1..10000, got {sink.batch_size}"
-        )
+        _within(p, f"{key}.batch_size", sink.batch_size, 1, 10_000)
         _check(
             p,
             1024 <= sink.max_message_bytes <= sink.max_batch_bytes,
@@ -421,12 +379,7 @@ def _validate_bots(options: Options) -> list[str]:
                 "proxy.addons",
                 f'"bots" must come after "{before}" (it scores what {before} found)',
             )
-    _check(
-        p,
-        0 <= bots.review_threshold <= 100,
-        "bots.review_threshold",
-        f"must be 0..100, got {bots.review_threshold}",
-    )
+    _within(p, "bots.review_threshold", bots.review_threshold, 0, 100)
     _check(
         p,
         bots.review_threshold <= bots.block_threshold <= 100,
@@ -435,22 +388,12 @@ def _validate_bots(options: Options) -> list[str]:
     )
     for name in BotWeights.__struct_fields__:
         weight = getattr(bots.weights, name)
-        _check(p, 0 <= weight <= 100, f"bots.weights.{name}", f"must be 0..100, got {weight}")
+        _within(p, f"bots.weights.{name}", weight, 0, 100)
     for key in ("window_seconds", "max_per_ip", "max_per_creator_ip", "max_per_visitor"):
         value = getattr(bots, key)
-        _check(p, 1 <= value <= 10_000_000, f"bots.{key}", f"must be 1..10000000, got {value}")
-    _check(
-        p,
-        1 <= bots.max_click_id_sources <= 100,
-        "bots.max_click_id_sources",
-        f"must be 1..100, got {bots.max_click_id_sources}",
-    )
-    _check(
-        p,
-        1024 <= bots.max_tracked <= 10_000_000,
-        "bots.max_tracked",
-        f"must be 1024..10000000, got {bots.max_tracked}",
-    )
+        _within(p, f"bots.{key}", value, 1, 10_000_000)
+    _within(p, "bots.max_click_id_sources", bots.max_click_id_sources, 1, 100)
+    _within(p, "bots.max_tracked", bots.max_tracked, 1024, 10_000_000)
     for i, agent in enumerate(bots.good_crawlers):
         _check(p, bool(agent.strip()), f"bots.good_crawlers[{i}]", "must not be empty")
     seen: set[str] = set()
