@@ -351,8 +351,11 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"gateway: no store at {path}", file=sys.stderr)
         return 1
+    from gateway import progress  # tqdm: the commands' only, loaded off the event loop
+
+    shown = not args.no_progress and progress.on_a_terminal()  # a million channels took 45 s
     try:
-        done = asyncio.run(_reclassify(settings, args.batch_size, args.dry_run, not args.no_progress))
+        done = asyncio.run(_reclassify(settings, args.batch_size, args.dry_run, shown))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: cannot reclassify the store {path}: {err}", file=sys.stderr)
         return 1
@@ -363,7 +366,8 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _reclassify(settings: Settings, batch_size: int, dry_run: bool, progress: bool) -> Reclassified:
+async def _reclassify(settings: Settings, batch_size: int, dry_run: bool, shown: bool) -> Reclassified:
+    from gateway.progress import progress_bar  # loaded already, by cmd_reclassify
     from storage.local import connect
     from storage.migrate import migrate
 
@@ -372,17 +376,9 @@ async def _reclassify(settings: Settings, batch_size: int, dry_run: bool, progre
     try:
         if not dry_run:
             await migrate(db)  # an older store gains the channel column first
-        if progress and _on_a_terminal():  # rewriting a million channels took 45 s
-            from tqdm import tqdm  # this command's and the import's only: the server never loads it
-
+        if shown:
             total = await stored_touchpoints(db)
-            bar = tqdm(
-                total=total,
-                unit=" touchpoints",
-                unit_scale=total >= 10_000,
-                desc="reclassify",
-                file=sys.stderr,
-            )
+            bar = progress_bar(total, "reclassify", " touchpoints", unit_scale=total >= 10_000)
         return await reclassify(
             db,
             settings.channels,
@@ -422,48 +418,37 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"gateway: {args.config}: central.url is not set: there is no central store", file=sys.stderr)
         return EXIT_CONFIG
     from gateway.metrics import Metrics
+    from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
     from storage.sync import Sync  # asyncpg: the postgres extra
 
     sync = Sync(settings.store_path, settings.central_url, settings.options.central, Metrics())
     bars: list[Any] = []
 
     def progress(total: int) -> Callable[[int], object]:
-        from tqdm import tqdm  # the commands' only: the server never loads it
-
-        bars.append(tqdm(total=total, unit=" rows", unit_scale=total >= 10_000, desc="sync", file=sys.stderr))
-        return bars[-1].update
+        bar = progress_bar(total, "sync", " rows", unit_scale=total >= 10_000)
+        bars.append(bar)
+        return (lambda rows: None) if bar is None else bar.update
 
     # A first round over a large store takes a while (30k-100k rows/s): on a terminal, a bar.
-    shown = None if args.no_progress or not _on_a_terminal() else progress
+    shown = progress if not args.no_progress and on_a_terminal() else None
+    failure = None
     try:
         delivered = asyncio.run(sync.once(shown))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        _close(bars)  # before the message: it goes on a line of its own
-        print(f"gateway: sync failed: {err}", file=sys.stderr)
-        return 1
+        failure = str(err)
     except Exception as err:  # PostgreSQL away or refusing: say so, no traceback
-        _close(bars)
-        print(
-            f"gateway: sync failed: cannot reach the central store: {type(err).__name__}: {err}",
-            file=sys.stderr,
-        )
-        return 1
+        failure = f"cannot reach the central store: {type(err).__name__}: {err}"
     finally:
-        _close(bars)
+        for bar in bars:  # before any message: it goes on a line of its own
+            if bar is not None:
+                bar.close()
+    if failure is not None:
+        print(f"gateway: sync failed: {failure}", file=sys.stderr)
+        return 1
     for table, rows in delivered.items():
         print(f"{table}: {rows} rows")
     print(f"total: {sum(delivered.values())} rows")
     return 0
-
-
-def _on_a_terminal() -> bool:
-    """Whether stderr is a terminal, where progress bars go (it is None when closed: ``2>&-``)."""
-    return sys.stderr is not None and sys.stderr.isatty()
-
-
-def _close(bars: list[Any]) -> None:
-    while bars:
-        bars.pop().close()
 
 
 ADMIN_PUBLIC_HELP = "let admin.listen be a public address (as admin.allow_public = true does)"

@@ -4,8 +4,8 @@ Owns the command: its options, reading each file in a worker thread (so the
 event loop never blocks), replaying what it reads here or in worker processes
 (``gateway.importworkers``), writing the events through the store in large
 batches (a few in flight), counting the rows the store gained (a re-import
-gains none), the progress bar (``tqdm``, imported here only — the server never
-loads it) and the printed summary.
+gains none), the progress bar (``gateway.progress``: the server never loads it) and the
+printed summary.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from gateway.history import History, Item, Skip
 from gateway.importworkers import WorkerPool
 from gateway.logformats import FORMATS, JSON_FIELDS, parser_for, read_flows
 from gateway.metrics import Metrics
+from gateway.progress import progress_bar
 from storage.local import LocalStore, StoreClosed
 from storage.migrate import SchemaTooNew
 
@@ -161,8 +162,8 @@ async def run_import(
         store = LocalStore(settings.store_path, storage, metrics)
         await store.open()
         before = await asyncio.to_thread(_count_rows, settings.store_path)
-    # Importing tqdm reads files: off the loop. Its writes are throttled to ~10 a second.
-    bar = await asyncio.to_thread(_progress_bar, sum(sizes)) if progress else None
+    # Writes to the terminal are throttled to ~10 a second.
+    bar = progress_bar(sum(sizes), "import", "B", unit_scale=True, unit_divisor=1024) if progress else None
     pool = None
     if workers > 1 and fmt != "mitm":
         pool = await asyncio.to_thread(WorkerPool, workers, settings, fmt, replayer.host, fields or {})
@@ -285,21 +286,6 @@ class _Progress:
         self.done += size
         if self.bar is not None:
             self.bar.update(self.done - self.bar.n)
-
-
-def _progress_bar(total: int) -> Any:
-    from tqdm import tqdm  # the import command's only: the server never loads it
-
-    # disable=None: no bar when stderr is not a terminal (cron, CI, pipes)
-    return tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc="import",
-        file=sys.stderr,
-        disable=None,
-    )
 
 
 def import_command(settings: Settings, args: argparse.Namespace) -> int:
