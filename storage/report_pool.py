@@ -105,11 +105,16 @@ class ReportPool:
 
     def start(self) -> None:
         """Start every worker now (each imports the code and opens its connection, about half a
-        second; this does not wait for that), so a large report does not wait for them."""
-        if self._workers:
-            return
+        second; this does not wait for that), so a large report does not wait for them; and
+        replace any that died since."""
         with _sigint_blocked():
-            self._workers = [self._spawn() for _ in range(self.processes)]
+            if not self._workers:
+                self._workers = [self._spawn() for _ in range(self.processes)]
+                return
+            for i, (process, conn) in enumerate(self._workers):
+                if not process.is_alive():  # died while idle (killed): replaced before it is needed
+                    self._workers[i] = self._spawn()
+                    _stop(process, conn)
 
     def _spawn(self) -> tuple[BaseProcess, Connection]:
         context = multiprocessing.get_context("spawn")
@@ -124,25 +129,23 @@ class ReportPool:
             theirs.close()  # only the worker holds its end: its death ends the pipe here
         return process, mine
 
-    def recycle(self, limit: int) -> list[tuple[int, int | None]]:
-        """Between two ``map`` calls: replace each worker holding more than ``limit`` bytes, or
-        no longer running, by a new one (started, not waited for); the old ones are told to
-        exit first, then waited for together. Returns each replaced worker's (pid, bytes held;
-        None: it had exited)."""
-        replaced: list[tuple[int, int | None]] = []
+    def recycle(self, limit: int) -> list[tuple[int, int]]:
+        """Between two ``map`` calls: replace each worker holding more than ``limit`` bytes by a
+        new one (started, not waited for); the old ones are told to exit first, then waited
+        for together. Returns each replaced worker's (pid, bytes held)."""
+        replaced: list[tuple[int, int]] = []
         retired = []
         try:
             for i, (process, conn) in enumerate(self._workers):
-                running = process.is_alive()
-                held = resident_bytes(process.pid) if running and process.pid is not None else None
-                if running and (held is None or held <= limit):
+                held = resident_bytes(process.pid) if process.pid is not None else None
+                if held is None or held <= limit:
                     continue
                 with _sigint_blocked():
                     self._workers[i] = self._spawn()  # first: should it fail, the old one stays
                 with contextlib.suppress(OSError):  # already gone
                     conn.send(None)
                 retired.append((process, conn))
-                replaced.append((process.pid or 0, held if running else None))
+                replaced.append((process.pid or 0, held))
         finally:
             for process, conn in retired:
                 _stop(process, conn)

@@ -306,9 +306,6 @@ class Reports:
             self._pool.close(kill=True)
             return
         for pid, held in replaced:
-            if held is None:
-                log.warning("report worker %d had exited while idle; replaced by a new one", pid)
-                continue
             log.info(
                 "report worker %d held %d MB after its last report (over"
                 " admin.report_worker_memory_mb); replaced by a new one",

@@ -170,13 +170,20 @@ def count_touchpoints(store: Path) -> int:
         db.close()
 
 
+def dies_during_the_next_report(pid: int) -> None:
+    """Stop a worker now (it takes its slice, never answers) and kill it a moment later, while
+    the next report waits for it: a worker that died while idle would be replaced before."""
+    os.kill(pid, signal.SIGSTOP)
+    asyncio.get_running_loop().call_later(0.3, os.kill, pid, signal.SIGKILL)
+
+
 async def test_a_dead_worker_costs_a_warning_not_the_report(
     single: Reports, pooled: Reports, caplog: pytest.LogCaptureFixture
 ) -> None:
     q = reporting.Query(SINCE, UNTIL, ("position_based",))
     expected = (await reporting.attribution(single, q)).json()
     assert (await reporting.attribution(pooled, q)).json() == expected
-    os.kill(workers(pooled)[0], signal.SIGKILL)
+    dies_during_the_next_report(workers(pooled)[0])
     assert (await reporting.attribution(pooled, q)).json() == expected
     assert "a report worker process died" in caplog.text
     assert (await reporting.attribution(pooled, q)).json() == expected
@@ -253,7 +260,6 @@ async def test_a_worker_that_died_while_idle_is_replaced() -> None:
         deadline = time.monotonic() + 10
         while await asyncio.to_thread(alive, started[0]) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert await asyncio.to_thread(pool.recycle, 2**40) == [(started[0], None)]
         again = await asyncio.to_thread(pool.map, _hold, [0, 0])  # no WorkerDied: a new one answers
         assert again[1] == started[1] and again[0] not in started
     finally:
@@ -516,7 +522,7 @@ async def test_a_worker_dying_while_data_driven_learns_credits_in_one_process(po
     task = (SINCE, UNTIL, None, frozenset({"allow"}), None, "channel")
     shares = await pooled.run(pooled.shares, SINCE, UNTIL, None)
     assert len(await pooled.run(pooled._pool.map, _part, shares)) == len(shares) > 1  # workers up
-    os.kill(workers(pooled)[0], signal.SIGKILL)
+    dies_during_the_next_report(workers(pooled)[0])
     moves, parts = await pooled.run(pooled.count_moves, shares, task)
     assert parts == [WHOLE]
     assert moves == (await pooled.run(pooled.count_moves, [WHOLE], task))[0]
