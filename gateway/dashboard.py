@@ -23,7 +23,7 @@ from aiohttp import web
 from gateway import reporting
 from gateway.admin import READER_KEY, SETTINGS_KEY, ApiError, _only, ok
 from gateway.attribution import MODELS
-from gateway.reportapi import REPORTS_KEY
+from gateway.reportapi import REPORTS_KEY, conversion_param
 from gateway.sessions import (
     COOKIE,
     SESSIONS_KEY,
@@ -157,12 +157,7 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     population = q.get("population")
     if population is not None and population not in POPULATIONS:
         raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
-    conversion = q.get("conversion") or None  # the page's "every conversion" sends it empty
-    if conversion is not None:
-        try:
-            reporting.conversion_name(conversion, "conversion")
-        except ValueError as err:
-            raise ApiError(400, str(err)) from None
+    conversion = conversion_param(request)
     data = await summary(
         request.app[READER_KEY].db,
         request.app[REPORTS_KEY],
@@ -172,16 +167,8 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         conversion,
     )
     # Offer only the names this endpoint accepts back (rule names may be longer than 200).
-    data["conversion_names"] = [name for name in data["conversion_names"] if _accepted(name)]
+    data["conversion_names"] = [n for n in data["conversion_names"] if reporting.is_conversion_name(n)]
     return ok(data)
-
-
-def _accepted(name: str) -> bool:
-    try:
-        reporting.conversion_name(name, "conversion")
-    except ValueError:
-        return False
-    return True
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

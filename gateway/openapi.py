@@ -602,8 +602,8 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         _query(
                             "conversion",
-                            "only conversions of this name (default, or empty: every conversion)",
-                            {"type": "string", "maxLength": 200},
+                            "only conversions of this name (default: every conversion)",
+                            {"type": "string", "minLength": 1, "maxLength": 200},
                         ),
                     ],
                     "responses": {

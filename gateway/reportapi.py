@@ -40,6 +40,15 @@ def _moment(name: str, value: str) -> datetime:
     return datetime.fromisoformat(parse_time(name, value))
 
 
+def conversion_param(request: web.Request) -> str | None:
+    """The ``conversion`` query parameter (None: every conversion); a bad name answers 400."""
+    conversion = request.query.get("conversion")
+    try:
+        return None if conversion is None else reporting.conversion_name(conversion, "conversion")
+    except ValueError as err:
+        raise ApiError(400, str(err)) from None
+
+
 def query(request: web.Request, *, default_model: str, all_models: bool = True) -> reporting.Query:
     """The report's parameters, each checked; the first bad one answers 400 naming it."""
     q = request.query
@@ -60,12 +69,7 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
         raise ApiError(400, f"since: must be before until ({since.isoformat()} >= {until.isoformat()})")
     if until - since > timedelta(days=MAX_DAYS):
         raise ApiError(400, f"since: a report covers at most {MAX_DAYS} days")
-    conversion = q.get("conversion")
-    if conversion is not None:
-        try:
-            reporting.conversion_name(conversion, "conversion")
-        except ValueError as err:
-            raise ApiError(400, str(err)) from None
+    conversion = conversion_param(request)
     verdicts = None
     if "verdicts" in q:
         try:

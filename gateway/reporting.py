@@ -62,10 +62,16 @@ class Query:
         return reports.attribution.verdicts if self.verdicts is None else self.verdicts
 
 
+def is_conversion_name(text: str) -> bool:
+    """Whether ``text`` can name a conversion to report on (``signup``): 1..200 printable
+    characters."""
+    return 0 < len(text) <= 200 and text.isprintable()
+
+
 def conversion_name(text: str, key: str) -> str:
-    """A conversion name to report on (``signup``): 1..200 printable characters, else a
-    ``ValueError`` naming ``key``."""
-    if not (0 < len(text) <= 200 and text.isprintable()):
+    """``text`` if it can name a conversion (``is_conversion_name``), else a ``ValueError``
+    naming ``key``."""
+    if not is_conversion_name(text):
         raise ValueError(f"{key}: expected a conversion name (1..200 printable characters)")
     return text
 

@@ -2,12 +2,17 @@
 // functions return. The numbers come from /api/dashboard/summary (one call for the whole
 // page); the downloads link to the report endpoints (/api/attribution…, /api/payouts).
 
-async function getJSON(path, params = {}) {
+// A same-origin path with its query; empty values are left out (the API's defaults apply).
+function urlOf(path, params) {
   const url = new URL(path, window.location.origin);
   for (const [key, value] of Object.entries(params)) {
     if (value) url.searchParams.set(key, value);
   }
-  const response = await fetch(url, {
+  return url.pathname + url.search;
+}
+
+async function getJSON(path, params = {}) {
+  const response = await fetch(urlOf(path, params), {
     credentials: "same-origin",
     headers: { Accept: "application/json" },
   });
@@ -22,8 +27,8 @@ async function getJSON(path, params = {}) {
 
 // Whole UTC days: since inclusive, until exclusive (YYYY-MM-DD). Resolves to the shape of
 // /api/dashboard/summary — {since, until, model, models, conversion, conversion_names, totals,
-// by_day, comparison, top_campaigns, top_creators, bots} — which is what dashboard.js draws; moving to the report
-// endpoints means assembling the same shape here.
+// by_day, comparison, top_campaigns, top_creators, bots} — which is what dashboard.js draws;
+// moving to the report endpoints means assembling the same shape here.
 export function summary({ since, until, model, conversion }) {
   return getJSON("/api/dashboard/summary", { since, until, model, conversion });
 }
@@ -36,10 +41,4 @@ export function journey(kind, id) {
 
 // A download of a report endpoint (CSV or NDJSON) for a link: same-origin, so the session
 // cookie authenticates it like the page's own reads.
-export function exportUrl(path, params) {
-  const url = new URL(path, window.location.origin);
-  for (const [key, value] of Object.entries(params)) {
-    if (value) url.searchParams.set(key, value);
-  }
-  return url.pathname + url.search;
-}
+export const exportUrl = urlOf;

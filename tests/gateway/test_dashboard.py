@@ -381,6 +381,7 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
         ({"days": "7"}, "unknown query parameter 'days'"),
         ({"conversion": "x" * 201}, "conversion: expected a conversion name (1..200 printable characters)"),
         ({"conversion": "sign\nup"}, "conversion: expected a conversion name"),
+        ({"conversion": ""}, "conversion: expected a conversion name"),  # as /api/attribution
     ],
 )
 async def test_summary_errors(gw: RunningGateway, params: dict[str, str], message: str) -> None:
