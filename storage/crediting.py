@@ -226,11 +226,13 @@ class _Shares:
             chosen = self.one_touch(model, path)
             return [[total if i == chosen else 0 for i in range(n)] for total in totals]
         if model == "data_driven":
+            if n > _CACHED_PATH:  # long paths rarely repeat: never cached, never looked up
+                return distribute_many(totals, self.data_driven(path))
             channels = (*totals, *(c[2] for c in path))
             found = self.by_channels.get(channels)
             if found is None:
                 found = distribute_many(totals, self.data_driven(path))
-                if n <= _CACHED_PATH and len(self.by_channels) < _CACHE:
+                if len(self.by_channels) < _CACHE:
                     self.by_channels[channels] = found
             return found
         if model == "time_decay":

@@ -143,14 +143,13 @@ class Reports:
         min_slice: int = MIN_SLICE,
         min_share: int = MIN_SHARE,
         worker_memory: int = 0,
-        recycle_after: float = RECYCLE_AFTER,
     ) -> None:
         """``processes``: worker processes for a large report (0: one per CPU core, at most
         ``MAX_PROCESSES``; 1: none, every report in this process); ``min_slice``: conversions a
         worker must get, at least, for a report to be cut into slices; ``min_share``: or
         touchpoints of the period, for ``data_driven`` to be shared out; ``worker_memory``:
         bytes a worker may hold once reports are done before a new one replaces it (0: never),
-        ``recycle_after`` seconds after the last."""
+        ``recycle_after`` seconds after the last (``RECYCLE_AFTER``)."""
         self.path, self.attribution, self.channels = path, attribution, channels
         self.worker_memory = worker_memory
         self.eligible = Eligibility(attribution)
@@ -164,7 +163,7 @@ class Reports:
         self._changes: tuple[tuple[object, ...], dict[str, str]] | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        self.recycle_after = recycle_after
+        self.recycle_after = RECYCLE_AFTER
         self._idle: asyncio.TimerHandle | None = None
         self._recycling: asyncio.Future[Any] | None = None
         self._closing = False
