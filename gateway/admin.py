@@ -144,8 +144,8 @@ def parse_time(name: str, value: str) -> str:
     except (ValueError, OverflowError):
         raise ApiError(
             400,
-            f"{name}: expected an ISO 8601 date or date-time from 1970-01-01 to 9999-12-31T00:00Z, like "
-            f"2026-11-25T10:00:00Z, got {value!r}",
+            f"{name}: expected an ISO 8601 date or date-time from {EARLIEST:%Y-%m-%d} to"
+            f" {LATEST:%Y-%m-%dT%H:%MZ}, like 2026-11-25T10:00:00Z, got {value!r}",
         ) from None
 
 

@@ -356,7 +356,7 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
         ("attribution.position_last", at.position_last),
         ("attribution.last_touch_share", at.last_touch_share),
     ):
-        _check(p, 0 <= share <= 1, key, f"must be 0..1, got {share}")
+        _within(p, key, share, 0, 1)
     _check(
         p,
         at.position_first + at.position_last <= 1,
