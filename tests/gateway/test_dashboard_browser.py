@@ -263,8 +263,10 @@ async def test_dashboard_draws_the_store(
         )
         # One conversion name: the totals say which, and every download is of it alone.
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query + "&conversion=purchase")
-        await page.wait_for(
-            "document.body && document.body.dataset.state === 'ready'", "one conversion's charts"
+        await page.wait_for(  # the new page's state: the one before was "ready" too
+            "location.search.includes('conversion=purchase') && document.body"
+            " && document.body.dataset.state === 'ready'",
+            "one conversion's charts",
         )
         assert "Conversions (purchase)6" in await page.eval("document.querySelector('#totals').textContent")
         got = json.loads(
