@@ -44,6 +44,9 @@ def chromium() -> str:
     return CHROMIUM
 
 
+_NAVIGATING = "Inspected target navigated or closed"
+
+
 class Page:
     """One page target over the DevTools protocol (commands in order, events ignored)."""
 
@@ -69,9 +72,16 @@ class Page:
         return result["result"].get("value")
 
     async def wait_for(self, expression: str, what: str, tries: int = 300) -> Any:
-        """Poll until ``expression`` is truthy (a deadline, not a timing assertion)."""
+        """Poll until ``expression`` is truthy (a deadline, not a timing assertion). A poll that
+        lands while the page is being replaced (a form submitted, a navigation) counts as
+        "not yet": Chromium answers it "Inspected target navigated or closed"."""
         for _ in range(tries):
-            value = await self.eval(expression)
+            try:
+                value = await self.eval(expression)
+            except RuntimeError as err:
+                if _NAVIGATING not in str(err):
+                    raise
+                value = None
             if value:
                 return value
             await asyncio.sleep(0.1)
