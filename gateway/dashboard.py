@@ -33,7 +33,7 @@ from gateway.sessions import (
     same_origin,
     set_cookie,
 )
-from storage.dashboard import MAX_DAYS, Period, summary
+from storage.dashboard import MAX_DAYS, PARTS, Period, summary
 from storage.reports import POPULATIONS
 
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
@@ -144,9 +144,10 @@ def _day(name: str, value: str) -> date:
 
 async def dashboard_summary(request: web.Request) -> web.Response:
     """Conversions by channel per day, every model by channel, top campaigns and creators, bot
-    share and totals for whole UTC days ``since`` (inclusive) to ``until`` (exclusive)."""
+    share and totals for whole UTC days ``since`` (inclusive) to ``until`` (exclusive); with
+    ``part``, only that part (``storage.dashboard.PARTS``)."""
     q = request.query
-    _only(request, {"since", "until", "model", "population", "conversion"})
+    _only(request, {"since", "until", "model", "population", "conversion", "part"})
     until = _day("until", q["until"]) if "until" in q else datetime.now(UTC).date() + timedelta(days=1)
     since = _day("since", q["since"]) if "since" in q else until - timedelta(days=DEFAULT_DAYS)
     if not 1 <= (until - since).days <= MAX_DAYS:
@@ -158,6 +159,9 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     if population is not None and population not in POPULATIONS:
         raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
     conversion = conversion_param(request)
+    part = q.get("part")
+    if part is not None and part not in PARTS:
+        raise ApiError(400, f"part: expected one of {', '.join(PARTS)}, got {part!r}")
     data = await summary(
         request.app[READER_KEY].db,
         request.app[REPORTS_KEY],
@@ -165,9 +169,12 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         Period(since, until),
         population,
         conversion,
+        PARTS if part is None else (part,),
     )
-    # Offer only the names this endpoint accepts back (rule names may be longer than 200).
-    data["conversion_names"] = [n for n in data["conversion_names"] if reporting.is_conversion_name(n)]
+    if (
+        "conversion_names" in data
+    ):  # offer only the names this endpoint accepts back (rule names may be longer)
+        data["conversion_names"] = [n for n in data["conversion_names"] if reporting.is_conversion_name(n)]
     return ok(data)
 
 

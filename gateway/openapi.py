@@ -207,20 +207,12 @@ _TOP = {
 
 DASHBOARD_SUMMARY = {
     "type": "object",
-    "required": [
-        "ok",
-        "since",
-        "until",
-        "model",
-        "models",
-        "conversion",
-        "conversion_names",
-        "totals",
-        "by_day",
-        "comparison",
-        "top_campaigns",
-        "top_creators",
-        "bots",
+    "required": ["ok", "since", "until", "model", "models", "conversion"],
+    # Every part (no part asked for), or the one asked for.
+    "anyOf": [
+        {"required": ["conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"]},
+        {"required": ["by_day"]},
+        {"required": ["comparison"]},
     ],
     "properties": {
         "ok": {"const": True},
@@ -605,10 +597,17 @@ def openapi_document() -> dict[str, Any]:
                             "only conversions of this name (default: every conversion)",
                             {"type": "string", "minLength": 1, "maxLength": 200},
                         ),
+                        _query(
+                            "part",
+                            "only this part (default: all): counts (totals, top campaigns and creators,"
+                            " bots, populations, conversion_names), daily (by_day) or models (comparison)",
+                            {"enum": ["counts", "daily", "models"]},
+                        ),
                     ],
                     "responses": {
                         "200": {
-                            "description": "the summary",
+                            "description": "the summary (with part: since, until, model, models,"
+                            " conversion and that part's keys)",
                             "content": {"application/json": {"schema": DASHBOARD_SUMMARY}},
                         },
                         **_errors(400, 401),

@@ -1,8 +1,9 @@
-"""What the admin dashboard draws, read from the local store in one call (never writes).
+"""What the admin dashboard draws, read from the local store (never writes): in one call, or
+part by part (``PARTS``), so the page draws what is quick first.
 
 Conversions by channel per day and the model comparison come from ``storage/reports.py``
-(one read of the period, every model by day; the same credits the reports give,
-``data_driven`` learning from the whole period as the time series does);
+(one read of the period, every model by day, when both are asked for; the same credits the
+reports give, ``data_driven`` learning from the whole period as the time series does);
 top campaigns and creators, bot share and totals are plain aggregates here. Money leaves as
 numbers in major units per currency, credited conversions as fractions of one conversion. The
 dashboard's script reads this through one module (``gateway/static/data.js``), so it can move
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -22,7 +24,7 @@ import aiosqlite
 
 from gateway.attribution import MODELS, from_minor
 from gateway.events import iso
-from storage.crediting import MICRO, ChannelCredit, add_tables, channel_credits
+from storage.crediting import MICRO, ChannelCredit, Table, add_tables, channel_credits
 from storage.reports import Reports, population_counts
 
 MAX_DAYS = 92
@@ -180,6 +182,14 @@ async def _conversions(db: aiosqlite.Connection, bounds: dict[str, str | None]) 
     return count, sorted(named, key=lambda name: (-named[name], name))
 
 
+PARTS = ("counts", "daily", "models")
+"""The parts of a summary, each of which can be asked for alone: ``counts`` (totals, top
+campaigns and creators, bot share, populations, conversion names: plain aggregates, quick),
+``daily`` (``by_day``: the chosen model's credits per day) and ``models`` (``comparison``:
+every model's credits, ``data_driven`` learning from the whole period: the slowest). The
+page asks for them separately, so what is quick draws first."""
+
+
 async def summary(
     db: aiosqlite.Connection,
     reports: Reports,
@@ -187,43 +197,50 @@ async def summary(
     period: Period,
     population: str | None = None,
     conversion: str | None = None,
+    parts: tuple[str, ...] = PARTS,
 ) -> dict[str, Any]:
-    """Everything the dashboard page shows for ``period`` under ``model``; the credits of one
-    ``population``'s touchpoints only, when given (see ``Reports.read``); the conversions of
-    one name only, when given (credits, totals and the conversions the top tables count)."""
+    """What the dashboard page shows for ``period`` under ``model`` (only the given ``parts``,
+    see ``PARTS``); the credits of one ``population``'s touchpoints only, when given (see
+    ``Reports.read``); the conversions of one name only, when given (credits, totals and the
+    conversions the top tables count)."""
     since, until = _at(period.since), _at(period.until)
     widest = max(reports.attribution.tiers.windows.values())
     bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest), "name": conversion}
     window_days = widest / timedelta(days=1)
-    # One read of the period: every model by day, in the report workers (or the reports'
-    # thread), while this connection counts the rest; the comparison adds the days up.
-    every_day, counts = await asyncio.gather(
-        reports.credit(since, until, list(MODELS), conversion=conversion, by_day=True, population=population),
-        _counts(db, since, until, bounds, window_days),
-    )
-    daily = channel_credits(every_day, model)
-    by_day = []
-    for day in period.days():
-        by_day += [{"day": day.isoformat(), **row} for row in _credit_rows(daily.get(day.isoformat(), []))]
-    every = add_tables([{(None, group, currency): sums} for (_, group, currency), sums in every_day.items()])
-    comparison = []
-    for name in MODELS:
-        comparison += [{"model": name, **row} for row in _credit_rows(channel_credits(every, name)[None])]
-    return {
+    data: dict[str, Any] = {
         "since": period.since.isoformat(),
         "until": period.until.isoformat(),
         "model": model,
         "models": list(MODELS),
         "conversion": conversion,
-        "conversion_names": counts["conversion_names"],
-        "totals": counts["totals"],
-        "by_day": by_day,
-        "comparison": comparison,
-        "top_campaigns": counts["top_campaigns"],
-        "top_creators": counts["top_creators"],
-        "bots": counts["bots"],
-        "populations": counts["populations"],
     }
+    # Both credit parts: one read of the period, every model by day. The credits run in the
+    # report workers (or the reports' thread) while this connection counts the rest.
+    work: dict[str, Awaitable[Any]] = {}
+    if "daily" in parts or "models" in parts:
+        models = list(MODELS) if "models" in parts else [model]
+        work["credits"] = reports.credit(
+            since, until, models, conversion=conversion, by_day="daily" in parts, population=population
+        )
+    if "counts" in parts:
+        work["counts"] = _counts(db, since, until, bounds, window_days)
+    done = dict(zip(work, await asyncio.gather(*work.values()), strict=True))
+    table: Table = done.get("credits", {})
+    if "daily" in parts:
+        daily = channel_credits(table, model)
+        by_day = []
+        for day in period.days():
+            by_day += [
+                {"day": day.isoformat(), **row} for row in _credit_rows(daily.get(day.isoformat(), []))
+            ]
+        data["by_day"] = by_day
+    if "models" in parts:
+        every = add_tables([{(None, group, currency): sums} for (_, group, currency), sums in table.items()])
+        comparison = []
+        for name in MODELS:
+            comparison += [{"model": name, **row} for row in _credit_rows(channel_credits(every, name)[None])]
+        data["comparison"] = comparison
+    return data | done.get("counts", {})
 
 
 async def _counts(

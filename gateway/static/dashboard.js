@@ -44,18 +44,20 @@ function rank(rows, key) {
   return [...totals.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([name]) => name);
 }
 
-function renderTotals(data) {
+// counts: the "counts" part of the summary; daily: its "daily" part (the value credited
+// under the chosen model, per currency, is the sum of its days).
+function renderTotals(counts, daily) {
   const box = $("#totals");
   box.replaceChildren();
   const value = new Map();
-  for (const row of data.comparison) {
-    if (row.model === data.model && row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
+  for (const row of daily.by_day) {
+    if (row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
   }
   const money = [...value.entries()].map(([cur, v]) => `${v.toFixed(2)} ${cur}`).join(" · ") || "–";
   for (const [label, shown] of [
-    ["Touchpoints", data.totals.touchpoints],
-    ["Visitors", data.totals.visitors],
-    [data.conversion ? `Conversions (${data.conversion})` : "Conversions", data.totals.conversions],
+    ["Touchpoints", counts.totals.touchpoints],
+    ["Visitors", counts.totals.visitors],
+    [counts.conversion ? `Conversions (${counts.conversion})` : "Conversions", counts.totals.conversions],
     ["Conversion value", money],
   ]) {
     const card = element("div", undefined, "total");
@@ -76,10 +78,9 @@ function renderDaily(data) {
   });
   stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day", unit: "conversions" });
   legend($("#legend-daily"), channels.map((label) => ({ label, color: palette.get(label) })));
-  return palette;
 }
 
-function renderModels(data, channelPalette) {
+function renderModels(data) {
   const channels = rank(data.comparison.filter((r) => r.model === data.model), "channel");
   for (const name of rank(data.comparison, "channel")) if (!channels.includes(name)) channels.push(name);
   const palette = colors(data.models);
@@ -110,7 +111,6 @@ function renderModels(data, channelPalette) {
     }
     table.tBodies[0].appendChild(tr);
   }
-  return channelPalette;
 }
 
 function renderTop(selector, rows, color, what) {
@@ -213,37 +213,51 @@ async function lookup(event) {
   }
 }
 
+function fillForm(form, data) {
+  for (const model of data.models) form.model.appendChild(new Option(model, model, false, model === data.model));
+  const names = data.conversion_names.slice();
+  if (data.conversion && !names.includes(data.conversion)) names.push(data.conversion); // none in this period
+  for (const name of names) form.conversion.appendChild(new Option(name, name, false, name === data.conversion));
+  for (const node of document.querySelectorAll("[data-model]")) node.textContent = data.model;
+}
+
+// The page's three parts are asked for separately and drawn as they come: the counts and the
+// daily chart take a second or two over a million touchpoints, the model comparison (every
+// model, data_driven learning from the whole period) several. It is asked for once the daily
+// chart's credits are done: the gateway computes one report at a time.
 async function main() {
   const period = readPeriod();
   const form = $("#period");
   form.from.value = period.from;
   form.to.value = period.to;
   $("#journey").addEventListener("submit", lookup);
-  try {
-    const data = await summary({
-      since: period.from,
-      until: addDays(period.to, 1),
-      model: period.model,
-      conversion: period.conversion,
-    });
-    for (const model of data.models) form.model.appendChild(new Option(model, model, false, model === data.model));
-    const names = data.conversion_names.slice();
-    if (data.conversion && !names.includes(data.conversion)) names.push(data.conversion); // none in this period
-    for (const name of names) form.conversion.appendChild(new Option(name, name, false, name === data.conversion));
-    for (const node of document.querySelectorAll("[data-model]")) node.textContent = data.model;
-    renderTotals(data);
-    const palette = renderDaily(data);
-    renderModels(data, palette);
-    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns");
-    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators");
-    renderBots(data);
-    renderExports(data);
-    $("#status").textContent = "";
-    document.body.dataset.state = "ready";
-  } catch (err) {
-    $("#status").textContent = err.message;
+  const ask = { since: period.from, until: addDays(period.to, 1), model: period.model, conversion: period.conversion };
+  const counts = summary(ask, "counts");
+  const daily = summary(ask, "daily");
+  const models = daily.catch(() => null).then(() => summary(ask, "models"));
+  const drawn = [
+    counts.then((data) => {
+      fillForm(form, data);
+      renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns");
+      renderTop("#chart-creators", data.top_creators, "#9333ea", "creators");
+      renderBots(data);
+      renderExports(data);
+    }),
+    daily.then(renderDaily),
+    Promise.all([counts, daily]).then(([c, d]) => renderTotals(c, d)),
+    models.then(renderModels),
+  ];
+  Promise.allSettled(drawn.slice(0, 3)).then(() => {
+    if (!document.body.dataset.state) $("#status").textContent = "Computing the model comparison…";
+  });
+  const failed = (await Promise.allSettled(drawn)).find((r) => r.status === "rejected");
+  if (failed) {
+    $("#status").textContent = failed.reason.message;
     $("#status").className = "error";
     document.body.dataset.state = "error";
+  } else {
+    $("#status").textContent = "";
+    document.body.dataset.state = "ready";
   }
 }
 

@@ -1,6 +1,7 @@
 // All of the dashboard's data fetching, in one place: the charts only ever see what these
-// functions return. The numbers come from /api/dashboard/summary (one call for the whole
-// page); the downloads link to the report endpoints (/api/attribution…, /api/payouts).
+// functions return. The numbers come from /api/dashboard/summary (one call per part of the
+// page, so the quick parts draw first); the downloads link to the report endpoints
+// (/api/attribution…, /api/payouts).
 
 // A same-origin path with its query; empty values are left out (the API's defaults apply).
 function urlOf(path, params) {
@@ -25,12 +26,13 @@ async function getJSON(path, params = {}) {
   return body;
 }
 
-// Whole UTC days: since inclusive, until exclusive (YYYY-MM-DD). Resolves to the shape of
-// /api/dashboard/summary — {since, until, model, models, conversion, conversion_names, totals,
-// by_day, comparison, top_campaigns, top_creators, bots} — which is what dashboard.js draws;
-// moving to the report endpoints means assembling the same shape here.
-export function summary({ since, until, model, conversion }) {
-  return getJSON("/api/dashboard/summary", { since, until, model, conversion });
+// Whole UTC days: since inclusive, until exclusive (YYYY-MM-DD). Resolves to one part of
+// /api/dashboard/summary — always {since, until, model, models, conversion}, and with part
+// "counts" {conversion_names, totals, top_campaigns, top_creators, bots, populations}, "daily"
+// {by_day}, "models" {comparison} — which is what dashboard.js draws; moving to the report
+// endpoints means assembling the same shapes here.
+export function summary({ since, until, model, conversion }, part) {
+  return getJSON("/api/dashboard/summary", { since, until, model, conversion, part });
 }
 
 // kind "visitor": a visitor key, visitor ID or cookie value; kind "user": the site's user ID.

@@ -357,6 +357,27 @@ async def test_summary_numbers(gw: RunningGateway) -> None:
     assert body["conversion"] is None and body["conversion_names"] == ["purchase"]
 
 
+async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
+    """The page asks for each part alone (the quick ones draw first): each has the header and
+    its own keys only, with the numbers of the whole summary."""
+    params = {**PERIOD, "model": "time_decay"}
+    whole = await gw.api("/api/dashboard/summary", **params)
+    header = {"ok", "since", "until", "model", "models", "conversion"}
+    keys = {
+        "counts": {"conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"},
+        "daily": {"by_day"},
+        "models": {"comparison"},
+    }
+    assert set(whole) == header.union(*keys.values())
+    validator = Draft202012Validator(response_schema("/api/dashboard/summary", 200))
+    for part, own in keys.items():
+        body = await gw.api("/api/dashboard/summary", part=part, **params)
+        validator.validate(body)
+        assert set(body) == header | own
+        assert {key: body[key] for key in body} == {key: whole[key] for key in body}
+    assert whole["by_day"] and whole["comparison"] and whole["top_campaigns"]  # the test compares numbers
+
+
 async def test_summary_of_an_empty_period(gw: RunningGateway) -> None:
     body = await gw.api("/api/dashboard/summary", since="2025-01-01", until="2025-01-08")
     assert body["ok"] is True and body["by_day"] == body["comparison"] == body["top_campaigns"] == []
@@ -382,6 +403,7 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
         ({"conversion": "x" * 201}, "conversion: expected a conversion name (1..200 printable characters)"),
         ({"conversion": "sign\nup"}, "conversion: expected a conversion name"),
         ({"conversion": ""}, "conversion: expected a conversion name"),  # as /api/attribution
+        ({"part": "charts"}, "part: expected one of counts, daily, models, got 'charts'"),
     ],
 )
 async def test_summary_errors(gw: RunningGateway, params: dict[str, str], message: str) -> None:

@@ -199,6 +199,13 @@ async def test_dashboard_draws_the_store(
             "JSON.stringify([...document.querySelector('#period').conversion.options].map(o => o.value))"
         )
         assert json.loads(options) == ["", "purchase"]  # every conversion, then the period's names
+        # The page asked for its three parts apart (the quick ones draw first), the comparison last.
+        asked = await page.eval(
+            "JSON.stringify(performance.getEntriesByType('resource').map(e => new URL(e.name))"
+            ".filter(u => u.pathname === '/api/dashboard/summary').map(u => u.searchParams.get('part')))"
+        )
+        assert sorted(json.loads(asked)[:2]) == ["counts", "daily"] and json.loads(asked)[2:] == ["models"]
+        assert "355.00 EUR" in await page.eval("document.querySelector('#totals').textContent")
 
         # The DOM: every series label the seeded store implies.
         legend = await page.eval("document.querySelector('#legend-daily').textContent")
