@@ -82,10 +82,7 @@ class People:
         table miss an erasure that an insert of an older id made up for."""
         if share is not None:
             bindings = list(bindings)  # read twice: the groups, and their fingerprint
-        for visitor, user in bindings:
-            self.users_of.setdefault(visitor, set()).add(user)
-            self.visitors_of.setdefault(user, set()).add(visitor)
-            self.person_of.setdefault(visitor, user)
+        self.bind(bindings)
         if share is None:
             return
         self.fingerprint = zlib.crc32(
@@ -112,6 +109,16 @@ class People:
                     self._join(next(iter(bound)), named)
             elif self._joined.setdefault(seen, named) != named:
                 self._join(self._joined[seen], named)
+
+    def bind(self, bindings: Iterable[tuple[str, str]]) -> None:
+        """Add bindings (visitor, user), earliest first, all of them later than those already
+        added (``Reports`` adds a whole report's new ones to the people it kept; not for a share,
+        whose groups are joined once)."""
+        users_of, visitors_of, person_of = self.users_of, self.visitors_of, self.person_of
+        for visitor, user in bindings:
+            users_of.setdefault(visitor, set()).add(user)
+            visitors_of.setdefault(user, set()).add(visitor)
+            person_of.setdefault(visitor, user)
 
     def _root(self, user: str) -> str:
         """The smallest user of ``user``'s group (path splitting keeps the chains short)."""

@@ -31,7 +31,7 @@ import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import groupby, pairwise
 from operator import itemgetter
@@ -161,6 +161,7 @@ class Reports:
         self._kept: tuple[tuple[object, ...], list[Conv]] | None = None
         self._people: tuple[tuple[object, ...], People, list[tuple[Any, ...]] | None] | None = None
         self._changes: tuple[tuple[object, ...], dict[str, str]] | None = None
+        self._everyone_kept: _Everyone | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self.recycle_after = RECYCLE_AFTER
@@ -398,8 +399,7 @@ class Reports:
             return self._people[1], self._people[2]
         self._people = None
         if not isinstance(part, Share):
-            every = self.db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id")
-            people, rows = People(every, ()), None
+            people, rows = self._everyone(), None
         else:
             where, args = _period_conversions(since, until, conversion)
             if part.conversions.last is not None:
@@ -417,6 +417,46 @@ class Reports:
             rows = [r for r in rows if people.mine(r[4], r[5])]
         self._people = (key, people, rows)
         return people, rows
+
+    def _everyone(self) -> People:
+        """Every binding's visitor and person, kept from one report to the next: while the
+        bindings only grew (migration 0009's counters) by rows of later ids, only the new rows
+        are read and added; anything else (a row updated or deleted, a new row older than the
+        newest kept, or a store without the counters) reads every binding again. Each way in
+        one snapshot with the counters."""
+        db, kept = self.db, self._everyone_kept
+        began = not db.in_transaction
+        if began:
+            db.execute("BEGIN")
+        try:
+            try:
+                counters = db.execute(
+                    "SELECT inserted, changed FROM table_versions WHERE name = 'identities'"
+                ).fetchone()
+            except sqlite3.OperationalError:  # a store from before migration 0009
+                counters = None
+            self._everyone_kept = None
+            if counters is None:
+                return People(db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"), ())
+            inserted, changed = counters
+            if kept is not None and kept.changed == changed and kept.inserted <= inserted:
+                sql = "SELECT rowid, id, visitor_key, user_key FROM identities WHERE rowid > ? ORDER BY id"
+                new = db.execute(sql, (kept.rowid,)).fetchall()
+                if len(new) == inserted - kept.inserted and (not new or new[0][1] > kept.newest):
+                    kept.people.bind((visitor, user) for _, _, visitor, user in new)
+                    if new:
+                        kept.rowid = max(kept.rowid, max(row[0] for row in new))
+                        kept.newest = new[-1][1]
+                    kept.inserted = inserted
+                    self._everyone_kept = kept
+                    return kept.people
+            people = People(db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"), ())
+            rowid, newest = db.execute("SELECT max(rowid), max(id) FROM identities").fetchone()
+            self._everyone_kept = _Everyone(people, inserted, changed, rowid or 0, newest or "")
+            return people
+        finally:
+            if began:
+                db.execute("COMMIT")
 
     def _channel(self, signals: str) -> str:
         return self.channels.classify(Signals(*msgspec.json.decode(signals)))
@@ -903,6 +943,18 @@ def _in_worker(
         return _StoreMoved(str(moved))
     finally:
         reports._people = reports._changes = None  # what one call reads twice; ``keep`` outlives it
+
+
+@dataclass(slots=True)
+class _Everyone:
+    """``Reports._everyone``'s people, and where in the bindings they were read up to: the
+    counters of migration 0009, the largest rowid and the newest id."""
+
+    people: People
+    inserted: int
+    changed: int
+    rowid: int
+    newest: str
 
 
 class _StoreMoved:

@@ -1,0 +1,146 @@
+"""Reports keep every binding's visitor and person from one report to the next (migration
+0009's counters say when they moved): after each kind of change to the bindings, a report
+must credit exactly what a reports engine that never kept anything credits."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bench.synth import generate
+from gateway.attribution import Attribution
+from gateway.channels import Channels
+from gateway.events import iso
+from gateway.options import AttributionOptions, ChannelsOptions
+from storage.crediting import Table
+from storage.reports import Reports
+
+SINCE, UNTIL = datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+MODELS = ["first_touch", "last_touch", "linear"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "synth.db"
+    generate(path, 3000, 300, seed=5, days=30)
+    return path
+
+
+@pytest.fixture(scope="module")
+def channels() -> Channels:
+    return Channels(ChannelsOptions())
+
+
+@pytest.fixture
+async def reports(store: Path, channels: Channels) -> AsyncIterator[Reports]:
+    engine = Reports(store, Attribution(AttributionOptions()), channels, processes=1)
+    await engine.open()
+    yield engine
+    await engine.close()
+
+
+async def fresh(store: Path, channels: Channels) -> Table:
+    """The credits as an engine that has kept nothing reads them."""
+    engine = Reports(store, Attribution(AttributionOptions()), channels, processes=1)
+    await engine.open()
+    try:
+        return await engine.credit(SINCE, UNTIL, MODELS)
+    finally:
+        await engine.close()
+
+
+def write(store: Path, sql: str, *args: object) -> None:
+    db = sqlite3.connect(store, isolation_level=None)
+    try:
+        db.execute(sql, args)
+    finally:
+        db.close()
+
+
+def read(store: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(store)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def a_new_device(store: Path) -> tuple[str, str]:
+    """A converted user, and a visitor bound to nobody with landings in the week before one
+    of that user's conversions: binding them moves credit."""
+    for ts, user in read(
+        store, "SELECT ts, user_key FROM conversions WHERE user_key IS NOT NULL ORDER BY id"
+    ):
+        at = datetime.fromisoformat(str(ts))
+        found = read(
+            store,
+            "SELECT t.visitor_key FROM touchpoints t WHERE t.ts < ? AND t.ts >= ?"
+            " AND t.visitor_key NOT IN (SELECT visitor_key FROM identities) ORDER BY t.ts LIMIT 1",
+            ts,
+            iso(at - timedelta(days=6)),
+        )
+        if found:
+            return str(found[0][0]), str(user)
+    raise AssertionError("the generated store has no such pair")
+
+
+BIND = (
+    "INSERT INTO identities (id, ts, node, visitor_key, user_key, rule, origin)"
+    " VALUES (?, '2026-11-30T00:00:00.000000Z', 'test', ?, ?, 'login', 'rule')"
+)
+
+
+async def test_new_bindings_are_added_to_the_kept_people(
+    store: Path, channels: Channels, reports: Reports
+) -> None:
+    before = await reports.credit(SINCE, UNTIL, MODELS)
+    kept = reports._everyone_kept
+    assert kept is not None and before == await fresh(store, channels)
+    visitor, user = await asyncio.to_thread(a_new_device, store)
+    await asyncio.to_thread(write, store, BIND, "zzzzzzzz-later", visitor, user)  # a later id: added
+    after = await reports.credit(SINCE, UNTIL, MODELS)
+    assert reports._everyone_kept is kept and kept.newest == "zzzzzzzz-later"  # only the new row was read
+    assert after != before  # the new device's landing now earns credit
+    assert after == await fresh(store, channels)
+    assert await reports.credit(SINCE, UNTIL, MODELS) == after  # nothing new: the same people
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # An imported binding older than the newest kept one may change a visitor's person.
+        (BIND, "00000000-older"),
+        # Erasure and retention delete; an update moves a binding.
+        ("DELETE FROM identities WHERE id = (SELECT min(id) FROM identities)",),
+        ("UPDATE identities SET user_key = 'someone-else' WHERE id = (SELECT max(id) FROM identities)",),
+    ],
+    ids=["older-insert", "delete", "update"],
+)
+async def test_any_other_change_reads_every_binding_again(
+    store: Path, channels: Channels, reports: Reports, change: tuple[str, ...]
+) -> None:
+    await reports.credit(SINCE, UNTIL, MODELS)
+    kept = reports._everyone_kept
+    visitor, user = await asyncio.to_thread(a_new_device, store)
+    sql, *args = change
+    await asyncio.to_thread(write, store, sql, *([*args, visitor, user] if sql == BIND else args))
+    after = await reports.credit(SINCE, UNTIL, MODELS)
+    assert reports._everyone_kept is not None and reports._everyone_kept is not kept
+    assert after == await fresh(store, channels)
+
+
+async def test_the_counters_count_every_change(store: Path) -> None:
+    def counters() -> tuple[object, ...]:
+        return read(store, "SELECT inserted, changed FROM table_versions WHERE name = 'identities'")[0]
+
+    start = await asyncio.to_thread(counters)
+    await asyncio.to_thread(write, store, BIND, "zzzzzzzz-1", "v", "u")
+    await asyncio.to_thread(write, store, "UPDATE identities SET rule = 'x' WHERE id = 'zzzzzzzz-1'")
+    await asyncio.to_thread(write, store, "DELETE FROM identities WHERE id = 'zzzzzzzz-1'")
+    inserted, changed = start
+    assert await asyncio.to_thread(counters) == (int(str(inserted)) + 1, int(str(changed)) + 2)
