@@ -160,6 +160,8 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
     conversion = conversion_param(request)
     part = q.get("part")
+    if len(q.getall("part", [])) > 1:
+        raise ApiError(400, "part: give one part (or none for every part)")
     if part is not None and part not in PARTS:
         raise ApiError(400, f"part: expected one of {', '.join(PARTS)}, got {part!r}")
     data = await summary(

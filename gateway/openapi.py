@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway.attribution import MODELS
 from gateway.events import VERDICTS
+from storage.dashboard import PARTS
 
 _NULLABLE_STR = {"type": ["string", "null"]}
 
@@ -601,7 +602,7 @@ def openapi_document() -> dict[str, Any]:
                             "part",
                             "only this part (default: all): counts (totals, top campaigns and creators,"
                             " bots, populations, conversion_names), daily (by_day) or models (comparison)",
-                            {"enum": ["counts", "daily", "models"]},
+                            {"enum": list(PARTS)},
                         ),
                     ],
                     "responses": {

@@ -45,15 +45,17 @@ function rank(rows, key) {
 }
 
 // counts: the "counts" part of the summary; daily: its "daily" part (the value credited
-// under the chosen model, per currency, is the sum of its days).
+// under the chosen model, per currency, is the sum of its days), or null when it failed.
 function renderTotals(counts, daily) {
   const box = $("#totals");
   box.replaceChildren();
   const value = new Map();
-  for (const row of daily.by_day) {
+  for (const row of daily ? daily.by_day : []) {
     if (row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
   }
-  const money = [...value.entries()].map(([cur, v]) => `${v.toFixed(2)} ${cur}`).join(" · ") || "–";
+  // Rounded to the cent before printing: float sums of refunds that cancel out are 0.00, not -0.00.
+  const shown = (v) => (Math.round(v * 100) / 100).toFixed(2);
+  const money = [...value.entries()].map(([cur, v]) => `${shown(v)} ${cur}`).join(" · ") || "–";
   for (const [label, shown] of [
     ["Touchpoints", counts.totals.touchpoints],
     ["Visitors", counts.totals.visitors],
@@ -235,6 +237,12 @@ async function main() {
   const counts = summary(ask, "counts");
   const daily = summary(ask, "daily");
   const models = daily.catch(() => null).then(() => summary(ask, "models"));
+  const status = $("#status");
+  const showError = (err) => {
+    if (status.className === "error") return; // the first error stays
+    status.textContent = err.message;
+    status.className = "error";
+  };
   const drawn = [
     counts.then((data) => {
       fillForm(form, data);
@@ -244,21 +252,18 @@ async function main() {
       renderExports(data);
     }),
     daily.then(renderDaily),
-    Promise.all([counts, daily]).then(([c, d]) => renderTotals(c, d)),
+    counts.then(async (c) => renderTotals(c, await daily.catch(() => null))),
     models.then(renderModels),
   ];
+  for (const part of drawn) part.catch(showError); // shown as soon as it happens
   Promise.allSettled(drawn.slice(0, 3)).then(() => {
-    if (!document.body.dataset.state) $("#status").textContent = "Computing the model comparison…";
+    if (status.className !== "error" && document.body.dataset.state === "loading") {
+      status.textContent = "Computing the model comparison…";
+    }
   });
-  const failed = (await Promise.allSettled(drawn)).find((r) => r.status === "rejected");
-  if (failed) {
-    $("#status").textContent = failed.reason.message;
-    $("#status").className = "error";
-    document.body.dataset.state = "error";
-  } else {
-    $("#status").textContent = "";
-    document.body.dataset.state = "ready";
-  }
+  const failed = (await Promise.allSettled(drawn)).some((r) => r.status === "rejected");
+  if (!failed) status.textContent = "";
+  document.body.dataset.state = failed ? "error" : "ready";
 }
 
 main();

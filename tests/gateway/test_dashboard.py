@@ -376,6 +376,10 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
         assert set(body) == header | own
         assert {key: body[key] for key in body} == {key: whole[key] for key in body}
     assert whole["by_day"] and whole["comparison"] and whole["top_campaigns"]  # the test compares numbers
+    async with gw.session.get(
+        gw.admin_url + "/api/dashboard/summary?part=counts&part=daily", headers=AUTH
+    ) as resp:
+        assert resp.status == 400 and "part: give one part" in (await resp.json())["error"]
 
 
 async def test_summary_of_an_empty_period(gw: RunningGateway) -> None:
@@ -404,6 +408,7 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
         ({"conversion": "sign\nup"}, "conversion: expected a conversion name"),
         ({"conversion": ""}, "conversion: expected a conversion name"),  # as /api/attribution
         ({"part": "charts"}, "part: expected one of counts, daily, models, got 'charts'"),
+        ({"part": ""}, "part: expected one of counts, daily, models, got ''"),
     ],
 )
 async def test_summary_errors(gw: RunningGateway, params: dict[str, str], message: str) -> None:

@@ -48,16 +48,21 @@ _NAVIGATING = "Inspected target navigated or closed"
 
 
 class Page:
-    """One page target over the DevTools protocol (commands in order, events ignored)."""
+    """One page target over the DevTools protocol (commands in order; the requests the
+    ``Fetch`` domain paused are kept, by URL, other events ignored)."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws, self.last = ws, 0
+        self.paused: dict[str, str] = {}
+        """URL → request ID of each request ``Fetch.enable`` holds back."""
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         self.last += 1
         await self.ws.send_json({"id": self.last, "method": method, "params": params})
         while True:
             message = await self.ws.receive_json()
+            if message.get("method") == "Fetch.requestPaused":
+                self.paused[message["params"]["request"]["url"]] = message["params"]["requestId"]
             if message.get("id") == self.last:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
@@ -300,6 +305,57 @@ async def test_dashboard_draws_the_store(
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2026-01-01&to=2026-11-10")
         await page.wait_for("document.body && document.body.dataset.state === 'error'", "the error state")
         assert "must span 1..92 days" in await page.eval("document.querySelector('#status').textContent")
+
+        # The parts draw as they come: with the comparison held back, the rest is drawn and the
+        # status says what is still computing; a part that fails says so at once.
+        await page.send(
+            "Fetch.enable",
+            patterns=[{"urlPattern": "*part=models*"}, {"urlPattern": "*part=counts*"}],
+        )
+        await page.send(
+            "Page.navigate", url=gw.admin_url + "/dashboard" + query.replace("linear", "first_touch")
+        )
+        await page.wait_for("!!document.querySelector('#chart-daily rect[data-series]')", "the daily chart")
+
+        def held(part: str) -> str:
+            return next(rid for url, rid in page.paused.items() if f"part={part}" in url)
+
+        await page.wait_for("true", "a poll, so that the paused requests are seen")
+        await page.send("Fetch.continueRequest", requestId=held("counts"))
+        await page.wait_for(
+            "document.querySelector('#status').textContent === 'Computing the model comparison…'",
+            "the status while the comparison computes",
+        )
+        assert "355.00 EUR" in await page.eval("document.querySelector('#totals').textContent")
+        assert await page.eval("document.body.dataset.state") == "loading"
+        assert await page.eval("document.querySelectorAll('#chart-models rect').length") == 0
+        await page.send("Fetch.continueRequest", requestId=held("models"))
+        await page.wait_for("document.body.dataset.state === 'ready'", "the comparison drawn")
+        assert await page.eval("document.querySelector('#status').textContent") == ""
+
+        page.paused.clear()
+        await page.send(
+            "Page.navigate", url=gw.admin_url + "/dashboard" + query.replace("linear", "last_touch")
+        )
+        await page.wait_for("!!document.querySelector('#chart-daily rect[data-series]')", "the daily chart")
+        await page.wait_for("true", "a poll, so that the paused requests are seen")
+        body = base64.b64encode(b'{"ok": false, "error": "the counts broke"}').decode()
+        await page.send(
+            "Fetch.fulfillRequest",
+            requestId=held("counts"),
+            responseCode=500,
+            responseHeaders=[{"name": "Content-Type", "value": "application/json"}],
+            body=body,
+        )
+        await page.wait_for(  # at once, not after the comparison (still held back)
+            "document.querySelector('#status').textContent === 'the counts broke'", "the error of one part"
+        )
+        assert await page.eval("document.body.dataset.state") == "loading"
+        await page.send("Fetch.continueRequest", requestId=held("models"))
+        await page.wait_for("document.body.dataset.state === 'error'", "the error state after every part")
+        assert await page.eval("document.querySelector('#status').textContent") == "the counts broke"
+        assert await page.eval("document.querySelectorAll('#chart-models rect').length") > 0
+        await page.send("Fetch.disable")
 
         # Log out with the page's own button: the session is gone for the API too.
         await page.eval("document.querySelector('form[action=\"/logout\"]').requestSubmit()")
