@@ -120,7 +120,9 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         return fail(403, "a dashboard session can only read; send Authorization: Bearer <admin token>")
     if not header:
         return fail(401, "missing Authorization: Bearer <admin token>", {"WWW-Authenticate": "Bearer"})
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), expected
+    ):
         return fail(401, "wrong admin token", {"WWW-Authenticate": "Bearer"})
     return await handler(request)
 
@@ -175,7 +177,10 @@ async def openapi(request: web.Request) -> web.Response:
 def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
     """``limit`` (1..1000, default 100) and ``cursor`` (a previous page's ``next_cursor``)."""
     limit_text = q.get("limit", "100")
-    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
+    # The length first: int() refuses more than 4300 digits (and would be slow near that).
+    if not (len(limit_text) <= 4 and limit_text.isascii() and limit_text.isdigit()) or not (
+        1 <= int(limit_text) <= 1000
+    ):
         raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
     cursor = q.get("cursor")
     if cursor is not None and not _UUID.match(cursor):
@@ -319,6 +324,16 @@ def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
         raise ApiError(400, f"body: expected JSON like {example}") from None
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request body, decoded from its ``Content-Encoding``; one that does not decode
+    (``gzip`` over bytes that are not gzip, say) answers 400 rather than failing the handler.
+    The bytes are kept by aiohttp, so a later ``request.post()`` reads them again."""
+    try:
+        return await request.read()
+    except web.RequestPayloadError:
+        raise ApiError(400, "body: cannot decode its Content-Encoding") from None
+
+
 def _text(name: str, value: str, most: int) -> str:
     value = value.strip()
     if not value or len(value) > most or not value.isprintable():
@@ -357,7 +372,7 @@ async def set_verdict(request: web.Request) -> web.Response:
     if not _UUID.match(touchpoint_id):
         raise ApiError(400, "touchpoint_id: expected a touchpoint id (a UUID)")
     body = _decode_body(
-        await request.read(), VerdictBody, '{"verdict": "allow", "analyst": "…", "reason": "…"}'
+        await read_body(request), VerdictBody, '{"verdict": "allow", "analyst": "…", "reason": "…"}'
     )
     analyst = _text("analyst", body.analyst, 100)
     reason = _text("reason", body.reason, 1000)
@@ -422,7 +437,7 @@ async def set_creator(request: web.Request) -> web.Response:
     if not creator_id or len(creator_id) > 200 or not creator_id.isprintable():
         raise ApiError(400, "creator_id: expected 1..200 printable characters")
     body = _decode_body(
-        await request.read(), CreatorBody, '{"verified": true, "analyst": "…", "reason": "…"}'
+        await read_body(request), CreatorBody, '{"verified": true, "analyst": "…", "reason": "…"}'
     )
     analyst = _text("analyst", body.analyst, 100)
     reason = _text("reason", body.reason, 1000)

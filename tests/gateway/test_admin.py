@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from pathlib import Path
@@ -13,6 +14,7 @@ from gateway.admin import VerdictBody
 from gateway.events import VERDICTS
 from gateway.openapi import openapi_document
 from tests.conftest import TOKEN
+from tests.gateway.test_malformed import raw_request
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -77,6 +79,8 @@ async def test_missing_or_wrong_token_rejected(gw, path: str, headers) -> None:
         ("/api/touchpoints", {"limit": "0"}, 400),
         ("/api/touchpoints", {"limit": "x"}, 400),
         ("/api/touchpoints", {"limit": "²"}, 400),
+        ("/api/touchpoints", {"limit": "9" * 5000}, 400),  # past int()'s 4300-digit limit
+        ("/api/touchpoints", {"limit": "0" * 5000 + "5"}, 400),
         ("/api/touchpoints", {"since": "0001-01-01T00:00:00+01:00"}, 400),
         ("/api/touchpoints", {"until": "9999-12-31T23:30:00-01:00"}, 400),
         ("/api/touchpoints", {"since": "1969-12-31"}, 400),
@@ -92,6 +96,8 @@ async def test_missing_or_wrong_token_rejected(gw, path: str, headers) -> None:
         ("/api/review", {}, 200),
         ("/api/review", {"cursor": "nope"}, 400),
         ("/api/review", {"colour": "red"}, 400),
+        ("/api/review", {"limit": "9" * 5000}, 400),
+        ("/api/bad-events", {"limit": "9" * 5000}, 400),
         ("/api/creators", {}, 200),
         ("/api/creators", {"verified": "1"}, 400),
     ],
@@ -209,3 +215,30 @@ def test_the_verdicts_are_the_same_everywhere() -> None:
     migration = Path(__file__).parents[2] / "storage" / "migrations" / "0003_bots_geo.sql"
     check = ", ".join(f"'{v}'" for v in VERDICTS)
     assert f"verdict IN ({check})" in migration.read_text()
+
+
+@pytest.mark.parametrize("path", ["/api/touchpoints", "/api/review", "/api/bad-events"])
+async def test_a_huge_limit_is_a_400_naming_it(gw, path: str) -> None:
+    status, _, body = await get(gw, path, AUTH, limit="9" * 5000)
+    assert status == 400 and body["error"].startswith("limit: expected a whole number 1..1000")
+
+
+async def test_a_token_that_is_not_utf8_is_just_wrong(gw) -> None:
+    """A raw 0xE9 in the header (aiohttp keeps it as a surrogate) is a wrong token, not a 500."""
+    request = b"GET /api/touchpoints HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer tok\xe9n\r\n"
+    resp = await raw_request(gw.admin.port, request + b"Connection: close\r\n\r\n")
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+    assert json.loads(resp.body)["error"] == "wrong admin token"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/touchpoints/0190a2b4-0000-7000-8000-000000000000/verdict", "/api/creators/cr_anna"],
+)
+async def test_a_body_that_does_not_decode_is_a_400(gw, path: str) -> None:
+    headers = {**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+    method = "POST" if path.endswith("/verdict") else "PUT"
+    async with gw.session.request(method, gw.admin_url + path, data=b"abcd", headers=headers) as resp:
+        assert resp.status == 400
+        body = await resp.json()
+    assert body == {"ok": False, "status": 400, "error": "body: cannot decode its Content-Encoding"}
