@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import reporting
-from gateway.admin import READER_KEY, SETTINGS_KEY, ApiError, _only, ok
+from gateway.admin import EARLIEST, LATEST, READER_KEY, SETTINGS_KEY, ApiError, _only, ok, read_body
 from gateway.attribution import MODELS
 from gateway.reportapi import REPORTS_KEY, conversion_param
 from gateway.sessions import (
@@ -100,7 +100,21 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     if not same_origin(request):
         return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
-    form = await request.post()
+    try:
+        await read_body(request)  # kept: post() parses these bytes
+    except ApiError as err:
+        return _page(request, "login.html", err.status, err.message)
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, web.HTTPBadRequest):
+        # Bytes that are not UTF-8, an unknown charset, multipart without (or not matching)
+        # its boundary: the dashboard's own form never sends these.
+        return _page(
+            request,
+            "login.html",
+            400,
+            "body: expected a form with the token (application/x-www-form-urlencoded, UTF-8).",
+        )
     given = form.get("token")
     if not isinstance(given, str) or not given:
         return _page(request, "login.html", 400, "token: enter the admin token.")
@@ -133,13 +147,21 @@ async def static(request: web.Request) -> web.Response:
     )
 
 
+FIRST_DAY = EARLIEST.date()
+LAST_DAY = LATEST.date()
+"""The days ``since`` and ``until`` may name: the bounds of the report endpoints' times."""
+
+
 def _day(name: str, value: str) -> date:
     try:
         if len(value) != 10:
             raise ValueError("not a plain date")
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise ApiError(400, f"{name}: expected a date like 2026-11-01, got {value!r}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ApiError(400, f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}, got {value!r}")
+    return day
 
 
 async def dashboard_summary(request: web.Request) -> web.Response:
@@ -149,7 +171,16 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     q = request.query
     _only(request, {"since", "until", "model", "population", "conversion", "part"})
     until = _day("until", q["until"]) if "until" in q else datetime.now(UTC).date() + timedelta(days=1)
-    since = _day("since", q["since"]) if "since" in q else until - timedelta(days=DEFAULT_DAYS)
+    if "since" in q:
+        since = _day("since", q["since"])
+    elif (until - FIRST_DAY).days >= DEFAULT_DAYS:
+        since = until - timedelta(days=DEFAULT_DAYS)
+    else:
+        raise ApiError(
+            400,
+            f"until: without since, must be {FIRST_DAY + timedelta(days=DEFAULT_DAYS)} or later"
+            f" (since defaults to {DEFAULT_DAYS} days before until), got {q['until']!r}",
+        )
     if not 1 <= (until - since).days <= MAX_DAYS:
         raise ApiError(400, f"since..until: must span 1..{MAX_DAYS} days, got {(until - since).days}")
     model = q.get("model", DEFAULT_MODEL)

@@ -86,7 +86,10 @@ def same_origin(request: web.Request) -> bool:
     if site is not None and site != "same-origin":
         return False
     if origin is not None and origin != "null":
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # e.g. "http://[::1": no origin of ours
+            return False
         return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
     return site == "same-origin"
 

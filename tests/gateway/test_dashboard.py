@@ -195,6 +195,49 @@ async def test_login_refusals(
 
 
 @pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b"token=\xff", "application/x-www-form-urlencoded", "body: expected a form"),
+        (b"token=x", "application/x-www-form-urlencoded; charset=bogus", "body: expected a form"),
+        (b"token=x", "multipart/form-data", "body: expected a form"),
+        (b"token=x", "multipart/form-data; boundary=zz", "body: expected a form"),
+    ],
+)
+async def test_login_with_a_malformed_form(
+    gw: RunningGateway, body: bytes, content_type: str, message: str
+) -> None:
+    headers = {**host_origin(gw), "Content-Type": content_type}
+    async with gw.session.post(
+        gw.admin_url + "/login", data=body, headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.status == 400 and "Set-Cookie" not in resp.headers
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert message in await resp.text()
+
+
+async def test_login_with_a_body_that_does_not_decode(gw: RunningGateway) -> None:
+    headers = {
+        **host_origin(gw),
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Content-Encoding": "gzip",
+    }
+    async with gw.session.post(
+        gw.admin_url + "/login", data=b"abcd", headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.status == 400 and "Set-Cookie" not in resp.headers
+        assert "body: cannot decode its Content-Encoding" in await resp.text()
+
+
+@pytest.mark.parametrize("path", ["/login", "/logout"])
+async def test_an_origin_that_is_no_url_is_refused(gw: RunningGateway, path: str) -> None:
+    headers = {"Origin": "http://[::1", "Sec-Fetch-Site": "same-origin"}
+    async with gw.session.post(
+        gw.admin_url + path, data={"token": TOKEN}, headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.status == 403 and "must be sent from the dashboard" in await resp.text()
+
+
+@pytest.mark.parametrize(
     "headers",
     [{"Sec-Fetch-Site": "same-origin"}, {"Origin": "null", "Sec-Fetch-Site": "same-origin"}],
 )
@@ -409,6 +452,12 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
         ({"conversion": ""}, "conversion: expected a conversion name"),  # as /api/attribution
         ({"part": "charts"}, "part: expected one of counts, daily, models, got 'charts'"),
         ({"part": ""}, "part: expected one of counts, daily, models, got ''"),
+        ({"until": "0001-01-05"}, "until: expected a date from 1970-01-01 to 9999-12-31, got '0001-01-05'"),
+        ({"until": "0001-01-01"}, "until: expected a date from 1970-01-01 to 9999-12-31"),
+        ({"since": "0001-01-30", "until": "0001-02-01"}, "until: expected a date from 1970-01-01"),
+        ({"since": "0001-01-30", "until": "1970-01-02"}, "since: expected a date from 1970-01-01"),
+        ({"since": "9999-12-31", "until": "1970-01-02"}, "since..until: must span 1..92 days"),
+        ({"until": "1970-01-05"}, "until: without since, must be 1970-01-31 or later"),
     ],
 )
 async def test_summary_errors(gw: RunningGateway, params: dict[str, str], message: str) -> None:
