@@ -11,17 +11,16 @@ import argparse
 import asyncio
 import sqlite3
 import sys
-from datetime import UTC, datetime, timedelta
 
 from gateway import reporting
+from gateway.admin import ApiError
 from gateway.attribution import MODELS, Attribution
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
+from gateway.reportapi import period
 from storage.migrate import SchemaTooNew
 from storage.reports import Reports
-
-DEFAULT_DAYS = 30
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
@@ -41,11 +40,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
     which.add_argument("--timeseries", action="store_true", help="credits per day")
     which.add_argument("--paths", action="store_true", help="path lengths and time to convert")
     report.set_defaults(func=cmd_report)
-
-
-def _moment(name: str, text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -84,15 +78,10 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
         raise ValueError("--model: the payout report uses one model, not all")
     models = tuple(MODELS) if model == "all" else (model,)
     try:
-        until = _moment("--until", args.until) if args.until else datetime.now(UTC)
-    except ValueError:
-        raise ValueError(f"--until: expected an ISO 8601 date or date-time, got {args.until!r}") from None
-    try:
-        since = _moment("--since", args.since) if args.since else until - timedelta(days=DEFAULT_DAYS)
-    except ValueError:
-        raise ValueError(f"--since: expected an ISO 8601 date or date-time, got {args.since!r}") from None
-    if since >= until:
-        raise ValueError("--since: must be before --until")
+        # The report API's own checks (range, order, longest span), with the options' names.
+        since, until = period(args.since or None, args.until or None, ("--since", "--until"))
+    except ApiError as err:
+        raise ValueError(err.message) from None
     verdicts = None if args.verdicts is None else reporting.verdict_names(args.verdicts, "--verdicts")
     conversion = (
         None if args.conversion is None else reporting.conversion_name(args.conversion, "--conversion")

@@ -40,6 +40,26 @@ def _moment(name: str, value: str) -> datetime:
     return datetime.fromisoformat(parse_time(name, value))
 
 
+def period(
+    since_text: str | None, until_text: str | None, names: tuple[str, str] = ("since", "until")
+) -> tuple[datetime, datetime]:
+    """A report's ``since``..``until``: each in range (``parse_time``), ``until`` by default now
+    and ``since`` DEFAULT_DAYS before it, in order and at most MAX_DAYS apart. The first problem
+    raises a 400 naming its parameter as ``names`` spell them (``gateway report``: ``--since``)."""
+    since_name, until_name = names
+    until = _moment(until_name, until_text) if until_text is not None else datetime.now(UTC)
+    since = (
+        _moment(since_name, since_text) if since_text is not None else until - timedelta(days=DEFAULT_DAYS)
+    )
+    if since >= until:
+        raise ApiError(
+            400, f"{since_name}: must be before {until_name} ({since.isoformat()} >= {until.isoformat()})"
+        )
+    if until - since > timedelta(days=MAX_DAYS):
+        raise ApiError(400, f"{since_name}: a report covers at most {MAX_DAYS} days")
+    return since, until
+
+
 def conversion_param(request: web.Request) -> str | None:
     """The ``conversion`` query parameter (None: every conversion); a bad name answers 400."""
     conversion = request.query.get("conversion")
@@ -63,12 +83,7 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
     group_by = q.get("group_by", "channel")
     if group_by not in GROUP_BY:
         raise ApiError(400, f"group_by: expected one of {', '.join(GROUP_BY)}, got {group_by!r}")
-    until = _moment("until", q["until"]) if "until" in q else datetime.now(UTC)
-    since = _moment("since", q["since"]) if "since" in q else until - timedelta(days=DEFAULT_DAYS)
-    if since >= until:
-        raise ApiError(400, f"since: must be before until ({since.isoformat()} >= {until.isoformat()})")
-    if until - since > timedelta(days=MAX_DAYS):
-        raise ApiError(400, f"since: a report covers at most {MAX_DAYS} days")
+    since, until = period(q.get("since"), q.get("until"))
     conversion = conversion_param(request)
     verdicts = None
     if "verdicts" in q:

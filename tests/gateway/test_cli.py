@@ -336,6 +336,23 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_report_checks_its_period_as_the_report_api_does(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'none.db'\n")
+    for period, message in [
+        (("--until", "0001-01-01"), "--until: expected an ISO 8601 date or date-time from 1970-01-01"),
+        (("--since", "0001-01-01", "--until", "0001-01-02"), "--until: expected an ISO 8601"),
+        (("--since", "0001-01-01", "--until", "2026-01-02"), "--since: expected an ISO 8601"),
+        (("--until", "9999-12-31T23:00:00-05:00"), "--until: expected an ISO 8601"),
+        (("--since", "2026-11-02", "--until", "2026-11-01"), "--since: must be before --until"),
+        (("--since", "1970-01-01", "--until", "2026-01-01"), "--since: a report covers at most 3660 days"),
+    ]:
+        done = gateway("report", "-c", str(cfg), *period)
+        assert done.returncode == 2, (period, done.stderr)
+        assert done.stderr.startswith("gateway report: " + message), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
 def test_report_on_the_readme_worked_example(tmp_path: Path) -> None:
     """The README's worked journey stored as the gateway would store it: the report's
     columns are the worked-example table, and the console block in the README is its output."""
