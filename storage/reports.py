@@ -277,15 +277,17 @@ class Reports:
             self._kept = self._people = self._changes = None
 
     def _done(self, _: asyncio.Future[Any]) -> None:
-        """After a report: once no other follows for ``recycle_after`` seconds, replace the workers
-        left holding too much memory (``_recycle``). Not at once: reports come in runs (a
-        dashboard, a report and its export), and replaced after every report, the workers were
-        still starting when the next came (a 90-day ``linear`` over a million touchpoints took
-        2.1 s instead of 1.6; 1.5 s once they had started)."""
+        """After a report: once no other follows for ``recycle_after`` seconds, every process
+        forgets the bindings it kept (``_everyone``: an erased user's keys stay in memory no
+        longer than that), and the workers left holding too much memory are replaced
+        (``_recycle``). Not at once: reports come in runs (a dashboard, a report and its export),
+        and replaced after every report, the workers were still starting when the next came (a
+        90-day ``linear`` over a million touchpoints took 2.1 s instead of 1.6; 1.5 s once they
+        had started)."""
         if self._idle is not None:  # a report that overlapped this one armed it
             self._idle.cancel()
             self._idle = None
-        if self.worker_memory and self._pool.pids and not self._closing:
+        if (self._pool.pids or self._everyone_kept is not None) and not self._closing:
             loop = asyncio.get_running_loop()
             self._idle = loop.call_later(self.recycle_after, self._recycle_idle, self.report)
 
@@ -299,10 +301,13 @@ class Reports:
         since report ``last`` (its own timer decides), nor once the reports are closing."""
         if self.report != last or self._closing:
             return
+        self._everyone_kept = None
         try:
-            replaced = self._pool.recycle(self.worker_memory)
-        except Exception as err:  # a new worker could not start: the next report starts them all
-            log.warning("could not replace a report worker (the next large report starts it): %s", err)
+            if self._pool.pids:
+                self._pool.map(_forget, [WHOLE] * len(self._pool.pids))
+            replaced = self._pool.recycle(self.worker_memory) if self.worker_memory else []
+        except Exception as err:  # a worker died, or a new one could not start: the next report starts them
+            log.warning("could not tidy the report workers (the next large report starts new ones): %s", err)
             self._pool.close(kill=True)
             return
         for pid, held in replaced:
@@ -422,8 +427,11 @@ class Reports:
         """Every binding's visitor and person, kept from one report to the next: while the
         bindings only grew (migration 0009's counters) by rows of later ids, only the new rows
         are read and added; anything else (a row updated or deleted, a new row older than the
-        newest kept, or a store without the counters) reads every binding again. Each way in
-        one snapshot with the counters."""
+        newest kept, or a store without the counters or their triggers: a table rebuilt by
+        hand drops them) reads every binding again. Each way in one snapshot with the counters.
+        ``INSERT OR REPLACE`` deletes without the delete trigger: its row keeps an id no later
+        than the newest kept, which the id check catches. Forgotten between runs of reports
+        (``_done``)."""
         db, kept = self.db, self._everyone_kept
         began = not db.in_transaction
         if began:
@@ -432,6 +440,8 @@ class Reports:
             try:
                 counters = db.execute(
                     "SELECT inserted, changed FROM table_versions WHERE name = 'identities'"
+                    " AND (SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"
+                    " AND name IN ('identities_inserted', 'identities_updated', 'identities_deleted')) = 3"
                 ).fetchone()
             except sqlite3.OperationalError:  # a store from before migration 0009
                 counters = None
@@ -455,7 +465,7 @@ class Reports:
             self._everyone_kept = _Everyone(people, inserted, changed, rowid or 0, newest or "")
             return people
         finally:
-            if began:
+            if began and db.in_transaction:
                 db.execute("COMMIT")
 
     def _channel(self, signals: str) -> str:
@@ -839,6 +849,11 @@ class Reports:
             return self.map(_credit_part, parts, *q)
 
         return add_tables(await self.run(compute))
+
+
+def _forget(reports: Reports, part: Part) -> None:
+    """In a worker, between reports: drop the bindings it kept (``Reports._everyone``)."""
+    reports._everyone_kept = None
 
 
 def _credit_part(

@@ -3,7 +3,9 @@
 -- person are between reports (storage/reports.py) and, while only new bindings came, read just
 -- those, instead of every binding again for each report (0.2-0.3 s of a report over 1M
 -- touchpoints, in every worker process). `inserted` counts new rows (a login repeats a
--- binding: these come all day); `changed`, rows updated or deleted (erasure, retention).
+-- binding: these come all day); `changed`, rows updated or deleted (erasure, retention) —
+-- not those INSERT OR REPLACE deletes, which fire no delete trigger: the reports' id check
+-- catches those.
 CREATE TABLE table_versions (
     name     TEXT PRIMARY KEY,
     inserted INTEGER NOT NULL DEFAULT 0,

@@ -118,8 +118,14 @@ async def test_new_bindings_are_added_to_the_kept_people(
         # Erasure and retention delete; an update moves a binding.
         ("DELETE FROM identities WHERE id = (SELECT min(id) FROM identities)",),
         ("UPDATE identities SET user_key = 'someone-else' WHERE id = (SELECT max(id) FROM identities)",),
+        # REPLACE deletes the old row without the delete trigger; its id is no later than the newest.
+        (
+            "INSERT OR REPLACE INTO identities (id, ts, node, visitor_key, user_key, rule, origin)"
+            " SELECT id, ts, node, visitor_key, 'someone-else', rule, origin FROM identities"
+            " WHERE id = (SELECT max(id) FROM identities)",
+        ),
     ],
-    ids=["older-insert", "delete", "update"],
+    ids=["older-insert", "delete", "update", "replace"],
 )
 async def test_any_other_change_reads_every_binding_again(
     store: Path, channels: Channels, reports: Reports, change: tuple[str, ...]
@@ -144,3 +150,41 @@ async def test_the_counters_count_every_change(store: Path) -> None:
     await asyncio.to_thread(write, store, "DELETE FROM identities WHERE id = 'zzzzzzzz-1'")
     inserted, changed = start
     assert await asyncio.to_thread(counters) == (int(str(inserted)) + 1, int(str(changed)) + 2)
+
+
+async def test_without_its_triggers_nothing_is_kept(
+    store: Path, channels: Channels, reports: Reports
+) -> None:
+    """A table rebuilt by hand loses its triggers: the counters no longer see every change."""
+    await asyncio.to_thread(write, store, "DROP TRIGGER identities_deleted")
+    await reports.credit(SINCE, UNTIL, MODELS)
+    assert reports._everyone_kept is None
+    await asyncio.to_thread(
+        write, store, "DELETE FROM identities WHERE id = (SELECT min(id) FROM identities)"
+    )
+    assert await reports.credit(SINCE, UNTIL, MODELS) == await fresh(store, channels)
+
+
+def _kept(reports: Reports, part: object) -> bool:
+    return reports._everyone_kept is not None
+
+
+async def test_every_process_forgets_the_bindings_between_runs_of_reports(
+    store: Path, channels: Channels
+) -> None:
+    """An erased user's keys stay in no process's memory longer than a short idle time."""
+    pooled = Reports(store, Attribution(AttributionOptions()), channels, processes=2, min_slice=10)
+    pooled.recycle_after = 0.2
+    await pooled.open()
+    try:
+        await pooled.credit(SINCE, UNTIL, MODELS)
+        assert len(pooled._pool.pids) == 2  # the report was shared
+        assert await pooled.run(pooled._pool.map, _kept, [(None, None)] * 2) == [True, True]
+        for _ in range(100):  # each report above puts the forgetting off again
+            await asyncio.sleep(0.1)
+            if pooled._idle is None and pooled._recycling is not None and pooled._recycling.done():
+                break
+        assert await pooled.run(pooled._pool.map, _kept, [(None, None)] * 2) == [False, False]
+        assert await pooled.credit(SINCE, UNTIL, MODELS) == await fresh(store, channels)
+    finally:
+        await pooled.close()
