@@ -188,12 +188,23 @@ def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
     return int(limit_text), cursor
 
 
+def _span(q: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """Optional ``since`` and ``until`` of a listing, each in range and in order (as a report's;
+    ``parse_time``'s canonical UTC text sorts in time order)."""
+    since = parse_time("since", q["since"]) if "since" in q else None
+    until = parse_time("until", q["until"]) if "until" in q else None
+    if since is not None and until is not None and since >= until:
+        raise ApiError(400, f"since: must be before until ({since} >= {until})")
+    return since, until
+
+
 def _touchpoint_query(q: Mapping[str, str], verdict: str | None = None) -> TouchpointQuery:
     """The touchpoint filters of a listing (``/api/touchpoints``, ``/api/review``)."""
     limit, cursor = _page(q)
+    since, until = _span(q)
     return TouchpointQuery(
-        since=parse_time("since", q["since"]) if "since" in q else None,
-        until=parse_time("until", q["until"]) if "until" in q else None,
+        since=since,
+        until=until,
         equals={
             k: q[k] if k not in ("source", "medium") else q[k].casefold()
             for k in TOUCHPOINT_FILTERS
@@ -348,8 +359,7 @@ async def fraud(request: web.Request) -> web.Response:
     group_by = q.get("group_by", "creator_id")
     if group_by not in FRAUD_GROUPS:
         raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by!r}")
-    since = parse_time("since", q["since"]) if "since" in q else None
-    until = parse_time("until", q["until"]) if "until" in q else None
+    since, until = _span(q)
     groups = await request.app[READER_KEY].fraud(since, until, group_by)
     return ok({"group_by": group_by, "since": since, "until": until, "groups": groups})
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from html import escape
@@ -154,8 +155,8 @@ LAST_DAY = LATEST.date()
 
 def _day(name: str, value: str) -> date:
     try:
-        if len(value) != 10:
-            raise ValueError("not a plain date")
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            raise ValueError("not a plain date")  # date.fromisoformat also takes 2026-W44-1
         day = date.fromisoformat(value)
     except ValueError:
         raise ApiError(400, f"{name}: expected a date like 2026-11-01, got {value!r}") from None

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from gateway import reporting
-from gateway.admin import ApiError, parse_time
+from gateway.admin import EARLIEST, ApiError, parse_time
 from gateway.attribution import MODELS, Attribution
 from gateway.config import Settings
 from gateway.openapi_reports import FORMATS, GROUP_BY
@@ -48,8 +48,11 @@ def period(
     raises a 400 naming its parameter as ``names`` spell them (``gateway report``: ``--since``)."""
     since_name, until_name = names
     until = _moment(until_name, until_text) if until_text is not None else datetime.now(UTC)
+    # The default since never reaches before the earliest moment a report takes.
     since = (
-        _moment(since_name, since_text) if since_text is not None else until - timedelta(days=DEFAULT_DAYS)
+        _moment(since_name, since_text)
+        if since_text is not None
+        else max(until - timedelta(days=DEFAULT_DAYS), EARLIEST)
     )
     if since >= until:
         raise ApiError(

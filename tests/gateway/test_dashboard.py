@@ -451,6 +451,7 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
         ({"conversion": "sign\nup"}, "conversion: expected a conversion name"),
         ({"conversion": ""}, "conversion: expected a conversion name"),  # as /api/attribution
         ({"part": "charts"}, "part: expected one of counts, daily, models, got 'charts'"),
+        ({"since": "2026-W44-1"}, "since: expected a date like 2026-11-01"),  # an ISO week date
         ({"part": ""}, "part: expected one of counts, daily, models, got ''"),
         ({"until": "0001-01-05"}, "until: expected a date from 1970-01-01 to 9999-12-31, got '0001-01-05'"),
         ({"until": "0001-01-01"}, "until: expected a date from 1970-01-01 to 9999-12-31"),

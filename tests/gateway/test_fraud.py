@@ -165,6 +165,10 @@ async def test_fraud_and_review_reject_bad_parameters(start_gateway, origin) -> 
     assert (await gw.api("/api/fraud", group_by="ip"))["error"].startswith("group_by: expected one of")
     assert (await gw.api("/api/review", verdict="allow"))["status"] == 400
     assert (await gw.api("/api/fraud", since="yesterday"))["error"].startswith("since: expected an ISO 8601")
+    # A period the wrong way round is an error, as in the reports, not an empty answer.
+    for path in ("/api/fraud", "/api/touchpoints", "/api/review"):
+        refused = await gw.api(path, since="2026-12-01", until="2026-11-01")
+        assert refused["status"] == 400 and refused["error"].startswith("since: must be before until"), path
 
 
 async def test_block_action_answers_403_without_calling_the_site(start_gateway, origin) -> None:

@@ -283,6 +283,11 @@ async def test_bad_parameters_are_400_naming_them(
     assert body["ok"] is False and named in body["error"], body
 
 
+async def test_the_default_since_stays_in_range(gw: RunningGateway) -> None:
+    body = await get(gw, "/api/attribution", 200, until="1970-01-05")
+    assert body["since"] == "1970-01-01T00:00:00Z", body
+
+
 async def test_reports_need_the_token(gw: RunningGateway) -> None:
     for path in ("/api/attribution", "/api/attribution/timeseries", "/api/attribution/paths", "/api/payouts"):
         async with gw.session.get(gw.admin_url + path) as resp:
