@@ -61,7 +61,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(_report(settings, args, query))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(f"gateway: cannot read the store {settings.store_path}: {err}", file=sys.stderr)
+        hint = (
+            " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""
+        )
+        print(f"gateway: cannot read the store {settings.store_path}: {err}{hint}", file=sys.stderr)
         return 1
     if args.format == "csv":
         sys.stdout.write(report.csv())
@@ -79,7 +82,7 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
     models = tuple(MODELS) if model == "all" else (model,)
     try:
         # The report API's own checks (range, order, longest span), with the options' names.
-        since, until = period(args.since or None, args.until or None, ("--since", "--until"))
+        since, until = period(args.since, args.until, ("--since", "--until"))  # "" is an error, as in the API
     except ApiError as err:
         raise ValueError(err.message) from None
     verdicts = None if args.verdicts is None else reporting.verdict_names(args.verdicts, "--verdicts")

@@ -136,7 +136,8 @@ class Report:
         out = [head, "", line(self.columns), line(["-" * w for w in widths])]
         out += [line(r) for r in cells] or ["(no rows)"]
         if "summary" in self.meta:
-            out.append(", ".join(f"{k} {_cell(v, k)}" for k, v in self.meta["summary"].items()))
+            summary = self.meta["summary"].items()  # None: nothing to average (no conversions)
+            out.append(", ".join(f"{k} {'(none)' if v is None else _cell(v, k)}" for k, v in summary))
         for total in self.meta.get("totals", []):
             parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
             out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))

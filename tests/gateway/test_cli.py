@@ -313,6 +313,8 @@ def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
     assert (rows["cr_ana"]["first_touch_value"], rows["cr_ana"]["last_touch_value"]) == (0, 100)
 
     assert "touches  3" in gateway("report", "-c", str(cfg), *period, "--paths").stdout
+    empty = gateway("report", "-c", str(cfg), "--since", "2020-01-01", "--until", "2020-01-02", "--paths")
+    assert "mean_touches (none), median_touches (none)" in empty.stdout, empty.stdout
 
 
 def test_report_explains_its_problems(tmp_path: Path) -> None:
@@ -346,11 +348,21 @@ def test_report_checks_its_period_as_the_report_api_does(tmp_path: Path) -> None
         (("--until", "9999-12-31T23:00:00-05:00"), "--until: expected an ISO 8601"),
         (("--since", "2026-11-02", "--until", "2026-11-01"), "--since: must be before --until"),
         (("--since", "1970-01-01", "--until", "2026-01-01"), "--since: a report covers at most 3660 days"),
+        (("--since", ""), "--since: expected an ISO 8601"),  # not the default, as in the API
     ]:
         done = gateway("report", "-c", str(cfg), *period)
         assert done.returncode == 2, (period, done.stderr)
         assert done.stderr.startswith("gateway report: " + message), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_report_on_a_file_that_is_no_gateway_store(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").write_bytes(b"")
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'empty.db'\n")
+    done = gateway("report", "-c", str(cfg))
+    assert done.returncode == 1 and "not a gateway store?" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_report_on_the_readme_worked_example(tmp_path: Path) -> None:
