@@ -377,7 +377,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Touchpoints in time order, filtered, cursor-paginated",
                     "parameters": [
-                        _query("since", "ISO 8601 date or date-time, inclusive", MOMENT),
+                        _query(
+                            "since",
+                            "ISO 8601 date or date-time, inclusive; before until when both are given",
+                            MOMENT,
+                        ),
                         _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
                         _query("source", "exact source (case-folded)"),
                         _query("medium", "exact medium (case-folded)"),
@@ -619,7 +623,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Click fraud per creator, source or campaign",
                     "parameters": [
-                        _query("since", "ISO 8601 date or date-time, inclusive", MOMENT),
+                        _query(
+                            "since",
+                            "ISO 8601 date or date-time, inclusive; before until when both are given",
+                            MOMENT,
+                        ),
                         _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
                         _query(
                             "group_by",
@@ -657,7 +665,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "The review queue: touchpoints whose effective verdict is review (or block)",
                     "parameters": [
-                        _query("since", "ISO 8601 date or date-time, inclusive", MOMENT),
+                        _query(
+                            "since",
+                            "ISO 8601 date or date-time, inclusive; before until when both are given",
+                            MOMENT,
+                        ),
                         _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
                         _query("verdict", "review (default) or block", {"enum": ["review", "block"]}),
                         _query("source", "exact source (case-folded)"),

@@ -116,7 +116,7 @@ def test_admin_api_holds_to_its_openapi_document(running: tuple[str, str], tmp_p
 NOT_EXACT = ("GET /api/users/{user_id}", "DELETE /api/users/{user_id}", "PUT /api/creators/{creator_id}",
              "POST /api/touchpoints/{touchpoint_id}/verdict", "GET /api/dashboard/summary",
              "GET /api/attribution", "GET /api/attribution/timeseries", "GET /api/attribution/paths",
-             "GET /api/payouts")  # fmt: skip
+             "GET /api/payouts", "GET /api/touchpoints", "GET /api/review", "GET /api/fraud")  # fmt: skip
 
 
 @pytest.mark.timeout(300)
