@@ -25,7 +25,7 @@ from gateway.attribution import Params, from_minor
 from gateway.events import VERDICTS
 from gateway.payouts import Payouts
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
-from storage.reports import Part, Reports
+from storage.reports import Clicks, Part, Reports
 
 TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
 DAY_BUCKETS: tuple[tuple[str, int, int], ...] = (
@@ -316,14 +316,16 @@ Withheld = dict[tuple[str, str | None], list[int]]
 have earned."""
 
 
-def _payouts_part(reports: Reports, part: Part, q: Query, params: Params) -> tuple[Table, Withheld]:
-    """One slice of the payouts report: credits by creator, and what quarantined traffic would
-    have earned."""
+def _payouts_part(reports: Reports, part: Part, q: Query, params: Params) -> tuple[Table, Withheld, Clicks]:
+    """One slice of the payouts report: credits by creator, what quarantined traffic would
+    have earned, and the creator clicks among the touchpoints its part covers (counted here,
+    in each worker beside the crediting, not after it in the gateway process)."""
     model = q.models[0]
     accepted = q.accepted(reports)
     convs = reports.read(q.since, q.until, q.conversion, "creator_id", q.population, part)
     earned = credit_table(reports.eligible, convs, [model], "creator_id", accepted, params)
-    return earned, quarantined_credit(reports.eligible, convs, model, accepted, params)
+    withheld = quarantined_credit(reports.eligible, convs, model, accepted, params)
+    return earned, withheld, reports.count_clicks(q.since, q.until, accepted, part)
 
 
 async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
@@ -331,20 +333,21 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     amount to approve; traffic with an unaccepted verdict listed apart (``quarantined``),
     with its clicks and what it would have earned, and paid nothing."""
     model = q.models[0]
-    accepted = q.accepted(reports)
 
-    def compute() -> list[tuple[Table, Withheld]]:
+    def compute() -> list[tuple[Table, Withheld, Clicks]]:
         params, parts = _learn(reports, q, "creator_id")
         return reports.map(_payouts_part, parts, q, params)
 
     parts = await reports.run(compute)
     earned = add_tables(p[0] for p in parts)
     withheld: Withheld = defaultdict(lambda: [0, 0])
-    for _, part in parts:
+    clicks: Clicks = defaultdict(int)
+    for _, part, part_clicks in parts:
         for key, (value, n) in part.items():
             withheld[key][0] += value
             withheld[key][1] += n
-    clicks = await reports.creator_clicks(q.since, q.until, accepted)
+        for click, n in part_clicks.items():
+            clicks[click] += n
     rows: list[dict[str, Any]] = []
     totals: dict[str | None, int] = defaultdict(int)
     creators = {k[1] for k in earned if k[1] is not None} | {

@@ -69,6 +69,8 @@ GROUPS = ("channel", "source", "medium", "campaign", "creator_id")
 Part = Slice | Share
 """Which of a report's conversions one call computes: a slice of them by id, or the share of
 one worker's people (``data_driven``, which also counts the journeys that did not convert)."""
+Clicks = dict[tuple[str, bool], int]
+"""Creator clicks: (creator_id, quarantined) → touchpoints with that creator ID."""
 Learning = tuple[datetime, datetime, str | None, frozenset[str], str | None, str]
 """What ``data_driven`` learns from: since, until, conversion name, accepted verdicts,
 population, and the grouping the report then reads its conversions with."""
@@ -589,20 +591,28 @@ class Reports:
         convs.sort(key=lambda c: (c.ts, c.id))
         return convs
 
-    def _scan(self, since: datetime, until: datetime) -> str:
+    def _scan(self, since: datetime, until: datetime, ids: Slice = WHOLE) -> str:
         """How to read every touchpoint of a period: through the whole covering visitor index
         (migration 0008) when the period spans at least half of the stored time, else the
         period's range of the primary key (which costs a table lookup per row). Over most of
         a store the index is cheaper, and each visitor's rows come together: a 90-day
         ``data_driven`` learns from 930k rows in 1.8 s instead of 2.5 s; over a day of it the
-        range reads a hundredth of the rows. Same rows either way, in another order."""
+        range reads a hundredth of the rows. Same rows either way, in another order.
+
+        ``ids``: only the touchpoints of this range of ids are read (a slice of a report),
+        which narrows the period: the creator clicks of each half of a 90-day period (the
+        benchmark store's 1M touchpoints, ``count_clicks``) took 0.14-0.15 s from its range of
+        ids, 0.16-0.19 s through the whole index."""
         sql = "SELECT (SELECT min(id) FROM touchpoints), (SELECT max(id) FROM touchpoints)"
         first, last = self.db.execute(sql).fetchone()
+        start, end = _ms(since), _ms(until)
         try:
             lo, hi = _id_ms(first), _id_ms(last)
+            start = start if ids[0] is None else max(start, _id_ms(ids[0]))
+            end = end if ids[1] is None else min(end, _id_ms(ids[1]))
         except (TypeError, ValueError):  # no rows, or ids that are not UUIDv7 (imported as they came)
             return ""
-        covered = min(_ms(until), hi) - max(_ms(since), lo)
+        covered = min(end, hi) - max(start, lo)
         return "INDEXED BY touchpoints_visitor" if 2 * covered >= hi - lo else ""
 
     def _verdict_changes(self, args: dict[str, Any]) -> dict[str, str]:
@@ -615,14 +625,18 @@ class Reports:
         key = (self.report, args["from_id"], args["until_id"])
         if self._changes is not None and self._changes[0] == key:
             return self._changes[1]
-        sql = (
-            "SELECT touchpoint_id, verdict FROM verdict_changes"
-            " WHERE touchpoint_id >= :from_id AND touchpoint_id < :until_id"
-            " ORDER BY touchpoint_id, origin = 'analyst', id"
-        )
-        changed = dict(self.db.execute(sql, args))  # the last of each touchpoint's rows wins
+        changed = self._changes_of({"since_id": args["from_id"], "until_id": args["until_id"]})
         self._changes = (key, changed)
         return changed
+
+    def _changes_of(self, ids: dict[str, Any]) -> dict[str, str]:
+        """``_verdict_changes`` of the touchpoints with ``since_id <= id < until_id``, read now."""
+        sql = (
+            "SELECT touchpoint_id, verdict FROM verdict_changes"
+            " WHERE touchpoint_id >= :since_id AND touchpoint_id < :until_id"
+            " ORDER BY touchpoint_id, origin = 'analyst', id"
+        )
+        return dict(self.db.execute(sql, ids))  # the last of each touchpoint's rows wins
 
     def _tier_params(self, args: dict[str, Any]) -> dict[str, str]:
         """Raw parameters of the window's touchpoints that name a tier parameter (few), by id:
@@ -791,41 +805,62 @@ class Reports:
                 paths[person] = [t for t in path if t[2] != INTERNAL]
         return paths  # type: ignore[return-value]  # every channel is set by now
 
-    async def creator_clicks(
-        self, since: datetime, until: datetime, accepted: frozenset[str]
-    ) -> dict[tuple[str, bool], int]:
+    async def creator_clicks(self, since: datetime, until: datetime, accepted: frozenset[str]) -> Clicks:
         """Touchpoints with a creator ID in the period: (creator_id, quarantined) → count."""
-        sql = (
-            f"SELECT t.creator_id, {self.verdict}, count(*) FROM {self.source} t {{scan}}"
-            " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
-            " AND t.creator_id IS NOT NULL GROUP BY 1, 2"
-        )
+        return await self.run(self.count_clicks, since, until, accepted)
 
-        # Counted by stored verdict, then the (few) touchpoints whose verdict changed move over.
+    def count_clicks(
+        self, since: datetime, until: datetime, accepted: frozenset[str], part: Part = WHOLE
+    ) -> Clicks:
+        """``creator_clicks``, of the touchpoints one part of a report covers: a slice's range
+        of ids (cut where its conversions were), or a share's range of visitor keys (its
+        groups do not matter to a count). The parts of a report cover each touchpoint once, so
+        their counts add up to the whole period's (``gateway/reporting.py`` counts them in the
+        worker processes, beside the crediting). Blocking: call it inside ``run`` or ``map``."""
+        bounds: dict[str, Any] = _bounds(since, until, since)
+        mine = ""
+        if isinstance(part, Share):
+            scan = self._scan(since, until)
+            key = "t.visitor_key" if scan else "+t.visitor_key"  # as in _person_paths
+            lo, hi = part.keys
+            if lo is not None:
+                mine, bounds["lo"] = f"{mine} AND {key} >= :lo", lo
+            if hi is not None:
+                mine, bounds["hi"] = f"{mine} AND {key} < :hi", hi
+        else:
+            scan = self._scan(since, until, part)
+            lo, hi = part
+            if lo is not None and lo > bounds["since_id"]:
+                bounds["since_id"] = lo
+            if hi is not None and hi < bounds["until_id"]:
+                bounds["until_id"] = hi
+        sql = (
+            f"SELECT t.creator_id, {self.verdict}, count(*) FROM {self.source} t {scan}"
+            " WHERE t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until"
+            f" AND t.creator_id IS NOT NULL{mine} GROUP BY 1, 2"
+        )
+        # Counted by stored verdict, then the (few) touchpoints whose verdict changed move over:
+        # those of this part only, from the changes read in the same snapshot (not the ones
+        # ``read`` kept, from before it).
         moved = (
             "SELECT DISTINCT t.id, t.creator_id, t.verdict FROM verdict_changes c"
             " JOIN touchpoints t ON t.id = c.touchpoint_id"
             " WHERE c.touchpoint_id >= :since_id AND c.touchpoint_id < :until_id"
-            " AND t.ts >= :since AND t.ts < :until AND t.creator_id IS NOT NULL"
+            f" AND t.ts >= :since AND t.ts < :until AND t.creator_id IS NOT NULL{mine}"
         )
-
-        def count() -> dict[tuple[str, bool], int]:
-            clicks: dict[tuple[str, bool], int] = defaultdict(int)
-            bounds = _bounds(since, until, since)
-            self.db.execute("BEGIN")  # one snapshot: only touchpoints counted move over
-            try:
-                for creator, verdict, n in self.db.execute(sql.format(scan=self._scan(since, until)), bounds):
-                    clicks[creator, (verdict or "allow") not in accepted] += n
-                if self.changes:
-                    changed = self._verdict_changes(bounds)
-                    for tid, creator, verdict in self.db.execute(moved, bounds):
-                        clicks[creator, (verdict or "allow") not in accepted] -= 1
-                        clicks[creator, changed[tid] not in accepted] += 1
-            finally:
-                self.db.execute("COMMIT")
-            return {key: n for key, n in clicks.items() if n}
-
-        return await self.run(count)
+        clicks: Clicks = defaultdict(int)
+        self.db.execute("BEGIN")  # one snapshot: only touchpoints counted move over
+        try:
+            for creator, verdict, n in self.db.execute(sql, bounds):
+                clicks[creator, (verdict or "allow") not in accepted] += n
+            if self.changes:
+                changed = self._changes_of(bounds)
+                for tid, creator, verdict in self.db.execute(moved, bounds):
+                    clicks[creator, (verdict or "allow") not in accepted] -= 1
+                    clicks[creator, changed[tid] not in accepted] += 1
+        finally:
+            self.db.execute("COMMIT")
+        return {key: n for key, n in clicks.items() if n}
 
     async def credit(
         self,

@@ -1,6 +1,6 @@
 """Reports shared across worker processes (``storage/report_pool.py``): the same answers as
-one process, every conversion in exactly one slice, a dead worker costing nothing but time,
-and no worker outliving the gateway.
+one process, every conversion in exactly one slice (every creator click in one part), a dead
+worker costing nothing but time, and no worker outliving the gateway.
 
 The store is small, so ``min_slice`` is lowered to make the reports split as a large one does.
 """
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -34,7 +35,7 @@ from gateway.options import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.people import People, Share, Snapshot
 from storage.report_pool import WHOLE, ReportPool, WorkerDied, resident_bytes
-from storage.reports import Reports, _bounds
+from storage.reports import Clicks, Part, Reports, _bounds
 
 SINCE, UNTIL = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -119,6 +120,93 @@ async def test_every_conversion_is_in_exactly_one_slice(pooled: Reports) -> None
     whole = [c.id for c in await pooled.run(pooled.read, SINCE, UNTIL)]
     assert sorted(i for part in ids for i in part) == sorted(whole)
     assert min(map(len, ids)) >= 40 and len(set().union(*map(set, ids))) == len(whole)
+
+
+def _clicks(reports: Reports, part: Part, since: datetime, accepted: frozenset[str]) -> Clicks:
+    return reports.count_clicks(since, UNTIL, accepted, part)
+
+
+def effective_clicks(store: Path, since: datetime) -> list[tuple[str, str, str, str | None, str | None]]:
+    """The touchpoints with a creator ID from ``since`` to ``UNTIL``: id, visitor, creator,
+    stored and effective verdict (the ``effective_touchpoints`` view)."""
+    db = sqlite3.connect(store)
+    try:
+        sql = (
+            "SELECT id, visitor_key, creator_id, verdict, effective_verdict FROM effective_touchpoints"
+            " WHERE ts >= ? AND ts < ? AND creator_id IS NOT NULL"
+        )
+        return db.execute(sql, (iso(since), iso(UNTIL))).fetchall()
+    finally:
+        db.close()
+
+
+def _in(part: Part, tid: str, visitor: str) -> bool:
+    lo, hi = part.keys if isinstance(part, Share) else part
+    at = visitor if isinstance(part, Share) else tid
+    return (lo is None or lo <= at) and (hi is None or at < hi)
+
+
+def _by_creator(
+    touchpoints: list[tuple[str, str, str, str | None, str | None]], accepted: frozenset[str]
+) -> Clicks:
+    counts: Clicks = defaultdict(int)
+    for _, _, creator, _, verdict in touchpoints:
+        counts[creator, (verdict or "allow") not in accepted] += 1
+    return dict(counts)
+
+
+@pytest.mark.parametrize(
+    ("since", "scan"),
+    [(SINCE, "INDEXED BY touchpoints_visitor"), (datetime(2026, 11, 1, tzinfo=UTC), "")],
+    ids=["most-of-the-store", "a-month"],
+)
+async def test_creator_clicks_counted_in_the_workers_are_those_of_one_process(
+    store: Path,
+    single: Reports,
+    pooled: Reports,
+    caplog: pytest.LogCaptureFixture,
+    since: datetime,
+    scan: str,
+) -> None:
+    """The payouts report counts its creators' clicks in the workers, each over its part's
+    touchpoints (a slice's range of ids, a share's range of visitor keys): each touchpoint in
+    one part, and one whose verdict changed moved over by that part alone. The clicks of every
+    row, approved and quarantined, are then those of one process, and of the view; over most
+    of the store (the shares read their ranges of the visitor index) and over a month (every
+    part reads its range of ids)."""
+    rules = Payouts(PayoutsOptions(default_tier="std", tiers={"std": TierPayout(cpa=2.0)}))
+    touchpoints = await asyncio.to_thread(effective_clicks, store, since)
+    assert await pooled.run(pooled._scan, since, UNTIL) == scan
+    slices = await pooled.run(pooled.slices, since, UNTIL, None)
+    shares = await pooled.run(pooled.shares, since, UNTIL, None)
+    for accepted in (frozenset({"allow"}), frozenset({"allow", "review"})):
+        expected = _by_creator(touchpoints, accepted)
+        assert any(quarantined for _, quarantined in expected)
+        for parts in (slices, shares):
+            assert len(parts) == 3
+            counted = await pooled.run(pooled.map, _clicks, parts, since, accepted)
+            assert len(counted) == 3  # the workers counted them, each its part
+            flipped = 0  # parts with touchpoints whose changed verdict moves them between the rows
+            for part, clicks in zip(parts, counted, strict=True):
+                mine = [t for t in touchpoints if _in(part, t[0], t[1])]
+                assert clicks == _by_creator(mine, accepted)
+                flipped += any(
+                    ((t[3] or "allow") in accepted) != ((t[4] or "allow") in accepted) for t in mine
+                )
+            assert flipped >= 2
+        assert await single.creator_clicks(since, UNTIL, accepted) == expected
+        for model in ("last_touch", "data_driven"):  # cut into slices, into shares
+            q = reporting.Query(since, UNTIL, (model,), verdicts=accepted)
+            report = await reporting.payouts(pooled, rules, q)
+            assert report.json() == (await reporting.payouts(single, rules, q)).json()
+            rows = {(r["creator_id"], r["status"] == "quarantined"): r["clicks"] for r in report.rows}
+            assert {key: n for key, n in rows.items() if n} == expected
+    # A report computed here instead (a worker died) counts every click here.
+    q = reporting.Query(since, UNTIL, ("last_touch",))
+    expected_report = (await reporting.payouts(single, rules, q)).json()
+    dies_during_the_next_report(workers(pooled)[0])
+    assert (await reporting.payouts(pooled, rules, q)).json() == expected_report
+    assert "a report worker process died" in caplog.text
 
 
 async def test_too_few_conversions_stay_in_the_gateway_process(store: Path, channels: Channels) -> None:
