@@ -325,7 +325,7 @@ def _payouts_part(reports: Reports, part: Part, q: Query, params: Params) -> tup
     convs = reports.read(q.since, q.until, q.conversion, "creator_id", q.population, part)
     earned = credit_table(reports.eligible, convs, [model], "creator_id", accepted, params)
     withheld = quarantined_credit(reports.eligible, convs, model, accepted, params)
-    return earned, withheld, reports.count_clicks(q.since, q.until, accepted, part)
+    return earned, withheld, reports.count_clicks(q.since, q.until, accepted, part, q.population)
 
 
 async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:

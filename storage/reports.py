@@ -805,12 +805,20 @@ class Reports:
                 paths[person] = [t for t in path if t[2] != INTERNAL]
         return paths  # type: ignore[return-value]  # every channel is set by now
 
-    async def creator_clicks(self, since: datetime, until: datetime, accepted: frozenset[str]) -> Clicks:
-        """Touchpoints with a creator ID in the period: (creator_id, quarantined) → count."""
-        return await self.run(self.count_clicks, since, until, accepted)
+    async def creator_clicks(
+        self, since: datetime, until: datetime, accepted: frozenset[str], population: str | None = None
+    ) -> Clicks:
+        """Touchpoints with a creator ID in the period (of one ``population``, if given:
+        ``touchpoints.consent``): (creator_id, quarantined) → count."""
+        return await self.run(self.count_clicks, since, until, accepted, WHOLE, population)
 
     def count_clicks(
-        self, since: datetime, until: datetime, accepted: frozenset[str], part: Part = WHOLE
+        self,
+        since: datetime,
+        until: datetime,
+        accepted: frozenset[str],
+        part: Part = WHOLE,
+        population: str | None = None,
     ) -> Clicks:
         """``creator_clicks``, of the touchpoints one part of a report covers: a slice's range
         of ids (cut where its conversions were), or a share's range of visitor keys (its
@@ -819,6 +827,8 @@ class Reports:
         worker processes, beside the crediting). Blocking: call it inside ``run`` or ``map``."""
         bounds: dict[str, Any] = _bounds(since, until, since)
         mine = ""
+        if population is not None:
+            mine, bounds["population"] = " AND t.consent = :population", population
         if isinstance(part, Share):
             scan = self._scan(since, until)
             key = "t.visitor_key" if scan else "+t.visitor_key"  # as in _person_paths

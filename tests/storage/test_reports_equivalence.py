@@ -211,6 +211,14 @@ async def test_creator_clicks_count_the_effective_verdicts(
         expected[creator, (verdict or "allow") not in accepted] += n
     got = await reports.creator_clicks(since, UNTIL, accepted)
     assert got == dict(expected) and any(quarantined for _, quarantined in got)
+    # One population's clicks: the payouts report's population= (the store has two).
+    expected.clear()
+    for creator, verdict, n in await rows(
+        db, sql.replace("GROUP", "AND consent = 'cookieless' GROUP"), iso(since), iso(UNTIL)
+    ):
+        expected[creator, (verdict or "allow") not in accepted] += n
+    few = await reports.creator_clicks(since, UNTIL, accepted, "cookieless")
+    assert few == dict(expected) and 0 < sum(few.values()) < sum(got.values())
 
 
 def test_the_verdict_changes_decide_some_credits(store: Path) -> None:
