@@ -177,15 +177,16 @@ async def openapi(request: web.Request) -> web.Response:
 def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
     """``limit`` (1..1000, default 100) and ``cursor`` (a previous page's ``next_cursor``)."""
     limit_text = q.get("limit", "100")
-    # The length first: int() refuses more than 4300 digits (and would be slow near that).
-    if not (len(limit_text) <= 4 and limit_text.isascii() and limit_text.isdigit()) or not (
-        1 <= int(limit_text) <= 1000
+    # The length first (leading zeros aside): int() refuses more than 4300 digits.
+    digits = limit_text.lstrip("0") or "0"
+    if not (len(digits) <= 4 and limit_text.isascii() and limit_text.isdigit()) or not (
+        1 <= int(digits) <= 1000
     ):
         raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
     cursor = q.get("cursor")
     if cursor is not None and not _UUID.match(cursor):
         raise ApiError(400, "cursor: not a cursor this API returned")
-    return int(limit_text), cursor
+    return int(digits), cursor
 
 
 def _span(q: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -338,7 +339,7 @@ def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
 async def read_body(request: web.Request) -> bytes:
     """The request body, decoded from its ``Content-Encoding``; one that does not decode
     (``gzip`` over bytes that are not gzip, say) answers 400 rather than failing the handler.
-    The bytes are kept by aiohttp, so a later ``request.post()`` reads them again."""
+    Not before ``request.post()``: a multipart form is parsed from the stream this reads up."""
     try:
         return await request.read()
     except web.RequestPayloadError:

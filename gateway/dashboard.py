@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import reporting
-from gateway.admin import EARLIEST, LATEST, READER_KEY, SETTINGS_KEY, ApiError, _only, ok, read_body
+from gateway.admin import EARLIEST, LATEST, READER_KEY, SETTINGS_KEY, ApiError, _only, ok
 from gateway.attribution import MODELS
 from gateway.reportapi import REPORTS_KEY, conversion_param
 from gateway.sessions import (
@@ -102,11 +102,9 @@ async def login(request: web.Request) -> web.Response:
     if not same_origin(request):
         return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
     try:
-        await read_body(request)  # kept: post() parses these bytes
-    except ApiError as err:
-        return _page(request, "login.html", err.status, err.message)
-    try:
         form = await request.post()
+    except web.RequestPayloadError:  # gzip over bytes that are not gzip, say
+        return _page(request, "login.html", 400, "body: cannot decode its Content-Encoding")
     except (ValueError, LookupError, web.HTTPBadRequest):
         # Bytes that are not UTF-8, an unknown charset, multipart without (or not matching)
         # its boundary: the dashboard's own form never sends these.

@@ -48,6 +48,10 @@ def period(
     raises a 400 naming its parameter as ``names`` spell them (``gateway report``: ``--since``)."""
     since_name, until_name = names
     until = _moment(until_name, until_text) if until_text is not None else datetime.now(UTC)
+    if since_text is None and until <= EARLIEST:
+        raise ApiError(
+            400, f"{until_name}: must be after {EARLIEST.date()} (the default {since_name} is its earliest)"
+        )
     # The default since never reaches before the earliest moment a report takes.
     since = (
         _moment(since_name, since_text)

@@ -221,6 +221,8 @@ def test_the_verdicts_are_the_same_everywhere() -> None:
 async def test_a_huge_limit_is_a_400_naming_it(gw, path: str) -> None:
     status, _, body = await get(gw, path, AUTH, limit="9" * 5000)
     assert status == 400 and body["error"].startswith("limit: expected a whole number 1..1000")
+    status, _, body = await get(gw, path, AUTH, limit="0" * 5000 + "1")  # leading zeros: still 1
+    assert status == 200, body
 
 
 async def test_a_token_that_is_not_utf8_is_just_wrong(gw) -> None:

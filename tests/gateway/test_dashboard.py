@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
@@ -226,6 +227,17 @@ async def test_login_with_a_body_that_does_not_decode(gw: RunningGateway) -> Non
     ) as resp:
         assert resp.status == 400 and "Set-Cookie" not in resp.headers
         assert "body: cannot decode its Content-Encoding" in await resp.text()
+
+
+async def test_login_with_a_multipart_form(gw: RunningGateway) -> None:
+    """A script may sign in with ``curl -F token=…``: a multipart form works as the page's."""
+    form = aiohttp.FormData()
+    form.add_field("token", TOKEN)
+    form.add_field("note", b"x", filename="x.txt")  # forces multipart/form-data
+    async with gw.session.post(
+        gw.admin_url + "/login", data=form, headers=host_origin(gw), allow_redirects=False
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/dashboard"
 
 
 @pytest.mark.parametrize("path", ["/login", "/logout"])

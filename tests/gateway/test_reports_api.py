@@ -286,6 +286,8 @@ async def test_bad_parameters_are_400_naming_them(
 async def test_the_default_since_stays_in_range(gw: RunningGateway) -> None:
     body = await get(gw, "/api/attribution", 200, until="1970-01-05")
     assert body["since"] == "1970-01-01T00:00:00Z", body
+    body = await get(gw, "/api/attribution", 400, until="1970-01-01")  # names what was given
+    assert body["error"].startswith("until: must be after 1970-01-01"), body
 
 
 async def test_reports_need_the_token(gw: RunningGateway) -> None:
