@@ -80,7 +80,7 @@ async def test_missing_or_wrong_token_rejected(gw, path: str, headers) -> None:
         ("/api/touchpoints", {"limit": "x"}, 400),
         ("/api/touchpoints", {"limit": "²"}, 400),
         ("/api/touchpoints", {"limit": "9" * 5000}, 400),  # past int()'s 4300-digit limit
-        ("/api/touchpoints", {"limit": "0" * 5000 + "5"}, 400),
+        ("/api/touchpoints", {"limit": "0" * 5000 + "5"}, 200),  # leading zeros aside: 5
         ("/api/touchpoints", {"since": "0001-01-01T00:00:00+01:00"}, 400),
         ("/api/touchpoints", {"until": "9999-12-31T23:30:00-01:00"}, 400),
         ("/api/touchpoints", {"since": "1969-12-31"}, 400),
