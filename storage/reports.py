@@ -448,23 +448,21 @@ class Reports:
             except sqlite3.OperationalError:  # a store from before migration 0009
                 counters = None
             self._everyone_kept = None
-            if counters is None:
-                return People(db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"), ())
-            inserted, changed = counters
-            if kept is not None and kept.changed == changed and kept.inserted <= inserted:
+            if counters is not None and kept is not None and kept.changed == counters[1]:
                 sql = "SELECT rowid, id, visitor_key, user_key FROM identities WHERE rowid > ? ORDER BY id"
                 new = db.execute(sql, (kept.rowid,)).fetchall()
-                if len(new) == inserted - kept.inserted and (not new or new[0][1] > kept.newest):
+                if len(new) == counters[0] - kept.inserted and (not new or new[0][1] > kept.newest):
                     kept.people.bind((visitor, user) for _, _, visitor, user in new)
-                    if new:
-                        kept.rowid = max(kept.rowid, max(row[0] for row in new))
-                        kept.newest = new[-1][1]
-                    kept.inserted = inserted
+                    if new:  # every new rowid is past the kept one
+                        kept.rowid, kept.newest = max(row[0] for row in new), new[-1][1]
+                    kept.inserted = counters[0]
                     self._everyone_kept = kept
                     return kept.people
             people = People(db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"), ())
-            rowid, newest = db.execute("SELECT max(rowid), max(id) FROM identities").fetchone()
-            self._everyone_kept = _Everyone(people, inserted, changed, rowid or 0, newest or "")
+            if counters is not None:
+                rowid, newest = db.execute("SELECT max(rowid), max(id) FROM identities").fetchone()
+                inserted, changed = counters
+                self._everyone_kept = _Everyone(people, inserted, changed, rowid or 0, newest or "")
             return people
         finally:
             if began and db.in_transaction:
@@ -754,11 +752,7 @@ class Reports:
             extra, foreign = people.visitors()
             extra = [v for v in extra if v not in touched]
             skip += foreign
-            lo, hi = part.keys
-            if lo is not None:
-                others, bounds["lo"] = f"{others} AND {key} >= :lo", lo
-            if hi is not None:
-                others, bounds["hi"] = f"{others} AND {key} < :hi", hi
+            others += _key_range(part, key, bounds)
         if skip:  # one list: each row is looked up once
             others += f" AND {key} NOT IN (SELECT value FROM json_each(:skip))"
             bounds["skip"] = json.dumps(skip)
@@ -831,12 +825,9 @@ class Reports:
             mine, bounds["population"] = " AND t.consent = :population", population
         if isinstance(part, Share):
             scan = self._scan(since, until)
-            key = "t.visitor_key" if scan else "+t.visitor_key"  # as in _person_paths
-            lo, hi = part.keys
-            if lo is not None:
-                mine, bounds["lo"] = f"{mine} AND {key} >= :lo", lo
-            if hi is not None:
-                mine, bounds["hi"] = f"{mine} AND {key} < :hi", hi
+            mine += _key_range(
+                part, "t.visitor_key" if scan else "+t.visitor_key", bounds
+            )  # as _person_paths
         else:
             scan = self._scan(since, until, part)
             lo, hi = part
@@ -894,6 +885,18 @@ class Reports:
             return self.map(_credit_part, parts, *q)
 
         return add_tables(await self.run(compute))
+
+
+def _key_range(share: Share, key: str, bounds: dict[str, Any]) -> str:
+    """The SQL condition (and its arguments, into ``bounds``) of a share's range of visitor
+    keys, on ``key``: the indexed column, or ``+t.visitor_key`` to keep the index unused."""
+    lo, hi = share.keys
+    condition = ""
+    if lo is not None:
+        condition, bounds["lo"] = f" AND {key} >= :lo", lo
+    if hi is not None:
+        condition, bounds["hi"] = f"{condition} AND {key} < :hi", hi
+    return condition
 
 
 def _forget(reports: Reports, part: Part) -> None:
