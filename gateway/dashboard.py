@@ -170,16 +170,10 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     q = request.query
     _only(request, {"since", "until", "model", "population", "conversion", "part"})
     until = _day("until", q["until"]) if "until" in q else datetime.now(UTC).date() + timedelta(days=1)
-    if "since" in q:
-        since = _day("since", q["since"])
-    elif (until - FIRST_DAY).days >= DEFAULT_DAYS:
-        since = until - timedelta(days=DEFAULT_DAYS)
-    else:
-        raise ApiError(
-            400,
-            f"until: without since, must be {FIRST_DAY + timedelta(days=DEFAULT_DAYS)} or later"
-            f" (since defaults to {DEFAULT_DAYS} days before until), got {q['until']!r}",
-        )
+    # The default since never reaches before the first day, as the report endpoints' does.
+    since = (
+        _day("since", q["since"]) if "since" in q else max(until - timedelta(days=DEFAULT_DAYS), FIRST_DAY)
+    )
     if not 1 <= (until - since).days <= MAX_DAYS:
         raise ApiError(400, f"since..until: must span 1..{MAX_DAYS} days, got {(until - since).days}")
     model = q.get("model", DEFAULT_MODEL)
@@ -203,9 +197,8 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         conversion,
         PARTS if part is None else (part,),
     )
-    if (
-        "conversion_names" in data
-    ):  # offer only the names this endpoint accepts back (rule names may be longer)
+    # Offer only the names this endpoint accepts back (rule names may be longer than 200).
+    if "conversion_names" in data:
         data["conversion_names"] = [n for n in data["conversion_names"] if reporting.is_conversion_name(n)]
     return ok(data)
 

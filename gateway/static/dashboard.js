@@ -54,8 +54,8 @@ function renderTotals(counts, daily) {
     if (row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
   }
   // Rounded to the cent before printing: float sums of refunds that cancel out are 0.00, not -0.00.
-  const shown = (v) => (Math.round(v * 100) / 100).toFixed(2);
-  const money = [...value.entries()].map(([cur, v]) => `${shown(v)} ${cur}`).join(" · ") || "–";
+  const cents = (v) => (Math.round(v * 100) / 100).toFixed(2);
+  const money = [...value.entries()].map(([cur, v]) => `${cents(v)} ${cur}`).join(" · ") || "–";
   for (const [label, shown] of [
     ["Touchpoints", counts.totals.touchpoints],
     ["Visitors", counts.totals.visitors],

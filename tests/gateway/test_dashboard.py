@@ -437,6 +437,11 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
         assert resp.status == 400 and "part: give one part" in (await resp.json())["error"]
 
 
+async def test_the_summary_s_default_since_stays_in_range(gw: RunningGateway) -> None:
+    body = await gw.api("/api/dashboard/summary", until="1970-01-05", part="counts")
+    assert (body["since"], body["until"]) == ("1970-01-01", "1970-01-05"), body
+
+
 async def test_summary_of_an_empty_period(gw: RunningGateway) -> None:
     body = await gw.api("/api/dashboard/summary", since="2025-01-01", until="2025-01-08")
     assert body["ok"] is True and body["by_day"] == body["comparison"] == body["top_campaigns"] == []
@@ -470,7 +475,7 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
         ({"since": "0001-01-30", "until": "0001-02-01"}, "until: expected a date from 1970-01-01"),
         ({"since": "0001-01-30", "until": "1970-01-02"}, "since: expected a date from 1970-01-01"),
         ({"since": "9999-12-31", "until": "1970-01-02"}, "since..until: must span 1..92 days"),
-        ({"until": "1970-01-05"}, "until: without since, must be 1970-01-31 or later"),
+        ({"until": "1970-01-01"}, "since..until: must span 1..92 days, got 0"),  # since: 1970-01-01 at most
     ],
 )
 async def test_summary_errors(gw: RunningGateway, params: dict[str, str], message: str) -> None:
