@@ -189,6 +189,8 @@ class _Shares:
         self.half = params.half_life.total_seconds()
         # data_driven: each channel's weight as an exact binary fraction (what Fraction(w) is).
         self.ratios = {c: w.as_integer_ratio() for c, w in params.channel_weights.items()}
+        # Removal effects are never negative; were one, only the per-touch rounding is sure.
+        self.signed = any(num < 0 for num, _ in self.ratios.values())
 
     def time_decay(self, path: Sequence[Cand], at: datetime) -> list[int]:
         """``time_decay``'s weights (the same floats) as integers over their common denominator:
@@ -207,6 +209,89 @@ class _Shares:
         parts = [(self.ratios.get(c[2], zero), per_channel[c[2]]) for c in path]
         common = math.lcm(*(den * k for (_, den), k in parts))
         return [num * (common // (den * k)) for (num, den), k in parts]
+
+    def data_driven_by_channel(self, path: Sequence[Cand], totals: Sequence[int]) -> list[dict[str, int]]:
+        """Per total, ``data_driven``'s shares summed per channel: exactly what
+        ``distribute_many(totals, self.data_driven(path))`` adds up to per channel, worked out
+        once per channel instead of once per touch (a report grouped by channel wants only
+        the sums).
+
+        Every touch of a channel has the same weight, hence the same quota and remainder: a
+        channel takes its touches' floors times their number, and the units left over go to
+        whole remainder levels, largest first. Only where the left-over units run out inside
+        a level that several channels share do positions matter; there the later touches
+        come first, as in ``distribute_many``."""
+        per_channel: dict[str, int] = {}  # a plain dict: cheaper than a Counter on short paths
+        for c in path:
+            channel = c[2]
+            per_channel[channel] = per_channel.get(channel, 0) + 1
+        if len(per_channel) == 1:  # one channel takes everything, however many its touches
+            return [dict.fromkeys(per_channel, total) for total in totals]
+        if self.signed:  # not a removal effect: the per-touch rounding itself, summed
+            summed: list[dict[str, int]] = []
+            for shares in distribute_many(totals, self.data_driven(path)):
+                sums = dict.fromkeys(per_channel, 0)
+                for c, share in zip(path, shares, strict=True):
+                    sums[c[2]] += share
+                summed.append(sums)
+            return summed
+        zero = (0, 1)
+        parts = [(channel, self.ratios.get(channel, zero), k) for channel, k in per_channel.items()]
+        # The same integer weights as ``data_driven`` gives each touch, one per channel.
+        common = math.lcm(*(den * k for _, (_, den), k in parts))
+        scaled = [(channel, num * (common // (den * k)), k) for channel, (num, den), k in parts]
+        whole = sum(weight * k for _, weight, k in scaled)
+        if whole == 0:  # channels never seen: equal shares, as ``distribute_many`` falls back
+            scaled, whole = [(channel, 1, k) for channel, _, k in scaled], len(path)
+        out = []
+        for total in totals:
+            sign, units = (-1, -total) if total < 0 else (1, total)
+            sums = {}
+            quotas = []
+            left = units
+            for channel, weight, k in scaled:
+                share, remainder = divmod(units * weight, whole)
+                sums[channel] = share * k
+                left -= share * k
+                quotas.append((remainder, channel, k))
+            if left:
+                self._leftover(path, sums, quotas, left)
+            out.append(sums if sign == 1 else {channel: -s for channel, s in sums.items()})
+        return out
+
+    @staticmethod
+    def _leftover(
+        path: Sequence[Cand], sums: dict[str, int], quotas: list[tuple[int, str, int]], left: int
+    ) -> None:
+        """Hands out ``left`` units to the touches with the largest remainders (ties to the
+        later position), one each, as ``distribute_many`` does, into per-channel ``sums``;
+        ``quotas``: (remainder, channel, number of touches) per channel. Fewer units are left
+        than touches with a remainder (their remainders add up to ``left`` wholes)."""
+        quotas.sort(reverse=True)
+        i, n = 0, len(quotas)
+        while left:
+            remainder = quotas[i][0]
+            j = i + 1
+            while j < n and quotas[j][0] == remainder:
+                j += 1
+            level = quotas[i:j]
+            touched = sum(k for _, _, k in level)
+            if left >= touched:  # the whole level gets one unit per touch
+                for _, channel, k in level:
+                    sums[channel] += k
+                left -= touched
+                i = j
+            elif len(level) == 1:  # one channel at the boundary: which of its touches, no matter
+                sums[level[0][1]] += left
+                return
+            else:  # several: the later touches of the level first
+                tied = {channel for _, channel, _ in level}
+                for c in reversed(path):
+                    if c[2] in tied:
+                        sums[c[2]] += 1
+                        left -= 1
+                        if not left:
+                            return
 
     @staticmethod
     def one_touch(model: str, path: Sequence[Cand]) -> int:
@@ -293,6 +378,15 @@ def credit_table(
             sums[1] += MICRO
         totals_of = (conv.minor, MICRO)
         for m in shared:
+            if m == "data_driven" and at_group == 2:  # by channel: the sums, not every touch's share
+                values_of, counts_of = shares.data_driven_by_channel(path, totals_of)
+                for channel, value in values_of.items():
+                    n = counts_of[channel]
+                    if value or n:  # shares of a total all have its sign: zero sums, zero shares
+                        sums = part[channel][m]
+                        sums[0] += value
+                        sums[1] += n
+                continue
             values, counts = shares(m, path, conv.at, totals_of)
             for touch, value, n in zip(path, values, counts, strict=True):
                 if value or n:
