@@ -183,6 +183,6 @@ def test_a_report_by_channel_credits_what_the_touches_do(
     grouped = credit_table(Eligibility(attribution), convs, models, "channel", accepted, params)
     for conv in convs:
         conv.eligible = None
-    touched = credit_table(Eligibility(attribution), convs, models, "utm_campaign", accepted, params)
+    touched = credit_table(Eligibility(attribution), convs, models, "campaign", accepted, params)
     # Conversions without a touch go to Direct by channel, to no group otherwise.
     assert grouped == {(d, "Direct" if g is None else g, c): sums for (d, g, c), sums in touched.items()}
