@@ -6,7 +6,8 @@ Candidate touches stay plain tuples (``Cand``); eligibility compares the stored 
 timestamps as text (their order is time order) against per-conversion cut-offs, exactly as
 ``Attribution.eligible`` does with datetimes, once per conversion; models whose weights
 depend only on the number of touches get their shares from a cache, ``time_decay`` and
-``data_driven`` theirs as integers over one common denominator (the models' own floats).
+``data_driven`` theirs as integers over one common denominator (the models' own floats);
+grouped by channel, ``data_driven``'s shares are summed per channel without a share per touch.
 Credited conversions are counted in millionths (``MICRO``), so they add up to whole
 conversions.
 """
@@ -236,10 +237,10 @@ class _Shares:
         if self.signed:  # not a removal effect: the per-touch rounding itself, summed
             summed: list[dict[str, int]] = []
             for shares in distribute_many(totals, self.data_driven(path)):
-                sums = dict.fromkeys(per_channel, 0)
+                added = dict.fromkeys(per_channel, 0)
                 for c, share in zip(path, shares, strict=True):
-                    sums[c[2]] += share
-                summed.append(sums)
+                    added[c[2]] += share
+                summed.append(added)
             return summed
         # A touch weighs its channel's numerator over its channel's touches: on a common
         # denominator, the numerator times (lcm of the counts) / count. ``data_driven``'s
@@ -256,8 +257,8 @@ class _Shares:
         out = []
         for total in totals:
             sign, units = (-1, -total) if total < 0 else (1, total)
-            sums = {}
-            quotas = []
+            sums: dict[str, int] = {}
+            quotas: list[tuple[int, str, int]] = []
             left = units
             for channel, weight, k in scaled:
                 share, remainder = divmod(units * weight, whole)
@@ -398,11 +399,11 @@ def credit_table(
             sums[1] += MICRO
         totals_of = (conv.minor, MICRO)
         for m in shared:
-            if m == "data_driven" and at_group == 2:  # by channel: the sums, not every touch's share
+            if m == "data_driven" and at_group == 2 and not shares.signed:  # the sums, not each share
                 values_of, counts_of = shares.data_driven_by_channel(path, totals_of)
                 for channel, value in values_of.items():
                     n = counts_of[channel]
-                    if value or n:  # shares of a total all have its sign: zero sums, zero shares
+                    if value or n:  # shares all have their total's sign: a zero sum, zero shares
                         sums = part[channel][m]
                         sums[0] += value
                         sums[1] += n

@@ -159,7 +159,7 @@ def test_negative_weights_fall_back_to_the_per_touch_rounding() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.dictionaries(st.sampled_from(CHANNELS[:4]), WEIGHT),
+    st.dictionaries(st.sampled_from(CHANNELS[:4]), st.one_of(WEIGHT, st.just(-0.25))),
     st.lists(
         st.tuples(st.lists(st.sampled_from(CHANNELS), max_size=10), st.integers(-50_000, 50_000)),
         max_size=8,
@@ -170,7 +170,7 @@ def test_a_report_by_channel_credits_what_the_touches_do(
 ) -> None:
     """``credit_table`` by channel (per-channel sums) and by a group value that is each touch's
     channel (every touch's share): the same rows, the same sums, each conversion twice (the
-    second one from the per-touch cache)."""
+    second one from the per-touch cache); a negative weight (no removal effect is) included."""
     attribution = Attribution(AttributionOptions())
     params = Params(channel_weights=weights)
     convs = []
