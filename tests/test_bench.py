@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,13 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
     )  # fmt: skip
     assert made.returncode == 0, made.stderr[-2000:]
     assert "3,000 touchpoints" in made.stdout
+    # A store an older checkout generated (before migration 0009) is brought up to date first.
+    db = sqlite3.connect(store)
+    db.executescript(
+        "DROP TABLE table_versions; DROP TRIGGER identities_inserted; DROP TRIGGER identities_updated;"
+        " DROP TRIGGER identities_deleted; PRAGMA user_version = 8;"
+    )
+    db.close()
     out = tmp_path / "reports.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.reports", "--store", str(store), "--repeat", "1", "--models", "linear",
@@ -100,6 +108,10 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "migrated the store from schema version 8 to 9" in done.stdout
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT name FROM table_versions").fetchall() == [("identities",)]
+    db.close()
     results = {r["report"]: r for r in json.loads(out.read_text())}
     assert results["attribution model=linear group_by=channel"]["rows"] > 0
     assert results["payouts model=last_touch"]["rows"] > 0
