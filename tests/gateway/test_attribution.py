@@ -14,6 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.attribution import (
+    _CONVERSION,
+    _NULL,
+    _START,
     MODELS,
     Attribution,
     Credit,
@@ -24,6 +27,7 @@ from gateway.attribution import (
     credits,
     distribute,
     from_minor,
+    markov_moves,
     markov_weights,
     to_minor,
 )
@@ -115,6 +119,15 @@ def test_markov_symmetric_and_degenerate_cases() -> None:
     # A channel never seen in the period has no weight: the conversion falls back to linear.
     unseen = [touch("x", 2, "Email"), touch("y", 1, "Referral")]
     assert amounts("data_driven", unseen, 101, Params(channel_weights={"A": 1.0})) == [50, 51]
+
+
+def test_markov_moves_count_every_step_and_skip_empty_journeys() -> None:
+    """Transition counts, hand-counted; more journeys add to counts passed in (a report's
+    workers add theirs up)."""
+    moves = markov_moves([(["A", "B", "A"], True), ([], True), (["B"], False), ([], False)])
+    assert moves == {_START: {"A": 1, "B": 1}, "A": {"B": 1, _CONVERSION: 1}, "B": {"A": 1, _NULL: 1}}
+    assert markov_moves([(["A"], False), ([], True)], moves) is moves
+    assert moves[_START] == {"A": 2, "B": 1} and moves["A"] == {"B": 1, _CONVERSION: 1, _NULL: 1}
 
 
 def test_markov_repeated_channels_and_cycles() -> None:

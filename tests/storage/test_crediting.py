@@ -179,10 +179,12 @@ def test_a_report_by_channel_credits_what_the_touches_do(
         conv.touches = path_of(channels)
         convs.append(conv)
     accepted = frozenset({"allow"})
-    models = ["data_driven", "linear"]
-    grouped = credit_table(Eligibility(attribution), convs, models, "channel", accepted, params)
-    for conv in convs:
-        conv.eligible = None
-    touched = credit_table(Eligibility(attribution), convs, models, "campaign", accepted, params)
-    # Conversions without a touch go to Direct by channel, to no group otherwise.
-    assert grouped == {(d, "Direct" if g is None else g, c): sums for (d, g, c), sums in touched.items()}
+    # data_driven alone too: beside linear, every touched channel has a row whatever it earns.
+    for models in (["data_driven"], ["data_driven", "linear"]):
+        grouped = credit_table(Eligibility(attribution), convs, models, "channel", accepted, params)
+        for conv in convs:
+            conv.eligible = None
+        touched = credit_table(Eligibility(attribution), convs, models, "campaign", accepted, params)
+        # Conversions without a touch go to Direct by channel, to no group otherwise.
+        expected = {(d, "Direct" if g is None else g, c): sums for (d, g, c), sums in touched.items()}
+        assert grouped == expected
