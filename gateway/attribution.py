@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
-from itertools import chain
 from typing import TYPE_CHECKING
 
 from gateway.channels import DIRECT, INTERNAL
@@ -310,17 +309,14 @@ def markov_moves(journeys: Iterable[tuple[Sequence[str], bool]], moves: Moves | 
     """The transitions of ``journeys`` counted (into ``moves``, if given: counts of several sets
     of journeys add up to those of all of them)."""
     moves = defaultdict(Counter) if moves is None else moves
-    # Counted as pairs first: ``Counter.update`` counts an iterable in C, a pair per step of a
-    # journey (a million steps in a 90-day report), where a loop here cost a lookup per step.
-    pairs = Counter(
-        chain.from_iterable(
-            zip((_START, *path), (*path, _CONVERSION if converted else _NULL), strict=True)
-            for path, converted in journeys
-            if path
-        )
-    )
-    for (state, following), n in pairs.items():
-        moves[state][following] += n
+    for path, converted in journeys:
+        if not path:
+            continue
+        previous = _START
+        for channel in path:
+            moves[previous][channel] += 1
+            previous = channel
+        moves[previous][_CONVERSION if converted else _NULL] += 1
     return moves
 
 
