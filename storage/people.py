@@ -70,24 +70,55 @@ class People:
         bindings: Iterable[tuple[str, str]],
         conversions: Sequence[tuple[str | None, str | None]],
         share: Share | None = None,
+        version: str | None = None,
     ) -> None:
+        """``version``: for a share, what names the state of the bindings (``Reports`` makes it
+        from the counters of migration 0009), checksummed instead of the bindings themselves."""
         self.users_of: dict[str, set[str]] = {}
         self.visitors_of: dict[str, set[str]] = {}
         self.person_of: dict[str, str] = {}
         """Each bound visitor's person: the user of its earliest binding."""
         self.share = share
         self.fingerprint = 0
-        """For a share: a checksum of the bindings and conversions its groups come from. Shares
-        of one report must agree on it (``Reports.count_moves``): a count and a last id per
-        table miss an erasure that an insert of an older id made up for."""
-        if share is not None:
-            bindings = list(bindings)  # read twice: the groups, and their fingerprint
-        self.bind(bindings)
+        """For a share: a checksum of the bindings (or their ``version``) and conversions its
+        groups come from. Shares of one report must agree on it (``Reports.count_moves``): a
+        count and a last id per table miss an erasure that an insert of an older id made up for."""
         if share is None:
+            self.bind(bindings)
             return
-        self.fingerprint = zlib.crc32(
-            "\x1e".join(f"{v}\x1f{u}" for v, u in (*bindings, *conversions)).encode("utf-8", "replace")
-        )
+        # Without a version, read twice: the groups, and their fingerprint.
+        listed = list(bindings) if version is None else []
+        self.bind(listed if version is None else bindings)
+        self._group(share, listed, conversions, version)
+
+    @classmethod
+    def adopt(
+        cls,
+        bound: People,
+        conversions: Sequence[tuple[str | None, str | None]],
+        share: Share,
+        version: str,
+    ) -> People:
+        """A share's people over the bindings ``bound`` holds (a process keeps them between
+        reports): its dictionaries, not copies, which nothing changes while the share is in use."""
+        people = cls((), ())
+        people.users_of, people.visitors_of = bound.users_of, bound.visitors_of
+        people.person_of, people.share = bound.person_of, share
+        people._group(share, (), conversions, version)
+        return people
+
+    def _group(
+        self,
+        share: Share,
+        bindings: Sequence[tuple[str, str]],
+        conversions: Sequence[tuple[str | None, str | None]],
+        version: str | None,
+    ) -> None:
+        """The fingerprint, and the groups of a share's people (once bound)."""
+        text = "\x1e".join(f"{v}\x1f{u}" for v, u in (*bindings, *conversions))
+        if version is not None:
+            text = f"{version}\x1d{text}"
+        self.fingerprint = zlib.crc32(text.encode("utf-8", "replace"))
         # A group is named by its smallest user (every group has one): users joined by a
         # visitor bound to several (rare), or by a conversion of a visitor not bound to them.
         self._cuts = share.cuts

@@ -412,18 +412,65 @@ class Reports:
             if part.conversions.last is not None:
                 where, args["last"] = where + " AND id <= :last", part.conversions.last
             rows = self.db.execute(f"{_CONVERSIONS} WHERE {where} ORDER BY id", args).fetchall()
-            sql = "SELECT visitor_key, user_key FROM identities WHERE id <= ? ORDER BY id"
-            bindings = self.db.execute(sql, (part.bindings.last or "",)).fetchall()
-            if (len(bindings), len(rows)) != (part.bindings.rows, part.conversions.rows):
+            people, bound = self._share_people(part, [(r[4], r[5]) for r in rows])
+            if (bound, len(rows)) != (part.bindings.rows, part.conversions.rows):
                 raise Moved(
-                    f"bindings or conversions were erased while a report ran ({len(bindings)} bindings"
+                    f"bindings or conversions were erased while a report ran ({bound} bindings"
                     f" and {len(rows)} conversions of the {part.bindings.rows} and"
                     f" {part.conversions.rows} it began with)"
                 )
-            people = People(bindings, [(r[4], r[5]) for r in rows], part)
             rows = [r for r in rows if people.mine(r[4], r[5])]
         self._people = (key, people, rows)
         return people, rows
+
+    def _share_people(
+        self, share: Share, conversions: list[tuple[str | None, str | None]]
+    ) -> tuple[People, int]:
+        """A share's people, as of its snapshot of the bindings, and how many bindings that
+        is. The bindings this process keeps (``_everyone``) when they are exactly the snapshot's
+        (its newest id and number of rows): a 90-day ``data_driven`` read and bound the store's
+        112,777 in each worker, for every report (0.2 of the 0.4 CPU-second its people cost).
+        Else the snapshot's bindings, read.
+
+        Either way the shares' checksum (``People.fingerprint``) names the bindings by the
+        counters of migration 0009, when the store has them: rows inserted, less those newer
+        than the snapshot, and rows changed. Two workers agree on it only if no binding of
+        the snapshot changed between their reads (an update or delete moves ``changed``, an
+        older insert the difference), whichever way each one took; stores without the
+        counters checksum the bindings themselves."""
+        db, last = self.db, share.bindings.last or ""
+        began = not db.in_transaction
+        if began:  # one snapshot: the counters, and the bindings they count
+            db.execute("BEGIN")
+        try:
+            counters = self._counters()
+            version = None
+            if counters is not None:
+                (newer,) = db.execute("SELECT count(*) FROM identities WHERE id > ?", (last,)).fetchone()
+                version = f"{counters[0] - newer}:{counters[1]}"
+                self._everyone()
+                kept = self._everyone_kept
+                if kept is not None and (kept.newest, kept.rows) == (last, share.bindings.rows):
+                    return People.adopt(kept.people, conversions, share, version), kept.rows
+            sql = "SELECT visitor_key, user_key FROM identities WHERE id <= ? ORDER BY id"
+            bindings = db.execute(sql, (last,)).fetchall()
+        finally:
+            if began and db.in_transaction:
+                db.execute("COMMIT")
+        return People(bindings, conversions, share, version), len(bindings)
+
+    def _counters(self) -> tuple[int, int] | None:
+        """Migration 0009's counters of ``identities`` (rows inserted, rows updated or
+        deleted), if the store has them and every trigger that moves them."""
+        try:
+            row = self.db.execute(
+                "SELECT inserted, changed FROM table_versions WHERE name = 'identities'"
+                " AND (SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"
+                " AND name IN ('identities_inserted', 'identities_updated', 'identities_deleted')) = 3"
+            ).fetchone()
+        except sqlite3.OperationalError:  # a store from before migration 0009
+            return None
+        return None if row is None else (int(row[0]), int(row[1]))
 
     def _everyone(self) -> People:
         """Every binding's visitor and person, kept from one report to the next: while the
@@ -439,14 +486,7 @@ class Reports:
         if began:
             db.execute("BEGIN")
         try:
-            try:
-                counters = db.execute(
-                    "SELECT inserted, changed FROM table_versions WHERE name = 'identities'"
-                    " AND (SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"
-                    " AND name IN ('identities_inserted', 'identities_updated', 'identities_deleted')) = 3"
-                ).fetchone()
-            except sqlite3.OperationalError:  # a store from before migration 0009
-                counters = None
+            counters = self._counters()
             self._everyone_kept = None
             if counters is not None and kept is not None and kept.changed == counters[1]:
                 sql = "SELECT rowid, id, visitor_key, user_key FROM identities WHERE rowid > ? ORDER BY id"
@@ -455,14 +495,15 @@ class Reports:
                     kept.people.bind((visitor, user) for _, _, visitor, user in new)
                     if new:  # every new rowid is past the kept one
                         kept.rowid, kept.newest = max(row[0] for row in new), new[-1][1]
-                    kept.inserted = counters[0]
+                    kept.inserted, kept.rows = counters[0], kept.rows + len(new)
                     self._everyone_kept = kept
                     return kept.people
             people = People(db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id"), ())
             if counters is not None:
-                rowid, newest = db.execute("SELECT max(rowid), max(id) FROM identities").fetchone()
+                sql = "SELECT max(rowid), max(id), count(*) FROM identities"
+                rowid, newest, rows = db.execute(sql).fetchone()
                 inserted, changed = counters
-                self._everyone_kept = _Everyone(people, inserted, changed, rowid or 0, newest or "")
+                self._everyone_kept = _Everyone(people, inserted, changed, rowid or 0, newest or "", rows)
             return people
         finally:
             if began and db.in_transaction:
@@ -1011,13 +1052,14 @@ def _in_worker(
 @dataclass(slots=True)
 class _Everyone:
     """``Reports._everyone``'s people, and where in the bindings they were read up to: the
-    counters of migration 0009, the largest rowid and the newest id."""
+    counters of migration 0009, the largest rowid, the newest id and the number of rows."""
 
     people: People
     inserted: int
     changed: int
     rowid: int
     newest: str
+    rows: int
 
 
 class _StoreMoved:

@@ -5,6 +5,7 @@ must credit exactly what a reports engine that never kept anything credits."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from gateway.channels import Channels
 from gateway.events import iso
 from gateway.options import AttributionOptions, ChannelsOptions
 from storage.crediting import Table
+from storage.people import People, Share, Snapshot
 from storage.reports import Reports
 
 SINCE, UNTIL = datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
@@ -186,5 +188,97 @@ async def test_every_process_forgets_the_bindings_between_runs_of_reports(
                 break
         assert await pooled.run(pooled._pool.map, _kept, [(None, None)] * 2) == [False, False]
         assert await pooled.credit(SINCE, UNTIL, MODELS) == await fresh(store, channels)
+    finally:
+        await pooled.close()
+
+
+def snapshot(store: Path, worker: int = 0) -> tuple[Share, list[tuple[str | None, str | None]]]:
+    """A share of two as the gateway cuts it now, and the period's conversions' (visitor, user)."""
+    ((last, rows),) = read(store, "SELECT max(id), count(*) FROM identities")
+    sql = "SELECT id, visitor_key, user_key FROM conversions WHERE ts >= ? AND ts < ? ORDER BY id"
+    convs = read(store, sql, iso(SINCE), iso(UNTIL))
+    share = Share(worker, 2, Snapshot(str(last), int(str(rows))), Snapshot(str(convs[-1][0]), len(convs)))
+    return share, [(str(v) if v else None, str(u) if u else None) for _, v, u in convs]
+
+
+def groups(people: People, convs: list[tuple[str | None, str | None]]) -> tuple[object, ...]:
+    return [people.mine(v, u) for v, u in convs], people.visitors(), people.fingerprint
+
+
+async def test_a_share_takes_the_kept_bindings_when_they_are_its_snapshot(
+    store: Path, reports: Reports
+) -> None:
+    """A worker that keeps exactly the snapshot's bindings groups its people from them; one
+    that must read them (a binding came since) finds the same groups and the same checksum,
+    so the shares of one report agree whichever way each worker went."""
+    share, convs = await asyncio.to_thread(snapshot, store)
+    kept, bound = await reports.run(reports._share_people, share, convs)
+    assert reports._everyone_kept is not None and kept.users_of is reports._everyone_kept.people.users_of
+    assert bound == share.bindings.rows
+    expected = groups(kept, convs)
+    assert any(expected[0]) and not all(expected[0])  # some conversions are this share's
+    await asyncio.to_thread(write, store, BIND, "zzzzzzzz-later", "a-visitor", "a-user")
+    read_again, bound = await reports.run(reports._share_people, share, convs)
+    assert read_again.users_of is not reports._everyone_kept.people.users_of  # the snapshot's, read
+    assert bound == share.bindings.rows and groups(read_again, convs) == expected
+    # The next report's snapshot has the new binding, which the kept ones gained.
+    share, convs = await asyncio.to_thread(snapshot, store)
+    kept, bound = await reports.run(reports._share_people, share, convs)
+    assert kept.users_of is reports._everyone_kept.people.users_of and bound == share.bindings.rows
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        [("UPDATE identities SET user_key = 'someone-else' WHERE id = (SELECT min(id) FROM identities)",)],
+        # An erased binding, and an imported one older than the snapshot's newest: the same
+        # number of rows and the same newest id.
+        [
+            ("DELETE FROM identities WHERE id = (SELECT min(id) FROM identities)",),
+            (BIND, "00000000-older", "a-visitor", "a-user"),
+        ],
+    ],
+    ids=["update", "erased-and-older-insert"],
+)
+async def test_shares_that_read_other_bindings_disagree(
+    store: Path, reports: Reports, changes: list[tuple[str, ...]]
+) -> None:
+    """A worker reading after a binding of the snapshot changed checksums it otherwise, kept
+    bindings or not: the report then runs in one process (``Reports.count_moves``)."""
+    share, convs = await asyncio.to_thread(snapshot, store)
+    before, _ = await reports.run(reports._share_people, share, convs)
+    for sql, *args in changes:
+        await asyncio.to_thread(write, store, sql, *args)
+    after, bound = await reports.run(reports._share_people, share, convs)
+    assert bound == share.bindings.rows and after.fingerprint != before.fingerprint
+    reports._everyone_kept = None  # a worker that kept nothing reads them, and agrees with this one
+    fresh_worker, _ = await reports.run(reports._share_people, share, convs)
+    assert fresh_worker.fingerprint == after.fingerprint
+
+
+async def test_a_pooled_data_driven_report_shares_its_people_report_after_report(
+    store: Path, channels: Channels, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The workers keep the bindings between data_driven reports too, and stay shared when a
+    binding comes between two reports: the credits are the one-process engine's each time."""
+    pooled = Reports(
+        store, Attribution(AttributionOptions()), channels, processes=2, min_slice=10_000, min_share=500
+    )
+    await pooled.open()
+    caplog.set_level(logging.INFO, "gateway.reports")
+    try:
+        for round in range(3):
+            if round == 2:
+                visitor, user = await asyncio.to_thread(a_new_device, store)
+                await asyncio.to_thread(write, store, BIND, "zzzzzzzz-later", visitor, user)
+            got = await pooled.credit(SINCE, UNTIL, ["data_driven"])
+            single = Reports(store, Attribution(AttributionOptions()), channels, processes=1)
+            await single.open()
+            try:
+                assert got == await single.credit(SINCE, UNTIL, ["data_driven"])
+            finally:
+                await single.close()
+        assert len(pooled._pool.pids) == 2 and "gateway process" not in caplog.text
+        assert await pooled.run(pooled._pool.map, _kept, [(None, None)] * 2) == [True, True]
     finally:
         await pooled.close()
