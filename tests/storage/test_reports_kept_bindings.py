@@ -237,8 +237,16 @@ async def test_a_share_takes_the_kept_bindings_when_they_are_its_snapshot(
             ("DELETE FROM identities WHERE id = (SELECT min(id) FROM identities)",),
             (BIND, "00000000-older", "a-visitor", "a-user"),
         ],
+        # REPLACE deletes a binding of the snapshot without the delete trigger.
+        [
+            (
+                "INSERT OR REPLACE INTO identities (id, ts, node, visitor_key, user_key, rule, origin)"
+                " SELECT id, ts, node, visitor_key, 'someone-else', rule, origin FROM identities"
+                " WHERE id = (SELECT min(id) FROM identities)",
+            )
+        ],
     ],
-    ids=["update", "erased-and-older-insert"],
+    ids=["update", "erased-and-older-insert", "replace"],
 )
 async def test_shares_that_read_other_bindings_disagree(
     store: Path, reports: Reports, changes: list[tuple[str, ...]]
