@@ -193,7 +193,7 @@ class _Shares:
         self.half = params.half_life.total_seconds()
         # data_driven: each channel's weight as an exact binary fraction (what Fraction(w) is).
         self.ratios = {c: w.as_integer_ratio() for c, w in params.channel_weights.items()}
-        # Removal effects are never negative; were one, only the per-touch rounding is sure.
+        # Removal effects are never negative; were one, ``credit_table`` shares per touch.
         self.signed = any(num < 0 for num, _ in self.ratios.values())
         # data_driven by channel: the weights' numerators over their common denominator, once.
         common = math.lcm(*(den for _, den in self.ratios.values()))
@@ -227,21 +227,15 @@ class _Shares:
         channel takes its touches' floors times their number, and the units left over go to
         whole remainder levels, largest first. Only where the left-over units run out inside
         a level that several channels share do positions matter; there the later touches
-        come first, as in ``distribute_many``."""
+        come first, as in ``distribute_many``. A negative weight (never learnt: removal
+        effects are clamped at 0) sums right too, but a channel's shares could then cancel
+        out where a touch's did not, so ``credit_table`` keeps the per-touch path's rows."""
         per_channel: dict[str, int] = {}  # a plain dict: cheaper than a Counter on short paths
         for c in path:
             channel = c[2]
             per_channel[channel] = per_channel.get(channel, 0) + 1
         if len(per_channel) == 1:  # one channel takes everything, however many its touches
             return [dict.fromkeys(per_channel, total) for total in totals]
-        if self.signed:  # not a removal effect: the per-touch rounding itself, summed
-            summed: list[dict[str, int]] = []
-            for shares in distribute_many(totals, self.data_driven(path)):
-                added = dict.fromkeys(per_channel, 0)
-                for c, share in zip(path, shares, strict=True):
-                    added[c[2]] += share
-                summed.append(added)
-            return summed
         # A touch weighs its channel's numerator over its channel's touches: on a common
         # denominator, the numerator times (lcm of the counts) / count. ``data_driven``'s
         # integers are the same up to one positive factor, and the rounding depends only on the

@@ -147,8 +147,8 @@ def test_value_and_conversion_together() -> None:
     assert count == {"A": 500_000, "B": 250_000, "C": 125_000, "D": 125_000}
 
 
-def test_negative_weights_fall_back_to_the_per_touch_rounding() -> None:
-    """Removal effects are never negative; a weight that is still gets the per-touch answer."""
+def test_negative_weights_are_summed_as_the_touches_are() -> None:
+    """Removal effects are never negative; a weight that is still is summed as the touches are."""
     weights = {"A": -0.5, "B": 0.75, "C": 0.5}
     shares = _Shares(Params(channel_weights=weights))
     for channels in ("ABC", "CBA", "AABCC", "BAB"):
