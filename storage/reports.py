@@ -532,7 +532,7 @@ class Reports:
         ``keep``: hold on to the answer for the next read of the same report with the same
         arguments (``data_driven`` learns from a slice's conversions, then credits them).
         ``touched``: filled, when the conversions are read (not kept), with each of their
-        devices' touchpoints as read (``_person_paths`` then reads only the other visitors).
+        devices' touchpoints as read (``_other_journeys`` then reads only the other visitors).
 
         Blocking: call it inside ``run``, where a whole report is computed in one call, so its
         million tuples are made and freed while the collector is paused."""
@@ -758,7 +758,7 @@ class Reports:
         moves = add_moves(m for m, _ in counted)
         return moves, parts if len(counted) == len(parts) else [WHOLE]
 
-    def _person_paths(
+    def _other_journeys(
         self,
         since: datetime,
         until: datetime,
@@ -767,14 +767,23 @@ class Reports:
         population: str | None = None,
         part: Part = WHOLE,
         touched: dict[str, list[Cand]] | None = None,
-    ) -> dict[str, list[tuple[str, str, str]]]:
-        """Every accepted, not internal touchpoint of the period as (ts, id, channel), per person
-        (the user of the visitor's earliest binding, else the visitor), in no order: of every
-        person, or of a share's (its key range of the visitor index, less the visitors whose
-        group is another share's, plus those of its own groups outside the range).
+        used: set[str] | frozenset[str] = frozenset(),
+    ) -> list[list[str]]:
+        """The channels, in time order, of every person's accepted, not internal touchpoints
+        of the period that no conversion ``used``: the journeys that did not convert (empty
+        ones left out), in no order. Of every person, or of a share's (its key range of the
+        visitor index, less the visitors whose group is another share's, plus those of its
+        own groups outside the range). A person is the user of the visitor's earliest
+        binding, else the visitor.
 
         ``touched``: visitors whose touchpoints the conversions' read already holds (``read``),
-        from before the period on; the others are read here."""
+        from before the period on; the others are read here.
+
+        A visitor bound to nobody is a person alone (most): its rows come together, in id
+        order, and its journey is made from them as they come, without a tuple per row nor a
+        sort unless its times are out of id order (``_Journeys``). Only the people of several
+        devices are gathered first, and every row when the period is read from its range of
+        ids (rows in time order, not by visitor)."""
         people, _ = self._people_of(part, since, until, conversion)
         touched = touched or {}
         columns = f"t.visitor_key, t.ts, t.id, t.channel, nullif({self.verdict}, 'allow')"
@@ -797,8 +806,10 @@ class Reports:
         if skip:  # one list: each row is looked up once
             others += f" AND {key} NOT IN (SELECT value FROM json_each(:skip))"
             bounds["skip"] = json.dumps(skip)
+        if scan:  # the index's order: each visitor's rows together, in id order (no sort step)
+            others += " ORDER BY t.visitor_key, t.id"
         reads = [self.db.execute(f"SELECT {columns} FROM touchpoints t {scan} WHERE {others}", bounds)]
-        if extra:
+        if extra:  # a visitor at a time (CROSS JOIN: the list is the outer loop), in id order
             bounds["extra"] = json.dumps(extra)
             reads.append(
                 self.db.execute(
@@ -807,38 +818,43 @@ class Reports:
                     bounds,
                 )
             )
-        person_of = people.person_of
-        paths: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
-        unclassified = False
+        journeys = _Journeys(people)
         since_ts, since_id = bounds["since"], bounds["since_id"]
         for visitor, held in touched.items():  # verdict changes applied, allow as None
-            path = paths[person_of.get(visitor, visitor)]
-            for ts, tid, channel, verdict, _, _, _ in held:
-                if (
-                    ts >= since_ts
-                    and tid >= since_id
-                    and (verdict or "allow") in accepted
-                    and channel != INTERNAL
-                ):
-                    path.append((ts, tid, channel))
-                    unclassified = unclassified or channel is None
+            journeys.add(
+                visitor,
+                [
+                    c
+                    for c in held
+                    if c[0] >= since_ts
+                    and c[1] >= since_id
+                    and (c[3] or "allow") in accepted
+                    and c[2] != INTERNAL
+                    and c[1] not in used
+                ],
+                0,
+            )
         # The conversions' window (``_load``'s): a superset of the period's, read once.
         widest = max(self.attribution.tiers.windows.values())
         changed = self._verdict_changes({**bounds, "from_id": id_floor(_ms(since - widest))})
-        for rows in reads:
-            for visitor, ts, tid, channel, verdict in rows:
+        for rows, by_visitor in zip(reads, (bool(scan), True), strict=False):
+            current = ""
+            kept: list[tuple[Any, ...]] = []
+            for row in rows:
+                visitor, _, tid, channel, verdict = row
                 if changed and tid in changed:
                     verdict = changed[tid]
-                if (verdict or "allow") in accepted and channel != INTERNAL:
-                    paths[person_of.get(visitor, visitor)].append((ts, tid, channel))
-                    unclassified = unclassified or channel is None
-        if unclassified:  # rows stored before channels existed: classified here, maybe Internal
-            ids = [tid for path in paths.values() for _, tid, channel in path if channel is None]
-            channels = self._channels_of(ids)
-            for person, path in paths.items():
-                path = [(ts, tid, channel or channels.get(tid, DIRECT)) for ts, tid, channel in path]
-                paths[person] = [t for t in path if t[2] != INTERNAL]
-        return paths  # type: ignore[return-value]  # every channel is set by now
+                if (verdict or "allow") not in accepted or channel == INTERNAL:
+                    continue
+                if not by_visitor:  # rows in id order (the period's range): every one gathered
+                    journeys.gather(visitor, row, 1)
+                elif visitor != current:
+                    journeys.add(current, kept, 1)
+                    current, kept = visitor, [row]
+                else:
+                    kept.append(row)
+            journeys.add(current, kept, 1)
+        return journeys.done(self._channels_of)
 
     async def creator_clicks(
         self, since: datetime, until: datetime, accepted: frozenset[str], population: str | None = None
@@ -868,7 +884,7 @@ class Reports:
             scan = self._scan(since, until)
             mine += _key_range(
                 part, "t.visitor_key" if scan else "+t.visitor_key", bounds
-            )  # as _person_paths
+            )  # as _other_journeys
         else:
             scan = self._scan(since, until, part)
             lo, hi = part
@@ -978,12 +994,12 @@ def _learn_part(
     came from (``People.fingerprint``)."""
     touched: dict[str, list[Cand]] = {}
     convs = reports.read(since, until, conversion, group_by, population, part, True, touched)
-    paths = reports._person_paths(since, until, conversion, accepted, population, part, touched)
     journeys = [reports.eligible(c, accepted) for c in convs]
     moves = markov_moves(([t[2] for t in path], True) for path in journeys)
     used = {t[1] for path in journeys for t in path}
+    others = reports._other_journeys(since, until, conversion, accepted, population, part, touched, used)
     fingerprint = reports._people_of(part, since, until, conversion)[0].fingerprint
-    return dict(markov_moves(_not_converted(paths, used), moves)), fingerprint
+    return dict(markov_moves(((path, False) for path in others), moves)), fingerprint
 
 
 def _touched(conv: Conv, widest: timedelta) -> bool:
@@ -992,20 +1008,6 @@ def _touched(conv: Conv, widest: timedelta) -> bool:
     whatever period it is asked for."""
     oldest = iso(conv.at - widest)
     return any(oldest <= c[0] <= conv.ts for c in conv.touches)
-
-
-def _not_converted(
-    paths: dict[str, list[tuple[str, str, str]]], converted: set[str]
-) -> list[tuple[list[str], bool]]:
-    """Each person's channels in time order, without the touchpoints a conversion used: the
-    journeys that did not convert (empty ones left out)."""
-    journeys: list[tuple[list[str], bool]] = []
-    for path in paths.values():
-        kept = [t for t in path if t[1] not in converted]
-        if kept:
-            kept.sort()
-            journeys.append(([c for _, _, c in kept], False))
-    return journeys
 
 
 def _period_conversions(
@@ -1060,6 +1062,53 @@ class _Everyone:
     rowid: int
     newest: str
     rows: int
+
+
+class _Journeys:
+    """``Reports._other_journeys``' journeys, made as the rows come: a visitor bound to nobody
+    (a person alone, most) from its rows as they are, in id order; the people of several
+    devices, and rows that need more (a time out of id order, a channel to classify), from
+    their rows gathered per person and sorted at the end."""
+
+    def __init__(self, people: People) -> None:
+        self.person_of, self.users = people.person_of, people.visitors_of
+        self.journeys: list[list[str]] = []
+        self.gathered: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
+
+    def add(self, visitor: str, rows: list[tuple[Any, ...]], at: int) -> None:
+        """All of ``visitor``'s kept rows, in id order; the time, id and channel of each at
+        ``at``, ``at + 1`` and ``at + 2``. Time order is id order unless a time goes back
+        (imported rows): id breaks ties of time, as the sort of gathered rows does."""
+        if not rows:
+            return
+        if visitor not in self.person_of and visitor not in self.users:  # a person alone
+            channels = [row[at + 2] for row in rows]
+            in_order = len(rows) == 1 or all(a[at] <= b[at] for a, b in pairwise(rows))
+            if in_order and None not in channels:
+                self.journeys.append(channels)
+                return
+        for row in rows:
+            self.gather(visitor, row, at)
+
+    def gather(self, visitor: str, row: tuple[Any, ...], at: int) -> None:
+        """One row of ``visitor``'s, whatever its order, for its person's journey."""
+        self.gathered[self.person_of.get(visitor, visitor)].append((row[at], row[at + 1], row[at + 2]))
+
+    def done(self, channels_of: Callable[[list[str]], dict[str, str]]) -> list[list[str]]:
+        """Every journey: the gathered ones sorted by time (then id), their rows stored before
+        channels existed classified (``channels_of``), the internal ones among them left out."""
+        paths = self.gathered
+        unclassified = [tid for path in paths.values() for _, tid, channel in path if channel is None]
+        if unclassified:
+            channels = channels_of(unclassified)
+            for person, path in paths.items():
+                path = [(ts, tid, channel or channels.get(tid, DIRECT)) for ts, tid, channel in path]
+                paths[person] = [t for t in path if t[2] != INTERNAL]
+        for path in paths.values():
+            if path:
+                path.sort()
+                self.journeys.append([channel for _, _, channel in path])  # type: ignore[misc]
+        return self.journeys
 
 
 class _StoreMoved:

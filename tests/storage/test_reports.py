@@ -22,6 +22,7 @@ from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
 from storage.crediting import MICRO, Conv, Eligibility, credit_table
 from storage.local import LocalStore, connect
+from storage.reports import Reports
 from tests.storage.stores import credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -275,3 +276,50 @@ async def test_an_analysts_override_decides_over_the_stored_verdict(
     await db.commit()
     credited = await report("first_touch")
     assert "Paid Social" not in credited and credited["Email"] == (10000, MICRO)
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["visitor-index", "id-range"])
+async def test_the_journeys_that_did_not_convert_are_made_per_person(
+    tmp_path: Path, channels: Channels, indexed: bool
+) -> None:
+    """A visitor bound to nobody is a person alone, its journey made from its rows in id
+    order, sorted by time where an imported row's time goes back; bound devices join their
+    user's journey, and so does a visitor whose key is that user's (a person is the user of
+    the visitor's earliest binding, else the visitor: one key, one person); a row stored
+    before channels existed is classified. Whether the period is read through the visitor
+    index (rows by visitor) or from its range of ids (rows by time), the same journeys."""
+    late = tp("alone", 4, "Email")
+    early = tp("alone", 3, "Display")
+    early.id = new_id(int(at(5).timestamp() * 1000))  # imported: its id after the later touch's
+    events: list[Event] = [
+        bind("phone", "u1"),
+        tp("phone", 1, "Paid Social"),
+        tp("u1", 2, "Referral"),  # no binding: the visitor named like the user
+        tp("laptop", 3, "Email"),
+        bind("laptop", "u1"),
+        tp("alone", 1, "Affiliates"),
+        late,
+        early,
+        tp("legacy", 1, "Email"),
+        tp("legacy", 2, None, referrer_host="www.google.com"),
+        tp("single", 2, "Video"),
+    ]
+    if not indexed:  # the stored time stretched: the period is less than half of it
+        events.append(tp("later", 100, "Email"))
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    await store.write(events)
+    await store.close()
+    reports = Reports(tmp_path / "gw.db", Attribution(AttributionOptions()), channels, processes=1)
+    await reports.open()
+    try:
+        assert bool(await reports.run(reports._scan, SINCE, UNTIL)) == indexed
+        got = await reports.run(reports._other_journeys, SINCE, UNTIL, None, frozenset({"allow"}))
+    finally:
+        await reports.close()
+    assert sorted(got) == [
+        ["Affiliates", "Display", "Email"],
+        ["Email", "Organic Search"],
+        ["Paid Social", "Referral", "Email"],
+        ["Video"],
+    ]
