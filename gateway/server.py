@@ -39,6 +39,7 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import parse_listen
 from gateway.pipeline import Pipeline, build_pipeline
+from gateway.protocol_errors import Runner
 from gateway.proxy import ProxyHost
 from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
@@ -278,10 +279,18 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
 
 
 async def start_site(
-    app: web.Application, listen: str, *, grace: float = 10.0, reuse_port: bool = False, **kwargs: Any
+    app: web.Application,
+    listen: str,
+    *,
+    grace: float = 10.0,
+    reuse_port: bool = False,
+    public: bool = False,
+    **kwargs: Any,
 ) -> tuple[web.AppRunner, str]:
+    """``app`` listening on ``listen``; ``public``: the proxy's listener (what aiohttp's HTTP
+    parser refuses gets the neutral page there, else a JSON error: ``gateway/protocol_errors.py``)."""
     host, port = parse_listen(listen)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, **kwargs)
+    runner = Runner(app, public=public, access_log=None, shutdown_timeout=grace, **kwargs)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     try:
@@ -374,7 +383,7 @@ async def serve(
             loop.add_signal_handler(sig, action)
     grace = settings.options.proxy.shutdown_grace
     proxy_runner, proxy_addr = await start_site(
-        gw.proxy_app, settings.options.proxy.listen, grace=grace, reuse_port=reuse_port
+        gw.proxy_app, settings.options.proxy.listen, grace=grace, reuse_port=reuse_port, public=True
     )
     admin_runner: web.AppRunner | None = None
     admin_addr = ""

@@ -20,6 +20,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from bench.pgserver import PostgresServer, binaries, start_server
 from gateway.config import Settings, load_settings
+from gateway.protocol_errors import Runner
 from gateway.server import Gateway, create_gateway, handler_args
 
 SECRET = "s" * 40
@@ -47,6 +48,18 @@ def make_settings(tmp_path: Path, toml: str = "", **env: str) -> Settings:
         text += f'\n[storage]\npath = "{tmp_path / "gateway.db"}"\nnode = "test"\n'
     settings = load_settings(None, text=text, environ={**ENV, **env})
     return settings
+
+
+class ListenerTestServer(TestServer):
+    """A test listener run as the gateway runs its own (``gateway.protocol_errors.Runner``):
+    what aiohttp's HTTP parser refuses is answered as the gateway answers there."""
+
+    def __init__(self, app: web.Application, *, public: bool = False, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.public = public
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return Runner(self.app, public=self.public, **kwargs)
 
 
 @dataclass
@@ -83,9 +96,9 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     async def start(upstream: str, toml: str = "", env: dict[str, str] | None = None) -> RunningGateway:
         settings = make_settings(tmp_path, toml, **(env or {}))
         gw = create_gateway(settings, upstream)
-        proxy = TestServer(gw.proxy_app, host="127.0.0.1", **handler_args(settings))
+        proxy = ListenerTestServer(gw.proxy_app, host="127.0.0.1", public=True, **handler_args(settings))
         await proxy.start_server()
-        admin = TestServer(gw.admin_app, host="127.0.0.1")
+        admin = ListenerTestServer(gw.admin_app, host="127.0.0.1")
         await admin.start_server()
         session = aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
         running = RunningGateway(gw, proxy, admin, session)

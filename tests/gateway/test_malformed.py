@@ -4,11 +4,15 @@ sends produces a 500. Requests go over a raw socket so their bytes are exactly a
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
+
+from gateway.pages import error_page
+from tests.conftest import TOKEN
 
 TIMEOUT = 3.0
 
@@ -129,9 +133,62 @@ async def test_malformed_request_is_refused_and_not_forwarded(
     resp = await raw_request(gw.proxy.port, data)
     assert 400 <= resp.status < 500, (resp.status, resp.body[:200])
     assert calls == []
+    # The neutral page, whoever refused it (aiohttp's parser or the proxy): never the bytes
+    # sent back, nor a word of what runs here.
+    assert resp.body == error_page(resp.status).body
+    assert "Server" not in resp.headers and b"aiohttp" not in resp.body
     # The gateway is still serving.
     ok = await raw_request(gw.proxy.port, b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert (ok.status, ok.body, calls) == (200, b"from upstream", ["/after"])
+
+
+# request bytes → the reason the admin listener gives (aiohttp's parser refused them); the
+# reasons of the C parser's generic errors go on with llhttp's own text, after a colon
+REFUSED_BY_THE_PARSER = {
+    "header_too_large": (
+        b"GET /api/health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
+        "the request line or a header is longer than the listener accepts (8190 bytes)",
+    ),
+    "request_line_too_large": (
+        b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+        "the request line or a header is longer than the listener accepts (8190 bytes)",
+    ),
+    "garbage_request_line": (b"GARBAGE\r\n\r\n", "the request method is not an HTTP method"),
+    "unknown_http_version": (
+        b"GET / HTTP/9.9\r\nHost: t\r\n\r\n",
+        "the request line is not HTTP (method, target, HTTP/1.x)",
+    ),
+    "tls_to_plain_http": (
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,
+        "TLS (HTTPS) sent to a plain HTTP listener",
+    ),
+    "header_without_colon": (
+        b"GET /api/health HTTP/1.1\r\nHost: t\r\nNoColonHere\r\n\r\n",
+        "the request is not valid HTTP: ",
+    ),
+    "chunk_size_not_hex": (
+        b"POST /api/health HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "the request is not valid HTTP: ",
+    ),
+}
+
+
+@pytest.mark.parametrize(("data", "why"), REFUSED_BY_THE_PARSER.values(), ids=REFUSED_BY_THE_PARSER.keys())
+async def test_the_admin_listener_answers_what_the_parser_refuses_in_json(
+    start_gateway, upstream_server, data: bytes, why: str
+) -> None:
+    """Requests aiohttp's HTTP parser refuses before any handler runs get the admin API's JSON
+    error envelope, naming what is wrong without the bytes (aiohttp's own answer was plain
+    text echoing them, under its Server header)."""
+    gw = await start_gateway(await recording_upstream(upstream_server, []))
+    resp = await raw_request(gw.admin.port, data)
+    assert resp.headers["Content-Type"].startswith("application/json"), resp.body[:200]
+    answer = json.loads(resp.body)
+    assert answer == {"ok": False, "status": 400, "error": answer["error"]} and resp.status == 400
+    assert answer["error"] == why if not why.endswith(": ") else answer["error"].startswith(why)
+    assert "Server" not in resp.headers and "'" not in answer["error"]
 
 
 async def test_body_broken_after_forwarding_began_is_not_delivered_whole(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sys
 from pathlib import Path
 
 import aiohttp
+
+from gateway.pages import error_page
+from tests.gateway.test_malformed import raw_request
 
 
 async def test_dev_run_serves_demo_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -45,6 +49,13 @@ async def test_dev_run_serves_demo_and_stops_cleanly_on_sigterm(tmp_path: Path) 
             ) as resp:
                 items = (await resp.json())["items"]
         assert [t["source"] for t in items] == ["newsletter"]
+        # What aiohttp's HTTP parser refuses: the neutral page on the proxy, a JSON reason on
+        # the admin API; neither logs a traceback (checked below).
+        too_long = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
+        page = await raw_request(int(proxy.rsplit(":", 1)[1]), too_long)
+        assert (page.status, page.body) == (400, error_page(400).body) and "Server" not in page.headers
+        answer = await raw_request(int(admin.rsplit(":", 1)[1]), b"G(T / HTTP/1.1\r\n\r\n")
+        assert json.loads(answer.body)["error"] == "the request method is not an HTTP method"
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(15):
             assert await proc.wait() == 0
