@@ -151,10 +151,17 @@ def parse_time(name: str, value: str) -> str:
         ) from None
 
 
-def _only(request: web.Request, allowed: set[str]) -> None:
-    unknown = sorted(set(request.query) - allowed)
+def only_params(request: web.Request, allowed: set[str]) -> None:
+    """Refuse (400) a query parameter an endpoint does not know, so that a typo is never
+    silently ignored, and one given more than once, so that neither value is silently
+    dropped (``model=linear&model=time_decay``: which report was meant?)."""
+    query = request.query
+    unknown = sorted(set(query) - allowed)
     if unknown:
         raise ApiError(400, f"unknown query parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    if len(query) > len(set(query)):
+        name = next(name for name in query if len(query.getall(name)) > 1)
+        raise ApiError(400, f"{name}: given {len(query.getall(name))} times; give each query parameter once")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -219,14 +226,14 @@ def _touchpoint_query(q: Mapping[str, str], verdict: str | None = None) -> Touch
 
 async def touchpoints(request: web.Request) -> web.Response:
     q = request.query
-    _only(request, {"since", "until", "cursor", "limit", *TOUCHPOINT_FILTERS})
+    only_params(request, {"since", "until", "cursor", "limit", *TOUCHPOINT_FILTERS})
     items, next_cursor = await request.app[READER_KEY].touchpoints(_touchpoint_query(q))
     return ok({"items": items, "next_cursor": next_cursor})
 
 
 async def visitor(request: web.Request) -> web.Response:
     """Accepts the stored visitor_key, the raw visitor ID, or the whole cookie value."""
-    _only(request, set())
+    only_params(request, set())
     given = request.match_info["visitor_id"]
     if _VISITOR_KEY.match(given):
         key = given
@@ -254,7 +261,7 @@ def _user_key(request: web.Request) -> tuple[str, str]:
 
 async def user(request: web.Request) -> web.Response:
     """A user's journey across all their visitors (devices), and their conversions."""
-    _only(request, set())
+    only_params(request, set())
     _, key = _user_key(request)
     journey = await request.app[READER_KEY].user(key)
     if journey is None:
@@ -264,7 +271,7 @@ async def user(request: web.Request) -> web.Response:
 
 async def erase(request: web.Request) -> web.Response:
     """Erase the user, their visitors' touchpoints and their conversions (GDPR Art. 17)."""
-    _only(request, set())
+    only_params(request, set())
     user_id, key = _user_key(request)
     settings = request.app[SETTINGS_KEY]
     now = datetime.now(UTC)
@@ -284,7 +291,7 @@ async def erase(request: web.Request) -> web.Response:
 async def bad_events(request: web.Request) -> web.Response:
     """Signed events that failed validation, with their reason (see ``gateway replay-bad``)."""
     q = request.query
-    _only(request, {"sender", "pending", "cursor", "limit"})
+    only_params(request, {"sender", "pending", "cursor", "limit"})
     limit, cursor = _page(q)
     pending = q.get("pending", "false")
     if pending not in ("true", "false"):
@@ -300,7 +307,7 @@ async def bad_events(request: web.Request) -> web.Response:
 
 async def sink_send(request: web.Request) -> web.Response:
     """Re-send one user's identify and track calls through one sink, now (for debugging)."""
-    _only(request, set())
+    only_params(request, set())
     name = request.match_info["name"]
     sinks = request.app[SINKS_KEY]
     if name not in sinks.sinks:
@@ -356,7 +363,7 @@ def _text(name: str, value: str, most: int) -> str:
 async def fraud(request: web.Request) -> web.Response:
     """Clicks per creator, source or campaign: share per verdict, top reasons, distinct visitors/IPs."""
     q = request.query
-    _only(request, {"since", "until", "group_by"})
+    only_params(request, {"since", "until", "group_by"})
     group_by = q.get("group_by", "creator_id")
     if group_by not in FRAUD_GROUPS:
         raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by!r}")
@@ -368,7 +375,7 @@ async def fraud(request: web.Request) -> web.Response:
 async def review(request: web.Request) -> web.Response:
     """The review queue: touchpoints whose effective verdict is ``review`` (or ``block``), oldest first."""
     q = request.query
-    _only(request, {"since", "until", "cursor", "limit", "verdict", *TOUCHPOINT_FILTERS})
+    only_params(request, {"since", "until", "cursor", "limit", "verdict", *TOUCHPOINT_FILTERS})
     verdict = q.get("verdict", "review")
     if verdict not in ("review", "block"):
         raise ApiError(400, f"verdict: expected review or block, got {verdict!r}")
@@ -378,7 +385,7 @@ async def review(request: web.Request) -> web.Response:
 
 async def set_verdict(request: web.Request) -> web.Response:
     """An analyst overrides a touchpoint's verdict; who and why are kept (append-only)."""
-    _only(request, set())
+    only_params(request, set())
     touchpoint_id = request.match_info["touchpoint_id"]
     if not _UUID.match(touchpoint_id):
         raise ApiError(400, "touchpoint_id: expected a touchpoint id (a UUID)")
@@ -436,14 +443,14 @@ def _creator(creator: Creator) -> dict[str, Any]:
 
 async def creators(request: web.Request) -> web.Response:
     """The creator registry: ``[[creators]]`` with the standings set here on top."""
-    _only(request, set())
+    only_params(request, set())
     return ok({"items": [_creator(c) for c in request.app[CREATORS_KEY].all()]})
 
 
 async def set_creator(request: web.Request) -> web.Response:
     """Set a creator's standing (verified or not); kept append-only with who and why, and
     used by the bots addon from the next click on."""
-    _only(request, set())
+    only_params(request, set())
     creator_id = request.match_info["creator_id"]
     if not creator_id or len(creator_id) > 200 or not creator_id.isprintable():
         raise ApiError(400, "creator_id: expected 1..200 printable characters")

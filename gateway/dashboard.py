@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import reporting
-from gateway.admin import EARLIEST, LATEST, READER_KEY, SETTINGS_KEY, ApiError, _only, ok
+from gateway.admin import EARLIEST, LATEST, READER_KEY, SETTINGS_KEY, ApiError, ok, only_params
 from gateway.attribution import MODELS
 from gateway.reportapi import REPORTS_KEY, conversion_param
 from gateway.sessions import (
@@ -168,7 +168,7 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     share and totals for whole UTC days ``since`` (inclusive) to ``until`` (exclusive); with
     ``part``, only that part (``storage.dashboard.PARTS``)."""
     q = request.query
-    _only(request, {"since", "until", "model", "population", "conversion", "part"})
+    only_params(request, {"since", "until", "model", "population", "conversion", "part"})
     until = _day("until", q["until"]) if "until" in q else datetime.now(UTC).date() + timedelta(days=1)
     # The default since never reaches before the first day, as the report endpoints' does.
     since = (
@@ -184,8 +184,6 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
     conversion = conversion_param(request)
     part = q.get("part")
-    if len(q.getall("part", [])) > 1:
-        raise ApiError(400, "part: give one part (or none for every part)")
     if part is not None and part not in PARTS:
         raise ApiError(400, f"part: expected one of {', '.join(PARTS)}, got {part!r}")
     data = await summary(

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from gateway import reporting
-from gateway.admin import EARLIEST, ApiError, parse_time
+from gateway.admin import EARLIEST, ApiError, only_params, parse_time
 from gateway.attribution import MODELS, Attribution
 from gateway.config import Settings
 from gateway.openapi_reports import FORMATS, GROUP_BY
@@ -27,13 +27,8 @@ PAYOUTS_KEY = web.AppKey("payouts", Payouts)
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+_KINDS = {"application/json": "json", **{media: kind for kind, media in _MEDIA.items()}}
 _COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format"}
-
-
-def _only(request: web.Request, allowed: set[str]) -> None:
-    unknown = sorted(set(request.query) - allowed)
-    if unknown:
-        raise ApiError(400, f"unknown query parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
 
 
 def _moment(name: str, value: str) -> datetime:
@@ -110,8 +105,36 @@ def _format(request: web.Request) -> str:
         if given not in FORMATS:
             raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {given!r}")
         return given
-    accept = request.headers.get("Accept", "")
-    return next((name for name, media in _MEDIA.items() if media in accept), "json")
+    return accepted_format(request.headers.get("Accept", ""))
+
+
+def accepted_format(accept: str) -> str:
+    """The format an ``Accept`` header prefers (RFC 9110, 12.5.1): of the media types it
+    lists that a report comes in (JSON, CSV, NDJSON), the one of the highest ``q`` (the first
+    listed among equals); ``q=0`` means "not this one". JSON when it lists none of them (a
+    browser's ``text/html, */*;q=0.8``) or is absent. A malformed ``q`` counts as 0."""
+    best, best_q = "json", 0.0
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        kind = _KINDS.get(media.lower())
+        if kind is None:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                q = _quality(value.strip())
+        if q > best_q:
+            best, best_q = kind, q
+    return best
+
+
+def _quality(value: str) -> float:
+    """A ``q`` value: 0 to 1 with at most three decimals (RFC 9110, 12.4.2); else 0."""
+    if not value or len(value) > 5 or not value.replace(".", "", 1).isdigit():
+        return 0.0
+    q = float(value)
+    return q if q <= 1 else 0.0
 
 
 def respond(request: web.Request, report: reporting.Report) -> web.Response:
@@ -129,28 +152,28 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
 
 
 async def attribution(request: web.Request) -> web.Response:
-    _only(request, _COMMON | {"group_by"})
+    only_params(request, _COMMON | {"group_by"})
     _format(request)
     q = query(request, default_model="linear")
     return respond(request, await reporting.attribution(request.app[REPORTS_KEY], q))
 
 
 async def timeseries(request: web.Request) -> web.Response:
-    _only(request, _COMMON | {"group_by"})
+    only_params(request, _COMMON | {"group_by"})
     _format(request)
     q = query(request, default_model="linear")
     return respond(request, await reporting.attribution(request.app[REPORTS_KEY], q, by_day=True))
 
 
 async def paths(request: web.Request) -> web.Response:
-    _only(request, _COMMON - {"model"})
+    only_params(request, _COMMON - {"model"})
     _format(request)
     q = query(request, default_model="linear")
     return respond(request, await reporting.paths(request.app[REPORTS_KEY], q))
 
 
 async def payouts(request: web.Request) -> web.Response:
-    _only(request, _COMMON)
+    only_params(request, _COMMON)
     _format(request)
     rules = request.app[PAYOUTS_KEY]
     q = query(request, default_model=rules.model, all_models=False)

@@ -434,7 +434,7 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
     async with gw.session.get(
         gw.admin_url + "/api/dashboard/summary?part=counts&part=daily", headers=AUTH
     ) as resp:
-        assert resp.status == 400 and "part: give one part" in (await resp.json())["error"]
+        assert resp.status == 400 and "part: given 2 times" in (await resp.json())["error"]
 
 
 async def test_the_summary_s_default_since_stays_in_range(gw: RunningGateway) -> None:

@@ -308,3 +308,45 @@ async def test_population_filter_and_its_errors(gw: RunningGateway) -> None:
     assert nobody["rows"] == []
     bad = await get(gw, "/api/attribution", 400, population="martians")
     assert bad["error"].startswith("population:")
+
+
+@pytest.mark.parametrize(
+    ("accept", "kind"),
+    [
+        ("text/csv", "csv"),
+        ("text/csv;q=0", "json"),  # "not CSV"
+        ("text/csv;q=0.5, application/json", "json"),
+        ("application/json;q=0.9, text/csv", "csv"),
+        ("application/x-ndjson;q=0.8, text/csv;q=0.8", "ndjson"),  # equals: the first listed
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "json"),  # a browser
+        ("TEXT/CSV; charset=utf-8; q=0.7, application/x-ndjson;q=0.71", "ndjson"),
+        ("text/csv;q=abc", "json"),  # a malformed q counts as 0
+    ],
+)
+async def test_the_accept_header_s_preference_decides_the_format(
+    gw: RunningGateway, accept: str, kind: str
+) -> None:
+    headers = {**AUTH, "Accept": accept}
+    async with gw.session.get(gw.admin_url + "/api/attribution", headers=headers, params=PERIOD) as resp:
+        assert resp.status == 200
+        media = {"json": "application/json", "csv": "text/csv", "ndjson": "application/x-ndjson"}
+        assert resp.content_type == media[kind]
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/api/attribution", "model=linear&model=time_decay"),
+        ("/api/attribution/timeseries", "since=2026-11-01&until=2026-12-01&since=2026-11-02"),
+        ("/api/payouts", "format=csv&format=json"),
+        ("/api/touchpoints", "limit=1&limit=2"),
+        ("/api/dashboard/summary", "model=linear&model=last_touch"),
+    ],
+)
+async def test_a_parameter_given_twice_is_400_naming_it(gw: RunningGateway, path: str, query: str) -> None:
+    """Neither value is silently dropped: which report was meant?"""
+    name = query.split("=", 1)[0]
+    async with gw.session.get(f"{gw.admin_url}{path}?{query}", headers=AUTH) as resp:
+        body = await resp.json()
+        assert resp.status == 400, body
+    assert body["error"] == f"{name}: given 2 times; give each query parameter once"
