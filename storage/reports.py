@@ -792,9 +792,7 @@ class Reports:
         )
         bounds: dict[str, Any] = {**_bounds(since, until, since), "population": population}
         scan = self._scan(since, until)
-        # Through the visitor index, a key range; through the id range (short periods), every
-        # row of the period, the key tested on each (the unary + keeps the index unused).
-        key = "t.visitor_key" if scan else "+t.visitor_key"
+        key = _visitor_column(scan)
         others, skip = where, list(touched)
         if not isinstance(part, Share):
             extra: list[str] = []
@@ -882,9 +880,7 @@ class Reports:
             mine, bounds["population"] = " AND t.consent = :population", population
         if isinstance(part, Share):
             scan = self._scan(since, until)
-            mine += _key_range(
-                part, "t.visitor_key" if scan else "+t.visitor_key", bounds
-            )  # as _other_journeys
+            mine += _key_range(part, _visitor_column(scan), bounds)
         else:
             scan = self._scan(since, until, part)
             lo, hi = part
@@ -942,6 +938,13 @@ class Reports:
             return self.map(_credit_part, parts, *q)
 
         return add_tables(await self.run(compute))
+
+
+def _visitor_column(scan: str) -> str:
+    """The visitor key as a condition on it reads under ``scan`` (``Reports._scan``): through
+    the visitor index, a key range of it; through the period's range of ids, tested on each
+    row (the unary ``+`` keeps SQLite from the index)."""
+    return "t.visitor_key" if scan else "+t.visitor_key"
 
 
 def _key_range(share: Share, key: str, bounds: dict[str, Any]) -> str:
