@@ -134,6 +134,7 @@ def gateway_toml(store_dir: Path, extra: str = "") -> str:
 
 async def start_gateway(args: argparse.Namespace) -> web.AppRunner:
     from gateway.config import load_settings
+    from gateway.protocol_errors import Runner
     from gateway.server import create_gateway
 
     settings = load_settings(
@@ -142,7 +143,9 @@ async def start_gateway(args: argparse.Namespace) -> web.AppRunner:
         environ={"GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40},
     )
     gw = create_gateway(settings, args.upstream)
-    return web.AppRunner(gw.proxy_app)  # its handler args (strict parser, access log) travel with it
+    # As `gateway run` listens (gateway/protocol_errors.py); the app's handler args (strict
+    # parser, access log) travel with it.
+    return Runner(gw.proxy_app, public=True, counted=gw.metrics.requests.labels("bad_request").inc)
 
 
 STARTERS: dict[str, Starter] = {"origin": start_origin, "bare": start_bare, "gateway": start_gateway}

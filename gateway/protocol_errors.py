@@ -1,24 +1,28 @@
-"""The answer to a request that aiohttp's HTTP parser refuses before any handler runs.
+"""What aiohttp answers itself, before or outside the app's handlers, answered as the gateway.
 
 A request line or header over its limit, a method, request line or header that is not HTTP,
-a body whose length or chunking does not parse: aiohttp answers those itself, in plain text
-that echoes the raw bytes it refused (``bytearray(b'...')``) under a ``Server: Python/…
-aiohttp/…`` header. The gateway's listeners (``Runner``) answer as the gateway answers
-anything else it refuses there, with the same status:
+TLS on the plain port, a body whose length or chunking does not parse, an ``Expect`` other
+than ``100-continue``, a target that matches no route (``CONNECT host:port``): aiohttp
+answered those itself, in plain text that echoes what it refused (``bytearray(b'...')``,
+the ``Expect`` value) under a ``Server: Python/… aiohttp/…`` header, and logged a parse
+error at error level with a traceback and the client's address. The gateway's listeners
+(``Runner``) answer as the gateway answers anything else it refuses there, same status:
 
 - the proxy (public) listener: the neutral error page of ``gateway/pages.py``, which says
   nothing about what runs behind the site, as for the malformed requests the proxy itself
-  refuses; so do the router's own refusals there (a ``CONNECT host:port`` matches no route);
+  refuses; each refused parse is counted in ``gateway_requests_total{outcome="bad_request"}``;
 - the admin listener: the JSON error envelope, with a reason that names what is wrong
   without repeating the bytes.
 
-The connection is closed after it. aiohttp logged each at error level with a traceback and
-the client's address; the gateway logs the reason alone, at debug level (scanners send
-such requests all day), or at info for a line over the limit, which real clients with
-oversized cookies may hit (``proxy.max_header_size``).
+The connection is closed after it. A refused parse is logged with its reason alone, at debug
+level (scanners send such requests all day), or at info, once a minute, for a line over the
+limit, which real clients with oversized cookies may hit (``proxy.max_header_size``). A
+failure of ours that no middleware caught (a 500) is logged at error level with its
+traceback, without the client's address.
 
 aiohttp offers no public hook for this: ``Runner`` makes its server create this module's
-request handlers, whose ``handle_error`` is the method aiohttp calls. aiohttp is pinned to
+request handlers, whose ``handle_error`` is the method aiohttp calls, and wraps the app's
+handler for the refusals aiohttp raises outside the app's middlewares. aiohttp is pinned to
 one minor series (``pyproject.toml``); ``tests/gateway/test_malformed.py`` sends each kind
 of broken request to real listeners, ``tests/gateway/test_run.py`` to a ``gateway run``.
 """
@@ -26,10 +30,12 @@ of broken request to real listeners, ``tests/gateway/test_run.py`` to a ``gatewa
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
-from aiohttp import http_exceptions, web
+from aiohttp import hdrs, http_exceptions, web
 
 from gateway.pages import error_page, json_error
 
@@ -66,11 +72,21 @@ def reason(exc: BaseException | None, status: int) -> str:
     return "the request could not be read"
 
 
-class _JsonHandler(web.RequestHandler):
-    """The admin listener's: the JSON error envelope and its reason."""
+_HTTP_REASONS = {417: "Expect: the only expectation understood is 100-continue"}
+"""Reasons of the refusals aiohttp raises before the app's middlewares see the request."""
+LOUD_EVERY = 60.0
+"""Seconds between info lines for a request line or header over the limit (debug between)."""
 
-    def answer(self, status: int, exc: BaseException | None) -> web.Response:
-        return json_error(status, reason(exc, status))
+
+def _answer(public: bool, status: int, why: str) -> web.Response:
+    if public:
+        return error_page(status if 400 <= status < 600 else 500)
+    return json_error(status, why)
+
+
+class _Handler(web.RequestHandler):
+    listener: _Server
+    """Set by the server that made it: how its listener answers and counts."""
 
     def handle_error(
         self,
@@ -79,71 +95,92 @@ class _JsonHandler(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        """aiohttp's answer to a request its parser refused (or that failed in a way no
+        middleware caught): the listener's own, logged without the client's address."""
         if status >= 500 or not isinstance(exc, http_exceptions.HttpProcessingError):
-            # A failure of ours: aiohttp's own logging (with the traceback), and its check
-            # that no response has begun.
-            super().handle_error(request, status, exc, message)
+            log.error("a request failed (%d): %s", status, reason(exc, status), exc_info=exc)
         else:
-            # What a client sent: no traceback, no client address, no bytes in the log.
-            why = reason(exc, status)
-            if isinstance(exc, http_exceptions.LineTooLong):
-                log.info("refused a request: %s; if real clients send such, raise the limit", why)
-            else:
-                log.debug("refused a request: %s", why)
-            if request.writer.output_size > 0:
-                raise ConnectionError("a response had begun: the connection is closed instead")
-        response = self.answer(status, exc)
+            self.listener.refused(exc)
+        if request.writer.output_size > 0:  # as aiohttp: too late for another answer
+            raise ConnectionError("a response had begun: the connection is closed instead")
+        response = _answer(self.listener.public, status, reason(exc, status))
         response.force_close()
         return response
 
 
-class _PageHandler(_JsonHandler):
-    """The proxy listener's: the neutral page, as for what the proxy refuses itself."""
-
-    def answer(self, status: int, exc: BaseException | None) -> web.Response:
-        return error_page(status if 400 <= status < 600 else 500)
-
-
 class _Server(web.Server):
-    handler: type[_JsonHandler] = _JsonHandler
+    public = False
+    counted: Callable[[], None] | None = None
+    _loud_at = float("-inf")
 
     def __call__(self) -> web.RequestHandler:
-        return self.handler(self, loop=self._loop, **self._kwargs)
+        handler = _Handler(self, loop=self._loop, **self._kwargs)
+        handler.listener = self
+        return handler
+
+    def refused(self, exc: http_exceptions.HttpProcessingError) -> None:
+        """Count and log a request the parser refused: no traceback, address or bytes; at
+        debug level (scanners send such all day), but a line over the limit at info once a
+        minute (real clients with oversized cookies hit it)."""
+        if self.counted is not None:
+            self.counted()
+        why = reason(exc, exc.code)
+        now = time.monotonic()
+        if isinstance(exc, http_exceptions.LineTooLong) and now - self._loud_at >= LOUD_EVERY:
+            self._loud_at = now
+            log.info("refused a request: %s; if real clients send such, raise the limit", why)
+        else:
+            log.debug("refused a request: %s", why)
 
 
-def _neutral(handle: _Handle) -> _Handle:
-    """The proxy app's request handler, with the router's own refusals (a target that is not
-    a path, as ``CONNECT host:port`` sends, matches no route) as the neutral page: aiohttp
-    answers them ``404: Not Found`` in plain text under its Server header. The proxy itself
-    never raises ``HTTPException``."""
+def _refusals(handle: _Handle, public: bool) -> _Handle:
+    """The app's request handler, with the refusals aiohttp raises outside the app's
+    middlewares answered as the listener answers: on the proxy, the router's (a target that
+    is not a path, as ``CONNECT host:port`` sends, matches no route; the proxy app has no
+    middleware and raises no ``HTTPException`` itself); on both, an ``Expect`` other than
+    ``100-continue``. aiohttp answers them in plain text under its Server header, echoing
+    the header's value."""
 
-    async def neutral(request: web.BaseRequest) -> web.StreamResponse:
+    async def refusals(request: web.BaseRequest) -> web.StreamResponse:
         try:
             return await handle(request)
         except web.HTTPException as refused:
             if refused.status < 400:
                 raise
-            return error_page(refused.status)
+            status = refused.status
+            response = _answer(public, status, _HTTP_REASONS.get(status, HTTPStatus(status).phrase.lower()))
+            if hdrs.ALLOW in refused.headers:
+                response.headers[hdrs.ALLOW] = refused.headers[hdrs.ALLOW]
+            return response
 
-    return neutral
+    return refusals
 
 
 class Runner(web.AppRunner):
-    """``web.AppRunner`` whose listener answers what the HTTP parser refuses as the gateway
-    answers there: ``public``, the proxy's neutral page; else the admin API's JSON error."""
+    """``web.AppRunner`` whose listener answers what aiohttp refuses itself as the gateway
+    answers there: ``public``, the proxy's neutral page; else the admin API's JSON error.
+    ``counted``: called for each request the parser refused (the proxy counts them in
+    ``gateway_requests_total{outcome="bad_request"}``)."""
 
-    def __init__(self, app: web.Application, *, public: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        public: bool = False,
+        counted: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
-        self.public = public
+        self.public, self.counted = public, counted
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         made = _Server(
-            _neutral(server.request_handler) if self.public else server.request_handler,
+            _refusals(server.request_handler, self.public),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
             **server._kwargs,
         )
-        made.handler = _PageHandler if self.public else _JsonHandler
+        made.public, made.counted = self.public, self.counted
         return made

@@ -285,12 +285,14 @@ async def start_site(
     grace: float = 10.0,
     reuse_port: bool = False,
     public: bool = False,
+    counted: Callable[[], None] | None = None,
     **kwargs: Any,
 ) -> tuple[web.AppRunner, str]:
-    """``app`` listening on ``listen``; ``public``: the proxy's listener (what aiohttp's HTTP
-    parser refuses gets the neutral page there, else a JSON error: ``gateway/protocol_errors.py``)."""
+    """``app`` listening on ``listen``; ``public``: the proxy's listener (what aiohttp refuses
+    itself gets the neutral page there, else a JSON error), ``counted`` called for each
+    request its parser refused (``gateway/protocol_errors.py``)."""
     host, port = parse_listen(listen)
-    runner = Runner(app, public=public, access_log=None, shutdown_timeout=grace, **kwargs)
+    runner = Runner(app, public=public, counted=counted, access_log=None, shutdown_timeout=grace, **kwargs)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     try:
@@ -383,7 +385,12 @@ async def serve(
             loop.add_signal_handler(sig, action)
     grace = settings.options.proxy.shutdown_grace
     proxy_runner, proxy_addr = await start_site(
-        gw.proxy_app, settings.options.proxy.listen, grace=grace, reuse_port=reuse_port, public=True
+        gw.proxy_app,
+        settings.options.proxy.listen,
+        grace=grace,
+        reuse_port=reuse_port,
+        public=True,
+        counted=gw.metrics.requests.labels("bad_request").inc,
     )
     admin_runner: web.AppRunner | None = None
     admin_addr = ""

@@ -540,7 +540,7 @@ class Reports:
             raise ValueError(f"cannot group by {group_by!r}")
         key = (self.report, since, until, conversion, group_by, population, part)
         kept, self._kept = self._kept, None
-        if kept is not None and kept[0] == key:
+        if kept is not None and kept[0] == key and touched is None:  # a kept answer fills no ``touched``
             return kept[1]
         convs = self._load(since, until, conversion, group_by, population, part, touched)
         if keep:
@@ -777,7 +777,8 @@ class Reports:
         binding, else the visitor.
 
         ``touched``: visitors whose touchpoints the conversions' read already holds (``read``),
-        from before the period on; the others are read here.
+        from before the period on; the others are read here. It holds every device of every
+        conversion, so the touchpoints ``used`` are all among its rows: only those are checked.
 
         A visitor bound to nobody is a person alone (most): its rows come together, in id
         order, and its journey is made from them as they come, without a tuple per row nor a

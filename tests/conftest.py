@@ -54,12 +54,19 @@ class ListenerTestServer(TestServer):
     """A test listener run as the gateway runs its own (``gateway.protocol_errors.Runner``):
     what aiohttp's HTTP parser refuses is answered as the gateway answers there."""
 
-    def __init__(self, app: web.Application, *, public: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        public: bool = False,
+        counted: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
-        self.public = public
+        self.public, self.counted = public, counted
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return Runner(self.app, public=self.public, **kwargs)
+        return Runner(self.app, public=self.public, counted=self.counted, **kwargs)
 
 
 @dataclass
@@ -96,7 +103,13 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     async def start(upstream: str, toml: str = "", env: dict[str, str] | None = None) -> RunningGateway:
         settings = make_settings(tmp_path, toml, **(env or {}))
         gw = create_gateway(settings, upstream)
-        proxy = ListenerTestServer(gw.proxy_app, host="127.0.0.1", public=True, **handler_args(settings))
+        proxy = ListenerTestServer(
+            gw.proxy_app,
+            host="127.0.0.1",
+            public=True,
+            counted=gw.metrics.requests.labels("bad_request").inc,
+            **handler_args(settings),
+        )
         await proxy.start_server()
         admin = ListenerTestServer(gw.admin_app, host="127.0.0.1")
         await admin.start_server()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 
 import pytest
@@ -12,7 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.pages import error_page
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, ListenerTestServer
 
 TIMEOUT = 3.0
 
@@ -189,6 +190,47 @@ async def test_the_admin_listener_answers_what_the_parser_refuses_in_json(
     assert answer == {"ok": False, "status": 400, "error": answer["error"]} and resp.status == 400
     assert answer["error"] == why if not why.endswith(": ") else answer["error"].startswith(why)
     assert "Server" not in resp.headers and "'" not in answer["error"]
+
+
+async def test_an_unknown_expectation_is_answered_as_each_listener_answers(
+    start_gateway, upstream_server
+) -> None:
+    """aiohttp refuses an Expect other than 100-continue before the app's middlewares run,
+    in plain text echoing the header; each listener answers it as its own refusals instead."""
+    calls: list[str] = []
+    gw = await start_gateway(await recording_upstream(upstream_server, calls))
+    data = b"GET /api/health HTTP/1.1\r\nHost: t\r\nExpect: <script>x</script>\r\n\r\n"
+    admin = await raw_request(gw.admin.port, data)
+    assert json.loads(admin.body) == {
+        "ok": False,
+        "status": 417,
+        "error": "Expect: the only expectation understood is 100-continue",
+    }
+    page = await raw_request(gw.proxy.port, data)
+    assert (page.status, page.body, calls) == (417, error_page(417).body, [])
+    assert "Server" not in page.headers and "Server" not in admin.headers
+
+
+async def test_what_the_parser_refuses_is_counted_and_logged_without_the_client(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Counted with the proxy's other bad requests; logged with its reason only, once at info
+    for a line over the limit (then at debug, for a while: scanners repeat), never with the
+    client's address, a traceback or the bytes sent."""
+    gw = await start_gateway(await recording_upstream(upstream_server, []))
+    bad = gw.gateway.metrics.requests.labels("bad_request")
+    before = bad._value.get()
+    caplog.set_level(logging.DEBUG, logger="gateway.listener")
+    too_long = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
+    for data in (too_long, too_long, b"G(T / HTTP/1.1\r\n\r\n"):
+        assert (await raw_request(gw.proxy.port, data)).status == 400
+    assert bad._value.get() - before == 3
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "gateway.listener"]
+    assert [level for level, _ in lines] == ["INFO", "DEBUG", "DEBUG"]
+    assert "longer than the listener accepts" in lines[0][1] and "raise the limit" in lines[0][1]
+    assert not any(
+        r.exc_info or "127.0.0.1" in r.getMessage() or "aaaa" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_body_broken_after_forwarding_began_is_not_delivered_whole(
@@ -427,3 +469,34 @@ async def test_pipelined_request_after_an_empty_body_is_its_own_request(start_ga
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("public", [True, False], ids=["proxy", "admin"])
+async def test_a_failure_no_middleware_caught_is_logged_without_the_client(
+    caplog: pytest.LogCaptureFixture, public: bool
+) -> None:
+    """An exception that escapes every middleware (a bug of ours) gets the listener's 500 and
+    an error line with its traceback, not the client's address (aiohttp's own line named it)."""
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app = web.Application()
+    app.router.add_get("/", broken)
+    server = ListenerTestServer(app, host="127.0.0.1", public=public)
+    await server.start_server()
+    try:
+        resp = await raw_request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    finally:
+        await server.close()
+    assert resp.status == 500 and "Server" not in resp.headers
+    if public:
+        assert resp.body == error_page(500).body
+    else:
+        assert (
+            json.loads(resp.body)["error"]
+            == "internal error while handling the request (see the gateway's log)"
+        )
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.name for r in errors] == ["gateway.listener"] and errors[0].exc_info is not None
+    assert not any("127.0.0.1" in r.getMessage() for r in caplog.records)
