@@ -51,22 +51,18 @@ def make_settings(tmp_path: Path, toml: str = "", **env: str) -> Settings:
 
 
 class ListenerTestServer(TestServer):
-    """A test listener run as the gateway runs its own (``gateway.protocol_errors.Runner``):
-    what aiohttp's HTTP parser refuses is answered as the gateway answers there."""
+    """A test listener run as the gateway runs its own (``gateway.protocol_errors.Runner``,
+    given ``listener``: ``public``, ``counted``): what aiohttp refuses itself is answered as
+    the gateway answers there."""
 
     def __init__(
-        self,
-        app: web.Application,
-        *,
-        public: bool = False,
-        counted: Callable[[], None] | None = None,
-        **kwargs: Any,
+        self, app: web.Application, *, listener: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(app, **kwargs)
-        self.public, self.counted = public, counted
+        self.listener = listener or {}
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return Runner(self.app, public=self.public, counted=self.counted, **kwargs)
+        return Runner(self.app, **self.listener, **kwargs)
 
 
 @dataclass
@@ -103,12 +99,10 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     async def start(upstream: str, toml: str = "", env: dict[str, str] | None = None) -> RunningGateway:
         settings = make_settings(tmp_path, toml, **(env or {}))
         gw = create_gateway(settings, upstream)
+        bad = gw.metrics.requests.labels("bad_request")
+        listener = {"public": True, "counted": bad.inc}
         proxy = ListenerTestServer(
-            gw.proxy_app,
-            host="127.0.0.1",
-            public=True,
-            counted=gw.metrics.requests.labels("bad_request").inc,
-            **handler_args(settings),
+            gw.proxy_app, host="127.0.0.1", listener=listener, **handler_args(settings)
         )
         await proxy.start_server()
         admin = ListenerTestServer(gw.admin_app, host="127.0.0.1")

@@ -483,7 +483,7 @@ async def test_a_failure_no_middleware_caught_is_logged_without_the_client(
 
     app = web.Application()
     app.router.add_get("/", broken)
-    server = ListenerTestServer(app, host="127.0.0.1", public=public)
+    server = ListenerTestServer(app, host="127.0.0.1", listener={"public": public})
     await server.start_server()
     try:
         resp = await raw_request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
