@@ -63,8 +63,8 @@ def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, An
 
 _FORMAT = _param(
     "format",
-    "json (default), csv or ndjson; without it, the Accept header chooses: of application/json, "
-    "text/csv and application/x-ndjson, the one listed with the highest q (the first among equals)",
+    "json (default), csv or ndjson; without it, the Accept header chooses: each format takes the q "
+    "of the most specific range naming it (text/csv, text/*, */*), the highest wins (JSON if none)",
     {"type": "string", "enum": list(FORMATS)},
 )
 _GROUP_BY = _param("group_by", "what a row is (default channel)", {"type": "string", "enum": list(GROUP_BY)})

@@ -1,8 +1,9 @@
 """What aiohttp answers itself, before or outside the app's handlers, answered as the gateway.
 
 A request line or header over its limit, a method, request line or header that is not HTTP,
-TLS on the plain port, a body whose length or chunking does not parse, an ``Expect`` other
-than ``100-continue``, a target that matches no route (``CONNECT host:port``): aiohttp
+TLS on the plain port, a body whose length or chunking does not parse (when the parser sees
+it before the handler starts reading the body), an ``Expect`` other than ``100-continue``, a
+target that matches no route (``CONNECT host:port``): aiohttp
 answered those itself, in plain text that echoes what it refused (``bytearray(b'...')``,
 the ``Expect`` value) under a ``Server: Python/… aiohttp/…`` header, and logged a parse
 error at error level with a traceback and the client's address. The gateway's listeners
@@ -10,7 +11,7 @@ error at error level with a traceback and the client's address. The gateway's li
 
 - the proxy (public) listener: the neutral error page of ``gateway/pages.py``, which says
   nothing about what runs behind the site, as for the malformed requests the proxy itself
-  refuses; each refused parse is counted in ``gateway_requests_total{outcome="bad_request"}``;
+  refuses; each is counted in ``gateway_requests_total{outcome="bad_request"}``;
 - the admin listener: the JSON error envelope, with a reason that names what is wrong
   without repeating the bytes.
 
@@ -133,7 +134,7 @@ class _Server(web.Server):
             log.debug("refused a request: %s", why)
 
 
-def _refusals(handle: _Handle, public: bool) -> _Handle:
+def _refusals(handle: _Handle, public: bool, counted: Callable[[], None] | None) -> _Handle:
     """The app's request handler, with the refusals aiohttp raises outside the app's
     middlewares answered as the listener answers: on the proxy, the router's (a target that
     is not a path, as ``CONNECT host:port`` sends, matches no route; the proxy app has no
@@ -147,6 +148,8 @@ def _refusals(handle: _Handle, public: bool) -> _Handle:
         except web.HTTPException as refused:
             if refused.status < 400:
                 raise
+            if counted is not None:
+                counted()
             status = refused.status
             response = _answer(public, status, _HTTP_REASONS.get(status, HTTPStatus(status).phrase.lower()))
             if hdrs.ALLOW in refused.headers:
@@ -159,7 +162,7 @@ def _refusals(handle: _Handle, public: bool) -> _Handle:
 class Runner(web.AppRunner):
     """``web.AppRunner`` whose listener answers what aiohttp refuses itself as the gateway
     answers there: ``public``, the proxy's neutral page; else the admin API's JSON error.
-    ``counted``: called for each request the parser refused (the proxy counts them in
+    ``counted``: called for each request it refuses so (the proxy counts them in
     ``gateway_requests_total{outcome="bad_request"}``)."""
 
     def __init__(
@@ -176,7 +179,7 @@ class Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         made = _Server(
-            _refusals(server.request_handler, self.public),
+            _refusals(server.request_handler, self.public, self.counted),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,

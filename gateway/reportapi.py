@@ -9,6 +9,7 @@ the admin app). The tables themselves come from ``gateway/reporting.py``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -27,7 +28,7 @@ PAYOUTS_KEY = web.AppKey("payouts", Payouts)
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
-_KINDS = {"application/json": "json", **{media: kind for kind, media in _MEDIA.items()}}
+_ALL_MEDIA = {"json": "application/json", **_MEDIA}
 _COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format"}
 
 
@@ -105,49 +106,60 @@ def _format(request: web.Request) -> str:
         if given not in FORMATS:
             raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {given!r}")
         return given
-    return accepted_format(request.headers.get("Accept", ""))
+    return accepted_format(", ".join(request.headers.getall("Accept", ())))
 
 
 def accepted_format(accept: str) -> str:
-    """The format an ``Accept`` header prefers (RFC 9110, 12.5.1): of the media types it
-    lists that a report comes in (JSON, CSV, NDJSON), the one of the highest ``q`` (the first
-    listed among equals); ``q=0`` means "not this one". JSON when it lists none of them (a
-    browser's ``text/html, */*;q=0.8``) or is absent. A malformed ``q`` counts as 0."""
-    best, best_q = "json", 0.0
-    for item in accept.split(","):
+    """The format an ``Accept`` header prefers (RFC 9110, 12.5.1). Each format a report
+    comes in (JSON, CSV, NDJSON) takes the ``q`` of the most specific range that names it
+    (``text/csv``, then ``text/*``, then ``*/*``); the highest wins, then the one whose range
+    is listed first, then JSON, CSV, NDJSON in that order. A malformed ``q`` counts as 0. JSON
+    when the header is absent or accepts none of them (a 406 would help no one: a browser's
+    ``text/html`` gets the JSON it can show)."""
+    if not accept.strip():
+        return "json"
+    ranges: dict[str, tuple[float, int]] = {}  # media range → (q, place), the first listing of each
+    for place, item in enumerate(accept.split(",")):
         media, *params = (part.strip() for part in item.split(";"))
-        kind = _KINDS.get(media.lower())
-        if kind is None:
-            continue
         q = 1.0
         for param in params:
             name, _, value = param.partition("=")
             if name.strip().lower() == "q":
                 q = _quality(value.strip())
-        if q > best_q:
-            best, best_q = kind, q
+        ranges.setdefault(media.lower(), (q, place))
+    best, best_rank = "json", (0.0, 0, 0)
+    for order, (kind, media) in enumerate(_ALL_MEDIA.items()):
+        kind_of = media.split("/")[0]
+        found = next((ranges[r] for r in (media, f"{kind_of}/*", "*/*") if r in ranges), None)
+        if found is None:
+            continue
+        q, place = found
+        rank = (q, -place, -order)
+        if q > 0 and rank > best_rank:
+            best, best_rank = kind, rank
     return best
+
+
+_QUALITY = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
 
 def _quality(value: str) -> float:
     """A ``q`` value: 0 to 1 with at most three decimals (RFC 9110, 12.4.2); else 0."""
-    if not value or len(value) > 5 or not value.replace(".", "", 1).isdigit():
-        return 0.0
-    q = float(value)
-    return q if q <= 1 else 0.0
+    return float(value) if _QUALITY.fullmatch(value) else 0.0
 
 
 def respond(request: web.Request, report: reporting.Report) -> web.Response:
     kind = _format(request)
+    vary = {} if "format" in request.query else {"Vary": "Accept"}  # the format came from Accept
     if kind == "json":
-        return web.Response(body=report.json(), content_type="application/json")
+        return web.Response(body=report.json(), content_type="application/json", headers=vary)
     body = report.csv().encode() if kind == "csv" else report.ndjson()
     disposition = f'attachment; filename="{report.filename(kind)}"'
     return web.Response(
         body=body,
         content_type=_MEDIA[kind],
         charset="utf-8" if kind == "csv" else None,
-        headers={"Content-Disposition": disposition},
+        headers={"Content-Disposition": disposition, **vary},
     )
 
 

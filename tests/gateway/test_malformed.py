@@ -206,9 +206,12 @@ async def test_an_unknown_expectation_is_answered_as_each_listener_answers(
         "status": 417,
         "error": "Expect: the only expectation understood is 100-continue",
     }
+    bad = gw.gateway.metrics.requests.labels("bad_request")
+    before = bad._value.get()
     page = await raw_request(gw.proxy.port, data)
     assert (page.status, page.body, calls) == (417, error_page(417).body, [])
     assert "Server" not in page.headers and "Server" not in admin.headers
+    assert bad._value.get() - before == 1  # with the proxy's other bad requests
 
 
 async def test_what_the_parser_refuses_is_counted_and_logged_without_the_client(

@@ -321,6 +321,11 @@ async def test_population_filter_and_its_errors(gw: RunningGateway) -> None:
         ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "json"),  # a browser
         ("TEXT/CSV; charset=utf-8; q=0.7, application/x-ndjson;q=0.71", "ndjson"),
         ("text/csv;q=abc", "json"),  # a malformed q counts as 0
+        ("text/csv;q=\u00b2", "json"),  # so does a digit Python reads but float() does not
+        ("text/*", "csv"),  # a range: the most specific that names a format gives its q
+        ("text/*;q=1, application/json;q=0.1", "csv"),
+        ("*/*;q=0.1, text/csv;q=0.05", "json"),
+        ("text/csv;q=0, */*", "json"),
     ],
 )
 async def test_the_accept_header_s_preference_decides_the_format(
@@ -331,6 +336,23 @@ async def test_the_accept_header_s_preference_decides_the_format(
         assert resp.status == 200
         media = {"json": "application/json", "csv": "text/csv", "ndjson": "application/x-ndjson"}
         assert resp.content_type == media[kind]
+        assert resp.headers["Vary"] == "Accept"  # caches keep one answer per Accept
+
+
+async def test_accept_headers_on_several_lines_are_read_as_one(gw: RunningGateway) -> None:
+    """RFC 9110 5.3: two Accept lines mean their values joined by commas; a format= choice
+    does not depend on Accept, so it does not vary with it."""
+    headers = [
+        ("Authorization", AUTH["Authorization"]),
+        ("Accept", "application/json;q=0.5"),
+        ("Accept", "text/csv"),
+    ]
+    async with gw.session.get(gw.admin_url + "/api/attribution", headers=headers, params=PERIOD) as resp:
+        assert resp.content_type == "text/csv"
+    async with gw.session.get(
+        gw.admin_url + "/api/attribution", headers=AUTH, params={**PERIOD, "format": "csv"}
+    ) as resp:
+        assert resp.content_type == "text/csv" and "Vary" not in resp.headers
 
 
 @pytest.mark.parametrize(
