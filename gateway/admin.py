@@ -12,10 +12,12 @@ pages and static files (``gateway/dashboard.py``) do not.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
@@ -347,10 +349,25 @@ async def read_body(request: web.Request) -> bytes:
     """The request body, decoded from its ``Content-Encoding``; one that does not decode
     (``gzip`` over bytes that are not gzip, say) answers 400 rather than failing the handler.
     Not before ``request.post()``: a multipart form is parsed from the stream this reads up."""
+    async with body_deadline(request):
+        try:
+            return await request.read()
+        except web.RequestPayloadError:
+            raise ApiError(400, "body: cannot decode its Content-Encoding") from None
+
+
+@contextlib.asynccontextmanager
+async def body_deadline(request: web.Request) -> AsyncIterator[None]:
+    """Reading a request body inside: one that has not arrived whole within
+    ``admin.body_timeout`` answers 408 (aiohttp sets no limit; a client that stalls, or
+    whose chunked framing breaks after the headers, which aiohttp's parser never reports,
+    held the connection and its handler for ever)."""
+    limit = request.app[SETTINGS_KEY].options.admin.body_timeout
     try:
-        return await request.read()
-    except web.RequestPayloadError:
-        raise ApiError(400, "body: cannot decode its Content-Encoding") from None
+        async with asyncio.timeout(limit):
+            yield
+    except TimeoutError:  # answered; aiohttp then closes the connection, the body unread
+        raise ApiError(408, f"body: did not arrive within admin.body_timeout ({limit:g} s)") from None
 
 
 def _text(name: str, value: str, most: int) -> str:

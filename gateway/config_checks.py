@@ -130,6 +130,12 @@ def validate(options: Options) -> list[str]:
         "admin.report_worker_memory_mb",
         f"must be 0 (never replace a worker) or 64..1048576 (a worker starts with about 50 MB), got {memory}",
     )
+    _check(
+        p,
+        0 < options.admin.body_timeout <= 3600,
+        "admin.body_timeout",
+        f"must be more than 0 and at most 3600 seconds, got {options.admin.body_timeout}",
+    )
     _check(p, px.connect_timeout > 0, "proxy.connect_timeout", f"must be > 0, got {px.connect_timeout}")
     _check(p, 0 <= px.workers <= 256, "proxy.workers", f"must be 0..256 (0: one per core), got {px.workers}")
     _check(

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import reporting
-from gateway.admin import EARLIEST, LATEST, READER_KEY, SETTINGS_KEY, ApiError, ok, only_params
+from gateway.admin import EARLIEST, LATEST, READER_KEY, SETTINGS_KEY, ApiError, body_deadline, ok, only_params
 from gateway.attribution import MODELS
 from gateway.reportapi import REPORTS_KEY, conversion_param
 from gateway.sessions import (
@@ -102,7 +102,10 @@ async def login(request: web.Request) -> web.Response:
     if not same_origin(request):
         return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
     try:
-        form = await request.post()
+        async with body_deadline(request):
+            form = await request.post()
+    except ApiError as err:  # the body did not arrive in time
+        return _page(request, "login.html", err.status, f"{err.message}.")
     except web.RequestPayloadError:  # gzip over bytes that are not gzip, say
         return _page(request, "login.html", 400, "body: cannot decode its Content-Encoding")
     except (ValueError, LookupError, web.HTTPBadRequest):

@@ -148,6 +148,9 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     report_worker_memory_mb: int = 200
     """A report worker holding more memory than this two minutes after the last report is
     replaced by a new one (about 50 MB), giving the memory back to the system; 0: never."""
+    body_timeout: float = 30.0
+    """Seconds a request body to the admin listener (an analyst's verdict, a creator, the
+    login form) may take to arrive whole before 408."""
 
 
 class CentralOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

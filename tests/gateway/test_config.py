@@ -74,6 +74,10 @@ def test_defaults_load() -> None:
         ("[geo]\ncountry = 'x'\n", "geo.country: unknown key"),
         ("[admin]\nreport_processes = 65\n", "admin.report_processes: must be 0..64"),
         ("[admin]\nreport_worker_memory_mb = 10\n", "admin.report_worker_memory_mb: must be 0 (never"),
+        (
+            "[admin]\nbody_timeout = 0\n",
+            "admin.body_timeout: must be more than 0 and at most 3600 seconds, got 0",
+        ),
         ("proxy = 3\n", "proxy: must be a table"),
         ("[proxy\n", "not valid TOML"),
     ],

@@ -503,3 +503,40 @@ async def test_a_failure_no_middleware_caught_is_logged_without_the_client(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.name for r in errors] == ["gateway.listener"] and errors[0].exc_info is not None
     assert not any("127.0.0.1" in r.getMessage() for r in caplog.records)
+
+
+STALLED_BODIES = {
+    "stalled": b"5\r\nhel",  # then nothing
+    "chunked_broken_after_the_headers": b"zz\r\nhello\r\n0\r\n\r\n",  # aiohttp never reports it
+}
+
+
+@pytest.mark.parametrize("body", STALLED_BODIES.values(), ids=STALLED_BODIES.keys())
+@pytest.mark.parametrize("path", ["/api/touchpoints/{id}/verdict", "/login"])
+async def test_an_admin_body_that_never_arrives_whole_gets_408_in_time(
+    start_gateway, upstream_server, body: bytes, path: str
+) -> None:
+    """Within admin.body_timeout, not never: aiohttp sets no limit on reading a body, and
+    does not report chunked framing that breaks after the headers."""
+    gw = await start_gateway(await recording_upstream(upstream_server, []), "[admin]\nbody_timeout = 0.5\n")
+    target = path.format(id="0190f5d2-0000-7000-8000-000000000000").encode()
+    host = f"127.0.0.1:{gw.admin.port}".encode()
+    head = (
+        b"POST " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nOrigin: http://" + host
+        + b"\r\nAuthorization: Bearer " + TOKEN.encode()
+        + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )  # fmt: skip
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.admin.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the handler is reading the body by now
+        writer.write(body)
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        resp = await read_response(reader)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        writer.close()
+    assert resp.status == 408 and waited < TIMEOUT
+    assert b"did not arrive within admin.body_timeout (0.5 s)" in resp.body
