@@ -1,8 +1,9 @@
 """Versioned SQLite migrations: ``storage/migrations/NNNN_name.sql``, version in ``PRAGMA user_version``.
 
 Reads the shipped SQL files; writes the schema and ``user_version`` of the
-database it is given. Each migration runs in its own write transaction; if
-another process applied it first, that is noticed and not an error.
+database it is given. Each migration runs in its own write transaction, which
+first reads the version again: if another process applied it first, it is
+skipped.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
 from importlib import resources
 
 import aiosqlite
@@ -44,7 +46,12 @@ async def user_version(db: aiosqlite.Connection) -> int:
 
 
 async def migrate(db: aiosqlite.Connection) -> int:
-    """Apply every migration newer than the file's version, each in its own transaction."""
+    """Apply every migration newer than the file's version, each in its own write transaction,
+    which reads the version again once it holds the write lock: another process on the same
+    file (two gateways starting, a ``gateway import`` beside a ``gateway run``) may have
+    applied it while this one waited. Without that second look, a migration that can be run
+    twice (an index dropped and made again) was applied again after a later one, and set the
+    version back: the later one then failed on its own table."""
     current = await user_version(db)
     available = await asyncio.to_thread(migrations)
     newest = available[-1][0] if available else 0
@@ -56,16 +63,33 @@ async def migrate(db: aiosqlite.Connection) -> int:
     for version, name, sql in available:
         if version <= current:
             continue
+        await db.execute("BEGIN IMMEDIATE")
         try:
-            await db.executescript(f"BEGIN IMMEDIATE;\n{sql}\n;PRAGMA user_version = {version};\nCOMMIT;")
+            current = await user_version(db)
+            if current < version:
+                for statement in statements(sql):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {version}")
+                current = version
+            await db.execute("COMMIT")
         except Exception as err:
             if db.in_transaction:
                 with contextlib.suppress(Exception):
                     await db.execute("ROLLBACK")
-            # Another gateway on the same file may have applied it between our read and our write.
-            if await user_version(db) >= version:
-                current = await user_version(db)
-                continue
             raise RuntimeError(f"migration {name} failed: {err}") from err
-        current = version
     return current
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of a migration, one by one, as SQLite's own tokenizer ends them (a
+    trigger's body holds semicolons; comments and string literals may too)."""
+    *pieces, rest = sql.split(";")
+    found, pending = [], ""
+    for piece in pieces:
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            found.append(pending.strip())
+            pending = ""
+    if (pending + rest).strip():  # comments after the last statement, or one without its ";"
+        found.append((pending + rest).strip())
+    return found

@@ -13,7 +13,7 @@ import pytest
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore, connect
-from storage.migrate import SchemaTooNew, migrate, migrations
+from storage.migrate import SchemaTooNew, migrate, migrations, statements
 from tests.storage.stores import read
 
 NEWEST = migrations()[-1][0]
@@ -74,3 +74,44 @@ async def test_two_processes_migrating_at_once_both_succeed(tmp_path: Path) -> N
         await one.close()
         await two.close()
     assert await read(tmp_path / "gw.db", "PRAGMA user_version") == [(NEWEST,)]
+
+
+async def test_a_migration_applied_by_another_process_while_this_one_waited_is_skipped(
+    tmp_path: Path,
+) -> None:
+    """The version is read again under the write lock. Before, a process that had read 7 and
+    waited for the lock applied 0008 (an index dropped and made again: it runs twice without
+    an error) after another process had applied 0008 and 0009, set the version back to 8,
+    then failed on 0009's table (a CI run met this)."""
+    shipped = await asyncio.to_thread(migrations)
+    one, two = await connect(tmp_path / "gw.db"), await connect(tmp_path / "gw.db")
+    try:
+        for version, _, sql in shipped[:7]:
+            await two.executescript(f"BEGIN;\n{sql}\n;PRAGMA user_version = {version};\nCOMMIT;")
+        await two.execute("BEGIN IMMEDIATE")  # the other process holds the lock
+        waiting = asyncio.ensure_future(migrate(one))
+        await asyncio.sleep(0.3)  # it has read version 7 and waits for the lock
+        assert not waiting.done()
+        for _, _, sql in shipped[7:]:
+            for statement in statements(sql):
+                await two.execute(statement)
+        await two.execute(f"PRAGMA user_version = {NEWEST}")
+        await two.execute("COMMIT")
+        assert await waiting == NEWEST
+    finally:
+        await one.close()
+        await two.close()
+    assert await read(tmp_path / "gw.db", "PRAGMA user_version") == [(NEWEST,)]
+
+
+def test_a_migration_is_cut_into_statements_as_sqlite_ends_them() -> None:
+    sql = (
+        "-- a comment; with a semicolon\nCREATE TABLE t (a TEXT DEFAULT ';');\n"
+        "CREATE TRIGGER g AFTER INSERT ON t BEGIN\n  UPDATE t SET a = 'x;y';\n  DELETE FROM t;\nEND;\n"
+        "CREATE INDEX i ON t (a)  -- the last one without its semicolon\n"
+    )
+    assert statements(sql) == [
+        "-- a comment; with a semicolon\nCREATE TABLE t (a TEXT DEFAULT ';');",
+        "CREATE TRIGGER g AFTER INSERT ON t BEGIN\n  UPDATE t SET a = 'x;y';\n  DELETE FROM t;\nEND;",
+        "CREATE INDEX i ON t (a)  -- the last one without its semicolon",
+    ]
