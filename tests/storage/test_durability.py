@@ -96,8 +96,12 @@ class GatewayProcess:
             if self.proc.returncode is not None:
                 break
             with contextlib.suppress(aiohttp.ClientError):
+                # The proxy listens first, the admin API just after it: both, before a test
+                # asks either (a run once asked the admin API in between and was refused).
                 async with session.get(self.url + "/ready") as resp:
-                    if resp.status == 200:
+                    proxied = resp.status == 200
+                async with session.get(f"http://127.0.0.1:{self.admin_port}/healthz") as resp:
+                    if proxied and resp.status == 200:
                         return
             await asyncio.sleep(0.05)
         output = await asyncio.to_thread(self.log.read_text)
