@@ -79,12 +79,6 @@ LOUD_EVERY = 60.0
 """Seconds between info lines for a request line or header over the limit (debug between)."""
 
 
-def _answer(public: bool, status: int, why: str) -> web.Response:
-    if public:
-        return error_page(status if 400 <= status < 600 else 500)
-    return json_error(status, why)
-
-
 class _Handler(web.RequestHandler):
     listener: _Server
     """Set by the server that made it: how its listener answers and counts."""
@@ -98,18 +92,23 @@ class _Handler(web.RequestHandler):
     ) -> web.StreamResponse:
         """aiohttp's answer to a request its parser refused (or that failed in a way no
         middleware caught): the listener's own, logged without the client's address."""
+        why = reason(exc, status)
         if status >= 500 or not isinstance(exc, http_exceptions.HttpProcessingError):
-            log.error("a request failed (%d): %s", status, reason(exc, status), exc_info=exc)
+            log.error("a request failed (%d): %s", status, why, exc_info=exc)
         else:
-            self.listener.refused(exc)
+            self.listener.refused(exc, why)
         if request.writer.output_size > 0:  # as aiohttp: too late for another answer
             raise ConnectionError("a response had begun: the connection is closed instead")
-        response = _answer(self.listener.public, status, reason(exc, status))
+        response = self.listener.answer(status, why)
         response.force_close()
         return response
 
 
 class _Server(web.Server):
+    """aiohttp's server, making ``_Handler``s, with how its listener answers (``public``: the
+    proxy's neutral page, else the admin API's JSON error) and counts (``counted``) what
+    aiohttp refuses itself."""
+
     public = False
     counted: Callable[[], None] | None = None
     _loud_at = float("-inf")
@@ -119,13 +118,17 @@ class _Server(web.Server):
         handler.listener = self
         return handler
 
-    def refused(self, exc: http_exceptions.HttpProcessingError) -> None:
+    def answer(self, status: int, why: str) -> web.Response:
+        if self.public:
+            return error_page(status if 400 <= status < 600 else 500)
+        return json_error(status, why)
+
+    def refused(self, exc: http_exceptions.HttpProcessingError, why: str) -> None:
         """Count and log a request the parser refused: no traceback, address or bytes; at
         debug level (scanners send such all day), but a line over the limit at info once a
         minute (real clients with oversized cookies hit it)."""
         if self.counted is not None:
             self.counted()
-        why = reason(exc, exc.code)
         now = time.monotonic()
         if isinstance(exc, http_exceptions.LineTooLong) and now - self._loud_at >= LOUD_EVERY:
             self._loud_at = now
@@ -133,30 +136,29 @@ class _Server(web.Server):
         else:
             log.debug("refused a request: %s", why)
 
+    def refusals(self, handle: _Handle) -> _Handle:
+        """``handle`` (the app's), with the refusals aiohttp raises outside the app's
+        middlewares answered and counted as this listener does: on the proxy, the router's
+        (a target that is not a path, as ``CONNECT host:port`` sends, matches no route; the
+        proxy app has no middleware and raises no ``HTTPException`` itself); on both, an
+        ``Expect`` other than ``100-continue``. aiohttp answers them in plain text under its
+        Server header, echoing the header's value."""
 
-def _refusals(handle: _Handle, public: bool, counted: Callable[[], None] | None) -> _Handle:
-    """The app's request handler, with the refusals aiohttp raises outside the app's
-    middlewares answered as the listener answers: on the proxy, the router's (a target that
-    is not a path, as ``CONNECT host:port`` sends, matches no route; the proxy app has no
-    middleware and raises no ``HTTPException`` itself); on both, an ``Expect`` other than
-    ``100-continue``. aiohttp answers them in plain text under its Server header, echoing
-    the header's value."""
+        async def refusals(request: web.BaseRequest) -> web.StreamResponse:
+            try:
+                return await handle(request)
+            except web.HTTPException as refused:
+                if refused.status < 400:
+                    raise
+                if self.counted is not None:
+                    self.counted()
+                status = refused.status
+                response = self.answer(status, _HTTP_REASONS.get(status, HTTPStatus(status).phrase.lower()))
+                if hdrs.ALLOW in refused.headers:
+                    response.headers[hdrs.ALLOW] = refused.headers[hdrs.ALLOW]
+                return response
 
-    async def refusals(request: web.BaseRequest) -> web.StreamResponse:
-        try:
-            return await handle(request)
-        except web.HTTPException as refused:
-            if refused.status < 400:
-                raise
-            if counted is not None:
-                counted()
-            status = refused.status
-            response = _answer(public, status, _HTTP_REASONS.get(status, HTTPStatus(status).phrase.lower()))
-            if hdrs.ALLOW in refused.headers:
-                response.headers[hdrs.ALLOW] = refused.headers[hdrs.ALLOW]
-            return response
-
-    return refusals
+        return refusals
 
 
 class Runner(web.AppRunner):
@@ -179,11 +181,12 @@ class Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         made = _Server(
-            _refusals(server.request_handler, self.public, self.counted),
+            server.request_handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
             **server._kwargs,
         )
         made.public, made.counted = self.public, self.counted
+        made.request_handler = made.refusals(server.request_handler)  # before any connection
         return made
