@@ -63,8 +63,8 @@ async def migrate(db: aiosqlite.Connection) -> int:
     for version, name, sql in available:
         if version <= current:
             continue
-        await db.execute("BEGIN IMMEDIATE")
         try:
+            await db.execute("BEGIN IMMEDIATE")  # waits for another process's migration, if any
             current = await user_version(db)
             if current < version:
                 for statement in statements(sql):
