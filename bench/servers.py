@@ -145,7 +145,7 @@ async def start_gateway(args: argparse.Namespace) -> web.AppRunner:
     gw = create_gateway(settings, args.upstream)
     # As `gateway run` listens (gateway/protocol_errors.py); the app's handler args (strict
     # parser, access log) travel with it.
-    return Runner(gw.proxy_app, public=True, counted=gw.metrics.requests.labels("bad_request").inc)
+    return Runner(gw.proxy_app, **gw.listener(public=True))
 
 
 STARTERS: dict[str, Starter] = {"origin": start_origin, "bare": start_bare, "gateway": start_gateway}

@@ -11,9 +11,11 @@ error at error level with a traceback and the client's address. The gateway's li
 
 - the proxy (public) listener: the neutral error page of ``gateway/pages.py``, which says
   nothing about what runs behind the site, as for the malformed requests the proxy itself
-  refuses; each is counted in ``gateway_requests_total{outcome="bad_request"}``;
+  refuses; but the JSON error envelope below its reserved prefix (``/_gw/``, ``json_paths``),
+  whose endpoints answer JSON; each is counted in ``gateway_requests_total{outcome="bad_request"}``;
 - the admin listener: the JSON error envelope, with a reason that names what is wrong
-  without repeating the bytes.
+  without repeating the bytes, and the headers every admin answer carries (``headers``:
+  the dashboard's CSP, nosniff, no framing).
 
 The connection is closed after it. A refused parse is logged with its reason alone, at debug
 level (scanners send such requests all day), or at info, once a minute, for a line over the
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -99,17 +101,19 @@ class _Handler(web.RequestHandler):
             self.listener.refused(exc, why)
         if request.writer.output_size > 0:  # as aiohttp: too late for another answer
             raise ConnectionError("a response had begun: the connection is closed instead")
-        response = self.listener.answer(status, why)
+        response = self.listener.answer(status, why, request.path)
         response.force_close()
         return response
 
 
 class _Server(web.Server):
     """aiohttp's server, making ``_Handler``s, with how its listener answers (``public``: the
-    proxy's neutral page, else the admin API's JSON error) and counts (``counted``) what
-    aiohttp refuses itself."""
+    proxy's neutral page, but JSON on ``json_paths``; else the admin API's JSON error; with
+    ``headers``) and counts (``counted``) what aiohttp refuses itself."""
 
     public = False
+    json_paths: Callable[[str], bool] | None = None
+    headers: Mapping[str, str] = {}
     counted: Callable[[], None] | None = None
     _loud_at = float("-inf")
 
@@ -118,10 +122,15 @@ class _Server(web.Server):
         handler.listener = self
         return handler
 
-    def answer(self, status: int, why: str) -> web.Response:
-        if self.public:
-            return error_page(status if 400 <= status < 600 else 500)
-        return json_error(status, why)
+    def answer(self, status: int, why: str, path: str) -> web.Response:
+        """The listener's answer to a request it refuses; ``path``: the request's, as parsed
+        (``/`` when the request line did not parse)."""
+        if self.public and not (self.json_paths and self.json_paths(path)):
+            response = error_page(status if 400 <= status < 600 else 500)
+        else:
+            response = json_error(status, why)
+        response.headers.update(self.headers)
+        return response
 
     def refused(self, exc: http_exceptions.HttpProcessingError, why: str) -> None:
         """Count and log a request the parser refused: no traceback, address or bytes; at
@@ -153,7 +162,8 @@ class _Server(web.Server):
                 if self.counted is not None:
                     self.counted()
                 status = refused.status
-                response = self.answer(status, _HTTP_REASONS.get(status, HTTPStatus(status).phrase.lower()))
+                why = _HTTP_REASONS.get(status, HTTPStatus(status).phrase.lower())
+                response = self.answer(status, why, request.path)
                 if hdrs.ALLOW in refused.headers:
                     response.headers[hdrs.ALLOW] = refused.headers[hdrs.ALLOW]
                 return response
@@ -163,20 +173,25 @@ class _Server(web.Server):
 
 class Runner(web.AppRunner):
     """``web.AppRunner`` whose listener answers what aiohttp refuses itself as the gateway
-    answers there: ``public``, the proxy's neutral page; else the admin API's JSON error.
-    ``counted``: called for each request it refuses so (the proxy counts them in
-    ``gateway_requests_total{outcome="bad_request"}``)."""
+    answers there: ``public``, the proxy's neutral page, but the JSON error on the paths
+    ``json_paths`` accepts (the reserved prefix's); else the admin API's JSON error.
+    ``headers``: added to each of those answers. ``counted``: called for each request it
+    refuses so (the proxy counts them in ``gateway_requests_total{outcome="bad_request"}``).
+    ``Gateway.listener`` gives each listener's."""
 
     def __init__(
         self,
         app: web.Application,
         *,
         public: bool = False,
+        json_paths: Callable[[str], bool] | None = None,
+        headers: Mapping[str, str] | None = None,
         counted: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
-        self.public, self.counted = public, counted
+        self.public, self.json_paths, self.headers = public, json_paths, headers or {}
+        self.counted = counted
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -187,6 +202,7 @@ class Runner(web.AppRunner):
             loop=server._loop,
             **server._kwargs,
         )
-        made.public, made.counted = self.public, self.counted
+        made.public, made.json_paths, made.headers = self.public, self.json_paths, self.headers
+        made.counted = self.counted
         made.request_handler = made.refusals(server.request_handler)  # before any connection
         return made

@@ -22,7 +22,7 @@ import functools
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from aiohttp.abc import AbstractAccessLogger
 from gateway.admin import create_admin_app
 from gateway.config import Settings
 from gateway.creators import CreatorRegistry
-from gateway.dashboard import add_dashboard
+from gateway.dashboard import SECURITY_HEADERS, add_dashboard
 from gateway.inbound import Inbound
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -172,6 +172,24 @@ class Gateway:
         """Run ``task`` in the background of the process that runs the admin listener."""
         self.background[name] = task
 
+    def listener(self, public: bool) -> dict[str, Any]:
+        """How the proxy (``public``) or the admin listener answers what aiohttp refuses
+        itself (``protocol_errors.Runner``'s arguments): the proxy with its neutral page,
+        JSON below its reserved prefix (whose endpoints answer JSON), counted with its bad
+        requests; the admin listener with the JSON error and the headers of its other
+        answers."""
+        if public:
+            return {
+                "public": True,
+                "json_paths": self._reserved,
+                "counted": self.metrics.requests.labels("bad_request").inc,
+            }
+        return {"headers": SECURITY_HEADERS}
+
+    def _reserved(self, path: str) -> bool:
+        """Whether ``path`` is below the reserved prefix as now configured (it reloads)."""
+        return path.startswith(self.settings.options.proxy.reserved_prefix)
+
     def _host(
         self, settings: Settings, pipeline: Pipeline, session: aiohttp.ClientSession, pool: Upstream
     ) -> ProxyHost:
@@ -284,15 +302,13 @@ async def start_site(
     *,
     grace: float = 10.0,
     reuse_port: bool = False,
-    public: bool = False,
-    counted: Callable[[], None] | None = None,
+    listener: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> tuple[web.AppRunner, str]:
-    """``app`` listening on ``listen``; ``public``: the proxy's listener (what aiohttp refuses
-    itself gets the neutral page there, else a JSON error), ``counted`` called for each
-    request its parser refused (``gateway/protocol_errors.py``)."""
+    """``app`` listening on ``listen``; ``listener``: how it answers what aiohttp refuses
+    itself (``Gateway.listener``, ``gateway/protocol_errors.py``)."""
     host, port = parse_listen(listen)
-    runner = Runner(app, public=public, counted=counted, access_log=None, shutdown_timeout=grace, **kwargs)
+    runner = Runner(app, **(listener or {}), access_log=None, shutdown_timeout=grace, **kwargs)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     try:
@@ -389,15 +405,16 @@ async def serve(
         settings.options.proxy.listen,
         grace=grace,
         reuse_port=reuse_port,
-        public=True,
-        counted=gw.metrics.requests.labels("bad_request").inc,
+        listener=gw.listener(public=True),
     )
     admin_runner: web.AppRunner | None = None
     admin_addr = ""
     background: list[asyncio.Task[None]] = []
     try:
         if admin:
-            admin_runner, admin_addr = await start_site(gw.admin_app, settings.options.admin.listen)
+            admin_runner, admin_addr = await start_site(
+                gw.admin_app, settings.options.admin.listen, listener=gw.listener(public=False)
+            )
             background = [
                 loop.create_task(_keep_running(name, task), name=name) for name, task in gw.background.items()
             ]

@@ -52,7 +52,7 @@ def make_settings(tmp_path: Path, toml: str = "", **env: str) -> Settings:
 
 class ListenerTestServer(TestServer):
     """A test listener run as the gateway runs its own (``gateway.protocol_errors.Runner``,
-    given ``listener``: ``public``, ``counted``): what aiohttp refuses itself is answered as
+    given ``listener``: ``Gateway.listener``'s): what aiohttp refuses itself is answered as
     the gateway answers there."""
 
     def __init__(
@@ -99,13 +99,11 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     async def start(upstream: str, toml: str = "", env: dict[str, str] | None = None) -> RunningGateway:
         settings = make_settings(tmp_path, toml, **(env or {}))
         gw = create_gateway(settings, upstream)
-        bad = gw.metrics.requests.labels("bad_request")
-        listener = {"public": True, "counted": bad.inc}
         proxy = ListenerTestServer(
-            gw.proxy_app, host="127.0.0.1", listener=listener, **handler_args(settings)
+            gw.proxy_app, host="127.0.0.1", listener=gw.listener(public=True), **handler_args(settings)
         )
         await proxy.start_server()
-        admin = ListenerTestServer(gw.admin_app, host="127.0.0.1")
+        admin = ListenerTestServer(gw.admin_app, host="127.0.0.1", listener=gw.listener(public=False))
         await admin.start_server()
         session = aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
         running = RunningGateway(gw, proxy, admin, session)

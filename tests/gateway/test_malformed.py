@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.dashboard import SECURITY_HEADERS
 from gateway.pages import error_page
 from tests.conftest import TOKEN, ListenerTestServer
 
@@ -190,6 +191,8 @@ async def test_the_admin_listener_answers_what_the_parser_refuses_in_json(
     assert answer == {"ok": False, "status": 400, "error": answer["error"]} and resp.status == 400
     assert answer["error"] == why if not why.endswith(": ") else answer["error"].startswith(why)
     assert "Server" not in resp.headers and "'" not in answer["error"]
+    # The headers of every other admin answer (the dashboard's CSP, nosniff, no framing).
+    assert {name: resp.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
 
 
 async def test_an_unknown_expectation_is_answered_as_each_listener_answers(
@@ -212,6 +215,16 @@ async def test_an_unknown_expectation_is_answered_as_each_listener_answers(
     assert (page.status, page.body, calls) == (417, error_page(417).body, [])
     assert "Server" not in page.headers and "Server" not in admin.headers
     assert bad._value.get() - before == 1  # with the proxy's other bad requests
+    # The gateway's own endpoints on the proxy listener answer JSON, refusals included.
+    events = b"POST /_gw/events HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: teapot\r\n\r\n{}"
+    refused = await raw_request(gw.proxy.port, events)
+    assert refused.headers["Content-Type"].startswith("application/json")
+    assert json.loads(refused.body) == {
+        "ok": False,
+        "status": 417,
+        "error": "Expect: the only expectation understood is 100-continue",
+    }
+    assert bad._value.get() - before == 2 and calls == []
 
 
 async def test_what_the_parser_refuses_is_counted_and_logged_without_the_client(
