@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from addons.campaign import hostname
 from addons.jws import JwtError, Verifier, load_key, read_claims
+from gateway.events import MAX_VALUE
 from gateway.keys import MAX_USER_ID
 from gateway.pipeline import Exchange, parse_cookies, split_query
 from gateway.ruleconfig import FORBIDDEN_NAME, ConversionRule, IdentityRule, Source, source_kind
@@ -108,21 +109,21 @@ def user_id(value: Any) -> str:
         raise ExtractError("invalid_user_id")
     if len(text) > MAX_USER_ID or not text.isprintable():
         raise ExtractError("invalid_user_id")
-    return text
+    return text.strip()  # as webhooks read it (``gateway/mapping.py``): " alice " is alice
 
 
 def money(value: Any) -> float | None:
-    """A finite amount ≥ 0 from a number or a numeric string; None when it is not one."""
-    if isinstance(value, bool):
+    """An amount from 0 to ``MAX_VALUE`` from a number or a numeric string; None when it is
+    not one."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    try:
+        amount = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):  # not a number; an integer of hundreds of digits
         return None
-    return float(value)
+    if not math.isfinite(amount) or not 0 <= amount <= MAX_VALUE:
+        return None
+    return amount
 
 
 def first_query_value(query: str, name: str) -> str | None:

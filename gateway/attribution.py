@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -45,8 +45,12 @@ def to_minor(value: float | Decimal | str | None, currency: str | None = None) -
     """``19.99`` EUR → ``1999``; rounded half to even at the currency's minor unit; None → 0."""
     if value is None:
         return 0
-    amount = Decimal(str(value)).scaleb(exponent(currency))
-    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    amount, places = Decimal(str(value)), exponent(currency)
+    # Enough digits for the whole part (the default 28 round from about 1e26 and fail: a value
+    # stored before intake checked ``MAX_VALUE`` must not break a report).
+    with localcontext() as context:
+        context.prec = max(28, amount.adjusted() + places + 2)
+        return int(amount.scaleb(places).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 def from_minor(amount: int, currency: str | None = None) -> Decimal:

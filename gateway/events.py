@@ -112,12 +112,18 @@ class Conversion:
     visitor_key: str | None = None
     user_key: str | None = None
     value: float | None = None
+    """In units of ``currency``, ``0 <= value <= MAX_VALUE``."""
     currency: str | None = None
     order_id: str | None = None
     origin: str = "rule"
     """``rule``, ``webhook``, ``segment`` or ``import``."""
     rule: str = ""
     """The conversion rule or sender that recorded it."""
+
+
+MAX_VALUE = 1e15
+"""The largest conversion value recorded (in currency units): beyond any real order, and
+below 2**53, so every minor unit of it is exact in the store's floating-point column."""
 
 
 @dataclass(slots=True)

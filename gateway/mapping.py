@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from addons.identity import verify_cookie
-from gateway.events import Binding, Conversion, Event, Touchpoint, iso
+from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso
 from gateway.keys import MAX_USER_ID, Keys
 from gateway.sources import KINDS, MISSING, SourceMap, resolve
 
@@ -107,10 +107,21 @@ class _Reader:
             except ValueError:
                 self.fail(name, f"expected a number, got {value[:40]!r}")
                 return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(name, f"expected a number, got {type(value).__name__}")
             return None
-        return float(value) * self.src.value_scale
+        try:
+            amount = float(value) * self.src.value_scale
+        except OverflowError:  # an integer of hundreds of digits
+            amount = math.inf
+        if not math.isfinite(amount) or not 0 <= amount <= MAX_VALUE:
+            self.fail(
+                name,
+                f"expected a number from 0 to {MAX_VALUE:.0e} (after value_scale); refunds are not"
+                " recorded (list their type in ignore_types)",
+            )
+            return None
+        return amount
 
     def moment(self, name: str, now: datetime, limits: Limits) -> datetime:
         value = self.raw(name)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.events import MAX_VALUE
+
 
 class _Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pass
@@ -173,9 +175,9 @@ def validate_rules(
         elif rule.value is not None:
             _check(
                 p,
-                rule.value >= 0 and rule.value != float("inf"),
+                0 <= rule.value <= MAX_VALUE,
                 f"{at}.value",
-                f"must be a finite number >= 0, got {rule.value}",
+                f"must be a number from 0 to {MAX_VALUE:.0e}, got {rule.value}",
             )
         if isinstance(rule.currency, Source):
             _validate_source(p, f"{at}.currency", rule.currency)

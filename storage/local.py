@@ -265,8 +265,9 @@ class LocalStore:
 
     def submit_groups(self, groups: Sequence[Sequence[Event]]) -> asyncio.Future[list[bool]]:
         """Queue groups of events, committed together; the future gives, per group, whether it
-        went in. A group is written row by row and stops at its first row that is already
-        stored (a receipt seen before, a conversion's dedup key): put the receipt first."""
+        went in. A group is written row by row and goes in whole or not at all: at its first
+        row that is already stored (a receipt seen before, a conversion's dedup key) the rows
+        written before it are undone. Put the receipt first (the cheapest to find taken)."""
         events = [e for group in groups for e in group]
         return self._queue(_Item(events, self._new_future(), 0.0, groups))
 
@@ -395,7 +396,9 @@ class LocalStore:
 
     async def _write_mixed(self, db: aiosqlite.Connection, batch: list[_Item]) -> None:
         """Inside an open transaction: plain events table by table, in multi-row INSERTs; grouped
-        events row by row, each group stopping at its first row already stored."""
+        events row by row, each group whole or not at all: at its first row already stored (a
+        repeated delivery's receipt, an order already recorded), the rows it wrote before are
+        undone, so a duplicate adds no touchpoint or binding either."""
         by_type: dict[type, list[Event]] = {}
         for item in batch:
             if item.groups is None:
@@ -413,9 +416,15 @@ class LocalStore:
             item.results = []
             for group in item.groups:
                 new = True
+                if len(group) > 1:
+                    await db.execute("SAVEPOINT event_group")
                 for e in group:
                     async with db.execute(insert_sql(type(e)) + " RETURNING id", event_row(e)) as cur:
                         if await cur.fetchone() is None:
                             new = False
                             break
+                if len(group) > 1:
+                    if not new:
+                        await db.execute("ROLLBACK TO event_group")
+                    await db.execute("RELEASE event_group")
                 item.results.append(new)

@@ -177,9 +177,10 @@ def test_no_rules_means_disabled() -> None:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ("value = -1", "conversions[0].value: must be a finite number >= 0, got -1.0"),
-        ("value = inf", "conversions[0].value: must be a finite number >= 0"),
-        ("value = nan", "conversions[0].value: must be a finite number >= 0"),
+        ("value = -1", "conversions[0].value: must be a number from 0 to 1e+15, got -1.0"),
+        ("value = inf", "conversions[0].value: must be a number from 0 to 1e+15"),
+        ("value = nan", "conversions[0].value: must be a number from 0 to 1e+15"),
+        ("value = 1e16", "conversions[0].value: must be a number from 0 to 1e+15, got 1e+16"),
         ('currency = "eur"', 'conversions[0].currency: must be a 3-letter ISO 4217 code like "EUR"'),
         ('value = { form = "card_total" }', "conversions[0].value.form: 'card_total' may hold a credential"),
         ('order_id = { form = "o", header = "h" }', "conversions[0].order_id: set exactly one of"),

@@ -155,6 +155,10 @@ def test_pointer_missing(pointer: str) -> None:
         ("12,50", None),
         (None, None),
         ([1], None),
+        (1e15, 1e15),  # MAX_VALUE, the largest recorded
+        (1.0000001e15, None),
+        ("1e30", None),
+        (10**400, None),  # float() of it overflows
     ],
 )
 def test_money(raw: Any, expected: float | None) -> None:
@@ -172,6 +176,8 @@ def test_user_id_rejected(raw: Any) -> None:
 def test_user_id_accepted() -> None:
     assert user_id(42) == "42"
     assert user_id("ada@example.com") == "ada@example.com"
+    # Trimmed, as a webhook's user_id is: the same person, whichever way they came in.
+    assert user_id("  ada@example.com ") == "ada@example.com"
 
 
 def test_set_cookie_value_reads_every_set_cookie() -> None:

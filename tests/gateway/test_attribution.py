@@ -263,6 +263,12 @@ def test_distribute_refuses_nonsense() -> None:
         ("1.2345", "KWD", 1234),
         (None, "EUR", 0),
         (-5.5, "usd", -550),
+        # Beyond the default 28 digits of decimal precision: values stored before intake
+        # checked ``MAX_VALUE`` still give a report, not a failure.
+        (1e26, "EUR", 10**28),
+        (1e30, "KWD", 10**33),
+        (1.7e308, "EUR", int(Decimal("1.7e310"))),
+        ("123456789012345678901234567890.125", "EUR", 12345678901234567890123456789012),
     ],
 )
 def test_to_minor_units(value: float | str | None, currency: str | None, minor: int) -> None:

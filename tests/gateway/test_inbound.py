@@ -152,6 +152,55 @@ async def test_conversion_for_an_order_the_store_has_counts_once(gw: RunningGate
     assert await rows(gw, "SELECT value FROM conversions") == [(50.0,)]
 
 
+async def test_a_duplicate_order_leaves_nothing_of_its_event(gw: RunningGateway) -> None:
+    """An event whose order is already recorded writes none of its rows: not its touchpoint,
+    whose creator would otherwise share the credit and the payout of the first event's sale,
+    nor the synthetic visitor's binding of a user-only event, nor its event's receipt (its
+    delivery's is kept: a replay of it is a duplicate at once)."""
+    now = int(time.time())
+    first = encode(conversion(order_id="o-77", creator_id="cr_a", timestamp=now))
+    assert (await post(gw, first, signed(first)))[0] == 202
+    counts = "SELECT (SELECT count(*) FROM touchpoints), (SELECT count(*) FROM identities),"
+    counts += " (SELECT count(*) FROM receipts WHERE kind = 'event'), (SELECT count(*) FROM conversions)"
+    before = await rows(gw, counts)
+    assert before == [(1, 1, 1, 1)]
+    again = encode(conversion(order_id="o-77", creator_id="cr_b", timestamp=now - 3600, user_id="u2"))
+    status, answer = await post(gw, again, signed(again))
+    assert (status, answer["result"]) == (200, "duplicate")
+    assert await rows(gw, counts) == before
+    assert await rows(gw, "SELECT creator_id FROM touchpoints") == [("cr_a",)]
+    # In a batch, the duplicate's rows are undone and the next event's go in.
+    batch = encode({"batch": [conversion(order_id="o-77", creator_id="cr_c"), conversion(creator_id="cr_d")]})
+    status, answer = await post(gw, batch, signed(batch))
+    assert status == 202 and (answer["accepted"], answer["duplicate"]) == (1, 1), answer
+    assert sorted(await rows(gw, "SELECT creator_id FROM touchpoints")) == [("cr_a",), ("cr_d",)]
+
+
+async def test_values_out_of_range_are_refused_with_the_reason(gw: RunningGateway) -> None:
+    """A value no order has (above 1e15, an integer of hundreds of digits) or a negative one
+    (a refund: not recorded) is a 400 naming the field, kept with the bad events; a report
+    after it still answers."""
+    for value in (1e26, 10**400, -100, "1e30"):
+        body = encode(conversion(value=value))
+        status, answer = await post(gw, body, signed(body))
+        assert status == 400 and answer["errors"][0].startswith("value"), (value, answer)
+        assert "from 0 to 1e+15" in answer["errors"][0]
+    body = encode(conversion(value=10**15, currency="EUR"))
+    assert (await post(gw, body, signed(body)))[0] == 202
+    assert await rows(gw, "SELECT value FROM conversions") == [(1e15,)]
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(4,)]
+    report = await gw.api("/api/attribution", model="linear")
+    assert report["rows"][0]["value"] == 1e15
+
+
+async def test_a_timestamp_of_any_length_is_a_401(gw: RunningGateway) -> None:
+    body = encode(conversion())
+    headers = signed(body)
+    headers["webhook-timestamp"] = "9" * 5000
+    status, answer = await post(gw, body, headers)
+    assert status == 401 and answer["error"].startswith("timestamp:"), answer
+
+
 async def test_conversion_for_an_order_a_traffic_rule_recorded_counts_once(gw: RunningGateway) -> None:
     rule_made = Conversion(
         id=uuid7(),
