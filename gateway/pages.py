@@ -1,7 +1,9 @@
 """The gateway's own small answers on the public listener: neutral error pages and JSON errors.
 
 Also owns the response classes that keep aiohttp from adding headers of its own (``Server``,
-a default ``Content-Type``), so neither forwarded responses nor our pages say what runs here.
+a default ``Content-Type``), so neither forwarded responses nor our pages say what runs here;
+that close an HTTP/1.0 connection whose body has no length (its end is the close); and that
+write header bytes as the site sent them (``as_sent``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,19 @@ from http import HTTPStatus
 
 import msgspec
 from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11, StreamWriter
 
 
 class TransparentResponse(web.StreamResponse):
-    """A StreamResponse that adds no Server or Content-Type header it was not given."""
+    """A StreamResponse that adds no Server or Content-Type header it was not given.
+
+    ``as_sent``: its status line and headers hold what a site's answer carried that aiohttp's
+    writer refuses or loses — bytes that are not UTF-8 (the parser's surrogate escapes), which
+    it drops, and control characters, over which it fails the whole answer (a 500) — so they
+    are written back as the bytes they came as; only NUL, which RFC 9110 (§5.5) says to reject
+    or replace, becomes a space."""
+
+    as_sent = False
 
     async def _prepare_headers(self) -> None:
         had_server = hdrs.SERVER in self.headers
@@ -23,6 +34,36 @@ class TransparentResponse(web.StreamResponse):
             self.headers.popall(hdrs.SERVER, None)
         if not had_type:
             self.headers.popall(hdrs.CONTENT_TYPE, None)
+        request, writer = self._req, self._payload_writer
+        assert request is not None and writer is not None
+        if (
+            request.version < HttpVersion11
+            and self._length_check
+            and writer.length is None
+            and not self._must_be_empty_body
+        ):
+            # An HTTP/1.0 body of no announced length ends when the connection does: aiohttp
+            # (3.14) decides so, but keeps the connection open, and the client waits for ever.
+            self._keep_alive = False
+
+    async def _write_headers(self) -> None:
+        if not self.as_sent:
+            return await super()._write_headers()
+        request, writer = self._req, self._payload_writer
+        assert request is not None and isinstance(writer, StreamWriter)
+        # What aiohttp's StreamWriter.write_headers does, with this serialisation (aiohttp is
+        # pinned to one minor series; tests/gateway/test_transparency.py sends such headers).
+        if writer._on_headers_sent is not None:
+            await writer._on_headers_sent(self._headers)
+        version = request.version
+        lines = [f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}"]
+        lines += [f"{name}: {value}" for name, value in self._headers.items()]
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("a header holds a line break")  # never one parsed from an answer
+        head = "\r\n".join(lines).replace("\0", " ") + "\r\n\r\n"
+        writer._headers_written, writer._headers_buf = False, head.encode("utf-8", "surrogateescape")
+        if self._send_headers_immediately:
+            writer.send_headers()
 
 
 class QuietResponse(TransparentResponse, web.Response):

@@ -36,6 +36,9 @@ IDLE_SECONDS = 15.0
 """How long an idle connection is kept for reuse (aiohttp's ``keepalive_timeout``)."""
 READ_BUFSIZE = 2**16
 """Response body bytes buffered before reading from the upstream pauses."""
+MAX_RESPONSE_HEADERS = 1000
+"""Header lines the site's answer may have (aiohttp's default, 128, made a 502 of a page that
+sets many cookies); each is still held to ``proxy.max_header_size``."""
 # Methods after which a missing body needs no "Content-Length: 0" (aiohttp's GET_METHODS).
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Sent again once when a reused connection turns out closed before any answer.
@@ -310,6 +313,7 @@ class Upstream:
             read_bufsize=READ_BUFSIZE,
             max_line_size=self.max_field_size,
             max_field_size=self.max_field_size,
+            max_headers=MAX_RESPONSE_HEADERS,
         )
         writer: asyncio.Task[None] | None = None
         try:

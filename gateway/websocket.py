@@ -1,7 +1,9 @@
 """WebSocket pass-through: accept the visitor's upgrade, open the same upgrade upstream, relay.
 
 Messages flow both ways unchanged (text, binary, ping/pong handled by each
-side's library); a close on either side closes the other with its code.
+side's library); a close on either side closes the other with its code and reason. The
+visitor gets the headers of the site's 101 answer (a sticky-session or auth cookie set on the
+upgrade), less the handshake's own and the hop-by-hop ones, and none the gateway would add.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import pages
+from gateway.forwarding import HOP_BY_HOP, connection_tokens
 
 log = logging.getLogger("gateway.websocket")
 
@@ -50,22 +53,29 @@ def close_code_to_send(code: int | None) -> int:
     return _NOT_SENDABLE.get(code, code)
 
 
-async def _relay(source: Socket, sink: Socket) -> None:
-    """Copy data messages until ``source`` closes; closing the other side is the caller's job."""
-    async for msg in source:
+async def _relay(source: Socket, sink: Socket, reasons: dict[int, bytes]) -> None:
+    """Copy data messages until ``source`` closes, its close frame's reason into ``reasons``
+    (by the socket's ``id``); closing the other side is the caller's job."""
+    while True:
+        msg = await source.receive()
         if msg.type == WSMsgType.TEXT:
             await sink.send_str(msg.data)
         elif msg.type == WSMsgType.BINARY:
             await sink.send_bytes(msg.data)
-        elif msg.type == WSMsgType.ERROR:
-            break
+        elif msg.type == WSMsgType.CLOSE:
+            reasons[id(source)] = (msg.extra or "").encode()[:123]  # RFC 6455 §5.5: 125 - code
+            return
+        elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return
 
 
-async def _relay_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+async def _relay_both(
+    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, reasons: dict[int, bytes]
+) -> None:
     """Relay both ways until one side ends, then stop the other relay (closing is ``_close_pair``'s)."""
     tasks = [
-        asyncio.create_task(_relay(client, upstream)),
-        asyncio.create_task(_relay(upstream, client)),
+        asyncio.create_task(_relay(client, upstream, reasons)),
+        asyncio.create_task(_relay(upstream, client, reasons)),
     ]
     try:
         done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -79,8 +89,10 @@ async def _relay_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWeb
             log.info("WebSocket relay ended: %r", task.exception())
 
 
-async def _close_pair(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """Close whichever side is still open with the code the other side closed with.
+async def _close_pair(
+    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, reasons: dict[int, bytes]
+) -> None:
+    """Close whichever side is still open with the code and reason the other side closed with.
 
     Runs in ``finally``: the handler may be cancelled once the visitor's connection is gone
     (aiohttp's ``handler_cancellation``), and the upstream must still learn the real code.
@@ -88,7 +100,9 @@ async def _close_pair(client: web.WebSocketResponse, upstream: aiohttp.ClientWeb
     for closed, still_open in ((client, upstream), (upstream, client)):
         if closed.closed and not still_open.closed:
             with contextlib.suppress(Exception):
-                await still_open.close(code=close_code_to_send(closed.close_code))
+                await still_open.close(
+                    code=close_code_to_send(closed.close_code), message=reasons.get(id(closed), b"")
+                )
     for side in (upstream, client):
         if not side.closed:
             with contextlib.suppress(Exception):
@@ -122,12 +136,35 @@ async def proxy_websocket(
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
         log.warning("upstream WebSocket connect failed: %r", err)
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
-    client = web.WebSocketResponse(
+    client = _TransparentWebSocket(
         protocols=[upstream.protocol] if upstream.protocol else (), autoping=True, max_msg_size=max_message
     )
+    client.headers.extend(_site_headers(upstream))
+    reasons: dict[int, bytes] = {}
     try:
         await client.prepare(request)
-        await _relay_both(client, upstream)
+        await _relay_both(client, upstream, reasons)
     finally:
-        await _close_pair(client, upstream)
+        await _close_pair(client, upstream, reasons)
     return client
+
+
+class _TransparentWebSocket(web.WebSocketResponse):
+    """The visitor's side: adds no ``Server`` header it was not given (``pages.TransparentResponse``)."""
+
+    async def _prepare_headers(self) -> None:
+        had_server = hdrs.SERVER in self.headers
+        await super()._prepare_headers()
+        if not had_server:
+            self.headers.popall(hdrs.SERVER, None)
+
+
+def _site_headers(upstream: aiohttp.ClientWebSocketResponse) -> list[tuple[str, str]]:
+    """The site's 101 answer's headers the visitor gets: all but the handshake's own (each side
+    negotiates its) and the hop-by-hop ones (those ``Connection`` names included)."""
+    answer = upstream._response  # aiohttp keeps the handshake's answer only there
+    headers = answer.headers
+    drop = HOP_BY_HOP | _HANDSHAKE | {"content-length"}
+    if hdrs.CONNECTION in headers:
+        drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
+    return [(name, value) for name, value in headers.items() if name.lower() not in drop]

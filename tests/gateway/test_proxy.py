@@ -301,6 +301,91 @@ async def test_response_headers_raw_bytes(start_gateway, raw_upstream) -> None:
     ]
 
 
+ODD_RESPONSE = (
+    b"HTTP/1.1 200 Fine\x01\r\n"
+    b"X-Control: a\x01b\x7fc\r\n"
+    b"X-Latin: caf\xe9\r\n"
+    b"X-Tab: a\tb\r\n"
+    b"X-Utf8: caf\xc3\xa9\r\n"
+    b"Content-Length: 2\r\n\r\nok"
+)
+
+
+async def test_response_header_bytes_reach_the_visitor_as_sent(start_gateway, raw_upstream) -> None:
+    """Control characters and bytes that are not UTF-8 in the site's status line and header
+    values reach the visitor as the site sent them: aiohttp's writer failed the whole answer
+    over a control character (a 500 with a traceback) and dropped the other bytes."""
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            writer.write(ODD_RESPONSE)
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    for _ in range(2):  # and the connection serves the next request
+        reply = await raw_request(gw.proxy.port, b"GET /odd?utm_source=x HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        assert (reply.status, reply.reason, reply.body) == (200, "Fine\x01", b"ok")
+        sent = {
+            name: reply.headers[name].encode("latin-1")
+            for name in ("X-Control", "X-Latin", "X-Tab", "X-Utf8")
+        }
+        assert sent == {
+            "X-Control": b"a\x01b\x7fc",
+            "X-Latin": b"caf\xe9",
+            "X-Tab": b"a\tb",
+            "X-Utf8": b"caf\xc3\xa9",
+        }
+        assert reply.headers["Set-Cookie"].startswith("gw_vid=v1.") and "Server" not in reply.headers
+
+
+async def test_an_answer_with_many_headers_is_forwarded(start_gateway, raw_upstream) -> None:
+    """More header lines than aiohttp's default limit (128), as a page setting many cookies has."""
+    many = b"".join(b"Set-Cookie: c%d=1; Path=/\r\n" % i for i in range(300))
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + many + b"Content-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reply = await raw_request(gw.proxy.port, b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (reply.status, reply.body) == (200, b"ok")
+    assert len(reply.headers.getall("Set-Cookie")) == 300
+
+
+@pytest.mark.parametrize("origin_answer", ["http10_until_close", "chunked"])
+async def test_an_http10_body_of_no_length_ends_with_the_connection(
+    start_gateway, raw_upstream, origin_answer: str
+) -> None:
+    """An HTTP/1.0 client that asked for keep-alive, and a body whose length is not known
+    before it ends: the gateway cannot chunk it for HTTP/1.0, so it closes the connection at
+    its end, as the site does. aiohttp decided so but left the connection open: the client
+    waited for ever."""
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        if origin_answer == "chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.0 200 OK\r\n\r\nhello")
+            await writer.drain()
+            writer.close()
+        await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)  # to the end of the connection
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and body == b"hello"
+    assert b"keep-alive" not in head.lower() and b"transfer-encoding" not in head.lower()
+
+
 async def test_request_hop_by_hop_headers_are_dropped(start_gateway, upstream_server) -> None:
     seen: list[tuple[CIMultiDictProxy[str], bytes]] = []
 
@@ -533,9 +618,52 @@ async def test_websocket_upstream_close_reaches_client(start_gateway, upstream_s
     async with gw.session.ws_connect(gw.url + "/ws") as ws:
         await ws.send_str("close-me")
         msg = await ws.receive(timeout=2)
-        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+        assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 4001, "bye")  # code and reason
         assert ws.close_code == 4001
     await asyncio.wait_for(closed.get(), 2)  # the upstream handler ended
+
+
+async def test_websocket_client_close_reason_reaches_the_site(start_gateway, upstream_server) -> None:
+    reasons: asyncio.Queue[tuple[int | None, str]] = asyncio.Queue()
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        msg = await ws.receive()
+        reasons.put_nowait((msg.data, msg.extra))
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:
+        await ws.close(code=4003, message=b"leaving")
+    assert await asyncio.wait_for(reasons.get(), 2) == (4003, "leaving")
+
+
+async def test_websocket_upgrade_keeps_the_sites_headers(start_gateway, upstream_server) -> None:
+    """A cookie (sticky session, auth) or any header the site sets on its 101 reaches the
+    visitor; the gateway adds no Server header of its own."""
+
+    class Unnamed(web.WebSocketResponse):  # a site that sends no Server header
+        async def _prepare_headers(self) -> None:
+            await super()._prepare_headers()
+            self.headers.popall("Server")
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = Unnamed()
+        ws.headers["Set-Cookie"] = "sticky=node7; Path=/"
+        ws.headers["X-WS-Origin"] = "site"
+        await ws.prepare(request)
+        await ws.send_str("hello")
+        await ws.receive()
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:
+        assert (await ws.receive(timeout=2)).data == "hello"
+        headers = ws._response.headers
+        assert (headers["Set-Cookie"], headers["X-WS-Origin"]) == ("sticky=node7; Path=/", "site")
+        assert "Server" not in headers and headers["Upgrade"].lower() == "websocket"
+        assert len(headers.getall("Sec-WebSocket-Accept")) == 1
 
 
 async def test_websocket_refused_upstream_passes_status(start_gateway, upstream_server) -> None:
