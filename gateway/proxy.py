@@ -23,6 +23,7 @@ from typing import cast
 
 import aiohttp
 from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import _default_expect_handler
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -248,6 +249,27 @@ class ProxyHost:
         self._forwarded = metrics.requests.labels("forwarded")  # the hot path's counter, resolved once
 
     # -- the request handler ------------------------------------------------------------------
+
+    async def expect(self, request: web.Request) -> web.StreamResponse | None:
+        """aiohttp's step for ``Expect: 100-continue``, before ``handle``: a body announced over
+        ``proxy.max_request_body`` is refused at once (413, the connection closed), not invited
+        with a ``100 Continue`` only to be refused once it is on its way. The gateway's own
+        endpoints keep their own limits. Anything else is aiohttp's usual answer (``100
+        Continue``; an unknown expectation, 417)."""
+        length, path = request.content_length, request.raw_path
+        if (
+            length is not None
+            and length > self.max_body
+            and not path.startswith(self.reserved)
+            and _origin_form(path) is not None
+            and not is_websocket_upgrade(request)
+        ):
+            self.metrics.requests.labels("too_large").inc()
+            refused = pages.error_page(413)
+            refused.force_close()
+            return refused
+        await _default_expect_handler(request)
+        return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         target = _origin_form(request.raw_path)

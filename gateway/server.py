@@ -153,6 +153,10 @@ class HostSlot:
         assert self.host is not None  # set before the listener starts
         return await self.host.handle(request)
 
+    async def expect(self, request: web.Request) -> web.StreamResponse | None:
+        assert self.host is not None
+        return await self.host.expect(request)
+
 
 @dataclass
 class Gateway:
@@ -248,7 +252,7 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
         app[SESSION_KEY] = session
         pool = upstream_pool(settings, upstream)
         gw.slot.host = gw._host(settings, pipeline, session, pool)
-        app.router.add_route("*", "/{tail:.*}", gw.slot.handle)
+        app.router.add_route("*", "/{tail:.*}", gw.slot.handle, expect_handler=gw.slot.expect)
         await pipeline.running()
         try:
             yield

@@ -829,6 +829,39 @@ async def test_oversize_content_length_gives_413(start_gateway, upstream_server)
     assert received == ["started", "complete:1000"]
 
 
+async def test_oversize_body_announced_with_expect_is_refused_before_100_continue(
+    start_gateway, upstream_server
+) -> None:
+    """A client that asks before sending (``Expect: 100-continue``) a body over the limit gets
+    the 413 at once, not a ``100 Continue`` inviting an upload that would be refused; one
+    within the limit is invited and forwarded."""
+    received: list[str] = []
+    gw = await start_gateway(
+        await oversize_upstream(upstream_server, received), "[proxy]\nmax_request_body = 1000\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\nExpect: 100-continue\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 413 "), head
+        assert b"connection: close" in head.lower()
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"x" * 10)
+        await writer.drain()
+        answer = await read_response(reader)
+        assert answer.status == 200
+    finally:
+        writer.close()
+    assert received == ["started", "complete:10"]
+
+
 async def test_oversize_chunked_body_gives_413(start_gateway, upstream_server) -> None:
     received: list[str] = []
     gw = await start_gateway(
