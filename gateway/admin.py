@@ -471,6 +471,8 @@ async def set_creator(request: web.Request) -> web.Response:
     creator_id = request.match_info["creator_id"]
     if not creator_id or len(creator_id) > 200 or not creator_id.isprintable():
         raise ApiError(400, "creator_id: expected 1..200 printable characters")
+    if creator_id != creator_id.strip():  # clicks' creator IDs are trimmed: it could never match
+        raise ApiError(400, "creator_id: no spaces before or after it (clicks' creator IDs are trimmed)")
     body = _decode_body(
         await read_body(request), CreatorBody, '{"verified": true, "analyst": "…", "reason": "…"}'
     )

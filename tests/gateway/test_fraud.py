@@ -280,6 +280,7 @@ async def test_creator_standing_set_through_the_api_is_used_at_once_and_kept(
         ("ben", {"verified": True, "analyst": "a", "reason": " "}, "reason: expected 1..1000"),
         ("ben", "not json", "body: expected JSON like"),
         ("x" * 201, {"verified": True, "analyst": "a", "reason": "b"}, "creator_id: expected 1..200"),
+        (" ben", {"verified": True, "analyst": "a", "reason": "b"}, "creator_id: no spaces before or after"),
     ],
 )
 async def test_creator_standing_rejects_bad_input(start_gateway, origin, creator_id, body, message) -> None:
