@@ -295,13 +295,16 @@ class ProxyHost:
                 await self.pool.reserve()
             except TimeoutError as err:
                 return self._upstream_failed(request, None, err)
+            trusted = self._peer_trusted(request)
+            view = self._view(request, raw_path, raw_query, trusted)
             try:
                 return await proxy_websocket(
                     request,
                     self.session,
                     self._upstream_url(target),
-                    CIMultiDict(self._upstream_headers(request, None, self._peer_trusted(request))),
+                    CIMultiDict(self._upstream_headers(request, None, trusted)),
                     self.max_ws_message,
+                    functools.partial(self._public_location, view=view),
                 )
             finally:
                 self.pool.unreserve()
@@ -446,7 +449,7 @@ class ProxyHost:
                 if key in drop:
                     continue
                 if key == "location":
-                    value = self._public_location(value, ex)
+                    value = self._public_location(value, ex.request)
                 if not value.isprintable():  # bytes aiohttp's writer refuses or loses (or a tab)
                     as_sent = True
                 kept.append((name, value))
@@ -535,10 +538,10 @@ class ProxyHost:
         log.warning("upstream %s for %s %s: %r", kind, request.method, request.path, err)
         return pages.error_page(status)
 
-    def _public_location(self, location: str, ex: Exchange) -> str:
-        if not (self.public_origin or ex.request.host):
+    def _public_location(self, location: str, view: RequestView) -> str:
+        if not (self.public_origin or view.host):
             return location  # an HTTP/1.0 request without Host: no public origin to point at
-        public = self.public_origin or f"{ex.request.scheme}://{ex.request.host}"
+        public = self.public_origin or f"{view.scheme}://{view.host}"
         return rewrite_location(location, self.upstream_origin, public)
 
     def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:

@@ -44,6 +44,7 @@ from gateway.proxy import ProxyHost
 from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
 from gateway.upstream import Upstream
+from gateway.websocket import no_redirects
 from storage.local import LocalStore
 from storage.queries import Reader
 from storage.sinks import SinkSet
@@ -80,6 +81,7 @@ def client_session(settings: Settings) -> aiohttp.ClientSession:
         trust_env=False,
         max_line_size=MAX_UPSTREAM_HEADER,
         max_field_size=MAX_UPSTREAM_HEADER,
+        trace_configs=[no_redirects()],  # a redirected upgrade is passed on, not followed
     )
 
 

@@ -4,6 +4,8 @@ Messages flow both ways unchanged (text, binary, ping/pong handled by each
 side's library); a close on either side closes the other with its code and reason. The
 visitor gets the headers of the site's 101 answer (a sticky-session or auth cookie set on the
 upgrade), less the handshake's own and the hop-by-hop ones, and none the gateway would add.
+A site that answers the upgrade with a redirect has it passed on, not followed (``session``
+must carry ``no_redirects``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from types import SimpleNamespace
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import pages
@@ -30,6 +34,30 @@ _HANDSHAKE = {
     "sec-websocket-accept",
     "sec-websocket-protocol",
 }
+
+
+class Redirected(Exception):
+    """The site answered a WebSocket upgrade with a redirect (``no_redirects``)."""
+
+    def __init__(self, status: int, reason: str | None, headers: list[tuple[str, str]]) -> None:
+        super().__init__(f"the site redirected the upgrade ({status})")
+        self.status, self.reason, self.headers = status, reason, headers
+
+
+def no_redirects() -> aiohttp.TraceConfig:
+    """A session's trace that stops aiohttp from following a redirect (``ws_connect`` always
+    would, to wherever it points, with the visitor's cookies): ``Redirected`` is raised
+    instead, before the next request, with what the visitor is to get."""
+
+    async def stop(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestRedirectParams
+    ) -> None:
+        answer = params.response
+        raise Redirected(answer.status, answer.reason, _passed_on(answer.headers, set()))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(stop)
+    return trace
 
 
 def is_websocket_upgrade(request: web.Request) -> bool:
@@ -115,9 +143,11 @@ async def proxy_websocket(
     url: URL,
     headers: CIMultiDict[str],
     max_message: int,
+    public_location: Callable[[str], str] = str,
 ) -> web.StreamResponse:
     """Relay one WebSocket; a message larger than ``max_message`` bytes (either way) closes it
-    with 1009, since each message is held whole in memory on its way through."""
+    with 1009, since each message is held whole in memory on its way through. A redirect the
+    site answers is passed on, its ``Location`` through ``public_location``."""
     if not web.WebSocketResponse().can_prepare(request).ok:  # check the visitor's handshake first
         return pages.error_page(400)
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
@@ -129,6 +159,11 @@ async def proxy_websocket(
         upstream = await session.ws_connect(
             ws_url, headers=headers, protocols=protocols, autoping=True, max_msg_size=max_message
         )
+    except Redirected as redirect:
+        answer = pages.QuietResponse(status=redirect.status, reason=redirect.reason)
+        for name, value in redirect.headers:
+            answer.headers.add(name, public_location(value) if name.lower() == "location" else value)
+        return answer
     except aiohttp.WSServerHandshakeError as err:
         # The upstream answered but did not upgrade: pass on its error status, else 502.
         log.warning("upstream refused the WebSocket upgrade: %s", err.status)
@@ -161,10 +196,14 @@ class _TransparentWebSocket(web.WebSocketResponse):
 
 def _site_headers(upstream: aiohttp.ClientWebSocketResponse) -> list[tuple[str, str]]:
     """The site's 101 answer's headers the visitor gets: all but the handshake's own (each side
-    negotiates its) and the hop-by-hop ones (those ``Connection`` names included)."""
-    answer = upstream._response  # aiohttp keeps the handshake's answer only there
-    headers = answer.headers
-    drop = HOP_BY_HOP | _HANDSHAKE | {"content-length"}
+    negotiates its) and the hop-by-hop ones."""
+    return _passed_on(upstream._response.headers, _HANDSHAKE)  # aiohttp keeps the answer there
+
+
+def _passed_on(headers: CIMultiDictProxy[str], own: set[str]) -> list[tuple[str, str]]:
+    """``headers`` of a site's answer the visitor gets: less ``own`` (names the gateway's answer
+    sets itself), the body's framing and the hop-by-hop ones (those ``Connection`` names too)."""
+    drop = HOP_BY_HOP | own | {"content-length"}
     if hdrs.CONNECTION in headers:
         drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
     return [(name, value) for name, value in headers.items() if name.lower() not in drop]

@@ -639,6 +639,35 @@ async def test_websocket_client_close_reason_reaches_the_site(start_gateway, ups
     assert await asyncio.wait_for(reasons.get(), 2) == (4003, "leaving")
 
 
+async def test_websocket_upgrade_redirected_by_the_site_is_passed_on(start_gateway, upstream_server) -> None:
+    """A site that answers an upgrade with a redirect has it passed on to the visitor (its
+    Location made public, its cookie kept), as without the gateway: not followed, which
+    would have sent the visitor's headers wherever it pointed."""
+    followed: list[str] = []
+    origin: list[str] = []
+
+    async def site(request: web.Request) -> web.StreamResponse:
+        if request.path == "/moved":
+            return web.Response(
+                status=302, headers={"Location": origin[0] + "/ws?x=1", "Set-Cookie": "seen=1; Path=/"}
+            )
+        followed.append(request.path)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        return ws
+
+    origin.append(await upstream_server(app_of(site)))
+    gw = await start_gateway(origin[0])
+    upgrade = (
+        b"GET /moved HTTP/1.1\r\nHost: shop.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    reply = await raw_request(gw.proxy.port, upgrade)
+    assert reply.status == 302 and reply.headers["Location"] == "http://shop.test/ws?x=1"
+    assert reply.headers["Set-Cookie"] == "seen=1; Path=/" and "Upgrade" not in reply.headers
+    assert followed == []
+
+
 async def test_websocket_upgrade_keeps_the_sites_headers(start_gateway, upstream_server) -> None:
     """A cookie (sticky session, auth) or any header the site sets on its 101 reaches the
     visitor; the gateway adds no Server header of its own."""
