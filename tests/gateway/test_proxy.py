@@ -311,15 +311,26 @@ ODD_RESPONSE = (
 )
 
 
-async def test_response_header_bytes_reach_the_visitor_as_sent(start_gateway, raw_upstream) -> None:
+@pytest.mark.parametrize("body", ["whole", "streamed"])
+async def test_response_header_bytes_reach_the_visitor_as_sent(
+    start_gateway, raw_upstream, body: str
+) -> None:
     """Control characters and bytes that are not UTF-8 in the site's status line and header
     values reach the visitor as the site sent them: aiohttp's writer failed the whole answer
-    over a control character (a 500 with a traceback) and dropped the other bytes."""
+    over a control character (a 500 with a traceback) and dropped the other bytes. Whether
+    the body is already there (headers and body in one write) or still on its way (headers
+    sent at once)."""
 
     async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             await read_head(reader)
-            writer.write(ODD_RESPONSE)
+            if body == "whole":
+                writer.write(ODD_RESPONSE)
+            else:
+                writer.write(ODD_RESPONSE[:-2])
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(b"ok")
             await writer.drain()
 
     gw = await start_gateway(await raw_upstream(origin))
