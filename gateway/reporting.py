@@ -39,6 +39,8 @@ DAY_BUCKETS: tuple[tuple[str, int, int], ...] = (
 )
 """Time to convert: (bucket, from day, to day) over whole days since the first eligible touch."""
 _encode = msgspec.json.Encoder(decimal_format="number")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a CSV cell as a formula (OWASP, CSV injection)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class Report:
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(self.columns)
         for row in self.rows:
-            writer.writerow(["" if row.get(c) is None else row[c] for c in self.columns])
+            writer.writerow([csv_cell(row.get(c)) for c in self.columns])
         return out.getvalue()
 
     def text(self) -> str:
@@ -142,6 +144,18 @@ class Report:
             parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
             out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
         return "\n".join(out) + "\n"
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell: None is empty; text that a spreadsheet would run as a formula
+    (a group, source, campaign or creator ID a visitor or a sender chose, e.g.
+    ``=HYPERLINK(...)``) gets a leading ``'`` so that it shows as text. Numbers are never
+    text here (counts are ints, credited values Decimals), so a negative one stays a number."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _cell(value: Any, column: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import socket
 import sqlite3
@@ -315,6 +317,59 @@ def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
     assert "touches  3" in gateway("report", "-c", str(cfg), *period, "--paths").stdout
     empty = gateway("report", "-c", str(cfg), "--since", "2020-01-01", "--until", "2020-01-02", "--paths")
     assert "mean_touches (none), median_touches (none)" in empty.stdout, empty.stdout
+
+
+def test_report_csv_keeps_formulas_inert(tmp_path: Path) -> None:
+    """A creator ID or source a visitor or a sender chose is exported with a leading ' when a
+    spreadsheet would run it; numbers stay numbers, NDJSON keeps the text exact."""
+    import asyncio
+
+    from gateway.metrics import Metrics
+    from gateway.options import StorageOptions
+    from storage.local import LocalStore
+    from tests.gateway.test_reports_api import PAYOUTS, conversion, tp
+
+    events = [
+        tp("v1", 0, "Affiliates", source='=HYPERLINK("http://evil","x")', creator_id="@SUM(A1)"),
+        tp("v1", 1, "Affiliates", source="-1", creator_id='=cmd|"/c calc"!A1'),
+        conversion(2, 10.00, "v1"),
+    ]
+
+    async def fill() -> None:
+        store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+        await store.open()
+        await store.write(events)
+        await store.close()
+
+    asyncio.run(fill())
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"[storage]\npath = 'gw.db'\n{PAYOUTS}")
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    done = gateway("report", "-c", str(cfg), *period, "--payouts", "--model", "linear", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    assert list(csv.reader(io.StringIO(done.stdout)))[1:] == [
+        [
+            '\'=cmd|"/c calc"!A1',
+            "approve",
+            "standard",
+            "tier standard: CPA 5",
+            "EUR",
+            "1",
+            "0.5",
+            "5.00",
+            "2.50",
+        ],
+        ["'@SUM(A1)", "approve", "standard", "tier standard: CPA 5", "EUR", "1", "0.5", "5.00", "2.50"],
+    ]
+    done = gateway("report", "-c", str(cfg), *period, "--group-by", "source", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    assert list(csv.reader(io.StringIO(done.stdout)))[1:] == [
+        ["'-1", "EUR", "0.5", "5.00"],
+        ['\'=HYPERLINK("http://evil","x")', "EUR", "0.5", "5.00"],
+    ]
+    done = gateway("report", "-c", str(cfg), *period, "--group-by", "source", "--format", "ndjson")
+    groups = [json.loads(line)["group"] for line in done.stdout.splitlines()]
+    assert groups == ["-1", '=HYPERLINK("http://evil","x")']
 
 
 def test_report_explains_its_problems(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from storage.local import connect
 from tests.conftest import TOKEN, RunningGateway
+from tests.gateway.test_fraud import BROWSER
+from tests.gateway.test_inbound import signed
 from tests.gateway.test_openapi import response_schema
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -238,13 +240,83 @@ async def test_exports(
 
 
 def _csv_cell(value: Any, cell: str) -> str:
-    """The CSV cell a JSON value should be: empty for null, exact decimals for numbers."""
+    """The CSV cell a JSON value should be: empty for null, exact decimals for numbers, text
+    a spreadsheet would read as a formula behind a ``'``."""
     if value is None:
         return ""
     if isinstance(value, int | float) and not isinstance(value, bool):
         assert float(cell) == value, (cell, value)
         return cell
-    return str(value)
+    return "'" + value if value.startswith(("=", "+", "-", "@", "\t", "\r")) else str(value)
+
+
+BILLING = "b" * 32
+SENDER = '\n[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET"]\n'
+LANDING = {
+    "utm_source": '=HYPERLINK("http://evil","x")',
+    "utm_campaign": "=1+2",
+    "creator_id": "@SUM(A1)",
+}
+SENT = {"creator_id": '=cmd|"/c calc"!A1', "source": "+sent", "campaign": "-1"}
+
+
+async def test_csv_keeps_formulas_from_visitors_and_senders_inert(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """Values a visitor (a landing's parameters) or a sender (a webhook's fields) chose reach
+    the reports; a spreadsheet opening the CSV must not run them as formulas: text starting
+    with =, +, -, @, a tab or a carriage return gets a leading ', numbers stay numbers, and
+    JSON and NDJSON keep every value exact."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>shop</html>", content_type="text/html")
+
+    site = web.Application()
+    site.router.add_get("/", page)
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(site), PAYOUTS + SENDER, {"BILLING_SECRET": BILLING}
+    )
+    async with gw.session.get(gw.url + "/", params=LANDING, headers=BROWSER) as resp:
+        assert resp.status == 200
+        cookie = resp.cookies["gw_vid"].value
+    # The same visitor converts, the sender naming a creator, source and campaign of its own.
+    event = {"type": "conversion", "event_id": "e1", "visitor_id": cookie, "value": 12.5, "currency": "EUR"}
+    body = json.dumps(event | SENT).encode()
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=signed(body, BILLING)) as resp:
+        assert resp.status == 202, await resp.text()
+    today = datetime.now(UTC).date()
+    period = {"since": str(today - timedelta(days=1)), "until": str(today + timedelta(days=2))}
+    reports = [
+        ("/api/payouts", {}, "creator_id", {LANDING["creator_id"], SENT["creator_id"]}),
+        (
+            "/api/attribution",
+            {"group_by": "creator_id"},
+            "group",
+            {LANDING["creator_id"], SENT["creator_id"]},
+        ),
+        (
+            "/api/attribution",
+            {"group_by": "source"},
+            "group",
+            {LANDING["utm_source"].lower(), SENT["source"]},
+        ),
+        ("/api/attribution/timeseries", {"group_by": "campaign", "model": "all"}, "group", {"=1+2", "-1"}),
+    ]
+    for path, params, column, chosen in reports:
+        as_json = await get(gw, path, **period, **params)
+        assert {row[column] for row in as_json["rows"]} == chosen  # exact in JSON
+        async with gw.session.get(
+            gw.admin_url + path, headers=AUTH, params={**period, **params, "format": "csv"}
+        ) as resp:
+            rows = list(csv.reader(io.StringIO(await resp.text())))
+        assert rows[0] == as_json["columns"] and len(rows) == 1 + len(as_json["rows"])
+        assert {row[rows[0].index(column)] for row in rows[1:]} == {"'" + text for text in chosen}
+        for line, row in zip(rows[1:], as_json["rows"], strict=True):
+            assert line == [_csv_cell(row[c], cell) for c, cell in zip(as_json["columns"], line, strict=True)]
+        async with gw.session.get(
+            gw.admin_url + path, headers=AUTH, params={**period, **params, "format": "ndjson"}
+        ) as resp:
+            assert [json.loads(line) for line in (await resp.text()).splitlines()] == as_json["rows"]
 
 
 @pytest.mark.parametrize(
