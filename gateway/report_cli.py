@@ -18,7 +18,7 @@ from gateway.attribution import MODELS, Attribution
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
-from gateway.reportapi import period
+from gateway.reportapi import PARAMS, period
 from storage.migrate import SchemaTooNew
 from storage.reports import Reports
 
@@ -26,8 +26,10 @@ from storage.reports import Reports
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
     report = sub.add_parser("report", help="print an attribution or payout report from the store")
     report.add_argument("-c", "--config", default=default_config)
-    report.add_argument("--model", choices=[*MODELS, "all"], help="default: linear; payouts: payouts.model")
-    report.add_argument("--group-by", choices=GROUP_BY, default="channel")
+    report.add_argument(
+        "--model", choices=[*MODELS, "all"], help="default: linear; payouts: payouts.model; not for --paths"
+    )
+    report.add_argument("--group-by", choices=GROUP_BY, help="default: channel; not for --paths or --payouts")
     report.add_argument("--since", help="ISO 8601 date or date-time, inclusive (default: until - 30 days)")
     report.add_argument("--until", help="ISO 8601 date or date-time, exclusive (default: now)")
     report.add_argument("--conversion", help="only conversions of this name")
@@ -75,7 +77,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+_OPTIONS = {
+    "model": "--model",
+    "group_by": "--group-by",
+    "since": "--since",
+    "until": "--until",
+    "conversion": "--conversion",
+    "verdicts": "--verdicts",
+}
+"""The options that are the report endpoints' query parameters: the parameter → its option."""
+
+
+def _kind(args: argparse.Namespace) -> str:
+    """The report asked for, named as ``reportapi.PARAMS`` names it."""
+    return next((kind for kind in ("payouts", "timeseries", "paths") if getattr(args, kind)), "attribution")
+
+
+def _taken(args: argparse.Namespace) -> None:
+    """Refuse an option the report does not take, as its endpoint refuses the parameter (the
+    paths report has no model, payouts are always by creator): ignored, it would print a
+    report other than the one asked for."""
+    kind = _kind(args)
+    for name, option in _OPTIONS.items():
+        if getattr(args, name) is not None and name not in PARAMS[kind]:
+            takes = ", ".join(o for n, o in _OPTIONS.items() if n in PARAMS[kind])
+            raise ValueError(f"{option}: does not apply to the {kind} report (--{kind} takes {takes})")
+
+
 def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
+    _taken(args)
     model = args.model or (settings.options.payouts.model if args.payouts else "linear")
     if args.payouts and model == "all":
         raise ValueError("--model: the payout report uses one model, not all")
@@ -89,7 +119,7 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
     conversion = (
         None if args.conversion is None else reporting.conversion_name(args.conversion, "--conversion")
     )
-    return reporting.Query(since, until, models, args.group_by, conversion, verdicts)
+    return reporting.Query(since, until, models, args.group_by or "channel", conversion, verdicts)
 
 
 async def _report(settings: Settings, args: argparse.Namespace, query: reporting.Query) -> reporting.Report:

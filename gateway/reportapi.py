@@ -30,6 +30,13 @@ MAX_DAYS = 3660
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 _ALL_MEDIA = {"json": "application/json", **_MEDIA}
 _COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format"}
+PARAMS = {
+    "attribution": _COMMON | {"group_by"},
+    "timeseries": _COMMON | {"group_by"},
+    "paths": _COMMON - {"model"},
+    "payouts": _COMMON,
+}
+"""The query parameters each report takes; ``gateway report`` refuses its options alike."""
 
 
 def _moment(name: str, value: str) -> datetime:
@@ -164,28 +171,28 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
 
 
 async def attribution(request: web.Request) -> web.Response:
-    only_params(request, _COMMON | {"group_by"})
+    only_params(request, PARAMS["attribution"])
     _format(request)
     q = query(request, default_model="linear")
     return respond(request, await reporting.attribution(request.app[REPORTS_KEY], q))
 
 
 async def timeseries(request: web.Request) -> web.Response:
-    only_params(request, _COMMON | {"group_by"})
+    only_params(request, PARAMS["timeseries"])
     _format(request)
     q = query(request, default_model="linear")
     return respond(request, await reporting.attribution(request.app[REPORTS_KEY], q, by_day=True))
 
 
 async def paths(request: web.Request) -> web.Response:
-    only_params(request, _COMMON - {"model"})
+    only_params(request, PARAMS["paths"])
     _format(request)
     q = query(request, default_model="linear")
     return respond(request, await reporting.paths(request.app[REPORTS_KEY], q))
 
 
 async def payouts(request: web.Request) -> web.Response:
-    only_params(request, _COMMON)
+    only_params(request, PARAMS["payouts"])
     _format(request)
     rules = request.app[PAYOUTS_KEY]
     q = query(request, default_model=rules.model, all_models=False)

@@ -393,6 +393,38 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_report_refuses_an_option_its_report_does_not_take(tmp_path: Path) -> None:
+    """As the endpoints refuse a query parameter they do not take (GET
+    /api/attribution/paths?model=linear is a 400), each report refuses the options it does not
+    take, naming the option and the report, instead of printing a report that ignored it."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'none.db'\n")
+    options = {
+        "--model": "linear",
+        "--group-by": "source",
+        "--since": "2025-01-01",
+        "--until": "2026-12-01",
+        "--conversion": "purchase",
+        "--verdicts": "allow",
+        "--format": "csv",
+    }
+    refused = {"attribution": set(), "timeseries": set(), "paths": {"--model", "--group-by"}}
+    refused["payouts"] = {"--group-by"}
+    for kind, not_taken in refused.items():
+        flag = () if kind == "attribution" else (f"--{kind}",)
+        for option in not_taken:
+            done = gateway("report", "-c", str(cfg), *flag, option, options[option])
+            assert done.returncode == 2, (kind, option, done.stderr)
+            assert done.stderr.startswith(f"gateway report: {option}: does not apply to the {kind} report")
+            assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        # Every other option at once is taken: on to the store, which is missing.
+        taken = [
+            text for option, value in options.items() if option not in not_taken for text in (option, value)
+        ]
+        done = gateway("report", "-c", str(cfg), *flag, *taken)
+        assert done.returncode == 1 and "no store at" in done.stderr, (kind, done.stderr)
+
+
 def test_report_checks_its_period_as_the_report_api_does(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[storage]\npath = 'none.db'\n")
