@@ -153,6 +153,16 @@ def parse_time(name: str, value: str) -> str:
         ) from None
 
 
+def in_order(since: str, until: str, names: tuple[str, str] = ("since", "until")) -> None:
+    """Refuse (400) a period that does not end after it starts, naming ``since`` as ``names``
+    spell it (``gateway report``: ``--since``). Both ends are canonical UTC text
+    (``parse_time``, ``events.iso``), which sorts in time order and is how every answer
+    writes a timestamp: the message shows them so, whichever endpoint refused."""
+    if since >= until:
+        since_name, until_name = names
+        raise ApiError(400, f"{since_name}: must be before {until_name} ({since} >= {until})")
+
+
 def only_params(request: web.Request, allowed: set[str]) -> None:
     """Refuse (400) a query parameter an endpoint does not know, so that a typo is never
     silently ignored, and one given more than once, so that neither value is silently
@@ -203,8 +213,8 @@ def _span(q: Mapping[str, str]) -> tuple[str | None, str | None]:
     ``parse_time``'s canonical UTC text sorts in time order)."""
     since = parse_time("since", q["since"]) if "since" in q else None
     until = parse_time("until", q["until"]) if "until" in q else None
-    if since is not None and until is not None and since >= until:
-        raise ApiError(400, f"since: must be before until ({since} >= {until})")
+    if since is not None and until is not None:
+        in_order(since, until)
     return since, until
 
 

@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from gateway import reporting
-from gateway.admin import EARLIEST, ApiError, only_params, parse_time
+from gateway.admin import EARLIEST, ApiError, in_order, only_params, parse_time
 from gateway.attribution import MODELS, Attribution
 from gateway.config import Settings
+from gateway.events import iso
 from gateway.openapi_reports import FORMATS, GROUP_BY
 from gateway.payouts import Payouts
 from storage.reports import POPULATIONS, Reports
@@ -61,10 +62,7 @@ def period(
         if since_text is not None
         else max(until - timedelta(days=DEFAULT_DAYS), EARLIEST)
     )
-    if since >= until:
-        raise ApiError(
-            400, f"{since_name}: must be before {until_name} ({since.isoformat()} >= {until.isoformat()})"
-        )
+    in_order(iso(since), iso(until), names)
     if until - since > timedelta(days=MAX_DAYS):
         raise ApiError(400, f"{since_name}: a report covers at most {MAX_DAYS} days")
     return since, until

@@ -433,7 +433,10 @@ def test_report_checks_its_period_as_the_report_api_does(tmp_path: Path) -> None
         (("--since", "0001-01-01", "--until", "0001-01-02"), "--until: expected an ISO 8601"),
         (("--since", "0001-01-01", "--until", "2026-01-02"), "--since: expected an ISO 8601"),
         (("--until", "9999-12-31T23:00:00-05:00"), "--until: expected an ISO 8601"),
-        (("--since", "2026-11-02", "--until", "2026-11-01"), "--since: must be before --until"),
+        (
+            ("--since", "2026-11-02", "--until", "2026-11-01"),
+            "--since: must be before --until (2026-11-02T00:00:00.000000Z >= 2026-11-01T00:00:00.000000Z)",
+        ),
         (("--since", "1970-01-01", "--until", "2026-01-01"), "--since: a report covers at most 3660 days"),
         (("--since", ""), "--since: expected an ISO 8601"),  # not the default, as in the API
     ]:

@@ -355,6 +355,25 @@ async def test_bad_parameters_are_400_naming_them(
     assert body["ok"] is False and named in body["error"], body
 
 
+async def test_a_period_the_wrong_way_round_reads_alike_everywhere(gw: RunningGateway) -> None:
+    """One message for since >= until, on the reports as on the listings, its times written as
+    every answer writes a timestamp (a touchpoint's ``ts``, a listing's ``since``)."""
+    expected = "since: must be before until (2026-12-01T00:00:00.000000Z >= 2026-11-01T00:00:00.000000Z)"
+    for path in (
+        "/api/attribution",
+        "/api/attribution/timeseries",
+        "/api/attribution/paths",
+        "/api/payouts",
+        "/api/touchpoints",
+        "/api/fraud",
+        "/api/review",
+    ):
+        body = await gw.api(path, since="2026-12-01", until="2026-11-01")
+        assert (body["status"], body["error"]) == (400, expected), path
+    touchpoint = (await gw.api("/api/touchpoints", limit="1"))["items"][0]
+    assert touchpoint["ts"] == "2026-11-01T00:00:00.000000Z"  # the form the message uses
+
+
 async def test_the_default_since_stays_in_range(gw: RunningGateway) -> None:
     body = await get(gw, "/api/attribution", 200, until="1970-01-05")
     assert body["since"] == "1970-01-01T00:00:00Z", body
