@@ -267,7 +267,7 @@ class Reader:
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         sql = (
             f"SELECT {group_by} AS key, count(*) AS clicks, "
-            + ", ".join(f"sum(effective_verdict = '{v}') AS {v}" for v in VERDICTS)
+            + ", ".join(f"count(CASE WHEN effective_verdict = '{v}' THEN 1 END) AS {v}" for v in VERDICTS)
             + ", sum(effective_verdict IS NULL) AS unscored"
             + ", count(DISTINCT visitor_key) AS visitors, count(DISTINCT ip_hash) AS ips"
             + f" FROM effective_touchpoints{clause} GROUP BY key ORDER BY clicks DESC, key LIMIT ?"

@@ -231,3 +231,15 @@ async def test_effective_verdict_analyst_wins_over_later_rescores(data: Data) ->
         "analyst",
         "rescore",
     ]
+
+
+async def test_fraud_report_counts_a_group_of_unscored_touchpoints(data: Data) -> None:
+    """Touchpoints stored without a verdict (no bots addon, or before it ran) make groups whose
+    every verdict count is 0, not NULL: the shares were a division of None (a 500)."""
+    groups = await data.reader.fraud(None, None, "creator_id")
+    anna = next(g for g in groups if g["key"] == "anna")
+    assert anna["clicks"] == 8 and anna["verdicts"]["unscored"] == 8
+    assert anna["verdicts"]["allow"] == 0 and anna["shares"] == {
+        **dict.fromkeys(anna["shares"], 0.0),
+        "unscored": 1.0,
+    }
