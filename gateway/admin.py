@@ -170,7 +170,8 @@ def only_params(request: web.Request, allowed: set[str]) -> None:
     query = request.query
     unknown = sorted(set(query) - allowed)
     if unknown:
-        raise ApiError(400, f"unknown query parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        takes = f"allowed: {', '.join(sorted(allowed))}" if allowed else "this endpoint takes none"
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r} ({takes})")
     if len(query) > len(set(query)):
         name = next(name for name in query if len(query.getall(name)) > 1)
         raise ApiError(400, f"{name}: given {len(query.getall(name))} times; give each query parameter once")

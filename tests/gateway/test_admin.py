@@ -115,6 +115,13 @@ async def test_envelope_shape_everywhere(gw, path: str, params, status: int) -> 
         assert isinstance(body["error"], str) and body["error"]
 
 
+async def test_unknown_parameter_names_what_the_endpoint_takes(gw) -> None:
+    _, _, body = await get(gw, "/api/creators", AUTH, verified="1")
+    assert body["error"] == "unknown query parameter 'verified' (this endpoint takes none)"
+    _, _, body = await get(gw, "/api/fraud", AUTH, colour="red")
+    assert body["error"] == "unknown query parameter 'colour' (allowed: group_by, since, until)"
+
+
 async def test_wrong_method_is_json_405(gw) -> None:
     async with gw.session.post(gw.admin_url + "/api/touchpoints", headers=AUTH) as resp:
         assert resp.status == 405
