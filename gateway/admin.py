@@ -30,7 +30,7 @@ from gateway.config import Settings
 from gateway.creators import Creator, CreatorRegistry
 from gateway.events import CreatorStanding, VerdictChange, iso
 from gateway.ids import Uuid7
-from gateway.keys import MAX_USER_ID, Keys
+from gateway.keys import Keys, user_id_problem
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import error_body
@@ -267,8 +267,8 @@ async def visitor(request: web.Request) -> web.Response:
 def _user_key(request: web.Request) -> tuple[str, str]:
     """The raw user ID from the path and the key it is stored under."""
     user_id = request.match_info["user_id"]
-    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
-        raise ApiError(400, f"user_id: expected 1..{MAX_USER_ID} printable characters")
+    if (problem := user_id_problem(user_id)) is not None:
+        raise ApiError(400, f"user_id: {problem}")
     return user_id, request.app[KEYS_KEY].user_key(user_id)
 
 

@@ -22,6 +22,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 USER_KEY_MODES = ("hash", "encrypt", "plain")
 MAX_USER_ID = 256
 """Longest user ID accepted (characters); longer ones are refused where they arrive."""
+
+
+def user_id_problem(user_id: str) -> str | None:
+    """Why ``user_id``, given by an operator (admin API, CLI), cannot name a user; None if it can."""
+    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
+        return f"expected 1..{MAX_USER_ID} printable characters"
+    return None
 _ENCRYPTED = "siv:"
 _PLAIN = "id:"
 

@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 
 from gateway.config import ConfigError, Settings, load_settings
-from gateway.keys import MAX_USER_ID
+from gateway.keys import user_id_problem
 
 
 def _settings(args: argparse.Namespace) -> Settings | int:
@@ -64,8 +64,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from storage.erasure import erase_user
 
     user_id: str = args.user_id
-    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
-        print(f"gateway: USER_ID: expected 1..{MAX_USER_ID} printable characters", file=sys.stderr)
+    if (problem := user_id_problem(user_id)) is not None:
+        print(f"gateway: USER_ID: {problem}", file=sys.stderr)
         return 2
     settings = _settings(args)
     if isinstance(settings, int):

@@ -7,11 +7,15 @@ import asyncio
 import sys
 
 from gateway.config import ConfigError, load_settings
+from gateway.keys import user_id_problem
 
 
 def cmd_sink_send(args: argparse.Namespace) -> int:
     from gateway.cli import EXIT_CONFIG, _fail_config
 
+    if (problem := user_id_problem(args.user)) is not None:
+        print(f"gateway: --user: {problem}", file=sys.stderr)
+        return 2
     try:
         settings = load_settings(args.config)
     except ConfigError as err:

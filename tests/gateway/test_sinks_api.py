@@ -121,6 +121,9 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
         config = tmp_path / "gw.toml"
         url = f"http://127.0.0.1:{server.server_address[1]}"
         config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url=url)))
+        for bad in ("", "x" * 257, "a\nb"):  # as the admin API and `gateway erase` refuse them
+            assert main(["sink", "send", "--user", bad, "-c", str(config)]) == 2
+            assert "gateway: --user: expected 1..256 printable characters" in capsys.readouterr().err
         assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
         assert "out: 0 messages sent" in capsys.readouterr().out  # nothing recorded for dave yet
         settings = load_settings(config)
