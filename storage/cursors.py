@@ -10,9 +10,14 @@ neither delivered; at worst a batch is delivered twice, which every
 destination ignores (``ON CONFLICT DO NOTHING``, deterministic message IDs).
 
 SQLite reuses the largest rowid of a table once that row is deleted, so an
-erasure that deletes the newest rows would let the next insert take a rowid
-already behind a cursor; ``clamp_cursors`` (run by the erasure, inside its
-transaction) pulls every cursor back to the table's largest remaining rowid.
+erasure or a retention purge that deletes the newest rows would let the next
+insert take a rowid already behind a cursor; ``clamp_cursors`` (run by both,
+inside their transaction) pulls every cursor back to the table's largest
+remaining rowid. It also moves every cursor's version (its ``updated`` time), on
+which each move is a compare-and-set too: a reader whose batch was in flight
+during the delete (it read rows since deleted, so the end of its batch may lie
+past every remaining row) fails to move its cursor and reads again from where
+the clamp left it, instead of moving it past rowids the next inserts take.
 """
 
 from __future__ import annotations
@@ -51,32 +56,43 @@ async def position(db: aiosqlite.Connection, name: str) -> int:
     return int(row[0]) if row else 0
 
 
+async def cursor_at(db: aiosqlite.Connection, name: str) -> tuple[int, str | None]:
+    """The cursor's position and version (``advance`` compares both). A cursor not there yet
+    is made first, at 0, so that a delete during its first batch moves its version too."""
+    async with db.execute("SELECT position, updated FROM sync_cursors WHERE name = ?", (name,)) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        await db.execute(
+            "INSERT INTO sync_cursors (name, position, updated) VALUES (?, 0, NULL) ON CONFLICT DO NOTHING",
+            (name,),
+        )
+        return await cursor_at(db, name)
+    return int(row[0]), row[1]
+
+
 ADVANCE_TRIES = 20
 """Attempts to move a cursor when SQLite reports the file locked (about 2 s in all)."""
 
 
-async def advance(db: aiosqlite.Connection, name: str, old: int, new: int) -> bool:
-    """Move the cursor from ``old`` to ``new``; False when someone else moved it meanwhile."""
+async def advance(db: aiosqlite.Connection, name: str, old: int, new: int, version: str | None) -> str | None:
+    """Move the cursor from ``old`` (at ``version``, as ``cursor_at`` read it) to ``new``: its
+    new version; None when someone else moved it meanwhile, or a delete clamped it."""
     now = iso(datetime.now(UTC))
-    if old == 0:
-        await db.execute(
-            "INSERT INTO sync_cursors (name, position, updated) VALUES (?, 0, ?) ON CONFLICT DO NOTHING",
-            (name, now),
-        )
     for attempt in range(ADVANCE_TRIES):
         try:
             cursor = await db.execute(
-                "UPDATE sync_cursors SET position = ?, updated = ? WHERE name = ? AND position = ?",
-                (new, now, name, old),
+                "UPDATE sync_cursors SET position = ?, updated = ?"
+                " WHERE name = ? AND position = ? AND updated IS ?",
+                (new, now, name, old, version),
             )
-            return cursor.rowcount == 1
+            return now if cursor.rowcount == 1 else None
         except sqlite3.OperationalError as err:
             # The next batch's read may hold an older snapshot on this connection while another
             # process committed: SQLite refuses the write at once (no busy wait). It ends soon.
             if "locked" not in str(err) or attempt == ADVANCE_TRIES - 1:
                 raise
             await asyncio.sleep(0.01 * (attempt + 1))
-    return False
+    return None
 
 
 async def read_after(
@@ -110,8 +126,11 @@ async def lag(db: aiosqlite.Connection, table: str, after: int) -> tuple[int, fl
 
 
 async def clamp_cursors(db: aiosqlite.Connection) -> None:
-    """Inside the caller's write transaction: no cursor past its table's largest rowid, so a
-    rowid freed by a delete and reused by the next insert is still ahead of every cursor."""
+    """Inside the caller's write transaction (after its deletes): no cursor past its table's
+    largest rowid, so a rowid freed by a delete and reused by the next insert is still ahead of
+    every cursor; and every cursor at a new version, so that no batch read before the deletes
+    moves one (``advance``)."""
+    now = iso(datetime.now(UTC))
     async with db.execute("SELECT name FROM sync_cursors") as cursor:
         names = [row[0] for row in await cursor.fetchall()]
     async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
@@ -121,7 +140,7 @@ async def clamp_cursors(db: aiosqlite.Connection) -> None:
         if table not in tables:
             continue
         await db.execute(
-            f"UPDATE sync_cursors SET position = (SELECT coalesce(max(rowid), 0) FROM {table}) "
-            f"WHERE name = ? AND position > (SELECT coalesce(max(rowid), 0) FROM {table})",
-            (name,),
+            "UPDATE sync_cursors SET updated = ?,"
+            f" position = min(position, (SELECT coalesce(max(rowid), 0) FROM {table})) WHERE name = ?",
+            (now, name),
         )

@@ -19,6 +19,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.events import iso
 from gateway.metrics import Metrics
+from storage.cursors import clamp_cursors
 from storage.local import connect
 
 log = logging.getLogger("gateway.retention")
@@ -64,6 +65,8 @@ async def purge_local(path: Path, before: datetime, *, dry_run: bool = False) ->
                 else:
                     cursor = await db.execute(f"DELETE FROM {table} WHERE {column} < ?", (bound,))
                     counts[table] = max(cursor.rowcount, 0)
+            if not dry_run:  # rowids freed by the deletes must not hide new rows from readers
+                await clamp_cursors(db)
             await db.execute("ROLLBACK" if dry_run else "COMMIT")
         except BaseException:
             if db.in_transaction:

@@ -44,7 +44,7 @@ from gateway.metrics import Metrics
 from gateway.options import SinkOptions
 from gateway.signing import standard_signature
 from storage.backoff import Backoff
-from storage.cursors import advance, cursor_name, lag, position
+from storage.cursors import advance, cursor_at, cursor_name, lag, position
 from storage.local import connect
 from storage.migrate import migrate
 from storage.sink_messages import EVENT, SinkError, batch_body, identify_message, pack, track_message
@@ -202,13 +202,14 @@ class Sink:
         for table in sent:
             name = cursor_name(self.reader, table)
             while True:
-                after = await position(db, name)
+                after, version = await cursor_at(db, name)
                 rows, last = await self._rows_after(db, table, after)
                 if not rows:
                     break
                 build = self._tracks if table == "touchpoints" else self._identifies
                 sent[table] += await self.send(await build(db, rows))
-                await advance(db, name, after, last)
+                if await advance(db, name, after, last, version) is None:
+                    continue  # moved meanwhile (a delete clamped it): read again from where it is
                 self.metrics.sync_rows.labels(self.reader, table).inc(len(rows))
                 if len(rows) < READ_ROWS:
                     break

@@ -26,7 +26,7 @@ from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
 from storage.backoff import Backoff
-from storage.cursors import advance, cursor_name, lag, local_columns, position, read_after
+from storage.cursors import advance, cursor_at, cursor_name, lag, local_columns, position, read_after
 from storage.local import connect
 from storage.migrate import SchemaTooNew, migrate
 
@@ -76,7 +76,7 @@ class Sync:
         """Deliver one table's new rows, batch by batch; the next batch is read from SQLite (in
         aiosqlite's thread) while the current one is written to PostgreSQL."""
         size, delivered = self.options.batch_size, 0
-        after = await position(db, name)
+        after, version = await cursor_at(db, name)
         rows, last = await read_after(db, plan.table, plan.columns, after, size)
         while rows:
             ahead = (
@@ -86,7 +86,7 @@ class Sync:
             )
             try:
                 await writer.insert(plan, rows)
-                moved = await advance(db, name, after, last)
+                moved = await advance(db, name, after, last, version)
             except BaseException:
                 if ahead is not None:
                     ahead.cancel()
@@ -100,12 +100,12 @@ class Sync:
             if ahead is None:
                 break
             if moved:
-                after = last
+                after, version = last, moved
                 rows, last = await ahead
-            else:  # someone else (a cron ``sync --once``) moved the cursor: start from theirs
+            else:  # someone else (a cron ``sync --once``) moved the cursor, or a delete clamped it
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
-                after = await position(db, name)
+                after, version = await cursor_at(db, name)
                 rows, last = await read_after(db, plan.table, plan.columns, after, size)
         return delivered
 
