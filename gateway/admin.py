@@ -296,8 +296,10 @@ async def erase(request: web.Request) -> web.Response:
         event_id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
         ts=iso(now),
         node=settings.node,
+        also=request.app[KEYS_KEY].user_keys(user_id)[1:],
     )
-    log.info("erased user %s: %s", key, erasure.counts)
+    # Not the key: under user_id_storage = "plain" it is the raw ID, which the log must not keep.
+    log.info("erased a user (erasure %s): %s", erasure.id, erasure.counts)
     return ok({"user_key": key, "erased": erasure.counts, "visitors": len(erasure.visitors)})
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -29,6 +29,8 @@ def user_id_problem(user_id: str) -> str | None:
     if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
         return f"expected 1..{MAX_USER_ID} printable characters"
     return None
+
+
 _ENCRYPTED = "siv:"
 _PLAIN = "id:"
 
@@ -112,6 +114,17 @@ class Keys:
         if self.user_mode == "plain":
             return _PLAIN + user_id
         return self._user_mac.digest(user_id.encode()).hex()[:32]
+
+    def user_keys(self, user_id: str) -> list[str]:
+        """Every form ``user_id`` may be stored under: this mode's key first, then the other
+        modes' (``identity.user_id_storage`` may have changed since rows were written; an
+        erasure must find them all)."""
+        keys = [self.user_key(user_id)]
+        for mode in USER_KEY_MODES:
+            key = replace(self, user_mode=mode).user_key(user_id)
+            if key not in keys:
+                keys.append(key)
+        return keys
 
     def recover_user_id(self, user_key: str) -> str | None:
         """The raw user ID behind a stored key, when the mode keeps it recoverable; else None."""

@@ -70,7 +70,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if isinstance(settings, int):
         return settings
-    key = Keys.from_master(settings.secret, settings.options.identity.user_id_storage).user_key(user_id)
+    keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+    key, *also = keys.user_keys(user_id)
     now = datetime.now(UTC)
     try:
         erasure = asyncio.run(
@@ -83,13 +84,14 @@ def cmd_erase(args: argparse.Namespace) -> int:
                 ts=iso(now),
                 node=settings.node,
                 dry_run=args.dry_run,
+                also=also,
             )
         )
     except sqlite3.DatabaseError as err:
         print(f"gateway: erase failed: {err}", file=sys.stderr)
         return 1
     verb = "would erase" if args.dry_run else "erased"
-    print(f"erase: user key {key}: {verb} {len(erasure.visitors)} visitors")
+    print(f"erase: {verb} {len(erasure.visitors)} visitors")
     for table, rows in erasure.counts.items():
         print(f"  {table}: {rows}")
     if args.dry_run:

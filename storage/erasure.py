@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -36,9 +37,13 @@ MAX_VISITORS = 10_000
 """Most visitors erased with one user (a user with more is erased in several calls)."""
 
 
-async def bound_visitors(db: aiosqlite.Connection, user_key: str) -> list[str]:
+async def bound_visitors(db: aiosqlite.Connection, user_key: str, *also: str) -> list[str]:
+    """The visitors bound to the user, under ``user_key`` or any of the keys ``also`` names."""
+    keys = [user_key, *also]
+    marks = ",".join("?" * len(keys))
     async with db.execute(
-        "SELECT DISTINCT visitor_key FROM identities WHERE user_key = ? LIMIT ?", (user_key, MAX_VISITORS)
+        f"SELECT DISTINCT visitor_key FROM identities WHERE user_key IN ({marks}) LIMIT ?",
+        (*keys, MAX_VISITORS),
     ) as cursor:
         return [row[0] for row in await cursor.fetchall()]
 
@@ -65,8 +70,11 @@ async def erase_user(
     ts: str,
     node: str,
     dry_run: bool = False,
+    also: Sequence[str] = (),
 ) -> Erasure:
     """Delete everything of the user; the ``Erasure`` recorded (with rows deleted per table).
+    ``also``: the other keys the user's rows may be stored under (``Keys.user_keys``: the
+    storage mode changed since); the erasure record names ``user_key``, the current one.
     ``dry_run`` runs the very same deletes and rolls them back: the counts are what would go."""
     if not raw_user_id:
         raise ValueError("raw_user_id must not be empty")
@@ -74,7 +82,9 @@ async def erase_user(
     try:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            visitors = await bound_visitors(db, user_key)
+            keys = [user_key, *(k for k in also if k != user_key)]
+            users = ",".join("?" for _ in keys)
+            visitors = await bound_visitors(db, *keys)
             marks = ",".join("?" for _ in visitors)
             bad = await bad_events_naming(db, body_key, raw_user_id)
             counts: dict[str, int] = {}
@@ -88,10 +98,10 @@ async def erase_user(
                 ("touchpoints", f"DELETE FROM touchpoints WHERE visitor_key IN ({marks})", visitors),
                 (
                     "conversions",
-                    f"DELETE FROM conversions WHERE user_key = ? OR visitor_key IN ({marks})",
-                    [user_key, *visitors],
+                    f"DELETE FROM conversions WHERE user_key IN ({users}) OR visitor_key IN ({marks})",
+                    [*keys, *visitors],
                 ),
-                ("identities", "DELETE FROM identities WHERE user_key = ?", [user_key]),
+                ("identities", f"DELETE FROM identities WHERE user_key IN ({users})", keys),
                 # Bad events keep the sender's body as received, which may hold the raw ID.
                 ("bad_events", f"DELETE FROM bad_events WHERE id IN ({','.join('?' for _ in bad)})", bad),
             ]

@@ -78,3 +78,26 @@ def test_erase_command_dry_run_then_for_real(tmp_path: Path) -> None:
 def test_erase_command_refuses_a_bad_user_id(tmp_path: Path) -> None:
     done = gateway("erase", "x" * 1000, "-c", str(tmp_path / "none.toml"))
     assert done.returncode == 2 and "USER_ID" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_erase_finds_rows_kept_under_an_earlier_storage_mode(tmp_path: Path) -> None:
+    """Rows written under ``user_id_storage = "plain"`` (``id:alice@…`` at rest), then the
+    config changed to the default: the erasure finds them under their old key too. Before,
+    it erased 0 visitors, said it was done, and left the raw ID at rest."""
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    asyncio.run(fill(path, Keys.from_master(settings.secret, "plain").user_key("alice@example.com")))
+    assert rows(path, "SELECT DISTINCT user_key FROM identities") == [("id:alice@example.com",)]
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n')
+    done = gateway("erase", "alice@example.com", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "erased 2 visitors" in done.stdout
+    assert rows(path, "SELECT visitor_key FROM touchpoints") == [("stranger",)]
+    assert rows(path, "SELECT count(*) FROM identities") + rows(path, "SELECT count(*) FROM conversions") == [
+        (0,),
+        (0,),
+    ]
+    with sqlite3.connect(path) as db:  # the raw ID is nowhere in the file, the erasure record included
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert b"alice@example.com" not in path.read_bytes()
