@@ -169,6 +169,13 @@ class Sync:
                         log.error("central sync stopped: %s", err)
                     elif isinstance(err, central.PG_ERRORS):
                         log.warning("central sync failed (%s); retrying in %.1f s", _brief(err), delay)
+                    elif isinstance(err, ValueError) and conn is None:  # from asyncpg's DSN parser
+                        log.warning(
+                            "central sync cannot connect: central.url is not a PostgreSQL DSN it can"
+                            " read (%s); retrying in %.1f s",
+                            _brief(err),
+                            delay,
+                        )
                     else:
                         log.exception("central sync failed; retrying in %.1f s", delay)
                     if conn is not None:

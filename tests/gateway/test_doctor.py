@@ -110,3 +110,12 @@ async def test_unreachable_postgresql_when_central_is_configured(blockbuster: Bl
     assert check is not None and check.status == "FAIL" and "central PostgreSQL unreachable" in check.what
     none = SimpleNamespace(options=SimpleNamespace())
     assert await check_central(none, 2.0) is None  # type: ignore[arg-type]
+    # A DSN asyncpg cannot read is a FAIL naming the key, not a traceback; no password shown.
+    for bad in (
+        "postgresql://u:s3cret@127.0.0.1:notaport/db",
+        "postgresql://u:s3cret@127.0.0.1/db?sslmode=bogus",
+    ):
+        settings = SimpleNamespace(options=SimpleNamespace(central=SimpleNamespace(url=bad)))
+        check = await check_central(settings, 2.0)  # type: ignore[arg-type]
+        assert check is not None and check.status == "FAIL" and check.what.startswith("central.url: not a")
+        assert "s3cret" not in check.line()

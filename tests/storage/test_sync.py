@@ -287,3 +287,23 @@ async def test_two_syncs_of_one_node_at_once_skip_nothing_and_double_nothing(
     first, second = await asyncio.gather(a.sync.once(), twin.once())
     assert first["touchpoints"] + second["touchpoints"] == 1400
     assert await count(pg, "touchpoints") == 1500
+
+
+async def test_a_dsn_that_does_not_parse_is_retried_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``central.url`` asyncpg cannot read (a port that is not a number) is logged as what it
+    is, at warning level, with no traceback at every retry and no password."""
+    store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
+    await store.open()
+    sync = Sync(store.path, "postgresql://u:s3cret@127.0.0.1:notaport/db", OPTIONS, Metrics())
+    task = asyncio.create_task(sync.run())
+    try:
+        await asyncio.sleep(0.5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+    lines = [r for r in caplog.records if r.name == "gateway.sync"]
+    assert lines and all(r.levelname == "WARNING" and r.exc_info is None for r in lines)
+    assert "not a PostgreSQL DSN" in lines[0].getMessage() and "s3cret" not in caplog.text
