@@ -152,6 +152,8 @@ class Identity:
         on each landing."""
         visitor = ex.visitor
         if visitor is None:
+            if ex.aggregate_only and self.cookie_name in ex.request.cookies:
+                ex.set_cookies.append(self._cookie(ex, "", 0))  # opted out (GPC): none kept either
             return
         given = self._consent_given(ex) if self.consent_name and not self.cookieless else None
         if given is False or (visitor.consent == "no_consent" and not given):

@@ -55,6 +55,11 @@ async def test_gpc_keeps_only_daily_counts_and_sets_no_cookie(start_gateway, ups
     cookies = await get(gw, "/l?utm_source=News")  # the same landing without GPC: tracked
     assert any(c.startswith("gw_vid=v1.") for c in cookies)
     assert await rows(gw, "SELECT consent FROM touchpoints") == [("cookie",)]
+    # GPC sent again by a browser that kept its ID cookie: "on the device, nothing" — expired.
+    kept = next(c for c in cookies if c.startswith("gw_vid=")).split(";")[0]
+    expired = await get(gw, "/l?utm_source=News", {"Sec-GPC": "1", "Cookie": kept})
+    assert len(expired) == 1 and expired[0].startswith("gw_vid=;") and "Max-Age=0" in expired[0]
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(1,)]
 
 
 async def test_consent_decides_the_cookie_in_the_same_response(start_gateway, upstream_server) -> None:
