@@ -147,16 +147,18 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
         method, uri = text(doc, "method"), text(doc, "uri")
         if not (method and uri):
             request = split_request(text(doc, "request"))
+            if request == RAW_BYTES:
+                return [Skip(number, f"request: {RAW_BYTES}")]
             if isinstance(request, str):
                 return [Skip(number, "method/uri: missing (and no readable request line)")]
             method, uri = request
         elif not uri.startswith("/"):
             return [Skip(number, f"uri: not a path: {uri[:40]!r}")]
-        elif not uri.isascii():
-            return [Skip(number, f"uri: {RAW_BYTES}")]
         query = text(doc, "query")
         if query and "?" not in uri:
             uri += "?" + query.removeprefix("?")
+        if not uri.isascii():
+            return [Skip(number, f"uri: {RAW_BYTES}")]
         status = text(doc, "status")
         vid = text(doc, "vid")
         return [

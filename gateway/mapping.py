@@ -97,7 +97,9 @@ class _Reader:
             return None
         return value or None
 
-    def number(self, name: str) -> float | None:
+    def number(self, name: str, bounded: bool = True) -> float | None:
+        """A finite number (after ``value_scale``); ``bounded``: a conversion's value, from 0 to
+        ``MAX_VALUE``."""
         value = self.raw(name)
         if value is MISSING:
             return None
@@ -114,12 +116,15 @@ class _Reader:
             amount = float(value) * self.src.value_scale
         except OverflowError:  # an integer of hundreds of digits
             amount = math.inf
-        if not math.isfinite(amount) or not 0 <= amount <= MAX_VALUE:
+        if bounded and not (math.isfinite(amount) and 0 <= amount <= MAX_VALUE):
             self.fail(
                 name,
                 f"expected a number from 0 to {MAX_VALUE:.0e} (after value_scale); refunds are not"
                 " recorded (list their type in ignore_types)",
             )
+            return None
+        if not math.isfinite(amount):
+            self.fail(name, "expected a finite number")
             return None
         return amount
 
@@ -172,7 +177,9 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}
     for name in ("creator_id", "sub_id", "click_id", "click_id_kind", "landing_path"):
         attrs[name] = r.text(name)
-    value = r.number("value")
+    # Only a conversion's value is recorded: another kind's (a refund listed in ignore_types,
+    # a click) need not be one a conversion may have.
+    value = r.number("value", bounded=kind == "conversion")
     currency = r.text("currency")
     if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
         r.fail("currency", f"expected a 3-letter ISO 4217 code, got {currency[:20]!r}")

@@ -52,7 +52,7 @@ class TransparentResponse(web.StreamResponse):
         request, writer = self._req, self._payload_writer
         assert request is not None and isinstance(writer, StreamWriter)
         # What aiohttp's StreamWriter.write_headers does, with this serialisation (aiohttp is
-        # pinned to one minor series; tests/gateway/test_transparency.py sends such headers).
+        # pinned to one minor series; tests/gateway/test_proxy.py sends such headers).
         if writer._on_headers_sent is not None:
             await writer._on_headers_sent(self._headers)
         version = request.version

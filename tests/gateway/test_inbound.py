@@ -193,6 +193,19 @@ async def test_values_out_of_range_are_refused_with_the_reason(gw: RunningGatewa
     assert report["rows"][0]["value"] == 1e15
 
 
+async def test_only_a_conversions_value_is_held_to_the_range(gw: RunningGateway) -> None:
+    """The range applies to what is recorded as a conversion's value: an ignored refund (a
+    Segment ``track``, ignored by default) or a touchpoint with a negative value is accepted."""
+    refund = {"type": "track", "messageId": "r1", "userId": "u1", "event": "Order Refunded"}
+    body = encode({"batch": [{**refund, "properties": {"revenue": -25}}]})
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment")
+    assert status == 202 and answer["accepted"] == 1, answer
+    click = encode({"type": "touchpoint", "event_id": "t1", "user_id": "u1", "source": "x", "value": -1})
+    status, answer = await post(gw, click, signed(click))
+    assert status == 202, answer
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
 async def test_a_timestamp_of_any_length_is_a_401(gw: RunningGateway) -> None:
     body = encode(conversion())
     headers = signed(body)

@@ -119,3 +119,17 @@ def test_no_combined_looking_line_makes_it_raise(text: str) -> None:
 def test_a_status_that_is_not_ascii_digits_is_unknown() -> None:
     [line] = json_parser("gw_vid", {})(1, '{"time": 1, "method": "GET", "uri": "/", "status": "²"}'.encode())
     assert isinstance(line, Line) and line.status == 0
+
+
+def test_a_json_line_with_raw_bytes_in_its_target_is_skipped() -> None:
+    """Whichever field holds them: the path, the query appended to it, or a request line."""
+    json_lines = json_parser("gw_vid", {})
+    for doc in (
+        '{"time": 1, "method": "GET", "uri": "/caf\\u00e9"}',
+        '{"time": 1, "method": "GET", "uri": "/p", "query": "q=caf\\u00e9"}',
+        '{"time": 1, "request": "GET /p?q=caf\\u00e9 HTTP/1.1"}',
+    ):
+        [skip] = json_lines(1, doc.encode())
+        assert isinstance(skip, Skip) and skip.reason.endswith(RAW_BYTES), doc
+    [line] = json_lines(1, b'{"time": 1, "method": "GET", "uri": "/p", "query": "q=caf%C3%A9"}')
+    assert isinstance(line, Line) and line.target == "/p?q=caf%C3%A9"
