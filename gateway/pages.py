@@ -8,6 +8,7 @@ write header bytes as the site sent them (``as_sent``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from http import HTTPStatus
 
 import msgspec
@@ -15,16 +16,44 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11, StreamWriter
 
 
-class TransparentResponse(web.StreamResponse):
-    """A StreamResponse that adds no Server or Content-Type header it was not given.
-
-    ``as_sent``: its status line and headers hold what a site's answer carried that aiohttp's
-    writer refuses or loses — bytes that are not UTF-8 (the parser's surrogate escapes), which
-    it drops, and control characters, over which it fails the whole answer (a 500) — so they
-    are written back as the bytes they came as; only NUL, which RFC 9110 (§5.5) says to reject
-    or replace, becomes a space."""
+class AsSentHeaders(web.StreamResponse):
+    """A response whose status line and headers may hold what a site's answer carried that
+    aiohttp's writer refuses or loses — bytes that are not UTF-8 (the parser's surrogate
+    escapes), which it drops, and control characters, over which it fails the whole answer (a
+    500) — set ``as_sent`` (``needs_as_sent``) and they are written back as the bytes they came
+    as; only NUL, which RFC 9110 (§5.5) says to reject or replace, becomes a space."""
 
     as_sent = False
+
+    async def _write_headers(self) -> None:
+        if not self.as_sent:
+            return await super()._write_headers()
+        request, writer = self._req, self._payload_writer
+        assert request is not None and isinstance(writer, StreamWriter)
+        # What aiohttp's StreamWriter.write_headers does, with this serialisation (aiohttp is
+        # pinned to one minor series; tests/gateway/test_proxy.py sends such headers).
+        if writer._on_headers_sent is not None:
+            await writer._on_headers_sent(self._headers)
+        version = request.version
+        lines = [f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}"]
+        lines += [f"{name}: {value}" for name, value in self._headers.items()]
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("a header holds a line break")  # never one parsed from an answer
+        head = "\r\n".join(lines).replace("\0", " ") + "\r\n\r\n"
+        writer._headers_written, writer._headers_buf = False, head.encode("utf-8", "surrogateescape")
+        if self._send_headers_immediately:
+            writer.send_headers()
+
+
+def needs_as_sent(reason: str | None, headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether a site's status reason or header values hold what only ``AsSentHeaders.as_sent``
+    writes as it came (a tab too, harmlessly: ``isprintable`` is the cheap test)."""
+    return not (reason or "").isprintable() or not all(value.isprintable() for _, value in headers)
+
+
+class TransparentResponse(AsSentHeaders):
+    """A StreamResponse that adds no Server or Content-Type header it was not given, and writes
+    a site's header bytes as they came (``AsSentHeaders``)."""
 
     async def _prepare_headers(self) -> None:
         had_server = hdrs.SERVER in self.headers
@@ -45,25 +74,6 @@ class TransparentResponse(web.StreamResponse):
             # An HTTP/1.0 body of no announced length ends when the connection does: aiohttp
             # (3.14) decides so, but keeps the connection open, and the client waits for ever.
             self._keep_alive = False
-
-    async def _write_headers(self) -> None:
-        if not self.as_sent:
-            return await super()._write_headers()
-        request, writer = self._req, self._payload_writer
-        assert request is not None and isinstance(writer, StreamWriter)
-        # What aiohttp's StreamWriter.write_headers does, with this serialisation (aiohttp is
-        # pinned to one minor series; tests/gateway/test_proxy.py sends such headers).
-        if writer._on_headers_sent is not None:
-            await writer._on_headers_sent(self._headers)
-        version = request.version
-        lines = [f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}"]
-        lines += [f"{name}: {value}" for name, value in self._headers.items()]
-        if any("\r" in line or "\n" in line for line in lines):
-            raise ValueError("a header holds a line break")  # never one parsed from an answer
-        head = "\r\n".join(lines).replace("\0", " ") + "\r\n\r\n"
-        writer._headers_written, writer._headers_buf = False, head.encode("utf-8", "surrogateescape")
-        if self._send_headers_immediately:
-            writer.send_headers()
 
 
 class QuietResponse(TransparentResponse, web.Response):

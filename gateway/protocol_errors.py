@@ -12,7 +12,9 @@ error at error level with a traceback and the client's address. The gateway's li
 - the proxy (public) listener: the neutral error page of ``gateway/pages.py``, which says
   nothing about what runs behind the site, as for the malformed requests the proxy itself
   refuses; but the JSON error envelope below its reserved prefix (``/_gw/``, ``json_paths``),
-  whose endpoints answer JSON; each is counted in ``gateway_requests_total{outcome="bad_request"}``;
+  whose endpoints answer JSON, for a refusal made once the request is read (aiohttp hands a
+  parser refusal over with a stand-in request whose path is ``/``); each is counted in
+  ``gateway_requests_total{outcome="bad_request"}``;
 - the admin listener: the JSON error envelope, with a reason that names what is wrong
   without repeating the bytes, and the headers every admin answer carries (``headers``:
   the dashboard's CSP, nosniff, no framing).
@@ -123,8 +125,8 @@ class _Server(web.Server):
         return handler
 
     def answer(self, status: int, why: str, path: str) -> web.Response:
-        """The listener's answer to a request it refuses; ``path``: the request's, as parsed
-        (``/`` when the request line did not parse)."""
+        """The listener's answer to a request it refuses; ``path``: the request's, or ``/``
+        for what the parser refused (aiohttp's stand-in request does not carry the path)."""
         if self.public and not (self.json_paths and self.json_paths(path)):
             response = error_page(status if 400 <= status < 600 else 500)
         else:

@@ -163,6 +163,7 @@ async def proxy_websocket(
         answer = pages.QuietResponse(status=redirect.status, reason=redirect.reason)
         for name, value in redirect.headers:
             answer.headers.add(name, public_location(value) if name.lower() == "location" else value)
+        answer.as_sent = pages.needs_as_sent(redirect.reason, answer.headers.items())
         return answer
     except aiohttp.WSServerHandshakeError as err:
         # The upstream answered but did not upgrade: pass on its error status, else 502.
@@ -174,7 +175,9 @@ async def proxy_websocket(
     client = _TransparentWebSocket(
         protocols=[upstream.protocol] if upstream.protocol else (), autoping=True, max_msg_size=max_message
     )
-    client.headers.extend(_site_headers(upstream))
+    site = _site_headers(upstream)
+    client.headers.extend(site)
+    client.as_sent = pages.needs_as_sent(None, site)
     reasons: dict[int, bytes] = {}
     try:
         await client.prepare(request)
@@ -184,8 +187,9 @@ async def proxy_websocket(
     return client
 
 
-class _TransparentWebSocket(web.WebSocketResponse):
-    """The visitor's side: adds no ``Server`` header it was not given (``pages.TransparentResponse``)."""
+class _TransparentWebSocket(pages.AsSentHeaders, web.WebSocketResponse):
+    """The visitor's side: adds no ``Server`` header it was not given (``pages.TransparentResponse``),
+    writes the site's header bytes as they came (``pages.AsSentHeaders``)."""
 
     async def _prepare_headers(self) -> None:
         had_server = hdrs.SERVER in self.headers
@@ -203,7 +207,7 @@ def _site_headers(upstream: aiohttp.ClientWebSocketResponse) -> list[tuple[str, 
 def _passed_on(headers: CIMultiDictProxy[str], own: set[str]) -> list[tuple[str, str]]:
     """``headers`` of a site's answer the visitor gets: less ``own`` (names the gateway's answer
     sets itself), the body's framing and the hop-by-hop ones (those ``Connection`` names too)."""
-    drop = HOP_BY_HOP | own | {"content-length"}
+    drop = HOP_BY_HOP | own | {"content-length", "content-type"}  # the answer has no body
     if hdrs.CONNECTION in headers:
         drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
     return [(name, value) for name, value in headers.items() if name.lower() not in drop]

@@ -8,6 +8,7 @@ on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip
 import hashlib
@@ -677,6 +678,52 @@ async def test_websocket_upgrade_redirected_by_the_site_is_passed_on(start_gatew
     assert reply.status == 302 and reply.headers["Location"] == "http://shop.test/ws?x=1"
     assert reply.headers["Set-Cookie"] == "seen=1; Path=/" and "Upgrade" not in reply.headers
     assert followed == []
+
+
+async def test_websocket_upgrade_and_redirect_keep_odd_header_bytes(start_gateway, raw_upstream) -> None:
+    """A control character or a byte that is not UTF-8 in the site's 101 (or in a redirect it
+    answers the upgrade with) reaches the visitor as sent: aiohttp's writer failed the
+    handshake (a 500) over the one and cut the other."""
+    upgrade = (
+        b"Host: shop.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        if head.startswith("GET /moved"):
+            writer.write(
+                b"HTTP/1.1 301 Moved\x01\r\nLocation: /ws\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n"
+            )
+        else:
+            key = next(
+                line.split(":", 1)[1].strip()
+                for line in head.split("\r\n")
+                if line.lower().startswith("sec-websocket-key")
+            )
+            accept = base64.b64encode(
+                hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+            )
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\nX-A: a\x01b\r\nSet-Cookie: s=caf\xe9\r\n\r\n"
+            )
+        await writer.drain()
+        await reader.read()  # until the gateway closes
+
+    gw = await start_gateway(await raw_upstream(site))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /ws HTTP/1.1\r\n" + upgrade)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 101 ") and b"\r\nX-A: a\x01b\r\n" in head
+    assert b"\r\nSet-Cookie: s=caf\xe9\r\n" in head
+    moved = await raw_request(gw.proxy.port, b"GET /moved HTTP/1.1\r\n" + upgrade)
+    assert (moved.status, moved.reason, moved.headers["X-A"]) == (301, "Moved\x01", "a\x01b")
+    assert moved.headers["Location"] == "/ws"  # relative: kept as it is
 
 
 async def test_websocket_upgrade_keeps_the_sites_headers(start_gateway, upstream_server) -> None:
