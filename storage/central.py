@@ -191,6 +191,8 @@ class CentralWriter:
             await conn.copy_records_to_table(
                 f"_stage_{plan.table}", records=records, columns=list(plan.columns)
             )
+            if plan.table == "identities" and "user_key" in plan.columns:
+                await erase_late_devices(conn)
             inserted = await conn.fetch(plan.insert_sql())
             if plan.table == "erasures" and inserted:
                 await apply_erasures(conn, [row["id"] for row in inserted])
@@ -231,6 +233,34 @@ async def apply_erasures(conn: asyncpg.Connection, ids: Sequence[Any]) -> None:
             "ON CONFLICT (key) DO UPDATE SET erased_at = greatest(erased_keys.erased_at, excluded.erased_at)",
             [user_key, *visitors],
             erasure["ts"],
+        )
+
+
+async def erase_late_devices(conn: asyncpg.Connection) -> None:
+    """Inside a transaction, with a batch of bindings staged: a binding made before its user's
+    erasure, arriving after it (from a node that had not synced), names a device of the
+    erased user that the erasure could not know. That visitor is erased too — its rows from
+    before the erasure deleted, its key remembered so that later batches skip them — as
+    ``apply_erasures`` would have done had the binding been there first."""
+    late = await conn.fetch(
+        "SELECT s.visitor_key, max(e.erased_at) AS erased_at FROM _stage_identities s"
+        " JOIN erased_keys e ON e.key = s.user_key AND s.ts <= e.erased_at GROUP BY s.visitor_key"
+    )
+    for row in late:
+        visitor, erased_at = row["visitor_key"], row["erased_at"]
+        await conn.execute(
+            "DELETE FROM verdict_changes WHERE touchpoint_id IN "
+            "(SELECT id FROM touchpoints WHERE visitor_key = $1 AND ts <= $2)",
+            visitor,
+            erased_at,
+        )
+        await conn.execute("DELETE FROM touchpoints WHERE visitor_key = $1 AND ts <= $2", visitor, erased_at)
+        await conn.execute("DELETE FROM conversions WHERE visitor_key = $1 AND ts <= $2", visitor, erased_at)
+        await conn.execute(
+            "INSERT INTO erased_keys (key, erased_at) VALUES ($1, $2) "
+            "ON CONFLICT (key) DO UPDATE SET erased_at = greatest(erased_keys.erased_at, excluded.erased_at)",
+            visitor,
+            erased_at,
         )
 
 

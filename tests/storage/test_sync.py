@@ -182,6 +182,35 @@ async def test_erasure_propagates_across_every_nodes_rows(
     assert await count(pg, "touchpoints") == 2
 
 
+async def test_erasure_reaches_a_device_bound_on_a_node_that_had_not_synced(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """Node B bound the phone to the user and recorded its touchpoint and a conversion, then
+    synced only after node A's erasure: the erasure could not know the phone. Its binding
+    arriving names it, and its rows from before the erasure go too (before, only the
+    binding was dropped, and the phone's rows stayed centrally)."""
+    a, b = nodes
+    laptop, phone, stranger = "1" * 32, "2" * 32, "3" * 32
+    await a.store.write([touch(1, laptop), touch(2, stranger), bind(laptop, "u-9")])
+    sale = Conversion(
+        uuid7(), iso(T0 + timedelta(seconds=4)), "b", "buy", "order:p1", phone, None, 5.0, "EUR"
+    )
+    await b.store.write([touch(3, phone, "b"), bind(phone, "u-9", "b"), sale])
+    await a.sync.once()
+    now = datetime.now(UTC)
+    await erase_user(
+        a.path, "u-9", "raw", body_key=body_key(b"k" * 32), event_id=uuid7(), ts=iso(now), node="a"
+    )
+    await a.sync.once()
+    await b.sync.once()
+    assert await pg.fetchval("SELECT array_agg(visitor_key) FROM touchpoints") == [stranger]
+    assert (await count(pg, "conversions"), await count(pg, "identities")) == (0, 0)
+    # The phone coming back after the erasure is a new history, recorded as usual.
+    await b.store.write([touch(6, phone, "b", at=datetime.now(UTC) + timedelta(seconds=1))])
+    await b.sync.once()
+    assert await count(pg, "touchpoints") == 2
+
+
 async def test_erasure_of_the_newest_rows_does_not_hide_later_rows(
     nodes: tuple[Node, Node], pg: asyncpg.Connection
 ) -> None:
