@@ -28,7 +28,7 @@ from gateway.options import (
     parse_listen,
 )
 from gateway.payouts import validate_payouts
-from gateway.ruleconfig import validate_rules
+from gateway.ruleconfig import regex_problem, validate_rules
 
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
 
@@ -291,10 +291,10 @@ def _validate_central(options: Options) -> list[str]:
 
 
 def _check_regex(problems: list[str], key: str, pattern: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as err:
-        problems.append(f"{key}: not a valid regular expression ({err}): {pattern!r}")
+    """A channel rule's or tier's pattern, compiled case-insensitively as it runs."""
+    bad = regex_problem(pattern, re.IGNORECASE)
+    if bad:
+        problems.append(f"{key}: {bad}")
 
 
 def validate_channels(ch: ChannelsOptions) -> list[str]:

@@ -2,7 +2,7 @@
 
 Owns the rule option structs (a match, success statuses, value sources), the
 checks done once at start-up — each problem naming its TOML key, e.g.
-``identity.rules[1].path: not a valid regular expression: …`` — and the
+``identity.rules[1].path: not a valid regular expression (…): …`` — and the
 loading of JWT verification keys (from the environment or a PEM file). Fields
 named like a credential (``FORBIDDEN_NAME``) are refused here and again where
 values are extracted (``addons/rules.py``).
@@ -126,6 +126,23 @@ class ConversionRule(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """Most bytes of a body read for this rule."""
 
 
+def regex_problem(pattern: str, flags: int = 0) -> str | None:
+    """Why a configured regular expression cannot be used, or None: compiled here with the
+    flags it runs with, so start-up refuses what would otherwise fail at the first request."""
+    try:
+        re.compile(pattern, flags)
+    except re.error as err:
+        reason = str(err)
+    except OverflowError:  # a{4294967296}: raised by re itself, not as re.error
+        reason = "a repeat count is too large"
+    except RecursionError:  # ((((…)))) a thousand deep
+        reason = "nested too deeply"
+    else:
+        return None
+    shown = repr(pattern) if len(pattern) <= 80 else repr(pattern[:60]) + "…"
+    return f"not a valid regular expression ({reason}): {shown}"
+
+
 _METHOD = re.compile(r"[A-Z]+")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
@@ -154,10 +171,9 @@ def validate_rules(
         _check(
             p, bool(_METHOD.fullmatch(rule.method)), f"{at}.method", f"not an HTTP method: {rule.method!r}"
         )
-        try:
-            re.compile(rule.path)
-        except re.error as err:
-            p.append(f"{at}.path: not a valid regular expression: {err}")
+        bad_path = regex_problem(rule.path)  # compiled as addons/rules.py compiles it
+        if bad_path:
+            p.append(f"{at}.path: {bad_path}")
         _check(p, bool(rule.status), f"{at}.status", "must list at least one status")
         for j, status in enumerate(rule.status):
             _check(p, 100 <= status <= 599, f"{at}.status[{j}]", f"must be 100..599, got {status}")

@@ -306,7 +306,7 @@ def test_config_errors_name_the_rule_key() -> None:
     with pytest.raises(ConfigError) as info:
         context(toml + "[proxy]\naddons = ['identity', 'campaign']\n")
     found = info.value.problems
-    assert any(p.startswith("identity.rules[1].path: not a valid regular expression:") for p in found)
+    assert any(p.startswith("identity.rules[1].path: not a valid regular expression (") for p in found)
     assert "identity.rules[1].status[0]: must be 100..599, got 99" in found
     assert "identity.rules[1].name: 'r' is used by another rule" in found
     assert 'identity.rules: rules are configured but "stitching" is not in proxy.addons' in found

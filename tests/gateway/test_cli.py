@@ -524,3 +524,17 @@ def test_report_on_the_readme_worked_example(tmp_path: Path) -> None:
     block = readme[readme.index("$ gateway report -c gateway.toml --model linear") :]
     block = block[block.index("\n") + 1 : block.index("```")]
     assert done.stdout == block
+
+
+def test_check_and_run_refuse_a_regex_re_cannot_compile(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        "[[channels.rules]]\nchannel = 'X'\nmedium = 'a{4294967296}'\n"
+        f"[attribution]\ntier_patterns = {{ awareness = ['{'(' * 1000 + ')' * 1000}'] }}\n"
+    )
+    for command in ("check", "run"):
+        done = gateway(command, "-c", str(cfg), env=ENV)
+        assert done.returncode == 2, done
+        assert "channels.rules[0].medium: not a valid regular expression" in done.stderr
+        assert "attribution.tier_patterns.awareness[0]: not a valid regular expression" in done.stderr
+        assert "Traceback" not in done.stderr

@@ -234,3 +234,30 @@ def test_central_url_and_sink_secrets_resolve_from_the_environment() -> None:
     assert settings.central_url == "postgresql://x@h/db"
     assert settings.sink_secrets == {"seg": b"key1"}
     assert "postgresql://x@h/db" not in str(masked(settings.options))
+
+
+_RULE = "name = 'r'\nstatus = [200]\nuser_id = { form = 'u' }\n"
+_DEEP = "(" * 1000 + ")" * 1000
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[[channels.rules]]\nchannel = 'X'\nmedium = 'a{4294967296}'\n",
+         "channels.rules[0].medium: not a valid regular expression (a repeat count is too large): "
+         "'a{4294967296}'"),
+        (f"[[channels.rules]]\nchannel = 'X'\nsource = '{_DEEP}'\n",
+         "channels.rules[0].source: not a valid regular expression (nested too deeply): '(((("),
+        ("[attribution]\ntier_patterns = { awareness = ['x{99999999999}'] }\n",
+         "attribution.tier_patterns.awareness[0]: not a valid regular expression (a repeat count"),
+        (f"[[identity.rules]]\npath = 'a{{99999999999}}'\n{_RULE}",
+         "identity.rules[0].path: not a valid regular expression (a repeat count is too large)"),
+        (f"[[identity.rules]]\npath = '{_DEEP}'\n{_RULE}",
+         "identity.rules[0].path: not a valid regular expression (nested too deeply)"),
+        ("[[conversions]]\nname = 'c'\npath = 'a{99999999999}'\nstatus = [200]\n",
+         "conversions[0].path: not a valid regular expression (a repeat count is too large)"),
+    ],
+)  # fmt: skip
+def test_a_regex_re_cannot_compile_is_a_problem_naming_its_key(toml: str, expected: str) -> None:
+    found = problems(toml)
+    assert any(p.startswith(expected) for p in found), found
