@@ -257,6 +257,36 @@ def resolve_sender_secret(
     return raw
 
 
+def read_config(path: str | Path) -> str:
+    """The config file's text; ConfigError when it cannot be read or is not UTF-8 (TOML's
+    only encoding), saying where the first foreign byte is so the operator can find it."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as err:
+        raise ConfigError([f"{file}: cannot read: {err.strerror}"]) from err
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - raw.rfind(b"\n", 0, err.start)
+        raise ConfigError(
+            [
+                f"{file}: not UTF-8 (byte 0x{raw[err.start]:02x} at line {line}, column {column}); "
+                "TOML files are UTF-8: save it as UTF-8"
+            ]
+        ) from err
+
+
+def parse_config(text: str, name: str) -> dict[str, Any]:
+    """TOML text → tables. A leading byte-order mark is dropped: editors on Windows write one,
+    and it is not part of the configuration."""
+    try:
+        return tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"{name}: not valid TOML: {err}"]) from err
+
+
 def load_settings(
     path: str | Path | None,
     *,
@@ -272,16 +302,9 @@ def load_settings(
     if text is None:
         if path is None:
             raise ConfigError(["no config file given"])
-        file = Path(path)
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError([f"{file}: cannot read: {err.strerror}"]) from err
-        base_dir = file.resolve().parent
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError([f"{path or 'config'}: not valid TOML: {err}"]) from err
+        text = read_config(path)
+        base_dir = Path(path).resolve().parent
+    data = parse_config(text, str(path or "config"))
     options, problems = decode_options(data)
     problems += validate(options)
     if not admin_public:

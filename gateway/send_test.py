@@ -12,16 +12,14 @@ import argparse
 import os
 import sys
 import time
-import tomllib
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from gateway.config import ConfigError, decode_options, sender_secret_bytes
+from gateway.config import ConfigError, decode_options, parse_config, read_config, sender_secret_bytes
 from gateway.config_checks import validate
 from gateway.options import Options, parse_listen
 from gateway.signing import standard_signature
@@ -51,10 +49,7 @@ def sample_payload(src: SourceMap, creator: str, value: float, currency: str) ->
 
 
 def _options(path: str) -> Options:
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError([f"{path}: {err}"]) from err
+    data = parse_config(read_config(path), path)
     options, problems = decode_options(data)
     problems += validate(options)
     if problems:

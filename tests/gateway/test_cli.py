@@ -538,3 +538,21 @@ def test_check_and_run_refuse_a_regex_re_cannot_compile(tmp_path: Path) -> None:
         assert "channels.rules[0].medium: not a valid regular expression" in done.stderr
         assert "attribution.tier_patterns.awareness[0]: not a valid regular expression" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_config_that_is_not_utf8_is_named_with_the_byte_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "x.toml"
+    cfg.write_bytes(b"[proxy]\n# caf\xe9 comment\n")
+    for command in ("check", "run", "send-test-event"):
+        done = gateway(command, "-c", str(cfg), env=ENV)
+        assert done.returncode == 2, done
+        assert f"{cfg}: not UTF-8 (byte 0xe9 at line 2, column 6)" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_a_config_starting_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    cfg = tmp_path / "bom.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf[identity]\ncookie_name = 'vid'\n")
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert tomllib.loads(done.stdout)["identity"]["cookie_name"] == "vid"
