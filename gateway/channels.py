@@ -136,6 +136,13 @@ def _extractor() -> tldextract.TLDExtract:
     return extract
 
 
+def is_public_suffix(host: str) -> bool:
+    """``com``, ``co.uk``, ``github.io``: a suffix under which anyone registers a site (the
+    list browsers use to refuse a cookie Domain that would span many sites)."""
+    parts = _extractor()(host)
+    return bool(parts.suffix) and not parts.domain
+
+
 class _Rule:
     """A compiled ``[[channels.rules]]`` entry."""
 

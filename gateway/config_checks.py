@@ -14,21 +14,24 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import re
+from collections.abc import Iterable
 
 from yarl import URL
 
-from gateway.channels import CLASSES
+from gateway.channels import CLASSES, is_public_suffix
+from gateway.config_values import cookie_name_problem, host_problem, regex_problem, toml_key
 from gateway.events import VERDICTS
 from gateway.options import (
     AttributionOptions,
     BotWeights,
     ChannelsOptions,
+    IdentityOptions,
     Options,
     PrivacyOptions,
     parse_listen,
 )
 from gateway.payouts import validate_payouts
-from gateway.ruleconfig import regex_problem, validate_rules
+from gateway.ruleconfig import validate_rules
 
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
 
@@ -181,12 +184,7 @@ def validate(options: Options) -> list[str]:
             "proxy.addons",
             '"campaign" needs "identity" before it (touchpoints belong to a visitor)',
         )
-    _check(
-        p,
-        bool(re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", ident.cookie_name)),
-        "identity.cookie_name",
-        f"must be a valid cookie name, got {ident.cookie_name!r}",
-    )
+    _validate_cookie(p, ident)
     _within(p, "identity.max_age_days", ident.max_age_days, 1, 3650)
     _check(
         p,
@@ -225,11 +223,43 @@ def validate(options: Options) -> list[str]:
     return p
 
 
+def _validate_cookie(p: list[str], ident: IdentityOptions) -> None:
+    """The ID cookie's name and Domain: a browser drops a cookie it finds malformed without a
+    word, and every visitor would then be new on every page."""
+    bad = cookie_name_problem(ident.cookie_name)
+    if bad:
+        p.append(f"identity.cookie_name: {bad}")
+    prefix = ident.cookie_name[:9].lower()
+    if prefix.startswith(("__secure-", "__host-")) and ident.secure != "always":
+        p.append(
+            f'identity.cookie_name: browsers keep a "{ident.cookie_name[: prefix.index("-") + 1]}" '
+            'cookie only when it is Secure: set identity.secure = "always" (the site is https only)'
+        )
+    if prefix.startswith("__host-") and ident.domain:
+        p.append(
+            'identity.cookie_name: browsers refuse a "__Host-" cookie with a Domain: '
+            "leave identity.domain empty"
+        )
+    if ident.domain:
+        domain = ident.domain.removeprefix(".")  # a leading dot is legal and ignored (RFC 6265)
+        bad = host_problem(domain)
+        if bad:
+            p.append(f"identity.domain: {bad}")
+        elif is_public_suffix(domain.lower()):
+            p.append(
+                f"identity.domain: {ident.domain!r} is a public suffix, which browsers refuse as a cookie "
+                'Domain; name the site\'s own domain, like "example.com"'
+            )
+
+
 def _validate_privacy(pr: PrivacyOptions) -> list[str]:
     p: list[str] = []
     _within(p, "privacy.retention_days", pr.retention_days, 0, 36500)
     cc = pr.consent_cookie
     if cc.name:
+        bad = cookie_name_problem(cc.name)
+        if bad:
+            p.append(f"privacy.consent_cookie.name: {bad}")
         _check(p, bool(cc.yes), "privacy.consent_cookie.yes", "must list at least one value meaning consent")
         both = sorted(set(cc.yes) & set(cc.no))
         _check(p, not both, "privacy.consent_cookie.no", f"values also listed in yes: {both}")
@@ -297,14 +327,29 @@ def _check_regex(problems: list[str], key: str, pattern: str) -> None:
         problems.append(f"{key}: {bad}")
 
 
+def _check_hosts(p: list[str], key: str, hosts: Iterable[str], example: str) -> None:
+    """Referrer hosts or site names, as the classifier normalizes them (spaces and a final dot
+    dropped, any case): a URL or a port there would never match a referrer."""
+    for i, host in enumerate(hosts):
+        bad = host_problem(host.strip().rstrip("."), example=example)
+        if bad:
+            p.append(f"{key}[{i}]: {bad}")
+
+
 def validate_channels(ch: ChannelsOptions) -> list[str]:
     p: list[str] = []
+    for host in ch.referrers:
+        bad = host_problem(host.strip().rstrip("."), example="kagi.com")
+        if bad:
+            p.append(f"channels.referrers.{toml_key(host)}: {bad}")
+    _check_hosts(p, "channels.payment_gateways", ch.payment_gateways, "checkout.stripe.com")
+    _check_hosts(p, "channels.own_domains", ch.own_domains, "example-shop.net")
     for host, value in ch.referrers.items():
         kind = value.partition("/")[0]
         _check(
             p,
             kind in CLASSES,
-            f"channels.referrers.{host}",
+            f"channels.referrers.{toml_key(host)}",
             f"unknown class {kind!r} (known: {', '.join(CLASSES)})",
         )
     _check(p, bool(ch.creator_channel.strip()), "channels.creator_channel", "must not be empty")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.config_values import cookie_name_problem, host_problem, regex_problem
 from gateway.events import MAX_VALUE
 
 
@@ -126,23 +127,6 @@ class ConversionRule(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """Most bytes of a body read for this rule."""
 
 
-def regex_problem(pattern: str, flags: int = 0) -> str | None:
-    """Why a configured regular expression cannot be used, or None: compiled here with the
-    flags it runs with, so start-up refuses what would otherwise fail at the first request."""
-    try:
-        re.compile(pattern, flags)
-    except re.error as err:
-        reason = str(err)
-    except OverflowError:  # a{4294967296}: raised by re itself, not as re.error
-        reason = "a repeat count is too large"
-    except RecursionError:  # ((((…)))) a thousand deep
-        reason = "nested too deeply"
-    else:
-        return None
-    shown = repr(pattern) if len(pattern) <= 80 else repr(pattern[:60]) + "…"
-    return f"not a valid regular expression ({reason}): {shown}"
-
-
 _METHOD = re.compile(r"[A-Z]+")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
@@ -174,6 +158,10 @@ def validate_rules(
         bad_path = regex_problem(rule.path)  # compiled as addons/rules.py compiles it
         if bad_path:
             p.append(f"{at}.path: {bad_path}")
+        # Compared with the request's Host without its port, lower-cased: a URL never matches.
+        bad_host = rule.host and host_problem(rule.host, example="shop.example.com", ip=True)
+        if bad_host:
+            p.append(f"{at}.host: {bad_host}")
         _check(p, bool(rule.status), f"{at}.status", "must list at least one status")
         for j, status in enumerate(rule.status):
             _check(p, 100 <= status <= 599, f"{at}.status[{j}]", f"must be 100..599, got {status}")
@@ -236,6 +224,9 @@ def _validate_source(p: list[str], key: str, source: Source) -> None:
     )
     if kind.endswith("_json"):
         _check(p, name.startswith("/"), f"{key}.{kind}", f'a JSON pointer starts with "/", got {name!r}')
+    bad_cookie = kind == "jwt_cookie" and cookie_name_problem(name)
+    if bad_cookie:
+        p.append(f"{key}.jwt_cookie: {bad_cookie}")
     if not is_jwt:
         _check(
             p,

@@ -206,7 +206,10 @@ def test_a_classifier_can_be_built_from_options_alone() -> None:
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ("[channels]\nreferrers = { 'x.com' = 'news' }\n", "channels.referrers.x.com: unknown class 'news'"),
+        (
+            "[channels]\nreferrers = { 'x.com' = 'news' }\n",
+            "channels.referrers.\"x.com\": unknown class 'news'",
+        ),
         ("[channels]\ncreator_channel = ' '\n", "channels.creator_channel: must not be empty"),
         ("[channels]\nbogus = 1\n", "channels.bogus: unknown key"),
         (

@@ -227,7 +227,7 @@ def test_reclassify_explains_its_problems(tmp_path: Path) -> None:
     assert done.returncode == 1 and "no store at" in done.stderr
     cfg.write_text("[channels]\nreferrers = { 'x.com' = 'news' }\n")
     done = gateway("reclassify", "-c", str(cfg))
-    assert done.returncode == 2 and "channels.referrers.x.com: unknown class" in done.stderr
+    assert done.returncode == 2 and 'channels.referrers."x.com": unknown class' in done.stderr
     done = gateway("reclassify", "-c", str(cfg), "--batch-size", "0")
     assert done.returncode == 2 and "--batch-size" in done.stderr and "Traceback" not in done.stderr
 

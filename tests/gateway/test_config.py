@@ -54,7 +54,7 @@ def test_defaults_load() -> None:
         ("[proxy]\nreserved_prefix = 'gw'\n", "proxy.reserved_prefix: must look like"),
         ("[campaign]\nclick_ids = ['ok', 'not ok']\n", "campaign.click_ids[1]: not a parameter name"),
         ("[campaign]\nmax_value_length = 0\n", "campaign.max_value_length: must be 1..2000"),
-        ("[identity]\ncookie_name = 'a b'\n", "identity.cookie_name: must be a valid cookie name"),
+        ("[identity]\ncookie_name = 'a b'\n", "identity.cookie_name: must be a cookie name: letters"),
         ("[identity]\nsamesite = 'None'\nsecure = 'never'\n", "identity.samesite: SameSite=None"),
         ("[storage]\ndurability = 'maybe'\n", "storage.durability: expected one of"),
         ("[storage]\nbatch_size = 0\n", "storage.batch_size: must be 1..10000"),
@@ -261,3 +261,61 @@ _DEEP = "(" * 1000 + ")" * 1000
 def test_a_regex_re_cannot_compile_is_a_problem_naming_its_key(toml: str, expected: str) -> None:
     found = problems(toml)
     assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[identity]\ndomain = 'http://example.com/'\n",
+         "identity.domain: must be a bare host name like \"example.com\", without scheme, port or path, "
+         "got 'http://example.com/' (write \"example.com\")"),
+        ("[identity]\ndomain = 'co.uk'\n", "identity.domain: 'co.uk' is a public suffix"),
+        ("[identity]\ncookie_name = '__Host-vid'\n",
+         'identity.cookie_name: browsers keep a "__Host-" cookie only when it is Secure'),
+        ("[identity]\ncookie_name = '__secure-vid'\nsecure = 'auto'\n",
+         'identity.cookie_name: browsers keep a "__secure-" cookie only when it is Secure'),
+        ("[identity]\ncookie_name = '__Host-vid'\nsecure = 'always'\ndomain = 'example.com'\n",
+         'identity.cookie_name: browsers refuse a "__Host-" cookie with a Domain'),
+        ("[privacy]\nconsent_cookie = { name = 'c c;', yes = ['1'] }\n",
+         "privacy.consent_cookie.name: must be a cookie name: letters, digits and !#$%&'*+-.^_`|~ "
+         "(no spaces, ;, =, quotes or commas), got 'c c;'"),
+        ("[channels]\nown_domains = ['shop.example.org', 'http://example.com']\n",
+         "channels.own_domains[1]: must be a bare host name like \"example-shop.net\", without scheme, "
+         "port or path, got 'http://example.com' (write \"example.com\")"),
+        ("[channels]\npayment_gateways = ['']\n", "channels.payment_gateways[0]: must be a bare host name"),
+        ("[channels]\nreferrers = { '' = 'search' }\n", 'channels.referrers."": must be a bare host name'),
+        ("[channels]\nreferrers = { 'kagi.com/search' = 'search' }\n",
+         'channels.referrers."kagi.com/search": must be a bare host name'),
+        ("[[conversions]]\nname = 'c'\npath = '/x'\nhost = 'https://Shop.example.com:443/'\nstatus = [200]\n",
+         "conversions[0].host: must be a bare host name or IP address like \"shop.example.com\", without "
+         "scheme, port or path, got 'https://Shop.example.com:443/' (write \"shop.example.com\")"),
+        (f"[[identity.rules]]\npath = '/x'\nhost = '[::1]'\n{_RULE}",
+         "identity.rules[0].host: must be a bare host name or IP address like \"shop.example.com\", without "
+         "scheme, port or path, got '[::1]' (write \"::1\")"),
+        ("[[identity.rules]]\nname = 'r'\npath = '/x'\nstatus = [200]\n"
+         "user_id = { jwt_cookie = 'my session', verify = false }\n",
+         "identity.rules[0].user_id.jwt_cookie: must be a cookie name"),
+    ],
+)  # fmt: skip
+def test_hosts_and_cookie_names_that_could_never_match_are_refused(toml: str, expected: str) -> None:
+    found = problems(toml)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_prefixed_cookie_name_needs_what_browsers_require_of_it() -> None:
+    """``__Host-`` is kept by browsers only Secure and without Domain; the rest of the config's
+    hosts in their bare forms load (ports, schemes and the like are refused above)."""
+    text = "[identity]\ncookie_name = '__Host-vid'\n"
+    assert any(p.startswith("identity.cookie_name: browsers keep") for p in problems(text))
+    text += (
+        "secure = 'always'\n"
+        "[channels]\nown_domains = ['Shop.Example.org.']\npayment_gateways = ['paypal']\n"
+        "referrers = { 'Kagi.com' = 'search', kagi = 'search' }\n"
+        "[[conversions]]\nname = 'c'\npath = '/x'\nhost = '127.0.0.1'\nstatus = [200]\n"
+        f"[[identity.rules]]\npath = '/x'\nhost = '::1'\n{_RULE}"
+        "[[identity.rules]]\nname = 's'\npath = '/y'\nhost = 'Shop.example.com'\nstatus = [200]\n"
+        "user_id = { jwt_cookie = 'access_token', verify = false }\n"
+    )
+    assert load_settings(None, text=text, environ=ENV).options.identity.cookie_name == "__Host-vid"
+    text = "[identity]\ndomain = '.Example.com'\n"  # a leading dot: legal, and ignored by browsers
+    assert load_settings(None, text=text, environ=ENV).options.identity.domain == ".Example.com"

@@ -1,0 +1,88 @@
+"""Checks of single configured values the start-up checks share: regular expressions, host
+names and cookie names.
+
+Each returns why a value cannot be used (the text after ``key: `` in a problem line), or
+None. Pure functions, no I/O: ``gateway.config_checks`` and ``gateway.ruleconfig`` call them
+and name the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+
+import msgspec
+from yarl import URL
+
+COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An RFC 6265 cookie-name: an RFC 7230 token (no spaces, ``;``, ``=``, quotes or commas)."""
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def toml_key(key: str) -> str:
+    """A table key as written in TOML: bare when it can be, else quoted (``"kagi.com"``)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else msgspec.json.encode(key).decode()
+
+
+def regex_problem(pattern: str, flags: int = 0) -> str | None:
+    """Why a configured regular expression cannot be used, or None: compiled here with the
+    flags it runs with, so start-up refuses what would otherwise fail at the first request."""
+    try:
+        re.compile(pattern, flags)
+    except re.error as err:
+        reason = str(err)
+    except OverflowError:  # a{4294967296}: raised by re itself, not as re.error
+        reason = "a repeat count is too large"
+    except RecursionError:  # ((((…)))) a thousand deep
+        reason = "nested too deeply"
+    else:
+        return None
+    return f"not a valid regular expression ({reason}): {_shown(pattern)}"
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 80 else repr(value[:60]) + "…"
+
+
+def _is_host_name(value: str) -> bool:
+    """Dot-separated labels of letters, digits, ``-`` and ``_`` (any case), at most 253 long."""
+    return 0 < len(value) <= 253 and all(_LABEL.fullmatch(label) for label in value.lower().split("."))
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def host_problem(value: str, *, example: str = "example.com", ip: bool = False) -> str | None:
+    """Why ``value`` is not a bare host name like ``example.com`` (or, with ``ip``, an IP
+    address): the gateway compares hosts literally, so a URL, a port or a path never matches."""
+    if _is_host_name(value) or (ip and _is_ip(value)):
+        return None
+    hint = ""
+    if "://" in value or "/" in value or ":" in value:
+        try:
+            host = URL(value if "://" in value else f"http://{value}").host
+        except ValueError:
+            host = None
+        if host and (_is_host_name(host) or (ip and _is_ip(host))):
+            hint = f' (write "{host}")'
+    elif not value.isascii():
+        with contextlib.suppress(UnicodeError):  # not even an internationalized name
+            hint = f' (write it as "{value.encode("idna").decode()}")'
+    what = "a bare host name or IP address" if ip else "a bare host name"
+    return f'must be {what} like "{example}", without scheme, port or path, got {_shown(value)}{hint}'
+
+
+def cookie_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a cookie: RFC 6265 allows only a token."""
+    if COOKIE_NAME.fullmatch(name):
+        return None
+    return (
+        "must be a cookie name: letters, digits and !#$%&'*+-.^_`|~ "
+        f"(no spaces, ;, =, quotes or commas), got {_shown(name)}"
+    )
