@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import ipaddress
 import os
 import re
@@ -27,6 +28,7 @@ import msgspec
 
 from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, validate
+from gateway.config_values import toml_key
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
 from gateway.ruleconfig import resolve_rule_keys, rule_sources
 
@@ -72,26 +74,109 @@ class Settings:
         return path if path.is_absolute() else self.base_dir / path
 
 
-def _msgspec_problem(section: str, err: msgspec.ValidationError, struct: type | None = None) -> str:
-    """msgspec's "Expected `int`, got `str` - at `$.x`" → "section.x: expected int, got str"."""
+def _msgspec_problem(
+    section: str, err: msgspec.ValidationError, struct: type | None = None, data: Any = None
+) -> str:
+    """msgspec's "Expected `float`, got `str` - at `$.lookback_days[...]`" →
+    "section.lookback_days.awareness: expected a number, got "x"": the map key msgspec hides
+    is found again in ``data`` (the table as read), and so is the value shown."""
     struct = struct or SECTIONS[section]
     message, sep, where = str(err).rpartition(" - at `")
     if not sep:
         message, where = str(err), "$`"
-    key = section + where.rstrip("`").removeprefix("$")
+    where = where.rstrip("`").removeprefix("$")
+    parts = _map_keys(where, str(err), struct, data) if "[...]" in where and data is not None else None
+    key = section + (_shown_path(parts) if parts is not None else where)
     unknown = re.match(r"Object contains unknown field `(.+)`", message)
     if unknown:
-        owner = _struct_at(struct, key[len(section) :])
+        owner = _struct_at(struct, where)
         allowed = ", ".join(owner.__struct_fields__) if owner is not None else ""
         return f"{key}.{unknown.group(1)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
     enum = re.match(r"Invalid enum value (.+)", message)
     if enum:
-        path, _, name = key[len(section) :].rpartition(".")
+        path, _, name = where.rpartition(".")
         owner = _struct_at(struct, path)
         allowed = _literal_values(owner, name) if owner is not None else "?"
         return f"{key}: expected one of {allowed}, got {enum.group(1)}"
+    expected = re.fullmatch(r"Expected `(.+)`, got `(.+)`", message)
+    if expected:
+        wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in expected.group(1).split(" | ") if t != "null")
+        found = _value_at(data, parts if parts is not None else _path_parts(where))
+        got = _TYPE_WORDS.get(expected.group(2), expected.group(2)) if found is _MISSING else _shown(found)
+        return f"{key}: expected {wanted}, got {got}"
     message = message.replace("`", "")
     return f"{key}: {message[:1].lower()}{message[1:]}"
+
+
+_TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "array": "an array",
+    "object": "a table",
+}
+"""msgspec's type names, as an operator writing TOML knows them."""
+_MISSING = object()
+_PATH_PART = re.compile(r"\.([A-Za-z0-9_]+)|\[([0-9]+|\.\.\.)\]")
+
+
+def _path_parts(where: str) -> list[str | int]:
+    """``.creators[...].tier`` → ["creators", "...", "tier"]; ``[2]`` → 2."""
+    return [name or (int(index) if index.isdigit() else index) for name, index in _PATH_PART.findall(where)]
+
+
+def _map_keys(where: str, error: str, struct: type, data: Any) -> list[str | int] | None:
+    """The path with each ``[...]`` (a map key msgspec does not name) replaced by the key: the
+    map is cut down to one entry at a time, and the first entry that alone gives the same error
+    is the one (msgspec reports the first failure, in the order the file lists them)."""
+    parts = _path_parts(where)
+    trial = copy.deepcopy(data)
+    for i, part in enumerate(parts):
+        if part != "...":
+            continue
+        table = _value_at(trial, parts[:i])
+        if not isinstance(table, dict):
+            return None
+        entries = list(table.items())
+        for name, value in entries:
+            table.clear()
+            table[name] = value
+            try:
+                msgspec.convert(trial, struct)
+            except msgspec.ValidationError as err:
+                if str(err) == error:
+                    parts[i] = name
+                    break
+        else:
+            return None
+    return parts
+
+
+def _value_at(data: Any, parts: list[str | int]) -> Any:
+    for part in parts:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return data
+
+
+def _shown_path(parts: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{toml_key(p)}" for p in parts)
+
+
+def _shown(value: Any) -> str:
+    """A value as the TOML file spells it (short): a string quoted, a table or array named."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return msgspec.json.encode(value if len(value) <= 60 else value[:60] + "…").decode()
+    return str(value)
 
 
 def _struct_at(struct: type, path: str) -> type[msgspec.Struct] | None:
@@ -130,7 +215,7 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
         try:
             tables[name] = msgspec.convert(value, struct)
         except msgspec.ValidationError as err:
-            problems.append(_msgspec_problem(name, err))
+            problems.append(_msgspec_problem(name, err, data=value))
     return Options(**tables), problems
 
 
@@ -151,7 +236,7 @@ def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.S
         try:
             decoded.append(msgspec.convert(entry, struct))
         except msgspec.ValidationError as err:
-            problems.append(_msgspec_problem(key, err, struct))
+            problems.append(_msgspec_problem(key, err, struct, entry))
             failed = True
     # Checks after decoding name entries by index: with one missing, the others' would be wrong.
     return () if failed else tuple(decoded)

@@ -374,7 +374,10 @@ def test_readme_worked_example_matches_the_code() -> None:
     ("toml", "expected"),
     [
         ("lookback_days = { awareness = 0.0 }\n", "attribution.lookback_days.awareness: must be 0..3650"),
-        ("lookback_days = { awareness = 'x' }\n", "attribution.lookback_days[...]: expected float, got str"),
+        (
+            "lookback_days = { awareness = 'x' }\n",
+            'attribution.lookback_days.awareness: expected a number, got "x"',
+        ),
         (
             "default_tier = 'nope'\n",
             "attribution.default_tier: 'nope' has no attribution.lookback_days entry",

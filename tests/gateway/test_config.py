@@ -34,7 +34,7 @@ def test_defaults_load() -> None:
     [
         ("[proxy]\nbogus = 1\n", "proxy.bogus: unknown key"),
         ("[nope]\n", "nope: unknown table"),
-        ("[identity]\nmax_age_days = 'x'\n", "identity.max_age_days: expected int, got str"),
+        ("[identity]\nmax_age_days = 'x'\n", 'identity.max_age_days: expected a whole number, got "x"'),
         ("[identity]\nmax_age_days = 0\n", "identity.max_age_days: must be 1..3650, got 0"),
         ("[proxy]\nstrip = 'sideways'\n", "proxy.strip: expected one of"),
         ("[proxy]\nlisten = 'nowhere'\n", 'proxy.listen: expected "HOST:PORT"'),
@@ -319,3 +319,31 @@ def test_a_prefixed_cookie_name_needs_what_browsers_require_of_it() -> None:
     assert load_settings(None, text=text, environ=ENV).options.identity.cookie_name == "__Host-vid"
     text = "[identity]\ndomain = '.Example.com'\n"  # a leading dot: legal, and ignored by browsers
     assert load_settings(None, text=text, environ=ENV).options.identity.domain == ".Example.com"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[attribution]\nlookback_days = { awareness = 'x' }\n",
+         'attribution.lookback_days.awareness: expected a number, got "x"'),
+        ("[attribution]\nlookback_days = { awareness = 30.0, consideration = [1] }\n",
+         "attribution.lookback_days.consideration: expected a number, got an array"),
+        ("[attribution]\ntier_patterns = { 'a b' = 'x' }\n",
+         'attribution.tier_patterns."a b": expected an array, got "x"'),
+        ("[attribution]\ntier_patterns = { awareness = ['ok', 3] }\n",
+         "attribution.tier_patterns.awareness[1]: expected a string, got 3"),
+        ("[payouts]\ncreators = { cr_ana = { tier = 5 } }\n",
+         "payouts.creators.cr_ana.tier: expected a string, got 5"),
+        ("[payouts]\ncreators = { cr_ok = { tier = 'a' }, 'cr.ben' = { cpa = 'x' } }\n",
+         'payouts.creators."cr.ben".cpa: expected a number, got "x"'),
+        ("[payouts]\ntiers = { gold = { cpq = 1.0 } }\n",
+         "payouts.tiers.gold.cpq: unknown key (allowed: cpa, revenue_share)"),
+        ("[payouts]\ntiers = { gold = true }\n", "payouts.tiers.gold: expected a table, got true"),
+        ("[channels]\nreferrers = { 'kagi.com' = 5 }\n",
+         'channels.referrers."kagi.com": expected a string, got 5'),
+        ("[[sources]]\nname = 'a'\nsecrets = ['env:S']\nfields = { value = 3 }\n",
+         "sources[0].fields.value: expected a string, got 3"),
+    ],
+)  # fmt: skip
+def test_a_type_error_inside_a_map_names_the_map_key_and_the_value(toml: str, expected: str) -> None:
+    assert expected in problems(toml, {**ENV, "S": "s" * 32})

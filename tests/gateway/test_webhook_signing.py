@@ -311,7 +311,10 @@ def test_sender_secrets_resolve_from_the_environment() -> None:
             "sources[0].secrets[0]: BADB64 starts with whsec_",
         ),
         ("[webhooks]\nmax_batch = 0\n", "webhooks.max_batch: must be 1..10000, got 0"),
-        ("[webhooks]\ntolerance_seconds = 'x'\n", "webhooks.tolerance_seconds: expected int"),
+        (
+            "[webhooks]\ntolerance_seconds = 'x'\n",
+            'webhooks.tolerance_seconds: expected a whole number, got "x"',
+        ),
         ("sources = 1\n", "sources: must be an array of tables"),
     ],
 )
