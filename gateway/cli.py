@@ -111,6 +111,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.config)
+    if path.is_dir():
+        print(
+            f"gateway: {path} is a folder; name the file to write, like {path / DEFAULT_CONFIG}",
+            file=sys.stderr,
+        )
+        return 1
     if path.exists() and not args.force:
         print(f"gateway: {path} exists; use --force to overwrite it", file=sys.stderr)
         return 1
@@ -119,7 +125,21 @@ def cmd_init(args: argparse.Namespace) -> int:
         "# section 'Configuration reference'. Secrets are never written here: each\n"
         '# "env:NAME" value is read from the environment variable NAME.\n\n'
     )
-    path.write_text(header + render_toml(msgspec.to_builtins(Options())), encoding="utf-8")
+    # The README's production step writes to /etc/gateway/, which may not exist yet.
+    folder = path.parent
+    try:
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            print(f"created {folder}")
+    except OSError as err:
+        why = "a file is in the way" if isinstance(err, FileExistsError) else err.strerror
+        print(f"gateway: cannot create the folder {folder}: {why}", file=sys.stderr)
+        return 1
+    try:
+        path.write_text(header + render_toml(msgspec.to_builtins(Options())), encoding="utf-8")
+    except OSError as err:
+        print(f"gateway: cannot write {path}: {err.strerror}", file=sys.stderr)
+        return 1
     print(f"wrote {path}")
     print("Set the secrets (32+ characters each) before `gateway run`, for example:")
     for key in SECRET_KEYS:

@@ -556,3 +556,24 @@ def test_a_config_starting_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     done = gateway("check", "-c", str(cfg), env=ENV)
     assert done.returncode == 0, done.stderr
     assert tomllib.loads(done.stdout)["identity"]["cookie_name"] == "vid"
+
+
+def test_init_creates_the_folder_it_writes_into(tmp_path: Path) -> None:
+    cfg = tmp_path / "etc" / "gateway" / "gateway.toml"  # as the README's /etc/gateway/ step
+    done = gateway("init", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert f"created {cfg.parent}" in done.stdout and f"wrote {cfg}" in done.stdout
+    assert gateway("check", "-c", str(cfg), env=ENV).returncode == 0
+
+
+def test_init_explains_a_folder_or_a_file_in_the_way(tmp_path: Path) -> None:
+    for args in (["-c", str(tmp_path)], ["-c", str(tmp_path), "--force"]):
+        done = gateway("init", *args)
+        assert done.returncode == 1, done
+        assert done.stderr == (
+            f"gateway: {tmp_path} is a folder; name the file to write, like {tmp_path / 'gateway.toml'}\n"
+        )
+    (tmp_path / "f").write_text("")
+    done = gateway("init", "-c", str(tmp_path / "f" / "gateway.toml"))
+    assert done.returncode == 1
+    assert done.stderr == f"gateway: cannot create the folder {tmp_path / 'f'}: a file is in the way\n"
