@@ -22,6 +22,7 @@ import itertools
 import logging
 import operator
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -161,7 +162,17 @@ async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connecti
     or moved bytes zeroed (``secure_delete``): an erased or purged row, or the old copy a page
     split leaves, must not stay readable in the file, whatever the SQLite build's default
     (Debian's has it on already: the benchmarks' figures include its cost)."""
-    db = await aiosqlite.connect(path, isolation_level=None)
+    pending = aiosqlite.connect(path, isolation_level=None)
+    try:
+        db = await pending
+    except BaseException:
+        # aiosqlite then stops its worker thread with a future it never awaits: the thread later
+        # reports to this loop, and a loop closed by then (asyncio.run after the error) makes it
+        # print "Exception in thread … Event loop is closed". Wait for the thread to end.
+        thread = getattr(pending, "_thread", None)
+        if isinstance(thread, threading.Thread) and thread.is_alive():
+            await asyncio.to_thread(thread.join, 5.0)
+        raise
     try:
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")

@@ -403,3 +403,17 @@ async def test_groups_report_what_was_new(open_store: OpenStore, tmp_path: Path)
         ("4",),
         ("8",),
     ]
+
+
+async def test_a_connection_that_cannot_open_leaves_no_thread_behind(tmp_path: Path) -> None:
+    """aiosqlite's worker thread would otherwise outlive the error and report to a closed loop
+    ("Exception in thread … Event loop is closed" after a command's own message)."""
+    import threading
+
+    from storage.local import connect
+
+    before = set(threading.enumerate())
+    with pytest.raises(sqlite3.OperationalError):
+        await connect(tmp_path)  # a folder
+    new = [t for t in threading.enumerate() if t not in before and not t.name.startswith("asyncio_")]
+    assert new == []  # the loop's executor threads aside
