@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.sources import compile_source, split_batch
 from storage.local import LocalStore, connect
+from storage.migrate import SchemaTooNew
 
 
 @dataclass
@@ -131,5 +133,16 @@ def cmd_replay_bad(args: argparse.Namespace) -> int:
     if args.sender is not None and args.sender not in {s.name for s in settings.options.sources}:
         print(f"gateway: no [[sources]] named {args.sender!r} in {args.config}", file=sys.stderr)
         return 2
-    asyncio.run(replay_bad(settings, sender=args.sender, dry_run=args.dry_run))
+    path = settings.store_path
+    if not path.exists():  # else SQLite would create an empty one, and find no bad_events in it
+        print(f"gateway: no store at {path}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(replay_bad(settings, sender=args.sender, dry_run=args.dry_run))
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:
+        hint = (
+            " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""
+        )
+        print(f"gateway: cannot read the store {path}: {err}{hint}", file=sys.stderr)
+        return 1
     return 0

@@ -577,3 +577,20 @@ def test_init_explains_a_folder_or_a_file_in_the_way(tmp_path: Path) -> None:
     done = gateway("init", "-c", str(tmp_path / "f" / "gateway.toml"))
     assert done.returncode == 1
     assert done.stderr == f"gateway: cannot create the folder {tmp_path / 'f'}: a file is in the way\n"
+
+
+def test_replay_bad_explains_a_missing_empty_or_unreadable_store(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cases = {
+        "missing.db": "gateway: no store at {path}\n",
+        "empty.db": "gateway: cannot read the store {path}: no such table: bad_events "
+        "(not a gateway store? `gateway run` creates its tables)\n",
+        "folder.db": "gateway: cannot read the store {path}: unable to open database file\n",
+    }
+    (tmp_path / "empty.db").write_bytes(b"")
+    (tmp_path / "folder.db").mkdir()
+    for name, expected in cases.items():
+        cfg.write_text(f'[storage]\npath = "{name}"\n')
+        done = gateway("replay-bad", "-c", str(cfg), env=ENV)
+        assert (done.returncode, done.stderr) == (1, expected.format(path=tmp_path / name)), done
+    assert not (tmp_path / "missing.db").exists()  # not created by asking
