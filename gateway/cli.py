@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from yarl import URL
 
 from gateway import report_cli
 from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked
+from gateway.config_values import host_problem
 from gateway.doctor import cmd_doctor
 from gateway.logs import setup_logging
 from gateway.options import Options, parse_listen
@@ -418,6 +421,38 @@ def _batch_size(text: str) -> int:
     return int(text)
 
 
+def _site_host(text: str) -> str:
+    """``--host``: the ``Host`` a visitor's browser sent, ``www.example.com`` or ``[::1]:8443``.
+    A URL is refused (it would never equal a referrer's host: every same-site page load would
+    become a referral), naming the host it holds."""
+    if text.startswith("["):  # an IPv6 address: [::1] or [::1]:8443
+        host, close, rest = text[1:].partition("]")
+        has_port, port = rest.startswith(":"), rest[1:]
+        good = bool(close) and (has_port or not rest) and ":" in host
+    else:
+        host, colon, port = text.partition(":")  # a second ":" leaves a port that is not a number
+        has_port, good = bool(colon), True
+    good = good and host_problem(host, ip=True) is None
+    if good and (not has_port or (port.isdigit() and 0 < int(port) < 65536)):
+        return text
+    hint = ""
+    if "://" in text:
+        with contextlib.suppress(ValueError):
+            url = URL(text)
+            if url.host:
+                hint = f" (write {url.raw_authority.rpartition('@')[2]})"
+    raise argparse.ArgumentTypeError(
+        "must be the site's host as browsers send it, like www.example.com (or www.example.com:8443), "
+        f"without scheme or path, got {text!r}{hint}"
+    )
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"must be a whole number 1..256 (processes), got {text!r}")
+    return int(text)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from gateway.importcmd import import_command  # the readers and the progress bar: this command only
 
@@ -512,7 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     imp.add_argument("--dry-run", action="store_true", help="replay and count; write nothing")
     imp.add_argument(
-        "--host", help="the site's host name for lines that do not record one (default: proxy.public_origin)"
+        "--host",
+        type=_site_host,
+        help="the site's host name for lines that do not record one (default: proxy.public_origin)",
     )
     imp.add_argument(
         "--field",
@@ -524,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     imp.add_argument(
         "--workers",
-        type=int,
+        type=_workers,
         default=os.cpu_count() or 1,
         help="processes parsing and replaying log lines (default: one per CPU, %(default)s here)",
     )

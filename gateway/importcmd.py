@@ -17,6 +17,7 @@ import importlib.util
 import sqlite3
 import sys
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -201,14 +202,22 @@ async def _import_file(
     writer: _Writer,
     progress: _Progress,
 ) -> None:
-    source = await asyncio.to_thread(_Source, path, fmt, parse)
     try:
-        if pool is not None and source.history is not None:
-            await _replay_pooled(pool, source, path.name, summary, writer, progress)
-        else:
-            await _replay_source(replayer, source, path.name, summary, writer, progress)
-    finally:
-        await asyncio.to_thread(source.close)
+        source = await asyncio.to_thread(_Source, path, fmt, parse)
+        try:
+            if pool is not None and source.history is not None:
+                await _replay_pooled(pool, source, path.name, summary, writer, progress)
+            else:
+                await _replay_source(replayer, source, path.name, summary, writer, progress)
+        finally:
+            await asyncio.to_thread(source.close)
+    except (OSError, EOFError, zlib.error) as err:
+        # gzip says "Not a gzipped file", "Compressed file ended before …" or "invalid block
+        # type" without the file's name: an OSError naming it, which the command prints.
+        if isinstance(err, OSError) and err.filename:
+            raise
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise OSError(getattr(err, "errno", None) or 0, reason, str(path)) from err
 
 
 async def _replay_source(
@@ -309,7 +318,7 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"gateway import: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:
-        print(f"gateway import: cannot read {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        print(f"gateway import: cannot read {err.filename}: {err.strerror or err}", file=sys.stderr)
         return 1
     except (SchemaTooNew, sqlite3.Error, StoreClosed) as err:
         print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)

@@ -402,3 +402,46 @@ async def test_worker_processes_store_what_one_process_stores(tmp_path: Path) ->
         results.append((summary.lines, dict(summary.events), summary.examples, sorted(stored)))
     assert results[0] == results[1]
     assert results[0][0] == 9001 and results[0][2] == ["access.log:9001: not a combined-log line"]
+
+
+def test_cli_refuses_a_url_for_host_and_a_worker_count_below_one(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "access.log", 10)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    common = (str(log), "--format", "combined", "-c", "gw.toml")
+    for host, hint in (
+        ("https://www.example.com", " (write www.example.com)"),
+        ("https://www.example.com:8443/shop", " (write www.example.com:8443)"),
+        ("bad host/x", ""),
+        ("www.example.com:", ""),
+    ):
+        done = _cli(tmp_path, *common, "--host", host)
+        assert done.returncode == 2, done
+        assert done.stderr.endswith(
+            "gateway import: error: argument --host: must be the site's host as browsers send it, like "
+            f"www.example.com (or www.example.com:8443), without scheme or path, got {host!r}{hint}\n"
+        )
+    for workers in ("0", "-3", "many"):
+        done = _cli(tmp_path, *common, "--host", "shop.example", "--workers", workers)
+        assert done.returncode == 2, done
+        assert done.stderr.endswith(
+            f"argument --workers: must be a whole number 1..256 (processes), got {workers!r}\n"
+        )
+    assert not (tmp_path / "gw.db").exists()
+    done = _cli(tmp_path, *common, "--host", "[::1]:8443", "--workers", "1", "--dry-run")
+    assert done.returncode == 0, done.stderr
+
+
+def test_cli_names_a_file_gzip_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "method.log.gz").write_bytes(b"\x1f\x8b\x07\x00" + b"junk" * 8)
+    (tmp_path / "blocks.log.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"junk" * 8)
+    for name, reason in (
+        ("method.log.gz", "Unknown compression method"),
+        ("blocks.log.gz", "Error -3 while decompressing data: invalid block type"),
+    ):
+        for workers in ("1", "2"):
+            done = _cli(
+                tmp_path, name, "--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", workers
+            )
+            assert done.returncode == 1, done
+            assert done.stderr.endswith(f"gateway import: cannot read {name}: {reason}\n"), done.stderr
