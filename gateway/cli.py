@@ -26,12 +26,12 @@ from yarl import URL
 from gateway import report_cli
 from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked
 from gateway.config_values import host_problem
-from gateway.doctor import cmd_doctor
+from gateway.doctor import cmd_doctor, timeout_arg
 from gateway.logs import setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.replay import cmd_replay_bad
-from gateway.send_test import cmd_send_test_event
+from gateway.send_test import cmd_send_test_event, creator_arg, currency_arg, url_arg, value_arg
 from gateway.sink_cli import cmd_sink_send
 from storage.migrate import SchemaTooNew
 from storage.reclassify import Reclassified, reclassify, stored_touchpoints
@@ -526,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     doctor = sub.add_parser("doctor", help="check config, secrets, store, GeoIP files, upstream, admin")
     doctor.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    doctor.add_argument("--timeout", type=float, default=3.0, help="seconds per network check")
+    doctor.add_argument("--timeout", type=timeout_arg, default=3.0, help="seconds per network check")
     doctor.set_defaults(func=cmd_doctor)
     check = sub.add_parser("check", help="validate a config and print the resolved settings")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
@@ -573,11 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay_bad)
     send = sub.add_parser("send-test-event", help="sign and send a test conversion to /_gw/events")
     send.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    send.add_argument("--creator", default="cr_test1", help="creator ID credited (default: %(default)s)")
-    send.add_argument("--value", type=float, default=50.0, help="conversion value (default: %(default)s)")
-    send.add_argument("--currency", default="USD")
     send.add_argument(
-        "--url", help="endpoint (default: the config's proxy.listen + reserved_prefix + events)"
+        "--creator", type=creator_arg, default="cr_test1", help="creator ID credited (default: %(default)s)"
+    )
+    send.add_argument("--value", type=value_arg, default=50.0, help="conversion value (default: %(default)s)")
+    send.add_argument("--currency", type=currency_arg, default="USD")
+    send.add_argument(
+        "--url", type=url_arg, help="endpoint (default: the config's proxy.listen + reserved_prefix + events)"
     )
     send.add_argument("--sender", help="[[sources]] name (default: the first standard-format one)")
     send.set_defaults(func=cmd_send_test_event)

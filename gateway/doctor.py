@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import math
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -182,6 +183,22 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
 async def _network(settings: Settings, timeout: float) -> list[Check]:
     central = await check_central(settings, timeout)
     return [await check_upstream(settings, timeout), *([central] if central else [])]
+
+
+MAX_TIMEOUT = 600.0
+
+
+def timeout_arg(text: str) -> float:
+    """``--timeout``: seconds per network check, more than 0 and at most ``MAX_TIMEOUT``."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT:  # nan, inf and negatives fail this too
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds more than 0 and at most {MAX_TIMEOUT:g}, got {text!r}"
+        )
+    return seconds
 
 
 def run_checks(path: str, timeout: float = 3.0) -> list[Check]:

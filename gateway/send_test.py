@@ -9,7 +9,9 @@ sender's secret, not the gateway's own.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -18,12 +20,53 @@ import uuid
 from typing import Any
 
 import msgspec
+from yarl import URL
 
 from gateway.config import ConfigError, decode_options, parse_config, read_config, sender_secret_bytes
 from gateway.config_checks import validate
+from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
 from gateway.signing import standard_signature
 from gateway.sources import SourceMap, compile_source, put
+
+
+def url_arg(text: str) -> str:
+    """``--url``: an http(s) URL with a host (and a port that is a port)."""
+    try:
+        url = URL(text)
+        good = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+    except ValueError:  # http://[::1 or a port like :99999
+        good = False
+    if not good:
+        raise argparse.ArgumentTypeError(
+            f"must be an http(s) URL like http://127.0.0.1:8080/_gw/events, got {text!r}"
+        )
+    return text
+
+
+def value_arg(text: str) -> float:
+    """``--value``: a number from 0 to MAX_VALUE, as a conversion's value must be (nan and inf
+    would be sent as null)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_VALUE:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to {MAX_VALUE:.0e}, got {text!r}")
+    return value
+
+
+def creator_arg(text: str) -> str:
+    """``--creator``: a creator ID, as the gateway reads one (trimmed, printable, not empty)."""
+    if not text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"must be a creator ID like cr_test1, got {text!r}")
+    return text.strip()
+
+
+def currency_arg(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]{3}", text):
+        raise argparse.ArgumentTypeError(f'must be a 3-letter ISO 4217 code like "EUR", got {text!r}')
+    return text.upper()
 
 
 def sample_payload(src: SourceMap, creator: str, value: float, currency: str) -> dict[str, Any]:

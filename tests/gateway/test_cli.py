@@ -594,3 +594,34 @@ def test_replay_bad_explains_a_missing_empty_or_unreadable_store(tmp_path: Path)
         done = gateway("replay-bad", "-c", str(cfg), env=ENV)
         assert (done.returncode, done.stderr) == (1, expected.format(path=tmp_path / name)), done
     assert not (tmp_path / "missing.db").exists()  # not created by asking
+
+
+def test_doctor_and_send_test_event_refuse_arguments_they_cannot_use(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[storage]\npath = "gw.db"\n')
+    refused = {
+        ("doctor", "--timeout", "inf"): "argument --timeout: must be a number of seconds more than 0 and "
+        "at most 600, got 'inf'",
+        ("doctor", "--timeout", "0"): "argument --timeout: must be a number of seconds",
+        ("doctor", "--timeout", "-1"): "argument --timeout: must be a number of seconds",
+        ("doctor", "--timeout", "nan"): "argument --timeout: must be a number of seconds",
+        ("send-test-event", "--url", "notaurl"): "argument --url: must be an http(s) URL like "
+        "http://127.0.0.1:8080/_gw/events, got 'notaurl'",
+        ("send-test-event", "--url", "http://[::1"): "argument --url: must be an http(s) URL",
+        (
+            "send-test-event",
+            "--value",
+            "nan",
+        ): "argument --value: must be a number from 0 to 1e+15, got 'nan'",
+        ("send-test-event", "--value", "inf"): "argument --value: must be a number from 0 to 1e+15",
+        (
+            "send-test-event",
+            "--creator",
+            "",
+        ): "argument --creator: must be a creator ID like cr_test1, got ''",
+        ("send-test-event", "--currency", "EURO"): "argument --currency: must be a 3-letter ISO 4217 code",
+    }
+    for (command, *args), expected in refused.items():
+        done = gateway(command, "-c", str(cfg), *args, env=ENV)
+        assert done.returncode == 2, done
+        assert f"gateway {command}: error: {expected}" in done.stderr and "Traceback" not in done.stderr
