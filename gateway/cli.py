@@ -130,14 +130,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     # The README's production step writes to /etc/gateway/, which may not exist yet.
     folder = path.parent
-    try:
-        if not folder.is_dir():
+    if not folder.is_dir():
+        try:
             folder.mkdir(parents=True)
-            print(f"created {folder}")
-    except OSError as err:
-        why = "a file is in the way" if isinstance(err, FileExistsError) else err.strerror
-        print(f"gateway: cannot create the folder {folder}: {why}", file=sys.stderr)
-        return 1
+        except OSError as err:
+            why = "a file is in the way" if isinstance(err, FileExistsError) else err.strerror
+            print(f"gateway: cannot create the folder {folder}: {why}", file=sys.stderr)
+            return 1
+        print(f"created {folder}")
     try:
         path.write_text(header + render_toml(msgspec.to_builtins(Options())), encoding="utf-8")
     except OSError as err:
@@ -612,10 +612,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_PIPE = 128 + 13
+"""The reader of stdout went away (``gateway check | head -1``): the status of a command
+SIGPIPE ends, as ``cat`` would exit, so ``set -o pipefail`` sees the same."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # a pipe's reader gone shows here, not as Python's complaint at exit
+        return code
+    except BrokenPipeError:
+        # Not an error to report: the reader has what it wanted. What is still buffered goes
+        # nowhere, or Python's flush at exit would print a second traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":

@@ -625,3 +625,30 @@ def test_doctor_and_send_test_event_refuse_arguments_they_cannot_use(tmp_path: P
         done = gateway(command, "-c", str(cfg), *args, env=ENV)
         assert done.returncode == 2, done
         assert f"gateway {command}: error: {expected}" in done.stderr and "Traceback" not in done.stderr
+
+
+def _reader_gone(*args: str, unbuffered: bool) -> subprocess.CompletedProcess[str]:
+    """The command with its stdout a pipe whose reader has already gone (``| head -1``): the
+    first write fails unbuffered, else the flush at the end."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    env = {"PATH": "/usr/bin:/bin", **ENV, **({"PYTHONUNBUFFERED": "1"} if unbuffered else {})}
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args], stdout=write, stderr=subprocess.PIPE, text=True,
+            env=env, cwd=ROOT, timeout=30,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    for unbuffered in (False, True):
+        for args in (
+            ("check", "-c", str(ROOT / "gateway.toml")),
+            ("init", "-c", str(tmp_path / f"new-{unbuffered}" / "g.toml")),
+        ):
+            done = _reader_gone(*args, unbuffered=unbuffered)
+            assert (done.returncode, done.stderr) == (141, ""), done  # as SIGPIPE would end it
