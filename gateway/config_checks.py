@@ -443,6 +443,8 @@ def _validate_bots(options: Options) -> list[str]:
     for key in ("window_seconds", "max_per_ip", "max_per_creator_ip", "max_per_visitor"):
         value = getattr(bots, key)
         _within(p, f"bots.{key}", value, 1, 10_000_000)
+    for i, asn in enumerate(bots.datacenter_asns):  # 32-bit AS numbers (RFC 6793)
+        _within(p, f"bots.datacenter_asns[{i}]", asn, 0, 4_294_967_295)
     _within(p, "bots.max_click_id_sources", bots.max_click_id_sources, 1, 100)
     _within(p, "bots.max_tracked", bots.max_tracked, 1024, 10_000_000)
     for i, agent in enumerate(bots.good_crawlers):

@@ -198,6 +198,16 @@ def validate_sources(options: Options) -> list[str]:
                 p.append(
                     f"{at}.defaults.{name}: not a field with a default (allowed: {', '.join(DEFAULTABLE)})"
                 )
+        kind = src.defaults.get("type")
+        known = {*KINDS, *src.types, *(src.ignore_types or ())}
+        if kind is not None and kind not in known:  # every event without a type would be refused
+            p.append(
+                f"{at}.defaults.type: {kind!r} is not a type this source maps"
+                f" (known: {', '.join(sorted(known))})"
+            )
+        currency = src.defaults.get("currency")
+        if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
+            p.append(f"{at}.defaults.currency: expected a 3-letter ISO 4217 code, got {currency!r}")
         if not (src.value_scale > 0 and math.isfinite(src.value_scale)):
             p.append(f"{at}.value_scale: must be a positive number, got {src.value_scale}")
     return p

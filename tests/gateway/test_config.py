@@ -65,6 +65,7 @@ def test_defaults_load() -> None:
         ("[bots.weights]\ncrawlr = 5\n", "bots.weights.crawlr: unknown key"),
         ("[bots]\non_block = 'drop'\n", "bots.on_block: expected one of"),
         ("[bots]\nmax_tracked = 10\n", "bots.max_tracked: must be 1024..10000000"),
+        ("[bots]\ndatacenter_asns = [16509, -1]\n", "bots.datacenter_asns[1]: must be 0..4294967295, got -1"),
         ("[[creators]]\nid = 'a'\n[[creators]]\nid = 'a'\n", "creators[1].id: 'a' is listed twice"),
         ("[[creators]]\nverified = true\n", "creators[0]: object missing required field id"),
         (
@@ -347,3 +348,24 @@ def test_a_prefixed_cookie_name_needs_what_browsers_require_of_it() -> None:
 )  # fmt: skip
 def test_a_type_error_inside_a_map_names_the_map_key_and_the_value(toml: str, expected: str) -> None:
     assert expected in problems(toml, {**ENV, "S": "s" * 32})
+
+
+@pytest.mark.parametrize(
+    ("defaults", "expected"),
+    [
+        ("{ type = 'bogus' }", "sources[0].defaults.type: 'bogus' is not a type this source maps (known: "),
+        (
+            "{ currency = 'EURO' }",
+            "sources[0].defaults.currency: expected a 3-letter ISO 4217 code, got 'EURO'",
+        ),
+    ],
+)
+def test_a_source_default_that_every_event_would_fail_on_is_refused(defaults: str, expected: str) -> None:
+    """A default applies to every event that lacks the field: a type no mapping knows, or a
+    currency that is no code, would make each of them a bad event."""
+    toml = f"[[sources]]\nname = 'a'\nsecrets = ['env:S']\ndefaults = {defaults}\n"
+    assert any(p.startswith(expected) for p in problems(toml, {**ENV, "S": "s" * 32}))
+    fine = "[[sources]]\nname = 'a'\nsecrets = ['env:S']\ntypes = { sale = 'conversion' }\n"
+    load_settings(
+        None, text=fine + "defaults = { type = 'sale', currency = 'eur' }\n", environ={**ENV, "S": "s" * 32}
+    )
