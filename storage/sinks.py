@@ -181,6 +181,9 @@ class Sink:
     async def _tracks(
         self, db: aiosqlite.Connection, touches: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
+        # A visitor whose consent cookie does not say yes is counted here, never sent to a third
+        # party's tool (``privacy.consent_cookie``).
+        touches = [t for t in touches if t.get("consent") != "no_consent"]
         users = await self._users_of(db, [t["visitor_key"] for t in touches])
         return [
             track_message(t, self.user_id(users[t["visitor_key"]]) if t["visitor_key"] in users else None)

@@ -114,6 +114,19 @@ async def test_segment_identify_and_track(world, batch_api: BatchApi) -> None:
     assert await one_round(w) == {"touchpoints": 0, "identities": 0}
 
 
+async def test_a_visitor_who_did_not_consent_is_not_sent(world, batch_api: BatchApi) -> None:
+    """Touchpoints of the ``no_consent`` population (a consent cookie that does not say yes)
+    stay in the store and its reports; a sink, a third party's tool, never gets them."""
+    w = await world(sink_toml(batch_api))
+    consented = touch(0, "1" * 32, "tiktok")
+    declined = landing(T0 + timedelta(hours=1), "d" * 32, source="google", consent="no_consent")
+    await w.store.write([consented, declined])
+    assert await one_round(w) == {"touchpoints": 1, "identities": 0}
+    tracks = [c for c in batch_api.calls if c["type"] == "track"]
+    assert [t["properties"]["source"] for t in tracks] == ["tiktok"]
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past it
+
+
 async def test_hash_mode_sends_the_user_key(world, batch_api: BatchApi) -> None:
     w = await world(sink_toml(batch_api))
     _, user_key = await seed(w)
