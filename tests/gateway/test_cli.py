@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import ENV
 from tests.terminal import on_a_terminal
@@ -273,23 +274,31 @@ def test_shipped_compose_config_checks() -> None:
     assert "GATEWAY_CENTRAL_URL" in done.stdout and "pw@postgres" not in done.stdout
 
 
-def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
+def _report_store(tmp_path: Path, events: list[Any]) -> Path:
+    """A store holding ``events`` and a config that reads it with the report tests' payouts."""
     import asyncio
 
     from gateway.metrics import Metrics
     from gateway.options import StorageOptions
     from storage.local import LocalStore
-    from tests.gateway.test_reports_api import EVENTS, PAYOUTS
+    from tests.gateway.test_reports_api import PAYOUTS
 
     async def fill() -> None:
         store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
         await store.open()
-        await store.write(EVENTS)
+        await store.write(events)
         await store.close()
 
     asyncio.run(fill())
     cfg = tmp_path / "gw.toml"
     cfg.write_text(f"[storage]\npath = 'gw.db'\n{PAYOUTS}")
+    return cfg
+
+
+def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, EVENTS)
     period = ("--since", "2026-11-01", "--until", "2026-12-01")
     done = gateway("report", "-c", str(cfg), *period)  # no secrets needed
     assert done.returncode == 0, done.stderr
@@ -322,28 +331,14 @@ def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
 def test_report_csv_keeps_formulas_inert(tmp_path: Path) -> None:
     """A creator ID or source a visitor or a sender chose is exported with a leading ' when a
     spreadsheet would run it; numbers stay numbers, NDJSON keeps the text exact."""
-    import asyncio
-
-    from gateway.metrics import Metrics
-    from gateway.options import StorageOptions
-    from storage.local import LocalStore
-    from tests.gateway.test_reports_api import PAYOUTS, conversion, tp
+    from tests.gateway.test_reports_api import conversion, tp
 
     events = [
         tp("v1", 0, "Affiliates", source='=HYPERLINK("http://evil","x")', creator_id="@SUM(A1)"),
         tp("v1", 1, "Affiliates", source="-1", creator_id='=cmd|"/c calc"!A1'),
         conversion(2, 10.00, "v1"),
     ]
-
-    async def fill() -> None:
-        store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
-        await store.open()
-        await store.write(events)
-        await store.close()
-
-    asyncio.run(fill())
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(f"[storage]\npath = 'gw.db'\n{PAYOUTS}")
+    cfg = _report_store(tmp_path, events)
     period = ("--since", "2026-11-01", "--until", "2026-12-01")
     done = gateway("report", "-c", str(cfg), *period, "--payouts", "--model", "linear", "--format", "csv")
     assert done.returncode == 0, done.stderr
