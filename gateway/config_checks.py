@@ -230,10 +230,11 @@ def _validate_cookie(p: list[str], ident: IdentityOptions) -> None:
     if bad:
         p.append(f"identity.cookie_name: {bad}")
     prefix = ident.cookie_name[:9].lower()
-    if prefix.startswith(("__secure-", "__host-")) and ident.secure != "always":
+    if prefix.startswith(("__secure-", "__host-")) and ident.secure == "never":
+        # "auto" sets Secure on every https request, which is all such a site serves.
         p.append(
             f'identity.cookie_name: browsers keep a "{ident.cookie_name[: prefix.index("-") + 1]}" '
-            'cookie only when it is Secure: set identity.secure = "always" (the site is https only)'
+            'cookie only when it is Secure: set identity.secure = "auto" or "always" (the site is https)'
         )
     if prefix.startswith("__host-") and ident.domain:
         p.append(
@@ -339,9 +340,11 @@ def _check_hosts(p: list[str], key: str, hosts: Iterable[str], example: str) -> 
 def validate_channels(ch: ChannelsOptions) -> list[str]:
     p: list[str] = []
     for host in ch.referrers:
-        bad = host_problem(host.strip().rstrip("."), example="kagi.com")
-        if bad:
-            p.append(f"channels.referrers.{toml_key(host)}: {bad}")
+        # A key is a referrer host, or a name a utm_source may carry ("my newsletter"): only
+        # an empty one, or one written as a URL or a path, can never match.
+        if not host.strip() or "/" in host:
+            bad = host_problem(host.strip().rstrip("."), example="kagi.com")
+            p.append(f"channels.referrers.{toml_key(host)}: {bad} (or a utm_source name)")
     _check_hosts(p, "channels.payment_gateways", ch.payment_gateways, "checkout.stripe.com")
     _check_hosts(p, "channels.own_domains", ch.own_domains, "example-shop.net")
     for host, value in ch.referrers.items():

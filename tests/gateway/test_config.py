@@ -271,9 +271,9 @@ def test_a_regex_re_cannot_compile_is_a_problem_naming_its_key(toml: str, expect
          "identity.domain: must be a bare host name like \"example.com\", without scheme, port or path, "
          "got 'http://example.com/' (write \"example.com\")"),
         ("[identity]\ndomain = 'co.uk'\n", "identity.domain: 'co.uk' is a public suffix"),
-        ("[identity]\ncookie_name = '__Host-vid'\n",
+        ("[identity]\ncookie_name = '__Host-vid'\nsecure = 'never'\n",
          'identity.cookie_name: browsers keep a "__Host-" cookie only when it is Secure'),
-        ("[identity]\ncookie_name = '__secure-vid'\nsecure = 'auto'\n",
+        ("[identity]\ncookie_name = '__secure-vid'\nsecure = 'never'\n",
          'identity.cookie_name: browsers keep a "__secure-" cookie only when it is Secure'),
         ("[identity]\ncookie_name = '__Host-vid'\nsecure = 'always'\ndomain = 'example.com'\n",
          'identity.cookie_name: browsers refuse a "__Host-" cookie with a Domain'),
@@ -307,11 +307,12 @@ def test_a_prefixed_cookie_name_needs_what_browsers_require_of_it() -> None:
     """``__Host-`` is kept by browsers only Secure and without Domain; the rest of the config's
     hosts in their bare forms load (ports, schemes and the like are refused above)."""
     text = "[identity]\ncookie_name = '__Host-vid'\n"
-    assert any(p.startswith("identity.cookie_name: browsers keep") for p in problems(text))
-    text += (
-        "secure = 'always'\n"
+    assert any(
+        p.startswith("identity.cookie_name: browsers keep") for p in problems(text + "secure = 'never'\n")
+    )
+    text += (  # secure = "auto" (the default) sets Secure on https, all such a site serves
         "[channels]\nown_domains = ['Shop.Example.org.']\npayment_gateways = ['paypal']\n"
-        "referrers = { 'Kagi.com' = 'search', kagi = 'search' }\n"
+        "referrers = { 'Kagi.com' = 'search', kagi = 'search', 'my newsletter' = 'email/Newsletter' }\n"
         "[[conversions]]\nname = 'c'\npath = '/x'\nhost = '127.0.0.1'\nstatus = [200]\n"
         f"[[identity.rules]]\npath = '/x'\nhost = '::1'\n{_RULE}"
         "[[identity.rules]]\nname = 's'\npath = '/y'\nhost = 'Shop.example.com'\nstatus = [200]\n"
