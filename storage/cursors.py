@@ -125,11 +125,27 @@ async def lag(db: aiosqlite.Connection, table: str, after: int) -> tuple[int, fl
     return count, max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
 
 
-async def clamp_cursors(db: aiosqlite.Connection) -> None:
-    """Inside the caller's write transaction (after its deletes): no cursor past its table's
-    largest rowid, so a rowid freed by a delete and reused by the next insert is still ahead of
-    every cursor; and every cursor at a new version, so that no batch read before the deletes
-    moves one (``advance``)."""
+async def table_tops(db: aiosqlite.Connection) -> dict[str, int]:
+    """The largest rowid (0 when empty) of each table a cursor reads: taken before deletes,
+    for ``clamp_cursors``."""
+    async with db.execute("SELECT name FROM sync_cursors") as cursor:
+        read = {row[0].rpartition(":")[2] for row in await cursor.fetchall()}
+    async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
+        tables = [row[0] for row in await cursor.fetchall() if row[0] in read]
+    tops = {}
+    for table in tables:
+        async with db.execute(f"SELECT coalesce(max(rowid), 0) FROM {_safe(table)}") as cursor:
+            row = await cursor.fetchone()
+        tops[table] = int(row[0]) if row else 0
+    return tops
+
+
+async def clamp_cursors(db: aiosqlite.Connection, before: dict[str, int]) -> None:
+    """Inside the caller's write transaction, after its deletes (``before``: ``table_tops``
+    taken before them): for each table whose largest rowid went down — the next inserts will
+    take rowids again that readers may have read up to — no cursor past the new largest, and
+    every cursor of it at a new version, so that no batch read before the deletes moves one
+    (``advance``). A table whose newest row stayed frees no rowid a reader could skip."""
     now = iso(datetime.now(UTC))
     async with db.execute("SELECT name FROM sync_cursors") as cursor:
         names = [row[0] for row in await cursor.fetchall()]
@@ -137,7 +153,11 @@ async def clamp_cursors(db: aiosqlite.Connection) -> None:
         tables = {row[0] for row in await cursor.fetchall()}
     for name in names:
         table = name.rpartition(":")[2]
-        if table not in tables:
+        if table not in tables or table not in before:
+            continue
+        async with db.execute(f"SELECT coalesce(max(rowid), 0) FROM {_safe(table)}") as cursor:
+            row = await cursor.fetchone()
+        if row is not None and int(row[0]) >= before[table]:
             continue
         await db.execute(
             "UPDATE sync_cursors SET updated = ?,"

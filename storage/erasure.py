@@ -27,7 +27,7 @@ import aiosqlite
 
 from gateway.badbody import unseal
 from gateway.events import Erasure
-from storage.cursors import clamp_cursors
+from storage.cursors import clamp_cursors, table_tops
 from storage.local import connect, event_row, insert_sql
 
 log = logging.getLogger("gateway.erasure")
@@ -82,6 +82,7 @@ async def erase_user(
     try:
         await db.execute("BEGIN IMMEDIATE")
         try:
+            tops = await table_tops(db)
             keys = [user_key, *(k for k in also if k != user_key)]
             users = ",".join("?" for _ in keys)
             visitors = await bound_visitors(db, *keys)
@@ -115,7 +116,7 @@ async def erase_user(
                 await db.execute("ROLLBACK")
                 return erasure
             await db.execute(insert_sql(Erasure), event_row(erasure))
-            await clamp_cursors(db)  # rowids freed by the deletes must not hide new rows from readers
+            await clamp_cursors(db, tops)  # rowids freed by the deletes must not hide new rows
             await db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

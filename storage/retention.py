@@ -19,7 +19,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.events import iso
 from gateway.metrics import Metrics
-from storage.cursors import clamp_cursors
+from storage.cursors import clamp_cursors, table_tops
 from storage.local import connect
 
 log = logging.getLogger("gateway.retention")
@@ -54,6 +54,7 @@ async def purge_local(path: Path, before: datetime, *, dry_run: bool = False) ->
     try:
         await db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
         try:
+            tops = await table_tops(db)
             for table, column in LOCAL_TABLES.items():
                 bound = _bound(column, before)
                 if dry_run:
@@ -66,7 +67,7 @@ async def purge_local(path: Path, before: datetime, *, dry_run: bool = False) ->
                     cursor = await db.execute(f"DELETE FROM {table} WHERE {column} < ?", (bound,))
                     counts[table] = max(cursor.rowcount, 0)
             if not dry_run:  # rowids freed by the deletes must not hide new rows from readers
-                await clamp_cursors(db)
+                await clamp_cursors(db, tops)
             await db.execute("ROLLBACK" if dry_run else "COMMIT")
         except BaseException:
             if db.in_transaction:

@@ -88,3 +88,21 @@ async def test_a_purge_that_empties_a_table_leaves_no_cursor_past_the_next_rows(
         assert [row[0] for row in rows] == [t.id for t in fresh]
     finally:
         await db.close()
+
+
+async def test_a_delete_that_leaves_the_newest_rows_does_not_stop_a_batch_in_flight(
+    store: LocalStore,
+) -> None:
+    """Nothing newest deleted, no rowid freed: a batch read before the erasure moves its cursor
+    (an erasure of anyone, or a purge of old rows, no longer makes every reader send again)."""
+    await store.write([touch("a" * 32, NOW - timedelta(minutes=9 - n)) for n in range(3)])
+    db = await connect(store.path)
+    try:
+        after, version = await cursor_at(db, NAME)
+        _, last = await read_after(db, "touchpoints", COLUMNS, after, 100)
+        await erase_user(
+            store.path, "nobody", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(NOW), node="t"
+        )
+        assert await advance(db, NAME, after, last, version) is not None
+    finally:
+        await db.close()
