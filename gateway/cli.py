@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--workers",
         type=_workers,
-        default=os.cpu_count() or 1,
+        default=min(os.cpu_count() or 1, 256),
         help="processes parsing and replaying log lines (default: one per CPU, %(default)s here)",
     )
     imp.set_defaults(func=cmd_import)
