@@ -170,6 +170,9 @@ class Erasure:
     user_key: str
     visitors: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    also_keys: list[str] = field(default_factory=list)
+    """The user's other keys (``Keys.user_keys``: rows from before ``user_id_storage``
+    changed) the central store erases under too."""
 
 
 VERDICTS = ("allow", "review", "block", "bot")

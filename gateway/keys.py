@@ -35,6 +35,11 @@ _ENCRYPTED = "siv:"
 _PLAIN = "id:"
 
 
+def is_plain_key(user_key: str) -> bool:
+    """Whether ``user_key`` is the raw user ID itself (``user_id_storage = "plain"``)."""
+    return user_key.startswith(_PLAIN)
+
+
 class Mac:
     """HMAC-SHA256 under one fixed key, with the key's inner and outer pads hashed once.
 

@@ -212,11 +212,14 @@ async def apply_erasures(conn: asyncpg.Connection, ids: Sequence[Any]) -> None:
     every touchpoint and conversion of every visitor bound to them anywhere (not only the
     visitors the erasing node knew), their conversions — and remember the keys."""
     for erasure in await conn.fetch(
-        "SELECT user_key, visitors, ts FROM erasures WHERE id = ANY($1::uuid[]) ORDER BY id", ids
+        "SELECT user_key, also_keys, visitors, ts FROM erasures WHERE id = ANY($1::uuid[]) ORDER BY id", ids
     ):
-        user_key = erasure["user_key"]
+        # Its other keys: the user's rows from before identity.user_id_storage changed.
+        users = [erasure["user_key"], *asyncpg_json_list(erasure["also_keys"])]
         listed = asyncpg_json_list(erasure["visitors"])
-        bound = await conn.fetch("SELECT DISTINCT visitor_key FROM identities WHERE user_key = $1", user_key)
+        bound = await conn.fetch(
+            "SELECT DISTINCT visitor_key FROM identities WHERE user_key = ANY($1::text[])", users
+        )
         visitors = sorted({*listed, *(row["visitor_key"] for row in bound)})
         await conn.execute(
             "DELETE FROM verdict_changes WHERE touchpoint_id IN "
@@ -225,13 +228,15 @@ async def apply_erasures(conn: asyncpg.Connection, ids: Sequence[Any]) -> None:
         )
         await conn.execute("DELETE FROM touchpoints WHERE visitor_key = ANY($1::text[])", visitors)
         await conn.execute(
-            "DELETE FROM conversions WHERE user_key = $1 OR visitor_key = ANY($2::text[])", user_key, visitors
+            "DELETE FROM conversions WHERE user_key = ANY($1::text[]) OR visitor_key = ANY($2::text[])",
+            users,
+            visitors,
         )
-        await conn.execute("DELETE FROM identities WHERE user_key = $1", user_key)
+        await conn.execute("DELETE FROM identities WHERE user_key = ANY($1::text[])", users)
         await conn.execute(
             "INSERT INTO erased_keys (key, erased_at) SELECT unnest($1::text[]), $2 "
             "ON CONFLICT (key) DO UPDATE SET erased_at = greatest(erased_keys.erased_at, excluded.erased_at)",
-            [user_key, *visitors],
+            [*users, *visitors],
             erasure["ts"],
         )
 

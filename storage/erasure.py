@@ -27,6 +27,7 @@ import aiosqlite
 
 from gateway.badbody import unseal
 from gateway.events import Erasure
+from gateway.keys import is_plain_key
 from storage.cursors import clamp_cursors, table_tops
 from storage.local import connect, event_row, insert_sql
 
@@ -46,6 +47,19 @@ async def bound_visitors(db: aiosqlite.Connection, user_key: str, *also: str) ->
         (*keys, MAX_VISITORS),
     ) as cursor:
         return [row[0] for row in await cursor.fetchall()]
+
+
+async def _keys_held(db: aiosqlite.Connection, keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` this store has bindings or conversions under."""
+    if not keys:
+        return set()
+    marks = ",".join("?" * len(keys))
+    sql = (
+        f"SELECT user_key FROM identities WHERE user_key IN ({marks})"
+        f" UNION SELECT user_key FROM conversions WHERE user_key IN ({marks})"
+    )
+    async with db.execute(sql, [*keys, *keys]) as cursor:
+        return {row[0] for row in await cursor.fetchall()}
 
 
 async def bad_events_naming(db: aiosqlite.Connection, body_key: bytes, raw_user_id: str) -> list[str]:
@@ -87,6 +101,7 @@ async def erase_user(
             users = ",".join("?" for _ in keys)
             visitors = await bound_visitors(db, *keys)
             marks = ",".join("?" for _ in visitors)
+            held = await _keys_held(db, keys[1:])
             bad = await bad_events_naming(db, body_key, raw_user_id)
             counts: dict[str, int] = {}
             statements = [
@@ -109,8 +124,16 @@ async def erase_user(
             for table, sql, args in statements:
                 cursor = await db.execute(sql, args)
                 counts[table] = max(cursor.rowcount, 0)
+            # The other keys, for the central store: a raw ID ("plain") only if rows here had it.
+            others = [k for k in keys[1:] if not is_plain_key(k) or k in held]
             erasure = Erasure(
-                id=event_id, ts=ts, node=node, user_key=user_key, visitors=visitors, counts=counts
+                id=event_id,
+                ts=ts,
+                node=node,
+                user_key=user_key,
+                visitors=visitors,
+                counts=counts,
+                also_keys=others,
             )
             if dry_run:
                 await db.execute("ROLLBACK")

@@ -14,6 +14,7 @@ import pytest
 from gateway.badbody import body_key
 from gateway.events import Binding, Conversion, Touchpoint, iso
 from gateway.ids import uuid7
+from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions, StorageOptions
 from storage import central
@@ -209,6 +210,41 @@ async def test_erasure_reaches_a_device_bound_on_a_node_that_had_not_synced(
     await b.store.write([touch(6, phone, "b", at=datetime.now(UTC) + timedelta(seconds=1))])
     await b.sync.once()
     assert await count(pg, "touchpoints") == 2
+
+
+async def test_erasure_reaches_rows_kept_under_an_earlier_storage_mode(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """The laptop was bound under ``user_id_storage = "plain"``, the phone after the switch to
+    the default: the erasure erases the user under both keys, centrally too, and a late row
+    under the old key from another node stays out. Before, the central store kept the old
+    binding, raw ID included."""
+    a, b = nodes
+    laptop, phone = "1" * 32, "2" * 32
+    keys = Keys.from_master(b"m" * 32)
+    old = Keys.from_master(b"m" * 32, "plain").user_key("alice")
+    late = Conversion(uuid7(), iso(T0 + timedelta(seconds=5)), "b", "buy", "order:l", None, old, 5.0, "EUR")
+    await a.store.write([touch(1, laptop), bind(laptop, old)])
+    await a.sync.once()
+    await b.store.write([late])  # node B has not synced yet
+    await a.store.write([touch(2, phone), bind(phone, keys.user_key("alice"))])
+    key, *also = keys.user_keys("alice")
+    now = iso(datetime.now(UTC))
+    erasure = await erase_user(
+        a.path, key, "alice", body_key=body_key(b"k" * 32), event_id=uuid7(), ts=now, node="a", also=also
+    )
+    assert sorted(erasure.visitors) == [laptop, phone] and old in erasure.also_keys
+    await a.sync.once()
+    await b.sync.once()
+    assert (
+        await count(pg, "identities"),
+        await count(pg, "touchpoints"),
+        await count(pg, "conversions"),
+    ) == (
+        0,
+        0,
+        0,
+    )
 
 
 async def test_erasure_of_the_newest_rows_does_not_hide_later_rows(
