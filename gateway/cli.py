@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -623,14 +624,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a pipe's reader gone shows here, not as Python's complaint at exit
-        return code
     except BrokenPipeError:
         # Not an error to report: the reader has what it wanted. What is still buffered goes
         # nowhere, or Python's flush at exit would print a second traceback.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        _stdout_to_devnull()
         return EXIT_PIPE
+    except OSError as err:
+        if err.filename is not None or err.errno not in (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT):
+            raise
+        # The output could not be written (``> file`` on a full disk); nothing of ours names a file.
+        print(f"gateway: cannot write the output: {err.strerror}", file=sys.stderr)
+        _stdout_to_devnull()
+        return 1
+    return code
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

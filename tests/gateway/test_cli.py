@@ -647,3 +647,16 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
         ):
             done = _reader_gone(*args, unbuffered=unbuffered)
             assert (done.returncode, done.stderr) == (141, ""), done  # as SIGPIPE would end it
+
+
+def test_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    """``> file`` on a full disk (``/dev/full``): one line naming why, exit 1, no traceback."""
+    for unbuffered in ("", "1"):
+        env = {"PATH": "/usr/bin:/bin", **ENV, "PYTHONUNBUFFERED": unbuffered}
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [sys.executable, "-m", "gateway", "check", "-c", str(ROOT / "gateway.toml")],
+                stdout=full, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=30,
+            )  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "gateway: cannot write the output: No space left on device" in done.stderr
