@@ -12,6 +12,7 @@ return it.
 
 from __future__ import annotations
 
+import codecs
 import email.parser
 import email.policy
 import json
@@ -42,17 +43,41 @@ class ExtractError(Exception):
         self.reason = reason
 
 
+def _charset(declared: str | None) -> str:
+    """The codec a form's (or part's) declared charset names; UTF-8 when none is declared.
+    ValueError when Python knows no such charset: its values cannot be read."""
+    name = declared or "utf-8"
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ValueError(f"unknown charset {name!r}") from None
+    return name
+
+
 def parse_form(content_type: str, body: bytes) -> dict[str, str]:
     """A urlencoded or multipart/form-data body → field → first value (file parts skipped).
 
-    Fields named like a credential (``FORBIDDEN_NAME``) are left out. ValueError when the
-    body is not a form of either kind.
+    Values are decoded in the charset the form (or the part) declares, UTF-8 when it declares
+    none. Bytes that do not decode stay as surrogate escapes, which no value check accepts as
+    printable: such a value is refused, never turned into ``\ufffd`` (two different user IDs
+    would become one). A part in a charset Python does not know is left out. Fields named like a
+    credential (``FORBIDDEN_NAME``) are left out. ValueError when the body is not a form of
+    either kind, or declares a charset Python does not know.
     """
-    media = content_type.partition(";")[0].strip().lower()
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
     fields: dict[str, str] = {}
     if media == "application/x-www-form-urlencoded":
-        text = body.decode("utf-8", "replace")
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        declared = re.search(r"(?i)\bcharset\s*=\s*\"?([^\";\s]+)", params)
+        charset = _charset(declared.group(1) if declared else None)
+        text = body.decode(charset, "surrogateescape")  # raw bytes; percent-escapes decode below
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            max_num_fields=MAX_FORM_FIELDS,
+            encoding=charset,
+            errors="surrogateescape",
+        )
         for name, value in pairs:
             if not FORBIDDEN_NAME.search(name):
                 fields.setdefault(name, value)
@@ -68,8 +93,13 @@ def parse_form(content_type: str, body: bytes) -> dict[str, str]:
         if not isinstance(field, str) or part.get_filename() is not None or FORBIDDEN_NAME.search(field):
             continue
         payload = part.get_payload(decode=True)
-        if isinstance(payload, bytes):
-            fields.setdefault(field, payload.decode(part.get_content_charset() or "utf-8", "replace"))
+        if not isinstance(payload, bytes):
+            continue
+        try:
+            charset = _charset(part.get_content_charset())
+        except ValueError:
+            continue  # this part cannot be read; the others can
+        fields.setdefault(field, payload.decode(charset, "surrogateescape"))
     return fields
 
 

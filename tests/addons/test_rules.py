@@ -89,6 +89,39 @@ def test_multipart_form_skips_files_and_credentials() -> None:
     assert parse_form(ctype, body) == {"email": "ada@example.com", "bio": "Zürich"}
 
 
+def test_a_form_is_read_in_the_charset_it_declares() -> None:
+    """Two different user IDs must never become one: a byte the charset does not decode stays
+    an escape no value check accepts (it was U+FFFD, so ren%E9 and ren%E8 were one user)."""
+    latin = "application/x-www-form-urlencoded; charset=windows-1252"
+    assert parse_form(latin, b"email=ren%E9%40x.io") == {"email": "rené@x.io"}
+    assert parse_form(latin, b"email=ren%E8%40x.io") == {"email": "renè@x.io"}
+    utf8 = parse_form("application/x-www-form-urlencoded", "a=ren%E9&b=caf%C3%A9&c=café".encode())
+    assert utf8["b"] == utf8["c"] == "café" and not utf8["a"].isprintable()
+    assert user_id_problem_of(utf8["a"]) == "invalid_user_id"
+    with pytest.raises(ValueError, match="unknown charset"):
+        parse_form("application/x-www-form-urlencoded; charset=x-bogus", b"a=1")
+
+
+def test_a_multipart_part_in_an_unknown_charset_is_left_out_and_the_rest_read() -> None:
+    """It made the whole rules addon fail on the request: every conversion and binding lost."""
+    body = (
+        b'--XX\r\nContent-Disposition: form-data; name="order"\r\n\r\nA17\r\n'
+        b'--XX\r\nContent-Disposition: form-data; name="note"\r\nContent-Type: text/plain; charset=x-bogus'
+        b"\r\n\r\nhi\r\n--XX--\r\n"
+    )
+    assert parse_form("multipart/form-data; boundary=XX", body) == {"order": "A17"}
+
+
+def user_id_problem_of(value: str) -> str | None:
+    from addons.rules import ExtractError
+
+    try:
+        user_id(value)
+    except ExtractError as err:
+        return str(err)
+    return None
+
+
 @pytest.mark.parametrize(
     ("ctype", "body"),
     [("application/json", b"{}"), ("", b"a=1"), ("multipart/form-data; boundary=q", b"not multipart")],
