@@ -13,6 +13,7 @@ return it.
 from __future__ import annotations
 
 import codecs
+import email.errors
 import email.parser
 import email.policy
 import json
@@ -202,7 +203,7 @@ class Extractor:
         body = _body(ex.request_body)
         try:
             fields = parse_form(ex.request.headers.get("content-type", ""), body)
-        except ValueError:
+        except (ValueError, LookupError, email.errors.MessageError):  # counted: the other rules read on
             raise ExtractError("not_a_form") from None
         return fields.get(self.name)
 
