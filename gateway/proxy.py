@@ -494,7 +494,11 @@ class ProxyHost:
         if not request.body_exists:
             ex.request_body = b""
             return
-        ex.request_body = await body.capture(ex.want_request_body)
+        raw = await body.capture(ex.want_request_body)
+        # As a response body (``_capture_response``): the rule reads what the site will decode
+        # (a gzip-encoded form), the site gets the bytes as sent; undecodable: not read.
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+        ex.request_body = None if raw is None else decoded_body(raw, encoding, ex.want_request_body)
 
     async def _capture_response(self, upstream: UpstreamResponse, ex: Exchange) -> bytes:
         """A rule reads the response body: read it up to the cap before the response hooks run,

@@ -183,14 +183,16 @@ class Gateway:
         itself (``protocol_errors.Runner``'s arguments): the proxy with its neutral page,
         JSON below its reserved prefix (whose endpoints answer JSON), counted with its bad
         requests; the admin listener with the JSON error and the headers of its other
-        answers."""
+        answers, and a body left unread closing the connection."""
         if public:
             return {
                 "public": True,
                 "json_paths": self._reserved,
                 "counted": self.metrics.requests.labels("bad_request").inc,
             }
-        return {"headers": SECURITY_HEADERS}
+        # No lingering: a body a handler left unread (refused before, or one that does not
+        # decode) closes the connection; aiohttp would drain it and log its failure as unhandled.
+        return {"headers": SECURITY_HEADERS, "lingering_time": 0}
 
     def _reserved(self, path: str) -> bool:
         """Whether ``path`` is below the reserved prefix as now configured (it reloads)."""

@@ -197,6 +197,40 @@ async def test_django_form_login_binds_the_visitor(setup: tuple[RunningGateway, 
     assert bound == [(touch_visitor, keys.user_key("ada"), "django-login", "rule", "test")]
 
 
+async def test_a_gzip_encoded_form_is_read_decoded_and_forwarded_as_sent(
+    setup: tuple[RunningGateway, Site],
+) -> None:
+    """A form POSTed with ``Content-Encoding: gzip``: the rules read what the site decodes (the
+    login binds, the checkout records its order and value), the site gets the bytes as sent.
+    The rules read the compressed bytes before: the binding, the value and the order were lost."""
+    gw, site = setup
+    cookie = await visit(gw)
+    gz = {**FORM, **cookie, "Content-Encoding": "gzip"}
+    login = gzip.compress(f"username=gzipped&password={PASSWORD}".encode())
+    async with gw.session.post(
+        gw.url + "/accounts/login/", data=login, headers=gz, allow_redirects=False
+    ) as resp:
+        assert resp.status == 302
+    checkout = gzip.compress(b"order=G-1&total=12.50")
+    async with gw.session.post(
+        gw.url + "/checkout", data=checkout, headers=gz, allow_redirects=False
+    ) as resp:
+        assert resp.status == 303
+    assert await rows(gw, "SELECT user_key FROM identities") == [(gw.gateway.keys.user_key("gzipped"),)]
+    assert await rows(gw, "SELECT dedup_key, value FROM conversions") == [("order:G-1", 12.5)]
+    # aiohttp behind decodes what it was sent: the gzip bytes went through intact.
+    assert site.received == [
+        ("/accounts/login/", f"username=gzipped&password={PASSWORD}".encode()),
+        ("/checkout", b"order=G-1&total=12.50"),
+    ]
+    # Undecodable (not gzip at all): the rule reads nothing, the site still gets the request.
+    async with gw.session.post(
+        gw.url + "/checkout", data=b"order=X", headers=gz, allow_redirects=False
+    ) as resp:
+        assert resp.status in (400, 500)  # the site's own answer to a body it cannot decode
+    assert len(await rows(gw, "SELECT * FROM conversions")) == 1
+
+
 async def test_json_api_login_plain_and_gzip(setup: tuple[RunningGateway, Site]) -> None:
     gw, site = setup
     for target in ("/api/login", "/api/login?gz=1"):
