@@ -443,18 +443,15 @@ class ProxyHost:
             if hdrs.CONNECTION in headers:
                 drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
             kept = []
-            as_sent = not upstream.reason.isprintable()
             for name, value in headers.items():
                 key = name.lower()
                 if key in drop:
                     continue
                 if key == "location":
                     value = self._public_location(value, ex.request)
-                if not value.isprintable():  # bytes aiohttp's writer refuses or loses (or a tab)
-                    as_sent = True
                 kept.append((name, value))
             resp.headers.extend(kept)
-            resp.as_sent = as_sent
+            resp.as_sent = pages.needs_as_sent(upstream.reason, kept)
             self._apply_cookies(resp, ex)
             if commits:
                 await self._confirm(commits)

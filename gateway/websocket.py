@@ -187,15 +187,9 @@ async def proxy_websocket(
     return client
 
 
-class _TransparentWebSocket(pages.AsSentHeaders, web.WebSocketResponse):
-    """The visitor's side: adds no ``Server`` header it was not given (``pages.TransparentResponse``),
-    writes the site's header bytes as they came (``pages.AsSentHeaders``)."""
-
-    async def _prepare_headers(self) -> None:
-        had_server = hdrs.SERVER in self.headers
-        await super()._prepare_headers()
-        if not had_server:
-            self.headers.popall(hdrs.SERVER, None)
+class _TransparentWebSocket(pages.TransparentResponse, web.WebSocketResponse):
+    """The visitor's side, with a forwarded answer's restraint: no header the site did not
+    send, the site's header bytes as they came (``pages.TransparentResponse``)."""
 
 
 def _site_headers(upstream: aiohttp.ClientWebSocketResponse) -> list[tuple[str, str]]:

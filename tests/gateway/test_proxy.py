@@ -750,6 +750,7 @@ async def test_websocket_upgrade_keeps_the_sites_headers(start_gateway, upstream
         headers = ws._response.headers
         assert (headers["Set-Cookie"], headers["X-WS-Origin"]) == ("sticky=node7; Path=/", "site")
         assert "Server" not in headers and headers["Upgrade"].lower() == "websocket"
+        assert "Content-Type" not in headers  # a 101 has no body: none of aiohttp's either
         assert len(headers.getall("Sec-WebSocket-Accept")) == 1
 
 
