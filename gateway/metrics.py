@@ -128,7 +128,8 @@ class Metrics:
         )
         self.sink_messages = Counter(
             "gateway_sink_messages",
-            "Sink messages by outcome: sent (accepted by the destination), too_large (skipped)",
+            "Sink messages by outcome: sent (accepted by the destination), too_large (skipped), "
+            "refused (the destination refused the message itself; skipped)",
             ["sink", "outcome"],
             registry=r,
         )

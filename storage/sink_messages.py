@@ -34,6 +34,17 @@ class SinkError(Exception):
     """A destination refused or could not be reached; the batch is retried later."""
 
 
+class SinkRefused(SinkError):
+    """A destination said the batch itself is wrong (``REFUSED``): the same bytes will never be
+    accepted, so retrying them would hold the sink's cursor for ever."""
+
+
+REFUSED = frozenset({400, 413, 422})
+"""Statuses that refuse the content (malformed, too large, unprocessable), not the sender: the
+batch is split until the refused messages are alone, and those are counted and skipped. Every
+other failure (401 and 403 included: fix the secret and the rows go out) is retried."""
+
+
 def _traits(prefix: str, touch: dict[str, Any]) -> dict[str, Any]:
     traits = {f"source_{prefix}_{f}": touch[f] for f in TRAIT_FIELDS if f in touch}
     traits[f"source_{prefix}_timestamp"] = touch["ts"]

@@ -19,8 +19,11 @@ batch API (also RudderStack; write key as HTTP Basic user) and a generic
 webhook (the same JSON batch, signed as Standard Webhooks like our inbound
 events, with a deterministic ``webhook-id``). Batches respect the message
 count, the byte limits (Segment: 32 KB a message, 500 KB a batch) and a rate
-limit; failures (5xx, 429, network) are retried with backoff and the cursor
-only moves once everything read has been accepted.
+limit; failures (5xx, 429, 401, network) are retried with backoff and the cursor
+only moves once everything read has been accepted. A batch the destination refuses
+as such (400, 413, 422: ``REFUSED``) is split in halves until each refused message
+is alone; that message is counted (``refused``), logged by its ``messageId`` and
+skipped, so one message a destination will never take does not stop the sink.
 """
 
 from __future__ import annotations
@@ -47,9 +50,27 @@ from storage.backoff import Backoff
 from storage.cursors import advance, cursor_at, cursor_name, lag, position
 from storage.local import connect
 from storage.migrate import migrate
-from storage.sink_messages import EVENT, SinkError, batch_body, identify_message, pack, track_message
+from storage.sink_messages import (
+    EVENT,
+    REFUSED,
+    SinkError,
+    SinkRefused,
+    batch_body,
+    identify_message,
+    pack,
+    track_message,
+)
 
-__all__ = ["EVENT", "Sink", "SinkError", "SinkSet", "open_log", "pack", "resend_user_standalone"]
+__all__ = [
+    "EVENT",
+    "Sink",
+    "SinkError",
+    "SinkRefused",
+    "SinkSet",
+    "open_log",
+    "pack",
+    "resend_user_standalone",
+]
 
 log = logging.getLogger("gateway.sinks")
 
@@ -116,7 +137,7 @@ class Sink:
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=self.options.timeout_seconds),
                 ) as resp:
-                    await resp.read()
+                    answer = await resp.read()
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After", "")
             except (TimeoutError, aiohttp.ClientError) as err:
@@ -125,17 +146,52 @@ class Sink:
             self._next_send = asyncio.get_running_loop().time() + min(
                 int(retry_after), self.options.backoff_max_seconds
             )
+        if status in REFUSED:
+            reason = answer[:200].decode("utf-8", "replace")
+            raise SinkRefused(f"HTTP {status}: {reason}" if reason else f"HTTP {status}")
+        if status in (401, 403):
+            raise SinkError(
+                f"HTTP {status}: the destination refuses the credentials; check the sink's secret"
+            )
         if not 200 <= status < 300:
             raise SinkError(f"HTTP {status}")
         self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
 
-    async def send(self, messages: Sequence[dict[str, Any]]) -> int:
+    async def send(self, messages: Sequence[dict[str, Any]], skip_refused: bool = True) -> int:
+        """Send every message in batches; how many the destination accepted. A refused message
+        (``SinkRefused`` for it alone) is counted and skipped, unless not ``skip_refused`` (a
+        re-send on demand: the operator is told); any other failure raises."""
         batches, skipped = pack(messages, self.options)
         if skipped:
             self.metrics.sink_messages.labels(self.options.name, "too_large").inc(skipped)
+        sent = 0
         for batch in batches:
+            if skip_refused:
+                sent += await self._deliver(batch)
+            else:
+                await self.post(batch)
+                sent += len(batch)
+        return sent
+
+    async def _deliver(self, batch: Sequence[bytes]) -> int:
+        """One batch; when the destination refuses it as such, each half on its own, down to
+        the single messages it refuses (at most about 2·log2(size) more requests a refusal)."""
+        try:
             await self.post(batch)
-        return sum(len(b) for b in batches)
+            return len(batch)
+        except SinkRefused as refused:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                return await self._deliver(batch[:half]) + await self._deliver(batch[half:])
+            message_id = msgspec.json.decode(batch[0], type=dict[str, Any]).get("messageId")
+            self.metrics.sink_messages.labels(self.options.name, "refused").inc()
+            log.warning(
+                "sink %s: the destination refused message %s (%s); skipped, not retried",
+                self.options.name,
+                message_id,
+                refused,
+            )
+            return 0
 
     # -- reading the log ---------------------------------------------------------------------
 
@@ -238,7 +294,7 @@ class Sink:
         ) as cursor:
             touches = [dict(r) for r in await cursor.fetchall()]
         messages = await self._identifies(db, bindings) + await self._tracks(db, touches)
-        return await self.send(messages)
+        return await self.send(messages, skip_refused=False)
 
     async def run(self) -> None:
         """Until cancelled: rounds every ``interval_seconds``; failures retried with backoff."""

@@ -189,6 +189,8 @@ class BatchApi:
     """Request number (1 = the first received) → the status it gets instead of 200."""
     received: int = 0
     url: str = ""
+    refuse: dict[str, int] = field(default_factory=dict)
+    """messageId → the status that refuses any batch holding it (400, 413…), every time."""
 
     @property
     def unique(self) -> dict[str, dict[str, Any]]:
@@ -201,8 +203,11 @@ class BatchApi:
         if self.fail or self.received in self.fail_on:
             status = self.fail.pop(0) if self.fail else self.fail_on[self.received]
             return web.json_response({"error": "try later"}, status=status, headers={"Retry-After": "0"})
+        batch = (await request.json())["batch"]
+        if refused := [self.refuse[m["messageId"]] for m in batch if m["messageId"] in self.refuse]:
+            return web.json_response({"error": "invalid message"}, status=refused[0])
         self.bodies.append(body)
-        self.calls.extend((await request.json())["batch"])
+        self.calls.extend(batch)
         return web.json_response({"success": True})
 
 

@@ -156,6 +156,41 @@ async def test_failures_are_retried_and_nothing_counts_twice(world, batch_api: B
     assert all(len(b) <= 500_000 for b in batch_api.bodies)
 
 
+async def test_a_message_the_destination_refuses_is_skipped_not_retried_for_ever(
+    world, batch_api: BatchApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 400 (or 413, 422) says the batch itself is wrong: sent again it fails again, and the
+    cursor would wait for ever. The batch is halved until the refused message is alone; it is
+    counted and logged, and every other message goes out."""
+    w = await world(sink_toml(batch_api, batch_size=8))
+    touches = [touch(n, f"{n:032x}", "news") for n in range(11)]
+    await w.store.write(touches)
+    bad, worse = f"gw-touch-{touches[3].id}", f"gw-touch-{touches[9].id}"
+    batch_api.refuse = {bad: 400, worse: 422}
+    assert await one_round(w) == {"touchpoints": 9, "identities": 0}
+    assert set(batch_api.unique) == {f"gw-touch-{t.id}" for t in touches} - {bad, worse}
+    refused = w.sinks.sinks["out"].metrics.sink_messages.labels("out", "refused")._value.get()
+    assert refused == 2
+    assert bad in caplog.text and "refused" in caplog.text
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past them
+
+
+async def test_refused_credentials_are_retried_and_a_resend_on_demand_reports_a_refusal(
+    world, batch_api: BatchApi
+) -> None:
+    """401 is not the content's fault: the rows wait until the secret is fixed. A re-send on
+    demand does not skip a refused message: it tells the operator (502 in the admin API)."""
+    w = await world(sink_toml(batch_api))
+    touches, user_key = await seed(w)
+    batch_api.fail = [401]
+    with pytest.raises(SinkError, match="credentials"):
+        await one_round(w)
+    assert await one_round(w) == {"touchpoints": 3, "identities": 2}  # nothing was skipped
+    batch_api.refuse = {f"gw-touch-{touches[0].id}": 400}
+    with pytest.raises(SinkError, match=r"HTTP 400: .*invalid message"):
+        await w.sinks.resend_user(user_key)
+
+
 def test_pack_respects_count_and_size_limits() -> None:
     options = SinkOptions(
         name="s",
