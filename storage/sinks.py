@@ -23,7 +23,9 @@ limit; failures (5xx, 429, 401, network) are retried with backoff and the cursor
 only moves once everything read has been accepted. A batch the destination refuses
 as such (400, 413, 422: ``REFUSED``) is split in halves until each refused message
 is alone; that message is counted (``refused``), logged by its ``messageId`` and
-skipped, so one message a destination will never take does not stop the sink.
+skipped, so one message a destination will never take does not stop the sink —
+unless the destination took none of the read's messages: then the sink itself is
+the likelier fault, and everything is held for a retry.
 """
 
 from __future__ import annotations
@@ -158,40 +160,50 @@ class Sink:
         self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
 
     async def send(self, messages: Sequence[dict[str, Any]], skip_refused: bool = True) -> int:
-        """Send every message in batches; how many the destination accepted. A refused message
-        (``SinkRefused`` for it alone) is counted and skipped, unless not ``skip_refused`` (a
-        re-send on demand: the operator is told); any other failure raises."""
+        """Send every message in batches; how many the destination accepted. A message refused
+        on its own (``SinkRefused``) is counted and skipped, provided the destination accepted
+        some other message of this call: when it refuses every one, the fault is more likely
+        the sink's (a URL or a webhook secret the receiver answers 400 to) than every message's,
+        so ``SinkError`` holds them all for a retry. Not ``skip_refused`` (a re-send on demand):
+        any refusal raises, for the operator to see. Any other failure raises."""
         batches, skipped = pack(messages, self.options)
         if skipped:
             self.metrics.sink_messages.labels(self.options.name, "too_large").inc(skipped)
-        sent = 0
+        sent, refused = 0, list[tuple[bytes, SinkRefused]]()
         for batch in batches:
             if skip_refused:
-                sent += await self._deliver(batch)
+                sent += await self._deliver(batch, refused)
             else:
                 await self.post(batch)
                 sent += len(batch)
-        return sent
-
-    async def _deliver(self, batch: Sequence[bytes]) -> int:
-        """One batch; when the destination refuses it as such, each half on its own, down to
-        the single messages it refuses (at most about 2·log2(size) more requests a refusal)."""
-        try:
-            await self.post(batch)
-            return len(batch)
-        except SinkRefused as refused:
-            if len(batch) > 1:
-                half = len(batch) // 2
-                return await self._deliver(batch[:half]) + await self._deliver(batch[half:])
-            message_id = msgspec.json.decode(batch[0], type=dict[str, Any]).get("messageId")
+        if refused and not sent:
+            raise SinkError(
+                f"the destination refused every message ({refused[0][1]}); check the sink's url and secret"
+            )
+        for message, why in refused:
+            message_id = msgspec.json.decode(message, type=dict[str, Any]).get("messageId")
             self.metrics.sink_messages.labels(self.options.name, "refused").inc()
             log.warning(
                 "sink %s: the destination refused message %s (%s); skipped, not retried",
                 self.options.name,
                 message_id,
-                refused,
+                why,
             )
-            return 0
+        return sent
+
+    async def _deliver(self, batch: Sequence[bytes], refused: list[tuple[bytes, SinkRefused]]) -> int:
+        """One batch, how many of its messages were accepted; when the destination refuses it
+        as such, each half on its own, down to the single messages it refuses, which are added
+        to ``refused`` (about 2·log2(size) more requests for each)."""
+        try:
+            await self.post(batch)
+            return len(batch)
+        except SinkRefused as why:
+            if len(batch) == 1:
+                refused.append((batch[0], why))
+                return 0
+            half = len(batch) // 2
+            return await self._deliver(batch[:half], refused) + await self._deliver(batch[half:], refused)
 
     # -- reading the log ---------------------------------------------------------------------
 

@@ -175,6 +175,22 @@ async def test_a_message_the_destination_refuses_is_skipped_not_retried_for_ever
     assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past them
 
 
+async def test_a_destination_that_refuses_every_message_holds_them_all(world, batch_api: BatchApi) -> None:
+    """A receiver that answers 400 to everything (a wrong webhook secret, a wrong URL) is the
+    sink's fault, not every message's: nothing is skipped, the cursor waits, and once the
+    receiver is fixed every message goes out."""
+    w = await world(sink_toml(batch_api, batch_size=4))
+    touches = [touch(n, f"{n:032x}", "news") for n in range(6)]
+    await w.store.write(touches)
+    batch_api.refuse = {f"gw-touch-{t.id}": 400 for t in touches}
+    with pytest.raises(SinkError, match="refused every message"):
+        await one_round(w)
+    assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "refused")._value.get() == 0
+    batch_api.refuse = {}
+    assert await one_round(w) == {"touchpoints": 6, "identities": 0}
+    assert set(batch_api.unique) == {f"gw-touch-{t.id}" for t in touches}
+
+
 async def test_refused_credentials_are_retried_and_a_resend_on_demand_reports_a_refusal(
     world, batch_api: BatchApi
 ) -> None:
