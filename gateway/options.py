@@ -37,7 +37,8 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     connect_timeout: float = 5.0
     """Seconds to connect to the upstream before answering 504 (a refused connection: 502 at once)."""
     read_timeout: float = 30.0
-    """Seconds of upstream silence (headers or body) before answering 504."""
+    """Seconds of upstream silence (headers or body, or not taking the request body) before
+    answering 504."""
     upstream_connections: int = 1024
     """Most connections open to the upstream at once (WebSockets hold one each); when all are
     busy a request waits up to ``connect_timeout``, then gets 504."""

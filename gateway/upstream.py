@@ -273,8 +273,9 @@ class Upstream:
         the body's ``Content-Length`` (else a body goes chunked).
 
         Raises TimeoutError (no connection within ``connect_timeout``, or no answer within
-        ``read_timeout``), ``UpstreamConnectError``, aiohttp's client errors for a broken
-        answer, or whatever the body raised while it was being sent."""
+        ``read_timeout``, or the body not taken for that long), ``UpstreamConnectError``,
+        aiohttp's client errors for a broken answer, or whatever the body raised while it was
+        being sent."""
         if body is None:
             framing = "" if length_known or method in _BODYLESS_METHODS else "Content-Length: 0\r\n"
         else:
@@ -357,7 +358,12 @@ async def _send_body(proto: ResponseHandler, body: AsyncIterable[bytes], chunked
             else:
                 transport.write(chunk)
             if proto.writing_paused:
-                await proto._drain_helper()
+                # The site takes no more of the body. Its read timeout is armed only once the
+                # body is sent, so without this bound a site that stopped reading (and never
+                # answers) held the request and the connection for ever; it is upstream silence
+                # like any other: TimeoutError, a 504.
+                async with asyncio.timeout(proto.read_timeout):
+                    await proto._drain_helper()
         if chunked and proto.transport is not None:
             proto.transport.write(b"0\r\n\r\n")
     except asyncio.CancelledError:

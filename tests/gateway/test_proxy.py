@@ -875,6 +875,55 @@ async def test_slow_upstream_gives_504_within_timeout(start_gateway, upstream_se
     assert 0.4 < loop.time() - start < 1.5
 
 
+@pytest.mark.parametrize(
+    "framing", [b"Content-Length: %d", b"Transfer-Encoding: chunked"], ids=["length", "chunked"]
+)
+async def test_upstream_that_stops_reading_an_upload_gives_504_within_timeout(
+    start_gateway, raw_upstream, framing: bytes
+) -> None:
+    """A site that takes the request head, then neither reads the body nor answers (a stuck
+    worker): once the socket buffers fill, that is upstream silence like any other — 504 within
+    ``read_timeout``, not a request (and an upstream connection) held for ever."""
+    release = asyncio.Event()
+
+    async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(release.wait(), 10)
+
+    gw = await start_gateway(await raw_upstream(stuck), "[proxy]\nread_timeout = 0.5\n")
+    size = 32 * MB  # far more than the socket buffers between the gateway and the site hold
+    head = b"POST /upload HTTP/1.1\r\nHost: t\r\n" + framing.replace(b"%d", b"%d" % size) + b"\r\n\r\n"
+    chunked = b"chunked" in framing
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    loop = asyncio.get_running_loop()
+
+    async def send() -> None:
+        writer.write(head)
+        for _ in range(size // MB):
+            writer.write(b"100000\r\n" + b"u" * MB + b"\r\n" if chunked else b"u" * MB)
+            await writer.drain()
+        writer.write(b"0\r\n\r\n" if chunked else b"")
+
+    sending = asyncio.create_task(send())
+    start = loop.time()
+    try:
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+        elapsed = loop.time() - start
+    finally:
+        release.set()
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        writer.transport.abort()
+    assert b" 504 " in status_line, status_line
+    assert elapsed < 2.5, f"504 after {elapsed:.2f}s"
+    errors = gw.gateway.metrics.registry.get_sample_value(
+        "gateway_upstream_errors_total", {"kind": "timeout"}
+    )
+    assert errors == 1.0
+
+
 async def oversize_upstream(upstream_server, received: list[str]) -> str:
     """Records "started", then "complete:<n>" or "error:<why>" for each request it reads."""
 
