@@ -12,10 +12,13 @@ headers go out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.cookies
 import logging
 import re
+import socket
+import struct
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -150,6 +153,17 @@ def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
             continue
         return out if inflater.eof and len(out) <= cap and not inflater.unconsumed_tail else None
     return None
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Cut the visitor's connection with a TCP reset, dropping what is still unsent. A plain
+    close is no signal to an HTTP/1.0 visitor reading a body of no length: it is that body's
+    normal end, and a page cut short would look whole."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # SO_LINGER 0: close() sends RST, not FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 # _Body.failure → (status answered, request metric label)
@@ -476,12 +490,13 @@ class ProxyHost:
                 if isinstance(err, asyncio.CancelledError):
                     raise
             except (aiohttp.ClientError, TimeoutError) as err:
-                # Headers are gone: the only honest signal left is a cut connection.
+                # Headers are gone: the only honest signal left is a cut connection (a reset:
+                # to an HTTP/1.0 visitor a close can be the body's end).
                 self.metrics.upstream_errors.labels("body").inc()
                 log.warning("upstream body failed mid-stream for %s: %r", raw_path, err)
                 upstream.close()
                 if request.transport is not None:
-                    request.transport.close()
+                    reset(request.transport)
             return resp
         finally:
             upstream.release()

@@ -1173,6 +1173,29 @@ async def test_upstream_cut_mid_body_is_visible(start_gateway, raw_upstream, pat
         assert (resp.status, await resp.read()) == (200, b"ok")
 
 
+async def test_upstream_cut_mid_body_reaches_an_http10_visitor_as_a_reset(
+    start_gateway, raw_upstream
+) -> None:
+    """An HTTP/1.0 visitor reads a body of no length to the connection's end: a plain close
+    there is the body's normal end, so a body cut short must end with a reset, never a close
+    that makes the first kilobyte look like the whole page."""
+    gw = await start_gateway(await raw_upstream(cutting_origin), "[proxy]\nread_timeout = 0.5\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    received, ending = b"", "still open"
+    try:
+        writer.write(b"GET /cut-chunked HTTP/1.0\r\nHost: t\r\n\r\n")
+        async with asyncio.timeout(3):
+            while data := await reader.read(65536):
+                received += data
+        ending = "closed"
+    except ConnectionResetError:
+        ending = "reset"
+    finally:
+        writer.transport.abort()
+    assert ending == "reset", (ending, received[:200])
+    assert b"Content-Length" not in received.partition(b"\r\n\r\n")[0]  # a body of no length
+
+
 async def test_stalled_upload_gets_408_within_body_timeout(start_gateway, upstream_server) -> None:
     async def sink(request: web.Request) -> web.Response:
         await request.read()
