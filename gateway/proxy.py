@@ -446,7 +446,7 @@ class ProxyHost:
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
             resp = pages.TransparentResponse(status=upstream.status, reason=upstream.reason)
-            complete = upstream.content.is_eof()
+            complete = upstream.content.is_eof() and not upstream.cut_short()
             if complete:
                 # The whole body is already here: headers, body and end go out in one write
                 # (aiohttp flushes a StreamResponse's headers on their own by default). A body
@@ -480,6 +480,8 @@ class ProxyHost:
                     await resp.write(head)
                 async for chunk in upstream.content.iter_any():
                     await resp.write(chunk)
+                if upstream.cut_short():
+                    raise aiohttp.ClientPayloadError("the upstream's connection broke mid-body")
                 await resp.write_eof()
             except (ConnectionError, asyncio.CancelledError) as err:
                 # The visitor went away mid-body: the listener cancels the handler (or a write
@@ -523,9 +525,10 @@ class ProxyHost:
             while len(buffer) <= cap:
                 chunk = await upstream.content.readany()
                 if not chunk:
-                    ex.response_body = decoded_body(
-                        bytes(buffer), upstream.headers.get("content-encoding"), cap
-                    )
+                    if not upstream.cut_short():  # a body cut short is not read either
+                        ex.response_body = decoded_body(
+                            bytes(buffer), upstream.headers.get("content-encoding"), cap
+                        )
                     break
                 buffer += chunk
         except (aiohttp.ClientError, TimeoutError):

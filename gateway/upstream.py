@@ -28,7 +28,7 @@ from collections.abc import AsyncIterable, Iterable
 from aiohttp import ClientOSError, ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http import HttpProcessingError
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -43,6 +43,17 @@ sets many cookies); each is still held to ``proxy.max_header_size``."""
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Sent again once when a reused connection turns out closed before any answer.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class Connection(ResponseHandler):
+    """aiohttp's client protocol, remembering whether the connection broke (a reset, an error)
+    rather than closed: aiohttp's parser ends a body of no length at either."""
+
+    broken = False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.broken = exc is not None
+        super().connection_lost(exc)
 
 
 class UpstreamConnectError(OSError):
@@ -77,25 +88,40 @@ class UpstreamResponse:
     def __init__(
         self,
         pool: Upstream,
-        proto: ResponseHandler,
+        proto: Connection,
         status: int,
         reason: str,
         headers: CIMultiDictProxy[str],
         content: StreamReader,
-        writer: asyncio.Task[None] | None,
+        writer: asyncio.Task[bool] | None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
         self.content = content
         self._pool = pool
-        self._proto: ResponseHandler | None = proto
+        self._proto: Connection | None = proto
         self._writer = writer
 
     @property
     def content_length(self) -> int | None:
         value = self.headers.get("Content-Length")
         return int(value) if value is not None and value.isdigit() else None
+
+    def cut_short(self) -> bool:
+        """Whether a body of no length — it ends where the connection does — ended with the
+        connection breaking (a reset) rather than closing: it is cut short, not whole, though
+        the parser ends it the same way. A break while the request body was still going is not
+        counted: a site that answers early and closes unread input resets the connection."""
+        proto, writer = self._proto, self._writer
+        return (
+            proto is not None
+            and proto.broken
+            and self.content is not EMPTY_PAYLOAD
+            and "Content-Length" not in self.headers
+            and "Transfer-Encoding" not in self.headers
+            and (writer is None or (writer.done() and not writer.cancelled() and writer.result()))
+        )
 
     def release(self) -> None:
         self._finish(reusable=True)
@@ -139,13 +165,13 @@ class Upstream:
         self._ssl: ssl.SSLContext | None = None
         self._open = 0
         """Connections open (busy or idle) plus slots reserved by WebSocket relays."""
-        self._idle: collections.deque[tuple[ResponseHandler, float]] = collections.deque()
-        self._waiters: collections.deque[asyncio.Future[ResponseHandler | None]] = collections.deque()
+        self._idle: collections.deque[tuple[Connection, float]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self._closed = False
 
     # -- the pool ---------------------------------------------------------------------------------
 
-    async def _acquire(self) -> tuple[ResponseHandler, bool]:
+    async def _acquire(self) -> tuple[Connection, bool]:
         """A connection, and whether it served a request before."""
         got = self._pop_idle()
         if got is not None:
@@ -162,7 +188,7 @@ class Upstream:
             self._free_slot()
             raise
 
-    def _pop_idle(self) -> ResponseHandler | None:
+    def _pop_idle(self) -> Connection | None:
         now = asyncio.get_running_loop().time()
         while self._idle:
             proto, since = self._idle.pop()
@@ -172,9 +198,9 @@ class Upstream:
             self._open -= 1
         return None
 
-    async def _wait(self) -> ResponseHandler | None:
+    async def _wait(self) -> Connection | None:
         """Wait for a connection someone releases, or (None) a free slot to connect with."""
-        future: asyncio.Future[ResponseHandler | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         try:
             return await future
@@ -197,7 +223,7 @@ class Upstream:
                 return
         self._open -= 1
 
-    def done(self, proto: ResponseHandler, reusable: bool) -> None:
+    def done(self, proto: Connection, reusable: bool) -> None:
         """A request is over with ``proto``: keep it for the next one, or close it."""
         if not reusable or self._closed or not proto.is_connected():
             proto.close()
@@ -238,12 +264,12 @@ class Upstream:
             self._idle.pop()[0].close()
             self._open -= 1
 
-    async def _connect(self) -> ResponseHandler:
+    async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         context = await self._ssl_context() if self.tls else None
         try:
             _, proto = await loop.create_connection(
-                lambda: ResponseHandler(loop),
+                lambda: Connection(loop),
                 self.host,
                 self.port,
                 ssl=context,
@@ -299,7 +325,7 @@ class Upstream:
 
     async def _exchange(
         self,
-        proto: ResponseHandler,
+        proto: Connection,
         method: str,
         head: bytes,
         body: AsyncIterable[bytes] | None,
@@ -316,7 +342,7 @@ class Upstream:
             max_field_size=self.max_field_size,
             max_headers=MAX_RESPONSE_HEADERS,
         )
-        writer: asyncio.Task[None] | None = None
+        writer: asyncio.Task[bool] | None = None
         try:
             transport = proto.transport
             if transport is None:
@@ -343,9 +369,9 @@ class Upstream:
         return UpstreamResponse(self, proto, message.code, message.reason, message.headers, payload, writer)
 
 
-async def _send_body(proto: ResponseHandler, body: AsyncIterable[bytes], chunked: bool) -> None:
-    """Stream the request body upstream; a failure (the visitor's body, or the upstream's
-    connection) is handed to the response reader, which raises it."""
+async def _send_body(proto: Connection, body: AsyncIterable[bytes], chunked: bool) -> bool:
+    """Stream the request body upstream: True once it is sent whole. A failure (the visitor's
+    body, or the upstream's connection) is handed to the response reader, which raises it."""
     try:
         async for chunk in body:
             if not chunk:
@@ -370,5 +396,6 @@ async def _send_body(proto: ResponseHandler, body: AsyncIterable[bytes], chunked
         raise
     except Exception as err:
         proto.set_exception(err)
-        return
+        return False
     proto.start_timeout()
+    return True

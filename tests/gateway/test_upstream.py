@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +100,46 @@ async def test_close_delimited_body_arrives_whole(start_gateway, raw_upstream) -
     gw = await start_gateway(await raw_upstream(origin))
     status, got = await get(gw.proxy.port, "/stream", "Connection: close\r\n")
     assert (status, len(got), got == body) == (200, len(body), True)
+
+
+READ_BY_A_RULE = """
+[[conversions]]
+name = "page"
+method = "GET"
+path = "/page"
+status = [200]
+value = { response_json = "/total" }
+"""
+
+
+@pytest.mark.parametrize("toml", ["", READ_BY_A_RULE], ids=["streamed", "read_by_a_rule"])
+async def test_close_delimited_body_cut_by_a_reset_is_not_delivered_whole(
+    start_gateway, raw_upstream, toml: str
+) -> None:
+    """A body of no length ends where the connection does, and only a close ends it: a reset
+    (the site crashed, a middlebox gave up) cuts it short, and the visitor must see a broken
+    answer (no last chunk), not a shorter page that looks whole — whether it was streamed or
+    read whole first for a rule (then sent in one write)."""
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"total": 1')
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the gateway has read it (and sent the head, streaming) by then
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN
+
+    gw = await start_gateway(await raw_upstream(origin), toml)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n")
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
+            await read_response(reader)  # a chunked answer: it must stop before its last chunk
+    finally:
+        writer.transport.abort()
+    errors = gw.gateway.metrics.registry.get_sample_value("gateway_upstream_errors_total", {"kind": "body"})
+    assert errors == 1.0
 
 
 async def test_interim_responses_are_passed_over(start_gateway, raw_upstream) -> None:
