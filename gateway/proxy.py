@@ -186,6 +186,24 @@ def _origin_form(target: str) -> str | None:
     return url.raw_path_qs if url.absolute and url.scheme in ("http", "https") else None
 
 
+def _names_another_host(target: str, host: str | None) -> bool:
+    """Whether an absolute-form target (``GET http://a/p``) names another host than the
+    ``Host`` header does (port and letter case normalised), or carries userinfo, which RFC 9110
+    §4.2.4 says to treat as an error. RFC 9112 §3.2.2 has the server take the target's
+    authority; a cache or router in front of us may have gone by ``Host``: which site is asked
+    has two answers, and the request is refused rather than forwarded under either."""
+    if target.startswith("/") or host is None:
+        return False
+    try:
+        url = URL(target, encoded=True)
+        named = URL(f"{url.scheme}://{host}", encoded=True)
+    except ValueError:
+        return True
+    if url.raw_user is not None or url.raw_password is not None:
+        return True
+    return ((url.raw_host or "").lower(), url.port) != ((named.raw_host or "").lower(), named.port)
+
+
 def _joined(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     """Repeated headers joined into one value each (cookies with "; ", others with ", ")."""
     joined: dict[str, str] = {}
@@ -288,7 +306,11 @@ class ProxyHost:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         target = _origin_form(request.raw_path)
         host = request.headers.get(hdrs.HOST)
-        if target is None or (host is not None and not _VALID_HOST.fullmatch(host)):
+        if (
+            target is None
+            or (host is not None and not _VALID_HOST.fullmatch(host))
+            or _names_another_host(request.raw_path, host)
+        ):
             self.metrics.requests.labels("bad_request").inc()
             return pages.error_page(400)
         raw_path, _, raw_query = target.partition("?")

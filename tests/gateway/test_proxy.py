@@ -22,6 +22,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy
 
+from gateway import pages
 from gateway.pipeline import Exchange, Pipeline
 from gateway.proxy import ProxyHost
 from tests.conftest import RunningGateway
@@ -1069,6 +1070,41 @@ async def test_target_goes_upstream_byte_for_byte(
 ) -> None:
     seen = await targets_seen(start_gateway, upstream_server, "", [target.encode()])
     assert seen == [upstream]
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "forwarded"),
+    [
+        (b"http://shop.test/p?a=1&utm_source=x", b"shop.test", True),
+        (b"http://SHOP.test:80/p", b"shop.test", True),
+        (b"https://shop.test/p", b"shop.test:443", True),
+        (b"http://[::1]:8080/p", b"[::1]:8080", True),
+        (b"http://evil.test/p", b"shop.test", False),
+        (b"http://shop.test:8080/p", b"shop.test", False),
+        (b"https://shop.test/p", b"shop.test:80", False),
+        (b"http://shop.test/p", b"evil.test", False),
+        (b"http://shop.test@evil.test/p", b"evil.test", False),
+    ],
+)
+async def test_absolute_form_naming_another_host_than_host_is_refused(
+    start_gateway, upstream_server, target: bytes, host: bytes, forwarded: bool
+) -> None:
+    """``GET http://a/ HTTP/1.1`` with ``Host: b``: RFC 9112 §3.2.2 has the server take the
+    target's authority, a cache in front of us may well have keyed on ``Host`` — two answers
+    to which site is asked, so the request is refused rather than forwarded under either."""
+    seen: list[tuple[str, str | None]] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append((request.raw_path, request.headers.get("Host")))
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)))
+    reply = await raw_request(gw.proxy.port, b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    if forwarded:
+        assert reply.status == 200
+        assert seen == [("/p?a=1" if b"?" in target else "/p", host.decode())]
+    else:
+        assert (reply.status, reply.body, seen) == (400, pages.error_page(400).body, [])
 
 
 async def test_empty_query_pieces_survive_stripping(start_gateway, upstream_server) -> None:
