@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import re
@@ -206,7 +207,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
     primary = args.worker in (None, 0)
 
     async def reread() -> Settings:
-        return _overridden(await asyncio.to_thread(load_settings, args.config, dev=args.dev), args)
+        load = functools.partial(load_settings, args.config, dev=args.dev, admin_public=args.admin_public)
+        return _overridden(await asyncio.to_thread(load), args)
 
     def ready(proxy: str, admin: str) -> None:
         if primary:
@@ -276,6 +278,8 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int) -> int:
 
     def argv(index: int) -> list[str]:
         extra = ["--dev"] if args.dev else []
+        if args.admin_public:
+            extra.append("--admin-public")
         if args.log_format:
             extra += ["--log-format", args.log_format]
         return [

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import signal
+import socket
 import sqlite3
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.gatewayproc import GatewayProcess
@@ -142,3 +145,47 @@ async def test_sighup_reloads_rules_on_a_kept_alive_connection(
     finally:
         await gw.kill()
     assert await asyncio.to_thread(_sources, tmp_path / "gw.db") == ["before", "after", "still"]
+
+
+def _loopback_name() -> str | None:
+    """This machine's host name when it resolves to a loopback address only: a listen host the
+    config checks count as public (a name could resolve anywhere) that still stays on loopback."""
+    name = socket.gethostname()
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
+    except OSError:
+        return None
+    return name if found and all(ipaddress.ip_address(a).is_loopback for a in found) else None
+
+
+async def test_admin_public_holds_for_every_worker_and_every_reload(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """``--admin-public`` is the operator's word for the workers the supervisor starts and for
+    each reload too: the admin address is not refused again when a worker reads the config."""
+    name = await asyncio.to_thread(_loopback_name)
+    if name is None:
+        pytest.skip("the host name does not resolve to loopback only")
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="page")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, upstream)
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", "workers = 2")
+    await asyncio.to_thread(
+        cfg.write_text, text.replace('"127.0.0.1:0"\n[storage]', f'"{name}:0"\n[storage]')
+    )
+    gw = await GatewayProcess.start(cfg, "--admin-public")
+    try:
+        await gw.wait_log(lambda r: r["msg"] == "listening" and r.get("worker") == 1)
+        gw.signal(signal.SIGHUP)
+        for worker in (0, 1):
+            await gw.wait_log(lambda r, w=worker: r["msg"].startswith("config reloaded") and r["worker"] == w)
+        assert not [r for r in gw.logs() if r["msg"].startswith("reload refused")]
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
