@@ -26,12 +26,13 @@ import msgspec
 from yarl import URL
 
 from gateway import report_cli
-from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked
+from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked, read_config
 from gateway.config_values import host_problem
 from gateway.doctor import cmd_doctor, timeout_arg
 from gateway.logs import setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
+from gateway.reload import live_settings
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event, creator_arg, currency_arg, url_arg, value_arg
 from gateway.sink_cli import cmd_sink_send
@@ -189,6 +190,13 @@ GENERATED_ENV = "GATEWAY_WORKER_GENERATED"
 the workers' environment), so worker 0 can say so."""
 
 
+STARTED_CONFIG_ENV = "GATEWAY_WORKER_CONFIG"
+"""Set by the supervisor for its workers: the config text the gateway started with."""
+RELOADED_CONFIG_ENV = "GATEWAY_WORKER_RELOADED_CONFIG"
+"""Set by the supervisor for the workers it starts after a SIGHUP: the config text of the last
+reload it found valid (``_worker_settings``)."""
+
+
 async def _run(settings: Settings, args: argparse.Namespace) -> None:
     from aiohttp import web
 
@@ -265,7 +273,7 @@ def _export_generated(settings: Settings) -> None:
             os.environ[match.group(2)] = values[match.group(1)]
 
 
-def _supervise(args: argparse.Namespace, settings: Settings, count: int) -> int:
+def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: str) -> int:
     from gateway.supervisor import python_argv, reserve, run_supervisor
 
     try:
@@ -296,7 +304,18 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int) -> int:
             *extra,
         ]
 
-    env = {**os.environ, GENERATED_ENV: "\n".join(settings.generated)}
+    env = {**os.environ, GENERATED_ENV: "\n".join(settings.generated), STARTED_CONFIG_ENV: text}
+
+    def reloaded() -> dict[str, str]:
+        """On SIGHUP, before the workers reload: a valid file becomes what a worker started
+        from now on runs too; an invalid one changes nothing (each worker logs its problems)."""
+        try:
+            new = read_config(args.config)
+            _load_run(args, new)
+        except ConfigError:
+            return {}
+        return {RELOADED_CONFIG_ENV: new}
+
     log.info("starting %d workers on %s", count, proxy_addr)
     try:
         first = parse_listen(admin_addr)
@@ -304,7 +323,7 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int) -> int:
             "127.0.0.1" if first[0] in ("0.0.0.0", "") else "::1" if first[0] == "::" else first[0],
             first[1],
         )
-        return run_supervisor(count, argv, env, settings.options.proxy.shutdown_grace, probe)
+        return run_supervisor(count, argv, env, settings.options.proxy.shutdown_grace, probe, reloaded)
     finally:
         public.close()
 
@@ -321,13 +340,44 @@ async def _prepare_store(settings: Settings) -> None:
         await db.close()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _load_run(args: argparse.Namespace, text: str | None = None) -> Settings:
+    return load_settings(args.config, text=text, dev=args.dev, admin_public=args.admin_public)
+
+
+def _worker_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
+    """A worker runs the config its siblings run, not whatever the file now says: the text the
+    gateway started with and, on top of it as a reload applies it, the last reload the
+    supervisor found valid (a worker restarted after a crash would otherwise stop the whole
+    gateway over a file broken since, or serve another upstream than its siblings). The
+    problems of a reload that no longer loads (a file it names is gone), for the log."""
+    started = os.environ.get(STARTED_CONFIG_ENV)
+    if started is None:  # not started by a supervisor of this version
+        return _load_run(args), []
+    settings = _load_run(args, started)
+    reloaded = os.environ.get(RELOADED_CONFIG_ENV)
+    if reloaded is None:
+        return settings, []
     try:
-        settings = load_settings(args.config, dev=args.dev, admin_public=args.admin_public)
+        return live_settings(settings, _load_run(args, reloaded)), []
+    except ConfigError as err:
+        return settings, err.problems
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    text = None
+    problems: list[str] = []
+    try:
+        if args.worker is None:
+            text = read_config(args.config)
+            settings = _load_run(args, text)
+        else:
+            settings, problems = _worker_settings(args)
     except ConfigError as err:
         return _fail_config(args.config, err)
     opts = settings.options
     setup_logging(opts.log.level, args.log_format or opts.log.format, worker=args.worker)
+    for problem in problems:
+        log.error("the last reload no longer loads; this worker runs the config it started with: %s", problem)
     _export_generated(settings)
     if args.worker is None:
         from gateway.supervisor import worker_count
@@ -339,7 +389,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
                 print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
                 return 1
-            return _supervise(args, settings, count)
+            assert text is not None
+            return _supervise(args, settings, count, text)
     else:
         generated = os.environ.get(GENERATED_ENV, "")
         settings = dataclasses.replace(

@@ -383,12 +383,12 @@ def load_settings(
     """Read, decode, validate and resolve a config; raise ConfigError listing every problem.
     ``admin_public`` (``--admin-public``) lets the admin API listen on a public address."""
     environ = os.environ if environ is None else environ
-    base_dir = Path.cwd()
+    # Relative paths are the file's, also for its text read before (a supervisor's workers).
+    base_dir = Path.cwd() if path is None else Path(path).resolve().parent
     if text is None:
         if path is None:
             raise ConfigError(["no config file given"])
         text = read_config(path)
-        base_dir = Path(path).resolve().parent
     data = parse_config(text, str(path or "config"))
     options, problems = decode_options(data)
     problems += validate(options)

@@ -68,6 +68,7 @@ class Supervisor:
         env: dict[str, str],
         grace: float,
         first_ready: tuple[str, int] | None = None,
+        reloaded: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.count = count
         self.argv = argv
@@ -76,6 +77,9 @@ class Supervisor:
         self.first_ready = first_ready
         """An address worker 0 listens on (the admin listener): the others start once it accepts,
         so whoever reaches the public port finds the admin API up too."""
+        self.reloaded = reloaded
+        """Called on SIGHUP before it is forwarded: environment for the workers started from then
+        on (the reload they should run; empty when the new config is refused)."""
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = asyncio.Event()
         self.failed = False
@@ -84,7 +88,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         keepers = [asyncio.create_task(self._keep(0), name="worker-0")]
         await self._first_up()
         if not self.stopping.is_set():
@@ -117,6 +121,14 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
             return
+
+    def _reload(self) -> None:
+        if self.reloaded is not None:
+            try:
+                self.env = {**self.env, **self.reloaded()}
+            except Exception:  # the supervisor outlives anything a config file does
+                log.exception("reading the config for later worker starts failed")
+        self._forward(signal.SIGHUP)
 
     def _forward(self, sig: signal.Signals) -> None:
         for proc in self.procs.values():
@@ -169,8 +181,9 @@ def run_supervisor(
     env: dict[str, str],
     grace: float,
     first_ready: tuple[str, int] | None = None,
+    reloaded: Callable[[], dict[str, str]] | None = None,
 ) -> int:
-    return asyncio.run(Supervisor(count, argv, env, grace, first_ready).run())
+    return asyncio.run(Supervisor(count, argv, env, grace, first_ready, reloaded).run())
 
 
 def python_argv() -> list[str]:
