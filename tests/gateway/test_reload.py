@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.reload import live_settings, restart_needed
+from gateway.reload import RESTART_KEYS, live_settings, restart_needed
 from tests.conftest import ENV, GatewayFactory, make_settings
 
 
@@ -71,3 +71,14 @@ async def test_in_flight_request_finishes_on_the_old_pipeline(
     resp.release()
     items = (await gw.api("/api/touchpoints"))["items"]
     assert sorted(t["source"] for t in items) == ["new", "old"]
+
+
+def test_readme_names_every_restart_only_key() -> None:
+    """The README's SIGHUP paragraph lists what needs a restart, and lists nothing of it as live."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    paragraph = text[text.index("- **SIGHUP**") : text.index("### Logs")]
+    live, _, restart = paragraph.partition("needing a restart")
+    for key in RESTART_KEYS:
+        names = {f"`{key}`", f"`[{key}]`", f"`[[{key}]]`"}
+        assert any(name in restart for name in names), f"{key} is not named as needing a restart"
+        assert not any(name in live for name in names), f"{key} is named as changing live"
