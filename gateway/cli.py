@@ -16,8 +16,10 @@ import functools
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,10 +193,12 @@ the workers' environment), so worker 0 can say so."""
 
 
 STARTED_CONFIG_ENV = "GATEWAY_WORKER_CONFIG"
-"""Set by the supervisor for its workers: the config text the gateway started with."""
+"""Set by the supervisor for its workers: a file holding the config text the gateway started
+with. A file, not the text: one environment variable holds at most 128 KiB on Linux, and a
+config with a long ``[[creators]]`` list can be larger (no worker would start)."""
 RELOADED_CONFIG_ENV = "GATEWAY_WORKER_RELOADED_CONFIG"
-"""Set by the supervisor for the workers it starts after a SIGHUP: the config text of the last
-reload it found valid (``_worker_settings``)."""
+"""Set by the supervisor for the workers it starts after a SIGHUP: a file holding the config
+text of the last reload it found valid (``_worker_settings``)."""
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> None:
@@ -304,7 +308,11 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
             *extra,
         ]
 
-    env = {**os.environ, GENERATED_ENV: "\n".join(settings.generated), STARTED_CONFIG_ENV: text}
+    # The configs the workers run, kept where only this user reads them, gone at exit.
+    snapshots = Path(tempfile.mkdtemp(prefix="gateway-config-"))
+    started = snapshots / "started.toml"
+    started.write_text(text, encoding="utf-8")
+    env = {**os.environ, GENERATED_ENV: "\n".join(settings.generated), STARTED_CONFIG_ENV: str(started)}
 
     def reloaded() -> dict[str, str]:
         """On SIGHUP, before the workers reload: a valid file becomes what a worker started
@@ -314,7 +322,11 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
             _load_run(args, new)
         except ConfigError:
             return {}
-        return {RELOADED_CONFIG_ENV: new}
+        kept = snapshots / "reloaded.toml"
+        written = snapshots / "reloaded.toml.new"
+        written.write_text(new, encoding="utf-8")
+        written.replace(kept)  # whole or not at all for a worker starting meanwhile
+        return {RELOADED_CONFIG_ENV: str(kept)}
 
     log.info("starting %d workers on %s", count, proxy_addr)
     try:
@@ -326,6 +338,7 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         return run_supervisor(count, argv, env, settings.options.proxy.shutdown_grace, probe, reloaded)
     finally:
         public.close()
+        shutil.rmtree(snapshots, ignore_errors=True)
 
 
 async def _prepare_store(settings: Settings) -> None:
@@ -350,17 +363,30 @@ def _worker_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
     supervisor found valid (a worker restarted after a crash would otherwise stop the whole
     gateway over a file broken since, or serve another upstream than its siblings). The
     problems of a reload that no longer loads (a file it names is gone), for the log."""
-    started = os.environ.get(STARTED_CONFIG_ENV)
+    started = _snapshot(STARTED_CONFIG_ENV)
     if started is None:  # not started by a supervisor of this version
         return _load_run(args), []
     settings = _load_run(args, started)
-    reloaded = os.environ.get(RELOADED_CONFIG_ENV)
+    reloaded = _snapshot(RELOADED_CONFIG_ENV)
     if reloaded is None:
         return settings, []
     try:
         return live_settings(settings, _load_run(args, reloaded)), []
     except ConfigError as err:
         return settings, err.problems
+
+
+def _snapshot(variable: str) -> str | None:
+    """The config text the supervisor kept in the file ``variable`` names, if any."""
+    path = os.environ.get(variable)
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as err:  # its folder removed under a running gateway
+        raise ConfigError(
+            [f"the supervisor's copy of the config is gone ({err}); restart the gateway"]
+        ) from err
 
 
 def cmd_run(args: argparse.Namespace) -> int:

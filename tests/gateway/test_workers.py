@@ -248,3 +248,27 @@ async def test_kill_9_of_every_process_mid_load_loses_and_doubles_nothing(
     finally:
         await again.kill()
     assert sorted(await asyncio.to_thread(contents)) == sorted([*stored, -1])
+
+
+async def test_workers_start_from_a_config_larger_than_an_environment_variable_holds(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """The supervisor hands its workers the config it started with. Linux caps one environment
+    variable at 128 KiB, and a config with a long ``[[creators]]`` list passes that: handed
+    over in the environment, no worker could start."""
+    upstream = await _origin(upstream_server)
+    cfg = await asyncio.to_thread(_config, tmp_path, upstream)
+    creators = "".join(
+        f'[[creators]]\nid = "creator_{n:05d}"\nname = "Creator number {n}"\n' for n in range(4000)
+    )
+    assert len(creators) > 140_000
+    text = await asyncio.to_thread(cfg.read_text)
+    await asyncio.to_thread(cfg.write_text, text + creators)
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}/p") as resp:
+            assert resp.status == 200 and await resp.text() == "ok"
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
