@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import math
 import os
 import sqlite3
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.config import ConfigError, Settings, load_settings, resolve_path
+from gateway.config_checks import is_private_host
 from gateway.options import parse_listen
 
 Status = Literal["ok", "warn", "FAIL"]
@@ -115,13 +115,7 @@ def check_geo(settings: Settings) -> list[Check]:
 def check_admin(settings: Settings) -> Check:
     listen = settings.options.admin.listen
     host, _ = parse_listen(listen)
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        private = host == "localhost"
-    else:
-        private = address.is_loopback or (address.is_private and not address.is_unspecified)
-    if private:
+    if is_private_host(host):  # what the config check accepts without admin.allow_public
         return Check("ok", f"admin listener {listen} is private")
     return Check(
         "FAIL",

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from gateway.config import ConfigError, load_settings
+from gateway.doctor import check_admin
 from gateway.reserved import classify, normalise
 from tests.conftest import ENV, RunningGateway
 from tests.gateway.test_cli import gateway
@@ -54,6 +55,30 @@ def test_admin_on_public_address_needs_saying_so(listen: str) -> None:
     assert "--admin-public" in problem
     load_settings(None, text=text + "allow_public = true\n", environ=ENV)
     load_settings(None, text=text, environ=ENV, admin_public=True)
+
+
+@pytest.mark.parametrize(
+    ("listen", "private"),
+    [
+        ("[::ffff:127.0.0.1]:9090", True),  # loopback, written as an IPv4-mapped IPv6 address
+        ("[::ffff:10.1.2.3]:9090", True),
+        ("[::ffff:93.184.216.34]:9090", False),
+        ("192.0.2.10:9090", False),  # documentation range: ipaddress calls it private, it is not ours
+        ("[::1]:9090", True),
+        ("localhost:9090", True),
+    ],
+)
+def test_the_config_check_and_doctor_agree_on_what_is_private(listen: str, private: bool) -> None:
+    """The config refuses a public admin address without ``allow_public``; ``gateway doctor``
+    FAILs one. Both ask the same question, so neither passes what the other refuses."""
+    text = f'[admin]\nlisten = "{listen}"\n'
+    if private:
+        settings = load_settings(None, text=text, environ=ENV)
+    else:
+        with pytest.raises(ConfigError, match="not a loopback or private address"):
+            load_settings(None, text=text, environ=ENV)
+        settings = load_settings(None, text=text, environ=ENV, admin_public=True)
+    assert (check_admin(settings).status == "ok") is private
 
 
 def test_cli_refuses_public_admin_without_the_flag(tmp_path: Path) -> None:
