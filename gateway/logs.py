@@ -5,13 +5,15 @@ ISO 8601), ``level``, ``logger``, ``msg`` (the formatted message), ``pid``, the
 worker index when the process is one of several, any ``extra={...}`` fields,
 and ``exc`` for a traceback. What goes into a message is the caller's care:
 nothing in the gateway logs a secret, a client address or a user ID (a test
-scans a full run's log output for them).
+scans a full run's log output for them). ``Throttled`` keeps a failure that repeats
+on every request (a full disk) from flooding the log it may be filling.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -74,3 +76,26 @@ def setup_logging(
     root.setLevel(level.upper())
     # aiohttp logs a client's address when a request fails to parse: keep its noise out.
     logging.getLogger("aiohttp.server").setLevel(max(root.level, logging.ERROR))
+
+
+class Throttled:
+    """A log line that an outage repeats for every request or commit: the first goes out at
+    once, then at most one every ``interval`` seconds, saying how many like it were held back
+    since the last. The metrics still count every one."""
+
+    def __init__(self, logger: logging.Logger, level: int, interval: float = 10.0) -> None:
+        self.logger, self.level, self.interval = logger, level, interval
+        self._next = float("-inf")
+        self._held = 0
+
+    def __call__(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return
+        if self._held:
+            msg += " (and %d more like it in the last %g s)"
+            args = (*args, self._held, self.interval)
+        self.logger.log(self.level, msg, *args)
+        self._held = 0
+        self._next = now + self.interval

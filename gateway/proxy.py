@@ -42,6 +42,7 @@ from gateway.forwarding import (
     is_trusted,
     rewrite_location,
 )
+from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView
 from gateway.upstream import Upstream, UpstreamConnectError, UpstreamProtocolError, UpstreamResponse
@@ -263,6 +264,7 @@ class ProxyHost:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics
+        self._not_stored = Throttled(log, logging.WARNING)
         self.session = session
         self.pool = pool
         self.upstream = URL(upstream)
@@ -633,4 +635,4 @@ class ProxyHost:
 
     def _store_failed(self, err: BaseException) -> None:
         self.metrics.events_unconfirmed.labels("store_error").inc()
-        log.warning("events not stored (%s); the page was served anyway", err)
+        self._not_stored("events not stored (%s); the page was served anyway", err)

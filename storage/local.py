@@ -34,6 +34,7 @@ import aiosqlite
 import msgspec
 
 from gateway.events import EVENT_TYPES, Event
+from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.checkpoint import Checkpointer
@@ -200,6 +201,7 @@ class LocalStore:
         self.path = path
         self.options = options
         self.metrics = metrics
+        self._commit_failed = Throttled(log, logging.ERROR)
         self._pending: deque[_Item] = deque()
         self._inflight: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -398,7 +400,7 @@ class LocalStore:
             for item in batch:
                 item.results = None
             self.metrics.store_errors.inc()
-            log.error("store commit of %d events failed: %s", rows, err)
+            self._commit_failed("store commit of %d events failed: %s", rows, err)
             return err
         self.metrics.store_commit_seconds.observe(time.perf_counter() - started)
         self.metrics.store_batch_rows.observe(rows)

@@ -8,12 +8,14 @@ import io
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from gateway.logs import JsonFormatter, setup_logging
+from gateway.logs import JsonFormatter, Throttled, setup_logging
 from tests.conftest import ENV, SECRET, TOKEN
 from tests.gatewayproc import GatewayProcess
 
@@ -110,3 +112,17 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
     # the one a trusted proxy forwarded.)
     for raw in (SECRET, TOKEN, WRONG_TOKEN, CLIENT_IP, USER_EMAIL, "hunter2", *ENV.values()):
         assert raw not in text, f"{raw!r} leaked into the logs"
+
+
+def test_a_throttled_line_says_how_many_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("gateway.test.throttled")
+    throttled = Throttled(log, logging.WARNING, interval=0.2)
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        for n in range(5):
+            throttled("failed %d", n)
+        time.sleep(0.25)
+        throttled("failed %d", 5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "failed 0",
+        "failed 5 (and 4 more like it in the last 0.2 s)",
+    ]

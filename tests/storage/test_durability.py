@@ -285,6 +285,29 @@ async def test_failing_commits_still_serve_pages_and_count_them(
     assert [c for (c,) in rows] == ["before", "after"]
 
 
+async def test_a_store_failing_on_every_request_does_not_flood_the_log(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full or read-only disk fails every landing's commit. Each is counted, but the log
+    says so once, then at most once every 10 s with how many more: one line per request
+    would grow the log on the very disk that is full."""
+    db = gateway.gateway.settings.store_path
+    await land(gateway, "before")
+    await asyncio.to_thread(
+        execute,
+        db,
+        "CREATE TRIGGER fail BEFORE INSERT ON touchpoints BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+    )
+    caplog.clear()
+    for n in range(30):
+        await land(gateway, f"lost{n}")
+    assert await unconfirmed(gateway, "store_error") == 30
+    not_stored = [r for r in caplog.records if r.getMessage().startswith("events not stored")]
+    commits = [r for r in caplog.records if r.getMessage().startswith("store commit of")]
+    assert len(not_stored) == 1 and len(commits) == 1, [r.getMessage() for r in caplog.records]
+    assert "disk says no" in not_stored[0].getMessage()
+
+
 async def metric(gw: RunningGateway, name: str) -> float:
     async with gw.session.get(
         gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
