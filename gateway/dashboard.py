@@ -5,7 +5,8 @@ and ``GET /api/dashboard/summary`` (what the page draws).
 whose form takes the admin token (compared in constant time) and starts a session
 (``gateway/sessions.py``). Static files (``gateway/static/``: our own JS and CSS, no external
 asset) are read once at start-up and served from memory. Every answer of the admin listener
-carries a strict ``Content-Security-Policy`` and refuses framing.
+carries a strict ``Content-Security-Policy``, refuses framing, and — but the static files — is
+never stored in a cache (``Cache-Control: no-store``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
+    # Journeys, reports and their downloads are personal data, and a journey's URL holds the raw
+    # user ID: a browser would keep both in its disk cache (an answer without Cache-Control is
+    # stored there). Only the static files, which hold nothing of the store, say otherwise.
+    "Cache-Control": "no-store",
 }
 CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",

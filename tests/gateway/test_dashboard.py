@@ -322,6 +322,38 @@ async def test_security_headers_everywhere(gw: RunningGateway, path: str) -> Non
     assert "default-src 'self'" in CSP and "unsafe" not in CSP
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "auth"),
+    [
+        ("GET", "/api/users/alice", "bearer"),
+        ("GET", "/api/users/alice", "cookie"),
+        ("HEAD", "/api/users/alice", "cookie"),
+        ("GET", f"/api/dashboard/summary?since={PERIOD['since']}&until={PERIOD['until']}", "cookie"),
+        ("GET", "/api/attribution?format=csv", "cookie"),
+        ("GET", "/api/touchpoints", "bearer"),
+        ("GET", "/metrics", "bearer"),
+        ("GET", "/api/users/nobody", "cookie"),  # a 404
+        ("GET", "/api/users/alice", "none"),  # a 401
+        ("DELETE", "/api/users/alice", "cookie"),  # a 403
+        ("GET", "/dashboard", "cookie"),
+        ("GET", "/login", "none"),
+    ],
+)
+async def test_admin_answers_are_never_stored(gw: RunningGateway, method: str, path: str, auth: str) -> None:
+    """Journeys, reports and downloads are personal data, and a journey's URL holds the raw user
+    ID: a browser keeps an answer without ``Cache-Control`` in its disk cache, under its URL."""
+    headers = {"bearer": AUTH, "cookie": with_cookie(await login(gw)), "none": {}}[auth]
+    async with gw.session.request(
+        method, gw.admin_url + path, headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.headers.getall("Cache-Control") == ["no-store"], (resp.status, path)
+
+
+async def test_static_files_may_be_cached_but_are_revalidated(gw: RunningGateway) -> None:
+    async with gw.session.get(gw.admin_url + "/static/dashboard.js") as resp:
+        assert resp.status == 200 and resp.headers.getall("Cache-Control") == ["no-cache"]
+
+
 STATIC = {
     "dashboard.js": "text/javascript",
     "data.js": "text/javascript",
