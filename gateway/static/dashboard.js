@@ -232,7 +232,12 @@ async function main() {
   const form = $("#period");
   form.from.value = period.from;
   form.to.value = period.to;
-  $("#journey").addEventListener("submit", lookup);
+  // The lookup form comes disabled: sent by the browser itself (before this script runs, or
+  // without it) it would put the raw user ID in the page's URL, and so in the browser's history
+  // and session files. Its ID field is autocomplete="off": not kept among saved form entries.
+  const lookupForm = $("#journey");
+  lookupForm.addEventListener("submit", lookup);
+  for (const control of lookupForm.elements) control.disabled = false;
   const ask = { since: period.from, until: addDays(period.to, 1), model: period.model, conversion: period.conversion };
   const counts = summary(ask, "counts");
   const daily = summary(ask, "daily");

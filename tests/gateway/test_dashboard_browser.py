@@ -152,6 +152,16 @@ async def browser(executable: str, profile: Path) -> AsyncIterator[Page]:
             await drain
 
 
+def files_holding(folder: Path, needle: bytes) -> list[str]:
+    """The files under ``folder`` whose bytes hold ``needle`` (blocking: run it in a thread)."""
+    found = []
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):  # a socket, a lock file
+            if path.is_file() and needle in path.read_bytes():
+                found.append(str(path.relative_to(folder)))
+    return sorted(found)
+
+
 def coloured(rows: list[list[tuple[int, int, int]]]) -> int:
     """Pixels of a saturated colour: chart marks, not the white card, grey grid lines or text."""
     return sum(1 for row in rows for r, g, b in row if max(r, g, b) - min(r, g, b) > 60)
@@ -357,10 +367,29 @@ async def test_dashboard_draws_the_store(
         assert await page.eval("document.querySelectorAll('#chart-models rect').length") > 0
         await page.send("Fetch.disable")
 
+        # The lookup form, before its script runs, is disabled: sent by the browser itself it
+        # would put the raw user ID in the page's URL (history, session files).
+        page.paused.clear()
+        await page.send("Fetch.enable", patterns=[{"urlPattern": "*/static/data.js"}])
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
+        await page.wait_for("!!document.querySelector('#journey button')", "the lookup form, its script held")
+        assert await page.eval("[...document.querySelector('#journey').elements].every(c => c.disabled)")
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'user'; g.id.value = 'alice';"
+            "g.requestSubmit()"
+        )
+        await page.wait_for("location.search !== " + repr(query), "the form sent by the browser")
+        assert "alice" not in await page.eval("location.href")
+        await page.send("Fetch.disable")  # lets the script load
+
         # Log out with the page's own button: the session is gone for the API too.
         await page.eval("document.querySelector('form[action=\"/logout\"]').requestSubmit()")
         await page.wait_for("location.pathname === '/login'", "the login form after logging out")
         assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 401
+    # The raw user ID looked up is kept nowhere on the analyst's disk (the browser is closed):
+    # not in its disk cache (Cache-Control: no-store), its saved form entries
+    # (autocomplete="off") nor its history and session files (the form is never sent as such).
+    assert await asyncio.to_thread(files_holding, tmp_path / "profile", b"alice") == []
     assert full.startswith(b"\x89PNG")
     keep = os.environ.get("DASHBOARD_SCREENSHOT")
     target = Path(keep) if keep else tmp_path / "dashboard.png"
