@@ -103,8 +103,15 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
         allow = {"Allow": err.headers["Allow"]} if "Allow" in err.headers else None
         return fail(err.status, message.get(err.status, err.reason), allow)
     except Exception:
-        log.exception("admin API failed on %s %s", request.method, request.path)
+        log.exception("admin API failed on %s %s", request.method, route_of(request))
         return fail(500, "internal error; see the gateway log")
+
+
+def route_of(request: web.Request) -> str:
+    """The route a request matched as registered (``/api/users/{user_id}``), for the log: never
+    its path, which may hold a raw user ID (logs are data at rest too)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
 
 
 @web.middleware

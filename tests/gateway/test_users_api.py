@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,3 +182,31 @@ async def test_user_with_slash_in_id(gw: RunningGateway) -> None:
     await bind(gw, visitor, "team/alice")
     async with gw.session.get(gw.admin_url + "/api/users/team%2Falice", headers=AUTH) as resp:
         assert resp.status == 200, await resp.text()
+
+
+@pytest.mark.timeout(30)
+async def test_a_failed_erasure_logs_no_raw_user_id(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request that fails (here: another process holds the store's write lock past the
+    erasure's busy timeout) is logged with its route, not its path: the path holds the raw
+    user ID, and logs are data at rest too."""
+    user_id = "jane.raw.user@example.com"
+    locker = await asyncio.to_thread(
+        sqlite3.connect, gw.gateway.settings.store_path, isolation_level=None, check_same_thread=False
+    )
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+        with caplog.at_level(logging.DEBUG, logger="gateway"):
+            async with gw.session.delete(f"{gw.admin_url}/api/users/{user_id}", headers=AUTH) as resp:
+                assert resp.status == 500
+                assert user_id not in await resp.text()
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        await asyncio.to_thread(locker.close)
+    logged = [r for r in caplog.records if r.name.startswith("gateway")]
+    assert any(r.getMessage() == "admin API failed on DELETE /api/users/{user_id}" for r in logged), [
+        r.getMessage() for r in logged
+    ]
+    for record in logged:
+        assert user_id not in record.getMessage() and user_id not in str(record.exc_info)
