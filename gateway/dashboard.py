@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway import reporting
 from gateway.admin import EARLIEST, LATEST, READER_KEY, SETTINGS_KEY, ApiError, body_deadline, ok, only_params
@@ -113,9 +114,11 @@ async def login(request: web.Request) -> web.Response:
         return _page(request, "login.html", err.status, f"{err.message}.")
     except web.RequestPayloadError:  # gzip over bytes that are not gzip, say
         return _page(request, "login.html", 400, "body: cannot decode its Content-Encoding")
-    except (ValueError, LookupError, web.HTTPBadRequest):
+    except (ValueError, LookupError, web.HTTPBadRequest, HttpProcessingError, RuntimeError):
         # Bytes that are not UTF-8, an unknown charset, multipart without (or not matching)
-        # its boundary: the dashboard's own form never sends these.
+        # its boundary; a multipart form led by a _charset_ field, which aiohttp (3.14) reads
+        # past its part (a part header that does not parse: HttpProcessingError) or refuses
+        # when longer than 31 bytes (RuntimeError): the dashboard's own form never sends these.
         return _page(
             request,
             "login.html",
