@@ -45,6 +45,7 @@ from gateway.forwarding import (
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView
+from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.upstream import Upstream, UpstreamConnectError, UpstreamProtocolError, UpstreamResponse
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from storage.local import CommitTimeout, LocalStore
@@ -56,6 +57,26 @@ _DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect", "host"}
 _DROP_UNTRUSTED = _DROP_REQUEST | CLIENT_CLAIMS
 # Headers the proxy writes itself after the visitor's: an addon's replacement cannot name them.
 _SET_HERE = FORWARDED | {"host"}
+ADMIN_COOKIE = ADMIN_SESSION_COOKIE + "="
+
+
+def _without_admin_session(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` without the dashboard's session cookie. A cookie is not scoped to a port, so a
+    browser signed in to the admin listener sends it to a public listener on the same host name
+    too (``127.0.0.1:9090`` and ``:8080``, the default configuration): passed on, it would hand
+    the site a live admin session. The visitor's other cookies go on as sent; a Cookie header
+    left empty is dropped."""
+    out = []
+    for name, value in headers:
+        if name.lower() == "cookie" and ADMIN_COOKIE in value:
+            pairs = [p for p in value.split(";") if p.strip().partition("=")[0] != ADMIN_SESSION_COOKIE]
+            if not pairs:
+                continue
+            value = ";".join(pairs).strip()
+        out.append((name, value))
+    return out
+
+
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
 _VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
@@ -419,6 +440,8 @@ class ProxyHost:
         if replace:  # headers an addon rewrites (e.g. a cleaned Referer) replace the visitor's
             drop = drop.union(replace)
         out = [(name, value) for name, value in incoming.items() if name.lower() not in drop]
+        if any(ADMIN_COOKIE in cookie for cookie in incoming.getall(hdrs.COOKIE, ())):
+            out = _without_admin_session(out)
         if replace:
             out.extend(item for item in replace.items() if item[0].lower() not in _SET_HERE)
         host = incoming.get(hdrs.HOST, "")

@@ -311,6 +311,32 @@ async def test_logout_ends_the_session(gw: RunningGateway) -> None:
     assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 303
 
 
+async def test_the_session_cookie_never_reaches_the_site(start_gateway, upstream_server) -> None:
+    """A cookie is not scoped to a port: a browser signed in to the admin listener sends the
+    session cookie to a public listener on the same host name too (127.0.0.1:9090 and :8080 by
+    default). The proxy must not hand the site a live admin session."""
+    seen: list[list[str]] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.headers.getall("Cookie", []))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    gw = await start_gateway(await upstream_server(app))
+    session_id = await login(gw)
+    for sent in (
+        f"site=1; {COOKIE}={session_id}; other=2",
+        f"{COOKIE}={session_id}",
+        f"{COOKIE}={session_id};site=1",
+        "site=1; not_gw_admin_session=3",
+    ):
+        async with gw.session.get(gw.url + "/page", headers={"Cookie": sent}) as resp:
+            assert resp.status == 200
+    assert seen == [["site=1; other=2"], [], ["site=1"], ["site=1; not_gw_admin_session=3"]]
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 200  # still signed in
+
+
 async def test_session_expires(gw: RunningGateway) -> None:
     sessions = gw.admin.app[SESSIONS_KEY]
     session_id = await login(gw)
