@@ -102,8 +102,19 @@ def set_cookie(response: web.StreamResponse, request: web.Request, session_id: s
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,  # plain HTTP on loopback cannot keep a Secure cookie
+        secure=reached_over_https(request),
     )
+
+
+def reached_over_https(request: web.Request) -> bool:
+    """Whether the browser reached the admin listener over HTTPS: directly (TLS on it), or
+    through a TLS proxy in front that says so (``X-Forwarded-Proto: https``, its first hop).
+    The header is believed from anyone: all it can do is mark the cookie ``Secure``, which a
+    browser on plain HTTP then does not keep; plain HTTP on loopback must not get one."""
+    if request.secure:
+        return True
+    forwarded = request.headers.get("X-Forwarded-Proto", "")
+    return forwarded.partition(",")[0].strip().lower() == "https"
 
 
 def clear_cookie(response: web.StreamResponse) -> None:

@@ -161,6 +161,18 @@ async def test_login_sets_a_strict_httponly_session_cookie(gw: RunningGateway) -
     assert await status_of(gw, "GET", "/login", with_cookie(session_id)) == 303
 
 
+async def test_behind_a_tls_proxy_the_session_cookie_is_secure(gw: RunningGateway) -> None:
+    """The admin listener speaks plain HTTP; a TLS proxy in front of it says the browser came
+    over HTTPS. The cookie must then be Secure, or it would also go out over plain HTTP."""
+    headers = {**host_origin(gw), "X-Forwarded-Proto": "https"}
+    async with gw.session.post(
+        gw.admin_url + "/login", data={"token": TOKEN}, headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.status == 303
+        (cookie,) = resp.headers.getall("Set-Cookie")
+    assert "secure" in {part.strip().lower() for part in cookie.split(";")[1:]}
+
+
 @pytest.mark.parametrize(
     ("token", "headers", "status", "message"),
     [
