@@ -14,7 +14,7 @@ import io
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -330,15 +330,18 @@ Withheld = dict[tuple[str, str | None], list[int]]
 have earned."""
 
 
-def _payouts_part(reports: Reports, part: Part, q: Query, params: Params) -> tuple[Table, Withheld, Clicks]:
+def _payouts_part(
+    reports: Reports, part: Part, q: Query, params: Params, every_params: Params
+) -> tuple[Table, Withheld, Clicks]:
     """One slice of the payouts report: credits by creator, what quarantined traffic would
-    have earned, and the creator clicks among the touchpoints its part covers (counted here,
-    in each worker beside the crediting, not after it in the gateway process)."""
+    have earned (under ``every_params``: the model's parameters had every verdict counted),
+    and the creator clicks among the touchpoints its part covers (counted here, in each
+    worker beside the crediting, not after it in the gateway process)."""
     model = q.models[0]
     accepted = q.accepted(reports)
     convs = reports.read(q.since, q.until, q.conversion, "creator_id", q.population, part)
     earned = credit_table(reports.eligible, convs, [model], "creator_id", accepted, params)
-    withheld = quarantined_credit(reports.eligible, convs, model, accepted, params)
+    withheld = quarantined_credit(reports.eligible, convs, model, accepted, every_params)
     return earned, withheld, reports.count_clicks(q.since, q.until, accepted, part, q.population)
 
 
@@ -350,7 +353,16 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
 
     def compute() -> list[tuple[Table, Withheld, Clicks]]:
         params, parts = _learn(reports, q, "creator_id")
-        return reports.map(_payouts_part, parts, q, params)
+        # What quarantined traffic would have earned had every verdict counted: for
+        # data_driven that includes the weights, learnt again from every journey with every
+        # verdict (those learnt from the accepted ones alone do not know a channel whose
+        # traffic was all blocked, and would credit it nothing). The other models' parameters
+        # do not depend on the verdicts.
+        every_params = params
+        if model == "data_driven" and not set(VERDICTS) <= q.accepted(reports):
+            every = replace(q, verdicts=frozenset(VERDICTS))
+            every_params, _ = _learn(reports, every, "creator_id")
+        return reports.map(_payouts_part, parts, q, params, every_params)
 
     parts = await reports.run(compute)
     earned = add_tables(p[0] for p in parts)

@@ -208,6 +208,36 @@ async def test_payouts_use_the_configured_model(gw: RunningGateway) -> None:
     assert (ana["value"], ana["payout"]) == (100.0, 10.0)
 
 
+async def override(gw: RunningGateway, touchpoint_id: str, verdict: str) -> None:
+    """An analyst's override, through the admin API."""
+    body = {"verdict": verdict, "analyst": "maria", "reason": "click farm"}
+    url = f"{gw.admin_url}/api/touchpoints/{touchpoint_id}/verdict"
+    async with gw.session.post(url, headers=AUTH, json=body) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+async def test_quarantined_rows_are_what_every_verdict_would_have_earned(
+    gw: RunningGateway, model: str
+) -> None:
+    """An analyst blocks every creator click (the whole Affiliates channel here): the payout
+    report lists them apart with what they would have earned had every verdict counted —
+    what the same report asked to count every verdict approves. Under data_driven too, whose
+    weights (learnt from the accepted journeys alone) no longer know the channel at all."""
+    clicks = [t for t in (await get(gw, "/api/touchpoints"))["items"] if t["creator_id"]]
+    assert len(clicks) == 3
+    for touchpoint in clicks:
+        await override(gw, touchpoint["id"], "block")
+    held = await get(gw, "/api/payouts", model=model, **PERIOD)
+    counted = await get(gw, "/api/payouts", model=model, verdicts="allow,review,block,bot", **PERIOD)
+    assert {r["status"] for r in held["rows"]} == {"quarantined"} and held["totals"] == []
+    assert {r["status"] for r in counted["rows"]} == {"approve"}
+    figures = ("creator_id", "currency", "clicks", "conversions", "value")
+    expected = [tuple(r[k] for k in figures) for r in counted["rows"]]
+    assert [tuple(r[k] for k in figures) for r in held["rows"]] == expected
+    assert all(r["payout"] == 0 for r in held["rows"])
+
+
 @pytest.mark.parametrize(
     ("path", "params", "accept", "kind"),
     [
