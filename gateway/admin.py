@@ -52,8 +52,10 @@ CREATORS_KEY = web.AppKey("creators", CreatorRegistry)
 SINKS_KEY = web.AppKey("sinks", SinkSet)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_VISITOR_KEY = re.compile(r"^[0-9a-f]{32}$")
+# Matched whole (``fullmatch``: "$" would let a trailing newline through), on the lowered text:
+# a UUID or a key written in capitals is the same one (RFC 9562 §4: case-insensitive on input).
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_VISITOR_KEY = re.compile(r"[0-9a-f]{32}")
 _encode = msgspec.json.Encoder()
 
 
@@ -81,6 +83,10 @@ def fail(status: int, message: str, headers: dict[str, str] | None = None) -> we
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+MAX_BODY = 1024**2
+"""The largest request body the admin listener takes, decoded (aiohttp's default, named: a
+verdict, a creator or the login form is a few hundred bytes); larger is a 413."""
+
 
 @web.middleware
 async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -98,6 +104,7 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
         message = {
             404: f"no such endpoint: {request.path}",
             405: f"{request.method} is not allowed here",
+            413: f"body: larger than the admin API takes ({MAX_BODY:,} bytes, decoded)",
         }
         # RFC 9110 §15.5.6: a 405 lists the methods the resource has.
         allow = {"Allow": err.headers["Allow"]} if "Allow" in err.headers else None
@@ -211,7 +218,7 @@ def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
     ):
         raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
     cursor = q.get("cursor")
-    if cursor is not None and not _UUID.match(cursor):
+    if cursor is not None and not _UUID.fullmatch(cursor):
         raise ApiError(400, "cursor: not a cursor this API returned")
     return int(digits), cursor
 
@@ -255,8 +262,8 @@ async def visitor(request: web.Request) -> web.Response:
     """Accepts the stored visitor_key, the raw visitor ID, or the whole cookie value."""
     only_params(request, set())
     given = request.match_info["visitor_id"]
-    if _VISITOR_KEY.match(given):
-        key = given
+    if _VISITOR_KEY.fullmatch(given.lower()):
+        key = given.lower()
     else:
         raw = given.split(".")[1] if given.count(".") == 2 else given
         if not re.fullmatch(r"[A-Za-z0-9_-]{22}", raw):
@@ -423,8 +430,8 @@ async def review(request: web.Request) -> web.Response:
 async def set_verdict(request: web.Request) -> web.Response:
     """An analyst overrides a touchpoint's verdict; who and why are kept (append-only)."""
     only_params(request, set())
-    touchpoint_id = request.match_info["touchpoint_id"]
-    if not _UUID.match(touchpoint_id):
+    touchpoint_id = request.match_info["touchpoint_id"].lower()
+    if not _UUID.fullmatch(touchpoint_id):
         raise ApiError(400, "touchpoint_id: expected a touchpoint id (a UUID)")
     body = _decode_body(
         await read_body(request), VerdictBody, '{"verdict": "allow", "analyst": "…", "reason": "…"}'
@@ -530,7 +537,7 @@ def create_admin_app(
     creators_: CreatorRegistry | None = None,
     sinks: SinkSet | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[envelope, bearer_auth])
+    app = web.Application(middlewares=[envelope, bearer_auth], client_max_size=MAX_BODY)
     app[SETTINGS_KEY] = settings
     app[STORE_KEY] = store
     app[READER_KEY] = reader

@@ -3,6 +3,8 @@ queue, analyst overrides, re-scores, and the block action — through a real gat
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
@@ -144,6 +146,8 @@ async def test_scored_touchpoints_fraud_report_and_review(start_gateway, origin)
             "",
         ),
         ("nope", {"verdict": "allow", "analyst": "a", "reason": "b"}, 400, "touchpoint_id: expected"),
+        # "$" let a trailing newline through: a 404 that echoed it back.
+        ("{id}%0A", {"verdict": "allow", "analyst": "a", "reason": "b"}, 400, "touchpoint_id: expected"),
     ],
 )
 async def test_override_rejects_bad_input(start_gateway, origin, path, body, status, message) -> None:
@@ -158,6 +162,39 @@ async def test_override_rejects_bad_input(start_gateway, origin, path, body, sta
         assert resp.status == status
         answer = await resp.json()
     assert answer["ok"] is False and message in answer["error"]
+
+
+async def test_ids_in_capitals_are_the_same_touchpoint_and_visitor(start_gateway, origin) -> None:
+    """A UUID (or a hex visitor key) is case-insensitive on input (RFC 9562 §4): pasted in
+    capitals from a spreadsheet it names the same row, not a 400."""
+    gw = await start_gateway(origin[0])
+    await visit(gw, "/?utm_source=x", CURL)
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    async with gw.session.post(
+        f"{gw.admin_url}/api/touchpoints/{item['id'].upper()}/verdict",
+        headers=AUTH,
+        json={"verdict": "block", "analyst": "a", "reason": "b"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    (after,) = (await gw.api("/api/touchpoints"))["items"]
+    assert after["verdict"] == "block"
+    lower = await gw.api(f"/api/visitors/{item['visitor_key']}")
+    assert await gw.api(f"/api/visitors/{item['visitor_key'].upper()}") == lower
+    assert (await gw.api(f"/api/visitors/{item['visitor_key']}%0A"))["status"] == 400
+
+
+async def test_an_oversized_admin_body_is_a_413_naming_the_limit(start_gateway, origin) -> None:
+    gw = await start_gateway(origin[0])
+    await visit(gw, "/?utm_source=x", CURL)
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    huge = json.dumps({"verdict": "allow", "analyst": "a", "reason": "r" * (2 * 1024**2)}).encode()
+    headers = {**AUTH, "Content-Type": "application/json"}
+    async with gw.session.post(
+        f"{gw.admin_url}/api/touchpoints/{item['id']}/verdict", headers=headers, data=io.BytesIO(huge)
+    ) as resp:
+        assert resp.status == 413
+        answer = await resp.json()
+    assert answer["error"] == "body: larger than the admin API takes (1,048,576 bytes, decoded)"
 
 
 async def test_fraud_and_review_reject_bad_parameters(start_gateway, origin) -> None:
