@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.badbody import body_key, unseal
@@ -90,7 +90,17 @@ verdict, a creator or the login form is a few hundred bytes); larger is a 413.""
 
 @web.middleware
 async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the JSON envelope; nothing leaves as a traceback."""
+    """Turn every failure into the JSON envelope; nothing leaves as a traceback. A refusal
+    answered before the request's body was read whole says ``Connection: close``: the listener
+    does not read what is left (``lingering_time = 0``) and closes, and a client reusing the
+    connection would otherwise find it gone."""
+    response = await _enveloped(request, handler)
+    if response.status >= 400 and request.body_exists and not request.content.is_eof():
+        response.force_close()
+    return response
+
+
+async def _enveloped(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as err:
@@ -372,10 +382,22 @@ def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
         raise ApiError(400, f"body: expected JSON like {example}") from None
 
 
+DECODED = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
+"""The ``Content-Encoding`` values aiohttp's server decodes (one coding each): any other, or a
+list of several, would reach a handler still encoded."""
+
+
 async def read_body(request: web.Request) -> bytes:
     """The request body, decoded from its ``Content-Encoding``; one that does not decode
-    (``gzip`` over bytes that are not gzip, say) answers 400 rather than failing the handler.
+    (``gzip`` over bytes that are not gzip, say) answers 400 rather than failing the handler,
+    and a coding aiohttp does not decode (RFC 9110 §15.5.16) 415, naming those it does.
     Not before ``request.post()``: a multipart form is parsed from the stream this reads up."""
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if coding not in DECODED:
+        raise ApiError(
+            415,
+            f"Content-Encoding: {coding[:40]!r} is not one this API decodes (gzip, deflate, br, zstd)",
+        )
     async with body_deadline(request):
         try:
             return await request.read()

@@ -197,6 +197,31 @@ async def test_an_oversized_admin_body_is_a_413_naming_the_limit(start_gateway, 
     assert answer["error"] == "body: larger than the admin API takes (1,048,576 bytes, decoded)"
 
 
+async def test_a_body_in_a_coding_not_decoded_is_a_415_and_a_refused_body_closes(
+    start_gateway, origin
+) -> None:
+    """aiohttp decodes gzip, deflate, br and zstd; any other Content-Encoding (or several)
+    reached the handler still encoded and was taken as it was. And a refusal sent before the
+    body was read closes the connection: it says so, so a client does not reuse it."""
+    gw = await start_gateway(origin[0])
+    await visit(gw, "/?utm_source=x", CURL)
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    url = f"{gw.admin_url}/api/touchpoints/{item['id']}/verdict"
+    other = "allow" if item["verdict"] != "allow" else "review"
+    body = json.dumps({"verdict": other, "analyst": "a", "reason": "b"}).encode()
+    for coding in ("foo", "gzip, br"):
+        headers = {**AUTH, "Content-Type": "application/json", "Content-Encoding": coding}
+        async with gw.session.post(url, headers=headers, data=body) as resp:
+            assert resp.status == 415
+            assert (await resp.json())["error"].startswith("Content-Encoding: ")
+    assert (await gw.api("/api/touchpoints"))["items"][0]["verdict"] == item["verdict"]
+    headers = {**AUTH, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with gw.session.post(url, headers=headers, data=b"not gzip at all" * 100) as resp:
+        assert resp.status == 400
+        assert resp.headers.get("Connection", "").lower() == "close"
+    assert (await gw.api("/api/touchpoints"))["items"][0]["id"] == item["id"]  # the next one is fine
+
+
 async def test_fraud_and_review_reject_bad_parameters(start_gateway, origin) -> None:
     gw = await start_gateway(origin[0])
     assert (await gw.api("/api/fraud", group_by="ip"))["error"].startswith("group_by: expected one of")
