@@ -55,6 +55,10 @@ class Summary:
     new_rows: dict[str, int] | None = None
     """Rows the store gained, by table (None: a dry run)."""
     seconds: float = 0.0
+    interrupted: str = ""
+    """The signal that stopped the import part way (``SIGINT``, ``SIGTERM``); empty: it ran to the end."""
+    read_to: tuple[str, int] = ("", 0)
+    """The file and line number up to which every line was replayed and handed to the store."""
 
     def skip(self, where: str, number: int, reason: str) -> None:
         self.skipped[reason] += 1

@@ -14,12 +14,13 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import signal
 import sqlite3
 import sys
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ IN_FLIGHT = 2
 """Submits queued at once: the next batch is built while the last one commits."""
 COUNTED = ("touchpoints", "identities", "conversions")
 EXIT_USAGE = 2
+STOPPING = {signal.SIGINT: 130, signal.SIGTERM: 143}
+"""Signals that stop an import cleanly, and the exit status of each (128 + its number, as a shell
+reports a command the signal ended)."""
 
 
 class UsageError(Exception):
@@ -94,7 +98,8 @@ class _Writer:
     async def finish(self) -> None:
         await self.flush()
         for future in self.inflight:
-            await future
+            if not future.cancelled():  # cancelled with an interrupted import: the store still commits it
+                await future
         self.inflight = []
 
 
@@ -137,10 +142,15 @@ async def run_import(
     fields: dict[str, str] | None = None,
     progress: bool = False,
     workers: int = 1,
+    summary: Summary | None = None,
 ) -> Summary:
     """Import ``paths`` (format ``fmt``); the summary. With ``workers`` > 1, log lines are parsed
     and replayed in that many processes. UsageError for a bad command line, OSError when a file
-    cannot be opened."""
+    cannot be opened.
+
+    ``summary`` is filled in as the import goes; cancelled once its ``interrupted`` is set (by
+    ``until_stopped``), the import stops reading, writes everything read so far, stops its
+    workers and returns it, counted, instead of raising."""
     if fmt not in FORMATS:
         raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "mitm" and importlib.util.find_spec("mitmproxy") is None:
@@ -156,27 +166,39 @@ async def run_import(
         )
     parse = None if fmt == "mitm" else parser_for(fmt, settings.options.identity.cookie_name, fields)
     sizes = await asyncio.to_thread(lambda: [p.stat().st_size for p in paths])
+    summary = Summary() if summary is None else summary
     store: LocalStore | None = None
     before: dict[str, int] = {}
-    if not dry_run:
-        storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=600_000.0)
-        store = LocalStore(settings.store_path, storage, metrics)
-        await store.open()
-        before = await asyncio.to_thread(_count_rows, settings.store_path)
-    # Writes to the terminal are throttled to ~10 a second.
-    bar = progress_bar(sum(sizes), "import", "B", unit_scale=True, unit_divisor=1024) if progress else None
+    bar = None
     pool = None
-    if workers > 1 and fmt != "mitm":
-        pool = await asyncio.to_thread(WorkerPool, workers, settings, fmt, replayer.host, fields or {})
-    summary = Summary()
+    writer = _Writer(None)
     started = time.perf_counter()
-    shown = _Progress(bar, started)
-    writer = _Writer(store)
     try:
-        for path, size in zip(paths, sizes, strict=True):
-            summary.files += 1
-            await _import_file(replayer, pool, path, fmt, parse, summary, writer, shown)
-            shown.file_done(size)
+        try:
+            if not dry_run:
+                storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=600_000.0)
+                store = LocalStore(settings.store_path, storage, metrics)
+                await store.open()
+                before = await asyncio.to_thread(_count_rows, settings.store_path)
+            # Writes to the terminal are throttled to ~10 a second.
+            if progress:
+                bar = progress_bar(sum(sizes), "import", "B", unit_scale=True, unit_divisor=1024)
+            if workers > 1 and fmt != "mitm":
+                pool = await asyncio.to_thread(
+                    WorkerPool, workers, settings, fmt, replayer.host, fields or {}
+                )
+            started = time.perf_counter()
+            shown = _Progress(bar, started)
+            writer = _Writer(store)
+            for path, size in zip(paths, sizes, strict=True):
+                summary.files += 1
+                await _import_file(replayer, pool, path, fmt, parse, summary, writer, shown)
+                shown.file_done(size)
+        except asyncio.CancelledError:
+            if not summary.interrupted:
+                raise
+        # Interrupted or not, every line counted so far goes in: the summary then says how far
+        # the store has the files.
         await writer.finish()
     finally:
         if pool is not None:
@@ -186,7 +208,7 @@ async def run_import(
         if store is not None:
             await store.close()
     summary.seconds = time.perf_counter() - started
-    if not dry_run:
+    if before:
         after = await asyncio.to_thread(_count_rows, settings.store_path)
         summary.new_rows = {table: after[table] - before[table] for table in COUNTED}
     return summary
@@ -233,7 +255,7 @@ async def _replay_source(
         chunk, position = step
         events, skips = await replay_items(replayer, chunk, source.identity)
         lines = len({item.number for item in chunk})
-        await _account(name, summary, writer, events, skips, lines)
+        await _account(name, summary, writer, events, skips, lines, chunk[-1].number)
         progress.update(summary.lines, position)
 
 
@@ -245,29 +267,43 @@ async def _replay_pooled(
     history = source.history
     assert history is not None
 
-    def read_and_submit() -> tuple[Future[tuple[list[Event], list[Skip]]], int, int] | None:
+    def read_and_submit() -> tuple[Future[tuple[list[Event], list[Skip]]], int, int, int] | None:
         lines = history.raw_lines()
-        return (pool.submit(lines, source.identity), len(lines), history.position) if lines else None
+        if not lines:
+            return None
+        last = lines[-1]
+        number = last.number if isinstance(last, Skip) else last[0]
+        return pool.submit(lines, source.identity), len(lines), number, history.position
 
-    pending: deque[tuple[asyncio.Future[tuple[list[Event], list[Skip]]], int, int]] = deque()
+    pending: deque[tuple[asyncio.Future[tuple[list[Event], list[Skip]]], int, int, int]] = deque()
 
     async def collect() -> None:
-        future, lines, position = pending.popleft()
+        future, lines, last, position = pending.popleft()
         events, skips = await future
-        await _account(name, summary, writer, events, skips, lines)
+        await _account(name, summary, writer, events, skips, lines, last)
         progress.update(summary.lines, position)
 
-    while (step := await asyncio.to_thread(read_and_submit)) is not None:
-        future, lines, position = step
-        pending.append((asyncio.wrap_future(future), lines, position))
-        if len(pending) > 2 * pool.workers:
+    try:
+        while (step := await asyncio.to_thread(read_and_submit)) is not None:
+            future, lines, last, position = step
+            pending.append((asyncio.wrap_future(future), lines, last, position))
+            if len(pending) > 2 * pool.workers:
+                await collect()
+        while pending:
             await collect()
-    while pending:
-        await collect()
+    finally:
+        for waiting, *_ in pending:  # interrupted: chunks not taken yet are not replayed
+            waiting.cancel()
 
 
 async def _account(
-    name: str, summary: Summary, writer: _Writer, events: list[Event], skips: list[Skip], lines: int
+    name: str,
+    summary: Summary,
+    writer: _Writer,
+    events: list[Event],
+    skips: list[Skip],
+    lines: int,
+    last: int,
 ) -> None:
     for skip in skips:
         summary.skip(name, skip.number, skip.reason)
@@ -275,6 +311,7 @@ async def _account(
     for event in events:
         counts[event.table] += 1
     summary.lines += lines
+    summary.read_to = (name, last)
     await writer.add(events)
 
 
@@ -297,21 +334,53 @@ class _Progress:
             self.bar.update(self.done - self.bar.n)
 
 
+async def until_stopped(run: Callable[[Summary], Coroutine[Any, Any, Summary]]) -> Summary:
+    """``run(summary)``, stopped cleanly by SIGINT (Ctrl-C) or SIGTERM: the first one marks the
+    summary interrupted and cancels the run, which then finishes writing what it read; a second
+    one has its default effect (KeyboardInterrupt, or the end of the process)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    summary = Summary()
+
+    def stop(sig: signal.Signals) -> None:
+        summary.interrupted = sig.name
+        for each in STOPPING:
+            loop.remove_signal_handler(each)
+        task.cancel()
+
+    for sig in STOPPING:
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await run(summary)
+    except asyncio.CancelledError:
+        if not summary.interrupted:  # not ours
+            raise
+        return summary  # stopped before the run had anything to write
+    finally:
+        for sig in STOPPING:
+            loop.remove_signal_handler(sig)
+
+
 def import_command(settings: Settings, args: argparse.Namespace) -> int:
-    """``gateway import``: run, print the summary; 2 for a usage problem, 1 for an unreadable file."""
+    """``gateway import``: run, print the summary; 2 for a usage problem, 1 for an unreadable file,
+    130 or 143 when SIGINT or SIGTERM stopped it part way."""
     try:
         fields = parse_fields(args.field)
         paths = [Path(p) for p in args.files]
         summary = asyncio.run(
-            run_import(
-                settings,
-                paths,
-                args.format,
-                dry_run=args.dry_run,
-                host=args.host or "",
-                fields=fields,
-                progress=not args.no_progress,
-                workers=args.workers,
+            until_stopped(
+                lambda summary: run_import(
+                    settings,
+                    paths,
+                    args.format,
+                    dry_run=args.dry_run,
+                    host=args.host or "",
+                    fields=fields,
+                    progress=not args.no_progress,
+                    workers=args.workers,
+                    summary=summary,
+                )
             )
         )
     except UsageError as err:
@@ -323,11 +392,29 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
     except (SchemaTooNew, sqlite3.Error, StoreClosed) as err:
         print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, while the first one's stop was still writing
         print(
             "gateway import: interrupted; what was committed stays, and importing again is safe",
             file=sys.stderr,
         )
-        return 130
+        return STOPPING[signal.SIGINT]
     print(summary.render())
+    if summary.interrupted:
+        print(f"gateway import: {_stopped(summary)}", file=sys.stderr)
+        return STOPPING[signal.Signals[summary.interrupted]]
     return 0
+
+
+def _stopped(summary: Summary) -> str:
+    """What an interrupted import says: how far it got, and how to finish."""
+    name, line = summary.read_to
+    read = f"{name} line {line:,}" if name else "the first line"
+    earlier = " (and the files before it)" if name and summary.files > 1 else ""
+    if summary.new_rows is None:
+        return f"stopped by {summary.interrupted} after {read}{earlier}; a dry run: nothing was written"
+    if not name:
+        return f"stopped by {summary.interrupted} before a line was read; nothing was imported"
+    return (
+        f"stopped by {summary.interrupted}: everything up to {read}{earlier} is in the store; run the"
+        " same command again to import the rest (what is already there is not added twice)"
+    )

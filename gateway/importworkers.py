@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -24,15 +28,34 @@ from gateway.logformats import parser_for
 from gateway.metrics import Metrics
 
 Lines = list[tuple[int, bytes] | Skip]
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+PARENT_CHECK = 0.5
+"""Seconds between a worker's checks that the import that started it still runs."""
 _worker: dict[str, Any] = {}
 """This worker process's replayer, parser and event loop, set once by ``_start`` (in the parent
 it stays empty)."""
 
 
 def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str]) -> None:
+    # Ctrl-C reaches the terminal's whole process group: the parent stops the import (it lets the
+    # chunks being replayed finish, then ends the pool), so a worker does not stop mid-chunk.
+    # They were blocked since the process started (``WorkerPool.submit``), so one sent while this
+    # worker started up is dropped here, rather than ending it with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _worker["replayer"] = Replayer(settings, Metrics(), host)
     _worker["parse"] = parser_for(fmt, settings.options.identity.cookie_name, fields)
     _worker["loop"] = asyncio.new_event_loop()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone (``kill -9``): the pool's queues would otherwise
+    keep it waiting for work for ever."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK)
+    os._exit(1)
 
 
 def _work(lines: Lines, identity: bytes) -> tuple[list[Event], list[Skip]]:
@@ -61,7 +84,14 @@ class WorkerPool:
         )
 
     def submit(self, lines: Lines, identity: bytes) -> Future[tuple[list[Event], list[Skip]]]:
-        return self.executor.submit(_work, lines, identity)
+        # A worker (and the pool's thread that may start more) is started by a submit, and
+        # inherits the calling thread's signal mask: blocked, Ctrl-C cannot reach it before it
+        # ignores it. This thread is not the main one, where Python handles signals.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return self.executor.submit(_work, lines, identity)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)

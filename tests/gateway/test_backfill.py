@@ -10,9 +10,12 @@ import gzip
 import io
 import json
 import os
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -445,3 +448,109 @@ def test_cli_names_a_file_gzip_cannot_read(tmp_path: Path) -> None:
             )
             assert done.returncode == 1, done
             assert done.stderr.endswith(f"gateway import: cannot read {name}: {reason}\n"), done.stderr
+
+
+def _start_import(tmp_path: Path, log: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", str(log), "--format", "combined", "-c", "gw.toml",
+         "--host", "shop.example", "--no-progress", *args],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def _workers_of(proc: subprocess.Popen[str], count: int) -> list[int]:
+    """The worker processes of a running import, once ``count`` of them have replayed for a
+    while (its other child is multiprocessing's resource tracker)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = [pid for pid in _children(proc.pid) if "spawn_main" in _cmdline(pid)]
+        if len(workers) == count and min(_cpu_seconds(pid) for pid in workers) > 2.0:
+            return workers  # started (about a second), then replaying chunks for a while
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} workers: {proc.communicate(timeout=5)}")
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid``, whichever of its threads started them (Linux ``/proc``)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    return ""
+
+
+def _gone(pids: list[int], seconds: float = 10) -> bool:
+    """Whether the processes ``pids`` end within ``seconds`` (those left are then killed)."""
+    deadline = time.monotonic() + seconds
+    while left := [pid for pid in pids if "spawn_main" in _cmdline(pid)]:
+        if time.monotonic() > deadline:
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_ctrl_c_or_sigterm_stop_the_import_cleanly_and_the_same_command_finishes_it(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "access.log", 250_000)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    stored = 0
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        proc = _start_import(tmp_path, log, "--workers", "2")
+        try:
+            workers = _workers_of(proc, 2)
+            if sig == signal.SIGINT:
+                os.killpg(proc.pid, sig)  # Ctrl-C: the terminal signals the whole process group
+            else:
+                proc.send_signal(sig)  # kill PID, a service manager's stop
+            out, err = proc.communicate(timeout=30)  # the output closed: no worker holds it
+            assert _gone(workers), "the import's worker processes outlived it"
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # its session: whatever it left behind
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert proc.returncode == code, (out, err)
+        assert "Traceback" not in err and "Future exception" not in err, err
+        found = re.search(
+            rf"stopped by {sig.name}: everything up to access.log line ([\d,]+) is in the store", err
+        )
+        assert found and 0 < int(found[1].replace(",", "")) < 250_000, err
+        assert "run the same command again" in err
+        [(count,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
+        assert count >= stored and f"new in the store: {count - stored:,}" in out, out
+        stored = count
+    done = _cli(tmp_path, str(log), "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    assert done.returncode == 0, done.stderr
+    produced = int(re.search(r"touchpoints: +([\d,]+)", done.stdout)[1].replace(",", ""))  # type: ignore[index]
+    # every touchpoint of the log once: what the interrupted runs stored, and the rest now
+    assert rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints") == [(produced,)]
+    assert f"new in the store: {produced - stored:,}" in done.stdout
+
+
+def test_workers_end_when_the_import_is_killed(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "access.log", 250_000)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    proc = _start_import(tmp_path, log, "--workers", "2")
+    try:
+        workers = _workers_of(proc, 2)
+        proc.kill()
+        proc.wait()
+        assert _gone(workers), "the workers of a killed import kept running"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # its session: whatever it left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
