@@ -24,6 +24,24 @@ RECENT = 4096
 """Visitor-user pairs remembered, so a rule firing on every request does not bind again each time."""
 
 
+class RecentPairs:
+    """The visitor-user pairs bound lately (at most ``size``, least recently fired first out)."""
+
+    def __init__(self, size: int = RECENT) -> None:
+        self.size = size
+        self.pairs: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def first(self, pair: tuple[str, str]) -> bool:
+        """Whether ``pair`` is to be bound now: not among the recent ones (it is, from now on)."""
+        if pair in self.pairs:
+            self.pairs.move_to_end(pair)
+            return False
+        self.pairs[pair] = None
+        if len(self.pairs) > self.size:
+            self.pairs.popitem(last=False)
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class _Rule:
     name: str
@@ -37,7 +55,9 @@ class Stitching:
         self.metrics: Metrics = ctx.metrics
         self.node = ctx.settings.node
         self.new_id = Uuid7()
-        self.recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.recent = RecentPairs()
+        """Pairs not bound again; ``gateway import``'s worker processes keep none (each binds at
+        every fire) and the importer applies the same rule to their bindings, in file order."""
         compiled = []
         for i, rule in enumerate(rules):
             extractor = Extractor(rule.user_id, ctx.settings.rule_keys.get(f"identity.rules[{i}].user_id"))
@@ -61,12 +81,8 @@ class Stitching:
         assert ex.visitor is not None  # fired() only returns rules for an exchange with a visitor
         ex.user_key = user_key
         pair = (ex.visitor.key, user_key)
-        if pair in self.recent:
-            self.recent.move_to_end(pair)
+        if not self.recent.first(pair):
             return
-        self.recent[pair] = None
-        if len(self.recent) > RECENT:
-            self.recent.popitem(last=False)
         ts = ex.request.ts
         ex.events.append(
             Binding(

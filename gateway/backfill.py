@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from addons.identity import verify_cookie
+from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
 from gateway.events import Binding, Conversion, DailyCount, Event
 from gateway.history import Item, Line, Record, Skip
@@ -127,6 +128,13 @@ class Replayer:
             tolerance=timedelta(seconds=opts.webhooks.tolerance_seconds),
             max_len=opts.campaign.max_value_length,
         )
+
+    def recent_bindings(self) -> RecentPairs | None:
+        """The pairs the chain's ``stitching`` does not bind again (None: no identity rules)."""
+        for _name, addon in self.pipeline.addons:
+            if isinstance(addon, Stitching):
+                return addon.recent
+        return None
 
     def derived_visitor(self, ip: str, user_agent: str, ts: datetime) -> Visitor:
         """The visitor of a log line without our cookie: a keyed hash of (IP, user agent, UTC

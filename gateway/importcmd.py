@@ -27,9 +27,10 @@ from typing import Any
 
 import msgspec
 
+from addons.stitching import RecentPairs
 from gateway.backfill import Replayer, Summary, replay_items
 from gateway.config import Settings
-from gateway.events import Event
+from gateway.events import Binding, Event
 from gateway.history import History, Item, Skip
 from gateway.importworkers import WorkerPool
 from gateway.logformats import FORMATS, JSON_FIELDS, parser_for, read_flows
@@ -228,7 +229,7 @@ async def _import_file(
         source = await asyncio.to_thread(_Source, path, fmt, parse)
         try:
             if pool is not None and source.history is not None:
-                await _replay_pooled(pool, source, path.name, summary, writer, progress)
+                await _replay_pooled(replayer, pool, source, path.name, summary, writer, progress)
             else:
                 await _replay_source(replayer, source, path.name, summary, writer, progress)
         finally:
@@ -259,8 +260,20 @@ async def _replay_source(
         progress.update(summary.lines, position)
 
 
+def first_bindings(events: list[Event], recent: RecentPairs) -> list[Event]:
+    """``events`` (in file order) without the bindings of a pair bound lately: what one process's
+    ``stitching`` leaves out, applied to workers that bind at every fire."""
+    return [e for e in events if type(e) is not Binding or recent.first((e.visitor_key, e.user_key))]
+
+
 async def _replay_pooled(
-    pool: WorkerPool, source: _Source, name: str, summary: Summary, writer: _Writer, progress: _Progress
+    replayer: Replayer,
+    pool: WorkerPool,
+    source: _Source,
+    name: str,
+    summary: Summary,
+    writer: _Writer,
+    progress: _Progress,
 ) -> None:
     """On every core: read a chunk here (in a thread), parse and replay it in a worker process;
     results are taken in file order, a few chunks ahead."""
@@ -277,9 +290,13 @@ async def _replay_pooled(
 
     pending: deque[tuple[asyncio.Future[tuple[list[Event], list[Skip]]], int, int, int]] = deque()
 
+    recent = replayer.recent_bindings()
+
     async def collect() -> None:
         future, lines, last, position = pending.popleft()
         events, skips = await future
+        if recent is not None:
+            events = first_bindings(events, recent)
         await _account(name, summary, writer, events, skips, lines, last)
         progress.update(summary.lines, position)
 

@@ -45,7 +45,12 @@ def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str]) -> N
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    _worker["replayer"] = Replayer(settings, Metrics(), host)
+    replayer = Replayer(settings, Metrics(), host)
+    if (recent := replayer.recent_bindings()) is not None:
+        # A worker sees only some chunks: whether a pair was bound before is for the parent to
+        # say, which sees every binding in file order (``first_bindings``).
+        recent.size = 0
+    _worker["replayer"] = replayer
     _worker["parse"] = parser_for(fmt, settings.options.identity.cookie_name, fields)
     _worker["loop"] = asyncio.new_event_loop()
 

@@ -554,3 +554,34 @@ def test_workers_end_when_the_import_is_killed(tmp_path: Path) -> None:
         with contextlib.suppress(ProcessLookupError):  # its session: whatever it left behind
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
+
+
+async def test_worker_processes_bind_a_pair_once_as_one_process_does(tmp_path: Path) -> None:
+    """A login seen on every chunk: one process binds each visitor once; workers, each seeing only
+    some chunks, bound it again in each (and a re-import, its chunks shared out otherwise, added
+    more)."""
+    rule = """
+        [[identity.rules]]
+        name = "welcome"
+        method = "GET"
+        path = "/welcome"
+        status = [200]
+        user_id = { query = "uid" }
+    """
+    log = tmp_path / "access.log"
+    text = "\n".join(
+        f"198.51.100.{n % 7} - - [01/Mar/2025:10:{n // 600:02}:{n // 10 % 60:02} +0000] "
+        f'"GET /welcome?uid=u{n % 7} HTTP/1.1" 200 10 "-" "{UA}"'
+        for n in range(5 * 4096)
+    )
+    await asyncio.to_thread(write, log, text)
+    results = []
+    for workers in (1, 2):
+        settings = make_settings(tmp_path / f"w{workers}", rule)
+        summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+        again = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+        assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+        stored = await query(settings, "SELECT id, ts, visitor_key, user_key FROM identities ORDER BY id")
+        results.append((summary.events["identities"], summary.new_rows, stored))
+    assert results[0] == results[1]
+    assert results[0][0] == 7
