@@ -63,6 +63,8 @@ class Skip:
 
 
 Item = Line | Record | Skip
+BOM = b"\xef\xbb\xbf"
+"""UTF-8's byte order mark."""
 
 
 class History:
@@ -81,7 +83,9 @@ class History:
         first = self._stream.readline()
         self.identity = hashlib.blake2b(first, digest_size=16).digest()
         """The digest of the first line: the same in a renamed, rotated, compressed or grown copy."""
-        self._pending = first
+        # A byte order mark (Windows tools write one) is not part of the first line, which then
+        # parses (JSON with one is not JSON; a combined line's address would keep it).
+        self._pending = first.removeprefix(BOM)
 
     @property
     def lines(self) -> int:

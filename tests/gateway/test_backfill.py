@@ -585,3 +585,27 @@ async def test_worker_processes_bind_a_pair_once_as_one_process_does(tmp_path: P
         results.append((summary.events["identities"], summary.new_rows, stored))
     assert results[0] == results[1]
     assert results[0][0] == 7
+
+
+async def test_a_byte_order_mark_or_crlf_line_ends_lose_no_line(tmp_path: Path) -> None:
+    text = "\n".join(
+        json.dumps({"time": "2025-03-01T10:00:00Z", "uri": f"/?utm_source=s{n}", "method": "GET",
+                    "host": "shop.example"})
+        for n in range(3)
+    )  # fmt: skip
+    for name, data in (
+        ("bom.jsonl", b"\xef\xbb\xbf" + text.encode() + b"\n"),
+        ("crlf.jsonl", b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode() + b"\r\n"),
+    ):
+        settings = make_settings(tmp_path / f"store-{name}")
+        log = tmp_path / name
+        await asyncio.to_thread(log.write_bytes, data)
+        summary = await run_import(settings, [log], "json-lines")
+        assert (summary.events["touchpoints"], dict(summary.skipped)) == (3, {}), name
+        assert await query(settings, "SELECT source FROM touchpoints ORDER BY source") == [
+            ("s0",),
+            ("s1",),
+            ("s2",),
+        ]
+        again = await run_import(settings, [log], "json-lines")
+        assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}, name
