@@ -644,8 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--workers",
         type=_workers,
-        default=min(os.cpu_count() or 1, 256),
-        help="processes parsing and replaying log lines (default: one per CPU, %(default)s here)",
+        default=1,
+        help="processes parsing and replaying log lines (default 1: bot velocity and behaviour are "
+        "judged over the whole log, in order, as one live process judges them; more are faster, "
+        "but each judges only the chunks it replays)",
     )
     imp.set_defaults(func=cmd_import)
     replay = sub.add_parser("replay-bad", help="re-validate kept bad events and ingest those that now pass")

@@ -609,3 +609,13 @@ async def test_a_byte_order_mark_or_crlf_line_ends_lose_no_line(tmp_path: Path) 
         ]
         again = await run_import(settings, [log], "json-lines")
         assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}, name
+
+
+def test_one_process_is_the_default_so_bot_verdicts_are_judged_over_the_whole_log() -> None:
+    """Bot velocity and behaviour are each process's memory: with several workers, each judges
+    only the chunks it replays, and a burst's verdicts depend on how the chunks fell. An import
+    therefore runs in one process unless asked, judging a burst as one live process would."""
+    from gateway.cli import build_parser
+
+    args = build_parser().parse_args(["import", "access.log", "--format", "combined"])
+    assert args.workers == 1
