@@ -19,7 +19,6 @@ import logging
 import re
 import socket
 import struct
-import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -31,6 +30,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import pages, reserved
+from gateway.codings import decoded_body
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.forwarding import (
@@ -152,29 +152,6 @@ class _CapturedBody(_Body):
             yield self.head
         async for chunk in super().chunks():
             yield chunk
-
-
-def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
-    """The body as the site meant it: gzip or deflate undone (at most ``cap`` bytes, so a
-    small body cannot unpack into a large one); None for a larger or undecodable body."""
-    encoding = (encoding or "identity").strip().lower()
-    if encoding == "identity":
-        return body
-    formats: tuple[int, ...]
-    if encoding in ("gzip", "x-gzip"):
-        formats = (16 + zlib.MAX_WBITS,)
-    elif encoding == "deflate":  # RFC 9110 says zlib-wrapped; some servers send raw deflate
-        formats = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
-    else:
-        return None
-    for wbits in formats:
-        inflater = zlib.decompressobj(wbits)
-        try:
-            out = inflater.decompress(body, cap + 1)
-        except zlib.error:
-            continue
-        return out if inflater.eof and len(out) <= cap and not inflater.unconsumed_tail else None
-    return None
 
 
 def reset(transport: asyncio.Transport) -> None:

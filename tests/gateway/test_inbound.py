@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import sys
 import time
 import tomllib
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -543,3 +545,35 @@ async def test_admin_lists_bad_events_as_the_openapi_document_says(gw: RunningGa
     wrong = await gw.api("/api/bad-events", pending="maybe")
     Draft202012Validator(response_schema("/api/bad-events", 400)).validate(wrong)
     assert wrong["error"].startswith("pending:")
+
+
+async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: RunningGateway) -> None:
+    """Senders may gzip their deliveries (analytics libraries have the option). The proxy
+    listener forwards bodies as they come, so a signed event's body is undone here: signed as
+    JSON or as the bytes on the wire, it is accepted; a coding the gateway cannot undo is a
+    415, and a body that does not decode (or would decode past webhooks.max_body) a 400."""
+    body = encode(conversion(order_id="gz-1"))
+    packed = gzip.compress(body)
+    status, answer = await post(gw, packed, {**signed(body), "Content-Encoding": "gzip"})
+    assert status == 202 and answer["result"] == "accepted", answer
+    body2 = encode(conversion(order_id="gz-2"))
+    packed2 = zlib.compress(body2)
+    status, answer = await post(gw, packed2, {**signed(packed2), "Content-Encoding": "deflate"})
+    assert status == 202 and answer["result"] == "accepted", answer
+    batch = encode({"batch": [{"type": "identify", "messageId": "m-gz", "userId": "u9", "anonymousId": "a"}]})
+    status, answer = await post(
+        gw, gzip.compress(batch), {**basic(SEGMENT), "Content-Encoding": "gzip"}, "/_gw/segment"
+    )
+    assert status == 202, answer
+    assert await rows(gw, "SELECT dedup_key FROM conversions ORDER BY dedup_key") == [
+        ("order:gz-1",),
+        ("order:gz-2",),
+    ]
+    status, answer = await post(gw, packed, {**signed(body), "Content-Encoding": "br"})
+    assert status == 415 and answer["error"].startswith("Content-Encoding: 'br'")
+    status, answer = await post(gw, b"not gzip", {**signed(b"not gzip"), "Content-Encoding": "gzip"})
+    assert status == 400 and "does not decode as gzip" in answer["error"]
+    bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
+    assert len(bomb) < 4096  # the test sources' webhooks.max_body
+    status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
+    assert status == 400 and "webhooks.max_body" in answer["error"], answer

@@ -25,7 +25,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gateway.proxy import decoded_body
+from gateway.codings import decoded_body
 from tests.conftest import GatewayFactory, RunningGateway
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
