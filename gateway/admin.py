@@ -17,6 +17,7 @@ import contextlib
 import hmac
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
@@ -119,9 +120,28 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
         # RFC 9110 §15.5.6: a 405 lists the methods the resource has.
         allow = {"Allow": err.headers["Allow"]} if "Allow" in err.headers else None
         return fail(err.status, message.get(err.status, err.reason), allow)
+    except sqlite3.OperationalError as err:
+        if not store_busy(err):
+            log.exception("admin API failed on %s %s", request.method, route_of(request))
+            return fail(500, "internal error; see the gateway log")
+        log.warning("admin API: the store was busy on %s %s (%s)", request.method, route_of(request), err)
+        return fail(
+            503,
+            "the store is busy: another process holds its write lock (an import, say); try again",
+            {"Retry-After": "5"},
+        )
     except Exception:
         log.exception("admin API failed on %s %s", request.method, route_of(request))
         return fail(500, "internal error; see the gateway log")
+
+
+def store_busy(err: sqlite3.Error) -> bool:
+    """Whether SQLite gave up waiting for a lock another connection held past the busy timeout
+    (SQLITE_BUSY, SQLITE_LOCKED and their extended codes): worth a retry, not a fault."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)
+    return "locked" in str(err) or "busy" in str(err)
 
 
 def route_of(request: web.Request) -> str:
