@@ -19,7 +19,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -177,15 +177,17 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # event IDs (UUIDv7) count millisec
 LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 
-def parse_time(name: str, value: str) -> str:
-    """An ISO 8601 date or date-time (naive = UTC) → the store's timestamp text."""
+def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
+    """An ISO 8601 date or date-time → the store's timestamp text. A date alone is its
+    midnight, and a date-time without an offset is read, in ``zone`` (``attribution.timezone``:
+    the report days')."""
     try:
         if len(value) == 10:
-            moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+            moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), zone)
         else:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+", 1))
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
+                moment = moment.replace(tzinfo=zone)
         if not EARLIEST <= moment <= LATEST:
             raise ValueError("out of range")
         return iso(moment)
@@ -253,20 +255,25 @@ def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
     return int(digits), cursor
 
 
-def _span(q: Mapping[str, str]) -> tuple[str | None, str | None]:
+def report_zone_of(request: web.Request) -> tzinfo:
+    """The time zone a date alone means in this request (``attribution.timezone``)."""
+    return request.app[SETTINGS_KEY].report_zone
+
+
+def _span(q: Mapping[str, str], zone: tzinfo) -> tuple[str | None, str | None]:
     """Optional ``since`` and ``until`` of a listing, each in range and in order (as a report's;
     ``parse_time``'s canonical UTC text sorts in time order)."""
-    since = parse_time("since", q["since"]) if "since" in q else None
-    until = parse_time("until", q["until"]) if "until" in q else None
+    since = parse_time("since", q["since"], zone) if "since" in q else None
+    until = parse_time("until", q["until"], zone) if "until" in q else None
     if since is not None and until is not None:
         in_order(since, until)
     return since, until
 
 
-def _touchpoint_query(q: Mapping[str, str], verdict: str | None = None) -> TouchpointQuery:
+def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = None) -> TouchpointQuery:
     """The touchpoint filters of a listing (``/api/touchpoints``, ``/api/review``)."""
     limit, cursor = _page(q)
-    since, until = _span(q)
+    since, until = _span(q, zone)
     return TouchpointQuery(
         since=since,
         until=until,
@@ -284,7 +291,9 @@ def _touchpoint_query(q: Mapping[str, str], verdict: str | None = None) -> Touch
 async def touchpoints(request: web.Request) -> web.Response:
     q = request.query
     only_params(request, {"since", "until", "cursor", "limit", *TOUCHPOINT_FILTERS})
-    items, next_cursor = await request.app[READER_KEY].touchpoints(_touchpoint_query(q))
+    items, next_cursor = await request.app[READER_KEY].touchpoints(
+        _touchpoint_query(q, report_zone_of(request))
+    )
     return ok({"items": items, "next_cursor": next_cursor})
 
 
@@ -453,7 +462,7 @@ async def fraud(request: web.Request) -> web.Response:
     group_by = q.get("group_by", "creator_id")
     if group_by not in FRAUD_GROUPS:
         raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by!r}")
-    since, until = _span(q)
+    since, until = _span(q, report_zone_of(request))
     groups = await request.app[READER_KEY].fraud(since, until, group_by)
     return ok({"group_by": group_by, "since": since, "until": until, "groups": groups})
 
@@ -465,7 +474,9 @@ async def review(request: web.Request) -> web.Response:
     verdict = q.get("verdict", "review")
     if verdict not in ("review", "block"):
         raise ApiError(400, f"verdict: expected review or block, got {verdict!r}")
-    items, next_cursor = await request.app[READER_KEY].touchpoints(_touchpoint_query(q, verdict))
+    items, next_cursor = await request.app[READER_KEY].touchpoints(
+        _touchpoint_query(q, report_zone_of(request), verdict)
+    )
     return ok({"items": items, "next_cursor": next_cursor})
 
 

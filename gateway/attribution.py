@@ -19,10 +19,11 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.channels import DIRECT, INTERNAL
 
@@ -258,6 +259,17 @@ class Tiers:
         return self.windows.get(tier or self.default, self.windows[self.default])
 
 
+def report_zone(name: str) -> tzinfo:
+    """``attribution.timezone`` as a time zone (UTC itself needs no database); ValueError for a
+    name the system's time zone database does not hold."""
+    if name.upper() in ("UTC", "Z", "ETC/UTC"):
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(f"unknown time zone {name!r}") from err
+
+
 class Attribution:
     """``[attribution]`` compiled once: which touches count, then any model over them."""
 
@@ -265,6 +277,8 @@ class Attribution:
         self.tiers = Tiers(at)
         self.verdicts = frozenset(at.verdicts)
         self.params = Params.from_options(at, channel_weights)
+        self.zone = report_zone(at.timezone)
+        """Where report days begin and end (``attribution.timezone``)."""
 
     def eligible(
         self, touches: Iterable[Touch], at: datetime, verdicts: Iterable[str] | None = None

@@ -21,11 +21,13 @@ import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from gateway.attribution import report_zone
 from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, validate
 from gateway.config_values import toml_key
@@ -67,6 +69,8 @@ class Settings:
     """The resolved ``central.url`` DSN; empty: no central store."""
     sink_secrets: Mapping[str, bytes] = field(default_factory=dict)
     """``[[sinks]]`` name → its resolved write key or signing secret."""
+    report_zone: tzinfo = UTC
+    """``attribution.timezone``, loaded once (its file read here, not in a request handler)."""
 
     @property
     def store_path(self) -> Path:
@@ -446,6 +450,7 @@ def load_settings(
         channels=Channels(options.channels),
         central_url=central_url,
         sink_secrets=sink_secrets,
+        report_zone=report_zone(options.attribution.timezone),
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from yarl import URL
 
+from gateway.attribution import report_zone
 from gateway.channels import CLASSES, is_public_suffix
 from gateway.config_values import cookie_name_problem, host_problem, regex_problem, toml_key
 from gateway.events import VERDICTS
@@ -420,6 +421,13 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
         f"position_first + position_last must be at most 1, got {at.position_first + at.position_last:g}",
     )
     _check(p, at.half_life_days > 0, "attribution.half_life_days", f"must be > 0, got {at.half_life_days}")
+    try:
+        report_zone(at.timezone)
+    except ValueError as err:
+        p.append(
+            f"attribution.timezone: {err}; an IANA name like 'Europe/Berlin' or 'America/New_York'"
+            " (the system's time zone database: the tzdata package on Debian)"
+        )
     return p
 
 

@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from html import escape
 from importlib import resources
 from typing import Any
@@ -24,7 +24,17 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway import reporting
-from gateway.admin import EARLIEST, LATEST, READER_KEY, SETTINGS_KEY, ApiError, body_deadline, ok, only_params
+from gateway.admin import (
+    EARLIEST,
+    LATEST,
+    READER_KEY,
+    SETTINGS_KEY,
+    ApiError,
+    body_deadline,
+    ok,
+    only_params,
+    report_zone_of,
+)
 from gateway.attribution import MODELS
 from gateway.reportapi import REPORTS_KEY, conversion_param
 from gateway.sessions import (
@@ -95,7 +105,13 @@ async def root(request: web.Request) -> web.Response:
 async def dashboard_page(request: web.Request) -> web.Response:
     if not has_session(request):
         raise web.HTTPSeeOther("/login")
-    return _page(request, "dashboard.html")
+    response = _page(request, "dashboard.html")
+    zone = escape(request.app[SETTINGS_KEY].options.attribution.timezone)  # a checked IANA name
+    assert response.text is not None
+    response.text = response.text.replace('data-timezone="UTC"', f'data-timezone="{zone}"').replace(
+        "<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>"
+    )
+    return response
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -176,11 +192,12 @@ def _day(name: str, value: str) -> date:
 
 async def dashboard_summary(request: web.Request) -> web.Response:
     """Conversions by channel per day, every model by channel, top campaigns and creators, bot
-    share and totals for whole UTC days ``since`` (inclusive) to ``until`` (exclusive); with
-    ``part``, only that part (``storage.dashboard.PARTS``)."""
+    share and totals for whole days (in ``attribution.timezone``) ``since`` (inclusive) to
+    ``until`` (exclusive); with ``part``, only that part (``storage.dashboard.PARTS``)."""
     q = request.query
     only_params(request, {"since", "until", "model", "population", "conversion", "part"})
-    until = _day("until", q["until"]) if "until" in q else datetime.now(UTC).date() + timedelta(days=1)
+    today = datetime.now(report_zone_of(request)).date()
+    until = _day("until", q["until"]) if "until" in q else today + timedelta(days=1)
     # The default since never reaches before the first day, as the report endpoints' does.
     since = (
         _day("since", q["since"]) if "since" in q else max(until - timedelta(days=DEFAULT_DAYS), FIRST_DAY)

@@ -587,7 +587,11 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "What the dashboard draws: conversions by channel per day, every model "
                     "by channel, top campaigns and creators, bot share, totals",
                     "parameters": [
-                        _query("since", "first UTC day, YYYY-MM-DD (default: until - 30 days)", DAY),
+                        _query(
+                            "since",
+                            "first day (in attribution.timezone), YYYY-MM-DD (default: until - 30 days)",
+                            DAY,
+                        ),
                         _query(
                             "until", "day after the last, YYYY-MM-DD (default: tomorrow); 1..92 days", DAY
                         ),

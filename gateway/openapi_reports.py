@@ -86,7 +86,11 @@ ATTRIBUTION_ROW = {
     "and `value` (credited, exact to the minor unit); with model=all a pair per model: "
     "`linear_conversions`, `linear_value`, …",
     "properties": {
-        "day": {"type": "string", "format": "date", "description": "timeseries only: UTC day"},
+        "day": {
+            "type": "string",
+            "format": "date",
+            "description": "timeseries only: the day, in attribution.timezone (UTC by default)",
+        },
         "group": {**_NULLABLE_STR, "description": "the group_by value; null: none (e.g. no source)"},
         "currency": _NULLABLE_STR,
     },
@@ -205,7 +209,8 @@ PATHS: dict[str, Any] = {
     },
     "/api/attribution/timeseries": {
         "get": {
-            "summary": "Credited conversions and value per UTC day (of the conversion), group and currency",
+            "summary": "Credited conversions and value per day of the conversion (in attribution.timezone),"
+            " group and currency",
             "parameters": [*_common("linear"), _GROUP_BY],
             "responses": _answer(
                 "#/components/schemas/AttributionRow",

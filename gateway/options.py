@@ -297,6 +297,9 @@ class AttributionOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_o
     """time_decay: a touch this many days before the conversion weighs half as much."""
     last_touch_share: float = 0.6
     """weighted_last_touch: share of the last touch; the rest is spread evenly over earlier ones."""
+    timezone: str = "UTC"
+    """The IANA time zone of report days: where a time series cuts its days, and what a date
+    alone (``since=2026-11-01``) and the dashboard's days mean."""
 
 
 DATACENTER_ASNS = (

@@ -112,7 +112,10 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
     models = tuple(MODELS) if model == "all" else (model,)
     try:
         # The report API's own checks (range, order, longest span), with the options' names.
-        since, until = period(args.since, args.until, ("--since", "--until"))  # "" is an error, as in the API
+        zone = settings.report_zone
+        since, until = period(
+            args.since, args.until, ("--since", "--until"), zone
+        )  # "" is an error, as in the API
     except ApiError as err:
         raise ValueError(err.message) from None
     verdicts = None if args.verdicts is None else reporting.verdict_names(args.verdicts, "--verdicts")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from aiohttp import web
 
 from gateway import reporting
-from gateway.admin import EARLIEST, ApiError, in_order, only_params, parse_time
+from gateway.admin import EARLIEST, ApiError, in_order, only_params, parse_time, report_zone_of
 from gateway.attribution import MODELS, Attribution
 from gateway.config import Settings
 from gateway.events import iso
@@ -40,25 +40,28 @@ PARAMS = {
 """The query parameters each report takes; ``gateway report`` refuses its options alike."""
 
 
-def _moment(name: str, value: str) -> datetime:
-    return datetime.fromisoformat(parse_time(name, value))
+def _moment(name: str, value: str, zone: tzinfo) -> datetime:
+    return datetime.fromisoformat(parse_time(name, value, zone))
 
 
 def period(
-    since_text: str | None, until_text: str | None, names: tuple[str, str] = ("since", "until")
+    since_text: str | None,
+    until_text: str | None,
+    names: tuple[str, str] = ("since", "until"),
+    zone: tzinfo = UTC,
 ) -> tuple[datetime, datetime]:
     """A report's ``since``..``until``: each in range (``parse_time``), ``until`` by default now
     and ``since`` DEFAULT_DAYS before it, in order and at most MAX_DAYS apart. The first problem
     raises a 400 naming its parameter as ``names`` spell them (``gateway report``: ``--since``)."""
     since_name, until_name = names
-    until = _moment(until_name, until_text) if until_text is not None else datetime.now(UTC)
+    until = _moment(until_name, until_text, zone) if until_text is not None else datetime.now(UTC)
     if since_text is None and until <= EARLIEST:
         raise ApiError(
             400, f"{until_name}: must be after {EARLIEST.date()} (the default {since_name} is its earliest)"
         )
     # The default since never reaches before the earliest moment a report takes.
     since = (
-        _moment(since_name, since_text)
+        _moment(since_name, since_text, zone)
         if since_text is not None
         else max(until - timedelta(days=DEFAULT_DAYS), EARLIEST)
     )
@@ -91,7 +94,7 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
     group_by = q.get("group_by", "channel")
     if group_by not in GROUP_BY:
         raise ApiError(400, f"group_by: expected one of {', '.join(GROUP_BY)}, got {group_by!r}")
-    since, until = period(q.get("since"), q.get("until"))
+    since, until = period(q.get("since"), q.get("until"), zone=report_zone_of(request))
     conversion = conversion_param(request)
     verdicts = None
     if "verdicts" in q:

@@ -218,7 +218,8 @@ def _attribution_part(
     conversions and their touches live and die inside one worker call."""
     accepted = q.accepted(reports)
     convs = reports.read(q.since, q.until, q.conversion, q.group_by, q.population, part)
-    table = credit_table(reports.eligible, convs, q.models, q.group_by, accepted, params, by_day)
+    days = reports.attribution.zone if by_day else None
+    table = credit_table(reports.eligible, convs, q.models, q.group_by, accepted, params, days)
     return table, _count_totals(convs)
 
 

@@ -18,7 +18,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from fractions import Fraction
 
 from gateway.attribution import (
@@ -357,6 +357,26 @@ class _Shares:
         return out
 
 
+class _Days(dict[str, str]):
+    """A conversion's stored time (UTC text) → its date in ``zone``. Cached per minute: every
+    time zone's offset is whole minutes, so one minute of UTC text is one local date."""
+
+    def __init__(self, zone: tzinfo) -> None:
+        super().__init__()
+        self.zone = zone
+        self.utc = zone is UTC
+
+    def __call__(self, ts: str) -> str:
+        if self.utc:
+            return ts[:10]
+        minute = ts[:16]
+        day = self.get(minute)
+        if day is None:
+            moment = datetime.fromisoformat(minute).replace(tzinfo=UTC)
+            day = self[minute] = moment.astimezone(self.zone).date().isoformat()
+        return day
+
+
 def credit_table(
     eligible: Eligibility,
     convs: Iterable[Conv],
@@ -364,11 +384,13 @@ def credit_table(
     group_by: str,
     accepted: frozenset[str],
     params: Params,
-    by_day: bool = False,
+    days: tzinfo | None = None,
 ) -> Table:
     """Each conversion's eligible touches credited under every model, summed per row (the
-    touches carry the ``group_by`` value they were loaded with)."""
+    touches carry the ``group_by`` value they were loaded with); with ``days``, per day of the
+    conversion in that time zone too."""
     shares = _Shares(params)
+    day_of = _Days(days) if days is not None else None
     at_group = 2 if group_by == "channel" else 5  # loaded by channel, a touch's group is its channel
     # Summed per (day, currency), then per group: no key to build per touch.
     parts: dict[tuple[str | None, str | None], dict[str | None, dict[str, list[int]]]] = {}
@@ -376,7 +398,7 @@ def credit_table(
     one_touch = [m for m in models if m in _ONE_TOUCH]
     shared = [m for m in models if m not in _ONE_TOUCH]
     for conv in convs:
-        day = conv.ts[:10] if by_day else None
+        day = day_of(conv.ts) if day_of is not None else None
         part = parts.get((day, conv.currency))
         if part is None:
             part = parts[day, conv.currency] = defaultdict(lambda: {m: [0, 0] for m in models})

@@ -17,7 +17,7 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 import aiosqlite
@@ -55,7 +55,8 @@ devices AS (
 
 @dataclass(frozen=True)
 class Period:
-    """Whole UTC days: ``since`` inclusive, ``until`` exclusive."""
+    """Whole days in the report time zone (``attribution.timezone``): ``since`` inclusive,
+    ``until`` exclusive."""
 
     since: date
     until: date
@@ -64,8 +65,9 @@ class Period:
         return [self.since + timedelta(days=n) for n in range((self.until - self.since).days)]
 
 
-def _at(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
+def _at(day: date, zone: tzinfo) -> datetime:
+    """The day's first moment in ``zone``."""
+    return datetime.combine(day, time.min, tzinfo=zone)
 
 
 def _credit_rows(rows: list[ChannelCredit]) -> list[dict[str, Any]]:
@@ -203,7 +205,8 @@ async def summary(
     see ``PARTS``); the credits of one ``population``'s touchpoints only, when given (see
     ``Reports.read``); the conversions of one name only, when given (credits, totals and the
     conversions the top tables count)."""
-    since, until = _at(period.since), _at(period.until)
+    zone = reports.attribution.zone
+    since, until = _at(period.since, zone), _at(period.until, zone)
     widest = max(reports.attribution.tiers.windows.values())
     bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest), "name": conversion}
     window_days = widest / timedelta(days=1)

@@ -32,7 +32,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import groupby, pairwise
 from operator import itemgetter
 from pathlib import Path
@@ -979,7 +979,8 @@ def _credit_part(
     params: Params,
 ) -> Table:
     convs = reports.read(since, until, conversion, group_by, population, part)
-    return credit_table(reports.eligible, convs, models, group_by, accepted, params, by_day)
+    days = reports.attribution.zone if by_day else None
+    return credit_table(reports.eligible, convs, models, group_by, accepted, params, days)
 
 
 def _learn_part(
@@ -1137,6 +1138,8 @@ async def population_counts(db: aiosqlite.Connection, since: datetime, until: da
     async with db.execute(sql, (iso(since), iso(until))) as cursor:
         async for consent, n in cursor:
             counts[str(consent)] = int(n)
+    # The daily counts are kept per UTC day, whatever the report time zone.
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
     days = (since.date().isoformat(), until.date().isoformat())
     sql = "SELECT coalesce(sum(count), 0) FROM daily_counts WHERE day >= ? AND day <= ?"
     if until.time() == until.time().min:  # until is midnight: that day is not in the period

@@ -29,10 +29,20 @@ function fixed(n) {
   return Number.isInteger(n) ? String(n) : n.toFixed(2);
 }
 
+// Today in the report time zone (attribution.timezone, set on <body> by the server): the
+// dashboard's days are that zone's, whatever the browser's own.
+function today() {
+  const zone = document.body.dataset.timezone || "UTC";
+  const parts = new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit" })
+    .formatToParts(new Date());
+  const part = (type) => parts.find((p) => p.type === type).value;
+  return `${part("year")}-${part("month")}-${part("day")}`;
+}
+
 function readPeriod() {
   const params = new URLSearchParams(window.location.search);
   const valid = (v) => /^\d{4}-\d\d-\d\d$/.test(v || "");
-  const to = valid(params.get("to")) ? params.get("to") : day(new Date());
+  const to = valid(params.get("to")) ? params.get("to") : today();
   const from = valid(params.get("from")) ? params.get("from") : addDays(to, -29);
   return { from, to, model: params.get("model") || "linear", conversion: params.get("conversion") || "" };
 }

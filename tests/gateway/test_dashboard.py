@@ -575,3 +575,17 @@ async def test_summary_errors(gw: RunningGateway, params: dict[str, str], messag
     assert message in body["error"]
     Draft202012Validator(response_schema("/api/dashboard/summary", 400)).validate(body)
     assert await status_of(gw, "GET", "/api/dashboard/summary", {}) == 401
+
+
+async def test_the_page_knows_the_report_time_zone(start_gateway, upstream_server) -> None:
+    """The page picks its default days ("today") in ``attribution.timezone``, as the summary
+    cuts them, and says which zone its days are in."""
+    gw = await start_gateway(
+        await upstream_server(origin()), '[attribution]\ntimezone = "Pacific/Auckland"\n'
+    )
+    session_id = await login(gw)
+    async with gw.session.get(gw.admin_url + "/dashboard", headers=with_cookie(session_id)) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert 'data-timezone="Pacific/Auckland"' in page
+    assert "<span data-timezone-name>Pacific/Auckland</span>" in page

@@ -15,10 +15,11 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 
 from gateway.attribution import MODELS
+from gateway.config import ConfigError, load_settings
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from storage.local import connect
-from tests.conftest import TOKEN, RunningGateway
+from tests.conftest import ENV, TOKEN, RunningGateway
 from tests.gateway.test_fraud import BROWSER
 from tests.gateway.test_inbound import signed
 from tests.gateway.test_openapi import response_schema
@@ -150,6 +151,36 @@ async def test_timeseries_by_day(gw: RunningGateway) -> None:
         ("2026-11-13", "Affiliates", "USD"): (50.0,),
     }
     assert [r["day"] for r in body["rows"]] == sorted(r["day"] for r in body["rows"])
+
+
+async def test_report_days_follow_attribution_timezone(start_gateway: Any, upstream_server: Any) -> None:
+    """In New York (UTC-5 in November) each conversion at UTC midnight is the evening before;
+    a date alone means its midnight there, in the reports, the listings and the dashboard."""
+    zoned = PAYOUTS + '[attribution]\ntimezone = "America/New_York"\n'
+    gw = await start_gateway(await upstream_server(web.Application()), zoned)
+    await gw.gateway.store.write(EVENTS)
+    body = await get(gw, "/api/attribution/timeseries", model="first_touch", **PERIOD)
+    assert table(body, "value") == {
+        ("2026-11-02", "Affiliates", "EUR"): (10.01,),
+        ("2026-11-05", "Direct", "EUR"): (5.0,),
+        ("2026-11-09", "Paid Social", "EUR"): (100.0,),
+        ("2026-11-12", "Affiliates", "USD"): (50.0,),
+    }
+    # 2026-11-10 in New York is 05:00Z on the 10th to 05:00Z on the 11th: none of the
+    # conversions (all at UTC midnight) and, of the touchpoints, only day 10's (00:00Z on the 11th).
+    day = {"since": "2026-11-10", "until": "2026-11-11"}
+    assert (await get(gw, "/api/attribution", model="linear", **day))["rows"] == []
+    listed = await get(gw, "/api/touchpoints", **day)
+    assert [t["ts"] for t in listed["items"]] == [iso(at(10))]
+    daily = await get(gw, "/api/dashboard/summary", since="2026-11-09", until="2026-11-10", part="daily")
+    assert {r["day"] for r in daily["by_day"]} == {"2026-11-09"}
+
+
+def test_an_unknown_report_time_zone_is_a_config_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text='[attribution]\ntimezone = "Mars/Olympus"\n', environ=ENV)
+    (problem,) = err.value.problems
+    assert problem.startswith("attribution.timezone: unknown time zone 'Mars/Olympus'")
 
 
 async def test_paths(gw: RunningGateway) -> None:

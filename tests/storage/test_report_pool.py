@@ -681,3 +681,30 @@ async def test_a_report_whose_caller_left_holds_the_next_until_it_ends(single: R
     release.set()
     await following
     assert order == ["slow", "next"]
+
+
+async def test_a_time_series_in_a_report_time_zone_is_cut_alike_in_the_workers(
+    store: Path, channels: Channels
+) -> None:
+    """``attribution.timezone`` travels to the workers with the rest of ``[attribution]``: a
+    shared time series cuts its days where one process does, and not at UTC midnight."""
+    # UTC+5:30: a half-hour offset. (Loading a zone reads its file: not in the event loop.)
+    zoned = await asyncio.to_thread(Attribution, AttributionOptions(timezone="Asia/Kolkata"))
+    answers = []
+    for processes in (1, 2):
+        reports = Reports(store, zoned, channels, processes, 40)
+        await reports.open()
+        try:
+            report = await reporting.attribution(reports, reporting.Query(SINCE, UNTIL), by_day=True)
+            answers.append(report.json())
+            if processes > 1:
+                assert workers(reports), "the report was not shared"
+        finally:
+            await reports.close()
+    assert answers[0] == answers[1]
+    utc = await opened(store, channels, processes=1)
+    try:
+        plain = (await reporting.attribution(utc, reporting.Query(SINCE, UNTIL), by_day=True)).json()
+    finally:
+        await utc.close()
+    assert plain != answers[0]  # the same conversions, other days
