@@ -94,14 +94,19 @@ class _Writer:
         self.inflight.append(self.store.submit(self.pending))
         self.pending = []
         while len(self.inflight) > IN_FLIGHT:
-            await self.inflight.pop(0)
+            await self._oldest()
 
     async def finish(self) -> None:
         await self.flush()
-        for future in self.inflight:
-            if not future.cancelled():  # cancelled with an interrupted import: the store still commits it
-                await future
-        self.inflight = []
+        while self.inflight:
+            await self._oldest()
+
+    async def _oldest(self) -> None:
+        """Wait for the oldest commit, and raise its failure. Shielded: an interrupted import
+        (``until_stopped`` cancels it) waits for it again in ``finish``, rather than losing the
+        commit's outcome with a future cancelled under the store."""
+        await asyncio.shield(self.inflight[0])
+        self.inflight.pop(0)
 
 
 class _Source:
@@ -199,8 +204,13 @@ async def run_import(
             if not summary.interrupted:
                 raise
         # Interrupted or not, every line counted so far goes in: the summary then says how far
-        # the store has the files.
-        await writer.finish()
+        # the store has the files. The stop may come while this waits for the last commits.
+        try:
+            await writer.finish()
+        except asyncio.CancelledError:
+            if not summary.interrupted:
+                raise
+            await writer.finish()
     finally:
         if pool is not None:
             await asyncio.to_thread(pool.close)
@@ -209,9 +219,9 @@ async def run_import(
         if store is not None:
             await store.close()
     summary.seconds = time.perf_counter() - started
-    if before:
-        after = await asyncio.to_thread(_count_rows, settings.store_path)
-        summary.new_rows = {table: after[table] - before[table] for table in COUNTED}
+    if not dry_run:  # stopped before the rows were counted: before anything was written
+        after = await asyncio.to_thread(_count_rows, settings.store_path) if before else before
+        summary.new_rows = {table: after.get(table, 0) - before.get(table, 0) for table in COUNTED}
     return summary
 
 

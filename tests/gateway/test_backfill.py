@@ -619,3 +619,54 @@ def test_one_process_is_the_default_so_bot_verdicts_are_judged_over_the_whole_lo
 
     args = build_parser().parse_args(["import", "access.log", "--format", "combined"])
     assert args.workers == 1
+
+
+def _opened(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open (Linux ``/proc``)."""
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == str(path):
+                    return True
+    return False
+
+
+def test_a_stop_while_the_last_commit_waits_still_counts_what_went_in(tmp_path: Path) -> None:
+    """Ctrl-C while the import waits for its last commits (here: another process holds the
+    store's write lock for a moment) lets them finish, then says what the store gained: the
+    stop used to cancel the wait, and the summary called the import a dry run that wrote
+    nothing, over the rows it had just written."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    first = write_log(tmp_path / "first.log", 500, seed=1)
+    assert (
+        _cli(
+            tmp_path, str(first), "--format", "combined", "-c", "gw.toml", "--host", "shop.example"
+        ).returncode
+        == 0
+    )
+    [(before,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
+    log = write_log(tmp_path / "access.log", 2000, seed=2)
+    locker = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # the import's commits wait (busy_timeout: 5 s)
+    proc = _start_import(tmp_path, log)
+    try:
+        deadline = time.monotonic() + 20
+        while not _opened(proc.pid, tmp_path / "gw.db"):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate(timeout=5)
+            time.sleep(0.02)
+        time.sleep(1.5)  # every line read, the commits waiting for the lock
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        locker.execute("ROLLBACK")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        locker.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 130, (out, err)
+    [(after,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
+    assert after > before
+    assert "dry run" not in out + err, (out, err)
+    assert f"new in the store: {after - before:,}" in out, out
+    assert "stopped by SIGINT: everything up to access.log line 2,000 is in the store" in err, err
