@@ -111,16 +111,18 @@ class UpstreamResponse:
     def cut_short(self) -> bool:
         """Whether a body of no length — it ends where the connection does — ended with the
         connection breaking (a reset) rather than closing: it is cut short, not whole, though
-        the parser ends it the same way. A break while the request body was still going is not
-        counted: a site that answers early and closes unread input resets the connection."""
-        proto, writer = self._proto, self._writer
+        the parser ends it the same way. Only for a request without a body: a site that answers
+        without reading the body (a 405, a 401) and closes resets the connection too — the kernel
+        answers a close with unread input so — even when the whole body was sent (it sat in the
+        socket buffers), so there a reset says nothing about the answer."""
+        proto = self._proto
         return (
             proto is not None
             and proto.broken
+            and self._writer is None
             and self.content is not EMPTY_PAYLOAD
             and "Content-Length" not in self.headers
             and "Transfer-Encoding" not in self.headers
-            and (writer is None or (writer.done() and not writer.cancelled() and writer.result()))
         )
 
     def release(self) -> None:

@@ -10,6 +10,8 @@ import ipaddress
 import socket
 import ssl
 import struct
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +142,39 @@ async def test_close_delimited_body_cut_by_a_reset_is_not_delivered_whole(
         writer.transport.abort()
     errors = gw.gateway.metrics.registry.get_sample_value("gateway_upstream_errors_total", {"kind": "body"})
     assert errors == 1.0
+
+
+def _answer_without_reading_the_body(listener: socket.socket) -> None:
+    """One connection: read the request head only, answer with a body of no length, and close
+    with the request body unread — which the kernel sends as a reset, not a close."""
+    conn, _ = listener.accept()
+    with conn:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += conn.recv(1)
+        time.sleep(0.2)  # the body arrives meanwhile, and stays unread
+        conn.sendall(b"HTTP/1.0 405 Method Not Allowed\r\nContent-Type: text/plain\r\n\r\nno posts here")
+
+
+async def test_a_whole_answer_to_an_unread_upload_is_not_taken_for_a_cut_one(start_gateway) -> None:
+    """A site that refuses an upload without reading it (a 405, a 401) and closes: the unread
+    body makes the close a reset, and the answer — a body of no length, here whole — reached
+    the visitor as a broken one (its headers, then a reset) though nothing was cut."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = threading.Thread(target=_answer_without_reading_the_body, args=(listener,), daemon=True)
+    server.start()
+    try:
+        gw = await start_gateway(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        reply = await raw_request(
+            gw.proxy.port,
+            b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\nConnection: close\r\n\r\na=1&b=2",
+        )
+        assert (reply.status, reply.body) == (405, b"no posts here")
+    finally:
+        await asyncio.to_thread(server.join, 5)
+        listener.close()
+    errors = gw.gateway.metrics.registry.get_sample_value("gateway_upstream_errors_total", {"kind": "body"})
+    assert not errors
 
 
 async def test_interim_responses_are_passed_over(start_gateway, raw_upstream) -> None:
