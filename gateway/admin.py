@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Literal, TypeVar
 
 import msgspec
-from aiohttp import hdrs, web
+from aiohttp import compression_utils, hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.badbody import body_key, unseal
@@ -411,9 +411,15 @@ def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
         raise ApiError(400, f"body: expected JSON like {example}") from None
 
 
-DECODED = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
-"""The ``Content-Encoding`` values aiohttp's server decodes (one coding each): any other, or a
-list of several, would reach a handler still encoded."""
+DECODED = frozenset(
+    {"", "identity", "gzip", "deflate"}
+    | ({"br"} if compression_utils.HAS_BROTLI else set())
+    | ({"zstd"} if compression_utils.HAS_ZSTD else set())
+)
+"""The ``Content-Encoding`` values aiohttp's server decodes here (one coding each; ``br`` and
+``zstd`` only with their optional libraries installed): any other, or a list of several, would
+reach a handler still encoded."""
+_DECODED_NAMES = ", ".join(sorted(DECODED - {"", "identity"}))
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -425,7 +431,7 @@ async def read_body(request: web.Request) -> bytes:
     if coding not in DECODED:
         raise ApiError(
             415,
-            f"Content-Encoding: {coding[:40]!r} is not one this API decodes (gzip, deflate, br, zstd)",
+            f"Content-Encoding: {coding[:40]!r} is not one this API decodes ({_DECODED_NAMES})",
         )
     async with body_deadline(request):
         try:

@@ -200,7 +200,7 @@ async def test_an_oversized_admin_body_is_a_413_naming_the_limit(start_gateway, 
 async def test_a_body_in_a_coding_not_decoded_is_a_415_and_a_refused_body_closes(
     start_gateway, origin
 ) -> None:
-    """aiohttp decodes gzip, deflate, br and zstd; any other Content-Encoding (or several)
+    """aiohttp decodes gzip and deflate (br, zstd with their libraries); any other (or several)
     reached the handler still encoded and was taken as it was. And a refusal sent before the
     body was read closes the connection: it says so, so a client does not reuse it."""
     gw = await start_gateway(origin[0])
