@@ -876,6 +876,56 @@ async def test_slow_upstream_gives_504_within_timeout(start_gateway, upstream_se
     assert 0.4 < loop.time() - start < 1.5
 
 
+async def test_an_early_answer_that_streams_past_read_timeout_is_not_cut(start_gateway, raw_upstream) -> None:
+    """A site that answers an upload at once (a 413 page, say) without reading it, then sends
+    its answer slowly, a chunk every 0.2 s for longer than ``read_timeout``: it is not silent.
+    The upload's wait for the site to take more must not end the answer it already gives."""
+    chunks = 8
+
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        for n in range(chunks):
+            writer.write(b"6\r\npart%d\n\r\n" % n)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.sleep(1)
+
+    gw = await start_gateway(await raw_upstream(early), "[proxy]\nread_timeout = 0.5\n")
+    size = 32 * MB
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+
+    async def send() -> None:
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(size // MB):
+                writer.write(b"u" * MB)
+                await writer.drain()
+
+    sending = asyncio.create_task(send())
+    try:
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = b""
+            while b"0\r\n\r\n" not in body:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                body += chunk
+    finally:
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        writer.transport.abort()
+    assert b" 413 " in head.split(b"\r\n")[0]
+    assert all(b"part%d" % n in body for n in range(chunks)), body
+    assert body.endswith(b"0\r\n\r\n")
+
+
 @pytest.mark.parametrize(
     "framing", [b"Content-Length: %d", b"Transfer-Encoding: chunked"], ids=["length", "chunked"]
 )
