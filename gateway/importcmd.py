@@ -20,10 +20,10 @@ import sys
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -45,6 +45,7 @@ IN_FLIGHT = 2
 """Submits queued at once: the next batch is built while the last one commits."""
 COUNTED = ("touchpoints", "identities", "conversions")
 EXIT_USAGE = 2
+_T = TypeVar("_T")
 STOPPING = {signal.SIGINT: 130, signal.SIGTERM: 143}
 """Signals that stop an import cleanly, and the exit status of each (128 + its number, as a shell
 reports a command the signal ended)."""
@@ -203,26 +204,43 @@ async def run_import(
         except asyncio.CancelledError:
             if not summary.interrupted:
                 raise
+            if (current := asyncio.current_task()) is not None:
+                current.uncancel()  # the stop is handled here
         # Interrupted or not, every line counted so far goes in: the summary then says how far
         # the store has the files. The stop may come while this waits for the last commits.
-        try:
-            await writer.finish()
-        except asyncio.CancelledError:
-            if not summary.interrupted:
-                raise
-            await writer.finish()
+        await _through_stop(writer.finish(), summary)
     finally:
+        # The stop may come during any of these too: each runs to its end regardless, or the
+        # store's thread (or the pool) would outlive the import and hold the process open.
         if pool is not None:
-            await asyncio.to_thread(pool.close)
+            await _through_stop(asyncio.to_thread(pool.close), summary)
         if bar is not None:
             bar.close()
         if store is not None:
-            await store.close()
+            await _through_stop(store.close(), summary)
     summary.seconds = time.perf_counter() - started
     if not dry_run:  # stopped before the rows were counted: before anything was written
-        after = await asyncio.to_thread(_count_rows, settings.store_path) if before else before
+        if before:
+            after = await _through_stop(asyncio.to_thread(_count_rows, settings.store_path), summary)
+        else:
+            after = before
         summary.new_rows = {table: after.get(table, 0) - before.get(table, 0) for table in COUNTED}
     return summary
+
+
+async def _through_stop(step: Awaitable[_T], summary: Summary) -> _T:
+    """``step`` to its end even when the import's stop (``until_stopped``: one cancellation)
+    lands while it runs; any other cancellation still cancels it."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not summary.interrupted or current is None or current.cancelling() > 1:
+            task.cancel()
+            raise
+        current.uncancel()  # the stop is handled: later timeouts inside the store work as usual
+        return await task
 
 
 async def _import_file(
