@@ -143,8 +143,25 @@ def position_based(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fr
 
 def time_decay(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
     """Weight 2^(-age / half-life), the age measured back from the conversion."""
-    half = p.half_life.total_seconds()
-    return [Fraction(math.pow(2.0, -(at - t.ts).total_seconds() / half)) for t in touches]
+    return [Fraction(w) for w in decay_weights([t.ts for t in touches], p.half_life)]
+
+
+def decay_weights(times: Sequence[datetime], half_life: timedelta) -> list[float]:
+    """``time_decay``'s weights of touches at ``times``, up to a common factor (only their
+    ratios count): 2^(-age / half-life) divided by the latest touch's, i.e. 2^(-(latest - t) /
+    half-life). Touches a whole number of half-lives apart weigh exact powers of two against
+    each other, so the ties they make go to the later touch as the money rule says (measured
+    from the conversion, float noise broke them either way); and the latest weighs 1, so old
+    touches never underflow to all zero (equal shares)."""
+    if not times:
+        return []
+    latest = max(times)
+    out = []
+    for t in times:
+        halves, rest = divmod(latest - t, half_life)
+        # A whole number of half-lives: 2^-k exactly (0.0 past the smallest float, as pow gives).
+        out.append(math.ldexp(1.0, -halves) if not rest else math.pow(2.0, -((latest - t) / half_life)))
+    return out
 
 
 def weighted_last_touch(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:

@@ -26,6 +26,7 @@ from gateway.attribution import (
     Attribution,
     Params,
     Touch,
+    decay_weights,
     distribute,
     distribute_many,
 )
@@ -190,7 +191,6 @@ class _Shares:
         self.weights: dict[tuple[object, ...], list[Fraction]] = {}
         self.cache: dict[tuple[object, ...], list[int]] = {}
         self.by_channels: dict[tuple[object, ...], list[list[int]]] = {}
-        self.half = params.half_life.total_seconds()
         # data_driven: each channel's weight as an exact binary fraction (what Fraction(w) is).
         self.ratios = {c: w.as_integer_ratio() for c, w in params.channel_weights.items()}
         # Removal effects are never negative; were one, ``credit_table`` shares per touch.
@@ -202,9 +202,9 @@ class _Shares:
     def time_decay(self, path: Sequence[Cand], at: datetime) -> list[int]:
         """``time_decay``'s weights (the same floats) as integers over their common denominator:
         each float is an exact binary fraction, so the largest denominator is a common one."""
-        half, pow, parse = self.half, math.pow, datetime.fromisoformat
-        # (then - at) is -(at - then) exactly: the model's float, one negation fewer.
-        ratios = [pow(2.0, (parse(c[0]) - at).total_seconds() / half).as_integer_ratio() for c in path]
+        parse = datetime.fromisoformat
+        weights = decay_weights([parse(c[0]) for c in path], self.params.half_life)
+        ratios = [w.as_integer_ratio() for w in weights]
         common = max(d for _, d in ratios)
         return [num * (common // den) for num, den in ratios]
 

@@ -83,6 +83,29 @@ def test_time_decay_with_a_fourteen_day_half_life() -> None:
     assert amounts("time_decay", journey, 300, Params(half_life=timedelta(days=14))) == [100, 200]
 
 
+def test_time_decay_exact_ties_go_to_the_later_touch() -> None:
+    """Ages 14 d 4 h, 14 d 4 h and 4 h: weights exactly 1 : 1 : 4 (two half-lives apart), so a
+    value of 2 is 1/3, 1/3 and 4/3, three equal remainders: the unit left goes to the latest
+    touch, as for every model. 2^(-age / half-life) taken from the conversion is not exact
+    here, and float noise gave the unit to an earlier touch."""
+    journey = [
+        touch("a", 14 + 4 / 24, "Email"),
+        touch("b", 14 + 4 / 24, "Display"),
+        touch("c", 4 / 24, "Direct"),
+    ]
+    assert amounts("time_decay", journey, 2) == [0, 0, 2]
+    assert amounts("time_decay", journey, 10) == [1, 2, 7]  # 5/3, 5/3, 20/3: both units to the latest
+    assert amounts("time_decay", journey, 600) == [100, 100, 400]
+
+
+def test_time_decay_of_old_touches_does_not_underflow_to_equal_shares() -> None:
+    """Touches more than 1,074 half-lives old (a 3,650-day window, a one-day half-life) still
+    weigh 2^(-1) against each other: the later one gets two thirds, not half."""
+    p = Params(half_life=DAY)
+    journey = [touch("a", 1101, "Email"), touch("b", 1100, "Direct")]
+    assert amounts("time_decay", journey, 300, p) == [100, 200]
+
+
 def test_position_based_small_journeys_and_custom_shares() -> None:
     assert amounts("position_based", JOURNEY[:1], 999) == [999]
     assert amounts("position_based", JOURNEY[:2], 1000) == [500, 500]

@@ -186,6 +186,32 @@ async def test_a_tier_parameter_shortens_the_window(
     assert {r.channel: r.value for r in rows} == {"Email": 1000, "Paid Search": 2000}
 
 
+async def test_time_decay_exact_ties_go_to_the_later_touch_in_a_report(
+    tmp_path: Path, channels: Channels
+) -> None:
+    """The report engine's time_decay (``storage/crediting.py``), as the model's: two touches
+    14 d 4 h and one 4 h before a 0.02 EUR order weigh exactly 1 : 1 : 4 (two half-lives
+    apart), 1/3, 1/3 and 4/3 cents, so the unit left over goes to the latest touch; and
+    for 0.10 EUR (5/3, 5/3, 20/3) the two units go to the two latest."""
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    for visitor, value in (("a", 0.02), ("b", 0.10)):
+        await store.write(
+            [tp(visitor, 5, "Email"), tp(visitor, 5, "Display"), tp(visitor, 19, "Paid Search")]
+        )
+        await store.write([conversion(19 + 4 / 24, value, visitor=visitor)])
+    await store.close()
+    conn = await connect(tmp_path / "gw.db")
+    try:
+        rows = await credits_by_channel(
+            conn, Attribution(AttributionOptions()), channels, "time_decay", SINCE, UNTIL
+        )
+    finally:
+        await conn.close()
+    # a: 0, 0, 2 cents; b: 1, 2, 7 cents
+    assert {r.channel: r.value for r in rows} == {"Email": 1, "Display": 2, "Paid Search": 9}
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
