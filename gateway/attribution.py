@@ -156,12 +156,20 @@ def decay_weights(times: Sequence[datetime], half_life: timedelta) -> list[float
     if not times:
         return []
     latest = max(times)
+    half = _microseconds(half_life)
+    pow, ldexp = math.pow, math.ldexp
     out = []
     for t in times:
-        halves, rest = divmod(latest - t, half_life)
+        age = latest - t  # in whole microseconds: integer arithmetic, exact and cheaper
+        us = age.days * 86_400_000_000 + age.seconds * 1_000_000 + age.microseconds
+        halves, rest = divmod(us, half)
         # A whole number of half-lives: 2^-k exactly (0.0 past the smallest float, as pow gives).
-        out.append(math.ldexp(1.0, -halves) if not rest else math.pow(2.0, -((latest - t) / half_life)))
+        out.append(ldexp(1.0, -halves) if not rest else pow(2.0, -(us / half)))
     return out
+
+
+def _microseconds(span: timedelta) -> int:
+    return span.days * 86_400_000_000 + span.seconds * 1_000_000 + span.microseconds
 
 
 def weighted_last_touch(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:

@@ -208,8 +208,10 @@ async def test_time_decay_exact_ties_go_to_the_later_touch_in_a_report(
         )
     finally:
         await conn.close()
-    # a: 0, 0, 2 cents; b: 1, 2, 7 cents
-    assert {r.channel: r.value for r in rows} == {"Email": 1, "Display": 2, "Paid Search": 9}
+    # a: 0, 0, 2 cents; b: 1, 2, 7 cents. Which of the two touches at one time comes later is
+    # their ids' order, random within a millisecond: only which takes 1 and which 2 varies.
+    got = {r.channel: r.value for r in rows}
+    assert got["Paid Search"] == 9 and sorted([got["Email"], got["Display"]]) == [1, 2], got
 
 
 @settings(max_examples=200, deadline=None)
