@@ -97,15 +97,21 @@ async def test_sigterm_finishes_in_flight_refuses_new_and_stores_the_touchpoint(
     assert "Traceback" not in "".join(gw.stderr)
 
 
-async def test_sighup_reloads_rules_on_a_kept_alive_connection(
-    tmp_path: Path, upstream_server: object
-) -> None:
+async def _page_site(upstream_server: object) -> str:
+    """A site on loopback answering "page" to every GET."""
+
     async def page(request: web.Request) -> web.Response:
         return web.Response(text="page")
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
-    upstream = await upstream_server(app)  # type: ignore[operator]
+    return await upstream_server(app)  # type: ignore[operator, no-any-return]
+
+
+async def test_sighup_reloads_rules_on_a_kept_alive_connection(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    upstream = await _page_site(upstream_server)
     cfg = tmp_path / "gateway.toml"
     await asyncio.to_thread(_write, cfg, upstream)
     gw = await GatewayProcess.start(cfg)
@@ -167,12 +173,7 @@ async def test_admin_public_holds_for_every_worker_and_every_reload(
     if name is None:
         pytest.skip("the host name does not resolve to loopback only")
 
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text="page")
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", page)
-    upstream = await upstream_server(app)  # type: ignore[operator]
+    upstream = await _page_site(upstream_server)
     cfg = tmp_path / "gateway.toml"
     await asyncio.to_thread(_write, cfg, upstream)
     text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", "workers = 2")

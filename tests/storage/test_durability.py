@@ -265,16 +265,21 @@ async def test_a_closed_store_still_serves_pages_and_counts_them(gateway: Runnin
     assert await unconfirmed(gateway, "store_error") == 3
 
 
-async def test_failing_commits_still_serve_pages_and_count_them(
-    gateway: RunningGateway, tmp_path: Path
-) -> None:
-    db = gateway.gateway.settings.store_path
-    await land(gateway, "before")
+async def fail_commits(db: Path) -> None:
+    """Every later insert of a touchpoint fails (a trigger raising), until ``DROP TRIGGER fail``."""
     await asyncio.to_thread(
         execute,
         db,
         "CREATE TRIGGER fail BEFORE INSERT ON touchpoints BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
     )
+
+
+async def test_failing_commits_still_serve_pages_and_count_them(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    db = gateway.gateway.settings.store_path
+    await land(gateway, "before")
+    await fail_commits(db)
     await asyncio.gather(*(land(gateway, f"lost{n}") for n in range(5)))
     assert await unconfirmed(gateway, "store_error") == 5
 
@@ -293,11 +298,7 @@ async def test_a_store_failing_on_every_request_does_not_flood_the_log(
     would grow the log on the very disk that is full."""
     db = gateway.gateway.settings.store_path
     await land(gateway, "before")
-    await asyncio.to_thread(
-        execute,
-        db,
-        "CREATE TRIGGER fail BEFORE INSERT ON touchpoints BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
-    )
+    await fail_commits(db)
     caplog.clear()
     for n in range(30):
         await land(gateway, f"lost{n}")
