@@ -94,8 +94,8 @@ class Throttled:
             self._held += 1
             return
         if self._held:
-            msg += " (and %d more like it in the last %g s)"
-            args = (*args, self._held, self.interval)
+            msg += " (and %d more like it since the last such line)"
+            args = (*args, self._held)
         self.logger.log(self.level, msg, *args)
         self._held = 0
         self._next = now + self.interval

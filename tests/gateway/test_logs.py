@@ -124,5 +124,5 @@ def test_a_throttled_line_says_how_many_it_held_back(caplog: pytest.LogCaptureFi
         throttled("failed %d", 5)
     assert [r.getMessage() for r in caplog.records] == [
         "failed 0",
-        "failed 5 (and 4 more like it in the last 0.2 s)",
+        "failed 5 (and 4 more like it since the last such line)",
     ]
