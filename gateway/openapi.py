@@ -285,7 +285,12 @@ DAY = {"type": "string", "pattern": f"^{_DATE}$"}
 MOMENT = {"type": "string", "pattern": f"^{_DATE}({_TIME})?$"}
 UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 CURSOR = {"type": "string", "pattern": UUID}
-VISITOR_ID = r"^([0-9a-f]{32}|[A-Za-z0-9_-]{22}|v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22})$"
+# IDs in a path may be written in capitals too (the API lowers them: RFC 9562 §4).
+TOUCHPOINT_ID = {
+    "type": "string",
+    "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+}
+VISITOR_ID = r"^([0-9a-fA-F]{32}|[A-Za-z0-9_-]{22}|v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22})$"
 
 USER_ID = {
     "name": "user_id",
@@ -717,7 +722,7 @@ def openapi_document() -> dict[str, Any]:
                             "name": "touchpoint_id",
                             "in": "path",
                             "required": True,
-                            "schema": CURSOR,
+                            "schema": TOUCHPOINT_ID,
                         }
                     ],
                     "requestBody": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -181,6 +182,12 @@ async def test_ids_in_capitals_are_the_same_touchpoint_and_visitor(start_gateway
     lower = await gw.api(f"/api/visitors/{item['visitor_key']}")
     assert await gw.api(f"/api/visitors/{item['visitor_key'].upper()}") == lower
     assert (await gw.api(f"/api/visitors/{item['visitor_key']}%0A"))["status"] == 400
+    # The OpenAPI document allows what the API takes.
+    paths = openapi_document()["paths"]
+    (touch_param,) = paths["/api/touchpoints/{touchpoint_id}/verdict"]["post"]["parameters"]
+    assert re.search(touch_param["schema"]["pattern"], item["id"].upper())
+    (visitor_param,) = paths["/api/visitors/{visitor_id}"]["get"]["parameters"]
+    assert re.search(visitor_param["schema"]["pattern"], item["visitor_key"].upper())
 
 
 async def test_an_oversized_admin_body_is_a_413_naming_the_limit(start_gateway, origin) -> None:
