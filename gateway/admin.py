@@ -411,7 +411,7 @@ def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
         raise ApiError(400, f"body: expected JSON like {example}") from None
 
 
-DECODED = frozenset(
+AIOHTTP_DECODES = frozenset(
     {"", "identity", "gzip", "deflate"}
     | ({"br"} if compression_utils.HAS_BROTLI else set())
     | ({"zstd"} if compression_utils.HAS_ZSTD else set())
@@ -419,7 +419,7 @@ DECODED = frozenset(
 """The ``Content-Encoding`` values aiohttp's server decodes here (one coding each; ``br`` and
 ``zstd`` only with their optional libraries installed): any other, or a list of several, would
 reach a handler still encoded."""
-_DECODED_NAMES = ", ".join(sorted(DECODED - {"", "identity"}))
+_DECODED_NAMES = ", ".join(sorted(AIOHTTP_DECODES - {"", "identity"}))
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -428,7 +428,7 @@ async def read_body(request: web.Request) -> bytes:
     and a coding aiohttp does not decode (RFC 9110 §15.5.16) 415, naming those it does.
     Not before ``request.post()``: a multipart form is parsed from the stream this reads up."""
     coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
-    if coding not in DECODED:
+    if coding not in AIOHTTP_DECODES:
         raise ApiError(
             415,
             f"Content-Encoding: {coding[:40]!r} is not one this API decodes ({_DECODED_NAMES})",
