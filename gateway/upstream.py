@@ -93,7 +93,7 @@ class UpstreamResponse:
         reason: str,
         headers: CIMultiDictProxy[str],
         content: StreamReader,
-        writer: asyncio.Task[bool] | None,
+        writer: asyncio.Task[None] | None,
     ) -> None:
         self.status = status
         self.reason = reason
@@ -344,7 +344,7 @@ class Upstream:
             max_field_size=self.max_field_size,
             max_headers=MAX_RESPONSE_HEADERS,
         )
-        writer: asyncio.Task[bool] | None = None
+        writer: asyncio.Task[None] | None = None
         try:
             transport = proto.transport
             if transport is None:
@@ -371,9 +371,9 @@ class Upstream:
         return UpstreamResponse(self, proto, message.code, message.reason, message.headers, payload, writer)
 
 
-async def _send_body(proto: Connection, body: AsyncIterable[bytes], chunked: bool) -> bool:
-    """Stream the request body upstream: True once it is sent whole. A failure (the visitor's
-    body, or the upstream's connection) is handed to the response reader, which raises it."""
+async def _send_body(proto: Connection, body: AsyncIterable[bytes], chunked: bool) -> None:
+    """Stream the request body upstream; a failure (the visitor's body, or the upstream's
+    connection) is handed to the response reader, which raises it."""
     try:
         async for chunk in body:
             if not chunk:
@@ -398,6 +398,5 @@ async def _send_body(proto: Connection, body: AsyncIterable[bytes], chunked: boo
         raise
     except Exception as err:
         proto.set_exception(err)
-        return False
+        return
     proto.start_timeout()
-    return True
