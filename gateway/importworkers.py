@@ -21,6 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from gateway.backfill import Replayer, replay_items
+from gateway.childsignals import blocked, ignored
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.history import Item, Skip
@@ -41,9 +42,7 @@ def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str]) -> N
     # chunks being replayed finish, then ends the pool), so a worker does not stop mid-chunk.
     # They were blocked since the process started (``WorkerPool.submit``), so one sent while this
     # worker started up is dropped here, rather than ending it with a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    ignored(STOP_SIGNALS)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     replayer = Replayer(settings, Metrics(), host)
     if (recent := replayer.recent_bindings()) is not None:
@@ -92,11 +91,8 @@ class WorkerPool:
         # A worker (and the pool's thread that may start more) is started by a submit, and
         # inherits the calling thread's signal mask: blocked, Ctrl-C cannot reach it before it
         # ignores it. This thread is not the main one, where Python handles signals.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
+        with blocked(STOP_SIGNALS):
             return self.executor.submit(_work, lines, identity)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)

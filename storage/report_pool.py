@@ -26,10 +26,12 @@ import contextlib
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn, TypeVar
+
+from gateway.childsignals import blocked, ignored
 
 _T = TypeVar("_T")
 
@@ -41,6 +43,9 @@ JOIN_SECONDS = 5.0
 ANSWER_SECONDS = 900.0
 """Longest a worker may take over one slice before it counts as hung (and is killed): far
 beyond any report, short of holding the reports forever."""
+CTRL_C = {signal.SIGINT}
+"""Reaches the whole process group: a worker starts with it blocked (a worker still importing
+would die of it with a traceback) and then ignores it (``gateway.childsignals``)."""
 NICENESS = 10
 """Workers run at a lower CPU priority than the gateway: a report takes longer, not the site's
 requests, when every core is busy."""
@@ -68,8 +73,7 @@ class _Failed:
 
 def _serve(conn: Connection, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """A worker's life: build its object, then answer tasks until the pipe says stop or ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since its start
+    ignored(CTRL_C)  # blocked since its start
     with contextlib.suppress(OSError):  # the proxy beside it comes first when cores are busy
         os.nice(NICENESS)
     obj = factory(*args)
@@ -107,7 +111,7 @@ class ReportPool:
         """Start every worker now (each imports the code and opens its connection, about half a
         second; this does not wait for that), so a large report does not wait for them; and
         replace any that died since."""
-        with _sigint_blocked():
+        with blocked(CTRL_C):
             if not self._workers:
                 self._workers = [self._spawn() for _ in range(self.processes)]
                 return
@@ -140,7 +144,7 @@ class ReportPool:
                 held = resident_bytes(process.pid) if process.pid is not None else None
                 if held is None or held <= limit:
                     continue
-                with _sigint_blocked():
+                with blocked(CTRL_C):
                     self._workers[i] = self._spawn()  # first: should it fail, the old one stays
                 with contextlib.suppress(OSError):  # already gone
                     conn.send(None)
@@ -201,14 +205,3 @@ def _stop(process: BaseProcess, conn: Connection) -> None:
         process.join()
     conn.close()
     process.close()
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Ctrl-C reaches the whole process group: a worker still importing would die of it with a
-    traceback, so it starts with SIGINT blocked (the mask is inherited) until it ignores it."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

@@ -1,0 +1,33 @@
+"""Stop signals kept from worker processes while they start: Ctrl-C reaches the terminal's
+whole process group, and a worker that gets it before it ignores it dies with a traceback.
+
+The parent spawns with the signals blocked (``blocked``: a new process inherits the mask);
+the worker, first thing, ignores them and unblocks them (``ignored``), dropping one that came
+while it started. The parent then stops its workers its own way. Used by the report workers
+(``storage/report_pool.py``) and ``gateway import``'s (``gateway/importworkers.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterable, Iterator
+
+
+@contextlib.contextmanager
+def blocked(signals: Iterable[signal.Signals]) -> Iterator[None]:
+    """``signals`` blocked in the calling thread (and so in a process it starts) meanwhile."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignored(signals: Iterable[signal.Signals]) -> None:
+    """In a worker started under ``blocked``: ignore ``signals`` from now on, and unblock them
+    (one pending since the start is dropped)."""
+    signals = set(signals)
+    for sig in signals:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
