@@ -128,16 +128,10 @@ async def lag(db: aiosqlite.Connection, table: str, after: int) -> tuple[int, fl
 async def table_tops(db: aiosqlite.Connection) -> dict[str, int]:
     """The largest rowid (0 when empty) of each table a cursor reads: taken before deletes,
     for ``clamp_cursors``."""
-    async with db.execute("SELECT name FROM sync_cursors") as cursor:
-        read = {row[0].rpartition(":")[2] for row in await cursor.fetchall()}
+    read = {name.rpartition(":")[2] for name in await _cursor_names(db)}
     async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
         tables = [row[0] for row in await cursor.fetchall() if row[0] in read]
-    tops = {}
-    for table in tables:
-        async with db.execute(f"SELECT coalesce(max(rowid), 0) FROM {_safe(table)}") as cursor:
-            row = await cursor.fetchone()
-        tops[table] = int(row[0]) if row else 0
-    return tops
+    return {table: await _top(db, table) for table in tables}
 
 
 async def clamp_cursors(db: aiosqlite.Connection, before: dict[str, int]) -> None:
@@ -147,20 +141,26 @@ async def clamp_cursors(db: aiosqlite.Connection, before: dict[str, int]) -> Non
     every cursor of it at a new version, so that no batch read before the deletes moves one
     (``advance``). A table whose newest row stayed frees no rowid a reader could skip."""
     now = iso(datetime.now(UTC))
+    names = await _cursor_names(db)
+    for table, top in before.items():
+        remaining = await _top(db, table)
+        if remaining >= top:
+            continue
+        for name in names:
+            if name.rpartition(":")[2] == table:
+                await db.execute(
+                    "UPDATE sync_cursors SET updated = ?, position = min(position, ?) WHERE name = ?",
+                    (now, remaining, name),
+                )
+
+
+async def _cursor_names(db: aiosqlite.Connection) -> list[str]:
     async with db.execute("SELECT name FROM sync_cursors") as cursor:
-        names = [row[0] for row in await cursor.fetchall()]
-    async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
-        tables = {row[0] for row in await cursor.fetchall()}
-    for name in names:
-        table = name.rpartition(":")[2]
-        if table not in tables or table not in before:
-            continue
-        async with db.execute(f"SELECT coalesce(max(rowid), 0) FROM {_safe(table)}") as cursor:
-            row = await cursor.fetchone()
-        if row is not None and int(row[0]) >= before[table]:
-            continue
-        await db.execute(
-            "UPDATE sync_cursors SET updated = ?,"
-            f" position = min(position, (SELECT coalesce(max(rowid), 0) FROM {table})) WHERE name = ?",
-            (now, name),
-        )
+        return [row[0] for row in await cursor.fetchall()]
+
+
+async def _top(db: aiosqlite.Connection, table: str) -> int:
+    """The table's largest rowid; 0 when it is empty."""
+    async with db.execute(f"SELECT coalesce(max(rowid), 0) FROM {_safe(table)}") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
