@@ -173,34 +173,30 @@ _BODY_FAILURES = {
 }
 
 
-def _origin_form(target: str) -> str | None:
+def _origin_form(target: str, host: str | None = None) -> str | None:
     """The request target as path and query; an absolute-form target keeps only those.
-    None when it is neither (authority-form, a URL yarl cannot read)."""
+    None when it is neither (authority-form, a URL yarl cannot read) and, given the ``Host``
+    header (``host``), when an absolute-form target (``GET http://a/p``) names another host
+    than it does (port and letter case normalised) or carries userinfo, which RFC 9110 §4.2.4
+    says to treat as an error. RFC 9112 §3.2.2 has the server take the target's authority; a
+    cache or router in front of us may have gone by ``Host``: which site is asked has two
+    answers, and the request is refused rather than forwarded under either."""
     if target.startswith("/"):
         return target
     try:
         url = URL(target, encoded=True)
+        named = None if host is None else URL(f"{url.scheme}://{host}", encoded=True)
     except ValueError:
         return None
-    return url.raw_path_qs if url.absolute and url.scheme in ("http", "https") else None
-
-
-def _names_another_host(target: str, host: str | None) -> bool:
-    """Whether an absolute-form target (``GET http://a/p``) names another host than the
-    ``Host`` header does (port and letter case normalised), or carries userinfo, which RFC 9110
-    §4.2.4 says to treat as an error. RFC 9112 §3.2.2 has the server take the target's
-    authority; a cache or router in front of us may have gone by ``Host``: which site is asked
-    has two answers, and the request is refused rather than forwarded under either."""
-    if target.startswith("/") or host is None:
-        return False
-    try:
-        url = URL(target, encoded=True)
-        named = URL(f"{url.scheme}://{host}", encoded=True)
-    except ValueError:
-        return True
-    if url.raw_user is not None or url.raw_password is not None:
-        return True
-    return ((url.raw_host or "").lower(), url.port) != ((named.raw_host or "").lower(), named.port)
+    if not url.absolute or url.scheme not in ("http", "https"):
+        return None
+    if named is not None and (
+        url.raw_user is not None
+        or url.raw_password is not None
+        or ((url.raw_host or "").lower(), url.port) != ((named.raw_host or "").lower(), named.port)
+    ):
+        return None
+    return url.raw_path_qs
 
 
 def _joined(headers: CIMultiDictProxy[str]) -> dict[str, str]:
@@ -304,13 +300,9 @@ class ProxyHost:
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        target = _origin_form(request.raw_path)
         host = request.headers.get(hdrs.HOST)
-        if (
-            target is None
-            or (host is not None and not _VALID_HOST.fullmatch(host))
-            or _names_another_host(request.raw_path, host)
-        ):
+        target = _origin_form(request.raw_path, host)
+        if target is None or (host is not None and not _VALID_HOST.fullmatch(host)):
             self.metrics.requests.labels("bad_request").inc()
             return pages.error_page(400)
         raw_path, _, raw_query = target.partition("?")
