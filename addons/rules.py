@@ -46,12 +46,15 @@ class ExtractError(Exception):
 
 def _charset(declared: str | None) -> str:
     """The codec a form's (or part's) declared charset names; UTF-8 when none is declared.
-    ValueError when Python knows no such charset: its values cannot be read."""
+    ValueError when Python knows no such text encoding (``base64`` and ``rot13`` are codecs,
+    but not of bytes to text): its values cannot be read."""
     name = declared or "utf-8"
     try:
-        codecs.lookup(name)
+        text = codecs.lookup(name)._is_text_encoding  # what bytes.decode checks too
     except LookupError:
-        raise ValueError(f"unknown charset {name!r}") from None
+        text = False
+    if not text:
+        raise ValueError(f"unknown charset {name!r}")
     return name
 
 

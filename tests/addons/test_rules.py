@@ -112,6 +112,19 @@ def test_a_multipart_part_in_an_unknown_charset_is_left_out_and_the_rest_read() 
     assert parse_form("multipart/form-data; boundary=XX", body) == {"order": "A17"}
 
 
+@pytest.mark.parametrize("charset", ["base64", "rot13"])
+def test_a_charset_that_is_a_codec_but_not_a_text_encoding_is_unknown(charset: str) -> None:
+    body = (
+        b'--XX\r\nContent-Disposition: form-data; name="order"\r\n\r\nA17\r\n'
+        b'--XX\r\nContent-Disposition: form-data; name="note"\r\nContent-Type: text/plain; charset='
+        + charset.encode()
+        + b"\r\n\r\nhi\r\n--XX--\r\n"
+    )
+    assert parse_form("multipart/form-data; boundary=XX", body) == {"order": "A17"}
+    with pytest.raises(ValueError, match="unknown charset"):
+        parse_form(f"application/x-www-form-urlencoded; charset={charset}", b"a=1")
+
+
 def user_id_problem_of(value: str) -> str | None:
     from addons.rules import ExtractError
 
