@@ -32,11 +32,12 @@ class GatewayProcess:
     async def start(
         cls, config: Path, *args: str, env: dict[str, str] | None = None, new_session: bool = False
     ) -> GatewayProcess:
-        """``new_session``: its own process group, so ``killpg`` reaches the supervisor and workers."""
+        """``new_session``: its own process group, so ``killpg`` reaches the supervisor and workers.
+        Its temporary files go beside ``config``: a test that kills it leaves none in /tmp."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "run", "-c", str(config), *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", **ENV, **(env or {})}, start_new_session=new_session,
+            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(config.parent), **ENV, **(env or {})}, start_new_session=new_session,
         )  # fmt: skip
         gw = cls(proc)
         try:

@@ -43,6 +43,11 @@ async def _origin(upstream_server: object) -> str:
     return await upstream_server(app)  # type: ignore[operator, no-any-return]
 
 
+def _snapshots(tmp_path: Path) -> list[str]:
+    """The config snapshots of the supervisor (started beside its config, as `TMPDIR`)."""
+    return [p.name for p in tmp_path.glob("gateway-config-*/*")]
+
+
 def _alive(pid: int) -> bool:
     """Running, as opposed to gone or a zombie waiting for whoever adopted it to reap it."""
     try:
@@ -76,7 +81,10 @@ async def test_two_workers_store_every_acknowledged_landing_exactly_once(
                     acknowledged += 1
 
         await asyncio.gather(*(land(i) for i in range(LANDINGS)))
+        # What a restarted worker runs, kept while the supervisor runs and gone with it.
+        assert await asyncio.to_thread(_snapshots, tmp_path) == ["started.toml"]
         assert await gw.stop() == 0
+        assert await asyncio.to_thread(_snapshots, tmp_path) == []
     finally:
         await gw.kill()
     assert acknowledged == LANDINGS
