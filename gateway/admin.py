@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import compression_utils, hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.badbody import body_key, unseal
 from gateway.config import Settings
@@ -232,7 +232,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS_KEY].registry)
+    body = await asyncio.to_thread(request.app[METRICS_KEY].exposition)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -278,6 +278,7 @@ def _export_generated(settings: Settings) -> None:
 
 
 def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: str) -> int:
+    from gateway.metrics import MULTIPROCESS_ENV
     from gateway.supervisor import python_argv, reserve, run_supervisor
 
     try:
@@ -308,11 +309,19 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
             *extra,
         ]
 
-    # The configs the workers run, kept where only this user reads them, gone at exit.
+    # The configs the workers run and their metrics files, kept where only this user reads them,
+    # gone at exit.
     snapshots = Path(tempfile.mkdtemp(prefix="gateway-config-"))
     started = snapshots / "started.toml"
     started.write_text(text, encoding="utf-8")
-    env = {**os.environ, GENERATED_ENV: "\n".join(settings.generated), STARTED_CONFIG_ENV: str(started)}
+    metrics = snapshots / "metrics"
+    metrics.mkdir()
+    env = {
+        **os.environ,
+        GENERATED_ENV: "\n".join(settings.generated),
+        STARTED_CONFIG_ENV: str(started),
+        MULTIPROCESS_ENV: str(metrics),
+    }
 
     def reloaded() -> dict[str, str]:
         """On SIGHUP, before the workers reload: a valid file becomes what a worker started

@@ -1,12 +1,22 @@
-"""Prometheus metrics: one registry per app (no globals), the counters every part reports to."""
+"""Prometheus metrics: one registry per app (no globals), the counters every part reports to,
+and their exposition, summed over every worker process when the supervisor runs several."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set by the supervisor for its workers (before they import prometheus_client, which reads it
+then): each worker writes its values to its own files there, and worker 0's ``/metrics`` adds
+them up, a worker that exited or was restarted included."""
 
 
 class Metrics:
     def __init__(self) -> None:
+        self.multiprocess_dir = os.environ.get(MULTIPROCESS_ENV) or None
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "gateway_requests",
@@ -78,7 +88,9 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.store_queue = Gauge("gateway_store_queue", "Events waiting for the writer", registry=r)
+        self.store_queue = Gauge(
+            "gateway_store_queue", "Events waiting for the writer", registry=r, multiprocess_mode="livesum"
+        )
         # Signed server-side events: received == the sum of the outcomes, per sender.
         self.inbound_received = Counter(
             "gateway_inbound_received",
@@ -104,12 +116,14 @@ class Metrics:
             "Rows not yet delivered, by reader and table",
             ["reader", "table"],
             registry=r,
+            multiprocess_mode="livemostrecent",  # worker 0 alone runs the readers
         )
         self.sync_lag_seconds = Gauge(
             "gateway_sync_lag_seconds",
             "Age of the oldest row not yet delivered (0 when caught up), by reader and table",
             ["reader", "table"],
             registry=r,
+            multiprocess_mode="livemostrecent",  # worker 0 alone runs the readers
         )
         self.sync_rows = Counter(
             "gateway_sync_rows", "Rows delivered, by reader and table", ["reader", "table"], registry=r
@@ -125,6 +139,7 @@ class Metrics:
             "When a round last completed, by reader (Unix time)",
             ["reader"],
             registry=r,
+            multiprocess_mode="livemostrecent",  # worker 0 alone runs the readers
         )
         self.sink_messages = Counter(
             "gateway_sink_messages",
@@ -133,3 +148,12 @@ class Metrics:
             ["sink", "outcome"],
             registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this process, or, under a supervisor, of every worker summed
+        (read from their files: call it off the event loop)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, self.multiprocess_dir)
+        return generate_latest(merged)

@@ -7,9 +7,11 @@ never listens, so port 0 becomes one concrete port every worker shares) and the
 admin port, starts ``gateway run --worker I`` for each worker — worker 0 first,
 the others once its admin listener accepts — (each binds the public port with
 ``SO_REUSEPORT``; the kernel spreads connections), restarts a
-worker that exits unexpectedly, and forwards SIGTERM/SIGINT (graceful stop) and
-SIGHUP (reload). Worker 0 alone runs the admin listener and the background
-tasks: they need one owner, and worker 0 is restarted like any other.
+worker that exits unexpectedly, forwards SIGTERM/SIGINT (graceful stop) and
+SIGHUP (reload), and clears a worker's live gauges from the metrics files when it
+exits (its counters stay: ``/metrics`` adds up every worker's). Worker 0 alone
+runs the admin listener and the background tasks: they need one owner, and
+worker 0 is restarted like any other.
 
 A worker that fails again and again at start (a port taken, a store it cannot
 open, exit 2 for a config problem) makes the supervisor stop them all and exit
@@ -27,6 +29,9 @@ import socket
 import sys
 from collections.abc import Callable
 
+from prometheus_client.multiprocess import mark_process_dead
+
+from gateway.metrics import MULTIPROCESS_ENV
 from gateway.options import parse_listen
 
 log = logging.getLogger("gateway.supervisor")
@@ -150,6 +155,8 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
+            if metrics := self.env.get(MULTIPROCESS_ENV):
+                mark_process_dead(proc.pid, metrics)  # its queue and lag are no longer live
             if self.stopping.is_set():
                 return 0 if code in (0, -signal.SIGTERM) else code
             quick = quick + 1 if loop.time() - started < QUICK_EXIT else 0

@@ -212,8 +212,11 @@ class LocalStore:
         self._max_wait = options.max_wait_ms / 1000
         self._sweeper: asyncio.TimerHandle | None = None
         self.checkpointer = Checkpointer(path, metrics)
-        # Read when /metrics is scraped, rather than set on every submit and commit.
-        metrics.store_queue.set_function(lambda: self._queued)
+        # Read when /metrics is scraped, rather than set on every submit and commit; under a
+        # supervisor /metrics reads every worker's files instead, so there it is set.
+        self._queue_gauge = metrics.store_queue if metrics.multiprocess_dir else None
+        if self._queue_gauge is None:
+            metrics.store_queue.set_function(lambda: self._queued)
 
     async def open(self) -> None:
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
@@ -295,6 +298,8 @@ class LocalStore:
             future.set_exception(StoreClosed(f"the write queue is full ({MAX_QUEUED} events)"))
         else:
             self._queued += len(events)
+            if self._queue_gauge is not None:
+                self._queue_gauge.set(self._queued)
             item.deadline = asyncio.get_running_loop().time() + self._max_wait
             self._pending.append(item)
             self._wakeup.set()
@@ -335,6 +340,8 @@ class LocalStore:
                 self._inflight, rows = self._take()
                 outcomes = await self._commit_batch(self._inflight, rows)
                 self._queued -= rows
+                if self._queue_gauge is not None:
+                    self._queue_gauge.set(self._queued)
                 batch, self._inflight = self._inflight, []
                 for item, error in zip(batch, outcomes, strict=True):
                     _settle([item], error)
@@ -351,6 +358,8 @@ class LocalStore:
         self._inflight = []
         self._pending.clear()
         self._queued = 0
+        if self._queue_gauge is not None:
+            self._queue_gauge.set(0)
         if stranded:
             why = "was cancelled" if task.cancelled() else "stopped"
             _settle(stranded, StoreClosed(f"the store writer {why}"))

@@ -37,7 +37,8 @@ class GatewayProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "run", "-c", str(config), *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(config.parent), **ENV, **(env or {})}, start_new_session=new_session,
+            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(config.parent), **ENV, **(env or {})},
+            start_new_session=new_session,
         )  # fmt: skip
         gw = cls(proc)
         try:

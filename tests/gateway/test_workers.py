@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from tests.conftest import TOKEN
 from tests.gatewayproc import GatewayProcess, children
 
 LANDINGS = 300
@@ -43,9 +44,19 @@ async def _origin(upstream_server: object) -> str:
     return await upstream_server(app)  # type: ignore[operator, no-any-return]
 
 
+async def _metric(gw: GatewayProcess, name: str) -> float:
+    """A metric's value in the admin API's /metrics."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as session, session.get(f"{gw.admin}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    (value,) = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return value
+
+
 def _snapshots(tmp_path: Path) -> list[str]:
     """The config snapshots of the supervisor (started beside its config, as `TMPDIR`)."""
-    return [p.name for p in tmp_path.glob("gateway-config-*/*")]
+    return sorted(p.name for p in tmp_path.glob("gateway-config-*/*"))
 
 
 def _alive(pid: int) -> bool:
@@ -81,8 +92,12 @@ async def test_two_workers_store_every_acknowledged_landing_exactly_once(
                     acknowledged += 1
 
         await asyncio.gather(*(land(i) for i in range(LANDINGS)))
+        # Worker 0's /metrics counts both workers' landings, and nothing is left queued.
+        assert await _metric(gw, "gateway_touchpoints_total") == LANDINGS
+        assert await _metric(gw, 'gateway_requests_total{outcome="forwarded"}') == LANDINGS
+        assert await _metric(gw, "gateway_store_queue") == 0
         # What a restarted worker runs, kept while the supervisor runs and gone with it.
-        assert await asyncio.to_thread(_snapshots, tmp_path) == ["started.toml"]
+        assert await asyncio.to_thread(_snapshots, tmp_path) == ["metrics", "started.toml"]
         assert await gw.stop() == 0
         assert await asyncio.to_thread(_snapshots, tmp_path) == []
     finally:
@@ -107,6 +122,9 @@ async def test_a_crashed_worker_is_restarted(tmp_path: Path, upstream_server: ob
         await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
         before = await asyncio.to_thread(children, gw.proc.pid)
         assert len(before) == 2
+        for _ in range(20):  # a new connection each: both workers take some
+            async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}/?utm_source=b") as resp:
+                assert resp.status == 200
         victim = max(before)
         os.kill(victim, signal.SIGKILL)
         await gw.wait_log(lambda r: r["msg"].startswith("worker") and "starting it again" in r["msg"])
@@ -117,6 +135,8 @@ async def test_a_crashed_worker_is_restarted(tmp_path: Path, upstream_server: ob
             for _ in range(10):
                 async with session.get(f"{gw.proxy}/?utm_source=after") as resp:
                     assert resp.status == 200
+        # The killed worker's counts stay in /metrics, beside its successor's.
+        assert await _metric(gw, "gateway_touchpoints_total") == 30
         assert await gw.stop() == 0
     finally:
         await gw.kill()
