@@ -352,6 +352,25 @@ async def _apply_standings(gw: Gateway) -> None:
         await reader.close()
 
 
+STANDINGS_POLL = 2.0
+"""Seconds between a worker's looks for the creator standings set through worker 0's admin API."""
+
+
+async def _follow_standings(gw: Gateway) -> None:
+    """In a worker without the admin API: apply the standings worker 0 stores, as they come."""
+    reader = Reader(gw.settings.store_path)
+    await reader.open()
+    try:
+        after = 0
+        while True:
+            if new := await reader.creator_standings(after):
+                gw.creators.apply(new)
+                after = new[-1]["id"]
+            await asyncio.sleep(STANDINGS_POLL)
+    finally:
+        await reader.close()
+
+
 Reloader = Callable[[], Awaitable[Settings]]
 """Reads and validates the config again (raising ``ConfigError``) for SIGHUP."""
 
@@ -428,6 +447,8 @@ async def serve(
             ]
         else:
             await _apply_standings(gw)
+            # Standings set from now on, through worker 0's admin API, reach this worker too.
+            background = [loop.create_task(_keep_running("standings", lambda: _follow_standings(gw)))]
     except BaseException:
         await proxy_runner.cleanup()
         raise

@@ -301,9 +301,12 @@ class Reader:
             )
         return groups
 
-    async def creator_standings(self) -> list[dict[str, Any]]:
-        """Every creator standing set through the admin API, oldest first."""
+    async def creator_standings(self, after: int = 0) -> list[dict[str, Any]]:
+        """The creator standings set through the admin API (those stored after row ``after``),
+        oldest first, with their row ``id``."""
         async with self.db.execute(
-            "SELECT creator_id, verified, name, analyst, note, ts FROM creator_standings ORDER BY id"
+            "SELECT id, creator_id, verified, name, analyst, note, ts FROM creator_standings"
+            " WHERE id > ? ORDER BY id",
+            (after,),
         ) as cur:
             return [dict(r) for r in await cur.fetchall()]

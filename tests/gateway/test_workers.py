@@ -15,6 +15,7 @@ from tests.conftest import TOKEN
 from tests.gatewayproc import GatewayProcess, children
 
 LANDINGS = 300
+BATCH = 20
 
 
 def _config(tmp_path: Path, upstream: str, workers: int = 2) -> Path:
@@ -297,6 +298,55 @@ async def test_workers_start_from_a_config_larger_than_an_environment_variable_h
         await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
         async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}/p") as resp:
             assert resp.status == 200 and await resp.text() == "ok"
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
+async def test_a_creator_standing_set_in_worker_0_reaches_the_other_workers(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    await asyncio.to_thread(
+        lambda: cfg.write_text(cfg.read_text() + "[[creators]]\nid = 'ben'\nverified = true\n")
+    )
+    gw = await GatewayProcess.start(cfg)
+    standing = {"verified": False, "analyst": "maria", "reason": "fake followers"}
+    sent = 0
+
+    def reasons(count: int) -> list[str]:
+        with sqlite3.connect(tmp_path / "gw.db") as db:
+            rows = db.execute("SELECT reasons FROM touchpoints ORDER BY id DESC LIMIT ?", (count,))
+            return [r for (r,) in rows]
+
+    async def landings() -> tuple[set[int], set[bool]]:
+        """A batch of landings, a new connection each (both workers take some): the workers that served
+        them, and whether each was scored an unverified creator's."""
+        nonlocal sent
+        close = {"Connection": "close"}
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), headers=close) as session:
+            for _ in range(BATCH):
+                async with session.get(f"{gw.proxy}/p?creator_id=ben") as resp:
+                    assert resp.status == 200
+        sent += BATCH
+        access = lambda: [r["worker"] for r in gw.logs() if r["logger"] == "gateway.access"]  # noqa: E731
+        await gw.wait_for(lambda: len(access()) >= sent, gw.stderr)
+        scored = await asyncio.to_thread(reasons, BATCH)
+        return set(access()[-BATCH:]), {"unverified_creator" in r for r in scored}
+
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        assert await landings() == ({0, 1}, {False})
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with (
+            aiohttp.ClientSession(headers=auth) as session,
+            session.put(f"{gw.admin}/api/creators/ben", json=standing) as resp,
+        ):
+            assert resp.status == 200
+        async with asyncio.timeout(20):  # the other worker looks every STANDINGS_POLL seconds
+            while (await landings())[1] != {True}:
+                await asyncio.sleep(0.5)
+        assert await landings() == ({0, 1}, {True})
         assert await gw.stop() == 0
     finally:
         await gw.kill()
