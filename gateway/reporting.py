@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -123,13 +124,15 @@ class Report:
     def text(self) -> str:
         """An aligned table for a terminal: text left, numbers right."""
         cells = [[_cell(row.get(c), c) for c in self.columns] for row in self.rows]
-        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
+        widths = [max([len(c), *(display_width(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
         numeric = [all(isinstance(row.get(c), int | Decimal) for row in self.rows) for c in self.columns]
 
         def line(values: Sequence[str]) -> str:
-            return "  ".join(
-                v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
-            ).rstrip()
+            padded = []
+            for v, w, num in zip(values, widths, numeric, strict=True):
+                pad = " " * (w - display_width(v))
+                padded.append(pad + v if num else v + pad)
+            return "  ".join(padded).rstrip()
 
         head = f"{self.name}: {self.meta['since']} .. {self.meta['until']}"
         for key in ("model", "group_by", "conversion"):
@@ -144,6 +147,20 @@ class Report:
             parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
             out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
         return "\n".join(out) + "\n"
+
+
+def display_width(text: str) -> int:
+    """The columns ``text`` takes in a terminal: two for a wide or fullwidth character (CJK,
+    most emoji), none for a combining mark or an invisible format character (a zero-width
+    joiner), one for the rest."""
+    if text.isascii():
+        return len(text)
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) == "Cf":
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
 
 
 def csv_cell(value: Any) -> Any:

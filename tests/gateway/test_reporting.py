@@ -42,3 +42,22 @@ def test_csv_quotes_text_a_spreadsheet_would_run(start: str) -> None:
     ]
     assert [json.loads(line) for line in report.ndjson().splitlines()] == exact
     assert json.loads(report.json())["rows"] == exact
+
+
+def test_the_terminal_table_aligns_wide_and_combining_characters() -> None:
+    """A campaign named in Japanese takes two columns a character, an accent written as a
+    combining mark none: the numbers after them still line up."""
+    rows = [
+        {"group": "夏のセール", "currency": "JPY", "conversions": 12, "value": Decimal("3400")},
+        {"group": "cafe\u0301 ☕", "currency": "EUR", "conversions": 3, "value": Decimal("5.50")},
+        {"group": "spring", "currency": "EUR", "conversions": 140, "value": Decimal("99.00")},
+    ]
+    report = Report("attribution", COLUMNS, rows, {"since": "2026-11-01", "until": "2026-12-01"})
+    lines = report.text().splitlines()[2:]
+    assert lines == [
+        "group       currency  conversions  value",
+        "----------  --------  -----------  -----",
+        "夏のセール  JPY                12   3400",
+        "cafe\u0301 ☕     EUR                 3   5.50",
+        "spring      EUR               140  99.00",
+    ]
