@@ -399,10 +399,14 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     }
     for creator in sorted(creators):
         rule = rules.rule(creator)
-        cells = {k[2]: v[model] for k, v in earned.items() if k[1] == creator} or {None: [0, 0]}
-        for currency, (value, micro) in sorted(cells.items(), key=lambda kv: kv[0] or ""):
+        cells = {k[2]: v[model] for k, v in earned.items() if k[1] == creator}
+        # A creator with clicks but no credit is listed (currency null, payout 0) but adds no
+        # total: a null-currency total of 0 would be a line to approve that stands for nothing.
+        credited = bool(cells)
+        for currency, (value, micro) in sorted((cells or {None: [0, 0]}).items(), key=lambda kv: kv[0] or ""):
             payout = rule.amount(micro, value, currency)
-            totals[currency] += payout
+            if credited:
+                totals[currency] += payout
             rows.append(_payout_row(creator, "approve", rule.tier, rule.label, currency))
             rows[-1] |= {"clicks": clicks.get((creator, False), 0), "conversions": count(micro)}
             rows[-1] |= {"value": money(value, currency), "payout": money(payout, currency)}

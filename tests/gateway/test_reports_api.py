@@ -239,6 +239,23 @@ async def test_payouts_use_the_configured_model(gw: RunningGateway) -> None:
     assert (ana["value"], ana["payout"]) == (100.0, 10.0)
 
 
+async def test_a_creator_with_clicks_and_no_credit_adds_no_total(gw: RunningGateway) -> None:
+    """cr_cat's link was clicked but nothing converted: the creator is listed with its click
+    and nothing to pay, and adds no total (a null-currency total of 0 was a line to approve
+    that stood for nothing)."""
+    await gw.gateway.store.write([tp("v9", 4, "Affiliates", creator_id="cr_cat")])
+    body = await get(gw, "/api/payouts", model="linear", **PERIOD)
+    cat = next(r for r in body["rows"] if r["creator_id"] == "cr_cat")
+    assert (cat["status"], cat["currency"], cat["clicks"], cat["conversions"], cat["payout"]) == (
+        "approve",
+        None,
+        1,
+        0,
+        0,
+    )
+    assert body["totals"] == [{"currency": "EUR", "payout": 8.33}, {"currency": "USD", "payout": 2.5}]
+
+
 async def override(gw: RunningGateway, touchpoint_id: str, verdict: str) -> None:
     """An analyst's override, through the admin API."""
     body = {"verdict": verdict, "analyst": "maria", "reason": "click farm"}
