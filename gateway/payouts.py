@@ -3,8 +3,8 @@
 Pure, no I/O. A creator's rule is its own entry in ``payouts.creators`` (a CPA amount, a
 revenue share, or both), falling back field by field to its tier's (``payouts.tiers``,
 the creator's ``tier`` or else ``payouts.default_tier``); a creator no rule covers earns
-nothing and is still listed. The amount is exact in minor units: CPA times credited
-conversions plus share times credited value, each rounded half to even once.
+nothing and is still listed. The amount is CPA times credited conversions plus share times
+credited value, summed exactly and rounded once, half to even, to the minor unit.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class Rule:
     def amount(self, conversions: int, value: int, currency: str | None) -> int:
         """Minor units owed for ``conversions`` (millionths) and ``value`` (minor units)."""
         cpa = self.cpa * 10 ** exponent(currency) * Fraction(conversions, MICRO)
-        return round(cpa) + round(self.revenue_share * value)
+        # The exact sum rounded once: rounding each part apart could be a minor unit off.
+        return round(cpa + self.revenue_share * value)  # a Fraction: half to even
 
 
 NO_RULE = Rule(None, Fraction(0), Fraction(0))

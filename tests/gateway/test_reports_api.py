@@ -239,6 +239,20 @@ async def test_payouts_use_the_configured_model(gw: RunningGateway) -> None:
     assert (ana["value"], ana["payout"]) == (100.0, 10.0)
 
 
+async def test_a_cpa_and_a_revenue_share_are_rounded_once(start_gateway: Any, upstream_server: Any) -> None:
+    """cr_ana earns CPA 1.00 per credited conversion plus 10 % of the credited value. Under
+    linear, a third of A: 1.00 * 0.333334 = 0.333334 EUR plus 10 % of 33.34 = 3.334 EUR,
+    3.667334 EUR in all, approved as 3.67 (rounding each part apart gave 0.33 + 3.33 = 3.66)."""
+    both = PAYOUTS.replace('cr_ana = { tier = "gold" }', 'cr_ana = { tier = "gold", cpa = 1.0 }')
+    gw = await start_gateway(await upstream_server(web.Application()), both)
+    await gw.gateway.store.write(EVENTS)
+    body = await get(gw, "/api/payouts", model="linear", **PERIOD)
+    ana = next(r for r in body["rows"] if r["creator_id"] == "cr_ana")
+    assert ana["rule"] == "tier gold: CPA 1 + 10% of value"
+    assert (ana["conversions"], ana["value"], ana["payout"]) == (0.333334, 33.34, 3.67)
+    assert body["totals"] == [{"currency": "EUR", "payout": 8.67}, {"currency": "USD", "payout": 2.5}]
+
+
 async def test_a_creator_with_clicks_and_no_credit_adds_no_total(gw: RunningGateway) -> None:
     """cr_cat's link was clicked but nothing converted: the creator is listed with its click
     and nothing to pay, and adds no total (a null-currency total of 0 was a line to approve

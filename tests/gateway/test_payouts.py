@@ -1,0 +1,34 @@
+"""Payout rules' amounts: the exact sum of the CPA part and the revenue-share part, rounded
+once, half to even, to the currency's minor unit."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from gateway.payouts import Rule
+
+
+@pytest.mark.parametrize(
+    ("cpa", "share", "conversions", "value", "currency", "minor"),
+    [
+        # CPA 1.00 * 0.333334 = 0.333334 EUR, 10 % of 33.34 = 3.334 EUR: 3.667334 → 3.67
+        # (each part rounded apart: 0.33 + 3.33 = 3.66).
+        ("1", "0.1", 333_334, 3334, "EUR", 367),
+        # Half a cent twice: 0.005 + 10 % of 0.05 = 0.01 exactly (apart: 0 + 0).
+        ("0.005", "0.1", 1_000_000, 5, "EUR", 1),
+        # A tie rounds to even: 0.5 cent → 0, 1.5 cents → 2, 2.5 cents → 2.
+        ("0.005", "0", 1_000_000, 0, "EUR", 0),
+        ("0.015", "0", 1_000_000, 0, "EUR", 2),
+        ("0", "0.5", 0, 5, "EUR", 2),
+        # The minor unit is the currency's: yen have none, 0.5 * 3 = 1.5 → 2.
+        ("0.5", "0", 3_000_000, 0, "JPY", 2),
+        ("0", "0", 1_000_000, 1000, "EUR", 0),
+    ],
+)
+def test_amount_rounds_the_exact_sum_once(
+    cpa: str, share: str, conversions: int, value: int, currency: str, minor: int
+) -> None:
+    rule = Rule("t", Fraction(cpa), Fraction(share))
+    assert rule.amount(conversions, value, currency) == minor
