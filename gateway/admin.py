@@ -500,6 +500,17 @@ async def set_verdict(request: web.Request) -> web.Response:
     reader = request.app[READER_KEY]
     current = await reader.touchpoint(touchpoint_id)
     if current is None:
+        # Listed from the central store (admin.source = "central") but recorded by another
+        # node: an override here would reach the central listings, never that node's store,
+        # whose reports (its payouts) count the click. Only that node can take it out.
+        node = await reader.recorded_elsewhere(touchpoint_id)
+        if node is not None:
+            raise ApiError(
+                409,
+                f"touchpoint {touchpoint_id} was recorded by node {node!r}: the payout and "
+                f"attribution reports that count it read that node's store, which an override made "
+                f"here would not reach; override it through the admin API of node {node!r}",
+            )
         raise ApiError(404, f"no touchpoint {touchpoint_id}")
     now = datetime.now(UTC)
     change = VerdictChange(

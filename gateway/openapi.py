@@ -762,7 +762,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401, 404, 503),
+                        **_errors(400, 401, 404, 409, 503),
                     },
                 }
             },

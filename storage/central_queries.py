@@ -110,6 +110,12 @@ class CentralReader(Reader):
         items = rows[: q.limit]
         return items, items[-1]["id"] if len(rows) > q.limit else None
 
+    async def recorded_elsewhere(self, touchpoint_id: str) -> str | None:
+        """The node a touchpoint of the central store came from (listed, but perhaps not in
+        this node's store): an analyst's override must be made there, see ``set_verdict``."""
+        rows = await self._fetch("SELECT node FROM touchpoints WHERE id = $1::uuid", touchpoint_id)
+        return str(rows[0]["node"]) if rows else None
+
     # -- the row fetches the journeys are assembled from (see ``Reader.visitor``, ``.user``) -
 
     async def _touches_of(

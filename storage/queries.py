@@ -244,6 +244,11 @@ class Reader:
             row = await cur.fetchone()
         return _touchpoint(row) if row is not None else None
 
+    async def recorded_elsewhere(self, touchpoint_id: str) -> str | None:
+        """The node that recorded a touchpoint this reader lists but this node's store does not
+        hold: never, here (this reader lists this store alone)."""
+        return None
+
     async def verdict_changes(self, touchpoint_id: str) -> list[dict[str, Any]]:
         """Every change of a touchpoint's verdict, oldest first (re-scores and analyst overrides)."""
         async with self.db.execute(

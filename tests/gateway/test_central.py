@@ -24,7 +24,7 @@ from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.central_queries import CentralReader
 from storage.local import LocalStore
-from storage.queries import Reader
+from storage.queries import Reader, TouchpointQuery
 from tests.conftest import ENV, TOKEN, GatewayFactory, PostgresServer, RunningGateway
 from tests.gateway.test_openapi import response_schema
 from tests.terminal import on_a_terminal
@@ -148,8 +148,6 @@ async def test_central_answers_equal_local_answers(
     await local.open()
     await remote.open()
     try:
-        from storage.queries import TouchpointQuery
-
         for q in (
             TouchpointQuery(limit=2),
             TouchpointQuery(equals={"source": "s1"}),
@@ -247,6 +245,18 @@ async def test_admin_answers_503_while_the_central_store_is_away(
     assert status == 503 and body["ok"] is False and "central store" in body["error"]
     async with gw.session.get(gw.url + "/?utm_source=x") as resp:
         assert resp.status == 200  # the proxy does not care
+    # An override of this node's own touchpoint is recorded here, as it always was; of one
+    # this node does not hold, it cannot tell whose it is: 503, not 404.
+    local = Reader(tmp_path / "a.db")
+    await local.open()
+    try:
+        (own,), _ = await local.touchpoints(TouchpointQuery())
+    finally:
+        await local.close()
+    status, body = await override(gw, own["id"], "block")
+    assert status == 200 and body["touchpoint"]["verdict"] == "block", body
+    status, body = await override(gw, str(uuid7()), "block")
+    assert status == 503 and "central store" in body["error"], body
 
 
 def _write_local(path: Path, node: str, n: int) -> None:
@@ -317,3 +327,53 @@ async def _drop_node_rows(dsn: str, node: str) -> None:
         await conn.execute("DELETE FROM touchpoints WHERE node = $1", node)
     finally:
         await conn.close()
+
+
+async def override(gw: RunningGateway, touchpoint_id: str, verdict: str) -> tuple[int, Any]:
+    body = {"verdict": verdict, "analyst": "maria", "reason": "click farm"}
+    url = f"{gw.admin_url}/api/touchpoints/{touchpoint_id}/verdict"
+    async with gw.session.post(url, headers=AUTH, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_an_override_of_another_nodes_touchpoint_names_that_node(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    """Node A reads the central store, so its review queue lists node B's clicks too. An
+    override is recorded in the store of the node that answers and counts in that node's
+    reports: B's payout report counts B's click, so only B can take it out. A refuses the
+    override with a 409 that says so, rather than a 404 for a touchpoint it has just listed;
+    its own touchpoints it overrides as before, and B takes the override of its own."""
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    a = await start_gateway(origin, node_toml(tmp_path, "a"), env)
+    b = await start_gateway(origin, node_toml(tmp_path, "b"), env)
+    for gw in (a, b):
+        async with gw.session.get(gw.url + "/p?utm_source=aff&creator_id=cr_ana") as resp:
+            assert resp.status == 200
+
+    async def both_listed() -> bool:
+        status, body = await admin_get(a, "/api/touchpoints")
+        return status == 200 and len(body["items"]) == 2
+
+    await eventually(both_listed)
+    _, listed = await admin_get(a, "/api/touchpoints")
+    ids = {t["node"]: t["id"] for t in listed["items"]}
+
+    status, body = await override(a, ids["b"], "block")
+    assert status == 409, body
+    Draft202012Validator(response_schema("/api/touchpoints/{touchpoint_id}/verdict", 409, "post")).validate(
+        body
+    )
+    assert f"touchpoint {ids['b']} was recorded by node 'b'" in body["error"]
+    status, body = await override(a, ids["a"], "block")  # its own, as before
+    assert status == 200 and body["touchpoint"]["verdict"] == "block", body
+    status, body = await override(b, ids["b"], "block")  # B's, through B
+    assert status == 200 and [c["node"] for c in body["changes"]] == ["b"], body
+
+    async def both_blocked() -> bool:
+        _, body = await admin_get(a, "/api/touchpoints")
+        return [t["verdict"] for t in body["items"]] == ["block", "block"]
+
+    await eventually(both_blocked)  # the overrides reach the central store from each node
+    status, body = await override(a, "0" * 8 + "-0000-7000-8000-" + "0" * 12, "block")
+    assert status == 404 and "no touchpoint" in body["error"]

@@ -14,9 +14,9 @@ from tests.conftest import TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def response_schema(path: str, status: int) -> dict[str, Any]:
+def response_schema(path: str, status: int, method: str = "get") -> dict[str, Any]:
     doc = openapi_document()
-    response = doc["paths"][path]["get"]["responses"][str(status)]
+    response = doc["paths"][path][method]["responses"][str(status)]
     schema = response["content"]["application/json"]["schema"]
     # Resolve the document's component references as JSON Schema $defs.
     text = json.dumps({**schema, "$defs": doc["components"]["schemas"]})
