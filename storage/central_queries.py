@@ -101,6 +101,8 @@ class CentralReader(Reader):
             if column not in TOUCHPOINT_FILTERS:
                 raise ValueError(f"not a touchpoint filter: {column!r} (allowed: {TOUCHPOINT_FILTERS})")
             where.append(f"{column} = {arg(value)}")
+        if q.verdict:
+            where.append(f"effective_verdict = {arg(q.verdict)}")
         if q.cursor:
             where.append(f"id > {arg(q.cursor)}::uuid")
         sql = "SELECT * FROM effective_touchpoints"

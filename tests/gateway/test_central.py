@@ -377,3 +377,34 @@ async def test_an_override_of_another_nodes_touchpoint_names_that_node(
     await eventually(both_blocked)  # the overrides reach the central store from each node
     status, body = await override(a, "0" * 8 + "-0000-7000-8000-" + "0" * 12, "block")
     assert status == 404 and "no touchpoint" in body["error"]
+
+
+async def test_the_central_review_queue_holds_only_its_verdict(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    """``/api/review`` from the central store lists what the local one would: the touchpoints
+    whose effective verdict is ``review`` (or ``verdict=block``), not every touchpoint."""
+    gw = await start_gateway(origin, node_toml(tmp_path, "a"), {"GATEWAY_CENTRAL_URL": central_dsn})
+    for n in range(2):
+        async with gw.session.get(gw.url + f"/p/{n}?utm_source=aff") as resp:
+            assert resp.status == 200
+
+    async def listed() -> bool:
+        status, body = await admin_get(gw, "/api/touchpoints")
+        return status == 200 and len(body["items"]) == 2
+
+    await eventually(listed)
+    _, body = await admin_get(gw, "/api/touchpoints")
+    first, second = (t["id"] for t in body["items"])
+    assert (await override(gw, first, "review"))[0] == 200
+    assert (await override(gw, second, "allow"))[0] == 200
+
+    async def synced() -> bool:
+        _, body = await admin_get(gw, "/api/touchpoints")
+        return [t["verdict"] for t in body["items"]] == ["review", "allow"]
+
+    await eventually(synced)
+    _, body = await admin_get(gw, "/api/review")
+    assert [t["id"] for t in body["items"]] == [first]
+    _, body = await admin_get(gw, "/api/review?verdict=block")
+    assert body["items"] == []
