@@ -5,8 +5,8 @@ Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
 ``/metrics`` answers Prometheus text and ``/api/openapi.json`` the bare document.
 ``/api/*`` and ``/metrics`` need ``Authorization: Bearer <token>``, compared in
-constant time, or — for GET and HEAD only — a dashboard session cookie
-(``gateway/sessions.py``); ``/healthz``, the OpenAPI document and the dashboard's own
+constant time, or — for GET and HEAD only, from the dashboard's own pages — a dashboard
+session cookie (``gateway/sessions.py``); ``/healthz``, the OpenAPI document and the dashboard's own
 pages and static files (``gateway/dashboard.py``) do not.
 """
 
@@ -35,7 +35,7 @@ from gateway.keys import Keys, user_id_problem
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import error_body
-from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, has_session
+from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, from_elsewhere, has_cookie_session
 from storage.erasure import erase_user
 from storage.local import LocalStore
 from storage.queries import FRAUD_GROUPS, TOUCHPOINT_FILTERS, Reader, StoreUnavailable, TouchpointQuery
@@ -158,11 +158,20 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     expected = request.app[SETTINGS_KEY].admin_token.encode()
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    if not header and has_session(request):
+    if not header and has_cookie_session(request):
+        if from_elsewhere(request):
+            # SameSite=Strict keeps the cookie off other sites' requests, but a page on another
+            # port of this host is the same site: it could make the browser run reports.
+            return fail(
+                403,
+                "a dashboard session counts only on requests from the dashboard's own pages"
+                " (Sec-Fetch-Site: same-origin), and this one came from another page;"
+                " send Authorization: Bearer <admin token>",
+            )
         if request.method in READ_METHODS:
             return await handler(request)
-        # SameSite=Strict already keeps the cookie off other sites' requests; refusing every
-        # write made with it keeps a session harmless even if that ever failed.
+        # Refusing every write made with the cookie keeps a session harmless even if the
+        # checks above ever failed.
         return fail(403, "a dashboard session can only read; send Authorization: Bearer <admin token>")
     if not header:
         return fail(401, "missing Authorization: Bearer <admin token>", {"WWW-Authenticate": "Bearer"})

@@ -3,7 +3,10 @@
 Owns the session table (in memory, per process: a restart logs everyone out), the cookie's
 name and flags, and the same-origin test that guards every state-changing form (login,
 logout). A session only ever reads: the admin API accepts its cookie on GET and HEAD, and
-anything that changes data still needs the bearer token (``gateway/admin.py``).
+anything that changes data still needs the bearer token (``gateway/admin.py``). And only on
+requests from the dashboard's own pages, or the operator's own (a typed URL, a bookmark):
+``SameSite=Strict`` keeps the cookie off other sites' requests, but not off those of a page on
+another port of the same host (the public listener's site, say), which is the same site.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ PAGES = frozenset({"/", "/login", "/logout", "/dashboard"})
 """Dashboard paths that answer without a token (each checks the session itself)."""
 STATIC_PREFIX = "/static/"
 READ_METHODS = frozenset({"GET", "HEAD"})
+OWN_FETCHES = frozenset({"same-origin", "none"})
+"""``Sec-Fetch-Site`` values a session's cookie counts on: a request of the dashboard's own
+pages, or one the operator made (``none``: typed, a bookmark). A browser sets the header
+itself; a page cannot."""
 MAX_SESSIONS = 1000
 """Most live sessions; the oldest goes first when a new login would pass it."""
 
@@ -70,9 +77,24 @@ class Sessions:
 SESSIONS_KEY = web.AppKey("sessions", Sessions)
 
 
-def has_session(request: web.Request) -> bool:
+def has_cookie_session(request: web.Request) -> bool:
+    """Whether the request's cookie names a live session, wherever the request came from."""
     sessions = request.app.get(SESSIONS_KEY)
     return sessions is not None and sessions.valid(request.cookies.get(COOKIE))
+
+
+def from_elsewhere(request: web.Request) -> bool:
+    """A browser says the request came from a page that is not the dashboard's origin: another
+    site, or another port or scheme of this host (``Sec-Fetch-Site: same-site``). A request
+    without the header (curl, a script, a browser too old to send it) is not judged here."""
+    site = request.headers.get("Sec-Fetch-Site")
+    return site is not None and site not in OWN_FETCHES
+
+
+def has_session(request: web.Request) -> bool:
+    """A live session, on a request from the dashboard's own origin (or the operator's own):
+    a page elsewhere that makes the browser send the cookie gets no session of it."""
+    return not from_elsewhere(request) and has_cookie_session(request)
 
 
 def same_origin(request: web.Request) -> bool:

@@ -307,6 +307,72 @@ async def test_cookie_session_only_reads(gw: RunningGateway) -> None:
         assert await status_of(gw, "GET", "/dashboard", with_cookie(fake)) == 303
 
 
+SUMMARY = f"/api/dashboard/summary?since={PERIOD['since']}&until={PERIOD['until']}"
+
+
+@pytest.mark.parametrize("site", ["same-site", "cross-site", "not-a-value"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", SUMMARY),
+        ("GET", "/api/attribution?model=data_driven&format=csv"),
+        ("HEAD", "/api/users/alice"),
+        ("GET", "/metrics"),
+        ("DELETE", "/api/users/alice"),
+    ],
+)
+async def test_a_session_counts_only_from_the_dashboard_s_own_pages(
+    gw: RunningGateway, site: str, method: str, path: str
+) -> None:
+    """A page on another port of this host (the site behind the public listener: 127.0.0.1:8080
+    beside 127.0.0.1:9090) is the same site, so SameSite=Strict sends it the cookie: it could
+    make a signed-in operator's browser run report after report. The browser says where a
+    request came from (``Sec-Fetch-Site``, which no page can set)."""
+    session_id = await login(gw)
+    async with gw.session.request(
+        method, gw.admin_url + path, headers=with_cookie(session_id, **{"Sec-Fetch-Site": site})
+    ) as resp:
+        assert resp.status == 403
+        if method != "HEAD":
+            body = await resp.json()
+            assert body["ok"] is False and "dashboard's own pages" in body["error"]
+            assert "Bearer" in body["error"]
+    assert await status_of(gw, "GET", "/api/users/alice", AUTH) == 200  # nothing was erased
+
+
+@pytest.mark.parametrize("site", ["same-origin", "none", None])
+async def test_a_session_counts_on_the_dashboard_s_own_requests(gw: RunningGateway, site: str | None) -> None:
+    """The page's own fetches and downloads (same-origin), a URL the operator typed or
+    bookmarked (none), and clients that send no fetch metadata at all."""
+    fetch = {"Sec-Fetch-Site": site} if site else {}
+    session_id = await login(gw)
+    for path in (SUMMARY, "/api/attribution?format=csv", "/dashboard"):
+        assert await status_of(gw, "GET", path, with_cookie(session_id, **fetch)) == 200, path
+
+
+@pytest.mark.parametrize("site", ["same-site", "cross-site"])
+async def test_bearer_requests_are_not_judged_by_where_they_came_from(gw: RunningGateway, site: str) -> None:
+    assert await status_of(gw, "GET", SUMMARY, {**AUTH, "Sec-Fetch-Site": site}) == 200
+
+
+async def test_the_dashboard_opened_from_another_page_asks_for_a_login(gw: RunningGateway) -> None:
+    """A link (or a script's navigation) from a page on another port carries the cookie too, and
+    the page's query picks its period and model: such a navigation finds no session, as a
+    SameSite=Strict cookie already has none from another site, and no redirect loops."""
+    session_id = await login(gw)
+    elsewhere = with_cookie(session_id, **{"Sec-Fetch-Site": "same-site"})
+    async with gw.session.get(
+        gw.admin_url + "/dashboard?from=2026-09-01&to=2026-11-30&model=data_driven",
+        headers=elsewhere,
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/login"
+    async with gw.session.get(gw.admin_url + "/login", headers=elsewhere, allow_redirects=False) as resp:
+        assert resp.status == 200 and 'name="token"' in await resp.text()
+    typed = with_cookie(session_id, **{"Sec-Fetch-Site": "none"})
+    assert await status_of(gw, "GET", "/dashboard", typed) == 200
+
+
 async def test_logout_ends_the_session(gw: RunningGateway) -> None:
     session_id = await login(gw)
     # A cross-site logout (or one without any origin) is refused and changes nothing.
