@@ -607,6 +607,13 @@ async def set_creator(request: web.Request) -> web.Response:
     return ok({"creator": _creator(creator)})
 
 
+async def _unnamed(request: web.Request, response: web.StreamResponse) -> None:
+    """Take out the ``Server: Python/… aiohttp/…`` header aiohttp adds to every answer (before
+    this hook runs): versions to look known flaws up by, for anyone who reaches the listener.
+    What aiohttp answers itself on this listener carries none either (``protocol_errors``)."""
+    response.headers.popall(hdrs.SERVER, None)
+
+
 def create_admin_app(
     settings: Settings,
     store: LocalStore,
@@ -634,6 +641,7 @@ def create_admin_app(
         await reader.close()
 
     app.cleanup_ctx.append(reader_ctx)
+    app.on_response_prepare.append(_unnamed)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/openapi.json", openapi)

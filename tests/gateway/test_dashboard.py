@@ -447,6 +447,38 @@ async def test_security_headers_everywhere(gw: RunningGateway, path: str) -> Non
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "auth", "status"),
+    [
+        ("GET", "/healthz", "none", 200),
+        ("GET", "/api/users/alice", "bearer", 200),
+        ("HEAD", "/api/users/alice", "cookie", 200),
+        ("GET", "/api/attribution?format=csv", "cookie", 200),  # a streamed download
+        ("GET", "/metrics", "bearer", 200),
+        ("GET", "/api/openapi.json", "none", 200),
+        ("GET", "/static/data.js", "none", 200),
+        ("GET", "/login", "none", 200),
+        ("GET", "/", "none", 302),
+        ("GET", "/dashboard", "none", 303),
+        ("GET", "/api/users/alice", "none", 401),
+        ("DELETE", "/api/users/alice", "cookie", 403),
+        ("GET", "/nowhere", "bearer", 404),
+        ("PATCH", "/api/touchpoints", "bearer", 405),
+    ],
+)
+async def test_admin_answers_do_not_name_the_server(
+    gw: RunningGateway, method: str, path: str, auth: str, status: int
+) -> None:
+    """aiohttp adds ``Server: Python/3.x aiohttp/3.y`` to every answer it is not told otherwise:
+    the versions, for anyone who reaches the listener, to look up known flaws by."""
+    headers = {"bearer": AUTH, "cookie": with_cookie(await login(gw)), "none": {}}[auth]
+    async with gw.session.request(
+        method, gw.admin_url + path, headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.status == status
+        assert "Server" not in resp.headers, resp.headers["Server"]
+
+
+@pytest.mark.parametrize(
     ("method", "path", "auth"),
     [
         ("GET", "/api/users/alice", "bearer"),
