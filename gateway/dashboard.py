@@ -27,6 +27,7 @@ from gateway import reporting
 from gateway.admin import (
     EARLIEST,
     LATEST,
+    MAX_BODY,
     READER_KEY,
     SETTINGS_KEY,
     ApiError,
@@ -130,6 +131,13 @@ async def login(request: web.Request) -> web.Response:
         return _page(request, "login.html", err.status, f"{err.message}.")
     except web.RequestPayloadError:  # gzip over bytes that are not gzip, say
         return _page(request, "login.html", 400, "body: cannot decode its Content-Encoding")
+    except web.HTTPRequestEntityTooLarge:  # the page, not the API's JSON, for a browser's form
+        return _page(
+            request,
+            "login.html",
+            413,
+            f"body: larger than the dashboard takes ({MAX_BODY:,} bytes, decoded).",
+        )
     except (ValueError, LookupError, web.HTTPBadRequest, HttpProcessingError, RuntimeError):
         # Bytes that are not UTF-8, an unknown charset, multipart without (or not matching)
         # its boundary; a multipart form led by a _charset_ field, which aiohttp (3.14) reads

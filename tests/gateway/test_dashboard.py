@@ -8,6 +8,7 @@ devices of one user, conversions); ``tests/gateway/test_dashboard_browser.py`` d
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
+from gateway.admin import MAX_BODY
 from gateway.dashboard import CSP
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
@@ -259,6 +261,21 @@ async def test_login_with_a_body_that_does_not_decode(gw: RunningGateway) -> Non
     ) as resp:
         assert resp.status == 400 and "Set-Cookie" not in resp.headers
         assert "body: cannot decode its Content-Encoding" in await resp.text()
+
+
+async def test_login_with_an_oversized_form(gw: RunningGateway) -> None:
+    """The login page answers as the login page, even for a form larger than the listener takes
+    (was the API's JSON 413, shown raw in the browser)."""
+    headers = {**host_origin(gw), "Content-Type": "application/x-www-form-urlencoded"}
+    body = io.BytesIO(b"token=" + b"x" * MAX_BODY)
+    async with gw.session.post(
+        gw.admin_url + "/login", data=body, headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.status == 413 and "Set-Cookie" not in resp.headers
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert resp.headers["Content-Security-Policy"] == CSP
+        assert "body: larger than the dashboard takes (1,048,576 bytes" in await resp.text()
+    assert len(gw.admin.app[SESSIONS_KEY]) == 0
 
 
 async def test_login_with_a_multipart_form(gw: RunningGateway) -> None:
