@@ -59,7 +59,7 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     workers: int = 0
     """Proxy worker processes sharing the public port (SO_REUSEPORT); 0: one per CPU core, 1: one process."""
     shutdown_grace: float = 10.0
-    """Seconds SIGTERM waits for in-flight requests to finish before they are cut off."""
+    """Seconds SIGTERM waits for in-flight requests (both listeners') to finish before they are cut off."""
 
 
 class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -308,13 +308,14 @@ async def start_site(
     app: web.Application,
     listen: str,
     *,
-    grace: float = 10.0,
+    grace: float,
     reuse_port: bool = False,
     listener: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> tuple[web.AppRunner, str]:
     """``app`` listening on ``listen``; ``listener``: how it answers what aiohttp refuses
-    itself (``Gateway.listener``, ``gateway/protocol_errors.py``)."""
+    itself (``Gateway.listener``, ``gateway/protocol_errors.py``); ``grace``: how long its
+    in-flight requests may take to finish when it stops (``proxy.shutdown_grace``)."""
     host, port = parse_listen(listen)
     runner = Runner(app, **(listener or {}), access_log=None, shutdown_timeout=grace, **kwargs)
     await runner.setup()
@@ -440,7 +441,7 @@ async def serve(
     try:
         if admin:
             admin_runner, admin_addr = await start_site(
-                gw.admin_app, settings.options.admin.listen, listener=gw.listener(public=False)
+                gw.admin_app, settings.options.admin.listen, grace=grace, listener=gw.listener(public=False)
             )
             background = [
                 loop.create_task(_keep_running(name, task), name=name) for name, task in gw.background.items()
@@ -466,11 +467,10 @@ async def serve(
         for task in [*background, *reloads]:
             task.cancel()
         await asyncio.gather(*background, *reloads, return_exceptions=True)
-        # Stops accepting at once, lets in-flight requests finish (up to the grace period, then
-        # cancels them), then closes the store: its writer commits everything queued first.
-        await proxy_runner.cleanup()
-        if admin_runner is not None:
-            await admin_runner.cleanup()
+        # Both listeners stop accepting at once and let their in-flight requests finish, together
+        # within the one grace period (then cancel them); the proxy's then closes the store: its
+        # writer commits everything queued first (an admin write after that answers 503).
+        await asyncio.gather(*(runner.cleanup() for runner in (proxy_runner, admin_runner) if runner))
         log.info("stopped", extra={"unconfirmed": _unconfirmed(gw.metrics)})
 
 

@@ -7,12 +7,14 @@ import ipaddress
 import signal
 import socket
 import sqlite3
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.conftest import TOKEN
 from tests.gatewayproc import GatewayProcess
 
 
@@ -83,6 +85,9 @@ async def test_sigterm_finishes_in_flight_refuses_new_and_stores_the_touchpoint(
             gw.signal(signal.SIGTERM)
             async with asyncio.timeout(20):
                 await _refused(host, int(port))
+                # The admin listener too, at once: not only once the proxy's requests are done.
+                admin_host, _, admin_port = gw.admin.removeprefix("http://").rpartition(":")
+                await _refused(admin_host, int(admin_port))
             assert gw.proc.returncode is None, "it waits for the in-flight request"
             release.set()
             async with asyncio.timeout(20):
@@ -94,6 +99,40 @@ async def test_sigterm_finishes_in_flight_refuses_new_and_stores_the_touchpoint(
         release.set()
         await gw.kill()
     assert await asyncio.to_thread(_sources, tmp_path / "gw.db") == ["inflight"]
+    assert "Traceback" not in "".join(gw.stderr)
+
+
+async def test_sigterm_gives_the_admin_listener_the_same_grace(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """``proxy.shutdown_grace`` bounds the whole stop: an admin request still in flight (here a
+    verdict whose body stalls) is cut off after it too, not after a fixed 10 s, which with a
+    short grace outlasted the supervisor's patience (grace + 5 s) and got worker 0 killed."""
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, await _page_site(upstream_server))
+    text = (await asyncio.to_thread(cfg.read_text)).replace("shutdown_grace = 30.0", "shutdown_grace = 1.0")
+    await asyncio.to_thread(cfg.write_text, text)  # admin.body_timeout stays 30 s: the grace ends it
+    gw = await GatewayProcess.start(cfg)
+    try:
+        host, _, port = gw.admin.removeprefix("http://").rpartition(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            (
+                f"POST /api/touchpoints/{'0' * 8}-0000-7000-8000-{'0' * 12}/verdict HTTP/1.1\r\n"
+                f"Host: admin.test\r\nAuthorization: Bearer {TOKEN}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            ).encode()
+        )
+        await writer.drain()
+        await asyncio.sleep(0.5)  # the handler is reading the body, which never comes whole
+        started = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        assert await gw.stop() == 0
+        took = time.monotonic() - started
+        writer.close()
+        assert took < 6, f"stopping took {took:.1f} s with a 1 s grace"
+    finally:
+        await gw.kill()
     assert "Traceback" not in "".join(gw.stderr)
 
 
