@@ -176,6 +176,24 @@ class Campaign:
         if referrer and not external and "?" in referrer:
             self._clean_referrer(ex, referrer)
 
+    def websocket(self, ex: Exchange) -> None:
+        """A WebSocket upgrade: its URL and a same-site Referer lose their tracking pairs as a
+        request's do, inline even under ``strip = "redirect"`` (a WebSocket client does not
+        follow a redirect). No touchpoint: a script opens the socket, and the page that ran
+        it, its landing, was recorded already."""
+        if self.strip == "off":
+            return
+        req = ex.request
+        if req.query:
+            clean, removed = strip_query(req.query, self.is_tracked)
+            if removed:
+                ex.upstream_query = clean
+        referrer = req.headers.get("referer")
+        if referrer and "?" in referrer:
+            referrer_host = host_of(referrer)
+            if referrer_host is None or referrer_host == hostname(req.host):
+                self._clean_referrer(ex, referrer)
+
     def _channel(
         self,
         source: str | None,

@@ -2,7 +2,8 @@
 
 Hosts (the aiohttp proxy, the mitmproxy adapter, the importer) build an
 ``Exchange`` from their own request type, call ``Pipeline.request`` and
-``Pipeline.response``, and apply the typed effects. A failing hook is logged
+``Pipeline.response`` (``Pipeline.websocket`` alone for a WebSocket upgrade), and
+apply the typed effects. A failing hook is logged
 with the addon's name, counted and skipped: tracking never breaks the page.
 """
 
@@ -24,7 +25,7 @@ from gateway.metrics import Metrics
 
 log = logging.getLogger("gateway.pipeline")
 
-HOOKS = ("request", "response")
+HOOKS = ("request", "response", "websocket")
 
 
 def split_query(raw: str) -> list[tuple[str, str, str]]:
@@ -273,6 +274,13 @@ class Pipeline:
         if self._sync["response"]:
             return self._run_sync("response", ex)
         return self._run("response", ex)
+
+    def websocket(self, ex: Exchange) -> Awaitable[None]:
+        """A WebSocket upgrade, instead of ``request`` and ``response``: only its
+        ``upstream_query`` and ``upstream_headers`` are applied."""
+        if self._sync["websocket"]:
+            return self._run_sync("websocket", ex)
+        return self._run("websocket", ex)
 
     async def running(self) -> None:
         for _name, addon in self.addons:

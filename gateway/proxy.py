@@ -318,24 +318,7 @@ class ProxyHost:
                 return await endpoint(request)
             return pages.json_error(404, f"no gateway endpoint at {raw_path}")
         if is_websocket_upgrade(request):
-            self.metrics.requests.labels("websocket").inc()
-            try:  # the relay's connection counts against proxy.upstream_connections too
-                await self.pool.reserve()
-            except TimeoutError as err:
-                return self._upstream_failed(request, None, err)
-            trusted = self._peer_trusted(request)
-            view = self._view(request, raw_path, raw_query, trusted)
-            try:
-                return await proxy_websocket(
-                    request,
-                    self.session,
-                    self._upstream_url(target),
-                    CIMultiDict(self._upstream_headers(request, None, trusted)),
-                    self.max_ws_message,
-                    functools.partial(self._public_location, view=view),
-                )
-            finally:
-                self.pool.unreserve()
+            return await self._websocket(request, target, raw_path, raw_query)
         length = request.content_length
         if length is not None and length > self.max_body:
             self.metrics.requests.labels("too_large").inc()
@@ -360,6 +343,33 @@ class ProxyHost:
             return resp
 
         return await self._forward(request, ex, target, raw_path, commits, seen, trusted)
+
+    async def _websocket(
+        self, request: web.Request, target: str, raw_path: str, raw_query: str
+    ) -> web.StreamResponse:
+        """Relay a WebSocket upgrade. Only the addons' ``websocket`` hook runs on it: tracking
+        pairs leave its URL (and a same-site Referer) as they leave a request's."""
+        self.metrics.requests.labels("websocket").inc()
+        trusted = self._peer_trusted(request)
+        ex = Exchange(self._view(request, raw_path, raw_query, trusted))
+        await self.pipeline.websocket(ex)
+        if ex.upstream_query is not None:
+            target = raw_path + ("?" + ex.upstream_query if ex.upstream_query else "")
+        try:  # the relay's connection counts against proxy.upstream_connections too
+            await self.pool.reserve()
+        except TimeoutError as err:
+            return self._upstream_failed(request, None, err)
+        try:
+            return await proxy_websocket(
+                request,
+                self.session,
+                self._upstream_url(target),
+                CIMultiDict(self._upstream_headers(request, ex, trusted)),
+                self.max_ws_message,
+                functools.partial(self._public_location, view=ex.request),
+            )
+        finally:
+            self.pool.unreserve()
 
     def _peer_trusted(self, request: web.Request) -> bool:
         """Whether the peer is a trusted proxy, whose X-Forwarded-* headers are believed."""

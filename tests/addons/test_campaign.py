@@ -138,6 +138,41 @@ def test_external_referer_left_alone() -> None:
     assert "referer" not in ex.upstream_headers
 
 
+@pytest.mark.parametrize(
+    ("target", "referer"),
+    [
+        ("/ws?room=1&utm_source=x&gclid=abc&creator_id=anna&sub_id=s&c_campaign=y", ""),
+        ("/ws?utm_source=x", "https://shop.example/chat?utm_source=x&page=2"),
+        ("/ws?a=%2B%26&&UTM_Medium=y&b", "https://other.example/?utm_source=x"),
+        ("/ws?room=1", "/relative?gclid=1"),
+    ],
+)
+@pytest.mark.parametrize("strip", ["forward", "redirect"])
+def test_websocket_upgrade_is_stripped_as_a_request_is_but_not_recorded(
+    target: str, referer: str, strip: str
+) -> None:
+    """A WebSocket upgrade loses the pairs a request loses (inline even under ``redirect``:
+    a WebSocket client follows no redirect) and records nothing."""
+    ctx = context(f'[proxy]\nstrip = "{strip}"\n')
+    campaign = configured(Campaign, ctx=ctx)
+    headers = {"Referer": referer} if referer else {}
+    as_request, _ = run(target, headers=headers)
+    ex = exchange(target, headers=headers)
+    campaign.websocket(ex)
+    assert (ex.upstream_query, ex.upstream_headers) == (
+        as_request.upstream_query,
+        as_request.upstream_headers,
+    )
+    assert (ex.events, ex.reply, ex.set_cookies) == ([], None, [])
+
+
+def test_websocket_upgrade_untouched_with_strip_off() -> None:
+    campaign = configured(Campaign, ctx=context('[proxy]\nstrip = "off"\n'))
+    ex = exchange("/ws?utm_source=x", headers={"Referer": "https://shop.example/?gclid=1"})
+    campaign.websocket(ex)
+    assert (ex.upstream_query, ex.upstream_headers) == (None, {})
+
+
 def test_redirect_mode_replies_with_clean_url() -> None:
     ex, _ = run("/p?utm_source=x&a=1", '[proxy]\nstrip = "redirect"\n')
     assert ex.reply is not None and ex.reply.status == 302

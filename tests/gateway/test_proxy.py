@@ -782,6 +782,44 @@ async def test_websocket_bad_client_handshake_is_not_forwarded(start_gateway, up
     assert calls == []
 
 
+@pytest.mark.parametrize(
+    ("strip", "target", "referer"),
+    [
+        ("forward", "/ws?room=1", "http://shop.test/chat?a=1"),
+        ("redirect", "/ws?room=1", "http://shop.test/chat?a=1"),  # a WebSocket cannot follow a 302
+        (
+            "off",
+            "/ws?utm_source=news&room=1&gclid=abc&creator_id=c7",
+            "http://shop.test/chat?utm_source=x&a=1",
+        ),
+    ],
+)
+async def test_websocket_url_loses_its_tracking_parameters(
+    start_gateway, upstream_server, strip: str, target: str, referer: str
+) -> None:
+    """Tracking pairs leave a WebSocket URL (and a same-site Referer) as they leave any other
+    request's, by the campaign addon's rules; no touchpoint is recorded for the upgrade (the
+    page that opened it was the landing)."""
+    seen: list[tuple[str, str | None]] = []
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        seen.append((request.raw_path, request.headers.get("Referer")))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str("hello")
+        await ws.receive()
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)), f'[proxy]\nstrip = "{strip}"\n')
+    async with gw.session.ws_connect(
+        gw.url + "/ws?utm_source=news&room=1&gclid=abc&creator_id=c7",
+        headers={"Host": "shop.test", "Referer": "http://shop.test/chat?utm_source=x&a=1"},
+    ) as ws:
+        assert (await ws.receive(timeout=2)).data == "hello"
+    assert seen == [(target, referer)]
+    assert not gw.gateway.metrics.registry.get_sample_value("gateway_touchpoints_total")
+
+
 # -- 7. HEAD, 204, 304 ---------------------------------------------------------------------------
 
 
