@@ -252,6 +252,7 @@ class ProxyHost:
         endpoints: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] | None = None,
         *,
         pool: Upstream,
+        going_away: asyncio.Event,
     ) -> None:
         opts = settings.options
         self.settings = settings
@@ -261,6 +262,8 @@ class ProxyHost:
         self._not_stored = Throttled(log, logging.WARNING)
         self.session = session
         self.pool = pool
+        self.going_away = going_away
+        """Set when the gateway stops: open WebSocket relays close (1001) instead of holding it."""
         self.upstream = URL(upstream)
         self.upstream_origin = str(self.upstream.origin())
         self.upstream_host = self.upstream.raw_authority
@@ -366,6 +369,7 @@ class ProxyHost:
                 self._upstream_url(target),
                 CIMultiDict(self._upstream_headers(request, ex, trusted)),
                 self.max_ws_message,
+                self.going_away,
                 functools.partial(self._public_location, view=ex.request),
             )
         finally:

@@ -171,6 +171,9 @@ class Gateway:
     creators: CreatorRegistry
     upstream: str
     slot: HostSlot = field(default_factory=HostSlot)
+    going_away: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set as the proxy listener shuts down: WebSocket relays, which would otherwise hold the
+    shutdown for the whole grace period, close both sides with 1001 (going away)."""
     background: dict[str, Background] = field(default_factory=dict)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -203,7 +206,15 @@ class Gateway:
     ) -> ProxyHost:
         inbound = Inbound(settings, self.store, self.metrics, self.keys)
         return ProxyHost(
-            settings, pipeline, self.store, self.metrics, session, self.upstream, inbound.routes(), pool=pool
+            settings,
+            pipeline,
+            self.store,
+            self.metrics,
+            session,
+            self.upstream,
+            inbound.routes(),
+            pool=pool,
+            going_away=self.going_away,
         )
 
     async def reload(self, new: Settings) -> list[str]:
@@ -271,7 +282,11 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
             await session.close()
             await store.close()
 
+    async def going_away(app: web.Application) -> None:
+        gw.going_away.set()  # after the listener stops accepting, before in-flight requests are awaited
+
     proxy_app.cleanup_ctx.append(resources)
+    proxy_app.on_shutdown.append(going_away)
     return gw
 
 

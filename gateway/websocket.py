@@ -1,7 +1,8 @@
 """WebSocket pass-through: accept the visitor's upgrade, open the same upgrade upstream, relay.
 
 Messages flow both ways unchanged (text, binary, ping/pong handled by each
-side's library); a close on either side closes the other with its code and reason. The
+side's library); a close on either side closes the other with its code and reason, and the
+gateway's shutdown (``going_away``) closes both with 1001 at once. The
 visitor gets the headers of the site's 101 answer (a sticky-session or auth cookie set on the
 upgrade), less the handshake's own and the hop-by-hop ones, and none the gateway would add.
 A site that answers the upgrade with a redirect has it passed on, not followed (``session``
@@ -98,23 +99,39 @@ async def _relay(source: Socket, sink: Socket, reasons: dict[int, bytes]) -> Non
 
 
 async def _relay_both(
-    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, reasons: dict[int, bytes]
-) -> None:
-    """Relay both ways until one side ends, then stop the other relay (closing is ``_close_pair``'s)."""
-    tasks = [
+    client: web.WebSocketResponse,
+    upstream: aiohttp.ClientWebSocketResponse,
+    reasons: dict[int, bytes],
+    going_away: asyncio.Event,
+) -> bool:
+    """Relay both ways until one side ends, then stop the other relay (closing is ``_close_pair``'s).
+    True when neither did but ``going_away`` was set: the gateway is stopping."""
+    relays = [
         asyncio.create_task(_relay(client, upstream, reasons)),
         asyncio.create_task(_relay(upstream, client, reasons)),
     ]
+    stopping = asyncio.create_task(going_away.wait())
     try:
-        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _pending = await asyncio.wait([*relays, stopping], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
+        for task in [*relays, stopping]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
     for task in done:
-        if not task.cancelled() and task.exception() is not None:
+        if task is not stopping and not task.cancelled() and task.exception() is not None:
             log.info("WebSocket relay ended: %r", task.exception())
+    return done == {stopping}
+
+
+async def _go_away(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Close both sides at once with 1001 (going away); each waits for its peer's close reply
+    (up to its library's close timeout, within ``proxy.shutdown_grace``)."""
+    await asyncio.gather(
+        client.close(code=WSCloseCode.GOING_AWAY),
+        upstream.close(code=WSCloseCode.GOING_AWAY),
+        return_exceptions=True,
+    )
 
 
 async def _close_pair(
@@ -143,11 +160,13 @@ async def proxy_websocket(
     url: URL,
     headers: CIMultiDict[str],
     max_message: int,
+    going_away: asyncio.Event,
     public_location: Callable[[str], str] = str,
 ) -> web.StreamResponse:
     """Relay one WebSocket; a message larger than ``max_message`` bytes (either way) closes it
     with 1009, since each message is held whole in memory on its way through. A redirect the
-    site answers is passed on, its ``Location`` through ``public_location``."""
+    site answers is passed on, its ``Location`` through ``public_location``. Once ``going_away``
+    is set (the gateway is stopping) both sides are closed with 1001."""
     if not web.WebSocketResponse().can_prepare(request).ok:  # check the visitor's handshake first
         return pages.error_page(400)
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
@@ -181,7 +200,8 @@ async def proxy_websocket(
     reasons: dict[int, bytes] = {}
     try:
         await client.prepare(request)
-        await _relay_both(client, upstream, reasons)
+        if await _relay_both(client, upstream, reasons, going_away):
+            await _go_away(client, upstream)
     finally:
         await _close_pair(client, upstream, reasons)
     return client

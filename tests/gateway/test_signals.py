@@ -136,6 +136,43 @@ async def test_sigterm_gives_the_admin_listener_the_same_grace(
     assert "Traceback" not in "".join(gw.stderr)
 
 
+async def test_sigterm_closes_open_websockets_at_once_with_going_away(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """An open WebSocket may stay open for hours: SIGTERM closes it at once, both ways, with
+    1001 (going away), rather than holding the exit for the whole grace period (30 s here)."""
+    site_closed: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def chat(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("echo:" + msg.data)
+        site_closed.put_nowait(ws.close_code)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", chat)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, upstream)
+    gw = await GatewayProcess.start(cfg)
+    try:
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{gw.proxy}/ws") as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive(timeout=10)).data == "echo:hi"
+            started = asyncio.get_running_loop().time()
+            gw.signal(signal.SIGTERM)
+            msg = await ws.receive(timeout=10)
+            assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+            assert await asyncio.wait_for(site_closed.get(), 10) == 1001
+            assert await gw.stop(timeout=10) == 0
+            assert asyncio.get_running_loop().time() - started < 10
+    finally:
+        await gw.kill()
+    assert "Traceback" not in "".join(gw.stderr)
+
+
 async def _page_site(upstream_server: object) -> str:
     """A site on loopback answering "page" to every GET."""
 
