@@ -487,13 +487,14 @@ class ProxyHost:
             if hdrs.CONNECTION in headers:
                 drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
             kept = []
-            for name, value in headers.items():
+            # The names as the site spelled them (``ETag``): aiohttp's are its own (``Etag``).
+            for (raw_name, _), (name, value) in zip(upstream.raw_headers, headers.items(), strict=True):
                 key = name.lower()
                 if key in drop:
                     continue
                 if key == "location":
                     value = self._public_location(value, ex.request)
-                kept.append((name, value))
+                kept.append((raw_name.decode("latin-1"), value))
             resp.headers.extend(kept)
             resp.as_sent = pages.needs_as_sent(upstream.reason, kept)
             self._apply_cookies(resp, ex)

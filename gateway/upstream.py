@@ -80,10 +80,13 @@ def request_head(method: str, target: str, headers: Iterable[tuple[str, str]], f
 class UpstreamResponse:
     """An upstream's answer: status, reason, headers, and the body as a ``StreamReader``.
 
+    ``raw_headers`` are the same header lines as the parser's bytes, in the same order: the
+    names as the site spelled them (``headers`` has aiohttp's spelling of the names it knows).
+
     ``release()`` returns the connection to the pool when that is safe, else closes it;
     ``close()`` always closes it (the visitor left, or the body failed)."""
 
-    __slots__ = ("_pool", "_proto", "_writer", "content", "headers", "reason", "status")
+    __slots__ = ("_pool", "_proto", "_writer", "content", "headers", "raw_headers", "reason", "status")
 
     def __init__(
         self,
@@ -92,12 +95,14 @@ class UpstreamResponse:
         status: int,
         reason: str,
         headers: CIMultiDictProxy[str],
+        raw_headers: tuple[tuple[bytes, bytes], ...],
         content: StreamReader,
         writer: asyncio.Task[None] | None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
+        self.raw_headers = raw_headers
         self.content = content
         self._pool = pool
         self._proto: Connection | None = proto
@@ -368,7 +373,9 @@ class Upstream:
                 writer.cancel()
             self.done(proto, False)
             raise
-        return UpstreamResponse(self, proto, message.code, message.reason, message.headers, payload, writer)
+        return UpstreamResponse(
+            self, proto, message.code, message.reason, message.headers, message.raw_headers, payload, writer
+        )
 
 
 async def _send_body(proto: Connection, body: AsyncIterable[bytes], chunked: bool) -> None:

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import pages
@@ -54,7 +54,7 @@ def no_redirects() -> aiohttp.TraceConfig:
         session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestRedirectParams
     ) -> None:
         answer = params.response
-        raise Redirected(answer.status, answer.reason, _passed_on(answer.headers, set()))
+        raise Redirected(answer.status, answer.reason, _passed_on(answer, set()))
 
     trace = aiohttp.TraceConfig()
     trace.on_request_redirect.append(stop)
@@ -215,13 +215,19 @@ class _TransparentWebSocket(pages.TransparentResponse, web.WebSocketResponse):
 def _site_headers(upstream: aiohttp.ClientWebSocketResponse) -> list[tuple[str, str]]:
     """The site's 101 answer's headers the visitor gets: all but the handshake's own (each side
     negotiates its) and the hop-by-hop ones."""
-    return _passed_on(upstream._response.headers, _HANDSHAKE)  # aiohttp keeps the answer there
+    return _passed_on(upstream._response, _HANDSHAKE)  # aiohttp keeps the answer there
 
 
-def _passed_on(headers: CIMultiDictProxy[str], own: set[str]) -> list[tuple[str, str]]:
-    """``headers`` of a site's answer the visitor gets: less ``own`` (names the gateway's answer
-    sets itself), the body's framing and the hop-by-hop ones (those ``Connection`` names too)."""
+def _passed_on(answer: aiohttp.ClientResponse, own: set[str]) -> list[tuple[str, str]]:
+    """The headers of a site's answer the visitor gets, names spelled as the site did: less
+    ``own`` (names the gateway's answer sets itself), the body's framing and the hop-by-hop
+    ones (those ``Connection`` names too)."""
+    headers = answer.headers
     drop = HOP_BY_HOP | own | {"content-length", "content-type"}  # the answer has no body
     if hdrs.CONNECTION in headers:
         drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
-    return [(name, value) for name, value in headers.items() if name.lower() not in drop]
+    return [
+        (raw_name.decode("latin-1"), value)
+        for (raw_name, _), (name, value) in zip(answer.raw_headers, headers.items(), strict=True)
+        if name.lower() not in drop
+    ]

@@ -694,7 +694,8 @@ async def test_websocket_upgrade_and_redirect_keep_odd_header_bytes(start_gatewa
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
         if head.startswith("GET /moved"):
             writer.write(
-                b"HTTP/1.1 301 Moved\x01\r\nLocation: /ws\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n"
+                b"HTTP/1.1 301 Moved\x01\r\nLocation: /ws\r\nX-A: a\x01b\r\nx-lower: 1\r\n"
+                b"Content-Length: 0\r\n\r\n"
             )
         else:
             key = next(
@@ -707,7 +708,8 @@ async def test_websocket_upgrade_and_redirect_keep_odd_header_bytes(start_gatewa
             )
             writer.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Accept: " + accept + b"\r\nX-A: a\x01b\r\nSet-Cookie: s=caf\xe9\r\n\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\nX-A: a\x01b\r\nSet-Cookie: s=caf\xe9\r\n"
+                b'ETag: "w"\r\n\r\n'
             )
         await writer.drain()
         await reader.read()  # until the gateway closes
@@ -722,9 +724,11 @@ async def test_websocket_upgrade_and_redirect_keep_odd_header_bytes(start_gatewa
         writer.close()
     assert head.startswith(b"HTTP/1.1 101 ") and b"\r\nX-A: a\x01b\r\n" in head
     assert b"\r\nSet-Cookie: s=caf\xe9\r\n" in head
+    assert b'\r\nETag: "w"\r\n' in head  # the name as the site spelled it (aiohttp's: Etag)
     moved = await raw_request(gw.proxy.port, b"GET /moved HTTP/1.1\r\n" + upgrade)
     assert (moved.status, moved.reason, moved.headers["X-A"]) == (301, "Moved\x01", "a\x01b")
     assert moved.headers["Location"] == "/ws"  # relative: kept as it is
+    assert "x-lower" in list(moved.headers)  # names as spelled (CIMultiDict keeps them)
 
 
 async def test_websocket_upgrade_keeps_the_sites_headers(start_gateway, upstream_server) -> None:
@@ -877,6 +881,43 @@ async def test_bodiless_statuses(start_gateway, upstream_server, request_head: b
     else:
         assert first.headers["ETag"] == '"v1"'
     assert (after.status, after.body) == (200, b"x" * 1234)
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["plain", "as-sent"])
+async def test_response_header_names_reach_the_visitor_as_spelled(
+    start_gateway, raw_upstream, odd: bool
+) -> None:
+    """Header names go out as the site spelled them (``ETag``, ``content-md5``), not in aiohttp's
+    spelling of the names it knows (``Etag``, ``Content-MD5``); names are case-insensitive, but a
+    client or a test that matches them byte for byte should see the site's. The same for a 304
+    and for an answer whose values are written as sent (``odd``)."""
+    names = [b"ETag", b"content-md5", b"X-Custom-HEADER", b"WWW-Authenticate", b"cache-control"]
+    value = b"a\x01b" if odd else b"v"
+    block = b"".join(name + b": " + value + b"\r\n" for name in names)
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line = await read_head(reader)
+            if "/304" in line:
+                writer.write(b"HTTP/1.1 304 Not Modified\r\n" + block + b"\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\n" + block + b"content-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    for target, status in ((b"/page", b"200"), (b"/304", b"304")):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+        try:
+            writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert head.startswith(b"HTTP/1.1 " + status)
+        sent = [line.split(b":", 1)[0] for line in head.split(b"\r\n")[1:-2]]
+        assert [name for name in sent if name.lower() in {n.lower() for n in names}] == names
+        if status == b"200":
+            assert b"content-length" in sent
 
 
 # -- 8. upstream failures and limits -------------------------------------------------------------
