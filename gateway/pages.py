@@ -58,11 +58,24 @@ class TransparentResponse(AsSentHeaders):
     async def _prepare_headers(self) -> None:
         had_server = hdrs.SERVER in self.headers
         had_type = hdrs.CONTENT_TYPE in self.headers
+        # RFC 9110 §8.6: a 304 may carry the Content-Length its 200 would have (a cache updates
+        # its stored one from it); aiohttp's writer drops it as for a 204. Kept where it was.
+        given = (
+            list(self.headers.items()) if self.status == 304 and hdrs.CONTENT_LENGTH in self.headers else None
+        )
         await super()._prepare_headers()
         if not had_server:
             self.headers.popall(hdrs.SERVER, None)
         if not had_type:
             self.headers.popall(hdrs.CONTENT_TYPE, None)
+        if given is not None and hdrs.CONTENT_LENGTH not in self.headers:
+            after = list(self.headers.items())
+            kept = [item for item in given if item[0].lower() != "content-length"]
+            if after[: len(kept)] == kept:  # what aiohttp added (Date, a cookie) follows the site's
+                self.headers.clear()
+                self.headers.extend(given + after[len(kept) :])
+            else:
+                self.headers.extend(item for item in given if item[0].lower() == "content-length")
         request, writer = self._req, self._payload_writer
         assert request is not None and writer is not None
         if (

@@ -883,6 +883,41 @@ async def test_bodiless_statuses(start_gateway, upstream_server, request_head: b
     assert (after.status, after.body) == (200, b"x" * 1234)
 
 
+async def test_304_keeps_its_content_length(start_gateway, raw_upstream) -> None:
+    """RFC 9110 §8.6: a 304 may carry the Content-Length its 200 would have (a cache updates
+    its stored one from it); aiohttp's writer dropped it. No body follows either way."""
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line = await read_head(reader)
+            if line.startswith("GET /cached"):
+                writer.write(
+                    b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\nX-After: 1\r\n\r\n'
+                )
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b'GET /cached HTTP/1.1\r\nHost: shop.test\r\nIf-None-Match: "v1"\r\n\r\n')
+        first = await read_response(reader)
+        writer.write(b"GET /next HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        after = await read_response(reader)  # the 304 had no body: the next answer starts at once
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert (first.status, first.headers.getall("Content-Length"), first.body) == (304, ["1234"], b"")
+    assert [name for name in first.headers if name in ("ETag", "Content-Length", "X-After")] == [
+        "ETag",
+        "Content-Length",
+        "X-After",
+    ]  # in its place
+    assert "Transfer-Encoding" not in first.headers
+    assert (after.status, after.body) == (200, b"ok")
+
+
 @pytest.mark.parametrize("odd", [False, True], ids=["plain", "as-sent"])
 async def test_response_header_names_reach_the_visitor_as_spelled(
     start_gateway, raw_upstream, odd: bool
