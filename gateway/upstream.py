@@ -27,7 +27,7 @@ from collections.abc import AsyncIterable, Iterable
 
 from aiohttp import ClientOSError, ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
-from aiohttp.http import HttpProcessingError
+from aiohttp.http import HttpProcessingError, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -45,15 +45,94 @@ _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
+def _head_end(buf: bytes, start: int) -> int:
+    """The index just past the empty line that ends a message head in ``buf`` (searched from
+    ``start``), or -1. The parser takes a bare LF for a line's end too."""
+    lf = buf.find(b"\n\n", start)
+    crlf = buf.find(b"\n\r\n", start)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 3
+    return lf + 2 if lf >= 0 else -1
+
+
+def _final_with_body(data: bytes) -> bool:
+    """Whether ``data``, the first bytes of an answer, start the head of a final answer that
+    may have a body (``HTTP/1.1 200``): the common case, fed to the parser as it comes."""
+    return (
+        len(data) > 12
+        and data.startswith(b"HTTP/1.")
+        and data[9] in b"2345"
+        and data[9:12] not in (b"204", b"304")
+    )
+
+
+# Where a Connection is in reading the answer to the request in hand (``Connection.answer``).
+START, HEAD, BODY, STRAY = range(4)
+"""No byte yet; reading heads (interim, then the final one); reading the final answer's body;
+past a bodiless final answer, where any byte is a body it should not have had."""
+
+
 class Connection(ResponseHandler):
     """aiohttp's client protocol, remembering whether the connection broke (a reset, an error)
-    rather than closed: aiohttp's parser ends a body of no length at either."""
+    rather than closed: aiohttp's parser ends a body of no length at either.
+
+    And an answer that has no body (to HEAD, a 204 or a 304) but comes with body bytes all the
+    same: the parser, fed those bytes with its head, took them for the next answer and failed,
+    losing the head it had just read (a 502, where a client of the site itself gets the
+    headers). Unless an answer's first bytes show a status that has a body (the common case,
+    fed as it comes), its bytes are fed up to the end of each head; once the final head is
+    read, the rest of a bodiless answer is dropped and the connection, out of step, is not
+    used again."""
 
     broken = False
+    answer = START
+    """Set to START for each request (``Upstream._exchange``)."""
+    _carry = b""
+    """The last bytes fed while looking for a head's end, which may be split across reads."""
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
         super().connection_lost(exc)
+
+    def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
+        if self.answer == HEAD:
+            code = data[0].code
+            if not 100 <= code < 200:
+                self.answer = STRAY if self._skip_payload or code in (204, 304) else BODY
+        ResponseHandler.feed_data(self, data, size)
+
+    def data_received(self, data: bytes) -> None:
+        answer = self.answer
+        if answer == BODY:
+            ResponseHandler.data_received(self, data)
+        elif answer == STRAY:
+            self._should_close = True  # a body the answer should not have had: dropped
+        elif answer == START and not self._skip_payload and _final_with_body(data):
+            self.answer = BODY
+            ResponseHandler.data_received(self, data)
+        else:
+            if answer == START:
+                self.answer, self._carry = HEAD, b""
+            self._heads_received(data)
+
+    def _heads_received(self, data: bytes) -> None:
+        seen = self._carry + data
+        carried = len(self._carry)
+        fed = start = 0
+        while self.answer == HEAD and self._exception is None:
+            end = _head_end(seen, start)
+            if end < 0:
+                break
+            start = end
+            cut = end - carried  # at least 1: the carry holds no head's end the last read had
+            ResponseHandler.data_received(self, data[fed:cut])
+            fed = cut
+        if fed < len(data):
+            if self.answer == STRAY:
+                self._should_close = True
+            else:
+                ResponseHandler.data_received(self, data[fed:])
+        self._carry = seen[max(start, len(seen) - 2) :]
 
 
 class UpstreamConnectError(OSError):
@@ -339,6 +418,7 @@ class Upstream:
         *,
         chunked: bool,
     ) -> UpstreamResponse:
+        proto.answer = START
         proto.set_response_params(
             skip_payload=method == "HEAD",
             read_until_eof=True,

@@ -918,6 +918,38 @@ async def test_304_keeps_its_content_length(start_gateway, raw_upstream) -> None
     assert (after.status, after.body) == (200, b"ok")
 
 
+async def test_head_answer_with_stray_body_bytes_keeps_its_headers(start_gateway, raw_upstream) -> None:
+    """A site that answers HEAD with a body too, in the same write: the visitor gets the
+    headers (as it would from the site itself), the stray bytes are dropped, and that upstream
+    connection, out of step, is not used again. It was a 502: aiohttp's parser read the bytes
+    as the next answer, failed, and lost the HEAD's answer with it."""
+    connections: list[int] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        while True:
+            line = await read_head(reader)
+            if line.startswith("HEAD"):
+                writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "v"\r\n\r\nhello')
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"HEAD /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        head = await read_response(reader, head=True)
+        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        get = await read_response(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert (head.status, head.headers["Content-Length"], head.headers["ETag"]) == (200, "5", '"v"')
+    assert (get.status, get.body) == (200, b"ok")
+    assert connections == [0, 1]  # the GET went on a new upstream connection
+
+
 @pytest.mark.parametrize("odd", [False, True], ids=["plain", "as-sent"])
 async def test_response_header_names_reach_the_visitor_as_spelled(
     start_gateway, raw_upstream, odd: bool

@@ -191,6 +191,60 @@ async def test_interim_responses_are_passed_over(start_gateway, raw_upstream) ->
     assert len(origin.connections) == 1  # the interim answers left the connection clean
 
 
+HEAD_ANSWER = b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "v"\r\n\r\nhello'
+
+
+@pytest.mark.parametrize(
+    ("method", "answer", "cuts"),
+    [
+        ("HEAD", HEAD_ANSWER, ()),
+        ("HEAD", HEAD_ANSWER, (len(HEAD_ANSWER) - 6,)),
+        ("HEAD", HEAD_ANSWER, (len(HEAD_ANSWER) - 7, len(HEAD_ANSWER) - 3)),
+        ("HEAD", HEAD_ANSWER, (24, 25, 26)),
+        ("HEAD", b'HTTP/1.1 200 OK\nContent-Length: 5\nETag: "v"\n\nhello', ()),
+        ("GET", b'HTTP/1.1 304 Not Modified\r\nETag: "v"\r\n\r\nhello', ()),
+        ("GET", b'HTTP/1.1 204 No Content\r\nETag: "v"\r\n\r\nhello', (35,)),
+    ],
+    ids=["one-read", "cut-in-the-end", "cut-before-the-end", "interim-cut", "bare-lf", "304", "204"],
+)
+async def test_bodiless_answer_with_a_body_gives_its_head_and_drops_the_connection(
+    raw_upstream, method: str, answer: bytes, cuts: tuple[int, ...]
+) -> None:
+    """Straight on the pool: an answer that has no body (to HEAD, a 204, a 304) but comes with
+    one anyway (after an interim answer, its head's end split across reads or not) gives its
+    head; the body's bytes are dropped and the connection, out of step, is not reused."""
+    connections: list[int] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if b"/page" not in line:
+                writer.write(OK)
+                await writer.drain()
+                continue
+            for start, end in zip((0, *cuts), (*cuts, len(answer)), strict=True):
+                writer.write(answer[start:end])
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each piece its own read
+
+    pool = Upstream(
+        await raw_upstream(origin), limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190
+    )
+    try:
+        resp = await pool.request(method, "/page", [("Host", "t")], None, length_known=False)
+        assert (resp.headers["ETag"], await resp.content.read()) == ('"v"', b"")
+        await asyncio.sleep(0.1)  # the rest of the pieces arrive
+        resp.release()
+        resp = await pool.request("GET", "/next", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"ok")
+        resp.release()
+    finally:
+        await pool.close()
+    assert connections == [0, 1]
+
+
 async def test_visitor_gone_mid_body_drops_the_upstream_connection(start_gateway, raw_upstream) -> None:
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 200_000
     sent_big = asyncio.Event()
