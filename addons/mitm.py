@@ -4,7 +4,9 @@ Translates mitmproxy's ``HTTPFlow`` to our ``Exchange`` and back, so the same
 addon chain and the same store run inside mitmproxy (for its TLS termination,
 HTTP/2 and HTTP/3 at the edge). Request hook: the chain runs, tracking pairs
 leave ``flow.request.path`` (the other raw query pieces kept byte for byte),
-extra upstream headers are set, a ``reply`` becomes ``flow.response``.
+extra upstream headers are set, a ``reply`` becomes ``flow.response``. A WebSocket
+upgrade gets the chain's ``websocket`` hook instead (tracking pairs leave its URL too;
+nothing is recorded), as in the aiohttp host.
 Response-headers hook (before any body byte, streamed or not): the response
 hooks run, our Set-Cookie headers are added beside the site's, and the flow
 waits — bounded by ``storage.max_wait_ms`` — for its events' commit. Owns a
@@ -44,6 +46,16 @@ def joined_headers(headers: Any) -> dict[str, str]:
         else:
             joined[key] = value
     return joined
+
+
+def is_websocket_upgrade(request: mhttp.Request) -> bool:
+    """A WebSocket handshake (``gateway.websocket.is_websocket_upgrade``, for mitmproxy's
+    request): mitmproxy knows it only once the site has answered 101."""
+    return (
+        request.method == "GET"
+        and request.headers.get("upgrade", "").lower() == "websocket"
+        and "upgrade" in request.headers.get("connection", "").lower()
+    )
 
 
 def set_cookie_value(cookie: Cookie) -> str:
@@ -143,6 +155,10 @@ class GatewayAddon:
             flow.response = mhttp.Response.make(404, body, {"content-type": "application/json"})
             return
         ex = Exchange(self.view(flow, path, query))
+        if is_websocket_upgrade(flow.request):
+            await self.pipeline.websocket(ex)
+            self._to_upstream(flow, ex, path)
+            return
         await self.pipeline.request(ex)
         commits = [self.store.submit(ex.events)] if ex.events else []
         self._flows[flow.id] = _State(ex, len(ex.events), commits)
@@ -150,6 +166,11 @@ class GatewayAddon:
             reply = ex.reply
             flow.response = mhttp.Response.make(reply.status, reply.body, dict(reply.headers))
             return
+        self._to_upstream(flow, ex, path)
+
+    @staticmethod
+    def _to_upstream(flow: mhttp.HTTPFlow, ex: Exchange, path: str) -> None:
+        """The chain's changes to the request as it goes upstream: its query, its headers."""
         if ex.upstream_query is not None:
             flow.request.path = path + ("?" + ex.upstream_query if ex.upstream_query else "")
         for name, value in ex.upstream_headers.items():

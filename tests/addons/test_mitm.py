@@ -106,6 +106,28 @@ async def test_redirect_reply_becomes_the_response(tmp_path: Path, secrets: None
         await gateway.done()
 
 
+@pytest.mark.parametrize("strip", ["forward", "redirect"])
+async def test_websocket_upgrade_is_stripped_not_recorded(tmp_path: Path, secrets: None, strip: str) -> None:
+    """As in the aiohttp host: a WebSocket upgrade loses its tracking pairs (inline under
+    ``redirect`` too: a WebSocket client follows no redirect) and records no touchpoint."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        toml = await asyncio.to_thread(config, tmp_path, "gw", f'[proxy]\nstrip = "{strip}"\n')
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        upgrade = [(b"host", b"shop.example"), (b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+        flow = tflow.tflow(req=tutils.treq(path=b"/ws?room=1&utm_source=x&gclid=g", headers=upgrade))
+        try:
+            await gateway.request(flow)
+            assert (flow.request.path, flow.response) == ("/ws?room=1", None)
+            flow.response = tutils.tresp(status_code=101, headers=[(b"upgrade", b"websocket")])
+            await gateway.responseheaders(flow)
+            assert "set-cookie" not in flow.response.headers
+        finally:
+            await gateway.done()
+    assert await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT source FROM touchpoints") == []
+
+
 async def test_reserved_paths_are_not_forwarded(addon: GatewayAddon) -> None:
     flow = tflow.tflow(req=tutils.treq(path=b"/_gw/events", method=b"POST"))
     await addon.request(flow)
