@@ -5,6 +5,8 @@ The parent spawns with the signals blocked (``blocked``: a new process inherits 
 the worker, first thing, ignores them and unblocks them (``ignored``), dropping one that came
 while it started. The parent then stops its workers its own way. Used by the report workers
 (``storage/report_pool.py``) and ``gateway import``'s (``gateway/importworkers.py``).
+
+The ``gateway`` command itself holds them the same way while it loads (``gateway/__main__.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterable, Iterator
+
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+"""What stops a command or a service: Ctrl-C, and a service manager's stop."""
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import msgspec
 from yarl import URL
 
 from gateway import report_cli
+from gateway.childsignals import STOP_SIGNALS
 from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked, read_config
 from gateway.config_values import host_problem
 from gateway.doctor import cmd_doctor, timeout_arg
@@ -551,7 +553,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
     except ConfigError as err:
         return _fail_config(args.config, err)
-    return import_command(settings, args)
+    code = import_command(settings, args)
+    for sig in STOP_SIGNALS:  # the import is over: a stop now would only change its exit status
+        signal.signal(sig, signal.SIG_IGN)
+    return code
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -658,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
         "judged over the whole log, in order, as one live process judges them; more are faster, "
         "but each judges only the chunks it replays)",
     )
-    imp.set_defaults(func=cmd_import)
+    # A stop held while the command loaded is heard by the import itself (``until_stopped``).
+    imp.set_defaults(func=cmd_import, hears_stop_signals=True)
     replay = sub.add_parser("replay-bad", help="re-validate kept bad events and ingest those that now pass")
     replay.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     replay.add_argument("--sender", help="only this [[sources]] sender's bad events")
@@ -712,6 +718,10 @@ SIGPIPE ends, as ``cat`` would exit, so ``set -o pipefail`` sees the same."""
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not getattr(args, "hears_stop_signals", False):
+        # Held while the command loaded (``gateway/__main__.py``): one that came meanwhile has its
+        # usual effect now, before the command begins.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code = int(args.func(args))

@@ -172,7 +172,6 @@ async def run_import(
             "(or set proxy.public_origin) so same-site referrers are told from external ones"
         )
     parse = None if fmt == "mitm" else parser_for(fmt, settings.options.identity.cookie_name, fields)
-    sizes = await asyncio.to_thread(lambda: [p.stat().st_size for p in paths])
     summary = Summary() if summary is None else summary
     store: LocalStore | None = None
     before: dict[str, int] = {}
@@ -182,6 +181,7 @@ async def run_import(
     started = time.perf_counter()
     try:
         try:
+            sizes = await asyncio.to_thread(lambda: [p.stat().st_size for p in paths])
             if not dry_run:
                 storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=600_000.0)
                 store = LocalStore(settings.store_path, storage, metrics)
@@ -382,7 +382,9 @@ class _Progress:
 async def until_stopped(run: Callable[[Summary], Coroutine[Any, Any, Summary]]) -> Summary:
     """``run(summary)``, stopped cleanly by SIGINT (Ctrl-C) or SIGTERM: the first one marks the
     summary interrupted and cancels the run, which then finishes writing what it read; a second
-    one has its default effect (KeyboardInterrupt, or the end of the process)."""
+    one has its default effect (KeyboardInterrupt, or the end of the process). One held while
+    the command loaded (``gateway/__main__.py``) stops the run as it starts. Once the run is over
+    they are ignored: what is left is to report it (the caller restores its own handlers)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -394,9 +396,10 @@ async def until_stopped(run: Callable[[Summary], Coroutine[Any, Any, Summary]]) 
             loop.remove_signal_handler(each)
         task.cancel()
 
-    for sig in STOPPING:
-        loop.add_signal_handler(sig, stop, sig)
     try:
+        for sig in STOPPING:
+            loop.add_signal_handler(sig, stop, sig)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
         return await run(summary)
     except asyncio.CancelledError:
         if not summary.interrupted:  # not ours
@@ -405,11 +408,22 @@ async def until_stopped(run: Callable[[Summary], Coroutine[Any, Any, Summary]]) 
     finally:
         for sig in STOPPING:
             loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def import_command(settings: Settings, args: argparse.Namespace) -> int:
     """``gateway import``: run, print the summary; 2 for a usage problem, 1 for an unreadable file,
     130 or 143 when SIGINT or SIGTERM stopped it part way."""
+    handlers = {sig: signal.getsignal(sig) for sig in STOPPING}
+    try:
+        return _import_command(settings, args)
+    finally:  # ignored once the import is over (``until_stopped``): as they were, for a caller
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _import_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         fields = parse_fields(args.field)
         paths = [Path(p) for p in args.files]
@@ -453,12 +467,12 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
 def _stopped(summary: Summary) -> str:
     """What an interrupted import says: how far it got, and how to finish."""
     name, line = summary.read_to
-    read = f"{name} line {line:,}" if name else "the first line"
+    read = f"{name} line {line:,}"
     earlier = " (and the files before it)" if name and summary.files > 1 else ""
-    if summary.new_rows is None:
-        return f"stopped by {summary.interrupted} after {read}{earlier}; a dry run: nothing was written"
     if not name:
         return f"stopped by {summary.interrupted} before a line was read; nothing was imported"
+    if summary.new_rows is None:
+        return f"stopped by {summary.interrupted} after {read}{earlier}; a dry run: nothing was written"
     return (
         f"stopped by {summary.interrupted}: everything up to {read}{earlier} is in the store; run the"
         " same command again to import the rest (what is already there is not added twice)"

@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from gateway.backfill import Replayer, replay_items
-from gateway.childsignals import blocked, ignored
+from gateway.childsignals import STOP_SIGNALS, blocked, ignored
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.history import Item, Skip
@@ -29,7 +28,6 @@ from gateway.logformats import parser_for
 from gateway.metrics import Metrics
 
 Lines = list[tuple[int, bytes] | Skip]
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 PARENT_CHECK = 0.5
 """Seconds between a worker's checks that the import that started it still runs."""
 _worker: dict[str, Any] = {}

@@ -702,3 +702,74 @@ async def test_a_step_of_the_teardown_runs_to_its_end_through_the_stop() -> None
                 await task
             await asyncio.sleep(0.3)
             assert done == []  # cancelled with it
+
+
+def _holds_stop_signals(pid: int) -> bool:
+    """Whether process ``pid`` has SIGINT and SIGTERM blocked (its ``SigBlk`` mask, Linux ``/proc``)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigBlk:"):
+                mask = int(line.split()[1], 16)
+                return all(mask >> (sig - 1) & 1 for sig in (signal.SIGINT, signal.SIGTERM))
+    return False
+
+
+@pytest.mark.parametrize("after", [0.0, 0.05, 0.15, 0.3], ids=lambda s: f"{s}s")
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["int", "term"])
+def test_a_stop_while_the_command_loads_is_the_same_clean_stop(
+    tmp_path: Path, sig: signal.Signals, code: int, after: float
+) -> None:
+    """Ctrl-C or SIGTERM in the first few hundred milliseconds, while the command still imports
+    its modules and reads its config: it used to end with Python's traceback of whatever import
+    it interrupted (SIGINT) or silently by the signal (SIGTERM). From the moment our code runs
+    the command holds them, and the import then stops as it does later: its summary, the
+    message, 130 or 143. (Before that moment there is only Python's own start-up.)"""
+    log = write_log(tmp_path / "access.log", 20_000)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    proc = _start_import(tmp_path, log)
+    try:
+        deadline = time.monotonic() + 20
+        while not _holds_stop_signals(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, "it never held Ctrl-C and SIGTERM"
+            time.sleep(0.001)
+        time.sleep(after)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    if proc.returncode == 0:  # on a fast machine 20,000 lines may all be in before the signal
+        assert after > 0 and "20,000 lines read" in out, (out, err)
+        return
+    assert proc.returncode == code, (out, err)
+    stopped = rf"gateway import: stopped by {sig.name}( before a line was read|: everything up to)"
+    assert re.search(stopped, err), err
+    assert "gateway import:" in out and "dry run" not in out + err, (out, err)
+    if after == 0:
+        assert f"stopped by {sig.name} before a line was read; nothing was imported" in err, err
+
+
+def test_another_command_interrupted_while_it_loads_says_so(tmp_path: Path) -> None:
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "check", "-c", "gw.toml", "--dev"], cwd=tmp_path,
+        env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not _holds_stop_signals(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, "it never held Ctrl-C"
+            time.sleep(0.001)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (proc.returncode, err) == (130, "gateway: interrupted\n"), (out, err)
