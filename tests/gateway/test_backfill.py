@@ -555,6 +555,10 @@ def test_workers_end_when_the_import_is_killed(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
         assert _gone(workers), "the workers of a killed import kept running"
+        # Until multiprocessing's resource tracker, the last process holding stderr, is done too:
+        # it removes the pool's semaphores, and no longer warns about "leaked" ones.
+        _, err = proc.communicate(timeout=30)
+        assert "resource_tracker" not in err and "leaked" not in err, err
     finally:
         with contextlib.suppress(ProcessLookupError):  # its session: whatever it left behind
             os.killpg(proc.pid, signal.SIGKILL)
