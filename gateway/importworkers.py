@@ -12,6 +12,7 @@ parent runs threads (the store's writer) that a fork would copy mid-flight.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import sys
@@ -44,7 +45,13 @@ def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str]) -> N
     # worker started up is dropped here, rather than ending it with a traceback.
     ignored(STOP_SIGNALS)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    replayer = Replayer(settings, Metrics(), host)
+    # The parent built the same chain from the same settings before it started the pool, and has
+    # said what configuring it warns about (no GeoIP database): once, not once more per worker.
+    logging.disable(logging.WARNING)
+    try:
+        replayer = Replayer(settings, Metrics(), host)
+    finally:
+        logging.disable(logging.NOTSET)
     if (recent := replayer.recent_bindings()) is not None:
         # A worker sees only some chunks: whether a pair was bound before is for the parent to
         # say, which sees every binding in file order (``first_bindings``).

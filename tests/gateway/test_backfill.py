@@ -407,6 +407,19 @@ async def test_worker_processes_store_what_one_process_stores(tmp_path: Path) ->
     assert results[0][0] == 9001 and results[0][2] == ["access.log:9001: not a combined-log line"]
 
 
+def test_worker_processes_do_not_repeat_the_config_warnings(tmp_path: Path) -> None:
+    """Each worker builds the chain again from the same config: what configuring it warns about
+    (here: no GeoIP database) was printed by every worker, after the parent had said it."""
+    log = write_log(tmp_path / "access.log", 3 * 4096)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    for workers in ("1", "3"):
+        done = _cli(
+            tmp_path, str(log), "--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", workers
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count("geo: no database configured") == 1, done.stderr
+
+
 def test_cli_refuses_a_url_for_host_and_a_worker_count_below_one(tmp_path: Path) -> None:
     log = write_log(tmp_path / "access.log", 10)
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
