@@ -4,8 +4,8 @@ Owns the records a reader yields (``Line``: a logged request; ``Record``: a
 Segment event; ``Skip``: what could not be read, and why), opening a file
 (gzip recognised by its magic bytes, whatever its name), its identity (the
 digest of its first line, the same in a renamed, rotated, compressed or grown
-copy), reading it in chunks, and the timestamp forms logs use. The per-format
-parsers are ``gateway.logformats``.
+copy, whatever its line ends), reading it in chunks, and the timestamp forms
+logs use. The per-format parsers are ``gateway.logformats``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ BOM = b"\xef\xbb\xbf"
 """UTF-8's byte order mark."""
 
 
+def _as_lf(line: bytes) -> bytes:
+    """``line`` ending in LF if it ended in CRLF. An LF line is hashed as it always was (the ids
+    of what was imported stay as they are); a CRLF copy of it gets the same digest."""
+    return line[:-2] + b"\n" if line.endswith(b"\r\n") else line
+
+
 class History:
     """An open history file: compressed or not, read in chunks of parsed items."""
 
@@ -80,12 +86,13 @@ class History:
         self._raw.seek(0)
         self._parse = parse
         self._number = 0
-        first = self._stream.readline()
-        self.identity = hashlib.blake2b(first, digest_size=16).digest()
-        """The digest of the first line: the same in a renamed, rotated, compressed or grown copy."""
         # A byte order mark (Windows tools write one) is not part of the first line, which then
         # parses (JSON with one is not JSON; a combined line's address would keep it).
-        self._pending = first.removeprefix(BOM)
+        first = self._stream.readline().removeprefix(BOM)
+        self.identity = hashlib.blake2b(_as_lf(first), digest_size=16).digest()
+        """The digest of the first line: the same in a renamed, rotated, compressed or grown copy,
+        and in one with CRLF line ends or a byte order mark (the lines are the same)."""
+        self._pending = first
 
     @property
     def lines(self) -> int:

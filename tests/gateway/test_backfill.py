@@ -633,6 +633,28 @@ async def test_a_byte_order_mark_or_crlf_line_ends_lose_no_line(tmp_path: Path) 
         assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}, name
 
 
+async def test_a_copy_with_crlf_line_ends_or_a_byte_order_mark_is_the_same_file(tmp_path: Path) -> None:
+    """A log copied through a Windows tool (CRLF line ends, perhaps a byte order mark) holds the
+    same lines as the original: importing it after the original adds nothing. Its first line,
+    the file's identity, used to be hashed with its CR and mark, so every line came in again."""
+    settings = make_settings(tmp_path)
+    data = COMBINED.encode() + b"\n"
+    copies = {
+        "access.log": data,
+        "crlf.log": data.replace(b"\n", b"\r\n"),
+        "bom.log": b"\xef\xbb\xbf" + data,
+        "windows.log.gz": gzip.compress(b"\xef\xbb\xbf" + data.replace(b"\n", b"\r\n")),
+    }
+    for name, content in copies.items():
+        await asyncio.to_thread((tmp_path / name).write_bytes, content)
+    first = await run_import(settings, [tmp_path / "access.log"], "combined", host="shop.example")
+    assert first.new_rows is not None and first.new_rows["touchpoints"] == 3
+    for name in copies:
+        again = await run_import(settings, [tmp_path / name], "combined", host="shop.example")
+        assert again.events == first.events, name
+        assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}, name
+
+
 def test_one_process_is_the_default_so_bot_verdicts_are_judged_over_the_whole_log() -> None:
     """Bot velocity and behaviour are each process's memory: with several workers, each judges
     only the chunks it replays, and a burst's verdicts depend on how the chunks fell. An import
