@@ -636,7 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser(
         "import", help="replay access logs, flow dumps or Segment archives through the pipeline, offline"
     )
-    imp.add_argument("files", nargs="+", metavar="FILE", help="history files (gzip is detected)")
+    imp.add_argument(
+        "files", nargs="+", metavar="FILE", help="history files (gzip is detected); - reads standard input"
+    )
     imp.add_argument(
         "--format", required=True, choices=("combined", "json-lines", "mitm", "segment"), help="file format"
     )

@@ -1,11 +1,12 @@
 """History files for ``gateway import``: what one logged request is, and reading files of them.
 
 Owns the records a reader yields (``Line``: a logged request; ``Record``: a
-Segment event; ``Skip``: what could not be read, and why), opening a file
-(gzip recognised by its magic bytes, whatever its name), its identity (the
-digest of its first line, the same in a renamed, rotated, compressed or grown
-copy, whatever its line ends), reading it in chunks, and the timestamp forms
-logs use. The per-format parsers are ``gateway.logformats``.
+Segment event; ``Skip``: what could not be read, and why), opening a file or a
+stream (standard input, read once from front to back; gzip recognised by its
+magic bytes, whatever the name), its identity (the digest of its first line,
+the same in a renamed, rotated, compressed, grown or piped copy, whatever its
+line ends), reading it in chunks, and the timestamp forms logs use. The
+per-format parsers are ``gateway.logformats``.
 """
 
 from __future__ import annotations
@@ -73,17 +74,61 @@ def _as_lf(line: bytes) -> bytes:
     return line[:-2] + b"\n" if line.endswith(b"\r\n") else line
 
 
-class History:
-    """An open history file: compressed or not, read in chunks of parsed items."""
+Input = Path | BinaryIO
+"""A history file, or a stream read once from front to back (``-``: standard input)."""
+STDIN = "stdin"
+"""What the summary and the messages call a stream."""
 
-    def __init__(self, path: Path, parse: Callable[[int, bytes], list[Item]]) -> None:
-        self.path = path
-        self.size = path.stat().st_size
-        self._raw: BinaryIO = path.open("rb")
+
+def input_name(source: Input) -> str:
+    return source.name if isinstance(source, Path) else STDIN
+
+
+class _Counted(io.RawIOBase):
+    """A stream that cannot seek, as the raw layer of a buffered reader: its ``tell`` is the
+    bytes read from it so far, and its first reads return at least two bytes unless the stream
+    ends (enough to tell gzip by its magic)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._head = b""
+        while len(self._head) < 2 and (more := stream.read(2 - len(self._head))):
+            self._head += more
+        self._read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            data, self._head = self._head, b""
+        else:
+            data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        self._read += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._read
+
+
+def open_input(source: Input) -> io.BufferedReader:
+    """``source`` to read: a file opened, or a stream buffered. Either way ``tell`` is the bytes
+    of the input read so far and ``peek`` shows its first bytes before they are read."""
+    if isinstance(source, Path):
+        return source.open("rb")
+    return io.BufferedReader(_Counted(source))
+
+
+class History:
+    """An open history file (or stream): compressed or not, read in chunks of parsed items."""
+
+    def __init__(self, source: Input, parse: Callable[[int, bytes], list[Item]]) -> None:
+        self._owned = isinstance(source, Path)
+        self._raw = open_input(source)
         self._stream: BinaryIO = self._raw
-        if self._raw.read(2) == b"\x1f\x8b":
+        if self._raw.peek(2)[:2] == b"\x1f\x8b":
             self._stream = gzip.GzipFile(fileobj=self._raw)  # type: ignore[assignment]
-        self._raw.seek(0)
         self._parse = parse
         self._number = 0
         # A byte order mark (Windows tools write one) is not part of the first line, which then
@@ -140,8 +185,11 @@ class History:
         return items
 
     def close(self) -> None:
-        self._stream.close()
-        self._raw.close()
+        """Close the file. A stream is left as it is: it is the caller's, and a stopped import
+        may have left a thread waiting on it for input that never comes."""
+        if self._owned:
+            self._stream.close()
+            self._raw.close()
 
 
 # -- timestamps ----------------------------------------------------------------------------

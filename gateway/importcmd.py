@@ -13,17 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import msgspec
 
@@ -31,7 +33,7 @@ from addons.stitching import RecentPairs
 from gateway.backfill import Replayer, Summary, replay_items
 from gateway.config import Settings
 from gateway.events import Binding, Event
-from gateway.history import History, Item, Skip
+from gateway.history import STDIN, History, Input, Item, Skip, input_name
 from gateway.importworkers import WorkerPool
 from gateway.logformats import FORMATS, JSON_FIELDS, parser_for, read_flows
 from gateway.metrics import Metrics
@@ -68,6 +70,11 @@ def parse_fields(specs: Sequence[str]) -> dict[str, str]:
             raise UsageError(f'--field {spec}: a JSON pointer starts with "/" (or is empty to unmap)')
         fields[name] = pointer
     return fields
+
+
+def _sizes(paths: Sequence[Input]) -> list[int | None]:
+    """Each file's size in bytes (None: a stream's is not known before its end)."""
+    return [path.stat().st_size if isinstance(path, Path) else None for path in paths]
 
 
 def _count_rows(path: Path) -> dict[str, int]:
@@ -111,9 +118,11 @@ class _Writer:
 
 
 class _Source:
-    """One file's items, chunk by chunk; every method does file I/O, so call it in a worker thread."""
+    """One file's items, chunk by chunk; every method does file I/O, so call it off the loop
+    (``_off_loop``)."""
 
-    def __init__(self, path: Path, fmt: str, parse: Callable[[int, bytes], list[Item]] | None) -> None:
+    def __init__(self, path: Input, fmt: str, parse: Callable[[int, bytes], list[Item]] | None) -> None:
+        self.stream = not isinstance(path, Path)
         self.history: History | None = None
         self.flows: Iterator[tuple[list[Item], int]] | None = None
         if fmt == "mitm":
@@ -133,15 +142,44 @@ class _Source:
         return (chunk, self.history.position) if chunk else None
 
     def close(self) -> None:
+        if self.stream:  # the caller's, and perhaps still read by a thread a stop left waiting
+            return
         if self.history is not None:
             self.history.close()
         if self.flows is not None:
             self.flows.close()  # type: ignore[attr-defined]
 
 
+async def _off_loop(call: Callable[[], _T], stream: bool) -> _T:
+    """``call()`` (file I/O) in a worker thread. Reading a stream (stdin) may wait for input
+    indefinitely: a stopped import must not wait for it, so a stream is read in a daemon thread
+    of its own (the default executor's threads are joined as the loop and the process end)."""
+    if not stream:
+        return await asyncio.to_thread(call)
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():  # not cancelled by a stop meanwhile
+            outcome()
+
+    def run() -> None:
+        try:
+            result = call()
+        except BaseException as err:  # handed to the awaiting task, which raises it
+            outcome = functools.partial(future.set_exception, err)
+        else:
+            outcome = functools.partial(future.set_result, result)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the import ended without it
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name="gateway-import-stdin", daemon=True).start()
+    return await future
+
+
 async def run_import(
     settings: Settings,
-    paths: Sequence[Path],
+    paths: Sequence[Input],
     fmt: str,
     *,
     dry_run: bool = False,
@@ -151,9 +189,9 @@ async def run_import(
     workers: int = 1,
     summary: Summary | None = None,
 ) -> Summary:
-    """Import ``paths`` (format ``fmt``); the summary. With ``workers`` > 1, log lines are parsed
-    and replayed in that many processes. UsageError for a bad command line, OSError when a file
-    cannot be opened.
+    """Import ``paths`` (format ``fmt``; a stream among them is read once, front to back); the
+    summary. With ``workers`` > 1, log lines are parsed and replayed in that many processes.
+    UsageError for a bad command line, OSError when a file cannot be opened.
 
     ``summary`` is filled in as the import goes; cancelled once its ``interrupted`` is set (by
     ``until_stopped``), the import stops reading, writes everything read so far, stops its
@@ -181,7 +219,7 @@ async def run_import(
     started = time.perf_counter()
     try:
         try:
-            sizes = await asyncio.to_thread(lambda: [p.stat().st_size for p in paths])
+            sizes = await asyncio.to_thread(_sizes, paths)
             if not dry_run:
                 storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=600_000.0)
                 store = LocalStore(settings.store_path, storage, metrics)
@@ -189,7 +227,8 @@ async def run_import(
                 before = await asyncio.to_thread(_count_rows, settings.store_path)
             # Writes to the terminal are throttled to ~10 a second.
             if progress:
-                bar = progress_bar(sum(sizes), "import", "B", unit_scale=True, unit_divisor=1024)
+                total = None if None in sizes else sum(size or 0 for size in sizes)
+                bar = progress_bar(total, "import", "B", unit_scale=True, unit_divisor=1024)
             if workers > 1 and fmt != "mitm":
                 pool = await asyncio.to_thread(
                     WorkerPool, workers, settings, fmt, replayer.host, fields or {}
@@ -246,20 +285,21 @@ async def _through_stop(step: Awaitable[_T], summary: Summary) -> _T:
 async def _import_file(
     replayer: Replayer,
     pool: WorkerPool | None,
-    path: Path,
+    path: Input,
     fmt: str,
     parse: Callable[[int, bytes], list[Item]] | None,
     summary: Summary,
     writer: _Writer,
     progress: _Progress,
 ) -> None:
+    name = input_name(path)
     try:
-        source = await asyncio.to_thread(_Source, path, fmt, parse)
+        source = await _off_loop(functools.partial(_Source, path, fmt, parse), not isinstance(path, Path))
         try:
             if pool is not None and source.history is not None:
-                await _replay_pooled(replayer, pool, source, path.name, summary, writer, progress)
+                await _replay_pooled(replayer, pool, source, name, summary, writer, progress)
             else:
-                await _replay_source(replayer, source, path.name, summary, writer, progress)
+                await _replay_source(replayer, source, name, summary, writer, progress)
         finally:
             await asyncio.to_thread(source.close)
     except (OSError, EOFError, zlib.error) as err:
@@ -268,7 +308,7 @@ async def _import_file(
         if isinstance(err, OSError) and err.filename:
             raise
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise OSError(getattr(err, "errno", None) or 0, reason, str(path)) from err
+        raise OSError(getattr(err, "errno", None) or 0, reason, name) from err
 
 
 async def _replay_source(
@@ -280,7 +320,7 @@ async def _replay_source(
     progress: _Progress,
 ) -> None:
     """In this process: read and parse a chunk in a worker thread, replay it here."""
-    while (step := await asyncio.to_thread(source.next)) is not None:
+    while (step := await _off_loop(source.next, source.stream)) is not None:
         chunk, position = step
         events, skips = await replay_items(replayer, chunk, source.identity)
         lines = len({item.number for item in chunk})
@@ -329,7 +369,7 @@ async def _replay_pooled(
         progress.update(summary.lines, position)
 
     try:
-        while (step := await asyncio.to_thread(read_and_submit)) is not None:
+        while (step := await _off_loop(read_and_submit, source.stream)) is not None:
             future, lines, last, position = step
             pending.append((asyncio.wrap_future(future), lines, last, position))
             if len(pending) > 2 * pool.workers:
@@ -364,17 +404,20 @@ class _Progress:
     """The bar (or nothing): bytes of all files with ETA, and lines/s."""
 
     def __init__(self, bar: Any, started: float) -> None:
-        self.bar, self.started, self.done = bar, started, 0
+        self.bar, self.started, self.done, self.position = bar, started, 0, 0
 
     def update(self, lines: int, position: int) -> None:
+        self.position = position
         if self.bar is None:
             return
         self.bar.update(self.done + position - self.bar.n)
         rate = lines / max(1e-9, time.perf_counter() - self.started)
         self.bar.set_postfix_str(f"{rate:,.0f} lines/s", refresh=False)
 
-    def file_done(self, size: int) -> None:
-        self.done += size
+    def file_done(self, size: int | None) -> None:
+        """The end of a file of ``size`` bytes (None: a stream, as far as it was read)."""
+        self.done += self.position if size is None else size
+        self.position = 0
         if self.bar is not None:
             self.bar.update(self.done - self.bar.n)
 
@@ -423,10 +466,31 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
                 signal.signal(sig, handler)
 
 
+def _inputs(files: Sequence[str]) -> list[Input]:
+    """The command line's files; ``-`` is standard input (once, and not a terminal)."""
+    if files.count("-") > 1:
+        raise UsageError("-: standard input can be read once; give - once")
+    return [_stdin() if name == "-" else Path(name) for name in files]
+
+
+def _stdin() -> BinaryIO:
+    """Standard input, unbuffered (only a stream's own reader, in its own thread, waits on it),
+    and never closed (it is not ours)."""
+    try:
+        stream = open(0, "rb", buffering=0, closefd=False)  # noqa: SIM115 - never closed
+    except OSError as err:  # closed (<&-)
+        raise OSError(err.errno, err.strerror, STDIN) from err
+    if stream.isatty():
+        raise UsageError(
+            "-: standard input is a terminal; pipe a log in, as in zcat access.log.gz | gateway import - …"
+        )
+    return stream
+
+
 def _import_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         fields = parse_fields(args.field)
-        paths = [Path(p) for p in args.files]
+        paths = _inputs(args.files)
         summary = asyncio.run(
             until_stopped(
                 lambda summary: run_import(
@@ -473,7 +537,9 @@ def _stopped(summary: Summary) -> str:
         return f"stopped by {summary.interrupted} before a line was read; nothing was imported"
     if summary.new_rows is None:
         return f"stopped by {summary.interrupted} after {read}{earlier}; a dry run: nothing was written"
+    # Standard input is known by its lines alone: a rest of it (tail -n +N) would be another file.
+    again = " with the whole input again, from its first line," if name == STDIN else " again"
     return (
         f"stopped by {summary.interrupted}: everything up to {read}{earlier} is in the store; run the"
-        " same command again to import the rest (what is already there is not added twice)"
+        f" same command{again} to import the rest (what is already there is not added twice)"
     )

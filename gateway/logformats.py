@@ -13,12 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from gateway.history import CHUNK, Item, Line, Record, Skip, parse_any_time, parse_clf_time
+from gateway.history import CHUNK, Input, Item, Line, Record, Skip, open_input, parse_any_time, parse_clf_time
 from gateway.sources import MISSING, parse_pointer, resolve
 
 FORMATS = ("combined", "json-lines", "mitm", "segment")
@@ -208,14 +207,14 @@ def segment_parser() -> Callable[[int, bytes], list[Item]]:
 # -- mitmproxy flow dumps -------------------------------------------------------------------
 
 
-def read_flows(path: Path) -> Iterator[tuple[list[Item], int]]:
+def read_flows(source: Input) -> Iterator[tuple[list[Item], int]]:
     """A mitmproxy flow dump (``mitmdump -w``) in chunks of ``Line``, each with the bytes read so
     far; needs the ``mitm`` extra."""
     from mitmproxy import http
     from mitmproxy.exceptions import FlowReadException
     from mitmproxy.io import FlowReader
 
-    with path.open("rb") as fo:
+    with open_input(source) as fo:  # closing a stream's buffer leaves the stream open
         items: list[Item] = []
         number = 0
         try:

@@ -20,8 +20,9 @@ def on_a_terminal() -> bool:
     return sys.stderr is not None and sys.stderr.isatty()
 
 
-def progress_bar(total: int, desc: str, unit: str, **options: Any) -> tqdm[Any] | None:
-    """A bar over ``total`` units on stderr (tqdm ``options`` beside), or None off a terminal."""
+def progress_bar(total: int | None, desc: str, unit: str, **options: Any) -> tqdm[Any] | None:
+    """A bar over ``total`` units on stderr (tqdm ``options`` beside), or None off a terminal.
+    Without a total (a stream's size is not known): the units so far and the rate, no ETA."""
     if not on_a_terminal():
         return None
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, **options)

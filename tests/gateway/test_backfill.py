@@ -280,6 +280,9 @@ async def test_mitm_flow_dump(tmp_path: Path) -> None:
     assert got == [("mitm", "x", "/landing", "2025-03-01T10:00:00.000000Z")]
     again = await run_import(settings, [path], "mitm")
     assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+    piped = await run_import(settings, [io.BytesIO(await asyncio.to_thread(path.read_bytes))], "mitm")
+    assert piped.examples == ["stdin:3: not an HTTP flow (TCPFlow)"]
+    assert piped.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
 
 
 async def test_logs_without_a_host_need_one(tmp_path: Path) -> None:
@@ -343,6 +346,12 @@ async def test_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mo
     await run_import(settings, [log], "combined", host="shop.example", progress=True, dry_run=True)
     shown = terminal.getvalue()
     assert "import: 100%" in shown and "lines/s" in shown
+    # A stream's size is not known before its end: the bytes read so far and the rate.
+    terminal.truncate(0)
+    stream = io.BytesIO(COMBINED.encode())
+    await run_import(settings, [stream], "combined", host="shop.example", progress=True, dry_run=True)
+    shown = terminal.getvalue()
+    assert f"import: {len(COMBINED)}B" in shown and "lines/s" in shown and "%" not in shown, shown
 
 
 async def test_a_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
@@ -653,6 +662,111 @@ async def test_a_copy_with_crlf_line_ends_or_a_byte_order_mark_is_the_same_file(
         again = await run_import(settings, [tmp_path / name], "combined", host="shop.example")
         assert again.events == first.events, name
         assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}, name
+
+
+async def test_standard_input_is_read_as_the_file_it_came_from(tmp_path: Path) -> None:
+    """``zcat access.log.gz | gateway import -``: a stream is known by its first line and its line
+    numbers as a file is, so piped, compressed, or as the file itself, the same log is imported
+    once; its lines are named ``stdin`` in the summary."""
+    settings = make_settings(tmp_path)
+    data = COMBINED.encode() + b"\n"
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    for workers in (1, 2):
+        streamed = await run_import(
+            settings, [io.BytesIO(data)], "combined", host="shop.example", workers=workers
+        )
+        assert streamed.files == 1 and streamed.lines == COMBINED.count("\n") + 1
+        assert "stdin:5: not a combined-log line" in streamed.examples, streamed.examples
+        if workers == 1:
+            assert streamed.new_rows is not None and streamed.new_rows["touchpoints"] > 0
+            first = streamed
+        assert streamed.events == first.events
+        for again in (log, io.BytesIO(gzip.compress(data)), io.BytesIO(data.replace(b"\n", b"\r\n"))):
+            summary = await run_import(settings, [again], "combined", host="shop.example", workers=workers)
+            assert summary.events == first.events, again
+            assert summary.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}, again
+    fresh = make_settings(tmp_path / "fresh")
+    both = await run_import(fresh, [log, io.BytesIO(data)], "combined", host="shop.example")
+    assert both.files == 2 and both.new_rows == first.new_rows
+
+
+def _cli_stdin(tmp_path: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "import", *args], cwd=tmp_path, env={**os.environ, **ENV},
+        input=data, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_cli_reads_a_log_piped_in_as_dash(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "access.log", 2000, compress=True)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    piped = _cli_stdin(tmp_path, gzip.decompress(log.read_bytes()), "-", *args)  # zcat access.log.gz |
+    assert piped.returncode == 0, piped.stderr
+    [(count,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
+    assert b"2,000 lines read" in piped.stdout and f"new in the store: {count:,}".encode() in piped.stdout
+    again = _cli(tmp_path, str(log), *args)
+    assert again.returncode == 0 and "new in the store: 0" in again.stdout, again
+    twice = _cli_stdin(tmp_path, b"", "-", "-", *args)
+    assert twice.returncode == 2 and b"standard input can be read once" in twice.stderr, twice
+    closed = subprocess.run(  # stdin closed (<&-)
+        ["sh", "-c", f'exec "{sys.executable}" -m gateway import - --format combined -c gw.toml <&-'],
+        cwd=tmp_path, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert closed.returncode == 1 and "cannot read stdin: Bad file descriptor" in closed.stderr, closed
+    leader, follower = os.openpty()  # forgot the pipe: a terminal would wait for typing
+    try:
+        typed = subprocess.run(
+            [sys.executable, "-m", "gateway", "import", "-", *args], cwd=tmp_path, env={**os.environ, **ENV},
+            stdin=follower, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert typed.returncode == 2 and "standard input is a terminal" in typed.stderr, typed
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stop_does_not_wait_for_standard_input_to_end(tmp_path: Path, workers: str) -> None:
+    """SIGTERM while the import waits for more input on a pipe still open (the writer is slow, or
+    stuck): it stops at once, with what it had. The thread waiting on the pipe used to hold
+    the process open until the pipe closed."""
+    log = write_log(tmp_path / "access.log", 5000)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", "-", "--format", "combined", "-c", "gw.toml",
+         "--host", "shop.example", "--no-progress", "--workers", workers],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(log.read_bytes())  # the pipe stays open: more may come
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not _opened(proc.pid, tmp_path / "gw.db"):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        time.sleep(1.5)  # the first 4,096 lines replayed; the reader waits for the rest
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        proc.stdin.close()
+        proc.stdin = None
+        out, err = proc.communicate(timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):  # not left for a later test's collector
+            if pipe is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()
+    assert code == 143, (out, err)
+    assert b"Traceback" not in err and b"Fatal Python error" not in err, err
+    assert b"stopped by SIGTERM" in err, err
+    if workers == "1":  # workers take their chunks back in order, a few at a time
+        assert b"everything up to stdin line 4,096 is in the store" in err, err
+        assert b"with the whole input again, from its first line," in err, err
 
 
 def test_one_process_is_the_default_so_bot_verdicts_are_judged_over_the_whole_log() -> None:
