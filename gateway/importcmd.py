@@ -220,6 +220,8 @@ async def run_import(
     try:
         try:
             sizes = await asyncio.to_thread(_sizes, paths)
+            # As a live gateway starts its chain: the GeoIP databases are opened here.
+            await replayer.pipeline.running()
             if not dry_run:
                 storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=600_000.0)
                 store = LocalStore(settings.store_path, storage, metrics)
@@ -257,6 +259,7 @@ async def run_import(
             bar.close()
         if store is not None:
             await _through_stop(store.close(), summary)
+        await _through_stop(replayer.pipeline.done(), summary)
     summary.seconds = time.perf_counter() - started
     if not dry_run:  # stopped before the rows were counted: before anything was written
         if before:

@@ -45,11 +45,13 @@ def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str]) -> N
     # worker started up is dropped here, rather than ending it with a traceback.
     ignored(STOP_SIGNALS)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    # The parent built the same chain from the same settings before it started the pool, and has
-    # said what configuring it warns about (no GeoIP database): once, not once more per worker.
+    loop = asyncio.new_event_loop()
+    # The parent built and started the same chain from the same settings before it started the
+    # pool, and has said what that warns about (no GeoIP database): once, not once per worker.
     logging.disable(logging.WARNING)
     try:
         replayer = Replayer(settings, Metrics(), host)
+        loop.run_until_complete(replayer.pipeline.running())  # as the parent's: GeoIP files opened
     finally:
         logging.disable(logging.NOTSET)
     if (recent := replayer.recent_bindings()) is not None:
@@ -58,7 +60,7 @@ def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str]) -> N
         recent.size = 0
     _worker["replayer"] = replayer
     _worker["parse"] = parser_for(fmt, settings.options.identity.cookie_name, fields)
-    _worker["loop"] = asyncio.new_event_loop()
+    _worker["loop"] = loop
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -26,6 +26,7 @@ from bench.synthlog import write_log
 from gateway.config import Settings
 from gateway.importcmd import UsageError, import_command, parse_fields, run_import
 from gateway.keys import Keys
+from tests.addons.test_geo import write_mmdb
 from tests.conftest import ENV, GatewayFactory, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -767,6 +768,26 @@ def test_a_stop_does_not_wait_for_standard_input_to_end(tmp_path: Path, workers:
     if workers == "1":  # workers take their chunks back in order, a few at a time
         assert b"everything up to stdin line 4,096 is in the store" in err, err
         assert b"with the whole input again, from its first line," in err, err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_the_geoip_databases_are_read_as_live(tmp_path: Path, workers: int) -> None:
+    """The import never started its chain as a live gateway does (the ``running`` hooks), so
+    the GeoIP databases were never opened: imported touchpoints had no country, whatever
+    ``[geo]`` said."""
+    networks: dict[str, dict[str, object]] = {
+        "203.0.113.0/24": {"country": {"iso_code": "FR"}},
+        "198.51.100.0/24": {"country": {"iso_code": "DE"}},
+    }
+    city = await asyncio.to_thread(write_mmdb, tmp_path / "city.mmdb", "GeoLite2-City", networks)
+    settings = make_settings(tmp_path, f'[geo]\ncountry_db = "{city}"\n')
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert await query(settings, "SELECT source, country FROM touchpoints ORDER BY ts") == [
+        ("news", "FR"),
+        (None, "DE"),
+        (None, "DE"),
+    ]
 
 
 def test_one_process_is_the_default_so_bot_verdicts_are_judged_over_the_whole_log() -> None:
