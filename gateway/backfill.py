@@ -127,6 +127,7 @@ class Replayer:
             max_age=timedelta(days=365 * 50),
             tolerance=timedelta(seconds=opts.webhooks.tolerance_seconds),
             max_len=opts.campaign.max_value_length,
+            channels=settings.channels,
         )
 
     def recent_bindings(self) -> RecentPairs | None:

@@ -112,6 +112,7 @@ class Inbound:
             max_age=timedelta(days=opts.max_event_age_days),
             tolerance=timedelta(seconds=opts.tolerance_seconds),
             max_len=settings.options.campaign.max_value_length,
+            channels=settings.channels,
         )
 
     def routes(self) -> dict[str, Handler]:

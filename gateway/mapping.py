@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from addons.identity import verify_cookie
+from gateway.channels import Channels, Signals
 from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso
 from gateway.keys import MAX_USER_ID, Keys
 from gateway.sources import KINDS, MISSING, SourceMap, resolve
@@ -49,7 +50,9 @@ class Mapped:
 
 @dataclass(frozen=True)
 class Limits:
-    """What ``map_event`` needs besides the event: keys, node, clock bounds, length caps."""
+    """What ``map_event`` needs besides the event: keys, node, clock bounds, length caps, and
+    the channel classifier (a sender's touchpoint gets its channel as it is recorded, as a
+    landing does)."""
 
     keys: Keys
     node: str
@@ -57,6 +60,7 @@ class Limits:
     max_age: timedelta
     tolerance: timedelta
     max_len: int
+    channels: Channels
 
 
 class _Reader:
@@ -238,21 +242,26 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
             Binding(limits.ids(ms), ts, node, keys.visitor_key(visitor_id), user_key, src.name, origin)
         )
     if kind == "touchpoint" or (kind == "conversion" and has_attribution):
+        source = attrs["source"].casefold() if attrs["source"] else None
+        medium = attrs["medium"].casefold() if attrs["medium"] else None
+        click_id_kind = attrs["click_id_kind"] if attrs["click_id"] else None
+        signals = Signals(source, medium, attrs["campaign"], click_id_kind, attrs["creator_id"])
         rows.append(
             Touchpoint(
                 id=limits.ids(ms),
                 ts=ts,
                 node=node,
                 visitor_key=visitor_key(),
-                source=attrs["source"].casefold() if attrs["source"] else None,
-                medium=attrs["medium"].casefold() if attrs["medium"] else None,
+                source=source,
+                medium=medium,
                 campaign=attrs["campaign"],
                 term=attrs["term"],
                 content=attrs["content"],
                 creator_id=attrs["creator_id"],
                 sub_id=attrs["sub_id"],
-                click_id_kind=attrs["click_id_kind"] if attrs["click_id"] else None,
+                click_id_kind=click_id_kind,
                 click_id=attrs["click_id"],
+                channel=limits.channels.classify(signals),
                 landing_path=attrs["landing_path"] or "/",
             )
         )

@@ -57,6 +57,7 @@ async def replay_bad(
         max_age=timedelta(days=wh.max_event_age_days),
         tolerance=timedelta(seconds=wh.tolerance_seconds),
         max_len=settings.options.campaign.max_value_length,
+        channels=settings.channels,
     )
     sources = {s.name: compile_source(s) for s in settings.options.sources}
     report = ReplayReport()

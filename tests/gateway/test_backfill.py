@@ -240,9 +240,10 @@ async def test_segment_archive_pages_and_identifies(tmp_path: Path) -> None:
     assert summary.new_rows == {"touchpoints": 4, "identities": 1, "conversions": 0}
     anon = Keys.from_master(settings.secret).visitor_key("anon-1")  # as the live /_gw/segment keys it
     tps = await query(
-        settings, f"SELECT source, campaign, landing_path, ts FROM touchpoints WHERE visitor_key = '{anon}'"
+        settings,
+        f"SELECT source, campaign, landing_path, ts, channel FROM touchpoints WHERE visitor_key = '{anon}'",
     )
-    assert tps == [("newsletter", "spring", "/pricing", "2025-03-01T10:00:00.000000Z")]
+    assert tps == [("newsletter", "spring", "/pricing", "2025-03-01T10:00:00.000000Z", "Email")]
     [(visitor_key, origin, ts)] = await query(settings, "SELECT visitor_key, origin, ts FROM identities")
     assert (visitor_key, origin, ts) == (anon, "import", "2025-03-01T10:05:00.000000Z")
     assert summary.examples == [

@@ -353,6 +353,23 @@ async def test_segment_page_becomes_a_touchpoint_and_identify_a_binding(gw: Runn
     assert status == 401
 
 
+async def test_a_senders_touchpoints_get_their_channel_as_they_are_recorded(gw: RunningGateway) -> None:
+    """As a landing's does: /api/touchpoints, the sinks and `gateway reclassify` read the column."""
+    tiktok = {"event": "creator.click", "event_id": "ch1", "user": {"external_id": 7}, "creator": {"id": "c"}}
+    click = encode(tiktok)
+    assert (await post(gw, click, signed(click, TIKTOK_RAW)))[0] == 202
+    paid = encode(conversion(click_id="abc", click_id_kind="gclid", currency="EUR"))
+    assert (await post(gw, paid, signed(paid)))[0] == 202
+    campaign = {"name": "spring", "source": "Newsletter", "medium": "email"}
+    page = {"type": "page", "messageId": "ch3", "anonymousId": "a-ch", "context": {"campaign": campaign}}
+    assert (await post(gw, encode(page), basic(SEGMENT), "/_gw/segment"))[0] == 202
+    assert await rows(gw, "SELECT coalesce(source, click_id_kind), channel FROM touchpoints ORDER BY id") == [
+        ("tiktok", "Affiliates"),
+        ("gclid", "Paid Search"),
+        ("newsletter", "Email"),
+    ]
+
+
 async def test_method_and_unknown_reserved_paths(gw: RunningGateway) -> None:
     async with gw.session.get(gw.url + "/_gw/events") as resp:
         assert resp.status == 405 and resp.headers["Allow"] == "POST"

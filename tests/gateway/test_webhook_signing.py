@@ -12,12 +12,13 @@ import msgspec
 import pytest
 
 from addons.identity import cookie_value
+from gateway.channels import Channels
 from gateway.config import ConfigError, load_settings, sender_secret_bytes
 from gateway.events import Binding, Conversion, Touchpoint
 from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
-from gateway.options import SourceOptions
+from gateway.options import ChannelsOptions, SourceOptions
 from gateway.signing import (
     AuthFailed,
     legacy_signature,
@@ -31,7 +32,9 @@ from tests.conftest import ENV
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 KEYS = Keys.from_master(b"m" * 40)
-LIMITS = Limits(KEYS, "test", Uuid7(), timedelta(days=400), timedelta(seconds=300), 200)
+LIMITS = Limits(
+    KEYS, "test", Uuid7(), timedelta(days=400), timedelta(seconds=300), 200, Channels(ChannelsOptions())
+)
 
 
 def test_standard_webhooks_reference_vector() -> None:
