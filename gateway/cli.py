@@ -179,12 +179,13 @@ def _announce(settings: Settings, proxy_addr: str, admin_addr: str, demo: str | 
     print(f"gateway: admin API on http://{admin_addr}/ (store: {settings.store_path})")
     print("Try:")
     print(f"  curl -i 'http://{proxy_addr}/?utm_source=newsletter&utm_medium=email&utm_campaign=launch'")
+    # Double quotes: pasted into a shell, the variable expands (in single quotes curl sent "$NAME").
     token = (
         settings.admin_token
         if settings.generated and any("admin.token" in g for g in settings.generated)
-        else "$GATEWAY_ADMIN_TOKEN"
+        else "$" + settings.options.admin.token.removeprefix("env:")
     )
-    print(f"  curl -H 'Authorization: Bearer {token}' http://{admin_addr}/api/touchpoints")
+    print(f'  curl -H "Authorization: Bearer {token}" http://{admin_addr}/api/touchpoints')
     print(f"  open http://{admin_addr}/ in a browser: the dashboard (sign in with the admin token)")
     sys.stdout.flush()
 

@@ -38,7 +38,7 @@ async def test_dev_run_serves_demo_and_stops_cleanly_on_sigterm(tmp_path: Path) 
         text = "".join(lines)
         proxy = re.search(r"proxy on (http://[\d.:]+)/", text).group(1)  # type: ignore[union-attr]
         admin = re.search(r"admin API on (http://[\d.:]+)/", text).group(1)  # type: ignore[union-attr]
-        token = re.search(r"Bearer (\S+)'", text).group(1)  # type: ignore[union-attr]
+        token = re.search(r'Bearer (\S+)"', text).group(1)  # type: ignore[union-attr]
         assert "demo origin" in text
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{proxy}/?utm_source=newsletter&utm_medium=email") as resp:
@@ -62,6 +62,49 @@ async def test_dev_run_serves_demo_and_stops_cleanly_on_sigterm(tmp_path: Path) 
         stderr = (await proc.stderr.read()).decode()
         assert "DEV MODE" in stderr and "Traceback" not in stderr
         assert await asyncio.to_thread((tmp_path / "gw.db").exists)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_the_printed_curl_lines_work_pasted_into_a_shell(tmp_path: Path) -> None:
+    """What `gateway run` prints to try is run by `sh` as an operator would paste it: the admin
+    line names the token's own variable (admin.token = "env:NAME"), and the shell expands it."""
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        '[proxy]\nlisten = "127.0.0.1:0"\nworkers = 1\n[admin]\nlisten = "127.0.0.1:0"\n'
+        'token = "env:SITE_ADMIN_TOKEN"\n[storage]\npath = "gw.db"\n',
+    )
+    env = {"PATH": "/usr/bin:/bin", "GATEWAY_SECRET": "s" * 40, "SITE_ADMIN_TOKEN": "t" * 40}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "run", "-c", str(cfg),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(20):
+            while not any("api/touchpoints" in line for line in lines):
+                line = (await proc.stdout.readline()).decode()
+                assert line, "gateway exited before it was ready"
+                lines.append(line)
+        curls = [line.strip() for line in lines if line.strip().startswith("curl ")]
+        assert len(curls) == 2 and "$SITE_ADMIN_TOKEN" in curls[1], curls
+        answers = []
+        for command in curls:
+            shell = await asyncio.create_subprocess_exec(
+                "sh", "-c", command.replace("curl -i", "curl -s").replace("curl -H", "curl -s -H"),
+                stdout=asyncio.subprocess.PIPE, env=env,
+            )  # fmt: skip
+            answers.append((await shell.communicate())[0].decode())
+        assert "Demo shop" in answers[0]
+        items = json.loads(answers[1])["items"]
+        assert [t["source"] for t in items] == ["newsletter"]
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            assert await proc.wait() == 0
     finally:
         if proc.returncode is None:
             proc.kill()
