@@ -376,7 +376,12 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
 def validate_attribution(at: AttributionOptions) -> list[str]:
     p: list[str] = []
     for tier, days in at.lookback_days.items():
-        _check(p, 0 < days <= 3650, f"attribution.lookback_days.{tier}", f"must be 0..3650 days, got {days}")
+        _check(
+            p,
+            0 < days <= 3650,
+            f"attribution.lookback_days.{tier}",
+            f"must be more than 0 and at most 3650 days, got {days}",
+        )
     tiers = ", ".join(at.lookback_days)
     _check(
         p,

@@ -396,7 +396,10 @@ def test_readme_worked_example_matches_the_code() -> None:
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ("lookback_days = { awareness = 0.0 }\n", "attribution.lookback_days.awareness: must be 0..3650"),
+        (
+            "lookback_days = { awareness = 0.0 }\n",
+            "attribution.lookback_days.awareness: must be more than 0 and at most 3650 days, got 0.0",
+        ),
         (
             "lookback_days = { awareness = 'x' }\n",
             'attribution.lookback_days.awareness: expected a number, got "x"',
