@@ -365,7 +365,8 @@ def openapi_document() -> dict[str, Any]:
                                     "schema": {"type": "object", "required": ["ok", "status"]}
                                 }
                             },
-                        }
+                        },
+                        **_errors(503),  # the store's writer stopped
                     },
                 }
             },
@@ -583,7 +584,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401),
+                        **_errors(400, 401, 503),  # 503: another process holds the store's write lock
                     },
                 },
             },

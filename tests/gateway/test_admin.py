@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from jsonschema import Draft202012Validator
 
 from gateway.admin import VerdictBody
 from gateway.events import VERDICTS
 from gateway.openapi import openapi_document
 from tests.conftest import TOKEN
 from tests.gateway.test_malformed import raw_request
+from tests.gateway.test_openapi import response_schema
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -203,6 +205,7 @@ async def test_healthz_reports_a_stopped_store(gw) -> None:
     await gw.gateway.store.close()  # as if the writer had died
     status, _, body = await get(gw, "/healthz")
     assert status == 503 and body["ok"] is False and "store" in body["error"]
+    Draft202012Validator(response_schema("/healthz", 503)).validate(body)
     async with gw.session.get(gw.url + "/?utm_source=x") as resp:
         assert resp.status == 200  # the site is still served (fail open)
 

@@ -203,6 +203,7 @@ async def test_a_failed_erasure_logs_no_raw_user_id(
                 assert resp.status == 503 and resp.headers["Retry-After"] == "5"
                 answer = await resp.json()
                 assert answer["error"].startswith("the store is busy") and user_id not in str(answer)
+                Draft202012Validator(response_schema("/api/users/{user_id}", 503, "delete")).validate(answer)
     finally:
         await asyncio.to_thread(locker.execute, "ROLLBACK")
         await asyncio.to_thread(locker.close)
