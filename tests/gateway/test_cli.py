@@ -660,3 +660,41 @@ def test_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
             )  # fmt: skip
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert "gateway: cannot write the output: No space left on device" in done.stderr
+
+
+def test_readme_command_reference_matches_the_parser() -> None:
+    """Every command of the Command-line reference exists with the options it lists, and every
+    option a command takes (but the hidden ones the supervisor passes its workers) is listed."""
+    import argparse
+    import re
+
+    from gateway.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found |= commands(sub, f"{prefix} {name}".strip())
+        if prefix and not found:
+            found[prefix] = {
+                option
+                for action in parser._actions
+                if action.help != argparse.SUPPRESS
+                for option in action.option_strings
+                if option != "-h"
+                and not (option.startswith("--") and "-" + option[2] in action.option_strings)
+            }
+        return found
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Command-line reference") : readme.index("## Configuration reference")]
+    listed = {}
+    for cell in re.findall(r"^\| `gateway ([^`]+)` \|", section, re.MULTILINE):
+        words = cell.split()
+        name = " ".join(words[: next(i for i, w in enumerate(words) if not re.fullmatch(r"[a-z][a-z-]*", w))])
+        listed[name] = set(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", cell))
+    actual = commands(build_parser())
+    assert set(listed) == set(actual)
+    for name, options in actual.items():
+        assert listed[name] == options, name

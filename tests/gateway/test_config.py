@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
 import msgspec
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.config import ConfigError, load_settings, masked
 from gateway.options import ARRAY_SECTIONS, SECTIONS, Options, parse_listen
@@ -168,6 +171,50 @@ def test_readme_documents_every_option() -> None:
     for section, struct in SECTIONS.items():
         for name in struct.__struct_fields__:
             assert f"`{section}.{name}`" in readme, f"{section}.{name} missing from README"
+
+
+README_ROW = re.compile(r"^\| `(\w+)\.(\w+)` \| (.+?) \| ", re.MULTILINE)
+
+
+def test_readme_defaults_are_the_options_defaults() -> None:
+    """A default the Configuration reference writes as a TOML value is the option's default,
+    and every key it names exists."""
+    readme = (ROOT / "README.md").read_text()
+    reference = readme[readme.index("## Configuration reference") : readme.index("## Central store and sync")]
+    defaults = msgspec.json.decode(msgspec.json.encode(Options()))
+    rows = README_ROW.findall(reference)
+    assert len(rows) > 100, "the reference lost its tables"
+    literal = 0
+    for section, name, cell in rows:
+        struct = SECTIONS.get(section) or ARRAY_SECTIONS[section]
+        assert name in struct.__struct_fields__, f"{section}.{name}: no such option"
+        if section not in SECTIONS or not (
+            cell.startswith("`") and cell.endswith("`") and cell.count("`") == 2
+        ):
+            continue  # a description ("gclid … mc_cid", "(required)"), not a value
+        literal += 1
+        assert tomllib.loads("v = " + cell.strip("`"))["v"] == defaults[section][name], f"{section}.{name}"
+    assert literal > 80
+
+
+def test_readme_toml_examples_load(tmp_path: Path) -> None:
+    """Every ```toml block of the README is a config `gateway check` accepts."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```toml\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
+    assert len(blocks) >= 10
+    (tmp_path / "keys").mkdir()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "keys" / "site-jwt.pub.pem").write_bytes(pem)  # named by the JWT example
+    named = set(re.findall(r'"env:(\w+)"', "".join(blocks)))
+    environ = {**ENV, **{name: "e" * 32 for name in named}}
+    for block in blocks:
+        cfg = tmp_path / "gateway.toml"
+        cfg.write_text(block)
+        try:
+            load_settings(cfg, environ=environ)
+        except ConfigError as err:
+            raise AssertionError(f"{block}\n{err}") from None
 
 
 def test_readme_documents_every_rule_key() -> None:
