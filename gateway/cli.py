@@ -603,6 +603,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_HELP = "config file (default: %(default)s)"
 ADMIN_PUBLIC_HELP = "let admin.listen be a public address (as admin.allow_public = true does)"
 
 
@@ -610,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="First-party tracking gateway")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the proxy and the admin API")
-    run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     run.add_argument(
         "--dev", action="store_true", help="generate ephemeral secrets for missing env variables"
     )
@@ -622,16 +623,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-listen", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
     doctor = sub.add_parser("doctor", help="check config, secrets, store, GeoIP files, upstream, admin")
-    doctor.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    doctor.add_argument("--timeout", type=timeout_arg, default=3.0, help="seconds per network check")
+    doctor.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
+    doctor.add_argument(
+        "--timeout",
+        type=timeout_arg,
+        default=3.0,
+        help="seconds per network check, more than 0, at most 600 (default: %(default)s)",
+    )
     doctor.set_defaults(func=cmd_doctor)
     check = sub.add_parser("check", help="validate a config and print the resolved settings")
-    check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     check.add_argument("--dev", action="store_true", help="accept missing secrets as --dev would")
     check.add_argument("--admin-public", action="store_true", help=ADMIN_PUBLIC_HELP)
     check.set_defaults(func=cmd_check)
     init = sub.add_parser("init", help="write a starter config")
-    init.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    init.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(func=cmd_init)
     imp = sub.add_parser(
@@ -643,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--format", required=True, choices=("combined", "json-lines", "mitm", "segment"), help="file format"
     )
-    imp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    imp.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     imp.add_argument("--dry-run", action="store_true", help="replay and count; write nothing")
     imp.add_argument(
         "--host",
@@ -669,17 +675,19 @@ def build_parser() -> argparse.ArgumentParser:
     # A stop held while the command loaded is heard by the import itself (``until_stopped``).
     imp.set_defaults(func=cmd_import, hears_stop_signals=True)
     replay = sub.add_parser("replay-bad", help="re-validate kept bad events and ingest those that now pass")
-    replay.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    replay.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     replay.add_argument("--sender", help="only this [[sources]] sender's bad events")
     replay.add_argument("--dry-run", action="store_true", help="report what would pass; change nothing")
     replay.set_defaults(func=cmd_replay_bad)
     send = sub.add_parser("send-test-event", help="sign and send a test conversion to /_gw/events")
-    send.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    send.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     send.add_argument(
         "--creator", type=creator_arg, default="cr_test1", help="creator ID credited (default: %(default)s)"
     )
     send.add_argument("--value", type=value_arg, default=50.0, help="conversion value (default: %(default)s)")
-    send.add_argument("--currency", type=currency_arg, default="USD")
+    send.add_argument(
+        "--currency", type=currency_arg, default="USD", help="three letters (default: %(default)s)"
+    )
     send.add_argument(
         "--url", type=url_arg, help="endpoint (default: the config's proxy.listen + reserved_prefix + events)"
     )
@@ -688,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     recl = sub.add_parser(
         "reclassify", help="recompute the channel of stored touchpoints after a rule change"
     )
-    recl.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    recl.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     recl.add_argument("--dry-run", action="store_true", help="count the changes, write nothing")
     recl.add_argument("--batch-size", type=_batch_size, default=1000, help="touchpoints per transaction")
     recl.add_argument(
@@ -696,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recl.set_defaults(func=cmd_reclassify)
     sync = sub.add_parser("sync", help="copy the local event log to the central store ([central])")
-    sync.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    sync.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     sync.add_argument("--once", action="store_true", required=True, help="one round, then exit (for cron)")
     sync.add_argument(
         "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
@@ -705,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     sink = sub.add_parser("sink", help="sinks ([[sinks]]): re-send one user's calls")
     sink_sub = sink.add_subparsers(dest="sink_command", required=True)
     send_user = sink_sub.add_parser("send", help="re-send one user's identify and track calls now")
-    send_user.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    send_user.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     send_user.add_argument("--user", required=True, help="the site's raw user ID")
     send_user.add_argument("--sink", help="only this sink (default: every [[sinks]] entry)")
     send_user.set_defaults(func=cmd_sink_send)

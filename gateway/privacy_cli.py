@@ -103,11 +103,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
     purge = sub.add_parser("purge", help="delete events older than privacy.retention_days")
-    purge.add_argument("-c", "--config", default=default_config)
+    purge.add_argument("-c", "--config", default=default_config, help="config file (default: %(default)s)")
     purge.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     purge.set_defaults(func=cmd_purge)
     erase = sub.add_parser("erase", help="erase one user everywhere (as DELETE /api/users/{id})")
     erase.add_argument("user_id", metavar="USER_ID", help="the site's raw user ID")
-    erase.add_argument("-c", "--config", default=default_config)
+    erase.add_argument("-c", "--config", default=default_config, help="config file (default: %(default)s)")
     erase.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     erase.set_defaults(func=cmd_erase)

@@ -25,7 +25,7 @@ from storage.reports import Reports
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
     report = sub.add_parser("report", help="print an attribution or payout report from the store")
-    report.add_argument("-c", "--config", default=default_config)
+    report.add_argument("-c", "--config", default=default_config, help="config file (default: %(default)s)")
     report.add_argument(
         "--model", choices=[*MODELS, "all"], help="default: linear; payouts: payouts.model; not for --paths"
     )
@@ -36,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
     report.add_argument(
         "--verdicts", help="comma-separated bot verdicts that count (default: attribution.verdicts)"
     )
-    report.add_argument("--format", choices=("table", "csv", "ndjson"), default="table")
+    report.add_argument(
+        "--format", choices=("table", "csv", "ndjson"), default="table", help="output (default: %(default)s)"
+    )
     which = report.add_mutually_exclusive_group()
     which.add_argument("--payouts", action="store_true", help="creator payouts by the [payouts] rules")
     which.add_argument("--timeseries", action="store_true", help="credits per day")

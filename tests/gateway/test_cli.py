@@ -698,3 +698,22 @@ def test_readme_command_reference_matches_the_parser() -> None:
     assert set(listed) == set(actual)
     for name, options in actual.items():
         assert listed[name] == options, name
+
+
+def test_every_option_has_help() -> None:
+    """`gateway CMD --help` says what each option is (and its default, where it has one)."""
+    import argparse
+
+    from gateway.cli import build_parser
+
+    def missing(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += missing(sub, f"{prefix} {name}")
+            elif action.option_strings and not action.help:
+                found.append(f"{prefix} {action.option_strings[-1]}")
+        return found
+
+    assert missing(build_parser(), "gateway") == []
