@@ -49,7 +49,7 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_websocket_message: int = 4 * 1024 * 1024
     """Largest WebSocket message relayed, in bytes, either way; a larger one closes the socket (1009)."""
     max_header_size: int = 8190
-    """Largest request line or header field in bytes; larger gets 400/431."""
+    """Largest request line or header field in bytes; larger gets a 400."""
     reserved_prefix: str = "/_gw/"
     """Path prefix the gateway answers itself and never forwards."""
     addons: tuple[str, ...] = ("identity", "campaign", "geo", "bots", "stitching", "conversions")
