@@ -149,15 +149,21 @@ class Report:
         return "\n".join(out) + "\n"
 
 
+_NO_COLUMN = frozenset({"Mn", "Me", "Cf"})
+"""Unicode categories a terminal draws in no column of their own: non-spacing and enclosing
+marks, format characters."""
+
+
 def display_width(text: str) -> int:
     """The columns ``text`` takes in a terminal: two for a wide or fullwidth character (CJK,
-    most emoji), none for a combining mark or an invisible format character (a zero-width
-    joiner), one for the rest."""
+    most emoji), none for a non-spacing or enclosing mark (an accent written apart, a Thai or
+    Indic vowel sign: by its category, as many have combining class 0) or an invisible format
+    character (a zero-width joiner), one for the rest."""
     if text.isascii():
         return len(text)
     width = 0
     for ch in text:
-        if unicodedata.combining(ch) or unicodedata.category(ch) == "Cf":
+        if unicodedata.category(ch) in _NO_COLUMN:
             continue
         width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
     return width

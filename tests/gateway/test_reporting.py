@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.reporting import Report
+from gateway.reporting import Report, display_width
 
 COLUMNS = ["group", "currency", "conversions", "value"]
 
@@ -61,3 +61,19 @@ def test_the_terminal_table_aligns_wide_and_combining_characters() -> None:
         "cafe\u0301 ☕     EUR                 3   5.50",
         "spring      EUR               140  99.00",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "columns"),
+    [
+        ("สวัสดี", 4),  # Thai: two of its vowel signs sit above a consonant (class 0 marks)
+        ("नमस्ते", 4),  # Devanagari: a virama and a vowel sign, both non-spacing
+        ("cafe\u0301", 4),  # a combining accent (class 230)
+        ("a\u20dd", 1),  # an enclosing mark
+        ("夏\u200d", 2),  # a zero-width joiner
+    ],
+)
+def test_display_width_counts_every_non_spacing_mark_as_none(text: str, columns: int) -> None:
+    """A non-spacing mark takes no column whatever its combining class: Thai and Indic vowel
+    signs are class 0, so the class alone counted them one each and the table went askew."""
+    assert display_width(text) == columns
