@@ -513,6 +513,14 @@ async def set_verdict(request: web.Request) -> web.Response:
         # node: an override here would reach the central listings, never that node's store,
         # whose reports (its payouts) count the click. Only that node can take it out.
         node = await reader.recorded_elsewhere(touchpoint_id)
+        if node is not None and node == request.app[SETTINGS_KEY].node:
+            # Its own, still listed centrally but gone from this store (its retention ran
+            # first, or the store was replaced): no node holds it to override.
+            raise ApiError(
+                404,
+                f"touchpoint {touchpoint_id} is no longer in this node's store (the central store"
+                " still lists it): there is nothing here to override",
+            )
         if node is not None:
             raise ApiError(
                 409,

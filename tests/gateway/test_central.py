@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -408,3 +409,35 @@ async def test_the_central_review_queue_holds_only_its_verdict(
     assert [t["id"] for t in body["items"]] == [first]
     _, body = await admin_get(gw, "/api/review?verdict=block")
     assert body["items"] == []
+
+
+async def test_an_override_of_its_own_touchpoint_gone_from_its_store_is_a_404(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    """A touchpoint the central store still lists but this node's own store no longer holds
+    (its retention ran first, or the store file was replaced): the node that recorded it is
+    this one, so a 409 telling the analyst to go to node 'a' through node 'a' sends them in a
+    circle. It is a 404 saying the touchpoint is gone from this node's store."""
+    gw = await start_gateway(origin, node_toml(tmp_path, "a"), {"GATEWAY_CENTRAL_URL": central_dsn})
+    async with gw.session.get(gw.url + "/p?utm_source=aff") as resp:
+        assert resp.status == 200
+
+    async def listed() -> bool:
+        status, body = await admin_get(gw, "/api/touchpoints")
+        return status == 200 and len(body["items"]) == 1
+
+    await eventually(listed)
+    _, body = await admin_get(gw, "/api/touchpoints")
+    (gone,) = (t["id"] for t in body["items"])
+
+    def purge_locally() -> None:
+        with sqlite3.connect(tmp_path / "a.db") as db:
+            db.execute("DELETE FROM touchpoints WHERE id = ?", (gone,))
+
+    await asyncio.to_thread(purge_locally)
+    status, body = await override(gw, gone, "block")
+    assert status == 404, body
+    assert body["error"] == (
+        f"touchpoint {gone} is no longer in this node's store (the central store still lists it):"
+        " there is nothing here to override"
+    )
