@@ -381,7 +381,7 @@ async def _follow_standings(gw: Gateway) -> None:
         while True:
             if new := await reader.creator_standings(after):
                 gw.creators.apply(new)
-                after = new[-1]["id"]
+                after = new[-1]["seq"]
             await asyncio.sleep(STANDINGS_POLL)
     finally:
         await reader.close()

@@ -307,11 +307,13 @@ class Reader:
         return groups
 
     async def creator_standings(self, after: int = 0) -> list[dict[str, Any]]:
-        """The creator standings set through the admin API (those stored after row ``after``),
-        oldest first, with their row ``id``."""
+        """The creator standings set through the admin API, in the order they were stored, each
+        with its place in that order (``seq``, the rowid; those after ``after`` only). Not by
+        ``id``: a UUIDv7 of the wall clock of the process that set it, which can step back, so a
+        later standing could sort first (and lose to the one it replaced)."""
         async with self.db.execute(
-            "SELECT id, creator_id, verified, name, analyst, note, ts FROM creator_standings"
-            " WHERE id > ? ORDER BY id",
+            "SELECT rowid AS seq, id, creator_id, verified, name, analyst, note, ts FROM creator_standings"
+            " WHERE rowid > ? ORDER BY rowid",
             (after,),
         ) as cur:
             return [dict(r) for r in await cur.fetchall()]

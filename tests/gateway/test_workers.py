@@ -6,12 +6,19 @@ import asyncio
 import os
 import signal
 import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from tests.conftest import TOKEN
+from gateway import server
+from gateway.events import CreatorStanding, iso
+from gateway.ids import uuid7
+from tests.conftest import TOKEN, make_settings
 from tests.gatewayproc import GatewayProcess, children
 
 LANDINGS = 300
@@ -350,3 +357,37 @@ async def test_a_creator_standing_set_in_worker_0_reaches_the_other_workers(
         assert await gw.stop() == 0
     finally:
         await gw.kill()
+
+
+async def test_a_worker_follows_the_standings_in_the_order_they_were_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker without the admin API reads the standings stored after the last one it applied.
+    A standing's id is a UUIDv7 of worker 0's wall clock: after that clock stepped back, a new
+    standing's id sorts before the last one's, and a follower reading "ids after the last" never
+    saw it; that worker scored the creator by the old standing until it restarted."""
+    monkeypatch.setattr(server, "STANDINGS_POLL", 0.05)
+    settings = make_settings(tmp_path, "[[creators]]\nid = 'ben'\nverified = true\n")
+    gw = await asyncio.to_thread(server.create_gateway, settings, "http://127.0.0.1:9")
+    await gw.store.open()
+
+    def standing(at: float, verified: bool) -> CreatorStanding:
+        when = datetime.fromtimestamp(at, UTC)
+        return CreatorStanding(uuid7(int(at * 1000)), iso(when), "test", "ben", verified, "", "maria", "")
+
+    async def until(check: Callable[[], bool]) -> None:
+        async with asyncio.timeout(5):
+            while not check():
+                await asyncio.sleep(0.02)
+
+    follower = asyncio.create_task(server._follow_standings(gw))
+    try:
+        now = time.time()
+        await gw.store.write([standing(now, False)])
+        await until(lambda: gw.creators.verified("ben") is False)
+        await gw.store.write([standing(now - 5, True)])  # worker 0's clock stepped back 5 s
+        await until(lambda: gw.creators.verified("ben") is True)
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await gw.store.close()
