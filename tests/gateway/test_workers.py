@@ -16,8 +16,10 @@ import pytest
 from aiohttp import web
 
 from gateway import server
+from gateway.creators import CreatorRegistry
 from gateway.events import CreatorStanding, iso
 from gateway.ids import uuid7
+from storage.queries import Reader
 from tests.conftest import TOKEN, make_settings
 from tests.gatewayproc import GatewayProcess, children
 
@@ -387,6 +389,15 @@ async def test_a_worker_follows_the_standings_in_the_order_they_were_stored(
         await until(lambda: gw.creators.verified("ben") is False)
         await gw.store.write([standing(now - 5, True)])  # worker 0's clock stepped back 5 s
         await until(lambda: gw.creators.verified("ben") is True)
+        # A worker started (or reloaded) now reads them in the same order: the last set wins.
+        reader = Reader(settings.store_path)
+        await reader.open()
+        try:
+            restarted = CreatorRegistry(settings.options.creators)
+            restarted.apply(await reader.creator_standings())
+        finally:
+            await reader.close()
+        assert restarted.verified("ben") is True
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
