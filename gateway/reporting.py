@@ -154,18 +154,27 @@ _NO_COLUMN = frozenset({"Mn", "Me", "Cf"})
 marks, format characters."""
 
 
+_EMOJI_PRESENTATION = "\ufe0f"
+
+
 def display_width(text: str) -> int:
     """The columns ``text`` takes in a terminal: two for a wide or fullwidth character (CJK,
     most emoji), none for a non-spacing or enclosing mark (an accent written apart, a Thai or
     Indic vowel sign: by its category, as many have combining class 0) or an invisible format
-    character (a zero-width joiner), one for the rest."""
+    character (a zero-width joiner), one for the rest; a narrow symbol asked to show as an
+    emoji (❤ followed by VS16, U+FE0F) takes two, as terminals draw it."""
     if text.isascii():
         return len(text)
-    width = 0
+    width = last = 0
     for ch in text:
+        if ch == _EMOJI_PRESENTATION:
+            width += 2 - last if last else 0  # widens the character before it
+            last = 2 if last else 0
+            continue
         if unicodedata.category(ch) in _NO_COLUMN:
             continue
-        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        last = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        width += last
     return width
 
 

@@ -77,3 +77,12 @@ def test_display_width_counts_every_non_spacing_mark_as_none(text: str, columns:
     """A non-spacing mark takes no column whatever its combining class: Thai and Indic vowel
     signs are class 0, so the class alone counted them one each and the table went askew."""
     assert display_width(text) == columns
+
+
+@pytest.mark.parametrize(
+    ("text", "columns"),
+    [("❤\ufe0f", 2), ("❤", 1), ("I ❤\ufe0f NY", 7), ("😀\ufe0f", 2), ("\ufe0f", 0)],
+)
+def test_display_width_of_a_symbol_shown_as_an_emoji(text: str, columns: int) -> None:
+    """VS16 asks for a narrow symbol's emoji form, which terminals draw two columns wide."""
+    assert display_width(text) == columns
