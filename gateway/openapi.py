@@ -312,6 +312,9 @@ ERROR = {
 
 
 def _errors(*codes: int) -> dict[str, Any]:
+    """Error answers by status. 503 belongs to every operation that reads or writes a store:
+    the error middleware answers it when the store stays busy past its timeout (an import
+    holds the write lock) and when the central store is out of reach (``admin.source``)."""
     return {
         str(code): {
             "description": "error",
@@ -418,7 +421,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401),
+                        **_errors(400, 401, 503),
                     },
                 }
             },
@@ -467,7 +470,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401, 404),
+                        **_errors(400, 401, 404, 503),
                     },
                 }
             },
@@ -504,7 +507,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401),
+                        **_errors(400, 401, 503),
                     },
                 }
             },
@@ -557,7 +560,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401, 404),
+                        **_errors(400, 401, 404, 503),
                     },
                 },
                 "delete": {
@@ -625,7 +628,7 @@ def openapi_document() -> dict[str, Any]:
                             " conversion and that part's keys)",
                             "content": {"application/json": {"schema": DASHBOARD_SUMMARY}},
                         },
-                        **_errors(400, 401),
+                        **_errors(400, 401, 503),
                     },
                 }
             },
@@ -667,7 +670,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401),
+                        **_errors(400, 401, 503),
                     },
                 }
             },
@@ -711,7 +714,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401),
+                        **_errors(400, 401, 503),
                     },
                 }
             },
@@ -763,7 +766,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401, 404, 409, 503),
+                        **_errors(400, 401, 404, 408, 409, 413, 415, 503),
                     },
                 }
             },
@@ -833,7 +836,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401, 503),
+                        **_errors(400, 401, 408, 413, 415, 503),
                     },
                 }
             },
@@ -869,7 +872,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401, 404, 502),
+                        **_errors(400, 401, 404, 502, 503),
                     },
                 }
             },

@@ -174,6 +174,11 @@ def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[st
             "description": "missing or wrong token",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         },
+        "503": {
+            "description": "the store was busy past its timeout (another process held its write"
+            " lock); try again after Retry-After",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
     }
 
 

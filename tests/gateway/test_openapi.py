@@ -73,3 +73,70 @@ async def test_answers_match_the_document(gw, path: str, template: str, params, 
         assert resp.status == status
         body = await resp.json()
     Draft202012Validator(response_schema(template, status)).validate(body)
+
+
+HANDLER_MODULES = ("gateway/admin.py", "gateway/reportapi.py", "gateway/dashboard.py")
+STORE_FREE = {("get", "/metrics"), ("get", "/api/creators"), ("get", "/api/openapi.json")}
+"""Operations that never reach a store; every other can answer 503 (the envelope middleware
+turns a store busy past its timeout, or the central store out of reach, into one)."""
+
+
+def _raised_statuses() -> dict[tuple[str, str], set[int]]:
+    """(method, path) → the statuses its handler raises as ``ApiError(<literal>, …)``, itself or
+    through the module-level functions it calls (its own module's first, then admin's)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    functions: dict[str, dict[str, ast.AST]] = {}
+    routes: list[tuple[str, str, str, str]] = []
+    for name in HANDLER_MODULES:
+        tree = ast.parse((root / name).read_text())
+        functions[name] = {
+            node.name: node for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr.startswith("add_")
+                and len(node.args) == 2
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[1], ast.Name)
+            ):
+                routes.append((name, node.func.attr[4:], node.args[0].value, node.args[1].id))
+
+    def statuses(module: str, function: str, seen: set[str]) -> set[int]:
+        node = functions[module].get(function) or functions["gateway/admin.py"].get(function)
+        if node is None or function in seen:
+            return set()
+        seen.add(function)
+        found: set[int] = set()
+        for call in ast.walk(node):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+                continue
+            if call.func.id == "ApiError" and isinstance(call.args[0], ast.Constant):
+                found.add(call.args[0].value)
+            else:
+                found |= statuses(module, call.func.id, seen)
+        return found
+
+    return {(method, path): statuses(module, handler, set()) for module, method, path, handler in routes}
+
+
+def test_every_status_a_handler_raises_is_documented() -> None:
+    doc = openapi_document()["paths"]
+    raised = _raised_statuses()
+    assert ("post", "/api/touchpoints/{touchpoint_id}/verdict") in raised  # the walk found the routes
+    checked = 0
+    for (method, path), statuses in raised.items():
+        if path not in doc:  # the dashboard's pages and login: not part of the API
+            continue
+        documented = {int(code) for code in doc[path][method]["responses"] if code != "200"}
+        if (method, path) not in STORE_FREE:
+            statuses |= {503}
+        assert statuses <= documented, (
+            f"{method.upper()} {path}: {sorted(statuses - documented)} undocumented"
+        )
+        checked += 1
+    assert checked == sum(len(methods) for methods in doc.values())
