@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import re
+import select
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -92,9 +93,20 @@ class _Counted(io.RawIOBase):
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._head = b""
-        while len(self._head) < 2 and (more := stream.read(2 - len(self._head))):
+        while len(self._head) < 2 and (more := self._wait_read(2 - len(self._head))):
             self._head += more
         self._read = 0
+
+    def _wait_read(self, size: int) -> bytes:
+        """Up to ``size`` bytes, at least one unless the stream ends. Standard input may come
+        non-blocking (the parent set ``O_NONBLOCK`` on the pipe it shares with us): a read finding
+        nothing there yet returns None, so this waits until there is (in the stream's own
+        reader thread). The flag is left as it is, for the other processes sharing the pipe."""
+        while True:
+            data: bytes | None = self._stream.read(size)
+            if data is not None:
+                return data
+            select.select([self._stream], [], [])
 
     def readable(self) -> bool:
         return True
@@ -103,7 +115,7 @@ class _Counted(io.RawIOBase):
         if self._head:
             data, self._head = self._head, b""
         else:
-            data = self._stream.read(len(buffer))
+            data = self._wait_read(len(buffer))
         buffer[: len(data)] = data
         self._read += len(data)
         return len(data)

@@ -729,6 +729,40 @@ def test_cli_reads_a_log_piped_in_as_dash(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
+def test_standard_input_left_non_blocking_is_read_whole(tmp_path: Path, workers: str) -> None:
+    """A parent that set O_NONBLOCK on the pipe it hands us (some job runners and shells leave
+    it so): a read finding the pipe empty returns None, and the import ended in a TypeError
+    traceback. It waits for the input instead, as on a blocking pipe."""
+    log = write_log(tmp_path / "access.log", 3000)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "import", "-", "--format", "combined", "-c", "gw.toml",
+             "--host", "shop.example", "--no-progress", "--workers", workers],
+            cwd=tmp_path, env={**os.environ, **ENV}, stdin=read_end, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(read_end)
+    try:
+        deadline = time.monotonic() + 30
+        while not _opened(proc.pid, tmp_path / "gw.db") and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.5)  # the reader finds the pipe empty
+        with contextlib.suppress(BrokenPipeError), open(write_end, "wb", closefd=False) as pipe:
+            pipe.write(log.read_bytes())
+    finally:
+        os.close(write_end)
+    out, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err, err
+    assert proc.returncode == 0, err
+    assert b"3,000 lines read" in out, out
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_stop_does_not_wait_for_standard_input_to_end(tmp_path: Path, workers: str) -> None:
     """SIGTERM while the import waits for more input on a pipe still open (the writer is slow, or
     stuck): it stops at once, with what it had. The thread waiting on the pipe used to hold
