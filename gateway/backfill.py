@@ -60,6 +60,8 @@ class Summary:
     """The signal that stopped the import part way (``SIGINT``, ``SIGTERM``); empty: it ran to the end."""
     read_to: tuple[str, int] = ("", 0)
     """The file and line number up to which every line was replayed and handed to the store."""
+    read_all: bool = False
+    """Every file was read to its end (a stop that came later found nothing left to read)."""
 
     def skip(self, where: str, number: int, reason: str) -> None:
         self.skipped[reason] += 1

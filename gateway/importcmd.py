@@ -242,6 +242,7 @@ async def run_import(
                 summary.files += 1
                 await _import_file(replayer, pool, path, fmt, parse, summary, writer, shown)
                 shown.file_done(size)
+            summary.read_all = True
         except asyncio.CancelledError:
             if not summary.interrupted:
                 raise
@@ -540,6 +541,11 @@ def _stopped(summary: Summary) -> str:
         return f"stopped by {summary.interrupted} before a line was read; nothing was imported"
     if summary.new_rows is None:
         return f"stopped by {summary.interrupted} after {read}{earlier}; a dry run: nothing was written"
+    if summary.read_all:  # the stop came while the last writes went in: they all did
+        return (
+            f"stopped by {summary.interrupted} after every line was read: everything up to {read}{earlier}"
+            " is in the store; nothing is left to import (running the same command again adds nothing twice)"
+        )
     # Standard input is known by its lines alone: a rest of it (tail -n +N) would be another file.
     again = " with the whole input again, from its first line," if name == STDIN else " again"
     return (

@@ -849,7 +849,8 @@ def test_a_stop_while_the_last_commit_waits_still_counts_what_went_in(tmp_path: 
     """Ctrl-C while the import waits for its last commits (here: another process holds the
     store's write lock for a moment) lets them finish, then says what the store gained: the
     stop used to cancel the wait, and the summary called the import a dry run that wrote
-    nothing, over the rows it had just written."""
+    nothing, over the rows it had just written. It then said to run the command again "to
+    import the rest", though every line had been read and there was no rest."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     first = write_log(tmp_path / "first.log", 500, seed=1)
     assert (
@@ -883,7 +884,12 @@ def test_a_stop_while_the_last_commit_waits_still_counts_what_went_in(tmp_path: 
     assert after > before
     assert "dry run" not in out + err, (out, err)
     assert f"new in the store: {after - before:,}" in out, out
-    assert "stopped by SIGINT: everything up to access.log line 2,000 is in the store" in err, err
+    # Every line was read before the stop: nothing is left for another run to import.
+    assert (
+        "stopped by SIGINT after every line was read: everything up to access.log line 2,000 is in"
+        " the store; nothing is left to import" in err
+    ), err
+    assert "import the rest" not in err, err
 
 
 async def test_a_step_of_the_teardown_runs_to_its_end_through_the_stop() -> None:
