@@ -838,18 +838,23 @@ async def bodiless_upstream(upstream_server) -> str:
     return await upstream_server(app_of(page))
 
 
-async def test_head_keeps_content_length_without_body(start_gateway, upstream_server) -> None:
-    gw = await start_gateway(await bodiless_upstream(upstream_server))
+async def head_then_get(gw):
+    """HEAD /page, then GET /page on the same visitor connection: the GET's answer must start
+    right after the HEAD's head (no stray body bytes between them)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
     try:
         writer.write(b"HEAD /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
         head = await read_response(reader, head=True)
-        # The next response on the same connection must start right away: no stray body bytes.
         writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
-        get = await read_response(reader)
+        return head, await read_response(reader)
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def test_head_keeps_content_length_without_body(start_gateway, upstream_server) -> None:
+    gw = await start_gateway(await bodiless_upstream(upstream_server))
+    head, get = await head_then_get(gw)
     assert (head.status, head.headers["Content-Length"], head.headers["ETag"]) == (200, "1234", '"v1"')
     assert (get.status, get.body) == (200, b"x" * 1234)
 
@@ -936,15 +941,7 @@ async def test_head_answer_with_stray_body_bytes_keeps_its_headers(start_gateway
             await writer.drain()
 
     gw = await start_gateway(await raw_upstream(origin))
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
-    try:
-        writer.write(b"HEAD /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
-        head = await read_response(reader, head=True)
-        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
-        get = await read_response(reader)
-    finally:
-        writer.close()
-        await writer.wait_closed()
+    head, get = await head_then_get(gw)
     assert (head.status, head.headers["Content-Length"], head.headers["ETag"]) == (200, "5", '"v"')
     assert (get.status, get.body) == (200, b"ok")
     assert connections == [0, 1]  # the GET went on a new upstream connection
