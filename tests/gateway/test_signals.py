@@ -18,11 +18,18 @@ from tests.conftest import TOKEN
 from tests.gatewayproc import GatewayProcess
 
 
-def _write(path: Path, upstream: str, extra: str = "") -> None:
+def _write(path: Path, upstream: str, extra: str = "", grace: float = 30.0) -> None:
     path.write_text(
-        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = 1\nshutdown_grace = 30.0\n'
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = 1\nshutdown_grace = {grace}\n'
         f'{extra}\n[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\nnode = "test"\n'
     )
+
+
+async def _start(tmp_path: Path, upstream: str, grace: float = 30.0) -> GatewayProcess:
+    """A one-worker gateway in front of ``upstream``, its config and store in ``tmp_path``."""
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, upstream, "", grace)
+    return await GatewayProcess.start(cfg)
 
 
 def _sources(path: Path) -> list[str]:
@@ -72,10 +79,7 @@ async def test_sigterm_finishes_in_flight_refuses_new_and_stores_the_touchpoint(
 
     app = web.Application()
     app.router.add_get("/slow", slow)
-    upstream = await upstream_server(app)  # type: ignore[operator]
-    cfg = tmp_path / "gateway.toml"
-    await asyncio.to_thread(_write, cfg, upstream)
-    gw = await GatewayProcess.start(cfg)
+    gw = await _start(tmp_path, await upstream_server(app))  # type: ignore[operator]
     try:
         host, _, port = gw.proxy.removeprefix("http://").rpartition(":")
         async with aiohttp.ClientSession() as session:
@@ -108,11 +112,8 @@ async def test_sigterm_gives_the_admin_listener_the_same_grace(
     """``proxy.shutdown_grace`` bounds the whole stop: an admin request still in flight (here a
     verdict whose body stalls) is cut off after it too, not after a fixed 10 s, which with a
     short grace outlasted the supervisor's patience (grace + 5 s) and got worker 0 killed."""
-    cfg = tmp_path / "gateway.toml"
-    await asyncio.to_thread(_write, cfg, await _page_site(upstream_server))
-    text = (await asyncio.to_thread(cfg.read_text)).replace("shutdown_grace = 30.0", "shutdown_grace = 1.0")
-    await asyncio.to_thread(cfg.write_text, text)  # admin.body_timeout stays 30 s: the grace ends it
-    gw = await GatewayProcess.start(cfg)
+    # admin.body_timeout stays 30 s: the grace ends it.
+    gw = await _start(tmp_path, await _page_site(upstream_server), grace=1.0)
     try:
         host, _, port = gw.admin.removeprefix("http://").rpartition(":")
         _, writer = await asyncio.open_connection(host, int(port))
@@ -153,10 +154,7 @@ async def test_sigterm_closes_open_websockets_at_once_with_going_away(
 
     app = web.Application()
     app.router.add_get("/ws", chat)
-    upstream = await upstream_server(app)  # type: ignore[operator]
-    cfg = tmp_path / "gateway.toml"
-    await asyncio.to_thread(_write, cfg, upstream)
-    gw = await GatewayProcess.start(cfg)
+    gw = await _start(tmp_path, await upstream_server(app))  # type: ignore[operator]
     try:
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{gw.proxy}/ws") as ws:
             await ws.send_str("hi")
@@ -189,8 +187,7 @@ async def test_sighup_reloads_rules_on_a_kept_alive_connection(
 ) -> None:
     upstream = await _page_site(upstream_server)
     cfg = tmp_path / "gateway.toml"
-    await asyncio.to_thread(_write, cfg, upstream)
-    gw = await GatewayProcess.start(cfg)
+    gw = await _start(tmp_path, upstream)
     try:
         host, _, port = gw.proxy.removeprefix("http://").rpartition(":")
         # One raw HTTP/1.1 connection, kept alive across both reloads: every answer comes on it.
