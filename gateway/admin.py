@@ -1,5 +1,6 @@
 """The admin API on its own listener: health, metrics, touchpoints, visitor and user journeys,
-user erasure, bad events, fraud review, creators, re-sending a user to a sink, OpenAPI.
+user erasure, bad events, the review queue and verdict overrides, creators, re-sending a user
+to a sink, OpenAPI. The reports (``/api/fraud`` included) are in ``gateway/reportapi.py``.
 
 Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
@@ -38,7 +39,7 @@ from gateway.pages import error_body
 from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, from_elsewhere, has_cookie_session
 from storage.erasure import erase_user
 from storage.local import LocalStore
-from storage.queries import FRAUD_GROUPS, TOUCHPOINT_FILTERS, Reader, StoreUnavailable, TouchpointQuery
+from storage.queries import TOUCHPOINT_FILTERS, Reader, StoreUnavailable, TouchpointQuery
 from storage.sinks import SinkError, SinkSet
 
 log = logging.getLogger("gateway.admin")
@@ -269,7 +270,7 @@ def report_zone_of(request: web.Request) -> tzinfo:
     return request.app[SETTINGS_KEY].report_zone
 
 
-def _span(q: Mapping[str, str], zone: tzinfo) -> tuple[str | None, str | None]:
+def span(q: Mapping[str, str], zone: tzinfo) -> tuple[str | None, str | None]:
     """Optional ``since`` and ``until`` of a listing, each in range and in order (as a report's;
     ``parse_time``'s canonical UTC text sorts in time order)."""
     since = parse_time("since", q["since"], zone) if "since" in q else None
@@ -282,7 +283,7 @@ def _span(q: Mapping[str, str], zone: tzinfo) -> tuple[str | None, str | None]:
 def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = None) -> TouchpointQuery:
     """The touchpoint filters of a listing (``/api/touchpoints``, ``/api/review``)."""
     limit, cursor = _page(q)
-    since, until = _span(q, zone)
+    since, until = span(q, zone)
     return TouchpointQuery(
         since=since,
         until=until,
@@ -470,18 +471,6 @@ def _text(name: str, value: str, most: int) -> str:
     return value
 
 
-async def fraud(request: web.Request) -> web.Response:
-    """Clicks per creator, source or campaign: share per verdict, top reasons, distinct visitors/IPs."""
-    q = request.query
-    only_params(request, {"since", "until", "group_by"})
-    group_by = q.get("group_by", "creator_id")
-    if group_by not in FRAUD_GROUPS:
-        raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by!r}")
-    since, until = _span(q, report_zone_of(request))
-    groups = await request.app[READER_KEY].fraud(since, until, group_by)
-    return ok({"group_by": group_by, "since": since, "until": until, "groups": groups})
-
-
 async def review(request: web.Request) -> web.Response:
     """The review queue: touchpoints whose effective verdict is ``review`` (or ``block``), oldest first."""
     q = request.query
@@ -658,7 +647,6 @@ def create_admin_app(
     app.router.add_get("/api/users/{user_id}", user)
     app.router.add_delete("/api/users/{user_id}", erase)
     app.router.add_get("/api/bad-events", bad_events)
-    app.router.add_get("/api/fraud", fraud)
     app.router.add_get("/api/review", review)
     app.router.add_post("/api/touchpoints/{touchpoint_id}/verdict", set_verdict)
     app.router.add_get("/api/creators", creators)

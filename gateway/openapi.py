@@ -632,48 +632,6 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            "/api/fraud": {
-                "get": {
-                    "summary": "Click fraud per creator, source or campaign",
-                    "parameters": [
-                        _query(
-                            "since",
-                            "ISO 8601 date or date-time, inclusive; before until when both are given",
-                            MOMENT,
-                        ),
-                        _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
-                        _query(
-                            "group_by",
-                            "grouping (default creator_id)",
-                            {"enum": ["creator_id", "source", "campaign"]},
-                        ),
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "groups, largest first (at most 1000)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["ok", "group_by", "since", "until", "groups"],
-                                        "properties": {
-                                            "ok": {"const": True},
-                                            "group_by": {"type": "string"},
-                                            "since": _NULLABLE_STR,
-                                            "until": _NULLABLE_STR,
-                                            "groups": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/FraudGroup"},
-                                            },
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **_errors(400, 401, 503),
-                    },
-                }
-            },
             "/api/review": {
                 "get": {
                     "summary": "The review queue: touchpoints whose effective verdict is review (or block)",

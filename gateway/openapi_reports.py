@@ -1,5 +1,5 @@
 """The report endpoints of the OpenAPI document: attribution, its time series, path lengths
-and time to convert, creator payouts (merged into ``gateway.openapi.openapi_document``).
+and time to convert, creator payouts, click fraud (merged into ``gateway.openapi.openapi_document``).
 
 Every report answers one table: ``columns`` (the order of the CSV and of the terminal
 table) and ``rows`` (one flat object per row), plus what the report was asked for. The
@@ -13,6 +13,7 @@ from typing import Any
 from gateway.attribution import MODELS
 from gateway.events import VERDICTS
 from gateway.openapi import MOMENT
+from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
 
 GROUP_BY = ("channel", "source", "medium", "campaign", "creator_id")
 FORMATS = ("json", "csv", "ndjson")
@@ -139,6 +140,39 @@ PAYOUT_ROW = {
 }
 
 
+_ERRORS = {
+    "400": {
+        "description": "a bad parameter, named in the error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
+    "401": {
+        "description": "missing or wrong token",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
+    "503": {
+        "description": "the store was busy past its timeout (another process held its write"
+        " lock); try again after Retry-After",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
+}
+
+FRAUD_ROW = {
+    "type": "object",
+    "required": ["group", "clicks", "distinct_visitors", "distinct_ips", "top_reasons"],
+    "description": "one group: `clicks`, a count and a share per verdict (`allow`, `allow_share`, "
+    "… `unscored`, `unscored_share`), the distinct visitors and IPs, and the top reasons as text "
+    "(`headless: 12; http_library: 3`)",
+    "properties": {
+        "group": {**_NULLABLE_STR, "description": "the group_by value; null: none (e.g. no creator)"},
+        "clicks": {"type": "integer"},
+        "distinct_visitors": {"type": "integer"},
+        "distinct_ips": {"type": "integer"},
+        "top_reasons": {"type": "string"},
+    },
+    "additionalProperties": _NUMBER,
+}
+
+
 def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {
         "200": {
@@ -166,19 +200,7 @@ def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[st
                 "application/x-ndjson": {},
             },
         },
-        "400": {
-            "description": "a bad parameter, named in the error",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        },
-        "401": {
-            "description": "missing or wrong token",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        },
-        "503": {
-            "description": "the store was busy past its timeout (another process held its write"
-            " lock); try again after Retry-After",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        },
+        **_ERRORS,
     }
 
 
@@ -197,6 +219,7 @@ SCHEMAS: dict[str, Any] = {
     "AttributionRow": ATTRIBUTION_ROW,
     "PathsRow": PATHS_ROW,
     "PayoutRow": PAYOUT_ROW,
+    "FraudRow": FRAUD_ROW,
 }
 
 PATHS: dict[str, Any] = {
@@ -271,6 +294,56 @@ PATHS: dict[str, Any] = {
                 },
                 ["model", "totals"],
             ),
+        }
+    },
+    "/api/fraud": {
+        "get": {
+            "summary": "Click fraud per creator, source, medium, campaign or channel: clicks, count "
+            "and share per verdict, top reasons, distinct visitors and IPs",
+            "parameters": [
+                _param(
+                    "since",
+                    "ISO 8601 date or date-time, inclusive; before until when both are given "
+                    "(default: the first touchpoint)",
+                    MOMENT,
+                ),
+                _param("until", "ISO 8601 date or date-time, exclusive (default: none)", MOMENT),
+                _param(
+                    "group_by",
+                    "what a group is (default creator_id)",
+                    {"type": "string", "enum": list(FRAUD_GROUPS)},
+                ),
+                _FORMAT,
+            ],
+            "responses": {
+                "200": {
+                    "description": f"groups, largest first: the JSON lists at most {FRAUD_LIMIT} "
+                    "(truncated: there are more); text/csv and application/x-ndjson are every group "
+                    "as one flat row each (FraudRow), with a Content-Disposition filename",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["ok", "group_by", "since", "until", "groups", "truncated"],
+                                "properties": {
+                                    "ok": {"const": True},
+                                    "group_by": {"enum": list(FRAUD_GROUPS)},
+                                    "since": _NULLABLE_STR,
+                                    "until": _NULLABLE_STR,
+                                    "groups": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/FraudGroup"},
+                                    },
+                                    "truncated": {"type": "boolean"},
+                                },
+                            }
+                        },
+                        "text/csv": {},
+                        "application/x-ndjson": {},
+                    },
+                },
+                **_ERRORS,
+            },
         }
     },
 }

@@ -1,7 +1,8 @@
 """``gateway report``: the admin API's reports in a terminal, from the store file directly.
 
 Attribution by default (one model, or ``--model all`` side by side), ``--timeseries``,
-``--paths`` or ``--payouts``; printed as an aligned table, or as CSV / NDJSON for a pipe.
+``--paths``, ``--payouts`` or ``--fraud``; printed as an aligned table, or as CSV / NDJSON for
+a pipe.
 Needs no secret and no running gateway; reads only.
 """
 
@@ -13,13 +14,14 @@ import sqlite3
 import sys
 
 from gateway import reporting
-from gateway.admin import ApiError
+from gateway.admin import ApiError, in_order, parse_time
 from gateway.attribution import MODELS, Attribution
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
 from gateway.reportapi import PARAMS, period
 from storage.migrate import SchemaTooNew
+from storage.queries import Reader
 from storage.reports import Reports
 
 
@@ -29,8 +31,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
     report.add_argument(
         "--model", choices=[*MODELS, "all"], help="default: linear; payouts: payouts.model; not for --paths"
     )
-    report.add_argument("--group-by", choices=GROUP_BY, help="default: channel; not for --paths or --payouts")
-    report.add_argument("--since", help="ISO 8601 date or date-time, inclusive (default: until - 30 days)")
+    report.add_argument(
+        "--group-by",
+        choices=GROUP_BY,
+        help="default: channel, fraud: creator_id; not for --paths or --payouts",
+    )
+    report.add_argument(
+        "--since",
+        help="ISO 8601 date or date-time, inclusive (default: until - 30 days; fraud: the first touchpoint)",
+    )
     report.add_argument("--until", help="ISO 8601 date or date-time, exclusive (default: now)")
     report.add_argument("--conversion", help="only conversions of this name")
     report.add_argument(
@@ -43,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
     which.add_argument("--payouts", action="store_true", help="creator payouts by the [payouts] rules")
     which.add_argument("--timeseries", action="store_true", help="credits per day")
     which.add_argument("--paths", action="store_true", help="path lengths and time to convert")
+    which.add_argument(
+        "--fraud", action="store_true", help="clicks per creator (or --group-by) by bot verdict, top reasons"
+    )
     report.set_defaults(func=cmd_report)
 
 
@@ -55,7 +67,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 2
     try:
-        query = _query(args, settings)
+        query = _fraud_query(args, settings) if args.fraud else _query(args, settings)
     except ValueError as err:
         print(f"gateway report: {err}", file=sys.stderr)
         return 2
@@ -92,7 +104,8 @@ _OPTIONS = {
 
 def _kind(args: argparse.Namespace) -> str:
     """The report asked for, named as ``reportapi.PARAMS`` names it."""
-    return next((kind for kind in ("payouts", "timeseries", "paths") if getattr(args, kind)), "attribution")
+    kinds = ("payouts", "timeseries", "paths", "fraud")
+    return next((kind for kind in kinds if getattr(args, kind)), "attribution")
 
 
 def _taken(args: argparse.Namespace) -> None:
@@ -127,7 +140,36 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
     return reporting.Query(since, until, models, args.group_by or "channel", conversion, verdicts)
 
 
-async def _report(settings: Settings, args: argparse.Namespace, query: reporting.Query) -> reporting.Report:
+FraudQuery = tuple[str | None, str | None, str]
+"""The fraud report's since and until (None: unbounded, as in ``/api/fraud``) and grouping."""
+
+
+def _fraud_query(args: argparse.Namespace, settings: Settings) -> FraudQuery:
+    _taken(args)
+    zone = settings.report_zone
+    try:
+        since = None if args.since is None else parse_time("--since", args.since, zone)
+        until = None if args.until is None else parse_time("--until", args.until, zone)
+        if since is not None and until is not None:
+            in_order(since, until, ("--since", "--until"))
+    except ApiError as err:
+        raise ValueError(err.message) from None
+    return since, until, args.group_by or "creator_id"
+
+
+async def _report(
+    settings: Settings, args: argparse.Namespace, query: reporting.Query | FraudQuery
+) -> reporting.Report:
+    if isinstance(query, tuple):
+        reader = Reader(settings.store_path)
+        await reader.open()
+        try:
+            since, until, group_by = query
+            return reporting.fraud(
+                await reader.fraud(since, until, group_by, limit=None), group_by, since, until
+            )
+        finally:
+            await reader.close()
     # One report, then the process ends with its workers: none is ever replaced for its memory.
     reports = Reports(
         settings.store_path,

@@ -1,5 +1,5 @@
 """The report endpoints of the admin API: ``/api/attribution``, ``/api/attribution/timeseries``,
-``/api/attribution/paths`` and ``/api/payouts``.
+``/api/attribution/paths``, ``/api/payouts`` and ``/api/fraud``.
 
 Owns their query parameters (each bad one is a 400 naming it), the choice of format
 (``format=`` or the ``Accept`` header: JSON in the admin envelope, CSV or NDJSON as a
@@ -16,12 +16,23 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from aiohttp import web
 
 from gateway import reporting
-from gateway.admin import EARLIEST, ApiError, in_order, only_params, parse_time, report_zone_of
+from gateway.admin import (
+    EARLIEST,
+    READER_KEY,
+    ApiError,
+    in_order,
+    ok,
+    only_params,
+    parse_time,
+    report_zone_of,
+    span,
+)
 from gateway.attribution import MODELS, Attribution
 from gateway.config import Settings
 from gateway.events import iso
 from gateway.openapi_reports import FORMATS, GROUP_BY
 from gateway.payouts import Payouts
+from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
 from storage.reports import POPULATIONS, Reports
 
 REPORTS_KEY = web.AppKey("reports", Reports)
@@ -36,6 +47,7 @@ PARAMS = {
     "timeseries": _COMMON | {"group_by"},
     "paths": _COMMON - {"model"},
     "payouts": _COMMON,
+    "fraud": {"since", "until", "group_by", "format"},
 }
 """The query parameters each report takes; ``gateway report`` refuses its options alike."""
 
@@ -200,6 +212,36 @@ async def payouts(request: web.Request) -> web.Response:
     return respond(request, await reporting.payouts(request.app[REPORTS_KEY], rules, q))
 
 
+async def fraud(request: web.Request) -> web.Response:
+    """Clicks per group (creator by default) by effective verdict, with the top reasons and the
+    distinct visitors and IPs. The JSON lists the largest FRAUD_LIMIT groups (``truncated``
+    says when there are more); CSV and NDJSON are one flat table of every group."""
+    only_params(request, PARAMS["fraud"])
+    kind = _format(request)
+    q = request.query
+    group_by = q.get("group_by", "creator_id")
+    if group_by not in FRAUD_GROUPS:
+        raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by!r}")
+    since, until = span(q, report_zone_of(request))
+    reader = request.app[READER_KEY]
+    if kind != "json":
+        groups = await reader.fraud(since, until, group_by, limit=None)
+        return respond(request, reporting.fraud(groups, group_by, since, until))
+    groups = await reader.fraud(since, until, group_by, limit=FRAUD_LIMIT + 1)
+    answer = ok(
+        {
+            "group_by": group_by,
+            "since": since,
+            "until": until,
+            "groups": groups[:FRAUD_LIMIT],
+            "truncated": len(groups) > FRAUD_LIMIT,
+        }
+    )
+    if "format" not in request.query:
+        answer.headers["Vary"] = "Accept"  # the format came from Accept
+    return answer
+
+
 def add_report_routes(app: web.Application, settings: Settings) -> None:
     """Register the report endpoints on the admin app; their connection opens and closes with it."""
     reports = Reports(
@@ -223,3 +265,4 @@ def add_report_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/api/attribution/timeseries", timeseries)
     app.router.add_get("/api/attribution/paths", paths)
     app.router.add_get("/api/payouts", payouts)
+    app.router.add_get("/api/fraud", fraud)

@@ -1,5 +1,6 @@
 """The reports as tables: attribution (one model or all), its daily series, path lengths and
-time to convert, creator payouts — and their renderings (CSV, NDJSON, an aligned text table).
+time to convert, creator payouts, click fraud — and their renderings (CSV, NDJSON, an aligned
+text table).
 
 Shared by the admin API (``gateway/reportapi.py``) and ``gateway report``. Reads through
 ``storage.reports.Reports``; turns minor units and millionths into exact decimals only
@@ -102,7 +103,7 @@ class Report:
 
     def filename(self, extension: str) -> str:
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
-        parts += [self.meta["since"][:10], self.meta["until"][:10]]
+        parts += [(self.meta[end] or "")[:10] for end in ("since", "until")]  # None: unbounded
         return "-".join(str(p) for p in parts if p) + "." + extension
 
     def json(self) -> bytes:
@@ -134,7 +135,8 @@ class Report:
                 padded.append(pad + v if num else v + pad)
             return "  ".join(padded).rstrip()
 
-        head = f"{self.name}: {self.meta['since']} .. {self.meta['until']}"
+        since, until = self.meta["since"] or "the first touchpoint", self.meta["until"] or "now"
+        head = f"{self.name}: {since} .. {until}"
         for key in ("model", "group_by", "conversion"):
             if self.meta.get(key):
                 head += f", {key} {self.meta[key]}"
@@ -339,6 +341,37 @@ async def paths(reports: Reports, q: Query) -> Report:
     }
     meta = {**_meta(q, reports), "summary": summary}
     return Report("paths", ["measure", "bucket", "conversions", "share"], rows, meta)
+
+
+FRAUD_VERDICTS = (*VERDICTS, "unscored")
+FRAUD_COLUMNS = [
+    "group",
+    "clicks",
+    *FRAUD_VERDICTS,
+    *(f"{v}_share" for v in FRAUD_VERDICTS),
+    "distinct_visitors",
+    "distinct_ips",
+    "top_reasons",
+]
+
+
+def fraud(groups: list[dict[str, Any]], group_by: str, since: str | None, until: str | None) -> Report:
+    """The fraud report's groups (``Reader.fraud``) as one flat table, for its CSV, NDJSON and
+    terminal renderings: a column per verdict count and share, the top reasons as text
+    (``headless: 12; http_library: 3``). ``since``/``until`` None: unbounded."""
+    rows = [
+        {
+            "group": g["key"],
+            "clicks": g["clicks"],
+            **{v: g["verdicts"][v] for v in FRAUD_VERDICTS},
+            **{f"{v}_share": _share(g["verdicts"][v], g["clicks"]) for v in FRAUD_VERDICTS},
+            "distinct_visitors": g["distinct_visitors"],
+            "distinct_ips": g["distinct_ips"],
+            "top_reasons": "; ".join(f"{r['reason']}: {r['count']}" for r in g["top_reasons"]),
+        }
+        for g in groups
+    ]
+    return Report("fraud", FRAUD_COLUMNS, rows, {"since": since, "until": until, "group_by": group_by})
 
 
 def _share(part: int, whole: int) -> Decimal:

@@ -31,10 +31,10 @@ MAX_USER_VISITORS = 1000
 TOUCHPOINT_FILTERS = ("source", "medium", "campaign", "creator_id", "visitor_key")
 _decode = msgspec.json.Decoder(dict[str, str])
 _decode_list = msgspec.json.Decoder(list[str])
-FRAUD_GROUPS = ("creator_id", "source", "campaign")
+FRAUD_GROUPS = ("creator_id", "source", "medium", "campaign", "channel")
 """Columns ``/api/fraud`` may group by (the name goes into the SQL text: only these)."""
 FRAUD_LIMIT = 1000
-"""Most groups a fraud report lists (the largest by clicks)."""
+"""Most groups the fraud report's JSON lists (the largest by clicks); its exports list all."""
 TOP_REASONS = 5
 
 
@@ -261,9 +261,12 @@ class Reader:
             row["reasons"] = _decode_list.decode(row["reasons"])
         return rows
 
-    async def fraud(self, since: str | None, until: str | None, group_by: str) -> list[dict[str, Any]]:
-        """Per group: clicks, share per effective verdict, top reasons, distinct visitors and
-        distinct IPs (through the daily IP hash: an IP seen on two days counts twice)."""
+    async def fraud(
+        self, since: str | None, until: str | None, group_by: str, limit: int | None = FRAUD_LIMIT
+    ) -> list[dict[str, Any]]:
+        """Per group, largest first (the first ``limit``; None: all): clicks, share per effective
+        verdict, top reasons, distinct visitors and distinct IPs (through the daily IP hash: an
+        IP seen on two days counts twice)."""
         if group_by not in FRAUD_GROUPS:  # the column name goes into the SQL text
             raise ValueError(f"not a fraud grouping: {group_by!r} (allowed: {FRAUD_GROUPS})")
         where: list[str] = []
@@ -277,7 +280,7 @@ class Reader:
             + ", count(DISTINCT visitor_key) AS visitors, count(DISTINCT ip_hash) AS ips"
             + f" FROM effective_touchpoints{clause} GROUP BY key ORDER BY clicks DESC, key LIMIT ?"
         )
-        async with self.db.execute(sql, [*args, FRAUD_LIMIT]) as cur:
+        async with self.db.execute(sql, [*args, -1 if limit is None else limit]) as cur:  # -1: no limit
             rows = list(await cur.fetchall())
         reasons: dict[Any, list[dict[str, Any]]] = {}
         async with self.db.execute(

@@ -195,6 +195,8 @@ function renderExports(data) {
   exportLinks("#export-creators", `Credits by creator (${data.model})`, "/api/attribution", { ...credits, group_by: "creator_id" });
   // Payouts under the model the payout rules name ([payouts] model), whatever the page shows.
   exportLinks("#export-payouts", "Creator payouts", "/api/payouts", period);
+  // The fraud report: every creator's clicks by verdict, with the reasons (all conversions alike).
+  exportLinks("#export-fraud", "Clicks by verdict per creator", "/api/fraud", { since: data.since, until: data.until });
 }
 
 async function lookup(event) {

@@ -1,7 +1,7 @@
 // All of the dashboard's data fetching, in one place: the charts only ever see what these
 // functions return. The numbers come from /api/dashboard/summary (one call per part of the
 // page, so the quick parts draw first); the downloads link to the report endpoints
-// (/api/attribution…, /api/payouts).
+// (/api/attribution…, /api/payouts, /api/fraud).
 
 // A same-origin path with its query; empty values are left out (the API's defaults apply).
 function urlOf(path, params) {

@@ -94,7 +94,7 @@ async def test_missing_or_wrong_token_rejected(gw, path: str, headers) -> None:
         ("/api/visitors/not-an-id", {}, 400),
         ("/api/nothing-here", {}, 404),
         ("/api/fraud", {}, 200),
-        ("/api/fraud", {"group_by": "medium"}, 400),
+        ("/api/fraud", {"group_by": "visitor_key"}, 400),
         ("/api/fraud", {"until": "soon"}, 400),
         ("/api/review", {}, 200),
         ("/api/review", {"cursor": "nope"}, 400),
@@ -122,7 +122,7 @@ async def test_unknown_parameter_names_what_the_endpoint_takes(gw) -> None:
     _, _, body = await get(gw, "/api/creators", AUTH, verified="1")
     assert body["error"] == "unknown query parameter 'verified' (this endpoint takes none)"
     _, _, body = await get(gw, "/api/fraud", AUTH, colour="red")
-    assert body["error"] == "unknown query parameter 'colour' (allowed: group_by, since, until)"
+    assert body["error"] == "unknown query parameter 'colour' (allowed: format, group_by, since, until)"
 
 
 async def test_wrong_method_is_json_405(gw) -> None:

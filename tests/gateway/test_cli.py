@@ -367,6 +367,41 @@ def test_report_csv_keeps_formulas_inert(tmp_path: Path) -> None:
     assert groups == ["-1", '=HYPERLINK("http://evil","x")']
 
 
+def test_report_prints_the_fraud_report(tmp_path: Path) -> None:
+    """``gateway report --fraud`` is /api/fraud in a terminal: every group, any period (none:
+    all time), by creator unless --group-by says otherwise, and CSV/NDJSON as the API's."""
+    from tests.gateway.test_fraud import click
+
+    events = [
+        click(0, "anna", "allow", channel="Paid Social"),
+        click(1, "anna", "block", "http_library", "datacenter", channel="Paid Social"),
+        click(2, "ben", "review", "headless", channel="Display"),
+    ]
+    cfg = _report_store(tmp_path, events)
+    done = gateway("report", "-c", str(cfg), "--fraud")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "fraud: the first touchpoint .. now, group_by creator_id"
+    assert lines[2].split()[:4] == ["group", "clicks", "allow", "review"]
+    assert lines[4].split() == [
+        *("anna", "2", "1", "0", "1", "0", "0"),
+        *("0.5000", "0.0000", "0.5000", "0.0000", "0.0000"),
+        *("2", "2", "datacenter:", "1;", "http_library:", "1"),
+    ]
+    assert lines[5].split()[:2] == ["ben", "1"]
+
+    period = ("--since", "2026-11-02T00:01:00Z", "--until", "2026-12-01")
+    done = gateway("report", "-c", str(cfg), "--fraud", *period, "--group-by", "channel", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [(r["group"], r["clicks"], r["block"]) for r in rows] == [
+        ("Display", "1", "0"),
+        ("Paid Social", "1", "1"),
+    ]
+    done = gateway("report", "-c", str(cfg), "--fraud", "--since", "2026-12-01", "--until", "2026-11-01")
+    assert done.returncode == 2 and done.stderr.startswith("gateway report: --since: must be before --until")
+
+
 def test_report_explains_its_problems(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[storage]\npath = 'none.db'\n")
@@ -405,6 +440,7 @@ def test_report_refuses_an_option_its_report_does_not_take(tmp_path: Path) -> No
     }
     refused = {"attribution": set(), "timeseries": set(), "paths": {"--model", "--group-by"}}
     refused["payouts"] = {"--group-by"}
+    refused["fraud"] = {"--model", "--conversion", "--verdicts"}
     for kind, not_taken in refused.items():
         flag = () if kind == "attribution" else (f"--{kind}",)
         for option in not_taken:

@@ -266,7 +266,7 @@ async def test_dashboard_draws_the_store(
         links = json.loads(
             await page.eval("JSON.stringify([...document.querySelectorAll('.exports a')].map(a => a.href))")
         )
-        assert len(links) == 10  # CSV and NDJSON of five reports (creators: credits and payouts)
+        assert len(links) == 12  # CSV and NDJSON of six reports (creators: credits and payouts; fraud)
         assert all(f"since={PERIOD['since']}" in link and "until=2026-11-11" in link for link in links)
         got = json.loads(
             await page.eval(
@@ -280,6 +280,7 @@ async def test_dashboard_draws_the_store(
         models_csv = got[2][2]  # every model side by side: one column pair per model
         assert all(f"{name}_conversions" in models_csv for name in MODELS), models_csv
         assert "/api/payouts?" in links[8] and "payout" in got[8][2], got[8]
+        assert "/api/fraud?" in links[10] and got[10][2].startswith("group,clicks,allow"), got[10]
 
         # The page's own session reads the API but cannot change anything.
         assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 200
@@ -307,9 +308,9 @@ async def test_dashboard_draws_the_store(
                 "r => [a.href, r.status]))).then(JSON.stringify)"
             )
         )
-        assert len(got) == 10 and all(
-            "conversion=purchase" in href and status == 200 for href, status in got
-        ), got
+        assert len(got) == 12 and all(status == 200 for _, status in got), got
+        # The fraud report counts clicks, whatever the conversion: it takes no conversion name.
+        assert all(("conversion=purchase" in href) != ("/api/fraud?" in href) for href, _ in got), got
 
         # A period the API refuses: the page says why instead of drawing.
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2026-01-01&to=2026-11-10")

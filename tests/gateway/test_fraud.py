@@ -3,15 +3,19 @@ queue, analyst overrides, re-scores, and the block action — through a real gat
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
+from gateway.events import Touchpoint, iso
+from gateway.ids import Uuid7
 from gateway.openapi import openapi_document
 from tests.conftest import TOKEN
 from tests.gateway.test_openapi import response_schema
@@ -24,6 +28,7 @@ BROWSER = {
     "Accept-Language": "en-GB",
     "Sec-Fetch-Dest": "document",
 }
+_new_id = Uuid7()
 CURL = {"User-Agent": "curl/8.4.0", "Accept": "*/*"}
 TRUST = "[proxy]\ntrusted_proxies = ['127.0.0.1']\n"
 
@@ -227,6 +232,91 @@ async def test_a_body_in_a_coding_not_decoded_is_a_415_and_a_refused_body_closes
         assert resp.status == 400
         assert resp.headers.get("Connection", "").lower() == "close"
     assert (await gw.api("/api/touchpoints"))["items"][0]["id"] == item["id"]  # the next one is fine
+
+
+def click(n: int, creator: str, verdict: str | None, *reasons: str, **fields: Any) -> Touchpoint:
+    ts = datetime(2026, 11, 2, tzinfo=UTC) + timedelta(minutes=n)
+    return Touchpoint(
+        _new_id(int(ts.timestamp() * 1000)),
+        iso(ts),
+        "n",
+        f"v{n}",
+        creator_id=creator,
+        verdict=verdict,
+        reasons=list(reasons),
+        ip_hash=f"ip{n % 2}",
+        **fields,
+    )
+
+
+async def test_fraud_report_exports_every_group_as_csv_and_ndjson(start_gateway, origin) -> None:
+    """The fraud report is a report: CSV and NDJSON (by ``format`` or ``Accept``) carry one flat
+    row per group, every group (the JSON's 1000 cap does not cut an export)."""
+    gw = await start_gateway(origin[0])
+    await gw.gateway.store.write(
+        [
+            click(0, "anna", "allow", channel="Paid Social"),
+            click(1, "anna", "block", "http_library", "datacenter", channel="Paid Social"),
+            click(2, "anna", "block", "http_library", channel="Paid Social"),
+            click(3, "=cmd|' /C calc'!A0", "review", "headless", channel="Display"),
+            click(4, "anna", None, channel="Display"),
+        ]
+    )
+    as_json = await gw.api("/api/fraud")
+    valid("/api/fraud", as_json)
+    assert as_json["truncated"] is False and [g["key"] for g in as_json["groups"]] == [
+        "anna",
+        "=cmd|' /C calc'!A0",
+    ]
+
+    async with gw.session.get(
+        gw.admin_url + "/api/fraud", headers={**AUTH, "Accept": "text/csv"}, params={"until": "2026-12-01"}
+    ) as resp:
+        assert resp.status == 200 and resp.content_type == "text/csv" and resp.headers["Vary"] == "Accept"
+        assert resp.headers["Content-Disposition"] == 'attachment; filename="fraud-creator_id-2026-12-01.csv"'
+        rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert rows[0] == {
+        "group": "anna",
+        "clicks": "4",
+        "allow": "1",
+        "review": "0",
+        "block": "2",
+        "bot": "0",
+        "unscored": "1",
+        "allow_share": "0.2500",
+        "review_share": "0.0000",
+        "block_share": "0.5000",
+        "bot_share": "0.0000",
+        "unscored_share": "0.2500",
+        "distinct_visitors": "4",
+        "distinct_ips": "2",
+        "top_reasons": "http_library: 2; datacenter: 1",
+    }
+    assert rows[1]["group"] == "'=cmd|' /C calc'!A0"  # kept inert in a spreadsheet
+
+    async with gw.session.get(
+        gw.admin_url + "/api/fraud", headers=AUTH, params={"format": "ndjson", "group_by": "channel"}
+    ) as resp:
+        assert (
+            resp.status == 200 and resp.content_type == "application/x-ndjson" and "Vary" not in resp.headers
+        )
+        assert resp.headers["Content-Disposition"] == 'attachment; filename="fraud-channel.ndjson"'
+        lines = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert [(r["group"], r["clicks"], r["block"], r["unscored_share"]) for r in lines] == [
+        ("Paid Social", 3, 2, 0),
+        ("Display", 2, 0, 0.5),
+    ]
+
+
+async def test_fraud_report_says_when_its_json_is_cut(start_gateway, origin) -> None:
+    gw = await start_gateway(origin[0])
+    await gw.gateway.store.write([click(n, f"cr_{n:04}", "allow") for n in range(1002)])
+    as_json = await gw.api("/api/fraud")
+    valid("/api/fraud", as_json)
+    assert as_json["truncated"] is True and len(as_json["groups"]) == 1000
+    async with gw.session.get(gw.admin_url + "/api/fraud", headers=AUTH, params={"format": "csv"}) as resp:
+        rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert len(rows) == 1002 and rows[-1]["group"] == "cr_1001"
 
 
 async def test_fraud_and_review_reject_bad_parameters(start_gateway, origin) -> None:
