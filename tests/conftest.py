@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,6 +27,13 @@ from gateway.server import Gateway, create_gateway, handler_args
 SECRET = "s" * 40
 TOKEN = "t" * 40
 ENV = {"GATEWAY_SECRET": SECRET, "GATEWAY_ADMIN_TOKEN": TOKEN}
+
+# A suite started in the background of a script (`make test &`, no job control) inherits SIGINT
+# ignored, and so would every gateway command a test starts: Python keeps a SIGINT ignored at
+# its start ignored, so the tests that press Ctrl-C on a command would see nothing happen.
+# The commands are tested as a terminal starts them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
