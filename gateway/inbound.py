@@ -6,8 +6,9 @@ writing everything in one store submission — the delivery's receipt first, the
 one group per event, each starting with the event's receipt, so the store's
 UNIQUE constraints decide what is a duplicate — and answering only once that
 commit is confirmed. Events that fail validation are written to ``bad_events``
-with their reason, the body sealed (``gateway.badbody``). Counts every event in
-``gateway_inbound_events_total``.
+with their reason, the body sealed (``gateway.badbody``); events that mean nothing to
+store (an ``ignore_types`` type, a Segment page without campaign data) are answered
+``ignored``. Counts every event in ``gateway_inbound_events_total``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ log = logging.getLogger("gateway.inbound")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNKNOWN = "unknown"
 """The sender label of a delivery that did not authenticate."""
+OUTCOMES = ("accepted", "ignored", "duplicate", "bad")
+"""An event's result in the answer (and its ``gateway_inbound_events_total`` outcome; a
+refused request counts as ``rejected``). ``ignored``: acknowledged, nothing recorded."""
 _encode = msgspec.json.Encoder()
 
 
@@ -252,10 +256,12 @@ class Inbound:
             delivery.results.append({"index": index, "result": "bad", "errors": err.errors})
             delivery.groups.append([key, bad])
             return
-        delivery.results.append({"index": index, "result": "accepted", "key": mapped.key})
         if not mapped.rows:  # acknowledged, nothing to record (e.g. a plain Segment page view)
+            ignored = {"index": index, "result": "ignored", "key": mapped.key, "reason": mapped.ignored}
+            delivery.results.append(ignored)
             delivery.groups.append([])
             return
+        delivery.results.append({"index": index, "result": "accepted", "key": mapped.key})
         receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "event", mapped.key)
         delivery.groups.append([receipt, *mapped.rows])
 
@@ -296,14 +302,13 @@ class Inbound:
             one = results[0]
             if one["result"] == "bad":
                 return error(400, "; ".join(one["errors"]), extra={"result": "bad", "errors": one["errors"]})
-            status = 202 if one["result"] == "accepted" else 200
-            return answer(status, {"ok": True, "result": one["result"], "key": one["key"]})
-        counts = {
-            outcome: sum(1 for r in results if r["result"] == outcome)
-            for outcome in ("accepted", "duplicate", "bad")
-        }
+            # An ignored event is answered as an accepted one is (202), so that a sender's
+            # library does not retry it; the result and reason say that nothing was recorded.
+            status = 200 if one["result"] == "duplicate" else 202
+            return answer(status, {"ok": True, **{k: v for k, v in one.items() if k != "index"}})
+        counts = {outcome: sum(1 for r in results if r["result"] == outcome) for outcome in OUTCOMES}
         if counts["bad"] == len(results):
             message = f"all {len(results)} events failed validation"
             return error(400, message, extra={**counts, "results": results})
-        status = 202 if counts["accepted"] or counts["bad"] else 200
+        status = 200 if counts["duplicate"] == len(results) else 202
         return answer(status, {"ok": True, **counts, "results": results})

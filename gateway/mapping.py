@@ -46,6 +46,8 @@ class Mapped:
     rows: list[Event]
     """What it records; empty when the event is acknowledged and means nothing to store."""
     kind: str
+    ignored: str = ""
+    """When ``rows`` is empty: why nothing is recorded (the answer's ``reason``)."""
 
 
 @dataclass(frozen=True)
@@ -219,10 +221,14 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     if r.errors:
         raise Invalid(r.errors)
     rows: list[Event] = []
-    if kind == "ignored" or (src.lenient and kind == "identify" and not (visitor_id and user_id)):
-        return Mapped(key, rows, kind or "")
+    if kind == "ignored":
+        return Mapped(key, rows, kind, f"type {raw_type!r} is in ignore_types: not recorded")
+    if src.lenient and kind == "identify" and not (visitor_id and user_id):
+        why = f"identify without both {r.where('visitor_id')} and {r.where('user_id')}: nothing to bind"
+        return Mapped(key, rows, kind, why)
     if src.lenient and kind == "touchpoint" and not has_attribution:
-        return Mapped(key, rows, kind)
+        why = f"{raw_type} without campaign data (none of {', '.join(ATTRIBUTION)}): not recorded"
+        return Mapped(key, rows, kind, why)
     ts, ms = iso(moment), int(moment.timestamp() * 1000)
     keys, node, origin = limits.keys, limits.node, src.origin
     user_key = keys.user_key(user_id) if user_id is not None else None

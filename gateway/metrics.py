@@ -100,7 +100,8 @@ class Metrics:
         )
         self.inbound_events = Counter(
             "gateway_inbound_events",
-            "Signed events by outcome: accepted, duplicate, bad (kept in bad_events), rejected",
+            "Signed events by outcome: accepted, ignored (acknowledged, nothing recorded), duplicate, "
+            "bad (kept in bad_events), rejected",
             ["sender", "outcome"],
             registry=r,
         )

@@ -47,6 +47,7 @@ max_body = 4096
 [[sources]]
 name = "billing"
 secrets = ["env:BILLING_SECRET", "env:BILLING_SECRET_OLD"]
+ignore_types = ["charge.refunded"]
 
 [[sources]]
 name = "legacy"
@@ -201,11 +202,61 @@ async def test_only_a_conversions_value_is_held_to_the_range(gw: RunningGateway)
     refund = {"type": "track", "messageId": "r1", "userId": "u1", "event": "Order Refunded"}
     body = encode({"batch": [{**refund, "properties": {"revenue": -25}}]})
     status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment")
-    assert status == 202 and answer["accepted"] == 1, answer
+    assert status == 202 and answer["ignored"] == 1, answer
     click = encode({"type": "touchpoint", "event_id": "t1", "user_id": "u1", "source": "x", "value": -1})
     status, answer = await post(gw, click, signed(click))
     assert status == 202, answer
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
+async def inbound_metrics(gw: RunningGateway) -> dict[tuple[str, ...], float]:
+    async with gw.session.get(
+        gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    ) as resp:
+        return parse_metrics(await resp.text())
+
+
+async def test_events_that_record_nothing_are_answered_and_counted_as_ignored(gw: RunningGateway) -> None:
+    """A Segment track/screen/group/alias call, a page without campaign data, an identify
+    without both IDs, or a type in a sender's ignore_types records nothing: its answer and
+    its metric outcome say ``ignored`` (not ``accepted``), with the same 202, so that a
+    sender's library does not retry it; sent again, it is ignored again, still not recorded."""
+    campaign = {"campaign": {"source": "news"}}
+    track, screen, group, alias, plain_page, half_identify, page = (
+        {"type": "track", "messageId": "i1", "userId": "u1", "event": "Clicked"},
+        {"type": "screen", "messageId": "i2", "anonymousId": "a1"},
+        {"type": "group", "messageId": "i3", "userId": "u1", "groupId": "g"},
+        {"type": "alias", "messageId": "i4", "userId": "u1", "previousId": "a1"},
+        {"type": "page", "messageId": "i5", "anonymousId": "a1"},
+        {"type": "identify", "messageId": "i6", "anonymousId": "a1"},
+        {"type": "page", "messageId": "i7", "anonymousId": "a1", "context": campaign},
+    )
+    body = encode({"batch": [track, screen, group, alias, page]})
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment")
+    assert status == 202, answer
+    assert [r["result"] for r in answer["results"]] == ["ignored"] * 4 + ["accepted"]
+    assert (answer["accepted"], answer["ignored"], answer["duplicate"], answer["bad"]) == (1, 4, 0, 0)
+    assert answer["results"][0]["reason"] == "type 'track' is in ignore_types: not recorded"
+    body = encode({"batch": [plain_page, half_identify, track, page]})  # sent again: ignored again
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment")
+    assert status == 202, answer
+    assert [r["result"] for r in answer["results"]] == ["ignored"] * 3 + ["duplicate"]
+    assert "without campaign data" in answer["results"][0]["reason"]
+    assert answer["results"][1]["reason"].startswith("identify without both visitor_id (/anonymousId)")
+    single = encode(track)
+    status, answer = await post(gw, single, basic(SEGMENT), "/_gw/segment")
+    assert (status, answer["result"], answer["key"]) == (202, "ignored", "i1"), answer
+    refund = encode({"type": "charge.refunded", "event_id": "r-1", "user_id": "u1", "value": -5})
+    status, answer = await post(gw, refund, signed(refund))
+    assert (status, answer["result"]) == (202, "ignored"), answer
+    assert "ignore_types" in answer["reason"]
+    assert await rows(gw, "SELECT key FROM receipts WHERE kind = 'event'") == [("i7",)]
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(1,)]
+    metrics = await inbound_metrics(gw)
+    outcome = ("gateway_inbound_events_total", 'outcome="ignored"')
+    assert metrics[(*outcome, 'sender="segment"')] == 8
+    assert metrics[(*outcome, 'sender="billing"')] == 1
+    assert metrics[("gateway_inbound_events_total", 'outcome="accepted"', 'sender="segment"')] == 1
 
 
 async def test_a_timestamp_of_any_length_is_a_401(gw: RunningGateway) -> None:
@@ -335,7 +386,7 @@ async def test_segment_page_becomes_a_touchpoint_and_identify_a_binding(gw: Runn
     }
     body = encode(batch)
     status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment")
-    assert status == 202 and answer["accepted"] == 3, answer
+    assert status == 202 and (answer["accepted"], answer["ignored"]) == (2, 1), answer
     anon = KEYS.visitor_key("anon-1")
     assert await rows(gw, "SELECT visitor_key, source, campaign, landing_path FROM touchpoints") == [
         (anon, "newsletter", "spring", "/pricing")
@@ -440,7 +491,7 @@ async def test_metrics_hold_received_equals_the_sum_of_outcomes(gw: RunningGatew
         received = metrics[("gateway_inbound_received_total", sender)]
         outcomes = sum(
             metrics.get(("gateway_inbound_events_total", f'outcome="{o}"', sender), 0.0)
-            for o in ("accepted", "duplicate", "bad", "rejected")
+            for o in ("accepted", "ignored", "duplicate", "bad", "rejected")
         )
         assert received == outcomes, sender
     billing = 'sender="billing"'
