@@ -117,12 +117,20 @@ async def lag(db: aiosqlite.Connection, table: str, after: int) -> tuple[int, fl
     count = int(row[0]) if row else 0
     if not count:
         return 0, 0.0
+    return count, await oldest_age(db, table, after)
+
+
+async def oldest_age(db: aiosqlite.Connection, table: str, after: int) -> float:
+    """Seconds since the oldest row after ``after`` was recorded (0 when none): one seek on the
+    rowid, cheap however many rows wait (``lag`` counts them, which takes as long as they are
+    many)."""
+    name = _safe(table)
     async with db.execute(f"SELECT ts FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT 1", (after,)) as cur:
         first = await cur.fetchone()
     if first is None:
-        return count, 0.0
+        return 0.0
     oldest = datetime.fromisoformat(str(first[0]))
-    return count, max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
+    return max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
 
 
 async def table_tops(db: aiosqlite.Connection) -> dict[str, int]:

@@ -8,7 +8,8 @@ which the central store ignores. Failures (PostgreSQL away, restarting, a
 network cut) are counted and retried with exponential backoff and
 jitter; the proxy never waits on any of this, and the local store keeps every
 row until it is delivered. After every round, caught up or failed, the lag
-per table is published to ``/metrics``.
+per table is published to ``/metrics``, and its age (of the oldest row waiting)
+again every ``interval_seconds`` (at most 5 s) while a backoff lasts.
 """
 
 from __future__ import annotations
@@ -25,8 +26,17 @@ import aiosqlite
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
-from storage.backoff import Backoff
-from storage.cursors import advance, cursor_at, cursor_name, lag, local_columns, position, read_after
+from storage.backoff import Backoff, wait_refreshing
+from storage.cursors import (
+    advance,
+    cursor_at,
+    cursor_name,
+    lag,
+    local_columns,
+    oldest_age,
+    position,
+    read_after,
+)
 from storage.local import connect
 from storage.migrate import SchemaTooNew, migrate
 
@@ -120,6 +130,14 @@ class Sync:
             found[table] = (rows, seconds)
         return found
 
+    async def publish_age(self, db: aiosqlite.Connection) -> None:
+        """The lag's age alone, between attempts: one cheap seek per table, where counting the
+        rows (``publish_lag``) takes as long as they are many."""
+        for table in SYNC_TABLES:
+            if await local_columns(db, table):
+                seconds = await oldest_age(db, table, await position(db, cursor_name(READER, table)))
+                self.metrics.sync_lag_seconds.labels(READER, table).set(seconds)
+
     async def open_local(self) -> aiosqlite.Connection:
         db = await connect(self.store_path)
         try:
@@ -183,7 +201,7 @@ class Sync:
                         conn = None
                 with contextlib.suppress(Exception):
                     await self.publish_lag(db)
-                await asyncio.sleep(delay)
+                await wait_refreshing(delay, self.options.interval_seconds, lambda: self.publish_age(db))
         finally:
             if conn is not None:
                 conn.terminate()

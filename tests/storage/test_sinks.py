@@ -292,3 +292,32 @@ async def test_erased_user_rows_still_pending_are_never_sent(world, batch_api: B
     assert sent == {touches[2].campaign}
     assert user_key not in str(batch_api.calls) and "alice" not in str(batch_api.calls)
     assert not [c for c in batch_api.calls if c["type"] == "identify"]
+
+
+async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: BatchApi) -> None:
+    """A failing destination is retried after a backoff (at least 0.25 s, up to
+    ``backoff_max_seconds``); the age of the oldest unsent row is kept current meanwhile, every
+    ``interval_seconds``: a row written after the last attempt shows before the next one."""
+    w = await world(sink_toml(batch_api, interval_seconds=0.02, backoff_max_seconds=300))
+    batch_api.fail = [500] * 1000
+    metrics = w.sinks.sinks["out"].metrics
+    errors = metrics.sync_errors.labels("sink:out")
+    age = metrics.sync_lag_seconds.labels("sink:out", "touchpoints")
+    task = asyncio.create_task(w.sinks.sinks["out"].run())
+    try:
+        binding = Binding(uuid7(), iso(datetime.now(UTC)), "a", "a" * 32, w.keys.user_key("u"), "login")
+        await w.store.write([binding])  # something to fail on; no touchpoint waits yet
+        async with asyncio.timeout(10):
+            while not errors._value.get():
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # the lag published after the failure (the next try: 0.25 s at least)
+        assert age._value.get() == 0
+        old = landing(datetime.now(UTC) - timedelta(hours=1), "b" * 32, source="news")
+        await w.store.write([old])
+        async with asyncio.timeout(5):
+            while age._value.get() < 3600:
+                await asyncio.sleep(0.005)
+        assert errors._value.get() == 1  # no attempt meanwhile: the wait refreshed it
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

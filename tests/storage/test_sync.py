@@ -372,3 +372,32 @@ async def test_a_dsn_that_does_not_parse_is_retried_without_a_traceback(
     lines = [r for r in caplog.records if r.name == "gateway.sync"]
     assert lines and all(r.levelname == "WARNING" and r.exc_info is None for r in lines)
     assert "not a PostgreSQL DSN" in lines[0].getMessage() and "s3cret" not in caplog.text
+
+
+async def test_lag_seconds_keeps_up_while_the_sync_backs_off(tmp_path: Path) -> None:
+    """While the central store is away, attempts are a backoff apart (up to
+    ``central.backoff_max_seconds``); the age of the oldest undelivered row is kept current
+    meanwhile, every ``interval_seconds``, not only at each attempt: a row written after the
+    last attempt, an hour old, shows at once."""
+    store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
+    await store.open()
+    metrics = Metrics()
+    options = CentralOptions(interval_seconds=0.05, backoff_min_seconds=120, backoff_max_seconds=120)
+    sync = Sync(store.path, "postgresql://u:p@127.0.0.1:1/db", options, metrics)
+    age = metrics.sync_lag_seconds.labels("central", "touchpoints")
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(10):
+            while not metrics.sync_errors.labels("central")._value.get():
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert age._value.get() == 0
+        await store.write([touch(1, "c" * 32, at=datetime.now(UTC) - timedelta(hours=1))])
+        async with asyncio.timeout(2):
+            while age._value.get() < 3600:
+                await asyncio.sleep(0.02)
+        assert metrics.sync_errors.labels("central")._value.get() == 1  # no attempt meanwhile
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
