@@ -49,6 +49,14 @@ def body_digest(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def verify_standard(
     senders: Mapping[str, Sequence[bytes]],
     headers: Mapping[str, str],
@@ -65,12 +73,16 @@ def verify_standard(
     given = headers.get("webhook-signature", "")
     if not (msg_id and timestamp and given):
         raise AuthFailed("signature", "signature: missing webhook-id, webhook-timestamp or webhook-signature")
+    if not _utf8(msg_id):  # bytes that are not UTF-8 (the HTTP parser kept them as surrogates)
+        raise AuthFailed("signature", "signature: webhook-id is not UTF-8 text")
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 20):
         raise AuthFailed("timestamp", "timestamp: outside the accepted window")
     if abs(now - int(timestamp)) > tolerance:
         raise AuthFailed("timestamp", "timestamp: outside the accepted window")
     offered = [
-        sig.encode() for version, _, sig in (s.partition(",") for s in given.split()) if version == "v1"
+        sig.encode()
+        for version, _, sig in (s.partition(",") for s in given.split())
+        if version == "v1" and sig.isascii()  # base64: anything else cannot match
     ]
     for sender, secrets in senders.items():
         for secret in secrets:
@@ -82,10 +94,12 @@ def verify_standard(
 
 def verify_legacy(senders: Mapping[str, Sequence[bytes]], given: str, body: bytes) -> Authenticated:
     """The legacy sender whose secret made the hex signature ``given`` (``sha256=`` prefix allowed)."""
-    offered = given.strip().removeprefix("sha256=").lower().encode()
+    offered = given.strip().removeprefix("sha256=").lower()
+    if not offered.isascii():  # hex: anything else cannot match
+        raise AuthFailed("signature", "signature: no valid signature")
     for sender, secrets in senders.items():
         for secret in secrets:
-            if hmac.compare_digest(legacy_signature(secret, body).encode(), offered):
+            if hmac.compare_digest(legacy_signature(secret, body), offered):
                 return Authenticated(sender, body_digest(body))
     raise AuthFailed("signature", "signature: no valid signature")
 

@@ -645,3 +645,41 @@ async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: 
     assert len(bomb) < 4096  # the test sources' webhooks.max_body
     status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
     assert status == 400 and "webhooks.max_body" in answer["error"], answer
+
+
+async def test_header_bytes_that_are_not_utf8_are_a_401(gw: RunningGateway) -> None:
+    """A webhook-id or signature header carrying bytes that are not UTF-8 was a 500 (and a
+    traceback in the log): it is a 401 like any other signature that does not verify."""
+    body = encode(conversion())
+    good = signed(body)
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    for name, raw in (
+        ("webhook-id", b"msg_\xff"),
+        ("webhook-signature", b"v1,\xff\xfe"),
+        ("x-webhook-signature", b"\xff"),
+    ):
+        kept = {k: v for k, v in good.items() if k != name}
+        if name.startswith("x-"):
+            kept = {}
+        head = b"".join(f"{k}: {v}\r\n".encode() for k, v in kept.items())
+        request = (
+            b"POST /_gw/events HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n".encode()
+            + head
+            + name.encode()
+            + b": "
+            + raw
+            + b"\r\n\r\n"
+            + body
+        )
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(request)
+            answer = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        head_part, _, payload = answer.partition(b"\r\n\r\n")
+        assert head_part.startswith(b"HTTP/1.1 401 "), (name, answer[:200])
+        assert msgspec.json.decode(payload)["error"].startswith("signature:"), payload
+    assert await rows(gw, "SELECT count(*) FROM receipts") == [(0,)]

@@ -71,12 +71,17 @@ def test_verify_finds_the_sender_by_any_of_its_secrets() -> None:
         ({"now": 1000 - 301}, "timestamp"),
         ({"drop": "webhook-id"}, "signature"),
         ({"timestamp": "12ab"}, "timestamp"),
+        # Header bytes that are not UTF-8 reach us as surrogates (aiohttp's parser): refused,
+        # never a UnicodeEncodeError (a 500).
+        ({"set": {"webhook-id": "msg_\udcff"}}, "signature"),
+        ({"set": {"webhook-signature": "v1,\udcff"}}, "signature"),
     ],
 )
 def test_verify_refuses(change: dict[str, Any], what: str) -> None:
     body = b'{"x": 1}'
     headers = _headers(change.get("secret", b"a" * 32), body, 1000)
     headers.pop(change.get("drop", ""), None)
+    headers |= change.get("set", {})
     if "timestamp" in change:
         headers["webhook-timestamp"] = change["timestamp"]
     with pytest.raises(AuthFailed) as info:
@@ -91,6 +96,8 @@ def test_legacy_hex_and_basic() -> None:
     assert verify_legacy(SENDERS, "sha256=" + sig.upper(), body).sender == "a"
     with pytest.raises(AuthFailed):
         verify_legacy(SENDERS, sig, b"{ }")
+    with pytest.raises(AuthFailed):
+        verify_legacy(SENDERS, sig[:-1] + "\udcff", body)
     basic = "Basic " + base64.b64encode(b"a" * 32 + b":").decode()
     assert verify_basic(SENDERS, basic, body).sender == "a"
     for header in ("", "Basic !!!", "Bearer " + "a" * 32, "Basic " + base64.b64encode(b"nope:").decode()):
