@@ -144,6 +144,13 @@ class _Reader:
             if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
                 moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
                 moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                try:
+                    moment = moment.astimezone(UTC)
+                except OverflowError:  # year 1 or 9999 with an offset: no such UTC date-time
+                    self.fail(
+                        name, f"{value[:40]!r} is outside the accepted range (webhooks.max_event_age_days)"
+                    )
+                    return now
             else:
                 seconds = float(value)
                 moment = datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
@@ -191,11 +198,15 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         r.fail("currency", f"expected a 3-letter ISO 4217 code, got {currency[:20]!r}")
     order_id = r.text("order_id")
     conv_name = r.text("name")
+    given_key = r.raw("event_id")
+    if given_key is not MISSING and (isinstance(given_key, bool) or not isinstance(given_key, str | int)):
+        # Left out, the event would be keyed by its delivery: a re-send would count twice.
+        r.fail("event_id", f"expected a string or an integer, got {type(given_key).__name__}")
     key = next(
         (
             str(v)
             for v in (
-                r.raw("event_id"),
+                given_key,
                 *(resolve(event, p[1:].split("/")) for p in EVENT_KEY_FALLBACKS),
             )
             if isinstance(v, str | int) and not isinstance(v, bool) and str(v).strip()

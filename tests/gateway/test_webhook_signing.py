@@ -225,6 +225,29 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
             ["source (/source): contains unprintable"],
         ),
         ({"type": True}, ["type (/type): expected a string, got bool"]),
+        # Past the calendar once in UTC: refused with the reason, not an OverflowError (a 500).
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": "0001-01-01T00:00:00+01:00"},
+            ["timestamp (/timestamp): '0001-01-01T00:00:00+01:00' is outside the accepted range"],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": "9999-12-31T23:59:59-01:00"},
+            ["timestamp (/timestamp): '9999-12-31T23:59:59-01:00' is outside the accepted range"],
+        ),
+        # An event ID of another type is not passed over for the delivery's (a re-send would
+        # then count twice).
+        (
+            {"type": "conversion", "visitor_id": "v", "event_id": 1.5},
+            ["event_id (/event_id): expected a string or an integer, got float"],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "event_id": {"id": "e1"}},
+            ["event_id (/event_id): expected a string or an integer, got dict"],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "event_id": False},
+            ["event_id (/event_id): expected a string or an integer, got bool"],
+        ),
         (
             {"type": "conversion", "visitor_id": "v", "event_id": "k" * 257},
             ["event_id (/event_id): the event key"],
