@@ -35,7 +35,7 @@ from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.signing import Authenticated, AuthFailed, verify_basic, verify_legacy, verify_standard
-from gateway.sources import SourceMap, compile_source, split_batch
+from gateway.sources import SourceMap, compile_source, decode_delivery, split_batch
 from storage.local import LocalStore
 
 log = logging.getLogger("gateway.inbound")
@@ -224,9 +224,9 @@ class Inbound:
         receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "delivery", auth.delivery)
         delivery.groups.append([receipt])
         try:
-            doc = msgspec.json.decode(body)
-        except msgspec.DecodeError as err:
-            reason = f"body: not valid JSON ({err})"
+            doc = decode_delivery(body)
+        except ValueError as err:
+            reason = str(err)
             delivery.groups[0].append(self._bad(src, now, reason, body.decode(errors="replace")))
             return await self._commit(delivery, 1, lambda _: error(400, reason))
         events = split_batch(src, doc)

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import msgspec
-
 from gateway.badbody import body_key, unseal
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event, Receipt, iso
@@ -27,7 +25,7 @@ from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
-from gateway.sources import compile_source, split_batch
+from gateway.sources import compile_source, decode_delivery, split_batch
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew
 
@@ -85,14 +83,15 @@ async def replay_bad(
                 continue
             received = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(UTC)
             try:
-                doc = msgspec.json.decode(body)
+                doc = decode_delivery(body.encode())
+            except ValueError as err:
+                report.still_bad.append((bad_id, str(err)))
+                continue
+            try:
                 events = split_batch(src, doc)
                 mapped = [
                     map_event(src, e, received, limits, f"replay:{bad_id}#{i}") for i, e in enumerate(events)
                 ]
-            except msgspec.DecodeError as err:
-                report.still_bad.append((bad_id, f"body: not valid JSON ({err})"))
-                continue
             except Invalid as err:
                 report.still_bad.append((bad_id, "; ".join(err.errors)))
                 continue

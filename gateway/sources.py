@@ -2,8 +2,9 @@
 
 Owns the field names a ``[[sources]]`` mapping may name, each format's default
 mapping (``standard``: our own layout; ``segment``: Segment's ``page`` /
-``identify`` calls), JSON pointers (RFC 6901), the compiled ``SourceMap`` and
-how a delivery splits into events. What one event means is ``gateway.mapping``.
+``identify`` calls), JSON pointers (RFC 6901), the compiled ``SourceMap``, how a
+delivery's body is decoded (``MAX_DEPTH``) and how it splits into events. What
+one event means is ``gateway.mapping``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:
     from gateway.options import Options, SourceOptions, WebhooksOptions
@@ -211,6 +214,36 @@ def validate_sources(options: Options) -> list[str]:
         if not (src.value_scale > 0 and math.isfinite(src.value_scale)):
             p.append(f"{at}.value_scale: must be a positive number, got {src.value_scale}")
     return p
+
+
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects a delivery may have (real events nest a few levels):
+deeper, Python's recursion limit would stop the decoder, or the encoder keeping it as a bad
+event, mid-way."""
+
+
+def decode_delivery(body: bytes) -> Any:
+    """A delivery's JSON document; ``ValueError`` with the reason, naming the body, when it is
+    not valid JSON or nests deeper than ``MAX_DEPTH``."""
+    deep = ValueError(f"body: JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.DecodeError as err:
+        raise ValueError(f"body: not valid JSON ({err})") from None
+    except RecursionError:
+        raise deep from None
+    level = [doc]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for node in level
+            if isinstance(node, dict | list)
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return doc
+    raise deep
 
 
 def split_batch(src: SourceMap, doc: Any) -> list[Any]:

@@ -23,7 +23,9 @@ from gateway.badbody import body_key, unseal
 from gateway.events import Conversion
 from gateway.ids import uuid7
 from gateway.keys import Keys
+from gateway.replay import replay_bad
 from gateway.signing import legacy_signature, standard_signature
+from gateway.sources import MAX_DEPTH
 from tests.conftest import ENV, SECRET, RunningGateway
 from tests.gateway.test_openapi import response_schema
 
@@ -645,6 +647,33 @@ async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: 
     assert len(bomb) < 4096  # the test sources' webhooks.max_body
     status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
     assert status == 400 and "webhooks.max_body" in answer["error"], answer
+
+
+async def test_json_nested_too_deeply_is_a_400_kept_as_a_bad_event(gw: RunningGateway) -> None:
+    """Nesting past Python's recursion limit stopped the decoder (or the encoder keeping the
+    event as a bad one) with a RecursionError: a 500 that told the sender to retry, for ever.
+    Past ``MAX_DEPTH`` levels the body is now a 400 saying so, kept with the bad events;
+    ``replay-bad`` finds it still bad, with the same reason."""
+    ok = {**conversion(), "extra": json_nested(MAX_DEPTH - 1)}  # the event is the first level
+    body = encode(ok)
+    assert (await post(gw, body, signed(body)))[0] == 202
+    for deep in (
+        json_nested(MAX_DEPTH + 1),
+        json_nested(2000),  # past the decoder's recursion
+        b'{"type": "conversion", "x": ' + json_nested(980) + b"}",  # decodes; the bad event did not encode
+    ):
+        for path, headers in (("/_gw/events", signed(deep)), ("/_gw/segment", basic(SEGMENT))):
+            status, answer = await post(gw, deep, headers, path)
+            assert status == 400 and answer["error"] == f"body: JSON nested deeper than {MAX_DEPTH} levels"
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(6,)]
+    lines: list[str] = []
+    report = await replay_bad(gw.gateway.settings, dry_run=True, say=lines.append)
+    assert not report.replayed and len(report.still_bad) == 6, lines
+    assert {reason for _, reason in report.still_bad} == {f"body: JSON nested deeper than {MAX_DEPTH} levels"}
+
+
+def json_nested(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
 
 
 async def test_header_bytes_that_are_not_utf8_are_a_401(gw: RunningGateway) -> None:
