@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import logging
 import sys
 import time
 import tomllib
@@ -712,3 +713,65 @@ async def test_header_bytes_that_are_not_utf8_are_a_401(gw: RunningGateway) -> N
         assert head_part.startswith(b"HTTP/1.1 401 "), (name, answer[:200])
         assert msgspec.json.decode(payload)["error"].startswith("signature:"), payload
     assert await rows(gw, "SELECT count(*) FROM receipts") == [(0,)]
+
+
+ODD_BODIES = [
+    b"",
+    b"{not json",
+    b'"hello"',
+    b"null",
+    b"[]",
+    b"[1, [2], null]",
+    b'{"batch": "x"}',
+    b'{"batch": []}',
+    b'{"batch": {"type": "page"}}',
+    b'{"type": "conversion", "user_id": "u", "value": 1e400}',
+    b'{"type": "conversion", "user_id": "u", "value": NaN}',
+    b'{"type": "conversion", "user_id": "u", "value": -Infinity}',
+    b'{"type": "conversion", "user_id": "u", "value": "1e999"}',
+    b'{"type": "conversion", "user_id": "' + b"9" * 30 + b'", "event_id": ' + b"9" * 30 + b"}",
+    b'{"type": "conversion", "user_id": "\xff\xfe"}',
+    b'\xef\xbb\xbf{"type": "conversion"}',
+    b'{"type": "conversion", "user_id": "\\ud800"}',
+    b'{"type": "conversion", "user_id": "a\\u0000b", "event_id": "a\\u0000b"}',
+    b'{"type": "conv\\u0000ersion", "user_id": "u"}',
+    b'{"type": "conversion", "type": "identify", "user_id": "u"}',
+    b'{"type": 5, "user_id": "u"}',
+    b'{"type": "conversion", "user_id": "u", "event_id": [1]}',
+    *(
+        b'{"type": "conversion", "user_id": "u", "timestamp": ' + ts + b"}"
+        for ts in (
+            b'"0001-01-01T00:00:00+01:00"',
+            b'"9999-12-31T23:59:59-01:00"',
+            b'"2026-02-30T00:00:00Z"',
+            b'"2026-W49-4"',
+            b'"."',
+            b'"NaN"',
+            b'"' + b"9" * 400 + b'"',
+            b"1e300",
+            b"9" * 40,
+            b"-99999999999999",
+            b"true",
+            b"{}",
+        )
+    ),
+    json_nested(3000)[:4000],
+]
+
+
+async def test_nothing_a_sender_sends_gives_a_server_error(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bad-input sweep of both endpoints, each body signed as its sender signs it: every
+    answer is JSON and below 500 (a refusal says why), and nothing is logged as an error."""
+    for body in ODD_BODIES:
+        segment = body.replace(b'"conversion"', b'"page"')
+        for path, sent, headers in (
+            ("/_gw/events", body, signed(body)),
+            ("/_gw/segment", segment, {**basic(SEGMENT), "Content-Type": "text/plain"}),
+            ("/_gw/segment/v1/identify", segment, {**basic(SEGMENT), "Content-Encoding": "gzip"}),
+        ):
+            status, answer = await post(gw, sent, headers, path)
+            assert status < 500 and answer["ok"] is (status < 400), (path, sent[:80], status, answer)
+            assert status < 400 or answer["error"], answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
