@@ -260,7 +260,11 @@ def check_files(options: Options, base_dir: Path) -> list[str]:
         ("geo.asn_db", options.geo.asn_db, "ASN"),
     ):
         path = resolve_path(base_dir, name) if name else None
-        if path is None or not path.exists():
+        try:
+            if path is None or not path.exists():
+                continue
+        except OSError as err:  # a name too long, a folder on the way not searchable
+            p.append(f"{key}: cannot read {path}: {err.strerror}")
             continue
         try:
             with maxminddb.open_database(str(path)) as reader:

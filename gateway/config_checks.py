@@ -20,7 +20,13 @@ from yarl import URL
 
 from gateway.attribution import report_zone
 from gateway.channels import CLASSES, is_public_suffix
-from gateway.config_values import cookie_name_problem, host_problem, regex_problem, toml_key
+from gateway.config_values import (
+    cookie_name_problem,
+    host_problem,
+    path_problem,
+    regex_problem,
+    toml_key,
+)
 from gateway.events import VERDICTS
 from gateway.options import (
     AttributionOptions,
@@ -213,6 +219,14 @@ def validate(options: Options) -> list[str]:
         f"must be more than 0 and at most 60000, got {st.max_wait_ms}",
     )
     _check(p, bool(st.path), "storage.path", "must not be empty")
+    for key, path in (
+        ("storage.path", st.path),
+        ("geo.country_db", options.geo.country_db),
+        ("geo.asn_db", options.geo.asn_db),
+    ):
+        bad = path_problem(path)
+        if bad:
+            p.append(f"{key}: {bad}")
     from gateway.sources import validate_sources  # the sources' own checks live with their mapping
 
     p += validate_sources(options)

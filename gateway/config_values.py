@@ -78,6 +78,15 @@ def host_problem(value: str, *, example: str = "example.com", ip: bool = False) 
     return f'must be {what} like "{example}", without scheme, port or path, got {_shown(value)}{hint}'
 
 
+def path_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a file: the operating system refuses a NUL character in a
+    path, and Python raises for it wherever the file is first opened (a traceback, not a
+    config error)."""
+    if "\x00" in value:
+        return f"a file path cannot hold a NUL character (\\u0000), got {_shown(value)}"
+    return None
+
+
 def cookie_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a cookie: RFC 6265 allows only a token."""
     if COOKIE_NAME.fullmatch(name):

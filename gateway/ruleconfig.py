@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.config_values import cookie_name_problem, host_problem, regex_problem
+from gateway.config_values import cookie_name_problem, host_problem, path_problem, regex_problem
 from gateway.events import MAX_VALUE
 
 
@@ -286,6 +286,9 @@ def resolve_rule_keys(
             raw = value.encode()
         elif source.algorithm.startswith("HS"):
             problems.append(f'{key}: an HMAC secret is never written in the file; use "env:NAME"')
+            continue
+        elif bad := path_problem(source.key):
+            problems.append(f"{key}: {bad}")
             continue
         else:
             path = Path(source.key)

@@ -141,6 +141,27 @@ def test_unreadable_config_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[storage]\npath = "a\\u0000.db"\n', "storage.path: a file path cannot hold a NUL character"),
+        ('[geo]\ncountry_db = "x\\u0000"\n', "geo.country_db: a file path cannot hold a NUL character"),
+        ('[geo]\nasn_db = "x\\u0000"\n', "geo.asn_db: a file path cannot hold a NUL character"),
+        ("[geo]\nasn_db = '" + "x" * 300 + "'\n", "geo.asn_db: cannot read "),
+        (
+            "[[identity.rules]]\nname = 'r'\npath = '/login'\nstatus = [200]\n"
+            "user_id = { jwt_cookie = 's', algorithm = 'RS256', key = \"k\\u0000.pem\" }\n",
+            "identity.rules[0].user_id.key: a file path cannot hold a NUL character",
+        ),
+    ],
+)
+def test_a_path_the_system_cannot_open_is_a_problem_naming_its_key(toml: str, expected: str) -> None:
+    """Python raises (ValueError for a NUL, OSError for a name too long) where such a file is
+    first opened or looked for: without these checks, a traceback at start-up."""
+    found = problems(toml)
+    assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:9090", ("::1", 9090)), ("0.0.0.0:0", ("0.0.0.0", 0))],
 )
