@@ -30,7 +30,7 @@ import msgspec
 from gateway.attribution import report_zone
 from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, validate
-from gateway.config_values import toml_key
+from gateway.config_values import dsn_problem, toml_key
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
 from gateway.ruleconfig import resolve_rule_keys, rule_sources
 
@@ -422,6 +422,8 @@ def load_settings(
         central_url = environ.get(name, "")
         if not central_url:
             problems.append(f"central.url: environment variable {name} is not set")
+        elif bad := dsn_problem(central_url):
+            problems.append(f"central.url: the value of {name}: {bad}")
     sink_secrets: dict[str, bytes] = {}
     for i, sink in enumerate(options.sinks):
         key = f"sinks[{i}].secret"

@@ -87,6 +87,25 @@ def path_problem(value: str) -> str | None:
     return None
 
 
+DSN_EXAMPLE = "postgresql://user:password@host:5432/database"
+
+
+def dsn_problem(dsn: str) -> str | None:
+    """Why ``dsn`` is not a PostgreSQL URL asyncpg could connect with: its scheme, or a port
+    that is not a number 1..65535 (asyncpg takes one, and the connection then fails with an
+    OverflowError on every attempt). Never says the DSN itself: it holds a password."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return f"expected a PostgreSQL URL like {DSN_EXAMPLE}"
+    hosts = rest.partition("/")[0].partition("?")[0].rpartition("@")[2]
+    for host in hosts.split(","):  # asyncpg takes several: h1:5432,h2:5433
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        port = port.rpartition(":")[2] if ":" in port else ""
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return f"its port must be 1..65535, got {port!r}"
+    return None
+
+
 def cookie_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a cookie: RFC 6265 allows only a token."""
     if COOKIE_NAME.fullmatch(name):

@@ -165,7 +165,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError) as err:
         return Check("FAIL", f"central PostgreSQL unreachable: {type(err).__name__}", "check central.url")
-    except (ValueError, asyncpg.InterfaceError) as err:  # a DSN asyncpg cannot read
+    except (ValueError, OverflowError, asyncpg.InterfaceError) as err:  # a DSN asyncpg cannot read
         return Check(
             "FAIL",
             f"central.url: not a PostgreSQL DSN asyncpg can read ({type(err).__name__})",

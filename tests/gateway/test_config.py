@@ -294,6 +294,30 @@ def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> N
     assert any(expected in p for p in found), found
 
 
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        ("db.internal:5432", "expected a PostgreSQL URL like postgresql://"),
+        ("mysql://u:s3cret@h/db", "expected a PostgreSQL URL like postgresql://"),
+        ("postgresql://u:s3cret@h:99999/db", "its port must be 1..65535, got '99999'"),
+        ("postgresql://u:s3cret@h1:5432,h2:x/db", "its port must be 1..65535, got 'x'"),
+    ],
+)
+def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: str, expected: str) -> None:
+    """Accepted, it failed every sync round for ever (a port out of range: an OverflowError
+    traceback from gateway doctor); the DSN holds a password and is never shown."""
+    found = problems("[central]\nurl = 'env:DB'\n", {**ENV, "DB": dsn})
+    assert any(p.startswith(f"central.url: the value of DB: {expected}") for p in found), found
+    assert "s3cret" not in "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "dsn", ["postgres://u:p@h:5432/db", "postgresql:///db?host=/run/postgresql", "postgresql://[::1]:5432/db"]
+)
+def test_postgresql_urls_asyncpg_reads_are_accepted(dsn: str) -> None:
+    assert load_settings(None, text="[central]\nurl = 'env:DB'\n", environ={**ENV, "DB": dsn}).central_url == dsn
+
+
 def test_central_url_and_sink_secrets_resolve_from_the_environment() -> None:
     toml = (
         "[central]\nurl = 'env:DB'\n[admin]\nsource = 'central'\n"

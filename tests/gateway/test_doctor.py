@@ -114,6 +114,7 @@ async def test_unreachable_postgresql_when_central_is_configured(blockbuster: Bl
     for bad in (
         "postgresql://u:s3cret@127.0.0.1:notaport/db",
         "postgresql://u:s3cret@127.0.0.1/db?sslmode=bogus",
+        "postgresql://u:s3cret@127.0.0.1:99999/db",  # asyncpg takes it; connect() raised OverflowError
     ):
         settings = SimpleNamespace(options=SimpleNamespace(central=SimpleNamespace(url=bad)))
         check = await check_central(settings, 2.0)  # type: ignore[arg-type]
