@@ -4,7 +4,7 @@ Owns the checks the types cannot express (addresses and origins, ranges, regular
 expressions, the addon order, channel classes, tiers and verdicts, bot thresholds, the
 central store and sinks, privacy) and the admin API's exposure check. Each collects every
 problem rather than stopping at the first, each naming its TOML key, e.g.
-``proxy.connect_timeout: must be > 0, got -1``. The rules', senders' and payouts' own
+``proxy.connect_timeout: must be > 0 and finite, got -1.0``. The rules', senders' and payouts' own
 checks live with them (``gateway.ruleconfig``, ``gateway.sources``, ``gateway.payouts``);
 files and secrets are checked where they are resolved (``gateway.config``).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import math
 import re
 from collections.abc import Iterable
 
@@ -31,15 +32,18 @@ from gateway.events import VERDICTS
 from gateway.options import (
     AttributionOptions,
     BotWeights,
+    CentralOptions,
     ChannelsOptions,
     IdentityOptions,
     Options,
     PrivacyOptions,
+    SinkOptions,
     parse_listen,
 )
 from gateway.payouts import validate_payouts
 from gateway.ruleconfig import validate_rules
 
+_SINK_MAX_BATCH_BYTES = SinkOptions(name="", kind="segment", url="", secret="").max_batch_bytes
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
 
 
@@ -88,6 +92,12 @@ def admin_exposure(options: Options) -> list[str]:
 def _check(problems: list[str], ok: bool, key: str, message: str) -> None:
     if not ok:
         problems.append(f"{key}: {message}")
+
+
+def _positive(problems: list[str], key: str, value: float) -> None:
+    """A number of seconds (or days) more than 0 and finite: TOML's ``inf`` would make a timeout
+    never fire and an interval never end (the sync or a sink would stop after one round)."""
+    _check(problems, 0 < value < math.inf, key, f"must be > 0 and finite, got {value}")
 
 
 def _within(problems: list[str], key: str, value: float, lo: int, hi: int) -> None:
@@ -148,7 +158,7 @@ def validate(options: Options) -> list[str]:
         "admin.body_timeout",
         f"must be more than 0 and at most 3600 seconds, got {options.admin.body_timeout}",
     )
-    _check(p, px.connect_timeout > 0, "proxy.connect_timeout", f"must be > 0, got {px.connect_timeout}")
+    _positive(p, "proxy.connect_timeout", px.connect_timeout)
     _check(p, 0 <= px.workers <= 256, "proxy.workers", f"must be 0..256 (0: one per core), got {px.workers}")
     _check(
         p,
@@ -156,8 +166,8 @@ def validate(options: Options) -> list[str]:
         "proxy.shutdown_grace",
         f"must be more than 0 and at most 3600 seconds, got {px.shutdown_grace}",
     )
-    _check(p, px.read_timeout > 0, "proxy.read_timeout", f"must be > 0, got {px.read_timeout}")
-    _check(p, px.body_timeout > 0, "proxy.body_timeout", f"must be > 0, got {px.body_timeout}")
+    _positive(p, "proxy.read_timeout", px.read_timeout)
+    _positive(p, "proxy.body_timeout", px.body_timeout)
     _within(p, "proxy.upstream_connections", px.upstream_connections, 1, 100_000)
     _check(
         p,
@@ -299,15 +309,21 @@ def _validate_central(options: Options) -> list[str]:
     for key, value in (
         ("central.interval_seconds", c.interval_seconds),
         ("central.backoff_min_seconds", c.backoff_min_seconds),
+        ("central.backoff_max_seconds", c.backoff_max_seconds),
         ("central.connect_timeout", c.connect_timeout),
     ):
-        _check(p, value > 0, key, f"must be > 0, got {value}")
-    _check(
-        p,
-        c.backoff_max_seconds >= c.backoff_min_seconds,
-        "central.backoff_max_seconds",
-        f"must be >= central.backoff_min_seconds, got {c.backoff_max_seconds}",
-    )
+        _positive(p, key, value)
+    if c.backoff_max_seconds < c.backoff_min_seconds:
+        # Named by the key that was changed: a backoff_min_seconds above the default maximum
+        # is that key's mistake, not backoff_max_seconds'.
+        changed_max = c.backoff_max_seconds != CentralOptions().backoff_max_seconds
+        p.append(
+            f"central.backoff_max_seconds: must be >= central.backoff_min_seconds "
+            f"({c.backoff_min_seconds}), got {c.backoff_max_seconds}"
+            if changed_max
+            else f"central.backoff_min_seconds: must be <= central.backoff_max_seconds "
+            f"({c.backoff_max_seconds}), got {c.backoff_min_seconds}"
+        )
     _check(
         p,
         options.admin.source == "local" or bool(c.url),
@@ -326,15 +342,24 @@ def _validate_central(options: Options) -> list[str]:
             good = False
         _check(p, good, f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
         _within(p, f"{key}.batch_size", sink.batch_size, 1, 10_000)
+        biggest, largest = sink.max_message_bytes, sink.max_batch_bytes
+        if biggest < 1024:
+            p.append(f"{key}.max_message_bytes: must be 1024..max_batch_bytes ({largest}), got {biggest}")
+        elif biggest > largest:
+            # Named by the key that was changed (max_batch_bytes = 100 is that key's mistake).
+            p.append(
+                f"{key}.max_batch_bytes: must be at least max_message_bytes ({biggest}), got {largest}"
+                if largest != _SINK_MAX_BATCH_BYTES
+                else f"{key}.max_message_bytes: must be 1024..max_batch_bytes ({largest}), got {biggest}"
+            )
         _check(
             p,
-            1024 <= sink.max_message_bytes <= sink.max_batch_bytes,
-            f"{key}.max_message_bytes",
-            f"must be 1024..max_batch_bytes, got {sink.max_message_bytes}",
+            sink.rate_per_second > 0,
+            f"{key}.rate_per_second",
+            f"must be > 0, got {sink.rate_per_second}",  # inf: no limit
         )
-        for name in ("rate_per_second", "interval_seconds", "backoff_max_seconds", "timeout_seconds"):
-            value = getattr(sink, name)
-            _check(p, value > 0, f"{key}.{name}", f"must be > 0, got {value}")
+        for name in ("interval_seconds", "backoff_max_seconds", "timeout_seconds"):
+            _positive(p, f"{key}.{name}", getattr(sink, name))
     return p
 
 
@@ -439,7 +464,7 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
         "attribution.position_last",
         f"position_first + position_last must be at most 1, got {at.position_first + at.position_last:g}",
     )
-    _check(p, at.half_life_days > 0, "attribution.half_life_days", f"must be > 0, got {at.half_life_days}")
+    _positive(p, "attribution.half_life_days", at.half_life_days)
     try:
         report_zone(at.timezone)
     except ValueError as err:

@@ -270,6 +270,9 @@ def test_example_config_rule_examples_are_valid() -> None:
     assert len(settings.options.sinks) == 2
 
 
+_SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'env:S'\n"
+
+
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
@@ -287,6 +290,23 @@ def test_example_config_rule_examples_are_valid() -> None:
         ("[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'env:S'\nrate_per_second = 0\n",
          "sinks[0].rate_per_second: must be > 0"),
         ("[[sinks]]\nname = 'A B'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:S'\n", "sinks[0].name"),
+        # The key changed is the one named, with the other's value.
+        (_SINK + "max_batch_bytes = 100\n",
+         "sinks[0].max_batch_bytes: must be at least max_message_bytes (32000), got 100"),
+        (_SINK + "max_message_bytes = 600000\n",
+         "sinks[0].max_message_bytes: must be 1024..max_batch_bytes (500000), got 600000"),
+        ("[central]\nbackoff_min_seconds = 120.0\n",
+         "central.backoff_min_seconds: must be <= central.backoff_max_seconds (60.0), got 120.0"),
+        ("[central]\nbackoff_max_seconds = 0.1\n",
+         "central.backoff_max_seconds: must be >= central.backoff_min_seconds (0.5), got 0.1"),
+        # inf: a timeout that never fires, an interval after which the sync never runs again.
+        ("[central]\ninterval_seconds = inf\n", "central.interval_seconds: must be > 0 and finite, got inf"),
+        ("[central]\nconnect_timeout = inf\n", "central.connect_timeout: must be > 0 and finite, got inf"),
+        (_SINK + "timeout_seconds = inf\n",
+         "sinks[0].timeout_seconds: must be > 0 and finite, got inf"),
+        ("[proxy]\nread_timeout = inf\n", "proxy.read_timeout: must be > 0 and finite, got inf"),
+        ("[attribution]\nhalf_life_days = inf\n",
+         "attribution.half_life_days: must be > 0 and finite, got inf"),
     ],
 )  # fmt: skip
 def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> None:
@@ -315,7 +335,9 @@ def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: s
     "dsn", ["postgres://u:p@h:5432/db", "postgresql:///db?host=/run/postgresql", "postgresql://[::1]:5432/db"]
 )
 def test_postgresql_urls_asyncpg_reads_are_accepted(dsn: str) -> None:
-    assert load_settings(None, text="[central]\nurl = 'env:DB'\n", environ={**ENV, "DB": dsn}).central_url == dsn
+    assert (
+        load_settings(None, text="[central]\nurl = 'env:DB'\n", environ={**ENV, "DB": dsn}).central_url == dsn
+    )
 
 
 def test_central_url_and_sink_secrets_resolve_from_the_environment() -> None:
