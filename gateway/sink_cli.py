@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 
 from gateway.config import ConfigError, load_settings
@@ -27,12 +28,16 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
     if args.sink is not None and args.sink not in names:
         print(f"gateway: no sink named {args.sink!r} (configured: {', '.join(names)})", file=sys.stderr)
         return EXIT_CONFIG
+    from storage.migrate import SchemaTooNew
     from storage.sinks import SinkError, resend_user_standalone
 
     try:
         sent = asyncio.run(resend_user_standalone(settings, args.user, args.sink))
     except SinkError as err:
         print(f"gateway: sink send failed: {err}", file=sys.stderr)
+        return 1
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:  # a folder, not a database, a newer one
+        print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
         return 1
     for name, count in sent.items():
         print(f"{name}: {count} messages sent")

@@ -627,6 +627,24 @@ def test_replay_bad_explains_a_missing_empty_or_unreadable_store(tmp_path: Path)
     assert not (tmp_path / "missing.db").exists()  # not created by asking
 
 
+def test_sink_send_explains_a_store_it_cannot_open(tmp_path: Path) -> None:
+    """It printed sqlite3's traceback for each of these."""
+    cfg = tmp_path / "gateway.toml"
+    (tmp_path / "garbage.db").write_bytes(b"not a database" * 100)
+    (tmp_path / "folder.db").mkdir()
+    cases = {
+        "garbage.db": "file is not a database",
+        "folder.db": "unable to open database file",
+        "no/such/folder/x.db": "unable to open database file",
+    }
+    sink = "[[sinks]]\nname = 's'\nkind = 'webhook'\nurl = 'http://127.0.0.1:9/'\nsecret = 'env:SINK'\n"
+    for name, why in cases.items():
+        cfg.write_text(f'[storage]\npath = "{name}"\n{sink}')
+        done = gateway("sink", "send", "--user", "u1", "-c", str(cfg), env={**ENV, "SINK": "k" * 32})
+        expected = f"gateway: cannot open the store {tmp_path / name}: {why}\n"
+        assert (done.returncode, done.stderr) == (1, expected), done
+
+
 def test_doctor_and_send_test_event_refuse_arguments_they_cannot_use(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text('[storage]\npath = "gw.db"\n')
