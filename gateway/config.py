@@ -247,7 +247,8 @@ def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.S
 
 
 def check_files(options: Options, base_dir: Path) -> list[str]:
-    """Files the config names that exist but cannot be used: each a problem naming its key.
+    """Files the config names that exist but cannot be used, or whose path the system refuses to
+    look at: each a problem naming its key.
 
     A missing GeoIP database is not a problem (the geo addon warns and turns itself off);
     a corrupt or unreadable one is, so ``gateway check`` catches it before ``run``.
@@ -255,6 +256,11 @@ def check_files(options: Options, base_dir: Path) -> list[str]:
     import maxminddb
 
     p: list[str] = []
+    store = resolve_path(base_dir, options.storage.path)
+    try:
+        store.exists()  # every command that reads the store asks this first
+    except OSError as err:  # a name too long, a folder on the way that cannot be searched
+        p.append(f"storage.path: cannot use {store}: {err.strerror}")
     for key, name, kind in (
         ("geo.country_db", options.geo.country_db, ""),
         ("geo.asn_db", options.geo.asn_db, "ASN"),

@@ -146,6 +146,7 @@ def test_unreadable_config_file(tmp_path: Path) -> None:
         ('[storage]\npath = "a\\u0000.db"\n', "storage.path: a file path cannot hold a NUL character"),
         ('[geo]\ncountry_db = "x\\u0000"\n', "geo.country_db: a file path cannot hold a NUL character"),
         ('[geo]\nasn_db = "x\\u0000"\n', "geo.asn_db: a file path cannot hold a NUL character"),
+        ("[storage]\npath = '" + "x" * 300 + "/gw.db'\n", "storage.path: cannot use "),
         ("[geo]\nasn_db = '" + "x" * 300 + "'\n", "geo.asn_db: cannot read "),
         (
             "[[identity.rules]]\nname = 'r'\npath = '/login'\nstatus = [200]\n"
