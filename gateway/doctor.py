@@ -70,8 +70,16 @@ def check_store(settings: Settings) -> Check:
 
     path = settings.store_path
     newest = migrations()[-1][0]
+    if path.is_dir():
+        return Check(
+            "FAIL", f"store {path} is a folder", f"point storage.path at a file, like {path / 'gateway.db'}"
+        )
     if not path.exists():
         folder = next((p for p in path.parents if p.exists()), Path("/"))
+        if not folder.is_dir():
+            return Check(
+                "FAIL", f"store {path}: cannot create it, {folder} is a file", "point storage.path elsewhere"
+            )
         if os.access(folder, os.W_OK | os.X_OK):
             return Check("ok", f"store {path} will be created (folder writable)")
         return Check(

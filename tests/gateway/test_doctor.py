@@ -120,3 +120,21 @@ async def test_unreachable_postgresql_when_central_is_configured(blockbuster: Bl
         check = await check_central(settings, 2.0)  # type: ignore[arg-type]
         assert check is not None and check.status == "FAIL" and check.what.startswith("central.url: not a")
         assert "s3cret" not in check.line()
+
+
+def test_a_store_path_that_is_a_folder_or_under_a_file(tmp_path: Path) -> None:
+    """Both were reported wrongly: a folder as 'not a SQLite database: disk I/O error', a path
+    under a file as that file being 'not writable' (fix: 'fix the permissions')."""
+    from gateway.config import load_settings
+    from gateway.doctor import check_store
+
+    (tmp_path / "folder.db").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for name, what, fix in (
+        ("folder.db", f"store {tmp_path / 'folder.db'} is a folder", "point storage.path at a file, like"),
+        ("afile/gw.db", f"store {tmp_path / 'afile/gw.db'}: cannot create it, {tmp_path / 'afile'} is a file",
+         "point storage.path elsewhere"),
+    ):  # fmt: skip
+        settings = load_settings(None, text=f'[storage]\npath = "{tmp_path / name}"\n', environ=ENV)
+        check = check_store(settings)
+        assert check.status == "FAIL" and what in check.what and check.fix.startswith(fix), check
