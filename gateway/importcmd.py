@@ -514,7 +514,7 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"gateway import: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:
-        print(f"gateway import: cannot read {err.filename}: {err.strerror or err}", file=sys.stderr)
+        print(f"gateway import: {_os_error(err, args.files, settings.store_path)}", file=sys.stderr)
         return 1
     except (SchemaTooNew, sqlite3.Error, StoreClosed) as err:
         print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
@@ -530,6 +530,18 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"gateway import: {_stopped(summary)}", file=sys.stderr)
         return STOPPING[signal.Signals[summary.interrupted]]
     return 0
+
+
+def _os_error(err: OSError, files: Sequence[str], store: Path) -> str:
+    """What went wrong, named by what it was: a file to import, or the store (its folder could
+    not be created: a file in the way, a folder that cannot be written)."""
+    why = err.strerror or str(err)
+    name = err.filename
+    if name is not None and name not in files and Path(name) in (store, *store.parents):
+        if isinstance(err, FileExistsError):  # mkdir of the store's folder
+            why = "a file is in the way"
+        return f"cannot open the store {store}: {why} ({name})"
+    return f"cannot read {name}: {why}"
 
 
 def _stopped(summary: Summary) -> str:

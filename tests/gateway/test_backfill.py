@@ -474,6 +474,21 @@ def test_cli_names_a_file_gzip_cannot_read(tmp_path: Path) -> None:
             assert done.stderr.endswith(f"gateway import: cannot read {name}: {reason}\n"), done.stderr
 
 
+def test_cli_names_the_store_when_its_folder_cannot_be_made(tmp_path: Path) -> None:
+    """It said 'cannot read afile: File exists', as though a file to import were at fault."""
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "afile/gw.db"\n')
+    log = write_log(tmp_path / "access.log", 5)
+    for workers in ("1", "2"):
+        done = _cli(
+            tmp_path, str(log), "--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", workers
+        )
+        assert done.returncode == 1, done
+        store, folder = tmp_path / "afile" / "gw.db", tmp_path / "afile"
+        expected = f"gateway import: cannot open the store {store}: a file is in the way ({folder})\n"
+        assert done.stderr.endswith(expected), done.stderr
+
+
 def _start_import(tmp_path: Path, log: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "gateway", "import", str(log), "--format", "combined", "-c", "gw.toml",
