@@ -26,6 +26,7 @@ from gateway.config_values import (
     host_problem,
     path_problem,
     regex_problem,
+    text_problem,
     toml_key,
 )
 from gateway.events import VERDICTS
@@ -220,6 +221,11 @@ def validate(options: Options) -> list[str]:
         for i, name in enumerate(names):
             _check(p, bool(_PARAM_NAME.match(name)), f"{key}[{i}]", f"not a parameter name: {name!r}")
     _within(p, "campaign.max_value_length", camp.max_value_length, 1, 2000)
+    for i, source in enumerate(camp.allowed_sources):
+        # A landing's source is stripped and must be printable: anything else never matches,
+        # and every source would be dropped.
+        if bad := text_problem(source, stripped=True):
+            p.append(f"campaign.allowed_sources[{i}]: {bad}")
     _within(p, "storage.batch_size", st.batch_size, 1, 10_000)
     _within(p, "storage.batch_wait_ms", st.batch_wait_ms, 0, 1000)
     _check(
@@ -229,6 +235,8 @@ def validate(options: Options) -> list[str]:
         f"must be more than 0 and at most 60000, got {st.max_wait_ms}",
     )
     _check(p, bool(st.path), "storage.path", "must not be empty")
+    if st.node and (bad := text_problem(st.node)):  # in every event, synced to PostgreSQL
+        p.append(f"storage.node: {bad}")
     for key, path in (
         ("storage.path", st.path),
         ("geo.country_db", options.geo.country_db),
@@ -397,10 +405,14 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
             f"channels.referrers.{toml_key(host)}",
             f"unknown class {kind!r} (known: {', '.join(CLASSES)})",
         )
-    _check(p, bool(ch.creator_channel.strip()), "channels.creator_channel", "must not be empty")
+    for key, channel in (
+        ("channels.creator_channel", ch.creator_channel),
+        *((f"channels.rules[{i}].channel", rule.channel) for i, rule in enumerate(ch.rules)),
+    ):
+        if bad := text_problem(channel):  # stored with each touchpoint, synced to PostgreSQL
+            p.append(f"{key}: {bad}")
     for i, rule in enumerate(ch.rules):
         key = f"channels.rules[{i}]"
-        _check(p, bool(rule.channel.strip()), f"{key}.channel", "must not be empty")
         for name in ("source", "medium", "campaign", "referrer"):
             _check_regex(p, f"{key}.{name}", getattr(rule, name))
         _check(
@@ -508,7 +520,8 @@ def _validate_bots(options: Options) -> list[str]:
         _check(p, bool(agent.strip()), f"bots.good_crawlers[{i}]", "must not be empty")
     seen: set[str] = set()
     for i, creator in enumerate(options.creators):
-        _check(p, bool(creator.id), f"creators[{i}].id", "must not be empty")
+        if bad := text_problem(creator.id, stripped=True):  # as a creator_id arrives
+            p.append(f"creators[{i}].id: {bad}")
         _check(p, creator.id not in seen, f"creators[{i}].id", f"{creator.id!r} is listed twice")
         seen.add(creator.id)
     return p

@@ -87,6 +87,20 @@ def path_problem(value: str) -> str | None:
     return None
 
 
+def text_problem(value: str, *, stripped: bool = False) -> str | None:
+    """Why ``value`` cannot be a name the gateway stores and compares (a channel, a node, a
+    source): empty, or holding a control character, which PostgreSQL refuses (NUL) and no
+    request value ever matches (they are refused as unprintable). ``stripped``: it is compared
+    with a request's value, which arrives without surrounding spaces."""
+    if not value.strip():
+        return "must not be empty"
+    if not value.isprintable():
+        return f"must be printable characters (no control characters), got {_shown(value)}"
+    if stripped and value != value.strip():
+        return f"must not start or end with a space (values arrive without them), got {_shown(value)}"
+    return None
+
+
 DSN_EXAMPLE = "postgresql://user:password@host:5432/database"
 
 

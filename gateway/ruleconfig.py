@@ -16,7 +16,13 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.config_values import cookie_name_problem, host_problem, path_problem, regex_problem
+from gateway.config_values import (
+    cookie_name_problem,
+    host_problem,
+    path_problem,
+    regex_problem,
+    text_problem,
+)
 from gateway.events import MAX_VALUE
 
 
@@ -149,7 +155,9 @@ def validate_rules(
     entries: Sequence[IdentityRule | ConversionRule] = rules
     for i, rule in enumerate(entries):
         at = f"{key}[{i}]"
-        _check(p, bool(rule.name) and rule.name.isprintable(), f"{at}.name", "must not be empty")
+        bad_name = text_problem(rule.name)
+        if bad_name:
+            p.append(f"{at}.name: {bad_name}")
         _check(p, rule.name not in names, f"{at}.name", f"{rule.name!r} is used by another rule")
         names.add(rule.name)
         _check(

@@ -163,6 +163,31 @@ def test_a_path_the_system_cannot_open_is_a_problem_naming_its_key(toml: str, ex
 
 
 @pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[campaign]\nallowed_sources = ['google', '']\n", "campaign.allowed_sources[1]: must not be empty"),
+        ("[campaign]\nallowed_sources = [' google']\n",
+         "campaign.allowed_sources[0]: must not start or end with a space (values arrive without them)"),
+        ("[[creators]]\nid = 'cr_ana '\n", "creators[0].id: must not start or end with a space"),
+        ('[[creators]]\nid = "cr\\u0001"\n', "creators[0].id: must be printable characters"),
+        ('[storage]\nnode = "n\\u0000"\n', "storage.node: must be printable characters"),
+        ('[channels]\ncreator_channel = "A\\u0000"\n', "channels.creator_channel: must be printable"),
+        ("[[channels.rules]]\nchannel = ' '\nsource = 'x'\n", "channels.rules[0].channel: must not be empty"),
+        ("[[conversions]]\nname = '  '\npath = '/x'\nstatus = [200]\n",
+         "conversions[0].name: must not be empty"),
+        ('[[conversions]]\nname = "a\\tb"\npath = "/x"\nstatus = [200]\n',
+         "conversions[0].name: must be printable characters (no control characters), got 'a\\tb'"),
+    ],
+)  # fmt: skip
+def test_a_name_that_never_matches_or_that_postgresql_refuses_is_a_problem(toml: str, expected: str) -> None:
+    """Accepted before: an allowed source with a space (or empty) dropped every landing's
+    source, a creator ID with one never matched, a NUL in a node or channel name (stored with
+    every event) broke every sync round; a rule name with a tab was called 'empty'."""
+    found = problems(toml)
+    assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:9090", ("::1", 9090)), ("0.0.0.0:0", ("0.0.0.0", 0))],
 )
