@@ -415,6 +415,10 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
         key = f"channels.rules[{i}]"
         for name in ("source", "medium", "campaign", "referrer"):
             _check_regex(p, f"{key}.{name}", getattr(rule, name))
+        for j, param in enumerate(rule.click_ids):  # as campaign.click_ids: else it never matches
+            _check(
+                p, bool(_PARAM_NAME.match(param)), f"{key}.click_ids[{j}]", f"not a parameter name: {param!r}"
+            )
         _check(
             p,
             any((rule.source, rule.medium, rule.campaign, rule.referrer, rule.click_ids)),

@@ -173,6 +173,8 @@ def test_a_path_the_system_cannot_open_is_a_problem_naming_its_key(toml: str, ex
         ('[storage]\nnode = "n\\u0000"\n', "storage.node: must be printable characters"),
         ('[channels]\ncreator_channel = "A\\u0000"\n', "channels.creator_channel: must be printable"),
         ("[[channels.rules]]\nchannel = ' '\nsource = 'x'\n", "channels.rules[0].channel: must not be empty"),
+        ("[[channels.rules]]\nchannel = 'Paid'\nclick_ids = ['']\n",
+         "channels.rules[0].click_ids[0]: not a parameter name: ''"),
         ("[[conversions]]\nname = '  '\npath = '/x'\nstatus = [200]\n",
          "conversions[0].name: must not be empty"),
         ('[[conversions]]\nname = "a\\tb"\npath = "/x"\nstatus = [200]\n',
