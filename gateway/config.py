@@ -30,7 +30,7 @@ import msgspec
 from gateway.attribution import report_zone
 from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, validate
-from gateway.config_values import dsn_problem, toml_key
+from gateway.config_values import dsn_problem, toml_key, unset
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
 from gateway.ruleconfig import resolve_rule_keys, rule_sources
 
@@ -309,7 +309,7 @@ def resolve_secret(
         if dev:
             generated.append(f"{key} ({name})")
             return secrets.token_urlsafe(32)
-        problems.append(f"{key}: environment variable {name} is not set (or run with --dev)")
+        problems.append(f"{key}: {unset(name, environ)} (or run with --dev)")
         return ""
     if len(resolved) < MIN_SECRET_LENGTH:
         problems.append(f"{key}: {name} must be at least {MIN_SECRET_LENGTH} characters long")
@@ -344,7 +344,7 @@ def resolve_sender_secret(
     # resolve_secret's own length rule (32 characters) is for our secrets; a sender's is checked below.
     text = resolve_secret(key, value, environ, dev, [], generated)
     if not text:
-        problems.append(f"{key}: environment variable {name} is not set (or run with --dev)")
+        problems.append(f"{key}: {unset(name, environ)} (or run with --dev)")
         return b""
     try:
         raw = sender_secret_bytes(text)
@@ -427,7 +427,7 @@ def load_settings(
         name = options.central.url[4:]
         central_url = environ.get(name, "")
         if not central_url:
-            problems.append(f"central.url: environment variable {name} is not set")
+            problems.append(f"central.url: {unset(name, environ)}")
         elif bad := dsn_problem(central_url):
             problems.append(f"central.url: the value of {name}: {bad}")
     sink_secrets: dict[str, bytes] = {}
@@ -442,9 +442,7 @@ def load_settings(
             if not sink.secret.startswith("env:"):
                 problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
             elif not value:
-                problems.append(
-                    f"{key}: environment variable {sink.secret[4:]} is not set (or run with --dev)"
-                )
+                problems.append(f"{key}: {unset(sink.secret[4:], environ)} (or run with --dev)")
             sink_secrets[sink.name] = value.encode()
     if problems:
         raise ConfigError(problems)

@@ -1,9 +1,10 @@
 """Checks of single configured values the start-up checks share: regular expressions, host
-names and cookie names.
+names, cookie names, file paths, names compared with requests, PostgreSQL URLs, and why an
+``"env:NAME"`` gave nothing.
 
 Each returns why a value cannot be used (the text after ``key: `` in a problem line), or
-None. Pure functions, no I/O: ``gateway.config_checks`` and ``gateway.ruleconfig`` call them
-and name the key.
+None. Pure functions, no I/O: ``gateway.config``, ``gateway.config_checks`` and
+``gateway.ruleconfig`` call them and name the key.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
+from collections.abc import Mapping
 
 import msgspec
 from yarl import URL
@@ -85,6 +87,17 @@ def path_problem(value: str) -> str | None:
     if "\x00" in value:
         return f"a file path cannot hold a NUL character (\\u0000), got {_shown(value)}"
     return None
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def unset(name: str, environ: Mapping[str, str]) -> str:
+    """Why ``"env:NAME"`` gave nothing, for a problem line: the variable is not set, is set but
+    empty (``export NAME=``), or NAME is no variable name at all (``"env:"``)."""
+    if not _ENV_NAME.fullmatch(name):
+        return f'"env:{name}" does not name an environment variable (letters, digits and _)'
+    return f"environment variable {name} is {'empty' if name in environ else 'not set'}"
 
 
 def text_problem(value: str, *, stripped: bool = False) -> str | None:

@@ -22,6 +22,7 @@ from gateway.config_values import (
     path_problem,
     regex_problem,
     text_problem,
+    unset,
 )
 from gateway.events import MAX_VALUE
 
@@ -289,7 +290,7 @@ def resolve_rule_keys(
         if source.key.startswith("env:"):
             value = environ.get(source.key[4:], "")
             if not value:
-                problems.append(f"{key}: environment variable {source.key[4:]} is not set")
+                problems.append(f"{key}: {unset(source.key[4:], environ)}")
                 continue
             raw = value.encode()
         elif source.algorithm.startswith("HS"):

@@ -115,6 +115,28 @@ def test_short_secret_refused() -> None:
     assert found == ["identity.secret: GATEWAY_SECRET must be at least 32 characters long"]
 
 
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[identity]\nsecret = 'env:GW_SECRET'\n",
+         "identity.secret: environment variable GW_SECRET is empty"),
+        ("[central]\nurl = 'env:GW_SECRET'\n", "central.url: environment variable GW_SECRET is empty"),
+        ("[[sinks]]\nname = 'b'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:GW_SECRET'\n",
+         "sinks[0].secret: environment variable GW_SECRET is empty"),
+        ("[identity]\nsecret = 'env:'\n", 'identity.secret: "env:" does not name an environment variable'),
+        ("[admin]\ntoken = 'env:MY TOKEN'\n",
+         'admin.token: "env:MY TOKEN" does not name an environment variable'),
+        ("[[identity.rules]]\nname = 'r'\npath = '/login'\nstatus = [200]\n"
+         "user_id = { jwt_cookie = 's', algorithm = 'HS256', key = 'env:GW_SECRET' }\n",
+         "identity.rules[0].user_id.key: environment variable GW_SECRET is empty"),
+    ],
+)  # fmt: skip
+def test_a_secret_variable_set_empty_is_called_empty(toml: str, expected: str) -> None:
+    """``export GW_SECRET=`` was reported as 'not set', and "env:" as variable '' not set."""
+    found = problems(toml, {**ENV, "GW_SECRET": "", "S": "s" * 32})
+    assert any(p.startswith(expected) for p in found), found
+
+
 def test_custom_env_names() -> None:
     settings = load_settings(
         None, text="[admin]\ntoken = 'env:MY_TOKEN'\n", environ={**ENV, "MY_TOKEN": "m" * 32}
