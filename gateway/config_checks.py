@@ -526,6 +526,14 @@ def _validate_bots(options: Options) -> list[str]:
     for i, creator in enumerate(options.creators):
         if bad := text_problem(creator.id, stripped=True):  # as a creator_id arrives
             p.append(f"creators[{i}].id: {bad}")
+        longest = options.campaign.max_value_length
+        _check(
+            p,
+            len(creator.id) <= longest,
+            f"creators[{i}].id",
+            f"longer than campaign.max_value_length ({longest}), so a click never carries it"
+            f" (a longer creator_id is dropped), got {len(creator.id)} characters",
+        )
         _check(p, creator.id not in seen, f"creators[{i}].id", f"{creator.id!r} is listed twice")
         seen.add(creator.id)
     return p

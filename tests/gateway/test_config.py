@@ -192,6 +192,8 @@ def test_a_path_the_system_cannot_open_is_a_problem_naming_its_key(toml: str, ex
          "campaign.allowed_sources[0]: must not start or end with a space (values arrive without them)"),
         ("[[creators]]\nid = 'cr_ana '\n", "creators[0].id: must not start or end with a space"),
         ('[[creators]]\nid = "cr\\u0001"\n', "creators[0].id: must be printable characters"),
+        ("[campaign]\nmax_value_length = 5\n[[creators]]\nid = 'cr_ana_long'\n",
+         "creators[0].id: longer than campaign.max_value_length (5), so a click never carries it"),
         ('[storage]\nnode = "n\\u0000"\n', "storage.node: must be printable characters"),
         ('[channels]\ncreator_channel = "A\\u0000"\n', "channels.creator_channel: must be printable"),
         ("[[channels.rules]]\nchannel = ' '\nsource = 'x'\n", "channels.rules[0].channel: must not be empty"),
