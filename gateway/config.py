@@ -214,7 +214,7 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
             problems.append(f"{name}: unknown table (allowed: {', '.join(allowed)})")
             continue
         if not isinstance(value, dict):
-            problems.append(f"{name}: must be a table, got {type(value).__name__}")
+            problems.append(f"{name}: must be a table ([{name}]), got {_shown(value)}")
             continue
         try:
             tables[name] = msgspec.convert(value, struct)
@@ -226,7 +226,7 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
 def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.Struct, ...]:
     """``[[name]]`` entries, each decoded on its own; errors read ``name[2].key: ...``."""
     if not isinstance(value, list):
-        problems.append(f"{name}: must be an array of tables ([[{name}]]), got {type(value).__name__}")
+        problems.append(f"{name}: must be an array of tables ([[{name}]]), got {_shown(value)}")
         return ()
     struct = ARRAY_SECTIONS[name]
     decoded = []
@@ -234,7 +234,7 @@ def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.S
     for i, entry in enumerate(value):
         key = f"{name}[{i}]"
         if not isinstance(entry, dict):
-            problems.append(f"{key}: must be a table, got {type(entry).__name__}")
+            problems.append(f"{key}: must be a table, got {_shown(entry)}")
             failed = True
             continue
         try:

@@ -90,6 +90,20 @@ def test_problem_names_its_key(toml: str, expected: str) -> None:
     assert any(expected in p for p in problems(toml)), problems(toml)
 
 
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[[proxy]]\nlisten = 'x'\n", "proxy: must be a table ([proxy]), got an array"),
+        ("bots = 1\n", "bots: must be a table ([bots]), got 1"),
+        ("[sinks]\nname = 's'\n", "sinks: must be an array of tables ([[sinks]]), got a table"),
+        ("creators = ['cr_ana']\n", 'creators[0]: must be a table, got "cr_ana"'),
+    ],
+)
+def test_a_table_written_in_the_wrong_form_is_named_as_toml_spells_it(toml: str, expected: str) -> None:
+    """Python's type names came through: 'got list', 'got int', 'got dict', 'got str'."""
+    assert expected in problems(toml)
+
+
 def test_every_problem_is_reported_not_just_the_first() -> None:
     found = problems(
         "[proxy]\nlisten = 'x'\nconnect_timeout = 0\n[identity]\nbogus = 1\n[storage]\nbatch_size = 0\n"
