@@ -164,7 +164,11 @@ def validate_rules(
         _check(
             p, bool(_METHOD.fullmatch(rule.method)), f"{at}.method", f"not an HTTP method: {rule.method!r}"
         )
-        bad_path = regex_problem(rule.path)  # compiled as addons/rules.py compiles it
+        # Compiled as addons/rules.py compiles it; matched against the whole path, which is
+        # never empty: an empty pattern would never fire.
+        bad_path = regex_problem(rule.path) or (
+            None if rule.path else 'must not be empty (matched against the whole path, like "/login")'
+        )
         if bad_path:
             p.append(f"{at}.path: {bad_path}")
         # Compared with the request's Host without its port, lower-cased: a URL never matches.

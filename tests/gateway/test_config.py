@@ -213,6 +213,8 @@ def test_a_path_the_system_cannot_open_is_a_problem_naming_its_key(toml: str, ex
         ("[[channels.rules]]\nchannel = ' '\nsource = 'x'\n", "channels.rules[0].channel: must not be empty"),
         ("[[channels.rules]]\nchannel = 'Paid'\nclick_ids = ['']\n",
          "channels.rules[0].click_ids[0]: not a parameter name: ''"),
+        ("[[conversions]]\nname = 'c'\npath = ''\nstatus = [200]\n",
+         "conversions[0].path: must not be empty"),
         ("[[conversions]]\nname = '  '\npath = '/x'\nstatus = [200]\n",
          "conversions[0].name: must not be empty"),
         ('[[conversions]]\nname = "a\\tb"\npath = "/x"\nstatus = [200]\n',
