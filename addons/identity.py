@@ -12,8 +12,9 @@ so the same response carries the decision: ``Sec-GPC: 1`` (and ``DNT: 1`` when h
 gives no visitor at all (``Exchange.aggregate_only``: landings are only counted per day);
 ``identity.mode = "cookieless"``, or a consent cookie that does not say yes, gives no
 cookie and a one-day visitor ID: a keyed hash of (daily salt, host, IP, user agent). The
-salt is random, held in this process's memory only, and replaced (destroyed) when the
-UTC day changes, so nothing links one day's key to the next. A consent cookie set to a
+salt (``gateway/daysalt.py``) is held in memory only, shared by a supervisor's workers and
+kept across reloads, and replaced (destroyed) when the UTC day changes, so nothing links one
+day's key to the next. A consent cookie set to a
 yes value by the response itself issues the ID cookie in that response; one set to any
 other value expires it.
 """
@@ -22,10 +23,10 @@ from __future__ import annotations
 
 import base64
 import hmac
-import os
 import re
-from datetime import UTC, date
+from datetime import UTC
 
+from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
 from gateway.keys import Mac
 from gateway.pipeline import Context, Cookie, Exchange, RequestView, Visitor
@@ -69,21 +70,11 @@ def verify_cookie(key: bytes | Mac, value: str) -> str | None:
     return parts[1] if hmac.compare_digest(expected.encode(), parts[2].encode()) else None
 
 
-class DailySalt:
-    """The cookieless visitor ID: HMAC of (host, IP, user agent) under a random salt per UTC
-    day. Only the current day's salt exists; moving to a new day drops the old one."""
-
-    def __init__(self) -> None:
-        self.day: date | None = None
-        self.mac = Mac(os.urandom(32))
-
-    def visitor_id(self, req: RequestView) -> str:
-        day = req.ts.astimezone(UTC).date()
-        if self.day is None or day > self.day:  # a late request from yesterday gets today's salt
-            self.day, self.mac = day, Mac(os.urandom(32))
-        agent = req.headers.get("user-agent", "")
-        message = "\0".join((req.host.lower(), req.client_ip, agent))
-        return _b64(self.mac.digest(message.encode("utf-8", "surrogateescape"))[:_ID_BYTES])
+def cookieless_id(salt: Mac, req: RequestView) -> str:
+    """The cookieless visitor ID: HMAC of (host, IP, user agent) under the day's salt."""
+    agent = req.headers.get("user-agent", "")
+    message = "\0".join((req.host.lower(), req.client_ip, agent))
+    return _b64(salt.digest(message.encode("utf-8", "surrogateescape"))[:_ID_BYTES])
 
 
 class Identity:
@@ -101,7 +92,8 @@ class Identity:
         self.domain = opts.domain
         privacy = ctx.settings.options.privacy
         self.cookieless = opts.mode == "cookieless"
-        self.salt = DailySalt()
+        self.salt = ctx.salt or DaySalt()  # the process's: a reload keeps the day's visitors
+        self.salt_mac = (b"", Mac(b""))  # the day's salt and its Mac, made once a day
         self.opt_out = [h for h, on in (("sec-gpc", privacy.honor_gpc), ("dnt", privacy.honor_dnt)) if on]
         consent = privacy.consent_cookie
         self.consent_name, self.consent_yes = consent.name, frozenset(consent.yes)
@@ -125,7 +117,11 @@ class Identity:
                 return
         population = self.population(req) if self.cookieless or self.consent_name else "cookie"
         if population != "cookie":
-            ex.visitor = Visitor(self.salt.visitor_id(req), False, self.keys.visitor_key, population)
+            salt = self.salt.on(req.ts.astimezone(UTC).date())
+            if salt is not self.salt_mac[0]:
+                self.salt_mac = (salt, Mac(salt))
+            day_id = cookieless_id(self.salt_mac[1], req)
+            ex.visitor = Visitor(day_id, False, self.keys.visitor_key, population)
             return
         value = req.cookies.get(self.cookie_name)
         visitor_id = self._verify(value) if value else None

@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 
 from gateway.config import Settings
 from gateway.creators import CreatorRegistry
+from gateway.daysalt import DaySalt
 from gateway.events import Event
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -211,6 +212,8 @@ class Context:
     metrics: Metrics
     creators: CreatorRegistry | None = None
     """The creator registry the admin API updates live (None: built from ``[[creators]]``)."""
+    salt: DaySalt | None = None
+    """The process's cookieless salt, kept across reloads (None: a new one)."""
 
 
 Hook = Callable[[Exchange], Any]
@@ -320,12 +323,17 @@ def addon_registry() -> dict[str, Callable[[], object]]:
 
 
 def build_pipeline(
-    settings: Settings, metrics: Metrics, keys: Keys | None = None, creators: CreatorRegistry | None = None
+    settings: Settings,
+    metrics: Metrics,
+    keys: Keys | None = None,
+    creators: CreatorRegistry | None = None,
+    salt: DaySalt | None = None,
 ) -> Pipeline:
     """Instantiate and configure the addons named in ``proxy.addons``, in that order; one that
-    sets ``enabled = False`` in ``configure`` (nothing to do) is left out of the chain."""
+    sets ``enabled = False`` in ``configure`` (nothing to do) is left out of the chain. A reload
+    passes the running process's ``salt``: a new one would make every cookieless visitor new."""
     keys = keys or Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
-    context = Context(settings=settings, keys=keys, metrics=metrics, creators=creators)
+    context = Context(settings=settings, keys=keys, metrics=metrics, creators=creators, salt=salt)
     registry = addon_registry()
     chain = []
     for name in settings.options.proxy.addons:

@@ -34,6 +34,7 @@ from gateway.admin import create_admin_app
 from gateway.config import Settings
 from gateway.creators import CreatorRegistry
 from gateway.dashboard import SECURITY_HEADERS, add_dashboard
+from gateway.daysalt import DaySalt
 from gateway.inbound import Inbound
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -170,6 +171,8 @@ class Gateway:
     admin_app: web.Application
     creators: CreatorRegistry
     upstream: str
+    salt: DaySalt = field(default_factory=DaySalt)
+    """The cookieless salt, kept across reloads (``gateway/daysalt.py``)."""
     slot: HostSlot = field(default_factory=HostSlot)
     going_away: asyncio.Event = field(default_factory=asyncio.Event)
     """Set as the proxy listener shuts down: WebSocket relays, which would otherwise hold the
@@ -227,7 +230,7 @@ class Gateway:
         settings = live_settings(self.settings, new)
         # Standings set through the admin API (in worker 0) reach the other workers here too.
         await _apply_standings(self)
-        pipeline = build_pipeline(settings, self.metrics, self.keys, self.creators)
+        pipeline = build_pipeline(settings, self.metrics, self.keys, self.creators, self.salt)
         await pipeline.running()
         self.slot.host = self._host(settings, pipeline, old_host.session, old_host.pool)
         self.settings = settings
@@ -244,13 +247,15 @@ class Gateway:
             await pipeline.done()
 
 
-def create_gateway(settings: Settings, upstream: str) -> Gateway:
-    """Both apps, sharing one metrics registry and one store; nothing is opened yet."""
+def create_gateway(settings: Settings, upstream: str, salt: DaySalt | None = None) -> Gateway:
+    """Both apps, sharing one metrics registry and one store; nothing is opened yet. ``salt``:
+    the cookieless salt a supervisor handed this worker (None: a new one)."""
+    salt = salt or DaySalt()
     metrics = Metrics()
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     store = LocalStore(settings.store_path, settings.options.storage, metrics)
     creators = CreatorRegistry(settings.options.creators)  # the admin API updates what bots reads
-    pipeline = build_pipeline(settings, metrics, keys, creators)
+    pipeline = build_pipeline(settings, metrics, keys, creators, salt)
     sinks = SinkSet(settings, metrics, keys)
 
     proxy_app = web.Application(handler_args=handler_args(settings))
@@ -258,7 +263,7 @@ def create_gateway(settings: Settings, upstream: str) -> Gateway:
     admin_app = create_admin_app(settings, store, create_reader(settings), metrics, keys, creators, sinks)
     add_dashboard(admin_app)
     add_report_routes(admin_app, settings)
-    gw = Gateway(settings, metrics, keys, store, proxy_app, admin_app, creators, upstream)
+    gw = Gateway(settings, metrics, keys, store, proxy_app, admin_app, creators, upstream, salt)
     attach_log_readers(gw, sinks)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -423,10 +428,11 @@ async def serve(
     reuse_port: bool = False,
     reread: Reloader | None = None,
     attach: Callable[[Gateway], None] | None = None,
+    salt: DaySalt | None = None,
 ) -> None:
     """Run the public listener (and, with ``admin``, the admin listener and the background tasks)
     until SIGINT/SIGTERM (or ``stop``), then shut down gracefully; SIGHUP calls ``reread``."""
-    gw = create_gateway(settings, upstream)
+    gw = create_gateway(settings, upstream, salt)
     if attach is not None:
         attach(gw)
     stop = stop or asyncio.Event()

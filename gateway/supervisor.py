@@ -9,7 +9,9 @@ the others once its admin listener accepts — (each binds the public port with
 ``SO_REUSEPORT``; the kernel spreads connections), restarts a
 worker that exits unexpectedly, forwards SIGTERM/SIGINT (graceful stop) and
 SIGHUP (reload), and clears a worker's live gauges from the metrics files when it
-exits (its counters stay: ``/metrics`` adds up every worker's). Worker 0 alone
+exits (its counters stay: ``/metrics`` adds up every worker's). It holds the day's
+cookieless salt and hands it to each worker it starts (``gateway/daysalt.py``), so
+every worker keys a cookieless visitor alike, a restarted one too. Worker 0 alone
 runs the admin listener and the background tasks: they need one owner, and
 worker 0 is restarted like any other.
 
@@ -28,9 +30,11 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from gateway.daysalt import SALT_FD_ENV, DaySalt
 from gateway.metrics import MULTIPROCESS_ENV
 from gateway.options import parse_listen
 
@@ -88,12 +92,15 @@ class Supervisor:
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = asyncio.Event()
         self.failed = False
+        self.salt = DaySalt(shared=True)
+        """The cookieless salt every worker starts from (each moves to the next day alike)."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        days = asyncio.create_task(self._next_days(), name="next-days")
         keepers = [asyncio.create_task(self._keep(0), name="worker-0")]
         await self._first_up()
         if not self.stopping.is_set():
@@ -108,7 +115,30 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
         codes = [task.result() for task in done] + list(await asyncio.gather(*pending))
+        days.cancel()
         return 1 if self.failed or any(codes) else 0
+
+    async def _next_days(self) -> None:
+        """At each UTC midnight, move the salt to the new day: the supervisor keeps no old one."""
+        while True:
+            now = datetime.now(UTC)
+            midnight = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
+            await asyncio.sleep((midnight - now).total_seconds() + 1)
+            self.salt.on(datetime.now(UTC).date())
+
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+        """Start worker ``index``, the day's salt in a pipe it reads at start."""
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, self.salt.encode())  # 40 bytes: within any pipe's buffer
+        finally:
+            os.close(write_end)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *self.argv(index), env={**self.env, SALT_FD_ENV: str(read_end)}, pass_fds=(read_end,)
+            )
+        finally:
+            os.close(read_end)
 
     async def _first_up(self) -> None:
         """Wait until worker 0 accepts on ``first_ready`` (or the supervisor is stopping)."""
@@ -149,7 +179,7 @@ class Supervisor:
             if self.stopping.is_set():
                 return 0
             started = loop.time()
-            proc = await asyncio.create_subprocess_exec(*self.argv(index), env=self.env)
+            proc = await self._spawn(index)
             self.procs[index] = proc
             if self.stopping.is_set():  # the stop was forwarded while this one was being started
                 with contextlib.suppress(ProcessLookupError):

@@ -4,13 +4,15 @@ only daily counts."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import dataclasses
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from addons.campaign import Campaign
 from addons.identity import Identity, cookie_value, new_visitor_id
 from gateway.config import ConfigError
+from gateway.daysalt import DaySalt
 from gateway.events import DailyCount, Touchpoint
 from gateway.pipeline import Context, Exchange, ResponseView
 from tests.addons.conftest import FIXED_TS, configured, context, exchange
@@ -65,6 +67,38 @@ def test_cookieless_salt_is_per_process_not_derived_from_the_secret() -> None:
     ctx = context('[identity]\nmode = "cookieless"\n')
     first, second = configured(Identity, ctx=ctx), configured(Identity, ctx=ctx)
     assert cookieless_key(first, 0) != cookieless_key(second, 0)
+
+
+def test_workers_of_one_supervisor_key_a_visitor_alike_every_day() -> None:
+    """A supervisor's workers start from the salt it hands over and move to each new day by
+    the same one-way step: a visitor whose requests reach two workers is one visitor, today
+    and tomorrow. A reload (a new chain, the process's salt) keeps the day's keys."""
+    supervisor = DaySalt(shared=True)
+    handed = supervisor.encode()
+    toml = '[identity]\nmode = "cookieless"\n'
+    workers = []
+    for _ in range(3):
+        ctx = dataclasses.replace(context(toml), salt=DaySalt.decode(handed))
+        workers.append(configured(Identity, ctx=ctx))
+    reloaded = configured(Identity, ctx=dataclasses.replace(context(toml), salt=workers[0].salt))
+    hours = (datetime.now(UTC) - FIXED_TS).total_seconds() / 3600  # today: the day handed over
+    today = {cookieless_key(w, hours) for w in [*workers, reloaded]}
+    assert len(today) == 1
+    # One worker steps through tomorrow, another jumps straight to the day after.
+    tomorrow = cookieless_key(workers[0], hours + 24)
+    assert tomorrow not in today and cookieless_key(workers[1], hours + 24) == tomorrow
+    assert cookieless_key(workers[0], hours + 48) == cookieless_key(workers[2], hours + 48)
+    # A worker started then by the supervisor, which moved on at midnight too, agrees.
+    supervisor.on(supervisor.day + timedelta(days=2))  # type: ignore[operator]
+    later = configured(
+        Identity, ctx=dataclasses.replace(context(toml), salt=DaySalt.decode(supervisor.encode()))
+    )
+    assert later.salt.day == supervisor.day and later.salt.salt == workers[2].salt.salt
+
+
+def test_a_salt_handed_over_is_read_whole_or_refused() -> None:
+    with pytest.raises(ValueError, match="expected 40 bytes of salt, got 39"):
+        DaySalt.decode(DaySalt(shared=True).encode()[:-1])
 
 
 @pytest.mark.parametrize(

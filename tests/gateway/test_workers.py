@@ -27,13 +27,13 @@ LANDINGS = 300
 BATCH = 20
 
 
-def _config(tmp_path: Path, upstream: str, workers: int = 2) -> Path:
+def _config(tmp_path: Path, upstream: str, workers: int = 2, extra: str = "") -> Path:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(
         f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = {workers}\naccess_log = true\n'
         '[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\nnode = "test"\n'
         # A generous bound on the commit wait: on a busy machine every response still waits for it.
-        "max_wait_ms = 20000.0\n"
+        "max_wait_ms = 20000.0\n" + extra
     )
     return cfg
 
@@ -402,3 +402,49 @@ async def test_a_worker_follows_the_standings_in_the_order_they_were_stored(
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
         await gw.store.close()
+
+
+async def test_workers_key_a_cookieless_visitor_alike_through_reloads_and_restarts(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """Cookieless (and no-consent) visitors are keyed by a salt of the day held in memory: each
+    worker used to draw its own, so a visitor whose connections reached both workers was two
+    visitors, a reload made every visitor new, and so did a worker's restart. The supervisor now
+    hands its salt to each worker it starts, and a reload keeps the process's."""
+    origin = await _origin(upstream_server)
+    cfg = await asyncio.to_thread(_config, tmp_path, origin, extra='[identity]\nmode = "cookieless"\n')
+    gw = await GatewayProcess.start(cfg)
+
+    async def land(n: int, tag: str) -> None:
+        for _ in range(n):  # a new connection each: the kernel spreads them over both workers
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{gw.proxy}/?utm_source={tag}") as resp,
+            ):
+                assert resp.status == 200 and "gw_vid" not in resp.cookies
+
+    def keys() -> set[str]:
+        with sqlite3.connect(tmp_path / "gw.db") as db:
+            return {key for (key,) in db.execute("SELECT DISTINCT visitor_key FROM touchpoints")}
+
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        await land(30, "first")
+        served = {r["worker"] for r in gw.logs() if r["logger"] == "gateway.access"}
+        assert served == {0, 1}, "both workers took connections"
+        (visitor,) = await asyncio.to_thread(keys)
+        reloaded = len([r for r in gw.logs() if r["msg"].startswith("config reloaded")])
+        gw.signal(signal.SIGHUP)
+        await gw.wait_for(
+            lambda: len([r for r in gw.logs() if r["msg"].startswith("config reloaded")]) >= reloaded + 2,
+            gw.stderr,
+        )
+        await land(10, "reloaded")
+        (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 1]
+        os.kill(victim, signal.SIGKILL)
+        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= 3, gw.stderr)
+        await land(20, "restarted")
+        assert await asyncio.to_thread(keys) == {visitor}
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
