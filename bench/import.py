@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.servers import new_loop
 from bench.synthlog import HOST, write_log
 from gateway.config import load_settings
-from gateway.importcmd import run_import
+from gateway.importrun import run_import
 
 TARGET = 50_000
 ENV = {"GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40}

@@ -10,7 +10,7 @@ file's identity, the line number and the line). The importer hands the
 visitor to the chain on the ``Exchange`` (the identity addon then keeps it).
 Segment archives go through the
 live ``/_gw/segment`` mapping instead (``gateway.mapping``). Reading is
-``gateway.logformats``; the command and its summary are ``gateway.importcmd``.
+``gateway.logformats``; the command is ``gateway.importcmd``, its run ``gateway.importrun``.
 """
 
 from __future__ import annotations

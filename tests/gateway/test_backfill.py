@@ -24,7 +24,8 @@ from aiohttp import web
 
 from bench.synthlog import write_log
 from gateway.config import Settings
-from gateway.importcmd import UsageError, import_command, parse_fields, run_import
+from gateway.importcmd import import_command, parse_fields
+from gateway.importrun import UsageError, run_import
 from gateway.keys import Keys
 from tests.addons.test_geo import write_mmdb
 from tests.conftest import ENV, GatewayFactory, make_settings
@@ -329,7 +330,9 @@ def test_the_server_never_loads_the_importer() -> None:
     code = (
         "import sys, gateway.server, gateway.cli; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tqdm', 'mitmproxy') "
-        "or m in ('gateway.importcmd', 'gateway.backfill', 'gateway.logformats', 'gateway.progress')))"
+        "or m in ('gateway.importcmd', 'gateway.importrun', 'gateway.importreplay', 'gateway.importread', "
+        "'gateway.importwrite', 'gateway.importstop', 'gateway.importreport', 'gateway.importworkers', "
+        "'gateway.backfill', 'gateway.logformats', 'gateway.progress')))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
@@ -912,7 +915,7 @@ async def test_a_step_of_the_teardown_runs_to_its_end_through_the_stop() -> None
     the step still ends, or the store's thread would hold the process open after it printed
     its summary (as a full test run once saw). Any other cancellation still cancels."""
     from gateway.backfill import Summary
-    from gateway.importcmd import _through_stop
+    from gateway.importstop import through_stop
 
     async def step(done: list[str]) -> str:
         await asyncio.sleep(0.2)
@@ -922,7 +925,7 @@ async def test_a_step_of_the_teardown_runs_to_its_end_through_the_stop() -> None
     for interrupted in ("SIGINT", None):
         summary, done = Summary(), list[str]()
         summary.interrupted = interrupted
-        task = asyncio.ensure_future(_through_stop(step(done), summary))
+        task = asyncio.ensure_future(through_stop(step(done), summary))
         await asyncio.sleep(0.05)
         task.cancel()
         if interrupted:

@@ -1,0 +1,146 @@
+"""One input of ``gateway import`` through the chain: read, replay, count, hand to the store.
+
+Owns ``import_file``: its reader (``gateway.importread``), replaying its chunks
+in this process or in the worker processes (``gateway.importworkers``: results
+taken in file order, a few chunks ahead, the bindings of a pair kept once),
+counting lines, events and skips into the ``Summary`` as it goes (``read_to``:
+how far everything was handed to the store), and naming the input in a read
+error gzip gives without a name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import zlib
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+from addons.stitching import RecentPairs
+from gateway.backfill import Replayer, Summary, replay_items
+from gateway.events import Binding, Event
+from gateway.history import Input, Item, Skip, input_name
+from gateway.importread import Source, off_loop
+from gateway.importreport import Progress
+from gateway.importworkers import WorkerPool
+from gateway.importwrite import Writer
+
+
+async def import_file(
+    replayer: Replayer,
+    pool: WorkerPool | None,
+    path: Input,
+    fmt: str,
+    parse: Callable[[int, bytes], list[Item]] | None,
+    summary: Summary,
+    writer: Writer,
+    progress: Progress,
+) -> None:
+    name = input_name(path)
+    try:
+        source = await off_loop(functools.partial(Source, path, fmt, parse), not isinstance(path, Path))
+        try:
+            if pool is not None and source.history is not None:
+                await _replay_pooled(replayer, pool, source, name, summary, writer, progress)
+            else:
+                await _replay_source(replayer, source, name, summary, writer, progress)
+        finally:
+            await asyncio.to_thread(source.close)
+    except (OSError, EOFError, zlib.error) as err:
+        # gzip says "Not a gzipped file", "Compressed file ended before …" or "invalid block
+        # type" without the file's name: an OSError naming it, which the command prints.
+        if isinstance(err, OSError) and err.filename:
+            raise
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise OSError(getattr(err, "errno", None) or 0, reason, name) from err
+
+
+async def _replay_source(
+    replayer: Replayer,
+    source: Source,
+    name: str,
+    summary: Summary,
+    writer: Writer,
+    progress: Progress,
+) -> None:
+    """In this process: read and parse a chunk in a worker thread, replay it here."""
+    while (step := await off_loop(source.next, source.stream)) is not None:
+        chunk, position = step
+        events, skips = await replay_items(replayer, chunk, source.identity)
+        lines = len({item.number for item in chunk})
+        await _account(name, summary, writer, events, skips, lines, chunk[-1].number)
+        progress.update(summary.lines, position)
+
+
+def first_bindings(events: list[Event], recent: RecentPairs) -> list[Event]:
+    """``events`` (in file order) without the bindings of a pair bound lately: what one process's
+    ``stitching`` leaves out, applied to workers that bind at every fire."""
+    return [e for e in events if type(e) is not Binding or recent.first((e.visitor_key, e.user_key))]
+
+
+async def _replay_pooled(
+    replayer: Replayer,
+    pool: WorkerPool,
+    source: Source,
+    name: str,
+    summary: Summary,
+    writer: Writer,
+    progress: Progress,
+) -> None:
+    """On every core: read a chunk here (in a thread), parse and replay it in a worker process;
+    results are taken in file order, a few chunks ahead."""
+    history = source.history
+    assert history is not None
+
+    def read_and_submit() -> tuple[Future[tuple[list[Event], list[Skip]]], int, int, int] | None:
+        lines = history.raw_lines()
+        if not lines:
+            return None
+        last = lines[-1]
+        number = last.number if isinstance(last, Skip) else last[0]
+        return pool.submit(lines, source.identity), len(lines), number, history.position
+
+    pending: deque[tuple[asyncio.Future[tuple[list[Event], list[Skip]]], int, int, int]] = deque()
+
+    recent = replayer.recent_bindings()
+
+    async def collect() -> None:
+        future, lines, last, position = pending.popleft()
+        events, skips = await future
+        if recent is not None:
+            events = first_bindings(events, recent)
+        await _account(name, summary, writer, events, skips, lines, last)
+        progress.update(summary.lines, position)
+
+    try:
+        while (step := await off_loop(read_and_submit, source.stream)) is not None:
+            future, lines, last, position = step
+            pending.append((asyncio.wrap_future(future), lines, last, position))
+            if len(pending) > 2 * pool.workers:
+                await collect()
+        while pending:
+            await collect()
+    finally:
+        for waiting, *_ in pending:  # interrupted: chunks not taken yet are not replayed
+            waiting.cancel()
+
+
+async def _account(
+    name: str,
+    summary: Summary,
+    writer: Writer,
+    events: list[Event],
+    skips: list[Skip],
+    lines: int,
+    last: int,
+) -> None:
+    for skip in skips:
+        summary.skip(name, skip.number, skip.reason)
+    counts = summary.events
+    for event in events:
+        counts[event.table] += 1
+    summary.lines += lines
+    summary.read_to = (name, last)
+    await writer.add(events)

@@ -1,0 +1,59 @@
+"""What ``gateway import`` tells the operator as it goes and when it was stopped.
+
+Owns the progress bar's updates (bytes of all files with the ETA, and lines/s;
+the bar itself is ``gateway.progress``) and the message of a stopped import:
+how far the store has the files, and how to finish. The summary's table is
+``Summary.render`` (``gateway.backfill``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway.backfill import Summary
+from gateway.history import STDIN
+
+
+class Progress:
+    """The bar (or nothing): bytes of all files with ETA, and lines/s."""
+
+    def __init__(self, bar: Any, started: float) -> None:
+        self.bar, self.started, self.done, self.position = bar, started, 0, 0
+
+    def update(self, lines: int, position: int) -> None:
+        self.position = position
+        if self.bar is None:
+            return
+        self.bar.update(self.done + position - self.bar.n)
+        rate = lines / max(1e-9, time.perf_counter() - self.started)
+        self.bar.set_postfix_str(f"{rate:,.0f} lines/s", refresh=False)
+
+    def file_done(self, size: int | None) -> None:
+        """The end of a file of ``size`` bytes (None: a stream, as far as it was read)."""
+        self.done += self.position if size is None else size
+        self.position = 0
+        if self.bar is not None:
+            self.bar.update(self.done - self.bar.n)
+
+
+def stopped_message(summary: Summary) -> str:
+    """What an interrupted import says: how far it got, and how to finish."""
+    name, line = summary.read_to
+    read = f"{name} line {line:,}"
+    earlier = " (and the files before it)" if name and summary.files > 1 else ""
+    if not name:
+        return f"stopped by {summary.interrupted} before a line was read; nothing was imported"
+    if summary.new_rows is None:
+        return f"stopped by {summary.interrupted} after {read}{earlier}; a dry run: nothing was written"
+    if summary.read_all:  # the stop came while the last writes went in: they all did
+        return (
+            f"stopped by {summary.interrupted} after every line was read: everything up to {read}{earlier}"
+            " is in the store; nothing is left to import (running the same command again adds nothing twice)"
+        )
+    # Standard input is known by its lines alone: a rest of it (tail -n +N) would be another file.
+    again = " with the whole input again, from its first line," if name == STDIN else " again"
+    return (
+        f"stopped by {summary.interrupted}: everything up to {read}{earlier} is in the store; run the"
+        f" same command{again} to import the rest (what is already there is not added twice)"
+    )

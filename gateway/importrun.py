@@ -1,0 +1,129 @@
+"""One run of ``gateway import``: what it needs started, its inputs in turn, the summary.
+
+Owns ``run_import``: checking the format and host, starting the chain (and the
+GeoIP databases), the store, the progress bar and the worker pool
+(``gateway.importworkers``), replaying each input (``gateway.importreplay``),
+and, finished or stopped (``gateway.importstop``), writing everything read,
+tearing all of it down and counting the rows the store gained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from gateway.backfill import Replayer, Summary
+from gateway.config import Settings
+from gateway.history import Input
+from gateway.importread import input_sizes
+from gateway.importreplay import import_file
+from gateway.importreport import Progress
+from gateway.importstop import through_stop
+from gateway.importworkers import WorkerPool
+from gateway.importwrite import COUNTED, Writer, count_rows
+from gateway.logformats import FORMATS, parser_for
+from gateway.metrics import Metrics
+from gateway.progress import progress_bar
+from storage.local import LocalStore
+
+
+class UsageError(Exception):
+    """A problem with the command line (printed, exit 2)."""
+
+
+async def run_import(
+    settings: Settings,
+    paths: Sequence[Input],
+    fmt: str,
+    *,
+    dry_run: bool = False,
+    host: str = "",
+    fields: dict[str, str] | None = None,
+    progress: bool = False,
+    workers: int = 1,
+    summary: Summary | None = None,
+) -> Summary:
+    """Import ``paths`` (format ``fmt``; a stream among them is read once, front to back); the
+    summary. With ``workers`` > 1, log lines are parsed and replayed in that many processes.
+    UsageError for a bad command line, OSError when a file cannot be opened.
+
+    ``summary`` is filled in as the import goes; cancelled once its ``interrupted`` is set (by
+    ``until_stopped``), the import stops reading, writes everything read so far, stops its
+    workers and returns it, counted, instead of raising."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "mitm" and importlib.util.find_spec("mitmproxy") is None:
+        raise UsageError(
+            "--format mitm reads flow dumps with mitmproxy: pip install 'tracking-gateway[mitm]'"
+        )
+    metrics = Metrics()
+    replayer = Replayer(settings, metrics, host)
+    if fmt == "combined" and not replayer.host:
+        raise UsageError(
+            "--host: combined logs do not record the site's host; pass --host www.example.com "
+            "(or set proxy.public_origin) so same-site referrers are told from external ones"
+        )
+    parse = None if fmt == "mitm" else parser_for(fmt, settings.options.identity.cookie_name, fields)
+    summary = Summary() if summary is None else summary
+    store: LocalStore | None = None
+    before: dict[str, int] = {}
+    bar = None
+    pool = None
+    writer = Writer(None)
+    started = time.perf_counter()
+    try:
+        try:
+            sizes = await asyncio.to_thread(input_sizes, paths)
+            # As a live gateway starts its chain: the GeoIP databases are opened here.
+            await replayer.pipeline.running()
+            if not dry_run:
+                storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=600_000.0)
+                store = LocalStore(settings.store_path, storage, metrics)
+                await store.open()
+                before = await asyncio.to_thread(count_rows, settings.store_path)
+            # Writes to the terminal are throttled to ~10 a second.
+            if progress:
+                total = None if None in sizes else sum(size or 0 for size in sizes)
+                bar = progress_bar(total, "import", "B", unit_scale=True, unit_divisor=1024)
+            if workers > 1 and fmt != "mitm":
+                pool = await asyncio.to_thread(
+                    WorkerPool, workers, settings, fmt, replayer.host, fields or {}
+                )
+            started = time.perf_counter()
+            shown = Progress(bar, started)
+            writer = Writer(store)
+            for path, size in zip(paths, sizes, strict=True):
+                summary.files += 1
+                await import_file(replayer, pool, path, fmt, parse, summary, writer, shown)
+                shown.file_done(size)
+            summary.read_all = True
+        except asyncio.CancelledError:
+            if not summary.interrupted:
+                raise
+            if (current := asyncio.current_task()) is not None:
+                current.uncancel()  # the stop is handled here
+        # Interrupted or not, every line counted so far goes in: the summary then says how far
+        # the store has the files. The stop may come while this waits for the last commits.
+        await through_stop(writer.finish(), summary)
+    finally:
+        # The stop may come during any of these too: each runs to its end regardless, or the
+        # store's thread (or the pool) would outlive the import and hold the process open.
+        if pool is not None:
+            await through_stop(asyncio.to_thread(pool.close), summary)
+        if bar is not None:
+            bar.close()
+        if store is not None:
+            await through_stop(store.close(), summary)
+        await through_stop(replayer.pipeline.done(), summary)
+    summary.seconds = time.perf_counter() - started
+    if not dry_run:  # stopped before the rows were counted: before anything was written
+        if before:
+            after = await through_stop(asyncio.to_thread(count_rows, settings.store_path), summary)
+        else:
+            after = before
+        summary.new_rows = {table: after.get(table, 0) - before.get(table, 0) for table in COUNTED}
+    return summary

@@ -1,0 +1,63 @@
+"""Writing what ``gateway import`` replays into the store, and counting what the store gained.
+
+Owns the batching of events into ``LocalStore`` submits (``BATCH`` events a
+transaction, at most ``IN_FLIGHT`` queued: the next batch is built while the
+last one commits) and the row counts before and after an import (a re-import
+gains none). Blocking: ``count_rows`` is called off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+
+from gateway.events import Event
+from storage.local import LocalStore
+
+BATCH = 8192
+"""Events per store submit: one transaction each (multi-row INSERTs inside)."""
+IN_FLIGHT = 2
+"""Submits queued at once: the next batch is built while the last one commits."""
+COUNTED = ("touchpoints", "identities", "conversions")
+
+
+def count_rows(path: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED}
+
+
+class Writer:
+    """Events → the store in batches of ``BATCH``, at most ``IN_FLIGHT`` queued (None: dry run)."""
+
+    def __init__(self, store: LocalStore | None) -> None:
+        self.store = store
+        self.pending: list[Event] = []
+        self.inflight: list[asyncio.Future[None]] = []
+
+    async def add(self, events: list[Event]) -> None:
+        self.pending.extend(events)
+        if len(self.pending) >= BATCH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.store is None or not self.pending:
+            self.pending = []
+            return
+        self.inflight.append(self.store.submit(self.pending))
+        self.pending = []
+        while len(self.inflight) > IN_FLIGHT:
+            await self._oldest()
+
+    async def finish(self) -> None:
+        await self.flush()
+        while self.inflight:
+            await self._oldest()
+
+    async def _oldest(self) -> None:
+        """Wait for the oldest commit, and raise its failure. Shielded: an interrupted import
+        (``until_stopped`` cancels it) waits for it again in ``finish``, rather than losing the
+        commit's outcome with a future cancelled under the store."""
+        await asyncio.shield(self.inflight[0])
+        self.inflight.pop(0)
