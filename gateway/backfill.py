@@ -60,6 +60,9 @@ class Summary:
     """The signal that stopped the import part way (``SIGINT``, ``SIGTERM``); empty: it ran to the end."""
     read_to: tuple[str, int] = ("", 0)
     """The file and line number up to which every line was replayed and handed to the store."""
+    read_stream: bool = False
+    """That file is a stream (standard input, a pipe named by its path): known by its lines from
+    the first, so what is left of it is imported by sending all of it again."""
     read_all: bool = False
     """Every file was read to its end (a stop that came later found nothing left to read)."""
 

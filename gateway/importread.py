@@ -2,9 +2,11 @@
 
 Owns one input's reader as the import loop sees it (``Source``: a log read in
 chunks through ``gateway.history``, or a flow dump through
-``gateway.logformats``), the sizes the progress bar totals, and ``off_loop``:
-every read runs in a worker thread, and a stream's in a daemon thread of its
-own, so a stop never waits for a writer that sends nothing more.
+``gateway.logformats``), which inputs are streams (standard input, and a pipe
+named by its path: a FIFO, ``/dev/stdin``, ``<(zcat …)``), the sizes the
+progress bar totals, and ``off_loop``: every read runs in a worker thread, and
+a stream's (its opening too) in a daemon thread of its own, so a stop never
+waits for a writer that sends nothing more.
 """
 
 from __future__ import annotations
@@ -12,48 +14,83 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
-from gateway.history import History, Input, Item
+from gateway.history import History, Input, Item, Skip
 from gateway.logformats import read_flows
 
 _T = TypeVar("_T")
 
 
 def input_sizes(paths: Sequence[Input]) -> list[int | None]:
-    """Each file's size in bytes (None: a stream's is not known before its end)."""
-    return [path.stat().st_size if isinstance(path, Path) else None for path in paths]
+    """Each file's size in bytes; None for a stream, whose size is not known before its end:
+    standard input, or a pipe (or another device) named by its path."""
+    return [_size(path) for path in paths]
+
+
+def _size(path: Input) -> int | None:
+    if not isinstance(path, Path):
+        return None
+    status = path.stat()
+    return None if stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode) else status.st_size
 
 
 class Source:
     """One file's items, chunk by chunk; every method does file I/O, so call it off the loop
     (``off_loop``)."""
 
-    def __init__(self, path: Input, fmt: str, parse: Callable[[int, bytes], list[Item]] | None) -> None:
-        self.stream = not isinstance(path, Path)
+    def __init__(
+        self, path: Input, fmt: str, parse: Callable[[int, bytes], list[Item]] | None, stream: bool
+    ) -> None:
+        self.stream = stream
+        self._pipe: BinaryIO | None = None
+        self._busy = threading.Lock()
+        """Held while a read runs: a stop may leave one waiting on a stream for good."""
+        if stream and isinstance(path, Path):
+            # A pipe named by its path is read as standard input is: it cannot seek, and a stop
+            # does not wait for its writer (to open it, or to write more).
+            path = self._pipe = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
         self.history: History | None = None
         self.flows: Iterator[tuple[list[Item], int]] | None = None
-        if fmt == "mitm":
-            self.flows = read_flows(path)
-            self.identity = b"flow"  # a flow is keyed by its method, URL and time, whatever the file
-        else:
-            assert parse is not None
-            self.history = History(path, parse)
-            self.identity = self.history.identity
+        try:
+            if fmt == "mitm":
+                self.flows = read_flows(path)
+                self.identity = b"flow"  # a flow is keyed by its method, URL and time, whatever the file
+            else:
+                assert parse is not None
+                self.history = History(path, parse)
+                self.identity = self.history.identity
+        except BaseException:
+            if self._pipe is not None:
+                self._pipe.close()
+            raise
 
     def next(self) -> tuple[list[Item], int] | None:
         """The next chunk and the bytes of the file consumed so far; None at the end."""
-        if self.flows is not None:
-            return next(self.flows, None)
+        with self._busy:
+            if self.flows is not None:
+                return next(self.flows, None)
+            assert self.history is not None
+            chunk = self.history.chunk()
+            return (chunk, self.history.position) if chunk else None
+
+    def raw_lines(self) -> tuple[list[tuple[int, bytes] | Skip], int]:
+        """The next lines unparsed (``History.raw_lines``) and the bytes consumed so far."""
         assert self.history is not None
-        chunk = self.history.chunk()
-        return (chunk, self.history.position) if chunk else None
+        with self._busy:
+            return self.history.raw_lines(), self.history.position
 
     def close(self) -> None:
-        if self.stream:  # the caller's, and perhaps still read by a thread a stop left waiting
+        if self.stream:
+            # Standard input is the caller's. A pipe opened here is closed unless a stop left a
+            # thread waiting on it (the process ends without it).
+            if self._pipe is not None and self._busy.acquire(blocking=False):
+                self._pipe.close()
+                self._busy.release()
             return
         if self.history is not None:
             self.history.close()

@@ -16,7 +16,6 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
 
 from addons.stitching import RecentPairs
 from gateway.backfill import Replayer, Summary, replay_items
@@ -32,6 +31,7 @@ async def import_file(
     replayer: Replayer,
     pool: WorkerPool | None,
     path: Input,
+    stream: bool,
     fmt: str,
     parse: Callable[[int, bytes], list[Item]] | None,
     summary: Summary,
@@ -40,7 +40,7 @@ async def import_file(
 ) -> None:
     name = input_name(path)
     try:
-        source = await off_loop(functools.partial(Source, path, fmt, parse), not isinstance(path, Path))
+        source = await off_loop(functools.partial(Source, path, fmt, parse, stream), stream)
         try:
             if pool is not None and source.history is not None:
                 await _replay_pooled(replayer, pool, source, name, summary, writer, progress)
@@ -70,7 +70,7 @@ async def _replay_source(
         chunk, position = step
         events, skips = await replay_items(replayer, chunk, source.identity)
         lines = len({item.number for item in chunk})
-        await _account(name, summary, writer, events, skips, lines, chunk[-1].number)
+        await _account(name, source.stream, summary, writer, events, skips, lines, chunk[-1].number)
         progress.update(summary.lines, position)
 
 
@@ -91,16 +91,14 @@ async def _replay_pooled(
 ) -> None:
     """On every core: read a chunk here (in a thread), parse and replay it in a worker process;
     results are taken in file order, a few chunks ahead."""
-    history = source.history
-    assert history is not None
 
     def read_and_submit() -> tuple[Future[tuple[list[Event], list[Skip]]], int, int, int] | None:
-        lines = history.raw_lines()
+        lines, position = source.raw_lines()
         if not lines:
             return None
         last = lines[-1]
         number = last.number if isinstance(last, Skip) else last[0]
-        return pool.submit(lines, source.identity), len(lines), number, history.position
+        return pool.submit(lines, source.identity), len(lines), number, position
 
     pending: deque[tuple[asyncio.Future[tuple[list[Event], list[Skip]]], int, int, int]] = deque()
 
@@ -111,7 +109,7 @@ async def _replay_pooled(
         events, skips = await future
         if recent is not None:
             events = first_bindings(events, recent)
-        await _account(name, summary, writer, events, skips, lines, last)
+        await _account(name, source.stream, summary, writer, events, skips, lines, last)
         progress.update(summary.lines, position)
 
     try:
@@ -129,6 +127,7 @@ async def _replay_pooled(
 
 async def _account(
     name: str,
+    stream: bool,
     summary: Summary,
     writer: Writer,
     events: list[Event],
@@ -143,4 +142,5 @@ async def _account(
         counts[event.table] += 1
     summary.lines += lines
     summary.read_to = (name, last)
+    summary.read_stream = stream
     await writer.add(events)

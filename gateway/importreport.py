@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from gateway.backfill import Summary
-from gateway.history import STDIN
 
 
 class Progress:
@@ -51,8 +50,8 @@ def stopped_message(summary: Summary) -> str:
             f"stopped by {summary.interrupted} after every line was read: everything up to {read}{earlier}"
             " is in the store; nothing is left to import (running the same command again adds nothing twice)"
         )
-    # Standard input is known by its lines alone: a rest of it (tail -n +N) would be another file.
-    again = " with the whole input again, from its first line," if name == STDIN else " again"
+    # A stream is known by its lines alone: a rest of it (tail -n +N) would be another file.
+    again = " with the whole input again, from its first line," if summary.read_stream else " again"
     return (
         f"stopped by {summary.interrupted}: everything up to {read}{earlier} is in the store; run the"
         f" same command{again} to import the rest (what is already there is not added twice)"

@@ -47,8 +47,9 @@ async def run_import(
     workers: int = 1,
     summary: Summary | None = None,
 ) -> Summary:
-    """Import ``paths`` (format ``fmt``; a stream among them is read once, front to back); the
-    summary. With ``workers`` > 1, log lines are parsed and replayed in that many processes.
+    """Import ``paths`` (format ``fmt``; a stream among them, standard input or a pipe named by its
+    path, is read once, front to back); the summary. With ``workers`` > 1, log lines are parsed
+    and replayed in that many processes.
     UsageError for a bad command line, OSError when a file cannot be opened.
 
     ``summary`` is filled in as the import goes; cancelled once its ``interrupted`` is set (by
@@ -98,7 +99,7 @@ async def run_import(
             writer = Writer(store)
             for path, size in zip(paths, sizes, strict=True):
                 summary.files += 1
-                await import_file(replayer, pool, path, fmt, parse, summary, writer, shown)
+                await import_file(replayer, pool, path, size is None, fmt, parse, summary, writer, shown)
                 shown.file_done(size)
             summary.read_all = True
         except asyncio.CancelledError:

@@ -823,6 +823,61 @@ def test_a_stop_does_not_wait_for_standard_input_to_end(tmp_path: Path, workers:
         assert b"with the whole input again, from its first line," in err, err
 
 
+def _fifo_writer(fifo: Path, log: Path | None, *, stay: bool) -> subprocess.Popen[bytes]:
+    """A process that opens ``fifo`` for writing, writes ``log`` into it, then closes it or (``stay``)
+    keeps it open and writes nothing more; without ``log`` it never opens it."""
+    script = "sleep 60" if log is None else 'exec 3>"$0"; cat "$1" >&3; ' + ("exec sleep 60" if stay else "")
+    return subprocess.Popen(["sh", "-c", script, str(fifo), str(log)], start_new_session=True)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_pipe_named_by_its_path_is_read_and_stopped_as_standard_input_is(
+    tmp_path: Path, workers: str
+) -> None:
+    """A FIFO given by its path (so /dev/stdin or <(zcat …)): read whole, and known as the file it
+    came from. It failed at its first chunk ("cannot read access.fifo: Illegal seek"), and
+    while its writer was open and idle (or had not opened it yet) SIGTERM did not end the
+    import: the read waited in a thread the process joins on exit, and a second SIGTERM was
+    ignored."""
+    log = write_log(tmp_path / "access.log", 5000)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    writer = _fifo_writer(fifo, log, stay=False)
+    try:
+        whole = _cli(tmp_path, str(fifo), *args, "--workers", workers)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert whole.returncode == 0 and "5,000 lines read" in whole.stdout, whole
+    assert "new in the store: 0" in _cli(tmp_path, str(log), *args).stdout
+    (tmp_path / "gw.db").unlink()
+    for data in (log, None):  # an idle writer, after 5,000 lines or before it opened the pipe
+        writer = _fifo_writer(fifo, data, stay=True)
+        proc = _start_import(tmp_path, fifo, "--workers", workers)
+        try:
+            deadline = time.monotonic() + 30
+            while not _opened(proc.pid, tmp_path / "gw.db"):
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.02)
+            time.sleep(1.5)  # with data: the first 4,096 lines replayed, the reader waits for more
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=10)
+        finally:
+            for each in (proc, writer):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(each.pid, signal.SIGKILL)
+                each.wait()
+        assert proc.returncode == 143, (out, err)
+        assert "Traceback" not in err and "stopped by SIGTERM" in err, err
+        if data is None:
+            assert "before a line was read" in err, err
+        elif workers == "1":
+            assert "everything up to access.fifo line 4,096 is in the store" in err, err
+            assert "with the whole input again, from its first line," in err, err
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_the_geoip_databases_are_read_as_live(tmp_path: Path, workers: int) -> None:
     """The import never started its chain as a live gateway does (the ``running`` hooks), so
