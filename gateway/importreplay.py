@@ -14,7 +14,7 @@ import asyncio
 import functools
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 
 from addons.stitching import RecentPairs
@@ -100,13 +100,14 @@ async def _replay_pooled(
         number = last.number if isinstance(last, Skip) else last[0]
         return pool.submit(lines, source.identity), len(lines), number, position
 
-    pending: deque[tuple[asyncio.Future[tuple[list[Event], list[Skip]]], int, int, int]] = deque()
+    pending: deque[tuple[Future[tuple[list[Event], list[Skip]]], int, int, int]] = deque()
 
     recent = replayer.recent_bindings()
 
     async def collect() -> None:
-        future, lines, last, position = pending.popleft()
-        events, skips = await future
+        future, lines, last, position = pending[0]
+        events, skips = await asyncio.wrap_future(future)
+        pending.popleft()
         if recent is not None:
             events = first_bindings(events, recent)
         await _account(name, source.stream, summary, writer, events, skips, lines, last)
@@ -114,15 +115,36 @@ async def _replay_pooled(
 
     try:
         while (step := await off_loop(read_and_submit, source.stream)) is not None:
-            future, lines, last, position = step
-            pending.append((asyncio.wrap_future(future), lines, last, position))
+            pending.append(step)
             if len(pending) > 2 * pool.workers:
                 await collect()
         while pending:
             await collect()
+    except asyncio.CancelledError:
+        if not summary.interrupted:
+            raise
+        await _collect_through_stop(pending, collect)
+        raise
     finally:
-        for waiting, *_ in pending:  # interrupted: chunks not taken yet are not replayed
-            waiting.cancel()
+        for future, *_ in pending:  # chunks not taken back are not replayed (or not stored)
+            future.cancel()
+
+
+async def _collect_through_stop(
+    pending: deque[tuple[Future[tuple[list[Event], list[Skip]]], int, int, int]],
+    collect: Callable[[], Awaitable[None]],
+) -> None:
+    """Stopped: the chunks still queued for the workers are dropped, and those the workers have
+    replayed or are replaying are taken back, in file order, to be stored with the rest. The
+    pool's shutdown waits for the ones being replayed anyway, so this costs no more time; those
+    dropped are imported by the next run."""
+    for future, *_ in pending:
+        future.cancel()  # only those no worker has taken: the others run to their end
+    while pending and not pending[0][0].cancelled():
+        try:
+            await collect()
+        except Exception:  # a chunk failed (a worker died): the stop keeps what came back before it
+            return
 
 
 async def _account(

@@ -823,6 +823,51 @@ def test_a_stop_does_not_wait_for_standard_input_to_end(tmp_path: Path, workers:
         assert b"with the whole input again, from its first line," in err, err
 
 
+def test_a_stop_keeps_the_chunks_the_workers_replayed(tmp_path: Path) -> None:
+    """With --workers, a stop takes back every chunk the workers have replayed or are replaying
+    (the pool's shutdown waits for those anyway) and stores it: they used to be dropped, so
+    the summary said nothing was imported and the same command imported them all again. Here
+    the importer has handed three chunks to two workers and waits for more input, which never
+    comes."""
+    log = write_log(tmp_path / "access.log", 3 * 4096)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", "-", "--format", "combined", "-c", "gw.toml",
+         "--host", "shop.example", "--no-progress", "--workers", "2"],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(log.read_bytes())  # the pipe stays open: the importer waits for more
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while len([pid for pid in _children(proc.pid) if "spawn_main" in _cmdline(pid)]) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        proc.stdin.close()
+        proc.stdin = None
+        out, err = proc.communicate(timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()
+    assert code == 143, (out, err)
+    assert b"everything up to stdin line 12,288 is in the store" in err, err
+    [(stored,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
+    assert stored > 0 and f"new in the store: {stored:,}".encode() in out, out
+    again = _cli(tmp_path, str(log), "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    assert again.returncode == 0 and "new in the store: 0" in again.stdout, again
+    assert f"touchpoints: {stored:>10,}" in again.stdout, again.stdout
+
+
 def _fifo_writer(fifo: Path, log: Path | None, *, stay: bool) -> subprocess.Popen[bytes]:
     """A process that opens ``fifo`` for writing, writes ``log`` into it, then closes it or (``stay``)
     keeps it open and writes nothing more; without ``log`` it never opens it."""
