@@ -40,6 +40,9 @@ JSON_FIELDS: dict[str, str] = {
 Cookie header and ``vid`` our cookie's value alone, when the log kept either."""
 
 
+NESTED = "JSON nested too deeply to read"
+
+
 # -- combined -------------------------------------------------------------------------------
 
 _Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
@@ -137,6 +140,8 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
             doc = decode.decode(raw)
         except msgspec.DecodeError:
             return [Skip(number, "not valid JSON")]
+        except RecursionError:  # [[[[…]]]] thousands deep
+            return [Skip(number, NESTED)]
         if not isinstance(doc, dict):
             return [Skip(number, "not a JSON object")]
         tokens = pointers.get("time")
@@ -191,6 +196,8 @@ def segment_parser() -> Callable[[int, bytes], list[Item]]:
             doc = decode.decode(raw)
         except msgspec.DecodeError:
             return [Skip(number, "not valid JSON")]
+        except RecursionError:  # [[[[…]]]] thousands deep
+            return [Skip(number, NESTED)]
         events = doc.get("batch") if isinstance(doc, dict) and "batch" in doc else doc
         events = events if isinstance(events, list) else [events]
         out: list[Item] = []

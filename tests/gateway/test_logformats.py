@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.history import Line, Skip, parse_any_time, parse_clf_time
 from gateway.logformats import (
+    NESTED,
     RAW_BYTES,
     combined_parser,
     json_parser,
@@ -108,6 +109,14 @@ def test_no_line_makes_a_parser_raise(raw: bytes) -> None:
     for parser in (parse, json_parser("gw_vid", {}), segment_parser()):
         for item in parser(1, raw):
             assert isinstance(item, Line | Skip) or item.number == 1
+
+
+def test_json_nested_too_deeply_is_skipped() -> None:
+    """msgspec raises RecursionError (not a DecodeError) for JSON thousands deep: that line is
+    skipped, where it used to end the whole import with a traceback."""
+    raw = b'{"time": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for parser in (json_parser("gw_vid", {}), segment_parser()):
+        assert parser(7, raw) == [Skip(7, NESTED)]
 
 
 @given(st.text(max_size=120))
