@@ -24,6 +24,13 @@ from typing import Any, BinaryIO
 
 CHUNK = 4096
 """Lines parsed per call (one thread hop each)."""
+CHUNK_BYTES = 32 << 20
+"""Bytes of lines kept per chunk at most: a chunk of long lines ends sooner."""
+MAX_LINE = 1 << 20
+"""Bytes of one line at most. No logged request comes near it (the gateway refuses a request
+line or header over 8 KiB; a Segment batch is at most 500 KB): a longer line (a binary file, a
+log with no line ends) is skipped without being kept, so it cannot take all the memory."""
+TOO_LONG = f"longer than {MAX_LINE:,} bytes: not a logged request (skipped unread)"
 
 
 @dataclass(slots=True)
@@ -145,11 +152,13 @@ class History:
         self._number = 0
         # A byte order mark (Windows tools write one) is not part of the first line, which then
         # parses (JSON with one is not JSON; a combined line's address would keep it).
-        first = self._stream.readline().removeprefix(BOM)
+        first, whole = self._readline()
+        first = first.removeprefix(BOM)
         self.identity = hashlib.blake2b(_as_lf(first), digest_size=16).digest()
-        """The digest of the first line: the same in a renamed, rotated, compressed or grown copy,
-        and in one with CRLF line ends or a byte order mark (the lines are the same)."""
-        self._pending = first
+        """The digest of the first line (of its first ``MAX_LINE`` bytes, if longer): the same in a
+        renamed, rotated, compressed or grown copy, and in one with CRLF line ends or a byte order
+        mark (the lines are the same)."""
+        self._pending: tuple[bytes, bool] | None = (first, whole) if first else None
 
     @property
     def lines(self) -> int:
@@ -161,16 +170,28 @@ class History:
         """Bytes of the file on disk consumed so far (compressed bytes for gzip)."""
         return self._raw.tell()
 
+    def _readline(self) -> tuple[bytes, bool]:
+        """The next line (empty at the end of the file), and whether it is whole: one longer than
+        ``MAX_LINE`` is read past, and only its first ``MAX_LINE`` + 1 bytes are returned."""
+        raw = self._stream.readline(MAX_LINE + 1)
+        if len(raw) <= MAX_LINE or raw.endswith(b"\n"):
+            return raw, True
+        while (rest := self._stream.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+            pass
+        return raw, False
+
     def raw_lines(self) -> list[tuple[int, bytes] | Skip]:
-        """The next ``CHUNK`` non-blank lines as (number, bytes), unparsed (an unreadable rest
-        of the file is a ``Skip``); empty at the end of the file."""
+        """The next ``CHUNK`` non-blank lines (fewer when they hold over ``CHUNK_BYTES``) as
+        (number, bytes), unparsed (an unreadable rest of the file, or a line over ``MAX_LINE``, is
+        a ``Skip``); empty at the end of the file."""
         out: list[tuple[int, bytes] | Skip] = []
-        while len(out) < CHUNK:
+        kept = 0
+        while len(out) < CHUNK and kept < CHUNK_BYTES:
             if self._pending:
-                raw, self._pending = self._pending, b""
+                (raw, whole), self._pending = self._pending, None
             else:
                 try:
-                    raw = self._stream.readline()
+                    raw, whole = self._readline()
                 except (OSError, EOFError) as err:  # a truncated or corrupt gzip member
                     self._number += 1
                     out.append(Skip(self._number, f"unreadable: {err}"))
@@ -179,9 +200,13 @@ class History:
             if not raw:
                 break
             self._number += 1
+            if not whole:
+                out.append(Skip(self._number, TOO_LONG))
+                continue
             raw = raw.rstrip(b"\r\n")
             if raw.strip():
                 out.append((self._number, raw))
+                kept += len(raw)
         return out
 
     def chunk(self) -> list[Item]:

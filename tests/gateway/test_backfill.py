@@ -369,6 +369,27 @@ async def test_a_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
     assert any(reason.startswith("unreadable:") for reason in summary.skipped)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_line_of_megabytes_is_skipped_unread(tmp_path: Path, workers: int) -> None:
+    """A line longer than any logged request (a log with no line ends, a binary file, here a
+    request line of 3 MiB, first and in the middle) is skipped with its reason and never held
+    whole: it used to be read, parsed and replayed, and one of a few gigabytes ended the import
+    with a MemoryError traceback (or the kernel's OOM killer)."""
+    settings = make_settings(tmp_path)
+    query = "a" * (3 << 20)
+    huge = f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0100] "GET /p?x={query} HTTP/1.1" 200 10 "-" "{UA}"'
+    text = "\n".join([huge, *COMBINED.splitlines()[:4], huge, *COMBINED.splitlines()[4:]])
+    log = await asyncio.to_thread(write, tmp_path / "huge.log", text, compress=workers == 2)
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert summary.lines == 10
+    assert summary.events["touchpoints"] == 3  # those of the usual lines, as without the long ones
+    assert summary.examples[:2] == [
+        "huge.log:1: longer than 1,048,576 bytes: not a logged request (skipped unread)",
+        "huge.log:6: longer than 1,048,576 bytes: not a logged request (skipped unread)",
+    ]
+    assert summary.examples[2] == "huge.log:7: not a combined-log line"
+
+
 async def test_json_lines_without_a_host_are_skipped_by_line(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     text = "\n".join(
