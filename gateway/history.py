@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import re
 import select
 from collections.abc import Callable
@@ -31,6 +32,7 @@ MAX_LINE = 1 << 20
 line or header over 8 KiB; a Segment batch is at most 500 KB): a longer line (a binary file, a
 log with no line ends) is skipped without being kept, so it cannot take all the memory."""
 TOO_LONG = f"longer than {MAX_LINE:,} bytes: not a logged request (skipped unread)"
+SHRUNK = "the file was cut short while it was read (as logrotate's copytruncate does): the rest was not read"
 
 
 @dataclass(slots=True)
@@ -159,6 +161,7 @@ class History:
         renamed, rotated, compressed or grown copy, and in one with CRLF line ends or a byte order
         mark (the lines are the same)."""
         self._pending: tuple[bytes, bool] | None = (first, whole) if first else None
+        self._ended = False
 
     @property
     def lines(self) -> int:
@@ -194,10 +197,14 @@ class History:
                     raw, whole = self._readline()
                 except (OSError, EOFError) as err:  # a truncated or corrupt gzip member
                     self._number += 1
-                    out.append(Skip(self._number, f"unreadable: {err}"))
+                    out.append(Skip(self._number, SHRUNK if self._shrunk() else f"unreadable: {err}"))
                     self._stream = io.BytesIO()
+                    self._ended = True
                     break
             if not raw:
+                if self._shrunk():
+                    self._number += 1
+                    out.append(Skip(self._number, SHRUNK))
                 break
             self._number += 1
             if not whole:
@@ -208,6 +215,14 @@ class History:
                 out.append((self._number, raw))
                 kept += len(raw)
         return out
+
+    def _shrunk(self) -> bool:
+        """At the end of a file, whether it is now shorter than what was read of it: it was
+        truncated as it was read (once; a stream is never)."""
+        if self._ended or not self._owned:
+            return False
+        self._ended = True
+        return os.fstat(self._raw.fileno()).st_size < self._raw.tell()
 
     def chunk(self) -> list[Item]:
         """The next items (``CHUNK`` lines' worth), parsed; empty at the end of the file."""

@@ -1,0 +1,47 @@
+"""History files read in chunks: a file cut short while it is read says so."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.synthlog import write_log
+from gateway.history import CHUNK, SHRUNK, History, Skip
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_a_file_truncated_while_it_is_read_ends_with_a_skip_saying_so(tmp_path: Path, compress: bool) -> None:
+    """logrotate's copytruncate empties a log the import is reading: what was read stays, and
+    the summary says the rest was not read (it used to end as if the file were complete, or
+    blame the gzip data)."""
+    log = write_log(tmp_path / "access.log", 3 * CHUNK, compress=compress)
+    history = History(log, lambda number, raw: [])
+    try:
+        first = history.raw_lines()
+        assert len(first) == CHUNK
+        os.truncate(log, 100)
+        rest: list[tuple[int, bytes] | Skip] = []
+        while more := history.raw_lines():
+            rest += more
+    finally:
+        history.close()
+    assert isinstance(rest[-1], Skip) and rest[-1].reason == SHRUNK, rest[-3:]
+    assert len(first) + len(rest) < 3 * CHUNK
+    assert sum(isinstance(entry, Skip) and entry.reason == SHRUNK for entry in rest) == 1
+
+
+def test_a_file_read_whole_or_a_truncated_gzip_copy_is_not_called_cut_short(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "access.log", CHUNK + 10)
+    cut = tmp_path / "cut.log.gz"
+    data = gzip.compress(log.read_bytes())
+    cut.write_bytes(data[: len(data) // 2])
+    for path in (log, cut):
+        history = History(path, lambda number, raw: [])
+        try:
+            entries = history.raw_lines() + history.raw_lines() + history.raw_lines()
+        finally:
+            history.close()
+        assert not any(isinstance(entry, Skip) and entry.reason == SHRUNK for entry in entries), path
