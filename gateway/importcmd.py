@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import BinaryIO
 
@@ -105,6 +106,14 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     except (SchemaTooNew, sqlite3.Error, StoreClosed) as err:
         print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:  # the kernel's OOM killer, or kill -9
+        print(
+            "gateway import: a worker process ended abruptly (out of memory, or killed), so the import"
+            " stopped; what was committed stays: run the same command again (perhaps with fewer"
+            " --workers) to import the rest",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C, while the first one's stop was still writing
         print(

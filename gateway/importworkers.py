@@ -121,4 +121,10 @@ class WorkerPool:
             return self.executor.submit(_work, lines, identity)
 
     def close(self) -> None:
+        if self.executor._broken:
+            # A worker died (the OOM killer, kill -9): the pool ends the others with SIGTERM, which
+            # they ignore (``_start``), then waits for them, and for ever for the one blocked
+            # sending its result back. They are killed instead: nothing of theirs is kept.
+            for process in list((self.executor._processes or {}).values()):
+                process.kill()
         self.executor.shutdown(wait=True, cancel_futures=True)

@@ -628,6 +628,32 @@ def test_workers_end_when_the_import_is_killed(tmp_path: Path) -> None:
         proc.communicate(timeout=30)
 
 
+def test_a_worker_killed_mid_import_ends_it_with_a_message(tmp_path: Path) -> None:
+    """A worker killed part way (the kernel's OOM killer, kill -9): the import ends, says so and
+    exits 1, and the other worker ends too. The pool ended the others with SIGTERM, which
+    workers ignore (it reaches the whole process group), then waited for them: the import hung
+    for good, a Ctrl-C could not end it, and the surviving worker stayed blocked."""
+    log = write_log(tmp_path / "access.log", 250_000)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    proc = _start_import(tmp_path, log, "--workers", "2")
+    try:
+        workers = _workers_of(proc, 2)
+        os.kill(workers[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        assert _gone(workers), "a worker outlived the import"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # its session: whatever it left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in err, err
+    assert "gateway import: a worker process ended abruptly" in err, err
+    assert "run the same command again" in err, err
+
+
 async def test_worker_processes_bind_a_pair_once_as_one_process_does(tmp_path: Path) -> None:
     """A login seen on every chunk: one process binds each visitor once; workers, each seeing only
     some chunks, bound it again in each (and a re-import, its chunks shared out otherwise, added
