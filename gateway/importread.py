@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
+import os
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +30,8 @@ _T = TypeVar("_T")
 
 def input_sizes(paths: Sequence[Input]) -> list[int | None]:
     """Each file's size in bytes; None for a stream, whose size is not known before its end:
-    standard input, or a pipe (or another device) named by its path."""
+    standard input, or a pipe (or another device) named by its path. OSError for a path that is
+    missing or a directory: the import then fails before it reads anything."""
     return [_size(path) for path in paths]
 
 
@@ -36,6 +39,8 @@ def _size(path: Input) -> int | None:
     if not isinstance(path, Path):
         return None
     status = path.stat()
+    if stat.S_ISDIR(status.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     return None if stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode) else status.st_size
 
 

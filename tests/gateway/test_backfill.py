@@ -390,6 +390,23 @@ async def test_a_line_of_megabytes_is_skipped_unread(tmp_path: Path, workers: in
     assert summary.examples[2] == "huge.log:7: not a combined-log line"
 
 
+async def test_a_directory_among_the_files_fails_the_import_before_it_reads_any(tmp_path: Path) -> None:
+    """As a missing file does (``access.log*`` matching a directory): the import used to read
+    every file before it, then fail at the directory without writing the last of them."""
+    from gateway.backfill import Summary
+
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    await asyncio.to_thread((tmp_path / "access.log.d").mkdir)
+    summary = Summary()
+    with pytest.raises(IsADirectoryError) as raised:
+        await run_import(settings, [log, tmp_path / "access.log.d"], "combined", host="x", summary=summary)
+    assert (
+        raised.value.filename == str(tmp_path / "access.log.d") and raised.value.strerror == "Is a directory"
+    )
+    assert summary.files == 0 and summary.lines == 0
+
+
 async def test_json_lines_without_a_host_are_skipped_by_line(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     text = "\n".join(
