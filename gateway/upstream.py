@@ -15,7 +15,9 @@ request waits for a connection or a slot up to ``connect_timeout`` (then ``Timeo
 504). A connection goes back to the pool only when its response was read whole, its request
 body was sent whole, and neither side asked to close it; anything else closes it. A request
 without a body that finds its reused connection closed by the upstream (a keep-alive race) is
-sent once more on a new connection, as aiohttp does for idempotent methods.
+sent once more on a new connection, as aiohttp does for idempotent methods; so is one that
+finds, before its answer, the late body of an answer that should have had none
+(``Connection.suspect``), a connection only such a request takes.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def _final_with_body(data: bytes) -> bool:
     )
 
 
+def _announces_body(headers: CIMultiDictProxy[str]) -> bool:
+    """Whether a head announces a body: chunks, or a length above 0."""
+    return "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip("0") != ""
+
+
 # Where a Connection is in reading the answer to the request in hand (``Connection.answer``).
 START, HEAD, BODY, STRAY = range(4)
 """No byte yet; reading heads (interim, then the final one); reading the final answer's body;
@@ -82,9 +89,18 @@ class Connection(ResponseHandler):
     headers). Unless an answer's first bytes show a status that has a body (the common case,
     fed as it comes), its bytes are fed up to the end of each head; once the final head is
     read, the rest of a bodiless answer is dropped and the connection, out of step, is not
-    used again."""
+    used again.
+
+    Such a body may also come late, after the connection went back to the pool and the next
+    request went out on it, where the parser read it as that request's answer and failed. The
+    bytes that arrive while the connection is idle close it (``STRAY``); for the rest,
+    ``suspect`` marks a connection whose last answer had no body but announced one (a length,
+    chunks: the site may have meant to send it): only a request that may be sent twice takes
+    it, and is sent once more on a new connection if the bytes came (``OutOfStep``)."""
 
     broken = False
+    suspect = False
+    """The last answer had no body but its head announced one."""
     answer = START
     """Set to START for each request (``Upstream._exchange``)."""
     _carry = b""
@@ -98,7 +114,11 @@ class Connection(ResponseHandler):
         if self.answer == HEAD:
             code = data[0].code
             if not 100 <= code < 200:
-                self.answer = STRAY if self._skip_payload or code in (204, 304) else BODY
+                if self._skip_payload or code in (204, 304):
+                    self.answer = STRAY
+                    self.suspect = _announces_body(data[0].headers)
+                else:
+                    self.answer = BODY
         ResponseHandler.feed_data(self, data, size)
 
     def data_received(self, data: bytes) -> None:
@@ -141,6 +161,11 @@ class UpstreamConnectError(OSError):
 
 class UpstreamProtocolError(Exception):
     """The upstream's answer is not HTTP the parser accepts, or a 101 nobody asked for."""
+
+
+class OutOfStep(UpstreamProtocolError):
+    """A reused connection's answer did not parse after a bodiless answer that announced a body
+    (``Connection.suspect``): that body came late. The request may be sent again."""
 
 
 def request_head(method: str, target: str, headers: Iterable[tuple[str, str]], framing: str) -> bytes:
@@ -340,6 +365,16 @@ class Upstream:
                 if handed is not None:
                     handed.close()
 
+    async def _replace(self, proto: Connection) -> Connection:
+        """A new connection in the slot of ``proto``, which is closed."""
+        proto.close()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await self._connect()
+        except BaseException:
+            self._free_slot()
+            raise
+
     def unreserve(self) -> None:
         self._free_slot()
 
@@ -400,11 +435,13 @@ class Upstream:
             if proto is None:
                 async with asyncio.timeout(self.connect_timeout):
                     proto, reused = await self._acquire()
+            if proto.suspect and not again:  # a late stray body would make it fail for good
+                proto, reused = await self._replace(proto), False
             try:
                 return await self._exchange(
                     proto, method, head, body, chunked=bool(framing) and body is not None
                 )
-            except (ServerDisconnectedError, ClientOSError):
+            except (ServerDisconnectedError, ClientOSError, OutOfStep):
                 if not (again and reused):
                     raise
                 again = False
@@ -419,6 +456,7 @@ class Upstream:
         chunked: bool,
     ) -> UpstreamResponse:
         proto.answer = START
+        suspect, proto.suspect = proto.suspect, False
         proto.set_response_params(
             skip_payload=method == "HEAD",
             read_until_eof=True,
@@ -443,6 +481,8 @@ class Upstream:
                 try:
                     message, payload = await proto.read()
                 except HttpProcessingError as err:
+                    if suspect:
+                        raise OutOfStep(f"a late body before the answer: {err.message}") from err
                     raise UpstreamProtocolError(f"unreadable answer: {err.message}") from err
                 if not 100 <= message.code < 200:
                     break

@@ -245,6 +245,75 @@ async def test_bodiless_answer_with_a_body_gives_its_head_and_drops_the_connecti
     assert connections == [0, 1]
 
 
+async def _upload() -> AsyncIterator[bytes]:
+    yield b"a=1"
+
+
+@pytest.mark.parametrize(
+    ("method", "answer"),
+    [
+        ("HEAD", b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "v"\r\n\r\n'),
+        ("HEAD", b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: "v"\r\n\r\n'),
+        ("GET", b'HTTP/1.1 304 Not Modified\r\nETag: "v"\r\nContent-Length: 5\r\n\r\n'),
+        ("GET", b'HTTP/1.1 204 No Content\r\nETag: "v"\r\nContent-Length: 5\r\n\r\n'),
+    ],
+    ids=["head", "head-chunked", "304", "204"],
+)
+@pytest.mark.parametrize(("late", "then"), [(True, "GET"), (True, "POST"), (False, "GET")])
+async def test_a_late_body_of_a_bodiless_answer_does_not_fail_the_next_request(
+    raw_upstream, method: str, answer: bytes, late: bool, then: str
+) -> None:
+    """Straight on the pool: a site answers HEAD (or with a 204, a 304) with a head that announces
+    a body, and sends that body a moment later, once the connection is back in the pool and the
+    next request went out on it. That request used to read those bytes as its answer: a 502. A
+    GET is sent again on a new connection; a POST, which must not be sent twice, never takes
+    such a connection; a site that sends no body keeps its connection reused."""
+    connections: list[list[str]] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines: list[str] = []
+        connections.append(lines)
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines.append(head.split(b" ", 2)[1].decode())
+            if b"Content-Length: 3" in head:
+                await reader.readexactly(3)
+            if b"/page" not in head:
+                writer.write(OK)
+                await writer.drain()
+                continue
+            writer.write(answer)
+            await writer.drain()
+            if late:
+                await asyncio.sleep(0.1)  # the next request is on its way by then
+                writer.write(b"hello")
+                await writer.drain()
+
+    pool = Upstream(
+        await raw_upstream(origin), limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190
+    )
+    try:
+        resp = await pool.request(method, "/page", [("Host", "t")], None, length_known=False)
+        assert (resp.headers["ETag"], await resp.content.read()) == ('"v"', b"")
+        resp.release()
+        if then == "GET":
+            resp = await pool.request("GET", "/next", [("Host", "t")], None, length_known=False)
+        else:
+            headers = [("Host", "t"), ("Content-Length", "3")]
+            resp = await pool.request("POST", "/next", headers, _upload(), length_known=True)
+        assert (resp.status, await resp.content.read()) == (200, b"ok")
+        resp.release()
+    finally:
+        await pool.close()
+    expected = {
+        (True, "GET"): [["/page", "/next"], ["/next"]],  # read the late body, sent again
+        (True, "POST"): [["/page"], ["/next"]],
+        (False, "GET"): [["/page", "/next"]],
+    }
+    assert connections == expected[late, then]
+
+
 async def test_visitor_gone_mid_body_drops_the_upstream_connection(start_gateway, raw_upstream) -> None:
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 200_000
     sent_big = asyncio.Event()
