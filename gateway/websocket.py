@@ -2,7 +2,8 @@
 
 Messages flow both ways unchanged (text, binary, ping/pong handled by each
 side's library); a close on either side closes the other with its code and reason, and the
-gateway's shutdown (``going_away``) closes both with 1001 at once. The
+gateway's shutdown (``going_away``) closes both with 1001 at once (an upgrade still
+being opened then gets a 503 instead of its 101). The
 visitor gets the headers of the site's 101 answer (a sticky-session or auth cookie set on the
 upgrade), less the handshake's own and the hop-by-hop ones, and none the gateway would add.
 A site that answers the upgrade with a redirect has it passed on, not followed (``session``
@@ -166,7 +167,8 @@ async def proxy_websocket(
     """Relay one WebSocket; a message larger than ``max_message`` bytes (either way) closes it
     with 1009, since each message is held whole in memory on its way through. A redirect the
     site answers is passed on, its ``Location`` through ``public_location``. Once ``going_away``
-    is set (the gateway is stopping) both sides are closed with 1001."""
+    is set (the gateway is stopping) both sides are closed with 1001; an upgrade the site
+    accepts after that is closed on its side (1001) and refused on the visitor's (503)."""
     if not web.WebSocketResponse().can_prepare(request).ok:  # check the visitor's handshake first
         return pages.error_page(400)
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
@@ -191,6 +193,12 @@ async def proxy_websocket(
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
         log.warning("upstream WebSocket connect failed: %r", err)
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
+    if going_away.is_set():
+        # The gateway began to stop while the site answered: a 101 now would be closed at once
+        # (1001). A refusal tells the visitor to come back, to a gateway that will still be up.
+        with contextlib.suppress(Exception):
+            await upstream.close(code=WSCloseCode.GOING_AWAY)
+        return stopping_page()
     client = _TransparentWebSocket(
         protocols=[upstream.protocol] if upstream.protocol else (), autoping=True, max_msg_size=max_message
     )
@@ -205,6 +213,15 @@ async def proxy_websocket(
     finally:
         await _close_pair(client, upstream, reasons)
     return client
+
+
+def stopping_page() -> web.Response:
+    """The answer to an upgrade that would be closed as soon as it opened: the gateway is
+    stopping. 503, to be retried (``Retry-After``), on a connection that closes."""
+    answer = pages.error_page(503)
+    answer.headers["Retry-After"] = "5"
+    answer.force_close()
+    return answer
 
 
 class _TransparentWebSocket(pages.TransparentResponse, web.WebSocketResponse):

@@ -625,6 +625,50 @@ async def test_websocket_echo_and_client_close(start_gateway, upstream_server) -
     assert await asyncio.wait_for(closed.get(), 2) == 4002
 
 
+async def test_websocket_upgrade_in_flight_at_shutdown_gets_a_503(start_gateway, upstream_server) -> None:
+    """An upgrade the site has not yet answered when the gateway begins to stop: the visitor gets
+    a 503 to retry elsewhere (Retry-After, the connection closed), not a 101 followed at once by
+    a 1001 close; the site's side is closed with 1001 (going away)."""
+    asked, release = asyncio.Event(), asyncio.Event()
+    site_closed: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def slow_chat(request: web.Request) -> web.WebSocketResponse:
+        asked.set()
+        await release.wait()
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _ in ws:
+            pass
+        site_closed.put_nowait(ws.close_code)
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(slow_chat)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: shop.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await asyncio.wait_for(asked.wait(), 5)
+        stopping = asyncio.create_task(gw.proxy.close())  # as a SIGTERM does: on_shutdown first
+        try:
+            async with asyncio.timeout(5):
+                while not gw.gateway.going_away.is_set():
+                    await asyncio.sleep(0.01)
+            release.set()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 503 "), head  # it was a 101, then a 1001 close
+            rest = await asyncio.wait_for(reader.read(), 5)  # to the connection's end
+        finally:
+            await asyncio.wait_for(stopping, 15)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert b"\r\nRetry-After: 5\r\n" in head and b"\r\nConnection: close\r\n" in head
+    assert b"503" in rest  # the neutral page, and nothing after it
+    assert await asyncio.wait_for(site_closed.get(), 5) == 1001
+
+
 async def test_websocket_upstream_close_reaches_client(start_gateway, upstream_server) -> None:
     closed: asyncio.Queue[int | None] = asyncio.Queue()
     gw = await start_gateway(await echo_ws_upstream(upstream_server, closed))
