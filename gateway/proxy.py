@@ -25,7 +25,7 @@ from typing import cast
 
 import aiohttp
 from aiohttp import hdrs, web
-from aiohttp.web_urldispatcher import _default_expect_handler
+from aiohttp.web_urldispatcher import _default_expect_handler, _InfoDict
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -174,14 +174,17 @@ _BODY_FAILURES = {
 
 
 def _origin_form(target: str, host: str | None = None) -> str | None:
-    """The request target as path and query; an absolute-form target keeps only those.
-    None when it is neither (authority-form, a URL yarl cannot read) and, given the ``Host``
-    header (``host``), when an absolute-form target (``GET http://a/p``) names another host
-    than it does (port and letter case normalised) or carries userinfo, which RFC 9110 §4.2.4
-    says to treat as an error. RFC 9112 §3.2.2 has the server take the target's authority; a
-    cache or router in front of us may have gone by ``Host``: which site is asked has two
-    answers, and the request is refused rather than forwarded under either."""
+    """The request target as path and query; an absolute-form target keeps only those;
+    ``OPTIONS *``'s asterisk stays as it is. None when it is none of these (authority-form, a
+    URL yarl cannot read) and, given the ``Host`` header (``host``), when an absolute-form
+    target (``GET http://a/p``) names another host than it does (port and letter case
+    normalised) or carries userinfo, which RFC 9110 §4.2.4 says to treat as an error. RFC 9112
+    §3.2.2 has the server take the target's authority; a cache or router in front of us may
+    have gone by ``Host``: which site is asked has two answers, and the request is refused
+    rather than forwarded under either."""
     if target.startswith("/"):
+        return target
+    if target == "*":  # asterisk-form: only OPTIONS is routed here (``create_gateway``)
         return target
     try:
         url = URL(target, encoded=True)
@@ -238,6 +241,30 @@ def set_cookie_header(cookie: Cookie) -> str | None:
         cookie.max_age, cookie.path, cookie.domain, cookie.secure, cookie.httponly, cookie.samesite
     )
     return f"{cookie.name}={cookie.value};{attributes}"
+
+
+class Asterisk(web.Resource):
+    """The target of ``OPTIONS *`` (RFC 9112 §3.2.4: about the server as a whole), which is no
+    path: aiohttp's own resources all are, so its router answered 404 instead of handing it on."""
+
+    @property
+    def canonical(self) -> str:
+        return "*"
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return {} if path == "*" else None
+
+    def raw_match(self, path: str) -> bool:
+        return path == "*"
+
+    def get_info(self) -> _InfoDict:
+        return {"path": "*"}
+
+    def url_for(self) -> URL:  # type: ignore[override]
+        return URL.build(path="*", encoded=True)
+
+    def add_prefix(self, prefix: str) -> None:
+        raise NotImplementedError("OPTIONS * has no path to prefix")
 
 
 class ProxyHost:

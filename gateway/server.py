@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway.admin import create_admin_app
@@ -41,7 +41,7 @@ from gateway.metrics import Metrics
 from gateway.options import parse_listen
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.protocol_errors import Runner
-from gateway.proxy import ProxyHost
+from gateway.proxy import Asterisk, ProxyHost
 from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
 from gateway.upstream import Upstream
@@ -273,6 +273,9 @@ def create_gateway(settings: Settings, upstream: str, salt: DaySalt | None = Non
         pool = upstream_pool(settings, upstream)
         gw.slot.host = gw._host(settings, pipeline, session, pool)
         app.router.add_route("*", "/{tail:.*}", gw.slot.handle, expect_handler=gw.slot.expect)
+        asterisk = Asterisk()
+        app.router.register_resource(asterisk)
+        asterisk.add_route(hdrs.METH_OPTIONS, gw.slot.handle, expect_handler=gw.slot.expect)
         await pipeline.running()
         try:
             yield

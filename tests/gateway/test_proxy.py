@@ -1309,6 +1309,26 @@ async def test_target_goes_upstream_byte_for_byte(
     assert seen == [upstream]
 
 
+async def test_options_asterisk_reaches_the_site(start_gateway, raw_upstream) -> None:
+    """``OPTIONS *`` (RFC 9112 §3.2.4: about the server, no path) goes to the site as sent and
+    its answer comes back; it was a 404 of the gateway's router, whose routes are all paths.
+    The asterisk with another method is no request at all: refused, not forwarded."""
+    lines: list[bytes] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            lines.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0])
+            writer.write(b"HTTP/1.1 200 OK\r\nAllow: GET, HEAD, OPTIONS\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reply = await raw_request(gw.proxy.port, b"OPTIONS * HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (reply.status, reply.headers.get("Allow")) == (200, "GET, HEAD, OPTIONS")
+    refused = await raw_request(gw.proxy.port, b"GET * HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert 400 <= refused.status < 500
+    assert lines == [b"OPTIONS * HTTP/1.1"]
+
+
 @pytest.mark.parametrize(
     ("target", "host", "forwarded"),
     [
