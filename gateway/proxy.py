@@ -202,6 +202,14 @@ def _origin_form(target: str, host: str | None = None) -> str | None:
     return url.raw_path_qs
 
 
+def _other_coding(headers: CIMultiDictProxy[str]) -> bool:
+    """Whether a chunked body also has another transfer coding (``gzip, chunked``). aiohttp
+    undoes the chunking alone, so the site would get the gzip bytes as a plain body; RFC 9112
+    §6.1 has a server refuse a coding it does not know (``identity`` changes nothing)."""
+    codings = ",".join(headers.getall(hdrs.TRANSFER_ENCODING, ())).lower().split(",")
+    return any(coding.strip() not in ("chunked", "identity", "") for coding in codings)
+
+
 def _joined(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     """Repeated headers joined into one value each (cookies with "; ", others with ", ")."""
     joined: dict[str, str] = {}
@@ -353,6 +361,9 @@ class ProxyHost:
         if length is not None and length > self.max_body:
             self.metrics.requests.labels("too_large").inc()
             return pages.error_page(413)
+        if length is None and request.body_exists and _other_coding(request.headers):
+            self.metrics.requests.labels("bad_request").inc()
+            return pages.error_page(400)
 
         trusted = self._peer_trusted(request)
         ex = Exchange(self._view(request, raw_path, raw_query, trusted))

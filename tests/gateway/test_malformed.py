@@ -4,6 +4,7 @@ sends produces a 500. Requests go over a raw socket so their bytes are exactly a
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from dataclasses import dataclass
@@ -419,6 +420,13 @@ SMUGGLING = {
     "identity_then_chunked": (
         b"POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         b"hello",  # chunked is last, so it frames the body; upstream gets chunked alone
+    ),
+    "gzip_then_chunked": (
+        # aiohttp undoes the chunking alone: the site would get gzip bytes as a plain body
+        b"POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n19\r\n"
+        + gzip.compress(b"hello", mtime=0)
+        + b"\r\n0\r\n\r\n",
+        None,
     ),
     "space_before_colon_in_transfer_encoding": (
         b"POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello",
