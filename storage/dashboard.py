@@ -17,7 +17,7 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 import aiosqlite
@@ -66,8 +66,10 @@ class Period:
 
 
 def _at(day: date, zone: tzinfo) -> datetime:
-    """The day's first moment in ``zone``."""
-    return datetime.combine(day, time.min, tzinfo=zone)
+    """The day's first moment in ``zone``, in UTC: the lookback windows are counted back from
+    it in elapsed time, which arithmetic on a datetime of a zone with daylight saving time
+    is not (it counts on the wall clock)."""
+    return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
 
 
 def _credit_rows(rows: list[ChannelCredit]) -> list[dict[str, Any]]:

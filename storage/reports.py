@@ -108,6 +108,13 @@ def _id_ms(uuid7: str) -> int:
     return int(uuid7[:8] + uuid7[9:13], 16)
 
 
+def _window_start(since: datetime, widest: timedelta) -> datetime:
+    """The oldest moment a touch can count from for a conversion at or after ``since``: the
+    widest window back, in elapsed time. (On a datetime of a zone with daylight saving time,
+    ``since - widest`` would count on the wall clock: across a change, an hour short.)"""
+    return since.astimezone(UTC) - widest
+
+
 def _bounds(since: datetime, until: datetime, start: datetime) -> dict[str, str]:
     return {
         "since": iso(since),
@@ -558,7 +565,7 @@ class Reports:
         touched: dict[str, list[Cand]] | None = None,
     ) -> list[Conv]:
         widest = max(self.attribution.tiers.windows.values())
-        args: dict[str, Any] = _bounds(since, until, since - widest)
+        args: dict[str, Any] = _bounds(since, until, _window_start(since, widest))
         args["population"] = population
         people, owned = self._people_of(part, since, until, conversion)
         if owned is None:  # a slice, or the whole period
@@ -835,7 +842,7 @@ class Reports:
             )
         # The conversions' window (``_load``'s): a superset of the period's, read once.
         widest = max(self.attribution.tiers.windows.values())
-        changed = self._verdict_changes({**bounds, "from_id": id_floor(_ms(since - widest))})
+        changed = self._verdict_changes({**bounds, "from_id": id_floor(_ms(_window_start(since, widest)))})
         for rows, by_visitor in zip(reads, (bool(scan), True), strict=False):
             current = ""
             kept: list[tuple[Any, ...]] = []

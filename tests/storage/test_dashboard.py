@@ -3,6 +3,7 @@ column, the lookback edge of "conversions touched", and the period's days."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from gateway.attribution import Attribution
+from gateway.attribution import Attribution, Touch
 from gateway.channels import Channels
 from gateway.events import Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
@@ -165,3 +166,37 @@ def test_period_days() -> None:
         date(2026, 2, 28),
         date(2026, 3, 1),
     ]
+
+
+async def test_a_period_of_local_days_reads_the_whole_window_across_a_dst_change(
+    tmp_path: Path, channels: Channels
+) -> None:
+    """The lookback window is a span of hours (30 x 24), counted back from the conversion's
+    instant. April 1 in Berlin begins at 22:00Z on March 31 (summer time); 30 x 24 hours
+    before it is 22:00Z on March 1, in winter time: 23:00 there, not midnight. Counted back on
+    the wall clock from the period's first midnight (March 2, 00:00 CET = 23:00Z), the
+    period's read started an hour late and lost the touch the pure model credits."""
+    first = datetime(2026, 3, 31, 22, tzinfo=UTC)  # 2026-04-01 00:00 CEST
+    old = first - timedelta(days=30) + timedelta(minutes=30)  # 22:30Z on March 1: inside
+    conn = await store(
+        tmp_path,
+        [
+            tp("a", old, "spring"),
+            conversion("a", first),
+            tp("b", first + timedelta(hours=10), "spring"),  # the period's landing of the campaign
+        ],
+    )
+    berlin = await asyncio.to_thread(Attribution, AttributionOptions(timezone="Europe/Berlin"))
+    reports = await Reports.on(conn, berlin, channels)
+    try:
+        got = await summary(conn, reports, "linear", Period(date(2026, 4, 1), date(2026, 4, 2)))
+    finally:
+        await reports.close()
+        await conn.close()
+    assert got["by_day"] == [
+        {"day": "2026-04-01", "channel": "Email", "currency": "EUR", "conversions": 1.0, "value": 10.0}
+    ]
+    assert [(c["name"], c["conversions"]) for c in got["top_campaigns"]] == [("spring", 1)]
+    # The pure model, for reference: the touch is inside the window.
+    (credit,) = berlin.credit("linear", [Touch("t", old, "Email")], first, 1000)
+    assert credit.channel == "Email"
