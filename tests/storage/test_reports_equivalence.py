@@ -6,18 +6,24 @@ The engine reads touchpoints through the covering index, applies the verdict cha
 reference here reads the ``effective_touchpoints`` view (the analysts' overrides applied row
 by row, as the admin API shows them), joins every device of each conversion's user in
 Python and credits ``Touch`` objects with the pure models of ``gateway/attribution.py``.
-Both must agree to the minor unit and the millionth, for every model.
+Both must agree to the minor unit and the millionth, for every model; and, in a report time
+zone with daylight saving time, per local day, over periods given as local midnights, in one
+process and in the report workers. The store holds conversions at 00:30 local the day after
+each change its weeks see (Berlin and New York fall back, Lord Howe springs forward half an
+hour), with touches on and around their windows' edges in elapsed time and on the wall clock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiosqlite
 import pytest
@@ -26,6 +32,7 @@ from bench.synth import generate
 from gateway.attribution import MODELS, Attribution, Touch, markov_weights, to_minor
 from gateway.channels import INTERNAL, Channels, Signals
 from gateway.events import iso
+from gateway.ids import uuid7
 from gateway.options import AttributionOptions, ChannelsOptions
 from storage.crediting import MICRO
 from storage.dashboard import _bots
@@ -36,7 +43,17 @@ SINCE, UNTIL = datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 11, 30, tzinfo
 WHOLE = datetime(2026, 9, 1, tzinfo=UTC)
 """From before the store's first touchpoint."""
 ACCEPTED = [frozenset({"allow"}), frozenset({"allow", "review"})]
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+CHANGES = {  # the day after each change in the store's weeks (Kolkata has none)
+    "Europe/Berlin": date(2026, 10, 26),
+    "America/New_York": date(2026, 11, 2),
+    "Australia/Lord_Howe": date(2026, 10, 5),
+}
+LOCAL_PERIODS = [(date(2026, 10, 5), date(2026, 11, 30)), (date(2026, 11, 2), date(2026, 11, 30))]
+"""Periods of local days: most of the store, and one that starts (in Lord Howe) a month after
+its change, so that its widest window reaches back across it."""
 Credits = dict[tuple[str | None, str | None], tuple[int, int]]
+DailyCredits = dict[tuple[str, str | None, str | None], tuple[int, int]]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +97,46 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     db.executemany(swap, [{"a": a, "b": b} for a, b in swapped])
     assert len(swapped) > 20
+    _dst_edges(db)
     db.close()
     return path
+
+
+def _dst_edges(db: sqlite3.Connection) -> None:
+    """In each zone: a conversion at 00:30 local the day after a change, with touches of the
+    conversion tier (7 days) on its window's edge, a second outside it, and seven local days
+    before (an hour, or half an hour, off the edge); a conversion at each local period's
+    first moment with awareness touches (30 days) likewise."""
+    day = timedelta(days=1)
+    rows: list[tuple[datetime, datetime, str | None, timedelta]] = []  # conversion, local, campaign, window
+    for zone, after in CHANGES.items():
+        local = datetime.combine(after, time(0, 30), ZoneInfo(zone))
+        rows.append((local.astimezone(UTC), local, "edge-retarget", 7 * day))
+    for zone in ZONES:
+        for since, _ in LOCAL_PERIODS:
+            local = datetime.combine(since, time.min, ZoneInfo(zone))
+            rows.append((local.astimezone(UTC), local, None, 30 * day))
+    touch = (
+        "INSERT INTO touchpoints (id, ts, node, visitor_key, campaign, landing_path, channel)"
+        " VALUES (?, ?, 'edge', ?, ?, '/', ?)"
+    )
+    conv = (
+        "INSERT INTO conversions (id, ts, node, name, dedup_key, visitor_key, value, currency, origin,"
+        " rule) VALUES (?, ?, 'edge', 'purchase', ?, ?, 99.99, 'EUR', 'rule', 'purchase')"
+    )
+    for n, (at, local, campaign, window) in enumerate(rows):
+        visitor = f"edge-{n:02d}"
+        wall = (local - window).astimezone(UTC)  # the same wall-clock time, that many dates before
+        assert (wall == at - window) == (local.utcoffset() == (local - window).utcoffset())
+        for ts, channel in [
+            (at - window, "Email"),
+            (at - window - timedelta(seconds=1), "Display"),
+            (wall, "Referral"),
+            (at - timedelta(hours=1), "Organic Search"),
+        ]:
+            db.execute(touch, (uuid7(int(ts.timestamp() * 1000)), iso(ts), visitor, campaign, channel))
+        cid = uuid7(int(at.timestamp() * 1000))
+        db.execute(conv, (cid, iso(at), "edge:" + cid, visitor))
 
 
 @pytest.fixture
@@ -121,7 +176,11 @@ class Reference:
         self.ids: set[str] = set()
 
     async def read(
-        self, db: aiosqlite.Connection, population: str | None = None, since: datetime = SINCE
+        self,
+        db: aiosqlite.Connection,
+        population: str | None = None,
+        since: datetime = SINCE,
+        until: datetime = UNTIL,
     ) -> Reference:
         users_of, visitors_of = defaultdict(set), defaultdict(set)
         for visitor, user in await rows(db, "SELECT visitor_key, user_key FROM identities"):
@@ -135,13 +194,13 @@ class Reference:
         )
         for tid, ts, visitor, channel, verdict, campaign, raw, *signals, consent in await rows(db, sql):
             at = datetime.fromisoformat(ts)
-            if (population is not None and consent != population) or not since - widest <= at < UNTIL:
+            if (population is not None and consent != population) or not at < until:
                 continue
             channel = channel or self.channels.classify(Signals(*signals[:2], campaign, *signals[2:]))
             tier = self.attribution.tiers.tier_of(campaign, json.loads(raw))
             touches[visitor].append(Touch(tid, at, channel, tier, verdict))
         sql = "SELECT ts, value, currency, visitor_key, user_key FROM conversions WHERE ts >= ? AND ts < ?"
-        for ts, value, currency, visitor, user in await rows(db, sql, iso(since), iso(UNTIL)):
+        for ts, value, currency, visitor, user in await rows(db, sql, iso(since), iso(until)):
             users = set(users_of[visitor]) | ({user} if user else set())
             devices = {visitor} | {v for u in users for v in visitors_of[u]}
             mine = [t for d in devices if d for t in touches.get(d, [])]
@@ -157,6 +216,16 @@ class Reference:
             for slot, total in enumerate((value, MICRO)):
                 for credit in self.attribution.credit(model, touches, at, total, accepted):
                     out[credit.channel, currency][slot] += credit.amount
+        return {key: (v, n) for key, (v, n) in out.items() if v or n}
+
+    def daily(self, model: str, accepted: frozenset[str], zone: ZoneInfo) -> DailyCredits:
+        """Credits per (the conversion's date in ``zone``, channel, currency)."""
+        out: dict[tuple[str, str | None, str | None], list[int]] = defaultdict(lambda: [0, 0])
+        for at, value, currency, touches in self.convs:
+            day = at.astimezone(zone).date().isoformat()
+            for slot, total in enumerate((value, MICRO)):
+                for credit in self.attribution.credit(model, touches, at, total, accepted):
+                    out[day, credit.channel, currency][slot] += credit.amount
         return {key: (v, n) for key, (v, n) in out.items() if v or n}
 
     def journeys(self, accepted: frozenset[str]) -> list[tuple[list[str], bool]]:
@@ -305,3 +374,38 @@ async def test_the_dashboard_s_bot_share_counts_the_effective_verdicts(
     as_stored = {str(v): n for v, n in await rows(db, sql.replace("effective_", ""), iso(since), iso(UNTIL))}
     bounds = {"since": iso(since), "until": iso(UNTIL)}
     assert await _bots(db, bounds) == (True, expected) and as_stored != expected
+
+
+@pytest.mark.parametrize("processes", [1, 3], ids=["one-process", "workers"])
+@pytest.mark.parametrize("zone", ZONES)
+async def test_days_in_a_zone_with_daylight_saving_are_the_conversions_local_dates(
+    db: aiosqlite.Connection, store: Path, channels: Channels, zone: str, processes: int
+) -> None:
+    """Each period of local days, its ends given as local midnights (as the dashboard gives
+    them): the conversions of those days, credited per local date, as the plain reading and
+    the pure models credit them, through the workers too."""
+    attribution = await asyncio.to_thread(Attribution, AttributionOptions(timezone=zone))
+    local = ZoneInfo(zone)
+    engine = Reports(store, attribution, channels, processes, min_slice=40)
+    await engine.open()
+    try:
+        for first, last in LOCAL_PERIODS:
+            since = datetime.combine(first, time.min, local)
+            until = datetime.combine(last, time.min, local)
+            if processes > 1:
+                assert len(await engine.run(engine.slices, since, until, None)) == processes
+            utc = (since.astimezone(UTC), until.astimezone(UTC))
+            reference = await Reference(attribution, channels).read(db, None, *utc)
+            assert len(reference.convs) > 100
+            for model in ("linear", "time_decay", "last_non_direct"):
+                table = await engine.credit(since, until, [model], by_day=True)
+                got = {
+                    (str(day), group, cur): (sums[model][0], sums[model][1])
+                    for (day, group, cur), sums in table.items()
+                    if any(sums[model])
+                }
+                assert got == reference.daily(model, attribution.verdicts, local), (first, model)
+                days = {day for day, _, _ in got}
+                assert min(days) == first.isoformat() and max(days) < last.isoformat()
+    finally:
+        await engine.close()
