@@ -174,7 +174,7 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
     if kind == "json":
         return web.Response(body=report.json(), content_type="application/json", headers=vary)
     body = report.csv().encode() if kind == "csv" else report.ndjson()
-    disposition = f'attachment; filename="{report.filename(kind)}"'
+    disposition = f'attachment; filename="{report.filename(kind, report_zone_of(request))}"'
     return web.Response(
         body=body,
         content_type=_MEDIA[kind],

@@ -17,7 +17,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -101,9 +101,12 @@ class Report:
     rows: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def filename(self, extension: str) -> str:
+    def filename(self, extension: str, zone: tzinfo = UTC) -> str:
+        """The download's name: the report, model, grouping and the period's ends as their
+        dates in ``zone`` (``attribution.timezone``: the dates asked for, not the UTC dates
+        they begin on)."""
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
-        parts += [(self.meta[end] or "")[:10] for end in ("since", "until")]  # None: unbounded
+        parts += [_local_date(self.meta[end], zone) for end in ("since", "until")]
         return "-".join(str(p) for p in parts if p) + "." + extension
 
     def json(self) -> bytes:
@@ -215,6 +218,11 @@ def _meta(q: Query, reports: Reports) -> dict[str, Any]:
         "conversion": q.conversion,
         "verdicts": sorted(verdicts),
     }
+
+
+def _local_date(moment: str | None, zone: tzinfo) -> str:
+    """A period's end (UTC text; None: unbounded, no date) as its date in ``zone``."""
+    return "" if moment is None else datetime.fromisoformat(moment).astimezone(zone).date().isoformat()
 
 
 def _iso(moment: datetime) -> str:

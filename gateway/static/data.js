@@ -26,11 +26,11 @@ async function getJSON(path, params = {}) {
   return body;
 }
 
-// Whole UTC days: since inclusive, until exclusive (YYYY-MM-DD). Resolves to one part of
-// /api/dashboard/summary — always {since, until, model, models, conversion}, and with part
-// "counts" {conversion_names, totals, top_campaigns, top_creators, bots, populations}, "daily"
-// {by_day}, "models" {comparison} — which is what dashboard.js draws; moving to the report
-// endpoints means assembling the same shapes here.
+// Whole days in attribution.timezone: since inclusive, until exclusive (YYYY-MM-DD).
+// Resolves to one part of /api/dashboard/summary — always {since, until, model, models,
+// conversion}, and with part "counts" {conversion_names, totals, top_campaigns, top_creators,
+// bots, populations}, "daily" {by_day}, "models" {comparison} — which is what dashboard.js
+// draws; moving to the report endpoints means assembling the same shapes here.
 export function summary({ since, until, model, conversion }, part) {
   return getJSON("/api/dashboard/summary", { since, until, model, conversion, part });
 }

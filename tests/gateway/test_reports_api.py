@@ -4,9 +4,11 @@ a 400 naming the parameter for every bad one. Answers are checked against the Op
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -174,6 +176,129 @@ async def test_report_days_follow_attribution_timezone(start_gateway: Any, upstr
     assert [t["ts"] for t in listed["items"]] == [iso(at(10))]
     daily = await get(gw, "/api/dashboard/summary", since="2026-11-09", until="2026-11-10", part="daily")
     assert {r["day"] for r in daily["by_day"]} == {"2026-11-09"}
+
+
+def _conversion_at(ts: datetime, visitor: str) -> Conversion:
+    cid = new_id(int(ts.timestamp() * 1000))
+    return Conversion(cid, iso(ts), "n", "purchase", "order:" + cid, visitor, None, 1.0, "EUR")
+
+
+async def test_a_date_is_its_local_day_of_23_or_25_hours(start_gateway: Any, upstream_server: Any) -> None:
+    """In Berlin, March 29 (spring forward) lasts 23 hours, 23:00Z to 22:00Z; October 25 (fall
+    back) 25 hours, 22:00Z to 23:00Z. A period of dates, in the reports and the dashboard,
+    holds exactly the conversions of those local days, and the dashboard counts local days."""
+    zoned = '[attribution]\ntimezone = "Europe/Berlin"\n'
+    gw = await start_gateway(await upstream_server(web.Application()), zoned)
+    utc = [
+        datetime(2026, 3, 28, 22, 59, 59, tzinfo=UTC),  # 23:59:59 CET on the 28th: before
+        datetime(2026, 3, 28, 23, tzinfo=UTC),  # 00:00 CET on the 29th: the first moment
+        datetime(2026, 3, 29, 21, 59, 59, tzinfo=UTC),  # 23:59:59 CEST: the last second
+        datetime(2026, 3, 29, 22, tzinfo=UTC),  # 00:00 CEST on the 30th: after
+        datetime(2026, 10, 24, 21, 59, 59, tzinfo=UTC),  # 23:59:59 CEST on the 24th: before
+        datetime(2026, 10, 24, 22, tzinfo=UTC),  # 00:00 CEST on the 25th
+        datetime(2026, 10, 25, 22, 59, 59, tzinfo=UTC),  # 23:59:59 CET
+        datetime(2026, 10, 25, 23, tzinfo=UTC),  # 00:00 CET on the 26th: after
+    ]
+    await gw.gateway.store.write([_conversion_at(ts, f"v{i}") for i, ts in enumerate(utc)])
+    for since, until, first, last in [
+        ("2026-03-29", "2026-03-30", "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z"),
+        ("2026-10-25", "2026-10-26", "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z"),
+    ]:
+        day = {"since": since, "until": until}
+        body = await get(gw, "/api/attribution/timeseries", **day)
+        assert (body["since"], body["until"]) == (first, last)
+        assert table(body, "conversions") == {(since, "Direct", "EUR"): (2,)}
+        summary = await get(gw, "/api/dashboard/summary", **day)
+        assert summary["totals"]["conversions"] == 2
+        assert [(r["day"], r["conversions"]) for r in summary["by_day"]] == [(since, 2)]
+        # A download is named after the dates asked for, not the UTC dates they begin on.
+        for path in ("/api/attribution/timeseries", "/api/fraud"):
+            url = gw.admin_url + path
+            async with gw.session.get(url, headers=AUTH, params={**day, "format": "csv"}) as resp:
+                assert resp.status == 200
+                assert f'-{since}-{until}.csv"' in resp.headers["Content-Disposition"]
+    # 92 local days, each of 23, 24 or 25 hours, whatever the changes between them.
+    span = {"since": "2026-03-01", "until": "2026-06-01"}
+    assert len((await get(gw, "/api/dashboard/summary", part="counts", **span))["conversion_names"]) == 1
+    too_long = await get(gw, "/api/dashboard/summary", 400, since="2026-03-01", until="2026-06-02")
+    assert too_long["error"] == "since..until: must span 1..92 days, got 93"
+
+
+async def gateway_report(gw: RunningGateway, zone: str, *args: str) -> str:
+    """``gateway report`` on the running gateway's store file, in ``zone``: its output."""
+    path = gw.gateway.settings.store_path
+    config = path.parent / "report.toml"
+    text = f"[storage]\npath = '{path}'\n[attribution]\ntimezone = \"{zone}\"\n"
+    await asyncio.to_thread(config.write_text, text)
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "report", "-c", str(config), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    out, err = await done.communicate()
+    assert done.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_gateway_report_prints_what_the_api_answers_in_a_zone(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The terminal reads the period's dates and date-times in the zone, and cuts its days,
+    as the endpoints do: the same rows, the same period, a time that never happens too."""
+    zone = "Europe/Berlin"
+    gw = await start_gateway(
+        await upstream_server(web.Application()), f'[attribution]\ntimezone = "{zone}"\n'
+    )
+    start = datetime(2026, 3, 27, tzinfo=UTC)
+    events: list[Event] = []
+    for i in range(48):  # a conversion every 3 hours over six days, each after a touch
+        ts = start + timedelta(hours=3 * i)
+        events += [
+            Touchpoint(new_id(int(ts.timestamp() * 1000) - 60_000), iso(ts - timedelta(minutes=1)), "n",
+                       f"v{i}", channel=("Email", "Display", "Referral")[i % 3]),
+            _conversion_at(ts, f"v{i}"),
+        ]  # fmt: skip
+    await gw.gateway.store.write(events)
+    for since, until in [("2026-03-28", "2026-04-02"), ("2026-03-29T02:30", "2026-04-01T12:00+02:00")]:
+        period = {"since": since, "until": until}
+        for path, flags in [
+            ("/api/attribution/timeseries", ("--timeseries",)),
+            ("/api/attribution", ()),
+        ]:
+            body = await get(gw, path, **period)
+            args = ("--since", since, "--until", until, *flags, "--format", "ndjson")
+            rows = [json.loads(line) for line in (await gateway_report(gw, zone, *args)).splitlines()]
+            assert rows == body["rows"] and rows, (path, since)
+        head = (
+            await gateway_report(gw, zone, "--since", since, "--until", until, "--timeseries")
+        ).splitlines()[0]
+        assert head.startswith(f"timeseries: {body['since']} .. {body['until']}"), (head, body["since"])
+        days = {r["day"] for r in (await get(gw, "/api/attribution/timeseries", **period))["rows"]}
+        assert min(days) == since[:10]
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("2026-03-29T01:59:59", "2026-03-29T00:59:59Z"),  # CET, just before the change
+        ("2026-03-29T03:00", "2026-03-29T01:00:00Z"),  # CEST, the first moment after it
+        # 02:30 never happens: read with the offset before the change (+01:00), which is
+        # 03:30 CEST: half an hour after the change, as the clock would have gone on.
+        ("2026-03-29T02:30", "2026-03-29T01:30:00Z"),
+        # 02:30 happens twice: the first, summer time (+02:00); an offset names the second.
+        ("2026-10-25T02:30", "2026-10-25T00:30:00Z"),
+        ("2026-10-25T02:30+01:00", "2026-10-25T01:30:00Z"),
+        ("2026-10-25T02:30Z", "2026-10-25T02:30:00Z"),
+    ],
+)
+async def test_a_local_time_that_is_skipped_or_repeated_is_read_one_way(
+    start_gateway: Any, upstream_server: Any, given: str, meant: str
+) -> None:
+    zoned = '[attribution]\ntimezone = "Europe/Berlin"\n'
+    gw = await start_gateway(await upstream_server(web.Application()), zoned)
+    body = await get(gw, "/api/attribution", since="2026-03-01", until=given)
+    assert body["until"] == meant
+    listed = await get(gw, "/api/touchpoints", since=given)  # the listings read it alike
+    assert listed["items"] == []
 
 
 def test_an_unknown_report_time_zone_is_a_config_error_naming_the_key() -> None:
