@@ -45,8 +45,17 @@ def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, An
             "only conversions of this name (default: every conversion)",
             {"type": "string", "minLength": 1, "maxLength": 200},
         ),
-        _param("since", "ISO 8601 date or date-time, inclusive (default: until minus 30 days)", MOMENT),
-        _param("until", "ISO 8601 date or date-time, exclusive (default: now)", MOMENT),
+        _param(
+            "since",
+            "ISO 8601 date or date-time, in attribution.timezone without an offset; inclusive"
+            " (default: until minus 30 days there)",
+            MOMENT,
+        ),
+        _param(
+            "until",
+            "ISO 8601 date or date-time, in attribution.timezone without an offset; exclusive (default: now)",
+            MOMENT,
+        ),
         _param(
             "verdicts",
             f"comma-separated bot verdicts whose touchpoints count, among {', '.join(VERDICTS)};"

@@ -56,6 +56,12 @@ def _moment(name: str, value: str, zone: tzinfo) -> datetime:
     return datetime.fromisoformat(parse_time(name, value, zone))
 
 
+def days_before(moment: datetime, days: int, zone: tzinfo) -> datetime:
+    """``days`` days before ``moment`` on the clocks of ``zone`` (the same time of day there: a
+    date's midnight stays a midnight across a change of daylight saving time), in UTC."""
+    return (moment.astimezone(zone) - timedelta(days=days)).astimezone(UTC)
+
+
 def period(
     since_text: str | None,
     until_text: str | None,
@@ -63,8 +69,9 @@ def period(
     zone: tzinfo = UTC,
 ) -> tuple[datetime, datetime]:
     """A report's ``since``..``until``: each in range (``parse_time``), ``until`` by default now
-    and ``since`` DEFAULT_DAYS before it, in order and at most MAX_DAYS apart. The first problem
-    raises a 400 naming its parameter as ``names`` spell them (``gateway report``: ``--since``)."""
+    and ``since`` DEFAULT_DAYS before it, in order and at most MAX_DAYS apart, days counted in
+    ``zone`` (``days_before``). The first problem raises a 400 naming its parameter as ``names``
+    spell them (``gateway report``: ``--since``)."""
     since_name, until_name = names
     until = _moment(until_name, until_text, zone) if until_text is not None else datetime.now(UTC)
     if since_text is None and until <= EARLIEST:
@@ -75,10 +82,10 @@ def period(
     since = (
         _moment(since_name, since_text, zone)
         if since_text is not None
-        else max(until - timedelta(days=DEFAULT_DAYS), EARLIEST)
+        else max(days_before(until, DEFAULT_DAYS, zone), EARLIEST)
     )
     in_order(iso(since), iso(until), names)
-    if until - since > timedelta(days=MAX_DAYS):
+    if since < days_before(until, MAX_DAYS, zone):
         raise ApiError(400, f"{since_name}: a report covers at most {MAX_DAYS} days")
     return since, until
 

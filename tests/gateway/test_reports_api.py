@@ -224,6 +224,25 @@ async def test_a_date_is_its_local_day_of_23_or_25_hours(start_gateway: Any, ups
     assert too_long["error"] == "since..until: must span 1..92 days, got 93"
 
 
+async def test_the_default_since_and_the_longest_period_count_local_days(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """In Berlin, until=2026-04-05 alone reports the 30 local days before it, from 00:00 CET
+    on March 6 (23:00Z on the 5th), not 30 x 24 hours (22:00Z, which is 23:00 on March 5
+    there and made the time series start with an hour of that day); and 3660 local days are allowed
+    whether or not a change of daylight saving time lies between their ends."""
+    gw = await start_gateway(
+        await upstream_server(web.Application()), '[attribution]\ntimezone = "Europe/Berlin"\n'
+    )
+    body = await get(gw, "/api/attribution/timeseries", until="2026-04-05")
+    assert (body["since"], body["until"]) == ("2026-03-05T23:00:00Z", "2026-04-04T22:00:00Z")
+    # CEST to CET: 3660 local days are 3660 x 24 hours and one.
+    longest = await get(gw, "/api/attribution", since="2026-10-20", until="2036-10-27")
+    assert (longest["since"], longest["until"]) == ("2026-10-19T22:00:00Z", "2036-10-26T23:00:00Z")
+    refused = await get(gw, "/api/attribution", 400, since="2026-10-19", until="2036-10-27")
+    assert refused["error"] == "since: a report covers at most 3660 days"
+
+
 async def gateway_report(gw: RunningGateway, zone: str, *args: str) -> str:
     """``gateway report`` on the running gateway's store file, in ``zone``: its output."""
     path = gw.gateway.settings.store_path
