@@ -190,7 +190,9 @@ LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
     """An ISO 8601 date or date-time → the store's timestamp text. A date alone is its
     midnight, and a date-time without an offset is read, in ``zone`` (``attribution.timezone``:
-    the report days')."""
+    the report days'). A local time the clocks skip (02:30 when they go from 02:00 to 03:00)
+    is read with the offset before the change, so as the time that much after it (03:30); one
+    they pass twice is the first (``fold=0``, as Python and java.time read both)."""
     try:
         if len(value) == 10:
             moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), zone)
@@ -198,15 +200,17 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+", 1))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=zone)
-        if not EARLIEST <= moment <= LATEST:
-            raise ValueError("out of range")
-        return iso(moment)
+        if EARLIEST <= moment <= LATEST:
+            return iso(moment)
+        # In range as written, out of it as an instant: say which (1970-01-01 in Kolkata).
+        meant = f", which is {iso(moment)}"
     except (ValueError, OverflowError):
-        raise ApiError(
-            400,
-            f"{name}: expected an ISO 8601 date or date-time from {EARLIEST:%Y-%m-%d} to"
-            f" {LATEST:%Y-%m-%dT%H:%MZ}, like 2026-11-25T10:00:00Z, got {value!r}",
-        ) from None
+        meant = ""
+    raise ApiError(
+        400,
+        f"{name}: expected an ISO 8601 date or date-time from {EARLIEST:%Y-%m-%dT%H:%MZ} to"
+        f" {LATEST:%Y-%m-%dT%H:%MZ}, like 2026-11-25T10:00:00Z, got {value!r}{meant}",
+    )
 
 
 def in_order(since: str, until: str, names: tuple[str, str] = ("since", "until")) -> None:

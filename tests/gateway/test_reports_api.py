@@ -243,6 +243,22 @@ async def test_the_default_since_and_the_longest_period_count_local_days(
     assert refused["error"] == "since: a report covers at most 3660 days"
 
 
+async def test_a_date_whose_midnight_falls_outside_the_range_says_when_it_is(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The range is of instants: 1970-01-01 in Kolkata begins before 1970-01-01T00:00Z."""
+    gw = await start_gateway(
+        await upstream_server(web.Application()), '[attribution]\ntimezone = "Asia/Kolkata"\n'
+    )
+    for path in ("/api/attribution", "/api/touchpoints"):
+        body = await get(gw, path, 400, since="1970-01-01", until="1970-01-03")
+        assert body["error"] == (
+            "since: expected an ISO 8601 date or date-time from 1970-01-01T00:00Z to 9999-12-31T00:00Z,"
+            " like 2026-11-25T10:00:00Z, got '1970-01-01', which is 1969-12-31T18:30:00.000000Z"
+        )
+    assert (await get(gw, "/api/attribution", since="1970-01-02", until="1970-01-03"))["rows"] == []
+
+
 async def gateway_report(gw: RunningGateway, zone: str, *args: str) -> str:
     """``gateway report`` on the running gateway's store file, in ``zone``: its output."""
     path = gw.gateway.settings.store_path
@@ -565,7 +581,7 @@ async def test_csv_keeps_formulas_from_visitors_and_senders_inert(
         (
             "/api/attribution",
             {"until": "9999-12-31T23:59:59Z"},
-            "until: expected an ISO 8601 date or date-time from 1970-01-01 to 9999-12-31T00:00Z",
+            "until: expected an ISO 8601 date or date-time from 1970-01-01T00:00Z to 9999-12-31T00:00Z",
         ),
         ("/api/attribution", {"since": "2026-12-01", "until": "2026-11-01"}, "since:"),
         ("/api/attribution", {"format": "xml"}, "format:"),
