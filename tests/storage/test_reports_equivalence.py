@@ -52,6 +52,8 @@ CHANGES = {  # the day after each change in the store's weeks (Kolkata has none)
 LOCAL_PERIODS = [(date(2026, 10, 5), date(2026, 11, 30)), (date(2026, 11, 2), date(2026, 11, 30))]
 """Periods of local days: most of the store, and one that starts (in Lord Howe) a month after
 its change, so that its widest window reaches back across it."""
+LOCAL_DAYS_UTC = ("2026-10-04", "2026-10-05", "2026-11-01", "2026-11-02", "2026-11-29", "2026-11-30")
+"""The UTC dates the local periods' ends fall on, in every zone of ``ZONES``."""
 Credits = dict[tuple[str | None, str | None], tuple[int, int]]
 DailyCredits = dict[tuple[str, str | None, str | None], tuple[int, int]]
 
@@ -85,11 +87,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert alone > 5
     assert db.execute("SELECT count(DISTINCT origin) FROM verdict_changes").fetchone() == (2,)
     # Imported rows keep the id they came with: some of a visitor's touchpoints of one day
-    # (no period here starts mid-day) swap times, so id order is not time order.
+    # swap times, so id order is not time order. (Ids are minted from the event's time, and
+    # the engine reads a period by its range of ids: no UTC day a period starts or ends in
+    # swaps, and the local periods start and end on the UTC days of LOCAL_DAYS_UTC.)
     sql = (
-        "SELECT min(id), max(id) FROM touchpoints GROUP BY visitor_key, substr(ts, 1, 10)"
-        " HAVING count(DISTINCT channel) > 1"
+        "SELECT min(id), max(id) FROM touchpoints"
+        f" WHERE substr(ts, 1, 10) NOT IN ({', '.join(map(repr, LOCAL_DAYS_UTC))})"
+        " GROUP BY visitor_key, substr(ts, 1, 10) HAVING count(DISTINCT channel) > 1"
     )
+    ends = {
+        datetime.combine(end, time.min, ZoneInfo(zone)).astimezone(UTC).date().isoformat()
+        for zone in ZONES
+        for period in LOCAL_PERIODS
+        for end in period
+    }
+    assert ends <= set(LOCAL_DAYS_UTC)
     swapped = db.execute(sql).fetchall()[::2]
     swap = (
         "UPDATE touchpoints SET ts = CASE id WHEN :a THEN (SELECT ts FROM touchpoints WHERE id = :b)"
@@ -241,6 +253,7 @@ async def other_journeys(
     accepted: frozenset[str],
     converted: set[str],
     since: datetime = SINCE,
+    until: datetime = UNTIL,
 ) -> list[tuple[list[str], bool]]:
     """The period's touchpoints no conversion used, per person (the user of a visitor's
     earliest binding, else the visitor), from the view: the journeys that did not convert."""
@@ -251,7 +264,7 @@ async def other_journeys(
         " GROUP BY visitor_key) b ON b.visitor_key = t.visitor_key WHERE t.ts >= ? AND t.ts < ?"
     )
     paths: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for person, ts, tid, channel, verdict, *signals in await rows(db, sql, iso(since), iso(UNTIL)):
+    for person, ts, tid, channel, verdict, *signals in await rows(db, sql, iso(since), iso(until)):
         if tid in converted or (verdict or "allow") not in accepted:
             continue
         channel = channel or channels.classify(Signals(*signals))
@@ -386,25 +399,33 @@ async def test_days_in_a_zone_with_daylight_saving_are_the_conversions_local_dat
     the pure models credit them, through the workers too."""
     attribution = await asyncio.to_thread(Attribution, AttributionOptions(timezone=zone))
     local = ZoneInfo(zone)
-    engine = Reports(store, attribution, channels, processes, min_slice=40)
+    engine = Reports(store, attribution, channels, processes, min_slice=40, min_share=100)
     await engine.open()
+    accepted = attribution.verdicts
     try:
         for first, last in LOCAL_PERIODS:
             since = datetime.combine(first, time.min, local)
             until = datetime.combine(last, time.min, local)
             if processes > 1:
                 assert len(await engine.run(engine.slices, since, until, None)) == processes
+                assert len(await engine.run(engine.shares, since, until, None)) == processes
             utc = (since.astimezone(UTC), until.astimezone(UTC))
             reference = await Reference(attribution, channels).read(db, None, *utc)
             assert len(reference.convs) > 100
-            for model in ("linear", "time_decay", "last_non_direct"):
+            # data_driven learns from the journeys of the period's instants, as the view has them.
+            params, _ = await engine.run(engine.learn, ["data_driven"], since, until, None, accepted)
+            journeys = reference.journeys(accepted)
+            journeys += await other_journeys(db, channels, accepted, reference.ids, *utc)
+            assert dict(params.channel_weights) == markov_weights(journeys)
+            attribution.params = params
+            for model in ("linear", "time_decay", "last_non_direct", "data_driven"):
                 table = await engine.credit(since, until, [model], by_day=True)
                 got = {
                     (str(day), group, cur): (sums[model][0], sums[model][1])
                     for (day, group, cur), sums in table.items()
                     if any(sums[model])
                 }
-                assert got == reference.daily(model, attribution.verdicts, local), (first, model)
+                assert got == reference.daily(model, accepted, local), (first, model)
                 days = {day for day, _, _ in got}
                 assert min(days) == first.isoformat() and max(days) < last.isoformat()
     finally:
