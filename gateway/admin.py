@@ -202,8 +202,8 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
                 moment = moment.replace(tzinfo=zone)
         if EARLIEST <= moment <= LATEST:
             return iso(moment)
-        # In range as written, out of it as an instant: say which (1970-01-01 in Kolkata).
-        meant = f", which is {iso(moment)}"
+        # Read in the zone, out of range as an instant: say which (1970-01-01 in Kolkata).
+        meant = f", which is {iso(moment)}" if moment.tzinfo is zone and zone is not UTC else ""
     except (ValueError, OverflowError):
         meant = ""
     raise ApiError(
