@@ -65,6 +65,9 @@ class Touch:
 
     id: str
     ts: datetime
+    """Aware, in UTC as the store keeps it (or a fixed offset): windows and ages are elapsed
+    time, and Python subtracts two datetimes of one zone with daylight saving time on the
+    wall clock."""
     channel: str
     tier: str | None = None
     """Campaign tier (see ``Tiers``); None: the default tier."""
