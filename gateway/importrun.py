@@ -57,6 +57,8 @@ async def run_import(
     workers and returns it, counted, instead of raising."""
     if fmt not in FORMATS:
         raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fields and fmt != "json-lines":  # ignored, it would import other fields than asked
+        raise UsageError(f"--field: maps the fields of json-lines; --format {fmt} has none to map")
     if fmt == "mitm" and importlib.util.find_spec("mitmproxy") is None:
         raise UsageError(
             "--format mitm reads flow dumps with mitmproxy: pip install 'tracking-gateway[mitm]'"

@@ -209,11 +209,16 @@ async def test_json_lines_default_and_overridden_fields(tmp_path: Path) -> None:
     assert await query(settings, "SELECT count(*) FROM touchpoints WHERE source = 'z'") == [(1,)]
 
 
-def test_field_overrides_are_checked() -> None:
+async def test_field_overrides_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="NAME one of time, method"):
         parse_fields(["when=/t"])
     with pytest.raises(UsageError, match="starts with"):
         parse_fields(["time=t"])
+    # Given with another format, where it would be silently ignored, it is refused.
+    fields = parse_fields(["time=/@timestamp"])
+    for fmt in ("combined", "segment"):
+        with pytest.raises(UsageError, match=f"--field: maps the fields of json-lines; --format {fmt} has"):
+            await run_import(make_settings(tmp_path), [], fmt, host="shop.example", fields=fields)
 
 
 async def test_segment_archive_pages_and_identifies(tmp_path: Path) -> None:
