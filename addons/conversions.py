@@ -1,8 +1,9 @@
 """Conversion rules: a checkout, signup or lead seen in traffic becomes a ``Conversion``.
 
 Configured by ``[[conversions]]``. When a matching request's response has a
-success status, the value (fixed or read), currency (fixed or read) and order
-ID are read and validated — a value that is not a finite number ≥ 0, or a
+success status and the rule's ``when`` conditions hold, the value (fixed, or
+read and multiplied by ``value_scale``), currency (fixed or read) and order ID
+are read and validated — a value that is not a finite number ≥ 0, or a
 currency that is not three letters, is left out and counted, and the
 conversion is still recorded. The conversion carries the visitor key, and the
 user key when ``stitching`` bound a user in the same exchange (otherwise reads
@@ -18,7 +19,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from addons.rules import MAX_TEXT, ExtractError, Extractor, RuleIndex, as_text, compile_match, money
+from addons.rules import (
+    MAX_TEXT,
+    Condition,
+    ExtractError,
+    Extractor,
+    RuleIndex,
+    as_text,
+    compile_match,
+    conditions_hold,
+    money,
+)
 from gateway.events import Conversion, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
@@ -32,9 +43,11 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 class _Rule:
     name: str
     value: float | Extractor | None
+    value_scale: float
     currency: str | Extractor | None
     order_id: Extractor | None
     window: int
+    when: tuple[Condition, ...]
 
 
 class Conversions:
@@ -54,12 +67,16 @@ class Conversions:
                 source("currency", rule.currency) if isinstance(rule.currency, Source) else rule.currency
             )
             order_id = source("order_id", rule.order_id) if rule.order_id is not None else None
+            when = tuple(
+                Condition(c, keys.get(f"conversions[{i}].when[{k}]")) for k, c in enumerate(rule.when)
+            )
             reads = [e for e in (value, currency, order_id) if isinstance(e, Extractor)]
+            reads += [c.read for c in when]
             compiled.append(
                 (
                     rule.method,
                     compile_match(rule, reads),
-                    _Rule(rule.name, value, currency, order_id, rule.dedup_window),
+                    _Rule(rule.name, value, rule.value_scale, currency, order_id, rule.dedup_window, when),
                 )
             )
         self.index = RuleIndex(compiled)
@@ -70,6 +87,12 @@ class Conversions:
 
     def response(self, ex: Exchange) -> None:
         for rule in self.index.fired(ex):
+            try:
+                if rule.when and not conditions_hold(rule.when, ex):
+                    continue  # not this rule's request (another GraphQL operation): not counted
+            except ExtractError as err:
+                self._failed(rule, "when_" + err.reason)
+                continue
             self._record(ex, rule)
 
     def _read(self, ex: Exchange, rule: _Rule, field: str, source: Extractor) -> object:
@@ -87,7 +110,7 @@ class Conversions:
         value: float | None = None
         if isinstance(rule.value, Extractor):
             raw = self._read(ex, rule, "value", rule.value)
-            if raw is not None and (value := money(raw)) is None:
+            if raw is not None and (value := money(raw, rule.value_scale)) is None:
                 self._failed(rule, "value_invalid")
         else:
             value = rule.value

@@ -4,8 +4,9 @@ Owns the compiled form of a rule's match (method, path regex compiled once,
 host, success statuses) and of a value source (a form field of the request
 body — urlencoded or multipart —, a JSON pointer into either body, a response
 header, a query parameter of the request or of the response's ``Location``,
-a JWT claim from a cookie or the ``Authorization`` header), plus the pure
-parsers behind them. A field whose name contains pass, secret, token or card is
+a JWT claim from a cookie or the ``Authorization`` header), of a rule's ``when``
+conditions (a source whose value must be present, equal a text or match a regex),
+plus the pure parsers behind them. A field whose name contains pass, secret, token or card is
 never extracted, whatever the config says: the form parser does not even
 return it.
 """
@@ -30,6 +31,7 @@ from gateway.events import MAX_VALUE
 from gateway.keys import MAX_USER_ID
 from gateway.pipeline import Exchange, parse_cookies, split_query
 from gateway.ruleconfig import FORBIDDEN_NAME, ConversionRule, IdentityRule, Source, source_kind
+from gateway.ruleconfig import Condition as ConditionOptions
 
 MAX_FORM_FIELDS = 1000
 MAX_TEXT = 200
@@ -146,13 +148,13 @@ def user_id(value: Any) -> str:
     return text.strip()  # as webhooks read it (``gateway/mapping.py``): " alice " is alice
 
 
-def money(value: Any) -> float | None:
-    """An amount from 0 to ``MAX_VALUE`` from a number or a numeric string; None when it is
-    not one."""
+def money(value: Any, scale: float = 1.0) -> float | None:
+    """An amount from 0 to ``MAX_VALUE`` (once multiplied by ``scale``: ``0.01`` for cents)
+    from a number or a numeric string; None when it is not one."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     try:
-        amount = float(value.strip() if isinstance(value, str) else value)
+        amount = float(value.strip() if isinstance(value, str) else value) * scale
     except (ValueError, OverflowError):  # not a number; an integer of hundreds of digits
         return None
     if not math.isfinite(amount) or not 0 <= amount <= MAX_VALUE:
@@ -251,6 +253,37 @@ class Extractor:
         return claims.get(self.claim)
 
 
+class Condition:
+    """One entry of a rule's ``when``: its value must be present (not JSON ``null``), and equal
+    ``equals`` or match ``matches`` when the rule says so."""
+
+    def __init__(self, condition: ConditionOptions, key_material: bytes | None = None) -> None:
+        self.read = Extractor(condition, key_material)
+        self.equals = condition.equals
+        self.matches = re.compile(condition.matches) if condition.matches is not None else None
+
+    def __call__(self, ex: Exchange) -> bool:
+        """Whether it holds; ExtractError when the value cannot be read at all (a body not
+        read, not JSON, a JWT that fails): the rule does not fire, and that is counted."""
+        try:
+            value = self.read(ex)
+        except ExtractError as err:
+            if err.reason == "missing":
+                return False
+            raise
+        if self.equals is None and self.matches is None:
+            return True
+        text = "true" if value is True else "false" if value is False else as_text(value)
+        if text is None:  # an object, a list or a fraction is not compared
+            return False
+        return text == self.equals if self.matches is None else bool(self.matches.fullmatch(text))
+
+
+def conditions_hold(conditions: Sequence[Condition], ex: Exchange) -> bool:
+    """Whether every condition of a rule's ``when`` holds (ExtractError: one could not be read)."""
+    return all(condition(ex) for condition in conditions)
+
+
 def _body(body: bytes | None) -> bytes:
     if body is None:
         raise ExtractError("body_not_read")  # larger than the rule's max_body, or not decodable
@@ -279,6 +312,7 @@ class Match:
 
 
 def compile_match(rule: IdentityRule | ConversionRule, extractors: Sequence[Extractor]) -> Match:
+    """``extractors``: every source the rule reads, its ``when`` conditions' included."""
     return Match(
         path=re.compile(rule.path),
         host=rule.host.lower(),

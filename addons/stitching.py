@@ -2,8 +2,9 @@
 
 Configured by ``[[identity.rules]]``. A request matching a rule has the bodies
 its source reads captured (up to the rule's ``max_body``); when the response's
-status is one the rule calls success, the user ID is read, validated (printable,
-at most ``MAX_USER_ID`` characters) and a ``Binding`` of the visitor key to the
+status is one the rule calls success and its ``when`` conditions hold, the user
+ID is read, validated (printable, at most ``MAX_USER_ID`` characters; lower-cased
+when the rule says ``lowercase``) and a ``Binding`` of the visitor key to the
 user key is emitted. Many visitors per user; nothing unbinds. The user key is
 left on the exchange so ``conversions`` can credit the user at once.
 """
@@ -13,7 +14,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from addons.rules import ExtractError, Extractor, RuleIndex, compile_match, user_id
+from addons.rules import (
+    Condition,
+    ExtractError,
+    Extractor,
+    RuleIndex,
+    compile_match,
+    conditions_hold,
+    user_id,
+)
 from gateway.events import Binding, iso
 from gateway.ids import Uuid7
 from gateway.keys import Keys
@@ -46,6 +55,8 @@ class RecentPairs:
 class _Rule:
     name: str
     user_id: Extractor
+    lowercase: bool
+    when: tuple[Condition, ...]
 
 
 class Stitching:
@@ -59,9 +70,14 @@ class Stitching:
         """Pairs not bound again; ``gateway import``'s worker processes keep none (each binds at
         every fire) and the importer applies the same rule to their bindings, in file order."""
         compiled = []
+        keys = ctx.settings.rule_keys
         for i, rule in enumerate(rules):
-            extractor = Extractor(rule.user_id, ctx.settings.rule_keys.get(f"identity.rules[{i}].user_id"))
-            compiled.append((rule.method, compile_match(rule, [extractor]), _Rule(rule.name, extractor)))
+            extractor = Extractor(rule.user_id, keys.get(f"identity.rules[{i}].user_id"))
+            when = tuple(
+                Condition(c, keys.get(f"identity.rules[{i}].when[{k}]")) for k, c in enumerate(rule.when)
+            )
+            match = compile_match(rule, [extractor, *(c.read for c in when)])
+            compiled.append((rule.method, match, _Rule(rule.name, extractor, rule.lowercase, when)))
         self.index = RuleIndex(compiled)
         self.enabled = bool(compiled)  # no rules: left out of the chain, costs requests nothing
 
@@ -71,7 +87,15 @@ class Stitching:
     def response(self, ex: Exchange) -> None:
         for rule in self.index.fired(ex):
             try:
+                if rule.when and not conditions_hold(rule.when, ex):
+                    continue  # not this rule's request (another GraphQL operation): not counted
+            except ExtractError as err:
+                self.metrics.extraction_failures.labels(rule.name, "when_" + err.reason).inc()
+                continue
+            try:
                 uid = user_id(rule.user_id(ex))
+                if rule.lowercase:
+                    uid = user_id(uid.lower())
             except ExtractError as err:
                 self.metrics.extraction_failures.labels(rule.name, err.reason).inc()
                 continue

@@ -1,6 +1,7 @@
 """Identity and conversion rules as configured: ``[[identity.rules]]`` and ``[[conversions]]``.
 
-Owns the rule option structs (a match, success statuses, value sources), the
+Owns the rule option structs (a match, success statuses, ``when`` conditions,
+value sources), the
 checks done once at start-up — each problem naming its TOML key, e.g.
 ``identity.rules[1].path: not a valid regular expression (…): …`` — and the
 loading of JWT verification keys (from the environment or a PEM file). Fields
@@ -10,6 +11,7 @@ values are extracted (``addons/rules.py``).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -66,6 +68,16 @@ class Source(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """JWT only: false reads an unverified token (allowed only without ``key``)."""
 
 
+class Condition(Source, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One entry of a rule's ``when``: a value read as a source is, and must be, present; with
+    ``equals`` it must be that text, with ``matches`` match that regular expression (whole)."""
+
+    equals: str | None = None
+    """The text the value must be (a number or ``true``/``false`` read from JSON as written)."""
+    matches: str | None = None
+    """A regular expression the whole value must match (``re.fullmatch``)."""
+
+
 SOURCE_KINDS = (
     "form",
     "request_json",
@@ -105,6 +117,10 @@ class IdentityRule(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True)
     """Response statuses that mean success, e.g. ``[302, 303]`` or ``[200, 201]``."""
     user_id: Source
     """Where the user ID is read."""
+    lowercase: bool = False
+    """Lower-case the user ID read (an e-mail address typed with capitals is the same user)."""
+    when: tuple[Condition, ...] = ()
+    """Further conditions, all of which must hold (e.g. a GraphQL ``operationName``)."""
     max_body: int = 65536
     """Most bytes of a body read for this rule; a larger body is forwarded but not read."""
 
@@ -124,12 +140,16 @@ class ConversionRule(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """Response statuses that mean success."""
     value: float | Source | None = None
     """A fixed value, or where it is read; none: no value."""
+    value_scale: float = 1.0
+    """Multiplies a value read from a source (``0.01`` for amounts in cents)."""
     currency: str | Source | None = None
     """A fixed ISO 4217 code (``"EUR"``), or where it is read."""
     order_id: Source | None = None
     """Where the order ID is read: the same order counts once (``order:<id>``)."""
     dedup_window: int = 600
     """Seconds: without an order ID, one conversion per visitor and rule per window."""
+    when: tuple[Condition, ...] = ()
+    """Further conditions, all of which must hold (e.g. the order ID is in the answer)."""
     max_body: int = 65536
     """Most bytes of a body read for this rule."""
 
@@ -184,9 +204,23 @@ def validate_rules(
             f"{at}.max_body",
             f"must be 1..16777216, got {rule.max_body}",
         )
+        for k, condition in enumerate(rule.when):
+            _validate_condition(p, f"{at}.when[{k}]", condition)
         if isinstance(rule, IdentityRule):
             _validate_source(p, f"{at}.user_id", rule.user_id)
             continue
+        _check(
+            p,
+            math.isfinite(rule.value_scale) and rule.value_scale > 0,
+            f"{at}.value_scale",
+            f"must be a positive number, got {rule.value_scale}",
+        )
+        _check(
+            p,
+            rule.value_scale == 1 or isinstance(rule.value, Source),
+            f"{at}.value_scale",
+            "applies only to a value read from a source (value = { response_json = … })",
+        )
         if isinstance(rule.value, Source):
             _validate_source(p, f"{at}.value", rule.value)
         elif rule.value is not None:
@@ -213,6 +247,14 @@ def validate_rules(
             f"{at}.dedup_window",
             f"must be 1..86400 seconds, got {rule.dedup_window}",
         )
+
+
+def _validate_condition(p: list[str], key: str, condition: Condition) -> None:
+    _validate_source(p, key, condition)
+    if condition.equals is not None and condition.matches is not None:
+        p.append(f"{key}: set equals or matches, not both")
+    elif condition.matches is not None and (bad := regex_problem(condition.matches)):
+        p.append(f"{key}.matches: {bad}")
 
 
 def _validate_source(p: list[str], key: str, source: Source) -> None:
@@ -269,12 +311,16 @@ def rule_sources(
     identity_rules: Sequence[IdentityRule], conversions: Sequence[ConversionRule]
 ) -> list[tuple[str, Source]]:
     """Every source of every rule, with its TOML key (``identity.rules[0].user_id``)."""
-    found = [(f"identity.rules[{i}].user_id", r.user_id) for i, r in enumerate(identity_rules)]
+    found: list[tuple[str, Source]] = []
+    for i, identity in enumerate(identity_rules):
+        found.append((f"identity.rules[{i}].user_id", identity.user_id))
+        found.extend((f"identity.rules[{i}].when[{k}]", c) for k, c in enumerate(identity.when))
     for i, rule in enumerate(conversions):
         for name in ("value", "currency", "order_id"):
             value = getattr(rule, name)
             if isinstance(value, Source):
                 found.append((f"conversions[{i}].{name}", value))
+        found.extend((f"conversions[{i}].when[{k}]", c) for k, c in enumerate(rule.when))
     return found
 
 

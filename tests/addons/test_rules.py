@@ -17,7 +17,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from addons.jws import JwtError, load_key, read_claims
-from addons.rules import money, parse_form, resolve_pointer, set_cookie_value, user_id
+from addons.rules import (
+    Condition,
+    ExtractError,
+    conditions_hold,
+    money,
+    parse_form,
+    resolve_pointer,
+    set_cookie_value,
+    user_id,
+)
+from gateway.ruleconfig import Condition as ConditionOptions
+from tests.addons.conftest import exchange
 
 NOW = 1_800_000_000
 
@@ -318,3 +329,49 @@ def _b64decode(part: str) -> bytes:
 def test_key_of_the_wrong_kind_refused() -> None:
     with pytest.raises(ValueError):
         load_key("RS256", pem(ec.generate_private_key(ec.SECP256R1())))
+
+
+# -- when: conditions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("condition", "body", "holds"),
+    [
+        ({"equals": "Login"}, {"op": "Login"}, True),
+        ({"equals": "Login"}, {"op": "login"}, False),  # exact text
+        ({"equals": "Login"}, {"op": "LoginAs"}, False),
+        ({"matches": "Place.*"}, {"op": "PlaceOrder"}, True),
+        ({"matches": "Place"}, {"op": "PlaceOrder"}, False),  # the whole value
+        ({"equals": "3"}, {"op": 3}, True),  # a whole number as written
+        ({"equals": "true"}, {"op": True}, True),
+        ({"equals": "1"}, {"op": True}, False),
+        ({"equals": "1.5"}, {"op": 1.5}, False),  # a fraction is not compared
+        ({"matches": ".*"}, {"op": {"a": 1}}, False),  # nor an object
+        ({}, {"op": {"a": 1}}, True),  # present
+        ({}, {"op": False}, True),
+        ({}, {"op": None}, False),  # JSON null is absent
+        ({}, {}, False),
+    ],
+)
+def test_a_condition_holds_when_its_value_is_there_and_fits(
+    condition: dict[str, str], body: dict[str, Any], holds: bool
+) -> None:
+    check = Condition(ConditionOptions(response_json="/op", **condition))
+    ex = exchange("/graphql", method="POST")
+    ex.response_body = json.dumps(body).encode()
+    assert conditions_hold([check], ex) is holds
+
+
+@pytest.mark.parametrize(("body", "reason"), [(None, "body_not_read"), (b"<html>", "not_json")])
+def test_a_condition_that_cannot_be_read_is_an_error_not_false(body: bytes | None, reason: str) -> None:
+    ex = exchange("/graphql", method="POST")
+    ex.response_body = body
+    with pytest.raises(ExtractError) as err:
+        Condition(ConditionOptions(response_json="/op"))(ex)
+    assert err.value.reason == reason
+
+
+def test_money_scales_before_checking_the_range() -> None:
+    assert money(4990, 0.01) == pytest.approx(49.9) and money("1999", 0.01) == pytest.approx(19.99)
+    assert money(2e15, 0.01) == pytest.approx(2e13)  # in range once scaled
+    assert money(2e15) is None

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.config import ConfigError, load_settings, masked
 from gateway.options import ARRAY_SECTIONS, SECTIONS, Options, parse_listen
-from gateway.ruleconfig import ConversionRule, IdentityRule, Source
+from gateway.ruleconfig import Condition, ConversionRule, IdentityRule, Source
 from tests.conftest import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,8 +312,13 @@ def test_readme_documents_every_rule_key() -> None:
         ("identity.rules[]", IdentityRule),
         ("conversions[]", ConversionRule),
         ("source", Source),
+        ("when[]", Condition),
     ):
-        for name in struct.__struct_fields__:
+        if struct is Condition:
+            names: tuple[str, ...] = ("equals", "matches")
+        else:
+            names = struct.__struct_fields__
+        for name in names:
             assert f"`{prefix}.{name}`" in readme, f"{prefix}.{name} missing from README"
 
 
@@ -552,3 +557,53 @@ def test_a_source_default_that_every_event_would_fail_on_is_refused(defaults: st
     load_settings(
         None, text=fine + "defaults = { type = 'sale', currency = 'eur' }\n", environ={**ENV, "S": "s" * 32}
     )
+
+
+_CONV = "[[conversions]]\nname = 'c'\npath = '/x'\nstatus = [200]\n"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (f"[[identity.rules]]\npath = '/x'\n{_RULE}when = [{{ form = 'op', equals = 'a', matches = 'a' }}]\n",
+         "identity.rules[0].when[0]: set equals or matches, not both"),
+        (f"{_CONV}when = [{{ form = 'op', matches = 'a{{99999999999}}' }}]\n",
+         "conversions[0].when[0].matches: not a valid regular expression (a repeat count is too large)"),
+        (f"[[identity.rules]]\npath = '/x'\n{_RULE}when = [{{ equals = 'Login' }}]\n",
+         "identity.rules[0].when[0]: set exactly one of form, request_json"),
+        (f"{_CONV}when = [{{ form = 'op' }}, {{ form = 'password', equals = 'x' }}]\n",
+         "conversions[0].when[1].form: 'password' may hold a credential"),
+        (f"{_CONV}when = [{{ request_json = 'operationName', equals = 'Pay' }}]\n",
+         'conversions[0].when[0].request_json: a JSON pointer starts with "/", got \'operationName\''),
+        (f"{_CONV}when = [{{ jwt_cookie = 's', claim = 'role', equals = 'x' }}]\n",
+         "conversions[0].when[0].key: a JWT is verified with a key"),
+        (f"{_CONV}when = {{ form = 'op' }}\n", "conversions[0].when: "),
+        (f"{_CONV}when = [{{ form = 'op', equal = 'x' }}]\n", "equal"),
+        (f"{_CONV}value = {{ query = 'v' }}\nvalue_scale = 0\n",
+         "conversions[0].value_scale: must be a positive number, got 0"),
+        (f"{_CONV}value = {{ query = 'v' }}\nvalue_scale = nan\n",
+         "conversions[0].value_scale: must be a positive number, got nan"),
+        (f"{_CONV}value = 10.0\nvalue_scale = 0.01\n",
+         "conversions[0].value_scale: applies only to a value read from a source"),
+        (f"{_CONV}value_scale = 0.01\n", "conversions[0].value_scale: applies only to a value read"),
+        (f"[[identity.rules]]\npath = '/x'\n{_RULE}lowercase = 'yes'\n",
+         "identity.rules[0].lowercase: expected true or false"),
+        (f"[[identity.rules]]\npath = '/x'\n{_RULE}value_scale = 0.01\n", "value_scale"),
+    ],
+)  # fmt: skip
+def test_rule_conditions_and_value_scale_problems_name_their_key(toml: str, expected: str) -> None:
+    found = problems(toml)
+    assert any(expected in p for p in found), found
+
+
+def test_a_condition_may_read_a_verified_jwt(tmp_path: Path) -> None:
+    """A ``when`` JWT source gets its key resolved like any source's."""
+    toml = (
+        f"{_CONV}when = [{{ jwt_cookie = 's', claim = 'plan', equals = 'pro', algorithm = 'HS256', "
+        "key = 'env:PLAN_SECRET' }]\n"
+    )
+    assert problems(toml, {**ENV}) == [
+        "conversions[0].when[0].key: environment variable PLAN_SECRET is not set"
+    ]
+    settings = load_settings(None, text=toml, environ={**ENV, "PLAN_SECRET": "p" * 32})
+    assert settings.rule_keys == {"conversions[0].when[0]": b"p" * 32}
