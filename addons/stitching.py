@@ -12,6 +12,7 @@ left on the exchange so ``conversions`` can credit the user at once.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from addons.rules import (
@@ -49,6 +50,11 @@ class RecentPairs:
         if len(self.pairs) > self.size:
             self.pairs.popitem(last=False)
         return True
+
+    def forget(self, user_keys: Collection[str]) -> None:
+        """Drop the pairs of these users (erased: their bindings are gone from the store)."""
+        if any(user in user_keys for _, user in self.pairs):
+            self.pairs = OrderedDict((p, None) for p in self.pairs if p[1] not in user_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,10 @@ class Stitching:
                 self.metrics.extraction_failures.labels(rule.name, err.reason).inc()
                 continue
             self._bind(ex, rule.name, self.keys.user_key(uid))
+
+    def erased(self, user_keys: Collection[str]) -> None:
+        """An erasure deleted these users' bindings: their next sign-in binds again."""
+        self.recent.forget(user_keys)
 
     def _bind(self, ex: Exchange, rule: str, user_key: str) -> None:
         assert ex.visitor is not None  # fired() only returns rules for an exchange with a visitor

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -290,6 +290,17 @@ class Pipeline:
             fn = getattr(addon, "running", None)
             if fn is not None and inspect.iscoroutine(result := fn()):
                 await result
+
+    def erased(self, user_keys: Collection[str]) -> None:
+        """Users just erased: addons that remember something of them (``erased`` hook) forget it."""
+        for name, addon in self.addons:
+            fn = getattr(addon, "erased", None)
+            if fn is None:
+                continue
+            try:
+                fn(user_keys)
+            except Exception:
+                log.exception("addon %s failed in erased", name)
 
     async def done(self) -> None:
         for name, addon in self.addons:

@@ -265,6 +265,7 @@ def create_gateway(settings: Settings, upstream: str, salt: DaySalt | None = Non
     add_report_routes(admin_app, settings)
     gw = Gateway(settings, metrics, keys, store, proxy_app, admin_app, creators, upstream, salt)
     attach_log_readers(gw, sinks)
+    gw.attach("erasures", lambda: _follow_erasures(gw))
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await store.open()
@@ -380,6 +381,26 @@ STANDINGS_POLL = 2.0
 """Seconds between a worker's looks for the creator standings set through worker 0's admin API."""
 
 
+ERASURES_POLL = 2.0
+"""Seconds between a process's looks for erasures made through worker 0's admin API."""
+
+
+async def _follow_erasures(gw: Gateway) -> None:
+    """In every process: tell the pipeline of each erasure as it is stored (``stitching``
+    forgets the pairs it would otherwise not bind again)."""
+    reader = Reader(gw.settings.store_path)
+    await reader.open()
+    try:
+        after, _ = await reader.erased_users()
+        while True:
+            await asyncio.sleep(ERASURES_POLL)
+            after, users = await reader.erased_users(after)
+            if users and gw.slot.host is not None:
+                gw.slot.host.pipeline.erased(frozenset(users))
+    finally:
+        await reader.close()
+
+
 async def _follow_standings(gw: Gateway) -> None:
     """In a worker without the admin API: apply the standings worker 0 stores, as they come."""
     reader = Reader(gw.settings.store_path)
@@ -473,7 +494,10 @@ async def serve(
         else:
             await _apply_standings(gw)
             # Standings set from now on, through worker 0's admin API, reach this worker too.
-            background = [loop.create_task(_keep_running("standings", lambda: _follow_standings(gw)))]
+            background = [
+                loop.create_task(_keep_running("standings", lambda: _follow_standings(gw))),
+                loop.create_task(_keep_running("erasures", lambda: _follow_erasures(gw))),
+            ]
     except BaseException:
         await proxy_runner.cleanup()
         raise

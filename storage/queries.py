@@ -309,6 +309,19 @@ class Reader:
             )
         return groups
 
+    async def erased_users(self, after: int | None = None) -> tuple[int, list[str]]:
+        """The user keys erased after the erasure numbered ``after`` (its rowid), and the number
+        of the last one; ``None``: none, only the number of the last erasure so far."""
+        if after is None:
+            async with self.db.execute("SELECT coalesce(max(rowid), 0) FROM erasures") as cur:
+                row = await cur.fetchone()
+            return (row[0] if row else 0), []
+        async with self.db.execute(
+            "SELECT rowid, user_key FROM erasures WHERE rowid > ? ORDER BY rowid", (after,)
+        ) as cur:
+            found = list(await cur.fetchall())
+        return (found[-1][0] if found else after), [r[1] for r in found]
+
     async def creator_standings(self, after: int = 0) -> list[dict[str, Any]]:
         """The creator standings set through the admin API, in the order they were stored, each
         with its place in that order (``seq``, the rowid; those after ``after`` only). Not by

@@ -11,6 +11,7 @@ site's answer byte for byte.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import hashlib
@@ -438,3 +439,35 @@ async def test_logout_then_login_as_another_user_binds_the_device_to_both(
     for user in ("ada@example.com", "bob@example.com"):
         journey = await gw.api(f"/api/users/{user}")
         assert len(journey["touchpoints"]) == 1, journey  # the shared device's landing
+
+
+async def test_a_user_erased_and_signing_in_again_on_the_same_device_is_bound_again(
+    site_gw: tuple[RunningGateway, Site],
+) -> None:
+    """The process remembers the pairs it bound, so as not to bind them at every request. An
+    erasure deletes the binding: remembering it then lost the user's next sign-in on the same
+    browser (no binding, while a conversion on that request named the user)."""
+    gw, _ = site_gw
+    cookie = await visit(gw)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def sign_in() -> None:
+        async with gw.session.post(
+            gw.url + "/users/sign_in",
+            data=b"user%5Bemail%5D=ada%40example.com",
+            headers={**FORM, **cookie},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303
+
+    await sign_in()
+    async with gw.session.delete(gw.admin_url + "/api/users/ada@example.com", headers=auth) as resp:
+        assert (await resp.json())["erased"]["identities"] == 1
+    # Every process of the gateway learns of the erasure within a few seconds.
+    for _ in range(60):
+        await sign_in()
+        if await rows(gw, "SELECT * FROM identities"):
+            break
+        await asyncio.sleep(0.1)
+    found = await rows(gw, "SELECT user_key, rule FROM identities")
+    assert found == [(gw.gateway.keys.user_key("ada@example.com"), "devise-sign-in")]
