@@ -239,6 +239,44 @@ def test_same_pair_bound_once_per_process_other_visitors_still_bound() -> None:
     assert len(bindings) == 2 and bindings[0].visitor_key != bindings[1].visitor_key
 
 
+def test_an_erased_user_is_bound_again_others_are_still_remembered() -> None:
+    ctx = context(rule('{ query = "uid" }', method="GET", status="[200]"))
+    stitching, identity = configured(Stitching, ctx=ctx), configured(Identity, ctx=ctx)
+    cookie = {"gw_vid": "v1.AAAAAAAAAAAAAAAAAAAAAA.x"}
+
+    def sign_in(uid: str) -> int:
+        ex = exchange(f"/login?uid={uid}", method="GET", cookies=cookie)
+        identity.request(ex)
+        ex.response = ResponseView(200, {})
+        stitching.response(ex)
+        identity.response(ex)
+        if ex.set_cookies:
+            cookie["gw_vid"] = ex.set_cookies[0].value
+        return sum(isinstance(e, Binding) for e in ex.events)
+
+    assert [sign_in("ada"), sign_in("bob"), sign_in("ada"), sign_in("bob")] == [1, 1, 0, 0]
+    stitching.erased({ctx.keys.user_key("ada")})
+    assert [sign_in("ada"), sign_in("bob"), sign_in("ada")] == [1, 0, 0]
+
+
+def test_lowercase_user_id_and_when_conditions() -> None:
+    ctx = context(
+        rule('{ request_json = "/variables/email" }', path="/graphql", status="[200]")
+        + 'lowercase = true\nwhen = [{ request_json = "/operationName", equals = "SignUp" }]\n'
+    )
+    found = []
+    for op in ("SignIn", "SignUp"):
+        body = json.dumps({"operationName": op, "variables": {"email": " Ada@Example.COM "}}).encode()
+        ex = exchange("/graphql", method="POST", headers={"content-type": "application/json"})
+        found += run(ctx, ex, 200, request_body=body)[1]
+    assert [b.user_key for b in found] == [ctx.keys.user_key("ada@example.com")]
+    ex = exchange("/graphql", method="POST")
+    assert run(ctx, ex, 200, request_body=None)[1] == []  # too large to read: counted
+    assert (
+        metric(ctx, "gateway_extraction_failures_total", {"rule": "r", "reason": "when_body_not_read"}) == 1
+    )
+
+
 def test_no_rules_means_disabled() -> None:
     assert configured(Stitching).enabled is False
     assert configured(Stitching, rule('{ form = "u" }')).enabled is True
