@@ -4,11 +4,11 @@ Owns the compiled form of a rule's match (method, path regex compiled once,
 host, success statuses) and of a value source (a form field of the request
 body — urlencoded or multipart —, a JSON pointer into either body, a response
 header, a query parameter of the request or of the response's ``Location``,
-a JWT claim from a cookie or the ``Authorization`` header), of a rule's ``when``
-conditions (a source whose value must be present, equal a text or match a regex),
-plus the pure parsers behind them. A field whose name contains pass, secret, token or card is
-never extracted, whatever the config says: the form parser does not even
-return it.
+a JWT claim from a cookie or the ``Authorization`` header) and of a rule's
+``when`` conditions (a source whose value must be present, equal a text or match
+a regex), plus the pure parsers behind them. A field whose name contains pass,
+secret, token or card is never extracted, whatever the config says: the form
+parser does not even return it.
 """
 
 from __future__ import annotations

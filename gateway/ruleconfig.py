@@ -1,8 +1,7 @@
 """Identity and conversion rules as configured: ``[[identity.rules]]`` and ``[[conversions]]``.
 
 Owns the rule option structs (a match, success statuses, ``when`` conditions,
-value sources), the
-checks done once at start-up — each problem naming its TOML key, e.g.
+value sources), the checks done once at start-up — each problem naming its TOML key, e.g.
 ``identity.rules[1].path: not a valid regular expression (…): …`` — and the
 loading of JWT verification keys (from the environment or a PEM file). Fields
 named like a credential (``FORBIDDEN_NAME``) are refused here and again where
