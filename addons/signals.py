@@ -31,6 +31,8 @@ _HEADLESS = re.compile(
     r"headless|phantomjs|puppeteer|playwright|selenium|webdriver|slimerjs|lighthouse", re.IGNORECASE
 )
 _CHROME = re.compile(r"(?:Chrome|Chromium)/(\d+)")
+_WEBVIEW_VERSION = "Version/4.0 Chrome/"
+"""The Android WebView agent's fixed token (Android CDD), kept by apps that drop "; wv"."""
 _PLATFORMS = (("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iOS"),
               ("CrOS", "Chrome OS"), ("Macintosh", "macOS"), ("Linux", "Linux"))  # fmt: skip
 _SAME_PLATFORM = {name: {name} for _, name in _PLATFORMS} | {"Linux": {"Linux", "Android"}}
@@ -78,10 +80,13 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
     chrome = _CHROME.search(agent)
     platform = next((name for token, name in _PLATFORMS if token in agent), None)
     is_ios = platform == "iOS"
+    # Android WebViews (in-app browsers: most influencer traffic) may send no client hints: none
+    # at all once the app rewrites its agent, as WebView-based browsers (DuckDuckGo) do, dropping
+    # "; wv" but keeping WebView's "Version/4.0 Chrome/…", which Chrome itself never sends.
+    webview = "; wv)" in agent or _WEBVIEW_VERSION in agent
     return Agent(
         browser=True,
-        # Android WebViews (in-app browsers: most influencer traffic) may send no client hints.
-        chromium=chrome is not None and int(chrome.group(1)) >= 90 and not is_ios and "; wv)" not in agent,
+        chromium=chrome is not None and int(chrome.group(1)) >= 90 and not is_ios and not webview,
         no_hints=chrome is None and ("Firefox/" in agent or "Safari/" in agent or is_ios),
         platform=platform,
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import datetime, timedelta
 
 import pytest
+from crawlerdetect import CrawlerDetect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +20,7 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.pipeline import Exchange, Pipeline, RequestView, build_pipeline
 from tests.addons.conftest import FIXED_TS
+from tests.clients import IN_APP, PRIVACY
 from tests.conftest import ENV
 
 CHROME = (
@@ -215,6 +218,23 @@ async def test_good_crawlers_can_be_blocked_when_the_operator_says_so() -> None:
     pipe = pipeline("[bots]\non_block = 'block'\nblock_good_crawlers = true\n")
     ex = await run(pipe, request(headers={"user-agent": "Googlebot/2.1", "accept": "text/html"}))
     assert touchpoint(ex).verdict == "block" and ex.reply is not None and ex.reply.status == 403
+
+
+# -- the clients influencer traffic comes from (tests/clients.py says where each shape is from) ---
+
+
+@pytest.mark.parametrize("name", [*IN_APP, *PRIVACY])
+async def test_people_in_in_app_and_privacy_browsers_score_zero(name: str) -> None:
+    tp = touchpoint(await run(pipeline(), request(headers=(IN_APP | PRIVACY)[name])))
+    assert (tp.verdict, tp.bot_score, tp.reasons) == ("allow", 0, [])
+
+
+@pytest.mark.parametrize("agent", ["Mozilla/5.0 (Linux; Android 15) AppleWebKit/537.36 (KHTML, like Gecko) "
+                                   "Version/4.0 Chrome/141.0.0.0 Mobile DuckDuckGo/5 Safari/537.36",
+                                   IN_APP["facebook-android"]["user-agent"]])  # fmt: skip
+def test_a_webview_agent_with_or_without_wv_expects_no_client_hints(agent: str) -> None:
+    verdict = classify_agent(agent, re.compile("(?!)"), CrawlerDetect())
+    assert verdict.browser and not verdict.chromium and verdict.platform == "Android"
 
 
 @pytest.mark.parametrize(
