@@ -370,12 +370,27 @@ class BotsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         "slurp",
         "qwantbot",
         "seznambot",
-        "facebookexternalhit",
-        "twitterbot",
+        # link previews: a shared link unfurled in a chat or feed is nobody's click
+        "facebookexternalhit",  # also iMessage, LINE, KakaoTalk; Meta fetches ad links with it too
+        "meta-externalfetcher",
+        "twitterbot",  # also Telegram ("TelegramBot (like TwitterBot)")
         "linkedinbot",
         "slackbot",
+        "whatsapp",  # also Signal (it fetches as "WhatsApp/2")
+        "discordbot",
+        "pinterestbot",
+        "snap url preview",
+        "skypeuripreview",  # Teams and Skype
+        "cardyb",  # Bluesky
+        "mastodon/",  # every Mastodon server the post reaches fetches it once
+        # ad platforms checking a landing page before and while it runs an ad
+        "adsbot-google",
+        # mail link checks: Office's before it opens the browser, a mail gateway's scan
+        "ms-office",
+        "barracuda sentinel",
     )
-    """Agent substrings (case-insensitive) of crawlers labelled ``bot`` and never blocked."""
+    """Agent substrings (case-insensitive) of crawlers labelled ``bot`` and never blocked: search
+    engines, link previews, ad review and mail link checks (none is a person's click)."""
     block_good_crawlers: bool = False
     """Let on_block/on_review block good crawlers too (SEO and link previews suffer)."""
     datacenter_asns: tuple[int, ...] = DATACENTER_ASNS

@@ -20,7 +20,7 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.pipeline import Exchange, Pipeline, RequestView, build_pipeline
 from tests.addons.conftest import FIXED_TS
-from tests.clients import IN_APP, PRIVACY
+from tests.clients import IN_APP, MAIL_SCANNERS, PREVIEWERS, PRIVACY
 from tests.conftest import ENV
 
 CHROME = (
@@ -227,6 +227,22 @@ async def test_good_crawlers_can_be_blocked_when_the_operator_says_so() -> None:
 async def test_people_in_in_app_and_privacy_browsers_score_zero(name: str) -> None:
     tp = touchpoint(await run(pipeline(), request(headers=(IN_APP | PRIVACY)[name])))
     assert (tp.verdict, tp.bot_score, tp.reasons) == ("allow", 0, [])
+
+
+@pytest.mark.parametrize("name", list(PREVIEWERS))
+async def test_link_previews_and_ad_review_crawlers_are_bots_not_fraud(name: str) -> None:
+    pipe = pipeline("[bots]\non_block = 'block'\non_review = 'block'\n")
+    ex = await run(pipe, request(headers=PREVIEWERS[name]))
+    tp = touchpoint(ex)
+    assert (tp.verdict, tp.reasons[0]) == ("bot", "good_crawler")
+    assert ex.reply is None  # an ad platform's landing-page check must never see a 403
+
+
+@pytest.mark.parametrize(("name", "verdict"), [("office-link-check", "bot"), ("barracuda", "bot"),
+                                               ("detonation-chrome", "review")])  # fmt: skip
+async def test_mail_link_scanners_are_never_allowed(name: str, verdict: str) -> None:
+    tp = touchpoint(await run(pipeline(), request(headers=MAIL_SCANNERS[name])))
+    assert tp.verdict == verdict
 
 
 @pytest.mark.parametrize("agent", ["Mozilla/5.0 (Linux; Android 15) AppleWebKit/537.36 (KHTML, like Gecko) "

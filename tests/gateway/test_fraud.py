@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from gateway.events import Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.openapi import openapi_document
+from tests.clients import IN_APP, MAIL_SCANNERS, PREVIEWERS, PRIVACY
 from tests.conftest import TOKEN
 from tests.gateway.test_openapi import response_schema
 
@@ -342,6 +343,30 @@ async def test_block_action_answers_403_without_calling_the_site(start_gateway, 
     assert seen == ["/pricing", "/"]
     items = (await gw.api("/api/touchpoints"))["items"]
     assert [i["verdict"] for i in items] == ["block", "allow"]  # the blocked landing is still recorded
+
+
+async def test_in_app_browsers_count_and_link_previews_are_bots_through_a_real_gateway(
+    start_gateway, origin
+) -> None:
+    """A creator's link opened in in-app browsers, unfurled by chat apps and checked by Google Ads,
+    over https (behind a TLS-terminating proxy, so client hints are expected where due)."""
+    url, seen = origin
+    gw = await start_gateway(url, TRUST + "[bots]\non_block = 'block'\non_review = 'block'\n")
+    people = ["instagram-ios", "instagram-android", "tiktok-android", "facebook-android", "snapchat-android"]
+    people_headers = [IN_APP[n] for n in people] + [PRIVACY["duckduckgo-android"]]
+    bots = [PREVIEWERS[n] for n in ("whatsapp-android", "discord", "imessage", "google-adsbot-mobile")]
+    bots.append(MAIL_SCANNERS["office-link-check"])
+    for n, headers in enumerate(people_headers + bots):
+        resp = await visit(gw, "/?utm_source=ig&creator_id=anna", {**headers, "X-Forwarded-Proto": "https"},
+                           ip=f"198.51.100.{n + 1}")  # fmt: skip
+        assert resp.status == 200
+    assert len(seen) == len(people_headers) + len(bots)  # nobody was answered 403
+    items = (await gw.api("/api/touchpoints"))["items"]
+    assert [(i["verdict"], i["reasons"][:1]) for i in items] == [("allow", [])] * len(people_headers) + [
+        ("bot", ["good_crawler"])
+    ] * len(bots)
+    (anna,) = (await gw.api("/api/fraud", group_by="creator_id"))["groups"]
+    assert anna["verdicts"] == {"allow": 6, "review": 0, "block": 0, "bot": 5, "unscored": 0}
 
 
 async def test_a_late_robots_txt_rescores_the_stored_landing(start_gateway, origin) -> None:
