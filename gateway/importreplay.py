@@ -123,22 +123,26 @@ async def _replay_pooled(
     except asyncio.CancelledError:
         if not summary.interrupted:
             raise
-        await _collect_through_stop(pending, collect)
+        await _collect_through_stop(pending, collect, pool)
         raise
     finally:
-        for future, *_ in pending:  # chunks not taken back are not replayed (or not stored)
-            future.cancel()
+        if not pool.broken:  # a broken pool fails them itself (``WorkerPool.broken``)
+            for future, *_ in pending:  # chunks not taken back are not replayed (or not stored)
+                future.cancel()
 
 
 async def _collect_through_stop(
     pending: deque[tuple[Future[tuple[list[Event], list[Skip]]], int, int, int]],
     collect: Callable[[], Awaitable[None]],
+    pool: WorkerPool,
 ) -> None:
     """Stopped: the chunks still queued for the workers are dropped, and those the workers have
     replayed or are replaying are taken back, in file order, to be stored with the rest. The
     pool's shutdown waits for the ones being replayed anyway, so this costs no more time; those
     dropped are imported by the next run."""
     for future, *_ in pending:
+        if pool.broken:  # it fails them itself (``WorkerPool.broken``)
+            break
         future.cancel()  # only those no worker has taken: the others run to their end
     while pending and not pending[0][0].cancelled():
         try:

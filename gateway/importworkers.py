@@ -120,11 +120,20 @@ class WorkerPool:
         with blocked(STOP_SIGNALS):
             return self.executor.submit(_work, lines, identity)
 
+    @property
+    def broken(self) -> bool:
+        """A worker died (the OOM killer, kill -9): the pool's own thread fails every chunk not
+        yet taken back; cancelling one under it would stop that thread before it lets go of its
+        queue, whose feeder then blocks the interpreter's exit for ever."""
+        return bool(self.executor._broken)
+
     def close(self) -> None:
-        if self.executor._broken:
+        if self.broken:
             # A worker died (the OOM killer, kill -9): the pool ends the others with SIGTERM, which
             # they ignore (``_start``), then waits for them, and for ever for the one blocked
             # sending its result back. They are killed instead: nothing of theirs is kept.
             for process in list((self.executor._processes or {}).values()):
                 process.kill()
+            self.executor.shutdown(wait=True)  # not cancelling futures (``broken``)
+            return
         self.executor.shutdown(wait=True, cancel_futures=True)
