@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import msgspec
 from yarl import URL
@@ -118,14 +119,23 @@ DSN_EXAMPLE = "postgresql://user:password@host:5432/database"
 
 
 def dsn_problem(dsn: str) -> str | None:
-    """Why ``dsn`` is not a PostgreSQL URL asyncpg could connect with: its scheme, or a port
-    that is not a number 1..65535 (asyncpg takes one, and the connection then fails with an
+    """Why ``dsn`` is not a PostgreSQL URL asyncpg could connect with: its scheme, a user name or
+    password that ends the host part early (an unencoded ``/``, ``?`` or ``#``), or a port that is
+    not a number 1..65535 (asyncpg takes one, and the connection then fails with an
     OverflowError on every attempt). Never says the DSN itself: it holds a password."""
-    scheme, sep, rest = dsn.partition("://")
+    scheme, sep, _ = dsn.partition("://")
     if not sep or scheme not in ("postgresql", "postgres"):
         return f"expected a PostgreSQL URL like {DSN_EXAMPLE}"
-    hosts = rest.partition("/")[0].partition("?")[0].rpartition("@")[2]
-    for host in hosts.split(","):  # asyncpg takes several: h1:5432,h2:5433
+    try:
+        parts = urlsplit(dsn)  # the host part as asyncpg reads it (``urllib.parse.urlparse``)
+    except ValueError:  # an unbalanced [ of an IPv6 address
+        return f"expected a PostgreSQL URL like {DSN_EXAMPLE}"
+    netloc = parts.netloc
+    if "@" not in netloc and "@" in parts.path + parts.fragment + parts.query.partition("=")[0]:
+        # What asyncpg would take for the host and port is the user name and password, cut at
+        # that character: the host part above would show (part of) the password.
+        return "a '/', '?' or '#' in the user name or password must be percent-encoded (%2F, %3F, %23)"
+    for host in netloc.partition("@")[2 if "@" in netloc else 0].split(","):  # h1:5432,h2:5433
         port = host.rpartition("]")[2] if host.startswith("[") else host
         port = port.rpartition(":")[2] if ":" in port else ""
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):

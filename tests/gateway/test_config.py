@@ -394,6 +394,13 @@ def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> N
         ("mysql://u:s3cret@h/db", "expected a PostgreSQL URL like postgresql://"),
         ("postgresql://u:s3cret@h:99999/db", "its port must be 1..65535, got '99999'"),
         ("postgresql://u:s3cret@h1:5432,h2:x/db", "its port must be 1..65535, got 'x'"),
+        # A password with an unencoded /, ? or # ends the host part early: what the port check
+        # saw was the password, and its message showed it.
+        ("postgresql://u:s3cret/x@h:5432/db", "a '/', '?' or '#' in the user name or password"),
+        ("postgresql://u:s3cret?x@h/db", "a '/', '?' or '#' in the user name or password"),
+        ("postgresql://u:s3cret#x@h:5432/db", "a '/', '?' or '#' in the user name or password"),
+        ("postgresql://u:5432/s3cret@h/db", "a '/', '?' or '#' in the user name or password"),
+        ("postgresql://u:s3cret@[::1/db", "expected a PostgreSQL URL like postgresql://"),
     ],
 )
 def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: str, expected: str) -> None:
@@ -405,7 +412,14 @@ def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: s
 
 
 @pytest.mark.parametrize(
-    "dsn", ["postgres://u:p@h:5432/db", "postgresql:///db?host=/run/postgresql", "postgresql://[::1]:5432/db"]
+    "dsn",
+    [
+        "postgres://u:p@h:5432/db",
+        "postgresql:///db?host=/run/postgresql",
+        "postgresql://[::1]:5432/db",
+        "postgresql://u:p%2Fq%3Fr%23s@h:5432/db",
+        "postgresql://h:5432/db?user=a@example",
+    ],
 )
 def test_postgresql_urls_asyncpg_reads_are_accepted(dsn: str) -> None:
     assert (
