@@ -178,6 +178,8 @@ class Gateway:
     """Set as the proxy listener shuts down: WebSocket relays, which would otherwise hold the
     shutdown for the whole grace period, close both sides with 1001 (going away)."""
     background: dict[str, Background] = field(default_factory=dict)
+    erasures_seen: int | None = None
+    """The last erasure the pipeline was told of (``_follow_erasures``; None: not started)."""
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
 
     def attach(self, name: str, task: Background) -> None:
@@ -391,12 +393,16 @@ async def _follow_erasures(gw: Gateway) -> None:
     reader = Reader(gw.settings.store_path)
     await reader.open()
     try:
-        after, _ = await reader.erased_users()
+        if gw.erasures_seen is None:  # the first start: erasures before it have nothing to forget
+            gw.erasures_seen, _ = await reader.erased_users()
+        # Restarted after a failure (``_keep_running``): on from where it was, so that an erasure
+        # stored while it was down is still told.
         while True:
             await asyncio.sleep(ERASURES_POLL)
-            after, users = await reader.erased_users(after)
+            after, users = await reader.erased_users(gw.erasures_seen)
             if users and gw.slot.host is not None:
                 gw.slot.host.pipeline.erased(frozenset(users))
+            gw.erasures_seen = after
     finally:
         await reader.close()
 

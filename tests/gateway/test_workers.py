@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import time
+import types
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from gateway import server
 from gateway.creators import CreatorRegistry
-from gateway.events import CreatorStanding, iso
+from gateway.events import CreatorStanding, Erasure, iso
 from gateway.ids import uuid7
 from storage.queries import Reader
 from tests.conftest import TOKEN, make_settings
@@ -448,3 +449,40 @@ async def test_workers_key_a_cookieless_visitor_alike_through_reloads_and_restar
         assert await gw.stop() == 0
     finally:
         await gw.kill()
+
+
+async def test_an_erasure_stored_while_the_follower_is_down_is_still_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure follower is restarted by ``_keep_running`` when a read fails. It used to start
+    again from the last erasure stored at its restart, so one stored while it was down was never
+    told: stitching kept the erased user's pairs, and their next sign-in was not bound."""
+    monkeypatch.setattr(server, "ERASURES_POLL", 0.05)
+    settings = make_settings(tmp_path)
+    gw = await asyncio.to_thread(server.create_gateway, settings, "http://127.0.0.1:9")
+    await gw.store.open()
+    told: list[frozenset[str]] = []
+    gw.slot.host = types.SimpleNamespace(pipeline=types.SimpleNamespace(erased=told.append))  # type: ignore[assignment]
+    real = Reader.erased_users
+    failed = asyncio.Event()
+
+    async def fails_once(self: Reader, after: int | None = None) -> tuple[int, list[str]]:
+        if after is not None and not failed.is_set():
+            failed.set()
+            raise sqlite3.OperationalError("database is locked")
+        return await real(self, after)
+
+    monkeypatch.setattr(Reader, "erased_users", fails_once)
+    follower = asyncio.create_task(server._keep_running("erasures", lambda: server._follow_erasures(gw)))
+    try:
+        await asyncio.wait_for(failed.wait(), 5)
+        now = datetime.now(UTC)
+        await gw.store.write([Erasure(str(uuid7(int(now.timestamp() * 1000))), iso(now), "test", "u:ada")])
+        async with asyncio.timeout(10):  # the follower starts again after 1 s
+            while not told:
+                await asyncio.sleep(0.02)
+        assert told == [frozenset({"u:ada"})]
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await gw.store.close()
