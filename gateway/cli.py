@@ -32,7 +32,7 @@ from gateway import report_cli
 from gateway.childsignals import STOP_SIGNALS
 from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked, read_config
 from gateway.config_values import host_problem
-from gateway.daysalt import DaySalt, handed_over
+from gateway.daysalt import HandedSalt
 from gateway.doctor import cmd_doctor, timeout_arg
 from gateway.logs import setup_logging
 from gateway.options import Options, parse_listen
@@ -205,7 +205,7 @@ RELOADED_CONFIG_ENV = "GATEWAY_WORKER_RELOADED_CONFIG"
 text of the last reload it found valid (``_worker_settings``)."""
 
 
-async def _run(settings: Settings, args: argparse.Namespace, salt: DaySalt | None = None) -> None:
+async def _run(settings: Settings, args: argparse.Namespace, handed: HandedSalt | None = None) -> None:
     from aiohttp import web
 
     from gateway.demo import create_demo_app
@@ -232,6 +232,8 @@ async def _run(settings: Settings, args: argparse.Namespace, salt: DaySalt | Non
 
     stop = asyncio.Event()
     orphaned = asyncio.create_task(_watch_parent(stop)) if args.worker is not None else None
+    if handed is not None:
+        handed.follow(asyncio.get_running_loop())  # each new day's salt, from the supervisor
     try:
         await serve(
             settings,
@@ -241,9 +243,11 @@ async def _run(settings: Settings, args: argparse.Namespace, salt: DaySalt | Non
             admin=primary,
             reuse_port=args.worker is not None,
             reread=reread,
-            salt=salt,
+            salt=handed.salt if handed is not None else None,
         )
     finally:
+        if handed is not None:
+            handed.close(asyncio.get_running_loop())
         if orphaned is not None:
             orphaned.cancel()
         if demo_runner is not None:
@@ -436,7 +440,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(
             _overridden(settings, args), generated=tuple(filter(None, generated.split("\n")))
         )
-    salt = handed_over()  # a worker's: the day's salt its siblings use (None: this process's own)
+    handed = HandedSalt.from_environ()  # a worker's: the salt its siblings use (None: its own)
     try:
         import uvloop
     except ImportError:
@@ -447,7 +451,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # gives up at once instead of restarting it.
     failed = 1 if args.worker is None else EXIT_START
     try:
-        runner(_run(settings, args, salt))
+        runner(_run(settings, args, handed))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         return _fail_config(args.config, err)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:

@@ -9,9 +9,9 @@ the others once its admin listener accepts — (each binds the public port with
 ``SO_REUSEPORT``; the kernel spreads connections), restarts a
 worker that exits unexpectedly, forwards SIGTERM/SIGINT (graceful stop) and
 SIGHUP (reload), and clears a worker's live gauges from the metrics files when it
-exits (its counters stay: ``/metrics`` adds up every worker's). It holds the day's
-cookieless salt and hands it to each worker it starts (``gateway/daysalt.py``), so
-every worker keys a cookieless visitor alike, a restarted one too. Worker 0 alone
+exits (its counters stay: ``/metrics`` adds up every worker's). It draws each day's
+cookieless salt and writes it to every worker (``gateway/daysalt.py``), so every worker
+keys a cookieless visitor alike, a restarted one too. Worker 0 alone
 runs the admin listener and the background tasks: they need one owner, and
 worker 0 is restarted like any other.
 
@@ -92,8 +92,10 @@ class Supervisor:
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = asyncio.Event()
         self.failed = False
-        self.salt = DaySalt(shared=True)
-        """The cookieless salt every worker starts from (each moves to the next day alike)."""
+        self.salt = DaySalt()
+        """The cookieless salt of the day, which every worker keys with."""
+        self.salt_pipes: dict[int, int] = {}
+        """Worker index → the pipe it reads each day's salt from (its write end)."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -116,29 +118,57 @@ class Supervisor:
                     proc.kill()
         codes = [task.result() for task in done] + list(await asyncio.gather(*pending))
         days.cancel()
+        for index in list(self.salt_pipes):
+            self._close_salt_pipe(index)
         return 1 if self.failed or any(codes) else 0
 
     async def _next_days(self) -> None:
-        """At each UTC midnight, move the salt to the new day: the supervisor keeps no old one."""
+        """At each UTC midnight, a new salt for the new day, written to every worker; the old
+        one is dropped."""
         while True:
             now = datetime.now(UTC)
             midnight = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
-            await asyncio.sleep((midnight - now).total_seconds() + 1)
-            self.salt.on(datetime.now(UTC).date())
+            await asyncio.sleep((midnight - now).total_seconds() + 0.01)
+            self.new_day()
+
+    def new_day(self) -> None:
+        """If the UTC day changed: draw its salt and write it to every worker."""
+        if self.salt.day == datetime.now(UTC).date():
+            return
+        record = self.salt.record()
+        for index, fd in list(self.salt_pipes.items()):
+            try:
+                os.write(fd, record)  # 40 bytes, non-blocking: whole, or the pipe is full or gone
+            except OSError as err:
+                log.error("worker %d did not take the new day's salt (%s)", index, err)
+
+    def _close_salt_pipe(self, index: int) -> None:
+        fd = self.salt_pipes.pop(index, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
-        """Start worker ``index``, the day's salt in a pipe it reads at start."""
+        """Start worker ``index``, the day's salt already in the pipe it reads each day's from."""
         read_end, write_end = os.pipe()
+        written = self.salt.record()
         try:
-            os.write(write_end, self.salt.encode())  # 40 bytes: within any pipe's buffer
-        finally:
-            os.close(write_end)
-        try:
-            return await asyncio.create_subprocess_exec(
+            os.write(write_end, written)  # 40 bytes: within any pipe's buffer
+            os.set_blocking(write_end, False)
+            proc = await asyncio.create_subprocess_exec(
                 *self.argv(index), env={**self.env, SALT_FD_ENV: str(read_end)}, pass_fds=(read_end,)
             )
+        except BaseException:
+            os.close(write_end)
+            raise
         finally:
             os.close(read_end)
+        self._close_salt_pipe(index)  # a predecessor's
+        self.salt_pipes[index] = write_end
+        if (now := self.salt.record()) != written:  # midnight passed while it started
+            with contextlib.suppress(OSError):
+                os.write(write_end, now)
+        return proc
 
     async def _first_up(self) -> None:
         """Wait until worker 0 accepts on ``first_ready`` (or the supervisor is stopping)."""
@@ -185,6 +215,7 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
+            self._close_salt_pipe(index)
             if metrics := self.env.get(MULTIPROCESS_ENV):
                 mark_process_dead(proc.pid, metrics)  # its queue and lag are no longer live
             if self.stopping.is_set():

@@ -4,7 +4,9 @@ only daily counts."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from addons.campaign import Campaign
 from addons.identity import Identity, cookie_value, new_visitor_id
 from gateway.config import ConfigError
-from gateway.daysalt import DaySalt
+from gateway.daysalt import SALT_FD_ENV, DaySalt, HandedSalt
 from gateway.events import DailyCount, Touchpoint
 from gateway.pipeline import Context, Exchange, ResponseView
 from tests.addons.conftest import FIXED_TS, configured, context, exchange
@@ -70,35 +72,67 @@ def test_cookieless_salt_is_per_process_not_derived_from_the_secret() -> None:
 
 
 def test_workers_of_one_supervisor_key_a_visitor_alike_every_day() -> None:
-    """A supervisor's workers start from the salt it hands over and move to each new day by
-    the same one-way step: a visitor whose requests reach two workers is one visitor, today
-    and tomorrow. A reload (a new chain, the process's salt) keeps the day's keys."""
-    supervisor = DaySalt(shared=True)
-    handed = supervisor.encode()
+    """A supervisor's workers key with the salt it writes them: a visitor whose requests reach
+    two workers is one visitor. Each day's salt is drawn anew (a salt read from memory tells
+    nothing of another day's); a worker keys with the day before's until the new one arrives.
+    A reload (a new chain, the process's salt) keeps the day's keys."""
+    supervisor = DaySalt()
+    first = supervisor.record()
     toml = '[identity]\nmode = "cookieless"\n'
     workers = []
     for _ in range(3):
-        ctx = dataclasses.replace(context(toml), salt=DaySalt.decode(handed))
-        workers.append(configured(Identity, ctx=ctx))
+        salt = DaySalt(handed=True)
+        salt.take(first)
+        workers.append(configured(Identity, ctx=dataclasses.replace(context(toml), salt=salt)))
     reloaded = configured(Identity, ctx=dataclasses.replace(context(toml), salt=workers[0].salt))
     hours = (datetime.now(UTC) - FIXED_TS).total_seconds() / 3600  # today: the day handed over
     today = {cookieless_key(w, hours) for w in [*workers, reloaded]}
     assert len(today) == 1
-    # One worker steps through tomorrow, another jumps straight to the day after.
-    tomorrow = cookieless_key(workers[0], hours + 24)
-    assert tomorrow not in today and cookieless_key(workers[1], hours + 24) == tomorrow
-    assert cookieless_key(workers[0], hours + 48) == cookieless_key(workers[2], hours + 48)
-    # A worker started then by the supervisor, which moved on at midnight too, agrees.
-    supervisor.on(supervisor.day + timedelta(days=2))  # type: ignore[operator]
-    later = configured(
-        Identity, ctx=dataclasses.replace(context(toml), salt=DaySalt.decode(supervisor.encode()))
-    )
-    assert later.salt.day == supervisor.day and later.salt.salt == workers[2].salt.salt
+    # Past midnight, before the supervisor's new salt arrives: the day before's, still alike.
+    assert {cookieless_key(w, hours + 24) for w in workers} == today
+    old = supervisor.salt
+    supervisor.on(supervisor.day + timedelta(days=1))  # type: ignore[operator]
+    assert supervisor.salt != old
+    twin = DaySalt(supervisor.day - timedelta(days=1), old)  # type: ignore[operator]
+    assert twin.on(supervisor.day) != supervisor.salt  # type: ignore[arg-type]  # drawn, not derived
+    second = supervisor.day.toordinal().to_bytes(8, "big") + supervisor.salt  # type: ignore[union-attr]
+    for worker in workers:
+        worker.salt.take(second)
+    tomorrow = {cookieless_key(w, hours + 24) for w in workers}
+    assert len(tomorrow) == 1 and tomorrow != today
+    workers[0].salt.take(first)  # a day before the current one changes nothing
+    assert cookieless_key(workers[0], hours + 24) in tomorrow
 
 
 def test_a_salt_handed_over_is_read_whole_or_refused() -> None:
     with pytest.raises(ValueError, match="expected 40 bytes of salt, got 39"):
-        DaySalt.decode(DaySalt(shared=True).encode()[:-1])
+        DaySalt(handed=True).take(DaySalt().record()[:-1])
+
+
+async def test_a_worker_takes_each_new_days_salt_from_its_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    supervisor = DaySalt()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # as the supervisor's
+    os.write(write_end, supervisor.record())
+    monkeypatch.setenv(SALT_FD_ENV, str(read_end))
+    handed = await asyncio.to_thread(HandedSalt.from_environ)  # before its loop runs, in a worker
+    assert handed is not None and SALT_FD_ENV not in os.environ
+    assert (handed.salt.day, handed.salt.salt) == (supervisor.day, supervisor.salt)
+    loop = asyncio.get_running_loop()
+    handed.follow(loop)
+    supervisor.on(supervisor.day + timedelta(days=1))  # type: ignore[operator]
+    record = supervisor.day.toordinal().to_bytes(8, "big") + supervisor.salt  # type: ignore[union-attr]
+    os.write(write_end, record[:10])  # a record may come in pieces
+    await asyncio.sleep(0.05)
+    os.write(write_end, record[10:])
+    async with asyncio.timeout(5):
+        while handed.salt.salt != supervisor.salt:
+            await asyncio.sleep(0.01)
+    assert handed.salt.day == supervisor.day
+    os.close(write_end)  # the supervisor is gone
+    async with asyncio.timeout(5):
+        while handed.fd != -1:
+            await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import sqlite3
 import time
 import types
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +20,7 @@ from gateway import server
 from gateway.creators import CreatorRegistry
 from gateway.events import CreatorStanding, Erasure, iso
 from gateway.ids import uuid7
+from gateway.supervisor import Supervisor
 from storage.queries import Reader
 from tests.conftest import TOKEN, make_settings
 from tests.gatewayproc import GatewayProcess, children
@@ -486,3 +487,29 @@ async def test_an_erasure_stored_while_the_follower_is_down_is_still_told(
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
         await gw.store.close()
+
+
+def test_the_supervisor_writes_each_new_days_salt_to_every_worker() -> None:
+    """At midnight the supervisor draws the new day's salt and writes it to every worker's pipe
+    (a worker gone by then costs a log line, not the others' salt)."""
+    supervisor = Supervisor(2, lambda index: [], {}, 1.0)
+    pipes = [os.pipe() for _ in range(3)]
+    for index, (_, write_end) in enumerate(pipes):
+        os.set_blocking(write_end, False)
+        supervisor.salt_pipes[index] = write_end
+    os.close(pipes[2][0])  # that worker is gone
+    supervisor.salt.record()
+    old = supervisor.salt.salt
+    supervisor.new_day()
+    assert all(os.get_blocking(r) for r, _ in pipes[:2]) and supervisor.salt.salt == old  # same day: nothing
+    supervisor.salt.day = date.fromordinal(supervisor.salt.day.toordinal() - 1)  # type: ignore[union-attr]
+    supervisor.new_day()
+    assert supervisor.salt.salt != old and supervisor.salt.day == datetime.now(UTC).date()
+    for read_end, _ in pipes[:2]:
+        os.set_blocking(read_end, False)
+        record = os.read(read_end, 100)
+        assert record == supervisor.salt.day.toordinal().to_bytes(8, "big") + supervisor.salt.salt
+        os.close(read_end)
+    for index in range(3):
+        supervisor._close_salt_pipe(index)
+    assert supervisor.salt_pipes == {}
