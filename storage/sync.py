@@ -188,10 +188,11 @@ class Sync:
                     elif isinstance(err, central.PG_ERRORS):
                         log.warning("central sync failed (%s); retrying in %.1f s", _brief(err), delay)
                     elif isinstance(err, ValueError) and conn is None:  # from asyncpg's DSN parser
+                        # Its message quotes the URL, password included: only the kind is logged.
                         log.warning(
                             "central sync cannot connect: central.url is not a PostgreSQL DSN it can"
-                            " read (%s); retrying in %.1f s",
-                            _brief(err),
+                            " read (%s; `gateway check` says what is wrong); retrying in %.1f s",
+                            type(err).__name__,
                             delay,
                         )
                     else:
