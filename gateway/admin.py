@@ -363,7 +363,7 @@ async def erase(request: web.Request) -> web.Response:
         event_id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
         ts=iso(now),
         node=settings.node,
-        also=request.app[KEYS_KEY].user_keys(user_id)[1:],
+        also=request.app[KEYS_KEY].user_keys(user_id, settings.lowercases_user_ids)[1:],
     )
     # Not the key: under user_id_storage = "plain" it is the raw ID, which the log must not keep.
     log.info("erased a user (erasure %s): %s", erasure.id, erasure.counts)

@@ -77,6 +77,12 @@ class Settings:
         path = Path(self.options.storage.path)
         return path if path.is_absolute() else self.base_dir / path
 
+    @property
+    def lowercases_user_ids(self) -> bool:
+        """Whether an identity rule lower-cases the user IDs it reads (``lowercase``): an
+        erasure then looks for the lower-cased ID's rows too."""
+        return any(rule.lowercase for rule in self.options.identity.rules)
+
 
 def _msgspec_problem(
     section: str, err: msgspec.ValidationError, struct: type | None = None, data: Any = None

@@ -120,15 +120,17 @@ class Keys:
             return _PLAIN + user_id
         return self._user_mac.digest(user_id.encode()).hex()[:32]
 
-    def user_keys(self, user_id: str) -> list[str]:
+    def user_keys(self, user_id: str, lowercased: bool = False) -> list[str]:
         """Every form ``user_id`` may be stored under: this mode's key first, then the other
         modes' (``identity.user_id_storage`` may have changed since rows were written; an
-        erasure must find them all)."""
+        erasure must find them all); with ``lowercased`` (an identity rule lower-cases the IDs
+        it reads), those of the lower-cased ID too."""
         keys = [self.user_key(user_id)]
-        for mode in USER_KEY_MODES:
-            key = replace(self, user_mode=mode).user_key(user_id)
-            if key not in keys:
-                keys.append(key)
+        for form in dict.fromkeys([user_id, user_id.lower() if lowercased else user_id]):
+            for mode in USER_KEY_MODES:
+                key = replace(self, user_mode=mode).user_key(form)
+                if key not in keys:
+                    keys.append(key)
         return keys
 
     def recover_user_id(self, user_key: str) -> str | None:

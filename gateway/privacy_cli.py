@@ -71,7 +71,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if isinstance(settings, int):
         return settings
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
-    key, *also = keys.user_keys(user_id)
+    key, *also = keys.user_keys(user_id, settings.lowercases_user_ids)
     now = datetime.now(UTC)
     try:
         erasure = asyncio.run(

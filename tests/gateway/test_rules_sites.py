@@ -362,6 +362,13 @@ async def test_an_email_typed_with_capitals_is_the_same_user_with_lowercase(
     # The signup's conversion on the same request is the user's.
     user = await rows(gw, "SELECT name, user_key, value, currency FROM conversions")
     assert user == [("signup", gw.gateway.keys.user_key("ada@example.com"), 5.0, "EUR")]
+    # An erasure asked for as the person types their address finds them: a rule lower-cases.
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with gw.session.delete(gw.admin_url + "/api/users/Ada@Example.COM", headers=auth) as resp:
+        assert resp.status == 200
+        erased = (await resp.json())["erased"]
+    assert (erased["identities"], erased["conversions"]) == (2, 1)
+    assert await rows(gw, "SELECT count(*) FROM identities") == [(0,)]
 
 
 async def test_graphql_only_the_named_operation_binds_or_converts(
