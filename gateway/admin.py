@@ -274,13 +274,16 @@ def report_zone_of(request: web.Request) -> tzinfo:
     return request.app[SETTINGS_KEY].report_zone
 
 
-def span(q: Mapping[str, str], zone: tzinfo) -> tuple[str | None, str | None]:
+def span(
+    q: Mapping[str, str], zone: tzinfo, names: tuple[str, str] = ("since", "until")
+) -> tuple[str | None, str | None]:
     """Optional ``since`` and ``until`` of a listing, each in range and in order (as a report's;
-    ``parse_time``'s canonical UTC text sorts in time order)."""
-    since = parse_time("since", q["since"], zone) if "since" in q else None
-    until = parse_time("until", q["until"], zone) if "until" in q else None
+    ``parse_time``'s canonical UTC text sorts in time order); a problem names them as
+    ``names`` spell them (``gateway report --fraud``: ``--since``)."""
+    since = parse_time(names[0], q["since"], zone) if "since" in q else None
+    until = parse_time(names[1], q["until"], zone) if "until" in q else None
     if since is not None and until is not None:
-        in_order(since, until)
+        in_order(since, until, names)
     return since, until
 
 

@@ -14,7 +14,7 @@ import sqlite3
 import sys
 
 from gateway import reporting
-from gateway.admin import ApiError, in_order, parse_time
+from gateway.admin import ApiError, span
 from gateway.attribution import MODELS, Attribution
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.openapi_reports import GROUP_BY
@@ -146,12 +146,10 @@ FraudQuery = tuple[str | None, str | None, str]
 
 def _fraud_query(args: argparse.Namespace, settings: Settings) -> FraudQuery:
     _taken(args)
-    zone = settings.report_zone
+    ends = (("since", args.since), ("until", args.until))
+    given = {name: value for name, value in ends if value is not None}
     try:
-        since = None if args.since is None else parse_time("--since", args.since, zone)
-        until = None if args.until is None else parse_time("--until", args.until, zone)
-        if since is not None and until is not None:
-            in_order(since, until, ("--since", "--until"))
+        since, until = span(given, settings.report_zone, ("--since", "--until"))
     except ApiError as err:
         raise ValueError(err.message) from None
     return since, until, args.group_by or "creator_id"
