@@ -38,6 +38,7 @@ from addons.signals import (
     is_prefetch,
 )
 from addons.velocity import DistinctSources, HeldItems, Lru, WindowCounter
+from gateway.channels import SHARED_CLICK_IDS
 from gateway.creators import CreatorRegistry
 from gateway.events import VERDICTS, Touchpoint, VerdictChange, iso
 from gateway.ids import Uuid7
@@ -311,7 +312,7 @@ class Bots:
             # The burst's earlier clicks were part of it too: re-score those still in the window.
             held = self.creator_touches.take((creator, ip))
             self._rescore(ex, [t for t in held if now - t.at < opts.window_seconds], ["creator_ip_velocity"])
-        if touchpoint.click_id is not None:
+        if touchpoint.click_id is not None and touchpoint.click_id_kind not in SHARED_CLICK_IDS:
             click = (touchpoint.click_id_kind, touchpoint.click_id)
             many = self.click_ips.add(click, ip, now) > opts.max_click_id_sources
             if ex.visitor is not None:

@@ -78,6 +78,9 @@ _GOOGLE_ADS = frozenset({"gclid", "gbraid", "wbraid"})
 _SOCIAL_CLICKS = frozenset({"fbclid", "twclid", "ttclid", "li_fat_id"})
 _ADS_ONLY_SOCIAL_CLICKS = frozenset({"ttclid", "li_fat_id"})
 """Social click IDs only ads carry; fbclid and twclid also decorate organic shares."""
+SHARED_CLICK_IDS = frozenset({"mc_cid"})
+"""Click-ID parameters that name a campaign, not a click: every recipient of a Mailchimp
+newsletter carries the same ``mc_cid``, so its reuse is no sign of fraud."""
 
 
 @dataclass(frozen=True, slots=True)

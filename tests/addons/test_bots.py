@@ -327,6 +327,16 @@ async def test_click_id_reused_from_many_ips_is_flagged() -> None:
     assert reasons[3] == ["click_id_reuse"] and reasons[4] == ["click_id_reuse"]
 
 
+async def test_a_newsletters_campaign_id_is_no_reused_click() -> None:
+    """Every reader of a Mailchimp newsletter carries its one ``mc_cid``: the sixth reader's
+    click is as good as the first (it was flagged ``review`` and lost its credit)."""
+    pipe = pipeline()
+    for n in range(6):
+        ex = await run(pipe, request(f"/?mc_cid=0a1b2c3d4e&mc_eid=u{n}", ip=f"192.0.2.{n}"))
+        tp = touchpoint(ex)
+        assert (tp.click_id_kind, tp.reasons, tp.verdict) == ("mc_cid", [], "allow")
+
+
 async def test_ip_and_visitor_velocity() -> None:
     pipe = pipeline("[bots]\nmax_per_ip = 5\nmax_per_visitor = 3\n")
     first = await run(pipe, request("/"))  # a page load: counted, not recorded
