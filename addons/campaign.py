@@ -142,7 +142,13 @@ class Campaign:
                 if slot == "source" and self.allowed_sources and value not in self.allowed_sources:
                     self._drop("source_not_allowed")
                     continue
-            if len(raw_params) < MAX_RAW_PARAMS and key.isprintable() and len(key) <= 64:
+            # A repeated key: the first valid value is the one stored, in raw_params as in its slot.
+            if (
+                key not in raw_params
+                and len(raw_params) < MAX_RAW_PARAMS
+                and key.isprintable()
+                and len(key) <= 64
+            ):
                 raw_params[key] = value
             if slot == "extra":
                 continue

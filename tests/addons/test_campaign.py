@@ -64,6 +64,24 @@ def test_parameter_names_are_case_insensitive() -> None:
 
 
 @pytest.mark.parametrize(
+    ("query", "source"),
+    [
+        ("utm_source=a&utm_source=b", "a"),
+        ("utm_source=a&UTM_SOURCE=b&Utm_Source=c", "a"),
+        ("utm_source=&utm_source=b", "b"),  # an empty value is no value
+        ("utm_source=%FF&utm_source=b", "b"),  # nor is a dropped one
+    ],
+)
+def test_a_repeated_parameter_the_first_valid_value_wins_everywhere(query: str, source: str) -> None:
+    """The stored field and the raw params agree on it (raw_params kept the last one)."""
+    ex, _ = run(f"/?{query}&gclid=g1&gclid=g2")
+    [tp] = ex.events
+    assert (tp.source, tp.raw_params["utm_source"]) == (source, source)
+    assert (tp.click_id, tp.raw_params["gclid"]) == ("g1", "g1")
+    assert ex.upstream_query == ""
+
+
+@pytest.mark.parametrize(
     ("query", "reason"),
     [
         ("utm_source=" + "a" * 201, "too_long"),
