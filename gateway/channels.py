@@ -75,9 +75,10 @@ _AFFILIATE = frozenset({"affiliate", "affiliates", "partner", "partners", "partn
 _INFLUENCER = frozenset({"influencer", "influencers", "creator", "creators"})
 _REFERRAL = frozenset({"referral", "app", "link"})
 _GOOGLE_ADS = frozenset({"gclid", "gbraid", "wbraid"})
-_SOCIAL_CLICKS = frozenset({"fbclid", "twclid", "ttclid", "li_fat_id"})
-_ADS_ONLY_SOCIAL_CLICKS = frozenset({"ttclid", "li_fat_id"})
-"""Social click IDs only ads carry; fbclid and twclid also decorate organic shares."""
+_ADS_ONLY_SOCIAL_CLICKS = frozenset({"ttclid", "li_fat_id", "sccid", "epik", "rdt_cid", "qclid"})
+"""Social click IDs only ads carry (TikTok, LinkedIn, Snapchat, Pinterest, Reddit, Quora);
+fbclid and twclid also decorate organic shares."""
+_SOCIAL_CLICKS = _ADS_ONLY_SOCIAL_CLICKS | {"fbclid", "twclid"}
 SHARED_CLICK_IDS = frozenset({"mc_cid"})
 """Click-ID parameters that name a campaign, not a click: every recipient of a Mailchimp
 newsletter carries the same ``mc_cid``, so its reuse is no sign of fraud."""
@@ -285,6 +286,8 @@ class Channels:
             return ORGANIC_SOCIAL
         if kind == "mc_cid":  # Mailchimp campaign links
             return EMAIL
+        if kind == "irclickid":  # Impact, an affiliate network
+            return AFFILIATES
         return None
 
     def _by_params(self, source: str, medium: str, source_class: str | None) -> str | None:

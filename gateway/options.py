@@ -99,6 +99,11 @@ class CampaignOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only
         "li_fat_id",
         "twclid",
         "yclid",
+        "sccid",
+        "epik",
+        "rdt_cid",
+        "qclid",
+        "irclickid",
         "mc_cid",
     )
     """Ad click-ID parameter names, in precedence order."""

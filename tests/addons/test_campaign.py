@@ -317,3 +317,21 @@ def test_remembered_channels_are_bounded() -> None:
         campaign.request(ex)
         assert ex.events[0].channel == "Email"
     assert 0 < len(campaign._channels) <= CHANNEL_CACHE
+
+
+@pytest.mark.parametrize(
+    ("query", "kind", "channel"),
+    [
+        ("ScCid=snap-1", "sccid", "Paid Social"),  # Snapchat spells it in mixed case
+        ("epik=dj0yJnU9", "epik", "Paid Social"),  # Pinterest
+        ("rdt_cid=t2_abc", "rdt_cid", "Paid Social"),  # Reddit
+        ("qclid=q-1", "qclid", "Paid Social"),  # Quora
+        ("irclickid=xyz", "irclickid", "Affiliates"),  # Impact
+        ("fbclid=IwAR1", "fbclid", "Organic Social"),  # an organic share carries one too
+    ],
+)
+def test_todays_ad_platforms_click_ids_are_captured_and_stripped(query: str, kind: str, channel: str) -> None:
+    ex, _ = run(f"/p?a=1&{query}")
+    [tp] = ex.events
+    assert (tp.click_id_kind, tp.click_id, tp.channel) == (kind, query.partition("=")[2], channel)
+    assert ex.upstream_query == "a=1"

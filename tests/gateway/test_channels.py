@@ -44,6 +44,15 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(click_id_kind="ttclid"), "Paid Social"),
         (Signals(click_id_kind="li_fat_id", medium="social"), "Organic Social"),
         (Signals(click_id_kind="mc_cid"), "Email"),
+        (Signals(click_id_kind="sccid"), "Paid Social"),  # Snapchat's ScCid, stored lower-cased
+        (Signals(click_id_kind="ScCid"), "Paid Social"),
+        (Signals(click_id_kind="epik"), "Paid Social"),  # Pinterest
+        (Signals(click_id_kind="rdt_cid"), "Paid Social"),  # Reddit
+        (Signals(click_id_kind="qclid"), "Paid Social"),  # Quora
+        (Signals(click_id_kind="epik", source="pinterest", medium="social"), "Organic Social"),
+        (Signals(click_id_kind="irclickid"), "Affiliates"),  # Impact
+        (Signals(click_id_kind="fbclid", source="facebook"), "Organic Social"),  # a share, untagged
+        (Signals(click_id_kind="fbclid", source="ig", medium="paid"), "Paid Social"),
         # medium and source patterns
         (Signals(source="google", medium="cpc"), "Paid Search"),
         (Signals(source="bing", medium="ppc"), "Paid Search"),

@@ -1300,6 +1300,20 @@ async def targets_seen(start_gateway, upstream_server, toml: str, targets: list[
         ("//double//slash/%7e/./../x?y", "//double//slash/%7e/./../x?y"),
         ("/a%2Fb;x=1?q=a+b&&z=%zz&", "/a%2Fb;x=1?q=a+b&&z=%zz&"),
         ("/p?=&==&%", "/p?=&==&%"),
+        # Spellings seen in the wild: every copy and spelling of a tracking pair goes, nothing else.
+        ("/p?UTM_SOURCE=X&Utm_Medium=e&utm%5Fcampaign=c&a=1", "/p?a=1"),
+        ("/p?utm_source=a&k=%2F&utm_source=b&utm_source=", "/p?k=%2F"),
+        ("/p?a=x+y&utm_campaign=a+b%20c&utm_term=a%26b%3Dc&b=%20", "/p?a=x+y&b=%20"),
+        ("/p?utm_id=7&utm_source_platform=x&utm_creative_format=y&utm_marketing_tactic=z&k", "/p?k"),
+        ("/p?ScCid=1&epik=2&rdt_cid=3&qclid=4&irclickid=5&twclid=6&li_fat_id=7&a", "/p?a"),
+        # Other tools' own parameters stay: GA's cross-domain linker, Mailchimp's subscriber ID,
+        # HubSpot's, share IDs, Google's organic srsltid, and generic names sites use themselves.
+        (
+            "/p?_gl=1*1x*_ga*MTA.&_ga=2.1&mc_cid=c&mc_eid=e&_hsenc=p2&_hsmi=9&srsltid=Af&igshid=i"
+            "&si=s&ref=r&via=v&aff_id=3",
+            "/p?_gl=1*1x*_ga*MTA.&_ga=2.1&mc_eid=e&_hsenc=p2&_hsmi=9&srsltid=Af&igshid=i&si=s&ref=r"
+            "&via=v&aff_id=3",
+        ),
     ],
 )
 async def test_target_goes_upstream_byte_for_byte(
