@@ -1,13 +1,13 @@
 """Channels: the marketing channel a touchpoint came through, from ordered rules.
 
-Reads the shipped referrer table (``gateway/data/referrers.toml``: hosts and site names →
-search, social, email, video, ai, shopping or payment) and ``[channels]``, which extends
-it and adds rules. Owns the channel names (the industry's default channel grouping, plus
-AI Assistants), the rule order, and the answer to "should this referrer start a
-touchpoint at all?" — a self-referral or a return from a payment gateway must not, or
-checkout would steal the credit. Registrable domains come from ``tldextract`` with its
-bundled suffix list (never fetched). Lookups are cached per host: this runs on the
-request path.
+Reads the shipped referrer table (``gateway/data/referrers.toml``: hosts, site names and
+Android package names → search, social, email, video, ai, shopping, referral, payment or
+login) and ``[channels]``, which extends it and adds rules. Owns the channel names (the
+industry's default channel grouping, plus AI Assistants), the rule order, and the answer to
+"should this referrer start a touchpoint at all?" — a self-referral or a return from a
+payment gateway or a sign-in provider must not, or checkout and login would steal the
+credit. Registrable domains come from ``tldextract`` with its bundled suffix list (never
+fetched). Lookups are cached per host: this runs on the request path.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DIRECT = "Direct"
 DISPLAY = "Display"
 EMAIL = "Email"
 INTERNAL = "Internal"
-"""A self-referral or a payment-gateway return: the visit goes on; attribution skips it."""
+"""A self-referral, a payment-gateway or sign-in return: the visit goes on; attribution skips it."""
 MOBILE_PUSH = "Mobile Push Notifications"
 ORGANIC_SEARCH = "Organic Search"
 ORGANIC_SHOPPING = "Organic Shopping"
@@ -48,8 +48,10 @@ REFERRAL = "Referral"
 SMS = "SMS"
 UNASSIGNED = "Unassigned"
 
-CLASSES = ("search", "social", "email", "video", "ai", "shopping", "payment")
-"""Referrer classes of the shipped table and of ``channels.referrers``."""
+CLASSES = ("search", "social", "email", "video", "ai", "shopping", "referral", "payment", "login")
+"""Referrer classes of the shipped table and of ``channels.referrers``: ``referral`` pins a host
+to Referral (``news.google.com`` is no search engine); returns from ``payment`` and ``login``
+(sign-in providers) continue the visit."""
 CLASS_CHANNEL = {
     "search": ORGANIC_SEARCH,
     "social": ORGANIC_SOCIAL,
@@ -57,7 +59,9 @@ CLASS_CHANNEL = {
     "video": ORGANIC_VIDEO,
     "ai": AI_ASSISTANTS,
     "shopping": ORGANIC_SHOPPING,
+    "referral": REFERRAL,
     "payment": INTERNAL,
+    "login": INTERNAL,
 }
 PAID_BY_CLASS = {"social": PAID_SOCIAL, "video": PAID_VIDEO, "shopping": PAID_SHOPPING, "search": PAID_SEARCH}
 
@@ -74,6 +78,8 @@ _EMAIL = re.compile(r"e[-_ ]?mail|newsletter")
 _AFFILIATE = frozenset({"affiliate", "affiliates", "partner", "partners", "partnership"})
 _INFLUENCER = frozenset({"influencer", "influencers", "creator", "creators"})
 _REFERRAL = frozenset({"referral", "app", "link"})
+_WEBMAIL = frozenset({"mail", "webmail", "email"})
+"""First labels of a webmail host, under a site's domain (not ``mail.ru``, a site itself)."""
 _GOOGLE_ADS = frozenset({"gclid", "gbraid", "wbraid"})
 _ADS_ONLY_SOCIAL_CLICKS = frozenset({"ttclid", "li_fat_id", "sccid", "epik", "rdt_cid", "qclid"})
 """Social click IDs only ads carry (TikTok, LinkedIn, Snapchat, Pinterest, Reddit, Quora);
@@ -204,15 +210,29 @@ class Channels:
         return self._extract(host).top_domain_under_public_suffix or host
 
     def _referrer(self, host: str) -> tuple[str, str] | None:
-        """(class, name) of a referrer host: the longest host key, else the site's name."""
+        """(class, name) of a referrer host: the longest host key, else a webmail host, else the
+        site's name. A host under no public suffix may be an Android app's package name (the
+        ``android-app://com.facebook.katana`` referrer): it is looked up reversed too."""
         host = host.lower().rstrip(".")
+        found = self._by_host(host)
+        if found is None:
+            labels = host.split(".")
+            if not self._extract(host).suffix and len(labels) > 1:
+                found = self._by_host(".".join(reversed(labels)))
+        return found
+
+    def _by_host(self, host: str) -> tuple[str, str] | None:
         labels = host.split(".")
         for i in range(len(labels) - 1):
             found = self.table.hosts.get(".".join(labels[i:]))
             if found is not None:
                 return found
         parts = self._extract(host)
-        return self.table.names.get(parts.domain) if parts.suffix else None
+        if not parts.suffix:
+            return None
+        if labels[0] in _WEBMAIL and parts.subdomain:  # mail.naver.com, webmail.ionos.de
+            return "email", host
+        return self.table.names.get(parts.domain)
 
     def source_class(self, source: str) -> str | None:
         """The class a ``utm_source`` value names (``google``, ``ig``, ``chatgpt.com``), if any."""
@@ -232,12 +252,13 @@ class Channels:
     def starts_touchpoint(self, referrer_host: str, site_host: str | None = None) -> bool:
         """Should a landing from this referrer, with no campaign parameters, be a touchpoint?
 
-        No for self-referrals and payment-gateway returns: the return from checkout continues
-        the visitor's session and must not steal the credit from what brought them."""
+        No for self-referrals, payment-gateway and sign-in returns: the return from checkout or
+        from "Sign in with Google" continues the visitor's session and must not steal the
+        credit from what brought them."""
         if self.is_own(referrer_host, site_host):
             return False
         found = self.referrer(referrer_host)
-        return found is None or found[0] != "payment"
+        return found is None or CLASS_CHANNEL[found[0]] != INTERNAL
 
     def classify(self, s: Signals, site_host: str | None = None) -> str:
         """The channel, by the first rule that decides: operator rules, click IDs, medium and

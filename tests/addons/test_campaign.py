@@ -254,6 +254,16 @@ def test_hostname(host: str, expected: str) -> None:
         ("/a", {**DOCUMENT, "Referer": "https://www.google.de/"}, "Organic Search"),
         ("/a", {**DOCUMENT, "Referer": "https://perplexity.ai/search/x"}, "AI Assistants"),
         ("/a", {**DOCUMENT, "Referer": "https://news.example/"}, "Referral"),
+        ("/a", {**DOCUMENT, "Referer": "android-app://com.google.android.gm/"}, "Email"),  # Gmail app
+        (
+            "/a",
+            {
+                **DOCUMENT,
+                "Referer": "android-app://com.google.android.googlequicksearchbox/https/www.google.com",
+            },
+            "Organic Search",
+        ),
+        ("/a", {**DOCUMENT, "Referer": "https://news.google.com/"}, "Referral"),
     ],
 )
 def test_touchpoints_carry_their_channel(target: str, headers: dict[str, str], channel: str) -> None:
@@ -271,11 +281,16 @@ def test_touchpoints_carry_their_channel(target: str, headers: dict[str, str], c
         "https://blog.example.com/post",  # same registrable domain as shop.example.com
         "https://www.other-shop.de/",  # channels.own_domains
         "https://acs.pay.example-bank.com/3ds",  # channels.payment_gateways
+        "https://shop.example.com/cart",  # the apex
+        "https://hooks.stripe.com/3d_secure_2/hosted",
+        "https://centinelapi.cardinalcommerce.com/V1/Cruise/TermRedirection",  # 3-D Secure
+        "https://accounts.google.com/",  # "Sign in with Google"
+        "https://appleid.apple.com/",
     ],
 )
 def test_payment_returns_and_self_referrals_record_no_touchpoint(referer: str) -> None:
     toml = '[channels]\nown_domains = ["other-shop.de"]\npayment_gateways = ["pay.example-bank.com"]\n'
-    ex, _ = run("/thank-you", toml, headers={**DOCUMENT, "Referer": referer}, host="shop.example.com")
+    ex, _ = run("/thank-you", toml, headers={**DOCUMENT, "Referer": referer}, host="www.shop.example.com")
     assert ex.events == []
 
 

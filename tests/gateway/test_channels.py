@@ -112,6 +112,40 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(referrer_host="checkout.stripe.com"), "Internal"),
         (Signals(referrer_host="www.paypal.com"), "Internal"),
         (Signals(referrer_host="blog.example.org"), "Referral"),
+        # regional search engines and webmail
+        (Signals(referrer_host="ya.ru"), "Organic Search"),
+        (Signals(referrer_host="yandex.com.tr"), "Organic Search"),
+        (Signals(referrer_host="m.search.naver.com"), "Organic Search"),
+        (Signals(referrer_host="search.seznam.cz"), "Organic Search"),
+        (Signals(referrer_host="email.seznam.cz"), "Email"),  # not Seznam's search
+        (Signals(referrer_host="mail.naver.com"), "Email"),
+        (Signals(referrer_host="webmail.ionos.de"), "Email"),
+        (Signals(referrer_host="email.t-online.de"), "Email"),
+        (Signals(referrer_host="mail.ru"), "Referral"),  # a portal, not a webmail subdomain
+        # Google's sites are not all search
+        (Signals(referrer_host="news.google.com"), "Referral"),
+        (Signals(referrer_host="play.google.com"), "Referral"),
+        (Signals(referrer_host="docs.google.com"), "Referral"),
+        (Signals(referrer_host="accounts.google.com"), "Internal"),  # a sign-in return
+        # Mastodon beyond mastodon.*
+        (Signals(referrer_host="fosstodon.org"), "Organic Social"),
+        (Signals(referrer_host="mstdn.jp"), "Organic Social"),
+        (Signals(referrer_host="www.threads.com"), "Organic Social"),
+        # Android apps: the android-app:// referrer's host is the package name
+        (Signals(referrer_host="com.google.android.gm"), "Email"),
+        (Signals(referrer_host="com.microsoft.office.outlook"), "Email"),
+        (Signals(referrer_host="com.google.android.googlequicksearchbox"), "Organic Search"),
+        (Signals(referrer_host="com.google.android.youtube"), "Organic Video"),
+        (Signals(referrer_host="com.google.android.apps.bard"), "AI Assistants"),
+        (Signals(referrer_host="com.google.android.apps.magazines"), "Referral"),
+        (Signals(referrer_host="com.facebook.katana"), "Organic Social"),  # looked up reversed
+        (Signals(referrer_host="org.telegram.messenger"), "Organic Social"),
+        (Signals(referrer_host="com.reddit.frontpage"), "Organic Social"),
+        (Signals(referrer_host="jp.naver.line.android"), "Organic Social"),  # LINE, not Naver search
+        (Signals(referrer_host="com.openai.chatgpt"), "AI Assistants"),
+        (Signals(referrer_host="ai.perplexity.app.android"), "AI Assistants"),
+        (Signals(referrer_host="com.example.reader"), "Referral"),
+        (Signals(referrer_host="blog.google.example.org"), "Referral"),  # no reversal for web hosts
         (Signals(referrer_host="google.example.org"), "Referral"),  # "google" is not the site's name
         (Signals(campaign="spring", referrer_host="www.bing.com"), "Organic Search"),
         (Signals(campaign="spring"), "Unassigned"),
@@ -144,6 +178,26 @@ def test_shipped_table_is_valid_and_covers_every_class() -> None:
         ("other-shop.myshopify.com", "my-shop.myshopify.com", True),  # a private suffix
         ("someone.github.io", "me.github.io", True),
         ("docs.me.github.io", "me.github.io", False),
+        ("shop.com", "www.shop.com", False),  # apex, www and subdomains are one site
+        ("www.shop.com", "shop.com", False),
+        ("checkout.shop.com", "www.shop.com", False),
+        ("www.shop.co.uk", "www.shop.com", True),  # another registrable domain
+        ("hooks.stripe.com", "shop.example.com", False),  # Stripe's 3-D Secure return
+        ("link.com", "shop.example.com", False),  # Stripe Link
+        ("www.sandbox.paypal.com", "shop.example.com", False),
+        ("checkoutshopper-live.adyen.com", "shop.example.com", False),
+        ("pay.klarna.com", "shop.example.com", False),
+        ("www.mollie.com", "shop.example.com", False),
+        ("centinelapi.cardinalcommerce.com", "shop.example.com", False),  # 3-D Secure
+        ("secure5.arcot.com", "shop.example.com", False),
+        ("ds1.wlp-acs.com", "shop.example.com", False),
+        ("checkout.trustly.com", "shop.example.com", False),
+        ("sis.redsys.es", "shop.example.com", False),
+        ("accounts.google.com", "shop.example.com", False),  # "Sign in with Google"
+        ("appleid.apple.com", "shop.example.com", False),
+        ("login.microsoftonline.com", "shop.example.com", False),
+        ("acme.eu.auth0.com", "shop.example.com", False),
+        ("news.google.com", "shop.example.com", True),
     ],
 )
 def test_which_referrers_start_a_touchpoint(referrer: str, site: str, starts: bool) -> None:
@@ -162,8 +216,15 @@ def test_operator_extends_the_table() -> None:
         "search.example.net" = "search/Example Search"
         "intranet-mail" = "email"
         "t.co" = "ai"
+        "news.google.com" = "search"
+        "blog.example.org" = "referral"
+        "sso.example-idp.com" = "login"
+        "com.example.reader" = "social/Example Reader"
         """
     )
+    assert ch.classify(Signals(referrer_host="news.google.com")) == "Organic Search"
+    assert ch.classify(Signals(referrer_host="com.example.reader")) == "Organic Social"
+    assert not ch.starts_touchpoint("sso.example-idp.com", "shop.example.com")
     assert ch.classify(Signals(referrer_host="eu.search.example.net")) == "Organic Search"
     assert ch.referrer("search.example.net") == ("search", "Example Search")
     assert ch.classify(Signals(referrer_host="intranet-mail.co.jp")) == "Email"
