@@ -478,11 +478,20 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     from gateway import progress  # tqdm: the commands' only, loaded off the event loop
 
     shown = not args.no_progress and progress.on_a_terminal()  # a million channels took 45 s
+    done = Reclassified()
     try:
-        done = asyncio.run(_reclassify(settings, args.batch_size, args.dry_run, shown))
+        asyncio.run(_reclassify(settings, args.batch_size, args.dry_run, shown, done))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: cannot reclassify the store {path}: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Each batch commits on its own: what was done is kept, and a second run goes on.
+        written = "nothing written" if args.dry_run else f"{done.changed} changed and kept"
+        print(
+            f"reclassify: interrupted after {done.seen} touchpoints ({written}); run it again to finish",
+            file=sys.stderr,
+        )
+        return 130
     note = " (dry run: nothing written)" if args.dry_run else ""
     print(f"reclassify: {done.seen} touchpoints, {done.changed} changed{note}")
     for (old, new), count in sorted(done.moves.items(), key=lambda m: (-m[1], str(m[0]))):
@@ -490,7 +499,9 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _reclassify(settings: Settings, batch_size: int, dry_run: bool, shown: bool) -> Reclassified:
+async def _reclassify(
+    settings: Settings, batch_size: int, dry_run: bool, shown: bool, done: Reclassified
+) -> Reclassified:
     from gateway.progress import progress_bar  # loaded already, by cmd_reclassify
     from storage.local import connect
     from storage.migrate import migrate
@@ -509,6 +520,7 @@ async def _reclassify(settings: Settings, batch_size: int, dry_run: bool, shown:
             batch_size=batch_size,
             dry_run=dry_run,
             progress=None if bar is None else bar.update,
+            done=done,
         )
     finally:
         if bar is not None:

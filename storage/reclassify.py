@@ -7,13 +7,15 @@ writing meanwhile. Nothing else is changed; a dry run writes nothing at all.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosqlite
 
-from gateway.channels import Channels, Signals
+from gateway.channels import INTERNAL, Channels, Signals
 
 _FIELDS = ("source", "medium", "campaign", "click_id_kind", "creator_id", "referrer_host")
 
@@ -45,15 +47,19 @@ async def reclassify(
     batch_size: int = 1000,
     dry_run: bool = False,
     progress: Callable[[int], object] | None = None,
+    done: Reclassified | None = None,
 ) -> Reclassified:
     """Classify every stored touchpoint again; update those whose channel changed.
-    ``progress``: called with the number of touchpoints of each batch once it is done.
+    ``progress``: called with the number of touchpoints of each batch once it is done;
+    ``done``: counted into as each batch commits (what an interrupted run got through).
 
-    The site's own host is not stored with a touchpoint, so self-referrals are recognised
-    here through ``channels.own_domains`` only."""
+    The site's own host is not stored with a touchpoint: a touchpoint recorded ``Internal``
+    (a landing from the site's own other host, ``blog.shop.com`` for ``www.shop.com``) keeps
+    its referrer as the site's, or every such landing tagged with a campaign would become a
+    Referral. A rule, a click ID or campaign fields that now place it still do."""
     old = "channel" if await has_channel_column(db) else "NULL"  # a dry run on an old store
     sql = f"SELECT id, {', '.join(_FIELDS)}, {old} FROM touchpoints WHERE id > ? ORDER BY id LIMIT ?"
-    done = Reclassified()
+    done = Reclassified() if done is None else done
     after = ""
     while True:
         async with db.execute(sql, (after, batch_size)) as cursor:
@@ -61,21 +67,26 @@ async def reclassify(
         if not rows:
             return done
         updates = []
+        moves: Counter[tuple[str | None, str]] = Counter()
         for row in rows:
-            new = channels.classify(Signals(*row[1:7]))
+            signals = Signals(*row[1:7])
+            new = channels.classify(signals, signals.referrer_host if row[7] == INTERNAL else None)
             if new != row[7]:
                 updates.append((new, row[0]))
-                done.moves[(row[7], new)] += 1
-        done.seen += len(rows)
-        done.changed += len(updates)
+                moves[(row[7], new)] += 1
         if updates and not dry_run:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 await db.executemany("UPDATE touchpoints SET channel = ? WHERE id = ?", updates)
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                # An interrupt may come as COMMIT ends (it runs on): then there is nothing to undo.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await db.execute("ROLLBACK")
                 raise
+        done.seen += len(rows)
+        done.changed += len(updates)
+        done.moves.update(moves)
         after = rows[-1][0]
         if progress is not None:
             progress(len(rows))

@@ -201,6 +201,76 @@ def test_reclassify_recomputes_channels_after_a_rule_change(tmp_path: Path) -> N
     assert "3 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
 
 
+def test_reclassify_keeps_a_self_referral_internal(tmp_path: Path) -> None:
+    """A campaign-tagged landing from the site's own blog was recorded Internal (the gateway
+    knew the site's host then); reclassify, which does not, turned it into a Referral that
+    took the credit. A new rule still reaches the other touchpoints."""
+    store = tmp_path / "gw.db"
+    _old_store(store)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[storage]\npath = "gw.db"\n')
+    assert gateway("reclassify", "-c", str(cfg)).returncode == 0
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, campaign, referrer_host, landing_path,"
+            " channel) VALUES ('04', '2026-11-01T00:00:00.000000Z', 'n', 'v', 'x', 'blog.shop.com', '/',"
+            " 'Internal')"
+        )
+    cfg.write_text('[storage]\npath = "gw.db"\n[[channels.rules]]\nchannel = "Newsletter"\nmedium = "email"\n')
+    done = gateway("reclassify", "-c", str(cfg))
+    assert "4 touchpoints, 1 changed" in done.stdout and "Email -> Newsletter: 1" in done.stdout, done.stdout
+    assert _channels(store)[1:] == [("02", "Newsletter"), ("03", "Referral"), ("04", "Internal")]
+
+
+def test_reclassify_can_be_interrupted_and_run_again(tmp_path: Path) -> None:
+    """Ctrl-C: each finished batch is kept, the operator is told so (no traceback, no
+    misleading store error), and the next run finishes the rest."""
+    import signal
+    import time
+
+    store = tmp_path / "gw.db"
+    _old_store(store)
+    with sqlite3.connect(store) as db:
+        db.executemany(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, referrer_host, landing_path)"
+            " VALUES (?, '2026-11-01T00:00:00.000000Z', 'n', 'v', 'www.bing.com', '/')",
+            ((f"1{n:07d}",) for n in range(30_000)),
+        )
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[storage]\npath = "gw.db"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "reclassify", "-c", str(cfg), "--batch-size", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until some batches are written
+        time.sleep(0.05)
+        db = sqlite3.connect(store)
+        try:
+            if db.execute("SELECT count(channel) FROM touchpoints").fetchone()[0] > 10:
+                break
+        except sqlite3.OperationalError:  # not migrated yet: no channel column
+            pass
+        finally:
+            db.close()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "reclassify: interrupted after" in err and "run it again to finish" in err, err
+    assert "Traceback" not in err and "cannot" not in err
+    with sqlite3.connect(store) as db:
+        kept = db.execute("SELECT count(channel) FROM touchpoints").fetchone()[0]
+    assert 0 < kept < 30_003
+    done = gateway("reclassify", "-c", str(cfg))
+    assert f"30003 touchpoints, {30_003 - kept} changed" in done.stdout, (kept, done.stdout)
+    assert "30003 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
+
+
 def test_reclassify_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
     _old_store(tmp_path / "gw.db")
     cfg = tmp_path / "gateway.toml"
