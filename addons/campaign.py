@@ -163,10 +163,10 @@ class Campaign:
         site = hostname(req.host)
         external = referrer_host is not None and referrer_host != site
         values = {slot: value for slot, (_, value) in found.items()}
-        if (
-            values
-            or click
-            or (external and self.record_referrals and req.is_document and self._starts(referrer_host, site))
+        # raw_params holds every valid tracked pair (those of values and click among them, or it is
+        # full): a landing tagged only with utm_id or utm_source_platform is a touchpoint too.
+        if raw_params or (
+            external and self.record_referrals and req.is_document and self._starts(referrer_host, site)
         ):
             self._record(ex, values, click, referrer_host if external else None, raw_params, site)
 

@@ -350,3 +350,19 @@ def test_todays_ad_platforms_click_ids_are_captured_and_stripped(query: str, kin
     [tp] = ex.events
     assert (tp.click_id_kind, tp.click_id, tp.channel) == (kind, query.partition("=")[2], channel)
     assert ex.upstream_query == "a=1"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["utm_id=spring-24", "utm_source_platform=dv360&utm_creative_format=video&utm_marketing_tactic=remarketing"],
+)
+def test_a_landing_tagged_only_with_other_suffixes_is_a_touchpoint(query: str) -> None:
+    """GA4's newer parameters (and a utm_id alone, for campaign data import) were stripped and
+    lost: no touchpoint kept them."""
+    ex, _ = run(f"/p?{query}&a=1")
+    [tp] = ex.events
+    assert tp.raw_params == dict(pair.split("=") for pair in query.split("&"))
+    assert (tp.source, tp.campaign, tp.channel) == (None, None, "Direct")
+    assert ex.upstream_query == "a=1"
+    ex, _ = run(f"/p?{query}", headers={**DOCUMENT, "Referer": "https://www.bing.com/"})
+    assert ex.events[0].channel == "Organic Search"
