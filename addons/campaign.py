@@ -1,7 +1,7 @@
 """Campaign capture: ``c_*`` / ``utm_*`` parameters, ad click IDs and creator IDs → a touchpoint.
 
-Configured by ``[campaign]`` (what to capture) and ``[proxy] strip`` (how the
-parameters leave the URL). Values are normalised (trimmed, source and medium
+Configured by ``[campaign]`` (what to capture), ``[proxy] strip`` (how the
+parameters leave the URL) and ``[proxy] public_origin`` (the site's own host, when set). Values are normalised (trimmed, source and medium
 case-folded, length-capped, printable only); a value that fails is dropped and
 counted, never stored. The upstream query is rebuilt from the raw
 ``&``-separated pieces so everything else stays byte for byte as received.
@@ -73,6 +73,11 @@ class Campaign:
         self.new_id = Uuid7()
         self.node = ctx.settings.node
         self.strip = ctx.settings.options.proxy.strip
+        origin = ctx.settings.options.proxy.public_origin
+        # The site's host, when configured: a front proxy may send its own Host (nginx's default
+        # is the upstream's, 127.0.0.1:8080), and then every page's same-site Referer looked
+        # external: a Referral touchpoint per page view, the site crediting itself.
+        self.public_host = (host_of(origin) or "") if origin else ""
         self.channels = ctx.settings.channels
         self.max_length = opts.max_value_length
         self.record_referrals = opts.record_referrals
@@ -160,7 +165,7 @@ class Campaign:
 
         referrer = req.headers.get("referer")
         referrer_host = host_of(referrer) if referrer else None
-        site = hostname(req.host)
+        site = self.public_host or hostname(req.host)
         external = referrer_host is not None and referrer_host != site
         values = {slot: value for slot, (_, value) in found.items()}
         # raw_params holds every valid tracked pair (those of values and click among them, or it is
@@ -197,7 +202,7 @@ class Campaign:
         referrer = req.headers.get("referer")
         if referrer and "?" in referrer:
             referrer_host = host_of(referrer)
-            if referrer_host is None or referrer_host == hostname(req.host):
+            if referrer_host is None or referrer_host == (self.public_host or hostname(req.host)):
                 self._clean_referrer(ex, referrer)
 
     def _channel(

@@ -354,7 +354,10 @@ def test_todays_ad_platforms_click_ids_are_captured_and_stripped(query: str, kin
 
 @pytest.mark.parametrize(
     "query",
-    ["utm_id=spring-24", "utm_source_platform=dv360&utm_creative_format=video&utm_marketing_tactic=remarketing"],
+    [
+        "utm_id=spring-24",
+        "utm_source_platform=dv360&utm_creative_format=video&utm_marketing_tactic=remarketing",
+    ],
 )
 def test_a_landing_tagged_only_with_other_suffixes_is_a_touchpoint(query: str) -> None:
     """GA4's newer parameters (and a utm_id alone, for campaign data import) were stripped and
@@ -366,3 +369,22 @@ def test_a_landing_tagged_only_with_other_suffixes_is_a_touchpoint(query: str) -
     assert ex.upstream_query == "a=1"
     ex, _ = run(f"/p?{query}", headers={**DOCUMENT, "Referer": "https://www.bing.com/"})
     assert ex.events[0].channel == "Organic Search"
+
+
+def test_the_public_origin_names_the_site_when_a_front_proxy_sends_its_own_host() -> None:
+    """nginx passes ``Host: 127.0.0.1:8080`` unless told otherwise: with ``proxy.public_origin``
+    set, a page's same-site Referer is still the site's own (it recorded a Referral per page
+    view, and its tracking pairs reached the site)."""
+    toml = '[proxy]\npublic_origin = "https://www.shop.com"\n'
+    referer = "https://www.shop.com/a?utm_source=x&k=1"
+    ex, _ = run("/b", toml, headers={**DOCUMENT, "Referer": referer}, host="127.0.0.1:8080")
+    assert ex.events == []
+    assert ex.upstream_headers == {"referer": "https://www.shop.com/a?k=1"}
+    ex, _ = run("/b", toml, headers={**DOCUMENT, "Referer": "https://blog.shop.com/"}, host="127.0.0.1:8080")
+    assert ex.events == []  # the site's blog: the same site
+    ex, _ = run("/b", toml, headers={**DOCUMENT, "Referer": "https://www.bing.com/"}, host="127.0.0.1:8080")
+    assert [tp.channel for tp in ex.events] == ["Organic Search"]
+    campaign = configured(Campaign, ctx=context(toml))
+    ws = exchange("/ws", headers={"Referer": referer}, host="127.0.0.1:8080")
+    campaign.websocket(ws)
+    assert ws.upstream_headers == {"referer": "https://www.shop.com/a?k=1"}
