@@ -1,11 +1,11 @@
 """Campaign capture: ``c_*`` / ``utm_*`` parameters, ad click IDs and creator IDs → a touchpoint.
 
 Configured by ``[campaign]`` (what to capture), ``[proxy] strip`` (how the
-parameters leave the URL) and ``[proxy] public_origin`` (the site's own host, when set). Values are normalised (trimmed, source and medium
-case-folded, length-capped, printable only); a value that fails is dropped and
-counted, never stored. The upstream query is rebuilt from the raw
-``&``-separated pieces so everything else stays byte for byte as received.
-Remembers the channel of recent value combinations (at most ``CHANNEL_CACHE``).
+parameters leave the URL) and ``[proxy] public_origin`` (the site's own host, when
+set). Values are normalised (trimmed, source and medium case-folded, length-capped,
+printable only); a value that fails is dropped and counted, never stored. The upstream
+query is rebuilt from the raw ``&``-separated pieces so everything else stays byte for
+byte as received. Remembers the channel of recent value combinations (at most ``CHANNEL_CACHE``).
 """
 
 from __future__ import annotations

@@ -216,7 +216,8 @@ def test_reclassify_keeps_a_self_referral_internal(tmp_path: Path) -> None:
             " channel) VALUES ('04', '2026-11-01T00:00:00.000000Z', 'n', 'v', 'x', 'blog.shop.com', '/',"
             " 'Internal')"
         )
-    cfg.write_text('[storage]\npath = "gw.db"\n[[channels.rules]]\nchannel = "Newsletter"\nmedium = "email"\n')
+    rule = '[[channels.rules]]\nchannel = "Newsletter"\nmedium = "email"\n'
+    cfg.write_text('[storage]\npath = "gw.db"\n' + rule)
     done = gateway("reclassify", "-c", str(cfg))
     assert "4 touchpoints, 1 changed" in done.stdout and "Email -> Newsletter: 1" in done.stdout, done.stdout
     assert _channels(store)[1:] == [("02", "Newsletter"), ("03", "Referral"), ("04", "Internal")]
