@@ -387,39 +387,48 @@ ERASURES_POLL = 2.0
 """Seconds between a process's looks for erasures made through worker 0's admin API."""
 
 
-async def _follow_erasures(gw: Gateway) -> None:
-    """In every process: tell the pipeline of each erasure as it is stored (``stitching``
-    forgets the pairs it would otherwise not bind again)."""
+async def _follow(gw: Gateway, every: float, look: Callable[[Reader], Awaitable[None]]) -> None:
+    """Call ``look`` with a reader of the store at once, then every ``every`` seconds: how a
+    process learns what another one stored (run under ``_keep_running``, which restarts it)."""
     reader = Reader(gw.settings.store_path)
     await reader.open()
     try:
-        if gw.erasures_seen is None:  # the first start: erasures before it have nothing to forget
-            gw.erasures_seen, _ = await reader.erased_users()
-        # Restarted after a failure (``_keep_running``): on from where it was, so that an erasure
-        # stored while it was down is still told.
         while True:
-            await asyncio.sleep(ERASURES_POLL)
-            after, users = await reader.erased_users(gw.erasures_seen)
-            if users and gw.slot.host is not None:
-                gw.slot.host.pipeline.erased(frozenset(users))
-            gw.erasures_seen = after
+            await look(reader)
+            await asyncio.sleep(every)
     finally:
         await reader.close()
+
+
+async def _follow_erasures(gw: Gateway) -> None:
+    """In every process: tell the pipeline of each erasure as it is stored (``stitching``
+    forgets the pairs it would otherwise not bind again)."""
+
+    async def look(reader: Reader) -> None:
+        if gw.erasures_seen is None:  # the first start: erasures before it have nothing to forget
+            gw.erasures_seen, _ = await reader.erased_users()
+            return
+        # Kept on the gateway, not here: restarted after a failure, the follower goes on from
+        # where it was, so that an erasure stored while it was down is still told.
+        after, users = await reader.erased_users(gw.erasures_seen)
+        if users and gw.slot.host is not None:
+            gw.slot.host.pipeline.erased(frozenset(users))
+        gw.erasures_seen = after
+
+    await _follow(gw, ERASURES_POLL, look)
 
 
 async def _follow_standings(gw: Gateway) -> None:
     """In a worker without the admin API: apply the standings worker 0 stores, as they come."""
-    reader = Reader(gw.settings.store_path)
-    await reader.open()
-    try:
-        after = 0
-        while True:
-            if new := await reader.creator_standings(after):
-                gw.creators.apply(new)
-                after = new[-1]["seq"]
-            await asyncio.sleep(STANDINGS_POLL)
-    finally:
-        await reader.close()
+    after = 0
+
+    async def look(reader: Reader) -> None:
+        nonlocal after
+        if new := await reader.creator_standings(after):
+            gw.creators.apply(new)
+            after = new[-1]["seq"]
+
+    await _follow(gw, STANDINGS_POLL, look)
 
 
 Reloader = Callable[[], Awaitable[Settings]]
