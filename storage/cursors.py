@@ -31,6 +31,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.events import iso
+from gateway.metrics import Metrics
 
 
 def cursor_name(reader: str, table: str) -> str:
@@ -131,6 +132,25 @@ async def oldest_age(db: aiosqlite.Connection, table: str, after: int) -> float:
         return 0.0
     oldest = datetime.fromisoformat(str(first[0]))
     return max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
+
+
+async def publish_lag(
+    db: aiosqlite.Connection, metrics: Metrics, reader: str, tables: Sequence[str], *, count: bool = True
+) -> dict[str, tuple[int, float]]:
+    """``reader``'s lag per table in ``/metrics``: the rows it has not delivered and the age of
+    the oldest; table → (rows, seconds). ``count=False``: the age alone, for between attempts
+    (a seek, where counting takes as long as the rows are many); rows are then -1."""
+    found = {}
+    for table in tables:
+        after = await position(db, cursor_name(reader, table))
+        if count:
+            rows, seconds = await lag(db, table, after)
+            metrics.sync_lag_rows.labels(reader, table).set(rows)
+        else:
+            rows, seconds = -1, await oldest_age(db, table, after)
+        metrics.sync_lag_seconds.labels(reader, table).set(seconds)
+        found[table] = (rows, seconds)
+    return found
 
 
 async def table_tops(db: aiosqlite.Connection) -> dict[str, int]:

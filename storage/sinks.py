@@ -49,7 +49,7 @@ from gateway.metrics import Metrics
 from gateway.options import SinkOptions
 from gateway.signing import standard_signature
 from storage.backoff import Backoff, wait_refreshing
-from storage.cursors import advance, cursor_at, cursor_name, lag, oldest_age, position
+from storage.cursors import advance, cursor_at, cursor_name, publish_lag
 from storage.local import connect
 from storage.migrate import migrate
 from storage.sink_messages import (
@@ -286,17 +286,9 @@ class Sink:
                     break
         return sent
 
-    async def publish_lag(self, db: aiosqlite.Connection) -> None:
-        for table in ("touchpoints", "identities"):
-            rows, seconds = await lag(db, table, await position(db, cursor_name(self.reader, table)))
-            self.metrics.sync_lag_rows.labels(self.reader, table).set(rows)
-            self.metrics.sync_lag_seconds.labels(self.reader, table).set(seconds)
-
-    async def publish_age(self, db: aiosqlite.Connection) -> None:
-        """The lag's age alone, between attempts (a cheap seek; counting takes longer)."""
-        for table in ("touchpoints", "identities"):
-            seconds = await oldest_age(db, table, await position(db, cursor_name(self.reader, table)))
-            self.metrics.sync_lag_seconds.labels(self.reader, table).set(seconds)
+    async def publish_lag(self, db: aiosqlite.Connection, *, count: bool = True) -> None:
+        """The lag per table in ``/metrics`` (``count=False``: its age alone, between attempts)."""
+        await publish_lag(db, self.metrics, self.reader, ("touchpoints", "identities"), count=count)
 
     async def resend_user(self, db: aiosqlite.Connection, user_key: str) -> int:
         """Send one user's identify and track calls again, now (cursors untouched); messages sent.
@@ -331,7 +323,9 @@ class Sink:
                     log.warning("sink %s failed (%s); retrying in %.1f s", self.options.name, err, delay)
                 with contextlib.suppress(Exception):
                     await self.publish_lag(db)
-                await wait_refreshing(delay, self.options.interval_seconds, lambda: self.publish_age(db))
+                await wait_refreshing(
+                    delay, self.options.interval_seconds, lambda: self.publish_lag(db, count=False)
+                )
         finally:
             await db.close()
 

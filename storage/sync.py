@@ -31,10 +31,8 @@ from storage.cursors import (
     advance,
     cursor_at,
     cursor_name,
-    lag,
     local_columns,
-    oldest_age,
-    position,
+    publish_lag,
     read_after,
 )
 from storage.local import connect
@@ -119,24 +117,12 @@ class Sync:
                 rows, last = await read_after(db, plan.table, plan.columns, after, size)
         return delivered
 
-    async def publish_lag(self, db: aiosqlite.Connection) -> dict[str, tuple[int, float]]:
-        found = {}
-        for table in SYNC_TABLES:
-            if not await local_columns(db, table):
-                continue
-            rows, seconds = await lag(db, table, await position(db, cursor_name(READER, table)))
-            self.metrics.sync_lag_rows.labels(READER, table).set(rows)
-            self.metrics.sync_lag_seconds.labels(READER, table).set(seconds)
-            found[table] = (rows, seconds)
-        return found
-
-    async def publish_age(self, db: aiosqlite.Connection) -> None:
-        """The lag's age alone, between attempts: one cheap seek per table, where counting the
-        rows (``publish_lag``) takes as long as they are many."""
-        for table in SYNC_TABLES:
-            if await local_columns(db, table):
-                seconds = await oldest_age(db, table, await position(db, cursor_name(READER, table)))
-                self.metrics.sync_lag_seconds.labels(READER, table).set(seconds)
+    async def publish_lag(
+        self, db: aiosqlite.Connection, *, count: bool = True
+    ) -> dict[str, tuple[int, float]]:
+        """The lag per table in ``/metrics`` (``count=False``: its age alone, between attempts)."""
+        tables = [table for table in SYNC_TABLES if await local_columns(db, table)]
+        return await publish_lag(db, self.metrics, READER, tables, count=count)
 
     async def open_local(self) -> aiosqlite.Connection:
         db = await connect(self.store_path)
@@ -202,7 +188,9 @@ class Sync:
                         conn = None
                 with contextlib.suppress(Exception):
                     await self.publish_lag(db)
-                await wait_refreshing(delay, self.options.interval_seconds, lambda: self.publish_age(db))
+                await wait_refreshing(
+                    delay, self.options.interval_seconds, lambda: self.publish_lag(db, count=False)
+                )
         finally:
             if conn is not None:
                 conn.terminate()
