@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -849,12 +850,17 @@ def test_standard_input_left_non_blocking_is_read_whole(tmp_path: Path, workers:
     assert b"3,000 lines read" in out, out
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_stop_does_not_wait_for_standard_input_to_end(tmp_path: Path, workers: str) -> None:
-    """SIGTERM while the import waits for more input on a pipe still open (the writer is slow, or
-    stuck): it stops at once, with what it had. The thread waiting on the pipe used to hold
-    the process open until the pipe closed."""
-    log = write_log(tmp_path / "access.log", 5000)
+def _stopped_while_stdin_stays_open(
+    tmp_path: Path,
+    log: Path,
+    workers: str,
+    ready: Callable[[int], bool],
+    settle: float,
+    stop_within: float,
+) -> tuple[int, bytes, bytes]:
+    """``gateway import -`` given ``log`` on a pipe it leaves open (more may come), stopped by
+    SIGTERM ``settle`` seconds after ``ready(pid)`` holds, which it must obey within
+    ``stop_within`` seconds: its exit status, stdout and stderr."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "import", "-", "--format", "combined", "-c", "gw.toml",
@@ -864,15 +870,15 @@ def test_a_stop_does_not_wait_for_standard_input_to_end(tmp_path: Path, workers:
     )  # fmt: skip
     assert proc.stdin is not None
     try:
-        proc.stdin.write(log.read_bytes())  # the pipe stays open: more may come
+        proc.stdin.write(log.read_bytes())  # the pipe stays open: the importer waits for more
         proc.stdin.flush()
         deadline = time.monotonic() + 30
-        while not _opened(proc.pid, tmp_path / "gw.db"):
+        while not ready(proc.pid):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.02)
-        time.sleep(1.5)  # the first 4,096 lines replayed; the reader waits for the rest
+        time.sleep(settle)
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=10)
+        code = proc.wait(timeout=stop_within)
         proc.stdin.close()
         proc.stdin = None
         out, err = proc.communicate(timeout=10)
@@ -884,6 +890,19 @@ def test_a_stop_does_not_wait_for_standard_input_to_end(tmp_path: Path, workers:
             if pipe is not None:
                 with contextlib.suppress(BrokenPipeError):
                     pipe.close()
+    return code, out, err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stop_does_not_wait_for_standard_input_to_end(tmp_path: Path, workers: str) -> None:
+    """SIGTERM while the import waits for more input on a pipe still open (the writer is slow, or
+    stuck): it stops at once, with what it had. The thread waiting on the pipe used to hold
+    the process open until the pipe closed."""
+    log = write_log(tmp_path / "access.log", 5000)
+    # Once the store is open, the first 4,096 lines are replayed; the reader waits for the rest.
+    code, out, err = _stopped_while_stdin_stays_open(
+        tmp_path, log, workers, lambda pid: _opened(pid, tmp_path / "gw.db"), 1.5, 10
+    )
     assert code == 143, (out, err)
     assert b"Traceback" not in err and b"Fatal Python error" not in err, err
     assert b"stopped by SIGTERM" in err, err
@@ -899,38 +918,14 @@ def test_a_stop_keeps_the_chunks_the_workers_replayed(tmp_path: Path) -> None:
     the importer has handed three chunks to its workers (``--workers 2``) and waits for more
     input, which never comes."""
     log = write_log(tmp_path / "access.log", 3 * 4096)
-    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "import", "-", "--format", "combined", "-c", "gw.toml",
-         "--host", "shop.example", "--no-progress", "--workers", "2"],
-        cwd=tmp_path, env={**os.environ, **ENV}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(log.read_bytes())  # the pipe stays open: the importer waits for more
-        proc.stdin.flush()
-        deadline = time.monotonic() + 30
+
+    def a_worker(pid: int) -> bool:
         # One worker at least: the pool starts its processes as chunks come and hands a chunk
         # to an idle one first, so on a busy machine the second may never start (all three
         # chunks then wait in the pool's queue, which a stop takes back all the same).
-        while not [pid for pid in _children(proc.pid) if "spawn_main" in _cmdline(pid)]:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.02)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-        proc.stdin.close()
-        proc.stdin = None
-        out, err = proc.communicate(timeout=10)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(BrokenPipeError):
-                    pipe.close()
+        return any("spawn_main" in _cmdline(child) for child in _children(pid))
+
+    code, out, err = _stopped_while_stdin_stays_open(tmp_path, log, "2", a_worker, 1.0, 30)
     assert code == 143, (out, err)
     assert b"everything up to stdin line 12,288 is in the store" in err, err
     [(stored,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
