@@ -126,9 +126,7 @@ async def _replay_pooled(
         await _collect_through_stop(pending, collect, pool)
         raise
     finally:
-        if not pool.broken:  # a broken pool fails them itself (``WorkerPool.broken``)
-            for future, *_ in pending:  # chunks not taken back are not replayed (or not stored)
-                future.cancel()
+        pool.cancel(future for future, *_ in pending)  # not taken back: not replayed, or not stored
 
 
 async def _collect_through_stop(
@@ -140,10 +138,7 @@ async def _collect_through_stop(
     replayed or are replaying are taken back, in file order, to be stored with the rest. The
     pool's shutdown waits for the ones being replayed anyway, so this costs no more time; those
     dropped are imported by the next run."""
-    for future, *_ in pending:
-        if pool.broken:  # it fails them itself (``WorkerPool.broken``)
-            break
-        future.cancel()  # only those no worker has taken: the others run to their end
+    pool.cancel(future for future, *_ in pending)
     while pending and not pending[0][0].cancelled():
         try:
             await collect()

@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import resource_tracker
 from typing import Any
@@ -126,6 +127,14 @@ class WorkerPool:
         yet taken back; cancelling one under it would stop that thread before it lets go of its
         queue, whose feeder then blocks the interpreter's exit for ever."""
         return bool(self.executor._broken)
+
+    def cancel(self, futures: Iterable[Future[tuple[list[Event], list[Skip]]]]) -> None:
+        """Cancel the chunks no worker has taken (the others run to their end), unless the pool
+        is ``broken``: it fails them itself."""
+        for future in futures:
+            if self.broken:
+                return
+            future.cancel()
 
     def close(self) -> None:
         if self.broken:
