@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from addons.campaign import hostname
 from addons.jws import JwtError, Verifier, load_key, read_claims
+from gateway.codings import readable_accept_encoding
 from gateway.events import MAX_VALUE
 from gateway.keys import MAX_USER_ID
 from gateway.pipeline import Exchange, parse_cookies, split_query
@@ -323,6 +324,18 @@ def compile_match(rule: IdentityRule | ConversionRule, extractors: Sequence[Extr
     )
 
 
+def _ask_for_readable_body(ex: Exchange) -> None:
+    """Offer the site only the codings a rule can read (``readable_accept_encoding``): a site
+    that prefers brotli or zstd answers browsers (which offer both) in a coding the rule
+    could not decode. The visitor still gets a coding they asked for."""
+    headers = ex.request.headers
+    getall = getattr(headers, "getall", None)
+    offered = ", ".join(getall("accept-encoding", ())) if getall else headers.get("accept-encoding")
+    narrowed = readable_accept_encoding(offered) if offered else None
+    if narrowed is not None:
+        ex.upstream_headers["accept-encoding"] = narrowed
+
+
 class RuleIndex:
     """Rules by method, so a request no rule's method matches costs one dict lookup."""
 
@@ -343,6 +356,8 @@ class RuleIndex:
                 if match.request_body:
                     ex.want_request_body = max(ex.want_request_body, match.max_body)
                 if match.response_body:
+                    if not ex.want_response_body:
+                        _ask_for_readable_body(ex)
                     ex.want_response_body = max(ex.want_response_body, match.max_body)
 
     def fired(self, ex: Exchange) -> list[Any]:

@@ -1,6 +1,7 @@
 """Content codings undone, with a cap: what a request or response body says once its
 ``Content-Encoding`` (gzip, deflate) is taken off, for the rules that read bodies and the
-signed events a sender compressed. The proxy itself never decodes what it forwards.
+signed events a sender compressed; and the ``Accept-Encoding`` that gets a site to answer
+in a coding they can read. The proxy itself never decodes what it forwards.
 """
 
 from __future__ import annotations
@@ -32,3 +33,54 @@ def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
             continue
         return out if inflater.eof and len(out) <= cap and not inflater.unconsumed_tail else None
     return None
+
+
+def readable_accept_encoding(offered: str) -> str | None:
+    """``offered`` (a visitor's ``Accept-Encoding``) narrowed to the codings ``decoded_body``
+    undoes, so that the site answers a body a rule can read: every coding it does not undo
+    (``br``, ``zstd``, ``*``…) is left out, the rest kept as written, weights included; a
+    coding the visitor refuses (``q=0``) stays refused. ``identity`` when nothing is left (no
+    header at all would accept any coding). None when nothing needs to change, or when the
+    visitor accepts none of those codings (``identity;q=0, br``): the header then goes as it
+    came and the rule reads nothing, as before."""
+    kept: list[str] = []
+    dropped = False
+    readable = False  # a coding the visitor accepts and we undo
+    identity: bool | None = None  # what the visitor said of identity, if they named it
+    refuse_others = False  # ``*;q=0``: codings not named are refused, identity among them
+    for item in offered.split(","):
+        coding, _, params = item.strip().partition(";")
+        coding = coding.strip().lower()
+        if not coding:
+            continue
+        accepted = _weight(params) > 0
+        if coding == "identity":
+            identity = accepted
+        elif coding == "*" and not accepted:
+            refuse_others = True
+        if coding in DECODED or coding == "identity" or not accepted:
+            kept.append(item.strip())
+            readable = readable or (accepted and coding != "*")
+        else:
+            dropped = True
+    if identity is None:
+        identity = not refuse_others
+    if not dropped:
+        return None
+    if not (readable or identity):
+        return None
+    return ", ".join(kept) if any(_weight(i.partition(";")[2]) > 0 for i in kept) else "identity"
+
+
+def _weight(params: str) -> float:
+    """An ``Accept-Encoding`` item's ``q``: 1 when absent, or written in a way RFC 9110 does
+    not allow (read as accepted: the header is only ever narrowed)."""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                weight = float(value.strip())
+            except ValueError:
+                return 1.0
+            return weight if 0 <= weight <= 1 else 1.0
+    return 1.0

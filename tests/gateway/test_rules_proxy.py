@@ -50,6 +50,8 @@ class Site:
     def __init__(self) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.sent: list[bytes] = []
+        self.offered: list[str | None] = []
+        """The Accept-Encoding of every request, as the site got it."""
         self.upload_started = asyncio.Event()
         self.uploads = 0
         self.app = web.Application(client_max_size=64 * MB)
@@ -62,6 +64,7 @@ class Site:
         r.add_get("/{tail:.*}", self.page)
 
     async def page(self, request: web.Request) -> web.Response:
+        self.offered.append(request.headers.get("Accept-Encoding"))
         return web.Response(text="<html>page</html>", content_type="text/html")
 
     async def django_login(self, request: web.Request) -> web.Response:
@@ -81,7 +84,18 @@ class Site:
         user = {"id": 42, "email": data["email"], "bio": "x" * int(request.query.get("pad", 0))}
         payload = json.dumps({"user": user, "access_token": "tk"}).encode()
         headers = {"Content-Type": "application/json"}
-        if request.query.get("gz"):
+        offered = request.headers.get("Accept-Encoding")
+        self.offered.append(offered)
+        if request.query.get("prefer"):  # like a CDN: the first of zstd, br, gzip offered
+            codings = [item.split(";")[0].strip() for item in (offered or "").split(",")]
+            coding = next((c for c in ("zstd", "br", "gzip") if c in codings), None)
+            if coding == "gzip":
+                payload = gzip.compress(payload)
+            elif coding is not None:  # not really compressed: the gateway could not read it anyway
+                payload = b"\x28\xb5\x2f\xfd" + payload if coding == "zstd" else b"\x8b" + payload
+            if coding is not None:
+                headers["Content-Encoding"] = coding
+        elif request.query.get("gz"):
             payload = gzip.compress(payload)
             headers["Content-Encoding"] = "gzip"
         self.sent.append(payload)
@@ -246,6 +260,49 @@ async def test_json_api_login_plain_and_gzip(setup: tuple[RunningGateway, Site])
         assert site.received[-1] == ("/api/login", body)
     bound = await rows(gw, "SELECT user_key, rule FROM identities")
     assert bound == [(gw.gateway.keys.user_key("42"), "api-login")] * 2
+
+
+async def test_a_site_that_prefers_brotli_is_offered_only_what_a_rule_can_read(
+    setup: tuple[RunningGateway, Site],
+) -> None:
+    """Browsers offer br and zstd; a site (or its CDN) that prefers them would answer a JSON
+    login no rule can decode. On a path a rule reads the answer of, the site is offered only
+    gzip and deflate, so the login binds; the visitor gets gzip, which they asked for too.
+    Elsewhere the site gets the visitor's header as it came."""
+    gw, site = setup
+    browser = "gzip, deflate, br, zstd"
+    cookie = await visit(gw, "/")
+    body = json.dumps({"email": "bo@example.com", "password": PASSWORD}).encode()
+    async with gw.session.post(
+        gw.url + "/api/login?prefer=1",
+        data=body,
+        headers={"Content-Type": "application/json", "Accept-Encoding": browser, **cookie},
+        auto_decompress=False,
+    ) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert await resp.read() == site.sent[-1]
+    assert site.offered[-1] == "gzip, deflate"
+    bound = await rows(gw, "SELECT user_key, rule FROM identities")
+    assert bound == [(gw.gateway.keys.user_key("42"), "api-login")]
+
+    async with gw.session.get(gw.url + "/account", headers={"Accept-Encoding": browser}) as resp:
+        assert resp.status == 200
+    assert site.offered[-1] == browser  # no rule reads this answer: the header is untouched
+
+    # Only brotli, identity refused: nothing readable is acceptable, so the header goes as it
+    # came and the rule reads nothing (counted), rather than the visitor get a coding they refused.
+    only_br = "br, identity;q=0"
+    async with gw.session.post(
+        gw.url + "/api/login?prefer=1",
+        data=body,
+        headers={"Content-Type": "application/json", "Accept-Encoding": only_br},
+        auto_decompress=False,
+    ) as resp:
+        assert resp.status == 200 and resp.headers["Content-Encoding"] == "br"
+    assert site.offered[-1] == only_br
+    text = await (await gw.session.get(gw.admin_url + "/metrics", headers=_auth())).text()
+    assert 'gateway_extraction_failures_total{reason="body_not_read",rule="api-login"} 1.0' in text
 
 
 async def test_json_api_response_over_the_cap_is_forwarded_but_not_read(
