@@ -239,10 +239,24 @@ def only_params(request: web.Request, allowed: set[str]) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     """200 while the store accepts events; 503 when its writer stopped (the site is still served,
-    but nothing is recorded until a restart)."""
-    if not request.app[STORE_KEY].accepting:
+    but nothing is recorded until a restart). While its latest commit failed (disk full,
+    read-only), still 200 — a restart would not help, and the site is served — but ``degraded``,
+    with the error and since when."""
+    store = request.app[STORE_KEY]
+    if not store.accepting:
         raise ApiError(503, "the store writer stopped: events are not being recorded; see the log")
-    return ok({"status": "ok", "node": request.app[SETTINGS_KEY].node})
+    node = request.app[SETTINGS_KEY].node
+    if store.failing is None:
+        return ok({"status": "ok", "node": node})
+    since, error = store.failing
+    return ok(
+        {
+            "status": "degraded",
+            "node": node,
+            "store": f"commits are failing, events are being lost: {error}",
+            "failing_since": iso(datetime.fromtimestamp(since, UTC)),
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

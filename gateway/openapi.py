@@ -362,10 +362,21 @@ def openapi_document() -> dict[str, Any]:
                     "security": [],
                     "responses": {
                         "200": {
-                            "description": "alive",
+                            "description": "alive: `ok`, or `degraded` while the store's latest"
+                            " commit failed (the site is served, events are lost)",
                             "content": {
                                 "application/json": {
-                                    "schema": {"type": "object", "required": ["ok", "status"]}
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "status", "node"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "status": {"enum": ["ok", "degraded"]},
+                                            "node": {"type": "string"},
+                                            "store": {"type": "string"},
+                                            "failing_since": {"type": "string", "format": "date-time"},
+                                        },
+                                    }
                                 }
                             },
                         },

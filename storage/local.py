@@ -202,6 +202,9 @@ class LocalStore:
         self.options = options
         self.metrics = metrics
         self._commit_failed = Throttled(log, logging.ERROR)
+        self.failing: tuple[float, str] | None = None
+        """While the latest commit failed on the database (disk full, read-only, I/O), not on
+        one submit's data: since when (Unix time) and the latest error; None once one commits."""
         self._pending: deque[_Item] = deque()
         self._inflight: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -410,7 +413,11 @@ class LocalStore:
                 item.results = None
             self.metrics.store_errors.inc()
             self._commit_failed("store commit of %d events failed: %s", rows, err)
+            if not isinstance(err, _DATA_ERRORS):
+                since = self.failing[0] if self.failing is not None else time.time()
+                self.failing = (since, f"{type(err).__name__}: {err}"[:300])
             return err
+        self.failing = None
         self.metrics.store_commit_seconds.observe(time.perf_counter() - started)
         self.metrics.store_batch_rows.observe(rows)
         self.checkpointer.committed(rows)

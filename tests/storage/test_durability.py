@@ -361,7 +361,13 @@ async def test_read_only_store_still_serves_pages_and_counts_the_loss(gateway: R
     assert await unconfirmed(gateway, "store_error") == 4
     async with gateway.session.get(gateway.admin_url + "/healthz") as resp:
         assert resp.status == 200  # the writer is alive; it is the disk that refuses
+        health = await resp.json()
+    assert health["status"] == "degraded"  # but a probe reading the answer can tell
+    assert "commits are failing" in health["store"] and "readonly" in health["store"]
+    assert health["failing_since"].endswith("Z")
     await writer_pragma(gateway, "PRAGMA query_only = OFF")
     await land(gateway, "after")
+    async with gateway.session.get(gateway.admin_url + "/healthz") as resp:
+        assert (await resp.json())["status"] == "ok"  # a commit went through again
     rows = await asyncio.to_thread(query, db, "SELECT content FROM touchpoints ORDER BY id")
     assert [c for (c,) in rows] == ["before", "after"]
