@@ -65,6 +65,11 @@ class Summary:
     the first, so what is left of it is imported by sending all of it again."""
     read_all: bool = False
     """Every file was read to its end (a stop that came later found nothing left to read)."""
+    unreadable: OSError | None = None
+    """The file that could not be read part way (corrupt, cut short, gone), which ended the
+    import there: what was read before it is written all the same."""
+    unreadable_from: int = 0
+    """The line of that file up to which it was read and replayed (0: none of it)."""
 
     def skip(self, where: str, number: int, reason: str) -> None:
         self.skipped[reason] += 1

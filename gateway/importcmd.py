@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from gateway.config import Settings
 from gateway.history import STDIN, Input
-from gateway.importreport import stopped_message
+from gateway.importreport import stopped_message, unreadable_message
 from gateway.importrun import UsageError, run_import
 from gateway.importstop import STOPPING, until_stopped
 from gateway.logformats import JSON_FIELDS
@@ -122,6 +122,10 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         )
         return STOPPING[signal.SIGINT]
     print(summary.render())
+    if summary.unreadable is not None:
+        why = _os_error(summary.unreadable, args.files, settings.store_path)
+        print(f"gateway import: {unreadable_message(summary, why)}", file=sys.stderr)
+        return 1
     if summary.interrupted:
         print(f"gateway import: {stopped_message(summary)}", file=sys.stderr)
         return STOPPING[signal.Signals[summary.interrupted]]

@@ -114,7 +114,15 @@ async def _replay_pooled(
         progress.update(summary.lines, position)
 
     try:
-        while (step := await off_loop(read_and_submit, source.stream)) is not None:
+        while True:
+            try:
+                step = await off_loop(read_and_submit, source.stream)
+            except (OSError, EOFError, zlib.error):  # the file broke: what was read before goes in
+                while pending:
+                    await collect()
+                raise
+            if step is None:
+                break
             pending.append(step)
             if len(pending) > 2 * pool.workers:
                 await collect()

@@ -1,8 +1,9 @@
 """What ``gateway import`` tells the operator as it goes and when it was stopped.
 
 Owns the progress bar's updates (bytes of all files with the ETA, and lines/s;
-the bar itself is ``gateway.progress``) and the message of a stopped import:
-how far the store has the files, and how to finish. The summary's table is
+the bar itself is ``gateway.progress``) and the message of an import stopped by
+a signal or by a file it could not read: how far the store has the files, and
+how to finish. The summary's table is
 ``Summary.render`` (``gateway.backfill``).
 """
 
@@ -55,4 +56,24 @@ def stopped_message(summary: Summary) -> str:
     return (
         f"stopped by {summary.interrupted}: everything up to {read}{earlier} is in the store; run the"
         f" same command{again} to import the rest (what is already there is not added twice)"
+    )
+
+
+def unreadable_message(summary: Summary, why: str) -> str:
+    """What an import that met a file it could not read says: ``why``, how much of the files
+    the store has, and how to finish."""
+    before = summary.files - 1
+    files = f"the {before} files before it" if before > 1 else "the file before it"
+    if summary.unreadable_from:
+        read = f"its lines up to {summary.unreadable_from:,}" + (f" and {files}" if before else "")
+    elif before and summary.read_to[0]:
+        read = files
+    else:
+        return f"{why}; nothing was imported"
+    if summary.new_rows is None:
+        return f"{why}; a dry run read {read}: nothing was written"
+    verb = "is" if read == files and before == 1 else "are"
+    return (
+        f"{why}; {read} {verb} in the store: once it can be read, run the same command again to"
+        " import the rest (what is already there is not added twice)"
     )

@@ -50,7 +50,9 @@ async def run_import(
     """Import ``paths`` (format ``fmt``; a stream among them, standard input or a pipe named by its
     path, is read once, front to back); the summary. With ``workers`` > 1, log lines are parsed
     and replayed in that many processes.
-    UsageError for a bad command line, OSError when a file cannot be opened.
+    UsageError for a bad command line, OSError when a file cannot be opened before any is
+    read (missing, a directory). A file that fails part way ends the import there: what was
+    read before it is written, and the summary's ``unreadable`` names it.
 
     ``summary`` is filled in as the import goes; cancelled once its ``interrupted`` is set (by
     ``until_stopped``), the import stops reading, writes everything read so far, stops its
@@ -101,9 +103,16 @@ async def run_import(
             writer = Writer(store)
             for path, size in zip(paths, sizes, strict=True):
                 summary.files += 1
-                await import_file(replayer, pool, path, size is None, fmt, parse, summary, writer, shown)
+                before_it = summary.read_to
+                try:
+                    await import_file(replayer, pool, path, size is None, fmt, parse, summary, writer, shown)
+                except OSError as err:  # the lines read before it still go in, below
+                    summary.unreadable = err
+                    summary.unreadable_from = 0 if summary.read_to == before_it else summary.read_to[1]
+                    break
                 shown.file_done(size)
-            summary.read_all = True
+            else:
+                summary.read_all = True
         except asyncio.CancelledError:
             if not summary.interrupted:
                 raise

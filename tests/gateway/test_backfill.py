@@ -518,7 +518,53 @@ def test_cli_names_a_file_gzip_cannot_read(tmp_path: Path) -> None:
                 tmp_path, name, "--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", workers
             )
             assert done.returncode == 1, done
-            assert done.stderr.endswith(f"gateway import: cannot read {name}: {reason}\n"), done.stderr
+            expected = f"gateway import: cannot read {name}: {reason}; nothing was imported\n"
+            assert done.stderr.endswith(expected), done.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_file_unreadable_part_way_keeps_what_was_read_before_it(tmp_path: Path, workers: str) -> None:
+    """A good log, then one whose gzip breaks after 10,000 lines (a second member that is not
+    gzip): the import ends at the break, exit 1, having replayed the chunks read whole before it
+    (2 of 4,096 lines). It used to print no summary and leave the
+    events of the last batch read unwritten; now it writes everything read before the break,
+    prints the summary and says how far the store has the files."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    first = write_log(tmp_path / "first.log", 500)
+    broken = tmp_path / "broken.log.gz"
+    whole = write_log(tmp_path / "whole.log.gz", 10_000, compress=True)
+    broken.write_bytes(whole.read_bytes() + b"\x1f\x8b\x08\x00" + b"junk" * 64)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--workers", workers)
+    done = _cli(tmp_path, str(first), str(broken), *args)
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr
+    assert "2 file(s), 8,692 lines read" in done.stdout, done.stdout
+    [(count,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
+    assert count > 0 and f"new in the store: {count:,}" in done.stdout
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"gateway import: cannot read {broken.name}: "), message
+    assert message.endswith(
+        "; its lines up to 8,192 and the file before it are in the store: once it can be read,"
+        " run the same command again to import the rest (what is already there is not added twice)"
+    ), message
+    # The file mended, the same command again imports the rest: the store then holds what one
+    # import of the intact files gives, nothing twice.
+    broken.write_bytes(whole.read_bytes())
+    again = _cli(tmp_path, str(first), str(broken), *args)
+    assert again.returncode == 0, again
+    (tmp_path / "fresh.toml").write_text('[storage]\npath = "fresh.db"\n')
+    fresh = _cli(tmp_path, str(first), str(broken), *args[:3], "fresh.toml", *args[4:])
+    assert fresh.returncode == 0, fresh
+    [(total,)] = rows(tmp_path / "fresh.db", "SELECT count(*) FROM touchpoints")
+    assert total > count and rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints") == [(total,)]
+
+    junk = tmp_path / "junk.log.gz"
+    nothing = _cli(tmp_path, str(junk), *args)  # missing: refused before any file is read
+    assert nothing.returncode == 1
+    assert nothing.stderr.endswith(f"gateway import: cannot read {junk}: No such file or directory\n")
+    junk.write_bytes(b"\x1f\x8b\x08\x00" + b"junk" * 64)
+    nothing = _cli(tmp_path, str(junk), *args)
+    assert nothing.returncode == 1 and nothing.stderr.endswith("; nothing was imported\n"), nothing
 
 
 def test_cli_names_the_store_when_its_folder_cannot_be_made(tmp_path: Path) -> None:
