@@ -19,7 +19,8 @@ error at error level with a traceback and the client's address. The gateway's li
   without repeating the bytes, and the headers every admin answer carries (``headers``:
   the dashboard's CSP, nosniff, no framing).
 
-The connection is closed after it. A refused parse is logged with its reason alone, at debug
+A request target over the limit is answered 414 and a header 431 (aiohttp says 400 to
+both). The connection is closed after it. A refused parse is logged with its reason alone, at debug
 level (scanners send such requests all day), or at info, once a minute, for a line over the
 limit, which real clients with oversized cookies may hit (``proxy.max_header_size``). A
 failure of ours that no middleware caught (a 500) is logged at error level with its
@@ -35,6 +36,7 @@ of broken request to real listeners, ``tests/gateway/test_run.py`` to a ``gatewa
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
@@ -48,13 +50,28 @@ _Handle = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 log = logging.getLogger("gateway.listener")
 
 
+_TARGET = re.compile(rb"(?:[A-Z]+ )?/")
+"""How what was too long begins when it is the request target: aiohttp's C parser gives the
+target, its pure-Python one the request line."""
+
+
+def too_long_status(exc: http_exceptions.LineTooLong) -> int:
+    """414 for a request target over the limit, 431 for a header: aiohttp raises one
+    ``LineTooLong`` for both, with the first bytes of what was too long. A target (its
+    origin form: what browsers send to a site) starts with ``/``; a header's name never
+    does, nor the values that grow long (cookies, referrers, tokens)."""
+    line = exc.args[0] if exc.args else b""
+    if isinstance(line, str):
+        line = line.encode("utf-8", "replace")
+    return 414 if isinstance(line, bytes | bytearray) and _TARGET.match(line) else 431
+
+
 def reason(exc: BaseException | None, status: int) -> str:
     """What was wrong with the request, for the operator and the client, without its bytes."""
     if isinstance(exc, http_exceptions.LineTooLong):
         limit = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-        return "the request line or a header is longer than the listener accepts" + (
-            f" ({limit} bytes)" if limit else ""
-        )
+        what = "the request target is" if status == 414 else "a header is"
+        return f"{what} longer than the listener accepts" + (f" ({limit} bytes)" if limit else "")
     if isinstance(exc, http_exceptions.BadHttpMethod):
         if exc.message.startswith("Received HTTPS traffic"):
             return "TLS (HTTPS) sent to a plain HTTP listener"
@@ -95,7 +112,10 @@ class _Handler(web.RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """aiohttp's answer to a request its parser refused (or that failed in a way no
-        middleware caught): the listener's own, logged without the client's address."""
+        middleware caught): the listener's own, logged without the client's address. A line
+        over the limit is a 414 or 431 (aiohttp says 400)."""
+        if isinstance(exc, http_exceptions.LineTooLong):
+            status = too_long_status(exc)
         why = reason(exc, status)
         if status >= 500 or not isinstance(exc, http_exceptions.HttpProcessingError):
             log.error("a request failed (%d): %s", status, why, exc_info=exc)

@@ -10,11 +10,12 @@ import logging
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from multidict import CIMultiDict
 
 from gateway.dashboard import SECURITY_HEADERS
 from gateway.pages import error_page
+from gateway.protocol_errors import too_long_status
 from tests.conftest import TOKEN, ListenerTestServer
 
 TIMEOUT = 3.0
@@ -150,11 +151,19 @@ async def test_malformed_request_is_refused_and_not_forwarded(
 REFUSED_BY_THE_PARSER = {
     "header_too_large": (
         b"GET /api/health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
-        "the request line or a header is longer than the listener accepts (8190 bytes)",
+        "a header is longer than the listener accepts (8190 bytes)",
+    ),
+    "header_name_too_large": (
+        b"GET /api/health HTTP/1.1\r\nHost: t\r\nX-" + b"a" * 10_000 + b": 1\r\n\r\n",
+        "a header is longer than the listener accepts (8190 bytes)",
+    ),
+    "cookie_too_large": (
+        b"GET /api/health HTTP/1.1\r\nHost: t\r\nCookie: a=" + b"b" * 10_000 + b"\r\n\r\n",
+        "a header is longer than the listener accepts (8190 bytes)",
     ),
     "request_line_too_large": (
         b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
-        "the request line or a header is longer than the listener accepts (8190 bytes)",
+        "the request target is longer than the listener accepts (8190 bytes)",
     ),
     "garbage_request_line": (b"GARBAGE\r\n\r\n", "the request method is not an HTTP method"),
     "unknown_http_version": (
@@ -189,7 +198,8 @@ async def test_the_admin_listener_answers_what_the_parser_refuses_in_json(
     resp = await raw_request(gw.admin.port, data)
     assert resp.headers["Content-Type"].startswith("application/json"), resp.body[:200]
     answer = json.loads(resp.body)
-    assert answer == {"ok": False, "status": 400, "error": answer["error"]} and resp.status == 400
+    status = 414 if "target is longer" in why else 431 if "header is longer" in why else 400
+    assert answer == {"ok": False, "status": status, "error": answer["error"]} and resp.status == status
     assert answer["error"] == why if not why.endswith(": ") else answer["error"].startswith(why)
     assert "Server" not in resp.headers and "'" not in answer["error"]
     # The headers of every other admin answer (the dashboard's CSP, nosniff, no framing).
@@ -239,11 +249,14 @@ async def test_what_the_parser_refuses_is_counted_and_logged_without_the_client(
     before = bad._value.get()
     caplog.set_level(logging.DEBUG, logger="gateway.listener")
     too_long = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
-    for data in (too_long, too_long, b"G(T / HTTP/1.1\r\n\r\n"):
-        assert (await raw_request(gw.proxy.port, data)).status == 400
-    assert bad._value.get() - before == 3
+    long_target = b"GET /?q=" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    refused = ((too_long, 431), (too_long, 431), (b"G(T / HTTP/1.1\r\n\r\n", 400), (long_target, 414))
+    for data, status in refused:
+        resp = await raw_request(gw.proxy.port, data)
+        assert (resp.status, resp.body) == (status, error_page(status).body)
+    assert bad._value.get() - before == 4
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "gateway.listener"]
-    assert [level for level, _ in lines] == ["INFO", "DEBUG", "DEBUG"]
+    assert [level for level, _ in lines] == ["INFO", "DEBUG", "DEBUG", "DEBUG"]
     assert "longer than the listener accepts" in lines[0][1] and "raise the limit" in lines[0][1]
     assert not any(
         r.exc_info or "127.0.0.1" in r.getMessage() or "aaaa" in r.getMessage() for r in caplog.records
@@ -561,3 +574,20 @@ async def test_an_admin_body_that_never_arrives_whole_gets_408_in_time(
         writer.close()
     assert resp.status == 408 and waited < TIMEOUT
     assert b"did not arrive within admin.body_timeout (0.5 s)" in resp.body
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        (b"/aaaa...", 414),  # aiohttp's C parser: the target
+        (bytearray(b"/p?q=aaaa..."), 414),
+        (b"GET /aaaa...", 414),  # its pure-Python parser: the request line
+        ("/aaaa...", 414),
+        (b"a=bbbbb...", 431),  # a cookie's value
+        (b"X-aaaa...", 431),  # a header's name
+        (b"https://example.com/aaaa...", 431),  # a Referer's value
+        (b"", 431),
+    ],
+)
+def test_a_line_over_the_limit_is_414_for_the_target_and_431_for_a_header(line: bytes, status: int) -> None:
+    assert too_long_status(http_exceptions.LineTooLong(line, 8190)) == status
