@@ -353,7 +353,8 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
             "127.0.0.1" if first[0] in ("0.0.0.0", "") else "::1" if first[0] == "::" else first[0],
             first[1],
         )
-        return run_supervisor(count, argv, env, settings.options.proxy.shutdown_grace, probe, reloaded)
+        grace, tracked = settings.options.proxy.shutdown_grace, settings.options.bots.max_tracked
+        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked)
     finally:
         public.close()
         shutil.rmtree(snapshots, ignore_errors=True)

@@ -11,7 +11,9 @@ worker that exits unexpectedly, forwards SIGTERM/SIGINT (graceful stop) and
 SIGHUP (reload), and clears a worker's live gauges from the metrics files when it
 exits (its counters stay: ``/metrics`` adds up every worker's). It draws each day's
 cookieless salt and writes it to every worker (``gateway/daysalt.py``), so every worker
-keys a cookieless visitor alike, a restarted one too. Worker 0 alone
+keys a cookieless visitor alike, a restarted one too. It creates the memory where every
+worker counts bot velocity (``gateway/sharedcounts.py``), so a burst spread over them is
+counted once. Worker 0 alone
 runs the admin listener and the background tasks: they need one owner, and
 worker 0 is restarted like any other.
 
@@ -34,9 +36,11 @@ from datetime import UTC, datetime, time, timedelta
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from gateway import sharedcounts
 from gateway.daysalt import SALT_FD_ENV, DaySalt
 from gateway.metrics import MULTIPROCESS_ENV
 from gateway.options import parse_listen
+from gateway.sharedcounts import SHARED_COUNTS_FD_ENV
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -78,6 +82,7 @@ class Supervisor:
         grace: float,
         first_ready: tuple[str, int] | None = None,
         reloaded: Callable[[], dict[str, str]] | None = None,
+        max_tracked: int = 0,
     ) -> None:
         self.count = count
         self.argv = argv
@@ -96,6 +101,9 @@ class Supervisor:
         """The cookieless salt of the day, which every worker keys with."""
         self.salt_pipes: dict[int, int] = {}
         """Worker index → the pipe it reads each day's salt from (its write end)."""
+        self.counts = sharedcounts.create(max_tracked) if max_tracked else None
+        """The velocity counts every worker shares (``gateway.sharedcounts``): a memory file for
+        ``bots.max_tracked`` keys, the same for each worker started, kept until the end."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -120,6 +128,8 @@ class Supervisor:
         days.cancel()
         for index in list(self.salt_pipes):
             self._close_salt_pipe(index)
+        if self.counts is not None:
+            os.close(self.counts)
         return 1 if self.failed or any(codes) else 0
 
     async def _next_days(self) -> None:
@@ -155,9 +165,11 @@ class Supervisor:
         try:
             os.write(write_end, written)  # 40 bytes: within any pipe's buffer
             os.set_blocking(write_end, False)
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv(index), env={**self.env, SALT_FD_ENV: str(read_end)}, pass_fds=(read_end,)
-            )
+            env, fds = {**self.env, SALT_FD_ENV: str(read_end)}, [read_end]
+            if self.counts is not None:
+                env[SHARED_COUNTS_FD_ENV] = str(self.counts)
+                fds.append(self.counts)
+            proc = await asyncio.create_subprocess_exec(*self.argv(index), env=env, pass_fds=fds)
         except BaseException:
             os.close(write_end)
             raise
@@ -250,8 +262,9 @@ def run_supervisor(
     grace: float,
     first_ready: tuple[str, int] | None = None,
     reloaded: Callable[[], dict[str, str]] | None = None,
+    max_tracked: int = 0,
 ) -> int:
-    return asyncio.run(Supervisor(count, argv, env, grace, first_ready, reloaded).run())
+    return asyncio.run(Supervisor(count, argv, env, grace, first_ready, reloaded, max_tracked).run())
 
 
 def python_argv() -> list[str]:

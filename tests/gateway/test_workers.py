@@ -363,6 +363,35 @@ async def test_a_creator_standing_set_in_worker_0_reaches_the_other_workers(
         await gw.kill()
 
 
+async def test_two_workers_count_one_ips_page_loads_together(tmp_path: Path, upstream_server: object) -> None:
+    """40 landings from one IP, each on a new connection, so that the kernel spreads them over
+    both workers, against a limit of 30 an hour: each worker counted its own share (about 20)
+    and nearly never flagged any; counted where both count, the last 10 are ``ip_velocity``."""
+    extra = "[bots]\nmax_per_ip = 30\n"
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server), 2, extra)
+    gw = await GatewayProcess.start(cfg)
+
+    def reasons() -> list[str]:
+        with sqlite3.connect(tmp_path / "gw.db") as db:
+            return [r for (r,) in db.execute("SELECT reasons FROM touchpoints ORDER BY id")]
+
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        close = {"Connection": "close"}
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), headers=close) as session:
+            for n in range(40):
+                async with session.get(f"{gw.proxy}/p?utm_source=s{n}&utm_medium=cpc") as resp:
+                    assert resp.status == 200
+        access = lambda: [r["worker"] for r in gw.logs() if r["logger"] == "gateway.access"]  # noqa: E731
+        await gw.wait_for(lambda: len(access()) >= 40, gw.stderr)
+        assert set(access()) == {0, 1}, "both workers took connections"
+        scored = await asyncio.to_thread(reasons)
+        assert ["ip_velocity" in r for r in scored] == [False] * 30 + [True] * 10
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
 async def test_a_worker_follows_the_standings_in_the_order_they_were_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
