@@ -121,7 +121,8 @@ class Bots:
         self.node = ctx.settings.node
         self.secret = ctx.settings.secret
         self.new_id = Uuid7()
-        good = "|".join(re.escape(a.strip()) for a in opts.good_crawlers) or r"(?!)"
+        crawlers = (*opts.good_crawlers, *opts.extra_good_crawlers)
+        good = "|".join(re.escape(a.strip()) for a in crawlers) or r"(?!)"
         self.good = re.compile(good, re.IGNORECASE)
         self.detector = CrawlerDetect()
         self._cached_agent = functools.lru_cache(maxsize=AGENT_CACHE)(self._agent)

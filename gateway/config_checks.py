@@ -520,8 +520,9 @@ def _validate_bots(options: Options) -> list[str]:
         _within(p, f"bots.datacenter_asns[{i}]", asn, 0, 4_294_967_295)
     _within(p, "bots.max_click_id_sources", bots.max_click_id_sources, 1, 100)
     _within(p, "bots.max_tracked", bots.max_tracked, 1024, 10_000_000)
-    for i, agent in enumerate(bots.good_crawlers):
-        _check(p, bool(agent.strip()), f"bots.good_crawlers[{i}]", "must not be empty")
+    for key in ("good_crawlers", "extra_good_crawlers"):
+        for i, agent in enumerate(getattr(bots, key)):
+            _check(p, bool(agent.strip()), f"bots.{key}[{i}]", "must not be empty")
     seen: set[str] = set()
     for i, creator in enumerate(options.creators):
         if bad := text_problem(creator.id, stripped=True):  # as a creator_id arrives

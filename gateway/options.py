@@ -396,6 +396,9 @@ class BotsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     )
     """Agent substrings (case-insensitive) of crawlers labelled ``bot`` and never blocked: search
     engines, link previews, ad review and mail link checks (none is a person's click)."""
+    extra_good_crawlers: tuple[str, ...] = ()
+    """More such substrings, added to ``good_crawlers`` (whose default list then stays, and
+    grows with new releases)."""
     block_good_crawlers: bool = False
     """Let on_block/on_review block good crawlers too (SEO and link previews suffer)."""
     datacenter_asns: tuple[int, ...] = DATACENTER_ASNS

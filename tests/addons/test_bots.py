@@ -214,6 +214,17 @@ async def test_good_crawlers_are_labelled_bot_and_never_blocked(agent: str) -> N
     assert ex.reply is None
 
 
+async def test_extra_good_crawlers_add_to_the_default_list() -> None:
+    """It used to take a copy of the whole list to add one: a copy that then missed every crawler
+    a later release added."""
+    pipe = pipeline("[bots]\non_block = 'block'\nextra_good_crawlers = ['Acme-Preview']\n")
+    for agent in ("acme-preview/2.0 (+https://acme.example/bot)", "Googlebot/2.1"):
+        ex = await run(pipe, request(headers={"user-agent": agent, "accept": "text/html"}))
+        assert (touchpoint(ex).verdict, ex.reply) == ("bot", None), agent
+    ex = await run(pipeline(), request(headers={"user-agent": "acme-preview/2.0", "accept": "text/html"}))
+    assert touchpoint(ex).verdict != "bot"
+
+
 async def test_good_crawlers_can_be_blocked_when_the_operator_says_so() -> None:
     pipe = pipeline("[bots]\non_block = 'block'\nblock_good_crawlers = true\n")
     ex = await run(pipe, request(headers={"user-agent": "Googlebot/2.1", "accept": "text/html"}))
