@@ -25,7 +25,10 @@ as such (400, 413, 422: ``REFUSED``) is split in halves until each refused messa
 is alone; that message is counted (``refused``), logged by its ``messageId`` and
 skipped, so one message a destination will never take does not stop the sink —
 unless the destination took none of the read's messages: then the sink itself is
-the likelier fault, and everything is held for a retry.
+the likelier fault, and everything is held for a retry. An erasure stored while a
+read's batches go out (they wait for the rate limit, or a destination's
+``Retry-After``) stops the sending before the next batch: the read is made again,
+without the erased user's rows (``Stale``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -79,6 +82,20 @@ log = logging.getLogger("gateway.sinks")
 READ_ROWS = 500
 """Rows read from one table per step; the cursor moves once all their messages are accepted."""
 
+Current = Callable[[], Awaitable[bool]]
+"""Whether what is being sent still stands (no erasure since it was read)."""
+
+
+class Stale(Exception):
+    """An erasure was stored after the rows being sent were read: they are read again."""
+
+
+async def erasure_mark(db: aiosqlite.Connection) -> int:
+    """How far the erasures go (the largest rowid), to tell whether one came since."""
+    async with db.execute("SELECT coalesce(max(rowid), 0) FROM erasures") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
 
 class Sink:
     """One ``[[sinks]]`` entry: its cursors, its transport and its rate limit."""
@@ -105,8 +122,10 @@ class Sink:
 
     # -- transport ---------------------------------------------------------------------------
 
-    async def post(self, encoded: Sequence[bytes]) -> None:
-        """Send one batch; SinkError unless the destination accepted it (2xx)."""
+    async def post(self, encoded: Sequence[bytes], current: Current | None = None) -> None:
+        """Send one batch; SinkError unless the destination accepted it (2xx). Stale, without
+        sending, when ``current`` says an erasure came since it was read (checked once the
+        rate limit lets it go)."""
         body = batch_body(encoded)
         headers = {"Content-Type": "application/json"}
         url = self.options.url
@@ -130,6 +149,8 @@ class Sink:
             wait = self._next_send - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
+            if current is not None and not await current():
+                raise Stale("an erasure came since these rows were read")
             self._next_send = loop.time() + 1 / self.options.rate_per_second
             session = await self._set.session()
             try:
@@ -159,22 +180,25 @@ class Sink:
             raise SinkError(f"HTTP {status}")
         self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
 
-    async def send(self, messages: Sequence[dict[str, Any]], skip_refused: bool = True) -> int:
+    async def send(
+        self, messages: Sequence[dict[str, Any]], skip_refused: bool = True, current: Current | None = None
+    ) -> int:
         """Send every message in batches; how many the destination accepted. A message refused
         on its own (``SinkRefused``) is counted and skipped, provided the destination accepted
         some other message of this call: when it refuses every one, the fault is more likely
         the sink's (a URL or a webhook secret the receiver answers 400 to) than every message's,
         so ``SinkError`` holds them all for a retry. Not ``skip_refused`` (a re-send on demand):
-        any refusal raises, for the operator to see. Any other failure raises."""
+        any refusal raises, for the operator to see. Any other failure raises; ``Stale`` when
+        ``current`` finds an erasure before a batch."""
         batches, skipped = pack(messages, self.options)
         if skipped:
             self.metrics.sink_messages.labels(self.options.name, "too_large").inc(skipped)
         sent, refused = 0, list[tuple[bytes, SinkRefused]]()
         for batch in batches:
             if skip_refused:
-                sent += await self._deliver(batch, refused)
+                sent += await self._deliver(batch, refused, current)
             else:
-                await self.post(batch)
+                await self.post(batch, current)
                 sent += len(batch)
         if refused and not sent:
             raise SinkError(
@@ -191,19 +215,22 @@ class Sink:
             )
         return sent
 
-    async def _deliver(self, batch: Sequence[bytes], refused: list[tuple[bytes, SinkRefused]]) -> int:
+    async def _deliver(
+        self, batch: Sequence[bytes], refused: list[tuple[bytes, SinkRefused]], current: Current | None
+    ) -> int:
         """One batch, how many of its messages were accepted; when the destination refuses it
         as such, each half on its own, down to the single messages it refuses, which are added
         to ``refused`` (about 2·log2(size) more requests for each)."""
         try:
-            await self.post(batch)
+            await self.post(batch, current)
             return len(batch)
         except SinkRefused as why:
             if len(batch) == 1:
                 refused.append((batch[0], why))
                 return 0
             half = len(batch) // 2
-            return await self._deliver(batch[:half], refused) + await self._deliver(batch[half:], refused)
+            first = await self._deliver(batch[:half], refused, current)
+            return first + await self._deliver(batch[half:], refused, current)
 
     # -- reading the log ---------------------------------------------------------------------
 
@@ -274,11 +301,20 @@ class Sink:
             name = cursor_name(self.reader, table)
             while True:
                 after, version = await cursor_at(db, name)
+                mark = await erasure_mark(db)
                 rows, last = await self._rows_after(db, table, after)
                 if not rows:
                     break
                 build = self._tracks if table == "touchpoints" else self._identifies
-                sent[table] += await self.send(await build(db, rows))
+
+                async def current(mark: int = mark) -> bool:
+                    return await erasure_mark(db) == mark
+
+                try:
+                    sent[table] += await self.send(await build(db, rows), current=current)
+                except Stale:  # what was sent goes again, under the same messageIds
+                    log.info("sink %s: an erasure came while sending; reading again", self.options.name)
+                    continue
                 if await advance(db, name, after, last, version) is None:
                     continue  # moved meanwhile (a delete clamped it): read again from where it is
                 self.metrics.sync_rows.labels(self.reader, table).inc(len(rows))

@@ -294,6 +294,34 @@ async def test_erased_user_rows_still_pending_are_never_sent(world, batch_api: B
     assert not [c for c in batch_api.calls if c["type"] == "identify"]
 
 
+async def test_an_erasure_while_a_read_is_being_sent_stops_its_next_batches(
+    world, batch_api: BatchApi
+) -> None:
+    """A read's batches go out at the sink's rate (here one a second, one message each): alice is
+    erased after the first went. Her messages, read before, used to follow in the next batches;
+    now the next batch finds the erasure, the read is made again, and nothing of hers is sent."""
+    from storage.erasure import erase_user
+
+    w = await world(sink_toml(batch_api, batch_size=1, rate_per_second=1.0))
+    await w.store.write([touch(0, "9" * 32, "news")])  # read first: the first batch
+    touches, user_key = await seed(w)
+    task = asyncio.create_task(one_round(w))
+    async with asyncio.timeout(10):
+        while not batch_api.calls:
+            await asyncio.sleep(0.01)
+    assert [c["properties"]["source"] for c in batch_api.calls] == ["news"]
+    await erase_user(
+        w.settings.store_path, user_key, "alice", body_key=b"k" * 32, event_id=uuid7(), ts=iso(T0), node="a"
+    )
+    async with asyncio.timeout(20):
+        sent = await task
+    assert sent == {"touchpoints": 2, "identities": 0}  # the first touch again, and the unbound visitor's
+    tracked = [c["properties"]["source"] for c in batch_api.calls if c["type"] == "track"]
+    assert tracked == ["news", "news", touches[2].source]  # the first one twice, under one messageId
+    assert len(batch_api.unique) == 2
+    assert user_key not in str(batch_api.calls) and "alice" not in str(batch_api.calls)
+
+
 async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: BatchApi) -> None:
     """A failing destination is retried after a backoff (at least 0.25 s, up to
     ``backoff_max_seconds``); the age of the oldest unsent row is kept current meanwhile, every
