@@ -299,8 +299,9 @@ class Pipeline:
                 continue
             try:
                 fn(user_keys)
-            except Exception:
-                log.exception("addon %s failed in erased", name)
+            except Exception:  # the erasure itself is stored: what this addon keeps may outlive it
+                log.exception("addon %s failed in erased: it may still remember the erased users", name)
+                self.metrics.addon_errors.labels(name, "erased").inc()
 
     async def done(self) -> None:
         for name, addon in self.addons:

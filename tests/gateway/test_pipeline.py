@@ -26,6 +26,9 @@ class Broken:
     def request(self, ex: Exchange) -> None:
         raise ValueError("boom")
 
+    def erased(self, user_keys: object) -> None:
+        raise ValueError("boom")
+
 
 class Replier:
     def request(self, ex: Exchange) -> None:
@@ -50,6 +53,27 @@ async def test_failing_hook_is_logged_counted_and_skipped(caplog: pytest.LogCapt
     assert log == ["after.request"]
     assert "addon broken failed in request" in caplog.text
     labels = {"addon": "broken", "hook": "request"}
+    assert metrics.registry.get_sample_value("gateway_addon_errors_total", labels) == 1
+
+
+def test_a_failing_erased_hook_is_logged_counted_and_the_others_still_forget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An addon that fails to forget an erased user may keep them in memory: logged, and counted
+    as any failing hook is (it was logged only), the next addon told all the same."""
+    told: list[object] = []
+
+    class Forgets:
+        def erased(self, user_keys: object) -> None:
+            told.append(user_keys)
+
+    metrics = Metrics()
+    pipeline = Pipeline([("broken", Broken()), ("after", Forgets())], metrics)
+    with caplog.at_level(logging.ERROR):
+        pipeline.erased({"u1"})
+    assert told == [{"u1"}]
+    assert "addon broken failed in erased: it may still remember the erased users" in caplog.text
+    labels = {"addon": "broken", "hook": "erased"}
     assert metrics.registry.get_sample_value("gateway_addon_errors_total", labels) == 1
 
 
