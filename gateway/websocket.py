@@ -168,9 +168,12 @@ async def proxy_websocket(
     with 1009, since each message is held whole in memory on its way through. A redirect the
     site answers is passed on, its ``Location`` through ``public_location``. Once ``going_away``
     is set (the gateway is stopping) both sides are closed with 1001; an upgrade the site
-    accepts after that is closed on its side (1001) and refused on the visitor's (503)."""
+    accepts after that is closed on its side (1001) and refused on the visitor's (503), and
+    one that comes after that is refused (503) without reaching the site."""
     if not web.WebSocketResponse().can_prepare(request).ok:  # check the visitor's handshake first
         return pages.error_page(400)
+    if going_away.is_set():  # stopping: no new connection to the site for a relay about to close
+        return stopping_page()
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     for name in list(headers):
         if name.lower() in _HANDSHAKE:

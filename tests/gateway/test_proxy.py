@@ -669,6 +669,36 @@ async def test_websocket_upgrade_in_flight_at_shutdown_gets_a_503(start_gateway,
     assert await asyncio.wait_for(site_closed.get(), 5) == 1001
 
 
+async def test_websocket_upgrade_after_shutdown_began_never_reaches_the_site(
+    start_gateway, upstream_server
+) -> None:
+    """An upgrade that comes once the gateway is stopping (on a connection kept alive through the
+    grace period): 503, and no connection to the site, which used to be opened, upgraded and
+    closed again at once."""
+    asked: list[str] = []
+
+    async def chat(request: web.Request) -> web.WebSocketResponse:
+        asked.append(request.path)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(chat)))
+    gw.gateway.going_away.set()  # what the start of a SIGTERM's shutdown sets
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: shop.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 5\r\n" in head, head
+    assert asked == []
+
+
 async def test_websocket_upstream_close_reaches_client(start_gateway, upstream_server) -> None:
     closed: asyncio.Queue[int | None] = asyncio.Queue()
     gw = await start_gateway(await echo_ws_upstream(upstream_server, closed))
