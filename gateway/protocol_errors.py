@@ -50,28 +50,42 @@ _Handle = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 log = logging.getLogger("gateway.listener")
 
 
+def line_limits(max_header: int) -> dict[str, int]:
+    """aiohttp's limits for a listener that takes headers of ``max_header`` bytes: the request
+    target one byte more, so that the limit a ``LineTooLong`` names tells which was too long
+    (aiohttp raises that one error for both)."""
+    return {"max_line_size": max_header + 1, "max_field_size": max_header}
+
+
 _TARGET = re.compile(rb"(?:[A-Z]+ )?/")
-"""How what was too long begins when it is the request target: aiohttp's C parser gives the
-target, its pure-Python one the request line."""
+"""How what was too long begins when it is the request target, where the limits do not tell:
+aiohttp's C parser gives the target, its pure-Python one the request line."""
 
 
-def too_long_status(exc: http_exceptions.LineTooLong) -> int:
-    """414 for a request target over the limit, 431 for a header: aiohttp raises one
-    ``LineTooLong`` for both, with the first bytes of what was too long. A target (its
-    origin form: what browsers send to a site) starts with ``/``; a header's name never
-    does, nor the values that grow long (cookies, referrers, tokens)."""
-    line = exc.args[0] if exc.args else b""
-    if isinstance(line, str):
-        line = line.encode("utf-8", "replace")
-    return 414 if isinstance(line, bytes | bytearray) and _TARGET.match(line) else 431
+def too_long_status(exc: http_exceptions.LineTooLong, limits: Mapping[str, Any]) -> int:
+    """414 for a request target over the limit, 431 for a header. ``limits``: the listener's
+    (``line_limits``'); were the two the same, what was too long is told by its first bytes: a
+    target (its origin form, what browsers send a site) starts with ``/``, while a header's name
+    never does, nor the values that grow long (cookies, referrers, tokens)."""
+    limit = exc.args[1] if len(exc.args) > 1 else None
+    line, field = limits.get("max_line_size"), limits.get("max_field_size")
+    if line != field and limit in (line, field):
+        return 414 if limit == line else 431
+    first = exc.args[0] if exc.args else b""
+    if isinstance(first, str):
+        first = first.encode("utf-8", "replace")
+    return 414 if isinstance(first, bytes | bytearray) and _TARGET.match(first) else 431
 
 
 def reason(exc: BaseException | None, status: int) -> str:
     """What was wrong with the request, for the operator and the client, without its bytes."""
     if isinstance(exc, http_exceptions.LineTooLong):
         limit = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-        what = "the request target is" if status == 414 else "a header is"
-        return f"{what} longer than the listener accepts" + (f" ({limit} bytes)" if limit else "")
+        if status == 414:  # its limit is the headers' and one byte (``line_limits``)
+            return "the request target is longer than the listener accepts" + (
+                f" ({limit - 1} bytes)" if limit else ""
+            )
+        return "a header is longer than the listener accepts" + (f" ({limit} bytes)" if limit else "")
     if isinstance(exc, http_exceptions.BadHttpMethod):
         if exc.message.startswith("Received HTTPS traffic"):
             return "TLS (HTTPS) sent to a plain HTTP listener"
@@ -115,7 +129,7 @@ class _Handler(web.RequestHandler):
         middleware caught): the listener's own, logged without the client's address. A line
         over the limit is a 414 or 431 (aiohttp says 400)."""
         if isinstance(exc, http_exceptions.LineTooLong):
-            status = too_long_status(exc)
+            status = too_long_status(exc, self.listener.limits)
         why = reason(exc, status)
         if status >= 500 or not isinstance(exc, http_exceptions.HttpProcessingError):
             log.error("a request failed (%d): %s", status, why, exc_info=exc)
@@ -143,6 +157,11 @@ class _Server(web.Server):
         handler = _Handler(self, loop=self._loop, **self._kwargs)
         handler.listener = self
         return handler
+
+    @property
+    def limits(self) -> Mapping[str, Any]:
+        """The parser's limits this listener was made with (``max_line_size``, ``max_field_size``)."""
+        return self._kwargs
 
     def answer(self, status: int, why: str, path: str) -> web.Response:
         """The listener's answer to a request it refuses; ``path``: the request's, or ``/``

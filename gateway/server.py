@@ -40,7 +40,7 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import parse_listen
 from gateway.pipeline import Pipeline, build_pipeline
-from gateway.protocol_errors import Runner
+from gateway.protocol_errors import Runner, line_limits
 from gateway.proxy import Asterisk, ProxyHost
 from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
@@ -61,6 +61,8 @@ SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 STORE_KEY = web.AppKey("store", LocalStore)
 SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 MAX_UPSTREAM_HEADER = 64 * 1024
+ADMIN_MAX_HEADER = 8190
+"""Bytes per header field the admin listener takes (aiohttp's default)."""
 
 
 def client_session(settings: Settings) -> aiohttp.ClientSession:
@@ -117,8 +119,7 @@ def handler_args(settings: Settings) -> dict[str, Any]:
     """Server options that keep the listener transparent and strict, and its access log private."""
     proxy = settings.options.proxy
     return {
-        "max_line_size": proxy.max_header_size,
-        "max_field_size": proxy.max_header_size,
+        **line_limits(proxy.max_header_size),
         "auto_decompress": False,
         # A visitor who hangs up cancels their handler: the upstream request stops at once.
         "handler_cancellation": True,
@@ -200,7 +201,7 @@ class Gateway:
             }
         # No lingering: a body a handler left unread (refused before, or one that does not
         # decode) closes the connection; aiohttp would drain it and log its failure as unhandled.
-        return {"headers": SECURITY_HEADERS, "lingering_time": 0}
+        return {"headers": SECURITY_HEADERS, "lingering_time": 0, **line_limits(ADMIN_MAX_HEADER)}
 
     def _reserved(self, path: str) -> bool:
         """Whether ``path`` is below the reserved prefix as now configured (it reloads)."""

@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 
 from gateway.dashboard import SECURITY_HEADERS
 from gateway.pages import error_page
-from gateway.protocol_errors import too_long_status
+from gateway.protocol_errors import line_limits, too_long_status
 from tests.conftest import TOKEN, ListenerTestServer
 
 TIMEOUT = 3.0
@@ -164,6 +164,14 @@ REFUSED_BY_THE_PARSER = {
     "request_line_too_large": (
         b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
         "the request target is longer than the listener accepts (8190 bytes)",
+    ),
+    "absolute_target_too_large": (
+        b"GET http://t/" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+        "the request target is longer than the listener accepts (8190 bytes)",
+    ),
+    "path_valued_header_too_large": (
+        b"GET /api/health HTTP/1.1\r\nHost: t\r\nX-Original-URL: /" + b"a" * 10_000 + b"\r\n\r\n",
+        "a header is longer than the listener accepts (8190 bytes)",
     ),
     "garbage_request_line": (b"GARBAGE\r\n\r\n", "the request method is not an HTTP method"),
     "unknown_http_version": (
@@ -577,6 +585,23 @@ async def test_an_admin_body_that_never_arrives_whole_gets_408_in_time(
 
 
 @pytest.mark.parametrize(
+    ("line", "limit", "status"),
+    [
+        # The listener's limits tell: the target's is the headers' and one byte.
+        (b"/aaaa...", 8191, 414),
+        (b"http://shop.test/aaaa...", 8191, 414),  # an absolute-form target
+        (b"/a/path/in/X-Original-URL...", 8190, 431),  # a header whose value starts with /
+        (b"a=bbbbb...", 8190, 431),
+    ],
+)
+def test_a_line_over_the_limit_is_414_for_the_target_and_431_for_a_header(
+    line: bytes, limit: int, status: int
+) -> None:
+    limits = line_limits(8190)
+    assert too_long_status(http_exceptions.LineTooLong(line, limit), limits) == status
+
+
+@pytest.mark.parametrize(
     ("line", "status"),
     [
         (b"/aaaa...", 414),  # aiohttp's C parser: the target
@@ -589,5 +614,6 @@ async def test_an_admin_body_that_never_arrives_whole_gets_408_in_time(
         (b"", 431),
     ],
 )
-def test_a_line_over_the_limit_is_414_for_the_target_and_431_for_a_header(line: bytes, status: int) -> None:
-    assert too_long_status(http_exceptions.LineTooLong(line, 8190)) == status
+def test_with_equal_limits_the_first_bytes_tell(line: bytes, status: int) -> None:
+    same = {"max_line_size": 8190, "max_field_size": 8190}
+    assert too_long_status(http_exceptions.LineTooLong(line, 8190), same) == status
