@@ -44,7 +44,7 @@ from gateway.events import VERDICTS, Touchpoint, VerdictChange, iso
 from gateway.ids import Uuid7
 from gateway.keys import derive
 from gateway.pipeline import Context, Exchange, Reply
-from gateway.sharedcounts import SharedWindowCounter, shared_tables
+from gateway.sharedcounts import SharedWindowCounter
 
 AGENT_CACHE = 8192
 """Distinct user agents whose classification is cached (a few hundred cover most real traffic)."""
@@ -135,8 +135,9 @@ class Bots:
         window, keys = float(opts.window_seconds), opts.max_tracked
         self.per_ip: WindowCounter | SharedWindowCounter = WindowCounter(window, keys)
         self.per_creator_ip: WindowCounter | SharedWindowCounter = WindowCounter(window, keys)
-        if (shared := shared_tables()) is not None:  # several workers: counted where all of them count
-            self.per_ip, self.per_creator_ip = (SharedWindowCounter(window, table) for table in shared)
+        if (shared := ctx.shared_counts) is not None:  # several workers: counted where all of them count
+            key = derive(self.secret, "velocity fingerprints")
+            self.per_ip, self.per_creator_ip = (SharedWindowCounter(window, t, key) for t in shared.tables)
         self.window = window
         self.creator_touches: HeldItems[Touch] = HeldItems(opts.max_per_creator_ip, keys)
         """(creator, IP) → its landings so far: re-scored if the pair's count passes its limit."""

@@ -331,7 +331,8 @@ def _ask_for_readable_body(ex: Exchange) -> None:
     headers = ex.request.headers
     getall = getattr(headers, "getall", None)
     offered = ", ".join(getall("accept-encoding", ())) if getall else headers.get("accept-encoding")
-    narrowed = readable_accept_encoding(offered) if offered else None
+    # None offered accepts any coding (RFC 9110 §12.5.3): ask for none, as such clients expect.
+    narrowed = readable_accept_encoding(offered) if offered else "identity"
     if narrowed is not None:
         ex.upstream_headers["accept-encoding"] = narrowed
 

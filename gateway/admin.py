@@ -248,12 +248,12 @@ async def healthz(request: web.Request) -> web.Response:
     node = request.app[SETTINGS_KEY].node
     if store.failing is None:
         return ok({"status": "ok", "node": node})
-    since, error = store.failing
+    since, kind = store.failing
     return ok(
         {
             "status": "degraded",
             "node": node,
-            "store": f"commits are failing, events are being lost: {error}",
+            "store": f"commits are failing ({kind}), events are being lost; the log says why",
             "failing_since": iso(datetime.fromtimestamp(since, UTC)),
         }
     )

@@ -40,6 +40,7 @@ from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.reload import live_settings
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event, creator_arg, currency_arg, url_arg, value_arg
+from gateway.sharedcounts import SharedCounts
 from gateway.sink_cli import cmd_sink_send
 from storage.migrate import SchemaTooNew
 from storage.reclassify import Reclassified, reclassify, stored_touchpoints
@@ -205,7 +206,12 @@ RELOADED_CONFIG_ENV = "GATEWAY_WORKER_RELOADED_CONFIG"
 text of the last reload it found valid (``_worker_settings``)."""
 
 
-async def _run(settings: Settings, args: argparse.Namespace, handed: HandedSalt | None = None) -> None:
+async def _run(
+    settings: Settings,
+    args: argparse.Namespace,
+    handed: HandedSalt | None = None,
+    shared_counts: SharedCounts | None = None,
+) -> None:
     from aiohttp import web
 
     from gateway.demo import create_demo_app
@@ -244,6 +250,7 @@ async def _run(settings: Settings, args: argparse.Namespace, handed: HandedSalt 
             reuse_port=args.worker is not None,
             reread=reread,
             salt=handed.salt if handed is not None else None,
+            shared_counts=shared_counts,
         )
     finally:
         if handed is not None:
@@ -442,6 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             _overridden(settings, args), generated=tuple(filter(None, generated.split("\n")))
         )
     handed = HandedSalt.from_environ()  # a worker's: the salt its siblings use (None: its own)
+    shared_counts = SharedCounts.from_environ()  # and the velocity counts they share
     try:
         import uvloop
     except ImportError:
@@ -452,7 +460,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # gives up at once instead of restarting it.
     failed = 1 if args.worker is None else EXIT_START
     try:
-        runner(_run(settings, args, handed))
+        runner(_run(settings, args, handed, shared_counts))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         return _fail_config(args.config, err)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:

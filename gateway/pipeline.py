@@ -23,6 +23,7 @@ from gateway.daysalt import DaySalt
 from gateway.events import Event
 from gateway.keys import Keys
 from gateway.metrics import Metrics
+from gateway.sharedcounts import SharedCounts
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -214,6 +215,8 @@ class Context:
     """The creator registry the admin API updates live (None: built from ``[[creators]]``)."""
     salt: DaySalt | None = None
     """The process's cookieless salt, kept across reloads (None: a new one)."""
+    shared_counts: SharedCounts | None = None
+    """The velocity counts every worker shares (None: one process, its own)."""
 
 
 Hook = Callable[[Exchange], Any]
@@ -340,12 +343,21 @@ def build_pipeline(
     keys: Keys | None = None,
     creators: CreatorRegistry | None = None,
     salt: DaySalt | None = None,
+    shared_counts: SharedCounts | None = None,
 ) -> Pipeline:
     """Instantiate and configure the addons named in ``proxy.addons``, in that order; one that
     sets ``enabled = False`` in ``configure`` (nothing to do) is left out of the chain. A reload
-    passes the running process's ``salt``: a new one would make every cookieless visitor new."""
+    passes the running process's ``salt``: a new one would make every cookieless visitor new;
+    and a worker the ``shared_counts`` its supervisor handed it."""
     keys = keys or Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
-    context = Context(settings=settings, keys=keys, metrics=metrics, creators=creators, salt=salt)
+    context = Context(
+        settings=settings,
+        keys=keys,
+        metrics=metrics,
+        creators=creators,
+        salt=salt,
+        shared_counts=shared_counts,
+    )
     registry = addon_registry()
     chain = []
     for name in settings.options.proxy.addons:

@@ -44,6 +44,7 @@ from gateway.protocol_errors import Runner, line_limits
 from gateway.proxy import Asterisk, ProxyHost
 from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
+from gateway.sharedcounts import SharedCounts
 from gateway.upstream import Upstream
 from gateway.websocket import no_redirects
 from storage.local import LocalStore
@@ -174,6 +175,8 @@ class Gateway:
     upstream: str
     salt: DaySalt = field(default_factory=DaySalt)
     """The cookieless salt, kept across reloads (``gateway/daysalt.py``)."""
+    shared_counts: SharedCounts | None = None
+    """The velocity counts a supervisor's workers share (``gateway/sharedcounts.py``)."""
     slot: HostSlot = field(default_factory=HostSlot)
     going_away: asyncio.Event = field(default_factory=asyncio.Event)
     """Set as the proxy listener shuts down: WebSocket relays, which would otherwise hold the
@@ -233,7 +236,9 @@ class Gateway:
         settings = live_settings(self.settings, new)
         # Standings set through the admin API (in worker 0) reach the other workers here too.
         await _apply_standings(self)
-        pipeline = build_pipeline(settings, self.metrics, self.keys, self.creators, self.salt)
+        pipeline = build_pipeline(
+            settings, self.metrics, self.keys, self.creators, self.salt, self.shared_counts
+        )
         await pipeline.running()
         self.slot.host = self._host(settings, pipeline, old_host.session, old_host.pool)
         self.settings = settings
@@ -250,15 +255,18 @@ class Gateway:
             await pipeline.done()
 
 
-def create_gateway(settings: Settings, upstream: str, salt: DaySalt | None = None) -> Gateway:
-    """Both apps, sharing one metrics registry and one store; nothing is opened yet. ``salt``:
-    the cookieless salt a supervisor handed this worker (None: a new one)."""
+def create_gateway(
+    settings: Settings, upstream: str, salt: DaySalt | None = None, shared_counts: SharedCounts | None = None
+) -> Gateway:
+    """Both apps, sharing one metrics registry and one store; nothing is opened yet. ``salt``
+    and ``shared_counts``: the cookieless salt and the velocity counts a supervisor handed this
+    worker (None: a new salt, counts of its own)."""
     salt = salt or DaySalt()
     metrics = Metrics()
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     store = LocalStore(settings.store_path, settings.options.storage, metrics)
     creators = CreatorRegistry(settings.options.creators)  # the admin API updates what bots reads
-    pipeline = build_pipeline(settings, metrics, keys, creators, salt)
+    pipeline = build_pipeline(settings, metrics, keys, creators, salt, shared_counts)
     sinks = SinkSet(settings, metrics, keys)
 
     proxy_app = web.Application(handler_args=handler_args(settings))
@@ -266,7 +274,9 @@ def create_gateway(settings: Settings, upstream: str, salt: DaySalt | None = Non
     admin_app = create_admin_app(settings, store, create_reader(settings), metrics, keys, creators, sinks)
     add_dashboard(admin_app)
     add_report_routes(admin_app, settings)
-    gw = Gateway(settings, metrics, keys, store, proxy_app, admin_app, creators, upstream, salt)
+    gw = Gateway(
+        settings, metrics, keys, store, proxy_app, admin_app, creators, upstream, salt, shared_counts
+    )
     attach_log_readers(gw, sinks)
     gw.attach("erasures", lambda: _follow_erasures(gw))
 
@@ -469,10 +479,11 @@ async def serve(
     reread: Reloader | None = None,
     attach: Callable[[Gateway], None] | None = None,
     salt: DaySalt | None = None,
+    shared_counts: SharedCounts | None = None,
 ) -> None:
     """Run the public listener (and, with ``admin``, the admin listener and the background tasks)
     until SIGINT/SIGTERM (or ``stop``), then shut down gracefully; SIGHUP calls ``reread``."""
-    gw = create_gateway(settings, upstream, salt)
+    gw = create_gateway(settings, upstream, salt, shared_counts)
     if attach is not None:
         attach(gw)
     stop = stop or asyncio.Event()

@@ -5,17 +5,21 @@ workers (``proxy.workers``) the kernel spreads a client's connections over them,
 count per worker saw a burst from one IP split N ways and tripped N times later. The
 supervisor creates one anonymous memory file (``memfd``) before it starts the workers,
 sized from ``bots.max_tracked``, and hands it to each through ``SHARED_COUNTS_FD_ENV``
-(its number, the file kept open across ``exec``); a worker maps it once
-(``shared_tables``) and the bots addon counts page loads per IP and clicks per
-(creator, IP) there (``SharedWindowCounter``). The memory is gone with the last process
-that maps it. One process alone (no supervisor) keeps its counts in its own memory
-(``addons.velocity.WindowCounter``), as before.
+(its number, the file kept open across ``exec``); a worker maps it once at its start
+(``SharedCounts.from_environ``) and the bots addon counts page loads per IP and clicks
+per (creator, IP) there (``SharedWindowCounter``). The memory is gone with the last
+process that maps it. One process alone (no supervisor) keeps its counts in its own
+memory (``addons.velocity.WindowCounter``), as before.
 
-The counts are estimates, like the per-process ones: each table is a fixed number of
-slots, a key is a 64-bit BLAKE2b fingerprint of it (no IP is written there),
-looked for in ``PROBES`` neighbouring slots; when all are taken, the one least counted (or
-expired) gives way. Workers update a slot without a lock: two increments of one key at the
-same instant can count once, so a rate can be undercounted, by a few units in a burst.
+The counts are estimates, like the per-process ones. Each table has a fixed number of
+slots; a key is a 64-bit BLAKE2b fingerprint keyed with a key the workers derive from the
+gateway's secret (no IP is written there, and none can be tried against it), looked for in
+``PROBES`` neighbouring slots; when all are taken, the one with nothing counted lately, or
+else the least counted, gives way. A slot keeps two (window start, count) pairs, one for
+even windows and one for odd ones, so moving to a new window only resets that window's own
+pair. Workers update a slot without a lock: two hits of one key at the same instant may
+count once, so a rate can be undercounted by a few (never overcounted but by a slot taken
+over at that instant).
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import hashlib
 import mmap
 import os
 from collections.abc import Hashable
+from dataclasses import dataclass
 
 SHARED_COUNTS_FD_ENV = "GATEWAY_WORKER_COUNTS_FD"
 TABLES = 2
 """Page loads per IP, clicks per (creator, IP)."""
-WORDS = 4
-"""Per slot: the key's fingerprint, the window number, this window's count, the previous one's."""
+WORDS = 5
+"""Per slot: the key's fingerprint; the start (Unix ms) and count of the last even window
+counted; the same of the last odd one."""
 PROBES = 4
 MIN_SLOTS = 4096
 
@@ -53,85 +59,89 @@ def create(max_tracked: int) -> int:
     return fd
 
 
-_tables: list[memoryview] | None = None
-_attached = False
-
-
-def shared_tables() -> list[memoryview] | None:
-    """This worker's view of the supervisor's tables (``TABLES`` arrays of 64-bit words), mapped
-    on first use and kept for the process's life; None without a supervisor."""
-    global _tables, _attached
-    if _attached:
-        return _tables
-    _attached = True
-    fd_text = os.environ.pop(SHARED_COUNTS_FD_ENV, None)  # not passed on to this worker's children
-    if not fd_text:
-        return None
-    fd = int(fd_text)
-    try:
-        _tables = attach(fd)
-    finally:
-        os.close(fd)  # the mapping keeps the memory
-    return _tables
-
-
-def attach(fd: int) -> list[memoryview]:
-    """The ``TABLES`` tables of the memory file ``fd`` (``create``'s), mapped: each an array of
+@dataclass(frozen=True)
+class SharedCounts:
+    """The tables of the supervisor's memory file, mapped in this worker: ``TABLES`` arrays of
     64-bit words, ``WORDS`` a slot."""
-    words = memoryview(mmap.mmap(fd, os.fstat(fd).st_size)).cast("q")
-    per_table = len(words) // TABLES
-    return [words[i * per_table : (i + 1) * per_table] for i in range(TABLES)]
 
+    tables: tuple[memoryview, ...]
 
-def fingerprint(key: Hashable) -> int:
-    """A key's 64-bit fingerprint, the same in every process (``hash`` of a str is not); never 0,
-    which marks an empty slot."""
-    text = key if isinstance(key, str) else "\x1f".join(map(str, key))  # type: ignore[call-overload]
-    found = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
-    return found or 1
+    @classmethod
+    def attach(cls, fd: int) -> SharedCounts:
+        """The memory file ``fd`` (``create``'s), mapped; ``fd`` stays open (the caller's)."""
+        words = memoryview(mmap.mmap(fd, os.fstat(fd).st_size)).cast("q")
+        per_table = len(words) // TABLES
+        return cls(tuple(words[i * per_table : (i + 1) * per_table] for i in range(TABLES)))
+
+    @classmethod
+    def from_environ(cls) -> SharedCounts | None:
+        """A worker's, from the file its supervisor handed it (closed once mapped, and its
+        number kept from this worker's own children); None without a supervisor."""
+        fd_text = os.environ.pop(SHARED_COUNTS_FD_ENV, None)
+        if not fd_text:
+            return None
+        fd = int(fd_text)
+        try:
+            return cls.attach(fd)
+        finally:
+            os.close(fd)  # the mapping keeps the memory
 
 
 class SharedWindowCounter:
     """``addons.velocity.WindowCounter`` over a table every worker shares: events per key in a
     sliding window of ``window`` seconds, estimated the same way (this window's count and the
-    previous one's)."""
+    previous one's, weighed by how much of it is still inside the window). ``key``: the
+    fingerprints' BLAKE2b key, the same in every worker."""
 
-    __slots__ = ("slots", "window", "words")
+    __slots__ = ("key", "slots", "window", "window_ms", "words")
 
-    def __init__(self, window: float, words: memoryview) -> None:
+    def __init__(self, window: float, words: memoryview, key: bytes) -> None:
         self.window = window
+        self.window_ms = round(window * 1000)
         self.words = words
         self.slots = len(words) // WORDS
+        self.key = key[:64]
 
     def __len__(self) -> int:
         """Keys held (a scan: for tests and diagnostics)."""
         return sum(1 for i in range(0, len(self.words), WORDS) if self.words[i])
 
+    def fingerprint(self, key: Hashable) -> int:
+        """``key``'s 64-bit fingerprint, the same in every worker; never 0 (an empty slot)."""
+        text = key if isinstance(key, str) else "\x1f".join(map(str, key))  # type: ignore[call-overload]
+        digest = hashlib.blake2b(text.encode(), digest_size=8, key=self.key).digest()
+        return int.from_bytes(digest, "little", signed=True) or 1
+
     def hit(self, key: Hashable, now: float) -> float:
         """Count one event for ``key`` at ``now`` (Unix seconds); the estimated count in the window."""
-        words, fp = self.words, fingerprint(key)
+        words, fp, span = self.words, self.fingerprint(key), self.window_ms
         slot = int(now // self.window)
-        start = fp % self.slots
+        start = slot * span
+        lately = start - span  # a pair that started before this is of no use any more
         found = free = weakest = -1
         weakest_count = 0
+        first = fp % self.slots
         for probe in range(PROBES):
-            at = ((start + probe) % self.slots) * WORDS
+            at = ((first + probe) % self.slots) * WORDS
             held = words[at]
             if held == fp:
                 found = at
                 break
-            if held == 0 or words[at + 1] < slot - 1:  # empty, or nothing counted in the window
+            if held == 0 or max(words[at + 1], words[at + 3]) < lately:  # nothing counted lately
                 if free < 0:
                     free = at
-            elif weakest < 0 or words[at + 2] + words[at + 3] < weakest_count:
-                weakest, weakest_count = at, words[at + 2] + words[at + 3]
-        if found < 0:  # taken over: counts first, the fingerprint last, so that a reader never
-            found = free if free >= 0 else weakest  # sees this key with the counts it replaces
-            words[found + 1], words[found + 2], words[found + 3] = slot, 0, 0
+            elif weakest < 0 or words[at + 2] + words[at + 4] < weakest_count:
+                weakest, weakest_count = at, words[at + 2] + words[at + 4]
+        if found < 0:  # taken over: the counts cleared first, the fingerprint last, so that a
+            found = free if free >= 0 else weakest  # reader never sees it with another's counts
+            words[found + 1] = words[found + 2] = words[found + 3] = words[found + 4] = 0
             words[found] = fp
-        elif slot > words[found + 1]:  # a new window: this window's count becomes the previous one
-            words[found + 3] = words[found + 2] if slot == words[found + 1] + 1 else 0
-            words[found + 1], words[found + 2] = slot, 0
-        words[found + 2] += 1
+        here = found + (1 if slot % 2 == 0 else 3)  # this window's pair (start, count)
+        there = found + (3 if slot % 2 == 0 else 1)  # the other: the previous window's, if it is
+        if words[here] != start:  # the pair holds an older window: it starts again
+            words[here + 1] = 0
+            words[here] = start
+        words[here + 1] += 1
+        previous = words[there + 1] if 0 < start - words[there] <= span else 0
         elapsed = (now - slot * self.window) / self.window
-        return words[found + 2] + words[found + 3] * max(0.0, 1.0 - elapsed)
+        return words[here + 1] + previous * max(0.0, 1.0 - elapsed)

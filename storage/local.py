@@ -204,7 +204,8 @@ class LocalStore:
         self._commit_failed = Throttled(log, logging.ERROR)
         self.failing: tuple[float, str] | None = None
         """While the latest commit failed on the database (disk full, read-only, I/O), not on
-        one submit's data: since when (Unix time) and the latest error; None once one commits."""
+        one submit's data: since when (Unix time) and the latest error's kind (its message is
+        logged, not shown: ``/healthz`` answers anyone); None once one commits."""
         self._pending: deque[_Item] = deque()
         self._inflight: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -415,7 +416,7 @@ class LocalStore:
             self._commit_failed("store commit of %d events failed: %s", rows, err)
             if not isinstance(err, _DATA_ERRORS):
                 since = self.failing[0] if self.failing is not None else time.time()
-                self.failing = (since, f"{type(err).__name__}: {err}"[:300])
+                self.failing = (since, type(err).__name__)
             return err
         self.failing = None
         self.metrics.store_commit_seconds.observe(time.perf_counter() - started)

@@ -290,6 +290,16 @@ async def test_a_site_that_prefers_brotli_is_offered_only_what_a_rule_can_read(
         assert resp.status == 200
     assert site.offered[-1] == browser  # no rule reads this answer: the header is untouched
 
+    # No Accept-Encoding at all accepts any coding: the site is asked for none.
+    async with gw.session.post(
+        gw.url + "/api/login?prefer=1",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        skip_auto_headers=["Accept-Encoding"],
+    ) as resp:
+        assert resp.status == 200 and "Content-Encoding" not in resp.headers
+    assert site.offered[-1] == "identity"
+
     # Only brotli, identity refused: nothing readable is acceptable, so the header goes as it
     # came and the rule reads nothing (counted), rather than the visitor get a coding they refused.
     only_br = "br, identity;q=0"
