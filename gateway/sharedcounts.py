@@ -18,8 +18,7 @@ gateway's secret (no IP is written there, and none can be tried against it), loo
 else the least counted, gives way. A slot keeps two (window start, count) pairs, one for
 even windows and one for odd ones, so moving to a new window only resets that window's own
 pair. Workers update a slot without a lock: two hits of one key at the same instant may
-count once, so a rate can be undercounted by a few (never overcounted but by a slot taken
-over at that instant).
+count once, so a rate can be undercounted by a few.
 """
 
 from __future__ import annotations
