@@ -201,6 +201,8 @@ STARTED_CONFIG_ENV = "GATEWAY_WORKER_CONFIG"
 """Set by the supervisor for its workers: a file holding the config text the gateway started
 with. A file, not the text: one environment variable holds at most 128 KiB on Linux, and a
 config with a long ``[[creators]]`` list can be larger (no worker would start)."""
+SUPERVISOR_ENV = "GATEWAY_WORKER_SUPERVISOR"
+"""Set by the supervisor for its workers: its process ID, the parent a worker stops without."""
 RELOADED_CONFIG_ENV = "GATEWAY_WORKER_RELOADED_CONFIG"
 """Set by the supervisor for the workers it starts after a SIGHUP: a file holding the config
 text of the last reload it found valid (``_worker_settings``)."""
@@ -237,7 +239,9 @@ async def _run(
             _announce(settings, proxy, admin, upstream if demo_runner else None)
 
     stop = asyncio.Event()
-    orphaned = asyncio.create_task(_watch_parent(stop)) if args.worker is not None else None
+    orphaned = None
+    if args.worker is not None:
+        orphaned = asyncio.create_task(_watch_parent(stop, _supervisor_pid()))
     if handed is not None:
         handed.follow(asyncio.get_running_loop())  # each new day's salt, from the supervisor
     try:
@@ -261,10 +265,17 @@ async def _run(
             await demo_runner.cleanup()
 
 
-async def _watch_parent(stop: asyncio.Event) -> None:
+def _supervisor_pid() -> int:
+    """The supervisor that started this worker: named by it, not taken from ``os.getppid()`` once
+    the worker is up, since a supervisor killed while the worker still started has left it a child
+    of init (or of a subreaper) already, and a parent read then would never change."""
+    named = os.environ.get(SUPERVISOR_ENV, "")
+    return int(named) if named.isdigit() else os.getppid()
+
+
+async def _watch_parent(stop: asyncio.Event, supervisor: int) -> None:
     """A worker whose supervisor died (even by SIGKILL) stops gracefully instead of living on."""
-    parent = os.getppid()
-    while os.getppid() == parent:
+    while os.getppid() == supervisor:
         await asyncio.sleep(1.0)
     log.error("the supervisor is gone; stopping this worker")
     stop.set()
@@ -335,6 +346,7 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
     env = {
         **os.environ,
         GENERATED_ENV: "\n".join(settings.generated),
+        SUPERVISOR_ENV: str(os.getpid()),
         STARTED_CONFIG_ENV: str(started),
         MULTIPROCESS_ENV: str(metrics),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -231,6 +232,30 @@ async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstre
     finally:
         await gw.kill()
     assert not [r for r in gw.logs() if r["level"] == "critical"]
+
+
+async def test_a_worker_still_starting_when_the_supervisor_is_killed_stops_too(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """Worker 1 starts once worker 0 is up; a supervisor killed before worker 1 got as far as
+    watching its parent had already left it a child of init, and it served on for ever."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    workers: list[int] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(workers := await asyncio.to_thread(children, gw.proc.pid)) < 2:
+                await asyncio.sleep(0.005)
+        gw.proc.kill()  # worker 1 was just spawned: it is still loading
+        async with asyncio.timeout(15):
+            for pid in workers:
+                while await asyncio.to_thread(_alive, pid):
+                    await asyncio.sleep(0.05)
+    finally:
+        for pid in workers:  # first: a worker left holds the supervisor's output pipes open
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await gw.kill()
 
 
 async def test_kill_9_of_every_process_mid_load_loses_and_doubles_nothing(
