@@ -285,7 +285,7 @@ class Bots:
         headers = ex.request.headers
         agent = self.agent(headers.get("user-agent", ""))
         reasons = list(agent.reasons)
-        if agent.browser:
+        if agent.browser and ex.request.all_headers:  # a log kept no Accept-Language to judge
             reasons += header_reasons(agent, headers, ex.request.scheme)
         return reasons, agent.good
 

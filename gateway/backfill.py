@@ -185,6 +185,7 @@ class Replayer:
         if line.headers is None and looks_like_page(line.method, path, line.status):
             headers["accept"] = "text/html"
         view = RequestView(line.method, self.scheme, host, path, query, headers, line.ip, line.ts)
+        view.all_headers = line.headers is not None  # a flow dump's are all there; a log's are not
         return Exchange(view, visitor=self.visitor(line))
 
     async def replay(self, line: Line, identity: bytes) -> list[Event]:

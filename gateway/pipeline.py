@@ -87,6 +87,10 @@ class RequestView:
     client_ip: str
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     _cookies: dict[str, str] | None = None
+    all_headers: bool = True
+    """False for a request replayed from a log that kept only a few of its headers (Host,
+    Referer, User-Agent…): what the others would have told (Accept-Language, client hints) is
+    not known, and their absence says nothing about the visitor."""
 
     @property
     def cookies(self) -> Mapping[str, str]:

@@ -108,6 +108,33 @@ async def test_reimport_adds_nothing_even_renamed_or_compressed(tmp_path: Path) 
     assert await query(settings, "SELECT count(*) FROM touchpoints") == [(3,)]
 
 
+CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"  # noqa: E501
+
+
+@pytest.mark.parametrize("fmt", ["combined", "json-lines"])
+async def test_a_logs_missing_headers_are_not_held_against_its_visitors(tmp_path: Path, fmt: str) -> None:
+    """A log keeps no Accept-Language nor client hints: every Chrome landing of a backfill scored
+    35 (`review`) for their absence and was left out of attribution, every Firefox one 20. What
+    the log does keep still counts: curl's agent."""
+    agents = [CHROME, UA, "curl/8.5.0"]
+    if fmt == "combined":
+        text = "\n".join(
+            f'203.0.113.{i} - - [01/Mar/2025:10:00:00 +0000] "GET /?utm_source=ads HTTP/1.1" 200 10 "-" "{a}"'
+            for i, a in enumerate(agents)
+        )
+    else:
+        line = {"time": "2025-03-01T10:00:00Z", "method": "GET", "uri": "/?utm_source=ads", "status": 200}
+        text = "\n".join(
+            json.dumps({**line, "remote_addr": f"203.0.113.{i}", "user_agent": ua})
+            for i, ua in enumerate(agents)
+        )
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    await run_import(settings, [log], fmt, host="shop.example")
+    got = await query(settings, "SELECT bot_score, verdict, reasons FROM touchpoints")
+    assert sorted(got) == [(0, "allow", "[]"), (0, "allow", "[]"), (60, "block", '["http_library"]')]
+
+
 async def test_two_identical_lines_are_two_requests(tmp_path: Path) -> None:
     line = COMBINED.splitlines()[0]
     settings = make_settings(tmp_path)
