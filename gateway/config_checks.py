@@ -504,11 +504,13 @@ def _validate_bots(options: Options) -> list[str]:
                 f'"bots" must come after "{before}" (it scores what {before} found)',
             )
     _within(p, "bots.review_threshold", bots.review_threshold, 0, 100)
+    # A review_threshold out of range is its own problem, not block_threshold's too.
+    low = bots.review_threshold if 0 <= bots.review_threshold <= 100 else 0
     _check(
         p,
-        bots.review_threshold <= bots.block_threshold <= 100,
+        low <= bots.block_threshold <= 100,
         "bots.block_threshold",
-        f"must be review_threshold..100 ({bots.review_threshold}..100), got {bots.block_threshold}",
+        f"must be review_threshold..100 ({low}..100), got {bots.block_threshold}",
     )
     for name in BotWeights.__struct_fields__:
         weight = getattr(bots.weights, name)

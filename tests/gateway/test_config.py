@@ -113,6 +113,16 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
     assert {"proxy.listen", "proxy.connect_timeout", "identity.bogus", "storage.batch_size"} <= keys
 
 
+def test_a_threshold_out_of_range_is_not_blamed_on_the_other_one_too() -> None:
+    """review_threshold = 120 also gave "bots.block_threshold: must be review_threshold..100
+    (120..100), got 50" for a block_threshold nobody had set."""
+    assert problems("[bots]\nreview_threshold = 120\n") == ["bots.review_threshold: must be 0..100, got 120"]
+    assert problems("[bots]\nreview_threshold = -5\nblock_threshold = 101\n") == [
+        "bots.review_threshold: must be 0..100, got -5",
+        "bots.block_threshold: must be review_threshold..100 (0..100), got 101",
+    ]
+
+
 def test_missing_secrets_refused_without_dev() -> None:
     found = problems("", environ={})
     assert any(p.startswith("identity.secret: environment variable GATEWAY_SECRET") for p in found)
