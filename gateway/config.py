@@ -386,10 +386,53 @@ def read_config(path: str | Path) -> str:
 def parse_config(text: str, name: str) -> dict[str, Any]:
     """TOML text → tables. A leading byte-order mark is dropped: editors on Windows write one,
     and it is not part of the configuration."""
+    text = text.removeprefix("\ufeff")
     try:
-        return tomllib.loads(text.removeprefix("\ufeff"))
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError([f"{name}: not valid TOML: {err}"]) from err
+        raise ConfigError([given_twice(str(err), text, name) or f"{name}: not valid TOML: {err}"]) from err
+
+
+_DECLARED = re.compile(
+    r"Cannot (?:mutate immutable namespace|declare) \(([^)]*)\)(?: twice)? \(at line (\d+),"
+)
+_OVERWRITTEN = re.compile(r"Cannot overwrite a value \(at line (\d+),")
+_HEADER = re.compile(r"\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?")
+
+
+def given_twice(message: str, text: str, name: str) -> str | None:
+    """tomllib's "Cannot mutate immutable namespace ('identity', 'rules') (at line 135, …)" →
+    the key given twice and what to do; None for other TOML errors. The usual cause: the
+    example config's ``rules = []`` left in when ``[[identity.rules]]`` tables are added."""
+    lines = text.splitlines()
+    table, tables = "", []  # the table each line is in
+    for line in lines:
+        if header := _HEADER.fullmatch(line):
+            table = header.group(2)
+        tables.append(table)
+    if declared := _DECLARED.search(message):
+        number = int(declared.group(2))
+        key = ".".join(p.strip().strip("'\"") for p in declared.group(1).split(",") if p.strip())
+    elif overwritten := _OVERWRITTEN.search(message):
+        number = int(overwritten.group(1))
+        line = lines[number - 1] if number <= len(lines) else ""
+        own = _HEADER.fullmatch(line)  # [proxy], then [[proxy]]
+        within = tables[number - 1] if number <= len(lines) else ""
+        key = own.group(2) if own else ".".join(filter(None, [within, line.partition("=")[0].strip()]))
+    else:
+        return None
+    said = f"{name}: line {number}: {key} is given twice"
+    header = _HEADER.fullmatch(lines[number - 1]) if declared and number <= len(lines) else None
+    if header is None:
+        return f"{said}; keep one"
+    parent, _, last = key.rpartition(".")
+    value = re.compile(rf"\s*{re.escape(last)}\s*=")
+    earlier = [i for i in range(number - 1) if tables[i] == parent and value.match(lines[i])]
+    if not earlier:
+        return f"{said}; merge the two [{key}] tables"
+    kind = f"[[{key}]] tables" if header.group(1) == "[[" else f"a [{key}] table"
+    at = earlier[-1]
+    return f"{said}; delete line {at + 1} (`{lines[at].strip()[:40]}`) to write it as {kind}"
 
 
 def load_settings(

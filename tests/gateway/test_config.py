@@ -113,6 +113,33 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
     assert {"proxy.listen", "proxy.connect_timeout", "identity.bogus", "storage.batch_size"} <= keys
 
 
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        # What the README's rule examples lead to when the example's `rules = []` stays.
+        ("[identity]\nrules = []\n\n[[identity.rules]]\nname = 'x'\n",
+         "line 4: identity.rules is given twice; delete line 2 (`rules = []`) to write it as"
+         " [[identity.rules]] tables"),
+        ("[channels]\nrules = []\n[identity]\nrules = []\n[[channels.rules]]\nchannel = 'x'\n",
+         "line 5: channels.rules is given twice; delete line 2 (`rules = []`) to write it as"
+         " [[channels.rules]] tables"),
+        # `gateway init` writes weights inline; the README shows a [bots.weights] table.
+        ("[bots]\nweights = {crawler = 60}\n[bots.weights]\nheadless = 10\n",
+         "line 3: bots.weights is given twice; delete line 2 (`weights = {crawler = 60}`) to write it"
+         " as a [bots.weights] table"),
+        ("[proxy]\nlisten = 'a'\n[proxy]\nworkers = 1\n",
+         "line 3: proxy is given twice; merge the two [proxy] tables"),
+        ("[proxy]\nlisten = 'a:1'\nlisten = 'b:1'\n", "line 3: proxy.listen is given twice; keep one"),
+        ("[channels.referrers]\n'kagi.com' = 'search'\n'kagi.com' = 'ai'\n",
+         "line 3: channels.referrers.'kagi.com' is given twice; keep one"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_is_named_with_what_to_do(toml: str, expected: str) -> None:
+    """tomllib said "Cannot mutate immutable namespace ('identity', 'rules') (at line 4, column
+    17)", or "Cannot overwrite a value", naming no key."""
+    assert problems(toml) == [f"config: {expected}"]
+
+
 def test_a_threshold_out_of_range_is_not_blamed_on_the_other_one_too() -> None:
     """review_threshold = 120 also gave "bots.block_threshold: must be review_threshold..100
     (120..100), got 50" for a block_threshold nobody had set."""
