@@ -207,7 +207,8 @@ def _literal_values(struct: type, name: str) -> str:
 
 
 def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
-    """Decode each table on its own so one run reports one problem per table, not just the first."""
+    """Decode each table on its own, and each with every problem it has, so one run reports
+    them all, not just the first."""
     problems: list[str] = []
     tables: dict[str, Any] = {}
     for name, value in data.items():
@@ -222,11 +223,70 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
         if not isinstance(value, dict):
             problems.append(f"{name}: must be a table ([{name}]), got {_shown(value)}")
             continue
-        try:
-            tables[name] = msgspec.convert(value, struct)
-        except msgspec.ValidationError as err:
-            problems.append(_msgspec_problem(name, err, data=value))
+        decoded = _convert(name, value, struct, problems)
+        if decoded is not None:
+            tables[name] = decoded
     return Options(**tables), problems
+
+
+def _convert(key: str, value: dict[str, Any], struct: type[Any], problems: list[str]) -> Any:
+    """``value`` decoded as ``struct``, or None with every problem of it added to ``problems``.
+    msgspec stops at the first: the key it names is left out and the rest decoded again, until
+    nothing else is wrong (a required key left out that way is not one more problem)."""
+    trial, failed = copy.deepcopy(value), False
+    dropped: set[Keys] = set()
+    while True:
+        try:
+            decoded = msgspec.convert(trial, struct)
+        except msgspec.ValidationError as err:
+            culprit, missing = _culprit(str(err))
+            if missing in dropped:
+                return None
+            problems.append(_msgspec_problem(key, err, struct, trial))
+            failed = True
+            if culprit is None or not _drop(trial, culprit):
+                return None
+            dropped.add(culprit)
+        else:
+            return None if failed else decoded
+
+
+Keys = tuple[str | int, ...]
+"""Where a value is in a table as read: names, and indexes of arrays."""
+
+
+def _culprit(error: str) -> tuple[Keys | None, Keys | None]:
+    """Where the value a msgspec error is about is (`$.rules[0].path` → rules, 0, path; an
+    unknown key's own place; a map's entry, which msgspec does not name, is the whole map),
+    or None; and where the required field it says is missing would be."""
+    message, sep, where = error.rpartition(" - at `")
+    if not sep:
+        message, where = error, "$`"
+    keys: list[str | int] = []
+    for part in _path_parts(where.rstrip("`").removeprefix("$")):
+        if part == "...":
+            return (tuple(keys) or None), None
+        keys.append(part)
+    if unknown := re.match(r"Object contains unknown field `(.+)`", message):
+        return (*keys, unknown.group(1)), None
+    if missing := re.match(r"Object missing required field `(.+)`", message):
+        return None, (*keys, missing.group(1))
+    return (tuple(keys) or None), None
+
+
+def _drop(table: dict[str, Any], keys: Keys) -> bool:
+    """Delete the value at ``keys``; False when it is not there to delete."""
+    *inner, last = keys
+    value: Any = table
+    for key in inner:
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if isinstance(value, dict) and last in value:
+        del value[last]
+        return True
+    return False
 
 
 def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.Struct, ...]:
@@ -243,11 +303,11 @@ def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.S
             problems.append(f"{key}: must be a table, got {_shown(entry)}")
             failed = True
             continue
-        try:
-            decoded.append(msgspec.convert(entry, struct))
-        except msgspec.ValidationError as err:
-            problems.append(_msgspec_problem(key, err, struct, entry))
+        rule = _convert(key, entry, struct, problems)
+        if rule is None:
             failed = True
+        else:
+            decoded.append(rule)
     # Checks after decoding name entries by index: with one missing, the others' would be wrong.
     return () if failed else tuple(decoded)
 

@@ -150,6 +150,32 @@ def test_a_threshold_out_of_range_is_not_blamed_on_the_other_one_too() -> None:
     ]
 
 
+def test_every_wrong_type_and_unknown_key_of_one_table_is_reported() -> None:
+    """msgspec stops at a table's first: `workers = "2"` hid the wrong connect_timeout, the
+    typo and the bad strip of the same [proxy], and a rule's first problem hid the others."""
+    found = problems(
+        "[proxy]\nconnect_timeout = '5'\nworkers = '2'\nupstrem = 'x'\n"
+        "[bots.weights]\ncrawlr = 5\nheadless = 'x'\n"
+        "[[identity.rules]]\nname = 'x'\npath = 5\nstatus = 302\nuser_id = { from = 'username' }\n"
+    )
+    keys = [p.partition(":")[0] for p in found]
+    assert keys == [
+        "proxy.connect_timeout",
+        "proxy.workers",
+        "proxy.upstrem",
+        "bots.weights.crawlr",
+        "bots.weights.headless",
+        "identity.rules[0].path",
+        "identity.rules[0].status",
+        "identity.rules[0].user_id.from",
+    ]
+    # A required key left out after its own problem is not one more problem.
+    assert problems("[[creators]]\nid = 1\nverified = 'yes'\n") == [
+        "creators[0].id: expected a string, got 1",
+        'creators[0].verified: expected true or false, got "yes"',
+    ]
+
+
 def test_missing_secrets_refused_without_dev() -> None:
     found = problems("", environ={})
     assert any(p.startswith("identity.secret: environment variable GATEWAY_SECRET") for p in found)
