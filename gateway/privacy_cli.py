@@ -97,8 +97,25 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("(dry run: nothing deleted)")
     else:
-        print("the erasure reaches the central store with the next sync, and no sink sends these rows")
+        for line in _erasure_reach(settings):
+            print(line)
     return 0
+
+
+def _erasure_reach(settings: Settings) -> list[str]:
+    """Where else the user's rows may be, by what this config has: said after an erasure."""
+    said = []
+    if settings.central_url:
+        said.append(
+            "the erasure reaches the central store with the next sync; other nodes' own stores"
+            " keep their rows: erase there too"
+        )
+    if settings.options.sinks:
+        said.append(
+            "no sink sends these rows from now on; what the sinks sent before stays at their"
+            " destinations: delete it there (Segment and RudderStack have their own deletion API)"
+        )
+    return said
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:

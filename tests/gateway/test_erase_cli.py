@@ -37,12 +37,12 @@ async def fill(path: Path, user_key: str) -> None:
     await store.close()
 
 
-def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+def gateway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **ENV},
+        env={"PATH": "/usr/bin:/bin", **ENV, **(env or {})},
         cwd=ROOT,
         timeout=60,
     )
@@ -103,3 +103,27 @@ def test_erase_finds_rows_kept_under_an_earlier_storage_mode(tmp_path: Path) -> 
     # the ID itself, since under "plain" that is the key (README: what is stored).
     [(also,)] = rows(path, "SELECT also_keys FROM erasures")
     assert "id:alice@example.com" in json.loads(also)
+
+
+def test_erase_says_where_else_the_rows_are_by_what_is_configured(tmp_path: Path) -> None:
+    """It said "the erasure reaches the central store with the next sync, and no sink sends
+    these rows" with neither configured, and nothing of the sinks' destinations, which keep what
+    they were sent."""
+    path = tmp_path / "gw.db"
+    asyncio.run(fill(path, "k"))
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n')
+    alone = gateway("erase", "alice@example.com", "-c", str(cfg))
+    assert alone.returncode == 0, alone.stderr
+    assert "central" not in alone.stdout and "sink" not in alone.stdout
+    cfg.write_text(
+        f'[storage]\npath = "{path}"\n[central]\nurl = "env:GW_CENTRAL"\n'
+        '[[sinks]]\nname = "segment"\nkind = "segment"\nurl = "https://api.segment.example"\n'
+        'secret = "env:GATEWAY_ADMIN_TOKEN"\n'
+    )
+    both = gateway(
+        "erase", "alice@example.com", "-c", str(cfg), env={"GW_CENTRAL": "postgresql://gw@127.0.0.1:9/gw"}
+    )
+    assert both.returncode == 0, both.stderr
+    assert "reaches the central store with the next sync; other nodes' own stores" in both.stdout
+    assert "what the sinks sent before stays at their destinations: delete it there" in both.stdout
