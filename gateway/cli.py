@@ -33,7 +33,7 @@ from gateway.childsignals import STOP_SIGNALS
 from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked, read_config
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
-from gateway.doctor import cmd_doctor, timeout_arg
+from gateway.doctor import check_geo, cmd_doctor, timeout_arg
 from gateway.logs import setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -117,6 +117,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as err:
         return _fail_config(args.config, err)
     print(f"# {args.config}: OK (store: {settings.store_path}, node: {settings.node})")
+    # A GeoIP database named but missing is not an error (geo turns itself off): said, though.
+    for check in check_geo(settings):
+        if check.status == "FAIL":
+            print(f"gateway: warning: {check.what}: geo lookups will be off ({check.fix})", file=sys.stderr)
     print(render_toml(masked(settings.options)), end="")
     return 0
 

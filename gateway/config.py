@@ -102,6 +102,13 @@ def _msgspec_problem(
         owner = _struct_at(struct, where)
         allowed = ", ".join(owner.__struct_fields__) if owner is not None else ""
         return f"{key}.{unknown.group(1)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+    if re.match(r"Object missing required field `(.+)`", message):
+        owner = _struct_at(struct, where)
+        given = _value_at(data, _path_parts(where))
+        fields = msgspec.structs.fields(owner) if owner is not None else ()
+        absent = [f.name for f in fields if f.required and not (isinstance(given, dict) and f.name in given)]
+        if absent:  # every one at once: msgspec names only the first
+            return f"{key}: missing {', '.join(absent)} (required)"
     enum = re.match(r"Invalid enum value (.+)", message)
     if enum:
         path, _, name = where.rpartition(".")

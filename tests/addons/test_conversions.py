@@ -203,5 +203,5 @@ def test_config_requires_the_addon_and_names_missing_keys() -> None:
     with pytest.raises(ConfigError) as info:
         context('[[conversions]]\nname = "x"\npath = "/"\n')
     assert any(
-        p.startswith("conversions[0]: object missing required field status") for p in info.value.problems
+        p.startswith("conversions[0]: missing status") for p in info.value.problems
     )

@@ -287,7 +287,7 @@ def test_a_classifier_can_be_built_from_options_alone() -> None:
             "channels.rules[0].medium: not a valid regular",
         ),
         ("[[channels.rules]]\nchannel = 'X'\n", "channels.rules[0]: needs at least one condition"),
-        ("[[channels.rules]]\nmedium = 'x'\n", "channels.rules[0]: object missing required field channel"),
+        ("[[channels.rules]]\nmedium = 'x'\n", "channels.rules[0]: missing channel (required)"),
         (
             "[[channels.rules]]\nchannel = 'X'\nsource = 'a'\nwhat = 1\n",
             "channels.rules[0].what: unknown key",

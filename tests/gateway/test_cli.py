@@ -48,6 +48,22 @@ def test_check_lists_every_problem_by_key(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_check_names_every_missing_required_key_and_warns_of_a_missing_geoip_file(tmp_path: Path) -> None:
+    """A walkthrough's findings: msgspec named one missing field at a time, in its own words
+    ("object missing required field path"); and a GeoIP database that does not exist (geo then
+    turns itself off) passed the check without a word."""
+    cfg = tmp_path / "rule.toml"
+    cfg.write_text('[[identity.rules]]\nname = "a"\n')
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2
+    assert "identity.rules[0]: missing path, status, user_id (required)" in done.stderr, done.stderr
+    cfg.write_text('[geo]\ncountry_db = "nope.mmdb"\n')
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 0, done.stderr
+    nope = tmp_path / "nope.mmdb"
+    assert f"gateway: warning: geo.country_db: {nope} does not exist: geo lookups will be off" in done.stderr
+
+
 def test_check_without_secrets_explains_how(tmp_path: Path) -> None:
     done = gateway("check", "-c", str(ROOT / "gateway.toml"))
     assert done.returncode == 2

@@ -71,7 +71,7 @@ def test_defaults_load() -> None:
         ("[bots]\ndatacenter_asns = [16509, -1]\n", "bots.datacenter_asns[1]: must be 0..4294967295, got -1"),
         ("[bots]\nextra_good_crawlers = ['acme', ' ']\n", "bots.extra_good_crawlers[1]: must not be empty"),
         ("[[creators]]\nid = 'a'\n[[creators]]\nid = 'a'\n", "creators[1].id: 'a' is listed twice"),
-        ("[[creators]]\nverified = true\n", "creators[0]: object missing required field id"),
+        ("[[creators]]\nverified = true\n", "creators[0]: missing id (required)"),
         (
             "[proxy]\naddons = ['identity', 'bots', 'campaign']\n",
             'proxy.addons: "bots" must come after "campaign"',

@@ -304,7 +304,7 @@ def test_sender_secrets_resolve_from_the_environment() -> None:
         ),
         ("[[sources]]\nname = 'a'\nsecrets = ['inline']\n", "sources[0].secrets[0]: secrets are never"),
         ("[[sources]]\nname = 'a'\nsecrets = []\n", "sources[0].secrets: needs at least one"),
-        ("[[sources]]\nsecrets = ['env:S1']\n", "sources[0]: object missing required field name"),
+        ("[[sources]]\nsecrets = ['env:S1']\n", "sources[0]: missing name (required)"),
         ("[[sources]]\nname = 'A B'\nsecrets = ['env:S1']\n", "sources[0].name: must be"),
         (
             "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n",
