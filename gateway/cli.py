@@ -313,11 +313,11 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
     from gateway.supervisor import python_argv, reserve, run_supervisor
 
     try:
-        public, proxy_addr = reserve(settings.options.proxy.listen, reuse_port=True)
-        admin, admin_addr = reserve(settings.options.admin.listen, reuse_port=False)
+        public, proxy_addr = reserve(settings.options.proxy.listen, reuse_port=True, key="proxy.listen")
+        admin, admin_addr = reserve(settings.options.admin.listen, reuse_port=False, key="admin.listen")
         admin.close()  # only worker 0 listens there: it binds it itself
     except OSError as err:
-        print(f"gateway: cannot start: {err}", file=sys.stderr)
+        print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
         return 1
 
     def argv(index: int) -> list[str]:
@@ -483,7 +483,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
         return failed
     except OSError as err:
-        print(f"gateway: cannot start: {err}", file=sys.stderr)
+        print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
         return failed
     except KeyboardInterrupt:
         pass

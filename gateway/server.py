@@ -21,6 +21,7 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -348,11 +349,13 @@ async def start_site(
     grace: float,
     reuse_port: bool = False,
     listener: Mapping[str, Any] | None = None,
+    key: str = "",
     **kwargs: Any,
 ) -> tuple[web.AppRunner, str]:
     """``app`` listening on ``listen``; ``listener``: how it answers what aiohttp refuses
     itself (``Gateway.listener``, ``gateway/protocol_errors.py``); ``grace``: how long its
-    in-flight requests may take to finish when it stops (``proxy.shutdown_grace``)."""
+    in-flight requests may take to finish when it stops (``proxy.shutdown_grace``); ``key``: the
+    config key ``listen`` comes from, named when it cannot be bound."""
     host, port = parse_listen(listen)
     runner = Runner(app, **(listener or {}), access_log=None, shutdown_timeout=grace, **kwargs)
     await runner.setup()
@@ -361,7 +364,9 @@ async def start_site(
         await site.start()
     except OSError as err:
         await runner.cleanup()
-        raise OSError(err.errno, f"cannot listen on {listen}: {err.strerror}") from err
+        named = f" ({key})" if key else ""
+        why = os.strerror(err.errno) if err.errno else err.strerror  # asyncio's repeats the address
+        raise OSError(err.errno, f"cannot listen on {listen}{named}: {why}") from err
     bound = runner.addresses[0][:2] if runner.addresses else (host, port)
     shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
     return runner, f"{shown}:{bound[1]}"
@@ -506,6 +511,7 @@ async def serve(
         grace=grace,
         reuse_port=reuse_port,
         listener=gw.listener(public=True),
+        key="proxy.listen",
     )
     admin_runner: web.AppRunner | None = None
     admin_addr = ""
@@ -513,7 +519,11 @@ async def serve(
     try:
         if admin:
             admin_runner, admin_addr = await start_site(
-                gw.admin_app, settings.options.admin.listen, grace=grace, listener=gw.listener(public=False)
+                gw.admin_app,
+                settings.options.admin.listen,
+                grace=grace,
+                listener=gw.listener(public=False),
+                key="admin.listen",
             )
             background = [
                 loop.create_task(_keep_running(name, task), name=name) for name, task in gw.background.items()

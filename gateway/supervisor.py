@@ -52,8 +52,9 @@ EXIT_CONFIG = 2
 EXIT_START = 3
 
 
-def reserve(listen: str, reuse_port: bool) -> tuple[socket.socket, str]:
-    """Bind (never listen on) ``listen``; the socket and the concrete ``HOST:PORT`` it holds."""
+def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket, str]:
+    """Bind (never listen on) ``listen`` (of the config key ``key``); the socket and the
+    concrete ``HOST:PORT`` it holds."""
     host, port = parse_listen(listen)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = infos[0]
@@ -65,7 +66,8 @@ def reserve(listen: str, reuse_port: bool) -> tuple[socket.socket, str]:
         sock.bind(address)
     except OSError as err:
         sock.close()
-        raise OSError(err.errno, f"cannot listen on {listen}: {err.strerror}") from err
+        named = f" ({key})" if key else ""
+        raise OSError(err.errno, f"cannot listen on {listen}{named}: {err.strerror}") from err
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     return sock, f"{shown}:{bound}"

@@ -13,6 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ENV
 from tests.terminal import on_a_terminal
 
@@ -95,23 +97,28 @@ def test_shipped_container_config_checks() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def _config(tmp_path: Path, proxy_listen: str = "127.0.0.1:0", store: str = "gw.db") -> Path:
+def _config(
+    tmp_path: Path, proxy_listen: str = "127.0.0.1:0", store: str = "gw.db", workers: int = 0
+) -> Path:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(
-        f'[proxy]\nlisten = "{proxy_listen}"\nupstream = "http://127.0.0.1:9"\n'
+        f'[proxy]\nlisten = "{proxy_listen}"\nupstream = "http://127.0.0.1:9"\nworkers = {workers}\n'
         f'[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "{store}"\n'
     )
     return cfg
 
 
-def test_run_explains_a_busy_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_explains_a_busy_port(tmp_path: Path, workers: int) -> None:
+    """Named by its config key too (a second gateway on the same ports said only the address)."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = gateway("run", "-c", str(_config(tmp_path, f"127.0.0.1:{port}")), env=ENV)
+        done = gateway("run", "-c", str(_config(tmp_path, f"127.0.0.1:{port}", workers=workers)), env=ENV)
     assert done.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+    said = f"gateway: cannot start: cannot listen on 127.0.0.1:{port} (proxy.listen): Address already in use"
+    assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_run_explains_an_unreadable_store(tmp_path: Path) -> None:
