@@ -65,6 +65,8 @@ class Summary:
     the first, so what is left of it is imported by sending all of it again."""
     read_all: bool = False
     """Every file was read to its end (a stop that came later found nothing left to read)."""
+    erased: int = 0
+    """Events left out: about a user erased after their date (or a visitor erased with one)."""
     unreadable: OSError | None = None
     """The file that could not be read part way (corrupt, cut short, gone), which ended the
     import there: what was read before it is written all the same."""
@@ -87,6 +89,8 @@ class Summary:
             if self.new_rows is not None:
                 line += f"   new in the store: {self.new_rows.get(table, 0):,}"
             out.append(line)
+        if self.erased:
+            out.append(f"  {'erased:':13}{self.erased:>10,}   (of users erased since: not stored again)")
         out.append(f"  {'skipped:':13}{sum(self.skipped.values()):>10,}")
         for reason, count in self.skipped.most_common():
             out.append(f"    {count:>8,}  {reason}")

@@ -166,6 +166,8 @@ async def _account(
 ) -> None:
     for skip in skips:
         summary.skip(name, skip.number, skip.reason)
+    events, erased = writer.erased.keep(events)
+    summary.erased += erased
     counts = summary.events
     for event in events:
         counts[event.table] += 1

@@ -24,7 +24,7 @@ from gateway.importreplay import import_file
 from gateway.importreport import Progress
 from gateway.importstop import through_stop
 from gateway.importworkers import WorkerPool
-from gateway.importwrite import COUNTED, Writer, count_rows
+from gateway.importwrite import COUNTED, Erased, Writer, count_rows
 from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
@@ -100,7 +100,8 @@ async def run_import(
                 )
             started = time.perf_counter()
             shown = Progress(bar, started)
-            writer = Writer(store)
+            erased = await asyncio.to_thread(Erased.read, settings.store_path) if store is not None else None
+            writer = Writer(store, erased)
             for path, size in zip(paths, sizes, strict=True):
                 summary.files += 1
                 before_it = summary.read_to

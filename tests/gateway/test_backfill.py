@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +422,46 @@ async def test_a_line_of_megabytes_is_skipped_unread(tmp_path: Path, workers: in
         "huge.log:6: longer than 1,048,576 bytes: not a logged request (skipped unread)",
     ]
     assert summary.examples[2] == "huge.log:7: not a combined-log line"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_an_old_log_does_not_bring_an_erased_users_rows_back(tmp_path: Path, workers: int) -> None:
+    """A log from before an erasure, imported after it: the erased user's visitor's rows, dated
+    before the erasure, were stored again (the central store refused them, the local one did
+    not). They are left out and counted; the other visitors' rows are imported as ever."""
+    from gateway.events import Binding, iso
+    from gateway.ids import uuid7
+    from gateway.metrics import Metrics
+    from storage.erasure import erase_user
+    from storage.local import LocalStore
+
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    await run_import(settings, [log], "combined", host="shop.example")
+    stored = "SELECT visitor_key FROM touchpoints"
+    visitors = [v for (v,) in await asyncio.to_thread(rows, settings.store_path, stored)]
+    assert len(visitors) == 3
+    erased_visitor = visitors[0]
+    keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+    user_key = keys.user_key("ada")
+    store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+    await store.open()
+    try:
+        at = iso(datetime.now(UTC))
+        await store.write([Binding(uuid7(), at, "a", erased_visitor, user_key, "login")])
+    finally:
+        await store.close()
+    await erase_user(
+        settings.store_path, user_key, "ada", body_key=b"k" * 32, event_id=uuid7(), ts=at, node="a"
+    )
+    left = await asyncio.to_thread(rows, settings.store_path, "SELECT visitor_key FROM touchpoints")
+    assert sorted(v for (v,) in left) == sorted(visitors[1:])
+
+    again = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    after = await asyncio.to_thread(rows, settings.store_path, stored)
+    assert sorted(v for (v,) in after) == sorted(visitors[1:])  # not back
+    assert again.erased == 1 and again.events["touchpoints"] == 2
+    assert "erased:               1   (of users erased since: not stored again)" in again.render()
 
 
 async def test_a_directory_among_the_files_fails_the_import_before_it_reads_any(tmp_path: Path) -> None:
