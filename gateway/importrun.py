@@ -24,10 +24,11 @@ from gateway.importreplay import import_file
 from gateway.importreport import Progress
 from gateway.importstop import through_stop
 from gateway.importworkers import WorkerPool
-from gateway.importwrite import COUNTED, Erased, Writer, count_rows
+from gateway.importwrite import COUNTED, Writer, count_rows
 from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
+from storage.erased import Erased
 from storage.local import LocalStore
 
 

@@ -3,20 +3,20 @@
 Owns the batching of events into ``LocalStore`` submits (``BATCH`` events a
 transaction, at most ``IN_FLIGHT`` queued: the next batch is built while the
 last one commits), leaving out the rows of erased users dated before their
-erasure (``Erased``: an old log would bring them back), and the row counts
-before and after an import (a re-import gains none). Blocking: ``count_rows``
-and ``Erased.read`` are called off the event loop.
+erasure (``storage.erased``: an old log would bring them back), and the row
+counts before and after an import (a re-import gains none). Blocking:
+``count_rows`` is called off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from pathlib import Path
 
 from gateway.events import Event
+from storage.erased import Erased
 from storage.local import LocalStore
 
 BATCH = 8192
@@ -24,45 +24,6 @@ BATCH = 8192
 IN_FLIGHT = 2
 """Submits queued at once: the next batch is built while the last one commits."""
 COUNTED = ("touchpoints", "identities", "conversions")
-
-
-class Erased:
-    """The keys of every erased user, and of the visitors erased with them, each with the time
-    of its latest erasure: a replayed event about one of them dated before that is left out."""
-
-    def __init__(self, since: dict[str, str]) -> None:
-        self.since = since
-
-    @classmethod
-    def read(cls, path: Path) -> Erased:
-        since: dict[str, str] = {}
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            columns = {row[1] for row in db.execute("PRAGMA table_info(erasures)")}
-            also = "also_keys" if "also_keys" in columns else "'[]'"
-            for ts, user_key, visitors, also_keys in db.execute(
-                f"SELECT ts, user_key, visitors, {also} FROM erasures"
-            ):
-                for key in (user_key, *json.loads(visitors or "[]"), *json.loads(also_keys or "[]")):
-                    since[key] = max(since.get(key, ""), ts)
-        return cls(since)
-
-    def keep(self, events: list[Event]) -> tuple[list[Event], int]:
-        """``events`` less those about an erased key dated at or before its erasure; how many
-        were left out."""
-        if not self.since:
-            return events, 0
-        kept = [e for e in events if not self._erased(e)]
-        return kept, len(events) - len(kept)
-
-    def _erased(self, event: Event) -> bool:
-        ts = getattr(event, "ts", None)
-        if ts is None:  # a daily count: no one's
-            return False
-        for name in ("visitor_key", "user_key"):
-            key = getattr(event, name, None)
-            if key is not None and ts <= self.since.get(key, ""):
-                return True
-        return False
 
 
 def count_rows(path: Path) -> dict[str, int]:

@@ -36,6 +36,7 @@ from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.signing import Authenticated, AuthFailed, verify_basic, verify_legacy, verify_standard
 from gateway.sources import SourceMap, compile_source, decode_delivery, split_batch
+from storage.erased import ErasedWatch
 from storage.local import LocalStore
 
 log = logging.getLogger("gateway.inbound")
@@ -108,6 +109,8 @@ class Inbound:
             s.name: secrets[s.name] for s in settings.options.sources if s.format == "segment"
         }
         self.ids = Uuid7()
+        self.erased = ErasedWatch(settings.store_path)
+        """Erased users: an event about one of them dated before the erasure is not recorded."""
         self.body_key = body_key(settings.secret)
         self.limits = Limits(
             keys=keys,
@@ -276,6 +279,7 @@ class Inbound:
     ) -> web.Response:
         sender = delivery.src.name
         try:
+            await self._leave_out_late(delivery)
             written = await self.store.submit_groups(delivery.groups)
         except Exception as err:
             log.warning("a delivery from %s was not stored (%s); answered 503", sender, err)
@@ -295,6 +299,21 @@ class Inbound:
                 rows = delivery.groups[result["index"] + 1]
                 self.metrics.touchpoints.inc(sum(1 for r in rows if r.table == "touchpoints"))
         return respond(delivery)
+
+    async def _leave_out_late(self, delivery: _Delivery) -> None:
+        """Events about a user erased after their date (a delivery retried since): ignored, not
+        recorded; their receipt is kept, so that the next retry is a duplicate."""
+        accepted = [r for r in delivery.results if r["result"] == "accepted"]
+        if not accepted:
+            return
+        erased = await self.erased.current()
+        if not erased.since:
+            return
+        for result in accepted:
+            group = delivery.groups[result["index"] + 1]
+            if any(erased.late(row) for row in group[1:]):
+                del group[1:]
+                result["result"], result["reason"] = "ignored", "the user was erased after this event's time"
 
     def _answer(self, batch: bool, delivery: _Delivery) -> web.Response:
         results = delivery.results

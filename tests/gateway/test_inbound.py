@@ -443,6 +443,33 @@ async def test_historical_timestamp_is_kept_and_out_of_range_is_bad(gw: RunningG
     assert status == 400 and "webhooks.max_event_age_days" in answer["error"]
 
 
+async def test_an_event_dated_before_its_users_erasure_is_ignored(gw: RunningGateway) -> None:
+    """A sender retries, after the user was erased, a conversion dated before the erasure: it
+    was stored again locally (the central store refuses it). It is answered ``ignored`` and not
+    recorded, as is each retry of it; a conversion dated after the erasure is new activity,
+    recorded as ever."""
+    before = int(time.time()) - 3600
+    first = encode(conversion(user_id="u9", timestamp=before))
+    assert (await post(gw, first, signed(first)))[0] == 202
+    auth = {"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    async with gw.session.delete(gw.admin_url + "/api/users/u9", headers=auth) as resp:
+        assert resp.status == 200
+    assert await rows(gw, "SELECT * FROM conversions") == []
+    late = encode(conversion(user_id="u9", timestamp=before + 60))
+    status, answer = await post(gw, late, signed(late))
+    assert (status, answer["result"]) == (202, "ignored"), answer
+    assert answer["reason"] == "the user was erased after this event's time"
+    assert await rows(gw, "SELECT * FROM conversions") == []
+    status, answer = await post(gw, late, signed(late))
+    assert (status, answer["result"]) == (202, "ignored")  # retried again: nothing more
+    assert await rows(gw, "SELECT * FROM conversions") == []
+    after = encode(conversion(user_id="u9"))
+    assert (await post(gw, after, signed(after)))[1]["result"] == "accepted"
+    assert len(await rows(gw, "SELECT * FROM conversions")) == 1
+    metrics = await inbound_metrics(gw)
+    assert metrics[("gateway_inbound_events_total", 'outcome="ignored"', 'sender="billing"')] == 2
+
+
 async def test_no_raw_user_id_at_rest(gw: RunningGateway) -> None:
     raw = "person-4711@example.com"
     events = [

@@ -1,0 +1,81 @@
+"""Who was erased, and when: what keeps an erased user's late rows out of the local store.
+
+Owns ``Erased`` (every erased user's keys, and the visitors erased with them, each with the
+time of its latest erasure, read from the ``erasures`` table) and ``ErasedWatch`` (the same,
+read again when an erasure was stored since). A row about one of those keys dated at or
+before that time is *late*: it belongs to before the erasure and arrived after it (a log
+replayed by ``gateway import``, a signed event retried with its original timestamp). Rows
+dated after are new activity and are kept. The central store refuses late rows by its
+``erased_keys`` (``storage/central.py``). Blocking reads: called off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+
+from gateway.events import Event
+
+
+class Erased:
+    """Key → the time (UTC text) of its latest erasure."""
+
+    def __init__(self, since: dict[str, str] | None = None) -> None:
+        self.since = since or {}
+
+    @classmethod
+    def read(cls, path: Path) -> Erased:
+        since: dict[str, str] = {}
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(erasures)")}
+            also = "also_keys" if "also_keys" in columns else "'[]'"
+            for ts, user_key, visitors, also_keys in db.execute(
+                f"SELECT ts, user_key, visitors, {also} FROM erasures"
+            ):
+                for key in (user_key, *json.loads(visitors or "[]"), *json.loads(also_keys or "[]")):
+                    since[key] = max(since.get(key, ""), ts)
+        return cls(since)
+
+    def late(self, event: Event) -> bool:
+        """Whether ``event`` is about an erased user (or a visitor erased with one) and dated at
+        or before that erasure."""
+        ts = getattr(event, "ts", None)
+        if ts is None or not self.since:  # a daily count is no one's
+            return False
+        for name in ("visitor_key", "user_key"):
+            key = getattr(event, name, None)
+            if key is not None and ts <= self.since.get(key, ""):
+                return True
+        return False
+
+    def keep(self, events: list[Event]) -> tuple[list[Event], int]:
+        """``events`` less the late ones; how many were left out."""
+        if not self.since:
+            return events, 0
+        kept = [e for e in events if not self.late(e)]
+        return kept, len(events) - len(kept)
+
+
+def _mark(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT coalesce(max(rowid), 0) FROM erasures").fetchone()[0])
+
+
+class ErasedWatch:
+    """``Erased`` of a store, read again only when an erasure was stored since the last look
+    (by any process: the admin API's erasures are worker 0's)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen = -1
+        self.erased = Erased()
+
+    async def current(self) -> Erased:
+        mark = await asyncio.to_thread(_mark, self.path)
+        if mark != self.seen:
+            self.erased = await asyncio.to_thread(Erased.read, self.path)
+            self.seen = mark
+        return self.erased
