@@ -36,7 +36,6 @@ of broken request to real listeners, ``tests/gateway/test_run.py`` to a ``gatewa
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
@@ -57,24 +56,12 @@ def line_limits(max_header: int) -> dict[str, int]:
     return {"max_line_size": max_header + 1, "max_field_size": max_header}
 
 
-_TARGET = re.compile(rb"(?:[A-Z]+ )?/")
-"""How what was too long begins when it is the request target, where the limits do not tell:
-aiohttp's C parser gives the target, its pure-Python one the request line."""
-
-
 def too_long_status(exc: http_exceptions.LineTooLong, limits: Mapping[str, Any]) -> int:
-    """414 for a request target over the limit, 431 for a header. ``limits``: the listener's
-    (``line_limits``'); were the two the same, what was too long is told by its first bytes: a
-    target (its origin form, what browsers send a site) starts with ``/``, while a header's name
-    never does, nor the values that grow long (cookies, referrers, tokens)."""
+    """414 for a request target over the limit, 431 for a header: told by the limit ``exc``
+    names, the listener's target limit (``line_limits``: one byte more than a header's)."""
     limit = exc.args[1] if len(exc.args) > 1 else None
     line, field = limits.get("max_line_size"), limits.get("max_field_size")
-    if line != field and limit in (line, field):
-        return 414 if limit == line else 431
-    first = exc.args[0] if exc.args else b""
-    if isinstance(first, str):
-        first = first.encode("utf-8", "replace")
-    return 414 if isinstance(first, bytes | bytearray) and _TARGET.match(first) else 431
+    return 414 if line != field and limit == line else 431
 
 
 def reason(exc: BaseException | None, status: int) -> str:

@@ -599,21 +599,3 @@ def test_a_line_over_the_limit_is_414_for_the_target_and_431_for_a_header(
 ) -> None:
     limits = line_limits(8190)
     assert too_long_status(http_exceptions.LineTooLong(line, limit), limits) == status
-
-
-@pytest.mark.parametrize(
-    ("line", "status"),
-    [
-        (b"/aaaa...", 414),  # aiohttp's C parser: the target
-        (bytearray(b"/p?q=aaaa..."), 414),
-        (b"GET /aaaa...", 414),  # its pure-Python parser: the request line
-        ("/aaaa...", 414),
-        (b"a=bbbbb...", 431),  # a cookie's value
-        (b"X-aaaa...", 431),  # a header's name
-        (b"https://example.com/aaaa...", 431),  # a Referer's value
-        (b"", 431),
-    ],
-)
-def test_with_equal_limits_the_first_bytes_tell(line: bytes, status: int) -> None:
-    same = {"max_line_size": 8190, "max_field_size": 8190}
-    assert too_long_status(http_exceptions.LineTooLong(line, 8190), same) == status
