@@ -17,7 +17,20 @@ import json
 import sqlite3
 from pathlib import Path
 
+import aiosqlite
+
 from gateway.events import Event
+
+MARK = "SELECT coalesce(max(rowid), 0) FROM erasures"
+"""How far the erasures go (the largest rowid; 0: none): erasures are never deleted, so a new
+one always moves it."""
+
+
+async def erasure_mark(db: aiosqlite.Connection) -> int:
+    """``MARK`` on an open connection: to tell whether an erasure came since."""
+    async with db.execute(MARK) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 class Erased:
@@ -61,7 +74,7 @@ class Erased:
 
 def _mark(path: Path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as db:
-        return int(db.execute("SELECT coalesce(max(rowid), 0) FROM erasures").fetchone()[0])
+        return int(db.execute(MARK).fetchone()[0])
 
 
 class ErasedWatch:

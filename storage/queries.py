@@ -22,6 +22,7 @@ import msgspec
 
 from gateway.events import VERDICTS
 from gateway.ids import id_floor
+from storage.erased import erasure_mark
 from storage.local import connect
 
 JOURNEY_LIMIT = 1000
@@ -313,9 +314,7 @@ class Reader:
         """The user keys erased after the erasure numbered ``after`` (its rowid), and the number
         of the last one; ``None``: none, only the number of the last erasure so far."""
         if after is None:
-            async with self.db.execute("SELECT coalesce(max(rowid), 0) FROM erasures") as cur:
-                row = await cur.fetchone()
-            return (row[0] if row else 0), []
+            return await erasure_mark(self.db), []
         async with self.db.execute(
             "SELECT rowid, user_key FROM erasures WHERE rowid > ? ORDER BY rowid", (after,)
         ) as cur:

@@ -53,6 +53,7 @@ from gateway.options import SinkOptions
 from gateway.signing import standard_signature
 from storage.backoff import Backoff, wait_refreshing
 from storage.cursors import advance, cursor_at, cursor_name, publish_lag
+from storage.erased import erasure_mark
 from storage.local import connect
 from storage.migrate import migrate
 from storage.sink_messages import (
@@ -88,13 +89,6 @@ Current = Callable[[], Awaitable[bool]]
 
 class Stale(Exception):
     """An erasure was stored after the rows being sent were read: they are read again."""
-
-
-async def erasure_mark(db: aiosqlite.Connection) -> int:
-    """How far the erasures go (the largest rowid), to tell whether one came since."""
-    async with db.execute("SELECT coalesce(max(rowid), 0) FROM erasures") as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
 
 
 class Sink:
