@@ -58,18 +58,16 @@ def readable_accept_encoding(offered: str) -> str | None:
             identity = accepted
         elif coding == "*" and not accepted:
             refuse_others = True
-        if coding in DECODED or coding == "identity" or not accepted:
+        if coding in DECODED or coding == "identity" or not accepted:  # kept: readable, or refused
             kept.append(item.strip())
-            readable = readable or (accepted and coding != "*")
+            readable = readable or accepted
         else:
             dropped = True
     if identity is None:
         identity = not refuse_others
-    if not dropped:
+    if not dropped or not (readable or identity):
         return None
-    if not (readable or identity):
-        return None
-    return ", ".join(kept) if any(_weight(i.partition(";")[2]) > 0 for i in kept) else "identity"
+    return ", ".join(kept) if readable else "identity"  # only refusals left: ask for identity
 
 
 def _weight(params: str) -> float:
