@@ -133,11 +133,13 @@ class Bots:
         self.block_on = {"review": opts.on_review == "block", "block": opts.on_block == "block"}
         self.may_block = any(self.block_on.values())
         window, keys = float(opts.window_seconds), opts.max_tracked
-        self.per_ip: WindowCounter | SharedWindowCounter = WindowCounter(window, keys)
-        self.per_creator_ip: WindowCounter | SharedWindowCounter = WindowCounter(window, keys)
+        self.per_ip: WindowCounter | SharedWindowCounter
+        self.per_creator_ip: WindowCounter | SharedWindowCounter
         if (shared := ctx.shared_counts) is not None:  # several workers: counted where all of them count
             key = derive(self.secret, "velocity fingerprints")
             self.per_ip, self.per_creator_ip = (SharedWindowCounter(window, t, key) for t in shared.tables)
+        else:
+            self.per_ip, self.per_creator_ip = WindowCounter(window, keys), WindowCounter(window, keys)
         self.window = window
         self.creator_touches: HeldItems[Touch] = HeldItems(opts.max_per_creator_ip, keys)
         """(creator, IP) → its landings so far: re-scored if the pair's count passes its limit."""

@@ -26,6 +26,9 @@ from gateway.importreport import Progress
 from gateway.importworkers import WorkerPool
 from gateway.importwrite import Writer
 
+READ_ERRORS = (OSError, EOFError, zlib.error)
+"""What reading a file can raise when it breaks (gzip's own errors among them)."""
+
 
 async def import_file(
     replayer: Replayer,
@@ -48,7 +51,7 @@ async def import_file(
                 await _replay_source(replayer, source, name, summary, writer, progress)
         finally:
             await asyncio.to_thread(source.close)
-    except (OSError, EOFError, zlib.error) as err:
+    except READ_ERRORS as err:
         # gzip says "Not a gzipped file", "Compressed file ended before …" or "invalid block
         # type" without the file's name: an OSError naming it, which the command prints.
         if isinstance(err, OSError) and err.filename:
@@ -117,7 +120,7 @@ async def _replay_pooled(
         while True:
             try:
                 step = await off_loop(read_and_submit, source.stream)
-            except (OSError, EOFError, zlib.error):  # the file broke: what was read before goes in
+            except READ_ERRORS:  # the file broke: what was read before goes in
                 while pending:
                     await collect()
                 raise
