@@ -31,6 +31,10 @@ _HEADLESS = re.compile(
     r"headless|phantomjs|puppeteer|playwright|selenium|webdriver|slimerjs|lighthouse", re.IGNORECASE
 )
 _CHROME = re.compile(r"(?:Chrome|Chromium)/(\d+)")
+_ANDROID_DEVICE = re.compile(r"^Mozilla/5\.0 \((Linux; (?:U; )?Android[^;)]*)[^)]*\)")
+"""An Android browser's system comment: what the device says of itself (its language, model
+and build) follows the Android version. The crawler database flags any "bot" in an agent, so a
+phone whose model holds it (Fossibot's rugged phones: ``Fossibot F102``) would be a crawler."""
 _WEBVIEW_VERSION = "Version/4.0 Chrome/"
 """The Android WebView agent's fixed token (Android CDD), kept by apps that drop "; wv"."""
 _PLATFORMS = (("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iOS"),
@@ -73,7 +77,7 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
         return Agent(("http_library",))
     if _HEADLESS.search(agent):
         return Agent(("headless",))
-    if detector.is_crawler(agent):
+    if detector.is_crawler(agent) and detector.is_crawler(_without_device(agent)):
         return Agent(("crawler",))
     if not agent.startswith("Mozilla/5.0 ("):
         return ABSURD
@@ -90,6 +94,16 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
         no_hints=chrome is None and ("Firefox/" in agent or "Safari/" in agent or is_ios),
         platform=platform,
     )
+
+
+def _without_device(agent: str) -> str:
+    """``agent`` with an Android browser's device model left out (as Chrome's reduced agent
+    leaves it out: ``K``), for the crawler database to judge what the agent says of itself. A
+    crawler names itself outside that comment (Googlebot's smartphone agent, PetalBot)."""
+    android = _ANDROID_DEVICE.match(agent)
+    if android is None:
+        return agent
+    return f"Mozilla/5.0 ({android.group(1)}; K){agent[android.end() :]}"
 
 
 def header_reasons(agent: Agent, headers: Mapping[str, str], scheme: str) -> list[str]:

@@ -76,6 +76,17 @@ ANDROID_DESKTOP_MODE = {
     "sec-ch-ua-mobile": "?0",
     "sec-ch-ua-platform": '"Android"',
 }
+FOSSIBOT_PHONE = {  # a rugged phone whose model holds "bot": the crawler database's every "bot"
+    **ANDROID_HEADERS,
+    "user-agent": "Mozilla/5.0 (Linux; Android 13; Fossibot F102) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Mobile Safari/537.36",
+}
+FOSSIBOT_WEBVIEW = {
+    **ANDROID_WEBVIEW,
+    "user-agent": "Mozilla/5.0 (Linux; Android 13; Fossibot F106 Pro Build/TP1A.220624.014; wv) "
+    "AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36 "
+    "[FB_IAB/FB4A;FBAV/489.0.0.53.81;]",
+}
 INSTAGRAM_IN_APP = {
     "user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Mobile/15E148 Instagram 309.0.0.0 (iPhone14,5; iOS 17_1; en_US)",
@@ -143,6 +154,8 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         INSTAGRAM_IN_APP,
         ANDROID_WEBVIEW,
         ANDROID_DESKTOP_MODE,
+        FOSSIBOT_PHONE,
+        FOSSIBOT_WEBVIEW,
     ],
     ids=[
         "chrome",
@@ -152,6 +165,8 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         "instagram-in-app",
         "facebook-webview",
         "desktop-mode",
+        "bot-in-phone-model",
+        "bot-in-phone-model-webview",
     ],
 )
 async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> None:
@@ -183,6 +198,11 @@ async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> 
         (
             "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; "
             "+https://openai.com/gptbot)",
+            "crawler",
+        ),
+        (  # a crawler on an Android agent names itself outside the device's comment
+            "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+            "Mobile Safari/537.36 (compatible; PetalBot;+https://webmaster.petalsearch.com/site/petalbot)",
             "crawler",
         ),
         ("Scrapy/2.11.2 (+https://scrapy.org)", "http_library"),
