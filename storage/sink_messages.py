@@ -113,6 +113,18 @@ def pack(messages: Sequence[dict[str, Any]], options: SinkOptions) -> tuple[list
     return batches, skipped
 
 
+class _Id(msgspec.Struct):
+    messageId: str
+
+
+_read_id = msgspec.json.Decoder(_Id)
+
+
+def message_id(encoded: bytes) -> str:
+    """An encoded message's ``messageId``."""
+    return _read_id.decode(encoded).messageId
+
+
 def batch_body(encoded: Sequence[bytes]) -> bytes:
     sent_at = _encode.encode(iso(datetime.now(UTC)))
     return b'{"batch":[' + b",".join(encoded) + b'],"sentAt":' + sent_at + b"}"

@@ -28,7 +28,10 @@ unless the destination took none of the read's messages: then the sink itself is
 the likelier fault, and everything is held for a retry. An erasure stored while a
 read's batches go out (they wait for the rate limit, or a destination's
 ``Retry-After``) stops the sending before the next batch: the read is made again,
-without the erased user's rows (``Stale``).
+without the erased user's rows (``Stale``). Whatever the destination already took from a
+read (or refused as such) is not sent again when that read is made again, after a ``Stale``
+or a failed batch: the sink remembers its ``messageId``s until the cursor moves past them
+(in memory: after a restart they go again, under the same ``messageId``s).
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ from typing import Any
 
 import aiohttp
 import aiosqlite
-import msgspec
 
 from gateway.config import Settings
 from gateway.keys import Keys
@@ -63,6 +65,7 @@ from storage.sink_messages import (
     SinkRefused,
     batch_body,
     identify_message,
+    message_id,
     pack,
     track_message,
 )
@@ -105,6 +108,9 @@ class Sink:
         self._set = sinks
         self._next_send = 0.0
         self._lock = asyncio.Lock()  # one request at a time per sink: the rate limit holds
+        # table → (its cursor's position, the messageIds the destination has taken, or refused as
+        # such, from the read at that position): a read made again sends only the rest.
+        self._settled: dict[str, tuple[int, set[str]]] = {}
 
     @property
     def reader(self) -> str:
@@ -128,9 +134,7 @@ class Sink:
             # Segment's scheme: HTTP Basic with the write key as user name and no password.
             headers["Authorization"] = "Basic " + base64.b64encode(self.secret + b":").decode()
         else:
-            ids = b",".join(
-                msgspec.json.decode(m, type=dict[str, Any])["messageId"].encode() for m in encoded
-            )
+            ids = b",".join(message_id(m).encode() for m in encoded)
             msg_id = "gw_" + hashlib.sha256(ids).hexdigest()[:32]  # a retried batch is the same delivery
             timestamp = str(int(time.time()))
             headers |= {
@@ -175,56 +179,72 @@ class Sink:
         self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
 
     async def send(
-        self, messages: Sequence[dict[str, Any]], skip_refused: bool = True, current: Current | None = None
+        self,
+        messages: Sequence[dict[str, Any]],
+        skip_refused: bool = True,
+        current: Current | None = None,
+        settled: set[str] | None = None,
     ) -> int:
         """Send every message in batches; how many the destination accepted. A message refused
         on its own (``SinkRefused``) is counted and skipped, provided the destination accepted
-        some other message of this call: when it refuses every one, the fault is more likely
-        the sink's (a URL or a webhook secret the receiver answers 400 to) than every message's,
-        so ``SinkError`` holds them all for a retry. Not ``skip_refused`` (a re-send on demand):
-        any refusal raises, for the operator to see. Any other failure raises; ``Stale`` when
-        ``current`` finds an erasure before a batch."""
+        some other message of this call (or of ``settled``): when it refuses every one, the
+        fault is more likely the sink's (a URL or a webhook secret the receiver answers 400 to)
+        than every message's, so ``SinkError`` holds them all for a retry. Not ``skip_refused``
+        (a re-send on demand): any refusal raises, for the operator to see. Any other failure
+        raises; ``Stale`` when ``current`` finds an erasure before a batch. ``settled``: the
+        ``messageId``s taken (or refused as such) by an earlier try of the same read, left out;
+        this call's are added to it as they go (the refused ones once every batch went)."""
+        settled = set() if settled is None else settled
+        took_before = bool(settled)
+        if took_before:
+            messages = [m for m in messages if m["messageId"] not in settled]
         batches, skipped = pack(messages, self.options)
         if skipped:
             self.metrics.sink_messages.labels(self.options.name, "too_large").inc(skipped)
         sent, refused = 0, list[tuple[bytes, SinkRefused]]()
         for batch in batches:
             if skip_refused:
-                sent += await self._deliver(batch, refused, current)
+                sent += await self._deliver(batch, refused, current, settled)
             else:
                 await self.post(batch, current)
                 sent += len(batch)
-        if refused and not sent:
+        if refused and not sent and not took_before:
             raise SinkError(
                 f"the destination refused every message ({refused[0][1]}); check the sink's url and secret"
             )
         for message, why in refused:
-            message_id = msgspec.json.decode(message, type=dict[str, Any]).get("messageId")
+            refused_id = message_id(message)
+            settled.add(refused_id)
             self.metrics.sink_messages.labels(self.options.name, "refused").inc()
             log.warning(
                 "sink %s: the destination refused message %s (%s); skipped, not retried",
                 self.options.name,
-                message_id,
+                refused_id,
                 why,
             )
         return sent
 
     async def _deliver(
-        self, batch: Sequence[bytes], refused: list[tuple[bytes, SinkRefused]], current: Current | None
+        self,
+        batch: Sequence[bytes],
+        refused: list[tuple[bytes, SinkRefused]],
+        current: Current | None,
+        settled: set[str],
     ) -> int:
-        """One batch, how many of its messages were accepted; when the destination refuses it
-        as such, each half on its own, down to the single messages it refuses, which are added
-        to ``refused`` (about 2·log2(size) more requests for each)."""
+        """One batch, how many of its messages were accepted (added to ``settled``); when the
+        destination refuses it as such, each half on its own, down to the single messages it
+        refuses, which are added to ``refused`` (about 2·log2(size) more requests for each)."""
         try:
             await self.post(batch, current)
-            return len(batch)
         except SinkRefused as why:
             if len(batch) == 1:
                 refused.append((batch[0], why))
                 return 0
             half = len(batch) // 2
-            first = await self._deliver(batch[:half], refused, current)
-            return first + await self._deliver(batch[half:], refused, current)
+            first = await self._deliver(batch[:half], refused, current, settled)
+            return first + await self._deliver(batch[half:], refused, current, settled)
+        settled.update(message_id(m) for m in batch)
+        return len(batch)
 
     # -- reading the log ---------------------------------------------------------------------
 
@@ -304,13 +324,20 @@ class Sink:
                 async def current(mark: int = mark) -> bool:
                     return await erasure_mark(db) == mark
 
+                held = self._settled.get(table)
+                settled = held[1] if held is not None and held[0] == after else set()
+                self._settled[table] = (after, settled)
+                took = len(settled)
                 try:
-                    sent[table] += await self.send(await build(db, rows), current=current)
-                except Stale:  # what was sent goes again, under the same messageIds
+                    messages = await build(db, rows)
+                    sent[table] += await self.send(messages, current=current, settled=settled)
+                except Stale:  # read again; what the destination took already is not sent again
+                    sent[table] += len(settled) - took  # refusals join it only at the end
                     log.info("sink %s: an erasure came while sending; reading again", self.options.name)
                     continue
                 if await advance(db, name, after, last, version) is None:
                     continue  # moved meanwhile (a delete clamped it): read again from where it is
+                del self._settled[table]
                 self.metrics.sync_rows.labels(self.reader, table).inc(len(rows))
                 if len(rows) < READ_ROWS:
                     break

@@ -141,7 +141,8 @@ async def test_failures_are_retried_and_nothing_counts_twice(world, batch_api: B
     batch_api.fail = [500]
     with pytest.raises(SinkError, match="HTTP 500"):
         await one_round(w)
-    # Then a batch fails after two were accepted: the whole read is sent again, same messageIds.
+    # Then a batch fails after two were accepted: the read is made again, and only what the
+    # destination has not taken goes (it used to send all of it again, under the same messageIds).
     batch_api.fail_on = {batch_api.received + 3: 429}
     task = asyncio.create_task(w.sinks.sinks["out"].run())
     try:
@@ -151,8 +152,8 @@ async def test_failures_are_retried_and_nothing_counts_twice(world, batch_api: B
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert len(batch_api.calls) > 9  # some calls arrived twice…
-    assert len(batch_api.unique) == 9  # …under the same messageId, so they count once
+    assert batch_api.received == 1 + 2 + 1 + 3  # the 500, two batches, the 429, the other three
+    assert len(batch_api.calls) == len(batch_api.unique) == 9  # each message once
     assert all(len(b) <= 500_000 for b in batch_api.bodies)
 
 
@@ -173,6 +174,26 @@ async def test_a_message_the_destination_refuses_is_skipped_not_retried_for_ever
     assert refused == 2
     assert bad in caplog.text and "refused" in caplog.text
     assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past them
+
+
+async def test_a_read_made_again_sends_only_what_the_destination_has_not_taken(
+    world, batch_api: BatchApi
+) -> None:
+    """The first message is taken, the second fails (500), so the read is made again. Only the
+    second goes: it is refused now, as such, and skipped, since the destination took a message
+    of this read before (not every message refused: the sink is not at fault)."""
+    w = await world(sink_toml(batch_api, batch_size=1))
+    touches = [touch(n, f"{n:032x}", "news") for n in range(2)]
+    await w.store.write(touches)
+    batch_api.fail_on = {2: 500}
+    with pytest.raises(SinkError, match="HTTP 500"):
+        await one_round(w)
+    batch_api.refuse = {f"gw-touch-{touches[1].id}": 400}
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}
+    assert batch_api.received == 3 and list(batch_api.unique) == [f"gw-touch-{touches[0].id}"]
+    assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "refused")._value.get() == 1
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past both
+    assert batch_api.received == 3
 
 
 async def test_a_destination_that_refuses_every_message_holds_them_all(world, batch_api: BatchApi) -> None:
@@ -299,7 +320,8 @@ async def test_an_erasure_while_a_read_is_being_sent_stops_its_next_batches(
 ) -> None:
     """A read's batches go out at the sink's rate (here one a second, one message each): alice is
     erased after the first went. Her messages, read before, used to follow in the next batches;
-    now the next batch finds the erasure, the read is made again, and nothing of hers is sent."""
+    now the next batch finds the erasure, the read is made again, and nothing of hers is sent.
+    The batch the destination took before the erasure is not sent again."""
     from storage.erasure import erase_user
 
     w = await world(sink_toml(batch_api, batch_size=1, rate_per_second=1.0))
@@ -315,9 +337,9 @@ async def test_an_erasure_while_a_read_is_being_sent_stops_its_next_batches(
     )
     async with asyncio.timeout(20):
         sent = await task
-    assert sent == {"touchpoints": 2, "identities": 0}  # the first touch again, and the unbound visitor's
+    assert sent == {"touchpoints": 2, "identities": 0}  # the first touch, and the unbound visitor's
     tracked = [c["properties"]["source"] for c in batch_api.calls if c["type"] == "track"]
-    assert tracked == ["news", "news", touches[2].source]  # the first one twice, under one messageId
+    assert tracked == ["news", touches[2].source]  # the first one once
     assert len(batch_api.unique) == 2
     assert user_key not in str(batch_api.calls) and "alice" not in str(batch_api.calls)
 
