@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import re
+import shlex
 import sys
 import time
 import urllib.error
@@ -69,20 +70,28 @@ def currency_arg(text: str) -> str:
     return text.upper()
 
 
+def test_user(creator: str) -> str:
+    """The user a test conversion is made for: ``gateway erase`` of it removes the conversion
+    and its touchpoint."""
+    return f"test-user-{creator}"
+
+
 def sample_payload(src: SourceMap, creator: str, value: float, currency: str) -> dict[str, Any]:
-    """A conversion by a test visitor, credited to ``creator``, in the sender's layout."""
+    """A conversion by a test user (``test_user``; a test visitor when the sender maps no user
+    ID), credited to ``creator``, in the sender's layout."""
     ours: dict[str, Any] = {
         "type": src.type_value("conversion"),
         "event_id": f"test-{uuid.uuid4()}",
-        "visitor_id": f"test-visitor-{creator}",
         "creator_id": creator,
         "name": "test_conversion",
         "value": value / src.value_scale,
         "currency": currency,
         "timestamp": int(time.time()),
     }
-    if "visitor_id" not in src.pointers:
-        ours["user_id"] = ours.pop("visitor_id").replace("visitor", "user")
+    if "user_id" in src.pointers:
+        ours["user_id"] = test_user(creator)
+    else:
+        ours["visitor_id"] = f"test-visitor-{creator}"
     doc: dict[str, Any] = {}
     for name, value_ in ours.items():
         tokens = src.pointers.get(name)
@@ -125,9 +134,8 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         host = f"[{host}]" if ":" in host else host
         url = f"http://{host}:{port}{options.proxy.reserved_prefix}events"
-    body = msgspec.json.encode(
-        sample_payload(compile_source(source), args.creator, args.value, args.currency)
-    )
+    source_map = compile_source(source)
+    body = msgspec.json.encode(sample_payload(source_map, args.creator, args.value, args.currency))
     msg_id, stamp = f"msg_test_{uuid.uuid4().hex}", str(int(time.time()))
     headers = {
         "Content-Type": "application/json",
@@ -146,4 +154,9 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         print(f"gateway: cannot reach {url}: {getattr(err, 'reason', err)}", file=sys.stderr)
         return 1
     print(f"HTTP {status} {answer}")
-    return 0 if 200 <= status < 300 else 1
+    if not 200 <= status < 300:
+        return 1
+    if "user_id" in source_map.pointers:
+        user, config = shlex.quote(test_user(args.creator)), shlex.quote(args.config)
+        print(f"to remove it: gateway erase {user} -c {config}")
+    return 0

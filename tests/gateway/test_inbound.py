@@ -615,6 +615,7 @@ async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp
     )
     assert code == 0, (out, err)
     assert "HTTP 202" in out and '"result":"accepted"' in out
+    assert f"to remove it: gateway erase test-user-cr_test1 -c {config}" in out
     assert await rows(gw, "SELECT value, currency, rule FROM conversions") == [(50.0, "USD", "billing")]
     assert await rows(gw, "SELECT creator_id FROM touchpoints") == [("cr_test1",)]
     # Another sender's layout: the payload follows its pointers (creator at /creator/id).
@@ -626,6 +627,13 @@ async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp
         (None, "cr_test1"),
         ("tiktok", "cr_test1"),
     ]
+    # Both were made for the test user: erasing it removes them, conversions and touchpoints.
+    code, out, err = await gateway_cli(
+        "erase", "test-user-cr_test1", "-c", config, env={**ENV, **SOURCES_ENV}
+    )
+    assert code == 0, (out, err)
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(0,)]
     code, _, err = await gateway_cli("send-test-event", "--url", url, "-c", config, env={})
     assert code == 2 and "sources[0].secrets[0]: environment variable BILLING_SECRET is not set" in err
 
