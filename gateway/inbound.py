@@ -44,6 +44,9 @@ log = logging.getLogger("gateway.inbound")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNKNOWN = "unknown"
 """The sender label of a delivery that did not authenticate."""
+ERASED_SINCE = "the user was erased after this event's time"
+"""Why an event about an erased user, dated before the erasure, is ``ignored`` (its first time;
+a retry of it is a ``duplicate``)."""
 OUTCOMES = ("accepted", "ignored", "duplicate", "bad")
 """An event's result in the answer (and its ``gateway_inbound_events_total`` outcome; a
 refused request counts as ``rejected``). ``ignored``: acknowledged, nothing recorded."""
@@ -289,8 +292,9 @@ class Inbound:
             self._count(sender, "duplicate", n)
             return answer(200, {"ok": True, "result": "duplicate"})
         for result, new in zip(delivery.results, written[1:], strict=True):
-            if result["result"] == "accepted" and not new:
-                result["result"] = "duplicate"
+            if not new and (result["result"] == "accepted" or result.get("reason") == ERASED_SINCE):
+                result["result"] = "duplicate"  # a late event's retry too: its receipt was kept
+                result.pop("reason", None)
         if not delivery.results:  # the whole body was bad
             self._count(sender, "bad")
         for result in delivery.results:
@@ -313,7 +317,7 @@ class Inbound:
             group = delivery.groups[result["index"] + 1]
             if any(erased.late(row) for row in group[1:]):
                 del group[1:]
-                result["result"], result["reason"] = "ignored", "the user was erased after this event's time"
+                result["result"], result["reason"] = "ignored", ERASED_SINCE
 
     def _answer(self, batch: bool, delivery: _Delivery) -> web.Response:
         results = delivery.results

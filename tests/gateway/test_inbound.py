@@ -446,8 +446,8 @@ async def test_historical_timestamp_is_kept_and_out_of_range_is_bad(gw: RunningG
 async def test_an_event_dated_before_its_users_erasure_is_ignored(gw: RunningGateway) -> None:
     """A sender retries, after the user was erased, a conversion dated before the erasure: it
     was stored again locally (the central store refuses it). It is answered ``ignored`` and not
-    recorded, as is each retry of it; a conversion dated after the erasure is new activity,
-    recorded as ever."""
+    recorded; a retry of it (a new delivery) is a ``duplicate``, as for any event whose receipt
+    is kept; a conversion dated after the erasure is new activity, recorded as ever."""
     before = int(time.time()) - 3600
     first = encode(conversion(user_id="u9", timestamp=before))
     assert (await post(gw, first, signed(first)))[0] == 202
@@ -461,13 +461,14 @@ async def test_an_event_dated_before_its_users_erasure_is_ignored(gw: RunningGat
     assert answer["reason"] == "the user was erased after this event's time"
     assert await rows(gw, "SELECT * FROM conversions") == []
     status, answer = await post(gw, late, signed(late))
-    assert (status, answer["result"]) == (202, "ignored")  # retried again: nothing more
+    assert (status, answer) == (200, {"ok": True, "result": "duplicate", "key": answer["key"]})  # retried
     assert await rows(gw, "SELECT * FROM conversions") == []
     after = encode(conversion(user_id="u9"))
     assert (await post(gw, after, signed(after)))[1]["result"] == "accepted"
     assert len(await rows(gw, "SELECT * FROM conversions")) == 1
     metrics = await inbound_metrics(gw)
-    assert metrics[("gateway_inbound_events_total", 'outcome="ignored"', 'sender="billing"')] == 2
+    assert metrics[("gateway_inbound_events_total", 'outcome="ignored"', 'sender="billing"')] == 1
+    assert metrics[("gateway_inbound_events_total", 'outcome="duplicate"', 'sender="billing"')] == 1
 
 
 async def test_no_raw_user_id_at_rest(gw: RunningGateway) -> None:
