@@ -82,12 +82,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         print(f"gateway: cannot read the store {settings.store_path}: {err}{hint}", file=sys.stderr)
         return 1
+    sys.stdout.flush()
     if args.format == "csv":
-        sys.stdout.write(report.csv())
+        # UTF-8 whatever the locale, as the API serves it: a legacy or ASCII locale
+        # (PYTHONIOENCODING=ascii, LANG=de_DE.ISO-8859-1) cannot encode a campaign in Japanese.
+        sys.stdout.buffer.write(report.csv().encode())
     elif args.format == "ndjson":
         sys.stdout.buffer.write(report.ndjson())
     else:
-        sys.stdout.write(report.text())
+        # A terminal that cannot show a character gets its escape (\u65e5), not a traceback.
+        encoding = sys.stdout.encoding or "utf-8"
+        sys.stdout.buffer.write(report.text().encode(encoding, "backslashreplace"))
     return 0
 
 

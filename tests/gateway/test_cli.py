@@ -461,6 +461,24 @@ def test_report_csv_keeps_formulas_inert(tmp_path: Path) -> None:
     assert groups == ["-1", '=HYPERLINK("http://evil","x")']
 
 
+def test_report_output_does_not_depend_on_the_locale(tmp_path: Path) -> None:
+    """Under a locale that cannot encode a campaign's name (ASCII, Latin-1), the CSV is still
+    UTF-8, byte for byte the API's, and the table shows the character's escape: no
+    traceback."""
+    from tests.gateway.test_reports_api import conversion, tp
+
+    events = [tp("v1", 0, "Paid Social", campaign="日本語セール"), conversion(1, 10.00, "v1")]
+    cfg = _report_store(tmp_path, events)
+    period = ("--since", "2026-11-01", "--until", "2026-12-01", "--group-by", "campaign")
+    ascii_locale = {"PYTHONIOENCODING": "ascii"}
+    done = gateway("report", "-c", str(cfg), *period, "--format", "csv", env=ascii_locale)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1] == "日本語セール,EUR,1,10.00"
+    done = gateway("report", "-c", str(cfg), *period, env=ascii_locale)
+    assert done.returncode == 0, done.stderr
+    assert "\\u65e5\\u672c\\u8a9e" in done.stdout and "Traceback" not in done.stderr
+
+
 def test_report_prints_the_fraud_report(tmp_path: Path) -> None:
     """``gateway report --fraud`` is /api/fraud in a terminal: every group, any period (none:
     all time), by creator unless --group-by says otherwise, and CSV/NDJSON as the API's."""
