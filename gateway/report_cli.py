@@ -22,7 +22,7 @@ from gateway.payouts import Payouts
 from gateway.reportapi import PARAMS, period
 from storage.migrate import SchemaTooNew
 from storage.queries import Reader
-from storage.reports import Reports
+from storage.reports import POPULATIONS, Reports
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
@@ -44,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
     report.add_argument("--conversion", help="only conversions of this name")
     report.add_argument(
         "--verdicts", help="comma-separated bot verdicts that count (default: attribution.verdicts)"
+    )
+    report.add_argument(
+        "--population",
+        choices=POPULATIONS,
+        help="only this population's touchpoints (touchpoints.consent; default: every population)",
     )
     report.add_argument(
         "--format", choices=("table", "csv", "ndjson"), default="table", help="output (default: %(default)s)"
@@ -103,6 +108,7 @@ _OPTIONS = {
     "until": "--until",
     "conversion": "--conversion",
     "verdicts": "--verdicts",
+    "population": "--population",
 }
 """The options that are the report endpoints' query parameters: the parameter → its option."""
 
@@ -142,7 +148,8 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
     conversion = (
         None if args.conversion is None else reporting.conversion_name(args.conversion, "--conversion")
     )
-    return reporting.Query(since, until, models, args.group_by or "channel", conversion, verdicts)
+    group_by = args.group_by or "channel"
+    return reporting.Query(since, until, models, group_by, conversion, verdicts, args.population)
 
 
 FraudQuery = tuple[str | None, str | None, str]

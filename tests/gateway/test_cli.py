@@ -479,6 +479,33 @@ def test_report_output_does_not_depend_on_the_locale(tmp_path: Path) -> None:
     assert "\\u65e5\\u672c\\u8a9e" in done.stdout and "Traceback" not in done.stderr
 
 
+def test_report_takes_a_population_as_the_api_does(tmp_path: Path) -> None:
+    """``--population`` is the report endpoints' ``population``: only that population's
+    touchpoints, and the conversions that have one."""
+    from tests.gateway.test_reports_api import conversion, tp
+
+    events = [
+        tp("v1", 0, "Email", consent="cookie"),
+        conversion(1, 10.00, "v1"),
+        tp("v2", 0, "Display", consent="cookieless"),
+        conversion(1, 20.00, "v2"),
+    ]
+    cfg = _report_store(tmp_path, events)
+    period = ("--since", "2026-11-01", "--until", "2026-12-01", "--format", "ndjson")
+    done = gateway("report", "-c", str(cfg), *period)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(row)["group"] for row in done.stdout.splitlines()] == ["Display", "Email"]
+    for flag in ((), ("--timeseries",), ("--payouts",)):
+        done = gateway("report", "-c", str(cfg), *period, *flag, "--population", "cookieless")
+        assert done.returncode == 0, done.stderr
+        rows = [json.loads(row) for row in done.stdout.splitlines()]
+        assert all(row.get("group") == "Display" for row in rows), (flag, rows)
+    done = gateway("report", "-c", str(cfg), *period, "--paths", "--population", "cookieless")
+    assert sum(json.loads(row)["conversions"] for row in done.stdout.splitlines()[:11]) == 1
+    done = gateway("report", "-c", str(cfg), "--population", "aggregate")
+    assert done.returncode == 2 and "--population: invalid choice: 'aggregate'" in done.stderr
+
+
 def test_report_prints_the_fraud_report(tmp_path: Path) -> None:
     """``gateway report --fraud`` is /api/fraud in a terminal: every group, any period (none:
     all time), by creator unless --group-by says otherwise, and CSV/NDJSON as the API's."""
@@ -548,11 +575,12 @@ def test_report_refuses_an_option_its_report_does_not_take(tmp_path: Path) -> No
         "--until": "2026-12-01",
         "--conversion": "purchase",
         "--verdicts": "allow",
+        "--population": "cookie",
         "--format": "csv",
     }
     refused = {"attribution": set(), "timeseries": set(), "paths": {"--model", "--group-by"}}
     refused["payouts"] = {"--group-by"}
-    refused["fraud"] = {"--model", "--conversion", "--verdicts"}
+    refused["fraud"] = {"--model", "--conversion", "--verdicts", "--population"}
     for kind, not_taken in refused.items():
         flag = () if kind == "attribution" else (f"--{kind}",)
         for option in not_taken:
