@@ -470,10 +470,11 @@ def test_report_output_does_not_depend_on_the_locale(tmp_path: Path) -> None:
     events = [tp("v1", 0, "Paid Social", campaign="日本語セール"), conversion(1, 10.00, "v1")]
     cfg = _report_store(tmp_path, events)
     period = ("--since", "2026-11-01", "--until", "2026-12-01", "--group-by", "campaign")
-    ascii_locale = {"PYTHONIOENCODING": "ascii"}
-    done = gateway("report", "-c", str(cfg), *period, "--format", "csv", env=ascii_locale)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[1] == "日本語セール,EUR,1,10.00"
+    ascii_locale = {"PATH": "/usr/bin:/bin", "PYTHONIOENCODING": "ascii"}
+    command = [sys.executable, "-m", "gateway", "report", "-c", str(cfg), *period]
+    raw = subprocess.run([*command, "--format", "csv"], capture_output=True, env=ascii_locale, cwd=ROOT)
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout.splitlines()[1] == "日本語セール,EUR,1,10.00".encode()  # UTF-8, whatever this locale
     done = gateway("report", "-c", str(cfg), *period, env=ascii_locale)
     assert done.returncode == 0, done.stderr
     assert "\\u65e5\\u672c\\u8a9e" in done.stdout and "Traceback" not in done.stderr
