@@ -10,6 +10,7 @@ credited value, summed exactly and rounded once, half to even, to the minor unit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 
 import msgspec
@@ -83,9 +84,9 @@ class Rule:
     def label(self) -> str:
         parts = []
         if self.cpa:
-            parts.append(f"CPA {float(self.cpa):g}")
+            parts.append(f"CPA {_decimal(self.cpa)}")
         if self.revenue_share:
-            parts.append(f"{float(self.revenue_share * 100):g}% of value")
+            parts.append(f"{_decimal(self.revenue_share * 100)}% of value")
         text = " + ".join(parts) or "nothing"
         return f"tier {self.tier}: {text}" if self.tier else text
 
@@ -94,6 +95,14 @@ class Rule:
         cpa = self.cpa * 10 ** exponent(currency) * Fraction(conversions, MICRO)
         # The exact sum rounded once: rounding each part apart could be a minor unit off.
         return round(cpa + self.revenue_share * value)  # a Fraction: half to even
+
+
+def _decimal(amount: Fraction) -> str:
+    """A rule's amount as configured, every digit (``12345.67``, ``1000000``, ``12.34567``):
+    a decimal written in TOML is a fraction over a power of ten, which ``Decimal`` divides
+    exactly (``:g`` would show six digits: ``12345.7``, ``1e+06``)."""
+    exact = Decimal(amount.numerator) / Decimal(amount.denominator)
+    return format(exact.normalize(), "f")
 
 
 NO_RULE = Rule(None, Fraction(0), Fraction(0))

@@ -22,7 +22,7 @@ from gateway.payouts import Payouts
 from gateway.reportapi import PARAMS, period
 from storage.migrate import SchemaTooNew
 from storage.queries import Reader
-from storage.reports import Reports
+from storage.reports import POPULATIONS, Reports
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
@@ -44,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
     report.add_argument("--conversion", help="only conversions of this name")
     report.add_argument(
         "--verdicts", help="comma-separated bot verdicts that count (default: attribution.verdicts)"
+    )
+    report.add_argument(
+        "--population",
+        choices=POPULATIONS,
+        help="only this population's touchpoints (touchpoints.consent; default: every population)",
     )
     report.add_argument(
         "--format", choices=("table", "csv", "ndjson"), default="table", help="output (default: %(default)s)"
@@ -82,12 +87,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         print(f"gateway: cannot read the store {settings.store_path}: {err}{hint}", file=sys.stderr)
         return 1
+    sys.stdout.flush()
     if args.format == "csv":
-        sys.stdout.write(report.csv())
+        # UTF-8 whatever the locale, as the API serves it: a legacy or ASCII locale
+        # (PYTHONIOENCODING=ascii, LANG=de_DE.ISO-8859-1) cannot encode a campaign in Japanese.
+        sys.stdout.buffer.write(report.csv().encode())
     elif args.format == "ndjson":
         sys.stdout.buffer.write(report.ndjson())
     else:
-        sys.stdout.write(report.text())
+        # A terminal that cannot show a character gets its escape (\u65e5), not a traceback.
+        encoding = sys.stdout.encoding or "utf-8"
+        sys.stdout.buffer.write(report.text().encode(encoding, "backslashreplace"))
     return 0
 
 
@@ -98,6 +108,7 @@ _OPTIONS = {
     "until": "--until",
     "conversion": "--conversion",
     "verdicts": "--verdicts",
+    "population": "--population",
 }
 """The options that are the report endpoints' query parameters: the parameter → its option."""
 
@@ -137,7 +148,8 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
     conversion = (
         None if args.conversion is None else reporting.conversion_name(args.conversion, "--conversion")
     )
-    return reporting.Query(since, until, models, args.group_by or "channel", conversion, verdicts)
+    group_by = args.group_by or "channel"
+    return reporting.Query(since, until, models, group_by, conversion, verdicts, args.population)
 
 
 FraudQuery = tuple[str | None, str | None, str]

@@ -461,6 +461,52 @@ def test_report_csv_keeps_formulas_inert(tmp_path: Path) -> None:
     assert groups == ["-1", '=HYPERLINK("http://evil","x")']
 
 
+def test_report_output_does_not_depend_on_the_locale(tmp_path: Path) -> None:
+    """Under a locale that cannot encode a campaign's name (ASCII, Latin-1), the CSV is still
+    UTF-8, byte for byte the API's, and the table shows the character's escape: no
+    traceback."""
+    from tests.gateway.test_reports_api import conversion, tp
+
+    events = [tp("v1", 0, "Paid Social", campaign="日本語セール"), conversion(1, 10.00, "v1")]
+    cfg = _report_store(tmp_path, events)
+    period = ("--since", "2026-11-01", "--until", "2026-12-01", "--group-by", "campaign")
+    ascii_locale = {"PATH": "/usr/bin:/bin", "PYTHONIOENCODING": "ascii"}
+    command = [sys.executable, "-m", "gateway", "report", "-c", str(cfg), *period]
+    raw = subprocess.run([*command, "--format", "csv"], capture_output=True, env=ascii_locale, cwd=ROOT)
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout.splitlines()[1] == "日本語セール,EUR,1,10.00".encode()  # UTF-8, whatever this locale
+    done = gateway("report", "-c", str(cfg), *period, env=ascii_locale)
+    assert done.returncode == 0, done.stderr
+    assert "\\u65e5\\u672c\\u8a9e" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_report_takes_a_population_as_the_api_does(tmp_path: Path) -> None:
+    """``--population`` is the report endpoints' ``population``: only that population's
+    touchpoints, and the conversions that have one."""
+    from tests.gateway.test_reports_api import conversion, tp
+
+    events = [
+        tp("v1", 0, "Email", consent="cookie"),
+        conversion(1, 10.00, "v1"),
+        tp("v2", 0, "Display", consent="cookieless"),
+        conversion(1, 20.00, "v2"),
+    ]
+    cfg = _report_store(tmp_path, events)
+    period = ("--since", "2026-11-01", "--until", "2026-12-01", "--format", "ndjson")
+    done = gateway("report", "-c", str(cfg), *period)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(row)["group"] for row in done.stdout.splitlines()] == ["Display", "Email"]
+    for flag in ((), ("--timeseries",), ("--payouts",)):
+        done = gateway("report", "-c", str(cfg), *period, *flag, "--population", "cookieless")
+        assert done.returncode == 0, done.stderr
+        rows = [json.loads(row) for row in done.stdout.splitlines()]
+        assert all(row.get("group") == "Display" for row in rows), (flag, rows)
+    done = gateway("report", "-c", str(cfg), *period, "--paths", "--population", "cookieless")
+    assert sum(json.loads(row)["conversions"] for row in done.stdout.splitlines()[:11]) == 1
+    done = gateway("report", "-c", str(cfg), "--population", "aggregate")
+    assert done.returncode == 2 and "--population: invalid choice: 'aggregate'" in done.stderr
+
+
 def test_report_prints_the_fraud_report(tmp_path: Path) -> None:
     """``gateway report --fraud`` is /api/fraud in a terminal: every group, any period (none:
     all time), by creator unless --group-by says otherwise, and CSV/NDJSON as the API's."""
@@ -530,11 +576,12 @@ def test_report_refuses_an_option_its_report_does_not_take(tmp_path: Path) -> No
         "--until": "2026-12-01",
         "--conversion": "purchase",
         "--verdicts": "allow",
+        "--population": "cookie",
         "--format": "csv",
     }
     refused = {"attribution": set(), "timeseries": set(), "paths": {"--model", "--group-by"}}
     refused["payouts"] = {"--group-by"}
-    refused["fraud"] = {"--model", "--conversion", "--verdicts"}
+    refused["fraud"] = {"--model", "--conversion", "--verdicts", "--population"}
     for kind, not_taken in refused.items():
         flag = () if kind == "attribution" else (f"--{kind}",)
         for option in not_taken:

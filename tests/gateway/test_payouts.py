@@ -32,3 +32,19 @@ def test_amount_rounds_the_exact_sum_once(
 ) -> None:
     rule = Rule("t", Fraction(cpa), Fraction(share))
     assert rule.amount(conversions, value, currency) == minor
+
+
+@pytest.mark.parametrize(
+    ("cpa", "share", "label"),
+    [
+        ("5", "0.1", "tier t: CPA 5 + 10% of value"),
+        ("2.5", "0.15", "tier t: CPA 2.5 + 15% of value"),
+        # Every digit as configured: the label is what a partner manager approves against.
+        ("12345.67", "0", "tier t: CPA 12345.67"),
+        ("1000000", "0", "tier t: CPA 1000000"),
+        ("0.000001", "0.1234567", "tier t: CPA 0.000001 + 12.34567% of value"),
+        ("0", "0", "tier t: nothing"),
+    ],
+)
+def test_label_shows_the_rule_as_configured(cpa: str, share: str, label: str) -> None:
+    assert Rule("t", Fraction(cpa), Fraction(share)).label == label
