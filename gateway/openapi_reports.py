@@ -199,6 +199,7 @@ def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[st
                             "until": {"type": "string", "format": "date-time"},
                             "conversion": _NULLABLE_STR,
                             "verdicts": {"type": "array", "items": {"type": "string"}},
+                            "population": _NULLABLE_STR,
                             "columns": {"type": "array", "items": {"type": "string"}},
                             "rows": {"type": "array", "items": {"$ref": row_ref}},
                             **extra,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import statistics
 import unicodedata
 from collections import defaultdict
@@ -102,10 +103,13 @@ class Report:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def filename(self, extension: str, zone: tzinfo = UTC) -> str:
-        """The download's name: the report, model, grouping and the period's ends as their
-        dates in ``zone`` (``attribution.timezone``: the dates asked for, not the UTC dates
-        they begin on)."""
+        """The download's name: the report, model, grouping, the conversion and population
+        it is limited to, and the period's ends as their dates in ``zone``
+        (``attribution.timezone``: the dates asked for, not the UTC dates they begin on). A
+        conversion's name keeps its ASCII letters, digits and ``.``, each run of anything else
+        becoming one ``_``, so the name is one safe ASCII word."""
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
+        parts += [_file_word(self.meta.get("conversion")), self.meta.get("population")]
         parts += [_local_date(self.meta[end], zone) for end in ("since", "until")]
         return "-".join(str(p) for p in parts if p) + "." + extension
 
@@ -217,7 +221,16 @@ def _meta(q: Query, reports: Reports) -> dict[str, Any]:
         "until": _iso(q.until),
         "conversion": q.conversion,
         "verdicts": sorted(verdicts),
+        "population": q.population,
     }
+
+
+def _file_word(text: str | None) -> str | None:
+    """``text`` as one word of a file name (see ``Report.filename``), at most 60 characters;
+    ``conversion`` when none of its characters is kept (``注文``)."""
+    if text is None:
+        return None
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")[:60] or "conversion"
 
 
 def _local_date(moment: str | None, zone: tzinfo) -> str:
@@ -343,7 +356,7 @@ async def paths(reports: Reports, q: Query) -> Report:
         "conversions": len(lengths),
         "with_touches": len(days),
         "mean_touches": round(statistics.fmean(lengths), 2) if lengths else None,
-        "median_touches": statistics.median(lengths) if lengths else None,
+        "median_touches": float(statistics.median(lengths)) if lengths else None,  # 3.0, 2.5
         "mean_days": round(statistics.fmean(days), 2) if days else None,
         "median_days": round(statistics.median(days), 2) if days else None,
     }

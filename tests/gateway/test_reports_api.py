@@ -357,6 +357,10 @@ async def test_paths(gw: RunningGateway) -> None:
         "mean_days": 4.0,
         "median_days": 2.0,
     }
+    # Three conversions (A, B, C: 3, 1 and 0 touches): the median is still a float, as with four.
+    odd = await get(gw, "/api/attribution/paths", since="2026-11-01", until="2026-11-11")
+    assert odd["summary"]["conversions"] == 3
+    assert repr(odd["summary"]["median_touches"]) == "1.0"
 
 
 async def test_payouts_cpa_revenue_share_and_quarantine(gw: RunningGateway) -> None:
@@ -481,6 +485,7 @@ async def test_exports(
         assert disposition.startswith('attachment; filename="') and disposition.endswith(f'.{kind}"')
         assert "2026-11-01-2026-12-01" in disposition
         text = await resp.text()
+    assert as_json["population"] is None
     if kind == "csv":
         rows = list(csv.reader(io.StringIO(text)))
         assert rows[0] == as_json["columns"]
@@ -489,6 +494,19 @@ async def test_exports(
             assert line == [_csv_cell(row[c], cell) for c, cell in zip(as_json["columns"], line, strict=True)]
     else:
         assert [json.loads(line) for line in text.splitlines()] == as_json["rows"]
+
+
+async def test_an_export_of_one_conversion_and_population_is_named_after_them(gw: RunningGateway) -> None:
+    """Exports of one conversion name or one population used to share the name of the whole
+    report's: downloaded side by side, one replaced the other."""
+    params = {**PERIOD, "format": "csv", "conversion": 'sign up/"ü"', "population": "cookie"}
+    async with gw.session.get(gw.admin_url + "/api/attribution", headers=AUTH, params=params) as resp:
+        assert resp.status == 200
+        disposition = resp.headers["Content-Disposition"]
+    name = "attribution-linear-channel-sign_up-cookie-2026-11-01-2026-12-01.csv"
+    assert disposition == f'attachment; filename="{name}"'
+    body = await get(gw, "/api/attribution", **{k: v for k, v in params.items() if k != "format"})
+    assert (body["conversion"], body["population"]) == ('sign up/"ü"', "cookie")
 
 
 def _csv_cell(value: Any, cell: str) -> str:
