@@ -49,6 +49,9 @@ class PayoutsOptions(_Payout, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Tier name → its rule (``{ gold = { revenue_share = 0.15 } }``)."""
     creators: dict[str, CreatorPayout] = {}
     """creator_id → its tier and/or its own rule (``{ cr_ana = { tier = "gold", cpa = 2.0 } }``)."""
+    currency: str = ""
+    """ISO 4217 code a CPA is paid in for conversions that carry no currency and no value (a
+    sign-up); empty: their rows have no currency."""
 
 
 def validate_payouts(po: PayoutsOptions) -> list[str]:
@@ -58,6 +61,8 @@ def validate_payouts(po: PayoutsOptions) -> list[str]:
     tiers = ", ".join(po.tiers) or "none defined"
     if po.default_tier and po.default_tier not in po.tiers:
         p.append(f"payouts.default_tier: no payouts.tiers entry {po.default_tier!r} (tiers: {tiers})")
+    if po.currency and not (len(po.currency) == 3 and po.currency.isascii() and po.currency.isupper()):
+        p.append(f'payouts.currency: expected a 3-letter ISO 4217 code like "EUR", got {po.currency!r}')
     rules: list[tuple[str, float | None, float | None]] = [
         (f"payouts.tiers.{name}", t.cpa, t.revenue_share) for name, t in po.tiers.items()
     ]
@@ -114,6 +119,20 @@ class Payouts:
     def __init__(self, po: PayoutsOptions) -> None:
         self.options = po
         self.model = po.model
+        self.currency = po.currency or None
+
+    def in_currency(self, cells: dict[str | None, list[int]]) -> dict[str | None, list[int]]:
+        """A creator's credited (value, conversions) per currency, with the conversions that
+        carry no currency and no value (sign-ups) counted in ``payouts.currency`` when it is
+        set: their CPA is paid in it, beside what the creator earned in it otherwise. A
+        currency-less row with a value (of no known currency) stays apart."""
+        bare = cells.get(None)
+        if self.currency is None or bare is None or bare[0] != 0:
+            return cells
+        out: dict[str | None, list[int]] = {k: list(v) for k, v in cells.items() if k is not None}
+        value, micro = out.setdefault(self.currency, [0, 0])
+        out[self.currency] = [value, micro + bare[1]]
+        return out
 
     def rule(self, creator_id: str) -> Rule:
         po = self.options

@@ -468,7 +468,7 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     }
     for creator in sorted(creators):
         rule = rules.rule(creator)
-        cells = {k[2]: v[model] for k, v in earned.items() if k[1] == creator}
+        cells = rules.in_currency({k[2]: v[model] for k, v in earned.items() if k[1] == creator})
         # A creator with clicks but no credit is listed (currency null, payout 0) but adds no
         # total: a null-currency total of 0 would be a line to approve that stands for nothing.
         credited = bool(cells)
@@ -481,7 +481,9 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
             rows[-1] |= {"value": money(value, currency), "payout": money(payout, currency)}
     for creator in sorted({c for c, _ in withheld} | {c for c, quarantined in clicks if quarantined}):
         rule = rules.rule(creator)
-        cells = {cur: v for (c, cur), v in withheld.items() if c == creator} or {None: [0, 0]}
+        cells = rules.in_currency({cur: v for (c, cur), v in withheld.items() if c == creator}) or {
+            None: [0, 0]
+        }
         for currency, (value, micro) in sorted(cells.items(), key=lambda kv: kv[0] or ""):
             rows.append(_payout_row(creator, "quarantined", rule.tier, rule.label, currency))
             rows[-1] |= {"clicks": clicks.get((creator, True), 0), "conversions": count(micro)}

@@ -464,6 +464,38 @@ async def test_quarantined_rows_are_what_every_verdict_would_have_earned(
     assert all(r["payout"] == 0 for r in held["rows"])
 
 
+@pytest.mark.parametrize("currency", ["", "EUR"])
+async def test_a_cpa_on_sign_ups_is_paid_in_payouts_currency(
+    start_gateway: Any, upstream_server: Any, currency: str
+) -> None:
+    """A sign-up carries no value and no currency: its CPA used to be a row, and a total, of
+    no currency. With ``payouts.currency`` it is paid in that currency, beside the creator's
+    purchases in it; without, it stays apart, as before."""
+    toml = PAYOUTS + (f'currency = "{currency}"\n' if currency else "")
+    gw = await start_gateway(await upstream_server(web.Application()), toml)
+    signup = Conversion(
+        new_id(int(at(2).timestamp() * 1000)), iso(at(2)), "n", "signup", "s1", "v7", None, None, None
+    )
+    await gw.gateway.store.write(
+        [tp("v7", 1, "Affiliates", creator_id="cr_cy"), signup, conversion(3, 20.00, "v7")]
+    )
+    body = await get(gw, "/api/payouts", model="last_touch", **PERIOD)
+    rows = {r["currency"]: (r["conversions"], r["value"], r["payout"]) for r in body["rows"]}
+    if currency:
+        assert rows == {"EUR": (2, 20.0, 10.0)}
+        assert body["totals"] == [{"currency": "EUR", "payout": 10.0}]
+    else:
+        assert rows == {None: (1, 0, 5.0), "EUR": (1, 20.0, 5.0)}
+
+
+def test_payouts_currency_is_checked_naming_its_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text='[payouts]\ncurrency = "euro"\n', environ=ENV)
+    assert err.value.problems == [
+        "payouts.currency: expected a 3-letter ISO 4217 code like \"EUR\", got 'euro'"
+    ]
+
+
 @pytest.mark.parametrize(
     ("path", "params", "accept", "kind"),
     [
