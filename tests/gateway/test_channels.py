@@ -79,6 +79,12 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="perplexity", medium="referral"), "AI Assistants"),
         (Signals(source="facebook", medium="social"), "Organic Social"),
         (Signals(source="ig"), "Organic Social"),
+        # Meta's {{site_source_name}} (fb, ig, msg, an), "meta" and "x" are social, not search
+        (Signals(source="meta", medium="cpc"), "Paid Social"),
+        (Signals(source="msg", medium="cpc"), "Paid Social"),
+        (Signals(source="an", medium="paid"), "Paid Social"),
+        (Signals(source="x", medium="cpc"), "Paid Social"),
+        (Signals(source="meta"), "Organic Social"),
         (Signals(source="x.com", medium="organic"), "Organic Social"),
         (Signals(source="anything", medium="social-media"), "Organic Social"),
         (Signals(source="youtube"), "Organic Video"),
@@ -121,6 +127,8 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(referrer_host="mail.naver.com"), "Email"),
         (Signals(referrer_host="webmail.ionos.de"), "Email"),
         (Signals(referrer_host="email.t-online.de"), "Email"),
+        (Signals(referrer_host="deref-gmx.net"), "Email"),  # GMX's link dereferrer
+        (Signals(referrer_host="deref-web-02.de"), "Email"),  # WEB.DE's
         (Signals(referrer_host="mail.ru"), "Referral"),  # a portal, not a webmail subdomain
         # Google's sites are not all search
         (Signals(referrer_host="news.google.com"), "Referral"),
