@@ -139,21 +139,51 @@ export function groupedBars(container, { groups, series, palette, label, unit })
   return root;
 }
 
-// rows: [{label, value, note}] largest first, drawn as horizontal bars.
+// The drawn width of an SVG text, in the chart's units; a guess from its length where the
+// browser lays out nothing (a chart drawn while hidden).
+function widthOf(node) {
+  return node.getComputedTextLength() || node.textContent.length * 7;
+}
+
+// Cuts a text node's content (whole characters, an emoji included) until it is at most max wide.
+function fitText(node, content, max) {
+  node.textContent = content;
+  if (widthOf(node) <= max) return;
+  const chars = Array.from(content);
+  let lo = 0, hi = chars.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    node.textContent = `${chars.slice(0, mid).join("")}…`;
+    if (widthOf(node) <= max) lo = mid; else hi = mid - 1;
+  }
+  node.textContent = `${chars.slice(0, lo).join("")}…`;
+}
+
+// rows: [{label, value, note}] largest first, drawn as horizontal bars. Names and notes are
+// measured as drawn, so none runs off the chart whatever its length, script or digits: a
+// name wider than a third of the chart is cut (the tooltip keeps it whole).
 export function horizontalBars(container, { rows, color, label, emptyText }) {
   if (!rows.length) return empty(container, emptyText);
-  const rowH = 28, W = 360, labelW = 100, noteW = 118;
+  const rowH = 28, W = 360, gap = 6, minBar = 40;
   const H = rows.length * rowH + 8;
   const root = frame(container, W, H, label);
+  const notes = rows.map((row, i) => text(root, 0, 4 + i * rowH + 16, row.note, { "font-size": 11 }));
+  const noteW = Math.max(...notes.map(widthOf)) + gap;
+  const names = rows.map((row, i) => {
+    const node = text(root, 0, 4 + i * rowH + 16, "", { "text-anchor": "end" });
+    fitText(node, row.label, Math.max(Math.min(W / 3, W - noteW - minBar - 2 * gap), 24));
+    return node;
+  });
+  const labelW = Math.max(...names.map(widthOf)) + gap;
+  names.forEach((node, i) => titled(node, rows[i].label));
+  const barSpace = Math.max(W - labelW - noteW - gap, minBar);
   const max = Math.max(...rows.map((r) => r.value), 1);
-  const barSpace = W - labelW - noteW - 8;
   rows.forEach((row, i) => {
     const y = 4 + i * rowH;
-    const name = row.label.length > 14 ? `${row.label.slice(0, 13)}…` : row.label;
-    titled(text(root, labelW - 6, y + 16, name, { "text-anchor": "end" }), row.label);
+    names[i].setAttribute("x", labelW - gap);
     const w = Math.max((row.value / max) * barSpace, 1);
     titled(svg("rect", { x: labelW, y: y + 4, width: w, height: rowH - 8, rx: 2, fill: color, "data-series": row.label }, root), `${row.label}: ${row.note}`);
-    text(root, labelW + w + 6, y + 16, row.note, { "font-size": 11 });
+    notes[i].setAttribute("x", labelW + w + gap);
   });
   return root;
 }

@@ -22,8 +22,9 @@ import aiohttp
 import pytest
 
 from gateway.attribution import MODELS
+from gateway.events import Event
 from tests.conftest import TOKEN, RunningGateway
-from tests.gateway.test_dashboard import PERIOD, seeded_gateway
+from tests.gateway.test_dashboard import PERIOD, _tp, origin, seeded_gateway
 from tests.pngread import read_png
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -395,3 +396,68 @@ async def test_dashboard_draws_the_store(
     keep = os.environ.get("DASHBOARD_SCREENSHOT")
     target = Path(keep) if keep else tmp_path / "dashboard.png"
     await asyncio.to_thread(target.write_bytes, full)
+
+
+async def sign_in(page: Page, gw: RunningGateway) -> None:
+    """Through the login form, as a person would."""
+    await page.send(
+        "Emulation.setDeviceMetricsOverride", width=WIDTH, height=900, deviceScaleFactor=1, mobile=False
+    )
+    await page.send("Page.navigate", url=gw.admin_url + "/login")
+    await page.wait_for(
+        "location.pathname === '/login' && document.readyState === 'complete'", "the login form"
+    )
+    await page.eval(
+        f"document.querySelector('#token').value = {TOKEN!r}; document.querySelector('form').requestSubmit()"
+    )
+    await page.wait_for("location.pathname === '/dashboard'", "the dashboard after login")
+
+
+ODD_NAMES = [
+    "very-long-campaign-name-" * 8,
+    "<img src=x onerror=\"document.title='pwned'\">",
+    "Soldes d'été — 夏のセール 🎉🎉🎉🎉🎉🎉",
+    "حملة الصيف الكبرى للمتجر",
+]
+
+
+@pytest.mark.timeout(180)
+async def test_top_tables_fit_long_odd_and_hostile_names(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A campaign or creator name of any length, script or markup, and four-digit counts: every
+    name and note stays inside its chart (a long name is cut, its tooltip whole), and markup
+    is shown as text."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    events: list[Event] = [  # cr_big: 1,200 landings, so its note has four-digit counts
+        _tp(f"{n:032x}", n / 200, "Affiliates", creator_id="cr_big", campaign="bulk") for n in range(1200)
+    ]
+    for k, name in enumerate(ODD_NAMES):
+        events += [_tp(f"{k + 5000:032x}", 1 + k, "Paid Search", campaign=name, creator_id=name)]
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        for chart in ("#chart-campaigns", "#chart-creators"):
+            drawn = json.loads(
+                await page.eval(
+                    f"(s => JSON.stringify({{width: s.viewBox.baseVal.width,"
+                    "texts: [...s.querySelectorAll(':scope > text')].map(t => { const b = t.getBBox();"
+                    " return [t.firstChild.nodeValue, t.querySelector('title')?.textContent,"
+                    " b.x, b.x + b.width]; })"
+                    f"}}))(document.querySelector('{chart} svg'))"
+                )
+            )
+            shown = {title or content: content for content, title, _, _ in drawn["texts"]}
+            for name in ODD_NAMES:
+                assert name in shown, (chart, name)  # the whole name, in its tooltip
+                assert shown[name].rstrip("…") and name.startswith(shown[name].rstrip("…"))
+            for content, _, left, right in drawn["texts"]:
+                assert left >= -0.5 and right <= drawn["width"] + 0.5, (chart, content, left, right)
+        assert shown[ODD_NAMES[0]].endswith("…")  # the long name was cut to fit
+        assert any(content.startswith("1200 ·") for content, _, _, _ in drawn["texts"])
+        assert await page.eval("document.title") != "pwned"
+        assert await page.eval("document.querySelectorAll('.chart img').length") == 0
