@@ -41,7 +41,8 @@ function today() {
 
 function readPeriod() {
   const params = new URLSearchParams(window.location.search);
-  const valid = (v) => /^\d{4}-\d\d-\d\d$/.test(v || "");
+  // A calendar date (not 2026-02-30); anything else is as if not given.
+  const valid = (v) => /^\d{4}-\d\d-\d\d$/.test(v || "") && !Number.isNaN(Date.parse(v)) && addDays(v, 0) === v;
   const to = valid(params.get("to")) ? params.get("to") : today();
   const from = valid(params.get("from")) ? params.get("from") : addDays(to, -29);
   return { from, to, model: params.get("model") || "linear", conversion: params.get("conversion") || "" };
@@ -147,7 +148,8 @@ function renderBots(data) {
   }));
   donut($("#chart-bots"), { parts, label: "Bot share", emptyText: "No touchpoints in this period." });
   legend($("#legend-bots"), parts.map((p) => ({ label: `${p.label}: ${p.value}`, color: p.color })));
-  $("#bots-note").textContent = data.bots.scored
+  // A period without touchpoints says nothing about whether bot scoring is installed.
+  $("#bots-note").textContent = data.bots.scored || !names.length
     ? "Touchpoints of the period by bot verdict."
     : "Bot scoring is not installed: every touchpoint counts as allow.";
 }
@@ -203,6 +205,10 @@ async function lookup(event) {
   event.preventDefault();
   const form = event.target;
   const out = $("#journey-result");
+  if (!form.id.value.trim()) {
+    out.replaceChildren(element("p", "Enter a visitor ID or cookie value, or a user ID.", "error"));
+    return;
+  }
   out.replaceChildren(element("p", "Looking up…", "hint"));
   try {
     const found = await journey(form.kind.value, form.id.value);
@@ -228,11 +234,27 @@ async function lookup(event) {
 }
 
 function fillForm(form, data) {
-  for (const model of data.models) form.model.appendChild(new Option(model, model, false, model === data.model));
+  form.model.replaceChildren(...data.models.map((model) => new Option(model, model, false, model === data.model)));
   const names = data.conversion_names.slice();
   if (data.conversion && !names.includes(data.conversion)) names.push(data.conversion); // none in this period
-  for (const name of names) form.conversion.appendChild(new Option(name, name, false, name === data.conversion));
+  form.conversion.replaceChildren(
+    form.conversion.options[0], // every conversion
+    ...names.map((name) => new Option(name, name, false, name === data.conversion)),
+  );
   for (const node of document.querySelectorAll("[data-model]")) node.textContent = data.model;
+}
+
+// What is wrong with the period, in the form's own words, before the API is asked: the API
+// speaks of since and until (the day after To), which the form does not show.
+function periodProblem({ from, to }) {
+  if (from > to) return `From (${from}) is after To (${to}): choose a From on or before To.`;
+  const days = (Date.parse(to) - Date.parse(from)) / 86400000 + 1;
+  const most = Number(document.body.dataset.maxDays); // storage/dashboard.py MAX_DAYS, set by the server
+  if (days > most) {
+    return `From ${from} to ${to} is ${days} days: the dashboard shows at most ${most}. `
+      + "Shorten the period, or use the reports (gateway report, /api/attribution) for a longer one.";
+  }
+  return "";
 }
 
 // The page's three parts are asked for separately and drawn as they come: the counts and the
@@ -244,17 +266,28 @@ async function main() {
   const form = $("#period");
   form.from.value = period.from;
   form.to.value = period.to;
+  // Until the API names every model and conversion, the form holds the ones asked for: sent
+  // again (the dates corrected after an error), it keeps them.
+  form.model.replaceChildren(new Option(period.model, period.model, false, true));
+  if (period.conversion) form.conversion.appendChild(new Option(period.conversion, period.conversion, false, true));
   // The lookup form comes disabled: sent by the browser itself (before this script runs, or
   // without it) it would put the raw user ID in the page's URL, and so in the browser's history
   // and session files. Its ID field is autocomplete="off": not kept among saved form entries.
   const lookupForm = $("#journey");
   lookupForm.addEventListener("submit", lookup);
   for (const control of lookupForm.elements) control.disabled = false;
+  const status = $("#status");
+  const problem = periodProblem(period);
+  if (problem) {
+    status.textContent = problem;
+    status.className = "error";
+    document.body.dataset.state = "error";
+    return;
+  }
   const ask = { since: period.from, until: addDays(period.to, 1), model: period.model, conversion: period.conversion };
   const counts = summary(ask, "counts");
   const daily = summary(ask, "daily");
   const models = daily.catch(() => null).then(() => summary(ask, "models"));
-  const status = $("#status");
   const showError = (err) => {
     if (status.className === "error") return; // the first error stays
     status.textContent = err.message;

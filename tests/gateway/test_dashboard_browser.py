@@ -314,9 +314,11 @@ async def test_dashboard_draws_the_store(
         assert all(("conversion=purchase" in href) != ("/api/fraud?" in href) for href, _ in got), got
 
         # A period the API refuses: the page says why instead of drawing.
-        await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2026-01-01&to=2026-11-10")
+        await page.send(
+            "Page.navigate", url=gw.admin_url + "/dashboard?from=2026-11-01&to=2026-11-10&model=x"
+        )
         await page.wait_for("document.body && document.body.dataset.state === 'error'", "the error state")
-        assert "must span 1..92 days" in await page.eval("document.querySelector('#status').textContent")
+        assert "model: expected one of" in await page.eval("document.querySelector('#status').textContent")
 
         # The parts draw as they come: with the comparison held back, the rest is drawn and the
         # status says what is still computing; a part that fails says so at once.
@@ -461,3 +463,70 @@ async def test_top_tables_fit_long_odd_and_hostile_names(
         assert any(content.startswith("1200 ·") for content, _, _, _ in drawn["texts"])
         assert await page.eval("document.title") != "pwned"
         assert await page.eval("document.querySelectorAll('.chart img').length") == 0
+
+
+@pytest.mark.timeout(180)
+async def test_period_mistakes_are_told_in_the_forms_words(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """From after To, or more days than the dashboard shows: the page says so in the form's
+    terms without asking the API, and the form still holds the model and conversion asked
+    for, so correcting the dates keeps them. An empty period does not claim bot scoring is
+    missing; an empty journey lookup asks for an ID."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        chosen = "&model=data_driven&conversion=purchase"
+        for query, told in [
+            ("?from=2026-11-10&to=2026-11-01", "From (2026-11-10) is after To (2026-11-01)"),
+            (
+                "?from=2026-01-01&to=2026-11-10",
+                "From 2026-01-01 to 2026-11-10 is 314 days: the dashboard shows at most 92",
+            ),
+        ]:
+            await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query + chosen)
+            await page.wait_for(
+                f"location.search.startsWith({query!r}) && document.body"
+                " && document.body.dataset.state === 'error'",
+                "the error state",
+            )
+            assert told in await page.eval("document.querySelector('#status').textContent")
+            asked = await page.eval(
+                "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length"
+            )
+            assert asked == 0  # told before asking
+            assert await page.eval("document.querySelector('#period').model.value") == "data_driven"
+            assert await page.eval("document.querySelector('#period').conversion.value") == "purchase"
+        # The dates corrected in the form: the model and conversion asked for are kept.
+        await page.eval(
+            f"const f = document.querySelector('#period'); f.from.value = {PERIOD['since']!r};"
+            "f.to.value = '2026-11-10'; f.requestSubmit()"
+        )
+        await page.wait_for(
+            "location.search.includes('from=2026-11-01') && document.body"
+            " && document.body.dataset.state === 'ready'",
+            "the corrected period drawn",
+        )
+        assert "model=data_driven" in await page.eval("location.search")
+        assert "conversion=purchase" in await page.eval("location.search")
+        assert await page.eval("document.querySelector('#period').model.options.length") == len(MODELS)
+        names = await page.eval("[...document.querySelector('#period').conversion.options].map(o => o.value)")
+        assert names == ["", "purchase"]  # filled from the API, nothing twice
+
+        # A period without touchpoints: no claim that bot scoring is not installed.
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2025-01-01&to=2025-01-31")
+        await page.wait_for(
+            "location.search.includes('2025') && document.body && document.body.dataset.state === 'ready'",
+            "an empty period",
+        )
+        assert "not installed" not in await page.eval("document.querySelector('#bots-note').textContent")
+
+        # An ID of spaces alone: the form asks for an ID (not "no such endpoint").
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'visitor'; g.id.value = '   ';"
+            "g.requestSubmit()"
+        )
+        said = await page.wait_for(
+            "document.querySelector('#journey-result').textContent", "the lookup's answer"
+        )
+        assert said == "Enter a visitor ID or cookie value, or a user ID."
