@@ -215,7 +215,14 @@ async function lookup(event) {
     out.replaceChildren();
     const key = found.user_key || found.visitor_key;
     const devices = found.visitors ? ` · ${found.visitors.length} device(s)` : "";
-    out.appendChild(element("p", `${key} · ${found.touchpoints.length} touchpoint(s)${devices}`, "hint"));
+    // A journey lists its first touchpoints only (storage/queries.py JOURNEY_LIMIT): say so.
+    const shown = found.touchpoints.length;
+    let touches = `${shown} touchpoint(s)`;
+    if (found.truncated) {
+      const of = found.touch_count ? ` of ${found.touch_count}` : "";
+      touches = `the first ${shown}${of} touchpoints (there are more; the last touch is the latest)`;
+    }
+    out.appendChild(element("p", `${key} · ${touches}${devices}`, "hint"));
     if (found.first_touch) {
       out.appendChild(element("p", `First touch: ${found.first_touch.channel || "–"} · last touch: ${found.last_touch.channel || "–"}`));
     }

@@ -23,6 +23,7 @@ import pytest
 
 from gateway.attribution import MODELS
 from gateway.events import Event
+from storage.queries import JOURNEY_LIMIT
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.test_dashboard import PERIOD, _tp, origin, seeded_gateway
 from tests.pngread import read_png
@@ -530,3 +531,29 @@ async def test_period_mistakes_are_told_in_the_forms_words(
             "document.querySelector('#journey-result').textContent", "the lookup's answer"
         )
         assert said == "Enter a visitor ID or cookie value, or a user ID."
+
+
+@pytest.mark.timeout(180)
+async def test_a_long_journey_says_it_shows_only_its_first_touchpoints(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    visitor = f"{77:032x}"
+    await gw.gateway.store.write(
+        [_tp(visitor, n / 1000, "Paid Search", campaign="c") for n in range(JOURNEY_LIMIT + 5)]
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the page")
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
+            f"g.id.value = {visitor!r}; g.requestSubmit()"
+        )
+        said = await page.wait_for(
+            "document.querySelector('#journey-result table')"
+            " && document.querySelector('#journey-result p').textContent",
+            "the journey",
+        )
+        shown = f"the first {JOURNEY_LIMIT} of {JOURNEY_LIMIT + 5} touchpoints"
+        shown += " (there are more; the last touch is the latest)"
+        assert said == f"{visitor} · {shown}"
