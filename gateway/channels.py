@@ -313,6 +313,10 @@ class Channels:
 
     def _by_params(self, source: str, medium: str, source_class: str | None) -> str | None:
         if medium in _DISPLAY:
+            # cpm is how an ad is priced, not where it shows: Meta's, TikTok's or YouTube's CPM
+            # ads are Paid Social or Paid Video (as in GA4), a search network's stay Display.
+            if medium == "cpm" and source_class in ("social", "video", "shopping"):
+                return PAID_BY_CLASS[source_class]
             return DISPLAY
         if medium in _PAID_SOCIAL:
             return PAID_SOCIAL

@@ -69,6 +69,10 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="amazon", medium="cpc"), "Paid Shopping"),
         (Signals(source="dv360", medium="banner"), "Display"),
         (Signals(source="google", medium="cpm"), "Display"),
+        (Signals(source="facebook", medium="cpm"), "Paid Social"),  # a price, not a placement
+        (Signals(source="tiktok", medium="CPM"), "Paid Social"),
+        (Signals(source="youtube", medium="cpm"), "Paid Video"),
+        (Signals(source="facebook", medium="banner"), "Display"),
         (Signals(source="newsletter", medium="email"), "Email"),
         (Signals(source="mailchimp", medium="E-Mail"), "Email"),
         (Signals(source="weekly-newsletter"), "Email"),
