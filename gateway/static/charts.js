@@ -134,9 +134,33 @@ export function groupedBars(container, { groups, series, palette, label, unit })
         `${group} · ${s.name}: ${v.toFixed(2)} ${unit}`,
       );
     });
-    text(root, left + g * slot + slot / 2, H - bottom + 16, group, { "text-anchor": "middle", "font-size": 11 });
   });
+  slantedWhenCrowded(root, groups.map((group, g) => text(root, left + g * slot + slot / 2, H - bottom + 16, group, {
+    "text-anchor": "middle", "font-size": 11,
+  })), slot, W, H);
   return root;
+}
+
+// Group names wider than their slot would run into each other: each is slanted instead,
+// ending under its group (one cut past 160 units keeps its whole name in a tooltip), and the
+// chart grows down and left to hold them.
+function slantedWhenCrowded(root, labels, slot, W, H) {
+  if (Math.max(...labels.map(widthOf)) <= slot - 4) return;
+  const angle = 35, rad = (angle * Math.PI) / 180;
+  let bottom = H, leftmost = 0;
+  for (const node of labels) {
+    const name = node.textContent;
+    fitText(node, name, 160);
+    if (node.textContent !== name) titled(node, name);
+    const x = Number(node.getAttribute("x")), y = Number(node.getAttribute("y")) - 4;
+    node.setAttribute("y", y);
+    node.setAttribute("text-anchor", "end");
+    node.setAttribute("transform", `rotate(${-angle} ${x} ${y})`);
+    const w = node.getComputedTextLength() || name.length * 6;
+    bottom = Math.max(bottom, y + w * Math.sin(rad) + 10);
+    leftmost = Math.min(leftmost, x - w * Math.cos(rad) - 4);
+  }
+  root.setAttribute("viewBox", `${leftmost} 0 ${W - leftmost} ${bottom}`);
 }
 
 // The drawn width of an SVG text, in the chart's units; a guess from its length where the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from gateway.attribution import MODELS
 from gateway.events import Event
 from storage.queries import JOURNEY_LIMIT
 from tests.conftest import TOKEN, RunningGateway
-from tests.gateway.test_dashboard import PERIOD, _tp, origin, seeded_gateway
+from tests.gateway.test_dashboard import PERIOD, _conv, _tp, origin, seeded_gateway
 from tests.pngread import read_png
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -557,3 +558,47 @@ async def test_a_long_journey_says_it_shows_only_its_first_touchpoints(
         shown = f"the first {JOURNEY_LIMIT} of {JOURNEY_LIMIT + 5} touchpoints"
         shown += " (there are more; the last touch is the latest)"
         assert said == f"{visitor} · {shown}"
+
+
+MANY_CHANNELS = [
+    "Paid Search", "Paid Social", "Paid Video", "Paid Shopping", "Paid Other", "Display", "Email",
+    "Affiliates", "Organic Search", "Organic Social", "Organic Video", "Organic Shopping", "Referral",
+    "AI Assistants", "SMS", "Mobile Push Notifications", "Audio", "Cross-network",
+]  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+async def test_channel_names_under_the_model_comparison_never_run_into_each_other(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Eighteen channels: their names are wider than their groups, so they are slanted, and
+    every one stays inside the chart."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    events: list[Event] = []
+    for n, channel in enumerate(MANY_CHANNELS):
+        events += [_tp(f"{n + 1:032x}", 1 + n / 10, channel), _conv(f"{n + 1:032x}", 2 + n / 10, 10.0)]
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        drawn = json.loads(
+            await page.eval(
+                "(svg => { const box = r => [r.left, r.top, r.right, r.bottom];"
+                f" const names = new Set({json.dumps(MANY_CHANNELS)});"
+                " return JSON.stringify({chart: box(svg.getBoundingClientRect()),"
+                " labels: [...svg.querySelectorAll(':scope > text')].filter(t => names.has(t.textContent))"
+                ".map(t => [t.textContent, !!t.getAttribute('transform'), box(t.getBoundingClientRect())])});"
+                "})(document.querySelector('#chart-models svg'))"
+            )
+        )
+    labels = drawn["labels"]
+    assert sorted(name for name, _, _ in labels) == sorted(MANY_CHANNELS)
+    left, top, right, bottom = drawn["chart"]
+    for name, _, (x0, y0, x1, y1) in labels:  # inside the chart, none cut off
+        assert left - 0.5 <= x0 and x1 <= right + 0.5 and top - 0.5 <= y0 and y1 <= bottom + 0.5, name
+    slanted = all(s for _, s, _ in labels)
+    for (a, _, box_a), (b, _, box_b) in itertools.pairwise(labels):
+        assert slanted or box_a[2] <= box_b[0], (a, b)  # level names: side by side, apart
