@@ -602,3 +602,38 @@ async def test_channel_names_under_the_model_comparison_never_run_into_each_othe
     slanted = all(s for _, s, _ in labels)
     for (a, _, box_a), (b, _, box_b) in itertools.pairwise(labels):
         assert slanted or box_a[2] <= box_b[0], (a, b)  # level names: side by side, apart
+
+
+@pytest.mark.timeout(180)
+async def test_signed_out_on_the_page_the_login_comes_back_to_its_period(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    query = f"?from={PERIOD['since']}&to=2026-11-10&model=first_touch"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        # The session ends behind the page's back (as at its expiry, or a restart).
+        await page.send("Network.enable")
+        (cookie,) = (await page.send("Network.getCookies"))["cookies"]
+        async with gw.session.post(
+            gw.admin_url + "/logout",
+            headers={"Cookie": f"{cookie['name']}={cookie['value']}", "Origin": gw.admin_url},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'user'; g.id.value = 'alice';"
+            "g.requestSubmit()"
+        )
+        await page.wait_for(
+            "location.pathname === '/login' && document.readyState === 'complete'", "the login"
+        )
+        assert "alice" not in await page.eval("location.href")
+        await page.eval(
+            f"document.querySelector('#token').value = {TOKEN!r};"
+            "document.querySelector('form').requestSubmit()"
+        )
+        await page.wait_for("location.pathname === '/dashboard'", "the dashboard after login")
+        assert await page.eval("location.search") == query
