@@ -67,6 +67,14 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="acme-ads", medium="video_ads"), "Paid Video"),
         (Signals(source="acme-ads", medium="paid_shopping"), "Paid Shopping"),
         (Signals(source="amazon", medium="cpc"), "Paid Shopping"),
+        # a shopping campaign by its name, as GA4 reads it (not "workshop")
+        (Signals(source="google", medium="cpc", campaign="Shopping - Brand"), "Paid Shopping"),
+        (Signals(click_id_kind="gclid", campaign="eshop_q4"), "Paid Shopping"),
+        (Signals(click_id_kind="msclkid", campaign="summer-shop"), "Paid Shopping"),
+        (Signals(source="acme-ads", medium="paid", campaign="shopping feed"), "Paid Shopping"),
+        (Signals(source="google", medium="cpc", campaign="workshop-signups"), "Paid Search"),
+        (Signals(source="facebook", medium="cpc", campaign="shopping"), "Paid Social"),
+        (Signals(source="newsletter", medium="email", campaign="shop"), "Email"),
         (Signals(source="dv360", medium="banner"), "Display"),
         (Signals(source="google", medium="cpm"), "Display"),
         (Signals(source="facebook", medium="cpm"), "Paid Social"),  # a price, not a placement
