@@ -349,7 +349,7 @@ class Channels:
             return ORGANIC_SEARCH
         if source == "sms" or medium == "sms":
             return SMS
-        if medium.endswith("push") or "mobile" in medium or "notification" in medium:
+        if medium.endswith("push") or "mobile" in medium or "notification" in medium or source == "firebase":
             return MOBILE_PUSH
         if medium == "audio":
             return AUDIO

@@ -105,6 +105,7 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="duckduckgo"), "Organic Search"),
         (Signals(source="sms"), "SMS"),
         (Signals(source="app", medium="push"), "Mobile Push Notifications"),
+        (Signals(source="firebase"), "Mobile Push Notifications"),  # Firebase Cloud Messaging, as in GA4
         (Signals(source="spotify", medium="audio"), "Audio"),
         (Signals(source="partner.example", medium="referral"), "Referral"),
         (Signals(source="(direct)", medium="(none)"), "Direct"),
