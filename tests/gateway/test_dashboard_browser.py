@@ -572,7 +572,7 @@ async def test_channel_names_under_the_model_comparison_never_run_into_each_othe
     chromium: str, start_gateway, upstream_server, tmp_path: Path
 ) -> None:
     """Eighteen channels: their names are wider than their groups, so they are slanted, and
-    every one stays inside the chart."""
+    every one stays inside the chart; each channel has a colour of its own."""
     gw: RunningGateway = await start_gateway(await upstream_server(origin()))
     events: list[Event] = []
     for n, channel in enumerate(MANY_CHANNELS):
@@ -594,6 +594,11 @@ async def test_channel_names_under_the_model_comparison_never_run_into_each_othe
                 "})(document.querySelector('#chart-models svg'))"
             )
         )
+        swatches = await page.eval(
+            "[...document.querySelectorAll('#legend-daily .legend-item rect')]"
+            ".map(r => r.getAttribute('fill'))"
+        )
+    assert len(swatches) == len(MANY_CHANNELS) == len(set(swatches))  # one colour per channel
     labels = drawn["labels"]
     assert sorted(name for name, _, _ in labels) == sorted(MANY_CHANNELS)
     left, top, right, bottom = drawn["chart"]
