@@ -25,8 +25,22 @@ function element(tag, content, className) {
   return node;
 }
 
+// Numbers with thousands separators, whatever the browser's language (the page is in English):
+// 1,489,336.66 reads at a glance, 1489336.66 does not.
+const WHOLE = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+const TWO = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+
+function count(n) {
+  return WHOLE.format(n);
+}
+
 function fixed(n) {
-  return Number.isInteger(n) ? String(n) : n.toFixed(2);
+  return Number.isInteger(n) ? count(n) : TWO.format(n);
+}
+
+// Money to the cent; float sums of refunds that cancel out are 0.00, not -0.00.
+function cents(v) {
+  return TWO.format(Math.round(v * 100) / 100 + 0);
 }
 
 // Today in the report time zone (attribution.timezone, set on <body> by the server): the
@@ -64,8 +78,6 @@ function renderTotals(counts, daily) {
   for (const row of daily ? daily.by_day : []) {
     if (row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
   }
-  // Rounded to the cent before printing: float sums of refunds that cancel out are 0.00, not -0.00.
-  const cents = (v) => (Math.round(v * 100) / 100).toFixed(2);
   const money = [...value.entries()].map(([cur, v]) => `${cents(v)} ${cur}`).join(" · ") || "–";
   for (const [label, shown] of [
     ["Touchpoints", counts.totals.touchpoints],
@@ -74,7 +86,7 @@ function renderTotals(counts, daily) {
     ["Conversion value", money],
   ]) {
     const card = element("div", undefined, "total");
-    card.append(element("span", label, "label"), element("strong", String(shown)));
+    card.append(element("span", label, "label"), element("strong", typeof shown === "number" ? count(shown) : shown));
     box.appendChild(card);
   }
 }
@@ -117,7 +129,7 @@ function renderModels(data) {
     for (const model of data.models) {
       const rows = data.comparison.filter((r) => r.model === model && r.channel === ch);
       const n = rows.reduce((s, r) => s + r.conversions, 0);
-      const money = rows.filter((r) => r.currency).map((r) => `${r.value.toFixed(2)} ${r.currency}`).join(", ");
+      const money = rows.filter((r) => r.currency).map((r) => `${cents(r.value)} ${r.currency}`).join(", ");
       const td = element("td", rows.length ? fixed(n) : "–");
       if (money) td.appendChild(element("small", money));
       tr.appendChild(td);
@@ -131,7 +143,7 @@ function renderTop(selector, rows, color, what) {
     rows: rows.map((r) => ({
       label: r.name,
       value: r.touchpoints,
-      note: `${r.touchpoints} · ${r.visitors} vis · ${r.conversions} conv`,
+      note: `${count(r.touchpoints)} · ${count(r.visitors)} vis · ${count(r.conversions)} conv`,
     })),
     color,
     label: `Top ${what}`,
@@ -147,7 +159,7 @@ function renderBots(data) {
     color: VERDICT_COLORS[label] || ["#64748b", "#0891b2", "#9333ea"][i % 3],
   }));
   donut($("#chart-bots"), { parts, label: "Bot share", emptyText: "No touchpoints in this period." });
-  legend($("#legend-bots"), parts.map((p) => ({ label: `${p.label}: ${p.value}`, color: p.color })));
+  legend($("#legend-bots"), parts.map((p) => ({ label: `${p.label}: ${count(p.value)}`, color: p.color })));
   // A period without touchpoints says nothing about whether bot scoring is installed.
   $("#bots-note").textContent = data.bots.scored || !names.length
     ? "Touchpoints of the period by bot verdict."
