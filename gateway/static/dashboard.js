@@ -119,6 +119,7 @@ function renderModels(data) {
 
   const table = $("#table-models");
   table.replaceChildren();
+  if (!channels.length) return; // the chart says "No conversions in this period."
   const head = element("tr");
   head.append(element("th", "Channel"), ...data.models.map((m) => element("th", m)));
   table.append(element("thead"), element("tbody"));

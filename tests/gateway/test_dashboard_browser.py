@@ -524,6 +524,7 @@ async def test_period_mistakes_are_told_in_the_forms_words(
             "an empty period",
         )
         assert "not installed" not in await page.eval("document.querySelector('#bots-note').textContent")
+        assert await page.eval("document.querySelector('#table-models').rows.length") == 0  # no bare header
 
         # An ID of spaces alone: the form asks for an ID (not "no such endpoint").
         await page.eval(
