@@ -419,6 +419,7 @@ async def sign_in(page: Page, gw: RunningGateway) -> None:
 
 ODD_NAMES = [
     "very-long-campaign-name-" * 8,
+    "Q" * 200,  # no space nor hyphen to break at
     "<img src=x onerror=\"document.title='pwned'\">",
     "Soldes d'été — 夏のセール 🎉🎉🎉🎉🎉🎉",
     "حملة الصيف الكبرى للمتجر",
@@ -464,8 +465,20 @@ async def test_top_tables_fit_long_odd_and_hostile_names(
         assert shown[ODD_NAMES[0]].endswith("…")  # the long name was cut to fit
         assert any(content.startswith("1,200 · 1,200 vis") for content, _, _, _ in drawn["texts"])
         totals = await page.eval("document.querySelector('#totals').textContent")
-        assert "Touchpoints1,204" in totals  # thousands apart, whatever the browser's language
+        assert "Touchpoints1,205" in totals  # thousands apart, whatever the browser's language
         assert await page.eval("document.title") != "pwned"
+        # The journey of the visitor with the unbreakable name: the table wraps it, the page
+        # does not grow sideways.
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
+            f"g.id.value = {f'{5001:032x}'!r}; g.requestSubmit()"
+        )
+        await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
+        assert "QQQQ" in await page.eval("document.querySelector('#journey-result').textContent")
+        widths = await page.eval(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], widths
         assert await page.eval("document.querySelectorAll('.chart img').length") == 0
 
 
