@@ -135,7 +135,8 @@ async def dashboard_page(request: web.Request) -> web.Response:
     zone = escape(request.app[SETTINGS_KEY].options.attribution.timezone)  # a checked IANA name
     assert response.text is not None
     response.text = response.text.replace(
-        'data-timezone="UTC"', f'data-timezone="{zone}" data-max-days="{MAX_DAYS}"'
+        'data-timezone="UTC"',
+        f'data-timezone="{zone}" data-max-days="{MAX_DAYS}" data-models="{",".join(MODELS)}"',
     ).replace("<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>")
     return response
 

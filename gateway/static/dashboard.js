@@ -286,9 +286,12 @@ async function main() {
   const form = $("#period");
   form.from.value = period.from;
   form.to.value = period.to;
-  // Until the API names every model and conversion, the form holds the ones asked for: sent
-  // again (the dates corrected after an error), it keeps them.
-  form.model.replaceChildren(new Option(period.model, period.model, false, true));
+  // Before the API answers (or when it refuses the period), the form already holds every model
+  // (set on <body> by the server) and the conversion asked for: sent again, the dates corrected
+  // after an error, it keeps them; a model it does not know is offered as linear.
+  const known = document.body.dataset.models.split(",");
+  const model = known.includes(period.model) ? period.model : "linear";
+  form.model.replaceChildren(...known.map((name) => new Option(name, name, false, name === model)));
   if (period.conversion) form.conversion.appendChild(new Option(period.conversion, period.conversion, false, true));
   // The lookup form comes disabled: sent by the browser itself (before this script runs, or
   // without it) it would put the raw user ID in the page's URL, and so in the browser's history

@@ -529,6 +529,15 @@ async def test_period_mistakes_are_told_in_the_forms_words(
         assert await page.eval("document.querySelector('#period').model.options.length") == len(MODELS)
         names = await page.eval("[...document.querySelector('#period').conversion.options].map(o => o.value)")
         assert names == ["", "purchase"]  # filled from the API, nothing twice
+        # A model the API refuses: the form offers every model, linear chosen, not the bad name.
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard?model=bogus")
+        await page.wait_for(
+            "location.search === '?model=bogus' && document.body && document.body.dataset.state === 'error'",
+            "the refused model",
+        )
+        models = await page.eval("[...document.querySelector('#period').model.options].map(o => o.value)")
+        assert models == list(MODELS)
+        assert await page.eval("document.querySelector('#period').model.value") == "linear"
 
         # A period without touchpoints: no claim that bot scoring is not installed.
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2025-01-01&to=2025-01-31")
