@@ -74,6 +74,8 @@ _PAID_SOCIAL = frozenset(
 _SOCIAL = frozenset(
     {"social", "social-network", "social-media", "sm", "social network", "social media", "social_media"}
 )
+_SHOPPING_CAMPAIGN = re.compile(r"(?:[^a-df-z]|^)shop|shopping", re.IGNORECASE)
+"""GA4's shopping campaign names: ``Shopping - Brand``, ``eshop_q4``, not ``workshop``."""
 _EMAIL = re.compile(r"e[-_ ]?mail|newsletter")
 _AFFILIATE = frozenset({"affiliate", "affiliates", "partner", "partners", "partnership"})
 _INFLUENCER = frozenset({"influencer", "influencers", "creator", "creators"})
@@ -279,6 +281,8 @@ class Channels:
             found = self._by_click(s.click_id_kind.lower(), medium, source_class)
         if found is None and (source or medium):
             found = self._by_params(source, medium, source_class)
+        if found in (PAID_SEARCH, PAID_OTHER) and _SHOPPING_CAMPAIGN.search(s.campaign or ""):
+            return PAID_SHOPPING  # a Google Shopping campaign, by its name (as GA4 reads it)
         if found is not None:
             return found
         if s.creator_id:
@@ -313,6 +317,10 @@ class Channels:
 
     def _by_params(self, source: str, medium: str, source_class: str | None) -> str | None:
         if medium in _DISPLAY:
+            # cpm is how an ad is priced, not where it shows: Meta's, TikTok's or YouTube's CPM
+            # ads are Paid Social or Paid Video (as in GA4), a search network's stay Display.
+            if medium == "cpm" and source_class in ("social", "video", "shopping"):
+                return PAID_BY_CLASS[source_class]
             return DISPLAY
         if medium in _PAID_SOCIAL:
             return PAID_SOCIAL
@@ -341,7 +349,7 @@ class Channels:
             return ORGANIC_SEARCH
         if source == "sms" or medium == "sms":
             return SMS
-        if medium.endswith("push") or "mobile" in medium or "notification" in medium:
+        if medium.endswith("push") or "mobile" in medium or "notification" in medium or source == "firebase":
             return MOBILE_PUSH
         if medium == "audio":
             return AUDIO

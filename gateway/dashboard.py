@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from html import escape
 from importlib import resources
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -43,6 +44,7 @@ from gateway.sessions import (
     SESSIONS_KEY,
     Sessions,
     clear_cookie,
+    from_elsewhere,
     has_session,
     same_origin,
     set_cookie,
@@ -90,10 +92,29 @@ def load_assets() -> dict[str, bytes]:
     return found
 
 
-def _page(request: web.Request, name: str, status: int = 200, error: str = "") -> web.Response:
+def back_to(value: object) -> str | None:
+    """The dashboard page (with its query: period, model, conversion) a login goes back to,
+    from the login form's ``next``; None for anything else (another path, another site)."""
+    if not isinstance(value, str) or len(value) > 2000 or not value.isprintable():
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme or parts.netloc or parts.path != "/dashboard" or parts.fragment:
+        return None
+    return value
+
+
+def _page(
+    request: web.Request, name: str, status: int = 200, error: str = "", next_page: str | None = None
+) -> web.Response:
     html = request.app[ASSETS_KEY][name].decode()
     if error:
         html = html.replace("<!--error-->", f'<p class="error" role="alert">{escape(error)}</p>')
+    if next_page:
+        field = f'<input type="hidden" name="next" value="{escape(next_page, quote=True)}">'
+        html = html.replace("<!--next-->", field)
     return web.Response(
         status=status, text=html, content_type="text/html", headers={"Cache-Control": "no-store"}
     )
@@ -105,20 +126,26 @@ async def root(request: web.Request) -> web.Response:
 
 async def dashboard_page(request: web.Request) -> web.Response:
     if not has_session(request):
+        # Signed out (the session expired, the gateway restarted) while choosing a period: the
+        # login comes back to it. Not for a link from another page, whose period is not ours.
+        if request.query_string and not from_elsewhere(request):
+            raise web.HTTPSeeOther("/login?next=" + quote(request.path_qs, safe=""))
         raise web.HTTPSeeOther("/login")
     response = _page(request, "dashboard.html")
     zone = escape(request.app[SETTINGS_KEY].options.attribution.timezone)  # a checked IANA name
     assert response.text is not None
-    response.text = response.text.replace('data-timezone="UTC"', f'data-timezone="{zone}"').replace(
-        "<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>"
-    )
+    response.text = response.text.replace(
+        'data-timezone="UTC"',
+        f'data-timezone="{zone}" data-max-days="{MAX_DAYS}" data-models="{",".join(MODELS)}"',
+    ).replace("<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>")
     return response
 
 
 async def login_form(request: web.Request) -> web.Response:
+    next_page = None if from_elsewhere(request) else back_to(request.query.get("next"))
     if has_session(request):
-        raise web.HTTPSeeOther("/dashboard")
-    return _page(request, "login.html")
+        raise web.HTTPSeeOther(next_page or "/dashboard")
+    return _page(request, "login.html", next_page=next_page)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -150,13 +177,14 @@ async def login(request: web.Request) -> web.Response:
             "body: expected a form with the token (application/x-www-form-urlencoded, UTF-8).",
         )
     given = form.get("token")
+    next_page = back_to(form.get("next"))
     if not isinstance(given, str) or not given:
-        return _page(request, "login.html", 400, "token: enter the admin token.")
+        return _page(request, "login.html", 400, "token: enter the admin token.", next_page)
     expected = request.app[SETTINGS_KEY].admin_token
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        return _page(request, "login.html", 401, "Wrong admin token.")
+        return _page(request, "login.html", 401, "Wrong admin token.", next_page)
     sessions = request.app[SESSIONS_KEY]
-    response = web.HTTPSeeOther("/dashboard")
+    response = web.HTTPSeeOther(next_page or "/dashboard")
     set_cookie(response, request, sessions.start(), sessions.lifetime)
     raise response
 

@@ -3,9 +3,11 @@
 // under Content-Security-Policy: default-src 'self'.
 
 const NS = "http://www.w3.org/2000/svg";
+// Twenty colours: each built-in channel a model can credit (all but Internal) has its own.
 const PALETTE = [
   "#2563eb", "#16a34a", "#ea580c", "#9333ea", "#dc2626", "#0891b2",
   "#ca8a04", "#db2777", "#4f46e5", "#65a30d", "#0d9488", "#7c3aed",
+  "#be123c", "#0369a1", "#c026d3", "#475569", "#92400e", "#064e3b", "#1e3a8a", "#fb7185",
 ];
 const AXIS = "#94a3b8";
 const INK = "#334155";
@@ -134,26 +136,80 @@ export function groupedBars(container, { groups, series, palette, label, unit })
         `${group} · ${s.name}: ${v.toFixed(2)} ${unit}`,
       );
     });
-    text(root, left + g * slot + slot / 2, H - bottom + 16, group, { "text-anchor": "middle", "font-size": 11 });
   });
+  slantedWhenCrowded(root, groups.map((group, g) => text(root, left + g * slot + slot / 2, H - bottom + 16, group, {
+    "text-anchor": "middle", "font-size": 11,
+  })), slot, W, H);
   return root;
 }
 
-// rows: [{label, value, note}] largest first, drawn as horizontal bars.
+// Group names wider than their slot would run into each other: each is slanted instead,
+// ending under its group (one cut past 160 units keeps its whole name in a tooltip), and the
+// chart grows down and left to hold them.
+function slantedWhenCrowded(root, labels, slot, W, H) {
+  if (Math.max(...labels.map(widthOf)) <= slot - 4) return;
+  const angle = 35, rad = (angle * Math.PI) / 180;
+  let bottom = H, leftmost = 0;
+  for (const node of labels) {
+    const name = node.textContent;
+    fitText(node, name, 160);
+    if (node.textContent !== name) titled(node, name);
+    const x = Number(node.getAttribute("x")), y = Number(node.getAttribute("y")) - 4;
+    node.setAttribute("y", y);
+    node.setAttribute("text-anchor", "end");
+    node.setAttribute("transform", `rotate(${-angle} ${x} ${y})`);
+    const w = node.getComputedTextLength() || name.length * 6;
+    bottom = Math.max(bottom, y + w * Math.sin(rad) + 10);
+    leftmost = Math.min(leftmost, x - w * Math.cos(rad) - 4);
+  }
+  root.setAttribute("viewBox", `${leftmost} 0 ${W - leftmost} ${bottom}`);
+}
+
+// The drawn width of an SVG text, in the chart's units; a guess from its length where the
+// browser lays out nothing (a chart drawn while hidden).
+function widthOf(node) {
+  return node.getComputedTextLength() || node.textContent.length * 7;
+}
+
+// Cuts a text node's content (whole characters, an emoji included) until it is at most max wide.
+function fitText(node, content, max) {
+  node.textContent = content;
+  if (widthOf(node) <= max) return;
+  const chars = Array.from(content);
+  let lo = 0, hi = chars.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    node.textContent = `${chars.slice(0, mid).join("")}…`;
+    if (widthOf(node) <= max) lo = mid; else hi = mid - 1;
+  }
+  node.textContent = `${chars.slice(0, lo).join("")}…`;
+}
+
+// rows: [{label, value, note}] largest first, drawn as horizontal bars. Names and notes are
+// measured as drawn, so none runs off the chart whatever its length, script or digits: a
+// name wider than a third of the chart is cut (the tooltip keeps it whole).
 export function horizontalBars(container, { rows, color, label, emptyText }) {
   if (!rows.length) return empty(container, emptyText);
-  const rowH = 28, W = 360, labelW = 100, noteW = 118;
+  const rowH = 28, W = 360, gap = 6, minBar = 40;
   const H = rows.length * rowH + 8;
   const root = frame(container, W, H, label);
+  const notes = rows.map((row, i) => text(root, 0, 4 + i * rowH + 16, row.note, { "font-size": 11 }));
+  const noteW = Math.max(...notes.map(widthOf)) + gap;
+  const names = rows.map((row, i) => {
+    const node = text(root, 0, 4 + i * rowH + 16, "", { "text-anchor": "end" });
+    fitText(node, row.label, Math.max(Math.min(W / 3, W - noteW - minBar - 2 * gap), 24));
+    return node;
+  });
+  const labelW = Math.max(...names.map(widthOf)) + gap;
+  names.forEach((node, i) => titled(node, rows[i].label));
+  const barSpace = Math.max(W - labelW - noteW - gap, minBar);
   const max = Math.max(...rows.map((r) => r.value), 1);
-  const barSpace = W - labelW - noteW - 8;
   rows.forEach((row, i) => {
     const y = 4 + i * rowH;
-    const name = row.label.length > 14 ? `${row.label.slice(0, 13)}…` : row.label;
-    titled(text(root, labelW - 6, y + 16, name, { "text-anchor": "end" }), row.label);
+    names[i].setAttribute("x", labelW - gap);
     const w = Math.max((row.value / max) * barSpace, 1);
     titled(svg("rect", { x: labelW, y: y + 4, width: w, height: rowH - 8, rx: 2, fill: color, "data-series": row.label }, root), `${row.label}: ${row.note}`);
-    text(root, labelW + w + 6, y + 16, row.note, { "font-size": 11 });
+    notes[i].setAttribute("x", labelW + w + gap);
   });
   return root;
 }

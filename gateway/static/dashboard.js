@@ -25,8 +25,22 @@ function element(tag, content, className) {
   return node;
 }
 
+// Numbers with thousands separators, whatever the browser's language (the page is in English):
+// 1,489,336.66 reads at a glance, 1489336.66 does not.
+const WHOLE = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+const TWO = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+
+function count(n) {
+  return WHOLE.format(n);
+}
+
 function fixed(n) {
-  return Number.isInteger(n) ? String(n) : n.toFixed(2);
+  return Number.isInteger(n) ? count(n) : TWO.format(n);
+}
+
+// Money to the cent; float sums of refunds that cancel out are 0.00, not -0.00.
+function cents(v) {
+  return TWO.format(Math.round(v * 100) / 100 + 0);
 }
 
 // Today in the report time zone (attribution.timezone, set on <body> by the server): the
@@ -41,7 +55,8 @@ function today() {
 
 function readPeriod() {
   const params = new URLSearchParams(window.location.search);
-  const valid = (v) => /^\d{4}-\d\d-\d\d$/.test(v || "");
+  // A calendar date (not 2026-02-30); anything else is as if not given.
+  const valid = (v) => /^\d{4}-\d\d-\d\d$/.test(v || "") && !Number.isNaN(Date.parse(v)) && addDays(v, 0) === v;
   const to = valid(params.get("to")) ? params.get("to") : today();
   const from = valid(params.get("from")) ? params.get("from") : addDays(to, -29);
   return { from, to, model: params.get("model") || "linear", conversion: params.get("conversion") || "" };
@@ -63,8 +78,6 @@ function renderTotals(counts, daily) {
   for (const row of daily ? daily.by_day : []) {
     if (row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
   }
-  // Rounded to the cent before printing: float sums of refunds that cancel out are 0.00, not -0.00.
-  const cents = (v) => (Math.round(v * 100) / 100).toFixed(2);
   const money = [...value.entries()].map(([cur, v]) => `${cents(v)} ${cur}`).join(" · ") || "–";
   for (const [label, shown] of [
     ["Touchpoints", counts.totals.touchpoints],
@@ -73,7 +86,7 @@ function renderTotals(counts, daily) {
     ["Conversion value", money],
   ]) {
     const card = element("div", undefined, "total");
-    card.append(element("span", label, "label"), element("strong", String(shown)));
+    card.append(element("span", label, "label"), element("strong", typeof shown === "number" ? count(shown) : shown));
     box.appendChild(card);
   }
 }
@@ -106,6 +119,7 @@ function renderModels(data) {
 
   const table = $("#table-models");
   table.replaceChildren();
+  if (!channels.length) return; // the chart says "No conversions in this period."
   const head = element("tr");
   head.append(element("th", "Channel"), ...data.models.map((m) => element("th", m)));
   table.append(element("thead"), element("tbody"));
@@ -116,7 +130,7 @@ function renderModels(data) {
     for (const model of data.models) {
       const rows = data.comparison.filter((r) => r.model === model && r.channel === ch);
       const n = rows.reduce((s, r) => s + r.conversions, 0);
-      const money = rows.filter((r) => r.currency).map((r) => `${r.value.toFixed(2)} ${r.currency}`).join(", ");
+      const money = rows.filter((r) => r.currency).map((r) => `${cents(r.value)} ${r.currency}`).join(", ");
       const td = element("td", rows.length ? fixed(n) : "–");
       if (money) td.appendChild(element("small", money));
       tr.appendChild(td);
@@ -130,7 +144,7 @@ function renderTop(selector, rows, color, what) {
     rows: rows.map((r) => ({
       label: r.name,
       value: r.touchpoints,
-      note: `${r.touchpoints} · ${r.visitors} vis · ${r.conversions} conv`,
+      note: `${count(r.touchpoints)} · ${count(r.visitors)} vis · ${count(r.conversions)} conv`,
     })),
     color,
     label: `Top ${what}`,
@@ -146,8 +160,9 @@ function renderBots(data) {
     color: VERDICT_COLORS[label] || ["#64748b", "#0891b2", "#9333ea"][i % 3],
   }));
   donut($("#chart-bots"), { parts, label: "Bot share", emptyText: "No touchpoints in this period." });
-  legend($("#legend-bots"), parts.map((p) => ({ label: `${p.label}: ${p.value}`, color: p.color })));
-  $("#bots-note").textContent = data.bots.scored
+  legend($("#legend-bots"), parts.map((p) => ({ label: `${p.label}: ${count(p.value)}`, color: p.color })));
+  // A period without touchpoints says nothing about whether bot scoring is installed.
+  $("#bots-note").textContent = data.bots.scored || !names.length
     ? "Touchpoints of the period by bot verdict."
     : "Bot scoring is not installed: every touchpoint counts as allow.";
 }
@@ -203,13 +218,24 @@ async function lookup(event) {
   event.preventDefault();
   const form = event.target;
   const out = $("#journey-result");
+  if (!form.id.value.trim()) {
+    out.replaceChildren(element("p", "Enter a visitor ID or cookie value, or a user ID.", "error"));
+    return;
+  }
   out.replaceChildren(element("p", "Looking up…", "hint"));
   try {
     const found = await journey(form.kind.value, form.id.value);
     out.replaceChildren();
     const key = found.user_key || found.visitor_key;
     const devices = found.visitors ? ` · ${found.visitors.length} device(s)` : "";
-    out.appendChild(element("p", `${key} · ${found.touchpoints.length} touchpoint(s)${devices}`, "hint"));
+    // A journey lists its first touchpoints only (storage/queries.py JOURNEY_LIMIT): say so.
+    const shown = found.touchpoints.length;
+    let touches = `${shown} touchpoint(s)`;
+    if (found.truncated) {
+      const of = found.touch_count ? ` of ${found.touch_count}` : "";
+      touches = `the first ${shown}${of} touchpoints (there are more; the last touch is the latest)`;
+    }
+    out.appendChild(element("p", `${key} · ${touches}${devices}`, "hint"));
     if (found.first_touch) {
       out.appendChild(element("p", `First touch: ${found.first_touch.channel || "–"} · last touch: ${found.last_touch.channel || "–"}`));
     }
@@ -228,11 +254,27 @@ async function lookup(event) {
 }
 
 function fillForm(form, data) {
-  for (const model of data.models) form.model.appendChild(new Option(model, model, false, model === data.model));
+  form.model.replaceChildren(...data.models.map((model) => new Option(model, model, false, model === data.model)));
   const names = data.conversion_names.slice();
   if (data.conversion && !names.includes(data.conversion)) names.push(data.conversion); // none in this period
-  for (const name of names) form.conversion.appendChild(new Option(name, name, false, name === data.conversion));
+  form.conversion.replaceChildren(
+    form.conversion.options[0], // every conversion
+    ...names.map((name) => new Option(name, name, false, name === data.conversion)),
+  );
   for (const node of document.querySelectorAll("[data-model]")) node.textContent = data.model;
+}
+
+// What is wrong with the period, in the form's own words, before the API is asked: the API
+// speaks of since and until (the day after To), which the form does not show.
+function periodProblem({ from, to }) {
+  if (from > to) return `From (${from}) is after To (${to}): choose a From on or before To.`;
+  const days = (Date.parse(to) - Date.parse(from)) / 86400000 + 1;
+  const most = Number(document.body.dataset.maxDays); // storage/dashboard.py MAX_DAYS, set by the server
+  if (days > most) {
+    return `From ${from} to ${to} is ${days} days: the dashboard shows at most ${most}. `
+      + "Shorten the period, or use the reports (gateway report, /api/attribution) for a longer one.";
+  }
+  return "";
 }
 
 // The page's three parts are asked for separately and drawn as they come: the counts and the
@@ -244,17 +286,31 @@ async function main() {
   const form = $("#period");
   form.from.value = period.from;
   form.to.value = period.to;
+  // Before the API answers (or when it refuses the period), the form already holds every model
+  // (set on <body> by the server) and the conversion asked for: sent again, the dates corrected
+  // after an error, it keeps them; a model it does not know is offered as linear.
+  const known = document.body.dataset.models.split(",");
+  const model = known.includes(period.model) ? period.model : "linear";
+  form.model.replaceChildren(...known.map((name) => new Option(name, name, false, name === model)));
+  if (period.conversion) form.conversion.appendChild(new Option(period.conversion, period.conversion, false, true));
   // The lookup form comes disabled: sent by the browser itself (before this script runs, or
   // without it) it would put the raw user ID in the page's URL, and so in the browser's history
   // and session files. Its ID field is autocomplete="off": not kept among saved form entries.
   const lookupForm = $("#journey");
   lookupForm.addEventListener("submit", lookup);
   for (const control of lookupForm.elements) control.disabled = false;
+  const status = $("#status");
+  const problem = periodProblem(period);
+  if (problem) {
+    status.textContent = problem;
+    status.className = "error";
+    document.body.dataset.state = "error";
+    return;
+  }
   const ask = { since: period.from, until: addDays(period.to, 1), model: period.model, conversion: period.conversion };
   const counts = summary(ask, "counts");
   const daily = summary(ask, "daily");
   const models = daily.catch(() => null).then(() => summary(ask, "models"));
-  const status = $("#status");
   const showError = (err) => {
     if (status.className === "error") return; // the first error stays
     status.textContent = err.message;

@@ -18,7 +18,9 @@ async function getJSON(path, params = {}) {
     headers: { Accept: "application/json" },
   });
   if (response.status === 401) {
-    window.location.assign("/login");
+    // Signed out meanwhile: the login comes back to this period (never a journey's ID: the
+    // page's own URL does not hold it).
+    window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
     throw new Error("signed out");
   }
   const body = await response.json();

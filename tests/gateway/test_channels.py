@@ -67,8 +67,20 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="acme-ads", medium="video_ads"), "Paid Video"),
         (Signals(source="acme-ads", medium="paid_shopping"), "Paid Shopping"),
         (Signals(source="amazon", medium="cpc"), "Paid Shopping"),
+        # a shopping campaign by its name, as GA4 reads it (not "workshop")
+        (Signals(source="google", medium="cpc", campaign="Shopping - Brand"), "Paid Shopping"),
+        (Signals(click_id_kind="gclid", campaign="eshop_q4"), "Paid Shopping"),
+        (Signals(click_id_kind="msclkid", campaign="summer-shop"), "Paid Shopping"),
+        (Signals(source="acme-ads", medium="paid", campaign="shopping feed"), "Paid Shopping"),
+        (Signals(source="google", medium="cpc", campaign="workshop-signups"), "Paid Search"),
+        (Signals(source="facebook", medium="cpc", campaign="shopping"), "Paid Social"),
+        (Signals(source="newsletter", medium="email", campaign="shop"), "Email"),
         (Signals(source="dv360", medium="banner"), "Display"),
         (Signals(source="google", medium="cpm"), "Display"),
+        (Signals(source="facebook", medium="cpm"), "Paid Social"),  # a price, not a placement
+        (Signals(source="tiktok", medium="CPM"), "Paid Social"),
+        (Signals(source="youtube", medium="cpm"), "Paid Video"),
+        (Signals(source="facebook", medium="banner"), "Display"),
         (Signals(source="newsletter", medium="email"), "Email"),
         (Signals(source="mailchimp", medium="E-Mail"), "Email"),
         (Signals(source="weekly-newsletter"), "Email"),
@@ -79,6 +91,12 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="perplexity", medium="referral"), "AI Assistants"),
         (Signals(source="facebook", medium="social"), "Organic Social"),
         (Signals(source="ig"), "Organic Social"),
+        # Meta's {{site_source_name}} (fb, ig, msg, an), "meta" and "x" are social, not search
+        (Signals(source="meta", medium="cpc"), "Paid Social"),
+        (Signals(source="msg", medium="cpc"), "Paid Social"),
+        (Signals(source="an", medium="paid"), "Paid Social"),
+        (Signals(source="x", medium="cpc"), "Paid Social"),
+        (Signals(source="meta"), "Organic Social"),
         (Signals(source="x.com", medium="organic"), "Organic Social"),
         (Signals(source="anything", medium="social-media"), "Organic Social"),
         (Signals(source="youtube"), "Organic Video"),
@@ -87,6 +105,7 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="duckduckgo"), "Organic Search"),
         (Signals(source="sms"), "SMS"),
         (Signals(source="app", medium="push"), "Mobile Push Notifications"),
+        (Signals(source="firebase"), "Mobile Push Notifications"),  # Firebase Cloud Messaging, as in GA4
         (Signals(source="spotify", medium="audio"), "Audio"),
         (Signals(source="partner.example", medium="referral"), "Referral"),
         (Signals(source="(direct)", medium="(none)"), "Direct"),
@@ -121,6 +140,8 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(referrer_host="mail.naver.com"), "Email"),
         (Signals(referrer_host="webmail.ionos.de"), "Email"),
         (Signals(referrer_host="email.t-online.de"), "Email"),
+        (Signals(referrer_host="deref-gmx.net"), "Email"),  # GMX's link dereferrer
+        (Signals(referrer_host="deref-web-02.de"), "Email"),  # WEB.DE's
         (Signals(referrer_host="mail.ru"), "Referral"),  # a portal, not a webmail subdomain
         # Google's sites are not all search
         (Signals(referrer_host="news.google.com"), "Referral"),

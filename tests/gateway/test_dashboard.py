@@ -11,6 +11,7 @@ import dataclasses
 import io
 import re
 import time
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -704,3 +705,50 @@ async def test_the_page_knows_the_report_time_zone(start_gateway, upstream_serve
         page = await resp.text()
     assert 'data-timezone="Pacific/Auckland"' in page
     assert "<span data-timezone-name>Pacific/Auckland</span>" in page
+
+
+async def test_a_login_goes_back_to_the_period_it_interrupted(gw: RunningGateway) -> None:
+    """Signed out while choosing a period (the session expired, the gateway restarted): the
+    login form carries the page's address and goes back to it; never to any other page."""
+    wanted = "/dashboard?from=2026-11-01&to=2026-11-10&model=data_driven&conversion=purchase"
+    async with gw.session.get(gw.admin_url + wanted, allow_redirects=False) as resp:
+        assert resp.status == 303
+        back = resp.headers["Location"]
+    login_path, _, query = back.partition("?")
+    assert login_path == "/login" and urllib.parse.parse_qs(query) == {"next": [wanted]}
+    async with gw.session.get(gw.admin_url + back) as resp:
+        page = await resp.text()
+    assert '<input type="hidden" name="next" value="/dashboard?from=2026-11-01&amp;to=2026-11-10&amp;' in page
+    form = {"token": TOKEN, "next": wanted}
+    async with gw.session.post(  # a wrong token keeps it in the form
+        gw.admin_url + "/login",
+        data={**form, "token": "wrong"},
+        headers=host_origin(gw),
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 401 and 'name="next" value="/dashboard?from=2026-11-01' in await resp.text()
+    async with gw.session.post(
+        gw.admin_url + "/login", data=form, headers=host_origin(gw), allow_redirects=False
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == wanted
+        session_id = resp.cookies[COOKIE].value
+    # Signed in already, the login page sends you on to it too.
+    async with gw.session.get(
+        gw.admin_url + back, headers=with_cookie(session_id), allow_redirects=False
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == wanted
+    for elsewhere in [
+        "https://evil.example/dashboard",
+        "//evil.example/dashboard",
+        "/api/users/alice",
+        "/dashboard/../api/touchpoints",
+        "/dashboard?from=2026-11-01#x",
+        "/dashboard?a=\r\nSet-Cookie: x=1",
+    ]:
+        async with gw.session.post(
+            gw.admin_url + "/login",
+            data={**form, "next": elsewhere},
+            headers=host_origin(gw),
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/dashboard", elsewhere

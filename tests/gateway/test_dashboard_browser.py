@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -22,8 +23,10 @@ import aiohttp
 import pytest
 
 from gateway.attribution import MODELS
+from gateway.events import Event
+from storage.queries import JOURNEY_LIMIT
 from tests.conftest import TOKEN, RunningGateway
-from tests.gateway.test_dashboard import PERIOD, seeded_gateway
+from tests.gateway.test_dashboard import PERIOD, _conv, _tp, origin, seeded_gateway
 from tests.pngread import read_png
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -313,9 +316,11 @@ async def test_dashboard_draws_the_store(
         assert all(("conversion=purchase" in href) != ("/api/fraud?" in href) for href, _ in got), got
 
         # A period the API refuses: the page says why instead of drawing.
-        await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2026-01-01&to=2026-11-10")
+        await page.send(
+            "Page.navigate", url=gw.admin_url + "/dashboard?from=2026-11-01&to=2026-11-10&model=x"
+        )
         await page.wait_for("document.body && document.body.dataset.state === 'error'", "the error state")
-        assert "must span 1..92 days" in await page.eval("document.querySelector('#status').textContent")
+        assert "model: expected one of" in await page.eval("document.querySelector('#status').textContent")
 
         # The parts draw as they come: with the comparison held back, the rest is drawn and the
         # status says what is still computing; a part that fails says so at once.
@@ -395,3 +400,270 @@ async def test_dashboard_draws_the_store(
     keep = os.environ.get("DASHBOARD_SCREENSHOT")
     target = Path(keep) if keep else tmp_path / "dashboard.png"
     await asyncio.to_thread(target.write_bytes, full)
+
+
+async def sign_in(page: Page, gw: RunningGateway) -> None:
+    """Through the login form, as a person would."""
+    await page.send(
+        "Emulation.setDeviceMetricsOverride", width=WIDTH, height=900, deviceScaleFactor=1, mobile=False
+    )
+    await page.send("Page.navigate", url=gw.admin_url + "/login")
+    await page.wait_for(
+        "location.pathname === '/login' && document.readyState === 'complete'", "the login form"
+    )
+    await page.eval(
+        f"document.querySelector('#token').value = {TOKEN!r}; document.querySelector('form').requestSubmit()"
+    )
+    await page.wait_for("location.pathname === '/dashboard'", "the dashboard after login")
+
+
+ODD_NAMES = [
+    "very-long-campaign-name-" * 8,
+    "Q" * 200,  # no space nor hyphen to break at
+    "<img src=x onerror=\"document.title='pwned'\">",
+    "Soldes d'été — 夏のセール 🎉🎉🎉🎉🎉🎉",
+    "حملة الصيف الكبرى للمتجر",
+]
+
+
+@pytest.mark.timeout(180)
+async def test_top_tables_fit_long_odd_and_hostile_names(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A campaign or creator name of any length, script or markup, and four-digit counts: every
+    name and note stays inside its chart (a long name is cut, its tooltip whole), and markup
+    is shown as text."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    events: list[Event] = [  # cr_big: 1,200 landings, so its note has four-digit counts
+        _tp(f"{n:032x}", n / 200, "Affiliates", creator_id="cr_big", campaign="bulk") for n in range(1200)
+    ]
+    for k, name in enumerate(ODD_NAMES):
+        events += [_tp(f"{k + 5000:032x}", 1 + k, "Paid Search", campaign=name, creator_id=name)]
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        for chart in ("#chart-campaigns", "#chart-creators"):
+            drawn = json.loads(
+                await page.eval(
+                    f"(s => JSON.stringify({{width: s.viewBox.baseVal.width,"
+                    "texts: [...s.querySelectorAll(':scope > text')].map(t => { const b = t.getBBox();"
+                    " return [t.firstChild.nodeValue, t.querySelector('title')?.textContent,"
+                    " b.x, b.x + b.width]; })"
+                    f"}}))(document.querySelector('{chart} svg'))"
+                )
+            )
+            shown = {title or content: content for content, title, _, _ in drawn["texts"]}
+            for name in ODD_NAMES:
+                assert name in shown, (chart, name)  # the whole name, in its tooltip
+                assert shown[name].rstrip("…") and name.startswith(shown[name].rstrip("…"))
+            for content, _, left, right in drawn["texts"]:
+                assert left >= -0.5 and right <= drawn["width"] + 0.5, (chart, content, left, right)
+        assert shown[ODD_NAMES[0]].endswith("…")  # the long name was cut to fit
+        assert any(content.startswith("1,200 · 1,200 vis") for content, _, _, _ in drawn["texts"])
+        totals = await page.eval("document.querySelector('#totals').textContent")
+        assert "Touchpoints1,205" in totals  # thousands apart, whatever the browser's language
+        assert await page.eval("document.title") != "pwned"
+        # The journey of the visitor with the unbreakable name: the table wraps it, the page
+        # does not grow sideways.
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
+            f"g.id.value = {f'{5001:032x}'!r}; g.requestSubmit()"
+        )
+        await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
+        assert "QQQQ" in await page.eval("document.querySelector('#journey-result').textContent")
+        widths = await page.eval(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], widths
+        assert await page.eval("document.querySelectorAll('.chart img').length") == 0
+
+
+@pytest.mark.timeout(180)
+async def test_period_mistakes_are_told_in_the_forms_words(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """From after To, or more days than the dashboard shows: the page says so in the form's
+    terms without asking the API, and the form still holds the model and conversion asked
+    for, so correcting the dates keeps them. An empty period does not claim bot scoring is
+    missing; an empty journey lookup asks for an ID."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        chosen = "&model=data_driven&conversion=purchase"
+        for query, told in [
+            ("?from=2026-11-10&to=2026-11-01", "From (2026-11-10) is after To (2026-11-01)"),
+            (
+                "?from=2026-01-01&to=2026-11-10",
+                "From 2026-01-01 to 2026-11-10 is 314 days: the dashboard shows at most 92",
+            ),
+        ]:
+            await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query + chosen)
+            await page.wait_for(
+                f"location.search.startsWith({query!r}) && document.body"
+                " && document.body.dataset.state === 'error'",
+                "the error state",
+            )
+            assert told in await page.eval("document.querySelector('#status').textContent")
+            asked = await page.eval(
+                "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length"
+            )
+            assert asked == 0  # told before asking
+            assert await page.eval("document.querySelector('#period').model.value") == "data_driven"
+            assert await page.eval("document.querySelector('#period').conversion.value") == "purchase"
+        # The dates corrected in the form: the model and conversion asked for are kept.
+        await page.eval(
+            f"const f = document.querySelector('#period'); f.from.value = {PERIOD['since']!r};"
+            "f.to.value = '2026-11-10'; f.requestSubmit()"
+        )
+        await page.wait_for(
+            "location.search.includes('from=2026-11-01') && document.body"
+            " && document.body.dataset.state === 'ready'",
+            "the corrected period drawn",
+        )
+        assert "model=data_driven" in await page.eval("location.search")
+        assert "conversion=purchase" in await page.eval("location.search")
+        assert await page.eval("document.querySelector('#period').model.options.length") == len(MODELS)
+        names = await page.eval("[...document.querySelector('#period').conversion.options].map(o => o.value)")
+        assert names == ["", "purchase"]  # filled from the API, nothing twice
+        # A model the API refuses: the form offers every model, linear chosen, not the bad name.
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard?model=bogus")
+        await page.wait_for(
+            "location.search === '?model=bogus' && document.body && document.body.dataset.state === 'error'",
+            "the refused model",
+        )
+        models = await page.eval("[...document.querySelector('#period').model.options].map(o => o.value)")
+        assert models == list(MODELS)
+        assert await page.eval("document.querySelector('#period').model.value") == "linear"
+
+        # A period without touchpoints: no claim that bot scoring is not installed.
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2025-01-01&to=2025-01-31")
+        await page.wait_for(
+            "location.search.includes('2025') && document.body && document.body.dataset.state === 'ready'",
+            "an empty period",
+        )
+        assert "not installed" not in await page.eval("document.querySelector('#bots-note').textContent")
+        assert await page.eval("document.querySelector('#table-models').rows.length") == 0  # no bare header
+
+        # An ID of spaces alone: the form asks for an ID (not "no such endpoint").
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'visitor'; g.id.value = '   ';"
+            "g.requestSubmit()"
+        )
+        said = await page.wait_for(
+            "document.querySelector('#journey-result').textContent", "the lookup's answer"
+        )
+        assert said == "Enter a visitor ID or cookie value, or a user ID."
+
+
+@pytest.mark.timeout(180)
+async def test_a_long_journey_says_it_shows_only_its_first_touchpoints(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    visitor = f"{77:032x}"
+    await gw.gateway.store.write(
+        [_tp(visitor, n / 1000, "Paid Search", campaign="c") for n in range(JOURNEY_LIMIT + 5)]
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the page")
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
+            f"g.id.value = {visitor!r}; g.requestSubmit()"
+        )
+        said = await page.wait_for(
+            "document.querySelector('#journey-result table')"
+            " && document.querySelector('#journey-result p').textContent",
+            "the journey",
+        )
+        shown = f"the first {JOURNEY_LIMIT} of {JOURNEY_LIMIT + 5} touchpoints"
+        shown += " (there are more; the last touch is the latest)"
+        assert said == f"{visitor} · {shown}"
+
+
+MANY_CHANNELS = [
+    "Paid Search", "Paid Social", "Paid Video", "Paid Shopping", "Paid Other", "Display", "Email",
+    "Affiliates", "Organic Search", "Organic Social", "Organic Video", "Organic Shopping", "Referral",
+    "AI Assistants", "SMS", "Mobile Push Notifications", "Audio", "Cross-network",
+]  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+async def test_channel_names_under_the_model_comparison_never_run_into_each_other(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Eighteen channels: their names are wider than their groups, so they are slanted, and
+    every one stays inside the chart; each channel has a colour of its own."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    events: list[Event] = []
+    for n, channel in enumerate(MANY_CHANNELS):
+        events += [_tp(f"{n + 1:032x}", 1 + n / 10, channel), _conv(f"{n + 1:032x}", 2 + n / 10, 10.0)]
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        drawn = json.loads(
+            await page.eval(
+                "(svg => { const box = r => [r.left, r.top, r.right, r.bottom];"
+                f" const names = new Set({json.dumps(MANY_CHANNELS)});"
+                " return JSON.stringify({chart: box(svg.getBoundingClientRect()),"
+                " labels: [...svg.querySelectorAll(':scope > text')].filter(t => names.has(t.textContent))"
+                ".map(t => [t.textContent, !!t.getAttribute('transform'), box(t.getBoundingClientRect())])});"
+                "})(document.querySelector('#chart-models svg'))"
+            )
+        )
+        swatches = await page.eval(
+            "[...document.querySelectorAll('#legend-daily .legend-item rect')]"
+            ".map(r => r.getAttribute('fill'))"
+        )
+    assert len(swatches) == len(MANY_CHANNELS) == len(set(swatches))  # one colour per channel
+    labels = drawn["labels"]
+    assert sorted(name for name, _, _ in labels) == sorted(MANY_CHANNELS)
+    left, top, right, bottom = drawn["chart"]
+    for name, _, (x0, y0, x1, y1) in labels:  # inside the chart, none cut off
+        assert left - 0.5 <= x0 and x1 <= right + 0.5 and top - 0.5 <= y0 and y1 <= bottom + 0.5, name
+    slanted = all(s for _, s, _ in labels)
+    for (a, _, box_a), (b, _, box_b) in itertools.pairwise(labels):
+        assert slanted or box_a[2] <= box_b[0], (a, b)  # level names: side by side, apart
+
+
+@pytest.mark.timeout(180)
+async def test_signed_out_on_the_page_the_login_comes_back_to_its_period(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    query = f"?from={PERIOD['since']}&to=2026-11-10&model=first_touch"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        # The session ends behind the page's back (as at its expiry, or a restart).
+        await page.send("Network.enable")
+        (cookie,) = (await page.send("Network.getCookies"))["cookies"]
+        async with gw.session.post(
+            gw.admin_url + "/logout",
+            headers={"Cookie": f"{cookie['name']}={cookie['value']}", "Origin": gw.admin_url},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'user'; g.id.value = 'alice';"
+            "g.requestSubmit()"
+        )
+        await page.wait_for(
+            "location.pathname === '/login' && document.readyState === 'complete'", "the login"
+        )
+        assert "alice" not in await page.eval("location.href")
+        await page.eval(
+            f"document.querySelector('#token').value = {TOKEN!r};"
+            "document.querySelector('form').requestSubmit()"
+        )
+        await page.wait_for("location.pathname === '/dashboard'", "the dashboard after login")
+        assert await page.eval("location.search") == query
