@@ -438,7 +438,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/visitors/{visitor_id}": {
                 "get": {
-                    "summary": "A visitor's first touch, last touch and every touchpoint",
+                    "summary": "A visitor's first touch, last touch, every touchpoint and its conversions",
                     "parameters": [
                         {
                             "name": "visitor_id",
@@ -461,6 +461,7 @@ def openapi_document() -> dict[str, Any]:
                                             "first_touch",
                                             "last_touch",
                                             "touchpoints",
+                                            "conversions",
                                         ],
                                         "properties": {
                                             "ok": {"const": True},
@@ -474,6 +475,12 @@ def openapi_document() -> dict[str, Any]:
                                                 "type": "array",
                                                 "items": touchpoint_ref,
                                                 "description": "in time order; at most the first 1000",
+                                            },
+                                            "conversions": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Conversion"},
+                                                "description": "recorded on this visitor, in time order; "
+                                                "at most the first 1000",
                                             },
                                             "truncated": {"type": "boolean"},
                                         },

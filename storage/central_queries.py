@@ -145,7 +145,7 @@ class CentralReader(Reader):
             MAX_USER_VISITORS,
         )
 
-    async def _conversions_of(self, user_key: str, keys: list[str]) -> list[dict[str, Any]]:
+    async def _conversions_of(self, user_key: str | None, keys: list[str]) -> list[dict[str, Any]]:
         return await self._fetch(
             "SELECT * FROM conversions WHERE user_key = $1 OR visitor_key = ANY($2::text[]) "
             "ORDER BY id LIMIT $3",

@@ -132,7 +132,8 @@ class Reader:
     # -- journeys: assembled here once; a store answers only the row fetches below ---------
 
     async def visitor(self, visitor_key: str) -> dict[str, Any] | None:
-        """The dual slot (first and last touch) and every touchpoint in time order.
+        """The dual slot (first and last touch), every touchpoint in time order and the
+        conversions recorded on the visitor.
 
         One index range: the first touch is its first row and is never overwritten by a
         later landing; the last touch is its last row.
@@ -141,6 +142,7 @@ class Reader:
         if last is None:
             return None
         count = await self._count_touches(visitor_key) if truncated else len(touches)
+        conversions = await self._conversions_of(None, [visitor_key])
         return {
             "visitor_key": visitor_key,
             "first_seen": touches[0]["ts"],
@@ -149,6 +151,7 @@ class Reader:
             "first_touch": touches[0],
             "last_touch": last,
             "touchpoints": touches,
+            "conversions": conversions,
             "truncated": truncated,
         }
 
@@ -207,7 +210,8 @@ class Reader:
         ) as cursor:
             return [dict(r) for r in await cursor.fetchall()]
 
-    async def _conversions_of(self, user_key: str, keys: list[str]) -> list[dict[str, Any]]:
+    async def _conversions_of(self, user_key: str | None, keys: list[str]) -> list[dict[str, Any]]:
+        """The conversions of the user (None: of no user) or recorded on these visitors."""
         marks = ",".join("?" for _ in keys)
         async with self.db.execute(
             f"SELECT * FROM conversions WHERE user_key = ? OR visitor_key IN ({marks}) ORDER BY id LIMIT ?",

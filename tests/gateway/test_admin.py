@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import typing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 
 from gateway.admin import VerdictBody
-from gateway.events import VERDICTS
+from gateway.events import VERDICTS, Conversion, iso
+from gateway.ids import uuid7
 from gateway.openapi import openapi_document
 from tests.conftest import TOKEN
 from tests.gateway.test_malformed import raw_request
@@ -197,6 +199,16 @@ async def test_visitor_journey_keeps_first_touch(gw) -> None:
     _, _, by_id = await get(gw, f"/api/visitors/{raw_id}", AUTH)
     _, _, by_key = await get(gw, f"/api/visitors/{by_cookie['visitor_key']}", AUTH)
     assert by_id == by_key == by_cookie
+    # What the visitor bought is part of its journey (the dashboard's lookup lists it).
+    assert by_cookie["conversions"] == []
+    key = by_cookie["visitor_key"]
+    bought = Conversion(uuid7(), iso(datetime.now(UTC)), "n", "purchase", "order:o1", key, None, 9.5, "EUR")
+    await gw.gateway.store.write([bought])
+    _, _, after = await get(gw, f"/api/visitors/{key}", AUTH)
+    Draft202012Validator(response_schema("/api/visitors/{visitor_id}", 200)).validate(after)
+    assert [(c["name"], c["value"], c["currency"]) for c in after["conversions"]] == [
+        ("purchase", 9.5, "EUR")
+    ]
 
 
 async def test_healthz_reports_a_stopped_store(gw) -> None:
