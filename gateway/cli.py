@@ -498,7 +498,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         return _fail_config(args.config, err)
     path = settings.store_path
     if not path.exists():
-        print(f"gateway: no store at {path}", file=sys.stderr)
+        print(settings.no_store(), file=sys.stderr)
         return 1
     from gateway import progress  # tqdm: the commands' only, loaded off the event loop
 

@@ -77,6 +77,14 @@ class Settings:
         path = Path(self.options.storage.path)
         return path if path.is_absolute() else self.base_dir / path
 
+    def no_store(self) -> str:
+        """What a command that reads the store says when there is none: where it looked, by
+        which key, and what to do."""
+        return (
+            f"gateway: no store at {self.store_path} (storage.path): the gateway creates it when it"
+            " first runs; point storage.path at the store the gateway writes"
+        )
+
     @property
     def lowercases_user_ids(self) -> bool:
         """Whether an identity rule lower-cases the user IDs it reads (``lowercase``): an

@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings | int:
     except ConfigError as err:
         return _fail_config(args.config, err)
     if not settings.store_path.exists():
-        print(f"gateway: no store at {settings.store_path}", file=sys.stderr)
+        print(settings.no_store(), file=sys.stderr)
         return 1
     return settings
 

@@ -135,7 +135,7 @@ def cmd_replay_bad(args: argparse.Namespace) -> int:
         return 2
     path = settings.store_path
     if not path.exists():  # else SQLite would create an empty one, and find no bad_events in it
-        print(f"gateway: no store at {path}", file=sys.stderr)
+        print(settings.no_store(), file=sys.stderr)
         return 1
     try:
         asyncio.run(replay_bad(settings, sender=args.sender, dry_run=args.dry_run))

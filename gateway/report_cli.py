@@ -77,7 +77,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"gateway report: {err}", file=sys.stderr)
         return 2
     if not settings.store_path.exists():
-        print(f"gateway: no store at {settings.store_path}", file=sys.stderr)
+        print(settings.no_store(), file=sys.stderr)
         return 1
     try:
         report = asyncio.run(_report(settings, args, query))

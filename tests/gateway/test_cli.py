@@ -754,7 +754,8 @@ def test_init_explains_a_folder_or_a_file_in_the_way(tmp_path: Path) -> None:
 def test_replay_bad_explains_a_missing_empty_or_unreadable_store(tmp_path: Path) -> None:
     cfg = tmp_path / "gateway.toml"
     cases = {
-        "missing.db": "gateway: no store at {path}\n",
+        "missing.db": "gateway: no store at {path} (storage.path): the gateway creates it when it first runs;"
+        " point storage.path at the store the gateway writes\n",
         "empty.db": "gateway: cannot read the store {path}: no such table: bad_events "
         "(not a gateway store? `gateway run` creates its tables)\n",
         "folder.db": "gateway: cannot read the store {path}: unable to open database file\n",
