@@ -3,13 +3,14 @@
 ``map_event`` reads our fields out of a sender's event through its ``SourceMap``
 (pointers, type map, defaults), validates them, derives the event's own key
 (``event_id``, ``messageId``, ``$insert_id``, ``conversion_unique_id``, else
-``type:creator_id:timestamp``) and builds a ``Conversion``, ``Binding`` and/or
+``type:creator_id:timestamp:<digest of who and what>``) and builds a ``Conversion``, ``Binding`` and/or
 ``Touchpoint``; or raises ``Invalid`` listing each field error with the sender's
 pointer. Pure: no I/O, the clock and keys are passed in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -17,12 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from addons.identity import verify_cookie
 from gateway.channels import Channels, Signals
 from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso
 from gateway.keys import MAX_USER_ID, Keys
 from gateway.sources import KINDS, MISSING, SourceMap, resolve
 
+_encode_json = msgspec.json.Encoder().encode
 MAX_KEY = 256
 """Longest event key kept in a receipt."""
 EVENT_KEY_FALLBACKS = ("/messageId", "/$insert_id", "/conversion_unique_id")
@@ -215,7 +219,23 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     )
     if key is None:
         raw_ts = r.raw("timestamp")
-        key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}" if raw_ts is not MISSING else fallback_key
+        if raw_ts is MISSING:
+            key = fallback_key
+        else:
+            # Type, creator and time alone are one key for every order, user or click of that
+            # second: the second of two would be answered "duplicate" and lost. Who and what
+            # tell them apart; keyed forms only (a receipt holds no raw user ID).
+            who = [
+                limits.keys.visitor_key(visitor_id) if visitor_id else None,
+                limits.keys.user_key(user_id) if user_id else None,
+                order_id,
+                attrs["click_id"],
+                attrs["sub_id"],
+                conv_name,
+                value,
+            ]
+            digest = hashlib.sha256(_encode_json(who)).hexdigest()[:16]
+            key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}:{digest}"
     if len(key) > MAX_KEY:
         r.fail("event_id", f"the event key is longer than {MAX_KEY} characters")
     if kind == "identify" and not src.lenient:

@@ -150,6 +150,39 @@ async def test_replayed_delivery_and_repeated_event_are_duplicates(gw: RunningGa
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
 
 
+async def test_events_without_an_id_in_the_same_second_are_told_apart(gw: RunningGateway) -> None:
+    """Without an event_id, the key was type, creator and timestamp: a second order, or another
+    user's click, in the same second was answered "duplicate" and lost. Who and what are part
+    of the key now; the same event sent again is still one."""
+    stamp = int(time.time()) - 5
+    orders = [
+        {"type": "conversion", "user_id": user, "value": value, "order_id": order, "timestamp": stamp}
+        for user, value, order in (("a", 10, "A-1"), ("b", 20, "A-2"))
+    ]
+    clicks = [
+        {
+            "event": "creator.click",
+            "user": {"external_id": user},
+            "creator": {"id": "cr_1"},
+            "timestamp": stamp,
+        }
+        for user in ("u1", "u2")
+    ]
+    for body, secret in [*((encode(o), BILLING) for o in orders), *((encode(c), TIKTOK_RAW) for c in clicks)]:
+        status, answer = await post(gw, body, signed(body, secret))
+        assert (status, answer["result"]) == (202, "accepted"), answer
+    again = encode(orders[1])
+    status, answer = await post(gw, again, signed(again))  # a new delivery of the same event
+    assert (status, answer["result"]) == (200, "duplicate"), answer
+    assert await rows(gw, "SELECT order_id, value FROM conversions ORDER BY order_id") == [
+        ("A-1", 10.0),
+        ("A-2", 20.0),
+    ]
+    assert await rows(gw, "SELECT count(*) FROM touchpoints WHERE creator_id = 'cr_1'") == [(2,)]
+    keys = await rows(gw, "SELECT key FROM receipts WHERE kind = 'event'")
+    assert not [k for (k,) in keys if "u1" in k or "u2" in k]  # keyed forms only
+
+
 async def test_conversion_for_an_order_the_store_has_counts_once(gw: RunningGateway) -> None:
     first, again = encode(conversion(order_id="o-7")), encode(conversion(order_id="o-7", value=99))
     assert (await post(gw, first, signed(first)))[0] == 202

@@ -4,6 +4,7 @@ mapped to our events — the pure parts of signed server-side events, no server.
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,11 @@ def test_creator_touchpoint_for_a_user_only_gets_a_synthetic_visitor_bound_to_th
     assert touch.visitor_key == binding.visitor_key == KEYS.visitor_key("user:u7")
     assert binding.user_key == KEYS.user_key("u7")
     assert (touch.source, touch.medium, touch.creator_id) == ("tiktok", "creator", "cr_1")
-    assert mapped.key == "touchpoint:cr_1:1764064800"  # no event key: the composite
+    # No event key: the composite, with a digest of who (another user's click is another event).
+    assert re.fullmatch(r"touchpoint:cr_1:1764064800:[0-9a-f]{16}", mapped.key), mapped.key
+    other = map_event(src, {**event, "user_id": "u8"}, NOW, LIMITS, "f")
+    assert other.key != mapped.key
+    assert map_event(src, dict(event), NOW, LIMITS, "f").key == mapped.key
 
 
 def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
