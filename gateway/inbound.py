@@ -143,9 +143,16 @@ class Inbound:
 
     def _authenticate_standard(self, request: web.Request, body: bytes) -> Authenticated:
         headers = request.headers
-        if "webhook-signature" not in headers and "x-webhook-signature" in headers:
+        # Svix-branded senders (Clerk, Resend…) send the same scheme as svix-id, svix-timestamp
+        # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
+        prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"
+        if prefix == "webhook-" and "webhook-signature" not in headers and "x-webhook-signature" in headers:
             return verify_legacy(self.legacy, headers["x-webhook-signature"], body)
-        lowered = {k.lower(): v for k, v in headers.items() if k.lower().startswith("webhook-")}
+        lowered = {
+            "webhook-" + k.lower().removeprefix(prefix): v
+            for k, v in headers.items()
+            if k.lower().startswith(prefix)
+        }
         return verify_standard(self.standard, lowered, body, time.time(), self.opts.tolerance_seconds)
 
     def _authenticate_segment(self, request: web.Request, body: bytes) -> Authenticated:

@@ -375,6 +375,20 @@ async def test_rotation_accepts_every_active_secret(gw: RunningGateway) -> None:
     assert (await post(gw, body, headers))[0] == 202
 
 
+async def test_svix_branded_headers_are_the_standard_scheme(gw: RunningGateway) -> None:
+    """Svix-branded senders (Resend, Clerk…) send svix-id, svix-timestamp and svix-signature:
+    they were a 401 "missing webhook-id…", so such a sender could not be wired at all."""
+    body = encode(conversion())
+    headers = {k.replace("webhook-", "svix-"): v for k, v in signed(body, BILLING_OLD).items()}
+    status, answer = await post(gw, body, headers)
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    status, answer = await post(gw, body, signed(body, msg_id=headers["svix-id"]))  # same message
+    assert (status, answer) == (200, {"ok": True, "result": "duplicate"})
+    forged = {**headers, "svix-signature": signed(body, "x" * 32)["webhook-signature"]}
+    status, answer = await post(gw, body, forged)
+    assert status == 401 and answer["error"] == "signature: no valid signature"
+
+
 async def test_legacy_hex_only_for_senders_that_enable_it(gw: RunningGateway) -> None:
     body = encode(conversion())
     status, _ = await post(gw, body, {"x-webhook-signature": legacy_signature(LEGACY.encode(), body)})
