@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from addons.identity import verify_cookie
+from addons.rules import scaled
 from gateway.channels import Channels, Signals
 from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso
 from gateway.keys import MAX_USER_ID, Keys
@@ -113,19 +114,11 @@ class _Reader:
         value = self.raw(name)
         if value is MISSING:
             return None
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                self.fail(name, f"expected a number, got {value[:40]!r}")
-                return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(name, f"expected a number, got {type(value).__name__}")
+        amount = scaled(value, self.src.value_scale)
+        if amount is None:
+            got = repr(value[:40]) if isinstance(value, str) else type(value).__name__
+            self.fail(name, f"expected a number, got {got}")
             return None
-        try:
-            amount = float(value) * self.src.value_scale
-        except OverflowError:  # an integer of hundreds of digits
-            amount = math.inf
         if bounded and not (math.isfinite(amount) and 0 <= amount <= MAX_VALUE):
             self.fail(
                 name,

@@ -812,6 +812,7 @@ ODD_BODIES = [
     b'{"type": "conversion", "user_id": "u", "value": NaN}',
     b'{"type": "conversion", "user_id": "u", "value": -Infinity}',
     b'{"type": "conversion", "user_id": "u", "value": "1e999"}',
+    b'{"type": "conversion", "user_id": "u", "value": "1e99999999999999999999"}',
     b'{"type": "conversion", "user_id": "' + b"9" * 30 + b'", "event_id": ' + b"9" * 30 + b"}",
     b'{"type": "conversion", "user_id": "\xff\xfe"}',
     b'\xef\xbb\xbf{"type": "conversion"}',

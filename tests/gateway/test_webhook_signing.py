@@ -163,6 +163,14 @@ def test_stripe_style_mapping_is_configuration() -> None:
         "checkout.session.completed",
     )
     assert map_event(src, {**event, "type": "charge.refunded"}, NOW, LIMITS, "f").rows == []
+    obj = event["data"]["object"]
+    # 1999 cents is 19.99, not the float product 19.990000000000002; "1_000" is no amount.
+    (cents,) = map_event(
+        src, {**event, "data": {"object": {**obj, "amount_total": 1999}}}, NOW, LIMITS, "f"
+    ).rows
+    assert isinstance(cents, Conversion) and str(cents.value) == "19.99"
+    with pytest.raises(Invalid, match=r"value \(/data/object/amount_total\): expected a number, got '1_000'"):
+        map_event(src, {**event, "data": {"object": {**obj, "amount_total": "1_000"}}}, NOW, LIMITS, "f")
 
 
 def test_creator_touchpoint_for_a_user_only_gets_a_synthetic_visitor_bound_to_them() -> None:
