@@ -226,6 +226,13 @@ def decode_delivery(body: bytes) -> Any:
     """A delivery's JSON document; ``ValueError`` with the reason, naming the body, when it is
     not valid JSON or nests deeper than ``MAX_DEPTH``."""
     deep = ValueError(f"body: JSON nested deeper than {MAX_DEPTH} levels")
+    # RFC 8259 §8.1: a parser may ignore a byte order mark (.NET and PowerShell senders write
+    # one); JSON between systems is UTF-8, so UTF-16 and UTF-32 are refused, saying so.
+    body = body.removeprefix(b"\xef\xbb\xbf")
+    if not body.strip(b" \t\r\n"):
+        raise ValueError("body: empty (expected a JSON object or array)")
+    if body.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in body[:4]:
+        raise ValueError("body: not UTF-8 (UTF-16 or UTF-32?); JSON is sent as UTF-8 (RFC 8259)")
     try:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError as err:

@@ -332,6 +332,23 @@ async def test_check_prints_the_sources_as_toml(gw: RunningGateway, tmp_path: Pa
     assert BILLING not in out
 
 
+async def test_a_byte_order_mark_is_read_past_and_other_encodings_say_why(gw: RunningGateway) -> None:
+    """A UTF-8 body starting with a byte order mark (.NET and PowerShell senders write one) was
+    a 400 "not valid JSON (invalid character (byte 0))": RFC 8259 lets a parser ignore it. A
+    UTF-16 body and an empty one are 400s that say what they are."""
+    body = b"\xef\xbb\xbf" + encode(conversion())
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    for sent, reason in (
+        (b"", "body: empty (expected a JSON object or array)"),
+        (b" \r\n", "body: empty (expected a JSON object or array)"),
+        (encode(conversion()).decode().encode("utf-16"), "body: not UTF-8 (UTF-16 or UTF-32?)"),
+        (encode(conversion()).decode().encode("utf-16-le"), "body: not UTF-8 (UTF-16 or UTF-32?)"),
+    ):
+        status, answer = await post(gw, sent, signed(sent))
+        assert status == 400 and answer["error"].startswith(reason), (sent[:10], answer)
+
+
 async def test_malformed_json_and_wrong_types_are_400_and_kept_as_bad_events(gw: RunningGateway) -> None:
     body = b'{"type": "conversion", '
     status, answer = await post(gw, body, signed(body))
