@@ -131,8 +131,12 @@ class Inbound:
             "events": self.events,
             "segment": segment,
             "segment/v1/batch": segment,
-            "segment/v1/page": functools.partial(segment, implied="page"),
-            "segment/v1/identify": functools.partial(segment, implied="identify"),
+            # Segment's HTTP API has one path per call type; a library or client posting to one
+            # the gateway did not know got a 404, and retried.
+            **{
+                f"segment/v1/{call}": functools.partial(segment, implied=call)
+                for call in ("page", "identify", "track", "screen", "group", "alias")
+            },
         }
 
     async def events(self, request: web.Request) -> web.StreamResponse:

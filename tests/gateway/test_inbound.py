@@ -471,6 +471,17 @@ async def test_segment_page_becomes_a_touchpoint_and_identify_a_binding(gw: Runn
     assert status == 401
 
 
+async def test_every_segment_call_path_is_answered(gw: RunningGateway) -> None:
+    """Segment's HTTP API has a path per call (/v1/track, /v1/screen…): those were 404s, so a
+    client posting a track call there got an error and retried, rather than "ignored"."""
+    for call in ("track", "screen", "group", "alias"):
+        body = encode({"messageId": f"s-{call}", "anonymousId": "a3", "userId": "u3", "event": "Clicked"})
+        status, answer = await post(gw, body, basic(SEGMENT), f"/_gw/segment/v1/{call}")
+        assert (status, answer["result"]) == (202, "ignored"), (call, answer)
+        assert answer["reason"] == f"type {call!r} is in ignore_types: not recorded"
+    assert await rows(gw, "SELECT count(*) FROM receipts WHERE kind = 'event'") == [(0,)]
+
+
 async def test_a_senders_touchpoints_get_their_channel_as_they_are_recorded(gw: RunningGateway) -> None:
     """As a landing's does: /api/touchpoints, the sinks and `gateway reclassify` read the column."""
     tiktok = {"event": "creator.click", "event_id": "ch1", "user": {"external_id": 7}, "creator": {"id": "c"}}
