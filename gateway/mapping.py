@@ -154,9 +154,15 @@ class _Reader:
         except (TypeError, ValueError, OverflowError, OSError):
             self.fail(name, "expected an ISO 8601 date-time or Unix seconds/milliseconds")
             return now
-        if not now - limits.max_age <= moment <= now + limits.tolerance:
-            self.fail(name, f"{iso(moment)} is outside the accepted range (webhooks.max_event_age_days)")
-            return now
+        if moment > now + limits.tolerance:  # the sender's clock ahead, or a date it made up
+            ahead = int(limits.tolerance.total_seconds())
+            why = f"more than webhooks.tolerance_seconds ({ahead}) in the future"
+        elif moment < now - limits.max_age:
+            why = f"older than webhooks.max_event_age_days ({limits.max_age.days})"
+        else:
+            return moment
+        self.fail(name, f"{iso(moment)} is outside the accepted range: {why}")
+        return now
         return moment
 
 

@@ -223,7 +223,17 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
         ),
         (
             {"type": "conversion", "visitor_id": "v", "timestamp": "2027-01-01T00:00:00Z"},
-            ["timestamp (/timestamp): 2027"],
+            [
+                "timestamp (/timestamp): 2027-01-01T00:00:00.000000Z is outside the accepted range:"
+                " more than webhooks.tolerance_seconds (300) in the future"
+            ],
+        ),
+        (  # the future and the past each name the key that sets their bound
+            {"type": "conversion", "visitor_id": "v", "timestamp": "2024-11-25T00:00:00Z"},
+            [
+                "timestamp (/timestamp): 2024-11-25T00:00:00.000000Z is outside the accepted range:"
+                " older than webhooks.max_event_age_days (400)"
+            ],
         ),
         (
             {"type": "conversion", "visitor_id": "v", "timestamp": "yesterday"},
