@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.options import ChannelsOptions, SourceOptions
+from gateway.send_test import sample_payload
 from gateway.signing import (
     AuthFailed,
     legacy_signature,
@@ -171,6 +173,17 @@ def test_stripe_style_mapping_is_configuration() -> None:
     assert isinstance(cents, Conversion) and str(cents.value) == "19.99"
     with pytest.raises(Invalid, match=r"value \(/data/object/amount_total\): expected a number, got '1_000'"):
         map_event(src, {**event, "data": {"object": {**obj, "amount_total": "1_000"}}}, NOW, LIMITS, "f")
+
+
+@pytest.mark.parametrize("value", [19.99, 50, 0.07, 12.345, 1e15])
+def test_a_test_event_records_the_value_asked_for(value: float) -> None:
+    """`gateway send-test-event --value 19.99` to a cents sender sent 19.99 / 0.01 =
+    1998.9999999999998, recorded as 19.989999999999998: the payload now holds 1999."""
+    src = source(fields={"value": "/amount_total"}, value_scale=0.01)
+    payload = sample_payload(src, "cr_1", value, "EUR")
+    assert payload["amount_total"] == Decimal(repr(value)) * 100
+    *_, conversion = map_event(src, payload, datetime.now(UTC), LIMITS, "f").rows
+    assert isinstance(conversion, Conversion) and conversion.value == value
 
 
 def test_creator_touchpoint_for_a_user_only_gets_a_synthetic_visitor_bound_to_them() -> None:
