@@ -152,11 +152,15 @@ class Inbound:
         prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"
         if prefix == "webhook-" and "webhook-signature" not in headers and "x-webhook-signature" in headers:
             return verify_legacy(self.legacy, headers["x-webhook-signature"], body)
-        lowered = {
-            "webhook-" + k.lower().removeprefix(prefix): v
-            for k, v in headers.items()
-            if k.lower().startswith(prefix)
-        }
+        lowered: dict[str, str] = {}
+        for name in ("id", "timestamp", "signature"):
+            given = headers.getall(prefix + name, [])
+            if name == "signature":  # a list: over several lines, each is one more signature
+                lowered["webhook-signature"] = " ".join(given)
+            elif len(set(given)) > 1:  # which one did the sender sign? neither is believed
+                raise AuthFailed("signature", f"signature: {prefix}{name} given more than once")
+            elif given:
+                lowered["webhook-" + name] = given[0]
         return verify_standard(self.standard, lowered, body, time.time(), self.opts.tolerance_seconds)
 
     def _authenticate_segment(self, request: web.Request, body: bytes) -> Authenticated:

@@ -19,6 +19,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
+from multidict import CIMultiDict
 
 from gateway.badbody import body_key, unseal
 from gateway.events import Conversion
@@ -404,6 +405,23 @@ async def test_svix_branded_headers_are_the_standard_scheme(gw: RunningGateway) 
     forged = {**headers, "svix-signature": signed(body, "x" * 32)["webhook-signature"]}
     status, answer = await post(gw, body, forged)
     assert status == 401 and answer["error"] == "signature: no valid signature"
+
+
+async def test_signatures_over_several_header_lines_are_one_list(gw: RunningGateway) -> None:
+    """webhook-signature over two lines counted only its last line: a valid signature followed
+    by a stale one was a 401. An id or timestamp given twice, differently, is refused."""
+    body = encode(conversion())
+    good = signed(body)
+    lines = CIMultiDict(good)
+    lines.add("webhook-signature", "v1,c3RhbGU=")
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=lines) as resp:
+        assert (resp.status, (await resp.json())["result"]) == (202, "accepted")
+    body = encode(conversion())
+    twice = CIMultiDict(signed(body))
+    twice.add("webhook-timestamp", "1")
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=twice) as resp:
+        answer = await resp.json()
+        assert resp.status == 401 and answer["error"] == "signature: webhook-timestamp given more than once"
 
 
 async def test_legacy_hex_only_for_senders_that_enable_it(gw: RunningGateway) -> None:

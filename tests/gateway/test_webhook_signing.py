@@ -63,6 +63,10 @@ def test_verify_finds_the_sender_by_any_of_its_secrets() -> None:
     headers = _headers(b"new" * 10, body, 1000, extra="v1,Zm9yZ2Vk v2,whatever")
     auth = verify_standard(SENDERS, headers, body, 1000, 300)
     assert (auth.sender, auth.delivery) == ("b", "msg_1")
+    # Two header lines joined as RFC 9110 joins them: "v1,a, v1,b".
+    joined = _headers(b"a" * 32, body, 1000)
+    joined["webhook-signature"] += ", v1,Zm9yZ2Vk"
+    assert verify_standard(SENDERS, joined, body, 1000, 300).sender == "a"
 
 
 @pytest.mark.parametrize(
