@@ -138,7 +138,8 @@ class _Reader:
         try:
             if isinstance(value, bool):
                 raise TypeError
-            if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
+            # Digits of other scripts ("١٧٣٣…") pass isdigit() and float(): ASCII only.
+            if isinstance(value, str) and not (value.isascii() and value.replace(".", "", 1).isdigit()):
                 moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
                 moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
                 try:

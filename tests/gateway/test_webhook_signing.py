@@ -256,6 +256,14 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
             {"type": "conversion", "visitor_id": "v", "timestamp": "yesterday"},
             ["timestamp (/timestamp): expected"],
         ),
+        (  # Arabic-Indic digits: float() reads them as Unix seconds
+            {
+                "type": "conversion",
+                "visitor_id": "v",
+                "timestamp": "\u0661\u0667\u0666\u0664\u0660\u0666\u0664\u0668\u0660\u0660",
+            },
+            ["timestamp (/timestamp): expected an ISO 8601 date-time or Unix seconds/milliseconds"],
+        ),
         (
             {"type": "touchpoint", "visitor_id": "v", "campaign": "x" * 201},
             ["campaign (/campaign): longer than 200"],
