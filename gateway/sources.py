@@ -255,11 +255,24 @@ def decode_delivery(body: bytes) -> Any:
 
 def split_batch(src: SourceMap, doc: Any) -> list[Any]:
     """A delivery's events: the body itself when it is an array, the array at the source's
-    ``batch_pointer`` when there is one, else the body as one event."""
+    ``batch_pointer`` when there is one (segment: with the batch's own ``context`` given to
+    each call), else the body as one event."""
     if isinstance(doc, list):
         return doc
     if src.batch is not None:
         inner = resolve(doc, src.batch)
         if isinstance(inner, list):
+            shared = doc.get("context") if src.format == "segment" else None
+            if isinstance(shared, dict) and shared:
+                # Segment's batch call: a context beside the batch applies to every call in it
+                # (its campaign, above all); a call's own context keys win.
+                return [_with_context(event, shared) for event in inner]
             return inner
     return [doc]
+
+
+def _with_context(event: Any, shared: dict[str, Any]) -> Any:
+    if not isinstance(event, dict):
+        return event
+    own = event.get("context")
+    return {**event, "context": {**shared, **own} if isinstance(own, dict) else shared}

@@ -489,6 +489,29 @@ async def test_segment_page_becomes_a_touchpoint_and_identify_a_binding(gw: Runn
     assert status == 401
 
 
+async def test_a_segment_batchs_own_context_applies_to_each_call(gw: RunningGateway) -> None:
+    """Segment's batch call may carry one context for all its calls: its campaign was dropped,
+    and a page with campaign data answered "ignored"."""
+    batch = {
+        "batch": [
+            {"type": "page", "messageId": "bc1", "anonymousId": "a-bc", "properties": {"path": "/x"}},
+            {
+                "type": "page",
+                "messageId": "bc2",
+                "anonymousId": "a-bc",
+                "context": {"campaign": {"name": "own", "source": "mail"}},
+            },
+        ],
+        "context": {"campaign": {"name": "shared", "source": "Google", "medium": "cpc"}},
+    }
+    status, answer = await post(gw, encode(batch), basic(SEGMENT), "/_gw/segment/v1/batch")
+    assert status == 202 and answer["accepted"] == 2, answer
+    assert await rows(gw, "SELECT source, medium, campaign FROM touchpoints ORDER BY campaign") == [
+        ("mail", None, "own"),
+        ("google", "cpc", "shared"),
+    ]
+
+
 async def test_every_segment_call_path_is_answered(gw: RunningGateway) -> None:
     """Segment's HTTP API has a path per call (/v1/track, /v1/screen…): those were 404s, so a
     client posting a track call there got an error and retried, rather than "ignored"."""
