@@ -14,6 +14,7 @@ parser does not even return it.
 from __future__ import annotations
 
 import codecs
+import decimal
 import email.errors
 import email.parser
 import email.policy
@@ -149,16 +150,42 @@ def user_id(value: Any) -> str:
     return text.strip()  # as webhooks read it (``gateway/mapping.py``): " alice " is alice
 
 
+NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+"""A number written as a string: JSON's syntax (leading zeros allowed), ASCII digits only, so
+that neither ``1_000`` nor ``nan``, ``inf`` or another script's digits are read as one."""
+
+
+def scaled(value: Any, scale: float = 1.0) -> float | None:
+    """A number, or a numeric string (surrounding spaces ignored), times ``scale``, rounded once:
+    ``1999`` cents at ``0.01`` is ``19.99``, not the float product ``19.990000000000002``.
+    ``inf`` (or ``-inf``) beyond the float range; None when ``value`` is not a number."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    if isinstance(value, str):
+        value = value.strip(" \t\r\n")
+        if not NUMBER.fullmatch(value):
+            return None
+    elif isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        approx = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        approx = math.inf if value > 0 else -math.inf
+    if not math.isfinite(approx) or approx == 0:  # out of range (or 0): no digits to keep
+        return approx * scale + 0.0  # -0 is 0
+    text = repr(value) if isinstance(value, float) else value  # the shortest that reads back
+    with decimal.localcontext(_EXACT):
+        return float(decimal.Decimal(text) * decimal.Decimal(repr(scale))) + 0.0
+
+
+_EXACT = decimal.Context(prec=34, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+
+
 def money(value: Any, scale: float = 1.0) -> float | None:
     """An amount from 0 to ``MAX_VALUE`` (once multiplied by ``scale``: ``0.01`` for cents)
     from a number or a numeric string; None when it is not one."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = float(value.strip() if isinstance(value, str) else value) * scale
-    except (ValueError, OverflowError):  # not a number; an integer of hundreds of digits
-        return None
-    if not math.isfinite(amount) or not 0 <= amount <= MAX_VALUE:
+    amount = scaled(value, scale)
+    if amount is None or not math.isfinite(amount) or not 0 <= amount <= MAX_VALUE:
         return None
     return amount
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import zlib
 
+_GZIP = 16 + zlib.MAX_WBITS
+_GZIP_MAGIC = b"\x1f\x8b"
 DECODED = frozenset({"gzip", "x-gzip", "deflate"})
 """The codings ``decoded_body`` undoes (besides ``identity``)."""
 
@@ -20,7 +22,7 @@ def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
         return body
     formats: tuple[int, ...]
     if encoding in ("gzip", "x-gzip"):
-        formats = (16 + zlib.MAX_WBITS,)
+        formats = (_GZIP,)
     elif encoding == "deflate":  # RFC 9110 says zlib-wrapped; some servers send raw deflate
         formats = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
     else:
@@ -29,6 +31,16 @@ def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
         inflater = zlib.decompressobj(wbits)
         try:
             out = inflater.decompress(body, cap + 1)
+            # RFC 1952: a gzip body is a series of members (streaming compressors, pigz, write
+            # several); the first alone was read, and the rest dropped without a word.
+            while (
+                wbits == _GZIP
+                and inflater.eof
+                and inflater.unused_data[:2] == _GZIP_MAGIC
+                and len(out) <= cap
+            ):
+                rest, inflater = inflater.unused_data, zlib.decompressobj(wbits)
+                out += inflater.decompress(rest, cap + 1 - len(out))
         except zlib.error:
             continue
         return out if inflater.eof and len(out) <= cap and not inflater.unconsumed_tail else None

@@ -131,8 +131,12 @@ class Inbound:
             "events": self.events,
             "segment": segment,
             "segment/v1/batch": segment,
-            "segment/v1/page": functools.partial(segment, implied="page"),
-            "segment/v1/identify": functools.partial(segment, implied="identify"),
+            # Segment's HTTP API has one path per call type; a library or client posting to one
+            # the gateway did not know got a 404, and retried.
+            **{
+                f"segment/v1/{call}": functools.partial(segment, implied=call)
+                for call in ("page", "identify", "track", "screen", "group", "alias")
+            },
         }
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -143,9 +147,20 @@ class Inbound:
 
     def _authenticate_standard(self, request: web.Request, body: bytes) -> Authenticated:
         headers = request.headers
-        if "webhook-signature" not in headers and "x-webhook-signature" in headers:
+        # Svix-branded senders (Clerk, Resend…) send the same scheme as svix-id, svix-timestamp
+        # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
+        prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"
+        if prefix == "webhook-" and "webhook-signature" not in headers and "x-webhook-signature" in headers:
             return verify_legacy(self.legacy, headers["x-webhook-signature"], body)
-        lowered = {k.lower(): v for k, v in headers.items() if k.lower().startswith("webhook-")}
+        lowered: dict[str, str] = {}
+        for name in ("id", "timestamp", "signature"):
+            given = headers.getall(prefix + name, [])
+            if name == "signature":  # a list: over several lines, each is one more signature
+                lowered["webhook-signature"] = " ".join(given)
+            elif len(set(given)) > 1:  # which one did the sender sign? neither is believed
+                raise AuthFailed("signature", f"signature: {prefix}{name} given more than once")
+            elif given:
+                lowered["webhook-" + name] = given[0]
         return verify_standard(self.standard, lowered, body, time.time(), self.opts.tolerance_seconds)
 
     def _authenticate_segment(self, request: web.Request, body: bytes) -> Authenticated:

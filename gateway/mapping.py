@@ -3,13 +3,14 @@
 ``map_event`` reads our fields out of a sender's event through its ``SourceMap``
 (pointers, type map, defaults), validates them, derives the event's own key
 (``event_id``, ``messageId``, ``$insert_id``, ``conversion_unique_id``, else
-``type:creator_id:timestamp``) and builds a ``Conversion``, ``Binding`` and/or
+``type:creator_id:timestamp:<digest of who and what>``) and builds a ``Conversion``, ``Binding`` and/or
 ``Touchpoint``; or raises ``Invalid`` listing each field error with the sender's
 pointer. Pure: no I/O, the clock and keys are passed in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -17,12 +18,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from addons.identity import verify_cookie
+from addons.rules import scaled
 from gateway.channels import Channels, Signals
 from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso
 from gateway.keys import MAX_USER_ID, Keys
 from gateway.sources import KINDS, MISSING, SourceMap, resolve
 
+_encode_json = msgspec.json.Encoder().encode
 MAX_KEY = 256
 """Longest event key kept in a receipt."""
 EVENT_KEY_FALLBACKS = ("/messageId", "/$insert_id", "/conversion_unique_id")
@@ -109,19 +114,11 @@ class _Reader:
         value = self.raw(name)
         if value is MISSING:
             return None
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                self.fail(name, f"expected a number, got {value[:40]!r}")
-                return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(name, f"expected a number, got {type(value).__name__}")
+        amount = scaled(value, self.src.value_scale)
+        if amount is None:
+            got = repr(value[:40]) if isinstance(value, str) else type(value).__name__
+            self.fail(name, f"expected a number, got {got}")
             return None
-        try:
-            amount = float(value) * self.src.value_scale
-        except OverflowError:  # an integer of hundreds of digits
-            amount = math.inf
         if bounded and not (math.isfinite(amount) and 0 <= amount <= MAX_VALUE):
             self.fail(
                 name,
@@ -141,7 +138,8 @@ class _Reader:
         try:
             if isinstance(value, bool):
                 raise TypeError
-            if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
+            # Digits of other scripts ("١٧٣٣…") pass isdigit() and float(): ASCII only.
+            if isinstance(value, str) and not (value.isascii() and value.replace(".", "", 1).isdigit()):
                 moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
                 moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
                 try:
@@ -157,9 +155,15 @@ class _Reader:
         except (TypeError, ValueError, OverflowError, OSError):
             self.fail(name, "expected an ISO 8601 date-time or Unix seconds/milliseconds")
             return now
-        if not now - limits.max_age <= moment <= now + limits.tolerance:
-            self.fail(name, f"{iso(moment)} is outside the accepted range (webhooks.max_event_age_days)")
-            return now
+        if moment > now + limits.tolerance:  # the sender's clock ahead, or a date it made up
+            ahead = int(limits.tolerance.total_seconds())
+            why = f"more than webhooks.tolerance_seconds ({ahead}) in the future"
+        elif moment < now - limits.max_age:
+            why = f"older than webhooks.max_event_age_days ({limits.max_age.days})"
+        else:
+            return moment
+        self.fail(name, f"{iso(moment)} is outside the accepted range: {why}")
+        return now
         return moment
 
 
@@ -215,7 +219,23 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     )
     if key is None:
         raw_ts = r.raw("timestamp")
-        key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}" if raw_ts is not MISSING else fallback_key
+        if raw_ts is MISSING:
+            key = fallback_key
+        else:
+            # Type, creator and time alone are one key for every order, user or click of that
+            # second: the second of two would be answered "duplicate" and lost. Who and what
+            # tell them apart; keyed forms only (a receipt holds no raw user ID).
+            who = [
+                limits.keys.visitor_key(visitor_id) if visitor_id else None,
+                limits.keys.user_key(user_id) if user_id else None,
+                order_id,
+                attrs["click_id"],
+                attrs["sub_id"],
+                conv_name,
+                value,
+            ]
+            digest = hashlib.sha256(_encode_json(who)).hexdigest()[:16]
+            key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}:{digest}"
     if len(key) > MAX_KEY:
         r.fail("event_id", f"the event key is longer than {MAX_KEY} characters")
     if kind == "identify" and not src.lenient:

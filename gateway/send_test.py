@@ -9,6 +9,7 @@ sender's secret, not the gateway's own.
 from __future__ import annotations
 
 import argparse
+import decimal
 import math
 import os
 import re
@@ -76,6 +77,14 @@ def test_user(creator: str) -> str:
     return f"test-user-{creator}"
 
 
+def unscaled(value: float, scale: float) -> float | int:
+    """``value`` in the sender's unit, so that the gateway's decimal ``value_scale`` gives it
+    back: 19.99 at ``0.01`` is 1999 cents (the float quotient is 1998.9999999999998, which
+    would be recorded as 19.989999999999998); a whole number is sent as an integer."""
+    raw = decimal.Decimal(repr(value)) / decimal.Decimal(repr(scale))
+    return int(raw) if raw == raw.to_integral_value() else float(raw)
+
+
 def sample_payload(src: SourceMap, creator: str, value: float, currency: str) -> dict[str, Any]:
     """A conversion by a test user (``test_user``; a test visitor when the sender maps no user
     ID), credited to ``creator``, in the sender's layout."""
@@ -84,7 +93,7 @@ def sample_payload(src: SourceMap, creator: str, value: float, currency: str) ->
         "event_id": f"test-{uuid.uuid4()}",
         "creator_id": creator,
         "name": "test_conversion",
-        "value": value / src.value_scale,
+        "value": unscaled(value, src.value_scale),
         "currency": currency,
         "timestamp": int(time.time()),
     }

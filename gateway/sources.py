@@ -226,6 +226,13 @@ def decode_delivery(body: bytes) -> Any:
     """A delivery's JSON document; ``ValueError`` with the reason, naming the body, when it is
     not valid JSON or nests deeper than ``MAX_DEPTH``."""
     deep = ValueError(f"body: JSON nested deeper than {MAX_DEPTH} levels")
+    # RFC 8259 §8.1: a parser may ignore a byte order mark (.NET and PowerShell senders write
+    # one); JSON between systems is UTF-8, so UTF-16 and UTF-32 are refused, saying so.
+    body = body.removeprefix(b"\xef\xbb\xbf")
+    if not body.strip(b" \t\r\n"):
+        raise ValueError("body: empty (expected a JSON object or array)")
+    if body.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in body[:4]:
+        raise ValueError("body: not UTF-8 (UTF-16 or UTF-32?); JSON is sent as UTF-8 (RFC 8259)")
     try:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError as err:
@@ -248,11 +255,24 @@ def decode_delivery(body: bytes) -> Any:
 
 def split_batch(src: SourceMap, doc: Any) -> list[Any]:
     """A delivery's events: the body itself when it is an array, the array at the source's
-    ``batch_pointer`` when there is one, else the body as one event."""
+    ``batch_pointer`` when there is one (segment: with the batch's own ``context`` given to
+    each call), else the body as one event."""
     if isinstance(doc, list):
         return doc
     if src.batch is not None:
         inner = resolve(doc, src.batch)
         if isinstance(inner, list):
+            shared = doc.get("context") if src.format == "segment" else None
+            if isinstance(shared, dict) and shared:
+                # Segment's batch call: a context beside the batch applies to every call in it
+                # (its campaign, above all); a call's own context keys win.
+                return [_with_context(event, shared) for event in inner]
             return inner
     return [doc]
+
+
+def _with_context(event: Any, shared: dict[str, Any]) -> Any:
+    if not isinstance(event, dict):
+        return event
+    own = event.get("context")
+    return {**event, "context": {**shared, **own} if isinstance(own, dict) else shared}

@@ -24,6 +24,7 @@ from addons.rules import (
     money,
     parse_form,
     resolve_pointer,
+    scaled,
     set_cookie_value,
     user_id,
 )
@@ -216,10 +217,29 @@ def test_pointer_missing(pointer: str) -> None:
         (1.0000001e15, None),
         ("1e30", None),
         (10**400, None),  # float() of it overflows
+        ("1_000", None),  # float() reads these; no sender means them as amounts
+        ("\u0661\u0662", None),
+        (" 0x10", None),
+        ("-0", 0.0),
+        ("1e-999999999999", 0.0),
+        ("1e999999999999", None),
+        ("1e99999999999999999999", None),  # beyond even Decimal's exponents
+        ("-1e99999999999999999999", None),
+        ("1e-99999999999999999999", 0.0),
+        ("9" * 100_000, None),
     ],
 )
 def test_money(raw: Any, expected: float | None) -> None:
     assert money(raw) == expected
+
+
+def test_minor_units_scale_to_the_amount_they_name() -> None:
+    """1999 cents at value_scale 0.01 was the float product 19.990000000000002 (one amount in
+    seven): stored, summed and shown so. Scaled once, exactly, it is 19.99, as written."""
+    assert [c for c in range(100_000) if money(c, 0.01) != c / 100] == []
+    assert money("1999", 0.01) == money(1999.0, 0.01) == 19.99
+    assert money(12345, 0.001) == 12.345
+    assert scaled(-0.0) == 0.0 and str(scaled(-0.0)) == "0.0"
 
 
 @pytest.mark.parametrize("raw", ["", "   ", "a\nb", "x" * 257, 4.5, True, None, {"id": 1}])

@@ -19,6 +19,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
+from multidict import CIMultiDict
 
 from gateway.badbody import body_key, unseal
 from gateway.events import Conversion
@@ -148,6 +149,39 @@ async def test_replayed_delivery_and_repeated_event_are_duplicates(gw: RunningGa
     status, answer = await post(gw, body, signed(body))  # a new delivery of the same event
     assert status == 200 and answer["result"] == "duplicate"
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
+
+
+async def test_events_without_an_id_in_the_same_second_are_told_apart(gw: RunningGateway) -> None:
+    """Without an event_id, the key was type, creator and timestamp: a second order, or another
+    user's click, in the same second was answered "duplicate" and lost. Who and what are part
+    of the key now; the same event sent again is still one."""
+    stamp = int(time.time()) - 5
+    orders = [
+        {"type": "conversion", "user_id": user, "value": value, "order_id": order, "timestamp": stamp}
+        for user, value, order in (("a", 10, "A-1"), ("b", 20, "A-2"))
+    ]
+    clicks = [
+        {
+            "event": "creator.click",
+            "user": {"external_id": user},
+            "creator": {"id": "cr_1"},
+            "timestamp": stamp,
+        }
+        for user in ("u1", "u2")
+    ]
+    for body, secret in [*((encode(o), BILLING) for o in orders), *((encode(c), TIKTOK_RAW) for c in clicks)]:
+        status, answer = await post(gw, body, signed(body, secret))
+        assert (status, answer["result"]) == (202, "accepted"), answer
+    again = encode(orders[1])
+    status, answer = await post(gw, again, signed(again))  # a new delivery of the same event
+    assert (status, answer["result"]) == (200, "duplicate"), answer
+    assert await rows(gw, "SELECT order_id, value FROM conversions ORDER BY order_id") == [
+        ("A-1", 10.0),
+        ("A-2", 20.0),
+    ]
+    assert await rows(gw, "SELECT count(*) FROM touchpoints WHERE creator_id = 'cr_1'") == [(2,)]
+    keys = await rows(gw, "SELECT key FROM receipts WHERE kind = 'event'")
+    assert not [k for (k,) in keys if "u1" in k or "u2" in k]  # keyed forms only
 
 
 async def test_conversion_for_an_order_the_store_has_counts_once(gw: RunningGateway) -> None:
@@ -299,6 +333,23 @@ async def test_check_prints_the_sources_as_toml(gw: RunningGateway, tmp_path: Pa
     assert BILLING not in out
 
 
+async def test_a_byte_order_mark_is_read_past_and_other_encodings_say_why(gw: RunningGateway) -> None:
+    """A UTF-8 body starting with a byte order mark (.NET and PowerShell senders write one) was
+    a 400 "not valid JSON (invalid character (byte 0))": RFC 8259 lets a parser ignore it. A
+    UTF-16 body and an empty one are 400s that say what they are."""
+    body = b"\xef\xbb\xbf" + encode(conversion())
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    for sent, reason in (
+        (b"", "body: empty (expected a JSON object or array)"),
+        (b" \r\n", "body: empty (expected a JSON object or array)"),
+        (encode(conversion()).decode().encode("utf-16"), "body: not UTF-8 (UTF-16 or UTF-32?)"),
+        (encode(conversion()).decode().encode("utf-16-le"), "body: not UTF-8 (UTF-16 or UTF-32?)"),
+    ):
+        status, answer = await post(gw, sent, signed(sent))
+        assert status == 400 and answer["error"].startswith(reason), (sent[:10], answer)
+
+
 async def test_malformed_json_and_wrong_types_are_400_and_kept_as_bad_events(gw: RunningGateway) -> None:
     body = b'{"type": "conversion", '
     status, answer = await post(gw, body, signed(body))
@@ -340,6 +391,37 @@ async def test_rotation_accepts_every_active_secret(gw: RunningGateway) -> None:
     headers = signed(body, BILLING_OLD)
     headers["webhook-signature"] = "v1,bm90IGl0 " + headers["webhook-signature"]
     assert (await post(gw, body, headers))[0] == 202
+
+
+async def test_svix_branded_headers_are_the_standard_scheme(gw: RunningGateway) -> None:
+    """Svix-branded senders (Resend, Clerk…) send svix-id, svix-timestamp and svix-signature:
+    they were a 401 "missing webhook-id…", so such a sender could not be wired at all."""
+    body = encode(conversion())
+    headers = {k.replace("webhook-", "svix-"): v for k, v in signed(body, BILLING_OLD).items()}
+    status, answer = await post(gw, body, headers)
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    status, answer = await post(gw, body, signed(body, msg_id=headers["svix-id"]))  # same message
+    assert (status, answer) == (200, {"ok": True, "result": "duplicate"})
+    forged = {**headers, "svix-signature": signed(body, "x" * 32)["webhook-signature"]}
+    status, answer = await post(gw, body, forged)
+    assert status == 401 and answer["error"] == "signature: no valid signature"
+
+
+async def test_signatures_over_several_header_lines_are_one_list(gw: RunningGateway) -> None:
+    """webhook-signature over two lines counted only its last line: a valid signature followed
+    by a stale one was a 401. An id or timestamp given twice, differently, is refused."""
+    body = encode(conversion())
+    good = signed(body)
+    lines = CIMultiDict(good)
+    lines.add("webhook-signature", "v1,c3RhbGU=")
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=lines) as resp:
+        assert (resp.status, (await resp.json())["result"]) == (202, "accepted")
+    body = encode(conversion())
+    twice = CIMultiDict(signed(body))
+    twice.add("webhook-timestamp", "1")
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=twice) as resp:
+        answer = await resp.json()
+        assert resp.status == 401 and answer["error"] == "signature: webhook-timestamp given more than once"
 
 
 async def test_legacy_hex_only_for_senders_that_enable_it(gw: RunningGateway) -> None:
@@ -405,6 +487,40 @@ async def test_segment_page_becomes_a_touchpoint_and_identify_a_binding(gw: Runn
     assert status == 401
     status, answer = await post(gw, body, signed(body), "/_gw/segment")  # a webhook signature is not Basic
     assert status == 401
+
+
+async def test_a_segment_batchs_own_context_applies_to_each_call(gw: RunningGateway) -> None:
+    """Segment's batch call may carry one context for all its calls: its campaign was dropped,
+    and a page with campaign data answered "ignored"."""
+    batch = {
+        "batch": [
+            {"type": "page", "messageId": "bc1", "anonymousId": "a-bc", "properties": {"path": "/x"}},
+            {
+                "type": "page",
+                "messageId": "bc2",
+                "anonymousId": "a-bc",
+                "context": {"campaign": {"name": "own", "source": "mail"}},
+            },
+        ],
+        "context": {"campaign": {"name": "shared", "source": "Google", "medium": "cpc"}},
+    }
+    status, answer = await post(gw, encode(batch), basic(SEGMENT), "/_gw/segment/v1/batch")
+    assert status == 202 and answer["accepted"] == 2, answer
+    assert await rows(gw, "SELECT source, medium, campaign FROM touchpoints ORDER BY campaign") == [
+        ("mail", None, "own"),
+        ("google", "cpc", "shared"),
+    ]
+
+
+async def test_every_segment_call_path_is_answered(gw: RunningGateway) -> None:
+    """Segment's HTTP API has a path per call (/v1/track, /v1/screen…): those were 404s, so a
+    client posting a track call there got an error and retried, rather than "ignored"."""
+    for call in ("track", "screen", "group", "alias"):
+        body = encode({"messageId": f"s-{call}", "anonymousId": "a3", "userId": "u3", "event": "Clicked"})
+        status, answer = await post(gw, body, basic(SEGMENT), f"/_gw/segment/v1/{call}")
+        assert (status, answer["result"]) == (202, "ignored"), (call, answer)
+        assert answer["reason"] == f"type {call!r} is in ignore_types: not recorded"
+    assert await rows(gw, "SELECT count(*) FROM receipts WHERE kind = 'event'") == [(0,)]
 
 
 async def test_a_senders_touchpoints_get_their_channel_as_they_are_recorded(gw: RunningGateway) -> None:
@@ -765,6 +881,7 @@ ODD_BODIES = [
     b'{"type": "conversion", "user_id": "u", "value": NaN}',
     b'{"type": "conversion", "user_id": "u", "value": -Infinity}',
     b'{"type": "conversion", "user_id": "u", "value": "1e999"}',
+    b'{"type": "conversion", "user_id": "u", "value": "1e99999999999999999999"}',
     b'{"type": "conversion", "user_id": "' + b"9" * 30 + b'", "event_id": ' + b"9" * 30 + b"}",
     b'{"type": "conversion", "user_id": "\xff\xfe"}',
     b'\xef\xbb\xbf{"type": "conversion"}',

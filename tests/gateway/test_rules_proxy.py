@@ -446,6 +446,8 @@ def _auth() -> dict[str, str]:
         ("br", lambda b: b, None),
         ("gzip", lambda b: gzip.compress(b)[:-6], None),  # cut short
         ("gzip", lambda b: b, None),  # not gzip at all
+        ("gzip", lambda b: gzip.compress(b[:3]) + gzip.compress(b[3:]), b'{"a": 1}'),  # 2 members
+        ("gzip", lambda b: gzip.compress(b[:3]) + gzip.compress(b[3:])[:-6], None),  # 2nd cut short
     ],
 )
 def test_decoded_body(encoding: str | None, encode: Any, expected: bytes | None) -> None:
@@ -456,6 +458,9 @@ def test_decoded_body_stops_at_the_cap() -> None:
     bomb = gzip.compress(b"0" * 10 * MB)  # ~10 KB that unpacks into 10 MB
     assert len(bomb) < 65536 and decoded_body(bomb, "gzip", 65536) is None
     assert decoded_body(gzip.compress(b"0" * 100), "gzip", 100) == b"0" * 100
+    members = gzip.compress(b"0" * 60) * 2  # each under the cap, together over it
+    assert decoded_body(members, "gzip", 100) is None
+    assert decoded_body(members, "gzip", 120) == b"0" * 120
 
 
 async def test_body_over_the_request_limit_while_read_for_a_rule_gets_413(

@@ -4,7 +4,9 @@ mapped to our events — the pure parts of signed server-side events, no server.
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.options import ChannelsOptions, SourceOptions
+from gateway.send_test import sample_payload
 from gateway.signing import (
     AuthFailed,
     legacy_signature,
@@ -60,6 +63,10 @@ def test_verify_finds_the_sender_by_any_of_its_secrets() -> None:
     headers = _headers(b"new" * 10, body, 1000, extra="v1,Zm9yZ2Vk v2,whatever")
     auth = verify_standard(SENDERS, headers, body, 1000, 300)
     assert (auth.sender, auth.delivery) == ("b", "msg_1")
+    # Two header lines joined as RFC 9110 joins them: "v1,a, v1,b".
+    joined = _headers(b"a" * 32, body, 1000)
+    joined["webhook-signature"] += ", v1,Zm9yZ2Vk"
+    assert verify_standard(SENDERS, joined, body, 1000, 300).sender == "a"
 
 
 @pytest.mark.parametrize(
@@ -162,6 +169,25 @@ def test_stripe_style_mapping_is_configuration() -> None:
         "checkout.session.completed",
     )
     assert map_event(src, {**event, "type": "charge.refunded"}, NOW, LIMITS, "f").rows == []
+    obj = event["data"]["object"]
+    # 1999 cents is 19.99, not the float product 19.990000000000002; "1_000" is no amount.
+    (cents,) = map_event(
+        src, {**event, "data": {"object": {**obj, "amount_total": 1999}}}, NOW, LIMITS, "f"
+    ).rows
+    assert isinstance(cents, Conversion) and str(cents.value) == "19.99"
+    with pytest.raises(Invalid, match=r"value \(/data/object/amount_total\): expected a number, got '1_000'"):
+        map_event(src, {**event, "data": {"object": {**obj, "amount_total": "1_000"}}}, NOW, LIMITS, "f")
+
+
+@pytest.mark.parametrize("value", [19.99, 50, 0.07, 12.345, 1e15])
+def test_a_test_event_records_the_value_asked_for(value: float) -> None:
+    """`gateway send-test-event --value 19.99` to a cents sender sent 19.99 / 0.01 =
+    1998.9999999999998, recorded as 19.989999999999998: the payload now holds 1999."""
+    src = source(fields={"value": "/amount_total"}, value_scale=0.01)
+    payload = sample_payload(src, "cr_1", value, "EUR")
+    assert payload["amount_total"] == Decimal(repr(value)) * 100
+    *_, conversion = map_event(src, payload, datetime.now(UTC), LIMITS, "f").rows
+    assert isinstance(conversion, Conversion) and conversion.value == value
 
 
 def test_creator_touchpoint_for_a_user_only_gets_a_synthetic_visitor_bound_to_them() -> None:
@@ -173,7 +199,11 @@ def test_creator_touchpoint_for_a_user_only_gets_a_synthetic_visitor_bound_to_th
     assert touch.visitor_key == binding.visitor_key == KEYS.visitor_key("user:u7")
     assert binding.user_key == KEYS.user_key("u7")
     assert (touch.source, touch.medium, touch.creator_id) == ("tiktok", "creator", "cr_1")
-    assert mapped.key == "touchpoint:cr_1:1764064800"  # no event key: the composite
+    # No event key: the composite, with a digest of who (another user's click is another event).
+    assert re.fullmatch(r"touchpoint:cr_1:1764064800:[0-9a-f]{16}", mapped.key), mapped.key
+    other = map_event(src, {**event, "user_id": "u8"}, NOW, LIMITS, "f")
+    assert other.key != mapped.key
+    assert map_event(src, dict(event), NOW, LIMITS, "f").key == mapped.key
 
 
 def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
@@ -210,11 +240,29 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
         ),
         (
             {"type": "conversion", "visitor_id": "v", "timestamp": "2027-01-01T00:00:00Z"},
-            ["timestamp (/timestamp): 2027"],
+            [
+                "timestamp (/timestamp): 2027-01-01T00:00:00.000000Z is outside the accepted range:"
+                " more than webhooks.tolerance_seconds (300) in the future"
+            ],
+        ),
+        (  # the future and the past each name the key that sets their bound
+            {"type": "conversion", "visitor_id": "v", "timestamp": "2024-11-25T00:00:00Z"},
+            [
+                "timestamp (/timestamp): 2024-11-25T00:00:00.000000Z is outside the accepted range:"
+                " older than webhooks.max_event_age_days (400)"
+            ],
         ),
         (
             {"type": "conversion", "visitor_id": "v", "timestamp": "yesterday"},
             ["timestamp (/timestamp): expected"],
+        ),
+        (  # Arabic-Indic digits: float() reads them as Unix seconds
+            {
+                "type": "conversion",
+                "visitor_id": "v",
+                "timestamp": "\u0661\u0667\u0666\u0664\u0660\u0666\u0664\u0668\u0660\u0660",
+            },
+            ["timestamp (/timestamp): expected an ISO 8601 date-time or Unix seconds/milliseconds"],
         ),
         (
             {"type": "touchpoint", "visitor_id": "v", "campaign": "x" * 201},
