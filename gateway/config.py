@@ -401,10 +401,11 @@ MIN_SENDER_SECRET_BYTES = 24
 """Shortest sender secret accepted (the Standard Webhooks minimum)."""
 
 
-def sender_secret_bytes(value: str) -> bytes:
+def sender_secret_bytes(value: str, signature: str = "standard") -> bytes:
     """A sender secret as the HMAC key: ``whsec_<base64>`` decoded (Standard Webhooks), else the
-    text itself. ValueError when the whsec_ part is not base64."""
-    if value.startswith("whsec_"):
+    text itself; Stripe's (``signature = "stripe"``) is its whole text, ``whsec_`` included.
+    ValueError when a Standard Webhooks whsec_ part is not base64."""
+    if value.startswith("whsec_") and signature == "standard":
         return base64.b64decode(value[6:], validate=True)
     return value.encode()
 
@@ -416,6 +417,7 @@ def resolve_sender_secret(
     dev: bool,
     problems: list[str],
     generated: list[str],
+    signature: str = "standard",
 ) -> bytes:
     """One ``[[sources]]`` secret: ``env:NAME`` → its HMAC key bytes (at least 24 of them)."""
     if not value.startswith("env:"):
@@ -428,7 +430,7 @@ def resolve_sender_secret(
         problems.append(f"{key}: {unset(name, environ)} (or run with --dev)")
         return b""
     try:
-        raw = sender_secret_bytes(text)
+        raw = sender_secret_bytes(text, signature)
     except (ValueError, binascii.Error):
         problems.append(f"{key}: {name} starts with whsec_ but the rest is not base64")
         return b""
@@ -539,7 +541,9 @@ def load_settings(
     token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
     source_secrets = {
         source.name: tuple(
-            resolve_sender_secret(f"sources[{i}].secrets[{j}]", value, environ, dev, problems, generated)
+            resolve_sender_secret(
+                f"sources[{i}].secrets[{j}]", value, environ, dev, problems, generated, source.signature
+            )
             for j, value in enumerate(source.secrets)
         )
         for i, source in enumerate(options.sources)

@@ -34,7 +34,14 @@ from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
-from gateway.signing import Authenticated, AuthFailed, verify_basic, verify_legacy, verify_standard
+from gateway.signing import (
+    Authenticated,
+    AuthFailed,
+    verify_basic,
+    verify_legacy,
+    verify_standard,
+    verify_stripe,
+)
 from gateway.sources import SourceMap, compile_source, decode_delivery, split_batch
 from storage.erased import ErasedWatch
 from storage.local import LocalStore
@@ -106,7 +113,9 @@ class Inbound:
         self.body_timeout = settings.options.proxy.body_timeout
         self.sources = {s.name: compile_source(s) for s in settings.options.sources}
         secrets = settings.source_secrets
-        self.standard = {s.name: secrets[s.name] for s in settings.options.sources if s.format == "standard"}
+        standard = [s for s in settings.options.sources if s.format == "standard"]
+        self.standard = {s.name: secrets[s.name] for s in standard if s.signature == "standard"}
+        self.stripe = {s.name: secrets[s.name] for s in standard if s.signature == "stripe"}
         self.legacy = {s.name: secrets[s.name] for s in settings.options.sources if s.legacy_hex}
         self.segment_keys = {
             s.name: secrets[s.name] for s in settings.options.sources if s.format == "segment"
@@ -147,6 +156,11 @@ class Inbound:
 
     def _authenticate_standard(self, request: web.Request, body: bytes) -> Authenticated:
         headers = request.headers
+        if "stripe-signature" in headers and "webhook-signature" not in headers:
+            given = headers.getall("stripe-signature")
+            if len(given) > 1:  # which one did Stripe send? neither is believed
+                raise AuthFailed("signature", "signature: Stripe-Signature given more than once")
+            return verify_stripe(self.stripe, given[0], body, time.time(), self.opts.tolerance_seconds)
         # Svix-branded senders (Clerk, Resend…) send the same scheme as svix-id, svix-timestamp
         # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
         prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"

@@ -28,7 +28,7 @@ from gateway.config import ConfigError, decode_options, parse_config, read_confi
 from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
-from gateway.signing import standard_signature
+from gateway.signing import standard_signature, stripe_signature
 from gateway.sources import SourceMap, compile_source, put
 
 
@@ -136,7 +136,7 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     if not os.environ.get(env):
         print(f"gateway: sources[{index}].secrets[0]: environment variable {env} is not set", file=sys.stderr)
         return 2
-    secret = sender_secret_bytes(os.environ[env])
+    secret = sender_secret_bytes(os.environ[env], source.signature)
     url = args.url
     if not url:
         host, port = parse_listen(options.proxy.listen)
@@ -146,12 +146,15 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     source_map = compile_source(source)
     body = msgspec.json.encode(sample_payload(source_map, args.creator, args.value, args.currency))
     msg_id, stamp = f"msg_test_{uuid.uuid4().hex}", str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": stamp,
-        "webhook-signature": standard_signature(secret, msg_id, stamp, body),
-    }
+    headers = {"Content-Type": "application/json"}
+    if source.signature == "stripe":  # as Stripe signs: no id, the secret's whole text
+        headers["Stripe-Signature"] = stripe_signature(secret, stamp, body)
+    else:
+        headers |= {
+            "webhook-id": msg_id,
+            "webhook-timestamp": stamp,
+            "webhook-signature": standard_signature(secret, msg_id, stamp, body),
+        }
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     print(f"POST {url} as {source.name}: {body.decode()}")
     try:

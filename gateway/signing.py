@@ -1,9 +1,10 @@
-"""Authenticating signed deliveries: Standard Webhooks, the legacy hex signature, HTTP Basic.
+"""Authenticating signed deliveries: Standard Webhooks, Stripe's, the legacy hex signature, HTTP Basic.
 
 Pure functions over header values, body bytes and secrets (no I/O). Owns the
 signature formats: ``webhook-signature: v1,<base64 HMAC-SHA256 of
 "id.timestamp.body">`` (a space-separated list; any one valid signature from any
-active secret passes), ``x-webhook-signature: <hex HMAC-SHA256 of the body>``
+active secret passes), Stripe's ``Stripe-Signature: t=<seconds>,v1=<hex HMAC-SHA256 of
+"t.body">`` (any ``v1`` may pass), ``x-webhook-signature: <hex HMAC-SHA256 of the body>``
 for senders that enable it, and Segment's ``Authorization: Basic`` with the
 write key as user name. Every comparison is constant-time. Failures say only
 ``signature`` or ``timestamp``: nothing that helps a forger.
@@ -89,6 +90,35 @@ def verify_standard(
             expected = standard_signature(secret, msg_id, timestamp, body)[3:].encode()
             if any(hmac.compare_digest(expected, sig) for sig in offered):
                 return Authenticated(sender, msg_id)
+    raise AuthFailed("signature", "signature: no valid signature")
+
+
+def stripe_signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """The ``Stripe-Signature`` value Stripe would send for ``body`` at ``timestamp``."""
+    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_stripe(
+    senders: Mapping[str, Sequence[bytes]], given: str, body: bytes, now: float, tolerance: int
+) -> Authenticated:
+    """The Stripe sender whose secret made one of ``given``'s ``v1`` signatures. Its delivery
+    is the body's digest: Stripe sends a retried event's very body again, with a new ``t``."""
+    pairs = [part.strip().partition("=") for part in given.split(",")]
+    stamps = {value for key, _, value in pairs if key == "t"}
+    offered = [value.lower().encode() for key, _, value in pairs if key == "v1" and value.isascii()]
+    if len(stamps) != 1 or not offered:
+        raise AuthFailed("signature", "signature: Stripe-Signature holds no t=… and v1=…")
+    timestamp = stamps.pop()
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 20):
+        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
+    if abs(now - int(timestamp)) > tolerance:
+        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
+    for sender, secrets in senders.items():
+        for secret in secrets:
+            expected = stripe_signature(secret, timestamp, body).rpartition("=")[2].encode()
+            if any(hmac.compare_digest(expected, sig) for sig in offered):
+                return Authenticated(sender, body_digest(body))
     raise AuthFailed("signature", "signature: no valid signature")
 
 

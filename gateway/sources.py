@@ -182,6 +182,8 @@ def validate_sources(options: Options) -> list[str]:
             p.append(f'{at}.secrets: needs at least one secret, like ["env:{src.name.upper()}_SECRET"]')
         if src.format == "segment" and src.legacy_hex:
             p.append(f"{at}.legacy_hex: applies to the standard format only (segment uses HTTP Basic)")
+        if src.format == "segment" and src.signature != "standard":
+            p.append(f"{at}.signature: applies to the standard format only (segment uses HTTP Basic)")
         for name, pointer in src.fields.items():
             if name not in FIELDS:
                 p.append(f"{at}.fields.{name}: unknown field (allowed: {', '.join(FIELDS)})")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import hashlib
+import hmac
 import logging
 import sys
 import time
@@ -22,6 +24,7 @@ from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
 from gateway.badbody import body_key, unseal
+from gateway.config import ConfigError, load_settings
 from gateway.events import Conversion
 from gateway.ids import uuid7
 from gateway.keys import Keys
@@ -928,3 +931,104 @@ async def test_nothing_a_sender_sends_gives_a_server_error(
             assert status < 500 and answer["ok"] is (status < 400), (path, sent[:80], status, answer)
             assert status < 400 or answer["error"], answer
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+STRIPE_SECRET = "whsec_" + "s" * 32  # Stripe's key is this whole text, never base64-decoded
+STRIPE = """
+[[sources]]
+name = "stripe"
+signature = "stripe"
+secrets = ["env:STRIPE_SECRET"]
+types = {"checkout.session.completed" = "conversion"}
+defaults = {name = "purchase"}
+value_scale = 0.01
+
+[sources.fields]
+type = "/type"
+event_id = "/id"
+user_id = "/data/object/client_reference_id"
+value = "/data/object/amount_total"
+currency = "/data/object/currency"
+order_id = "/data/object/id"
+timestamp = "/created"
+"""
+
+
+def stripe_signed(
+    body: bytes, secret: str | bytes = STRIPE_SECRET, *, ts: int | None = None
+) -> dict[str, str]:
+    """Stripe's scheme, written out here (not through the gateway's own signing code)."""
+    stamp = str(int(time.time()) if ts is None else ts)
+    key = secret.encode() if isinstance(secret, str) else secret
+    mac = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"Stripe-Signature": f"t={stamp},v1={mac},v0=deadbeef", "content-type": "application/json"}
+
+
+async def test_stripe_posts_its_own_signed_events(start_gateway, upstream_server, tmp_path: Path) -> None:
+    """Stripe signs with Stripe-Signature (t=…,v1=<hex HMAC of "t.body">, keyed by the whole
+    whsec_… text) and sends no delivery id: it used to get a 401 (missing webhook-id), so a
+    Stripe account could not post to the gateway at all."""
+    gw = await start_gateway(
+        await upstream_server(web.Application()), STRIPE, {"STRIPE_SECRET": STRIPE_SECRET}
+    )
+    event = {
+        "id": "evt_1QabcStripe",
+        "object": "event",
+        "type": "checkout.session.completed",
+        "created": int(time.time()),
+        "data": {
+            "object": {
+                "id": "cs_test_a1",
+                "amount_total": 4990,
+                "currency": "eur",
+                "client_reference_id": "42",
+            }
+        },
+    }
+    body = encode(event)
+    status, answer = await post(gw, body, stripe_signed(body))
+    assert (status, answer["result"], answer["key"]) == (202, "accepted", "evt_1QabcStripe"), answer
+    assert await rows(gw, "SELECT name, value, currency, order_id FROM conversions") == [
+        ("purchase", 49.9, "EUR", "cs_test_a1")
+    ]
+    # Stripe retries with the same body and a new t: one conversion.
+    status, answer = await post(gw, body, stripe_signed(body, ts=int(time.time()) - 5))
+    assert (status, answer["result"]) == (200, "duplicate")
+    assert len(await rows(gw, "SELECT * FROM conversions")) == 1
+    # A wrong secret, a stale t, a header without v1, a Standard Webhooks signature: 401.
+    other = encode({**event, "id": "evt_2"})
+    wrong = stripe_signed(other, "whsec_" + "x" * 32)
+    stale = stripe_signed(other, ts=int(time.time()) - 3600)
+    no_v1 = {**stripe_signed(other), "Stripe-Signature": f"t={int(time.time())}"}
+    decoded = stripe_signed(other, base64.b64decode(STRIPE_SECRET[6:]))  # as Standard Webhooks keys
+    for headers, why in (
+        (wrong, "signature"),
+        (stale, "timestamp"),
+        (no_v1, "signature"),
+        (decoded, "signature"),
+    ):
+        status, answer = await post(gw, other, headers)
+        assert status == 401 and answer["error"].startswith(why), (why, answer)
+    status, answer = await post(gw, other, signed(other, STRIPE_SECRET))
+    assert status == 401, answer
+    assert len(await rows(gw, "SELECT * FROM conversions")) == 1
+    # send-test-event signs as Stripe does, in Stripe's layout.
+    config = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        config.write_text, STRIPE + f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\n'
+    )
+    env = {**ENV, "STRIPE_SECRET": STRIPE_SECRET}
+    code, out, err = await gateway_cli(
+        "send-test-event", "--url", gw.url + "/_gw/events", "-c", str(config), env=env
+    )
+    assert code == 0 and "HTTP 202" in out, (out, err)
+    assert '"amount_total":5000' in out
+
+
+def test_a_segment_source_cannot_take_stripes_signature() -> None:
+    toml = SOURCES.replace('format = "segment"', 'format = "segment"\nsignature = "stripe"')
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text=toml, environ={**ENV, **SOURCES_ENV})
+    assert err.value.problems == [
+        "sources[3].signature: applies to the standard format only (segment uses HTTP Basic)"
+    ]
