@@ -217,8 +217,20 @@ def _struct_at(struct: type, path: str) -> type[msgspec.Struct] | None:
 
 
 def _literal_values(struct: type, name: str) -> str:
+    """The values a field takes, as an operator writes them: ``"a", "b"``, and ``a number``
+    for a field that also takes one (``value_scale``: a number or ``"minor"``)."""
     hint = typing.get_type_hints(struct).get(name)
-    return ", ".join(f'"{v}"' for v in typing.get_args(hint)) if hint is not None else "?"
+    if hint is None:
+        return "?"
+    words = []
+    for arg in typing.get_args(hint):
+        if typing.get_origin(arg) is typing.Literal:
+            words += [f'"{v}"' for v in typing.get_args(arg)]
+        elif isinstance(arg, type):
+            words.append(_TYPE_WORDS.get(arg.__name__, arg.__name__))
+        else:
+            words.append(f'"{arg}"')
+    return ", ".join(words)
 
 
 def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:

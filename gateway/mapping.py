@@ -22,6 +22,7 @@ import msgspec
 
 from addons.identity import verify_cookie
 from addons.rules import scaled
+from gateway.attribution import exponent
 from gateway.channels import Channels, Signals
 from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso
 from gateway.keys import MAX_USER_ID, Keys
@@ -114,7 +115,9 @@ class _Reader:
         value = self.raw(name)
         if value is MISSING:
             return None
-        amount = scaled(value, self.src.value_scale)
+        # "minor": each currency's minor units, divided once the currency is known (map_event).
+        scale = self.src.value_scale
+        amount = scaled(value, 1.0 if isinstance(scale, str) else scale)
         if amount is None:
             got = repr(value[:40]) if isinstance(value, str) else type(value).__name__
             self.fail(name, f"expected a number, got {got}")
@@ -200,6 +203,11 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     currency = r.text("currency")
     if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
         r.fail("currency", f"expected a 3-letter ISO 4217 code, got {currency[:20]!r}")
+    if src.value_scale == "minor" and value is not None:
+        if currency is None:
+            r.fail("value", 'value_scale = "minor" needs the currency whose minor units the value is in')
+        else:  # JPY has none, EUR cents, KWD thousandths
+            value = scaled(value, 10.0 ** -exponent(currency))
     order_id = r.text("order_id")
     conv_name = r.text("name")
     given_key = r.raw("event_id")

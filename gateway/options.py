@@ -242,8 +242,9 @@ class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Sender event types acknowledged and not recorded; unset: the format's (segment: track, screen…)."""
     defaults: dict[str, str] = {}
     """Values for our fields when the event has none (e.g. ``source = "tiktok"``)."""
-    value_scale: float = 1.0
-    """Multiplies the mapped value (0.01 for amounts in cents)."""
+    value_scale: float | Literal["minor"] = 1.0
+    """Multiplies the mapped value (0.01 for amounts in cents); ``"minor"``: the value is in its
+    currency's minor units (JPY none, EUR cents, KWD thousandths), as Stripe gives amounts."""
 
 
 class ChannelRule(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -126,7 +126,8 @@ class SourceMap:
     types: Mapping[str, str]
     ignore: frozenset[str]
     defaults: Mapping[str, str]
-    value_scale: float
+    value_scale: float | str
+    """A factor, or ``"minor"`` (each currency's minor units: ``gateway.mapping``)."""
     batch: tuple[str, ...] | None
     lenient: bool
     """segment: a page without campaign data or an identify without both IDs is acknowledged
@@ -213,7 +214,9 @@ def validate_sources(options: Options) -> list[str]:
         currency = src.defaults.get("currency")
         if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
             p.append(f"{at}.defaults.currency: expected a 3-letter ISO 4217 code, got {currency!r}")
-        if not (src.value_scale > 0 and math.isfinite(src.value_scale)):
+        if not isinstance(src.value_scale, str) and not (
+            src.value_scale > 0 and math.isfinite(src.value_scale)
+        ):
             p.append(f"{at}.value_scale: must be a positive number, got {src.value_scale}")
     return p
 

@@ -29,6 +29,7 @@ from gateway.events import Conversion
 from gateway.ids import uuid7
 from gateway.keys import Keys
 from gateway.replay import replay_bad
+from gateway.send_test import unscaled
 from gateway.signing import legacy_signature, standard_signature
 from gateway.sources import MAX_DEPTH
 from tests.conftest import ENV, SECRET, RunningGateway
@@ -1032,3 +1033,49 @@ def test_a_segment_source_cannot_take_stripes_signature() -> None:
     assert err.value.problems == [
         "sources[3].signature: applies to the standard format only (segment uses HTTP Basic)"
     ]
+
+
+async def test_stripe_amounts_in_each_currencys_minor_units(start_gateway, upstream_server) -> None:
+    """Stripe gives amounts in the currency's minor units: cents for EUR, yen for JPY,
+    thousandths for KWD. One value_scale (0.01) recorded a 5000 JPY order as 50;
+    value_scale = "minor" divides by each currency's own unit."""
+    toml = STRIPE.replace("value_scale = 0.01", 'value_scale = "minor"')
+    gw = await start_gateway(await upstream_server(web.Application()), toml, {"STRIPE_SECRET": STRIPE_SECRET})
+    for n, (amount, currency) in enumerate([(4990, "eur"), (5000, "jpy"), (12345, "kwd")]):
+        obj = {"id": f"cs_{n}", "amount_total": amount, "currency": currency, "client_reference_id": "42"}
+        body = encode({"id": f"evt_{n}", "type": "checkout.session.completed", "data": {"object": obj}})
+        status, answer = await post(gw, body, stripe_signed(body))
+        assert status == 202, answer
+    assert await rows(gw, "SELECT value, currency FROM conversions ORDER BY order_id") == [
+        (49.9, "EUR"),
+        (5000.0, "JPY"),
+        (12.345, "KWD"),
+    ]
+    body = encode(
+        {"id": "evt_x", "type": "checkout.session.completed", "data": {"object": {"amount_total": 5}}}
+    )
+    status, answer = await post(gw, body, stripe_signed(body))
+    assert status == 400 and answer["error"].startswith(
+        'value (/data/object/amount_total): value_scale = "minor"'
+    )
+
+
+def test_a_test_event_in_minor_units_is_in_its_currencys_unit() -> None:
+    assert [
+        unscaled(50, "minor", "JPY"),
+        unscaled(19.99, "minor", "EUR"),
+        unscaled(12.345, "minor", "KWD"),
+    ] == [
+        50,
+        1999,
+        12345,
+    ]
+
+
+def test_a_wrong_value_scale_names_what_it_takes() -> None:
+    toml = SOURCES.replace(
+        'ignore_types = ["charge.refunded"]', 'ignore_types = ["charge.refunded"]\nvalue_scale = "major"'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text=toml, environ={**ENV, **SOURCES_ENV})
+    assert err.value.problems == ["sources[0].value_scale: expected one of a number, \"minor\", got 'major'"]
