@@ -109,6 +109,28 @@ async def test_reimport_adds_nothing_even_renamed_or_compressed(tmp_path: Path) 
     assert await query(settings, "SELECT count(*) FROM touchpoints") == [(3,)]
 
 
+async def test_a_vhost_combined_log_knows_each_lines_site(tmp_path: Path) -> None:
+    """Apache's vhost_combined (``%v:%p`` first) and ``%{Host}i``-first logs: every line was
+    skipped as not a combined-log line. Each line's own host now says which referrers are
+    same-site (the port ignored, as live); a line logged without one (``-``) takes --host."""
+    settings = make_settings(tmp_path)
+    pre = "203.0.113.9 - - [01/Mar/2025:10:00:0"
+    text = "\n".join(
+        [
+            f'shop.example:443 {pre}0 +0000] "GET /a HTTP/1.1" 200 9 "https://shop.example/" "{UA}"',
+            f'blog.example {pre}1 +0000] "GET /b HTTP/1.1" 200 9 "https://blog.example/x" "{UA}"',
+            f'blog.example {pre}2 +0000] "GET /c HTTP/1.1" 200 9 "https://shop.example/" "{UA}"',
+            f'- {pre}3 +0000] "GET /d HTTP/1.1" 200 9 "https://shop.example/" "{UA}"',
+            f'- {pre}4 +0000] "GET /e HTTP/1.1" 200 9 "https://www.bing.com/" "{UA}"',
+        ]
+    )
+    log = await asyncio.to_thread(write, tmp_path / "other_vhosts_access.log", text)
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert summary.skipped == {}
+    got = await query(settings, "SELECT landing_path, referrer_host FROM touchpoints ORDER BY ts")
+    assert got == [("/c", "shop.example"), ("/e", "www.bing.com")]
+
+
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"  # noqa: E501
 
 

@@ -57,6 +57,30 @@ def test_combined_lines(raw: str, expected: tuple[object, ...]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # Apache vhost_combined (%v:%p), the Debian default for other_vhosts_access.log
+        ('shop.example:443 1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "UA/1"',
+         ("shop.example:443", "1.2.3.4", "/a", "UA/1")),
+        # %{Host}i (or nginx $host) first; a user name logged; an IPv6 client
+        ('blog.example 2001:db8::1 - alice [01/Mar/2025:10:00:00 +0000] "GET /b HTTP/1.1" 200 5 "-" "UA"',
+         ("blog.example", "2001:db8::1", "/b", "UA")),
+        # no Host header (HTTP/1.0): nginx and Apache log "-", and --host stands in
+        ('- 1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET /c HTTP/1.0" 200 5 "-" "UA"',
+         ("", "1.2.3.4", "/c", "UA")),
+        # without one, as ever
+        ('1.2.3.4 - frank [01/Mar/2025:10:00:00 +0000] "GET /d HTTP/1.1" 200 5 "-" "UA"',
+         ("", "1.2.3.4", "/d", "UA")),
+    ],
+)  # fmt: skip
+def test_combined_lines_after_the_virtual_host(raw: str, expected: tuple[str, ...]) -> None:
+    """Every line of a vhost_combined log used to be skipped as not a combined-log line."""
+    [line] = parse(1, raw.encode())
+    assert isinstance(line, Line)
+    assert (line.host, line.ip, line.target, line.user_agent) == expected
+
+
+@pytest.mark.parametrize(
     ("request_line", "expected"),
     [
         ("GET /p HTTP/1.1", ("GET", "/p")),
