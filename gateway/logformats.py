@@ -138,6 +138,9 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
     def text(doc: Any, name: str) -> str:
         tokens = pointers.get(name)
         value = MISSING if tokens is None else resolve(doc, tokens)
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            # A header logged as the list of its values (Caddy: "User-Agent": ["Mozilla/5.0 …"])
+            value = ("; " if name == "cookie" else ", ").join(value)
         if value is MISSING or value is None or isinstance(value, dict | list) or value == "-":
             return ""
         return str(value)

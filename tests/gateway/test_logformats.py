@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -147,6 +148,53 @@ def test_json_nested_too_deeply_is_skipped() -> None:
 def test_no_combined_looking_line_makes_it_raise(text: str) -> None:
     raw = f'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET {text} HTTP/1.1" 200 5 "{text}" "{text}"'
     parse(1, raw.encode("utf-8", "surrogatepass"))
+
+
+CADDY = {
+    "time": "/ts",
+    "method": "/request/method",
+    "uri": "/request/uri",
+    "host": "/request/host",
+    "ip": "/request/client_ip",
+    "user_agent": "/request/headers/User-Agent",
+    "referer": "/request/headers/Referer",
+    "cookie": "/request/headers/Cookie",
+}
+"""Where Caddy's JSON access log keeps a request: every header as the list of its values."""
+
+
+def test_a_header_logged_as_a_list_of_values_is_read() -> None:
+    """Caddy logs each header as a list: the agent, referer and cookie were read as missing, so
+    every line of a Caddy log was an empty agent (blocked) without a referrer."""
+    headers: dict[str, list[object]] = {
+        "User-Agent": ["Mozilla/5.0 UA"],
+        "Referer": ["https://www.bing.com/"],
+        "Cookie": ["a=1", f"gw_vid={SIGNED}"],
+        "Accept": ["text/html", "*/*"],
+    }
+    doc = {
+        "level": "info", "ts": 1740823200.25, "logger": "http.log.access.log0", "msg": "handled request",
+        "request": {
+            "remote_ip": "203.0.113.9", "client_ip": "203.0.113.9", "proto": "HTTP/2.0", "method": "GET",
+            "host": "shop.example", "uri": "/p?utm_source=news", "headers": headers,
+        },
+        "status": 200, "size": 10, "duration": 0.001,
+    }  # fmt: skip
+    [line] = json_parser("gw_vid", CADDY)(1, msgspec.json.encode(doc))
+    assert isinstance(line, Line)
+    assert (line.ts, line.method, line.target, line.status, line.host, line.ip) == (
+        datetime(2025, 3, 1, 10, 0, 0, 250000, tzinfo=UTC), "GET", "/p?utm_source=news", 200, "shop.example",
+        "203.0.113.9",
+    )  # fmt: skip
+    assert (line.user_agent, line.referer, line.cookie) == (
+        "Mozilla/5.0 UA",
+        "https://www.bing.com/",
+        f"a=1; gw_vid={SIGNED}",
+    )
+    # A list of anything but strings is not a value, as before.
+    headers["User-Agent"] = [1, 2]
+    [line] = json_parser("gw_vid", CADDY)(1, msgspec.json.encode(doc))
+    assert isinstance(line, Line) and line.user_agent == ""
 
 
 def test_a_status_that_is_not_ascii_digits_is_unknown() -> None:
