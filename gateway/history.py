@@ -17,6 +17,7 @@ import io
 import os
 import re
 import select
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -162,6 +163,9 @@ class History:
         mark (the lines are the same)."""
         self._pending: tuple[bytes, bool] | None = (first, whole) if first else None
         self._ended = False
+        self._broken: BaseException | None = None
+        """What broke the reading (a truncated or corrupt gzip member), raised once the lines
+        read before it were returned."""
 
     @property
     def lines(self) -> int:
@@ -185,8 +189,11 @@ class History:
 
     def raw_lines(self) -> list[tuple[int, bytes] | Skip]:
         """The next ``CHUNK`` non-blank lines (fewer when they hold over ``CHUNK_BYTES``) as
-        (number, bytes), unparsed (an unreadable rest of the file, or a line over ``MAX_LINE``, is
-        a ``Skip``); empty at the end of the file."""
+        (number, bytes), unparsed (the rest of a file cut short as it was read, or a line over
+        ``MAX_LINE``, is a ``Skip``); empty at the end of the file. A file that breaks (a gzip
+        member cut short or corrupt) raises, once the lines read before the break were returned."""
+        if self._broken is not None:
+            raise self._broken
         out: list[tuple[int, bytes] | Skip] = []
         kept = 0
         while len(out) < CHUNK and kept < CHUNK_BYTES:
@@ -195,11 +202,17 @@ class History:
             else:
                 try:
                     raw, whole = self._readline()
-                except (OSError, EOFError) as err:  # a truncated or corrupt gzip member
+                except (OSError, EOFError, zlib.error) as err:  # a truncated or corrupt gzip member
+                    if not self._shrunk():
+                        # Broken (cut short on disk, corrupt): the lines read before the break
+                        # go in, then the import ends here, naming the file (exit 1).
+                        self._broken = err
+                        if out:
+                            break
+                        raise
                     self._number += 1
-                    out.append(Skip(self._number, SHRUNK if self._shrunk() else f"unreadable: {err}"))
+                    out.append(Skip(self._number, SHRUNK))
                     self._stream = io.BytesIO()
-                    self._ended = True
                     break
             if not raw:
                 if self._shrunk():

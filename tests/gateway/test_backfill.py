@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -415,14 +416,38 @@ async def test_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mo
     assert f"import: {len(COMBINED)}B" in shown and "lines/s" in shown and "%" not in shown, shown
 
 
-async def test_a_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    data = gzip.compress((COMBINED + "\n").encode() * 200)
-    log = tmp_path / "cut.log.gz"
-    await asyncio.to_thread(log.write_bytes, data[: len(data) // 2])
-    summary = await run_import(settings, [log], "combined", host="shop.example")
-    assert summary.events["touchpoints"] > 0
-    assert any(reason.startswith("unreadable:") for reason in summary.skipped)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_truncated_or_corrupt_gzip_ends_the_import_keeping_what_was_read(
+    tmp_path: Path, workers: str
+) -> None:
+    """A gzip file cut short on disk (an incomplete copy) or whose check fails: it used to be one
+    skipped line and exit 0, where a broken block ended the import with exit 1, so cron never
+    heard of it. Both now end it as any file that breaks part way does: every line read before
+    the break is in the store, the file is named with gzip's reason, exit 1."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    whole = write_log(tmp_path / "whole.log.gz", 10_000, compress=True).read_bytes()
+    cut = whole[: len(whole) * 6 // 10]
+    readable = zlib.decompressobj(wbits=31).decompress(cut).count(b"\n")
+    bad_crc = whole[:-8] + bytes(b ^ 0xFF for b in whole[-8:-4]) + whole[-4:]
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--workers", workers)
+    for name, data, lines, reason in (
+        ("cut.log.gz", cut, readable, "Compressed file ended before the end-of-stream marker was reached"),
+        ("crc.log.gz", bad_crc, 10_000, "CRC check failed"),
+    ):
+        (tmp_path / name).write_bytes(data)
+        done = _cli(tmp_path, name, *args)
+        assert done.returncode == 1, done
+        assert "Traceback" not in done.stderr
+        assert f"1 file(s), {lines:,} lines read" in done.stdout, done.stdout
+        message = done.stderr.strip().splitlines()[-1]
+        assert message.startswith(f"gateway import: cannot read {name}: {reason}"), message
+        assert f"; its lines up to {lines:,} are in the store: once it can be read" in message, message
+        # The store has what one import of the file's readable lines gives.
+        (tmp_path / "fresh.toml").write_text(f'[storage]\npath = "{name}.db"\n')
+        (tmp_path / "head.log").write_bytes(b"".join(gzip.decompress(whole).splitlines(True)[:lines]))
+        assert _cli(tmp_path, "head.log", *args[:3], "fresh.toml", *args[4:]).returncode == 0
+        ids = "SELECT id FROM touchpoints ORDER BY id"
+        assert rows(tmp_path / "gw.db", ids) == rows(tmp_path / f"{name}.db", ids) != []
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -615,31 +640,32 @@ def test_cli_names_a_file_gzip_cannot_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_file_unreadable_part_way_keeps_what_was_read_before_it(tmp_path: Path, workers: str) -> None:
     """A good log, then one whose gzip breaks after 10,000 lines (a second member that is not
-    gzip): the import ends at the break, exit 1, having replayed the chunks read whole before it
-    (2 of 4,096 lines). It used to print no summary and leave the
-    events of the last batch read unwritten; now it writes everything read before the break,
-    prints the summary and says how far the store has the files."""
+    gzip, before a third that is): the import ends at the break, exit 1, having replayed every
+    line before it (until 2026-12-03 only the chunks of 4,096 lines read whole). It used to print
+    no summary and leave the events of the last batch read unwritten; now it writes everything
+    read before the break, prints the summary and says how far the store has the files."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     first = write_log(tmp_path / "first.log", 500)
     broken = tmp_path / "broken.log.gz"
     whole = write_log(tmp_path / "whole.log.gz", 10_000, compress=True)
-    broken.write_bytes(whole.read_bytes() + b"\x1f\x8b\x08\x00" + b"junk" * 64)
+    more = write_log(tmp_path / "more.log.gz", 2_000, compress=True, seed=2).read_bytes()
+    broken.write_bytes(whole.read_bytes() + b"\x1f\x8b\x08\x00" + b"junk" * 64 + more)
     args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--workers", workers)
     done = _cli(tmp_path, str(first), str(broken), *args)
     assert done.returncode == 1, done
     assert "Traceback" not in done.stderr
-    assert "2 file(s), 8,692 lines read" in done.stdout, done.stdout
+    assert "2 file(s), 10,500 lines read" in done.stdout, done.stdout
     [(count,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
     assert count > 0 and f"new in the store: {count:,}" in done.stdout
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith(f"gateway import: cannot read {broken.name}: "), message
     assert message.endswith(
-        "; its lines up to 8,192 and the file before it are in the store: once it can be read,"
+        "; its lines up to 10,000 and the file before it are in the store: once it can be read,"
         " run the same command again to import the rest (what is already there is not added twice)"
     ), message
     # The file mended, the same command again imports the rest: the store then holds what one
     # import of the intact files gives, nothing twice.
-    broken.write_bytes(whole.read_bytes())
+    broken.write_bytes(whole.read_bytes() + more)
     again = _cli(tmp_path, str(first), str(broken), *args)
     assert again.returncode == 0, again
     (tmp_path / "fresh.toml").write_text('[storage]\npath = "fresh.db"\n')
