@@ -451,6 +451,21 @@ def test_a_truncated_or_corrupt_gzip_ends_the_import_keeping_what_was_read(
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+async def test_lines_read_counts_every_line_of_the_file(tmp_path: Path, workers: int) -> None:
+    """``lines read`` is the file's line count (``wc -l``): blank lines (before, between and after
+    the requests, CRLF ones too) were not counted, and a summary checked against the file looked
+    as though lines had gone missing."""
+    settings = make_settings(tmp_path)
+    body = COMBINED.replace("\n", "\n\n", 2) + "\n \r\n"
+    log = await asyncio.to_thread(write, tmp_path / "blank.log", "\n" + body + "\n\n")
+    total = (await asyncio.to_thread(log.read_bytes)).count(b"\n")
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert total == 8 + 7 and summary.lines == total
+    assert summary.events["touchpoints"] == 3 and sum(summary.skipped.values()) == 3  # as without
+    assert summary.read_to == ("blank.log", 11)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_a_line_of_megabytes_is_skipped_unread(tmp_path: Path, workers: int) -> None:
     """A line longer than any logged request (a log with no line ends, a binary file, here a
     request line of 3 MiB, first and in the middle) is skipped with its reason and never held
