@@ -185,6 +185,8 @@ async def _account(
         summary.skip(name, skip.number, skip.reason)
     events, erased = writer.erased.keep(events)
     summary.erased += erased
+    events, expired = writer.expired(events)
+    summary.expired += expired
     counts = summary.events
     for event in events:
         counts[event.table] += 1

@@ -466,6 +466,44 @@ async def test_lines_read_counts_every_line_of_the_file(tmp_path: Path, workers:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+async def test_history_older_than_retention_is_left_out(tmp_path: Path, workers: int) -> None:
+    """With ``privacy.retention_days``, a backfill of older history was stored, counted as new,
+    and deleted by the next daily purge (synced to the central store meanwhile). It is left
+    out and counted; what is inside the retention period is imported as ever."""
+    from datetime import timedelta
+
+    from gateway.events import iso
+    from storage.retention import cutoff, purge_local
+
+    settings = make_settings(tmp_path, "[privacy]\nretention_days = 30\n")
+    recent = datetime.now(UTC) - timedelta(days=29)
+    stamp = recent.strftime("%d/%b/%Y:%H:%M:%S +0000")
+    text = "\n".join(
+        [
+            *COMBINED.splitlines(),  # March 2025: 3 touchpoints, past retention
+            f'203.0.113.5 - - [{stamp}] "GET /?utm_source=news HTTP/1.1" 200 10 "-" "{UA}"',
+        ]
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    for dry_run in (True, False):
+        summary = await run_import(
+            settings, [log], "combined", host="shop.example", workers=workers, dry_run=dry_run
+        )
+        assert (summary.events["touchpoints"], summary.expired) == (1, 3)
+        assert (
+            "expired:              3   (older than privacy.retention_days = 30: not stored"
+            in summary.render()
+        )
+    assert summary.new_rows == {"touchpoints": 1, "identities": 0, "conversions": 0}
+    assert await query(settings, "SELECT ts FROM touchpoints") == [(iso(recent.replace(microsecond=0)),)]
+    purged = await purge_local(settings.store_path, cutoff(datetime.now(UTC), 30))
+    assert purged["touchpoints"] == 0
+    # Without retention, all of it, as before.
+    again = await run_import(make_settings(tmp_path), [log], "combined", host="shop.example", workers=workers)
+    assert again.expired == 0 and again.new_rows == {"touchpoints": 3, "identities": 0, "conversions": 0}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_a_line_of_megabytes_is_skipped_unread(tmp_path: Path, workers: int) -> None:
     """A line longer than any logged request (a log with no line ends, a binary file, here a
     request line of 3 MiB, first and in the middle) is skipped with its reason and never held
