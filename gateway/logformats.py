@@ -48,7 +48,7 @@ NESTED = "JSON nested too deeply to read"
 _Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _LINE = rf"(\S+) \S+ \S+ \[([^\]]+)\] {_Q} (\d{{3}}) \S+(?: {_Q} {_Q})?(.*)"
 _COMBINED = re.compile(rf"(){_LINE}", re.DOTALL)
-_VHOST = re.compile(rf"([\w.:\[\]-]+) {_LINE}", re.DOTALL)
+_VHOST = re.compile(rf"((?:[\w-]+\.)*[\w-]+(?::\d+)?|\[[0-9A-Fa-f:.]+\](?::\d+)?) {_LINE}", re.DOTALL)
 """A combined line after the virtual host (Apache's ``vhost_combined``: ``%v:%p``, or ``%{Host}i``,
 nginx ``$host``), tried when the line is not a plain one. Both: host (empty without), client, time,
 request, status, referer, agent, extra."""

@@ -81,6 +81,16 @@ def test_combined_lines_after_the_virtual_host(raw: str, expected: tuple[str, ..
     assert (line.host, line.ip, line.target, line.user_agent) == expected
 
 
+def test_only_a_host_is_read_as_the_virtual_host() -> None:
+    """A syslog tag or other prefix is not a host: such a line is not read as a combined one
+    (its same-site referrers would otherwise all look external)."""
+    for prefix in ("nginx:", "web1 nginx:", "[error]", "a/b"):
+        raw = f'{prefix} 1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "UA"'
+        assert parse(1, raw.encode()) == [Skip(1, "not a combined-log line")], prefix
+    [line] = parse(1, b'[2001:db8::1]:8443 1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5')
+    assert isinstance(line, Line) and line.host == "[2001:db8::1]:8443"
+
+
 @pytest.mark.parametrize(
     ("request_line", "expected"),
     [
