@@ -11,9 +11,12 @@ per-format parsers are ``gateway.logformats``.
 
 from __future__ import annotations
 
+import bz2
+import errno
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import select
@@ -24,6 +27,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+"""What reading a file can raise when it breaks (a decompressor's own errors among them)."""
+ZSTD = "compressed with zstd, which is not read here: decompress it first, as in {} | gateway import - …"
 CHUNK = 4096
 """Lines parsed per call (one thread hop each)."""
 CHUNK_BYTES = 32 << 20
@@ -97,13 +103,13 @@ def input_name(source: Input) -> str:
 
 class _Counted(io.RawIOBase):
     """A stream that cannot seek, as the raw layer of a buffered reader: its ``tell`` is the
-    bytes read from it so far, and its first reads return at least two bytes unless the stream
-    ends (enough to tell gzip by its magic)."""
+    bytes read from it so far, and its first reads return at least six bytes unless the stream
+    ends (enough to tell a compressed one by its magic)."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._head = b""
-        while len(self._head) < 2 and (more := self._wait_read(2 - len(self._head))):
+        while len(self._head) < 6 and (more := self._wait_read(6 - len(self._head))):
             self._head += more
         self._read = 0
 
@@ -142,15 +148,35 @@ def open_input(source: Input) -> io.BufferedReader:
     return io.BufferedReader(_Counted(source))
 
 
+def _decompressed(raw: io.BufferedReader, source: Input) -> BinaryIO:
+    """``raw`` read through its decompressor, told by its magic bytes whatever its name (gzip,
+    bzip2, xz: the ``compresscmd`` logrotate offers); as it is when none. A zstd file is refused
+    (OSError) rather than read as lines of binary garbage."""
+    head = raw.peek(6)[:6]
+    if head[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    if head[:3] == b"BZh" and head[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"):
+        return bz2.BZ2File(raw)  # type: ignore[return-value]
+    if head == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(raw)  # type: ignore[return-value]
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        how = f"zstdcat {source}" if isinstance(source, Path) else "… | zstd -dc"
+        raise OSError(errno.EINVAL, ZSTD.format(how))
+    return raw
+
+
 class History:
     """An open history file (or stream): compressed or not, read in chunks of parsed items."""
 
     def __init__(self, source: Input, parse: Callable[[int, bytes], list[Item]]) -> None:
         self._owned = isinstance(source, Path)
         self._raw = open_input(source)
-        self._stream: BinaryIO = self._raw
-        if self._raw.peek(2)[:2] == b"\x1f\x8b":
-            self._stream = gzip.GzipFile(fileobj=self._raw)  # type: ignore[assignment]
+        try:
+            self._stream: BinaryIO = _decompressed(self._raw, source)
+        except OSError:
+            if self._owned:
+                self._raw.close()
+            raise
         self._parse = parse
         self._number = 0
         # A byte order mark (Windows tools write one) is not part of the first line, which then
@@ -202,7 +228,7 @@ class History:
             else:
                 try:
                     raw, whole = self._readline()
-                except (OSError, EOFError, zlib.error) as err:  # a truncated or corrupt gzip member
+                except READ_ERRORS as err:  # a truncated or corrupt compressed member
                     if not self._shrunk():
                         # Broken (cut short on disk, corrupt): the lines read before the break
                         # go in, then the import ends here, naming the file (exit 1).

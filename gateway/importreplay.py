@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -20,14 +19,11 @@ from concurrent.futures import Future
 from addons.stitching import RecentPairs
 from gateway.backfill import Replayer, Summary, replay_items
 from gateway.events import Binding, Event
-from gateway.history import Input, Item, Skip, input_name
+from gateway.history import READ_ERRORS, Input, Item, Skip, input_name
 from gateway.importread import Source, off_loop
 from gateway.importreport import Progress
 from gateway.importworkers import WorkerPool
 from gateway.importwrite import Writer
-
-READ_ERRORS = (OSError, EOFError, zlib.error)
-"""What reading a file can raise when it breaks (gzip's own errors among them)."""
 
 
 async def import_file(

@@ -132,6 +132,37 @@ async def test_a_vhost_combined_log_knows_each_lines_site(tmp_path: Path) -> Non
     assert got == [("/c", "shop.example"), ("/e", "www.bing.com")]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_bzip2_and_xz_logs_are_read_and_a_zstd_one_is_refused(tmp_path: Path, workers: int) -> None:
+    """logrotate compresses with gzip unless told otherwise (``compresscmd``): a log rotated with
+    bzip2 or xz was read as lines of binary garbage, all skipped, exit 0. They are read (the same
+    events as the plain log: nothing twice), from a file or a stream; zstd is refused, named."""
+    import bz2
+    import lzma
+
+    settings = make_settings(tmp_path)
+    plain = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    first = await run_import(settings, [plain], "combined", host="shop.example")
+    data = await asyncio.to_thread(plain.read_bytes)
+    for name, packed in (("access.log.1.bz2", bz2.compress(data)), ("access.log.2.xz", lzma.compress(data))):
+        path = tmp_path / name
+        await asyncio.to_thread(path.write_bytes, packed)
+        for source in (path, io.BytesIO(packed)):
+            got = await run_import(settings, [source], "combined", host="shop.example", workers=workers)
+            assert (got.lines, got.events, got.skipped) == (first.lines, first.events, first.skipped)
+            assert got.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+    zstd = tmp_path / "access.log.3.zst"
+    await asyncio.to_thread(zstd.write_bytes, bytes.fromhex("28b52ffd") + b"\x00" * 16)
+    await asyncio.to_thread((tmp_path / "gw.toml").write_text, '[storage]\npath = "gw.db"\n')
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", str(workers))
+    done = await asyncio.to_thread(_cli, tmp_path, zstd.name, *args)
+    assert done.returncode == 1
+    assert done.stderr.endswith(
+        f"gateway import: cannot read {zstd.name}: compressed with zstd, which is not read here: decompress"
+        f" it first, as in zstdcat {zstd.name} | gateway import - …; nothing was imported\n"
+    ), done.stderr
+
+
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"  # noqa: E501
 
 
