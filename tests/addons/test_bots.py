@@ -436,6 +436,11 @@ def test_inhuman_cadence() -> None:
     assert inhuman([0.0, 0.3, 0.6, 0.8, 0.95])  # five pages in a second
     assert inhuman([0.0, 10.0, 20.0, 30.0, 40.0])  # a metronome
     assert not inhuman([0.0, 4.0, 19.0, 22.0, 61.0])
+    # Out of time order (a backfill of two servers' logs, one after the other): the same
+    # person. Their gaps, taken in file order, were negative, so "each under a second".
+    assert not inhuman([61.0, 22.0, 19.0, 4.0, 0.0])
+    assert not inhuman([19.0, 22.0, 61.0, 0.0, 4.0])
+    assert inhuman([0.8, 0.95, 0.0, 0.3, 0.6])
     assert not inhuman([0.0, 0.1, 0.2])
 
 
