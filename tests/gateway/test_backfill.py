@@ -704,6 +704,17 @@ def test_cli_refuses_a_url_for_host_and_a_worker_count_below_one(tmp_path: Path)
     assert done.returncode == 0, done.stderr
 
 
+def test_cli_imports_with_a_config_whose_admin_api_listens_publicly(tmp_path: Path) -> None:
+    """A production config may have admin.listen = "0.0.0.0:9090", allowed by `gateway run
+    --admin-public` behind a firewall. The import, which listens on nothing, refused it and
+    pointed to --admin-public, an option it does not take."""
+    log = write_log(tmp_path / "access.log", 10)
+    (tmp_path / "gw.toml").write_text('[admin]\nlisten = "0.0.0.0:9090"\n[storage]\npath = "gw.db"\n')
+    done = _cli(tmp_path, str(log), "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    assert done.returncode == 0, done.stderr
+    assert "10 lines read" in done.stdout
+
+
 def test_cli_names_a_file_gzip_cannot_read(tmp_path: Path) -> None:
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     (tmp_path / "method.log.gz").write_bytes(b"\x1f\x8b\x07\x00" + b"junk" * 8)
