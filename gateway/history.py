@@ -294,6 +294,19 @@ _MONTHS = {
 _CLF_TIME = re.compile(r"(\d{2})/(\w{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def in_range(ts: datetime) -> datetime | None:
+    """``ts``, when it can be an event's time: from 1970 on (event IDs hold Unix milliseconds: an
+    earlier one would sort after every other) and one UTC can hold (``31/Dec/9999:23:59:59 -1200``
+    is in year 10000 there); None otherwise, as for a time that cannot be read."""
+    try:
+        return ts if ts.astimezone(UTC) >= EPOCH else None
+    except OverflowError:
+        return None
+
+
 def parse_clf_time(text: str, cache: dict[str, datetime]) -> datetime | None:
     """``10/Oct/2026:13:55:36 -0700`` → an aware datetime (cached: a second repeats many lines)."""
     ts = cache.get(text)
@@ -305,8 +318,10 @@ def parse_clf_time(text: str, cache: dict[str, datetime]) -> datetime | None:
     offset = timedelta(hours=int(m[8]), minutes=int(m[9])) * (-1 if m[7] == "-" else 1)
     try:
         ts = datetime(int(m[3]), _MONTHS[m[2]], int(m[1]), int(m[4]), int(m[5]), int(m[6]))
-        ts = ts.replace(tzinfo=timezone(offset))
+        ts = in_range(ts.replace(tzinfo=timezone(offset)))
     except ValueError:
+        return None
+    if ts is None:
         return None
     if len(cache) > 10_000:
         cache.clear()
@@ -321,7 +336,7 @@ def parse_any_time(value: Any, cache: dict[str, datetime]) -> datetime | None:
     try:
         if isinstance(value, int | float) or (isinstance(value, str) and value.replace(".", "", 1).isdigit()):
             seconds = float(value)
-            return datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+            return in_range(datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC))
         if not isinstance(value, str):
             return None
         if "/" in value:
@@ -329,4 +344,4 @@ def parse_any_time(value: Any, cache: dict[str, datetime]) -> datetime | None:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return in_range(ts if ts.tzinfo else ts.replace(tzinfo=UTC))

@@ -139,6 +139,26 @@ def test_times() -> None:
         assert parse_any_time(bad, cache) is None
 
 
+@pytest.mark.parametrize(
+    "text", ["31/Dec/9999:23:59:59 -1200", "01/Jan/0001:00:00:00 +0100", "31/Dec/1969:23:59:59 +0000"]
+)
+def test_a_time_no_event_can_have_is_unreadable(text: str) -> None:
+    """A time UTC cannot hold (year 10000 there, or before year 1) made the campaign addon raise
+    for that line: a traceback on stderr, and the line counted neither as read into a touchpoint
+    nor as skipped. One before 1970 got an event ID sorting after every other. All are skipped."""
+    raw = f'1.2.3.4 - - [{text}] "GET /?utm_source=x HTTP/1.1" 200 5 "-" "UA"'.encode()
+    assert parse(1, raw) == [Skip(1, f"unreadable time [{text}]")]
+    json_lines = json_parser("gw_vid", {})
+    iso_time = {"31/Dec/9999:23:59:59 -1200": "9999-12-31T23:59:59-12:00",
+                "01/Jan/0001:00:00:00 +0100": "0001-01-01T00:00:00+01:00",
+                "31/Dec/1969:23:59:59 +0000": "1969-12-31T23:59:59Z"}[text]  # fmt: skip
+    for value in (iso_time, f"[{text}]"):
+        doc = msgspec.json.encode({"time": value, "method": "GET", "uri": "/"})
+        assert json_lines(1, doc) == [Skip(1, "time: missing or unreadable at /time")]
+    assert parse_any_time(-1, {}) is None
+    assert parse_any_time(0, {}) == datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @given(st.binary(max_size=300))
 def test_no_line_makes_a_parser_raise(raw: bytes) -> None:
     for parser in (parse, json_parser("gw_vid", {}), segment_parser()):
