@@ -108,9 +108,14 @@ class VisitorState:
         if slot > self.slot:  # a new window: the current count becomes the previous one
             self.previous = self.hits if slot == self.slot + 1 else 0
             self.slot, self.hits = slot, 0
-        self.hits += 1
+        elif slot < self.slot - 1:  # back before both windows (a backfill out of time order)
+            self.slot, self.hits, self.previous = slot, 0, 0
+        if slot < self.slot:  # late, from the window before: counted there
+            self.previous += 1
+        else:
+            self.hits += 1
         elapsed = (now - self.slot * window) / window
-        return self.hits + self.previous * max(0.0, 1.0 - elapsed)
+        return self.hits + self.previous * min(1.0, max(0.0, 1.0 - elapsed))
 
 
 class Bots:

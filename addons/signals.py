@@ -128,10 +128,11 @@ def header_reasons(agent: Agent, headers: Mapping[str, str], scheme: str) -> lis
 
 
 def inhuman(times: list[float]) -> bool:
-    """``CADENCE`` page loads each under a second apart, or spaced like a metronome."""
+    """``CADENCE`` page loads each under a second apart, or spaced like a metronome. Judged in
+    time order: a backfill may replay a visitor's loads out of it (logs of two servers)."""
     if len(times) < CADENCE:
         return False
-    gaps = [b - a for a, b in itertools.pairwise(times)]
+    gaps = [b - a for a, b in itertools.pairwise(sorted(times))]
     mean = sum(gaps) / len(gaps)
     return max(gaps) < 1.0 or (mean < 120 and max(gaps) - min(gaps) < 0.02 * mean)
 

@@ -44,9 +44,14 @@ class WindowCounter:
             if slot > entry[0]:  # a new window: the current count becomes the previous one
                 entry[2] = entry[1] if slot == entry[0] + 1 else 0
                 entry[0], entry[1] = slot, 0
-        entry[1] += 1
+            elif slot < entry[0] - 1:  # back before both windows: a backfill replaying lines
+                entry[0], entry[1], entry[2] = slot, 0, 0  # out of time order starts afresh
+        if slot < entry[0]:  # late, from the window before: counted there
+            entry[2] += 1
+        else:
+            entry[1] += 1
         elapsed = (now - entry[0] * self.window) / self.window
-        return entry[1] + entry[2] * max(0.0, 1.0 - elapsed)
+        return entry[1] + entry[2] * min(1.0, max(0.0, 1.0 - elapsed))
 
 
 class DistinctSources:
@@ -66,11 +71,12 @@ class DistinctSources:
     def add(self, key: Hashable, source: Hashable, now: float) -> int:
         """Note ``source`` for ``key``; how many distinct sources the key has (at most ``cap``).
 
-        A key's set starts afresh once a whole window has passed since it started.
+        A key's set starts afresh once a whole window has passed since it started, or when time
+        goes back before the window before it (a backfill replaying lines out of time order).
         """
         slot = int(now // self.window)
         entry = self._keys.get(key)
-        if entry is None or slot > entry[0] + 1:
+        if entry is None or not entry[0] - 1 <= slot <= entry[0] + 1:  # or back, out of time order
             entry = self._keys[key] = (slot, set())
             if len(self._keys) > self.max_keys:
                 self._keys.popitem(last=False)

@@ -67,6 +67,9 @@ class Summary:
     """Every file was read to its end (a stop that came later found nothing left to read)."""
     erased: int = 0
     """Events left out: about a user erased after their date (or a visitor erased with one)."""
+    expired: int = 0
+    """Events left out: older than ``privacy.retention_days``."""
+    retention_days: int = 0
     unreadable: OSError | None = None
     """The file that could not be read part way (corrupt, cut short, gone), which ended the
     import there: what was read before it is written all the same."""
@@ -91,6 +94,11 @@ class Summary:
             out.append(line)
         if self.erased:
             out.append(f"  {'erased:':13}{self.erased:>10,}   (of users erased since: not stored again)")
+        if self.expired:
+            out.append(
+                f"  {'expired:':13}{self.expired:>10,}   (older than privacy.retention_days ="
+                f" {self.retention_days}: not stored, a purge would delete them)"
+            )
         out.append(f"  {'skipped:':13}{sum(self.skipped.values()):>10,}")
         for reason, count in self.skipped.most_common():
             out.append(f"    {count:>8,}  {reason}")

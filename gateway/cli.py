@@ -595,7 +595,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from gateway.importcmd import import_command  # the readers and the progress bar: this command only
 
     try:
-        settings = load_settings(args.config)
+        # An import listens on nothing: where the admin API would listen is not its concern (the
+        # production config, whose public admin.listen `run --admin-public` allows, imports too).
+        settings = load_settings(args.config, admin_public=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
     code = import_command(settings, args)

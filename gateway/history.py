@@ -11,18 +11,25 @@ per-format parsers are ``gateway.logformats``.
 
 from __future__ import annotations
 
+import bz2
+import errno
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import select
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+"""What reading a file can raise when it breaks (a decompressor's own errors among them)."""
+ZSTD = "compressed with zstd, which is not read here: decompress it first, as in {} | gateway import - …"
 CHUNK = 4096
 """Lines parsed per call (one thread hop each)."""
 CHUNK_BYTES = 32 << 20
@@ -96,13 +103,13 @@ def input_name(source: Input) -> str:
 
 class _Counted(io.RawIOBase):
     """A stream that cannot seek, as the raw layer of a buffered reader: its ``tell`` is the
-    bytes read from it so far, and its first reads return at least two bytes unless the stream
-    ends (enough to tell gzip by its magic)."""
+    bytes read from it so far, and its first reads return at least six bytes unless the stream
+    ends (enough to tell a compressed one by its magic)."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._head = b""
-        while len(self._head) < 2 and (more := self._wait_read(2 - len(self._head))):
+        while len(self._head) < 6 and (more := self._wait_read(6 - len(self._head))):
             self._head += more
         self._read = 0
 
@@ -141,15 +148,35 @@ def open_input(source: Input) -> io.BufferedReader:
     return io.BufferedReader(_Counted(source))
 
 
+def _decompressed(raw: io.BufferedReader, source: Input) -> BinaryIO:
+    """``raw`` read through its decompressor, told by its magic bytes whatever its name (gzip,
+    bzip2, xz: the ``compresscmd`` logrotate offers); as it is when none. A zstd file is refused
+    (OSError) rather than read as lines of binary garbage."""
+    head = raw.peek(6)[:6]
+    if head[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    if head[:3] == b"BZh" and head[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"):
+        return bz2.BZ2File(raw)  # type: ignore[return-value]
+    if head == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(raw)  # type: ignore[return-value]
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        how = f"zstdcat {source}" if isinstance(source, Path) else "… | zstd -dc"
+        raise OSError(errno.EINVAL, ZSTD.format(how))
+    return raw
+
+
 class History:
     """An open history file (or stream): compressed or not, read in chunks of parsed items."""
 
     def __init__(self, source: Input, parse: Callable[[int, bytes], list[Item]]) -> None:
         self._owned = isinstance(source, Path)
         self._raw = open_input(source)
-        self._stream: BinaryIO = self._raw
-        if self._raw.peek(2)[:2] == b"\x1f\x8b":
-            self._stream = gzip.GzipFile(fileobj=self._raw)  # type: ignore[assignment]
+        try:
+            self._stream: BinaryIO = _decompressed(self._raw, source)
+        except OSError:
+            if self._owned:
+                self._raw.close()
+            raise
         self._parse = parse
         self._number = 0
         # A byte order mark (Windows tools write one) is not part of the first line, which then
@@ -162,6 +189,9 @@ class History:
         mark (the lines are the same)."""
         self._pending: tuple[bytes, bool] | None = (first, whole) if first else None
         self._ended = False
+        self._broken: BaseException | None = None
+        """What broke the reading (a truncated or corrupt gzip member), raised once the lines
+        read before it were returned."""
 
     @property
     def lines(self) -> int:
@@ -185,8 +215,11 @@ class History:
 
     def raw_lines(self) -> list[tuple[int, bytes] | Skip]:
         """The next ``CHUNK`` non-blank lines (fewer when they hold over ``CHUNK_BYTES``) as
-        (number, bytes), unparsed (an unreadable rest of the file, or a line over ``MAX_LINE``, is
-        a ``Skip``); empty at the end of the file."""
+        (number, bytes), unparsed (the rest of a file cut short as it was read, or a line over
+        ``MAX_LINE``, is a ``Skip``); empty at the end of the file. A file that breaks (a gzip
+        member cut short or corrupt) raises, once the lines read before the break were returned."""
+        if self._broken is not None:
+            raise self._broken
         out: list[tuple[int, bytes] | Skip] = []
         kept = 0
         while len(out) < CHUNK and kept < CHUNK_BYTES:
@@ -195,11 +228,17 @@ class History:
             else:
                 try:
                     raw, whole = self._readline()
-                except (OSError, EOFError) as err:  # a truncated or corrupt gzip member
+                except READ_ERRORS as err:  # a truncated or corrupt compressed member
+                    if not self._shrunk():
+                        # Broken (cut short on disk, corrupt): the lines read before the break
+                        # go in, then the import ends here, naming the file (exit 1).
+                        self._broken = err
+                        if out:
+                            break
+                        raise
                     self._number += 1
-                    out.append(Skip(self._number, SHRUNK if self._shrunk() else f"unreadable: {err}"))
+                    out.append(Skip(self._number, SHRUNK))
                     self._stream = io.BytesIO()
-                    self._ended = True
                     break
             if not raw:
                 if self._shrunk():
@@ -255,6 +294,19 @@ _MONTHS = {
 _CLF_TIME = re.compile(r"(\d{2})/(\w{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def in_range(ts: datetime) -> datetime | None:
+    """``ts``, when it can be an event's time: from 1970 on (event IDs hold Unix milliseconds: an
+    earlier one would sort after every other) and one UTC can hold (``31/Dec/9999:23:59:59 -1200``
+    is in year 10000 there); None otherwise, as for a time that cannot be read."""
+    try:
+        return ts if ts.astimezone(UTC) >= EPOCH else None
+    except OverflowError:
+        return None
+
+
 def parse_clf_time(text: str, cache: dict[str, datetime]) -> datetime | None:
     """``10/Oct/2026:13:55:36 -0700`` → an aware datetime (cached: a second repeats many lines)."""
     ts = cache.get(text)
@@ -266,8 +318,10 @@ def parse_clf_time(text: str, cache: dict[str, datetime]) -> datetime | None:
     offset = timedelta(hours=int(m[8]), minutes=int(m[9])) * (-1 if m[7] == "-" else 1)
     try:
         ts = datetime(int(m[3]), _MONTHS[m[2]], int(m[1]), int(m[4]), int(m[5]), int(m[6]))
-        ts = ts.replace(tzinfo=timezone(offset))
+        ts = in_range(ts.replace(tzinfo=timezone(offset)))
     except ValueError:
+        return None
+    if ts is None:
         return None
     if len(cache) > 10_000:
         cache.clear()
@@ -282,7 +336,7 @@ def parse_any_time(value: Any, cache: dict[str, datetime]) -> datetime | None:
     try:
         if isinstance(value, int | float) or (isinstance(value, str) and value.replace(".", "", 1).isdigit()):
             seconds = float(value)
-            return datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+            return in_range(datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC))
         if not isinstance(value, str):
             return None
         if "/" in value:
@@ -290,4 +344,4 @@ def parse_any_time(value: Any, cache: dict[str, datetime]) -> datetime | None:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return in_range(ts if ts.tzinfo else ts.replace(tzinfo=UTC))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -20,14 +19,11 @@ from concurrent.futures import Future
 from addons.stitching import RecentPairs
 from gateway.backfill import Replayer, Summary, replay_items
 from gateway.events import Binding, Event
-from gateway.history import Input, Item, Skip, input_name
+from gateway.history import READ_ERRORS, Input, Item, Skip, input_name
 from gateway.importread import Source, off_loop
 from gateway.importreport import Progress
 from gateway.importworkers import WorkerPool
 from gateway.importwrite import Writer
-
-READ_ERRORS = (OSError, EOFError, zlib.error)
-"""What reading a file can raise when it breaks (gzip's own errors among them)."""
 
 
 async def import_file(
@@ -69,12 +65,21 @@ async def _replay_source(
     progress: Progress,
 ) -> None:
     """In this process: read and parse a chunk in a worker thread, replay it here."""
+    done = 0
     while (step := await off_loop(source.next, source.stream)) is not None:
         chunk, position = step
         events, skips = await replay_items(replayer, chunk, source.identity)
-        lines = len({item.number for item in chunk})
-        await _account(name, source.stream, summary, writer, events, skips, lines, chunk[-1].number)
+        last = chunk[-1].number
+        await _account(name, source.stream, summary, writer, events, skips, last - done, last)
+        done = last
         progress.update(summary.lines, position)
+    summary.lines += _blank_tail(source, done)
+
+
+def _blank_tail(source: Source, done: int) -> int:
+    """The blank lines read after a file's last line that is not (counted as read, as the blank
+    lines between its lines are: ``lines read`` is ``wc -l``'s count)."""
+    return source.history.lines - done if source.history is not None else 0
 
 
 def first_bindings(events: list[Event], recent: RecentPairs) -> list[Event]:
@@ -95,13 +100,17 @@ async def _replay_pooled(
     """On every core: read a chunk here (in a thread), parse and replay it in a worker process;
     results are taken in file order, a few chunks ahead."""
 
+    read = 0
+
     def read_and_submit() -> tuple[Future[tuple[list[Event], list[Skip]]], int, int, int] | None:
+        nonlocal read
         lines, position = source.raw_lines()
         if not lines:
             return None
         last = lines[-1]
         number = last.number if isinstance(last, Skip) else last[0]
-        return pool.submit(lines, source.identity), len(lines), number, position
+        count, read = number - read, number  # blank lines among them included
+        return pool.submit(lines, source.identity), count, number, position
 
     pending: deque[tuple[Future[tuple[list[Event], list[Skip]]], int, int, int]] = deque()
 
@@ -131,6 +140,7 @@ async def _replay_pooled(
                 await collect()
         while pending:
             await collect()
+        summary.lines += _blank_tail(source, read)
     except asyncio.CancelledError:
         if not summary.interrupted:
             raise
@@ -171,6 +181,8 @@ async def _account(
         summary.skip(name, skip.number, skip.reason)
     events, erased = writer.erased.keep(events)
     summary.erased += erased
+    events, expired = writer.expired(events)
+    summary.expired += expired
     counts = summary.events
     for event in events:
         counts[event.table] += 1

@@ -13,11 +13,13 @@ import asyncio
 import importlib.util
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import msgspec
 
 from gateway.backfill import Replayer, Summary
 from gateway.config import Settings
+from gateway.events import iso
 from gateway.history import Input
 from gateway.importread import input_sizes
 from gateway.importreplay import import_file
@@ -30,6 +32,7 @@ from gateway.metrics import Metrics
 from gateway.progress import progress_bar
 from storage.erased import Erased
 from storage.local import LocalStore
+from storage.retention import cutoff
 
 
 class UsageError(Exception):
@@ -102,7 +105,8 @@ async def run_import(
             started = time.perf_counter()
             shown = Progress(bar, started)
             erased = await asyncio.to_thread(Erased.read, settings.store_path) if store is not None else None
-            writer = Writer(store, erased)
+            days = summary.retention_days = settings.options.privacy.retention_days
+            writer = Writer(store, erased, iso(cutoff(datetime.now(UTC), days)) if days else "")
             for path, size in zip(paths, sizes, strict=True):
                 summary.files += 1
                 before_it = summary.read_to

@@ -3,7 +3,8 @@
 Owns the batching of events into ``LocalStore`` submits (``BATCH`` events a
 transaction, at most ``IN_FLIGHT`` queued: the next batch is built while the
 last one commits), leaving out the rows of erased users dated before their
-erasure (``storage.erased``: an old log would bring them back), and the row
+erasure (``storage.erased``: an old log would bring them back) and the rows older
+than ``privacy.retention_days`` (the next purge would delete them), and the row
 counts before and after an import (a re-import gains none). Blocking:
 ``count_rows`` is called off the event loop.
 """
@@ -34,11 +35,22 @@ def count_rows(path: Path) -> dict[str, int]:
 class Writer:
     """Events → the store in batches of ``BATCH``, at most ``IN_FLIGHT`` queued (None: dry run)."""
 
-    def __init__(self, store: LocalStore | None, erased: Erased | None = None) -> None:
+    def __init__(self, store: LocalStore | None, erased: Erased | None = None, before: str = "") -> None:
         self.store = store
         self.erased = erased or Erased({})
+        self.before = before
+        """Rows dated before this (UTC text, as events hold it) are past ``privacy.retention_days``
+        (empty: it is 0, keep forever)."""
         self.pending: list[Event] = []
         self.inflight: list[asyncio.Future[None]] = []
+
+    def expired(self, events: list[Event]) -> tuple[list[Event], int]:
+        """``events`` less those past retention, which a purge would delete within a day (the
+        gateway's daily one, or ``gateway purge``); how many were left out."""
+        if not self.before:
+            return events, 0
+        kept = [e for e in events if getattr(e, "ts", self.before) >= self.before]
+        return kept, len(events) - len(kept)
 
     async def add(self, events: list[Event]) -> None:
         self.pending.extend(events)

@@ -46,7 +46,12 @@ NESTED = "JSON nested too deeply to read"
 # -- combined -------------------------------------------------------------------------------
 
 _Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
-_COMBINED = re.compile(rf"(\S+) \S+ \S+ \[([^\]]+)\] {_Q} (\d{{3}}) \S+(?: {_Q} {_Q})?(.*)", re.DOTALL)
+_LINE = rf"(\S+) \S+ \S+ \[([^\]]+)\] {_Q} (\d{{3}}) \S+(?: {_Q} {_Q})?(.*)"
+_COMBINED = re.compile(rf"(){_LINE}", re.DOTALL)
+_VHOST = re.compile(rf"((?:[\w-]+\.)*[\w-]+(?::\d+)?|\[[0-9A-Fa-f:.]+\](?::\d+)?) {_LINE}", re.DOTALL)
+"""A combined line after the virtual host (Apache's ``vhost_combined``: ``%v:%p``, or ``%{Host}i``,
+nginx ``$host``), tried when the line is not a plain one. Both: host (empty without), client, time,
+request, status, referer, agent, extra."""
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
 _SIGNED = re.compile(r"v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}")
 
@@ -91,27 +96,29 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
     times: dict[str, datetime] = {}
 
     def parse(number: int, raw: bytes) -> list[Item]:
-        m = _COMBINED.fullmatch(raw.decode("utf-8", "replace"))
+        text = raw.decode("utf-8", "replace")
+        m = _COMBINED.fullmatch(text) or _VHOST.fullmatch(text)
         if m is None:
             return [Skip(number, "not a combined-log line")]
-        ts = parse_clf_time(m[2], times)
+        ts = parse_clf_time(m[3], times)
         if ts is None:
-            return [Skip(number, f"unreadable time [{m[2][:40]}]")]
-        request = split_request(_unescape(m[3]))
+            return [Skip(number, f"unreadable time [{m[3][:40]}]")]
+        request = split_request(_unescape(m[4]))
         if isinstance(request, str):
             return [Skip(number, request)]
-        referer, agent, extra = m[5] or "", m[6] or "", m[7]
+        host, referer, agent, extra = m[1] or "", m[6] or "", m[7] or "", m[8]
         return [
             Line(
                 number,
                 ts,
                 request[0],
                 request[1],
-                int(m[4]),
+                int(m[5]),
                 raw,
+                host="" if host == "-" else host,
                 referer="" if referer == "-" else _unescape(referer),
                 user_agent="" if agent == "-" else _unescape(agent),
-                ip=m[1],
+                ip=m[2],
                 cookie=logged_cookie(extra, cookie_name) if extra else "",
             )
         ]
@@ -131,6 +138,9 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
     def text(doc: Any, name: str) -> str:
         tokens = pointers.get(name)
         value = MISSING if tokens is None else resolve(doc, tokens)
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            # A header logged as the list of its values (Caddy: "User-Agent": ["Mozilla/5.0 …"])
+            value = ("; " if name == "cookie" else ", ").join(value)
         if value is MISSING or value is None or isinstance(value, dict | list) or value == "-":
             return ""
         return str(value)

@@ -348,6 +348,28 @@ def test_window_counter_slides() -> None:
     assert counter.hit("k", 1399) == 1  # two windows on: nothing carried over
 
 
+def test_window_counters_going_back_in_time_count_what_is_there() -> None:
+    """A backfill replays lines in file order: two servers' logs one after the other go back in
+    time. A key's late events were counted into its newest window and weighted by how far back
+    they were (forty windows back: the previous window's count times forty), so an office's
+    twenty page loads an hour on the second server all scored ``ip_velocity``. Going back past
+    both windows starts the key afresh; a little late (the window before) counts there."""
+    counter = WindowCounter(window=100, max_keys=10)
+    for hour in range(40):
+        for i in range(20):
+            assert counter.hit("ip", hour * 100 + i * 5) <= 40
+    for hour in range(40):  # the second log, from the start again
+        for i in range(20):
+            assert counter.hit("ip", hour * 100 + i * 5 + 1) <= 40
+    late = WindowCounter(window=100, max_keys=10)
+    assert [late.hit("k", t) for t in (150.0, 160.0, 99.0, 170.0)] == pytest.approx([1, 2, 3, 3 + 1 * 0.3])
+    sources = DistinctSources(window=100, max_keys=10, cap=100)
+    added = [
+        sources.add("gclid", ip, t) for ip, t in (("a", 5000.0), ("b", 5001.0), ("c", 4950.0), ("d", 10.0))
+    ]
+    assert added == [1, 2, 3, 1]  # the window before: the same set; days back: afresh
+
+
 async def test_click_id_reused_from_many_ips_is_flagged() -> None:
     pipe = pipeline()
     reasons = []
@@ -436,6 +458,11 @@ def test_inhuman_cadence() -> None:
     assert inhuman([0.0, 0.3, 0.6, 0.8, 0.95])  # five pages in a second
     assert inhuman([0.0, 10.0, 20.0, 30.0, 40.0])  # a metronome
     assert not inhuman([0.0, 4.0, 19.0, 22.0, 61.0])
+    # Out of time order (a backfill of two servers' logs, one after the other): the same
+    # person. Their gaps, taken in file order, were negative, so "each under a second".
+    assert not inhuman([61.0, 22.0, 19.0, 4.0, 0.0])
+    assert not inhuman([19.0, 22.0, 61.0, 0.0, 4.0])
+    assert inhuman([0.8, 0.95, 0.0, 0.3, 0.6])
     assert not inhuman([0.0, 0.1, 0.2])
 
 
@@ -512,6 +539,15 @@ def test_a_visitors_window_counts_as_a_window_counter_does(times: list[float]) -
     state = VisitorState(True, int(times[0] // 3600))
     for now in times:
         assert state.hit(now, 3600.0) == counter.hit("visitor", now)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=20_000, allow_nan=False), min_size=1, max_size=60))
+def test_a_window_counts_at_most_every_event_whatever_their_order(times: list[float]) -> None:
+    """Out of time order (a backfill), the estimate still never exceeds the events counted."""
+    counter = WindowCounter(window=3600, max_keys=4)
+    for n, now in enumerate(times, 1):
+        assert counter.hit("k", now) <= n
 
 
 async def test_visitor_velocity_expires_with_its_window() -> None:

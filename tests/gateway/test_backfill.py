@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +108,59 @@ async def test_reimport_adds_nothing_even_renamed_or_compressed(tmp_path: Path) 
     third = await run_import(settings, [rotated], "combined", host="shop.example")
     assert third.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
     assert await query(settings, "SELECT count(*) FROM touchpoints") == [(3,)]
+
+
+async def test_a_vhost_combined_log_knows_each_lines_site(tmp_path: Path) -> None:
+    """Apache's vhost_combined (``%v:%p`` first) and ``%{Host}i``-first logs: every line was
+    skipped as not a combined-log line. Each line's own host now says which referrers are
+    same-site (the port ignored, as live); a line logged without one (``-``) takes --host."""
+    settings = make_settings(tmp_path)
+    pre = "203.0.113.9 - - [01/Mar/2025:10:00:0"
+    text = "\n".join(
+        [
+            f'shop.example:443 {pre}0 +0000] "GET /a HTTP/1.1" 200 9 "https://shop.example/" "{UA}"',
+            f'blog.example {pre}1 +0000] "GET /b HTTP/1.1" 200 9 "https://blog.example/x" "{UA}"',
+            f'blog.example {pre}2 +0000] "GET /c HTTP/1.1" 200 9 "https://shop.example/" "{UA}"',
+            f'- {pre}3 +0000] "GET /d HTTP/1.1" 200 9 "https://shop.example/" "{UA}"',
+            f'- {pre}4 +0000] "GET /e HTTP/1.1" 200 9 "https://www.bing.com/" "{UA}"',
+        ]
+    )
+    log = await asyncio.to_thread(write, tmp_path / "other_vhosts_access.log", text)
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert summary.skipped == {}
+    got = await query(settings, "SELECT landing_path, referrer_host FROM touchpoints ORDER BY ts")
+    assert got == [("/c", "shop.example"), ("/e", "www.bing.com")]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_bzip2_and_xz_logs_are_read_and_a_zstd_one_is_refused(tmp_path: Path, workers: int) -> None:
+    """logrotate compresses with gzip unless told otherwise (``compresscmd``): a log rotated with
+    bzip2 or xz was read as lines of binary garbage, all skipped, exit 0. They are read (the same
+    events as the plain log: nothing twice), from a file or a stream; zstd is refused, named."""
+    import bz2
+    import lzma
+
+    settings = make_settings(tmp_path)
+    plain = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    first = await run_import(settings, [plain], "combined", host="shop.example")
+    data = await asyncio.to_thread(plain.read_bytes)
+    for name, packed in (("access.log.1.bz2", bz2.compress(data)), ("access.log.2.xz", lzma.compress(data))):
+        path = tmp_path / name
+        await asyncio.to_thread(path.write_bytes, packed)
+        for source in (path, io.BytesIO(packed)):
+            got = await run_import(settings, [source], "combined", host="shop.example", workers=workers)
+            assert (got.lines, got.events, got.skipped) == (first.lines, first.events, first.skipped)
+            assert got.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+    zstd = tmp_path / "access.log.3.zst"
+    await asyncio.to_thread(zstd.write_bytes, bytes.fromhex("28b52ffd") + b"\x00" * 16)
+    await asyncio.to_thread((tmp_path / "gw.toml").write_text, '[storage]\npath = "gw.db"\n')
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", str(workers))
+    done = await asyncio.to_thread(_cli, tmp_path, zstd.name, *args)
+    assert done.returncode == 1
+    assert done.stderr.endswith(
+        f"gateway import: cannot read {zstd.name}: compressed with zstd, which is not read here: decompress"
+        f" it first, as in zstdcat {zstd.name} | gateway import - …; nothing was imported\n"
+    ), done.stderr
 
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"  # noqa: E501
@@ -393,14 +447,91 @@ async def test_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mo
     assert f"import: {len(COMBINED)}B" in shown and "lines/s" in shown and "%" not in shown, shown
 
 
-async def test_a_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_truncated_or_corrupt_gzip_ends_the_import_keeping_what_was_read(
+    tmp_path: Path, workers: str
+) -> None:
+    """A gzip file cut short on disk (an incomplete copy) or whose check fails: it used to be one
+    skipped line and exit 0, where a broken block ended the import with exit 1, so cron never
+    heard of it. Both now end it as any file that breaks part way does: every line read before
+    the break is in the store, the file is named with gzip's reason, exit 1."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    whole = write_log(tmp_path / "whole.log.gz", 10_000, compress=True).read_bytes()
+    cut = whole[: len(whole) * 6 // 10]
+    readable = zlib.decompressobj(wbits=31).decompress(cut).count(b"\n")
+    bad_crc = whole[:-8] + bytes(b ^ 0xFF for b in whole[-8:-4]) + whole[-4:]
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--workers", workers)
+    for name, data, lines, reason in (
+        ("cut.log.gz", cut, readable, "Compressed file ended before the end-of-stream marker was reached"),
+        ("crc.log.gz", bad_crc, 10_000, "CRC check failed"),
+    ):
+        (tmp_path / name).write_bytes(data)
+        done = _cli(tmp_path, name, *args)
+        assert done.returncode == 1, done
+        assert "Traceback" not in done.stderr
+        assert f"1 file(s), {lines:,} lines read" in done.stdout, done.stdout
+        message = done.stderr.strip().splitlines()[-1]
+        assert message.startswith(f"gateway import: cannot read {name}: {reason}"), message
+        assert f"; its lines up to {lines:,} are in the store: once it can be read" in message, message
+        # The store has what one import of the file's readable lines gives.
+        (tmp_path / "fresh.toml").write_text(f'[storage]\npath = "{name}.db"\n')
+        (tmp_path / "head.log").write_bytes(b"".join(gzip.decompress(whole).splitlines(True)[:lines]))
+        assert _cli(tmp_path, "head.log", *args[:3], "fresh.toml", *args[4:]).returncode == 0
+        ids = "SELECT id FROM touchpoints ORDER BY id"
+        assert rows(tmp_path / "gw.db", ids) == rows(tmp_path / f"{name}.db", ids) != []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_lines_read_counts_every_line_of_the_file(tmp_path: Path, workers: int) -> None:
+    """``lines read`` is the file's line count (``wc -l``): blank lines (before, between and after
+    the requests, CRLF ones too) were not counted, and a summary checked against the file looked
+    as though lines had gone missing."""
     settings = make_settings(tmp_path)
-    data = gzip.compress((COMBINED + "\n").encode() * 200)
-    log = tmp_path / "cut.log.gz"
-    await asyncio.to_thread(log.write_bytes, data[: len(data) // 2])
-    summary = await run_import(settings, [log], "combined", host="shop.example")
-    assert summary.events["touchpoints"] > 0
-    assert any(reason.startswith("unreadable:") for reason in summary.skipped)
+    body = COMBINED.replace("\n", "\n\n", 2) + "\n \r\n"
+    log = await asyncio.to_thread(write, tmp_path / "blank.log", "\n" + body + "\n\n")
+    total = (await asyncio.to_thread(log.read_bytes)).count(b"\n")
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert total == 8 + 7 and summary.lines == total
+    assert summary.events["touchpoints"] == 3 and sum(summary.skipped.values()) == 3  # as without
+    assert summary.read_to == ("blank.log", 11)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_history_older_than_retention_is_left_out(tmp_path: Path, workers: int) -> None:
+    """With ``privacy.retention_days``, a backfill of older history was stored, counted as new,
+    and deleted by the next daily purge (synced to the central store meanwhile). It is left
+    out and counted; what is inside the retention period is imported as ever."""
+    from datetime import timedelta
+
+    from gateway.events import iso
+    from storage.retention import cutoff, purge_local
+
+    settings = make_settings(tmp_path, "[privacy]\nretention_days = 30\n")
+    recent = datetime.now(UTC) - timedelta(days=29)
+    stamp = recent.strftime("%d/%b/%Y:%H:%M:%S +0000")
+    text = "\n".join(
+        [
+            *COMBINED.splitlines(),  # March 2025: 3 touchpoints, past retention
+            f'203.0.113.5 - - [{stamp}] "GET /?utm_source=news HTTP/1.1" 200 10 "-" "{UA}"',
+        ]
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    for dry_run in (True, False):
+        summary = await run_import(
+            settings, [log], "combined", host="shop.example", workers=workers, dry_run=dry_run
+        )
+        assert (summary.events["touchpoints"], summary.expired) == (1, 3)
+        assert (
+            "expired:              3   (older than privacy.retention_days = 30: not stored"
+            in summary.render()
+        )
+    assert summary.new_rows == {"touchpoints": 1, "identities": 0, "conversions": 0}
+    assert await query(settings, "SELECT ts FROM touchpoints") == [(iso(recent.replace(microsecond=0)),)]
+    purged = await purge_local(settings.store_path, cutoff(datetime.now(UTC), 30))
+    assert purged["touchpoints"] == 0
+    # Without retention, all of it, as before.
+    again = await run_import(make_settings(tmp_path), [log], "combined", host="shop.example", workers=workers)
+    assert again.expired == 0 and again.new_rows == {"touchpoints": 3, "identities": 0, "conversions": 0}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -573,6 +704,17 @@ def test_cli_refuses_a_url_for_host_and_a_worker_count_below_one(tmp_path: Path)
     assert done.returncode == 0, done.stderr
 
 
+def test_cli_imports_with_a_config_whose_admin_api_listens_publicly(tmp_path: Path) -> None:
+    """A production config may have admin.listen = "0.0.0.0:9090", allowed by `gateway run
+    --admin-public` behind a firewall. The import, which listens on nothing, refused it and
+    pointed to --admin-public, an option it does not take."""
+    log = write_log(tmp_path / "access.log", 10)
+    (tmp_path / "gw.toml").write_text('[admin]\nlisten = "0.0.0.0:9090"\n[storage]\npath = "gw.db"\n')
+    done = _cli(tmp_path, str(log), "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    assert done.returncode == 0, done.stderr
+    assert "10 lines read" in done.stdout
+
+
 def test_cli_names_a_file_gzip_cannot_read(tmp_path: Path) -> None:
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     (tmp_path / "method.log.gz").write_bytes(b"\x1f\x8b\x07\x00" + b"junk" * 8)
@@ -593,31 +735,32 @@ def test_cli_names_a_file_gzip_cannot_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_file_unreadable_part_way_keeps_what_was_read_before_it(tmp_path: Path, workers: str) -> None:
     """A good log, then one whose gzip breaks after 10,000 lines (a second member that is not
-    gzip): the import ends at the break, exit 1, having replayed the chunks read whole before it
-    (2 of 4,096 lines). It used to print no summary and leave the
-    events of the last batch read unwritten; now it writes everything read before the break,
-    prints the summary and says how far the store has the files."""
+    gzip, before a third that is): the import ends at the break, exit 1, having replayed every
+    line before it (until 2026-12-03 only the chunks of 4,096 lines read whole). It used to print
+    no summary and leave the events of the last batch read unwritten; now it writes everything
+    read before the break, prints the summary and says how far the store has the files."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     first = write_log(tmp_path / "first.log", 500)
     broken = tmp_path / "broken.log.gz"
     whole = write_log(tmp_path / "whole.log.gz", 10_000, compress=True)
-    broken.write_bytes(whole.read_bytes() + b"\x1f\x8b\x08\x00" + b"junk" * 64)
+    more = write_log(tmp_path / "more.log.gz", 2_000, compress=True, seed=2).read_bytes()
+    broken.write_bytes(whole.read_bytes() + b"\x1f\x8b\x08\x00" + b"junk" * 64 + more)
     args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--workers", workers)
     done = _cli(tmp_path, str(first), str(broken), *args)
     assert done.returncode == 1, done
     assert "Traceback" not in done.stderr
-    assert "2 file(s), 8,692 lines read" in done.stdout, done.stdout
+    assert "2 file(s), 10,500 lines read" in done.stdout, done.stdout
     [(count,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
     assert count > 0 and f"new in the store: {count:,}" in done.stdout
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith(f"gateway import: cannot read {broken.name}: "), message
     assert message.endswith(
-        "; its lines up to 8,192 and the file before it are in the store: once it can be read,"
+        "; its lines up to 10,000 and the file before it are in the store: once it can be read,"
         " run the same command again to import the rest (what is already there is not added twice)"
     ), message
     # The file mended, the same command again imports the rest: the store then holds what one
     # import of the intact files gives, nothing twice.
-    broken.write_bytes(whole.read_bytes())
+    broken.write_bytes(whole.read_bytes() + more)
     again = _cli(tmp_path, str(first), str(broken), *args)
     assert again.returncode == 0, again
     (tmp_path / "fresh.toml").write_text('[storage]\npath = "fresh.db"\n')

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -57,6 +58,40 @@ def test_combined_lines(raw: str, expected: tuple[object, ...]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # Apache vhost_combined (%v:%p), the Debian default for other_vhosts_access.log
+        ('shop.example:443 1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "UA/1"',
+         ("shop.example:443", "1.2.3.4", "/a", "UA/1")),
+        # %{Host}i (or nginx $host) first; a user name logged; an IPv6 client
+        ('blog.example 2001:db8::1 - alice [01/Mar/2025:10:00:00 +0000] "GET /b HTTP/1.1" 200 5 "-" "UA"',
+         ("blog.example", "2001:db8::1", "/b", "UA")),
+        # no Host header (HTTP/1.0): nginx and Apache log "-", and --host stands in
+        ('- 1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET /c HTTP/1.0" 200 5 "-" "UA"',
+         ("", "1.2.3.4", "/c", "UA")),
+        # without one, as ever
+        ('1.2.3.4 - frank [01/Mar/2025:10:00:00 +0000] "GET /d HTTP/1.1" 200 5 "-" "UA"',
+         ("", "1.2.3.4", "/d", "UA")),
+    ],
+)  # fmt: skip
+def test_combined_lines_after_the_virtual_host(raw: str, expected: tuple[str, ...]) -> None:
+    """Every line of a vhost_combined log used to be skipped as not a combined-log line."""
+    [line] = parse(1, raw.encode())
+    assert isinstance(line, Line)
+    assert (line.host, line.ip, line.target, line.user_agent) == expected
+
+
+def test_only_a_host_is_read_as_the_virtual_host() -> None:
+    """A syslog tag or other prefix is not a host: such a line is not read as a combined one
+    (its same-site referrers would otherwise all look external)."""
+    for prefix in ("nginx:", "web1 nginx:", "[error]", "a/b"):
+        raw = f'{prefix} 1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "UA"'
+        assert parse(1, raw.encode()) == [Skip(1, "not a combined-log line")], prefix
+    [line] = parse(1, b'[2001:db8::1]:8443 1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5')
+    assert isinstance(line, Line) and line.host == "[2001:db8::1]:8443"
+
+
+@pytest.mark.parametrize(
     ("request_line", "expected"),
     [
         ("GET /p HTTP/1.1", ("GET", "/p")),
@@ -104,6 +139,26 @@ def test_times() -> None:
         assert parse_any_time(bad, cache) is None
 
 
+@pytest.mark.parametrize(
+    "text", ["31/Dec/9999:23:59:59 -1200", "01/Jan/0001:00:00:00 +0100", "31/Dec/1969:23:59:59 +0000"]
+)
+def test_a_time_no_event_can_have_is_unreadable(text: str) -> None:
+    """A time UTC cannot hold (year 10000 there, or before year 1) made the campaign addon raise
+    for that line: a traceback on stderr, and the line counted neither as read into a touchpoint
+    nor as skipped. One before 1970 got an event ID sorting after every other. All are skipped."""
+    raw = f'1.2.3.4 - - [{text}] "GET /?utm_source=x HTTP/1.1" 200 5 "-" "UA"'.encode()
+    assert parse(1, raw) == [Skip(1, f"unreadable time [{text}]")]
+    json_lines = json_parser("gw_vid", {})
+    iso_time = {"31/Dec/9999:23:59:59 -1200": "9999-12-31T23:59:59-12:00",
+                "01/Jan/0001:00:00:00 +0100": "0001-01-01T00:00:00+01:00",
+                "31/Dec/1969:23:59:59 +0000": "1969-12-31T23:59:59Z"}[text]  # fmt: skip
+    for value in (iso_time, f"[{text}]"):
+        doc = msgspec.json.encode({"time": value, "method": "GET", "uri": "/"})
+        assert json_lines(1, doc) == [Skip(1, "time: missing or unreadable at /time")]
+    assert parse_any_time(-1, {}) is None
+    assert parse_any_time(0, {}) == datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @given(st.binary(max_size=300))
 def test_no_line_makes_a_parser_raise(raw: bytes) -> None:
     for parser in (parse, json_parser("gw_vid", {}), segment_parser()):
@@ -123,6 +178,53 @@ def test_json_nested_too_deeply_is_skipped() -> None:
 def test_no_combined_looking_line_makes_it_raise(text: str) -> None:
     raw = f'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET {text} HTTP/1.1" 200 5 "{text}" "{text}"'
     parse(1, raw.encode("utf-8", "surrogatepass"))
+
+
+CADDY = {
+    "time": "/ts",
+    "method": "/request/method",
+    "uri": "/request/uri",
+    "host": "/request/host",
+    "ip": "/request/client_ip",
+    "user_agent": "/request/headers/User-Agent",
+    "referer": "/request/headers/Referer",
+    "cookie": "/request/headers/Cookie",
+}
+"""Where Caddy's JSON access log keeps a request: every header as the list of its values."""
+
+
+def test_a_header_logged_as_a_list_of_values_is_read() -> None:
+    """Caddy logs each header as a list: the agent, referer and cookie were read as missing, so
+    every line of a Caddy log was an empty agent (blocked) without a referrer."""
+    headers: dict[str, list[object]] = {
+        "User-Agent": ["Mozilla/5.0 UA"],
+        "Referer": ["https://www.bing.com/"],
+        "Cookie": ["a=1", f"gw_vid={SIGNED}"],
+        "Accept": ["text/html", "*/*"],
+    }
+    doc = {
+        "level": "info", "ts": 1740823200.25, "logger": "http.log.access.log0", "msg": "handled request",
+        "request": {
+            "remote_ip": "203.0.113.9", "client_ip": "203.0.113.9", "proto": "HTTP/2.0", "method": "GET",
+            "host": "shop.example", "uri": "/p?utm_source=news", "headers": headers,
+        },
+        "status": 200, "size": 10, "duration": 0.001,
+    }  # fmt: skip
+    [line] = json_parser("gw_vid", CADDY)(1, msgspec.json.encode(doc))
+    assert isinstance(line, Line)
+    assert (line.ts, line.method, line.target, line.status, line.host, line.ip) == (
+        datetime(2025, 3, 1, 10, 0, 0, 250000, tzinfo=UTC), "GET", "/p?utm_source=news", 200, "shop.example",
+        "203.0.113.9",
+    )  # fmt: skip
+    assert (line.user_agent, line.referer, line.cookie) == (
+        "Mozilla/5.0 UA",
+        "https://www.bing.com/",
+        f"a=1; gw_vid={SIGNED}",
+    )
+    # A list of anything but strings is not a value, as before.
+    headers["User-Agent"] = [1, 2]
+    [line] = json_parser("gw_vid", CADDY)(1, msgspec.json.encode(doc))
+    assert isinstance(line, Line) and line.user_agent == ""
 
 
 def test_a_status_that_is_not_ascii_digits_is_unknown() -> None:
