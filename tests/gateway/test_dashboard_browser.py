@@ -189,19 +189,7 @@ async def test_dashboard_draws_the_store(
 ) -> None:
     gw: RunningGateway = await seeded_gateway(start_gateway, upstream_server)
     async with browser(chromium, tmp_path / "profile") as page:
-        await page.send(
-            "Emulation.setDeviceMetricsOverride", width=WIDTH, height=900, deviceScaleFactor=1, mobile=False
-        )
-        # Log in through the form, as a person would.
-        await page.send("Page.navigate", url=gw.admin_url + "/")
-        await page.wait_for(
-            "location.pathname === '/login' && document.readyState === 'complete'", "the login form"
-        )
-        await page.eval(
-            f"document.querySelector('#token').value = {TOKEN!r};"
-            "document.querySelector('form').requestSubmit()"
-        )
-        await page.wait_for("location.pathname === '/dashboard'", "the dashboard after login")
+        await sign_in(page, gw, "/")  # the listener's root leads to the login form
         assert await page.eval("document.cookie") == ""  # HttpOnly: scripts never see the session
 
         query = f"?from={PERIOD['since']}&to=2026-11-10&model=linear"
@@ -402,12 +390,12 @@ async def test_dashboard_draws_the_store(
     await asyncio.to_thread(target.write_bytes, full)
 
 
-async def sign_in(page: Page, gw: RunningGateway) -> None:
-    """Through the login form, as a person would."""
+async def sign_in(page: Page, gw: RunningGateway, start: str = "/login") -> None:
+    """Through the login form, as a person would, from the admin listener's ``start`` page."""
     await page.send(
         "Emulation.setDeviceMetricsOverride", width=WIDTH, height=900, deviceScaleFactor=1, mobile=False
     )
-    await page.send("Page.navigate", url=gw.admin_url + "/login")
+    await page.send("Page.navigate", url=gw.admin_url + start)
     await page.wait_for(
         "location.pathname === '/login' && document.readyState === 'complete'", "the login form"
     )
