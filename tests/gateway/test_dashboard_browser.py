@@ -390,6 +390,12 @@ async def test_dashboard_draws_the_store(
     await asyncio.to_thread(target.write_bytes, full)
 
 
+async def show_ten_days(page: Page, gw: RunningGateway) -> None:
+    """The dashboard of the seeded period's first ten days, once its charts are drawn."""
+    await page.send("Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10")
+    await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+
+
 async def sign_in(page: Page, gw: RunningGateway, start: str = "/login") -> None:
     """Through the login form, as a person would, from the admin listener's ``start`` page."""
     await page.send(
@@ -430,10 +436,7 @@ async def test_top_tables_fit_long_odd_and_hostile_names(
     await gw.gateway.store.write(events)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await page.send(
-            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
-        )
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show_ten_days(page, gw)
         for chart in ("#chart-campaigns", "#chart-creators"):
             drawn = json.loads(
                 await page.eval(
@@ -593,10 +596,7 @@ async def test_channel_names_under_the_model_comparison_never_run_into_each_othe
     await gw.gateway.store.write(events)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await page.send(
-            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
-        )
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show_ten_days(page, gw)
         drawn = json.loads(
             await page.eval(
                 "(svg => { const box = r => [r.left, r.top, r.right, r.bottom];"
