@@ -597,7 +597,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         # An import listens on nothing: where the admin API would listen is not its concern (the
         # production config, whose public admin.listen `run --admin-public` allows, imports too).
-        settings = load_settings(args.config, admin_public=True)
+        settings = load_settings(args.config, admin_public=True, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
     code = import_command(settings, args)
@@ -609,7 +609,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     """One complete sync round to the central store (for cron); rows delivered per table."""
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
     if not settings.central_url:

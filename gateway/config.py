@@ -382,6 +382,12 @@ def resolve_path(base_dir: Path, name: str) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+DEV_HINT = " (or run with --dev)"
+"""What a command that can run with ``--dev`` adds to a missing secret's problem."""
+OFFLINE_HINT = " (the gateway's own value: what is stored is keyed by it)"
+"""The same for a command that has no ``--dev`` (``load_settings(offline=True)``)."""
+
+
 def resolve_secret(
     key: str,
     value: str,
@@ -389,8 +395,10 @@ def resolve_secret(
     dev: bool,
     problems: list[str],
     generated: list[str],
+    hint: str = DEV_HINT,
 ) -> str:
-    """``env:NAME`` → the variable's value. Missing: an error, or in dev mode an ephemeral value."""
+    """``env:NAME`` → the variable's value. Missing: an error (with ``hint``: what else to do), or
+    in dev mode an ephemeral value."""
     if not value.startswith("env:"):
         problems.append(
             f'{key}: secrets are never written in the file; use "env:NAME" and set NAME in the environment'
@@ -402,7 +410,7 @@ def resolve_secret(
         if dev:
             generated.append(f"{key} ({name})")
             return secrets.token_urlsafe(32)
-        problems.append(f"{key}: {unset(name, environ)} (or run with --dev)")
+        problems.append(f"{key}: {unset(name, environ)}{hint}")
         return ""
     if len(resolved) < MIN_SECRET_LENGTH:
         problems.append(f"{key}: {name} must be at least {MIN_SECRET_LENGTH} characters long")
@@ -430,6 +438,7 @@ def resolve_sender_secret(
     problems: list[str],
     generated: list[str],
     signature: str = "standard",
+    hint: str = DEV_HINT,
 ) -> bytes:
     """One ``[[sources]]`` secret: ``env:NAME`` → its HMAC key bytes (at least 24 of them)."""
     if not value.startswith("env:"):
@@ -439,7 +448,7 @@ def resolve_sender_secret(
     # resolve_secret's own length rule (32 characters) is for our secrets; a sender's is checked below.
     text = resolve_secret(key, value, environ, dev, [], generated)
     if not text:
-        problems.append(f"{key}: {unset(name, environ)} (or run with --dev)")
+        problems.append(f"{key}: {unset(name, environ)}{hint}")
         return b""
     try:
         raw = sender_secret_bytes(text, signature)
@@ -531,9 +540,12 @@ def load_settings(
     dev: bool = False,
     text: str | None = None,
     admin_public: bool = False,
+    offline: bool = False,
 ) -> Settings:
     """Read, decode, validate and resolve a config; raise ConfigError listing every problem.
-    ``admin_public`` (``--admin-public``) lets the admin API listen on a public address."""
+    ``admin_public`` (``--admin-public``) lets the admin API listen on a public address.
+    ``offline``: a command that serves nothing (import, sync, purge…): it needs no admin token,
+    and a missing secret's problem does not suggest ``--dev``, which such a command lacks."""
     environ = os.environ if environ is None else environ
     # Relative paths are the file's, also for its text read before (a supervisor's workers).
     base_dir = Path.cwd() if path is None else Path(path).resolve().parent
@@ -549,12 +561,27 @@ def load_settings(
     if not problems:
         problems += check_files(options, base_dir)
     generated: list[str] = []
-    secret = resolve_secret("identity.secret", options.identity.secret, environ, dev, problems, generated)
-    token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
+    hint = OFFLINE_HINT if offline else DEV_HINT
+    secret = resolve_secret(
+        "identity.secret", options.identity.secret, environ, dev, problems, generated, hint
+    )
+    token_unset = not environ.get(options.admin.token.removeprefix("env:"))
+    if offline and options.admin.token.startswith("env:") and token_unset:
+        token = ""  # never read: no admin API listens
+    else:
+        token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
+    sender_hint = "" if offline else DEV_HINT
     source_secrets = {
         source.name: tuple(
             resolve_sender_secret(
-                f"sources[{i}].secrets[{j}]", value, environ, dev, problems, generated, source.signature
+                f"sources[{i}].secrets[{j}]",
+                value,
+                environ,
+                dev,
+                problems,
+                generated,
+                source.signature,
+                sender_hint,
             )
             for j, value in enumerate(source.secrets)
         )
@@ -575,14 +602,14 @@ def load_settings(
         key = f"sinks[{i}].secret"
         if sink.kind == "webhook":
             sink_secrets[sink.name] = resolve_sender_secret(
-                key, sink.secret, environ, dev, problems, generated
+                key, sink.secret, environ, dev, problems, generated, hint=sender_hint
             )
         else:
             value = resolve_secret(key, sink.secret, environ, dev, [], generated)
             if not sink.secret.startswith("env:"):
                 problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
             elif not value:
-                problems.append(f"{key}: {unset(sink.secret[4:], environ)} (or run with --dev)")
+                problems.append(f"{key}: {unset(sink.secret[4:], environ)}{sender_hint}")
             sink_secrets[sink.name] = value.encode()
     if problems:
         raise ConfigError(problems)

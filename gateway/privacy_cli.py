@@ -17,7 +17,7 @@ def _settings(args: argparse.Namespace) -> Settings | int:
     from gateway.cli import _fail_config
 
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
     if not settings.store_path.exists():

@@ -127,7 +127,7 @@ def cmd_replay_bad(args: argparse.Namespace) -> int:
     from gateway.cli import _fail_config
 
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
     if args.sender is not None and args.sender not in {s.name for s in settings.options.sources}:

@@ -18,7 +18,7 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
         print(f"gateway: --user: {problem}", file=sys.stderr)
         return 2
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
     names = [sink.name for sink in settings.options.sinks]

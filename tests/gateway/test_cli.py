@@ -913,3 +913,34 @@ def test_every_option_has_help() -> None:
         return found
 
     assert missing(build_parser(), "gateway") == []
+
+
+def test_commands_that_serve_nothing_need_no_admin_token(tmp_path: Path) -> None:
+    """An import (or sync, purge, erase…) listens on nothing, yet it used to refuse to start
+    without GATEWAY_ADMIN_TOKEN, and to suggest --dev, which it does not take. It needs the
+    gateway's own secret (what is stored is keyed by it), and says so."""
+    log = tmp_path / "access.log"
+    log.write_text(
+        '203.0.113.9 - - [01/Dec/2026:10:00:00 +0000] "GET /?utm_source=x HTTP/1.1" 200 5 "-" "curl/8"\n'
+    )
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "gateway.db"}"\n')
+    secret_only = {"GATEWAY_SECRET": ENV["GATEWAY_SECRET"]}
+    args = (
+        "import",
+        str(log),
+        "--format",
+        "combined",
+        "--host",
+        "www.example.com",
+        "--dry-run",
+        "-c",
+        str(config),
+    )
+    done = gateway(*args, env=secret_only)
+    assert done.returncode == 0, done.stderr
+    done = gateway(*args, env={})
+    assert done.returncode == 2
+    assert "identity.secret: environment variable GATEWAY_SECRET is not set" in done.stderr
+    assert "what is stored is keyed by it" in done.stderr
+    assert "--dev" not in done.stderr and "admin.token" not in done.stderr
