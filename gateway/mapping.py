@@ -167,7 +167,6 @@ class _Reader:
             return moment
         self.fail(name, f"{iso(moment)} is outside the accepted range: {why}")
         return now
-        return moment
 
 
 def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallback_key: str) -> Mapped:
