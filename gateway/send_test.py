@@ -83,10 +83,10 @@ def unscaled(value: float, scale: float | str, currency: str) -> float | int:
     back: 19.99 at ``0.01`` is 1999 cents (the float quotient is 1998.9999999999998, which
     would be recorded as 19.989999999999998); a whole number is sent as an integer. ``"minor"``:
     in ``currency``'s minor units (5000 JPY is 5000, 19.99 EUR 1999)."""
-    if isinstance(scale, str):
-        raw = decimal.Decimal(repr(value)).scaleb(exponent(currency))
-        return int(raw) if raw == raw.to_integral_value() else float(raw)
-    raw = decimal.Decimal(repr(value)) / decimal.Decimal(repr(scale))
+    amount = decimal.Decimal(repr(value))
+    raw = (
+        amount.scaleb(exponent(currency)) if isinstance(scale, str) else amount / decimal.Decimal(repr(scale))
+    )
     return int(raw) if raw == raw.to_integral_value() else float(raw)
 
 

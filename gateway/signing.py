@@ -76,10 +76,7 @@ def verify_standard(
         raise AuthFailed("signature", "signature: missing webhook-id, webhook-timestamp or webhook-signature")
     if not _utf8(msg_id):  # bytes that are not UTF-8 (the HTTP parser kept them as surrogates)
         raise AuthFailed("signature", "signature: webhook-id is not UTF-8 text")
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 20):
-        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
-    if abs(now - int(timestamp)) > tolerance:
-        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
+    _check_timestamp(timestamp, now, tolerance)
     offered = [
         sig.rstrip(",").encode()  # lines joined as RFC 9110 joins them ("v1,a, v1,b")
         for version, _, sig in (s.partition(",") for s in given.split())
@@ -93,10 +90,18 @@ def verify_standard(
     raise AuthFailed("signature", "signature: no valid signature")
 
 
+def _check_timestamp(timestamp: str, now: float, tolerance: int) -> None:
+    """AuthFailed unless ``timestamp`` is Unix seconds within ``tolerance`` of ``now``."""
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 20):
+        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
+    if abs(now - int(timestamp)) > tolerance:
+        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
+
+
 def stripe_signature(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The ``Stripe-Signature`` value Stripe would send for ``body`` at ``timestamp``."""
-    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
+    """The ``Stripe-Signature`` value Stripe would send for ``body`` at ``timestamp``: the hex
+    HMAC-SHA256 of ``"timestamp.body"`` (the legacy signature of that text)."""
+    return f"t={timestamp},v1={legacy_signature(secret, timestamp.encode() + b'.' + body)}"
 
 
 def verify_stripe(
@@ -110,13 +115,11 @@ def verify_stripe(
     if len(stamps) != 1 or not offered:
         raise AuthFailed("signature", "signature: Stripe-Signature holds no t=… and v1=…")
     timestamp = stamps.pop()
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 20):
-        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
-    if abs(now - int(timestamp)) > tolerance:
-        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
+    _check_timestamp(timestamp, now, tolerance)
+    signed = timestamp.encode() + b"." + body
     for sender, secrets in senders.items():
         for secret in secrets:
-            expected = stripe_signature(secret, timestamp, body).rpartition("=")[2].encode()
+            expected = legacy_signature(secret, signed).encode()
             if any(hmac.compare_digest(expected, sig) for sig in offered):
                 return Authenticated(sender, body_digest(body))
     raise AuthFailed("signature", "signature: no valid signature")
