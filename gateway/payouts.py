@@ -130,8 +130,7 @@ class Payouts:
         if self.currency is None or bare is None or bare[0] != 0:
             return cells
         out: dict[str | None, list[int]] = {k: list(v) for k, v in cells.items() if k is not None}
-        value, micro = out.setdefault(self.currency, [0, 0])
-        out[self.currency] = [value, micro + bare[1]]
+        out.setdefault(self.currency, [0, 0])[1] += bare[1]
         return out
 
     def rule(self, creator_id: str) -> Rule:
