@@ -158,7 +158,7 @@ function slantedWhenCrowded(root, labels, slot, W, H) {
     node.setAttribute("y", y);
     node.setAttribute("text-anchor", "end");
     node.setAttribute("transform", `rotate(${-angle} ${x} ${y})`);
-    const w = node.getComputedTextLength() || name.length * 6;
+    const w = widthOf(node);
     bottom = Math.max(bottom, y + w * Math.sin(rad) + 10);
     leftmost = Math.min(leftmost, x - w * Math.cos(rad) - 4);
   }
