@@ -18,7 +18,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -104,13 +104,14 @@ class Report:
 
     def filename(self, extension: str, zone: tzinfo = UTC) -> str:
         """The download's name: the report, model, grouping, the conversion and population
-        it is limited to, and the period's ends as their dates in ``zone``
-        (``attribution.timezone``: the dates asked for, not the UTC dates they begin on). A
+        it is limited to, and the period's first and last days in ``zone``
+        (``attribution.timezone``: the dates asked for, not the UTC dates they begin on; the
+        last day is the one ``until``, exclusive, ends: November is ``…-11-01-…-11-30``). A
         conversion's name keeps its ASCII letters, digits and ``.``, each run of anything else
         becoming one ``_``, so the name is one safe ASCII word."""
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
         parts += [_file_word(self.meta.get("conversion")), self.meta.get("population")]
-        parts += [_local_date(self.meta[end], zone) for end in ("since", "until")]
+        parts += [_local_date(self.meta["since"], zone), _local_date(self.meta["until"], zone, last=True)]
         return "-".join(str(p) for p in parts if p) + "." + extension
 
     def json(self) -> bytes:
@@ -233,9 +234,13 @@ def _file_word(text: str | None) -> str | None:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")[:60] or "conversion"
 
 
-def _local_date(moment: str | None, zone: tzinfo) -> str:
-    """A period's end (UTC text; None: unbounded, no date) as its date in ``zone``."""
-    return "" if moment is None else datetime.fromisoformat(moment).astimezone(zone).date().isoformat()
+def _local_date(moment: str | None, zone: tzinfo, last: bool = False) -> str:
+    """A period's end (UTC text; None: unbounded, no date) as its date in ``zone``; with
+    ``last``, the date of the period's last microsecond (``moment`` is exclusive)."""
+    if moment is None:
+        return ""
+    instant = datetime.fromisoformat(moment) - (timedelta(microseconds=1) if last else timedelta(0))
+    return instant.astimezone(zone).date().isoformat()
 
 
 def _iso(moment: datetime) -> str:

@@ -274,7 +274,7 @@ async def test_fraud_report_exports_every_group_as_csv_and_ndjson(start_gateway,
         gw.admin_url + "/api/fraud", headers={**AUTH, "Accept": "text/csv"}, params={"until": "2026-12-01"}
     ) as resp:
         assert resp.status == 200 and resp.content_type == "text/csv" and resp.headers["Vary"] == "Accept"
-        assert resp.headers["Content-Disposition"] == 'attachment; filename="fraud-creator_id-2026-12-01.csv"'
+        assert resp.headers["Content-Disposition"] == 'attachment; filename="fraud-creator_id-2026-11-30.csv"'
         rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert rows[0] == {
         "group": "anna",

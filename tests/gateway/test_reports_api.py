@@ -216,7 +216,7 @@ async def test_a_date_is_its_local_day_of_23_or_25_hours(start_gateway: Any, ups
             url = gw.admin_url + path
             async with gw.session.get(url, headers=AUTH, params={**day, "format": "csv"}) as resp:
                 assert resp.status == 200
-                assert f'-{since}-{until}.csv"' in resp.headers["Content-Disposition"]
+                assert f'-{since}-{since}.csv"' in resp.headers["Content-Disposition"]
     # 92 local days, each of 23, 24 or 25 hours, whatever the changes between them.
     span = {"since": "2026-03-01", "until": "2026-06-01"}
     assert len((await get(gw, "/api/dashboard/summary", part="counts", **span))["conversion_names"]) == 1
@@ -515,7 +515,7 @@ async def test_exports(
         assert resp.content_type == ("text/csv" if kind == "csv" else "application/x-ndjson")
         disposition = resp.headers["Content-Disposition"]
         assert disposition.startswith('attachment; filename="') and disposition.endswith(f'.{kind}"')
-        assert "2026-11-01-2026-12-01" in disposition
+        assert "2026-11-01-2026-11-30" in disposition
         text = await resp.text()
     assert as_json["population"] is None
     if kind == "csv":
@@ -535,7 +535,7 @@ async def test_an_export_of_one_conversion_and_population_is_named_after_them(gw
     async with gw.session.get(gw.admin_url + "/api/attribution", headers=AUTH, params=params) as resp:
         assert resp.status == 200
         disposition = resp.headers["Content-Disposition"]
-    name = "attribution-linear-channel-sign_up-cookie-2026-11-01-2026-12-01.csv"
+    name = "attribution-linear-channel-sign_up-cookie-2026-11-01-2026-11-30.csv"
     assert disposition == f'attachment; filename="{name}"'
     body = await get(gw, "/api/attribution", **{k: v for k, v in params.items() if k != "format"})
     assert (body["conversion"], body["population"]) == ('sign up/"ü"', "cookie")
