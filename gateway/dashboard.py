@@ -37,7 +37,7 @@ from gateway.admin import (
     only_params,
     report_zone_of,
 )
-from gateway.attribution import MODELS
+from gateway.attribution import MINOR_UNITS, MODELS
 from gateway.reportapi import REPORTS_KEY, conversion_param
 from gateway.sessions import (
     COOKIE,
@@ -72,6 +72,9 @@ CONTENT_TYPES = {
 """Static files served, by suffix; anything else in ``gateway/static/`` (page templates) is not."""
 DEFAULT_MODEL = "linear"
 DEFAULT_DAYS = 30
+MINOR_UNITS_ATTRIBUTE = ",".join(f"{code}:{places}" for code, places in sorted(MINOR_UNITS.items()))
+"""The currencies whose minor unit is not the cent, for the page to show amounts as the
+reports round them (``JPY:0,KWD:3,…``)."""
 
 ASSETS_KEY = web.AppKey("assets", dict)
 
@@ -136,7 +139,8 @@ async def dashboard_page(request: web.Request) -> web.Response:
     assert response.text is not None
     response.text = response.text.replace(
         'data-timezone="UTC"',
-        f'data-timezone="{zone}" data-max-days="{MAX_DAYS}" data-models="{",".join(MODELS)}"',
+        f'data-timezone="{zone}" data-max-days="{MAX_DAYS}" data-models="{",".join(MODELS)}"'
+        f' data-minor-units="{MINOR_UNITS_ATTRIBUTE}"',
     ).replace("<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>")
     return response
 

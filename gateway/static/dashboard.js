@@ -38,19 +38,49 @@ function fixed(n) {
   return Number.isInteger(n) ? count(n) : TWO.format(n);
 }
 
-// Money to the cent; float sums of refunds that cancel out are 0.00, not -0.00.
-function cents(v) {
-  return TWO.format(Math.round(v * 100) / 100 + 0);
+// The currencies whose minor unit is not the cent (ISO 4217, set on <body> by the server as
+// "JPY:0,KWD:3,…"): ¥5,000 is 5,000 JPY, not 5,000.00, and 1.250 KWD keeps its fils.
+const MINOR_UNITS = new Map(
+  (document.body.dataset.minorUnits || "").split(",").filter(Boolean).map((pair) => {
+    const [code, places] = pair.split(":");
+    return [code, Number(places)];
+  }),
+);
+const FORMATS = new Map();
+
+// Money to the currency's minor unit (the cent for most); float sums of refunds that cancel
+// out are 0.00, not -0.00.
+function money(v, currency) {
+  const places = MINOR_UNITS.get((currency || "").toUpperCase()) ?? 2;
+  if (!FORMATS.has(places)) {
+    FORMATS.set(places, new Intl.NumberFormat("en-US", { minimumFractionDigits: places, maximumFractionDigits: places }));
+  }
+  return `${FORMATS.get(places).format(Math.round(v * 10 ** places) / 10 ** places + 0)} ${currency}`;
 }
 
-// Today in the report time zone (attribution.timezone, set on <body> by the server): the
-// dashboard's days are that zone's, whatever the browser's own.
+// The report time zone (attribution.timezone, set on <body> by the server): the dashboard's
+// days and times are that zone's, whatever the browser's own.
+const ZONE = document.body.dataset.timezone || "UTC";
+const DAY = { year: "numeric", month: "2-digit", day: "2-digit" };
+const TIME = { ...DAY, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+
+// A moment as "YYYY-MM-DD" (or "YYYY-MM-DD HH:MM:SS" with TIME) in the report time zone.
+function inZone(date, fields) {
+  const parts = new Intl.DateTimeFormat("en-CA", { timeZone: ZONE, ...fields }).formatToParts(date);
+  const part = (type) => parts.find((p) => p.type === type)?.value;
+  const day = `${part("year")}-${part("month")}-${part("day")}`;
+  return fields === TIME ? `${day} ${part("hour")}:${part("minute")}:${part("second")}` : day;
+}
+
 function today() {
-  const zone = document.body.dataset.timezone || "UTC";
-  const parts = new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit" })
-    .formatToParts(new Date());
-  const part = (type) => parts.find((p) => p.type === type).value;
-  return `${part("year")}-${part("month")}-${part("day")}`;
+  return inZone(new Date(), DAY);
+}
+
+// A stored time (ISO 8601 UTC, with microseconds) to the second in the report time zone, as
+// the charts count its day; the API's text as it is if it is not one.
+function localTime(ts) {
+  const date = new Date(`${ts.slice(0, 19)}Z`);
+  return Number.isNaN(date.getTime()) ? ts : inZone(date, TIME);
 }
 
 function readPeriod() {
@@ -78,12 +108,12 @@ function renderTotals(counts, daily) {
   for (const row of daily ? daily.by_day : []) {
     if (row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
   }
-  const money = [...value.entries()].map(([cur, v]) => `${cents(v)} ${cur}`).join(" · ") || "–";
+  const amounts = [...value.entries()].map(([cur, v]) => money(v, cur)).join(" · ") || "–";
   for (const [label, shown] of [
     ["Touchpoints", counts.totals.touchpoints],
     ["Visitors", counts.totals.visitors],
     [counts.conversion ? `Conversions (${counts.conversion})` : "Conversions", counts.totals.conversions],
-    ["Conversion value", money],
+    ["Conversion value", amounts],
   ]) {
     const card = element("div", undefined, "total");
     card.append(element("span", label, "label"), element("strong", typeof shown === "number" ? count(shown) : shown));
@@ -130,9 +160,9 @@ function renderModels(data) {
     for (const model of data.models) {
       const rows = data.comparison.filter((r) => r.model === model && r.channel === ch);
       const n = rows.reduce((s, r) => s + r.conversions, 0);
-      const money = rows.filter((r) => r.currency).map((r) => `${cents(r.value)} ${r.currency}`).join(", ");
+      const amounts = rows.filter((r) => r.currency).map((r) => money(r.value, r.currency)).join(", ");
       const td = element("td", rows.length ? fixed(n) : "–");
-      if (money) td.appendChild(element("small", money));
+      if (amounts) td.appendChild(element("small", amounts));
       tr.appendChild(td);
     }
     table.tBodies[0].appendChild(tr);
@@ -170,13 +200,13 @@ function renderBots(data) {
 function journeyTable(touchpoints) {
   const table = element("table");
   const head = element("tr");
-  for (const h of ["Time (UTC)", "Channel", "Source / medium", "Campaign", "Creator", "Landing"]) head.appendChild(element("th", h));
+  for (const h of [`Time (${ZONE})`, "Channel", "Source / medium", "Campaign", "Creator", "Landing"]) head.appendChild(element("th", h));
   table.appendChild(element("thead")).appendChild(head);
   const body = table.appendChild(element("tbody"));
   for (const t of touchpoints) {
     const tr = element("tr");
     for (const cell of [
-      t.ts.replace("T", " ").slice(0, 19),
+      localTime(t.ts),
       t.channel || "–",
       [t.source, t.medium].filter(Boolean).join(" / ") || t.referrer_host || "–",
       t.campaign || "–",
@@ -244,7 +274,8 @@ async function lookup(event) {
       out.appendChild(element("h3", "Conversions"));
       const list = element("ul");
       for (const c of found.conversions) {
-        list.appendChild(element("li", `${c.ts.slice(0, 19).replace("T", " ")} · ${c.name} · ${c.value ?? "–"} ${c.currency ?? ""}`));
+        const value = c.value === null || c.value === undefined ? "–" : c.currency ? money(c.value, c.currency) : fixed(c.value);
+        list.appendChild(element("li", `${localTime(c.ts)} · ${c.name} · ${value}`));
       }
       out.appendChild(list);
     }

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -655,3 +656,40 @@ async def test_signed_out_on_the_page_the_login_comes_back_to_its_period(
         )
         await page.wait_for("location.pathname === '/dashboard'", "the dashboard after login")
         assert await page.eval("location.search") == query
+
+
+@pytest.mark.timeout(180)
+async def test_times_in_the_report_zone_and_amounts_to_their_currencys_minor_unit(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The journey's times used to be UTC while the charts counted Tokyo's days, and every
+    amount had two decimals: ¥5,000 read 5,000.00 JPY, and 1.250 KWD lost its last fils."""
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(origin()), '[attribution]\ntimezone = "Asia/Tokyo"\n'
+    )
+    visitor = f"{78:032x}"
+    touch = _tp(visitor, 1, "Paid Search", campaign="c")  # 2026-11-02 00:00 UTC
+    yen, dinar = _conv(visitor, 1.5, 0), _conv(visitor, 1.75, 0)  # 12:00 and 18:00 UTC
+    await gw.gateway.store.write(
+        [touch, replace(yen, value=5000.0, currency="JPY"), replace(dinar, value=1.25, currency="KWD")]
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show_ten_days(page, gw)
+        totals = await page.eval("document.querySelector('#totals').innerText")
+        assert "5,000 JPY" in totals and "1.250 KWD" in totals and ".00 JPY" not in totals
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
+            f"g.id.value = {visitor!r}; g.requestSubmit()"
+        )
+        await page.wait_for("!!document.querySelector('#journey-result li')", "the journey's conversions")
+        head = await page.eval("document.querySelector('#journey-result th').textContent")
+        first = await page.eval("document.querySelector('#journey-result td').textContent")
+        conversions = await page.eval(
+            "[...document.querySelectorAll('#journey-result li')].map(li => li.textContent)"
+        )
+    assert (head, first) == ("Time (Asia/Tokyo)", "2026-11-02 09:00:00")
+    assert conversions == [
+        "2026-11-02 21:00:00 · purchase · 5,000 JPY",
+        "2026-11-03 03:00:00 · purchase · 1.250 KWD",
+    ]
