@@ -2,7 +2,7 @@
 // them with charts.js, and answers the journey lookup. Sets <body data-state> to "ready"
 // (or "error") when it is done, which the browser test waits for.
 
-import { exportUrl, journey, summary } from "./data.js";
+import { download, exportUrl, journey, summary } from "./data.js";
 import { colors, donut, groupedBars, horizontalBars, legend, stackedBars } from "./charts.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -218,16 +218,44 @@ function journeyTable(touchpoints) {
   return table;
 }
 
-// Under a card: links that download its report for the period, as CSV or NDJSON.
+// Under a card: links that download its report for the period, as CSV or NDJSON. A click
+// fetches the file, saying so while the report is computed (seconds over a large store) and
+// why when it failed; the link's address stays the report's, to copy or open.
 function exportLinks(selector, what, path, params) {
   const box = $(selector);
+  const status = element("span", "", "hint");
+  status.setAttribute("role", "status");
   box.replaceChildren(element("span", `${what}: `));
   for (const format of ["csv", "ndjson"]) {
     const link = element("a", format.toUpperCase());
     link.href = exportUrl(path, { ...params, format });
     link.setAttribute("download", "");
     link.setAttribute("aria-label", `${what} as ${format.toUpperCase()}`);
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      save(link.href, status);
+    });
     box.append(link, " ");
+  }
+  box.append(status);
+}
+
+async function save(url, status) {
+  status.className = "hint";
+  status.textContent = "preparing…";
+  try {
+    const { name, blob } = await download(url);
+    const file = element("a");
+    file.href = URL.createObjectURL(blob);
+    file.download = name;
+    document.body.append(file);
+    file.click();
+    file.remove();
+    setTimeout(() => URL.revokeObjectURL(file.href), 60_000);
+    status.textContent = "";
+  } catch (err) {
+    status.className = "error";
+    status.textContent = `not downloaded: ${err.message}`;
   }
 }
 

@@ -12,17 +12,19 @@ function urlOf(path, params) {
   return url.pathname + url.search;
 }
 
+// Signed out meanwhile (the session expired, the gateway restarted): the login comes back to
+// this period (never a journey's ID: the page's own URL does not hold it).
+function toLogin() {
+  window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
+  return new Error("signed out");
+}
+
 async function getJSON(path, params = {}) {
   const response = await fetch(urlOf(path, params), {
     credentials: "same-origin",
     headers: { Accept: "application/json" },
   });
-  if (response.status === 401) {
-    // Signed out meanwhile: the login comes back to this period (never a journey's ID: the
-    // page's own URL does not hold it).
-    window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
-    throw new Error("signed out");
-  }
+  if (response.status === 401) throw toLogin();
   const body = await response.json();
   if (!body.ok) throw new Error(body.error || `HTTP ${response.status}`);
   return body;
@@ -46,3 +48,19 @@ export function journey(kind, id) {
 // A download of a report endpoint (CSV or NDJSON) for a link: same-origin, so the session
 // cookie authenticates it like the page's own reads.
 export const exportUrl = urlOf;
+
+// A report download fetched by the page rather than by the browser's download manager,
+// which saved nothing and said nothing when the session had ended or the API refused: a
+// 401 goes to the login, as a read does; any other refusal rejects with the API's reason.
+// Resolves to {name, blob}: the file name the API gives (Content-Disposition) and the file.
+export async function download(url) {
+  const response = await fetch(url, { credentials: "same-origin" });
+  if (response.status === 401) throw toLogin();
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(body.error || `HTTP ${response.status}`);
+  }
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = /filename="([^"]+)"/.exec(disposition)?.[1] || "report";
+  return { name, blob: await response.blob() };
+}

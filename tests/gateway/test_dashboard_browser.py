@@ -693,3 +693,54 @@ async def test_times_in_the_report_zone_and_amounts_to_their_currencys_minor_uni
         "2026-11-02 21:00:00 · purchase · 5,000 JPY",
         "2026-11-03 03:00:00 · purchase · 1.250 KWD",
     ]
+
+
+@pytest.mark.timeout(180)
+async def test_a_download_saves_the_report_or_says_why_not(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A download link was left to the browser, which saved nothing and said nothing when the
+    API refused it: after the session ended, a click did nothing at all."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    saved = tmp_path / "downloads"
+    await asyncio.to_thread(saved.mkdir)
+
+    def files() -> list[Path]:
+        return sorted(saved.iterdir())
+
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show_ten_days(page, gw)
+        await page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(saved))
+        await page.eval("document.querySelector('#export-daily a').click()")
+        for _ in range(100):  # a deadline, not a timing assertion
+            if [p for p in await asyncio.to_thread(files) if p.suffix == ".csv"]:
+                break
+            await asyncio.sleep(0.1)
+        (file,) = await asyncio.to_thread(files)
+        assert file.name == "timeseries-linear-channel-2026-11-01-2026-11-10.csv"
+        assert (await asyncio.to_thread(file.read_text)).startswith("day,group,currency,conversions,value")
+
+        # Refused: the card says why.
+        await page.eval(
+            "const a = document.querySelector('#export-models a');"
+            "a.href = a.href.replace('model=all', 'model=nonsense'); a.click()"
+        )
+        said = await page.wait_for(
+            "document.querySelector('#export-models .error')?.textContent", "the refusal"
+        )
+        assert said.startswith("not downloaded: model: "), said
+
+        # Signed out behind the page's back: the login, which comes back to the period.
+        await page.send("Network.enable")
+        (cookie,) = (await page.send("Network.getCookies"))["cookies"]
+        async with gw.session.post(
+            gw.admin_url + "/logout",
+            headers={"Cookie": f"{cookie['name']}={cookie['value']}", "Origin": gw.admin_url},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303
+        await page.eval("document.querySelector('#export-payouts a').click()")
+        await page.wait_for("location.pathname === '/login'", "the login")
+        assert "next=%2Fdashboard%3Ffrom%3D2026-11-01" in await page.eval("location.search")
+    assert await asyncio.to_thread(files) == [file]
