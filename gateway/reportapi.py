@@ -238,8 +238,8 @@ async def fraud(request: web.Request) -> web.Response:
     answer = ok(
         {
             "group_by": group_by,
-            "since": since,
-            "until": until,
+            "since": reporting.echoed(since),
+            "until": reporting.echoed(until),
             "groups": groups[:FRAUD_LIMIT],
             "truncated": len(groups) > FRAUD_LIMIT,
         }

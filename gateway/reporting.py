@@ -247,6 +247,12 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def echoed(moment: str | None) -> str | None:
+    """A listing's ``since`` or ``until`` (``parse_time``'s text, always with microseconds) as
+    the reports echo theirs: ``2026-11-01T00:00:00Z``, microseconds only when there are some."""
+    return None if moment is None else _iso(datetime.fromisoformat(moment))
+
+
 Totals = dict[str | None, list[int]]
 """Currency → [conversions, value in minor units]."""
 

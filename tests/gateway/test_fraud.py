@@ -97,6 +97,10 @@ async def test_scored_touchpoints_fraud_report_and_review(start_gateway, origin)
     assert (ben["key"], ben["clicks"], ben["verdicts"]["review"]) == ("ben", 1, 1)
     by_source = await gw.api("/api/fraud", group_by="source", since="2000-01-01", until="9999-01-01")
     assert [(g["key"], g["clicks"]) for g in by_source["groups"]] == [("ig", 6)]
+    # The period echoed as the reports echo theirs (it had microseconds: ….000000Z).
+    assert (by_source["since"], by_source["until"]) == ("2000-01-01T00:00:00Z", "9999-01-01T00:00:00Z")
+    exact = await gw.api("/api/fraud", since="2026-11-01T10:00:00.5+01:00")
+    assert exact["since"] == "2026-11-01T09:00:00.500000Z"
 
     review = await gw.api("/api/review")
     valid("/api/review", review)
