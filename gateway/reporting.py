@@ -316,9 +316,10 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
         row |= {"group": group, "currency": currency}
         for m, (n_col, v_col) in zip(q.models, pairs, strict=True):
             row[n_col], row[v_col] = count(sums[m][1]), money(sums[m][0], currency)
-        rows.append(
-            (day or "", -sums[q.models[0]][0], -sums[q.models[0]][1], group or "", currency or "", row)
-        )
+        # Largest value first as the column shows it (in the currency's units, not its minor
+        # units: 1.250 KWD is not above 10.00 EUR), then the most conversions.
+        value = from_minor(sums[q.models[0]][0], currency)
+        rows.append((day or "", -value, -sums[q.models[0]][1], group or "", currency or "", row))
     rows.sort(key=lambda r: r[:5])
     meta = {"model": q.model, "models": list(q.models), "group_by": q.group_by, **_meta(q, reports)}
     meta["totals"] = totals

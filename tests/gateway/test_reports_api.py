@@ -178,6 +178,26 @@ async def test_report_days_follow_attribution_timezone(start_gateway: Any, upstr
     assert {r["day"] for r in daily["by_day"]} == {"2026-11-09"}
 
 
+async def test_rows_are_ordered_by_the_value_the_column_shows(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """Across currencies, rows were ordered by raw minor units: 1.250 KWD (1250 fils) came
+    above 10.00 EUR (1000 cents) and ¥900, below both in the value column."""
+    gw = await start_gateway(await upstream_server(web.Application()))
+    await gw.gateway.store.write(
+        [
+            tp("a", 1, "Email"),
+            conversion(2, 1.25, "a", "KWD"),
+            tp("b", 1, "Paid Search"),
+            conversion(2, 10.00, "b", "EUR"),
+            tp("c", 1, "Display"),
+            conversion(2, 900, "c", "JPY"),
+        ]
+    )
+    body = await get(gw, "/api/attribution", model="linear", **PERIOD)
+    assert [(r["currency"], r["value"]) for r in body["rows"]] == [("JPY", 900), ("EUR", 10.0), ("KWD", 1.25)]
+
+
 def _conversion_at(ts: datetime, visitor: str) -> Conversion:
     cid = new_id(int(ts.timestamp() * 1000))
     return Conversion(cid, iso(ts), "n", "purchase", "order:" + cid, visitor, None, 1.0, "EUR")
