@@ -29,6 +29,7 @@ from gateway.events import Binding, Conversion, DailyCount, Event
 from gateway.history import Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
 from gateway.keys import Keys, derive
+from gateway.logformats import NOT_IN_FORMAT
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.options import SourceOptions
@@ -80,6 +81,16 @@ class Summary:
         self.skipped[reason] += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(f"{where}:{number}: {reason}")
+
+    def none_in_format(self) -> bool:
+        """Lines were read and none gave anything: each was skipped as not in the format asked
+        for (a JSON log read as ``combined``, a json-lines log whose time is elsewhere)."""
+        return (
+            self.lines > 0
+            and not sum(self.events.values())
+            and sum(self.skipped.values()) >= self.lines
+            and all(reason.startswith(NOT_IN_FORMAT) for reason in self.skipped)
+        )
 
     def render(self) -> str:
         rate = self.lines / self.seconds if self.seconds > 0 else 0.0

@@ -24,7 +24,7 @@ from gateway.history import STDIN, Input
 from gateway.importreport import stopped_message, unreadable_message
 from gateway.importrun import UsageError, run_import
 from gateway.importstop import STOPPING, until_stopped
-from gateway.logformats import JSON_FIELDS
+from gateway.logformats import FORMATS, JSON_FIELDS
 from storage.local import StoreClosed
 from storage.migrate import SchemaTooNew
 
@@ -129,6 +129,15 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
     if summary.interrupted:
         print(f"gateway import: {stopped_message(summary)}", file=sys.stderr)
         return STOPPING[signal.Signals[summary.interrupted]]
+    if summary.none_in_format():
+        hint = " (and --field, which names where a json-lines log keeps each value)"
+        print(
+            f"gateway import: none of the {summary.lines:,} lines read is a {args.format} line"
+            f" (see the skips above): is --format {args.format} right? The formats are"
+            f" {', '.join(FORMATS)}{hint if args.format == 'json-lines' else ''}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -41,6 +41,16 @@ Cookie header and ``vid`` our cookie's value alone, when the log kept either."""
 
 
 NESTED = "JSON nested too deeply to read"
+NOT_IN_FORMAT = (
+    "not a combined-log line",
+    "not valid JSON",
+    "not a JSON object",
+    "time: missing or unreadable",
+    "not an HTTP flow",
+    "unreadable flow dump",
+)
+"""The skips (their reasons' beginnings) that say a line is not in the format asked for: when
+every line read is one of them, ``--format`` (or a json-lines ``--field``) is wrong."""
 
 
 # -- combined -------------------------------------------------------------------------------

@@ -414,6 +414,28 @@ def test_cli_imports_a_generated_2k_line_log(tmp_path: Path) -> None:
     assert no_host.returncode == 2 and "--host" in no_host.stderr and "Traceback" not in no_host.stderr
 
 
+def test_a_file_of_which_no_line_is_in_the_format_asked_for_exits_1(tmp_path: Path) -> None:
+    """A JSON log imported as ``combined`` skipped every line and exited 0: a cron job or a
+    script never learned that nothing was imported."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "caddy.log").write_text('{"ts": 1, "request": {"uri": "/"}}\n{"ts": 2}\n')
+    wrong = _cli(tmp_path, "caddy.log", "--format", "combined", "-c", "gw.toml", "--host", "x")
+    assert wrong.returncode == 1, wrong
+    assert "none of the 2 lines read is a combined line" in wrong.stderr
+    assert "is --format combined right?" in wrong.stderr and "skipped:              2" in wrong.stdout
+    # Its time elsewhere than json-lines looks: the hint names --field too.
+    unmapped = _cli(tmp_path, "caddy.log", "--format", "json-lines", "-c", "gw.toml")
+    assert unmapped.returncode == 1 and "(and --field, which names where" in unmapped.stderr, unmapped
+    # Lines that are in the format but make nothing (an asset, a 404), or an empty file: 0.
+    (tmp_path / "assets.log").write_text(
+        '1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET /app.css HTTP/1.1" 200 5 "-" "curl/8"\n'
+    )
+    (tmp_path / "empty.log").write_text("")
+    for name in ("assets.log", "empty.log"):
+        done = _cli(tmp_path, name, "--format", "combined", "-c", "gw.toml", "--host", "x")
+        assert done.returncode == 0 and "none of" not in done.stderr, done
+
+
 def test_the_server_never_loads_the_importer() -> None:
     code = (
         "import sys, gateway.server, gateway.cli; "
