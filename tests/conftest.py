@@ -159,10 +159,22 @@ def postgres_server() -> Iterator[PostgresServer]:
             pytest.fail(message + " (CI must run the central store tests)")
         pytest.skip(message)
     server = start_server()
+    # A run ended by SIGTERM (a CI job's timeout, `kill`) died at once by default, with no
+    # teardown: this server, a postmaster owned by `postgres`, kept running and its folder in
+    # /tmp stayed. As a KeyboardInterrupt the run stops as on Ctrl-C, tearing fixtures down.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield server
     finally:
         server.close()
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
 @pytest.fixture

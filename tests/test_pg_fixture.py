@@ -1,0 +1,72 @@
+"""The throwaway PostgreSQL of the central store tests goes away with the run that started
+it, even when the run is ended by SIGTERM (a CI job's timeout, ``kill``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench.pgserver import binaries
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(120)
+def test_a_run_ended_by_sigterm_stops_its_postgresql(tmp_path: Path) -> None:
+    if binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found (.ci/run installs them)")
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    (tmp_path / "conftest.py").write_text(
+        "from tests.conftest import blockbuster, postgres_server  # noqa: F401\n"
+    )
+    (tmp_path / "test_wait.py").write_text(
+        textwrap.dedent(
+            """
+            import time
+
+            def test_wait(postgres_server):
+                print("READY", postgres_server.root, flush=True)
+                time.sleep(90)
+            """
+        )
+    )
+    # The server's folder: readable by the postgres user (tmp_path's parents are not).
+    folder = Path(tempfile.mkdtemp(prefix="gw-pg-sigterm-"))
+    folder.chmod(0o755)
+    env = {**os.environ, "TMPDIR": str(folder), "PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         str(tmp_path / "test_wait.py")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert run.stdout is not None
+        said = []
+        for line in run.stdout:
+            said.append(line)
+            if line.startswith("READY"):
+                break
+        else:
+            raise AssertionError("the run never started its server: " + "".join(said))
+        data = Path(line.split()[1]) / "data"
+        assert (data / "postmaster.pid").exists()
+        run.send_signal(signal.SIGTERM)
+        rest, _ = run.communicate(timeout=60)
+        assert run.returncode != 0, rest
+        assert not data.parent.exists(), rest  # stopped (pg_ctl stop) and removed
+        postmasters = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True)
+        assert postmasters.stdout == "", postmasters.stdout
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        subprocess.run(["pkill", "-f", str(folder)], capture_output=True)
+        subprocess.run(["rm", "-rf", str(folder)], check=False)
