@@ -37,6 +37,14 @@ function titled(node, title) {
   return node;
 }
 
+// A chart's width in its own units: on a desktop, `wide` (its drawn scale, fitted to the card);
+// on a phone's narrow card, the card's own width, so that its text is drawn at its size
+// instead of shrunk to a third of it.
+function widthFor(container, wide) {
+  const own = container.clientWidth;
+  return own && own < 600 ? Math.max(own, 280) : wide;
+}
+
 function frame(container, width, height, label) {
   container.replaceChildren();
   const root = svg("svg", {
@@ -83,14 +91,15 @@ function yAxis(root, left, top, height, width, max) {
 export function stackedBars(container, { categories, series, palette, label, unit }) {
   const totals = categories.map((_, i) => series.reduce((sum, s) => sum + s.values[i], 0));
   if (!series.length || totals.every((t) => t === 0)) return empty(container, "No conversions in this period.");
-  const W = 900, H = 280, left = 44, top = 12, bottom = 40, right = 8;
+  const W = widthFor(container, 900), H = 280, left = 44, top = 12, bottom = 40, right = 8;
   const plotW = W - left - right, plotH = H - top - bottom;
   const root = frame(container, W, H, label);
   const max = niceMax(Math.max(...totals));
   yAxis(root, left, top, plotH, plotW, max);
   const slot = plotW / categories.length;
   const barW = Math.max(2, slot * 0.7);
-  const every = Math.ceil(categories.length / 12);
+  // At most twelve day labels, and each at least 40 units from the next (a phone's width).
+  const every = Math.max(Math.ceil(categories.length / 12), Math.ceil(40 / slot));
   categories.forEach((category, i) => {
     let y = top + plotH;
     const x = left + i * slot + (slot - barW) / 2;
@@ -115,7 +124,7 @@ export function stackedBars(container, { categories, series, palette, label, uni
 export function groupedBars(container, { groups, series, palette, label, unit }) {
   const all = series.flatMap((s) => s.values);
   if (!groups.length || all.every((v) => v === 0)) return empty(container, "No conversions in this period.");
-  const W = 900, H = 300, left = 44, top = 12, bottom = 56, right = 8;
+  const W = widthFor(container, 900), H = 300, left = 44, top = 12, bottom = 56, right = 8;
   const plotW = W - left - right, plotH = H - top - bottom;
   const root = frame(container, W, H, label);
   const max = niceMax(Math.max(...all));

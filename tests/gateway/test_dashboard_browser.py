@@ -744,3 +744,49 @@ async def test_a_download_saves_the_report_or_says_why_not(
         await page.wait_for("location.pathname === '/login'", "the login")
         assert "next=%2Fdashboard%3Ffrom%3D2026-11-01" in await page.eval("location.search")
     assert await asyncio.to_thread(files) == [file]
+
+
+@pytest.mark.timeout(180)
+async def test_on_a_phone_the_charts_text_is_readable_and_nothing_widens_the_page(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """On a phone the charts were drawn at a desktop's scale and shrunk to the card: their
+    labels were 4 pixels high. The journey's table ran off the page."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=1, mobile=True
+        )
+        await show_ten_days(page, gw)
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'user'; g.id.value = 'alice';"
+            "g.requestSubmit()"
+        )
+        await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
+        drawn = json.loads(
+            await page.eval(
+                "JSON.stringify(['#chart-daily', '#chart-models'].map(id => [...document.querySelectorAll("
+                "id + ' svg > text')].map(t => { const r = t.getBoundingClientRect();"
+                " return [t.textContent, r.left, r.right, r.height]; })))"
+            )
+        )
+        page_width = await page.eval("[document.documentElement.scrollWidth, window.innerWidth]")
+        # The journey's table: inside its card, or scrolled there (its box wider, clipped).
+        journey = await page.eval(
+            "(t => { const card = t.closest('.card').getBoundingClientRect();"
+            " const box = t.parentElement.getBoundingClientRect();"
+            " return [box.right <= card.right, getComputedStyle(t.parentElement).overflowX,"
+            " t.getBoundingClientRect().right <= card.right]; })"
+            "(document.querySelector('#journey-result table'))"
+        )
+    daily, models = drawn
+    assert daily and models
+    for name, _, _, height in daily + models:
+        assert height >= 10, (name, height)  # 11-unit text drawn at (about) its size
+    days = [(left, right) for name, left, right, _ in daily if name[:2] == "11"]  # "11-03": a day
+    assert len(days) >= 3
+    for (_, right), (left, _) in itertools.pairwise(sorted(days)):
+        assert right <= left, days  # day labels apart
+    assert page_width[0] <= page_width[1], page_width
+    assert journey[0] and (journey[1] == "auto" or journey[2]), journey
