@@ -284,6 +284,12 @@ def test_distribute_refuses_nonsense() -> None:
         ("0.015", "EUR", 2),
         (1234, "JPY", 1234),
         ("1.2345", "KWD", 1234),
+        # Every ISO 4217 currency without cents, not only the familiar ones: a CFP or Rwandan
+        # franc has no minor unit, and Chile's Unidad de Fomento has four.
+        ("1000.4", "XPF", 1000),
+        ("1500.5", "RWF", 1500),  # half to even
+        ("0.51", "bif", 1),
+        ("1.23456", "CLF", 12346),
         (None, "EUR", 0),
         (-5.5, "usd", -550),
         # Beyond the default 28 digits of decimal precision: values stored before intake
@@ -300,10 +306,36 @@ def test_to_minor_units(value: float | str | None, currency: str | None, minor: 
 
 @pytest.mark.parametrize(
     ("minor", "currency", "shown"),
-    [(10000, "EUR", "100.00"), (1, None, "0.01"), (1234, "JPY", "1234"), (1234, "KWD", "1.234")],
+    [
+        (10000, "EUR", "100.00"),
+        (1, None, "0.01"),
+        (1234, "JPY", "1234"),
+        (1234, "KWD", "1.234"),
+        (1234, "XOF", "1234"),
+        (1234, "XPF", "1234"),
+        (1234, "CLF", "0.1234"),
+    ],
 )
 def test_from_minor_units(minor: int, currency: str | None, shown: str) -> None:
     assert str(from_minor(minor, currency)) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "currency", "shown"),
+    [
+        ("1000", "JPY", ["333", "333", "334"]),
+        ("1000", "XPF", ["333", "333", "334"]),  # was 333.33, 333.33, 333.34: no such francs
+        ("1000", "RWF", ["333", "333", "334"]),
+        ("1", "KWD", ["0.333", "0.333", "0.334"]),
+        ("1", "CLF", ["0.3333", "0.3333", "0.3334"]),
+        ("1", "EUR", ["0.33", "0.33", "0.34"]),
+    ],
+)
+def test_credits_round_to_the_currency_s_minor_unit(value: str, currency: str, shown: list[str]) -> None:
+    journey = [touch("a", 3, "Email"), touch("b", 2, "Paid Social"), touch("c", 1, "Organic Search")]
+    credited = amounts("linear", journey, to_minor(value, currency))
+    assert [str(from_minor(c, currency)) for c in credited] == shown
+    assert sum(from_minor(c, currency) for c in credited) == Decimal(value)
 
 
 CHANNELS = st.sampled_from(["Paid Social", "Email", "Organic Search", "Direct", "Referral", "Display"])
