@@ -460,7 +460,26 @@ def test_readme_worked_example_matches_the_code() -> None:
             "attribution.position_last: position_first + position_last must be at most 1",
         ),
         ("last_touch_share = -0.1\n", "attribution.last_touch_share: must be 0..1"),
-        ("half_life_days = 0.0\n", "attribution.half_life_days: must be > 0"),
+        (
+            "position_first = 0.7\nposition_last = 0.4\n",
+            "attribution.position_last: position_first + position_last must be at most 1, got 0.7 + 0.4",
+        ),
+        # Over 1 as written, though not as floats add up: the middle touches' share would be
+        # negative, and every position_based report of three touches or more failed.
+        (
+            "position_first = 0.99998\nposition_last = 2.0000000000020002e-05\n",
+            "attribution.position_last: position_first + position_last must be at most 1",
+        ),
+        ("position_first = nan\n", "attribution.position_first: must be 0..1, got nan"),
+        ("half_life_days = 0.0\n", "attribution.half_life_days: must be at least one second"),
+        # A half-life that rounds to no microsecond divided by zero in time_decay (a 500); one
+        # past timedelta's range stopped the gateway's start with a traceback.
+        ("half_life_days = 1e-12\n", "attribution.half_life_days: must be at least one second"),
+        (
+            "half_life_days = 1e9\n",
+            "attribution.half_life_days: must be at least one second (0.0000116 days) and at most"
+            " 36500 days, got 1000000000.0",
+        ),
         ("model = 'x'\n", "attribution.model: unknown key"),
     ],
 )
@@ -477,3 +496,22 @@ def test_config_builds_the_models_knobs() -> None:
     p = Attribution(at).params
     assert (p.position_first, p.position_last) == (Fraction(3, 10), Fraction(1, 2))
     assert p.half_life == timedelta(days=3.5) and p.last_touch_share == Fraction(7, 10)
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        "half_life_days = 0.0000116\n",  # just over a second: the older touches weigh nothing
+        "half_life_days = 36500.0\n",
+        "position_first = 0.7\nposition_last = 0.3\n",  # the middle gets nothing
+        "position_first = 0.0\nposition_last = 0.0\n",
+    ],
+)
+def test_every_accepted_knob_credits_a_journey(toml: str) -> None:
+    """Whatever the config check lets through, every model credits the worked journey in full."""
+    at = load_settings(None, text="[attribution]\n" + toml, environ=ENV).options.attribution
+    journey, weights = readme_example()
+    attribution = Attribution(at, weights)
+    for model in MODELS:
+        credited = attribution.credit(model, journey, datetime(2026, 11, 10, 12, tzinfo=UTC), 10_001)
+        assert sum(c.amount for c in credited) == 10_001 and all(c.amount >= 0 for c in credited), model
