@@ -446,16 +446,31 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
             f"must be more than 0 and at most 3650 days, got {days}",
         )
     tiers = ", ".join(at.lookback_days)
+    # lookback_days replaces the default tiers whole: a table of one's own tiers leaves the
+    # defaults of default_tier and tier_patterns naming tiers it no longer has.
+    defaults = AttributionOptions()
+    replaced = "attribution.lookback_days replaces the default tiers whole"
+    hint = ""
+    if at.default_tier == defaults.default_tier:
+        hint = f"; {replaced}: set default_tier to one of yours"
     _check(
         p,
         at.default_tier in at.lookback_days,
         "attribution.default_tier",
-        f"{at.default_tier!r} has no attribution.lookback_days entry (tiers: {tiers})",
+        f"{at.default_tier!r} has no attribution.lookback_days entry (tiers: {tiers}){hint}",
     )
+    missing = [tier for tier in at.tier_patterns if tier not in at.lookback_days]
+    if missing and at.tier_patterns == defaults.tier_patterns:
+        p.append(
+            f"attribution.tier_patterns: the default patterns name tiers {', '.join(missing)}, which"
+            f" attribution.lookback_days does not have (tiers: {tiers}); {replaced}: set"
+            " tier_patterns for yours, or tier_patterns = {} for none"
+        )
+        missing = []
     for tier, patterns in at.tier_patterns.items():
         _check(
             p,
-            tier in at.lookback_days,
+            tier not in missing,
             f"attribution.tier_patterns.{tier}",
             f"no attribution.lookback_days entry for this tier (tiers: {tiers})",
         )

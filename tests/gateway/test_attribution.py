@@ -444,6 +444,21 @@ def test_readme_worked_example_matches_the_code() -> None:
             "tier_patterns = { other = ['x'] }\n",
             "attribution.tier_patterns.other: no attribution.lookback_days",
         ),
+        # A table of one's own tiers replaces the default ones whole: the defaults of
+        # default_tier and tier_patterns then name tiers it lacks, and the problem says so
+        # (once, not once per default pattern the operator never wrote).
+        (
+            "lookback_days = { conversion = 3.0 }\n",
+            "attribution.default_tier: 'awareness' has no attribution.lookback_days entry (tiers:"
+            " conversion); attribution.lookback_days replaces the default tiers whole: set default_tier",
+        ),
+        (
+            "lookback_days = { short = 3.0, long = 30.0 }\ndefault_tier = 'long'\n",
+            "attribution.tier_patterns: the default patterns name tiers awareness, consideration,"
+            " conversion, which attribution.lookback_days does not have (tiers: short, long);"
+            " attribution.lookback_days replaces the default tiers whole: set tier_patterns for yours,"
+            " or tier_patterns = {} for none",
+        ),
         (
             "tier_patterns = { awareness = ['('] }\n",
             "attribution.tier_patterns.awareness[0]: not a valid regular",
