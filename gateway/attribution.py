@@ -33,9 +33,14 @@ if TYPE_CHECKING:
 NO_TOUCH_CHANNEL = DIRECT
 """Who gets the value of a conversion with no eligible touchpoint (the credit has no touch)."""
 
-MINOR_UNITS = {"BHD": 3, "CLP": 0, "IQD": 3, "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3}
-MINOR_UNITS |= {"LYD": 3, "OMR": 3, "PYG": 0, "TND": 3, "UGX": 0, "VND": 0, "XAF": 0, "XOF": 0}
-"""ISO 4217 currencies whose minor unit is not the cent; every other currency has 2 decimals."""
+MINOR_UNITS = dict.fromkeys(
+    ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV"), 0
+)
+MINOR_UNITS |= dict.fromkeys(("XAF", "XOF", "XPF"), 0)
+MINOR_UNITS |= dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3)
+MINOR_UNITS |= dict.fromkeys(("CLF", "UYW"), 4)
+"""ISO 4217 currencies whose minor unit is not the cent (every one of list one's: the CFA and
+CFP francs have none, Chile's Unidad de Fomento four); every other currency has 2 decimals."""
 
 
 def exponent(currency: str | None) -> int:

@@ -16,6 +16,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Iterable
+from fractions import Fraction
 
 from yarl import URL
 
@@ -428,6 +429,13 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
     return p
 
 
+HALF_LIFE_MIN_DAYS = 1 / 86_400
+"""``attribution.half_life_days`` at least: one second."""
+HALF_LIFE_MAX_DAYS = 36_500.0
+"""``attribution.half_life_days`` at most: 100 years, ten times the longest lookback window
+(past it, touches 3650 days apart weigh within 7 % of each other: time_decay is linear)."""
+
+
 def validate_attribution(at: AttributionOptions) -> list[str]:
     p: list[str] = []
     for tier, days in at.lookback_days.items():
@@ -438,16 +446,31 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
             f"must be more than 0 and at most 3650 days, got {days}",
         )
     tiers = ", ".join(at.lookback_days)
+    # lookback_days replaces the default tiers whole: a table of one's own tiers leaves the
+    # defaults of default_tier and tier_patterns naming tiers it no longer has.
+    defaults = AttributionOptions()
+    replaced = "attribution.lookback_days replaces the default tiers whole"
+    hint = ""
+    if at.default_tier == defaults.default_tier:
+        hint = f"; {replaced}: set default_tier to one of yours"
     _check(
         p,
         at.default_tier in at.lookback_days,
         "attribution.default_tier",
-        f"{at.default_tier!r} has no attribution.lookback_days entry (tiers: {tiers})",
+        f"{at.default_tier!r} has no attribution.lookback_days entry (tiers: {tiers}){hint}",
     )
+    missing = [tier for tier in at.tier_patterns if tier not in at.lookback_days]
+    if missing and at.tier_patterns == defaults.tier_patterns:
+        p.append(
+            f"attribution.tier_patterns: the default patterns name tiers {', '.join(missing)}, which"
+            f" attribution.lookback_days does not have (tiers: {tiers}); {replaced}: set"
+            " tier_patterns for yours, or tier_patterns = {} for none"
+        )
+        missing = []
     for tier, patterns in at.tier_patterns.items():
         _check(
             p,
-            tier in at.lookback_days,
+            tier not in missing,
             f"attribution.tier_patterns.{tier}",
             f"no attribution.lookback_days entry for this tier (tiers: {tiers})",
         )
@@ -474,13 +497,26 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
         ("attribution.last_touch_share", at.last_touch_share),
     ):
         _within(p, key, share, 0, 1)
+    # Exactly as the models read them (through their decimal text, ``Params.from_options``):
+    # a sum the floats round down to 1 left the middle touches a negative share, and every
+    # position_based report with three touches or more failed.
+    first, last = at.position_first, at.position_last
+    if math.isfinite(first) and math.isfinite(last):  # else each one's range says so
+        _check(
+            p,
+            Fraction(str(first)) + Fraction(str(last)) <= 1,
+            "attribution.position_last",
+            f"position_first + position_last must be at most 1, got {first!r} + {last!r}",
+        )
+    # A half-life is a time span: one that rounds to no microsecond divided by zero, one past
+    # timedelta's range failed the gateway's start with a traceback.
     _check(
         p,
-        at.position_first + at.position_last <= 1,
-        "attribution.position_last",
-        f"position_first + position_last must be at most 1, got {at.position_first + at.position_last:g}",
+        HALF_LIFE_MIN_DAYS <= at.half_life_days <= HALF_LIFE_MAX_DAYS,
+        "attribution.half_life_days",
+        f"must be at least one second ({HALF_LIFE_MIN_DAYS:.7f} days) and at most"
+        f" {HALF_LIFE_MAX_DAYS:g} days, got {at.half_life_days}",
     )
-    _positive(p, "attribution.half_life_days", at.half_life_days)
     try:
         report_zone(at.timezone)
     except ValueError as err:

@@ -284,6 +284,12 @@ def test_distribute_refuses_nonsense() -> None:
         ("0.015", "EUR", 2),
         (1234, "JPY", 1234),
         ("1.2345", "KWD", 1234),
+        # Every ISO 4217 currency without cents, not only the familiar ones: a CFP or Rwandan
+        # franc has no minor unit, and Chile's Unidad de Fomento has four.
+        ("1000.4", "XPF", 1000),
+        ("1500.5", "RWF", 1500),  # half to even
+        ("0.51", "bif", 1),
+        ("1.23456", "CLF", 12346),
         (None, "EUR", 0),
         (-5.5, "usd", -550),
         # Beyond the default 28 digits of decimal precision: values stored before intake
@@ -300,10 +306,36 @@ def test_to_minor_units(value: float | str | None, currency: str | None, minor: 
 
 @pytest.mark.parametrize(
     ("minor", "currency", "shown"),
-    [(10000, "EUR", "100.00"), (1, None, "0.01"), (1234, "JPY", "1234"), (1234, "KWD", "1.234")],
+    [
+        (10000, "EUR", "100.00"),
+        (1, None, "0.01"),
+        (1234, "JPY", "1234"),
+        (1234, "KWD", "1.234"),
+        (1234, "XOF", "1234"),
+        (1234, "XPF", "1234"),
+        (1234, "CLF", "0.1234"),
+    ],
 )
 def test_from_minor_units(minor: int, currency: str | None, shown: str) -> None:
     assert str(from_minor(minor, currency)) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "currency", "shown"),
+    [
+        ("1000", "JPY", ["333", "333", "334"]),
+        ("1000", "XPF", ["333", "333", "334"]),  # was 333.33, 333.33, 333.34: no such francs
+        ("1000", "RWF", ["333", "333", "334"]),
+        ("1", "KWD", ["0.333", "0.333", "0.334"]),
+        ("1", "CLF", ["0.3333", "0.3333", "0.3334"]),
+        ("1", "EUR", ["0.33", "0.33", "0.34"]),
+    ],
+)
+def test_credits_round_to_the_currency_s_minor_unit(value: str, currency: str, shown: list[str]) -> None:
+    journey = [touch("a", 3, "Email"), touch("b", 2, "Paid Social"), touch("c", 1, "Organic Search")]
+    credited = amounts("linear", journey, to_minor(value, currency))
+    assert [str(from_minor(c, currency)) for c in credited] == shown
+    assert sum(from_minor(c, currency) for c in credited) == Decimal(value)
 
 
 CHANNELS = st.sampled_from(["Paid Social", "Email", "Organic Search", "Direct", "Referral", "Display"])
@@ -412,6 +444,21 @@ def test_readme_worked_example_matches_the_code() -> None:
             "tier_patterns = { other = ['x'] }\n",
             "attribution.tier_patterns.other: no attribution.lookback_days",
         ),
+        # A table of one's own tiers replaces the default ones whole: the defaults of
+        # default_tier and tier_patterns then name tiers it lacks, and the problem says so
+        # (once, not once per default pattern the operator never wrote).
+        (
+            "lookback_days = { conversion = 3.0 }\n",
+            "attribution.default_tier: 'awareness' has no attribution.lookback_days entry (tiers:"
+            " conversion); attribution.lookback_days replaces the default tiers whole: set default_tier",
+        ),
+        (
+            "lookback_days = { short = 3.0, long = 30.0 }\ndefault_tier = 'long'\n",
+            "attribution.tier_patterns: the default patterns name tiers awareness, consideration,"
+            " conversion, which attribution.lookback_days does not have (tiers: short, long);"
+            " attribution.lookback_days replaces the default tiers whole: set tier_patterns for yours,"
+            " or tier_patterns = {} for none",
+        ),
         (
             "tier_patterns = { awareness = ['('] }\n",
             "attribution.tier_patterns.awareness[0]: not a valid regular",
@@ -428,7 +475,26 @@ def test_readme_worked_example_matches_the_code() -> None:
             "attribution.position_last: position_first + position_last must be at most 1",
         ),
         ("last_touch_share = -0.1\n", "attribution.last_touch_share: must be 0..1"),
-        ("half_life_days = 0.0\n", "attribution.half_life_days: must be > 0"),
+        (
+            "position_first = 0.7\nposition_last = 0.4\n",
+            "attribution.position_last: position_first + position_last must be at most 1, got 0.7 + 0.4",
+        ),
+        # Over 1 as written, though not as floats add up: the middle touches' share would be
+        # negative, and every position_based report of three touches or more failed.
+        (
+            "position_first = 0.99998\nposition_last = 2.0000000000020002e-05\n",
+            "attribution.position_last: position_first + position_last must be at most 1",
+        ),
+        ("position_first = nan\n", "attribution.position_first: must be 0..1, got nan"),
+        ("half_life_days = 0.0\n", "attribution.half_life_days: must be at least one second"),
+        # A half-life that rounds to no microsecond divided by zero in time_decay (a 500); one
+        # past timedelta's range stopped the gateway's start with a traceback.
+        ("half_life_days = 1e-12\n", "attribution.half_life_days: must be at least one second"),
+        (
+            "half_life_days = 1e9\n",
+            "attribution.half_life_days: must be at least one second (0.0000116 days) and at most"
+            " 36500 days, got 1000000000.0",
+        ),
         ("model = 'x'\n", "attribution.model: unknown key"),
     ],
 )
@@ -445,3 +511,22 @@ def test_config_builds_the_models_knobs() -> None:
     p = Attribution(at).params
     assert (p.position_first, p.position_last) == (Fraction(3, 10), Fraction(1, 2))
     assert p.half_life == timedelta(days=3.5) and p.last_touch_share == Fraction(7, 10)
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        "half_life_days = 0.0000116\n",  # just over a second: the older touches weigh nothing
+        "half_life_days = 36500.0\n",
+        "position_first = 0.7\nposition_last = 0.3\n",  # the middle gets nothing
+        "position_first = 0.0\nposition_last = 0.0\n",
+    ],
+)
+def test_every_accepted_knob_credits_a_journey(toml: str) -> None:
+    """Whatever the config check lets through, every model credits the worked journey in full."""
+    at = load_settings(None, text="[attribution]\n" + toml, environ=ENV).options.attribution
+    journey, weights = readme_example()
+    attribution = Attribution(at, weights)
+    for model in MODELS:
+        credited = attribution.credit(model, journey, datetime(2026, 11, 10, 12, tzinfo=UTC), 10_001)
+        assert sum(c.amount for c in credited) == 10_001 and all(c.amount >= 0 for c in credited), model

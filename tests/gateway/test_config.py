@@ -443,7 +443,8 @@ _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'en
          "sinks[0].timeout_seconds: must be > 0 and finite, got inf"),
         ("[proxy]\nread_timeout = inf\n", "proxy.read_timeout: must be > 0 and finite, got inf"),
         ("[attribution]\nhalf_life_days = inf\n",
-         "attribution.half_life_days: must be > 0 and finite, got inf"),
+         "attribution.half_life_days: must be at least one second (0.0000116 days) and at most"
+         " 36500 days, got inf"),
     ],
 )  # fmt: skip
 def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> None:
