@@ -121,18 +121,6 @@ class Payouts:
         self.model = po.model
         self.currency = po.currency or None
 
-    def in_currency(self, cells: dict[str | None, list[int]]) -> dict[str | None, list[int]]:
-        """A creator's credited (value, conversions) per currency, with the conversions that
-        carry no currency and no value (sign-ups) counted in ``payouts.currency`` when it is
-        set: their CPA is paid in it, beside what the creator earned in it otherwise. A
-        currency-less row with a value (of no known currency) stays apart."""
-        bare = cells.get(None)
-        if self.currency is None or bare is None or bare[0] != 0:
-            return cells
-        out: dict[str | None, list[int]] = {k: list(v) for k, v in cells.items() if k is not None}
-        out.setdefault(self.currency, [0, 0])[1] += bare[1]
-        return out
-
     def rule(self, creator_id: str) -> Rule:
         po = self.options
         own = po.creators.get(creator_id)
