@@ -379,13 +379,21 @@ def _check_regex(problems: list[str], key: str, pattern: str) -> None:
         problems.append(f"{key}: {bad}")
 
 
-def _check_hosts(p: list[str], key: str, hosts: Iterable[str], example: str) -> None:
+def _check_hosts(
+    p: list[str], key: str, hosts: Iterable[str], example: str, suffix: str, names: bool = False
+) -> None:
     """Referrer hosts or site names, as the classifier normalizes them (spaces and a final dot
-    dropped, any case): a URL or a port there would never match a referrer."""
+    dropped, any case): a URL or a port there would never match a referrer. A host that is a
+    public suffix (``com``, ``co.uk``, ``github.io``) would match every site under it: refused,
+    saying so (``suffix``: what it would do). With ``names``, a name without a dot
+    (``paypal``) is a site's name under any suffix, not a host: not checked as one."""
     for i, host in enumerate(hosts):
-        bad = host_problem(host.strip().rstrip("."), example=example)
+        name = host.strip().rstrip(".")
+        bad = host_problem(name, example=example)
         if bad:
             p.append(f"{key}[{i}]: {bad}")
+        elif ("." in name or not names) and is_public_suffix(name.lower()):
+            p.append(f'{key}[{i}]: {host!r} is a public suffix: {suffix}; name a host like "{example}"')
 
 
 def validate_channels(ch: ChannelsOptions) -> list[str]:
@@ -396,8 +404,21 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
         if not host.strip() or "/" in host:
             bad = host_problem(host.strip().rstrip("."), example="kagi.com")
             p.append(f"channels.referrers.{toml_key(host)}: {bad} (or a utm_source name)")
-    _check_hosts(p, "channels.payment_gateways", ch.payment_gateways, "checkout.stripe.com")
-    _check_hosts(p, "channels.own_domains", ch.own_domains, "example-shop.net")
+    _check_hosts(
+        p,
+        "channels.payment_gateways",
+        ch.payment_gateways,
+        "checkout.stripe.com",
+        "every site under it would be taken for a payment gateway, its referrals never recorded",
+        names=True,
+    )
+    _check_hosts(
+        p,
+        "channels.own_domains",
+        ch.own_domains,
+        "example-shop.net",
+        "every site under it would be taken for this one, its referrals never recorded",
+    )
     for host, value in ch.referrers.items():
         kind = value.partition("/")[0]
         _check(

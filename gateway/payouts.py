@@ -16,6 +16,7 @@ from fractions import Fraction
 import msgspec
 
 from gateway.attribution import MODELS, exponent
+from gateway.config_values import toml_key
 
 MICRO = 1_000_000
 
@@ -58,16 +59,17 @@ def validate_payouts(po: PayoutsOptions) -> list[str]:
     p: list[str] = []
     if po.model not in MODELS:
         p.append(f"payouts.model: unknown model {po.model!r} (models: {', '.join(MODELS)})")
-    tiers = ", ".join(po.tiers) or "none defined"
+    # Keys as TOML writes them, as a decode error names them: "cr.ben" is one key, not two.
+    tiers = ", ".join(toml_key(name) for name in po.tiers) or "none defined"
     if po.default_tier and po.default_tier not in po.tiers:
         p.append(f"payouts.default_tier: no payouts.tiers entry {po.default_tier!r} (tiers: {tiers})")
     if po.currency and not (len(po.currency) == 3 and po.currency.isascii() and po.currency.isupper()):
         p.append(f'payouts.currency: expected a 3-letter ISO 4217 code like "EUR", got {po.currency!r}')
     rules: list[tuple[str, float | None, float | None]] = [
-        (f"payouts.tiers.{name}", t.cpa, t.revenue_share) for name, t in po.tiers.items()
+        (f"payouts.tiers.{toml_key(name)}", t.cpa, t.revenue_share) for name, t in po.tiers.items()
     ]
     for creator, c in po.creators.items():
-        key = f"payouts.creators.{creator}"
+        key = f"payouts.creators.{toml_key(creator)}"
         if c.tier and c.tier not in po.tiers:
             p.append(f"{key}.tier: no payouts.tiers entry {c.tier!r} (tiers: {tiers})")
         rules.append((key, c.cpa, c.revenue_share))
@@ -120,18 +122,6 @@ class Payouts:
         self.options = po
         self.model = po.model
         self.currency = po.currency or None
-
-    def in_currency(self, cells: dict[str | None, list[int]]) -> dict[str | None, list[int]]:
-        """A creator's credited (value, conversions) per currency, with the conversions that
-        carry no currency and no value (sign-ups) counted in ``payouts.currency`` when it is
-        set: their CPA is paid in it, beside what the creator earned in it otherwise. A
-        currency-less row with a value (of no known currency) stays apart."""
-        bare = cells.get(None)
-        if self.currency is None or bare is None or bare[0] != 0:
-            return cells
-        out: dict[str | None, list[int]] = {k: list(v) for k, v in cells.items() if k is not None}
-        out.setdefault(self.currency, [0, 0])[1] += bare[1]
-        return out
 
     def rule(self, creator_id: str) -> Rule:
         po = self.options

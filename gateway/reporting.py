@@ -430,15 +430,20 @@ have earned."""
 
 
 def _payouts_part(
-    reports: Reports, part: Part, q: Query, params: Params, every_params: Params
+    reports: Reports, part: Part, q: Query, params: Params, every_params: Params, currency: str | None
 ) -> tuple[Table, Withheld, Clicks]:
     """One slice of the payouts report: credits by creator, what quarantined traffic would
     have earned (under ``every_params``: the model's parameters had every verdict counted),
     and the creator clicks among the touchpoints its part covers (counted here, in each
-    worker beside the crediting, not after it in the gateway process)."""
+    worker beside the crediting, not after it in the gateway process). ``currency``
+    (``payouts.currency``): the currency of each conversion that has none and no value (a
+    sign-up), chosen per conversion: a creator's sums no longer tell a sign-up from a share
+    of a conversion with a value and no currency."""
     model = q.models[0]
     accepted = q.accepted(reports)
     convs = reports.read(q.since, q.until, q.conversion, "creator_id", q.population, part)
+    if currency is not None:
+        convs = [replace(c, currency=currency) if c.currency is None and not c.minor else c for c in convs]
     earned = credit_table(reports.eligible, convs, [model], "creator_id", accepted, params)
     withheld = quarantined_credit(reports.eligible, convs, model, accepted, every_params)
     return earned, withheld, reports.count_clicks(q.since, q.until, accepted, part, q.population)
@@ -461,7 +466,7 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
         if model == "data_driven" and not set(VERDICTS) <= q.accepted(reports):
             every = replace(q, verdicts=frozenset(VERDICTS))
             every_params, _ = _learn(reports, every, "creator_id")
-        return reports.map(_payouts_part, parts, q, params, every_params)
+        return reports.map(_payouts_part, parts, q, params, every_params, rules.currency)
 
     parts = await reports.run(compute)
     earned = add_tables(p[0] for p in parts)
@@ -480,7 +485,7 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
     }
     for creator in sorted(creators):
         rule = rules.rule(creator)
-        cells = rules.in_currency({k[2]: v[model] for k, v in earned.items() if k[1] == creator})
+        cells = {k[2]: v[model] for k, v in earned.items() if k[1] == creator}
         # A creator with clicks but no credit is listed (currency null, payout 0) but adds no
         # total: a null-currency total of 0 would be a line to approve that stands for nothing.
         credited = bool(cells)
@@ -493,9 +498,7 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
             rows[-1] |= {"value": money(value, currency), "payout": money(payout, currency)}
     for creator in sorted({c for c, _ in withheld} | {c for c, quarantined in clicks if quarantined}):
         rule = rules.rule(creator)
-        cells = rules.in_currency({cur: v for (c, cur), v in withheld.items() if c == creator}) or {
-            None: [0, 0]
-        }
+        cells = {cur: v for (c, cur), v in withheld.items() if c == creator} or {None: [0, 0]}
         for currency, (value, micro) in sorted(cells.items(), key=lambda kv: kv[0] or ""):
             rows.append(_payout_row(creator, "quarantined", rule.tier, rule.label, currency))
             rows[-1] |= {"clicks": clicks.get((creator, True), 0), "conversions": count(micro)}

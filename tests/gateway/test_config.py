@@ -569,6 +569,36 @@ def test_hosts_and_cookie_names_that_could_never_match_are_refused(toml: str, ex
     assert any(p.startswith(expected) for p in found), found
 
 
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("own_domains = ['shop.example.org', 'com']",
+         "channels.own_domains[1]: 'com' is a public suffix: every site under it would be taken for this "
+         'one, its referrals never recorded; name a host like "example-shop.net"'),
+        ("own_domains = ['CO.UK.']", "channels.own_domains[0]: 'CO.UK.' is a public suffix"),
+        ("own_domains = ['app']", "channels.own_domains[0]: 'app' is a public suffix"),
+        ("own_domains = ['github.io']", "channels.own_domains[0]: 'github.io' is a public suffix"),
+        ("payment_gateways = ['paypal', 'co.uk']",
+         "channels.payment_gateways[1]: 'co.uk' is a public suffix: every site under it would be taken for "
+         'a payment gateway, its referrals never recorded; name a host like "checkout.stripe.com"'),
+    ],
+)  # fmt: skip
+def test_a_public_suffix_as_own_domain_or_payment_gateway_is_refused(toml: str, expected: str) -> None:
+    """``own_domains = ["com"]`` made every .com referrer a self-referral, and a payment
+    gateway ``co.uk`` every .co.uk one a checkout return: no touchpoint for any of them,
+    silently. A gateway's name without a dot (``paypal``: that name under any suffix) is not
+    a host, and not refused so."""
+    found = problems(f"[channels]\n{toml}\n")
+    assert found == [expected] or (len(found) == 1 and found[0].startswith(expected)), found
+
+
+def test_a_site_s_own_domain_and_a_gateway_under_a_private_suffix_load() -> None:
+    text = "[channels]\nown_domains = ['shop.github.io', 'shop.co.uk']\n"
+    text += "payment_gateways = ['bank', 'pay.co.uk']\n"  # "bank": a site name (also a suffix)
+    channels = load_settings(None, text=text, environ=ENV).options.channels
+    assert channels.own_domains == ("shop.github.io", "shop.co.uk")
+
+
 def test_a_prefixed_cookie_name_needs_what_browsers_require_of_it() -> None:
     """``__Host-`` is kept by browsers only Secure and without Domain; the rest of the config's
     hosts in their bare forms load (ports, schemes and the like are refused above)."""

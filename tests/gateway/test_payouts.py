@@ -7,7 +7,9 @@ from fractions import Fraction
 
 import pytest
 
+from gateway.config import ConfigError, load_settings
 from gateway.payouts import Rule
+from tests.conftest import ENV
 
 
 @pytest.mark.parametrize(
@@ -48,3 +50,36 @@ def test_amount_rounds_the_exact_sum_once(
 )
 def test_label_shows_the_rule_as_configured(cpa: str, share: str, label: str) -> None:
     assert Rule("t", Fraction(cpa), Fraction(share)).label == label
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            "tiers = { 'g.old' = { cpa = -5.0 } }",
+            ['payouts.tiers."g.old".cpa: must be 0..1000000, got -5.0'],
+        ),
+        (
+            "tiers = { gold = { revenue_share = 0.1 } }\n"
+            "creators = { 'cr ana' = { tier = 'x', revenue_share = 2 } }",
+            [
+                "payouts.creators.\"cr ana\".tier: no payouts.tiers entry 'x' (tiers: gold)",
+                'payouts.creators."cr ana".revenue_share: must be 0..1, got 2.0',
+            ],
+        ),
+        (
+            "tiers = { 'a.b' = {} }\ndefault_tier = 'a'",
+            ["payouts.default_tier: no payouts.tiers entry 'a' (tiers: \"a.b\")"],
+        ),
+        (
+            "creators = { cr_ana = { cpa = nan } }",
+            ["payouts.creators.cr_ana.cpa: must be 0..1000000, got nan"],
+        ),
+    ],
+)
+def test_a_bad_rule_names_its_key_as_toml_writes_it(toml: str, expected: list[str]) -> None:
+    """A creator ID or tier name with a dot or a space is one key: quoted, as a type error
+    inside the same table names it (``payouts.creators."cr.ben".cpa``), not read as two."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text=f"[payouts]\n{toml}\n", environ=ENV)
+    assert err.value.problems == expected

@@ -508,6 +508,44 @@ async def test_a_cpa_on_sign_ups_is_paid_in_payouts_currency(
         assert rows == {None: (1, 0, 5.0), "EUR": (1, 20.0, 5.0)}
 
 
+async def test_a_sign_up_is_paid_in_payouts_currency_beside_a_value_of_no_currency(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """Each sign-up is paid in ``payouts.currency``, whatever else the creator earned: a
+    conversion with a value and no currency (a webhook that sent no ``currency``) stays in a
+    row of no currency, and used to pull the sign-up's CPA into that row with it (the
+    currency was chosen per creator's sum, not per conversion). Under linear, that valued
+    conversion's share of one cent (0.01 split three ways: 1, 0 and 0 minor units) must not
+    move either: only conversions without a value are sign-ups."""
+    gw = await start_gateway(await upstream_server(web.Application()), PAYOUTS + 'currency = "EUR"\n')
+
+    def bare(days: float, name: str, value: float | None, visitor: str = "v8") -> Conversion:
+        cid = new_id(int(at(days).timestamp() * 1000))
+        return Conversion(cid, iso(at(days)), "n", name, "k:" + cid, visitor, None, value, None)
+
+    await gw.gateway.store.write(
+        [
+            tp("v8", 1, "Affiliates", creator_id="cr_dee"),
+            bare(2, "signup", None),
+            bare(3, "purchase", 10.00),
+            tp("v9", 1, "Email", source="newsletter", medium="email"),
+            tp("v9", 2, "Affiliates", creator_id="cr_eli"),
+            tp("v9", 3, "Affiliates", creator_id="cr_fay"),
+            bare(4, "purchase", 0.01, "v9"),
+        ]
+    )
+    body = await get(gw, "/api/payouts", model="last_touch", **PERIOD)
+    rows = {
+        (r["creator_id"], r["currency"]): (r["conversions"], r["value"], r["payout"]) for r in body["rows"]
+    }
+    assert rows["cr_dee", "EUR"] == (1, 0, 5.0)
+    assert rows["cr_dee", None] == (1, 10.0, 5.0)
+    body = await get(gw, "/api/payouts", model="linear", conversion="purchase", **PERIOD)
+    currencies = {(r["creator_id"], r["currency"]) for r in body["rows"]}
+    assert ("cr_eli", "EUR") not in currencies and ("cr_fay", "EUR") not in currencies
+    assert {c for _, c in currencies} == {None}
+
+
 def test_payouts_currency_is_checked_naming_its_key() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(None, text='[payouts]\ncurrency = "euro"\n', environ=ENV)
