@@ -298,6 +298,8 @@ class LocalStore:
         future, events = item.future, item.events
         if not self.accepting:
             future.set_exception(StoreClosed("the store is closed"))
+        elif not events:  # nothing to commit: done (a batch of none failed, and marked the store failing)
+            future.set_result(None if item.groups is None else [True] * len(item.groups))
         elif self._queued + len(events) > MAX_QUEUED:
             future.set_exception(StoreClosed(f"the write queue is full ({MAX_QUEUED} events)"))
         else:

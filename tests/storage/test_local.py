@@ -145,6 +145,18 @@ async def test_submit_before_open_is_refused(tmp_path: Path) -> None:
         await store.submit([tp(1)])
 
 
+async def test_nothing_to_write_is_done_at_once(open_store: OpenStore) -> None:
+    """An empty write used to reach the writer as a batch of no events: a KeyError, counted as
+    a store error, and the store reported failing."""
+    store = await open_store()
+    await store.write([])
+    assert await store.submit_groups([[], []]) == [True, True]
+    assert await store.submit_groups([]) == []
+    assert sample(store, "gateway_store_errors_total") == 0 and store.failing is None
+    await store.write([tp(1)])
+    assert [r[0] for r in await read(store.path, "SELECT content FROM touchpoints")] == ["1"]
+
+
 async def test_failing_commit_fails_its_futures_and_the_store_recovers(open_store: OpenStore) -> None:
     store = await open_store()
     await store.write([tp(0)])
