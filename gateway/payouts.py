@@ -86,15 +86,21 @@ class Rule:
     tier: str | None
     cpa: Fraction
     revenue_share: Fraction
+    own: frozenset[str] = frozenset()
+    """The parts (``cpa``, ``revenue_share``) the creator's own entry sets over its tier's."""
 
     @property
     def label(self) -> str:
+        """The rule as configured, each part the creator sets itself marked ``(own)``: a
+        creator on CPA 7.5 in a tier of CPA 5 is ``tier standard: CPA 7.5 (own)``, not a label
+        that reads as the tier's rule."""
+        mark = {part: " (own)" if part in self.own and self.tier else "" for part in ("cpa", "revenue_share")}
         parts = []
         if self.cpa:
-            parts.append(f"CPA {_decimal(self.cpa)}")
+            parts.append(f"CPA {_decimal(self.cpa)}{mark['cpa']}")
         if self.revenue_share:
-            parts.append(f"{_decimal(self.revenue_share * 100)}% of value")
-        text = " + ".join(parts) or "nothing"
+            parts.append(f"{_decimal(self.revenue_share * 100)}% of value{mark['revenue_share']}")
+        text = " + ".join(parts) or ("nothing (own)" if self.own and self.tier else "nothing")
         return f"tier {self.tier}: {text}" if self.tier else text
 
     def amount(self, conversions: int, value: int, currency: str | None) -> int:
@@ -134,5 +140,8 @@ class Payouts:
         share = own.revenue_share if own and own.revenue_share is not None else None
         if share is None:
             share = base.revenue_share if base else 0.0
+        own_parts = frozenset(
+            part for part in ("cpa", "revenue_share") if own is not None and getattr(own, part) is not None
+        )
         # Through str: 0.1 in TOML means exactly one tenth, not the nearest binary float.
-        return Rule(tier or None, Fraction(str(cpa)), Fraction(str(share)))
+        return Rule(tier or None, Fraction(str(cpa)), Fraction(str(share)), own_parts)

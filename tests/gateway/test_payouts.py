@@ -3,12 +3,14 @@ once, half to even, to the currency's minor unit."""
 
 from __future__ import annotations
 
+import tomllib
 from fractions import Fraction
 
+import msgspec
 import pytest
 
 from gateway.config import ConfigError, load_settings
-from gateway.payouts import Rule
+from gateway.payouts import Payouts, PayoutsOptions, Rule
 from tests.conftest import ENV
 
 
@@ -50,6 +52,26 @@ def test_amount_rounds_the_exact_sum_once(
 )
 def test_label_shows_the_rule_as_configured(cpa: str, share: str, label: str) -> None:
     assert Rule("t", Fraction(cpa), Fraction(share)).label == label
+
+
+def test_label_marks_what_a_creator_sets_over_its_tier() -> None:
+    """A creator's own CPA in a tier read as the tier's rule: ``tier standard: CPA 7.5``
+    beside other creators' ``tier standard: CPA 5``."""
+    options = msgspec.convert(
+        tomllib.loads(
+            "default_tier = 'standard'\n"
+            "tiers = { standard = { cpa = 5.0 }, gold = { cpa = 1.0, revenue_share = 0.1 } }\n"
+            "creators = { cr_ana = { cpa = 7.5 }, cr_ben = { tier = 'gold', revenue_share = 0.2 },"
+            " cr_cid = { tier = 'gold' }, cr_dan = { cpa = 0.0 } }"
+        ),
+        PayoutsOptions,
+    )
+    rules = Payouts(options)
+    assert rules.rule("cr_ana").label == "tier standard: CPA 7.5 (own)"
+    assert rules.rule("cr_ben").label == "tier gold: CPA 1 + 20% of value (own)"
+    assert rules.rule("cr_cid").label == "tier gold: CPA 1 + 10% of value"
+    assert rules.rule("cr_dan").label == "tier standard: nothing (own)"
+    assert rules.rule("someone").label == "tier standard: CPA 5"
 
 
 @pytest.mark.parametrize(
