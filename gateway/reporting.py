@@ -104,13 +104,17 @@ class Report:
 
     def filename(self, extension: str, zone: tzinfo = UTC) -> str:
         """The download's name: the report, model, grouping, the conversion and population
-        it is limited to, and the period's first and last days in ``zone``
+        it is limited to, the verdicts it counts unless ``allow`` alone (``allow+review``),
+        and the period's first and last days in ``zone``
         (``attribution.timezone``: the dates asked for, not the UTC dates they begin on; the
         last day is the one ``until``, exclusive, ends: November is ``…-11-01-…-11-30``). A
         conversion's name keeps its ASCII letters, digits and ``.``, each run of anything else
         becoming one ``_``, so the name is one safe ASCII word."""
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
         parts += [_file_word(self.meta.get("conversion")), self.meta.get("population")]
+        verdicts = self.meta.get("verdicts")
+        if verdicts is not None and verdicts != ["allow"]:  # not every report counts allow alone
+            parts.append("+".join(verdicts))
         parts += [_local_date(self.meta["since"], zone), _local_date(self.meta["until"], zone, last=True)]
         return "-".join(str(p) for p in parts if p) + "." + extension
 

@@ -432,7 +432,7 @@ async def test_a_cpa_and_a_revenue_share_are_rounded_once(start_gateway: Any, up
     await gw.gateway.store.write(EVENTS)
     body = await get(gw, "/api/payouts", model="linear", **PERIOD)
     ana = next(r for r in body["rows"] if r["creator_id"] == "cr_ana")
-    assert ana["rule"] == "tier gold: CPA 1 + 10% of value"
+    assert ana["rule"] == "tier gold: CPA 1 (own) + 10% of value"  # its own CPA, the tier's share
     assert (ana["conversions"], ana["value"], ana["payout"]) == (0.333334, 33.34, 3.67)
     assert body["totals"] == [{"currency": "EUR", "payout": 8.67}, {"currency": "USD", "payout": 2.5}]
 
@@ -597,6 +597,16 @@ async def test_an_export_of_one_conversion_and_population_is_named_after_them(gw
     assert disposition == f'attachment; filename="{name}"'
     body = await get(gw, "/api/attribution", **{k: v for k, v in params.items() if k != "format"})
     assert (body["conversion"], body["population"]) == ('sign up/"ü"', "cookie")
+    # Counting quarantined touches too: named so (it had the default's name).
+    for path, name in [
+        ("/api/attribution", "attribution-linear-channel-allow+review-2026-11-01-2026-11-30.csv"),
+        ("/api/payouts", "payouts-last_touch-allow+block+review-2026-11-01-2026-11-30.csv"),
+    ]:
+        verdicts = "allow,review" if path == "/api/attribution" else "review,block,allow"
+        params = {**PERIOD, "format": "csv", "verdicts": verdicts}
+        async with gw.session.get(gw.admin_url + path, headers=AUTH, params=params) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Disposition"] == f'attachment; filename="{name}"'
 
 
 def _csv_cell(value: Any, cell: str) -> str:
