@@ -133,6 +133,26 @@ function renderDaily(data) {
   });
   stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day", unit: "conversions" });
   legend($("#legend-daily"), channels.map((label) => ({ label, color: palette.get(label) })));
+  dailyTable(days, series);
+}
+
+// The daily chart's numbers, each day's credited conversions per channel, for reading them
+// without hovering over every bar (and for a screen reader): folded under the chart.
+function dailyTable(days, series) {
+  const table = $("#table-daily");
+  $("#numbers-daily").hidden = !series.length;
+  const head = element("tr");
+  head.append(element("th", "Day"), ...series.map((s) => element("th", s.name)), element("th", "Total"));
+  table.replaceChildren(element("thead"), element("tbody"));
+  table.tHead.appendChild(head);
+  days.forEach((day, i) => {
+    const values = series.map((s) => s.values[i]);
+    const total = values.reduce((sum, v) => sum + v, 0);
+    if (!total) return;
+    const tr = element("tr");
+    tr.append(element("td", day), ...values.map((v) => element("td", v ? fixed(v) : "–")), element("td", fixed(total)));
+    table.tBodies[0].appendChild(tr);
+  });
 }
 
 function renderModels(data) {

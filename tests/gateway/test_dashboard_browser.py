@@ -790,3 +790,36 @@ async def test_on_a_phone_the_charts_text_is_readable_and_nothing_widens_the_pag
         assert right <= left, days  # day labels apart
     assert page_width[0] <= page_width[1], page_width
     assert journey[0] and (journey[1] == "auto" or journey[2]), journey
+
+
+@pytest.mark.timeout(180)
+async def test_the_daily_chart_s_numbers_are_readable_without_hovering(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Each day's credited conversions per channel were only in the bars' tooltips (and the
+    CSV): folded under the chart now, a row per day that has any."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show_ten_days(page, gw)
+        assert await page.eval("document.querySelector('#numbers-daily').hidden") is False
+        await page.eval("document.querySelector('#numbers-daily summary').click()")
+        table = json.loads(
+            await page.eval(
+                "JSON.stringify([...document.querySelectorAll('#table-daily tr')]"
+                ".map(tr => [...tr.children].map(c => c.textContent)))"
+            )
+        )
+        shown = await page.eval("document.querySelector('#table-daily').getBoundingClientRect().height")
+        legend = await page.eval(
+            "[...document.querySelectorAll('#legend-daily .legend-item')].map(i => i.textContent)"
+        )
+        total = await page.eval("document.querySelector('#totals').innerText")
+    head, rows = table[0], table[1:]
+    assert head == ["Day", *legend, "Total"] and shown > 0
+    assert rows and all(row[0].startswith("2026-11-") for row in rows)
+    assert [row[0] for row in rows] == sorted(row[0] for row in rows)
+    for row in rows:  # each day's cells add up to its total
+        cells = [float(c) for c in row[1:-1] if c != "\u2013"]  # an en dash: none
+        assert abs(sum(cells) - float(row[-1])) < 0.02, row
+    assert f"Conversions\n{round(sum(float(row[-1]) for row in rows))}" in total
