@@ -43,8 +43,14 @@ MINOR_UNITS |= dict.fromkeys(("CLF", "UYW"), 4)
 CFP francs have none, Chile's Unidad de Fomento four); every other currency has 2 decimals."""
 
 
-def exponent(currency: str | None) -> int:
-    return MINOR_UNITS.get((currency or "").upper(), 2)
+STRIPE_MINOR_UNITS = {code: places for code, places in MINOR_UNITS.items() if code != "ISK"} | {"MGA": 0}
+"""The minor units of Stripe's API amounts, where they depart from ISO 4217: ISK in hundredths
+(Stripe keeps the króna two-decimal, 100 is 1 ISK), MGA in whole ariary."""
+
+
+def exponent(currency: str | None, units: Mapping[str, int] = MINOR_UNITS) -> int:
+    """The decimals of ``currency``'s minor unit (per ISO 4217, or another ``units`` table)."""
+    return units.get((currency or "").upper(), 2)
 
 
 def to_minor(value: float | Decimal | str | None, currency: str | None = None) -> int:

@@ -206,7 +206,7 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         if currency is None:
             r.fail("value", 'value_scale = "minor" needs the currency whose minor units the value is in')
         else:  # JPY has none, EUR cents, KWD thousandths
-            value = scaled(value, 10.0 ** -exponent(currency))
+            value = scaled(value, 10.0 ** -exponent(currency, src.minor_units))
     order_id = r.text("order_id")
     conv_name = r.text("name")
     given_key = r.raw("event_id")

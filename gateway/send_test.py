@@ -19,12 +19,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from yarl import URL
 
-from gateway.attribution import exponent
+from gateway.attribution import MINOR_UNITS, exponent
 from gateway.config import ConfigError, decode_options, parse_config, read_config, sender_secret_bytes
 from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
@@ -78,14 +79,18 @@ def test_user(creator: str) -> str:
     return f"test-user-{creator}"
 
 
-def unscaled(value: float, scale: float | str, currency: str) -> float | int:
+def unscaled(
+    value: float, scale: float | str, currency: str, units: Mapping[str, int] = MINOR_UNITS
+) -> float | int:
     """``value`` in the sender's unit, so that the gateway's decimal ``value_scale`` gives it
     back: 19.99 at ``0.01`` is 1999 cents (the float quotient is 1998.9999999999998, which
     would be recorded as 19.989999999999998); a whole number is sent as an integer. ``"minor"``:
-    in ``currency``'s minor units (5000 JPY is 5000, 19.99 EUR 1999)."""
+    in ``currency``'s minor units as ``units`` has them (5000 JPY is 5000, 19.99 EUR 1999)."""
     amount = decimal.Decimal(repr(value))
     raw = (
-        amount.scaleb(exponent(currency)) if isinstance(scale, str) else amount / decimal.Decimal(repr(scale))
+        amount.scaleb(exponent(currency, units))
+        if isinstance(scale, str)
+        else amount / decimal.Decimal(repr(scale))
     )
     return int(raw) if raw == raw.to_integral_value() else float(raw)
 
@@ -98,7 +103,7 @@ def sample_payload(src: SourceMap, creator: str, value: float, currency: str) ->
         "event_id": f"test-{uuid.uuid4()}",
         "creator_id": creator,
         "name": "test_conversion",
-        "value": unscaled(value, src.value_scale, currency),
+        "value": unscaled(value, src.value_scale, currency, src.minor_units),
         "currency": currency,
         "timestamp": int(time.time()),
     }

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
+
 if TYPE_CHECKING:
     from gateway.options import Options, SourceOptions, WebhooksOptions
 
@@ -128,6 +130,9 @@ class SourceMap:
     defaults: Mapping[str, str]
     value_scale: float | str
     """A factor, or ``"minor"`` (each currency's minor units: ``gateway.mapping``)."""
+    minor_units: Mapping[str, int]
+    """The currencies whose minor unit is not the cent for ``"minor"``: ISO 4217's, or Stripe's
+    for a Stripe-signed source (``attribution.STRIPE_MINOR_UNITS``)."""
     batch: tuple[str, ...] | None
     lenient: bool
     """segment: a page without campaign data or an identify without both IDs is acknowledged
@@ -153,6 +158,7 @@ def compile_source(opts: SourceOptions) -> SourceMap:
         ignore=frozenset(ignore),
         defaults=dict(opts.defaults),
         value_scale=opts.value_scale,
+        minor_units=STRIPE_MINOR_UNITS if opts.signature == "stripe" else MINOR_UNITS,
         batch=parse_pointer(opts.batch_pointer) if opts.batch_pointer else None,
         lenient=opts.format == "segment",
     )

@@ -23,6 +23,7 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
+from gateway.attribution import STRIPE_MINOR_UNITS
 from gateway.badbody import body_key, unseal
 from gateway.config import ConfigError, load_settings
 from gateway.events import Conversion
@@ -1041,7 +1042,9 @@ async def test_stripe_amounts_in_each_currencys_minor_units(start_gateway, upstr
     value_scale = "minor" divides by each currency's own unit."""
     toml = STRIPE.replace("value_scale = 0.01", 'value_scale = "minor"')
     gw = await start_gateway(await upstream_server(web.Application()), toml, {"STRIPE_SECRET": STRIPE_SECRET})
-    for n, (amount, currency) in enumerate([(4990, "eur"), (5000, "jpy"), (12345, "kwd")]):
+    # Stripe departs from ISO 4217 for two: ISK in hundredths (ISO: none), MGA whole (ISO: 2).
+    sent = [(4990, "eur"), (5000, "jpy"), (12345, "kwd"), (50000, "isk"), (5000, "mga")]
+    for n, (amount, currency) in enumerate(sent):
         obj = {"id": f"cs_{n}", "amount_total": amount, "currency": currency, "client_reference_id": "42"}
         body = encode({"id": f"evt_{n}", "type": "checkout.session.completed", "data": {"object": obj}})
         status, answer = await post(gw, body, stripe_signed(body))
@@ -1050,6 +1053,8 @@ async def test_stripe_amounts_in_each_currencys_minor_units(start_gateway, upstr
         (49.9, "EUR"),
         (5000.0, "JPY"),
         (12.345, "KWD"),
+        (500.0, "ISK"),  # recorded as 50,000 krónur until 2026-12-04
+        (5000.0, "MGA"),  # and as 50 ariary
     ]
     body = encode(
         {"id": "evt_x", "type": "checkout.session.completed", "data": {"object": {"amount_total": 5}}}
@@ -1070,6 +1075,9 @@ def test_a_test_event_in_minor_units_is_in_its_currencys_unit() -> None:
         1999,
         12345,
     ]
+    # A Stripe-signed source's test event is in Stripe's units.
+    assert unscaled(500, "minor", "ISK", STRIPE_MINOR_UNITS) == 50000 and unscaled(500, "minor", "ISK") == 500
+    assert unscaled(5000, "minor", "MGA", STRIPE_MINOR_UNITS) == 5000
 
 
 def test_a_wrong_value_scale_names_what_it_takes() -> None:
