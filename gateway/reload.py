@@ -34,7 +34,6 @@ RESTART_KEYS = (
     "log.format",
     "central",
     "sinks",
-    "payouts",
     "sources",
 )
 """Keys (or whole tables) a running process keeps until restarted: they are baked into listeners,

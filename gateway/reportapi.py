@@ -36,7 +36,18 @@ from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
 from storage.reports import POPULATIONS, Reports
 
 REPORTS_KEY = web.AppKey("reports", Reports)
-PAYOUTS_KEY = web.AppKey("payouts", Payouts)
+
+
+class PayoutRules:
+    """The payout rules the admin API reports with: ``[payouts]`` as the gateway started, then
+    as the last reload (SIGHUP) found it. A report takes ``current`` once, so one swapped in
+    while it runs does not mix two sets of rules."""
+
+    def __init__(self, rules: Payouts) -> None:
+        self.current = rules
+
+
+PAYOUTS_KEY = web.AppKey("payouts", PayoutRules)
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
@@ -214,7 +225,7 @@ async def paths(request: web.Request) -> web.Response:
 async def payouts(request: web.Request) -> web.Response:
     only_params(request, PARAMS["payouts"])
     _format(request)
-    rules = request.app[PAYOUTS_KEY]
+    rules = request.app[PAYOUTS_KEY].current
     q = query(request, default_model=rules.model, all_models=False)
     return respond(request, await reporting.payouts(request.app[REPORTS_KEY], rules, q))
 
@@ -259,7 +270,7 @@ def add_report_routes(app: web.Application, settings: Settings) -> None:
         worker_memory=settings.options.admin.report_worker_memory_mb * 2**20,
     )
     app[REPORTS_KEY] = reports
-    app[PAYOUTS_KEY] = Payouts(settings.options.payouts)
+    app[PAYOUTS_KEY] = PayoutRules(Payouts(settings.options.payouts))
 
     async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
         await reports.open()

@@ -4,10 +4,13 @@ on the pipeline they started on."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
 
+from gateway.events import Conversion, Touchpoint, iso
+from gateway.ids import uuid7
 from gateway.reload import RESTART_KEYS, live_settings, restart_needed
 from tests.conftest import ENV, GatewayFactory, make_settings
 
@@ -82,3 +85,28 @@ def test_readme_names_every_restart_only_key() -> None:
         names = {f"`{key}`", f"`[{key}]`", f"`[[{key}]]`"}
         assert any(name in restart for name in names), f"{key} is not named as needing a restart"
         assert not any(name in live for name in names), f"{key} is named as changing live"
+
+
+async def test_a_reload_applies_new_payout_rules_to_the_next_report(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """[payouts] needed a restart: a partner manager who corrected a CPA and reloaded still
+    approved the old amounts from the admin API, while `gateway report` read the new file."""
+    before = "[payouts]\ndefault_tier = 'standard'\ntiers = { standard = { cpa = 5.0 } }\n"
+    gw = await start_gateway(await upstream_server(web.Application()), before)  # type: ignore[operator]
+    now = datetime.now(UTC)
+    touch = Touchpoint(
+        uuid7(), iso(now - timedelta(hours=1)), "n", "v1", creator_id="cr_ana", channel="Affiliates"
+    )
+    sale = Conversion(uuid7(), iso(now), "n", "purchase", "order:1", "v1", None, 100.0, "EUR")
+    await gw.gateway.store.write([touch, sale])
+
+    async def payout() -> tuple[str, float]:
+        (row,) = [r for r in (await gw.api("/api/payouts"))["rows"] if r["creator_id"] == "cr_ana"]
+        return row["rule"], row["payout"]
+
+    assert await payout() == ("tier standard: CPA 5", 5.0)
+    after = before.replace("cpa = 5.0", "cpa = 7.5") + "model = 'first_touch'\n"
+    assert await gw.gateway.reload(make_settings(tmp_path, after)) == []
+    assert await payout() == ("tier standard: CPA 7.5", 7.5)
+    assert (await gw.api("/api/payouts"))["model"] == "first_touch"
