@@ -58,6 +58,9 @@ PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 # a UUID or a key written in capitals is the same one (RFC 9562 §4: case-insensitive on input).
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _VISITOR_KEY = re.compile(r"[0-9a-f]{32}")
+MAX_VISITOR_ID = 2000
+"""The longest raw visitor ID a sender or an import can record (``campaign.max_value_length``
+at its most)."""
 _encode = msgspec.json.Encoder()
 
 
@@ -329,23 +332,31 @@ async def touchpoints(request: web.Request) -> web.Response:
 
 
 async def visitor(request: web.Request) -> web.Response:
-    """Accepts the stored visitor_key, the raw visitor ID, or the whole cookie value."""
+    """Accepts the stored visitor_key, the raw visitor ID, or the whole cookie value.
+
+    A raw ID is the cookie's, or any a signed event or an import named (a Segment
+    ``anonymousId``, a UUID): not only the gateway's own 22 characters. 32 hex digits are read
+    as a visitor_key first, then as a raw ID (a UUID written without dashes)."""
     only_params(request, set())
     given = request.match_info["visitor_id"]
+    keys: list[str] = []
     if _VISITOR_KEY.fullmatch(given.lower()):
-        key = given.lower()
-    else:
-        raw = given.split(".")[1] if given.count(".") == 2 else given
-        if not re.fullmatch(r"[A-Za-z0-9_-]{22}", raw):
-            raise ApiError(
-                400,
-                "visitor_id: expected a visitor_key (32 hex digits), a visitor ID or a cookie value",
-            )
-        key = request.app[KEYS_KEY].visitor_key(raw)
-    journey = await request.app[READER_KEY].visitor(key)
-    if journey is None:
-        raise ApiError(404, "no touchpoints recorded for this visitor")
-    return ok(journey)
+        keys.append(given.lower())
+    # The cookie, v1.<id>.<tag>: as a sender's "v1." ID with two dots is read (mapping.py).
+    raw = given.split(".")[1] if given.startswith("v1.") and given.count(".") == 2 else given
+    if 0 < len(raw) <= MAX_VISITOR_ID and raw.isprintable():
+        keys.append(request.app[KEYS_KEY].visitor_key(raw))
+    elif not keys:
+        raise ApiError(
+            400,
+            "visitor_id: expected a visitor_key (32 hex digits), a visitor ID"
+            f" (1..{MAX_VISITOR_ID} printable characters) or a cookie value",
+        )
+    for key in keys:
+        journey = await request.app[READER_KEY].visitor(key)
+        if journey is not None:
+            return ok(journey)
+    raise ApiError(404, "no touchpoints recorded for this visitor")
 
 
 def _user_key(request: web.Request) -> tuple[str, str]:

@@ -290,7 +290,14 @@ TOUCHPOINT_ID = {
     "type": "string",
     "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
 }
-VISITOR_ID = r"^([0-9a-fA-F]{32}|[A-Za-z0-9_-]{22}|v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22})$"
+# A visitor_key (32 hex digits, in any case), a raw visitor ID (the cookie's 22 characters, or
+# any a sender or an import named: printable, at most admin.MAX_VISITOR_ID), or the cookie value.
+VISITOR_ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 2000,
+    "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+}
 
 USER_ID = {
     "name": "user_id",
@@ -444,8 +451,9 @@ def openapi_document() -> dict[str, Any]:
                             "name": "visitor_id",
                             "in": "path",
                             "required": True,
-                            "description": "visitor_key, raw visitor ID, or the cookie value",
-                            "schema": {"type": "string", "pattern": VISITOR_ID},
+                            "description": "visitor_key, raw visitor ID (the cookie's, or one a"
+                            " signed event or an import named), or the cookie value",
+                            "schema": VISITOR_ID,
                         }
                     ],
                     "responses": {
