@@ -32,7 +32,7 @@ from gateway.config import Settings
 from gateway.creators import Creator, CreatorRegistry
 from gateway.events import CreatorStanding, VerdictChange, iso
 from gateway.ids import Uuid7
-from gateway.keys import Keys, user_id_problem
+from gateway.keys import MAX_VISITOR_ID, Keys, user_id_problem
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import error_body
@@ -58,9 +58,6 @@ PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 # a UUID or a key written in capitals is the same one (RFC 9562 §4: case-insensitive on input).
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _VISITOR_KEY = re.compile(r"[0-9a-f]{32}")
-MAX_VISITOR_ID = 2000
-"""The longest raw visitor ID a sender or an import can record (``campaign.max_value_length``
-at its most)."""
 _encode = msgspec.json.Encoder()
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway.attribution import MODELS
 from gateway.events import VERDICTS
+from gateway.keys import MAX_VISITOR_ID
 from storage.dashboard import PARTS
 
 _NULLABLE_STR = {"type": ["string", "null"]}
@@ -291,11 +292,11 @@ TOUCHPOINT_ID = {
     "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
 }
 # A visitor_key (32 hex digits, in any case), a raw visitor ID (the cookie's 22 characters, or
-# any a sender or an import named: printable, at most admin.MAX_VISITOR_ID), or the cookie value.
+# any a sender or an import named: printable, at most MAX_VISITOR_ID), or the cookie value.
 VISITOR_ID = {
     "type": "string",
     "minLength": 1,
-    "maxLength": 2000,
+    "maxLength": MAX_VISITOR_ID,
     "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
 }
 
