@@ -32,7 +32,7 @@ from gateway.config import Settings
 from gateway.creators import Creator, CreatorRegistry
 from gateway.events import CreatorStanding, VerdictChange, iso
 from gateway.ids import Uuid7
-from gateway.keys import Keys, user_id_problem
+from gateway.keys import MAX_VISITOR_ID, Keys, user_id_problem
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import error_body
@@ -329,23 +329,31 @@ async def touchpoints(request: web.Request) -> web.Response:
 
 
 async def visitor(request: web.Request) -> web.Response:
-    """Accepts the stored visitor_key, the raw visitor ID, or the whole cookie value."""
+    """Accepts the stored visitor_key, the raw visitor ID, or the whole cookie value.
+
+    A raw ID is the cookie's, or any a signed event or an import named (a Segment
+    ``anonymousId``, a UUID): not only the gateway's own 22 characters. 32 hex digits are read
+    as a visitor_key first, then as a raw ID (a UUID written without dashes)."""
     only_params(request, set())
     given = request.match_info["visitor_id"]
+    keys: list[str] = []
     if _VISITOR_KEY.fullmatch(given.lower()):
-        key = given.lower()
-    else:
-        raw = given.split(".")[1] if given.count(".") == 2 else given
-        if not re.fullmatch(r"[A-Za-z0-9_-]{22}", raw):
-            raise ApiError(
-                400,
-                "visitor_id: expected a visitor_key (32 hex digits), a visitor ID or a cookie value",
-            )
-        key = request.app[KEYS_KEY].visitor_key(raw)
-    journey = await request.app[READER_KEY].visitor(key)
-    if journey is None:
-        raise ApiError(404, "no touchpoints recorded for this visitor")
-    return ok(journey)
+        keys.append(given.lower())
+    # The cookie, v1.<id>.<tag>: as a sender's "v1." ID with two dots is read (mapping.py).
+    raw = given.split(".")[1] if given.startswith("v1.") and given.count(".") == 2 else given
+    if 0 < len(raw) <= MAX_VISITOR_ID and raw.isprintable():
+        keys.append(request.app[KEYS_KEY].visitor_key(raw))
+    elif not keys:
+        raise ApiError(
+            400,
+            "visitor_id: expected a visitor_key (32 hex digits), a visitor ID"
+            f" (1..{MAX_VISITOR_ID} printable characters) or a cookie value",
+        )
+    for key in keys:
+        journey = await request.app[READER_KEY].visitor(key)
+        if journey is not None:
+            return ok(journey)
+    raise ApiError(404, "no touchpoints recorded for this visitor")
 
 
 def _user_key(request: web.Request) -> tuple[str, str]:

@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 USER_KEY_MODES = ("hash", "encrypt", "plain")
 MAX_USER_ID = 256
 """Longest user ID accepted (characters); longer ones are refused where they arrive."""
+MAX_VISITOR_ID = 2000
+"""Longest raw visitor ID an operator may name (characters): a sender's or an import's, at most
+``campaign.max_value_length`` (itself at most 2000); the cookie's own are 22."""
 
 
 def user_id_problem(user_id: str) -> str | None:

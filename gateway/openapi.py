@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway.attribution import MODELS
 from gateway.events import VERDICTS
+from gateway.keys import MAX_VISITOR_ID
 from storage.dashboard import PARTS
 
 _NULLABLE_STR = {"type": ["string", "null"]}
@@ -290,7 +291,14 @@ TOUCHPOINT_ID = {
     "type": "string",
     "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
 }
-VISITOR_ID = r"^([0-9a-fA-F]{32}|[A-Za-z0-9_-]{22}|v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22})$"
+# A visitor_key (32 hex digits, in any case), a raw visitor ID (the cookie's 22 characters, or
+# any a sender or an import named: printable, at most MAX_VISITOR_ID), or the cookie value.
+VISITOR_ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_VISITOR_ID,
+    "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+}
 
 USER_ID = {
     "name": "user_id",
@@ -444,8 +452,9 @@ def openapi_document() -> dict[str, Any]:
                             "name": "visitor_id",
                             "in": "path",
                             "required": True,
-                            "description": "visitor_key, raw visitor ID, or the cookie value",
-                            "schema": {"type": "string", "pattern": VISITOR_ID},
+                            "description": "visitor_key, raw visitor ID (the cookie's, or one a"
+                            " signed event or an import named), or the cookie value",
+                            "schema": VISITOR_ID,
                         }
                     ],
                     "responses": {

@@ -93,7 +93,8 @@ async def test_missing_or_wrong_token_rejected(gw, path: str, headers) -> None:
         ("/api/touchpoints", {"cursor": "nope"}, 400),
         ("/api/touchpoints", {"colour": "red"}, 400),
         ("/api/visitors/" + "0" * 32, {}, 404),
-        ("/api/visitors/not-an-id", {}, 400),
+        ("/api/visitors/not-an-id", {}, 404),  # any raw ID a sender may have used
+        ("/api/visitors/" + "x" * 2001, {}, 400),
         ("/api/nothing-here", {}, 404),
         ("/api/fraud", {}, 200),
         ("/api/fraud", {"group_by": "visitor_key"}, 400),

@@ -15,6 +15,7 @@ import tomllib
 import zlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 import msgspec
@@ -526,6 +527,43 @@ async def test_every_segment_call_path_is_answered(gw: RunningGateway) -> None:
         assert (status, answer["result"]) == (202, "ignored"), (call, answer)
         assert answer["reason"] == f"type {call!r} is in ignore_types: not recorded"
     assert await rows(gw, "SELECT count(*) FROM receipts WHERE kind = 'event'") == [(0,)]
+
+
+async def test_a_visitor_a_sender_named_is_found_by_that_raw_id(gw: RunningGateway) -> None:
+    """/api/visitors takes "the raw visitor ID": also one a sender chose (a Segment anonymousId,
+    a UUID; a hex one that looks like a key; one with dots; `send-test-event`'s
+    test-visitor-<creator>), not only the gateway's own 22-character cookie IDs (a 400)."""
+    ids = [
+        "3f1e9a52-6c1b-4d0e-9b5a-2f7c8d9e0a1b",
+        "3f1e9a526c1b4d0e9b5a2f7c8d9e0a1b",  # 32 hex digits: not a visitor_key here
+        "GA1.2.1234567890",
+        "test-visitor-cr_test1",
+    ]
+    calls = [
+        {
+            "type": "page",
+            "messageId": f"raw-{n}",
+            "anonymousId": raw,
+            "context": {"campaign": {"name": "spring", "source": "newsletter"}},
+        }
+        for n, raw in enumerate(ids)
+    ]
+    body = encode({"batch": calls})
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment")
+    assert (status, answer["accepted"]) == (202, len(ids)), answer
+    for raw in ids:
+        journey = await gw.api("/api/visitors/" + quote(raw, safe=""))
+        assert journey["ok"] is True, (raw, journey)
+        assert journey["visitor_key"] == KEYS.visitor_key(raw)
+        assert [t["campaign"] for t in journey["touchpoints"]] == ["spring"]
+    # The stored key itself still answers, and an ID no visitor has is a 404, not a 400.
+    key = KEYS.visitor_key(ids[0])
+    assert (await gw.api(f"/api/visitors/{key}"))["visitor_key"] == key
+    assert (await gw.api("/api/visitors/nobody-here"))["status"] == 404
+    # What no visitor ID can be is still a 400 naming what is expected.
+    for bad in ("a%0A", "x" * 2001):
+        answer = await gw.api(f"/api/visitors/{bad}")
+        assert answer["status"] == 400 and answer["error"].startswith("visitor_id: expected"), answer
 
 
 async def test_a_senders_touchpoints_get_their_channel_as_they_are_recorded(gw: RunningGateway) -> None:
