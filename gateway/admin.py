@@ -358,7 +358,7 @@ async def visitor(request: web.Request) -> web.Response:
 
 def _user_key(request: web.Request) -> tuple[str, str]:
     """The raw user ID from the path and the key it is stored under."""
-    user_id = request.match_info["user_id"]
+    user_id = request.match_info["user_id"].strip()  # as intake reads one: " alice " is alice
     if (problem := user_id_problem(user_id)) is not None:
         raise ApiError(400, f"user_id: {problem}")
     return user_id, request.app[KEYS_KEY].user_key(user_id)

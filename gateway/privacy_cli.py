@@ -63,7 +63,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from gateway.keys import Keys
     from storage.erasure import erase_user
 
-    user_id: str = args.user_id
+    user_id: str = args.user_id.strip()  # as intake reads one: " alice " is alice
     if (problem := user_id_problem(user_id)) is not None:
         print(f"gateway: USER_ID: {problem}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from gateway.keys import user_id_problem
 def cmd_sink_send(args: argparse.Namespace) -> int:
     from gateway.cli import EXIT_CONFIG, _fail_config
 
+    args.user = args.user.strip()  # as intake reads a user ID: " alice " is alice
     if (problem := user_id_problem(args.user)) is not None:
         print(f"gateway: --user: {problem}", file=sys.stderr)
         return 2

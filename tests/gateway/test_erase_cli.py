@@ -61,7 +61,8 @@ def test_erase_command_dry_run_then_for_real(tmp_path: Path) -> None:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(f'[storage]\npath = "{path}"\nnode = "cli"\n')
 
-    dry = gateway("erase", "alice@example.com", "--dry-run", "-c", str(cfg))
+    # Pasted with a space, as intake would trim it: the same user (it used to be none).
+    dry = gateway("erase", " alice@example.com ", "--dry-run", "-c", str(cfg))
     assert dry.returncode == 0, dry.stderr
     assert "would erase 2 visitors" in dry.stdout and "touchpoints: 2" in dry.stdout
     assert rows(path, "SELECT count(*) FROM touchpoints") == [(3,)]

@@ -182,6 +182,11 @@ async def test_user_with_slash_in_id(gw: RunningGateway) -> None:
     await bind(gw, visitor, "team/alice")
     async with gw.session.get(gw.admin_url + "/api/users/team%2Falice", headers=AUTH) as resp:
         assert resp.status == 200, await resp.text()
+    # Spaces around it, as intake trims them (" team/alice " binds team/alice): found (was a 404).
+    async with gw.session.get(gw.admin_url + "/api/users/%20team%2Falice%20", headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+    async with gw.session.get(gw.admin_url + "/api/users/%20%20", headers=AUTH) as resp:
+        assert resp.status == 400
 
 
 @pytest.mark.timeout(30)
