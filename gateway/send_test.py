@@ -131,6 +131,12 @@ def _options(path: str) -> Options:
 def cmd_send_test_event(args: argparse.Namespace) -> int:
     from gateway.cli import _fail_config
 
+    # 12.5 JPY would be credited as 12 yen: a test of the sums would not add up.
+    places = exponent(args.currency)
+    if decimal.Decimal(repr(args.value)).normalize().as_tuple().exponent < -places:  # type: ignore[operator]
+        finer = "has no minor unit: give a whole number" if not places else f"has {places} decimals at most"
+        print(f"gateway send-test-event: --value {args.value:g}: {args.currency} {finer}", file=sys.stderr)
+        return 2
     try:
         options = _options(args.config)
     except ConfigError as err:

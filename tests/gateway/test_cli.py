@@ -816,6 +816,17 @@ def test_doctor_and_send_test_event_refuse_arguments_they_cannot_use(tmp_path: P
         done = gateway(command, "-c", str(cfg), *args, env=ENV)
         assert done.returncode == 2, done
         assert f"gateway {command}: error: {expected}" in done.stderr and "Traceback" not in done.stderr
+    # Finer than the currency's minor unit: 12.5 JPY would be credited as 12 yen (was sent).
+    for args, said in [
+        (
+            ("--value", "12.5", "--currency", "jpy"),
+            "--value 12.5: JPY has no minor unit: give a whole number",
+        ),
+        (("--value", "1.2345", "--currency", "KWD"), "--value 1.2345: KWD has 3 decimals at most"),
+        (("--value", "19.999"), "--value 19.999: USD has 2 decimals at most"),
+    ]:
+        done = gateway("send-test-event", "-c", str(cfg), *args, env=ENV)
+        assert done.returncode == 2 and f"gateway send-test-event: {said}" in done.stderr, done
 
 
 def _reader_gone(*args: str, unbuffered: bool) -> subprocess.CompletedProcess[str]:
