@@ -955,3 +955,17 @@ def test_commands_that_serve_nothing_need_no_admin_token(tmp_path: Path) -> None
     assert "identity.secret: environment variable GATEWAY_SECRET is not set" in done.stderr
     assert "what is stored is keyed by it" in done.stderr
     assert "--dev" not in done.stderr and "admin.token" not in done.stderr
+    # Nor the senders' secrets, which only the running gateway verifies with (they were
+    # required: an import on another box needed Stripe's signing secret).
+    config.write_text(
+        config.read_text()
+        + '[[sources]]\nname = "stripe"\nsignature = "stripe"\nsecrets = ["env:STRIPE_SECRET"]\n'
+        + '[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET", "env:BILLING_OLD"]\n'
+    )
+    done = gateway(*args, env=secret_only)
+    assert done.returncode == 0, done.stderr
+    # One that is set is still checked: a mistake there is one the gateway would make too.
+    done = gateway(*args, env={**secret_only, "BILLING_OLD": "short"})
+    assert done.returncode == 2 and "sources[1].secrets[1]" in done.stderr, done.stderr
+    # The gateway itself still needs them.
+    assert "STRIPE_SECRET" in gateway("check", "-c", str(config), env=ENV).stderr
