@@ -76,6 +76,8 @@ class Summary:
     import there: what was read before it is written all the same."""
     unreadable_from: int = 0
     """The line of that file up to which it was read and replayed (0: none of it)."""
+    blank: int = 0
+    """Blank lines among ``lines``: neither replayed nor skipped."""
 
     def skip(self, where: str, number: int, reason: str) -> None:
         self.skipped[reason] += 1
@@ -88,7 +90,7 @@ class Summary:
         return (
             self.lines > 0
             and not sum(self.events.values())
-            and sum(self.skipped.values()) >= self.lines
+            and sum(self.skipped.values()) >= self.lines - self.blank
             and all(reason.startswith(NOT_IN_FORMAT) for reason in self.skipped)
         )
 

@@ -179,6 +179,8 @@ class History:
             raise
         self._parse = parse
         self._number = 0
+        self.blank = 0
+        """Blank lines read so far (counted in ``lines``, neither replayed nor skipped)."""
         # A byte order mark (Windows tools write one) is not part of the first line, which then
         # parses (JSON with one is not JSON; a combined line's address would keep it).
         first, whole = self._readline()
@@ -253,6 +255,8 @@ class History:
             if raw.strip():
                 out.append((self._number, raw))
                 kept += len(raw)
+            else:
+                self.blank += 1
         return out
 
     def _shrunk(self) -> bool:

@@ -132,8 +132,8 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
     if summary.none_in_format():
         hint = " (and --field, which names where a json-lines log keeps each value)"
         print(
-            f"gateway import: none of the {summary.lines:,} lines read is a {args.format} line"
-            f" (see the skips above): is --format {args.format} right? The formats are"
+            f"gateway import: nothing imported: every line read was skipped as not in the"
+            f" {args.format} format (see the skips above): is --format {args.format} right? The formats are"
             f" {', '.join(FORMATS)}{hint if args.format == 'json-lines' else ''}",
             file=sys.stderr,
         )

@@ -73,13 +73,17 @@ async def _replay_source(
         await _account(name, source.stream, summary, writer, events, skips, last - done, last)
         done = last
         progress.update(summary.lines, position)
-    summary.lines += _blank_tail(source, done)
+    summary.lines += _blank_tail(source, done, summary)
 
 
-def _blank_tail(source: Source, done: int) -> int:
+def _blank_tail(source: Source, done: int, summary: Summary) -> int:
     """The blank lines read after a file's last line that is not (counted as read, as the blank
-    lines between its lines are: ``lines read`` is ``wc -l``'s count)."""
-    return source.history.lines - done if source.history is not None else 0
+    lines between its lines are: ``lines read`` is ``wc -l``'s count); the file's blank lines
+    are added to ``summary.blank``."""
+    if source.history is None:
+        return 0
+    summary.blank += source.history.blank
+    return source.history.lines - done
 
 
 def first_bindings(events: list[Event], recent: RecentPairs) -> list[Event]:
@@ -140,7 +144,7 @@ async def _replay_pooled(
                 await collect()
         while pending:
             await collect()
-        summary.lines += _blank_tail(source, read)
+        summary.lines += _blank_tail(source, read, summary)
     except asyncio.CancelledError:
         if not summary.interrupted:
             raise

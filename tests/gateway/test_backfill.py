@@ -418,17 +418,18 @@ def test_a_file_of_which_no_line_is_in_the_format_asked_for_exits_1(tmp_path: Pa
     """A JSON log imported as ``combined`` skipped every line and exited 0: a cron job or a
     script never learned that nothing was imported."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
-    (tmp_path / "caddy.log").write_text('{"ts": 1, "request": {"uri": "/"}}\n{"ts": 2}\n')
+    # Blank lines among them (a separator, a concatenation) are neither lines nor skips.
+    (tmp_path / "caddy.log").write_text('{"ts": 1, "request": {"uri": "/"}}\n\n{"ts": 2}\n\n')
     wrong = _cli(tmp_path, "caddy.log", "--format", "combined", "-c", "gw.toml", "--host", "x")
     assert wrong.returncode == 1, wrong
-    assert "none of the 2 lines read is a combined line" in wrong.stderr
+    assert "nothing imported: every line read was skipped as not in the combined format" in wrong.stderr
     assert "is --format combined right?" in wrong.stderr and "skipped:              2" in wrong.stdout
     # Its time elsewhere than json-lines looks: the hint names --field too.
     unmapped = _cli(tmp_path, "caddy.log", "--format", "json-lines", "-c", "gw.toml")
     assert unmapped.returncode == 1 and "(and --field, which names where" in unmapped.stderr, unmapped
     # Lines that are in the format but make nothing (an asset, a 404), or an empty file: 0.
     (tmp_path / "assets.log").write_text(
-        '1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET /app.css HTTP/1.1" 200 5 "-" "curl/8"\n'
+        '1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET /app.css HTTP/1.1" 200 5 "-" "curl/8"\n\ngarbage\n'
     )
     (tmp_path / "empty.log").write_text("")
     for name in ("assets.log", "empty.log"):
