@@ -96,11 +96,12 @@ class Rule:
         that reads as the tier's rule."""
         mark = {part: " (own)" if part in self.own and self.tier else "" for part in ("cpa", "revenue_share")}
         parts = []
-        if self.cpa:
+        # A part the creator sets itself is shown even at 0: its own "CPA 0" over a tier's CPA 1.
+        if self.cpa or mark["cpa"]:
             parts.append(f"CPA {_decimal(self.cpa)}{mark['cpa']}")
-        if self.revenue_share:
+        if self.revenue_share or mark["revenue_share"]:
             parts.append(f"{_decimal(self.revenue_share * 100)}% of value{mark['revenue_share']}")
-        text = " + ".join(parts) or ("nothing (own)" if self.own and self.tier else "nothing")
+        text = " + ".join(parts) or "nothing"
         return f"tier {self.tier}: {text}" if self.tier else text
 
     def amount(self, conversions: int, value: int, currency: str | None) -> int:

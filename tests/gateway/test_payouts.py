@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from gateway.config import ConfigError, load_settings
-from gateway.payouts import Payouts, PayoutsOptions, Rule
+from gateway.payouts import CreatorPayout, Payouts, PayoutsOptions, Rule
 from tests.conftest import ENV
 
 
@@ -70,7 +70,11 @@ def test_label_marks_what_a_creator_sets_over_its_tier() -> None:
     assert rules.rule("cr_ana").label == "tier standard: CPA 7.5 (own)"
     assert rules.rule("cr_ben").label == "tier gold: CPA 1 + 20% of value (own)"
     assert rules.rule("cr_cid").label == "tier gold: CPA 1 + 10% of value"
-    assert rules.rule("cr_dan").label == "tier standard: nothing (own)"
+    assert rules.rule("cr_dan").label == "tier standard: CPA 0 (own)"
+    zero_share = Payouts(
+        msgspec.structs.replace(options, creators={"cr_eve": CreatorPayout(tier="gold", revenue_share=0.0)})
+    )
+    assert zero_share.rule("cr_eve").label == "tier gold: CPA 1 + 0% of value (own)"
     assert rules.rule("someone").label == "tier standard: CPA 5"
 
 
