@@ -150,7 +150,9 @@ function dailyTable(days, series) {
     const total = values.reduce((sum, v) => sum + v, 0);
     if (!total) return;
     const tr = element("tr");
-    tr.append(element("td", day), ...values.map((v) => element("td", v ? fixed(v) : "–")), element("td", fixed(total)));
+    const dayCell = element("th", day);
+    dayCell.scope = "row";
+    tr.append(dayCell, ...values.map((v) => element("td", v ? fixed(v) : "–")), element("td", fixed(total)));
     table.tBodies[0].appendChild(tr);
   });
 }
@@ -252,19 +254,23 @@ function exportLinks(selector, what, path, params) {
     link.setAttribute("download", "");
     link.setAttribute("aria-label", `${what} as ${format.toUpperCase()}`);
     link.addEventListener("click", (event) => {
+      // A click with a modifier or another button opens the address, as the browser does.
+      if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
       event.preventDefault();
-      save(link.href, status);
+      if (link.dataset.pending) return; // one download of a report at a time, not a second computation
+      save(link, status);
     });
     box.append(link, " ");
   }
   box.append(status);
 }
 
-async function save(url, status) {
+async function save(link, status) {
+  link.dataset.pending = "1";
   status.className = "hint";
   status.textContent = "preparing…";
   try {
-    const { name, blob } = await download(url);
+    const { name, blob } = await download(link.href);
     const file = element("a");
     file.href = URL.createObjectURL(blob);
     file.download = name;
@@ -272,8 +278,11 @@ async function save(url, status) {
     file.click();
     file.remove();
     setTimeout(() => URL.revokeObjectURL(file.href), 60_000);
-    status.textContent = "";
+    delete link.dataset.pending;
+    // Done, unless the card's other link is still preparing (or failed: that stays said).
+    if (status.className === "hint" && !link.parentElement.querySelector("a[data-pending]")) status.textContent = "";
   } catch (err) {
+    delete link.dataset.pending;
     status.className = "error";
     status.textContent = `not downloaded: ${err.message}`;
   }

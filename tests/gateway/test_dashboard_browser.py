@@ -712,7 +712,12 @@ async def test_a_download_saves_the_report_or_says_why_not(
         await sign_in(page, gw)
         await show_ten_days(page, gw)
         await page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(saved))
-        await page.eval("document.querySelector('#export-daily a').click()")
+        # A double click computes and saves the report once (the page's fetches counted).
+        await page.eval(
+            "window.fetched = []; const fetchOf = window.fetch;"
+            " window.fetch = (url, ...rest) => { fetched.push(String(url)); return fetchOf(url, ...rest); }"
+        )
+        await page.eval("(a => { a.click(); a.click(); })(document.querySelector('#export-daily a'))")
         for _ in range(100):  # a deadline, not a timing assertion
             if [p for p in await asyncio.to_thread(files) if p.suffix == ".csv"]:
                 break
@@ -721,6 +726,20 @@ async def test_a_download_saves_the_report_or_says_why_not(
         assert file.name == "timeseries-linear-channel-2026-11-01-2026-11-10.csv"
         assert (await asyncio.to_thread(file.read_text)).startswith("day,group,currency,conversions,value")
 
+        # A click with a modifier is the browser's (a new tab, the address saved as…): not fetched.
+        await page.eval(
+            "document.querySelector('#export-campaigns a').dispatchEvent(new MouseEvent('click',"
+            " {bubbles: true, cancelable: true, ctrlKey: true}))"
+        )
+        for _ in range(100):  # the browser downloads it itself (a deadline, not a timing assertion)
+            if len([p for p in await asyncio.to_thread(files) if p.suffix == ".csv"]) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert await page.eval("document.querySelector('#export-campaigns [role=status]').textContent") == ""
+        native = saved / "attribution-linear-campaign-2026-11-01-2026-11-10.csv"
+        assert await asyncio.to_thread(files) == [native, file]
+        fetched = await page.eval("fetched")
+        assert len(fetched) == 1 and "/api/attribution/timeseries?" in fetched[0], fetched
         # Refused: the card says why.
         await page.eval(
             "const a = document.querySelector('#export-models a');"
@@ -743,7 +762,7 @@ async def test_a_download_saves_the_report_or_says_why_not(
         await page.eval("document.querySelector('#export-payouts a').click()")
         await page.wait_for("location.pathname === '/login'", "the login")
         assert "next=%2Fdashboard%3Ffrom%3D2026-11-01" in await page.eval("location.search")
-    assert await asyncio.to_thread(files) == [file]
+    assert await asyncio.to_thread(files) == [native, file]  # the double click saved one
 
 
 @pytest.mark.timeout(180)
