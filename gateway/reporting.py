@@ -408,7 +408,8 @@ def fraud(groups: list[dict[str, Any]], group_by: str, since: str | None, until:
         }
         for g in groups
     ]
-    return Report("fraud", FRAUD_COLUMNS, rows, {"since": since, "until": until, "group_by": group_by})
+    meta = {"since": echoed(since), "until": echoed(until), "group_by": group_by}
+    return Report("fraud", FRAUD_COLUMNS, rows, meta)
 
 
 def _share(part: int, whole: int) -> Decimal:

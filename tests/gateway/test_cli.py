@@ -538,6 +538,9 @@ def test_report_prints_the_fraud_report(tmp_path: Path) -> None:
         ("Display", "1", "0"),
         ("Paid Social", "1", "1"),
     ]
+    # Its period spelled as every report's (it had .000000 microseconds).
+    done = gateway("report", "-c", str(cfg), "--fraud", *period)
+    assert done.stdout.splitlines()[0].startswith("fraud: 2026-11-02T00:01:00Z .. 2026-12-01T00:00:00Z"), done
     done = gateway("report", "-c", str(cfg), "--fraud", "--since", "2026-12-01", "--until", "2026-11-01")
     assert done.returncode == 2 and done.stderr.startswith("gateway report: --since: must be before --until")
 
