@@ -380,12 +380,12 @@ def _check_regex(problems: list[str], key: str, pattern: str) -> None:
 
 
 def _check_hosts(
-    p: list[str], key: str, hosts: Iterable[str], example: str, suffix: str, names: bool = False
+    p: list[str], key: str, hosts: Iterable[str], example: str, consequence: str, names: bool = False
 ) -> None:
     """Referrer hosts or site names, as the classifier normalizes them (spaces and a final dot
     dropped, any case): a URL or a port there would never match a referrer. A host that is a
     public suffix (``com``, ``co.uk``, ``github.io``) would match every site under it: refused,
-    saying so (``suffix``: what it would do). With ``names``, a name without a dot
+    saying so (``consequence``: what it would do). With ``names``, a name without a dot
     (``paypal``) is a site's name under any suffix, not a host: not checked as one."""
     for i, host in enumerate(hosts):
         name = host.strip().rstrip(".")
@@ -393,7 +393,7 @@ def _check_hosts(
         if bad:
             p.append(f"{key}[{i}]: {bad}")
         elif ("." in name or not names) and is_public_suffix(name.lower()):
-            p.append(f'{key}[{i}]: {host!r} is a public suffix: {suffix}; name a host like "{example}"')
+            p.append(f'{key}[{i}]: {host!r} is a public suffix: {consequence}; name a host like "{example}"')
 
 
 def validate_channels(ch: ChannelsOptions) -> list[str]:
@@ -492,11 +492,11 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
         _check(
             p,
             tier not in missing,
-            f"attribution.tier_patterns.{tier}",
+            f"attribution.tier_patterns.{toml_key(tier)}",
             f"no attribution.lookback_days entry for this tier (tiers: {tiers})",
         )
         for i, pattern in enumerate(patterns):
-            _check_regex(p, f"attribution.tier_patterns.{tier}[{i}]", pattern)
+            _check_regex(p, f"attribution.tier_patterns.{toml_key(tier)}[{i}]", pattern)
     for i, name in enumerate(at.tier_params):
         _check(
             p,

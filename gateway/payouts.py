@@ -62,7 +62,7 @@ def validate_payouts(po: PayoutsOptions) -> list[str]:
     # Keys as TOML writes them, as a decode error names them: "cr.ben" is one key, not two.
     tiers = ", ".join(toml_key(name) for name in po.tiers) or "none defined"
     if po.default_tier and po.default_tier not in po.tiers:
-        p.append(f"payouts.default_tier: no payouts.tiers entry {po.default_tier!r} (tiers: {tiers})")
+        p.append(f"payouts.default_tier: no payouts.tiers entry {toml_key(po.default_tier)} (tiers: {tiers})")
     if po.currency and not (len(po.currency) == 3 and po.currency.isascii() and po.currency.isupper()):
         p.append(f'payouts.currency: expected a 3-letter ISO 4217 code like "EUR", got {po.currency!r}')
     rules: list[tuple[str, float | None, float | None]] = [
@@ -71,7 +71,7 @@ def validate_payouts(po: PayoutsOptions) -> list[str]:
     for creator, c in po.creators.items():
         key = f"payouts.creators.{toml_key(creator)}"
         if c.tier and c.tier not in po.tiers:
-            p.append(f"{key}.tier: no payouts.tiers entry {c.tier!r} (tiers: {tiers})")
+            p.append(f"{key}.tier: no payouts.tiers entry {toml_key(c.tier)} (tiers: {tiers})")
         rules.append((key, c.cpa, c.revenue_share))
     for key, cpa, share in rules:
         if cpa is not None and not 0 <= cpa <= 1_000_000:

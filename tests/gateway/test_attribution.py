@@ -444,6 +444,10 @@ def test_readme_worked_example_matches_the_code() -> None:
             "tier_patterns = { other = ['x'] }\n",
             "attribution.tier_patterns.other: no attribution.lookback_days",
         ),
+        (  # a tier's name quoted as TOML writes it: "q.4" is one key, not two
+            "tier_patterns = { 'q.4' = ['x'] }\n",
+            'attribution.tier_patterns."q.4": no attribution.lookback_days',
+        ),
         # A table of one's own tiers replaces the default ones whole: the defaults of
         # default_tier and tier_patterns then name tiers it lacks, and the problem says so
         # (once, not once per default pattern the operator never wrote).
