@@ -55,21 +55,30 @@ function money(v, currency) {
   if (!FORMATS.has(places)) {
     FORMATS.set(places, new Intl.NumberFormat("en-US", { minimumFractionDigits: places, maximumFractionDigits: places }));
   }
-  return `${FORMATS.get(places).format(Math.round(v * 10 ** places) / 10 ** places + 0)} ${currency}`;
+  return `${FORMATS.get(places).format(halfEven(v * 10 ** places) / 10 ** places + 0)} ${currency}`;
+}
+
+// Rounded to a whole number as the reports round (half to even: 2.5 is 2, 3.5 is 4).
+function halfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 ? r - 1 : r;
 }
 
 // The report time zone (attribution.timezone, set on <body> by the server): the dashboard's
 // days and times are that zone's, whatever the browser's own.
 const ZONE = document.body.dataset.timezone || "UTC";
 const DAY = { year: "numeric", month: "2-digit", day: "2-digit" };
-const TIME = { ...DAY, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+const TIME = { ...DAY, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "shortOffset" };
 
 // A moment as "YYYY-MM-DD" (or "YYYY-MM-DD HH:MM:SS" with TIME) in the report time zone.
 function inZone(date, fields) {
   const parts = new Intl.DateTimeFormat("en-CA", { timeZone: ZONE, ...fields }).formatToParts(date);
   const part = (type) => parts.find((p) => p.type === type)?.value;
   const day = `${part("year")}-${part("month")}-${part("day")}`;
-  return fields === TIME ? `${day} ${part("hour")}:${part("minute")}:${part("second")}` : day;
+  if (fields !== TIME) return day;
+  // With its offset outside UTC: the hour repeated when the clocks go back is two moments.
+  const offset = ZONE === "UTC" ? "" : ` ${part("timeZoneName")}`;
+  return `${day} ${part("hour")}:${part("minute")}:${part("second")}${offset}`;
 }
 
 function today() {

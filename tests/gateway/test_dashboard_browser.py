@@ -688,10 +688,10 @@ async def test_times_in_the_report_zone_and_amounts_to_their_currencys_minor_uni
         conversions = await page.eval(
             "[...document.querySelectorAll('#journey-result li')].map(li => li.textContent)"
         )
-    assert (head, first) == ("Time (Asia/Tokyo)", "2026-11-02 09:00:00")
+    assert (head, first) == ("Time (Asia/Tokyo)", "2026-11-02 09:00:00 GMT+9")
     assert conversions == [
-        "2026-11-02 21:00:00 · purchase · 5,000 JPY",
-        "2026-11-03 03:00:00 · purchase · 1.250 KWD",
+        "2026-11-02 21:00:00 GMT+9 · purchase · 5,000 JPY",
+        "2026-11-03 03:00:00 GMT+9 · purchase · 1.250 KWD",
     ]
 
 
@@ -842,3 +842,34 @@ async def test_the_daily_chart_s_numbers_are_readable_without_hovering(
         cells = [float(c) for c in row[1:-1] if c != "\u2013"]  # an en dash: none
         assert abs(sum(cells) - float(row[-1])) < 0.02, row
     assert f"Conversions\n{round(sum(float(row[-1]) for row in rows))}" in total
+
+
+@pytest.mark.timeout(180)
+async def test_the_hour_the_clocks_go_back_is_two_moments_and_halves_round_to_even(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """New York's 01:30 on 1 November 2026 is 05:30Z and 06:30Z: the journey showed both as
+    01:30:00. An amount on a half (0.125 EUR) showed rounded up, where the reports round it to
+    even (0.12)."""
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(origin()), '[attribution]\ntimezone = "America/New_York"\n'
+    )
+    visitor = f"{79:032x}"
+    before, after = _tp(visitor, 5.5 / 24, "Email"), _tp(visitor, 6.5 / 24, "Paid Search")
+    await gw.gateway.store.write([before, after, replace(_conv(visitor, 0.5, 0), value=0.125)])
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show_ten_days(page, gw)
+        await page.eval(
+            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
+            f"g.id.value = {visitor!r}; g.requestSubmit()"
+        )
+        await page.wait_for("!!document.querySelector('#journey-result li')", "the journey's conversions")
+        times = await page.eval(
+            "[...document.querySelectorAll('#journey-result tbody tr')].map(tr => tr.cells[0].textContent)"
+        )
+        (conversion,) = await page.eval(
+            "[...document.querySelectorAll('#journey-result li')].map(li => li.textContent)"
+        )
+    assert times == ["2026-11-01 01:30:00 GMT-4", "2026-11-01 01:30:00 GMT-5"]
+    assert conversion == "2026-11-01 07:00:00 GMT-5 · purchase · 0.12 EUR"

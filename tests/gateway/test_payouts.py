@@ -89,13 +89,13 @@ def test_label_marks_what_a_creator_sets_over_its_tier() -> None:
             "tiers = { gold = { revenue_share = 0.1 } }\n"
             "creators = { 'cr ana' = { tier = 'x', revenue_share = 2 } }",
             [
-                "payouts.creators.\"cr ana\".tier: no payouts.tiers entry x (tiers: gold)",
+                'payouts.creators."cr ana".tier: no payouts.tiers entry x (tiers: gold)',
                 'payouts.creators."cr ana".revenue_share: must be 0..1, got 2.0',
             ],
         ),
         (
             "tiers = { 'a.b' = {} }\ndefault_tier = 'a'",
-            ["payouts.default_tier: no payouts.tiers entry a (tiers: \"a.b\")"],
+            ['payouts.default_tier: no payouts.tiers entry a (tiers: "a.b")'],
         ),
         (
             "creators = { cr_ana = { cpa = nan } }",
