@@ -242,10 +242,7 @@ async def test_dashboard_draws_the_store(
                 assert palette_colours(rows) >= 8  # eight models side by side
 
         # The journey lookup, by the raw user ID: both of alice's devices.
-        await page.eval(
-            "const f = document.querySelector('#journey'); f.kind.value = 'user'; f.id.value = 'alice';"
-            "f.requestSubmit()"
-        )
+        await look_up(page, "user", "alice")
         rows_text = await page.wait_for(
             "document.querySelector('#journey-result table') && "
             "document.querySelector('#journey-result').innerText",
@@ -369,10 +366,7 @@ async def test_dashboard_draws_the_store(
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
         await page.wait_for("!!document.querySelector('#journey button')", "the lookup form, its script held")
         assert await page.eval("[...document.querySelector('#journey').elements].every(c => c.disabled)")
-        await page.eval(
-            "const g = document.querySelector('#journey'); g.kind.value = 'user'; g.id.value = 'alice';"
-            "g.requestSubmit()"
-        )
+        await look_up(page, "user", "alice")
         await page.wait_for("location.search !== " + repr(query), "the form sent by the browser")
         assert "alice" not in await page.eval("location.href")
         await page.send("Fetch.disable")  # lets the script load
@@ -395,6 +389,26 @@ async def show_ten_days(page: Page, gw: RunningGateway) -> None:
     """The dashboard of the seeded period's first ten days, once its charts are drawn."""
     await page.send("Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10")
     await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+
+
+async def sign_out_behind_the_page(page: Page, gw: RunningGateway) -> None:
+    """The page's session ends behind its back (as at its expiry, or a restart)."""
+    await page.send("Network.enable")
+    (cookie,) = (await page.send("Network.getCookies"))["cookies"]
+    async with gw.session.post(
+        gw.admin_url + "/logout",
+        headers={"Cookie": f"{cookie['name']}={cookie['value']}", "Origin": gw.admin_url},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303
+
+
+async def look_up(page: Page, kind: str, identifier: str) -> None:
+    """Submit the journey lookup form for a ``visitor`` or a ``user``."""
+    await page.eval(
+        "const g = document.querySelector('#journey');"
+        f" g.kind.value = {kind!r}; g.id.value = {identifier!r}; g.requestSubmit()"
+    )
 
 
 async def sign_in(page: Page, gw: RunningGateway, start: str = "/login") -> None:
@@ -461,10 +475,7 @@ async def test_top_tables_fit_long_odd_and_hostile_names(
         assert await page.eval("document.title") != "pwned"
         # The journey of the visitor with the unbreakable name: the table wraps it, the page
         # does not grow sideways.
-        await page.eval(
-            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
-            f"g.id.value = {f'{5001:032x}'!r}; g.requestSubmit()"
-        )
+        await look_up(page, "visitor", f"{5001:032x}")
         await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
         assert "QQQQ" in await page.eval("document.querySelector('#journey-result').textContent")
         widths = await page.eval(
@@ -541,10 +552,7 @@ async def test_period_mistakes_are_told_in_the_forms_words(
         assert await page.eval("document.querySelector('#table-models').rows.length") == 0  # no bare header
 
         # An ID of spaces alone: the form asks for an ID (not "no such endpoint").
-        await page.eval(
-            "const g = document.querySelector('#journey'); g.kind.value = 'visitor'; g.id.value = '   ';"
-            "g.requestSubmit()"
-        )
+        await look_up(page, "visitor", "   ")
         said = await page.wait_for(
             "document.querySelector('#journey-result').textContent", "the lookup's answer"
         )
@@ -563,10 +571,7 @@ async def test_a_long_journey_says_it_shows_only_its_first_touchpoints(
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
         await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the page")
-        await page.eval(
-            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
-            f"g.id.value = {visitor!r}; g.requestSubmit()"
-        )
+        await look_up(page, "visitor", visitor)
         said = await page.wait_for(
             "document.querySelector('#journey-result table')"
             " && document.querySelector('#journey-result p').textContent",
@@ -634,18 +639,8 @@ async def test_signed_out_on_the_page_the_login_comes_back_to_its_period(
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
         await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
         # The session ends behind the page's back (as at its expiry, or a restart).
-        await page.send("Network.enable")
-        (cookie,) = (await page.send("Network.getCookies"))["cookies"]
-        async with gw.session.post(
-            gw.admin_url + "/logout",
-            headers={"Cookie": f"{cookie['name']}={cookie['value']}", "Origin": gw.admin_url},
-            allow_redirects=False,
-        ) as resp:
-            assert resp.status == 303
-        await page.eval(
-            "const g = document.querySelector('#journey'); g.kind.value = 'user'; g.id.value = 'alice';"
-            "g.requestSubmit()"
-        )
+        await sign_out_behind_the_page(page, gw)
+        await look_up(page, "user", "alice")
         await page.wait_for(
             "location.pathname === '/login' && document.readyState === 'complete'", "the login"
         )
@@ -678,10 +673,7 @@ async def test_times_in_the_report_zone_and_amounts_to_their_currencys_minor_uni
         await show_ten_days(page, gw)
         totals = await page.eval("document.querySelector('#totals').innerText")
         assert "5,000 JPY" in totals and "1.250 KWD" in totals and ".00 JPY" not in totals
-        await page.eval(
-            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
-            f"g.id.value = {visitor!r}; g.requestSubmit()"
-        )
+        await look_up(page, "visitor", visitor)
         await page.wait_for("!!document.querySelector('#journey-result li')", "the journey's conversions")
         head = await page.eval("document.querySelector('#journey-result th').textContent")
         first = await page.eval("document.querySelector('#journey-result td').textContent")
@@ -751,14 +743,7 @@ async def test_a_download_saves_the_report_or_says_why_not(
         assert said.startswith("not downloaded: model: "), said
 
         # Signed out behind the page's back: the login, which comes back to the period.
-        await page.send("Network.enable")
-        (cookie,) = (await page.send("Network.getCookies"))["cookies"]
-        async with gw.session.post(
-            gw.admin_url + "/logout",
-            headers={"Cookie": f"{cookie['name']}={cookie['value']}", "Origin": gw.admin_url},
-            allow_redirects=False,
-        ) as resp:
-            assert resp.status == 303
+        await sign_out_behind_the_page(page, gw)
         await page.eval("document.querySelector('#export-payouts a').click()")
         await page.wait_for("location.pathname === '/login'", "the login")
         assert "next=%2Fdashboard%3Ffrom%3D2026-11-01" in await page.eval("location.search")
@@ -778,10 +763,7 @@ async def test_on_a_phone_the_charts_text_is_readable_and_nothing_widens_the_pag
             "Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=1, mobile=True
         )
         await show_ten_days(page, gw)
-        await page.eval(
-            "const g = document.querySelector('#journey'); g.kind.value = 'user'; g.id.value = 'alice';"
-            "g.requestSubmit()"
-        )
+        await look_up(page, "user", "alice")
         await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
         drawn = json.loads(
             await page.eval(
@@ -860,10 +842,7 @@ async def test_the_hour_the_clocks_go_back_is_two_moments_and_halves_round_to_ev
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
         await show_ten_days(page, gw)
-        await page.eval(
-            "const g = document.querySelector('#journey'); g.kind.value = 'visitor';"
-            f"g.id.value = {visitor!r}; g.requestSubmit()"
-        )
+        await look_up(page, "visitor", visitor)
         await page.wait_for("!!document.querySelector('#journey-result li')", "the journey's conversions")
         times = await page.eval(
             "[...document.querySelectorAll('#journey-result tbody tr')].map(tr => tr.cells[0].textContent)"
