@@ -152,7 +152,8 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
             await store.close()
 
         asyncio.run(seed())
-        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
+        # Pasted with spaces, as intake would trim them: dave (it found nobody).
+        assert main(["sink", "send", "--user", " dave ", "-c", str(config)]) == 0
         assert "out: 2 messages sent" in capsys.readouterr().out
         assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
     finally:
