@@ -67,7 +67,9 @@ PAID_BY_CLASS = {"social": PAID_SOCIAL, "video": PAID_VIDEO, "shopping": PAID_SH
 
 _PAID = re.compile(r"^(.*cp.*|ppc|retargeting|paid.*|sem)$")
 _DISPLAY = frozenset({"display", "banner", "expandable", "interstitial", "cpm", "programmatic"})
-_PAID_SEARCH = frozenset({"cpc", "ppc", "paidsearch", "paid_search", "paid-search", "paid search", "sem"})
+_PAID_SEARCH = frozenset({"paidsearch", "paid_search", "paid-search", "paid search", "sem"})
+"""Media that name search ads. Not ``cpc`` or ``ppc``: every ad network prices by the click
+(Taboola, Outbrain, Criteo), so from an unknown source they are Paid Other, as in GA4."""
 _PAID_SOCIAL = frozenset(
     {"paid_social", "paidsocial", "paid-social", "paid social", "social_paid", "social-paid", "social_ads"}
 )

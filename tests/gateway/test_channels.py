@@ -56,7 +56,10 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         # medium and source patterns
         (Signals(source="google", medium="cpc"), "Paid Search"),
         (Signals(source="bing", medium="ppc"), "Paid Search"),
-        (Signals(source="acme-ads", medium="cpc"), "Paid Search"),
+        # cpc/ppc say how an ad is priced, not where: an unknown network's is Paid Other (GA4)
+        (Signals(source="acme-ads", medium="cpc"), "Paid Other"),
+        (Signals(source="taboola", medium="ppc"), "Paid Other"),  # native ads
+        (Signals(source="acme-ads", medium="paid_search"), "Paid Search"),  # names search: ours
         (Signals(source="acme-ads", medium="paid_listing"), "Paid Other"),
         (Signals(source="facebook", medium="cpc"), "Paid Social"),
         (Signals(source="linkedin", medium="paid"), "Paid Social"),
