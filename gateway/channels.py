@@ -283,8 +283,12 @@ class Channels:
             found = self._by_click(s.click_id_kind.lower(), medium, source_class)
         if found is None and (source or medium):
             found = self._by_params(source, medium, source_class)
-        if found in (PAID_SEARCH, PAID_OTHER) and _SHOPPING_CAMPAIGN.search(s.campaign or ""):
-            return PAID_SHOPPING  # a Google Shopping campaign, by its name (as GA4 reads it)
+        # A shopping campaign by its name, as GA4 reads it: its Paid Shopping rule takes any paid
+        # medium, cpm too (a CPM ad of an unknown network is Display only outside one).
+        cpm = found == DISPLAY and medium == "cpm" and not s.click_id_kind
+        paid = found in (PAID_SEARCH, PAID_OTHER) or cpm
+        if paid and _SHOPPING_CAMPAIGN.search(s.campaign or ""):
+            return PAID_SHOPPING
         if found is not None:
             return found
         if s.creator_id:
@@ -319,9 +323,10 @@ class Channels:
 
     def _by_params(self, source: str, medium: str, source_class: str | None) -> str | None:
         if medium in _DISPLAY:
-            # cpm is how an ad is priced, not where it shows: Meta's, TikTok's or YouTube's CPM
-            # ads are Paid Social or Paid Video (as in GA4), a search network's stay Display.
-            if medium == "cpm" and source_class in ("social", "video", "shopping"):
+            # cpm is how an ad is priced, not where it shows: GA4 reads it as a paid medium
+            # (.*cp.*) before Display, so Meta's, YouTube's or Google's CPM ads are Paid Social,
+            # Paid Video or Paid Search; only an unknown source's are Display.
+            if medium == "cpm" and source_class in PAID_BY_CLASS:
                 return PAID_BY_CLASS[source_class]
             return DISPLAY
         if medium in _PAID_SOCIAL:

@@ -79,7 +79,13 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="facebook", medium="cpc", campaign="shopping"), "Paid Social"),
         (Signals(source="newsletter", medium="email", campaign="shop"), "Email"),
         (Signals(source="dv360", medium="banner"), "Display"),
-        (Signals(source="google", medium="cpm"), "Display"),
+        (Signals(source="google", medium="cpm"), "Paid Search"),  # GA4: paid (.*cp.*) before Display
+        (Signals(source="bing", medium="CPM"), "Paid Search"),
+        (Signals(source="acme-ads", medium="cpm"), "Display"),
+        (Signals(source="acme-ads", medium="cpm", campaign="Shopping - Q4"), "Paid Shopping"),
+        (Signals(source="acme-ads", medium="banner", campaign="Shopping - Q4"), "Display"),  # not paid
+        (Signals(click_id_kind="dclid", medium="cpm", campaign="shop"), "Display"),  # DV360: Display
+        (Signals(source="google", medium="display"), "Display"),
         (Signals(source="facebook", medium="cpm"), "Paid Social"),  # a price, not a placement
         (Signals(source="tiktok", medium="CPM"), "Paid Social"),
         (Signals(source="youtube", medium="cpm"), "Paid Video"),
