@@ -280,7 +280,7 @@ class Channels:
         source_class = self.source_class(source) if source else None
         found = None
         if s.click_id_kind:
-            found = self._by_click(s.click_id_kind.lower(), medium, source_class)
+            found = self._by_click(s.click_id_kind.lower(), source, medium, source_class)
         if found is None and (source or medium):
             found = self._by_params(source, medium, source_class)
         # A shopping campaign by its name, as GA4 reads it: its Paid Shopping rule takes any paid
@@ -300,7 +300,7 @@ class Channels:
             return CLASS_CHANNEL[referrer[0]] if referrer else REFERRAL
         return UNASSIGNED if tagged else DIRECT
 
-    def _by_click(self, kind: str, medium: str, source_class: str | None) -> str | None:
+    def _by_click(self, kind: str, source: str, medium: str, source_class: str | None) -> str | None:
         if kind in _GOOGLE_ADS:
             if medium in _DISPLAY:
                 return DISPLAY
@@ -314,6 +314,11 @@ class Channels:
                 return PAID_SOCIAL
             if not medium and kind in _ADS_ONLY_SOCIAL_CLICKS:
                 return PAID_SOCIAL
+            if medium and source_class != "social":
+                # A newsletter link shared on Facebook keeps its utm_medium=email and gains an
+                # fbclid: a medium naming another channel decides, as in GA4 (which reads no
+                # social click ID); a social source stays Organic Social there too.
+                return self._by_params(source, medium, source_class) or ORGANIC_SOCIAL
             return ORGANIC_SOCIAL
         if kind == "mc_cid":  # Mailchimp campaign links
             return EMAIL

@@ -53,6 +53,14 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(click_id_kind="irclickid"), "Affiliates"),  # Impact
         (Signals(click_id_kind="fbclid", source="facebook"), "Organic Social"),  # a share, untagged
         (Signals(click_id_kind="fbclid", source="ig", medium="paid"), "Paid Social"),
+        # a non-paid medium naming another channel decides (GA4 reads no social click ID)
+        (Signals(click_id_kind="fbclid", medium="email"), "Email"),
+        (Signals(click_id_kind="fbclid", source="newsletter", medium="email"), "Email"),
+        (Signals(click_id_kind="fbclid", source="facebook", medium="email"), "Organic Social"),
+        (Signals(click_id_kind="fbclid", medium="referral"), "Referral"),
+        (Signals(click_id_kind="twclid", medium="sms"), "SMS"),
+        (Signals(click_id_kind="ttclid", medium="affiliate"), "Affiliates"),
+        (Signals(click_id_kind="fbclid", medium="whatever"), "Organic Social"),  # no rule: the ID
         # medium and source patterns
         (Signals(source="google", medium="cpc"), "Paid Search"),
         (Signals(source="bing", medium="ppc"), "Paid Search"),
