@@ -67,7 +67,9 @@ PAID_BY_CLASS = {"social": PAID_SOCIAL, "video": PAID_VIDEO, "shopping": PAID_SH
 
 _PAID = re.compile(r"^(.*cp.*|ppc|retargeting|paid.*|sem)$")
 _DISPLAY = frozenset({"display", "banner", "expandable", "interstitial", "cpm", "programmatic"})
-_PAID_SEARCH = frozenset({"cpc", "ppc", "paidsearch", "paid_search", "paid-search", "paid search", "sem"})
+_PAID_SEARCH = frozenset({"paidsearch", "paid_search", "paid-search", "paid search", "sem"})
+"""Media that name search ads. Not ``cpc`` or ``ppc``: every ad network prices by the click
+(Taboola, Outbrain, Criteo), so from an unknown source they are Paid Other, as in GA4."""
 _PAID_SOCIAL = frozenset(
     {"paid_social", "paidsocial", "paid-social", "paid social", "social_paid", "social-paid", "social_ads"}
 )
@@ -278,11 +280,15 @@ class Channels:
         source_class = self.source_class(source) if source else None
         found = None
         if s.click_id_kind:
-            found = self._by_click(s.click_id_kind.lower(), medium, source_class)
+            found = self._by_click(s.click_id_kind.lower(), source, medium, source_class)
         if found is None and (source or medium):
             found = self._by_params(source, medium, source_class)
-        if found in (PAID_SEARCH, PAID_OTHER) and _SHOPPING_CAMPAIGN.search(s.campaign or ""):
-            return PAID_SHOPPING  # a Google Shopping campaign, by its name (as GA4 reads it)
+        # A shopping campaign by its name, as GA4 reads it: its Paid Shopping rule takes any paid
+        # medium, cpm too (a CPM ad of an unknown network is Display only outside one).
+        cpm = found == DISPLAY and medium == "cpm" and not s.click_id_kind
+        paid = found in (PAID_SEARCH, PAID_OTHER) or cpm
+        if paid and _SHOPPING_CAMPAIGN.search(s.campaign or ""):
+            return PAID_SHOPPING
         if found is not None:
             return found
         if s.creator_id:
@@ -294,7 +300,7 @@ class Channels:
             return CLASS_CHANNEL[referrer[0]] if referrer else REFERRAL
         return UNASSIGNED if tagged else DIRECT
 
-    def _by_click(self, kind: str, medium: str, source_class: str | None) -> str | None:
+    def _by_click(self, kind: str, source: str, medium: str, source_class: str | None) -> str | None:
         if kind in _GOOGLE_ADS:
             if medium in _DISPLAY:
                 return DISPLAY
@@ -308,6 +314,11 @@ class Channels:
                 return PAID_SOCIAL
             if not medium and kind in _ADS_ONLY_SOCIAL_CLICKS:
                 return PAID_SOCIAL
+            if medium and source_class != "social":
+                # A newsletter link shared on Facebook keeps its utm_medium=email and gains an
+                # fbclid: a medium naming another channel decides, as in GA4 (which reads no
+                # social click ID); a social source stays Organic Social there too.
+                return self._by_params(source, medium, source_class) or ORGANIC_SOCIAL
             return ORGANIC_SOCIAL
         if kind == "mc_cid":  # Mailchimp campaign links
             return EMAIL
@@ -317,9 +328,10 @@ class Channels:
 
     def _by_params(self, source: str, medium: str, source_class: str | None) -> str | None:
         if medium in _DISPLAY:
-            # cpm is how an ad is priced, not where it shows: Meta's, TikTok's or YouTube's CPM
-            # ads are Paid Social or Paid Video (as in GA4), a search network's stay Display.
-            if medium == "cpm" and source_class in ("social", "video", "shopping"):
+            # cpm is how an ad is priced, not where it shows: GA4 reads it as a paid medium
+            # (.*cp.*) before Display, so Meta's, YouTube's or Google's CPM ads are Paid Social,
+            # Paid Video or Paid Search; only an unknown source's are Display.
+            if medium == "cpm" and source_class in PAID_BY_CLASS:
                 return PAID_BY_CLASS[source_class]
             return DISPLAY
         if medium in _PAID_SOCIAL:

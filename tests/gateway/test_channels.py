@@ -53,10 +53,21 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(click_id_kind="irclickid"), "Affiliates"),  # Impact
         (Signals(click_id_kind="fbclid", source="facebook"), "Organic Social"),  # a share, untagged
         (Signals(click_id_kind="fbclid", source="ig", medium="paid"), "Paid Social"),
+        # a non-paid medium naming another channel decides (GA4 reads no social click ID)
+        (Signals(click_id_kind="fbclid", medium="email"), "Email"),
+        (Signals(click_id_kind="fbclid", source="newsletter", medium="email"), "Email"),
+        (Signals(click_id_kind="fbclid", source="facebook", medium="email"), "Organic Social"),
+        (Signals(click_id_kind="fbclid", medium="referral"), "Referral"),
+        (Signals(click_id_kind="twclid", medium="sms"), "SMS"),
+        (Signals(click_id_kind="ttclid", medium="affiliate"), "Affiliates"),
+        (Signals(click_id_kind="fbclid", medium="whatever"), "Organic Social"),  # no rule: the ID
         # medium and source patterns
         (Signals(source="google", medium="cpc"), "Paid Search"),
         (Signals(source="bing", medium="ppc"), "Paid Search"),
-        (Signals(source="acme-ads", medium="cpc"), "Paid Search"),
+        # cpc/ppc say how an ad is priced, not where: an unknown network's is Paid Other (GA4)
+        (Signals(source="acme-ads", medium="cpc"), "Paid Other"),
+        (Signals(source="taboola", medium="ppc"), "Paid Other"),  # native ads
+        (Signals(source="acme-ads", medium="paid_search"), "Paid Search"),  # names search: ours
         (Signals(source="acme-ads", medium="paid_listing"), "Paid Other"),
         (Signals(source="facebook", medium="cpc"), "Paid Social"),
         (Signals(source="linkedin", medium="paid"), "Paid Social"),
@@ -76,7 +87,13 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="facebook", medium="cpc", campaign="shopping"), "Paid Social"),
         (Signals(source="newsletter", medium="email", campaign="shop"), "Email"),
         (Signals(source="dv360", medium="banner"), "Display"),
-        (Signals(source="google", medium="cpm"), "Display"),
+        (Signals(source="google", medium="cpm"), "Paid Search"),  # GA4: paid (.*cp.*) before Display
+        (Signals(source="bing", medium="CPM"), "Paid Search"),
+        (Signals(source="acme-ads", medium="cpm"), "Display"),
+        (Signals(source="acme-ads", medium="cpm", campaign="Shopping - Q4"), "Paid Shopping"),
+        (Signals(source="acme-ads", medium="banner", campaign="Shopping - Q4"), "Display"),  # not paid
+        (Signals(click_id_kind="dclid", medium="cpm", campaign="shop"), "Display"),  # DV360: Display
+        (Signals(source="google", medium="display"), "Display"),
         (Signals(source="facebook", medium="cpm"), "Paid Social"),  # a price, not a placement
         (Signals(source="tiktok", medium="CPM"), "Paid Social"),
         (Signals(source="youtube", medium="cpm"), "Paid Video"),
