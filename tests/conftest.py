@@ -150,7 +150,7 @@ async def upstream_server() -> AsyncIterator[Callable[[web.Application], Awaitab
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
     """initdb + pg_ctl in a temporary folder, as the ``postgres`` user when running as root.
     Missing binaries skip these tests locally and fail them in CI (``CI`` set)."""
     if binaries() is None:
@@ -159,22 +159,25 @@ def postgres_server() -> Iterator[PostgresServer]:
             pytest.fail(message + " (CI must run the central store tests)")
         pytest.skip(message)
     server = start_server()
+
     # A run ended by SIGTERM (a CI job's timeout, `kill`) died at once by default, with no
     # teardown: this server, a postmaster owned by `postgres`, kept running and its folder in
-    # /tmp stayed. As a KeyboardInterrupt the run stops as on Ctrl-C, tearing fixtures down.
+    # /tmp stayed. Now the run stops as on Ctrl-C (a KeyboardInterrupt), tearing fixtures
+    # down; and, should the code under test take that for its own Ctrl-C (a command run
+    # in-process exits 130), the run still stops after that test.
+    def stop(signum: int, frame: object) -> None:
+        request.session.shouldstop = f"stopped by {signal.Signals(signum).name}"
+        raise KeyboardInterrupt(request.session.shouldstop)
+
     previous = signal.getsignal(signal.SIGTERM)
     if previous is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, stop)
     try:
         yield server
     finally:
         server.close()
         if previous is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
 @pytest.fixture
