@@ -284,8 +284,12 @@ def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
 
 
 def report_zone_of(request: web.Request) -> tzinfo:
-    """The time zone a date alone means in this request (``attribution.timezone``)."""
-    return request.app[SETTINGS_KEY].report_zone
+    """The time zone a date alone means in this request (``attribution.timezone``, as the last
+    reload found it when the report endpoints are there)."""
+    from gateway.reportstate import REPORTING_KEY  # the report engine is not admin.py's to load
+
+    live = request.app.get(REPORTING_KEY)
+    return live.zone if live is not None else request.app[SETTINGS_KEY].report_zone
 
 
 def span(

@@ -38,7 +38,8 @@ from gateway.admin import (
     report_zone_of,
 )
 from gateway.attribution import MINOR_UNITS, MODELS
-from gateway.reportapi import REPORTS_KEY, conversion_param
+from gateway.reportapi import conversion_param
+from gateway.reportstate import REPORTING_KEY
 from gateway.sessions import (
     COOKIE,
     SESSIONS_KEY,
@@ -135,7 +136,7 @@ async def dashboard_page(request: web.Request) -> web.Response:
             raise web.HTTPSeeOther("/login?next=" + quote(request.path_qs, safe=""))
         raise web.HTTPSeeOther("/login")
     response = _page(request, "dashboard.html")
-    zone = escape(request.app[SETTINGS_KEY].options.attribution.timezone)  # a checked IANA name
+    zone = escape(request.app[REPORTING_KEY].timezone)  # a checked IANA name (a reload's too)
     assert response.text is not None
     response.text = response.text.replace(
         'data-timezone="UTC"',
@@ -256,7 +257,7 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         raise ApiError(400, f"part: expected one of {', '.join(PARTS)}, got {part!r}")
     data = await summary(
         request.app[READER_KEY].db,
-        request.app[REPORTS_KEY],
+        request.app[REPORTING_KEY].reports,
         model,
         Period(since, until),
         population,

@@ -29,7 +29,6 @@ RESTART_KEYS = (
     "proxy.access_log",
     "storage",
     "admin",
-    "attribution",
     "creators",
     "log.format",
     "central",

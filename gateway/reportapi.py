@@ -27,27 +27,14 @@ from gateway.admin import (
     report_zone_of,
     span,
 )
-from gateway.attribution import MODELS, Attribution
+from gateway.attribution import MODELS
 from gateway.config import Settings
 from gateway.events import iso
 from gateway.openapi_reports import FORMATS, GROUP_BY
-from gateway.payouts import Payouts
+from gateway.reportstate import REPORTING_KEY, Reporting
 from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
-from storage.reports import POPULATIONS, Reports
+from storage.reports import POPULATIONS
 
-REPORTS_KEY = web.AppKey("reports", Reports)
-
-
-class PayoutRules:
-    """The payout rules the admin API reports with: ``[payouts]`` as the gateway started, then
-    as the last reload (SIGHUP) found it. A report takes ``current`` once, so one swapped in
-    while it runs does not mix two sets of rules."""
-
-    def __init__(self, rules: Payouts) -> None:
-        self.current = rules
-
-
-PAYOUTS_KEY = web.AppKey("payouts", PayoutRules)
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
@@ -205,29 +192,31 @@ async def attribution(request: web.Request) -> web.Response:
     only_params(request, PARAMS["attribution"])
     _format(request)
     q = query(request, default_model="linear")
-    return respond(request, await reporting.attribution(request.app[REPORTS_KEY], q))
+    return respond(request, await reporting.attribution(request.app[REPORTING_KEY].reports, q))
 
 
 async def timeseries(request: web.Request) -> web.Response:
     only_params(request, PARAMS["timeseries"])
     _format(request)
     q = query(request, default_model="linear")
-    return respond(request, await reporting.attribution(request.app[REPORTS_KEY], q, by_day=True))
+    engine = request.app[REPORTING_KEY].reports
+    return respond(request, await reporting.attribution(engine, q, by_day=True))
 
 
 async def paths(request: web.Request) -> web.Response:
     only_params(request, PARAMS["paths"])
     _format(request)
     q = query(request, default_model="linear")
-    return respond(request, await reporting.paths(request.app[REPORTS_KEY], q))
+    return respond(request, await reporting.paths(request.app[REPORTING_KEY].reports, q))
 
 
 async def payouts(request: web.Request) -> web.Response:
     only_params(request, PARAMS["payouts"])
     _format(request)
-    rules = request.app[PAYOUTS_KEY].current
+    live = request.app[REPORTING_KEY]
+    engine, rules = live.reports, live.payouts  # taken once: a reload meanwhile does not mix them
     q = query(request, default_model=rules.model, all_models=False)
-    return respond(request, await reporting.payouts(request.app[REPORTS_KEY], rules, q))
+    return respond(request, await reporting.payouts(engine, rules, q))
 
 
 async def fraud(request: web.Request) -> web.Response:
@@ -261,22 +250,15 @@ async def fraud(request: web.Request) -> web.Response:
 
 
 def add_report_routes(app: web.Application, settings: Settings) -> None:
-    """Register the report endpoints on the admin app; their connection opens and closes with it."""
-    reports = Reports(
-        settings.store_path,
-        Attribution(settings.options.attribution),
-        settings.channels,
-        settings.options.admin.report_processes,
-        worker_memory=settings.options.admin.report_worker_memory_mb * 2**20,
-    )
-    app[REPORTS_KEY] = reports
-    app[PAYOUTS_KEY] = PayoutRules(Payouts(settings.options.payouts))
+    """Register the report endpoints on the admin app; their connection opens and closes with it
+    (and a reload swaps it: ``gateway.reportstate``)."""
+    live = Reporting(settings)
+    app[REPORTING_KEY] = live
 
     async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
-        await reports.open()
-        await reports.warm()
+        await live.open()
         yield
-        await reports.close()
+        await live.close()
 
     app.cleanup_ctx.append(reports_ctx)
     app.router.add_get("/api/attribution", attribution)

@@ -40,12 +40,12 @@ from gateway.inbound import Inbound
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import parse_listen
-from gateway.payouts import Payouts
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.protocol_errors import Runner, line_limits
 from gateway.proxy import Asterisk, ProxyHost
 from gateway.reload import live_settings, restart_needed
-from gateway.reportapi import PAYOUTS_KEY, add_report_routes
+from gateway.reportapi import add_report_routes
+from gateway.reportstate import REPORTING_KEY
 from gateway.sharedcounts import SharedCounts
 from gateway.upstream import Upstream
 from gateway.websocket import no_redirects
@@ -244,8 +244,8 @@ class Gateway:
         await pipeline.running()
         self.slot.host = self._host(settings, pipeline, old_host.session, old_host.pool)
         self.settings = settings
-        if PAYOUTS_KEY in self.admin_app:  # the payout rules: read by the admin API alone
-            self.admin_app[PAYOUTS_KEY].current = Payouts(settings.options.payouts)
+        if REPORTING_KEY in self.admin_app:  # [attribution], [payouts]: read by the admin API alone
+            await self.admin_app[REPORTING_KEY].reload(settings)
         # The old chain's own resources (GeoIP readers) go once its requests have had time to end.
         task = asyncio.create_task(self._retire(old_host.pipeline), name="retire-pipeline")
         self._retired.add(task)

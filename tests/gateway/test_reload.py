@@ -12,7 +12,9 @@ from aiohttp import web
 from gateway.events import Conversion, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.reload import RESTART_KEYS, live_settings, restart_needed
+from gateway.reportstate import REPORTING_KEY
 from tests.conftest import ENV, GatewayFactory, make_settings
+from tests.gateway.test_dashboard import login, with_cookie
 
 
 def test_restart_only_keys_are_named_and_kept(tmp_path: Path) -> None:
@@ -110,3 +112,32 @@ async def test_a_reload_applies_new_payout_rules_to_the_next_report(
     assert await gw.gateway.reload(make_settings(tmp_path, after)) == []
     assert await payout() == ("tier standard: CPA 7.5", 7.5)
     assert (await gw.api("/api/payouts"))["model"] == "first_touch"
+
+
+async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """[attribution] needed a restart of the gateway, the site's proxy with it, for an analyst
+    to shorten a lookback window or change the report time zone."""
+    gw = await start_gateway(await upstream_server(web.Application()))  # type: ignore[operator]
+    now = datetime.now(UTC)
+    touch = Touchpoint(uuid7(), iso(now - timedelta(days=20)), "n", "v1", source="news", channel="Email")
+    sale = Conversion(uuid7(), iso(now), "n", "purchase", "order:1", "v1", None, 100.0, "EUR")
+    await gw.gateway.store.write([touch, sale])
+
+    async def credited() -> list[str]:
+        return [r["group"] for r in (await gw.api("/api/attribution", model="last_touch"))["rows"]]
+
+    assert await credited() == ["Email"]  # within the default 30-day window
+    shorter = "[attribution]\nlookback_days = { awareness = 10.0 }\ntier_patterns = {}\n"
+    shorter += 'timezone = "Pacific/Auckland"\n'
+    assert await gw.gateway.reload(make_settings(tmp_path, shorter)) == []
+    assert await credited() == ["Direct"]  # 20 days back: outside the new 10-day window
+    report = await gw.api("/api/attribution", since="2026-11-01", until="2026-11-02")
+    assert report["since"] == "2026-10-31T11:00:00Z"  # midnight in Auckland (UTC+13)
+    async with gw.session.get(gw.admin_url + "/dashboard", headers=with_cookie(await login(gw))) as resp:
+        assert 'data-timezone="Pacific/Auckland"' in await resp.text()
+    # Reloading the same again keeps the engine: no new connection, no new workers.
+    engine = gw.gateway.admin_app[REPORTING_KEY].reports
+    assert await gw.gateway.reload(make_settings(tmp_path, shorter)) == []
+    assert gw.gateway.admin_app[REPORTING_KEY].reports is engine

@@ -1,0 +1,101 @@
+"""What the admin API reports with, and its reload: the report engine over ``[attribution]``
+(with the channel rules it classifies rows stored before channels by), the payout rules of
+``[payouts]``, and the time zone a date alone means (``attribution.timezone``).
+
+A reload (SIGHUP) swaps them: new payout rules at once, and, when ``[attribution]`` or
+``[channels]`` changed, a new engine (its own connection and worker processes) opened before
+it is swapped in; the one it replaces is closed once the requests that took it have had time
+to end (``proxy.shutdown_grace``), after the report it runs, if any. A request takes what it
+uses once, so a reload during it does not mix two configurations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import tzinfo
+
+from aiohttp import web
+
+from gateway.attribution import Attribution
+from gateway.config import Settings
+from gateway.payouts import Payouts
+from storage.reports import Reports
+
+log = logging.getLogger("gateway")
+
+
+def report_engine(settings: Settings) -> Reports:
+    return Reports(
+        settings.store_path,
+        Attribution(settings.options.attribution),
+        settings.channels,
+        settings.options.admin.report_processes,
+        worker_memory=settings.options.admin.report_worker_memory_mb * 2**20,
+    )
+
+
+class Reporting:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.reports = report_engine(settings)
+        self.payouts = Payouts(settings.options.payouts)
+        self._retiring: dict[asyncio.Task[None], Reports] = {}
+        self._opened = False
+        """Whether this admin app is served here: a proxy worker other than the first keeps one
+        it never opens, and a reload there must not open one (a connection, worker processes)."""
+
+    @property
+    def timezone(self) -> str:
+        """``attribution.timezone``, the IANA name (checked when the config was read)."""
+        return self.settings.options.attribution.timezone
+
+    @property
+    def zone(self) -> tzinfo:
+        return self.settings.report_zone
+
+    async def open(self) -> None:
+        await self.reports.open()
+        await self.reports.warm()
+        self._opened = True
+
+    async def close(self) -> None:
+        for task, engine in list(self._retiring.items()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await engine.close()
+        await self.reports.close()
+
+    async def reload(self, settings: Settings) -> None:
+        """Take the report settings of ``settings`` (a reload's, restart-only keys kept)."""
+        self.payouts = Payouts(settings.options.payouts)
+        before = self.settings.options
+        changed = (
+            settings.options.attribution != before.attribution or settings.options.channels != before.channels
+        )
+        if changed and not self._opened:
+            self.reports = report_engine(settings)
+        elif changed:
+            engine = report_engine(settings)
+            try:
+                await engine.open()
+                await engine.warm()
+            except Exception:  # the store unreadable just now: the reports keep what runs
+                log.exception("reload: reports keep the running [attribution] and [channels]")
+                await engine.close()
+                return
+            previous, self.reports = self.reports, engine
+            task = asyncio.create_task(self._retire(previous, settings.options.proxy.shutdown_grace))
+            self._retiring[task] = previous
+            task.add_done_callback(lambda done: self._retiring.pop(done, None))
+        self.settings = settings
+
+    @staticmethod
+    async def _retire(engine: Reports, grace: float) -> None:
+        await asyncio.sleep(grace)
+        await engine.close()
+
+
+REPORTING_KEY = web.AppKey("reporting", Reporting)
