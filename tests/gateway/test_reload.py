@@ -130,13 +130,17 @@ async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
 
     assert await credited() == ["Email"]  # within the default 30-day window
     shorter = "[attribution]\nlookback_days = { awareness = 10.0 }\ntier_patterns = {}\n"
-    shorter += 'timezone = "Pacific/Auckland"\n'
+    shorter += 'timezone = "Pacific/Auckland"\n[proxy]\nshutdown_grace = 0.1\n'
+    before = gw.gateway.admin_app[REPORTING_KEY].reports
     assert await gw.gateway.reload(make_settings(tmp_path, shorter)) == []
     assert await credited() == ["Direct"]  # 20 days back: outside the new 10-day window
     report = await gw.api("/api/attribution", since="2026-11-01", until="2026-11-02")
     assert report["since"] == "2026-10-31T11:00:00Z"  # midnight in Auckland (UTC+13)
     async with gw.session.get(gw.admin_url + "/dashboard", headers=with_cookie(await login(gw))) as resp:
         assert 'data-timezone="Pacific/Auckland"' in await resp.text()
+    async with asyncio.timeout(10):  # the engine it replaced closes after proxy.shutdown_grace
+        while before._db is not None:
+            await asyncio.sleep(0.05)
     # Reloading the same again keeps the engine: no new connection, no new workers.
     engine = gw.gateway.admin_app[REPORTING_KEY].reports
     assert await gw.gateway.reload(make_settings(tmp_path, shorter)) == []
