@@ -545,8 +545,9 @@ def load_settings(
     """Read, decode, validate and resolve a config; raise ConfigError listing every problem.
     ``admin_public`` (``--admin-public``) lets the admin API listen on a public address.
     ``offline``: a command that serves nothing (import, sync, purge…): it needs no admin token
-    nor any ``[[sources]]`` secret that is not set, and a missing secret's problem does not
-    suggest ``--dev``, which such a command lacks."""
+    nor any ``[[sources]]`` or ``[[sinks]]`` secret that is not set (``sink_secrets`` then lacks
+    that sink), and a missing secret's problem does not suggest ``--dev``, which such a command
+    lacks."""
     environ = os.environ if environ is None else environ
     # Relative paths are the file's, also for its text read before (a supervisor's workers).
     base_dir = Path.cwd() if path is None else Path(path).resolve().parent
@@ -572,9 +573,13 @@ def load_settings(
     else:
         token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
     sender_hint = "" if offline else DEV_HINT
-    # A command that serves nothing verifies no sender's signature: an import run where the
-    # senders' secrets are not set (another box, a cron job) needs none of them. A secret that
-    # is set, or written in the file, is still checked.
+
+    def unused(value: str) -> bool:
+        """A command that serves nothing verifies no sender's signature and sends to no sink
+        (``sink send`` checks its own): an import run where those secrets are not set (another
+        box, a cron job) needs none of them. One that is set, or written in the file, is checked."""
+        return offline and value.startswith("env:") and not environ.get(value[4:])
+
     source_secrets = {
         source.name: tuple(
             resolve_sender_secret(
@@ -588,7 +593,7 @@ def load_settings(
                 sender_hint,
             )
             for j, value in enumerate(source.secrets)
-            if not (offline and value.startswith("env:") and not environ.get(value[4:]))
+            if not unused(value)
         )
         for i, source in enumerate(options.sources)
     }
@@ -605,6 +610,8 @@ def load_settings(
     sink_secrets: dict[str, bytes] = {}
     for i, sink in enumerate(options.sinks):
         key = f"sinks[{i}].secret"
+        if unused(sink.secret):
+            continue
         if sink.kind == "webhook":
             sink_secrets[sink.name] = resolve_sender_secret(
                 key, sink.secret, environ, dev, problems, generated, hint=sender_hint

@@ -29,6 +29,14 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
     if args.sink is not None and args.sink not in names:
         print(f"gateway: no sink named {args.sink!r} (configured: {', '.join(names)})", file=sys.stderr)
         return EXIT_CONFIG
+    for i, sink in enumerate(settings.options.sinks):  # the ones it sends to need their secret
+        if args.sink in (None, sink.name) and sink.name not in settings.sink_secrets:
+            unset = sink.secret.removeprefix("env:")
+            print(
+                f"gateway: {args.config}: sinks[{i}].secret: environment variable {unset} is not set",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
     from storage.migrate import SchemaTooNew
     from storage.sinks import SinkError, resend_user_standalone
 

@@ -964,6 +964,7 @@ def test_commands_that_serve_nothing_need_no_admin_token(tmp_path: Path) -> None
         config.read_text()
         + '[[sources]]\nname = "stripe"\nsignature = "stripe"\nsecrets = ["env:STRIPE_SECRET"]\n'
         + '[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET", "env:BILLING_OLD"]\n'
+        + '[[sinks]]\nname = "out"\nkind = "segment"\nurl = "https://api.segment.io"\nsecret = "env:SEG"\n'
     )
     done = gateway(*args, env=secret_only)
     assert done.returncode == 0, done.stderr

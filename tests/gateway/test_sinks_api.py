@@ -111,6 +111,21 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
+def test_sink_send_needs_the_secret_of_the_sinks_it_sends_to(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Commands that serve nothing do without sink secrets; `sink send` sends with them."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SINK_SECRET", raising=False)
+    config = tmp_path / "gw.toml"
+    config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url="http://127.0.0.1:9")))
+    assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 2
+    said = capsys.readouterr().err
+    assert "sinks[0].secret: environment variable SINK_SECRET is not set" in said and "Traceback" not in said
+    # A command that sends to no sink gets past the config (to a store not created yet).
+    assert main(["purge", "--dry-run", "-c", str(config)]) == 1
+    assert "no store at" in capsys.readouterr().err
+
+
 def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
     """The CLI runs outside any gateway: a plain threaded HTTP server stands in for Segment."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
