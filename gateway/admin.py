@@ -32,7 +32,7 @@ from gateway.config import Settings
 from gateway.creators import Creator, CreatorRegistry
 from gateway.events import CreatorStanding, VerdictChange, iso
 from gateway.ids import Uuid7
-from gateway.keys import MAX_VISITOR_ID, Keys, user_id_problem
+from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import error_body
@@ -362,8 +362,8 @@ async def visitor(request: web.Request) -> web.Response:
 
 def _user_key(request: web.Request) -> tuple[str, str]:
     """The raw user ID from the path and the key it is stored under."""
-    user_id = request.match_info["user_id"].strip()  # as intake reads one: " alice " is alice
-    if (problem := user_id_problem(user_id)) is not None:
+    user_id, problem = operator_user_id(request.match_info["user_id"])
+    if problem is not None:
         raise ApiError(400, f"user_id: {problem}")
     return user_id, request.app[KEYS_KEY].user_key(user_id)
 

@@ -27,11 +27,13 @@ MAX_VISITOR_ID = 2000
 ``campaign.max_value_length`` (itself at most 2000); the cookie's own are 22."""
 
 
-def user_id_problem(user_id: str) -> str | None:
-    """Why ``user_id``, given by an operator (admin API, CLI), cannot name a user; None if it can."""
+def operator_user_id(given: str) -> tuple[str, str | None]:
+    """A user ID an operator gives (admin API, CLI) as intake reads one, trimmed (" alice " is
+    alice, as every webhook and rule records it), and why it cannot name a user (None if it can)."""
+    user_id = given.strip()
     if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
-        return f"expected 1..{MAX_USER_ID} printable characters"
-    return None
+        return user_id, f"expected 1..{MAX_USER_ID} printable characters"
+    return user_id, None
 
 
 _ENCRYPTED = "siv:"

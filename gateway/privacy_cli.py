@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 
 from gateway.config import ConfigError, Settings, load_settings
-from gateway.keys import user_id_problem
+from gateway.keys import operator_user_id
 
 
 def _settings(args: argparse.Namespace) -> Settings | int:
@@ -63,8 +63,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from gateway.keys import Keys
     from storage.erasure import erase_user
 
-    user_id: str = args.user_id.strip()  # as intake reads one: " alice " is alice
-    if (problem := user_id_problem(user_id)) is not None:
+    user_id, problem = operator_user_id(args.user_id)
+    if problem is not None:
         print(f"gateway: USER_ID: {problem}", file=sys.stderr)
         return 2
     settings = _settings(args)

@@ -8,14 +8,14 @@ import sqlite3
 import sys
 
 from gateway.config import ConfigError, load_settings
-from gateway.keys import user_id_problem
+from gateway.keys import operator_user_id
 
 
 def cmd_sink_send(args: argparse.Namespace) -> int:
     from gateway.cli import EXIT_CONFIG, _fail_config
 
-    args.user = args.user.strip()  # as intake reads a user ID: " alice " is alice
-    if (problem := user_id_problem(args.user)) is not None:
+    args.user, problem = operator_user_id(args.user)
+    if problem is not None:
         print(f"gateway: --user: {problem}", file=sys.stderr)
         return 2
     try:
