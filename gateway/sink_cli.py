@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import sys
 
 from gateway.config import ConfigError, load_settings
+from gateway.config_values import unset
 from gateway.keys import operator_user_id
 
 
@@ -31,11 +33,8 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for i, sink in enumerate(settings.options.sinks):  # the ones it sends to need their secret
         if args.sink in (None, sink.name) and sink.name not in settings.sink_secrets:
-            unset = sink.secret.removeprefix("env:")
-            print(
-                f"gateway: {args.config}: sinks[{i}].secret: environment variable {unset} is not set",
-                file=sys.stderr,
-            )
+            why = unset(sink.secret.removeprefix("env:"), os.environ)
+            print(f"gateway: {args.config}: sinks[{i}].secret: {why}", file=sys.stderr)
             return EXIT_CONFIG
     from storage.migrate import SchemaTooNew
     from storage.sinks import SinkError, resend_user_standalone
