@@ -244,7 +244,7 @@ class Gateway:
         await pipeline.running()
         self.slot.host = self._host(settings, pipeline, old_host.session, old_host.pool)
         self.settings = settings
-        if REPORTING_KEY in self.admin_app:  # [attribution], [payouts]: read by the admin API alone
+        if REPORTING_KEY in self.admin_app:  # [attribution], [channels], [payouts] of the reports
             await self.admin_app[REPORTING_KEY].reload(settings)
         # The old chain's own resources (GeoIP readers) go once its requests have had time to end.
         task = asyncio.create_task(self._retire(old_host.pipeline), name="retire-pipeline")
