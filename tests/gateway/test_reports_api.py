@@ -909,3 +909,22 @@ async def test_the_readme_worked_example_through_the_gateway(
     assert credited == {c: round(100 * alone[c], 2) for c in WORKED}
     readme_column = [Decimal(cell.strip()) for cell in expected["data_driven"].split("|")]
     assert [Decimal(str(credited[c])) for c in WORKED] != readme_column
+
+
+async def test_a_share_of_no_conversions_has_four_decimals_as_every_share(gw: RunningGateway) -> None:
+    """A period whose one conversion had no touch (C): no conversion has a time to convert,
+    and each of those shares reads 0.0000 in the CSV and the terminal as the others do (it
+    read 0)."""
+    period = {"since": "2026-11-06", "until": "2026-11-07"}
+    async with gw.session.get(
+        gw.admin_url + "/api/attribution/paths", headers=AUTH, params={**period, "format": "csv"}
+    ) as resp:
+        assert resp.status == 200
+        lines = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert {(r["measure"], r["bucket"]): r["share"] for r in lines if r["conversions"] != "0"} == {
+        ("touches", "0"): "1.0000"
+    }
+    assert {r["share"] for r in lines if r["conversions"] == "0"} == {"0.0000"}
+    out = await gateway_report(gw, "UTC", "--paths", "--since", period["since"], "--until", period["until"])
+    days = [line.split() for line in out.splitlines() if line.startswith("days ")]
+    assert len(days) == 7 and {cells[-1] for cells in days} == {"0.0000"}
