@@ -412,8 +412,12 @@ def fraud(groups: list[dict[str, Any]], group_by: str, since: str | None, until:
     return Report("fraud", FRAUD_COLUMNS, rows, meta)
 
 
+SHARE = Decimal("0.0001")
+"""A share's precision: four decimals, on every row (none of a whole of zero too)."""
+
+
 def _share(part: int, whole: int) -> Decimal:
-    return (Decimal(part) / whole).quantize(Decimal("0.0001")) if whole else Decimal(0)
+    return (Decimal(part) / whole).quantize(SHARE) if whole else Decimal(0).quantize(SHARE)
 
 
 PAYOUT_COLUMNS = [

@@ -8,15 +8,18 @@ import asyncio
 import csv
 import io
 import json
+import re
 import sys
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
-from gateway.attribution import MODELS
+from gateway.attribution import MODELS, markov_weights
 from gateway.config import ConfigError, load_settings
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
@@ -29,6 +32,7 @@ from tests.gateway.test_openapi import response_schema
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 PERIOD = {"since": "2026-11-01", "until": "2026-12-01"}
+ROOT = Path(__file__).resolve().parents[2]
 new_id = Uuid7()
 
 PAYOUTS = """
@@ -833,3 +837,94 @@ async def test_a_parameter_given_twice_is_400_naming_it(gw: RunningGateway, path
         body = await resp.json()
         assert resp.status == 400, body
     assert body["error"] == f"{name}: given 2 times; give each query parameter once"
+
+
+WORKED = {
+    "Paid Social": {"source": "facebook", "medium": "paid_social"},
+    "Email": {"source": "newsletter", "medium": "email"},
+    "Organic Search": {"source": "google", "medium": "organic"},
+    "Direct": {"source": "(direct)"},
+}
+
+
+async def test_the_readme_worked_example_through_the_gateway(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The README's worked example as senders' signed events reach a running gateway: two
+    devices bound to one user, the four touches, the 100.00 EUR order, and the period's five
+    other journeys (two converting, in USD) that ``data_driven`` learns from. Every model's
+    EUR credit is the README's table, ``data_driven``'s column included; asked for one
+    conversion name, the journeys that ended only in another count as not converting."""
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(web.Application()), SENDER, {"BILLING_SECRET": BILLING}
+    )
+    sent = iter(range(100))
+
+    async def send(**event: Any) -> None:
+        body = json.dumps({"event_id": f"w{next(sent)}", **event}).encode()
+        async with gw.session.post(gw.url + "/_gw/events", data=body, headers=signed(body, BILLING)) as resp:
+            assert resp.status == 202, await resp.text()
+
+    for device in ("phone-0001", "laptop-0001"):
+        await send(type="identify", visitor_id=device, user_id="u1", timestamp="2026-11-01T00:00:00Z")
+    for device, when, channel in [
+        ("phone-0001", "2026-11-01T12:00:00Z", "Paid Social"),
+        ("laptop-0001", "2026-11-04T09:00:00Z", "Email"),
+        ("laptop-0001", "2026-11-08T20:00:00Z", "Organic Search"),
+        ("laptop-0001", "2026-11-10T11:00:00Z", "Direct"),
+    ]:
+        await send(type="touchpoint", visitor_id=device, timestamp=when, **WORKED[channel])
+    order = {"name": "purchase", "value": 100, "currency": "EUR", "order_id": "W1"}
+    await send(type="conversion", visitor_id="laptop-0001", timestamp="2026-11-10T12:00:00Z", **order)
+    others = [
+        (["Paid Social", "Organic Search"], False),
+        (["Email", "Direct"], True),
+        (["Organic Search"], False),
+        (["Paid Social"], False),
+        (["Paid Social", "Email"], True),
+    ]
+    for n, (journey, converted) in enumerate(others):
+        for day, channel in enumerate(journey, start=2):
+            await send(
+                type="touchpoint", user_id=f"o{n}", timestamp=f"2026-11-0{day}T10:00:00Z", **WORKED[channel]
+            )
+        if converted:
+            sale = {"name": "signup", "value": 1, "currency": "USD", "order_id": f"O{n}"}
+            await send(type="conversion", user_id=f"o{n}", timestamp="2026-11-09T10:00:00Z", **sale)
+
+    readme = await asyncio.to_thread((ROOT / "README.md").read_text)
+    section = readme[readme.index("#### Worked example") :]
+    expected = dict(re.findall(r"^\| `(\w+)` \| ([\d. |]+) \|$", section, re.MULTILINE))
+    assert set(expected) == set(MODELS)
+    body = await get(gw, "/api/attribution", model="all", **PERIOD)
+    eur = {r["group"]: r for r in body["rows"] if r["currency"] == "EUR"}
+    for model, cells in expected.items():
+        shown = [Decimal(cell.strip()) for cell in cells.split("|")]
+        assert [Decimal(str(eur[c][f"{model}_value"])) for c in WORKED] == shown, model
+
+    # Only the purchase: the two signups' journeys are journeys that did not convert to it.
+    alone = markov_weights([(journey, False) for journey, _ in others] + [(list(WORKED), True)])
+    body = await get(gw, "/api/attribution", model="data_driven", conversion="purchase", **PERIOD)
+    credited = {r["group"]: r["value"] for r in body["rows"]}
+    assert credited == {c: round(100 * alone[c], 2) for c in WORKED}
+    readme_column = [Decimal(cell.strip()) for cell in expected["data_driven"].split("|")]
+    assert [Decimal(str(credited[c])) for c in WORKED] != readme_column
+
+
+async def test_a_share_of_no_conversions_has_four_decimals_as_every_share(gw: RunningGateway) -> None:
+    """A period whose one conversion had no touch (C): no conversion has a time to convert,
+    and each of those shares reads 0.0000 in the CSV and the terminal as the others do (it
+    read 0)."""
+    period = {"since": "2026-11-06", "until": "2026-11-07"}
+    async with gw.session.get(
+        gw.admin_url + "/api/attribution/paths", headers=AUTH, params={**period, "format": "csv"}
+    ) as resp:
+        assert resp.status == 200
+        lines = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert {(r["measure"], r["bucket"]): r["share"] for r in lines if r["conversions"] != "0"} == {
+        ("touches", "0"): "1.0000"
+    }
+    assert {r["share"] for r in lines if r["conversions"] == "0"} == {"0.0000"}
+    out = await gateway_report(gw, "UTC", "--paths", "--since", period["since"], "--until", period["until"])
+    days = [line.split() for line in out.splitlines() if line.startswith("days ")]
+    assert len(days) == 7 and {cells[-1] for cells in days} == {"0.0000"}
