@@ -159,6 +159,9 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     if request.path in PUBLIC_PATHS or request.path in PAGES or request.path.startswith(STATIC_PREFIX):
         return await handler(request)
     expected = request.app[SETTINGS_KEY].admin_token.encode()
+    if len(request.headers.getall("Authorization", ())) > 1:
+        # aiohttp reads the first: a second line (a proxy's, say) would be passed over unseen.
+        return fail(401, "Authorization given more than once; send it once", {"WWW-Authenticate": "Bearer"})
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if not header and has_cookie_session(request):

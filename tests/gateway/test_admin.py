@@ -312,6 +312,19 @@ async def test_a_token_that_is_not_utf8_is_just_wrong(gw) -> None:
     assert json.loads(resp.body)["error"] == "wrong admin token"
 
 
+@pytest.mark.parametrize("second", [TOKEN, "wrong"])
+async def test_authorization_given_twice_is_a_401(gw, second: str) -> None:
+    """aiohttp reads the first of two Authorization lines; the second (a proxy's, a script's
+    leftover) would pass unseen, so neither is believed."""
+    request = (
+        f"GET /api/touchpoints HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Authorization: Bearer {second}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    resp = await raw_request(gw.admin.port, request)
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+    assert json.loads(resp.body)["error"] == "Authorization given more than once; send it once"
+
+
 @pytest.mark.parametrize(
     "path",
     ["/api/touchpoints/0190a2b4-0000-7000-8000-000000000000/verdict", "/api/creators/cr_anna"],
