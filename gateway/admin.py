@@ -19,6 +19,7 @@ import hmac
 import logging
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Literal, TypeVar
@@ -58,6 +59,7 @@ PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 # a UUID or a key written in capitals is the same one (RFC 9562 §4: case-insensitive on input).
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _VISITOR_KEY = re.compile(r"[0-9a-f]{32}")
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _encode = msgspec.json.Encoder()
 
 
@@ -157,6 +159,9 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     if request.path in PUBLIC_PATHS or request.path in PAGES or request.path.startswith(STATIC_PREFIX):
         return await handler(request)
     expected = request.app[SETTINGS_KEY].admin_token.encode()
+    if len(request.headers.getall("Authorization", ())) > 1:
+        # aiohttp reads the first: a second line (a proxy's, say) would be passed over unseen.
+        return fail(401, "Authorization given more than once; send it once", {"WWW-Authenticate": "Bearer"})
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if not header and has_cookie_session(request):
@@ -223,10 +228,43 @@ def in_order(since: str, until: str, names: tuple[str, str] = ("since", "until")
         raise ApiError(400, f"{since_name}: must be before {until_name} ({since} >= {until})")
 
 
+def _not_utf8(raw: str) -> str | None:
+    """The first run of percent-escapes in ``raw`` that is not UTF-8 once decoded (``%ff``), or
+    None."""
+    for run in _ESCAPES.finditer(raw):
+        try:
+            urllib.parse.unquote_to_bytes(run.group()).decode()
+        except UnicodeDecodeError:
+            return run.group()
+    return None
+
+
+def utf8_escapes(request: web.Request) -> None:
+    """Refuse (400) a path or query parameter whose percent-escapes are not UTF-8: aiohttp
+    reads them in a path as the text they are (``/api/creators/%ff`` names the creator
+    ``%ff``) and in a query as U+FFFD (``conversion=%ff`` asks for ``\ufffd``), so either
+    would name something the client never meant."""
+    bad = _not_utf8(request.rel_url.raw_path)
+    if bad is not None:
+        raise ApiError(400, f"path: {bad!r} is not UTF-8 once percent-decoded; percent-encode text as UTF-8")
+    for pair in request.rel_url.raw_query_string.split("&"):
+        name, _, value = pair.partition("=")
+        bad = _not_utf8(value)
+        named = _not_utf8(name)
+        if bad is not None or named is not None:
+            shown = "query" if named is not None else urllib.parse.unquote_plus(name)
+            raise ApiError(
+                400,
+                f"{shown}: {named or bad!r} is not UTF-8 once percent-decoded; percent-encode text as UTF-8",
+            )
+
+
 def only_params(request: web.Request, allowed: set[str]) -> None:
     """Refuse (400) a query parameter an endpoint does not know, so that a typo is never
     silently ignored, and one given more than once, so that neither value is silently
-    dropped (``model=linear&model=time_decay``: which report was meant?)."""
+    dropped (``model=linear&model=time_decay``: which report was meant?); and a path or query
+    whose percent-escapes are not UTF-8 (``utf8_escapes``)."""
+    utf8_escapes(request)
     query = request.query
     unknown = sorted(set(query) - allowed)
     if unknown:
@@ -305,6 +343,23 @@ def span(
     return since, until
 
 
+def _filter(name: str, value: str) -> str:
+    """A listing's exact filter as the store compares it, or a 400 for a value no touchpoint
+    could hold (recorded values are printable, trimmed and not empty; a visitor_key is 32 hex
+    digits), rather than an empty page that reads as "none"."""
+    if name == "visitor_key":
+        if not _VISITOR_KEY.fullmatch(value.lower()):
+            raise ApiError(400, f"visitor_key: expected 32 hex digits, got {value[:100]!r}")
+        return value.lower()
+    if not value or value != value.strip() or not value.isprintable():
+        raise ApiError(
+            400,
+            f"{name}: expected a value as touchpoints record it (printable, no spaces around it),"
+            f" got {value[:100]!r}; leave {name} out for every one",
+        )
+    return value.casefold() if name in ("source", "medium") else value
+
+
 def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = None) -> TouchpointQuery:
     """The touchpoint filters of a listing (``/api/touchpoints``, ``/api/review``)."""
     limit, cursor = _page(q)
@@ -312,11 +367,7 @@ def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = 
     return TouchpointQuery(
         since=since,
         until=until,
-        equals={
-            k: q[k] if k not in ("source", "medium") else q[k].casefold()
-            for k in TOUCHPOINT_FILTERS
-            if k in q
-        },
+        equals={k: _filter(k, q[k]) for k in TOUCHPOINT_FILTERS if k in q},
         cursor=cursor,
         limit=limit,
         verdict=verdict,

@@ -653,8 +653,42 @@ CONFIG_HELP = "config file (default: %(default)s)"
 ADMIN_PUBLIC_HELP = "let admin.listen be a public address (as admin.allow_public = true does)"
 
 
+class _StoreOnce(argparse._StoreAction):
+    """An option's value, refused (exit 2, naming it) when the option is given twice: argparse
+    keeps the last, so ``sink send --user a --user b`` would send b's calls alone, ``erase -c
+    prod.toml … -c test.toml`` erase in the test store, and ``report --model linear --model
+    all`` drop one, as the report endpoints refuse ``model=linear&model=all``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string is not None:
+            given: dict[str, Any] = namespace.__dict__.setdefault("_options_given", {})
+            if self.dest in given:
+                name = "/".join(self.option_strings)
+                parser.error(
+                    f"{name}: given twice ({given[self.dest]!r}, then {values!r}); give each option once"
+                )
+            given[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every command's parser (subcommands inherit the class): an option taking a value may be
+    given once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="First-party tracking gateway")
+    parser: argparse.ArgumentParser = _Parser(prog="gateway", description="First-party tracking gateway")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the proxy and the admin API")
     run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)

@@ -293,6 +293,15 @@ TOUCHPOINT_ID = {
 }
 # A visitor_key (32 hex digits, in any case), a raw visitor ID (the cookie's 22 characters, or
 # any a sender or an import named: printable, at most MAX_VISITOR_ID), or the cookie value.
+# A touchpoint listing's exact filter: a value as touchpoints record it (printable, without
+# spaces around it; the API refuses anything else, as no touchpoint could match it).
+_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+FILTER = {
+    "type": "string",
+    "minLength": 1,
+    "pattern": f"^[^\\s{_CONTROL}]([^{_CONTROL}]*[^\\s{_CONTROL}])?$",
+}
+VISITOR_KEY = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}
 VISITOR_ID = {
     "type": "string",
     "minLength": 1,
@@ -411,11 +420,11 @@ def openapi_document() -> dict[str, Any]:
                             MOMENT,
                         ),
                         _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
-                        _query("source", "exact source (case-folded)"),
-                        _query("medium", "exact medium (case-folded)"),
-                        _query("campaign", "exact campaign"),
-                        _query("creator_id", "exact creator ID"),
-                        _query("visitor_key", "exact visitor key"),
+                        _query("source", "exact source (case-folded)", FILTER),
+                        _query("medium", "exact medium (case-folded)", FILTER),
+                        _query("campaign", "exact campaign", FILTER),
+                        _query("creator_id", "exact creator ID", FILTER),
+                        _query("visitor_key", "exact visitor key (32 hex digits, in any case)", VISITOR_KEY),
                         _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",
@@ -670,11 +679,15 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
                         _query("verdict", "review (default) or block", {"enum": ["review", "block"]}),
-                        _query("source", "exact source (case-folded)"),
-                        _query("medium", "exact medium (case-folded)"),
-                        _query("campaign", "exact campaign"),
-                        _query("creator_id", "exact creator ID: review a creator's clicks before a payout"),
-                        _query("visitor_key", "exact visitor key"),
+                        _query("source", "exact source (case-folded)", FILTER),
+                        _query("medium", "exact medium (case-folded)", FILTER),
+                        _query("campaign", "exact campaign", FILTER),
+                        _query(
+                            "creator_id",
+                            "exact creator ID: review a creator's clicks before a payout",
+                            FILTER,
+                        ),
+                        _query("visitor_key", "exact visitor key (32 hex digits, in any case)", VISITOR_KEY),
                         _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
+from yarl import URL
 
 from gateway.admin import VerdictBody
 from gateway.events import VERDICTS, Conversion, iso
@@ -185,6 +186,60 @@ async def test_touchpoint_filters(gw) -> None:
     assert len(body["items"]) == 2
 
 
+async def test_a_filter_no_touchpoint_could_match_is_a_400_naming_it(gw) -> None:
+    """Recorded values are printable, trimmed and not empty, and a visitor_key is 32 hex
+    digits: any other filter was a mistake (an empty form field, a key copied in capitals),
+    which an empty page would have answered as "no such touchpoints"."""
+    await land(gw, "utm_source=alpha&utm_campaign=one&creator_id=zoe")
+    _, _, body = await get(gw, "/api/touchpoints", AUTH)
+    key = body["items"][0]["visitor_key"]
+    for path in ("/api/touchpoints", "/api/review"):
+        status, _, body = await get(gw, path, AUTH, visitor_key=key.upper())
+        assert status == 200, body  # capitals name the same key, as in /api/visitors/{id}
+        for name, value in [
+            ("source", ""),
+            ("campaign", " one"),
+            ("creator_id", "zoe\n"),
+            ("medium", "a\x00"),
+        ]:
+            status, _, body = await get(gw, path, AUTH, **{name: value})
+            assert status == 400, (name, value, body)
+            assert body["error"] == (
+                f"{name}: expected a value as touchpoints record it (printable, no spaces around it),"
+                f" got {value!r}; leave {name} out for every one"
+            )
+        status, _, body = await get(gw, path, AUTH, visitor_key="zz" + key[2:])
+        assert (
+            status == 400 and body["error"] == f"visitor_key: expected 32 hex digits, got {'zz' + key[2:]!r}"
+        )
+    _, _, body = await get(gw, "/api/touchpoints", AUTH, visitor_key=key.upper(), campaign="one")
+    assert [t["visitor_key"] for t in body["items"]] == [key]
+
+
+async def test_percent_escapes_that_are_not_utf8_are_a_400_naming_where(gw) -> None:
+    """aiohttp reads ``%ff`` in a path as the text ``%ff`` and in a query as U+FFFD: a creator
+    ``%ff`` would have been created, a user ``%ff`` erased, a campaign ``\ufffd`` listed."""
+    await land(gw, "utm_source=alpha&utm_campaign=caf%C3%A9")
+    body_json = json.dumps({"verified": True, "analyst": "ann", "reason": "r"}).encode()
+    cases = [
+        ("PUT", "/api/creators/%ff", "path: '%ff' is not UTF-8 once percent-decoded"),
+        ("DELETE", "/api/users/al%FFice", "path: '%FF' is not UTF-8 once percent-decoded"),
+        ("GET", "/api/touchpoints?campaign=caf%e9", "campaign: '%e9' is not UTF-8 once percent-decoded"),
+        ("GET", "/api/touchpoints?%ff=1", "query: '%ff' is not UTF-8 once percent-decoded"),
+        ("GET", "/api/dashboard/summary?conversion=%C3%28", "conversion: '%C3%28' is not UTF-8 once"),
+    ]
+    for method, target, error in cases:
+        url = URL(gw.admin_url + target, encoded=True)
+        async with gw.session.request(method, url, headers=AUTH, data=body_json) as resp:
+            assert resp.status == 400, target
+            assert (await resp.json())["error"].startswith(error), target
+    _, _, body = await get(gw, "/api/creators", AUTH)
+    assert "%ff" not in [c["id"] for c in body["items"]]
+    url = URL(gw.admin_url + "/api/touchpoints?campaign=caf%C3%A9", encoded=True)
+    async with gw.session.get(url, headers=AUTH) as resp:  # UTF-8 escapes read as ever
+        assert resp.status == 200 and [t["campaign"] for t in (await resp.json())["items"]] == ["café"]
+
+
 async def test_visitor_journey_keeps_first_touch(gw) -> None:
     cookie = await land(gw, "utm_source=first")
     for n in range(3):
@@ -255,6 +310,19 @@ async def test_a_token_that_is_not_utf8_is_just_wrong(gw) -> None:
     resp = await raw_request(gw.admin.port, request + b"Connection: close\r\n\r\n")
     assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
     assert json.loads(resp.body)["error"] == "wrong admin token"
+
+
+@pytest.mark.parametrize("second", [TOKEN, "wrong"])
+async def test_authorization_given_twice_is_a_401(gw, second: str) -> None:
+    """aiohttp reads the first of two Authorization lines; the second (a proxy's, a script's
+    leftover) would pass unseen, so neither is believed."""
+    request = (
+        f"GET /api/touchpoints HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Authorization: Bearer {second}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    resp = await raw_request(gw.admin.port, request)
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+    assert json.loads(resp.body)["error"] == "Authorization given more than once; send it once"
 
 
 @pytest.mark.parametrize(

@@ -600,6 +600,37 @@ def test_report_refuses_an_option_its_report_does_not_take(tmp_path: Path) -> No
         assert done.returncode == 1 and "no store at" in done.stderr, (kind, done.stderr)
 
 
+def test_an_option_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    """argparse keeps an option's last value: ``sink send --user a --user b`` re-sent b alone,
+    ``erase … -c prod.toml -c test.toml`` erased in the test store, ``report --model linear
+    --model all`` printed one of the two. As the report endpoints refuse a parameter given
+    twice, every command refuses such an option, before it reads a config or a store."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'gw.db'\n")
+    cases = [
+        (["sink", "send", "--user", "a", "--user", "b"], "--user: given twice ('a', then 'b')"),
+        (
+            ["erase", "alice", "-c", str(cfg), "--config", "other.toml"],
+            f"-c/--config: given twice ({str(cfg)!r}",
+        ),
+        (
+            ["report", "-c", str(cfg), "--model", "linear", "--model", "all"],
+            "--model: given twice ('linear', then",
+        ),
+        (
+            ["report", "-c", str(cfg), "--since", "2026-11-01", "--since", "2026-10-01"],
+            "--since: given twice",
+        ),
+    ]
+    for args, error in cases:
+        done = gateway(*args, env=ENV)
+        assert done.returncode == 2, (args, done.stderr)
+        assert error in done.stderr.splitlines()[-1] and "give each option once" in done.stderr, done.stderr
+    assert not (tmp_path / "gw.db").exists()  # refused before anything was opened
+    done = gateway("report", "-c", str(cfg), "--model", "linear", "--format", "csv")
+    assert done.returncode == 1 and "no store at" in done.stderr  # once each: on to the store
+
+
 def test_report_checks_its_period_as_the_report_api_does(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[storage]\npath = 'none.db'\n")
