@@ -77,6 +77,20 @@ def _without_admin_session(headers: list[tuple[str, str]]) -> list[tuple[str, st
     return out
 
 
+_NAMES: dict[bytes, str] = {}
+"""Header names as visitors spell them, decoded once (a few dozen in practice; bounded)."""
+
+
+def _spelled(raw: bytes) -> str:
+    """A request header's name as the visitor sent it, decoded as aiohttp's parser decodes it."""
+    name = _NAMES.get(raw)
+    if name is None:
+        if len(_NAMES) >= 1024:  # names a client makes up: start over rather than grow
+            _NAMES.clear()
+        name = _NAMES[raw] = raw.decode("utf-8", "surrogateescape")
+    return name
+
+
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
 _VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
@@ -450,23 +464,37 @@ class ProxyHost:
     def _upstream_headers(
         self, request: web.Request, ex: Exchange | None, trusted: bool
     ) -> list[tuple[str, str]]:
-        """The header list sent upstream, in the visitor's order: theirs minus hop-by-hop and
-        forwarding claims, an addon's replacements, then Host and X-Forwarded-*."""
+        """The header list sent upstream, in the visitor's order and with the names as the visitor
+        spelled them (aiohttp's parser gives ``User-Agent`` for a sent ``user-agent``): theirs
+        minus hop-by-hop and forwarding claims; an addon's replacement (a cleaned Referer) in the
+        place of the header it replaces, after the others when the visitor sent none; ``Host``
+        in the visitor's place, first when they sent none (RFC 9112 §3.2 asks a client to send it
+        first); then X-Forwarded-*."""
         incoming = request.headers
         peer = request.remote or ""
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
         if hdrs.CONNECTION in incoming:
             drop = drop | connection_tokens(incoming.getall(hdrs.CONNECTION))
         replace = ex.upstream_headers if ex is not None else {}
-        if replace:  # headers an addon rewrites (e.g. a cleaned Referer) replace the visitor's
-            drop = drop.union(replace)
-        out = [(name, value) for name, value in incoming.items() if name.lower() not in drop]
+        out: list[tuple[str, str]] = []
+        host_at, host_name = 0, "Host"
+        placed: set[str] = set()
+        for (raw_name, _), (name, value) in zip(request.raw_headers, incoming.items(), strict=True):
+            key = name.lower()
+            if key == "host":
+                host_at, host_name = len(out), _spelled(raw_name)
+            elif key in replace:  # headers an addon rewrites replace the visitor's, in their place
+                if key not in placed and key not in _SET_HERE:
+                    placed.add(key)
+                    out.append((_spelled(raw_name), replace[key]))
+            elif key not in drop:
+                out.append((_spelled(raw_name), value))
+        host = incoming.get(hdrs.HOST, "")
+        out.insert(host_at, (host_name, host if self.preserve_host and host else self.upstream_host))
         if any(ADMIN_COOKIE in cookie for cookie in incoming.getall(hdrs.COOKIE, ())):
             out = _without_admin_session(out)
-        if replace:
-            out.extend(item for item in replace.items() if item[0].lower() not in _SET_HERE)
-        host = incoming.get(hdrs.HOST, "")
-        out.append((hdrs.HOST, host if self.preserve_host and host else self.upstream_host))
+        if len(placed) < len(replace):
+            out.extend(item for item in replace.items() if item[0] not in placed and item[0] not in _SET_HERE)
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
         out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
         proto = incoming.get("X-Forwarded-Proto") if trusted else None

@@ -519,6 +519,56 @@ async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upst
     assert (ex.request.scheme, ex.request.host) == ("https", "evil.test")
 
 
+async def heads_seen(start_gateway, raw_upstream, requests: list[bytes], toml: str = "") -> list[list[str]]:
+    """The head lines each request reached the site with, as it wrote them."""
+    heads: list[list[str]] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            heads.append(head.decode("latin-1").split("\r\n")[:-2])
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin), toml)
+    for request in requests:
+        assert (await raw_request(gw.proxy.port, request)).status == 200
+    return heads
+
+
+async def test_request_headers_reach_the_site_in_the_visitors_order_and_spelling(
+    start_gateway, raw_upstream
+) -> None:
+    """The site sees the visitor's header lines as sent: names spelled as the visitor spelled
+    them (aiohttp's parser hands ``user-agent`` over as ``User-Agent``), ``Host`` where it was
+    (it went after all the others), a cleaned Referer in its own place and spelling (it went
+    last, as ``referer``); only the X-Forwarded-* the gateway writes follow. A request without
+    a Host (HTTP/1.0) gets the site's first, as RFC 9112 §3.2 asks of a client."""
+    [first, second] = await heads_seen(
+        start_gateway,
+        raw_upstream,
+        [
+            b"GET /p HTTP/1.1\r\naccept: */*\r\nhost: shop.test\r\nuser-agent: UA/1\r\n"
+            b"REFERER: http://shop.test/a?utm_source=x&k=1\r\nX-After: 1\r\n\r\n",
+            b"GET /q HTTP/1.0\r\nuser-agent: UA/1\r\n\r\n",
+        ],
+        "[proxy]\npreserve_host = false\n",
+    )
+    assert first == [
+        "GET /p HTTP/1.1",
+        "accept: */*",
+        first[2],  # the site's own host (preserve_host = false), in the visitor's Host's place
+        "user-agent: UA/1",
+        "REFERER: http://shop.test/a?k=1",
+        "X-After: 1",
+        "X-Forwarded-For: 127.0.0.1",
+        "X-Forwarded-Proto: http",
+        "X-Forwarded-Host: shop.test",
+    ]
+    assert first[2].startswith("host: 127.0.0.1:"), first[2]
+    assert second[:3] == ["GET /q HTTP/1.1", first[2].replace("host", "Host"), "user-agent: UA/1"]
+
+
 # -- 5. Location ---------------------------------------------------------------------------------
 
 
