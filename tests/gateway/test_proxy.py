@@ -883,6 +883,35 @@ async def test_websocket_upgrade_keeps_the_sites_headers(start_gateway, upstream
         assert len(headers.getall("Sec-WebSocket-Accept")) == 1
 
 
+async def test_websocket_subprotocols_are_the_sites_choice_and_log_no_address(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The visitor gets the subprotocol the site chose, or none when it chose none. aiohttp
+    logged a warning naming the visitor's address each time its side saw no overlap: on the
+    handshake check of every upgrade that offered a subprotocol, and again when the site
+    declined them all. No log line may hold a visitor's address."""
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=["chat.v2"])
+        await ws.prepare(request)
+        await ws.send_str(ws.ws_protocol or "none")
+        await ws.receive()
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    chosen = []
+    with caplog.at_level(logging.DEBUG):
+        for offered in (["chat.v1", "chat.v2"], ["other"]):
+            async with gw.session.ws_connect(gw.url + "/ws", protocols=offered) as ws:
+                chosen.append(((await ws.receive(timeout=2)).data, ws.protocol))
+    assert chosen == [("chat.v2", "chat.v2"), ("none", None)]
+    # Both upstream and gateway run here; the site's own access log (aiohttp.access) is not ours.
+    leaks = [
+        r.getMessage() for r in caplog.records if r.name != "aiohttp.access" and "127.0.0.1" in r.getMessage()
+    ]
+    assert leaks == []
+
+
 async def test_websocket_refused_upstream_passes_status(start_gateway, upstream_server) -> None:
     async def forbidden(request: web.Request) -> web.Response:
         return web.Response(status=403, text="no")
