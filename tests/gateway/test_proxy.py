@@ -367,6 +367,28 @@ async def test_an_answer_with_many_headers_is_forwarded(start_gateway, raw_upstr
     assert len(reply.headers.getall("Set-Cookie")) == 300
 
 
+async def test_a_header_line_longer_than_the_visitors_limit_is_forwarded(start_gateway, raw_upstream) -> None:
+    """A site's header line may be far over ``proxy.max_header_size`` (which bounds the visitor's):
+    up to 64 KiB. An answer without a Date gets one (RFC 9110 §6.6.1); a site's own is kept."""
+    long_value = b"v" * 60_000
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line = await read_head(reader)
+            date = b"Date: Mon, 01 Jan 2001 00:00:00 GMT\r\n" if "/dated" in line else b""
+            writer.write(
+                b"HTTP/1.1 200 OK\r\n" + date + b"X-Long: " + long_value + b"\r\nContent-Length: 2\r\n\r\nok"
+            )
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reply = await raw_request(gw.proxy.port, b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (reply.status, reply.body, reply.headers["X-Long"]) == (200, b"ok", long_value.decode())
+    assert reply.headers["Date"].endswith(" GMT")
+    dated = await raw_request(gw.proxy.port, b"GET /dated HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert dated.headers.getall("Date") == ["Mon, 01 Jan 2001 00:00:00 GMT"]
+
+
 @pytest.mark.parametrize("origin_answer", ["http10_until_close", "chunked"])
 async def test_an_http10_body_of_no_length_ends_with_the_connection(
     start_gateway, raw_upstream, origin_answer: str
