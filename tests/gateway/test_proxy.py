@@ -589,6 +589,15 @@ async def test_request_headers_reach_the_site_in_the_visitors_order_and_spelling
     ]
     assert first[2].startswith("host: 127.0.0.1:"), first[2]
     assert second[:3] == ["GET /q HTTP/1.1", first[2].replace("host", "Host"), "user-agent: UA/1"]
+    [plain] = await heads_seen(  # no header replaced, the visitor's Host kept: the common case
+        start_gateway,
+        raw_upstream,
+        [
+            b"GET /r HTTP/1.1\r\naccept: */*\r\nhost: shop.test\r\n"
+            b"connection: keep-alive\r\nuser-agent: UA/1\r\n\r\n"
+        ],
+    )
+    assert plain[:4] == ["GET /r HTTP/1.1", "accept: */*", "host: shop.test", "user-agent: UA/1"]
 
 
 # -- 5. Location ---------------------------------------------------------------------------------
