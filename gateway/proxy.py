@@ -19,7 +19,7 @@ import logging
 import re
 import socket
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -53,8 +53,10 @@ from storage.local import CommitTimeout, LocalStore
 log = logging.getLogger("gateway.proxy")
 
 # Request headers that must not be forwarded as received: we answered Expect ourselves.
-_DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect", "host"}
+# Host is not among them: it is always sent, in the visitor's place (``_upstream_headers``).
+_DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect"}
 _DROP_UNTRUSTED = _DROP_REQUEST | CLIENT_CLAIMS
+_HOST = frozenset({"host"})
 # Headers the proxy writes itself after the visitor's: an addon's replacement cannot name them.
 _SET_HERE = FORWARDED | {"host"}
 ADMIN_COOKIE = ADMIN_SESSION_COOKIE + "="
@@ -74,6 +76,42 @@ def _without_admin_session(headers: list[tuple[str, str]]) -> list[tuple[str, st
                 continue
             value = ";".join(pairs).strip()
         out.append((name, value))
+    return out
+
+
+_NAMES: dict[bytes, str] = {}
+"""Header names as visitors spell them, decoded once (a few dozen in practice; bounded)."""
+
+
+def _spelled(raw: bytes) -> str:
+    """A request header's name as the visitor sent it, decoded as aiohttp's parser decodes it."""
+    name = _NAMES.get(raw)
+    if name is None:
+        if len(_NAMES) >= 1024:  # names a client makes up: start over rather than grow
+            _NAMES.clear()
+        name = _NAMES[raw] = raw.decode("utf-8", "surrogateescape")
+    return name
+
+
+def _replaced(
+    lines: Iterable[tuple[tuple[bytes, bytes], tuple[str, str]]],
+    drop: frozenset[str],
+    replace: Mapping[str, str],
+) -> list[tuple[str, str]]:
+    """The visitor's header lines (raw and parsed) less ``drop``, with an addon's replacements
+    (lower-case names) in the place of the first line of that name, the visitor's spelling
+    kept; those the visitor did not send follow. Names the proxy writes itself are not replaced."""
+    out: list[tuple[str, str]] = []
+    placed: set[str] = set()
+    for (raw, _), (name, value) in lines:
+        key = name.lower()
+        if key in replace and key not in _SET_HERE:
+            if key not in placed:
+                placed.add(key)
+                out.append((_spelled(raw), replace[key]))
+        elif key not in drop:
+            out.append((_spelled(raw), value))
+    out.extend(item for item in replace.items() if item[0] not in placed and item[0] not in _SET_HERE)
     return out
 
 
@@ -450,23 +488,39 @@ class ProxyHost:
     def _upstream_headers(
         self, request: web.Request, ex: Exchange | None, trusted: bool
     ) -> list[tuple[str, str]]:
-        """The header list sent upstream, in the visitor's order: theirs minus hop-by-hop and
-        forwarding claims, an addon's replacements, then Host and X-Forwarded-*."""
+        """The header list sent upstream, in the visitor's order and with the names as the visitor
+        spelled them (aiohttp's parser hands ``user-agent`` over as ``User-Agent``): theirs minus
+        hop-by-hop and forwarding claims; an addon's replacement (a cleaned Referer) in the place
+        of the header it replaces, after the others when the visitor sent none; ``Host`` in the
+        visitor's place, first when they sent none (RFC 9112 §3.2 asks a client to send it
+        first); then X-Forwarded-*."""
         incoming = request.headers
         peer = request.remote or ""
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
         if hdrs.CONNECTION in incoming:
-            drop = drop | connection_tokens(incoming.getall(hdrs.CONNECTION))
+            drop = (drop | connection_tokens(incoming.getall(hdrs.CONNECTION))) - _HOST
         replace = ex.upstream_headers if ex is not None else {}
-        if replace:  # headers an addon rewrites (e.g. a cleaned Referer) replace the visitor's
-            drop = drop.union(replace)
-        out = [(name, value) for name, value in incoming.items() if name.lower() not in drop]
+        lines = zip(request.raw_headers, incoming.items(), strict=True)
+        if replace:
+            out = _replaced(lines, drop, replace)
+        else:  # the common case, kept to one comprehension: this runs for every request
+            names = _NAMES
+            out = [
+                (names.get(raw) or _spelled(raw), value)
+                for (raw, _), (name, value) in lines
+                if name.lower() not in drop
+            ]
+        host = incoming.get(hdrs.HOST, "")
+        if not host:  # HTTP/1.0 without one, or an empty one
+            out = [item for item in out if item[0].lower() != "host"]
+            out.insert(0, (hdrs.HOST, self.upstream_host))
+        elif not self.preserve_host:
+            for i, (name, _) in enumerate(out):
+                if name.lower() == "host":
+                    out[i] = (name, self.upstream_host)
+                    break
         if any(ADMIN_COOKIE in cookie for cookie in incoming.getall(hdrs.COOKIE, ())):
             out = _without_admin_session(out)
-        if replace:
-            out.extend(item for item in replace.items() if item[0].lower() not in _SET_HERE)
-        host = incoming.get(hdrs.HOST, "")
-        out.append((hdrs.HOST, host if self.preserve_host and host else self.upstream_host))
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
         out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
         proto = incoming.get("X-Forwarded-Proto") if trusted else None

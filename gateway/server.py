@@ -48,7 +48,7 @@ from gateway.reportapi import add_report_routes
 from gateway.reportstate import REPORTING_KEY
 from gateway.sharedcounts import SharedCounts
 from gateway.upstream import Upstream
-from gateway.websocket import no_redirects
+from gateway.websocket import keep_addresses_out_of_logs, no_redirects
 from storage.local import LocalStore
 from storage.queries import Reader
 from storage.sinks import SinkSet
@@ -266,6 +266,7 @@ def create_gateway(
     and ``shared_counts``: the cookieless salt and the velocity counts a supervisor handed this
     worker (None: a new salt, counts of its own)."""
     salt = salt or DaySalt()
+    keep_addresses_out_of_logs()
     metrics = Metrics()
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     store = LocalStore(settings.store_path, settings.options.storage, metrics)

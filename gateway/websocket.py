@@ -7,7 +7,8 @@ being opened then gets a 503 instead of its 101). The
 visitor gets the headers of the site's 101 answer (a sticky-session or auth cookie set on the
 upgrade), less the handshake's own and the hop-by-hop ones, and none the gateway would add.
 A site that answers the upgrade with a redirect has it passed on, not followed (``session``
-must carry ``no_redirects``).
+must carry ``no_redirects``). aiohttp's log line naming the visitor's address when
+subprotocols do not overlap is kept out of the logs (``keep_addresses_out_of_logs``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,25 @@ from gateway import pages
 from gateway.forwarding import HOP_BY_HOP, connection_tokens
 
 log = logging.getLogger("gateway.websocket")
+
+
+class _NoClientAddress(logging.Filter):
+    """Drops aiohttp's warning that a visitor's subprotocols do not overlap the server's: it
+    names the visitor's address, which no log line may hold. The gateway's own side of a relay
+    offers what the site chose, or nothing when it chose none, so this fired on every upgrade
+    whose site declined the visitor's subprotocols, and on the handshake check of each upgrade
+    that asked for one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("%s: Client protocols")
+
+
+def keep_addresses_out_of_logs() -> None:
+    """Install ``_NoClientAddress`` on aiohttp's WebSocket logger (once; ``create_gateway``)."""
+    logger = logging.getLogger("aiohttp.websocket")
+    if not any(isinstance(f, _NoClientAddress) for f in logger.filters):
+        logger.addFilter(_NoClientAddress())
+
 
 # Negotiated by each side's library, not copied.
 _HANDSHAKE = {
@@ -170,11 +190,11 @@ async def proxy_websocket(
     is set (the gateway is stopping) both sides are closed with 1001; an upgrade the site
     accepts after that is closed on its side (1001) and refused on the visitor's (503), and
     one that comes after that is refused (503) without reaching the site."""
-    if not web.WebSocketResponse().can_prepare(request).ok:  # check the visitor's handshake first
+    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    if not web.WebSocketResponse(protocols=protocols).can_prepare(request).ok:  # the visitor's handshake
         return pages.error_page(400)
     if going_away.is_set():  # stopping: no new connection to the site for a relay about to close
         return stopping_page()
-    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     for name in list(headers):
         if name.lower() in _HANDSHAKE:
             headers.popall(name, None)

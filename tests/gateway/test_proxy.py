@@ -367,6 +367,28 @@ async def test_an_answer_with_many_headers_is_forwarded(start_gateway, raw_upstr
     assert len(reply.headers.getall("Set-Cookie")) == 300
 
 
+async def test_a_header_line_longer_than_the_visitors_limit_is_forwarded(start_gateway, raw_upstream) -> None:
+    """A site's header line may be far over ``proxy.max_header_size`` (which bounds the visitor's):
+    up to 64 KiB. An answer without a Date gets one (RFC 9110 §6.6.1); a site's own is kept."""
+    long_value = b"v" * 60_000
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line = await read_head(reader)
+            date = b"Date: Mon, 01 Jan 2001 00:00:00 GMT\r\n" if "/dated" in line else b""
+            writer.write(
+                b"HTTP/1.1 200 OK\r\n" + date + b"X-Long: " + long_value + b"\r\nContent-Length: 2\r\n\r\nok"
+            )
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reply = await raw_request(gw.proxy.port, b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (reply.status, reply.body, reply.headers["X-Long"]) == (200, b"ok", long_value.decode())
+    assert reply.headers["Date"].endswith(" GMT")
+    dated = await raw_request(gw.proxy.port, b"GET /dated HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert dated.headers.getall("Date") == ["Mon, 01 Jan 2001 00:00:00 GMT"]
+
+
 @pytest.mark.parametrize("origin_answer", ["http10_until_close", "chunked"])
 async def test_an_http10_body_of_no_length_ends_with_the_connection(
     start_gateway, raw_upstream, origin_answer: str
@@ -517,6 +539,65 @@ async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upst
     [ex] = probe.seen
     assert ex.request.client_ip == "198.51.100.9"
     assert (ex.request.scheme, ex.request.host) == ("https", "evil.test")
+
+
+async def heads_seen(start_gateway, raw_upstream, requests: list[bytes], toml: str = "") -> list[list[str]]:
+    """The head lines each request reached the site with, as it wrote them."""
+    heads: list[list[str]] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            heads.append(head.decode("latin-1").split("\r\n")[:-2])
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin), toml)
+    for request in requests:
+        assert (await raw_request(gw.proxy.port, request)).status == 200
+    return heads
+
+
+async def test_request_headers_reach_the_site_in_the_visitors_order_and_spelling(
+    start_gateway, raw_upstream
+) -> None:
+    """The site sees the visitor's header lines as sent: names spelled as the visitor spelled
+    them (aiohttp's parser hands ``user-agent`` over as ``User-Agent``), ``Host`` where it was
+    (it went after all the others), a cleaned Referer in its own place and spelling (it went
+    last, as ``referer``); only the X-Forwarded-* the gateway writes follow. A request without
+    a Host (HTTP/1.0) gets the site's first, as RFC 9112 §3.2 asks of a client."""
+    [first, second] = await heads_seen(
+        start_gateway,
+        raw_upstream,
+        [
+            b"GET /p HTTP/1.1\r\naccept: */*\r\nhost: shop.test\r\nuser-agent: UA/1\r\n"
+            b"REFERER: http://shop.test/a?utm_source=x&k=1\r\nX-After: 1\r\n\r\n",
+            b"GET /q HTTP/1.0\r\nuser-agent: UA/1\r\n\r\n",
+        ],
+        "[proxy]\npreserve_host = false\n",
+    )
+    assert first == [
+        "GET /p HTTP/1.1",
+        "accept: */*",
+        first[2],  # the site's own host (preserve_host = false), in the visitor's Host's place
+        "user-agent: UA/1",
+        "REFERER: http://shop.test/a?k=1",
+        "X-After: 1",
+        "X-Forwarded-For: 127.0.0.1",
+        "X-Forwarded-Proto: http",
+        "X-Forwarded-Host: shop.test",
+    ]
+    assert first[2].startswith("host: 127.0.0.1:"), first[2]
+    assert second[:3] == ["GET /q HTTP/1.1", first[2].replace("host", "Host"), "user-agent: UA/1"]
+    [plain] = await heads_seen(  # no header replaced, the visitor's Host kept: the common case
+        start_gateway,
+        raw_upstream,
+        [
+            b"GET /r HTTP/1.1\r\naccept: */*\r\nhost: shop.test\r\n"
+            b"connection: keep-alive\r\nuser-agent: UA/1\r\n\r\n"
+        ],
+    )
+    assert plain[:4] == ["GET /r HTTP/1.1", "accept: */*", "host: shop.test", "user-agent: UA/1"]
 
 
 # -- 5. Location ---------------------------------------------------------------------------------
@@ -831,6 +912,35 @@ async def test_websocket_upgrade_keeps_the_sites_headers(start_gateway, upstream
         assert "Server" not in headers and headers["Upgrade"].lower() == "websocket"
         assert "Content-Type" not in headers  # a 101 has no body: none of aiohttp's either
         assert len(headers.getall("Sec-WebSocket-Accept")) == 1
+
+
+async def test_websocket_subprotocols_are_the_sites_choice_and_log_no_address(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The visitor gets the subprotocol the site chose, or none when it chose none. aiohttp
+    logged a warning naming the visitor's address each time its side saw no overlap: on the
+    handshake check of every upgrade that offered a subprotocol, and again when the site
+    declined them all. No log line may hold a visitor's address."""
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=["chat.v2"])
+        await ws.prepare(request)
+        await ws.send_str(ws.ws_protocol or "none")
+        await ws.receive()
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    chosen = []
+    with caplog.at_level(logging.DEBUG):
+        for offered in (["chat.v1", "chat.v2"], ["other"]):
+            async with gw.session.ws_connect(gw.url + "/ws", protocols=offered) as ws:
+                chosen.append(((await ws.receive(timeout=2)).data, ws.protocol))
+    assert chosen == [("chat.v2", "chat.v2"), ("none", None)]
+    # Both upstream and gateway run here; the site's own access log (aiohttp.access) is not ours.
+    leaks = [
+        r.getMessage() for r in caplog.records if r.name != "aiohttp.access" and "127.0.0.1" in r.getMessage()
+    ]
+    assert leaks == []
 
 
 async def test_websocket_refused_upstream_passes_status(start_gateway, upstream_server) -> None:
