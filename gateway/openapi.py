@@ -291,8 +291,6 @@ TOUCHPOINT_ID = {
     "type": "string",
     "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
 }
-# A visitor_key (32 hex digits, in any case), a raw visitor ID (the cookie's 22 characters, or
-# any a sender or an import named: printable, at most MAX_VISITOR_ID), or the cookie value.
 # A touchpoint listing's exact filter: a value as touchpoints record it (printable, without
 # spaces around it; the API refuses anything else, as no touchpoint could match it).
 _CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
@@ -302,6 +300,8 @@ FILTER = {
     "pattern": f"^[^\\s{_CONTROL}]([^{_CONTROL}]*[^\\s{_CONTROL}])?$",
 }
 VISITOR_KEY = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}
+# A visitor_key (32 hex digits, in any case), a raw visitor ID (the cookie's 22 characters, or
+# any a sender or an import named: printable, at most MAX_VISITOR_ID), or the cookie value.
 VISITOR_ID = {
     "type": "string",
     "minLength": 1,
