@@ -115,8 +115,10 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
     except web.HTTPException as err:
         if err.status < 400:
             raise
+        # A CONNECT's target (``host:443``) has no path: name it as sent.
+        target = request.path if request.path.startswith("/") else request.raw_path[:200]
         message = {
-            404: f"no such endpoint: {request.path}",
+            404: f"no such endpoint: {target}",
             405: f"{request.method} is not allowed here",
             413: f"body: larger than the admin API takes ({MAX_BODY:,} bytes, decoded)",
         }

@@ -312,6 +312,20 @@ async def test_a_token_that_is_not_utf8_is_just_wrong(gw) -> None:
     assert json.loads(resp.body)["error"] == "wrong admin token"
 
 
+@pytest.mark.parametrize(
+    ("target", "named"), [("example.com:443", "example.com:443"), ("/api/nothing", "/api/nothing")]
+)
+async def test_an_unknown_target_is_named_in_the_404(gw, target: str, named: str) -> None:
+    """A CONNECT's target has no path: the answer names the target as sent, not nothing."""
+    method = "CONNECT" if not target.startswith("/") else "GET"
+    request = (
+        f"{method} {target} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    resp = await raw_request(gw.admin.port, request.encode())
+    assert resp.status == 404, resp
+    assert json.loads(resp.body)["error"] == f"no such endpoint: {named}"
+
+
 @pytest.mark.parametrize("second", [TOKEN, "wrong"])
 async def test_authorization_given_twice_is_a_401(gw, second: str) -> None:
     """aiohttp reads the first of two Authorization lines; the second (a proxy's, a script's
