@@ -88,7 +88,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
             )
         )
     except sqlite3.DatabaseError as err:
-        print(f"gateway: erase failed: {err}", file=sys.stderr)
+        print(f"gateway: erase failed on the store {settings.store_path}: {err}", file=sys.stderr)
         return 1
     verb = "would erase" if args.dry_run else "erased"
     print(f"erase: {verb} {len(erasure.visitors)} visitors")

@@ -128,3 +128,15 @@ def test_erase_says_where_else_the_rows_are_by_what_is_configured(tmp_path: Path
     assert both.returncode == 0, both.stderr
     assert "reaches the central store with the next sync; other nodes' own stores" in both.stdout
     assert "what the sinks sent before stays at their destinations: delete it there" in both.stdout
+
+
+def test_erase_names_the_store_it_could_not_change(tmp_path: Path) -> None:
+    """A store the command cannot use (here not SQLite at all; a read-only one says so the same
+    way) is named, so an operator with several configs sees which file it was."""
+    path = tmp_path / "not-a-store.db"
+    path.write_bytes(b"plain text, not a SQLite database " * 10)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n')
+    done = gateway("erase", "alice@example.com", "-c", str(cfg))
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"gateway: erase failed on the store {path}: file is not a database"
