@@ -546,6 +546,20 @@ async def test_static_files_served_without_a_session(
         assert len(await resp.read()) > 100
 
 
+async def test_both_pages_name_an_icon_served_without_a_session(gw: RunningGateway) -> None:
+    """Without one, a browser asked for /favicon.ico on every page: 401 before the login
+    (an API path without a session), 404 after, a console error each time."""
+    session_id = await login(gw)
+    for path, headers in [("/login", {}), ("/dashboard", with_cookie(session_id))]:
+        async with gw.session.get(gw.admin_url + path, headers=headers, allow_redirects=False) as resp:
+            assert resp.status == 200, path
+            page = await resp.text()
+        assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page, path
+    async with gw.session.get(gw.admin_url + "/static/favicon.svg") as resp:  # no session
+        assert resp.status == 200 and resp.content_type == "image/svg+xml"
+        assert (await resp.text()).startswith("<svg ")
+
+
 @pytest.mark.parametrize("name", ["login.html", "dashboard.html", "nope.js", "..%2Fadmin.py", "vendor/x.js"])
 async def test_unknown_static_is_404(gw: RunningGateway, name: str) -> None:
     async with gw.session.get(f"{gw.admin_url}/static/{name}") as resp:
@@ -561,13 +575,17 @@ _ALLOWED = {"http://www.w3.org"}
 async def test_no_external_urls_in_anything_served(gw: RunningGateway) -> None:
     session_id = await login(gw)
     bodies = {}
-    for path in ["/login", "/dashboard", *(f"/static/{name}" for name in STATIC)]:
+    for path in ["/login", "/dashboard", "/static/favicon.svg", *(f"/static/{name}" for name in STATIC)]:
         async with gw.session.get(gw.admin_url + path, headers=with_cookie(session_id)) as resp:
             assert resp.status == 200
             bodies[path] = await resp.text()
     page = bodies["/dashboard"]
     # Every script and stylesheet the page loads is one of ours, and each loads only ours.
-    assert re.findall(r'(?:src|href)="([^"]+)"', page) == ["/static/dashboard.css", "/static/dashboard.js"]
+    assert re.findall(r'(?:src|href)="([^"]+)"', page) == [
+        "/static/favicon.svg",
+        "/static/dashboard.css",
+        "/static/dashboard.js",
+    ]
     imports = re.findall(r'from "([^"]+)"', bodies["/static/dashboard.js"])
     assert sorted(imports) == ["./charts.js", "./data.js"]
     for path, body in bodies.items():
