@@ -194,14 +194,16 @@ function fitText(node, content, max) {
   node.textContent = `${chars.slice(0, lo).join("")}…`;
 }
 
-// rows: [{label, value, note}] largest first, drawn as horizontal bars. Names and notes are
-// measured as drawn, so none runs off the chart whatever its length, script or digits: a
-// name wider than a third of the chart is cut (the tooltip keeps it whole).
+// rows: [{label, value, note, spoken}] largest first, drawn as horizontal bars. Names and notes
+// are measured as drawn, so none runs off the chart whatever its length, script or digits: a
+// name wider than a third of the chart is cut (the tooltip keeps it whole). A screen reader,
+// for which the chart is one image, reads each whole name and its `spoken` numbers.
 export function horizontalBars(container, { rows, color, label, emptyText }) {
   if (!rows.length) return empty(container, emptyText);
   const rowH = 28, W = 360, gap = 6, minBar = 40;
   const H = rows.length * rowH + 8;
-  const root = frame(container, W, H, label);
+  const said = rows.map((row) => `${row.label}: ${row.spoken || row.note}`).join("; ");
+  const root = frame(container, W, H, `${label}. ${said}.`);
   const notes = rows.map((row, i) => text(root, 0, 4 + i * rowH + 16, row.note, { "font-size": 11 }));
   const noteW = Math.max(...notes.map(widthOf)) + gap;
   const names = rows.map((row, i) => {
@@ -223,12 +225,13 @@ export function horizontalBars(container, { rows, color, label, emptyText }) {
   return root;
 }
 
-// parts: [{label, value, color}] as a ring.
+// parts: [{label, value, color}] as a ring; a screen reader reads each part and its share.
 export function donut(container, { parts, label, emptyText }) {
   const total = parts.reduce((sum, p) => sum + p.value, 0);
   if (!total) return empty(container, emptyText);
   const W = 220, H = 180, cx = 110, cy = 90, r = 70, inner = 42;
-  const root = frame(container, W, H, label);
+  const shares = parts.filter((p) => p.value).map((p) => `${p.label}: ${p.value.toLocaleString("en-US")} (${((p.value / total) * 100).toFixed(1)} %)`);
+  const root = frame(container, W, H, `${label}. ${shares.join("; ")}.`);
   let angle = -Math.PI / 2;
   for (const part of parts) {
     if (!part.value) continue;

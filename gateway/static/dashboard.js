@@ -140,7 +140,7 @@ function renderDaily(data) {
     for (const row of data.by_day) if (row.channel === name) values[days.indexOf(row.day)] += row.conversions;
     return { name, values };
   });
-  stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day", unit: "conversions" });
+  stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day (each day's numbers: the table below, The chart's numbers)", unit: "conversions" });
   legend($("#legend-daily"), channels.map((label) => ({ label, color: palette.get(label) })));
   dailyTable(days, series);
 }
@@ -175,7 +175,7 @@ function renderModels(data) {
     values: channels.map((ch) =>
       data.comparison.filter((r) => r.model === model && r.channel === ch).reduce((s, r) => s + r.conversions, 0)),
   }));
-  groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel", unit: "conversions" });
+  groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel (the numbers: the table below)", unit: "conversions" });
   legend($("#legend-models"), data.models.map((label) => ({ label, color: palette.get(label) })));
 
   const table = $("#table-models");
@@ -206,6 +206,7 @@ function renderTop(selector, rows, color, what) {
       label: r.name,
       value: r.touchpoints,
       note: `${count(r.touchpoints)} · ${count(r.visitors)} vis · ${count(r.conversions)} conv`,
+      spoken: `${count(r.touchpoints)} landings, ${count(r.visitors)} visitors, ${count(r.conversions)} conversions`,
     })),
     color,
     label: `Top ${what}`,

@@ -852,3 +852,62 @@ async def test_the_hour_the_clocks_go_back_is_two_moments_and_halves_round_to_ev
         )
     assert times == ["2026-11-01 01:30:00 GMT-4", "2026-11-01 01:30:00 GMT-5"]
     assert conversion == "2026-11-01 07:00:00 GMT-5 · purchase · 0.12 EUR"
+
+
+async def press(page: Page, key: str, code: int) -> None:
+    """A key pressed and released, as a keyboard sends it (Tab, Enter)."""
+    await page.send(
+        "Input.dispatchKeyEvent", type="rawKeyDown", key=key, code=key, windowsVirtualKeyCode=code
+    )
+    if key == "Enter":
+        await page.send("Input.dispatchKeyEvent", type="char", text="\r", key=key, windowsVirtualKeyCode=code)
+    await page.send("Input.dispatchKeyEvent", type="keyUp", key=key, code=key, windowsVirtualKeyCode=code)
+
+
+@pytest.mark.timeout(180)
+async def test_keyboard_focus_is_seen_and_a_screen_reader_reads_the_charts_numbers(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The keyboard's focus was the browser's 1-pixel dark ring, lost on the blue buttons; the
+    top tables and the bot share were one image each to a screen reader, named "Top campaigns"
+    and nothing more: their names and numbers were not read."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show_ten_days(page, gw)
+        focused: list[list[Any]] = []
+        for _ in range(60):  # every control once, in the page's order (a date field takes four)
+            await press(page, "Tab", 9)
+            focused.append(
+                await page.eval(
+                    "(e => { const s = getComputedStyle(e);"
+                    " return [e.tagName, e.name || e.textContent.trim(), s.outlineStyle, s.outlineWidth,"
+                    " e.matches(':focus-visible')]; })"
+                    "(document.activeElement)"
+                )
+            )
+            if focused[-1][0] == "BODY" or focused[-1][1] == "Look up":
+                break
+        await page.send("Accessibility.enable")
+        tree = (await page.send("Accessibility.getFullAXTree"))["nodes"]
+    # A date field's calendar button, inside the field, has the browser's own ring: the field
+    # itself is then not :focus-visible.
+    reached = [(tag, name) for tag, name, _, _, visible in focused if visible]
+    for control in [
+        ("BUTTON", "Show"),
+        ("BUTTON", "Log out"),
+        ("A", "CSV"),
+        ("INPUT", "id"),
+        ("BUTTON", "Look up"),
+    ]:
+        assert control in reached, (control, reached)
+    for tag, name, style, width, visible in focused:
+        assert not visible or (style, width) == ("solid", "2px"), (tag, name, style, width)
+    images = [n.get("name", {}).get("value", "") for n in tree if n.get("role", {}).get("value") == "image"]
+    said = " | ".join(images)
+    assert "Top campaigns. winter-sale: 3 landings, 3 visitors, 3 conversions; launch: 2 landings" in said, (
+        said
+    )
+    assert "Top creators. cr_anna: 2 landings, 2 visitors, 2 conversions; cr_ben: 1 landings" in said, said
+    assert "Bot share. allow: 10 (100.0 %)." in said, said
+    assert "Conversions by channel per day (each day's numbers: the table below" in said, said
