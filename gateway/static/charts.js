@@ -154,10 +154,14 @@ export function groupedBars(container, { groups, series, palette, label, unit })
 
 // Group names wider than their slot would run into each other: each is slanted instead,
 // ending under its group (one cut past 160 units keeps its whole name in a tooltip), and the
-// chart grows down and left to hold them.
+// chart grows down and left to hold them. Slanted names are LINE apart across the slant: 35
+// degrees, or steeper when the slots are narrow (a dozen channels and more on a phone), up to
+// upright.
+const LINE = 12;
 function slantedWhenCrowded(root, labels, slot, W, H) {
   if (Math.max(...labels.map(widthOf)) <= slot - 4) return;
-  const angle = 35, rad = (angle * Math.PI) / 180;
+  const steep = Math.asin(Math.min(1, LINE / slot));
+  const rad = Math.max((35 * Math.PI) / 180, steep), angle = (rad * 180) / Math.PI;
   let bottom = H, leftmost = 0;
   for (const node of labels) {
     const name = node.textContent;
@@ -200,7 +204,8 @@ function fitText(node, content, max) {
 // for which the chart is one image, reads each whole name and its `spoken` numbers.
 export function horizontalBars(container, { rows, color, label, emptyText }) {
   if (!rows.length) return empty(container, emptyText);
-  const rowH = 28, W = 360, gap = 6, minBar = 40;
+  // The card's width (at most 420, the widest it is drawn): on a phone its text keeps its size.
+  const rowH = 28, W = Math.min(widthFor(container, 360), 420), gap = 6, minBar = 40;
   const H = rows.length * rowH + 8;
   const said = rows.map((row) => `${row.label}: ${row.spoken || row.note}`).join("; ");
   const root = frame(container, W, H, `${label}. ${said}.`);

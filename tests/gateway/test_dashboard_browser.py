@@ -13,6 +13,7 @@ import base64
 import contextlib
 import itertools
 import json
+import math
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -589,12 +590,14 @@ MANY_CHANNELS = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("width", [WIDTH, 360])
 @pytest.mark.timeout(180)
 async def test_channel_names_under_the_model_comparison_never_run_into_each_other(
-    chromium: str, start_gateway, upstream_server, tmp_path: Path
+    chromium: str, start_gateway, upstream_server, tmp_path: Path, width: int
 ) -> None:
     """Eighteen channels: their names are wider than their groups, so they are slanted, and
-    every one stays inside the chart; each channel has a colour of its own."""
+    every one stays inside the chart; each channel has a colour of its own. On a 360-pixel
+    phone the names, slanted at 35 degrees 12 units apart, were drawn over each other."""
     gw: RunningGateway = await start_gateway(await upstream_server(origin()))
     events: list[Event] = []
     for n, channel in enumerate(MANY_CHANNELS):
@@ -602,6 +605,13 @@ async def test_channel_names_under_the_model_comparison_never_run_into_each_othe
     await gw.gateway.store.write(events)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=800,
+            deviceScaleFactor=1,
+            mobile=width < WIDTH,
+        )
         await show_ten_days(page, gw)
         drawn = json.loads(
             await page.eval(
@@ -609,7 +619,10 @@ async def test_channel_names_under_the_model_comparison_never_run_into_each_othe
                 f" const names = new Set({json.dumps(MANY_CHANNELS)});"
                 " return JSON.stringify({chart: box(svg.getBoundingClientRect()),"
                 " labels: [...svg.querySelectorAll(':scope > text')].filter(t => names.has(t.textContent))"
-                ".map(t => [t.textContent, !!t.getAttribute('transform'), box(t.getBoundingClientRect())])});"
+                ".map(t => [t.textContent, !!t.getAttribute('transform'), box(t.getBoundingClientRect())]),"
+                " slants: [...svg.querySelectorAll(':scope > text[transform]')].map(t =>"
+                " [Number(t.getAttribute('x')), t.getAttribute('transform'),"
+                " Number(t.getAttribute('font-size'))])});"
                 "})(document.querySelector('#chart-models svg'))"
             )
         )
@@ -626,6 +639,10 @@ async def test_channel_names_under_the_model_comparison_never_run_into_each_othe
     slanted = all(s for _, s, _ in labels)
     for (a, _, box_a), (b, _, box_b) in itertools.pairwise(labels):
         assert slanted or box_a[2] <= box_b[0], (a, b)  # level names: side by side, apart
+    # Slanted names, parallel: apart across the slant by at least their size (the chart's units).
+    for (x_a, turn, size), (x_b, _, _) in itertools.pairwise(drawn["slants"]):
+        angle = math.radians(-float(turn.removeprefix("rotate(").split()[0]))
+        assert (x_b - x_a) * math.sin(angle) >= size, (width, x_a, x_b, turn)
 
 
 @pytest.mark.timeout(180)
@@ -773,6 +790,18 @@ async def test_on_a_phone_the_charts_text_is_readable_and_nothing_widens_the_pag
             )
         )
         page_width = await page.eval("[document.documentElement.scrollWidth, window.innerWidth]")
+        # The top tables were drawn 360 units wide whatever the card: shrunk on a phone.
+        scales = await page.eval(
+            "['#chart-campaigns', '#chart-creators'].map(id => {"
+            " const s = document.querySelector(id + ' svg');"
+            " return s.getBoundingClientRect().width / s.viewBox.baseVal.width; })"
+        )
+        # A journey's time was broken anywhere to fit ("2026-11-02 00:00" over ":00"): one line.
+        time_lines = await page.eval(
+            "[...document.querySelectorAll('#journey-result tbody tr')].map(tr => {"
+            " const r = document.createRange(); r.selectNodeContents(tr.cells[0]);"
+            " return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size; })"
+        )
         # The journey's table: inside its card, or scrolled there (its box wider, clipped).
         journey = await page.eval(
             "(t => { const card = t.closest('.card').getBoundingClientRect();"
@@ -791,6 +820,8 @@ async def test_on_a_phone_the_charts_text_is_readable_and_nothing_widens_the_pag
         assert right <= left, days  # day labels apart
     assert page_width[0] <= page_width[1], page_width
     assert journey[0] and (journey[1] == "auto" or journey[2]), journey
+    assert all(scale >= 0.97 for scale in scales), scales  # drawn at (about) their size
+    assert time_lines == [1, 1], time_lines
 
 
 @pytest.mark.timeout(180)
