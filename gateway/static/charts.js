@@ -97,7 +97,8 @@ export function stackedBars(container, { categories, series, palette, label, uni
   const max = niceMax(Math.max(...totals));
   yAxis(root, left, top, plotH, plotW, max);
   const slot = plotW / categories.length;
-  const barW = Math.max(2, slot * 0.7);
+  // A bar is at most 48 units wide: a period of one day was one bar across the whole chart.
+  const barW = Math.min(Math.max(2, slot * 0.7), 48);
   // At most twelve day labels, and each at least 40 units from the next (a phone's width).
   const every = Math.max(Math.ceil(categories.length / 12), Math.ceil(40 / slot));
   categories.forEach((category, i) => {

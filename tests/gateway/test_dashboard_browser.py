@@ -942,3 +942,21 @@ async def test_keyboard_focus_is_seen_and_a_screen_reader_reads_the_charts_numbe
     assert "Top creators. cr_anna: 2 landings, 2 visitors, 2 conversions; cr_ben: 1 landings" in said, said
     assert "Bot share. allow: 10 (100.0 %)." in said, said
     assert "Conversions by channel per day (each day's numbers: the table below" in said, said
+
+
+@pytest.mark.timeout(180)
+async def test_a_period_of_one_day_draws_a_bar_not_a_wall(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """One day's conversions were one bar 70 % of the chart wide (600 units of 848)."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2026-11-04&to=2026-11-04")
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        widths = await page.eval(
+            "[...document.querySelectorAll('#chart-daily rect[data-series]')].map(r => r.width.baseVal.value)"
+        )
+        label = await page.eval("document.querySelector('#chart-daily svg > text:last-of-type').textContent")
+    assert widths and all(w <= 48 for w in widths), widths
+    assert label == "11-04"
