@@ -9,7 +9,9 @@ cursors (``storage.cursors``, named ``sink:<name>:<table>``) and sends:
 - per identity binding, ``identify(userId)`` with flattened traits
   ``source_first_*`` and ``source_last_*`` (source, medium, campaign, term,
   content, channel when the column exists, creator_id, timestamp) computed over
-  all of the user's visitors.
+  all of the user's visitors (never from a ``no_consent`` touchpoint); and again, with
+  the traits as they are then, when a touchpoint of an already-sent binding's visitor
+  comes in (``_refreshed``).
 
 Every message has a deterministic ``messageId`` derived from the event id (and,
 for identify, from its traits), so a retried batch never counts twice. The
@@ -266,12 +268,14 @@ class Sink:
     async def _journey_ends(
         self, db: aiosqlite.Connection, user_key: str
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """The first and the last touchpoint over every visitor bound to the user."""
+        """The first and the last touchpoint over every visitor bound to the user; a touchpoint
+        of the ``no_consent`` population is never sent to a sink, so not as a trait either."""
         ends = []
         for order in ("ASC", "DESC"):
             async with db.execute(
                 "SELECT * FROM touchpoints WHERE visitor_key IN "
-                f"(SELECT visitor_key FROM identities WHERE user_key = ?) ORDER BY id {order} LIMIT 1",
+                "(SELECT visitor_key FROM identities WHERE user_key = ?) AND consent != 'no_consent' "
+                f"ORDER BY id {order} LIMIT 1",
                 (user_key,),
             ) as cursor:
                 row = await cursor.fetchone()
@@ -299,6 +303,37 @@ class Sink:
             for t in touches
         ]
 
+    async def _refreshed(
+        self, db: aiosqlite.Connection, touches: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """An ``identify`` with the traits as they are now for each user who has one of these
+        touchpoints and whose binding the sink already sent: that identify's traits were
+        computed then, and would never see a touchpoint stored since (a returning visitor's new
+        campaign, a sender's touchpoint arriving after its user's binding). A binding the sink
+        has not sent yet gets its identify from the identities read, traits and all."""
+        touches = [t for t in touches if t.get("consent") != "no_consent"]
+        if not touches:
+            return []
+        sent_up_to, _ = await cursor_at(db, cursor_name(self.reader, "identities"))
+        latest: dict[str, dict[str, Any]] = {}
+        unique = sorted({t["visitor_key"] for t in touches})
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            async with db.execute(
+                f"SELECT * FROM identities WHERE visitor_key IN ({marks}) AND rowid <= ? ORDER BY rowid",
+                (*chunk, sent_up_to),
+            ) as cursor:
+                for row in await cursor.fetchall():
+                    latest[row["visitor_key"]] = dict(row)
+        per_user: dict[str, dict[str, Any]] = {}
+        for touch in touches:  # one identify per user, for the binding of its last touchpoint here
+            binding = latest.get(touch["visitor_key"])
+            if binding is not None:
+                per_user.pop(binding["user_key"], None)
+                per_user[binding["user_key"]] = binding
+        return await self._identifies(db, list(per_user.values()))
+
     async def _rows_after(
         self, db: aiosqlite.Connection, table: str, after: int
     ) -> tuple[list[dict[str, Any]], int]:
@@ -319,7 +354,6 @@ class Sink:
                 rows, last = await self._rows_after(db, table, after)
                 if not rows:
                     break
-                build = self._tracks if table == "touchpoints" else self._identifies
 
                 async def current(mark: int = mark) -> bool:
                     return await erasure_mark(db) == mark
@@ -329,7 +363,10 @@ class Sink:
                 self._settled[table] = (after, settled)
                 took = len(settled)
                 try:
-                    messages = await build(db, rows)
+                    if table == "touchpoints":
+                        messages = await self._tracks(db, rows) + await self._refreshed(db, rows)
+                    else:
+                        messages = await self._identifies(db, rows)
                     sent[table] += await self.send(messages, current=current, settled=settled)
                 except Stale:  # read again; what the destination took already is not sent again
                     sent[table] += len(settled) - took  # refusals join it only at the end

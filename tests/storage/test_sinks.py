@@ -127,6 +127,44 @@ async def test_a_visitor_who_did_not_consent_is_not_sent(world, batch_api: Batch
     assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past it
 
 
+async def test_a_touchpoint_after_the_users_identify_sends_the_traits_again(
+    world, batch_api: BatchApi
+) -> None:
+    """The identify went out with the traits of its time; a touchpoint of the bound visitor
+    stored since (a returning visitor's new campaign, a sender's touchpoint arriving after the
+    binding) sends them again, as they are now. Until 2026-12-04 the destination kept the old
+    (or empty) ``source_last_*`` for ever."""
+    w = await world("[identity]\nuser_id_storage = 'plain'\n" + sink_toml(batch_api))
+    await seed(w)
+    await one_round(w)
+    later = touch(5, "1" * 32, "newsletter")  # the laptop again, through a newsletter
+    await w.store.write([later])
+    assert await one_round(w) == {"touchpoints": 2, "identities": 0}
+    track, identify = batch_api.calls[-2:]
+    assert track["messageId"] == f"gw-touch-{later.id}" and track["userId"] == "alice"
+    assert identify["type"] == "identify" and identify["userId"] == "alice"
+    traits = identify["traits"]
+    assert traits["source_first_source"] == "tiktok"  # first: unchanged
+    assert traits["source_last_source"] == "newsletter" and traits["source_last_timestamp"] == later.ts
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}
+
+
+async def test_a_touchpoint_without_consent_is_no_trait_either(world, batch_api: BatchApi) -> None:
+    """A bound visitor's touchpoint of the ``no_consent`` population is not sent as a track,
+    nor as the ``source_first_*``/``source_last_*`` traits of its user's identify (until
+    2026-12-04 its source and campaign went out there)."""
+    w = await world(sink_toml(batch_api))
+    visitor, user_key = "d" * 32, w.keys.user_key("dora")
+    consented = touch(0, visitor, "tiktok")
+    declined = landing(T0 + timedelta(hours=1), visitor, source="secret-source", consent="no_consent")
+    binding = Binding(uuid7(), iso(T0 + timedelta(hours=2)), "a", visitor, user_key, "login")
+    await w.store.write([consented, declined, binding])
+    assert await one_round(w) == {"touchpoints": 1, "identities": 1}
+    assert "secret-source" not in str(batch_api.calls)
+    identify = next(c for c in batch_api.calls if c["type"] == "identify")
+    assert identify["traits"]["source_last_source"] == "tiktok"
+
+
 async def test_hash_mode_sends_the_user_key(world, batch_api: BatchApi) -> None:
     w = await world(sink_toml(batch_api))
     _, user_key = await seed(w)
