@@ -33,7 +33,8 @@ read's batches go out (they wait for the rate limit, or a destination's
 without the erased user's rows (``Stale``). Whatever the destination already took from a
 read (or refused as such) is not sent again when that read is made again, after a ``Stale``
 or a failed batch: the sink remembers its ``messageId``s until the cursor moves past them
-(in memory: after a restart they go again, under the same ``messageId``s).
+(in memory: after a restart they go again, under the same ``messageId``s). A 429's or
+503's ``Retry-After`` (seconds or an HTTP-date) holds the next request that long.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.utils
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -163,12 +166,15 @@ class Sink:
                     answer = await resp.read()
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After", "")
-            except (TimeoutError, aiohttp.ClientError) as err:
+            except TimeoutError as err:  # its text is empty: say which limit it was
+                raise SinkError(
+                    f"no answer within sinks.timeout_seconds ({self.options.timeout_seconds:g} s)"
+                ) from err
+            except aiohttp.ClientError as err:
                 raise SinkError(f"{type(err).__name__}: {err}") from err
-        if status == 429 and retry_after.isdigit():  # the destination says when: believe it
-            self._next_send = asyncio.get_running_loop().time() + min(
-                int(retry_after), self.options.backoff_max_seconds
-            )
+        told = retry_after_seconds(retry_after) if status in (429, 503) else None
+        if told is not None:  # the destination says when: believe it
+            self._next_send = asyncio.get_running_loop().time() + min(told, self.options.backoff_max_seconds)
         if status in REFUSED:
             reason = answer[:200].decode("utf-8", "replace")
             raise SinkRefused(f"HTTP {status}: {reason}" if reason else f"HTTP {status}")
@@ -413,7 +419,10 @@ class Sink:
                     delay = self.options.interval_seconds
                 except Exception as err:  # a background task must outlive every failure
                     self.metrics.sync_errors.labels(self.reader).inc()
-                    delay = backoff.next()
+                    # A Retry-After holds the next request longer than the backoff may: the log
+                    # says when it really goes.
+                    held = self._next_send - asyncio.get_running_loop().time()
+                    delay = max(backoff.next(), held)
                     log.warning("sink %s failed (%s); retrying in %.1f s", self.options.name, err, delay)
                 with contextlib.suppress(Exception):
                     await self.publish_lag(db)
@@ -422,6 +431,21 @@ class Sink:
                 )
         finally:
             await db.close()
+
+
+def retry_after_seconds(value: str) -> float | None:
+    """A ``Retry-After`` value in seconds from now (RFC 9110 §10.2.3: delay-seconds or an
+    HTTP-date); None when absent or neither."""
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": RFC 5322's "UTC, source unknown"
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 async def open_log(settings: Settings) -> aiosqlite.Connection:

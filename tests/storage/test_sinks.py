@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from gateway.config import Settings
 from gateway.events import Binding, Touchpoint, iso
@@ -409,3 +412,62 @@ async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: B
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _first_retry_warning(w: World, caplog: pytest.LogCaptureFixture) -> str:
+    """Run the sink until it logs its first failure; that line."""
+    task = asyncio.create_task(w.sinks.sinks["out"].run())
+    try:
+        async with asyncio.timeout(10):
+            while not (lines := [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]):
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return lines[0]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_retry_after_date_holds_the_sink_and_the_log_says_until_when(
+    world, upstream_server, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """``Retry-After`` may be an HTTP-date, and comes with a 503 too (RFC 9110 §10.2.3): the
+    sink waits that long, and its log line gives the wait it really makes (until 2026-12-04 a
+    date, or a 503's, was ignored, and after a 429 the line gave the backoff's shorter one)."""
+
+    async def busy(request: web.Request) -> web.Response:
+        later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+        return web.Response(status=status, headers={"Retry-After": later})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", busy)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api, backoff_max_seconds=600.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert f"HTTP {status}" in line
+    assert float(line.split("retrying in ")[1].split(" s")[0]) > 100
+
+
+async def test_a_destination_that_does_not_answer_in_time_is_named_by_its_limit(
+    world, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A timeout's own text is empty: the log said ``TimeoutError: `` and nothing more."""
+    release = asyncio.Event()
+
+    async def silent(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", silent)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api, timeout_seconds=0.2))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    try:
+        line = await _first_retry_warning(w, caplog)
+    finally:
+        release.set()
+    assert "no answer within sinks.timeout_seconds (0.2 s)" in line
