@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -91,10 +92,12 @@ def verify_standard(
 
 
 def _check_timestamp(timestamp: str, now: float, tolerance: int) -> None:
-    """AuthFailed unless ``timestamp`` is Unix seconds within ``tolerance`` of ``now``."""
+    """AuthFailed unless ``timestamp`` is Unix seconds within ``tolerance`` of ``now``, counted
+    in whole seconds as the sender counts them (``now`` floored, as the Standard Webhooks
+    libraries do): one ``tolerance`` seconds old passes for the whole of that second."""
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 20):
         raise AuthFailed("timestamp", "timestamp: outside the accepted window")
-    if abs(now - int(timestamp)) > tolerance:
+    if abs(math.floor(now) - int(timestamp)) > tolerance:
         raise AuthFailed("timestamp", "timestamp: outside the accepted window")
 
 

@@ -9,7 +9,9 @@ cursors (``storage.cursors``, named ``sink:<name>:<table>``) and sends:
 - per identity binding, ``identify(userId)`` with flattened traits
   ``source_first_*`` and ``source_last_*`` (source, medium, campaign, term,
   content, channel when the column exists, creator_id, timestamp) computed over
-  all of the user's visitors.
+  all of the user's visitors (never from a ``no_consent`` touchpoint); and again, with
+  the traits as they are then, when a touchpoint of an already-sent binding's visitor
+  comes in (``_refreshed``).
 
 Every message has a deterministic ``messageId`` derived from the event id (and,
 for identify, from its traits), so a retried batch never counts twice. The
@@ -31,7 +33,8 @@ read's batches go out (they wait for the rate limit, or a destination's
 without the erased user's rows (``Stale``). Whatever the destination already took from a
 read (or refused as such) is not sent again when that read is made again, after a ``Stale``
 or a failed batch: the sink remembers its ``messageId``s until the cursor moves past them
-(in memory: after a restart they go again, under the same ``messageId``s).
+(in memory: after a restart they go again, under the same ``messageId``s). A 429's or
+503's ``Retry-After`` (seconds or an HTTP-date) holds the next request that long.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.utils
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -161,12 +166,15 @@ class Sink:
                     answer = await resp.read()
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After", "")
-            except (TimeoutError, aiohttp.ClientError) as err:
+            except TimeoutError as err:  # its text is empty: say which limit it was
+                raise SinkError(
+                    f"no answer within sinks.timeout_seconds ({self.options.timeout_seconds:g} s)"
+                ) from err
+            except aiohttp.ClientError as err:
                 raise SinkError(f"{type(err).__name__}: {err}") from err
-        if status == 429 and retry_after.isdigit():  # the destination says when: believe it
-            self._next_send = asyncio.get_running_loop().time() + min(
-                int(retry_after), self.options.backoff_max_seconds
-            )
+        told = retry_after_seconds(retry_after) if status in (429, 503) else None
+        if told is not None:  # the destination says when: believe it
+            self._next_send = asyncio.get_running_loop().time() + min(told, self.options.backoff_max_seconds)
         if status in REFUSED:
             reason = answer[:200].decode("utf-8", "replace")
             raise SinkRefused(f"HTTP {status}: {reason}" if reason else f"HTTP {status}")
@@ -266,12 +274,14 @@ class Sink:
     async def _journey_ends(
         self, db: aiosqlite.Connection, user_key: str
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """The first and the last touchpoint over every visitor bound to the user."""
+        """The first and the last touchpoint over every visitor bound to the user; a touchpoint
+        of the ``no_consent`` population is never sent to a sink, so not as a trait either."""
         ends = []
         for order in ("ASC", "DESC"):
             async with db.execute(
                 "SELECT * FROM touchpoints WHERE visitor_key IN "
-                f"(SELECT visitor_key FROM identities WHERE user_key = ?) ORDER BY id {order} LIMIT 1",
+                "(SELECT visitor_key FROM identities WHERE user_key = ?) AND consent != 'no_consent' "
+                f"ORDER BY id {order} LIMIT 1",
                 (user_key,),
             ) as cursor:
                 row = await cursor.fetchone()
@@ -299,6 +309,37 @@ class Sink:
             for t in touches
         ]
 
+    async def _refreshed(
+        self, db: aiosqlite.Connection, touches: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """An ``identify`` with the traits as they are now for each user who has one of these
+        touchpoints and whose binding the sink already sent: that identify's traits were
+        computed then, and would never see a touchpoint stored since (a returning visitor's new
+        campaign, a sender's touchpoint arriving after its user's binding). A binding the sink
+        has not sent yet gets its identify from the identities read, traits and all."""
+        touches = [t for t in touches if t.get("consent") != "no_consent"]
+        if not touches:
+            return []
+        sent_up_to, _ = await cursor_at(db, cursor_name(self.reader, "identities"))
+        latest: dict[str, dict[str, Any]] = {}
+        unique = sorted({t["visitor_key"] for t in touches})
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            async with db.execute(
+                f"SELECT * FROM identities WHERE visitor_key IN ({marks}) AND rowid <= ? ORDER BY rowid",
+                (*chunk, sent_up_to),
+            ) as cursor:
+                for row in await cursor.fetchall():
+                    latest[row["visitor_key"]] = dict(row)
+        per_user: dict[str, dict[str, Any]] = {}
+        for touch in touches:  # one identify per user, for the binding of its last touchpoint here
+            binding = latest.get(touch["visitor_key"])
+            if binding is not None:
+                per_user.pop(binding["user_key"], None)
+                per_user[binding["user_key"]] = binding
+        return await self._identifies(db, list(per_user.values()))
+
     async def _rows_after(
         self, db: aiosqlite.Connection, table: str, after: int
     ) -> tuple[list[dict[str, Any]], int]:
@@ -319,7 +360,6 @@ class Sink:
                 rows, last = await self._rows_after(db, table, after)
                 if not rows:
                     break
-                build = self._tracks if table == "touchpoints" else self._identifies
 
                 async def current(mark: int = mark) -> bool:
                     return await erasure_mark(db) == mark
@@ -329,7 +369,10 @@ class Sink:
                 self._settled[table] = (after, settled)
                 took = len(settled)
                 try:
-                    messages = await build(db, rows)
+                    if table == "touchpoints":
+                        messages = await self._tracks(db, rows) + await self._refreshed(db, rows)
+                    else:
+                        messages = await self._identifies(db, rows)
                     sent[table] += await self.send(messages, current=current, settled=settled)
                 except Stale:  # read again; what the destination took already is not sent again
                     sent[table] += len(settled) - took  # refusals join it only at the end
@@ -376,7 +419,10 @@ class Sink:
                     delay = self.options.interval_seconds
                 except Exception as err:  # a background task must outlive every failure
                     self.metrics.sync_errors.labels(self.reader).inc()
-                    delay = backoff.next()
+                    # A Retry-After holds the next request longer than the backoff may: the log
+                    # says when it really goes.
+                    held = self._next_send - asyncio.get_running_loop().time()
+                    delay = max(backoff.next(), held)
                     log.warning("sink %s failed (%s); retrying in %.1f s", self.options.name, err, delay)
                 with contextlib.suppress(Exception):
                     await self.publish_lag(db)
@@ -385,6 +431,21 @@ class Sink:
                 )
         finally:
             await db.close()
+
+
+def retry_after_seconds(value: str) -> float | None:
+    """A ``Retry-After`` value in seconds from now (RFC 9110 §10.2.3: delay-seconds or an
+    HTTP-date); None when absent or neither."""
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": RFC 5322's "UTC, source unknown"
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 async def open_log(settings: Settings) -> aiosqlite.Connection:

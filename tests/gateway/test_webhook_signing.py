@@ -26,9 +26,11 @@ from gateway.signing import (
     AuthFailed,
     legacy_signature,
     standard_signature,
+    stripe_signature,
     verify_basic,
     verify_legacy,
     verify_standard,
+    verify_stripe,
 )
 from gateway.sources import compile_source, parse_pointer, resolve, split_batch
 from tests.conftest import ENV
@@ -94,6 +96,27 @@ def test_verify_refuses(change: dict[str, Any], what: str) -> None:
     with pytest.raises(AuthFailed) as info:
         verify_standard(SENDERS, headers, change.get("body", body), change.get("now", 1000), 300)
     assert info.value.what == what
+
+
+@pytest.mark.parametrize(
+    ("now", "passes"), [(1300.999, True), (1301.0, False), (700.0, True), (699.999, False)]
+)
+def test_the_tolerance_edge_is_in_whole_seconds(now: float, passes: bool) -> None:
+    """A timestamp is whole seconds, floored from the sender's clock: one exactly
+    ``tolerance`` seconds old is inside the window for the whole of that second, as the
+    Standard Webhooks libraries (and Stripe's ``t``) count it. Until 2026-12-04 the receiver's
+    fraction of a second pushed it out (a delivery signed 300 s ago was a 401 nearly always)."""
+    body = b'{"x": 1}'
+    headers = _headers(b"a" * 32, body, 1000)
+    stripe = stripe_signature(b"s" * 32, "1000", body)
+    if passes:
+        assert verify_standard(SENDERS, headers, body, now, 300).sender == "a"
+        assert verify_stripe({"st": [b"s" * 32]}, stripe, body, now, 300).sender == "st"
+    else:
+        with pytest.raises(AuthFailed, match="timestamp"):
+            verify_standard(SENDERS, headers, body, now, 300)
+        with pytest.raises(AuthFailed, match="timestamp"):
+            verify_stripe({"st": [b"s" * 32]}, stripe, body, now, 300)
 
 
 def test_legacy_hex_and_basic() -> None:

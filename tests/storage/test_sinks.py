@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from gateway.config import Settings
 from gateway.events import Binding, Touchpoint, iso
@@ -125,6 +128,44 @@ async def test_a_visitor_who_did_not_consent_is_not_sent(world, batch_api: Batch
     tracks = [c for c in batch_api.calls if c["type"] == "track"]
     assert [t["properties"]["source"] for t in tracks] == ["tiktok"]
     assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past it
+
+
+async def test_a_touchpoint_after_the_users_identify_sends_the_traits_again(
+    world, batch_api: BatchApi
+) -> None:
+    """The identify went out with the traits of its time; a touchpoint of the bound visitor
+    stored since (a returning visitor's new campaign, a sender's touchpoint arriving after the
+    binding) sends them again, as they are now. Until 2026-12-04 the destination kept the old
+    (or empty) ``source_last_*`` for ever."""
+    w = await world("[identity]\nuser_id_storage = 'plain'\n" + sink_toml(batch_api))
+    await seed(w)
+    await one_round(w)
+    later = touch(5, "1" * 32, "newsletter")  # the laptop again, through a newsletter
+    await w.store.write([later])
+    assert await one_round(w) == {"touchpoints": 2, "identities": 0}
+    track, identify = batch_api.calls[-2:]
+    assert track["messageId"] == f"gw-touch-{later.id}" and track["userId"] == "alice"
+    assert identify["type"] == "identify" and identify["userId"] == "alice"
+    traits = identify["traits"]
+    assert traits["source_first_source"] == "tiktok"  # first: unchanged
+    assert traits["source_last_source"] == "newsletter" and traits["source_last_timestamp"] == later.ts
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}
+
+
+async def test_a_touchpoint_without_consent_is_no_trait_either(world, batch_api: BatchApi) -> None:
+    """A bound visitor's touchpoint of the ``no_consent`` population is not sent as a track,
+    nor as the ``source_first_*``/``source_last_*`` traits of its user's identify (until
+    2026-12-04 its source and campaign went out there)."""
+    w = await world(sink_toml(batch_api))
+    visitor, user_key = "d" * 32, w.keys.user_key("dora")
+    consented = touch(0, visitor, "tiktok")
+    declined = landing(T0 + timedelta(hours=1), visitor, source="secret-source", consent="no_consent")
+    binding = Binding(uuid7(), iso(T0 + timedelta(hours=2)), "a", visitor, user_key, "login")
+    await w.store.write([consented, declined, binding])
+    assert await one_round(w) == {"touchpoints": 1, "identities": 1}
+    assert "secret-source" not in str(batch_api.calls)
+    identify = next(c for c in batch_api.calls if c["type"] == "identify")
+    assert identify["traits"]["source_last_source"] == "tiktok"
 
 
 async def test_hash_mode_sends_the_user_key(world, batch_api: BatchApi) -> None:
@@ -371,3 +412,62 @@ async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: B
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _first_retry_warning(w: World, caplog: pytest.LogCaptureFixture) -> str:
+    """Run the sink until it logs its first failure; that line."""
+    task = asyncio.create_task(w.sinks.sinks["out"].run())
+    try:
+        async with asyncio.timeout(10):
+            while not (lines := [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]):
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return lines[0]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_retry_after_date_holds_the_sink_and_the_log_says_until_when(
+    world, upstream_server, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """``Retry-After`` may be an HTTP-date, and comes with a 503 too (RFC 9110 §10.2.3): the
+    sink waits that long, and its log line gives the wait it really makes (until 2026-12-04 a
+    date, or a 503's, was ignored, and after a 429 the line gave the backoff's shorter one)."""
+
+    async def busy(request: web.Request) -> web.Response:
+        later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+        return web.Response(status=status, headers={"Retry-After": later})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", busy)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api, backoff_max_seconds=600.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert f"HTTP {status}" in line
+    assert float(line.split("retrying in ")[1].split(" s")[0]) > 100
+
+
+async def test_a_destination_that_does_not_answer_in_time_is_named_by_its_limit(
+    world, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A timeout's own text is empty: the log said ``TimeoutError: `` and nothing more."""
+    release = asyncio.Event()
+
+    async def silent(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", silent)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api, timeout_seconds=0.2))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    try:
+        line = await _first_retry_warning(w, caplog)
+    finally:
+        release.set()
+    assert "no answer within sinks.timeout_seconds (0.2 s)" in line
