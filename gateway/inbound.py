@@ -8,7 +8,9 @@ UNIQUE constraints decide what is a duplicate — and answering only once that
 commit is confirmed. Events that fail validation are written to ``bad_events``
 with their reason, the body sealed (``gateway.badbody``); events that mean nothing to
 store (an ``ignore_types`` type, a Segment page without campaign data) are answered
-``ignored``. Counts every event in ``gateway_inbound_events_total``.
+``ignored``. Counts every event in ``gateway_inbound_events_total``; an accepted event
+recorded without a field whose configured pointer found nothing is answered with it
+(``unmatched``) and counted in ``gateway_inbound_unmatched_fields_total``.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class Inbound:
             s.name: secrets[s.name] for s in settings.options.sources if s.format == "segment"
         }
         self.ids = Uuid7()
+        self._unmatched_logged: set[tuple[str, str]] = set()
         self.erased = ErasedWatch(settings.store_path)
         """Erased users: an event about one of them dated before the erasure is not recorded."""
         self.body_key = body_key(settings.secret)
@@ -183,6 +186,22 @@ class Inbound:
     def _count(self, sender: str, outcome: str, n: int = 1) -> None:
         self.metrics.inbound_received.labels(sender).inc(n)
         self.metrics.inbound_events.labels(sender, outcome).inc(n)
+
+    def _unmatched(self, sender: str, where: str) -> None:
+        """Counts an accepted event recorded without a field whose configured pointer found
+        nothing (``where``: ``value (/money/amountt)``), and says so in the log the first time
+        for that sender and field: an optional field is missed now and then, a typo every time."""
+        field = where.split(" ", 1)[0]
+        self.metrics.inbound_unmatched.labels(sender, field).inc()
+        if (sender, field) not in self._unmatched_logged:
+            self._unmatched_logged.add((sender, field))
+            log.warning(
+                "source %s: fields.%s found nothing in an accepted event, recorded without it"
+                " (logged once; gateway_inbound_unmatched_fields_total counts each): if every"
+                " event misses it, check the pointer",
+                sender,
+                where,
+            )
 
     async def _read(self, request: web.Request) -> bytes:
         limit = self.opts.max_body
@@ -296,7 +315,10 @@ class Inbound:
             delivery.results.append(ignored)
             delivery.groups.append([])
             return
-        delivery.results.append({"index": index, "result": "accepted", "key": mapped.key})
+        accepted: dict[str, Any] = {"index": index, "result": "accepted", "key": mapped.key}
+        if mapped.unmatched:  # recorded without them: a pointer's typo shows at the first event
+            accepted["unmatched"] = list(mapped.unmatched)
+        delivery.results.append(accepted)
         receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "event", mapped.key)
         delivery.groups.append([receipt, *mapped.rows])
 
@@ -331,6 +353,8 @@ class Inbound:
             if result["result"] == "accepted":
                 rows = delivery.groups[result["index"] + 1]
                 self.metrics.touchpoints.inc(sum(1 for r in rows if r.table == "touchpoints"))
+                for where in result.get("unmatched", ()):
+                    self._unmatched(sender, where)
         return respond(delivery)
 
     async def _leave_out_late(self, delivery: _Delivery) -> None:

@@ -54,6 +54,10 @@ class Mapped:
     kind: str
     ignored: str = ""
     """When ``rows`` is empty: why nothing is recorded (the answer's ``reason``)."""
+    unmatched: tuple[str, ...] = ()
+    """Fields read whose pointer, as the operator configured it, found nothing in the event
+    (``value (/money/amountt)``): a typo records the event without it, so the answer and a
+    metric say so."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,13 @@ class _Reader:
     def __init__(self, src: SourceMap, event: Any, max_len: int) -> None:
         self.src, self.event, self.max_len = src, event, max_len
         self.errors: list[str] = []
+        self.unmatched: list[str] = []
 
     def raw(self, name: str) -> Any:
         tokens = self.src.pointers.get(name)
         value = MISSING if tokens is None else resolve(self.event, tokens)
+        if value is MISSING and name in self.src.configured and name not in self.unmatched:
+            self.unmatched.append(name)
         if value is MISSING or value is None or value == "":
             return self.src.defaults.get(name, MISSING)
         return value
@@ -329,4 +336,4 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
                 rule=src.name,
             )
         )
-    return Mapped(key, rows, kind or "")
+    return Mapped(key, rows, kind or "", unmatched=tuple(r.where(name) for name in r.unmatched))

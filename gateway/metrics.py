@@ -105,6 +105,13 @@ class Metrics:
             ["sender", "outcome"],
             registry=r,
         )
+        self.inbound_unmatched = Counter(
+            "gateway_inbound_unmatched_fields",
+            "Accepted signed events recorded without a field whose configured pointer "
+            "([[sources]] fields) found nothing in them, by sender and field",
+            ["sender", "field"],
+            registry=r,
+        )
         self.bot_verdicts = Counter(
             "gateway_bot_verdicts", "Landings scored by the bots addon, by verdict", ["verdict"], registry=r
         )

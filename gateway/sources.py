@@ -137,6 +137,9 @@ class SourceMap:
     lenient: bool
     """segment: a page without campaign data or an identify without both IDs is acknowledged
     and records nothing (such calls are routine there), rather than kept as a bad event."""
+    configured: frozenset[str] = frozenset()
+    """Our fields whose pointer the operator wrote (``fields``): one that finds nothing in an
+    event is reported (``Mapped.unmatched``), as it may be a typo."""
 
     @property
     def origin(self) -> str:
@@ -161,6 +164,7 @@ def compile_source(opts: SourceOptions) -> SourceMap:
         minor_units=STRIPE_MINOR_UNITS if opts.signature == "stripe" else MINOR_UNITS,
         batch=parse_pointer(opts.batch_pointer) if opts.batch_pointer else None,
         lenient=opts.format == "segment",
+        configured=frozenset(name for name, pointer in opts.fields.items() if pointer),
     )
 
 

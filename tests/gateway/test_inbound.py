@@ -457,6 +457,53 @@ async def test_mapped_sender_creator_click_for_a_user(gw: RunningGateway) -> Non
     ]
 
 
+async def test_a_configured_pointer_that_finds_nothing_is_said_not_silent(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tiktok's ``creator_id = "/creator/id"`` against a sender writing ``creator.ID``: the
+    click is recorded (its user and defaults suffice), and the answer, a metric and one log line
+    say which pointer found nothing, so a typo shows at the first event. Fields the operator did
+    not configure (tiktok sets no ``click_id``) are never reported."""
+    caplog.set_level(logging.WARNING, logger="gateway.inbound")
+    for event_id in ("c1", "c2"):
+        body = encode(
+            {
+                "event": "creator.click",
+                "event_id": event_id,
+                "user": {"external_id": 77},
+                "creator": {"ID": "x"},
+            }
+        )
+        status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+        assert status == 202, answer
+        assert answer == {
+            "ok": True,
+            "result": "accepted",
+            "key": event_id,
+            "unmatched": ["creator_id (/creator/id)"],
+        }
+    body = encode(
+        {"event": "creator.click", "event_id": "c3", "user": {"external_id": 77}, "creator": {"id": "cr"}}
+    )
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert (status, answer) == (202, {"ok": True, "result": "accepted", "key": "c3"})
+    assert await rows(gw, "SELECT creator_id FROM touchpoints ORDER BY id") == [(None,), (None,), ("cr",)]
+    async with gw.session.get(
+        gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    ) as resp:
+        metrics = parse_metrics(await resp.text())
+    unmatched = {k: v for k, v in metrics.items() if k[0] == "gateway_inbound_unmatched_fields_total"}
+    assert unmatched == {
+        ("gateway_inbound_unmatched_fields_total", 'field="creator_id"', 'sender="tiktok"'): 2
+    }
+    said = [r.getMessage() for r in caplog.records if "found nothing" in r.getMessage()]
+    assert said == [
+        "source tiktok: fields.creator_id (/creator/id) found nothing in an accepted event, recorded"
+        " without it (logged once; gateway_inbound_unmatched_fields_total counts each): if every"
+        " event misses it, check the pointer"
+    ]
+
+
 def basic(key: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
