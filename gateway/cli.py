@@ -490,6 +490,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: the same clean stop (exit 143)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def cmd_reclassify(args: argparse.Namespace) -> int:
     # No secret is needed to classify: missing ones are generated and never used.
     try:
@@ -504,19 +512,23 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
 
     shown = not args.no_progress and progress.on_a_terminal()  # a million channels took 45 s
     done = Reclassified()
+    # SIGTERM (systemd, `timeout`, a deploy script) stops it as Ctrl-C does, saying how far it got.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         asyncio.run(_reclassify(settings, args.batch_size, args.dry_run, shown, done))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: cannot reclassify the store {path}: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Each batch commits on its own: what was done is kept, and a second run goes on.
         written = "nothing written" if args.dry_run else f"{done.changed} changed and kept"
         print(
             f"reclassify: interrupted after {done.seen} touchpoints ({written}); run it again to finish",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(stop, _Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     note = " (dry run: nothing written)" if args.dry_run else ""
     print(f"reclassify: {done.seen} touchpoints, {done.changed} changed{note}")
     for (old, new), count in sorted(done.moves.items(), key=lambda m: (-m[1], str(m[0]))):

@@ -24,6 +24,7 @@ from gateway.history import STDIN, Input
 from gateway.importreport import stopped_message, unreadable_message
 from gateway.importrun import UsageError, run_import
 from gateway.importstop import STOPPING, until_stopped
+from gateway.importwrite import CommitFailed
 from gateway.logformats import FORMATS, JSON_FIELDS
 from storage.local import StoreClosed
 from storage.migrate import SchemaTooNew
@@ -103,6 +104,14 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except OSError as err:
         print(f"gateway import: {_os_error(err, args.files, settings.store_path)}", file=sys.stderr)
+        return 1
+    except CommitFailed as err:  # part way (a full disk): the batches before it are in
+        print(
+            f"gateway import: the store {settings.store_path} failed to commit: {err}; what it"
+            " committed before stays: once it can be written, run the same command again to import"
+            " the rest (what is already there is not added twice)",
+            file=sys.stderr,
+        )
         return 1
     except (SchemaTooNew, sqlite3.Error, StoreClosed) as err:
         print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Owns the batching of events into ``LocalStore`` submits (``BATCH`` events a
 transaction, at most ``IN_FLIGHT`` queued: the next batch is built while the
-last one commits), leaving out the rows of erased users dated before their
+last one commits; the first that fails to commit ends the import,
+``CommitFailed``), leaving out the rows of erased users dated before their
 erasure (``storage.erased``: an old log would bring them back) and the rows older
 than ``privacy.retention_days`` (the next purge would delete them), and the row
 counts before and after an import (a re-import gains none). Blocking:
@@ -18,13 +19,26 @@ from pathlib import Path
 
 from gateway.events import Event
 from storage.erased import Erased
-from storage.local import LocalStore
+from storage.local import CommitTimeout, LocalStore, StoreClosed
 
 BATCH = 8192
 """Events per store submit: one transaction each (multi-row INSERTs inside)."""
 IN_FLIGHT = 2
 """Submits queued at once: the next batch is built while the last one commits."""
 COUNTED = ("touchpoints", "identities", "conversions")
+
+
+class CommitFailed(Exception):
+    """A batch did not commit (the disk is full, the store's file system went read-only…): the
+    batches before it did; the import ends there."""
+
+
+def _seen(future: asyncio.Future[None]) -> None:
+    """Take a commit's failure as it happens: the first one ends the import, and the batches
+    still in flight behind it (failed for the same reason) are not waited for, which asyncio
+    would report with a traceback each as an exception never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def count_rows(path: Path) -> dict[str, int]:
@@ -61,7 +75,9 @@ class Writer:
         if self.store is None or not self.pending:
             self.pending = []
             return
-        self.inflight.append(self.store.submit(self.pending))
+        future = self.store.submit(self.pending)
+        future.add_done_callback(_seen)
+        self.inflight.append(future)
         self.pending = []
         while len(self.inflight) > IN_FLIGHT:
             await self._oldest()
@@ -75,5 +91,8 @@ class Writer:
         """Wait for the oldest commit, and raise its failure. Shielded: an interrupted import
         (``until_stopped`` cancels it) waits for it again in ``finish``, rather than losing the
         commit's outcome with a future cancelled under the store."""
-        await asyncio.shield(self.inflight[0])
+        try:
+            await asyncio.shield(self.inflight[0])
+        except (sqlite3.Error, StoreClosed, CommitTimeout) as err:
+            raise CommitFailed(str(err)) from err
         self.inflight.pop(0)

@@ -94,12 +94,28 @@ def cmd_erase(args: argparse.Namespace) -> int:
     print(f"erase: {verb} {len(erasure.visitors)} visitors")
     for table, rows in erasure.counts.items():
         print(f"  {table}: {rows}")
+    if not erasure.visitors and not any(erasure.counts.values()):
+        # Not an error (erasing twice is harmless, and the user may have rows elsewhere: the
+        # central store, another node), but a mistyped ID must not pass for a done erasure.
+        # The ID is not echoed: the output may be kept (a cron mail, a log).
+        print(f"  nothing of this user {'is' if args.dry_run else 'was'} in this store: {_UNKNOWN_USER}")
+        if not args.dry_run:
+            print(
+                "  the erasure is recorded all the same: rows about this user dated before now are"
+                " refused from here on (an older log imported, a late signed event)"
+            )
     if args.dry_run:
         print("(dry run: nothing deleted)")
     else:
         for line in _erasure_reach(settings):
             print(line)
     return 0
+
+
+_UNKNOWN_USER = (
+    "check the ID is the one the site sends (its case, its form: an e-mail address or the"
+    " account number), or that it was erased already"
+)
 
 
 def _erasure_reach(settings: Settings) -> list[str]:

@@ -667,6 +667,53 @@ def test_a_store_that_is_not_a_database_is_reported(
     assert "the store" in err and "failed" in err and "Traceback" not in err
 
 
+def test_a_store_that_stops_committing_part_way_says_what_stays_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A full disk part way through printed asyncio's 'Future exception was never retrieved' and
+    a traceback for each batch still in flight, and did not say what the store kept."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    ua = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
+    log = tmp_path / "access.log"
+    log.write_text(
+        "".join(
+            f"198.51.{i // 250}.{i % 250 + 1} - - [01/Mar/2025:10:{i // 1000 % 60:02}:00 +0000]"
+            f' "GET /?utm_source=s{i} HTTP/1.1" 200 5 "-" "{ua}"\n'
+            for i in range(30_000)
+        )
+    )
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    asset = write(
+        tmp_path / "asset.log",
+        f'1.2.3.4 - - [01/Mar/2025:09:00:00 +0000] "GET /a.css HTTP/1.1" 200 5 "-" "{ua}"',
+    )
+    assert _cli(tmp_path, str(asset), *args).returncode == 0  # the store made, empty
+    # As a disk that fills up: the batches from the line of s20000 on fail to commit (several of
+    # them, the writer keeping two in flight), the ones before it commit.
+    with contextlib.closing(sqlite3.connect(tmp_path / "gw.db")) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON touchpoints WHEN NEW.source >= 's20000'"
+            " AND length(NEW.source) = 6 BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    failed = _cli(tmp_path, str(log), *args)
+    assert failed.returncode == 1, failed
+    assert "Traceback" not in failed.stderr and "never retrieved" not in failed.stderr, failed.stderr
+    assert failed.stderr.endswith(
+        f"gateway import: the store {tmp_path / 'gw.db'} failed to commit: database or disk is full;"
+        " what it committed before stays: once it can be written, run the same command again to"
+        " import the rest (what is already there is not added twice)\n"
+    ), failed.stderr
+    [(kept,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
+    assert 0 < kept < 20_000
+    with contextlib.closing(sqlite3.connect(tmp_path / "gw.db")) as db:
+        db.execute("DROP TRIGGER full")
+    again = _cli(tmp_path, str(log), *args)
+    assert again.returncode == 0 and f"new in the store: {30_000 - kept:,}" in again.stdout, again
+    assert rows(tmp_path / "gw.db", "SELECT count(*), count(DISTINCT source) FROM touchpoints") == [
+        (30_000, 30_000)
+    ]
+
+
 async def test_worker_processes_store_what_one_process_stores(tmp_path: Path) -> None:
     def generate() -> Path:
         log = write_log(tmp_path / "access.log", 9000)

@@ -140,3 +140,29 @@ def test_erase_names_the_store_it_could_not_change(tmp_path: Path) -> None:
     done = gateway("erase", "alice@example.com", "-c", str(cfg))
     assert done.returncode == 1
     assert done.stderr.strip() == f"gateway: erase failed on the store {path}: file is not a database"
+
+
+def test_erasing_a_user_the_store_does_not_know_says_so(tmp_path: Path) -> None:
+    """A mistyped ID printed 'erased 0 visitors' and zeros, as a finished erasure does, and exit
+    0: nothing told the operator that no row was theirs. It is still no error (erasing twice is
+    harmless; the user may have rows elsewhere), and the erasure is still recorded."""
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    asyncio.run(fill(path, Keys.from_master(settings.secret).user_key("alice@example.com")))
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n')
+    dry = gateway("erase", "Alice@example.com", "--dry-run", "-c", str(cfg))
+    assert dry.returncode == 0, dry.stderr
+    assert "  nothing of this user is in this store: check the ID is the one the site sends" in dry.stdout
+    assert "Alice" not in dry.stdout  # the ID is not echoed into what may be kept
+    done = gateway("erase", "Alice@example.com", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "  nothing of this user was in this store" in done.stdout
+    assert "the erasure is recorded all the same" in done.stdout
+    assert rows(path, "SELECT count(*) FROM touchpoints") == [(3,)]
+    assert rows(path, "SELECT count(*) FROM erasures") == [(1,)]
+    # A user with rows is erased without the note; again, nothing is left of them: the note.
+    known = gateway("erase", "alice@example.com", "-c", str(cfg))
+    assert "erased 2 visitors" in known.stdout and "nothing of this user" not in known.stdout
+    again = gateway("erase", "alice@example.com", "-c", str(cfg))
+    assert again.returncode == 0 and "nothing of this user was in this store" in again.stdout
