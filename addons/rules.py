@@ -323,6 +323,10 @@ def _pointer(body: bytes, pointer: str) -> Any:
         document = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ExtractError("not_json") from None
+    if isinstance(document, list) and pointer and not _INDEX.fullmatch(pointer[1:].split("/")[0]):
+        # A batch (Apollo's BatchHttpLink sends ``[{"operationName": …}, …]``): a pointer into
+        # one operation cannot say which. Counted, so a rule that cannot see batches shows up.
+        raise ExtractError("json_array")
     try:
         return resolve_pointer(document, pointer)
     except (LookupError, TypeError):

@@ -110,16 +110,21 @@ class Site:
         return web.Response(status=303, headers={"Location": "/"})  # Devise downcases the e-mail
 
     async def graphql(self, request: web.Request) -> web.Response:
-        op = (await request.json()).get("operationName")
+        body = await request.json()
+        if isinstance(body, list):  # a batch (Apollo's BatchHttpLink): one answer per operation
+            return web.json_response([self.operation(op.get("operationName")) for op in body])
+        return web.json_response(self.operation(body.get("operationName")))
+
+    def operation(self, op: str | None) -> dict[str, Any]:
         if op == "Login":
             data: Any = {"login": {"user": {"id": "gql-5"}}}
         elif op == "PlaceOrder":
             data = {"placeOrder": {"order": {"id": "G-9", "total": "12.50", "currency": "usd"}}}
         elif op == "PlaceOrderDeclined":  # GraphQL answers errors with 200 too
-            return web.json_response({"errors": [{"message": "card declined"}], "data": {"placeOrder": None}})
+            return {"errors": [{"message": "card declined"}], "data": {"placeOrder": None}}
         else:
             data = {"viewer": {"id": "gql-5", "email": "x@example.com"}}
-        return web.json_response({"data": data})
+        return {"data": data}
 
     async def success_page(self, request: web.Request) -> web.Response:
         if request.query.get("order") == "404":
@@ -183,6 +188,13 @@ path = "/graphql"
 status = [200]
 when = [{{ request_json = "/operationName", equals = "Login" }}]
 user_id = {{ response_json = "/data/login/user/id" }}
+
+[[identity.rules]]
+name = "graphql-batch-login"
+path = "/graphql"
+status = [200]
+when = [{{ request_json = "/1/operationName", equals = "Login" }}]
+user_id = {{ response_json = "/1/data/login/user/id" }}
 
 [[conversions]]
 name = "graphql-purchase"
@@ -388,6 +400,28 @@ async def test_graphql_only_the_named_operation_binds_or_converts(
     )
     assert conversions == [("graphql-purchase", "order:G-9", None, 12.5, "USD", "G-9")]
     assert await failures(gw) == []
+
+
+async def test_a_graphql_batch_is_counted_by_the_rules_that_cannot_read_it(
+    site_gw: tuple[RunningGateway, Site],
+) -> None:
+    """A batch is a JSON array of operations: ``/operationName`` names none of them, so the
+    rules reading it count ``when_json_array`` instead of staying silent; a rule pointing at
+    the batch's position (``/1/operationName``) reads it."""
+    gw, _ = site_gw
+    cookie = await visit(gw)
+    for ops in (["Viewer", "Login"], ["PlaceOrder"]):
+        body = json.dumps([{"operationName": op, "query": "…", "variables": {}} for op in ops]).encode()
+        async with gw.session.post(gw.url + "/graphql", data=body, headers={**JSON, **cookie}) as resp:
+            assert resp.status == 200
+            assert len(await resp.json()) == len(ops)  # the site's answer, as it sent it
+    found = await rows(gw, "SELECT rule, user_key FROM identities")
+    assert found == [("graphql-batch-login", gw.gateway.keys.user_key("gql-5"))]
+    assert await rows(gw, "SELECT * FROM conversions") == []
+    assert sorted(await failures(gw)) == [
+        'gateway_extraction_failures_total{reason="when_json_array",rule="graphql-login"} 2.0',
+        'gateway_extraction_failures_total{reason="when_json_array",rule="graphql-purchase"} 2.0',
+    ]
 
 
 async def test_checkout_success_page_counts_once(site_gw: tuple[RunningGateway, Site]) -> None:
