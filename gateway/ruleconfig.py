@@ -289,6 +289,7 @@ def _validate_source(p: list[str], key: str, source: Source) -> None:
             "claim, algorithm, key and verify apply only to jwt_cookie and jwt_authorization",
         )
         return
+    _check(p, source.claim != "", f"{key}.claim", 'names the claim read (default "sub"), not empty')
     if source.key:
         _check(
             p,

@@ -291,6 +291,7 @@ def test_no_rules_means_disabled() -> None:
         ('{ header = "X-Secret" }', "identity.rules[0].user_id.header: 'X-Secret' may hold"),
         ('{ query = "cardnumber" }', "identity.rules[0].user_id.query: 'cardnumber' may hold"),
         ('{ jwt_cookie = "s", verify = false, claim = "api_token" }', "user_id.claim: 'api_token'"),
+        ('{ jwt_cookie = "s", verify = false, claim = "" }', "identity.rules[0].user_id.claim: names the"),
         ('{ form = "u", query = "v" }', "identity.rules[0].user_id: set exactly one of"),
         ("{ }", "identity.rules[0].user_id: set exactly one of"),
         ('{ jwt_cookie = "s" }', "identity.rules[0].user_id.key: a JWT is verified with a key"),
