@@ -1,4 +1,5 @@
-"""Pure bot signals: what a user agent says, whether headers agree with it, and page cadence.
+"""Pure bot signals: what a user agent says, whether headers agree with it, page cadence, and
+which source (an IPv4 address, an IPv6 /64) an address counts as.
 
 Module-level helpers with no state: the bots addon calls them (and caches the
 agent verdicts); tests call them directly. The crawler database is the
@@ -8,6 +9,8 @@ empty and absurd agents, HTTP libraries and runtimes, headless browsers.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import itertools
 import re
 from collections.abc import Mapping
@@ -104,6 +107,23 @@ def _without_device(agent: str) -> str:
     if android is None:
         return agent
     return f"Mozilla/5.0 ({android.group(1)}; K){agent[android.end() :]}"
+
+
+@functools.lru_cache(maxsize=4096)
+def network_of(ip: str) -> str:
+    """The source velocity counts ``ip`` as: an IPv4 address itself, an IPv6 address as its
+    /64. A household, a phone on a mobile network or a server is given a whole /64 and picks
+    its addresses in it freely (privacy addresses change daily; a farm can take a fresh one for
+    every click), so one /64 is one source as one NATed IPv4 address is."""
+    if ":" not in ip:
+        return ip
+    try:
+        addr = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return f"{ipaddress.IPv6Address(int(addr) >> 64 << 64)}/64"
 
 
 def header_reasons(agent: Agent, headers: Mapping[str, str], scheme: str) -> list[str]:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from addons.bots import Bots, VisitorState
-from addons.signals import classify_agent, inhuman
+from addons.signals import classify_agent, inhuman, network_of
 from addons.velocity import DistinctSources, HeldItems, WindowCounter
 from gateway.config import load_settings
 from gateway.events import Touchpoint, VerdictChange
@@ -338,6 +338,37 @@ async def test_a_burst_from_one_ip_for_one_creator_flips_to_block_at_the_limit_a
     # Two windows later the burst has decayed out of the sliding window.
     later = touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(hours=2, seconds=1600))))
     assert later.verdict == "allow"
+
+
+async def test_an_ipv6_64_is_one_source_whatever_address_each_click_takes() -> None:
+    """A farm on one IPv6 /64 takes a fresh address for every click (as privacy addresses do):
+    every count keyed by IP was 1, and a burst of any size stayed ``allow``."""
+    pipe = pipeline("[bots]\nmax_per_creator_ip = 5\nmax_per_ip = 8\n")
+    reasons = []
+    for i in range(9):
+        ex = await run(pipe, request("/?creator_id=anna", ip=f"2001:db8:9:9:{i + 1:x}::1"))
+        reasons.append(touchpoint(ex).reasons)
+    assert reasons[:5] == [[]] * 5
+    assert reasons[5] == ["creator_ip_velocity"]  # the 6th click from the /64
+    assert reasons[8] == ["ip_velocity", "creator_ip_velocity"]
+    # The next /64 (another household) is another source.
+    assert touchpoint(await run(pipe, request(ip="2001:db8:9:a::1"))).reasons == []
+
+
+@pytest.mark.parametrize(
+    ("ip", "source"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8:1:2:abcd:ef01:2345:6789", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),  # a dual-stack socket's IPv4 peer
+        ("fe80::1%eth0", "fe80::/64"),
+        ("", ""),
+        ("not:an:address", "not:an:address"),
+    ],
+)
+def test_the_source_velocity_counts_an_address_as(ip: str, source: str) -> None:
+    assert network_of(ip) == source
 
 
 def test_window_counter_slides() -> None:
