@@ -38,6 +38,10 @@ _ANDROID_DEVICE = re.compile(r"^Mozilla/5\.0 \((Linux; (?:U; )?Android[^;)]*)[^)
 """An Android browser's system comment: what the device says of itself (its language, model
 and build) follows the Android version. The crawler database flags any "bot" in an agent, so a
 phone whose model holds it (Fossibot's rugged phones: ``Fossibot F102``) would be a crawler."""
+_OPERA_MINI = re.compile(r"^Opera/9\.80 \([^)]*Opera Mini/")
+"""Opera Mini's data-saving ("extreme") mode: its servers render the page and fetch it with the
+Presto-era agent ``Opera/9.80 (Android; Opera Mini/…) Presto/2.12.423 Version/12.16``, on
+behalf of people on slow or costly connections (never client hints)."""
 _WEBVIEW_VERSION = "Version/4.0 Chrome/"
 """The Android WebView agent's fixed token (Android CDD), kept by apps that drop "; wv"."""
 _PLATFORMS = (("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iOS"),
@@ -82,7 +86,8 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
         return Agent(("headless",))
     if detector.is_crawler(agent) and detector.is_crawler(_without_device(agent)):
         return Agent(("crawler",))
-    if not agent.startswith("Mozilla/5.0 ("):
+    opera_mini = _OPERA_MINI.match(agent) is not None
+    if not agent.startswith("Mozilla/5.0 (") and not opera_mini:
         return ABSURD
     chrome = _CHROME.search(agent)
     platform = next((name for token, name in _PLATFORMS if token in agent), None)
@@ -94,7 +99,7 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
     return Agent(
         browser=True,
         chromium=chrome is not None and int(chrome.group(1)) >= 90 and not is_ios and not webview,
-        no_hints=chrome is None and ("Firefox/" in agent or "Safari/" in agent or is_ios),
+        no_hints=chrome is None and ("Firefox/" in agent or "Safari/" in agent or is_ios or opera_mini),
         platform=platform,
     )
 

@@ -87,6 +87,13 @@ FOSSIBOT_WEBVIEW = {
     "AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36 "
     "[FB_IAB/FB4A;FBAV/489.0.0.53.81;]",
 }
+OPERA_MINI_EXTREME = {  # the data-saving mode's servers fetch with the Presto-era agent
+    "user-agent": "Opera/9.80 (Android; Opera Mini/86.0.2254/191.379; U; en) Presto/2.12.423 Version/12.16",
+    "accept": "text/html, application/xml;q=0.9, application/xhtml+xml, image/png, image/webp, */*;q=0.1",
+    "accept-language": "en-NG,en;q=0.9",
+    "x-operamini-phone-ua": "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/136.0.0.0 Mobile Safari/537.36",
+}
 INSTAGRAM_IN_APP = {
     "user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Mobile/15E148 Instagram 309.0.0.0 (iPhone14,5; iOS 17_1; en_US)",
@@ -156,6 +163,7 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         ANDROID_DESKTOP_MODE,
         FOSSIBOT_PHONE,
         FOSSIBOT_WEBVIEW,
+        OPERA_MINI_EXTREME,
     ],
     ids=[
         "chrome",
@@ -167,6 +175,7 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         "desktop-mode",
         "bot-in-phone-model",
         "bot-in-phone-model-webview",
+        "opera-mini-extreme",
     ],
 )
 async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> None:
@@ -209,6 +218,7 @@ async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> 
         ("", "empty_agent"),
         ("x" * 600, "absurd_agent"),
         ("Opera/9.80 bla", "absurd_agent"),
+        ("Opera/9.80 (Windows NT 6.1) Presto/2.12.388 Version/12.18", "absurd_agent"),  # no Opera Mini
     ],
 )
 async def test_crawlers_libraries_and_headless_browsers_are_caught(agent: str, reason: str) -> None:
