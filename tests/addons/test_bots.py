@@ -526,6 +526,25 @@ async def test_creator_standing(creator: str, reasons: list[str]) -> None:
     assert tp.reasons == reasons
 
 
+@pytest.mark.parametrize("creator", ["anna", "ben", "zoe"])
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        {"x-purpose": "preview"},  # Meta's in-app browser loading an ad's landing page ahead
+        {"sec-purpose": "prefetch"},  # Chrome's speculation rules, Custom Tabs' mayLaunchUrl
+        {"sec-purpose": "prefetch;prerender"},
+    ],
+)
+async def test_a_prefetched_landing_is_allowed_whatever_the_creators_standing(
+    creator: str, purpose: dict[str, str]
+) -> None:
+    """The person who then taps sees the prefetched page and sends nothing more: the prefetch is
+    the click. With a creator not (yet) verified it was sent to review (20 + 10, 20 + 15)."""
+    headers = {**IN_APP["facebook-android"], **purpose}
+    tp = touchpoint(await run(pipeline(CREATORS), request(f"/?utm_source=ig&creator_id={creator}", headers)))
+    assert tp.verdict == "allow" and "prefetch" in tp.reasons
+
+
 async def test_block_action_answers_403_and_still_records() -> None:
     pipe = pipeline("[bots]\non_block = 'block'\n")
     ex = await run(pipe, request(headers={"user-agent": "curl/8.4.0"}))

@@ -85,7 +85,7 @@ async def test_scored_touchpoints_fraud_report_and_review(start_gateway, origin)
     assert len(by_verdict["allow"]) == 3 and all(i["reasons"] == [] for i in by_verdict["allow"])
     assert [i["reasons"] for i in by_verdict["block"]] == [["http_library"], ["http_library"]]
     (queued,) = by_verdict["review"]
-    assert queued["reasons"] == ["no_accept_language", "prefetch"] and queued["bot_score"] == 40
+    assert queued["reasons"] == ["no_accept_language", "prefetch"] and queued["bot_score"] == 30
 
     report = await gw.api("/api/fraud", group_by="creator_id")
     valid("/api/fraud", report)
