@@ -36,6 +36,7 @@ from addons.signals import (
     inhuman,
     is_asset,
     is_prefetch,
+    network_of,
 )
 from addons.velocity import DistinctSources, HeldItems, Lru, WindowCounter
 from gateway.channels import SHARED_CLICK_IDS
@@ -260,7 +261,7 @@ class Bots:
                 if len(touches) > RECENT_TOUCHES:
                     del touches[0]
             if touchpoint.creator_id is not None and "creator_ip_velocity" not in reasons:
-                self.creator_touches.add((touchpoint.creator_id, req.client_ip), touch)
+                self.creator_touches.add((touchpoint.creator_id, network_of(req.client_ip)), touch)
         if self.may_block:
             self._act(ex, reasons, good, verdict)
 
@@ -276,7 +277,7 @@ class Bots:
         if touchpoint is None and not state.touches and not self.may_block:
             return reasons, state  # nothing to re-score, nothing to score: the next landing will look
         late = []
-        fetched = self.robots_ips.get(ex.request.client_ip)
+        fetched = self.robots_ips.get(network_of(ex.request.client_ip))
         if state.robots or (fetched is not None and now - fetched < self.opts.window_seconds):
             late.append("robots_txt")
         if state.new and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
@@ -311,7 +312,7 @@ class Bots:
         self, ex: Exchange, touchpoint: Touchpoint | None, now: float, state: VisitorState | None
     ) -> list[str]:
         opts, req, reasons = self.opts, ex.request, []
-        ip = req.client_ip
+        ip = network_of(req.client_ip)  # an IPv6 /64 counts as one source
         if self.per_ip.hit(ip, now) > opts.max_per_ip:
             reasons.append("ip_velocity")
         if state is not None and state.hit(now, self.window) > opts.max_per_visitor:
@@ -349,7 +350,7 @@ class Bots:
 
     def _robots(self, ex: Exchange) -> None:
         """A robots.txt fetch: people never ask for it. Flag the IP and re-score the visitor."""
-        self.robots_ips.put(ex.request.client_ip, ex.request.ts.timestamp())
+        self.robots_ips.put(network_of(ex.request.client_ip), ex.request.ts.timestamp())
         if ex.visitor is None:
             return
         state = self.visitors.get(ex.visitor.id)

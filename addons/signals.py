@@ -1,4 +1,5 @@
-"""Pure bot signals: what a user agent says, whether headers agree with it, and page cadence.
+"""Pure bot signals: what a user agent says, whether headers agree with it, page cadence, and
+which source (an IPv4 address, an IPv6 /64) an address counts as.
 
 Module-level helpers with no state: the bots addon calls them (and caches the
 agent verdicts); tests call them directly. The crawler database is the
@@ -8,6 +9,8 @@ empty and absurd agents, HTTP libraries and runtimes, headless browsers.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import itertools
 import re
 from collections.abc import Mapping
@@ -35,6 +38,10 @@ _ANDROID_DEVICE = re.compile(r"^Mozilla/5\.0 \((Linux; (?:U; )?Android[^;)]*)[^)
 """An Android browser's system comment: what the device says of itself (its language, model
 and build) follows the Android version. The crawler database flags any "bot" in an agent, so a
 phone whose model holds it (Fossibot's rugged phones: ``Fossibot F102``) would be a crawler."""
+_OPERA_MINI = re.compile(r"^Opera/9\.80 \([^)]*Opera Mini/")
+"""Opera Mini's data-saving ("extreme") mode: its servers render the page and fetch it with the
+Presto-era agent ``Opera/9.80 (Android; Opera Mini/…) Presto/2.12.423 Version/12.16``, on
+behalf of people on slow or costly connections (never client hints)."""
 _WEBVIEW_VERSION = "Version/4.0 Chrome/"
 """The Android WebView agent's fixed token (Android CDD), kept by apps that drop "; wv"."""
 _PLATFORMS = (("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iOS"),
@@ -79,7 +86,8 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
         return Agent(("headless",))
     if detector.is_crawler(agent) and detector.is_crawler(_without_device(agent)):
         return Agent(("crawler",))
-    if not agent.startswith("Mozilla/5.0 ("):
+    opera_mini = _OPERA_MINI.match(agent) is not None
+    if not agent.startswith("Mozilla/5.0 (") and not opera_mini:
         return ABSURD
     chrome = _CHROME.search(agent)
     platform = next((name for token, name in _PLATFORMS if token in agent), None)
@@ -91,7 +99,7 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
     return Agent(
         browser=True,
         chromium=chrome is not None and int(chrome.group(1)) >= 90 and not is_ios and not webview,
-        no_hints=chrome is None and ("Firefox/" in agent or "Safari/" in agent or is_ios),
+        no_hints=chrome is None and ("Firefox/" in agent or "Safari/" in agent or is_ios or opera_mini),
         platform=platform,
     )
 
@@ -104,6 +112,23 @@ def _without_device(agent: str) -> str:
     if android is None:
         return agent
     return f"Mozilla/5.0 ({android.group(1)}; K){agent[android.end() :]}"
+
+
+@functools.lru_cache(maxsize=4096)
+def network_of(ip: str) -> str:
+    """The source velocity counts ``ip`` as: an IPv4 address itself, an IPv6 address as its
+    /64. A household, a phone on a mobile network or a server is given a whole /64 and picks
+    its addresses in it freely (privacy addresses change daily; a farm can take a fresh one for
+    every click), so one /64 is one source as one NATed IPv4 address is."""
+    if ":" not in ip:
+        return ip
+    try:
+        addr = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return f"{ipaddress.IPv6Address(int(addr) >> 64 << 64)}/64"
 
 
 def header_reasons(agent: Agent, headers: Mapping[str, str], scheme: str) -> list[str]:

@@ -351,7 +351,7 @@ class BotWeights(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True
     click_id_reuse: int = 40
     datacenter: int = 30
     no_assets: int = 20
-    prefetch: int = 20
+    prefetch: int = 10
     robots_txt: int = 30
     inhuman_cadence: int = 20
     unknown_creator: int = 15

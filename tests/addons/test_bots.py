@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from addons.bots import Bots, VisitorState
-from addons.signals import classify_agent, inhuman
+from addons.signals import classify_agent, inhuman, network_of
 from addons.velocity import DistinctSources, HeldItems, WindowCounter
 from gateway.config import load_settings
 from gateway.events import Touchpoint, VerdictChange
@@ -87,6 +87,13 @@ FOSSIBOT_WEBVIEW = {
     "AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36 "
     "[FB_IAB/FB4A;FBAV/489.0.0.53.81;]",
 }
+OPERA_MINI_EXTREME = {  # the data-saving mode's servers fetch with the Presto-era agent
+    "user-agent": "Opera/9.80 (Android; Opera Mini/86.0.2254/191.379; U; en) Presto/2.12.423 Version/12.16",
+    "accept": "text/html, application/xml;q=0.9, application/xhtml+xml, image/png, image/webp, */*;q=0.1",
+    "accept-language": "en-NG,en;q=0.9",
+    "x-operamini-phone-ua": "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/136.0.0.0 Mobile Safari/537.36",
+}
 INSTAGRAM_IN_APP = {
     "user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Mobile/15E148 Instagram 309.0.0.0 (iPhone14,5; iOS 17_1; en_US)",
@@ -156,6 +163,7 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         ANDROID_DESKTOP_MODE,
         FOSSIBOT_PHONE,
         FOSSIBOT_WEBVIEW,
+        OPERA_MINI_EXTREME,
     ],
     ids=[
         "chrome",
@@ -167,6 +175,7 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         "desktop-mode",
         "bot-in-phone-model",
         "bot-in-phone-model-webview",
+        "opera-mini-extreme",
     ],
 )
 async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> None:
@@ -209,6 +218,7 @@ async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> 
         ("", "empty_agent"),
         ("x" * 600, "absurd_agent"),
         ("Opera/9.80 bla", "absurd_agent"),
+        ("Opera/9.80 (Windows NT 6.1) Presto/2.12.388 Version/12.18", "absurd_agent"),  # no Opera Mini
     ],
 )
 async def test_crawlers_libraries_and_headless_browsers_are_caught(agent: str, reason: str) -> None:
@@ -338,6 +348,37 @@ async def test_a_burst_from_one_ip_for_one_creator_flips_to_block_at_the_limit_a
     # Two windows later the burst has decayed out of the sliding window.
     later = touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(hours=2, seconds=1600))))
     assert later.verdict == "allow"
+
+
+async def test_an_ipv6_64_is_one_source_whatever_address_each_click_takes() -> None:
+    """A farm on one IPv6 /64 takes a fresh address for every click (as privacy addresses do):
+    every count keyed by IP was 1, and a burst of any size stayed ``allow``."""
+    pipe = pipeline("[bots]\nmax_per_creator_ip = 5\nmax_per_ip = 8\n")
+    reasons = []
+    for i in range(9):
+        ex = await run(pipe, request("/?creator_id=anna", ip=f"2001:db8:9:9:{i + 1:x}::1"))
+        reasons.append(touchpoint(ex).reasons)
+    assert reasons[:5] == [[]] * 5
+    assert reasons[5] == ["creator_ip_velocity"]  # the 6th click from the /64
+    assert reasons[8] == ["ip_velocity", "creator_ip_velocity"]
+    # The next /64 (another household) is another source.
+    assert touchpoint(await run(pipe, request(ip="2001:db8:9:a::1"))).reasons == []
+
+
+@pytest.mark.parametrize(
+    ("ip", "source"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8:1:2:abcd:ef01:2345:6789", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),  # a dual-stack socket's IPv4 peer
+        ("fe80::1%eth0", "fe80::/64"),
+        ("", ""),
+        ("not:an:address", "not:an:address"),
+    ],
+)
+def test_the_source_velocity_counts_an_address_as(ip: str, source: str) -> None:
+    assert network_of(ip) == source
 
 
 def test_window_counter_slides() -> None:
@@ -483,6 +524,25 @@ id = "ben"
 async def test_creator_standing(creator: str, reasons: list[str]) -> None:
     tp = touchpoint(await run(pipeline(CREATORS), request(f"/?creator_id={creator}")))
     assert tp.reasons == reasons
+
+
+@pytest.mark.parametrize("creator", ["anna", "ben", "zoe"])
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        {"x-purpose": "preview"},  # Meta's in-app browser loading an ad's landing page ahead
+        {"sec-purpose": "prefetch"},  # Chrome's speculation rules, Custom Tabs' mayLaunchUrl
+        {"sec-purpose": "prefetch;prerender"},
+    ],
+)
+async def test_a_prefetched_landing_is_allowed_whatever_the_creators_standing(
+    creator: str, purpose: dict[str, str]
+) -> None:
+    """The person who then taps sees the prefetched page and sends nothing more: the prefetch is
+    the click. With a creator not (yet) verified it was sent to review (20 + 10, 20 + 15)."""
+    headers = {**IN_APP["facebook-android"], **purpose}
+    tp = touchpoint(await run(pipeline(CREATORS), request(f"/?utm_source=ig&creator_id={creator}", headers)))
+    assert tp.verdict == "allow" and "prefetch" in tp.reasons
 
 
 async def test_block_action_answers_403_and_still_records() -> None:

@@ -85,7 +85,7 @@ async def test_scored_touchpoints_fraud_report_and_review(start_gateway, origin)
     assert len(by_verdict["allow"]) == 3 and all(i["reasons"] == [] for i in by_verdict["allow"])
     assert [i["reasons"] for i in by_verdict["block"]] == [["http_library"], ["http_library"]]
     (queued,) = by_verdict["review"]
-    assert queued["reasons"] == ["no_accept_language", "prefetch"] and queued["bot_score"] == 40
+    assert queued["reasons"] == ["no_accept_language", "prefetch"] and queued["bot_score"] == 30
 
     report = await gw.api("/api/fraud", group_by="creator_id")
     valid("/api/fraud", report)
@@ -416,6 +416,31 @@ async def test_the_readme_click_farm_example(start_gateway, origin) -> None:
         {"reason": "unverified_creator", "count": 1000},
         {"reason": "ip_velocity", "count": 400},
     ]
+
+
+async def test_a_farm_on_one_ipv6_64_is_one_source_and_a_family_is_not_flagged(start_gateway, origin) -> None:
+    """Every click from a fresh address of one /64 (X-Forwarded-For, through a real gateway):
+    the farm trips ``creator_ip_velocity`` as one IPv4 address would; a family on another /64,
+    each device with its own privacy address, is one source too and stays ``allow``."""
+    gw = await start_gateway(origin[0], TRUST + "[bots]\nmax_per_creator_ip = 5\n")
+    for device in range(4):  # four devices, a click each: one source, under the limit
+        ip = f"2001:db8:1:2:{device + 1:x}0:9ff:fe00:{device + 1:x}"
+        assert (
+            await visit(gw, "/?utm_source=ig&creator_id=ben&utm_content=family", BROWSER, ip=ip)
+        ).status == 200
+    for n in range(7):
+        await visit(
+            gw, "/?utm_source=ig&creator_id=ben&utm_content=farm", BROWSER, ip=f"2001:db8:9:9:{n + 1:x}::1"
+        )
+    items = (await gw.api("/api/touchpoints"))["items"]
+    family = [(i["verdict"], i["reasons"]) for i in items if i["content"] == "family"]
+    farm = [(i["verdict"], i["reasons"], i["verdict_origin"]) for i in items if i["content"] == "farm"]
+    assert family == [("allow", [])] * 4
+    assert (
+        farm
+        == [("block", ["creator_ip_velocity"], "rescore")] * 5
+        + [("block", ["creator_ip_velocity"], None)] * 2
+    )
 
 
 async def put_creator(gw, creator_id: str, body: Any) -> tuple[int, dict[str, Any]]:
