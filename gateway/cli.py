@@ -33,7 +33,7 @@ from gateway.childsignals import STOP_SIGNALS
 from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked, read_config
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
-from gateway.doctor import check_geo, cmd_doctor, timeout_arg
+from gateway.doctor import check_geo, check_store, cmd_doctor, timeout_arg
 from gateway.logs import setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -409,6 +409,17 @@ async def _prepare_store(settings: Settings) -> None:
         await db.close()
 
 
+def _store_failure(settings: Settings, err: BaseException) -> str:
+    """Why ``gateway run`` cannot open the store, as ``gateway doctor`` says it when it can tell
+    (a folder, a file in the way, a folder it may not write), else SQLite's own words."""
+    found = check_store(settings)
+    if found.status == "FAIL":
+        return (
+            f"gateway: cannot open the store (storage.path): {found.what.removeprefix('store ')}; {found.fix}"
+        )
+    return f"gateway: cannot open the store (storage.path): {settings.store_path}: {err}"
+
+
 def _load_run(args: argparse.Namespace, text: str | None = None) -> Settings:
     return load_settings(args.config, text=text, dev=args.dev, admin_public=args.admin_public)
 
@@ -466,12 +477,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from gateway.supervisor import worker_count
 
         count = worker_count(opts.proxy.workers)
+        # Once, here: a store that cannot open fails now, not in N restarting workers, and said
+        # the same with one process or several (one said "cannot start: File exists").
+        try:
+            asyncio.run(_prepare_store(settings))
+        except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
+            print(_store_failure(settings, err), file=sys.stderr)
+            return 1
         if count > 1:
-            try:  # once, here: a store that cannot open fails now, not in N restarting workers
-                asyncio.run(_prepare_store(settings))
-            except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
-                print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
-                return 1
             assert text is not None
             return _supervise(args, settings, count, text)
     else:
@@ -496,7 +509,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         return _fail_config(args.config, err)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
+        print(_store_failure(settings, err), file=sys.stderr)
         return failed
     except OSError as err:
         print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
