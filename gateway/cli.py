@@ -33,7 +33,7 @@ from gateway.childsignals import STOP_SIGNALS
 from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked, read_config
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
-from gateway.doctor import check_geo, cmd_doctor, timeout_arg
+from gateway.doctor import check_geo, check_store, cmd_doctor, timeout_arg
 from gateway.logs import setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -217,7 +217,9 @@ async def _run(
     args: argparse.Namespace,
     handed: HandedSalt | None = None,
     shared_counts: SharedCounts | None = None,
+    started: tuple[str, str] | None = None,
 ) -> None:
+    """Serve ``settings``; ``started``: a worker's listen addresses as configured (``_overridden``)."""
     from aiohttp import web
 
     from gateway.demo import create_demo_app
@@ -236,7 +238,7 @@ async def _run(
 
     async def reread() -> Settings:
         load = functools.partial(load_settings, args.config, dev=args.dev, admin_public=args.admin_public)
-        return _overridden(await asyncio.to_thread(load), args)
+        return _overridden(await asyncio.to_thread(load), args, started)
 
     def ready(proxy: str, admin: str) -> None:
         if primary:
@@ -285,13 +287,25 @@ async def _watch_parent(stop: asyncio.Event, supervisor: int) -> None:
     stop.set()
 
 
-def _overridden(settings: Settings, args: argparse.Namespace) -> Settings:
-    """A worker listens where the supervisor reserved (a configured port 0 became one port)."""
+def _overridden(
+    settings: Settings, args: argparse.Namespace, started: tuple[str, str] | None = None
+) -> Settings:
+    """A worker listens where the supervisor reserved (a configured port 0 became one port).
+
+    On a reload, ``started`` is the ``proxy.listen`` and ``admin.listen`` the worker started
+    from as configured: an address the file no longer says is left as the file now says, so
+    that the reload names it as needing a restart (until 2026-12-04 a worker replaced it with
+    the reserved one too, and a changed address was kept without a word)."""
     if args.worker is None:
         return settings
     opts = settings.options
-    proxy = msgspec.structs.replace(opts.proxy, listen=args.listen or opts.proxy.listen)
-    admin = msgspec.structs.replace(opts.admin, listen=args.admin_listen or opts.admin.listen)
+    proxy_was, admin_was = started or (opts.proxy.listen, opts.admin.listen)
+    proxy_listen = args.listen if args.listen and opts.proxy.listen == proxy_was else opts.proxy.listen
+    admin_listen = (
+        args.admin_listen if args.admin_listen and opts.admin.listen == admin_was else opts.admin.listen
+    )
+    proxy = msgspec.structs.replace(opts.proxy, listen=proxy_listen)
+    admin = msgspec.structs.replace(opts.admin, listen=admin_listen)
     return dataclasses.replace(settings, options=msgspec.structs.replace(opts, proxy=proxy, admin=admin))
 
 
@@ -395,6 +409,17 @@ async def _prepare_store(settings: Settings) -> None:
         await db.close()
 
 
+def _store_failure(settings: Settings, err: BaseException) -> str:
+    """Why ``gateway run`` cannot open the store, as ``gateway doctor`` says it when it can tell
+    (a folder, a file in the way, a folder it may not write), else SQLite's own words."""
+    found = check_store(settings)
+    if found.status == "FAIL":
+        return (
+            f"gateway: cannot open the store (storage.path): {found.what.removeprefix('store ')}; {found.fix}"
+        )
+    return f"gateway: cannot open the store (storage.path): {settings.store_path}: {err}"
+
+
 def _load_run(args: argparse.Namespace, text: str | None = None) -> Settings:
     return load_settings(args.config, text=text, dev=args.dev, admin_public=args.admin_public)
 
@@ -434,6 +459,7 @@ def _snapshot(variable: str) -> str | None:
 def cmd_run(args: argparse.Namespace) -> int:
     text = None
     problems: list[str] = []
+    started: tuple[str, str] | None = None
     try:
         if args.worker is None:
             text = read_config(args.config)
@@ -451,15 +477,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         from gateway.supervisor import worker_count
 
         count = worker_count(opts.proxy.workers)
+        # Once, here: a store that cannot open fails now, not in N restarting workers, and said
+        # the same with one process or several (one said "cannot start: File exists").
+        try:
+            asyncio.run(_prepare_store(settings))
+        except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
+            print(_store_failure(settings, err), file=sys.stderr)
+            return 1
         if count > 1:
-            try:  # once, here: a store that cannot open fails now, not in N restarting workers
-                asyncio.run(_prepare_store(settings))
-            except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
-                print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
-                return 1
             assert text is not None
             return _supervise(args, settings, count, text)
     else:
+        started = (opts.proxy.listen, opts.admin.listen)
         generated = os.environ.get(GENERATED_ENV, "")
         settings = dataclasses.replace(
             _overridden(settings, args), generated=tuple(filter(None, generated.split("\n")))
@@ -476,11 +505,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # gives up at once instead of restarting it.
     failed = 1 if args.worker is None else EXIT_START
     try:
-        runner(_run(settings, args, handed, shared_counts))
+        runner(_run(settings, args, handed, shared_counts, started))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         return _fail_config(args.config, err)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
+        print(_store_failure(settings, err), file=sys.stderr)
         return failed
     except OSError as err:
         print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)

@@ -83,11 +83,16 @@ def check_store(settings: Settings) -> Check:
         if os.access(folder, os.W_OK | os.X_OK):
             return Check("ok", f"store {path} will be created (folder writable)")
         return Check(
-            "FAIL", f"store {path}: cannot create it, {folder} is not writable", "fix the permissions"
+            "FAIL",
+            f"store {path}: cannot create it, {folder} is not writable",
+            f"let the user the gateway runs as write to {folder} (chown it), or point storage.path elsewhere",
         )
     if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
         return Check(
-            "FAIL", f"store {path} (or its folder) is not writable", "the WAL files need the folder too"
+            "FAIL",
+            f"store {path} (or its folder) is not writable",
+            f"let the user the gateway runs as write to {path} and to {path.parent} "
+            "(SQLite writes its -wal and -shm files beside the store)",
         )
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
@@ -125,6 +130,13 @@ def check_admin(settings: Settings) -> Check:
     host, _ = parse_listen(listen)
     if is_private_host(host):  # what the config check accepts without admin.allow_public
         return Check("ok", f"admin listener {listen} is private")
+    if settings.options.admin.allow_public:  # said to be meant (a container's own network)
+        return Check(
+            "warn",
+            f"admin listener {listen} is reachable from outside this host or container "
+            "(admin.allow_public = true)",
+            "make sure only a private network reaches it (a container: publish it on 127.0.0.1 only)",
+        )
     return Check(
         "FAIL",
         f"admin listener {listen} is reachable from outside",

@@ -73,6 +73,12 @@ def setup_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """The least severe level written (``log.level``): at start-up, and again at a reload."""
+    root = logging.getLogger()
     root.setLevel(level.upper())
     # aiohttp logs a client's address when a request fails to parse: keep its noise out.
     logging.getLogger("aiohttp.server").setLevel(max(root.level, logging.ERROR))

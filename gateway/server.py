@@ -38,6 +38,7 @@ from gateway.dashboard import SECURITY_HEADERS, add_dashboard
 from gateway.daysalt import DaySalt
 from gateway.inbound import Inbound
 from gateway.keys import Keys
+from gateway.logs import set_level
 from gateway.metrics import Metrics
 from gateway.options import parse_listen
 from gateway.pipeline import Pipeline, build_pipeline
@@ -243,6 +244,8 @@ class Gateway:
         )
         await pipeline.running()
         self.slot.host = self._host(settings, pipeline, old_host.session, old_host.pool)
+        if settings.options.log.level != self.settings.options.log.level:
+            set_level(settings.options.log.level)  # until 2026-12-04 it needed a restart, unsaid
         self.settings = settings
         if REPORTING_KEY in self.admin_app:  # [attribution], [channels], [payouts] of the reports
             await self.admin_app[REPORTING_KEY].reload(settings)

@@ -128,6 +128,22 @@ def test_run_explains_an_unreadable_store(tmp_path: Path) -> None:
     assert "cannot open the store" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_says_why_the_store_cannot_open_and_names_storage_path(tmp_path: Path, workers: int) -> None:
+    """One process said "cannot start: File exists" for a store under a file, and both
+    "unable to open database file" for a store that is a folder: now what doctor says."""
+    (tmp_path / "folder.db").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for store, why in (
+        ("folder.db", f"{tmp_path / 'folder.db'} is a folder; point storage.path at a file, like"),
+        ("afile/gw.db", f"{tmp_path / 'afile/gw.db'}: cannot create it, {tmp_path / 'afile'} is a file; "
+         "point storage.path elsewhere"),
+    ):  # fmt: skip
+        done = gateway("run", "-c", str(_config(tmp_path, store=store, workers=workers)), env=ENV)
+        assert done.returncode == 1
+        assert done.stderr.startswith(f"gateway: cannot open the store (storage.path): {why}"), done.stderr
+
+
 def test_run_refuses_a_store_from_a_newer_gateway(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "gw.db") as db:
         db.execute("PRAGMA user_version = 999")

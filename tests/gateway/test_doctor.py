@@ -71,6 +71,22 @@ async def test_unreachable_upstream_public_admin_and_missing_secret(tmp_path: Pa
     assert "fix:" in out and "Traceback" not in out
 
 
+async def test_an_admin_listener_said_public_on_purpose_is_a_warning(tmp_path: Path) -> None:
+    """The container's config (``admin.allow_public = true``, every interface inside the
+    container) made doctor fail, though the gateway runs it as meant."""
+    cfg = await asyncio.to_thread(
+        _config,
+        tmp_path,
+        f"http://127.0.0.1:{_closed_port()}",
+        '[admin]\nlisten = "0.0.0.0:9090"\nallow_public = true\n',
+    )
+    code, out = await doctor(cfg)
+    assert code == 1, out
+    assert "[warn] admin listener 0.0.0.0:9090 is reachable from outside" in out, out
+    assert "(admin.allow_public = true)" in out and "publish it on 127.0.0.1 only" in out
+    assert out.rstrip().endswith("1 problem(s) to fix")  # the upstream alone
+
+
 async def test_store_schema_from_a_newer_gateway(tmp_path: Path, upstream_server: object) -> None:
     app = web.Application()
     app.router.add_get("/", _hello)

@@ -217,6 +217,47 @@ async def test_a_restarted_worker_runs_the_config_its_siblings_run(
         await gw.kill()
 
 
+async def test_a_reload_names_a_changed_listen_address_and_applies_the_log_level(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """With several workers a changed ``proxy.listen`` or ``admin.listen`` was kept without a word
+    (each worker put the supervisor's reserved address over the file's), and a new ``log.level``
+    was neither applied nor named as needing a restart."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+
+    def said(text: str) -> int:
+        return sum(text in r["msg"] for r in gw.logs())
+
+    async def reload(text: str, outcome: str, lines: int) -> None:
+        await asyncio.to_thread(cfg.write_text, text)
+        before = said(outcome)
+        gw.signal(signal.SIGHUP)
+        await gw.wait_for(lambda: said(outcome) >= before + lines, gw.stderr)
+
+    async def land(path: str) -> None:
+        for _ in range(10):  # a new connection each: both workers take some
+            async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}{path}") as resp:
+                assert resp.status == 200
+
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        text = await asyncio.to_thread(cfg.read_text)
+        moved = text.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:1"')  # both listeners
+        await reload(moved + '[log]\nlevel = "warning"\n', "needs a restart", 4)
+        assert (
+            said("reload: proxy.listen needs a restart") == 2 and said("reload: admin needs a restart") == 2
+        )
+        await land("/quiet")
+        await reload(text, "config reloaded", 2)  # at info again, and the listen addresses as they run
+        await land("/loud")
+        assert said("GET /loud 200") == 10 and said("GET /quiet") == 0
+        assert said("proxy.listen needs a restart") == 2, "nothing to restart when the file is as it started"
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
 async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstream_server: object) -> None:
     cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
     gw = await GatewayProcess.start(cfg)
