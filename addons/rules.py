@@ -143,11 +143,14 @@ def as_text(value: Any) -> str | None:
 def user_id(value: Any) -> str:
     """A valid user ID from an extracted value; ExtractError when it is not one."""
     text = as_text(value)
-    if text is None or not text.strip():
+    if text is None:
         raise ExtractError("invalid_user_id")
-    if len(text) > MAX_USER_ID or not text.isprintable():
+    # Trimmed first, then checked, as webhooks read it (``gateway/mapping.py``): " alice " and
+    # "alice\n" are alice, and 256 characters with a space around them still fit.
+    text = text.strip()
+    if not text or len(text) > MAX_USER_ID or not text.isprintable():
         raise ExtractError("invalid_user_id")
-    return text.strip()  # as webhooks read it (``gateway/mapping.py``): " alice " is alice
+    return text
 
 
 NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")

@@ -255,6 +255,9 @@ def test_user_id_accepted() -> None:
     assert user_id("ada@example.com") == "ada@example.com"
     # Trimmed, as a webhook's user_id is: the same person, whichever way they came in.
     assert user_id("  ada@example.com ") == "ada@example.com"
+    # Checked once trimmed, as a webhook's: a line break after it, or spaces around the longest ID.
+    assert user_id("ada@example.com\r\n") == "ada@example.com"
+    assert user_id(" " + "x" * 256 + " ") == "x" * 256
 
 
 def test_set_cookie_value_reads_every_set_cookie() -> None:
