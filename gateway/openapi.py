@@ -351,6 +351,17 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
     }
 
 
+def _touchpoint_filters(creator: str) -> list[dict[str, Any]]:
+    """A touchpoint listing's exact filters (``/api/touchpoints``, ``/api/review``)."""
+    return [
+        _query("source", "exact source (case-folded)", FILTER),
+        _query("medium", "exact medium (case-folded)", FILTER),
+        _query("campaign", "exact campaign", FILTER),
+        _query("creator_id", creator, FILTER),
+        _query("visitor_key", "exact visitor key (32 hex digits, in any case)", VISITOR_KEY),
+    ]
+
+
 def openapi_document() -> dict[str, Any]:
     from gateway import openapi_reports  # it reads the parameter formats defined here
 
@@ -420,11 +431,7 @@ def openapi_document() -> dict[str, Any]:
                             MOMENT,
                         ),
                         _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
-                        _query("source", "exact source (case-folded)", FILTER),
-                        _query("medium", "exact medium (case-folded)", FILTER),
-                        _query("campaign", "exact campaign", FILTER),
-                        _query("creator_id", "exact creator ID", FILTER),
-                        _query("visitor_key", "exact visitor key (32 hex digits, in any case)", VISITOR_KEY),
+                        *_touchpoint_filters("exact creator ID"),
                         _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",
@@ -679,15 +686,7 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
                         _query("verdict", "review (default) or block", {"enum": ["review", "block"]}),
-                        _query("source", "exact source (case-folded)", FILTER),
-                        _query("medium", "exact medium (case-folded)", FILTER),
-                        _query("campaign", "exact campaign", FILTER),
-                        _query(
-                            "creator_id",
-                            "exact creator ID: review a creator's clicks before a payout",
-                            FILTER,
-                        ),
-                        _query("visitor_key", "exact visitor key (32 hex digits, in any case)", VISITOR_KEY),
+                        *_touchpoint_filters("exact creator ID: review a creator's clicks before a payout"),
                         _query("cursor", "next_cursor of the previous page", CURSOR),
                         _query(
                             "limit",
