@@ -11,10 +11,10 @@ Privacy (``[privacy]``, README "Privacy: what is stored") is decided here, per r
 so the same response carries the decision: ``Sec-GPC: 1`` (and ``DNT: 1`` when honoured)
 gives no visitor at all (``Exchange.aggregate_only``: landings are only counted per day);
 ``identity.mode = "cookieless"``, or a consent cookie that does not say yes, gives no
-cookie and a one-day visitor ID: a keyed hash of (daily salt, host, IP, user agent). The
-salt (``gateway/daysalt.py``) is held in memory only, shared by a supervisor's workers and
-kept across reloads, and replaced (destroyed) when the UTC day changes, so nothing links one
-day's key to the next. A consent cookie set to a
+cookie (one the browser still has is expired) and a one-day visitor ID: a keyed hash of
+(daily salt, host, IP, user agent). The salt (``gateway/daysalt.py``) is held in memory
+only, shared by a supervisor's workers and kept across reloads, and replaced (destroyed) when
+the UTC day changes, so nothing links one day's key to the next. A consent cookie set to a
 yes value by the response itself issues the ID cookie in that response; one set to any
 other value expires it.
 """
@@ -158,6 +158,9 @@ class Identity:
             return
         if visitor.consent != "cookie":
             if not given:
+                if self.cookieless and self.cookie_name in ex.request.cookies:
+                    # One left from cookie mode: "on the device, nothing", as for GPC and refusal.
+                    ex.set_cookies.append(self._cookie(ex, "", 0))
                 return
             # Consent given by this very response: the ID cookie goes with it.
             visitor = ex.visitor = Visitor(new_visitor_id(), True, self.keys.visitor_key)

@@ -87,6 +87,18 @@ async def test_cookieless_mode_sets_no_cookie_and_keeps_the_visitor_for_the_day(
     assert len(keys) == 1 and keys[0][1] == "cookieless"
 
 
+async def test_cookieless_mode_expires_an_id_cookie_left_from_cookie_mode(
+    start_gateway, upstream_server
+) -> None:
+    # A site switched to cookieless: its visitors' browsers still hold the ID cookie for a year.
+    gw = await start_gateway(await upstream_server(site()), '[identity]\nmode = "cookieless"\n')
+    left = "gw_vid=v1.AAAAAAAAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB"
+    expired = await get(gw, "/a?utm_source=one", {"Cookie": left})
+    assert len(expired) == 1 and expired[0].startswith("gw_vid=;") and "Max-Age=0" in expired[0]
+    assert await get(gw, "/b") == []  # without one, nothing is set
+    assert await rows(gw, "SELECT consent FROM touchpoints") == [("cookieless",)]
+
+
 async def test_dashboard_summary_splits_populations(start_gateway, upstream_server) -> None:
     gw = await start_gateway(await upstream_server(site()))
 
