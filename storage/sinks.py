@@ -441,7 +441,7 @@ def retry_after_seconds(value: str) -> float | None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a year past C's long
         return None
     if when.tzinfo is None:  # "-0000": RFC 5322's "UTC, source unknown"
         when = when.replace(tzinfo=UTC)

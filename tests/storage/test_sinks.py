@@ -22,7 +22,7 @@ from gateway.metrics import Metrics
 from gateway.options import SinkOptions
 from gateway.signing import verify_standard
 from storage.local import LocalStore
-from storage.sinks import EVENT, SinkError, SinkSet, open_log, pack
+from storage.sinks import EVENT, SinkError, SinkSet, open_log, pack, retry_after_seconds
 from tests.conftest import WRITE_KEY, BatchApi, make_settings, sink_toml
 from tests.storage.stores import landing
 
@@ -471,3 +471,20 @@ async def test_a_destination_that_does_not_answer_in_time_is_named_by_its_limit(
     finally:
         release.set()
     assert "no answer within sinks.timeout_seconds (0.2 s)" in line
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        (" 120 ", 120.0),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),  # a date gone by: no wait
+        ("soon", None),
+        ("1e5", None),
+        # A year past a C long made the date parser raise OverflowError: it escaped the sink's
+        # send (``gateway sink send`` printed a traceback) instead of being read as no date.
+        ("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", None),
+    ],
+)
+def test_a_retry_after_that_is_no_delay_or_date_is_ignored(value: str, seconds: float | None) -> None:
+    assert retry_after_seconds(value) == seconds
