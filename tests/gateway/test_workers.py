@@ -251,6 +251,8 @@ async def test_a_reload_names_a_changed_listen_address_and_applies_the_log_level
         await land("/quiet")
         await reload(text, "config reloaded", 2)  # at info again, and the listen addresses as they run
         await land("/loud")
+        # An access line is written as its answer goes: the last may reach stderr after the client.
+        await gw.wait_for(lambda: said("GET /loud 200") >= 10, gw.stderr)
         assert said("GET /loud 200") == 10 and said("GET /quiet") == 0
         assert said("proxy.listen needs a restart") == 2, "nothing to restart when the file is as it started"
         assert await gw.stop() == 0
