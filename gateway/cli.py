@@ -34,7 +34,7 @@ from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, ma
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
 from gateway.doctor import check_geo, check_store, cmd_doctor, timeout_arg
-from gateway.logs import setup_logging
+from gateway.logs import set_level, setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.reload import live_settings
@@ -371,12 +371,14 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
 
     def reloaded() -> dict[str, str]:
         """On SIGHUP, before the workers reload: a valid file becomes what a worker started
-        from now on runs too; an invalid one changes nothing (each worker logs its problems)."""
+        from now on runs too, and its ``log.level`` the supervisor's own (as each worker takes
+        it); an invalid one changes nothing (each worker logs its problems)."""
         try:
             new = read_config(args.config)
-            _load_run(args, new)
+            level = _load_run(args, new).options.log.level
         except ConfigError:
             return {}
+        set_level(level)
         kept = snapshots / "reloaded.toml"
         written = snapshots / "reloaded.toml.new"
         written.write_text(new, encoding="utf-8")

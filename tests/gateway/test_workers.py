@@ -260,6 +260,32 @@ async def test_a_reload_names_a_changed_listen_address_and_applies_the_log_level
         await gw.kill()
 
 
+async def test_a_reload_applies_the_log_level_in_the_supervisor_too(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """The supervisor's own lines (a worker restarted, the stop) follow ``log.level`` as reloaded;
+    until 2026-12-04 it kept the level it started with while its workers took the new one."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+
+    def supervisor_said(text: str) -> int:
+        return sum(text in r["msg"] for r in gw.logs() if r["pid"] == gw.proc.pid)
+
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        text = await asyncio.to_thread(cfg.read_text)
+        # At warning the workers' reload says only what needs a restart (access_log, a warning).
+        quiet = text.replace("access_log = true", "access_log = false") + '[log]\nlevel = "warning"\n'
+        await asyncio.to_thread(cfg.write_text, quiet)
+        gw.signal(signal.SIGHUP)
+        await gw.wait_for(lambda: sum("needs a restart" in r["msg"] for r in gw.logs()) >= 2, gw.stderr)
+        assert await gw.stop() == 0
+        assert supervisor_said("starting 2 workers") == 1  # at info then
+        assert supervisor_said("stopping 2 workers") == 0  # at warning now
+    finally:
+        await gw.kill()
+
+
 async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstream_server: object) -> None:
     cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
     gw = await GatewayProcess.start(cfg)
