@@ -201,13 +201,22 @@ async def test_a_restarted_worker_runs_the_config_its_siblings_run(
     try:
         await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
         text = await asyncio.to_thread(cfg.read_text)
-        # Live: how parameters leave the URL. Restart-only: the upstream.
+        # Live: how parameters leave the URL. Restart-only: the upstream and the public address.
+        moved = text.replace('[proxy]\nlisten = "127.0.0.1:0"', '[proxy]\nlisten = "127.0.0.1:1"')
         await reload(
-            text.replace(first, second).replace("access_log", 'strip = "redirect"\naccess_log'),
+            moved.replace(first, second).replace("access_log", 'strip = "redirect"\naccess_log'),
             "config reloaded",
         )
         await restart_worker_1(3)
         assert await answers() == {(302, ""), (200, "first")}
+        # It listens where its siblings do, says so, and says what it keeps as they do.
+        restarted = [r for r in gw.logs() if r.get("worker") == 1][-1]["pid"]
+        said = [r for r in gw.logs() if r["pid"] == restarted]
+        assert [r["proxy"] for r in said if r["msg"] == "listening"] == [gw.proxy.removeprefix("http://")]
+        assert sorted(r["key"] for r in said if "needs a restart" in r["msg"]) == [
+            "proxy.listen",
+            "proxy.upstream",
+        ]
         await reload(text + "bogus = 1\n", "reload refused")
         await restart_worker_1(4)
         assert await answers() == {(302, ""), (200, "first")}
