@@ -560,18 +560,18 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt as stop:
         # Each batch commits on its own: what was done is kept, and a second run goes on.
-        written = "nothing written" if args.dry_run else f"{done.changed} changed and kept"
+        written = "nothing written" if args.dry_run else f"{done.changed:,} changed and kept"
         print(
-            f"reclassify: interrupted after {done.seen} touchpoints ({written}); run it again to finish",
+            f"reclassify: interrupted after {done.seen:,} touchpoints ({written}); run it again to finish",
             file=sys.stderr,
         )
         return 143 if isinstance(stop, _Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     note = " (dry run: nothing written)" if args.dry_run else ""
-    print(f"reclassify: {done.seen} touchpoints, {done.changed} changed{note}")
+    print(f"reclassify: {done.seen:,} touchpoints, {done.changed:,} changed{note}")
     for (old, new), count in sorted(done.moves.items(), key=lambda m: (-m[1], str(m[0]))):
-        print(f"  {old or '(none)'} -> {new}: {count}")
+        print(f"  {old or '(none)'} -> {new}: {count:,}")
     return 0
 
 
@@ -695,8 +695,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"gateway: sync failed: {failure}", file=sys.stderr)
         return 1
     for table, rows in delivered.items():
-        print(f"{table}: {rows} rows")
-    print(f"total: {sum(delivered.values())} rows")
+        print(f"{table}: {rows:,} rows")
+    print(f"total: {sum(delivered.values()):,} rows")
     return 0
 
 

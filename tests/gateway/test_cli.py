@@ -309,8 +309,9 @@ def test_reclassify_can_be_interrupted_and_run_again(tmp_path: Path, sig: str, c
         kept = db.execute("SELECT count(channel) FROM touchpoints").fetchone()[0]
     assert 0 < kept < 30_003
     done = gateway("reclassify", "-c", str(cfg))
-    assert f"30003 touchpoints, {30_003 - kept} changed" in done.stdout, (kept, done.stdout)
-    assert "30003 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
+    # Counts with thousands separators, as `gateway import` prints them.
+    assert f"30,003 touchpoints, {30_003 - kept:,} changed" in done.stdout, (kept, done.stdout)
+    assert "30,003 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
 
 
 def test_reclassify_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
