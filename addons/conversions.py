@@ -11,7 +11,9 @@ join through the identities table). Deduplication is the store's UNIQUE
 ``dedup_key``: ``order:<order id>`` when an order ID is known (so a billing
 webhook for the same order counts once too), else
 ``window:<rule>:<visitor key>:<n>`` where ``n`` numbers the rule's
-``dedup_window``-second windows since the Unix epoch.
+``dedup_window``-second windows since the Unix epoch. The store counts the conversion
+(``gateway_conversions_total``, or ``gateway_conversions_duplicate_total`` when the key was
+taken) once it has committed: only it knows which of a retried checkout's two went in.
 """
 
 from __future__ import annotations
@@ -154,4 +156,3 @@ class Conversions:
                 rule=rule.name,
             )
         )
-        self.metrics.conversions.labels(rule.name).inc()

@@ -34,10 +34,10 @@ from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, ma
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
 from gateway.doctor import check_geo, check_store, cmd_doctor, timeout_arg
-from gateway.logs import setup_logging
+from gateway.logs import set_level, setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
-from gateway.reload import live_settings
+from gateway.reload import live_settings, restart_needed
 from gateway.replay import cmd_replay_bad
 from gateway.send_test import cmd_send_test_event, creator_arg, currency_arg, url_arg, value_arg
 from gateway.sharedcounts import SharedCounts
@@ -371,12 +371,14 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
 
     def reloaded() -> dict[str, str]:
         """On SIGHUP, before the workers reload: a valid file becomes what a worker started
-        from now on runs too; an invalid one changes nothing (each worker logs its problems)."""
+        from now on runs too, and its ``log.level`` the supervisor's own (as each worker takes
+        it); an invalid one changes nothing (each worker logs its problems)."""
         try:
             new = read_config(args.config)
-            _load_run(args, new)
+            level = _load_run(args, new).options.log.level
         except ConfigError:
             return {}
+        set_level(level)
         kept = snapshots / "reloaded.toml"
         written = snapshots / "reloaded.toml.new"
         written.write_text(new, encoding="utf-8")
@@ -424,23 +426,26 @@ def _load_run(args: argparse.Namespace, text: str | None = None) -> Settings:
     return load_settings(args.config, text=text, dev=args.dev, admin_public=args.admin_public)
 
 
-def _worker_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
+def _worker_settings(args: argparse.Namespace) -> tuple[Settings, list[str], list[str]]:
     """A worker runs the config its siblings run, not whatever the file now says: the text the
     gateway started with and, on top of it as a reload applies it, the last reload the
     supervisor found valid (a worker restarted after a crash would otherwise stop the whole
-    gateway over a file broken since, or serve another upstream than its siblings). The
-    problems of a reload that no longer loads (a file it names is gone), for the log."""
+    gateway over a file broken since, or serve another upstream than its siblings). Also, for
+    the log: the problems of a reload that no longer loads (a file it names is gone), and the
+    keys that reload changed which this worker keeps as started, as its siblings do (the
+    listen addresses: it binds where they listen)."""
     started = _snapshot(STARTED_CONFIG_ENV)
     if started is None:  # not started by a supervisor of this version
-        return _load_run(args), []
+        return _load_run(args), [], []
     settings = _load_run(args, started)
     reloaded = _snapshot(RELOADED_CONFIG_ENV)
     if reloaded is None:
-        return settings, []
+        return settings, [], []
     try:
-        return live_settings(settings, _load_run(args, reloaded)), []
+        new = _load_run(args, reloaded)
     except ConfigError as err:
-        return settings, err.problems
+        return settings, err.problems, []
+    return live_settings(settings, new), [], restart_needed(settings, new)
 
 
 def _snapshot(variable: str) -> str | None:
@@ -459,19 +464,24 @@ def _snapshot(variable: str) -> str | None:
 def cmd_run(args: argparse.Namespace) -> int:
     text = None
     problems: list[str] = []
+    pending: list[str] = []
     started: tuple[str, str] | None = None
     try:
         if args.worker is None:
             text = read_config(args.config)
             settings = _load_run(args, text)
         else:
-            settings, problems = _worker_settings(args)
+            settings, problems, pending = _worker_settings(args)
     except ConfigError as err:
         return _fail_config(args.config, err)
     opts = settings.options
     setup_logging(opts.log.level, args.log_format or opts.log.format, worker=args.worker)
     for problem in problems:
         log.error("the last reload no longer loads; this worker runs the config it started with: %s", problem)
+    for key in pending:  # said at the reload by the workers then running; said again by this one
+        log.warning(
+            "reload: %s needs a restart; this worker runs the value its siblings run", key, extra={"key": key}
+        )
     _export_generated(settings)
     if args.worker is None:
         from gateway.supervisor import worker_count
@@ -550,18 +560,18 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt as stop:
         # Each batch commits on its own: what was done is kept, and a second run goes on.
-        written = "nothing written" if args.dry_run else f"{done.changed} changed and kept"
+        written = "nothing written" if args.dry_run else f"{done.changed:,} changed and kept"
         print(
-            f"reclassify: interrupted after {done.seen} touchpoints ({written}); run it again to finish",
+            f"reclassify: interrupted after {done.seen:,} touchpoints ({written}); run it again to finish",
             file=sys.stderr,
         )
         return 143 if isinstance(stop, _Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     note = " (dry run: nothing written)" if args.dry_run else ""
-    print(f"reclassify: {done.seen} touchpoints, {done.changed} changed{note}")
+    print(f"reclassify: {done.seen:,} touchpoints, {done.changed:,} changed{note}")
     for (old, new), count in sorted(done.moves.items(), key=lambda m: (-m[1], str(m[0]))):
-        print(f"  {old or '(none)'} -> {new}: {count}")
+        print(f"  {old or '(none)'} -> {new}: {count:,}")
     return 0
 
 
@@ -685,8 +695,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"gateway: sync failed: {failure}", file=sys.stderr)
         return 1
     for table, rows in delivered.items():
-        print(f"{table}: {rows} rows")
-    print(f"total: {sum(delivered.values())} rows")
+        print(f"{table}: {rows:,} rows")
+    print(f"total: {sum(delivered.values()):,} rows")
     return 0
 
 

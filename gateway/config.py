@@ -644,10 +644,45 @@ def load_settings(
 
 
 def masked(options: Options) -> dict[str, Any]:
-    """The resolved options as plain data, for ``gateway check``; secrets show only their source."""
+    """The resolved options as plain data, for ``gateway check``; secrets show only their source.
+
+    A table shows every value; an entry of an array of tables (a rule, a sender, a sink, a
+    creator) only what differs from its defaults, value sources and conditions included: with
+    every default key, each ``[[sources]]`` took ten lines and a rule's ``user_id`` listed the
+    seven kinds it does not read, burying what was written. Read back, it is the same config.
+    """
     data: dict[str, Any] = msgspec.to_builtins(options)
     for key in SECRET_KEYS:
         section, name = key.split(".")
         value = data[section][name]
         data[section][name] = value if value.startswith("env:") else "***"
+    for table in msgspec.structs.fields(options):
+        value = getattr(options, table.name)
+        if _is_entries(value):
+            data[table.encode_name] = _differs(value)
+        elif isinstance(value, msgspec.Struct):
+            for inner in msgspec.structs.fields(value):
+                if _is_entries(entries := getattr(value, inner.name)):
+                    data[table.encode_name][inner.encode_name] = _differs(entries)
     return data
+
+
+def _is_entries(value: object) -> bool:
+    return isinstance(value, tuple) and bool(value) and all(isinstance(v, msgspec.Struct) for v in value)
+
+
+def _differs(value: Any) -> Any:
+    """``value`` as plain data, each struct in it with only the fields not at their default."""
+    if isinstance(value, msgspec.Struct):
+        out = {}
+        for f in msgspec.structs.fields(value):
+            default = f.default_factory() if f.default_factory is not msgspec.NODEFAULT else f.default
+            item = getattr(value, f.name)
+            if f.required or item != default:
+                out[f.encode_name] = _differs(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [_differs(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _differs(v) for k, v in value.items()}
+    return msgspec.to_builtins(value)

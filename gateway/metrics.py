@@ -28,8 +28,16 @@ class Metrics:
         self.bindings = Counter(
             "gateway_bindings", "Visitors bound to a user by an identity rule", ["rule"], registry=r
         )
+        # Counted by the store once committed: a retried checkout is one conversion and one duplicate.
         self.conversions = Counter(
             "gateway_conversions", "Conversions recorded by a conversion rule", ["rule"], registry=r
+        )
+        self.conversion_duplicates = Counter(
+            "gateway_conversions_duplicate",
+            "Conversions a rule fired that the store already had (the same order ID, or the same "
+            "visitor in the rule's dedup window), not recorded again",
+            ["rule"],
+            registry=r,
         )
         self.extraction_failures = Counter(
             "gateway_extraction_failures",

@@ -50,7 +50,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     print(f"purge: rows older than {days} days (before {cutoff(now, days).isoformat()})")
     for store, counts in done.items():
         for table, rows in counts.items():
-            print(f"  {store} {table}: {verb} {rows}")
+            print(f"  {store} {table}: {verb} {rows:,}")
     if args.dry_run:
         print("(dry run: nothing deleted)")
     return 0
@@ -91,9 +91,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
         print(f"gateway: erase failed on the store {settings.store_path}: {err}", file=sys.stderr)
         return 1
     verb = "would erase" if args.dry_run else "erased"
-    print(f"erase: {verb} {len(erasure.visitors)} visitors")
+    print(f"erase: {verb} {len(erasure.visitors):,} visitors")
     for table, rows in erasure.counts.items():
-        print(f"  {table}: {rows}")
+        print(f"  {table}: {rows:,}")
     if not erasure.visitors and not any(erasure.counts.values()):
         # Not an error (erasing twice is harmless, and the user may have rows elsewhere: the
         # central store, another node), but a mistyped ID must not pass for a done erasure.

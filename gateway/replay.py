@@ -119,7 +119,8 @@ async def replay_bad(
         say(f"{bad_id}: still bad: {reason}")
     for bad_id, reason in report.skipped:
         say(f"{bad_id}: skipped: {reason}")
-    say(f"{verb} {len(report.replayed)}, still bad {len(report.still_bad)}, skipped {len(report.skipped)}")
+    replayed, still_bad, skipped = len(report.replayed), len(report.still_bad), len(report.skipped)
+    say(f"{verb} {replayed:,}, still bad {still_bad:,}, skipped {skipped:,}")
     return report
 
 

@@ -48,5 +48,5 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
         print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
         return 1
     for name, count in sent.items():
-        print(f"{name}: {count} messages sent")
+        print(f"{name}: {count:,} messages sent")
     return 0

@@ -33,7 +33,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from gateway.events import EVENT_TYPES, Event
+from gateway.events import EVENT_TYPES, Conversion, Event
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
@@ -194,6 +194,23 @@ def _settle(batch: list[_Item], error: BaseException | None) -> None:
             future.set_result(item.results)
         else:
             future.set_exception(error)
+
+
+async def _insert_conversions(db: aiosqlite.Connection, events: Sequence[Event]) -> list[tuple[str, bool]]:
+    """Insert conversions (inside the caller's transaction, or, up to ``MAX_ROWS_PER_STATEMENT``
+    of them, as one autocommit statement); for each one a conversion rule fired,
+    ``(rule, recorded)``: False when the store skipped it as one it already had (its order ID
+    or dedup window taken: a retried checkout). The caller counts them once the transaction
+    has committed (``gateway_conversions_total``, ``gateway_conversions_duplicate_total``)."""
+    table = TABLES[Conversion]
+    per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns))
+    inserted: set[str] = set()
+    for start in range(0, len(events), per_statement):
+        chunk = events[start : start + per_statement]
+        sql = insert_sql(Conversion, len(chunk)) + " RETURNING id"  # only the rows that went in
+        async with db.execute(sql, table.params(chunk)) as cur:
+            inserted.update(row[0] for row in await cur.fetchall())
+    return [(e.rule, e.id in inserted) for e in events if isinstance(e, Conversion) and e.origin == "rule"]
 
 
 class LocalStore:
@@ -391,6 +408,7 @@ class LocalStore:
         try:
             if db.in_transaction:  # a failed ROLLBACK must not poison every later batch
                 await db.execute("ROLLBACK")
+            counted: list[tuple[str, bool]] = []
             first = batch[0].events[0] if batch[0].events else None
             kind = type(first)
             if (
@@ -399,13 +417,15 @@ class LocalStore:
                 and all(type(e) is kind for item in batch for e in item.events)
             ):
                 # The hot path: one table, one statement, one transaction, one thread hop.
-                params = TABLES[kind].params(e for item in batch for e in item.events)
-                if params:
-                    await db.execute(insert_sql(kind, rows), params)
+                events = [e for item in batch for e in item.events]
+                if kind is Conversion:
+                    counted = await _insert_conversions(db, events)
+                elif events:
+                    await db.execute(insert_sql(kind, rows), TABLES[kind].params(events))
             else:
                 await db.execute("BEGIN IMMEDIATE")
                 try:
-                    await self._write_mixed(db, batch)
+                    counted = await self._write_mixed(db, batch)
                     await db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
@@ -424,19 +444,26 @@ class LocalStore:
         self.metrics.store_commit_seconds.observe(time.perf_counter() - started)
         self.metrics.store_batch_rows.observe(rows)
         self.checkpointer.committed(rows)
+        for rule, recorded in counted:  # only now: a rolled-back insert recorded nothing
+            (self.metrics.conversions if recorded else self.metrics.conversion_duplicates).labels(rule).inc()
         return None
 
-    async def _write_mixed(self, db: aiosqlite.Connection, batch: list[_Item]) -> None:
+    async def _write_mixed(self, db: aiosqlite.Connection, batch: list[_Item]) -> list[tuple[str, bool]]:
         """Inside an open transaction: plain events table by table, in multi-row INSERTs; grouped
         events row by row, each group whole or not at all: at its first row already stored (a
         repeated delivery's receipt, an order already recorded), the rows it wrote before are
-        undone, so a duplicate adds no touchpoint or binding either."""
+        undone, so a duplicate adds no touchpoint or binding either. Returns what
+        ``_insert_conversions`` returns for the plain conversions."""
+        counted: list[tuple[str, bool]] = []
         by_type: dict[type, list[Event]] = {}
         for item in batch:
             if item.groups is None:
                 for e in item.events:
                     by_type.setdefault(type(e), []).append(e)
         for kind, events in by_type.items():
+            if kind is Conversion:
+                counted = await _insert_conversions(db, events)
+                continue
             table = TABLES[kind]
             per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns))
             for start in range(0, len(events), per_statement):
@@ -460,3 +487,4 @@ class LocalStore:
                         await db.execute("ROLLBACK TO event_group")
                     await db.execute("RELEASE event_group")
                 item.results.append(new)
+        return counted

@@ -187,6 +187,68 @@ value = 5
     assert problems == [] and decoded == options
 
 
+CHECKED_RULES = """
+[[sources]]
+name = "billing"
+secrets = ["env:BILLING_WEBHOOK_SECRET"]
+
+[[sources]]
+name = "stripe"
+signature = "stripe"
+secrets = ["env:STRIPE_WEBHOOK_SECRET"]
+fields = {type = "/type", event_id = "/id", value = "/data/object/amount_total"}
+types = {"checkout.session.completed" = "conversion"}
+ignore_types = ["charge.refunded"]
+defaults = {name = "purchase"}
+value_scale = "minor"
+
+[[sources]]
+name = "segment"
+format = "segment"
+secrets = ["env:SEGMENT_WRITE_KEY"]
+
+[[conversions]]
+name = "purchase"
+path = "/checkout"
+status = [303]
+value = {location_query = "total"}
+currency = "EUR"
+when = [{form = "step", equals = "pay"}]
+
+[[identity.rules]]
+name = "login"
+path = "/login"
+status = [302]
+user_id = {form = "username"}
+
+[[channels.rules]]
+channel = "Newsletter"
+medium = "email"
+"""
+
+
+def test_check_prints_of_each_rule_and_sender_what_differs_from_the_defaults(tmp_path: Path) -> None:
+    """Every ``[[sources]]`` entry came out with all its empty and default keys, and each rule's
+    value source with the kinds it does not use (``user_id = {form = "username", request_json
+    = "", …, verify = true}``): what the operator wrote was buried. The top-level tables still
+    show every resolved value, and the output still loads back as the same config."""
+    from gateway.config import decode_options, load_settings
+
+    secrets = {n: "s" * 40 for n in ("BILLING_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET", "SEGMENT_WRITE_KEY")}
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(CHECKED_RULES)
+    done = gateway("check", "-c", str(cfg), env={**ENV, **secrets})
+    assert done.returncode == 0, done.stderr
+    printed, written = tomllib.loads(done.stdout), tomllib.loads(CHECKED_RULES)
+    for table in ("sources", "conversions"):
+        assert printed[table] == written[table], done.stdout
+    for table in ("identity", "channels"):
+        assert printed[table]["rules"] == written[table]["rules"], done.stdout
+    assert printed["storage"]["batch_size"] == 256  # a table's defaults are still shown
+    decoded, problems = decode_options(printed)
+    assert problems == [] and decoded == load_settings(cfg, environ={**ENV, **secrets}).options
+
+
 def _old_store(path: Path) -> None:
     """A store at schema version 2 (before channels) holding three touchpoints."""
     from storage.migrate import migrations
@@ -309,8 +371,9 @@ def test_reclassify_can_be_interrupted_and_run_again(tmp_path: Path, sig: str, c
         kept = db.execute("SELECT count(channel) FROM touchpoints").fetchone()[0]
     assert 0 < kept < 30_003
     done = gateway("reclassify", "-c", str(cfg))
-    assert f"30003 touchpoints, {30_003 - kept} changed" in done.stdout, (kept, done.stdout)
-    assert "30003 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
+    # Counts with thousands separators, as `gateway import` prints them.
+    assert f"30,003 touchpoints, {30_003 - kept:,} changed" in done.stdout, (kept, done.stdout)
+    assert "30,003 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
 
 
 def test_reclassify_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
@@ -376,7 +439,7 @@ def test_check_prints_nested_tables_and_creators(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     printed = tomllib.loads(done.stdout)
     assert printed["bots"]["weights"]["crawler"] == 70
-    assert printed["creators"] == [{"id": "anna", "verified": True, "name": ""}]
+    assert printed["creators"] == [{"id": "anna", "verified": True}]  # as written: no `name = ""`
 
 
 def test_shipped_compose_config_checks() -> None:

@@ -367,6 +367,10 @@ async def test_checkout_303_counts_once_when_submitted_twice(setup: tuple[Runnin
         "SELECT name, dedup_key, visitor_key, user_key, value, currency, order_id, origin FROM conversions",
     )
     assert found == [("purchase", "order:A-1001", touch_visitor, None, 49.9, "EUR", "A-1001", "rule")]
+    # The metric counts what the store recorded; the retried order is a duplicate, counted apart.
+    text = await (await gw.session.get(gw.admin_url + "/metrics", headers=_auth())).text()
+    assert 'gateway_conversions_total{rule="purchase"} 1.0' in text
+    assert 'gateway_conversions_duplicate_total{rule="purchase"} 1.0' in text
 
 
 async def test_nothing_of_a_password_reaches_the_store(setup: tuple[RunningGateway, Site]) -> None:

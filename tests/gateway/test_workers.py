@@ -201,13 +201,22 @@ async def test_a_restarted_worker_runs_the_config_its_siblings_run(
     try:
         await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
         text = await asyncio.to_thread(cfg.read_text)
-        # Live: how parameters leave the URL. Restart-only: the upstream.
+        # Live: how parameters leave the URL. Restart-only: the upstream and the public address.
+        moved = text.replace('[proxy]\nlisten = "127.0.0.1:0"', '[proxy]\nlisten = "127.0.0.1:1"')
         await reload(
-            text.replace(first, second).replace("access_log", 'strip = "redirect"\naccess_log'),
+            moved.replace(first, second).replace("access_log", 'strip = "redirect"\naccess_log'),
             "config reloaded",
         )
         await restart_worker_1(3)
         assert await answers() == {(302, ""), (200, "first")}
+        # It listens where its siblings do, says so, and says what it keeps as they do.
+        restarted = [r for r in gw.logs() if r.get("worker") == 1][-1]["pid"]
+        said = [r for r in gw.logs() if r["pid"] == restarted]
+        assert [r["proxy"] for r in said if r["msg"] == "listening"] == [gw.proxy.removeprefix("http://")]
+        assert sorted(r["key"] for r in said if "needs a restart" in r["msg"]) == [
+            "proxy.listen",
+            "proxy.upstream",
+        ]
         await reload(text + "bogus = 1\n", "reload refused")
         await restart_worker_1(4)
         assert await answers() == {(302, ""), (200, "first")}
@@ -256,6 +265,32 @@ async def test_a_reload_names_a_changed_listen_address_and_applies_the_log_level
         assert said("GET /loud 200") == 10 and said("GET /quiet") == 0
         assert said("proxy.listen needs a restart") == 2, "nothing to restart when the file is as it started"
         assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
+async def test_a_reload_applies_the_log_level_in_the_supervisor_too(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """The supervisor's own lines (a worker restarted, the stop) follow ``log.level`` as reloaded;
+    until 2026-12-04 it kept the level it started with while its workers took the new one."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+
+    def supervisor_said(text: str) -> int:
+        return sum(text in r["msg"] for r in gw.logs() if r["pid"] == gw.proc.pid)
+
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        text = await asyncio.to_thread(cfg.read_text)
+        # At warning the workers' reload says only what needs a restart (access_log, a warning).
+        quiet = text.replace("access_log = true", "access_log = false") + '[log]\nlevel = "warning"\n'
+        await asyncio.to_thread(cfg.write_text, quiet)
+        gw.signal(signal.SIGHUP)
+        await gw.wait_for(lambda: sum("needs a restart" in r["msg"] for r in gw.logs()) >= 2, gw.stderr)
+        assert await gw.stop() == 0
+        assert supervisor_said("starting 2 workers") == 1  # at info then
+        assert supervisor_said("stopping 2 workers") == 0  # at warning now
     finally:
         await gw.kill()
 

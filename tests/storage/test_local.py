@@ -399,6 +399,59 @@ async def test_mixed_event_types_commit_together(open_store: OpenStore, tmp_path
     assert await read(tmp_path / "gw.db", "SELECT count(*) FROM conversions") == [(1,)]
 
 
+def conversion(n: int, order: str, *, rule: str = "purchase", origin: str = "rule") -> Conversion:
+    return Conversion(
+        id=event_id(n),
+        ts=iso(T0),
+        node="test",
+        name=rule,
+        dedup_key="order:" + order,
+        visitor_key=VISITOR,
+        rule=rule,
+        origin=origin,
+    )
+
+
+async def test_conversions_are_counted_once_committed_and_duplicates_apart(open_store: OpenStore) -> None:
+    store = await open_store()
+
+    def counts(rule: str = "purchase") -> tuple[float, float]:
+        return (
+            sample(store, "gateway_conversions_total", rule=rule),
+            sample(store, "gateway_conversions_duplicate_total", rule=rule),
+        )
+
+    await store.write([conversion(1, "A1")])  # alone: the one-statement path
+    await store.write([conversion(2, "A1")])  # a retried checkout: the store keeps the first
+    assert counts() == (1, 1)
+    # In one batch with another table (a transaction), the same order twice in one batch, and
+    # two rules on one order: each order is recorded once, under the rule that came first.
+    await asyncio.gather(
+        store.submit([tp(3), conversion(4, "B1"), conversion(5, "B1", rule="signup")]),
+        store.submit([conversion(6, "B1")]),
+        store.submit([conversion(7, "C1")]),
+    )
+    assert counts() == (3, 2) and counts("signup") == (0, 1)
+    assert (await read(store.path, "SELECT count(*) FROM conversions")) == [(3,)]
+    # A webhook's or an import's conversion is not a rule's: counted by its own metrics.
+    await store.write([conversion(8, "D1", rule="billing", origin="webhook")])
+    assert counts("billing") == (0, 0)
+    # A commit that fails records nothing, and counts nothing: the conversion's own insert
+    # refused, or inserted and then rolled back with the request's bad touchpoint.
+    await asyncio.to_thread(
+        execute,
+        store.path,
+        "CREATE TRIGGER fail BEFORE INSERT ON conversions BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+    )
+    (error,) = await settle(store.submit([conversion(9, "E1")]))
+    assert isinstance(error, sqlite3.Error)
+    await asyncio.to_thread(execute, store.path, "DROP TRIGGER fail;")
+    (error,) = await settle(store.submit([conversion(10, "E2"), tp(11, landing_path=None)]))
+    assert isinstance(error, sqlite3.IntegrityError)
+    assert counts() == (3, 2)
+    assert (await read(store.path, "SELECT count(*) FROM conversions")) == [(4,)]
+
+
 async def test_groups_report_what_was_new(open_store: OpenStore, tmp_path: Path) -> None:
     store = await open_store()
 

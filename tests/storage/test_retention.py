@@ -135,13 +135,23 @@ def test_purge_command_dry_run_then_for_real(config: Path) -> None:
     # so everything older than 30 days before today goes: the rows from NOW - 40 and - 100 days
     # and, once today is 29+ days past NOW, the newest too. Count against that.
     expected_rows = 2 if datetime.now(UTC) < NOW + timedelta(days=29) else 3
+    # And 1,500 bindings from 100 days before: counts are printed as `gateway import` prints them.
+    with sqlite3.connect(path) as db:
+        ts = iso(NOW - timedelta(days=100))
+        db.executemany(
+            "INSERT INTO identities (id, ts, node, visitor_key, user_key, rule, origin)"
+            " VALUES (?, ?, 'n', ?, 'u', 'r', 'rule')",
+            ((f"old-{n}", ts, f"w{n}") for n in range(1_500)),
+        )
     dry = gateway("purge", "--dry-run", "-c", str(config))
     assert dry.returncode == 0, dry.stderr
     assert f"local touchpoints: would delete {expected_rows}" in dry.stdout
+    assert f"local identities: would delete {1_500 + expected_rows:,}" in dry.stdout, dry.stdout
     assert "dry run" in dry.stdout
     assert counts(path)["touchpoints"] == 3
     done = gateway("purge", "-c", str(config))
     assert done.returncode == 0, done.stderr
     assert f"local touchpoints: deleted {expected_rows}" in done.stdout
+    assert f"local identities: deleted {1_500 + expected_rows:,}" in done.stdout
     assert counts(path)["touchpoints"] == 3 - expected_rows
     assert counts(path)["erasures"] == 3
