@@ -3,8 +3,9 @@
 ``python -m bench.synthlog OUT --lines N [--format combined|json-lines] [--gzip] [--seed S]``
 writes N requests of a made-up site, time-ordered from a fixed start: a pool
 of visitors (IP, user agent), page loads and their assets, some landings with
-utm parameters or a click ID, some arrivals from an external referrer, and a
-few bot-like or broken lines. The same seed gives the same file.
+utm parameters or a click ID, and some arrivals from an external referrer; every
+line well-formed and every agent a browser's (the import tests write their bots and
+broken lines themselves). The same seed gives the same file.
 """
 
 from __future__ import annotations
