@@ -805,6 +805,7 @@ class Reports:
         scan = self._scan(since, until)
         key = _visitor_column(scan)
         others, skip = where, list(touched)
+        keys: tuple[str | None, str | None] = (None, None)
         if not isinstance(part, Share):
             extra: list[str] = []
         else:
@@ -812,21 +813,18 @@ class Reports:
             extra = [v for v in extra if v not in touched]
             skip += foreign
             others += _key_range(part, key, bounds)
-        if skip:  # one list: each row is looked up once
-            others += f" AND {key} NOT IN (SELECT value FROM json_each(:skip))"
-            bounds["skip"] = json.dumps(skip)
+            keys = part.keys
         if scan:  # the index's order: each visitor's rows together, in id order (no sort step)
-            others += " ORDER BY t.visitor_key, t.id"
-        reads = [self.db.execute(f"SELECT {columns} FROM touchpoints t {scan} WHERE {others}", bounds)]
+            reads = [(read, True) for read in self._around(columns, scan, where, others, skip, keys, bounds)]
+        else:  # the period's range of ids: rows in time order, not by visitor
+            if skip:  # one list: each row is looked up once
+                others += f" AND {key} NOT IN (SELECT value FROM json_each(:skip))"
+                bounds["skip"] = json.dumps(skip)
+            reads = [(self.db.execute(f"SELECT {columns} FROM touchpoints t WHERE {others}", bounds), False)]
         if extra:  # a visitor at a time (CROSS JOIN: the list is the outer loop), in id order
             bounds["extra"] = json.dumps(extra)
-            reads.append(
-                self.db.execute(
-                    f"SELECT {columns} FROM json_each(:extra) v CROSS JOIN touchpoints t"
-                    f" ON t.visitor_key = v.value WHERE {where}",
-                    bounds,
-                )
-            )
+            sql = f"SELECT {columns} FROM json_each(:extra) v CROSS JOIN touchpoints t"
+            reads.append((self.db.execute(f"{sql} ON t.visitor_key = v.value WHERE {where}", bounds), True))
         journeys = _Journeys(people)
         since_ts, since_id = bounds["since"], bounds["since_id"]
         # Verdict changes applied, allow as None. ``used`` first: it rejects most rows (on the
@@ -847,7 +845,7 @@ class Reports:
         # The conversions' window (``_load``'s): a superset of the period's, read once.
         widest = max(self.attribution.tiers.windows.values())
         changed = self._verdict_changes({**bounds, "from_id": id_floor(_ms(_window_start(since, widest)))})
-        for rows, by_visitor in zip(reads, (bool(scan), True), strict=False):
+        for rows, by_visitor in reads:
             current = ""
             kept: list[tuple[Any, ...]] = []
             for row in rows:
@@ -865,6 +863,43 @@ class Reports:
                     kept.append(row)
             journeys.add(current, kept)
         return journeys.done(self._channels_of)
+
+    def _around(
+        self,
+        columns: str,
+        scan: str,
+        where: str,
+        ranged: str,
+        skip: list[str],
+        keys: tuple[str | None, str | None],
+        bounds: dict[str, Any],
+    ) -> list[sqlite3.Cursor]:
+        """``_other_journeys``' reads of the visitor index (``scan``) inside its ``keys``
+        range (``ranged``: ``where`` and the range's condition), around the visitors to
+        ``skip``: the range before the first, the one after the last, and one between each
+        two, whose rows the index gives in its order, each visitor's together. Testing every
+        row of the period against the list instead (``NOT IN``: a lookup per row) cost more
+        than the seeks: 90 days of the benchmark store, 930k rows of which 430k are kept,
+        1.4-1.8 s of SQL against 1.1-1.4."""
+        select, order = f"SELECT {columns} FROM touchpoints t {scan} WHERE ", " ORDER BY t.visitor_key, t.id"
+        lo, hi = keys  # a skipped visitor outside the range is not read anyway
+        inside = {v for v in skip if (lo is None or v >= lo) and (hi is None or v < hi)}
+        if not inside:
+            return [self.db.execute(select + ranged + order, bounds)]
+        # Python orders str as SQLite orders their UTF-8 text (BINARY, the index's order).
+        bounds |= {"first": min(inside), "last": max(inside), "skip": json.dumps(list(inside))}
+        # Each skipped visitor and the next (``lead``, in SQLite's order), the outer loop
+        # (CROSS JOIN); the rows between them from the index, in its order.
+        between = (
+            f"SELECT {columns} FROM (SELECT value AS lo, lead(value) OVER (ORDER BY value) AS hi"
+            f" FROM json_each(:skip)) g CROSS JOIN touchpoints t {scan}"
+            f" ON t.visitor_key > g.lo AND t.visitor_key < g.hi WHERE {where}"
+        )
+        return [
+            self.db.execute(f"{select}{ranged} AND t.visitor_key < :first{order}", bounds),
+            self.db.execute(between, bounds),
+            self.db.execute(f"{select}{ranged} AND t.visitor_key > :last{order}", bounds),
+        ]
 
     async def creator_clicks(
         self, since: datetime, until: datetime, accepted: frozenset[str], population: str | None = None

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import product
 from pathlib import Path
 
 import aiosqlite
@@ -20,10 +21,11 @@ from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
-from storage.crediting import MICRO, Conv, Eligibility, credit_table
+from storage.crediting import MICRO, Cand, Conv, Eligibility, credit_table
 from storage.local import LocalStore, connect
-from storage.people import People
-from storage.reports import Reports, _Journeys
+from storage.people import People, Share, Snapshot
+from storage.report_pool import WHOLE
+from storage.reports import Part, Reports, _Journeys
 from tests.storage.stores import credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -352,6 +354,58 @@ async def test_the_journeys_that_did_not_convert_are_made_per_person(
         ["Paid Social", "Referral", "Email"],
         ["Video"],
     ]
+
+
+KEYS = ["00000000", "3fffffff", "40000000", "7fffffff", "80000000", "80000001", "c0000000", "ffffffff"]
+"""Lone visitors' keys: the two shares' cut ("80000000", the second's) and its neighbours."""
+SKIPS = [
+    set(),
+    {"00000000"},
+    {"ffffffff"},
+    {"00000000", "ffffffff"},
+    {"3fffffff", "40000000"},
+    {"7fffffff", "80000000"},
+    {"80000000"},
+    {"3fffffff", "80000001", "c0000000"},
+    set(KEYS),
+    {"0", "zz", "8"},  # no such visitors: before every key, after, and between the shares'
+]
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["visitor-index", "id-range"])
+async def test_the_other_journeys_leave_out_exactly_the_visitors_the_conversions_read(
+    tmp_path: Path, channels: Channels, indexed: bool
+) -> None:
+    """The visitors whose rows the conversions' read holds (``touched``) are left out of the
+    period's read, the others kept: read around them through the visitor index (a range
+    before, between and after them), or tested row by row over the range of ids. Whatever
+    they are (the first key, the last, neighbours, the shares' cut, keys of no visitor), for
+    the whole period and for each of two shares' ranges of keys."""
+    events: list[Event] = []
+    for key in KEYS:
+        events += [tp(key, 1, "Email"), tp(key, 2, f"C{key}")]
+    if not indexed:  # the stored time stretched: the period is less than half of it
+        events.append(tp("later", 100, "Email"))
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    await store.write(events)
+    await store.close()
+    reports = Reports(tmp_path / "gw.db", Attribution(AttributionOptions()), channels, processes=1)
+    await reports.open()
+    none = Snapshot(None, 0)
+    parts: list[Part] = [WHOLE, Share(0, 2, none, none), Share(1, 2, none, none)]
+    try:
+        assert bool(await reports.run(reports._scan, SINCE, UNTIL)) == indexed
+        for skip, part in product(SKIPS, parts):
+            touched: dict[str, list[Cand]] = {key: [] for key in skip}
+            got = await reports.run(
+                reports._other_journeys, SINCE, UNTIL, None, frozenset({"allow"}), None, part, touched
+            )
+            lo, hi = part.keys if isinstance(part, Share) else WHOLE
+            kept = [k for k in KEYS if k not in skip and (lo is None or k >= lo) and (hi is None or k < hi)]
+            assert got == Counter(("Email", f"C{key}") for key in kept), (skip, part)
+    finally:
+        await reports.close()
 
 
 @settings(max_examples=300, deadline=None)
