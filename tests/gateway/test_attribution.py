@@ -4,6 +4,7 @@ and the README's worked example recomputed from the code."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -29,6 +30,8 @@ from gateway.attribution import (
     from_minor,
     markov_moves,
     markov_weights,
+    moves_weights,
+    paths_moves,
     to_minor,
 )
 from gateway.config import ConfigError, load_settings
@@ -151,6 +154,26 @@ def test_markov_moves_count_every_step_and_skip_empty_journeys() -> None:
     assert moves == {_START: {"A": 1, "B": 1}, "A": {"B": 1, _CONVERSION: 1}, "B": {"A": 1, _NULL: 1}}
     assert markov_moves([(["A"], False), ([], True)], moves) is moves
     assert moves[_START] == {"A": 2, "B": 1} and moves["A"] == {"B": 1, _CONVERSION: 1, _NULL: 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    paths=st.lists(st.lists(st.sampled_from(["A", "B", "C"]), max_size=4), max_size=30),
+    more=st.lists(st.lists(st.sampled_from(["A", "B", "D"]), max_size=3), max_size=10),
+    converted=st.booleans(),
+)
+def test_moves_counted_by_path_are_those_of_every_journey(
+    paths: list[list[str]], more: list[list[str]], converted: bool
+) -> None:
+    """A report counts its journeys by path and walks each distinct path once
+    (``paths_moves``): the same transition counts as walking every journey, so the same
+    weights; empty paths, repeats, cycles and counts added to those of other journeys."""
+    plain = markov_moves((path, converted) for path in paths)
+    counted = paths_moves(Counter(map(tuple, paths)), converted)
+    assert counted == plain and all(n > 0 for c in counted.values() for n in c.values())
+    markov_moves(((path, not converted) for path in more), plain)
+    assert paths_moves(Counter(map(tuple, more)), not converted, counted) == plain
+    assert moves_weights(counted) == moves_weights(plain)
 
 
 def test_markov_repeated_channels_and_cycles() -> None:

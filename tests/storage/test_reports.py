@@ -3,10 +3,11 @@ device's touchpoints, one model's credits per channel."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import product
 from pathlib import Path
 
 import aiosqlite
@@ -20,9 +21,11 @@ from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
-from storage.crediting import MICRO, Conv, Eligibility, credit_table
+from storage.crediting import MICRO, Cand, Conv, Eligibility, credit_table
 from storage.local import LocalStore, connect
-from storage.reports import Reports
+from storage.people import People, Share, Snapshot
+from storage.report_pool import WHOLE
+from storage.reports import Part, Reports, _Journeys
 from tests.storage.stores import credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -345,9 +348,105 @@ async def test_the_journeys_that_did_not_convert_are_made_per_person(
         got = await reports.run(reports._other_journeys, SINCE, UNTIL, None, frozenset({"allow"}))
     finally:
         await reports.close()
-    assert sorted(got) == [
+    assert sorted(map(list, got.elements())) == [
         ["Affiliates", "Display", "Email"],
         ["Email", "Organic Search"],
         ["Paid Social", "Referral", "Email"],
         ["Video"],
     ]
+
+
+KEYS = ["00000000", "3fffffff", "40000000", "7fffffff", "80000000", "80000001", "c0000000", "ffffffff"]
+"""Lone visitors' keys: the two shares' cut ("80000000", the second's) and its neighbours."""
+SKIPS = [
+    set(),
+    {"00000000"},
+    {"ffffffff"},
+    {"00000000", "ffffffff"},
+    {"3fffffff", "40000000"},
+    {"7fffffff", "80000000"},
+    {"80000000"},
+    {"3fffffff", "80000001", "c0000000"},
+    set(KEYS),
+    {"0", "zz", "8"},  # no such visitors: before every key, after, and between the shares'
+]
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["visitor-index", "id-range"])
+async def test_the_other_journeys_leave_out_exactly_the_visitors_the_conversions_read(
+    tmp_path: Path, channels: Channels, indexed: bool
+) -> None:
+    """The visitors whose rows the conversions' read holds (``touched``) are left out of the
+    period's read, the others kept: read around them through the visitor index (a range
+    before, between and after them), or tested row by row over the range of ids. Whatever
+    they are (the first key, the last, neighbours, the shares' cut, keys of no visitor), for
+    the whole period and for each of two shares' ranges of keys."""
+    events: list[Event] = []
+    for key in KEYS:
+        events += [tp(key, 1, "Email"), tp(key, 2, f"C{key}")]
+    if not indexed:  # the stored time stretched: the period is less than half of it
+        events.append(tp("later", 100, "Email"))
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    await store.write(events)
+    await store.close()
+    reports = Reports(tmp_path / "gw.db", Attribution(AttributionOptions()), channels, processes=1)
+    await reports.open()
+    none = Snapshot(None, 0)
+    parts: list[Part] = [WHOLE, Share(0, 2, none, none), Share(1, 2, none, none)]
+    try:
+        assert bool(await reports.run(reports._scan, SINCE, UNTIL)) == indexed
+        for skip, part in product(SKIPS, parts):
+            touched: dict[str, list[Cand]] = {key: [] for key in skip}
+            got = await reports.run(
+                reports._other_journeys, SINCE, UNTIL, None, frozenset({"allow"}), None, part, touched
+            )
+            lo, hi = part.keys if isinstance(part, Share) else WHOLE
+            kept = [k for k in KEYS if k not in skip and (lo is None or k >= lo) and (hi is None or k < hi)]
+            assert got == Counter(("Email", f"C{key}") for key in kept), (skip, part)
+    finally:
+        await reports.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bindings=st.lists(st.tuples(st.sampled_from("abcdu"), st.sampled_from(["u", "w"])), max_size=4),
+    rows=st.lists(
+        st.tuples(st.sampled_from("abcdeu"), st.integers(0, 3), st.sampled_from(["A", "B", None, INTERNAL])),
+        max_size=14,
+    ),
+    gathered=st.sets(st.sampled_from("abcdeu")),
+)
+def test_journeys_counted_as_they_come_are_every_persons_sorted_journey(
+    bindings: list[tuple[str, str]], rows: list[tuple[str, int, str | None]], gathered: set[str]
+) -> None:
+    """``_Journeys`` (the other journeys of ``data_driven``) makes a person alone's path from
+    its rows as they come, checks their order, counts it with the others of the same path,
+    and gathers the rest: the same paths as every person's rows gathered, classified and
+    sorted by time then id — with ties of time, times that go back in id order, rows with no
+    channel (one classified as internal), a visitor keyed like a user, rows of the same
+    visitor both added and gathered one by one."""
+    people = People(bindings, ())
+    # Rows in id order; times in few values (ties) and not in id order.
+    table = [(f"2026-11-0{t + 1}", f"id{i:02d}", channel, None, v) for i, (v, t, channel) in enumerate(rows)]
+    classified = {r[1]: INTERNAL if int(r[1][2:]) % 3 == 0 else "C" for r in table if r[2] is None}
+    journeys = _Journeys(people)
+    for visitor in "abcdeu":
+        mine = [r for r in table if r[4] == visitor and r[2] != INTERNAL]  # the caller's filter
+        if visitor in gathered:
+            for row in mine:
+                journeys.gather(visitor, row)
+        else:
+            journeys.add(visitor, mine)
+    got = journeys.done(lambda ids: {tid: classified[tid] for tid in ids})
+
+    expected: Counter[tuple[str, ...]] = Counter()
+    persons: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for ts, tid, channel, _, visitor in table:
+        person = people.person_of.get(visitor, visitor)
+        persons[person].append((ts, tid, channel if channel is not None else classified[tid]))
+    for path in persons.values():
+        channels = tuple(c for _, _, c in sorted(path) if c != INTERNAL)
+        if channels:
+            expected[channels] += 1
+    assert got == expected
