@@ -1,6 +1,7 @@
 """Crediting without a database: the fast paths against the plain rounding they stand for —
 ``data_driven``'s shares summed per channel (what a report grouped by channel credits),
-and ``time_decay``'s shares worked out in floats where they can tell."""
+``time_decay``'s shares worked out in floats where they can tell, and every model's rows
+credited at once (``model=all``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.attribution import (
+    MODELS,
     Attribution,
     Params,
     Touch,
@@ -354,3 +356,60 @@ def test_float_shares_decide_the_usual_case(
     assert (got is not None) == decided
     if got is not None:
         assert got == distribute_many(totals, exact_integers(weights))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(CHANNELS[:4]), WEIGHT),
+    st.lists(
+        st.tuples(
+            st.lists(st.tuples(st.sampled_from(CHANNELS), st.integers(0, 40 * 24)), max_size=10),
+            st.integers(-50_000, 50_000),
+        ),
+        max_size=8,
+    ),
+    st.permutations(list(MODELS)),
+)
+def test_every_model_at_once_credits_what_each_does_alone(
+    weights: dict[str, float], conversions: list[tuple[list[tuple[str, int]], int]], order: list[str]
+) -> None:
+    """``model=all`` (each touch's row looked up once for every model, when ``linear`` comes
+    first) against each model credited alone: the same sums, and the rows in the order the
+    plain path makes them — the Direct row of a conversion without touches, the touches
+    chosen by the one-touch models, then every touch in time order (``linear`` credits each
+    one). Models in another order take the plain path: the same sums."""
+    attribution = Attribution(AttributionOptions())
+    params = Params(channel_weights=weights)
+    convs = []
+    for n, (touches, minor) in enumerate(conversions + conversions):
+        conv = Conv(f"c{n}", iso(AT), AT, minor, "EUR")
+        conv.touches = [
+            (iso(AT - timedelta(hours=hours)), f"t{i:02d}", c, None, None, c, "v")
+            for i, (c, hours) in enumerate(touches)
+        ]
+        convs.append(conv)
+    accepted = frozenset({"allow"})
+    eligible = Eligibility(attribution)
+    for models in (list(MODELS), order):
+        for group_by, at_group, no_touch in (("channel", 2, "Direct"), ("campaign", 5, None)):
+            every = credit_table(eligible, convs, models, group_by, accepted, params)
+            # A row only where some model credits something (value or millionths).
+            assert all(any(any(sums[m]) for m in models) for sums in every.values())
+            for m in models:
+                alone = credit_table(eligible, convs, [m], group_by, accepted, params)
+                assert {key: sums[m] for key, sums in every.items() if any(sums[m])} == {
+                    key: sums[m] for key, sums in alone.items() if any(sums[m])
+                }
+            one_touch = [m for m in models if m in ("first_touch", "last_touch", "last_non_direct")]
+            if next(m for m in models if m not in one_touch) != "linear":
+                continue
+            rows: dict[str | None, None] = {}
+            for conv in convs:
+                path = eligible(conv, accepted)
+                if not path:
+                    rows[no_touch] = None
+                    continue
+                for m in one_touch:
+                    rows[path[_Shares.one_touch(m, path)][at_group]] = None
+                rows |= dict.fromkeys(c[at_group] for c in path)
+            assert [group for _, group, _ in every] == list(rows)
