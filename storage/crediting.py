@@ -5,9 +5,11 @@ reads the candidates and runs this, in the gateway process or in its report work
 Candidate touches stay plain tuples (``Cand``); eligibility compares the stored ISO 8601
 timestamps as text (their order is time order) against per-conversion cut-offs, exactly as
 ``Attribution.eligible`` does with datetimes, once per conversion; models whose weights
-depend only on the number of touches get their shares from a cache, ``time_decay`` and
-``data_driven`` theirs as integers over one common denominator (the models' own floats);
-grouped by channel, ``data_driven``'s shares are summed per channel without a share per touch.
+depend only on the number of touches get their shares from a cache, ``data_driven`` its
+own as integers over one common denominator (the model's own floats), ``time_decay`` from
+its floats where they provably give the same shares (``float_shares``), else as
+``data_driven``; grouped by channel, ``data_driven``'s shares are summed per channel without
+a share per touch.
 Credited conversions are counted in millionths (``MICRO``), so they add up to whole
 conversions.
 """
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from fractions import Fraction
+from operator import sub
 
 from gateway.attribution import (
     MODELS,
@@ -177,6 +180,75 @@ repeat (``Paid Search`` alone: 6 % of the conversions), the long ones rarely, an
 holds a list per total as long as the path."""
 
 
+def exact_integers(weights: Sequence[float]) -> list[int]:
+    """Floats as integers over one common denominator (``distribute_many``'s input): each is
+    an exact binary fraction, so the largest denominator is a common one."""
+    ratios = [w.as_integer_ratio() for w in weights]
+    common = max(d for _, d in ratios)
+    return [num * (common // den) for num, den in ratios]
+
+
+_NEAR = 2.0**-49
+"""How close (per unit shared) a quota may come to a whole number, or two remainders to each
+other at the boundary of the units left over, before ``float_shares`` leaves it to integers."""
+
+
+def float_shares(totals: Sequence[int], weights: Sequence[float]) -> list[list[int]] | None:
+    """``distribute_many(totals, exact_integers(weights))`` worked out in floats, or None where
+    the floats cannot tell (the caller then takes the integers): ``time_decay``'s weights as
+    integers over their common denominator are numbers of 70 bits and more, slower to multiply
+    and divide than floats. For weights from 0 to 1 that sum to at least 1 (``decay_weights``':
+    the latest touch weighs 1.0).
+
+    Why the answer is the same. Let u = 2^-53 (a float's relative rounding error), ``units``
+    the total's size (< 2^50: an exact float), W the weights' exact sum and q = units * w / W a
+    quota (q <= units). Worked out as q' = fl(w * fl(units / fsum(weights))), it has three
+    roundings (``fsum`` rounds the sum once), each by a factor within 1 ± u, and a product
+    below the smallest normal float is off by at most 2^-1075 instead: |q' - q| <= q * (3u +
+    4u²) + 2^-1075 < E := 4u * units. The checks use near := 16u * units (``units * _NEAR``,
+    exact), and each compares a worked-out difference, which is off by a factor within 1 ± u:
+    passing it, the true difference exceeds near / (1 + u) > 3E.
+
+    - q' - floor(q') > near and 1 - (q' - floor(q')) > near for every quota: q' is more than
+      E from a whole number, so q has the same floor, and its remainder f = q - floor(q) is
+      within E of f' = q' - floor(q') (computed exactly: a floor that is not 0 is at least
+      q' / 2, Sterbenz's lemma). The floors, and the units left over, are exact.
+    - The units left over (fewer than the quotas) go to the largest f'. The last f' taken
+      exceeds the first left out by more than 2 * near: every true remainder taken is then
+      larger than every one left out, so ``distribute_many`` (the largest remainders) takes
+      the same touches, ties or not.
+
+    Otherwise (a whole quota, a zero weight, two remainders that tie or nearly at that
+    boundary, or a total past 2^50) the answer is None."""
+    whole = math.fsum(weights)
+    if whole < 1.0:
+        return None
+    positions = range(len(weights))
+    out = []
+    for total in totals:
+        units = -total if total < 0 else total
+        if not units:
+            out.append([0] * len(weights))
+            continue
+        if units >= 2**50:
+            return None
+        near = units * _NEAR
+        quotas = list(map((units / whole).__mul__, weights))
+        shares = list(map(int, quotas))
+        remainders = list(map(sub, quotas, shares))
+        if min(remainders) <= near or 1.0 - max(remainders) <= near:
+            return None
+        left = units - sum(shares)
+        if left:
+            order = sorted(positions, key=remainders.__getitem__, reverse=True)
+            if remainders[order[left - 1]] - remainders[order[left]] <= 2 * near:
+                return None
+            for i in order[:left]:
+                shares[i] += 1
+        out.append(shares if total >= 0 else [-share for share in shares])
+    return out
+
+
 class _Shares:
     """Integer shares of one conversion; caches what depends only on the number of touches
     and the total (positional models) or on the channels in order and the totals
@@ -188,8 +260,10 @@ class _Shares:
 
     def __init__(self, params: Params) -> None:
         self.params = params
+        self.half_life = params.half_life
         self.weights: dict[tuple[object, ...], list[Fraction]] = {}
         self.cache: dict[tuple[object, ...], list[int]] = {}
+        self.rows: dict[tuple[object, ...], list[list[int]]] = {}
         self.by_channels: dict[tuple[object, ...], list[list[int]]] = {}
         # data_driven: each channel's weight as an exact binary fraction (what Fraction(w) is).
         self.ratios = {c: w.as_integer_ratio() for c, w in params.channel_weights.items()}
@@ -199,14 +273,15 @@ class _Shares:
         common = math.lcm(*(den for _, den in self.ratios.values()))
         self.numerators = {c: num * (common // den) for c, (num, den) in self.ratios.items()}
 
-    def time_decay(self, path: Sequence[Cand], at: datetime) -> list[int]:
-        """``time_decay``'s weights (the same floats) as integers over their common denominator:
-        each float is an exact binary fraction, so the largest denominator is a common one."""
+    def time_decay(self, path: Sequence[Cand], totals: Sequence[int]) -> list[list[int]]:
+        """``time_decay``'s shares of each total: ``distribute_many`` over its weights (the same
+        floats, ``decay_weights``) as exact binary fractions, worked out in floats where that is
+        provably the same (``float_shares``), else in integers; one touch takes everything."""
+        if len(path) == 1:  # a quarter of the conversions: no weights to work out
+            return [[total] for total in totals]
         parse = datetime.fromisoformat
-        weights = decay_weights([parse(c[0]) for c in path], self.params.half_life)
-        ratios = [w.as_integer_ratio() for w in weights]
-        common = max(d for _, d in ratios)
-        return [num * (common // den) for num, den in ratios]
+        weights = decay_weights([parse(c[0]) for c in path], self.half_life)
+        return float_shares(totals, weights) or distribute_many(totals, exact_integers(weights))
 
     def data_driven(self, path: Sequence[Cand]) -> list[int]:
         """``data_driven``'s weights (a channel's weight split evenly over its touches) as
@@ -336,10 +411,13 @@ class _Shares:
                     self.by_channels[channels] = found
             return found
         if model == "time_decay":
-            return distribute_many(totals, self.time_decay(path, at))
+            return self.time_decay(path, totals)
         if model not in _POSITIONAL:
             computed = MODELS[model](touches(path), at, self.params)
             return [distribute(total, computed) for total in totals]
+        found = self.rows.get((model, n, *totals))  # every total at once (a report's two)
+        if found is not None:
+            return found
         key: tuple[object, ...] = (model, n)
         out = []
         for total in totals:
@@ -354,6 +432,8 @@ class _Shares:
                 if len(self.cache) < _CACHE:
                     self.cache[(total, *key)] = shares
             out.append(shares)
+        if len(self.rows) < _CACHE:
+            self.rows[(model, n, *totals)] = out
         return out
 
 
@@ -397,6 +477,7 @@ def credit_table(
     no_touch = DIRECT if group_by == "channel" else None
     one_touch = [m for m in models if m in _ONE_TOUCH]
     shared = [m for m in models if m not in _ONE_TOUCH]
+    rows_first = len(shared) > 1 and shared[0] == "linear"
     for conv in convs:
         day = day_of(conv.ts) if day_of is not None else None
         part = parts.get((day, conv.currency))
@@ -414,6 +495,10 @@ def credit_table(
             sums[0] += conv.minor
             sums[1] += MICRO
         totals_of = (conv.minor, MICRO)
+        # Each touch's row once for every model (``model=all``). Only where ``linear`` runs first
+        # of them: it credits every touch at least one millionth (MICRO // n), so it would
+        # have made every row, in this order, anyway; adding a zero to a row changes nothing.
+        cells = [part[touch[at_group]] for touch in path] if rows_first and len(path) <= MICRO else None
         for m in shared:
             if m == "data_driven" and at_group == 2 and not shares.signed:  # the sums, not each share
                 values_of, counts_of = shares.data_driven_by_channel(path, totals_of)
@@ -425,6 +510,12 @@ def credit_table(
                         sums[1] += n
                 continue
             values, counts = shares(m, path, conv.at, totals_of)
+            if cells is not None:
+                for cell, value, n in zip(cells, values, counts, strict=True):
+                    sums = cell[m]
+                    sums[0] += value
+                    sums[1] += n
+                continue
             for touch, value, n in zip(path, values, counts, strict=True):
                 if value or n:
                     sums = part[touch[at_group]][m]

@@ -27,6 +27,7 @@ from gateway.attribution import (
     by_channel,
     credits,
     distribute,
+    distribute_many,
     from_minor,
     markov_moves,
     markov_weights,
@@ -557,3 +558,29 @@ def test_every_accepted_knob_credits_a_journey(toml: str) -> None:
     for model in MODELS:
         credited = attribution.credit(model, journey, datetime(2026, 11, 10, 12, tzinfo=UTC), 10_001)
         assert sum(c.amount for c in credited) == 10_001 and all(c.amount >= 0 for c in credited), model
+
+
+def largest_remainder(total: int, weights: list[Fraction]) -> list[int]:
+    """The money rule written out plainly with fractions: floors, then one unit each to the
+    largest remainders, ties to the later position; all-zero weights share equally."""
+    if not any(weights):
+        weights = [Fraction(1)] * len(weights)
+    units, whole = abs(total), sum(weights)
+    quotas = [units * w / whole for w in weights]
+    shares = [q.numerator // q.denominator for q in quotas]
+    order = sorted(range(len(weights)), key=lambda i: (quotas[i] - shares[i], i), reverse=True)
+    for i in order[: units - sum(shares)]:
+        shares[i] += 1
+    return shares if total >= 0 else [-s for s in shares]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.one_of(st.integers(0, 4), st.integers(0, 10**20)), min_size=1, max_size=12),
+    st.lists(st.one_of(st.integers(-20, 20), st.integers(-(10**7), 10**7)), min_size=1, max_size=3),
+)
+def test_distribute_many_is_the_money_rule(weights: list[int], totals: list[int]) -> None:
+    """Several totals over integer weights (small ones tie often; one unit or several left
+    over) against the rule written out with fractions."""
+    expected = [largest_remainder(total, [Fraction(w) for w in weights]) for total in totals]
+    assert distribute_many(totals, weights) == expected
