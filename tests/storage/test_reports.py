@@ -309,6 +309,21 @@ async def test_an_analysts_override_decides_over_the_stored_verdict(
     assert "Paid Social" not in credited and credited["Email"] == (10000, MICRO)
 
 
+async def _journeys_store(tmp_path: Path, channels: Channels, events: list[Event], indexed: bool) -> Reports:
+    """Reports (one process) over a store of ``events``; unless ``indexed``, a later row
+    stretches the stored time so the period is less than half of it (read from its range
+    of ids, not the visitor index)."""
+    if not indexed:
+        events = [*events, tp("later", 100, "Email")]
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    await store.write(events)
+    await store.close()
+    reports = Reports(tmp_path / "gw.db", Attribution(AttributionOptions()), channels, processes=1)
+    await reports.open()
+    return reports
+
+
 @pytest.mark.parametrize("indexed", [True, False], ids=["visitor-index", "id-range"])
 async def test_the_journeys_that_did_not_convert_are_made_per_person(
     tmp_path: Path, channels: Channels, indexed: bool
@@ -335,14 +350,7 @@ async def test_the_journeys_that_did_not_convert_are_made_per_person(
         tp("legacy", 2, None, referrer_host="www.google.com"),
         tp("single", 2, "Video"),
     ]
-    if not indexed:  # the stored time stretched: the period is less than half of it
-        events.append(tp("later", 100, "Email"))
-    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
-    await store.open()
-    await store.write(events)
-    await store.close()
-    reports = Reports(tmp_path / "gw.db", Attribution(AttributionOptions()), channels, processes=1)
-    await reports.open()
+    reports = await _journeys_store(tmp_path, channels, events, indexed)
     try:
         assert bool(await reports.run(reports._scan, SINCE, UNTIL)) == indexed
         got = await reports.run(reports._other_journeys, SINCE, UNTIL, None, frozenset({"allow"}))
@@ -384,14 +392,7 @@ async def test_the_other_journeys_leave_out_exactly_the_visitors_the_conversions
     events: list[Event] = []
     for key in KEYS:
         events += [tp(key, 1, "Email"), tp(key, 2, f"C{key}")]
-    if not indexed:  # the stored time stretched: the period is less than half of it
-        events.append(tp("later", 100, "Email"))
-    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
-    await store.open()
-    await store.write(events)
-    await store.close()
-    reports = Reports(tmp_path / "gw.db", Attribution(AttributionOptions()), channels, processes=1)
-    await reports.open()
+    reports = await _journeys_store(tmp_path, channels, events, indexed)
     none = Snapshot(None, 0)
     parts: list[Part] = [WHOLE, Share(0, 2, none, none), Share(1, 2, none, none)]
     try:
