@@ -4,7 +4,8 @@ Owns how a logged request becomes an ``Exchange`` (method, path, query, host,
 referer, user agent, the logged time as ``RequestView.ts``, the status in a
 ``ResponseView``), who its visitor is (our verified ``gw_vid`` cookie if the log
 kept it, else a keyed hash of IP, user agent and UTC day — an approximation,
-never the raw IP), and the deterministic event ids that make a re-import a
+never the raw IP; the IP is the logged X-Forwarded-For's client when the logged peer is a
+trusted proxy, as live), and the deterministic event ids that make a re-import a
 no-op (a UUIDv7 of the line's time whose random bits are a keyed hash of the
 file's identity, the line number and the line). The importer hands the
 visitor to the chain on the ``Exchange`` (the identity addon then keeps it).
@@ -26,6 +27,7 @@ from addons.identity import verify_cookie
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
 from gateway.events import Binding, Conversion, DailyCount, Event
+from gateway.forwarding import client_ip, is_trusted
 from gateway.history import Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
 from gateway.keys import Keys, derive
@@ -78,6 +80,10 @@ class Summary:
     """The line of that file up to which it was read and replayed (0: none of it)."""
     blank: int = 0
     """Blank lines among ``lines``: neither replayed nor skipped."""
+    forwarded: int = 0
+    """Lines whose client address is their logged X-Forwarded-For's (the peer a trusted proxy)."""
+    unbelieved: int = 0
+    """Lines that logged an X-Forwarded-For from a peer that is not a trusted proxy."""
 
     def skip(self, where: str, number: int, reason: str) -> None:
         self.skipped[reason] += 1
@@ -105,6 +111,17 @@ class Summary:
             if self.new_rows is not None:
                 line += f"   new in the store: {self.new_rows.get(table, 0):,}"
             out.append(line)
+        if self.forwarded:
+            out.append(
+                f"  {'forwarded:':13}{self.forwarded:>10,}   (lines whose client address is their logged"
+                " X-Forwarded-For's: the peer is a trusted proxy)"
+            )
+        if self.unbelieved:
+            out.append(
+                f"  {'not trusted:':13}{self.unbelieved:>10,}   (lines that logged an X-Forwarded-For from a"
+                " peer that is not in proxy.trusted_proxies or --trusted-proxy: their client is the"
+                " peer; name the load balancer the log was written behind)"
+            )
         if self.erased:
             out.append(f"  {'erased:':13}{self.erased:>10,}   (of users erased since: not stored again)")
         if self.expired:
@@ -152,6 +169,7 @@ class Replayer:
         self.id_mac = derive(settings.secret, "gateway/import-id/v1")
         public = urlsplit(opts.proxy.public_origin) if opts.proxy.public_origin else None
         self.host = default_host or (public.netloc if public else "")
+        self.trusted = settings.trusted_networks
         self.scheme = public.scheme if public else "https"
         self._visitors: dict[tuple[str, str, int], Visitor] = {}
         self.segment = segment_source(settings)
@@ -189,16 +207,23 @@ class Replayer:
             self._visitors[key] = visitor
         return visitor
 
-    def visitor(self, line: Line) -> Visitor:
-        """Our cookie's visitor when the line kept the cookie and its tag verifies; else derived."""
+    def client(self, line: Line) -> str:
+        """The line's client address, as the live proxy finds it (``forwarding.client_ip``): the
+        logged peer, or — when that is a trusted proxy — the right-most address of the logged
+        X-Forwarded-For that is not one."""
+        return client_ip(line.ip, line.forwarded_for, self.trusted) if line.forwarded_for else line.ip
+
+    def visitor(self, line: Line, ip: str) -> Visitor:
+        """Our cookie's visitor when the line kept the cookie and its tag verifies; else derived
+        (from the client address ``ip``)."""
         if line.cookie:
             value = parse_cookies(line.cookie).get(self.cookie_name)
             visitor_id = verify_cookie(self.keys.cookie_mac, value) if value else None
             if visitor_id is not None:
                 return Visitor(visitor_id, False, self.keys.visitor_key)
-        return self.derived_visitor(line.ip, line.user_agent, line.ts)
+        return self.derived_visitor(ip, line.user_agent, line.ts)
 
-    def exchange(self, line: Line) -> Exchange:
+    def exchange(self, line: Line, ip: str | None = None) -> Exchange:
         path, _, query = line.target.partition("?")
         headers = dict(line.headers) if line.headers else {}
         host = line.host or self.host
@@ -209,13 +234,15 @@ class Replayer:
             headers["user-agent"] = line.user_agent
         if line.headers is None and looks_like_page(line.method, path, line.status):
             headers["accept"] = "text/html"
-        view = RequestView(line.method, self.scheme, host, path, query, headers, line.ip, line.ts)
+        ip = self.client(line) if ip is None else ip
+        view = RequestView(line.method, self.scheme, host, path, query, headers, ip, line.ts)
         view.all_headers = line.headers is not None  # a flow dump's are all there; a log's are not
-        return Exchange(view, visitor=self.visitor(line))
+        return Exchange(view, visitor=self.visitor(line, ip))
 
-    async def replay(self, line: Line, identity: bytes) -> list[Event]:
-        """One log line through the chain; its events with their deterministic ids."""
-        ex = self.exchange(line)
+    async def replay(self, line: Line, identity: bytes, ip: str | None = None) -> list[Event]:
+        """One log line through the chain (from client address ``ip``: by default ``client``);
+        its events with their deterministic ids."""
+        ex = self.exchange(line, ip)
         await self.pipeline.request(ex)
         ex.response = ResponseView(line.status, {})
         await self.pipeline.response(ex)
@@ -261,19 +288,34 @@ class Replayer:
 NO_HOST = "host: missing (and no --host or proxy.public_origin)"
 
 
-async def replay_items(
-    replayer: Replayer, items: list[Item], identity: bytes
-) -> tuple[list[Event], list[Skip]]:
+@dataclass(slots=True)
+class Replayed:
+    """What a chunk of read items gave: its events, the items skipped (with reasons), and how
+    many of its lines took their client address from a logged X-Forwarded-For (``forwarded``)
+    or logged one that was not believed (``unbelieved``)."""
+
+    events: list[Event] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    forwarded: int = 0
+    unbelieved: int = 0
+
+
+async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -> Replayed:
     """A chunk of read items → the events they produce and the items skipped, with reasons."""
-    events: list[Event] = []
-    skips: list[Skip] = []
-    default_host = replayer.host
+    out = Replayed()
+    events, skips = out.events, out.skips
+    default_host, trusted = replayer.host, replayer.trusted
     for item in items:
         if type(item) is Line:
             if not (item.host or default_host):
                 skips.append(Skip(item.number, NO_HOST))
                 continue
-            new = await replayer.replay(item, identity)
+            ip = replayer.client(item)
+            if ip != item.ip:
+                out.forwarded += 1
+            elif item.forwarded_for and not is_trusted(item.ip, trusted):
+                out.unbelieved += 1
+            new = await replayer.replay(item, identity, ip)
         elif type(item) is Record:
             try:
                 new = replayer.segment_event(item, identity)
@@ -289,4 +331,4 @@ async def replay_items(
             continue
         if new:
             events.extend(new)
-    return events, skips
+    return out

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import ipaddress
 import logging
 import os
 import re
@@ -636,6 +637,14 @@ def _site_host(text: str) -> str:
     )
 
 
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``--trusted-proxy``: an IP address or CIDR block, as ``proxy.trusted_proxies`` takes them."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address or CIDR block: {text!r}") from None
+
+
 def _workers(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 256:
         raise argparse.ArgumentTypeError(f"must be a whole number 1..256 (processes), got {text!r}")
@@ -793,6 +802,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=POINTER",
         help="json-lines: where a field is, e.g. --field time=/@timestamp (repeatable)",
+    )
+    imp.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        type=_network,
+        metavar="IP_OR_CIDR",
+        help="a load balancer the log was written behind: a line from it takes its client address "
+        "from the logged X-Forwarded-For (repeatable; added to proxy.trusted_proxies)",
     )
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     imp.add_argument(

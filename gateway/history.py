@@ -58,6 +58,10 @@ class Line:
     referer: str = ""
     user_agent: str = ""
     ip: str = ""
+    """The peer the server logged: the client, or a load balancer in front of the server."""
+    forwarded_for: str = ""
+    """The X-Forwarded-For the log kept (empty: none), believed only when ``ip`` is a trusted
+    proxy (``Replayer.client``)."""
     cookie: str = ""
     headers: dict[str, str] | None = None
     """Every request header (lower-case names), when the source kept them (flow dumps)."""

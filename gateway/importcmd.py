@@ -16,6 +16,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -81,6 +82,8 @@ def _stdin() -> BinaryIO:
 
 
 def _import_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.trusted_proxy:  # the load balancers the logs were written behind, for this import
+        settings = replace(settings, trusted_networks=(*settings.trusted_networks, *args.trusted_proxy))
     try:
         fields = parse_fields(args.field)
         paths = _inputs(args.files)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 
 from addons.stitching import RecentPairs
-from gateway.backfill import Replayer, Summary, replay_items
+from gateway.backfill import Replayed, Replayer, Summary, replay_items
 from gateway.events import Binding, Event
 from gateway.history import READ_ERRORS, Input, Item, Skip, input_name
 from gateway.importread import Source, off_loop
@@ -68,9 +68,9 @@ async def _replay_source(
     done = 0
     while (step := await off_loop(source.next, source.stream)) is not None:
         chunk, position = step
-        events, skips = await replay_items(replayer, chunk, source.identity)
+        replayed = await replay_items(replayer, chunk, source.identity)
         last = chunk[-1].number
-        await _account(name, source.stream, summary, writer, events, skips, last - done, last)
+        await _account(name, source.stream, summary, writer, replayed, last - done, last)
         done = last
         progress.update(summary.lines, position)
     summary.lines += _blank_tail(source, done, summary)
@@ -106,7 +106,7 @@ async def _replay_pooled(
 
     read = 0
 
-    def read_and_submit() -> tuple[Future[tuple[list[Event], list[Skip]]], int, int, int] | None:
+    def read_and_submit() -> tuple[Future[Replayed], int, int, int] | None:
         nonlocal read
         lines, position = source.raw_lines()
         if not lines:
@@ -116,17 +116,17 @@ async def _replay_pooled(
         count, read = number - read, number  # blank lines among them included
         return pool.submit(lines, source.identity), count, number, position
 
-    pending: deque[tuple[Future[tuple[list[Event], list[Skip]]], int, int, int]] = deque()
+    pending: deque[tuple[Future[Replayed], int, int, int]] = deque()
 
     recent = replayer.recent_bindings()
 
     async def collect() -> None:
         future, lines, last, position = pending[0]
-        events, skips = await asyncio.wrap_future(future)
+        replayed = await asyncio.wrap_future(future)
         pending.popleft()
         if recent is not None:
-            events = first_bindings(events, recent)
-        await _account(name, source.stream, summary, writer, events, skips, lines, last)
+            replayed.events = first_bindings(replayed.events, recent)
+        await _account(name, source.stream, summary, writer, replayed, lines, last)
         progress.update(summary.lines, position)
 
     try:
@@ -155,7 +155,7 @@ async def _replay_pooled(
 
 
 async def _collect_through_stop(
-    pending: deque[tuple[Future[tuple[list[Event], list[Skip]]], int, int, int]],
+    pending: deque[tuple[Future[Replayed], int, int, int]],
     collect: Callable[[], Awaitable[None]],
     pool: WorkerPool,
 ) -> None:
@@ -176,14 +176,15 @@ async def _account(
     stream: bool,
     summary: Summary,
     writer: Writer,
-    events: list[Event],
-    skips: list[Skip],
+    replayed: Replayed,
     lines: int,
     last: int,
 ) -> None:
-    for skip in skips:
+    for skip in replayed.skips:
         summary.skip(name, skip.number, skip.reason)
-    events, erased = writer.erased.keep(events)
+    summary.forwarded += replayed.forwarded
+    summary.unbelieved += replayed.unbelieved
+    events, erased = writer.erased.keep(replayed.events)
     summary.erased += erased
     events, expired = writer.expired(events)
     summary.expired += expired

@@ -23,10 +23,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import resource_tracker
 from typing import Any
 
-from gateway.backfill import Replayer, replay_items
+from gateway.backfill import Replayed, Replayer, replay_items
 from gateway.childsignals import STOP_SIGNALS, blocked, ignored
 from gateway.config import Settings
-from gateway.events import Event
 from gateway.history import Item, Skip
 from gateway.logformats import parser_for
 from gateway.metrics import Metrics
@@ -72,7 +71,7 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _work(lines: Lines, identity: bytes) -> tuple[list[Event], list[Skip]]:
+def _work(lines: Lines, identity: bytes) -> Replayed:
     parse = _worker["parse"]
     items: list[Item] = []
     for entry in lines:
@@ -114,7 +113,7 @@ class WorkerPool:
             initargs=(settings, fmt, host, fields),
         )
 
-    def submit(self, lines: Lines, identity: bytes) -> Future[tuple[list[Event], list[Skip]]]:
+    def submit(self, lines: Lines, identity: bytes) -> Future[Replayed]:
         # A worker (and the pool's thread that may start more) is started by a submit, and
         # inherits the calling thread's signal mask: blocked, Ctrl-C cannot reach it before it
         # ignores it. This thread is not the main one, where Python handles signals.
@@ -128,7 +127,7 @@ class WorkerPool:
         queue, whose feeder then blocks the interpreter's exit for ever."""
         return bool(self.executor._broken)
 
-    def cancel(self, futures: Iterable[Future[tuple[list[Event], list[Skip]]]]) -> None:
+    def cancel(self, futures: Iterable[Future[Replayed]]) -> None:
         """Cancel the chunks no worker has taken (the others run to their end), unless the pool
         is ``broken``: it fails them itself."""
         for future in futures:

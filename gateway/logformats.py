@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.forwarding import parse_ip
 from gateway.history import CHUNK, Input, Item, Line, Record, Skip, open_input, parse_any_time, parse_clf_time
 from gateway.sources import MISSING, parse_pointer, resolve
 
@@ -34,10 +35,12 @@ JSON_FIELDS: dict[str, str] = {
     "ip": "/remote_addr",
     "cookie": "/cookie",
     "vid": "/gw_vid",
+    "forwarded_for": "/x_forwarded_for",
 }
 """JSON-lines default field → pointer. ``uri`` is path and query (nginx ``$request_uri``);
 ``request`` ("GET /p?q HTTP/1.1") is used when ``method``/``uri`` are absent; ``cookie`` is the
-Cookie header and ``vid`` our cookie's value alone, when the log kept either."""
+Cookie header and ``vid`` our cookie's value alone, when the log kept either; ``forwarded_for`` the
+X-Forwarded-For (nginx ``$http_x_forwarded_for``)."""
 
 
 NESTED = "JSON nested too deeply to read"
@@ -63,6 +66,7 @@ _VHOST = re.compile(rf"((?:[\w-]+\.)*[\w-]+(?::\d+)?|\[[0-9A-Fa-f:.]+\](?::\d+)?
 nginx ``$host``), tried when the line is not a plain one. Both: host (empty without), client, time,
 request, status, referer, agent, extra."""
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
+_FIRST_QUOTED = re.compile(rf"\s*{_Q}")
 _SIGNED = re.compile(r"v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}")
 
 
@@ -90,6 +94,20 @@ def split_request(request: str) -> tuple[str, str] | str:
 RAW_BYTES = "a request target with raw non-ASCII bytes (the gateway answers such a request 400)"
 """Why a line is skipped whose target holds bytes a client should have percent-encoded: live,
 the gateway's HTTP parser refuses such a request, so it never makes a touchpoint."""
+
+
+def forwarded_for(extra: str) -> str:
+    """The X-Forwarded-For of a combined line: the quoted field right after the user agent
+    (nginx's stock ``main`` format, ``"$http_x_forwarded_for"``; Apache's
+    ``"%{X-Forwarded-For}i"`` put there), when it holds addresses and nothing else. Anything
+    else there (a cookie, ``"-"``, a time) is not one."""
+    m = _FIRST_QUOTED.match(extra)
+    if m is None:
+        return ""
+    field = _unescape(m[1]).strip()
+    if not field or any(parse_ip(entry) is None for entry in field.split(",")):
+        return ""
+    return field
 
 
 def logged_cookie(extra: str, cookie_name: str) -> str:
@@ -129,6 +147,7 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
                 referer="" if referer == "-" else _unescape(referer),
                 user_agent="" if agent == "-" else _unescape(agent),
                 ip=m[2],
+                forwarded_for=forwarded_for(extra) if extra and m[7] is not None else "",
                 cookie=logged_cookie(extra, cookie_name) if extra else "",
             )
         ]
@@ -197,6 +216,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
                 referer=text(doc, "referer"),
                 user_agent=text(doc, "user_agent"),
                 ip=text(doc, "ip"),
+                forwarded_for=text(doc, "forwarded_for"),
                 cookie=f"{cookie_name}={vid}" if vid else text(doc, "cookie"),
             )
         ]
@@ -283,6 +303,7 @@ def flow_line(number: int, flow: Any) -> Line:
         referer=headers.get("referer", ""),
         user_agent=headers.get("user-agent", ""),
         ip=peer[0] if peer else "",
+        forwarded_for=joined.get("x-forwarded-for", ""),
         cookie=joined.get("cookie", ""),
         headers=joined,
     )

@@ -225,6 +225,46 @@ async def test_derived_visitor_is_per_ip_agent_and_day_and_keeps_no_ip(tmp_path:
     assert b"203.0.113" not in data and b"curl" not in data
 
 
+BEHIND_A_BALANCER = "\n".join(
+    f'10.0.0.2 - - [01/Mar/2025:10:00:0{n} +0000] "GET /?utm_source=s{n} HTTP/1.1" 200 1 "-" "{UA}" "{xff}"'
+    for n, xff in enumerate(["203.0.113.7", "198.51.100.1, 203.0.113.8", "203.0.113.7", "-"])
+)
+"""nginx's stock ``main`` format behind a load balancer (10.0.0.2): the logged peer is the
+balancer on every line, the client is in the X-Forwarded-For after the agent."""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_log_written_behind_a_trusted_balancer_takes_the_client_from_x_forwarded_for(
+    tmp_path: Path, workers: int
+) -> None:
+    """Behind a load balancer every line's peer is the balancer: everyone with the same browser
+    was one visitor a day, and one IP to bot scoring. With the balancer trusted, as live, the
+    client is the right-most X-Forwarded-For address that is not a trusted proxy."""
+    settings = make_settings(tmp_path, '[proxy]\ntrusted_proxies = ["10.0.0.0/8"]\n')
+    log = await asyncio.to_thread(write, tmp_path / "access.log", BEHIND_A_BALANCER)
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    got = dict(await query(settings, "SELECT source, visitor_key FROM touchpoints"))
+    assert got["s0"] == got["s2"]  # 203.0.113.7 twice: one visitor
+    assert len({got["s0"], got["s1"], got["s3"]}) == 3  # 203.0.113.8; the balancer itself (no XFF)
+    assert await query(settings, "SELECT count(DISTINCT ip_hash) FROM touchpoints") == [(3,)]
+    assert (summary.forwarded, summary.unbelieved) == (3, 0)
+    assert re.search(r"forwarded: +3 +\(lines whose client address", summary.render())
+    data = await asyncio.to_thread((tmp_path / "gateway.db").read_bytes)
+    assert b"203.0.113" not in data and b"198.51.100" not in data
+
+
+async def test_an_untrusted_peers_x_forwarded_for_is_not_believed_and_the_summary_says_so(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", BEHIND_A_BALANCER)
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert await query(settings, "SELECT count(DISTINCT visitor_key) FROM touchpoints") == [(1,)]
+    assert (summary.forwarded, summary.unbelieved) == (0, 3)
+    assert re.search(r"not trusted: +3 +\(lines that logged an X-Forwarded-For", summary.render())
+    assert "--trusted-proxy" in summary.render()
+
+
 async def test_first_touch_becomes_the_imported_older_one(
     tmp_path: Path, start_gateway: GatewayFactory, upstream_server: Any
 ) -> None:
@@ -412,6 +452,21 @@ def test_cli_imports_a_generated_2k_line_log(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "cannot read nope.log" in missing.stderr
     no_host = _cli(tmp_path, str(log), "--format", "combined", "-c", "gw.toml")
     assert no_host.returncode == 2 and "--host" in no_host.stderr and "Traceback" not in no_host.stderr
+
+
+def test_cli_trusts_the_balancer_named_by_trusted_proxy_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    write(tmp_path / "access.log", BEHIND_A_BALANCER)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    args = ("access.log", "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    done = _cli(tmp_path, *args, "--trusted-proxy", "10.0.0.2", "--trusted-proxy", "192.0.2.0/24")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"forwarded: +3 ", done.stdout) and "not trusted" not in done.stdout
+    assert rows(tmp_path / "gw.db", "SELECT count(DISTINCT visitor_key) FROM touchpoints") == [(3,)]
+    bad = _cli(tmp_path, *args, "--trusted-proxy", "10.0.0.300")
+    assert (
+        bad.returncode == 2 and "--trusted-proxy: not an IP address or CIDR block: '10.0.0.300'" in bad.stderr
+    )
+    assert "Traceback" not in bad.stderr
 
 
 def test_a_file_of_which_no_line_is_in_the_format_asked_for_exits_1(tmp_path: Path) -> None:
@@ -661,6 +716,7 @@ def test_a_store_that_is_not_a_database_is_reported(
         dry_run=False,
         no_progress=True,
         workers=1,
+        trusted_proxy=[],
     )
     assert import_command(settings, args) == 1
     err = capsys.readouterr().err

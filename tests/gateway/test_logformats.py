@@ -15,6 +15,7 @@ from gateway.logformats import (
     NESTED,
     RAW_BYTES,
     combined_parser,
+    forwarded_for,
     json_parser,
     logged_cookie,
     segment_parser,
@@ -118,6 +119,63 @@ def test_a_combined_line_with_raw_bytes_in_its_target_is_skipped() -> None:
         raw = b'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET ' + target + b' HTTP/1.1" 200 5 "-" "UA"'
         [skip] = parse(3, raw)
         assert isinstance(skip, Skip) and skip.reason == RAW_BYTES
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        # nginx's stock ``main`` format: "$http_x_forwarded_for" right after the agent
+        (' "203.0.113.7"', "203.0.113.7"),
+        (' "198.51.100.1, 203.0.113.7"', "198.51.100.1, 203.0.113.7"),
+        (' "2001:db8::1, [2001:db8::2]:443"', "2001:db8::1, [2001:db8::2]:443"),
+        (' "-"', ""),
+        (' ""', ""),
+        # anything but addresses is not one (a proxy's "unknown", a cookie, a time)
+        (' "unknown, 203.0.113.7"', ""),
+        (f' "{SIGNED}" "203.0.113.7"', ""),
+        (' 0.003 "203.0.113.7"', ""),
+        ("", ""),
+    ],
+)
+def test_a_combined_lines_x_forwarded_for_is_the_field_after_the_agent(tail: str, expected: str) -> None:
+    [line] = parse(
+        1, f'10.0.0.2 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "UA"{tail}'.encode()
+    )
+    assert isinstance(line, Line) and (line.ip, line.forwarded_for) == ("10.0.0.2", expected)
+
+
+def test_x_forwarded_for_and_a_cookie_are_both_read_and_need_the_agent_before_them() -> None:
+    head = '10.0.0.2 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "UA"'
+    raw = f'{head} "203.0.113.7" "gw_vid={SIGNED}"'
+    [line] = parse(1, raw.encode())
+    assert isinstance(line, Line) and (line.forwarded_for, line.cookie) == ("203.0.113.7", f"gw_vid={SIGNED}")
+    # The common log format has no agent: a lone quoted field after it is not read as one.
+    [line] = parse(1, b'10.0.0.2 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "203.0.113.7"')
+    assert isinstance(line, Line) and line.forwarded_for == ""
+    assert forwarded_for(' "203.0.113.7 , 10.0.0.1 "') == "203.0.113.7 , 10.0.0.1"
+
+
+CHAIN = "198.51.100.1, 203.0.113.7"
+
+
+def test_a_json_lines_x_forwarded_for_by_default_and_from_a_caddy_header() -> None:
+    doc = {"time": 1740823200, "method": "GET", "uri": "/", "remote_addr": "10.0.0.2",
+           "x_forwarded_for": "198.51.100.1, 203.0.113.7"}  # fmt: skip
+    [line] = json_parser("gw_vid", {})(1, msgspec.json.encode(doc))
+    assert isinstance(line, Line) and (line.ip, line.forwarded_for) == (
+        "10.0.0.2",
+        "198.51.100.1, 203.0.113.7",
+    )
+    caddy = {"ts": 1740823200, "request": {"method": "GET", "uri": "/", "remote_ip": "10.0.0.2",
+             "headers": {"X-Forwarded-For": ["198.51.100.1", "203.0.113.7"]}}}  # fmt: skip
+    fields = {**CADDY, "forwarded_for": "/request/headers/X-Forwarded-For", "ip": "/request/remote_ip"}
+    [line] = json_parser("gw_vid", fields)(1, msgspec.json.encode(caddy))
+    assert isinstance(line, Line) and (line.ip, line.forwarded_for) == (
+        "10.0.0.2",
+        "198.51.100.1, 203.0.113.7",
+    )
+    [line] = json_parser("gw_vid", {"forwarded_for": ""})(1, msgspec.json.encode(doc))  # unmapped
+    assert isinstance(line, Line) and line.forwarded_for == ""
 
 
 def test_logged_cookie_ignores_other_fields() -> None:
