@@ -41,6 +41,7 @@ from gateway.signing import (
     AuthFailed,
     verify_basic,
     verify_legacy,
+    verify_shopify,
     verify_standard,
     verify_stripe,
 )
@@ -118,6 +119,7 @@ class Inbound:
         standard = [s for s in settings.options.sources if s.format == "standard"]
         self.standard = {s.name: secrets[s.name] for s in standard if s.signature == "standard"}
         self.stripe = {s.name: secrets[s.name] for s in standard if s.signature == "stripe"}
+        self.shopify = {s.name: secrets[s.name] for s in standard if s.signature == "shopify"}
         self.legacy = {s.name: secrets[s.name] for s in settings.options.sources if s.legacy_hex}
         self.segment_keys = {
             s.name: secrets[s.name] for s in settings.options.sources if s.format == "segment"
@@ -164,6 +166,12 @@ class Inbound:
             if len(given) > 1:  # which one did Stripe send? neither is believed
                 raise AuthFailed("signature", "signature: Stripe-Signature given more than once")
             return verify_stripe(self.stripe, given[0], body, time.time(), self.opts.tolerance_seconds)
+        if "x-shopify-hmac-sha256" in headers and "webhook-signature" not in headers:
+            given = headers.getall("x-shopify-hmac-sha256")
+            events = headers.getall("x-shopify-event-id", [])
+            if len(given) > 1 or len(set(events)) > 1:  # which one did Shopify send? neither is believed
+                raise AuthFailed("signature", "signature: a Shopify header given more than once")
+            return verify_shopify(self.shopify, given[0], body, events[0] if events else "")
         # Svix-branded senders (Clerk, Resend…) send the same scheme as svix-id, svix-timestamp
         # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
         prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"
@@ -262,6 +270,9 @@ class Inbound:
             self._count(UNKNOWN, "rejected")
             www = {"WWW-Authenticate": "Basic"} if authenticate == self._authenticate_segment else None
             return error(401, str(err), www)
+        if implied is None and auth.sender in self.shopify:
+            # Shopify's body is the resource (an order); what happened is the topic header.
+            implied = request.headers.get("X-Shopify-Topic") or None
         try:
             return await self._ingest(self.sources[auth.sender], auth, body, implied)
         except Exception:
@@ -339,7 +350,11 @@ class Inbound:
             log.warning("a delivery from %s was not stored (%s); answered 503", sender, err)
             self._count(sender, "rejected", n)
             return error(503, "not stored; retry the delivery", {"Retry-After": "5"})
-        if not written[0]:
+        # A delivery seen before is a duplicate unless it brought an event not seen before (a
+        # sender that reused a delivery ID for new content): that one was stored, and is
+        # answered as such, not as a duplicate.
+        pairs = zip(written[1:], delivery.groups[1:], strict=True)
+        if not written[0] and not any(new and group for new, group in pairs):
             self._count(sender, "duplicate", n)
             return answer(200, {"ok": True, "result": "duplicate"})
         for result, new in zip(delivery.results, written[1:], strict=True):

@@ -229,9 +229,10 @@ class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
     (HTTP Basic, the write key as user name)."""
     legacy_hex: bool = False
     """Also accept ``x-webhook-signature``: hex HMAC-SHA256 of the body, no timestamp (legacy senders)."""
-    signature: Literal["standard", "stripe"] = "standard"
-    """How the standard format's deliveries are signed: Standard Webhooks, or Stripe's own
-    ``Stripe-Signature`` (its secret the whole ``whsec_…`` text)."""
+    signature: Literal["standard", "stripe", "shopify"] = "standard"
+    """How the standard format's deliveries are signed: Standard Webhooks, Stripe's own
+    ``Stripe-Signature`` (its secret the whole ``whsec_…`` text), or Shopify's
+    ``X-Shopify-Hmac-Sha256`` (its secret the app's client secret, as given)."""
     batch_pointer: str = "/batch"
     """JSON pointer to the array of events when the body is an object carrying a batch."""
     fields: dict[str, str] = {}

@@ -30,7 +30,7 @@ from gateway.config import ConfigError, decode_options, parse_config, read_confi
 from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
-from gateway.signing import standard_signature, stripe_signature
+from gateway.signing import shopify_signature, standard_signature, stripe_signature
 from gateway.sources import SourceMap, compile_source, put
 
 
@@ -160,11 +160,17 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         host = f"[{host}]" if ":" in host else host
         url = f"http://{host}:{port}{options.proxy.reserved_prefix}events"
     source_map = compile_source(source)
-    body = msgspec.json.encode(sample_payload(source_map, args.creator, args.value, args.currency))
+    doc = sample_payload(source_map, args.creator, args.value, args.currency)
+    topic = doc.pop("type", None) if source.signature == "shopify" and "type" in doc else None
+    body = msgspec.json.encode(doc)
     msg_id, stamp = f"msg_test_{uuid.uuid4().hex}", str(int(time.time()))
     headers = {"Content-Type": "application/json"}
     if source.signature == "stripe":  # as Stripe signs: no id, the secret's whole text
         headers["Stripe-Signature"] = stripe_signature(secret, stamp, body)
+    elif source.signature == "shopify":  # the body's HMAC; the event's type is the topic header
+        headers |= {"X-Shopify-Hmac-Sha256": shopify_signature(secret, body), "X-Shopify-Event-Id": msg_id}
+        if topic is not None:
+            headers["X-Shopify-Topic"] = str(topic)
     else:
         headers |= {
             "webhook-id": msg_id,

@@ -157,6 +157,23 @@ async def test_replayed_delivery_and_repeated_event_are_duplicates(gw: RunningGa
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
 
 
+async def test_a_delivery_id_reused_for_a_new_event_is_answered_for_what_was_stored(
+    gw: RunningGateway,
+) -> None:
+    """A sender that reused a delivery ID for another event got "duplicate" for it, while its
+    event was stored: the answer said nothing was recorded when something was."""
+    first = encode(conversion())
+    headers = signed(first, msg_id="msg_reused")
+    assert (await post(gw, first, headers))[0] == 202
+    second = encode(conversion())
+    status, answer = await post(gw, second, signed(second, msg_id="msg_reused"))
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(2,)]
+    status, answer = await post(gw, second, signed(second, msg_id="msg_reused"))  # now a retry
+    assert (status, answer) == (200, {"ok": True, "result": "duplicate"})
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(2,)]
+
+
 async def test_events_without_an_id_in_the_same_second_are_told_apart(gw: RunningGateway) -> None:
     """Without an event_id, the key was type, creator and timestamp: a second order, or another
     user's click, in the same second was answered "duplicate" and lost. Who and what are part
@@ -1110,6 +1127,104 @@ async def test_stripe_posts_its_own_signed_events(start_gateway, upstream_server
     )
     assert code == 0 and "HTTP 202" in out, (out, err)
     assert '"amount_total":5000' in out
+
+
+SHOPIFY_SECRET = "f" * 32  # the app's client secret, the HMAC key as given
+SHOPIFY = """
+[[sources]]
+name = "shopify"
+signature = "shopify"
+secrets = ["env:SHOPIFY_SECRET"]
+types = {"orders/paid" = "conversion"}
+ignore_types = ["orders/create"]
+defaults = {name = "purchase"}
+
+[sources.fields]
+event_id = "/id"
+order_id = "/id"
+user_id = "/customer/id"
+value = "/total_price"
+currency = "/currency"
+timestamp = "/created_at"
+"""
+
+
+def shopify_signed(
+    body: bytes, topic: str = "orders/paid", event: str | None = None, secret: str = SHOPIFY_SECRET
+):
+    """Shopify's scheme, written out here (not through the gateway's own signing code)."""
+    mac = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    headers = {"X-Shopify-Hmac-Sha256": mac, "X-Shopify-Topic": topic, "content-type": "application/json"}
+    return headers | ({"X-Shopify-Event-Id": event} if event is not None else {})
+
+
+async def test_shopify_posts_its_own_signed_order_webhooks(
+    start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Shopify signs the body alone (base64 HMAC-SHA256 in X-Shopify-Hmac-Sha256), puts what
+    happened in X-Shopify-Topic, not in the body, and names each event in X-Shopify-Event-Id,
+    the same on its retries: a Shopify store needed a relay that re-signed its webhooks."""
+    gw = await start_gateway(
+        await upstream_server(web.Application()), SHOPIFY, {"SHOPIFY_SECRET": SHOPIFY_SECRET}
+    )
+    order = {
+        "id": 820982911946154508,
+        "admin_graphql_api_id": "gid://shopify/Order/820982911946154508",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S-05:00", time.gmtime(time.time() - 5 * 3600)),
+        "currency": "EUR",
+        "total_price": "49.90",
+        "customer": {"id": 115310627314723954, "email": "jon@example.com"},
+    }
+    body = encode(order)
+    status, answer = await post(gw, body, shopify_signed(body, event="ev-1"))
+    assert (status, answer["result"], answer["key"]) == (202, "accepted", "820982911946154508"), answer
+    assert await rows(gw, "SELECT name, value, currency, order_id FROM conversions") == [
+        ("purchase", 49.9, "EUR", "820982911946154508")
+    ]
+    # A retry (the same event ID and body) and the same order under another topic.
+    status, answer = await post(gw, body, shopify_signed(body, event="ev-1"))
+    assert (status, answer["result"]) == (200, "duplicate")
+    changed = encode({**order, "note": "gift"})  # the same order again: a duplicate
+    status, answer = await post(gw, changed, shopify_signed(changed, event="ev-1"))
+    assert (status, answer["result"]) == (200, "duplicate")
+    status, answer = await post(gw, body, shopify_signed(body, "orders/create", event="ev-2"))
+    assert (status, answer["result"]) == (202, "ignored"), answer
+    status, answer = await post(gw, body, shopify_signed(body, "products/update", event="ev-3"))
+    assert status == 400 and "'products/update' is not mapped" in answer["errors"][0], answer
+    # Without an event ID, a retry is known by its body.
+    other = encode({**order, "id": 1001})
+    assert (await post(gw, other, shopify_signed(other)))[0] == 202
+    status, answer = await post(gw, other, shopify_signed(other))
+    assert (status, answer["result"]) == (200, "duplicate")
+    assert len(await rows(gw, "SELECT * FROM conversions")) == 2
+    # A wrong secret, a hex signature, the header twice, an event ID that is not one: 401.
+    third = encode({**order, "id": 1002})
+    good = shopify_signed(third, event="ev-4")
+    hexed = {
+        **good,
+        "X-Shopify-Hmac-Sha256": hmac.new(SHOPIFY_SECRET.encode(), third, hashlib.sha256).hexdigest(),
+    }
+    twice = CIMultiDict(good)
+    twice.add("X-Shopify-Hmac-Sha256", good["X-Shopify-Hmac-Sha256"])
+    for headers, why in (
+        (shopify_signed(third, event="ev-4", secret="x" * 32), "signature: no valid signature"),
+        (hexed, "signature: no valid signature"),
+        (twice, "signature: a Shopify header given more than once"),
+        ({**good, "X-Shopify-Event-Id": "a\tb"}, "signature: X-Shopify-Event-Id is not an event ID"),
+    ):
+        async with gw.session.post(gw.url + "/_gw/events", data=third, headers=headers) as resp:
+            assert resp.status == 401 and (await resp.json())["error"] == why, why
+    assert len(await rows(gw, "SELECT * FROM conversions")) == 2
+    # send-test-event signs as Shopify does, the type in the topic header.
+    config = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        config.write_text, SHOPIFY + f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\n'
+    )
+    env = {**ENV, "SHOPIFY_SECRET": SHOPIFY_SECRET}
+    code, out, err = await gateway_cli(
+        "send-test-event", "--url", gw.url + "/_gw/events", "-c", str(config), env=env
+    )
+    assert code == 0 and "HTTP 202" in out and '"total_price"' in out and '"type"' not in out, (out, err)
 
 
 def test_a_segment_source_cannot_take_stripes_signature() -> None:

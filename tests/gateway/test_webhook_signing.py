@@ -441,3 +441,33 @@ def test_readme_documents_every_source_option() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in SourceOptions.__struct_fields__:
         assert f"`sources.{name}`" in readme, f"sources.{name} missing from README"
+
+
+def test_the_readmes_shopify_source_maps_a_shopify_order() -> None:
+    """The README's Shopify example, as written, loads and turns an ``orders/paid`` webhook's
+    order (its type from the topic header) into the conversion it promises."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [toml] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if 'signature = "shopify"' in b]
+    settings = load_settings(None, text=toml, environ={**ENV, "SHOPIFY_WEBHOOK_SECRET": "k" * 32})
+    [options] = settings.options.sources
+    assert settings.source_secrets["shopify"] == (b"k" * 32,)  # as given, never base64-decoded
+    order = {
+        "id": 820982911946154508,
+        "created_at": "2026-11-25T06:30:00-05:00",
+        "currency": "EUR",
+        "total_price": "49.90",
+        "customer": {
+            "id": 115310627314723954,
+            "admin_graphql_api_id": "gid://shopify/Customer/115310627314723954",
+        },
+    }
+    src = compile_source(options)
+    (conversion,) = map_event(src, {**order, "type": "orders/paid"}, NOW, LIMITS, "f").rows
+    assert isinstance(conversion, Conversion)
+    assert (conversion.name, conversion.value, conversion.currency, conversion.order_id, conversion.ts) == (
+        "purchase", 49.9, "EUR", "820982911946154508", "2026-11-25T11:30:00.000000Z"
+    )  # fmt: skip
+    assert conversion.user_key == KEYS.user_key("gid://shopify/Customer/115310627314723954")
+    assert map_event(src, {**order, "type": "orders/create"}, NOW, LIMITS, "f").rows == []
+    with pytest.raises(Invalid, match="'products/update' is not mapped"):
+        map_event(src, {**order, "type": "products/update"}, NOW, LIMITS, "f")
