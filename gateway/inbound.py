@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,7 +39,9 @@ from gateway.metrics import Metrics
 from gateway.signing import (
     Authenticated,
     AuthFailed,
+    BodyHmac,
     verify_basic,
+    verify_body_hmac,
     verify_legacy,
     verify_shopify,
     verify_standard,
@@ -120,6 +122,16 @@ class Inbound:
         self.standard = {s.name: secrets[s.name] for s in standard if s.signature == "standard"}
         self.stripe = {s.name: secrets[s.name] for s in standard if s.signature == "stripe"}
         self.shopify = {s.name: secrets[s.name] for s in standard if s.signature == "shopify"}
+        # signature = "hmac": the senders by the header their signature comes in.
+        self.body_hmac: dict[str, dict[str, tuple[BodyHmac, Sequence[bytes]]]] = {}
+        self.type_headers = {name: "X-Shopify-Topic" for name in self.shopify}
+        """Senders whose event type is a header when the body has none."""
+        for s in standard:
+            if s.signature == "hmac" and s.hmac is not None:
+                spec = BodyHmac(s.hmac.encoding, s.hmac.prefix, s.hmac.delivery_header)
+                self.body_hmac.setdefault(s.hmac.header.lower(), {})[s.name] = (spec, secrets[s.name])
+                if s.hmac.type_header:
+                    self.type_headers[s.name] = s.hmac.type_header
         self.legacy = {s.name: secrets[s.name] for s in settings.options.sources if s.legacy_hex}
         self.segment_keys = {
             s.name: secrets[s.name] for s in settings.options.sources if s.format == "segment"
@@ -172,6 +184,13 @@ class Inbound:
             if len(given) > 1 or len(set(events)) > 1:  # which one did Shopify send? neither is believed
                 raise AuthFailed("signature", "signature: a Shopify header given more than once")
             return verify_shopify(self.shopify, given[0], body, events[0] if events else "")
+        if "webhook-signature" not in headers:
+            for header, senders in self.body_hmac.items():
+                if header in headers:
+                    given = headers.getall(header)
+                    if len(given) > 1:  # which one did the sender send? neither is believed
+                        raise AuthFailed("signature", f"signature: {header} given more than once")
+                    return verify_body_hmac(senders, given[0], body, headers)
         # Svix-branded senders (Clerk, Resend…) send the same scheme as svix-id, svix-timestamp
         # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
         prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"
@@ -270,9 +289,9 @@ class Inbound:
             self._count(UNKNOWN, "rejected")
             www = {"WWW-Authenticate": "Basic"} if authenticate == self._authenticate_segment else None
             return error(401, str(err), www)
-        if implied is None and auth.sender in self.shopify:
+        if implied is None and auth.sender in self.type_headers:
             # Shopify's body is the resource (an order); what happened is the topic header.
-            implied = request.headers.get("X-Shopify-Topic") or None
+            implied = request.headers.get(self.type_headers[auth.sender]) or None
         try:
             return await self._ingest(self.sources[auth.sender], auth, body, implied)
         except Exception:

@@ -217,6 +217,23 @@ class WebhooksOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only
     """Oldest event timestamp accepted, in days before now (newer than now + tolerance is refused too)."""
 
 
+class HmacOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where a sender that signs its body alone (``signature = "hmac"``) puts what: GitHub,
+    WooCommerce, Lemon Squeezy and the like, each with its own header."""
+
+    header: str
+    """The header holding the signature: ``[prefix]<HMAC-SHA256 of the body>``."""
+    encoding: Literal["hex", "base64"] = "hex"
+    """How the HMAC is written: hex digits (any case) or base64."""
+    prefix: str = ""
+    """Text before the HMAC in the header (GitHub: ``sha256=``)."""
+    delivery_header: str = ""
+    """A header naming the delivery, the same on its retries (the key of its receipt); empty:
+    the body's digest."""
+    type_header: str = ""
+    """A header giving the event's type when the body has none (WooCommerce's topic)."""
+
+
 class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One sender of signed server-side events (``[[sources]]``)."""
 
@@ -229,10 +246,13 @@ class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
     (HTTP Basic, the write key as user name)."""
     legacy_hex: bool = False
     """Also accept ``x-webhook-signature``: hex HMAC-SHA256 of the body, no timestamp (legacy senders)."""
-    signature: Literal["standard", "stripe", "shopify"] = "standard"
+    signature: Literal["standard", "stripe", "shopify", "hmac"] = "standard"
     """How the standard format's deliveries are signed: Standard Webhooks, Stripe's own
-    ``Stripe-Signature`` (its secret the whole ``whsec_…`` text), or Shopify's
-    ``X-Shopify-Hmac-Sha256`` (its secret the app's client secret, as given)."""
+    ``Stripe-Signature`` (its secret the whole ``whsec_…`` text), Shopify's
+    ``X-Shopify-Hmac-Sha256`` (its secret the app's client secret, as given), or an HMAC of the
+    body in the header ``hmac`` names (the secret as given)."""
+    hmac: HmacOptions | None = None
+    """Under ``signature = "hmac"``: the header the signature comes in, and how it is written."""
     batch_pointer: str = "/batch"
     """JSON pointer to the array of events when the body is an object carrying a batch."""
     fields: dict[str, str] = {}

@@ -30,7 +30,7 @@ from gateway.config import ConfigError, decode_options, parse_config, read_confi
 from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
-from gateway.signing import shopify_signature, standard_signature, stripe_signature
+from gateway.signing import body_hmac, shopify_signature, standard_signature, stripe_signature
 from gateway.sources import SourceMap, compile_source, put
 
 
@@ -161,7 +161,10 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         url = f"http://{host}:{port}{options.proxy.reserved_prefix}events"
     source_map = compile_source(source)
     doc = sample_payload(source_map, args.creator, args.value, args.currency)
-    topic = doc.pop("type", None) if source.signature == "shopify" and "type" in doc else None
+    type_header = "X-Shopify-Topic" if source.signature == "shopify" else ""
+    if source.signature == "hmac" and source.hmac is not None:
+        type_header = source.hmac.type_header
+    topic = doc.pop("type", None) if type_header and "type" in doc else None
     body = msgspec.json.encode(doc)
     msg_id, stamp = f"msg_test_{uuid.uuid4().hex}", str(int(time.time()))
     headers = {"Content-Type": "application/json"}
@@ -169,14 +172,19 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         headers["Stripe-Signature"] = stripe_signature(secret, stamp, body)
     elif source.signature == "shopify":  # the body's HMAC; the event's type is the topic header
         headers |= {"X-Shopify-Hmac-Sha256": shopify_signature(secret, body), "X-Shopify-Event-Id": msg_id}
-        if topic is not None:
-            headers["X-Shopify-Topic"] = str(topic)
+    elif source.signature == "hmac" and source.hmac is not None:  # the sender's own header
+        spec = source.hmac
+        headers[spec.header] = spec.prefix + body_hmac(secret, body, spec.encoding)
+        if spec.delivery_header:
+            headers[spec.delivery_header] = msg_id
     else:
         headers |= {
             "webhook-id": msg_id,
             "webhook-timestamp": stamp,
             "webhook-signature": standard_signature(secret, msg_id, stamp, body),
         }
+    if topic is not None:
+        headers[type_header] = str(topic)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     print(f"POST {url} as {source.name}: {body.decode()}")
     try:

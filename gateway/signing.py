@@ -5,8 +5,9 @@ signature formats: ``webhook-signature: v1,<base64 HMAC-SHA256 of
 "id.timestamp.body">`` (a space-separated list; any one valid signature from any
 active secret passes), Stripe's ``Stripe-Signature: t=<seconds>,v1=<hex HMAC-SHA256 of
 "t.body">`` (any ``v1`` may pass), Shopify's ``X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256 of
-the body>``, ``x-webhook-signature: <hex HMAC-SHA256 of the body>`` for senders that enable
-it, and Segment's ``Authorization: Basic`` with the
+the body>``, a sender's own header holding ``[prefix]<hex or base64 HMAC-SHA256 of the body>``
+(``signature = "hmac"``: GitHub, WooCommerce…), ``x-webhook-signature: <hex HMAC-SHA256 of the
+body>`` for senders that enable it, and Segment's ``Authorization: Basic`` with the
 write key as user name. Every comparison is constant-time. Failures say only
 ``signature`` or ``timestamp``: nothing that helps a forger.
 """
@@ -157,6 +158,49 @@ def verify_shopify(
             if hmac.compare_digest(shopify_signature(secret, body), offered):
                 delivery = f"shopify-event:{event_id}" if event_id else body_digest(body)
                 return Authenticated(sender, delivery)
+    raise AuthFailed("signature", "signature: no valid signature")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyHmac:
+    """How one ``signature = "hmac"`` sender writes its signature (``HmacOptions``)."""
+
+    encoding: str
+    prefix: str
+    delivery_header: str
+
+
+def body_hmac(secret: bytes, body: bytes, encoding: str) -> str:
+    """The HMAC-SHA256 of ``body`` as such a sender writes it: hex (lower case) or base64."""
+    mac = hmac.new(secret, body, hashlib.sha256)
+    return mac.hexdigest() if encoding == "hex" else base64.b64encode(mac.digest()).decode()
+
+
+def verify_body_hmac(
+    senders: Mapping[str, tuple[BodyHmac, Sequence[bytes]]],
+    given: str,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> Authenticated:
+    """The sender (of those whose signature comes in this header, ``given``) whose secret made
+    it. Its delivery is the value of its ``delivery_header`` among ``headers``, when sent, else
+    the body's digest. The signature covers no time: as with the legacy signature, only the
+    event's own timestamp (``webhooks.max_event_age_days``) bounds a replay's age."""
+    given = given.strip()
+    for sender, (spec, secrets) in senders.items():
+        if not given.startswith(spec.prefix):
+            continue
+        offered = given[len(spec.prefix) :].strip()
+        if spec.encoding == "hex":
+            offered = offered.lower()
+        if not offered.isascii():  # hex or base64: anything else cannot match
+            continue
+        if any(hmac.compare_digest(body_hmac(secret, body, spec.encoding), offered) for secret in secrets):
+            delivery = headers.get(spec.delivery_header, "").strip() if spec.delivery_header else ""
+            if not (_utf8(delivery) and delivery.isprintable() and len(delivery) <= MAX_EVENT_ID):
+                raise AuthFailed("signature", f"signature: {spec.delivery_header} is not a delivery ID")
+            key = f"{spec.delivery_header.lower()}:{delivery}" if delivery else body_digest(body)
+            return Authenticated(sender, key)
     raise AuthFailed("signature", "signature: no valid signature")
 
 

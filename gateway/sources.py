@@ -195,6 +195,7 @@ def validate_sources(options: Options) -> list[str]:
             p.append(f"{at}.legacy_hex: applies to the standard format only (segment uses HTTP Basic)")
         if src.format == "segment" and src.signature != "standard":
             p.append(f"{at}.signature: applies to the standard format only (segment uses HTTP Basic)")
+        p += _hmac_problems(src, at)
         for name, pointer in src.fields.items():
             if name not in FIELDS:
                 p.append(f"{at}.fields.{name}: unknown field (allowed: {', '.join(FIELDS)})")
@@ -228,6 +229,44 @@ def validate_sources(options: Options) -> list[str]:
             src.value_scale > 0 and math.isfinite(src.value_scale)
         ):
             p.append(f"{at}.value_scale: must be a positive number, got {src.value_scale}")
+    return p
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name (RFC 9110 §5.1)."""
+OWN_HEADERS = frozenset(
+    {
+        "webhook-signature",
+        "svix-signature",
+        "stripe-signature",
+        "x-shopify-hmac-sha256",
+        "x-webhook-signature",
+    }
+)
+"""The headers another scheme reads its signature from: a ``signature = "hmac"`` sender's own
+header must be none of them, or which scheme a delivery is would be ambiguous."""
+
+
+def _hmac_problems(src: SourceOptions, at: str) -> list[str]:
+    """``signature = "hmac"`` and its ``hmac`` table: each needs the other."""
+    if src.hmac is None:
+        if src.signature == "hmac":
+            return [f'{at}.hmac: required under signature = "hmac", e.g. hmac = {{header = "X-Signature"}}']
+        return []
+    if src.signature != "hmac":
+        return [f'{at}.hmac: applies under signature = "hmac" only (signature is {src.signature!r})']
+    p = []
+    for key in ("header", "delivery_header", "type_header"):
+        name = getattr(src.hmac, key)
+        if (name or key == "header") and not _TOKEN.fullmatch(name):
+            p.append(f"{at}.hmac.{key}: must be an HTTP header name, got {name!r}")
+    if src.hmac.header.lower() in OWN_HEADERS:
+        p.append(
+            f"{at}.hmac.header: {src.hmac.header!r} is another scheme's"
+            " (Standard Webhooks, Stripe, Shopify, legacy_hex): use that signature instead"
+        )
+    if not src.hmac.prefix.isprintable():
+        p.append(f"{at}.hmac.prefix: must be printable text, got {src.hmac.prefix!r}")
     return p
 
 

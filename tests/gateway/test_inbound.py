@@ -1227,6 +1227,151 @@ async def test_shopify_posts_its_own_signed_order_webhooks(
     assert code == 0 and "HTTP 202" in out and '"total_price"' in out and '"type"' not in out, (out, err)
 
 
+BODY_HMAC = """
+[[sources]]
+name = "github"
+signature = "hmac"
+secrets = ["env:GITHUB_SECRET"]
+types = {sponsorship = "conversion"}
+ignore_types = ["ping"]
+
+[sources.hmac]
+header = "X-Hub-Signature-256"
+prefix = "sha256="
+delivery_header = "X-GitHub-Delivery"
+type_header = "X-GitHub-Event"
+
+[sources.fields]
+event_id = "/sponsorship/node_id"
+user_id = "/sender/login"
+value = "/sponsorship/tier/monthly_price_in_dollars"
+currency = "/currency"
+
+[[sources]]
+name = "woo"
+signature = "hmac"
+secrets = ["env:WOO_SECRET"]
+types = {"order.created" = "conversion"}
+
+[sources.hmac]
+header = "X-WC-Webhook-Signature"
+encoding = "base64"
+delivery_header = "X-WC-Webhook-Delivery-ID"
+type_header = "X-WC-Webhook-Topic"
+
+[sources.fields]
+event_id = "/id"
+order_id = "/id"
+user_id = "/customer_id"
+value = "/total"
+currency = "/currency"
+"""
+BODY_HMAC_ENV = {"GITHUB_SECRET": "g" * 32, "WOO_SECRET": "w" * 32}
+JSON = {"content-type": "application/json"}
+
+
+def _mac(secret: str, body: bytes) -> hmac.HMAC:
+    return hmac.new(secret.encode(), body, hashlib.sha256)
+
+
+def _github(body: bytes, event: str, delivery: str) -> dict[str, str]:
+    mac = "sha256=" + _mac("g" * 32, body).hexdigest().upper()  # hex in any case
+    return {"X-Hub-Signature-256": mac, "X-GitHub-Event": event, "X-GitHub-Delivery": delivery, **JSON}
+
+
+def _woo(body: bytes, secret: str = "w" * 32) -> dict[str, str]:
+    mac = base64.b64encode(_mac(secret, body).digest()).decode()
+    return {
+        "X-WC-Webhook-Signature": mac,
+        "X-WC-Webhook-Topic": "order.created",
+        "X-WC-Webhook-Delivery-ID": "77",
+        **JSON,
+    }
+
+
+async def test_senders_that_sign_the_body_in_their_own_header(
+    start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """GitHub (``X-Hub-Signature-256: sha256=<hex>``), WooCommerce (``X-WC-Webhook-Signature:
+    <base64>``) and the like sign the body alone, each in its own header, and name the event's
+    type and the delivery in others: each was a 401 and needed a relay that re-signed."""
+    gw = await start_gateway(await upstream_server(web.Application()), BODY_HMAC, BODY_HMAC_ENV)
+    sponsor = {
+        "sponsorship": {"node_id": "S_1", "tier": {"monthly_price_in_dollars": 5}},
+        "sender": {"login": "ann"},
+        "currency": "USD",
+    }
+    body = encode(sponsor)
+    status, answer = await post(gw, body, _github(body, "sponsorship", "d-1"))
+    assert (status, answer["result"], answer["key"]) == (202, "accepted", "S_1"), answer
+    again = await post(gw, body, _github(body, "sponsorship", "d-1"))  # the same delivery again
+    assert again[1]["result"] == "duplicate"
+    ping = encode({"zen": "Keep it logically awesome."})
+    assert (await post(gw, ping, _github(ping, "ping", "d-2")))[1]["result"] == "ignored"
+    order = {"id": 727, "customer_id": 12, "total": "29.35", "currency": "EUR"}
+    body = encode(order)
+    status, answer = await post(gw, body, _woo(body))
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    assert await rows(gw, "SELECT rule, value, currency, order_id FROM conversions ORDER BY rule") == [
+        ("github", 5.0, "USD", None),
+        ("woo", 29.35, "EUR", "727"),
+    ]
+    # Another sender's secret, the other encoding, no prefix, the header twice: 401.
+    other = encode({**order, "id": 728})
+    good = _woo(other)
+    twice = CIMultiDict(good)
+    twice.add("X-WC-Webhook-Signature", good["X-WC-Webhook-Signature"])
+    hexed = {**good, "X-WC-Webhook-Signature": _mac("w" * 32, other).hexdigest()}
+    bare = {**_github(other, "sponsorship", "d-3"), "X-Hub-Signature-256": _mac("g" * 32, other).hexdigest()}
+    for headers, why in (
+        (_woo(other, "g" * 32), "no valid signature"),
+        (hexed, "no valid signature"),
+        (bare, "no valid signature"),
+        (twice, "x-wc-webhook-signature given more than once"),
+        ({**good, "X-WC-Webhook-Delivery-ID": "7" * 201}, "X-WC-Webhook-Delivery-ID is not a delivery ID"),
+    ):
+        async with gw.session.post(gw.url + "/_gw/events", data=other, headers=headers) as resp:
+            got = await resp.json()
+            assert resp.status == 401 and got["error"] == "signature: " + why, (why, got)
+    assert len(await rows(gw, "SELECT * FROM conversions")) == 2
+    # send-test-event signs as the sender does: its header, prefix, delivery and type headers.
+    config = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        config.write_text, BODY_HMAC + f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\n'
+    )
+    for sender in ("github", "woo"):
+        args = ("send-test-event", "--sender", sender, "--url", gw.url + "/_gw/events", "-c", str(config))
+        code, out, err = await gateway_cli(*args, env={**ENV, **BODY_HMAC_ENV})
+        assert code == 0 and "HTTP 202" in out and '"type"' not in out, (sender, out, err)
+
+
+HMAC_REQUIRED = 'sources[4].hmac: required under signature = "hmac", e.g. hmac = {header = "X-Signature"}'
+OTHER_SCHEME = (
+    "sources[4].hmac.header: 'Stripe-Signature' is another scheme's (Standard Webhooks, Stripe, Shopify,"
+    " legacy_hex): use that signature instead"
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ('signature = "hmac"', HMAC_REQUIRED),
+        ('hmac = {header = "X-Sig"}',
+         "sources[4].hmac: applies under signature = \"hmac\" only (signature is 'standard')"),
+        ('signature = "hmac"\nhmac = {header = "X Sig"}',
+         "sources[4].hmac.header: must be an HTTP header name, got 'X Sig'"),
+        ('signature = "hmac"\nhmac = {header = "Stripe-Signature"}', OTHER_SCHEME),
+        ('signature = "hmac"\nhmac = {header = "X-Sig", type_header = "a:b"}',
+         "sources[4].hmac.type_header: must be an HTTP header name, got 'a:b'"),
+    ],
+)  # fmt: skip
+def test_a_body_hmac_senders_config_is_checked(change: str, problem: str) -> None:
+    toml = SOURCES + f'\n[[sources]]\nname = "other"\nsecrets = ["env:LEGACY_SECRET"]\n{change}\n'
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text=toml, environ={**ENV, **SOURCES_ENV})
+    assert err.value.problems == [problem]
+
+
 def test_a_segment_source_cannot_take_stripes_signature() -> None:
     toml = SOURCES.replace('format = "segment"', 'format = "segment"\nsignature = "stripe"')
     with pytest.raises(ConfigError) as err:

@@ -471,3 +471,30 @@ def test_the_readmes_shopify_source_maps_a_shopify_order() -> None:
     assert map_event(src, {**order, "type": "orders/create"}, NOW, LIMITS, "f").rows == []
     with pytest.raises(Invalid, match="'products/update' is not mapped"):
         map_event(src, {**order, "type": "products/update"}, NOW, LIMITS, "f")
+
+
+def test_the_readmes_body_hmac_source_maps_a_lemon_squeezy_order() -> None:
+    """The README's ``signature = "hmac"`` example, as written, loads and maps an order."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [toml] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if 'signature = "hmac"' in b]
+    settings = load_settings(None, text=toml, environ={**ENV, "LEMONSQUEEZY_SIGNING_SECRET": "k" * 32})
+    [options] = settings.options.sources
+    assert options.hmac is not None and options.hmac.header == "X-Signature"
+    assert settings.source_secrets["lemonsqueezy"] == (b"k" * 32,)
+    order = {
+        "meta": {"event_name": "order_created", "custom_data": {"user_id": "42"}},
+        "data": {
+            "type": "orders",
+            "id": "1",
+            "attributes": {"currency": "USD", "total": 999, "created_at": "2026-11-25T11:30:00.000000Z"},
+        },
+    }
+    src = compile_source(options)
+    (conversion,) = map_event(src, order, NOW, LIMITS, "f").rows
+    assert isinstance(conversion, Conversion)
+    assert (conversion.name, conversion.value, conversion.currency, conversion.order_id, conversion.ts) == (
+        "purchase", 9.99, "USD", "1", "2026-11-25T11:30:00.000000Z"
+    )  # fmt: skip
+    assert conversion.user_key == KEYS.user_key("42")
+    refund = {**order, "meta": {**order["meta"], "event_name": "order_refunded"}}
+    assert map_event(src, refund, NOW, LIMITS, "f").rows == []
