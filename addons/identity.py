@@ -77,6 +77,19 @@ def cookieless_id(salt: Mac, req: RequestView) -> str:
     return _b64(salt.digest(message.encode("utf-8", "surrogateescape"))[:_ID_BYTES])
 
 
+def cookie_domain(domain: str, host: str) -> str:
+    """The ID cookie's ``Domain``: ``identity.domain`` when the request's host (its port left
+    out) is that domain or under it (RFC 6265 §5.1.3), else none — a host-only cookie. A
+    browser refuses a cookie whose Domain does not cover the host it asked: with one domain
+    set for a site served under several (``example.com`` and ``example.de``), every landing on
+    the other was a new visitor."""
+    if not domain:
+        return ""
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    name, want = name.rstrip(".").lower(), domain.strip(".").lower()
+    return domain if name == want or name.endswith("." + want) else ""
+
+
 class Identity:
     def configure(self, ctx: Context) -> None:
         opts = ctx.settings.options.identity
@@ -185,7 +198,7 @@ class Identity:
             name=self.cookie_name,
             value=value,
             max_age=max_age,
-            domain=self.domain,
+            domain=cookie_domain(self.domain, ex.request.host),
             secure=secure,
             samesite=self.samesite,
         )

@@ -132,7 +132,7 @@ def test_cookie_attributes(policy: str, scheme: str, secure: bool) -> None:
     identity = configured(
         Identity, f'[identity]\nsecure = "{policy}"\ndomain = "example.com"\nsamesite = "Strict"\n'
     )
-    ex = exchange(headers=DOCUMENT, scheme=scheme)
+    ex = exchange(headers=DOCUMENT, scheme=scheme, host="shop.example.com")
     identity.request(ex)
     identity.response(ex)
     [cookie] = ex.set_cookies
@@ -143,6 +143,30 @@ def test_cookie_attributes(policy: str, scheme: str, secure: bool) -> None:
         "example.com",
         "/",
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "domain"),
+    [
+        ("example.com", "example.com"),
+        ("shop.example.com:8443", "example.com"),
+        ("WWW.Example.COM.", "example.com"),
+        ("example.de", ""),  # another site behind the same gateway: host-only
+        ("badexample.com", ""),
+        ("[::1]:8080", ""),
+        ("127.0.0.1", ""),
+    ],
+)
+def test_the_cookie_domain_is_set_only_for_hosts_under_it(host: str, domain: str) -> None:
+    """``identity.domain`` went on the cookie whatever the request's host: a browser refuses a
+    Domain that does not cover the host, so on a second site behind the same gateway every
+    landing was a new visitor."""
+    identity = configured(Identity, '[identity]\ndomain = "example.com"\n')
+    ex = exchange(headers=DOCUMENT, host=host)
+    identity.request(ex)
+    identity.response(ex)
+    [cookie] = ex.set_cookies
+    assert cookie.domain == domain
 
 
 def test_a_visitor_the_host_already_knows_is_kept() -> None:
