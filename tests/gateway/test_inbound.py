@@ -1058,6 +1058,19 @@ timestamp = "/created"
 """
 
 
+async def send_test_event(
+    gw: RunningGateway, config: Path, toml: str, env: dict[str, str], sender: str | None = None
+) -> tuple[int, str, str]:
+    """``gateway send-test-event`` (of ``sender``, else the first source) to ``gw``, from a
+    config of ``toml`` and ``gw``'s store."""
+    store = gw.gateway.settings.store_path
+    await asyncio.to_thread(config.write_text, toml + f'\n[storage]\npath = "{store}"\n')
+    chosen = ("--sender", sender) if sender else ()
+    return await gateway_cli(
+        "send-test-event", *chosen, "--url", gw.url + "/_gw/events", "-c", str(config), env={**ENV, **env}
+    )
+
+
 def stripe_signed(
     body: bytes, secret: str | bytes = STRIPE_SECRET, *, ts: int | None = None
 ) -> dict[str, str]:
@@ -1117,13 +1130,8 @@ async def test_stripe_posts_its_own_signed_events(start_gateway, upstream_server
     assert status == 401, answer
     assert len(await rows(gw, "SELECT * FROM conversions")) == 1
     # send-test-event signs as Stripe does, in Stripe's layout.
-    config = tmp_path / "gateway.toml"
-    await asyncio.to_thread(
-        config.write_text, STRIPE + f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\n'
-    )
-    env = {**ENV, "STRIPE_SECRET": STRIPE_SECRET}
-    code, out, err = await gateway_cli(
-        "send-test-event", "--url", gw.url + "/_gw/events", "-c", str(config), env=env
+    code, out, err = await send_test_event(
+        gw, tmp_path / "gateway.toml", STRIPE, {"STRIPE_SECRET": STRIPE_SECRET}
     )
     assert code == 0 and "HTTP 202" in out, (out, err)
     assert '"amount_total":5000' in out
@@ -1217,13 +1225,7 @@ async def test_shopify_posts_its_own_signed_order_webhooks(
     assert len(await rows(gw, "SELECT * FROM conversions")) == 2
     # send-test-event signs as Shopify does, the type in the topic header.
     config = tmp_path / "gateway.toml"
-    await asyncio.to_thread(
-        config.write_text, SHOPIFY + f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\n'
-    )
-    env = {**ENV, "SHOPIFY_SECRET": SHOPIFY_SECRET}
-    code, out, err = await gateway_cli(
-        "send-test-event", "--url", gw.url + "/_gw/events", "-c", str(config), env=env
-    )
+    code, out, err = await send_test_event(gw, config, SHOPIFY, {"SHOPIFY_SECRET": SHOPIFY_SECRET})
     assert code == 0 and "HTTP 202" in out and '"total_price"' in out and '"type"' not in out, (out, err)
 
 
@@ -1335,13 +1337,10 @@ async def test_senders_that_sign_the_body_in_their_own_header(
             assert resp.status == 401 and got["error"] == "signature: " + why, (why, got)
     assert len(await rows(gw, "SELECT * FROM conversions")) == 2
     # send-test-event signs as the sender does: its header, prefix, delivery and type headers.
-    config = tmp_path / "gateway.toml"
-    await asyncio.to_thread(
-        config.write_text, BODY_HMAC + f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\n'
-    )
     for sender in ("github", "woo"):
-        args = ("send-test-event", "--sender", sender, "--url", gw.url + "/_gw/events", "-c", str(config))
-        code, out, err = await gateway_cli(*args, env={**ENV, **BODY_HMAC_ENV})
+        code, out, err = await send_test_event(
+            gw, tmp_path / "gateway.toml", BODY_HMAC, BODY_HMAC_ENV, sender
+        )
         assert code == 0 and "HTTP 202" in out and '"type"' not in out, (sender, out, err)
 
 
