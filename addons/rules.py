@@ -161,14 +161,15 @@ that neither ``1_000`` nor ``nan``, ``inf`` or another script's digits are read 
 def scaled(value: Any, scale: float = 1.0) -> float | None:
     """A number, or a numeric string (surrounding spaces ignored), times ``scale``, rounded once:
     ``1999`` cents at ``0.01`` is ``19.99``, not the float product ``19.990000000000002``.
-    ``inf`` (or ``-inf``) beyond the float range; None when ``value`` is not a number."""
+    ``inf`` (or ``-inf``) beyond the float range (a JSON ``1e400`` is read as that infinity);
+    None when ``value`` is not a number."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     if isinstance(value, str):
         value = value.strip(" \t\r\n")
         if not NUMBER.fullmatch(value):
             return None
-    elif isinstance(value, float) and not math.isfinite(value):
+    elif isinstance(value, float) and math.isnan(value):
         return None
     try:
         approx = float(value)

@@ -9,6 +9,7 @@ one event means is ``gateway.mapping``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -276,6 +277,23 @@ deeper, Python's recursion limit would stop the decoder, or the encoder keeping 
 event, mid-way."""
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _beyond_doubles(body: bytes) -> Any:
+    """A document holding a number too large for a double (``1e400``, valid JSON), read with
+    it as infinity: only an event that maps it is then refused (a value must be finite), not
+    every event of the batch, which a sender would send again whole. ``ValueError`` for what
+    is not JSON (``NaN``, the standard library's extension, included)."""
+    doc = json.loads(body, parse_constant=_no_constant)
+    try:  # the fast decoder refuses a lone UTF-16 surrogate (\ud800); it could not be stored
+        msgspec.json.encode(doc)
+    except UnicodeEncodeError:
+        raise ValueError("a string escape of a lone UTF-16 surrogate") from None
+    return doc
+
+
 def decode_delivery(body: bytes) -> Any:
     """A delivery's JSON document; ``ValueError`` with the reason, naming the body, when it is
     not valid JSON or nests deeper than ``MAX_DEPTH``."""
@@ -288,8 +306,11 @@ def decode_delivery(body: bytes) -> Any:
     if body.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in body[:4]:
         raise ValueError("body: not UTF-8 (UTF-16 or UTF-32?); JSON is sent as UTF-8 (RFC 8259)")
     try:
-        doc = msgspec.json.decode(body)
-    except msgspec.DecodeError as err:
+        try:
+            doc = msgspec.json.decode(body)
+        except msgspec.ValidationError:  # a number beyond a double (1e400), which is valid JSON
+            doc = _beyond_doubles(body)
+    except (msgspec.DecodeError, ValueError) as err:
         raise ValueError(f"body: not valid JSON ({err})") from None
     except RecursionError:
         raise deep from None

@@ -985,6 +985,9 @@ ODD_BODIES = [
     b'{"batch": []}',
     b'{"batch": {"type": "page"}}',
     b'{"type": "conversion", "user_id": "u", "value": 1e400}',
+    b'{"type": "conversion", "user_id": "\\ud800", "value": 1e400}',
+    b'{"type": "conversion", "user_id": "u", "value": 1e400, "x": NaN}',
+    b'{"batch": [{"type": "conversion", "user_id": "u", "value": 1e400, "event_id": "e1"}, {"x": -1e999}]}',
     b'{"type": "conversion", "user_id": "u", "value": NaN}',
     b'{"type": "conversion", "user_id": "u", "value": -Infinity}',
     b'{"type": "conversion", "user_id": "u", "value": "1e999"}',
@@ -1017,6 +1020,32 @@ ODD_BODIES = [
     ),
     json_nested(3000)[:4000],
 ]
+
+
+async def test_a_number_beyond_a_double_refuses_its_event_not_the_batch(gw: RunningGateway) -> None:
+    """``1e400`` is valid JSON that no double holds: the whole body was refused as "not valid
+    JSON", so one such number in a batch refused every event of it, each time it was sent."""
+    body = (
+        b'{"batch": ['
+        + encode(conversion(order_id="o-big"))
+        + b', {"type": "conversion", "user_id": "u", "value": 1e400}]}'
+    )
+    status, answer = await post(gw, body, signed(body))
+    assert status == 202 and (answer["accepted"], answer["bad"]) == (1, 1), answer
+    assert answer["results"][1]["errors"] == [
+        "value (/value): expected a number from 0 to 1e+15 (after value_scale); refunds are not"
+        " recorded (list their type in ignore_types)"
+    ]
+    assert await rows(gw, "SELECT order_id FROM conversions") == [("o-big",)]
+    one = b'{"type": "conversion", "user_id": "u", "value": 1e400}'
+    status, answer = await post(gw, one, signed(one))
+    assert status == 400 and answer["error"].startswith("value (/value): expected a number"), answer
+    for odd, why in (
+        (b'[1e400, "\\ud800"]', "body: not valid JSON (a string escape of a lone UTF-16 surrogate)"),
+        (b"[1e400, NaN]", "body: not valid JSON (NaN is not JSON)"),
+    ):
+        status, answer = await post(gw, odd, signed(odd))
+        assert (status, answer["error"]) == (400, why)
 
 
 async def test_nothing_a_sender_sends_gives_a_server_error(
