@@ -32,7 +32,7 @@ from addons.rules import (
     conditions_hold,
     money,
 )
-from gateway.events import Conversion, iso
+from gateway.events import Conversion, iso, order_key
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.pipeline import Context, Exchange
@@ -50,6 +50,7 @@ class _Rule:
     order_id: Extractor | None
     window: int
     when: tuple[Condition, ...]
+    order_scope: str = ""
 
 
 class Conversions:
@@ -78,7 +79,16 @@ class Conversions:
                 (
                     rule.method,
                     compile_match(rule, reads),
-                    _Rule(rule.name, value, rule.value_scale, currency, order_id, rule.dedup_window, when),
+                    _Rule(
+                        rule.name,
+                        value,
+                        rule.value_scale,
+                        currency,
+                        order_id,
+                        rule.dedup_window,
+                        when,
+                        rule.order_scope,
+                    ),
                 )
             )
         self.index = RuleIndex(compiled)
@@ -137,7 +147,7 @@ class Conversions:
         ts = ex.request.ts
         visitor_key = ex.visitor.key
         if order_id is not None:
-            dedup_key = "order:" + order_id
+            dedup_key = order_key(order_id, rule.order_scope)
         else:
             dedup_key = f"window:{rule.name}:{visitor_key}:{int(ts.timestamp()) // rule.window}"
         ex.events.append(

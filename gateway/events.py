@@ -10,6 +10,7 @@ order is time order) and the ``node`` that wrote it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -108,7 +109,7 @@ class Conversion:
     name: str
     dedup_key: str
     """``order:<order id>`` when an order ID is known (a rule and a billing webhook for the same
-    order count once), else a per-visitor, per-rule window."""
+    order count once; ``order_key``), else a per-visitor, per-rule window."""
     visitor_key: str | None = None
     user_key: str | None = None
     value: float | None = None
@@ -119,6 +120,18 @@ class Conversion:
     """``rule``, ``webhook``, ``segment`` or ``import``."""
     rule: str = ""
     """The conversion rule or sender that recorded it."""
+
+
+ORDER_SCOPE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+"""An ``order_scope``: a name that cannot hold the key's own separators."""
+
+
+def order_key(order_id: str, scope: str = "") -> str:
+    """A conversion's ``dedup_key`` from its order ID: ``order:<id>``, one namespace for every
+    rule, sender and node (the same order seen twice counts once), or ``order/<scope>:<id>``
+    for a rule or sender given an ``order_scope`` (two shops whose order numbers overlap). The
+    two forms never meet: a scoped key does not begin with ``order:``."""
+    return f"order/{scope}:{order_id}" if scope else f"order:{order_id}"
 
 
 MAX_VALUE = 1e15

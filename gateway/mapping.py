@@ -24,7 +24,7 @@ from addons.identity import verify_cookie
 from addons.rules import scaled
 from gateway.attribution import exponent
 from gateway.channels import Channels, Signals
-from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso
+from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso, order_key
 from gateway.keys import MAX_USER_ID, Keys
 from gateway.sources import KINDS, MISSING, SourceMap, resolve
 
@@ -324,7 +324,7 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
                 ts=ts,
                 node=node,
                 name=conv_name or raw_type or "conversion",
-                dedup_key="order:" + order_id if order_id else f"event:{src.name}:{key}",
+                dedup_key=order_key(order_id, src.order_scope) if order_id else f"event:{src.name}:{key}",
                 visitor_key=touch.visitor_key
                 if touch
                 else (keys.visitor_key(visitor_id) if visitor_id else None),

@@ -171,7 +171,11 @@ CONVERSION = {
         "ts": {"type": "string", "format": "date-time"},
         "node": {"type": "string"},
         "name": {"type": "string"},
-        "dedup_key": {"type": "string", "description": "order:<order id>, or a per-visitor window"},
+        "dedup_key": {
+            "type": "string",
+            "description": "order:<order id> (order/<scope>:<order id> under an order_scope),"
+            " or a per-visitor window",
+        },
         "visitor_key": _NULLABLE_STR,
         "user_key": _NULLABLE_STR,
         "value": {"type": ["number", "null"]},

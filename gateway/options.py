@@ -266,6 +266,9 @@ class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
     value_scale: float | Literal["minor"] = 1.0
     """Multiplies the mapped value (0.01 for amounts in cents); ``"minor"``: the value is in its
     currency's minor units (JPY none, EUR cents, KWD thousandths), as Stripe gives amounts."""
+    order_scope: str = ""
+    """The namespace of this sender's order IDs (``order/<scope>:<id>``): empty, one namespace
+    with every rule and sender; a name, only with those given the same one."""
 
 
 class ChannelRule(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

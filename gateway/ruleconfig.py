@@ -25,7 +25,7 @@ from gateway.config_values import (
     text_problem,
     unset,
 )
-from gateway.events import MAX_VALUE
+from gateway.events import MAX_VALUE, ORDER_SCOPE
 
 
 class _Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -145,6 +145,9 @@ class ConversionRule(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """A fixed ISO 4217 code (``"EUR"``), or where it is read."""
     order_id: Source | None = None
     """Where the order ID is read: the same order counts once (``order:<id>``)."""
+    order_scope: str = ""
+    """The namespace of this rule's order IDs (``order/<scope>:<id>``): empty, one namespace
+    with every rule and sender; a name, only with those given the same one."""
     dedup_window: int = 600
     """Seconds: without an order ID, one conversion per visitor and rule per window."""
     when: tuple[Condition, ...] = ()
@@ -240,6 +243,12 @@ def validate_rules(
             )
         if rule.order_id is not None:
             _validate_source(p, f"{at}.order_id", rule.order_id)
+        _check(
+            p,
+            not rule.order_scope or bool(ORDER_SCOPE.fullmatch(rule.order_scope)),
+            f"{at}.order_scope",
+            f"must be 1-64 of a-z 0-9 _ . - (or empty), got {rule.order_scope!r}",
+        )
         _check(
             p,
             1 <= rule.dedup_window <= 86400,

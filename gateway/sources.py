@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
+from gateway.events import ORDER_SCOPE
 
 if TYPE_CHECKING:
     from gateway.options import Options, SourceOptions, WebhooksOptions
@@ -138,6 +139,8 @@ class SourceMap:
     lenient: bool
     """segment: a page without campaign data or an identify without both IDs is acknowledged
     and records nothing (such calls are routine there), rather than kept as a bad event."""
+    order_scope: str = ""
+    """The namespace of its order IDs (``events.order_key``; ``SourceOptions.order_scope``)."""
     configured: frozenset[str] = frozenset()
     """Our fields whose pointer the operator wrote (``fields``): one that finds nothing in an
     event is reported (``Mapped.unmatched``), as it may be a typo."""
@@ -166,6 +169,7 @@ def compile_source(opts: SourceOptions) -> SourceMap:
         batch=parse_pointer(opts.batch_pointer) if opts.batch_pointer else None,
         lenient=opts.format == "segment",
         configured=frozenset(name for name, pointer in opts.fields.items() if pointer),
+        order_scope=opts.order_scope,
     )
 
 
@@ -197,6 +201,8 @@ def validate_sources(options: Options) -> list[str]:
         if src.format == "segment" and src.signature != "standard":
             p.append(f"{at}.signature: applies to the standard format only (segment uses HTTP Basic)")
         p += _hmac_problems(src, at)
+        if src.order_scope and not ORDER_SCOPE.fullmatch(src.order_scope):
+            p.append(f"{at}.order_scope: must be 1-64 of a-z 0-9 _ . - (or empty), got {src.order_scope!r}")
         for name, pointer in src.fields.items():
             if name not in FIELDS:
                 p.append(f"{at}.fields.{name}: unknown field (allowed: {', '.join(FIELDS)})")

@@ -72,6 +72,25 @@ def test_location_query_value_and_order_id() -> None:
     assert metric(ctx, "gateway_conversions_total", {"rule": "purchase"}) == 0
 
 
+def test_an_order_scope_keeps_one_shops_order_ids_apart_from_anothers() -> None:
+    """Order IDs were one namespace for every rule, sender and node: two shops numbering their
+    orders from 1 recorded the second shop's order 727 as a duplicate of the first's (also in
+    the central store). A rule given an order_scope keys its orders in that scope only."""
+    scoped = context(rule('order_id = { location_query = "order" }\norder_scope = "shop-eu"'))
+    c = run(scoped, checkout(), headers={"location": "/done?order=727"})
+    assert c is not None and (c.order_id, c.dedup_key) == ("727", "order/shop-eu:727")
+    plain = context(rule('order_id = { location_query = "order" }'))
+    c = run(plain, checkout(), headers={"location": "/done?order=727"})
+    assert c is not None and c.dedup_key == "order:727"
+    for scope in ("Shop", "eu:1", "", "-x", "x" * 65):
+        if scope:
+            with pytest.raises(ConfigError) as err:
+                context(rule(f'order_id = {{ location_query = "o" }}\norder_scope = "{scope}"'))
+            assert err.value.problems == [
+                f"conversions[0].order_scope: must be 1-64 of a-z 0-9 _ . - (or empty), got {scope!r}"
+            ]
+
+
 def test_absolute_location_and_fixed_value() -> None:
     ctx = context(rule('value = 25\norder_id = { location_query = "o" }', status="[302, 303]"))
     c = run(ctx, checkout(), 302, headers={"location": "https://shop.example/done?o=Z%2F9"})

@@ -161,6 +161,27 @@ def test_conversion_maps_with_order_dedup_and_historical_time() -> None:
     assert conversion.ts == "2026-11-20T10:00:00.000000Z" and conversion.origin == "webhook"
 
 
+def test_a_senders_order_scope_keys_its_orders_apart() -> None:
+    """Two shops' webhooks with the same order number: one namespace made the second a duplicate
+    of the first; each sender given its own order_scope keeps both."""
+    event = {"type": "conversion", "event_id": "e1", "user_id": "u1", "order_id": "727"}
+    keys = [
+        [
+            r.dedup_key
+            for r in map_event(source(**opts), event, NOW, LIMITS, "f").rows
+            if isinstance(r, Conversion)
+        ]
+        for opts in ({}, {"order_scope": "eu"}, {"order_scope": "us"})
+    ]
+    assert keys == [["order:727"], ["order/eu:727"], ["order/us:727"]]
+    toml = '[[sources]]\nname = "a"\nsecrets = ["env:A"]\norder_scope = "EU"\n'
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text=toml, environ={**ENV, "A": "a" * 32})
+    assert err.value.problems == [
+        "sources[0].order_scope: must be 1-64 of a-z 0-9 _ . - (or empty), got 'EU'"
+    ]
+
+
 def test_stripe_style_mapping_is_configuration() -> None:
     src = source(
         fields={
