@@ -82,11 +82,12 @@ def cookie_domain(domain: str, host: str) -> str:
     out) is that domain or under it (RFC 6265 §5.1.3), else none — a host-only cookie. A
     browser refuses a cookie whose Domain does not cover the host it asked: with one domain
     set for a site served under several (``example.com`` and ``example.de``), every landing on
-    the other was a new visitor."""
+    the other was a new visitor. A host with the root's dot (``www.example.com.``) is not
+    under it either: the browser compares it as written."""
     if not domain:
         return ""
     name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
-    name, want = name.rstrip(".").lower(), domain.strip(".").lower()
+    name, want = name.lower(), domain.strip(".").lower()
     return domain if name == want or name.endswith("." + want) else ""
 
 

@@ -69,6 +69,15 @@ class TooLarge(Exception):
     pass
 
 
+def _utf8(text: str) -> bool:
+    """``text`` holds no bytes the HTTP parser kept as surrogates (a header that is not UTF-8)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def truncate(text: str, limit: int) -> tuple[str, bool]:
     """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary), and whether it was."""
     raw = text.encode()
@@ -291,7 +300,13 @@ class Inbound:
             return error(401, str(err), www)
         if implied is None and auth.sender in self.type_headers:
             # Shopify's body is the resource (an order); what happened is the topic header.
-            implied = request.headers.get(self.type_headers[auth.sender]) or None
+            header = self.type_headers[auth.sender]
+            implied = request.headers.get(header) or None
+            if implied is not None and not _utf8(implied):
+                # Bytes the HTTP parser kept as surrogates: a bad event holding them cannot be
+                # kept (encoded), and the header is not signed, so it is refused here.
+                self._count(auth.sender, "rejected")
+                return error(400, f"{header}: not UTF-8 text")
         try:
             return await self._ingest(self.sources[auth.sender], auth, body, implied)
         except Exception:

@@ -150,7 +150,11 @@ def test_cookie_attributes(policy: str, scheme: str, secure: bool) -> None:
     [
         ("example.com", "example.com"),
         ("shop.example.com:8443", "example.com"),
-        ("WWW.Example.COM.", "example.com"),
+        ("WWW.Example.COM", "example.com"),
+        # A host written with the root's dot is another host to a browser (RFC 6265 §5.1.3:
+        # "example.com" is no suffix of it): it refuses the Domain, so the cookie is host-only.
+        ("www.example.com.", ""),
+        ("example.com.:8443", ""),
         ("example.de", ""),  # another site behind the same gateway: host-only
         ("badexample.com", ""),
         ("[::1]:8080", ""),

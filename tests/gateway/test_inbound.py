@@ -1373,6 +1373,54 @@ async def test_senders_that_sign_the_body_in_their_own_header(
         assert code == 0 and "HTTP 202" in out and '"type"' not in out, (sender, out, err)
 
 
+async def raw_post(gw: RunningGateway, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, Any]:
+    """A POST to /_gw/events with header bytes as given (aiohttp's client sends only text)."""
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    request = (
+        b"POST /_gw/events HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n".encode()
+        + head
+        + b"\r\n"
+        + body
+    )
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), msgspec.json.decode(rest.partition(b"\r\n\r\n")[2])
+
+
+async def test_a_type_header_that_is_not_utf8_is_a_400(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signed delivery whose type header (X-Shopify-Topic, a ``signature = "hmac"`` sender's
+    ``type_header``) held bytes that are not UTF-8 was a 500 and a traceback: the type, kept
+    with the bad event it made, could not be encoded. The header is not signed: anyone who
+    holds one signed body could send it so."""
+    env = {"SHOPIFY_SECRET": SHOPIFY_SECRET, **BODY_HMAC_ENV}
+    gw = await start_gateway(await upstream_server(web.Application()), SHOPIFY + BODY_HMAC, env)
+    shopify = encode({"id": 31, "customer": {"id": 12}, "total_price": "29.35", "currency": "EUR"})
+    woo = encode({"id": 32, "customer_id": 12, "total": "29.35", "currency": "EUR"})
+    for sender, body, headers, topic, raw in (
+        ("shopify", shopify, shopify_signed(shopify, event="ev-31"), "X-Shopify-Topic", b"orders/\xffpaid"),
+        ("woo", woo, _woo(woo), "X-WC-Webhook-Topic", b"order.\xff"),
+    ):
+        sent = [(k.encode(), v.encode()) for k, v in headers.items() if k != topic]
+        status, answer = await raw_post(gw, [*sent, (topic.encode(), raw)], body)
+        assert (status, answer["error"]) == (400, f"{topic}: not UTF-8 text"), answer
+        receipts = f"SELECT count(*) FROM receipts WHERE sender = '{sender}'"
+        assert await rows(gw, receipts) == [(0,)]
+        # The same delivery with its type readable is taken: the refused one left no receipt.
+        status, answer = await post(gw, body, headers)
+        assert (status, answer["result"]) == (202, "accepted"), answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 HMAC_REQUIRED = 'sources[4].hmac: required under signature = "hmac", e.g. hmac = {header = "X-Signature"}'
 OTHER_SCHEME = (
     "sources[4].hmac.header: 'Stripe-Signature' is another scheme's (Standard Webhooks, Stripe, Shopify,"
