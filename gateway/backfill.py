@@ -120,7 +120,8 @@ class Summary:
             out.append(
                 f"  {'not trusted:':13}{self.unbelieved:>10,}   (lines that logged an X-Forwarded-For from a"
                 " peer that is not in proxy.trusted_proxies or --trusted-proxy: their client is the"
-                " peer; name the load balancer the log was written behind)"
+                " logged peer — right when the server logged the client itself (nginx realip);"
+                " if the log was written behind a load balancer, name it with --trusted-proxy)"
             )
         if self.erased:
             out.append(f"  {'erased:':13}{self.erased:>10,}   (of users erased since: not stored again)")

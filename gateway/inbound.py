@@ -40,6 +40,7 @@ from gateway.signing import (
     Authenticated,
     AuthFailed,
     BodyHmac,
+    utf8_text,
     verify_basic,
     verify_body_hmac,
     verify_legacy,
@@ -67,15 +68,6 @@ _encode = msgspec.json.Encoder()
 
 class TooLarge(Exception):
     pass
-
-
-def _utf8(text: str) -> bool:
-    """``text`` holds no bytes the HTTP parser kept as surrogates (a header that is not UTF-8)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def truncate(text: str, limit: int) -> tuple[str, bool]:
@@ -197,8 +189,12 @@ class Inbound:
             for header, senders in self.body_hmac.items():
                 if header in headers:
                     given = headers.getall(header)
-                    if len(given) > 1:  # which one did the sender send? neither is believed
-                        raise AuthFailed("signature", f"signature: {header} given more than once")
+                    named = {spec.delivery_header for spec, _ in senders.values() if spec.delivery_header}
+                    twice = [h for h in (header, *named) if len(set(headers.getall(h, []))) > 1]
+                    if len(given) > 1 or twice:  # which one did the sender send? neither is believed
+                        raise AuthFailed(
+                            "signature", f"signature: {(twice or [header])[0]} given more than once"
+                        )
                     return verify_body_hmac(senders, given[0], body, headers)
         # Svix-branded senders (Clerk, Resend…) send the same scheme as svix-id, svix-timestamp
         # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
@@ -301,8 +297,11 @@ class Inbound:
         if implied is None and auth.sender in self.type_headers:
             # Shopify's body is the resource (an order); what happened is the topic header.
             header = self.type_headers[auth.sender]
+            if len(set(request.headers.getall(header, []))) > 1:  # which one? neither is believed
+                self._count(auth.sender, "rejected")
+                return error(400, f"{header}: given more than once, with different values")
             implied = request.headers.get(header) or None
-            if implied is not None and not _utf8(implied):
+            if implied is not None and not utf8_text(implied):
                 # Bytes the HTTP parser kept as surrogates: a bad event holding them cannot be
                 # kept (encoded), and the header is not signed, so it is refused here.
                 self._count(auth.sender, "rejected")

@@ -99,13 +99,19 @@ the gateway's HTTP parser refuses such a request, so it never makes a touchpoint
 def forwarded_for(extra: str) -> str:
     """The X-Forwarded-For of a combined line: the quoted field right after the user agent
     (nginx's stock ``main`` format, ``"$http_x_forwarded_for"``; Apache's
-    ``"%{X-Forwarded-For}i"`` put there), when it holds addresses and nothing else. Anything
-    else there (a cookie, ``"-"``, a time) is not one."""
+    ``"%{X-Forwarded-For}i"`` put there), when it holds addresses and nothing else (``unknown``,
+    which some proxies write for an address they hide, aside). Anything else there (a cookie,
+    ``"-"``, a time) is not one."""
     m = _FIRST_QUOTED.match(extra)
     if m is None:
         return ""
     field = _unescape(m[1]).strip()
-    if not field or any(parse_ip(entry) is None for entry in field.split(",")):
+    entries = [entry.strip() for entry in field.split(",")]
+    if (
+        not field
+        or any(e != "unknown" and parse_ip(e) is None for e in entries)
+        or set(entries) == {"unknown"}
+    ):
         return ""
     return field
 

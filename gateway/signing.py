@@ -53,7 +53,8 @@ def body_digest(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def _utf8(text: str) -> bool:
+def utf8_text(text: str) -> bool:
+    """``text`` holds no bytes the HTTP parser kept as surrogates (a header that is not UTF-8)."""
     try:
         text.encode()
     except UnicodeEncodeError:
@@ -77,7 +78,7 @@ def verify_standard(
     given = headers.get("webhook-signature", "")
     if not (msg_id and timestamp and given):
         raise AuthFailed("signature", "signature: missing webhook-id, webhook-timestamp or webhook-signature")
-    if not _utf8(msg_id):  # bytes that are not UTF-8 (the HTTP parser kept them as surrogates)
+    if not utf8_text(msg_id):  # bytes that are not UTF-8 (the HTTP parser kept them as surrogates)
         raise AuthFailed("signature", "signature: webhook-id is not UTF-8 text")
     _check_timestamp(timestamp, now, tolerance)
     offered = [
@@ -130,8 +131,10 @@ def verify_stripe(
     raise AuthFailed("signature", "signature: no valid signature")
 
 
-MAX_EVENT_ID = 200
-"""Longest ``X-Shopify-Event-Id`` taken (Shopify's are UUIDs)."""
+MAX_DELIVERY_ID = 128
+"""Longest delivery ID taken from an unsigned header (``X-Shopify-Event-Id``, an ``"hmac"``
+sender's ``delivery_header``): theirs are UUIDs or numbers, and the key of an event without
+its own (the delivery's and its index) must stay within ``mapping.MAX_KEY``."""
 
 
 def shopify_signature(secret: bytes, body: bytes) -> str:
@@ -148,7 +151,7 @@ def verify_shopify(
     the body's digest. The signature covers no time: as with the legacy signature, only the
     event's own timestamp (``webhooks.max_event_age_days``) bounds a replay's age."""
     event_id = event_id.strip()
-    if not (_utf8(event_id) and event_id.isprintable() and len(event_id) <= MAX_EVENT_ID):
+    if not (utf8_text(event_id) and event_id.isprintable() and len(event_id) <= MAX_DELIVERY_ID):
         raise AuthFailed("signature", "signature: X-Shopify-Event-Id is not an event ID")
     offered = given.strip()
     if not offered.isascii():  # base64: anything else cannot match
@@ -197,7 +200,7 @@ def verify_body_hmac(
             continue
         if any(hmac.compare_digest(body_hmac(secret, body, spec.encoding), offered) for secret in secrets):
             delivery = headers.get(spec.delivery_header, "").strip() if spec.delivery_header else ""
-            if not (_utf8(delivery) and delivery.isprintable() and len(delivery) <= MAX_EVENT_ID):
+            if not (utf8_text(delivery) and delivery.isprintable() and len(delivery) <= MAX_DELIVERY_ID):
                 raise AuthFailed("signature", f"signature: {spec.delivery_header} is not a delivery ID")
             key = f"{spec.delivery_header.lower()}:{delivery}" if delivery else body_digest(body)
             return Authenticated(sender, key)

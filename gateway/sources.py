@@ -243,10 +243,11 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 """An HTTP header name (RFC 9110 §5.1)."""
 OWN_HEADERS = frozenset(
     {
-        "webhook-signature",
-        "svix-signature",
+        *(f"{brand}-{name}" for brand in ("webhook", "svix") for name in ("id", "timestamp", "signature")),
         "stripe-signature",
         "x-shopify-hmac-sha256",
+        "x-shopify-event-id",
+        "x-shopify-topic",
         "x-webhook-signature",
     }
 )
@@ -265,15 +266,16 @@ def _hmac_problems(src: SourceOptions, at: str) -> list[str]:
     p = []
     for key in ("header", "delivery_header", "type_header"):
         name = getattr(src.hmac, key)
-        if (name or key == "header") and not _TOKEN.fullmatch(name):
-            p.append(f"{at}.hmac.{key}: must be an HTTP header name, got {name!r}")
+        if (name or key == "header") and not (_TOKEN.fullmatch(name) and len(name) <= 64):
+            p.append(f"{at}.hmac.{key}: must be an HTTP header name (at most 64 characters), got {name!r}")
     if src.hmac.header.lower() in OWN_HEADERS:
         p.append(
             f"{at}.hmac.header: {src.hmac.header!r} is another scheme's"
             " (Standard Webhooks, Stripe, Shopify, legacy_hex): use that signature instead"
         )
-    if not src.hmac.prefix.isprintable():
-        p.append(f"{at}.hmac.prefix: must be printable text, got {src.hmac.prefix!r}")
+    prefix = src.hmac.prefix
+    if not prefix.isprintable() or prefix != prefix.lstrip():
+        p.append(f"{at}.hmac.prefix: must be printable text not starting with a space, got {prefix!r}")
     return p
 
 

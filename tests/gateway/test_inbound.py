@@ -1352,6 +1352,8 @@ async def test_senders_that_sign_the_body_in_their_own_header(
     good = _woo(other)
     twice = CIMultiDict(good)
     twice.add("X-WC-Webhook-Signature", good["X-WC-Webhook-Signature"])
+    two_deliveries = CIMultiDict(good)
+    two_deliveries.add("X-WC-Webhook-Delivery-ID", "78")
     hexed = {**good, "X-WC-Webhook-Signature": _mac("w" * 32, other).hexdigest()}
     bare = {**_github(other, "sponsorship", "d-3"), "X-Hub-Signature-256": _mac("g" * 32, other).hexdigest()}
     for headers, why in (
@@ -1359,12 +1361,21 @@ async def test_senders_that_sign_the_body_in_their_own_header(
         (hexed, "no valid signature"),
         (bare, "no valid signature"),
         (twice, "x-wc-webhook-signature given more than once"),
-        ({**good, "X-WC-Webhook-Delivery-ID": "7" * 201}, "X-WC-Webhook-Delivery-ID is not a delivery ID"),
+        (two_deliveries, "X-WC-Webhook-Delivery-ID given more than once"),
+        ({**good, "X-WC-Webhook-Delivery-ID": "7" * 129}, "X-WC-Webhook-Delivery-ID is not a delivery ID"),
     ):
         async with gw.session.post(gw.url + "/_gw/events", data=other, headers=headers) as resp:
             got = await resp.json()
             assert resp.status == 401 and got["error"] == "signature: " + why, (why, got)
     assert len(await rows(gw, "SELECT * FROM conversions")) == 2
+    two_topics = CIMultiDict(good)
+    two_topics.add("X-WC-Webhook-Topic", "order.updated")
+    async with gw.session.post(gw.url + "/_gw/events", data=other, headers=two_topics) as resp:
+        got = await resp.json()
+        assert (resp.status, got["error"]) == (
+            400,
+            "X-WC-Webhook-Topic: given more than once, with different values",
+        )
     # send-test-event signs as the sender does: its header, prefix, delivery and type headers.
     for sender in ("github", "woo"):
         code, out, err = await send_test_event(
@@ -1435,10 +1446,17 @@ OTHER_SCHEME = (
         ('hmac = {header = "X-Sig"}',
          "sources[4].hmac: applies under signature = \"hmac\" only (signature is 'standard')"),
         ('signature = "hmac"\nhmac = {header = "X Sig"}',
-         "sources[4].hmac.header: must be an HTTP header name, got 'X Sig'"),
+         "sources[4].hmac.header: must be an HTTP header name (at most 64 characters), got 'X Sig'"),
         ('signature = "hmac"\nhmac = {header = "Stripe-Signature"}', OTHER_SCHEME),
         ('signature = "hmac"\nhmac = {header = "X-Sig", type_header = "a:b"}',
-         "sources[4].hmac.type_header: must be an HTTP header name, got 'a:b'"),
+         "sources[4].hmac.type_header: must be an HTTP header name (at most 64 characters), got 'a:b'"),
+        ('signature = "hmac"\nhmac = {header = "svix-id"}',
+         "sources[4].hmac.header: 'svix-id' is another scheme's (Standard Webhooks, Stripe, Shopify,"
+         " legacy_hex): use that signature instead"),
+        ('signature = "hmac"\nhmac = {header = "X-Sig", prefix = " sha256="}',
+         "sources[4].hmac.prefix: must be printable text not starting with a space, got ' sha256='"),
+        ('signature = "hmac"\nhmac = {header = "' + "X" * 65 + '"}',
+         f"sources[4].hmac.header: must be an HTTP header name (at most 64 characters), got {'X' * 65!r}"),
     ],
 )  # fmt: skip
 def test_a_body_hmac_senders_config_is_checked(change: str, problem: str) -> None:

@@ -130,8 +130,10 @@ def test_a_combined_line_with_raw_bytes_in_its_target_is_skipped() -> None:
         (' "2001:db8::1, [2001:db8::2]:443"', "2001:db8::1, [2001:db8::2]:443"),
         (' "-"', ""),
         (' ""', ""),
-        # anything but addresses is not one (a proxy's "unknown", a cookie, a time)
-        (' "unknown, 203.0.113.7"', ""),
+        # a proxy's "unknown" beside addresses, read as the live proxy reads it (from the right)
+        (' "unknown, 203.0.113.7"', "unknown, 203.0.113.7"),
+        # anything but addresses is not one (only "unknown", a cookie, a time)
+        (' "unknown"', ""),
         (f' "{SIGNED}" "203.0.113.7"', ""),
         (' 0.003 "203.0.113.7"', ""),
         ("", ""),
