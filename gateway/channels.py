@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from gateway.forwarding import parse_ip
+
 if TYPE_CHECKING:
     import tldextract
 
@@ -210,8 +212,17 @@ class Channels:
         self._cache()
 
     def _registrable(self, host: str) -> str:
-        """``blog.shop.co.uk`` → ``shop.co.uk``; a host without a known suffix is its own."""
-        return self._extract(host).top_domain_under_public_suffix or host
+        """``blog.shop.co.uk`` → ``shop.co.uk``. A name under a suffix the list does not know
+        (``blog.shop.corp``, ``www.shop.internal``) takes its last two labels, as the Public
+        Suffix List's default rule (``*``) has it: the site's own subdomains there are one site.
+        An address, or a name of one label (``localhost``), is its own."""
+        found = self._extract(host).top_domain_under_public_suffix
+        if found:
+            return found
+        labels = host.split(".")
+        if len(labels) < 3 or parse_ip(host) is not None or not all(labels[-2:]):
+            return host
+        return ".".join(labels[-2:])
 
     def _referrer(self, host: str) -> tuple[str, str] | None:
         """(class, name) of a referrer host: the longest host key, else a webmail host, else the

@@ -236,6 +236,13 @@ def test_shipped_table_is_valid_and_covers_every_class() -> None:
         ("login.microsoftonline.com", "shop.example.com", False),
         ("acme.eu.auth0.com", "shop.example.com", False),
         ("news.google.com", "shop.example.com", True),
+        # under a suffix the list does not know (an intranet's .corp, .internal): its default
+        # rule "*", so a site's own subdomains are one site (each was a referral before)
+        ("blog.shop.corp", "www.shop.corp", False),
+        ("shop.internal", "app.shop.internal", False),
+        ("www.other.corp", "www.shop.corp", True),
+        ("10.0.0.2", "10.0.0.1", True),  # addresses are their own
+        ("localhost", "127.0.0.1", True),
     ],
 )
 def test_which_referrers_start_a_touchpoint(referrer: str, site: str, starts: bool) -> None:
