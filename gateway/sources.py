@@ -3,7 +3,8 @@
 Owns the field names a ``[[sources]]`` mapping may name, each format's default
 mapping (``standard``: our own layout; ``segment``: Segment's ``page`` /
 ``identify`` calls), JSON pointers (RFC 6901), the compiled ``SourceMap``, how a
-delivery's body is decoded (``MAX_DEPTH``) and how it splits into events. What
+delivery's body is decoded (``MAX_DEPTH``) and an event encoded again to be kept
+(``encode_event``), and how it splits into events. What
 one event means is ``gateway.mapping``.
 """
 
@@ -300,6 +301,26 @@ def _beyond_doubles(body: bytes) -> Any:
     except UnicodeEncodeError:
         raise ValueError("a string escape of a lone UTF-16 surrogate") from None
     return doc
+
+
+_BEYOND = {math.inf: msgspec.Raw(b"1e400"), -math.inf: msgspec.Raw(b"-1e400")}
+
+
+def _as_sent(doc: Any) -> Any:
+    if isinstance(doc, float) and math.isinf(doc):
+        return _BEYOND[doc]
+    if isinstance(doc, dict):
+        return {name: _as_sent(value) for name, value in doc.items()}
+    if isinstance(doc, list):
+        return [_as_sent(value) for value in doc]
+    return doc
+
+
+def encode_event(event: Any) -> bytes:
+    """One decoded event as JSON again, to be kept as a bad event: a number beyond a double as
+    ``1e400`` (``-1e400``), not as the ``null`` JSON encoders write for an infinity, which
+    ``replay-bad`` would read as no value and the admin as a value never sent."""
+    return msgspec.json.encode(_as_sent(event))
 
 
 def decode_delivery(body: bytes) -> Any:
