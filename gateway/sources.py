@@ -290,7 +290,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _beyond_doubles(body: bytes) -> Any:
+def beyond_doubles(body: bytes) -> Any:
     """A document holding a number too large for a double (``1e400``, valid JSON), read with
     it as infinity: only an event that maps it is then refused (a value must be finite), not
     every event of the batch, which a sender would send again whole. ``ValueError`` for what
@@ -338,7 +338,7 @@ def decode_delivery(body: bytes) -> Any:
         try:
             doc = msgspec.json.decode(body)
         except msgspec.ValidationError:  # a number beyond a double (1e400), which is valid JSON
-            doc = _beyond_doubles(body)
+            doc = beyond_doubles(body)
     except (msgspec.DecodeError, ValueError) as err:
         raise ValueError(f"body: not valid JSON ({err})") from None
     except RecursionError:
