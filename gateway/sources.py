@@ -203,7 +203,10 @@ def validate_sources(options: Options) -> list[str]:
             p.append(f"{at}.signature: applies to the standard format only (segment uses HTTP Basic)")
         p += _hmac_problems(src, at)
         if src.order_scope and not ORDER_SCOPE.fullmatch(src.order_scope):
-            p.append(f"{at}.order_scope: must be 1-64 of a-z 0-9 _ . - (or empty), got {src.order_scope!r}")
+            p.append(
+                f"{at}.order_scope: must be 1-64 of a-z 0-9 _ . - (not starting with _ . -) or empty,"
+                f" got {src.order_scope!r}"
+            )
         for name, pointer in src.fields.items():
             if name not in FIELDS:
                 p.append(f"{at}.fields.{name}: unknown field (allowed: {', '.join(FIELDS)})")
