@@ -9,7 +9,8 @@ conversion is still recorded. The conversion carries the visitor key, and the
 user key when ``stitching`` bound a user in the same exchange (otherwise reads
 join through the identities table). Deduplication is the store's UNIQUE
 ``dedup_key``: ``order:<order id>`` when an order ID is known (so a billing
-webhook for the same order counts once too), else
+webhook for the same order counts once too; ``order/<scope>:<order id>`` under the
+rule's ``order_scope``, ``events.order_key``), else
 ``window:<rule>:<visitor key>:<n>`` where ``n`` numbers the rule's
 ``dedup_window``-second windows since the Unix epoch. The store counts the conversion
 (``gateway_conversions_total``, or ``gateway_conversions_duplicate_total`` when the key was

@@ -48,7 +48,7 @@ from gateway.signing import (
     verify_standard,
     verify_stripe,
 )
-from gateway.sources import SourceMap, compile_source, decode_delivery, split_batch
+from gateway.sources import SourceMap, compile_source, decode_delivery, encode_event, split_batch
 from storage.erased import ErasedWatch
 from storage.local import LocalStore
 
@@ -349,7 +349,7 @@ class Inbound:
         try:
             mapped = map_event(src, event, now, self.limits, f"{auth.delivery}#{index}")
         except Invalid as err:
-            bad = self._bad(src, now, "; ".join(err.errors), _encode.encode(event).decode())
+            bad = self._bad(src, now, "; ".join(err.errors), encode_event(event).decode())
             key = Receipt(self.ids(ms), iso(now), self.node, src.name, "bad", f"{auth.delivery}#{index}")
             delivery.results.append({"index": index, "result": "bad", "errors": err.errors})
             delivery.groups.append([key, bad])

@@ -19,7 +19,7 @@ import msgspec
 
 from gateway.forwarding import parse_ip
 from gateway.history import CHUNK, Input, Item, Line, Record, Skip, open_input, parse_any_time, parse_clf_time
-from gateway.sources import MISSING, parse_pointer, resolve
+from gateway.sources import MISSING, beyond_doubles, parse_pointer, resolve
 
 FORMATS = ("combined", "json-lines", "mitm", "segment")
 JSON_FIELDS: dict[str, str] = {
@@ -239,8 +239,11 @@ def segment_parser() -> Callable[[int, bytes], list[Item]]:
 
     def parse(number: int, raw: bytes) -> list[Item]:
         try:
-            doc = decode.decode(raw)
-        except msgspec.DecodeError:
+            try:
+                doc = decode.decode(raw)
+            except msgspec.ValidationError:  # 1e400, valid JSON: read as the live endpoint reads it
+                doc = beyond_doubles(raw)
+        except (msgspec.DecodeError, ValueError):
             return [Skip(number, "not valid JSON")]
         except RecursionError:  # [[[[…]]]] thousands deep
             return [Skip(number, NESTED)]

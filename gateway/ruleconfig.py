@@ -247,7 +247,7 @@ def validate_rules(
             p,
             not rule.order_scope or bool(ORDER_SCOPE.fullmatch(rule.order_scope)),
             f"{at}.order_scope",
-            f"must be 1-64 of a-z 0-9 _ . - (or empty), got {rule.order_scope!r}",
+            f"must be 1-64 of a-z 0-9 _ . - (not starting with _ . -) or empty, got {rule.order_scope!r}",
         )
         _check(
             p,

@@ -3,7 +3,8 @@
 Owns the field names a ``[[sources]]`` mapping may name, each format's default
 mapping (``standard``: our own layout; ``segment``: Segment's ``page`` /
 ``identify`` calls), JSON pointers (RFC 6901), the compiled ``SourceMap``, how a
-delivery's body is decoded (``MAX_DEPTH``) and how it splits into events. What
+delivery's body is decoded (``MAX_DEPTH``) and an event encoded again to be kept
+(``encode_event``), and how it splits into events. What
 one event means is ``gateway.mapping``.
 """
 
@@ -202,7 +203,10 @@ def validate_sources(options: Options) -> list[str]:
             p.append(f"{at}.signature: applies to the standard format only (segment uses HTTP Basic)")
         p += _hmac_problems(src, at)
         if src.order_scope and not ORDER_SCOPE.fullmatch(src.order_scope):
-            p.append(f"{at}.order_scope: must be 1-64 of a-z 0-9 _ . - (or empty), got {src.order_scope!r}")
+            p.append(
+                f"{at}.order_scope: must be 1-64 of a-z 0-9 _ . - (not starting with _ . -) or empty,"
+                f" got {src.order_scope!r}"
+            )
         for name, pointer in src.fields.items():
             if name not in FIELDS:
                 p.append(f"{at}.fields.{name}: unknown field (allowed: {', '.join(FIELDS)})")
@@ -289,7 +293,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _beyond_doubles(body: bytes) -> Any:
+def beyond_doubles(body: bytes) -> Any:
     """A document holding a number too large for a double (``1e400``, valid JSON), read with
     it as infinity: only an event that maps it is then refused (a value must be finite), not
     every event of the batch, which a sender would send again whole. ``ValueError`` for what
@@ -300,6 +304,26 @@ def _beyond_doubles(body: bytes) -> Any:
     except UnicodeEncodeError:
         raise ValueError("a string escape of a lone UTF-16 surrogate") from None
     return doc
+
+
+_BEYOND = {math.inf: msgspec.Raw(b"1e400"), -math.inf: msgspec.Raw(b"-1e400")}
+
+
+def _as_sent(doc: Any) -> Any:
+    if isinstance(doc, float) and math.isinf(doc):
+        return _BEYOND[doc]
+    if isinstance(doc, dict):
+        return {name: _as_sent(value) for name, value in doc.items()}
+    if isinstance(doc, list):
+        return [_as_sent(value) for value in doc]
+    return doc
+
+
+def encode_event(event: Any) -> bytes:
+    """One decoded event as JSON again, to be kept as a bad event: a number beyond a double as
+    ``1e400`` (``-1e400``), not as the ``null`` JSON encoders write for an infinity, which
+    ``replay-bad`` would read as no value and the admin as a value never sent."""
+    return msgspec.json.encode(_as_sent(event))
 
 
 def decode_delivery(body: bytes) -> Any:
@@ -317,7 +341,7 @@ def decode_delivery(body: bytes) -> Any:
         try:
             doc = msgspec.json.decode(body)
         except msgspec.ValidationError:  # a number beyond a double (1e400), which is valid JSON
-            doc = _beyond_doubles(body)
+            doc = beyond_doubles(body)
     except (msgspec.DecodeError, ValueError) as err:
         raise ValueError(f"body: not valid JSON ({err})") from None
     except RecursionError:

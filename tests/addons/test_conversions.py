@@ -87,7 +87,8 @@ def test_an_order_scope_keeps_one_shops_order_ids_apart_from_anothers() -> None:
             with pytest.raises(ConfigError) as err:
                 context(rule(f'order_id = {{ location_query = "o" }}\norder_scope = "{scope}"'))
             assert err.value.problems == [
-                f"conversions[0].order_scope: must be 1-64 of a-z 0-9 _ . - (or empty), got {scope!r}"
+                "conversions[0].order_scope: must be 1-64 of a-z 0-9 _ . - (not starting with _ . -)"
+                f" or empty, got {scope!r}"
             ]
 
 

@@ -1048,6 +1048,22 @@ async def test_a_number_beyond_a_double_refuses_its_event_not_the_batch(gw: Runn
         assert (status, answer["error"]) == (400, why)
 
 
+async def test_a_bad_event_beyond_a_double_is_kept_as_sent_and_replays_as_bad(gw: RunningGateway) -> None:
+    """The kept body of an event refused for its ``1e400`` was written with the infinity as
+    ``null``: the admin saw a value the sender never sent, and ``replay-bad`` read the null
+    as no value and recorded the refused conversion, without one."""
+    body = b'{"type": "conversion", "user_id": "u", "value": -1e400, "x": [1e999]}'
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["error"].startswith("value (/value): expected a number"), answer
+    kept = unseal(body_key(SECRET.encode()), (await rows(gw, "SELECT body FROM bad_events"))[0][0])
+    assert kept == '{"type":"conversion","user_id":"u","value":-1e400,"x":[1e400]}', kept
+    lines: list[str] = []
+    report = await replay_bad(gw.gateway.settings, say=lines.append)
+    assert not report.replayed and len(report.still_bad) == 1, lines
+    assert report.still_bad[0][1].startswith("value (/value): expected a number from 0 to 1e+15"), lines
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
 async def test_nothing_a_sender_sends_gives_a_server_error(
     gw: RunningGateway, caplog: pytest.LogCaptureFixture
 ) -> None:

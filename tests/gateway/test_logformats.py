@@ -3,6 +3,7 @@ timestamps; and no input, however broken, makes a parser raise."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.history import Line, Skip, parse_any_time, parse_clf_time
+from gateway.history import Line, Record, Skip, parse_any_time, parse_clf_time
 from gateway.logformats import (
     NESTED,
     RAW_BYTES,
@@ -232,6 +233,20 @@ def test_json_nested_too_deeply_is_skipped() -> None:
     raw = b'{"time": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     for parser in (json_parser("gw_vid", {}), segment_parser()):
         assert parser(7, raw) == [Skip(7, NESTED)]
+
+
+def test_a_segment_line_with_a_number_beyond_a_double_is_read() -> None:
+    """A Segment archive line holding ``1e400`` (valid JSON that no double holds) was skipped
+    whole as not valid JSON, every call of its batch with it, where the live ``/_gw/segment``
+    reads it and refuses only a call that maps the number."""
+    page = {"type": "page", "anonymousId": "a", "properties": {"n": 1}}
+    raw = b'{"batch": [' + msgspec.json.encode(page) + b', {"type": "track", "revenue": -1e400}]}'
+    second = {"type": "track", "revenue": -math.inf}
+    assert segment_parser()(3, raw) == [Record(3, page, raw, 0), Record(3, second, raw, 1)]
+    for odd in (b"[1e400, NaN]", b'[1e400, "\\ud800"]'):
+        assert segment_parser()(3, odd) == [Skip(3, "not valid JSON")]
+    deep = b"[1e400, " + b"[" * 100_000 + b"]" * 100_000 + b"]"
+    assert segment_parser()(3, deep) == [Skip(3, NESTED)]
 
 
 @given(st.text(max_size=120))

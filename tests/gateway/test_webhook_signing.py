@@ -174,12 +174,14 @@ def test_a_senders_order_scope_keys_its_orders_apart() -> None:
         for opts in ({}, {"order_scope": "eu"}, {"order_scope": "us"})
     ]
     assert keys == [["order:727"], ["order/eu:727"], ["order/us:727"]]
-    toml = '[[sources]]\nname = "a"\nsecrets = ["env:A"]\norder_scope = "EU"\n'
-    with pytest.raises(ConfigError) as err:
-        load_settings(None, text=toml, environ={**ENV, "A": "a" * 32})
-    assert err.value.problems == [
-        "sources[0].order_scope: must be 1-64 of a-z 0-9 _ . - (or empty), got 'EU'"
-    ]
+    for scope in ("EU", "_eu"):
+        toml = f'[[sources]]\nname = "a"\nsecrets = ["env:A"]\norder_scope = "{scope}"\n'
+        with pytest.raises(ConfigError) as err:
+            load_settings(None, text=toml, environ={**ENV, "A": "a" * 32})
+        assert err.value.problems == [
+            "sources[0].order_scope: must be 1-64 of a-z 0-9 _ . - (not starting with _ . -) or empty,"
+            f" got {scope!r}"
+        ]
 
 
 def test_stripe_style_mapping_is_configuration() -> None:
