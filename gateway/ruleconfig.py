@@ -251,6 +251,12 @@ def validate_rules(
         )
         _check(
             p,
+            not rule.order_scope or rule.order_id is not None,
+            f"{at}.order_scope",
+            "applies to an order_id; this rule reads none",
+        )
+        _check(
+            p,
             1 <= rule.dedup_window <= 86400,
             f"{at}.dedup_window",
             f"must be 1..86400 seconds, got {rule.dedup_window}",

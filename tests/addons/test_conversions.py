@@ -82,14 +82,17 @@ def test_an_order_scope_keeps_one_shops_order_ids_apart_from_anothers() -> None:
     plain = context(rule('order_id = { location_query = "order" }'))
     c = run(plain, checkout(), headers={"location": "/done?order=727"})
     assert c is not None and c.dedup_key == "order:727"
-    for scope in ("Shop", "eu:1", "", "-x", "x" * 65):
-        if scope:
-            with pytest.raises(ConfigError) as err:
-                context(rule(f'order_id = {{ location_query = "o" }}\norder_scope = "{scope}"'))
-            assert err.value.problems == [
-                "conversions[0].order_scope: must be 1-64 of a-z 0-9 _ . - (not starting with _ . -)"
-                f" or empty, got {scope!r}"
-            ]
+    for scope in ("Shop", "eu:1", "-x", "x" * 65):
+        with pytest.raises(ConfigError) as err:
+            context(rule(f'order_id = {{ location_query = "o" }}\norder_scope = "{scope}"'))
+        assert err.value.problems == [
+            "conversions[0].order_scope: must be 1-64 of a-z 0-9 _ . - (not starting with _ . -)"
+            f" or empty, got {scope!r}"
+        ]
+    # A scope without an order ID would scope nothing: said, not ignored.
+    with pytest.raises(ConfigError) as err:
+        context(rule('order_scope = "shop-eu"'))
+    assert err.value.problems == ["conversions[0].order_scope: applies to an order_id; this rule reads none"]
 
 
 def test_absolute_location_and_fixed_value() -> None:
