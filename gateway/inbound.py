@@ -44,7 +44,6 @@ from gateway.signing import (
     verify_basic,
     verify_body_hmac,
     verify_legacy,
-    verify_shopify,
     verify_standard,
     verify_stripe,
 )
@@ -122,17 +121,17 @@ class Inbound:
         standard = [s for s in settings.options.sources if s.format == "standard"]
         self.standard = {s.name: secrets[s.name] for s in standard if s.signature == "standard"}
         self.stripe = {s.name: secrets[s.name] for s in standard if s.signature == "stripe"}
-        self.shopify = {s.name: secrets[s.name] for s in standard if s.signature == "shopify"}
-        # signature = "hmac": the senders by the header their signature comes in.
+        # Senders that sign the body alone (Shopify, signature = "hmac"), by the header their
+        # signature comes in.
         self.body_hmac: dict[str, dict[str, tuple[BodyHmac, Sequence[bytes]]]] = {}
-        self.type_headers = {name: "X-Shopify-Topic" for name in self.shopify}
+        self.type_headers: dict[str, str] = {}
         """Senders whose event type is a header when the body has none."""
         for s in standard:
-            if s.signature == "hmac" and s.hmac is not None:
-                spec = BodyHmac(s.hmac.encoding, s.hmac.prefix, s.hmac.delivery_header)
-                self.body_hmac.setdefault(s.hmac.header.lower(), {})[s.name] = (spec, secrets[s.name])
-                if s.hmac.type_header:
-                    self.type_headers[s.name] = s.hmac.type_header
+            if (signed := s.signed_body()) is not None:
+                spec = BodyHmac(signed.encoding, signed.prefix, signed.delivery_header)
+                self.body_hmac.setdefault(signed.header.lower(), {})[s.name] = (spec, secrets[s.name])
+                if signed.type_header:
+                    self.type_headers[s.name] = signed.type_header
         self.legacy = {s.name: secrets[s.name] for s in settings.options.sources if s.legacy_hex}
         self.segment_keys = {
             s.name: secrets[s.name] for s in settings.options.sources if s.format == "segment"
@@ -179,12 +178,6 @@ class Inbound:
             if len(given) > 1:  # which one did Stripe send? neither is believed
                 raise AuthFailed("signature", "signature: Stripe-Signature given more than once")
             return verify_stripe(self.stripe, given[0], body, time.time(), self.opts.tolerance_seconds)
-        if "x-shopify-hmac-sha256" in headers and "webhook-signature" not in headers:
-            given = headers.getall("x-shopify-hmac-sha256")
-            events = headers.getall("x-shopify-event-id", [])
-            if len(given) > 1 or len(set(events)) > 1:  # which one did Shopify send? neither is believed
-                raise AuthFailed("signature", "signature: a Shopify header given more than once")
-            return verify_shopify(self.shopify, given[0], body, events[0] if events else "")
         if "webhook-signature" not in headers:
             for header, senders in self.body_hmac.items():
                 if header in headers:

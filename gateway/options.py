@@ -234,6 +234,16 @@ class HmacOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """A header giving the event's type when the body has none (WooCommerce's topic)."""
 
 
+SHOPIFY_HMAC = HmacOptions(
+    header="X-Shopify-Hmac-Sha256",
+    encoding="base64",
+    delivery_header="X-Shopify-Event-Id",
+    type_header="X-Shopify-Topic",
+)
+"""``signature = "shopify"``: Shopify signs the body alone, as an ``"hmac"`` sender does, in
+these headers (``X-Shopify-Event-Id`` is the same on every retry of an event)."""
+
+
 class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One sender of signed server-side events (``[[sources]]``)."""
 
@@ -269,6 +279,13 @@ class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
     order_scope: str = ""
     """The namespace of this sender's order IDs (``order/<scope>:<id>``): empty, one namespace
     with every rule and sender; a name, only with those given the same one."""
+
+    def signed_body(self) -> HmacOptions | None:
+        """Where and how a sender that signs its body alone puts its signature: Shopify's
+        headers, or the ``hmac`` table; None under the other schemes."""
+        if self.signature == "shopify":
+            return SHOPIFY_HMAC
+        return self.hmac if self.signature == "hmac" else None
 
 
 class ChannelRule(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -30,7 +30,7 @@ from gateway.config import ConfigError, decode_options, parse_config, read_confi
 from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
-from gateway.signing import body_hmac, shopify_signature, standard_signature, stripe_signature
+from gateway.signing import body_hmac, standard_signature, stripe_signature
 from gateway.sources import SourceMap, compile_source, put
 
 
@@ -161,22 +161,18 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         url = f"http://{host}:{port}{options.proxy.reserved_prefix}events"
     source_map = compile_source(source)
     doc = sample_payload(source_map, args.creator, args.value, args.currency)
-    type_header = "X-Shopify-Topic" if source.signature == "shopify" else ""
-    if source.signature == "hmac" and source.hmac is not None:
-        type_header = source.hmac.type_header
+    signed = source.signed_body()
+    type_header = signed.type_header if signed is not None else ""
     topic = doc.pop("type", None) if type_header and "type" in doc else None
     body = msgspec.json.encode(doc)
     msg_id, stamp = f"msg_test_{uuid.uuid4().hex}", str(int(time.time()))
     headers = {"Content-Type": "application/json"}
     if source.signature == "stripe":  # as Stripe signs: no id, the secret's whole text
         headers["Stripe-Signature"] = stripe_signature(secret, stamp, body)
-    elif source.signature == "shopify":  # the body's HMAC; the event's type is the topic header
-        headers |= {"X-Shopify-Hmac-Sha256": shopify_signature(secret, body), "X-Shopify-Event-Id": msg_id}
-    elif source.signature == "hmac" and source.hmac is not None:  # the sender's own header
-        spec = source.hmac
-        headers[spec.header] = spec.prefix + body_hmac(secret, body, spec.encoding)
-        if spec.delivery_header:
-            headers[spec.delivery_header] = msg_id
+    elif signed is not None:  # the body's HMAC in the sender's own header (Shopify's, "hmac")
+        headers[signed.header] = signed.prefix + body_hmac(secret, body, signed.encoding)
+        if signed.delivery_header:
+            headers[signed.delivery_header] = msg_id
     else:
         headers |= {
             "webhook-id": msg_id,

@@ -1,15 +1,16 @@
-"""Authenticating signed deliveries: Standard Webhooks, Stripe's, the legacy hex signature, HTTP Basic.
+"""Authenticating signed deliveries: Standard Webhooks, Stripe's, a body's own HMAC, the legacy
+hex signature, HTTP Basic.
 
 Pure functions over header values, body bytes and secrets (no I/O). Owns the
 signature formats: ``webhook-signature: v1,<base64 HMAC-SHA256 of
 "id.timestamp.body">`` (a space-separated list; any one valid signature from any
 active secret passes), Stripe's ``Stripe-Signature: t=<seconds>,v1=<hex HMAC-SHA256 of
-"t.body">`` (any ``v1`` may pass), Shopify's ``X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256 of
-the body>``, a sender's own header holding ``[prefix]<hex or base64 HMAC-SHA256 of the body>``
-(``signature = "hmac"``: GitHub, WooCommerce…), ``x-webhook-signature: <hex HMAC-SHA256 of the
-body>`` for senders that enable it, and Segment's ``Authorization: Basic`` with the
-write key as user name. Every comparison is constant-time. Failures say only
-``signature`` or ``timestamp``: nothing that helps a forger.
+"t.body">`` (any ``v1`` may pass), a sender's own header holding ``[prefix]<hex or base64
+HMAC-SHA256 of the body>`` (Shopify's ``X-Shopify-Hmac-Sha256``; ``signature = "hmac"``:
+GitHub, WooCommerce…), ``x-webhook-signature: <hex HMAC-SHA256 of the body>`` for senders
+that enable it, and Segment's ``Authorization: Basic`` with the write key as user name. Every
+comparison is constant-time. Failures say only ``signature`` or ``timestamp``: nothing that
+helps a forger.
 """
 
 from __future__ import annotations
@@ -132,41 +133,16 @@ def verify_stripe(
 
 
 MAX_DELIVERY_ID = 128
-"""Longest delivery ID taken from an unsigned header (``X-Shopify-Event-Id``, an ``"hmac"``
-sender's ``delivery_header``): theirs are UUIDs or numbers, and the key of an event without
-its own (the delivery's and its index) must stay within ``mapping.MAX_KEY``."""
-
-
-def shopify_signature(secret: bytes, body: bytes) -> str:
-    """The ``X-Shopify-Hmac-Sha256`` value Shopify would send for ``body``: the base64 HMAC-SHA256
-    of the body, keyed with the app's client secret (or the store's webhook signing key)."""
-    return base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
-
-
-def verify_shopify(
-    senders: Mapping[str, Sequence[bytes]], given: str, body: bytes, event_id: str
-) -> Authenticated:
-    """The Shopify sender whose secret made ``given``. Its delivery is ``X-Shopify-Event-Id``
-    (``event_id``, the same on every retry of one event: Shopify's own key for duplicates), else
-    the body's digest. The signature covers no time: as with the legacy signature, only the
-    event's own timestamp (``webhooks.max_event_age_days``) bounds a replay's age."""
-    event_id = event_id.strip()
-    if not (utf8_text(event_id) and event_id.isprintable() and len(event_id) <= MAX_DELIVERY_ID):
-        raise AuthFailed("signature", "signature: X-Shopify-Event-Id is not an event ID")
-    offered = given.strip()
-    if not offered.isascii():  # base64: anything else cannot match
-        raise AuthFailed("signature", "signature: no valid signature")
-    for sender, secrets in senders.items():
-        for secret in secrets:
-            if hmac.compare_digest(shopify_signature(secret, body), offered):
-                delivery = f"shopify-event:{event_id}" if event_id else body_digest(body)
-                return Authenticated(sender, delivery)
-    raise AuthFailed("signature", "signature: no valid signature")
+"""Longest delivery ID taken from an unsigned header (a body-signing sender's
+``delivery_header``, Shopify's ``X-Shopify-Event-Id``): theirs are UUIDs or numbers, and the
+key of an event without its own (the delivery's and its index) must stay within
+``mapping.MAX_KEY``."""
 
 
 @dataclass(frozen=True, slots=True)
 class BodyHmac:
-    """How one ``signature = "hmac"`` sender writes its signature (``HmacOptions``)."""
+    """How one sender that signs its body alone writes its signature (``HmacOptions``:
+    ``signature = "hmac"``, or Shopify's)."""
 
     encoding: str
     prefix: str

@@ -1238,11 +1238,14 @@ async def test_shopify_posts_its_own_signed_order_webhooks(
     }
     twice = CIMultiDict(good)
     twice.add("X-Shopify-Hmac-Sha256", good["X-Shopify-Hmac-Sha256"])
+    two_events = CIMultiDict(good)
+    two_events.add("X-Shopify-Event-Id", "ev-5")
     for headers, why in (
         (shopify_signed(third, event="ev-4", secret="x" * 32), "signature: no valid signature"),
         (hexed, "signature: no valid signature"),
-        (twice, "signature: a Shopify header given more than once"),
-        ({**good, "X-Shopify-Event-Id": "a\tb"}, "signature: X-Shopify-Event-Id is not an event ID"),
+        (twice, "signature: x-shopify-hmac-sha256 given more than once"),
+        (two_events, "signature: X-Shopify-Event-Id given more than once"),
+        ({**good, "X-Shopify-Event-Id": "a\tb"}, "signature: X-Shopify-Event-Id is not a delivery ID"),
     ):
         async with gw.session.post(gw.url + "/_gw/events", data=third, headers=headers) as resp:
             assert resp.status == 401 and (await resp.json())["error"] == why, why
