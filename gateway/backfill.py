@@ -224,7 +224,8 @@ class Replayer:
                 return Visitor(visitor_id, False, self.keys.visitor_key)
         return self.derived_visitor(ip, line.user_agent, line.ts)
 
-    def exchange(self, line: Line, ip: str | None = None) -> Exchange:
+    def exchange(self, line: Line, ip: str) -> Exchange:
+        """The line as a request from client address ``ip`` (``client``)."""
         path, _, query = line.target.partition("?")
         headers = dict(line.headers) if line.headers else {}
         host = line.host or self.host
@@ -235,14 +236,13 @@ class Replayer:
             headers["user-agent"] = line.user_agent
         if line.headers is None and looks_like_page(line.method, path, line.status):
             headers["accept"] = "text/html"
-        ip = self.client(line) if ip is None else ip
         view = RequestView(line.method, self.scheme, host, path, query, headers, ip, line.ts)
         view.all_headers = line.headers is not None  # a flow dump's are all there; a log's are not
         return Exchange(view, visitor=self.visitor(line, ip))
 
-    async def replay(self, line: Line, identity: bytes, ip: str | None = None) -> list[Event]:
-        """One log line through the chain (from client address ``ip``: by default ``client``);
-        its events with their deterministic ids."""
+    async def replay(self, line: Line, identity: bytes, ip: str) -> list[Event]:
+        """One log line through the chain, from client address ``ip`` (``client``); its events
+        with their deterministic ids."""
         ex = self.exchange(line, ip)
         await self.pipeline.request(ex)
         ex.response = ResponseView(line.status, {})
