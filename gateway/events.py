@@ -126,6 +126,13 @@ ORDER_SCOPE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 """An ``order_scope``: a name that cannot hold the key's own separators."""
 
 
+def order_scope_problem(scope: str) -> str | None:
+    """What is wrong with an ``order_scope`` (a rule's or a sender's), for its config error."""
+    if not scope or ORDER_SCOPE.fullmatch(scope):
+        return None
+    return f"must be 1-64 of a-z 0-9 _ . - (not starting with _ . -) or empty, got {scope!r}"
+
+
 def order_key(order_id: str, scope: str = "") -> str:
     """A conversion's ``dedup_key`` from its order ID: ``order:<id>``, one namespace for every
     rule, sender and node (the same order seen twice counts once), or ``order/<scope>:<id>``

@@ -25,7 +25,7 @@ from gateway.config_values import (
     text_problem,
     unset,
 )
-from gateway.events import MAX_VALUE, ORDER_SCOPE
+from gateway.events import MAX_VALUE, order_scope_problem
 
 
 class _Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -243,12 +243,8 @@ def validate_rules(
             )
         if rule.order_id is not None:
             _validate_source(p, f"{at}.order_id", rule.order_id)
-        _check(
-            p,
-            not rule.order_scope or bool(ORDER_SCOPE.fullmatch(rule.order_scope)),
-            f"{at}.order_scope",
-            f"must be 1-64 of a-z 0-9 _ . - (not starting with _ . -) or empty, got {rule.order_scope!r}",
-        )
+        if (problem := order_scope_problem(rule.order_scope)) is not None:
+            p.append(f"{at}.order_scope: {problem}")
         _check(
             p,
             not rule.order_scope or rule.order_id is not None,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
-from gateway.events import ORDER_SCOPE
+from gateway.events import order_scope_problem
 
 if TYPE_CHECKING:
     from gateway.options import Options, SourceOptions, WebhooksOptions
@@ -202,11 +202,8 @@ def validate_sources(options: Options) -> list[str]:
         if src.format == "segment" and src.signature != "standard":
             p.append(f"{at}.signature: applies to the standard format only (segment uses HTTP Basic)")
         p += _hmac_problems(src, at)
-        if src.order_scope and not ORDER_SCOPE.fullmatch(src.order_scope):
-            p.append(
-                f"{at}.order_scope: must be 1-64 of a-z 0-9 _ . - (not starting with _ . -) or empty,"
-                f" got {src.order_scope!r}"
-            )
+        if (problem := order_scope_problem(src.order_scope)) is not None:
+            p.append(f"{at}.order_scope: {problem}")
         for name, pointer in src.fields.items():
             if name not in FIELDS:
                 p.append(f"{at}.fields.{name}: unknown field (allowed: {', '.join(FIELDS)})")
