@@ -106,12 +106,8 @@ def forwarded_for(extra: str) -> str:
     if m is None:
         return ""
     field = _unescape(m[1]).strip()
-    entries = [entry.strip() for entry in field.split(",")]
-    if (
-        not field
-        or any(e != "unknown" and parse_ip(e) is None for e in entries)
-        or set(entries) == {"unknown"}
-    ):
+    addresses = [entry for entry in map(str.strip, field.split(",")) if entry != "unknown"]
+    if not addresses or any(parse_ip(entry) is None for entry in addresses):
         return ""
     return field
 
