@@ -362,18 +362,22 @@ def markov_weights(journeys: Iterable[tuple[Sequence[str], bool]]) -> dict[str, 
     return moves_weights(markov_moves(journeys))
 
 
+def _add_path(moves: Moves, path: Sequence[str], end: str, n: int = 1) -> None:
+    """``n`` journeys along ``path`` (not empty), from the start to ``end``, into ``moves``."""
+    previous = _START
+    for channel in path:
+        moves[previous][channel] += n
+        previous = channel
+    moves[previous][end] += n
+
+
 def markov_moves(journeys: Iterable[tuple[Sequence[str], bool]], moves: Moves | None = None) -> Moves:
     """The transitions of ``journeys`` counted (into ``moves``, if given: counts of several sets
     of journeys add up to those of all of them)."""
     moves = defaultdict(Counter) if moves is None else moves
     for path, converted in journeys:
-        if not path:
-            continue
-        previous = _START
-        for channel in path:
-            moves[previous][channel] += 1
-            previous = channel
-        moves[previous][_CONVERSION if converted else _NULL] += 1
+        if path:
+            _add_path(moves, path, _CONVERSION if converted else _NULL)
     return moves
 
 
@@ -386,13 +390,8 @@ def paths_moves(paths: Mapping[tuple[str, ...], int], converted: bool, moves: Mo
     moves = defaultdict(Counter) if moves is None else moves
     end = _CONVERSION if converted else _NULL
     for path, n in paths.items():
-        if not path or n < 1:
-            continue
-        previous = _START
-        for channel in path:
-            moves[previous][channel] += n
-            previous = channel
-        moves[previous][end] += n
+        if path and n >= 1:
+            _add_path(moves, path, end, n)
     return moves
 
 
