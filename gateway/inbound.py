@@ -37,15 +37,17 @@ from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.signing import (
+    STAMPED,
     Authenticated,
     AuthFailed,
     BodyHmac,
+    StampedScheme,
     utf8_text,
     verify_basic,
     verify_body_hmac,
     verify_legacy,
+    verify_stamped,
     verify_standard,
-    verify_stripe,
 )
 from gateway.sources import SourceMap, compile_source, decode_delivery, encode_event, split_batch
 from storage.erased import ErasedWatch
@@ -120,7 +122,13 @@ class Inbound:
         secrets = settings.source_secrets
         standard = [s for s in settings.options.sources if s.format == "standard"]
         self.standard = {s.name: secrets[s.name] for s in standard if s.signature == "standard"}
-        self.stripe = {s.name: secrets[s.name] for s in standard if s.signature == "stripe"}
+        # Platforms that sign a timestamp with the body in a header of their own.
+        self.stamped: dict[str, tuple[StampedScheme, dict[str, Sequence[bytes]]]] = {
+            scheme.header.lower(): (scheme, {}) for scheme in STAMPED.values()
+        }
+        for s in standard:
+            if (stamped := STAMPED.get(s.signature)) is not None:
+                self.stamped[stamped.header.lower()][1][s.name] = secrets[s.name]
         # Senders that sign the body alone (Shopify, signature = "hmac"), by the header their
         # signature comes in.
         self.body_hmac: dict[str, dict[str, tuple[BodyHmac, Sequence[bytes]]]] = {}
@@ -173,11 +181,13 @@ class Inbound:
 
     def _authenticate_standard(self, request: web.Request, body: bytes) -> Authenticated:
         headers = request.headers
-        if "stripe-signature" in headers and "webhook-signature" not in headers:
-            given = headers.getall("stripe-signature")
-            if len(given) > 1:  # which one did Stripe send? neither is believed
-                raise AuthFailed("signature", "signature: Stripe-Signature given more than once")
-            return verify_stripe(self.stripe, given[0], body, time.time(), self.opts.tolerance_seconds)
+        now, tolerance = time.time(), self.opts.tolerance_seconds
+        for header, (scheme, platform_senders) in self.stamped.items():
+            if header in headers and "webhook-signature" not in headers:
+                given = headers.getall(header)
+                if len(given) > 1:  # which one did the platform send? neither is believed
+                    raise AuthFailed("signature", f"signature: {scheme.header} given more than once")
+                return verify_stamped(scheme, platform_senders, given[0], body, now, tolerance)
         if "webhook-signature" not in headers:
             for header, senders in self.body_hmac.items():
                 if header in headers:
@@ -203,7 +213,7 @@ class Inbound:
                 raise AuthFailed("signature", f"signature: {prefix}{name} given more than once")
             elif given:
                 lowered["webhook-" + name] = given[0]
-        return verify_standard(self.standard, lowered, body, time.time(), self.opts.tolerance_seconds)
+        return verify_standard(self.standard, lowered, body, now, tolerance)
 
     def _authenticate_segment(self, request: web.Request, body: bytes) -> Authenticated:
         return verify_basic(self.segment_keys, request.headers.get("Authorization", ""), body)

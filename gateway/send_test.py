@@ -30,7 +30,7 @@ from gateway.config import ConfigError, decode_options, parse_config, read_confi
 from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
-from gateway.signing import body_hmac, standard_signature, stripe_signature
+from gateway.signing import STAMPED, body_hmac, stamped_signature, standard_signature
 from gateway.sources import SourceMap, compile_source, put
 
 
@@ -167,8 +167,9 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     body = msgspec.json.encode(doc)
     msg_id, stamp = f"msg_test_{uuid.uuid4().hex}", str(int(time.time()))
     headers = {"Content-Type": "application/json"}
-    if source.signature == "stripe":  # as Stripe signs: no id, the secret's whole text
-        headers["Stripe-Signature"] = stripe_signature(secret, stamp, body)
+    stamped = STAMPED.get(source.signature)
+    if stamped is not None:  # as Stripe and Paddle sign: no id, the secret's whole text
+        headers[stamped.header] = stamped_signature(stamped, secret, stamp, body)
     elif signed is not None:  # the body's HMAC in the sender's own header (Shopify's, "hmac")
         headers[signed.header] = signed.prefix + body_hmac(secret, body, signed.encoding)
         if signed.delivery_header:

@@ -1,12 +1,13 @@
-"""Authenticating signed deliveries: Standard Webhooks, Stripe's, a body's own HMAC, the legacy
-hex signature, HTTP Basic.
+"""Authenticating signed deliveries: Standard Webhooks, Stripe's, Paddle's, a body's own HMAC,
+the legacy hex signature, HTTP Basic.
 
 Pure functions over header values, body bytes and secrets (no I/O). Owns the
 signature formats: ``webhook-signature: v1,<base64 HMAC-SHA256 of
 "id.timestamp.body">`` (a space-separated list; any one valid signature from any
 active secret passes), Stripe's ``Stripe-Signature: t=<seconds>,v1=<hex HMAC-SHA256 of
-"t.body">`` (any ``v1`` may pass), a sender's own header holding ``[prefix]<hex or base64
-HMAC-SHA256 of the body>`` (Shopify's ``X-Shopify-Hmac-Sha256``; ``signature = "hmac"``:
+"t.body">`` (any ``v1`` may pass) and Paddle's ``Paddle-Signature: ts=<seconds>;h1=<hex
+HMAC-SHA256 of "ts:body">`` (any ``h1``), a sender's own header holding ``[prefix]<hex or
+base64 HMAC-SHA256 of the body>`` (Shopify's ``X-Shopify-Hmac-Sha256``; ``signature = "hmac"``:
 GitHub, WooCommerce…), ``x-webhook-signature: <hex HMAC-SHA256 of the body>`` for senders
 that enable it, and Segment's ``Authorization: Basic`` with the write key as user name. Every
 comparison is constant-time. Failures say only ``signature`` or ``timestamp``: nothing that
@@ -105,25 +106,57 @@ def _check_timestamp(timestamp: str, now: float, tolerance: int) -> None:
         raise AuthFailed("timestamp", "timestamp: outside the accepted window")
 
 
-def stripe_signature(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The ``Stripe-Signature`` value Stripe would send for ``body`` at ``timestamp``: the hex
-    HMAC-SHA256 of ``"timestamp.body"`` (the legacy signature of that text)."""
-    return f"t={timestamp},v1={legacy_signature(secret, timestamp.encode() + b'.' + body)}"
+@dataclass(frozen=True, slots=True)
+class StampedScheme:
+    """A platform's header signing ``"<seconds><joiner><body>"`` (hex HMAC-SHA256), written
+    as ``<time_field>=<seconds><separator><hash_field>=<hex>…``, one hash per active secret."""
+
+    header: str
+    separator: str
+    time_field: str
+    hash_field: str
+    joiner: bytes
 
 
-def verify_stripe(
-    senders: Mapping[str, Sequence[bytes]], given: str, body: bytes, now: float, tolerance: int
+STRIPE = StampedScheme("Stripe-Signature", ",", "t", "v1", b".")
+"""``Stripe-Signature: t=<seconds>,v1=<hex HMAC of "t.body">`` (a ``v0`` is ignored)."""
+PADDLE = StampedScheme("Paddle-Signature", ";", "ts", "h1", b":")
+"""``Paddle-Signature: ts=<seconds>;h1=<hex HMAC of "ts:body">`` (Paddle Billing)."""
+STAMPED = {"stripe": STRIPE, "paddle": PADDLE}
+"""The ``sources.signature`` values of these schemes."""
+
+
+def stamped_signature(scheme: StampedScheme, secret: bytes, timestamp: str, body: bytes) -> str:
+    """The header value the platform would send for ``body`` at ``timestamp``."""
+    mac = legacy_signature(secret, timestamp.encode() + scheme.joiner + body)
+    return f"{scheme.time_field}={timestamp}{scheme.separator}{scheme.hash_field}={mac}"
+
+
+def verify_stamped(
+    scheme: StampedScheme,
+    senders: Mapping[str, Sequence[bytes]],
+    given: str,
+    body: bytes,
+    now: float,
+    tolerance: int,
 ) -> Authenticated:
-    """The Stripe sender whose secret made one of ``given``'s ``v1`` signatures. Its delivery
-    is the body's digest: Stripe sends a retried event's very body again, with a new ``t``."""
-    pairs = [part.strip().partition("=") for part in given.split(",")]
-    stamps = {value for key, _, value in pairs if key == "t"}
-    offered = [value.lower().encode() for key, _, value in pairs if key == "v1" and value.isascii()]
+    """The sender whose secret made one of ``given``'s signatures (any may pass: the platform
+    signs with each active secret while one is rolled). Its delivery is the body's digest:
+    Stripe and Paddle send a retried event's very body again (Paddle's ``notification_id``
+    included), under a new timestamp."""
+    pairs = [part.strip().partition("=") for part in given.split(scheme.separator)]
+    stamps = {value for key, _, value in pairs if key == scheme.time_field}
+    offered = [
+        value.lower().encode() for key, _, value in pairs if key == scheme.hash_field and value.isascii()
+    ]
     if len(stamps) != 1 or not offered:
-        raise AuthFailed("signature", "signature: Stripe-Signature holds no t=… and v1=…")
+        raise AuthFailed(
+            "signature",
+            f"signature: {scheme.header} holds no {scheme.time_field}=… and {scheme.hash_field}=…",
+        )
     timestamp = stamps.pop()
     _check_timestamp(timestamp, now, tolerance)
-    signed = timestamp.encode() + b"." + body
+    signed = timestamp.encode() + scheme.joiner + body
     for sender, secrets in senders.items():
         for secret in secrets:
             expected = legacy_signature(secret, signed).encode()

@@ -246,6 +246,7 @@ OWN_HEADERS = frozenset(
     {
         *(f"{brand}-{name}" for brand in ("webhook", "svix") for name in ("id", "timestamp", "signature")),
         "stripe-signature",
+        "paddle-signature",
         "x-shopify-hmac-sha256",
         "x-shopify-event-id",
         "x-shopify-topic",
@@ -272,7 +273,7 @@ def _hmac_problems(src: SourceOptions, at: str) -> list[str]:
     if src.hmac.header.lower() in OWN_HEADERS:
         p.append(
             f"{at}.hmac.header: {src.hmac.header!r} is another scheme's"
-            " (Standard Webhooks, Stripe, Shopify, legacy_hex): use that signature instead"
+            " (Standard Webhooks, Stripe, Paddle, Shopify, legacy_hex): use that signature instead"
         )
     prefix = src.hmac.prefix
     if not prefix.isprintable() or prefix != prefix.lstrip():

@@ -9,10 +9,12 @@ import gzip
 import hashlib
 import hmac
 import logging
+import re
 import sys
 import time
 import tomllib
 import zlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -1161,6 +1163,97 @@ async def test_stripe_posts_its_own_signed_events(start_gateway, upstream_server
     assert '"amount_total":5000' in out
 
 
+PADDLE_SECRET = "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_" + "k" * 32  # the whole key, as given
+
+
+def readme_source(signature: str) -> str:
+    """The README's ``[[sources]]`` example of ``signature``, as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [toml] = [
+        b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if f'signature = "{signature}"' in b
+    ]
+    return toml
+
+
+def paddle_signed(body: bytes, secret: str = PADDLE_SECRET, *, ts: int | None = None) -> dict[str, str]:
+    """Paddle's scheme, written out here (not through the gateway's own signing code)."""
+    stamp = str(int(time.time()) if ts is None else ts)
+    mac = hmac.new(secret.encode(), stamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"Paddle-Signature": f"ts={stamp};h1={mac}", "content-type": "application/json"}
+
+
+async def test_paddle_posts_its_own_signed_notifications(
+    start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Paddle Billing signs ``ts:body`` in Paddle-Signature (ts=…;h1=<hex>, keyed by the whole
+    pdl_ntfset_… key): until 2026-12-04 it was a 401, and a Paddle account needed a relay. The
+    README's example is the config, as written."""
+    toml = await asyncio.to_thread(readme_source, "paddle")
+    env = {"PADDLE_WEBHOOK_SECRET": PADDLE_SECRET}
+    gw = await start_gateway(await upstream_server(web.Application()), toml, env)
+    occurred = datetime.now(UTC) - timedelta(seconds=30)
+    event = {
+        "event_id": "evt_01hv8x2acma2gz1we7d6hx5v1e",
+        "event_type": "transaction.completed",
+        "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "notification_id": "ntf_01hv8x2af1a6x3p8jqwd0bfcbs",
+        "data": {
+            "id": "txn_01hv8wptq8987qeep44cyrewp9",
+            "origin": "web",
+            "currency_code": "USD",
+            "custom_data": {"user_id": "42"},
+            "details": {"totals": {"subtotal": "2400", "tax": "240", "total": "2640"}},
+        },
+    }
+    body = encode(event)
+    status, answer = await post(gw, body, paddle_signed(body))
+    assert (status, answer["result"], answer["key"]) == (202, "accepted", event["event_id"]), answer
+    assert await rows(gw, "SELECT name, value, currency, order_id, rule FROM conversions") == [
+        ("purchase", 26.4, "USD", "txn_01hv8wptq8987qeep44cyrewp9", "paddle")
+    ]
+    # Paddle retries the same notification under a new ts: one conversion.
+    status, answer = await post(gw, body, paddle_signed(body, ts=int(time.time()) - 5))
+    assert (status, answer["result"]) == (200, "duplicate")
+    # A rolled key: Paddle signs with both, either h1 passes.
+    renewal = encode(
+        {
+            **event,
+            "event_id": "evt_2",
+            "data": {**event["data"], "id": "txn_2", "origin": "subscription_recurring"},
+        }
+    )
+    rolled = paddle_signed(renewal)
+    old = paddle_signed(renewal, "pdl_ntfset_old_" + "o" * 32)["Paddle-Signature"].split(";")[1]
+    rolled["Paddle-Signature"] = rolled["Paddle-Signature"].replace(";", f";{old};")
+    status, answer = await post(gw, renewal, rolled)
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    # Ignored and unmapped types.
+    created = encode({**event, "event_id": "evt_3", "event_type": "transaction.created"})
+    assert (await post(gw, created, paddle_signed(created)))[1]["result"] == "ignored"
+    refund = encode({**event, "event_id": "evt_4", "event_type": "adjustment.created"})
+    status, answer = await post(gw, refund, paddle_signed(refund))
+    assert status == 400 and "'adjustment.created' is not mapped" in answer["errors"][0], answer
+    # A wrong key, a stale ts, Stripe's layout, the key's secret part alone: 401.
+    other = encode({**event, "event_id": "evt_5", "data": {**event["data"], "id": "txn_5"}})
+    stripe_layout = {"Stripe-Signature": paddle_signed(other)["Paddle-Signature"].replace(";", ",")}
+    for headers, why in (
+        (paddle_signed(other, "pdl_ntfset_x_" + "x" * 32), "signature: no valid signature"),
+        (paddle_signed(other, ts=int(time.time()) - 3600), "timestamp: outside the accepted window"),
+        (stripe_layout, "signature: Stripe-Signature holds no t=… and v1=…"),
+        (paddle_signed(other, "k" * 32), "signature: no valid signature"),
+        ({"Paddle-Signature": "h1=" + "0" * 64}, "signature: Paddle-Signature holds no ts=… and h1=…"),
+    ):
+        status, answer = await post(gw, other, headers)
+        assert (status, answer["error"]) == (401, why), (why, answer)
+    assert await rows(gw, "SELECT order_id FROM conversions ORDER BY order_id") == [
+        ("txn_01hv8wptq8987qeep44cyrewp9",),
+        ("txn_2",),
+    ]
+    # send-test-event signs as Paddle does, in Paddle's layout.
+    code, out, err = await send_test_event(gw, tmp_path / "gateway.toml", toml, env, "paddle")
+    assert code == 0 and "HTTP 202" in out and '"event_type":"transaction.completed"' in out, (out, err)
+
+
 SHOPIFY_SECRET = "f" * 32  # the app's client secret, the HMAC key as given
 SHOPIFY = """
 [[sources]]
@@ -1432,8 +1525,8 @@ async def test_a_type_header_that_is_not_utf8_is_a_400(
 
 HMAC_REQUIRED = 'sources[4].hmac: required under signature = "hmac", e.g. hmac = {header = "X-Signature"}'
 OTHER_SCHEME = (
-    "sources[4].hmac.header: 'Stripe-Signature' is another scheme's (Standard Webhooks, Stripe, Shopify,"
-    " legacy_hex): use that signature instead"
+    "sources[4].hmac.header: 'Stripe-Signature' is another scheme's (Standard Webhooks, Stripe, Paddle,"
+    " Shopify, legacy_hex): use that signature instead"
 )
 
 
@@ -1449,8 +1542,11 @@ OTHER_SCHEME = (
         ('signature = "hmac"\nhmac = {header = "X-Sig", type_header = "a:b"}',
          "sources[4].hmac.type_header: must be an HTTP header name (at most 64 characters), got 'a:b'"),
         ('signature = "hmac"\nhmac = {header = "svix-id"}',
-         "sources[4].hmac.header: 'svix-id' is another scheme's (Standard Webhooks, Stripe, Shopify,"
-         " legacy_hex): use that signature instead"),
+         "sources[4].hmac.header: 'svix-id' is another scheme's (Standard Webhooks, Stripe, Paddle,"
+         " Shopify, legacy_hex): use that signature instead"),
+        ('signature = "hmac"\nhmac = {header = "paddle-signature"}',
+         "sources[4].hmac.header: 'paddle-signature' is another scheme's (Standard Webhooks, Stripe, Paddle,"
+         " Shopify, legacy_hex): use that signature instead"),
         ('signature = "hmac"\nhmac = {header = "X-Sig", prefix = " sha256="}',
          "sources[4].hmac.prefix: must be printable text not starting with a space, got ' sha256='"),
         ('signature = "hmac"\nhmac = {header = "' + "X" * 65 + '"}',

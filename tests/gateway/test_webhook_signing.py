@@ -4,6 +4,8 @@ mapped to our events — the pure parts of signed server-side events, no server.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,14 +25,17 @@ from gateway.mapping import Invalid, Limits, map_event
 from gateway.options import ChannelsOptions, SourceOptions
 from gateway.send_test import sample_payload
 from gateway.signing import (
+    PADDLE,
+    STRIPE,
     AuthFailed,
+    StampedScheme,
     legacy_signature,
+    stamped_signature,
     standard_signature,
-    stripe_signature,
     verify_basic,
     verify_legacy,
+    verify_stamped,
     verify_standard,
-    verify_stripe,
 )
 from gateway.sources import compile_source, parse_pointer, resolve, split_batch
 from tests.conftest import ENV
@@ -108,15 +113,67 @@ def test_the_tolerance_edge_is_in_whole_seconds(now: float, passes: bool) -> Non
     fraction of a second pushed it out (a delivery signed 300 s ago was a 401 nearly always)."""
     body = b'{"x": 1}'
     headers = _headers(b"a" * 32, body, 1000)
-    stripe = stripe_signature(b"s" * 32, "1000", body)
     if passes:
         assert verify_standard(SENDERS, headers, body, now, 300).sender == "a"
-        assert verify_stripe({"st": [b"s" * 32]}, stripe, body, now, 300).sender == "st"
     else:
         with pytest.raises(AuthFailed, match="timestamp"):
             verify_standard(SENDERS, headers, body, now, 300)
-        with pytest.raises(AuthFailed, match="timestamp"):
-            verify_stripe({"st": [b"s" * 32]}, stripe, body, now, 300)
+    for scheme in (STRIPE, PADDLE):
+        given = stamped_signature(scheme, b"s" * 32, "1000", body)
+        if passes:
+            assert verify_stamped(scheme, {"st": [b"s" * 32]}, given, body, now, 300).sender == "st"
+        else:
+            with pytest.raises(AuthFailed, match="timestamp"):
+                verify_stamped(scheme, {"st": [b"s" * 32]}, given, body, now, 300)
+
+
+def _paddle_header(secret: bytes, ts: str, body: bytes) -> str:
+    """Paddle's scheme written out here, as Paddle's documentation gives it (not through the
+    gateway's signing code): hex HMAC-SHA256 of "ts:body", the secret as given."""
+    return f"ts={ts};h1=" + hmac.new(secret, ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("given", "what"),
+    [
+        (lambda h: h, None),
+        (lambda h: h.upper().replace("TS=", "ts=").replace("H1=", "h1="), None),  # hex in any case
+        (lambda h: "ts=1000;h1=" + "0" * 64 + ";" + h.split(";")[1], None),  # a rolled secret's too
+        (lambda h: " " + h.replace(";", "; ") + " ", None),
+        (lambda h: h.replace("ts=1000", "ts=1000;ts=1001"), "signature"),  # which time was signed?
+        (lambda h: h.split(";")[1], "signature"),  # no ts
+        (lambda h: h.split(";")[0], "signature"),  # no h1
+        (lambda h: h.replace(";", ","), "signature"),  # Stripe's separator
+        (lambda h: h.replace("ts=1000", "ts=2000"), "timestamp"),
+        (lambda h: h.replace("ts=1000", "ts=-1000"), "timestamp"),
+        (lambda h: h[:-1] + "\udcff", "signature"),  # a header byte that is not UTF-8
+    ],
+)
+def test_paddles_signature(given, what: str | None) -> None:
+    """Paddle Billing's ``Paddle-Signature: ts=…;h1=…``: until 2026-12-04 a Paddle account
+    needed a relay that re-signed its notifications."""
+    body = b'{"event_id":"evt_1","event_type":"transaction.completed"}'
+    header = given(_paddle_header(b"pdl_ntfset_01abc_" + b"k" * 32, "1000", body))
+    senders = {"paddle": [b"pdl_ntfset_01abc_" + b"k" * 32]}
+    if what is None:
+        auth = verify_stamped(PADDLE, senders, header, body, 1010, 300)
+        assert (auth.sender, auth.delivery) == ("paddle", "sha256:" + hashlib.sha256(body).hexdigest())
+    else:
+        with pytest.raises(AuthFailed) as info:
+            verify_stamped(PADDLE, senders, header, body, 1010, 300)
+        assert info.value.what == what
+
+
+@pytest.mark.parametrize("scheme", [STRIPE, PADDLE])
+def test_a_stamped_signature_is_of_this_body_and_time(scheme: StampedScheme) -> None:
+    """The signature covers the timestamp and the body: either changed, it no longer passes."""
+    body, secret = b'{"x": 1}', b"s" * 32
+    given = stamped_signature(scheme, secret, "1000", body)
+    assert verify_stamped(scheme, {"s": [secret]}, given, body, 1000, 300).sender == "s"
+    moved = given.replace("=1000", "=1001", 1)
+    for header, sent in ((given, b'{"x": 2}'), (moved, body)):
+        with pytest.raises(AuthFailed, match="no valid signature"):
+            verify_stamped(scheme, {"s": [secret]}, header, sent, 1000, 300)
 
 
 def test_legacy_hex_and_basic() -> None:
@@ -521,3 +578,51 @@ def test_the_readmes_body_hmac_source_maps_a_lemon_squeezy_order() -> None:
     assert conversion.user_key == KEYS.user_key("42")
     refund = {**order, "meta": {**order["meta"], "event_name": "order_refunded"}}
     assert map_event(src, refund, NOW, LIMITS, "f").rows == []
+
+
+def test_the_readmes_paddle_source_and_its_checkout_only_variant() -> None:
+    """The README's Paddle example maps a ``transaction.completed`` in Paddle's layout
+    (amounts as text in the lowest denomination, ``occurred_at`` to the microsecond); the
+    variant it describes (the type from ``/data/origin``) records the checkout and leaves the
+    renewal out."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [toml] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if 'signature = "paddle"' in b]
+    secret = "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_" + "k" * 32
+    settings = load_settings(None, text=toml, environ={**ENV, "PADDLE_WEBHOOK_SECRET": secret})
+    [options] = settings.options.sources
+    assert settings.source_secrets["paddle"] == (secret.encode(),)  # as given
+    event = {
+        "event_id": "evt_1",
+        "event_type": "transaction.completed",
+        "occurred_at": "2026-11-25T11:30:00.621022Z",
+        "data": {
+            "id": "txn_1",
+            "origin": "web",
+            "currency_code": "JPY",
+            "custom_data": {"user_id": "42"},
+            "details": {"totals": {"total": "5000"}},
+        },
+    }
+    (conversion,) = map_event(compile_source(options), event, NOW, LIMITS, "f").rows
+    assert isinstance(conversion, Conversion)
+    assert (conversion.value, conversion.currency, conversion.order_id, conversion.ts) == (
+        5000, "JPY", "txn_1", "2026-11-25T11:30:00.621022Z"
+    )  # fmt: skip
+    assert conversion.user_key == KEYS.user_key("42")
+    # The README's checkout-only variant, word for word.
+    variant = msgspec.structs.replace(
+        options,
+        fields={**options.fields, "type": "/data/origin"},
+        types={"web": "conversion"},
+        ignore_types=(
+            "api", "subscription_recurring", "subscription_update", "subscription_charge",
+            "subscription_payment_method_change",
+        ),
+    )  # fmt: skip
+    for origin in variant.ignore_types or ():
+        assert f'"{origin}"' in readme
+    assert 'type = "/data/origin"' in readme and 'types = {web = "conversion"}' in readme
+    src = compile_source(variant)
+    assert len(map_event(src, event, NOW, LIMITS, "f").rows) == 1
+    renewal = {**event, "data": {**event["data"], "origin": "subscription_recurring"}}
+    assert map_event(src, renewal, NOW, LIMITS, "f").rows == []
