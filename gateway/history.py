@@ -40,6 +40,12 @@ line or header over 8 KiB; a Segment batch is at most 500 KB): a longer line (a 
 log with no line ends) is skipped without being kept, so it cannot take all the memory."""
 TOO_LONG = f"longer than {MAX_LINE:,} bytes: not a logged request (skipped unread)"
 SHRUNK = "the file was cut short while it was read (as logrotate's copytruncate does): the rest was not read"
+UNENDED = (
+    "the last line has no line end, as a line still being written: not read (the next import"
+    " reads it once it is whole; give a finished file its last line end)"
+)
+"""An uncompressed input's last line without a line end: a server writing its log, caught mid-line,
+would have it imported as it was cut (a trailing field half there), then again once whole."""
 
 
 @dataclass(slots=True)
@@ -254,6 +260,11 @@ class History:
             self._number += 1
             if not whole:
                 out.append(Skip(self._number, TOO_LONG))
+                continue
+            if not raw.endswith(b"\n") and self._stream is self._raw:
+                # Only the end of the input has no line end. A compressed file, read to the end of
+                # its archive, is finished: its last line is whole, line end or not.
+                out.append(Skip(self._number, UNENDED))
                 continue
             raw = raw.rstrip(b"\r\n")
             if raw.strip():

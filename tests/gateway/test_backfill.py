@@ -27,6 +27,7 @@ from aiohttp import web
 
 from bench.synthlog import write_log
 from gateway.config import Settings
+from gateway.history import UNENDED
 from gateway.importcmd import import_command, parse_fields
 from gateway.importrun import UsageError, run_import
 from gateway.keys import Keys
@@ -251,6 +252,34 @@ async def test_a_log_written_behind_a_trusted_balancer_takes_the_client_from_x_f
     assert re.search(r"forwarded: +3 +\(lines whose client address", summary.render())
     data = await asyncio.to_thread((tmp_path / "gateway.db").read_bytes)
     assert b"203.0.113" not in data and b"198.51.100" not in data
+
+
+@pytest.mark.parametrize("cut", ['"203.0', '"203.0.113.9"'], ids=["mid-field", "before-the-line-end"])
+async def test_a_log_caught_mid_line_imports_that_line_once_whole(tmp_path: Path, cut: str) -> None:
+    """An import of the log a server is writing (a cron job on access.log) can catch its last
+    line half written. Cut inside the X-Forwarded-For after the agent, that line was imported
+    with the balancer as its client, then again once whole (its bytes changed, so its ID did):
+    two visitors for one landing. Now a last line without its line end waits for the next
+    import; a compressed file, finished, is read to its last byte."""
+    settings = make_settings(tmp_path, '[proxy]\ntrusted_proxies = ["10.0.0.0/8"]\n')
+    whole = f'10.0.0.2 - - [01/Mar/2025:10:00:09 +0000] "GET /?utm_source=late HTTP/1.1" 200 1 "-" "{UA}" "203.0.113.9"'  # noqa: E501
+    log = tmp_path / "access.log"
+    caught = BEHIND_A_BALANCER + "\n" + whole[: whole.index('"203.0.113.9"')] + cut
+    await asyncio.to_thread(log.write_text, caught)
+    first = await run_import(settings, [log], "combined", host="shop.example")
+    assert first.new_rows["touchpoints"] == 4
+    assert first.examples == [f"access.log:5: {UNENDED}"]
+    await asyncio.to_thread(log.write_text, BEHIND_A_BALANCER + "\n" + whole + "\n")
+    second = await run_import(settings, [log], "combined", host="shop.example")
+    assert (second.new_rows["touchpoints"], second.examples) == (1, [])
+    got = await query(settings, "SELECT source, visitor_key FROM touchpoints ORDER BY source")
+    assert [source for source, _ in got] == ["late", "s0", "s1", "s2", "s3"]
+    assert dict(got)["late"] != dict(got)["s3"]  # the client, not the balancer
+    # A finished archive whose last line has no line end: every line read.
+    archive = tmp_path / "other.log.gz"
+    await asyncio.to_thread(archive.write_bytes, gzip.compress(whole.replace(":09 ", ":10 ").encode()))
+    third = await run_import(settings, [archive], "combined", host="shop.example")
+    assert (third.new_rows["touchpoints"], third.examples) == (1, [])
 
 
 async def test_an_untrusted_peers_x_forwarded_for_is_not_believed_and_the_summary_says_so(
