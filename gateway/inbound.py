@@ -44,6 +44,7 @@ from gateway.signing import (
     StampedScheme,
     utf8_text,
     verify_basic,
+    verify_basic_login,
     verify_body_hmac,
     verify_legacy,
     verify_stamped,
@@ -140,6 +141,8 @@ class Inbound:
                 self.body_hmac.setdefault(signed.header.lower(), {})[s.name] = (spec, secrets[s.name])
                 if signed.type_header:
                     self.type_headers[s.name] = signed.type_header
+        self.basic = {s.name: secrets[s.name] for s in standard if s.signature == "basic"}
+        """Senders that log in with HTTP Basic rather than sign (Chargebee)."""
         self.legacy = {s.name: secrets[s.name] for s in settings.options.sources if s.legacy_hex}
         self.segment_keys = {
             s.name: secrets[s.name] for s in settings.options.sources if s.format == "segment"
@@ -199,6 +202,12 @@ class Inbound:
                             "signature", f"signature: {(twice or [header])[0]} given more than once"
                         )
                     return verify_body_hmac(senders, given[0], body, headers)
+        signed = ("webhook-signature", "svix-signature", "x-webhook-signature")
+        if self.basic and "authorization" in headers and not any(h in headers for h in signed):
+            given = headers.getall("authorization")
+            if len(given) > 1:  # which login is it? neither is believed
+                raise AuthFailed("signature", "signature: Authorization given more than once")
+            return verify_basic_login(self.basic, given[0], body)
         # Svix-branded senders (Clerk, Resend…) send the same scheme as svix-id, svix-timestamp
         # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
         prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"

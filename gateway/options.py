@@ -256,12 +256,13 @@ class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
     (HTTP Basic, the write key as user name)."""
     legacy_hex: bool = False
     """Also accept ``x-webhook-signature``: hex HMAC-SHA256 of the body, no timestamp (legacy senders)."""
-    signature: Literal["standard", "stripe", "paddle", "shopify", "hmac"] = "standard"
+    signature: Literal["standard", "stripe", "paddle", "shopify", "hmac", "basic"] = "standard"
     """How the standard format's deliveries are signed: Standard Webhooks, Stripe's own
     ``Stripe-Signature`` (its secret the whole ``whsec_…`` text), Paddle's ``Paddle-Signature``
     (its secret the whole ``pdl_ntfset_…`` text), Shopify's
-    ``X-Shopify-Hmac-Sha256`` (its secret the app's client secret, as given), or an HMAC of the
-    body in the header ``hmac`` names (the secret as given)."""
+    ``X-Shopify-Hmac-Sha256`` (its secret the app's client secret, as given), an HMAC of the
+    body in the header ``hmac`` names (the secret as given), or HTTP Basic with the sender's own
+    login (its secret ``user:password``, or a password alone: Chargebee)."""
     hmac: HmacOptions | None = None
     """Under ``signature = "hmac"``: the header the signature comes in, and how it is written."""
     batch_pointer: str = "/batch"

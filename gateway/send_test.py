@@ -9,6 +9,7 @@ sender's secret, not the gateway's own.
 from __future__ import annotations
 
 import argparse
+import base64
 import decimal
 import math
 import os
@@ -170,6 +171,9 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     stamped = STAMPED.get(source.signature)
     if stamped is not None:  # as Stripe and Paddle sign: no id, the secret's whole text
         headers[stamped.header] = stamped_signature(stamped, secret, stamp, body)
+    elif source.signature == "basic":  # the sender's login; a password alone, with any user name
+        login = secret if b":" in secret else b"send-test-event:" + secret
+        headers["Authorization"] = "Basic " + base64.b64encode(login).decode()
     elif signed is not None:  # the body's HMAC in the sender's own header (Shopify's, "hmac")
         headers[signed.header] = signed.prefix + body_hmac(secret, body, signed.encoding)
         if signed.delivery_header:

@@ -1,5 +1,5 @@
 """Authenticating signed deliveries: Standard Webhooks, Stripe's, Paddle's, a body's own HMAC,
-the legacy hex signature, HTTP Basic.
+the legacy hex signature, HTTP Basic (Segment's write key, or a sender's login).
 
 Pure functions over header values, body bytes and secrets (no I/O). Owns the
 signature formats: ``webhook-signature: v1,<base64 HMAC-SHA256 of
@@ -9,7 +9,8 @@ active secret passes), Stripe's ``Stripe-Signature: t=<seconds>,v1=<hex HMAC-SHA
 HMAC-SHA256 of "ts:body">`` (any ``h1``), a sender's own header holding ``[prefix]<hex or
 base64 HMAC-SHA256 of the body>`` (Shopify's ``X-Shopify-Hmac-Sha256``; ``signature = "hmac"``:
 GitHub, WooCommerce…), ``x-webhook-signature: <hex HMAC-SHA256 of the body>`` for senders
-that enable it, and Segment's ``Authorization: Basic`` with the write key as user name. Every
+that enable it, Segment's ``Authorization: Basic`` with the write key as user name, and a
+sender's own login in it (``signature = "basic"``: a user name and password). Every
 comparison is constant-time. Failures say only ``signature`` or ``timestamp``: nothing that
 helps a forger.
 """
@@ -228,16 +229,48 @@ def verify_legacy(senders: Mapping[str, Sequence[bytes]], given: str, body: byte
     raise AuthFailed("signature", "signature: no valid signature")
 
 
-def basic_user(header: str) -> bytes | None:
-    """The user name of an ``Authorization: Basic`` header (Segment puts the write key there)."""
+def _basic_decoded(header: str) -> bytes | None:
+    """What an ``Authorization: Basic`` header holds, decoded (None for another scheme)."""
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
+        return base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
         return None
-    return decoded.partition(b":")[0]
+
+
+def basic_user(header: str) -> bytes | None:
+    """The user name of an ``Authorization: Basic`` header (Segment puts the write key there)."""
+    decoded = _basic_decoded(header)
+    return None if decoded is None else decoded.partition(b":")[0]
+
+
+def basic_credentials(header: str) -> tuple[bytes, bytes] | None:
+    """The user name and password of an ``Authorization: Basic`` header (the password is all
+    after the first colon: RFC 7617 keeps colons out of user names only)."""
+    user, colon, password = (_basic_decoded(header) or b"").partition(b":")
+    return (user, password) if colon else None
+
+
+def verify_basic_login(senders: Mapping[str, Sequence[bytes]], header: str, body: bytes) -> Authenticated:
+    """The sender (``signature = "basic"``: Chargebee, and any platform that sends a user name and
+    password) one of whose secrets is this login: ``user:password``, or a password alone (any
+    user name). Its delivery is the body's digest: nothing else names it, and a retry is the same
+    body."""
+    login = basic_credentials(header)
+    if login is not None:
+        user, password = login
+        for sender, secrets in senders.items():
+            for secret in secrets:
+                want_user, colon, want_password = secret.partition(b":")
+                if not colon:
+                    want_user, want_password = user, secret
+                # Both compared, always (no early exit on the user name).
+                same_user = hmac.compare_digest(want_user, user)
+                if hmac.compare_digest(want_password, password) and same_user:
+                    return Authenticated(sender, body_digest(body))
+    raise AuthFailed("signature", "signature: missing or wrong user name and password (HTTP Basic)")
 
 
 def verify_basic(senders: Mapping[str, Sequence[bytes]], header: str, body: bytes) -> Authenticated:

@@ -1254,6 +1254,70 @@ async def test_paddle_posts_its_own_signed_notifications(
     assert code == 0 and "HTTP 202" in out and '"event_type":"transaction.completed"' in out, (out, err)
 
 
+CHARGEBEE_LOGIN = "chargebee:" + "p" * 32
+
+
+def basic_login(login: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(login.encode()).decode(), **JSON_BODY}
+
+
+JSON_BODY = {"content-type": "application/json"}
+
+
+async def test_chargebee_logs_in_with_http_basic(start_gateway, upstream_server, tmp_path: Path) -> None:
+    """Chargebee signs nothing: its webhooks carry the user name and password set on them, as
+    HTTP Basic. Until 2026-12-04 that was a 401 (no signature), and a Chargebee site needed a
+    relay. The README's example is the config, as written, beside a Standard Webhooks sender."""
+    toml = await asyncio.to_thread(readme_source, "basic")
+    env = {"CHARGEBEE_WEBHOOK_LOGIN": CHARGEBEE_LOGIN, "BILLING_SECRET": BILLING}
+    standard = '\n[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET"]\n'
+    gw = await start_gateway(await upstream_server(web.Application()), toml + standard, env)
+    event = {
+        "id": "ev_AzZTPvUE5Ry1J2Mu",
+        "occurred_at": int(time.time()) - 60,
+        "object": "event",
+        "api_version": "v2",
+        "event_type": "payment_succeeded",
+        "content": {
+            "transaction": {"id": "txn_1", "amount": 4900, "currency_code": "EUR", "status": "success"},
+            "customer": {"id": "user-42"},
+        },
+    }
+    body = encode(event)
+    status, answer = await post(gw, body, basic_login(CHARGEBEE_LOGIN))
+    assert (status, answer["result"], answer["key"]) == (202, "accepted", event["id"]), answer
+    assert await rows(gw, "SELECT name, value, currency, order_id, rule FROM conversions") == [
+        ("purchase", 49.0, "EUR", "txn_1", "chargebee")
+    ]
+    status, answer = await post(gw, body, basic_login(CHARGEBEE_LOGIN))  # Chargebee's retry
+    assert (status, answer["result"]) == (200, "duplicate")
+    other = encode({**event, "id": "ev_2", "content": {**event["content"], "transaction": {"id": "txn_2"}}})
+    twice = CIMultiDict(basic_login(CHARGEBEE_LOGIN))
+    twice.add("Authorization", basic_login(CHARGEBEE_LOGIN)["Authorization"])
+    for headers, why in (
+        (
+            basic_login("chargebee:" + "x" * 32),
+            "signature: missing or wrong user name and password (HTTP Basic)",
+        ),
+        (
+            basic_login("someone:" + "p" * 32),
+            "signature: missing or wrong user name and password (HTTP Basic)",
+        ),
+        (twice, "signature: Authorization given more than once"),
+        (JSON_BODY, "signature: missing webhook-id, webhook-timestamp or webhook-signature"),
+    ):
+        async with gw.session.post(gw.url + "/_gw/events", data=other, headers=headers) as resp:
+            assert (resp.status, (await resp.json())["error"]) == (401, why), why
+    # A Standard Webhooks delivery that also carries a login is judged by its signature.
+    signed_event = encode(conversion())
+    status, answer = await post(gw, signed_event, {**signed(signed_event), **basic_login(CHARGEBEE_LOGIN)})
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    assert await rows(gw, "SELECT rule FROM conversions ORDER BY rule") == [("billing",), ("chargebee",)]
+    # send-test-event logs in as Chargebee does.
+    code, out, err = await send_test_event(gw, tmp_path / "gateway.toml", toml, env, "chargebee")
+    assert code == 0 and "HTTP 202" in out and '"event_type":"payment_succeeded"' in out, (out, err)
+
+
 SHOPIFY_SECRET = "f" * 32  # the app's client secret, the HMAC key as given
 SHOPIFY = """
 [[sources]]

@@ -33,6 +33,7 @@ from gateway.signing import (
     stamped_signature,
     standard_signature,
     verify_basic,
+    verify_basic_login,
     verify_legacy,
     verify_stamped,
     verify_standard,
@@ -533,6 +534,7 @@ def test_the_readmes_shopify_source_maps_a_shopify_order() -> None:
     assert settings.source_secrets["shopify"] == (b"k" * 32,)  # as given, never base64-decoded
     order = {
         "id": 820982911946154508,
+        "name": "#1001",  # the order's name: not the conversion's (until 2026-12-04 the README's was)
         "created_at": "2026-11-25T06:30:00-05:00",
         "currency": "EUR",
         "total_price": "49.90",
@@ -626,3 +628,36 @@ def test_the_readmes_paddle_source_and_its_checkout_only_variant() -> None:
     assert len(map_event(src, event, NOW, LIMITS, "f").rows) == 1
     renewal = {**event, "data": {**event["data"], "origin": "subscription_recurring"}}
     assert map_event(src, renewal, NOW, LIMITS, "f").rows == []
+
+
+def _basic(login: bytes) -> str:
+    return "Basic " + base64.b64encode(login).decode()
+
+
+@pytest.mark.parametrize(
+    ("secret", "header", "passes"),
+    [
+        (b"chargebee:" + b"p" * 24, _basic(b"chargebee:" + b"p" * 24), True),
+        (b"chargebee:" + b"p" * 24, "basic  " + base64.b64encode(b"chargebee:" + b"p" * 24).decode(), True),
+        (b"chargebee:" + b"p" * 24, _basic(b"other:" + b"p" * 24), False),  # the user name counts
+        (b"chargebee:" + b"p" * 24, _basic(b"chargebee:" + b"q" * 24), False),
+        (b"chargebee:" + b"p" * 24, _basic(b"chargebee"), False),  # no password at all
+        (b"p" * 24, _basic(b"anyone:" + b"p" * 24), True),  # a password alone: any user name
+        (b"p" * 24, _basic(b"p" * 24), False),  # no colon: a user name, not a password
+        (b"u:pa:ss" + b"s" * 20, _basic(b"u:pa:ss" + b"s" * 20), True),  # colons in the password
+        (b"chargebee:" + b"p" * 24, "Bearer " + "p" * 24, False),
+        (b"chargebee:" + b"p" * 24, "Basic !!!", False),
+        (b"chargebee:" + b"p" * 24, "Basic \udcff", False),
+        (b"chargebee:" + b"p" * 24, "", False),
+    ],
+)
+def test_a_senders_basic_login(secret: bytes, header: str, passes: bool) -> None:
+    """``signature = "basic"`` (Chargebee): the login is the secret, ``user:password`` or a
+    password alone; anything else is a 401 that names no part of it."""
+    body = b'{"id": "ev_1"}'
+    if passes:
+        auth = verify_basic_login({"cb": [b"old:" + b"o" * 24, secret]}, header, body)
+        assert (auth.sender, auth.delivery) == ("cb", "sha256:" + hashlib.sha256(body).hexdigest())
+    else:
+        with pytest.raises(AuthFailed, match=r"^signature: missing or wrong user name and password"):
+            verify_basic_login({"cb": [secret]}, header, body)
