@@ -16,6 +16,7 @@ recorded without a field whose configured pointer found nothing is answered with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -38,6 +39,7 @@ from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.signing import (
     STAMPED,
+    STRIPE,
     Authenticated,
     AuthFailed,
     BodyHmac,
@@ -137,7 +139,8 @@ class Inbound:
         """Senders whose event type is a header when the body has none."""
         for s in standard:
             if (signed := s.signed_body()) is not None:
-                spec = BodyHmac(signed.encoding, signed.prefix, signed.delivery_header)
+                stamped = dataclasses.replace(STRIPE, header=signed.header) if signed.stamped else None
+                spec = BodyHmac(signed.encoding, signed.prefix, signed.delivery_header, stamped)
                 self.body_hmac.setdefault(signed.header.lower(), {})[s.name] = (spec, secrets[s.name])
                 if signed.type_header:
                     self.type_headers[s.name] = signed.type_header
@@ -201,7 +204,7 @@ class Inbound:
                         raise AuthFailed(
                             "signature", f"signature: {(twice or [header])[0]} given more than once"
                         )
-                    return verify_body_hmac(senders, given[0], body, headers)
+                    return verify_body_hmac(senders, given[0], body, headers, now, tolerance)
         signed = ("webhook-signature", "svix-signature", "x-webhook-signature")
         if self.basic and "authorization" in headers and not any(h in headers for h in signed):
             given = headers.getall("authorization")

@@ -232,6 +232,9 @@ class HmacOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     the body's digest."""
     type_header: str = ""
     """A header giving the event's type when the body has none (WooCommerce's topic)."""
+    stamped: bool = False
+    """The header holds Stripe's layout, ``t=<seconds>,v1=<hex HMAC-SHA256 of "t.body">``
+    (Calendly, Mux…): the time is signed too and must be within ``webhooks.tolerance_seconds``."""
 
 
 SHOPIFY_HMAC = HmacOptions(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import decimal
 import math
 import os
@@ -31,7 +32,7 @@ from gateway.config import ConfigError, decode_options, parse_config, read_confi
 from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
-from gateway.signing import STAMPED, body_hmac, stamped_signature, standard_signature
+from gateway.signing import STAMPED, STRIPE, body_hmac, stamped_signature, standard_signature
 from gateway.sources import SourceMap, compile_source, put
 
 
@@ -174,8 +175,12 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     elif source.signature == "basic":  # the sender's login; a password alone, with any user name
         login = secret if b":" in secret else b"send-test-event:" + secret
         headers["Authorization"] = "Basic " + base64.b64encode(login).decode()
-    elif signed is not None:  # the body's HMAC in the sender's own header (Shopify's, "hmac")
-        headers[signed.header] = signed.prefix + body_hmac(secret, body, signed.encoding)
+    elif signed is not None:  # the sender's own header (Shopify's, "hmac")
+        if signed.stamped:  # Stripe's layout in it
+            layout = dataclasses.replace(STRIPE, header=signed.header)
+            headers[signed.header] = stamped_signature(layout, secret, stamp, body)
+        else:  # the body's HMAC
+            headers[signed.header] = signed.prefix + body_hmac(secret, body, signed.encoding)
         if signed.delivery_header:
             headers[signed.delivery_header] = msg_id
     else:

@@ -145,25 +145,41 @@ def verify_stamped(
     signs with each active secret while one is rolled). Its delivery is the body's digest:
     Stripe and Paddle send a retried event's very body again (Paddle's ``notification_id``
     included), under a new timestamp."""
+    parts = _stamped_parts(scheme, given)
+    if parts is None:
+        raise AuthFailed(
+            "signature",
+            f"signature: {scheme.header} holds no {scheme.time_field}=… and {scheme.hash_field}=…",
+        )
+    timestamp, offered = parts
+    _check_timestamp(timestamp, now, tolerance)
+    for sender, secrets in senders.items():
+        if _stamped_match(scheme, secrets, timestamp, offered, body):
+            return Authenticated(sender, body_digest(body))
+    raise AuthFailed("signature", "signature: no valid signature")
+
+
+def _stamped_parts(scheme: StampedScheme, given: str) -> tuple[str, list[bytes]] | None:
+    """The timestamp and the signatures offered in ``given``; None unless it holds exactly one
+    timestamp and at least one signature."""
     pairs = [part.strip().partition("=") for part in given.split(scheme.separator)]
     stamps = {value for key, _, value in pairs if key == scheme.time_field}
     offered = [
         value.lower().encode() for key, _, value in pairs if key == scheme.hash_field and value.isascii()
     ]
-    if len(stamps) != 1 or not offered:
-        raise AuthFailed(
-            "signature",
-            f"signature: {scheme.header} holds no {scheme.time_field}=… and {scheme.hash_field}=…",
-        )
-    timestamp = stamps.pop()
-    _check_timestamp(timestamp, now, tolerance)
+    return (stamps.pop(), offered) if len(stamps) == 1 and offered else None
+
+
+def _stamped_match(
+    scheme: StampedScheme, secrets: Sequence[bytes], timestamp: str, offered: list[bytes], body: bytes
+) -> bool:
+    """Whether one of ``secrets`` made one of the ``offered`` signatures of ``timestamp`` and ``body``."""
     signed = timestamp.encode() + scheme.joiner + body
-    for sender, secrets in senders.items():
-        for secret in secrets:
-            expected = legacy_signature(secret, signed).encode()
-            if any(hmac.compare_digest(expected, sig) for sig in offered):
-                return Authenticated(sender, body_digest(body))
-    raise AuthFailed("signature", "signature: no valid signature")
+    for secret in secrets:
+        expected = legacy_signature(secret, signed).encode()
+        if any(hmac.compare_digest(expected, sig) for sig in offered):
+            return True
+    return False
 
 
 MAX_DELIVERY_ID = 128
@@ -181,6 +197,8 @@ class BodyHmac:
     encoding: str
     prefix: str
     delivery_header: str
+    stamped: StampedScheme | None = None
+    """Stripe's layout in this sender's header (``hmac.stamped``): a signed time, not the body alone."""
 
 
 def body_hmac(secret: bytes, body: bytes, encoding: str) -> str:
@@ -194,13 +212,22 @@ def verify_body_hmac(
     given: str,
     body: bytes,
     headers: Mapping[str, str],
+    now: float,
+    tolerance: int,
 ) -> Authenticated:
     """The sender (of those whose signature comes in this header, ``given``) whose secret made
     it. Its delivery is the value of its ``delivery_header`` among ``headers``, when sent, else
-    the body's digest. The signature covers no time: as with the legacy signature, only the
+    the body's digest. Unless it is ``stamped`` (Stripe's layout: its time signed, and checked
+    against ``now``), the signature covers no time: as with the legacy signature, only the
     event's own timestamp (``webhooks.max_event_age_days``) bounds a replay's age."""
     given = given.strip()
     for sender, (spec, secrets) in senders.items():
+        if spec.stamped is not None:
+            parts = _stamped_parts(spec.stamped, given)
+            if parts is None or not _stamped_match(spec.stamped, secrets, *parts, body):
+                continue
+            _check_timestamp(parts[0], now, tolerance)
+            return _delivered(sender, spec, headers, body)
         if not given.startswith(spec.prefix):
             continue
         offered = given[len(spec.prefix) :].strip()
@@ -209,12 +236,17 @@ def verify_body_hmac(
         if not offered.isascii():  # hex or base64: anything else cannot match
             continue
         if any(hmac.compare_digest(body_hmac(secret, body, spec.encoding), offered) for secret in secrets):
-            delivery = headers.get(spec.delivery_header, "").strip() if spec.delivery_header else ""
-            if not (utf8_text(delivery) and delivery.isprintable() and len(delivery) <= MAX_DELIVERY_ID):
-                raise AuthFailed("signature", f"signature: {spec.delivery_header} is not a delivery ID")
-            key = f"{spec.delivery_header.lower()}:{delivery}" if delivery else body_digest(body)
-            return Authenticated(sender, key)
+            return _delivered(sender, spec, headers, body)
     raise AuthFailed("signature", "signature: no valid signature")
+
+
+def _delivered(sender: str, spec: BodyHmac, headers: Mapping[str, str], body: bytes) -> Authenticated:
+    """``sender``'s delivery: keyed by its ``delivery_header``'s value when sent, else the body's digest."""
+    delivery = headers.get(spec.delivery_header, "").strip() if spec.delivery_header else ""
+    if not (utf8_text(delivery) and delivery.isprintable() and len(delivery) <= MAX_DELIVERY_ID):
+        raise AuthFailed("signature", f"signature: {spec.delivery_header} is not a delivery ID")
+    key = f"{spec.delivery_header.lower()}:{delivery}" if delivery else body_digest(body)
+    return Authenticated(sender, key)
 
 
 def verify_legacy(senders: Mapping[str, Sequence[bytes]], given: str, body: bytes) -> Authenticated:

@@ -278,6 +278,12 @@ def _hmac_problems(src: SourceOptions, at: str) -> list[str]:
     prefix = src.hmac.prefix
     if not prefix.isprintable() or prefix != prefix.lstrip():
         p.append(f"{at}.hmac.prefix: must be printable text not starting with a space, got {prefix!r}")
+    if src.hmac.stamped and src.hmac.encoding != "hex":
+        p.append(
+            f'{at}.hmac.encoding: under stamped = true the signature is hex (t=…,v1=<hex>), got "base64"'
+        )
+    if src.hmac.stamped and prefix:
+        p.append(f"{at}.hmac.prefix: not taken under stamped = true (the header is t=…,v1=…), got {prefix!r}")
     return p
 
 

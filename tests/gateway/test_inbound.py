@@ -1166,12 +1166,11 @@ async def test_stripe_posts_its_own_signed_events(start_gateway, upstream_server
 PADDLE_SECRET = "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_" + "k" * 32  # the whole key, as given
 
 
-def readme_source(signature: str) -> str:
-    """The README's ``[[sources]]`` example of ``signature``, as written."""
+def readme_source(signature: str, holding: str = "") -> str:
+    """The README's ``[[sources]]`` example of ``signature`` (the one ``holding`` that text)."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    [toml] = [
-        b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if f'signature = "{signature}"' in b
-    ]
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.DOTALL)
+    [toml] = [b for b in blocks if f'signature = "{signature}"' in b and holding in b]
     return toml
 
 
@@ -1316,6 +1315,63 @@ async def test_chargebee_logs_in_with_http_basic(start_gateway, upstream_server,
     # send-test-event logs in as Chargebee does.
     code, out, err = await send_test_event(gw, tmp_path / "gateway.toml", toml, env, "chargebee")
     assert code == 0 and "HTTP 202" in out and '"event_type":"payment_succeeded"' in out, (out, err)
+
+
+CALENDLY_KEY = "c" * 43  # the signing_key given when the subscription was made, as given
+
+
+def calendly_signed(body: bytes, key: str = CALENDLY_KEY, *, ts: int | None = None) -> dict[str, str]:
+    """Calendly's scheme (Stripe's layout in its own header), written out here."""
+    stamp = str(int(time.time()) if ts is None else ts)
+    mac = hmac.new(key.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"Calendly-Webhook-Signature": f"t={stamp},v1={mac}", **JSON_BODY}
+
+
+async def test_calendly_signs_stripes_layout_in_its_own_header(
+    start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Calendly (``Calendly-Webhook-Signature: t=…,v1=…``) copies Stripe's scheme under its own
+    header name: a 401 until 2026-12-04. ``hmac.stamped`` reads it; the README's example is
+    the config, as written: a booking is a conversion with the touchpoint of its UTM tracking."""
+    toml = await asyncio.to_thread(readme_source, "hmac", "Calendly")
+    env = {"CALENDLY_SIGNING_KEY": CALENDLY_KEY}
+    gw = await start_gateway(await upstream_server(web.Application()), toml, env)
+    booking = {
+        "event": "invitee.created",
+        "created_at": "2026-12-04T10:00:01.000000Z",
+        "created_by": "https://api.calendly.com/users/AAAA",
+        "payload": {
+            "uri": "https://api.calendly.com/scheduled_events/GBGB/invitees/AAAA",
+            "email": "ann@example.com",
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "tracking": {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": None},
+        },
+    }
+    body = encode(booking)
+    status, answer = await post(gw, body, calendly_signed(body))
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    assert await rows(gw, "SELECT name, rule FROM conversions") == [("demo_booked", "calendly")]
+    assert await rows(gw, "SELECT source, medium, campaign FROM touchpoints") == [
+        ("newsletter", "email", None)
+    ]
+    status, answer = await post(gw, body, calendly_signed(body, ts=int(time.time()) - 2))  # a retry
+    assert (status, answer["result"]) == (200, "duplicate")
+    other = encode({**booking, "payload": {**booking["payload"], "uri": "https://api.calendly.com/x/2"}})
+    bare = hmac.new(CALENDLY_KEY.encode(), other, hashlib.sha256).hexdigest()  # the body alone
+    for headers, why in (
+        (calendly_signed(other, ts=int(time.time()) - 3600), "timestamp: outside the accepted window"),
+        (calendly_signed(other, "x" * 43), "signature: no valid signature"),
+        ({"Calendly-Webhook-Signature": bare, **JSON_BODY}, "signature: no valid signature"),
+        (
+            {"Calendly-Webhook-Signature": f"t={int(time.time())}", **JSON_BODY},
+            "signature: no valid signature",
+        ),
+    ):
+        status, answer = await post(gw, other, headers)
+        assert (status, answer["error"]) == (401, why), (why, answer)
+    assert len(await rows(gw, "SELECT * FROM conversions")) == 1
+    code, out, err = await send_test_event(gw, tmp_path / "gateway.toml", toml, env, "calendly")
+    assert code == 0 and "HTTP 202" in out and '"event":"invitee.created"' in out, (out, err)
 
 
 SHOPIFY_SECRET = "f" * 32  # the app's client secret, the HMAC key as given
@@ -1613,6 +1669,10 @@ OTHER_SCHEME = (
          " Shopify, legacy_hex): use that signature instead"),
         ('signature = "hmac"\nhmac = {header = "X-Sig", prefix = " sha256="}',
          "sources[4].hmac.prefix: must be printable text not starting with a space, got ' sha256='"),
+        ('signature = "hmac"\nhmac = {header = "X-Sig", stamped = true, encoding = "base64"}',
+         'sources[4].hmac.encoding: under stamped = true the signature is hex (t=…,v1=<hex>), got "base64"'),
+        ('signature = "hmac"\nhmac = {header = "X-Sig", stamped = true, prefix = "sha256="}',
+         "sources[4].hmac.prefix: not taken under stamped = true (the header is t=…,v1=…), got 'sha256='"),
         ('signature = "hmac"\nhmac = {header = "' + "X" * 65 + '"}',
          f"sources[4].hmac.header: must be an HTTP header name (at most 64 characters), got {'X' * 65!r}"),
     ],

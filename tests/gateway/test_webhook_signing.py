@@ -4,6 +4,7 @@ mapped to our events — the pure parts of signed server-side events, no server.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -28,12 +29,14 @@ from gateway.signing import (
     PADDLE,
     STRIPE,
     AuthFailed,
+    BodyHmac,
     StampedScheme,
     legacy_signature,
     stamped_signature,
     standard_signature,
     verify_basic,
     verify_basic_login,
+    verify_body_hmac,
     verify_legacy,
     verify_stamped,
     verify_standard,
@@ -558,7 +561,7 @@ def test_the_readmes_shopify_source_maps_a_shopify_order() -> None:
 def test_the_readmes_body_hmac_source_maps_a_lemon_squeezy_order() -> None:
     """The README's ``signature = "hmac"`` example, as written, loads and maps an order."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    [toml] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if 'signature = "hmac"' in b]
+    [toml] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if 'name = "lemonsqueezy"' in b]
     settings = load_settings(None, text=toml, environ={**ENV, "LEMONSQUEEZY_SIGNING_SECRET": "k" * 32})
     [options] = settings.options.sources
     assert options.hmac is not None and options.hmac.header == "X-Signature"
@@ -661,3 +664,27 @@ def test_a_senders_basic_login(secret: bytes, header: str, passes: bool) -> None
     else:
         with pytest.raises(AuthFailed, match=r"^signature: missing or wrong user name and password"):
             verify_basic_login({"cb": [secret]}, header, body)
+
+
+def test_a_stamped_senders_signature_is_stripes_layout_in_its_own_header() -> None:
+    """``hmac.stamped``: ``t=…,v1=<hex HMAC of "t.body">`` in the sender's header; the time is
+    checked once the signature matched (a stale one is ``timestamp``); a sender sharing the
+    header that signs the body alone is still tried."""
+    body, key = b'{"event": "invitee.created"}', b"c" * 43
+    calendly = BodyHmac("hex", "", "", dataclasses.replace(STRIPE, header="Calendly-Webhook-Signature"))
+    senders = {"calendly": (calendly, [b"old" * 10, key]), "plain": (BodyHmac("hex", "", ""), [b"p" * 32])}
+    layout = dataclasses.replace(STRIPE, header="Calendly-Webhook-Signature")
+    given = stamped_signature(layout, key, "1000", body)
+    auth = verify_body_hmac(senders, given, body, {}, 1100, 300)
+    assert (auth.sender, auth.delivery) == ("calendly", "sha256:" + hashlib.sha256(body).hexdigest())
+    with pytest.raises(AuthFailed, match=r"^timestamp"):
+        verify_body_hmac(senders, given, body, {}, 2000, 300)
+    for wrong in (
+        given.replace("t=1000", "t=1001"),
+        given.split(",")[1],
+        hmac.new(key, body, "sha256").hexdigest(),
+    ):
+        with pytest.raises(AuthFailed, match=r"^signature: no valid signature"):
+            verify_body_hmac(senders, wrong, body, {}, 1000, 300)
+    plain = hmac.new(b"p" * 32, body, "sha256").hexdigest()
+    assert verify_body_hmac(senders, plain, body, {}, 1000, 300).sender == "plain"
