@@ -152,6 +152,7 @@ class Inbound:
         }
         self.ids = Uuid7()
         self._unmatched_logged: set[tuple[str, str]] = set()
+        self._defaulted_logged: set[tuple[str, str]] = set()
         self.erased = ErasedWatch(settings.store_path)
         """Erased users: an event about one of them dated before the erasure is not recorded."""
         self.body_key = body_key(settings.secret)
@@ -248,6 +249,23 @@ class Inbound:
                 " event misses it, check the pointer",
                 sender,
                 where,
+            )
+
+    def _defaulted(self, sender: str, where: str) -> None:
+        """Says once per platform sender and field that the field was read from its default
+        pointer (``where``: ``name (/name)``): the platform's own key of that name, which may
+        mean something else (a Shopify order's ``name`` is its number)."""
+        field = where.split(" ", 1)[0]
+        if (sender, field) not in self._defaulted_logged:
+            self._defaulted_logged.add((sender, field))
+            log.warning(
+                "source %s: fields.%s was read from its default pointer, not one in its fields"
+                " (logged once): if the platform's key of that name is not our %s, unmap it"
+                ' (fields.%s = "")',
+                sender,
+                where,
+                field,
+                field,
             )
 
     async def _read(self, request: web.Request) -> bytes:
@@ -374,6 +392,8 @@ class Inbound:
             delivery.results.append(ignored)
             delivery.groups.append([])
             return
+        for where in mapped.defaulted:
+            self._defaulted(src.name, where)
         accepted: dict[str, Any] = {"index": index, "result": "accepted", "key": mapped.key}
         if mapped.unmatched:  # recorded without them: a pointer's typo shows at the first event
             accepted["unmatched"] = list(mapped.unmatched)

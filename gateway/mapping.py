@@ -58,6 +58,9 @@ class Mapped:
     """Fields read whose pointer, as the operator configured it, found nothing in the event
     (``value (/money/amountt)``): a typo records the event without it, so the answer and a
     metric say so."""
+    defaulted: tuple[str, ...] = ()
+    """A platform sender's fields (``SourceMap.platform``) read from their default pointer,
+    not one the operator wrote (``name (/name)``): the log says so once."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class _Reader:
         self.src, self.event, self.max_len = src, event, max_len
         self.errors: list[str] = []
         self.unmatched: list[str] = []
+        self.defaulted: list[str] = []
 
     def raw(self, name: str) -> Any:
         tokens = self.src.pointers.get(name)
@@ -90,6 +94,10 @@ class _Reader:
             self.unmatched.append(name)
         if value is MISSING or value is None or value == "":
             return self.src.defaults.get(name, MISSING)
+        # The type is every layout's own key (one not mapped is refused, not misread).
+        defaulted = self.src.platform and name not in self.src.configured and name != "type"
+        if defaulted and name not in self.defaulted:
+            self.defaulted.append(name)
         return value
 
     def where(self, name: str) -> str:
@@ -336,4 +344,10 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
                 rule=src.name,
             )
         )
-    return Mapped(key, rows, kind or "", unmatched=tuple(r.where(name) for name in r.unmatched))
+    return Mapped(
+        key,
+        rows,
+        kind or "",
+        unmatched=tuple(r.where(name) for name in r.unmatched),
+        defaulted=tuple(r.where(name) for name in r.defaulted),
+    )

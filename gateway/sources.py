@@ -145,6 +145,11 @@ class SourceMap:
     configured: frozenset[str] = frozenset()
     """Our fields whose pointer the operator wrote (``fields``): one that finds nothing in an
     event is reported (``Mapped.unmatched``), as it may be a typo."""
+    platform: bool = False
+    """A platform's own layout (a ``signature`` other than Standard Webhooks'): a field read
+    from its default pointer, our name at the top of the event, is reported
+    (``Mapped.defaulted``), as the platform's key of that name may mean something else
+    (a Shopify order's ``name``)."""
 
     @property
     def origin(self) -> str:
@@ -170,6 +175,7 @@ def compile_source(opts: SourceOptions) -> SourceMap:
         batch=parse_pointer(opts.batch_pointer) if opts.batch_pointer else None,
         lenient=opts.format == "segment",
         configured=frozenset(name for name, pointer in opts.fields.items() if pointer),
+        platform=opts.format == "standard" and opts.signature != "standard",
         order_scope=opts.order_scope,
     )
 

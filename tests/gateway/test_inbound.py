@@ -1469,6 +1469,36 @@ async def test_shopify_posts_its_own_signed_order_webhooks(
     assert code == 0 and "HTTP 202" in out and '"total_price"' in out and '"type"' not in out, (out, err)
 
 
+async def test_a_platform_senders_field_read_from_its_default_pointer_is_logged_once(
+    start_gateway, upstream_server, caplog
+) -> None:
+    """A field not in ``fields`` is read from our name at the top of the event: fine in our own
+    layout, a trap in a platform's (a Shopify order's ``name`` is its number, ``#1001``: every
+    conversion was named after its order, silently). A platform sender's is now logged once."""
+    gw = await start_gateway(
+        await upstream_server(web.Application()),
+        SHOPIFY + '\n[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET"]\n',
+        {"SHOPIFY_SECRET": SHOPIFY_SECRET, "BILLING_SECRET": BILLING},
+    )
+    caplog.set_level(logging.WARNING, logger="gateway.inbound")
+    order = {"id": 1, "name": "#1001", "currency": "EUR", "total_price": "5.00", "customer": {"id": 7}}
+    for n in (1, 2):
+        body = encode({**order, "id": n, "name": f"#100{n}"})
+        assert (await post(gw, body, shopify_signed(body)))[0] == 202
+    standard = encode(conversion(name="trial"))  # our own layout: /name is ours
+    assert (await post(gw, standard, signed(standard)))[0] == 202
+    assert await rows(gw, "SELECT name FROM conversions ORDER BY name") == [
+        ("#1001",),
+        ("#1002",),
+        ("trial",),
+    ]
+    said = [r.getMessage() for r in caplog.records if "default pointer" in r.getMessage()]
+    assert said == [
+        "source shopify: fields.name (/name) was read from its default pointer, not one in its fields"
+        ' (logged once): if the platform\'s key of that name is not our name, unmap it (fields.name = "")'
+    ], said
+
+
 BODY_HMAC = """
 [[sources]]
 name = "github"
