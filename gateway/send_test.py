@@ -97,27 +97,35 @@ def unscaled(
     return int(raw) if raw == raw.to_integral_value() else float(raw)
 
 
+def carries(src: SourceMap, name: str) -> bool:
+    """Whether ``src``'s events hold our field ``name``: any mapped field in our own layout; in
+    a platform's, only those its ``fields`` name (and its type)."""
+    return name in src.pointers and (not src.platform or name in src.configured or name == "type")
+
+
 def sample_payload(src: SourceMap, creator: str, value: float, currency: str) -> dict[str, Any]:
     """A conversion by a test user (``test_user``; a test visitor when the sender maps no user
-    ID), credited to ``creator``, in the sender's layout."""
+    ID), credited to ``creator``, in the sender's layout: a platform's holds only what its
+    ``fields`` map (and its type), as that platform's own events do."""
+
     ours: dict[str, Any] = {
         "type": src.type_value("conversion"),
         "event_id": f"test-{uuid.uuid4()}",
+        "order_id": f"test-order-{uuid.uuid4()}",  # a mapped order ID found missing would be reported
         "creator_id": creator,
         "name": "test_conversion",
         "value": unscaled(value, src.value_scale, currency, src.minor_units),
         "currency": currency,
         "timestamp": int(time.time()),
     }
-    if "user_id" in src.pointers:
+    if carries(src, "user_id"):
         ours["user_id"] = test_user(creator)
     else:
         ours["visitor_id"] = f"test-visitor-{creator}"
     doc: dict[str, Any] = {}
     for name, value_ in ours.items():
-        tokens = src.pointers.get(name)
-        if tokens:
-            put(doc, tokens, value_)
+        if carries(src, name):
+            put(doc, src.pointers[name], value_)
     return doc
 
 
@@ -204,7 +212,7 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     print(f"HTTP {status} {answer}")
     if not 200 <= status < 300:
         return 1
-    if "user_id" in source_map.pointers:
+    if carries(source_map, "user_id"):
         user, config = shlex.quote(test_user(args.creator)), shlex.quote(args.config)
         print(f"to remove it: gateway erase {user} -c {config}")
     return 0

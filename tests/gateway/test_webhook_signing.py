@@ -688,3 +688,24 @@ def test_a_stamped_senders_signature_is_stripes_layout_in_its_own_header() -> No
             verify_body_hmac(senders, wrong, body, {}, 1000, 300)
     plain = hmac.new(b"p" * 32, body, "sha256").hexdigest()
     assert verify_body_hmac(senders, plain, body, {}, 1000, 300).sender == "plain"
+
+
+def test_a_platform_senders_test_event_holds_only_what_its_fields_map() -> None:
+    """``send-test-event`` for a platform sender (the README's Paddle example) builds what
+    Paddle would send: no ``creator_id`` nor ``name`` at our default pointers, which no Paddle
+    event has (they made the gateway say the fields were read from their defaults), its mapped
+    fields where its config says; our own layout keeps every field."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [toml] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if 'signature = "paddle"' in b]
+    settings = load_settings(None, text=toml, environ={**ENV, "PADDLE_WEBHOOK_SECRET": "k" * 32})
+    src = compile_source(settings.options.sources[0])
+    doc = sample_payload(src, "cr_1", 26.4, "USD")
+    assert set(doc) == {"event_type", "event_id", "occurred_at", "data"}, doc
+    assert doc["data"]["custom_data"] == {"user_id": "test-user-cr_1"}
+    assert doc["data"]["details"]["totals"]["total"] == 2640
+    mapped = map_event(src, doc, datetime.now(UTC), LIMITS, "d")
+    assert (mapped.defaulted, mapped.unmatched) == ((), ())
+    [conversion] = mapped.rows
+    assert isinstance(conversion, Conversion) and conversion.name == "purchase"
+    own = compile_source(SourceOptions(name="billing", secrets=("env:X",)))
+    assert {"creator_id", "name", "user_id", "value"} <= set(sample_payload(own, "cr_1", 5, "EUR"))
