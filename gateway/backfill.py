@@ -28,7 +28,7 @@ from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
 from gateway.events import Binding, Conversion, DailyCount, Event
 from gateway.forwarding import client_ip, is_trusted
-from gateway.history import Item, Line, Record, Skip
+from gateway.history import UNENDED, Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
 from gateway.keys import Keys, derive
 from gateway.logformats import NOT_IN_FORMAT
@@ -92,12 +92,15 @@ class Summary:
 
     def none_in_format(self) -> bool:
         """Lines were read and none gave anything: each was skipped as not in the format asked
-        for (a JSON log read as ``combined``, a json-lines log whose time is elsewhere)."""
+        for (a JSON log read as ``combined``, a json-lines log whose time is elsewhere). A last
+        line not read (``UNENDED``: a log being written) says nothing of the format either way."""
+        reasons = [reason for reason in self.skipped if reason != UNENDED]
         return (
             self.lines > 0
             and not sum(self.events.values())
             and sum(self.skipped.values()) >= self.lines - self.blank
-            and all(reason.startswith(NOT_IN_FORMAT) for reason in self.skipped)
+            and bool(reasons)
+            and all(reason.startswith(NOT_IN_FORMAT) for reason in reasons)
         )
 
     def render(self) -> str:

@@ -263,9 +263,13 @@ class History:
                 continue
             if not raw.endswith(b"\n") and self._stream is self._raw:
                 # Only the end of the input has no line end. A compressed file, read to the end of
-                # its archive, is finished: its last line is whole, line end or not.
+                # its archive, is finished: its last line is whole, line end or not. A plain one
+                # ends here for this import: what its writer adds meanwhile begins with the rest
+                # of this line, which, read as a line of its own, would shift the numbers (the
+                # event IDs) of every line after it, imported again by the next import.
                 out.append(Skip(self._number, UNENDED))
-                continue
+                self._stream = io.BytesIO()
+                break
             raw = raw.rstrip(b"\r\n")
             if raw.strip():
                 out.append((self._number, raw))

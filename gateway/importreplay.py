@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from addons.stitching import RecentPairs
 from gateway.backfill import Replayed, Replayer, Summary, replay_items
 from gateway.events import Binding, Event
-from gateway.history import READ_ERRORS, Input, Item, Skip, input_name
+from gateway.history import READ_ERRORS, UNENDED, Input, Item, Skip, input_name
 from gateway.importread import Source, off_loop
 from gateway.importreport import Progress
 from gateway.importworkers import WorkerPool
@@ -180,8 +180,10 @@ async def _account(
     lines: int,
     last: int,
 ) -> None:
+    unread = 0
     for skip in replayed.skips:
         summary.skip(name, skip.number, skip.reason)
+        unread += skip.reason == UNENDED
     summary.forwarded += replayed.forwarded
     summary.unbelieved += replayed.unbelieved
     events, erased = writer.erased.keep(replayed.events)
@@ -191,7 +193,8 @@ async def _account(
     counts = summary.events
     for event in events:
         counts[event.table] += 1
-    summary.lines += lines
+    # A last line without its line end is not read, and ``wc -l`` does not count it either.
+    summary.lines += lines - unread
     summary.read_to = (name, last)
     summary.read_stream = stream
     await writer.add(events)

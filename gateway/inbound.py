@@ -132,6 +132,8 @@ class Inbound:
         for s in standard:
             if (stamped := STAMPED.get(s.signature)) is not None:
                 self.stamped[stamped.header.lower()][1][s.name] = secrets[s.name]
+        # Read first, as it always was: a delivery with Stripe-Signature is Stripe's.
+        self.stamped_first = STRIPE.header.lower()
         # Senders that sign the body alone (Shopify, signature = "hmac"), by the header their
         # signature comes in.
         self.body_hmac: dict[str, dict[str, tuple[BodyHmac, Sequence[bytes]]]] = {}
@@ -186,15 +188,28 @@ class Inbound:
     async def segment(self, request: web.Request, implied: str | None = None) -> web.StreamResponse:
         return await self._receive(request, self._authenticate_segment, implied)
 
+    def _verify_stamped(self, request: web.Request, header: str, body: bytes, now: float) -> Authenticated:
+        scheme, platform_senders = self.stamped[header]
+        given = request.headers.getall(header)
+        if len(given) > 1:  # which one did the platform send? neither is believed
+            raise AuthFailed("signature", f"signature: {scheme.header} given more than once")
+        return verify_stamped(scheme, platform_senders, given[0], body, now, self.opts.tolerance_seconds)
+
     def _authenticate_standard(self, request: web.Request, body: bytes) -> Authenticated:
         headers = request.headers
         now, tolerance = time.time(), self.opts.tolerance_seconds
-        for header, (scheme, platform_senders) in self.stamped.items():
-            if header in headers and "webhook-signature" not in headers:
-                given = headers.getall(header)
-                if len(given) > 1:  # which one did the platform send? neither is believed
-                    raise AuthFailed("signature", f"signature: {scheme.header} given more than once")
-                return verify_stamped(scheme, platform_senders, given[0], body, now, tolerance)
+        if self.stamped_first in headers and "webhook-signature" not in headers:
+            return self._verify_stamped(request, self.stamped_first, body, now)
+        # The others (Paddle's) when no other scheme signed the delivery: a relay that re-signs a
+        # platform's notifications in a scheme of its own (Hookdeck, Svix, the legacy hex: how a
+        # Paddle account was wired before signature = "paddle") passes the platform's header on;
+        # so may one that logs in (a "basic" sender's Authorization).
+        login = ("authorization",) if self.basic else ()
+        others = ("webhook-signature", "svix-signature", "x-webhook-signature", *self.body_hmac, *login)
+        if not any(header in headers for header in others):
+            for header in self.stamped:
+                if header != self.stamped_first and header in headers:
+                    return self._verify_stamped(request, header, body, now)
         if "webhook-signature" not in headers:
             for header, senders in self.body_hmac.items():
                 if header in headers:

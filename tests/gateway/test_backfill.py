@@ -269,6 +269,7 @@ async def test_a_log_caught_mid_line_imports_that_line_once_whole(tmp_path: Path
     first = await run_import(settings, [log], "combined", host="shop.example")
     assert first.new_rows["touchpoints"] == 4
     assert first.examples == [f"access.log:5: {UNENDED}"]
+    assert first.lines == caught.count("\n") == 4  # as wc -l counts: the line not read is not
     await asyncio.to_thread(log.write_text, BEHIND_A_BALANCER + "\n" + whole + "\n")
     second = await run_import(settings, [log], "combined", host="shop.example")
     assert (second.new_rows["touchpoints"], second.examples) == (1, [])
@@ -508,6 +509,14 @@ def test_a_file_of_which_no_line_is_in_the_format_asked_for_exits_1(tmp_path: Pa
     assert wrong.returncode == 1, wrong
     assert "nothing imported: every line read was skipped as not in the combined format" in wrong.stderr
     assert "is --format combined right?" in wrong.stderr and "skipped:              2" in wrong.stdout
+    # The same log being written, its last line caught half written (not read): still 1.
+    (tmp_path / "live.log").write_text('{"ts": 1, "request": {"uri": "/"}}\n{"ts": 2}\n{"ts": 3, "req')
+    live = _cli(tmp_path, "live.log", "--format", "combined", "-c", "gw.toml", "--host", "x")
+    assert live.returncode == 1 and "is --format combined right?" in live.stderr, live
+    # Nothing read but that line: nothing says the format is wrong.
+    (tmp_path / "started.log").write_text('{"ts": 1, "req')
+    started = _cli(tmp_path, "started.log", "--format", "combined", "-c", "gw.toml", "--host", "x")
+    assert started.returncode == 0 and "the last line has no line end" in started.stdout, started
     # Its time elsewhere than json-lines looks: the hint names --field too.
     unmapped = _cli(tmp_path, "caddy.log", "--format", "json-lines", "-c", "gw.toml")
     assert unmapped.returncode == 1 and "(and --field, which names where" in unmapped.stderr, unmapped

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.synthlog import write_log
-from gateway.history import CHUNK, SHRUNK, History, Skip
+from gateway.history import CHUNK, SHRUNK, UNENDED, History, Skip
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
@@ -56,3 +56,25 @@ def test_a_file_read_whole_or_a_truncated_gzip_copy_is_not_called_cut_short(tmp_
         assert not any(isinstance(entry, Skip) for entry in entries), path
         readable = zlib.decompressobj(wbits=31).decompress(data[: len(data) // 2]).count(b"\n")
         assert len(entries) == (CHUNK + 10 if path == log else readable)
+
+
+def test_a_log_caught_mid_line_is_read_no_further_than_that_line(tmp_path: Path) -> None:
+    """The writer finishes the line the import found half written: its rest, read on as a line
+    of its own, numbered every line after it one more than the next import does (the numbers
+    key the event IDs), so each of them was imported twice."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"one\ntwo\nthr")
+    history = History(log, lambda number, raw: [])
+    try:
+        assert history.raw_lines() == [(1, b"one"), (2, b"two"), Skip(3, UNENDED)]
+        with log.open("ab") as writer:
+            writer.write(b"ee\nfour\n")
+        assert history.raw_lines() == []
+        assert history.lines == 3
+    finally:
+        history.close()
+    again = History(log, lambda number, raw: [])
+    try:
+        assert again.raw_lines() == [(1, b"one"), (2, b"two"), (3, b"three"), (4, b"four")]
+    finally:
+        again.close()

@@ -1312,6 +1312,10 @@ async def test_chargebee_logs_in_with_http_basic(start_gateway, upstream_server,
     status, answer = await post(gw, signed_event, {**signed(signed_event), **basic_login(CHARGEBEE_LOGIN)})
     assert (status, answer["result"]) == (202, "accepted"), answer
     assert await rows(gw, "SELECT rule FROM conversions ORDER BY rule") == [("billing",), ("chargebee",)]
+    # A relay that logs in passes a platform's Paddle-Signature on: the login is what counts.
+    relayed = encode({**event, "id": "ev_3", "content": {**event["content"], "transaction": {"id": "txn_3"}}})
+    passed_on = {**basic_login(CHARGEBEE_LOGIN), **paddle_signed(relayed)}
+    assert (await post(gw, relayed, passed_on))[1]["result"] == "accepted"
     # send-test-event logs in as Chargebee does.
     code, out, err = await send_test_event(gw, tmp_path / "gateway.toml", toml, env, "chargebee")
     assert code == 0 and "HTTP 202" in out and '"event_type":"payment_succeeded"' in out, (out, err)
@@ -1372,6 +1376,42 @@ async def test_calendly_signs_stripes_layout_in_its_own_header(
     assert len(await rows(gw, "SELECT * FROM conversions")) == 1
     code, out, err = await send_test_event(gw, tmp_path / "gateway.toml", toml, env, "calendly")
     assert code == 0 and "HTTP 202" in out and '"event":"invitee.created"' in out, (out, err)
+
+
+RELAYED = """
+[[sources]]
+name = "relay"
+signature = "hmac"
+secrets = ["env:RELAY_SECRET"]
+hmac = {header = "X-Hookdeck-Signature", encoding = "base64"}
+"""
+
+
+async def test_a_relays_signature_is_read_before_the_paddle_signature_it_passes_on(
+    start_gateway, upstream_server
+) -> None:
+    """Until 2026-12-04 a Paddle account needed a relay that re-signed its notifications
+    (Hookdeck, Svix, the legacy hex), and a relay passes Paddle's own header on. Paddle-Signature
+    was then read first, before the relay's signature: every relayed delivery was a 401 (no
+    source holds Paddle's key), lost once the relay gave up. Paddle's header is read when no
+    other scheme's is there."""
+    env = {**SOURCES_ENV, "RELAY_SECRET": "r" * 32}
+    gw = await start_gateway(await upstream_server(web.Application()), SOURCES + RELAYED, env)
+    bodies = [encode(conversion()) for _ in range(3)]
+    passed_on = [paddle_signed(body, ts=int(time.time()) - 60)["Paddle-Signature"] for body in bodies]
+    svix = {k.replace("webhook-", "svix-"): v for k, v in signed(bodies[0]).items()}
+    legacy = {"x-webhook-signature": legacy_signature(LEGACY.encode(), bodies[1])}
+    relay = {"X-Hookdeck-Signature": base64.b64encode(_mac("r" * 32, bodies[2]).digest()).decode()}
+    for body, headers, sender, paddle in zip(
+        bodies, (svix, legacy, relay), ("billing", "legacy", "relay"), passed_on, strict=True
+    ):
+        status, answer = await post(gw, body, {**headers, "Paddle-Signature": paddle, **JSON})
+        assert (status, answer.get("result")) == (202, "accepted"), (sender, answer)
+    assert sorted(await rows(gw, "SELECT rule FROM conversions")) == [("billing",), ("legacy",), ("relay",)]
+    # Paddle's header alone, and no source holds Paddle's key: a 401, as before.
+    body = encode(conversion())
+    status, answer = await post(gw, body, paddle_signed(body))
+    assert (status, answer["error"]) == (401, "signature: no valid signature"), answer
 
 
 SHOPIFY_SECRET = "f" * 32  # the app's client secret, the HMAC key as given
