@@ -385,14 +385,9 @@ async def touchpoints(request: web.Request) -> web.Response:
     return ok({"items": items, "next_cursor": next_cursor})
 
 
-async def visitor(request: web.Request) -> web.Response:
-    """Accepts the stored visitor_key, the raw visitor ID, or the whole cookie value.
-
-    A raw ID is the cookie's, or any a signed event or an import named (a Segment
-    ``anonymousId``, a UUID): not only the gateway's own 22 characters. 32 hex digits are read
-    as a visitor_key first, then as a raw ID (a UUID written without dashes)."""
-    only_params(request, set())
-    given = request.match_info["visitor_id"]
+def _visitor_keys(request: web.Request, given: str) -> list[str] | None:
+    """The keys a visitor looked up as ``given`` may be stored under (None: ``given`` is no
+    visitor_key, visitor ID or cookie value)."""
     keys: list[str] = []
     if _VISITOR_KEY.fullmatch(given.lower()):
         keys.append(given.lower())
@@ -400,16 +395,42 @@ async def visitor(request: web.Request) -> web.Response:
     raw = given.split(".")[1] if given.startswith("v1.") and given.count(".") == 2 else given
     if 0 < len(raw) <= MAX_VISITOR_ID and raw.isprintable():
         keys.append(request.app[KEYS_KEY].visitor_key(raw))
-    elif not keys:
+    return keys or None
+
+
+async def _visitor_journey(request: web.Request, keys: list[str]) -> dict[str, Any] | None:
+    for key in keys:
+        journey = await request.app[READER_KEY].visitor(key)
+        if journey is not None:
+            return journey
+    return None
+
+
+async def visitor(request: web.Request) -> web.Response:
+    """Accepts the stored visitor_key, the raw visitor ID, or the whole cookie value.
+
+    A raw ID is the cookie's, or any a signed event or an import named (a Segment
+    ``anonymousId``, a UUID): not only the gateway's own 22 characters. 32 hex digits are read
+    as a visitor_key first, then as a raw ID (a UUID written without dashes). Not found, the
+    answer says when the same text is a user's ID with a journey (looked up as the wrong kind)."""
+    only_params(request, set())
+    given = request.match_info["visitor_id"]
+    keys = _visitor_keys(request, given)
+    if keys is None:
         raise ApiError(
             400,
             "visitor_id: expected a visitor_key (32 hex digits), a visitor ID"
             f" (1..{MAX_VISITOR_ID} printable characters) or a cookie value",
         )
-    for key in keys:
-        journey = await request.app[READER_KEY].visitor(key)
-        if journey is not None:
-            return ok(journey)
+    journey = await _visitor_journey(request, keys)
+    if journey is not None:
+        return ok(journey)
+    user_id, problem = operator_user_id(given)
+    if problem is None and await request.app[READER_KEY].user(request.app[KEYS_KEY].user_key(user_id)):
+        raise ApiError(
+            404,
+            "no touchpoints recorded for this visitor; a user of this ID has a journey: look it up as a user",
+        )
     raise ApiError(404, "no touchpoints recorded for this visitor")
 
 
@@ -422,13 +443,18 @@ def _user_key(request: web.Request) -> tuple[str, str]:
 
 
 async def user(request: web.Request) -> web.Response:
-    """A user's journey across all their visitors (devices), and their conversions."""
+    """A user's journey across all their visitors (devices), and their conversions. Not found,
+    the answer says when the same text is a visitor's with touchpoints (the wrong kind)."""
     only_params(request, set())
-    _, key = _user_key(request)
+    user_id, key = _user_key(request)
     journey = await request.app[READER_KEY].user(key)
-    if journey is None:
-        raise ApiError(404, "nothing recorded for this user (no identity binding, no conversion)")
-    return ok(journey)
+    if journey is not None:
+        return ok(journey)
+    missing = "nothing recorded for this user (no identity binding, no conversion)"
+    keys = _visitor_keys(request, user_id)
+    if keys and await _visitor_journey(request, keys) is not None:
+        raise ApiError(404, f"{missing}; a visitor of this ID has touchpoints: look it up as a visitor")
+    raise ApiError(404, missing)
 
 
 async def erase(request: web.Request) -> web.Response:

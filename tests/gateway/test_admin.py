@@ -15,8 +15,9 @@ from jsonschema import Draft202012Validator
 from yarl import URL
 
 from gateway.admin import VerdictBody
-from gateway.events import VERDICTS, Conversion, iso
+from gateway.events import VERDICTS, Binding, Conversion, iso
 from gateway.ids import uuid7
+from gateway.keys import Keys
 from gateway.openapi import openapi_document
 from tests.conftest import TOKEN
 from tests.gateway.test_malformed import raw_request
@@ -265,6 +266,41 @@ async def test_visitor_journey_keeps_first_touch(gw) -> None:
     assert [(c["name"], c["value"], c["currency"]) for c in after["conversions"]] == [
         ("purchase", 9.5, "EUR")
     ]
+
+
+async def test_a_journey_looked_up_as_the_wrong_kind_says_which_kind_it_is(gw) -> None:
+    """A user's ID looked up as a visitor (the dashboard's lookup set to the wrong kind) said
+    only that nothing was recorded, as for an ID never seen: the answer now names the kind
+    that has a journey. An ID of neither kind gets the plain answer."""
+    cookie = await land(gw, "utm_source=news")
+    assert cookie is not None
+    raw_id = cookie.partition("=")[2].split(".")[1]
+    _, _, journey = await get(gw, f"/api/visitors/{raw_id}", AUTH)
+    settings = gw.gateway.settings
+    keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+    bound = Binding(
+        uuid7(), iso(datetime.now(UTC)), "n", journey["visitor_key"], keys.user_key("alice"), "login"
+    )
+    await gw.gateway.store.write([bound])
+    status, _, body = await get(gw, "/api/visitors/alice", AUTH)
+    assert (status, body["error"]) == (
+        404,
+        "no touchpoints recorded for this visitor; a user of this ID has a journey: look it up as a user",
+    )
+    status, _, body = await get(gw, f"/api/users/{raw_id}", AUTH)
+    assert (status, body["error"]) == (
+        404,
+        "nothing recorded for this user (no identity binding, no conversion); a visitor of this ID"
+        " has touchpoints: look it up as a visitor",
+    )
+    Draft202012Validator(response_schema("/api/users/{user_id}", 404)).validate(body)
+    for path, plain in (
+        ("/api/visitors/bob", "no touchpoints recorded for this visitor"),
+        ("/api/users/bob", "nothing recorded for this user (no identity binding, no conversion)"),
+    ):
+        status, _, body = await get(gw, path, AUTH)
+        assert (status, body["error"]) == (404, plain)
+    assert (await get(gw, "/api/users/alice", AUTH))[0] == 200
 
 
 async def test_healthz_reports_a_stopped_store(gw) -> None:
