@@ -141,8 +141,8 @@ def verify_stamped(
     now: float,
     tolerance: int,
 ) -> Authenticated:
-    """The sender whose secret made one of ``given``'s signatures (any may pass: the platform
-    signs with each active secret while one is rolled). Its delivery is the body's digest:
+    """The sender whose secret made one of ``given``'s signatures (any may pass: Stripe signs
+    with each active secret while one is rolled). Its delivery is the body's digest:
     Stripe and Paddle send a retried event's very body again (Paddle's ``notification_id``
     included), under a new timestamp."""
     parts = _stamped_parts(scheme, given)
