@@ -1373,6 +1373,14 @@ async def test_calendly_signs_stripes_layout_in_its_own_header(
     ):
         status, answer = await post(gw, other, headers)
         assert (status, answer["error"]) == (401, why), (why, answer)
+    # A time that is not UTF-8 text (the parser keeps such bytes as surrogates) was a 500.
+    for stamp in (b"\xff", b"12\xed\xa0\x80"):
+        sent = [
+            (b"Calendly-Webhook-Signature", b"t=" + stamp + b",v1=" + b"0" * 64),
+            (b"Content-Type", b"application/json"),
+        ]
+        status, answer = await raw_post(gw, sent, other)
+        assert (status, answer["error"]) == (401, "signature: no valid signature"), (stamp, answer)
     assert len(await rows(gw, "SELECT * FROM conversions")) == 1
     code, out, err = await send_test_event(gw, tmp_path / "gateway.toml", toml, env, "calendly")
     assert code == 0 and "HTTP 202" in out and '"event":"invitee.created"' in out, (out, err)
