@@ -1819,6 +1819,23 @@ def test_a_body_hmac_senders_config_is_checked(change: str, problem: str) -> Non
     assert err.value.problems == [problem]
 
 
+def test_a_body_hmac_sender_cannot_read_the_header_a_basic_sender_logs_in_with() -> None:
+    """An hmac sender whose signature is in ``Authorization`` took every delivery carrying one:
+    a "basic" sender's login was then checked as that sender's HMAC, and always refused."""
+    login = '\n[[sources]]\nname = "chargebee"\nsignature = "basic"\nsecrets = ["env:LEGACY_SECRET"]\n'
+    hmac_sender = (
+        '\n[[sources]]\nname = "other"\nsecrets = ["env:BILLING_SECRET"]\nsignature = "hmac"\n'
+        'hmac = {header = "authorization", prefix = "HMAC "}\n'
+    )
+    load_settings(None, text=SOURCES + hmac_sender, environ={**ENV, **SOURCES_ENV})  # alone, fine
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text=SOURCES + hmac_sender + login, environ={**ENV, **SOURCES_ENV})
+    assert err.value.problems == [
+        "sources[4].hmac.header: 'authorization' is where a signature = \"basic\" sender (sources[5])"
+        " logs in: which scheme a delivery is would be ambiguous"
+    ]
+
+
 def test_a_segment_source_cannot_take_stripes_signature() -> None:
     toml = SOURCES.replace('format = "segment"', 'format = "segment"\nsignature = "stripe"')
     with pytest.raises(ConfigError) as err:
