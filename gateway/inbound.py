@@ -284,9 +284,11 @@ class Inbound:
             log.warning(
                 "source %s: fields.%s was read from its default pointer, not one in its fields"
                 " (logged once): if the platform's key of that name is not our %s, unmap it"
-                ' (fields.%s = "")',
+                ' (fields.%s = ""); if it is, map it (fields.%s = "/%s")',
                 sender,
                 where,
+                field,
+                field,
                 field,
                 field,
             )

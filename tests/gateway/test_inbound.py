@@ -1600,8 +1600,19 @@ async def test_a_platform_senders_field_read_from_its_default_pointer_is_logged_
     said = [r.getMessage() for r in caplog.records if "default pointer" in r.getMessage()]
     assert said == [
         "source shopify: fields.name (/name) was read from its default pointer, not one in its fields"
-        ' (logged once): if the platform\'s key of that name is not our name, unmap it (fields.name = "")'
+        ' (logged once): if the platform\'s key of that name is not our name, unmap it (fields.name = "");'
+        ' if it is, map it (fields.name = "/name")'
     ], said
+    # Mapped to where it was read from (a key that is ours, as a WooCommerce order's currency is),
+    # nothing more is said.
+    caplog.clear()
+    toml = SHOPIFY + 'name = "/name"\n'
+    mapped = await start_gateway(
+        await upstream_server(web.Application()), toml, {"SHOPIFY_SECRET": SHOPIFY_SECRET}
+    )
+    body = encode({**order, "id": 3})
+    assert (await post(mapped, body, shopify_signed(body)))[0] == 202
+    assert not [r for r in caplog.records if "default pointer" in r.getMessage()]
 
 
 BODY_HMAC = """
