@@ -195,6 +195,13 @@ class Inbound:
             raise AuthFailed("signature", f"signature: {scheme.header} given more than once")
         return verify_stamped(scheme, platform_senders, given[0], body, now, self.opts.tolerance_seconds)
 
+    def _login(self, request: web.Request, body: bytes) -> Authenticated:
+        """The "basic" sender whose login the delivery's one ``Authorization`` header is."""
+        given = request.headers.getall("authorization")
+        if len(given) > 1:  # which login is it? neither is believed
+            raise AuthFailed("signature", "signature: Authorization given more than once")
+        return verify_basic_login(self.basic, given[0], body)
+
     def _authenticate_standard(self, request: web.Request, body: bytes) -> Authenticated:
         headers = request.headers
         now, tolerance = time.time(), self.opts.tolerance_seconds
@@ -204,12 +211,19 @@ class Inbound:
         # platform's notifications in a scheme of its own (Hookdeck, Svix, the legacy hex: how a
         # Paddle account was wired before signature = "paddle") passes the platform's header on;
         # so may one that logs in (a "basic" sender's Authorization).
-        login = ("authorization",) if self.basic else ()
-        others = ("webhook-signature", "svix-signature", "x-webhook-signature", *self.body_hmac, *login)
+        others = ("webhook-signature", "svix-signature", "x-webhook-signature", *self.body_hmac)
         if not any(header in headers for header in others):
-            for header in self.stamped:
-                if header != self.stamped_first and header in headers:
-                    return self._verify_stamped(request, header, body, now)
+            passed_on = [h for h in self.stamped if h != self.stamped_first and h in headers]
+            if self.basic and "authorization" in headers:
+                try:
+                    return self._login(request, body)
+                except AuthFailed:
+                    # Not a login of a sender's (a proxy's, the site's own): the platform's
+                    # signature decides, as it did before there were "basic" senders.
+                    if not any(self.stamped[header][1] for header in passed_on):
+                        raise
+            if passed_on:
+                return self._verify_stamped(request, passed_on[0], body, now)
         if "webhook-signature" not in headers:
             for header, senders in self.body_hmac.items():
                 if header in headers:
@@ -221,12 +235,6 @@ class Inbound:
                             "signature", f"signature: {(twice or [header])[0]} given more than once"
                         )
                     return verify_body_hmac(senders, given[0], body, headers, now, tolerance)
-        signed = ("webhook-signature", "svix-signature", "x-webhook-signature")
-        if self.basic and "authorization" in headers and not any(h in headers for h in signed):
-            given = headers.getall("authorization")
-            if len(given) > 1:  # which login is it? neither is believed
-                raise AuthFailed("signature", "signature: Authorization given more than once")
-            return verify_basic_login(self.basic, given[0], body)
         # Svix-branded senders (Clerk, Resend…) send the same scheme as svix-id, svix-timestamp
         # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
         prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"
@@ -276,9 +284,11 @@ class Inbound:
             log.warning(
                 "source %s: fields.%s was read from its default pointer, not one in its fields"
                 " (logged once): if the platform's key of that name is not our %s, unmap it"
-                ' (fields.%s = "")',
+                ' (fields.%s = ""); if it is, map it (fields.%s = "/%s")',
                 sender,
                 where,
+                field,
+                field,
                 field,
                 field,
             )

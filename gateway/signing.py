@@ -174,6 +174,8 @@ def _stamped_match(
     scheme: StampedScheme, secrets: Sequence[bytes], timestamp: str, offered: list[bytes], body: bytes
 ) -> bool:
     """Whether one of ``secrets`` made one of the ``offered`` signatures of ``timestamp`` and ``body``."""
+    if not timestamp.isascii():  # bytes the HTTP parser kept as surrogates: no platform signed them
+        return False
     signed = timestamp.encode() + scheme.joiner + body
     for secret in secrets:
         expected = legacy_signature(secret, signed).encode()

@@ -243,6 +243,14 @@ def validate_sources(options: Options) -> list[str]:
             src.value_scale > 0 and math.isfinite(src.value_scale)
         ):
             p.append(f"{at}.value_scale: must be a positive number, got {src.value_scale}")
+    logins = [i for i, s in enumerate(options.sources) if s.format == "standard" and s.signature == "basic"]
+    for i, src in enumerate(options.sources):
+        if logins and src.signature == "hmac" and src.hmac and src.hmac.header.lower() == "authorization":
+            # Read as this sender's signature, every login would be refused as a wrong one.
+            p.append(
+                f'sources[{i}].hmac.header: {src.hmac.header!r} is where a signature = "basic" sender'
+                f" (sources[{logins[0]}]) logs in: which scheme a delivery is would be ambiguous"
+            )
     return p
 
 

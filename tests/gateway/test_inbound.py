@@ -1321,6 +1321,63 @@ async def test_chargebee_logs_in_with_http_basic(start_gateway, upstream_server,
     assert code == 0 and "HTTP 202" in out and '"event_type":"payment_succeeded"' in out, (out, err)
 
 
+async def test_a_login_that_is_no_senders_leaves_a_paddle_notification_to_its_signature(
+    start_gateway, upstream_server
+) -> None:
+    """With a "basic" sender (Chargebee) configured, an ``Authorization`` header was read before
+    Paddle-Signature and decided alone: a Paddle notification carrying one that is no sender's
+    login (a proxy's token, the staging site's own HTTP Basic in the URL) was a 401, though it
+    was accepted before Chargebee was added. Such a login now leaves it to Paddle's signature."""
+    chargebee, paddle = [await asyncio.to_thread(readme_source, kind) for kind in ("basic", "paddle")]
+    env = {"CHARGEBEE_WEBHOOK_LOGIN": CHARGEBEE_LOGIN, "PADDLE_WEBHOOK_SECRET": PADDLE_SECRET}
+    gw = await start_gateway(await upstream_server(web.Application()), chargebee + paddle, env)
+
+    def notification(n: int) -> bytes:
+        return encode(
+            {
+                "event_id": f"evt_{n}",
+                "event_type": "transaction.completed",
+                "occurred_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "data": {
+                    "id": f"txn_{n}",
+                    "currency_code": "USD",
+                    "custom_data": {"user_id": "42"},
+                    "details": {"totals": {"total": "2640"}},
+                },
+            }
+        )
+
+    site_login = basic_login("staging:" + "s" * 24)["Authorization"]
+    for n, login in enumerate(("Bearer proxy-token", site_login, "Basic", "Basic \u00ff"), 1):
+        body = notification(n)
+        status, answer = await post(gw, body, {**paddle_signed(body), "Authorization": login})
+        assert (status, answer.get("result")) == (202, "accepted"), (login, answer)
+    twice = CIMultiDict(paddle_signed(body := notification(9)))
+    twice.add("Authorization", site_login)
+    twice.add("Authorization", "Bearer proxy-token")
+    assert (await post(gw, body, twice))[1]["result"] == "accepted"
+    # A wrong Paddle signature beside such a login is refused as Paddle's.
+    body = notification(10)
+    wrong = {**paddle_signed(body, "pdl_ntfset_x_" + "x" * 32), "Authorization": site_login}
+    assert await post(gw, body, wrong) == (
+        401,
+        {"ok": False, "status": 401, "error": "signature: no valid signature"},
+    )
+    # A login that is a sender's still wins (a relay that logs in passes Paddle's header on), and
+    # a wrong login without Paddle's header is refused as a login.
+    body = encode({"id": "ev_1", "event_type": "payment_succeeded", "content": {"customer": {"id": "7"}}})
+    assert (await post(gw, body, {**basic_login(CHARGEBEE_LOGIN), **paddle_signed(body)}))[0] == 202
+    status, answer = await post(gw, body, basic_login("chargebee:" + "x" * 32))
+    assert (status, answer["error"]) == (
+        401,
+        "signature: missing or wrong user name and password (HTTP Basic)",
+    )
+    assert await rows(gw, "SELECT rule, count(*) FROM conversions GROUP BY rule ORDER BY rule") == [
+        ("chargebee", 1),
+        ("paddle", 5),
+    ]
+
+
 CALENDLY_KEY = "c" * 43  # the signing_key given when the subscription was made, as given
 
 
@@ -1373,6 +1430,14 @@ async def test_calendly_signs_stripes_layout_in_its_own_header(
     ):
         status, answer = await post(gw, other, headers)
         assert (status, answer["error"]) == (401, why), (why, answer)
+    # A time that is not UTF-8 text (the parser keeps such bytes as surrogates) was a 500.
+    for stamp in (b"\xff", b"12\xed\xa0\x80"):
+        sent = [
+            (b"Calendly-Webhook-Signature", b"t=" + stamp + b",v1=" + b"0" * 64),
+            (b"Content-Type", b"application/json"),
+        ]
+        status, answer = await raw_post(gw, sent, other)
+        assert (status, answer["error"]) == (401, "signature: no valid signature"), (stamp, answer)
     assert len(await rows(gw, "SELECT * FROM conversions")) == 1
     code, out, err = await send_test_event(gw, tmp_path / "gateway.toml", toml, env, "calendly")
     assert code == 0 and "HTTP 202" in out and '"event":"invitee.created"' in out, (out, err)
@@ -1535,8 +1600,19 @@ async def test_a_platform_senders_field_read_from_its_default_pointer_is_logged_
     said = [r.getMessage() for r in caplog.records if "default pointer" in r.getMessage()]
     assert said == [
         "source shopify: fields.name (/name) was read from its default pointer, not one in its fields"
-        ' (logged once): if the platform\'s key of that name is not our name, unmap it (fields.name = "")'
+        ' (logged once): if the platform\'s key of that name is not our name, unmap it (fields.name = "");'
+        ' if it is, map it (fields.name = "/name")'
     ], said
+    # Mapped to where it was read from (a key that is ours, as a WooCommerce order's currency is),
+    # nothing more is said.
+    caplog.clear()
+    toml = SHOPIFY + 'name = "/name"\n'
+    mapped = await start_gateway(
+        await upstream_server(web.Application()), toml, {"SHOPIFY_SECRET": SHOPIFY_SECRET}
+    )
+    body = encode({**order, "id": 3})
+    assert (await post(mapped, body, shopify_signed(body)))[0] == 202
+    assert not [r for r in caplog.records if "default pointer" in r.getMessage()]
 
 
 BODY_HMAC = """
@@ -1752,6 +1828,23 @@ def test_a_body_hmac_senders_config_is_checked(change: str, problem: str) -> Non
     with pytest.raises(ConfigError) as err:
         load_settings(None, text=toml, environ={**ENV, **SOURCES_ENV})
     assert err.value.problems == [problem]
+
+
+def test_a_body_hmac_sender_cannot_read_the_header_a_basic_sender_logs_in_with() -> None:
+    """An hmac sender whose signature is in ``Authorization`` took every delivery carrying one:
+    a "basic" sender's login was then checked as that sender's HMAC, and always refused."""
+    login = '\n[[sources]]\nname = "chargebee"\nsignature = "basic"\nsecrets = ["env:LEGACY_SECRET"]\n'
+    hmac_sender = (
+        '\n[[sources]]\nname = "other"\nsecrets = ["env:BILLING_SECRET"]\nsignature = "hmac"\n'
+        'hmac = {header = "authorization", prefix = "HMAC "}\n'
+    )
+    load_settings(None, text=SOURCES + hmac_sender, environ={**ENV, **SOURCES_ENV})  # alone, fine
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text=SOURCES + hmac_sender + login, environ={**ENV, **SOURCES_ENV})
+    assert err.value.problems == [
+        "sources[4].hmac.header: 'authorization' is where a signature = \"basic\" sender (sources[5])"
+        " logs in: which scheme a delivery is would be ambiguous"
+    ]
 
 
 def test_a_segment_source_cannot_take_stripes_signature() -> None:
