@@ -217,6 +217,7 @@ def validate_sources(options: Options) -> list[str]:
                 p.append(
                     f'{at}.fields.{name}: a JSON pointer starts with "/" (or "" to unmap), got {pointer!r}'
                 )
+        p += _nested_pointers(src, at)
         if src.batch_pointer and not src.batch_pointer.startswith("/"):
             p.append(
                 f'{at}.batch_pointer: must start with "/" (or be "" for none), got {src.batch_pointer!r}'
@@ -250,6 +251,37 @@ def validate_sources(options: Options) -> list[str]:
             p.append(
                 f'sources[{i}].hmac.header: {src.hmac.header!r} is where a signature = "basic" sender'
                 f" (sources[{logins[0]}]) logs in: which scheme a delivery is would be ambiguous"
+            )
+    return p
+
+
+def _nested_pointers(src: SourceOptions, at: str) -> list[str]:
+    """A field whose pointer is where another field's begins (``/content`` and
+    ``/content/customer/id``): our fields are single values, so no event holds both, and every
+    event that holds the longer one is refused for the shorter (an object where a value was
+    expected). A default pointer is the usual culprit: a platform's own key of our field's name
+    (Chargebee's ``content``)."""
+    fields = {**FORMAT_FIELDS.get(src.format, {}), **src.fields}
+    parsed = {
+        name: parse_pointer(pointer)
+        for name, pointer in fields.items()
+        if name in FIELDS and pointer.startswith("/")
+    }
+    p = []
+    for name, outer in parsed.items():
+        inner = next(
+            (
+                other
+                for other, path in parsed.items()
+                if len(path) > len(outer) and path[: len(outer)] == outer
+            ),
+            None,
+        )
+        if inner is not None:
+            whose = "its pointer" if name in src.fields else "its default pointer"
+            p.append(
+                f"{at}.fields.{name}: {whose} {fields[name]} is where fields.{inner} ({fields[inner]})"
+                f' begins, so no event has a value there: unmap it ({name} = "") or point it elsewhere'
             )
     return p
 

@@ -490,6 +490,17 @@ def test_sender_secrets_resolve_from_the_environment() -> None:
             "sources[0].format: expected one of",
         ),
         ("[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nbogus = 1\n", "sources[0].bogus: unknown key"),
+        (  # Chargebee's layout without content = "": every event would be refused
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nfields = {user_id = '/content/customer/id'}\n",
+            "sources[0].fields.content: its default pointer /content is where fields.user_id"
+            ' (/content/customer/id) begins, so no event has a value there: unmap it (content = "")'
+            " or point it elsewhere",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n"
+            "fields = {user_id = '/customer', creator_id = '/customer/ref'}\n",
+            "sources[0].fields.user_id: its pointer /customer is where fields.creator_id (/customer/ref)",
+        ),
         (
             "[[sources]]\nname = 'a'\nsecrets = ['env:SHORT']\n",
             "sources[0].secrets[0]: SHORT must hold at least 24",
