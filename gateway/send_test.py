@@ -106,8 +106,10 @@ def carries(src: SourceMap, name: str) -> bool:
 def sample_payload(src: SourceMap, creator: str, value: float, currency: str) -> dict[str, Any]:
     """A conversion by a test user (``test_user``; a test visitor when the sender maps no user
     ID), credited to ``creator``, in the sender's layout: a platform's holds only what its
-    ``fields`` map (and its type), as that platform's own events do."""
-
+    ``fields`` map (and its type), as that platform's own events do. A sender whose events
+    carry no currency records its ``defaults.currency``: the value is scaled for that one."""
+    if not carries(src, "currency") and src.defaults.get("currency"):
+        currency = src.defaults["currency"].upper()
     ours: dict[str, Any] = {
         "type": src.type_value("conversion"),
         "event_id": f"test-{uuid.uuid4()}",

@@ -720,3 +720,16 @@ def test_a_platform_senders_test_event_holds_only_what_its_fields_map() -> None:
     assert isinstance(conversion, Conversion) and conversion.name == "purchase"
     own = compile_source(SourceOptions(name="billing", secrets=("env:X",)))
     assert {"creator_id", "name", "user_id", "value"} <= set(sample_payload(own, "cr_1", 5, "EUR"))
+
+
+def test_a_test_event_of_a_sender_without_a_currency_is_scaled_for_its_default_one() -> None:
+    """``send-test-event --value 50`` (its ``--currency`` EUR by default) to a sender whose
+    events carry amounts in minor units and no currency (``defaults.currency = "JPY"``) sent
+    5000, recorded as ¥5000: the value is now scaled for the currency it is recorded in."""
+    src = source(
+        fields={"value": "/amount", "currency": ""}, value_scale="minor", defaults={"currency": "jpy"}
+    )
+    payload = sample_payload(src, "cr_1", 50, "EUR")
+    assert payload["amount"] == 50 and "currency" not in payload
+    *_, conversion = map_event(src, payload, datetime.now(UTC), LIMITS, "f").rows
+    assert isinstance(conversion, Conversion) and (conversion.value, conversion.currency) == (50, "JPY")
