@@ -132,8 +132,6 @@ class Inbound:
         for s in standard:
             if (stamped := STAMPED.get(s.signature)) is not None:
                 self.stamped[stamped.header.lower()][1][s.name] = secrets[s.name]
-        # Read first, as it always was: a delivery with Stripe-Signature is Stripe's.
-        self.stamped_first = STRIPE.header.lower()
         # Senders that sign the body alone (Shopify, signature = "hmac"), by the header their
         # signature comes in.
         self.body_hmac: dict[str, dict[str, tuple[BodyHmac, Sequence[bytes]]]] = {}
@@ -205,15 +203,13 @@ class Inbound:
     def _authenticate_standard(self, request: web.Request, body: bytes) -> Authenticated:
         headers = request.headers
         now, tolerance = time.time(), self.opts.tolerance_seconds
-        if self.stamped_first in headers and "webhook-signature" not in headers:
-            return self._verify_stamped(request, self.stamped_first, body, now)
-        # The others (Paddle's) when no other scheme signed the delivery: a relay that re-signs a
-        # platform's notifications in a scheme of its own (Hookdeck, Svix, the legacy hex: how a
-        # Paddle account was wired before signature = "paddle") passes the platform's header on;
-        # so may one that logs in (a "basic" sender's Authorization).
+        # Stripe's and Paddle's headers (Stripe's first) when no other scheme signed the delivery:
+        # a relay that re-signs a platform's notifications in a scheme of its own (Hookdeck, Svix,
+        # the legacy hex: how a Paddle account was wired before signature = "paddle") passes the
+        # platform's header on; so may one that logs in (a "basic" sender's Authorization).
         others = ("webhook-signature", "svix-signature", "x-webhook-signature", *self.body_hmac)
         if not any(header in headers for header in others):
-            passed_on = [h for h in self.stamped if h != self.stamped_first and h in headers]
+            passed_on = [h for h in self.stamped if h in headers]
             if self.basic and "authorization" in headers:
                 try:
                     return self._login(request, body)

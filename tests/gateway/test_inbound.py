@@ -1452,25 +1452,32 @@ hmac = {header = "X-Hookdeck-Signature", encoding = "base64"}
 """
 
 
-async def test_a_relays_signature_is_read_before_the_paddle_signature_it_passes_on(
-    start_gateway, upstream_server
+@pytest.mark.parametrize("platform", ["Paddle-Signature", "Stripe-Signature"])
+async def test_a_relays_signature_is_read_before_the_platform_signature_it_passes_on(
+    start_gateway, upstream_server, platform: str
 ) -> None:
     """Until 2026-12-04 a Paddle account needed a relay that re-signed its notifications
     (Hookdeck, Svix, the legacy hex), and a relay passes Paddle's own header on. Paddle-Signature
     was then read first, before the relay's signature: every relayed delivery was a 401 (no
-    source holds Paddle's key), lost once the relay gave up. Paddle's header is read when no
-    other scheme's is there."""
+    source holds Paddle's key), lost once the relay gave up. So was Stripe's, passed on by a
+    relay in front of a Stripe account. A platform's header is read when no other scheme's is
+    there."""
     env = {**SOURCES_ENV, "RELAY_SECRET": "r" * 32}
     gw = await start_gateway(await upstream_server(web.Application()), SOURCES + RELAYED, env)
     bodies = [encode(conversion()) for _ in range(3)]
-    passed_on = [paddle_signed(body, ts=int(time.time()) - 60)["Paddle-Signature"] for body in bodies]
+    passed_on = [
+        paddle_signed(body, ts=int(time.time()) - 60)["Paddle-Signature"]
+        .replace(";", ",")
+        .replace("ts=", "t=")
+        for body in bodies
+    ]  # either platform's layout: the relay's is what counts
     svix = {k.replace("webhook-", "svix-"): v for k, v in signed(bodies[0]).items()}
     legacy = {"x-webhook-signature": legacy_signature(LEGACY.encode(), bodies[1])}
     relay = {"X-Hookdeck-Signature": base64.b64encode(_mac("r" * 32, bodies[2]).digest()).decode()}
-    for body, headers, sender, paddle in zip(
+    for body, headers, sender, header in zip(
         bodies, (svix, legacy, relay), ("billing", "legacy", "relay"), passed_on, strict=True
     ):
-        status, answer = await post(gw, body, {**headers, "Paddle-Signature": paddle, **JSON})
+        status, answer = await post(gw, body, {**headers, platform: header, **JSON})
         assert (status, answer.get("result")) == (202, "accepted"), (sender, answer)
     assert sorted(await rows(gw, "SELECT rule FROM conversions")) == [("billing",), ("legacy",), ("relay",)]
     # Paddle's header alone, and no source holds Paddle's key: a 401, as before.
