@@ -70,6 +70,15 @@ refused request counts as ``rejected``). ``ignored``: acknowledged, nothing reco
 _encode = msgspec.json.Encoder()
 
 
+def _first_time(logged: set[tuple[str, str]], sender: str, field: str) -> bool:
+    """Whether ``sender``'s ``field`` is not in ``logged`` yet (it is from now on): what is said
+    once per sender and field."""
+    if (sender, field) in logged:
+        return False
+    logged.add((sender, field))
+    return True
+
+
 class TooLarge(Exception):
     pass
 
@@ -260,8 +269,7 @@ class Inbound:
         for that sender and field: an optional field is missed now and then, a typo every time."""
         field = where.split(" ", 1)[0]
         self.metrics.inbound_unmatched.labels(sender, field).inc()
-        if (sender, field) not in self._unmatched_logged:
-            self._unmatched_logged.add((sender, field))
+        if _first_time(self._unmatched_logged, sender, field):
             log.warning(
                 "source %s: fields.%s found nothing in an accepted event, recorded without it"
                 " (logged once; gateway_inbound_unmatched_fields_total counts each): if every"
@@ -275,8 +283,7 @@ class Inbound:
         pointer (``where``: ``name (/name)``): the platform's own key of that name, which may
         mean something else (a Shopify order's ``name`` is its number)."""
         field = where.split(" ", 1)[0]
-        if (sender, field) not in self._defaulted_logged:
-            self._defaulted_logged.add((sender, field))
+        if _first_time(self._defaulted_logged, sender, field):
             log.warning(
                 "source %s: fields.%s was read from its default pointer, not one in its fields"
                 " (logged once): if the platform's key of that name is not our %s, unmap it"
