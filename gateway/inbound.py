@@ -211,13 +211,32 @@ class Inbound:
 
     def _authenticate_standard(self, request: web.Request, body: bytes) -> Authenticated:
         headers = request.headers
-        now, tolerance = time.time(), self.opts.tolerance_seconds
         # Stripe's and Paddle's headers (Stripe's first) when no other scheme signed the delivery:
         # a relay that re-signs a platform's notifications in a scheme of its own (Hookdeck, Svix,
         # the legacy hex: how a Paddle account was wired before signature = "paddle") passes the
         # platform's header on; so may one that logs in (a "basic" sender's Authorization).
         others = ("webhook-signature", "svix-signature", "x-webhook-signature", *self.body_hmac)
-        if not any(header in headers for header in others):
+        relayed = any(header in headers for header in others)
+        try:
+            return self._authenticate_signed(request, body, relayed)
+        except AuthFailed as first:
+            # Another scheme's signature that is no sender's (a relay not configured or keyed
+            # otherwise, an Authorization a proxy adds where a signature = "hmac" sender signs)
+            # beside a platform's own header, passed on intact: the platform's decides, as
+            # Stripe's did when it was read first (until 2026-12-04); the first refusal stands.
+            platform = next((h for h in self.stamped if h in headers and self.stamped[h][1]), None)
+            if not relayed or platform is None:
+                raise
+            try:
+                return self._verify_stamped(request, platform, body, time.time())
+            except AuthFailed:
+                raise first from None
+
+    def _authenticate_signed(self, request: web.Request, body: bytes, relayed: bool) -> Authenticated:
+        """The sender that signed the delivery, read as ``_authenticate_standard`` says."""
+        headers = request.headers
+        now, tolerance = time.time(), self.opts.tolerance_seconds
+        if not relayed:
             passed_on = [h for h in self.stamped if h in headers]
             if self.basic and "authorization" in headers:
                 try:

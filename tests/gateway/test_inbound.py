@@ -1486,6 +1486,55 @@ async def test_a_relays_signature_is_read_before_the_platform_signature_it_passe
     assert (status, answer["error"]) == (401, "signature: no valid signature"), answer
 
 
+async def test_a_stripe_delivery_beside_a_signature_no_sender_holds_is_read_as_stripes(
+    start_gateway, upstream_server
+) -> None:
+    """Since Stripe-Signature was read after every other scheme's header (2026-12-04), a Stripe
+    delivery that also carried one no sender verifies was a 401, though its own signature was
+    good and it was accepted before: a Svix-signed relay not configured as a sender, one keyed
+    otherwise, an ``Authorization`` a proxy adds where a ``signature = "hmac"`` sender signs.
+    Stripe's signature, passed on intact, now decides; a wrong one is refused as the relay's."""
+    signs_in_authorization = RELAYED.replace("X-Hookdeck-Signature", "Authorization")
+    env = {**SOURCES_ENV, "STRIPE_SECRET": STRIPE_SECRET, "RELAY_SECRET": "r" * 32}
+    gw = await start_gateway(
+        await upstream_server(web.Application()), SOURCES + STRIPE + signs_in_authorization, env
+    )
+
+    def event(n: int) -> bytes:
+        return encode(
+            {
+                "id": f"evt_relayed_{n}",
+                "type": "checkout.session.completed",
+                "created": int(time.time()),
+                "data": {
+                    "object": {
+                        "id": f"cs_{n}",
+                        "amount_total": 100,
+                        "currency": "eur",
+                        "client_reference_id": "42",
+                    }
+                },
+            }
+        )
+
+    unknown_relay = {k.replace("webhook-", "svix-"): v for k, v in signed(event(1), "u" * 32).items()}
+    beside = (
+        unknown_relay,
+        {"x-webhook-signature": "0" * 64},  # the legacy hex, keyed otherwise
+        {"Authorization": "Bearer proxy-token"},
+    )
+    for n, headers in enumerate(beside, 1):
+        body = event(n)
+        status, answer = await post(gw, body, {**headers, **stripe_signed(body)})
+        assert (status, answer.get("result")) == (202, "accepted"), (headers, answer)
+    assert len(await rows(gw, "SELECT * FROM conversions WHERE rule = 'stripe'")) == 3
+    # A wrong Stripe signature beside it: refused, as the relay's.
+    body = event(9)
+    wrong = stripe_signed(body, "whsec_" + "x" * 32)
+    status, answer = await post(gw, body, {"Authorization": "Bearer proxy-token", **wrong})
+    assert (status, answer["error"]) == (401, "signature: no valid signature"), answer
+
+
 SHOPIFY_SECRET = "f" * 32  # the app's client secret, the HMAC key as given
 SHOPIFY = """
 [[sources]]
