@@ -103,13 +103,20 @@ def carries(src: SourceMap, name: str) -> bool:
     return name in src.pointers and (not src.platform or name in src.configured or name == "type")
 
 
+def recorded_currency(src: SourceMap, currency: str) -> str:
+    """The currency a test conversion of ``currency`` is recorded in: a sender whose events
+    carry none records its ``defaults.currency``."""
+    if not carries(src, "currency") and src.defaults.get("currency"):
+        return src.defaults["currency"].upper()
+    return currency
+
+
 def sample_payload(src: SourceMap, creator: str, value: float, currency: str) -> dict[str, Any]:
     """A conversion by a test user (``test_user``; a test visitor when the sender maps no user
     ID), credited to ``creator``, in the sender's layout: a platform's holds only what its
     ``fields`` map (and its type), as that platform's own events do. A sender whose events
     carry no currency records its ``defaults.currency``: the value is scaled for that one."""
-    if not carries(src, "currency") and src.defaults.get("currency"):
-        currency = src.defaults["currency"].upper()
+    currency = recorded_currency(src, currency)
     ours: dict[str, Any] = {
         "type": src.type_value("conversion"),
         "event_id": f"test-{uuid.uuid4()}",
@@ -140,13 +147,19 @@ def _options(path: str) -> Options:
     return options
 
 
+def _finer_than(value: float, currency: str) -> str | None:
+    """Why ``value`` is finer than ``currency``'s minor unit (12.5 JPY would be credited as 12
+    yen: a test of the sums would not add up), or None."""
+    places = exponent(currency)
+    if decimal.Decimal(repr(value)).normalize().as_tuple().exponent < -places:  # type: ignore[operator]
+        return "has no minor unit: give a whole number" if not places else f"has {places} decimals at most"
+    return None
+
+
 def cmd_send_test_event(args: argparse.Namespace) -> int:
     from gateway.cli import _fail_config
 
-    # 12.5 JPY would be credited as 12 yen: a test of the sums would not add up.
-    places = exponent(args.currency)
-    if decimal.Decimal(repr(args.value)).normalize().as_tuple().exponent < -places:  # type: ignore[operator]
-        finer = "has no minor unit: give a whole number" if not places else f"has {places} decimals at most"
+    if (finer := _finer_than(args.value, args.currency)) is not None:
         print(f"gateway send-test-event: --value {args.value:g}: {args.currency} {finer}", file=sys.stderr)
         return 2
     try:
@@ -172,6 +185,14 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         host = f"[{host}]" if ":" in host else host
         url = f"http://{host}:{port}{options.proxy.reserved_prefix}events"
     source_map = compile_source(source)
+    currency = recorded_currency(source_map, args.currency)
+    if (finer := _finer_than(args.value, currency)) is not None:
+        print(
+            f"gateway send-test-event: --value {args.value:g}: {currency}"
+            f" (sources[{index}].defaults.currency, what {source.name} records) {finer}",
+            file=sys.stderr,
+        )
+        return 2
     doc = sample_payload(source_map, args.creator, args.value, args.currency)
     signed = source.signed_body()
     type_header = signed.type_header if signed is not None else ""

@@ -18,13 +18,14 @@ import pytest
 
 from addons.identity import cookie_value
 from gateway.channels import Channels
+from gateway.cli import build_parser
 from gateway.config import ConfigError, load_settings, sender_secret_bytes
 from gateway.events import Binding, Conversion, Touchpoint
 from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.options import ChannelsOptions, SourceOptions
-from gateway.send_test import sample_payload
+from gateway.send_test import cmd_send_test_event, sample_payload
 from gateway.signing import (
     PADDLE,
     STRIPE,
@@ -733,3 +734,33 @@ def test_a_test_event_of_a_sender_without_a_currency_is_scaled_for_its_default_o
     assert payload["amount"] == 50 and "currency" not in payload
     *_, conversion = map_event(src, payload, datetime.now(UTC), LIMITS, "f").rows
     assert isinstance(conversion, Conversion) and (conversion.value, conversion.currency) == (50, "JPY")
+
+
+def test_a_test_value_finer_than_the_default_currency_of_its_sender_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``send-test-event --value 12.5`` (checked against EUR, its ``--currency`` by default) to a
+    sender recording ``defaults.currency = "jpy"`` was sent, though 12.5 yen cannot be: exit 2,
+    naming the currency and where it comes from, before anything is sent."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[storage]\npath = "{tmp_path / "gw.db"}"\n[[sources]]\nname = "shop"\nsignature = "stripe"\n'
+        'secrets = ["env:SHOP_SECRET"]\ndefaults = {currency = "jpy"}\nvalue_scale = "minor"\n'
+        'fields = {value = "/amount"}\n'
+    )
+    args = build_parser().parse_args(
+        ["send-test-event", "--value", "12.5", "--url", "http://127.0.0.1:9/_gw/events", "-c", str(config)]
+    )
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {**ENV, "SHOP_SECRET": "whsec_" + "s" * 32}.items():
+            env.setenv(name, value)
+        assert cmd_send_test_event(args) == 2
+    said = capsys.readouterr()
+    assert (
+        said.err
+        == (
+            "gateway send-test-event: --value 12.5: JPY (sources[0].defaults.currency, what shop records)"
+            " has no minor unit: give a whole number\n"
+        )
+        and not said.out
+    ), said
