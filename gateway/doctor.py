@@ -1,6 +1,7 @@
 """``gateway doctor``: a checklist of what stands between this config and a working gateway.
 
-Reads the config, the environment, the store file, the GeoIP files, and asks
+Reads the config (each signed-event sender's endpoint and scheme listed), the environment,
+the store file, the GeoIP files, and asks
 the network (the upstream with one HEAD request; PostgreSQL when ``[central]``
 names one), each with a short timeout. Writes nothing. Prints one line per
 check — ``ok``, ``warn`` or ``FAIL`` with what to fix — and exits 1 when any
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 from gateway.config import ConfigError, Settings, load_settings, resolve_path
 from gateway.config_checks import is_private_host
-from gateway.options import parse_listen
+from gateway.options import SourceOptions, parse_listen
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -125,6 +126,48 @@ def check_geo(settings: Settings) -> list[Check]:
     return checks
 
 
+def _scheme(source: SourceOptions) -> str:
+    """What a sender's deliveries must carry, as its platform's documentation names it."""
+    if source.format == "segment":
+        return "HTTP Basic, the write key as user name"
+    signed = source.signed_body()
+    if signed is not None and signed.stamped:
+        return f"{signed.header}: t=…,v1=<hex HMAC of t.body>"
+    if signed is not None:
+        return f"{signed.header}: {signed.prefix}<{signed.encoding} HMAC of the body>"
+    return {
+        "stripe": "Stripe-Signature: t=…,v1=…",
+        "paddle": "Paddle-Signature: ts=…;h1=…",
+        "basic": "HTTP Basic, its login",
+    }.get(source.signature, "Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature")
+
+
+def check_senders(settings: Settings) -> list[Check]:
+    """One line per ``[[sources]]`` entry: where it posts and what it must sign with, to wire the
+    platform against; a warning for a platform sender whose events have no key of their own."""
+    opts = settings.options
+    origin = opts.proxy.public_origin.rstrip("/")
+    checks = []
+    for i, source in enumerate(opts.sources):
+        path = f"{opts.proxy.reserved_prefix}{'segment' if source.format == 'segment' else 'events'}"
+        n = len(source.secrets)
+        what = f"sender {source.name}: POST {origin}{path}, {_scheme(source)} ({n} secret{'s' * (n != 1)})"
+        platform = source.format == "standard" and source.signature != "standard"
+        if platform and not source.fields.get("event_id"):
+            checks.append(
+                Check(
+                    "warn",
+                    f"{what}; sources[{i}].fields.event_id is not mapped",
+                    "map the platform's own event ID (Stripe's /id, Paddle's /event_id): without it a"
+                    " re-sent event is known only by its body or delivery ID, and recorded again when"
+                    " either changed",
+                )
+            )
+        else:
+            checks.append(Check("ok", what))
+    return checks
+
+
 def check_admin(settings: Settings) -> Check:
     listen = settings.options.admin.listen
     host, _ = parse_listen(listen)
@@ -219,7 +262,7 @@ def run_checks(path: str, timeout: float = 3.0) -> list[Check]:
     settings, checks = check_config(path)
     if settings is None:
         return checks
-    checks += [check_store(settings), *check_geo(settings), check_admin(settings)]
+    checks += [check_store(settings), *check_geo(settings), *check_senders(settings), check_admin(settings)]
     checks += asyncio.run(_network(settings, timeout))
     return checks
 

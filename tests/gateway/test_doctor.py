@@ -154,3 +154,56 @@ def test_a_store_path_that_is_a_folder_or_under_a_file(tmp_path: Path) -> None:
         settings = load_settings(None, text=f'[storage]\npath = "{tmp_path / name}"\n', environ=ENV)
         check = check_store(settings)
         assert check.status == "FAIL" and what in check.what and check.fix.startswith(fix), check
+
+
+async def test_each_sender_is_listed_with_its_endpoint_and_scheme(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """Wiring a platform needs the URL to give it and what it must sign with: the doctor lists
+    each sender so, and warns of a platform sender whose events are keyed by no ID of theirs."""
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    senders = """
+[[sources]]
+name = "stripe"
+signature = "stripe"
+secrets = ["env:S1", "env:S2"]
+fields = {event_id = "/id"}
+[[sources]]
+name = "paddle"
+signature = "paddle"
+secrets = ["env:S1"]
+[[sources]]
+name = "cal"
+signature = "hmac"
+secrets = ["env:S1"]
+hmac = {header = "Calendly-Webhook-Signature", stamped = true}
+fields = {event_id = "/payload/uri"}
+[[sources]]
+name = "seg"
+format = "segment"
+secrets = ["env:S1"]
+"""
+    cfg = await asyncio.to_thread(_config, tmp_path, upstream, senders)
+    text = await asyncio.to_thread(cfg.read_text)
+    await asyncio.to_thread(
+        cfg.write_text, text.replace("[proxy]\n", '[proxy]\npublic_origin = "https://shop.example"\n')
+    )
+    code, out = await doctor(cfg, {**ENV, "S1": "a" * 32, "S2": "b" * 32})
+    assert code == 0, out
+    lines = out.splitlines()
+    assert (
+        "[  ok] sender stripe: POST https://shop.example/_gw/events, Stripe-Signature: t=…,v1=… (2 secrets)"
+        in lines
+    )
+    assert (
+        "[warn] sender paddle: POST https://shop.example/_gw/events, Paddle-Signature: ts=…;h1=… (1 secret);"
+        " sources[1].fields.event_id is not mapped"
+    ) in lines
+    assert (
+        "[  ok] sender cal: POST https://shop.example/_gw/events,"
+        " Calendly-Webhook-Signature: t=…,v1=<hex HMAC of t.body> (1 secret)"
+    ) in lines
+    segment = "HTTP Basic, the write key as user name (1 secret)"
+    assert f"[  ok] sender seg: POST https://shop.example/_gw/segment, {segment}" in lines
