@@ -130,16 +130,14 @@ def _scheme(source: SourceOptions) -> str:
     """What a sender's deliveries must carry, as its platform's documentation names it."""
     if source.format == "segment":
         return "HTTP Basic, the write key as user name"
-    signed = source.signed_body()
-    if signed is not None and signed.stamped:
-        return f"{signed.header}: t=…,v1=<hex HMAC of t.body>"
-    if signed is not None:
+    if (stamped := source.stamped_scheme()) is not None:
+        t, joined = stamped.time_field, stamped.joiner.decode()
+        return f"{stamped.header}: {t}=…{stamped.separator}{stamped.hash_field}=<hex HMAC of {t}{joined}body>"
+    if (signed := source.signed_body()) is not None:
         return f"{signed.header}: {signed.prefix}<{signed.encoding} HMAC of the body>"
-    return {
-        "stripe": "Stripe-Signature: t=…,v1=…",
-        "paddle": "Paddle-Signature: ts=…;h1=…",
-        "basic": "HTTP Basic, its login",
-    }.get(source.signature, "Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature")
+    if source.signature == "basic":
+        return "HTTP Basic, its login"
+    return "Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature"
 
 
 def check_senders(settings: Settings) -> list[Check]:
@@ -152,8 +150,7 @@ def check_senders(settings: Settings) -> list[Check]:
         path = f"{opts.proxy.reserved_prefix}{'segment' if source.format == 'segment' else 'events'}"
         n = len(source.secrets)
         what = f"sender {source.name}: POST {origin}{path}, {_scheme(source)} ({n} secret{'s' * (n != 1)})"
-        platform = source.format == "standard" and source.signature != "standard"
-        if platform and not source.fields.get("event_id"):
+        if source.platform_layout and not source.fields.get("event_id"):
             checks.append(
                 Check(
                     "warn",

@@ -16,7 +16,6 @@ recorded without a field whose configured pointer found nothing is answered with
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import time
@@ -39,7 +38,6 @@ from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.signing import (
     STAMPED,
-    STRIPE,
     Authenticated,
     AuthFailed,
     BodyHmac,
@@ -148,8 +146,7 @@ class Inbound:
         """Senders whose event type is a header when the body has none."""
         for s in standard:
             if (signed := s.signed_body()) is not None:
-                stamped = dataclasses.replace(STRIPE, header=signed.header) if signed.stamped else None
-                spec = BodyHmac(signed.encoding, signed.prefix, signed.delivery_header, stamped)
+                spec = BodyHmac(signed.encoding, signed.prefix, signed.delivery_header, s.stamped_scheme())
                 self.body_hmac.setdefault(signed.header.lower(), {})[s.name] = (spec, secrets[s.name])
                 if signed.type_header:
                     self.type_headers[s.name] = signed.type_header

@@ -9,12 +9,14 @@ of a listen address. No I/O and no checks beyond the types: reading the file is
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import msgspec
 
 from gateway.payouts import PayoutsOptions
 from gateway.ruleconfig import ConversionRule, IdentityRule
+from gateway.signing import STAMPED, STRIPE, StampedScheme
 
 
 class _Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -291,6 +293,20 @@ class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
         if self.signature == "shopify":
             return SHOPIFY_HMAC
         return self.hmac if self.signature == "hmac" else None
+
+    def stamped_scheme(self) -> StampedScheme | None:
+        """The timestamped scheme its deliveries carry: Stripe's or Paddle's, or Stripe's layout
+        in its own header (``hmac.stamped``); None under the other schemes."""
+        signed = self.signed_body()
+        if signed is not None and signed.stamped:
+            return dataclasses.replace(STRIPE, header=signed.header)
+        return STAMPED.get(self.signature)
+
+    @property
+    def platform_layout(self) -> bool:
+        """Its events are in a platform's own layout (a ``signature`` other than Standard
+        Webhooks'), not ours: a field at our default pointer may be the platform's own key."""
+        return self.format == "standard" and self.signature != "standard"
 
 
 class ChannelRule(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

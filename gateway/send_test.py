@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import dataclasses
 import decimal
 import math
 import os
@@ -32,7 +31,7 @@ from gateway.config import ConfigError, decode_options, parse_config, read_confi
 from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
-from gateway.signing import STAMPED, STRIPE, body_hmac, stamped_signature, standard_signature
+from gateway.signing import body_hmac, stamped_signature, standard_signature
 from gateway.sources import SourceMap, compile_source, put
 
 
@@ -200,26 +199,22 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     body = msgspec.json.encode(doc)
     msg_id, stamp = f"msg_test_{uuid.uuid4().hex}", str(int(time.time()))
     headers = {"Content-Type": "application/json"}
-    stamped = STAMPED.get(source.signature)
-    if stamped is not None:  # as Stripe and Paddle sign: no id, the secret's whole text
+    stamped = source.stamped_scheme()
+    if stamped is not None:  # as Stripe, Paddle and Calendly sign: the time and the body
         headers[stamped.header] = stamped_signature(stamped, secret, stamp, body)
     elif source.signature == "basic":  # the sender's login; a password alone, with any user name
         login = secret if b":" in secret else b"send-test-event:" + secret
         headers["Authorization"] = "Basic " + base64.b64encode(login).decode()
-    elif signed is not None:  # the sender's own header (Shopify's, "hmac")
-        if signed.stamped:  # Stripe's layout in it
-            layout = dataclasses.replace(STRIPE, header=signed.header)
-            headers[signed.header] = stamped_signature(layout, secret, stamp, body)
-        else:  # the body's HMAC
-            headers[signed.header] = signed.prefix + body_hmac(secret, body, signed.encoding)
-        if signed.delivery_header:
-            headers[signed.delivery_header] = msg_id
+    elif signed is not None:  # the body's HMAC in the sender's own header (Shopify's, "hmac")
+        headers[signed.header] = signed.prefix + body_hmac(secret, body, signed.encoding)
     else:
         headers |= {
             "webhook-id": msg_id,
             "webhook-timestamp": stamp,
             "webhook-signature": standard_signature(secret, msg_id, stamp, body),
         }
+    if signed is not None and signed.delivery_header:
+        headers[signed.delivery_header] = msg_id
     if topic is not None:
         headers[type_header] = str(topic)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")

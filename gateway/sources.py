@@ -175,7 +175,7 @@ def compile_source(opts: SourceOptions) -> SourceMap:
         batch=parse_pointer(opts.batch_pointer) if opts.batch_pointer else None,
         lenient=opts.format == "segment",
         configured=frozenset(name for name, pointer in opts.fields.items() if pointer),
-        platform=opts.format == "standard" and opts.signature != "standard",
+        platform=opts.platform_layout,
         order_scope=opts.order_scope,
     )
 
