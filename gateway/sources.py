@@ -21,6 +21,8 @@ import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
 from gateway.events import order_scope_problem
+from gateway.options import SHOPIFY_HMAC
+from gateway.signing import STAMPED
 
 if TYPE_CHECKING:
     from gateway.options import Options, SourceOptions, WebhooksOptions
@@ -291,11 +293,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 OWN_HEADERS = frozenset(
     {
         *(f"{brand}-{name}" for brand in ("webhook", "svix") for name in ("id", "timestamp", "signature")),
-        "stripe-signature",
-        "paddle-signature",
-        "x-shopify-hmac-sha256",
-        "x-shopify-event-id",
-        "x-shopify-topic",
+        *(scheme.header.lower() for scheme in STAMPED.values()),
+        *(h.lower() for h in (SHOPIFY_HMAC.header, SHOPIFY_HMAC.delivery_header, SHOPIFY_HMAC.type_header)),
         "x-webhook-signature",
     }
 )
