@@ -122,15 +122,18 @@ class Conversion:
     """The conversion rule or sender that recorded it."""
 
 
-ORDER_SCOPE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-"""An ``order_scope``: a name that cannot hold the key's own separators."""
+NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+"""A sender's name or an ``order_scope``: neither can hold the separators of the keys they go
+into (``event:<sender>:…``, ``order/<scope>:…``)."""
+NAME_RULE = "1-64 of a-z 0-9 _ . - (not starting with _ . -)"
+"""``NAME`` in words, for config errors."""
 
 
 def order_scope_problem(scope: str) -> str | None:
     """What is wrong with an ``order_scope`` (a rule's or a sender's), for its config error."""
-    if not scope or ORDER_SCOPE.fullmatch(scope):
+    if not scope or NAME.fullmatch(scope):
         return None
-    return f"must be 1-64 of a-z 0-9 _ . - (not starting with _ . -) or empty, got {scope!r}"
+    return f"must be {NAME_RULE} or empty, got {scope!r}"
 
 
 def order_key(order_id: str, scope: str = "") -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
-from gateway.events import order_scope_problem
+from gateway.events import NAME, NAME_RULE, order_scope_problem
 from gateway.options import SHOPIFY_HMAC
 from gateway.signing import STAMPED
 
@@ -87,7 +87,6 @@ FORMAT_FIELDS: dict[str, dict[str, str]] = {
 }
 FORMAT_TYPES = {"standard": {}, "segment": {"page": "touchpoint", "identify": "identify"}}
 FORMAT_IGNORE = {"standard": (), "segment": ("track", "screen", "group", "alias")}
-_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 def parse_pointer(pointer: str) -> tuple[str, ...]:
@@ -198,8 +197,8 @@ def validate_sources(options: Options) -> list[str]:
     seen: set[str] = set()
     for i, src in enumerate(options.sources):
         at = f"sources[{i}]"
-        if not _NAME.fullmatch(src.name):
-            p.append(f"{at}.name: must be 1-64 of a-z 0-9 _ . - (not starting with _ . -), got {src.name!r}")
+        if not NAME.fullmatch(src.name):
+            p.append(f"{at}.name: must be {NAME_RULE}, got {src.name!r}")
         elif src.name in seen:
             p.append(f"{at}.name: {src.name!r} is used by another source")
         seen.add(src.name)
