@@ -19,7 +19,7 @@ import msgspec
 
 from gateway.forwarding import parse_ip
 from gateway.history import CHUNK, Input, Item, Line, Record, Skip, open_input, parse_any_time, parse_clf_time
-from gateway.sources import MISSING, beyond_doubles, parse_pointer, resolve
+from gateway.sources import MISSING, decode_json, parse_pointer, resolve
 
 FORMATS = ("combined", "json-lines", "mitm", "segment")
 JSON_FIELDS: dict[str, str] = {
@@ -231,14 +231,10 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
 
 def segment_parser() -> Callable[[int, bytes], list[Item]]:
     """One JSON object per line (a batch ``{"batch": [...]}`` too): ``page``/``identify`` calls."""
-    decode = msgspec.json.Decoder()
 
     def parse(number: int, raw: bytes) -> list[Item]:
         try:
-            try:
-                doc = decode.decode(raw)
-            except msgspec.ValidationError:  # 1e400, valid JSON: read as the live endpoint reads it
-                doc = beyond_doubles(raw)
+            doc = decode_json(raw)  # 1e400 read as the live endpoint reads it
         except (msgspec.DecodeError, ValueError):
             return [Skip(number, "not valid JSON")]
         except RecursionError:  # [[[[…]]]] thousands deep

@@ -341,11 +341,19 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def beyond_doubles(body: bytes) -> Any:
-    """A document holding a number too large for a double (``1e400``, valid JSON), read with
-    it as infinity: only an event that maps it is then refused (a value must be finite), not
-    every event of the batch, which a sender would send again whole. ``ValueError`` for what
-    is not JSON (``NaN``, the standard library's extension, included)."""
+_decoder = msgspec.json.Decoder()
+
+
+def decode_json(body: bytes) -> Any:
+    """A JSON document (a delivery, a Segment archive's line). One holding a number too large
+    for a double (``1e400``, valid JSON), which the fast decoder refuses, is read with it as
+    infinity: only an event that maps it is then refused (a value must be finite), not every
+    event of the batch, which a sender would send again whole. ``msgspec.DecodeError`` or
+    ``ValueError`` for what is not JSON (``NaN``, the standard library's extension, included)."""
+    try:
+        return _decoder.decode(body)
+    except msgspec.ValidationError:
+        pass
     doc = json.loads(body, parse_constant=_no_constant)
     try:  # the fast decoder refuses a lone UTF-16 surrogate (\ud800); it could not be stored
         msgspec.json.encode(doc)
@@ -386,10 +394,7 @@ def decode_delivery(body: bytes) -> Any:
     if body.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in body[:4]:
         raise ValueError("body: not UTF-8 (UTF-16 or UTF-32?); JSON is sent as UTF-8 (RFC 8259)")
     try:
-        try:
-            doc = msgspec.json.decode(body)
-        except msgspec.ValidationError:  # a number beyond a double (1e400), which is valid JSON
-            doc = beyond_doubles(body)
+        doc = decode_json(body)
     except (msgspec.DecodeError, ValueError) as err:
         raise ValueError(f"body: not valid JSON ({err})") from None
     except RecursionError:
