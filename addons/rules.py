@@ -140,6 +140,12 @@ def as_text(value: Any) -> str | None:
     return None
 
 
+def compared_text(value: Any) -> str | None:
+    """What a condition's ``equals`` or ``matches`` is compared with: a string, a whole number
+    as written, a JSON boolean as ``true``/``false``; None (never holds) for anything else."""
+    return "true" if value is True else "false" if value is False else as_text(value)
+
+
 def user_id(value: Any) -> str:
     """A valid user ID from an extracted value; ExtractError when it is not one."""
     text = as_text(value)
@@ -305,7 +311,7 @@ class Condition:
             raise
         if self.equals is None and self.matches is None:
             return True
-        text = "true" if value is True else "false" if value is False else as_text(value)
+        text = compared_text(value)
         if text is None:  # an object, a list or a fraction is not compared
             return False
         return text == self.equals if self.matches is None else bool(self.matches.fullmatch(text))

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from addons.identity import verify_cookie
-from addons.rules import scaled
+from addons.rules import compared_text, scaled
 from gateway.attribution import exponent
 from gateway.channels import Channels, Signals
 from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso, order_key
@@ -184,6 +184,32 @@ class _Reader:
         return now
 
 
+def unmet_requirement(src: SourceMap, raw_type: str, event: dict[str, Any]) -> str | None:
+    """Why an event of ``raw_type`` is not recorded under the sender's ``when`` (the answer's
+    reason), or None when it meets every condition for its type (or there is none)."""
+    for need in src.when.get(raw_type, ()):
+        value = resolve(event, need.tokens)
+        if need.absent:
+            if value is MISSING or value is None:
+                continue
+            return f"type {raw_type!r} with {need.pointer} (sources.when: absent): not recorded"
+        if value is MISSING or value is None:
+            return f"type {raw_type!r} without {need.pointer} (sources.when): not recorded"
+        if need.equals is None and need.matches is None:
+            continue
+        text = compared_text(value)
+        if need.matches is None:
+            held = text == need.equals
+            wanted = f"is not {need.equals!r}"
+        else:
+            held = text is not None and need.matches.fullmatch(text) is not None
+            wanted = f"does not match {need.matches.pattern!r}"
+        if not held:
+            got = repr(text[:40]) if text is not None else f"a {type(value).__name__}"
+            return f"type {raw_type!r} whose {need.pointer} ({got}) {wanted} (sources.when): not recorded"
+    return None
+
+
 def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallback_key: str) -> Mapped:
     """One sender event → the rows it records and its own key; ``Invalid`` with every error."""
     if not isinstance(event, dict):
@@ -191,6 +217,7 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     r = _Reader(src, event, limits.max_len)
     raw_type = r.text("type")
     kind = None
+    why_ignored = f"type {raw_type!r} is in ignore_types: not recorded"
     if raw_type is None:
         if not r.errors:
             r.fail("type", "missing")
@@ -201,6 +228,8 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         if kind is None:
             known = sorted({*src.types, *KINDS})
             r.fail("type", f"{raw_type!r} is not mapped (known: {', '.join(known)}; see types)")
+        elif (unmet := unmet_requirement(src, raw_type, event)) is not None:
+            kind, why_ignored = "ignored", unmet
     moment = r.moment("timestamp", now, limits)
     visitor_id = r.text("visitor_id")
     user_id = r.text("user_id", MAX_USER_ID)
@@ -275,7 +304,7 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         raise Invalid(r.errors)
     rows: list[Event] = []
     if kind == "ignored":
-        return Mapped(key, rows, kind, f"type {raw_type!r} is in ignore_types: not recorded")
+        return Mapped(key, rows, kind, why_ignored)
     if src.lenient and kind == "identify" and not (visitor_id and user_id):
         why = f"identify without both {r.where('visitor_id')} and {r.where('user_id')}: nothing to bind"
         return Mapped(key, rows, kind, why)

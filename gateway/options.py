@@ -249,6 +249,23 @@ SHOPIFY_HMAC = HmacOptions(
 these headers (``X-Shopify-Event-Id`` is the same on every retry of an event)."""
 
 
+class EventCondition(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One entry of a sender's ``when``: its events of ``type`` are recorded only when the value
+    at ``pointer`` is there (and is ``equals``, or matches ``matches``), or with ``absent`` only
+    when it is not; else acknowledged and not recorded, as an ``ignore_types`` type is."""
+
+    type: str
+    """The sender's type value (as ``types`` names it) whose events must meet it."""
+    pointer: str
+    """JSON pointer into the event (``/content/invoice/first_invoice``)."""
+    equals: str | None = None
+    """The text the value must be (a number as written; a JSON boolean as ``true``/``false``)."""
+    matches: str | None = None
+    """A regular expression the whole value must match."""
+    absent: bool = False
+    """The other way round: recorded only when there is no value at ``pointer`` (or ``null``)."""
+
+
 class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One sender of signed server-side events (``[[sources]]``)."""
 
@@ -286,6 +303,9 @@ class SourceOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
     order_scope: str = ""
     """The namespace of this sender's order IDs (``order/<scope>:<id>``): empty, one namespace
     with every rule and sender; a name, only with those given the same one."""
+    when: tuple[EventCondition, ...] = ()
+    """Conditions its events of a type must meet to be recorded (a first payment, not a
+    renewal); an event of that type that does not meet them all is answered ``ignored``."""
 
     def signed_body(self) -> HmacOptions | None:
         """Where and how a sender that signs its body alone puts its signature: Shopify's

@@ -32,7 +32,7 @@ from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
 from gateway.signing import body_hmac, stamped_signature, standard_signature
-from gateway.sources import SourceMap, compile_source, put
+from gateway.sources import Requirement, SourceMap, compile_source, put
 
 
 def url_arg(text: str) -> str:
@@ -134,7 +134,27 @@ def sample_payload(src: SourceMap, creator: str, value: float, currency: str) ->
     for name, value_ in ours.items():
         if carries(src, name):
             put(doc, src.pointers[name], value_)
+    for need in src.when.get(ours["type"], ()):
+        if not need.absent and (meets := meeting(need)) is not None:
+            put(doc, need.tokens, meets)
     return doc
+
+
+def meeting(need: Requirement) -> Any:
+    """A value that meets a ``when`` entry, as the platform would write it (``true`` a JSON
+    boolean, ``3`` a number); for ``matches``, the first of its ``|`` alternatives that matches
+    as written, else None (the test event is then answered ``ignored``, saying why)."""
+    if need.matches is not None:
+        for piece in need.matches.pattern.split("|"):
+            if need.matches.fullmatch(text := piece.strip("()^$")):
+                return text
+        return None
+    if need.equals is None:
+        return "test"
+    if need.equals in ("true", "false"):
+        return need.equals == "true"
+    number = need.equals.isascii() and need.equals.isdigit() and str(int(need.equals)) == need.equals
+    return int(need.equals) if number else need.equals
 
 
 def _options(path: str) -> Options:

@@ -10,6 +10,7 @@ one event means is ``gateway.mapping``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
+from gateway.config_values import regex_problem
 from gateway.events import NAME, NAME_RULE, order_scope_problem
 from gateway.options import SHOPIFY_HMAC
 from gateway.signing import STAMPED
@@ -123,6 +125,19 @@ def put(doc: dict[str, Any], tokens: Sequence[str], value: Any) -> None:
 
 
 @dataclass(frozen=True)
+class Requirement:
+    """A ``when`` entry compiled (``options.EventCondition``): the value at ``pointer`` must be
+    there, and be ``equals`` or match ``matches`` when given; with ``absent``, not be there
+    (``gateway.mapping`` compares)."""
+
+    pointer: str
+    tokens: tuple[str, ...]
+    equals: str | None = None
+    matches: re.Pattern[str] | None = None
+    absent: bool = False
+
+
+@dataclass(frozen=True)
 class SourceMap:
     """A ``[[sources]]`` entry compiled once: pointers parsed, format defaults merged in."""
 
@@ -143,6 +158,8 @@ class SourceMap:
     and records nothing (such calls are routine there), rather than kept as a bad event."""
     order_scope: str = ""
     """The namespace of its order IDs (``events.order_key``; ``SourceOptions.order_scope``)."""
+    when: Mapping[str, tuple[Requirement, ...]] = dataclasses.field(default_factory=dict)
+    """Per sender type value, what its events must meet to be recorded (``SourceOptions.when``)."""
     configured: frozenset[str] = frozenset()
     """Our fields whose pointer the operator wrote (``fields``): one that finds nothing in an
     event is reported (``Mapped.unmatched``), as it may be a typo."""
@@ -178,7 +195,17 @@ def compile_source(opts: SourceOptions) -> SourceMap:
         configured=frozenset(name for name, pointer in opts.fields.items() if pointer),
         platform=opts.platform_layout,
         order_scope=opts.order_scope,
+        when=_requirements(opts),
     )
+
+
+def _requirements(opts: SourceOptions) -> dict[str, tuple[Requirement, ...]]:
+    when: dict[str, tuple[Requirement, ...]] = {}
+    for cond in opts.when:
+        matches = re.compile(cond.matches) if cond.matches is not None else None
+        done = Requirement(cond.pointer, parse_pointer(cond.pointer), cond.equals, matches, cond.absent)
+        when[cond.type] = (*when.get(cond.type, ()), done)
+    return when
 
 
 def validate_sources(options: Options) -> list[str]:
@@ -219,6 +246,7 @@ def validate_sources(options: Options) -> list[str]:
                     f'{at}.fields.{name}: a JSON pointer starts with "/" (or "" to unmap), got {pointer!r}'
                 )
         p += _nested_pointers(src, at)
+        p += _when_problems(src, at)
         if src.batch_pointer and not src.batch_pointer.startswith("/"):
             p.append(
                 f'{at}.batch_pointer: must start with "/" (or be "" for none), got {src.batch_pointer!r}'
@@ -253,6 +281,31 @@ def validate_sources(options: Options) -> list[str]:
                 f'sources[{i}].hmac.header: {src.hmac.header!r} is where a signature = "basic" sender'
                 f" (sources[{logins[0]}]) logs in: which scheme a delivery is would be ambiguous"
             )
+    return p
+
+
+def _when_problems(src: SourceOptions, at: str) -> list[str]:
+    """``when``: each entry names a type this sender records, a pointer, and at most one test."""
+    p = []
+    ignored = set(FORMAT_IGNORE[src.format] if src.ignore_types is None else src.ignore_types)
+    recorded = {*FORMAT_TYPES[src.format], *src.types, *KINDS} - ignored
+    for j, cond in enumerate(src.when):
+        key = f"{at}.when[{j}]"
+        if cond.type in ignored:
+            p.append(f"{key}.type: {cond.type!r} is in ignore_types: its events are never recorded")
+        elif cond.type not in recorded:
+            p.append(
+                f"{key}.type: {cond.type!r} is not a type this source records"
+                f" (known: {', '.join(sorted(recorded))}; see types)"
+            )
+        if not cond.pointer.startswith("/"):
+            p.append(f'{key}.pointer: a JSON pointer starts with "/", got {cond.pointer!r}')
+        if cond.absent and (cond.equals is not None or cond.matches is not None):
+            p.append(f"{key}: absent = true takes neither equals nor matches")
+        elif cond.equals is not None and cond.matches is not None:
+            p.append(f"{key}: set equals or matches, not both")
+        elif cond.matches is not None and (bad := regex_problem(cond.matches)):
+            p.append(f"{key}.matches: {bad}")
     return p
 
 

@@ -1166,9 +1166,13 @@ async def test_stripe_posts_its_own_signed_events(start_gateway, upstream_server
 PADDLE_SECRET = "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_" + "k" * 32  # the whole key, as given
 
 
+def readme_text() -> str:
+    return (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
 def readme_source(signature: str, holding: str = "") -> str:
     """The README's ``[[sources]]`` example of ``signature`` (the one ``holding`` that text)."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = readme_text()
     blocks = re.findall(r"```toml\n(.*?)```", readme, re.DOTALL)
     [toml] = [b for b in blocks if f'signature = "{signature}"' in b and holding in b]
     return toml
@@ -1279,6 +1283,7 @@ async def test_chargebee_logs_in_with_http_basic(start_gateway, upstream_server,
         "event_type": "payment_succeeded",
         "content": {
             "transaction": {"id": "txn_1", "amount": 4900, "currency_code": "EUR", "status": "success"},
+            "invoice": {"id": "inv_1", "first_invoice": True, "recurring": True},
             "customer": {"id": "user-42"},
         },
     }
@@ -1288,6 +1293,27 @@ async def test_chargebee_logs_in_with_http_basic(start_gateway, upstream_server,
     assert await rows(gw, "SELECT name, value, currency, order_id, rule FROM conversions") == [
         ("purchase", 49.0, "EUR", "txn_1", "chargebee")
     ]
+    # A renewal's payment: the same type, its invoice not the first. Until 2026-12-04 each
+    # renewal was recorded as another conversion; the README's `when` leaves it out.
+    renewal = {
+        **event,
+        "id": "ev_renewal",
+        "content": {
+            **event["content"],
+            "transaction": {**event["content"]["transaction"], "id": "txn_renewal"},
+            "invoice": {"id": "inv_2", "first_invoice": False, "recurring": True},
+        },
+    }
+    status, answer = await post(gw, encode(renewal), basic_login(CHARGEBEE_LOGIN))
+    assert (status, answer["result"], answer["reason"]) == (
+        202,
+        "ignored",
+        "type 'payment_succeeded' whose /content/invoice/first_invoice ('false') is not 'true'"
+        " (sources.when): not recorded",
+    ), answer
+    readme = " ".join((await asyncio.to_thread(readme_text)).split())
+    assert f'(`"reason": "{answer["reason"]}"`)' in readme  # as the README shows it
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
     status, answer = await post(gw, body, basic_login(CHARGEBEE_LOGIN))  # Chargebee's retry
     assert (status, answer["result"]) == (200, "duplicate")
     other = encode({**event, "id": "ev_2", "content": {**event["content"], "transaction": {"id": "txn_2"}}})
@@ -1319,6 +1345,7 @@ async def test_chargebee_logs_in_with_http_basic(start_gateway, upstream_server,
     # send-test-event logs in as Chargebee does.
     code, out, err = await send_test_event(gw, tmp_path / "gateway.toml", toml, env, "chargebee")
     assert code == 0 and "HTTP 202" in out and '"event_type":"payment_succeeded"' in out, (out, err)
+    assert '"invoice":{"first_invoice":true}' in out and '"result":"accepted"' in out, out
 
 
 async def test_a_login_that_is_no_senders_leaves_a_paddle_notification_to_its_signature(
@@ -1365,7 +1392,8 @@ async def test_a_login_that_is_no_senders_leaves_a_paddle_notification_to_its_si
     )
     # A login that is a sender's still wins (a relay that logs in passes Paddle's header on), and
     # a wrong login without Paddle's header is refused as a login.
-    body = encode({"id": "ev_1", "event_type": "payment_succeeded", "content": {"customer": {"id": "7"}}})
+    first = {"customer": {"id": "7"}, "invoice": {"first_invoice": True}}
+    body = encode({"id": "ev_1", "event_type": "payment_succeeded", "content": first})
     assert (await post(gw, body, {**basic_login(CHARGEBEE_LOGIN), **paddle_signed(body)}))[0] == 202
     status, answer = await post(gw, body, basic_login("chargebee:" + "x" * 32))
     assert (status, answer["error"]) == (

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import hmac
 import re
+import tomllib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -24,7 +25,7 @@ from gateway.events import Binding, Conversion, Touchpoint
 from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
-from gateway.options import ChannelsOptions, SourceOptions
+from gateway.options import ChannelsOptions, EventCondition, SourceOptions
 from gateway.send_test import cmd_send_test_event, sample_payload
 from gateway.signing import (
     PADDLE,
@@ -287,6 +288,98 @@ def test_stripe_style_mapping_is_configuration() -> None:
         map_event(src, {**event, "data": {"object": {**obj, "amount_total": "1_000"}}}, NOW, LIMITS, "f")
 
 
+WHEN_EVENT = {"type": "paid", "event_id": "e1", "user_id": "u1", "value": 10, "currency": "EUR"}
+
+
+@pytest.mark.parametrize(
+    ("condition", "event", "reason"),
+    [
+        ({"equals": "true"}, {"invoice": {"first": True}}, None),
+        ({"equals": "true"}, {"invoice": {"first": "true"}}, None),  # compared as text
+        ({"equals": "true"}, {"invoice": {"first": False}}, "/invoice/first ('false') is not 'true'"),
+        ({"equals": "true"}, {"invoice": {}}, "without /invoice/first"),
+        ({"equals": "true"}, {"invoice": {"first": None}}, "without /invoice/first"),
+        ({"equals": "3"}, {"invoice": {"first": 3}}, None),
+        ({"equals": "3"}, {"invoice": {"first": 3.0}}, "/invoice/first (a float) is not '3'"),
+        ({"equals": "{}"}, {"invoice": {"first": {}}}, "/invoice/first (a dict) is not '{}'"),
+        ({"matches": "web|api"}, {"invoice": {"first": "api"}}, None),
+        ({"matches": "web|api"}, {"invoice": {"first": "webhook"}}, "does not match 'web|api'"),
+        ({}, {"invoice": {"first": 0}}, None),  # present: any value but null
+        ({}, {}, "without /invoice/first"),
+        ({"absent": True}, {}, None),
+        ({"absent": True}, {"invoice": {"first": None}}, None),
+        ({"absent": True}, {"invoice": {"first": ""}}, "with /invoice/first (sources.when: absent)"),
+    ],
+)
+def test_when_records_an_event_of_its_type_only_when_it_meets_the_condition(
+    condition: dict[str, Any], event: dict[str, Any], reason: str | None
+) -> None:
+    """A billing platform's renewal is the same type as a first payment: without ``when`` every
+    renewal was another conversion. One that does not meet it is ignored, saying why."""
+    src = source(
+        types={"paid": "conversion"},
+        when=[{"type": "paid", "pointer": "/invoice/first", **condition}],
+    )
+    mapped = map_event(src, {**WHEN_EVENT, **event}, NOW, LIMITS, "f")
+    if reason is None:
+        assert mapped.kind == "conversion" and len(mapped.rows) == 1
+    else:
+        assert (mapped.kind, mapped.rows) == ("ignored", [])
+        assert mapped.ignored.startswith("type 'paid' ") and reason in mapped.ignored, mapped.ignored
+        assert mapped.ignored.endswith("(sources.when): not recorded") or "absent" in mapped.ignored
+    # Another type of the same sender is not concerned.
+    other = map_event(src, {**WHEN_EVENT, **event, "type": "identify", "visitor_id": "v1"}, NOW, LIMITS, "f")
+    assert other.kind == "identify" and len(other.rows) == 1
+
+
+def test_every_when_entry_of_a_type_must_hold() -> None:
+    src = source(
+        when=[
+            {"type": "conversion", "pointer": "/a", "equals": "1"},
+            {"type": "conversion", "pointer": "/b", "absent": True},
+        ]
+    )
+    event = {**WHEN_EVENT, "type": "conversion"}
+    assert map_event(src, {**event, "a": 1}, NOW, LIMITS, "f").kind == "conversion"
+    assert map_event(src, {**event, "a": 1, "b": "x"}, NOW, LIMITS, "f").kind == "ignored"
+    assert map_event(src, {**event, "a": 2}, NOW, LIMITS, "f").kind == "ignored"
+
+
+@pytest.mark.parametrize(
+    ("condition", "written"),
+    [
+        ({"equals": "true"}, True),
+        ({"equals": "false"}, False),
+        ({"equals": "12"}, 12),
+        ({"equals": "007"}, "007"),  # as the number 7 it would read "7"
+        ({"equals": "web"}, "web"),
+        ({"matches": "(web|api)"}, "web"),
+        ({"matches": "^subscription_create$"}, "subscription_create"),
+        ({}, "test"),
+    ],
+)
+def test_a_test_event_meets_its_conversion_types_conditions(condition: dict[str, Any], written: Any) -> None:
+    src = source(
+        fields={"type": "/event_type"},
+        types={"paid": "conversion"},
+        when=[{"type": "paid", "pointer": "/invoice/first", **condition}],
+    )
+    payload = sample_payload(src, "cr_1", 10, "EUR")
+    assert payload["invoice"]["first"] == written and type(payload["invoice"]["first"]) is type(written)
+    assert map_event(src, payload, datetime.now(UTC), LIMITS, "f").kind == "conversion"
+
+
+def test_a_test_event_that_cannot_meet_a_pattern_is_answered_ignored() -> None:
+    src = source(types={"paid": "conversion"}, when=[{"type": "paid", "pointer": "/o", "matches": "w[0-9]+"}])
+    payload = sample_payload(src, "cr_1", 10, "EUR")
+    assert "o" not in payload
+    assert map_event(src, payload, datetime.now(UTC), LIMITS, "f").kind == "ignored"
+    absent = source(types={"paid": "conversion"}, when=[{"type": "paid", "pointer": "/o", "absent": True}])
+    assert map_event(
+        absent, sample_payload(absent, "cr_1", 10, "EUR"), datetime.now(UTC), LIMITS, "f"
+    ).kind == ("conversion")
+
+
 @pytest.mark.parametrize("value", [19.99, 50, 0.07, 12.345, 1e15])
 def test_a_test_event_records_the_value_asked_for(value: float) -> None:
     """`gateway send-test-event --value 19.99` to a cents sender sent 19.99 / 0.01 =
@@ -510,6 +603,41 @@ def test_sender_secrets_resolve_from_the_environment() -> None:
             "[[sources]]\nname = 'a'\nsecrets = ['env:BADB64']\n",
             "sources[0].secrets[0]: BADB64 starts with whsec_",
         ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\ntypes = {paid = 'conversion'}\n"
+            "when = [{type = 'payed', pointer = '/first'}]\n",
+            "sources[0].when[0].type: 'payed' is not a type this source records"
+            " (known: conversion, identify, paid, touchpoint; see types)",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nignore_types = ['refund']\n"
+            "when = [{type = 'refund', pointer = '/first'}]\n",
+            "sources[0].when[0].type: 'refund' is in ignore_types: its events are never recorded",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n"
+            "when = [{type = 'conversion', pointer = '/a'}, {type = 'conversion', pointer = 'first'}]\n",
+            "sources[0].when[1].pointer: a JSON pointer starts with \"/\", got 'first'",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n"
+            "when = [{type = 'conversion', pointer = '/a', equals = 'x', matches = 'x'}]\n",
+            "sources[0].when[0]: set equals or matches, not both",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n"
+            "when = [{type = 'conversion', pointer = '/a', equals = 'x', absent = true}]\n",
+            "sources[0].when[0]: absent = true takes neither equals nor matches",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n"
+            "when = [{type = 'conversion', pointer = '/a', matches = '(web'}]\n",
+            "sources[0].when[0].matches: not a valid regular expression",
+        ),
+        (
+            "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nwhen = [{type = 'conversion'}]\n",
+            "sources[0].when[0]: missing pointer",
+        ),
         ("[webhooks]\nmax_batch = 0\n", "webhooks.max_batch: must be 1..10000, got 0"),
         (
             "[webhooks]\ntolerance_seconds = 'x'\n",
@@ -626,23 +754,29 @@ def test_the_readmes_paddle_source_and_its_checkout_only_variant() -> None:
         5000, "JPY", "txn_1", "2026-11-25T11:30:00.621022Z"
     )  # fmt: skip
     assert conversion.user_key == KEYS.user_key("42")
-    # The README's checkout-only variant, word for word.
-    variant = msgspec.structs.replace(
-        options,
-        fields={**options.fields, "type": "/data/origin"},
-        types={"web": "conversion"},
-        ignore_types=(
-            "api", "subscription_recurring", "subscription_update", "subscription_charge",
-            "subscription_payment_method_change",
-        ),
-    )  # fmt: skip
-    for origin in variant.ignore_types or ():
-        assert f'"{origin}"' in readme
-    assert 'type = "/data/origin"' in readme and 'types = {web = "conversion"}' in readme
-    src = compile_source(variant)
-    assert len(map_event(src, event, NOW, LIMITS, "f").rows) == 1
+    # The README's checkout-only variant, word for word: a renewal is answered ignored.
+    [when] = re.findall(r"`(when = \[\{type = \"transaction.completed\".*?\])`", readme, re.DOTALL)
+    [checkout] = tomllib.loads(when)["when"]
+
+    def with_when(condition: dict[str, Any]) -> Any:
+        conditions = msgspec.convert([condition], tuple[EventCondition, ...])
+        return compile_source(msgspec.structs.replace(options, when=conditions))
+
+    variant = with_when(checkout)
+    assert len(map_event(variant, event, NOW, LIMITS, "f").rows) == 1
     renewal = {**event, "data": {**event["data"], "origin": "subscription_recurring"}}
-    assert map_event(src, renewal, NOW, LIMITS, "f").rows == []
+    ignored = map_event(variant, renewal, NOW, LIMITS, "f")
+    assert (ignored.kind, ignored.rows) == ("ignored", [])
+    assert ignored.ignored == (
+        "type 'transaction.completed' whose /data/origin ('subscription_recurring') is not 'web'"
+        " (sources.when): not recorded"
+    )
+    # ... and `matches = "web|api"` for a site that opens checkouts of transactions it created.
+    assert '`matches = "web|api"`' in readme
+    both = with_when({**{k: v for k, v in checkout.items() if k != "equals"}, "matches": "web|api"})
+    for origin, kept in (("web", 1), ("api", 1), ("subscription_recurring", 0)):
+        got = map_event(both, {**event, "data": {**event["data"], "origin": origin}}, NOW, LIMITS, "f")
+        assert len(got.rows) == kept, origin
 
 
 def _basic(login: bytes) -> str:
