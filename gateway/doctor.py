@@ -140,6 +140,22 @@ def _scheme(source: SourceOptions) -> str:
     return "Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature"
 
 
+def _conditions(source: SourceOptions) -> list[str]:
+    """``sources.when`` in a line: each type and what its events need to be recorded."""
+    needs: dict[str, list[str]] = {}
+    for cond in source.when:
+        if cond.absent:
+            need = f"no {cond.pointer}"
+        elif cond.equals is not None:
+            need = f"{cond.pointer} = {cond.equals!r}"
+        elif cond.matches is not None:
+            need = f"{cond.pointer} matching {cond.matches!r}"
+        else:
+            need = f"{cond.pointer} present"
+        needs.setdefault(cond.type, []).append(need)
+    return [f"{kind} only with {' and '.join(each)}" for kind, each in needs.items()]
+
+
 def check_senders(settings: Settings) -> list[Check]:
     """One line per ``[[sources]]`` entry: where it posts and what it must sign with, to wire the
     platform against; a warning for a platform sender whose events have no key of their own."""
@@ -150,6 +166,8 @@ def check_senders(settings: Settings) -> list[Check]:
         path = f"{opts.proxy.reserved_prefix}{'segment' if source.format == 'segment' else 'events'}"
         n = len(source.secrets)
         what = f"sender {source.name}: POST {origin}{path}, {_scheme(source)} ({n} secret{'s' * (n != 1)})"
+        if source.when:
+            what += "; records " + "; ".join(_conditions(source))
         if source.platform_layout and not source.fields.get("event_id"):
             checks.append(
                 Check(

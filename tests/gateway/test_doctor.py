@@ -180,6 +180,13 @@ signature = "hmac"
 secrets = ["env:S1"]
 hmac = {header = "Calendly-Webhook-Signature", stamped = true}
 fields = {event_id = "/payload/uri"}
+types = {"invitee.created" = "conversion", paid = "conversion"}
+when = [
+  {type = "invitee.created", pointer = "/payload/old_invitee", absent = true},
+  {type = "paid", pointer = "/first", equals = "true"},
+  {type = "paid", pointer = "/origin", matches = "web|api"},
+  {type = "paid", pointer = "/user"},
+]
 [[sources]]
 name = "seg"
 format = "segment"
@@ -203,7 +210,9 @@ secrets = ["env:S1"]
     ) in lines
     assert (
         "[  ok] sender cal: POST https://shop.example/_gw/events,"
-        " Calendly-Webhook-Signature: t=…,v1=<hex HMAC of t.body> (1 secret)"
+        " Calendly-Webhook-Signature: t=…,v1=<hex HMAC of t.body> (1 secret);"
+        " records invitee.created only with no /payload/old_invitee;"
+        " paid only with /first = 'true' and /origin matching 'web|api' and /user present"
     ) in lines
     segment = "HTTP Basic, the write key as user name (1 secret)"
     assert f"[  ok] sender seg: POST https://shop.example/_gw/segment, {segment}" in lines
