@@ -30,7 +30,7 @@ from addons.rules import (
     RuleIndex,
     as_text,
     compile_match,
-    conditions_hold,
+    holding_operations,
     money,
 )
 from gateway.events import Conversion, iso, order_key
@@ -101,16 +101,19 @@ class Conversions:
     def response(self, ex: Exchange) -> None:
         for rule in self.index.fired(ex):
             try:
-                if rule.when and not conditions_hold(rule.when, ex):
-                    continue  # not this rule's request (another GraphQL operation): not counted
+                # Not this rule's request (another GraphQL operation): [], not counted.
+                picked = holding_operations(rule.when, ex)
             except ExtractError as err:
-                self._failed(rule, "when_" + err.reason)
+                self._failed(rule, err.reason)
                 continue
-            self._record(ex, rule)
+            for operation in picked:  # a batch's operations the rule's when holds for
+                self._record(ex, rule, operation)
 
-    def _read(self, ex: Exchange, rule: _Rule, field: str, source: Extractor) -> object:
+    def _read(
+        self, ex: Exchange, rule: _Rule, field: str, source: Extractor, operation: int | None
+    ) -> object:
         try:
-            return source(ex)
+            return source(ex, operation)
         except ExtractError as err:
             self._failed(rule, f"{field}_{err.reason}")
             return None
@@ -118,18 +121,18 @@ class Conversions:
     def _failed(self, rule: _Rule, reason: str) -> None:
         self.metrics.extraction_failures.labels(rule.name, reason).inc()
 
-    def _record(self, ex: Exchange, rule: _Rule) -> None:
+    def _record(self, ex: Exchange, rule: _Rule, operation: int | None) -> None:
         assert ex.visitor is not None  # fired() only returns rules for an exchange with a visitor
         value: float | None = None
         if isinstance(rule.value, Extractor):
-            raw = self._read(ex, rule, "value", rule.value)
+            raw = self._read(ex, rule, "value", rule.value, operation)
             if raw is not None and (value := money(raw, rule.value_scale)) is None:
                 self._failed(rule, "value_invalid")
         else:
             value = rule.value
         currency: str | None = None
         if isinstance(rule.currency, Extractor):
-            text = as_text(self._read(ex, rule, "currency", rule.currency))
+            text = as_text(self._read(ex, rule, "currency", rule.currency, operation))
             if text is not None:
                 currency = text.strip().upper()
                 if not _CURRENCY.fullmatch(currency):
@@ -139,7 +142,7 @@ class Conversions:
             currency = rule.currency
         order_id: str | None = None
         if rule.order_id is not None:
-            order_id = as_text(self._read(ex, rule, "order_id", rule.order_id))
+            order_id = as_text(self._read(ex, rule, "order_id", rule.order_id, operation))
             if order_id is not None:
                 order_id = order_id.strip()
                 if not order_id or len(order_id) > MAX_TEXT or not order_id.isprintable():

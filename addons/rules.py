@@ -234,10 +234,16 @@ class Extractor:
         self.response_body = self.kind == "response_json"
         self._read: Callable[[Exchange], Any] = getattr(self, "_" + self.kind)  # one method per kind
 
-    def __call__(self, ex: Exchange) -> Any:
+    def __call__(self, ex: Exchange, operation: int | None = None) -> Any:
+        """The value; ``operation``: in a JSON array (a GraphQL batch), a JSON source reads that
+        element of the request's array, or of the answer's (``operations``)."""
         if self.forbidden:
             raise ExtractError("forbidden_field")
-        value = self._read(ex)
+        if operation is not None and self.kind in ("request_json", "response_json"):
+            body = ex.request_body if self.kind == "request_json" else ex.response_body
+            value = _pointer(_body(body), self.name, operation)
+        else:
+            value = self._read(ex)
         if value is None:
             raise ExtractError("missing")
         return value
@@ -300,11 +306,12 @@ class Condition:
         self.equals = condition.equals
         self.matches = re.compile(condition.matches) if condition.matches is not None else None
 
-    def __call__(self, ex: Exchange) -> bool:
-        """Whether it holds; ExtractError when the value cannot be read at all (a body not
-        read, not JSON, a JWT that fails): the rule does not fire, and that is counted."""
+    def __call__(self, ex: Exchange, operation: int | None = None) -> bool:
+        """Whether it holds (for one ``operation`` of a batch: ``Extractor``); ExtractError when
+        the value cannot be read at all (a body not read, not JSON, a JWT that fails): the rule
+        does not fire, and that is counted."""
         try:
-            value = self.read(ex)
+            value = self.read(ex, operation)
         except ExtractError as err:
             if err.reason == "missing":
                 return False
@@ -317,9 +324,38 @@ class Condition:
         return text == self.equals if self.matches is None else bool(self.matches.fullmatch(text))
 
 
-def conditions_hold(conditions: Sequence[Condition], ex: Exchange) -> bool:
+def conditions_hold(conditions: Sequence[Condition], ex: Exchange, operation: int | None = None) -> bool:
     """Whether every condition of a rule's ``when`` holds (ExtractError: one could not be read)."""
-    return all(condition(ex) for condition in conditions)
+    return all(condition(ex, operation) for condition in conditions)
+
+
+def holding_operations(conditions: Sequence[Condition], ex: Exchange) -> list[int | None]:
+    """What a rule's ``when`` picks: ``[None]`` (the whole exchange) when it holds, ``[]`` when
+    not; for a JSON array (a GraphQL batch, which fails a pointer into one operation with
+    ``json_array``), each operation it holds for, in order. ExtractError (its reason prefixed
+    ``when_``): a condition could not be read (for a batch: for any of its operations)."""
+    try:
+        return [None] if not conditions or conditions_hold(conditions, ex) else []
+    except ExtractError as err:
+        if err.reason != "json_array":
+            raise ExtractError("when_" + err.reason) from None
+    try:
+        return [op for op in range(operations(ex)) if conditions_hold(conditions, ex, op)]
+    except ExtractError as err:
+        raise ExtractError("when_" + err.reason) from None
+
+
+def operations(ex: Exchange) -> int:
+    """How many operations a batch holds: the request's JSON array's length, else the answer's."""
+    for body in (ex.request_body, ex.response_body):
+        if body is not None:
+            try:
+                document = json.loads(body)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(document, list):
+                return len(document)
+    return 0
 
 
 def _body(body: bytes | None) -> bytes:
@@ -328,15 +364,19 @@ def _body(body: bytes | None) -> bytes:
     return body
 
 
-def _pointer(body: bytes, pointer: str) -> Any:
+def _pointer(body: bytes, pointer: str, operation: int | None = None) -> Any:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ExtractError("not_json") from None
     if isinstance(document, list) and pointer and not _INDEX.fullmatch(pointer[1:].split("/")[0]):
         # A batch (Apollo's BatchHttpLink sends ``[{"operationName": …}, …]``): a pointer into
-        # one operation cannot say which. Counted, so a rule that cannot see batches shows up.
-        raise ExtractError("json_array")
+        # one operation reads the one a rule's ``when`` picked (``holding_operations``).
+        if operation is None:
+            raise ExtractError("json_array")
+        if operation >= len(document):
+            return None
+        document = document[operation]
     try:
         return resolve_pointer(document, pointer)
     except (LookupError, TypeError):

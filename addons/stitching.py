@@ -21,7 +21,7 @@ from addons.rules import (
     Extractor,
     RuleIndex,
     compile_match,
-    conditions_hold,
+    holding_operations,
     user_id,
 )
 from gateway.events import Binding, iso
@@ -93,19 +93,20 @@ class Stitching:
     def response(self, ex: Exchange) -> None:
         for rule in self.index.fired(ex):
             try:
-                if rule.when and not conditions_hold(rule.when, ex):
-                    continue  # not this rule's request (another GraphQL operation): not counted
-            except ExtractError as err:
-                self.metrics.extraction_failures.labels(rule.name, "when_" + err.reason).inc()
-                continue
-            try:
-                uid = user_id(rule.user_id(ex))
-                if rule.lowercase:
-                    uid = user_id(uid.lower())
+                # Not this rule's request (another GraphQL operation): [], not counted.
+                picked = holding_operations(rule.when, ex)
             except ExtractError as err:
                 self.metrics.extraction_failures.labels(rule.name, err.reason).inc()
                 continue
-            self._bind(ex, rule.name, self.keys.user_key(uid))
+            for operation in picked:  # a batch's operations the rule's when holds for
+                try:
+                    uid = user_id(rule.user_id(ex, operation))
+                    if rule.lowercase:
+                        uid = user_id(uid.lower())
+                except ExtractError as err:
+                    self.metrics.extraction_failures.labels(rule.name, err.reason).inc()
+                    continue
+                self._bind(ex, rule.name, self.keys.user_key(uid))
 
     def erased(self, user_keys: Collection[str]) -> None:
         """An erasure deleted these users' bindings: their next sign-in binds again."""

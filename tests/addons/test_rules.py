@@ -20,7 +20,9 @@ from addons.jws import JwtError, load_key, read_claims
 from addons.rules import (
     Condition,
     ExtractError,
+    Extractor,
     conditions_hold,
+    holding_operations,
     money,
     parse_form,
     resolve_pointer,
@@ -392,6 +394,61 @@ def test_a_condition_that_cannot_be_read_is_an_error_not_false(body: bytes | Non
     with pytest.raises(ExtractError) as err:
         Condition(ConditionOptions(response_json="/op"))(ex)
     assert err.value.reason == reason
+
+
+def batch(request: Any, response: Any) -> Any:
+    ex = exchange("/graphql", method="POST")
+    ex.request_body = None if request is None else json.dumps(request).encode()
+    raw = isinstance(response, bytes) or response is None
+    ex.response_body = response if raw else json.dumps(response).encode()
+    return ex
+
+
+LOGIN = Condition(ConditionOptions(request_json="/operationName", equals="Login"))
+ANSWERED = Condition(ConditionOptions(response_json="/data/login/user/id"))
+
+
+@pytest.mark.parametrize(
+    ("request_ops", "response", "picked"),
+    [
+        ({"operationName": "Login"}, {"data": {"login": {"user": {"id": "u"}}}}, [None]),  # no batch
+        ({"operationName": "Viewer"}, {"data": {}}, []),
+        (
+            [{"operationName": "Viewer"}, {"operationName": "Login"}, {"operationName": "Login"}],
+            [{"data": {}}, {"data": {"login": {"user": {"id": "u"}}}}, {"data": {"login": None}}],
+            [1],  # the failed login (null) is not picked
+        ),
+        (
+            [{"operationName": "Login"}, {"operationName": "Login"}],
+            [{"data": {"login": {"user": {"id": "u"}}}}],
+            [0],
+        ),
+        ([], [], []),
+    ],
+)
+def test_when_picks_the_operations_of_a_batch_it_holds_for(
+    request_ops: Any, response: Any, picked: list
+) -> None:
+    ex = batch(request_ops, response)
+    assert holding_operations([LOGIN, ANSWERED], ex) == picked
+    user = Extractor(ConditionOptions(response_json="/data/login/user/id"))
+    assert [user(ex, op) for op in picked] == ["u"] * len(picked)
+
+
+def test_a_batch_a_condition_cannot_read_is_counted_as_when_reason() -> None:
+    with pytest.raises(ExtractError) as err:  # the answer was not read (over max_body)
+        holding_operations([LOGIN, ANSWERED], batch([{"operationName": "Login"}], None))
+    assert err.value.reason == "when_body_not_read"
+    with pytest.raises(ExtractError) as err:
+        holding_operations([ANSWERED], batch({"operationName": "Login"}, b"<html>"))
+    assert err.value.reason == "when_not_json"
+    # No when: the whole exchange, and a pointer into one operation of a batch is json_array.
+    assert holding_operations([], batch([{"operationName": "Login"}], [])) == [None]
+    with pytest.raises(ExtractError, match="json_array"):
+        Extractor(ConditionOptions(request_json="/operationName"))(batch([{"operationName": "L"}], []))
+    # A position still reads that position, whichever operation is picked.
+    second = Extractor(ConditionOptions(request_json="/1/operationName"))
+    assert second(batch([{"operationName": "A"}, {"operationName": "B"}], []), 0) == "B"
 
 
 def test_money_scales_before_checking_the_range() -> None:
