@@ -28,6 +28,7 @@ from gateway.attribution import Params, from_minor
 from gateway.events import VERDICTS
 from gateway.payouts import Payouts
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
+from storage.queries import share
 from storage.reports import Clicks, Part, Reports
 
 TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
@@ -361,11 +362,11 @@ async def paths(reports: Reports, q: Query) -> Report:
             "measure": "touches",
             "bucket": b,
             "conversions": touches[b],
-            "share": _share(touches[b], len(lengths)),
+            "share": share(touches[b], len(lengths)),
         }
         for b in TOUCH_BUCKETS
     ] + [
-        {"measure": "days", "bucket": b, "conversions": n, "share": _share(n, len(days))}
+        {"measure": "days", "bucket": b, "conversions": n, "share": share(n, len(days))}
         for b, n in waits.items()
     ]
     summary = {
@@ -401,7 +402,7 @@ def fraud(groups: list[dict[str, Any]], group_by: str, since: str | None, until:
             "group": g["key"],
             "clicks": g["clicks"],
             **{v: g["verdicts"][v] for v in FRAUD_VERDICTS},
-            **{f"{v}_share": _share(g["verdicts"][v], g["clicks"]) for v in FRAUD_VERDICTS},
+            **{f"{v}_share": share(g["verdicts"][v], g["clicks"]) for v in FRAUD_VERDICTS},
             "distinct_visitors": g["distinct_visitors"],
             "distinct_ips": g["distinct_ips"],
             "top_reasons": "; ".join(f"{r['reason']}: {r['count']}" for r in g["top_reasons"]),
@@ -410,14 +411,6 @@ def fraud(groups: list[dict[str, Any]], group_by: str, since: str | None, until:
     ]
     meta = {"since": echoed(since), "until": echoed(until), "group_by": group_by}
     return Report("fraud", FRAUD_COLUMNS, rows, meta)
-
-
-SHARE = Decimal("0.0001")
-"""A share's precision: four decimals, on every row (none of a whole of zero too)."""
-
-
-def _share(part: int, whole: int) -> Decimal:
-    return (Decimal(part) / whole).quantize(SHARE) if whole else Decimal(0).quantize(SHARE)
 
 
 PAYOUT_COLUMNS = [

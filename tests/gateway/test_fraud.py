@@ -313,6 +313,24 @@ async def test_fraud_report_exports_every_group_as_csv_and_ndjson(start_gateway,
     ]
 
 
+async def test_fraud_shares_are_the_same_number_in_json_and_every_export(start_gateway, origin) -> None:
+    """1 blocked click of 160 is 0.00625: the JSON rounded the float nearest to it (a hair above)
+    to 0.0063 while the CSV, the NDJSON and the terminal rounded the exact ratio to 0.0062, so
+    one report gave an analyst two numbers. Both now round the exact ratio, half to even."""
+    gw = await start_gateway(origin[0])
+    await gw.gateway.store.write([click(n, "anna", "block" if n == 0 else "allow") for n in range(160)])
+    as_json = await gw.api("/api/fraud")
+    valid("/api/fraud", as_json)
+    (anna,) = as_json["groups"]
+    assert (anna["shares"]["block"], anna["shares"]["allow"]) == (0.0062, 0.9938)
+    async with gw.session.get(gw.admin_url + "/api/fraud", headers=AUTH, params={"format": "csv"}) as resp:
+        (row,) = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert (row["block_share"], row["allow_share"]) == ("0.0062", "0.9938")
+    async with gw.session.get(gw.admin_url + "/api/fraud", headers=AUTH, params={"format": "ndjson"}) as resp:
+        (line,) = [json.loads(text) for text in (await resp.text()).splitlines()]
+    assert (line["block_share"], line["allow_share"]) == (0.0062, 0.9938)
+
+
 async def test_fraud_report_says_when_its_json_is_cut(start_gateway, origin) -> None:
     gw = await start_gateway(origin[0])
     await gw.gateway.store.write([click(n, f"cr_{n:04}", "allow") for n in range(1002)])
