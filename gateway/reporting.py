@@ -136,8 +136,9 @@ class Report:
         return out.getvalue()
 
     def text(self) -> str:
-        """An aligned table for a terminal: text left, numbers right."""
-        cells = [[_cell(row.get(c), c) for c in self.columns] for row in self.rows]
+        """An aligned table for a terminal: text left, numbers right; a cell in a right-to-left
+        script fenced by left-to-right marks (``ltr_fenced``)."""
+        cells = [[ltr_fenced(_cell(row.get(c), c)) for c in self.columns] for row in self.rows]
         widths = [max([len(c), *(display_width(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
         numeric = [all(isinstance(row.get(c), int | Decimal) for row in self.rows) for c in self.columns]
 
@@ -152,7 +153,7 @@ class Report:
         head = f"{self.name}: {since} .. {until}"
         for key in ("model", "group_by", "conversion"):
             if self.meta.get(key):
-                head += f", {key} {self.meta[key]}"
+                head += f", {key} {ltr_fenced(str(self.meta[key]))}"
         out = [head, "", line(self.columns), line(["-" * w for w in widths])]
         out += [line(r) for r in cells] or ["(no rows)"]
         if "summary" in self.meta:
@@ -191,6 +192,24 @@ def display_width(text: str) -> int:
         last = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
         width += last
     return width
+
+
+_RIGHT_TO_LEFT = frozenset({"R", "AL", "AN"})
+"""Bidirectional classes that a terminal's bidi algorithm lays out right to left: Hebrew,
+Arabic (and Syriac, Thaana…) letters and Arabic-Indic digits."""
+LRM = "\u200e"
+
+
+def ltr_fenced(text: str) -> str:
+    """``text`` between two LEFT-TO-RIGHT MARKs when it holds a right-to-left letter or digit,
+    else as it is. A terminal that applies the Unicode bidi algorithm (GNOME Terminal, Konsole,
+    mlterm) reverses a run of right-to-left text together with the spaces and numbers that
+    follow it: ``מבצע  6  0  1`` showed as ``1  0  6  עצבמ``, the columns out of order, and a
+    line whose first letter is Hebrew or Arabic laid out from the right. The marks (no column
+    wide, invisible elsewhere) keep the name's own run inside its cell."""
+    if text.isascii() or not any(unicodedata.bidirectional(ch) in _RIGHT_TO_LEFT for ch in text):
+        return text
+    return LRM + text + LRM
 
 
 def csv_cell(value: Any) -> Any:
