@@ -108,15 +108,24 @@ class Report:
         it is limited to, the verdicts it counts unless ``allow`` alone (``allow+review``),
         and the period's first and last days in ``zone``
         (``attribution.timezone``: the dates asked for, not the UTC dates they begin on; the
-        last day is the one ``until``, exclusive, ends: November is ``…-11-01-…-11-30``). A
-        conversion's name keeps its ASCII letters, digits and ``.``, each run of anything else
+        last day is the one ``until``, exclusive, ends: November is ``…-11-01-…-11-30``); a
+        period open at one end (the fraud report's may be) names its one day ``from-…`` or
+        ``to-…``, so that ``since=2026-11-01`` and ``until=2026-11-02`` differ. A conversion's
+        name keeps its ASCII letters, digits and ``.``, each run of anything else
         becoming one ``_``, so the name is one safe ASCII word."""
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
         parts += [_file_word(self.meta.get("conversion")), self.meta.get("population")]
         verdicts = self.meta.get("verdicts")
         if verdicts is not None and verdicts != ["allow"]:  # not every report counts allow alone
             parts.append("+".join(verdicts))
-        parts += [_local_date(self.meta["since"], zone), _local_date(self.meta["until"], zone, last=True)]
+        since, until = self.meta["since"], self.meta["until"]
+        first, last = _local_date(since, zone), _local_date(until, zone, last=True)
+        if since is None and until is not None:  # an open end (the fraud report's): say which
+            parts += ["to", last]
+        elif until is None and since is not None:
+            parts += ["from", first]
+        else:
+            parts += [first, last]
         return "-".join(str(p) for p in parts if p) + "." + extension
 
     def json(self) -> bytes:
