@@ -28,6 +28,7 @@ from gateway.attribution import Params, from_minor
 from gateway.events import VERDICTS
 from gateway.payouts import Payouts
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
+from storage.queries import share
 from storage.reports import Clicks, Part, Reports
 
 TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
@@ -107,15 +108,24 @@ class Report:
         it is limited to, the verdicts it counts unless ``allow`` alone (``allow+review``),
         and the period's first and last days in ``zone``
         (``attribution.timezone``: the dates asked for, not the UTC dates they begin on; the
-        last day is the one ``until``, exclusive, ends: November is ``…-11-01-…-11-30``). A
-        conversion's name keeps its ASCII letters, digits and ``.``, each run of anything else
+        last day is the one ``until``, exclusive, ends: November is ``…-11-01-…-11-30``); a
+        period open at one end (the fraud report's may be) names its one day ``from-…`` or
+        ``to-…``, so that ``since=2026-11-01`` and ``until=2026-11-02`` differ. A conversion's
+        name keeps its ASCII letters, digits and ``.``, each run of anything else
         becoming one ``_``, so the name is one safe ASCII word."""
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
         parts += [_file_word(self.meta.get("conversion")), self.meta.get("population")]
         verdicts = self.meta.get("verdicts")
         if verdicts is not None and verdicts != ["allow"]:  # not every report counts allow alone
             parts.append("+".join(verdicts))
-        parts += [_local_date(self.meta["since"], zone), _local_date(self.meta["until"], zone, last=True)]
+        since, until = self.meta["since"], self.meta["until"]
+        first, last = _local_date(since, zone), _local_date(until, zone, last=True)
+        if since is None and until is not None:  # an open end (the fraud report's): say which
+            parts += ["to", last]
+        elif until is None and since is not None:
+            parts += ["from", first]
+        else:
+            parts += [first, last]
         return "-".join(str(p) for p in parts if p) + "." + extension
 
     def json(self) -> bytes:
@@ -135,8 +145,9 @@ class Report:
         return out.getvalue()
 
     def text(self) -> str:
-        """An aligned table for a terminal: text left, numbers right."""
-        cells = [[_cell(row.get(c), c) for c in self.columns] for row in self.rows]
+        """An aligned table for a terminal: text left, numbers right; a cell in a right-to-left
+        script fenced by left-to-right marks (``ltr_fenced``)."""
+        cells = [[ltr_fenced(_cell(row.get(c), c)) for c in self.columns] for row in self.rows]
         widths = [max([len(c), *(display_width(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
         numeric = [all(isinstance(row.get(c), int | Decimal) for row in self.rows) for c in self.columns]
 
@@ -151,7 +162,7 @@ class Report:
         head = f"{self.name}: {since} .. {until}"
         for key in ("model", "group_by", "conversion"):
             if self.meta.get(key):
-                head += f", {key} {self.meta[key]}"
+                head += f", {key} {ltr_fenced(str(self.meta[key]))}"
         out = [head, "", line(self.columns), line(["-" * w for w in widths])]
         out += [line(r) for r in cells] or ["(no rows)"]
         if "summary" in self.meta:
@@ -190,6 +201,24 @@ def display_width(text: str) -> int:
         last = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
         width += last
     return width
+
+
+_RIGHT_TO_LEFT = frozenset({"R", "AL", "AN"})
+"""Bidirectional classes that a terminal's bidi algorithm lays out right to left: Hebrew,
+Arabic (and Syriac, Thaana…) letters and Arabic-Indic digits."""
+LRM = "\u200e"
+
+
+def ltr_fenced(text: str) -> str:
+    """``text`` between two LEFT-TO-RIGHT MARKs when it holds a right-to-left letter or digit,
+    else as it is. A terminal that applies the Unicode bidi algorithm (GNOME Terminal, Konsole,
+    mlterm) reverses a run of right-to-left text together with the spaces and numbers that
+    follow it: ``מבצע  6  0  1`` showed as ``1  0  6  עצבמ``, the columns out of order, and a
+    line whose first letter is Hebrew or Arabic laid out from the right. The marks (no column
+    wide, invisible elsewhere) keep the name's own run inside its cell."""
+    if text.isascii() or not any(unicodedata.bidirectional(ch) in _RIGHT_TO_LEFT for ch in text):
+        return text
+    return LRM + text + LRM
 
 
 def csv_cell(value: Any) -> Any:
@@ -361,11 +390,11 @@ async def paths(reports: Reports, q: Query) -> Report:
             "measure": "touches",
             "bucket": b,
             "conversions": touches[b],
-            "share": _share(touches[b], len(lengths)),
+            "share": share(touches[b], len(lengths)),
         }
         for b in TOUCH_BUCKETS
     ] + [
-        {"measure": "days", "bucket": b, "conversions": n, "share": _share(n, len(days))}
+        {"measure": "days", "bucket": b, "conversions": n, "share": share(n, len(days))}
         for b, n in waits.items()
     ]
     summary = {
@@ -401,7 +430,7 @@ def fraud(groups: list[dict[str, Any]], group_by: str, since: str | None, until:
             "group": g["key"],
             "clicks": g["clicks"],
             **{v: g["verdicts"][v] for v in FRAUD_VERDICTS},
-            **{f"{v}_share": _share(g["verdicts"][v], g["clicks"]) for v in FRAUD_VERDICTS},
+            **{f"{v}_share": share(g["verdicts"][v], g["clicks"]) for v in FRAUD_VERDICTS},
             "distinct_visitors": g["distinct_visitors"],
             "distinct_ips": g["distinct_ips"],
             "top_reasons": "; ".join(f"{r['reason']}: {r['count']}" for r in g["top_reasons"]),
@@ -410,14 +439,6 @@ def fraud(groups: list[dict[str, Any]], group_by: str, since: str | None, until:
     ]
     meta = {"since": echoed(since), "until": echoed(until), "group_by": group_by}
     return Report("fraud", FRAUD_COLUMNS, rows, meta)
-
-
-SHARE = Decimal("0.0001")
-"""A share's precision: four decimals, on every row (none of a whole of zero too)."""
-
-
-def _share(part: int, whole: int) -> Decimal:
-    return (Decimal(part) / whole).quantize(SHARE) if whole else Decimal(0).quantize(SHARE)
 
 
 PAYOUT_COLUMNS = [

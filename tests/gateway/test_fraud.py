@@ -278,7 +278,9 @@ async def test_fraud_report_exports_every_group_as_csv_and_ndjson(start_gateway,
         gw.admin_url + "/api/fraud", headers={**AUTH, "Accept": "text/csv"}, params={"until": "2026-12-01"}
     ) as resp:
         assert resp.status == 200 and resp.content_type == "text/csv" and resp.headers["Vary"] == "Accept"
-        assert resp.headers["Content-Disposition"] == 'attachment; filename="fraud-creator_id-2026-11-30.csv"'
+        assert (
+            resp.headers["Content-Disposition"] == 'attachment; filename="fraud-creator_id-to-2026-11-30.csv"'
+        )
         rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert rows[0] == {
         "group": "anna",
@@ -310,6 +312,41 @@ async def test_fraud_report_exports_every_group_as_csv_and_ndjson(start_gateway,
     assert [(r["group"], r["clicks"], r["block"], r["unscored_share"]) for r in lines] == [
         ("Paid Social", 3, 2, 0),
         ("Display", 2, 0, 0.5),
+    ]
+
+
+async def test_fraud_shares_are_the_same_number_in_json_and_every_export(start_gateway, origin) -> None:
+    """1 blocked click of 160 is 0.00625: the JSON rounded the float nearest to it (a hair above)
+    to 0.0063 while the CSV, the NDJSON and the terminal rounded the exact ratio to 0.0062, so
+    one report gave an analyst two numbers. Both now round the exact ratio, half to even."""
+    gw = await start_gateway(origin[0])
+    await gw.gateway.store.write([click(n, "anna", "block" if n == 0 else "allow") for n in range(160)])
+    as_json = await gw.api("/api/fraud")
+    valid("/api/fraud", as_json)
+    (anna,) = as_json["groups"]
+    assert (anna["shares"]["block"], anna["shares"]["allow"]) == (0.0062, 0.9938)
+    async with gw.session.get(gw.admin_url + "/api/fraud", headers=AUTH, params={"format": "csv"}) as resp:
+        (row,) = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert (row["block_share"], row["allow_share"]) == ("0.0062", "0.9938")
+    async with gw.session.get(gw.admin_url + "/api/fraud", headers=AUTH, params={"format": "ndjson"}) as resp:
+        (line,) = [json.loads(text) for text in (await resp.text()).splitlines()]
+    assert (line["block_share"], line["allow_share"]) == (0.0062, 0.9938)
+
+
+async def test_a_fraud_export_open_at_one_end_says_which(start_gateway, origin) -> None:
+    """Every click from 1 November on, and every click up to the end of 1 November, were both
+    ``fraud-creator_id-2026-11-01.csv``: downloaded side by side, one replaced the other."""
+    gw = await start_gateway(origin[0])
+    names = []
+    for period in ({"since": "2026-11-01"}, {"until": "2026-11-02"}, {}):
+        params = {"format": "csv", **period}
+        async with gw.session.get(gw.admin_url + "/api/fraud", headers=AUTH, params=params) as resp:
+            assert resp.status == 200
+            names.append(resp.headers["Content-Disposition"])
+    assert names == [
+        'attachment; filename="fraud-creator_id-from-2026-11-01.csv"',
+        'attachment; filename="fraud-creator_id-to-2026-11-01.csv"',
+        'attachment; filename="fraud-creator_id.csv"',
     ]
 
 

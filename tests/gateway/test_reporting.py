@@ -1,16 +1,21 @@
 """The reports' renderings (``gateway/reporting.py``): what CSV does to text a spreadsheet
-would run as a formula, and what it leaves alone."""
+would run as a formula, and what it leaves alone; how the terminal table lines up wide,
+combining and right-to-left text."""
 
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import io
 import json
+import re
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from gateway.reporting import Report, display_width
+from gateway.reporting import LRM, Report, display_width
 
 COLUMNS = ["group", "currency", "conversions", "value"]
 
@@ -86,3 +91,71 @@ def test_display_width_counts_every_non_spacing_mark_as_none(text: str, columns:
 def test_display_width_of_a_symbol_shown_as_an_emoji(text: str, columns: int) -> None:
     """VS16 asks for a narrow symbol's emoji form, which terminals draw two columns wide."""
     assert display_width(text) == columns
+
+
+def _icu_bidi() -> ctypes.CDLL | None:
+    """ICU's common library (the Unicode bidi algorithm as terminals apply it), if installed."""
+    name = ctypes.util.find_library("icuuc")
+    return ctypes.CDLL(name) if name else None
+
+
+def _visual_order(icu: ctypes.CDLL, line: str, paragraph: int) -> list[int]:
+    """The logical index of each character of ``line`` (BMP only) in the order the Unicode bidi
+    algorithm displays them, with ICU's ``ubidi``; ``paragraph``: 0 left to right, 0xFE
+    detected from the first strong letter (as Konsole and mlterm do)."""
+    # ICU versions its symbols (ubidi_open_72) unless it was built without renaming.
+    suffix = "" if hasattr(icu, "ubidi_openSized") else "_" + icu._name.rsplit(".", 1)[-1]
+
+    def fn(name: str) -> Any:
+        return getattr(icu, name + suffix)
+
+    err = ctypes.c_int(0)
+    n = len(line)
+    open_sized, set_para, visual_map, close = (
+        fn("ubidi_openSized"), fn("ubidi_setPara"), fn("ubidi_getVisualMap"), fn("ubidi_close"),
+    )  # fmt: skip
+    open_sized.restype = ctypes.c_void_p
+    open_sized.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.POINTER(ctypes.c_int)]
+    set_para.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_uint8]
+    set_para.argtypes += [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+    visual_map.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int)]
+    close.argtypes = [ctypes.c_void_p]
+    bidi = open_sized(n, 0, ctypes.byref(err))
+    text = ctypes.create_string_buffer(line.encode("utf-16-le"))
+    set_para(bidi, text, n, paragraph, None, ctypes.byref(err))
+    order = (ctypes.c_int32 * n)()
+    visual_map(bidi, order, ctypes.byref(err))
+    close(bidi)
+    assert err.value <= 0, f"ICU error {err.value}"
+    return list(order)
+
+
+RTL_ROWS = [
+    {"group": "מבצע חורף", "clicks": 6, "allow": 5, "block": 1},
+    {"group": "حملة الشتاء", "clicks": 12, "allow": 12, "block": 0},
+    {"group": "٢٠٢٦", "clicks": 3, "allow": 3, "block": 0},
+    {"group": "spring", "clicks": 140, "allow": 139, "block": 1},
+]
+
+
+def test_a_right_to_left_name_keeps_the_numbers_after_it_in_their_columns() -> None:
+    """A terminal that applies the bidi algorithm (GNOME Terminal, Konsole) reversed a Hebrew or
+    Arabic name together with the numbers after it (``מבצע חורף  6  5  1`` showed as
+    ``1  5  6  ףרוח עצבמ``): the name's cell is now fenced by LEFT-TO-RIGHT MARKs, which take no
+    column, so the table still lines up, and the columns show in order."""
+    report = Report("fraud", ["group", "clicks", "allow", "block"], RTL_ROWS, {"since": None, "until": None})
+    lines = report.text().splitlines()[4:8]
+    assert [line.count(LRM) for line in lines] == [2, 2, 2, 0]
+    assert len({display_width(line) for line in lines}) == 1  # the marks take no column
+    icu = _icu_bidi()
+    if icu is None:
+        pytest.skip("ICU (libicuuc) is not installed: the layout itself is not checked")
+    for line in lines:
+        cell_of = []  # each character's column: a run of 2+ spaces ends a cell
+        column = 0
+        for match in re.finditer(r" {2,}|[^ ]+| ", line):
+            cell_of += [column] * len(match.group())
+            column += match.group().startswith("  ")
+        for paragraph in (0, 0xFE):
+            shown = [cell_of[i] for i in _visual_order(icu, line, paragraph)]
+            assert shown == sorted(shown), (line, paragraph)
