@@ -16,7 +16,7 @@ from datetime import UTC
 from urllib.parse import urlsplit
 
 from gateway.channels import Signals
-from gateway.events import DailyCount, Touchpoint, iso
+from gateway.events import DailyCount, Touchpoint, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, split_query
 
@@ -137,7 +137,12 @@ class Campaign:
             if len(value) > max_length:
                 self._drop("too_long")
                 continue
-            if not value.isprintable() or (slot == "click" and any(c.isspace() for c in value)):
+            # A click ID is a token: no space, nor the joiners a name may be written with.
+            if slot == "click":
+                printable = value.isprintable() and not any(c.isspace() for c in value)
+            else:
+                printable = printable_name(value)
+            if not printable:
                 self._drop("unprintable")
                 continue
             if not value:

@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.badbody import body_key, unseal
 from gateway.config import Settings
 from gateway.creators import Creator, CreatorRegistry
-from gateway.events import CreatorStanding, VerdictChange, iso
+from gateway.events import CreatorStanding, VerdictChange, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
 from gateway.metrics import Metrics
@@ -353,7 +353,7 @@ def _filter(name: str, value: str) -> str:
         if not _VISITOR_KEY.fullmatch(value.lower()):
             raise ApiError(400, f"visitor_key: expected 32 hex digits, got {value[:100]!r}")
         return value.lower()
-    if not value or value != value.strip() or not value.isprintable():
+    if not value or value != value.strip() or not printable_name(value):
         raise ApiError(
             400,
             f"{name}: expected a value as touchpoints record it (printable, no spaces around it),"
@@ -684,7 +684,7 @@ async def set_creator(request: web.Request) -> web.Response:
     used by the bots addon from the next click on."""
     only_params(request, set())
     creator_id = request.match_info["creator_id"]
-    if not creator_id or len(creator_id) > 200 or not creator_id.isprintable():
+    if not creator_id or len(creator_id) > 200 or not printable_name(creator_id):
         raise ApiError(400, "creator_id: expected 1..200 printable characters")
     if creator_id != creator_id.strip():  # clicks' creator IDs are trimmed: it could never match
         raise ApiError(400, "creator_id: no spaces before or after it (clicks' creator IDs are trimmed)")
@@ -694,7 +694,7 @@ async def set_creator(request: web.Request) -> web.Response:
     analyst = _text("analyst", body.analyst, 100)
     reason = _text("reason", body.reason, 1000)
     name = body.name.strip()
-    if len(name) > 200 or not name.isprintable():
+    if len(name) > 200 or not printable_name(name):
         raise ApiError(400, "name: expected at most 200 printable characters")
     now = datetime.now(UTC)
     standing = CreatorStanding(

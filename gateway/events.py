@@ -20,6 +20,19 @@ _last_second: tuple[float, str] = (float("nan"), "")
 bursts within one second, and the date and time part is most of the formatting."""
 
 
+_JOINERS = dict.fromkeys((0x200C, 0x200D))
+"""ZERO WIDTH NON-JOINER and ZERO WIDTH JOINER: format characters, not printable to
+``str.isprintable``, yet part of how words and symbols are written (``printable_name``)."""
+
+
+def printable_name(text: str) -> bool:
+    """Whether ``text`` is printable as a name a person gave (a campaign, a source, a creator
+    ID, a conversion's name): ``str.isprintable``, with the zero-width non-joiner and joiner
+    allowed, as Persian writes ``می‌خواهم`` (U+200C) and emoji sequences join ``👨‍👩‍👧`` (U+200D).
+    Other format and control characters still fail."""
+    return text.isprintable() or text.translate(_JOINERS).isprintable()
+
+
 def iso(ts: datetime) -> str:
     """UTC ISO 8601 with microseconds and a Z, e.g. ``2026-11-25T14:00:00.000000Z``."""
     global _last_second

@@ -24,7 +24,7 @@ from addons.identity import verify_cookie
 from addons.rules import compared_text, scaled
 from gateway.attribution import exponent
 from gateway.channels import Channels, Signals
-from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso, order_key
+from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso, order_key, printable_name
 from gateway.keys import MAX_USER_ID, Keys
 from gateway.sources import KINDS, MISSING, SourceMap, resolve
 
@@ -34,6 +34,8 @@ MAX_KEY = 256
 EVENT_KEY_FALLBACKS = ("/messageId", "/$insert_id", "/conversion_unique_id")
 """Where an event's own key is looked for after the ``event_id`` mapping, in this order."""
 ATTRIBUTION = ("source", "medium", "campaign", "creator_id", "click_id")
+NAMED = frozenset(("source", "medium", "campaign", "term", "content", "creator_id", "sub_id", "name"))
+"""Fields that hold a name a person gave, printable as ``events.printable_name`` says."""
 """Fields of which a touchpoint needs at least one."""
 
 
@@ -108,6 +110,8 @@ class _Reader:
         self.errors.append(f"{self.where(name)}: {message}")
 
     def text(self, name: str, max_len: int | None = None) -> str | None:
+        """A field's text, trimmed; a name a person gave (``NAMED``) may hold the zero-width
+        joiners (``events.printable_name``), an ID (a user's, an order's) may not."""
         value = self.raw(name)
         if value is MISSING:
             return None
@@ -119,7 +123,7 @@ class _Reader:
         if len(value) > limit:
             self.fail(name, f"longer than {limit} characters")
             return None
-        if not value.isprintable():
+        if not (printable_name(value) if name in NAMED else value.isprintable()):
             self.fail(name, "contains unprintable characters")
             return None
         return value or None

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from gateway.attribution import Params, from_minor
-from gateway.events import VERDICTS
+from gateway.events import VERDICTS, printable_name
 from gateway.payouts import Payouts
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
 from storage.queries import share
@@ -71,7 +71,7 @@ class Query:
 def is_conversion_name(text: str) -> bool:
     """Whether ``text`` can name a conversion to report on (``signup``): 1..200 printable
     characters."""
-    return 0 < len(text) <= 200 and text.isprintable()
+    return 0 < len(text) <= 200 and printable_name(text)
 
 
 def conversion_name(text: str, key: str) -> str:

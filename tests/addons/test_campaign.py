@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from addons.campaign import Campaign, hostname, strip_query
@@ -89,6 +91,9 @@ def test_a_repeated_parameter_the_first_valid_value_wins_everywhere(query: str, 
         ("utm_source=a%0Ab", "unprintable"),
         ("utm_source=%FF%FE", "unprintable"),  # not UTF-8
         ("gclid=has%20space", "unprintable"),
+        ("utm_campaign=a%E2%80%8Bb", "unprintable"),  # ZERO WIDTH SPACE: not a joiner
+        ("utm_campaign=a%E2%80%AEb", "unprintable"),  # RIGHT-TO-LEFT OVERRIDE
+        ("gclid=a%E2%80%8Db", "unprintable"),  # a click ID is no name
     ],
 )
 def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: str) -> None:
@@ -96,6 +101,23 @@ def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: s
     assert ex.events == []
     assert ex.upstream_query == "keep=1"
     assert metric(ctx, "gateway_params_dropped_total", {"reason": reason}) == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "می‌خواهم",  # Persian "I want", with its ZWNJ
+        "👨‍👩‍👧",  # one family emoji, joined by ZWJs
+    ],
+)
+def test_a_name_written_with_zero_width_joiners_is_kept(name: str) -> None:
+    """Until 2026-12-04 a campaign written in Persian as it should be (U+200C between the
+    parts of a word) or a joined emoji (U+200D) was dropped as unprintable: its landing was
+    recorded without the campaign, and its credit went to (none)."""
+    ex, ctx = run(f"/?utm_campaign={quote(name)}&utm_source={quote(name)}&creator_id={quote(name)}")
+    [tp] = ex.events
+    assert (tp.campaign, tp.source, tp.creator_id) == (name, name, name)
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "unprintable"}) == 0
 
 
 def test_allowed_sources() -> None:

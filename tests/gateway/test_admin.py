@@ -8,6 +8,7 @@ import re
 import typing
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -185,6 +186,21 @@ async def test_touchpoint_filters(gw) -> None:
     assert body["items"] == []
     _, _, body = await get(gw, "/api/touchpoints", AUTH, since="2000-01-01T00:00:00Z")
     assert len(body["items"]) == 2
+
+
+async def test_a_name_written_with_a_zero_width_joiner_is_recorded_listed_and_a_creator(gw) -> None:
+    """Persian writes some words with U+200C between their parts: until 2026-12-04 such a
+    campaign was dropped at intake, refused as a filter, and refused as a creator ID."""
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    await land(gw, f"utm_source=alpha&utm_campaign={quote(persian)}&creator_id={quote(persian)}")
+    _, _, body = await get(gw, "/api/touchpoints", AUTH, campaign=persian, creator_id=persian)
+    assert [(t["campaign"], t["creator_id"]) for t in body["items"]] == [(persian, persian)]
+    standing = json.dumps({"verified": True, "name": persian, "analyst": "ann", "reason": "r"}).encode()
+    url = URL(gw.admin_url + "/api/creators/" + quote(persian), encoded=True)
+    async with gw.session.put(url, headers=AUTH, data=standing) as resp:
+        assert resp.status == 200, await resp.text()
+    status, _, body = await get(gw, "/api/touchpoints", AUTH, campaign="a\u200bb")  # ZERO WIDTH SPACE
+    assert status == 400 and body["error"].startswith("campaign: expected a value as touchpoints record it")
 
 
 async def test_a_filter_no_touchpoint_could_match_is_a_400_naming_it(gw) -> None:

@@ -473,6 +473,10 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
             {"type": "touchpoint", "visitor_id": "v", "source": "a\x00b"},
             ["source (/source): contains unprintable"],
         ),
+        (  # a joiner is part of a name, not of an ID
+            {"type": "conversion", "user_id": "u\u200cx", "campaign": "\u0645\u06cc\u200c\u062e"},
+            ["user_id (/user_id): contains unprintable"],
+        ),
         ({"type": True}, ["type (/type): expected a string, got bool"]),
         # Past the calendar once in UTC: refused with the reason, not an OverflowError (a 500).
         (
