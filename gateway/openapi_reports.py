@@ -68,6 +68,7 @@ def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, An
             {"type": "string", "enum": ["cookie", "cookieless", "no_consent"]},
         ),
         _FORMAT,
+        _BOM,
     ]
 
 
@@ -76,6 +77,12 @@ _FORMAT = _param(
     "json (default), csv or ndjson; without it, the Accept header chooses: each format takes the q "
     "of the most specific range naming it (text/csv, text/*, */*), the highest wins (JSON if none)",
     {"type": "string", "enum": list(FORMATS)},
+)
+_BOM = _param(
+    "bom",
+    "true: a CSV download starts with a UTF-8 byte order mark, for Excel opened by a double click "
+    "(default false; a 400 with another format)",
+    {"type": "string", "enum": ["true", "false"]},
 )
 _GROUP_BY = _param("group_by", "what a row is (default channel)", {"type": "string", "enum": list(GROUP_BY)})
 
@@ -324,6 +331,7 @@ PATHS: dict[str, Any] = {
                     {"type": "string", "enum": list(FRAUD_GROUPS)},
                 ),
                 _FORMAT,
+                _BOM,
             ],
             "responses": {
                 "200": {

@@ -39,13 +39,13 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 3660
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 _ALL_MEDIA = {"json": "application/json", **_MEDIA}
-_COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format"}
+_COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format", "bom"}
 PARAMS = {
     "attribution": _COMMON | {"group_by"},
     "timeseries": _COMMON | {"group_by"},
     "paths": _COMMON - {"model"},
     "payouts": _COMMON,
-    "fraud": {"since", "until", "group_by", "format"},
+    "fraud": {"since", "until", "group_by", "format", "bom"},
 }
 """The query parameters each report takes; ``gateway report`` refuses its options alike."""
 
@@ -130,8 +130,23 @@ def _format(request: web.Request) -> str:
     if given is not None:
         if given not in FORMATS:
             raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {given!r}")
-        return given
-    return accepted_format(", ".join(request.headers.getall("Accept", ())))
+        kind = given
+    else:
+        kind = accepted_format(", ".join(request.headers.getall("Accept", ())))
+    if _bom(request) and kind != "csv":
+        raise ApiError(400, f"bom: applies to a CSV download, not {kind} (format=csv)")
+    return kind
+
+
+def _bom(request: web.Request) -> bool:
+    """``bom=true``: the CSV starts with a byte order mark, so that Excel, opening the file by
+    a double click, reads it as UTF-8 (not the system's legacy code page: ``café`` as
+    ``cafÃ©``). Off by default: a program reading the CSV as plain UTF-8 would take the mark
+    for part of the first column's name."""
+    value = request.query.get("bom", "false")
+    if value not in ("true", "false"):
+        raise ApiError(400, f"bom: expected true or false, got {value[:100]!r}")
+    return value == "true"
 
 
 def accepted_format(accept: str) -> str:
@@ -178,7 +193,10 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
     vary = {} if "format" in request.query else {"Vary": "Accept"}  # the format came from Accept
     if kind == "json":
         return web.Response(body=report.json(), content_type="application/json", headers=vary)
-    body = report.csv().encode() if kind == "csv" else report.ndjson()
+    if kind == "csv":
+        body = ("\ufeff" if _bom(request) else "").encode() + report.csv().encode()
+    else:
+        body = report.ndjson()
     disposition = f'attachment; filename="{report.filename(kind, report_zone_of(request))}"'
     return web.Response(
         body=body,

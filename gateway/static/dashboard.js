@@ -260,7 +260,9 @@ function exportLinks(selector, what, path, params) {
   box.replaceChildren(element("span", `${what}: `));
   for (const format of ["csv", "ndjson"]) {
     const link = element("a", format.toUpperCase());
-    link.href = exportUrl(path, { ...params, format });
+    // A CSV for a spreadsheet: with a byte order mark, Excel opened by a double click reads
+    // it as UTF-8 (without, café shows as cafÃ©).
+    link.href = exportUrl(path, { ...params, format, ...(format === "csv" ? { bom: "true" } : {}) });
     link.setAttribute("download", "");
     link.setAttribute("aria-label", `${what} as ${format.toUpperCase()}`);
     link.addEventListener("click", (event) => {

@@ -590,6 +590,36 @@ async def test_exports(
         assert [json.loads(line) for line in text.splitlines()] == as_json["rows"]
 
 
+async def test_a_csv_for_excel_starts_with_a_byte_order_mark_when_asked(gw: RunningGateway) -> None:
+    """Excel opens a CSV by a double click in the system's legacy code page: ``café`` read as
+    ``cafÃ©``. ``bom=true`` (the dashboard's CSV links) starts it with U+FEFF, which Excel
+    takes as UTF-8; without it the file is as before, byte for byte."""
+    for path in ("/api/attribution", "/api/attribution/timeseries", "/api/payouts", "/api/fraud"):
+        plain = {**PERIOD, "format": "csv"}
+        async with gw.session.get(gw.admin_url + path, headers=AUTH, params=plain) as resp:
+            assert resp.status == 200
+            without = await resp.read()
+        async with gw.session.get(gw.admin_url + path, headers=AUTH, params={**plain, "bom": "true"}) as resp:
+            assert resp.status == 200 and resp.charset == "utf-8"
+            assert await resp.read() == "\ufeff".encode() + without, path
+        accepted = {**AUTH, "Accept": "text/csv"}
+        async with gw.session.get(
+            gw.admin_url + path, headers=accepted, params={**PERIOD, "bom": "true"}
+        ) as resp:
+            assert (await resp.read()).startswith(b"\xef\xbb\xbf"), path
+        assert not without.startswith(b"\xef\xbb\xbf")
+        for params, error in (
+            (
+                {**PERIOD, "format": "ndjson", "bom": "true"},
+                "bom: applies to a CSV download, not ndjson (format=csv)",
+            ),
+            ({**PERIOD, "bom": "true"}, "bom: applies to a CSV download, not json (format=csv)"),
+            ({**PERIOD, "format": "csv", "bom": "yes"}, "bom: expected true or false, got 'yes'"),
+        ):
+            async with gw.session.get(gw.admin_url + path, headers=AUTH, params=params) as resp:
+                assert (resp.status, (await resp.json())["error"]) == (400, error), (path, params)
+
+
 async def test_an_export_of_one_conversion_and_population_is_named_after_them(gw: RunningGateway) -> None:
     """Exports of one conversion name or one population used to share the name of the whole
     report's: downloaded side by side, one replaced the other."""
