@@ -12,13 +12,10 @@ headers go out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import http.cookies
 import logging
 import re
-import socket
-import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -190,17 +187,6 @@ class _CapturedBody(_Body):
             yield self.head
         async for chunk in super().chunks():
             yield chunk
-
-
-def reset(transport: asyncio.Transport) -> None:
-    """Cut the visitor's connection with a TCP reset, dropping what is still unsent. A plain
-    close is no signal to an HTTP/1.0 visitor reading a body of no length: it is that body's
-    normal end, and a page cut short would look whole."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):  # SO_LINGER 0: close() sends RST, not FIN
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
 
 
 # _Body.failure → (status answered, request metric label)
@@ -621,7 +607,7 @@ class ProxyHost:
                 log.warning("upstream body failed mid-stream for %s: %r", raw_path, err)
                 upstream.close()
                 if request.transport is not None:
-                    reset(request.transport)
+                    pages.reset(request.transport)
             return resp
         finally:
             upstream.release()

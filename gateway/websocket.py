@@ -6,17 +6,21 @@ gateway's shutdown (``going_away``) closes both with 1001 at once (an upgrade st
 being opened then gets a 503 instead of its 101). The
 visitor gets the headers of the site's 101 answer (a sticky-session or auth cookie set on the
 upgrade), less the handshake's own and the hop-by-hop ones, and none the gateway would add.
-A site that answers the upgrade with a redirect has it passed on, not followed (``session``
-must carry ``no_redirects``). aiohttp's log line naming the visitor's address when
-subprotocols do not overlap is kept out of the logs (``keep_addresses_out_of_logs``).
+A site that answers the upgrade with anything but a 101 — a refusal (403, 401 and its
+``WWW-Authenticate``), a page, a redirect — has that answer passed on as it came, body
+streamed, not followed (``session`` must carry ``no_redirects``). aiohttp's log line naming
+the visitor's address when subprotocols do not overlap is kept out of the logs
+(``keep_addresses_out_of_logs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
 import aiohttp
@@ -58,28 +62,69 @@ _HANDSHAKE = {
 }
 
 
-class Redirected(Exception):
-    """The site answered a WebSocket upgrade with a redirect (``no_redirects``)."""
+class Answered(Exception):
+    """The site answered a WebSocket upgrade with something else than a 101 (a refusal, a
+    page, a redirect); ``response`` is that answer, already passed on to the visitor."""
 
-    def __init__(self, status: int, reason: str | None, headers: list[tuple[str, str]]) -> None:
-        super().__init__(f"the site redirected the upgrade ({status})")
-        self.status, self.reason, self.headers = status, reason, headers
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__(f"the site answered the upgrade with a {response.status}")
+        self.response = response
+
+
+PassOn = Callable[[aiohttp.ClientResponse], Awaitable[web.StreamResponse]]
+_PASS_ON: contextvars.ContextVar[PassOn | None] = contextvars.ContextVar("ws_pass_on", default=None)
+"""How the upgrade being opened in this task passes a site's other answer on (``proxy_websocket``)."""
 
 
 def no_redirects() -> aiohttp.TraceConfig:
-    """A session's trace that stops aiohttp from following a redirect (``ws_connect`` always
-    would, to wherever it points, with the visitor's cookies): ``Redirected`` is raised
-    instead, before the next request, with what the visitor is to get."""
+    """A session's trace that passes a site's answer other than a 101 on to the visitor as it
+    came, body included (``_PASS_ON``), and raises ``Answered``: aiohttp's ``ws_connect`` dropped
+    it (a 403's page, a 401's ``WWW-Authenticate``) for an exception holding the status alone,
+    and always followed a redirect, to wherever it pointed, with the visitor's cookies."""
 
-    async def stop(
+    async def answered(answer: aiohttp.ClientResponse) -> None:
+        pass_on = _PASS_ON.get()
+        if pass_on is None:
+            raise aiohttp.ClientError(f"the site answered the upgrade with a {answer.status}")
+        raise Answered(await pass_on(answer))
+
+    async def redirect(
         session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestRedirectParams
     ) -> None:
-        answer = params.response
-        raise Redirected(answer.status, answer.reason, _passed_on(answer, set()))
+        await answered(params.response)
+
+    async def end(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if params.response.status != 101:
+            await answered(params.response)
 
     trace = aiohttp.TraceConfig()
-    trace.on_request_redirect.append(stop)
+    trace.on_request_redirect.append(redirect)
+    trace.on_request_end.append(end)
     return trace
+
+
+async def _pass_on(
+    request: web.Request, public_location: Callable[[str], str], answer: aiohttp.ClientResponse
+) -> web.StreamResponse:
+    """Send the site's answer to the upgrade to the visitor: status, reason, headers (less the
+    hop-by-hop ones; ``Location`` made public) and the body, streamed. A body that breaks once
+    the headers are gone cuts the visitor's connection, as a forwarded answer's does."""
+    resp = pages.TransparentResponse(status=answer.status, reason=answer.reason)
+    for name, value in _passed_on(answer, set()):
+        resp.headers.add(name, public_location(value) if name.lower() == "location" else value)
+    resp.as_sent = pages.needs_as_sent(answer.reason, resp.headers.items())
+    await resp.prepare(request)
+    try:
+        async for chunk in answer.content.iter_any():
+            await resp.write(chunk)
+        await resp.write_eof()
+    except (aiohttp.ClientError, TimeoutError) as err:
+        log.warning("upstream body failed mid-stream for a refused upgrade: %r", err)
+        if request.transport is not None:
+            pages.reset(request.transport)
+    return resp
 
 
 def is_websocket_upgrade(request: web.Request) -> bool:
@@ -199,23 +244,22 @@ async def proxy_websocket(
         if name.lower() in _HANDSHAKE:
             headers.popall(name, None)
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    token = _PASS_ON.set(functools.partial(_pass_on, request, public_location))
     try:
         upstream = await session.ws_connect(
             ws_url, headers=headers, protocols=protocols, autoping=True, max_msg_size=max_message
         )
-    except Redirected as redirect:
-        answer = pages.QuietResponse(status=redirect.status, reason=redirect.reason)
-        for name, value in redirect.headers:
-            answer.headers.add(name, public_location(value) if name.lower() == "location" else value)
-        answer.as_sent = pages.needs_as_sent(redirect.reason, answer.headers.items())
-        return answer
+    except Answered as answered:  # passed on as the site sent it (``no_redirects``)
+        return answered.response
     except aiohttp.WSServerHandshakeError as err:
-        # The upstream answered but did not upgrade: pass on its error status, else 502.
-        log.warning("upstream refused the WebSocket upgrade: %s", err.status)
-        return pages.error_page(err.status if pages.is_error_status(err.status) else 502)
+        # A 101 that is no valid handshake (its accept key, a subprotocol not offered).
+        log.warning("upstream answered the WebSocket upgrade with a broken handshake: %s", err.message)
+        return pages.error_page(502)
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
         log.warning("upstream WebSocket connect failed: %r", err)
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
+    finally:
+        _PASS_ON.reset(token)
     if going_away.is_set():
         # The gateway began to stop while the site answered: a 101 now would be closed at once
         # (1001). A refusal tells the visitor to come back, to a gateway that will still be up.
@@ -254,16 +298,17 @@ class _TransparentWebSocket(pages.TransparentResponse, web.WebSocketResponse):
 
 def _site_headers(upstream: aiohttp.ClientWebSocketResponse) -> list[tuple[str, str]]:
     """The site's 101 answer's headers the visitor gets: all but the handshake's own (each side
-    negotiates its) and the hop-by-hop ones."""
-    return _passed_on(upstream._response, _HANDSHAKE)  # aiohttp keeps the answer there
+    negotiates its), the body's (a 101 has none) and the hop-by-hop ones."""
+    # aiohttp keeps the answer in ``_response``
+    return _passed_on(upstream._response, _HANDSHAKE | {"content-length", "content-type"})
 
 
 def _passed_on(answer: aiohttp.ClientResponse, own: set[str]) -> list[tuple[str, str]]:
     """The headers of a site's answer the visitor gets, names spelled as the site did: less
-    ``own`` (names the gateway's answer sets itself), the body's framing and the hop-by-hop
-    ones (those ``Connection`` names too)."""
+    ``own`` (names the gateway's answer sets itself) and the hop-by-hop ones (those
+    ``Connection`` names too)."""
     headers = answer.headers
-    drop = HOP_BY_HOP | own | {"content-length", "content-type"}  # the answer has no body
+    drop = HOP_BY_HOP | own
     if hdrs.CONNECTION in headers:
         drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
     return [

@@ -943,14 +943,72 @@ async def test_websocket_subprotocols_are_the_sites_choice_and_log_no_address(
     assert leaks == []
 
 
-async def test_websocket_refused_upstream_passes_status(start_gateway, upstream_server) -> None:
-    async def forbidden(request: web.Request) -> web.Response:
-        return web.Response(status=403, text="no")
+UPGRADE = (
+    b"Host: shop.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
-    gw = await start_gateway(await upstream_server(app_of(forbidden)))
-    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
-        await gw.session.ws_connect(gw.url + "/ws")
-    assert err.value.status == 403
+
+@pytest.mark.parametrize(
+    ("path", "status", "header", "body"),
+    [
+        ("/ws403", 403, ("X-Why", "banned"), b"go away"),
+        ("/ws401", 401, ("WWW-Authenticate", 'Bearer realm="chat"'), b"log in first"),
+        ("/ws200", 200, ("Set-Cookie", "seen=1; Path=/"), b"<p>no socket here</p>"),
+        ("/ws426", 426, ("X-Why", "old"), b""),
+    ],
+)
+async def test_websocket_refused_upstream_passes_its_answer_on(
+    start_gateway, upstream_server, path: str, status: int, header: tuple[str, str], body: bytes
+) -> None:
+    """A site that answers an upgrade with anything but a 101 has that answer reach the visitor
+    as it came — status, headers, body — as without the gateway: it answered a 403 or 401 with
+    its neutral page instead of the site's (losing a 401's WWW-Authenticate), and any status
+    that was no error (a page answered with 200) with a 502."""
+
+    async def site(request: web.Request) -> web.Response:
+        return web.Response(status=int(path[3:]), body=body, headers=[header], content_type="text/x-site")
+
+    up = await upstream_server(app_of(site))
+    gw = await start_gateway(up)
+    direct = await raw_request(
+        int(up.rsplit(":", 1)[1]), b"GET " + path.encode() + b" HTTP/1.1\r\n" + UPGRADE
+    )
+    reply = await raw_request(gw.proxy.port, b"GET " + path.encode() + b" HTTP/1.1\r\n" + UPGRADE)
+    assert (reply.status, reply.body) == (direct.status, direct.body) == (status, body)
+    assert reply.headers.getall(header[0]) == [header[1]]
+    assert reply.headers["Content-Type"] == "text/x-site"
+    assert [k for k in reply.headers if k.lower() != "date"] == [
+        k for k in direct.headers if k.lower() != "date"
+    ]
+
+
+async def test_websocket_refusal_body_streams_to_the_visitor(start_gateway, raw_upstream) -> None:
+    """A refusal with a chunked body (a site behind a framework that streams its error pages)
+    reaches the visitor whole, its first bytes before the site has finished."""
+    more = asyncio.Event()
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await asyncio.wait_for(more.wait(), 5)
+        writer.write(b"4\r\nlast\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    gw = await start_gateway(await raw_upstream(site))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /ws HTTP/1.1\r\n" + UPGRADE)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"first\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+        more.set()
+        rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+        assert rest == b"4\r\nlast\r\n0\r\n\r\n"
+    finally:
+        writer.close()
 
 
 async def test_websocket_bad_client_handshake_is_not_forwarded(start_gateway, upstream_server) -> None:
