@@ -137,8 +137,15 @@ def is_websocket_upgrade(request: web.Request) -> bool:
 
 Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
-# Codes a peer may report but never send in a close frame (RFC 6455 §7.4.1).
-_NOT_SENDABLE = {1005: WSCloseCode.OK, 1006: WSCloseCode.INTERNAL_ERROR, 1015: WSCloseCode.INTERNAL_ERROR}
+# Codes a peer may report but never send in a close frame (RFC 6455 §7.4.1). 0 is aiohttp's for
+# a close frame without a code (1005's meaning: a browser's ``ws.close()`` without arguments);
+# passed on as a code it made the other side fail the connection with a protocol error.
+_NOT_SENDABLE = {
+    0: WSCloseCode.OK,
+    1005: WSCloseCode.OK,
+    1006: WSCloseCode.INTERNAL_ERROR,
+    1015: WSCloseCode.INTERNAL_ERROR,
+}
 
 
 def close_code_to_send(code: int | None) -> int:

@@ -807,6 +807,31 @@ async def test_websocket_client_close_reason_reaches_the_site(start_gateway, ups
     assert await asyncio.wait_for(reasons.get(), 2) == (4003, "leaving")
 
 
+async def test_websocket_close_without_a_code_is_a_clean_close_at_the_site(
+    start_gateway, upstream_server
+) -> None:
+    """A browser's ``ws.close()`` without arguments sends a close frame with no code (RFC 6455
+    §7.1.5: "no status code", which aiohttp reports as 0). The gateway passed that 0 on as a
+    code, which no endpoint may send: the site failed the connection (1002, then 1006)
+    where without the gateway it saw a clean close."""
+    seen: asyncio.Queue[tuple[WSMsgType, object]] = asyncio.Queue()
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        msg = await ws.receive()
+        seen.put_nowait((msg.type, msg.data))
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:
+        await ws._writer.send_frame(b"", WSMsgType.CLOSE)  # as a browser's close() without a code
+        reply = await ws.receive(timeout=2)
+        assert reply.type == WSMsgType.CLOSE
+    msg_type, code = await asyncio.wait_for(seen.get(), 2)
+    assert (msg_type, code) == (WSMsgType.CLOSE, 1000)
+
+
 async def test_websocket_upgrade_redirected_by_the_site_is_passed_on(start_gateway, upstream_server) -> None:
     """A site that answers an upgrade with a redirect has it passed on to the visitor (its
     Location made public, its cookie kept), as without the gateway: not followed, which
