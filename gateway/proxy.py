@@ -54,6 +54,7 @@ log = logging.getLogger("gateway.proxy")
 _DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect"}
 _DROP_UNTRUSTED = _DROP_REQUEST | CLIENT_CLAIMS
 _HOST = frozenset({"host"})
+_UPGRADE = frozenset({"upgrade", "connection"})
 # Headers the proxy writes itself after the visitor's: an addon's replacement cannot name them.
 _SET_HERE = FORWARDED | {"host"}
 ADMIN_COOKIE = ADMIN_SESSION_COOKIE + "="
@@ -429,7 +430,7 @@ class ProxyHost:
                 request,
                 self.session,
                 self._upstream_url(target),
-                CIMultiDict(self._upstream_headers(request, ex, trusted)),
+                CIMultiDict(self._upstream_headers(request, ex, trusted, upgrade=True)),
                 self.max_ws_message,
                 self.going_away,
                 functools.partial(self._public_location, view=ex.request),
@@ -472,19 +473,22 @@ class ProxyHost:
         return URL(self.upstream_origin + target, encoded=True)
 
     def _upstream_headers(
-        self, request: web.Request, ex: Exchange | None, trusted: bool
+        self, request: web.Request, ex: Exchange | None, trusted: bool, *, upgrade: bool = False
     ) -> list[tuple[str, str]]:
         """The header list sent upstream, in the visitor's order and with the names as the visitor
         spelled them (aiohttp's parser hands ``user-agent`` over as ``User-Agent``): theirs minus
         hop-by-hop and forwarding claims; an addon's replacement (a cleaned Referer) in the place
         of the header it replaces, after the others when the visitor sent none; ``Host`` in the
         visitor's place, first when they sent none (RFC 9112 §3.2 asks a client to send it
-        first); then X-Forwarded-*."""
+        first); then X-Forwarded-*. For a WebSocket ``upgrade`` the visitor's ``Upgrade`` and
+        ``Connection`` lines stay in their place (the relay's client keeps them there)."""
         incoming = request.headers
         peer = request.remote or ""
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
         if hdrs.CONNECTION in incoming:
             drop = (drop | connection_tokens(incoming.getall(hdrs.CONNECTION))) - _HOST
+        if upgrade:
+            drop = drop - _UPGRADE
         replace = ex.upstream_headers if ex is not None else {}
         lines = zip(request.raw_headers, incoming.items(), strict=True)
         if replace:

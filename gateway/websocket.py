@@ -52,6 +52,8 @@ def keep_addresses_out_of_logs() -> None:
         logger.addFilter(_NoClientAddress())
 
 
+# Upgrade request lines of the visitor's that the relay's own handshake with the site does not use.
+_NOT_THEIRS = {"sec-websocket-extensions", "sec-websocket-accept"}
 # Negotiated by each side's library, not copied.
 _HANDSHAKE = {
     "sec-websocket-key",
@@ -247,8 +249,13 @@ async def proxy_websocket(
         return pages.error_page(400)
     if going_away.is_set():  # stopping: no new connection to the site for a relay about to close
         return stopping_page()
-    for name in list(headers):
-        if name.lower() in _HANDSHAKE:
+    # The handshake lines keep the visitor's places: aiohttp keeps an Upgrade, Connection and
+    # Sec-WebSocket-Version it is given and writes its key and subprotocols over theirs, in
+    # place (it appended them all after X-Forwarded-*). The visitor's extension offer is not
+    # the relay's: its side to the site negotiates its own.
+    for name, value in list(headers.items()):
+        key = name.lower()
+        if key in _NOT_THEIRS or (key == "sec-websocket-version" and value.strip() != "13"):
             headers.popall(name, None)
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     token = _PASS_ON.set(functools.partial(_pass_on, request, public_location))

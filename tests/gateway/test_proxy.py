@@ -807,6 +807,57 @@ async def test_websocket_client_close_reason_reaches_the_site(start_gateway, ups
     assert await asyncio.wait_for(reasons.get(), 2) == (4003, "leaving")
 
 
+async def test_websocket_upgrade_headers_reach_the_site_in_the_visitors_order(
+    start_gateway, upstream_server
+) -> None:
+    """The upgrade's header lines reach the site in the visitor's order, as a request's do: the
+    handshake's own in their places (aiohttp's client appended them after X-Forwarded-*), the
+    key and subprotocols the relay's, the visitor's compression offer not passed on."""
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        seen.append(list(request.raw_headers))
+        ws = web.WebSocketResponse(protocols=["chat"])
+        await ws.prepare(request)
+        await ws.receive()
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: shop.test\r\nuser-agent: ua\r\nUpgrade: websocket\r\n"
+            b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: other, chat\r\n"
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\nOrigin: http://shop.test\r\nCookie: a=1\r\n\r\n"
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 ")
+    finally:
+        writer.close()
+    names = [name for name, _ in seen[0]]
+    assert names == [
+        b"Host",
+        b"user-agent",
+        b"Upgrade",
+        b"Connection",
+        b"Sec-WebSocket-Key",
+        b"Sec-WebSocket-Version",
+        b"Sec-WebSocket-Protocol",
+        b"Origin",
+        b"Cookie",
+        b"X-Forwarded-For",
+        b"X-Forwarded-Proto",
+        b"X-Forwarded-Host",
+    ]
+    values = dict(seen[0])
+    assert (values[b"Connection"], values[b"Sec-WebSocket-Protocol"]) == (
+        b"keep-alive, Upgrade",
+        b"other,chat",
+    )
+
+
 async def test_websocket_close_without_a_code_is_a_clean_close_at_the_site(
     start_gateway, upstream_server
 ) -> None:
