@@ -285,6 +285,7 @@ async def proxy_websocket(
     )
     site = _site_headers(upstream)
     client.headers.extend(site)
+    client.order = tuple(name.decode("latin-1").lower() for name, _ in upstream._response.raw_headers)
     client.as_sent = pages.needs_as_sent(None, site)
     reasons: dict[int, bytes] = {}
     try:
@@ -307,7 +308,26 @@ def stopping_page() -> web.Response:
 
 class _TransparentWebSocket(pages.TransparentResponse, web.WebSocketResponse):
     """The visitor's side, with a forwarded answer's restraint: no header the site did not
-    send, the site's header bytes as they came (``pages.TransparentResponse``)."""
+    send, the site's header bytes as they came (``pages.TransparentResponse``), in the order of
+    the site's 101 (``order``): aiohttp put its handshake lines after the site's others."""
+
+    order: tuple[str, ...] = ()
+    """The site's 101 header names, lower-case, in its order."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        if not self.order:
+            return
+        places: dict[str, list[int]] = {}
+        for i, name in enumerate(self.order):
+            places.setdefault(name, []).append(i)
+        ranked = []
+        for j, (name, value) in enumerate(self.headers.items()):
+            free = places.get(name.lower())
+            ranked.append((free.pop(0) if free else len(self.order) + j, name, value))
+        ranked.sort(key=lambda item: item[0])
+        self.headers.clear()
+        self.headers.extend((name, value) for _, name, value in ranked)
 
 
 def _site_headers(upstream: aiohttp.ClientWebSocketResponse) -> list[tuple[str, str]]:

@@ -962,6 +962,55 @@ async def test_websocket_upgrade_and_redirect_keep_odd_header_bytes(start_gatewa
     assert "x-lower" in list(moved.headers)  # names as spelled (CIMultiDict keeps them)
 
 
+async def test_websocket_101_keeps_the_sites_header_order(start_gateway, raw_upstream) -> None:
+    """The visitor's 101 has the site's header lines in the site's order: aiohttp's writer put
+    its own handshake lines (Upgrade, Connection, Sec-WebSocket-Accept) after all the site's
+    others, a repeated name's lines each in its own place."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in head.split("\r\n")
+            if line.lower().startswith("sec-websocket-key")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nSet-Cookie: a=1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nX-Mid: m\r\nSec-WebSocket-Accept: " + accept + b"\r\n"
+            b"Set-Cookie: b=2\r\nDate: Fri, 04 Dec 2026 12:00:00 GMT\r\nServer: site\r\n\r\n"
+        )
+        await writer.drain()
+        await reader.read()
+
+    gw = await start_gateway(await raw_upstream(site))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /ws HTTP/1.1\r\n" + UPGRADE)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+    lines = head.decode("latin-1").split("\r\n")[1:-2]
+    assert [line.split(":", 1)[0].lower() for line in lines] == [
+        "set-cookie",
+        "upgrade",
+        "connection",
+        "x-mid",
+        "sec-websocket-accept",
+        "set-cookie",
+        "date",
+        "server",
+    ]
+    assert (lines[0], lines[5], lines[6]) == (
+        "Set-Cookie: a=1",
+        "Set-Cookie: b=2",
+        "Date: Fri, 04 Dec 2026 12:00:00 GMT",
+    )
+
+
 async def test_websocket_upgrade_keeps_the_sites_headers(start_gateway, upstream_server) -> None:
     """A cookie (sticky session, auth) or any header the site sets on its 101 reaches the
     visitor; the gateway adds no Server header of its own."""
