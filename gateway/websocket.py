@@ -25,6 +25,7 @@ from types import SimpleNamespace
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp.http import WebSocketError
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -157,9 +158,14 @@ def close_code_to_send(code: int | None) -> int:
     return _NOT_SENDABLE.get(code, code)
 
 
-async def _relay(source: Socket, sink: Socket, reasons: dict[int, bytes]) -> None:
+Reasons = dict[int, bytes | None]
+"""By a socket's ``id``: the reason of the close frame it sent, or None when its connection
+dropped without one."""
+
+
+async def _relay(source: Socket, sink: Socket, reasons: Reasons) -> None:
     """Copy data messages until ``source`` closes, its close frame's reason into ``reasons``
-    (by the socket's ``id``); closing the other side is the caller's job."""
+    (None: its connection dropped without one); closing the other side is the caller's job."""
     while True:
         msg = await source.receive()
         if msg.type == WSMsgType.TEXT:
@@ -170,13 +176,17 @@ async def _relay(source: Socket, sink: Socket, reasons: dict[int, bytes]) -> Non
             reasons[id(source)] = (msg.extra or "").encode()[:123]  # RFC 6455 §5.5: 125 - code
             return
         elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            # A protocol error (WebSocketError: bad UTF-8, a message over the cap) closed that
+            # side with its code, which the other side learns; anything else is a lost connection.
+            if msg.type != WSMsgType.CLOSING and not isinstance(msg.data, WebSocketError):
+                reasons.setdefault(id(source), None)
             return
 
 
 async def _relay_both(
     client: web.WebSocketResponse,
     upstream: aiohttp.ClientWebSocketResponse,
-    reasons: dict[int, bytes],
+    reasons: Reasons,
     going_away: asyncio.Event,
 ) -> bool:
     """Relay both ways until one side ends, then stop the other relay (closing is ``_close_pair``'s).
@@ -210,18 +220,32 @@ async def _go_away(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSoc
 
 
 async def _close_pair(
-    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, reasons: dict[int, bytes]
+    request: web.Request,
+    client: web.WebSocketResponse,
+    upstream: aiohttp.ClientWebSocketResponse,
+    reasons: Reasons,
 ) -> None:
-    """Close whichever side is still open with the code and reason the other side closed with.
+    """Close whichever side is still open with the code and reason the other side closed with;
+    when one side's connection dropped without a close frame, drop the other's too, so that
+    side sees what it would without the gateway (a lost connection, 1006), not a clean close.
 
     Runs in ``finally``: the handler may be cancelled once the visitor's connection is gone
     (aiohttp's ``handler_cancellation``), and the upstream must still learn the real code.
     """
+    if id(client) not in reasons and request.transport is None:
+        reasons[id(client)] = None  # cancelled: the visitor's connection went, without a close
+    if reasons.get(id(client), b"") is None:
+        upstream._response.close()  # its connection, without a close frame
+        return
+    if reasons.get(id(upstream), b"") is None:
+        if request.transport is not None:
+            request.transport.abort()
+        return
     for closed, still_open in ((client, upstream), (upstream, client)):
         if closed.closed and not still_open.closed:
             with contextlib.suppress(Exception):
                 await still_open.close(
-                    code=close_code_to_send(closed.close_code), message=reasons.get(id(closed), b"")
+                    code=close_code_to_send(closed.close_code), message=reasons.get(id(closed)) or b""
                 )
     for side in (upstream, client):
         if not side.closed:
@@ -287,13 +311,13 @@ async def proxy_websocket(
     client.headers.extend(site)
     client.order = tuple(name.decode("latin-1").lower() for name, _ in upstream._response.raw_headers)
     client.as_sent = pages.needs_as_sent(None, site)
-    reasons: dict[int, bytes] = {}
+    reasons: Reasons = {}
     try:
         await client.prepare(request)
         if await _relay_both(client, upstream, reasons, going_away):
             await _go_away(client, upstream)
     finally:
-        await _close_pair(client, upstream, reasons)
+        await _close_pair(request, client, upstream, reasons)
     return client
 
 

@@ -883,6 +883,50 @@ async def test_websocket_close_without_a_code_is_a_clean_close_at_the_site(
     assert (msg_type, code) == (WSMsgType.CLOSE, 1000)
 
 
+async def test_websocket_connection_lost_on_one_side_is_lost_on_the_other(
+    start_gateway, upstream_server
+) -> None:
+    """A side whose connection drops without a close frame (a browser tab killed, a phone out
+    of coverage; a site's process gone) is a lost connection to the other side too, as without
+    the gateway (no close code: 1006), not a clean close: the site was told 1000 ("normal
+    closure") of a visitor who vanished, and the visitor 1011 of a site that did."""
+    site_saw: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        try:
+            async for msg in ws:
+                if msg.data == "die":
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return ws
+                await ws.send_str(msg.data)
+        finally:
+            site_saw.put_nowait(ws.close_code)
+        return ws
+
+    up = await upstream_server(app_of(site))
+    gw = await start_gateway(up)
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(gw.url + "/ws")
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=2)).data == "hi"
+        connection = ws._response.connection
+        assert connection is not None and connection.transport is not None
+        connection.transport.abort()  # the visitor's side drops, no close frame
+        assert await asyncio.wait_for(site_saw.get(), 5) is None  # not 1000
+
+        ws = await session.ws_connect(gw.url + "/ws")
+        await ws.send_str("die")
+        msg = await ws.receive(timeout=5)
+        assert (msg.type, ws.close_code) == (
+            WSMsgType.CLOSED,
+            aiohttp.WSCloseCode.ABNORMAL_CLOSURE,
+        )  # not 1011
+        await asyncio.wait_for(site_saw.get(), 5)
+
+
 async def test_websocket_upgrade_redirected_by_the_site_is_passed_on(start_gateway, upstream_server) -> None:
     """A site that answers an upgrade with a redirect has it passed on to the visitor (its
     Location made public, its cookie kept), as without the gateway: not followed, which
