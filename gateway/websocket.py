@@ -1,7 +1,7 @@
 """WebSocket pass-through: accept the visitor's upgrade, open the same upgrade upstream, relay.
 
-Messages flow both ways unchanged (text, binary, ping/pong handled by each
-side's library); a close on either side closes the other with its code and reason, and the
+Messages flow both ways unchanged (text, binary, and pings and pongs, passed on rather
+than answered here); a close on either side closes the other with its code and reason, and the
 gateway's shutdown (``going_away``) closes both with 1001 at once (an upgrade still
 being opened then gets a 503 instead of its 101). The
 visitor gets the headers of the site's 101 answer (a sticky-session or auth cookie set on the
@@ -172,6 +172,12 @@ async def _relay(source: Socket, sink: Socket, reasons: Reasons) -> None:
             await sink.send_str(msg.data)
         elif msg.type == WSMsgType.BINARY:
             await sink.send_bytes(msg.data)
+        elif msg.type == WSMsgType.PING:
+            # Passed on, not answered here: a site that pings to find its dead clients (a phone
+            # gone from the network, its connection open) must hear from the visitor, not from us.
+            await sink.ping(bytes(msg.data))
+        elif msg.type == WSMsgType.PONG:
+            await sink.pong(bytes(msg.data))
         elif msg.type == WSMsgType.CLOSE:
             reasons[id(source)] = (msg.extra or "").encode()[:123]  # RFC 6455 §5.5: 125 - code
             return
@@ -285,7 +291,7 @@ async def proxy_websocket(
     token = _PASS_ON.set(functools.partial(_pass_on, request, public_location))
     try:
         upstream = await session.ws_connect(
-            ws_url, headers=headers, protocols=protocols, autoping=True, max_msg_size=max_message
+            ws_url, headers=headers, protocols=protocols, autoping=False, max_msg_size=max_message
         )
     except Answered as answered:  # passed on as the site sent it (``no_redirects``)
         return answered.response
@@ -305,7 +311,7 @@ async def proxy_websocket(
             await upstream.close(code=WSCloseCode.GOING_AWAY)
         return stopping_page()
     client = _TransparentWebSocket(
-        protocols=[upstream.protocol] if upstream.protocol else (), autoping=True, max_msg_size=max_message
+        protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=max_message
     )
     site = _site_headers(upstream)
     client.headers.extend(site)

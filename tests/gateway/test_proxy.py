@@ -927,6 +927,39 @@ async def test_websocket_connection_lost_on_one_side_is_lost_on_the_other(
         await asyncio.wait_for(site_saw.get(), 5)
 
 
+async def test_websocket_pings_and_pongs_cross_the_gateway(start_gateway, upstream_server) -> None:
+    """Pings and pongs are passed on, not answered by the gateway: a site that pings to find
+    dead clients (a phone gone from the network, its connection still open) hears the
+    visitor's pong or nothing, and a visitor's ping is answered by the site. The gateway
+    answered both itself, so such a site never learned its visitor was gone."""
+    site_got: asyncio.Queue[tuple[WSMsgType, bytes]] = asyncio.Queue()
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await ws.ping(b"are you there")
+        async for msg in ws:
+            site_got.put_nowait(
+                (msg.type, bytes(msg.data) if msg.type != WSMsgType.TEXT else msg.data.encode())
+            )
+            if msg.type == WSMsgType.PING:
+                await ws.pong(b"site:" + msg.data)
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    async with gw.session.ws_connect(gw.url + "/ws", autoping=False) as ws:
+        msg = await ws.receive(timeout=2)
+        assert (msg.type, msg.data) == (WSMsgType.PING, b"are you there")
+        await ws.send_str("not answering that")
+        assert await asyncio.wait_for(site_got.get(), 2) == (WSMsgType.TEXT, b"not answering that")  # no pong
+        await ws.ping(b"and you?")
+        msg = await ws.receive(timeout=2)
+        assert (msg.type, msg.data) == (WSMsgType.PONG, b"site:and you?")
+        assert await asyncio.wait_for(site_got.get(), 2) == (WSMsgType.PING, b"and you?")
+        await ws.pong(b"late")
+        assert await asyncio.wait_for(site_got.get(), 2) == (WSMsgType.PONG, b"late")
+
+
 async def test_websocket_upgrade_redirected_by_the_site_is_passed_on(start_gateway, upstream_server) -> None:
     """A site that answers an upgrade with a redirect has it passed on to the visitor (its
     Location made public, its cookie kept), as without the gateway: not followed, which
