@@ -38,6 +38,7 @@ from gateway.forwarding import (
     connection_tokens,
     is_trusted,
     rewrite_location,
+    split_absolute,
 )
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
@@ -224,7 +225,9 @@ def _origin_form(target: str, host: str | None = None) -> str | None:
         or ((url.raw_host or "").lower(), url.port) != ((named.raw_host or "").lower(), named.port)
     ):
         return None
-    return url.raw_path_qs
+    # The path and query as received: yarl's ``raw_path_qs`` drops an empty query's "?".
+    rest = (split_absolute(target) or ("", "", url.raw_path_qs))[2].partition("#")[0]
+    return rest if rest.startswith("/") else "/" + rest
 
 
 def _other_coding(headers: CIMultiDictProxy[str]) -> bool:
