@@ -101,6 +101,34 @@ async def test_response_body_streams_first_bytes_early(start_gateway, upstream_s
     assert first + rest == b"first;rest"
 
 
+async def test_server_sent_events_arrive_one_by_one_on_a_landing(start_gateway, upstream_server) -> None:
+    """Server-sent events on a tagged URL (a landing: events stored, a cookie set, the commit
+    awaited) reach the visitor as the site sends them: the first event before the site has
+    written the next, which it writes only once the visitor has seen the first."""
+    seen_first = asyncio.Event()
+    targets: list[str] = []
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        targets.append(request.raw_path)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        await resp.write(b"id: 1\ndata: first\n\n")
+        await asyncio.wait_for(seen_first.wait(), 5)  # the visitor must see it before there is more
+        await resp.write(b"id: 2\ndata: second\n\n")
+        return resp
+
+    gw = await start_gateway(await upstream_server(app_of(events)))
+    headers = {"Accept": "text/event-stream", "Sec-Fetch-Dest": "document"}
+    async with gw.session.get(gw.url + "/live?utm_source=news&room=1", headers=headers) as resp:
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        assert resp.headers["Cache-Control"] == "no-cache"
+        first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)
+        assert first == b"id: 1\ndata: first\n\n"
+        seen_first.set()
+        assert await asyncio.wait_for(resp.content.read(), 5) == b"id: 2\ndata: second\n\n"
+    assert targets == ["/live?room=1"]
+
+
 async def test_request_body_streams_before_client_finishes(start_gateway, upstream_server) -> None:
     got_first = asyncio.Event()
 
