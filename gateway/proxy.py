@@ -38,6 +38,7 @@ from gateway.forwarding import (
     connection_tokens,
     is_trusted,
     rewrite_location,
+    rewrite_refresh,
     split_absolute,
 )
 from gateway.logs import Throttled
@@ -579,6 +580,8 @@ class ProxyHost:
                     continue
                 if key == "location":
                     value = self._public_location(value, ex.request)
+                elif key == "refresh":
+                    value = self._public_location(value, ex.request, rewrite_refresh)
                 kept.append((raw_name.decode("latin-1"), value))
             resp.headers.extend(kept)
             resp.as_sent = pages.needs_as_sent(upstream.reason, kept)
@@ -673,11 +676,13 @@ class ProxyHost:
         log.warning("upstream %s for %s %s: %r", kind, request.method, request.path, err)
         return pages.error_page(status)
 
-    def _public_location(self, location: str, view: RequestView) -> str:
+    def _public_location(
+        self, location: str, view: RequestView, rewrite: Callable[[str, str, str], str] = rewrite_location
+    ) -> str:
         if not (self.public_origin or view.host):
             return location  # an HTTP/1.0 request without Host: no public origin to point at
         public = self.public_origin or f"{view.scheme}://{view.host}"
-        return rewrite_location(location, self.upstream_origin, public)
+        return rewrite(location, self.upstream_origin, public)
 
     def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:
         for cookie in ex.set_cookies:

@@ -692,6 +692,39 @@ async def test_location_to_upstream_origin_is_rewritten(start_gateway, upstream_
     }
 
 
+async def test_refresh_to_upstream_origin_is_rewritten(start_gateway, upstream_server) -> None:
+    """A ``Refresh`` header's URL at the upstream's own origin points at the public origin, as a
+    ``Location`` does (nginx's ``proxy_redirect`` rewrites both): it sent the visitor to the
+    site's private address. Its other bytes, and a URL elsewhere, stay as they came."""
+    origin: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        refresh = {
+            "/self": f"0; url={origin[0]}/next?a=%2F",
+            "/quoted": f"5;URL='{origin[0]}/x'",
+            "/bare": f"1, {origin[0]}/y",
+            "/elsewhere": "0; url=https://elsewhere.example/x",
+            "/relative": "3; url=/r",
+            "/reload": "30",
+        }[request.path]
+        return web.Response(text="wait", headers={"Refresh": refresh})
+
+    origin.append(await upstream_server(app_of(page)))
+    gw = await start_gateway(origin[0])
+    got = {}
+    for path in ("/self", "/quoted", "/bare", "/elsewhere", "/relative", "/reload"):
+        async with gw.session.get(gw.url + path, headers={"Host": "shop.test"}) as resp:
+            got[path] = resp.headers["Refresh"]
+    assert got == {
+        "/self": "0; url=http://shop.test/next?a=%2F",
+        "/quoted": "5;URL='http://shop.test/x'",
+        "/bare": "1, http://shop.test/y",
+        "/elsewhere": "0; url=https://elsewhere.example/x",
+        "/relative": "3; url=/r",
+        "/reload": "30",
+    }
+
+
 async def test_location_uses_configured_public_origin(start_gateway, upstream_server) -> None:
     got, _ = await redirects(
         start_gateway, upstream_server, '[proxy]\npublic_origin = "https://www.shop.test"\n'
