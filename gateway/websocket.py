@@ -118,11 +118,13 @@ async def _pass_on(
     for name, value in _passed_on(answer, set()):
         resp.headers.add(name, public_location(value) if name.lower() == "location" else value)
     resp.as_sent = pages.needs_as_sent(answer.reason, resp.headers.items())
-    await resp.prepare(request)
     try:
+        await resp.prepare(request)
         async for chunk in answer.content.iter_any():
             await resp.write(chunk)
         await resp.write_eof()
+    except ConnectionError:
+        pass  # the visitor left: nothing more to send, and no refusal of ours to send instead
     except (aiohttp.ClientError, TimeoutError) as err:
         log.warning("upstream body failed mid-stream for a refused upgrade: %r", err)
         if request.transport is not None:
