@@ -2,12 +2,13 @@
 
 Owns what RFC 9110 says a proxy must drop, whom to believe about the client's
 address (X-Forwarded-For only from trusted peers), and how an upstream's
-self-referencing redirect is turned into the public origin.
+self-referencing redirect (``Location``, and ``Refresh``'s URL) is turned into the public origin.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -127,3 +128,18 @@ def rewrite_location(location: str, upstream_origin: str, public_origin: str) ->
     if key is None or key != origin_key(upstream[0], upstream[1]):
         return location
     return public_origin + parts[2]
+
+
+# ``Refresh: 5; url=…`` (HTML's "shared declarative refresh steps": ``;`` or ``,``, ``url=`` and
+# quotes optional); group 2 is the URL as sent.
+_REFRESH_URL = re.compile(r"""([;,]\s*(?:url\s*=\s*)?['"]?)([^'"\s]+)""", re.IGNORECASE)
+
+
+def rewrite_refresh(value: str, upstream_origin: str, public_origin: str) -> str:
+    """A ``Refresh`` header's URL pointed back at the public origin as ``rewrite_location``
+    points a ``Location`` (nginx's ``proxy_redirect`` rewrites both); the rest byte for byte."""
+    match = _REFRESH_URL.search(value)
+    if match is None:
+        return value
+    url = rewrite_location(match.group(2), upstream_origin, public_origin)
+    return value[: match.start(2)] + url + value[match.end(2) :]

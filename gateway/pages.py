@@ -3,11 +3,16 @@
 Also owns the response classes that keep aiohttp from adding headers of its own (``Server``,
 a default ``Content-Type``), so neither forwarded responses nor our pages say what runs here;
 that close an HTTP/1.0 connection whose body has no length (its end is the close); and that
-write header bytes as the site sent them (``as_sent``).
+write header bytes as the site sent them (``as_sent``); and the reset that cuts a visitor's
+connection when a body breaks after its headers went out (``reset``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import struct
 from collections.abc import Iterable
 from http import HTTPStatus
 
@@ -87,6 +92,17 @@ class TransparentResponse(AsSentHeaders):
             # An HTTP/1.0 body of no announced length ends when the connection does: aiohttp
             # (3.14) decides so, but keeps the connection open, and the client waits for ever.
             self._keep_alive = False
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Cut the visitor's connection with a TCP reset, dropping what is still unsent. A plain
+    close is no signal to an HTTP/1.0 visitor reading a body of no length: it is that body's
+    normal end, and a page cut short would look whole."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # SO_LINGER 0: close() sends RST, not FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class QuietResponse(TransparentResponse, web.Response):

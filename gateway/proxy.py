@@ -12,13 +12,10 @@ headers go out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import http.cookies
 import logging
 import re
-import socket
-import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -41,6 +38,8 @@ from gateway.forwarding import (
     connection_tokens,
     is_trusted,
     rewrite_location,
+    rewrite_refresh,
+    split_absolute,
 )
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
@@ -57,6 +56,7 @@ log = logging.getLogger("gateway.proxy")
 _DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect"}
 _DROP_UNTRUSTED = _DROP_REQUEST | CLIENT_CLAIMS
 _HOST = frozenset({"host"})
+_UPGRADE = frozenset({"upgrade", "connection"})
 # Headers the proxy writes itself after the visitor's: an addon's replacement cannot name them.
 _SET_HERE = FORWARDED | {"host"}
 ADMIN_COOKIE = ADMIN_SESSION_COOKIE + "="
@@ -192,17 +192,6 @@ class _CapturedBody(_Body):
             yield chunk
 
 
-def reset(transport: asyncio.Transport) -> None:
-    """Cut the visitor's connection with a TCP reset, dropping what is still unsent. A plain
-    close is no signal to an HTTP/1.0 visitor reading a body of no length: it is that body's
-    normal end, and a page cut short would look whole."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):  # SO_LINGER 0: close() sends RST, not FIN
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
 # _Body.failure → (status answered, request metric label)
 _BODY_FAILURES = {
     "too_large": (413, "too_large"),
@@ -237,7 +226,9 @@ def _origin_form(target: str, host: str | None = None) -> str | None:
         or ((url.raw_host or "").lower(), url.port) != ((named.raw_host or "").lower(), named.port)
     ):
         return None
-    return url.raw_path_qs
+    # The path and query as received: yarl's ``raw_path_qs`` drops an empty query's "?".
+    rest = (split_absolute(target) or ("", "", url.raw_path_qs))[2].partition("#")[0]
+    return rest if rest.startswith("/") else "/" + rest
 
 
 def _other_coding(headers: CIMultiDictProxy[str]) -> bool:
@@ -443,7 +434,7 @@ class ProxyHost:
                 request,
                 self.session,
                 self._upstream_url(target),
-                CIMultiDict(self._upstream_headers(request, ex, trusted)),
+                CIMultiDict(self._upstream_headers(request, ex, trusted, upgrade=True)),
                 self.max_ws_message,
                 self.going_away,
                 functools.partial(self._public_location, view=ex.request),
@@ -486,19 +477,22 @@ class ProxyHost:
         return URL(self.upstream_origin + target, encoded=True)
 
     def _upstream_headers(
-        self, request: web.Request, ex: Exchange | None, trusted: bool
+        self, request: web.Request, ex: Exchange | None, trusted: bool, *, upgrade: bool = False
     ) -> list[tuple[str, str]]:
         """The header list sent upstream, in the visitor's order and with the names as the visitor
         spelled them (aiohttp's parser hands ``user-agent`` over as ``User-Agent``): theirs minus
         hop-by-hop and forwarding claims; an addon's replacement (a cleaned Referer) in the place
         of the header it replaces, after the others when the visitor sent none; ``Host`` in the
         visitor's place, first when they sent none (RFC 9112 §3.2 asks a client to send it
-        first); then X-Forwarded-*."""
+        first); then X-Forwarded-*. For a WebSocket ``upgrade`` the visitor's ``Upgrade`` and
+        ``Connection`` lines stay in their place (the relay's client keeps them there)."""
         incoming = request.headers
         peer = request.remote or ""
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
         if hdrs.CONNECTION in incoming:
             drop = (drop | connection_tokens(incoming.getall(hdrs.CONNECTION))) - _HOST
+        if upgrade:
+            drop = drop - _UPGRADE
         replace = ex.upstream_headers if ex is not None else {}
         lines = zip(request.raw_headers, incoming.items(), strict=True)
         if replace:
@@ -586,6 +580,8 @@ class ProxyHost:
                     continue
                 if key == "location":
                     value = self._public_location(value, ex.request)
+                elif key == "refresh":
+                    value = self._public_location(value, ex.request, rewrite_refresh)
                 kept.append((raw_name.decode("latin-1"), value))
             resp.headers.extend(kept)
             resp.as_sent = pages.needs_as_sent(upstream.reason, kept)
@@ -621,7 +617,7 @@ class ProxyHost:
                 log.warning("upstream body failed mid-stream for %s: %r", raw_path, err)
                 upstream.close()
                 if request.transport is not None:
-                    reset(request.transport)
+                    pages.reset(request.transport)
             return resp
         finally:
             upstream.release()
@@ -680,11 +676,13 @@ class ProxyHost:
         log.warning("upstream %s for %s %s: %r", kind, request.method, request.path, err)
         return pages.error_page(status)
 
-    def _public_location(self, location: str, view: RequestView) -> str:
+    def _public_location(
+        self, location: str, view: RequestView, rewrite: Callable[[str, str, str], str] = rewrite_location
+    ) -> str:
         if not (self.public_origin or view.host):
             return location  # an HTTP/1.0 request without Host: no public origin to point at
         public = self.public_origin or f"{view.scheme}://{view.host}"
-        return rewrite_location(location, self.upstream_origin, public)
+        return rewrite(location, self.upstream_origin, public)
 
     def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:
         for cookie in ex.set_cookies:

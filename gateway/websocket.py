@@ -1,26 +1,31 @@
 """WebSocket pass-through: accept the visitor's upgrade, open the same upgrade upstream, relay.
 
-Messages flow both ways unchanged (text, binary, ping/pong handled by each
-side's library); a close on either side closes the other with its code and reason, and the
+Messages flow both ways unchanged (text, binary, and pings and pongs, passed on rather
+than answered here); a close on either side closes the other with its code and reason, and the
 gateway's shutdown (``going_away``) closes both with 1001 at once (an upgrade still
 being opened then gets a 503 instead of its 101). The
 visitor gets the headers of the site's 101 answer (a sticky-session or auth cookie set on the
 upgrade), less the handshake's own and the hop-by-hop ones, and none the gateway would add.
-A site that answers the upgrade with a redirect has it passed on, not followed (``session``
-must carry ``no_redirects``). aiohttp's log line naming the visitor's address when
-subprotocols do not overlap is kept out of the logs (``keep_addresses_out_of_logs``).
+A site that answers the upgrade with anything but a 101 — a refusal (403, 401 and its
+``WWW-Authenticate``), a page, a redirect — has that answer passed on as it came, body
+streamed, not followed (``session`` must carry ``no_redirects``). aiohttp's log line naming
+the visitor's address when subprotocols do not overlap is kept out of the logs
+(``keep_addresses_out_of_logs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp.http import WebSocketError
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -48,6 +53,8 @@ def keep_addresses_out_of_logs() -> None:
         logger.addFilter(_NoClientAddress())
 
 
+# Upgrade request lines of the visitor's that the relay's own handshake with the site does not use.
+_NOT_THEIRS = {"sec-websocket-extensions", "sec-websocket-accept"}
 # Negotiated by each side's library, not copied.
 _HANDSHAKE = {
     "sec-websocket-key",
@@ -58,28 +65,71 @@ _HANDSHAKE = {
 }
 
 
-class Redirected(Exception):
-    """The site answered a WebSocket upgrade with a redirect (``no_redirects``)."""
+class Answered(Exception):
+    """The site answered a WebSocket upgrade with something else than a 101 (a refusal, a
+    page, a redirect); ``response`` is that answer, already passed on to the visitor."""
 
-    def __init__(self, status: int, reason: str | None, headers: list[tuple[str, str]]) -> None:
-        super().__init__(f"the site redirected the upgrade ({status})")
-        self.status, self.reason, self.headers = status, reason, headers
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__(f"the site answered the upgrade with a {response.status}")
+        self.response = response
+
+
+PassOn = Callable[[aiohttp.ClientResponse], Awaitable[web.StreamResponse]]
+_PASS_ON: contextvars.ContextVar[PassOn | None] = contextvars.ContextVar("ws_pass_on", default=None)
+"""How the upgrade being opened in this task passes a site's other answer on (``proxy_websocket``)."""
 
 
 def no_redirects() -> aiohttp.TraceConfig:
-    """A session's trace that stops aiohttp from following a redirect (``ws_connect`` always
-    would, to wherever it points, with the visitor's cookies): ``Redirected`` is raised
-    instead, before the next request, with what the visitor is to get."""
+    """A session's trace that passes a site's answer other than a 101 on to the visitor as it
+    came, body included (``_PASS_ON``), and raises ``Answered``: aiohttp's ``ws_connect`` dropped
+    it (a 403's page, a 401's ``WWW-Authenticate``) for an exception holding the status alone,
+    and always followed a redirect, to wherever it pointed, with the visitor's cookies."""
 
-    async def stop(
+    async def answered(answer: aiohttp.ClientResponse) -> None:
+        pass_on = _PASS_ON.get()
+        if pass_on is None:
+            raise aiohttp.ClientError(f"the site answered the upgrade with a {answer.status}")
+        raise Answered(await pass_on(answer))
+
+    async def redirect(
         session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestRedirectParams
     ) -> None:
-        answer = params.response
-        raise Redirected(answer.status, answer.reason, _passed_on(answer, set()))
+        await answered(params.response)
+
+    async def end(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if params.response.status != 101:
+            await answered(params.response)
 
     trace = aiohttp.TraceConfig()
-    trace.on_request_redirect.append(stop)
+    trace.on_request_redirect.append(redirect)
+    trace.on_request_end.append(end)
     return trace
+
+
+async def _pass_on(
+    request: web.Request, public_location: Callable[[str], str], answer: aiohttp.ClientResponse
+) -> web.StreamResponse:
+    """Send the site's answer to the upgrade to the visitor: status, reason, headers (less the
+    hop-by-hop ones; ``Location`` made public) and the body, streamed. A body that breaks once
+    the headers are gone cuts the visitor's connection, as a forwarded answer's does."""
+    resp = pages.TransparentResponse(status=answer.status, reason=answer.reason)
+    for name, value in _passed_on(answer, set()):
+        resp.headers.add(name, public_location(value) if name.lower() == "location" else value)
+    resp.as_sent = pages.needs_as_sent(answer.reason, resp.headers.items())
+    try:
+        await resp.prepare(request)
+        async for chunk in answer.content.iter_any():
+            await resp.write(chunk)
+        await resp.write_eof()
+    except ConnectionError:
+        pass  # the visitor left: nothing more to send, and no refusal of ours to send instead
+    except (aiohttp.ClientError, TimeoutError) as err:
+        log.warning("upstream body failed mid-stream for a refused upgrade: %r", err)
+        if request.transport is not None:
+            pages.reset(request.transport)
+    return resp
 
 
 def is_websocket_upgrade(request: web.Request) -> bool:
@@ -92,8 +142,15 @@ def is_websocket_upgrade(request: web.Request) -> bool:
 
 Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
-# Codes a peer may report but never send in a close frame (RFC 6455 §7.4.1).
-_NOT_SENDABLE = {1005: WSCloseCode.OK, 1006: WSCloseCode.INTERNAL_ERROR, 1015: WSCloseCode.INTERNAL_ERROR}
+# Codes a peer may report but never send in a close frame (RFC 6455 §7.4.1). 0 is aiohttp's for
+# a close frame without a code (1005's meaning: a browser's ``ws.close()`` without arguments);
+# passed on as a code it made the other side fail the connection with a protocol error.
+_NOT_SENDABLE = {
+    0: WSCloseCode.OK,
+    1005: WSCloseCode.OK,
+    1006: WSCloseCode.INTERNAL_ERROR,
+    1015: WSCloseCode.INTERNAL_ERROR,
+}
 
 
 def close_code_to_send(code: int | None) -> int:
@@ -103,26 +160,41 @@ def close_code_to_send(code: int | None) -> int:
     return _NOT_SENDABLE.get(code, code)
 
 
-async def _relay(source: Socket, sink: Socket, reasons: dict[int, bytes]) -> None:
+Reasons = dict[int, bytes | None]
+"""By a socket's ``id``: the reason of the close frame it sent, or None when its connection
+dropped without one."""
+
+
+async def _relay(source: Socket, sink: Socket, reasons: Reasons) -> None:
     """Copy data messages until ``source`` closes, its close frame's reason into ``reasons``
-    (by the socket's ``id``); closing the other side is the caller's job."""
+    (None: its connection dropped without one); closing the other side is the caller's job."""
     while True:
         msg = await source.receive()
         if msg.type == WSMsgType.TEXT:
             await sink.send_str(msg.data)
         elif msg.type == WSMsgType.BINARY:
             await sink.send_bytes(msg.data)
+        elif msg.type == WSMsgType.PING:
+            # Passed on, not answered here: a site that pings to find its dead clients (a phone
+            # gone from the network, its connection open) must hear from the visitor, not from us.
+            await sink.ping(bytes(msg.data))
+        elif msg.type == WSMsgType.PONG:
+            await sink.pong(bytes(msg.data))
         elif msg.type == WSMsgType.CLOSE:
             reasons[id(source)] = (msg.extra or "").encode()[:123]  # RFC 6455 §5.5: 125 - code
             return
         elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            # A protocol error (WebSocketError: bad UTF-8, a message over the cap) closed that
+            # side with its code, which the other side learns; anything else is a lost connection.
+            if msg.type != WSMsgType.CLOSING and not isinstance(msg.data, WebSocketError):
+                reasons.setdefault(id(source), None)
             return
 
 
 async def _relay_both(
     client: web.WebSocketResponse,
     upstream: aiohttp.ClientWebSocketResponse,
-    reasons: dict[int, bytes],
+    reasons: Reasons,
     going_away: asyncio.Event,
 ) -> bool:
     """Relay both ways until one side ends, then stop the other relay (closing is ``_close_pair``'s).
@@ -156,18 +228,32 @@ async def _go_away(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSoc
 
 
 async def _close_pair(
-    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, reasons: dict[int, bytes]
+    request: web.Request,
+    client: web.WebSocketResponse,
+    upstream: aiohttp.ClientWebSocketResponse,
+    reasons: Reasons,
 ) -> None:
-    """Close whichever side is still open with the code and reason the other side closed with.
+    """Close whichever side is still open with the code and reason the other side closed with;
+    when one side's connection dropped without a close frame, drop the other's too, so that
+    side sees what it would without the gateway (a lost connection, 1006), not a clean close.
 
     Runs in ``finally``: the handler may be cancelled once the visitor's connection is gone
     (aiohttp's ``handler_cancellation``), and the upstream must still learn the real code.
     """
+    if id(client) not in reasons and request.transport is None:
+        reasons[id(client)] = None  # cancelled: the visitor's connection went, without a close
+    if reasons.get(id(client), b"") is None:
+        upstream._response.close()  # its connection, without a close frame
+        return
+    if reasons.get(id(upstream), b"") is None:
+        if request.transport is not None:
+            request.transport.abort()
+        return
     for closed, still_open in ((client, upstream), (upstream, client)):
         if closed.closed and not still_open.closed:
             with contextlib.suppress(Exception):
                 await still_open.close(
-                    code=close_code_to_send(closed.close_code), message=reasons.get(id(closed), b"")
+                    code=close_code_to_send(closed.close_code), message=reasons.get(id(closed)) or b""
                 )
     for side in (upstream, client):
         if not side.closed:
@@ -195,27 +281,31 @@ async def proxy_websocket(
         return pages.error_page(400)
     if going_away.is_set():  # stopping: no new connection to the site for a relay about to close
         return stopping_page()
-    for name in list(headers):
-        if name.lower() in _HANDSHAKE:
+    # The handshake lines keep the visitor's places: aiohttp keeps an Upgrade, Connection and
+    # Sec-WebSocket-Version it is given and writes its key and subprotocols over theirs, in
+    # place (it appended them all after X-Forwarded-*). The visitor's extension offer is not
+    # the relay's: its side to the site negotiates its own.
+    for name, value in list(headers.items()):
+        key = name.lower()
+        if key in _NOT_THEIRS or (key == "sec-websocket-version" and value.strip() != "13"):
             headers.popall(name, None)
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    token = _PASS_ON.set(functools.partial(_pass_on, request, public_location))
     try:
         upstream = await session.ws_connect(
-            ws_url, headers=headers, protocols=protocols, autoping=True, max_msg_size=max_message
+            ws_url, headers=headers, protocols=protocols, autoping=False, max_msg_size=max_message
         )
-    except Redirected as redirect:
-        answer = pages.QuietResponse(status=redirect.status, reason=redirect.reason)
-        for name, value in redirect.headers:
-            answer.headers.add(name, public_location(value) if name.lower() == "location" else value)
-        answer.as_sent = pages.needs_as_sent(redirect.reason, answer.headers.items())
-        return answer
+    except Answered as answered:  # passed on as the site sent it (``no_redirects``)
+        return answered.response
     except aiohttp.WSServerHandshakeError as err:
-        # The upstream answered but did not upgrade: pass on its error status, else 502.
-        log.warning("upstream refused the WebSocket upgrade: %s", err.status)
-        return pages.error_page(err.status if pages.is_error_status(err.status) else 502)
+        # A 101 that is no valid handshake (its accept key, a subprotocol not offered).
+        log.warning("upstream answered the WebSocket upgrade with a broken handshake: %s", err.message)
+        return pages.error_page(502)
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
         log.warning("upstream WebSocket connect failed: %r", err)
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
+    finally:
+        _PASS_ON.reset(token)
     if going_away.is_set():
         # The gateway began to stop while the site answered: a 101 now would be closed at once
         # (1001). A refusal tells the visitor to come back, to a gateway that will still be up.
@@ -223,18 +313,19 @@ async def proxy_websocket(
             await upstream.close(code=WSCloseCode.GOING_AWAY)
         return stopping_page()
     client = _TransparentWebSocket(
-        protocols=[upstream.protocol] if upstream.protocol else (), autoping=True, max_msg_size=max_message
+        protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=max_message
     )
     site = _site_headers(upstream)
     client.headers.extend(site)
+    client.order = tuple(name.decode("latin-1").lower() for name, _ in upstream._response.raw_headers)
     client.as_sent = pages.needs_as_sent(None, site)
-    reasons: dict[int, bytes] = {}
+    reasons: Reasons = {}
     try:
         await client.prepare(request)
         if await _relay_both(client, upstream, reasons, going_away):
             await _go_away(client, upstream)
     finally:
-        await _close_pair(client, upstream, reasons)
+        await _close_pair(request, client, upstream, reasons)
     return client
 
 
@@ -249,21 +340,41 @@ def stopping_page() -> web.Response:
 
 class _TransparentWebSocket(pages.TransparentResponse, web.WebSocketResponse):
     """The visitor's side, with a forwarded answer's restraint: no header the site did not
-    send, the site's header bytes as they came (``pages.TransparentResponse``)."""
+    send, the site's header bytes as they came (``pages.TransparentResponse``), in the order of
+    the site's 101 (``order``): aiohttp put its handshake lines after the site's others."""
+
+    order: tuple[str, ...] = ()
+    """The site's 101 header names, lower-case, in its order."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        if not self.order:
+            return
+        places: dict[str, list[int]] = {}
+        for i, name in enumerate(self.order):
+            places.setdefault(name, []).append(i)
+        ranked = []
+        for j, (name, value) in enumerate(self.headers.items()):
+            free = places.get(name.lower())
+            ranked.append((free.pop(0) if free else len(self.order) + j, name, value))
+        ranked.sort(key=lambda item: item[0])
+        self.headers.clear()
+        self.headers.extend((name, value) for _, name, value in ranked)
 
 
 def _site_headers(upstream: aiohttp.ClientWebSocketResponse) -> list[tuple[str, str]]:
     """The site's 101 answer's headers the visitor gets: all but the handshake's own (each side
-    negotiates its) and the hop-by-hop ones."""
-    return _passed_on(upstream._response, _HANDSHAKE)  # aiohttp keeps the answer there
+    negotiates its), the body's (a 101 has none) and the hop-by-hop ones."""
+    # aiohttp keeps the answer in ``_response``
+    return _passed_on(upstream._response, _HANDSHAKE | {"content-length", "content-type"})
 
 
 def _passed_on(answer: aiohttp.ClientResponse, own: set[str]) -> list[tuple[str, str]]:
     """The headers of a site's answer the visitor gets, names spelled as the site did: less
-    ``own`` (names the gateway's answer sets itself), the body's framing and the hop-by-hop
-    ones (those ``Connection`` names too)."""
+    ``own`` (names the gateway's answer sets itself) and the hop-by-hop ones (those
+    ``Connection`` names too)."""
     headers = answer.headers
-    drop = HOP_BY_HOP | own | {"content-length", "content-type"}  # the answer has no body
+    drop = HOP_BY_HOP | own
     if hdrs.CONNECTION in headers:
         drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
     return [

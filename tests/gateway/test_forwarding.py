@@ -15,6 +15,7 @@ from gateway.forwarding import (
     origin_key,
     parse_ip,
     rewrite_location,
+    rewrite_refresh,
 )
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
@@ -175,3 +176,21 @@ PUBLIC = "https://www.shop.test"
 )
 def test_rewrite_location(location: str, upstream: str, rewritten: str) -> None:
     assert rewrite_location(location, upstream, PUBLIC) == rewritten
+
+
+@pytest.mark.parametrize(
+    ("refresh", "rewritten"),
+    [
+        ("0; url=http://up:8080/a?b=%2F", "0; url=" + PUBLIC + "/a?b=%2F"),
+        ("5;URL='http://UP:8080/x'", "5;URL='" + PUBLIC + "/x'"),
+        ('2, url="http://up:8080"', '2, url="' + PUBLIC + '"'),
+        ("0;url = http://up:8080/y", "0;url = " + PUBLIC + "/y"),
+        ("1; http://up:8080/z", "1; " + PUBLIC + "/z"),  # url= is optional (HTML)
+        ("0; url=http://up:8081/a", "0; url=http://up:8081/a"),
+        ("0; url=/a", "0; url=/a"),
+        ("30", "30"),
+        ("", ""),
+    ],
+)
+def test_rewrite_refresh(refresh: str, rewritten: str) -> None:
+    assert rewrite_refresh(refresh, "http://up:8080", PUBLIC) == rewritten
