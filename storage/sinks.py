@@ -90,6 +90,9 @@ log = logging.getLogger("gateway.sinks")
 
 READ_ROWS = 500
 """Rows read from one table per step; the cursor moves once all their messages are accepted."""
+ANSWER_LIMIT = 64 * 1024
+"""Most bytes of a destination's answer read (its reason is quoted from the first 200): an
+endpoint that answers with an endless stream is not read to the end (within the timeout)."""
 
 Current = Callable[[], Awaitable[bool]]
 """Whether what is being sent still stands (no erasure since it was read)."""
@@ -116,6 +119,12 @@ class Sink:
         # table → (its cursor's position, the messageIds the destination has taken, or refused as
         # such, from the read at that position): a read made again sends only the rest.
         self._settled: dict[str, tuple[int, set[str]]] = {}
+
+    @property
+    def key(self) -> str:
+        """The entry in the config, as its errors name it: ``sinks[0]``."""
+        names = [sink.name for sink in self.settings.options.sinks]
+        return f"sinks[{names.index(self.options.name)}]" if self.options.name in names else "sinks"
 
     @property
     def reader(self) -> str:
@@ -162,10 +171,14 @@ class Sink:
                     data=body,
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=self.options.timeout_seconds),
+                    # Followed, a 301/302/303 became a GET with no body whose 200 counted the
+                    # batch as sent; a 307/308 took the batch and the write key elsewhere.
+                    allow_redirects=False,
                 ) as resp:
-                    answer = await resp.read()
+                    answer = await resp.content.read(ANSWER_LIMIT)
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After", "")
+                    location = resp.headers.get("Location", "")
             except TimeoutError as err:  # its text is empty: say which limit it was
                 raise SinkError(
                     f"no answer within sinks.timeout_seconds ({self.options.timeout_seconds:g} s)"
@@ -181,6 +194,12 @@ class Sink:
         if status in (401, 403):
             raise SinkError(
                 f"HTTP {status}: the destination refuses the credentials; check the sink's secret"
+            )
+        if 300 <= status < 400:
+            where = location[:200] or "nowhere"
+            raise SinkError(
+                f"HTTP {status}: the destination redirects to {where}, not followed; "
+                f"set {self.key}.url to where it moved"
             )
         if not 200 <= status < 300:
             raise SinkError(f"HTTP {status}")

@@ -488,3 +488,51 @@ async def test_a_destination_that_does_not_answer_in_time_is_named_by_its_limit(
 )
 def test_a_retry_after_that_is_no_delay_or_date_is_ignored(value: str, seconds: float | None) -> None:
     assert retry_after_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_not_followed_and_nothing_is_counted_sent(
+    world, upstream_server, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """An endpoint that moved answers 3xx. aiohttp followed it: after a 301, 302 or 303 with
+    a GET and no body, whose 200 (the new address's page) counted the batch as sent and moved
+    the cursor, so the messages were lost; after a 307 or 308 with the batch and the write key
+    to wherever the ``Location`` said. Now a redirect is a failure naming ``sinks.url`` and
+    where it points, retried with backoff, the cursor held."""
+    bodies: list[bytes] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        raise _redirect(status, "/elsewhere")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.json_response({"success": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", moved)
+    app.router.add_route("*", "/elsewhere", elsewhere)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api, backoff_max_seconds=600.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert f"HTTP {status}" in line and "sinks[0].url" in line and "/elsewhere" in line, line
+    assert bodies == []  # nothing went to the other address
+    db = await open_log(w.settings)
+    try:
+        async with db.execute("SELECT count(*) FROM sync_cursors WHERE position > 0") as cursor:
+            assert (await cursor.fetchone())[0] == 0  # the cursor did not move
+    finally:
+        await db.close()
+    assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "sent")._value.get() == 0
+
+
+def _redirect(status: int, location: str) -> web.HTTPException:
+    kinds: dict[int, type[web.HTTPMove]] = {
+        301: web.HTTPMovedPermanently,
+        302: web.HTTPFound,
+        303: web.HTTPSeeOther,
+        307: web.HTTPTemporaryRedirect,
+        308: web.HTTPPermanentRedirect,
+    }
+    return kinds[status](location)
