@@ -11,6 +11,7 @@ NOTHING``), and applying erasures across every node's rows.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,35 @@ PG_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 """What a PostgreSQL that is away, restarting or refusing looks like: retried, never fatal."""
+
+
+def explain(err: BaseException, key: str = "central.url", connecting: bool = True) -> str:
+    """A failure to reach or use the central store, as the operator fixes it: what PostgreSQL
+    or the network said, and, for what a wrong URL or server setting causes, which part of
+    ``key`` (``central.url (NAME)``: the setting and its variable) to check. Never the DSN
+    itself: it holds the password. ``connecting``: the failure came before a connection was
+    made (a network error later is a connection lost, not a server that cannot be reached)."""
+    said = f"{type(err).__name__}: {err}".strip().rstrip(":")
+    text = str(err)
+    if isinstance(err, asyncpg.InvalidPasswordError):
+        hint = f"the user name or password in {key} is refused"
+    elif isinstance(err, asyncpg.InvalidCatalogNameError):
+        hint = f"the database named in {key} does not exist: create it, or correct the URL"
+    elif isinstance(err, asyncpg.InvalidAuthorizationSpecificationError):
+        hint = f"the server's pg_hba.conf refuses this user, database or host: check {key}"
+        if "no encryption" in text:
+            hint += " (it may want TLS: add ?sslmode=require)"
+    elif "rejected SSL upgrade" in text:
+        hint = f"{key} asks for TLS (sslmode) and the server offers none"
+    elif isinstance(err, ssl.SSLError):
+        hint = f"TLS failed: check the sslmode (and sslrootcert) in {key}, and the server's certificate"
+    elif isinstance(err, asyncpg.InsufficientPrivilegeError):
+        hint = f"the user in {key} lacks a privilege the central store needs (create tables, insert)"
+    elif connecting and isinstance(err, OSError | asyncio.TimeoutError):
+        hint = f"the server in {key} cannot be reached"
+    else:
+        return said
+    return f"{said}; {hint}"
 
 
 async def connect(dsn: str, timeout: float) -> asyncpg.Connection:

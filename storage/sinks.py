@@ -58,7 +58,7 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import SinkOptions
 from gateway.signing import standard_signature
-from storage.backoff import Backoff, wait_refreshing
+from storage.backoff import Backoff, Failures, wait_refreshing
 from storage.cursors import advance, cursor_at, cursor_name, publish_lag
 from storage.erased import erasure_mark
 from storage.local import connect
@@ -426,14 +426,17 @@ class Sink:
         return await self.send(messages, skip_refused=False)
 
     async def run(self) -> None:
-        """Until cancelled: rounds every ``interval_seconds``; failures retried with backoff."""
+        """Until cancelled: rounds every ``interval_seconds``; failures retried with backoff, a
+        problem logged once (``Failures``), the end of an outage too."""
         db = await open_log(self.settings)
         backoff = Backoff(0.5, self.options.backoff_max_seconds)
+        failures = Failures(log, f"sink {self.options.name}")
         try:
             while True:
                 try:
                     await self.round(db)
                     backoff.reset()
+                    failures.succeeded()
                     self.metrics.sync_last_success.labels(self.reader).set(time.time())
                     delay = self.options.interval_seconds
                 except Exception as err:  # a background task must outlive every failure
@@ -442,7 +445,7 @@ class Sink:
                     # says when it really goes.
                     held = self._next_send - asyncio.get_running_loop().time()
                     delay = max(backoff.next(), held)
-                    log.warning("sink %s failed (%s); retrying in %.1f s", self.options.name, err, delay)
+                    failures.failed(str(err) or type(err).__name__, delay)
                 with contextlib.suppress(Exception):
                     await self.publish_lag(db)
                 await wait_refreshing(

@@ -26,7 +26,7 @@ import aiosqlite
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
-from storage.backoff import Backoff, wait_refreshing
+from storage.backoff import Backoff, Failures, wait_refreshing
 from storage.cursors import (
     advance,
     cursor_at,
@@ -148,37 +148,46 @@ class Sync:
         finally:
             await db.close()
 
+    @property
+    def key(self) -> str:
+        """The setting a wrong URL is fixed in, as the log names it: ``central.url (NAME)``."""
+        url = self.options.url
+        return f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+
     async def run(self) -> None:
-        """Until cancelled: rounds every ``interval_seconds``, retries with backoff on failure."""
+        """Until cancelled: rounds every ``interval_seconds``, retries with backoff on failure;
+        a problem is logged once (``Failures``), the end of an outage too."""
         db = await self.open_local()
         backoff = Backoff(self.options.backoff_min_seconds, self.options.backoff_max_seconds)
+        failures = Failures(log, "central sync")
         conn = None
         writer: central.CentralWriter | None = None
         try:
             while True:
                 try:
                     if conn is None or conn.is_closed():
+                        conn = None
                         conn = await central.connect(self.dsn, self.options.connect_timeout)
                         await central.migrate(conn)
                         writer = central.CentralWriter(conn)
                     assert writer is not None
                     await self.round(db, writer)
                     backoff.reset()
+                    failures.succeeded()
                     self.metrics.sync_last_success.labels(READER).set(time.time())
                     delay = self.options.interval_seconds
                 except Exception as err:  # a background task must outlive every failure
                     self.metrics.sync_errors.labels(READER).inc()
                     delay = backoff.next()
                     if isinstance(err, SchemaTooNew):
-                        log.error("central sync stopped: %s", err)
+                        failures.failed(str(err), delay, logging.ERROR)
                     elif isinstance(err, central.PG_ERRORS):
-                        log.warning("central sync failed (%s); retrying in %.1f s", _brief(err), delay)
+                        failures.failed(central.explain(err, self.key, connecting=conn is None), delay)
                     elif isinstance(err, ValueError) and conn is None:  # from asyncpg's DSN parser
                         # Its message quotes the URL, password included: only the kind is logged.
-                        log.warning(
-                            "central sync cannot connect: central.url is not a PostgreSQL DSN it can"
-                            " read (%s; `gateway check` says what is wrong); retrying in %.1f s",
-                            type(err).__name__,
+                        failures.failed(
+                            f"{self.key} is not a PostgreSQL DSN it can read: {type(err).__name__};"
+                            " `gateway check` says what is wrong",
                             delay,
                         )
                     else:
@@ -195,7 +204,3 @@ class Sync:
             if conn is not None:
                 conn.terminate()
             await db.close()
-
-
-def _brief(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}".strip().rstrip(":")

@@ -536,3 +536,29 @@ def _redirect(status: int, location: str) -> web.HTTPException:
         308: web.HTTPPermanentRedirect,
     }
     return kinds[status](location)
+
+
+async def test_a_failing_destination_is_one_warning_and_one_recovery(
+    world, batch_api: BatchApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A destination answering 500 four times, then taking the batch: one warning, the
+    retries at debug level, and one line when it is over (until 2026-12-04 a warning for
+    every retry: an endpoint down for a night filled the log)."""
+    w = await world(sink_toml(batch_api, interval_seconds=0.05, backoff_max_seconds=0.05))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    batch_api.fail = [500, 500, 500, 500]
+    caplog.set_level(logging.DEBUG, "gateway.sinks")
+    task = asyncio.create_task(w.sinks.sinks["out"].run())
+    try:
+        async with asyncio.timeout(20):
+            while not any("recovered after" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    lines = [r for r in caplog.records if r.name == "gateway.sinks"]
+    warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
+    assert warnings == [warnings[0]] and warnings[0].startswith("sink out failed (HTTP 500)"), warnings
+    assert len([r for r in lines if r.levelno == logging.DEBUG and "HTTP 500" in r.getMessage()]) == 3
+    assert len([r for r in lines if "sink out recovered after 4 failed attempts" in r.getMessage()]) == 1
+    assert len(batch_api.unique) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from storage.backoff import Backoff
 from storage.erasure import erase_user
 from storage.local import LocalStore
 from storage.sync import SYNC_TABLES, Sync
+from tests.conftest import PostgresServer
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 OPTIONS = CentralOptions(
@@ -408,3 +410,127 @@ async def test_lag_seconds_keeps_up_while_the_sync_backs_off(tmp_path: Path) -> 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await store.close()
+
+
+async def _run_until_errors(sync: Sync, metrics: Metrics, errors: int) -> None:
+    """Run the sync task until it has failed ``errors`` times, then stop it."""
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(30):
+            while metrics.sync_errors.labels("central")._value.get() < errors:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+async def locked_roles(postgres_server: PostgresServer) -> str:
+    """Roles the server treats as a production one would: ``gw_pw`` must give its password
+    (``right``), ``gw_tls`` may only connect over TLS (which this server does not offer),
+    ``gw_ro`` may connect but create nothing in ``t_roles``, the database of ``gw_pw``; the
+    other roles keep trusting loopback."""
+    await asyncio.to_thread(_lock_roles, postgres_server.data / "pg_hba.conf")
+    conn = await asyncpg.connect(postgres_server.dsn())
+    try:
+        for role in ("gw_pw", "gw_tls", "gw_ro"):
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right'")
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 't_roles'"):
+            await conn.execute("CREATE DATABASE t_roles OWNER gw_pw")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+    return f"127.0.0.1:{postgres_server.port}"
+
+
+def _lock_roles(hba: Path) -> None:
+    rules = "host all gw_pw 127.0.0.1/32 scram-sha-256\nhostnossl all gw_tls 127.0.0.1/32 reject\n"
+    text = hba.read_text()
+    if rules not in text:
+        hba.write_text(rules + text)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "said", "hint"),
+    [
+        ("gw_pw:wrong@{}/t_roles", "password authentication failed", "the user name or password in"),
+        ("gw_pw:right@{}/t_missing", 'database "t_missing" does not exist', "the database named in"),
+        ("gw_tls@{}/t_roles", "no encryption", "?sslmode=require"),
+        ("gw_pw:right@{}/t_roles?sslmode=require", "rejected SSL upgrade", "asks for TLS"),
+        ("gw_ro@{}/t_roles", "permission denied", "lacks a privilege"),
+    ],
+    ids=["password", "database", "tls-wanted", "tls-offered-none", "privilege"],
+)
+async def test_a_refused_connection_names_the_setting_once(
+    tmp_path: Path, locked_roles: str, caplog: pytest.LogCaptureFixture, dsn: str, said: str, hint: str
+) -> None:
+    """A wrong password, a database that does not exist, a server that wants TLS or offers
+    none, a user that may not create the tables: the log line says what PostgreSQL said and
+    names the setting and its variable to fix (``central.url (GATEWAY_CENTRAL_URL)``), once;
+    the retries after it are at debug level (until 2026-12-04 each retry logged the same
+    warning, without the setting: one a minute for as long as it lasted). Never the password."""
+    store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
+    await store.open()
+    metrics = Metrics()
+    options = CentralOptions(
+        url="env:GATEWAY_CENTRAL_URL",
+        interval_seconds=0.05,
+        backoff_min_seconds=0.02,
+        backoff_max_seconds=0.05,
+    )
+    sync = Sync(store.path, "postgresql://" + dsn.format(locked_roles), options, metrics)
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    try:
+        await _run_until_errors(sync, metrics, 4)
+    finally:
+        await store.close()
+    lines = [r for r in caplog.records if r.name == "gateway.sync"]
+    warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert said in warnings[0] and hint in warnings[0], warnings[0]
+    assert "central.url (GATEWAY_CENTRAL_URL)" in warnings[0], warnings[0]
+    assert len([r for r in lines if r.levelno == logging.DEBUG]) >= 3
+    assert "wrong" not in caplog.text and "right" not in caplog.text
+
+
+async def test_postgres_restarted_under_a_running_sync_is_one_warning_and_one_recovery(
+    nodes: tuple[Node, Node], postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL stopped while the sync task runs, rows written meanwhile, then started
+    again: the task reconnects by itself and delivers every row once; the log says the problem
+    once (a warning; what else a restarting server says is at info level) and its end once
+    (``recovered after N failed attempts``)."""
+    a, _ = nodes
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    await a.store.write([touch(n, "a" * 32) for n in range(20)])
+    task = asyncio.create_task(a.sync.run())
+    try:
+        async with asyncio.timeout(30):
+            while a.metrics.sync_rows.labels("central", "touchpoints")._value.get() < 20:
+                await asyncio.sleep(0.02)
+        await postgres_server.stop()
+        try:
+            await a.store.write([touch(n, "b" * 32) for n in range(20, 50)])
+            async with asyncio.timeout(30):
+                while a.metrics.sync_errors.labels("central")._value.get() < 5:
+                    await asyncio.sleep(0.02)
+        finally:
+            await postgres_server.start()
+        async with asyncio.timeout(30):
+            while not any("recovered after" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    conn = await asyncpg.connect(a.sync.dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM touchpoints") == 50
+        assert await conn.fetchval("SELECT count(DISTINCT id) FROM touchpoints") == 50
+    finally:
+        await conn.close()
+    lines = [r for r in caplog.records if r.name == "gateway.sync"]
+    warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    recovered = [r.getMessage() for r in lines if "recovered after" in r.getMessage()]
+    assert len(recovered) == 1 and recovered[0].startswith("central sync recovered after")
