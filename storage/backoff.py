@@ -65,12 +65,18 @@ class Failures:
         self._problem: str | None = None
         self._logged = 0.0
 
-    def failed(self, problem: str, delay: float, level: int = logging.WARNING) -> None:
+    def failed(
+        self, problem: str, delay: float, level: int = logging.WARNING, error: BaseException | None = None
+    ) -> None:
+        """One more failure. ``error``: an unexpected one, whose traceback goes with the line
+        that first says it (not with its repeats)."""
         now = time.monotonic()
         self.count += 1
         if self.count == 1:
             self._since = self._logged = now
-            self.log.log(level, "%s failed (%s); retrying in %.1f s", self.what, problem, delay)
+            self.log.log(
+                level, "%s failed (%s); retrying in %.1f s", self.what, problem, delay, exc_info=error
+            )
         elif now - self._logged >= REMIND_SECONDS:
             self._logged = now
             self.log.log(
@@ -83,7 +89,9 @@ class Failures:
                 delay,
             )
         elif problem != self._problem:
-            self.log.info("%s still failing, now (%s); retrying in %.1f s", self.what, problem, delay)
+            self.log.info(
+                "%s still failing, now (%s); retrying in %.1f s", self.what, problem, delay, exc_info=error
+            )
         else:
             self.log.debug("%s failed again (%s); retrying in %.1f s", self.what, problem, delay)
         self._problem = problem

@@ -59,7 +59,7 @@ from gateway.metrics import Metrics
 from gateway.options import SinkOptions
 from gateway.signing import standard_signature
 from storage.backoff import Backoff, Failures, wait_refreshing
-from storage.cursors import advance, cursor_at, cursor_name, publish_lag
+from storage.cursors import advance, cursor_at, cursor_name, publish_lag, publish_progress
 from storage.erased import erasure_mark
 from storage.local import connect
 from storage.migrate import migrate
@@ -401,6 +401,7 @@ class Sink:
                     continue  # moved meanwhile (a delete clamped it): read again from where it is
                 del self._settled[table]
                 self.metrics.sync_rows.labels(self.reader, table).inc(len(rows))
+                await publish_progress(db, self.metrics, self.reader, table, last)
                 if len(rows) < READ_ROWS:
                     break
         return sent

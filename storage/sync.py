@@ -33,6 +33,7 @@ from storage.cursors import (
     cursor_name,
     local_columns,
     publish_lag,
+    publish_progress,
     read_after,
 )
 from storage.local import connect
@@ -44,6 +45,8 @@ SYNC_TABLES = ("touchpoints", "identities", "conversions", "verdict_changes", "c
 """Local tables copied to the central store, in this order each round (erasures last, so they
 apply to the rows of the same round). A table missing on either side is skipped."""
 READER = "central"
+PROGRESS_SECONDS = 60.0
+"""While one table's backlog takes longer than this, a log line this often says how far it is."""
 Progress = Callable[[int], Callable[[int], object]]
 """Told the rows a round has to deliver before it starts; returns what is told each batch's
 rows once delivered (``gateway sync --once``'s progress bar)."""
@@ -82,8 +85,11 @@ class Sync:
         done: Callable[[int], object] | None = None,
     ) -> int:
         """Deliver one table's new rows, batch by batch; the next batch is read from SQLite (in
-        aiosqlite's thread) while the current one is written to PostgreSQL."""
+        aiosqlite's thread) while the current one is written to PostgreSQL. After each batch the
+        lag gauges are brought up to date, and a long backlog says how far it is in the log
+        every ``PROGRESS_SECONDS``."""
         size, delivered = self.options.batch_size, 0
+        said = time.monotonic()
         after, version = await cursor_at(db, name)
         rows, last = await read_after(db, plan.table, plan.columns, after, size)
         while rows:
@@ -103,6 +109,15 @@ class Sync:
             if moved:
                 delivered += len(rows)
                 self.metrics.sync_rows.labels(READER, plan.table).inc(len(rows))
+                left = await publish_progress(db, self.metrics, READER, plan.table, last)
+                if time.monotonic() - said >= PROGRESS_SECONDS and left:
+                    said = time.monotonic()
+                    log.info(
+                        "central sync catching up: %s: %d rows delivered, %d to go",
+                        plan.table,
+                        delivered,
+                        left,
+                    )
                 if done is not None:
                     done(len(rows))
             if ahead is None:
@@ -190,8 +205,8 @@ class Sync:
                             " `gateway check` says what is wrong",
                             delay,
                         )
-                    else:
-                        log.exception("central sync failed; retrying in %.1f s", delay)
+                    else:  # a defect: its traceback, once
+                        failures.failed(f"{type(err).__name__}: {err}", delay, logging.ERROR, err)
                     if conn is not None:
                         conn.terminate()
                         conn = None

@@ -562,3 +562,35 @@ async def test_a_failing_destination_is_one_warning_and_one_recovery(
     assert len([r for r in lines if r.levelno == logging.DEBUG and "HTTP 500" in r.getMessage()]) == 3
     assert len([r for r in lines if "sink out recovered after 4 failed attempts" in r.getMessage()]) == 1
     assert len(batch_api.unique) == 1
+
+
+async def test_a_sinks_backlog_shows_going_down_read_by_read(
+    world, upstream_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink's lag gauge goes down after each read delivered, not only once the round is
+    over (until 2026-12-04 it kept the count from before the round)."""
+    import storage.sinks
+
+    monkeypatch.setattr(storage.sinks, "READ_ROWS", 2)
+    seen: list[float] = []
+    holder: list[World] = []
+
+    async def take(request: web.Request) -> web.Response:
+        seen.append(
+            holder[0].sinks.sinks["out"].metrics.sync_lag_rows.labels("sink:out", "touchpoints")._value.get()
+        )
+        return web.json_response({"success": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", take)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api))
+    holder.append(w)
+    await w.store.write([touch(n, f"{n:032x}", "news") for n in range(5)])
+    db = await open_log(w.settings)
+    try:
+        await w.sinks.sinks["out"].publish_lag(db)
+        await w.sinks.sinks["out"].round(db)
+    finally:
+        await db.close()
+    assert seen == [5, 3, 1]  # as each read goes out: what waited before it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -534,3 +534,34 @@ async def test_postgres_restarted_under_a_running_sync_is_one_warning_and_one_re
     assert len(warnings) == 1, warnings
     recovered = [r.getMessage() for r in lines if "recovered after" in r.getMessage()]
     assert len(recovered) == 1 and recovered[0].startswith("central sync recovered after")
+
+
+async def test_a_backlog_shows_going_down_batch_by_batch(
+    nodes: tuple[Node, Node], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A week offline is a backlog one round works through for minutes: the lag gauges go down
+    after each batch, and the log says how far it is (every minute; here at each batch), where
+    until 2026-12-04 they kept the count made before the round until it was over."""
+    import storage.sync
+
+    a, _ = nodes
+    await a.store.write(
+        [touch(n, f"{n:032x}", at=T0 - timedelta(days=7) + timedelta(minutes=n)) for n in range(50)]
+    )
+    rows = a.metrics.sync_lag_rows.labels("central", "touchpoints")
+    age = a.metrics.sync_lag_seconds.labels("central", "touchpoints")
+    seen: list[tuple[float, float]] = []
+
+    def progress(total: int) -> Callable[[int], object]:
+        assert total == 50
+        return lambda delivered: seen.append((rows._value.get(), age._value.get()))
+
+    monkeypatch.setattr(storage.sync, "PROGRESS_SECONDS", 0.0, raising=False)
+    caplog.set_level(logging.INFO, "gateway.sync")
+    assert (await a.sync.once(progress))["touchpoints"] == 50
+    assert [left for left, _ in seen] == [43, 36, 29, 22, 15, 8, 1, 0]
+    ages = [seconds for _, seconds in seen]
+    assert ages == sorted(ages, reverse=True) and ages[-1] == 0  # the oldest waiting gets younger
+    lines = [r.getMessage() for r in caplog.records if "catching up" in r.getMessage()]
+    assert lines[0] == "central sync catching up: touchpoints: 7 rows delivered, 43 to go", lines
+    assert len(lines) == 7  # none once nothing is left
