@@ -175,7 +175,7 @@ class Sink:
                     # batch as sent; a 307/308 took the batch and the write key elsewhere.
                     allow_redirects=False,
                 ) as resp:
-                    answer = await resp.content.read(ANSWER_LIMIT)
+                    answer = await _read_answer(resp)
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After", "")
                     location = resp.headers.get("Location", "")
@@ -454,6 +454,15 @@ class Sink:
                 )
         finally:
             await db.close()
+
+
+async def _read_answer(resp: aiohttp.ClientResponse) -> bytes:
+    """The answer's body to its end, or its first ``ANSWER_LIMIT`` bytes: one cut short (the
+    connection closed before its ``Content-Length``) raises, as a whole read would."""
+    answer = bytearray()
+    while len(answer) < ANSWER_LIMIT and (chunk := await resp.content.read(ANSWER_LIMIT - len(answer))):
+        answer += chunk
+    return bytes(answer)
 
 
 def retry_after_seconds(value: str) -> float | None:

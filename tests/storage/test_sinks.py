@@ -594,3 +594,55 @@ async def test_a_sinks_backlog_shows_going_down_read_by_read(
     finally:
         await db.close()
     assert seen == [5, 3, 1]  # as each read goes out: what waited before it
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"succ',  # cut short
+        b"",  # the connection closed with no answer
+    ],
+    ids=["not-http", "bad-length", "cut-short", "nothing"],
+)
+async def test_a_malformed_answer_is_a_retried_failure(
+    world, raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes
+) -> None:
+    """An answer that is not HTTP, or stops before its end, is not taken for an acceptance: the
+    batch is retried, the cursor held, the log says what the client saw (no traceback)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+
+    url = await raw_upstream(handler)
+    w = await world(sink_toml(BatchApi(url=url), backoff_max_seconds=600.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert line.startswith("sink out failed (") and "Error" in line, line
+    assert not any(r.exc_info for r in caplog.records)
+    assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "sent")._value.get() == 0
+
+
+async def test_an_accepting_answer_that_does_not_end_is_read_no_further(world, raw_upstream) -> None:
+    """A 200 whose body streams on (a misbehaving proxy in front of the destination) is read up
+    to 64 KiB: the batch counts as accepted, where reading it whole waited for the timeout and
+    sent the batch again, for ever."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(100):  # 100 KiB, then nothing more, the connection left open
+            writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+        await writer.drain()
+        await reader.read()  # until the sink closes it
+
+    url = await raw_upstream(handler)
+    w = await world(sink_toml(BatchApi(url=url), timeout_seconds=60.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    async with asyncio.timeout(30):
+        sent = await one_round(w)
+    assert sent["touchpoints"] == 1
