@@ -565,3 +565,47 @@ async def test_a_backlog_shows_going_down_batch_by_batch(
     lines = [r.getMessage() for r in caplog.records if "catching up" in r.getMessage()]
     assert lines[0] == "central sync catching up: touchpoints: 7 rows delivered, 43 to go", lines
     assert len(lines) == 7  # none once nothing is left
+
+
+async def test_a_central_store_on_an_older_or_newer_schema(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A central store an older gateway made (schema version 1) is brought up to date by the
+    first node that syncs, and takes every row with the columns added since. One a newer
+    gateway migrated past what this node knows stops this node's sync — one error naming both
+    versions, the rows kept locally and shown as lag — until the node is upgraded (here: the
+    newer version's record removed), when it delivers them all, once."""
+    from storage.migrate import migrations
+
+    a, _ = nodes
+    shipped = await asyncio.to_thread(migrations, "pg_migrations")
+    newest = shipped[-1][0]
+    await pg.execute(
+        "CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+        "applied timestamptz NOT NULL DEFAULT now())"
+    )
+    await pg.execute(shipped[0][2])
+    await pg.execute("INSERT INTO schema_version (version, name) VALUES (1, $1)", shipped[0][1])
+    await a.store.write([touch(n, "a" * 32) for n in range(3)])
+    assert (await a.sync.once())["touchpoints"] == 3
+    assert await pg.fetchval("SELECT max(version) FROM schema_version") == newest
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE consent = 'cookie'") == 3
+
+    await pg.execute(
+        "INSERT INTO schema_version (version, name) VALUES ($1, 'from_a_newer_gateway')", newest + 1
+    )
+    await a.store.write([touch(n, "b" * 32) for n in range(3, 8)])
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    await _run_until_errors(a.sync, a.metrics, 3)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (
+        len(errors) == 1
+        and f"schema version {newest + 1}, newer than this gateway knows ({newest})" in errors[0]
+    )
+    assert a.metrics.sync_lag_rows.labels("central", "touchpoints")._value.get() == 5
+    assert await count(pg, "touchpoints") == 3
+    await pg.execute("DELETE FROM schema_version WHERE version = $1", newest + 1)
+    assert (await a.sync.once())["touchpoints"] == 5
+    assert (
+        await pg.fetchval("SELECT count(DISTINCT id) FROM touchpoints") == await count(pg, "touchpoints") == 8
+    )
