@@ -244,6 +244,7 @@ async def test_admin_answers_503_while_the_central_store_is_away(
     gw = await start_gateway(origin, node_toml(tmp_path, "a"), {"GATEWAY_CENTRAL_URL": dsn})
     status, body = await admin_get(gw, "/api/touchpoints")
     assert status == 503 and body["ok"] is False and "central store" in body["error"]
+    assert "the server in central.url cannot be reached" in body["error"], body  # what to check
     async with gw.session.get(gw.url + "/?utm_source=x") as resp:
         assert resp.status == 200  # the proxy does not care
     # An override of this node's own touchpoint is recorded here, as it always was; of one
