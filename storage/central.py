@@ -5,7 +5,8 @@ table, applied under an advisory lock so many nodes can start at once), the
 mapping of local rows to PostgreSQL values (by the central column's type, so
 a new column needs a migration and nothing else), the bulk insert (COPY into
 a temporary staging table, then one ``INSERT … SELECT … ON CONFLICT DO
-NOTHING``), and applying erasures across every node's rows.
+NOTHING``), and applying erasures across every node's rows, in turn with the inserts of
+rows they erase (``ERASURE_LOCK``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from storage.migrate import SchemaTooNew, migrations
 
 MIGRATION_LOCK = 0x6761_7465_7761_7901
 """Advisory lock key held while migrating ("gatewa" y): one node migrates, the others wait."""
+ERASURE_LOCK = 0x6761_7465_7761_7902
+"""Advisory lock key taken by every transaction that inserts rows about a user or visitor:
+shared by those only filtered by ``erased_keys``, exclusive by those that erase (an erasure; a
+batch of bindings, which may name a device of an erased user). Without it, an erasure and
+another node's rows about its user committed at the same moment each missed the other's."""
 COPY_SLICE = 1000
 """Rows per COPY call within one batch (see ``CentralWriter._insert``)."""
 PG_ERRORS: tuple[type[BaseException], ...] = (
@@ -162,6 +168,16 @@ class TablePlan:
             converted.append(values)
         return converted
 
+    @property
+    def erases(self) -> bool:
+        """Its batches erase rows: erasures, and bindings (a late device of an erased user)."""
+        return self.table == "erasures" or (self.table == "identities" and "user_key" in self.columns)
+
+    @property
+    def erasable(self) -> bool:
+        """Its rows are about a visitor or a user, and an erasure deletes them."""
+        return "ts" in self.columns and bool({"visitor_key", "user_key"} & set(self.columns))
+
     def _not_erased(self) -> str:
         """Rows about an erased user or visitor, older than the erasure, are not inserted."""
         if self.table == "erasures" or "ts" not in self.columns:
@@ -221,6 +237,12 @@ class CentralWriter:
             await conn.copy_records_to_table(
                 f"_stage_{plan.table}", records=records, columns=list(plan.columns)
             )
+            # Copied while others insert too; from here on, in turn with any erasure (see
+            # ``ERASURE_LOCK``): each sees what the other committed.
+            if plan.erases:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", ERASURE_LOCK)
+            elif plan.erasable:
+                await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
             if plan.table == "identities" and "user_key" in plan.columns:
                 await erase_late_devices(conn)
             inserted = await conn.fetch(plan.insert_sql())

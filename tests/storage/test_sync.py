@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import asyncpg
@@ -609,3 +610,69 @@ async def test_a_central_store_on_an_older_or_newer_schema(
     assert (
         await pg.fetchval("SELECT count(DISTINCT id) FROM touchpoints") == await count(pg, "touchpoints") == 8
     )
+
+
+async def _batch(node: Node, conn: asyncpg.Connection, table: str) -> tuple[central.TablePlan, list[Any]]:
+    """What the node's next sync would send of ``table``: its plan and rows."""
+    from storage.cursors import local_columns, read_after
+
+    db = await node.sync.open_local()
+    try:
+        local = await local_columns(db, table)
+        plan = central.TablePlan.build(table, local, await central.central_columns(conn, table))
+        rows, _ = await read_after(db, table, plan.columns, 0, 1000)
+    finally:
+        await db.close()
+    return plan, list(rows)
+
+
+@pytest.mark.parametrize("late", ["identities", "touchpoints"])
+async def test_an_erasure_and_another_nodes_rows_synced_at_the_same_moment(
+    nodes: tuple[Node, Node], central_dsn: str, pg: asyncpg.Connection, late: str
+) -> None:
+    """Node A's erasure of a user and node B's rows about them (a binding of a device the
+    erasure could not know; a touchpoint of a device bound to them centrally), each in its own
+    transaction at the same moment: neither saw the other's uncommitted rows, so the binding or
+    the touchpoint stayed centrally after the erasure. Now an erasure's transaction and every
+    transaction inserting rows it erases take turns, so the later one sees the other's rows."""
+    a, b = nodes
+    laptop, phone = "1" * 32, "2" * 32
+    await a.store.write([touch(1, laptop), bind(laptop, "u-9")])
+    if late == "touchpoints":  # the phone bound centrally already, its touchpoint not yet synced
+        await b.store.write([bind(phone, "u-9", "b")])
+        await b.sync.once()
+        await b.store.write([touch(3, phone, "b")])
+    else:
+        await b.store.write([touch(3, phone, "b"), bind(phone, "u-9", "b")])
+        await b.sync.once()  # the touchpoint goes; the binding is the late row
+        await pg.execute("DELETE FROM identities WHERE node = 'b'")
+    await a.sync.once()
+    now = datetime.now(UTC)
+    await erase_user(
+        a.path, "u-9", "raw", body_key=body_key(b"k" * 32), event_id=uuid7(), ts=iso(now), node="a"
+    )
+    conn_a, conn_b = await asyncpg.connect(central_dsn), await asyncpg.connect(central_dsn)
+    try:
+        erasure_plan, erasure_rows = await _batch(a, conn_a, "erasures")
+        late_plan, late_rows = await _batch(b, conn_b, late)
+        if late == "touchpoints":
+            late_rows = [r for r in late_rows if r[late_plan.columns.index("visitor_key")] == phone]
+        assert erasure_rows and late_rows
+        opened = conn_a.transaction()
+        await opened.start()  # node A's batch: inserted and applied, not committed yet
+        await central.CentralWriter(conn_a).insert(erasure_plan, erasure_rows)
+        other = asyncio.create_task(central.CentralWriter(conn_b).insert(late_plan, late_rows))
+        async with asyncio.timeout(30):  # B done, or waiting for A's turn to end
+            while not other.done() and not await pg.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await asyncio.sleep(0.01)
+        await opened.commit()
+        async with asyncio.timeout(30):
+            await other
+    finally:
+        await conn_a.close()
+        await conn_b.close()
+    assert await pg.fetchval("SELECT count(*) FROM identities WHERE user_key = 'u-9'") == 0
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", phone) == 0
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", laptop) == 0
