@@ -20,7 +20,7 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions, StorageOptions
 from storage import central
-from storage.backoff import Backoff
+from storage.backoff import Backoff, Failures
 from storage.erasure import erase_user
 from storage.local import LocalStore
 from storage.sync import SYNC_TABLES, Sync
@@ -300,6 +300,32 @@ def test_backoff_grows_with_jitter_and_stays_bounded() -> None:
     assert len(set(delays)) > 30  # jittered
     backoff.reset()
     assert backoff.next() <= 0.5
+
+
+def test_failures_in_a_row_are_logged_once_with_a_reminder(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first failure is a warning; the same again debug, another problem info, the end
+    info; past ``REMIND_SECONDS`` since the last warning, a warning again saying for how long."""
+    import storage.backoff
+
+    logger = logging.getLogger("gateway.test_failures")
+    caplog.set_level(logging.DEBUG, logger.name)
+    failures = Failures(logger, "reader")
+    failures.failed("refused", 1.0)
+    failures.failed("refused", 2.0)
+    failures.failed("starting up", 4.0)
+    monkeypatch.setattr(storage.backoff, "REMIND_SECONDS", 0.0)
+    failures.failed("refused", 8.0)
+    failures.succeeded()
+    failures.succeeded()  # nothing to say: it was not failing
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "reader failed (refused); retrying in 1.0 s"),
+        ("DEBUG", "reader failed again (refused); retrying in 2.0 s"),
+        ("INFO", "reader still failing, now (starting up); retrying in 4.0 s"),
+        ("WARNING", "reader still failing (refused): 4 attempts over 0 s; retrying in 8.0 s"),
+        ("INFO", "reader recovered after 4 failed attempts over 0 s"),
+    ]
 
 
 def test_sync_tables_end_with_erasures() -> None:
