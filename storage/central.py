@@ -59,6 +59,10 @@ def explain(err: BaseException, key: str = "central.url", connecting: bool = Tru
             hint += " (it may want TLS: add ?sslmode=require)"
     elif "rejected SSL upgrade" in text:
         hint = f"{key} asks for TLS (sslmode) and the server offers none"
+    elif isinstance(err, asyncpg.ClientConfigurationError):
+        hint = f"a parameter of {key} is refused (sslmode, sslrootcert…): correct the URL"
+    elif isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
+        hint = f"a file {key} names (sslrootcert, sslcert, sslkey) cannot be read"
     elif isinstance(err, ssl.SSLError):
         hint = f"TLS failed: check the sslmode (and sslrootcert) in {key}, and the server's certificate"
     elif isinstance(err, asyncpg.InsufficientPrivilegeError):

@@ -486,8 +486,14 @@ def _lock_roles(hba: Path) -> None:
         ("gw_tls@{}/t_roles", "no encryption", "?sslmode=require"),
         ("gw_pw:right@{}/t_roles?sslmode=require", "rejected SSL upgrade", "asks for TLS"),
         ("gw_ro@{}/t_roles", "permission denied", "lacks a privilege"),
+        (
+            "gw_pw:right@{}/t_roles?sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+            "FileNotFoundError",
+            "a file central.url (GATEWAY_CENTRAL_URL) names (sslrootcert, sslcert, sslkey) cannot be read",
+        ),
+        ("gw_pw:right@{}/t_roles?sslmode=sometimes", "`sslmode` parameter must be", "a parameter of"),
     ],
-    ids=["password", "database", "tls-wanted", "tls-offered-none", "privilege"],
+    ids=["password", "database", "tls-wanted", "tls-offered-none", "privilege", "tls-file", "tls-mode"],
 )
 async def test_a_refused_connection_names_the_setting_once(
     tmp_path: Path, locked_roles: str, caplog: pytest.LogCaptureFixture, dsn: str, said: str, hint: str
