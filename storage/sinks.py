@@ -127,6 +127,12 @@ class Sink:
         return f"sinks[{names.index(self.options.name)}]" if self.options.name in names else "sinks"
 
     @property
+    def secret_source(self) -> str:
+        """Where the secret comes from, as a log line names it: ``sinks[0].secret (SINK_KEY)``."""
+        named = self.options.secret
+        return f"{self.key}.secret ({named[4:]})" if named.startswith("env:") else f"{self.key}.secret"
+
+    @property
     def reader(self) -> str:
         return f"sink:{self.options.name}"
 
@@ -181,7 +187,7 @@ class Sink:
                     location = resp.headers.get("Location", "")
             except TimeoutError as err:  # its text is empty: say which limit it was
                 raise SinkError(
-                    f"no answer within sinks.timeout_seconds ({self.options.timeout_seconds:g} s)"
+                    f"no answer within {self.key}.timeout_seconds ({self.options.timeout_seconds:g} s)"
                 ) from err
             except aiohttp.ClientError as err:
                 raise SinkError(f"{type(err).__name__}: {err}") from err
@@ -193,7 +199,7 @@ class Sink:
             raise SinkRefused(f"HTTP {status}: {reason}" if reason else f"HTTP {status}")
         if status in (401, 403):
             raise SinkError(
-                f"HTTP {status}: the destination refuses the credentials; check the sink's secret"
+                f"HTTP {status}: the destination refuses the credentials; check {self.secret_source}"
             )
         if 300 <= status < 400:
             where = location[:200] or "nowhere"
@@ -237,7 +243,8 @@ class Sink:
                 sent += len(batch)
         if refused and not sent and not took_before:
             raise SinkError(
-                f"the destination refused every message ({refused[0][1]}); check the sink's url and secret"
+                f"the destination refused every message ({refused[0][1]}); check {self.key}.url and"
+                f" {self.secret_source}"
             )
         for message, why in refused:
             refused_id = message_id(message)

@@ -245,7 +245,10 @@ async def test_a_destination_that_refuses_every_message_holds_them_all(world, ba
     touches = [touch(n, f"{n:032x}", "news") for n in range(6)]
     await w.store.write(touches)
     batch_api.refuse = {f"gw-touch-{t.id}": 400 for t in touches}
-    with pytest.raises(SinkError, match="refused every message"):
+    with pytest.raises(
+        SinkError,
+        match=r"refused every message .*check sinks\[0\]\.url and sinks\[0\]\.secret \(SINK_SECRET\)",
+    ):
         await one_round(w)
     assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "refused")._value.get() == 0
     batch_api.refuse = {}
@@ -261,7 +264,7 @@ async def test_refused_credentials_are_retried_and_a_resend_on_demand_reports_a_
     w = await world(sink_toml(batch_api))
     touches, user_key = await seed(w)
     batch_api.fail = [401]
-    with pytest.raises(SinkError, match="credentials"):
+    with pytest.raises(SinkError, match=r"credentials; check sinks\[0\]\.secret \(SINK_SECRET\)$"):
         await one_round(w)
     assert await one_round(w) == {"touchpoints": 3, "identities": 2}  # nothing was skipped
     batch_api.refuse = {f"gw-touch-{touches[0].id}": 400}
@@ -470,7 +473,7 @@ async def test_a_destination_that_does_not_answer_in_time_is_named_by_its_limit(
         line = await _first_retry_warning(w, caplog)
     finally:
         release.set()
-    assert "no answer within sinks.timeout_seconds (0.2 s)" in line
+    assert "no answer within sinks[0].timeout_seconds (0.2 s)" in line
 
 
 @pytest.mark.parametrize(
