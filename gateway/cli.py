@@ -693,7 +693,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     failure = None
     try:
         delivered = asyncio.run(sync.once(shown))
-    except (SchemaTooNew, sqlite3.DatabaseError) as err:
+    except (SchemaTooNew, central.ForeignSchema, sqlite3.DatabaseError) as err:
         failure = str(err)
     except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
         failure = f"cannot reach the central store: {central.explain(err, sync.key)}"

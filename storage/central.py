@@ -41,6 +41,10 @@ PG_ERRORS: tuple[type[BaseException], ...] = (
 """What a PostgreSQL that is away, restarting or refusing looks like: retried, never fatal."""
 
 
+class ForeignSchema(Exception):
+    """The database's ``schema_version`` table is another application's."""
+
+
 def explain(err: BaseException, key: str = "central.url", connecting: bool = True) -> str:
     """A failure to reach or use the central store, as the operator fixes it: what PostgreSQL
     or the network said, and, for what a wrong URL or server setting causes, which part of
@@ -88,6 +92,15 @@ async def migrate(conn: asyncpg.Connection) -> int:
             "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, name text NOT NULL, "
             "applied timestamptz NOT NULL DEFAULT now())"
         )
+        kinds = await central_columns(conn, "schema_version")
+        if kinds.get("version") != "integer" or "name" not in kinds:
+            # Another application's migrations (Flyway's former default table name): its
+            # versions are not ours, and read as ours they stopped or silently emptied the sync.
+            raise ForeignSchema(
+                "the database's schema_version table is not the gateway's (another application's"
+                " migrations?): give the gateway a database of its own, or a schema of its own"
+                " (CREATE SCHEMA gateway, and ?search_path=gateway at the end of central.url)"
+            )
         current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
         if current > newest:
             raise SchemaTooNew(

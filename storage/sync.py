@@ -194,7 +194,7 @@ class Sync:
                 except Exception as err:  # a background task must outlive every failure
                     self.metrics.sync_errors.labels(READER).inc()
                     delay = backoff.next()
-                    if isinstance(err, SchemaTooNew):
+                    if isinstance(err, SchemaTooNew | central.ForeignSchema):
                         failures.failed(str(err), delay, logging.ERROR)
                     elif isinstance(err, central.PG_ERRORS):
                         failures.failed(central.explain(err, self.key, connecting=conn is None), delay)

@@ -708,3 +708,42 @@ async def test_an_erasure_and_another_nodes_rows_synced_at_the_same_moment(
     assert await pg.fetchval("SELECT count(*) FROM identities WHERE user_key = 'u-9'") == 0
     assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", phone) == 0
     assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", laptop) == 0
+
+
+async def test_a_database_whose_schema_version_is_another_applications(
+    tmp_path: Path, central_dsn: str, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database shared with an application whose migrations keep a ``schema_version`` table
+    of their own (Flyway's former default name): the gateway read its versions as its own, so
+    it said "upgrade the gateway" for ever (version 12 > 4) or, at a lower one, skipped the
+    migrations and then every table it did not find, delivering nothing and saying nothing.
+    Now it says the table is not its own and how to give it a schema of its own, which works."""
+    await pg.execute(
+        "CREATE TABLE schema_version (installed_rank integer PRIMARY KEY, version varchar(50), "
+        "description varchar(200) NOT NULL, script varchar(1000) NOT NULL)"
+    )
+    await pg.execute("INSERT INTO schema_version VALUES (1, '12', 'init', 'V12__init.sql')")
+    store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
+    await store.open()
+    await store.write([touch(n, "a" * 32) for n in range(3)])
+    metrics = Metrics()
+    options = CentralOptions(
+        url="env:GATEWAY_CENTRAL_URL", backoff_min_seconds=0.02, backoff_max_seconds=0.05
+    )
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    try:
+        with pytest.raises(central.ForeignSchema, match="is not the gateway's"):
+            await Sync(store.path, central_dsn, options, metrics).once()
+        await _run_until_errors(Sync(store.path, central_dsn, options, metrics), metrics, 3)
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and warnings[0].exc_info is None, warnings
+        said = warnings[0].getMessage()
+        assert "schema_version table is not the gateway's" in said and "?search_path=" in said, said
+        # As it says: a schema of its own.
+        await pg.execute("CREATE SCHEMA gateway")
+        own = Sync(store.path, central_dsn + "?search_path=gateway", options, metrics)
+        assert (await own.once())["touchpoints"] == 3
+    finally:
+        await store.close()
+    assert await pg.fetchval("SELECT count(*) FROM gateway.touchpoints") == 3
+    assert await pg.fetchval("SELECT count(*) FROM public.schema_version") == 1  # theirs, untouched
