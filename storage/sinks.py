@@ -189,6 +189,8 @@ class Sink:
                 raise SinkError(
                     f"no answer within {self.key}.timeout_seconds ({self.options.timeout_seconds:g} s)"
                 ) from err
+            except aiohttp.ClientConnectorError as err:  # no such host, refused, TLS refused
+                raise SinkError(f"{type(err).__name__}: {err}; check {self.key}.url") from err
             except aiohttp.ClientError as err:
                 raise SinkError(f"{type(err).__name__}: {err}") from err
         told = retry_after_seconds(retry_after) if status in (429, 503) else None

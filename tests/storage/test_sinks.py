@@ -6,6 +6,7 @@ import asyncio
 import base64
 import email.utils
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -649,3 +650,17 @@ async def test_an_accepting_answer_that_does_not_end_is_read_no_further(world, r
     async with asyncio.timeout(30):
         sent = await one_round(w)
     assert sent["touchpoints"] == 1
+
+
+async def test_a_destination_that_cannot_be_reached_names_the_url_to_check(
+    world, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listening (or no such host, or its TLS refused): the line names the entry's url."""
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    w = await world(sink_toml(BatchApi(url=f"http://127.0.0.1:{port}"), backoff_max_seconds=600.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert "ClientConnectorError" in line and "; check sinks[0].url); retrying in" in line, line
