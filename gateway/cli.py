@@ -677,7 +677,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from gateway.metrics import Metrics
     from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
-    from storage.sync import Sync  # asyncpg: the postgres extra
+    from storage import central  # asyncpg: the postgres extra
+    from storage.sync import Sync
 
     sync = Sync(settings.store_path, settings.central_url, settings.options.central, Metrics())
     bars: list[Any] = []
@@ -692,9 +693,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     failure = None
     try:
         delivered = asyncio.run(sync.once(shown))
-    except (SchemaTooNew, sqlite3.DatabaseError) as err:
+    except (SchemaTooNew, central.ForeignSchema, sqlite3.DatabaseError) as err:
         failure = str(err)
-    except Exception as err:  # PostgreSQL away or refusing: say so, no traceback
+    except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
+        failure = f"cannot reach the central store: {central.explain(err, sync.key)}"
+    except Exception as err:  # no traceback
         failure = f"cannot reach the central store: {type(err).__name__}: {err}"
     finally:
         for bar in bars:  # before any message: it goes on a line of its own

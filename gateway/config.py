@@ -622,6 +622,12 @@ def load_settings(
                 problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
             elif not value:
                 problems.append(f"{key}: {unset(sink.secret[4:], environ)}{sender_hint}")
+            elif not (value.isprintable() and value == value.strip() and " " not in value):
+                # A newline left from the file the key was read from: 401 for every batch.
+                problems.append(
+                    f"{key}: the value of {sink.secret[4:]} holds white space or control characters"
+                    " (a newline from the file it was read from?); a write key has none"
+                )
             sink_secrets[sink.name] = value.encode()
     if problems:
         raise ConfigError(problems)

@@ -242,7 +242,10 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         finally:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError) as err:
-        return Check("FAIL", f"central PostgreSQL unreachable: {type(err).__name__}", "check central.url")
+        from storage.central import explain  # asyncpg is there: imported above
+
+        key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+        return Check("FAIL", f"central PostgreSQL unreachable: {explain(err, key)}", "check central.url")
     except (ValueError, OverflowError, asyncpg.InterfaceError) as err:  # a DSN asyncpg cannot read
         return Check(
             "FAIL",

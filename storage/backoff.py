@@ -1,11 +1,13 @@
-"""Retry delays for the durable readers of the log (the central sync, the sinks), and the wait
-between their attempts."""
+"""Retry delays for the durable readers of the log (the central sync, the sinks), the wait
+between their attempts, and how a run of failures is logged (``Failures``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 
@@ -41,3 +43,65 @@ async def wait_refreshing(delay: float, every: float, refresh: Callable[[], Awai
         if end - loop.time() > 0:
             with contextlib.suppress(Exception):
                 await refresh()
+
+
+REMIND_SECONDS = 600.0
+"""While one problem lasts, the longest time between two log lines about it."""
+
+
+class Failures:
+    """A reader's failures in a row, logged as an operator reads them: the first at ``level``
+    with what failed and the retry delay; then a different problem (a restarting PostgreSQL
+    says "shutting down", "connection refused", "starting up" in turn) at info level, and the
+    same one again at debug level; every ``REMIND_SECONDS`` while failures last, one line at
+    ``level`` again with the problem of the moment and the number of attempts; the first success
+    after failures at info level with how long they lasted. A PostgreSQL down for a night is a
+    few lines, not one per backoff."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.log, self.what = logger, what
+        self.count = 0
+        self._since = 0.0
+        self._problem: str | None = None
+        self._logged = 0.0
+
+    def failed(
+        self, problem: str, delay: float, level: int = logging.WARNING, error: BaseException | None = None
+    ) -> None:
+        """One more failure. ``error``: an unexpected one, whose traceback goes with the line
+        that first says it (not with its repeats)."""
+        now = time.monotonic()
+        self.count += 1
+        if self.count == 1:
+            self._since = self._logged = now
+            self.log.log(
+                level, "%s failed (%s); retrying in %.1f s", self.what, problem, delay, exc_info=error
+            )
+        elif now - self._logged >= REMIND_SECONDS:
+            self._logged = now
+            self.log.log(
+                level,
+                "%s still failing (%s): %d attempts over %.0f s; retrying in %.1f s",
+                self.what,
+                problem,
+                self.count,
+                now - self._since,
+                delay,
+            )
+        elif problem != self._problem:
+            self.log.info(
+                "%s still failing, now (%s); retrying in %.1f s", self.what, problem, delay, exc_info=error
+            )
+        else:
+            self.log.debug("%s failed again (%s); retrying in %.1f s", self.what, problem, delay)
+        self._problem = problem
+
+    def succeeded(self) -> None:
+        if self.count:
+            self.log.info(
+                "%s recovered after %d failed attempts over %.0f s",
+                self.what,
+                self.count,
+                time.monotonic() - self._since,
+            )
+        self.count, self._problem = 0, None

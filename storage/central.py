@@ -5,12 +5,14 @@ table, applied under an advisory lock so many nodes can start at once), the
 mapping of local rows to PostgreSQL values (by the central column's type, so
 a new column needs a migration and nothing else), the bulk insert (COPY into
 a temporary staging table, then one ``INSERT … SELECT … ON CONFLICT DO
-NOTHING``), and applying erasures across every node's rows.
+NOTHING``), and applying erasures across every node's rows, in turn with the inserts of
+rows they erase (``ERASURE_LOCK``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +25,11 @@ from storage.migrate import SchemaTooNew, migrations
 
 MIGRATION_LOCK = 0x6761_7465_7761_7901
 """Advisory lock key held while migrating ("gatewa" y): one node migrates, the others wait."""
+ERASURE_LOCK = 0x6761_7465_7761_7902
+"""Advisory lock key taken by every transaction that inserts rows about a user or visitor:
+shared by those only filtered by ``erased_keys``, exclusive by those that erase (an erasure; a
+batch of bindings, which may name a device of an erased user). Without it, an erasure and
+another node's rows about its user committed at the same moment each missed the other's."""
 COPY_SLICE = 1000
 """Rows per COPY call within one batch (see ``CentralWriter._insert``)."""
 PG_ERRORS: tuple[type[BaseException], ...] = (
@@ -32,6 +39,43 @@ PG_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 """What a PostgreSQL that is away, restarting or refusing looks like: retried, never fatal."""
+
+
+class ForeignSchema(Exception):
+    """The database's ``schema_version`` table is another application's."""
+
+
+def explain(err: BaseException, key: str = "central.url", connecting: bool = True) -> str:
+    """A failure to reach or use the central store, as the operator fixes it: what PostgreSQL
+    or the network said, and, for what a wrong URL or server setting causes, which part of
+    ``key`` (``central.url (NAME)``: the setting and its variable) to check. Never the DSN
+    itself: it holds the password. ``connecting``: the failure came before a connection was
+    made (a network error later is a connection lost, not a server that cannot be reached)."""
+    said = f"{type(err).__name__}: {err}".strip().rstrip(":")
+    text = str(err)
+    if isinstance(err, asyncpg.InvalidPasswordError):
+        hint = f"the user name or password in {key} is refused"
+    elif isinstance(err, asyncpg.InvalidCatalogNameError):
+        hint = f"the database named in {key} does not exist: create it, or correct the URL"
+    elif isinstance(err, asyncpg.InvalidAuthorizationSpecificationError):
+        hint = f"the server's pg_hba.conf refuses this user, database or host: check {key}"
+        if "no encryption" in text:
+            hint += " (it may want TLS: add ?sslmode=require)"
+    elif "rejected SSL upgrade" in text:
+        hint = f"{key} asks for TLS (sslmode) and the server offers none"
+    elif isinstance(err, asyncpg.ClientConfigurationError):
+        hint = f"a parameter of {key} is refused (sslmode, sslrootcert…): correct the URL"
+    elif isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
+        hint = f"a file {key} names (sslrootcert, sslcert, sslkey) cannot be read"
+    elif isinstance(err, ssl.SSLError):
+        hint = f"TLS failed: check the sslmode (and sslrootcert) in {key}, and the server's certificate"
+    elif isinstance(err, asyncpg.InsufficientPrivilegeError):
+        hint = f"the user in {key} lacks a privilege the central store needs (create tables, insert)"
+    elif connecting and isinstance(err, OSError | asyncio.TimeoutError):
+        hint = f"the server in {key} cannot be reached"
+    else:
+        return said
+    return f"{said}; {hint}"
 
 
 async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
@@ -48,6 +92,15 @@ async def migrate(conn: asyncpg.Connection) -> int:
             "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, name text NOT NULL, "
             "applied timestamptz NOT NULL DEFAULT now())"
         )
+        kinds = await central_columns(conn, "schema_version")
+        if kinds.get("version") != "integer" or "name" not in kinds:
+            # Another application's migrations (Flyway's former default table name): its
+            # versions are not ours, and read as ours they stopped or silently emptied the sync.
+            raise ForeignSchema(
+                "the database's schema_version table is not the gateway's (another application's"
+                " migrations?): give the gateway a database of its own, or a schema of its own"
+                " (CREATE SCHEMA gateway, and ?search_path=gateway at the end of central.url)"
+            )
         current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
         if current > newest:
             raise SchemaTooNew(
@@ -132,6 +185,16 @@ class TablePlan:
             converted.append(values)
         return converted
 
+    @property
+    def erases(self) -> bool:
+        """Its batches erase rows: erasures, and bindings (a late device of an erased user)."""
+        return self.table == "erasures" or (self.table == "identities" and "user_key" in self.columns)
+
+    @property
+    def erasable(self) -> bool:
+        """Its rows are about a visitor or a user, and an erasure deletes them."""
+        return "ts" in self.columns and bool({"visitor_key", "user_key"} & set(self.columns))
+
     def _not_erased(self) -> str:
         """Rows about an erased user or visitor, older than the erasure, are not inserted."""
         if self.table == "erasures" or "ts" not in self.columns:
@@ -191,6 +254,12 @@ class CentralWriter:
             await conn.copy_records_to_table(
                 f"_stage_{plan.table}", records=records, columns=list(plan.columns)
             )
+            # Copied while others insert too; from here on, in turn with any erasure (see
+            # ``ERASURE_LOCK``): each sees what the other committed.
+            if plan.erases:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", ERASURE_LOCK)
+            elif plan.erasable:
+                await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
             if plan.table == "identities" and "user_key" in plan.columns:
                 await erase_late_devices(conn)
             inserted = await conn.fetch(plan.insert_sql())

@@ -80,7 +80,8 @@ class CentralReader(Reader):
                 )
             rows = await self._pool.fetch(sql, *args, timeout=self.timeout)
         except central.PG_ERRORS as err:
-            raise StoreUnavailable(f"the central store is unavailable ({type(err).__name__})") from err
+            said = central.explain(err)  # a pool connects as it fetches
+            raise StoreUnavailable(f"the central store is unavailable ({said})") from err
         return [_plain(row) for row in rows]
 
     async def touchpoints(self, q: TouchpointQuery) -> tuple[list[dict[str, Any]], str | None]:

@@ -153,6 +153,20 @@ async def publish_lag(
     return found
 
 
+async def publish_progress(
+    db: aiosqlite.Connection, metrics: Metrics, reader: str, table: str, position: int
+) -> int:
+    """After each batch a reader delivered, its lag as it now is (two seeks, however many rows
+    wait): the rows after ``position`` from the table's largest rowid (rows deleted since are
+    counted until the next ``publish_lag`` counts them) and the age of the oldest. A backlog
+    being worked through shows going down, batch by batch, not only once the round is over.
+    Returns the rows."""
+    rows = max(await _top(db, table) - position, 0)
+    metrics.sync_lag_rows.labels(reader, table).set(rows)
+    metrics.sync_lag_seconds.labels(reader, table).set(await oldest_age(db, table, position))
+    return rows
+
+
 async def table_tops(db: aiosqlite.Connection) -> dict[str, int]:
     """The largest rowid (0 when empty) of each table a cursor reads: taken before deletes,
     for ``clamp_cursors``."""

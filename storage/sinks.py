@@ -58,8 +58,8 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import SinkOptions
 from gateway.signing import standard_signature
-from storage.backoff import Backoff, wait_refreshing
-from storage.cursors import advance, cursor_at, cursor_name, publish_lag
+from storage.backoff import Backoff, Failures, wait_refreshing
+from storage.cursors import advance, cursor_at, cursor_name, publish_lag, publish_progress
 from storage.erased import erasure_mark
 from storage.local import connect
 from storage.migrate import migrate
@@ -90,6 +90,9 @@ log = logging.getLogger("gateway.sinks")
 
 READ_ROWS = 500
 """Rows read from one table per step; the cursor moves once all their messages are accepted."""
+ANSWER_LIMIT = 64 * 1024
+"""Most bytes of a destination's answer read (its reason is quoted from the first 200): an
+endpoint that answers with an endless stream is not read to the end (within the timeout)."""
 
 Current = Callable[[], Awaitable[bool]]
 """Whether what is being sent still stands (no erasure since it was read)."""
@@ -116,6 +119,18 @@ class Sink:
         # table → (its cursor's position, the messageIds the destination has taken, or refused as
         # such, from the read at that position): a read made again sends only the rest.
         self._settled: dict[str, tuple[int, set[str]]] = {}
+
+    @property
+    def key(self) -> str:
+        """The entry in the config, as its errors name it: ``sinks[0]``."""
+        names = [sink.name for sink in self.settings.options.sinks]
+        return f"sinks[{names.index(self.options.name)}]" if self.options.name in names else "sinks"
+
+    @property
+    def secret_source(self) -> str:
+        """Where the secret comes from, as a log line names it: ``sinks[0].secret (SINK_KEY)``."""
+        named = self.options.secret
+        return f"{self.key}.secret ({named[4:]})" if named.startswith("env:") else f"{self.key}.secret"
 
     @property
     def reader(self) -> str:
@@ -162,14 +177,20 @@ class Sink:
                     data=body,
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=self.options.timeout_seconds),
+                    # Followed, a 301/302/303 became a GET with no body whose 200 counted the
+                    # batch as sent; a 307/308 took the batch and the write key elsewhere.
+                    allow_redirects=False,
                 ) as resp:
-                    answer = await resp.read()
+                    answer = await _read_answer(resp)
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After", "")
+                    location = resp.headers.get("Location", "")
             except TimeoutError as err:  # its text is empty: say which limit it was
                 raise SinkError(
-                    f"no answer within sinks.timeout_seconds ({self.options.timeout_seconds:g} s)"
+                    f"no answer within {self.key}.timeout_seconds ({self.options.timeout_seconds:g} s)"
                 ) from err
+            except aiohttp.ClientConnectorError as err:  # no such host, refused, TLS refused
+                raise SinkError(f"{type(err).__name__}: {err}; check {self.key}.url") from err
             except aiohttp.ClientError as err:
                 raise SinkError(f"{type(err).__name__}: {err}") from err
         told = retry_after_seconds(retry_after) if status in (429, 503) else None
@@ -180,7 +201,13 @@ class Sink:
             raise SinkRefused(f"HTTP {status}: {reason}" if reason else f"HTTP {status}")
         if status in (401, 403):
             raise SinkError(
-                f"HTTP {status}: the destination refuses the credentials; check the sink's secret"
+                f"HTTP {status}: the destination refuses the credentials; check {self.secret_source}"
+            )
+        if 300 <= status < 400:
+            where = location[:200] or "nowhere"
+            raise SinkError(
+                f"HTTP {status}: the destination redirects to {where}, not followed; "
+                f"set {self.key}.url to where it moved"
             )
         if not 200 <= status < 300:
             raise SinkError(f"HTTP {status}")
@@ -218,7 +245,8 @@ class Sink:
                 sent += len(batch)
         if refused and not sent and not took_before:
             raise SinkError(
-                f"the destination refused every message ({refused[0][1]}); check the sink's url and secret"
+                f"the destination refused every message ({refused[0][1]}); check {self.key}.url and"
+                f" {self.secret_source}"
             )
         for message, why in refused:
             refused_id = message_id(message)
@@ -382,6 +410,7 @@ class Sink:
                     continue  # moved meanwhile (a delete clamped it): read again from where it is
                 del self._settled[table]
                 self.metrics.sync_rows.labels(self.reader, table).inc(len(rows))
+                await publish_progress(db, self.metrics, self.reader, table, last)
                 if len(rows) < READ_ROWS:
                     break
         return sent
@@ -407,14 +436,17 @@ class Sink:
         return await self.send(messages, skip_refused=False)
 
     async def run(self) -> None:
-        """Until cancelled: rounds every ``interval_seconds``; failures retried with backoff."""
+        """Until cancelled: rounds every ``interval_seconds``; failures retried with backoff, a
+        problem logged once (``Failures``), the end of an outage too."""
         db = await open_log(self.settings)
         backoff = Backoff(0.5, self.options.backoff_max_seconds)
+        failures = Failures(log, f"sink {self.options.name}")
         try:
             while True:
                 try:
                     await self.round(db)
                     backoff.reset()
+                    failures.succeeded()
                     self.metrics.sync_last_success.labels(self.reader).set(time.time())
                     delay = self.options.interval_seconds
                 except Exception as err:  # a background task must outlive every failure
@@ -423,7 +455,7 @@ class Sink:
                     # says when it really goes.
                     held = self._next_send - asyncio.get_running_loop().time()
                     delay = max(backoff.next(), held)
-                    log.warning("sink %s failed (%s); retrying in %.1f s", self.options.name, err, delay)
+                    failures.failed(str(err) or type(err).__name__, delay)
                 with contextlib.suppress(Exception):
                     await self.publish_lag(db)
                 await wait_refreshing(
@@ -431,6 +463,15 @@ class Sink:
                 )
         finally:
             await db.close()
+
+
+async def _read_answer(resp: aiohttp.ClientResponse) -> bytes:
+    """The answer's body to its end, or its first ``ANSWER_LIMIT`` bytes: one cut short (the
+    connection closed before its ``Content-Length``) raises, as a whole read would."""
+    answer = bytearray()
+    while len(answer) < ANSWER_LIMIT and (chunk := await resp.content.read(ANSWER_LIMIT - len(answer))):
+        answer += chunk
+    return bytes(answer)
 
 
 def retry_after_seconds(value: str) -> float | None:

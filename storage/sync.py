@@ -26,13 +26,14 @@ import aiosqlite
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
-from storage.backoff import Backoff, wait_refreshing
+from storage.backoff import Backoff, Failures, wait_refreshing
 from storage.cursors import (
     advance,
     cursor_at,
     cursor_name,
     local_columns,
     publish_lag,
+    publish_progress,
     read_after,
 )
 from storage.local import connect
@@ -44,6 +45,8 @@ SYNC_TABLES = ("touchpoints", "identities", "conversions", "verdict_changes", "c
 """Local tables copied to the central store, in this order each round (erasures last, so they
 apply to the rows of the same round). A table missing on either side is skipped."""
 READER = "central"
+PROGRESS_SECONDS = 60.0
+"""While one table's backlog takes longer than this, a log line this often says how far it is."""
 Progress = Callable[[int], Callable[[int], object]]
 """Told the rows a round has to deliver before it starts; returns what is told each batch's
 rows once delivered (``gateway sync --once``'s progress bar)."""
@@ -82,8 +85,11 @@ class Sync:
         done: Callable[[int], object] | None = None,
     ) -> int:
         """Deliver one table's new rows, batch by batch; the next batch is read from SQLite (in
-        aiosqlite's thread) while the current one is written to PostgreSQL."""
+        aiosqlite's thread) while the current one is written to PostgreSQL. After each batch the
+        lag gauges are brought up to date, and a long backlog says how far it is in the log
+        every ``PROGRESS_SECONDS``."""
         size, delivered = self.options.batch_size, 0
+        said = time.monotonic()
         after, version = await cursor_at(db, name)
         rows, last = await read_after(db, plan.table, plan.columns, after, size)
         while rows:
@@ -103,6 +109,15 @@ class Sync:
             if moved:
                 delivered += len(rows)
                 self.metrics.sync_rows.labels(READER, plan.table).inc(len(rows))
+                left = await publish_progress(db, self.metrics, READER, plan.table, last)
+                if time.monotonic() - said >= PROGRESS_SECONDS and left:
+                    said = time.monotonic()
+                    log.info(
+                        "central sync catching up: %s: %d rows delivered, %d to go",
+                        plan.table,
+                        delivered,
+                        left,
+                    )
                 if done is not None:
                     done(len(rows))
             if ahead is None:
@@ -148,41 +163,50 @@ class Sync:
         finally:
             await db.close()
 
+    @property
+    def key(self) -> str:
+        """The setting a wrong URL is fixed in, as the log names it: ``central.url (NAME)``."""
+        url = self.options.url
+        return f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+
     async def run(self) -> None:
-        """Until cancelled: rounds every ``interval_seconds``, retries with backoff on failure."""
+        """Until cancelled: rounds every ``interval_seconds``, retries with backoff on failure;
+        a problem is logged once (``Failures``), the end of an outage too."""
         db = await self.open_local()
         backoff = Backoff(self.options.backoff_min_seconds, self.options.backoff_max_seconds)
+        failures = Failures(log, "central sync")
         conn = None
         writer: central.CentralWriter | None = None
         try:
             while True:
                 try:
                     if conn is None or conn.is_closed():
+                        conn = None
                         conn = await central.connect(self.dsn, self.options.connect_timeout)
                         await central.migrate(conn)
                         writer = central.CentralWriter(conn)
                     assert writer is not None
                     await self.round(db, writer)
                     backoff.reset()
+                    failures.succeeded()
                     self.metrics.sync_last_success.labels(READER).set(time.time())
                     delay = self.options.interval_seconds
                 except Exception as err:  # a background task must outlive every failure
                     self.metrics.sync_errors.labels(READER).inc()
                     delay = backoff.next()
-                    if isinstance(err, SchemaTooNew):
-                        log.error("central sync stopped: %s", err)
+                    if isinstance(err, SchemaTooNew | central.ForeignSchema):
+                        failures.failed(str(err), delay, logging.ERROR)
                     elif isinstance(err, central.PG_ERRORS):
-                        log.warning("central sync failed (%s); retrying in %.1f s", _brief(err), delay)
+                        failures.failed(central.explain(err, self.key, connecting=conn is None), delay)
                     elif isinstance(err, ValueError) and conn is None:  # from asyncpg's DSN parser
                         # Its message quotes the URL, password included: only the kind is logged.
-                        log.warning(
-                            "central sync cannot connect: central.url is not a PostgreSQL DSN it can"
-                            " read (%s; `gateway check` says what is wrong); retrying in %.1f s",
-                            type(err).__name__,
+                        failures.failed(
+                            f"{self.key} is not a PostgreSQL DSN it can read: {type(err).__name__};"
+                            " `gateway check` says what is wrong",
                             delay,
                         )
-                    else:
-                        log.exception("central sync failed; retrying in %.1f s", delay)
+                    else:  # a defect: its traceback, once
+                        failures.failed(f"{type(err).__name__}: {err}", delay, logging.ERROR, err)
                     if conn is not None:
                         conn.terminate()
                         conn = None
@@ -195,7 +219,3 @@ class Sync:
             if conn is not None:
                 conn.terminate()
             await db.close()
-
-
-def _brief(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}".strip().rstrip(":")

@@ -244,6 +244,7 @@ async def test_admin_answers_503_while_the_central_store_is_away(
     gw = await start_gateway(origin, node_toml(tmp_path, "a"), {"GATEWAY_CENTRAL_URL": dsn})
     status, body = await admin_get(gw, "/api/touchpoints")
     assert status == 503 and body["ok"] is False and "central store" in body["error"]
+    assert "the server in central.url cannot be reached" in body["error"], body  # what to check
     async with gw.session.get(gw.url + "/?utm_source=x") as resp:
         assert resp.status == 200  # the proxy does not care
     # An override of this node's own touchpoint is recorded here, as it always was; of one
@@ -316,7 +317,14 @@ def test_sync_once_command(tmp_path: Path, postgres_server: PostgresServer, caps
         asyncio.run(_drop_node_rows(dsn, "cron"))
     monkeypatch.setenv("GATEWAY_CENTRAL_URL", "postgresql://postgres@127.0.0.1:9/nowhere")
     assert main(["sync", "--once", "-c", str(config)]) == 1
-    assert "cannot reach the central store" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot reach the central store" in err and "central.url (GATEWAY_CENTRAL_URL)" in err, err
+    # A database that does not exist says so, and where to correct it (it said the first half).
+    monkeypatch.setenv("GATEWAY_CENTRAL_URL", postgres_server.dsn("no_such_database"))
+    assert main(["sync", "--once", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert 'database "no_such_database" does not exist' in err, err
+    assert "the database named in central.url (GATEWAY_CENTRAL_URL) does not exist" in err, err
     config.write_text('[storage]\npath = "node.db"\n')
     assert main(["sync", "--once", "-c", str(config)]) == 2
     assert "central.url is not set" in capsys.readouterr().err

@@ -716,3 +716,17 @@ def test_a_condition_may_read_a_verified_jwt(tmp_path: Path) -> None:
     ]
     settings = load_settings(None, text=toml, environ={**ENV, "PLAN_SECRET": "p" * 32})
     assert settings.rule_keys == {"conversions[0].when[0]": b"p" * 32}
+
+
+@pytest.mark.parametrize("value", ["wk_" + "w" * 30 + "\n", " wk_" + "w" * 30, "wk_www\twww"])
+def test_a_sink_write_key_with_white_space_is_refused(value: str) -> None:
+    """A write key read from a file into the variable keeps the file's last newline (a
+    Kubernetes secret made from it does): Segment answered every batch 401, for ever, where the
+    config can say which variable holds what."""
+    toml = "[[sinks]]\nname = 'b'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:GW_KEY'\n"
+    found = problems(toml, {**ENV, "GW_KEY": value})
+    assert any(
+        p.startswith("sinks[0].secret: the value of GW_KEY holds white space or control characters")
+        for p in found
+    ), found
+    assert value.strip() not in "".join(found)  # never the key itself

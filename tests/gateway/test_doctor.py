@@ -124,6 +124,7 @@ async def test_unreachable_postgresql_when_central_is_configured(blockbuster: Bl
     settings = SimpleNamespace(options=SimpleNamespace(central=SimpleNamespace(url=url)))
     check = await check_central(settings, 2.0)  # type: ignore[arg-type]
     assert check is not None and check.status == "FAIL" and "central PostgreSQL unreachable" in check.what
+    assert "the server in central.url cannot be reached" in check.what, check.what
     none = SimpleNamespace(options=SimpleNamespace())
     assert await check_central(none, 2.0) is None  # type: ignore[arg-type]
     # A DSN asyncpg cannot read is a FAIL naming the key, not a traceback; no password shown.

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import email.utils
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -245,7 +246,10 @@ async def test_a_destination_that_refuses_every_message_holds_them_all(world, ba
     touches = [touch(n, f"{n:032x}", "news") for n in range(6)]
     await w.store.write(touches)
     batch_api.refuse = {f"gw-touch-{t.id}": 400 for t in touches}
-    with pytest.raises(SinkError, match="refused every message"):
+    with pytest.raises(
+        SinkError,
+        match=r"refused every message .*check sinks\[0\]\.url and sinks\[0\]\.secret \(SINK_SECRET\)",
+    ):
         await one_round(w)
     assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "refused")._value.get() == 0
     batch_api.refuse = {}
@@ -261,7 +265,7 @@ async def test_refused_credentials_are_retried_and_a_resend_on_demand_reports_a_
     w = await world(sink_toml(batch_api))
     touches, user_key = await seed(w)
     batch_api.fail = [401]
-    with pytest.raises(SinkError, match="credentials"):
+    with pytest.raises(SinkError, match=r"credentials; check sinks\[0\]\.secret \(SINK_SECRET\)$"):
         await one_round(w)
     assert await one_round(w) == {"touchpoints": 3, "identities": 2}  # nothing was skipped
     batch_api.refuse = {f"gw-touch-{touches[0].id}": 400}
@@ -470,7 +474,7 @@ async def test_a_destination_that_does_not_answer_in_time_is_named_by_its_limit(
         line = await _first_retry_warning(w, caplog)
     finally:
         release.set()
-    assert "no answer within sinks.timeout_seconds (0.2 s)" in line
+    assert "no answer within sinks[0].timeout_seconds (0.2 s)" in line
 
 
 @pytest.mark.parametrize(
@@ -488,3 +492,175 @@ async def test_a_destination_that_does_not_answer_in_time_is_named_by_its_limit(
 )
 def test_a_retry_after_that_is_no_delay_or_date_is_ignored(value: str, seconds: float | None) -> None:
     assert retry_after_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_not_followed_and_nothing_is_counted_sent(
+    world, upstream_server, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """An endpoint that moved answers 3xx. aiohttp followed it: after a 301, 302 or 303 with
+    a GET and no body, whose 200 (the new address's page) counted the batch as sent and moved
+    the cursor, so the messages were lost; after a 307 or 308 with the batch and the write key
+    to wherever the ``Location`` said. Now a redirect is a failure naming ``sinks.url`` and
+    where it points, retried with backoff, the cursor held."""
+    bodies: list[bytes] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        raise _redirect(status, "/elsewhere")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.json_response({"success": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", moved)
+    app.router.add_route("*", "/elsewhere", elsewhere)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api, backoff_max_seconds=600.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert f"HTTP {status}" in line and "sinks[0].url" in line and "/elsewhere" in line, line
+    assert bodies == []  # nothing went to the other address
+    db = await open_log(w.settings)
+    try:
+        async with db.execute("SELECT count(*) FROM sync_cursors WHERE position > 0") as cursor:
+            assert (await cursor.fetchone())[0] == 0  # the cursor did not move
+    finally:
+        await db.close()
+    assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "sent")._value.get() == 0
+
+
+def _redirect(status: int, location: str) -> web.HTTPException:
+    kinds: dict[int, type[web.HTTPMove]] = {
+        301: web.HTTPMovedPermanently,
+        302: web.HTTPFound,
+        303: web.HTTPSeeOther,
+        307: web.HTTPTemporaryRedirect,
+        308: web.HTTPPermanentRedirect,
+    }
+    return kinds[status](location)
+
+
+async def test_a_failing_destination_is_one_warning_and_one_recovery(
+    world, batch_api: BatchApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A destination answering 500 four times, then taking the batch: one warning, the
+    retries at debug level, and one line when it is over (until 2026-12-04 a warning for
+    every retry: an endpoint down for a night filled the log)."""
+    w = await world(sink_toml(batch_api, interval_seconds=0.05, backoff_max_seconds=0.05))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    batch_api.fail = [500, 500, 500, 500]
+    caplog.set_level(logging.DEBUG, "gateway.sinks")
+    task = asyncio.create_task(w.sinks.sinks["out"].run())
+    try:
+        async with asyncio.timeout(20):
+            while not any("recovered after" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    lines = [r for r in caplog.records if r.name == "gateway.sinks"]
+    warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
+    assert warnings == [warnings[0]] and warnings[0].startswith("sink out failed (HTTP 500)"), warnings
+    assert len([r for r in lines if r.levelno == logging.DEBUG and "HTTP 500" in r.getMessage()]) == 3
+    assert len([r for r in lines if "sink out recovered after 4 failed attempts" in r.getMessage()]) == 1
+    assert len(batch_api.unique) == 1
+
+
+async def test_a_sinks_backlog_shows_going_down_read_by_read(
+    world, upstream_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink's lag gauge goes down after each read delivered, not only once the round is
+    over (until 2026-12-04 it kept the count from before the round)."""
+    import storage.sinks
+
+    monkeypatch.setattr(storage.sinks, "READ_ROWS", 2)
+    seen: list[float] = []
+    holder: list[World] = []
+
+    async def take(request: web.Request) -> web.Response:
+        seen.append(
+            holder[0].sinks.sinks["out"].metrics.sync_lag_rows.labels("sink:out", "touchpoints")._value.get()
+        )
+        return web.json_response({"success": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", take)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api))
+    holder.append(w)
+    await w.store.write([touch(n, f"{n:032x}", "news") for n in range(5)])
+    db = await open_log(w.settings)
+    try:
+        await w.sinks.sinks["out"].publish_lag(db)
+        await w.sinks.sinks["out"].round(db)
+    finally:
+        await db.close()
+    assert seen == [5, 3, 1]  # as each read goes out: what waited before it
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"succ',  # cut short
+        b"",  # the connection closed with no answer
+    ],
+    ids=["not-http", "bad-length", "cut-short", "nothing"],
+)
+async def test_a_malformed_answer_is_a_retried_failure(
+    world, raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes
+) -> None:
+    """An answer that is not HTTP, or stops before its end, is not taken for an acceptance: the
+    batch is retried, the cursor held, the log says what the client saw (no traceback)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+
+    url = await raw_upstream(handler)
+    w = await world(sink_toml(BatchApi(url=url), backoff_max_seconds=600.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert line.startswith("sink out failed (") and "Error" in line, line
+    assert not any(r.exc_info for r in caplog.records)
+    assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "sent")._value.get() == 0
+
+
+async def test_an_accepting_answer_that_does_not_end_is_read_no_further(world, raw_upstream) -> None:
+    """A 200 whose body streams on (a misbehaving proxy in front of the destination) is read up
+    to 64 KiB: the batch counts as accepted, where reading it whole waited for the timeout and
+    sent the batch again, for ever."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(100):  # 100 KiB, then nothing more, the connection left open
+            writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+        await writer.drain()
+        await reader.read()  # until the sink closes it
+
+    url = await raw_upstream(handler)
+    w = await world(sink_toml(BatchApi(url=url), timeout_seconds=60.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    async with asyncio.timeout(30):
+        sent = await one_round(w)
+    assert sent["touchpoints"] == 1
+
+
+async def test_a_destination_that_cannot_be_reached_names_the_url_to_check(
+    world, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listening (or no such host, or its TLS refused): the line names the entry's url."""
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    w = await world(sink_toml(BatchApi(url=f"http://127.0.0.1:{port}"), backoff_max_seconds=600.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert "ClientConnectorError" in line and "; check sinks[0].url); retrying in" in line, line

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import asyncpg
@@ -18,10 +20,11 @@ from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions, StorageOptions
 from storage import central
-from storage.backoff import Backoff
+from storage.backoff import Backoff, Failures
 from storage.erasure import erase_user
 from storage.local import LocalStore
 from storage.sync import SYNC_TABLES, Sync
+from tests.conftest import PostgresServer
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 OPTIONS = CentralOptions(
@@ -299,6 +302,32 @@ def test_backoff_grows_with_jitter_and_stays_bounded() -> None:
     assert backoff.next() <= 0.5
 
 
+def test_failures_in_a_row_are_logged_once_with_a_reminder(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first failure is a warning; the same again debug, another problem info, the end
+    info; past ``REMIND_SECONDS`` since the last warning, a warning again saying for how long."""
+    import storage.backoff
+
+    logger = logging.getLogger("gateway.test_failures")
+    caplog.set_level(logging.DEBUG, logger.name)
+    failures = Failures(logger, "reader")
+    failures.failed("refused", 1.0)
+    failures.failed("refused", 2.0)
+    failures.failed("starting up", 4.0)
+    monkeypatch.setattr(storage.backoff, "REMIND_SECONDS", 0.0)
+    failures.failed("refused", 8.0)
+    failures.succeeded()
+    failures.succeeded()  # nothing to say: it was not failing
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "reader failed (refused); retrying in 1.0 s"),
+        ("DEBUG", "reader failed again (refused); retrying in 2.0 s"),
+        ("INFO", "reader still failing, now (starting up); retrying in 4.0 s"),
+        ("WARNING", "reader still failing (refused): 4 attempts over 0 s; retrying in 8.0 s"),
+        ("INFO", "reader recovered after 4 failed attempts over 0 s"),
+    ]
+
+
 def test_sync_tables_end_with_erasures() -> None:
     assert SYNC_TABLES[-1] == "erasures"
 
@@ -408,3 +437,313 @@ async def test_lag_seconds_keeps_up_while_the_sync_backs_off(tmp_path: Path) -> 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await store.close()
+
+
+async def _run_until_errors(sync: Sync, metrics: Metrics, errors: int) -> None:
+    """Run the sync task until it has failed ``errors`` times, then stop it."""
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(30):
+            while metrics.sync_errors.labels("central")._value.get() < errors:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+async def locked_roles(postgres_server: PostgresServer) -> str:
+    """Roles the server treats as a production one would: ``gw_pw`` must give its password
+    (``right``), ``gw_tls`` may only connect over TLS (which this server does not offer),
+    ``gw_ro`` may connect but create nothing in ``t_roles``, the database of ``gw_pw``; the
+    other roles keep trusting loopback."""
+    await asyncio.to_thread(_lock_roles, postgres_server.data / "pg_hba.conf")
+    conn = await asyncpg.connect(postgres_server.dsn())
+    try:
+        for role in ("gw_pw", "gw_tls", "gw_ro"):
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right'")
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 't_roles'"):
+            await conn.execute("CREATE DATABASE t_roles OWNER gw_pw")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+    return f"127.0.0.1:{postgres_server.port}"
+
+
+def _lock_roles(hba: Path) -> None:
+    rules = "host all gw_pw 127.0.0.1/32 scram-sha-256\nhostnossl all gw_tls 127.0.0.1/32 reject\n"
+    text = hba.read_text()
+    if rules not in text:
+        hba.write_text(rules + text)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "said", "hint"),
+    [
+        ("gw_pw:wrong@{}/t_roles", "password authentication failed", "the user name or password in"),
+        ("gw_pw:right@{}/t_missing", 'database "t_missing" does not exist', "the database named in"),
+        ("gw_tls@{}/t_roles", "no encryption", "?sslmode=require"),
+        ("gw_pw:right@{}/t_roles?sslmode=require", "rejected SSL upgrade", "asks for TLS"),
+        ("gw_ro@{}/t_roles", "permission denied", "lacks a privilege"),
+        (
+            "gw_pw:right@{}/t_roles?sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+            "FileNotFoundError",
+            "a file central.url (GATEWAY_CENTRAL_URL) names (sslrootcert, sslcert, sslkey) cannot be read",
+        ),
+        ("gw_pw:right@{}/t_roles?sslmode=sometimes", "`sslmode` parameter must be", "a parameter of"),
+    ],
+    ids=["password", "database", "tls-wanted", "tls-offered-none", "privilege", "tls-file", "tls-mode"],
+)
+async def test_a_refused_connection_names_the_setting_once(
+    tmp_path: Path, locked_roles: str, caplog: pytest.LogCaptureFixture, dsn: str, said: str, hint: str
+) -> None:
+    """A wrong password, a database that does not exist, a server that wants TLS or offers
+    none, a user that may not create the tables: the log line says what PostgreSQL said and
+    names the setting and its variable to fix (``central.url (GATEWAY_CENTRAL_URL)``), once;
+    the retries after it are at debug level (until 2026-12-04 each retry logged the same
+    warning, without the setting: one a minute for as long as it lasted). Never the password."""
+    store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
+    await store.open()
+    metrics = Metrics()
+    options = CentralOptions(
+        url="env:GATEWAY_CENTRAL_URL",
+        interval_seconds=0.05,
+        backoff_min_seconds=0.02,
+        backoff_max_seconds=0.05,
+    )
+    sync = Sync(store.path, "postgresql://" + dsn.format(locked_roles), options, metrics)
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    try:
+        await _run_until_errors(sync, metrics, 4)
+    finally:
+        await store.close()
+    lines = [r for r in caplog.records if r.name == "gateway.sync"]
+    warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert said in warnings[0] and hint in warnings[0], warnings[0]
+    assert "central.url (GATEWAY_CENTRAL_URL)" in warnings[0], warnings[0]
+    assert len([r for r in lines if r.levelno == logging.DEBUG]) >= 3
+    assert "wrong" not in caplog.text and "right" not in caplog.text
+
+
+async def test_postgres_restarted_under_a_running_sync_is_one_warning_and_one_recovery(
+    nodes: tuple[Node, Node], postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL stopped while the sync task runs, rows written meanwhile, then started
+    again: the task reconnects by itself and delivers every row once; the log says the problem
+    once (a warning; what else a restarting server says is at info level) and its end once
+    (``recovered after N failed attempts``)."""
+    a, _ = nodes
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    await a.store.write([touch(n, "a" * 32) for n in range(20)])
+    task = asyncio.create_task(a.sync.run())
+    try:
+        async with asyncio.timeout(30):
+            while a.metrics.sync_rows.labels("central", "touchpoints")._value.get() < 20:
+                await asyncio.sleep(0.02)
+        await postgres_server.stop()
+        try:
+            await a.store.write([touch(n, "b" * 32) for n in range(20, 50)])
+            async with asyncio.timeout(30):
+                while a.metrics.sync_errors.labels("central")._value.get() < 5:
+                    await asyncio.sleep(0.02)
+        finally:
+            await postgres_server.start()
+        async with asyncio.timeout(30):
+            while not any("recovered after" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    conn = await asyncpg.connect(a.sync.dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM touchpoints") == 50
+        assert await conn.fetchval("SELECT count(DISTINCT id) FROM touchpoints") == 50
+    finally:
+        await conn.close()
+    lines = [r for r in caplog.records if r.name == "gateway.sync"]
+    warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    recovered = [r.getMessage() for r in lines if "recovered after" in r.getMessage()]
+    assert len(recovered) == 1 and recovered[0].startswith("central sync recovered after")
+
+
+async def test_a_backlog_shows_going_down_batch_by_batch(
+    nodes: tuple[Node, Node], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A week offline is a backlog one round works through for minutes: the lag gauges go down
+    after each batch, and the log says how far it is (every minute; here at each batch), where
+    until 2026-12-04 they kept the count made before the round until it was over."""
+    import storage.sync
+
+    a, _ = nodes
+    await a.store.write(
+        [touch(n, f"{n:032x}", at=T0 - timedelta(days=7) + timedelta(minutes=n)) for n in range(50)]
+    )
+    rows = a.metrics.sync_lag_rows.labels("central", "touchpoints")
+    age = a.metrics.sync_lag_seconds.labels("central", "touchpoints")
+    seen: list[tuple[float, float]] = []
+
+    def progress(total: int) -> Callable[[int], object]:
+        assert total == 50
+        return lambda delivered: seen.append((rows._value.get(), age._value.get()))
+
+    monkeypatch.setattr(storage.sync, "PROGRESS_SECONDS", 0.0, raising=False)
+    caplog.set_level(logging.INFO, "gateway.sync")
+    assert (await a.sync.once(progress))["touchpoints"] == 50
+    assert [left for left, _ in seen] == [43, 36, 29, 22, 15, 8, 1, 0]
+    ages = [seconds for _, seconds in seen]
+    assert ages == sorted(ages, reverse=True) and ages[-1] == 0  # the oldest waiting gets younger
+    lines = [r.getMessage() for r in caplog.records if "catching up" in r.getMessage()]
+    assert lines[0] == "central sync catching up: touchpoints: 7 rows delivered, 43 to go", lines
+    assert len(lines) == 7  # none once nothing is left
+
+
+async def test_a_central_store_on_an_older_or_newer_schema(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A central store an older gateway made (schema version 1) is brought up to date by the
+    first node that syncs, and takes every row with the columns added since. One a newer
+    gateway migrated past what this node knows stops this node's sync — one error naming both
+    versions, the rows kept locally and shown as lag — until the node is upgraded (here: the
+    newer version's record removed), when it delivers them all, once."""
+    from storage.migrate import migrations
+
+    a, _ = nodes
+    shipped = await asyncio.to_thread(migrations, "pg_migrations")
+    newest = shipped[-1][0]
+    await pg.execute(
+        "CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+        "applied timestamptz NOT NULL DEFAULT now())"
+    )
+    await pg.execute(shipped[0][2])
+    await pg.execute("INSERT INTO schema_version (version, name) VALUES (1, $1)", shipped[0][1])
+    await a.store.write([touch(n, "a" * 32) for n in range(3)])
+    assert (await a.sync.once())["touchpoints"] == 3
+    assert await pg.fetchval("SELECT max(version) FROM schema_version") == newest
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE consent = 'cookie'") == 3
+
+    await pg.execute(
+        "INSERT INTO schema_version (version, name) VALUES ($1, 'from_a_newer_gateway')", newest + 1
+    )
+    await a.store.write([touch(n, "b" * 32) for n in range(3, 8)])
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    await _run_until_errors(a.sync, a.metrics, 3)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (
+        len(errors) == 1
+        and f"schema version {newest + 1}, newer than this gateway knows ({newest})" in errors[0]
+    )
+    assert a.metrics.sync_lag_rows.labels("central", "touchpoints")._value.get() == 5
+    assert await count(pg, "touchpoints") == 3
+    await pg.execute("DELETE FROM schema_version WHERE version = $1", newest + 1)
+    assert (await a.sync.once())["touchpoints"] == 5
+    assert (
+        await pg.fetchval("SELECT count(DISTINCT id) FROM touchpoints") == await count(pg, "touchpoints") == 8
+    )
+
+
+async def _batch(node: Node, conn: asyncpg.Connection, table: str) -> tuple[central.TablePlan, list[Any]]:
+    """What the node's next sync would send of ``table``: its plan and rows."""
+    from storage.cursors import local_columns, read_after
+
+    db = await node.sync.open_local()
+    try:
+        local = await local_columns(db, table)
+        plan = central.TablePlan.build(table, local, await central.central_columns(conn, table))
+        rows, _ = await read_after(db, table, plan.columns, 0, 1000)
+    finally:
+        await db.close()
+    return plan, list(rows)
+
+
+@pytest.mark.parametrize("late", ["identities", "touchpoints"])
+async def test_an_erasure_and_another_nodes_rows_synced_at_the_same_moment(
+    nodes: tuple[Node, Node], central_dsn: str, pg: asyncpg.Connection, late: str
+) -> None:
+    """Node A's erasure of a user and node B's rows about them (a binding of a device the
+    erasure could not know; a touchpoint of a device bound to them centrally), each in its own
+    transaction at the same moment: neither saw the other's uncommitted rows, so the binding or
+    the touchpoint stayed centrally after the erasure. Now an erasure's transaction and every
+    transaction inserting rows it erases take turns, so the later one sees the other's rows."""
+    a, b = nodes
+    laptop, phone = "1" * 32, "2" * 32
+    await a.store.write([touch(1, laptop), bind(laptop, "u-9")])
+    if late == "touchpoints":  # the phone bound centrally already, its touchpoint not yet synced
+        await b.store.write([bind(phone, "u-9", "b")])
+        await b.sync.once()
+        await b.store.write([touch(3, phone, "b")])
+    else:
+        await b.store.write([touch(3, phone, "b"), bind(phone, "u-9", "b")])
+        await b.sync.once()  # the touchpoint goes; the binding is the late row
+        await pg.execute("DELETE FROM identities WHERE node = 'b'")
+    await a.sync.once()
+    now = datetime.now(UTC)
+    await erase_user(
+        a.path, "u-9", "raw", body_key=body_key(b"k" * 32), event_id=uuid7(), ts=iso(now), node="a"
+    )
+    conn_a, conn_b = await asyncpg.connect(central_dsn), await asyncpg.connect(central_dsn)
+    try:
+        erasure_plan, erasure_rows = await _batch(a, conn_a, "erasures")
+        late_plan, late_rows = await _batch(b, conn_b, late)
+        if late == "touchpoints":
+            late_rows = [r for r in late_rows if r[late_plan.columns.index("visitor_key")] == phone]
+        assert erasure_rows and late_rows
+        opened = conn_a.transaction()
+        await opened.start()  # node A's batch: inserted and applied, not committed yet
+        await central.CentralWriter(conn_a).insert(erasure_plan, erasure_rows)
+        other = asyncio.create_task(central.CentralWriter(conn_b).insert(late_plan, late_rows))
+        async with asyncio.timeout(30):  # B done, or waiting for A's turn to end
+            while not other.done() and not await pg.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await asyncio.sleep(0.01)
+        await opened.commit()
+        async with asyncio.timeout(30):
+            await other
+    finally:
+        await conn_a.close()
+        await conn_b.close()
+    assert await pg.fetchval("SELECT count(*) FROM identities WHERE user_key = 'u-9'") == 0
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", phone) == 0
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", laptop) == 0
+
+
+async def test_a_database_whose_schema_version_is_another_applications(
+    tmp_path: Path, central_dsn: str, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database shared with an application whose migrations keep a ``schema_version`` table
+    of their own (Flyway's former default name): the gateway read its versions as its own, so
+    it said "upgrade the gateway" for ever (version 12 > 4) or, at a lower one, skipped the
+    migrations and then every table it did not find, delivering nothing and saying nothing.
+    Now it says the table is not its own and how to give it a schema of its own, which works."""
+    await pg.execute(
+        "CREATE TABLE schema_version (installed_rank integer PRIMARY KEY, version varchar(50), "
+        "description varchar(200) NOT NULL, script varchar(1000) NOT NULL)"
+    )
+    await pg.execute("INSERT INTO schema_version VALUES (1, '12', 'init', 'V12__init.sql')")
+    store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
+    await store.open()
+    await store.write([touch(n, "a" * 32) for n in range(3)])
+    metrics = Metrics()
+    options = CentralOptions(
+        url="env:GATEWAY_CENTRAL_URL", backoff_min_seconds=0.02, backoff_max_seconds=0.05
+    )
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    try:
+        with pytest.raises(central.ForeignSchema, match="is not the gateway's"):
+            await Sync(store.path, central_dsn, options, metrics).once()
+        await _run_until_errors(Sync(store.path, central_dsn, options, metrics), metrics, 3)
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and warnings[0].exc_info is None, warnings
+        said = warnings[0].getMessage()
+        assert "schema_version table is not the gateway's" in said and "?search_path=" in said, said
+        # As it says: a schema of its own.
+        await pg.execute("CREATE SCHEMA gateway")
+        own = Sync(store.path, central_dsn + "?search_path=gateway", options, metrics)
+        assert (await own.once())["touchpoints"] == 3
+    finally:
+        await store.close()
+    assert await pg.fetchval("SELECT count(*) FROM gateway.touchpoints") == 3
+    assert await pg.fetchval("SELECT count(*) FROM public.schema_version") == 1  # theirs, untouched
