@@ -128,7 +128,7 @@ async def test_unknown_parameter_names_what_the_endpoint_takes(gw) -> None:
     _, _, body = await get(gw, "/api/creators", AUTH, verified="1")
     assert body["error"] == "unknown query parameter 'verified' (this endpoint takes none)"
     _, _, body = await get(gw, "/api/fraud", AUTH, colour="red")
-    assert body["error"] == "unknown query parameter 'colour' (allowed: format, group_by, since, until)"
+    assert body["error"] == "unknown query parameter 'colour' (allowed: bom, format, group_by, since, until)"
 
 
 async def test_wrong_method_is_json_405(gw) -> None:
