@@ -40,7 +40,7 @@ from gateway.pages import error_body
 from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, from_elsewhere, has_cookie_session
 from storage.erasure import erase_user
 from storage.local import LocalStore
-from storage.queries import TOUCHPOINT_FILTERS, Reader, StoreUnavailable, TouchpointQuery
+from storage.queries import CONVERSION_FILTERS, TOUCHPOINT_FILTERS, Reader, StoreUnavailable, TouchpointQuery
 from storage.sinks import SinkError, SinkSet
 
 log = logging.getLogger("gateway.admin")
@@ -382,6 +382,27 @@ async def touchpoints(request: web.Request) -> web.Response:
     items, next_cursor = await request.app[READER_KEY].touchpoints(
         _touchpoint_query(q, report_zone_of(request))
     )
+    return ok({"items": items, "next_cursor": next_cursor})
+
+
+async def conversions(request: web.Request) -> web.Response:
+    """Conversions in time order, filtered by name, rule or origin exactly, cursor-paginated."""
+    q = request.query
+    only_params(request, {"since", "until", "cursor", "limit", *CONVERSION_FILTERS})
+    limit, cursor = _page(q)
+    since, until = span(q, report_zone_of(request))
+    equals = {}
+    for name in CONVERSION_FILTERS:
+        if name in q:
+            value = q[name]
+            if not value or len(value) > 200 or not printable_name(value):
+                raise ApiError(
+                    400,
+                    f"{name}: expected a value as conversions record it (1..200 printable"
+                    f" characters), got {value[:100]!r}; leave {name} out for every one",
+                )
+            equals[name] = value
+    items, next_cursor = await request.app[READER_KEY].conversions(since, until, equals, cursor, limit)
     return ok({"items": items, "next_cursor": next_cursor})
 
 
@@ -755,6 +776,7 @@ def create_admin_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/api/touchpoints", touchpoints)
+    app.router.add_get("/api/conversions", conversions)
     app.router.add_get("/api/visitors/{visitor_id}", visitor)
     app.router.add_get("/api/users/{user_id}", user)
     app.router.add_delete("/api/users/{user_id}", erase)

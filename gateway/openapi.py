@@ -464,6 +464,55 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/conversions": {
+                "get": {
+                    "summary": "Conversions in time order, filtered, cursor-paginated",
+                    "parameters": [
+                        _query(
+                            "since",
+                            "ISO 8601 date or date-time, inclusive; before until when both are given",
+                            MOMENT,
+                        ),
+                        _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
+                        *(
+                            _query(name, what, {"type": "string", "minLength": 1, "maxLength": 200})
+                            for name, what in (
+                                ("name", "exact conversion name (signup, purchase…)"),
+                                ("rule", "exact rule or sender that recorded it"),
+                                ("origin", "exact origin: rule, webhook, segment or import"),
+                            )
+                        ),
+                        _query("cursor", "next_cursor of the previous page", CURSOR),
+                        _query(
+                            "limit",
+                            "page size 1..1000 (default 100)",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                        ),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "a page",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "items", "next_cursor"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "items": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Conversion"},
+                                            },
+                                            "next_cursor": _NULLABLE_STR,
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 503),
+                    },
+                }
+            },
             "/api/visitors/{visitor_id}": {
                 "get": {
                     "summary": "A visitor's first touch, last touch, every touchpoint and its conversions",

@@ -31,6 +31,8 @@ JOURNEY_LIMIT = 1000
 MAX_USER_VISITORS = 1000
 """Most visitors (devices) a user journey joins."""
 TOUCHPOINT_FILTERS = ("source", "medium", "campaign", "creator_id", "visitor_key")
+CONVERSION_FILTERS = ("name", "rule", "origin")
+"""Columns ``/api/conversions`` filters on exactly (the name goes into the SQL text: only these)."""
 _decode = msgspec.json.Decoder(dict[str, str])
 _decode_list = msgspec.json.Decoder(list[str])
 FRAUD_GROUPS = ("creator_id", "source", "medium", "campaign", "channel")
@@ -140,6 +142,36 @@ class Reader:
         items = [_touchpoint(r) for r in rows[: q.limit]]
         next_cursor = items[-1]["id"] if len(rows) > q.limit else None
         return items, next_cursor
+
+    async def conversions(
+        self,
+        since: str | None,
+        until: str | None,
+        equals: Mapping[str, str],
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of conversions in id (= time) order, each as a journey lists it, and the
+        cursor of the next page (None on the last)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        where: list[str] = []
+        args: list[Any] = []
+        _window(since, until, where, args)
+        for column, value in equals.items():
+            if column not in CONVERSION_FILTERS:  # the column name goes into the SQL text
+                raise ValueError(f"not a conversion filter: {column!r} (allowed: {CONVERSION_FILTERS})")
+            where.append(f"{column} = ?")
+            args.append(value)
+        if cursor:
+            where.append("id > ?")
+            args.append(cursor)
+        sql = "SELECT * FROM conversions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        async with self.db.execute(sql + " ORDER BY id LIMIT ?", [*args, limit + 1]) as rows_cursor:
+            rows = [dict(r) for r in await rows_cursor.fetchall()]
+        return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)
 
     # -- journeys: assembled here once; a store answers only the row fetches below ---------
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import typing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -59,6 +59,7 @@ async def get(gw, path: str, headers: dict[str, str] | None = None, **params):
 ENDPOINTS = [
     "/metrics",
     "/api/touchpoints",
+    "/api/conversions",
     "/api/visitors/" + "0" * 32,
     "/api/fraud",
     "/api/review",
@@ -282,6 +283,56 @@ async def test_visitor_journey_keeps_first_touch(gw) -> None:
     assert [(c["name"], c["value"], c["currency"]) for c in after["conversions"]] == [
         ("purchase", 9.5, "EUR")
     ]
+
+
+async def test_conversions_are_listed_in_time_order_filtered_and_paged(gw) -> None:
+    """Touchpoints could be listed, conversions only one visitor's or user's at a time: "the
+    last fifty sign-ups" had no answer but the store file itself."""
+    now = datetime.now(UTC)
+    at = [now - timedelta(hours=10 - n) for n in range(7)]
+    rows = [
+        Conversion(
+            uuid7(int(at[n].timestamp() * 1000)),  # ids are minted from the time, as the store's
+            iso(at[n]),
+            "n",
+            "signup" if n % 2 else "purchase",
+            f"order:o{n}",
+            "a" * 32,
+            None,
+            float(n),
+            "EUR",
+            order_id=f"o{n}",
+            origin="webhook" if n < 3 else "rule",
+            rule="stripe" if n < 3 else "signup-form",
+        )
+        for n in range(7)
+    ]
+    await gw.gateway.store.write(rows)
+    seen, cursor = [], None
+    while True:
+        status, _, body = await get(
+            gw, "/api/conversions", AUTH, limit="3", **({"cursor": cursor} if cursor else {})
+        )
+        assert status == 200, body
+        Draft202012Validator(response_schema("/api/conversions", 200)).validate(body)
+        seen += body["items"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert [c["order_id"] for c in seen] == [f"o{n}" for n in range(7)]
+    _, _, body = await get(gw, "/api/conversions", AUTH, name="signup", origin="rule")
+    assert [c["order_id"] for c in body["items"]] == ["o3", "o5"]
+    _, _, body = await get(gw, "/api/conversions", AUTH, rule="stripe", since=iso(now - timedelta(hours=9)))
+    assert [c["order_id"] for c in body["items"]] == ["o1", "o2"]
+    for params, error in (
+        ({"name": ""}, "name: expected a value as conversions record it (1..200 printable characters)"),
+        ({"rule": "a\x00"}, "rule: expected a value as conversions record it"),
+        ({"user_id": "alice"}, "unknown query parameter 'user_id'"),
+        ({"limit": "0"}, "limit: expected a whole number 1..1000"),
+        ({"since": "2026-11-02", "until": "2026-11-01"}, "since: must be before until"),
+    ):
+        status, _, body = await get(gw, "/api/conversions", AUTH, **params)
+        assert status == 400 and body["error"].startswith(error), (params, body)
 
 
 async def test_a_journey_looked_up_as_the_wrong_kind_says_which_kind_it_is(gw) -> None:

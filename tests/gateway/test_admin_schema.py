@@ -117,7 +117,8 @@ NOT_EXACT = ("GET /api/users/{user_id}", "DELETE /api/users/{user_id}", "PUT /ap
              "GET /api/visitors/{visitor_id}", "POST /api/touchpoints/{touchpoint_id}/verdict",
              "GET /api/dashboard/summary",
              "GET /api/attribution", "GET /api/attribution/timeseries", "GET /api/attribution/paths",
-             "GET /api/payouts", "GET /api/touchpoints", "GET /api/review", "GET /api/fraud")  # fmt: skip
+             "GET /api/payouts", "GET /api/touchpoints", "GET /api/review", "GET /api/fraud",
+             "GET /api/conversions")  # fmt: skip
 
 
 @pytest.mark.timeout(300)
