@@ -40,7 +40,14 @@ from gateway.pages import error_body
 from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, from_elsewhere, has_cookie_session
 from storage.erasure import erase_user
 from storage.local import LocalStore
-from storage.queries import CONVERSION_FILTERS, TOUCHPOINT_FILTERS, Reader, StoreUnavailable, TouchpointQuery
+from storage.queries import (
+    CONVERSION_FILTERS,
+    TOUCHPOINT_FILTERS,
+    ConversionQuery,
+    Reader,
+    StoreUnavailable,
+    TouchpointQuery,
+)
 from storage.sinks import SinkError, SinkSet
 
 log = logging.getLogger("gateway.admin")
@@ -402,7 +409,8 @@ async def conversions(request: web.Request) -> web.Response:
                     f" characters), got {value[:100]!r}; leave {name} out for every one",
                 )
             equals[name] = value
-    items, next_cursor = await request.app[READER_KEY].conversions(since, until, equals, cursor, limit)
+    query = ConversionQuery(since, until, equals, cursor, limit)
+    items, next_cursor = await request.app[READER_KEY].conversions(query)
     return ok({"items": items, "next_cursor": next_cursor})
 
 

@@ -355,6 +355,32 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
     }
 
 
+_PERIOD = [
+    _query("since", "ISO 8601 date or date-time, inclusive; before until when both are given", MOMENT),
+    _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
+]
+"""A listing's period."""
+_PAGING = [
+    _query("cursor", "next_cursor of the previous page", CURSOR),
+    _query("limit", "page size 1..1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}),
+]
+"""A listing's page: where it starts and how long it is."""
+
+
+def _page_of(item: dict[str, Any], description: str = "a page") -> dict[str, Any]:
+    """The 200 answer of a listing: a page of ``item``s and the next page's cursor."""
+    page = {
+        "type": "object",
+        "required": ["ok", "items", "next_cursor"],
+        "properties": {
+            "ok": {"const": True},
+            "items": {"type": "array", "items": item},
+            "next_cursor": _NULLABLE_STR,
+        },
+    }
+    return {"description": description, "content": {"application/json": {"schema": page}}}
+
+
 def _touchpoint_filters(creator: str) -> list[dict[str, Any]]:
     """A touchpoint listing's exact filters (``/api/touchpoints``, ``/api/review``)."""
     return [
@@ -429,37 +455,12 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Touchpoints in time order, filtered, cursor-paginated",
                     "parameters": [
-                        _query(
-                            "since",
-                            "ISO 8601 date or date-time, inclusive; before until when both are given",
-                            MOMENT,
-                        ),
-                        _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
+                        *_PERIOD,
                         *_touchpoint_filters("exact creator ID"),
-                        _query("cursor", "next_cursor of the previous page", CURSOR),
-                        _query(
-                            "limit",
-                            "page size 1..1000 (default 100)",
-                            {"type": "integer", "minimum": 1, "maximum": 1000},
-                        ),
+                        *_PAGING,
                     ],
                     "responses": {
-                        "200": {
-                            "description": "a page",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["ok", "items", "next_cursor"],
-                                        "properties": {
-                                            "ok": {"const": True},
-                                            "items": {"type": "array", "items": touchpoint_ref},
-                                            "next_cursor": _NULLABLE_STR,
-                                        },
-                                    }
-                                }
-                            },
-                        },
+                        "200": _page_of(touchpoint_ref),
                         **_errors(400, 401, 503),
                     },
                 }
@@ -468,12 +469,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Conversions in time order, filtered, cursor-paginated",
                     "parameters": [
-                        _query(
-                            "since",
-                            "ISO 8601 date or date-time, inclusive; before until when both are given",
-                            MOMENT,
-                        ),
-                        _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
+                        *_PERIOD,
                         *(
                             _query(name, what, {"type": "string", "minLength": 1, "maxLength": 200})
                             for name, what in (
@@ -482,33 +478,10 @@ def openapi_document() -> dict[str, Any]:
                                 ("origin", "exact origin: rule, webhook, segment or import"),
                             )
                         ),
-                        _query("cursor", "next_cursor of the previous page", CURSOR),
-                        _query(
-                            "limit",
-                            "page size 1..1000 (default 100)",
-                            {"type": "integer", "minimum": 1, "maximum": 1000},
-                        ),
+                        *_PAGING,
                     ],
                     "responses": {
-                        "200": {
-                            "description": "a page",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["ok", "items", "next_cursor"],
-                                        "properties": {
-                                            "ok": {"const": True},
-                                            "items": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/Conversion"},
-                                            },
-                                            "next_cursor": _NULLABLE_STR,
-                                        },
-                                    }
-                                }
-                            },
-                        },
+                        "200": _page_of({"$ref": "#/components/schemas/Conversion"}),
                         **_errors(400, 401, 503),
                     },
                 }
@@ -576,33 +549,10 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         _query("sender", "only this [[sources]] sender's"),
                         _query("pending", "true: only those not replayed yet", {"type": "boolean"}),
-                        _query("cursor", "next_cursor of the previous page", CURSOR),
-                        _query(
-                            "limit",
-                            "page size 1..1000 (default 100)",
-                            {"type": "integer", "minimum": 1, "maximum": 1000},
-                        ),
+                        *_PAGING,
                     ],
                     "responses": {
-                        "200": {
-                            "description": "a page",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["ok", "items", "next_cursor"],
-                                        "properties": {
-                                            "ok": {"const": True},
-                                            "items": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/BadEvent"},
-                                            },
-                                            "next_cursor": _NULLABLE_STR,
-                                        },
-                                    }
-                                }
-                            },
-                        },
+                        "200": _page_of({"$ref": "#/components/schemas/BadEvent"}),
                         **_errors(400, 401, 503),
                     },
                 }
@@ -732,38 +682,13 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "The review queue: touchpoints whose effective verdict is review (or block)",
                     "parameters": [
-                        _query(
-                            "since",
-                            "ISO 8601 date or date-time, inclusive; before until when both are given",
-                            MOMENT,
-                        ),
-                        _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
+                        *_PERIOD,
                         _query("verdict", "review (default) or block", {"enum": ["review", "block"]}),
                         *_touchpoint_filters("exact creator ID: review a creator's clicks before a payout"),
-                        _query("cursor", "next_cursor of the previous page", CURSOR),
-                        _query(
-                            "limit",
-                            "page size 1..1000 (default 100)",
-                            {"type": "integer", "minimum": 1, "maximum": 1000},
-                        ),
+                        *_PAGING,
                     ],
                     "responses": {
-                        "200": {
-                            "description": "a page, oldest first",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["ok", "items", "next_cursor"],
-                                        "properties": {
-                                            "ok": {"const": True},
-                                            "items": {"type": "array", "items": touchpoint_ref},
-                                            "next_cursor": _NULLABLE_STR,
-                                        },
-                                    }
-                                }
-                            },
-                        },
+                        "200": _page_of(touchpoint_ref, "a page, oldest first"),
                         **_errors(400, 401, 503),
                     },
                 }

@@ -23,9 +23,11 @@ from gateway.events import iso
 from gateway.ids import id_floor
 from storage import central
 from storage.queries import (
+    CONVERSION_FILTERS,
     JOURNEY_LIMIT,
     MAX_USER_VISITORS,
     TOUCHPOINT_FILTERS,
+    ConversionQuery,
     Reader,
     StoreUnavailable,
     TouchpointQuery,
@@ -85,8 +87,31 @@ class CentralReader(Reader):
         return [_plain(row) for row in rows]
 
     async def touchpoints(self, q: TouchpointQuery) -> tuple[list[dict[str, Any]], str | None]:
-        if q.limit < 1:
-            raise ValueError(f"limit must be at least 1, got {q.limit}")
+        for column in q.equals or {}:
+            if column not in TOUCHPOINT_FILTERS:
+                raise ValueError(f"not a touchpoint filter: {column!r} (allowed: {TOUCHPOINT_FILTERS})")
+        equals = {**(q.equals or {}), **({"effective_verdict": q.verdict} if q.verdict else {})}
+        return await self._listing("effective_touchpoints", q.since, q.until, equals, q.cursor, q.limit)
+
+    async def conversions(self, q: ConversionQuery) -> tuple[list[dict[str, Any]], str | None]:
+        for column in q.equals or {}:
+            if column not in CONVERSION_FILTERS:
+                raise ValueError(f"not a conversion filter: {column!r} (allowed: {CONVERSION_FILTERS})")
+        return await self._listing("conversions", q.since, q.until, q.equals or {}, q.cursor, q.limit)
+
+    async def _listing(
+        self,
+        table: str,
+        since: str | None,
+        until: str | None,
+        equals: Mapping[str, str],
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A listing's page of ``table`` (its columns in ``equals`` checked by the caller: they
+        go into the SQL text), as ``Reader._page`` gives the local store's."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
         where: list[str] = []
         args: list[Any] = []
 
@@ -94,24 +119,17 @@ class CentralReader(Reader):
             args.append(value)
             return f"${len(args)}"
 
-        if q.since:
-            where += [f"id >= {arg(id_floor(_unix_ms(q.since)))}::uuid", f"ts >= {arg(_ts(q.since))}"]
-        if q.until:
-            where += [f"id < {arg(id_floor(_unix_ms(q.until) + 1))}::uuid", f"ts < {arg(_ts(q.until))}"]
-        for column, value in (q.equals or {}).items():
-            if column not in TOUCHPOINT_FILTERS:
-                raise ValueError(f"not a touchpoint filter: {column!r} (allowed: {TOUCHPOINT_FILTERS})")
-            where.append(f"{column} = {arg(value)}")
-        if q.verdict:
-            where.append(f"effective_verdict = {arg(q.verdict)}")
-        if q.cursor:
-            where.append(f"id > {arg(q.cursor)}::uuid")
-        sql = "SELECT * FROM effective_touchpoints"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = await self._fetch(sql + f" ORDER BY id LIMIT {arg(q.limit + 1)}", *args)
-        items = rows[: q.limit]
-        return items, items[-1]["id"] if len(rows) > q.limit else None
+        if since:
+            where += [f"id >= {arg(id_floor(_unix_ms(since)))}::uuid", f"ts >= {arg(_ts(since))}"]
+        if until:
+            where += [f"id < {arg(id_floor(_unix_ms(until) + 1))}::uuid", f"ts < {arg(_ts(until))}"]
+        where += [f"{column} = {arg(value)}" for column, value in equals.items()]
+        if cursor:
+            where.append(f"id > {arg(cursor)}::uuid")
+        sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = await self._fetch(sql + f" ORDER BY id LIMIT {arg(limit + 1)}", *args)
+        items = rows[:limit]
+        return items, items[-1]["id"] if len(rows) > limit else None
 
     async def recorded_elsewhere(self, touchpoint_id: str) -> str | None:
         """The node a touchpoint of the central store came from (listed, but perhaps not in

@@ -57,6 +57,16 @@ class TouchpointQuery:
     """Only touchpoints whose effective verdict is this (the review queue: ``review``)."""
 
 
+@dataclass(frozen=True)
+class ConversionQuery:
+    since: str | None = None
+    until: str | None = None
+    equals: Mapping[str, str] | None = None
+    """Exact filters, by column of ``CONVERSION_FILTERS``."""
+    cursor: str | None = None
+    limit: int = 100
+
+
 def _unix_ms(ts: str) -> int:
     """Milliseconds since 1970 as a UUIDv7 can hold them (clamped to 0..2**48-1)."""
     ms = int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
@@ -130,48 +140,39 @@ class Reader:
         if q.verdict:
             where.append("effective_verdict = ?")
             args.append(q.verdict)
-        if q.cursor:
-            where.append("id > ?")
-            args.append(q.cursor)
-        sql = "SELECT * FROM effective_touchpoints"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id LIMIT ?"
-        async with self.db.execute(sql, [*args, q.limit + 1]) as cursor:
-            rows = list(await cursor.fetchall())
-        items = [_touchpoint(r) for r in rows[: q.limit]]
-        next_cursor = items[-1]["id"] if len(rows) > q.limit else None
-        return items, next_cursor
+        rows, next_cursor = await self._page(
+            "SELECT * FROM effective_touchpoints", where, args, q.cursor, q.limit
+        )
+        return [_touchpoint(r) for r in rows], next_cursor
 
-    async def conversions(
-        self,
-        since: str | None,
-        until: str | None,
-        equals: Mapping[str, str],
-        cursor: str | None,
-        limit: int,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    async def _page(
+        self, select: str, where: list[str], args: list[Any], cursor: str | None, limit: int
+    ) -> tuple[list[aiosqlite.Row], str | None]:
+        """A listing's page: ``select``'s rows under ``where``, in id (= time) order from after
+        ``cursor``, at most ``limit``; and the next page's cursor (None on the last)."""
+        if cursor:
+            where = [*where, "id > ?"]
+            args = [*args, cursor]
+        sql = select + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
+        async with self.db.execute(sql, [*args, limit + 1]) as rows_cursor:
+            rows = list(await rows_cursor.fetchall())
+        return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)
+
+    async def conversions(self, q: ConversionQuery) -> tuple[list[dict[str, Any]], str | None]:
         """One page of conversions in id (= time) order, each as a journey lists it, and the
         cursor of the next page (None on the last)."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+        if q.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {q.limit}")
         where: list[str] = []
         args: list[Any] = []
-        _window(since, until, where, args)
-        for column, value in equals.items():
+        _window(q.since, q.until, where, args)
+        for column, value in (q.equals or {}).items():
             if column not in CONVERSION_FILTERS:  # the column name goes into the SQL text
                 raise ValueError(f"not a conversion filter: {column!r} (allowed: {CONVERSION_FILTERS})")
             where.append(f"{column} = ?")
             args.append(value)
-        if cursor:
-            where.append("id > ?")
-            args.append(cursor)
-        sql = "SELECT * FROM conversions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        async with self.db.execute(sql + " ORDER BY id LIMIT ?", [*args, limit + 1]) as rows_cursor:
-            rows = [dict(r) for r in await rows_cursor.fetchall()]
-        return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)
+        rows, next_cursor = await self._page("SELECT * FROM conversions", where, args, q.cursor, q.limit)
+        return [dict(r) for r in rows], next_cursor
 
     # -- journeys: assembled here once; a store answers only the row fetches below ---------
 
@@ -273,18 +274,12 @@ class Reader:
             args.append(sender)
         if pending_only:
             where.append("replayed IS NULL")
-        if cursor:
-            where.append("id > ?")
-            args.append(cursor)
-        sql = "SELECT id, ts, node, sender, reason, body, truncated, replayed FROM bad_events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        async with self.db.execute(sql + " ORDER BY id LIMIT ?", [*args, limit + 1]) as cur:
-            rows = [dict(r) for r in await cur.fetchall()]
-        for row in rows:
+        select = "SELECT id, ts, node, sender, reason, body, truncated, replayed FROM bad_events"
+        rows, next_cursor = await self._page(select, where, args, cursor, limit)
+        items = [dict(r) for r in rows]
+        for row in items:
             row["truncated"] = bool(row["truncated"])
-        items = rows[:limit]
-        return items, items[-1]["id"] if len(rows) > limit else None
+        return items, next_cursor
 
     async def touchpoint(self, touchpoint_id: str) -> dict[str, Any] | None:
         async with self.db.execute(

@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,13 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 
 from gateway.cli import main
-from gateway.events import Binding, Touchpoint, iso
+from gateway.events import Binding, Conversion, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.central_queries import CentralReader
 from storage.local import LocalStore
-from storage.queries import Reader, TouchpointQuery
+from storage.queries import ConversionQuery, Reader, TouchpointQuery
 from tests.conftest import ENV, TOKEN, GatewayFactory, PostgresServer, RunningGateway
 from tests.gateway.test_openapi import response_schema
 from tests.terminal import on_a_terminal
@@ -130,6 +130,9 @@ async def test_visitor_lands_on_a_and_signs_up_on_b(
     assert [t["node"] for t in listing["items"] + page["items"]] == ["a", "b"]
     status, journey = await admin_get(a, f"/api/visitors/{key}")
     assert status == 200 and journey["touch_count"] == 2
+    status, listed = await admin_get(a, "/api/conversions")
+    assert status == 200, listed
+    Draft202012Validator(response_schema("/api/conversions", 200)).validate(listed)
     Draft202012Validator(response_schema("/api/visitors/{visitor_id}", 200)).validate(journey)
 
 
@@ -142,8 +145,28 @@ async def test_central_answers_equal_local_answers(
     for n in range(5):
         async with gw.session.get(gw.url + f"/p/{n}?utm_source=s{n % 2}&utm_content={n}&utm_id=x{n}") as resp:
             assert resp.status == 200
+    now = datetime.now(UTC)
+    bought = [
+        Conversion(
+            uuid7(int(now.timestamp() * 1000) + n),
+            iso(now + timedelta(milliseconds=n)),
+            "a",
+            "signup" if n else "purchase",
+            f"order:o{n}",
+            "b" * 32,
+            None,
+            [9.5, None, 1234.56][n],
+            "EUR" if n != 1 else None,
+            order_id=f"o{n}",
+            origin="webhook",
+            rule="stripe" if n else "shop",
+        )
+        for n in range(3)
+    ]
+    await gw.gateway.store.write(bought)
     path = gw.gateway.settings.store_path
     await eventually(lambda: _synced(central_dsn, 5))
+    await eventually(lambda: _at_least_rows(central_dsn, "conversions", 3))
     local = Reader(path)
     remote = CentralReader(path, central_dsn, 5.0)
     await local.open()
@@ -165,9 +188,26 @@ async def test_central_answers_equal_local_answers(
         assert await remote.touchpoints(TouchpointQuery(since=since)) == await local.touchpoints(
             TouchpointQuery(since=since)
         )
+        # The conversion listing alike (/api/conversions), every filter and a page's cursor.
+        for cq in (
+            ConversionQuery(),
+            ConversionQuery(limit=2),
+            ConversionQuery(equals={"name": "signup", "rule": "stripe", "origin": "webhook"}),
+            ConversionQuery(since=bought[1].ts),
+            ConversionQuery(until=bought[1].ts),
+        ):
+            assert await remote.conversions(cq) == await local.conversions(cq), cq
+        page, cursor = await local.conversions(ConversionQuery(limit=2))
+        assert [c["order_id"] for c in page] == ["o0", "o1"] and cursor is not None
+        after = ConversionQuery(limit=2, cursor=cursor)
+        assert await remote.conversions(after) == await local.conversions(after)
     finally:
         await remote.close()
         await local.close()
+
+
+async def _at_least_rows(dsn: str, table: str, rows: int) -> bool:
+    return (await central_count(dsn, table))[0] >= rows
 
 
 async def _synced(dsn: str, rows: int) -> bool:
