@@ -21,6 +21,7 @@ import re
 import sqlite3
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Literal, TypeVar
 
@@ -28,6 +29,7 @@ import msgspec
 from aiohttp import compression_utils, hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway import listing_export
 from gateway.badbody import body_key, unseal
 from gateway.config import Settings
 from gateway.creators import Creator, CreatorRegistry
@@ -383,19 +385,45 @@ def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = 
     )
 
 
-async def touchpoints(request: web.Request) -> web.Response:
+def _download(q: Mapping[str, str]) -> tuple[str, bool]:
+    """A listing's ``format`` (``json``: a page; ``csv``, ``ndjson``: every row, a download) and
+    ``bom`` (a CSV for Excel, as the reports take it)."""
+    fmt = q.get("format", "json")
+    if fmt not in listing_export.FORMATS:
+        raise ApiError(400, f"format: expected one of {', '.join(listing_export.FORMATS)}, got {fmt[:100]!r}")
+    bom = q.get("bom", "false")
+    if bom not in ("true", "false"):
+        raise ApiError(400, f"bom: expected true or false, got {bom[:100]!r}")
+    if bom == "true" and fmt != "csv":
+        raise ApiError(400, f"bom: applies to a CSV download, not {fmt} (format=csv)")
+    if fmt != "json" and "limit" in q:
+        raise ApiError(400, f"limit: a {fmt} download holds every row of the period; page with limit in JSON")
+    return fmt, bom == "true"
+
+
+async def touchpoints(request: web.Request) -> web.StreamResponse:
     q = request.query
-    only_params(request, {"since", "until", "cursor", "limit", *TOUCHPOINT_FILTERS})
-    items, next_cursor = await request.app[READER_KEY].touchpoints(
-        _touchpoint_query(q, report_zone_of(request))
-    )
+    only_params(request, {"since", "until", "cursor", "limit", "format", "bom", *TOUCHPOINT_FILTERS})
+    fmt, bom = _download(q)
+    query = _touchpoint_query(q, report_zone_of(request))
+    reader = request.app[READER_KEY]
+    if fmt != "json":
+
+        async def page(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            return await reader.touchpoints(replace(query, cursor=cursor, limit=listing_export.EXPORT_PAGE))
+
+        name = listing_export.file_name("touchpoints", query.since, query.until, fmt)
+        return await listing_export.download(request, "touchpoints", fmt, bom, name, page, query.cursor)
+    items, next_cursor = await reader.touchpoints(query)
     return ok({"items": items, "next_cursor": next_cursor})
 
 
-async def conversions(request: web.Request) -> web.Response:
-    """Conversions in time order, filtered by name, rule or origin exactly, cursor-paginated."""
+async def conversions(request: web.Request) -> web.StreamResponse:
+    """Conversions in time order, filtered by name, rule or origin exactly, cursor-paginated;
+    or every one of them as a CSV or NDJSON download."""
     q = request.query
-    only_params(request, {"since", "until", "cursor", "limit", *CONVERSION_FILTERS})
+    only_params(request, {"since", "until", "cursor", "limit", "format", "bom", *CONVERSION_FILTERS})
+    fmt, bom = _download(q)
     limit, cursor = _page(q)
     since, until = span(q, report_zone_of(request))
     equals = {}
@@ -410,7 +438,15 @@ async def conversions(request: web.Request) -> web.Response:
                 )
             equals[name] = value
     query = ConversionQuery(since, until, equals, cursor, limit)
-    items, next_cursor = await request.app[READER_KEY].conversions(query)
+    reader = request.app[READER_KEY]
+    if fmt != "json":
+
+        async def page(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            return await reader.conversions(replace(query, cursor=after, limit=listing_export.EXPORT_PAGE))
+
+        name = listing_export.file_name("conversions", since, until, fmt)
+        return await listing_export.download(request, "conversions", fmt, bom, name, page, cursor)
+    items, next_cursor = await reader.conversions(query)
     return ok({"items": items, "next_cursor": next_cursor})
 
 

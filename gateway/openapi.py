@@ -367,8 +367,26 @@ _PAGING = [
 """A listing's page: where it starts and how long it is."""
 
 
-def _page_of(item: dict[str, Any], description: str = "a page") -> dict[str, Any]:
-    """The 200 answer of a listing: a page of ``item``s and the next page's cursor."""
+_DOWNLOAD = [
+    _query(
+        "format",
+        "json (default): a page; csv or ndjson: every row of the period from cursor on, as a download"
+        " (limit is then refused)",
+        {"type": "string", "enum": ["json", "csv", "ndjson"]},
+    ),
+    _query(
+        "bom",
+        "true: a CSV download starts with a UTF-8 byte order mark, for Excel (default false; a 400 with"
+        " another format)",
+        {"type": "string", "enum": ["true", "false"]},
+    ),
+]
+"""A listing's download: the whole period as CSV or NDJSON instead of a page."""
+
+
+def _page_of(item: dict[str, Any], description: str = "a page", downloads: bool = False) -> dict[str, Any]:
+    """The 200 answer of a listing: a page of ``item``s and the next page's cursor; with
+    ``downloads``, also every row as CSV or NDJSON (``_DOWNLOAD``)."""
     page = {
         "type": "object",
         "required": ["ok", "items", "next_cursor"],
@@ -378,7 +396,13 @@ def _page_of(item: dict[str, Any], description: str = "a page") -> dict[str, Any
             "next_cursor": _NULLABLE_STR,
         },
     }
-    return {"description": description, "content": {"application/json": {"schema": page}}}
+    content: dict[str, Any] = {"application/json": {"schema": page}}
+    if downloads:
+        content |= {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        }
+    return {"description": description, "content": content}
 
 
 def _touchpoint_filters(creator: str) -> list[dict[str, Any]]:
@@ -458,9 +482,10 @@ def openapi_document() -> dict[str, Any]:
                         *_PERIOD,
                         *_touchpoint_filters("exact creator ID"),
                         *_PAGING,
+                        *_DOWNLOAD,
                     ],
                     "responses": {
-                        "200": _page_of(touchpoint_ref),
+                        "200": _page_of(touchpoint_ref, downloads=True),
                         **_errors(400, 401, 503),
                     },
                 }
@@ -479,9 +504,10 @@ def openapi_document() -> dict[str, Any]:
                             )
                         ),
                         *_PAGING,
+                        *_DOWNLOAD,
                     ],
                     "responses": {
-                        "200": _page_of({"$ref": "#/components/schemas/Conversion"}),
+                        "200": _page_of({"$ref": "#/components/schemas/Conversion"}, downloads=True),
                         **_errors(400, 401, 503),
                     },
                 }

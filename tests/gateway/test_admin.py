@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import re
 import typing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -19,7 +22,7 @@ from gateway.admin import VerdictBody
 from gateway.events import VERDICTS, Binding, Conversion, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
-from gateway.openapi import openapi_document
+from gateway.openapi import CONVERSION, TOUCHPOINT, openapi_document
 from tests.conftest import TOKEN
 from tests.gateway.test_malformed import raw_request
 from tests.gateway.test_openapi import response_schema
@@ -333,6 +336,59 @@ async def test_conversions_are_listed_in_time_order_filtered_and_paged(gw) -> No
     ):
         status, _, body = await get(gw, "/api/conversions", AUTH, **params)
         assert status == 400 and body["error"].startswith(error), (params, body)
+
+
+async def download(gw, path: str, **params: str) -> tuple[int, Any, bytes]:
+    async with gw.session.get(gw.admin_url + path, headers=AUTH, params=params) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+async def test_listings_download_every_row_as_csv_or_ndjson(gw) -> None:
+    """The reports could be exported, the raw listings only paged through as JSON: a growth
+    team taking its touchpoints or conversions to a spreadsheet or a BI tool had to page
+    and convert them itself. ``format=csv|ndjson`` streams every row of the period."""
+    cookie = await land(gw, "utm_source=news&utm_campaign=%3DHYPERLINK(%22x%22)&utm_id=7")
+    await land(gw, "utm_source=ads&gclid=g1", cookie)
+    _, _, listed = await get(gw, "/api/touchpoints", AUTH)
+    status, headers, body = await download(gw, "/api/touchpoints", format="csv", bom="true")
+    assert status == 200 and headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert headers["Content-Disposition"] == 'attachment; filename="touchpoints.csv"'
+    assert body.startswith("\ufeff".encode())
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
+    assert list(rows[0]) == list(TOUCHPOINT["properties"])  # every field, in the document's order
+    assert [r["id"] for r in rows] == [t["id"] for t in listed["items"]]
+    assert rows[0]["campaign"] == '\'=HYPERLINK("x")'  # inert in a spreadsheet
+    assert json.loads(rows[0]["raw_params"]) == listed["items"][0]["raw_params"]
+    assert rows[1]["click_id"] == "g1" and rows[1]["campaign"] == ""
+    status, headers, body = await download(
+        gw, "/api/touchpoints", format="ndjson", source="ads", since="2000-01-01"
+    )
+    assert headers["Content-Disposition"] == 'attachment; filename="touchpoints-from-2000-01-01.ndjson"'
+    assert [json.loads(line) for line in body.splitlines()] == [listed["items"][1]]
+    # Conversions: more than a page of the store's reads (1,000), every one once, in order.
+    now = datetime.now(UTC)
+    ms = int(now.timestamp() * 1000) - 3000
+    many = [
+        Conversion(uuid7(ms + n), iso(now - timedelta(milliseconds=3000 - n)), "n", "signup", f"order:{n}",
+                   "a" * 32, None, None, None, order_id=str(n))
+        for n in range(2500)
+    ]  # fmt: skip
+    await gw.gateway.store.write(many)
+    status, headers, body = await download(gw, "/api/conversions", format="ndjson", name="signup")
+    assert status == 200 and headers["Content-Type"] == "application/x-ndjson"
+    assert [json.loads(line)["order_id"] for line in body.splitlines()] == [str(n) for n in range(2500)]
+    status, _, body = await download(gw, "/api/conversions", format="csv", until=iso(now))
+    lines = body.decode().splitlines()
+    assert lines[0] == ",".join(CONVERSION["properties"]) and len(lines) == 2501
+    for params, error in (
+        ({"format": "csv", "limit": "10"}, "limit: a csv download holds every row of the period"),
+        ({"format": "xml"}, "format: expected one of json, csv, ndjson, got 'xml'"),
+        ({"format": "ndjson", "bom": "true"}, "bom: applies to a CSV download, not ndjson"),
+        ({"bom": "1"}, "bom: expected true or false, got '1'"),
+    ):
+        for path in ("/api/touchpoints", "/api/conversions"):
+            status, _, answer = await get(gw, path, AUTH, **params)
+            assert status == 400 and answer["error"].startswith(error), (path, params, answer)
 
 
 async def test_a_journey_looked_up_as_the_wrong_kind_says_which_kind_it_is(gw) -> None:

@@ -1,0 +1,99 @@
+"""Listings as downloads: every touchpoint or conversion of a period, as CSV or NDJSON.
+
+Owns ``format=csv|ndjson`` on ``/api/touchpoints`` and ``/api/conversions``: the rows come
+from the reader page by page (``EXPORT_PAGE`` at a time, so memory stays flat over any
+period) and are written to the visitor as they come, under a ``Content-Disposition`` name.
+The columns are the listing's item fields as the OpenAPI document names them, in its order;
+a CSV cell is kept inert for spreadsheets (``reporting.csv_cell``) and a nested value
+(``raw_params``, ``reasons``) is its JSON text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from gateway.openapi import CONVERSION, TOUCHPOINT
+from gateway.reporting import csv_cell
+
+log = logging.getLogger("gateway.admin")
+
+EXPORT_PAGE = 1000
+"""Rows read from the store per step of a download."""
+FORMATS = ("json", "csv", "ndjson")
+COLUMNS: Mapping[str, Sequence[str]] = {
+    "touchpoints": tuple(TOUCHPOINT["properties"]),
+    "conversions": tuple(CONVERSION["properties"]),
+}
+"""A download's columns: every field of the listing's items, as the API document lists them."""
+
+Page = Callable[[str | None], Awaitable[tuple[list[dict[str, Any]], str | None]]]
+"""The listing's page from after a cursor (None: the first), with the next page's cursor."""
+
+_encode = msgspec.json.Encoder(order="deterministic")
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return csv_cell(_encode.encode(value).decode())
+    return csv_cell(value)
+
+
+def file_name(kind: str, since: str | None, until: str | None, fmt: str) -> str:
+    """``touchpoints-from-2026-11-01-to-2026-12-01.csv``: the period's UTC dates, an open end
+    left out (``touchpoints.csv`` for all time)."""
+    parts = [kind]
+    if since is not None:
+        parts += ["from", since[:10]]
+    if until is not None:
+        parts += ["to", until[:10]]
+    return "-".join(parts) + "." + fmt
+
+
+async def download(
+    request: web.Request, kind: str, fmt: str, bom: bool, name: str, page: Page, cursor: str | None
+) -> web.StreamResponse:
+    """Every row of the listing from after ``cursor``, streamed as ``fmt``. A failure once the
+    headers are sent (the store gone mid-way) cuts the connection: a download that ends early
+    is never mistaken for a whole one."""
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
+            "Content-Disposition": f'attachment; filename="{name}"',
+        }
+    )
+    columns = COLUMNS[kind]
+    items, cursor = await page(cursor)  # the first page before the headers: a 503 can still be said
+    await resp.prepare(request)
+    if fmt == "csv":
+        await resp.write(("\ufeff" if bom else "").encode() + _csv_lines([list(columns)]))
+    while True:
+        if fmt == "csv":
+            chunk = _csv_lines([[_cell(item.get(c)) for c in columns] for item in items])
+        else:
+            chunk = b"".join(_encode.encode({c: item.get(c) for c in columns}) + b"\n" for item in items)
+        if chunk:
+            await resp.write(chunk)
+        if cursor is None:
+            break
+        try:
+            items, cursor = await page(cursor)
+        except Exception as err:  # the headers are gone: no error answer can follow them
+            log.warning("a %s download was cut short: %s", kind, err)
+            if request.transport is not None:
+                request.transport.abort()  # cut, not ended: the file is visibly incomplete
+            return resp
+    await resp.write_eof()
+    return resp
+
+
+def _csv_lines(rows: list[list[Any]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    return out.getvalue().encode()
