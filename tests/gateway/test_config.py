@@ -359,6 +359,7 @@ def test_readme_toml_examples_load(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "keys" / "site-jwt.pub.pem").write_bytes(pem)  # named by the JWT example
+    (tmp_path / "keys" / "auth0-tenant.pem").write_bytes(pem)  # and by the Auth0 one
     named = set(re.findall(r'"env:(\w+)"', "".join(blocks)))
     environ = {**ENV, **{name: "e" * 32 for name in named}}
     for block in blocks:
