@@ -68,6 +68,7 @@ class Stacks:
         r.add_post("/", self.wc_ajax)
         r.add_post("/checkout/", self.wc_ajax)
         r.add_get("/checkout/order-received/{order}/", self.order_received)
+        r.add_post("/wp-json/wc/store/v1/checkout", self.wc_store_checkout)
         r.add_get("/callback", self.oidc_callback)
         r.add_get("/api/auth/me", self.auth0_me)
         r.add_get("/{tail:.*}", self.page)
@@ -206,6 +207,32 @@ class Stacks:
         text = json.dumps(body).replace("/", "\\/")
         return web.Response(text=text, content_type="application/json", charset="UTF-8")
 
+    async def wc_store_checkout(self, request: web.Request) -> web.Response:
+        """The block checkout (WooCommerce's default since 8.3): the Store API answers the
+        placed order as JSON, ``payment_result.payment_status`` saying whether it is paid, and
+        a payment error as a 400 ``{"code": …, "message": …, "data": {"status": 400}}``."""
+        data = await request.json()
+        email = data["billing_address"]["email"]
+        if data.get("payment_method") == "declined":
+            error = {"code": "woocommerce_rest_checkout_process_payment_error", "message": "Card declined."}
+            return web.json_response({**error, "data": {"status": 400}}, status=400)
+        pending = data.get("payment_method") == "ppcp-gateway"  # approval at PayPal still to come
+        result = {
+            "payment_status": "pending" if pending else "success",
+            "payment_details": [],
+            "redirect_url": f"http://{request.host}/checkout/order-received/728/?key=wc_order_Ab1",
+        }
+        body = {
+            "order_id": 728,
+            "status": "pending" if pending else "processing",
+            "order_key": "wc_order_Ab1",
+            "customer_id": 0,
+            "billing_address": {"first_name": "Ada", "email": email},
+            "payment_method": data.get("payment_method"),
+            "payment_result": result,
+        }
+        return web.json_response(body)
+
     async def order_received(self, request: web.Request) -> web.Response:
         return web.Response(
             text="<html>Thank you. Your order has been received.</html>", content_type="text/html"
@@ -339,6 +366,13 @@ when = [
   { response_json = "/result", equals = "success" },
 ]
 user_id = { form = "billing_email" }
+
+[[identity.rules]]
+name = "wc-blocks-checkout-email"
+path = "/wp-json/wc/store/v1/checkout"
+status = [200]
+when = [{ response_json = "/payment_result/payment_status", equals = "success" }]
+user_id = { response_json = "/billing_address/email" }
 
 [[conversions]]
 name = "wc-purchase"
@@ -599,4 +633,20 @@ async def test_an_oidc_callback_binds_from_the_id_token_cookie_never_on_an_error
         ) as resp:
             assert resp.status == (200 if session else 401)
     assert (await bound(gw))[-1] == ("auth0-me", gw.gateway.keys.user_key("auth0|65f0c1"))
+    assert await failures(gw) == []
+
+
+async def test_woocommerce_block_checkout_binds_a_paid_order_s_buyer(stacks_gw: RunningGateway) -> None:
+    """The block checkout posts JSON to the Store API: a declined card is a 400, an order
+    waiting for PayPal's approval a 200 whose ``payment_status`` is ``pending``."""
+    gw = stacks_gw
+    for method, email, status in (
+        ("declined", "victim@example.com", 400),
+        ("ppcp-gateway", "later@example.com", 200),
+        ("stripe", "Buyer@Example.com", 200),
+    ):
+        body = json.dumps({"billing_address": {"email": email}, "payment_method": method, "payment_data": []})
+        headers = {"Content-Type": "application/json", "Nonce": "n0nce"}
+        assert await post(gw, "/wp-json/wc/store/v1/checkout", await visit(gw), body, **headers) == status
+    assert await bound(gw) == [("wc-blocks-checkout-email", gw.gateway.keys.user_key("Buyer@Example.com"))]
     assert await failures(gw) == []
