@@ -58,6 +58,7 @@ class Stacks:
         self.app = web.Application()
         r = self.app.router
         r.add_post("/login", self.next_login_page)
+        r.add_post("/signin", self.next_object_action)
         r.add_post("/api/auth/callback/credentials", self.nextauth_v4)
         r.add_post("/v5/api/auth/callback/credentials", self.authjs_v5)
         r.add_get("/api/auth/session", self.nextauth_session)
@@ -105,6 +106,17 @@ class Stacks:
         if target == "/welcome":
             resp.set_cookie("session", "opaque", httponly=True)
         return resp
+
+    async def next_object_action(self, request: web.Request) -> web.Response:
+        """An action called with plain values (``signIn({email, password})``): React sends its
+        arguments as a JSON array, ``text/plain``."""
+        assert request.headers["Next-Action"] and request.content_type == "text/plain"
+        (args,) = json.loads(await request.text())
+        if args.get("password") != "right":
+            body = RSC_HEAD + '1:{"error":"Invalid email or password"}\n'
+            return web.Response(text=body, headers={"Content-Type": "text/x-component"})
+        headers = {"Content-Type": "text/x-component", "x-action-redirect": "/welcome;push"}
+        return web.Response(status=303, text=RSC_HEAD, headers=headers)
 
     async def nextauth_v4(self, request: web.Request) -> web.Response:
         """next-auth v4: ``signIn("credentials")`` posts the form with ``json=true``; the
@@ -266,6 +278,14 @@ path = "/login"
 status = [200, 303]
 when = [{ header = "x-action-redirect", matches = "/welcome;.*" }]
 user_id = { form = "1_email" }
+lowercase = true
+
+[[identity.rules]]
+name = "next-action-object"
+path = "/signin"
+status = [200, 303]
+when = [{ header = "x-action-redirect", matches = "/welcome;.*" }]
+user_id = { request_json = "/0/email" }
 lowercase = true
 
 [[identity.rules]]
@@ -460,10 +480,16 @@ async def test_nextjs_server_action_binds_on_its_redirect_only(stacks_gw: Runnin
     assert await post(gw, "/login", cookie, multipart(plain)) == 200
     right = {**plain, "email": "bob@example.com", "password": "right"}
     assert await post(gw, "/login", cookie, multipart(right)) == 303
+    # Called with plain values: a JSON array.
+    text = {**action, "Content-Type": "text/plain;charset=UTF-8"}
+    for who, password in (("victim", "wrong"), ("Carol", "right")):
+        args = json.dumps([{"email": f"{who}@example.com", "password": password}])
+        assert await post(gw, "/signin", cookie, args, **text) == (303 if password == "right" else 200)
     keys = gw.gateway.keys
     assert await bound(gw) == [
         ("next-action-login", keys.user_key("ada@example.com")),
         ("next-form-login", keys.user_key("bob@example.com")),
+        ("next-action-object", keys.user_key("carol@example.com")),
     ]
     assert await failures(gw) == []
 
