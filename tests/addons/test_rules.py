@@ -455,3 +455,20 @@ def test_money_scales_before_checking_the_range() -> None:
     assert money(4990, 0.01) == pytest.approx(49.9) and money("1999", 0.01) == pytest.approx(19.99)
     assert money(2e15, 0.01) == pytest.approx(2e13)  # in range once scaled
     assert money(2e15) is None
+
+
+@pytest.mark.parametrize("name", ["Authorization", "proxy-authorization", "Cookie", "SET-COOKIE"])
+def test_a_header_carrying_credentials_is_never_read(name: str) -> None:
+    """devise-jwt answers a sign-in with ``Authorization: Bearer <JWT>``: a ``header`` rule
+    on it would keep the token as the user ID (in the clear under ``user_id_storage =
+    "plain"``). Refused at start-up, and here too should a rule get past the check."""
+    from gateway.pipeline import ResponseView
+
+    ex = exchange("/users/sign_in", method="POST", headers={"Authorization": "Bearer a.b.c", "Cookie": "s=1"})
+    ex.response = ResponseView(
+        200, {"authorization": "Bearer a.b.c", "set-cookie": "s=2", "x-user-id": "u-1"}
+    )
+    with pytest.raises(ExtractError) as err:
+        Extractor(ConditionOptions(header=name))(ex)
+    assert err.value.reason == "forbidden_field"
+    assert Extractor(ConditionOptions(header="X-User-Id"))(ex) == "u-1"  # any other, as before
