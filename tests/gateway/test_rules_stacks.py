@@ -16,22 +16,33 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import aiosqlite
 import pytest
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 
 from tests.conftest import TOKEN, GatewayFactory, RunningGateway
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 AUTH0_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-AUTH0_PEM = (
-    AUTH0_KEY.public_key()
-    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+_TENANT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tenant.eu.auth0.com")])
+AUTH0_PEM = (  # the tenant's "signing certificate", PEM, as Auth0's dashboard gives it
+    x509.CertificateBuilder()
+    .subject_name(_TENANT)
+    .issuer_name(_TENANT)
+    .public_key(AUTH0_KEY.public_key())
+    .serial_number(1)
+    .not_valid_before(datetime(2024, 1, 1, tzinfo=UTC))
+    .not_valid_after(datetime(2034, 1, 1, tzinfo=UTC))
+    .sign(AUTH0_KEY, hashes.SHA256())
+    .public_bytes(serialization.Encoding.PEM)
     .decode()
 )
 # NextAuth and Auth.js encrypt their session cookie (a JWE: five parts, A256CBC-HS512 or
@@ -636,9 +647,10 @@ async def test_an_oidc_callback_binds_from_the_id_token_cookie_never_on_an_error
     stacks_gw: RunningGateway,
 ) -> None:
     """Auth0's ``/callback?code=…&state=…`` is exchanged server to server: the gateway sees
-    only the answer, a 302 setting the site's cookies. An ``id_token`` cookie (RS256, the
-    tenant's public key) names the user; an error from the provider is a 302 too, told apart
-    by ``code`` missing, even when the browser still sends an older user's ``id_token``."""
+    only the answer, a 302 setting the site's cookies. An ``id_token`` cookie (RS256, checked
+    with the tenant's signing certificate) names the user; an error from the provider is a 302
+    too, told apart by ``code`` missing, even when the browser still sends an older user's
+    ``id_token``."""
     gw = stacks_gw
     cookie = await visit(gw)
     old = id_token({"sub": "auth0|old-user"})
