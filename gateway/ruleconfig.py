@@ -63,7 +63,8 @@ class Source(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
     algorithm: str = ""
     """JWT only: HS256/384/512, RS256/384/512 or ES256/384/512; required with ``key``."""
     key: str = ""
-    """JWT only: the HMAC secret as ``env:NAME``, or a public key as a PEM file path or ``env:NAME``."""
+    """JWT only: the HMAC secret as ``env:NAME``, or a public key (or an X.509 certificate) as
+    a PEM file path or ``env:NAME``."""
     verify: bool = True
     """JWT only: false reads an unverified token (allowed only without ``key``)."""
 
