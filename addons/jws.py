@@ -1,7 +1,7 @@
 """JWT (RFC 7519, compact JWS) reading for identity and conversion rules: verify, then read claims.
 
 Pure functions, no I/O: ``load_key`` turns configured key material (an HMAC
-secret, or a PEM public key) into a ``Verifier`` for one algorithm (HS/RS/ES
+secret, or a PEM public key or X.509 certificate) into a ``Verifier`` for one algorithm (HS/RS/ES
 256/384/512, via ``cryptography``); ``read_claims`` checks the signature (the
 token's ``alg`` must be the configured one, so ``none`` and algorithm swaps
 fail) and ``exp``/``nbf`` when present. Without a verifier a token is only
@@ -22,8 +22,10 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.x509 import load_pem_x509_certificate
 
 LEEWAY = 30
 """Seconds of clock skew tolerated on ``exp`` and ``nbf``."""
@@ -51,6 +53,15 @@ class Verifier:
     """(signing input, signature) → valid."""
 
 
+def _public_key(material: bytes) -> PublicKeyTypes:
+    """The key of a PEM public key, or of an X.509 certificate: what Auth0 ("signing
+    certificate") and Firebase (Google's ``x509`` key list) hand out. Its dates are not
+    checked: a provider's signing certificate is self-signed, the key is what counts."""
+    if b"-----BEGIN CERTIFICATE-----" in material:
+        return load_pem_x509_certificate(material).public_key()
+    return load_pem_public_key(material)
+
+
 def load_key(algorithm: str, material: bytes) -> Verifier:
     """A verifier for ``algorithm`` with an HMAC secret or a PEM public key (ValueError if unfit)."""
     family, bits = algorithm[:2], algorithm[2:]
@@ -62,9 +73,9 @@ def load_key(algorithm: str, material: bytes) -> Verifier:
 
         return Verifier(algorithm, check_hmac)
     try:
-        public = load_pem_public_key(material)
+        public = _public_key(material)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ValueError("not a PEM public key") from None
+        raise ValueError("not a PEM public key or certificate") from None
     if family == "RS" and isinstance(public, rsa.RSAPublicKey):
         rsa_key = public
 

@@ -9,7 +9,10 @@ upgrade gets the chain's ``websocket`` hook instead (tracking pairs leave its UR
 nothing is recorded), as in the aiohttp host.
 Response-headers hook (before any body byte, streamed or not): the response
 hooks run, our Set-Cookie headers are added beside the site's, and the flow
-waits — bounded by ``storage.max_wait_ms`` — for its events' commit. Owns a
+waits — bounded by ``storage.max_wait_ms`` — for its events' commit; when a rule
+reads the response body (and mitmproxy buffers it), this waits for the response
+hook instead. The rules get the bodies they ask for (decoded as the aiohttp host
+decodes them) and the response's headers as a multidict, one Set-Cookie each. Owns a
 ``LocalStore`` (opened in ``running``, closed in ``done``). A config problem is
 logged by key (mitmdump then exits). The only module in ``addons/`` that
 imports mitmproxy; nothing else imports this one.
@@ -25,7 +28,9 @@ from typing import Any
 
 from mitmproxy import exceptions
 from mitmproxy import http as mhttp
+from multidict import CIMultiDict
 
+from gateway.codings import decoded_body
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event
 from gateway.forwarding import client_ip, is_trusted
@@ -68,6 +73,21 @@ def set_cookie_value(cookie: Cookie) -> str:
     morsel["secure"] = cookie.secure
     morsel["httponly"] = cookie.httponly
     return morsel.OutputString()
+
+
+def response_headers(headers: Any) -> CIMultiDict[str]:
+    """mitmproxy ``Headers`` of a response as the aiohttp host gives them: each repeat kept
+    (every Set-Cookie), ``get`` the first. Joined, a rule looking for one cookie among
+    several saw only the first."""
+    return CIMultiDict((name.lower(), value) for name, value in headers.items(multi=True))
+
+
+def read_body(raw: bytes | None, encoding: str | None, cap: int) -> bytes | None:
+    """A body for a rule, as the aiohttp host reads it: None when streamed, over ``cap`` or
+    not decodable (the rule counts ``body_not_read``)."""
+    if raw is None or len(raw) > cap:
+        return None
+    return decoded_body(raw, encoding, cap)
 
 
 class _State:
@@ -160,6 +180,11 @@ class GatewayAddon:
             self._to_upstream(flow, ex, path)
             return
         await self.pipeline.request(ex)
+        if ex.want_request_body:  # mitmproxy has read it (unless streamed: then not read)
+            req = flow.request
+            ex.request_body = read_body(
+                req.raw_content, req.headers.get("content-encoding"), ex.want_request_body
+            )
         commits = [self.store.submit(ex.events)] if ex.events else []
         self._flows[flow.id] = _State(ex, len(ex.events), commits)
         if ex.reply is not None:
@@ -179,11 +204,28 @@ class GatewayAddon:
     async def responseheaders(self, flow: mhttp.HTTPFlow) -> None:
         """The response's headers are in and not yet sent (mitmproxy emulates this hook for a
         reply set in ``request`` too): the only moment a streamed body can still get our cookie."""
+        state = self._flows.get(flow.id)
+        if state is None or flow.response is None:
+            return
+        if state.ex.want_response_body and state.ex.reply is None and not flow.response.stream:
+            return  # a rule reads the body: the response hook runs the chain once it is in
+        await self._respond(flow, self._flows.pop(flow.id))
+
+    async def response(self, flow: mhttp.HTTPFlow) -> None:
+        """The whole response is in (a buffered one): the chain runs now for a flow whose
+        rules read its body; the visitor gets nothing before this returns."""
         state = self._flows.pop(flow.id, None)
-        if state is None or flow.response is None or self.pipeline is None or self.store is None:
+        if state is not None and flow.response is not None:
+            resp = flow.response
+            cap = state.ex.want_response_body
+            state.ex.response_body = read_body(resp.raw_content, resp.headers.get("content-encoding"), cap)
+            await self._respond(flow, state)
+
+    async def _respond(self, flow: mhttp.HTTPFlow, state: _State) -> None:
+        if flow.response is None or self.pipeline is None or self.store is None:
             return
         ex = state.ex
-        ex.response = ResponseView(flow.response.status_code, joined_headers(flow.response.headers))
+        ex.response = ResponseView(flow.response.status_code, response_headers(flow.response.headers))
         await self.pipeline.response(ex)
         if len(ex.events) > state.seen:
             new: list[Event] = ex.events[state.seen :]

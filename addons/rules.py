@@ -32,7 +32,14 @@ from gateway.codings import readable_accept_encoding
 from gateway.events import MAX_VALUE
 from gateway.keys import MAX_USER_ID
 from gateway.pipeline import Exchange, parse_cookies, split_query
-from gateway.ruleconfig import FORBIDDEN_NAME, ConversionRule, IdentityRule, Source, source_kind
+from gateway.ruleconfig import (
+    CREDENTIAL_HEADERS,
+    FORBIDDEN_NAME,
+    ConversionRule,
+    IdentityRule,
+    Source,
+    source_kind,
+)
 from gateway.ruleconfig import Condition as ConditionOptions
 
 MAX_FORM_FIELDS = 1000
@@ -229,7 +236,9 @@ class Extractor:
         self.verifier: Verifier | None = load_key(source.algorithm, key_material) if key_material else None
         read = source.claim if self.kind.startswith("jwt_") else self.name
         # Checked again here, not only by the config check: such a field is never read.
-        self.forbidden = any(FORBIDDEN_NAME.search(part) for part in read.split("/"))
+        self.forbidden = any(FORBIDDEN_NAME.search(part) for part in read.split("/")) or (
+            self.kind == "header" and self.name.lower() in CREDENTIAL_HEADERS
+        )
         self.request_body = self.kind in ("form", "request_json")
         self.response_body = self.kind == "response_json"
         self._read: Callable[[Exchange], Any] = getattr(self, "_" + self.kind)  # one method per kind

@@ -4,8 +4,9 @@ Owns the rule option structs (a match, success statuses, ``when`` conditions,
 value sources), the checks done once at start-up — each problem naming its TOML key, e.g.
 ``identity.rules[1].path: not a valid regular expression (…): …`` — and the
 loading of JWT verification keys (from the environment or a PEM file). Fields
-named like a credential (``FORBIDDEN_NAME``) are refused here and again where
-values are extracted (``addons/rules.py``).
+named like a credential (``FORBIDDEN_NAME``), and headers that carry one
+(``CREDENTIAL_HEADERS``), are refused here and again where values are extracted
+(``addons/rules.py``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Source(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
     response_json: str = ""
     """A JSON pointer into the response body (gzip/deflate are decoded)."""
     header: str = ""
-    """A response header."""
+    """A response header (never ``Authorization``, ``Cookie``, ``Set-Cookie``…: ``CREDENTIAL_HEADERS``)."""
     query: str = ""
     """A query parameter of the request."""
     location_query: str = ""
@@ -62,7 +63,8 @@ class Source(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
     algorithm: str = ""
     """JWT only: HS256/384/512, RS256/384/512 or ES256/384/512; required with ``key``."""
     key: str = ""
-    """JWT only: the HMAC secret as ``env:NAME``, or a public key as a PEM file path or ``env:NAME``."""
+    """JWT only: the HMAC secret as ``env:NAME``, or a public key (or an X.509 certificate) as
+    a PEM file path or ``env:NAME``."""
     verify: bool = True
     """JWT only: false reads an unverified token (allowed only without ``key``)."""
 
@@ -90,6 +92,10 @@ SOURCE_KINDS = (
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 FORBIDDEN_NAME = re.compile(r"pass|secret|token|card", re.IGNORECASE)
 """Fields whose name matches are never extracted, whatever a rule says."""
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+"""Headers a ``header`` source never reads (any case): a bearer token (devise-jwt answers a
+sign-in with one in ``Authorization``), a session cookie. ``jwt_authorization`` and
+``jwt_cookie`` read a claim of such a token, never the token."""
 
 
 def source_kind(source: Source) -> tuple[str, str]:
@@ -286,6 +292,13 @@ def _validate_source(p: list[str], key: str, source: Source) -> None:
         f"{key}.{'claim' if is_jwt else kind}",
         f"{read!r} may hold a credential (its name contains pass, secret, token or card) "
         "and is never extracted",
+    )
+    _check(
+        p,
+        kind != "header" or name.lower() not in CREDENTIAL_HEADERS,
+        f"{key}.header",
+        f"{name!r} carries credentials (a bearer token, a session cookie) and is never read; "
+        "jwt_authorization and jwt_cookie read a claim of a JWT there",
     )
     if kind.endswith("_json"):
         _check(p, name.startswith("/"), f"{key}.{kind}", f'a JSON pointer starts with "/", got {name!r}')

@@ -4,7 +4,10 @@ once end to end with mitmdump on loopback, and both hosts agreeing on the rows t
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import gzip
+import json
 import os
 import socket
 import sqlite3
@@ -24,6 +27,7 @@ pytest.importorskip("mitmproxy")
 
 with warnings.catch_warnings():  # mitmproxy 11's own imports (ldap3, passlib) warn of deprecations
     warnings.simplefilter("ignore", DeprecationWarning)
+    from mitmproxy import http as mhttp
     from mitmproxy.test import taddons, tflow, tutils
 
 from addons.mitm import GatewayAddon
@@ -134,9 +138,13 @@ async def test_reserved_paths_are_not_forwarded(addon: GatewayAddon) -> None:
     assert flow.response is not None and flow.response.status_code == 404
 
 
-def test_config_errors_name_the_key(tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture) -> None:
+async def test_config_errors_name_the_key(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Async, as the others: outside a running loop mitmproxy's test context makes an event
+    # loop it never closes, and the ResourceWarning of its collection fails a later test.
     gateway = GatewayAddon()
-    bad = config(tmp_path, extra="[identity]\nmax_age_days = 0\n")
+    bad = await asyncio.to_thread(config, tmp_path, "gw", "[identity]\nmax_age_days = 0\n")
     with taddons.context(gateway) as tctx:
         tctx.configure(gateway, gateway_config=str(bad))
     assert gateway.pipeline is None
@@ -225,3 +233,81 @@ async def test_both_hosts_agree(
     assert len(aiohttp_rows) == 1 and mitm_rows == aiohttp_rows
     for cookies in (aiohttp_cookies, mitm_cookies):
         assert [c.split("=")[0] for c in cookies] == ["site", "gw_vid"]
+
+
+MITM_RULES = """
+[[identity.rules]]
+name = "form-login"
+path = "/login"
+status = [302]
+user_id = { form = "username" }
+
+[[identity.rules]]
+name = "jwt-login"
+path = "/session"
+status = [302]
+user_id = { jwt_cookie = "session", verify = false }
+
+[[identity.rules]]
+name = "api-login"
+path = "/api/login"
+status = [200]
+user_id = { response_json = "/user/id" }
+"""
+
+
+def unsigned_jwt(claims: dict[str, Any]) -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return part({"alg": "HS256", "typ": "JWT"}) + "." + part(claims) + ".c2ln"
+
+
+async def test_rules_read_bodies_and_every_set_cookie_as_in_the_aiohttp_host(
+    tmp_path: Path, secrets: None
+) -> None:
+    """Until 2026-12-04 the mitmproxy host gave the rules no body (every form or JSON rule
+    counted ``body_not_read`` and never fired: a Django, Devise or WordPress sign-in bound no
+    one) and joined a response's Set-Cookie headers into one, so a JWT cookie set after
+    another cookie was not found. Both hosts now give the rules the same exchange."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        toml = await asyncio.to_thread(config, tmp_path, "gw", MITM_RULES)
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        try:
+            landing = tflow.tflow(req=tutils.treq(path=b"/?utm_source=x"))
+            await gateway.request(landing)
+            landing.response = tutils.tresp()
+            await gateway.responseheaders(landing)
+            await gateway.response(landing)
+            cookie = landing.response.headers["set-cookie"].split(";")[0].encode()
+
+            async def exchange(
+                path: bytes, body: bytes, ctype: bytes, resp: mhttp.Response
+            ) -> mhttp.Response:
+                headers = [(b"content-type", ctype), (b"cookie", cookie), (b"accept-encoding", b"gzip, br")]
+                flow = tflow.tflow(req=tutils.treq(method=b"POST", path=path, headers=headers, content=body))
+                await gateway.request(flow)
+                flow.response = resp
+                await gateway.responseheaders(flow)  # mitmproxy's order: headers, then the body
+                await gateway.response(flow)
+                return flow.response
+
+            form = b"application/x-www-form-urlencoded"
+            csrf = (b"set-cookie", b"csrftoken=abc; Path=/")
+            await exchange(
+                b"/login", b"username=ada&password=x", form, tutils.tresp(status_code=302, headers=[csrf])
+            )
+            jwt = (b"set-cookie", f"session={unsigned_jwt({'sub': 'jwt-9'})}; HttpOnly".encode())
+            await exchange(b"/session", b"", form, tutils.tresp(status_code=302, headers=[csrf, jwt]))
+            answer = gzip.compress(b'{"user": {"id": "u-7"}}')
+            resp = tutils.tresp(status_code=200, headers=[(b"content-encoding", b"gzip")], content=b"")
+            resp.raw_content = answer
+            sent = await exchange(b"/api/login", b'{"email": "a@x"}', b"application/json", resp)
+            assert sent.raw_content == answer  # forwarded as the site sent it
+            assert sent.headers.get_all("set-cookie") == []  # the visitor had ours already
+        finally:
+            await gateway.done()
+    found = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT rule FROM identities ORDER BY rule")
+    assert found == [("api-login",), ("form-login",), ("jwt-login",)]

@@ -289,6 +289,8 @@ def test_no_rules_means_disabled() -> None:
         ('{ form = "user[Password]" }', "identity.rules[0].user_id.form: 'user[Password]' may hold"),
         ('{ request_json = "/auth/token" }', "identity.rules[0].user_id.request_json: '/auth/token'"),
         ('{ header = "X-Secret" }', "identity.rules[0].user_id.header: 'X-Secret' may hold"),
+        ('{ header = "Authorization" }', "identity.rules[0].user_id.header: 'Authorization' carries"),
+        ('{ header = "set-cookie" }', "identity.rules[0].user_id.header: 'set-cookie' carries"),
         ('{ query = "cardnumber" }', "identity.rules[0].user_id.query: 'cardnumber' may hold"),
         ('{ jwt_cookie = "s", verify = false, claim = "api_token" }', "user_id.claim: 'api_token'"),
         ('{ jwt_cookie = "s", verify = false, claim = "" }', "identity.rules[0].user_id.claim: names the"),
@@ -317,7 +319,7 @@ def test_config_rejects_bad_sources(source: str, expected: str) -> None:
     [
         ("ES256", "p384", "identity.rules[0].user_id.key: ES256 needs an EC public key on secp256r1"),
         ("RS256", "p256", "identity.rules[0].user_id.key: RS256 needs an RSA public key"),
-        ("ES256", "garbage", "identity.rules[0].user_id.key: not a PEM public key"),
+        ("ES256", "garbage", "identity.rules[0].user_id.key: not a PEM public key or certificate"),
     ],
 )
 def test_config_checks_public_keys(tmp_path: Any, algorithm: str, content: str, expected: str) -> None:

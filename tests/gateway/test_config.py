@@ -359,6 +359,7 @@ def test_readme_toml_examples_load(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "keys" / "site-jwt.pub.pem").write_bytes(pem)  # named by the JWT example
+    (tmp_path / "keys" / "auth0-tenant.pem").write_bytes(pem)  # and by the Auth0 one
     named = set(re.findall(r'"env:(\w+)"', "".join(blocks)))
     environ = {**ENV, **{name: "e" * 32 for name in named}}
     for block in blocks:
@@ -682,6 +683,10 @@ _CONV = "[[conversions]]\nname = 'c'\npath = '/x'\nstatus = [200]\n"
          "identity.rules[0].when[0]: set exactly one of form, request_json"),
         (f"{_CONV}when = [{{ form = 'op' }}, {{ form = 'password', equals = 'x' }}]\n",
          "conversions[0].when[1].form: 'password' may hold a credential"),
+        (f"{_CONV}when = [{{ header = 'Set-Cookie', matches = 'sessionid=.*' }}]\n",
+         "conversions[0].when[0].header: 'Set-Cookie' carries credentials"),
+        (f"{_CONV}order_id = {{ header = 'Proxy-Authorization' }}\n",
+         "conversions[0].order_id.header: 'Proxy-Authorization' carries credentials"),
         (f"{_CONV}when = [{{ request_json = 'operationName', equals = 'Pay' }}]\n",
          'conversions[0].when[0].request_json: a JSON pointer starts with "/", got \'operationName\''),
         (f"{_CONV}when = [{{ jwt_cookie = 's', claim = 'role', equals = 'x' }}]\n",
