@@ -314,6 +314,7 @@ class Condition:
         self.read = Extractor(condition, key_material)
         self.equals = condition.equals
         self.matches = re.compile(condition.matches) if condition.matches is not None else None
+        self.absent = condition.absent
 
     def __call__(self, ex: Exchange, operation: int | None = None) -> bool:
         """Whether it holds (for one ``operation`` of a batch: ``Extractor``); ExtractError when
@@ -323,8 +324,10 @@ class Condition:
             value = self.read(ex, operation)
         except ExtractError as err:
             if err.reason == "missing":
-                return False
+                return self.absent
             raise
+        if self.absent:
+            return False
         if self.equals is None and self.matches is None:
             return True
         text = compared_text(value)

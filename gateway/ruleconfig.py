@@ -71,12 +71,15 @@ class Source(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
 class Condition(Source, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One entry of a rule's ``when``: a value read as a source is, and must be, present; with
-    ``equals`` it must be that text, with ``matches`` match that regular expression (whole)."""
+    ``equals`` it must be that text, with ``matches`` match that regular expression (whole);
+    with ``absent``, it must not be there."""
 
     equals: str | None = None
     """The text the value must be (a number or ``true``/``false`` read from JSON as written)."""
     matches: str | None = None
     """A regular expression the whole value must match (``re.fullmatch``)."""
+    absent: bool = False
+    """The other way round: holds when the source has no value (missing, or JSON ``null``)."""
 
 
 SOURCE_KINDS = (
@@ -267,7 +270,9 @@ def validate_rules(
 
 def _validate_condition(p: list[str], key: str, condition: Condition) -> None:
     _validate_source(p, key, condition)
-    if condition.equals is not None and condition.matches is not None:
+    if condition.absent and (condition.equals is not None or condition.matches is not None):
+        p.append(f"{key}: absent = true takes neither equals nor matches")
+    elif condition.equals is not None and condition.matches is not None:
         p.append(f"{key}: set equals or matches, not both")
     elif condition.matches is not None and (bad := regex_problem(condition.matches)):
         p.append(f"{key}.matches: {bad}")

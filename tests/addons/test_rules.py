@@ -416,6 +416,10 @@ def test_key_of_the_wrong_kind_refused() -> None:
         ({}, {"op": False}, True),
         ({}, {"op": None}, False),  # JSON null is absent
         ({}, {}, False),
+        ({"absent": True}, {}, True),
+        ({"absent": True}, {"op": None}, True),
+        ({"absent": True}, {"op": False}, False),
+        ({"absent": True}, {"op": ""}, False),
     ],
 )
 def test_a_condition_holds_when_its_value_is_there_and_fits(

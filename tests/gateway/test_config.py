@@ -677,6 +677,8 @@ _CONV = "[[conversions]]\nname = 'c'\npath = '/x'\nstatus = [200]\n"
     [
         (f"[[identity.rules]]\npath = '/x'\n{_RULE}when = [{{ form = 'op', equals = 'a', matches = 'a' }}]\n",
          "identity.rules[0].when[0]: set equals or matches, not both"),
+        (f"{_CONV}when = [{{ response_json = '/errors', absent = true, equals = 'x' }}]\n",
+         "conversions[0].when[0]: absent = true takes neither equals nor matches"),
         (f"{_CONV}when = [{{ form = 'op', matches = 'a{{99999999999}}' }}]\n",
          "conversions[0].when[0].matches: not a valid regular expression (a repeat count is too large)"),
         (f"[[identity.rules]]\npath = '/x'\n{_RULE}when = [{{ equals = 'Login' }}]\n",
