@@ -30,7 +30,7 @@ import msgspec
 from gateway.attribution import report_zone
 from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, validate
-from gateway.config_values import dsn_problem, toml_key, unset
+from gateway.config_values import dsn_problem, not_utf8, toml_key, unset
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
 from gateway.ruleconfig import resolve_rule_keys, rule_sources
 
@@ -105,11 +105,12 @@ def _msgspec_problem(
     where = where.rstrip("`").removeprefix("$")
     parts = _map_keys(where, str(err), struct, data) if "[...]" in where and data is not None else None
     key = section + (_shown_path(parts) if parts is not None else where)
-    unknown = re.match(r"Object contains unknown field `(.+)`", message)
+    unknown = re.match(r"Object contains unknown field `(.*)`", message)
     if unknown:
         owner = _struct_at(struct, where)
         allowed = ", ".join(owner.__struct_fields__) if owner is not None else ""
-        return f"{key}.{unknown.group(1)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+        name = toml_key(unknown.group(1))  # quoted as written: "" or "a b"
+        return f"{key}.{name}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
     if re.match(r"Object missing required field `(.+)`", message):
         owner = _struct_at(struct, where)
         given = _value_at(data, _path_parts(where))
@@ -245,7 +246,7 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
         struct = SECTIONS.get(name)
         if struct is None:
             allowed = [*SECTIONS, *(f"[[{a}]]" for a in ARRAY_SECTIONS)]
-            problems.append(f"{name}: unknown table (allowed: {', '.join(allowed)})")
+            problems.append(f"{toml_key(name)}: unknown table (allowed: {', '.join(allowed)})")
             continue
         if not isinstance(value, dict):
             problems.append(f"{name}: must be a table ([{name}]), got {_shown(value)}")
@@ -294,7 +295,7 @@ def _culprit(error: str) -> tuple[Keys | None, Keys | None]:
         if part == "...":
             return (tuple(keys) or None), None
         keys.append(part)
-    if unknown := re.match(r"Object contains unknown field `(.+)`", message):
+    if unknown := re.match(r"Object contains unknown field `(.*)`", message):
         return (*keys, unknown.group(1)), None
     if missing := re.match(r"Object missing required field `(.+)`", message):
         return None, (*keys, missing.group(1))
@@ -406,6 +407,9 @@ def resolve_secret(
         return ""
     name = value[4:]
     resolved = environ.get(name, "")
+    if bad := not_utf8(name, resolved):
+        problems.append(f"{key}: {bad}")
+        return ""
     if not resolved:
         if dev:
             generated.append(f"{key} ({name})")
@@ -445,6 +449,9 @@ def resolve_sender_secret(
         problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
         return b""
     name = value[4:]
+    if bad := not_utf8(name, environ.get(name, "")):
+        problems.append(f"{key}: {bad}")
+        return b""
     # resolve_secret's own length rule (32 characters) is for our secrets; a sender's is checked below.
     text = resolve_secret(key, value, environ, dev, [], generated)
     if not text:
@@ -460,9 +467,25 @@ def resolve_sender_secret(
     return raw
 
 
+def config_folder(path: str | Path | None) -> Path:
+    """The folder relative paths in the config are taken from: the config file's, with its
+    symbolic links followed (the working directory for a config given as text alone).
+    ConfigError, naming the file, when it cannot be found: a loop of symbolic links (which
+    ``Path.resolve`` raises as RuntimeError, not OSError), or a working directory removed
+    under the command."""
+    try:
+        return Path.cwd() if path is None else Path(path).resolve().parent
+    except OSError as err:
+        raise ConfigError([f"{path or '.'}: cannot find its folder: {err.strerror or err}"]) from err
+    except RuntimeError as err:  # "Symlink loop from …" (Python 3.11, 3.12)
+        raise ConfigError([f"{path}: cannot find its folder: a loop of symbolic links"]) from err
+
+
 def read_config(path: str | Path) -> str:
     """The config file's text; ConfigError when it cannot be read or is not UTF-8 (TOML's
     only encoding), saying where the first foreign byte is so the operator can find it."""
+    if not str(path):  # ``-c ""``: Path("") is the working directory, "Is a directory"
+        raise ConfigError(["-c/--config: empty; name the config file (e.g. -c gateway.toml)"])
     file = Path(path)
     try:
         raw = file.read_bytes()
@@ -483,12 +506,62 @@ def read_config(path: str | Path) -> str:
 
 def parse_config(text: str, name: str) -> dict[str, Any]:
     """TOML text → tables. A leading byte-order mark is dropped: editors on Windows write one,
-    and it is not part of the configuration."""
+    and it is not part of the configuration. ConfigError for text that is not TOML (naming
+    the line), or holds what no check could print (``out_of_reach``)."""
     text = text.removeprefix("\ufeff")
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([given_twice(str(err), text, name) or f"{name}: not valid TOML: {err}"]) from err
+    except RecursionError as err:  # tomllib parses nesting by recursion, and says no line
+        line = _deepest_line(text)
+        raise ConfigError(
+            [
+                f"{name}: line {line}: nested too deeply (arrays, inline tables or dotted keys);"
+                " a config needs a few levels"
+            ]
+        ) from err
+    except ValueError as err:  # Python's limit on the digits of a whole number (4300): not a TOMLDecodeError
+        found = re.search(r"[0-9A-Fa-f_]{4000,}", text)
+        where = f"line {text.count(chr(10), 0, found.start()) + 1}: " if found else ""
+        raise ConfigError([f"{name}: {where}a number of thousands of digits; no setting takes one"]) from err
+    if unusable := out_of_reach(data):
+        raise ConfigError(unusable)
+    return data
+
+
+MAX_DEPTH = 16
+"""Deepest nesting of tables and arrays a config may have (the deepest setting,
+``identity.rules[0].user_id.when[0].equals``, is six levels down): the decoding and its error
+messages recurse, and a value nested hundreds deep would end in a RecursionError."""
+MAX_DIGITS = 4000
+"""Most digits of a whole number: Python refuses to print one of more than 4300, and every
+range check prints the value it refuses."""
+
+
+def out_of_reach(data: dict[str, Any]) -> list[str]:
+    """Values no check can print: nested deeper than ``MAX_DEPTH``, or whole numbers of more
+    than ``MAX_DIGITS`` digits, each named by its key. Walked without recursion."""
+    problems: list[str] = []
+    stack: list[tuple[str, Any, int]] = [(toml_key(k), v, 1) for k, v in reversed(data.items())]
+    while stack:
+        key, value, depth = stack.pop()
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_DIGITS * 3:
+            problems.append(f"{key}: a number of thousands of digits; no setting takes one")
+        elif isinstance(value, dict | list) and depth > MAX_DEPTH:
+            problems.append(f"{key}: nested more than {MAX_DEPTH} levels deep; no setting is")
+        elif isinstance(value, dict):
+            stack += [(f"{key}.{toml_key(k)}", v, depth + 1) for k, v in reversed(value.items())]
+        elif isinstance(value, list):
+            stack += [(f"{key}[{i}]", v, depth + 1) for i, v in reversed(list(enumerate(value)))]
+    return problems
+
+
+def _deepest_line(text: str) -> int:
+    """The line most likely to nest too deeply: the one with the most ``[``, ``{`` or ``.``."""
+    lines = text.splitlines() or [""]
+    depth = [max(line.count("["), line.count("{"), line.count(".")) for line in lines]
+    return depth.index(max(depth)) + 1
 
 
 _DECLARED = re.compile(
@@ -549,12 +622,12 @@ def load_settings(
     that sink), and a missing secret's problem does not suggest ``--dev``, which such a command
     lacks."""
     environ = os.environ if environ is None else environ
-    # Relative paths are the file's, also for its text read before (a supervisor's workers).
-    base_dir = Path.cwd() if path is None else Path(path).resolve().parent
     if text is None:
         if path is None:
             raise ConfigError(["no config file given"])
         text = read_config(path)
+    # Relative paths are the file's, also for its text read before (a supervisor's workers).
+    base_dir = config_folder(path)
     data = parse_config(text, str(path or "config"))
     options, problems = decode_options(data)
     problems += validate(options)
@@ -572,6 +645,14 @@ def load_settings(
         token = ""  # never read: no admin API listens
     else:
         token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
+        if not offline and (token != token.strip() or not token.isprintable()):
+            # A newline kept from the file it was read from (a Kubernetes secret made with echo):
+            # no Authorization header carries it, and every login was "Wrong admin token".
+            problems.append(
+                f"admin.token: the value of {options.admin.token.removeprefix('env:')} starts or ends"
+                " with white space or holds control characters (a newline from the file it was read"
+                " from?); no login or Authorization header can send it"
+            )
     sender_hint = "" if offline else DEV_HINT
 
     def unused(value: str) -> bool:
@@ -603,7 +684,9 @@ def load_settings(
     if options.central.url.startswith("env:"):
         name = options.central.url[4:]
         central_url = environ.get(name, "")
-        if not central_url:
+        if bad := not_utf8(name, central_url):
+            problems.append(f"central.url: {bad}")
+        elif not central_url:
             problems.append(f"central.url: {unset(name, environ)}")
         elif bad := dsn_problem(central_url):
             problems.append(f"central.url: the value of {name}: {bad}")
@@ -617,9 +700,12 @@ def load_settings(
                 key, sink.secret, environ, dev, problems, generated, hint=sender_hint
             )
         else:
+            name = sink.secret.removeprefix("env:")
             value = resolve_secret(key, sink.secret, environ, dev, [], generated)
             if not sink.secret.startswith("env:"):
                 problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
+            elif bad := not_utf8(name, environ.get(name, "")):
+                problems.append(f"{key}: {bad}")
             elif not value:
                 problems.append(f"{key}: {unset(sink.secret[4:], environ)}{sender_hint}")
             elif not (value.isprintable() and value == value.strip() and " " not in value):

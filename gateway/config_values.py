@@ -101,6 +101,19 @@ def unset(name: str, environ: Mapping[str, str]) -> str:
     return f"environment variable {name} is {'empty' if name in environ else 'not set'}"
 
 
+def not_utf8(name: str, value: str) -> str | None:
+    """Why the value of environment variable ``name`` cannot be used as text, or None: it holds
+    bytes that are not UTF-8 (Python keeps them as lone surrogates, and encoding the value
+    later raises). The value itself is never said: it is a secret."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as err:
+        code = ord(value[err.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a lone surrogate"
+        return f"the value of {name} is not UTF-8 ({what} at character {err.start + 1}); set it as UTF-8 text"
+    return None
+
+
 def text_problem(value: str, *, stripped: bool = False) -> str | None:
     """Why ``value`` cannot be a name the gateway stores and compares (a channel, a node, a
     source): empty, or holding a control character, which PostgreSQL refuses (NUL) and no

@@ -20,6 +20,7 @@ import msgspec
 from gateway.config_values import (
     cookie_name_problem,
     host_problem,
+    not_utf8,
     path_problem,
     regex_problem,
     text_problem,
@@ -350,6 +351,9 @@ def resolve_rule_keys(
         raw: bytes
         if source.key.startswith("env:"):
             value = environ.get(source.key[4:], "")
+            if bad := not_utf8(source.key[4:], value):
+                problems.append(f"{key}: {bad}")
+                continue
             if not value:
                 problems.append(f"{key}: {unset(source.key[4:], environ)}")
                 continue

@@ -1,0 +1,244 @@
+"""An operator's mistakes, fuzzed: every key of every README config (and ``gateway.toml``) given
+a wrong type, an out-of-range or huge number, nan or inf, an empty or unprintable string, an
+unknown key beside it; configs that nest or count too far for Python; files and environment
+variables that cannot be read. Through the real loader and, for the command line, the real
+``gateway`` process: a config error naming its key (exit 2), never a traceback.
+
+Bounded: hypothesis draws a fixed, derandomized sample of the mutations (the whole space, some
+20,000 configs, was run once by hand with the same assertions), and the command-line cases
+are a table of a few dozen runs of a command that stops at its config.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.config import ConfigError, load_settings
+from tests.conftest import ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCKS = [
+    *re.findall(r"^```toml\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL),
+    (ROOT / "gateway.toml").read_text(),
+]
+NAMED = set(re.findall(r'"env:(\w+)"', "".join(BLOCKS)))
+ENVIRON = {**ENV, **{name: "e" * 32 for name in NAMED}, "EMPTY": "", "NEWLINE": "n" * 40 + "\n"}
+BAD: list[Any] = [
+    "", " ", "x", "\x00", "\x1b[31m", "env:", "env:NOT_SET", "env:EMPTY", "env:NEWLINE", "a" * 3000, "é",
+    0, -1, 1, 2**64, -(2**63) - 1, 2**200, 1e308, -0.0, math.nan, math.inf, -math.inf, 0.5, True,
+    [], [1, "a"], ["x"], [{}], [[[]]], {}, {"zz_unknown": 1}, "(", "a{4294967296}", "http://", "1e400",
+]  # fmt: skip
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def _value(value: Any) -> str:
+    """``value`` in TOML; every table inline, so any mutation writes back as one document."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return repr(value)
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return "".join(f"{_key(k)} = {_value(v)}\n" for k, v in data.items())
+
+
+def _places(data: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every key and array item below the top (tables and arrays themselves included)."""
+    found = [path] if path else []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found += _places(v, (*path, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found += _places(v, (*path, i))
+    return found
+
+
+BASES = [tomllib.loads(block) for block in BLOCKS]
+PLACES = [(i, place) for i, base in enumerate(BASES) for place in _places(base)]
+
+
+def _mutated(index: int, place: tuple[str | int, ...], bad: Any, beside: bool) -> tuple[dict[str, Any], str]:
+    """The config with the mistake made, and the top-level key (the table) it is in."""
+    data = copy.deepcopy(BASES[index])
+    parent: Any = data
+    for part in place[:-1]:
+        parent = parent[part]
+    if beside and isinstance(parent, dict):  # an unknown key at this level, the value kept
+        parent["zz_unknown"] = bad
+        return data, str((*place[:-1], "zz_unknown")[0])
+    parent[place[-1]] = bad
+    return data, str(place[0])
+
+
+@settings(
+    max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
+@given(st.sampled_from(PLACES), st.sampled_from(BAD), st.booleans())
+def test_every_key_given_a_wrong_value_is_a_config_error_naming_its_table(
+    where: tuple[int, tuple[str | int, ...]], bad: Any, beside: bool
+) -> None:
+    index, place = where
+    data, table = _mutated(index, place, bad, beside)
+    text = _dump(data)
+    try:
+        load_settings(ROOT / "gateway.toml", text=text, environ=ENVIRON)
+    except ConfigError as err:
+        top = _key(table)
+        assert err.problems
+        for problem in err.problems:  # each names a key of the table the mistake is in
+            assert problem.startswith(top), (text, problem)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[proxy]\naddons = " + "[" * 3000 + "]" * 3000 + "\n", "line 2: nested too deeply"),
+        ("[proxy]\nx = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n", "line 2: nested too deeply"),
+        (
+            "[proxy]\n" + ".".join(["a"] * 3000) + " = 1\n",
+            "proxy.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a: nested more",
+        ),
+        ("[proxy]\nworkers = " + "9" * 5000 + "\n", "line 2: a number of thousands of digits"),
+        ("[proxy]\nworkers = 0x" + "f" * 5000 + "\n", "proxy.workers: a number of thousands of digits"),
+        ('[proxy]\n"" = 1\n', 'proxy."": unknown key (allowed: listen,'),
+        ('[proxy]\n"a b" = 1\nc = 2\n', 'proxy."a b": unknown key'),
+        ('[""]\n', '"": unknown table'),
+    ],
+)
+def test_text_python_cannot_decode_or_print_is_a_config_error(toml: str, expected: str) -> None:
+    """tomllib parses nesting by recursion (RecursionError) and Python refuses to read or print
+    a whole number of more than 4300 digits (ValueError): both were tracebacks; an empty key
+    was "proxy: object contains unknown field " and named nothing."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ=ENV)
+    assert any(expected in p for p in info.value.problems), info.value.problems
+
+
+def test_an_unknown_key_named_empty_does_not_hide_the_next_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text='[proxy]\n"" = 1\nbogus = 2\n', environ=ENV)
+    assert [p.partition(":")[0] for p in info.value.problems] == ['proxy.""', "proxy.bogus"]
+
+
+NOT_UTF8 = "s" * 40 + "\udcff"  # what Python makes of an environment variable holding byte 0xff
+
+
+@pytest.mark.parametrize(
+    ("toml", "variable", "key"),
+    [
+        ("", "GATEWAY_SECRET", "identity.secret"),
+        ("", "GATEWAY_ADMIN_TOKEN", "admin.token"),
+        ('[central]\nurl = "env:PG"\n', "PG", "central.url"),
+        ('[[sources]]\nname = "shop"\nsecrets = ["env:S"]\n', "S", "sources[0].secrets[0]"),
+        ('[[sinks]]\nname = "a"\nkind = "segment"\nurl = "https://api.segment.io"\nsecret = "env:S"\n', "S",
+         "sinks[0].secret"),
+        ('[[sinks]]\nname = "a"\nkind = "webhook"\nurl = "https://h.example"\nsecret = "env:S"\n', "S",
+         "sinks[0].secret"),
+        ('[[identity.rules]]\nname = "r"\npath = "/x"\nstatus = [200]\n'
+         'user_id = {jwt_cookie = "t", claim = "sub", algorithm = "HS256", key = "env:S"}\n', "S",
+         "identity.rules[0].user_id.key"),
+    ],
+)  # fmt: skip
+def test_a_variable_that_is_not_utf8_is_named_by_its_key(toml: str, variable: str, key: str) -> None:
+    """Until 2026-12-04: ``UnicodeEncodeError: 'utf-8' codec can't encode character '\\udcff'``."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ={**ENV, variable: NOT_UTF8})
+    expected = (
+        f"{key}: the value of {variable} is not UTF-8 (byte 0xff at character 41); set it as UTF-8 text"
+    )
+    assert expected in info.value.problems
+    assert not any(NOT_UTF8[:40] in p for p in info.value.problems)  # the secret is never said
+
+
+def test_an_admin_token_with_a_newline_is_refused() -> None:
+    """No Authorization header carries a trailing newline: every request was a 401 and every
+    dashboard login "Wrong admin token", with nothing saying why."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text="", environ={**ENV, "GATEWAY_ADMIN_TOKEN": "t" * 40 + "\n"})
+    assert any(
+        p.startswith("admin.token: the value of GATEWAY_ADMIN_TOKEN starts or ends")
+        for p in info.value.problems
+    )
+    # A command that serves nothing never sends the token: it is not checked there.
+    load_settings(None, text="", environ={**ENV, "GATEWAY_ADMIN_TOKEN": "t" * 40 + "\n"}, offline=True)
+
+
+def gateway(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **ENV, "S": "x" * 30, **env},
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+
+COMMANDS = [
+    ["check"], ["doctor", "--timeout", "0.1"], ["report"], ["reclassify"], ["sync", "--once"],
+    ["purge", "--dry-run"], ["erase", "u1", "--dry-run"], ["replay-bad"], ["sink", "send", "--user", "u"],
+    ["send-test-event", "--url", "http://127.0.0.1:9/"],
+    ["import", "-", "--format", "json-lines", "--dry-run"], ["run"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_every_command_names_a_config_behind_a_loop_of_symbolic_links(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Until 2026-12-04 every command but send-test-event: ``RuntimeError: Symlink loop``."""
+    (tmp_path / "gateway.toml").symlink_to(tmp_path / "gateway.toml")
+    done = gateway(tmp_path, *command, "-c", "gateway.toml")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "gateway.toml: cannot read: Too many levels of symbolic links" in done.stdout + done.stderr
+    assert done.returncode == (1 if command[0] == "doctor" else 2)  # doctor: 1 on any failed check
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "env", "expected"),
+    [
+        ("", ["check", "-c", ""], {}, "-c/--config: empty; name the config file"),
+        ("", ["check"], {"GATEWAY_SECRET": NOT_UTF8}, "identity.secret: the value of GATEWAY_SECRET is not"),
+        ("", ["erase", "u1"], {"GATEWAY_SECRET": NOT_UTF8}, "identity.secret: the value of GATEWAY_SECRET"),
+        ("[proxy]\nworkers = 0x" + "f" * 5000 + "\n", ["check"], {}, "proxy.workers: a number of thousands"),
+        ("a = " + "[" * 3000 + "]" * 3000 + "\n", ["check"], {}, "gateway.toml: line 1: nested too deeply"),
+        ("a = " + "[" * 3000 + "]" * 3000 + "\n", ["send-test-event"], {}, "gateway.toml: line 1: nested"),
+        ('[[sources]]\nname = "shop"\nsecrets = ["env:S"]\n', ["send-test-event", "--url", "http://127.0.0.1:9/"],
+         {"S": "whsec_!!!"}, "sources[0].secrets[0]: S starts with whsec_ but the rest is not base64"),
+        ('[[sources]]\nname = "shop"\nsecrets = ["env:S"]\n', ["send-test-event", "--url", "http://127.0.0.1:9/"],
+         {"S": NOT_UTF8}, "sources[0].secrets[0]: the value of S is not UTF-8"),
+    ],
+)  # fmt: skip
+def test_commands_name_what_they_cannot_read(
+    tmp_path: Path, text: str, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    """Each of these was a traceback (or, for ``-c ""``, ``.: cannot read: Is a directory``)."""
+    (tmp_path / "gateway.toml").write_text(text)
+    done = gateway(tmp_path, *args, **env)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert expected in done.stderr, done.stderr
+    assert done.returncode == 2
