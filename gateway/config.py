@@ -30,7 +30,7 @@ import msgspec
 from gateway.attribution import report_zone
 from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, validate
-from gateway.config_values import dsn_problem, not_utf8, toml_key, unset
+from gateway.config_values import dsn_problem, not_utf8, special_file, toml_key, unset
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
 from gateway.ruleconfig import resolve_rule_keys, rule_sources
 
@@ -355,6 +355,8 @@ def check_files(options: Options, base_dir: Path) -> list[str]:
         store.exists()  # every command that reads the store asks this first
     except OSError as err:  # a name too long, a folder on the way that cannot be searched
         p.append(f"storage.path: cannot use {store}: {err.strerror}")
+    if what := special_file(store):  # a folder is said by run and doctor, with what to do
+        p.append(f"storage.path: {store} is {what}, not a file; point storage.path at the SQLite file")
     for key, name, kind in (
         ("geo.country_db", options.geo.country_db, ""),
         ("geo.asn_db", options.geo.asn_db, "ASN"),
@@ -365,6 +367,9 @@ def check_files(options: Options, base_dir: Path) -> list[str]:
                 continue
         except OSError as err:  # a name too long, a folder on the way not searchable
             p.append(f"{key}: cannot read {path}: {err.strerror}")
+            continue
+        if what := ("a folder" if path.is_dir() else special_file(path)):
+            p.append(f"{key}: {path} is {what}, not a file; name the .mmdb file")
             continue
         try:
             with maxminddb.open_database(str(path)) as reader:

@@ -3,8 +3,8 @@ names, cookie names, file paths, names compared with requests, PostgreSQL URLs, 
 ``"env:NAME"`` gave nothing.
 
 Each returns why a value cannot be used (the text after ``key: `` in a problem line), or
-None. Pure functions, no I/O: ``gateway.config``, ``gateway.config_checks`` and
-``gateway.ruleconfig`` call them and name the key.
+None. Pure functions, no I/O but ``special_file``'s one ``stat``: ``gateway.config``,
+``gateway.config_checks`` and ``gateway.ruleconfig`` call them and name the key.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
+import stat
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import msgspec
@@ -87,6 +89,23 @@ def path_problem(value: str) -> str | None:
     config error)."""
     if "\x00" in value:
         return f"a file path cannot hold a NUL character (\\u0000), got {_shown(value)}"
+    return None
+
+
+def special_file(path: Path) -> str | None:
+    """What ``path`` is when it is there but is neither a file nor a folder (a named pipe, a
+    device, a socket), or None: opening a named pipe waits for a writer, so reading one as a
+    GeoIP database, a PEM key or the store hung ``gateway check``, ``run`` and ``doctor``."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):  # not there, or not a name the system takes: said elsewhere
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
     return None
 
 

@@ -23,6 +23,7 @@ from gateway.config_values import (
     not_utf8,
     path_problem,
     regex_problem,
+    special_file,
     text_problem,
     unset,
 )
@@ -366,8 +367,12 @@ def resolve_rule_keys(
             continue
         else:
             path = Path(source.key)
+            path = path if path.is_absolute() else base_dir / path
+            if what := special_file(path):
+                problems.append(f"{key}: {source.key} is {what}, not a file; name the PEM file")
+                continue
             try:
-                raw = (path if path.is_absolute() else base_dir / path).read_bytes()
+                raw = path.read_bytes()
             except OSError as err:
                 problems.append(f"{key}: cannot read {source.key}: {err.strerror}")
                 continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -242,3 +243,35 @@ def test_commands_name_what_they_cannot_read(
     assert "Traceback" not in done.stderr, done.stderr
     assert expected in done.stderr, done.stderr
     assert done.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[storage]\npath = "pipe"\n', "storage.path: {pipe} is a named pipe, not a file; point"),
+        ('[geo]\ncountry_db = "pipe"\n', "geo.country_db: {pipe} is a named pipe, not a file; name the"),
+        ('[geo]\nasn_db = "."\n', "geo.asn_db: {dot} is a folder, not a file; name the .mmdb file"),
+        ('[[identity.rules]]\nname = "r"\npath = "/x"\nstatus = [200]\n'
+         'user_id = {jwt_cookie = "t", claim = "sub", algorithm = "RS256", key = "pipe"}\n',
+         "identity.rules[0].user_id.key: pipe is a named pipe, not a file; name the PEM file"),
+    ],
+)  # fmt: skip
+def test_a_named_pipe_where_a_file_belongs_is_a_config_error(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    """Opening a named pipe waits for a writer: ``gateway check`` and ``run`` hung on one named
+    as a GeoIP database or a PEM key, and ``doctor`` on one named as the store."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "gateway.toml", text=toml, environ=ENV)
+    expected = expected.format(pipe=pipe, dot=tmp_path / ".")
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_doctor_says_the_store_is_a_named_pipe_and_stops(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "gw.db")
+    (tmp_path / "gateway.toml").write_text('[storage]\npath = "gw.db"\n')
+    done = gateway(tmp_path, "doctor", "--timeout", "0.1")  # hung in sqlite3.connect until 2026-12-04
+    assert f"storage.path: {tmp_path / 'gw.db'} is a named pipe, not a file" in done.stdout
+    assert done.returncode == 1
