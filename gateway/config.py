@@ -462,6 +462,14 @@ def resolve_sender_secret(
     if not text:
         problems.append(f"{key}: {unset(name, environ)}{hint}")
         return b""
+    if text != text.strip() or not text.isprintable():
+        # A newline kept from the file it was read from: no signature made with the secret as
+        # the sender holds it would verify (and a whsec_ one read as "not base64").
+        problems.append(
+            f"{key}: the value of {name} starts or ends with white space or holds control characters"
+            " (a newline from the file it was read from?); the sender's secret has none"
+        )
+        return b""
     try:
         raw = sender_secret_bytes(text, signature)
     except (ValueError, binascii.Error):

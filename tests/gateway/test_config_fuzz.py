@@ -188,6 +188,27 @@ def test_an_admin_token_with_a_newline_is_refused() -> None:
     load_settings(None, text="", environ={**ENV, "GATEWAY_ADMIN_TOKEN": "t" * 40 + "\n"}, offline=True)
 
 
+@pytest.mark.parametrize(
+    "toml",
+    [
+        '[[sources]]\nname = "shop"\nsecrets = ["env:S"]\n',
+        '[[sources]]\nname = "shop"\nsecrets = ["env:S"]\nsignature = "stripe"\n',
+        '[[sinks]]\nname = "a"\nkind = "webhook"\nurl = "https://h.example"\nsecret = "env:S"\n',
+    ],
+)
+@pytest.mark.parametrize(
+    "value", ["whsec_" + "QUJD" * 8 + "\n", "x" * 30 + "\n", " " + "x" * 30, "x" * 15 + "\t" + "x" * 15]
+)
+def test_a_signing_secret_with_a_newline_is_refused(toml: str, value: str) -> None:
+    """A secret read from a file with its newline: no signature verified, and a whsec_ one was
+    said to be "not base64"."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ={**ENV, "S": value})
+    assert any(
+        "the value of S starts or ends with white space or holds control" in p for p in info.value.problems
+    )
+
+
 def gateway(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
