@@ -15,7 +15,7 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from yarl import URL
@@ -154,7 +154,15 @@ def dsn_problem(dsn: str) -> str | None:
     """Why ``dsn`` is not a PostgreSQL URL asyncpg could connect with: its scheme, a user name or
     password that ends the host part early (an unencoded ``/``, ``?`` or ``#``), or a port that is
     not a number 1..65535 (asyncpg takes one, and the connection then fails with an
-    OverflowError on every attempt). Never says the DSN itself: it holds a password."""
+    OverflowError on every attempt), white space around it or a control character in it (the
+    newline of the file it was read from: a database name ending in one does not exist), or an
+    ``sslmode`` or ``target_session_attrs`` asyncpg refuses (at each sync round, not at start).
+    Never says the DSN itself: it holds a password."""
+    if dsn != dsn.strip() or not dsn.isprintable():
+        return (
+            "starts or ends with white space or holds control characters"
+            " (a newline from the file it was read from?)"
+        )
     scheme, sep, _ = dsn.partition("://")
     if not sep or scheme not in ("postgresql", "postgres"):
         return f"expected a PostgreSQL URL like {DSN_EXAMPLE}"
@@ -172,7 +180,20 @@ def dsn_problem(dsn: str) -> str | None:
         port = port.rpartition(":")[2] if ":" in port else ""
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
             return f"its port must be 1..65535, got {port!r}"
+    query = parse_qs(parts.query, keep_blank_values=True)
+    for name, allowed in _DSN_CHOICES.items():
+        for value in query.get(name, []):
+            spelled = value.replace("_", "-") if name == "sslmode" else value  # verify_ca too
+            if spelled not in allowed:
+                return f"its {name} must be one of {', '.join(allowed)}, got {value!r}"
     return None
+
+
+_DSN_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": ("any", "primary", "standby", "prefer-standby", "read-write", "read-only"),
+}
+"""The values asyncpg takes for the URL parameters that have a fixed few."""
 
 
 def cookie_name_problem(name: str) -> str | None:

@@ -466,6 +466,14 @@ def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> N
         ("postgresql://u:s3cret#x@h:5432/db", "a '/', '?' or '#' in the user name or password"),
         ("postgresql://u:5432/s3cret@h/db", "a '/', '?' or '#' in the user name or password"),
         ("postgresql://u:s3cret@[::1/db", "expected a PostgreSQL URL like postgresql://"),
+        # Until 2026-12-04 these loaded, and every sync round failed (a database "db\n" that does
+        # not exist; asyncpg's ClientConfigurationError).
+        ("postgresql://u:s3cret@h/db\n", "starts or ends with white space or holds control characters"),
+        ("postgresql://u:s3cret@h/db?sslmode=required", "its sslmode must be one of disable, allow, prefer,"),
+        (
+            "postgresql://u:s3cret@h/db?target_session_attrs=rw",
+            "its target_session_attrs must be one of any,",
+        ),
     ],
 )
 def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: str, expected: str) -> None:
@@ -484,6 +492,8 @@ def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: s
         "postgresql://[::1]:5432/db",
         "postgresql://u:p%2Fq%3Fr%23s@h:5432/db",
         "postgresql://h:5432/db?user=a@example",
+        "postgresql://u:p@h/db?sslmode=verify-full&target_session_attrs=read-write",
+        "postgresql://u:p@h/db?sslmode=verify_ca",
     ],
 )
 def test_postgresql_urls_asyncpg_reads_are_accepted(dsn: str) -> None:
