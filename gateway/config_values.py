@@ -120,6 +120,20 @@ def unset(name: str, environ: Mapping[str, str]) -> str:
     return f"environment variable {name} is {'empty' if name in environ else 'not set'}"
 
 
+LONGEST_PROBLEM = 300
+"""A problem line longer than this has its long words (values, names) cut: see ``clipped``."""
+
+
+def clipped(problem: str) -> str:
+    """``problem`` with each run of more than 120 characters without a space, quote, colon or
+    comma cut to its first 60 and its length: a value, an unknown key or a path of thousands of
+    characters (a file pasted in by mistake) was repeated whole, a line of megabytes for one key."""
+    if len(problem) <= LONGEST_PROBLEM:
+        return problem
+    long = r"""[^\s:,'"]{121,}"""  # quotes and a key's colon kept around what is cut
+    return re.sub(long, lambda m: f"{m.group()[:60]}…({len(m.group()):,} characters)", problem)
+
+
 def not_utf8(name: str, value: str) -> str | None:
     """Why the value of environment variable ``name`` cannot be used as text, or None: it holds
     bytes that are not UTF-8 (Python keeps them as lone surrogates, and encoding the value

@@ -296,3 +296,16 @@ def test_doctor_says_the_store_is_a_named_pipe_and_stops(tmp_path: Path) -> None
     done = gateway(tmp_path, "doctor", "--timeout", "0.1")  # hung in sqlite3.connect until 2026-12-04
     assert f"storage.path: {tmp_path / 'gw.db'} is a named pipe, not a file" in done.stdout
     assert done.returncode == 1
+
+
+def test_a_value_of_megabytes_is_named_in_one_short_line() -> None:
+    """A file pasted into a value (or as a key) was repeated whole in its problem line."""
+    pasted = "Z" * 2_000_000
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=f'[proxy]\nlisten = "{pasted}"\n[storage]\n{pasted} = 1\n', environ=ENV)
+    listen, unknown = sorted(info.value.problems)
+    assert (
+        listen.startswith('proxy.listen: expected "HOST:PORT", got ') and "…(2,000,000 characters)'" in listen
+    )
+    assert unknown.startswith("storage.ZZZZ") and "…(2,000,008 characters): unknown key (allowed:" in unknown
+    assert all(len(p) < 400 for p in info.value.problems)
