@@ -116,7 +116,8 @@ def unset(name: str, environ: Mapping[str, str]) -> str:
     """Why ``"env:NAME"`` gave nothing, for a problem line: the variable is not set, is set but
     empty (``export NAME=``), or NAME is no variable name at all (``"env:"``)."""
     if not _ENV_NAME.fullmatch(name):
-        return f'"env:{name}" does not name an environment variable (letters, digits and _)'
+        shown = msgspec.json.encode(f"env:{name}").decode()  # a control character escaped: "env:A\u0000B"
+        return f"{shown} does not name an environment variable (letters, digits and _)"
     return f"environment variable {name} is {'empty' if name in environ else 'not set'}"
 
 

@@ -204,6 +204,9 @@ def test_short_secret_refused() -> None:
         ("[identity]\nsecret = 'env:'\n", 'identity.secret: "env:" does not name an environment variable'),
         ("[admin]\ntoken = 'env:MY TOKEN'\n",
          'admin.token: "env:MY TOKEN" does not name an environment variable'),
+        # A control character in the name is shown escaped, not written raw to the terminal.
+        ('[admin]\ntoken = "env:MY\\u0000TOKEN"\n',
+         'admin.token: "env:MY\\u0000TOKEN" does not name an environment variable'),
         ("[[identity.rules]]\nname = 'r'\npath = '/login'\nstatus = [200]\n"
          "user_id = { jwt_cookie = 's', algorithm = 'HS256', key = 'env:GW_SECRET' }\n",
          "identity.rules[0].user_id.key: environment variable GW_SECRET is empty"),
