@@ -30,7 +30,7 @@ import msgspec
 from gateway.attribution import report_zone
 from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, validate
-from gateway.config_values import clipped, dsn_problem, not_utf8, special_file, toml_key, unset
+from gateway.config_values import dsn_problem, not_utf8, readable, special_file, toml_key, unset
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
 from gateway.ruleconfig import resolve_rule_keys, rule_sources
 
@@ -39,7 +39,7 @@ class ConfigError(Exception):
     """One or more configuration problems, each naming its TOML key."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = [clipped(p) for p in problems]
+        self.problems = [readable(p) for p in problems]
         super().__init__("\n".join(self.problems))
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +39,8 @@ BLOCKS = [
 NAMED = set(re.findall(r'"env:(\w+)"', "".join(BLOCKS)))
 ENVIRON = {**ENV, **{name: "e" * 32 for name in NAMED}, "EMPTY": "", "NEWLINE": "n" * 40 + "\n"}
 BAD: list[Any] = [
-    "", " ", "x", "\x00", "\x1b[31m", "env:", "env:NOT_SET", "env:EMPTY", "env:NEWLINE", "a" * 3000, "é",
+    "", " ", "x", "\x00", "\x1b[31m", ["\x1b[31m"], {"\x1b[31m": 1}, "env:", "env:NOT_SET", "env:EMPTY",
+    "env:NEWLINE", "a" * 3000, "é",
     0, -1, 1, 2**64, -(2**63) - 1, 2**200, 1e308, -0.0, math.nan, math.inf, -math.inf, 0.5, True,
     [], [1, "a"], ["x"], [{}], [[[]]], {}, {"zz_unknown": 1}, "(", "a{4294967296}", "http://", "1e400",
 ]  # fmt: skip
@@ -95,23 +98,35 @@ def _mutated(index: int, place: tuple[str | int, ...], bad: Any, beside: bool) -
     return data, str(place[0])
 
 
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The configs' folder, with the PEM key the README's JWT example names."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "keys").mkdir()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (folder / "keys" / "site-jwt.pub.pem").write_bytes(pem)
+    return folder
+
+
 @settings(
     max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
 @given(st.sampled_from(PLACES), st.sampled_from(BAD), st.booleans())
 def test_every_key_given_a_wrong_value_is_a_config_error_naming_its_table(
-    where: tuple[int, tuple[str | int, ...]], bad: Any, beside: bool
+    folder: Path, where: tuple[int, tuple[str | int, ...]], bad: Any, beside: bool
 ) -> None:
     index, place = where
     data, table = _mutated(index, place, bad, beside)
     text = _dump(data)
     try:
-        load_settings(ROOT / "gateway.toml", text=text, environ=ENVIRON)
+        load_settings(folder / "gateway.toml", text=text, environ=ENVIRON)
     except ConfigError as err:
         top = _key(table)
         assert err.problems
         for problem in err.problems:  # each names a key of the table the mistake is in
             assert problem.startswith(top), (text, problem)
+            assert problem.isprintable(), problem  # "\x1b[31m" shown, not sent to the terminal
 
 
 @pytest.mark.parametrize(
@@ -309,3 +324,20 @@ def test_a_value_of_megabytes_is_named_in_one_short_line() -> None:
     )
     assert unknown.startswith("storage.ZZZZ") and "…(2,000,008 characters): unknown key (allowed:" in unknown
     assert all(len(p) < 400 for p in info.value.problems)
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        '[attribution]\nlookback_days = {"\\u001b[31mX" = 1.0}\n',
+        '[[identity.rules]]\nname = "r"\npath = "/x"\nstatus = [200]\n'
+        'user_id = {jwt_cookie = "t", claim = "sub", algorithm = "RS256", key = "\\u001b[31mX.pem"}\n',
+    ],
+)
+def test_a_control_character_in_a_problem_line_is_escaped(toml: str) -> None:
+    """A tier name and a PEM file's path were written raw: an escape sequence recoloured the
+    terminal that ran ``gateway check``."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ=ENV)
+    assert any("\\x1b[31mX" in p for p in info.value.problems), info.value.problems
+    assert all(p.isprintable() for p in info.value.problems)
