@@ -888,7 +888,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code = int(args.func(args))
-        sys.stdout.flush()  # a pipe's reader gone shows here, not as Python's complaint at exit
+        # A pipe's reader gone shows here, not as Python's complaint at exit. No stdout at all
+        # (started with it closed, ``>&-``): Python's print writes nowhere, and so does this.
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except BrokenPipeError:
         # Not an error to report: the reader has what it wanted. What is still buffered goes
         # nowhere, or Python's flush at exit would print a second traceback.
