@@ -609,6 +609,12 @@ def given_twice(message: str, text: str, name: str) -> str | None:
     header = _HEADER.fullmatch(lines[number - 1]) if declared and number <= len(lines) else None
     if header is None:
         return f"{said}; keep one"
+    arrays = [
+        i for i in range(number - 1) if (h := _HEADER.fullmatch(lines[i])) and h.groups() == ("[[", key)
+    ]
+    if header.group(1) == "[" and arrays:  # [sources] after [[sources]]: merging is not the fix
+        at = arrays[0]
+        return f"{said}: line {at + 1} made it an array of tables; write [[{key}]] for each entry"
     parent, _, last = key.rpartition(".")
     value = re.compile(rf"\s*{re.escape(last)}\s*=")
     earlier = [i for i in range(number - 1) if tables[i] == parent and value.match(lines[i])]

@@ -130,6 +130,10 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
         ("[proxy]\nlisten = 'a'\n[proxy]\nworkers = 1\n",
          "line 3: proxy is given twice; merge the two [proxy] tables"),
         ("[proxy]\nlisten = 'a:1'\nlisten = 'b:1'\n", "line 3: proxy.listen is given twice; keep one"),
+        # A [sources] after [[sources]] (one sender written as a table): merging was the advice.
+        ("[[sources]]\nname = 'a'\n[sources]\nname = 'b'\n",
+         "line 3: sources is given twice: line 1 made it an array of tables; write [[sources]] for"
+         " each entry"),
         ("[channels.referrers]\n'kagi.com' = 'search'\n'kagi.com' = 'ai'\n",
          "line 3: channels.referrers.'kagi.com' is given twice; keep one"),
     ],
