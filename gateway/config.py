@@ -525,7 +525,8 @@ def parse_config(text: str, name: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError([given_twice(str(err), text, name) or f"{name}: not valid TOML: {err}"]) from err
+        said = given_twice(str(err), text, name) or f"{name}: not valid TOML: {toml_error(str(err), text)}"
+        raise ConfigError([said]) from err
     except RecursionError as err:  # tomllib parses nesting by recursion, and says no line
         line = _deepest_line(text)
         raise ConfigError(
@@ -568,6 +569,39 @@ def out_of_reach(data: dict[str, Any]) -> list[str]:
         elif isinstance(value, list):
             stack += [(f"{key}[{i}]", v, depth + 1) for i, v in reversed(list(enumerate(value)))]
     return problems
+
+
+_AT_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+_PLAIN = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]+)?(?:[eE][-+]?[0-9_]+)?|inf|nan)|true|false")
+_BOOLEANS = {"True", "False", "TRUE", "FALSE", "yes", "no", "Yes", "No", "on", "off"}
+
+
+def toml_error(message: str, text: str) -> str:
+    """tomllib's message with the line it is about and what the usual cause is: "at end of
+    document" said no line (a string left open), and "Invalid value" did not say that a text
+    value is quoted (``node = myhost``, ``listen = 127.0.0.1:8080``)."""
+    lines = text.splitlines()
+    if "(at end of document)" in message:
+        opened = [i for i, line in enumerate(lines) if line.count('"""') % 2 or line.count("'''") % 2]
+        number = opened[-1] + 1 if opened else len(lines)
+        return message.replace("(at end of document)", f"(at line {number}: a string left open)")
+    found = _AT_LINE.search(message)
+    if found is None or int(found.group(1)) > len(lines):
+        return message
+    key, sep, value = lines[int(found.group(1)) - 1].partition("=")
+    value = value.split(" #")[0].strip()
+    if message.startswith("Unescaped '\\'"):
+        return f"{message}; write a backslash as \\\\, or the whole value in single quotes ('C:\\path')"
+    invalid = message.startswith(("Invalid value", "Expected newline or end of document after a statement"))
+    if not (invalid and sep and value) or value[0] in "\"'[{" or _PLAIN.fullmatch(value):
+        return message
+    if value in _BOOLEANS:
+        return f"{message}; true and false are written in lower case, without quotes"
+    if re.fullmatch(r"[-+]?[0-9]*[.,][0-9]+", value):  # .5, 1,5
+        fixed = value.replace(",", ".").replace("+.", "+0.").replace("-.", "-0.")
+        fixed = "0" + fixed if fixed.startswith(".") else fixed
+        return f"{message}; a number is written with a point and a digit before it: {key.strip()} = {fixed}"
+    return f'{message}; a text value is written in quotes: {key.strip()} = "{value}"'
 
 
 def _deepest_line(text: str) -> int:

@@ -341,3 +341,38 @@ def test_a_control_character_in_a_problem_line_is_escaped(toml: str) -> None:
         load_settings(None, text=toml, environ=ENV)
     assert any("\\x1b[31mX" in p for p in info.value.problems), info.value.problems
     assert all(p.isprintable() for p in info.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[proxy]\nlisten = "127.0.0.1:8080', "Unterminated string (at line 2: a string left open)"),
+        ("[proxy]\nlisten = '127.0.0.1:8080", "(at line 2: a string left open)"),
+        ('[proxy]\nlisten = """a\nb = 1\n', "(at line 2: a string left open)"),
+        (
+            "[proxy]\nlisten = 127.0.0.1:8080\n",
+            'a text value is written in quotes: listen = "127.0.0.1:8080"',
+        ),
+        ("[storage]\nnode = web-1  # the first\n", 'a text value is written in quotes: node = "web-1"'),
+        ("[proxy]\naccess_log = True\n", "true and false are written in lower case, without quotes"),
+        (
+            "[proxy]\nconnect_timeout = 1,5\n",
+            "written with a point and a digit before it: connect_timeout = 1.5",
+        ),
+        (
+            "[proxy]\nconnect_timeout = .5\n",
+            "written with a point and a digit before it: connect_timeout = 0.5",
+        ),
+        (
+            '[geo]\ncountry_db = "C:\\geo.mmdb"\n',
+            "write a backslash as \\\\, or the whole value in single quotes",
+        ),
+    ],
+)
+def test_invalid_toml_gives_the_line_and_the_usual_cause(toml: str, expected: str) -> None:
+    """A string left open at the end said "(at end of document)", no line; an unquoted text
+    value said "Invalid value" or "Expected newline or end of document after a statement"."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ=ENV)
+    (problem,) = info.value.problems
+    assert problem.startswith("config: not valid TOML: ") and expected in problem, problem
