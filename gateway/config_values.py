@@ -121,7 +121,7 @@ def unset(name: str, environ: Mapping[str, str]) -> str:
     return f"environment variable {name} is {'empty' if name in environ else 'not set'}"
 
 
-LONGEST_PROBLEM = 300
+LONGEST_PROBLEM = 600
 """A problem line longer than this has its long words (values, names) cut: see ``readable``."""
 
 
@@ -129,13 +129,14 @@ def readable(problem: str) -> str:
     """``problem`` as one line a terminal shows as it is: each control or unprintable character
     escaped (``\x1b``, ``\x00``: a value's escape sequence recoloured the terminal, a tier
     name or a file path was written raw), and, in a line longer than ``LONGEST_PROBLEM``, each
-    run of more than 120 characters without a space, quote, colon or comma cut to its first 60
-    and its length (a value, an unknown key or a path of thousands of characters, a file
-    pasted in by mistake, was repeated whole: a line of megabytes for one key)."""
+    run of more than 250 characters without a space, quote, colon or comma cut to its first 60
+    and its length: a value, an unknown key or a path of thousands of characters (a file
+    pasted in by mistake) was repeated whole, a line of megabytes for one key. A path as long
+    as real ones are is shown whole."""
     problem = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in problem)
     if len(problem) <= LONGEST_PROBLEM:
         return problem
-    long = r"""[^\s:,'"]{121,}"""  # quotes and a key's colon kept around what is cut
+    long = r"""[^\s:,'"]{251,}"""  # quotes and a key's colon kept around what is cut
     return re.sub(long, lambda m: f"{m.group()[:60]}…({len(m.group()):,} characters)", problem)
 
 

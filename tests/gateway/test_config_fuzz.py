@@ -376,3 +376,11 @@ def test_invalid_toml_gives_the_line_and_the_usual_cause(toml: str, expected: st
         load_settings(None, text=toml, environ=ENV)
     (problem,) = info.value.problems
     assert problem.startswith("config: not valid TOML: ") and expected in problem, problem
+
+
+def test_a_long_path_is_shown_whole() -> None:
+    """Only what no real value is as long as is cut: a path of 300 characters is named whole."""
+    path = "/" + "y" * 300 + "/gw.db"
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=f'[storage]\npath = "{path}"\n', environ=ENV)
+    assert info.value.problems == [f"storage.path: cannot use {path}: File name too long"]
