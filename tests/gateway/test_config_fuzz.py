@@ -384,3 +384,28 @@ def test_a_long_path_is_shown_whole() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, text=f'[storage]\npath = "{path}"\n', environ=ENV)
     assert info.value.problems == [f"storage.path: cannot use {path}: File name too long"]
+
+
+@pytest.mark.parametrize(
+    ("proxy", "admin", "refused"),
+    [
+        ("127.0.0.1:8080", "127.0.0.1:8080", True),
+        ("0.0.0.0:8080", "127.0.0.1:8080", True),
+        ("[::]:8080", "10.0.0.5:8080", True),
+        ("127.0.0.1:8080", "localhost:8080", True),
+        ("127.0.0.1:8080", "127.0.0.1:9090", False),
+        ("127.0.0.1:8080", "10.0.0.5:8080", False),  # two interfaces: two sockets
+        ("127.0.0.1:0", "127.0.0.1:0", False),  # each a free port
+    ],
+)
+def test_the_admin_api_on_the_proxys_address_is_a_config_error(proxy: str, admin: str, refused: bool) -> None:
+    """Found only by ``gateway run``, as "cannot listen on … (admin.listen): Address already in
+    use", when the one holding it was the gateway's own proxy."""
+    toml = f'[proxy]\nlisten = "{proxy}"\n[admin]\nlisten = "{admin}"\n'
+    try:
+        load_settings(None, text=toml, environ=ENV, admin_public=True)
+        found: list[str] = []
+    except ConfigError as err:
+        found = err.problems
+    said = f"admin.listen: {admin!r} is the address of proxy.listen ({proxy!r}); the admin API needs a port"
+    assert any(p.startswith(said) for p in found) == refused, found
