@@ -128,13 +128,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.config)
-    if path.is_dir():
+    try:
+        is_dir, exists, has_folder = path.is_dir(), path.exists(), path.parent.is_dir()
+    except OSError as err:  # a name too long (is_dir raises ENAMETOOLONG), a folder not searchable
+        print(f"gateway: cannot write {path}: {err.strerror}", file=sys.stderr)
+        return 1
+    if is_dir:
         print(
             f"gateway: {path} is a folder; name the file to write, like {path / DEFAULT_CONFIG}",
             file=sys.stderr,
         )
         return 1
-    if path.exists() and not args.force:
+    if exists and not args.force:
         print(f"gateway: {path} exists; use --force to overwrite it", file=sys.stderr)
         return 1
     header = (
@@ -144,7 +149,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     # The README's production step writes to /etc/gateway/, which may not exist yet.
     folder = path.parent
-    if not folder.is_dir():
+    if not has_folder:
         try:
             folder.mkdir(parents=True)
         except OSError as err:
@@ -888,7 +893,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code = int(args.func(args))
-        sys.stdout.flush()  # a pipe's reader gone shows here, not as Python's complaint at exit
+        # A pipe's reader gone shows here, not as Python's complaint at exit. No stdout at all
+        # (started with it closed, ``>&-``): Python's print writes nowhere, and so does this.
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except BrokenPipeError:
         # Not an error to report: the reader has what it wanted. What is still buffered goes
         # nowhere, or Python's flush at exit would print a second traceback.

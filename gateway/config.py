@@ -30,7 +30,7 @@ import msgspec
 from gateway.attribution import report_zone
 from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, validate
-from gateway.config_values import dsn_problem, toml_key, unset
+from gateway.config_values import dsn_problem, not_utf8, readable, special_file, toml_key, unset
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
 from gateway.ruleconfig import resolve_rule_keys, rule_sources
 
@@ -39,8 +39,8 @@ class ConfigError(Exception):
     """One or more configuration problems, each naming its TOML key."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        self.problems = [readable(p) for p in problems]
+        super().__init__("\n".join(self.problems))
 
 
 SECRET_KEYS = ("identity.secret", "admin.token")
@@ -105,11 +105,12 @@ def _msgspec_problem(
     where = where.rstrip("`").removeprefix("$")
     parts = _map_keys(where, str(err), struct, data) if "[...]" in where and data is not None else None
     key = section + (_shown_path(parts) if parts is not None else where)
-    unknown = re.match(r"Object contains unknown field `(.+)`", message)
+    unknown = re.match(r"Object contains unknown field `(.*)`", message)
     if unknown:
         owner = _struct_at(struct, where)
         allowed = ", ".join(owner.__struct_fields__) if owner is not None else ""
-        return f"{key}.{unknown.group(1)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+        name = toml_key(unknown.group(1))  # quoted as written: "" or "a b"
+        return f"{key}.{name}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
     if re.match(r"Object missing required field `(.+)`", message):
         owner = _struct_at(struct, where)
         given = _value_at(data, _path_parts(where))
@@ -245,7 +246,7 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
         struct = SECTIONS.get(name)
         if struct is None:
             allowed = [*SECTIONS, *(f"[[{a}]]" for a in ARRAY_SECTIONS)]
-            problems.append(f"{name}: unknown table (allowed: {', '.join(allowed)})")
+            problems.append(f"{toml_key(name)}: unknown table (allowed: {', '.join(allowed)})")
             continue
         if not isinstance(value, dict):
             problems.append(f"{name}: must be a table ([{name}]), got {_shown(value)}")
@@ -294,7 +295,7 @@ def _culprit(error: str) -> tuple[Keys | None, Keys | None]:
         if part == "...":
             return (tuple(keys) or None), None
         keys.append(part)
-    if unknown := re.match(r"Object contains unknown field `(.+)`", message):
+    if unknown := re.match(r"Object contains unknown field `(.*)`", message):
         return (*keys, unknown.group(1)), None
     if missing := re.match(r"Object missing required field `(.+)`", message):
         return None, (*keys, missing.group(1))
@@ -354,6 +355,8 @@ def check_files(options: Options, base_dir: Path) -> list[str]:
         store.exists()  # every command that reads the store asks this first
     except OSError as err:  # a name too long, a folder on the way that cannot be searched
         p.append(f"storage.path: cannot use {store}: {err.strerror}")
+    if what := special_file(store):  # a folder is said by run and doctor, with what to do
+        p.append(f"storage.path: {store} is {what}, not a file; point storage.path at the SQLite file")
     for key, name, kind in (
         ("geo.country_db", options.geo.country_db, ""),
         ("geo.asn_db", options.geo.asn_db, "ASN"),
@@ -364,6 +367,9 @@ def check_files(options: Options, base_dir: Path) -> list[str]:
                 continue
         except OSError as err:  # a name too long, a folder on the way not searchable
             p.append(f"{key}: cannot read {path}: {err.strerror}")
+            continue
+        if what := ("a folder" if path.is_dir() else special_file(path)):
+            p.append(f"{key}: {path} is {what}, not a file; name the .mmdb file")
             continue
         try:
             with maxminddb.open_database(str(path)) as reader:
@@ -406,6 +412,9 @@ def resolve_secret(
         return ""
     name = value[4:]
     resolved = environ.get(name, "")
+    if bad := not_utf8(name, resolved):
+        problems.append(f"{key}: {bad}")
+        return ""
     if not resolved:
         if dev:
             generated.append(f"{key} ({name})")
@@ -445,10 +454,21 @@ def resolve_sender_secret(
         problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
         return b""
     name = value[4:]
+    if bad := not_utf8(name, environ.get(name, "")):
+        problems.append(f"{key}: {bad}")
+        return b""
     # resolve_secret's own length rule (32 characters) is for our secrets; a sender's is checked below.
     text = resolve_secret(key, value, environ, dev, [], generated)
     if not text:
         problems.append(f"{key}: {unset(name, environ)}{hint}")
+        return b""
+    if text != text.strip() or not text.isprintable():
+        # A newline kept from the file it was read from: no signature made with the secret as
+        # the sender holds it would verify (and a whsec_ one read as "not base64").
+        problems.append(
+            f"{key}: the value of {name} starts or ends with white space or holds control characters"
+            " (a newline from the file it was read from?); the sender's secret has none"
+        )
         return b""
     try:
         raw = sender_secret_bytes(text, signature)
@@ -460,9 +480,25 @@ def resolve_sender_secret(
     return raw
 
 
+def config_folder(path: str | Path | None) -> Path:
+    """The folder relative paths in the config are taken from: the config file's, with its
+    symbolic links followed (the working directory for a config given as text alone).
+    ConfigError, naming the file, when it cannot be found: a loop of symbolic links (which
+    ``Path.resolve`` raises as RuntimeError, not OSError), or a working directory removed
+    under the command."""
+    try:
+        return Path.cwd() if path is None else Path(path).resolve().parent
+    except OSError as err:
+        raise ConfigError([f"{path or '.'}: cannot find its folder: {err.strerror or err}"]) from err
+    except RuntimeError as err:  # "Symlink loop from …" (Python 3.11, 3.12)
+        raise ConfigError([f"{path}: cannot find its folder: a loop of symbolic links"]) from err
+
+
 def read_config(path: str | Path) -> str:
     """The config file's text; ConfigError when it cannot be read or is not UTF-8 (TOML's
     only encoding), saying where the first foreign byte is so the operator can find it."""
+    if not str(path):  # ``-c ""``: Path("") is the working directory, "Is a directory"
+        raise ConfigError(["-c/--config: empty; name the config file (e.g. -c gateway.toml)"])
     file = Path(path)
     try:
         raw = file.read_bytes()
@@ -483,12 +519,96 @@ def read_config(path: str | Path) -> str:
 
 def parse_config(text: str, name: str) -> dict[str, Any]:
     """TOML text → tables. A leading byte-order mark is dropped: editors on Windows write one,
-    and it is not part of the configuration."""
+    and it is not part of the configuration. ConfigError for text that is not TOML (naming
+    the line), or holds what no check could print (``out_of_reach``)."""
     text = text.removeprefix("\ufeff")
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError([given_twice(str(err), text, name) or f"{name}: not valid TOML: {err}"]) from err
+        said = given_twice(str(err), text, name) or f"{name}: not valid TOML: {toml_error(str(err), text)}"
+        raise ConfigError([said]) from err
+    except RecursionError as err:  # tomllib parses nesting by recursion, and says no line
+        line = _deepest_line(text)
+        raise ConfigError(
+            [
+                f"{name}: line {line}: nested too deeply (arrays, inline tables or dotted keys);"
+                " a config needs a few levels"
+            ]
+        ) from err
+    except ValueError as err:  # Python's limit on the digits of a whole number (4300): not a TOMLDecodeError
+        found = re.search(r"[0-9A-Fa-f_]{4000,}", text)
+        where = f"line {text.count(chr(10), 0, found.start()) + 1}: " if found else ""
+        raise ConfigError([f"{name}: {where}a number of thousands of digits; no setting takes one"]) from err
+    if unusable := out_of_reach(data):
+        raise ConfigError(unusable)
+    return data
+
+
+MAX_DEPTH = 16
+"""Deepest nesting of tables and arrays a config may have (the deepest setting,
+``identity.rules[0].user_id.when[0].equals``, is six levels down): the decoding and its error
+messages recurse, and a value nested hundreds deep would end in a RecursionError."""
+MAX_DIGITS = 4000
+"""Most digits of a whole number: Python refuses to print one of more than 4300, and every
+range check prints the value it refuses."""
+
+
+def out_of_reach(data: dict[str, Any]) -> list[str]:
+    """Values no check can print: nested deeper than ``MAX_DEPTH``, or whole numbers of more
+    than ``MAX_DIGITS`` digits, each named by its key. Walked without recursion."""
+    problems: list[str] = []
+    stack: list[tuple[str, Any, int]] = [(toml_key(k), v, 1) for k, v in reversed(data.items())]
+    while stack:
+        key, value, depth = stack.pop()
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_DIGITS * 3:
+            problems.append(f"{key}: a number of thousands of digits; no setting takes one")
+        elif isinstance(value, dict | list) and depth > MAX_DEPTH:
+            problems.append(f"{key}: nested more than {MAX_DEPTH} levels deep; no setting is")
+        elif isinstance(value, dict):
+            stack += [(f"{key}.{toml_key(k)}", v, depth + 1) for k, v in reversed(value.items())]
+        elif isinstance(value, list):
+            stack += [(f"{key}[{i}]", v, depth + 1) for i, v in reversed(list(enumerate(value)))]
+    return problems
+
+
+_AT_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+_PLAIN = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]+)?(?:[eE][-+]?[0-9_]+)?|inf|nan)|true|false")
+_BOOLEANS = {"True", "False", "TRUE", "FALSE", "yes", "no", "Yes", "No", "on", "off"}
+
+
+def toml_error(message: str, text: str) -> str:
+    """tomllib's message with the line it is about and what the usual cause is: "at end of
+    document" said no line (a string left open), and "Invalid value" did not say that a text
+    value is quoted (``node = myhost``, ``listen = 127.0.0.1:8080``)."""
+    lines = text.splitlines()
+    if "(at end of document)" in message:
+        opened = [i for i, line in enumerate(lines) if line.count('"""') % 2 or line.count("'''") % 2]
+        number = opened[-1] + 1 if opened else len(lines)
+        return message.replace("(at end of document)", f"(at line {number}: a string left open)")
+    found = _AT_LINE.search(message)
+    if found is None or int(found.group(1)) > len(lines):
+        return message
+    key, sep, value = lines[int(found.group(1)) - 1].partition("=")
+    value = value.split(" #")[0].strip()
+    if message.startswith("Unescaped '\\'"):
+        return f"{message}; write a backslash as \\\\, or the whole value in single quotes ('C:\\path')"
+    invalid = message.startswith(("Invalid value", "Expected newline or end of document after a statement"))
+    if not (invalid and sep and value) or value[0] in "\"'[{" or _PLAIN.fullmatch(value):
+        return message
+    if value in _BOOLEANS:
+        return f"{message}; true and false are written in lower case, without quotes"
+    if re.fullmatch(r"[-+]?[0-9]*[.,][0-9]+", value):  # .5, 1,5
+        fixed = value.replace(",", ".").replace("+.", "+0.").replace("-.", "-0.")
+        fixed = "0" + fixed if fixed.startswith(".") else fixed
+        return f"{message}; a number is written with a point and a digit before it: {key.strip()} = {fixed}"
+    return f'{message}; a text value is written in quotes: {key.strip()} = "{value}"'
+
+
+def _deepest_line(text: str) -> int:
+    """The line most likely to nest too deeply: the one with the most ``[``, ``{`` or ``.``."""
+    lines = text.splitlines() or [""]
+    depth = [max(line.count("["), line.count("{"), line.count(".")) for line in lines]
+    return depth.index(max(depth)) + 1
 
 
 _DECLARED = re.compile(
@@ -523,6 +643,12 @@ def given_twice(message: str, text: str, name: str) -> str | None:
     header = _HEADER.fullmatch(lines[number - 1]) if declared and number <= len(lines) else None
     if header is None:
         return f"{said}; keep one"
+    arrays = [
+        i for i in range(number - 1) if (h := _HEADER.fullmatch(lines[i])) and h.groups() == ("[[", key)
+    ]
+    if header.group(1) == "[" and arrays:  # [sources] after [[sources]]: merging is not the fix
+        at = arrays[0]
+        return f"{said}: line {at + 1} made it an array of tables; write [[{key}]] for each entry"
     parent, _, last = key.rpartition(".")
     value = re.compile(rf"\s*{re.escape(last)}\s*=")
     earlier = [i for i in range(number - 1) if tables[i] == parent and value.match(lines[i])]
@@ -549,12 +675,12 @@ def load_settings(
     that sink), and a missing secret's problem does not suggest ``--dev``, which such a command
     lacks."""
     environ = os.environ if environ is None else environ
-    # Relative paths are the file's, also for its text read before (a supervisor's workers).
-    base_dir = Path.cwd() if path is None else Path(path).resolve().parent
     if text is None:
         if path is None:
             raise ConfigError(["no config file given"])
         text = read_config(path)
+    # Relative paths are the file's, also for its text read before (a supervisor's workers).
+    base_dir = config_folder(path)
     data = parse_config(text, str(path or "config"))
     options, problems = decode_options(data)
     problems += validate(options)
@@ -572,6 +698,14 @@ def load_settings(
         token = ""  # never read: no admin API listens
     else:
         token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
+        if not offline and (token != token.strip() or not token.isprintable()):
+            # A newline kept from the file it was read from (a Kubernetes secret made with echo):
+            # no Authorization header carries it, and every login was "Wrong admin token".
+            problems.append(
+                f"admin.token: the value of {options.admin.token.removeprefix('env:')} starts or ends"
+                " with white space or holds control characters (a newline from the file it was read"
+                " from?); no login or Authorization header can send it"
+            )
     sender_hint = "" if offline else DEV_HINT
 
     def unused(value: str) -> bool:
@@ -603,7 +737,9 @@ def load_settings(
     if options.central.url.startswith("env:"):
         name = options.central.url[4:]
         central_url = environ.get(name, "")
-        if not central_url:
+        if bad := not_utf8(name, central_url):
+            problems.append(f"central.url: {bad}")
+        elif not central_url:
             problems.append(f"central.url: {unset(name, environ)}")
         elif bad := dsn_problem(central_url):
             problems.append(f"central.url: the value of {name}: {bad}")
@@ -617,9 +753,12 @@ def load_settings(
                 key, sink.secret, environ, dev, problems, generated, hint=sender_hint
             )
         else:
+            name = sink.secret.removeprefix("env:")
             value = resolve_secret(key, sink.secret, environ, dev, [], generated)
             if not sink.secret.startswith("env:"):
                 problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
+            elif bad := not_utf8(name, environ.get(name, "")):
+                problems.append(f"{key}: {bad}")
             elif not value:
                 problems.append(f"{key}: {unset(sink.secret[4:], environ)}{sender_hint}")
             elif not (value.isprintable() and value == value.strip() and " " not in value):

@@ -122,15 +122,36 @@ def _check_origin(problems: list[str], key: str, value: str, example: str) -> No
         problems.append(f"{key}: must be an origin without path, query or fragment, got {value!r}")
 
 
+_EVERY_INTERFACE = {"", "0.0.0.0", "::"}
+_THIS_MACHINE = {"localhost", "127.0.0.1"}
+
+
+def _same_socket(one: tuple[str, int], other: tuple[str, int]) -> bool:
+    """Whether two listen addresses would take the same port of one interface: the same port,
+    and the same host, or every interface on either, or ``localhost`` and ``127.0.0.1``."""
+    (host, port), (other_host, other_port) = one, other
+    if port != other_port or port == 0:  # 0: a free port each, chosen by the system
+        return False
+    hosts = {host.lower(), other_host.lower()}
+    return len(hosts) == 1 or bool(hosts & _EVERY_INTERFACE) or hosts <= _THIS_MACHINE
+
+
 def validate(options: Options) -> list[str]:
     """Every semantic check, collected (not stopping at the first)."""
     p: list[str] = []
     px, ident, camp, st = options.proxy, options.identity, options.campaign, options.storage
+    addresses = []
     for key, value in (("proxy.listen", px.listen), ("admin.listen", options.admin.listen)):
         try:
-            parse_listen(value)
+            addresses.append(parse_listen(value))
         except ValueError as err:
             p.append(f"{key}: {err}")
+    if len(addresses) == 2 and _same_socket(*addresses):
+        # Found by run only as "cannot listen on … (admin.listen): Address already in use".
+        p.append(
+            f"admin.listen: {options.admin.listen!r} is the address of proxy.listen ({px.listen!r});"
+            " the admin API needs a port of its own (the default is 9090)"
+        )
     if px.upstream:
         _check_origin(p, "proxy.upstream", px.upstream, "http://127.0.0.1:8000")
     if px.public_origin:

@@ -3,8 +3,8 @@ names, cookie names, file paths, names compared with requests, PostgreSQL URLs, 
 ``"env:NAME"`` gave nothing.
 
 Each returns why a value cannot be used (the text after ``key: `` in a problem line), or
-None. Pure functions, no I/O: ``gateway.config``, ``gateway.config_checks`` and
-``gateway.ruleconfig`` call them and name the key.
+None. Pure functions, no I/O but ``special_file``'s one ``stat``: ``gateway.config``,
+``gateway.config_checks`` and ``gateway.ruleconfig`` call them and name the key.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
+import stat
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from yarl import URL
@@ -90,6 +92,23 @@ def path_problem(value: str) -> str | None:
     return None
 
 
+def special_file(path: Path) -> str | None:
+    """What ``path`` is when it is there but is neither a file nor a folder (a named pipe, a
+    device, a socket), or None: opening a named pipe waits for a writer, so reading one as a
+    GeoIP database, a PEM key or the store hung ``gateway check``, ``run`` and ``doctor``."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):  # not there, or not a name the system takes: said elsewhere
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -97,8 +116,41 @@ def unset(name: str, environ: Mapping[str, str]) -> str:
     """Why ``"env:NAME"`` gave nothing, for a problem line: the variable is not set, is set but
     empty (``export NAME=``), or NAME is no variable name at all (``"env:"``)."""
     if not _ENV_NAME.fullmatch(name):
-        return f'"env:{name}" does not name an environment variable (letters, digits and _)'
+        shown = msgspec.json.encode(f"env:{name}").decode()  # a control character escaped: "env:A\u0000B"
+        return f"{shown} does not name an environment variable (letters, digits and _)"
     return f"environment variable {name} is {'empty' if name in environ else 'not set'}"
+
+
+LONGEST_PROBLEM = 600
+"""A problem line longer than this has its long words (values, names) cut: see ``readable``."""
+
+
+def readable(problem: str) -> str:
+    """``problem`` as one line a terminal shows as it is: each control or unprintable character
+    escaped (``\x1b``, ``\x00``: a value's escape sequence recoloured the terminal, a tier
+    name or a file path was written raw), and, in a line longer than ``LONGEST_PROBLEM``, each
+    run of more than 250 characters without a space, quote, colon or comma cut to its first 60
+    and its length: a value, an unknown key or a path of thousands of characters (a file
+    pasted in by mistake) was repeated whole, a line of megabytes for one key. A path as long
+    as real ones are is shown whole."""
+    problem = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in problem)
+    if len(problem) <= LONGEST_PROBLEM:
+        return problem
+    long = r"""[^\s:,'"]{251,}"""  # quotes and a key's colon kept around what is cut
+    return re.sub(long, lambda m: f"{m.group()[:60]}…({len(m.group()):,} characters)", problem)
+
+
+def not_utf8(name: str, value: str) -> str | None:
+    """Why the value of environment variable ``name`` cannot be used as text, or None: it holds
+    bytes that are not UTF-8 (Python keeps them as lone surrogates, and encoding the value
+    later raises). The value itself is never said: it is a secret."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as err:
+        code = ord(value[err.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a lone surrogate"
+        return f"the value of {name} is not UTF-8 ({what} at character {err.start + 1}); set it as UTF-8 text"
+    return None
 
 
 def text_problem(value: str, *, stripped: bool = False) -> str | None:
@@ -122,7 +174,15 @@ def dsn_problem(dsn: str) -> str | None:
     """Why ``dsn`` is not a PostgreSQL URL asyncpg could connect with: its scheme, a user name or
     password that ends the host part early (an unencoded ``/``, ``?`` or ``#``), or a port that is
     not a number 1..65535 (asyncpg takes one, and the connection then fails with an
-    OverflowError on every attempt). Never says the DSN itself: it holds a password."""
+    OverflowError on every attempt), white space around it or a control character in it (the
+    newline of the file it was read from: a database name ending in one does not exist), or an
+    ``sslmode`` or ``target_session_attrs`` asyncpg refuses (at each sync round, not at start).
+    Never says the DSN itself: it holds a password."""
+    if dsn != dsn.strip() or not dsn.isprintable():
+        return (
+            "starts or ends with white space or holds control characters"
+            " (a newline from the file it was read from?)"
+        )
     scheme, sep, _ = dsn.partition("://")
     if not sep or scheme not in ("postgresql", "postgres"):
         return f"expected a PostgreSQL URL like {DSN_EXAMPLE}"
@@ -140,7 +200,20 @@ def dsn_problem(dsn: str) -> str | None:
         port = port.rpartition(":")[2] if ":" in port else ""
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
             return f"its port must be 1..65535, got {port!r}"
+    query = parse_qs(parts.query, keep_blank_values=True)
+    for name, allowed in _DSN_CHOICES.items():
+        for value in query.get(name, []):
+            spelled = value.replace("_", "-") if name == "sslmode" else value  # verify_ca too
+            if spelled not in allowed:
+                return f"its {name} must be one of {', '.join(allowed)}, got {value!r}"
     return None
+
+
+_DSN_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": ("any", "primary", "standby", "prefer-standby", "read-write", "read-only"),
+}
+"""The values asyncpg takes for the URL parameters that have a fixed few."""
 
 
 def cookie_name_problem(name: str) -> str | None:

@@ -44,6 +44,10 @@ def parse_fields(specs: Sequence[str]) -> dict[str, str]:
             )
         if pointer and not pointer.startswith("/"):
             raise UsageError(f'--field {spec}: a JSON pointer starts with "/" (or is empty to unmap)')
+        if fields.get(name, pointer) != pointer:  # the last one won, silently
+            raise UsageError(
+                f"--field {name}: given twice ({name}={fields[name]}, then {spec}); map each field once"
+            )
         fields[name] = pointer
     return fields
 

@@ -21,8 +21,10 @@ import msgspec
 from gateway.config_values import (
     cookie_name_problem,
     host_problem,
+    not_utf8,
     path_problem,
     regex_problem,
+    special_file,
     text_problem,
     unset,
 )
@@ -368,6 +370,9 @@ def resolve_rule_keys(
         raw: bytes
         if source.key.startswith("env:"):
             value = environ.get(source.key[4:], "")
+            if bad := not_utf8(source.key[4:], value):
+                problems.append(f"{key}: {bad}")
+                continue
             if not value:
                 problems.append(f"{key}: {unset(source.key[4:], environ)}")
                 continue
@@ -380,8 +385,12 @@ def resolve_rule_keys(
             continue
         else:
             path = Path(source.key)
+            path = path if path.is_absolute() else base_dir / path
+            if what := special_file(path):
+                problems.append(f"{key}: {source.key} is {what}, not a file; name the PEM file")
+                continue
             try:
-                raw = (path if path.is_absolute() else base_dir / path).read_bytes()
+                raw = path.read_bytes()
             except OSError as err:
                 problems.append(f"{key}: cannot read {source.key}: {err.strerror}")
                 continue

@@ -27,7 +27,7 @@ import msgspec
 from yarl import URL
 
 from gateway.attribution import MINOR_UNITS, exponent
-from gateway.config import ConfigError, decode_options, parse_config, read_config, sender_secret_bytes
+from gateway.config import ConfigError, decode_options, parse_config, read_config, resolve_sender_secret
 from gateway.config_checks import validate
 from gateway.events import MAX_VALUE
 from gateway.options import Options, parse_listen
@@ -192,11 +192,21 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         print(f"gateway: no standard-format [[sources]] {what}in {args.config}", file=sys.stderr)
         return 2
     index, source = chosen[0]
-    env = source.secrets[0].removeprefix("env:")
-    if not os.environ.get(env):
-        print(f"gateway: sources[{index}].secrets[0]: environment variable {env} is not set", file=sys.stderr)
+    problems: list[str] = []  # unset, not UTF-8, a whsec_ that is not base64, too short: as run says
+    secret = resolve_sender_secret(
+        f"sources[{index}].secrets[0]",
+        source.secrets[0],
+        os.environ,
+        False,
+        problems,
+        [],
+        source.signature,
+        "",
+    )
+    if problems:
+        for problem in problems:
+            print(f"gateway: {problem}", file=sys.stderr)
         return 2
-    secret = sender_secret_bytes(os.environ[env], source.signature)
     url = args.url
     if not url:
         host, port = parse_listen(options.proxy.listen)

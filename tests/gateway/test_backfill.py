@@ -367,6 +367,10 @@ async def test_field_overrides_are_checked(tmp_path: Path) -> None:
         parse_fields(["when=/t"])
     with pytest.raises(UsageError, match="starts with"):
         parse_fields(["time=t"])
+    # One field mapped twice: the last one won, silently (until 2026-12-04).
+    with pytest.raises(UsageError, match=r"--field time: given twice \(time=/t, then time=/u\); map each"):
+        parse_fields(["time=/t", "uri=/p", "time=/u"])
+    assert parse_fields(["time=/t", "time=/t"]) == {"time": "/t"}  # the same twice is no conflict
     # Given with another format, where it would be silently ignored, it is refused.
     fields = parse_fields(["time=/@timestamp"])
     for fmt in ("combined", "segment"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -982,6 +983,24 @@ def test_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
             )  # fmt: skip
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert "gateway: cannot write the output: No space left on device" in done.stderr
+
+
+def test_init_names_a_file_name_too_long(tmp_path: Path) -> None:
+    """Path.is_dir raises for a name longer than the system takes: a traceback until 2026-12-04."""
+    long = tmp_path / ("y" * 300) / "gateway.toml"
+    done = gateway("init", "-c", str(long))
+    assert (done.returncode, done.stderr) == (1, f"gateway: cannot write {long}: File name too long\n")
+
+
+def test_a_command_started_with_stdout_closed_ends_without_a_traceback() -> None:
+    """``gateway check >&-``: Python has no sys.stdout then, and the flush at the end was an
+    AttributeError traceback (exit 1 for a valid config)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "-c", str(ROOT / "gateway.toml")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=30,
+        env={"PATH": "/usr/bin:/bin", **ENV}, preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
 
 
 def test_readme_command_reference_matches_the_parser() -> None:

@@ -130,6 +130,10 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
         ("[proxy]\nlisten = 'a'\n[proxy]\nworkers = 1\n",
          "line 3: proxy is given twice; merge the two [proxy] tables"),
         ("[proxy]\nlisten = 'a:1'\nlisten = 'b:1'\n", "line 3: proxy.listen is given twice; keep one"),
+        # A [sources] after [[sources]] (one sender written as a table): merging was the advice.
+        ("[[sources]]\nname = 'a'\n[sources]\nname = 'b'\n",
+         "line 3: sources is given twice: line 1 made it an array of tables; write [[sources]] for"
+         " each entry"),
         ("[channels.referrers]\n'kagi.com' = 'search'\n'kagi.com' = 'ai'\n",
          "line 3: channels.referrers.'kagi.com' is given twice; keep one"),
     ],
@@ -204,6 +208,9 @@ def test_short_secret_refused() -> None:
         ("[identity]\nsecret = 'env:'\n", 'identity.secret: "env:" does not name an environment variable'),
         ("[admin]\ntoken = 'env:MY TOKEN'\n",
          'admin.token: "env:MY TOKEN" does not name an environment variable'),
+        # A control character in the name is shown escaped, not written raw to the terminal.
+        ('[admin]\ntoken = "env:MY\\u0000TOKEN"\n',
+         'admin.token: "env:MY\\u0000TOKEN" does not name an environment variable'),
         ("[[identity.rules]]\nname = 'r'\npath = '/login'\nstatus = [200]\n"
          "user_id = { jwt_cookie = 's', algorithm = 'HS256', key = 'env:GW_SECRET' }\n",
          "identity.rules[0].user_id.key: environment variable GW_SECRET is empty"),
@@ -467,6 +474,14 @@ def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> N
         ("postgresql://u:s3cret#x@h:5432/db", "a '/', '?' or '#' in the user name or password"),
         ("postgresql://u:5432/s3cret@h/db", "a '/', '?' or '#' in the user name or password"),
         ("postgresql://u:s3cret@[::1/db", "expected a PostgreSQL URL like postgresql://"),
+        # Until 2026-12-04 these loaded, and every sync round failed (a database "db\n" that does
+        # not exist; asyncpg's ClientConfigurationError).
+        ("postgresql://u:s3cret@h/db\n", "starts or ends with white space or holds control characters"),
+        ("postgresql://u:s3cret@h/db?sslmode=required", "its sslmode must be one of disable, allow, prefer,"),
+        (
+            "postgresql://u:s3cret@h/db?target_session_attrs=rw",
+            "its target_session_attrs must be one of any,",
+        ),
     ],
 )
 def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: str, expected: str) -> None:
@@ -485,6 +500,8 @@ def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: s
         "postgresql://[::1]:5432/db",
         "postgresql://u:p%2Fq%3Fr%23s@h:5432/db",
         "postgresql://h:5432/db?user=a@example",
+        "postgresql://u:p@h/db?sslmode=verify-full&target_session_attrs=read-write",
+        "postgresql://u:p@h/db?sslmode=verify_ca",
     ],
 )
 def test_postgresql_urls_asyncpg_reads_are_accepted(dsn: str) -> None:
