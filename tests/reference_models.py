@@ -94,8 +94,8 @@ class Settings:
 
 
 TIES: list[int] = []
-"""How many splits had touches of equal remainders on both sides of the units left over (where
-``data_driven``'s float weights may break the tie otherwise: README "Known limits")."""
+"""The splits with a whole quota, or equal remainders on both sides of the units left over:
+where ``data_driven``'s float weights may round otherwise (README "Known limits")."""
 
 
 def largest_remainders(total: int, weights: Sequence[Fraction]) -> list[int]:
@@ -112,10 +112,11 @@ def largest_remainders(total: int, weights: Sequence[Fraction]) -> list[int]:
     ranked = sorted(range(len(exact)), key=lambda i: (exact[i] - shares[i], i), reverse=True)
     for i in ranked[:left]:
         shares[i] += 1
-    if (
-        0 < left < len(ranked)
-        and exact[ranked[left - 1]] - shares[ranked[left - 1]] == exact[ranked[left]] - shares[ranked[left]]
-    ):
+    boundary = 0 < left < len(ranked) and exact[ranked[left - 1]] % 1 == exact[ranked[left]] % 1
+    whole_quota = len(set(weights)) > 1 and any(
+        w and x and x % 1 == 0 for w, x in zip(weights, exact, strict=True)
+    )
+    if boundary or whole_quota:
         TIES.append(total)
     return shares
 
@@ -158,7 +159,10 @@ def weights(
             middle = (1 - first - last) / (n - 2)
             one = [first, *([middle] * (n - 2)), last]
     elif model == "time_decay":
-        one = [Fraction(2 ** (-((conv_at - t.at) / DAY) / s.half_life_days)) for t in path]
+        # Shares are proportional to the weights: counted from the latest touch (weight 1), no
+        # weight underflows to 0 unless it is nothing beside the latest's.
+        latest = max(t.at for t in path)
+        one = [Fraction(2 ** (-((latest - t.at) / DAY) / s.half_life_days)) for t in path]
     elif model == "weighted_last_touch":
         if n == 1:
             one = [Fraction(1)]
@@ -253,18 +257,20 @@ def report(
     accepted: frozenset[str] | None = None,
     by_day: bool = False,
     tied: list[RefConversion] | None = None,
+    conversion: str | None = None,
 ) -> dict[tuple[str | None, str | None, str | None], dict[str, tuple[int, int]]]:
     """(day or None, group, currency) → model → (value in minor units, micro-conversions);
     ``tied`` gets the conversions whose ``data_driven`` split met a tie at the units left over."""
     tied = [] if tied is None else tied
     accepted = s.verdicts if accepted is None else accepted
-    convs = [c for c in store.conversions if since <= c.at < until]
+    convs = [c for c in store.conversions if since <= c.at < until and conversion in (None, c.name)]
     paths = [
         eligible([t for t in store.touches if t.visitor in store.devices(c)], c.at, s, accepted)
         for c in convs
     ]
     # data_driven: every conversion's path converted; the period's other accepted touches,
-    # per person in time order, are the journeys that did not.
+    # per person in time order, are the journeys that did not (those of another conversion
+    # than the one asked for among them).
     used = {id(t) for p in paths for t in p}
     others: dict[str, list[RefTouch]] = defaultdict(list)
     for t in store.touches:

@@ -51,6 +51,8 @@ VALUES = [  # value, currency, minor units
     (100.0, "EUR", 10000),
     (7.0, "JPY", 7),
     (1.25, "KWD", 1250),
+    (10.01, None, 1001),
+    (0.03, "EUR", 3),
 ]
 DIGITS = {"EUR": 2, "JPY": 0, "KWD": 3, None: 2}
 VISITORS, USERS = ["v0", "v1", "v2", "v3"], ["u0", "u1"]
@@ -59,6 +61,7 @@ OPTIONS = [
     {"position_first": 0.5, "position_last": 0.3, "half_life_days": 1.0, "last_touch_share": 1.0},
     {"position_first": 0.7, "position_last": 0.3, "last_touch_share": 0.0, "timezone": "Europe/Berlin"},
     {"timezone": "America/New_York", "verdicts": ("allow", "review")},
+    {"position_first": 0.0, "position_last": 0.0, "half_life_days": 0.0000116, "last_touch_share": 0.0},
 ]
 
 touch = st.tuples(
@@ -81,6 +84,7 @@ conversion = st.tuples(
     st.integers(-2, 42),
     st.sampled_from([0, 0, 1]),
     st.sampled_from(range(len(VALUES))),
+    st.sampled_from(["purchase", "purchase", "signup"]),
 )
 
 
@@ -98,14 +102,16 @@ CHANNELS_TABLE = Channels(ChannelsOptions())
 """Built outside an event loop, as ``load_settings`` does: it reads the shipped table."""
 
 
-def _engine(path: Path, options: dict[str, Any], group_by: str, by_day: bool) -> list[dict[str, Any]]:
+def _engine(
+    path: Path, options: dict[str, Any], group_by: str, by_day: bool, conversion: str | None
+) -> list[dict[str, Any]]:
     attribution = Attribution(AttributionOptions(**options))
 
     async def go() -> list[dict[str, Any]]:
         reports = Reports(path, attribution, CHANNELS_TABLE)
         await reports.open()
         try:
-            q = reporting.Query(SINCE, UNTIL, MODELS, group_by)
+            q = reporting.Query(SINCE, UNTIL, MODELS, group_by, conversion)
             return (await reporting.attribution(reports, q, by_day=by_day)).rows
         finally:
             await reports.close()
@@ -157,14 +163,14 @@ def build(
     for visitor, user in bindings:
         events.append(Binding(uuid7(int(T0.timestamp() * 1000)), iso(T0), "n", visitor, user, "login"))
     ref_convs = []
-    for n, (visitor, user, step, ms, v) in enumerate(conversions):
+    for n, (visitor, user, step, ms, v, name) in enumerate(conversions):
         if visitor is None and user is None:
             visitor = "v0"
         at = T0 + step * STEP + timedelta(milliseconds=ms)
         value, currency, minor = VALUES[v]
         cid = uuid7(int(at.timestamp() * 1000))
-        events.append(Conversion(cid, iso(at), "n", "purchase", f"order:{n}", visitor, user, value, currency))
-        ref_convs.append(RefConversion(at, visitor, user, minor, currency))
+        events.append(Conversion(cid, iso(at), "n", name, f"order:{n}", visitor, user, value, currency))
+        ref_convs.append(RefConversion(at, visitor, user, minor, currency, name))
     return events, Store(ref_touches, ref_convs, bindings)
 
 
@@ -182,6 +188,7 @@ def _settings(options: dict[str, Any]) -> Settings:
     options=st.sampled_from(range(len(OPTIONS))),
     group_by=st.sampled_from(["channel", "source", "campaign", "creator_id"]),
     by_day=st.booleans(),
+    name=st.sampled_from([None, "purchase"]),
 )
 def test_the_report_credits_what_the_readme_says(
     touches: list[tuple[Any, ...]],
@@ -190,14 +197,17 @@ def test_the_report_credits_what_the_readme_says(
     options: int,
     group_by: str,
     by_day: bool,
+    name: str | None,
 ) -> None:
     events, store = build(touches, conversions, bindings)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gw.db"
         _write(path, events)
-        got = _ints(_engine(path, OPTIONS[options], group_by, by_day))
+        got = _ints(_engine(path, OPTIONS[options], group_by, by_day, name))
     tied: list[RefConversion] = []
-    expected = report(store, _settings(OPTIONS[options]), SINCE, UNTIL, group_by, by_day=by_day, tied=tied)
+    expected = report(
+        store, _settings(OPTIONS[options]), SINCE, UNTIL, group_by, by_day=by_day, tied=tied, conversion=name
+    )
     zero = dict.fromkeys(MODELS, (0, 0))
     differ = [
         (key, model, got.get(key, zero)[model], expected.get(key, zero)[model])
@@ -215,9 +225,18 @@ def test_the_report_credits_what_the_readme_says(
             sums[cur][1] += by_model[model][1]
         assert sums == {
             cur: [
-                sum(c.minor for c in store.conversions if c.currency == cur and SINCE <= c.at < UNTIL),
-                1_000_000 * sum(1 for c in store.conversions if c.currency == cur and SINCE <= c.at < UNTIL),
+                sum(
+                    c.minor
+                    for c in store.conversions
+                    if c.currency == cur and SINCE <= c.at < UNTIL and name in (None, c.name)
+                ),
+                1_000_000
+                * sum(
+                    1
+                    for c in store.conversions
+                    if c.currency == cur and SINCE <= c.at < UNTIL and name in (None, c.name)
+                ),
             ]
             for cur in sums
         }
-    assert not differ, f"{(touches, conversions, bindings, options, group_by, by_day)!r}"
+    assert not differ, f"{(touches, conversions, bindings, options, group_by, by_day, name)!r}"
