@@ -42,6 +42,8 @@ PARAMS: list[dict[str, str]] = [
     {},
     {"utm_tier": " Conversion "},
     {"c_tier": "bogus", "utm_tier": "consideration"},
+    {"c_tier": "conversion", "utm_tier": "awareness"},
+    {"utm_tier": "SHORT"},
 ]
 VALUES = [  # value, currency, minor units
     (None, None, 0),
@@ -62,6 +64,12 @@ OPTIONS = [
     {"position_first": 0.7, "position_last": 0.3, "last_touch_share": 0.0, "timezone": "Europe/Berlin"},
     {"timezone": "America/New_York", "verdicts": ("allow", "review")},
     {"position_first": 0.0, "position_last": 0.0, "half_life_days": 0.0000116, "last_touch_share": 0.0},
+    {
+        "lookback_days": {"short": 1.0, "long": 3.0},
+        "default_tier": "long",
+        "tier_patterns": {"short": ("retarget", "brand")},
+        "tier_params": ("utm_tier",),
+    },
 ]
 
 touch = st.tuples(
@@ -82,7 +90,7 @@ conversion = st.tuples(
     st.sampled_from([*VISITORS, VISITORS[0], None]),
     st.sampled_from([None, None, *USERS]),
     st.integers(-2, 42),
-    st.sampled_from([0, 0, 1]),
+    st.sampled_from([0, 0, 1, 37_800_000]),  # ms after the step (10.5 h: 22:30Z, the next day in Berlin)
     st.sampled_from(range(len(VALUES))),
     st.sampled_from(["purchase", "purchase", "signup"]),
 )
@@ -160,8 +168,9 @@ def build(
         )
     refs.sort(key=lambda r: r[0])
     ref_touches = [replace(t, order=i) for i, (_, t) in enumerate(refs)]
-    for visitor, user in bindings:
-        events.append(Binding(uuid7(int(T0.timestamp() * 1000)), iso(T0), "n", visitor, user, "login"))
+    bound = sorted((uuid7(int(T0.timestamp() * 1000)), visitor, user) for visitor, user in bindings)
+    for bid, visitor, user in bound:  # of one instant: the earliest binding is the least id
+        events.append(Binding(bid, iso(T0), "n", visitor, user, "login"))
     ref_convs = []
     for n, (visitor, user, step, ms, v, name) in enumerate(conversions):
         if visitor is None and user is None:
@@ -171,11 +180,12 @@ def build(
         cid = uuid7(int(at.timestamp() * 1000))
         events.append(Conversion(cid, iso(at), "n", name, f"order:{n}", visitor, user, value, currency))
         ref_convs.append(RefConversion(at, visitor, user, minor, currency, name))
-    return events, Store(ref_touches, ref_convs, bindings)
+    return events, Store(ref_touches, ref_convs, [(visitor, user) for _, visitor, user in bound])
 
 
 def _settings(options: dict[str, Any]) -> Settings:
-    s = Settings(**{k: v for k, v in options.items() if k != "verdicts"})
+    renamed = {"lookback_days": "windows"}
+    s = Settings(**{renamed.get(k, k): v for k, v in options.items() if k != "verdicts"})
     s.verdicts = frozenset(options.get("verdicts", ("allow",)))
     return s
 
