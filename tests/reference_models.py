@@ -113,7 +113,7 @@ def largest_remainders(total: int, weights: Sequence[Fraction]) -> list[int]:
     for i in ranked[:left]:
         shares[i] += 1
     boundary = 0 < left < len(ranked) and exact[ranked[left - 1]] % 1 == exact[ranked[left]] % 1
-    whole_quota = len(set(weights)) > 1 and any(
+    whole_quota = len(weights) > 1 and any(
         w and x and x % 1 == 0 for w, x in zip(weights, exact, strict=True)
     )
     if boundary or whole_quota:
