@@ -93,11 +93,6 @@ class Settings:
         return self.default_tier
 
 
-TIES: list[int] = []
-"""The splits with a whole quota, or equal remainders on both sides of the units left over:
-where ``data_driven``'s float weights may round otherwise (README "Known limits")."""
-
-
 def largest_remainders(total: int, weights: Sequence[Fraction]) -> list[int]:
     """``total`` split by ``weights``: each share rounded down, the units left over to the
     largest remainders, ties to the later one."""
@@ -112,12 +107,6 @@ def largest_remainders(total: int, weights: Sequence[Fraction]) -> list[int]:
     ranked = sorted(range(len(exact)), key=lambda i: (exact[i] - shares[i], i), reverse=True)
     for i in ranked[:left]:
         shares[i] += 1
-    boundary = 0 < left < len(ranked) and exact[ranked[left - 1]] % 1 == exact[ranked[left]] % 1
-    whole_quota = len(weights) > 1 and any(
-        w and x and x % 1 == 0 for w, x in zip(weights, exact, strict=True)
-    )
-    if boundary or whole_quota:
-        TIES.append(total)
     return shares
 
 
@@ -256,12 +245,9 @@ def report(
     group_by: str = "channel",
     accepted: frozenset[str] | None = None,
     by_day: bool = False,
-    tied: list[RefConversion] | None = None,
     conversion: str | None = None,
 ) -> dict[tuple[str | None, str | None, str | None], dict[str, tuple[int, int]]]:
-    """(day or None, group, currency) → model → (value in minor units, micro-conversions);
-    ``tied`` gets the conversions whose ``data_driven`` split met a tie at the units left over."""
-    tied = [] if tied is None else tied
+    """(day or None, group, currency) → model → (value in minor units, micro-conversions)."""
     accepted = s.verdicts if accepted is None else accepted
     convs = [c for c in store.conversions if since <= c.at < until and conversion in (None, c.name)]
     paths = [
@@ -300,10 +286,7 @@ def report(
                 continue
             w = weights(model, path, c.at, s, dd)
             for slot, total in enumerate((c.minor, MILLION)):
-                TIES.clear()
                 split = largest_remainders(total, w)
-                if TIES and model == "data_driven":
-                    tied.append(c)
                 for t, share in zip(path, split, strict=True):
                     out[day, getattr(t, group_by), c.currency][model][slot] += share
     return {
