@@ -195,11 +195,26 @@ def weighted_last_touch(touches: Sequence[Touch], at: datetime, p: Params) -> li
     return [*([rest] * (n - 1)), p.last_touch_share]
 
 
+SNAP_DENOMINATOR = 10**6
+SNAP_DISTANCE = Fraction(1, 10**14)
+
+
+def learnt_weight(weight: float) -> Fraction:
+    """A ``data_driven`` weight as the fraction it stands for: the solve in floats leaves 1/6
+    as 0.16666666666666663, and split over touches such a weight no longer ties with an
+    equal one (README "Money is exact": ties go to the later touch). So the fraction of
+    denominator at most a million nearest the float, where within 1e-14 of it (a few hundred
+    floats' rounding; far less than any credit's unit), else the float exactly."""
+    exact = Fraction(weight)
+    near = exact.limit_denominator(SNAP_DENOMINATOR)
+    return near if abs(near - exact) <= SNAP_DISTANCE else exact
+
+
 def data_driven(touches: Sequence[Touch], at: datetime, p: Params) -> list[Fraction]:
-    """Each channel's Markov removal-effect weight, split evenly over its touches in this path
-    (all zero — channels never seen in the period — falls back to linear)."""
+    """Each channel's Markov removal-effect weight (``learnt_weight``), split evenly over its
+    touches in this path (all zero — channels never seen in the period — falls back to linear)."""
     per_channel = Counter(t.channel for t in touches)
-    return [Fraction(p.channel_weights.get(t.channel, 0.0)) / per_channel[t.channel] for t in touches]
+    return [learnt_weight(p.channel_weights.get(t.channel, 0.0)) / per_channel[t.channel] for t in touches]
 
 
 MODELS: dict[str, Weights] = {

@@ -32,6 +32,7 @@ from gateway.attribution import (
     decay_weights,
     distribute,
     distribute_many,
+    learnt_weight,
 )
 from gateway.channels import DIRECT, INTERNAL
 from gateway.events import iso
@@ -265,8 +266,8 @@ class _Shares:
         self.cache: dict[tuple[object, ...], list[int]] = {}
         self.rows: dict[tuple[object, ...], list[list[int]]] = {}
         self.by_channels: dict[tuple[object, ...], list[list[int]]] = {}
-        # data_driven: each channel's weight as an exact binary fraction (what Fraction(w) is).
-        self.ratios = {c: w.as_integer_ratio() for c, w in params.channel_weights.items()}
+        # data_driven: each channel's weight as the fraction it stands for (``learnt_weight``).
+        self.ratios = {c: learnt_weight(w).as_integer_ratio() for c, w in params.channel_weights.items()}
         # Removal effects are never negative; were one, ``credit_table`` shares per touch.
         self.signed = any(num < 0 for num, _ in self.ratios.values())
         # data_driven by channel: the weights' numerators over their common denominator, once.
