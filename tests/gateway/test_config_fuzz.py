@@ -100,12 +100,13 @@ def _mutated(index: int, place: tuple[str | int, ...], bad: Any, beside: bool) -
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The configs' folder, with the PEM key the README's JWT example names."""
+    """The configs' folder, with the PEM keys the README's JWT examples name."""
     folder = tmp_path_factory.mktemp("fuzz")
     (folder / "keys").mkdir()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    (folder / "keys" / "site-jwt.pub.pem").write_bytes(pem)
+    for named in sorted(set(re.findall(r'key = "(keys/[^"]+\.pem)"', "".join(BLOCKS)))):
+        (folder / named).write_bytes(pem)
     return folder
 
 
