@@ -252,7 +252,9 @@ async def test_a_reload_names_a_changed_listen_address_and_applies_the_log_level
     try:
         await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
         text = await asyncio.to_thread(cfg.read_text)
-        moved = text.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:1"')  # both listeners
+        # Both listeners, apart (one address for both is a config error, refused as a reload).
+        moved = text.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:1"', 1)
+        moved = moved.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:2"', 1)
         await reload(moved + '[log]\nlevel = "warning"\n', "needs a restart", 4)
         assert (
             said("reload: proxy.listen needs a restart") == 2 and said("reload: admin needs a restart") == 2
