@@ -96,6 +96,29 @@ def _window(since: str | None, until: str | None, where: list[str], args: list[A
         args += [id_floor(_unix_ms(until) + 1), until]
 
 
+def _listed(
+    what: str,
+    since: str | None,
+    until: str | None,
+    equals: Mapping[str, str] | None,
+    allowed: tuple[str, ...],
+    limit: int,
+) -> tuple[list[str], list[Any]]:
+    """A listing's period and exact filters as SQL conditions and their arguments; a column
+    not in ``allowed`` (its name goes into the SQL text) or a limit below 1 is a ValueError."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    where: list[str] = []
+    args: list[Any] = []
+    _window(since, until, where, args)
+    for column, value in (equals or {}).items():
+        if column not in allowed:
+            raise ValueError(f"not a {what} filter: {column!r} (allowed: {allowed})")
+        where.append(f"{column} = ?")
+        args.append(value)
+    return where, args
+
+
 SHARE = Decimal("0.0001")
 """A share's precision: four decimals, on every row (none of a whole of zero too)."""
 
@@ -127,16 +150,7 @@ class Reader:
 
     async def touchpoints(self, q: TouchpointQuery) -> tuple[list[dict[str, Any]], str | None]:
         """One page in id (= time) order, and the cursor of the next page (None on the last)."""
-        if q.limit < 1:
-            raise ValueError(f"limit must be at least 1, got {q.limit}")
-        where: list[str] = []
-        args: list[Any] = []
-        _window(q.since, q.until, where, args)
-        for column, value in (q.equals or {}).items():
-            if column not in TOUCHPOINT_FILTERS:  # the column name goes into the SQL text
-                raise ValueError(f"not a touchpoint filter: {column!r} (allowed: {TOUCHPOINT_FILTERS})")
-            where.append(f"{column} = ?")
-            args.append(value)
+        where, args = _listed("touchpoint", q.since, q.until, q.equals, TOUCHPOINT_FILTERS, q.limit)
         if q.verdict:
             where.append("effective_verdict = ?")
             args.append(q.verdict)
@@ -161,16 +175,7 @@ class Reader:
     async def conversions(self, q: ConversionQuery) -> tuple[list[dict[str, Any]], str | None]:
         """One page of conversions in id (= time) order, each as a journey lists it, and the
         cursor of the next page (None on the last)."""
-        if q.limit < 1:
-            raise ValueError(f"limit must be at least 1, got {q.limit}")
-        where: list[str] = []
-        args: list[Any] = []
-        _window(q.since, q.until, where, args)
-        for column, value in (q.equals or {}).items():
-            if column not in CONVERSION_FILTERS:  # the column name goes into the SQL text
-                raise ValueError(f"not a conversion filter: {column!r} (allowed: {CONVERSION_FILTERS})")
-            where.append(f"{column} = ?")
-            args.append(value)
+        where, args = _listed("conversion", q.since, q.until, q.equals, CONVERSION_FILTERS, q.limit)
         rows, next_cursor = await self._page("SELECT * FROM conversions", where, args, q.cursor, q.limit)
         return [dict(r) for r in rows], next_cursor
 

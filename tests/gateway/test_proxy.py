@@ -1050,6 +1050,16 @@ async def test_websocket_upgrade_redirected_by_the_site_is_passed_on(start_gatew
     assert followed == []
 
 
+def websocket_accept(head: str) -> bytes:
+    """The Sec-WebSocket-Accept a site answers to the upgrade request ``head`` (RFC 6455 §4.2.2)."""
+    key = next(
+        line.split(":", 1)[1].strip()
+        for line in head.split("\r\n")
+        if line.lower().startswith("sec-websocket-key")
+    )
+    return base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+
+
 async def test_websocket_upgrade_and_redirect_keep_odd_header_bytes(start_gateway, raw_upstream) -> None:
     """A control character or a byte that is not UTF-8 in the site's 101 (or in a redirect it
     answers the upgrade with) reaches the visitor as sent: aiohttp's writer failed the
@@ -1067,14 +1077,7 @@ async def test_websocket_upgrade_and_redirect_keep_odd_header_bytes(start_gatewa
                 b"Content-Length: 0\r\n\r\n"
             )
         else:
-            key = next(
-                line.split(":", 1)[1].strip()
-                for line in head.split("\r\n")
-                if line.lower().startswith("sec-websocket-key")
-            )
-            accept = base64.b64encode(
-                hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
-            )
+            accept = websocket_accept(head)
             writer.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Accept: " + accept + b"\r\nX-A: a\x01b\r\nSet-Cookie: s=caf\xe9\r\n"
@@ -1107,14 +1110,7 @@ async def test_websocket_101_keeps_the_sites_header_order(start_gateway, raw_ups
 
     async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        key = next(
-            line.split(":", 1)[1].strip()
-            for line in head.split("\r\n")
-            if line.lower().startswith("sec-websocket-key")
-        )
-        accept = base64.b64encode(
-            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
-        )
+        accept = websocket_accept(head)
         writer.write(
             b"HTTP/1.1 101 Switching Protocols\r\nSet-Cookie: a=1\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nX-Mid: m\r\nSec-WebSocket-Accept: " + accept + b"\r\n"
