@@ -14,13 +14,14 @@ import csv
 import io
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import tzinfo
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from gateway.openapi import CONVERSION, TOUCHPOINT
-from gateway.reporting import csv_cell
+from gateway.reporting import csv_cell, local_date
 
 log = logging.getLogger("gateway.admin")
 
@@ -45,14 +46,15 @@ def _cell(value: Any) -> Any:
     return csv_cell(value)
 
 
-def file_name(kind: str, since: str | None, until: str | None, fmt: str) -> str:
-    """``touchpoints-from-2026-11-01-to-2026-12-01.csv``: the period's UTC dates, an open end
-    left out (``touchpoints.csv`` for all time)."""
+def file_name(kind: str, since: str | None, until: str | None, fmt: str, zone: tzinfo) -> str:
+    """``touchpoints-from-2026-11-01-to-2026-11-30.csv``: the period's first and last days in
+    ``zone`` (``attribution.timezone``), as the reports' downloads name theirs (``until`` is
+    exclusive: November ends on the 30th), an open end left out (``touchpoints.csv``)."""
     parts = [kind]
     if since is not None:
-        parts += ["from", since[:10]]
+        parts += ["from", local_date(since, zone)]
     if until is not None:
-        parts += ["to", until[:10]]
+        parts += ["to", local_date(until, zone, last=True)]
     return "-".join(parts) + "." + fmt
 
 

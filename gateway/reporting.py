@@ -119,7 +119,7 @@ class Report:
         if verdicts is not None and verdicts != ["allow"]:  # not every report counts allow alone
             parts.append("+".join(verdicts))
         since, until = self.meta["since"], self.meta["until"]
-        first, last = _local_date(since, zone), _local_date(until, zone, last=True)
+        first, last = local_date(since, zone), local_date(until, zone, last=True)
         if since is None and until is not None:  # an open end (the fraud report's): say which
             parts += ["to", last]
         elif until is None and since is not None:
@@ -267,7 +267,7 @@ def _file_word(text: str | None) -> str | None:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")[:60] or "conversion"
 
 
-def _local_date(moment: str | None, zone: tzinfo, last: bool = False) -> str:
+def local_date(moment: str | None, zone: tzinfo, last: bool = False) -> str:
     """A period's end (UTC text; None: unbounded, no date) as its date in ``zone``; with
     ``last``, the date of the period's last microsecond (``moment`` is exclusive)."""
     if moment is None:

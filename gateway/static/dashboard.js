@@ -311,6 +311,11 @@ function renderExports(data) {
   exportLinks("#export-payouts", "Creator payouts", "/api/payouts", period);
   // The fraud report: every creator's clicks by verdict, with the reasons (all conversions alike).
   exportLinks("#export-fraud", "Clicks by verdict per creator", "/api/fraud", { since: data.since, until: data.until });
+  // The period's raw rows, for a spreadsheet or a BI tool (the listings' downloads).
+  const raw = { since: data.since, until: data.until };
+  exportLinks("#export-touchpoints", "Every touchpoint of the period", "/api/touchpoints", raw);
+  const named = data.conversion ? { ...raw, name: data.conversion } : raw;
+  exportLinks("#export-conversions", "Every conversion of the period", "/api/conversions", named);
 }
 
 async function lookup(event) {

@@ -364,6 +364,14 @@ async def test_listings_download_every_row_as_csv_or_ndjson(gw) -> None:
         gw, "/api/touchpoints", format="ndjson", source="ads", since="2000-01-01"
     )
     assert headers["Content-Disposition"] == 'attachment; filename="touchpoints-from-2000-01-01.ndjson"'
+    # Named by the period's first and last days, as the reports' downloads (until is exclusive).
+    _, headers, _ = await download(
+        gw, "/api/conversions", format="csv", since="2026-11-01", until="2026-12-01"
+    )
+    assert (
+        headers["Content-Disposition"]
+        == 'attachment; filename="conversions-from-2026-11-01-to-2026-11-30.csv"'
+    )
     assert [json.loads(line) for line in body.splitlines()] == [listed["items"][1]]
     # Conversions: more than a page of the store's reads (1,000), every one once, in order.
     now = datetime.now(UTC)

@@ -256,7 +256,9 @@ async def test_dashboard_draws_the_store(
         links = json.loads(
             await page.eval("JSON.stringify([...document.querySelectorAll('.exports a')].map(a => a.href))")
         )
-        assert len(links) == 12  # CSV and NDJSON of six reports (creators: credits and payouts; fraud)
+        # CSV and NDJSON of six reports (creators: credits and payouts; fraud), then of the
+        # period's raw touchpoints and conversions (the listings' downloads).
+        assert len(links) == 16
         assert all(f"since={PERIOD['since']}" in link and "until=2026-11-11" in link for link in links)
         got = json.loads(
             await page.eval(
@@ -271,6 +273,9 @@ async def test_dashboard_draws_the_store(
         assert all(f"{name}_conversions" in models_csv for name in MODELS), models_csv
         assert "/api/payouts?" in links[8] and "payout" in got[8][2], got[8]
         assert "/api/fraud?" in links[10] and got[10][2].startswith("group,clicks,allow"), got[10]
+        assert "/api/touchpoints?" in links[12] and got[12][2].startswith("id,ts,node,visitor_key"), got[12]
+        assert got[12][1] == 'attachment; filename="touchpoints-from-2026-11-01-to-2026-11-10.csv"', got[12]
+        assert "/api/conversions?" in links[14] and got[14][2].startswith("id,ts,node,name"), got[14]
 
         # The page's own session reads the API but cannot change anything.
         assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 200
@@ -298,9 +303,13 @@ async def test_dashboard_draws_the_store(
                 "r => [a.href, r.status]))).then(JSON.stringify)"
             )
         )
-        assert len(got) == 12 and all(status == 200 for _, status in got), got
-        # The fraud report counts clicks, whatever the conversion: it takes no conversion name.
-        assert all(("conversion=purchase" in href) != ("/api/fraud?" in href) for href, _ in got), got
+        assert len(got) == 16 and all(status == 200 for _, status in got), got
+        # The fraud report counts clicks, whatever the conversion: it takes no conversion name;
+        # nor do the raw touchpoints; the raw conversions are of that name.
+        reports = [href for href, _ in got if "/api/fraud?" not in href and "/api/touchpoints?" not in href]
+        assert all("conversion=purchase" in href or "name=purchase" in href for href in reports), got
+        assert all("purchase" not in href for href, _ in got if href not in reports), got
+        assert sum("/api/conversions?" in href and "name=purchase" in href for href in reports) == 2, got
 
         # A period the API refuses: the page says why instead of drawing.
         await page.send(
