@@ -37,7 +37,7 @@ from gateway.events import CreatorStanding, VerdictChange, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
 from gateway.metrics import Metrics
-from gateway.openapi import openapi_document
+from gateway.openapi import FORMATS, openapi_document
 from gateway.pages import error_body
 from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, from_elsewhere, has_cookie_session
 from storage.erasure import erase_user
@@ -385,20 +385,28 @@ def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = 
     )
 
 
-def _download(q: Mapping[str, str]) -> tuple[str, bool]:
-    """A listing's ``format`` (``json``: a page; ``csv``, ``ndjson``: every row, a download) and
-    ``bom`` (a CSV for Excel, as the reports take it)."""
-    fmt = q.get("format", "json")
-    if fmt not in listing_export.FORMATS:
-        raise ApiError(400, f"format: expected one of {', '.join(listing_export.FORMATS)}, got {fmt[:100]!r}")
+def wants_bom(q: Mapping[str, str], fmt: str) -> bool:
+    """``bom=true``: a CSV download starts with a byte order mark, so that Excel, opening it by a
+    double click, reads it as UTF-8 (not the legacy code page: ``café`` as ``cafÃ©``). Off by
+    default: a program reading plain UTF-8 would take the mark for part of the first column's
+    name. Any other value, or the mark with another format than ``fmt = "csv"``, is a 400."""
     bom = q.get("bom", "false")
     if bom not in ("true", "false"):
         raise ApiError(400, f"bom: expected true or false, got {bom[:100]!r}")
     if bom == "true" and fmt != "csv":
         raise ApiError(400, f"bom: applies to a CSV download, not {fmt} (format=csv)")
+    return bom == "true"
+
+
+def _download(q: Mapping[str, str]) -> tuple[str, bool]:
+    """A listing's ``format`` (``json``: a page; ``csv``, ``ndjson``: every row, a download) and
+    ``bom`` (``wants_bom``)."""
+    fmt = q.get("format", "json")
+    if fmt not in FORMATS:
+        raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {fmt[:100]!r}")
     if fmt != "json" and "limit" in q:
         raise ApiError(400, f"limit: a {fmt} download holds every row of the period; page with limit in JSON")
-    return fmt, bom == "true"
+    return fmt, wants_bom(q, fmt)
 
 
 async def touchpoints(request: web.Request) -> web.StreamResponse:

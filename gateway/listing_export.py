@@ -27,7 +27,6 @@ log = logging.getLogger("gateway.admin")
 
 EXPORT_PAGE = 1000
 """Rows read from the store per step of a download."""
-FORMATS = ("json", "csv", "ndjson")
 COLUMNS: Mapping[str, Sequence[str]] = {
     "touchpoints": tuple(TOUCHPOINT["properties"]),
     "conversions": tuple(CONVERSION["properties"]),

@@ -345,7 +345,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     }
 
 
-def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def query_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An optional query parameter of an operation, its value a string unless ``schema`` says."""
     return {
         "name": name,
         "in": "query",
@@ -356,30 +357,35 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 
 _PERIOD = [
-    _query("since", "ISO 8601 date or date-time, inclusive; before until when both are given", MOMENT),
-    _query("until", "ISO 8601 date or date-time, exclusive", MOMENT),
+    query_param("since", "ISO 8601 date or date-time, inclusive; before until when both are given", MOMENT),
+    query_param("until", "ISO 8601 date or date-time, exclusive", MOMENT),
 ]
 """A listing's period."""
 _PAGING = [
-    _query("cursor", "next_cursor of the previous page", CURSOR),
-    _query("limit", "page size 1..1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}),
+    query_param("cursor", "next_cursor of the previous page", CURSOR),
+    query_param(
+        "limit", "page size 1..1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}
+    ),
 ]
 """A listing's page: where it starts and how long it is."""
 
 
+FORMATS = ("json", "csv", "ndjson")
+"""What a report or a listing comes in (``format=``)."""
+BOM = query_param(
+    "bom",
+    "true: a CSV download starts with a UTF-8 byte order mark, for Excel opened by a double click "
+    "(default false; a 400 with another format)",
+    {"type": "string", "enum": ["true", "false"]},
+)
 _DOWNLOAD = [
-    _query(
+    query_param(
         "format",
         "json (default): a page; csv or ndjson: every row of the period from cursor on, as a download"
         " (limit is then refused)",
-        {"type": "string", "enum": ["json", "csv", "ndjson"]},
+        {"type": "string", "enum": list(FORMATS)},
     ),
-    _query(
-        "bom",
-        "true: a CSV download starts with a UTF-8 byte order mark, for Excel (default false; a 400 with"
-        " another format)",
-        {"type": "string", "enum": ["true", "false"]},
-    ),
+    BOM,
 ]
 """A listing's download: the whole period as CSV or NDJSON instead of a page."""
 
@@ -408,11 +414,11 @@ def _page_of(item: dict[str, Any], description: str = "a page", downloads: bool 
 def _touchpoint_filters(creator: str) -> list[dict[str, Any]]:
     """A touchpoint listing's exact filters (``/api/touchpoints``, ``/api/review``)."""
     return [
-        _query("source", "exact source (case-folded)", FILTER),
-        _query("medium", "exact medium (case-folded)", FILTER),
-        _query("campaign", "exact campaign", FILTER),
-        _query("creator_id", creator, FILTER),
-        _query("visitor_key", "exact visitor key (32 hex digits, in any case)", VISITOR_KEY),
+        query_param("source", "exact source (case-folded)", FILTER),
+        query_param("medium", "exact medium (case-folded)", FILTER),
+        query_param("campaign", "exact campaign", FILTER),
+        query_param("creator_id", creator, FILTER),
+        query_param("visitor_key", "exact visitor key (32 hex digits, in any case)", VISITOR_KEY),
     ]
 
 
@@ -496,7 +502,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         *_PERIOD,
                         *(
-                            _query(name, what, {"type": "string", "minLength": 1, "maxLength": 200})
+                            query_param(name, what, {"type": "string", "minLength": 1, "maxLength": 200})
                             for name, what in (
                                 ("name", "exact conversion name (signup, purchase…)"),
                                 ("rule", "exact rule or sender that recorded it"),
@@ -573,8 +579,8 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Signed events that failed validation, with their reason, in time order",
                     "parameters": [
-                        _query("sender", "only this [[sources]] sender's"),
-                        _query("pending", "true: only those not replayed yet", {"type": "boolean"}),
+                        query_param("sender", "only this [[sources]] sender's"),
+                        query_param("pending", "true: only those not replayed yet", {"type": "boolean"}),
                         *_PAGING,
                     ],
                     "responses": {
@@ -668,26 +674,28 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "What the dashboard draws: conversions by channel per day, every model "
                     "by channel, top campaigns and creators, bot share, totals",
                     "parameters": [
-                        _query(
+                        query_param(
                             "since",
                             "first day (in attribution.timezone), YYYY-MM-DD (default: until - 30 days)",
                             DAY,
                         ),
-                        _query(
+                        query_param(
                             "until", "day after the last, YYYY-MM-DD (default: tomorrow); 1..92 days", DAY
                         ),
-                        _query("model", "model of the daily chart (default linear)", {"enum": list(MODELS)}),
-                        _query(
+                        query_param(
+                            "model", "model of the daily chart (default linear)", {"enum": list(MODELS)}
+                        ),
+                        query_param(
                             "population",
                             "credit only this population's touchpoints (default: all)",
                             {"enum": ["cookie", "cookieless", "no_consent"]},
                         ),
-                        _query(
+                        query_param(
                             "conversion",
                             "only conversions of this name (default: every conversion)",
                             {"type": "string", "minLength": 1, "maxLength": 200},
                         ),
-                        _query(
+                        query_param(
                             "part",
                             "only this part (default: all): counts (totals, top campaigns and creators,"
                             " bots, populations, conversion_names), daily (by_day) or models (comparison)",
@@ -709,7 +717,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "The review queue: touchpoints whose effective verdict is review (or block)",
                     "parameters": [
                         *_PERIOD,
-                        _query("verdict", "review (default) or block", {"enum": ["review", "block"]}),
+                        query_param("verdict", "review (default) or block", {"enum": ["review", "block"]}),
                         *_touchpoint_filters("exact creator ID: review a creator's clicks before a payout"),
                         *_PAGING,
                     ],

@@ -12,79 +12,64 @@ from typing import Any
 
 from gateway.attribution import MODELS
 from gateway.events import VERDICTS
-from gateway.openapi import MOMENT
+from gateway.openapi import BOM, FORMATS, MOMENT, query_param
 from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
 
 GROUP_BY = ("channel", "source", "medium", "campaign", "creator_id")
-FORMATS = ("json", "csv", "ndjson")
 _NUMBER = {"type": "number"}
 _NULLABLE_STR = {"type": ["string", "null"]}
-
-
-def _param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
 
 
 def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, Any]]:
     models = [*MODELS, "all"] if all_models else list(MODELS)
     return [
-        _param(
+        query_param(
             "model",
             f"attribution model (default {model_default})"
             + ("; all: every model side by side, one column pair each" if all_models else ""),
             {"type": "string", "enum": models},
         ),
-        _param(
+        query_param(
             "conversion",
             "only conversions of this name (default: every conversion)",
             {"type": "string", "minLength": 1, "maxLength": 200},
         ),
-        _param(
+        query_param(
             "since",
             "ISO 8601 date or date-time, in attribution.timezone without an offset; inclusive"
             " (default: until minus 30 days there)",
             MOMENT,
         ),
-        _param(
+        query_param(
             "until",
             "ISO 8601 date or date-time, in attribution.timezone without an offset; exclusive (default: now)",
             MOMENT,
         ),
-        _param(
+        query_param(
             "verdicts",
             f"comma-separated bot verdicts whose touchpoints count, among {', '.join(VERDICTS)};"
             " an unknown name is a 400 (default: attribution.verdicts)",
         ),
-        _param(
+        query_param(
             "population",
             "only this population's touchpoints (touchpoints.consent), and the conversions that "
             "have some (default: every population)",
             {"type": "string", "enum": ["cookie", "cookieless", "no_consent"]},
         ),
         _FORMAT,
-        _BOM,
+        BOM,
     ]
 
 
-_FORMAT = _param(
+_FORMAT = query_param(
     "format",
     "json (default), csv or ndjson; without it, the Accept header chooses: each format takes the q "
     "of the most specific range naming it (text/csv, text/*, */*), the highest wins (JSON if none)",
     {"type": "string", "enum": list(FORMATS)},
 )
-_BOM = _param(
-    "bom",
-    "true: a CSV download starts with a UTF-8 byte order mark, for Excel opened by a double click "
-    "(default false; a 400 with another format)",
-    {"type": "string", "enum": ["true", "false"]},
+_GROUP_BY = query_param(
+    "group_by", "what a row is (default channel)", {"type": "string", "enum": list(GROUP_BY)}
 )
-_GROUP_BY = _param("group_by", "what a row is (default channel)", {"type": "string", "enum": list(GROUP_BY)})
 
 _TOTAL = {
     "type": "object",
@@ -318,20 +303,20 @@ PATHS: dict[str, Any] = {
             "summary": "Click fraud per creator, source, medium, campaign or channel: clicks, count "
             "and share per verdict, top reasons, distinct visitors and IPs",
             "parameters": [
-                _param(
+                query_param(
                     "since",
                     "ISO 8601 date or date-time, inclusive; before until when both are given "
                     "(default: the first touchpoint)",
                     MOMENT,
                 ),
-                _param("until", "ISO 8601 date or date-time, exclusive (default: none)", MOMENT),
-                _param(
+                query_param("until", "ISO 8601 date or date-time, exclusive (default: none)", MOMENT),
+                query_param(
                     "group_by",
                     "what a group is (default creator_id)",
                     {"type": "string", "enum": list(FRAUD_GROUPS)},
                 ),
                 _FORMAT,
-                _BOM,
+                BOM,
             ],
             "responses": {
                 "200": {

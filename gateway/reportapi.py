@@ -26,6 +26,7 @@ from gateway.admin import (
     parse_time,
     report_zone_of,
     span,
+    wants_bom,
 )
 from gateway.attribution import MODELS
 from gateway.config import Settings
@@ -133,20 +134,8 @@ def _format(request: web.Request) -> str:
         kind = given
     else:
         kind = accepted_format(", ".join(request.headers.getall("Accept", ())))
-    if _bom(request) and kind != "csv":
-        raise ApiError(400, f"bom: applies to a CSV download, not {kind} (format=csv)")
+    wants_bom(request.query, kind)  # a bad one refused before the report is computed
     return kind
-
-
-def _bom(request: web.Request) -> bool:
-    """``bom=true``: the CSV starts with a byte order mark, so that Excel, opening the file by
-    a double click, reads it as UTF-8 (not the system's legacy code page: ``café`` as
-    ``cafÃ©``). Off by default: a program reading the CSV as plain UTF-8 would take the mark
-    for part of the first column's name."""
-    value = request.query.get("bom", "false")
-    if value not in ("true", "false"):
-        raise ApiError(400, f"bom: expected true or false, got {value[:100]!r}")
-    return value == "true"
 
 
 def accepted_format(accept: str) -> str:
@@ -194,7 +183,7 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
     if kind == "json":
         return web.Response(body=report.json(), content_type="application/json", headers=vary)
     if kind == "csv":
-        body = ("\ufeff" if _bom(request) else "").encode() + report.csv().encode()
+        body = ("\ufeff" if wants_bom(request.query, kind) else "").encode() + report.csv().encode()
     else:
         body = report.ndjson()
     disposition = f'attachment; filename="{report.filename(kind, report_zone_of(request))}"'
