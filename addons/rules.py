@@ -153,6 +153,18 @@ def compared_text(value: Any) -> str | None:
     return "true" if value is True else "false" if value is False else as_text(value)
 
 
+def meets(value: Any, equals: str | None, matches: re.Pattern[str] | None) -> bool:
+    """Whether a value that is there passes a condition's test (a rule's or a sender's
+    ``when``): its ``compared_text`` is ``equals``, or ``matches`` it whole; with neither, any
+    value does. An object, a list or a fraction is never compared."""
+    if equals is None and matches is None:
+        return True
+    text = compared_text(value)
+    if text is None:
+        return False
+    return text == equals if matches is None else matches.fullmatch(text) is not None
+
+
 def user_id(value: Any) -> str:
     """A valid user ID from an extracted value; ExtractError when it is not one."""
     text = as_text(value)
@@ -326,14 +338,7 @@ class Condition:
             if err.reason == "missing":
                 return self.absent
             raise
-        if self.absent:
-            return False
-        if self.equals is None and self.matches is None:
-            return True
-        text = compared_text(value)
-        if text is None:  # an object, a list or a fraction is not compared
-            return False
-        return text == self.equals if self.matches is None else bool(self.matches.fullmatch(text))
+        return not self.absent and meets(value, self.equals, self.matches)
 
 
 def conditions_hold(conditions: Sequence[Condition], ex: Exchange, operation: int | None = None) -> bool:

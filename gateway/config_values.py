@@ -46,6 +46,18 @@ def regex_problem(pattern: str, flags: int = 0) -> str | None:
     return f"not a valid regular expression ({reason}): {_shown(pattern)}"
 
 
+def comparison_problems(key: str, equals: str | None, matches: str | None, absent: bool) -> list[str]:
+    """What is wrong with a condition's test (a rule's or a sender's ``when`` entry): at most
+    one of ``equals`` and ``matches``, neither with ``absent``, a pattern that compiles."""
+    if absent and (equals is not None or matches is not None):
+        return [f"{key}: absent = true takes neither equals nor matches"]
+    if equals is not None and matches is not None:
+        return [f"{key}: set equals or matches, not both"]
+    if matches is not None and (bad := regex_problem(matches)):
+        return [f"{key}.matches: {bad}"]
+    return []
+
+
 def _shown(value: str) -> str:
     return repr(value) if len(value) <= 80 else repr(value[:60]) + "…"
 

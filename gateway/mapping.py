@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from addons.identity import verify_cookie
-from addons.rules import compared_text, scaled
+from addons.rules import compared_text, meets, scaled
 from gateway.attribution import exponent
 from gateway.channels import Channels, Signals
 from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso, order_key, printable_name
@@ -199,17 +199,14 @@ def unmet_requirement(src: SourceMap, raw_type: str, event: dict[str, Any]) -> s
             return f"type {raw_type!r} with {need.pointer} (sources.when: absent): not recorded"
         if value is MISSING or value is None:
             return f"type {raw_type!r} without {need.pointer} (sources.when): not recorded"
-        if need.equals is None and need.matches is None:
-            continue
-        text = compared_text(value)
-        if need.matches is None:
-            held = text == need.equals
-            wanted = f"is not {need.equals!r}"
-        else:
-            held = text is not None and need.matches.fullmatch(text) is not None
-            wanted = f"does not match {need.matches.pattern!r}"
-        if not held:
+        if not meets(value, need.equals, need.matches):
+            text = compared_text(value)
             got = repr(text[:40]) if text is not None else f"a {type(value).__name__}"
+            wanted = (
+                f"is not {need.equals!r}"
+                if need.matches is None
+                else f"does not match {need.matches.pattern!r}"
+            )
             return f"type {raw_type!r} whose {need.pointer} ({got}) {wanted} (sources.when): not recorded"
     return None
 

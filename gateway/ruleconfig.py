@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.config_values import (
+    comparison_problems,
     cookie_name_problem,
     host_problem,
     not_utf8,
@@ -272,12 +273,7 @@ def validate_rules(
 
 def _validate_condition(p: list[str], key: str, condition: Condition) -> None:
     _validate_source(p, key, condition)
-    if condition.absent and (condition.equals is not None or condition.matches is not None):
-        p.append(f"{key}: absent = true takes neither equals nor matches")
-    elif condition.equals is not None and condition.matches is not None:
-        p.append(f"{key}: set equals or matches, not both")
-    elif condition.matches is not None and (bad := regex_problem(condition.matches)):
-        p.append(f"{key}.matches: {bad}")
+    p += comparison_problems(key, condition.equals, condition.matches, condition.absent)
 
 
 def _validate_source(p: list[str], key: str, source: Source) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
-from gateway.config_values import regex_problem
+from gateway.config_values import comparison_problems
 from gateway.events import NAME, NAME_RULE, order_scope_problem
 from gateway.options import SHOPIFY_HMAC
 from gateway.signing import STAMPED
@@ -300,12 +300,7 @@ def _when_problems(src: SourceOptions, at: str) -> list[str]:
             )
         if not cond.pointer.startswith("/"):
             p.append(f'{key}.pointer: a JSON pointer starts with "/", got {cond.pointer!r}')
-        if cond.absent and (cond.equals is not None or cond.matches is not None):
-            p.append(f"{key}: absent = true takes neither equals nor matches")
-        elif cond.equals is not None and cond.matches is not None:
-            p.append(f"{key}: set equals or matches, not both")
-        elif cond.matches is not None and (bad := regex_problem(cond.matches)):
-            p.append(f"{key}.matches: {bad}")
+        p += comparison_problems(key, cond.equals, cond.matches, cond.absent)
     return p
 
 
