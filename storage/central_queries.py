@@ -32,6 +32,7 @@ from storage.queries import (
     StoreUnavailable,
     TouchpointQuery,
     _unix_ms,
+    filters,
 )
 
 _decode = msgspec.json.Decoder(dict[str, str])
@@ -87,17 +88,15 @@ class CentralReader(Reader):
         return [_plain(row) for row in rows]
 
     async def touchpoints(self, q: TouchpointQuery) -> tuple[list[dict[str, Any]], str | None]:
-        for column in q.equals or {}:
-            if column not in TOUCHPOINT_FILTERS:
-                raise ValueError(f"not a touchpoint filter: {column!r} (allowed: {TOUCHPOINT_FILTERS})")
-        equals = {**(q.equals or {}), **({"effective_verdict": q.verdict} if q.verdict else {})}
+        equals = {
+            **filters("touchpoint", q.equals, TOUCHPOINT_FILTERS),
+            **({"effective_verdict": q.verdict} if q.verdict else {}),
+        }
         return await self._listing("effective_touchpoints", q.since, q.until, equals, q.cursor, q.limit)
 
     async def conversions(self, q: ConversionQuery) -> tuple[list[dict[str, Any]], str | None]:
-        for column in q.equals or {}:
-            if column not in CONVERSION_FILTERS:
-                raise ValueError(f"not a conversion filter: {column!r} (allowed: {CONVERSION_FILTERS})")
-        return await self._listing("conversions", q.since, q.until, q.equals or {}, q.cursor, q.limit)
+        equals = filters("conversion", q.equals, CONVERSION_FILTERS)
+        return await self._listing("conversions", q.since, q.until, equals, q.cursor, q.limit)
 
     async def _listing(
         self,
@@ -108,7 +107,7 @@ class CentralReader(Reader):
         cursor: str | None,
         limit: int,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A listing's page of ``table`` (its columns in ``equals`` checked by the caller: they
+        """A listing's page of ``table`` (the columns of ``equals`` checked by ``filters``: they
         go into the SQL text), as ``Reader._page`` gives the local store's."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")

@@ -111,12 +111,19 @@ def _listed(
     where: list[str] = []
     args: list[Any] = []
     _window(since, until, where, args)
-    for column, value in (equals or {}).items():
-        if column not in allowed:
-            raise ValueError(f"not a {what} filter: {column!r} (allowed: {allowed})")
+    for column, value in filters(what, equals, allowed).items():
         where.append(f"{column} = ?")
         args.append(value)
     return where, args
+
+
+def filters(what: str, equals: Mapping[str, str] | None, allowed: tuple[str, ...]) -> Mapping[str, str]:
+    """A listing's exact filters, each a column of ``allowed`` (its name goes into the SQL text:
+    anything else is a ValueError), ``what`` naming the listing in it."""
+    for column in equals or {}:
+        if column not in allowed:
+            raise ValueError(f"not a {what} filter: {column!r} (allowed: {allowed})")
+    return equals or {}
 
 
 SHARE = Decimal("0.0001")
