@@ -30,7 +30,16 @@ import msgspec
 from gateway.attribution import report_zone
 from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, validate
-from gateway.config_values import dsn_problem, not_utf8, readable, special_file, toml_key, unset
+from gateway.config_values import (
+    PADDED,
+    dsn_problem,
+    not_utf8,
+    padded,
+    readable,
+    special_file,
+    toml_key,
+    unset,
+)
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
 from gateway.ruleconfig import resolve_rule_keys, rule_sources
 
@@ -462,13 +471,10 @@ def resolve_sender_secret(
     if not text:
         problems.append(f"{key}: {unset(name, environ)}{hint}")
         return b""
-    if text != text.strip() or not text.isprintable():
-        # A newline kept from the file it was read from: no signature made with the secret as
-        # the sender holds it would verify (and a whsec_ one read as "not base64").
-        problems.append(
-            f"{key}: the value of {name} starts or ends with white space or holds control characters"
-            " (a newline from the file it was read from?); the sender's secret has none"
-        )
+    if padded(text):
+        # No signature made with the secret as the sender holds it would verify (and a whsec_
+        # one was read as "not base64").
+        problems.append(f"{key}: the value of {name} {PADDED}; the sender's secret has none")
         return b""
     try:
         raw = sender_secret_bytes(text, signature)
@@ -698,13 +704,10 @@ def load_settings(
         token = ""  # never read: no admin API listens
     else:
         token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
-        if not offline and (token[:1].isspace() or token[-1:].isspace() or not token.isprintable()):
-            # A newline kept from the file it was read from (a Kubernetes secret made with echo):
-            # no Authorization header carries it, and every login was "Wrong admin token".
+        if not offline and padded(token):  # every login was "Wrong admin token"
             problems.append(
-                f"admin.token: the value of {options.admin.token.removeprefix('env:')} starts or ends"
-                " with white space or holds control characters (a newline from the file it was read"
-                " from?); no login or Authorization header can send it"
+                f"admin.token: the value of {options.admin.token.removeprefix('env:')} {PADDED};"
+                " no login or Authorization header can send it"
             )
     sender_hint = "" if offline else DEV_HINT
 
@@ -761,8 +764,7 @@ def load_settings(
                 problems.append(f"{key}: {bad}")
             elif not value:
                 problems.append(f"{key}: {unset(sink.secret[4:], environ)}{sender_hint}")
-            elif not (value.isprintable() and value == value.strip() and " " not in value):
-                # A newline left from the file the key was read from: 401 for every batch.
+            elif padded(value) or " " in value:  # 401 for every batch
                 problems.append(
                     f"{key}: the value of {sink.secret[4:]} holds white space or control characters"
                     " (a newline from the file it was read from?); a write key has none"

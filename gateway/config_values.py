@@ -182,6 +182,20 @@ def text_problem(value: str, *, stripped: bool = False) -> str | None:
 DSN_EXAMPLE = "postgresql://user:password@host:5432/database"
 
 
+PADDED = (
+    "starts or ends with white space or holds control characters (a newline from the file it was read from?)"
+)
+"""What ``padded`` finds, as a config problem says it."""
+
+
+def padded(text: str) -> bool:
+    """Whether a value read from the environment has white space at an end or a control
+    character in it: most often the newline of the file it was read from (a Kubernetes
+    secret made with ``echo``), which no sender, header or server holds. No ``==`` on the
+    value: it is often a secret."""
+    return text[:1].isspace() or text[-1:].isspace() or not text.isprintable()
+
+
 def dsn_problem(dsn: str) -> str | None:
     """Why ``dsn`` is not a PostgreSQL URL asyncpg could connect with: its scheme, a user name or
     password that ends the host part early (an unencoded ``/``, ``?`` or ``#``), or a port that is
@@ -190,11 +204,8 @@ def dsn_problem(dsn: str) -> str | None:
     newline of the file it was read from: a database name ending in one does not exist), or an
     ``sslmode`` or ``target_session_attrs`` asyncpg refuses (at each sync round, not at start).
     Never says the DSN itself: it holds a password."""
-    if dsn != dsn.strip() or not dsn.isprintable():
-        return (
-            "starts or ends with white space or holds control characters"
-            " (a newline from the file it was read from?)"
-        )
+    if padded(dsn):
+        return PADDED
     scheme, sep, _ = dsn.partition("://")
     if not sep or scheme not in ("postgresql", "postgres"):
         return f"expected a PostgreSQL URL like {DSN_EXAMPLE}"
