@@ -241,6 +241,10 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Credited conversions and value per day of the conversion (in attribution.timezone),"
             " group and currency",
+            "description": "Dense: each group and currency credited in the period has a row on every"
+            " day of it, from the day holding since to the day holding the last instant before until,"
+            " with conversions and value 0 on the days it was credited nothing (one per group and day);"
+            " no rows when the period has no conversion.",
             "parameters": [*_common("linear"), _GROUP_BY],
             "responses": _answer(
                 "#/components/schemas/AttributionRow",

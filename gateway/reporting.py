@@ -1,6 +1,6 @@
-"""The reports as tables: attribution (one model or all), its daily series, path lengths and
-time to convert, creator payouts, click fraud — and their renderings (CSV, NDJSON, an aligned
-text table).
+"""The reports as tables: attribution (one model or all), its daily series (every day of the
+period), path lengths and time to convert, creator payouts, click fraud — and their renderings
+(CSV, NDJSON, an aligned text table).
 
 Shared by the admin API (``gateway/reportapi.py``) and ``gateway report``. Reads through
 ``storage.reports.Reports``; turns minor units and millionths into exact decimals only
@@ -331,7 +331,10 @@ def _learn(reports: Reports, q: Query, group_by: str) -> tuple[Params, list[Part
 
 async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Report:
     """Credited conversions and value per group and currency (and per day with ``by_day``);
-    with several models, one column pair per model."""
+    with several models, one column pair per model. By day the series is dense: each group
+    and currency credited on any day of the period has a row on every day of it
+    (``period_days``), zero where it was credited nothing, so that a chart of it does not
+    skip the days in between; a period without conversions has no rows."""
 
     def compute() -> list[tuple[Table, Totals]]:
         params, parts = _learn(reports, q, q.group_by)
@@ -353,10 +356,42 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
         # units: 1.250 KWD is not above 10.00 EUR), then the most conversions.
         value = from_minor(sums[q.models[0]][0], currency)
         rows.append((day or "", -value, -sums[q.models[0]][1], group or "", currency or "", row))
+    if by_day:
+        rows += _empty_days(table, period_days(q.since, q.until, reports.attribution.zone), pairs)
     rows.sort(key=lambda r: r[:5])
     meta = {"model": q.model, "models": list(q.models), "group_by": q.group_by, **_meta(q, reports)}
     meta["totals"] = totals
     return Report("timeseries" if by_day else "attribution", columns, [r[-1] for r in rows], meta)
+
+
+def period_days(since: datetime, until: datetime, zone: tzinfo) -> list[str]:
+    """The local dates (in ``zone``) of a period, in order: from the day holding ``since`` to
+    the day holding the last microsecond before ``until`` (exclusive). Calendar days, not steps
+    of 24 hours: a day of 23 or 25 hours, when the clocks change, is one date."""
+    first = since.astimezone(zone).date()
+    last = (until - timedelta(microseconds=1)).astimezone(zone).date()
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def _empty_days(table: Table, days: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[tuple[Any, ...]]:
+    """The time series' rows of no credit, keyed for its sort as ``attribution``'s rows: for
+    each (group, currency) with a row on any day, one on each of ``days`` it has none, every
+    model's conversions and value zero (rendered as a computed zero is: ``0`` and ``0.00`` in
+    EUR, ``0`` in JPY). One pass over the table's keys, then every group and day: no read of
+    the store."""
+    had: dict[tuple[str | None, str | None], set[str | None]] = defaultdict(set)
+    for day, group, currency in table:
+        had[group, currency].add(day)
+    rows: list[tuple[Any, ...]] = []
+    for (group, currency), seen in had.items():
+        zeros: dict[str, Any] = {}
+        for n_col, v_col in pairs:
+            zeros[n_col], zeros[v_col] = count(0), money(0, currency)
+        key = (group or "", currency or "")
+        for day in days:
+            if day not in seen:
+                rows.append((day, 0, 0, *key, {"day": day, "group": group, "currency": currency, **zeros}))
+    return rows
 
 
 def _paths_part(reports: Reports, part: Part, q: Query) -> tuple[list[int], list[float]]:

@@ -104,6 +104,13 @@ def table(body: dict[str, Any], *columns: str) -> dict[tuple[Any, ...], tuple[An
     return {tuple(r[k] for k in key): tuple(r[c] for c in columns) for r in body["rows"]}
 
 
+def credited(body: dict[str, Any], *columns: str) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """``table`` of the rows with any credit: a time series' days of none left out."""
+    numbers = [c for c in body["columns"] if c.endswith(("conversions", "value"))]
+    kept = {**body, "rows": [r for r in body["rows"] if any(r[c] for c in numbers)]}
+    return table(kept, *columns)
+
+
 async def test_linear_by_channel_hand_computed(gw: RunningGateway) -> None:
     body = await get(gw, "/api/attribution", model="linear", **PERIOD)
     assert body["columns"] == ["group", "currency", "conversions", "value"]
@@ -150,13 +157,102 @@ async def test_model_all_matches_every_single_model(gw: RunningGateway) -> None:
 async def test_timeseries_by_day(gw: RunningGateway) -> None:
     body = await get(gw, "/api/attribution/timeseries", model="first_touch", **PERIOD)
     assert body["columns"][:3] == ["day", "group", "currency"]
-    assert table(body, "value") == {
+    assert credited(body, "value") == {
         ("2026-11-03", "Affiliates", "EUR"): (10.01,),
         ("2026-11-06", "Direct", "EUR"): (5.0,),
         ("2026-11-10", "Paid Social", "EUR"): (100.0,),
         ("2026-11-13", "Affiliates", "USD"): (50.0,),
     }
+    assert len(body["rows"]) == 4 * 30  # every day of November for each group and currency
     assert [r["day"] for r in body["rows"]] == sorted(r["day"] for r in body["rows"])
+
+
+async def fetch(gw: RunningGateway, path: str, **params: str) -> str:
+    """An answer's text as sent (JSON numbers as they are written: ``0.00``, not ``0.0``)."""
+    async with gw.session.get(gw.admin_url + path, headers=AUTH, params=params) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.text()
+
+
+DENSE = [  # the rows of 2026-11-01..05: credit on the 1st (Email) and 4th (Paid Social) only
+    ("2026-11-01", "Email", "EUR", "1", "10.00"),
+    ("2026-11-01", "Paid Social", "EUR", "0", "0.00"),
+    ("2026-11-01", "Paid Social", "JPY", "0", "0"),
+    *(
+        (day, group, currency, "0", "0" if currency == "JPY" else "0.00")
+        for day in ("2026-11-02", "2026-11-03")
+        for group, currency in (("Email", "EUR"), ("Paid Social", "EUR"), ("Paid Social", "JPY"))
+    ),
+    ("2026-11-04", "Paid Social", "JPY", "1", "900"),  # largest value first, as on any day
+    ("2026-11-04", "Paid Social", "EUR", "1", "20.00"),
+    ("2026-11-04", "Email", "EUR", "0", "0.00"),
+    ("2026-11-05", "Email", "EUR", "0", "0.00"),
+    ("2026-11-05", "Paid Social", "EUR", "0", "0.00"),
+    ("2026-11-05", "Paid Social", "JPY", "0", "0"),
+]
+
+
+async def test_the_time_series_has_every_day_for_every_group(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """Conversions on the 1st and 4th of five days, to two channels (one in two currencies):
+    each channel and currency has a row on each of the five days, zero on the days it was
+    credited nothing, in JSON, CSV, NDJSON and the terminal alike; a chart of the download no
+    longer joins the 1st to the 4th as if they were consecutive. Totals stay those of the
+    conversions, and a period without any conversion has no rows."""
+    gw = await start_gateway(await upstream_server(web.Application()))
+    await gw.gateway.store.write(
+        [
+            tp("a", 0.4, "Email"),
+            conversion(0.5, 10.00, "a"),
+            tp("b", 3.4, "Paid Social"),
+            conversion(3.5, 20.00, "b"),
+            tp("c", 3.4, "Paid Social"),
+            conversion(3.6, 900, "c", "JPY"),
+        ]
+    )
+    period = {"since": "2026-11-01", "until": "2026-11-06"}
+    body = await get(gw, "/api/attribution/timeseries", **period)
+    assert [(r["day"], r["group"], r["currency"]) for r in body["rows"]] == [row[:3] for row in DENSE]
+    assert [(r["conversions"], r["value"]) for r in body["rows"]] == [
+        (Decimal(n), Decimal(v)) for *_, n, v in DENSE
+    ]
+    assert body["totals"] == [
+        {"currency": "EUR", "conversions": 2, "value": 30.0},
+        {"currency": "JPY", "conversions": 1, "value": 900},
+    ]
+    # A zero is written as the computed amounts are: in the currency's minor units.
+    text = await fetch(gw, "/api/attribution/timeseries", **period)
+    zero = '{"day":"2026-11-02","group":"Email","currency":"EUR","conversions":0,"value":0.00}'
+    assert zero in text and '"currency":"JPY","conversions":0,"value":0}' in text
+    ndjson = await fetch(gw, "/api/attribution/timeseries", format="ndjson", **period)
+    assert ndjson.splitlines() == [
+        f'{{"day":"{day}","group":"{group}","currency":"{currency}","conversions":{n},"value":{v}}}'
+        for day, group, currency, n, v in DENSE
+    ]
+    csv_text = await fetch(gw, "/api/attribution/timeseries", format="csv", **period)
+    assert list(csv.reader(io.StringIO(csv_text))) == [body["columns"], *(list(r) for r in DENSE)]
+    # The terminal: the same rows, numbers right-aligned.
+    printed = await gateway_report(
+        gw, "UTC", "--timeseries", "--since", "2026-11-01", "--until", "2026-11-06"
+    )
+    lines = printed.splitlines()
+    assert lines[2].split() == ["day", "group", "currency", "conversions", "value"]
+    assert lines[4:19] == [
+        f"{day}  {group:<11}  {currency:<8}  {n:>11}  {v:>5}" for day, group, currency, n, v in DENSE
+    ]
+    assert lines[19:] == ["total EUR: conversions 2, value 30.00", "total JPY: conversions 1, value 900"]
+    # model=all: every model's pair is zero on such a day.
+    every = await get(gw, "/api/attribution/timeseries", model="all", **period)
+    assert [(r["day"], r["group"], r["currency"]) for r in every["rows"]] == [row[:3] for row in DENSE]
+    for row, (*_, n, _v) in zip(every["rows"], DENSE, strict=True):
+        assert {row[f"{m}_conversions"] for m in MODELS} == {int(n)}, row
+    # No conversion in the period: no group to draw, no rows (not five days of nothing).
+    empty = {"since": "2026-11-10", "until": "2026-11-15"}
+    assert (await get(gw, "/api/attribution/timeseries", **empty))["rows"] == []
+    assert await fetch(gw, "/api/attribution/timeseries", format="csv", **empty) == (
+        "day,group,currency,conversions,value\r\n"
+    )
 
 
 async def test_report_days_follow_attribution_timezone(start_gateway: Any, upstream_server: Any) -> None:
@@ -166,7 +262,7 @@ async def test_report_days_follow_attribution_timezone(start_gateway: Any, upstr
     gw = await start_gateway(await upstream_server(web.Application()), zoned)
     await gw.gateway.store.write(EVENTS)
     body = await get(gw, "/api/attribution/timeseries", model="first_touch", **PERIOD)
-    assert table(body, "value") == {
+    assert credited(body, "value") == {
         ("2026-11-02", "Affiliates", "EUR"): (10.01,),
         ("2026-11-05", "Direct", "EUR"): (5.0,),
         ("2026-11-09", "Paid Social", "EUR"): (100.0,),

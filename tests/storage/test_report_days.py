@@ -112,7 +112,7 @@ async def test_a_conversion_lands_on_its_local_day_next_to_a_change(
             assert reports._pool.pids, "the report was not shared"
     finally:
         await reports.close()
-    days = {row["group"]: row["day"] for row in body["rows"]}
+    days = {row["group"]: row["day"] for row in body["rows"] if row["conversions"]}  # not the zeros
     assert days == {f"c{i}": day for i, (_, day) in enumerate(cases)}
     # And each day is what the zone's own arithmetic says.
     assert all(ts.astimezone(ZoneInfo(zone)).date().isoformat() == day for ts, day in cases)
@@ -159,7 +159,7 @@ async def test_a_window_is_elapsed_time_across_a_change(
             assert reports._pool.pids, "the report was not shared"
     finally:
         await reports.close()
-    got = {(r["day"], r["group"]): r["value"] for r in body["rows"]}
+    got = {(r["day"], r["group"]): r["value"] for r in body["rows"] if r["value"]}  # not the zeros
     assert got == {
         ("2026-03-31", "Email"): 50.0,
         ("2026-03-31", "Referral"): 50.0,
@@ -189,3 +189,54 @@ async def test_a_period_given_in_local_time_reads_the_whole_window(windows: Path
         await reports.close()
     got = {group: sums["linear"][0] for (_, group, _), sums in table.items()}
     assert got == {"Email": 5000, "Referral": 5000}
+
+
+async def test_the_time_series_has_each_local_day_once_across_a_change(
+    tmp_path: Path, channels: Channels
+) -> None:
+    """In Berlin October 25 lasts 25 hours and March 29 23: the time series has a row on each
+    local date of the period for each channel, once, zero where it was credited nothing —
+    from the date holding ``since`` to the date holding the last instant before ``until``
+    (a period ending at 00:30 on the 27th has that day; one ending at its midnight does not)."""
+    events: list[Event] = []
+    for i, ts in enumerate(
+        [
+            utc(2026, 10, 23, 22, 30),  # 00:30 CEST on October 24
+            utc(2026, 10, 25, 23, 30),  # 00:30 CET on October 26 (the 25th in UTC)
+            utc(2026, 3, 29, 22, 30),  # 00:30 CEST on March 30
+        ]
+    ):
+        events += [tp(f"v{i}", ts - timedelta(minutes=1), f"c{i}"), conversion(f"v{i}", ts)]
+    await write(tmp_path / "gw.db", events)
+    berlin = ZoneInfo("Europe/Berlin")
+    reports = Reports(tmp_path / "gw.db", await zoned("Europe/Berlin"), channels, 1)
+    await reports.open()
+
+    async def series(since: datetime, until: datetime) -> list[tuple[str, str, float]]:
+        q = reporting.Query(since.astimezone(UTC), until.astimezone(UTC))
+        body = json.loads((await reporting.attribution(reports, q, by_day=True)).json())
+        return [(r["day"], r["group"], r["value"]) for r in body["rows"]]
+
+    def local(month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+        return datetime(2026, month, day, hour, minute, tzinfo=berlin)
+
+    try:
+        october = [
+            ("2026-10-24", "c0", 10.0),
+            ("2026-10-24", "c1", 0.0),
+            ("2026-10-25", "c0", 0.0),  # 22:00Z to 23:00Z the next day
+            ("2026-10-25", "c1", 0.0),
+            ("2026-10-26", "c1", 10.0),
+            ("2026-10-26", "c0", 0.0),
+        ]
+        the_27th = [("2026-10-27", "c0", 0.0), ("2026-10-27", "c1", 0.0)]
+        assert await series(local(10, 24), local(10, 28)) == october + the_27th
+        assert await series(local(10, 24), local(10, 27, 0, 30)) == october + the_27th
+        assert await series(local(10, 24), local(10, 27)) == october
+        assert await series(local(3, 28), local(3, 31)) == [
+            ("2026-03-28", "c2", 0.0),
+            ("2026-03-29", "c2", 0.0),  # 23 hours
+            ("2026-03-30", "c2", 10.0),
+        ]
+    finally:
+        await reports.close()
