@@ -289,8 +289,23 @@ def report(
                 split = largest_remainders(total, w)
                 for t, share in zip(path, split, strict=True):
                     out[day, getattr(t, group_by), c.currency][model][slot] += share
-    return {
+    rows = {
         key: {m: (v, n) for m, (v, n) in sums.items()}
         for key, sums in out.items()
         if any(v or n for v, n in sums.values())
     }
+    if by_day:
+        # README "Reports": the time series has a row on every local day of the period for
+        # each group and currency with a row on any of them, zero where nothing was credited.
+        # The period's days: every local date holding an instant of since..until (no local
+        # day is shorter than an hour, so sampling each hour from since, and the last instant
+        # before until, meets them all).
+        days = {(until - timedelta(microseconds=1)).astimezone(zone).date().isoformat()}
+        moment = since
+        while moment < until:
+            days.add(moment.astimezone(zone).date().isoformat())
+            moment += timedelta(hours=1)
+        for _, group, currency in list(rows):
+            for day in days:
+                rows.setdefault((day, group, currency), dict.fromkeys(MODELS, (0, 0)))
+    return rows

@@ -136,6 +136,7 @@ def _ints(
         out[row.get("day"), row["group"], row["currency"]] = {
             m: (int(row[f"{m}_value"] * scale), int(row[f"{m}_conversions"] * 1_000_000)) for m in MODELS
         }
+    assert len(out) == len(rows), "a row given twice"
     return out
 
 
@@ -240,6 +241,8 @@ def test_the_report_credits_what_the_readme_says(
             for cur in sums
         }
     assert not differ, f"{(touches, conversions, bindings, options, group_by, by_day, name)!r}"
+    # The same rows: by day, those of the days without credit too.
+    assert sorted(got, key=str) == sorted(expected, key=str), (by_day, options)
 
 
 def test_data_driven_ties_go_to_the_later_touches_whatever_the_floats_learnt(tmp_path: Path) -> None:
