@@ -747,3 +747,22 @@ async def test_a_database_whose_schema_version_is_another_applications(
         await store.close()
     assert await pg.fetchval("SELECT count(*) FROM gateway.touchpoints") == 3
     assert await pg.fetchval("SELECT count(*) FROM public.schema_version") == 1  # theirs, untouched
+
+
+async def test_an_asn_above_the_32_bit_signed_range_is_synced(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """AS numbers are 32-bit unsigned (0..4294967295, as ``bots.datacenter_asns`` and GeoIP
+    take them); the central column was a signed ``integer``, so one above 2147483647 (a
+    private-use 42xxxxxxxx number in a custom GeoIP file) was refused and held the node's
+    sync at that row for ever. The column is a ``bigint`` now (PostgreSQL migration 0005)."""
+    a, _ = nodes
+    far = touch(1, "a" * 32)
+    far.asn = 4_200_000_001
+    await a.store.write([far, touch(2, "a" * 32)])
+    assert (await a.sync.once())["touchpoints"] == 2
+    assert await pg.fetchval("SELECT asn FROM touchpoints WHERE id = $1::uuid", far.id) == 4_200_000_001
+    assert (
+        await pg.fetchval("SELECT asn FROM effective_touchpoints WHERE id = $1::uuid", far.id)
+        == 4_200_000_001
+    )
