@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
@@ -36,14 +36,16 @@ from storage.cursors import (
     publish_progress,
     read_after,
 )
+from storage.erased import erasure_mark
 from storage.local import connect
 from storage.migrate import SchemaTooNew, migrate
 
 log = logging.getLogger("gateway.sync")
 
-SYNC_TABLES = ("touchpoints", "identities", "conversions", "verdict_changes", "creator_standings", "erasures")
-"""Local tables copied to the central store, in this order each round (erasures last, so they
-apply to the rows of the same round). A table missing on either side is skipped."""
+SYNC_TABLES = ("erasures", "touchpoints", "identities", "conversions", "verdict_changes", "creator_standings")
+"""Local tables copied to the central store, in this order each round. Erasures go first, and
+again before every further batch of the other tables (``Round.erasures_first``): a backlog of
+touchpoints does not hold an erasure back. A table missing on either side is skipped."""
 READER = "central"
 PROGRESS_SECONDS = 60.0
 """While one table's backlog takes longer than this, a log line this often says how far it is."""
@@ -62,18 +64,44 @@ class Sync:
     async def round(
         self, db: aiosqlite.Connection, writer: central.CentralWriter, progress: Progress | None = None
     ) -> dict[str, int]:
-        """Deliver everything written so far; rows delivered per table."""
+        """Deliver everything written so far; rows delivered per table. Erasures first, before
+        each batch of the other tables when one was recorded since (``erasures_first``), and once
+        more at the end, for one recorded during the round."""
         delivered: dict[str, int] = {}
         done = None
         if progress is not None:
             done = progress(sum(rows for rows, _ in (await self.publish_lag(db)).values()))
+        plans: dict[str, central.TablePlan] = {}
         for table in SYNC_TABLES:
             local = await local_columns(db, table)
             remote = await central.central_columns(writer.conn, table) if local else {}
-            if not local or not remote:
-                continue
-            plan = central.TablePlan.build(table, local, remote)
-            delivered[table] = await self._table(db, writer, plan, cursor_name(READER, table), done)
+            if local and remote:
+                plans[table] = central.TablePlan.build(table, local, remote)
+        erasures = plans.pop("erasures", None)
+        if erasures is not None:
+            delivered["erasures"] = 0
+        seen = -1  # the local erasure mark when erasures were last delivered
+
+        async def erasures_first() -> bool:
+            """Deliver the erasures recorded since the last look; whether there were any (a batch
+            read before them may hold rows they deleted locally: it is read again)."""
+            nonlocal seen
+            if erasures is None:
+                return False
+            mark = await erasure_mark(db)  # before the read: an erasure after it is seen next time
+            if mark == seen:
+                return False
+            seen = mark
+            rows = await self._table(db, writer, erasures, cursor_name(READER, "erasures"), done)
+            delivered["erasures"] += rows
+            return True
+
+        await erasures_first()
+        for table, plan in plans.items():
+            delivered[table] = await self._table(
+                db, writer, plan, cursor_name(READER, table), done, erasures_first
+            )
+        await erasures_first()
         return delivered
 
     async def _table(
@@ -83,16 +111,23 @@ class Sync:
         plan: central.TablePlan,
         name: str,
         done: Callable[[int], object] | None = None,
+        before: Callable[[], Awaitable[bool]] | None = None,
     ) -> int:
         """Deliver one table's new rows, batch by batch; the next batch is read from SQLite (in
-        aiosqlite's thread) while the current one is written to PostgreSQL. After each batch the
-        lag gauges are brought up to date, and a long backlog says how far it is in the log
-        every ``PROGRESS_SECONDS``."""
+        aiosqlite's thread) while the current one is written to PostgreSQL. ``before`` runs
+        before each batch is written (the erasures recorded since go first); when it answers
+        True, the batch, read before them, is read again. After each batch the lag gauges are
+        brought up to date, and a long backlog says how far it is in the log every
+        ``PROGRESS_SECONDS``."""
         size, delivered = self.options.batch_size, 0
         said = time.monotonic()
         after, version = await cursor_at(db, name)
         rows, last = await read_after(db, plan.table, plan.columns, after, size)
         while rows:
+            if before is not None and await before():
+                after, version = await cursor_at(db, name)
+                rows, last = await read_after(db, plan.table, plan.columns, after, size)
+                continue
             ahead = (
                 asyncio.ensure_future(read_after(db, plan.table, plan.columns, last, size))
                 if len(rows) == size
