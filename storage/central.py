@@ -6,7 +6,8 @@ mapping of local rows to PostgreSQL values (by the central column's type, so
 a new column needs a migration and nothing else), the bulk insert (COPY into
 a temporary staging table, then one ``INSERT … SELECT … ON CONFLICT DO
 NOTHING``), and applying erasures across every node's rows, in turn with the inserts of
-rows they erase (``ERASURE_LOCK``).
+rows they erase (``ERASURE_LOCK``): an erased user's rows arriving later, and verdict changes
+of touchpoints no longer there, are not inserted.
 """
 
 from __future__ import annotations
@@ -192,11 +193,24 @@ class TablePlan:
 
     @property
     def erasable(self) -> bool:
-        """Its rows are about a visitor or a user, and an erasure deletes them."""
-        return "ts" in self.columns and bool({"visitor_key", "user_key"} & set(self.columns))
+        """Its rows are about a visitor or a user, or a touchpoint of one, and an erasure
+        deletes them."""
+        about = {"visitor_key", "user_key"} & set(self.columns)
+        return ("ts" in self.columns and bool(about)) or self.of_touchpoints
+
+    @property
+    def of_touchpoints(self) -> bool:
+        """Its rows are about a touchpoint (verdict changes): kept only while it is there."""
+        return self.table == "verdict_changes" and "touchpoint_id" in self.columns
 
     def _not_erased(self) -> str:
-        """Rows about an erased user or visitor, older than the erasure, are not inserted."""
+        """Rows about an erased user or visitor, older than the erasure, are not inserted; nor
+        a verdict change of a touchpoint the central store has not: erased (by another node's
+        erasure, this node not erased), or never there. The sync delivers the touchpoints
+        stored before a batch of changes first (``storage.sync``), so a touchpoint not there
+        yet is not taken for one not there at all."""
+        if self.of_touchpoints:
+            return " WHERE EXISTS (SELECT 1 FROM touchpoints t WHERE t.id = s.touchpoint_id)"
         if self.table == "erasures" or "ts" not in self.columns:
             return ""
         tests = [

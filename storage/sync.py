@@ -96,11 +96,24 @@ class Sync:
             delivered["erasures"] += rows
             return True
 
+        touchpoints = plans.get("touchpoints")
+
+        async def touchpoints_first() -> bool:
+            """Before a batch of verdict changes: the erasures, then the touchpoints stored
+            since their round went (a change made a moment after its touchpoint), so that the
+            central store, which leaves out a change of a touchpoint it has not, has it."""
+            again = await erasures_first()
+            if touchpoints is not None:
+                name = cursor_name(READER, "touchpoints")
+                rows = await self._table(db, writer, touchpoints, name, done, erasures_first)
+                delivered["touchpoints"] = delivered.get("touchpoints", 0) + rows
+            return again
+
         await erasures_first()
         for table, plan in plans.items():
-            delivered[table] = await self._table(
-                db, writer, plan, cursor_name(READER, table), done, erasures_first
-            )
+            before = touchpoints_first if plan.of_touchpoints else erasures_first
+            rows = await self._table(db, writer, plan, cursor_name(READER, table), done, before)
+            delivered[table] = delivered.get(table, 0) + rows
         await erasures_first()
         return delivered
 

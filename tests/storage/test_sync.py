@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from gateway.badbody import body_key
-from gateway.events import Binding, Conversion, Touchpoint, iso
+from gateway.events import Binding, Conversion, Touchpoint, VerdictChange, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -848,3 +848,82 @@ async def test_a_batch_read_before_an_erasure_is_read_again_once_it_went(
             await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
     assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", known) == 0
     assert await count(pg, "touchpoints") == 14 and await count(pg, "erasures") == 1
+
+
+def override(touchpoint: Touchpoint, node: str = "a", at: datetime | None = None) -> VerdictChange:
+    moment = at or datetime.now(UTC)
+    return VerdictChange(
+        id=uuid7(int(moment.timestamp() * 1000)),
+        ts=iso(moment),
+        node=node,
+        touchpoint_id=touchpoint.id,
+        verdict="block",
+        bot_score=None,
+        reasons=[],
+        origin="analyst",
+        note="click farm",
+        analyst="ana",
+    )
+
+
+async def test_a_verdict_change_of_a_touchpoint_the_central_store_has_not_is_left_out(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """Node B's touchpoint of the phone went to the central store, and node A's erasure of its
+    user deleted it there; node B, not erased locally, then overrides its verdict. Until
+    2026-12-04 that verdict change was kept centrally, naming a touchpoint that no longer
+    exists. Now a verdict change of a touchpoint the central store has not (erased, or never
+    there) is left out, and the sync goes on."""
+    a, b = nodes
+    laptop, phone, stranger = "1" * 32, "2" * 32, "3" * 32
+    theirs, kept = touch(3, phone, "b"), touch(4, stranger, "b")
+    await a.store.write([touch(1, laptop), bind(laptop, "u-9")])
+    await b.store.write([theirs, kept, bind(phone, "u-9", "b")])
+    await a.sync.once()
+    await b.sync.once()
+    await erase_user(
+        a.path, "u-9", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(datetime.now(UTC)), node="a"
+    )
+    await a.sync.once()
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE id = $1::uuid", theirs.id) == 0
+    nowhere = touch(5, stranger, "b")  # never stored: no node has it
+    await b.store.write([override(theirs, "b"), override(nowhere, "b"), override(kept, "b")])
+    assert (await b.sync.once())["verdict_changes"] == 3  # delivered: none is held back
+    assert await pg.fetchval("SELECT array_agg(touchpoint_id::text) FROM verdict_changes") == [kept.id]
+    assert b.metrics.sync_lag_rows.labels("central", "verdict_changes")._value.get() == 0
+
+
+async def test_a_verdict_change_goes_after_its_touchpoint_written_during_the_round(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """A touchpoint stored after the round's touchpoints went, and its verdict change (a late
+    signal re-scores it a moment later): the change is not left out for a touchpoint that
+    is only not there yet; the touchpoints stored since go before each batch of changes."""
+    a, _ = nodes
+    visitor = "4" * 32
+    await a.store.write([touch(1, visitor)])
+    await a.sync.once()
+    sale = Conversion(uuid7(), iso(T0), "a", "buy", "order:1", visitor, None, 5.0, "EUR")
+    await a.store.write([sale])
+    await pg.execute("SELECT pg_advisory_lock($1)", central.ERASURE_LOCK)  # conversions wait
+    held = True
+    try:
+        task = asyncio.create_task(a.sync.once())
+        async with asyncio.timeout(30):
+            while not await pg.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await asyncio.sleep(0.01)
+        assert await count(pg, "conversions") == 0  # the round's touchpoints went: none
+        late = touch(2, visitor)
+        await a.store.write([late])
+        await a.store.write([override(late)])
+        await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
+        held = False
+        async with asyncio.timeout(30):
+            delivered = await task
+    finally:
+        if held:
+            await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
+    assert delivered["verdict_changes"] == 1 and delivered["touchpoints"] == 1
+    assert await pg.fetchval("SELECT touchpoint_id::text FROM verdict_changes") == late.id
