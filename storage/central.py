@@ -352,6 +352,31 @@ async def erase_late_devices(conn: asyncpg.Connection) -> None:
         )
 
 
+SHARED_NODE_SECONDS = 3600
+"""How long another store instance's last sync under a node name counts as a second gateway
+under that name: past it, the old one is taken for gone (a store lost and made again)."""
+
+
+async def claim_node(conn: asyncpg.Connection, node: str, instance: str) -> list[tuple[str, datetime]]:
+    """Record that store ``instance`` syncs under ``node`` now (the server's clock, the same for
+    every node); the other instances that synced under it within ``SHARED_NODE_SECONDS``, with
+    when they last did, latest first."""
+    await conn.execute(
+        "INSERT INTO node_instances (node, instance) VALUES ($1, $2) "
+        "ON CONFLICT (node, instance) DO UPDATE SET last_synced = now()",
+        node,
+        instance,
+    )
+    rows = await conn.fetch(
+        "SELECT instance, last_synced FROM node_instances WHERE node = $1 AND instance <> $2"
+        " AND last_synced > now() - make_interval(secs => $3) ORDER BY last_synced DESC",
+        node,
+        instance,
+        float(SHARED_NODE_SECONDS),
+    )
+    return [(row["instance"], row["last_synced"]) for row in rows]
+
+
 def asyncpg_json_list(value: Any) -> list[str]:
     """A jsonb list as asyncpg returns it (text) → a Python list of strings."""
     return list(msgspec.json.decode(value, type=list[str])) if isinstance(value, str) else list(value)

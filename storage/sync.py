@@ -9,7 +9,10 @@ network cut) are counted and retried with exponential backoff and
 jitter; the proxy never waits on any of this, and the local store keeps every
 row until it is delivered. After every round, caught up or failed, the lag
 per table is published to ``/metrics``, and its age (of the oldest row waiting)
-again every ``interval_seconds`` (at most 5 s) while a backoff lasts.
+again every ``interval_seconds`` (at most 5 s) while a backoff lasts. Erasures go first in
+each round, and before each further batch of the other tables. Each round also tells the
+central store which store instance syncs under this node name, and says so when another one
+does too (``Sync.check_node``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
+import asyncpg
 
+from gateway.events import iso
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
-from storage.backoff import Backoff, Failures, wait_refreshing
+from storage.backoff import Backoff, Failures, Standing, wait_refreshing
 from storage.cursors import (
     advance,
     cursor_at,
@@ -37,7 +42,7 @@ from storage.cursors import (
     read_after,
 )
 from storage.erased import erasure_mark
-from storage.local import connect
+from storage.local import connect, store_instance
 from storage.migrate import SchemaTooNew, migrate
 
 log = logging.getLogger("gateway.sync")
@@ -55,11 +60,47 @@ rows once delivered (``gateway sync --once``'s progress bar)."""
 
 
 class Sync:
-    def __init__(self, store_path: Path, dsn: str, options: CentralOptions, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        dsn: str,
+        options: CentralOptions,
+        metrics: Metrics,
+        node: str | None = None,
+    ) -> None:
+        """``node``: the ``storage.node`` this gateway records under; given, each round tells the
+        central store which store instance syncs under it, and says when another does too."""
         self.store_path = store_path
         self.dsn = dsn
         self.options = options
         self.metrics = metrics
+        self.node = node
+        self.shared = Standing(log)
+
+    async def check_node(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> None:
+        """Record this store's instance under ``node`` centrally; another instance that synced
+        under the same name within the hour is a second gateway given this ``storage.node``:
+        an error (once, then every 10 minutes), and ``gateway_sync_node_shared``. Its rows
+        are still delivered: rows are told apart by id, not by node."""
+        instance = await store_instance(db) if self.node is not None else None
+        if self.node is None or instance is None:
+            return
+        others = await central.claim_node(conn, self.node, instance)
+        self.metrics.sync_node_shared.labels(READER).set(len(others))
+        if not others:
+            self.shared.gone(
+                f"central sync: no other gateway has synced under storage.node {self.node!r} for an hour"
+            )
+            return
+        other, when = others[0]
+        self.shared.seen(
+            f"central sync: another gateway syncs under storage.node {self.node!r} too (store"
+            f" instance {other[:8]}, last at {iso(when)}; this one is {instance[:8]}): give each"
+            " gateway its own storage.node (empty, it is the host name, which cloned hosts may"
+            " share), or the node a row names may be the wrong one. Both keep syncing, nothing"
+            " is lost; a store made anew in place of a lost one is taken for the same gateway"
+            " once the old one has not synced for an hour"
+        )
 
     async def round(
         self, db: aiosqlite.Connection, writer: central.CentralWriter, progress: Progress | None = None
@@ -68,6 +109,7 @@ class Sync:
         each batch of the other tables when one was recorded since (``erasures_first``), and once
         more at the end, for one recorded during the round."""
         delivered: dict[str, int] = {}
+        await self.check_node(db, writer.conn)
         done = None
         if progress is not None:
             done = progress(sum(rows for rows, _ in (await self.publish_lag(db)).values()))

@@ -66,7 +66,7 @@ class Node:
         self.path = tmp / f"{name}.db"
         self.metrics = Metrics()
         self.store = LocalStore(self.path, StorageOptions(node=name), self.metrics)
-        self.sync = Sync(self.path, dsn, OPTIONS, self.metrics)
+        self.sync = Sync(self.path, dsn, OPTIONS, self.metrics, node=name)
 
 
 @pytest.fixture
@@ -927,3 +927,79 @@ async def test_a_verdict_change_goes_after_its_touchpoint_written_during_the_rou
             await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
     assert delivered["verdict_changes"] == 1 and delivered["touchpoints"] == 1
     assert await pg.fetchval("SELECT touchpoint_id::text FROM verdict_changes") == late.id
+
+
+async def test_two_gateways_under_one_node_name_are_told_and_both_delivered(
+    tmp_path: Path, central_dsn: str, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two gateways given the same ``storage.node`` (a copied config, cloned hosts): each store
+    has an instance identity of its own, the central store records which synced under each
+    name, and the second one syncing under a name the other used says so — an error naming
+    ``storage.node`` and what to do, once, then at most every 10 minutes like a failing sync —
+    and shows it in ``gateway_sync_node_shared``; both keep syncing, their rows told apart by
+    id. Until 2026-12-04 they synced without complaint. A store lost and made again under the
+    same name looks the same at first: once the old one has not synced for an hour, it is
+    over."""
+    import storage.backoff
+
+    await asyncio.to_thread((tmp_path / "first").mkdir)
+    await asyncio.to_thread((tmp_path / "second").mkdir)
+    first, second = Node(tmp_path / "first", "a", central_dsn), Node(tmp_path / "second", "a", central_dsn)
+    await first.store.open()
+    await second.store.open()
+    caplog.set_level(logging.INFO, "gateway.sync")
+    try:
+        await first.store.write([touch(1, "1" * 32)])
+        await first.sync.once()
+        assert first.metrics.sync_node_shared.labels("central")._value.get() == 0
+        await second.store.write([touch(2, "2" * 32)])
+        for _ in range(3):
+            await second.sync.once()
+            await first.sync.once()  # the task and a cron ``sync --once`` of one store: one instance
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 2, errors  # one from each, not one per round
+        assert "storage.node 'a'" in errors[0] and "give each gateway its own storage.node" in errors[0]
+        assert second.metrics.sync_node_shared.labels("central")._value.get() == 1
+        assert first.metrics.sync_node_shared.labels("central")._value.get() == 1
+        assert await count(pg, "touchpoints") == 2  # nothing held back
+        monkeypatch = pytest.MonkeyPatch()
+        monkeypatch.setattr(storage.backoff, "REMIND_SECONDS", 0.0)
+        try:
+            await second.sync.once()
+        finally:
+            monkeypatch.undo()
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 3 and "storage.node 'a'" in errors[2], errors
+
+        # The first store was lost: its instance has not synced for more than an hour.
+        await pg.execute("UPDATE node_instances SET last_synced = now() - interval '61 minutes'")
+        await second.sync.once()
+        assert second.metrics.sync_node_shared.labels("central")._value.get() == 0
+        ended = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert any("no other gateway" in line for line in ended), ended
+        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 3
+    finally:
+        await first.store.close()
+        await second.store.close()
+
+
+async def test_a_store_keeps_its_instance_when_moved(tmp_path: Path) -> None:
+    """The identity is in the store file: moved to another host (a new path), it is the same
+    gateway; a store made anew has another."""
+    from storage.local import connect, store_instance
+
+    store = LocalStore(tmp_path / "one.db", StorageOptions(node="a"), Metrics())
+    await store.open()
+    await store.close()
+    await asyncio.to_thread((tmp_path / "one.db").rename, tmp_path / "moved.db")
+    other = LocalStore(tmp_path / "two.db", StorageOptions(node="a"), Metrics())
+    await other.open()
+    await other.close()
+    found = []
+    for name in ("moved.db", "two.db", "moved.db"):
+        db = await connect(tmp_path / name)
+        try:
+            found.append(await store_instance(db))
+        finally:
+            await db.close()
+    assert found[0] == found[2] != found[1] and len(found[0]) == 32
