@@ -685,7 +685,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from storage import central  # asyncpg: the postgres extra
     from storage.sync import Sync
 
-    sync = Sync(settings.store_path, settings.central_url, settings.options.central, Metrics())
+    sync = Sync(
+        settings.store_path, settings.central_url, settings.options.central, Metrics(), node=settings.node
+    )
     bars: list[Any] = []
 
     def progress(total: int) -> Callable[[int], object]:

@@ -3,7 +3,8 @@
 Reads the config (each signed-event sender's endpoint and scheme listed), the environment,
 the store file, the GeoIP files, and asks
 the network (the upstream with one HEAD request; PostgreSQL when ``[central]``
-names one), each with a short timeout. Writes nothing. Prints one line per
+names one, and whether another gateway syncs there under this ``storage.node``), each with a
+short timeout. Writes nothing. Prints one line per
 check — ``ok``, ``warn`` or ``FAIL`` with what to fix — and exits 1 when any
 check fails.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import sqlite3
@@ -21,6 +23,7 @@ from typing import Any, Literal
 
 from gateway.config import ConfigError, Settings, load_settings, resolve_path
 from gateway.config_checks import is_private_host
+from gateway.events import iso
 from gateway.options import SourceOptions, parse_listen
 
 Status = Literal["ok", "warn", "FAIL"]
@@ -239,6 +242,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         try:
             await conn.fetchval("SELECT 1")
+            shared = await _node_shared(settings, conn)
         finally:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError) as err:
@@ -252,7 +256,49 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
             f"central.url: not a PostgreSQL DSN asyncpg can read ({type(err).__name__})",
             "postgresql://user:password@host:5432/database",
         )
+    if shared is not None:
+        return shared
     return Check("ok", "central PostgreSQL reachable")
+
+
+def _instance(path: Path) -> str | None:
+    """The store's instance identity (``storage.local.store_instance``), read only; None when
+    the store or its identity is not there yet."""
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM store_identity WHERE name = 'instance'").fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+async def _node_shared(settings: Settings, conn: Any) -> Check | None:
+    """A warning when another store instance synced under this ``storage.node`` within the
+    hour (as the sync logs it); None when none did, or nothing tells yet."""
+    from storage.central import SHARED_NODE_SECONDS
+
+    node, path = getattr(settings, "node", None), getattr(settings, "store_path", None)
+    if node is None or path is None or not await conn.fetchval("SELECT to_regclass('node_instances')"):
+        return None
+    instance = await asyncio.to_thread(_instance, path)
+    row = await conn.fetchrow(
+        "SELECT instance, last_synced FROM node_instances WHERE node = $1 AND instance <> $2"
+        " AND last_synced > now() - make_interval(secs => $3) ORDER BY last_synced DESC LIMIT 1",
+        node,
+        instance or "",
+        float(SHARED_NODE_SECONDS),
+    )
+    if row is None:
+        return None
+    return Check(
+        "warn",
+        f"central PostgreSQL reachable, but another gateway synced under storage.node {node!r}"
+        f" within the hour (store instance {row['instance'][:8]}, last at {iso(row['last_synced'])})",
+        "give each gateway its own storage.node; if this store replaced a lost one, this clears"
+        " an hour after the old one's last sync",
+    )
 
 
 async def _network(settings: Settings, timeout: float) -> list[Check]:

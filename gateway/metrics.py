@@ -157,6 +157,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemostrecent",  # worker 0 alone runs the readers
         )
+        self.sync_node_shared = Gauge(
+            "gateway_sync_node_shared",
+            "Other gateways (store instances) that synced under this storage.node within the "
+            "hour, by reader (0: this one alone; more: give each its own storage.node)",
+            ["reader"],
+            registry=r,
+            multiprocess_mode="livemostrecent",  # worker 0 alone runs the readers
+        )
         self.sink_messages = Counter(
             "gateway_sink_messages",
             "Sink messages by outcome: sent (accepted by the destination), too_large (skipped), "

@@ -339,7 +339,13 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
     if settings.central_url:
         from storage.sync import Sync  # asyncpg: the postgres extra
 
-        sync = Sync(settings.store_path, settings.central_url, settings.options.central, gw.metrics)
+        sync = Sync(
+            settings.store_path,
+            settings.central_url,
+            settings.options.central,
+            gw.metrics,
+            node=settings.node,
+        )
         gw.attach("central-sync", sync.run)
     for name, sink in sinks.sinks.items():
         gw.attach(f"sink-{name}", sink.run)

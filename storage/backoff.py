@@ -1,5 +1,6 @@
 """Retry delays for the durable readers of the log (the central sync, the sinks), the wait
-between their attempts, and how a run of failures is logged (``Failures``)."""
+between their attempts, and how a run of failures is logged (``Failures``), and a standing
+problem a reader works through (``Standing``)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,28 @@ class Failures:
                 time.monotonic() - self._since,
             )
         self.count, self._problem = 0, None
+
+
+class Standing:
+    """A problem a reader works through but an operator must fix (two gateways syncing under
+    one node name): logged at ``level`` when first seen, again at most every ``REMIND_SECONDS``
+    while it lasts (as ``Failures`` reminds), and at info level once it is gone."""
+
+    def __init__(self, logger: logging.Logger, level: int = logging.ERROR) -> None:
+        self.log, self.level = logger, level
+        self._since: float | None = None
+        self._logged = 0.0
+
+    def seen(self, problem: str) -> None:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = self._logged = now
+            self.log.log(self.level, "%s", problem)
+        elif now - self._logged >= REMIND_SECONDS:
+            self._logged = now
+            self.log.log(self.level, "%s (for %.0f s now)", problem, now - self._since)
+
+    def gone(self, message: str) -> None:
+        if self._since is not None:
+            self.log.info("%s", message)
+        self._since = None

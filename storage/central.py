@@ -6,7 +6,8 @@ mapping of local rows to PostgreSQL values (by the central column's type, so
 a new column needs a migration and nothing else), the bulk insert (COPY into
 a temporary staging table, then one ``INSERT … SELECT … ON CONFLICT DO
 NOTHING``), and applying erasures across every node's rows, in turn with the inserts of
-rows they erase (``ERASURE_LOCK``).
+rows they erase (``ERASURE_LOCK``): an erased user's rows arriving later, and verdict changes
+of touchpoints no longer there, are not inserted.
 """
 
 from __future__ import annotations
@@ -192,11 +193,24 @@ class TablePlan:
 
     @property
     def erasable(self) -> bool:
-        """Its rows are about a visitor or a user, and an erasure deletes them."""
-        return "ts" in self.columns and bool({"visitor_key", "user_key"} & set(self.columns))
+        """Its rows are about a visitor or a user, or a touchpoint of one, and an erasure
+        deletes them."""
+        about = {"visitor_key", "user_key"} & set(self.columns)
+        return ("ts" in self.columns and bool(about)) or self.of_touchpoints
+
+    @property
+    def of_touchpoints(self) -> bool:
+        """Its rows are about a touchpoint (verdict changes): kept only while it is there."""
+        return self.table == "verdict_changes" and "touchpoint_id" in self.columns
 
     def _not_erased(self) -> str:
-        """Rows about an erased user or visitor, older than the erasure, are not inserted."""
+        """Rows about an erased user or visitor, older than the erasure, are not inserted; nor
+        a verdict change of a touchpoint the central store has not: erased (by another node's
+        erasure, this node not erased), or never there. The sync delivers the touchpoints
+        stored before a batch of changes first (``storage.sync``), so a touchpoint not there
+        yet is not taken for one not there at all."""
+        if self.of_touchpoints:
+            return " WHERE EXISTS (SELECT 1 FROM touchpoints t WHERE t.id = s.touchpoint_id)"
         if self.table == "erasures" or "ts" not in self.columns:
             return ""
         tests = [
@@ -336,6 +350,31 @@ async def erase_late_devices(conn: asyncpg.Connection) -> None:
             visitor,
             erased_at,
         )
+
+
+SHARED_NODE_SECONDS = 3600
+"""How long another store instance's last sync under a node name counts as a second gateway
+under that name: past it, the old one is taken for gone (a store lost and made again)."""
+
+
+async def claim_node(conn: asyncpg.Connection, node: str, instance: str) -> list[tuple[str, datetime]]:
+    """Record that store ``instance`` syncs under ``node`` now (the server's clock, the same for
+    every node); the other instances that synced under it within ``SHARED_NODE_SECONDS``, with
+    when they last did, latest first."""
+    await conn.execute(
+        "INSERT INTO node_instances (node, instance) VALUES ($1, $2) "
+        "ON CONFLICT (node, instance) DO UPDATE SET last_synced = now()",
+        node,
+        instance,
+    )
+    rows = await conn.fetch(
+        "SELECT instance, last_synced FROM node_instances WHERE node = $1 AND instance <> $2"
+        " AND last_synced > now() - make_interval(secs => $3) ORDER BY last_synced DESC",
+        node,
+        instance,
+        float(SHARED_NODE_SECONDS),
+    )
+    return [(row["instance"], row["last_synced"]) for row in rows]
 
 
 def asyncpg_json_list(value: Any) -> list[str]:

@@ -158,6 +158,17 @@ class StoreClosed(Exception):
     """The store is not accepting events (closed, overloaded, or its writer stopped)."""
 
 
+async def store_instance(db: aiosqlite.Connection) -> str | None:
+    """The store's own random identity (local migration 0011): it moves with the file, and a
+    store made anew has another. None in a store not migrated that far."""
+    try:
+        async with db.execute("SELECT value FROM store_identity WHERE name = 'instance'") as cursor:
+            row = await cursor.fetchone()
+    except sqlite3.OperationalError:  # no such table
+        return None
+    return str(row[0]) if row else None
+
+
 async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connection:
     """A connection with the pragmas every connection needs (WAL, busy timeout), and deleted
     or moved bytes zeroed (``secure_delete``): an erased or purged row, or the old copy a page

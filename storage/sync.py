@@ -9,7 +9,10 @@ network cut) are counted and retried with exponential backoff and
 jitter; the proxy never waits on any of this, and the local store keeps every
 row until it is delivered. After every round, caught up or failed, the lag
 per table is published to ``/metrics``, and its age (of the oldest row waiting)
-again every ``interval_seconds`` (at most 5 s) while a backoff lasts.
+again every ``interval_seconds`` (at most 5 s) while a backoff lasts. Erasures go first in
+each round, and before each further batch of the other tables. Each round also tells the
+central store which store instance syncs under this node name, and says so when another one
+does too (``Sync.check_node``).
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
+import asyncpg
 
+from gateway.events import iso
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
-from storage.backoff import Backoff, Failures, wait_refreshing
+from storage.backoff import Backoff, Failures, Standing, wait_refreshing
 from storage.cursors import (
     advance,
     cursor_at,
@@ -36,14 +41,16 @@ from storage.cursors import (
     publish_progress,
     read_after,
 )
-from storage.local import connect
+from storage.erased import erasure_mark
+from storage.local import connect, store_instance
 from storage.migrate import SchemaTooNew, migrate
 
 log = logging.getLogger("gateway.sync")
 
-SYNC_TABLES = ("touchpoints", "identities", "conversions", "verdict_changes", "creator_standings", "erasures")
-"""Local tables copied to the central store, in this order each round (erasures last, so they
-apply to the rows of the same round). A table missing on either side is skipped."""
+SYNC_TABLES = ("erasures", "touchpoints", "identities", "conversions", "verdict_changes", "creator_standings")
+"""Local tables copied to the central store, in this order each round. Erasures go first, and
+again before every further batch of the other tables (``Round.erasures_first``): a backlog of
+touchpoints does not hold an erasure back. A table missing on either side is skipped."""
 READER = "central"
 PROGRESS_SECONDS = 60.0
 """While one table's backlog takes longer than this, a log line this often says how far it is."""
@@ -53,27 +60,103 @@ rows once delivered (``gateway sync --once``'s progress bar)."""
 
 
 class Sync:
-    def __init__(self, store_path: Path, dsn: str, options: CentralOptions, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        dsn: str,
+        options: CentralOptions,
+        metrics: Metrics,
+        node: str | None = None,
+    ) -> None:
+        """``node``: the ``storage.node`` this gateway records under; given, each round tells the
+        central store which store instance syncs under it, and says when another does too."""
         self.store_path = store_path
         self.dsn = dsn
         self.options = options
         self.metrics = metrics
+        self.node = node
+        self.shared = Standing(log)
+
+    async def check_node(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> None:
+        """Record this store's instance under ``node`` centrally; another instance that synced
+        under the same name within the hour is a second gateway given this ``storage.node``:
+        an error (once, then every 10 minutes), and ``gateway_sync_node_shared``. Its rows
+        are still delivered: rows are told apart by id, not by node."""
+        instance = await store_instance(db) if self.node is not None else None
+        if self.node is None or instance is None:
+            return
+        others = await central.claim_node(conn, self.node, instance)
+        self.metrics.sync_node_shared.labels(READER).set(len(others))
+        if not others:
+            self.shared.gone(
+                f"central sync: no other gateway has synced under storage.node {self.node!r} for an hour"
+            )
+            return
+        other, when = others[0]
+        self.shared.seen(
+            f"central sync: another gateway syncs under storage.node {self.node!r} too (store"
+            f" instance {other[:8]}, last at {iso(when)}; this one is {instance[:8]}): give each"
+            " gateway its own storage.node (empty, it is the host name, which cloned hosts may"
+            " share), or the node a row names may be the wrong one. Both keep syncing, nothing"
+            " is lost; a store made anew in place of a lost one is taken for the same gateway"
+            " once the old one has not synced for an hour"
+        )
 
     async def round(
         self, db: aiosqlite.Connection, writer: central.CentralWriter, progress: Progress | None = None
     ) -> dict[str, int]:
-        """Deliver everything written so far; rows delivered per table."""
+        """Deliver everything written so far; rows delivered per table. Erasures first, before
+        each batch of the other tables when one was recorded since (``erasures_first``), and once
+        more at the end, for one recorded during the round."""
         delivered: dict[str, int] = {}
+        await self.check_node(db, writer.conn)
         done = None
         if progress is not None:
             done = progress(sum(rows for rows, _ in (await self.publish_lag(db)).values()))
+        plans: dict[str, central.TablePlan] = {}
         for table in SYNC_TABLES:
             local = await local_columns(db, table)
             remote = await central.central_columns(writer.conn, table) if local else {}
-            if not local or not remote:
-                continue
-            plan = central.TablePlan.build(table, local, remote)
-            delivered[table] = await self._table(db, writer, plan, cursor_name(READER, table), done)
+            if local and remote:
+                plans[table] = central.TablePlan.build(table, local, remote)
+        erasures = plans.pop("erasures", None)
+        if erasures is not None:
+            delivered["erasures"] = 0
+        seen = -1  # the local erasure mark when erasures were last delivered
+
+        async def erasures_first() -> bool:
+            """Deliver the erasures recorded since the last look; whether there were any (a batch
+            read before them may hold rows they deleted locally: it is read again)."""
+            nonlocal seen
+            if erasures is None:
+                return False
+            mark = await erasure_mark(db)  # before the read: an erasure after it is seen next time
+            if mark == seen:
+                return False
+            seen = mark
+            rows = await self._table(db, writer, erasures, cursor_name(READER, "erasures"), done)
+            delivered["erasures"] += rows
+            return True
+
+        touchpoints = plans.get("touchpoints")
+
+        async def touchpoints_first() -> bool:
+            """Before a batch of verdict changes: the erasures, then the touchpoints stored
+            since their round went (a change made a moment after its touchpoint), so that the
+            central store, which leaves out a change of a touchpoint it has not, has it."""
+            again = await erasures_first()
+            if touchpoints is not None:
+                name = cursor_name(READER, "touchpoints")
+                rows = await self._table(db, writer, touchpoints, name, done, erasures_first)
+                delivered["touchpoints"] = delivered.get("touchpoints", 0) + rows
+            return again
+
+        await erasures_first()
+        for table, plan in plans.items():
+            before = touchpoints_first if plan.of_touchpoints else erasures_first
+            rows = await self._table(db, writer, plan, cursor_name(READER, table), done, before)
+            delivered[table] = delivered.get(table, 0) + rows
+        await erasures_first()
         return delivered
 
     async def _table(
@@ -83,16 +166,23 @@ class Sync:
         plan: central.TablePlan,
         name: str,
         done: Callable[[int], object] | None = None,
+        before: Callable[[], Awaitable[bool]] | None = None,
     ) -> int:
         """Deliver one table's new rows, batch by batch; the next batch is read from SQLite (in
-        aiosqlite's thread) while the current one is written to PostgreSQL. After each batch the
-        lag gauges are brought up to date, and a long backlog says how far it is in the log
-        every ``PROGRESS_SECONDS``."""
+        aiosqlite's thread) while the current one is written to PostgreSQL. ``before`` runs
+        before each batch is written (the erasures recorded since go first); when it answers
+        True, the batch, read before them, is read again. After each batch the lag gauges are
+        brought up to date, and a long backlog says how far it is in the log every
+        ``PROGRESS_SECONDS``."""
         size, delivered = self.options.batch_size, 0
         said = time.monotonic()
         after, version = await cursor_at(db, name)
         rows, last = await read_after(db, plan.table, plan.columns, after, size)
         while rows:
+            if before is not None and await before():
+                after, version = await cursor_at(db, name)
+                rows, last = await read_after(db, plan.table, plan.columns, after, size)
+                continue
             ahead = (
                 asyncio.ensure_future(read_after(db, plan.table, plan.columns, last, size))
                 if len(rows) == size

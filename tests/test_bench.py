@@ -109,7 +109,7 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "migrated the store from schema version 8 to 10" in done.stdout
+    assert "migrated the store from schema version 8 to 11" in done.stdout
     db = sqlite3.connect(store)
     assert db.execute("SELECT name FROM table_versions").fetchall() == [("identities",)]
     db.close()

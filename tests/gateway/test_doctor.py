@@ -8,9 +8,11 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from blockbuster import BlockBuster
 
+from gateway.doctor import Check
 from tests.conftest import ENV
 
 
@@ -217,3 +219,33 @@ secrets = ["env:S1"]
     ) in lines
     segment = "HTTP Basic, the write key as user name (1 secret)"
     assert f"[  ok] sender seg: POST https://shop.example/_gw/segment, {segment}" in lines
+
+
+async def test_another_gateway_under_this_node_name_is_a_warning(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The central store saw another store instance sync under this ``storage.node`` within
+    the hour: the doctor says so (a warning, as the sync goes on), and what to do."""
+    from gateway.doctor import check_central
+    from gateway.metrics import Metrics
+    from gateway.options import CentralOptions
+    from storage.local import LocalStore
+    from storage.sync import Sync
+    from tests.conftest import make_settings
+
+    store = tmp_path / "gateway.db"
+    toml = f'[storage]\npath = "{store}"\nnode = "edge-1"\n[central]\nurl = "env:CENTRAL_DSN"\n'
+    settings = make_settings(tmp_path, toml, CENTRAL_DSN=central_dsn)
+    monkeypatch.setenv("CENTRAL_DSN", central_dsn)  # the doctor reads the gateway's environment
+    assert (await check_central(settings, 5.0)) == Check("ok", "central PostgreSQL reachable")
+    for path in (store, tmp_path / "clone.db"):
+        opened = LocalStore(path, settings.options.storage, Metrics())
+        await opened.open()
+        await opened.close()
+    await Sync(store, central_dsn, CentralOptions(), Metrics(), node="edge-1").once()
+    assert (await check_central(settings, 5.0)) == Check("ok", "central PostgreSQL reachable")
+    await Sync(tmp_path / "clone.db", central_dsn, CentralOptions(), Metrics(), node="edge-1").once()
+    check = await check_central(settings, 5.0)
+    assert check is not None and check.status == "warn", check
+    assert "another gateway synced under storage.node 'edge-1'" in check.what
+    assert "give each gateway its own storage.node" in check.fix

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from gateway.badbody import body_key
-from gateway.events import Binding, Conversion, Touchpoint, iso
+from gateway.events import Binding, Conversion, Touchpoint, VerdictChange, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -66,7 +66,7 @@ class Node:
         self.path = tmp / f"{name}.db"
         self.metrics = Metrics()
         self.store = LocalStore(self.path, StorageOptions(node=name), self.metrics)
-        self.sync = Sync(self.path, dsn, OPTIONS, self.metrics)
+        self.sync = Sync(self.path, dsn, OPTIONS, self.metrics, node=name)
 
 
 @pytest.fixture
@@ -328,8 +328,8 @@ def test_failures_in_a_row_are_logged_once_with_a_reminder(
     ]
 
 
-def test_sync_tables_end_with_erasures() -> None:
-    assert SYNC_TABLES[-1] == "erasures"
+def test_sync_tables_start_with_erasures() -> None:
+    assert SYNC_TABLES[0] == "erasures"
 
 
 async def test_a_column_added_on_both_sides_is_copied_with_no_code_change(
@@ -747,3 +747,259 @@ async def test_a_database_whose_schema_version_is_another_applications(
         await store.close()
     assert await pg.fetchval("SELECT count(*) FROM gateway.touchpoints") == 3
     assert await pg.fetchval("SELECT count(*) FROM public.schema_version") == 1  # theirs, untouched
+
+
+async def test_an_asn_above_the_32_bit_signed_range_is_synced(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """AS numbers are 32-bit unsigned (0..4294967295, as ``bots.datacenter_asns`` and GeoIP
+    take them); the central column was a signed ``integer``, so one above 2147483647 (a
+    private-use 42xxxxxxxx number in a custom GeoIP file) was refused and held the node's
+    sync at that row for ever. The column is a ``bigint`` now (PostgreSQL migration 0005)."""
+    a, _ = nodes
+    far = touch(1, "a" * 32)
+    far.asn = 4_200_000_001
+    await a.store.write([far, touch(2, "a" * 32)])
+    assert (await a.sync.once())["touchpoints"] == 2
+    assert await pg.fetchval("SELECT asn FROM touchpoints WHERE id = $1::uuid", far.id) == 4_200_000_001
+    assert (
+        await pg.fetchval("SELECT asn FROM effective_touchpoints WHERE id = $1::uuid", far.id)
+        == 4_200_000_001
+    )
+
+
+class Stop(Exception):
+    """Ends a round from its progress callback, to look at the central store midway."""
+
+
+async def test_an_erasure_goes_before_a_backlog_of_touchpoints(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """A node comes back with 3,000 touchpoints waiting and an erasure recorded after them:
+    the erasure is applied centrally before the first batch of the backlog, not after the last
+    (until 2026-12-04 the tables went one after the other, erasures last, so an erasure waited
+    behind the whole backlog)."""
+    a, _ = nodes
+    known = "1" * 32
+    await a.store.write([touch(1, known), bind(known, "u-1")])
+    await a.sync.once()
+    await a.store.write([touch(n, f"{n:032x}") for n in range(10, 3010)])
+    await erase_user(
+        a.path, "u-1", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(datetime.now(UTC)), node="a"
+    )
+    metrics = Metrics()
+    sync = Sync(a.path, central_dsn, CentralOptions(batch_size=100), metrics)
+    touchpoints = metrics.sync_rows.labels("central", "touchpoints")
+
+    def progress(total: int) -> Callable[[int], object]:
+        assert total == 3001
+
+        def done(rows: int) -> None:
+            if touchpoints._value.get():
+                raise Stop
+
+        return done
+
+    with pytest.raises(Stop):
+        await sync.once(progress)
+    assert await count(pg, "erasures") == 1
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", known) == 0
+    assert await count(pg, "identities") == 0
+    assert await count(pg, "touchpoints") == 100  # the backlog's first batch; 2,900 to go
+    assert metrics.sync_lag_rows.labels("central", "touchpoints")._value.get() == 2900
+    assert (await sync.once())["touchpoints"] == 2900
+    assert await count(pg, "touchpoints") == 3000
+
+
+async def test_a_batch_read_before_an_erasure_is_read_again_once_it_went(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """The next batch is read while the current one is written. An erasure recorded meanwhile
+    goes before that next batch; the batch, read before the erasure, may hold the user's rows
+    (here dated after the erasure, which the central store's erased keys do not keep out), so
+    it is read again, without them, instead of being inserted after the erasure that should
+    have deleted them."""
+    a, _ = nodes
+    known = "1" * 32
+    later = datetime.now(UTC) + timedelta(hours=1)  # a clock ahead, or a signed event's own time
+    await a.store.write([touch(n, f"{n:032x}") for n in range(10, 17)])  # the first batch (7)
+    await a.store.write([touch(n, known, at=later + timedelta(seconds=n)) for n in range(7)])
+    await a.store.write([touch(n, f"{n:032x}") for n in range(20, 27)])  # the newest stay
+    await a.store.write([bind(known, "u-1")])
+    await central.migrate(pg)
+    await pg.execute("SELECT pg_advisory_lock($1)", central.ERASURE_LOCK)  # the first batch waits
+    held = True
+    try:
+        task = asyncio.create_task(a.sync.once())
+        async with asyncio.timeout(30):
+            while not await pg.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await asyncio.sleep(0.01)
+        await erase_user(
+            a.path, "u-1", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(datetime.now(UTC)), node="a"
+        )
+        await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
+        held = False
+        async with asyncio.timeout(30):
+            await task
+    finally:
+        if held:
+            await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", known) == 0
+    assert await count(pg, "touchpoints") == 14 and await count(pg, "erasures") == 1
+
+
+def override(touchpoint: Touchpoint, node: str = "a", at: datetime | None = None) -> VerdictChange:
+    moment = at or datetime.now(UTC)
+    return VerdictChange(
+        id=uuid7(int(moment.timestamp() * 1000)),
+        ts=iso(moment),
+        node=node,
+        touchpoint_id=touchpoint.id,
+        verdict="block",
+        bot_score=None,
+        reasons=[],
+        origin="analyst",
+        note="click farm",
+        analyst="ana",
+    )
+
+
+async def test_a_verdict_change_of_a_touchpoint_the_central_store_has_not_is_left_out(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """Node B's touchpoint of the phone went to the central store, and node A's erasure of its
+    user deleted it there; node B, not erased locally, then overrides its verdict. Until
+    2026-12-04 that verdict change was kept centrally, naming a touchpoint that no longer
+    exists. Now a verdict change of a touchpoint the central store has not (erased, or never
+    there) is left out, and the sync goes on."""
+    a, b = nodes
+    laptop, phone, stranger = "1" * 32, "2" * 32, "3" * 32
+    theirs, kept = touch(3, phone, "b"), touch(4, stranger, "b")
+    await a.store.write([touch(1, laptop), bind(laptop, "u-9")])
+    await b.store.write([theirs, kept, bind(phone, "u-9", "b")])
+    await a.sync.once()
+    await b.sync.once()
+    await erase_user(
+        a.path, "u-9", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(datetime.now(UTC)), node="a"
+    )
+    await a.sync.once()
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE id = $1::uuid", theirs.id) == 0
+    nowhere = touch(5, stranger, "b")  # never stored: no node has it
+    await b.store.write([override(theirs, "b"), override(nowhere, "b"), override(kept, "b")])
+    assert (await b.sync.once())["verdict_changes"] == 3  # delivered: none is held back
+    assert await pg.fetchval("SELECT array_agg(touchpoint_id::text) FROM verdict_changes") == [kept.id]
+    assert b.metrics.sync_lag_rows.labels("central", "verdict_changes")._value.get() == 0
+
+
+async def test_a_verdict_change_goes_after_its_touchpoint_written_during_the_round(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """A touchpoint stored after the round's touchpoints went, and its verdict change (a late
+    signal re-scores it a moment later): the change is not left out for a touchpoint that
+    is only not there yet; the touchpoints stored since go before each batch of changes."""
+    a, _ = nodes
+    visitor = "4" * 32
+    await a.store.write([touch(1, visitor)])
+    await a.sync.once()
+    sale = Conversion(uuid7(), iso(T0), "a", "buy", "order:1", visitor, None, 5.0, "EUR")
+    await a.store.write([sale])
+    await pg.execute("SELECT pg_advisory_lock($1)", central.ERASURE_LOCK)  # conversions wait
+    held = True
+    try:
+        task = asyncio.create_task(a.sync.once())
+        async with asyncio.timeout(30):
+            while not await pg.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await asyncio.sleep(0.01)
+        assert await count(pg, "conversions") == 0  # the round's touchpoints went: none
+        late = touch(2, visitor)
+        await a.store.write([late])
+        await a.store.write([override(late)])
+        await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
+        held = False
+        async with asyncio.timeout(30):
+            delivered = await task
+    finally:
+        if held:
+            await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
+    assert delivered["verdict_changes"] == 1 and delivered["touchpoints"] == 1
+    assert await pg.fetchval("SELECT touchpoint_id::text FROM verdict_changes") == late.id
+
+
+async def test_two_gateways_under_one_node_name_are_told_and_both_delivered(
+    tmp_path: Path, central_dsn: str, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two gateways given the same ``storage.node`` (a copied config, cloned hosts): each store
+    has an instance identity of its own, the central store records which synced under each
+    name, and the second one syncing under a name the other used says so — an error naming
+    ``storage.node`` and what to do, once, then at most every 10 minutes like a failing sync —
+    and shows it in ``gateway_sync_node_shared``; both keep syncing, their rows told apart by
+    id. Until 2026-12-04 they synced without complaint. A store lost and made again under the
+    same name looks the same at first: once the old one has not synced for an hour, it is
+    over."""
+    import storage.backoff
+
+    await asyncio.to_thread((tmp_path / "first").mkdir)
+    await asyncio.to_thread((tmp_path / "second").mkdir)
+    first, second = Node(tmp_path / "first", "a", central_dsn), Node(tmp_path / "second", "a", central_dsn)
+    await first.store.open()
+    await second.store.open()
+    caplog.set_level(logging.INFO, "gateway.sync")
+    try:
+        await first.store.write([touch(1, "1" * 32)])
+        await first.sync.once()
+        assert first.metrics.sync_node_shared.labels("central")._value.get() == 0
+        await second.store.write([touch(2, "2" * 32)])
+        for _ in range(3):
+            await second.sync.once()
+            await first.sync.once()  # the task and a cron ``sync --once`` of one store: one instance
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 2, errors  # one from each, not one per round
+        assert "storage.node 'a'" in errors[0] and "give each gateway its own storage.node" in errors[0]
+        assert second.metrics.sync_node_shared.labels("central")._value.get() == 1
+        assert first.metrics.sync_node_shared.labels("central")._value.get() == 1
+        assert await count(pg, "touchpoints") == 2  # nothing held back
+        monkeypatch = pytest.MonkeyPatch()
+        monkeypatch.setattr(storage.backoff, "REMIND_SECONDS", 0.0)
+        try:
+            await second.sync.once()
+        finally:
+            monkeypatch.undo()
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 3 and "storage.node 'a'" in errors[2], errors
+
+        # The first store was lost: its instance has not synced for more than an hour.
+        await pg.execute("UPDATE node_instances SET last_synced = now() - interval '61 minutes'")
+        await second.sync.once()
+        assert second.metrics.sync_node_shared.labels("central")._value.get() == 0
+        ended = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert any("no other gateway" in line for line in ended), ended
+        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 3
+    finally:
+        await first.store.close()
+        await second.store.close()
+
+
+async def test_a_store_keeps_its_instance_when_moved(tmp_path: Path) -> None:
+    """The identity is in the store file: moved to another host (a new path), it is the same
+    gateway; a store made anew has another."""
+    from storage.local import connect, store_instance
+
+    store = LocalStore(tmp_path / "one.db", StorageOptions(node="a"), Metrics())
+    await store.open()
+    await store.close()
+    await asyncio.to_thread((tmp_path / "one.db").rename, tmp_path / "moved.db")
+    other = LocalStore(tmp_path / "two.db", StorageOptions(node="a"), Metrics())
+    await other.open()
+    await other.close()
+    found = []
+    for name in ("moved.db", "two.db", "moved.db"):
+        db = await connect(tmp_path / name)
+        try:
+            found.append(await store_instance(db))
+        finally:
+            await db.close()
+    assert found[0] == found[2] != found[1] and len(found[0]) == 32
