@@ -410,17 +410,25 @@ def _download(q: Mapping[str, str]) -> tuple[str, bool]:
 
 
 async def touchpoints(request: web.Request) -> web.StreamResponse:
-    q = request.query
     only_params(request, {"since", "until", "cursor", "limit", "format", "bom", *TOUCHPOINT_FILTERS})
+    return await _touchpoint_listing(request, "touchpoints")
+
+
+async def _touchpoint_listing(
+    request: web.Request, kind: str, verdict: str | None = None
+) -> web.StreamResponse:
+    """A page of touchpoints (``/api/touchpoints``, the review queue's of one ``verdict``), or
+    with ``format=csv|ndjson`` every one of the period, downloaded as ``kind``-….csv."""
+    q = request.query
     fmt, bom = _download(q)
-    query = _touchpoint_query(q, report_zone_of(request))
+    query = _touchpoint_query(q, report_zone_of(request), verdict)
     reader = request.app[READER_KEY]
     if fmt != "json":
 
         async def page(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
             return await reader.touchpoints(replace(query, cursor=cursor, limit=listing_export.EXPORT_PAGE))
 
-        name = listing_export.file_name("touchpoints", query.since, query.until, fmt, report_zone_of(request))
+        name = listing_export.file_name(kind, query.since, query.until, fmt, report_zone_of(request))
         return await listing_export.download(request, "touchpoints", fmt, bom, name, page, query.cursor)
     items, next_cursor = await reader.touchpoints(query)
     return ok({"items": items, "next_cursor": next_cursor})
@@ -656,17 +664,18 @@ def _text(name: str, value: str, most: int) -> str:
     return value
 
 
-async def review(request: web.Request) -> web.Response:
-    """The review queue: touchpoints whose effective verdict is ``review`` (or ``block``), oldest first."""
+async def review(request: web.Request) -> web.StreamResponse:
+    """The review queue: touchpoints whose effective verdict is ``review`` (or ``block``), oldest
+    first; a page, or every one of the period as a download (``review-….csv``,
+    ``review-block-….csv``)."""
     q = request.query
-    only_params(request, {"since", "until", "cursor", "limit", "verdict", *TOUCHPOINT_FILTERS})
+    only_params(
+        request, {"since", "until", "cursor", "limit", "verdict", "format", "bom", *TOUCHPOINT_FILTERS}
+    )
     verdict = q.get("verdict", "review")
     if verdict not in ("review", "block"):
-        raise ApiError(400, f"verdict: expected review or block, got {verdict!r}")
-    items, next_cursor = await request.app[READER_KEY].touchpoints(
-        _touchpoint_query(q, report_zone_of(request), verdict)
-    )
-    return ok({"items": items, "next_cursor": next_cursor})
+        raise ApiError(400, f"verdict: expected review or block, got {verdict[:100]!r}")
+    return await _touchpoint_listing(request, "review" if verdict == "review" else "review-block", verdict)
 
 
 async def set_verdict(request: web.Request) -> web.Response:

@@ -720,9 +720,10 @@ def openapi_document() -> dict[str, Any]:
                         query_param("verdict", "review (default) or block", {"enum": ["review", "block"]}),
                         *_touchpoint_filters("exact creator ID: review a creator's clicks before a payout"),
                         *_PAGING,
+                        *_DOWNLOAD,
                     ],
                     "responses": {
-                        "200": _page_of(touchpoint_ref, "a page, oldest first"),
+                        "200": _page_of(touchpoint_ref, "a page, oldest first", downloads=True),
                         **_errors(400, 401, 503),
                     },
                 }

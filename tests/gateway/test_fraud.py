@@ -350,6 +350,52 @@ async def test_a_fraud_export_open_at_one_end_says_which(start_gateway, origin) 
     ]
 
 
+async def test_the_review_queue_downloads_every_queued_touchpoint(start_gateway, origin) -> None:
+    """An analyst works the queue in a spreadsheet: ``format=csv|ndjson`` on ``/api/review``
+    streams every touchpoint of the period with that verdict (pages of the store, no ``limit``),
+    its filters applied, named ``review-…`` or ``review-block-…`` by the period's days."""
+    gw = await start_gateway(origin[0])
+    clicks = [
+        click(n, "anna" if n % 3 else "ben", "review" if n % 2 else "block", "headless") for n in range(2500)
+    ]
+    await gw.gateway.store.write(clicks)
+    queued = [c.id for c in clicks if c.verdict == "review"]
+    async with gw.session.get(
+        gw.admin_url + "/api/review",
+        headers=AUTH,
+        params={"format": "csv", "bom": "true", "since": "2026-11-01", "until": "2026-12-01"},
+    ) as resp:
+        assert resp.status == 200 and resp.content_type == "text/csv"
+        assert resp.headers["Content-Disposition"] == (
+            'attachment; filename="review-from-2026-11-01-to-2026-11-30.csv"'
+        )
+        text = (await resp.read()).decode("utf-8")
+    assert text.startswith("\ufeffid,")
+    rows = list(csv.DictReader(io.StringIO(text[1:])))
+    assert [r["id"] for r in rows] == queued and {r["verdict"] for r in rows} == {"review"}
+    assert rows[0]["reasons"] == '["headless"]'
+
+    async with gw.session.get(
+        gw.admin_url + "/api/review",
+        headers=AUTH,
+        params={"format": "ndjson", "verdict": "block", "creator_id": "ben"},
+    ) as resp:
+        assert (
+            resp.status == 200
+            and resp.headers["Content-Disposition"] == 'attachment; filename="review-block.ndjson"'
+        )
+        lines = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert [x["id"] for x in lines] == [
+        c.id for c in clicks if c.verdict == "block" and c.creator_id == "ben"
+    ]
+
+    async with gw.session.get(
+        gw.admin_url + "/api/review", headers=AUTH, params={"format": "csv", "limit": "10"}
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"].startswith("limit: a csv download holds every row")
+
+
 async def test_fraud_report_says_when_its_json_is_cut(start_gateway, origin) -> None:
     gw = await start_gateway(origin[0])
     await gw.gateway.store.write([click(n, f"cr_{n:04}", "allow") for n in range(1002)])
