@@ -60,14 +60,30 @@ class Page:
         self.ws, self.last = ws, 0
         self.paused: dict[str, str] = {}
         """URL → request ID of each request ``Fetch.enable`` holds back."""
+        self.errors: list[str] = []
+        """The page's uncaught exceptions and console errors (``Runtime`` and ``Log`` are
+        enabled by ``browser``); not the browser's line for an answer of 4xx, which is the
+        page's to tell."""
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         self.last += 1
         await self.ws.send_json({"id": self.last, "method": method, "params": params})
         while True:
             message = await self.ws.receive_json()
-            if message.get("method") == "Fetch.requestPaused":
-                self.paused[message["params"]["request"]["url"]] = message["params"]["requestId"]
+            event, params = message.get("method"), message.get("params", {})
+            if event == "Fetch.requestPaused":
+                self.paused[params["request"]["url"]] = params["requestId"]
+            elif event == "Runtime.exceptionThrown":
+                details = params["exceptionDetails"]
+                self.errors.append(details.get("exception", {}).get("description") or details["text"])
+            elif event == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+                self.errors.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+                )
+            elif event == "Log.entryAdded":
+                entry = params["entry"]
+                if entry["level"] == "error" and entry["source"] != "network":
+                    self.errors.append(entry["text"])
             if message.get("id") == self.last:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
@@ -144,7 +160,10 @@ async def browser(executable: str, profile: Path) -> AsyncIterator[Page]:
                 targets = await resp.json()
             url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
             async with session.ws_connect(url, max_msg_size=0) as ws:
-                yield Page(ws)
+                page = Page(ws)
+                await page.send("Runtime.enable")  # the page's errors, into page.errors
+                await page.send("Log.enable")
+                yield page
     finally:
         if process.returncode is None:
             process.terminate()
@@ -385,6 +404,7 @@ async def test_dashboard_draws_the_store(
         await page.eval("document.querySelector('form[action=\"/logout\"]').requestSubmit()")
         await page.wait_for("location.pathname === '/login'", "the login form after logging out")
         assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 401
+        assert page.errors == [], page.errors  # no script error in any of the states above
     # The raw user ID looked up is kept nowhere on the analyst's disk (the browser is closed):
     # not in its disk cache (Cache-Control: no-store), its saved form entries
     # (autocomplete="off") nor its history and session files (the form is never sent as such).
@@ -415,9 +435,9 @@ async def sign_out_behind_the_page(page: Page, gw: RunningGateway) -> None:
 
 async def look_up(page: Page, kind: str, identifier: str) -> None:
     """Submit the journey lookup form for a ``visitor`` or a ``user``."""
-    await page.eval(
-        "const g = document.querySelector('#journey');"
-        f" g.kind.value = {kind!r}; g.id.value = {identifier!r}; g.requestSubmit()"
+    await page.eval(  # a function's own scope: a second lookup on the page declares g again
+        "(g => { g.kind.value = " + json.dumps(kind) + "; g.id.value = " + json.dumps(identifier) + ";"
+        " g.requestSubmit(); })(document.querySelector('#journey'))"
     )
 
 
@@ -971,3 +991,43 @@ async def test_a_period_of_one_day_draws_a_bar_not_a_wall(
         label = await page.eval("document.querySelector('#chart-daily svg > text:last-of-type').textContent")
     assert widths and all(w <= 48 for w in widths), widths
     assert label == "11-04"
+
+
+NO_DATA = {
+    "chart-daily": "No conversions in this period.",
+    "chart-models": "No conversions in this period.",
+    "chart-campaigns": "No campaigns in this period.",
+    "chart-creators": "No creators in this period.",
+    "chart-bots": "No touchpoints in this period.",
+}
+
+
+@pytest.mark.timeout(180)
+async def test_the_first_day_after_install_says_no_data_yet_everywhere(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """An empty store: every card says there is nothing yet, no number reads NaN, undefined or
+    Infinity, and the page's script raises nothing."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the page")
+        charts = await page.eval(
+            "Object.fromEntries([...document.querySelectorAll('.chart')].map(c => [c.id, c.innerText]))"
+        )
+        totals = await page.eval("document.querySelector('#totals').innerText")
+        text = await page.eval("document.body.innerText")
+        status = await page.eval("document.querySelector('#status').textContent")
+    assert charts == NO_DATA
+    assert totals.split("\n") == [
+        "Touchpoints",
+        "0",
+        "Visitors",
+        "0",
+        "Conversions",
+        "0",
+        "Conversion value",
+        "\u2013",
+    ]
+    assert status == "" and not any(word in text for word in ("NaN", "undefined", "Infinity", "null"))
+    assert page.errors == [], page.errors
