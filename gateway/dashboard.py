@@ -141,6 +141,7 @@ async def dashboard_page(request: web.Request) -> web.Response:
     response.text = response.text.replace(
         'data-timezone="UTC"',
         f'data-timezone="{zone}" data-max-days="{MAX_DAYS}" data-models="{",".join(MODELS)}"'
+        f' data-first-day="{FIRST_DAY}" data-last-day="{LAST_DAY - timedelta(days=1)}"'
         f' data-minor-units="{MINOR_UNITS_ATTRIBUTE}"',
     ).replace("<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>")
     return response

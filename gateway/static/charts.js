@@ -74,8 +74,20 @@ function niceMax(value) {
   return 4 * step;
 }
 
+// Numbers as the page's tables print them (dashboard.js), whatever the browser's language:
+// thousands apart (an axis read 1200 where the table beside it read 1,200), a whole number
+// without decimals, a credit to two (a tooltip said 2.00 where the table said 2).
+const WHOLE = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+const TWO = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const STEP = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+
+function number(n) {
+  return Number.isInteger(n) ? WHOLE.format(n) : TWO.format(n);
+}
+
+// An axis step: 0.25, 0.5, 1,200.
 function tick(value) {
-  return String(Number(value.toFixed(2)));
+  return STEP.format(value);
 }
 
 function yAxis(root, left, top, height, width, max) {
@@ -111,7 +123,7 @@ export function stackedBars(container, { categories, series, palette, label, uni
       y -= h;
       titled(
         svg("rect", { x, y, width: barW, height: Math.max(h, 0.5), fill: palette.get(s.name), "data-series": s.name }, root),
-        `${category} · ${s.name}: ${v.toFixed(2)} ${unit}`,
+        `${category} · ${s.name}: ${number(v)} ${unit}`,
       );
     }
     if (i % every === 0) {
@@ -143,7 +155,7 @@ export function groupedBars(container, { groups, series, palette, label, unit })
           x: start + k * barW, y: top + plotH - h, width: Math.max(barW - 1, 1), height: Math.max(h, 0.5),
           fill: palette.get(s.name), "data-series": s.name,
         }, root),
-        `${group} · ${s.name}: ${v.toFixed(2)} ${unit}`,
+        `${group} · ${s.name}: ${number(v)} ${unit}`,
       );
     });
   });
@@ -236,7 +248,7 @@ export function donut(container, { parts, label, emptyText }) {
   const total = parts.reduce((sum, p) => sum + p.value, 0);
   if (!total) return empty(container, emptyText);
   const W = 220, H = 180, cx = 110, cy = 90, r = 70, inner = 42;
-  const shares = parts.filter((p) => p.value).map((p) => `${p.label}: ${p.value.toLocaleString("en-US")} (${((p.value / total) * 100).toFixed(1)} %)`);
+  const shares = parts.filter((p) => p.value).map((p) => `${p.label}: ${number(p.value)} (${((p.value / total) * 100).toFixed(1)} %)`);
   const root = frame(container, W, H, `${label}. ${shares.join("; ")}.`);
   let angle = -Math.PI / 2;
   for (const part of parts) {
@@ -244,14 +256,14 @@ export function donut(container, { parts, label, emptyText }) {
     const share = part.value / total;
     const pct = `${(share * 100).toFixed(1)} %`;
     if (share >= 0.9999) {
-      titled(svg("circle", { cx, cy, r: (r + inner) / 2, fill: "none", stroke: part.color, "stroke-width": r - inner, "data-series": part.label }, root), `${part.label}: ${part.value} (${pct})`);
+      titled(svg("circle", { cx, cy, r: (r + inner) / 2, fill: "none", stroke: part.color, "stroke-width": r - inner, "data-series": part.label }, root), `${part.label}: ${number(part.value)} (${pct})`);
       continue;
     }
     const end = angle + share * 2 * Math.PI;
     const large = share > 0.5 ? 1 : 0;
     const p = (a, radius) => `${cx + radius * Math.cos(a)} ${cy + radius * Math.sin(a)}`;
     const d = `M ${p(angle, r)} A ${r} ${r} 0 ${large} 1 ${p(end, r)} L ${p(end, inner)} A ${inner} ${inner} 0 ${large} 0 ${p(angle, inner)} Z`;
-    titled(svg("path", { d, fill: part.color, "data-series": part.label }, root), `${part.label}: ${part.value} (${pct})`);
+    titled(svg("path", { d, fill: part.color, "data-series": part.label }, root), `${part.label}: ${number(part.value)} (${pct})`);
     angle = end;
   }
   const main = parts.reduce((a, b) => (b.value > a.value ? b : a));

@@ -314,21 +314,31 @@ function renderExports(data) {
   // The period's raw rows, for a spreadsheet or a BI tool (the listings' downloads).
   const raw = { since: data.since, until: data.until };
   exportLinks("#export-touchpoints", "Every touchpoint of the period", "/api/touchpoints", raw);
+  // One conversion name chosen, the download holds that name's alone: the label says so.
   const named = data.conversion ? { ...raw, name: data.conversion } : raw;
-  exportLinks("#export-conversions", "Every conversion of the period", "/api/conversions", named);
+  const which = data.conversion ? `Every ${data.conversion} conversion of the period` : "Every conversion of the period";
+  exportLinks("#export-conversions", which, "/api/conversions", named);
 }
+
+// The lookup under way: a newer one cancels it. A slow answer (a user of many devices) came
+// after a quicker one asked later, and replaced it: the journey shown was not the ID in the field.
+let looking = null;
 
 async function lookup(event) {
   event.preventDefault();
   const form = event.target;
   const out = $("#journey-result");
+  looking?.abort();
+  const mine = new AbortController();
+  looking = mine;
   if (!form.id.value.trim()) {
     out.replaceChildren(element("p", "Enter a visitor ID or cookie value, or a user ID.", "error"));
     return;
   }
   out.replaceChildren(element("p", "Looking up…", "hint"));
   try {
-    const found = await journey(form.kind.value, form.id.value);
+    const found = await journey(form.kind.value, form.id.value, mine.signal);
+    if (looking !== mine) return;
     out.replaceChildren();
     const key = found.user_key || found.visitor_key;
     const devices = found.visitors ? ` · ${found.visitors.length} device(s)` : "";
@@ -355,7 +365,7 @@ async function lookup(event) {
       out.appendChild(list);
     }
   } catch (err) {
-    out.replaceChildren(element("p", err.message, "error"));
+    if (looking === mine) out.replaceChildren(element("p", err.message, "error"));
   }
 }
 
@@ -373,6 +383,12 @@ function fillForm(form, data) {
 // What is wrong with the period, in the form's own words, before the API is asked: the API
 // speaks of since and until (the day after To), which the form does not show.
 function periodProblem({ from, to }) {
+  // The days the API counts (gateway/dashboard.py FIRST_DAY, LAST_DAY, set by the server): a
+  // year 1900 or 9999-12-31 was refused in the API's words (until '+010000-01').
+  const { firstDay, lastDay } = document.body.dataset;
+  if (from < firstDay || to > lastDay) {
+    return `The dashboard shows days from ${firstDay} to ${lastDay}: choose a From and a To between them.`;
+  }
   if (from > to) return `From (${from}) is after To (${to}): choose a From on or before To.`;
   const days = (Date.parse(to) - Date.parse(from)) / 86400000 + 1;
   const most = Number(document.body.dataset.maxDays); // storage/dashboard.py MAX_DAYS, set by the server

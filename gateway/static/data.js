@@ -19,13 +19,30 @@ function toLogin() {
   return new Error("signed out");
 }
 
-async function getJSON(path, params = {}) {
-  const response = await fetch(urlOf(path, params), {
-    credentials: "same-origin",
-    headers: { Accept: "application/json" },
-  });
+// A request of the page's. No answer at all (the gateway restarting, the network down) was
+// told as the browser's "Failed to fetch"; an abort (a newer lookup) is left as it is.
+async function send(url, options) {
+  try {
+    return await fetch(url, { credentials: "same-origin", ...options });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new Error("No answer from the gateway (restarting, or the network is down): reload the page to try again.");
+  }
+}
+
+// What went wrong, from an answer that is not the API's JSON: a proxy in front of the gateway
+// that timed out (504) or failed answers with its own HTML page, which was shown as
+// "Unexpected token '<' … is not valid JSON".
+function notJSON(response) {
+  const status = `${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
+  return new Error(`The server answered HTTP ${status}, not with the dashboard's data (a proxy in front of the gateway?): reload the page to try again.`);
+}
+
+async function getJSON(path, params = {}, signal = undefined) {
+  const response = await send(urlOf(path, params), { headers: { Accept: "application/json" }, signal });
   if (response.status === 401) throw toLogin();
-  const body = await response.json();
+  const body = await response.json().catch(() => null);
+  if (!body || typeof body !== "object") throw notJSON(response);
   if (!body.ok) throw new Error(body.error || `HTTP ${response.status}`);
   return body;
 }
@@ -40,9 +57,10 @@ export function summary({ since, until, model, conversion }, part) {
 }
 
 // kind "visitor": a visitor key, visitor ID or cookie value; kind "user": the site's user ID.
-export function journey(kind, id) {
+// signal: an AbortSignal, so that a newer lookup cancels this one.
+export function journey(kind, id, signal = undefined) {
   const base = kind === "user" ? "/api/users/" : "/api/visitors/";
-  return getJSON(base + encodeURIComponent(id.trim()));
+  return getJSON(base + encodeURIComponent(id.trim()), {}, signal);
 }
 
 // A download of a report endpoint (CSV or NDJSON) for a link: same-origin, so the session
@@ -54,11 +72,12 @@ export const exportUrl = urlOf;
 // 401 goes to the login, as a read does; any other refusal rejects with the API's reason.
 // Resolves to {name, blob}: the file name the API gives (Content-Disposition) and the file.
 export async function download(url) {
-  const response = await fetch(url, { credentials: "same-origin" });
+  const response = await send(url);
   if (response.status === 401) throw toLogin();
   if (!response.ok) {
-    const body = await response.json().catch(() => ({}));
-    throw new Error(body.error || `HTTP ${response.status}`);
+    const body = await response.json().catch(() => null);
+    if (!body || !body.error) throw notJSON(response);
+    throw new Error(body.error);
   }
   const disposition = response.headers.get("Content-Disposition") || "";
   const name = /filename="([^"]+)"/.exec(disposition)?.[1] || "report";

@@ -60,14 +60,30 @@ class Page:
         self.ws, self.last = ws, 0
         self.paused: dict[str, str] = {}
         """URL → request ID of each request ``Fetch.enable`` holds back."""
+        self.errors: list[str] = []
+        """The page's uncaught exceptions and console errors (``Runtime`` and ``Log`` are
+        enabled by ``browser``); not the browser's line for an answer of 4xx, which is the
+        page's to tell."""
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         self.last += 1
         await self.ws.send_json({"id": self.last, "method": method, "params": params})
         while True:
             message = await self.ws.receive_json()
-            if message.get("method") == "Fetch.requestPaused":
-                self.paused[message["params"]["request"]["url"]] = message["params"]["requestId"]
+            event, params = message.get("method"), message.get("params", {})
+            if event == "Fetch.requestPaused":
+                self.paused[params["request"]["url"]] = params["requestId"]
+            elif event == "Runtime.exceptionThrown":
+                details = params["exceptionDetails"]
+                self.errors.append(details.get("exception", {}).get("description") or details["text"])
+            elif event == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+                self.errors.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+                )
+            elif event == "Log.entryAdded":
+                entry = params["entry"]
+                if entry["level"] == "error" and entry["source"] != "network":
+                    self.errors.append(entry["text"])
             if message.get("id") == self.last:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
@@ -144,7 +160,10 @@ async def browser(executable: str, profile: Path) -> AsyncIterator[Page]:
                 targets = await resp.json()
             url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
             async with session.ws_connect(url, max_msg_size=0) as ws:
-                yield Page(ws)
+                page = Page(ws)
+                await page.send("Runtime.enable")  # the page's errors, into page.errors
+                await page.send("Log.enable")
+                yield page
     finally:
         if process.returncode is None:
             process.terminate()
@@ -297,6 +316,9 @@ async def test_dashboard_draws_the_store(
             "one conversion's charts",
         )
         assert "Conversions (purchase)6" in await page.eval("document.querySelector('#totals').textContent")
+        # Its raw conversions' download says whose (it said "Every conversion", and held purchases).
+        said = await page.eval("document.querySelector('#export-conversions').textContent")
+        assert said.startswith("Every purchase conversion of the period: "), said
         got = json.loads(
             await page.eval(
                 "Promise.all([...document.querySelectorAll('.exports a')].map(a => fetch(a.href).then("
@@ -385,6 +407,7 @@ async def test_dashboard_draws_the_store(
         await page.eval("document.querySelector('form[action=\"/logout\"]').requestSubmit()")
         await page.wait_for("location.pathname === '/login'", "the login form after logging out")
         assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 401
+        assert page.errors == [], page.errors  # no script error in any of the states above
     # The raw user ID looked up is kept nowhere on the analyst's disk (the browser is closed):
     # not in its disk cache (Cache-Control: no-store), its saved form entries
     # (autocomplete="off") nor its history and session files (the form is never sent as such).
@@ -415,9 +438,9 @@ async def sign_out_behind_the_page(page: Page, gw: RunningGateway) -> None:
 
 async def look_up(page: Page, kind: str, identifier: str) -> None:
     """Submit the journey lookup form for a ``visitor`` or a ``user``."""
-    await page.eval(
-        "const g = document.querySelector('#journey');"
-        f" g.kind.value = {kind!r}; g.id.value = {identifier!r}; g.requestSubmit()"
+    await page.eval(  # a function's own scope: a second lookup on the page declares g again
+        "(g => { g.kind.value = " + json.dumps(kind) + "; g.id.value = " + json.dumps(identifier) + ";"
+        " g.requestSubmit(); })(document.querySelector('#journey'))"
     )
 
 
@@ -513,6 +536,9 @@ async def test_period_mistakes_are_told_in_the_forms_words(
                 "?from=2026-01-01&to=2026-11-10",
                 "From 2026-01-01 to 2026-11-10 is 314 days: the dashboard shows at most 92",
             ),
+            # Days the API does not count were refused in its words ("until: … '+010000-01'").
+            ("?from=1900-01-01&to=1900-01-05", "The dashboard shows days from 1970-01-01 to 9999-12-30"),
+            ("?from=9999-12-30&to=9999-12-31", "The dashboard shows days from 1970-01-01 to 9999-12-30"),
         ]:
             await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query + chosen)
             await page.wait_for(
@@ -971,3 +997,218 @@ async def test_a_period_of_one_day_draws_a_bar_not_a_wall(
         label = await page.eval("document.querySelector('#chart-daily svg > text:last-of-type').textContent")
     assert widths and all(w <= 48 for w in widths), widths
     assert label == "11-04"
+
+
+NO_DATA = {
+    "chart-daily": "No conversions in this period.",
+    "chart-models": "No conversions in this period.",
+    "chart-campaigns": "No campaigns in this period.",
+    "chart-creators": "No creators in this period.",
+    "chart-bots": "No touchpoints in this period.",
+}
+
+
+@pytest.mark.timeout(180)
+async def test_the_first_day_after_install_says_no_data_yet_everywhere(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """An empty store: every card says there is nothing yet, no number reads NaN, undefined or
+    Infinity, and the page's script raises nothing."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the page")
+        charts = await page.eval(
+            "Object.fromEntries([...document.querySelectorAll('.chart')].map(c => [c.id, c.innerText]))"
+        )
+        totals = await page.eval("document.querySelector('#totals').innerText")
+        text = await page.eval("document.body.innerText")
+        status = await page.eval("document.querySelector('#status').textContent")
+    assert charts == NO_DATA
+    assert totals.split("\n") == [
+        "Touchpoints",
+        "0",
+        "Visitors",
+        "0",
+        "Conversions",
+        "0",
+        "Conversion value",
+        "\u2013",
+    ]
+    assert status == "" and not any(word in text for word in ("NaN", "undefined", "Infinity", "null"))
+    assert page.errors == [], page.errors
+
+
+LONG_CONVERSION = "checkout_completed_" + "annual_subscription_plan_" * 7  # 194 characters, no space
+
+
+@pytest.mark.timeout(180)
+async def test_a_long_conversion_name_does_not_widen_the_page(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A conversion name of 194 characters without a space, offered in the form's list (as wide
+    as its longest option) and, chosen, in the totals: the page grew sideways (1,513 pixels on
+    a 1,280-pixel desktop and on a 390-pixel phone)."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    visitor = f"{4242:032x}"
+    await gw.gateway.store.write(
+        [_tp(visitor, 2, "Email"), replace(_conv(visitor, 2.2, 10.0), name=LONG_CONVERSION)]
+    )
+    widths = []
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        for width in (WIDTH, 390):
+            await page.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=844,
+                deviceScaleFactor=1,
+                mobile=width < WIDTH,
+            )
+            for chosen in ("", f"&conversion={LONG_CONVERSION}"):
+                query = f"?from={PERIOD['since']}&to=2026-11-10{chosen}"
+                await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
+                await page.wait_for(
+                    f"location.search === {query!r} && document.body"
+                    " && document.body.dataset.state === 'ready'",
+                    "the charts drawn",
+                )
+                widths.append(
+                    await page.eval(
+                        "[innerWidth, document.documentElement.scrollWidth,"
+                        " document.querySelector('#period').conversion.value.length]"
+                    )
+                )
+    assert [chosen for _, _, chosen in widths] == [0, len(LONG_CONVERSION)] * 2
+    assert all(scrolled <= viewport for viewport, scrolled, _ in widths), widths
+    assert page.errors == [], page.errors
+
+
+async def held(page: Page, part: str) -> str:
+    """The request ID of the held request whose URL holds ``part``, once the page has made it."""
+    for _ in range(300):  # a deadline, not a timing assertion
+        await page.eval("1")  # reads the events that came meanwhile
+        found = [rid for url, rid in page.paused.items() if part in url]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never held a request for {part}")
+
+
+@pytest.mark.timeout(180)
+async def test_an_answer_that_is_not_the_apis_or_none_is_told_in_words(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A proxy in front of the gateway that times out answers with its own HTML page: the status
+    line said "Unexpected token '<', "<html><bod"... is not valid JSON"; no answer at all (the
+    gateway restarting) said "Failed to fetch", and a download "not downloaded: HTTP 502"."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    html = base64.b64encode(b"<html><body><h1>504 Gateway Time-out</h1></body></html>").decode()
+    query = f"?from={PERIOD['since']}&to=2026-11-10"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        said = []
+        for answer in ("a proxy's page", "none"):
+            page.paused.clear()
+            await page.send("Fetch.enable", patterns=[{"urlPattern": "*part=counts*"}])
+            await page.send(
+                "Page.navigate", url=gw.admin_url + "/dashboard" + query + f"&model=first_touch&x={len(said)}"
+            )
+            counts = await held(page, "part=counts")
+            if answer == "none":
+                await page.send("Fetch.failRequest", requestId=counts, errorReason="ConnectionRefused")
+            else:
+                await page.send(
+                    "Fetch.fulfillRequest",
+                    requestId=counts,
+                    responseCode=504,
+                    responsePhrase="Gateway Time-out",
+                    responseHeaders=[{"name": "Content-Type", "value": "text/html"}],
+                    body=html,
+                )
+            await page.send("Fetch.disable")
+            await page.wait_for("document.body.dataset.state === 'error'", "the error state")
+            said.append(await page.eval("document.querySelector('#status').textContent"))
+        # A download a proxy refuses with its page: the card says what came back.
+        await show_ten_days(page, gw)
+        page.paused.clear()
+        await page.send("Fetch.enable", patterns=[{"urlPattern": "*/api/payouts*"}])
+        await page.eval("document.querySelector('#export-payouts a').click()")
+        await page.send(
+            "Fetch.fulfillRequest",
+            requestId=await held(page, "/api/payouts"),
+            responseCode=502,
+            responsePhrase="Bad Gateway",
+            responseHeaders=[{"name": "Content-Type", "value": "text/html"}],
+            body=html,
+        )
+        await page.send("Fetch.disable")
+        refused = await page.wait_for(
+            "document.querySelector('#export-payouts .error')?.textContent", "the refusal"
+        )
+    proxy, none = said
+    assert proxy.startswith("The server answered HTTP 504 Gateway Time-out, not with the dashboard's data"), (
+        proxy
+    )
+    assert none.startswith("No answer from the gateway"), none
+    assert refused.startswith("not downloaded: The server answered HTTP 502 Bad Gateway"), refused
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_a_lookup_answered_late_never_replaces_the_one_asked_after_it(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A user's lookup (slow: every device) and then a visitor's (quick): the user's answer came
+    last and was drawn, under a field that named the visitor."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show_ten_days(page, gw)
+        # Each request of the page, once its answer is read or it failed (its handlers have run).
+        await page.eval(
+            "window.settled = []; const fetchOf = window.fetch, jsonOf = Response.prototype.json;"
+            " const done = url => setTimeout(() => settled.push(new URL(url, location.href).pathname));"
+            " window.fetch = (url, ...rest) => fetchOf(url, ...rest).catch(err => { done(url); throw err; });"
+            " Response.prototype.json = function () {"
+            " return jsonOf.call(this).finally(() => done(this.url)); }"
+        )
+        await page.send("Fetch.enable", patterns=[{"urlPattern": "*/api/users/alice"}])
+        await look_up(page, "user", "alice")
+        alice = await held(page, "/api/users/alice")
+        await look_up(page, "visitor", "nobody")
+        await page.wait_for("settled.includes('/api/visitors/nobody')", "the visitor's answer")
+        with contextlib.suppress(RuntimeError):  # the page may have cancelled it already
+            await page.send("Fetch.continueRequest", requestId=alice)
+        await page.send("Fetch.disable")
+        await page.wait_for("settled.includes('/api/users/alice')", "the user's answer, late")
+        shown = await page.eval("document.querySelector('#journey-result').textContent")
+    assert shown == "no touchpoints recorded for this visitor", shown
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_axes_and_tooltips_print_numbers_as_the_tables_do(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """1,200 conversions on one day: the axes read 1000 and 2000 and the tooltips 1200.00
+    conversions, beside tables that read 1,200."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    events: list[Event] = []
+    for n in range(1200):
+        visitor = f"{n + 1:032x}"
+        events += [_tp(visitor, 1 + n / 100_000, "Email"), _conv(visitor, 2 + n / 100_000, 10.0)]
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show_ten_days(page, gw)
+        drawn = await page.eval(
+            "['#chart-daily', '#chart-models', '#chart-bots'].map(id => [...document.querySelectorAll("
+            "id + ' svg > text, ' + id + ' svg title')].map(t => t.textContent))"
+        )
+    daily, models, bots = drawn
+    assert "1,000" in daily and "1000" not in daily, daily
+    assert "2026-11-03 · Email: 1,200 conversions" in daily, daily
+    assert "1,000" in models and "Email · linear: 1,200 conversions" in models, models
+    assert "allow: 1,200 (100.0 %)" in bots, bots
+    assert page.errors == [], page.errors
