@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -827,27 +828,47 @@ async def test_a_batch_read_before_an_erasure_is_read_again_once_it_went(
     await a.store.write([touch(n, f"{n:032x}") for n in range(20, 27)])  # the newest stay
     await a.store.write([bind(known, "u-1")])
     await central.migrate(pg)
-    await pg.execute("SELECT pg_advisory_lock($1)", central.ERASURE_LOCK)  # the first batch waits
+    async with round_held_at_the_erasure_lock(pg, a) as finish:  # the first batch waits
+        await erase_user(
+            a.path, "u-1", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(datetime.now(UTC)), node="a"
+        )
+        await finish()
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", known) == 0
+    assert await count(pg, "touchpoints") == 14 and await count(pg, "erasures") == 1
+
+
+@contextlib.asynccontextmanager
+async def round_held_at_the_erasure_lock(
+    pg: asyncpg.Connection, node: Node
+) -> AsyncIterator[Callable[[], Awaitable[dict[str, int]]]]:
+    """A sync round of ``node`` started while the test holds the central erasure lock, and
+    waiting at it (a batch in flight); ``finish()`` lets the round go on and answers what it
+    delivered. The lock is let go however the test ends."""
+    await pg.execute("SELECT pg_advisory_lock($1)", central.ERASURE_LOCK)
     held = True
+    task = asyncio.create_task(node.sync.once())
+
+    async def finish() -> dict[str, int]:
+        nonlocal held
+        await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
+        held = False
+        async with asyncio.timeout(30):
+            return await task
+
     try:
-        task = asyncio.create_task(a.sync.once())
         async with asyncio.timeout(30):
             while not await pg.fetchval(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
             ):
                 await asyncio.sleep(0.01)
-        await erase_user(
-            a.path, "u-1", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(datetime.now(UTC)), node="a"
-        )
-        await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
-        held = False
-        async with asyncio.timeout(30):
-            await task
+        yield finish
     finally:
         if held:
             await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
-    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", known) == 0
-    assert await count(pg, "touchpoints") == 14 and await count(pg, "erasures") == 1
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 def override(touchpoint: Touchpoint, node: str = "a", at: datetime | None = None) -> VerdictChange:
@@ -905,26 +926,12 @@ async def test_a_verdict_change_goes_after_its_touchpoint_written_during_the_rou
     await a.sync.once()
     sale = Conversion(uuid7(), iso(T0), "a", "buy", "order:1", visitor, None, 5.0, "EUR")
     await a.store.write([sale])
-    await pg.execute("SELECT pg_advisory_lock($1)", central.ERASURE_LOCK)  # conversions wait
-    held = True
-    try:
-        task = asyncio.create_task(a.sync.once())
-        async with asyncio.timeout(30):
-            while not await pg.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            ):
-                await asyncio.sleep(0.01)
+    async with round_held_at_the_erasure_lock(pg, a) as finish:  # conversions wait
         assert await count(pg, "conversions") == 0  # the round's touchpoints went: none
         late = touch(2, visitor)
         await a.store.write([late])
         await a.store.write([override(late)])
-        await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
-        held = False
-        async with asyncio.timeout(30):
-            delivered = await task
-    finally:
-        if held:
-            await pg.execute("SELECT pg_advisory_unlock($1)", central.ERASURE_LOCK)
+        delivered = await finish()
     assert delivered["verdict_changes"] == 1 and delivered["touchpoints"] == 1
     assert await pg.fetchval("SELECT touchpoint_id::text FROM verdict_changes") == late.id
 
