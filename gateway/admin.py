@@ -428,7 +428,8 @@ async def _touchpoint_listing(
         async def page(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
             return await reader.touchpoints(replace(query, cursor=cursor, limit=listing_export.EXPORT_PAGE))
 
-        name = listing_export.file_name(kind, query.since, query.until, fmt, report_zone_of(request))
+        zone = report_zone_of(request)
+        name = listing_export.file_name(kind, query.since, query.until, fmt, zone, query.equals)
         return await listing_export.download(request, "touchpoints", fmt, bom, name, page, query.cursor)
     items, next_cursor = await reader.touchpoints(query)
     return ok({"items": items, "next_cursor": next_cursor})
@@ -460,7 +461,8 @@ async def conversions(request: web.Request) -> web.StreamResponse:
         async def page(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
             return await reader.conversions(replace(query, cursor=after, limit=listing_export.EXPORT_PAGE))
 
-        name = listing_export.file_name("conversions", since, until, fmt, report_zone_of(request))
+        zone = report_zone_of(request)
+        name = listing_export.file_name("conversions", since, until, fmt, zone, equals)
         return await listing_export.download(request, "conversions", fmt, bom, name, page, cursor)
     items, next_cursor = await reader.conversions(query)
     return ok({"items": items, "next_cursor": next_cursor})

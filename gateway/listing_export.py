@@ -21,7 +21,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.openapi import CONVERSION, TOUCHPOINT
-from gateway.reporting import csv_cell, local_date
+from gateway.reporting import csv_cell, file_word, local_date
 
 log = logging.getLogger("gateway.admin")
 
@@ -45,11 +45,29 @@ def _cell(value: Any) -> Any:
     return csv_cell(value)
 
 
-def file_name(kind: str, since: str | None, until: str | None, fmt: str, zone: tzinfo) -> str:
+FILTER_WORDS = 120
+"""Most characters a download's name gives its filters' values (five of 60 each would pass
+the 255 bytes a file name may have on most file systems)."""
+
+
+def file_name(
+    kind: str,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    zone: tzinfo,
+    filters: Mapping[str, str] | None = None,
+) -> str:
     """``touchpoints-from-2026-11-01-to-2026-11-30.csv``: the period's first and last days in
     ``zone`` (``attribution.timezone``), as the reports' downloads name theirs (``until`` is
-    exclusive: November ends on the 30th), an open end left out (``touchpoints.csv``)."""
+    exclusive: November ends on the 30th), an open end left out (``touchpoints.csv``); after
+    the kind, each filter's value in the order given (the listing's), as the reports name a
+    conversion (``reporting.file_word``: ASCII letters, digits and ``.``, so the name needs
+    no quoting in ``Content-Disposition``): ``conversions-purchase-from-….csv``."""
     parts = [kind]
+    words = "-".join(filter(None, map(file_word, (filters or {}).values())))
+    if words:
+        parts.append(words[:FILTER_WORDS].rstrip("-_"))
     if since is not None:
         parts += ["from", local_date(since, zone)]
     if until is not None:

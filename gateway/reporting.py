@@ -114,7 +114,7 @@ class Report:
         name keeps its ASCII letters, digits and ``.``, each run of anything else
         becoming one ``_``, so the name is one safe ASCII word."""
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
-        parts += [_file_word(self.meta.get("conversion")), self.meta.get("population")]
+        parts += [file_word(self.meta.get("conversion")), self.meta.get("population")]
         verdicts = self.meta.get("verdicts")
         if verdicts is not None and verdicts != ["allow"]:  # not every report counts allow alone
             parts.append("+".join(verdicts))
@@ -259,7 +259,7 @@ def _meta(q: Query, reports: Reports) -> dict[str, Any]:
     }
 
 
-def _file_word(text: str | None) -> str | None:
+def file_word(text: str | None) -> str | None:
     """``text`` as one word of a file name (see ``Report.filename``), at most 60 characters;
     ``conversion`` when none of its characters is kept (``注文``)."""
     if text is None:

@@ -266,8 +266,11 @@ export function donut(container, { parts, label, emptyText }) {
     titled(svg("path", { d, fill: part.color, "data-series": part.label }, root), `${part.label}: ${number(part.value)} (${pct})`);
     angle = end;
   }
+  // The largest part's share, and whose: a bare "91 %" did not say of what.
   const main = parts.reduce((a, b) => (b.value > a.value ? b : a));
-  text(root, cx, cy + 5, `${((main.value / total) * 100).toFixed(0)} %`, { "text-anchor": "middle", "font-size": 16, "font-weight": 600 });
+  text(root, cx, cy + 1, `${((main.value / total) * 100).toFixed(0)} %`, { "text-anchor": "middle", "font-size": 16, "font-weight": 600 });
+  const whose = main.label.length > 10 ? `${main.label.slice(0, 9)}…` : main.label;
+  text(root, cx, cy + 16, whose, { "text-anchor": "middle", "font-size": 11 });
   return root;
 }
 

@@ -1,8 +1,9 @@
 // The dashboard page: reads the period from the URL, asks data.js for the numbers, draws
 // them with charts.js, and answers the journey lookup. Sets <body data-state> to "ready"
-// (or "error") when it is done, which the browser test waits for.
+// (or "error", a part failed or given up at its deadline) when it is done, which the browser
+// test waits for; "loading" again while a part given up is asked again.
 
-import { download, exportUrl, journey, summary } from "./data.js";
+import { PART_SECONDS, Stalled, download, exportUrl, journey, summary } from "./data.js";
 import { colors, donut, groupedBars, horizontalBars, legend, stackedBars } from "./charts.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -98,7 +99,13 @@ function readPeriod() {
   const valid = (v) => /^\d{4}-\d\d-\d\d$/.test(v || "") && !Number.isNaN(Date.parse(v)) && addDays(v, 0) === v;
   const to = valid(params.get("to")) ? params.get("to") : today();
   const from = valid(params.get("from")) ? params.get("from") : addDays(to, -29);
-  return { from, to, model: params.get("model") || "linear", conversion: params.get("conversion") || "" };
+  return {
+    from,
+    to,
+    model: params.get("model") || "linear",
+    conversion: params.get("conversion") || "",
+    population: params.get("population") || "",
+  };
 }
 
 // Channels ordered by their total, largest first, so colours and stacks stay stable.
@@ -108,24 +115,35 @@ function rank(rows, key) {
   return [...totals.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([name]) => name);
 }
 
+// What the "Conversion value" card says when the daily part, whose credits it sums, did not
+// come: it read "–", as for a period without any value.
+const NO_VALUE = {
+  failed: "not computed: the credits failed (see above)",
+  stalled: "not computed yet: see the daily chart",
+};
+
 // counts: the "counts" part of the summary; daily: its "daily" part (the value credited
-// under the chosen model, per currency, is the sum of its days), or null when it failed.
-function renderTotals(counts, daily) {
+// under the chosen model, per currency, is the sum of its days), or null when it did not come
+// (dailyState "failed" or "stalled"); population: the one credited, if one is chosen.
+function renderTotals(counts, daily, dailyState, population) {
   const box = $("#totals");
   box.replaceChildren();
   const value = new Map();
   for (const row of daily ? daily.by_day : []) {
     if (row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
   }
-  const amounts = [...value.entries()].map(([cur, v]) => money(v, cur)).join(" · ") || "–";
-  for (const [label, shown] of [
-    ["Touchpoints", counts.totals.touchpoints],
-    ["Visitors", counts.totals.visitors],
-    [counts.conversion ? `Conversions (${counts.conversion})` : "Conversions", counts.totals.conversions],
-    ["Conversion value", amounts],
+  const amounts = daily
+    ? [...value.entries()].map(([cur, v]) => money(v, cur)).join(" · ") || "–"
+    : NO_VALUE[dailyState];
+  for (const [label, shown, className] of [
+    ["Touchpoints", count(counts.totals.touchpoints)],
+    ["Visitors", count(counts.totals.visitors)],
+    [counts.conversion ? `Conversions (${counts.conversion})` : "Conversions", count(counts.totals.conversions)],
+    // Not computed: said in words, smaller than a number.
+    [population ? `Conversion value (credited to ${population})` : "Conversion value", amounts, daily ? undefined : "missing"],
   ]) {
     const card = element("div", undefined, "total");
-    card.append(element("span", label, "label"), element("strong", typeof shown === "number" ? count(shown) : shown));
+    card.append(element("span", label, "label"), element("strong", shown, className));
     box.appendChild(card);
   }
 }
@@ -300,8 +318,10 @@ async function save(link, status) {
   }
 }
 
-function renderExports(data) {
-  const period = { since: data.since, until: data.until, conversion: data.conversion };
+// population: the one chosen, or "": only the reports take it (attribution, time series,
+// payouts), not the fraud report nor the listings.
+function renderExports(data, population) {
+  const period = { since: data.since, until: data.until, conversion: data.conversion, population };
   exportLinks("#export-daily", "Download per day", "/api/attribution/timeseries", { model: data.model, ...period });
   exportLinks("#export-models", "Download every model", "/api/attribution", { model: "all", ...period });
   const credits = { model: data.model, ...period };
@@ -369,6 +389,27 @@ async function lookup(event) {
   }
 }
 
+// Each population's landings of the period after its name in the form's list (the summary's
+// "populations"; the names are cut in the closed list, their meaning after the count), and
+// the landings of visitors who asked not to be tracked (GPC, DNT: counted, no touchpoint to
+// credit) as a line that cannot be chosen.
+function populationCounts(select, populations) {
+  const landings = (n) => `${count(n)} landing${n === 1 ? "" : "s"}`;
+  for (const option of select.options) {
+    if (!option.value || option.dataset.aggregate !== undefined) continue;
+    option.dataset.meaning ??= option.textContent.split(" — ")[1];
+    const n = populations[option.value] || 0;
+    option.textContent = `${option.value} (${landings(n)}) — ${option.dataset.meaning}`;
+  }
+  select.querySelector("option[data-aggregate]")?.remove();
+  if (populations.aggregate) {
+    const counted = new Option(`not tracked (${landings(populations.aggregate)}) — GPC or DNT, counted only`, "aggregate");
+    counted.disabled = true;
+    counted.dataset.aggregate = "";
+    select.appendChild(counted);
+  }
+}
+
 function fillForm(form, data) {
   form.model.replaceChildren(...data.models.map((model) => new Option(model, model, false, model === data.model)));
   const names = data.conversion_names.slice();
@@ -378,11 +419,17 @@ function fillForm(form, data) {
     ...names.map((name) => new Option(name, name, false, name === data.conversion)),
   );
   for (const node of document.querySelectorAll("[data-model]")) node.textContent = data.model;
+  populationCounts(form.population, data.populations);
 }
 
 // What is wrong with the period, in the form's own words, before the API is asked: the API
 // speaks of since and until (the day after To), which the form does not show.
-function periodProblem({ from, to }) {
+function periodProblem({ from, to, population }) {
+  // A population the form does not offer (the API's words named its parameter).
+  const offered = [...$("#period").population.options].map((o) => o.value).filter(Boolean);
+  if (population && !offered.includes(population)) {
+    return `Population "${population}" is not one the dashboard knows: choose every population, or ${offered.join(", ")}.`;
+  }
   // The days the API counts (gateway/dashboard.py FIRST_DAY, LAST_DAY, set by the server): a
   // year 1900 or 9999-12-31 was refused in the API's words (until '+010000-01').
   const { firstDay, lastDay } = document.body.dataset;
@@ -399,22 +446,49 @@ function periodProblem({ from, to }) {
   return "";
 }
 
+// Where each part of the summary says it gave up waiting, and what it is called there.
+const PARTS = {
+  counts: { home: "#totals", name: "The period's counts (totals, top tables, bot share)" },
+  daily: { home: "#chart-daily", name: "The daily chart" },
+  models: { home: "#chart-models", name: "The model comparison" },
+};
+
+// A part with no answer after PART_SECONDS: its card says so, with a button that asks again
+// (once: it is gone as soon as it is pressed, so a second press sends nothing).
+function stalled(part, retry) {
+  const box = $(PARTS[part].home);
+  const say = element("p", `${PARTS[part].name}: no answer in ${PART_SECONDS} s, the page gave up waiting. `
+    + "The gateway may still be computing it (or a report worker hung); asked again, it waits for that report to end. ", "error");
+  const again = element("button", "Try again");
+  again.type = "button";
+  again.addEventListener("click", () => {
+    box.replaceChildren(element("p", `${PARTS[part].name}: computing again…`, "hint"));
+    retry();
+  }, { once: true });
+  say.appendChild(again);
+  box.replaceChildren(say);
+}
+
 // The page's three parts are asked for separately and drawn as they come: the counts and the
 // daily chart take a second or two over a million touchpoints, the model comparison (every
 // model, data_driven learning from the whole period) several. It is asked for once the daily
-// chart's credits are done: the gateway computes one report at a time.
+// chart's credits are done: the gateway computes one report at a time. Each part has a
+// deadline of its own (data.js PART_SECONDS), past which it is given up, its request aborted.
 async function main() {
   const period = readPeriod();
   const form = $("#period");
   form.from.value = period.from;
   form.to.value = period.to;
   // Before the API answers (or when it refuses the period), the form already holds every model
-  // (set on <body> by the server) and the conversion asked for: sent again, the dates corrected
-  // after an error, it keeps them; a model it does not know is offered as linear.
+  // (set on <body> by the server), the conversion and the population asked for: sent again, the
+  // dates corrected after an error, it keeps them; a model it does not know is offered as
+  // linear, a population it does not know as every population.
   const known = document.body.dataset.models.split(",");
   const model = known.includes(period.model) ? period.model : "linear";
   form.model.replaceChildren(...known.map((name) => new Option(name, name, false, name === model)));
   if (period.conversion) form.conversion.appendChild(new Option(period.conversion, period.conversion, false, true));
+  form.population.value = period.population;
+  if (form.population.value !== period.population) form.population.value = "";
   // The lookup form comes disabled: sent by the browser itself (before this script runs, or
   // without it) it would put the raw user ID in the page's URL, and so in the browser's history
   // and session files. Its ID field is autocomplete="off": not kept among saved form entries.
@@ -429,36 +503,65 @@ async function main() {
     document.body.dataset.state = "error";
     return;
   }
-  const ask = { since: period.from, until: addDays(period.to, 1), model: period.model, conversion: period.conversion };
-  const counts = summary(ask, "counts");
-  const daily = summary(ask, "daily");
-  const models = daily.catch(() => null).then(() => summary(ask, "models"));
-  const showError = (err) => {
-    if (status.className === "error") return; // the first error stays
-    status.textContent = err.message;
-    status.className = "error";
+  const { population } = period;
+  const credited = population ? `, crediting ${population} touchpoints only` : "";
+  for (const node of document.querySelectorAll("[data-population]")) node.textContent = credited;
+  const ask = {
+    since: period.from,
+    until: addDays(period.to, 1),
+    model: period.model,
+    conversion: period.conversion,
+    population,
   };
-  const drawn = [
-    counts.then((data) => {
-      fillForm(form, data);
-      renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns");
-      renderTop("#chart-creators", data.top_creators, "#9333ea", "creators");
-      renderBots(data);
-      renderExports(data);
-    }),
-    daily.then(renderDaily),
-    counts.then(async (c) => renderTotals(c, await daily.catch(() => null))),
-    models.then(renderModels),
-  ];
-  for (const part of drawn) part.catch(showError); // shown as soon as it happens
-  Promise.allSettled(drawn.slice(0, 3)).then(() => {
-    if (status.className !== "error" && document.body.dataset.state === "loading") {
-      status.textContent = "Computing the model comparison…";
-    }
+  const computing = status.textContent;
+  // Each part: "pending" (asked), "done" (drawn), "failed" (its error told) or "stalled".
+  const state = { counts: "pending", daily: "pending", models: "pending" };
+  let error = ""; // the first error stays
+  let counts = null;
+  let daily = null;
+  const settle = () => {
+    // The totals once the counts are there and the daily credits (their value) came or did not.
+    if (counts && state.daily !== "pending") renderTotals(counts, daily, state.daily, population);
+    const given = Object.keys(state).filter((part) => state[part] === "stalled").map((part) => PARTS[part].name);
+    status.className = error || given.length ? "error" : "hint";
+    if (error) status.textContent = error;
+    else if (given.length) status.textContent = `${given.join(" and ")}: no answer in ${PART_SECONDS} s, the page gave up waiting (Try again, on the card).`;
+    else if (state.counts === "pending" || state.daily === "pending") status.textContent = computing;
+    else if (state.models === "pending") status.textContent = "Computing the model comparison…";
+    else status.textContent = "";
+    const parts = Object.values(state);
+    document.body.dataset.state = parts.includes("pending") ? "loading" : error || given.length ? "error" : "ready";
+  };
+  // Asks for a part and draws it; given up (Stalled), its card's button asks again.
+  const load = (part, draw) => {
+    state[part] = "pending";
+    settle();
+    return summary(ask, part).then(draw).then(
+      () => { state[part] = "done"; },
+      (err) => {
+        if (err instanceof Stalled) {
+          state[part] = "stalled";
+          stalled(part, () => load(part, draw));
+        } else {
+          state[part] = "failed";
+          error ||= err.message;
+        }
+      },
+    ).finally(settle);
+  };
+  load("counts", (data) => {
+    fillForm(form, data);
+    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns");
+    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators");
+    renderBots(data);
+    renderExports(data, population);
+    counts = data;
   });
-  const failed = (await Promise.allSettled(drawn)).some((r) => r.status === "rejected");
-  if (!failed) status.textContent = "";
-  document.body.dataset.state = failed ? "error" : "ready";
+  await load("daily", (data) => {
+    renderDaily(data);
+    daily = data;
+  });
+  load("models", renderModels);
 }
 
 main();

@@ -47,13 +47,32 @@ async function getJSON(path, params = {}, signal = undefined) {
   return body;
 }
 
+// How long the page waits for one part of the summary before it gives up on it. The admin API
+// sets no time limit of its own on a report (a report worker that hangs is replaced after 15
+// minutes), nor may a proxy in front: a report that never answered kept "Computing…" for ever.
+// Far beyond any of the dashboard's (seconds, 92 days over a million touchpoints).
+export const PART_SECONDS = 120;
+
+// A part the page gave up waiting for (its request aborted); the gateway may still be at it.
+export class Stalled extends Error {}
+
 // Whole days in attribution.timezone: since inclusive, until exclusive (YYYY-MM-DD).
 // Resolves to one part of /api/dashboard/summary — always {since, until, model, models,
 // conversion}, and with part "counts" {conversion_names, totals, top_campaigns, top_creators,
 // bots, populations}, "daily" {by_day}, "models" {comparison} — which is what dashboard.js
-// draws; moving to the report endpoints means assembling the same shapes here.
-export function summary({ since, until, model, conversion }, part) {
-  return getJSON("/api/dashboard/summary", { since, until, model, conversion, part });
+// draws; moving to the report endpoints means assembling the same shapes here. Rejects with
+// Stalled after PART_SECONDS.
+export async function summary({ since, until, model, conversion, population }, part) {
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(), PART_SECONDS * 1000);
+  try {
+    return await getJSON("/api/dashboard/summary", { since, until, model, conversion, population, part }, deadline.signal);
+  } catch (err) {
+    if (deadline.signal.aborted) throw new Stalled(`no answer in ${PART_SECONDS} s`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 // kind "visitor": a visitor key, visitor ID or cookie value; kind "user": the site's user ID.

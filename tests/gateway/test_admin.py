@@ -363,7 +363,7 @@ async def test_listings_download_every_row_as_csv_or_ndjson(gw) -> None:
     status, headers, body = await download(
         gw, "/api/touchpoints", format="ndjson", source="ads", since="2000-01-01"
     )
-    assert headers["Content-Disposition"] == 'attachment; filename="touchpoints-from-2000-01-01.ndjson"'
+    assert headers["Content-Disposition"] == 'attachment; filename="touchpoints-ads-from-2000-01-01.ndjson"'
     # Named by the period's first and last days, as the reports' downloads (until is exclusive).
     _, headers, _ = await download(
         gw, "/api/conversions", format="csv", since="2026-11-01", until="2026-12-01"
@@ -397,6 +397,41 @@ async def test_listings_download_every_row_as_csv_or_ndjson(gw) -> None:
         for path in ("/api/touchpoints", "/api/conversions"):
             status, _, answer = await get(gw, path, AUTH, **params)
             assert status == 400 and answer["error"].startswith(error), (path, params, answer)
+
+
+async def test_a_filtered_listing_download_is_named_after_its_filters(gw) -> None:
+    """The dashboard's download of one conversion name's conversions was saved as
+    ``conversions-from-….csv``, as every conversion's was: two files of one period, told apart
+    by nothing. A listing's download names its filters' values, in the listing's filter order,
+    each as the reports name a conversion (ASCII letters, digits and ``.``; anything else ``_``)."""
+    period = {"since": "2026-11-01", "until": "2026-12-01"}
+    for path, params, name in (
+        ("/api/conversions", {"name": "purchase"}, "conversions-purchase-from-2026-11-01-to-2026-11-30.csv"),
+        (
+            "/api/conversions",
+            {"origin": "webhook", "name": "Achat réussi/✓", "rule": 'a"b'},
+            "conversions-Achat_r_ussi-a_b-webhook-from-2026-11-01-to-2026-11-30.csv",
+        ),
+        ("/api/conversions", {"name": "注文"}, "conversions-conversion-from-2026-11-01-to-2026-11-30.csv"),
+        (
+            "/api/touchpoints",
+            {"campaign": "Été 2026", "source": "Google"},
+            "touchpoints-google-t_2026-from-2026-11-01-to-2026-11-30.csv",
+        ),
+        (
+            "/api/review",
+            {"verdict": "block", "creator_id": "ben"},
+            "review-block-ben-from-2026-11-01-to-2026-11-30.csv",
+        ),
+    ):
+        status, headers, _ = await download(gw, path, format="csv", **period, **params)
+        assert status == 200, (path, params)
+        assert headers["Content-Disposition"] == f'attachment; filename="{name}"', (path, params)
+    # Five long filters stay a file name a file system takes (at most 255 bytes).
+    long = {key: "x" * 200 for key in ("source", "medium", "campaign", "creator_id")}
+    _, headers, _ = await download(gw, "/api/touchpoints", format="ndjson", **long)
+    named = headers["Content-Disposition"].split('"')[1]
+    assert named.startswith("touchpoints-xxx") and named.endswith("x.ndjson") and len(named) <= 200, named
 
 
 async def test_a_journey_looked_up_as_the_wrong_kind_says_which_kind_it_is(gw) -> None:

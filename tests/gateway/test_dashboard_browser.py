@@ -25,8 +25,9 @@ import aiohttp
 import pytest
 
 from gateway.attribution import MODELS
-from gateway.events import Event
+from gateway.events import DailyCount, Event
 from storage.queries import JOURNEY_LIMIT
+from storage.reports import POPULATIONS
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.test_dashboard import PERIOD, _conv, _tp, origin, seeded_gateway
 from tests.pngread import read_png
@@ -1211,4 +1212,222 @@ async def test_axes_and_tooltips_print_numbers_as_the_tables_do(
     assert "2026-11-03 · Email: 1,200 conversions" in daily, daily
     assert "1,000" in models and "Email · linear: 1,200 conversions" in models, models
     assert "allow: 1,200 (100.0 %)" in bots, bots
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_the_population_filter_credits_one_population_and_says_so(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The summary takes ``population`` and its counts give the period's landings per
+    population, but the page offered no choice, and ignored a ``?population=`` in its address
+    without a word."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    stranger = f"{9:032x}"  # keyed without a cookie: no visitor of the seeded store's
+    await gw.gateway.store.write(
+        [
+            _tp(stranger, 2.0, "Affiliates", source="partner", medium="affiliate", consent="cookieless"),
+            _conv(stranger, 2.2, 50.0),
+            DailyCount("2026-11-03", "news", count=7),  # Sec-GPC: counted, never credited
+        ]
+    )
+    ten_days = f"?from={PERIOD['since']}&to=2026-11-10"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Page.navigate", url=gw.admin_url + "/dashboard" + ten_days + "&population=cookieless"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        # The form offers the API's populations, says what each is, with its landings.
+        options = await page.eval(
+            "[...document.querySelector('#period').population.options].map(o => [o.value, o.textContent])"
+        )
+        assert [value for value, _ in options][:-1] == ["", *POPULATIONS]
+        assert options == [
+            ["", "every population"],
+            ["cookie", "cookie (10 landings) — ID cookie"],
+            ["cookieless", "cookieless (1 landing) — no cookie, one-day key"],
+            ["no_consent", "no_consent (0 landings) — no consent, one-day key"],
+            ["aggregate", "not tracked (7 landings) — GPC or DNT, counted only"],
+        ]
+        assert await page.eval("document.querySelector('#period').population.options[4].disabled")
+        assert await page.eval("document.querySelector('#period').population.value") == "cookieless"
+        # Every part was asked for that population's credits, and the charts say whose they are.
+        asked = await page.eval(
+            "performance.getEntriesByType('resource').map(e => new URL(e.name))"
+            ".filter(u => u.pathname === '/api/dashboard/summary')"
+            ".map(u => [u.searchParams.get('part'), u.searchParams.get('population')])"
+        )
+        assert sorted(asked) == [["counts", "cookieless"], ["daily", "cookieless"], ["models", "cookieless"]]
+        assert await page.eval("document.querySelector('#legend-daily').textContent") == "Affiliates"
+        totals = await page.eval("document.querySelector('#totals').textContent")
+        assert "Conversion value (credited to cookieless)50.00 EUR" in totals, totals
+        assert "Conversions7" in totals  # every conversion of the period, as the landings
+        hints = await page.eval("[...document.querySelectorAll('[data-population]')].map(n => n.textContent)")
+        assert hints == [", crediting cookieless touchpoints only"] * 2
+        # The reports' downloads take it; the fraud report and the raw listings do not.
+        links = await page.eval("[...document.querySelectorAll('.exports a')].map(a => a.href)")
+        reports = [link for link in links if "/api/attribution" in link or "/api/payouts" in link]
+        assert len(reports) == 10 and all("population=cookieless" in link for link in reports), links
+        assert all("population" not in link for link in links if link not in reports), links
+        got = await page.eval(
+            "Promise.all([...document.querySelectorAll('.exports a')].map(a => fetch(a.href).then("
+            "r => [r.status, r.headers.get('content-disposition')])))"
+        )
+        assert all(status == 200 for status, _ in got), got
+        assert "-cookieless-" in got[8][1], got[8]  # the payouts' file says whose
+
+        # Sent with another population, the form keeps it in the page's address.
+        await page.eval(
+            "const f = document.querySelector('#period'); f.population.value = 'cookie'; f.requestSubmit()"
+        )
+        await page.wait_for(
+            "location.search.includes('population=cookie&') || location.search.endsWith('population=cookie')",
+            "the form sent",
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        legend = await page.eval("document.querySelector('#legend-daily').textContent")
+        assert "Paid Search" in legend and "Affiliates" not in legend, legend
+
+        # One the dashboard does not know: told in the form's words before anything is asked.
+        await page.send(
+            "Page.navigate",
+            url=gw.admin_url + "/dashboard" + ten_days + "&model=data_driven&population=everyone",
+        )
+        await page.wait_for(
+            "location.search.includes('everyone') && document.body"
+            " && document.body.dataset.state === 'error'",
+            "the refused population",
+        )
+        assert await page.eval("document.querySelector('#status').textContent") == (
+            'Population "everyone" is not one the dashboard knows: choose every population, or'
+            " cookie, cookieless, no_consent."
+        )
+        assert (
+            await page.eval(
+                "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length"
+            )
+            == 0
+        )
+        assert await page.eval("document.querySelector('#period').population.value") == ""
+        assert await page.eval("document.querySelector('#period').model.value") == "data_driven"
+    assert page.errors == [], page.errors
+
+
+FAKE_DEADLINES = """(() => {
+  // The page's long timers (its deadlines, two minutes) wait for the test's expireDeadlines()
+  // instead of the clock; each request's URL and signal are kept in window.asked.
+  const setTimeoutOf = window.setTimeout, clearTimeoutOf = window.clearTimeout, fetchOf = window.fetch;
+  const deadlines = new Map();
+  let last = 1e9;
+  window.setTimeout = (fn, ms, ...args) => {
+    if (!(ms >= 100000)) return setTimeoutOf(fn, ms, ...args);
+    deadlines.set(++last, () => fn(...args));
+    return last;
+  };
+  window.clearTimeout = (id) => { deadlines.delete(id); clearTimeoutOf(id); };
+  window.expireDeadlines = () => {
+    const due = [...deadlines.values()];
+    deadlines.clear();
+    due.forEach((f) => f());
+    return due.length;
+  };
+  window.asked = [];
+  window.fetch = (url, options = {}) => {
+    window.asked.push({ url: String(url), signal: options.signal });
+    return fetchOf(url, options);
+  };
+})();"""
+"""Fake timers for the page's deadlines, installed before its scripts run."""
+
+DAILY_ASKED = "asked.filter(a => a.url.includes('part=daily')).map(a => !!a.signal?.aborted)"
+
+
+@pytest.mark.timeout(180)
+async def test_a_part_that_never_answers_is_given_up_and_can_be_asked_again(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A report that never answers (a hung worker, no proxy's timeout in front) kept the status
+    line's "Computing…" for ever: no deadline of the page's own, nothing to press."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send("Page.enable")  # for the script on every new document
+        await page.send("Page.addScriptToEvaluateOnNewDocument", source=FAKE_DEADLINES)
+        await page.send("Fetch.enable", patterns=[{"urlPattern": "*part=daily*"}])
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await held(page, "part=daily")
+        await page.wait_for("!!document.querySelector('#chart-campaigns svg')", "the counts drawn")
+        status = "document.querySelector('#status').textContent"
+        assert (await page.eval(status)).startswith("Computing the period's numbers")
+        # Its deadline passes (the page's own timer, run now: no test waits two minutes). The
+        # counts answered and the comparison is not asked yet: the daily part's is the one due.
+        assert await page.eval("expireDeadlines()") == 1
+        said = await page.wait_for(
+            "document.querySelector('#chart-daily button')"
+            " && document.querySelector('#chart-daily').textContent",
+            "the daily chart given up",
+        )
+        assert said.startswith("The daily chart: no answer in 120 s, the page gave up waiting."), said
+        assert said.endswith("Try again"), said
+        assert (await page.eval(status)).startswith("The daily chart: no answer in 120 s"), await page.eval(
+            status
+        )
+        assert await page.eval(DAILY_ASKED) == [True]  # its request aborted
+        # The comparison is asked once the daily part has settled, given up included.
+        await page.wait_for("document.querySelectorAll('#chart-models rect').length > 0", "the comparison")
+        value = await page.eval("document.querySelector('#totals .total:last-child').textContent")
+        assert value == "Conversion valuenot computed yet: see the daily chart", value
+        assert await page.eval("document.body.dataset.state") == "error"
+        # Try again, pressed twice: one request more, and the chart drawn when it answers.
+        page.paused.clear()
+        await page.eval("(b => { b.click(); b.click(); })(document.querySelector('#chart-daily button'))")
+        again = await held(page, "part=daily")
+        assert await page.eval(DAILY_ASKED) == [True, False]
+        assert await page.eval("document.body.dataset.state") == "loading"
+        assert (await page.eval(status)).startswith("Computing the period's numbers")
+        await page.send("Fetch.continueRequest", requestId=again)
+        await page.send("Fetch.disable")
+        await page.wait_for("document.body.dataset.state === 'ready'", "the daily chart drawn")
+        assert await page.eval(status) == ""
+        assert await page.eval("document.querySelectorAll('#chart-daily rect[data-series]').length") >= 6
+        assert "355.00 EUR" in await page.eval("document.querySelector('#totals').textContent")
+        assert await page.eval(DAILY_ASKED) == [True, False]
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_a_failed_value_the_bot_ring_and_a_lookup_say_what_they_are(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The daily part failed: "Conversion value" read a dash, as for none. The bot share's ring
+    said "100 %" of nothing named. A lookup's answer was not announced to a screen reader."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send("Fetch.enable", patterns=[{"urlPattern": "*part=daily*"}])
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.send(
+            "Fetch.fulfillRequest",
+            requestId=await held(page, "part=daily"),
+            responseCode=500,
+            responseHeaders=[{"name": "Content-Type", "value": "application/json"}],
+            body=base64.b64encode(b'{"ok": false, "error": "the credits broke"}').decode(),
+        )
+        await page.send("Fetch.disable")
+        await page.wait_for("document.body.dataset.state === 'error'", "the error state")
+        value = await page.eval("document.querySelector('#totals .total:last-child').textContent")
+        assert value == "Conversion valuenot computed: the credits failed (see above)", value
+        assert await page.eval("document.querySelector('#status').textContent") == "the credits broke"
+        centre = await page.eval(
+            "[...document.querySelectorAll('#chart-bots svg > text')].map(t => t.textContent)"
+        )
+        assert centre == ["100 %", "allow"], centre
+        assert (
+            await page.eval("document.querySelector('#journey-result').getAttribute('aria-live')") == "polite"
+        )
     assert page.errors == [], page.errors

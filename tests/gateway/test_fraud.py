@@ -382,7 +382,7 @@ async def test_the_review_queue_downloads_every_queued_touchpoint(start_gateway,
     ) as resp:
         assert (
             resp.status == 200
-            and resp.headers["Content-Disposition"] == 'attachment; filename="review-block.ndjson"'
+            and resp.headers["Content-Disposition"] == 'attachment; filename="review-block-ben.ndjson"'
         )
         lines = [json.loads(line) for line in (await resp.text()).splitlines()]
     assert [x["id"] for x in lines] == [
