@@ -318,7 +318,8 @@ async def apply_erasures(conn: asyncpg.Connection, ids: Sequence[Any]) -> None:
         await conn.execute("DELETE FROM identities WHERE user_key = ANY($1::text[])", users)
         await conn.execute(
             "INSERT INTO erased_keys (key, erased_at) SELECT unnest($1::text[]), $2 "
-            "ON CONFLICT (key) DO UPDATE SET erased_at = greatest(erased_keys.erased_at, excluded.erased_at)",
+            "ON CONFLICT (key) DO UPDATE SET erased_at = greatest(erased_keys.erased_at, excluded.erased_at),"
+            " ingested = excluded.ingested",
             [*users, *visitors],
             erasure["ts"],
         )
@@ -346,7 +347,8 @@ async def erase_late_devices(conn: asyncpg.Connection) -> None:
         await conn.execute("DELETE FROM conversions WHERE visitor_key = $1 AND ts <= $2", visitor, erased_at)
         await conn.execute(
             "INSERT INTO erased_keys (key, erased_at) VALUES ($1, $2) "
-            "ON CONFLICT (key) DO UPDATE SET erased_at = greatest(erased_keys.erased_at, excluded.erased_at)",
+            "ON CONFLICT (key) DO UPDATE SET erased_at = greatest(erased_keys.erased_at, excluded.erased_at),"
+            " ingested = excluded.ingested",
             visitor,
             erased_at,
         )

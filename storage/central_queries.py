@@ -11,6 +11,7 @@ gateway starts while PostgreSQL is away; a read then fails with
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -38,19 +39,29 @@ from storage.queries import (
 _decode = msgspec.json.Decoder(dict[str, str])
 
 
+def local_form(value: Any) -> Any:
+    """A central value in the local store's text form: a timestamp as the ISO text the local
+    store writes (``gateway.events.iso``), a UUID as its text; others as they are. Here and for
+    the reporting mirror (``storage.mirror``), which copies central rows into a local store."""
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
 def _plain(record: Mapping[str, Any]) -> dict[str, Any]:
     """A row as the local reader gives it: ISO timestamps, UUIDs as text, raw_params decoded;
     a touchpoint of ``effective_touchpoints`` with its effective verdict, score and reasons in
-    place of the stored ones, and without the daily IP hash."""
+    place of the stored ones, and without the daily IP hash; without the central ``ingested``
+    (the transaction that inserted it, for the mirror)."""
     item: dict[str, Any] = {}
     for key, value in record.items():
-        if isinstance(value, datetime):
-            value = iso(value)
-        elif key == "id" and value is not None:
-            value = str(value)
-        elif key == "raw_params" and isinstance(value, str):
+        if key == "ingested":
+            continue
+        if key == "raw_params" and isinstance(value, str):
             value = _decode.decode(value)
-        item[key] = value
+        item[key] = local_form(value)
     if "effective_verdict" in item:
         item["verdict"] = item.pop("effective_verdict")
         item["bot_score"] = item.pop("effective_score")

@@ -62,6 +62,37 @@ async def _keys_held(db: aiosqlite.Connection, keys: Sequence[str]) -> set[str]:
         return {row[0] for row in await cursor.fetchall()}
 
 
+async def delete_people(
+    db: aiosqlite.Connection, users: Sequence[str], visitors: Sequence[str]
+) -> dict[str, int]:
+    """Inside the caller's transaction: the rows of erased ``users`` and ``visitors`` — every
+    touchpoint of the visitors (and its verdict changes), every conversion of either, the
+    users' bindings; rows deleted per table. The local erasure's deletes, and the reporting
+    mirror's when it applies an erasure of the central store (``storage.mirror``)."""
+    users_in = ",".join("?" for _ in users)
+    marks = ",".join("?" for _ in visitors)
+    statements = [
+        (
+            "verdict_changes",
+            "DELETE FROM verdict_changes WHERE touchpoint_id IN "
+            f"(SELECT id FROM touchpoints WHERE visitor_key IN ({marks}))",
+            list(visitors),
+        ),
+        ("touchpoints", f"DELETE FROM touchpoints WHERE visitor_key IN ({marks})", list(visitors)),
+        (
+            "conversions",
+            f"DELETE FROM conversions WHERE user_key IN ({users_in}) OR visitor_key IN ({marks})",
+            [*users, *visitors],
+        ),
+        ("identities", f"DELETE FROM identities WHERE user_key IN ({users_in})", list(users)),
+    ]
+    counts: dict[str, int] = {}
+    for table, sql, args in statements:
+        cursor = await db.execute(sql, args)
+        counts[table] = max(cursor.rowcount, 0)
+    return counts
+
+
 async def bad_events_naming(db: aiosqlite.Connection, body_key: bytes, raw_user_id: str) -> list[str]:
     """Ids of kept bad events whose body contains the raw user ID (bodies are sealed at rest,
     so each is opened; there are few)."""
@@ -98,32 +129,15 @@ async def erase_user(
         try:
             tops = await table_tops(db)
             keys = [user_key, *(k for k in also if k != user_key)]
-            users = ",".join("?" for _ in keys)
             visitors = await bound_visitors(db, *keys)
-            marks = ",".join("?" for _ in visitors)
             held = await _keys_held(db, keys[1:])
             bad = await bad_events_naming(db, body_key, raw_user_id)
-            counts: dict[str, int] = {}
-            statements = [
-                (
-                    "verdict_changes",
-                    "DELETE FROM verdict_changes WHERE touchpoint_id IN "
-                    f"(SELECT id FROM touchpoints WHERE visitor_key IN ({marks}))",
-                    visitors,
-                ),
-                ("touchpoints", f"DELETE FROM touchpoints WHERE visitor_key IN ({marks})", visitors),
-                (
-                    "conversions",
-                    f"DELETE FROM conversions WHERE user_key IN ({users}) OR visitor_key IN ({marks})",
-                    [*keys, *visitors],
-                ),
-                ("identities", f"DELETE FROM identities WHERE user_key IN ({users})", keys),
-                # Bad events keep the sender's body as received, which may hold the raw ID.
-                ("bad_events", f"DELETE FROM bad_events WHERE id IN ({','.join('?' for _ in bad)})", bad),
-            ]
-            for table, sql, args in statements:
-                cursor = await db.execute(sql, args)
-                counts[table] = max(cursor.rowcount, 0)
+            counts = await delete_people(db, keys, visitors)
+            # Bad events keep the sender's body as received, which may hold the raw ID.
+            cursor = await db.execute(
+                f"DELETE FROM bad_events WHERE id IN ({','.join('?' for _ in bad)})", bad
+            )
+            counts["bad_events"] = max(cursor.rowcount, 0)
             # The other keys, for the central store: a raw ID ("plain") only if rows here had it.
             others = [k for k in keys[1:] if not is_plain_key(k) or k in held]
             erasure = Erasure(

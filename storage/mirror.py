@@ -1,0 +1,306 @@
+"""The reporting mirror: a local store file holding every node's rows of the central store,
+which the reports read with the same engine as a node's own store (``central.mirror_path``).
+
+Owns the ``mirror_horizons`` table of the mirror file (made here, not by a migration: no
+node's own store has it) and the mirror rounds. Each central table has ``ingested``, the id of
+the transaction that inserted the row (PostgreSQL migration 0007). A round takes the horizon
+``H = pg_snapshot_xmin(pg_current_snapshot())`` — every transaction with an id below it has
+ended — and, per table, reads the rows with ``previous H <= ingested < H`` in batches ordered
+by ``(ingested, id)``: a row committed after the round began has an id at or above ``H``, so it
+falls into a later round's window, however old its event id (a node catching up); none is
+skipped, none read twice. Rows are written in the local store's forms
+(``storage.central_queries.local_form``; JSON as the local store encodes it, its keys in the
+order PostgreSQL's ``jsonb`` keeps) and inserted if not there yet.
+
+Erasures go first in each round, as they went centrally: the mirror's rows of an erased user,
+and of every visitor the central store erased with them, are deleted with the local erasure's
+statements (``storage.erasure.delete_people``); ``erased_keys`` rows moved since (an erasure,
+or a binding of an erased user arriving late from a node that had not synced, which erased that
+device's rows from before the erasure) delete the rows about the key from before its erasure.
+Every row the mirror holds was read in an earlier window than an erasure it applies, so was
+committed centrally before it: the central store deleted it too. Rows the central store
+refused as older than an erasure never reach the mirror. Retention: the mirror is purged with
+the local store (``storage.retention``), by this gateway's ``privacy.retention_days``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import asyncpg
+import msgspec
+
+from gateway.events import iso
+from gateway.metrics import Metrics
+from gateway.options import CentralOptions
+from storage import central
+from storage.backoff import Backoff, Failures
+from storage.central_queries import local_form
+from storage.cursors import local_columns
+from storage.erasure import delete_people
+from storage.local import connect
+from storage.migrate import SchemaTooNew, migrate
+from storage.sync import SYNC_TABLES
+
+log = logging.getLogger("gateway.mirror")
+
+READER = "mirror"
+"""The ``reader`` label of the mirror's series among the ``gateway_sync_*`` metrics."""
+ERASED_KEYS = "erased_keys"
+TABLES = ("erasures", ERASED_KEYS, *(t for t in SYNC_TABLES if t != "erasures"))
+"""Read in this order each round: the erasures and the erased keys before the rows they erase."""
+HORIZONS = (
+    "CREATE TABLE IF NOT EXISTS mirror_horizons ("
+    " name TEXT PRIMARY KEY,"  # the central table
+    " horizon INTEGER NOT NULL,"  # rows with ingested below it are in the mirror
+    " updated TEXT NOT NULL)"
+)
+MAX_VISITORS = 10_000
+"""Visitors per delete statement (SQLite's cap on a statement's variables)."""
+Progress = Callable[[str, int], object]
+"""Told each batch's table and rows once stored (``gateway mirror --once``)."""
+
+_encode = msgspec.json.Encoder()
+
+
+def _json(value: Any) -> Any:
+    """``jsonb`` text as PostgreSQL gives it → the compact JSON the local store writes."""
+    return None if value is None else _encode.encode(msgspec.json.decode(value)).decode()
+
+
+class Mirror:
+    def __init__(self, path: Path, dsn: str, options: CentralOptions, metrics: Metrics) -> None:
+        self.path = path
+        self.dsn = dsn
+        self.options = options
+        self.metrics = metrics
+
+    async def open_local(self) -> aiosqlite.Connection:
+        """The mirror file, made or brought to the local store's schema, with its horizons."""
+        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+        db = await connect(self.path)
+        try:
+            await migrate(db)
+            await db.execute(HORIZONS)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def round(
+        self, db: aiosqlite.Connection, conn: asyncpg.Connection, progress: Progress | None = None
+    ) -> dict[str, int]:
+        """Bring the mirror up to the central store's horizon of now; rows stored per table."""
+        horizon = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+        stored: dict[str, int] = {}
+        for table in TABLES:
+            remote = await central.central_columns(conn, table)
+            local = await local_columns(db, table) if table != ERASED_KEYS else ["key", "erased_at"]
+            if "ingested" not in remote or not local:
+                continue
+            columns = tuple(c for c in local if c in remote)
+            jsonb = {i for i, c in enumerate(columns) if remote[c] == "jsonb"}
+            stored[table] = await self._table(db, conn, table, columns, jsonb, horizon, progress)
+        await self.publish_lag(db, conn)
+        return stored
+
+    async def _table(
+        self,
+        db: aiosqlite.Connection,
+        conn: asyncpg.Connection,
+        table: str,
+        columns: tuple[str, ...],
+        jsonb: set[int],
+        horizon: int,
+        progress: Progress | None,
+    ) -> int:
+        """One table's window ``[its horizon, horizon)``, batch by batch, each batch one local
+        transaction; the table's horizon moves with the last one. A failure part way leaves
+        the horizon where it was: the window is read again, and rows stored already are
+        skipped."""
+        previous = await _horizon(db, table)
+        if previous >= horizon:
+            return 0
+        key = "key" if table == ERASED_KEYS else "id"
+        cols = ", ".join(columns)
+        window = "ingested >= $1::text::xid8 AND ingested < $2::text::xid8"
+        first = f"SELECT ingested::text AS _ingested, {cols} FROM {table} WHERE {window}"
+        order = f" ORDER BY ingested, {key} LIMIT $3"
+        after = f" AND (ingested, {key}) > ($4::text::xid8, $5::{'text' if key == 'key' else 'uuid'})"
+        size, stored = self.options.batch_size, 0
+        rows = await conn.fetch(first + order, str(previous), str(horizon), size)
+        while True:
+            last = rows[-1] if rows else None
+            records = [
+                [_json(row[c]) if i in jsonb else local_form(row[c]) for i, c in enumerate(columns)]
+                for row in rows
+            ]
+            done = len(rows) < size
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                if table == "erasures":
+                    await self._erase(db, conn, records, [row["_ingested"] for row in rows], columns)
+                if table == ERASED_KEYS:
+                    await _erase_before(db, records)
+                elif records:
+                    marks = ", ".join("?" for _ in columns)
+                    await db.executemany(
+                        f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", records
+                    )
+                if done:
+                    await db.execute(
+                        "INSERT INTO mirror_horizons (name, horizon, updated) VALUES (?, ?, ?)"
+                        " ON CONFLICT (name) DO UPDATE SET horizon = excluded.horizon,"
+                        " updated = excluded.updated",
+                        (table, horizon, iso(datetime.now(UTC))),
+                    )
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
+            stored += len(records)
+            if records:
+                self.metrics.sync_rows.labels(READER, table).inc(len(records))
+                if progress is not None:
+                    progress(table, len(records))
+            if done:
+                return stored
+            assert last is not None
+            rows = await conn.fetch(
+                first + after + order, str(previous), str(horizon), size, last["_ingested"], last[key]
+            )
+
+    async def _erase(
+        self,
+        db: aiosqlite.Connection,
+        conn: asyncpg.Connection,
+        records: Sequence[Sequence[Any]],
+        ingested: Sequence[str],
+        columns: tuple[str, ...],
+    ) -> None:
+        """Each erasure of the batch, as the central store applied it (``central.apply_erasures``):
+        its user (under every key it names), the visitors it lists, those bound to the user in
+        the mirror, and those the central store found bound there (its ``erased_keys`` rows of
+        the same transaction) — all their rows."""
+        at = {c: i for i, c in enumerate(columns)}
+        for record, xid in zip(records, ingested, strict=True):
+            also = msgspec.json.decode(record[at["also_keys"]]) if "also_keys" in at else []
+            users = [record[at["user_key"]], *also]
+            marks = ",".join("?" for _ in users)
+            async with db.execute(
+                f"SELECT DISTINCT visitor_key FROM identities WHERE user_key IN ({marks})", users
+            ) as cursor:
+                bound = [row[0] for row in await cursor.fetchall()]
+            same = await conn.fetch("SELECT key FROM erased_keys WHERE ingested = $1::text::xid8", xid)
+            visitors = sorted(
+                {*msgspec.json.decode(record[at["visitors"]]), *bound, *(r["key"] for r in same)}
+            )
+            for start in range(0, max(len(visitors), 1), MAX_VISITORS):
+                await delete_people(db, users, visitors[start : start + MAX_VISITORS])
+
+    async def publish_lag(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> dict[str, int]:
+        """Central rows not in the mirror yet (at or above each table's horizon), per table, in
+        ``gateway_sync_lag_rows{reader="mirror"}``."""
+        lag: dict[str, int] = {}
+        for table in TABLES:
+            if "ingested" not in await central.central_columns(conn, table):
+                continue
+            rows = await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE ingested >= $1::text::xid8",
+                str(await _horizon(db, table)),
+            )
+            lag[table] = int(rows)
+            self.metrics.sync_lag_rows.labels(READER, table).set(lag[table])
+        return lag
+
+    async def once(self, progress: Progress | None = None) -> dict[str, int]:
+        """One complete round, for ``gateway mirror --once``; errors propagate."""
+        db = await self.open_local()
+        try:
+            conn = await central.connect(self.dsn, self.options.connect_timeout)
+            try:
+                await central.migrate(conn)
+                stored = await self.round(db, conn, progress)
+            finally:
+                await conn.close()
+            self.metrics.sync_last_success.labels(READER).set(time.time())
+            return stored
+        finally:
+            await db.close()
+
+    @property
+    def key(self) -> str:
+        url = self.options.url
+        return f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+
+    async def run(self) -> None:
+        """Until cancelled: a round every ``interval_seconds``; while the central store is away
+        the mirror keeps what it has (the reports answer from it), and the rounds are retried
+        with backoff, the problem logged once (``Failures``)."""
+        db = await self.open_local()
+        backoff = Backoff(self.options.backoff_min_seconds, self.options.backoff_max_seconds)
+        failures = Failures(log, "reporting mirror")
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = None
+                        conn = await central.connect(self.dsn, self.options.connect_timeout)
+                        await central.migrate(conn)
+                    await self.round(db, conn)
+                    backoff.reset()
+                    failures.succeeded()
+                    self.metrics.sync_last_success.labels(READER).set(time.time())
+                    delay = self.options.interval_seconds
+                except Exception as err:  # a background task must outlive every failure
+                    self.metrics.sync_errors.labels(READER).inc()
+                    delay = backoff.next()
+                    if isinstance(err, SchemaTooNew | central.ForeignSchema):
+                        failures.failed(str(err), delay, logging.ERROR)
+                    elif isinstance(err, central.PG_ERRORS):
+                        failures.failed(central.explain(err, self.key, connecting=conn is None), delay)
+                    elif isinstance(err, ValueError) and conn is None:  # asyncpg's DSN parser
+                        failures.failed(f"{self.key} is not a PostgreSQL DSN it can read", delay)
+                    else:  # a defect: its traceback, once
+                        failures.failed(f"{type(err).__name__}: {err}", delay, logging.ERROR, err)
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+                await asyncio.sleep(delay)
+        finally:
+            if conn is not None:
+                conn.terminate()
+            await db.close()
+
+
+async def _horizon(db: aiosqlite.Connection, table: str) -> int:
+    async with db.execute("SELECT horizon FROM mirror_horizons WHERE name = ?", (table,)) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _erase_before(db: aiosqlite.Connection, records: Sequence[Sequence[Any]]) -> None:
+    """Each erased key's rows from before its erasure (``key``, ``erased_at``): what the central
+    store deleted when it erased the key, or a late binding showed the visitor to be an
+    erased user's (``central.erase_late_devices``)."""
+    for key, erased_at in records:
+        await db.execute(
+            "DELETE FROM verdict_changes WHERE touchpoint_id IN"
+            " (SELECT id FROM touchpoints WHERE visitor_key = ? AND ts <= ?)",
+            (key, erased_at),
+        )
+        await db.execute("DELETE FROM touchpoints WHERE visitor_key = ? AND ts <= ?", (key, erased_at))
+        await db.execute(
+            "DELETE FROM conversions WHERE (visitor_key = ? OR user_key = ?) AND ts <= ?",
+            (key, key, erased_at),
+        )
+        await db.execute("DELETE FROM identities WHERE user_key = ? AND ts <= ?", (key, erased_at))
