@@ -1,5 +1,5 @@
 """The ``gateway`` command: ``run``, ``check``, ``init``, ``doctor``, ``import``, ``replay-bad``,
-``send-test-event``, ``reclassify``, ``report``, ``sync --once`` and ``sink send``.
+``send-test-event``, ``reclassify``, ``report``, ``sync --once``, ``mirror --once`` and ``sink send``.
 
 Config problems are printed one per line, each naming its TOML key, and the
 command exits 2; nothing prints a traceback for something the operator can fix.
@@ -719,6 +719,48 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mirror(args: argparse.Namespace) -> int:
+    """One complete round of the reporting mirror (a first fill, or cron); rows stored per table."""
+    try:
+        settings = load_settings(args.config, offline=True)
+    except ConfigError as err:
+        return _fail_config(args.config, err)
+    if settings.mirror_path is None:
+        print(
+            f"gateway: {args.config}: central.mirror_path (and central.url) is not set: there is no"
+            " reporting mirror",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    from gateway.metrics import Metrics
+    from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
+    from storage import central  # asyncpg: the postgres extra
+    from storage.mirror import Mirror
+
+    mirror = Mirror(settings.mirror_path, settings.central_url, settings.options.central, Metrics())
+    # A first fill copies every node's rows: on a terminal, a bar of the rows so far (no total).
+    bar = progress_bar(None, "mirror", " rows") if not args.no_progress and on_a_terminal() else None
+    failure = None
+    try:
+        stored = asyncio.run(mirror.once(None if bar is None else lambda table, rows: bar.update(rows)))
+    except (SchemaTooNew, central.ForeignSchema, sqlite3.DatabaseError) as err:
+        failure = str(err)
+    except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
+        failure = f"cannot reach the central store: {central.explain(err, mirror.key)}"
+    except Exception as err:  # no traceback
+        failure = f"{type(err).__name__}: {err}"
+    finally:
+        if bar is not None:  # before any message: it goes on a line of its own
+            bar.close()
+    if failure is not None:
+        print(f"gateway: mirror failed: {failure} (the mirror keeps what it had)", file=sys.stderr)
+        return 1
+    for table, rows in stored.items():
+        print(f"{table}: {rows:,} rows")
+    print(f"total: {sum(stored.values()):,} rows")
+    return 0
+
+
 CONFIG_HELP = "config file (default: %(default)s)"
 ADMIN_PUBLIC_HELP = "let admin.listen be a public address (as admin.allow_public = true does)"
 
@@ -869,6 +911,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
     )
     sync.set_defaults(func=cmd_sync)
+    mirror = sub.add_parser(
+        "mirror",
+        help="copy every node's rows of the central store into the reporting mirror (central.mirror_path)",
+    )
+    mirror.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
+    mirror.add_argument("--once", action="store_true", required=True, help="one round, then exit (for cron)")
+    mirror.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
+    )
+    mirror.set_defaults(func=cmd_mirror)
     sink = sub.add_parser("sink", help="sinks ([[sinks]]): re-send one user's calls")
     sink_sub = sink.add_subparsers(dest="sink_command", required=True)
     send_user = sink_sub.add_parser("send", help="re-send one user's identify and track calls now")

@@ -86,6 +86,17 @@ class Settings:
         path = Path(self.options.storage.path)
         return path if path.is_absolute() else self.base_dir / path
 
+    @property
+    def mirror_path(self) -> Path | None:
+        """``central.mirror_path`` (``storage.mirror``); None: no mirror."""
+        name = self.options.central.mirror_path
+        return resolve_path(self.base_dir, name) if name and self.central_url else None
+
+    @property
+    def report_path(self) -> Path:
+        """The store the reports read: the reporting mirror when there is one, else this node's."""
+        return self.mirror_path or self.store_path
+
     def no_store(self) -> str:
         """What a command that reads the store says when there is none: where it looked, by
         which key, and what to do."""
@@ -366,6 +377,8 @@ def check_files(options: Options, base_dir: Path) -> list[str]:
         p.append(f"storage.path: cannot use {store}: {err.strerror}")
     if what := special_file(store):  # a folder is said by run and doctor, with what to do
         p.append(f"storage.path: {store} is {what}, not a file; point storage.path at the SQLite file")
+    if options.central.mirror_path:
+        p += _check_mirror(store, resolve_path(base_dir, options.central.mirror_path))
     for key, name, kind in (
         ("geo.country_db", options.geo.country_db, ""),
         ("geo.asn_db", options.geo.asn_db, "ASN"),
@@ -389,6 +402,23 @@ def check_files(options: Options, base_dir: Path) -> list[str]:
         if kind and kind not in found.upper():
             p.append(f"{key}: {path} is a {found!r} database, not an {kind} one")
     return p
+
+
+def _check_mirror(store: Path, mirror: Path) -> list[str]:
+    """``central.mirror_path``: a file of its own, not the node's store (each round would insert
+    the node's rows into itself, and an erasure's rows of other nodes deleted from it)."""
+    key = "central.mirror_path"
+    try:
+        same = mirror.resolve() == store.resolve() or (
+            mirror.exists() and store.exists() and mirror.samefile(store)
+        )
+    except OSError as err:
+        return [f"{key}: cannot use {mirror}: {err.strerror}"]
+    if same:
+        return [f"{key}: {mirror} is the node's own store (storage.path); give the mirror a file of its own"]
+    if what := ("a folder" if mirror.is_dir() else special_file(mirror)):
+        return [f"{key}: {mirror} is {what}, not a file; name the mirror's SQLite file"]
+    return []
 
 
 def resolve_path(base_dir: Path, name: str) -> Path:

@@ -355,6 +355,9 @@ def _validate_central(options: Options) -> list[str]:
             f"({c.backoff_max_seconds}), got {c.backoff_min_seconds}"
         )
     _check(
+        p, not c.mirror_path or bool(c.url), "central.mirror_path", "needs central.url (the store it mirrors)"
+    )
+    _check(
         p,
         options.admin.source == "local" or bool(c.url),
         "admin.source",

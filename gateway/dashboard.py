@@ -256,9 +256,10 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     part = q.get("part")
     if part is not None and part not in PARTS:
         raise ApiError(400, f"part: expected one of {', '.join(PARTS)}, got {part!r}")
+    live = request.app[REPORTING_KEY]
     data = await summary(
-        request.app[READER_KEY].db,
-        request.app[REPORTING_KEY].reports,
+        (live.reader or request.app[READER_KEY]).db,  # the mirror's, if any
+        live.reports,
         model,
         Period(since, until),
         population,

@@ -175,6 +175,11 @@ class CentralOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=
     """Longest retry delay."""
     connect_timeout: float = 10.0
     """Seconds to connect to PostgreSQL (or run one statement) before counting a failure."""
+    mirror_path: str = ""
+    """A reporting mirror: a local store file (absolute, or relative to the config file) that
+    every ``interval_seconds`` takes in every node's rows of the central store, and that the
+    reports, payouts, fraud report and dashboard then read instead of ``storage.path``. Empty:
+    no mirror; the reports read this node's store."""
 
 
 class SinkOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

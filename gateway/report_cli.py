@@ -76,7 +76,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"gateway report: {err}", file=sys.stderr)
         return 2
-    if not settings.store_path.exists():
+    if settings.mirror_path is None and not settings.store_path.exists():
         print(settings.no_store(), file=sys.stderr)
         return 1
     try:
@@ -85,7 +85,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         hint = (
             " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""
         )
-        print(f"gateway: cannot read the store {settings.store_path}: {err}{hint}", file=sys.stderr)
+        print(f"gateway: cannot read the store {settings.report_path}: {err}{hint}", file=sys.stderr)
         return 1
     sys.stdout.flush()
     if args.format == "csv":
@@ -170,8 +170,12 @@ def _fraud_query(args: argparse.Namespace, settings: Settings) -> FraudQuery:
 async def _report(
     settings: Settings, args: argparse.Namespace, query: reporting.Query | FraudQuery
 ) -> reporting.Report:
+    if settings.mirror_path is not None:  # read as it stands; made empty if there is none yet
+        from storage.mirror import prepare  # asyncpg: the postgres extra
+
+        await prepare(settings.mirror_path)
     if isinstance(query, tuple):
-        reader = Reader(settings.store_path)
+        reader = Reader(settings.report_path)
         await reader.open()
         try:
             since, until, group_by = query
@@ -182,7 +186,7 @@ async def _report(
             await reader.close()
     # One report, then the process ends with its workers: none is ever replaced for its memory.
     reports = Reports(
-        settings.store_path,
+        settings.report_path,
         Attribution(settings.options.attribution),
         settings.channels,
         settings.options.admin.report_processes,

@@ -237,7 +237,7 @@ async def fraud(request: web.Request) -> web.Response:
     if group_by not in FRAUD_GROUPS:
         raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by!r}")
     since, until = span(q, report_zone_of(request))
-    reader = request.app[READER_KEY]
+    reader = request.app[REPORTING_KEY].reader or request.app[READER_KEY]  # the mirror's, if any
     if kind != "json":
         groups = await reader.fraud(since, until, group_by, limit=None)
         return respond(request, reporting.fraud(groups, group_by, since, until))

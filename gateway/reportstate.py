@@ -1,5 +1,6 @@
 """What the admin API reports with, and its reload: the report engine over ``[attribution]``
-(with the channel rules it classifies rows stored before channels by), the payout rules of
+(with the channel rules it classifies rows stored before channels by), over this node's store or
+the reporting mirror (``central.mirror_path``: every node's rows), the payout rules of
 ``[payouts]``, and the time zone a date alone means (``attribution.timezone``).
 
 A reload (SIGHUP) swaps them: new payout rules at once, and, when ``[attribution]`` or
@@ -21,14 +22,16 @@ from aiohttp import web
 from gateway.attribution import Attribution
 from gateway.config import Settings
 from gateway.payouts import Payouts
+from storage.queries import Reader
 from storage.reports import Reports
 
 log = logging.getLogger("gateway")
 
 
 def report_engine(settings: Settings) -> Reports:
+    """Over the reporting mirror when there is one (``central.mirror_path``), else this node's store."""
     return Reports(
-        settings.store_path,
+        settings.report_path,
         Attribution(settings.options.attribution),
         settings.channels,
         settings.options.admin.report_processes,
@@ -41,6 +44,9 @@ class Reporting:
         self.settings = settings
         self.reports = report_engine(settings)
         self.payouts = Payouts(settings.options.payouts)
+        self.reader: Reader | None = None
+        """The fraud report's and the dashboard's reader of the mirror (None: no mirror; they
+        read the admin API's own reader)."""
         self._retiring: dict[asyncio.Task[None], Reports] = {}
         self._opened = False
         """Whether this admin app is served here: a proxy worker other than the first keeps one
@@ -56,6 +62,13 @@ class Reporting:
         return self.settings.report_zone
 
     async def open(self) -> None:
+        mirror = self.settings.mirror_path
+        if mirror is not None:
+            from storage.mirror import prepare  # asyncpg: the postgres extra
+
+            await prepare(mirror)
+            self.reader = Reader(mirror)
+            await self.reader.open()
         await self.reports.open()
         await self.reports.warm()
         self._opened = True
@@ -67,6 +80,8 @@ class Reporting:
                 await task
             await engine.close()
         await self.reports.close()
+        if self.reader is not None:
+            await self.reader.close()
 
     async def reload(self, settings: Settings) -> None:
         """Take the report settings of ``settings`` (a reload's, restart-only keys kept)."""

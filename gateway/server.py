@@ -333,8 +333,9 @@ def create_reader(settings: Settings) -> Reader:
 
 def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
     """The durable readers of the event log, run in the process with the admin listener: the
-    central sync (when ``central.url`` is set) and one task per ``[[sinks]]`` entry. Each
-    reads the store through a connection of its own."""
+    central sync (when ``central.url`` is set) and the reporting mirror (``central.mirror_path``),
+    and one task per ``[[sinks]]`` entry. Each reads the store (the mirror, its file) through a
+    connection of its own."""
     settings = gw.settings
     if settings.central_url:
         from storage.sync import Sync  # asyncpg: the postgres extra
@@ -347,6 +348,11 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
             node=settings.node,
         )
         gw.attach("central-sync", sync.run)
+        if settings.mirror_path is not None:
+            from storage.mirror import Mirror
+
+            mirror = Mirror(settings.mirror_path, settings.central_url, settings.options.central, gw.metrics)
+            gw.attach("central-mirror", mirror.run)
     for name, sink in sinks.sinks.items():
         gw.attach(f"sink-{name}", sink.run)
     if settings.options.privacy.retention_days:

@@ -83,16 +83,7 @@ class Mirror:
         self.metrics = metrics
 
     async def open_local(self) -> aiosqlite.Connection:
-        """The mirror file, made or brought to the local store's schema, with its horizons."""
-        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
-        db = await connect(self.path)
-        try:
-            await migrate(db)
-            await db.execute(HORIZONS)
-        except BaseException:
-            await db.close()
-            raise
-        return db
+        return await open_mirror(self.path)
 
     async def round(
         self, db: aiosqlite.Connection, conn: asyncpg.Connection, progress: Progress | None = None
@@ -280,6 +271,26 @@ class Mirror:
             if conn is not None:
                 conn.terminate()
             await db.close()
+
+
+async def open_mirror(path: Path) -> aiosqlite.Connection:
+    """The mirror file, made or brought to the local store's schema, with its horizons."""
+    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+    db = await connect(path)
+    try:
+        await migrate(db)
+        await db.execute(HORIZONS)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def prepare(path: Path) -> None:
+    """Make the mirror file if there is none yet, for the reports to open before the first
+    round (the central store may be away: they then report on nothing until it is back)."""
+    db = await open_mirror(path)
+    await db.close()
 
 
 async def _horizon(db: aiosqlite.Connection, table: str) -> int:

@@ -1,5 +1,6 @@
 """Retention (``privacy.retention_days``): deletes events older than the limit from the local
-store and, when configured, the central one; and the daily task that does it in the gateway.
+store and, when configured, the reporting mirror and the central one; and the daily task that does
+it in the gateway.
 
 Owns which tables age out and by which column. Kept regardless of age: ``erasures`` (proof of
 an erasure, and what keeps an erased user's late rows out), ``creator_standings`` (the
@@ -101,13 +102,17 @@ async def purge_central(
 
 
 async def purge(settings: Settings, now: datetime, *, dry_run: bool = False) -> dict[str, dict[str, int]]:
-    """Every store's purge for ``privacy.retention_days``: ``{"local": …, "central": …}``;
+    """Every store's purge for ``privacy.retention_days``: ``{"local": …, "mirror": …, "central": …}``
+    (the reporting mirror holds the central store's rows: they go from it as from there);
     nothing when retention is 0 (keep forever)."""
     days = settings.options.privacy.retention_days
     if days <= 0:
         return {}
     before = cutoff(now, days)
     done = {"local": await purge_local(settings.store_path, before, dry_run=dry_run)}
+    mirror = settings.mirror_path
+    if mirror is not None and await asyncio.to_thread(mirror.exists):
+        done["mirror"] = await purge_local(mirror, before, dry_run=dry_run)
     if settings.central_url:
         timeout = settings.options.central.connect_timeout
         done["central"] = await purge_central(settings.central_url, timeout, before, dry_run=dry_run)

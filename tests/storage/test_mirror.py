@@ -27,7 +27,9 @@ from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.erasure import erase_user
 from storage.mirror import Mirror
 from storage.reports import Reports
+from storage.retention import purge
 from storage.sync import Sync
+from tests.conftest import make_settings
 from tests.storage.stores import read
 from tests.storage.test_sync import OPTIONS, T0, Node, bind, touch
 
@@ -243,3 +245,20 @@ async def test_the_mirror_keeps_its_rows_while_the_central_store_is_away(
     assert len(await ids(mirror.path, "touchpoints")) == 1
     q = reporting.Query(*EVERY, group_by="campaign")
     assert [row["conversions"] for row in await report(mirror.path, q) if row["conversions"]] == [1.0]
+
+
+async def test_retention_purges_the_mirror_as_the_central_store(
+    nodes: tuple[Node, Node], mirror: Mirror, tmp_path: Path, central_dsn: str
+) -> None:
+    a, _ = nodes
+    await a.store.write([touch(1, "e" * 32)])
+    await a.sync.once()
+    await mirror.once()
+    toml = (
+        f'[storage]\npath = "{a.path}"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+        f'mirror_path = "{mirror.path}"\n[privacy]\nretention_days = 1\n'
+    )
+    settings = await asyncio.to_thread(make_settings, tmp_path, toml, GATEWAY_CENTRAL_URL=central_dsn)
+    done = await purge(settings, T0 + timedelta(days=3))
+    assert done["mirror"]["touchpoints"] == done["central"]["touchpoints"] == 1
+    assert await ids(mirror.path, "touchpoints") == set()

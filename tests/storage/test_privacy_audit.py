@@ -36,3 +36,18 @@ async def test_readme_audit_lists_every_column(tmp_path: Path) -> None:
 
 async def _audit() -> str:
     return await asyncio.to_thread(audit_section)  # a file read: off the event loop
+
+
+async def test_readme_audit_lists_every_column_of_a_reporting_mirror(tmp_path: Path) -> None:
+    """The mirror (``central.mirror_path``) is a local store with its horizons besides."""
+    from storage.mirror import open_mirror  # asyncpg: the postgres extra
+
+    audit = await _audit()
+    db = await open_mirror(tmp_path / "mirror.db")
+    try:
+        async with db.execute("PRAGMA table_info(mirror_horizons)") as cur:
+            columns = [f"mirror_horizons.{row[1]}" async for row in cur]
+    finally:
+        await db.close()
+    assert len(columns) == 3
+    assert [c for c in columns if f"`{c}`" not in audit] == []

@@ -1,0 +1,116 @@
+"""A reporting gateway with a mirror (``central.mirror_path``): its reports, fraud report and
+dashboard read every node's rows; ``gateway mirror --once``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.events import Conversion, iso
+from gateway.ids import uuid7
+from tests.conftest import ENV, GatewayFactory, PostgresServer
+from tests.gateway.test_central import _drop_node_rows, _write_local, admin_get, eventually, node_toml
+from tests.gateway.test_central import origin as origin  # the fixture
+
+
+def mirror_toml(tmp_path: Path) -> str:
+    return node_toml(tmp_path, "r", source="local").replace(
+        "connect_timeout = 2.0", f'connect_timeout = 2.0\n        mirror_path = "{tmp_path / "mirror.db"}"'
+    )
+
+
+async def test_a_reporting_gateway_credits_a_journey_across_two_nodes(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    a = await start_gateway(origin, node_toml(tmp_path, "a", source="local"), env)
+    b = await start_gateway(origin, node_toml(tmp_path, "b", source="local"), env)
+    reporter = await start_gateway(origin, mirror_toml(tmp_path), env)
+    async with a.session.get(a.url + "/pricing?utm_source=newsletter&utm_campaign=x") as resp:
+        assert resp.status == 200
+        cookie = resp.cookies["gw_vid"].value
+    key = a.gateway.keys.visitor_key(cookie.split(".")[1])
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    sale = Conversion(
+        uuid7(int(now.timestamp() * 1000)), iso(now), "b", "purchase", "order:1", key, None, 9.0, "EUR"
+    )
+    await b.gateway.store.write([sale])
+    today = datetime.now(UTC).date()
+    period = f"since={today - timedelta(days=1)}&until={today + timedelta(days=1)}"
+
+    async def credited(gw: object) -> dict[str, float]:
+        status, body = await admin_get(
+            gw, f"/api/attribution?group_by=campaign&verdicts=allow,block&{period}"
+        )  # type: ignore[arg-type]
+        assert status == 200, body
+        return {row["group"]: row["conversions"] for row in body["rows"] if row["conversions"]}
+
+    async def mirrored() -> bool:
+        return await credited(reporter) == {"x": 1.0}
+
+    await eventually(mirrored)
+    assert "x" not in await credited(b) and "x" not in await credited(a)
+    status, fraud = await admin_get(reporter, f"/api/fraud?group_by=campaign&{period}")
+    assert status == 200 and [group["key"] for group in fraud["groups"]] == ["x"], fraud
+    status, summary = await admin_get(reporter, f"/api/dashboard/summary?{period}")
+    assert status == 200, summary
+    assert summary["totals"] == {"touchpoints": 1, "visitors": 1, "conversions": 1}, summary
+    assert [row["name"] for row in summary["top_campaigns"]] == ["x"]
+
+
+def test_mirror_once_command(tmp_path: Path, postgres_server: PostgresServer, capsys, monkeypatch) -> None:
+    dsn = postgres_server.dsn()  # the session server's own database: this test cleans up after itself
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        '[storage]\npath = "node.db"\nnode = "mirrorcron"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+        'mirror_path = "mirror.db"\n'
+    )
+    for name, value in {**ENV, "GATEWAY_CENTRAL_URL": dsn}.items():
+        monkeypatch.setenv(name, value)
+    _write_local(tmp_path / "node.db", "mirrorcron", 3)
+    try:
+        assert main(["sync", "--once", "-c", str(config)]) == 0
+        capsys.readouterr()
+        assert main(["mirror", "--once", "-c", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert "touchpoints: " in out and "total: " in out, out
+        assert main(["mirror", "--once", "-c", str(config)]) == 0
+        assert "touchpoints: 0 rows" in capsys.readouterr().out
+        # `gateway report` reads the mirror too: the node's own rows gone, its clicks remain.
+        (tmp_path / "node.db").unlink()
+        assert main(["report", "--fraud", "--format", "csv", "-c", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[1].startswith(",3,"), out  # 3 clicks, of no creator
+    finally:
+        asyncio.run(_drop_node_rows(dsn, "mirrorcron"))
+    monkeypatch.setenv("GATEWAY_CENTRAL_URL", "postgresql://postgres@127.0.0.1:9/nowhere")
+    assert main(["mirror", "--once", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the central store" in err and "keeps what it had" in err, err
+    config.write_text('[storage]\npath = "node.db"\n')
+    assert main(["mirror", "--once", "-c", str(config)]) == 2
+    assert "central.mirror_path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("mirror", "url", "problem"),
+    [
+        ("node.db", True, "central.mirror_path: "),
+        ("./node.db", True, "is the node's own store (storage.path)"),
+        ("mirror.db", False, "central.mirror_path: needs central.url"),
+    ],
+)
+def test_mirror_path_problems_name_the_key(
+    tmp_path: Path, capsys, monkeypatch, mirror: str, url: bool, problem: str
+) -> None:
+    config = tmp_path / "gw.toml"
+    central = '[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n' if url else "[central]\n"
+    config.write_text(f'[storage]\npath = "node.db"\n{central}mirror_path = "{mirror}"\n')
+    for name, value in {**ENV, "GATEWAY_CENTRAL_URL": "postgresql://u@127.0.0.1:9/db"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check", "-c", str(config)]) == 2
+    assert problem in capsys.readouterr().err
