@@ -735,7 +735,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     from gateway.metrics import Metrics
     from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
     from storage import central  # asyncpg: the postgres extra
-    from storage.mirror import Mirror
+    from storage.mirror import HorizonBack, Mirror
 
     mirror = Mirror(settings.mirror_path, settings.central_url, settings.options.central, Metrics())
     # A first fill copies every node's rows: on a terminal, a bar of the rows so far (no total).
@@ -743,7 +743,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     failure = None
     try:
         stored = asyncio.run(mirror.once(None if bar is None else lambda table, rows: bar.update(rows)))
-    except (SchemaTooNew, central.ForeignSchema, sqlite3.DatabaseError) as err:
+    except (SchemaTooNew, central.ForeignSchema, HorizonBack, sqlite3.DatabaseError) as err:
         failure = str(err)
     except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
         failure = f"cannot reach the central store: {central.explain(err, mirror.key)}"

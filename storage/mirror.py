@@ -75,6 +75,10 @@ def _json(value: Any) -> Any:
     return None if value is None else _encode.encode(msgspec.json.decode(value)).decode()
 
 
+class HorizonBack(Exception):
+    """The central store's horizon is below the mirror's: another cluster than it mirrored."""
+
+
 class Mirror:
     def __init__(self, path: Path, dsn: str, options: CentralOptions, metrics: Metrics) -> None:
         self.path = path
@@ -90,6 +94,15 @@ class Mirror:
     ) -> dict[str, int]:
         """Bring the mirror up to the central store's horizon of now; rows stored per table."""
         horizon = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+        async with db.execute("SELECT coalesce(max(horizon), 0) FROM mirror_horizons") as cursor:
+            row = await cursor.fetchone()
+        if row is not None and int(row[0]) > horizon:
+            raise HorizonBack(
+                f"the central store's transaction ids went back (at {horizon}, the mirror is at"
+                f" {row[0]}): a database restored into another cluster? Its new rows would be"
+                " skipped. Set ingested = '0' on its tables, delete central.mirror_path's file"
+                " and run `gateway mirror --once` to make it again"
+            )
         stored: dict[str, int] = {}
         for table in TABLES:
             remote = await central.central_columns(conn, table)
@@ -255,7 +268,7 @@ class Mirror:
                 except Exception as err:  # a background task must outlive every failure
                     self.metrics.sync_errors.labels(READER).inc()
                     delay = backoff.next()
-                    if isinstance(err, SchemaTooNew | central.ForeignSchema):
+                    if isinstance(err, SchemaTooNew | central.ForeignSchema | HorizonBack):
                         failures.failed(str(err), delay, logging.ERROR)
                     elif isinstance(err, central.PG_ERRORS):
                         failures.failed(central.explain(err, self.key, connecting=conn is None), delay)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, CentralOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.erasure import erase_user
-from storage.mirror import Mirror
+from storage.mirror import HorizonBack, Mirror, open_mirror
 from storage.reports import Reports
 from storage.retention import purge
 from storage.sync import Sync
@@ -262,3 +263,49 @@ async def test_retention_purges_the_mirror_as_the_central_store(
     done = await purge(settings, T0 + timedelta(days=3))
     assert done["mirror"]["touchpoints"] == done["central"]["touchpoints"] == 1
     assert await ids(mirror.path, "touchpoints") == set()
+
+
+async def test_the_mirror_task_says_an_outage_once_and_its_end(
+    nodes: tuple[Node, Node], mirror: Mirror, central_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, _ = nodes
+    await a.store.write([touch(1, "e" * 32)])
+    await a.sync.once()
+    caplog.set_level(logging.INFO, "gateway.mirror")
+    mirror.dsn = "postgresql://gw@127.0.0.1:1/gw"  # nothing listens there
+    errors = mirror.metrics.sync_errors.labels("mirror")
+    task = asyncio.create_task(mirror.run())
+    try:
+        async with asyncio.timeout(30):
+            while errors._value.get() < 3:
+                await asyncio.sleep(0.02)
+            assert await ids(mirror.path, "touchpoints") == set()  # made, empty: reports answer
+            mirror.dsn = central_dsn
+            while not mirror.metrics.sync_last_success.labels("mirror")._value.get():
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await ids(mirror.path, "touchpoints")
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == ["WARNING", "INFO"], said
+    assert "reporting mirror failed" in said[0][1] and "central.url" in said[0][1]
+    assert said[1][1].startswith("reporting mirror recovered after ")
+
+
+async def test_a_central_store_whose_transaction_ids_went_back_is_refused(
+    nodes: tuple[Node, Node], mirror: Mirror
+) -> None:
+    """A database restored into another cluster starts its transaction ids again: rows it then
+    takes would fall below the mirror's horizon. The round refuses, saying what to do."""
+    a, _ = nodes
+    await a.store.write([touch(1, "e" * 32)])
+    await a.sync.once()
+    await mirror.once()
+    db = await open_mirror(mirror.path)
+    try:
+        await db.execute("UPDATE mirror_horizons SET horizon = horizon + 1000000")
+    finally:
+        await db.close()
+    with pytest.raises(HorizonBack, match="restored into another cluster"):
+        await mirror.once()
