@@ -15,6 +15,7 @@ from gateway.ids import uuid7
 from tests.conftest import ENV, GatewayFactory, PostgresServer
 from tests.gateway.test_central import _drop_node_rows, _write_local, admin_get, eventually, node_toml
 from tests.gateway.test_central import origin as origin  # the fixture
+from tests.terminal import on_a_terminal
 
 
 def mirror_toml(tmp_path: Path) -> str:
@@ -80,11 +81,23 @@ def test_mirror_once_command(tmp_path: Path, postgres_server: PostgresServer, ca
         assert "touchpoints: " in out and "total: " in out, out
         assert main(["mirror", "--once", "-c", str(config)]) == 0
         assert "touchpoints: 0 rows" in capsys.readouterr().out
+        # On a terminal, a bar of the rows stored so far (none with --no-progress).
+        _write_local(tmp_path / "node.db", "mirrorcron", 2)
+        assert main(["sync", "--once", "-c", str(config)]) == 0
+        capsys.readouterr()
+        env = {**ENV, "GATEWAY_CENTRAL_URL": dsn}
+        drawn = on_a_terminal("mirror", "--once", "-c", str(config), env=env)
+        assert "mirror: " in drawn and "2 rows" in drawn and "touchpoints: 2 rows" in drawn, drawn
+        _write_local(tmp_path / "node.db", "mirrorcron", 1)
+        assert main(["sync", "--once", "-c", str(config)]) == 0
+        quiet = on_a_terminal("mirror", "--once", "--no-progress", "-c", str(config), env=env)
+        assert "mirror: " not in quiet and "touchpoints: 1 rows" in quiet, quiet
+        capsys.readouterr()
         # `gateway report` reads the mirror too: the node's own rows gone, its clicks remain.
         (tmp_path / "node.db").unlink()
         assert main(["report", "--fraud", "--format", "csv", "-c", str(config)]) == 0
         out = capsys.readouterr().out
-        assert out.splitlines()[1].startswith(",3,"), out  # 3 clicks, of no creator
+        assert out.splitlines()[1].startswith(",6,"), out  # 3 + 2 + 1 clicks, of no creator
     finally:
         asyncio.run(_drop_node_rows(dsn, "mirrorcron"))
     monkeypatch.setenv("GATEWAY_CENTRAL_URL", "postgresql://postgres@127.0.0.1:9/nowhere")
