@@ -412,6 +412,8 @@ def _check_mirror(store: Path, mirror: Path) -> list[str]:
         same = mirror.resolve() == store.resolve() or (
             mirror.exists() and store.exists() and mirror.samefile(store)
         )
+    except ValueError:  # a NUL in the name: path_problem says so
+        return []
     except OSError as err:
         return [f"{key}: cannot use {mirror}: {err.strerror}"]
     if same:

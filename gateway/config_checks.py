@@ -263,6 +263,7 @@ def validate(options: Options) -> list[str]:
         ("storage.path", st.path),
         ("geo.country_db", options.geo.country_db),
         ("geo.asn_db", options.geo.asn_db),
+        ("central.mirror_path", options.central.mirror_path),
     ):
         bad = path_problem(path)
         if bad:

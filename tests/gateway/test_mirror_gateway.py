@@ -112,9 +112,11 @@ def test_mirror_once_command(tmp_path: Path, postgres_server: PostgresServer, ca
 @pytest.mark.parametrize(
     ("mirror", "url", "problem"),
     [
-        ("node.db", True, "central.mirror_path: "),
+        ("node.db", True, "is the node's own store (storage.path)"),
         ("./node.db", True, "is the node's own store (storage.path)"),
         ("mirror.db", False, "central.mirror_path: needs central.url"),
+        (".", True, "is a folder, not a file; name the mirror's SQLite file"),
+        ("a\\u0000b", True, "central.mirror_path: a file path cannot hold a NUL character"),
     ],
 )
 def test_mirror_path_problems_name_the_key(
