@@ -92,7 +92,8 @@ class Mirror:
     async def round(
         self, db: aiosqlite.Connection, conn: asyncpg.Connection, progress: Progress | None = None
     ) -> dict[str, int]:
-        """Bring the mirror up to the central store's horizon of now; rows stored per table."""
+        """Bring the mirror up to the central store's horizon of now; rows stored per table
+        (``erased_keys``: keys whose rows from before their erasure were deleted)."""
         horizon = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
         async with db.execute("SELECT coalesce(max(horizon), 0) FROM mirror_horizons") as cursor:
             row = await cursor.fetchone()
@@ -146,7 +147,7 @@ class Mirror:
                 [_json(row[c]) if i in jsonb else local_form(row[c]) for i, c in enumerate(columns)]
                 for row in rows
             ]
-            done = len(rows) < size
+            done, new = len(rows) < size, len(records)
             await db.execute("BEGIN IMMEDIATE")
             try:
                 if table == "erasures":
@@ -155,9 +156,10 @@ class Mirror:
                     await _erase_before(db, records)
                 elif records:
                     marks = ", ".join("?" for _ in columns)
-                    await db.executemany(
+                    cursor = await db.executemany(
                         f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", records
                     )
+                    new = max(cursor.rowcount, 0)  # a window read again skips what it stored
                 if done:
                     await db.execute(
                         "INSERT INTO mirror_horizons (name, horizon, updated) VALUES (?, ?, ?)"
@@ -170,11 +172,11 @@ class Mirror:
                 if db.in_transaction:
                     await db.execute("ROLLBACK")
                 raise
-            stored += len(records)
-            if records:
-                self.metrics.sync_rows.labels(READER, table).inc(len(records))
+            stored += new
+            if new:
+                self.metrics.sync_rows.labels(READER, table).inc(new)
                 if progress is not None:
-                    progress(table, len(records))
+                    progress(table, new)
             if done:
                 return stored
             assert last is not None

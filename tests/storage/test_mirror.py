@@ -309,3 +309,22 @@ async def test_a_central_store_whose_transaction_ids_went_back_is_refused(
         await db.close()
     with pytest.raises(HorizonBack, match="restored into another cluster"):
         await mirror.once()
+
+
+async def test_a_window_read_again_counts_only_the_rows_it_had_not(
+    nodes: tuple[Node, Node], mirror: Mirror
+) -> None:
+    """A round that failed part way leaves its horizon: the next reads the window again,
+    skipping (and not counting) the rows it stored."""
+    a, _ = nodes
+    await a.store.write([touch(n, "e" * 32) for n in range(10)])
+    await a.sync.once()
+    assert (await mirror.once())["touchpoints"] == 10
+    db = await open_mirror(mirror.path)
+    try:
+        await db.execute("UPDATE mirror_horizons SET horizon = 0")
+        await db.execute("DELETE FROM touchpoints WHERE rowid IN (SELECT rowid FROM touchpoints LIMIT 3)")
+    finally:
+        await db.close()
+    assert (await mirror.once())["touchpoints"] == 3
+    assert len(await ids(mirror.path, "touchpoints")) == 10
