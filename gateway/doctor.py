@@ -1,10 +1,11 @@
 """``gateway doctor``: a checklist of what stands between this config and a working gateway.
 
 Reads the config (each signed-event sender's endpoint and scheme listed), the environment,
-the store file, the GeoIP files, and asks
+the store file, the GeoIP files, the reporting mirror's file when ``central.mirror_path`` names
+one (filled yet, its last round), and asks
 the network (the upstream with one HEAD request; PostgreSQL when ``[central]``
-names one, and whether another gateway syncs there under this ``storage.node``), each with a
-short timeout. Writes nothing. Prints one line per
+names one, whether another gateway syncs there under this ``storage.node``, and the central
+rows the mirror has not yet), each with a short timeout. Writes nothing. Prints one line per
 check — ``ok``, ``warn`` or ``FAIL`` with what to fix — and exits 1 when any
 check fails.
 """
@@ -70,46 +71,51 @@ def check_config(path: str) -> tuple[Settings | None, list[Check]]:
 
 
 def check_store(settings: Settings) -> Check:
+    return _check_file(settings.store_path, "store", "storage.path")
+
+
+def _check_file(path: Path, what: str, key: str) -> Check:
+    """A local store file (the node's own ``store``, or the reporting ``mirror``): there or
+    creatable, writable, and of a schema this gateway reads; ``key`` names the setting to fix."""
     from storage.migrate import migrations
 
-    path = settings.store_path
     newest = migrations()[-1][0]
     if path.is_dir():
         return Check(
-            "FAIL", f"store {path} is a folder", f"point storage.path at a file, like {path / 'gateway.db'}"
+            "FAIL", f"{what} {path} is a folder", f"point {key} at a file, like {path / 'gateway.db'}"
         )
     if not path.exists():
         folder = next((p for p in path.parents if p.exists()), Path("/"))
         if not folder.is_dir():
             return Check(
-                "FAIL", f"store {path}: cannot create it, {folder} is a file", "point storage.path elsewhere"
+                "FAIL", f"{what} {path}: cannot create it, {folder} is a file", f"point {key} elsewhere"
             )
         if os.access(folder, os.W_OK | os.X_OK):
-            return Check("ok", f"store {path} will be created (folder writable)")
+            return Check("ok", f"{what} {path} will be created (folder writable)")
         return Check(
             "FAIL",
-            f"store {path}: cannot create it, {folder} is not writable",
-            f"let the user the gateway runs as write to {folder} (chown it), or point storage.path elsewhere",
+            f"{what} {path}: cannot create it, {folder} is not writable",
+            f"let the user the gateway runs as write to {folder} (chown it), or point {key} elsewhere",
         )
     if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
         return Check(
             "FAIL",
-            f"store {path} (or its folder) is not writable",
+            f"{what} {path} (or its folder) is not writable",
             f"let the user the gateway runs as write to {path} and to {path.parent} "
-            "(SQLite writes its -wal and -shm files beside the store)",
+            "(SQLite writes its -wal and -shm files beside it)",
         )
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.DatabaseError as err:
-        return Check("FAIL", f"store {path} is not a SQLite database: {err}", "point storage.path elsewhere")
+        return Check("FAIL", f"{what} {path} is not a SQLite database: {err}", f"point {key} elsewhere")
     if version > newest:
         return Check(
-            "FAIL", f"store {path} has schema {version}, newer than this gateway ({newest})", "upgrade"
+            "FAIL", f"{what} {path} has schema {version}, newer than this gateway ({newest})", "upgrade"
         )
     if version < newest:
-        return Check("ok", f"store {path} writable, schema {version} (migrated to {newest} at start)")
-    return Check("ok", f"store {path} writable, schema {version} (current)")
+        return Check("ok", f"{what} {path} writable, schema {version} (migrated to {newest} at start)")
+    return Check("ok", f"{what} {path} writable, schema {version} (current)")
 
 
 def check_geo(settings: Settings) -> list[Check]:
@@ -231,7 +237,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
     url = getattr(central, "url", "") if central is not None else ""
     if not url:
         return None
-    dsn = os.environ.get(url[4:], "") if url.startswith("env:") else url
+    dsn = _dsn(settings)
     if not dsn:
         return Check("FAIL", f"central.url: {url} is not set", "set the variable to a postgresql:// DSN")
     try:
@@ -301,9 +307,93 @@ async def _node_shared(settings: Settings, conn: Any) -> Check | None:
     )
 
 
+_REFILL = "stop the gateway, delete the file and run `gateway mirror --once -c FILE` to make it again"
+
+
+async def check_mirror(settings: Settings, timeout: float, *, reachable: bool = True) -> list[Check]:
+    """The reporting mirror, when ``central.mirror_path`` names one: its file (as the store's),
+    whether a round ever filled it, when it last completed one (``mirror_horizons.updated``:
+    the earliest table's), and, when PostgreSQL answers, the central rows not mirrored yet (as
+    the mirror's lag metric counts them; not when ``reachable`` is false: the central check
+    failed). Opens nothing for writing: a file not there stays so."""
+    path: Path | None = getattr(settings, "mirror_path", None)
+    if path is None:
+        return []
+    file = await asyncio.to_thread(_check_file, path, "mirror", "central.mirror_path")
+    if file.status == "FAIL":
+        return [file]
+    try:
+        from storage.mirror import read_horizons  # asyncpg: the postgres extra
+    except ImportError:
+        return [file]  # check_central says to install it
+    try:
+        horizons = await asyncio.to_thread(read_horizons, path)
+    except sqlite3.Error as err:
+        return [file, Check("FAIL", f"mirror {path} cannot be read: {err}", _REFILL)]
+    if not horizons:
+        return [
+            file,
+            Check(
+                "warn",
+                f"mirror {path} was never filled: the reports read it, and show no node's rows until"
+                " a mirror round completes",
+                "run `gateway mirror --once -c FILE` (or start the gateway)",
+            ),
+        ]
+    last = min(updated for _, updated in horizons.values())
+    marks = {table: h for table, (h, _) in horizons.items()}
+    lag = await _unmirrored(settings, timeout, marks) if reachable else None
+    if lag is None:
+        return [
+            file,
+            Check(
+                "ok",
+                f"mirror {path} last completed a round at {last}"
+                " (rows not mirrored yet: unknown, central PostgreSQL does not answer)",
+            ),
+        ]
+    waiting = ", ".join(f"{table} {rows}" for table, rows in lag.items() if rows)
+    return [
+        file,
+        Check(
+            "ok",
+            f"mirror {path} last completed a round at {last};"
+            f" {sum(lag.values())} central rows not mirrored yet" + (f" ({waiting})" if waiting else ""),
+        ),
+    ]
+
+
+async def _unmirrored(settings: Settings, timeout: float, horizons: dict[str, int]) -> dict[str, int] | None:
+    """The central rows not in the mirror yet per table (``storage.mirror.unmirrored``); None
+    when PostgreSQL does not answer (``check_central`` says why)."""
+    import asyncpg
+
+    from storage.mirror import unmirrored
+
+    dsn = _dsn(settings)
+    if not dsn:
+        return None
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+        try:
+            return await unmirrored(conn, horizons)
+        finally:
+            await conn.close()
+    except (OSError, TimeoutError, ValueError, OverflowError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return None
+
+
+def _dsn(settings: Settings) -> str:
+    """``central.url``'s DSN, read from the environment for ``env:NAME``; "" when none."""
+    central: Any = getattr(settings.options, "central", None)
+    url = getattr(central, "url", "") if central is not None else ""
+    return os.environ.get(url[4:], "") if url.startswith("env:") else str(url)
+
+
 async def _network(settings: Settings, timeout: float) -> list[Check]:
     central = await check_central(settings, timeout)
-    return [await check_upstream(settings, timeout), *([central] if central else [])]
+    mirror = await check_mirror(settings, timeout, reachable=central is not None and central.status != "FAIL")
+    return [await check_upstream(settings, timeout), *([central] if central else []), *mirror]
 
 
 MAX_TIMEOUT = 600.0

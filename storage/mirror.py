@@ -26,9 +26,11 @@ the local store (``storage.retention``), by this gateway's ``privacy.retention_d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -213,18 +215,11 @@ class Mirror:
                 await delete_people(db, users, visitors[start : start + MAX_VISITORS])
 
     async def publish_lag(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> dict[str, int]:
-        """Central rows not in the mirror yet (at or above each table's horizon), per table, in
+        """Central rows not in the mirror yet (``unmirrored``), per table, in
         ``gateway_sync_lag_rows{reader="mirror"}``."""
-        lag: dict[str, int] = {}
-        for table in TABLES:
-            if "ingested" not in await central.central_columns(conn, table):
-                continue
-            rows = await conn.fetchval(
-                f"SELECT count(*) FROM {table} WHERE ingested >= $1::text::xid8",
-                str(await _horizon(db, table)),
-            )
-            lag[table] = int(rows)
-            self.metrics.sync_lag_rows.labels(READER, table).set(lag[table])
+        lag = await unmirrored(conn, {table: await _horizon(db, table) for table in TABLES})
+        for table, rows in lag.items():
+            self.metrics.sync_lag_rows.labels(READER, table).set(rows)
         return lag
 
     async def once(self, progress: Progress | None = None) -> dict[str, int]:
@@ -306,6 +301,37 @@ async def prepare(path: Path) -> None:
     round (the central store may be away: they then report on nothing until it is back)."""
     db = await open_mirror(path)
     await db.close()
+
+
+async def unmirrored(conn: asyncpg.Connection, horizons: Mapping[str, int]) -> dict[str, int]:
+    """Central rows not in the mirror yet, per central table that has ``ingested``: those at or
+    above the table's horizon (``horizons``; 0 when it has none). The mirror's lag metric and
+    ``gateway doctor`` count them so."""
+    lag: dict[str, int] = {}
+    for table in TABLES:
+        if "ingested" not in await central.central_columns(conn, table):
+            continue
+        rows = await conn.fetchval(
+            f"SELECT count(*) FROM {table} WHERE ingested >= $1::text::xid8", str(horizons.get(table, 0))
+        )
+        lag[table] = int(rows)
+    return lag
+
+
+def read_horizons(path: Path) -> dict[str, tuple[int, str]]:
+    """The mirror file's horizons, read only: central table → (horizon, when it last moved);
+    empty when the file, or its ``mirror_horizons`` table, is not there (a mirror never filled).
+    Blocking (``sqlite3``): for the commands, or run in a thread."""
+    if not path.is_file():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT name, horizon, updated FROM mirror_horizons").fetchall()
+    except sqlite3.OperationalError as err:
+        if "no such table" in str(err):
+            return {}
+        raise
+    return {str(name): (int(horizon), str(updated)) for name, horizon, updated in rows}
 
 
 async def _horizon(db: aiosqlite.Connection, table: str) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import sqlite3
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from aiohttp import web
 from blockbuster import BlockBuster
 
 from gateway.doctor import Check
+from gateway.events import Touchpoint, iso
+from gateway.ids import uuid7
 from tests.conftest import ENV
 
 
@@ -249,3 +252,74 @@ async def test_another_gateway_under_this_node_name_is_a_warning(
     assert check is not None and check.status == "warn", check
     assert "another gateway synced under storage.node 'edge-1'" in check.what
     assert "give each gateway its own storage.node" in check.fix
+
+
+async def test_the_reporting_mirror_its_file_first_fill_last_round_and_lag(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``central.mirror_path`` the doctor said nothing of the mirror: now its file, a
+    warning while it was never filled (run ``gateway mirror --once``), and once it was, when it
+    last completed a round and the central rows it has not yet, per table — reading only."""
+    from gateway.doctor import check_mirror
+    from gateway.metrics import Metrics
+    from gateway.options import CentralOptions
+    from storage.local import LocalStore
+    from storage.mirror import Mirror, read_horizons
+    from storage.sync import Sync
+    from tests.conftest import make_settings
+
+    store, path = tmp_path / "gateway.db", tmp_path / "reports" / "mirror.db"
+    toml = (
+        f'[storage]\npath = "{store}"\nnode = "edge-1"\n'
+        f'[central]\nurl = "env:CENTRAL_DSN"\nmirror_path = "{path}"\n'
+    )
+    settings = make_settings(tmp_path, toml, CENTRAL_DSN=central_dsn)
+    monkeypatch.setenv("CENTRAL_DSN", central_dsn)
+    file, never = await check_mirror(settings, 5.0)
+    assert file == Check("ok", f"mirror {path} will be created (folder writable)")
+    assert never.status == "warn" and f"mirror {path} was never filled" in never.what, never
+    assert "gateway mirror --once" in never.fix and never.line().startswith("[warn] mirror ")
+    assert not await asyncio.to_thread(path.parent.exists)  # the doctor writes nothing
+
+    async def touchpoints(n: int) -> None:
+        opened = LocalStore(store, settings.options.storage, Metrics())
+        await opened.open()
+        await opened.write(
+            [
+                Touchpoint(
+                    id=uuid7(),
+                    ts=iso(datetime.now(UTC)),
+                    node="edge-1",
+                    visitor_key="9" * 32,
+                    landing_path="/",
+                )
+                for _ in range(n)
+            ]
+        )
+        await opened.close()
+        await Sync(store, central_dsn, CentralOptions(), Metrics(), node="edge-1").once()
+
+    await touchpoints(3)
+    await Mirror(path, central_dsn, CentralOptions(), Metrics()).once()
+    last = min(updated for _, updated in (await asyncio.to_thread(read_horizons, path)).values())
+    file, caught_up = await check_mirror(settings, 5.0)
+    assert file.status == "ok" and file.what.startswith(f"mirror {path} writable, schema "), file
+    assert caught_up == Check(
+        "ok", f"mirror {path} last completed a round at {last}; 0 central rows not mirrored yet"
+    )
+    await touchpoints(2)
+    _, behind = await check_mirror(settings, 5.0)
+    assert behind == Check(
+        "ok",
+        f"mirror {path} last completed a round at {last}; 2 central rows not mirrored yet (touchpoints 2)",
+    )
+    _, away = await check_mirror(settings, 5.0, reachable=False)  # the central check failed
+    assert away == Check(
+        "ok",
+        f"mirror {path} last completed a round at {last}"
+        " (rows not mirrored yet: unknown, central PostgreSQL does not answer)",
+    )
+    await asyncio.to_thread(path.write_bytes, b"not a database" * 100)
+    (broken,) = await check_mirror(settings, 5.0)
+    assert broken.status == "FAIL" and "is not a SQLite database" in broken.what
+    assert broken.fix == "point central.mirror_path elsewhere"
