@@ -174,6 +174,13 @@ FRAUD_ROW = {
 }
 
 
+_SOURCE = {
+    "enum": ["local", "mirror"],
+    "description": "the store the report read: this node's own (storage.path), or the reporting"
+    " mirror of every node's rows (central.mirror_path)",
+}
+
+
 def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {
         "200": {
@@ -183,7 +190,16 @@ def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[st
                 "application/json": {
                     "schema": {
                         "type": "object",
-                        "required": ["ok", "report", "since", "until", "columns", "rows", *required],
+                        "required": [
+                            "ok",
+                            "report",
+                            "since",
+                            "until",
+                            "source",
+                            "columns",
+                            "rows",
+                            *required,
+                        ],
                         "properties": {
                             "ok": {"const": True},
                             "report": {"type": "string"},
@@ -192,6 +208,7 @@ def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[st
                             "conversion": _NULLABLE_STR,
                             "verdicts": {"type": "array", "items": {"type": "string"}},
                             "population": _NULLABLE_STR,
+                            "source": _SOURCE,
                             "columns": {"type": "array", "items": {"type": "string"}},
                             "rows": {"type": "array", "items": {"$ref": row_ref}},
                             **extra,
@@ -331,7 +348,15 @@ PATHS: dict[str, Any] = {
                         "application/json": {
                             "schema": {
                                 "type": "object",
-                                "required": ["ok", "group_by", "since", "until", "groups", "truncated"],
+                                "required": [
+                                    "ok",
+                                    "group_by",
+                                    "since",
+                                    "until",
+                                    "source",
+                                    "groups",
+                                    "truncated",
+                                ],
                                 "properties": {
                                     "ok": {"const": True},
                                     "group_by": {"enum": list(FRAUD_GROUPS)},
@@ -342,6 +367,7 @@ PATHS: dict[str, Any] = {
                                         "items": {"$ref": "#/components/schemas/FraudGroup"},
                                     },
                                     "truncated": {"type": "boolean"},
+                                    "source": _SOURCE,
                                 },
                             }
                         },

@@ -3,7 +3,8 @@
 Attribution by default (one model, or ``--model all`` side by side), ``--timeseries``,
 ``--paths``, ``--payouts`` or ``--fraud``; printed as an aligned table, or as CSV / NDJSON for
 a pipe.
-Needs no secret and no running gateway; reads only.
+Needs no secret and no running gateway; reads only. With ``central.mirror_path`` it reads the
+reporting mirror, and says so on stderr (empty: never filled).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import sqlite3
 import sys
+from pathlib import Path
 
 from gateway import reporting
 from gateway.admin import ApiError, span
@@ -87,6 +89,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         print(f"gateway: cannot read the store {settings.report_path}: {err}{hint}", file=sys.stderr)
         return 1
+    if settings.mirror_path is not None:
+        print(_mirror_note(settings.mirror_path, args.config), file=sys.stderr)
     sys.stdout.flush()
     if args.format == "csv":
         # UTF-8 whatever the locale, as the API serves it: a legacy or ASCII locale
@@ -99,6 +103,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         encoding = sys.stdout.encoding or "utf-8"
         sys.stdout.buffer.write(report.text().encode(encoding, "backslashreplace"))
     return 0
+
+
+def _mirror_note(path: Path, config: str) -> str:
+    """Which store the report read, on stderr (stdout is the report, parsed by scripts): the
+    reporting mirror, as of its last round, or empty — a mirror never filled reports nothing."""
+    from storage.mirror import read_horizons  # asyncpg: the postgres extra, imported by then
+
+    said = f"gateway report: read the reporting mirror {path} (central.mirror_path)"
+    horizons = read_horizons(path)
+    if not horizons:
+        return f"{said}: it is empty, never filled; run `gateway mirror --once -c {config}`"
+    return f"{said}, as of its last round at {min(updated for _, updated in horizons.values())}"
 
 
 _OPTIONS = {

@@ -181,6 +181,7 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
     kind = _format(request)
     vary = {} if "format" in request.query else {"Vary": "Accept"}  # the format came from Accept
     if kind == "json":
+        report.meta["source"] = request.app[REPORTING_KEY].source  # the JSON's alone: no column
         return web.Response(body=report.json(), content_type="application/json", headers=vary)
     if kind == "csv":
         body = ("\ufeff" if wants_bom(request.query, kind) else "").encode() + report.csv().encode()
@@ -249,6 +250,7 @@ async def fraud(request: web.Request) -> web.Response:
             "until": reporting.echoed(until),
             "groups": groups[:FRAUD_LIMIT],
             "truncated": len(groups) > FRAUD_LIMIT,
+            "source": request.app[REPORTING_KEY].source,
         }
     )
     if "format" not in request.query:

@@ -43,6 +43,9 @@ class Reporting:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.reports = report_engine(settings)
+        self.source = "local" if settings.mirror_path is None else "mirror"
+        """The store the reports read, in their JSON: this node's own or the reporting mirror
+        (``central`` is restart-only, as the engine's file)."""
         self.payouts = Payouts(settings.options.payouts)
         self.reader: Reader | None = None
         """The fraud report's and the dashboard's reader of the mirror (None: no mirror; they

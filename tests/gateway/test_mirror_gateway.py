@@ -48,6 +48,7 @@ async def test_a_reporting_gateway_credits_a_journey_across_two_nodes(
             gw, f"/api/attribution?group_by=campaign&verdicts=allow,block&{period}"
         )  # type: ignore[arg-type]
         assert status == 200, body
+        assert body["source"] == ("mirror" if gw is reporter else "local"), body  # the store read
         return {row["group"]: row["conversions"] for row in body["rows"] if row["conversions"]}
 
     async def mirrored() -> bool:
@@ -57,6 +58,7 @@ async def test_a_reporting_gateway_credits_a_journey_across_two_nodes(
     assert "x" not in await credited(b) and "x" not in await credited(a)
     status, fraud = await admin_get(reporter, f"/api/fraud?group_by=campaign&{period}")
     assert status == 200 and [group["key"] for group in fraud["groups"]] == ["x"], fraud
+    assert fraud["source"] == "mirror"
     status, summary = await admin_get(reporter, f"/api/dashboard/summary?{period}")
     assert status == 200, summary
     assert summary["totals"] == {"touchpoints": 1, "visitors": 1, "conversions": 1}, summary
@@ -96,8 +98,12 @@ def test_mirror_once_command(tmp_path: Path, postgres_server: PostgresServer, ca
         # `gateway report` reads the mirror too: the node's own rows gone, its clicks remain.
         (tmp_path / "node.db").unlink()
         assert main(["report", "--fraud", "--format", "csv", "-c", str(config)]) == 0
-        out = capsys.readouterr().out
+        out, err = capsys.readouterr()
         assert out.splitlines()[1].startswith(",6,"), out  # 3 + 2 + 1 clicks, of no creator
+        # stderr says which store it read, and as of when (stdout is the report alone).
+        said = f"gateway report: read the reporting mirror {tmp_path / 'mirror.db'} (central.mirror_path)"
+        assert err.startswith(f"{said}, as of its last round at 20"), err
+        assert "empty" not in err and "gateway report" not in out
     finally:
         asyncio.run(_drop_node_rows(dsn, "mirrorcron"))
     monkeypatch.setenv("GATEWAY_CENTRAL_URL", "postgresql://postgres@127.0.0.1:9/nowhere")
@@ -107,6 +113,31 @@ def test_mirror_once_command(tmp_path: Path, postgres_server: PostgresServer, ca
     config.write_text('[storage]\npath = "node.db"\n')
     assert main(["mirror", "--once", "-c", str(config)]) == 2
     assert "central.mirror_path" in capsys.readouterr().err
+
+
+def test_a_report_over_a_mirror_never_filled_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The central store away since the start: the mirror is made empty and every report is
+    empty. `gateway report` printed that empty report without a word; now stderr says it read
+    the mirror, empty, and to fill it — stdout and the exit code as for any empty report."""
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        '[storage]\npath = "node.db"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+        'mirror_path = "m/mirror.db"\n'
+    )
+    for name, value in {**ENV, "GATEWAY_CENTRAL_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}.items():
+        monkeypatch.setenv(name, value)
+    _write_local(tmp_path / "node.db", "n", 2)  # the node's own rows: not what the report reads
+    assert main(["report", "--format", "csv", "-c", str(config)]) == 0
+    out, err = capsys.readouterr()
+    mirror = tmp_path / "m" / "mirror.db"
+    assert err == (
+        f"gateway report: read the reporting mirror {mirror} (central.mirror_path): it is empty, never"
+        f" filled; run `gateway mirror --once -c {config}`\n"
+    )
+    assert out.splitlines() == ["group,currency,conversions,value"], out
+    config.write_text('[storage]\npath = "node.db"\n')  # no mirror: nothing said
+    assert main(["report", "--format", "csv", "-c", str(config)]) == 0
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(

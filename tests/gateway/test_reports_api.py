@@ -114,6 +114,8 @@ def credited(body: dict[str, Any], *columns: str) -> dict[tuple[Any, ...], tuple
 async def test_linear_by_channel_hand_computed(gw: RunningGateway) -> None:
     body = await get(gw, "/api/attribution", model="linear", **PERIOD)
     assert body["columns"] == ["group", "currency", "conversions", "value"]
+    assert body["source"] == "local"  # no central.mirror_path: this node's own store
+    assert (await get(gw, "/api/fraud", **PERIOD))["source"] == "local"
     assert table(body, "conversions", "value") == {
         # 33.34 of A (the last of three equal shares takes the odd cent) and all of B
         ("Affiliates", "EUR"): (1.333334, 43.35),
