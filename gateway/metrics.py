@@ -136,7 +136,8 @@ class Metrics:
         )
         self.sync_lag_seconds = Gauge(
             "gateway_sync_lag_seconds",
-            "Age of the oldest row not yet delivered (0 when caught up), by reader and table",
+            "Age of the oldest row not yet delivered (0 when caught up), by reader and table;"
+            " reader mirror: seconds since the table's last completed round while rows wait",
             ["reader", "table"],
             registry=r,
             multiprocess_mode="livemostrecent",  # worker 0 alone runs the readers

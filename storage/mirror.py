@@ -21,12 +21,16 @@ Every row the mirror holds was read in an earlier window than an erasure it appl
 committed centrally before it: the central store deleted it too. Rows the central store
 refused as older than an erasure never reach the mirror. Retention: the mirror is purged with
 the local store (``storage.retention``), by this gateway's ``privacy.retention_days``.
+
+Lag: the central rows not mirrored yet (``unmirrored``, also ``gateway doctor``'s) and the
+seconds since each table's last completed round while rows wait (``Mirror.publish_age``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -43,7 +47,7 @@ from gateway.events import iso
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
-from storage.backoff import Backoff, Failures
+from storage.backoff import Backoff, Failures, wait_refreshing
 from storage.central_queries import local_form
 from storage.cursors import local_columns
 from storage.erasure import delete_people
@@ -87,6 +91,8 @@ class Mirror:
         self.dsn = dsn
         self.options = options
         self.metrics = metrics
+        self._waiting: set[str] = set()
+        """The tables central rows waited for at the last count (``publish_lag``)."""
 
     async def open_local(self) -> aiosqlite.Connection:
         return await open_mirror(self.path)
@@ -216,11 +222,29 @@ class Mirror:
 
     async def publish_lag(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> dict[str, int]:
         """Central rows not in the mirror yet (``unmirrored``), per table, in
-        ``gateway_sync_lag_rows{reader="mirror"}``."""
+        ``gateway_sync_lag_rows{reader="mirror"}``; and ``publish_age``."""
         lag = await unmirrored(conn, {table: await _horizon(db, table) for table in TABLES})
         for table, rows in lag.items():
             self.metrics.sync_lag_rows.labels(READER, table).set(rows)
+        self._waiting = {table for table, rows in lag.items() if rows}
+        await self.publish_age(db)
         return lag
+
+    async def publish_age(self, db: aiosqlite.Connection, *, failing: bool = False) -> None:
+        """``gateway_sync_lag_seconds{reader="mirror"}`` per table: seconds since the table's last
+        completed round (``mirror_horizons.updated``) while central rows wait for it — as the
+        last count found, or, ``failing`` (no round completes, the rows cannot be counted), in
+        any case — else 0; none before its first round. Not the age of the oldest row waiting:
+        the central rows' ``ts`` is the event's time (a node catching up on last week would read
+        as a week), and ``min(ts)`` over a backlog scans the table (its index is on
+        ``(ingested, id)``). Local reads alone: kept current between rounds and during outages."""
+        now = datetime.now(UTC)
+        async with db.execute("SELECT name, updated FROM mirror_horizons") as cursor:
+            rows = await cursor.fetchall()
+        for name, updated in rows:
+            behind = failing or name in self._waiting
+            seconds = (now - datetime.fromisoformat(updated)).total_seconds() if behind else 0.0
+            self.metrics.sync_lag_seconds.labels(READER, name).set(max(seconds, 0.0))
 
     async def once(self, progress: Progress | None = None) -> dict[str, int]:
         """One complete round, for ``gateway mirror --once``; errors propagate."""
@@ -252,6 +276,7 @@ class Mirror:
         conn: asyncpg.Connection | None = None
         try:
             while True:
+                failing = False
                 try:
                     if conn is None or conn.is_closed():
                         conn = None
@@ -276,7 +301,11 @@ class Mirror:
                     if conn is not None:
                         conn.terminate()
                         conn = None
-                await asyncio.sleep(delay)
+                    failing = True
+                with contextlib.suppress(Exception):
+                    await self.publish_age(db, failing=failing)
+                refresh = functools.partial(self.publish_age, db, failing=failing)
+                await wait_refreshing(delay, self.options.interval_seconds, refresh)
         finally:
             if conn is not None:
                 conn.terminate()

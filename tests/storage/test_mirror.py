@@ -328,3 +328,38 @@ async def test_a_window_read_again_counts_only_the_rows_it_had_not(
         await db.close()
     assert (await mirror.once())["touchpoints"] == 3
     assert len(await ids(mirror.path, "touchpoints")) == 10
+
+
+async def test_the_lag_in_rows_and_in_seconds_since_the_last_round(
+    nodes: tuple[Node, Node], mirror: Mirror
+) -> None:
+    """The mirror published ``gateway_sync_lag_rows`` but no ``gateway_sync_lag_seconds``: now,
+    per table, the seconds since its last completed round while central rows wait for it (0
+    when none does), and in any case while rounds fail (rows cannot be counted then)."""
+    a, _ = nodes
+    await a.store.write([touch(1, "f" * 32)])
+    await a.sync.once()
+    await mirror.once()
+    rows = mirror.metrics.sync_lag_rows.labels("mirror", "touchpoints")
+    seconds = mirror.metrics.sync_lag_seconds.labels("mirror", "touchpoints")
+    still = mirror.metrics.sync_lag_seconds.labels("mirror", "conversions")
+    assert rows._value.get() == 0 and seconds._value.get() == 0 and still._value.get() == 0
+    await a.store.write([touch(2, "f" * 32), touch(3, "f" * 32)])
+    await a.sync.once()
+    db = await open_mirror(mirror.path)
+    conn = await asyncpg.connect(mirror.dsn)
+    try:
+        hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        await db.execute("UPDATE mirror_horizons SET updated = ?", (iso(hour_ago),))  # rounds an hour ago
+        await db.commit()
+        assert (await mirror.publish_lag(db, conn))["touchpoints"] == 2
+        assert rows._value.get() == 2
+        assert 3600 <= seconds._value.get() < 2 * 3600  # since the last round, not the rows' ts (T0)
+        assert still._value.get() == 0  # no conversion waits
+        await mirror.publish_age(db, failing=True)  # PostgreSQL away: behind since the last round
+        assert 3600 <= still._value.get() < 2 * 3600
+    finally:
+        await conn.close()
+        await db.close()
+    await mirror.once()
+    assert seconds._value.get() == 0 and rows._value.get() == 0
