@@ -13,6 +13,7 @@ of touchpoints no longer there, are not inserted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from storage.backoff import Failures
 from storage.migrate import SchemaTooNew, migrations
 
 MIGRATION_LOCK = 0x6761_7465_7761_7901
@@ -44,6 +46,38 @@ PG_ERRORS: tuple[type[BaseException], ...] = (
 
 class ForeignSchema(Exception):
     """The database's ``schema_version`` table is another application's."""
+
+
+def url_key(url: str) -> str:
+    """The setting a wrong URL is fixed in, as the log names it: ``central.url (NAME)``."""
+    return f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+
+
+def log_failed_round(
+    failures: Failures,
+    err: Exception,
+    key: str,
+    delay: float,
+    connecting: bool,
+    refusals: tuple[type[Exception], ...] = (),
+) -> None:
+    """A failed round of a reader of the central store (the sync, the reporting mirror), logged
+    once by ``failures`` as the operator fixes it: a schema it must not write to (and
+    ``refusals``) in its own words, PostgreSQL's or the network's failure through ``explain``,
+    a DSN asyncpg cannot read by its kind only (its message quotes the password), anything else
+    as a defect, with its traceback."""
+    if isinstance(err, (SchemaTooNew, ForeignSchema, *refusals)):
+        failures.failed(str(err), delay, logging.ERROR)
+    elif isinstance(err, PG_ERRORS):
+        failures.failed(explain(err, key, connecting=connecting), delay)
+    elif isinstance(err, ValueError) and connecting:  # from asyncpg's DSN parser
+        failures.failed(
+            f"{key} is not a PostgreSQL DSN it can read: {type(err).__name__};"
+            " `gateway check` says what is wrong",
+            delay,
+        )
+    else:
+        failures.failed(f"{type(err).__name__}: {err}", delay, logging.ERROR, err)
 
 
 def explain(err: BaseException, key: str = "central.url", connecting: bool = True) -> str:

@@ -52,7 +52,7 @@ from storage.central_queries import local_form
 from storage.cursors import local_columns
 from storage.erasure import delete_people
 from storage.local import connect
-from storage.migrate import SchemaTooNew, migrate
+from storage.migrate import migrate
 from storage.sync import SYNC_TABLES
 
 log = logging.getLogger("gateway.mirror")
@@ -263,8 +263,7 @@ class Mirror:
 
     @property
     def key(self) -> str:
-        url = self.options.url
-        return f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+        return central.url_key(self.options.url)
 
     async def run(self) -> None:
         """Until cancelled: a round every ``interval_seconds``; while the central store is away
@@ -290,14 +289,7 @@ class Mirror:
                 except Exception as err:  # a background task must outlive every failure
                     self.metrics.sync_errors.labels(READER).inc()
                     delay = backoff.next()
-                    if isinstance(err, SchemaTooNew | central.ForeignSchema | HorizonBack):
-                        failures.failed(str(err), delay, logging.ERROR)
-                    elif isinstance(err, central.PG_ERRORS):
-                        failures.failed(central.explain(err, self.key, connecting=conn is None), delay)
-                    elif isinstance(err, ValueError) and conn is None:  # asyncpg's DSN parser
-                        failures.failed(f"{self.key} is not a PostgreSQL DSN it can read", delay)
-                    else:  # a defect: its traceback, once
-                        failures.failed(f"{type(err).__name__}: {err}", delay, logging.ERROR, err)
+                    central.log_failed_round(failures, err, self.key, delay, conn is None, (HorizonBack,))
                     if conn is not None:
                         conn.terminate()
                         conn = None

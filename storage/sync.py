@@ -43,7 +43,7 @@ from storage.cursors import (
 )
 from storage.erased import erasure_mark
 from storage.local import connect, store_instance
-from storage.migrate import SchemaTooNew, migrate
+from storage.migrate import migrate
 
 log = logging.getLogger("gateway.sync")
 
@@ -256,8 +256,7 @@ class Sync:
     @property
     def key(self) -> str:
         """The setting a wrong URL is fixed in, as the log names it: ``central.url (NAME)``."""
-        url = self.options.url
-        return f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+        return central.url_key(self.options.url)
 
     async def run(self) -> None:
         """Until cancelled: rounds every ``interval_seconds``, retries with backoff on failure;
@@ -284,19 +283,7 @@ class Sync:
                 except Exception as err:  # a background task must outlive every failure
                     self.metrics.sync_errors.labels(READER).inc()
                     delay = backoff.next()
-                    if isinstance(err, SchemaTooNew | central.ForeignSchema):
-                        failures.failed(str(err), delay, logging.ERROR)
-                    elif isinstance(err, central.PG_ERRORS):
-                        failures.failed(central.explain(err, self.key, connecting=conn is None), delay)
-                    elif isinstance(err, ValueError) and conn is None:  # from asyncpg's DSN parser
-                        # Its message quotes the URL, password included: only the kind is logged.
-                        failures.failed(
-                            f"{self.key} is not a PostgreSQL DSN it can read: {type(err).__name__};"
-                            " `gateway check` says what is wrong",
-                            delay,
-                        )
-                    else:  # a defect: its traceback, once
-                        failures.failed(f"{type(err).__name__}: {err}", delay, logging.ERROR, err)
+                    central.log_failed_round(failures, err, self.key, delay, conn is None)
                     if conn is not None:
                         conn.terminate()
                         conn = None
