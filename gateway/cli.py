@@ -22,7 +22,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -713,9 +713,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if failure is not None:
         print(f"gateway: sync failed: {failure}", file=sys.stderr)
         return 1
-    for table, rows in delivered.items():
-        print(f"{table}: {rows:,} rows")
-    print(f"total: {sum(delivered.values()):,} rows")
+    return _rows_per_table(delivered)
+
+
+def _rows_per_table(rows: Mapping[str, int]) -> int:
+    """A round's rows per table and their total, on standard output (``sync``, ``mirror``); 0."""
+    for table, count in rows.items():
+        print(f"{table}: {count:,} rows")
+    print(f"total: {sum(rows.values()):,} rows")
     return 0
 
 
@@ -755,10 +760,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     if failure is not None:
         print(f"gateway: mirror failed: {failure} (the mirror keeps what it had)", file=sys.stderr)
         return 1
-    for table, rows in stored.items():
-        print(f"{table}: {rows:,} rows")
-    print(f"total: {sum(stored.values()):,} rows")
-    return 0
+    return _rows_per_table(stored)
 
 
 CONFIG_HELP = "config file (default: %(default)s)"
