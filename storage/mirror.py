@@ -48,7 +48,6 @@ from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
 from storage.backoff import Backoff, Failures, wait_refreshing
-from storage.central_queries import local_form
 from storage.cursors import local_columns
 from storage.erasure import delete_people
 from storage.local import connect
@@ -79,6 +78,32 @@ _encode = msgspec.json.Encoder()
 def _json(value: Any) -> Any:
     """``jsonb`` text as PostgreSQL gives it → the compact JSON the local store writes."""
     return None if value is None else _encode.encode(msgspec.json.decode(value)).decode()
+
+
+_LOCAL_FORMS: Mapping[str, Callable[[Any], Any]] = {
+    "timestamp with time zone": iso,
+    "uuid": str,
+    "jsonb": _json,
+}
+"""The central column types whose values the local store writes in another form (the text
+``storage.central_queries.local_form`` gives, compact JSON); asyncpg's others are stored as
+they come."""
+
+
+def _local_rows(
+    rows: Sequence[asyncpg.Record], forms: Sequence[tuple[int, Callable[[Any], Any]]]
+) -> list[list[Any]]:
+    """Rows read as ``ingested, *columns`` → the columns in the local store's forms, each
+    converted by its column's type (``_LOCAL_FORMS``) only where it needs it: a first fill
+    converts millions of rows on the event loop."""
+    records: list[list[Any]] = []
+    for row in rows:
+        values = list(row)[1:]
+        for i, form in forms:
+            if values[i] is not None:
+                values[i] = form(values[i])
+        records.append(values)
+    return records
 
 
 class HorizonBack(Exception):
@@ -119,8 +144,10 @@ class Mirror:
             if "ingested" not in remote or not local:
                 continue
             columns = tuple(c for c in local if c in remote)
-            jsonb = {i for i, c in enumerate(columns) if remote[c] == "jsonb"}
-            stored[table] = await self._table(db, conn, table, columns, jsonb, horizon, progress)
+            forms = tuple(
+                (i, _LOCAL_FORMS[remote[c]]) for i, c in enumerate(columns) if remote[c] in _LOCAL_FORMS
+            )
+            stored[table] = await self._table(db, conn, table, columns, forms, horizon, progress)
         await self.publish_lag(db, conn)
         return stored
 
@@ -130,14 +157,15 @@ class Mirror:
         conn: asyncpg.Connection,
         table: str,
         columns: tuple[str, ...],
-        jsonb: set[int],
+        forms: Sequence[tuple[int, Callable[[Any], Any]]],
         horizon: int,
         progress: Progress | None,
     ) -> int:
         """One table's window ``[its horizon, horizon)``, batch by batch, each batch one local
-        transaction; the table's horizon moves with the last one. A failure part way leaves
-        the horizon where it was: the window is read again, and rows stored already are
-        skipped."""
+        transaction; the table's horizon moves with the last one. The next batch is read from
+        PostgreSQL while the current one is written to SQLite (not for erasures, whose writing
+        asks PostgreSQL too). A failure part way leaves the horizon where it was: the window is
+        read again, and rows stored already are skipped."""
         previous = await _horizon(db, table)
         if previous >= horizon:
             return 0
@@ -151,34 +179,23 @@ class Mirror:
         rows = await conn.fetch(first + order, str(previous), str(horizon), size)
         while True:
             last = rows[-1] if rows else None
-            records = [
-                [_json(row[c]) if i in jsonb else local_form(row[c]) for i, c in enumerate(columns)]
-                for row in rows
-            ]
+            records = _local_rows(rows, forms)
             done, new = len(rows) < size, len(records)
-            await db.execute("BEGIN IMMEDIATE")
+            ahead: asyncio.Future[list[asyncpg.Record]] | None = None
+            if not done and table != "erasures":
+                assert last is not None
+                ahead = asyncio.ensure_future(
+                    conn.fetch(
+                        first + after + order, str(previous), str(horizon), size, last["_ingested"], last[key]
+                    )
+                )
             try:
-                if table == "erasures":
-                    await self._erase(db, conn, records, [row["_ingested"] for row in rows], columns)
-                if table == ERASED_KEYS:
-                    await _erase_before(db, records)
-                elif records:
-                    marks = ", ".join("?" for _ in columns)
-                    cursor = await db.executemany(
-                        f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", records
-                    )
-                    new = max(cursor.rowcount, 0)  # a window read again skips what it stored
-                if done:
-                    await db.execute(
-                        "INSERT INTO mirror_horizons (name, horizon, updated) VALUES (?, ?, ?)"
-                        " ON CONFLICT (name) DO UPDATE SET horizon = excluded.horizon,"
-                        " updated = excluded.updated",
-                        (table, horizon, iso(datetime.now(UTC))),
-                    )
-                await db.execute("COMMIT")
+                new = await self._store(db, conn, table, columns, rows, records, horizon, done)
             except BaseException:
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
+                if ahead is not None:
+                    ahead.cancel()
+                    with contextlib.suppress(BaseException):
+                        await ahead
                 raise
             stored += new
             if new:
@@ -187,10 +204,54 @@ class Mirror:
                     progress(table, new)
             if done:
                 return stored
-            assert last is not None
-            rows = await conn.fetch(
-                first + after + order, str(previous), str(horizon), size, last["_ingested"], last[key]
-            )
+            if ahead is not None:
+                rows = await ahead
+            else:
+                assert last is not None
+                rows = await conn.fetch(
+                    first + after + order, str(previous), str(horizon), size, last["_ingested"], last[key]
+                )
+
+    async def _store(
+        self,
+        db: aiosqlite.Connection,
+        conn: asyncpg.Connection,
+        table: str,
+        columns: tuple[str, ...],
+        rows: Sequence[asyncpg.Record],
+        records: list[list[Any]],
+        horizon: int,
+        done: bool,
+    ) -> int:
+        """One batch in one local transaction (the table's horizon moved with the last); the
+        rows it stored (``erased_keys``: the keys it erased)."""
+        cols = ", ".join(columns)
+        new = len(records)
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if table == "erasures":
+                await self._erase(db, conn, records, [row["_ingested"] for row in rows], columns)
+            if table == ERASED_KEYS:
+                await _erase_before(db, records)
+            elif records:
+                marks = ", ".join("?" for _ in columns)
+                cursor = await db.executemany(
+                    f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", records
+                )
+                new = max(cursor.rowcount, 0)  # a window read again skips what it stored
+            if done:
+                await db.execute(
+                    "INSERT INTO mirror_horizons (name, horizon, updated) VALUES (?, ?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET horizon = excluded.horizon,"
+                    " updated = excluded.updated",
+                    (table, horizon, iso(datetime.now(UTC))),
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        return new
 
     async def _erase(
         self,
