@@ -13,9 +13,12 @@ of touchpoints no longer there, are not inserted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,7 +26,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from storage.backoff import Failures
+from gateway.metrics import Metrics
+from gateway.options import CentralOptions
+from storage.backoff import Backoff, Failures, wait_refreshing
 from storage.migrate import SchemaTooNew, migrations
 
 MIGRATION_LOCK = 0x6761_7465_7761_7901
@@ -78,6 +83,54 @@ def log_failed_round(
         )
     else:
         failures.failed(f"{type(err).__name__}: {err}", delay, logging.ERROR, err)
+
+
+async def keep_in_rounds(
+    connecting: Callable[[], Awaitable[asyncpg.Connection]],
+    options: CentralOptions,
+    metrics: Metrics,
+    reader: str,
+    failures: Failures,
+    round_on: Callable[[asyncpg.Connection], Awaitable[object]],
+    publish: Callable[[bool, bool], Awaitable[object]],
+    refusals: tuple[type[Exception], ...] = (),
+) -> None:
+    """Until cancelled, a reader of the central store's rounds (the sync, the reporting mirror):
+    ``round_on`` a connection every ``interval_seconds``, the connection made by ``connecting``
+    (and the central schema migrated) when there is none. A failed round drops the connection, is counted,
+    logged once by ``failures`` (``log_failed_round``) and retried with backoff. After each
+    attempt ``publish(failing, True)`` brings the reader's gauges up to date, and while it
+    waits for the next ``publish(failing, False)``, every ``interval_seconds`` (at most 5 s)."""
+    backoff = Backoff(options.backoff_min_seconds, options.backoff_max_seconds)
+    key = url_key(options.url)
+    conn: asyncpg.Connection | None = None
+    try:
+        while True:
+            failing = False
+            try:
+                if conn is None or conn.is_closed():
+                    conn = None
+                    conn = await connecting()
+                    await migrate(conn)
+                await round_on(conn)
+                backoff.reset()
+                failures.succeeded()
+                metrics.sync_last_success.labels(reader).set(time.time())
+                delay = options.interval_seconds
+            except Exception as err:  # a background task must outlive every failure
+                metrics.sync_errors.labels(reader).inc()
+                delay = backoff.next()
+                log_failed_round(failures, err, key, delay, conn is None, refusals)
+                if conn is not None:
+                    conn.terminate()
+                    conn = None
+                failing = True
+            with contextlib.suppress(Exception):
+                await publish(failing, True)
+            await wait_refreshing(delay, options.interval_seconds, functools.partial(publish, failing, False))
+    finally:
+        if conn is not None:
+            conn.terminate()
 
 
 def explain(err: BaseException, key: str = "central.url", connecting: bool = True) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import sqlite3
 import time
@@ -47,7 +46,7 @@ from gateway.events import iso
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
-from storage.backoff import Backoff, Failures, wait_refreshing
+from storage.backoff import Failures
 from storage.cursors import local_columns
 from storage.erasure import delete_people
 from storage.local import connect
@@ -311,7 +310,7 @@ class Mirror:
         """One complete round, for ``gateway mirror --once``; errors propagate."""
         db = await self.open_local()
         try:
-            conn = await central.connect(self.dsn, self.options.connect_timeout)
+            conn = await self.connect()
             try:
                 await central.migrate(conn)
                 stored = await self.round(db, conn, progress)
@@ -326,42 +325,34 @@ class Mirror:
     def key(self) -> str:
         return central.url_key(self.options.url)
 
+    async def connect(self) -> asyncpg.Connection:
+        """A connection to the central store at ``dsn`` as it is now."""
+        return await central.connect(self.dsn, self.options.connect_timeout)
+
     async def run(self) -> None:
         """Until cancelled: a round every ``interval_seconds``; while the central store is away
         the mirror keeps what it has (the reports answer from it), and the rounds are retried
-        with backoff, the problem logged once (``Failures``)."""
+        with backoff, the problem logged once (``central.keep_in_rounds``)."""
         db = await self.open_local()
-        backoff = Backoff(self.options.backoff_min_seconds, self.options.backoff_max_seconds)
-        failures = Failures(log, "reporting mirror")
-        conn: asyncpg.Connection | None = None
+
+        async def round_on(conn: asyncpg.Connection) -> None:
+            await self.round(db, conn)
+
+        async def publish(failing: bool, first: bool) -> None:
+            await self.publish_age(db, failing=failing)
+
         try:
-            while True:
-                failing = False
-                try:
-                    if conn is None or conn.is_closed():
-                        conn = None
-                        conn = await central.connect(self.dsn, self.options.connect_timeout)
-                        await central.migrate(conn)
-                    await self.round(db, conn)
-                    backoff.reset()
-                    failures.succeeded()
-                    self.metrics.sync_last_success.labels(READER).set(time.time())
-                    delay = self.options.interval_seconds
-                except Exception as err:  # a background task must outlive every failure
-                    self.metrics.sync_errors.labels(READER).inc()
-                    delay = backoff.next()
-                    central.log_failed_round(failures, err, self.key, delay, conn is None, (HorizonBack,))
-                    if conn is not None:
-                        conn.terminate()
-                        conn = None
-                    failing = True
-                with contextlib.suppress(Exception):
-                    await self.publish_age(db, failing=failing)
-                refresh = functools.partial(self.publish_age, db, failing=failing)
-                await wait_refreshing(delay, self.options.interval_seconds, refresh)
+            await central.keep_in_rounds(
+                self.connect,
+                self.options,
+                self.metrics,
+                READER,
+                Failures(log, "reporting mirror"),
+                round_on,
+                publish,
+                (HorizonBack,),
+            )
         finally:
-            if conn is not None:
-                conn.terminate()
             await db.close()
 
 

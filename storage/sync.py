@@ -18,7 +18,6 @@ does too (``Sync.check_node``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,7 @@ from gateway.events import iso
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
-from storage.backoff import Backoff, Failures, Standing, wait_refreshing
+from storage.backoff import Failures, Standing
 from storage.cursors import (
     advance,
     cursor_at,
@@ -242,7 +241,7 @@ class Sync:
         """One complete round, for ``gateway sync --once``; errors propagate."""
         db = await self.open_local()
         try:
-            conn = await central.connect(self.dsn, self.options.connect_timeout)
+            conn = await self.connect()
             try:
                 await central.migrate(conn)
                 delivered = await self.round(db, central.CentralWriter(conn), progress)
@@ -258,41 +257,36 @@ class Sync:
         """The setting a wrong URL is fixed in, as the log names it: ``central.url (NAME)``."""
         return central.url_key(self.options.url)
 
+    async def connect(self) -> asyncpg.Connection:
+        """A connection to the central store at ``dsn`` as it is now."""
+        return await central.connect(self.dsn, self.options.connect_timeout)
+
     async def run(self) -> None:
         """Until cancelled: rounds every ``interval_seconds``, retries with backoff on failure;
-        a problem is logged once (``Failures``), the end of an outage too."""
+        a problem is logged once (``Failures``), the end of an outage too
+        (``central.keep_in_rounds``). One writer per connection: its staging tables are that
+        connection's."""
         db = await self.open_local()
-        backoff = Backoff(self.options.backoff_min_seconds, self.options.backoff_max_seconds)
-        failures = Failures(log, "central sync")
-        conn = None
         writer: central.CentralWriter | None = None
+
+        async def round_on(conn: asyncpg.Connection) -> None:
+            nonlocal writer
+            if writer is None or writer.conn is not conn:
+                writer = central.CentralWriter(conn)
+            await self.round(db, writer)
+
+        async def publish(failing: bool, first: bool) -> None:
+            await self.publish_lag(db, count=first)
+
         try:
-            while True:
-                try:
-                    if conn is None or conn.is_closed():
-                        conn = None
-                        conn = await central.connect(self.dsn, self.options.connect_timeout)
-                        await central.migrate(conn)
-                        writer = central.CentralWriter(conn)
-                    assert writer is not None
-                    await self.round(db, writer)
-                    backoff.reset()
-                    failures.succeeded()
-                    self.metrics.sync_last_success.labels(READER).set(time.time())
-                    delay = self.options.interval_seconds
-                except Exception as err:  # a background task must outlive every failure
-                    self.metrics.sync_errors.labels(READER).inc()
-                    delay = backoff.next()
-                    central.log_failed_round(failures, err, self.key, delay, conn is None)
-                    if conn is not None:
-                        conn.terminate()
-                        conn = None
-                with contextlib.suppress(Exception):
-                    await self.publish_lag(db)
-                await wait_refreshing(
-                    delay, self.options.interval_seconds, lambda: self.publish_lag(db, count=False)
-                )
+            await central.keep_in_rounds(
+                self.connect,
+                self.options,
+                self.metrics,
+                READER,
+                Failures(log, "central sync"),
+                round_on,
+                publish,
+            )
         finally:
-            if conn is not None:
-                conn.terminate()
             await db.close()
