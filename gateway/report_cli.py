@@ -102,6 +102,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     if settings.mirror_path is not None:
         print(_mirror_note(settings.mirror_path, args.config), file=sys.stderr)
+    if sys.stdout is None:  # started with its output closed (``>&-``): the report goes nowhere
+        return 0
     sys.stdout.flush()
     if args.format == "csv":
         # UTF-8 whatever the locale, as the API serves it: a legacy or ASCII locale

@@ -1061,6 +1061,20 @@ def test_a_command_started_with_stdout_closed_ends_without_a_traceback() -> None
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
 
 
+def test_report_started_with_stdout_closed_ends_without_a_traceback(tmp_path: Path) -> None:
+    """``gateway report >&-`` wrote its table through ``sys.stdout``, None then: an
+    AttributeError traceback and exit 1, where every other command exits as it would."""
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, EVENTS)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "report", "-c", str(cfg)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=30,
+        env={"PATH": "/usr/bin:/bin"}, preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+
+
 def test_readme_command_reference_matches_the_parser() -> None:
     """Every command of the Command-line reference exists with the options it lists, and every
     option a command takes (but the hidden ones the supervisor passes its workers) is listed."""
