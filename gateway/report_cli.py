@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -55,6 +56,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
     report.add_argument(
         "--format", choices=("table", "csv", "ndjson"), default="table", help="output (default: %(default)s)"
     )
+    report.add_argument(
+        "--width",
+        type=_width,
+        metavar="N",
+        help="cut names so that the table fits N columns, 0: never (default: the terminal's width "
+        "on a terminal, else 0); table only",
+    )
     which = report.add_mutually_exclusive_group()
     which.add_argument("--payouts", action="store_true", help="creator payouts by the [payouts] rules")
     which.add_argument("--timeseries", action="store_true", help="credits per day")
@@ -72,6 +80,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"gateway: {args.config}: {len(err.problems)} problem(s):", file=sys.stderr)
         for problem in err.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.width is not None and args.format != "table":
+        print(f"gateway report: --width: cuts the table only, not --format {args.format}", file=sys.stderr)
         return 2
     try:
         query = _fraud_query(args, settings) if args.fraud else _query(args, settings)
@@ -91,6 +102,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     if settings.mirror_path is not None:
         print(_mirror_note(settings.mirror_path, args.config), file=sys.stderr)
+    if sys.stdout is None:  # started with its output closed (``>&-``): the report goes nowhere
+        return 0
     sys.stdout.flush()
     if args.format == "csv":
         # UTF-8 whatever the locale, as the API serves it: a legacy or ASCII locale
@@ -101,8 +114,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         # A terminal that cannot show a character gets its escape (\u65e5), not a traceback.
         encoding = sys.stdout.encoding or "utf-8"
-        sys.stdout.buffer.write(report.text().encode(encoding, "backslashreplace"))
+        sys.stdout.buffer.write(report.text(_columns(args.width)).encode(encoding, "backslashreplace"))
     return 0
+
+
+def _width(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be a whole number 0..100000 (columns), got {text!r}")
+    return int(text)
+
+
+def _columns(asked: int | None) -> int:
+    """The columns the table is cut to (0: none): ``--width``, else on a terminal its width
+    (``COLUMNS`` first, as ``shutil`` reads it), else none: a pipe or a file gets whole names."""
+    if asked is not None:
+        return asked
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
 
 
 def _mirror_note(path: Path, config: str) -> str:

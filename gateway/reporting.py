@@ -27,6 +27,7 @@ import msgspec
 from gateway.attribution import Params, from_minor
 from gateway.events import VERDICTS, printable_name
 from gateway.payouts import Payouts
+from gateway.textwidth import cut, width
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
 from storage.queries import share
 from storage.reports import Clicks, Part, Reports
@@ -144,25 +145,34 @@ class Report:
             writer.writerow([csv_cell(row.get(c)) for c in self.columns])
         return out.getvalue()
 
-    def text(self) -> str:
+    def text(self, columns: int = 0) -> str:
         """An aligned table for a terminal: text left, numbers right; a cell in a right-to-left
-        script fenced by left-to-right marks (``ltr_fenced``)."""
-        cells = [[ltr_fenced(_cell(row.get(c), c)) for c in self.columns] for row in self.rows]
-        widths = [max([len(c), *(display_width(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
+        script fenced by left-to-right marks (``ltr_fenced``). With ``columns`` (0: none), the
+        widest text columns are cut (``fit``) so that each line of the table fits in it, and
+        so is the conversion's name in the title; numbers never are."""
+        cells = [[_cell(row.get(c), c) for c in self.columns] for row in self.rows]
+        widths = [max([width(c), *(width(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
         numeric = [all(isinstance(row.get(c), int | Decimal) for row in self.rows) for c in self.columns]
+        if columns:
+            widths = fit(widths, [width(c) for c in self.columns], numeric, columns)
+            cells = [[cut(v, w) for v, w in zip(r, widths, strict=True)] for r in cells]
+        cells = [[ltr_fenced(v) for v in r] for r in cells]
 
         def line(values: Sequence[str]) -> str:
             padded = []
             for v, w, num in zip(values, widths, numeric, strict=True):
-                pad = " " * (w - display_width(v))
+                pad = " " * (w - width(v))
                 padded.append(pad + v if num else v + pad)
-            return "  ".join(padded).rstrip()
+            return (" " * GAP).join(padded).rstrip()
 
         since, until = self.meta["since"] or "the first touchpoint", self.meta["until"] or "now"
         head = f"{self.name}: {since} .. {until}"
         for key in ("model", "group_by", "conversion"):
             if self.meta.get(key):
-                head += f", {key} {ltr_fenced(str(self.meta[key]))}"
+                value = str(self.meta[key])
+                if columns and key == "conversion":  # the one name here (1..200 characters)
+                    value = cut(value, max(MIN_CUT, columns - width(f"{head}, {key} ")))
+                head += f", {key} {ltr_fenced(value)}"
         out = [head, "", line(self.columns), line(["-" * w for w in widths])]
         out += [line(r) for r in cells] or ["(no rows)"]
         if "summary" in self.meta:
@@ -174,33 +184,42 @@ class Report:
         return "\n".join(out) + "\n"
 
 
-_NO_COLUMN = frozenset({"Mn", "Me", "Cf"})
-"""Unicode categories a terminal draws in no column of their own: non-spacing and enclosing
-marks, format characters."""
+MIN_CUT = 8
+"""The fewest columns a name is cut to, however narrow the terminal: below, a line wraps."""
+GAP = 2
+"""Spaces between two columns of the terminal table."""
 
 
-_EMOJI_PRESENTATION = "\ufe0f"
+def fit(widths: list[int], headers: list[int], numeric: list[bool], columns: int) -> list[int]:
+    """The columns' widths once the table is made to fit in ``columns``: the widest text
+    columns cut first, to one width, the largest that fits (a column more for the first of
+    them when there is room for it); numbers never. A column is
+    not cut below its header nor below ``MIN_CUT``: on a terminal too narrow even for that,
+    lines are longer than ``columns`` (and wrap)."""
+    gaps = GAP * (len(widths) - 1)
+    if sum(widths) + gaps <= columns:
+        return widths
+    floors = [
+        w if num else min(w, max(MIN_CUT, h)) for w, h, num in zip(widths, headers, numeric, strict=True)
+    ]
 
+    def capped(cap: int) -> list[int]:
+        return [max(floor, min(w, cap)) for w, floor in zip(widths, floors, strict=True)]
 
-def display_width(text: str) -> int:
-    """The columns ``text`` takes in a terminal: two for a wide or fullwidth character (CJK,
-    most emoji), none for a non-spacing or enclosing mark (an accent written apart, a Thai or
-    Indic vowel sign: by its category, as many have combining class 0) or an invisible format
-    character (a zero-width joiner), one for the rest; a narrow symbol asked to show as an
-    emoji (❤ followed by VS16, U+FE0F) takes two, as terminals draw it."""
-    if text.isascii():
-        return len(text)
-    width = last = 0
-    for ch in text:
-        if ch == _EMOJI_PRESENTATION:
-            width += 2 - last if last else 0  # widens the character before it
-            last = 2 if last else 0
-            continue
-        if unicodedata.category(ch) in _NO_COLUMN:
-            continue
-        last = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-        width += last
-    return width
+    low, high = 0, max(widths)  # the widest cap that fits, by bisection: capped grows with it
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(capped(mid)) + gaps <= columns:
+            low = mid
+        else:
+            high = mid - 1
+    fitted = capped(low)
+    spare = columns - sum(fitted) - gaps  # less than one more column for each one cut
+    for i, w in enumerate(widths):
+        if spare > 0 and fitted[i] < w:
+            fitted[i] += 1
+            spare -= 1
+    return fitted
 
 
 _RIGHT_TO_LEFT = frozenset({"R", "AL", "AN"})

@@ -562,6 +562,64 @@ def test_report_output_does_not_depend_on_the_locale(tmp_path: Path) -> None:
     assert "\\u65e5\\u672c\\u8a9e" in done.stdout and "Traceback" not in done.stderr
 
 
+def test_report_cuts_long_names_to_the_terminal_width(tmp_path: Path) -> None:
+    """On a terminal the table fits its width (``COLUMNS`` first, else the terminal's own): the
+    widest names are cut with one ``…``, the numbers whole. Until 2026-12-05 a 150-character
+    campaign made every line 150 columns wide, wrapped by the terminal. A pipe and CSV get
+    whole names; ``--width N`` cuts to N anywhere, ``--width 0`` never."""
+    from gateway.textwidth import width
+    from tests.gateway.test_reports_api import conversion, tp
+
+    long = "black_friday_" + "x" * 137  # 150 characters
+    events = [
+        tp("v1", 0, "Paid Social", campaign=long),
+        tp("v2", 0, "Email", campaign="夏のセール👍\U0001f3fd"),  # 12 columns: whole
+        conversion(1, 10.00, "v1"),
+        conversion(1, 5.00, "v2"),
+    ]
+    cfg = _report_store(tmp_path, events)
+    report = ("report", "-c", str(cfg), "--since", "2026-11-01", "--until", "2026-12-01")
+    report += ("--group-by", "campaign")
+
+    def cut_to(group: int) -> list[str]:
+        """The two rows, their group cut to ``group`` columns (the line: ``group`` + 30)."""
+        return [
+            f"black_friday_{'x' * (group - 14)}…  EUR                 1  10.00",
+            "夏のセール👍\U0001f3fd" + " " * (group - 12) + "  EUR                 1   5.00",
+        ]
+
+    def rows(drawn: str) -> list[str]:
+        return [line for line in drawn.splitlines() if "  EUR  " in line]
+
+    drawn = on_a_terminal(*report)  # 120 columns
+    assert rows(drawn) == cut_to(90), drawn
+    assert max(width(line) for line in drawn.splitlines()) == 120
+    assert rows(on_a_terminal(*report, env={"COLUMNS": "60"})) == cut_to(30)
+    assert rows(on_a_terminal(*report, "--width", "50")) == cut_to(20)
+    # Narrower than 8 columns of names allow: cut to 8 (a wide character short), lines wrap.
+    assert rows(on_a_terminal(*report, env={"COLUMNS": "20"})) == [
+        "black_f…  EUR                 1  10.00",
+        "夏のセ…   EUR                 1   5.00",
+    ]
+    whole = [line for line in rows(on_a_terminal(*report, "--width", "0")) if long in line]
+    assert len(whole) == 1 and width(whole[0]) == 180
+
+    # Piped: whole, whatever COLUMNS says; --width still cuts.
+    piped = gateway(*report, env={"COLUMNS": "60"})
+    assert piped.returncode == 0, piped.stderr
+    assert f"{long}  EUR                 1  10.00" in piped.stdout.splitlines()
+    assert rows(gateway(*report, "--width", "60").stdout) == cut_to(30)
+    # CSV and NDJSON: never cut, on a terminal too.
+    drawn = on_a_terminal(*report, "--format", "csv", env={"COLUMNS": "60"})
+    assert f"{long},EUR,1,10.00" in drawn.splitlines(), drawn
+    done = gateway(*report, "--format", "ndjson", "--width", "60")
+    assert done.returncode == 2 and done.stderr == (
+        "gateway report: --width: cuts the table only, not --format ndjson\n"
+    )
+    done = gateway(*report, "--width", "-1")
+    assert done.returncode == 2 and "argument --width: must be a whole number 0..100000" in done.stderr
+
+
 def test_report_takes_a_population_as_the_api_does(tmp_path: Path) -> None:
     """``--population`` is the report endpoints' ``population``: only that population's
     touchpoints, and the conversions that have one."""
@@ -999,6 +1057,20 @@ def test_a_command_started_with_stdout_closed_ends_without_a_traceback() -> None
         [sys.executable, "-m", "gateway", "check", "-c", str(ROOT / "gateway.toml")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=30,
         env={"PATH": "/usr/bin:/bin", **ENV}, preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+
+
+def test_report_started_with_stdout_closed_ends_without_a_traceback(tmp_path: Path) -> None:
+    """``gateway report >&-`` wrote its table through ``sys.stdout``, None then: an
+    AttributeError traceback and exit 1, where every other command exits as it would."""
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, EVENTS)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "report", "-c", str(cfg)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=30,
+        env={"PATH": "/usr/bin:/bin"}, preexec_fn=lambda: os.close(1),
     )  # fmt: skip
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from gateway.reporting import LRM, Report, display_width
+from gateway.reporting import LRM, Report, fit
+from gateway.textwidth import width
 
 COLUMNS = ["group", "currency", "conversions", "value"]
 
@@ -68,29 +69,49 @@ def test_the_terminal_table_aligns_wide_and_combining_characters() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("text", "columns"),
-    [
-        ("สวัสดี", 4),  # Thai: two of its vowel signs sit above a consonant (class 0 marks)
-        ("नमस्ते", 4),  # Devanagari: a virama and a vowel sign, both non-spacing
-        ("cafe\u0301", 4),  # a combining accent (class 230)
-        ("a\u20dd", 1),  # an enclosing mark
-        ("夏\u200d", 2),  # a zero-width joiner
-    ],
-)
-def test_display_width_counts_every_non_spacing_mark_as_none(text: str, columns: int) -> None:
-    """A non-spacing mark takes no column whatever its combining class: Thai and Indic vowel
-    signs are class 0, so the class alone counted them one each and the table went askew."""
-    assert display_width(text) == columns
+LONG = "black_friday_" + "x" * 137  # a campaign of 150 characters
 
 
-@pytest.mark.parametrize(
-    ("text", "columns"),
-    [("❤\ufe0f", 2), ("❤", 1), ("I ❤\ufe0f NY", 7), ("😀\ufe0f", 2), ("\ufe0f", 0)],
-)
-def test_display_width_of_a_symbol_shown_as_an_emoji(text: str, columns: int) -> None:
-    """VS16 asks for a narrow symbol's emoji form, which terminals draw two columns wide."""
-    assert display_width(text) == columns
+def test_the_terminal_table_cuts_names_to_fit_and_keeps_numbers_whole() -> None:
+    """Given the terminal's columns, the widest text column is cut with one ``…`` so that every
+    line fits; the numbers, the currency and the other names are left whole. Until 2026-12-05
+    a 150-character campaign made every line 150 columns wide, and a terminal wrapped them."""
+    rows = [
+        {"group": LONG, "currency": "EUR", "conversions": Decimal("1.333334"), "value": Decimal("43.35")},
+        {"group": "spring", "currency": "EUR", "conversions": 140, "value": Decimal("99.00")},
+        {"group": "👍\U0001f3fd" * 30, "currency": "JPY", "conversions": 12, "value": Decimal("3400")},
+    ]
+    meta = {"since": "2026-11-01", "until": "2026-12-01", "conversion": "purchase_" + "y" * 120}
+    report = Report("attribution", COLUMNS, rows, meta)
+    whole = report.text().splitlines()
+    assert LONG in whole[4] and len(whole[4]) > 150 and whole[0].endswith("y" * 120)
+    assert report.text(0) == report.text()  # 0: never cut
+    lines = report.text(60).splitlines()
+    assert max(width(line) for line in lines) == 60
+    assert lines[0] == "attribution: 2026-11-01 .. 2026-12-01, conversion purchase_…"
+    # 60 = 8 + 11 + 5 (currency, conversions, value) + 3 gaps of 2 + 30 for the group.
+    assert lines[2] == "group" + " " * 25 + "  currency  conversions  value"
+    assert lines[4] == "black_friday_" + "x" * 16 + "…  EUR          1.333334  43.35"
+    assert lines[5] == "spring" + " " * 24 + "  EUR               140  99.00"
+    # 14 thumbs and an ellipsis (29 columns), one space of padding: no orphan skin tone.
+    assert lines[6] == "👍\U0001f3fd" * 14 + "…   JPY                12   3400"
+    # Wide enough: as it is.
+    assert (
+        Report("attribution", COLUMNS, rows[1:2], {"since": "a", "until": "b"}).text(40)
+        == Report("attribution", COLUMNS, rows[1:2], {"since": "a", "until": "b"}).text()
+    )
+
+
+def test_fit_cuts_the_widest_text_columns_first_and_never_numbers() -> None:
+    headers = [5, 10, 6, 5]  # group, creator_id, clicks, value
+    numeric = [False, False, True, True]
+    assert fit([40, 12, 6, 9], headers, numeric, 80) == [40, 12, 6, 9]  # 73 with the gaps: fits
+    assert fit([40, 12, 6, 9], headers, numeric, 50) == [17, 12, 6, 9]  # the widest alone
+    assert fit([40, 30, 6, 9], headers, numeric, 50) == [15, 14, 6, 9]  # cut alike
+    assert fit([40, 30, 6, 9], headers, numeric, 49) == [14, 14, 6, 9]
+    # Too narrow even for names of 8 columns (10: the header): they stop there, lines wrap.
+    assert fit([40, 30, 6, 9], headers, numeric, 20) == [8, 10, 6, 9]
+    assert fit([5, 30, 6, 9], headers, numeric, 20) == [5, 10, 6, 9]  # shorter than 8: whole
 
 
 def _icu_bidi() -> ctypes.CDLL | None:
@@ -146,7 +167,7 @@ def test_a_right_to_left_name_keeps_the_numbers_after_it_in_their_columns() -> N
     report = Report("fraud", ["group", "clicks", "allow", "block"], RTL_ROWS, {"since": None, "until": None})
     lines = report.text().splitlines()[4:8]
     assert [line.count(LRM) for line in lines] == [2, 2, 2, 0]
-    assert len({display_width(line) for line in lines}) == 1  # the marks take no column
+    assert len({width(line) for line in lines}) == 1  # the marks take no column
     icu = _icu_bidi()
     if icu is None:
         pytest.skip("ICU (libicuuc) is not installed: the layout itself is not checked")
