@@ -7,7 +7,8 @@ a new column needs a migration and nothing else), the bulk insert (COPY into
 a temporary staging table, then one ``INSERT … SELECT … ON CONFLICT DO
 NOTHING``), and applying erasures across every node's rows, in turn with the inserts of
 rows they erase (``ERASURE_LOCK``): an erased user's rows arriving later, and verdict changes
-of touchpoints no longer there, are not inserted.
+of touchpoints no longer there, are not inserted. Also the upsert of a node's daily counts
+(``CentralWriter.upsert_counts``: absolute counts, a larger one replacing the one stored).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -38,6 +39,9 @@ ERASURE_LOCK = 0x6761_7465_7761_7902
 shared by those only filtered by ``erased_keys``, exclusive by those that erase (an erasure; a
 batch of bindings, which may name a device of an erased user). Without it, an erasure and
 another node's rows about its user committed at the same moment each missed the other's."""
+COUNT_KEY = ("day", "source", "medium", "campaign", "channel", "creator_id")
+"""The values a daily count is kept under (local migration 0007); centrally also its node and
+store instance (PostgreSQL migration 0008)."""
 COPY_SLICE = 1000
 """Rows per COPY call within one batch (see ``CentralWriter._insert``)."""
 PG_ERRORS: tuple[type[BaseException], ...] = (
@@ -368,6 +372,41 @@ class CentralWriter:
                 await apply_erasures(conn, [row["id"] for row in inserted])
         self._staged.add(plan.table)  # only once committed: a rolled-back CREATE left nothing
         return len(inserted)
+
+    async def upsert_counts(self, node: str, instance: str, rows: Sequence[Sequence[Any]]) -> int:
+        """A node's daily counts (rows of ``COUNT_KEY`` values and the count, absolute: the
+        node's whole count of its key so far) under ``node`` and its store ``instance``, in one
+        statement: each new one inserted, each larger than the one stored replacing it (and
+        ``ingested`` set again, so the mirror reads it); how many changed. One not larger
+        changes nothing (not even ``ingested``): a batch sent again, or the older read of a
+        second sync of the store (a cron ``sync --once``) committing after the newer one.
+        A count never goes down on its node. NULs as in ``insert``."""
+        if not rows:
+            return 0
+        try:
+            return await self._upsert_counts(node, instance, rows)
+        except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+            return await self._upsert_counts(node, instance, [_without_nul(r) for r in rows])
+
+    async def _upsert_counts(self, node: str, instance: str, rows: Sequence[Sequence[Any]]) -> int:
+        key = ", ".join(COUNT_KEY)
+        columns = [[row[i] for row in rows] for i in range(len(COUNT_KEY) + 1)]
+        columns[0] = [date.fromisoformat(day) for day in columns[0]]
+        changed = await self.conn.fetchval(
+            "WITH up AS (INSERT INTO daily_counts (node, instance, "
+            + key
+            + ", count) SELECT $1::text, $2::text, u.* FROM unnest($3::date[], $4::text[],"
+            " $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[]) AS u("
+            + key
+            + ", count) ON CONFLICT (node, instance, "
+            + key
+            + ") DO UPDATE SET count = excluded.count, ingested = excluded.ingested"
+            " WHERE daily_counts.count < excluded.count RETURNING 1) SELECT count(*) FROM up",
+            node,
+            instance,
+            *columns,
+        )
+        return int(changed)
 
 
 def _without_nul(record: Sequence[Any]) -> list[Any]:

@@ -1,14 +1,14 @@
 """The reporting mirror: a local store file holding every node's rows of the central store,
 which the reports read with the same engine as a node's own store (``central.mirror_path``).
 
-Owns the ``mirror_horizons`` table of the mirror file (made here, not by a migration: no
-node's own store has it) and the mirror rounds. Each central table has ``ingested``, the id of
-the transaction that inserted the row (PostgreSQL migration 0007). A round takes the horizon
-``H = pg_snapshot_xmin(pg_current_snapshot())`` — every transaction with an id below it has
-ended — and, per table, reads the rows with ``previous H <= ingested < H`` in batches ordered
-by ``(ingested, id)``: a row committed after the round began has an id at or above ``H``, so it
-falls into a later round's window, however old its event id (a node catching up); none is
-skipped, none read twice. Rows are written in the local store's forms
+Owns the ``mirror_horizons`` and ``mirror_daily_counts`` tables of the mirror file (made here,
+not by a migration: no node's own store has them) and the mirror rounds. Each central table has
+``ingested``, the id of the transaction that inserted the row (PostgreSQL migration 0007). A
+round takes the horizon ``H = pg_snapshot_xmin(pg_current_snapshot())`` — every transaction
+with an id below it has ended — and, per table, reads the rows with ``previous H <= ingested <
+H`` in batches ordered by ``(ingested, id)`` (``KEYS``): a row committed after the round began
+has an id at or above ``H``, so it falls into a later round's window, however old its event id
+(a node catching up); none is skipped, none read twice. Rows are written in the local store's forms
 (``storage.central_queries.local_form``; JSON as the local store encodes it, its keys in the
 order PostgreSQL's ``jsonb`` keeps) and inserted if not there yet.
 
@@ -21,6 +21,13 @@ Every row the mirror holds was read in an earlier window than an erasure it appl
 committed centrally before it: the central store deleted it too. Rows the central store
 refused as older than an erasure never reach the mirror. Retention: the mirror is purged with
 the local store (``storage.retention``), by this gateway's ``privacy.retention_days``.
+
+Daily counts (the Sec-GPC/DNT visitors): the central store holds each node's absolute count
+per key (node, store instance, day, campaign values), its ``ingested`` set again whenever it
+grows, so a grown count falls into a later window like a new row. The mirror keeps each node's
+in ``mirror_daily_counts`` (a newer count replacing the node's older one) and, in the
+``daily_counts`` the report engine reads, their sum over the nodes per key, made again for the
+keys of each batch: no count is added twice.
 
 Lag: the central rows not mirrored yet (``unmirrored``, also ``gateway doctor``'s) and the
 seconds since each table's last completed round while rows wait (``Mirror.publish_age``).
@@ -51,15 +58,35 @@ from storage.cursors import local_columns
 from storage.erasure import delete_people
 from storage.local import connect
 from storage.migrate import migrate
-from storage.sync import SYNC_TABLES
+from storage.sync import COUNTS, SYNC_TABLES
 
 log = logging.getLogger("gateway.mirror")
 
 READER = "mirror"
 """The ``reader`` label of the mirror's series among the ``gateway_sync_*`` metrics."""
 ERASED_KEYS = "erased_keys"
-TABLES = ("erasures", ERASED_KEYS, *(t for t in SYNC_TABLES if t != "erasures"))
+TABLES = ("erasures", ERASED_KEYS, *(t for t in SYNC_TABLES if t != "erasures"), COUNTS)
 """Read in this order each round: the erasures and the erased keys before the rows they erase."""
+NODE_COUNTS = "mirror_daily_counts"
+"""Each node's daily counts, as the central store holds them; ``daily_counts`` holds their sums."""
+NODE_COUNTS_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {NODE_COUNTS} ("
+    " node TEXT NOT NULL,"
+    " instance TEXT NOT NULL,"  # the node's store instance (central daily_counts)
+    " day TEXT NOT NULL,"
+    " source TEXT NOT NULL DEFAULT '',"
+    " medium TEXT NOT NULL DEFAULT '',"
+    " campaign TEXT NOT NULL DEFAULT '',"
+    " channel TEXT NOT NULL DEFAULT '',"
+    " creator_id TEXT NOT NULL DEFAULT '',"
+    " count INTEGER NOT NULL,"
+    " PRIMARY KEY (node, instance, day, source, medium, campaign, channel, creator_id))"
+)
+NODE_KEY = ("node", "instance", *central.COUNT_KEY)
+"""A central daily count's key."""
+KEYS: Mapping[str, tuple[str, ...]] = {ERASED_KEYS: ("key",), COUNTS: NODE_KEY}
+"""The columns a central table's rows are ordered by after ``ingested`` (batches go on after
+the last one's); ``id`` for the others."""
 HORIZONS = (
     "CREATE TABLE IF NOT EXISTS mirror_horizons ("
     " name TEXT PRIMARY KEY,"  # the central table
@@ -74,6 +101,11 @@ Progress = Callable[[str, int], object]
 _encode = msgspec.json.Encoder()
 
 
+def _day(value: Any) -> Any:
+    """A ``date`` → the ``YYYY-MM-DD`` text the local store keeps."""
+    return value.isoformat()
+
+
 def _json(value: Any) -> Any:
     """``jsonb`` text as PostgreSQL gives it → the compact JSON the local store writes."""
     return None if value is None else _encode.encode(msgspec.json.decode(value)).decode()
@@ -83,6 +115,7 @@ _LOCAL_FORMS: Mapping[str, Callable[[Any], Any]] = {
     "timestamp with time zone": iso,
     "uuid": str,
     "jsonb": _json,
+    "date": _day,
 }
 """The central column types whose values the local store writes in another form (the text
 ``storage.central_queries.local_form`` gives, compact JSON); asyncpg's others are stored as
@@ -139,14 +172,18 @@ class Mirror:
         stored: dict[str, int] = {}
         for table in TABLES:
             remote = await central.central_columns(conn, table)
-            local = await local_columns(db, table) if table != ERASED_KEYS else ["key", "erased_at"]
+            if table == ERASED_KEYS:
+                local = ["key", "erased_at"]
+            else:  # each node's daily counts go to NODE_COUNTS, their sums to daily_counts
+                local = await local_columns(db, NODE_COUNTS if table == COUNTS else table)
             if "ingested" not in remote or not local:
                 continue
             columns = tuple(c for c in local if c in remote)
             forms = tuple(
                 (i, _LOCAL_FORMS[remote[c]]) for i, c in enumerate(columns) if remote[c] in _LOCAL_FORMS
             )
-            stored[table] = await self._table(db, conn, table, columns, forms, horizon, progress)
+            keys = tuple((c, remote[c]) for c in KEYS.get(table, ("id",)))
+            stored[table] = await self._table(db, conn, table, columns, forms, keys, horizon, progress)
         await self.publish_lag(db, conn)
         return stored
 
@@ -157,6 +194,7 @@ class Mirror:
         table: str,
         columns: tuple[str, ...],
         forms: Sequence[tuple[int, Callable[[Any], Any]]],
+        keys: Sequence[tuple[str, str]],
         horizon: int,
         progress: Progress | None,
     ) -> int:
@@ -164,16 +202,18 @@ class Mirror:
         transaction; the table's horizon moves with the last one. The next batch is read from
         PostgreSQL while the current one is written to SQLite (not for erasures, whose writing
         asks PostgreSQL too). A failure part way leaves the horizon where it was: the window is
-        read again, and rows stored already are skipped."""
+        read again, and rows stored already are skipped. ``keys``: the columns (and their
+        central types) that order the rows after ``ingested``."""
         previous = await _horizon(db, table)
         if previous >= horizon:
             return 0
-        key = "key" if table == ERASED_KEYS else "id"
+        key = ", ".join(c for c, _ in keys)
         cols = ", ".join(columns)
         window = "ingested >= $1::text::xid8 AND ingested < $2::text::xid8"
         first = f"SELECT ingested::text AS _ingested, {cols} FROM {table} WHERE {window}"
         order = f" ORDER BY ingested, {key} LIMIT $3"
-        after = f" AND (ingested, {key}) > ($4::text::xid8, $5::{'text' if key == 'key' else 'uuid'})"
+        marks = ", ".join(f"${i}::{kind}" for i, (_, kind) in enumerate(keys, start=5))
+        after = f" AND (ingested, {key}) > ($4::text::xid8, {marks})"
         size, stored = self.options.batch_size, 0
         rows = await conn.fetch(first + order, str(previous), str(horizon), size)
         while True:
@@ -181,12 +221,10 @@ class Mirror:
             records = _local_rows(rows, forms)
             done, new = len(rows) < size, len(records)
             ahead: asyncio.Future[list[asyncpg.Record]] | None = None
+            following = () if last is None else (last["_ingested"], *(last[c] for c, _ in keys))
             if not done and table != "erasures":
-                assert last is not None
                 ahead = asyncio.ensure_future(
-                    conn.fetch(
-                        first + after + order, str(previous), str(horizon), size, last["_ingested"], last[key]
-                    )
+                    conn.fetch(first + after + order, str(previous), str(horizon), size, *following)
                 )
             try:
                 new = await self._store(db, conn, table, columns, rows, records, horizon, done)
@@ -206,10 +244,7 @@ class Mirror:
             if ahead is not None:
                 rows = await ahead
             else:
-                assert last is not None
-                rows = await conn.fetch(
-                    first + after + order, str(previous), str(horizon), size, last["_ingested"], last[key]
-                )
+                rows = await conn.fetch(first + after + order, str(previous), str(horizon), size, *following)
 
     async def _store(
         self,
@@ -232,6 +267,8 @@ class Mirror:
                 await self._erase(db, conn, records, [row["_ingested"] for row in rows], columns)
             if table == ERASED_KEYS:
                 await _erase_before(db, records)
+            elif table == COUNTS:
+                new = await _store_counts(db, columns, records)
             elif records:
                 marks = ", ".join("?" for _ in columns)
                 cursor = await db.executemany(
@@ -363,6 +400,7 @@ async def open_mirror(path: Path) -> aiosqlite.Connection:
     try:
         await migrate(db)
         await db.execute(HORIZONS)
+        await db.execute(NODE_COUNTS_TABLE)
     except BaseException:
         await db.close()
         raise
@@ -429,3 +467,31 @@ async def _erase_before(db: aiosqlite.Connection, records: Sequence[Sequence[Any
             (key, key, erased_at),
         )
         await db.execute("DELETE FROM identities WHERE user_key = ? AND ts <= ?", (key, erased_at))
+
+
+async def _store_counts(
+    db: aiosqlite.Connection, columns: tuple[str, ...], records: Sequence[Sequence[Any]]
+) -> int:
+    """Inside the batch's transaction: each node's count of a key stored in ``NODE_COUNTS`` (a
+    newer one replacing the node's older), then ``daily_counts`` of the batch's keys made again
+    as the sum over the nodes, which the report engine reads (``population_counts``). Counts
+    that changed: a window read again changes none."""
+    if not records:
+        return 0
+    cols = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    cursor = await db.executemany(
+        f"INSERT INTO {NODE_COUNTS} ({cols}) VALUES ({marks}) ON CONFLICT ({', '.join(NODE_KEY)})"
+        " DO UPDATE SET count = excluded.count WHERE count <> excluded.count",
+        records,
+    )
+    at = [columns.index(c) for c in central.COUNT_KEY]
+    keys = sorted({tuple(record[i] for i in at) for record in records})
+    key = ", ".join(central.COUNT_KEY)
+    equal = " AND ".join(f"{c} = ?" for c in central.COUNT_KEY)
+    await db.executemany(
+        f"INSERT INTO {COUNTS} ({key}, count) SELECT {key}, sum(count) FROM {NODE_COUNTS}"
+        f" WHERE {equal} GROUP BY {key} ON CONFLICT ({key}) DO UPDATE SET count = excluded.count",
+        keys,
+    )
+    return max(cursor.rowcount, 0)

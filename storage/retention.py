@@ -6,13 +6,15 @@ Owns which tables age out and by which column. Kept regardless of age: ``erasure
 an erasure, and what keeps an erased user's late rows out), ``creator_standings`` (the
 registry) and ``sync_cursors``. A purge runs on a connection of its own, in one
 ``BEGIN IMMEDIATE`` transaction per store, like an erasure; readers keep their rowid
-cursors (a deleted row is simply not read). The central store purges the tables it holds.
+cursors (a deleted row is simply not read). The central store purges the tables it holds, its
+daily counts too; the mirror, its own per-node daily counts besides a local store's tables.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,15 @@ LOCAL_TABLES = {
     "daily_counts": "day",
 }
 """Table → its time column: rows older than the cutoff go (``day`` holds a ``YYYY-MM-DD``)."""
-CENTRAL_TABLES = ("touchpoints", "identities", "conversions", "verdict_changes")
+MIRROR_TABLES = {**LOCAL_TABLES, "mirror_daily_counts": "day"}
+"""A reporting mirror's (``storage.mirror``): a local store's, and each node's daily counts."""
+CENTRAL_TABLES = {
+    "touchpoints": "ts",
+    "identities": "ts",
+    "conversions": "ts",
+    "verdict_changes": "ts",
+    "daily_counts": "day",  # PostgreSQL migration 0008: a date
+}
 INTERVAL = 86400.0
 """Seconds between purges in the gateway (the first runs at start-up)."""
 
@@ -48,15 +58,22 @@ def _bound(column: str, before: datetime) -> str:
     return before.date().isoformat() if column == "day" else iso(before)
 
 
-async def purge_local(path: Path, before: datetime, *, dry_run: bool = False) -> dict[str, int]:
-    """Rows older than ``before`` per table: deleted, or only counted with ``dry_run``."""
+async def purge_local(
+    path: Path, before: datetime, *, dry_run: bool = False, tables: Mapping[str, str] = LOCAL_TABLES
+) -> dict[str, int]:
+    """Rows older than ``before`` per table of ``tables`` the store has: deleted, or only
+    counted with ``dry_run``."""
     counts: dict[str, int] = {}
     db = await connect(path)
     try:
         await db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
         try:
             tops = await table_tops(db)
-            for table, column in LOCAL_TABLES.items():
+            async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
+                present = {row[0] for row in await cur.fetchall()}
+            for table, column in tables.items():
+                if table not in present:  # a mirror no round of this version opened yet
+                    continue
                 bound = _bound(column, before)
                 if dry_run:
                     async with db.execute(
@@ -82,19 +99,25 @@ async def purge_local(path: Path, before: datetime, *, dry_run: bool = False) ->
 async def purge_central(
     dsn: str, timeout: float, before: datetime, *, dry_run: bool = False
 ) -> dict[str, int]:
-    """The same on the central PostgreSQL store (its tables of events)."""
+    """The same on the central PostgreSQL store (its tables of events, and the daily counts
+    once a node's sync has made their table)."""
     from storage import central  # asyncpg: the postgres extra
 
     conn = await central.connect(dsn, timeout)
     counts: dict[str, int] = {}
     try:
         async with conn.transaction():
-            for table in CENTRAL_TABLES:
+            for table, column in CENTRAL_TABLES.items():
+                if not await central.central_columns(conn, table):
+                    continue
+                bound: Any = before.date() if column == "day" else before
                 if dry_run:
-                    value: Any = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE ts < $1", before)
+                    value: Any = await conn.fetchval(
+                        f"SELECT count(*) FROM {table} WHERE {column} < $1", bound
+                    )
                     counts[table] = int(value)
                 else:
-                    status = await conn.execute(f"DELETE FROM {table} WHERE ts < $1", before)
+                    status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", bound)
                     counts[table] = int(status.split()[-1])
     finally:
         await conn.close()
@@ -112,7 +135,7 @@ async def purge(settings: Settings, now: datetime, *, dry_run: bool = False) -> 
     done = {"local": await purge_local(settings.store_path, before, dry_run=dry_run)}
     mirror = settings.mirror_path
     if mirror is not None and await asyncio.to_thread(mirror.exists):
-        done["mirror"] = await purge_local(mirror, before, dry_run=dry_run)
+        done["mirror"] = await purge_local(mirror, before, dry_run=dry_run, tables=MIRROR_TABLES)
     if settings.central_url:
         timeout = settings.options.central.connect_timeout
         done["central"] = await purge_central(settings.central_url, timeout, before, dry_run=dry_run)

@@ -12,16 +12,21 @@ per table is published to ``/metrics``, and its age (of the oldest row waiting)
 again every ``interval_seconds`` (at most 5 s) while a backoff lasts. Erasures go first in
 each round, and before each further batch of the other tables. Each round also tells the
 central store which store instance syncs under this node name, and says so when another one
-does too (``Sync.check_node``).
+does too (``Sync.check_node``). The daily counts of the Sec-GPC/DNT visitors (``daily_counts``)
+are counters, grown in place, not an event log: each round delivers, after the other tables,
+the rows whose count grew past what was last delivered (``sent``, local migration 0012), as
+absolute counts under the node and its store instance (``Sync.counts``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import asyncpg
@@ -50,6 +55,9 @@ SYNC_TABLES = ("erasures", "touchpoints", "identities", "conversions", "verdict_
 """Local tables copied to the central store, in this order each round. Erasures go first, and
 again before every further batch of the other tables (``Round.erasures_first``): a backlog of
 touchpoints does not hold an erasure back. A table missing on either side is skipped."""
+COUNTS = "daily_counts"
+"""The daily counts (local migration 0007, central 0008): delivered after ``SYNC_TABLES`` each
+round, the rows whose ``count`` is above ``sent`` (``Sync.counts``), not after a cursor."""
 READER = "central"
 PROGRESS_SECONDS = 60.0
 """While one table's backlog takes longer than this, a log line this often says how far it is."""
@@ -155,8 +163,48 @@ class Sync:
             before = touchpoints_first if plan.of_touchpoints else erasures_first
             rows = await self._table(db, writer, plan, cursor_name(READER, table), done, before)
             delivered[table] = delivered.get(table, 0) + rows
+        if await counts_synced(db, writer.conn):
+            delivered[COUNTS] = await self.counts(db, writer, done)
         await erasures_first()
         return delivered
+
+    async def counts(
+        self,
+        db: aiosqlite.Connection,
+        writer: central.CentralWriter,
+        done: Callable[[int], object] | None = None,
+    ) -> int:
+        """Deliver the daily counts that grew since last delivered (``count > sent``), batch by
+        batch in key order (after the last key of the batch before: a count that grows during
+        the round goes with the next one, however busy today is), each batch's absolute counts
+        upserted centrally under the node (``storage.node``; the host name when none is given)
+        and the store's instance, then each row's ``sent`` moved up to the count delivered.
+        Idempotent: a batch sent again (a crash between the two, a second sync of the store)
+        changes nothing centrally, where only a larger count replaces a smaller; a count that
+        grew meanwhile stays above ``sent`` and goes again. Rows that retention or nothing ever
+        changes again are not read again."""
+        node = self.node or socket.gethostname()
+        instance = await store_instance(db) or ""
+        key = ", ".join(central.COUNT_KEY)
+        marks = ", ".join("?" for _ in central.COUNT_KEY)
+        size, delivered = self.options.batch_size, 0
+        after: tuple[Any, ...] = ()
+        while True:
+            where = "count > sent" + (f" AND ({key}) > ({marks})" if after else "")
+            sql = f"SELECT {key}, count FROM {COUNTS} WHERE {where} ORDER BY {key} LIMIT ?"
+            async with db.execute(sql, (*after, size)) as cursor:
+                rows = [tuple(row) for row in await cursor.fetchall()]
+            if not rows:
+                return delivered
+            await writer.upsert_counts(node, instance, rows)
+            await _mark_sent(db, rows)
+            delivered += len(rows)
+            self.metrics.sync_rows.labels(READER, COUNTS).inc(len(rows))
+            if done is not None:
+                done(len(rows))
+            if len(rows) < size:
+                return delivered
+            after = rows[-1][: len(central.COUNT_KEY)]
 
     async def _table(
         self,
@@ -226,7 +274,15 @@ class Sync:
     ) -> dict[str, tuple[int, float]]:
         """The lag per table in ``/metrics`` (``count=False``: its age alone, between attempts)."""
         tables = [table for table in SYNC_TABLES if await local_columns(db, table)]
-        return await publish_lag(db, self.metrics, READER, tables, count=count)
+        found = await publish_lag(db, self.metrics, READER, tables, count=count)
+        if count and "sent" in await local_columns(db, COUNTS):
+            # Rows only: a count has a day, no time, and the age of its growth is not kept.
+            async with db.execute(f"SELECT count(*) FROM {COUNTS} WHERE count > sent") as cursor:
+                row = await cursor.fetchone()
+            rows = int(row[0]) if row else 0
+            self.metrics.sync_lag_rows.labels(READER, COUNTS).set(rows)
+            found[COUNTS] = (rows, 0.0)
+        return found
 
     async def open_local(self) -> aiosqlite.Connection:
         db = await connect(self.store_path)
@@ -290,3 +346,27 @@ class Sync:
             )
         finally:
             await db.close()
+
+
+async def counts_synced(db: aiosqlite.Connection, conn: asyncpg.Connection) -> bool:
+    """Whether both sides have the daily counts' sync: the local ``sent`` (migration 0012), the
+    central table (0008)."""
+    if "sent" not in await local_columns(db, COUNTS):
+        return False
+    return "instance" in await central.central_columns(conn, COUNTS)
+
+
+async def _mark_sent(db: aiosqlite.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Each delivered row's ``sent`` up to the count delivered (never down: a second sync of the
+    store may have delivered a larger one first), in one write transaction."""
+    key = " AND ".join(f"{column} = ?" for column in central.COUNT_KEY)
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.executemany(
+            f"UPDATE {COUNTS} SET sent = max(sent, ?) WHERE {key}", [(row[-1], *row[:-1]) for row in rows]
+        )
+        await db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
+        raise

@@ -19,7 +19,7 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 
 from gateway.cli import main
-from gateway.events import Binding, Conversion, Touchpoint, iso
+from gateway.events import Binding, Conversion, DailyCount, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
@@ -301,7 +301,9 @@ async def test_admin_answers_503_while_the_central_store_is_away(
     assert status == 503 and "central store" in body["error"], body
 
 
-def _write_local(path: Path, node: str, n: int) -> None:
+def _write_local(path: Path, node: str, n: int, gpc: int = 0) -> None:
+    """``n`` touchpoints, and ``gpc`` Sec-GPC landings (one daily count) when given."""
+
     async def write() -> None:
         store = LocalStore(path, StorageOptions(node=node), Metrics())
         await store.open()
@@ -313,6 +315,8 @@ def _write_local(path: Path, node: str, n: int) -> None:
                 for _ in range(n)
             ]
         )
+        if gpc:
+            await store.write([DailyCount(datetime.now(UTC).date().isoformat(), "news", count=gpc)])
         await store.close()
 
     asyncio.run(write())
@@ -326,13 +330,14 @@ def test_sync_once_command(tmp_path: Path, postgres_server: PostgresServer, caps
     )
     for name, value in {**ENV, "GATEWAY_CENTRAL_URL": dsn}.items():
         monkeypatch.setenv(name, value)
-    _write_local(tmp_path / "node.db", "cron", 3)
+    _write_local(tmp_path / "node.db", "cron", 3, gpc=2)
     try:
         assert main(["sync", "--once", "-c", str(config)]) == 0
         out = capsys.readouterr().out
-        assert "touchpoints: 3 rows" in out and "total: 3 rows" in out
+        assert "touchpoints: 3 rows" in out and "daily_counts: 1 rows" in out and "total: 4 rows" in out
         assert main(["sync", "--once", "-c", str(config)]) == 0
-        assert "touchpoints: 0 rows" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "touchpoints: 0 rows" in out and "daily_counts: 0 rows" in out
     finally:
         asyncio.run(_drop_node_rows(dsn, "cron"))
     # On a terminal, a progress bar over the rows to deliver (none with --no-progress).
@@ -374,6 +379,7 @@ async def _drop_node_rows(dsn: str, node: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("DELETE FROM touchpoints WHERE node = $1", node)
+        await conn.execute("DELETE FROM daily_counts WHERE node = $1", node)
     finally:
         await conn.close()
 

@@ -74,15 +74,16 @@ def test_mirror_once_command(tmp_path: Path, postgres_server: PostgresServer, ca
     )
     for name, value in {**ENV, "GATEWAY_CENTRAL_URL": dsn}.items():
         monkeypatch.setenv(name, value)
-    _write_local(tmp_path / "node.db", "mirrorcron", 3)
+    _write_local(tmp_path / "node.db", "mirrorcron", 3, gpc=2)
     try:
         assert main(["sync", "--once", "-c", str(config)]) == 0
         capsys.readouterr()
         assert main(["mirror", "--once", "-c", str(config)]) == 0
         out = capsys.readouterr().out
-        assert "touchpoints: " in out and "total: " in out, out
+        assert "touchpoints: " in out and "daily_counts: 1 rows" in out and "total: " in out, out
         assert main(["mirror", "--once", "-c", str(config)]) == 0
-        assert "touchpoints: 0 rows" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "touchpoints: 0 rows" in out and "daily_counts: 0 rows" in out
         # On a terminal, a bar of the rows stored so far (none with --no-progress).
         _write_local(tmp_path / "node.db", "mirrorcron", 2)
         assert main(["sync", "--once", "-c", str(config)]) == 0

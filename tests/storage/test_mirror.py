@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import asyncpg
 import pytest
 
@@ -27,12 +28,12 @@ from gateway.options import AttributionOptions, CentralOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.erasure import erase_user
 from storage.mirror import HorizonBack, Mirror, open_mirror
-from storage.reports import Reports
+from storage.reports import Reports, population_counts
 from storage.retention import purge
 from storage.sync import Sync
 from tests.conftest import make_settings
 from tests.storage.stores import read
-from tests.storage.test_sync import OPTIONS, T0, Node, bind, touch
+from tests.storage.test_sync import OPTIONS, T0, Node, bind, gpc, touch
 
 CHANNELS = Channels(ChannelsOptions())  # reads its rules' files: not on the event loop
 EVERY = (datetime(2020, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
@@ -87,6 +88,12 @@ def plain(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 async def ids(path: Path, table: str) -> set[str]:
     return {row[0] for row in await read(path, f"SELECT id FROM {table}")}
+
+
+async def aggregate(path: Path) -> int:
+    """The ``aggregate`` population (Sec-GPC/DNT landings) the reports and dashboard read."""
+    async with aiosqlite.connect(path) as db:
+        return (await population_counts(db, *EVERY)).get("aggregate", 0)
 
 
 async def test_one_node_reports_the_same_over_the_mirror(tmp_path: Path, central_dsn: str) -> None:
@@ -248,11 +255,46 @@ async def test_the_mirror_keeps_its_rows_while_the_central_store_is_away(
     assert [row["conversions"] for row in await report(mirror.path, q) if row["conversions"]] == [1.0]
 
 
+async def test_the_sec_gpc_counts_of_every_node_are_summed_in_the_mirror(
+    nodes: tuple[Node, Node], mirror: Mirror
+) -> None:
+    """Two nodes count Sec-GPC landings of the same day and key: the mirror's ``daily_counts``,
+    which the reports' and the dashboard's ``populations`` read, hold their sum; a node's count
+    that grows replaces its older one there (no double count); rounds with nothing new change
+    nothing. Until 2026-12-05 the counts were never synced: the populations over the mirror
+    left every node's Sec-GPC visitors out."""
+    a, b = nodes
+    day = T0.date().isoformat()
+    await a.store.write([gpc(day), gpc(day)])
+    await b.store.write([gpc(day, count=3), gpc(day, "other"), *(gpc(day, f"k{n}") for n in range(10))])
+    await a.sync.once()
+    await b.sync.once()
+    assert (await mirror.once())["daily_counts"] == 13  # in batches of 7
+    summed = (
+        "SELECT day, campaign, count FROM daily_counts WHERE campaign IN ('c', 'other') ORDER BY campaign"
+    )
+    assert await read(mirror.path, summed) == [(day, "c", 5), (day, "other", 1)]
+    assert await aggregate(mirror.path) == 16 and await aggregate(a.path) == 2
+    await a.store.write([gpc(day, count=4)])
+    await a.sync.once()
+    assert (await mirror.once())["daily_counts"] == 1
+    assert await read(mirror.path, summed) == [(day, "c", 9), (day, "other", 1)]
+    per_node = "SELECT node, campaign, count FROM mirror_daily_counts WHERE campaign = 'c' ORDER BY node"
+    assert await read(mirror.path, per_node) == [("a", "c", 6), ("b", "c", 3)]
+    await a.sync.once()
+    await b.sync.once()
+    assert (await mirror.once())["daily_counts"] == 0
+    assert await aggregate(mirror.path) == 20
+    assert mirror.metrics.sync_lag_rows.labels("mirror", "daily_counts")._value.get() == 0
+
+
 async def test_retention_purges_the_mirror_as_the_central_store(
     nodes: tuple[Node, Node], mirror: Mirror, tmp_path: Path, central_dsn: str
 ) -> None:
     a, _ = nodes
     await a.store.write([touch(1, "e" * 32)])
+    kept = (T0 + timedelta(days=2)).date().isoformat()  # the cutoff's day: kept
+    await a.store.write([gpc(T0.date().isoformat()), gpc(kept)])
     await a.sync.once()
     await mirror.once()
     toml = (
@@ -263,6 +305,19 @@ async def test_retention_purges_the_mirror_as_the_central_store(
     done = await purge(settings, T0 + timedelta(days=3))
     assert done["mirror"]["touchpoints"] == done["central"]["touchpoints"] == 1
     assert await ids(mirror.path, "touchpoints") == set()
+    assert done["local"]["daily_counts"] == done["central"]["daily_counts"] == 1
+    assert done["mirror"]["daily_counts"] == done["mirror"]["mirror_daily_counts"] == 1
+    for path, table in (
+        (a.path, "daily_counts"),
+        (mirror.path, "daily_counts"),
+        (mirror.path, "mirror_daily_counts"),
+    ):
+        assert await read(path, f"SELECT day FROM {table}") == [(kept,)]
+    conn = await asyncpg.connect(central_dsn)
+    try:
+        assert [row[0] for row in await conn.fetch("SELECT day::text FROM daily_counts")] == [kept]
+    finally:
+        await conn.close()
 
 
 async def test_the_mirror_task_says_an_outage_once_and_its_end(

@@ -39,15 +39,18 @@ async def _audit() -> str:
 
 
 async def test_readme_audit_lists_every_column_of_a_reporting_mirror(tmp_path: Path) -> None:
-    """The mirror (``central.mirror_path``) is a local store with its horizons besides."""
+    """The mirror (``central.mirror_path``) is a local store with its horizons and each node's
+    daily counts besides."""
     from storage.mirror import open_mirror  # asyncpg: the postgres extra
 
     audit = await _audit()
     db = await open_mirror(tmp_path / "mirror.db")
+    columns = []
     try:
-        async with db.execute("PRAGMA table_info(mirror_horizons)") as cur:
-            columns = [f"mirror_horizons.{row[1]}" async for row in cur]
+        for table in ("mirror_horizons", "mirror_daily_counts"):
+            async with db.execute(f"PRAGMA table_info({table})") as cur:
+                columns += [f"{table}.{row[1]}" async for row in cur]
     finally:
         await db.close()
-    assert len(columns) == 3
+    assert len(columns) == 3 + 9
     assert [c for c in columns if f"`{c}`" not in audit] == []

@@ -41,7 +41,13 @@ async def test_population_synced_and_central_purged(tmp_path: Path, central_dsn:
         assert await conn.fetchval("SELECT count(*) FROM touchpoints") == 3
         metrics = Metrics()
         done = await purge_counted(settings, metrics, NOW)
-        assert done["central"] == {"touchpoints": 2, "identities": 0, "conversions": 0, "verdict_changes": 0}
+        assert done["central"] == {
+            "touchpoints": 2,
+            "identities": 0,
+            "conversions": 0,
+            "verdict_changes": 0,
+            "daily_counts": 0,
+        }
         assert [r[0] for r in await conn.fetch("SELECT consent FROM touchpoints")] == ["cookieless"]
         assert (
             metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "central:touchpoints"})

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from gateway.badbody import body_key
-from gateway.events import Binding, Conversion, Touchpoint, VerdictChange, iso
+from gateway.events import Binding, Conversion, DailyCount, Touchpoint, VerdictChange, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -57,6 +57,11 @@ def bind(visitor: str, user: str, node: str = "a", at: datetime = T0) -> Binding
         user_key=user,
         rule="login",
     )
+
+
+def gpc(day: str, campaign: str = "c", count: int = 1) -> DailyCount:
+    """Landings of visitors who sent Sec-GPC: a daily count (as ``addons/campaign.py`` writes)."""
+    return DailyCount(day, "news", "email", campaign, "Email", count=count)
 
 
 class Node:
@@ -106,6 +111,7 @@ async def test_sync_copies_every_row_once_and_is_idempotent(
         "verdict_changes": 0,
         "creator_standings": 0,
         "erasures": 0,
+        "daily_counts": 0,
     }
     assert set((await a.sync.once()).values()) == {0}
     # A lost cursor (or a crash between the central commit and the cursor write) re-sends
@@ -1010,3 +1016,74 @@ async def test_a_store_keeps_its_instance_when_moved(tmp_path: Path) -> None:
         finally:
             await db.close()
     assert found[0] == found[2] != found[1] and len(found[0]) == 32
+
+
+async def central_counts(pg: asyncpg.Connection) -> dict[tuple[str, str, str], int]:
+    rows = await pg.fetch("SELECT node, day::text AS day, campaign, count FROM daily_counts")
+    return {(row["node"], row["day"], row["campaign"]): int(row["count"]) for row in rows}
+
+
+async def test_daily_counts_are_synced_as_absolute_counts_when_they_grew(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """The Sec-GPC/DNT daily counts grow in place: each round delivers the rows that grew since,
+    as the node's whole count of the key, under its node name and store instance. A round with
+    nothing grown sends nothing and changes nothing (``ingested`` stays: the mirror reads
+    nothing again); a count that grew replaces the one stored; the marks lost (a crash between
+    the central commit and the local one) send them again, changing nothing; a count written
+    late for an old day goes too. Until 2026-12-05 they were never synced."""
+    a, _ = nodes
+    today, old = T0.date().isoformat(), (T0 - timedelta(days=20)).date().isoformat()
+    stamps = "SELECT campaign, ingested::text FROM daily_counts ORDER BY campaign"
+    lag = a.metrics.sync_lag_rows.labels("central", "daily_counts")
+    await a.store.write([gpc(today, "c1"), gpc(today, "c1"), gpc(today, "c2")])
+    assert (await a.sync.once())["daily_counts"] == 2
+    assert await central_counts(pg) == {("a", today, "c1"): 2, ("a", today, "c2"): 1}
+    assert await pg.fetchval("SELECT count(DISTINCT instance) FROM daily_counts") == 1
+    assert await pg.fetchval("SELECT instance FROM daily_counts LIMIT 1") == await pg.fetchval(
+        "SELECT instance FROM node_instances WHERE node = 'a'"
+    )
+    first = await pg.fetch(stamps)
+    assert (await a.sync.once())["daily_counts"] == 0
+    assert await pg.fetch(stamps) == first
+    await a.store.write([gpc(today, "c1", 3)])
+    db = await a.sync.open_local()
+    try:
+        assert (await a.sync.publish_lag(db))["daily_counts"][0] == 1 and lag._value.get() == 1
+    finally:
+        await db.close()
+    assert (await a.sync.once())["daily_counts"] == 1 and lag._value.get() == 0
+    assert await central_counts(pg) == {("a", today, "c1"): 5, ("a", today, "c2"): 1}
+    grown = await pg.fetch(stamps)
+    assert grown[0] != first[0] and grown[1] == first[1]  # the grown one is read by the mirror again
+    async with aiosqlite.connect(a.path) as local:
+        await local.execute("UPDATE daily_counts SET sent = 0")
+        await local.commit()
+    assert (await a.sync.once())["daily_counts"] == 2
+    assert await pg.fetch(stamps) == grown
+    await a.store.write([gpc(old, "c1")])
+    assert (await a.sync.once())["daily_counts"] == 1
+    assert (await central_counts(pg))[("a", old, "c1")] == 1
+
+
+async def test_daily_counts_of_two_syncs_at_once_are_never_set_back(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """The task and a cron ``sync --once`` of one store, over more counts than a batch: every
+    count arrives whole; the older read of one of them committing after the newer does not set
+    a count back (only a larger count replaces one)."""
+    a, _ = nodes
+    today = T0.date().isoformat()
+    await a.store.write([gpc(today, f"c{n:02}") for n in range(20)])
+    assert (await a.sync.once())["daily_counts"] == 20  # batches of 7
+    await a.store.write([gpc(today, f"c{n:02}", 2) for n in range(20)])
+    twin = Sync(a.path, central_dsn, OPTIONS, Metrics(), node="a")
+    first, second = await asyncio.gather(a.sync.once(), twin.once())
+    assert first["daily_counts"] + second["daily_counts"] >= 20
+    assert set((await central_counts(pg)).values()) == {3}
+    instance = await pg.fetchval("SELECT instance FROM daily_counts LIMIT 1")
+    writer = central.CentralWriter(pg)
+    assert await writer.upsert_counts("a", instance, [(today, "news", "email", "c00", "Email", "", 1)]) == 0
+    assert (await central_counts(pg))[("a", today, "c00")] == 3
+    assert await writer.upsert_counts("a", instance, [(today, "news", "email", "c00", "Email", "", 4)]) == 1
+    assert (await central_counts(pg))[("a", today, "c00")] == 4
