@@ -18,6 +18,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
+import aiosqlite
 import pytest
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy
@@ -1802,6 +1803,43 @@ async def test_options_asterisk_reaches_the_site(start_gateway, raw_upstream) ->
     refused = await raw_request(gw.proxy.port, b"GET * HTTP/1.1\r\nHost: shop.test\r\n\r\n")
     assert 400 <= refused.status < 500
     assert lines == [b"OPTIONS * HTTP/1.1"]
+
+
+async def test_absolute_form_without_a_path_reaches_the_sites_root(start_gateway, raw_upstream) -> None:
+    """An absolute-form target without a path (``GET http://shop.test``) means ``/`` (RFC 9110
+    §4.2.3), query kept and tracking pairs stripped, the landing recorded as ``/``'s; an
+    ``OPTIONS`` one without a query either means ``*`` (RFC 9112 §3.2.4). Both were a 404 of
+    the gateway's: aiohttp's router found no path segment to match. One naming another host
+    than ``Host`` is refused as one with a path is."""
+    lines: list[bytes] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            lines.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0])
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsite")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    sent = [
+        b"GET http://shop.test",
+        b"GET HTTP://SHOP.TEST:80?q=%zz&utm_source=news&utm_campaign=spring&a",
+        b"OPTIONS http://shop.test",
+        b"OPTIONS http://shop.test?q=1",
+    ]
+    for line in sent:
+        reply = await raw_request(gw.proxy.port, line + b" HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        assert (reply.status, reply.body) == (200, b"site"), line
+    refused = await raw_request(gw.proxy.port, b"GET http://evil.test HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (refused.status, refused.body) == (400, pages.error_page(400).body)
+    assert lines == [
+        b"GET / HTTP/1.1",
+        b"GET /?q=%zz&a HTTP/1.1",
+        b"OPTIONS * HTTP/1.1",
+        b"OPTIONS /?q=1 HTTP/1.1",
+    ]
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db:
+        landed = await db.execute_fetchall("SELECT campaign, landing_path FROM touchpoints")
+    assert [tuple(row) for row in landed] == [("spring", "/")]
 
 
 @pytest.mark.parametrize(
