@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -1269,6 +1270,56 @@ async def test_websocket_refusal_body_streams_to_the_visitor(start_gateway, raw_
         assert rest == b"4\r\nlast\r\n0\r\n\r\n"
     finally:
         writer.close()
+
+
+async def test_websocket_refusal_body_of_no_length_reaches_the_visitor_whole(
+    start_gateway, raw_upstream
+) -> None:
+    """A refusal whose body has no length (no Content-Length, not chunked: it ends when the
+    site closes) reaches the visitor whole: aiohttp's WebSocket client read such a body as
+    empty, so the visitor got the site's status and headers over an empty page."""
+    page = b"<p>sign in first</p>" * 500
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n")
+        for start in range(0, len(page), 4000):
+            writer.write(page[start : start + 4000])
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(site))
+    reply = await raw_request(gw.proxy.port, b"GET /ws HTTP/1.1\r\n" + UPGRADE)
+    assert (reply.status, reply.headers["Content-Type"], reply.body) == (403, "text/html", page)
+
+
+@pytest.mark.parametrize("ending", ["reset", "stall"])
+async def test_websocket_refusal_body_of_no_length_cut_short_is_not_delivered_whole(
+    start_gateway, raw_upstream, ending: str
+) -> None:
+    """Such a body that the site's connection breaks (a reset) or that stalls past
+    ``proxy.read_timeout`` reaches the visitor broken (no last chunk, the connection cut), as
+    a forwarded answer's does, never as a shorter page that looks whole."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\n\r\n<p>sign in")
+        await writer.drain()
+        if ending == "stall":
+            await reader.read()  # until the gateway gives up and closes
+            return
+        await asyncio.sleep(0.2)  # the gateway has read it (and sent the head) by then
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN
+
+    gw = await start_gateway(await raw_upstream(site), "[proxy]\nread_timeout = 0.5\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /ws HTTP/1.1\r\n" + UPGRADE)
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
+            await asyncio.wait_for(read_response(reader), 5)  # chunked: it stops before the last
+    finally:
+        writer.transport.abort()
 
 
 async def test_websocket_bad_client_handshake_is_not_forwarded(start_gateway, upstream_server) -> None:
