@@ -26,6 +26,13 @@ limit, which real clients with oversized cookies may hit (``proxy.max_header_siz
 failure of ours that no middleware caught (a 500) is logged at error level with its
 traceback, without the client's address.
 
+One request aiohttp would refuse is routed instead: an absolute-form target without a path
+(``GET http://shop.test HTTP/1.1``, ``…?q=1``), whose path RFC 9110 §4.2.3 says is ``/``.
+aiohttp's router walks the path's segments and an empty path has none, so no route matched
+it (a 404 of the gateway's instead of the site's ``/``). ``Runner``'s request factory
+(``rooted``) routes it as ``/``, the target itself left as received: the proxy reads it
+from ``raw_path`` (``gateway.proxy._origin_form``).
+
 aiohttp offers no public hook for this: ``Runner`` makes its server create this module's
 request handlers, whose ``handle_error`` is the method aiohttp calls, and wraps the app's
 handler for the refusals aiohttp raises outside the app's middlewares. aiohttp is pinned to
@@ -42,6 +49,8 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, http_exceptions, web
+from aiohttp.http import RawRequestMessage
+from aiohttp.web_protocol import _RequestFactory
 
 from gateway.pages import error_page, json_error
 
@@ -199,6 +208,22 @@ class _Server(web.Server):
         return refusals
 
 
+def rooted(factory: _RequestFactory) -> _RequestFactory:
+    """``factory`` (aiohttp's request factory), but an absolute-form target without a path
+    (``http://shop.test``, ``http://shop.test?q=1``) is routed as ``/``: its path is ``/``
+    (RFC 9110 §4.2.3), and aiohttp's router, which matches path segments, found none in it.
+    Only the routing changes: ``raw_path`` stays the target as received."""
+
+    def make(message: RawRequestMessage, *args: Any) -> web.BaseRequest:
+        url = message.url
+        if not message.path.startswith("/") and url.scheme and not url.relative().raw_path:
+            url = url.with_path("/", encoded=True, keep_query=True, keep_fragment=True)
+            message = message._replace(url=url)
+        return factory(message, *args)
+
+    return make
+
+
 class Runner(web.AppRunner):
     """``web.AppRunner`` whose listener answers what aiohttp refuses itself as the gateway
     answers there: ``public``, the proxy's neutral page, but the JSON error on the paths
@@ -225,7 +250,7 @@ class Runner(web.AppRunner):
         server = await super()._make_server()
         made = _Server(
             server.request_handler,
-            request_factory=server.request_factory,
+            request_factory=rooted(server.request_factory),
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
             **server._kwargs,

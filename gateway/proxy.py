@@ -200,9 +200,12 @@ _BODY_FAILURES = {
 }
 
 
-def _origin_form(target: str, host: str | None = None) -> str | None:
-    """The request target as path and query; an absolute-form target keeps only those;
-    ``OPTIONS *``'s asterisk stays as it is. None when it is none of these (authority-form, a
+def _origin_form(target: str, host: str | None = None, *, options: bool = False) -> str | None:
+    """The request target as path and query; an absolute-form target keeps only those, its
+    empty path being ``/`` (RFC 9110 §4.2.3: ``http://a?q`` is ``/?q``) but for an ``OPTIONS``
+    request (``options``) with no query either, whose ``http://a`` is ``*`` (RFC 9112 §3.2.4
+    has the last proxy before the origin send it so); ``OPTIONS *``'s asterisk stays as it
+    is. None when it is none of these (authority-form, a
     URL yarl cannot read) and, given the ``Host`` header (``host``), when an absolute-form
     target (``GET http://a/p``) names another host than it does (port and letter case
     normalised) or carries userinfo, which RFC 9110 §4.2.4 says to treat as an error. RFC 9112
@@ -228,6 +231,8 @@ def _origin_form(target: str, host: str | None = None) -> str | None:
         return None
     # The path and query as received: yarl's ``raw_path_qs`` drops an empty query's "?".
     rest = (split_absolute(target) or ("", "", url.raw_path_qs))[2].partition("#")[0]
+    if not rest and options:
+        return "*"
     return rest if rest.startswith("/") else "/" + rest
 
 
@@ -368,7 +373,7 @@ class ProxyHost:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         host = request.headers.get(hdrs.HOST)
-        target = _origin_form(request.raw_path, host)
+        target = _origin_form(request.raw_path, host, options=request.method == hdrs.METH_OPTIONS)
         if target is None or (host is not None and not _VALID_HOST.fullmatch(host)):
             self.metrics.requests.labels("bad_request").inc()
             return pages.error_page(400)

@@ -49,7 +49,7 @@ from gateway.reportapi import add_report_routes
 from gateway.reportstate import REPORTING_KEY
 from gateway.sharedcounts import SharedCounts
 from gateway.upstream import Upstream
-from gateway.websocket import keep_addresses_out_of_logs, no_redirects
+from gateway.websocket import UpgradeConnector, keep_addresses_out_of_logs, no_redirects
 from storage.local import LocalStore
 from storage.queries import Reader
 from storage.sinks import SinkSet
@@ -74,7 +74,8 @@ def client_session(settings: Settings) -> aiohttp.ClientSession:
     no cookie jar, no headers of its own. Ordinary requests use the lean pool instead."""
     proxy = settings.options.proxy
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=proxy.upstream_connections, ttl_dns_cache=60),
+        # A site's answer other than a 101 is read whole, a body of no length to its close.
+        connector=UpgradeConnector(limit=proxy.upstream_connections, ttl_dns_cache=60),
         # connect also bounds the wait for a free pooled connection: a full pool is a 504, not a hang.
         timeout=aiohttp.ClientTimeout(
             total=None,

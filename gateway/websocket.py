@@ -8,7 +8,8 @@ visitor gets the headers of the site's 101 answer (a sticky-session or auth cook
 upgrade), less the handshake's own and the hop-by-hop ones, and none the gateway would add.
 A site that answers the upgrade with anything but a 101 — a refusal (403, 401 and its
 ``WWW-Authenticate``), a page, a redirect — has that answer passed on as it came, body
-streamed, not followed (``session`` must carry ``no_redirects``). aiohttp's log line naming
+streamed, not followed (``session`` must carry ``no_redirects``), a body of no length read to
+the site's close (the session's connector must be an ``UpgradeConnector``). aiohttp's log line naming
 the visitor's address when subprotocols do not overlap is kept out of the logs
 (``keep_addresses_out_of_logs``).
 """
@@ -22,9 +23,11 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.http import WebSocketError
 from multidict import CIMultiDict
 from yarl import URL
@@ -108,6 +111,50 @@ def no_redirects() -> aiohttp.TraceConfig:
     return trace
 
 
+class _ReadToTheClose(ResponseHandler):
+    """aiohttp's client protocol, reading a body of no length (no ``Content-Length``, not
+    chunked) until the site closes, as for any request: ``ws_connect`` asks for such a body to
+    be read as empty, so a refusal's page reached the visitor empty. A ``101`` has no body
+    either way; its connection goes on as the WebSocket. Remembers whether the connection
+    broke (a reset) rather than closed, which cuts such a body short (``_cut_short``)."""
+
+    broken = False
+
+    def set_response_params(self, *, read_until_eof: bool = False, **params: Any) -> None:
+        super().set_response_params(read_until_eof=True, **params)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.broken = exc is not None
+        super().connection_lost(exc)
+
+
+def _read_to_the_close(loop: asyncio.AbstractEventLoop) -> ResponseHandler:
+    return _ReadToTheClose(loop=loop)
+
+
+class UpgradeConnector(aiohttp.TCPConnector):
+    """The connector of the session WebSocket upgrades are opened with: its connections read
+    a site's answer other than a 101 whole (``_ReadToTheClose``), within the session's
+    ``sock_read`` timeout between reads, as the proxy reads an ordinary answer."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # aiohttp makes each connection's protocol with ``_factory`` (no public hook).
+        self._factory = functools.partial(_read_to_the_close, loop=self._loop)
+
+
+def _cut_short(answer: aiohttp.ClientResponse, proto: ResponseHandler | None) -> bool:
+    """Whether ``answer``'s body of no length ended with its connection breaking (a reset)
+    rather than closing: cut short, though the parser ends it the same way
+    (``gateway.upstream.UpstreamResponse.cut_short``, the upgrade having no body)."""
+    return (
+        isinstance(proto, _ReadToTheClose)
+        and proto.broken
+        and hdrs.CONTENT_LENGTH not in answer.headers
+        and hdrs.TRANSFER_ENCODING not in answer.headers
+    )
+
+
 async def _pass_on(
     request: web.Request, public_location: Callable[[str], str], answer: aiohttp.ClientResponse
 ) -> web.StreamResponse:
@@ -118,10 +165,13 @@ async def _pass_on(
     for name, value in _passed_on(answer, set()):
         resp.headers.add(name, public_location(value) if name.lower() == "location" else value)
     resp.as_sent = pages.needs_as_sent(answer.reason, resp.headers.items())
+    proto = answer.connection.protocol if answer.connection is not None else None
     try:
         await resp.prepare(request)
         async for chunk in answer.content.iter_any():
             await resp.write(chunk)
+        if _cut_short(answer, proto):
+            raise aiohttp.ClientPayloadError("the site's connection broke mid-body")
         await resp.write_eof()
     except ConnectionError:
         pass  # the visitor left: nothing more to send, and no refusal of ours to send instead

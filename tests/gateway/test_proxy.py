@@ -15,9 +15,11 @@ import hashlib
 import io
 import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
+import aiosqlite
 import pytest
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy
@@ -1270,6 +1272,56 @@ async def test_websocket_refusal_body_streams_to_the_visitor(start_gateway, raw_
         writer.close()
 
 
+async def test_websocket_refusal_body_of_no_length_reaches_the_visitor_whole(
+    start_gateway, raw_upstream
+) -> None:
+    """A refusal whose body has no length (no Content-Length, not chunked: it ends when the
+    site closes) reaches the visitor whole: aiohttp's WebSocket client read such a body as
+    empty, so the visitor got the site's status and headers over an empty page."""
+    page = b"<p>sign in first</p>" * 500
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n")
+        for start in range(0, len(page), 4000):
+            writer.write(page[start : start + 4000])
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(site))
+    reply = await raw_request(gw.proxy.port, b"GET /ws HTTP/1.1\r\n" + UPGRADE)
+    assert (reply.status, reply.headers["Content-Type"], reply.body) == (403, "text/html", page)
+
+
+@pytest.mark.parametrize("ending", ["reset", "stall"])
+async def test_websocket_refusal_body_of_no_length_cut_short_is_not_delivered_whole(
+    start_gateway, raw_upstream, ending: str
+) -> None:
+    """Such a body that the site's connection breaks (a reset) or that stalls past
+    ``proxy.read_timeout`` reaches the visitor broken (no last chunk, the connection cut), as
+    a forwarded answer's does, never as a shorter page that looks whole."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\n\r\n<p>sign in")
+        await writer.drain()
+        if ending == "stall":
+            await reader.read()  # until the gateway gives up and closes
+            return
+        await asyncio.sleep(0.2)  # the gateway has read it (and sent the head) by then
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN
+
+    gw = await start_gateway(await raw_upstream(site), "[proxy]\nread_timeout = 0.5\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /ws HTTP/1.1\r\n" + UPGRADE)
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
+            await asyncio.wait_for(read_response(reader), 5)  # chunked: it stops before the last
+    finally:
+        writer.transport.abort()
+
+
 async def test_websocket_bad_client_handshake_is_not_forwarded(start_gateway, upstream_server) -> None:
     calls: list[str] = []
 
@@ -1802,6 +1854,43 @@ async def test_options_asterisk_reaches_the_site(start_gateway, raw_upstream) ->
     refused = await raw_request(gw.proxy.port, b"GET * HTTP/1.1\r\nHost: shop.test\r\n\r\n")
     assert 400 <= refused.status < 500
     assert lines == [b"OPTIONS * HTTP/1.1"]
+
+
+async def test_absolute_form_without_a_path_reaches_the_sites_root(start_gateway, raw_upstream) -> None:
+    """An absolute-form target without a path (``GET http://shop.test``) means ``/`` (RFC 9110
+    §4.2.3), query kept and tracking pairs stripped, the landing recorded as ``/``'s; an
+    ``OPTIONS`` one without a query either means ``*`` (RFC 9112 §3.2.4). Both were a 404 of
+    the gateway's: aiohttp's router found no path segment to match. One naming another host
+    than ``Host`` is refused as one with a path is."""
+    lines: list[bytes] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            lines.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0])
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsite")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    sent = [
+        b"GET http://shop.test",
+        b"GET HTTP://SHOP.TEST:80?q=%zz&utm_source=news&utm_campaign=spring&a",
+        b"OPTIONS http://shop.test",
+        b"OPTIONS http://shop.test?q=1",
+    ]
+    for line in sent:
+        reply = await raw_request(gw.proxy.port, line + b" HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        assert (reply.status, reply.body) == (200, b"site"), line
+    refused = await raw_request(gw.proxy.port, b"GET http://evil.test HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (refused.status, refused.body) == (400, pages.error_page(400).body)
+    assert lines == [
+        b"GET / HTTP/1.1",
+        b"GET /?q=%zz&a HTTP/1.1",
+        b"OPTIONS * HTTP/1.1",
+        b"OPTIONS /?q=1 HTTP/1.1",
+    ]
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db:
+        landed = await db.execute_fetchall("SELECT campaign, landing_path FROM touchpoints")
+    assert [tuple(row) for row in landed] == [("spring", "/")]
 
 
 @pytest.mark.parametrize(
