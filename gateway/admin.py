@@ -37,7 +37,7 @@ from gateway.events import CreatorStanding, VerdictChange, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
 from gateway.metrics import Metrics
-from gateway.openapi import FORMATS, openapi_document
+from gateway.openapi import DELIMITERS, FORMATS, openapi_document
 from gateway.pages import error_body
 from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, from_elsewhere, has_cookie_session
 from storage.erasure import erase_user
@@ -398,19 +398,36 @@ def wants_bom(q: Mapping[str, str], fmt: str) -> bool:
     return bom == "true"
 
 
-def _download(q: Mapping[str, str]) -> tuple[str, bool]:
-    """A listing's ``format`` (``json``: a page; ``csv``, ``ndjson``: every row, a download) and
-    ``bom`` (``wants_bom``)."""
+def csv_delimiter(q: Mapping[str, str], fmt: str) -> str:
+    """``delimiter=comma|semicolon|tab``: the character between a CSV download's cells. Excel
+    opening a CSV by a double click splits it at the system's list separator, which is ``;``
+    where the decimal mark is a comma (German, French, Dutch, Italian, Spanish): a comma-separated
+    file there is one column. Numbers keep their decimal point whichever is chosen. Any other
+    value, or another than ``comma`` with another format than ``fmt = "csv"``, is a 400 (as
+    ``bom``)."""
+    name = q.get("delimiter", "comma")
+    if name not in DELIMITERS:
+        raise ApiError(400, f"delimiter: expected one of {', '.join(DELIMITERS)}, got {name[:100]!r}")
+    if name != "comma" and fmt != "csv":
+        raise ApiError(400, f"delimiter: applies to a CSV download, not {fmt} (format=csv)")
+    return DELIMITERS[name]
+
+
+def _download(q: Mapping[str, str]) -> tuple[str, bool, str]:
+    """A listing's ``format`` (``json``: a page; ``csv``, ``ndjson``: every row, a download),
+    ``bom`` (``wants_bom``) and CSV delimiter (``csv_delimiter``)."""
     fmt = q.get("format", "json")
     if fmt not in FORMATS:
         raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {fmt[:100]!r}")
     if fmt != "json" and "limit" in q:
         raise ApiError(400, f"limit: a {fmt} download holds every row of the period; page with limit in JSON")
-    return fmt, wants_bom(q, fmt)
+    return fmt, wants_bom(q, fmt), csv_delimiter(q, fmt)
 
 
 async def touchpoints(request: web.Request) -> web.StreamResponse:
-    only_params(request, {"since", "until", "cursor", "limit", "format", "bom", *TOUCHPOINT_FILTERS})
+    only_params(
+        request, {"since", "until", "cursor", "limit", "format", "bom", "delimiter", *TOUCHPOINT_FILTERS}
+    )
     return await _touchpoint_listing(request, "touchpoints")
 
 
@@ -420,7 +437,7 @@ async def _touchpoint_listing(
     """A page of touchpoints (``/api/touchpoints``, the review queue's of one ``verdict``), or
     with ``format=csv|ndjson`` every one of the period, downloaded as ``kind``-….csv."""
     q = request.query
-    fmt, bom = _download(q)
+    fmt, bom, delimiter = _download(q)
     query = _touchpoint_query(q, report_zone_of(request), verdict)
     reader = request.app[READER_KEY]
     if fmt != "json":
@@ -430,7 +447,9 @@ async def _touchpoint_listing(
 
         zone = report_zone_of(request)
         name = listing_export.file_name(kind, query.since, query.until, fmt, zone, query.equals)
-        return await listing_export.download(request, "touchpoints", fmt, bom, name, page, query.cursor)
+        return await listing_export.download(
+            request, "touchpoints", fmt, bom, name, page, query.cursor, delimiter=delimiter
+        )
     items, next_cursor = await reader.touchpoints(query)
     return ok({"items": items, "next_cursor": next_cursor})
 
@@ -439,8 +458,10 @@ async def conversions(request: web.Request) -> web.StreamResponse:
     """Conversions in time order, filtered by name, rule or origin exactly, cursor-paginated;
     or every one of them as a CSV or NDJSON download."""
     q = request.query
-    only_params(request, {"since", "until", "cursor", "limit", "format", "bom", *CONVERSION_FILTERS})
-    fmt, bom = _download(q)
+    only_params(
+        request, {"since", "until", "cursor", "limit", "format", "bom", "delimiter", *CONVERSION_FILTERS}
+    )
+    fmt, bom, delimiter = _download(q)
     limit, cursor = _page(q)
     since, until = span(q, report_zone_of(request))
     equals = {}
@@ -463,7 +484,9 @@ async def conversions(request: web.Request) -> web.StreamResponse:
 
         zone = report_zone_of(request)
         name = listing_export.file_name("conversions", since, until, fmt, zone, equals)
-        return await listing_export.download(request, "conversions", fmt, bom, name, page, cursor)
+        return await listing_export.download(
+            request, "conversions", fmt, bom, name, page, cursor, delimiter=delimiter
+        )
     items, next_cursor = await reader.conversions(query)
     return ok({"items": items, "next_cursor": next_cursor})
 
@@ -672,7 +695,8 @@ async def review(request: web.Request) -> web.StreamResponse:
     ``review-block-….csv``)."""
     q = request.query
     only_params(
-        request, {"since", "until", "cursor", "limit", "verdict", "format", "bom", *TOUCHPOINT_FILTERS}
+        request,
+        {"since", "until", "cursor", "limit", "verdict", "format", "bom", "delimiter", *TOUCHPOINT_FILTERS},
     )
     verdict = q.get("verdict", "review")
     if verdict not in ("review", "block"):

@@ -4,8 +4,9 @@ Owns ``format=csv|ndjson`` on ``/api/touchpoints`` and ``/api/conversions``: the
 from the reader page by page (``EXPORT_PAGE`` at a time, so memory stays flat over any
 period) and are written to the visitor as they come, under a ``Content-Disposition`` name.
 The columns are the listing's item fields as the OpenAPI document names them, in its order;
-a CSV cell is kept inert for spreadsheets (``reporting.csv_cell``) and a nested value
-(``raw_params``, ``reasons``) is its JSON text.
+a CSV cell is kept inert for spreadsheets (``reporting.csv_cell``), separated from the next
+by the ``delimiter`` asked for (a cell holding it quoted), and a nested value (``raw_params``,
+``reasons``) is its JSON text.
 """
 
 from __future__ import annotations
@@ -76,9 +77,18 @@ def file_name(
 
 
 async def download(
-    request: web.Request, kind: str, fmt: str, bom: bool, name: str, page: Page, cursor: str | None
+    request: web.Request,
+    kind: str,
+    fmt: str,
+    bom: bool,
+    name: str,
+    page: Page,
+    cursor: str | None,
+    *,
+    delimiter: str = ",",
 ) -> web.StreamResponse:
-    """Every row of the listing from after ``cursor``, streamed as ``fmt``. A failure once the
+    """Every row of the listing from after ``cursor``, streamed as ``fmt`` (a CSV's cells
+    separated by ``delimiter``, after a byte order mark with ``bom``). A failure once the
     headers are sent (the store gone mid-way) cuts the connection: a download that ends early
     is never mistaken for a whole one."""
     resp = web.StreamResponse(
@@ -91,10 +101,10 @@ async def download(
     items, cursor = await page(cursor)  # the first page before the headers: a 503 can still be said
     await resp.prepare(request)
     if fmt == "csv":
-        await resp.write(("\ufeff" if bom else "").encode() + _csv_lines([list(columns)]))
+        await resp.write(("\ufeff" if bom else "").encode() + _csv_lines([list(columns)], delimiter))
     while True:
         if fmt == "csv":
-            chunk = _csv_lines([[_cell(item.get(c)) for c in columns] for item in items])
+            chunk = _csv_lines([[_cell(item.get(c)) for c in columns] for item in items], delimiter)
         else:
             chunk = b"".join(_encode.encode({c: item.get(c) for c in columns}) + b"\n" for item in items)
         if chunk:
@@ -112,7 +122,7 @@ async def download(
     return resp
 
 
-def _csv_lines(rows: list[list[Any]]) -> bytes:
+def _csv_lines(rows: list[list[Any]], delimiter: str) -> bytes:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
     return out.getvalue().encode()

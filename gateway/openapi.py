@@ -378,6 +378,15 @@ BOM = query_param(
     "(default false; a 400 with another format)",
     {"type": "string", "enum": ["true", "false"]},
 )
+DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t"}
+"""What separates a CSV's cells (``delimiter=``): its name → the character."""
+DELIMITER = query_param(
+    "delimiter",
+    "what separates a CSV download's cells: comma (default), semicolon (Excel where the list "
+    "separator is ;: German, French, Dutch, Italian, Spanish) or tab; decimals keep the point "
+    "(a 400 with another format than csv, unless comma)",
+    {"type": "string", "enum": list(DELIMITERS)},
+)
 _DOWNLOAD = [
     query_param(
         "format",
@@ -386,6 +395,7 @@ _DOWNLOAD = [
         {"type": "string", "enum": list(FORMATS)},
     ),
     BOM,
+    DELIMITER,
 ]
 """A listing's download: the whole period as CSV or NDJSON instead of a page."""
 

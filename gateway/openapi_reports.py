@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.attribution import MODELS
 from gateway.events import VERDICTS
-from gateway.openapi import BOM, FORMATS, MOMENT, query_param
+from gateway.openapi import BOM, DELIMITER, FORMATS, MOMENT, query_param
 from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
 
 GROUP_BY = ("channel", "source", "medium", "campaign", "creator_id")
@@ -58,6 +58,7 @@ def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, An
         ),
         _FORMAT,
         BOM,
+        DELIMITER,
     ]
 
 
@@ -338,6 +339,7 @@ PATHS: dict[str, Any] = {
                 ),
                 _FORMAT,
                 BOM,
+                DELIMITER,
             ],
             "responses": {
                 "200": {

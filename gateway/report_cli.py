@@ -1,8 +1,8 @@
 """``gateway report``: the admin API's reports in a terminal, from the store file directly.
 
 Attribution by default (one model, or ``--model all`` side by side), ``--timeseries``,
-``--paths``, ``--payouts`` or ``--fraud``; printed as an aligned table, or as CSV / NDJSON for
-a pipe.
+``--paths``, ``--payouts`` or ``--fraud``; printed as an aligned table, or as CSV (``,``, ``;``
+or tab between the cells: ``--delimiter``) / NDJSON for a pipe.
 Needs no secret and no running gateway; reads only. With ``central.mirror_path`` it reads the
 reporting mirror, and says so on stderr (empty: never filled).
 """
@@ -20,6 +20,7 @@ from gateway import reporting
 from gateway.admin import ApiError, span
 from gateway.attribution import MODELS, Attribution
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.openapi import DELIMITERS
 from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
 from gateway.reportapi import PARAMS, period
@@ -63,6 +64,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
         help="cut names so that the table fits N columns, 0: never (default: the terminal's width "
         "on a terminal, else 0); table only",
     )
+    report.add_argument(
+        "--delimiter",
+        choices=tuple(DELIMITERS),
+        help="what separates --format csv's cells (default: comma; semicolon: Excel where the list "
+        "separator is ;, as in German or French)",
+    )
     which = report.add_mutually_exclusive_group()
     which.add_argument("--payouts", action="store_true", help="creator payouts by the [payouts] rules")
     which.add_argument("--timeseries", action="store_true", help="credits per day")
@@ -85,6 +92,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"gateway report: --width: cuts the table only, not --format {args.format}", file=sys.stderr)
         return 2
     try:
+        delimiter = _delimiter(args)
         query = _fraud_query(args, settings) if args.fraud else _query(args, settings)
     except ValueError as err:
         print(f"gateway report: {err}", file=sys.stderr)
@@ -108,7 +116,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "csv":
         # UTF-8 whatever the locale, as the API serves it: a legacy or ASCII locale
         # (PYTHONIOENCODING=ascii, LANG=de_DE.ISO-8859-1) cannot encode a campaign in Japanese.
-        sys.stdout.buffer.write(report.csv().encode())
+        sys.stdout.buffer.write(report.csv(delimiter).encode())
     elif args.format == "ndjson":
         sys.stdout.buffer.write(report.ndjson())
     else:
@@ -154,6 +162,15 @@ _OPTIONS = {
     "population": "--population",
 }
 """The options that are the report endpoints' query parameters: the parameter → its option."""
+
+
+def _delimiter(args: argparse.Namespace) -> str:
+    """``--delimiter``'s character; refused with another ``--format`` than csv, unless comma,
+    as the endpoints refuse ``delimiter`` with another format."""
+    name = args.delimiter or "comma"
+    if name != "comma" and args.format != "csv":
+        raise ValueError(f"--delimiter: applies to --format csv only, not --format {args.format}")
+    return DELIMITERS[name]
 
 
 def _kind(args: argparse.Namespace) -> str:

@@ -20,6 +20,7 @@ from gateway.admin import (
     EARLIEST,
     READER_KEY,
     ApiError,
+    csv_delimiter,
     in_order,
     ok,
     only_params,
@@ -40,13 +41,13 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 3660
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 _ALL_MEDIA = {"json": "application/json", **_MEDIA}
-_COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format", "bom"}
+_COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format", "bom", "delimiter"}
 PARAMS = {
     "attribution": _COMMON | {"group_by"},
     "timeseries": _COMMON | {"group_by"},
     "paths": _COMMON - {"model"},
     "payouts": _COMMON,
-    "fraud": {"since", "until", "group_by", "format", "bom"},
+    "fraud": {"since", "until", "group_by", "format", "bom", "delimiter"},
 }
 """The query parameters each report takes; ``gateway report`` refuses its options alike."""
 
@@ -135,6 +136,7 @@ def _format(request: web.Request) -> str:
     else:
         kind = accepted_format(", ".join(request.headers.getall("Accept", ())))
     wants_bom(request.query, kind)  # a bad one refused before the report is computed
+    csv_delimiter(request.query, kind)
     return kind
 
 
@@ -184,7 +186,8 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
         report.meta["source"] = request.app[REPORTING_KEY].source  # the JSON's alone: no column
         return web.Response(body=report.json(), content_type="application/json", headers=vary)
     if kind == "csv":
-        body = ("\ufeff" if wants_bom(request.query, kind) else "").encode() + report.csv().encode()
+        bom = "\ufeff" if wants_bom(request.query, kind) else ""
+        body = (bom + report.csv(csv_delimiter(request.query, kind))).encode()
     else:
         body = report.ndjson()
     disposition = f'attachment; filename="{report.filename(kind, report_zone_of(request))}"'

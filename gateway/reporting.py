@@ -137,9 +137,12 @@ class Report:
     def ndjson(self) -> bytes:
         return b"".join(_encode.encode(row) + b"\n" for row in self.rows)
 
-    def csv(self) -> str:
+    def csv(self, delimiter: str = ",") -> str:
+        """The header and rows as CSV, cells separated by ``delimiter`` (``,``, ``;`` or a tab;
+        a cell holding it is quoted), each kept inert for a spreadsheet (``csv_cell``); numbers
+        keep their decimal point whatever the delimiter."""
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
+        writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
         writer.writerow(self.columns)
         for row in self.rows:
             writer.writerow([csv_cell(row.get(c)) for c in self.columns])

@@ -268,21 +268,29 @@ function journeyTable(touchpoints) {
   return table;
 }
 
-// Under a card: links that download its report for the period, as CSV or NDJSON. A click
-// fetches the file, saying so while the report is computed (seconds over a large store) and
-// why when it failed; the link's address stays the report's, to copy or open.
+// Under a card: links that download its report for the period, as CSV (comma- or
+// semicolon-separated) or NDJSON. A click fetches the file, saying so while the report is
+// computed (seconds over a large store) and why when it failed; the link's address stays the
+// report's, to copy or open.
 function exportLinks(selector, what, path, params) {
   const box = $(selector);
   const status = element("span", "", "hint");
   status.setAttribute("role", "status");
   box.replaceChildren(element("span", `${what}: `));
-  for (const format of ["csv", "ndjson"]) {
-    const link = element("a", format.toUpperCase());
-    // A CSV for a spreadsheet: with a byte order mark, Excel opened by a double click reads
-    // it as UTF-8 (without, café shows as cafÃ©).
-    link.href = exportUrl(path, { ...params, format, ...(format === "csv" ? { bom: "true" } : {}) });
+  // A CSV for a spreadsheet: with a byte order mark, Excel opened by a double click reads
+  // it as UTF-8 (without, café shows as cafÃ©). "CSV (;)": its cells separated by semicolons,
+  // for Excel where the list separator is ";" (German, French, Dutch, Italian, Spanish),
+  // which puts each comma-separated row into one column.
+  const csv = { format: "csv", bom: "true" };
+  for (const [label, asked, said] of [
+    ["CSV", csv, "CSV"],
+    ["CSV (;)", { ...csv, delimiter: "semicolon" }, "CSV separated by semicolons"],
+    ["NDJSON", { format: "ndjson" }, "NDJSON"],
+  ]) {
+    const link = element("a", label);
+    link.href = exportUrl(path, { ...params, ...asked });
     link.setAttribute("download", "");
-    link.setAttribute("aria-label", `${what} as ${format.toUpperCase()}`);
+    link.setAttribute("aria-label", `${what} as ${said}`);
     link.addEventListener("click", (event) => {
       // A click with a modifier or another button opens the address, as the browser does.
       if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
@@ -309,7 +317,7 @@ async function save(link, status) {
     file.remove();
     setTimeout(() => URL.revokeObjectURL(file.href), 60_000);
     delete link.dataset.pending;
-    // Done, unless the card's other link is still preparing (or failed: that stays said).
+    // Done, unless another of the card's links is still preparing (or failed: that stays said).
     if (status.className === "hint" && !link.parentElement.querySelector("a[data-pending]")) status.textContent = "";
   } catch (err) {
     delete link.dataset.pending;

@@ -24,6 +24,7 @@ from gateway.ids import uuid7
 from gateway.keys import Keys
 from gateway.openapi import CONVERSION, TOUCHPOINT, openapi_document
 from tests.conftest import TOKEN
+from tests.gateway.test_fraud import click
 from tests.gateway.test_malformed import raw_request
 from tests.gateway.test_openapi import response_schema
 
@@ -132,7 +133,9 @@ async def test_unknown_parameter_names_what_the_endpoint_takes(gw) -> None:
     _, _, body = await get(gw, "/api/creators", AUTH, verified="1")
     assert body["error"] == "unknown query parameter 'verified' (this endpoint takes none)"
     _, _, body = await get(gw, "/api/fraud", AUTH, colour="red")
-    assert body["error"] == "unknown query parameter 'colour' (allowed: bom, format, group_by, since, until)"
+    assert body["error"] == (
+        "unknown query parameter 'colour' (allowed: bom, delimiter, format, group_by, since, until)"
+    )
 
 
 async def test_wrong_method_is_json_405(gw) -> None:
@@ -397,6 +400,67 @@ async def test_listings_download_every_row_as_csv_or_ndjson(gw) -> None:
         for path in ("/api/touchpoints", "/api/conversions"):
             status, _, answer = await get(gw, path, AUTH, **params)
             assert status == 400 and answer["error"].startswith(error), (path, params, answer)
+
+
+async def test_listing_downloads_for_a_semicolon_locale_are_separated_as_asked(gw) -> None:
+    """Excel where the list separator is ``;`` (German, French…) read the listings'
+    comma-separated downloads as one column. ``delimiter=semicolon|tab`` on
+    ``/api/touchpoints``, ``/api/conversions`` and ``/api/review``: the same rows, a cell
+    holding the delimiter quoted, a formula still inert, a decimal still with its point."""
+    cookie = await land(gw, "utm_source=news&utm_campaign=%3DSUM(A1%3BB1)&utm_content=a%3Bb")
+    await land(gw, "utm_source=ads&gclid=g1", cookie)
+    now = datetime.now(UTC)
+    ms = int(now.timestamp() * 1000) - 1000
+    await gw.gateway.store.write(
+        [Conversion(uuid7(ms), iso(now - timedelta(seconds=1)), "n", "Kauf; online", "order:1", "a" * 32,
+                    None, 1234.5, "EUR", order_id="A;1")]
+    )  # fmt: skip
+    await gw.gateway.store.write([click(0, "cr;semi", "review", "headless", "datacenter")])
+    for path, params in (
+        ("/api/touchpoints", {}),
+        ("/api/conversions", {}),
+        ("/api/review", {"since": "2026-11-01", "until": "2026-12-01"}),
+    ):
+        status, _, plain = await download(gw, path, format="csv", **params)
+        assert status == 200
+        status, _, comma = await download(gw, path, format="csv", delimiter="comma", **params)
+        assert (status, comma) == (200, plain)  # the default, named
+        rows = list(csv.reader(io.StringIO(plain.decode())))
+        assert len(rows) == (4 if path == "/api/touchpoints" else 2), rows  # the click listed too
+        for name, delimiter in (("semicolon", ";"), ("tab", "\t")):
+            status, headers, body = await download(
+                gw, path, format="csv", delimiter=name, bom="true", **params
+            )
+            assert status == 200 and headers["Content-Type"] == "text/csv; charset=utf-8", body
+            text = body.decode("utf-8-sig")
+            assert text.split("\r\n")[0] == delimiter.join(rows[0]), (path, text[:80])
+            assert list(csv.reader(io.StringIO(text), delimiter=delimiter)) == rows, (path, name)
+        _, _, body = await download(gw, path, format="csv", delimiter="semicolon", **params)
+        at = 2 if path == "/api/touchpoints" else 1  # the row holding ";" (the click is first)
+        found = list(csv.DictReader(io.StringIO(body.decode()), delimiter=";"))[at - 1]
+        line = body.decode().split("\r\n")[at]
+        if path == "/api/touchpoints":
+            assert found["campaign"] == "'=SUM(A1;B1)" and found["content"] == "a;b", found  # inert
+            assert ';"\'=SUM(A1;B1)";' in line and ';"a;b";' in line, line
+        elif path == "/api/conversions":
+            assert (found["name"], found["value"], found["order_id"]) == ("Kauf; online", "1234.5", "A;1")
+            assert ';"Kauf; online";' in line and ";1234.5;EUR;" in line, line
+        else:
+            assert found["creator_id"] == "cr;semi" and found["reasons"] == '["headless","datacenter"]'
+            assert ';"cr;semi";' in line, line
+        for bad, error in (
+            (
+                {"format": "csv", "delimiter": "|"},
+                "delimiter: expected one of comma, semicolon, tab, got '|'",
+            ),
+            (
+                {"format": "ndjson", "delimiter": "semicolon"},
+                "delimiter: applies to a CSV download, not ndjson",
+            ),
+            ({"delimiter": "tab"}, "delimiter: applies to a CSV download, not json (format=csv)"),
+        ):
+            status, _, answer = await get(gw, path, AUTH, **params, **bad)
+            assert status == 400 and answer["error"].startswith(error), (path, bad, answer)
 
 
 async def test_a_filtered_listing_download_is_named_after_its_filters(gw) -> None:

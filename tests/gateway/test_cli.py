@@ -678,6 +678,25 @@ def test_report_prints_the_fraud_report(tmp_path: Path) -> None:
         ("Display", "1", "0"),
         ("Paid Social", "1", "1"),
     ]
+    # For Excel where the list separator is ";" (German, French…), or a tab: the same rows,
+    # a cell holding the delimiter quoted (the reasons), a share still with its point.
+    fraud = ("report", "-c", str(cfg), "--fraud", *period, "--group-by", "channel", "--format", "csv")
+    for name, delimiter in (("semicolon", ";"), ("tab", "\t")):
+        split = gateway(*fraud, "--delimiter", name)
+        assert split.returncode == 0, split.stderr
+        assert list(csv.reader(io.StringIO(split.stdout), delimiter=delimiter)) == list(
+            csv.reader(io.StringIO(done.stdout))
+        )
+        assert split.stdout.splitlines()[0].startswith(delimiter.join(["group", "clicks", "allow"]))
+    semicolons = gateway(*fraud, "--delimiter", "semicolon").stdout.splitlines()
+    assert semicolons[2].startswith("Paid Social;1;0;0;1;0;0;0.0000;0.0000;1.0000;"), semicolons
+    assert semicolons[2].endswith(';"datacenter: 1; http_library: 1"'), semicolons
+    assert gateway(*fraud, "--delimiter", "comma").stdout == done.stdout
+    refused = gateway("report", "-c", str(cfg), "--fraud", "--delimiter", "semicolon")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == "gateway report: --delimiter: applies to --format csv only, not --format table\n"
+    refused = gateway(*fraud, "--delimiter", "pipe")
+    assert refused.returncode == 2 and "--delimiter: invalid choice: 'pipe'" in refused.stderr
     # Its period spelled as every report's (it had .000000 microseconds).
     done = gateway("report", "-c", str(cfg), "--fraud", *period)
     assert done.stdout.splitlines()[0].startswith("fraud: 2026-11-02T00:01:00Z .. 2026-12-01T00:00:00Z"), done
@@ -721,6 +740,7 @@ def test_report_refuses_an_option_its_report_does_not_take(tmp_path: Path) -> No
         "--verdicts": "allow",
         "--population": "cookie",
         "--format": "csv",
+        "--delimiter": "semicolon",
     }
     refused = {"attribution": set(), "timeseries": set(), "paths": {"--model", "--group-by"}}
     refused["payouts"] = {"--group-by"}

@@ -276,9 +276,9 @@ async def test_dashboard_draws_the_store(
         links = json.loads(
             await page.eval("JSON.stringify([...document.querySelectorAll('.exports a')].map(a => a.href))")
         )
-        # CSV and NDJSON of six reports (creators: credits and payouts; fraud), then of the
-        # period's raw touchpoints and conversions (the listings' downloads).
-        assert len(links) == 16
+        # CSV, CSV (;) and NDJSON of six reports (creators: credits and payouts; fraud), then
+        # of the period's raw touchpoints and conversions (the listings' downloads).
+        assert len(links) == 24
         assert all(f"since={PERIOD['since']}" in link and "until=2026-11-11" in link for link in links)
         got = json.loads(
             await page.eval(
@@ -289,13 +289,21 @@ async def test_dashboard_draws_the_store(
         )
         for link, (status, disposition, first_line) in zip(links, got, strict=True):
             assert status == 200 and disposition.startswith("attachment"), (link, status, first_line)
-        models_csv = got[2][2]  # every model side by side: one column pair per model
+        models_csv = got[3][2]  # every model side by side: one column pair per model
         assert all(f"{name}_conversions" in models_csv for name in MODELS), models_csv
-        assert "/api/payouts?" in links[8] and "payout" in got[8][2], got[8]
-        assert "/api/fraud?" in links[10] and got[10][2].startswith("group,clicks,allow"), got[10]
-        assert "/api/touchpoints?" in links[12] and got[12][2].startswith("id,ts,node,visitor_key"), got[12]
-        assert got[12][1] == 'attachment; filename="touchpoints-from-2026-11-01-to-2026-11-10.csv"', got[12]
-        assert "/api/conversions?" in links[14] and got[14][2].startswith("id,ts,node,name"), got[14]
+        assert "/api/payouts?" in links[12] and "payout" in got[12][2], got[12]
+        assert "/api/fraud?" in links[15] and got[15][2].startswith("group,clicks,allow"), got[15]
+        assert "/api/touchpoints?" in links[18] and got[18][2].startswith("id,ts,node,visitor_key"), got[18]
+        assert got[18][1] == 'attachment; filename="touchpoints-from-2026-11-01-to-2026-11-10.csv"', got[18]
+        assert "/api/conversions?" in links[21] and got[21][2].startswith("id,ts,node,name"), got[21]
+        # Each card's second CSV for Excel where the list separator is ";": the same header so.
+        for comma, semicolon in zip(got[0::3], got[1::3], strict=True):
+            assert semicolon[2] == comma[2].replace(",", ";"), (comma, semicolon)  # no "," in a name
+        assert all("delimiter=semicolon" in link for link in links[1::3]), links
+        labels = await page.eval(
+            "[...document.querySelectorAll('#export-daily a')].map(a => a.textContent).join('|')"
+        )
+        assert labels == "CSV|CSV (;)|NDJSON", labels
 
         # The page's own session reads the API but cannot change anything.
         assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 200
@@ -326,13 +334,13 @@ async def test_dashboard_draws_the_store(
                 "r => [a.href, r.status]))).then(JSON.stringify)"
             )
         )
-        assert len(got) == 16 and all(status == 200 for _, status in got), got
+        assert len(got) == 24 and all(status == 200 for _, status in got), got
         # The fraud report counts clicks, whatever the conversion: it takes no conversion name;
         # nor do the raw touchpoints; the raw conversions are of that name.
         reports = [href for href, _ in got if "/api/fraud?" not in href and "/api/touchpoints?" not in href]
         assert all("conversion=purchase" in href or "name=purchase" in href for href in reports), got
         assert all("purchase" not in href for href, _ in got if href not in reports), got
-        assert sum("/api/conversions?" in href and "name=purchase" in href for href in reports) == 2, got
+        assert sum("/api/conversions?" in href and "name=purchase" in href for href in reports) == 3, got
 
         # A period the API refuses: the page says why instead of drawing.
         await page.send(
@@ -1268,14 +1276,14 @@ async def test_the_population_filter_credits_one_population_and_says_so(
         # The reports' downloads take it; the fraud report and the raw listings do not.
         links = await page.eval("[...document.querySelectorAll('.exports a')].map(a => a.href)")
         reports = [link for link in links if "/api/attribution" in link or "/api/payouts" in link]
-        assert len(reports) == 10 and all("population=cookieless" in link for link in reports), links
+        assert len(reports) == 15 and all("population=cookieless" in link for link in reports), links
         assert all("population" not in link for link in links if link not in reports), links
         got = await page.eval(
             "Promise.all([...document.querySelectorAll('.exports a')].map(a => fetch(a.href).then("
             "r => [r.status, r.headers.get('content-disposition')])))"
         )
         assert all(status == 200 for status, _ in got), got
-        assert "-cookieless-" in got[8][1], got[8]  # the payouts' file says whose
+        assert "-cookieless-" in got[12][1], got[12]  # the payouts' file says whose
 
         # Sent with another population, the form keeps it in the page's address.
         await page.eval(

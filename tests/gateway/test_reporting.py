@@ -50,6 +50,35 @@ def test_csv_quotes_text_a_spreadsheet_would_run(start: str) -> None:
     assert json.loads(report.json())["rows"] == exact
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_csv_separated_by_semicolon_or_tab_quotes_a_cell_holding_it(delimiter: str) -> None:
+    """Excel where the list separator is ``;`` (German, French…) splits a CSV at ``;``: a cell
+    holding one is quoted, or it would be split in two; the formula guard holds, and a decimal
+    keeps its point (read with the import dialog's "decimal separator ."), never a comma."""
+    rows = [
+        {
+            "group": f"=1{delimiter}2",
+            "currency": "EUR",
+            "conversions": Decimal("1.5"),
+            "value": Decimal("-0.50"),
+        },
+        {"group": f"sale{delimiter} 20%", "currency": None, "conversions": 2, "value": Decimal("1234.56")},
+    ]
+    text = Report("attribution", COLUMNS, rows).csv(delimiter)
+    assert text.splitlines() == [
+        delimiter.join(COLUMNS),
+        delimiter.join([f'"\'=1{delimiter}2"', "EUR", "1.5", "-0.50"]),
+        delimiter.join([f'"sale{delimiter} 20%"', "", "2", "1234.56"]),
+    ]
+    assert list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)) == [
+        COLUMNS,
+        [f"'=1{delimiter}2", "EUR", "1.5", "-0.50"],
+        [f"sale{delimiter} 20%", "", "2", "1234.56"],
+    ]
+    # The comma, the default, is left as it was: a cell holding ";" needs no quotes there.
+    assert Report("attribution", COLUMNS, rows).csv().splitlines()[2] == f"sale{delimiter} 20%,,2,1234.56"
+
+
 def test_the_terminal_table_aligns_wide_and_combining_characters() -> None:
     """A campaign named in Japanese takes two columns a character, an accent written as a
     combining mark none: the numbers after them still line up."""

@@ -25,7 +25,7 @@ from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from storage.local import connect
 from tests.conftest import ENV, TOKEN, RunningGateway
-from tests.gateway.test_fraud import BROWSER
+from tests.gateway.test_fraud import BROWSER, click
 from tests.gateway.test_inbound import signed
 from tests.gateway.test_openapi import response_schema
 
@@ -716,6 +716,82 @@ async def test_a_csv_for_excel_starts_with_a_byte_order_mark_when_asked(gw: Runn
         ):
             async with gw.session.get(gw.admin_url + path, headers=AUTH, params=params) as resp:
                 assert (resp.status, (await resp.json())["error"]) == (400, error), (path, params)
+
+
+async def test_a_csv_for_a_semicolon_locale_is_separated_as_asked(gw: RunningGateway) -> None:
+    """Excel in a locale whose list separator is ``;`` (German, French, Dutch, Italian,
+    Spanish) splits a CSV opened by a double click at ``;``: every export, comma-separated,
+    was one column there. ``delimiter=semicolon`` (or ``tab``) separates the cells so, the
+    same rows: a cell holding the delimiter quoted, a formula still inert, decimals still
+    written with a point. Refused, as ``bom``, with another format or another name."""
+    await gw.gateway.store.write(
+        [
+            tp("v9", 20, "Paid Search", source="ads", campaign="=Sale; 20%", creator_id="cr;semi"),
+            conversion(21, 12.5, "v9"),
+            click(0, "cr;semi", "block", "headless", "datacenter"),
+        ]
+    )
+
+    async def fetch(path: str, headers: dict[str, str] = AUTH, **params: str) -> tuple[int, bytes]:
+        async with gw.session.get(gw.admin_url + path, headers=headers, params={**PERIOD, **params}) as resp:
+            return resp.status, await resp.read()
+
+    reports = [
+        ("/api/attribution", {"group_by": "campaign"}),
+        ("/api/attribution", {"model": "all", "group_by": "creator_id"}),
+        ("/api/attribution/timeseries", {"group_by": "creator_id"}),
+        ("/api/attribution/paths", {}),
+        ("/api/payouts", {}),
+        ("/api/fraud", {}),
+    ]
+    for path, params in reports:
+        status, plain = await fetch(path, format="csv", **params)
+        assert status == 200
+        assert await fetch(path, format="csv", delimiter="comma", **params) == (200, plain), path
+        rows = list(csv.reader(io.StringIO(plain.decode())))
+        for name, delimiter in (("semicolon", ";"), ("tab", "\t")):
+            status, body = await fetch(path, format="csv", delimiter=name, **params)
+            assert status == 200, (path, body)
+            text = body.decode()
+            assert text.split("\r\n")[0] == delimiter.join(rows[0]), (path, text[:80])
+            assert list(csv.reader(io.StringIO(text), delimiter=delimiter)) == rows, (path, name)
+            if delimiter == ";" and path != "/api/attribution/paths":
+                quoted = ('"cr;semi";', '"\'=Sale; 20%";', ';"datacenter: 1; headless: 1"')
+                assert any(cell in text for cell in quoted), (path, text)  # a cell holding ";"
+        if path == "/api/attribution" and "model" not in params:
+            _, body = await fetch(path, format="csv", delimiter="semicolon", **params)
+            assert '\r\n"\'=Sale; 20%";EUR;1;12.50\r\n' in body.decode()  # inert, quoted, a point
+        if path == "/api/fraud":
+            _, body = await fetch(path, format="csv", delimiter="semicolon", bom="true")
+            text = body.decode()
+            assert text.startswith("\ufeffgroup;clicks;allow;"), text[:40]
+            line = '"cr;semi";2;0;0;1;0;1;0.0000;0.0000;0.5000;0.0000;0.5000;2;1;"datacenter: 1; headless: 1"'
+            assert line in text.split("\r\n"), text
+    # Chosen by Accept, a CSV takes it too.
+    status, body = await fetch("/api/payouts", {**AUTH, "Accept": "text/csv"}, delimiter="tab")
+    assert status == 200 and body.startswith(b"creator_id\tstatus\t"), body[:40]
+    for path, _ in reports:
+        for params, error in (
+            (
+                {"format": "csv", "delimiter": "pipe"},
+                "delimiter: expected one of comma, semicolon, tab, got 'pipe'",
+            ),
+            (
+                {"format": "csv", "delimiter": ";"},
+                "delimiter: expected one of comma, semicolon, tab, got ';'",
+            ),
+            (
+                {"format": "ndjson", "delimiter": "tab"},
+                "delimiter: applies to a CSV download, not ndjson (format=csv)",
+            ),
+            ({"delimiter": "semicolon"}, "delimiter: applies to a CSV download, not json (format=csv)"),
+            # Refused before the report is computed, as a bad bom: before a bad until is even read.
+            ({"format": "csv", "delimiter": "Semicolon", "until": "soon"}, "delimiter: expected one of"),
+        ):
+            status, body = await fetch(path, **params)
+            assert status == 400 and json.loads(body)["error"].startswith(error), (path, params, body)
+        # The default's own name is harmless with JSON, as bom=false is.
+        assert (await fetch(path, delimiter="comma", bom="false"))[0] == 200
 
 
 async def test_an_export_of_one_conversion_and_population_is_named_after_them(gw: RunningGateway) -> None:
