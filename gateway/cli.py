@@ -45,6 +45,7 @@ from gateway.sharedcounts import SharedCounts
 from gateway.sink_cli import cmd_sink_send
 from storage.migrate import SchemaTooNew
 from storage.reclassify import Reclassified, reclassify, stored_touchpoints
+from storage.roundlock import LONG_WAIT_SECONDS, Holder, RoundTimeout
 
 log = logging.getLogger("gateway")
 
@@ -699,7 +700,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     shown = progress if not args.no_progress and on_a_terminal() else None
     failure = None
     try:
-        delivered = asyncio.run(sync.once(shown))
+        delivered = asyncio.run(sync.once(shown, waiting=_waiting("sync", "store"), wait=args.wait))
+    except RoundTimeout as err:
+        failure = _still_running("sync", "store", err)
     except (SchemaTooNew, central.ForeignSchema, sqlite3.DatabaseError) as err:
         failure = str(err)
     except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
@@ -714,6 +717,45 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"gateway: sync failed: {failure}", file=sys.stderr)
         return 1
     return _rows_per_table(delivered)
+
+
+def _waiting(kind: str, of: str) -> Callable[[Holder], None]:
+    """What ``sync --once`` and ``mirror --once`` say, once, when another process's round of the
+    same file runs (the gateway's task): they wait for it to end (``storage.roundlock``)."""
+
+    def say(holder: Holder) -> None:
+        if sys.stderr is not None:  # started with it closed (2>&-): nothing to say it on
+            print(
+                f"gateway: waiting for the running {kind} round of this {of} ({holder}) to end…",
+                file=sys.stderr,
+            )
+
+    return say
+
+
+def _still_running(kind: str, of: str, err: RoundTimeout) -> str:
+    return (
+        f"the running {kind} round of this {of} ({err.holder}) did not end within {err.seconds:g} s"
+        " (--wait); it goes on, and does what this round would have done: run this again later,"
+        " or wait longer with --wait SECONDS"
+    )
+
+
+def _wait_arg(text: str) -> float:
+    """``--wait``: seconds, 0 or more (0: do not wait for a round running)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):  # nan, inf and negatives fail this
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text!r}")
+    return seconds
+
+
+WAIT_HELP = (
+    "seconds to wait for a round of the same file running in another process (the gateway's) to"
+    " end before giving up with exit status 1; 0: do not wait (default: %(default)g)"
+)
 
 
 def _rows_per_table(rows: Mapping[str, int]) -> int:
@@ -747,7 +789,10 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     bar = progress_bar(None, "mirror", " rows") if not args.no_progress and on_a_terminal() else None
     failure = None
     try:
-        stored = asyncio.run(mirror.once(None if bar is None else lambda table, rows: bar.update(rows)))
+        shown = None if bar is None else lambda table, rows: bar.update(rows)
+        stored = asyncio.run(mirror.once(shown, waiting=_waiting("mirror", "mirror"), wait=args.wait))
+    except RoundTimeout as err:
+        failure = _still_running("mirror", "mirror", err)
     except (SchemaTooNew, central.ForeignSchema, HorizonBack, sqlite3.DatabaseError) as err:
         failure = str(err)
     except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
@@ -912,6 +957,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
     )
+    sync.add_argument("--wait", type=_wait_arg, default=LONG_WAIT_SECONDS, metavar="SECONDS", help=WAIT_HELP)
     sync.set_defaults(func=cmd_sync)
     mirror = sub.add_parser(
         "mirror",
@@ -921,6 +967,9 @@ def build_parser() -> argparse.ArgumentParser:
     mirror.add_argument("--once", action="store_true", required=True, help="one round, then exit (for cron)")
     mirror.add_argument(
         "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
+    )
+    mirror.add_argument(
+        "--wait", type=_wait_arg, default=LONG_WAIT_SECONDS, metavar="SECONDS", help=WAIT_HELP
     )
     mirror.set_defaults(func=cmd_mirror)
     sink = sub.add_parser("sink", help="sinks ([[sinks]]): re-send one user's calls")

@@ -29,6 +29,11 @@ in ``mirror_daily_counts`` (a newer count replacing the node's older one) and, i
 ``daily_counts`` the report engine reads, their sum over the nodes per key, made again for the
 keys of each batch: no count is added twice.
 
+One round of a mirror file at a time, on this host: each round, the task's and a ``gateway
+mirror --once``'s, holds the file's round lock (``storage.roundlock``, ``<mirror>.mirror.lock``):
+two rounds at once would each move the horizons to their own (the older one setting them back),
+and a batch one read before an erasure the other applied would be stored after it.
+
 Lag: the central rows not mirrored yet (``unmirrored``, also ``gateway doctor``'s) and the
 seconds since each table's last completed round while rows wait (``Mirror.publish_age``).
 """
@@ -58,6 +63,7 @@ from storage.cursors import local_columns
 from storage.erasure import delete_people
 from storage.local import connect
 from storage.migrate import migrate
+from storage.roundlock import Holder, RoundLock
 from storage.sync import COUNTS, SYNC_TABLES
 
 log = logging.getLogger("gateway.mirror")
@@ -148,6 +154,7 @@ class Mirror:
         self.dsn = dsn
         self.options = options
         self.metrics = metrics
+        self.lock = RoundLock(path, "mirror", log, "reporting mirror")
         self._waiting: set[str] = set()
         """The tables central rows waited for at the last count (``publish_lag``)."""
 
@@ -343,16 +350,25 @@ class Mirror:
             seconds = (now - datetime.fromisoformat(updated)).total_seconds() if behind else 0.0
             self.metrics.sync_lag_seconds.labels(READER, name).set(max(seconds, 0.0))
 
-    async def once(self, progress: Progress | None = None) -> dict[str, int]:
-        """One complete round, for ``gateway mirror --once``; errors propagate."""
+    async def once(
+        self,
+        progress: Progress | None = None,
+        *,
+        waiting: Callable[[Holder], object] | None = None,
+        wait: float | None = None,
+    ) -> dict[str, int]:
+        """One complete round, for ``gateway mirror --once``; errors propagate. A round of the
+        file running in another process (the gateway's task) is waited for first: ``waiting``
+        is told whose, and after ``wait`` seconds ``storage.roundlock.RoundTimeout``."""
         db = await self.open_local()
         try:
-            conn = await self.connect()
-            try:
-                await central.migrate(conn)
-                stored = await self.round(db, conn, progress)
-            finally:
-                await conn.close()
+            async with self.lock.hold("mirror --once", waiting=waiting, limit=wait):
+                conn = await self.connect()
+                try:
+                    await central.migrate(conn)
+                    stored = await self.round(db, conn, progress)
+                finally:
+                    await conn.close()
             self.metrics.sync_last_success.labels(READER).set(time.time())
             return stored
         finally:
@@ -369,11 +385,13 @@ class Mirror:
     async def run(self) -> None:
         """Until cancelled: a round every ``interval_seconds``; while the central store is away
         the mirror keeps what it has (the reports answer from it), and the rounds are retried
-        with backoff, the problem logged once (``central.keep_in_rounds``)."""
+        with backoff, the problem logged once (``central.keep_in_rounds``). Each round holds the
+        file's round lock: a ``gateway mirror --once``'s round running is waited for."""
         db = await self.open_local()
 
         async def round_on(conn: asyncpg.Connection) -> None:
-            await self.round(db, conn)
+            async with self.lock.hold("gateway"):
+                await self.round(db, conn)
 
         async def publish(failing: bool, first: bool) -> None:
             await self.publish_age(db, failing=failing)

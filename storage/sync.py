@@ -16,6 +16,10 @@ does too (``Sync.check_node``). The daily counts of the Sec-GPC/DNT visitors (``
 are counters, grown in place, not an event log: each round delivers, after the other tables,
 the rows whose count grew past what was last delivered (``sent``, local migration 0012), as
 absolute counts under the node and its store instance (``Sync.counts``).
+
+One round of a store at a time, on this host: each round, the task's and a ``gateway sync
+--once``'s, holds the store's round lock (``storage.roundlock``, ``<store>.sync.lock``), so the
+erasures-first order of a round is not undone by another round's batch in flight.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from storage.cursors import (
 from storage.erased import erasure_mark
 from storage.local import connect, store_instance
 from storage.migrate import migrate
+from storage.roundlock import Holder, RoundLock
 
 log = logging.getLogger("gateway.sync")
 
@@ -83,6 +88,7 @@ class Sync:
         self.metrics = metrics
         self.node = node
         self.shared = Standing(log)
+        self.lock = RoundLock(store_path, "sync", log, "central sync")
 
     async def check_node(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> None:
         """Record this store's instance under ``node`` centrally; another instance that synced
@@ -293,16 +299,25 @@ class Sync:
             raise
         return db
 
-    async def once(self, progress: Progress | None = None) -> dict[str, int]:
-        """One complete round, for ``gateway sync --once``; errors propagate."""
+    async def once(
+        self,
+        progress: Progress | None = None,
+        *,
+        waiting: Callable[[Holder], object] | None = None,
+        wait: float | None = None,
+    ) -> dict[str, int]:
+        """One complete round, for ``gateway sync --once``; errors propagate. A round of the
+        store running in another process (the gateway's task) is waited for first: ``waiting``
+        is told whose, and after ``wait`` seconds ``storage.roundlock.RoundTimeout``."""
         db = await self.open_local()
         try:
-            conn = await self.connect()
-            try:
-                await central.migrate(conn)
-                delivered = await self.round(db, central.CentralWriter(conn), progress)
-            finally:
-                await conn.close()
+            async with self.lock.hold("sync --once", waiting=waiting, limit=wait):
+                conn = await self.connect()
+                try:
+                    await central.migrate(conn)
+                    delivered = await self.round(db, central.CentralWriter(conn), progress)
+                finally:
+                    await conn.close()
             await self.publish_lag(db)
             return delivered
         finally:
@@ -321,7 +336,8 @@ class Sync:
         """Until cancelled: rounds every ``interval_seconds``, retries with backoff on failure;
         a problem is logged once (``Failures``), the end of an outage too
         (``central.keep_in_rounds``). One writer per connection: its staging tables are that
-        connection's."""
+        connection's. Each round holds the store's round lock: a ``gateway sync --once``'s
+        round running is waited for (said at info level)."""
         db = await self.open_local()
         writer: central.CentralWriter | None = None
 
@@ -329,7 +345,8 @@ class Sync:
             nonlocal writer
             if writer is None or writer.conn is not conn:
                 writer = central.CentralWriter(conn)
-            await self.round(db, writer)
+            async with self.lock.hold("gateway"):
+                await self.round(db, writer)
 
         async def publish(failing: bool, first: bool) -> None:
             await self.publish_lag(db, count=first)

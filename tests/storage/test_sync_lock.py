@@ -1,0 +1,323 @@
+"""The round lock (``storage.roundlock``) against real processes and a real PostgreSQL: one sync
+round of a store, one mirror round of a mirror file, at a time; a ``--once`` waits for the round
+running, the gateway's task for the ``--once``'s; a killed holder leaves no lock; a lock that
+cannot be had is failed open; and the erasure race two syncs of one store used to have."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from gateway.cli import main
+from gateway.events import iso
+from gateway.ids import uuid7
+from gateway.metrics import Metrics
+from storage import central
+from storage.erasure import erase_user
+from storage.mirror import Mirror
+from storage.roundlock import Holder, RoundLock, RoundTimeout, lock_path
+from tests.conftest import ENV
+from tests.storage.test_sync import OPTIONS, Node, bind, count, touch
+
+ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("tests.roundlock")
+
+HOLDER = """
+import asyncio, logging, sys
+from pathlib import Path
+from storage.roundlock import RoundLock
+
+async def main() -> None:
+    lock = RoundLock(Path(sys.argv[1]), sys.argv[2], logging.getLogger("holder"), "holder")
+    async with lock.hold("gateway"):
+        print("held", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # a round, until the test ends it
+
+asyncio.run(main())
+"""
+
+
+class Process:
+    """A subprocess of this checkout, its output lines gathered as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.out: list[str] = []
+        self.err: list[str] = []
+        assert proc.stdout is not None and proc.stderr is not None
+        self._readers = [
+            asyncio.create_task(self._drain(proc.stdout, self.out)),
+            asyncio.create_task(self._drain(proc.stderr, self.err)),
+        ]
+
+    @classmethod
+    async def start(cls, *args: str, env: dict[str, str] | None = None) -> Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, *args, cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **ENV, **(env or {})},
+        )  # fmt: skip
+        return cls(proc)
+
+    @staticmethod
+    async def _drain(stream: asyncio.StreamReader, into: list[str]) -> None:
+        while line := await stream.readline():
+            into.append(line.decode())
+
+    async def until(self, seen: Callable[[], bool] | Callable[[], object]) -> None:
+        """Until ``seen()`` holds (bounded: 60 s), or the process ended without it."""
+        async with asyncio.timeout(60):
+            while not seen():
+                assert self.proc.returncode is None, (self.out, self.err)
+                await asyncio.sleep(0.01)
+
+    async def finish(self) -> int:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(ConnectionError):
+            self.proc.stdin.write(b"\n")
+            self.proc.stdin.close()
+        async with asyncio.timeout(60):
+            code = await self.proc.wait()
+            await asyncio.gather(*self._readers)
+        return code
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def started(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[Process]:
+    process = await Process.start(*args, env=env)
+    try:
+        yield process
+    finally:
+        await process.kill()
+
+
+@contextlib.asynccontextmanager
+async def held_by_a_process(target: Path, kind: str) -> AsyncIterator[Process]:
+    """Another process holding ``target``'s round lock as the gateway's task does in a round,
+    until ``finish()`` (or killed when the test ends)."""
+    async with started("-c", HOLDER, str(target), kind) as holder:
+        await holder.until(lambda: "held\n" in holder.out)
+        yield holder
+
+
+async def write_config(tmp_path: Path, node: Node) -> Path:
+    """A config of ``node``'s store, for the ``gateway`` commands."""
+    config = tmp_path / "gw.toml"
+    text = (
+        f'[storage]\npath = "{node.path}"\nnode = "{node.name}"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+    )
+    await asyncio.to_thread(config.write_text, text)
+    return config
+
+
+async def read(path: Path) -> str:
+    return await asyncio.to_thread(path.read_text)
+
+
+@pytest.fixture
+async def a(tmp_path: Path, central_dsn: str) -> AsyncIterator[Node]:
+    node = Node(tmp_path, "a", central_dsn)
+    await node.store.open()
+    yield node
+    await node.store.close()
+
+
+@pytest.fixture
+async def pg(central_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(central_dsn)
+    await central.migrate(conn)
+    yield conn
+    await conn.close()
+
+
+async def test_a_sync_once_waits_for_the_round_running_then_runs(
+    tmp_path: Path, a: Node, pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """The gateway's task in a round (another process holding the store's round lock): a
+    ``gateway sync --once`` says once whose round it waits for, delivers nothing meanwhile, and
+    runs its round when that one ends; with ``--wait 0`` it gives up at once, exit 1."""
+    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
+    config = await write_config(tmp_path, a)
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    command = ("-m", "gateway", "sync", "--once", "-c", str(config))
+    async with held_by_a_process(a.path, "sync") as holder, started(*command, env=env) as once:
+        whose = f"(the gateway's, pid {holder.proc.pid})"
+        line = f"gateway: waiting for the running sync round of this store {whose} to end…\n"
+        await once.until(lambda: line in once.err)
+        impatient = await Process.start(*command, "--wait", "0", env=env)
+        assert await impatient.finish() == 1
+        said = "".join(impatient.err)
+        assert line in said and f"{whose} did not end within 0 s (--wait)" in said, said
+        assert await count(pg, "touchpoints") == 0  # neither ran a round
+        assert await holder.finish() == 0
+        assert await once.finish() == 0, once.err
+    assert "touchpoints: 3 rows\n" in once.out and once.err == [line], once.err
+    assert await count(pg, "touchpoints") == 3
+    assert await read(lock_path(a.path, "sync")) == ""  # let go: it names no holder
+
+
+async def test_the_gateways_task_waits_its_turn_behind_a_sync_once(
+    a: Node, pg: asyncpg.Connection, central_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``sync --once`` in its round (the lock held through the real API, as its process holds
+    it): the gateway's task waits, says so once at info level, and syncs once it is let go."""
+    caplog.set_level(logging.INFO, "gateway.sync")
+    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
+    task = asyncio.create_task(a.sync.run())
+    try:
+        async with RoundLock(a.path, "sync", log, "test").hold("sync --once"):
+            async with asyncio.timeout(60):
+                while not any("waiting for the running sync round" in r.getMessage() for r in caplog.records):
+                    await asyncio.sleep(0.01)
+            assert await count(pg, "touchpoints") == 0
+        async with asyncio.timeout(60):
+            while await count(pg, "touchpoints") < 3:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    waits = [(r.levelname, r.getMessage()) for r in caplog.records if "waiting for" in r.getMessage()]
+    whose = f"(`gateway sync --once`, pid {os.getpid()})"
+    assert waits == [("INFO", f"central sync: waiting for the running sync round {whose} to end")]
+
+
+async def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
+    """``kill -9`` of the process in a round: the kernel lets its lock go, and the next round
+    takes it at once (no stale lock to clear by hand)."""
+    store = tmp_path / "node.db"
+    await asyncio.to_thread(store.write_bytes, b"")
+    await asyncio.to_thread(store.chmod, 0o640)
+    lock = RoundLock(store, "sync", log, "test")
+    async with held_by_a_process(store, "sync") as holder:
+        with pytest.raises(RoundTimeout) as timeout:
+            async with lock.hold("sync --once", limit=0):
+                pytest.fail("taken while another process holds it")
+        assert timeout.value.holder == Holder(holder.proc.pid, "gateway")
+        holder.proc.send_signal(signal.SIGKILL)
+        assert await holder.proc.wait() == -signal.SIGKILL
+    async with lock.hold("sync --once", limit=0):
+        assert await read(lock_path(store, "sync")) == f"{os.getpid()} sync --once\n"
+    assert await read(lock_path(store, "sync")) == ""
+    mode = (await asyncio.to_thread(lock_path(store, "sync").stat)).st_mode
+    assert mode & 0o777 == 0o640  # made as the store is
+
+
+async def test_a_round_lock_that_cannot_be_taken_is_failed_open(
+    a: Node, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock file cannot be opened (here a directory stands in its place; a read-only
+    directory, a file system without flock alike): the sync warns once, naming the file, and
+    delivers anyway — a sync held back loses nothing but delays everything."""
+    await asyncio.to_thread(lock_path(a.path, "sync").mkdir)
+    await a.store.write([touch(1, "1" * 32)])
+    assert (await a.sync.once())["touchpoints"] == 1
+    await a.store.write([touch(2, "2" * 32)])
+    assert (await a.sync.once())["touchpoints"] == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and f"cannot take the round lock {lock_path(a.path, 'sync')}" in warned[0], warned
+
+
+async def test_an_erasure_a_sync_once_delivers_cannot_pass_a_batch_in_flight(
+    tmp_path: Path, a: Node, pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """The task's round has read a batch of the user's touchpoints (dated after the erasure to
+    come: a clock ahead, a signed event's own time) and waits to write it; the user is erased
+    on the node, and a cron ``sync --once`` starts. Until 2026-12-05 the ``--once`` delivered
+    the erasure centrally, then the task's batch went in after it, and those rows, newer than
+    the erasure, stayed for ever. Now the ``--once`` waits for the round, which delivers the
+    erasure itself after its batch, deleting it."""
+    known = "1" * 32
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await a.store.write([touch(n, known, at=later + timedelta(seconds=n)) for n in range(3)])
+    await a.store.write([bind(known, "u-1")])
+    config = await write_config(tmp_path, a)
+    waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'touchpoints'::regclass AND NOT granted"
+    blocker = pg.transaction()
+    await blocker.start()
+    blocking = True
+    task: asyncio.Task[dict[str, int]] | None = None
+    try:
+        await pg.execute("LOCK TABLE touchpoints IN ACCESS EXCLUSIVE MODE")
+        task = asyncio.create_task(a.sync.once())  # the task's round
+        async with asyncio.timeout(60):  # its batch read, waiting to be written
+            while not await pg.fetchval(waiting):
+                await asyncio.sleep(0.01)
+        await erase_user(
+            a.path, "u-1", "raw", body_key=b"k" * 32, event_id=uuid7(), ts=iso(datetime.now(UTC)), node="a"
+        )
+        env = {"GATEWAY_CENTRAL_URL": central_dsn}
+        async with started("-m", "gateway", "sync", "--once", "-c", str(config), env=env) as once:
+            # Now waiting for the round; before, delivering the erasure (stopped at the table).
+            async with asyncio.timeout(60):
+                while not (any("waiting for the running sync round" in line for line in once.err)):
+                    if await pg.fetchval(waiting) >= 2:
+                        break
+                    await asyncio.sleep(0.01)
+            await blocker.rollback()
+            blocking = False
+            async with asyncio.timeout(60):
+                await task
+            assert await once.finish() == 0, once.err
+    finally:
+        if blocking:
+            await blocker.rollback()
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert await count(pg, "erasures") == 1
+    assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE visitor_key = $1", known) == 0
+
+
+async def test_a_mirror_once_waits_for_the_mirror_round_running(
+    tmp_path: Path, a: Node, pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """The mirror file's round lock, as the sync's: a ``mirror --once`` (the real ``Mirror``)
+    waits while another process is in a round of the same file, told whose, then runs its own;
+    a mirror of another file does not wait."""
+    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
+    await a.sync.once()
+    path = tmp_path / "mirror.db"
+    mirror = Mirror(path, central_dsn, OPTIONS, Metrics())
+    told: list[Holder] = []
+    async with held_by_a_process(path, "mirror") as holder:
+        other = Mirror(tmp_path / "other.db", central_dsn, OPTIONS, Metrics())
+        assert (await other.once(wait=0))["touchpoints"] == 3
+        once = asyncio.create_task(mirror.once(waiting=told.append))
+        try:
+            async with asyncio.timeout(60):
+                while not told:
+                    await asyncio.sleep(0.01)
+            assert told == [Holder(holder.proc.pid, "gateway")] and not once.done()
+            assert await holder.finish() == 0
+            async with asyncio.timeout(60):
+                stored = await once
+        finally:
+            once.cancel()
+    assert stored["touchpoints"] == 3
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_wait_is_a_number_of_seconds(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("sync", "mirror"):
+        with pytest.raises(SystemExit) as stopped:
+            main([command, "--once", "--wait", value])
+        assert stopped.value.code == 2
+        assert "--wait: must be a number of seconds, 0 or more" in capsys.readouterr().err
