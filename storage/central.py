@@ -374,8 +374,9 @@ class CentralWriter:
         return len(inserted)
 
     async def upsert_counts(self, node: str, instance: str, rows: Sequence[Sequence[Any]]) -> int:
-        """A node's daily counts (rows of ``COUNT_KEY`` values and the count, absolute: the
-        node's whole count of its key so far) under ``node`` and its store ``instance``, in one
+        """A store's daily counts (rows of ``COUNT_KEY`` values and the count, absolute: the
+        store's whole count of its key so far) under its ``instance`` (``node`` the name it is
+        sent under: a renamed node's count replaces its row, not adds one), in one
         statement: each new one inserted, each larger than the one stored replacing it (and
         ``ingested`` set again, so the mirror reads it); how many changed. One not larger
         changes nothing (not even ``ingested``): a batch sent again, or the older read of a
@@ -398,9 +399,9 @@ class CentralWriter:
             + ", count) SELECT $1::text, $2::text, u.* FROM unnest($3::date[], $4::text[],"
             " $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[]) AS u("
             + key
-            + ", count) ON CONFLICT (node, instance, "
+            + ", count) ON CONFLICT (instance, "
             + key
-            + ") DO UPDATE SET count = excluded.count, ingested = excluded.ingested"
+            + ") DO UPDATE SET count = excluded.count, node = excluded.node, ingested = excluded.ingested"
             " WHERE daily_counts.count < excluded.count RETURNING 1) SELECT count(*) FROM up",
             node,
             instance,

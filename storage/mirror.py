@@ -23,7 +23,7 @@ refused as older than an erasure never reach the mirror. Retention: the mirror i
 the local store (``storage.retention``), by this gateway's ``privacy.retention_days``.
 
 Daily counts (the Sec-GPC/DNT visitors): the central store holds each node's absolute count
-per key (node, store instance, day, campaign values), its ``ingested`` set again whenever it
+per key (store instance, day, campaign values), its ``ingested`` set again whenever it
 grows, so a grown count falls into a later window like a new row. The mirror keeps each node's
 in ``mirror_daily_counts`` (a newer count replacing the node's older one) and, in the
 ``daily_counts`` the report engine reads, their sum over the nodes per key, made again for the
@@ -86,10 +86,11 @@ NODE_COUNTS_TABLE = (
     " channel TEXT NOT NULL DEFAULT '',"
     " creator_id TEXT NOT NULL DEFAULT '',"
     " count INTEGER NOT NULL,"
-    " PRIMARY KEY (node, instance, day, source, medium, campaign, channel, creator_id))"
+    " PRIMARY KEY (instance, day, source, medium, campaign, channel, creator_id))"
 )
-NODE_KEY = ("node", "instance", *central.COUNT_KEY)
-"""A central daily count's key."""
+NODE_KEY = ("instance", *central.COUNT_KEY)
+"""A central daily count's key: the store's instance, whatever its node's name (``node`` is the
+name it was last sent under)."""
 KEYS: Mapping[str, tuple[str, ...]] = {ERASED_KEYS: ("key",), COUNTS: NODE_KEY}
 """The columns a central table's rows are ordered by after ``ingested`` (batches go on after
 the last one's); ``id`` for the others."""
@@ -500,7 +501,7 @@ async def _store_counts(
     marks = ", ".join("?" for _ in columns)
     cursor = await db.executemany(
         f"INSERT INTO {NODE_COUNTS} ({cols}) VALUES ({marks}) ON CONFLICT ({', '.join(NODE_KEY)})"
-        " DO UPDATE SET count = excluded.count WHERE count <> excluded.count",
+        " DO UPDATE SET count = excluded.count, node = excluded.node WHERE count <> excluded.count",
         records,
     )
     at = [columns.index(c) for c in central.COUNT_KEY]

@@ -288,6 +288,34 @@ async def test_the_sec_gpc_counts_of_every_node_are_summed_in_the_mirror(
     assert mirror.metrics.sync_lag_rows.labels("mirror", "daily_counts")._value.get() == 0
 
 
+async def test_a_renamed_node_goes_on_counting_in_its_rows_not_beside_them(
+    nodes: tuple[Node, Node], mirror: Mirror, central_dsn: str
+) -> None:
+    """A node's name changes (``storage.node`` edited, or left empty and the host name changed
+    with a new container) while its store file stays: its grown count replaces its rows, keyed
+    by the store's instance, and is counted once centrally and in the mirror. Found in review,
+    2026-12-05: keyed by name too, the renamed node's whole count went in beside the old one
+    (6 landings counted 11)."""
+    a, _ = nodes
+    day = T0.date().isoformat()
+    await a.store.write([gpc(day)] * 5)
+    await a.sync.once()
+    await mirror.once()
+    renamed = Sync(a.path, central_dsn, OPTIONS, a.metrics, node="a-new-host")
+    await a.store.write([gpc(day)])
+    await renamed.once()
+    central = await asyncpg.connect(central_dsn)
+    try:
+        rows = await central.fetch("SELECT node, count FROM daily_counts WHERE day = $1::date", T0.date())
+    finally:
+        await central.close()
+    assert [tuple(row) for row in rows] == [("a-new-host", 6)]
+    await mirror.once()
+    assert await aggregate(mirror.path) == await aggregate(a.path) == 6
+    per_node = "SELECT node, count FROM mirror_daily_counts"
+    assert await read(mirror.path, per_node) == [("a-new-host", 6)]
+
+
 async def test_retention_purges_the_mirror_as_the_central_store(
     nodes: tuple[Node, Node], mirror: Mirror, tmp_path: Path, central_dsn: str
 ) -> None:
