@@ -458,7 +458,7 @@ const PARTS = {
 function stalled(part, retry) {
   const box = $(PARTS[part].home);
   const say = element("p", `${PARTS[part].name}: no answer in ${PART_SECONDS} s, the page gave up waiting. `
-    + "The gateway may still be computing it (or a report worker hung); asked again, it waits for that report to end. ", "error");
+    + "The gateway may still be computing it (or a report worker hung); asked again, it answers with that report when it is done. ", "error");
   const again = element("button", "Try again");
   again.type = "button";
   again.addEventListener("click", () => {
