@@ -638,6 +638,7 @@ async def test_summary_numbers(gw: RunningGateway) -> None:
     ]
     assert body["bots"] == {"scored": False, "verdicts": {"allow": 10}}
     assert body["conversion"] is None and body["conversion_names"] == ["purchase"]
+    assert body["source"] == "local"  # no central.mirror_path: this node's own store
 
 
 async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
@@ -645,7 +646,7 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
     its own keys only, with the numbers of the whole summary."""
     params = {**PERIOD, "model": "time_decay"}
     whole = await gw.api("/api/dashboard/summary", **params)
-    header = {"ok", "since", "until", "model", "models", "conversion"}
+    header = {"ok", "since", "until", "model", "models", "conversion", "source"}
     keys = {
         "counts": {"conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"},
         "daily": {"by_day"},
@@ -656,7 +657,7 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
     for part, own in keys.items():
         body = await gw.api("/api/dashboard/summary", part=part, **params)
         validator.validate(body)
-        assert set(body) == header | own
+        assert set(body) == header | own and body["source"] == "local"  # every part says it
         assert {key: body[key] for key in body} == {key: whole[key] for key in body}
     assert whole["by_day"] and whole["comparison"] and whole["top_campaigns"]  # the test compares numbers
     async with gw.session.get(
