@@ -244,6 +244,15 @@ DASHBOARD_SUMMARY = {
             "type": "object",
             "required": ["touchpoints", "visitors", "conversions"],
             "additionalProperties": {"type": "integer"},
+            "properties": {
+                "conversions": {"type": "integer", "description": "every population's"},
+                "population_conversions": {
+                    "type": "integer",
+                    "description": "with population: the conversions its touchpoints reach (one of"
+                    " them on a converter's device inside the widest lookback window, at or before"
+                    " the conversion), those its credits share out",
+                },
+            },
         },
         "by_day": {
             "type": "array",
