@@ -266,6 +266,7 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         conversion,
         PARTS if part is None else (part,),
     )
+    data["source"] = live.source  # every part, as the reports' JSON: the store it read
     # Offer only the names this endpoint accepts back (rule names may be longer than 200).
     if "conversion_names" in data:
         data["conversion_names"] = [n for n in data["conversion_names"] if reporting.is_conversion_name(n)]

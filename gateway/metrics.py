@@ -173,6 +173,12 @@ class Metrics:
             ["sink", "outcome"],
             registry=r,
         )
+        self.reports_shared = Counter(
+            "gateway_reports_shared",
+            "Reports asked for while an identical one was queued or being computed, which waited "
+            "for its answer instead of computing it again",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The Prometheus text of this process, or, under a supervisor, of every worker summed

@@ -213,7 +213,7 @@ _TOP = {
 
 DASHBOARD_SUMMARY = {
     "type": "object",
-    "required": ["ok", "since", "until", "model", "models", "conversion"],
+    "required": ["ok", "since", "until", "model", "models", "conversion", "source"],
     # Every part (no part asked for), or the one asked for.
     "anyOf": [
         {"required": ["conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"]},
@@ -230,6 +230,11 @@ DASHBOARD_SUMMARY = {
             "type": ["string", "null"],
             "description": "the conversion name the numbers are of (null: every conversion)",
         },
+        "source": {
+            "enum": ["local", "mirror"],
+            "description": "the store the summary read, as the reports say it: this node's own"
+            " (storage.path), or the reporting mirror of every node's rows (central.mirror_path)",
+        },
         "conversion_names": {
             "type": "array",
             "items": {"type": "string"},
@@ -239,6 +244,15 @@ DASHBOARD_SUMMARY = {
             "type": "object",
             "required": ["touchpoints", "visitors", "conversions"],
             "additionalProperties": {"type": "integer"},
+            "properties": {
+                "conversions": {"type": "integer", "description": "every population's"},
+                "population_conversions": {
+                    "type": "integer",
+                    "description": "with population: the conversions its touchpoints reach (one of"
+                    " them on a converter's device inside the widest lookback window, at or before"
+                    " the conversion), those its credits share out",
+                },
+            },
         },
         "by_day": {
             "type": "array",
@@ -715,7 +729,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "the summary (with part: since, until, model, models,"
-                            " conversion and that part's keys)",
+                            " conversion, source and that part's keys)",
                             "content": {"application/json": {"schema": DASHBOARD_SUMMARY}},
                         },
                         **_errors(400, 401, 503),

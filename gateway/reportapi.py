@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway import reporting
 from gateway.admin import (
     EARLIEST,
+    METRICS_KEY,
     READER_KEY,
     ApiError,
     csv_delimiter,
@@ -264,7 +265,7 @@ async def fraud(request: web.Request) -> web.Response:
 def add_report_routes(app: web.Application, settings: Settings) -> None:
     """Register the report endpoints on the admin app; their connection opens and closes with it
     (and a reload swaps it: ``gateway.reportstate``)."""
-    live = Reporting(settings)
+    live = Reporting(settings, app[METRICS_KEY].reports_shared.inc)
     app[REPORTING_KEY] = live
 
     async def reports_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -16,7 +16,7 @@ import re
 import statistics
 import unicodedata
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -67,6 +67,22 @@ class Query:
     def accepted(self, reports: Reports) -> frozenset[str]:
         """The verdicts whose touchpoints count: those asked for, else the configured ones."""
         return reports.attribution.verdicts if self.verdicts is None else self.verdicts
+
+    def key(self, reports: Reports, kind: str, *more: Hashable) -> tuple[Hashable, ...]:
+        """What makes the ``kind`` report of this query, for identical ones in flight to share
+        one computation (``Reports.run``): every parameter, the verdicts as counted (those
+        asked for, else the configured ones), and ``more`` that the kind depends on."""
+        return (
+            kind,
+            self.since,
+            self.until,
+            self.models,
+            self.group_by,
+            self.conversion,
+            self.accepted(reports),
+            self.population,
+            *more,
+        )
 
 
 def is_conversion_name(text: str) -> bool:
@@ -362,7 +378,7 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
         params, parts = _learn(reports, q, q.group_by)
         return reports.map(_attribution_part, parts, q, by_day, params)
 
-    parts = await reports.run(compute)
+    parts = await reports.run(compute, key=q.key(reports, "attribution", by_day))
     table = add_tables(p[0] for p in parts)
     totals = _totals([p[1] for p in parts])
     single = len(q.models) == 1
@@ -435,7 +451,8 @@ async def paths(reports: Reports, q: Query) -> Report:
     def compute() -> list[tuple[list[int], list[float]]]:
         return reports.map(_paths_part, reports.slices(q.since, q.until, q.conversion), q)
 
-    parts = await reports.run(compute)
+    # Paths credit nothing: the model and grouping asked for do not change them.
+    parts = await reports.run(compute, key=replace(q, models=(), group_by="").key(reports, "paths"))
     lengths = [n for part in parts for n in part[0]]
     days = [d for part in parts for d in part[1]]
     touches = defaultdict(int, {b: 0 for b in TOUCH_BUCKETS})
@@ -555,7 +572,8 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
             every_params, _ = _learn(reports, every, "creator_id")
         return reports.map(_payouts_part, parts, q, params, every_params, rules.currency)
 
-    parts = await reports.run(compute)
+    # The rules' currency is all of them the computation uses (the amounts come after it).
+    parts = await reports.run(compute, key=q.key(reports, "payouts", rules.currency))
     earned = add_tables(p[0] for p in parts)
     withheld: Withheld = defaultdict(lambda: [0, 0])
     clicks: Clicks = defaultdict(int)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import tzinfo
 
 from aiohttp import web
@@ -28,21 +29,26 @@ from storage.reports import Reports
 log = logging.getLogger("gateway")
 
 
-def report_engine(settings: Settings) -> Reports:
-    """Over the reporting mirror when there is one (``central.mirror_path``), else this node's store."""
+def report_engine(settings: Settings, on_shared: Callable[[], None] | None = None) -> Reports:
+    """Over the reporting mirror when there is one (``central.mirror_path``), else this node's
+    store; ``on_shared``: see ``Reports``."""
     return Reports(
         settings.report_path,
         Attribution(settings.options.attribution),
         settings.channels,
         settings.options.admin.report_processes,
         worker_memory=settings.options.admin.report_worker_memory_mb * 2**20,
+        on_shared=on_shared,
     )
 
 
 class Reporting:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_shared: Callable[[], None] | None = None) -> None:
+        """``on_shared``: called for each report that waited for an identical one in flight
+        (``Reports.run``), by every engine this one swaps in."""
         self.settings = settings
-        self.reports = report_engine(settings)
+        self.on_shared = on_shared
+        self.reports = report_engine(settings, on_shared)
         self.source = "local" if settings.mirror_path is None else "mirror"
         """The store the reports read, in their JSON: this node's own or the reporting mirror
         (``central`` is restart-only, as the engine's file)."""
@@ -94,9 +100,9 @@ class Reporting:
             settings.options.attribution != before.attribution or settings.options.channels != before.channels
         )
         if changed and not self._opened:
-            self.reports = report_engine(settings)
+            self.reports = report_engine(settings, self.on_shared)
         elif changed:
-            engine = report_engine(settings)
+            engine = report_engine(settings, self.on_shared)
             try:
                 await engine.open()
                 await engine.warm()

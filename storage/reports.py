@@ -30,7 +30,7 @@ import logging
 import os
 import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import groupby, pairwise
@@ -153,13 +153,16 @@ class Reports:
         min_slice: int = MIN_SLICE,
         min_share: int = MIN_SHARE,
         worker_memory: int = 0,
+        on_shared: Callable[[], None] | None = None,
     ) -> None:
         """``processes``: worker processes for a large report (0: one per CPU core, at most
         ``MAX_PROCESSES``; 1: none, every report in this process); ``min_slice``: conversions a
         worker must get, at least, for a report to be cut into slices; ``min_share``: or
         touchpoints of the period, for ``data_driven`` to be shared out; ``worker_memory``:
         bytes a worker may hold once reports are done before a new one replaces it (0: never),
-        ``recycle_after`` seconds after the last (``RECYCLE_AFTER``)."""
+        ``recycle_after`` seconds after the last (``RECYCLE_AFTER``); ``on_shared``: called each
+        time a report asked for is one already being computed, and waits for its answer (``run``
+        with a ``key``: the gateway counts them in ``gateway_reports_shared_total``)."""
         self.path, self.attribution, self.channels = path, attribution, channels
         self.worker_memory = worker_memory
         self.eligible = Eligibility(attribution)
@@ -174,6 +177,9 @@ class Reports:
         self._everyone_kept: _Everyone | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._shared: dict[Hashable, _Shared] = {}
+        """The reports asked for with a ``key`` and not done yet, queued or computing (``run``)."""
+        self.on_shared = on_shared
         self.recycle_after = RECYCLE_AFTER
         self._idle: asyncio.TimerHandle | None = None
         self._recycling: asyncio.Future[Any] | None = None
@@ -238,12 +244,17 @@ class Reports:
 
     async def close(self) -> None:
         """Close the workers and the connection, once the report running (if any) is done: a
-        cancelled request leaves its report running in the worker thread until it ends."""
+        cancelled request leaves its report running in the worker thread until it ends. The
+        reports still queued are computed first, but those that no one waits for any more."""
         self._closing = True
         if self._idle is not None:
             self._idle.cancel()
         if self._recycling is not None:  # the replacement has started (or found nothing to do)
             await asyncio.wait([self._recycling])
+        for key, shared in list(self._shared.items()):
+            if not shared.waiters and not shared.started:  # queued, and its callers have left
+                self._unshare(key, shared)
+                shared.task.cancel()
         async with self._lock:  # the report or replacement running (if any) has ended
             pass
         await asyncio.to_thread(self._pool.close)
@@ -256,16 +267,49 @@ class Reports:
         assert self._db is not None, "Reports.open() was not awaited"
         return self._db
 
-    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def run(self, fn: Callable[..., _T], *args: Any, key: Hashable | None = None) -> _T:
         """``fn(*args)`` in the worker thread, one at a time (CPU-heavy work leaves the loop free).
         A caller that stops waiting (a request cancelled) leaves its report running until it
-        ends, and the next report waits for that: they share one connection and one pool."""
+        ends, and the next report waits for that: they share one connection and one pool.
+
+        ``key``: what makes the answer, whole (the report's kind and every parameter it is
+        computed with, normalised: an instant, not its spelling; the verdicts counted, not
+        "the configured ones"). A call whose key is that of a report still queued or computing
+        does not queue another: it waits for that one's answer, or its error (a dashboard's
+        **Try again**, or a report asked again after a client gave up, gets the first run's
+        answer as soon as it is ready, not a second run behind it). A caller that stops waiting
+        stops nothing: the report keeps its place in the queue, runs, and answers whoever waits
+        then (``close`` drops those that no one waits for and have not started). The answer is
+        the same object for every caller: they must not change it."""
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+        if key is None:
+            running = await self._in_thread(self._report, fn, *args)
+            running.add_done_callback(self._done)
+            return await asyncio.shield(running)
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = _Shared()
+            shared.task = asyncio.ensure_future(self._run_shared(shared, fn, *args))
+            shared.task.add_done_callback(lambda _: self._unshare(key, shared))
+        elif self.on_shared is not None:
+            self.on_shared()
+        shared.waiters += 1
+        try:
+            return cast(_T, await asyncio.shield(shared.task))
+        finally:
+            shared.waiters -= 1
+
+    async def _run_shared(self, shared: _Shared, fn: Callable[..., _T], *args: Any) -> _T:
         running = await self._in_thread(self._report, fn, *args)
+        shared.started = True  # from here on it runs to its end, whoever waits
         running.add_done_callback(self._done)
         return await asyncio.shield(running)
+
+    def _unshare(self, key: Hashable, shared: _Shared) -> None:
+        if self._shared.get(key) is shared:
+            del self._shared[key]
 
     async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         """``fn(*args)`` started in the worker thread once the call before it has ended; the
@@ -984,7 +1028,18 @@ class Reports:
             q = (since, until, models, group_by, conversion, accepted, by_day, population, params)
             return self.map(_credit_part, parts, *q)
 
-        return add_tables(await self.run(compute))
+        key = ("credit", since, until, tuple(models), group_by, conversion, accepted, by_day, population)
+        return add_tables(await self.run(compute, key=key))
+
+
+class _Shared:
+    """A report asked for with a key (``Reports.run``): the task that queues and computes it,
+    how many callers wait for it, and whether it has started (in the worker thread)."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Future[Any]
+        self.waiters = 0
+        self.started = False
 
 
 def _visitor_column(scan: str) -> str:

@@ -135,15 +135,21 @@ function renderTotals(counts, daily, dailyState, population) {
   const amounts = daily
     ? [...value.entries()].map(([cur, v]) => money(v, cur)).join(" · ") || "–"
     : NO_VALUE[dailyState];
-  for (const [label, shown, className] of [
+  // With a population, the conversions its touchpoints reach: those the charts credit (every
+  // population's beside them read 7 over a comparison of "No conversions in this period.").
+  const { conversions, population_conversions: reached } = counts.totals;
+  const named = [counts.conversion, population && `credited to ${population}`].filter(Boolean).join(", ");
+  const ofAll = population && reached !== undefined ? `of ${count(conversions)} in every population` : undefined;
+  for (const [label, shown, className, note] of [
     ["Touchpoints", count(counts.totals.touchpoints)],
     ["Visitors", count(counts.totals.visitors)],
-    [counts.conversion ? `Conversions (${counts.conversion})` : "Conversions", count(counts.totals.conversions)],
+    [named ? `Conversions (${named})` : "Conversions", count(ofAll ? reached : conversions), undefined, ofAll],
     // Not computed: said in words, smaller than a number.
     [population ? `Conversion value (credited to ${population})` : "Conversion value", amounts, daily ? undefined : "missing"],
   ]) {
     const card = element("div", undefined, "total");
     card.append(element("span", label, "label"), element("strong", shown, className));
+    if (note) card.appendChild(element("span", note, "note"));
     box.appendChild(card);
   }
 }
@@ -466,7 +472,7 @@ const PARTS = {
 function stalled(part, retry) {
   const box = $(PARTS[part].home);
   const say = element("p", `${PARTS[part].name}: no answer in ${PART_SECONDS} s, the page gave up waiting. `
-    + "The gateway may still be computing it (or a report worker hung); asked again, it waits for that report to end. ", "error");
+    + "The gateway may still be computing it (or a report worker hung); asked again, it answers with that report when it is done. ", "error");
   const again = element("button", "Try again");
   again.type = "button";
   again.addEventListener("click", () => {

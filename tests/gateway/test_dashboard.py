@@ -7,6 +7,7 @@ devices of one user, conversions); ``tests/gateway/test_dashboard_browser.py`` d
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import re
@@ -24,9 +25,12 @@ from gateway.admin import MAX_BODY
 from gateway.dashboard import CSP
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
+from gateway.reportstate import REPORTING_KEY
 from gateway.sessions import COOKIE, SESSIONS_KEY
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.test_openapi import response_schema
+from tests.gateway.test_reports_api import reports_shared, until_shared
+from tests.storage.test_reports_shared import Held
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -634,6 +638,14 @@ async def test_summary_numbers(gw: RunningGateway) -> None:
     ]
     assert body["bots"] == {"scored": False, "verdicts": {"allow": 10}}
     assert body["conversion"] is None and body["conversion_names"] == ["purchase"]
+    assert body["source"] == "local"  # no central.mirror_path: this node's own store
+    # A population chosen: the conversions its touchpoints reach (those its credits share out)
+    # beside every population's.
+    cookie = await gw.api("/api/dashboard/summary", **PERIOD, population="cookie", part="counts")
+    Draft202012Validator(response_schema("/api/dashboard/summary", 200)).validate(cookie)
+    assert cookie["totals"] == {**body["totals"], "population_conversions": 6}
+    none = await gw.api("/api/dashboard/summary", **PERIOD, population="no_consent", part="counts")
+    assert none["totals"] == {**body["totals"], "population_conversions": 0}
 
 
 async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
@@ -641,7 +653,7 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
     its own keys only, with the numbers of the whole summary."""
     params = {**PERIOD, "model": "time_decay"}
     whole = await gw.api("/api/dashboard/summary", **params)
-    header = {"ok", "since", "until", "model", "models", "conversion"}
+    header = {"ok", "since", "until", "model", "models", "conversion", "source"}
     keys = {
         "counts": {"conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"},
         "daily": {"by_day"},
@@ -652,7 +664,7 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
     for part, own in keys.items():
         body = await gw.api("/api/dashboard/summary", part=part, **params)
         validator.validate(body)
-        assert set(body) == header | own
+        assert set(body) == header | own and body["source"] == "local"  # every part says it
         assert {key: body[key] for key in body} == {key: whole[key] for key in body}
     assert whole["by_day"] and whole["comparison"] and whole["top_campaigns"]  # the test compares numbers
     async with gw.session.get(
@@ -770,3 +782,40 @@ async def test_a_login_goes_back_to_the_period_it_interrupted(gw: RunningGateway
             allow_redirects=False,
         ) as resp:
             assert resp.status == 303 and resp.headers["Location"] == "/dashboard", elsewhere
+
+
+async def test_try_again_waits_for_the_report_the_page_gave_up_on(gw: RunningGateway) -> None:
+    """The page gives up on a part at its deadline and offers **Try again**: the report it gave
+    up on is still queued or computed on the gateway, and asked again, the part gets that
+    report's answer (computed once), not a second run queued behind it. A part of another
+    population is another report."""
+    reports = gw.gateway.admin_app[REPORTING_KEY].reports
+    params = {**PERIOD, "model": "linear", "part": "daily"}
+    held = Held()  # a long report (or a hung worker) before it: the part waits
+    blocker = asyncio.create_task(reports.run(held))
+    try:
+        await held.started()
+        before = reports.report
+        given_up = asyncio.create_task(gw.api("/api/dashboard/summary", **params))
+        for _ in range(500):  # until its report is queued
+            if reports._shared:
+                break
+            await asyncio.sleep(0.01)
+        given_up.cancel()  # the page's deadline: it aborts its request
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        again = asyncio.create_task(gw.api("/api/dashboard/summary", **params))  # Try again
+        await until_shared(gw, 1)
+        other = asyncio.create_task(gw.api("/api/dashboard/summary", **params, population="cookieless"))
+        for _ in range(500):
+            if len(reports._shared) == 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        held.release.set()
+    await blocker
+    body, cookieless = await again, await other
+    assert body["by_day"] and cookieless["ok"]
+    assert reports.report - before == 2  # the part once, the other population's once
+    assert await reports_shared(gw) == 1
+    assert (await gw.api("/api/dashboard/summary", **params))["by_day"] == body["by_day"]

@@ -1270,7 +1270,9 @@ async def test_the_population_filter_credits_one_population_and_says_so(
         assert await page.eval("document.querySelector('#legend-daily').textContent") == "Affiliates"
         totals = await page.eval("document.querySelector('#totals').textContent")
         assert "Conversion value (credited to cookieless)50.00 EUR" in totals, totals
-        assert "Conversions7" in totals  # every conversion of the period, as the landings
+        # The conversions credited, as the charts (their comparison said "No conversions in
+        # this period." beside a card of every population's 7), and every population's beside.
+        assert "Conversions (credited to cookieless)1of 7 in every population" in totals, totals
         hints = await page.eval("[...document.querySelectorAll('[data-population]')].map(n => n.textContent)")
         assert hints == [", crediting cookieless touchpoints only"] * 2
         # The reports' downloads take it; the fraud report and the raw listings do not.
@@ -1296,6 +1298,21 @@ async def test_the_population_filter_credits_one_population_and_says_so(
         await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
         legend = await page.eval("document.querySelector('#legend-daily').textContent")
         assert "Paid Search" in legend and "Affiliates" not in legend, legend
+        totals = await page.eval("document.querySelector('#totals').textContent")
+        assert "Conversions (credited to cookie)6of 7 in every population" in totals, totals
+        # A population without credit: the comparison and the card say the same.
+        await page.send(
+            "Page.navigate", url=gw.admin_url + "/dashboard" + ten_days + "&population=no_consent"
+        )
+        await page.wait_for(
+            "location.search.includes('no_consent')"
+            " && document.body && document.body.dataset.state === 'ready'",
+            "the charts of no_consent drawn",
+        )
+        said = await page.eval("document.querySelector('#chart-models').textContent")
+        assert said == "No conversions in this period.", said
+        totals = await page.eval("document.querySelector('#totals').textContent")
+        assert "Conversions (credited to no_consent)0of 7 in every population" in totals, totals
 
         # One the dashboard does not know: told in the form's words before anything is asked.
         await page.send(

@@ -63,6 +63,12 @@ async def test_a_reporting_gateway_credits_a_journey_across_two_nodes(
     assert status == 200, summary
     assert summary["totals"] == {"touchpoints": 1, "visitors": 1, "conversions": 1}, summary
     assert [row["name"] for row in summary["top_campaigns"]] == ["x"]
+    assert summary["source"] == "mirror"
+    for part in ("counts", "daily", "models"):
+        status, body = await admin_get(reporter, f"/api/dashboard/summary?part={part}&{period}")
+        assert status == 200 and body["source"] == "mirror", body
+    status, summary = await admin_get(a, f"/api/dashboard/summary?part=daily&{period}")
+    assert status == 200 and summary["source"] == "local", summary
 
 
 def test_mirror_once_command(tmp_path: Path, postgres_server: PostgresServer, capsys, monkeypatch) -> None:

@@ -23,11 +23,13 @@ from gateway.attribution import MODELS, markov_weights
 from gateway.config import ConfigError, load_settings
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
+from gateway.reportstate import REPORTING_KEY
 from storage.local import connect
 from tests.conftest import ENV, TOKEN, RunningGateway
 from tests.gateway.test_fraud import BROWSER, click
 from tests.gateway.test_inbound import signed
 from tests.gateway.test_openapi import response_schema
+from tests.storage.test_reports_shared import Held
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -1132,3 +1134,77 @@ async def test_a_share_of_no_conversions_has_four_decimals_as_every_share(gw: Ru
     out = await gateway_report(gw, "UTC", "--paths", "--since", period["since"], "--until", period["until"])
     days = [line.split() for line in out.splitlines() if line.startswith("days ")]
     assert len(days) == 7 and {cells[-1] for cells in days} == {"0.0000"}
+
+
+async def reports_shared(gw: RunningGateway) -> float:
+    """``gateway_reports_shared_total`` as ``/metrics`` gives it."""
+    async with gw.session.get(gw.admin_url + "/metrics", headers=AUTH) as resp:
+        text = await resp.text()
+    return float(
+        next(
+            line.split()[1] for line in text.splitlines() if line.startswith("gateway_reports_shared_total ")
+        )
+    )
+
+
+async def until_shared(gw: RunningGateway, n: float) -> None:
+    """Until ``n`` requests have joined a report in flight (bounded)."""
+    for _ in range(500):
+        if await reports_shared(gw) >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{await reports_shared(gw)} requests joined a report in flight, expected {n}")
+
+
+async def test_identical_reports_in_flight_are_computed_once(gw: RunningGateway) -> None:
+    """Two requests for the same report while it is queued (behind a long one) or computed:
+    one computation, both answered from it, whatever the parameters' spelling, order and
+    format; different populations, verdicts, groupings or kinds are computed each their own."""
+    reports = gw.gateway.admin_app[REPORTING_KEY].reports
+    held = Held()  # a long report: the thread is busy, the requests queue behind it
+    blocker = asyncio.create_task(reports.run(held))
+    try:
+        await held.started()
+        before = reports.report
+        first = asyncio.create_task(fetch(gw, "/api/attribution", model="linear", **PERIOD))
+        same = "?format=csv&until=2026-12-01T00:00:00Z&since=2026-11-01T01:00:00%2B01:00"
+
+        async def csv_of_the_same() -> str:
+            async with gw.session.get(gw.admin_url + "/api/attribution" + same, headers=AUTH) as resp:
+                assert resp.status == 200
+                return await resp.text()
+
+        second = asyncio.create_task(csv_of_the_same())
+        await until_shared(gw, 1)
+        different = [
+            get(gw, "/api/attribution", **PERIOD, population="cookie"),
+            get(gw, "/api/attribution", **PERIOD, verdicts="allow,review"),
+            get(gw, "/api/attribution", **PERIOD, group_by="creator_id"),
+            get(gw, "/api/attribution", **PERIOD, model="last_touch"),
+            get(gw, "/api/attribution", **{**PERIOD, "since": "2026-11-02"}),
+            get(gw, "/api/attribution/timeseries", **PERIOD),
+            get(gw, "/api/attribution/paths", **PERIOD),
+            get(gw, "/api/payouts", **PERIOD),
+        ]
+        others = asyncio.gather(*different)
+        for _ in range(500):  # every one queued beside the pair before the thread is free
+            if len(reports._shared) == 1 + len(different):
+                break
+            await asyncio.sleep(0.01)
+        assert len(reports._shared) == 1 + len(different)
+    finally:
+        held.release.set()
+    await blocker
+    body, exported = json.loads(await first, parse_float=Decimal), await second
+    await others
+    assert reports.report - before == 1 + len(different)  # the pair once, each other one apart
+    assert await reports_shared(gw) == 1
+    rows = {(r["group"], r["currency"], r["conversions"], r["value"]) for r in body["rows"]}
+    assert len(rows) == 6 and rows == {
+        (r["group"], r["currency"], Decimal(r["conversions"]), Decimal(r["value"]))
+        for r in csv.DictReader(io.StringIO(exported))
+    }
+    # Done, it is forgotten: asked again, the report is computed again, and says the same.
+    again = json.loads(await fetch(gw, "/api/attribution", model="linear", **PERIOD), parse_float=Decimal)
+    assert again["rows"] == body["rows"]
+    assert reports.report - before == 2 + len(different)

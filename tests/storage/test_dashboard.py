@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from gateway.attribution import Attribution, Touch
 from gateway.channels import Channels
-from gateway.events import Conversion, Event, Touchpoint, iso
+from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
@@ -200,3 +201,69 @@ async def test_a_period_of_local_days_reads_the_whole_window_across_a_dst_change
     # The pure model, for reference: the touch is inside the window.
     (credit,) = berlin.credit("linear", [Touch("t", old, "Email")], first, 1000)
     assert credit.channel == "Email"
+
+
+async def test_a_population_s_conversions_are_those_its_credits_share_out(
+    tmp_path: Path, channels: Channels
+) -> None:
+    """With a population chosen, the comparison credited that population's conversions while
+    the totals counted every population's: ``population_conversions`` counts those its
+    touchpoints reach, which every model shares out whole (by day as over the period)."""
+    at = T0 + timedelta(days=40)
+    window = timedelta(days=30)  # the default widest lookback
+
+    def of(population: str, visitor: str, ts: datetime, verdict: str | None = None) -> Touchpoint:
+        return replace(tp(visitor, ts, "c"), consent=population, verdict=verdict)
+
+    user_key = "u" * 32
+    conn = await store(
+        tmp_path,
+        [
+            of("cookieless", "a", at - window),  # exactly on the window's edge: reaches a's
+            of("cookie", "a", at - timedelta(days=1)),
+            conversion("a", at),
+            of("cookieless", "b", at - window - timedelta(microseconds=1)),  # a microsecond too old
+            of("cookie", "b", at - timedelta(days=2)),
+            conversion("b", at),
+            of("cookieless", "c", at - timedelta(hours=1), verdict="block"),  # any verdict reaches it
+            conversion("c", at),
+            of("cookieless", "d", at + timedelta(hours=1)),  # after the conversion: does not
+            conversion("d", at),
+            conversion("e", at),  # no touchpoint at all
+            # The user's phone landed cookieless; the laptop bought.
+            Binding(new_id(int(T0.timestamp() * 1000)), iso(T0), "n", "phone", user_key, "login"),
+            Binding(new_id(int(T0.timestamp() * 1000)), iso(T0), "n", "laptop", user_key, "login"),
+            of("cookieless", "phone", at - timedelta(days=3)),
+            conversion("laptop", at + timedelta(hours=2), "purchase"),
+        ],
+    )
+    reports = await Reports.on(conn, Attribution(AttributionOptions()), channels)
+    period = Period(date(2026, 12, 1), date(2026, 12, 31))
+    try:
+        found = {
+            (population, name): await summary(conn, reports, "linear", period, population, name)
+            for population in (None, "cookie", "cookieless", "no_consent")
+            for name in (None, "purchase")
+        }
+    finally:
+        await reports.close()
+        await conn.close()
+    counted = {key: body["totals"].get("population_conversions") for key, body in found.items()}
+    assert counted == {
+        (None, None): None,  # every population: the totals' conversions
+        (None, "purchase"): None,
+        ("cookie", None): 2,  # a, b
+        ("cookie", "purchase"): 0,
+        ("cookieless", None): 3,  # a, c, the laptop's
+        ("cookieless", "purchase"): 1,
+        ("no_consent", None): 0,
+        ("no_consent", "purchase"): 0,
+    }
+    for (population, name), body in found.items():
+        every = 6 if name is None else 1
+        assert body["totals"]["conversions"] == every  # every population's, as the landings
+        shared = counted[population, name] if population is not None else every
+        for model in body["models"]:
+            credited = sum(r["conversions"] for r in body["comparison"] if r["model"] == model)
+            assert credited == pytest.approx(shared), (population, name, model)
+        assert sum(r["conversions"] for r in body["by_day"]) == pytest.approx(shared)
