@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from yarl import URL
@@ -46,6 +46,9 @@ from gateway.sink_cli import cmd_sink_send
 from storage.migrate import SchemaTooNew
 from storage.reclassify import Reclassified, reclassify, stored_touchpoints
 from storage.roundlock import LONG_WAIT_SECONDS, Holder, RoundTimeout
+
+if TYPE_CHECKING:
+    from gateway.channels import Channels
 
 log = logging.getLogger("gateway")
 
@@ -545,61 +548,115 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def cmd_reclassify(args: argparse.Namespace) -> int:
+    """Reclassify this node's store, then the reporting mirror when there is one (what every
+    report reads then): one after the other, each summed up on its own lines."""
     # No secret is needed to classify: missing ones are generated and never used.
     try:
         settings = load_settings(args.config, dev=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
-    path = settings.store_path
-    if not path.exists():
-        print(settings.no_store(), file=sys.stderr)
+    mirror = settings.mirror_path
+    if args.store == "mirror" and mirror is None:
+        print(
+            f"gateway: {args.config}: --store mirror: central.mirror_path (and central.url) is not"
+            " set: there is no reporting mirror",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    stores = _reclassify_stores(settings, args.store, args.config)
+    if not stores:
         return 1
     from gateway import progress  # tqdm: the commands' only, loaded off the event loop
 
     shown = not args.no_progress and progress.on_a_terminal()  # a million channels took 45 s
-    done = Reclassified()
     # SIGTERM (systemd, `timeout`, a deploy script) stops it as Ctrl-C does, saying how far it got.
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        asyncio.run(_reclassify(settings, args.batch_size, args.dry_run, shown, done))
-    except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(f"gateway: cannot reclassify the store {path}: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as stop:
-        # Each batch commits on its own: what was done is kept, and a second run goes on.
-        written = "nothing written" if args.dry_run else f"{done.changed:,} changed and kept"
-        print(
-            f"reclassify: interrupted after {done.seen:,} touchpoints ({written}); run it again to finish",
-            file=sys.stderr,
-        )
-        return 143 if isinstance(stop, _Terminated) else 130
+        for at, (name, path) in enumerate(stores):
+            # With a mirror, each line names its store; without, the lines stay as they were.
+            said = "reclassify" if mirror is None else f"reclassify ({name} {path})"
+            bar = None if not shown else ("reclassify" if mirror is None else f"reclassify {name}")
+            after = "" if at + 1 == len(stores) else f" (the {stores[-1][0]} {stores[-1][1]}: not started)"
+            done = Reclassified()
+            try:
+                asyncio.run(_reclassify(path, settings.channels, args.batch_size, args.dry_run, bar, done))
+            except (SchemaTooNew, sqlite3.DatabaseError) as err:
+                print(f"gateway: cannot reclassify the store {path}: {err}{after}", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt as stop:
+                # Each batch commits on its own: what was done is kept, and a second run goes on.
+                written = "nothing written" if args.dry_run else f"{done.changed:,} changed and kept"
+                again = " (--store mirror: the mirror alone)" if at else after
+                print(
+                    f"{said}: interrupted after {done.seen:,} touchpoints ({written});"
+                    f" run it again to finish{again}",
+                    file=sys.stderr,
+                )
+                return 143 if isinstance(stop, _Terminated) else 130
+            note = " (dry run: nothing written)" if args.dry_run else ""
+            print(f"{said}: {done.seen:,} touchpoints, {done.changed:,} changed{note}", flush=True)
+            for (old, new), count in sorted(done.moves.items(), key=lambda m: (-m[1], str(m[0]))):
+                print(f"  {old or '(none)'} -> {new}: {count:,}", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    note = " (dry run: nothing written)" if args.dry_run else ""
-    print(f"reclassify: {done.seen:,} touchpoints, {done.changed:,} changed{note}")
-    for (old, new), count in sorted(done.moves.items(), key=lambda m: (-m[1], str(m[0]))):
-        print(f"  {old or '(none)'} -> {new}: {count:,}")
     return 0
 
 
+def _reclassify_stores(settings: Settings, which: str, config: str) -> list[tuple[str, Path]]:
+    """The stores ``--store`` names that exist, in the order they are reclassified: this node's
+    (``local``), then the reporting mirror (``mirror``, when ``central.mirror_path`` is set).
+    One asked for alone and missing, or none there, is said on stderr (then: nothing to do);
+    one of the two missing under ``both`` is said and skipped."""
+    mirror = settings.mirror_path
+    local = settings.store_path
+    stores: list[tuple[str, Path]] = []
+    if which != "mirror":
+        if local.exists():
+            stores.append(("local", local))
+        elif which == "local" or mirror is None or not mirror.exists():
+            print(settings.no_store(), file=sys.stderr)
+            return []
+        else:
+            print(f"reclassify (local {local}): no store there (storage.path): skipped", file=sys.stderr)
+    if which != "local" and mirror is not None:
+        if mirror.exists():
+            stores.append(("mirror", mirror))
+        else:
+            made = f"`gateway mirror --once -c {config}` (or the reporting gateway) makes it"
+            if which == "mirror":
+                print(
+                    f"gateway: no reporting mirror at {mirror} (central.mirror_path): {made}", file=sys.stderr
+                )
+                return []
+            print(
+                f"reclassify (mirror {mirror}): no mirror there yet (central.mirror_path): skipped; {made}",
+                file=sys.stderr,
+            )
+    return stores
+
+
 async def _reclassify(
-    settings: Settings, batch_size: int, dry_run: bool, shown: bool, done: Reclassified
+    path: Path, channels: Channels, batch_size: int, dry_run: bool, bar_name: str | None, done: Reclassified
 ) -> Reclassified:
+    """One store (a node's or the reporting mirror: the same schema), with a progress bar
+    named ``bar_name`` if given. Beside a live gateway writing to it (its landings, or its
+    mirror rounds inserting every node's new rows): short transactions, the busy timeout of
+    ``storage.local.connect``."""
     from gateway.progress import progress_bar  # loaded already, by cmd_reclassify
     from storage.local import connect
     from storage.migrate import migrate
 
-    db = await connect(settings.store_path)
+    db = await connect(path)
     bar = None
     try:
         if not dry_run:
             await migrate(db)  # an older store gains the channel column first
-        if shown:
+        if bar_name is not None:
             total = await stored_touchpoints(db)
-            bar = progress_bar(total, "reclassify", " touchpoints", unit_scale=total >= 10_000)
+            bar = progress_bar(total, bar_name, " touchpoints", unit_scale=total >= 10_000)
         return await reclassify(
             db,
-            settings.channels,
+            channels,
             batch_size=batch_size,
             dry_run=dry_run,
             progress=None if bar is None else bar.update,
@@ -947,6 +1004,13 @@ def build_parser() -> argparse.ArgumentParser:
     recl.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     recl.add_argument("--dry-run", action="store_true", help="count the changes, write nothing")
     recl.add_argument("--batch-size", type=_batch_size, default=1000, help="touchpoints per transaction")
+    recl.add_argument(
+        "--store",
+        choices=("local", "mirror", "both"),
+        default="both",
+        help="this node's store, the reporting mirror (central.mirror_path), or both, in that order"
+        " (default: both; the local store alone where no mirror is set)",
+    )
     recl.add_argument(
         "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
     )

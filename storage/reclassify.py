@@ -2,7 +2,10 @@
 
 Reads the touchpoints' campaign fields in id order and rewrites only their ``channel``
 column, one batch per short transaction, so a gateway running on the same file keeps
-writing meanwhile. Nothing else is changed; a dry run writes nothing at all.
+writing meanwhile. Nothing else is changed; a dry run writes nothing at all. The same for a
+node's store and for the reporting mirror (``storage.mirror``: the local store's schema, its
+writer the mirror rounds). Nothing the reports keep between reports depends on a channel
+(only the bindings, by migration 0009's counters), so no kept state needs telling.
 """
 
 from __future__ import annotations

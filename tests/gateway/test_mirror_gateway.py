@@ -1,20 +1,38 @@
 """A reporting gateway with a mirror (``central.mirror_path``): its reports, fraud report and
-dashboard read every node's rows; ``gateway mirror --once``."""
+dashboard read every node's rows; ``gateway mirror --once``; ``gateway reclassify`` of the
+mirror."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from gateway import reporting
+from gateway.attribution import Attribution
 from gateway.cli import main
 from gateway.events import Conversion, iso
 from gateway.ids import uuid7
+from gateway.metrics import Metrics
+from gateway.options import AttributionOptions
+from storage.mirror import Mirror
+from storage.reports import Reports
 from tests.conftest import ENV, GatewayFactory, PostgresServer
 from tests.gateway.test_central import _drop_node_rows, _write_local, admin_get, eventually, node_toml
 from tests.gateway.test_central import origin as origin  # the fixture
+from tests.gateway.test_cli import ROOT, _channels, _old_store, gateway
+from tests.storage.stores import landing, read
+from tests.storage.test_mirror import CHANNELS, EVERY, conversion
+from tests.storage.test_sync import OPTIONS, T0, Node
 from tests.terminal import on_a_terminal
 
 
@@ -167,3 +185,194 @@ def test_mirror_path_problems_name_the_key(
         monkeypatch.setenv(name, value)
     assert main(["check", "-c", str(config)]) == 2
     assert problem in capsys.readouterr().err
+
+
+RULE_CHANGE = '[channels]\nreferrers = { "search.example.net" = "search" }\n'
+"""A referrer the default rules leave a Referral, now a search engine: Organic Search."""
+
+
+def reporting_toml(store: str, mirror: str, rules: str = RULE_CHANGE) -> str:
+    return (
+        f'[storage]\npath = "{store}"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+        f'mirror_path = "{mirror}"\n{rules}'
+    )
+
+
+async def test_reclassify_moves_the_mirrors_channels_too(tmp_path: Path, central_dsn: str) -> None:
+    """After a rule change, `gateway reclassify` on a reporting gateway rewrote its own store's
+    channels only, while every report reads the mirror: they kept showing each node's old
+    channels. Now it reclassifies the mirror after the local store, each summed up on lines
+    naming it; a dry run changes neither; the report engine the reporting gateway keeps open
+    answers with the new channels. The central store keeps the first ones, and rows the
+    mirror adds later keep their node's (the nodes reload the rules first)."""
+    a, b = Node(tmp_path, "a", central_dsn), Node(tmp_path, "b", central_dsn)
+    mirror = tmp_path / "mirror.db"
+    mirrors = Mirror(mirror, central_dsn, OPTIONS, Metrics())
+    referral = {"referrer_host": "search.example.net", "channel": "Referral"}
+    await a.store.open()
+    await b.store.open()
+    try:
+        await a.store.write(
+            [
+                landing(T0, "1" * 32, **referral),
+                landing(T0 + timedelta(seconds=1), "2" * 32, source="news", medium="email", channel="Email"),
+            ]
+        )
+        await b.store.write(
+            [
+                landing(T0 + timedelta(seconds=2), "3" * 32, node="b", **referral),
+                conversion("1" * 32, "b", T0 + timedelta(hours=1), "o1"),
+                conversion("3" * 32, "b", T0 + timedelta(hours=1, seconds=1), "o3"),
+            ]
+        )
+        for node in (a, b):
+            await node.sync.once()
+        await mirrors.once()
+        cfg = tmp_path / "gw.toml"
+        await asyncio.to_thread(cfg.write_text, reporting_toml("a.db", "mirror.db"))
+        env = {"GATEWAY_CENTRAL_URL": central_dsn}
+        engine = Reports(mirror, Attribution(AttributionOptions()), CHANNELS, processes=1)
+        await engine.open()
+        try:
+            q = reporting.Query(*EVERY, models=("last_touch",))
+
+            async def credited() -> dict[str, float]:
+                rows = json.loads((await reporting.attribution(engine, q)).json())["rows"]
+                return {row["group"]: row["conversions"] for row in rows}
+
+            assert await credited() == {"Referral": 2.0}
+            channels = "SELECT id, channel FROM touchpoints ORDER BY id"
+            before = {path: await read(path, channels) for path in (a.path, mirror)}
+
+            dry = await asyncio.to_thread(gateway, "reclassify", "-c", str(cfg), "--dry-run", env=env)
+            assert dry.returncode == 0, dry.stderr
+            assert dry.stdout.splitlines() == [
+                f"reclassify (local {a.path}): 2 touchpoints, 1 changed (dry run: nothing written)",
+                "  Referral -> Organic Search: 1",
+                f"reclassify (mirror {mirror}): 3 touchpoints, 2 changed (dry run: nothing written)",
+                "  Referral -> Organic Search: 2",
+            ], dry.stdout
+            assert {path: await read(path, channels) for path in (a.path, mirror)} == before
+            assert await credited() == {"Referral": 2.0}
+
+            done = await asyncio.to_thread(gateway, "reclassify", "-c", str(cfg), env=env)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.splitlines() == [
+                f"reclassify (local {a.path}): 2 touchpoints, 1 changed",
+                "  Referral -> Organic Search: 1",
+                f"reclassify (mirror {mirror}): 3 touchpoints, 2 changed",
+                "  Referral -> Organic Search: 2",
+            ], done.stdout
+            assert [c for _, c in await read(a.path, channels)] == ["Organic Search", "Email"]
+            assert [c for _, c in await read(mirror, channels)] == [
+                "Organic Search",
+                "Email",
+                "Organic Search",
+            ]
+            assert await credited() == {"Organic Search": 2.0}  # the engine kept nothing stale
+            pg = await asyncpg.connect(central_dsn)
+            try:  # the central store keeps each touchpoint's channel as first synced (Known limits)
+                central = await pg.fetch("SELECT channel FROM touchpoints ORDER BY id")
+            finally:
+                await pg.close()
+            assert [r["channel"] for r in central] == ["Referral", "Email", "Referral"]
+
+            # A node still on the old rules: the mirror adds its row with the node's channel,
+            # and leaves the rows it reclassified as they are.
+            await b.store.write(
+                [
+                    landing(T0 + timedelta(seconds=3), "4" * 32, node="b", **referral),
+                    conversion("4" * 32, "b", T0 + timedelta(hours=1, seconds=2), "o4"),
+                ]
+            )
+            await b.sync.once()
+            await mirrors.once()
+            assert [c for _, c in await read(mirror, channels)][-2:] == ["Organic Search", "Referral"]
+            assert await credited() == {"Organic Search": 2.0, "Referral": 1.0}
+            again = await asyncio.to_thread(gateway, "reclassify", "-c", str(cfg), env=env)
+            assert f"reclassify (mirror {mirror}): 4 touchpoints, 1 changed" in again.stdout, again.stdout
+            assert f"reclassify (local {a.path}): 2 touchpoints, 0 changed" in again.stdout
+            assert await credited() == {"Organic Search": 3.0}
+        finally:
+            await engine.close()
+    finally:
+        await a.store.close()
+        await b.store.close()
+
+
+def test_reclassify_of_the_mirror_can_be_interrupted_and_finished_alone(tmp_path: Path) -> None:
+    """Ctrl-C while the mirror is reclassified: the local store's summary is out, stderr says
+    how far the mirror got, and `--store mirror` finishes the mirror alone; `--store local`
+    leaves it. A mirror not made yet is skipped with a word; asked for alone, it is an error,
+    and `--store mirror` without a mirror set is a config error. (The mirror is a local store's
+    schema: made here as one, never read from PostgreSQL, whose URL goes nowhere.)"""
+    local, mirror = tmp_path / "gw.db", tmp_path / "mirror.db"
+    _old_store(local)
+    _old_store(mirror)
+    with sqlite3.connect(mirror) as db:
+        db.executemany(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, referrer_host, landing_path)"
+            " VALUES (?, '2026-11-01T00:00:00.000000Z', 'n', 'v', 'www.bing.com', '/')",
+            ((f"1{n:07d}",) for n in range(30_000)),
+        )
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(reporting_toml("gw.db", "mirror.db", rules=""))
+    env = {"PATH": "/usr/bin:/bin", "GATEWAY_CENTRAL_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "reclassify", "-c", str(cfg), "--batch-size", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until some of the mirror's batches are written
+        time.sleep(0.05)
+        db = sqlite3.connect(mirror)
+        try:
+            if db.execute("SELECT count(channel) FROM touchpoints").fetchone()[0] > 10:
+                break
+        except sqlite3.OperationalError:  # not migrated yet: no channel column
+            pass
+        finally:
+            db.close()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert out.startswith(f"reclassify (local {local}): 3 touchpoints, 3 changed\n"), out
+    assert "(mirror " not in out, out
+    assert f"reclassify (mirror {mirror}): interrupted after " in err, err
+    assert err.rstrip().endswith("run it again to finish (--store mirror: the mirror alone)"), err
+    assert "Traceback" not in err
+    kept = _channels(mirror)
+    changed = sum(1 for _, channel in kept if channel is not None)
+    assert 0 < changed < 30_003
+
+    alone = gateway("reclassify", "-c", str(cfg), "--store", "mirror", env=env)
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.splitlines()[0] == (
+        f"reclassify (mirror {mirror}): 30,003 touchpoints, {30_003 - changed:,} changed"
+    ), alone.stdout
+    assert "(local " not in alone.stdout
+    mine = gateway("reclassify", "-c", str(cfg), "--store", "local", env=env)
+    assert mine.stdout.splitlines() == [f"reclassify (local {local}): 3 touchpoints, 0 changed"], mine
+
+    mirror.unlink()
+    for name in ("mirror.db-wal", "mirror.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    skipped = gateway("reclassify", "-c", str(cfg), env=env)
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stdout.splitlines() == [f"reclassify (local {local}): 3 touchpoints, 0 changed"]
+    assert (
+        f"reclassify (mirror {mirror}): no mirror there yet (central.mirror_path): skipped" in skipped.stderr
+    )
+    missing = gateway("reclassify", "-c", str(cfg), "--store", "mirror", env=env)
+    assert missing.returncode == 1 and f"no reporting mirror at {mirror}" in missing.stderr, missing
+    assert not mirror.exists()  # not made by asking
+    cfg.write_text('[storage]\npath = "gw.db"\n')
+    unset = gateway("reclassify", "-c", str(cfg), "--store", "mirror")
+    assert unset.returncode == 2 and "central.mirror_path" in unset.stderr, unset
+    plain = gateway("reclassify", "-c", str(cfg))
+    assert plain.stdout == "reclassify: 3 touchpoints, 0 changed\n", plain  # no mirror: as before
