@@ -213,7 +213,7 @@ _TOP = {
 
 DASHBOARD_SUMMARY = {
     "type": "object",
-    "required": ["ok", "since", "until", "model", "models", "conversion", "source"],
+    "required": ["ok", "since", "until", "model", "models", "conversion", "population", "source"],
     # Every part (no part asked for), or the one asked for.
     "anyOf": [
         {"required": ["conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"]},
@@ -229,6 +229,10 @@ DASHBOARD_SUMMARY = {
         "conversion": {
             "type": ["string", "null"],
             "description": "the conversion name the numbers are of (null: every conversion)",
+        },
+        "population": {
+            "enum": ["cookie", "cookieless", "no_consent", None],
+            "description": "the population whose touchpoints the credits are of (null: every one)",
         },
         "source": {
             "enum": ["local", "mirror"],

@@ -247,6 +247,7 @@ async def summary(
         "model": model,
         "models": list(MODELS),
         "conversion": conversion,
+        "population": population,
     }
     # Both credit parts: one read of the period, every model by day. The credits run in the
     # report workers (or the reports' thread) while this connection counts the rest.

@@ -639,11 +639,13 @@ async def test_summary_numbers(gw: RunningGateway) -> None:
     assert body["bots"] == {"scored": False, "verdicts": {"allow": 10}}
     assert body["conversion"] is None and body["conversion_names"] == ["purchase"]
     assert body["source"] == "local"  # no central.mirror_path: this node's own store
+    assert body["population"] is None  # every population's credits
     # A population chosen: the conversions its touchpoints reach (those its credits share out)
     # beside every population's.
     cookie = await gw.api("/api/dashboard/summary", **PERIOD, population="cookie", part="counts")
     Draft202012Validator(response_schema("/api/dashboard/summary", 200)).validate(cookie)
     assert cookie["totals"] == {**body["totals"], "population_conversions": 6}
+    assert cookie["population"] == "cookie"  # echoed, as the conversion name is
     none = await gw.api("/api/dashboard/summary", **PERIOD, population="no_consent", part="counts")
     assert none["totals"] == {**body["totals"], "population_conversions": 0}
 
@@ -653,7 +655,7 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
     its own keys only, with the numbers of the whole summary."""
     params = {**PERIOD, "model": "time_decay"}
     whole = await gw.api("/api/dashboard/summary", **params)
-    header = {"ok", "since", "until", "model", "models", "conversion", "source"}
+    header = {"ok", "since", "until", "model", "models", "conversion", "population", "source"}
     keys = {
         "counts": {"conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"},
         "daily": {"by_day"},
