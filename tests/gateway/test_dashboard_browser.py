@@ -98,7 +98,7 @@ class Page:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def wait_for(self, expression: str, what: str, tries: int = 300) -> Any:
+    async def wait_for(self, expression: str, what: str, tries: int = 600) -> Any:
         """Poll until ``expression`` is truthy (a deadline, not a timing assertion). A poll that
         lands while the page is being replaced (a form submitted, a navigation) counts as
         "not yet": Chromium answers it "Inspected target navigated or closed"."""
@@ -1095,7 +1095,7 @@ async def test_a_long_conversion_name_does_not_widen_the_page(
 
 async def held(page: Page, part: str) -> str:
     """The request ID of the held request whose URL holds ``part``, once the page has made it."""
-    for _ in range(300):  # a deadline, not a timing assertion
+    for _ in range(600):  # a deadline, not a timing assertion (a loaded machine: a minute)
         await page.eval("1")  # reads the events that came meanwhile
         found = [rid for url, rid in page.paused.items() if part in url]
         if found:
