@@ -8,7 +8,8 @@ Owns the lock files beside them (``<store>.sync.lock``, ``<mirror>.mirror.lock``
 *stopped* in a round (Ctrl-Z, ``kill -STOP``) keeps it until it goes on or dies. Its holder
 writes ``<pid> <what>`` into the file while it holds it, for the one waiting to say whom it
 waits for; the file is emptied when let go, and never deleted (a waiter on a deleted file's
-lock and a holder of a new one would both go on).
+lock and a holder of a new one would both go on). While it waits, a round can be given a
+``refresh`` to call every few seconds (the reader's lag gauges: nothing is delivered meanwhile).
 
 Made owner-only (0600: anyone who can open it can ``flock`` it, read-only, and hold every
 round back), and, by root, given the store's owner, so the gateway's user and a root cron
@@ -31,7 +32,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,19 +108,25 @@ class RoundLock:
         *,
         waiting: Callable[[Holder], object] | None = None,
         limit: float | None = None,
+        refresh: Callable[[], Awaitable[object]] | None = None,
+        every: float = 5.0,
     ) -> AsyncIterator[None]:
         """Held for the ``async with``: one round of ``what`` (``gateway``, ``sync --once``…).
         While another process holds it, tried again every ``POLL_SECONDS``: ``waiting`` is told
         whom it waits for once (without it, the log says so at info level, and warns once after
-        ``LONG_WAIT_SECONDS``); past ``limit`` seconds, ``RoundTimeout``. A lock that cannot be
-        had at all is warned about once, and the round runs without it (fail open)."""
+        ``LONG_WAIT_SECONDS``); ``refresh`` is awaited when the wait begins and every ``every``
+        seconds while it lasts, its failures ignored; past ``limit`` seconds, ``RoundTimeout``.
+        A lock that cannot be had at all is warned about once, and the round runs without it
+        (fail open)."""
         started = time.monotonic()
+        refreshed: float | None = None
         told = long = False
         while True:
             got = await self._attempt(what)
             if isinstance(got, _Taken | _Unavailable):
                 break
-            waited = time.monotonic() - started
+            now = time.monotonic()
+            waited = now - started
             if not told:
                 told = True
                 if waiting is not None:
@@ -130,6 +137,10 @@ class RoundLock:
                     )
             if limit is not None and waited >= limit:
                 raise RoundTimeout(got, limit)
+            if refresh is not None and (refreshed is None or now - refreshed >= every):
+                refreshed = now
+                with contextlib.suppress(Exception):
+                    await refresh()
             if waiting is None and not long and waited >= LONG_WAIT_SECONDS:
                 long = True
                 self.log.warning(
@@ -280,6 +291,34 @@ def _open_existing(path: Path, flags: int) -> int:
         if err.errno == errno.ELOOP and os.path.islink(path):
             raise OSError(errno.ELOOP, "a symbolic link: not followed") from err
         raise
+
+
+def held(target: Path, kind: str) -> tuple[Holder, float] | None:
+    """For ``gateway doctor``: who holds ``target``'s round lock of ``kind``, and for how many
+    seconds (since it wrote itself into the file); None when no one does, or the file cannot
+    be read. Blocking. Tried (a shared ``flock``, let go at once) only when the file names a
+    holder — a round running, or one killed in it: between rounds it is empty, and the doctor
+    never makes a round wait."""
+    try:
+        fd = _open_existing(lock_path(target, kind), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            return None
+        holder = Holder.parse(os.pread(fd, 200, 0).decode("utf-8", "replace"))
+        if holder.pid is None:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder, max(time.time() - found.st_mtime, 0.0)
+        except OSError:
+            return None
+        return None  # its holder was killed in a round: the kernel let the lock go
+    finally:
+        os.close(fd)
 
 
 def _release(taken: _Taken) -> None:

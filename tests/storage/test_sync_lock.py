@@ -298,6 +298,53 @@ async def test_a_holder_the_lock_file_misnames_does_not_fail_the_round(
     assert await count(pg, "touchpoints") == 3
 
 
+async def test_the_lag_gauges_are_kept_current_while_the_task_waits_for_the_lock(
+    a: Node, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process's round lasts (a ``sync --once`` stopped with Ctrl-Z holds it as long):
+    the gateway's task, waiting for it, goes on counting the rows it has not delivered into
+    ``gateway_sync_lag_rows`` as rows are written. Until 2026-12-05 the gauges were published
+    only after a round, and stood still for as long as the wait lasted."""
+    caplog.set_level(logging.INFO, "gateway.sync")
+    gauge = a.metrics.sync_lag_rows.labels("central", "touchpoints")
+    task: asyncio.Task[None] | None = None
+    async with held_by_a_process(a.path, "sync") as holder:
+        task = asyncio.create_task(a.sync.run())
+        try:
+            async with asyncio.timeout(60):
+                while not any("waiting for the running sync round" in r.getMessage() for r in caplog.records):
+                    await asyncio.sleep(0.01)
+            for first, written in ((0, 3), (3, 5)):
+                await a.store.write([touch(n, f"{n:032x}") for n in range(first, written)])
+                async with asyncio.timeout(20):  # under pytest's 60 s: a TimeoutError, said here
+                    while gauge._value.get() != written:
+                        await asyncio.sleep(0.01)
+            assert await count(pg, "touchpoints") == 0  # still waiting: nothing delivered
+            assert await holder.finish() == 0
+            async with asyncio.timeout(60):
+                while await count(pg, "touchpoints") < 5 or gauge._value.get() != 0:
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_a_round_lock_that_cannot_be_taken_is_failed_open(
+    a: Node, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock file cannot be opened (here a directory stands in its place; a read-only
+    directory, a file system without flock alike): the sync warns once, naming the file, and
+    delivers anyway — a sync held back loses nothing but delays everything."""
+    await asyncio.to_thread(lock_path(a.path, "sync").mkdir)
+    await a.store.write([touch(1, "1" * 32)])
+    assert (await a.sync.once())["touchpoints"] == 1
+    await a.store.write([touch(2, "2" * 32)])
+    assert (await a.sync.once())["touchpoints"] == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and f"cannot take the round lock {lock_path(a.path, 'sync')}" in warned[0], warned
+
+
 async def test_an_erasure_a_sync_once_delivers_cannot_pass_a_batch_in_flight(
     tmp_path: Path, a: Node, pg: asyncpg.Connection, central_dsn: str
 ) -> None:
