@@ -2,7 +2,8 @@
 
 Reads the config (each signed-event sender's endpoint and scheme listed), the environment,
 the store file, the GeoIP files, the reporting mirror's file when ``central.mirror_path`` names
-one (filled yet, its last round), and asks
+one (filled yet, its last round), the round locks of the sync and the mirror (one held for
+long: a process stopped in its round), and asks
 the network (the upstream with one HEAD request; PostgreSQL when ``[central]``
 names one, whether another gateway syncs there under this ``storage.node``, and the central
 rows the mirror has not yet), each with a short timeout. Writes nothing. Prints one line per
@@ -412,11 +413,47 @@ def timeout_arg(text: str) -> float:
     return seconds
 
 
+LONG_ROUND_INTERVALS = 3
+"""A round lock held longer than this many ``central.interval_seconds`` (and a minute) is
+warned about: a process stopped in its round (Ctrl-Z) holds every round of the gateway back."""
+
+
+def check_round_locks(settings: Settings) -> list[Check]:
+    """A warning for each round lock (``storage.roundlock``) of the central sync (with
+    ``central.url``) and the mirror (with ``central.mirror_path``) held for long, naming its
+    holder; nothing for a lock free, or held by a round running for less."""
+    from storage.roundlock import held, lock_path
+
+    central: Any = getattr(settings.options, "central", None)
+    if central is None or not getattr(central, "url", ""):
+        return []
+    long = max(60.0, LONG_ROUND_INTERVALS * float(central.interval_seconds))
+    mirror: Path | None = getattr(settings, "mirror_path", None)
+    checks = []
+    for target, kind in ((settings.store_path, "sync"), *([(mirror, "mirror")] if mirror else [])):
+        found = held(target, kind)
+        if found is None or found[1] < long:
+            continue
+        holder, seconds = found
+        checks.append(
+            Check(
+                "warn",
+                f"{kind} round lock {lock_path(target, kind)} held for {seconds:.0f} s by {holder}:"
+                f" no other {kind} round runs meanwhile",
+                f"a long round (a first fill) only takes time; a process stopped in it (Ctrl-Z,"
+                f" kill -STOP) holds it until it goes on (fg, kill -CONT {holder.pid}) or ends"
+                f" (kill {holder.pid})",
+            )
+        )
+    return checks
+
+
 def run_checks(path: str, timeout: float = 3.0) -> list[Check]:
     settings, checks = check_config(path)
     if settings is None:
         return checks
     checks += [check_store(settings), *check_geo(settings), *check_senders(settings), check_admin(settings)]
+    checks += check_round_locks(settings)
     checks += asyncio.run(_network(settings, timeout))
     return checks
 

@@ -29,8 +29,9 @@ import msgspec
 
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
-from storage.backoff import Backoff, Failures, wait_refreshing
+from storage.backoff import REFRESH_MAX, Backoff, Failures, wait_refreshing
 from storage.migrate import SchemaTooNew, migrations
+from storage.roundlock import RoundLock
 
 MIGRATION_LOCK = 0x6761_7465_7761_7901
 """Advisory lock key held while migrating ("gatewa" y): one node migrates, the others wait."""
@@ -98,25 +99,34 @@ async def keep_in_rounds(
     round_on: Callable[[asyncpg.Connection], Awaitable[object]],
     publish: Callable[[bool, bool], Awaitable[object]],
     refusals: tuple[type[Exception], ...] = (),
+    *,
+    lock: RoundLock,
 ) -> None:
     """Until cancelled, a reader of the central store's rounds (the sync, the reporting mirror):
     ``round_on`` a connection every ``interval_seconds``, the connection made by ``connecting``
     (and the central schema migrated) when there is none. A failed round drops the connection, is counted,
     logged once by ``failures`` (``log_failed_round``) and retried with backoff. After each
     attempt ``publish(failing, True)`` brings the reader's gauges up to date, and while it
-    waits for the next ``publish(failing, False)``, every ``interval_seconds`` (at most 5 s)."""
+    waits for the next ``publish(failing, False)``, every ``interval_seconds`` (at most 5 s).
+    Each round holds ``lock`` (``storage.roundlock``); while it waits for another process's
+    round (a ``--once``, perhaps stopped with Ctrl-Z), ``publish(failing, True)`` goes on at
+    that pace: the rows counted as an attempt counts them, the gauges not frozen."""
     backoff = Backoff(options.backoff_min_seconds, options.backoff_max_seconds)
     key = url_key(options.url)
+    every = min(options.interval_seconds, REFRESH_MAX)
     conn: asyncpg.Connection | None = None
+    failing = False
     try:
         while True:
+            refresh = functools.partial(publish, failing, True)
             failing = False
             try:
                 if conn is None or conn.is_closed():
                     conn = None
                     conn = await connecting()
                     await migrate(conn)
-                await round_on(conn)
+                async with lock.hold("gateway", refresh=refresh, every=every):
+                    await round_on(conn)
                 backoff.reset()
                 failures.succeeded()
                 metrics.sync_last_success.labels(reader).set(time.time())

@@ -387,12 +387,12 @@ class Mirror:
         """Until cancelled: a round every ``interval_seconds``; while the central store is away
         the mirror keeps what it has (the reports answer from it), and the rounds are retried
         with backoff, the problem logged once (``central.keep_in_rounds``). Each round holds the
-        file's round lock: a ``gateway mirror --once``'s round running is waited for."""
+        file's round lock: a ``gateway mirror --once``'s round running is waited for, the lag
+        gauges kept current meanwhile."""
         db = await self.open_local()
 
         async def round_on(conn: asyncpg.Connection) -> None:
-            async with self.lock.hold("gateway"):
-                await self.round(db, conn)
+            await self.round(db, conn)
 
         async def publish(failing: bool, first: bool) -> None:
             await self.publish_age(db, failing=failing)
@@ -407,6 +407,7 @@ class Mirror:
                 round_on,
                 publish,
                 (HorizonBack,),
+                lock=self.lock,
             )
         finally:
             await db.close()

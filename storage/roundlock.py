@@ -3,17 +3,23 @@ of a host — the central sync of a local store, the reporting mirror's round of
 
 Owns the lock files beside them (``<store>.sync.lock``, ``<mirror>.mirror.lock``): an advisory
 ``flock`` taken for the length of one round, never for a task's lifetime, so a ``gateway sync
---once`` beside the gateway's task waits at most for the round running to end, and the task for
-the ``--once``'s. The kernel lets go of it when its process dies, however (``kill -9``): no lock
-is ever left behind. Its holder writes ``<pid> <what>`` into the file while it holds it, for the
-one waiting to say whom it waits for; the file is emptied when let go, and never deleted (a
-waiter on a deleted file's lock and a holder of a new one would both go on).
+--once`` beside the gateway's task waits for the round running to end, and the task for the
+``--once``'s. The kernel lets go of it when its process dies, however (``kill -9``); a process
+*stopped* in a round (Ctrl-Z, ``kill -STOP``) keeps it until it goes on or dies. Its holder
+writes ``<pid> <what>`` into the file while it holds it, for the one waiting to say whom it
+waits for; the file is emptied when let go, and never deleted (a waiter on a deleted file's
+lock and a holder of a new one would both go on). While it waits, a round can be given a
+``refresh`` to call every few seconds (the reader's lag gauges: nothing is delivered meanwhile).
 
-Made like SQLite makes a store's ``-wal`` and ``-shm`` files: with the store's permissions, and,
-by root, given the store's owner, so the gateway's user and an operator's cron share it. A lock
-that cannot be had at all (a read-only directory, a file system without ``flock``) is *failed
-open*: warned about once, naming the file, and the round runs without it — a round not run
-holds every row back, while two at once are what the gateway did before it had this lock.
+Made owner-only (0600: anyone who can open it can ``flock`` it, read-only, and hold every
+round back), and, by root, given the store's owner, so the gateway's user and a root cron
+share it; one there with group or other permissions is narrowed to 0600 when we may. Root runs
+these rounds too (a cron ``sync --once``) in a folder the gateway's user can write: the file is
+opened without following a symbolic link, and used only when it is a regular file of one link
+owned by root or the store's owner — anything else is never written to. A lock that cannot be
+had (that, a read-only directory, a file system without ``flock``) is *failed open*: warned
+about once, naming the file, and the round runs without it — a round not run holds every row
+back, while two at once are what the gateway did before it had this lock.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +59,9 @@ class Holder:
     @classmethod
     def parse(cls, text: str) -> Holder:
         first, _, rest = text.strip().partition(" ")
-        return cls(int(first), rest.strip()) if first.isdigit() else cls(None, "")
+        if not (first.isascii() and first.isdigit()):  # "²".isdigit(), and int("²") fails
+            return cls(None, "")
+        return cls(int(first), rest.strip())
 
     def __str__(self) -> str:
         who = "the gateway's" if self.what == "gateway" else f"`gateway {self.what}`" if self.what else ""
@@ -99,19 +108,25 @@ class RoundLock:
         *,
         waiting: Callable[[Holder], object] | None = None,
         limit: float | None = None,
+        refresh: Callable[[], Awaitable[object]] | None = None,
+        every: float = 5.0,
     ) -> AsyncIterator[None]:
         """Held for the ``async with``: one round of ``what`` (``gateway``, ``sync --once``…).
         While another process holds it, tried again every ``POLL_SECONDS``: ``waiting`` is told
         whom it waits for once (without it, the log says so at info level, and warns once after
-        ``LONG_WAIT_SECONDS``); past ``limit`` seconds, ``RoundTimeout``. A lock that cannot be
-        had at all is warned about once, and the round runs without it (fail open)."""
+        ``LONG_WAIT_SECONDS``); ``refresh`` is awaited when the wait begins and every ``every``
+        seconds while it lasts, its failures ignored; past ``limit`` seconds, ``RoundTimeout``.
+        A lock that cannot be had at all is warned about once, and the round runs without it
+        (fail open)."""
         started = time.monotonic()
+        refreshed: float | None = None
         told = long = False
         while True:
             got = await self._attempt(what)
             if isinstance(got, _Taken | _Unavailable):
                 break
-            waited = time.monotonic() - started
+            now = time.monotonic()
+            waited = now - started
             if not told:
                 told = True
                 if waiting is not None:
@@ -122,6 +137,10 @@ class RoundLock:
                     )
             if limit is not None and waited >= limit:
                 raise RoundTimeout(got, limit)
+            if refresh is not None and (refreshed is None or now - refreshed >= every):
+                refreshed = now
+                with contextlib.suppress(Exception):
+                    await refresh()
             if waiting is None and not long and waited >= LONG_WAIT_SECONDS:
                 long = True
                 self.log.warning(
@@ -183,7 +202,7 @@ class RoundLock:
             os.close(fd)
             return _Unavailable(err)
         try:
-            mine, named = os.fstat(fd), os.stat(self.path)
+            mine, named = os.fstat(fd), os.lstat(self.path)
             same = (mine.st_dev, mine.st_ino) == (named.st_dev, named.st_ino)
         except OSError:
             same = False
@@ -199,32 +218,107 @@ class RoundLock:
         return _Taken(fd, writable)
 
     def _open(self) -> tuple[int, bool]:
-        """The lock file, made with the store's permissions (and owner, by root) when it is
-        not there; read-only when it is there and cannot be written (``flock`` needs no more)."""
-        flags = os.O_RDWR | os.O_CLOEXEC
+        """The lock file, made owner-only (and given the store's owner, by root) when it is not
+        there; read-only when it is there and cannot be written (``flock`` needs no more). An
+        ``OSError`` when it cannot be used: then it was not written to (``_vet``)."""
         try:
-            store = os.stat(self.target)
+            store: os.stat_result | None = os.stat(self.target)
         except OSError:
             store = None
-        mode = (store.st_mode & 0o666) if store is not None else 0o600
         try:
-            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, mode)
-        except FileExistsError:
+            fd = os.open(self.path, _RW | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # O_EXCL: a symbolic link there is not followed either
             pass
         except OSError:  # a read-only folder (or file system) may still hold one to lock
             if not os.path.lexists(self.path):
                 raise
         else:
-            if store is not None and os.geteuid() == 0:
+            try:
+                if store is not None and os.geteuid() == 0:
+                    with contextlib.suppress(OSError):
+                        os.fchown(fd, store.st_uid, store.st_gid)
                 with contextlib.suppress(OSError):
-                    os.fchown(fd, store.st_uid, store.st_gid)
+                    os.fchmod(fd, 0o600)  # whatever the umask left
+            except BaseException:
+                os.close(fd)
+                raise
             return fd, True
+        writable = True
         try:
-            return os.open(self.path, flags), True
+            fd = _open_existing(self.path, _RW)
         except OSError as err:
             if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-        return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC), False
+            fd, writable = _open_existing(self.path, os.O_RDONLY), False
+        try:
+            self._vet(fd, store)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, writable
+
+    def _vet(self, fd: int, store: os.stat_result | None) -> None:
+        """A lock file that was there already, opened (not written to yet): an ``OSError`` saying
+        why unless it is a regular file of one link — no device, FIFO or hard link to another
+        file — owned, when we are root, by root or the store's owner (the folder's other users
+        could otherwise have root empty a file of theirs choosing). Group or other permissions
+        are taken away when we may (we own it): anyone who can open it can hold every round back."""
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise OSError(errno.EPERM, "not a regular file: not used")
+        if found.st_nlink != 1:
+            raise OSError(errno.EPERM, f"{found.st_nlink} hard links to it: not used")
+        owners = {0} | ({store.st_uid} if store is not None else set())
+        if os.geteuid() == 0 and found.st_uid not in owners:
+            raise OSError(
+                errno.EPERM, f"owned by uid {found.st_uid}, neither root nor the store's owner: not used"
+            )
+        if found.st_mode & 0o077:
+            with contextlib.suppress(OSError):  # not ours: it stays as it is
+                os.fchmod(fd, stat.S_IMODE(found.st_mode) & 0o600)
+
+
+_RW = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY
+
+
+def _open_existing(path: Path, flags: int) -> int:
+    """``path`` opened with ``flags``, never through a symbolic link (an ``OSError`` saying so),
+    nor waiting (a FIFO in its place opens at once, and is then refused by ``_vet``)."""
+    flags |= os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+    try:
+        return os.open(path, flags)
+    except OSError as err:
+        if err.errno == errno.ELOOP and os.path.islink(path):
+            raise OSError(errno.ELOOP, "a symbolic link: not followed") from err
+        raise
+
+
+def held(target: Path, kind: str) -> tuple[Holder, float] | None:
+    """For ``gateway doctor``: who holds ``target``'s round lock of ``kind``, and for how many
+    seconds (since it wrote itself into the file); None when no one does, or the file cannot
+    be read. Blocking. Tried (a shared ``flock``, let go at once) only when the file names a
+    holder — a round running, or one killed in it: between rounds it is empty, and the doctor
+    never makes a round wait."""
+    try:
+        fd = _open_existing(lock_path(target, kind), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            return None
+        holder = Holder.parse(os.pread(fd, 200, 0).decode("utf-8", "replace"))
+        if holder.pid is None:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder, max(time.time() - found.st_mtime, 0.0)
+        except OSError:
+            return None
+        return None  # its holder was killed in a round: the kernel let the lock go
+    finally:
+        os.close(fd)
 
 
 def _release(taken: _Taken) -> None:

@@ -337,7 +337,7 @@ class Sync:
         a problem is logged once (``Failures``), the end of an outage too
         (``central.keep_in_rounds``). One writer per connection: its staging tables are that
         connection's. Each round holds the store's round lock: a ``gateway sync --once``'s
-        round running is waited for (said at info level)."""
+        round running is waited for (said at info level), the lag gauges kept current meanwhile."""
         db = await self.open_local()
         writer: central.CentralWriter | None = None
 
@@ -345,8 +345,7 @@ class Sync:
             nonlocal writer
             if writer is None or writer.conn is not conn:
                 writer = central.CentralWriter(conn)
-            async with self.lock.hold("gateway"):
-                await self.round(db, writer)
+            await self.round(db, writer)
 
         async def publish(failing: bool, first: bool) -> None:
             await self.publish_lag(db, count=first)
@@ -360,6 +359,7 @@ class Sync:
                 Failures(log, "central sync"),
                 round_on,
                 publish,
+                lock=self.lock,
             )
         finally:
             await db.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -13,10 +15,12 @@ import pytest
 from aiohttp import web
 from blockbuster import BlockBuster
 
-from gateway.doctor import Check
+from gateway.doctor import Check, check_round_locks
 from gateway.events import Touchpoint, iso
 from gateway.ids import uuid7
-from tests.conftest import ENV
+from storage.roundlock import lock_path
+from tests.conftest import ENV, make_settings
+from tests.storage.test_sync_lock import held_by_a_process
 
 
 async def doctor(config: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -323,3 +327,38 @@ async def test_the_reporting_mirror_its_file_first_fill_last_round_and_lag(
     (broken,) = await check_mirror(settings, 5.0)
     assert broken.status == "FAIL" and "is not a SQLite database" in broken.what
     assert broken.fix == "point central.mirror_path elsewhere"
+
+
+@pytest.mark.parametrize("kind", ["sync", "mirror"])
+async def test_a_round_lock_held_for_long_is_a_warning_naming_its_holder(tmp_path: Path, kind: str) -> None:
+    """A round lock held for minutes is a process stopped in its round (Ctrl-Z), or a very long
+    round: every round of the gateway's task waits meanwhile. The doctor says whose it is, with
+    its pid; nothing for a lock free, held by a round just begun, or left by a holder killed."""
+    store, mirror = tmp_path / "gateway.db", tmp_path / "mirror.db"
+    toml = (
+        f'[storage]\npath = "{store}"\n'
+        f'[central]\nurl = "env:CENTRAL_DSN"\nmirror_path = "{mirror}"\ninterval_seconds = 1.0\n'
+    )
+    dsn = "postgresql://gw@127.0.0.1:1/gw"
+    settings = await asyncio.to_thread(make_settings, tmp_path, toml, CENTRAL_DSN=dsn)
+
+    async def locks() -> list[Check]:  # the doctor is a command: blocking, run in a thread here
+        return await asyncio.to_thread(check_round_locks, settings)
+
+    target = store if kind == "sync" else mirror
+    path = lock_path(target, kind)
+    assert await locks() == []  # no lock file yet
+    an_hour_ago = datetime.now(UTC).timestamp() - 3600
+    async with held_by_a_process(target, kind) as holder:
+        assert await locks() == []  # a round running, just begun
+        await asyncio.to_thread(os.utime, path, (an_hour_ago, an_hour_ago))
+        (check,) = await locks()
+        assert check.status == "warn", check
+        assert check.what.startswith(f"{kind} round lock {path} held for 36")
+        assert f"by the gateway's, pid {holder.proc.pid}:" in check.what
+        assert f"kill -CONT {holder.proc.pid}" in check.fix
+        holder.proc.send_signal(signal.SIGKILL)
+        await holder.proc.wait()
+    assert (await asyncio.to_thread(path.read_text)).startswith(f"{holder.proc.pid} ")  # names it still
+    await asyncio.to_thread(os.utime, path, (an_hour_ago, an_hour_ago))
+    assert await locks() == []  # the kernel let it go

@@ -1,7 +1,8 @@
 """The round lock (``storage.roundlock``) against real processes and a real PostgreSQL: one sync
 round of a store, one mirror round of a mirror file, at a time; a ``--once`` waits for the round
 running, the gateway's task for the ``--once``'s; a killed holder leaves no lock; a lock that
-cannot be had is failed open; and the erasure race two syncs of one store used to have."""
+cannot be had is failed open, and one a local user set up to be followed or held is not used;
+and the erasure race two syncs of one store used to have."""
 
 from __future__ import annotations
 
@@ -216,7 +217,117 @@ async def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
         assert await read(lock_path(store, "sync")) == f"{os.getpid()} sync --once\n"
     assert await read(lock_path(store, "sync")) == ""
     mode = (await asyncio.to_thread(lock_path(store, "sync").stat)).st_mode
-    assert mode & 0o777 == 0o640  # made as the store is
+    assert mode & 0o777 == 0o600  # its owner's alone, the store's 0640 whatever
+
+
+async def test_the_lock_file_is_its_owners_alone(tmp_path: Path) -> None:
+    """Anyone who can open the lock file can ``flock`` it, read-only, and hold every round back:
+    it is made 0600 (until 2026-12-05 it had the store's 0644), by root given the store's owner,
+    and one found with group or other permissions is narrowed to 0600."""
+    store = tmp_path / "node.db"
+    await asyncio.to_thread(store.write_bytes, b"")
+    await asyncio.to_thread(store.chmod, 0o644)
+    root = os.geteuid() == 0
+    if root:  # the store is the gateway's user's, the round a root cron's
+        await asyncio.to_thread(os.chown, store, 65534, 65534)
+    path = lock_path(store, "sync")
+    lock = RoundLock(store, "sync", log, "test")
+    async with lock.hold("sync --once"):
+        pass
+    made = await asyncio.to_thread(path.stat)
+    assert made.st_mode & 0o777 == 0o600
+    if root:
+        assert (made.st_uid, made.st_gid) == (65534, 65534)
+    await asyncio.to_thread(path.chmod, 0o666)  # as an older gateway, or someone, left it
+    async with lock.hold("sync --once"):
+        pass
+    assert (await asyncio.to_thread(path.stat)).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hard link", "owned by another user"])
+async def test_a_lock_path_planted_to_write_another_file_is_not_used(
+    tmp_path: Path, a: Node, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture, planted: str
+) -> None:
+    """Whoever can write the store's folder (the gateway's user) can put a symbolic link or a
+    hard link to any file at the lock path, or a file of theirs, before root's cron runs a
+    ``sync --once``: until 2026-12-05 that round emptied the file linked to, and wrote into it.
+    Now such a lock file is not opened through the link, or not used, never written to: the
+    round runs without it (fail open), with one warning naming the file."""
+    if planted == "owned by another user" and os.geteuid() != 0:
+        pytest.skip("only root's rounds refuse a lock file of another user")
+    victim = tmp_path / "victim.txt"
+    await asyncio.to_thread(victim.write_text, "IMPORTANT CONTENT\n")
+    path = lock_path(a.path, "sync")
+    if planted == "symlink":
+        await asyncio.to_thread(path.symlink_to, victim)
+    elif planted == "hard link":
+        await asyncio.to_thread(path.hardlink_to, victim)
+    else:
+        victim = path
+        await asyncio.to_thread(victim.write_text, "IMPORTANT CONTENT\n")
+        await asyncio.to_thread(os.chown, path, 65534, 65534)
+    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
+    assert (await a.sync.once())["touchpoints"] == 3
+    assert await read(victim) == "IMPORTANT CONTENT\n"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and f"cannot take the round lock {path} (" in warned[0], warned
+
+
+async def test_a_holder_the_lock_file_misnames_does_not_fail_the_round(
+    a: Node, pg: asyncpg.Connection
+) -> None:
+    """The lock file read for whom a round waits says ``²`` (a digit to ``str.isdigit``, not
+    to ``int``; the file is anyone's who holds the lock to write): the ``sync --once`` waits
+    for "another process" and runs its round. Until 2026-12-05 it failed with a ValueError."""
+    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
+    told: list[Holder] = []
+    async with held_by_a_process(a.path, "sync") as holder:
+        await asyncio.to_thread(lock_path(a.path, "sync").write_text, "\u00b2 gateway\n")
+        once = asyncio.create_task(a.sync.once(waiting=told.append))
+        try:
+            async with asyncio.timeout(60):
+                while not told and not once.done():
+                    await asyncio.sleep(0.01)
+            assert told == [Holder(None, "")] and not once.done()
+            assert await holder.finish() == 0
+            async with asyncio.timeout(60):
+                delivered = await once
+        finally:
+            once.cancel()
+    assert delivered["touchpoints"] == 3
+    assert await count(pg, "touchpoints") == 3
+
+
+async def test_the_lag_gauges_are_kept_current_while_the_task_waits_for_the_lock(
+    a: Node, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process's round lasts (a ``sync --once`` stopped with Ctrl-Z holds it as long):
+    the gateway's task, waiting for it, goes on counting the rows it has not delivered into
+    ``gateway_sync_lag_rows`` as rows are written. Until 2026-12-05 the gauges were published
+    only after a round, and stood still for as long as the wait lasted."""
+    caplog.set_level(logging.INFO, "gateway.sync")
+    gauge = a.metrics.sync_lag_rows.labels("central", "touchpoints")
+    task: asyncio.Task[None] | None = None
+    async with held_by_a_process(a.path, "sync") as holder:
+        task = asyncio.create_task(a.sync.run())
+        try:
+            async with asyncio.timeout(60):
+                while not any("waiting for the running sync round" in r.getMessage() for r in caplog.records):
+                    await asyncio.sleep(0.01)
+            for first, written in ((0, 3), (3, 5)):
+                await a.store.write([touch(n, f"{n:032x}") for n in range(first, written)])
+                async with asyncio.timeout(20):  # under pytest's 60 s: a TimeoutError, said here
+                    while gauge._value.get() != written:
+                        await asyncio.sleep(0.01)
+            assert await count(pg, "touchpoints") == 0  # still waiting: nothing delivered
+            assert await holder.finish() == 0
+            async with asyncio.timeout(60):
+                while await count(pg, "touchpoints") < 5 or gauge._value.get() != 0:
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def test_a_round_lock_that_cannot_be_taken_is_failed_open(
