@@ -185,8 +185,9 @@ class RoundLock:
             attempt.add_done_callback(_release_when_taken)
             raise
 
-    def _try(self, what: str) -> _Taken | _Unavailable | Holder:
-        """Blocking: the lock taken (``<pid> <what>`` written into it), or who holds it."""
+    def _try(self, what: str, replaced: int = 0) -> _Taken | _Unavailable | Holder:
+        """Blocking: the lock taken (``<pid> <what>`` written into it), or who holds it. A file
+        replaced under it ten times in a row is taken for one that cannot be used."""
         try:
             fd, writable = self._open()
         except OSError as err:
@@ -208,7 +209,9 @@ class RoundLock:
             same = False
         if not same:  # deleted or replaced since opened: the lock of a file no one else opens
             os.close(fd)
-            return self._try(what)
+            if replaced >= 10:
+                return _Unavailable(OSError(f"{self.path}: replaced each time it was locked"))
+            return self._try(what, replaced + 1)
         try:
             if writable:
                 os.ftruncate(fd, 0)
