@@ -8,7 +8,9 @@ Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 ``/api/*`` and ``/metrics`` need ``Authorization: Bearer <token>``, compared in
 constant time, or — for GET and HEAD only, from the dashboard's own pages — a dashboard
 session cookie (``gateway/sessions.py``); ``/healthz``, the OpenAPI document and the dashboard's own
-pages and static files (``gateway/dashboard.py``) do not.
+pages and static files (``gateway/dashboard.py``) do not. Each write through ``/api/*`` tells
+the report engine (``writes_change_reports``), so that no report asked for after it is answered
+by one in flight since before it.
 """
 
 from __future__ import annotations
@@ -147,6 +149,25 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
     except Exception:
         log.exception("admin API failed on %s %s", request.method, route_of(request))
         return fail(500, "internal error; see the gateway log")
+
+
+@web.middleware
+async def writes_change_reports(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """After an authenticated request to ``/api/*`` that can write (any method but GET and
+    HEAD: an erasure, a verdict, a creator's standing, and every write route to come), the
+    reports asked for next are computed anew rather than answered by one in flight since
+    before it (``Reporting.changed``): whatever the answer, since a write may have committed
+    before a later step failed. Inside ``bearer_auth``: a request refused there changes
+    nothing; nor do the dashboard's login and logout (a session, not the store)."""
+    try:
+        return await handler(request)
+    finally:
+        if request.method not in READ_METHODS and request.path.startswith("/api/"):
+            from gateway.reportstate import REPORTING_KEY  # the report engine is not admin.py's to load
+
+            live = request.app.get(REPORTING_KEY)
+            if live is not None:
+                live.changed()
 
 
 def store_busy(err: sqlite3.Error) -> bool:
@@ -840,7 +861,9 @@ def create_admin_app(
     creators_: CreatorRegistry | None = None,
     sinks: SinkSet | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[envelope, bearer_auth], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[envelope, bearer_auth, writes_change_reports], client_max_size=MAX_BODY
+    )
     app[SETTINGS_KEY] = settings
     app[STORE_KEY] = store
     app[READER_KEY] = reader

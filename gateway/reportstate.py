@@ -8,6 +8,9 @@ A reload (SIGHUP) swaps them: new payout rules at once, and, when ``[attribution
 it is swapped in; the one it replaces is closed once the requests that took it have had time
 to end (``proxy.shutdown_grace``), after the report it runs, if any. A request takes what it
 uses once, so a reload during it does not mix two configurations.
+
+``changed`` is how this process's writes (the admin API's, the mirror's rounds, the retention
+purge) keep a report asked for after them from being answered by one in flight since before.
 """
 
 from __future__ import annotations
@@ -69,6 +72,14 @@ class Reporting:
     @property
     def zone(self) -> tzinfo:
         return self.settings.report_zone
+
+    def changed(self) -> None:
+        """A write made in this process that can change what a report says has committed: the
+        reports asked for from now on are computed anew, not answered by one asked for before
+        it (``Reports.changed``; the engines a reload retires too, for the requests that took
+        one)."""
+        for engine in (self.reports, *self._retiring.values()):
+            engine.changed()
 
     async def open(self) -> None:
         mirror = self.settings.mirror_path

@@ -194,6 +194,13 @@ class Gateway:
         """Run ``task`` in the background of the process that runs the admin listener."""
         self.background[name] = task
 
+    def reports_changed(self) -> None:
+        """A write made in this process can change what a report says (``Reporting.changed``):
+        the mirror's rounds that stored rows and the retention purge call this; the admin API's
+        writes tell it themselves (``gateway.admin.writes_change_reports``)."""
+        if REPORTING_KEY in self.admin_app:
+            self.admin_app[REPORTING_KEY].changed()
+
     def listener(self, public: bool) -> dict[str, Any]:
         """How the proxy (``public``) or the admin listener answers what aiohttp refuses
         itself (``protocol_errors.Runner``'s arguments): the proxy with its neutral page,
@@ -352,14 +359,17 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
         if settings.mirror_path is not None:
             from storage.mirror import Mirror
 
-            mirror = Mirror(settings.mirror_path, settings.central_url, settings.options.central, gw.metrics)
+            central_options, changed = settings.options.central, gw.reports_changed
+            mirror = Mirror(settings.mirror_path, settings.central_url, central_options, gw.metrics, changed)
             gw.attach("central-mirror", mirror.run)
     for name, sink in sinks.sinks.items():
         gw.attach(f"sink-{name}", sink.run)
     if settings.options.privacy.retention_days:
         from storage.retention import run_daily
 
-        gw.attach("retention", functools.partial(run_daily, settings, gw.metrics))
+        gw.attach(
+            "retention", functools.partial(run_daily, settings, gw.metrics, on_purged=gw.reports_changed)
+        )
 
 
 async def start_site(

@@ -150,7 +150,17 @@ class HorizonBack(Exception):
 
 
 class Mirror:
-    def __init__(self, path: Path, dsn: str, options: CentralOptions, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        path: Path,
+        dsn: str,
+        options: CentralOptions,
+        metrics: Metrics,
+        on_stored: Callable[[], object] | None = None,
+    ) -> None:
+        """``on_stored``: called after each batch ``run`` committed that stored (or erased)
+        rows: the gateway's reports over the mirror say something else from then on."""
+        self.on_stored = on_stored
         self.path = path
         self.dsn = dsn
         self.options = options
@@ -391,8 +401,11 @@ class Mirror:
         gauges kept current meanwhile."""
         db = await self.open_local()
 
+        on_stored = self.on_stored
+        stored = None if on_stored is None else lambda _table, _rows: on_stored()
+
         async def round_on(conn: asyncpg.Connection) -> None:
-            await self.round(db, conn)
+            await self.round(db, conn, stored)
 
         async def publish(failing: bool, first: bool) -> None:
             await self.publish_age(db, failing=failing)

@@ -177,8 +177,11 @@ class Reports:
         self._everyone_kept: _Everyone | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        self._shared: dict[Hashable, _Shared] = {}
-        """The reports asked for with a ``key`` and not done yet, queued or computing (``run``)."""
+        self._shared: dict[tuple[int, Hashable], _Shared] = {}
+        """The reports asked for with a ``key`` and not done yet, queued or computing, by the
+        ``generation`` they were asked at and their key (``run``)."""
+        self.generation = 0
+        """How many writes that can change a report this process has made (``changed``)."""
         self.on_shared = on_shared
         self.recycle_after = RECYCLE_AFTER
         self._idle: asyncio.TimerHandle | None = None
@@ -267,6 +270,13 @@ class Reports:
         assert self._db is not None, "Reports.open() was not awaited"
         return self._db
 
+    def changed(self) -> None:
+        """A write that can change what a report says has committed in this process (through
+        the admin API, a round of the reporting mirror that stored rows, a retention purge):
+        a report asked for from now on is computed anew, not answered by one asked for before
+        the write, which may have read the store before it (``run``)."""
+        self.generation += 1
+
     async def run(self, fn: Callable[..., _T], *args: Any, key: Hashable | None = None) -> _T:
         """``fn(*args)`` in the worker thread, one at a time (CPU-heavy work leaves the loop free).
         A caller that stops waiting (a request cancelled) leaves its report running until it
@@ -277,7 +287,10 @@ class Reports:
         "the configured ones"). A call whose key is that of a report still queued or computing
         does not queue another: it waits for that one's answer, or its error (a dashboard's
         **Try again**, or a report asked again after a client gave up, gets the first run's
-        answer as soon as it is ready, not a second run behind it). A caller that stops waiting
+        answer as soon as it is ready, not a second run behind it). Only one asked for at the
+        same ``generation``, though: after a write that can change the answer (``changed``: an
+        analyst's verdict, an erasure…), the report asked for again queues a run of its own,
+        which reads the store as the write left it. A caller that stops waiting
         stops nothing: the report keeps its place in the queue, runs, and answers whoever waits
         then (``close`` drops those that no one waits for and have not started). The answer is
         the same object for every caller: they must not change it."""
@@ -288,11 +301,12 @@ class Reports:
             running = await self._in_thread(self._report, fn, *args)
             running.add_done_callback(self._done)
             return await asyncio.shield(running)
-        shared = self._shared.get(key)
+        asked = (self.generation, key)
+        shared = self._shared.get(asked)
         if shared is None:
-            shared = self._shared[key] = _Shared()
+            shared = self._shared[asked] = _Shared()
             shared.task = asyncio.ensure_future(self._run_shared(shared, fn, *args))
-            shared.task.add_done_callback(lambda _: self._unshare(key, shared))
+            shared.task.add_done_callback(lambda _: self._unshare(asked, shared))
         elif self.on_shared is not None:
             self.on_shared()
         shared.waiters += 1
@@ -307,7 +321,7 @@ class Reports:
         running.add_done_callback(self._done)
         return await asyncio.shield(running)
 
-    def _unshare(self, key: Hashable, shared: _Shared) -> None:
+    def _unshare(self, key: tuple[int, Hashable], shared: _Shared) -> None:
         if self._shared.get(key) is shared:
             del self._shared[key]
 

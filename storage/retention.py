@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -153,14 +153,24 @@ async def purge_counted(settings: Settings, metrics: Metrics, now: datetime) -> 
     return done
 
 
-async def run_daily(settings: Settings, metrics: Metrics, interval: float = INTERVAL) -> None:
+async def run_daily(
+    settings: Settings,
+    metrics: Metrics,
+    interval: float = INTERVAL,
+    on_purged: Callable[[], object] | None = None,
+) -> None:
     """The gateway's purge task: at start-up, then every ``interval`` seconds. A failure (the
-    central store away) is logged and retried at the next run; the proxy never notices."""
+    central store away) is logged and retried at the next run; the proxy never notices.
+    ``on_purged``: called after a purge that deleted rows, or failed (one store's purge may
+    have committed before another's failed): the gateway's reports say something else."""
     while True:
+        done: dict[str, dict[str, int]] | None = None
         try:
-            await purge_counted(settings, metrics, datetime.now(UTC))
+            done = await purge_counted(settings, metrics, datetime.now(UTC))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("retention: purge failed; retried at the next run")
+        if on_purged is not None and (done is None or any(any(c.values()) for c in done.values())):
+            on_purged()
         await asyncio.sleep(interval)

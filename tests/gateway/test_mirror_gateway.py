@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from gateway.events import Conversion, iso
 from gateway.ids import uuid7
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions
+from gateway.reportstate import REPORTING_KEY
 from storage.mirror import Mirror
 from storage.reports import Reports
 from tests.conftest import ENV, GatewayFactory, PostgresServer
@@ -32,6 +34,7 @@ from tests.gateway.test_central import origin as origin  # the fixture
 from tests.gateway.test_cli import ROOT, _channels, _old_store, gateway
 from tests.storage.stores import landing, read
 from tests.storage.test_mirror import CHANNELS, EVERY, conversion
+from tests.storage.test_reports_shared import Held
 from tests.storage.test_sync import OPTIONS, T0, Node
 from tests.terminal import on_a_terminal
 
@@ -87,6 +90,47 @@ async def test_a_reporting_gateway_credits_a_journey_across_two_nodes(
         assert status == 200 and body["source"] == "mirror", body
     status, summary = await admin_get(a, f"/api/dashboard/summary?part=daily&{period}")
     assert status == 200 and summary["source"] == "local", summary
+
+    # A round of the mirror that stores rows changes what its reports say: a report asked for
+    # after it is not answered by one asked for before it, but computed anew.
+    engine = reporter.gateway.admin_app[REPORTING_KEY].reports
+    held = Held()  # a long report: the thread is busy, the requests queue behind it
+    blocker = asyncio.create_task(engine.run(held))
+    try:
+        await held.started()
+        before, generation = engine.report, engine.generation
+        first = asyncio.create_task(credited(reporter))
+        await eventually(lambda: _in_flight(engine, 1))
+        later = now + timedelta(seconds=1)
+        again = replace(sale, id=uuid7(int(later.timestamp() * 1000)), ts=iso(later), dedup_key="order:2")
+        await b.gateway.store.write([again])
+
+        async def stored() -> bool:  # the round that stored it has told the reports
+            return await asyncio.to_thread(_conversions, tmp_path / "mirror.db") == 2 and (
+                engine.generation > generation
+            )
+
+        await eventually(stored)
+        second = asyncio.create_task(credited(reporter))
+        await eventually(lambda: _in_flight(engine, 2))  # its own run, beside the first
+    finally:
+        held.release.set()
+    await blocker
+    await first
+    assert await second == {"x": 2.0}
+    assert engine.report - before == 2
+
+
+async def _in_flight(engine: Reports, n: int) -> bool:
+    return len(engine._shared) >= n
+
+
+def _conversions(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT count(*) FROM conversions").fetchone()[0])
+    finally:
+        db.close()
 
 
 def test_mirror_once_command(tmp_path: Path, postgres_server: PostgresServer, capsys, monkeypatch) -> None:

@@ -1208,3 +1208,63 @@ async def test_identical_reports_in_flight_are_computed_once(gw: RunningGateway)
     again = json.loads(await fetch(gw, "/api/attribution", model="linear", **PERIOD), parse_float=Decimal)
     assert again["rows"] == body["rows"]
     assert reports.report - before == 2 + len(different)
+
+
+async def until_queued(gw: RunningGateway, n: int) -> None:
+    """Until ``n`` reports wait, queued or computing, each for its own run (bounded)."""
+    reports = gw.gateway.admin_app[REPORTING_KEY].reports
+    for _ in range(500):
+        if len(reports._shared) >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(reports._shared)} reports in flight, expected {n}")
+
+
+async def test_a_report_asked_again_after_a_write_is_computed_anew(gw: RunningGateway) -> None:
+    """An analyst's write through the admin API (here a verdict override) between two asks of
+    the same report: the second is not answered by the run asked for before the write (which
+    may have read the store before it); it is computed on its own and counts the override.
+    With only reads between them, two asks still share one run."""
+    reports = gw.gateway.admin_app[REPORTING_KEY].reports
+    ben = next(e for e in EVENTS if isinstance(e, Touchpoint) and e.visitor_key == "v3")
+    held = Held()  # a long report: the thread is busy, the requests queue behind it
+    blocker = asyncio.create_task(reports.run(held))
+    try:
+        await held.started()
+        before = reports.report
+        first = asyncio.create_task(get(gw, "/api/attribution", model="linear", **PERIOD))
+        await until_queued(gw, 1)
+        override = {"verdict": "block", "analyst": "ana", "reason": "a click farm"}
+        url = gw.admin_url + f"/api/touchpoints/{ben.id}/verdict"
+        async with gw.session.post(url, headers=AUTH, json=override) as resp:
+            assert resp.status == 200, await resp.text()
+        again = asyncio.create_task(get(gw, "/api/attribution", model="linear", **PERIOD))  # Try again
+        await until_queued(gw, 2)  # its own run, beside the first
+    finally:
+        held.release.set()
+    await blocker
+    await first
+    body = await again
+    assert await reports_shared(gw) == 0
+    assert reports.report - before == 2
+    # cr_ben's click blocked: B's 10.01 EUR is Direct now.
+    assert table(body, "conversions", "value")[("Affiliates", "EUR")] == (0.333334, 33.34)
+    assert table(body, "conversions", "value")[("Direct", "EUR")] == (2, 15.01)
+
+    # Reads between two asks change nothing: they share one run.
+    held = Held()
+    blocker = asyncio.create_task(reports.run(held))
+    try:
+        await held.started()
+        before = reports.report
+        first = asyncio.create_task(get(gw, "/api/attribution", model="linear", **PERIOD))
+        await until_queued(gw, 1)
+        await get(gw, "/api/creators")
+        await get(gw, "/api/touchpoints", **PERIOD)
+        again = asyncio.create_task(get(gw, "/api/attribution", model="linear", **PERIOD))
+        await until_shared(gw, 1)
+    finally:
+        held.release.set()
+    await blocker
+    assert await first == await again == body
+    assert reports.report - before == 1

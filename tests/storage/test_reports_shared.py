@@ -15,6 +15,8 @@ import pytest
 
 from gateway.attribution import Attribution
 from gateway.channels import Channels
+from gateway.events import Touchpoint, VerdictChange
+from gateway.ids import uuid7
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
 from storage.local import LocalStore
@@ -177,7 +179,7 @@ async def test_a_queued_report_its_caller_left_keeps_its_place_for_the_next(repo
     gave_up = asyncio.create_task(reports.run(report, key="k"))
     for _ in range(10):  # until it waits for the thread
         await asyncio.sleep(0)
-    assert list(reports._shared) == ["k"]
+    assert list(reports._shared) == [(0, "k")]  # asked at generation 0 (no write since)
     gave_up.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gave_up
@@ -198,7 +200,7 @@ async def test_closing_drops_the_queued_reports_no_one_waits_for(reports: Report
     waited = asyncio.create_task(reports.run(calls.append, "waited", key="waited"))
     for _ in range(10):  # until both wait for the thread
         await asyncio.sleep(0)
-    assert set(reports._shared) == {"left", "waited"}
+    assert {key for _, key in reports._shared} == {"left", "waited"}
     left.cancel()
     with pytest.raises(asyncio.CancelledError):
         await left
@@ -224,3 +226,46 @@ async def test_a_report_given_up_after_it_started_answers_the_next_to_ask(report
     held.release.set()
     assert await again == "the first run's"
     assert held.calls == 1
+
+
+async def test_a_report_asked_after_a_write_is_computed_anew(tmp_path: Path, reports: Reports) -> None:
+    """A write that can change the answer (``changed``) between two asks: the second does not
+    join the run in flight since before it, which read the store before the write; it queues
+    its own, whose answer has the write. Asked again with no write since, it is shared."""
+    shared = counting(reports)
+    held = Held()
+    before = asyncio.create_task(reports.run(held, "as before the write", key="k"))
+    await held.started()  # computing: it has read the store as it was
+    reports.changed()  # an analyst's verdict, an erasure… committed
+    after = asyncio.create_task(reports.run(lambda: "as after the write", key="k"))
+    same = asyncio.create_task(reports.run(lambda: "a third run", key="k"))  # no write since
+    await until_waiting(reports, shared, 1)  # the third joined the second, not the first
+    assert len(reports._shared) == 2
+    held.release.set()
+    assert await before == "as before the write"
+    assert await after == await same == "as after the write"
+    assert held.calls == 1 and len(shared) == 1
+    # Over the store: an analyst blocks the only touch of a credited conversion meanwhile.
+    first = await reports.credit(SINCE, UNTIL, ["last_touch"])
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    try:
+        last = next(e for e in EVENTS if isinstance(e, Touchpoint) and e.channel == "Organic Search")
+        change = VerdictChange(uuid7(), last.ts, "n", last.id, "block", 100, [], "analyst", "a test", "ana")
+        await store.write([change])
+    finally:
+        await store.close()
+    held = Held()
+    blocker = asyncio.create_task(reports.run(held))
+    await held.started()
+    queued = asyncio.create_task(reports.credit(SINCE, UNTIL, ["last_touch"]))
+    for _ in range(10):  # until it waits for the thread
+        await asyncio.sleep(0)
+    reports.changed()
+    again = asyncio.create_task(reports.credit(SINCE, UNTIL, ["last_touch"]))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(reports._shared) == 2 and len(shared) == 1  # queued apart, not joined
+    held.release.set()
+    await blocker
+    assert await queued == await again != first  # both read the store as the write left it

@@ -4,6 +4,7 @@ the metric, shown first by --dry-run); erasures, the creator registry and cursor
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore
-from storage.retention import LOCAL_TABLES, purge_counted, purge_local
+from storage.retention import LOCAL_TABLES, purge_counted, purge_local, run_daily
 from tests.conftest import ENV, make_settings
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -100,6 +101,32 @@ async def test_daily_purge_counts_in_the_metric(tmp_path: Path) -> None:
     assert done == {"local": dict.fromkeys(LOCAL_TABLES, 1)}
     assert metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "touchpoints"}) == 1
     assert metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "daily_counts"}) == 1
+
+
+async def test_the_gateway_s_purge_tells_the_reports_when_it_deleted_rows(tmp_path: Path) -> None:
+    """``run_daily``'s ``on_purged`` (the gateway's reports, computed anew after it): called after
+    a purge that deleted rows, not after one that found nothing to delete."""
+    settings = make_settings(tmp_path, "[privacy]\nretention_days = 60\n")
+    await fill(settings.store_path)  # a row 100 days old at least
+    for expected in ([1], []):  # then nothing is old enough any more
+        told: list[int] = []
+        metrics = Metrics()
+        told_once = functools.partial(told.append, 1)
+        task = asyncio.create_task(run_daily(settings, metrics, 3600.0, on_purged=told_once))
+        sample = ("gateway_purged_rows_total", {"table": "touchpoints"})
+        try:
+            # Until the purge is counted (bounded), and so told: on_purged follows the count
+            # with nothing awaited between them.
+            for _ in range(3000):
+                if metrics.registry.get_sample_value(*sample) is not None:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert metrics.registry.get_sample_value(*sample) == len(expected)
+        assert told == expected
 
 
 async def test_retention_zero_keeps_everything(tmp_path: Path) -> None:
