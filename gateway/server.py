@@ -448,7 +448,8 @@ async def _follow(gw: Gateway, every: float, look: Callable[[Reader], Awaitable[
 
 async def _follow_erasures(gw: Gateway) -> None:
     """In every process: tell the pipeline of each erasure as it is stored (``stitching``
-    forgets the pairs it would otherwise not bind again)."""
+    forgets the pairs it would otherwise not bind again), and the reports (``gateway erase``,
+    another process, is a write the reports in flight did not see)."""
 
     async def look(reader: Reader) -> None:
         if gw.erasures_seen is None:  # the first start: erasures before it have nothing to forget
@@ -459,6 +460,8 @@ async def _follow_erasures(gw: Gateway) -> None:
         after, users = await reader.erased_users(gw.erasures_seen)
         if users and gw.slot.host is not None:
             gw.slot.host.pipeline.erased(frozenset(users))
+        if users:
+            gw.reports_changed()
         gw.erasures_seen = after
 
     await _follow(gw, ERASURES_POLL, look)

@@ -20,10 +20,12 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 
 from gateway.attribution import MODELS, markov_weights
+from gateway.badbody import body_key
 from gateway.config import ConfigError, load_settings
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.reportstate import REPORTING_KEY
+from storage.erasure import erase_user
 from storage.local import connect
 from tests.conftest import ENV, TOKEN, RunningGateway
 from tests.gateway.test_fraud import BROWSER, click
@@ -1218,6 +1220,34 @@ async def until_queued(gw: RunningGateway, n: int) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{len(reports._shared)} reports in flight, expected {n}")
+
+
+async def test_an_erasure_by_gateway_erase_counts_as_a_write(gw: RunningGateway) -> None:
+    """``gateway erase`` writes the store from another process: the gateway's erasure follower
+    (which tells the binding to forget the user, every 2 s) counts it as a write, so a report
+    asked after it is not answered by a run asked before it."""
+    reports = gw.gateway.admin_app[REPORTING_KEY].reports
+    for _ in range(200):  # the follower's first look: erasures before it count for nothing
+        if gw.gateway.erasures_seen is not None:
+            break
+        await asyncio.sleep(0.05)
+    generation = reports.generation
+    now = datetime.now(UTC)
+    settings = gw.gateway.settings
+    await erase_user(
+        settings.store_path,
+        gw.gateway.keys.user_keys("someone", False)[0],
+        "someone",
+        body_key=body_key(settings.secret),
+        event_id=Uuid7()(int(now.timestamp() * 1000)),
+        ts=iso(now),
+        node="cli",
+    )
+    for _ in range(200):  # a deadline (the follower looks every 2 s), not a timing assertion
+        if reports.generation > generation:
+            break
+        await asyncio.sleep(0.1)
+    assert reports.generation > generation
 
 
 async def test_a_report_asked_again_after_a_write_is_computed_anew(gw: RunningGateway) -> None:
