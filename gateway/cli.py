@@ -192,7 +192,8 @@ def _announce(settings: Settings, proxy_addr: str, admin_addr: str, demo: str | 
     print(f"gateway: proxy on http://{proxy_addr}/ -> {demo or settings.options.proxy.upstream}")
     if demo:
         print(f"gateway: no proxy.upstream configured: serving the built-in demo origin at {demo}")
-    print(f"gateway: admin API on http://{admin_addr}/ (store: {settings.store_path})")
+    reads = "" if settings.mirror_path is None else f"; reports read the mirror {settings.mirror_path}"
+    print(f"gateway: admin API on http://{admin_addr}/ (store: {settings.store_path}{reads})")
     print("Try:")
     print(f"  curl -i 'http://{proxy_addr}/?utm_source=newsletter&utm_medium=email&utm_campaign=launch'")
     # Double quotes: pasted into a shell, the variable expands (in single quotes curl sent "$NAME").
@@ -763,7 +764,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     except (SchemaTooNew, central.ForeignSchema, sqlite3.DatabaseError) as err:
         failure = str(err)
     except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
-        failure = f"cannot reach the central store: {central.explain(err, sync.key)}"
+        failure = f"{central.failed_what(err)}: {central.explain(err, sync.key)}"
     except Exception as err:  # no traceback
         failure = f"cannot reach the central store: {type(err).__name__}: {err}"
     finally:
@@ -853,7 +854,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     except (SchemaTooNew, central.ForeignSchema, HorizonBack, sqlite3.DatabaseError) as err:
         failure = str(err)
     except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
-        failure = f"cannot reach the central store: {central.explain(err, mirror.key)}"
+        failure = f"{central.failed_what(err)}: {central.explain(err, mirror.key)}"
     except Exception as err:  # no traceback
         failure = f"{type(err).__name__}: {err}"
     finally:

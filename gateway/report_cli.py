@@ -100,6 +100,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     if settings.mirror_path is None and not settings.store_path.exists():
         print(settings.no_store(), file=sys.stderr)
         return 1
+    if settings.mirror_path is not None and not settings.mirror_path.exists():
+        # Read-only: a mistyped path is said, not made (the reporting gateway makes its mirror).
+        print(
+            f"gateway report: no reporting mirror at {settings.mirror_path} (central.mirror_path):"
+            f" the reporting gateway makes it when it starts, or `gateway mirror --once -c {args.config}`"
+            " fills it",
+            file=sys.stderr,
+        )
+        return 1
     try:
         report = asyncio.run(_report(settings, args, query))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:

@@ -147,12 +147,16 @@ async def keep_in_rounds(
             conn.terminate()
 
 
-def explain(err: BaseException, key: str = "central.url", connecting: bool = True) -> str:
+def explain(
+    err: BaseException, key: str = "central.url", connecting: bool = True, via_connect: bool = True
+) -> str:
     """A failure to reach or use the central store, as the operator fixes it: what PostgreSQL
     or the network said, and, for what a wrong URL or server setting causes, which part of
     ``key`` (``central.url (NAME)``: the setting and its variable) to check. Never the DSN
     itself: it holds the password. ``connecting``: the failure came before a connection was
-    made (a network error later is a connection lost, not a server that cannot be reached)."""
+    made (a network error later is a connection lost, not a server that cannot be reached).
+    ``via_connect``: the connection came from ``connect``, whose own timeout is a
+    ``ConnectTimeout``, so any other timeout is a statement's (a pool's are either)."""
     said = f"{type(err).__name__}: {err}".strip().rstrip(":")
     text = str(err)
     if isinstance(err, asyncpg.InvalidPasswordError):
@@ -173,6 +177,12 @@ def explain(err: BaseException, key: str = "central.url", connecting: bool = Tru
         hint = f"TLS failed: check the sslmode (and sslrootcert) in {key}, and the server's certificate"
     elif isinstance(err, asyncpg.InsufficientPrivilegeError):
         hint = f"the user in {key} lacks a privilege the central store needs (create tables, insert)"
+    elif via_connect and isinstance(err, asyncio.TimeoutError) and not isinstance(err, ConnectTimeout):
+        hint = (
+            f"a statement on the server in {key} took longer than {STATEMENT_SECONDS:g} s (or"
+            " central.connect_timeout, when longer): a lock another session holds, or a server"
+            " overloaded; what it was sending goes again in the next round"
+        )
     elif connecting and isinstance(err, OSError | asyncio.TimeoutError):
         hint = f"the server in {key} cannot be reached"
     else:
@@ -180,8 +190,28 @@ def explain(err: BaseException, key: str = "central.url", connecting: bool = Tru
     return f"{said}; {hint}"
 
 
+STATEMENT_SECONDS = 60.0
+"""The longest a statement on the central store may take (``central.connect_timeout`` when
+longer): past it the round fails and is retried, as when the server is away."""
+
+
+class ConnectTimeout(TimeoutError):
+    """No connection within ``central.connect_timeout``: the server cannot be reached (a
+    ``TimeoutError`` once connected is a statement that took too long)."""
+
+
+def failed_what(err: BaseException) -> str:
+    """How a command starts its message about ``err`` (``explain`` gives the rest)."""
+    if isinstance(err, asyncio.TimeoutError) and not isinstance(err, ConnectTimeout):
+        return "the central store did not answer in time"
+    return "cannot reach the central store"
+
+
 async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
-    return await asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, 60.0))
+    try:
+        return await asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, STATEMENT_SECONDS))
+    except TimeoutError as err:
+        raise ConnectTimeout(f"no connection within {timeout:g} s (central.connect_timeout)") from err
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

@@ -94,7 +94,7 @@ class CentralReader(Reader):
                 )
             rows = await self._pool.fetch(sql, *args, timeout=self.timeout)
         except central.PG_ERRORS as err:
-            said = central.explain(err)  # a pool connects as it fetches
+            said = central.explain(err, via_connect=False)  # a pool connects as it fetches
             raise StoreUnavailable(f"the central store is unavailable ({said})") from err
         return [_plain(row) for row in rows]
 

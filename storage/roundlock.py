@@ -130,7 +130,8 @@ class RoundLock:
             if not told:
                 told = True
                 if waiting is not None:
-                    waiting(got)
+                    if limit != 0:  # told to wait for nothing (--wait 0): RoundTimeout says it all
+                        waiting(got)
                 else:
                     self.log.info(
                         "%s: waiting for the running %s round (%s) to end", self.name, self.kind, got

@@ -23,6 +23,7 @@ from gateway.events import Binding, Conversion, DailyCount, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
+from storage import central
 from storage.central_queries import CentralReader
 from storage.local import LocalStore
 from storage.queries import ConversionQuery, Reader, TouchpointQuery
@@ -275,6 +276,41 @@ def _value(text: str, series: str) -> float:
     match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
     assert match, f"{series} not in /metrics"
     return float(match.group(1))
+
+
+async def test_a_server_that_never_answers_is_told_as_unreachable_a_slow_statement_not() -> None:
+    """A connection that does not come within central.connect_timeout is a server that cannot
+    be reached; a timeout once connected is a statement that took too long (a lock another
+    session holds: found in an operator's audit, 2026-12-05, where ``sync --once`` said
+    "cannot reach the central store … cannot be reached" of a server it had just used)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accepts, never answers PostgreSQL's startup message
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(central.ConnectTimeout) as away:
+            await central.connect(f"postgresql://u@127.0.0.1:{port}/db", 0.5)
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    key = "central.url (GATEWAY_CENTRAL_URL)"
+    assert central.failed_what(away.value) == "cannot reach the central store"
+    assert central.explain(away.value, key) == (
+        "ConnectTimeout: no connection within 0.5 s (central.connect_timeout); the server in"
+        " central.url (GATEWAY_CENTRAL_URL) cannot be reached"
+    )
+    slow = TimeoutError()  # what asyncpg raises past a statement's command_timeout
+    assert central.failed_what(slow) == "the central store did not answer in time"
+    said = central.explain(slow, key)
+    assert "a statement on the server in central.url (GATEWAY_CENTRAL_URL) took longer than 60 s" in said
+    assert "cannot be reached" not in said
+    # A pool's timeouts may be either: told as before.
+    assert central.explain(slow, via_connect=False).endswith("the server in central.url cannot be reached")
 
 
 async def test_admin_answers_503_while_the_central_store_is_away(

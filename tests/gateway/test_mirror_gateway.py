@@ -26,7 +26,7 @@ from gateway.ids import uuid7
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions
 from gateway.reportstate import REPORTING_KEY
-from storage.mirror import Mirror
+from storage.mirror import Mirror, open_mirror
 from storage.reports import Reports
 from tests.conftest import ENV, GatewayFactory, PostgresServer
 from tests.gateway.test_central import _drop_node_rows, _write_local, admin_get, eventually, node_toml
@@ -184,6 +184,10 @@ def test_mirror_once_command(tmp_path: Path, postgres_server: PostgresServer, ca
     assert "central.mirror_path" in capsys.readouterr().err
 
 
+async def _made(path: Path) -> None:
+    await (await open_mirror(path)).close()
+
+
 def test_a_report_over_a_mirror_never_filled_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
     """The central store away since the start: the mirror is made empty and every report is
     empty. `gateway report` printed that empty report without a word; now stderr says it read
@@ -196,9 +200,19 @@ def test_a_report_over_a_mirror_never_filled_says_so(tmp_path: Path, capsys, mon
     for name, value in {**ENV, "GATEWAY_CENTRAL_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}.items():
         monkeypatch.setenv(name, value)
     _write_local(tmp_path / "node.db", "n", 2)  # the node's own rows: not what the report reads
+    mirror = tmp_path / "m" / "mirror.db"
+    # No mirror file at all (a mistyped path): said, and not made (until 2026-12-05 the report
+    # made and migrated one there, which `gateway doctor` then found "writable").
+    assert main(["report", "--format", "csv", "-c", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        f"gateway report: no reporting mirror at {mirror} (central.mirror_path): the reporting"
+        f" gateway makes it when it starts, or `gateway mirror --once -c {config}` fills it\n"
+    )
+    assert not mirror.parent.exists()
+    asyncio.run(_made(mirror))  # as the reporting gateway makes it when it starts
     assert main(["report", "--format", "csv", "-c", str(config)]) == 0
     out, err = capsys.readouterr()
-    mirror = tmp_path / "m" / "mirror.db"
     assert err == (
         f"gateway report: read the reporting mirror {mirror} (central.mirror_path): it is empty, never"
         f" filled; run `gateway mirror --once -c {config}`\n"
