@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -325,13 +326,27 @@ def test_reclassify_keeps_a_self_referral_internal(tmp_path: Path) -> None:
     assert _channels(store)[1:] == [("02", "Newsletter"), ("03", "Referral"), ("04", "Internal")]
 
 
+def until_some_channels_written(store: Path) -> None:
+    """Until a running ``gateway reclassify`` has written some batches of ``store`` (bounded)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        db = sqlite3.connect(store)
+        try:
+            if db.execute("SELECT count(channel) FROM touchpoints").fetchone()[0] > 10:
+                return
+        except sqlite3.OperationalError:  # not migrated yet: no channel column
+            pass
+        finally:
+            db.close()
+
+
 @pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
 def test_reclassify_can_be_interrupted_and_run_again(tmp_path: Path, sig: str, code: int) -> None:
     """Ctrl-C or SIGTERM: each finished batch is kept, the operator is told so (no traceback,
     no misleading store error), and the next run finishes the rest. (SIGTERM ended it with no
     word: a `timeout` or a service stop did not say how far it got.)"""
     import signal
-    import time
 
     store = tmp_path / "gw.db"
     _old_store(store)
@@ -352,17 +367,7 @@ def test_reclassify_can_be_interrupted_and_run_again(tmp_path: Path, sig: str, c
         env={"PATH": "/usr/bin:/bin"},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # until some batches are written
-        time.sleep(0.05)
-        db = sqlite3.connect(store)
-        try:
-            if db.execute("SELECT count(channel) FROM touchpoints").fetchone()[0] > 10:
-                break
-        except sqlite3.OperationalError:  # not migrated yet: no channel column
-            pass
-        finally:
-            db.close()
+    until_some_channels_written(store)
     proc.send_signal(signal.Signals[sig])
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == code, (out, err)

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from storage.reports import Reports
 from tests.conftest import ENV, GatewayFactory, PostgresServer
 from tests.gateway.test_central import _drop_node_rows, _write_local, admin_get, eventually, node_toml
 from tests.gateway.test_central import origin as origin  # the fixture
-from tests.gateway.test_cli import ROOT, _channels, _old_store, gateway
+from tests.gateway.test_cli import ROOT, _channels, _old_store, gateway, until_some_channels_written
 from tests.storage.stores import landing, read
 from tests.storage.test_mirror import CHANNELS, EVERY, conversion
 from tests.storage.test_reports_shared import Held
@@ -385,17 +384,7 @@ def test_reclassify_of_the_mirror_can_be_interrupted_and_finished_alone(tmp_path
         env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # until some of the mirror's batches are written
-        time.sleep(0.05)
-        db = sqlite3.connect(mirror)
-        try:
-            if db.execute("SELECT count(channel) FROM touchpoints").fetchone()[0] > 10:
-                break
-        except sqlite3.OperationalError:  # not migrated yet: no channel column
-            pass
-        finally:
-            db.close()
+    until_some_channels_written(mirror)  # some of the mirror's batches
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, (out, err)
