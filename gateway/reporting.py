@@ -213,14 +213,17 @@ def fit(widths: list[int], headers: list[int], numeric: list[bool], columns: int
     """The columns' widths once the table is made to fit in ``columns``: the widest text
     columns cut first, to one width, the largest that fits (a column more for the first of
     them when there is room for it); numbers never. A column is
-    not cut below its header nor below ``MIN_CUT``: on a terminal too narrow even for that,
-    lines are longer than ``columns`` (and wrap)."""
+    not cut below its header nor below ``MIN_CUT``: a table that does not fit even so (a narrow
+    terminal, or ``model=all``'s eight columns of numbers) is left whole, its lines wrapping —
+    cut names would be lost for lines that wrap anyway."""
     gaps = GAP * (len(widths) - 1)
     if sum(widths) + gaps <= columns:
         return widths
     floors = [
         w if num else min(w, max(MIN_CUT, h)) for w, h, num in zip(widths, headers, numeric, strict=True)
     ]
+    if sum(floors) + gaps > columns:
+        return widths
 
     def capped(cap: int) -> list[int]:
         return [max(floor, min(w, cap)) for w, floor in zip(widths, floors, strict=True)]

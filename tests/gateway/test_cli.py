@@ -601,11 +601,13 @@ def test_report_cuts_long_names_to_the_terminal_width(tmp_path: Path) -> None:
     assert max(width(line) for line in drawn.splitlines()) == 120
     assert rows(on_a_terminal(*report, env={"COLUMNS": "60"})) == cut_to(30)
     assert rows(on_a_terminal(*report, "--width", "50")) == cut_to(20)
-    # Narrower than 8 columns of names allow: cut to 8 (a wide character short), lines wrap.
-    assert rows(on_a_terminal(*report, env={"COLUMNS": "20"})) == [
+    # Narrower than 8 columns of names allow: nothing cut, the lines wrap.
+    assert rows(on_a_terminal(*report, env={"COLUMNS": "38"})) == [
         "black_f…  EUR                 1  10.00",
         "夏のセ…   EUR                 1   5.00",
     ]
+    narrow = [line for line in rows(on_a_terminal(*report, env={"COLUMNS": "37"})) if long in line]
+    assert len(narrow) == 1, narrow
     whole = [line for line in rows(on_a_terminal(*report, "--width", "0")) if long in line]
     assert len(whole) == 1 and width(whole[0]) == 180
 

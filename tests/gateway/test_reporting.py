@@ -138,9 +138,12 @@ def test_fit_cuts_the_widest_text_columns_first_and_never_numbers() -> None:
     assert fit([40, 12, 6, 9], headers, numeric, 50) == [17, 12, 6, 9]  # the widest alone
     assert fit([40, 30, 6, 9], headers, numeric, 50) == [15, 14, 6, 9]  # cut alike
     assert fit([40, 30, 6, 9], headers, numeric, 49) == [14, 14, 6, 9]
-    # Too narrow even for names of 8 columns (10: the header): they stop there, lines wrap.
-    assert fit([40, 30, 6, 9], headers, numeric, 20) == [8, 10, 6, 9]
-    assert fit([5, 30, 6, 9], headers, numeric, 20) == [5, 10, 6, 9]  # shorter than 8: whole
+    # Too narrow even for names of 8 columns (10: the header): nothing cut, the lines wrap
+    # (found in an audit, 2026-12-05: `model=all`, 420 columns of numbers, had its channel
+    # names cut to `Organic…` in 50 columns, for lines that wrapped anyway).
+    assert fit([40, 30, 6, 9], headers, numeric, 39) == [8, 10, 6, 9]  # 33 and the gaps: fits
+    assert fit([40, 30, 6, 9], headers, numeric, 38) == [40, 30, 6, 9]
+    assert fit([5, 30, 6, 9], headers, numeric, 20) == [5, 30, 6, 9]
 
 
 def _icu_bidi() -> ctypes.CDLL | None:
