@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -31,7 +31,7 @@ from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage.backoff import REFRESH_MAX, Backoff, Failures, wait_refreshing
 from storage.migrate import SchemaTooNew, migrations
-from storage.roundlock import RoundLock
+from storage.roundlock import Holder, RoundLock
 
 MIGRATION_LOCK = 0x6761_7465_7761_7901
 """Advisory lock key held while migrating ("gatewa" y): one node migrates, the others wait."""
@@ -145,6 +145,31 @@ async def keep_in_rounds(
     finally:
         if conn is not None:
             conn.terminate()
+
+
+T = TypeVar("T")
+
+
+async def one_round(
+    lock: RoundLock,
+    what: str,
+    connecting: Callable[[], Awaitable[asyncpg.Connection]],
+    round_on: Callable[[asyncpg.Connection], Awaitable[T]],
+    waiting: Callable[[Holder], object] | None,
+    wait: float | None,
+) -> T:
+    """One round of a reader of the central store for a ``--once`` command (``what``: ``sync
+    --once``), errors propagating: ``lock`` held first (a round of another process, the
+    gateway's task, waited for: ``waiting`` told whose, ``RoundTimeout`` after ``wait``
+    seconds), then a connection by ``connecting``, the central schema migrated, ``round_on``
+    it, the connection closed. ``keep_in_rounds`` is the task's loop of the same."""
+    async with lock.hold(what, waiting=waiting, limit=wait):
+        conn = await connecting()
+        try:
+            await migrate(conn)
+            return await round_on(conn)
+        finally:
+            await conn.close()
 
 
 def explain(

@@ -373,13 +373,13 @@ class Mirror:
         is told whose, and after ``wait`` seconds ``storage.roundlock.RoundTimeout``."""
         db = await self.open_local()
         try:
-            async with self.lock.hold("mirror --once", waiting=waiting, limit=wait):
-                conn = await self.connect()
-                try:
-                    await central.migrate(conn)
-                    stored = await self.round(db, conn, progress)
-                finally:
-                    await conn.close()
+
+            async def round_on(conn: asyncpg.Connection) -> dict[str, int]:
+                return await self.round(db, conn, progress)
+
+            stored = await central.one_round(
+                self.lock, "mirror --once", self.connect, round_on, waiting, wait
+            )
             self.metrics.sync_last_success.labels(READER).set(time.time())
             return stored
         finally:

@@ -311,13 +311,13 @@ class Sync:
         is told whose, and after ``wait`` seconds ``storage.roundlock.RoundTimeout``."""
         db = await self.open_local()
         try:
-            async with self.lock.hold("sync --once", waiting=waiting, limit=wait):
-                conn = await self.connect()
-                try:
-                    await central.migrate(conn)
-                    delivered = await self.round(db, central.CentralWriter(conn), progress)
-                finally:
-                    await conn.close()
+
+            async def round_on(conn: asyncpg.Connection) -> dict[str, int]:
+                return await self.round(db, central.CentralWriter(conn), progress)
+
+            delivered = await central.one_round(
+                self.lock, "sync --once", self.connect, round_on, waiting, wait
+            )
             await self.publish_lag(db)
             return delivered
         finally:
