@@ -741,7 +741,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from gateway.metrics import Metrics
     from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
-    from storage import central  # asyncpg: the postgres extra
     from storage.sync import Sync
 
     sync = Sync(
@@ -759,14 +758,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     failure = None
     try:
         delivered = asyncio.run(sync.once(shown, waiting=_waiting("sync", "store"), wait=args.wait))
-    except RoundTimeout as err:
-        failure = _still_running("sync", "store", err)
-    except (SchemaTooNew, central.ForeignSchema, sqlite3.DatabaseError) as err:
-        failure = str(err)
-    except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
-        failure = f"{central.failed_what(err)}: {central.explain(err, sync.key)}"
     except Exception as err:  # no traceback
-        failure = f"cannot reach the central store: {type(err).__name__}: {err}"
+        failure = _round_failure(err, "sync", "store", sync.key)
     finally:
         for bar in bars:  # before any message: it goes on a line of its own
             if bar is not None:
@@ -791,12 +784,24 @@ def _waiting(kind: str, of: str) -> Callable[[Holder], None]:
     return say
 
 
-def _still_running(kind: str, of: str, err: RoundTimeout) -> str:
-    return (
-        f"the running {kind} round of this {of} ({err.holder}) did not end within {err.seconds:g} s"
-        " (--wait); it goes on, and does what this round would have done: run this again later,"
-        " or wait longer with --wait SECONDS"
-    )
+def _round_failure(err: Exception, kind: str, of: str, key: str, *told: type[Exception]) -> str:
+    """Why ``sync --once`` or ``mirror --once`` (``kind``, of the ``of``) failed, as the operator
+    fixes it: the round still running that it gave up waiting for; a store or central schema it
+    cannot use (and the ``told`` refusals), in their own words; PostgreSQL away or refusing, with
+    what to check in ``key`` (``central.url (NAME)``); anything else by its type and text."""
+    from storage import central  # asyncpg: the postgres extra, imported by then
+
+    if isinstance(err, RoundTimeout):
+        return (
+            f"the running {kind} round of this {of} ({err.holder}) did not end within {err.seconds:g} s"
+            " (--wait); it goes on, and does what this round would have done: run this again later,"
+            " or wait longer with --wait SECONDS"
+        )
+    if isinstance(err, (SchemaTooNew, central.ForeignSchema, sqlite3.DatabaseError, *told)):
+        return str(err)
+    if isinstance(err, central.PG_ERRORS):
+        return f"{central.failed_what(err)}: {central.explain(err, key)}"
+    return f"{type(err).__name__}: {err}"
 
 
 def _wait_arg(text: str) -> float:
@@ -839,7 +844,6 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from gateway.metrics import Metrics
     from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
-    from storage import central  # asyncpg: the postgres extra
     from storage.mirror import HorizonBack, Mirror
 
     mirror = Mirror(settings.mirror_path, settings.central_url, settings.options.central, Metrics())
@@ -849,14 +853,8 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     try:
         shown = None if bar is None else lambda table, rows: bar.update(rows)
         stored = asyncio.run(mirror.once(shown, waiting=_waiting("mirror", "mirror"), wait=args.wait))
-    except RoundTimeout as err:
-        failure = _still_running("mirror", "mirror", err)
-    except (SchemaTooNew, central.ForeignSchema, HorizonBack, sqlite3.DatabaseError) as err:
-        failure = str(err)
-    except central.PG_ERRORS as err:  # PostgreSQL away or refusing: say so and what to check
-        failure = f"{central.failed_what(err)}: {central.explain(err, mirror.key)}"
     except Exception as err:  # no traceback
-        failure = f"{type(err).__name__}: {err}"
+        failure = _round_failure(err, "mirror", "mirror", mirror.key, HorizonBack)
     finally:
         if bar is not None:  # before any message: it goes on a line of its own
             bar.close()
