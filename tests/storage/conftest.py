@@ -12,6 +12,7 @@ from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore
 from tests.storage.stores import OpenStore
+from tests.storage.test_sync import Node
 
 
 @pytest.fixture
@@ -35,3 +36,15 @@ async def open_store(tmp_path: Path) -> AsyncIterator[OpenStore]:
     yield open_
     for store in opened:
         await store.close()
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, central_dsn: str) -> AsyncIterator[tuple[Node, Node]]:
+    """Two edge nodes, ``a`` and ``b``, their stores open, syncing to the throwaway central
+    store (the sync's and the mirror's tests)."""
+    a, b = Node(tmp_path, "a", central_dsn), Node(tmp_path, "b", central_dsn)
+    await a.store.open()
+    await b.store.open()
+    yield a, b
+    await a.store.close()
+    await b.store.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,6 @@ from tests.storage.test_sync import OPTIONS, T0, Node, bind, gpc, touch
 
 CHANNELS = Channels(ChannelsOptions())  # reads its rules' files: not on the event loop
 EVERY = (datetime(2020, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path, central_dsn: str) -> AsyncIterator[tuple[Node, Node]]:
-    a, b = Node(tmp_path, "a", central_dsn), Node(tmp_path, "b", central_dsn)
-    await a.store.open()
-    await b.store.open()
-    yield a, b
-    await a.store.close()
-    await b.store.close()
 
 
 @pytest.fixture

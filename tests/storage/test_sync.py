@@ -76,16 +76,6 @@ class Node:
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path, central_dsn: str) -> AsyncIterator[tuple[Node, Node]]:
-    a, b = Node(tmp_path, "a", central_dsn), Node(tmp_path, "b", central_dsn)
-    await a.store.open()
-    await b.store.open()
-    yield a, b
-    await a.store.close()
-    await b.store.close()
-
-
-@pytest.fixture
 async def pg(central_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(central_dsn)
     yield conn
