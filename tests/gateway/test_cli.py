@@ -326,6 +326,18 @@ def test_reclassify_keeps_a_self_referral_internal(tmp_path: Path) -> None:
     assert _channels(store)[1:] == [("02", "Newsletter"), ("03", "Referral"), ("04", "Internal")]
 
 
+def a_long_reclassify(store: Path) -> None:
+    """A store of 30,000 touchpoints from Bing with no channel yet: a reclassify long enough
+    to be interrupted (``until_some_channels_written``)."""
+    _old_store(store)
+    with sqlite3.connect(store) as db:
+        db.executemany(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, referrer_host, landing_path)"
+            " VALUES (?, '2026-11-01T00:00:00.000000Z', 'n', 'v', 'www.bing.com', '/')",
+            ((f"1{n:07d}",) for n in range(30_000)),
+        )
+
+
 def until_some_channels_written(store: Path) -> None:
     """Until a running ``gateway reclassify`` has written some batches of ``store`` (bounded)."""
     deadline = time.monotonic() + 30
@@ -349,13 +361,7 @@ def test_reclassify_can_be_interrupted_and_run_again(tmp_path: Path, sig: str, c
     import signal
 
     store = tmp_path / "gw.db"
-    _old_store(store)
-    with sqlite3.connect(store) as db:
-        db.executemany(
-            "INSERT INTO touchpoints (id, ts, node, visitor_key, referrer_host, landing_path)"
-            " VALUES (?, '2026-11-01T00:00:00.000000Z', 'n', 'v', 'www.bing.com', '/')",
-            ((f"1{n:07d}",) for n in range(30_000)),
-        )
+    a_long_reclassify(store)
     cfg = tmp_path / "gateway.toml"
     cfg.write_text('[storage]\npath = "gw.db"\n')
     proc = subprocess.Popen(

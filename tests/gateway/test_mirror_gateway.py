@@ -30,7 +30,14 @@ from storage.reports import Reports
 from tests.conftest import ENV, GatewayFactory, PostgresServer
 from tests.gateway.test_central import _drop_node_rows, _write_local, admin_get, eventually, node_toml
 from tests.gateway.test_central import origin as origin  # the fixture
-from tests.gateway.test_cli import ROOT, _channels, _old_store, gateway, until_some_channels_written
+from tests.gateway.test_cli import (
+    ROOT,
+    _channels,
+    _old_store,
+    a_long_reclassify,
+    gateway,
+    until_some_channels_written,
+)
 from tests.storage.stores import landing, read
 from tests.storage.test_mirror import CHANNELS, EVERY, conversion
 from tests.storage.test_reports_shared import Held
@@ -365,13 +372,7 @@ def test_reclassify_of_the_mirror_can_be_interrupted_and_finished_alone(tmp_path
     schema: made here as one, never read from PostgreSQL, whose URL goes nowhere.)"""
     local, mirror = tmp_path / "gw.db", tmp_path / "mirror.db"
     _old_store(local)
-    _old_store(mirror)
-    with sqlite3.connect(mirror) as db:
-        db.executemany(
-            "INSERT INTO touchpoints (id, ts, node, visitor_key, referrer_host, landing_path)"
-            " VALUES (?, '2026-11-01T00:00:00.000000Z', 'n', 'v', 'www.bing.com', '/')",
-            ((f"1{n:07d}",) for n in range(30_000)),
-        )
+    a_long_reclassify(mirror)
     cfg = tmp_path / "gw.toml"
     cfg.write_text(reporting_toml("gw.db", "mirror.db", rules=""))
     env = {"PATH": "/usr/bin:/bin", "GATEWAY_CENTRAL_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}
