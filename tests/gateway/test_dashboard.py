@@ -30,7 +30,7 @@ from gateway.sessions import COOKIE, SESSIONS_KEY
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.test_openapi import response_schema
 from tests.gateway.test_reports_api import reports_shared, until_shared
-from tests.storage.test_reports_shared import Held
+from tests.storage.test_reports_shared import holding
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -793,10 +793,7 @@ async def test_try_again_waits_for_the_report_the_page_gave_up_on(gw: RunningGat
     population is another report."""
     reports = gw.gateway.admin_app[REPORTING_KEY].reports
     params = {**PERIOD, "model": "linear", "part": "daily"}
-    held = Held()  # a long report (or a hung worker) before it: the part waits
-    blocker = asyncio.create_task(reports.run(held))
-    try:
-        await held.started()
+    async with holding(reports):  # a long report (or a hung worker) before it: the part waits
         before = reports.report
         given_up = asyncio.create_task(gw.api("/api/dashboard/summary", **params))
         for _ in range(500):  # until its report is queued
@@ -813,9 +810,6 @@ async def test_try_again_waits_for_the_report_the_page_gave_up_on(gw: RunningGat
             if len(reports._shared) == 2:
                 break
             await asyncio.sleep(0.01)
-    finally:
-        held.release.set()
-    await blocker
     body, cookieless = await again, await other
     assert body["by_day"] and cookieless["ok"]
     assert reports.report - before == 2  # the part once, the other population's once

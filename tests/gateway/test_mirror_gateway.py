@@ -40,7 +40,7 @@ from tests.gateway.test_cli import (
 )
 from tests.storage.stores import landing, read
 from tests.storage.test_mirror import CHANNELS, EVERY, conversion
-from tests.storage.test_reports_shared import Held
+from tests.storage.test_reports_shared import holding
 from tests.storage.test_sync import OPTIONS, T0, Node
 from tests.terminal import on_a_terminal
 
@@ -100,10 +100,7 @@ async def test_a_reporting_gateway_credits_a_journey_across_two_nodes(
     # A round of the mirror that stores rows changes what its reports say: a report asked for
     # after it is not answered by one asked for before it, but computed anew.
     engine = reporter.gateway.admin_app[REPORTING_KEY].reports
-    held = Held()  # a long report: the thread is busy, the requests queue behind it
-    blocker = asyncio.create_task(engine.run(held))
-    try:
-        await held.started()
+    async with holding(engine):  # a long report: the thread is busy, the requests queue behind it
         before, generation = engine.report, engine.generation
         first = asyncio.create_task(credited(reporter))
         await eventually(lambda: _in_flight(engine, 1))
@@ -119,9 +116,6 @@ async def test_a_reporting_gateway_credits_a_journey_across_two_nodes(
         await eventually(stored)
         second = asyncio.create_task(credited(reporter))
         await eventually(lambda: _in_flight(engine, 2))  # its own run, beside the first
-    finally:
-        held.release.set()
-    await blocker
     await first
     assert await second == {"x": 2.0}
     assert engine.report - before == 2

@@ -31,7 +31,7 @@ from tests.conftest import ENV, TOKEN, RunningGateway
 from tests.gateway.test_fraud import BROWSER, click
 from tests.gateway.test_inbound import signed
 from tests.gateway.test_openapi import response_schema
-from tests.storage.test_reports_shared import Held
+from tests.storage.test_reports_shared import holding
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -1163,10 +1163,7 @@ async def test_identical_reports_in_flight_are_computed_once(gw: RunningGateway)
     one computation, both answered from it, whatever the parameters' spelling, order and
     format; different populations, verdicts, groupings or kinds are computed each their own."""
     reports = gw.gateway.admin_app[REPORTING_KEY].reports
-    held = Held()  # a long report: the thread is busy, the requests queue behind it
-    blocker = asyncio.create_task(reports.run(held))
-    try:
-        await held.started()
+    async with holding(reports):  # a long report: the thread is busy, the requests queue behind it
         before = reports.report
         first = asyncio.create_task(fetch(gw, "/api/attribution", model="linear", **PERIOD))
         same = "?format=csv&until=2026-12-01T00:00:00Z&since=2026-11-01T01:00:00%2B01:00"
@@ -1194,9 +1191,6 @@ async def test_identical_reports_in_flight_are_computed_once(gw: RunningGateway)
                 break
             await asyncio.sleep(0.01)
         assert len(reports._shared) == 1 + len(different)
-    finally:
-        held.release.set()
-    await blocker
     body, exported = json.loads(await first, parse_float=Decimal), await second
     await others
     assert reports.report - before == 1 + len(different)  # the pair once, each other one apart
@@ -1257,10 +1251,7 @@ async def test_a_report_asked_again_after_a_write_is_computed_anew(gw: RunningGa
     With only reads between them, two asks still share one run."""
     reports = gw.gateway.admin_app[REPORTING_KEY].reports
     ben = next(e for e in EVENTS if isinstance(e, Touchpoint) and e.visitor_key == "v3")
-    held = Held()  # a long report: the thread is busy, the requests queue behind it
-    blocker = asyncio.create_task(reports.run(held))
-    try:
-        await held.started()
+    async with holding(reports):  # a long report: the thread is busy, the requests queue behind it
         before = reports.report
         first = asyncio.create_task(get(gw, "/api/attribution", model="linear", **PERIOD))
         await until_queued(gw, 1)
@@ -1270,9 +1261,6 @@ async def test_a_report_asked_again_after_a_write_is_computed_anew(gw: RunningGa
             assert resp.status == 200, await resp.text()
         again = asyncio.create_task(get(gw, "/api/attribution", model="linear", **PERIOD))  # Try again
         await until_queued(gw, 2)  # its own run, beside the first
-    finally:
-        held.release.set()
-    await blocker
     await first
     body = await again
     assert await reports_shared(gw) == 0
@@ -1282,10 +1270,7 @@ async def test_a_report_asked_again_after_a_write_is_computed_anew(gw: RunningGa
     assert table(body, "conversions", "value")[("Direct", "EUR")] == (2, 15.01)
 
     # Reads between two asks change nothing: they share one run.
-    held = Held()
-    blocker = asyncio.create_task(reports.run(held))
-    try:
-        await held.started()
+    async with holding(reports):
         before = reports.report
         first = asyncio.create_task(get(gw, "/api/attribution", model="linear", **PERIOD))
         await until_queued(gw, 1)
@@ -1293,8 +1278,5 @@ async def test_a_report_asked_again_after_a_write_is_computed_anew(gw: RunningGa
         await get(gw, "/api/touchpoints", **PERIOD)
         again = asyncio.create_task(get(gw, "/api/attribution", model="linear", **PERIOD))
         await until_shared(gw, 1)
-    finally:
-        held.release.set()
-    await blocker
     assert await first == await again == body
     assert reports.report - before == 1

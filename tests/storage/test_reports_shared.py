@@ -6,6 +6,7 @@ running by a caller who gave up answers the next one to ask for it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -46,6 +47,20 @@ class Held:
         assert await asyncio.to_thread(self.entered.wait, WAIT)
 
 
+@contextlib.asynccontextmanager
+async def holding(reports: Reports) -> AsyncIterator[Held]:
+    """The report thread of ``reports`` busy with a long job (``Held``) for the block: the
+    reports asked meanwhile queue behind it; released, and its run awaited, at the block's end."""
+    held = Held()
+    blocker = asyncio.create_task(reports.run(held))
+    try:
+        await held.started()
+        yield held
+    finally:
+        held.release.set()
+        await blocker
+
+
 @pytest.fixture(scope="module")
 def channels() -> Channels:
     """Built outside the event loop, as ``load_settings`` does: it reads the shipped table."""
@@ -82,25 +97,21 @@ async def until_waiting(reports: Reports, shared: list[int], n: int) -> None:
 
 async def test_identical_reports_in_flight_are_computed_once(reports: Reports) -> None:
     shared = counting(reports)
-    held = Held()
-    blocker = asyncio.create_task(reports.run(held))  # the thread is busy: the next ones queue
-    await held.started()
-    before = reports.report
-    first = asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"], population="cookie"))
-    second = asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"], population="cookie"))
-    # Not the same: another population, other verdicts, another model, by day.
-    others = [
-        asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"])),
-        asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"], population="cookieless")),
-        asyncio.create_task(
-            reports.credit(SINCE, UNTIL, ["linear"], population="cookie", verdicts=["allow", "review"])
-        ),
-        asyncio.create_task(reports.credit(SINCE, UNTIL, ["last_touch"], population="cookie")),
-        asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"], population="cookie", by_day=True)),
-    ]
-    await until_waiting(reports, shared, 1)
-    held.release.set()
-    await blocker
+    async with holding(reports):  # the thread is busy: the next ones queue
+        before = reports.report
+        first = asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"], population="cookie"))
+        second = asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"], population="cookie"))
+        # Not the same: another population, other verdicts, another model, by day.
+        others = [
+            asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"])),
+            asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"], population="cookieless")),
+            asyncio.create_task(
+                reports.credit(SINCE, UNTIL, ["linear"], population="cookie", verdicts=["allow", "review"])
+            ),
+            asyncio.create_task(reports.credit(SINCE, UNTIL, ["last_touch"], population="cookie")),
+            asyncio.create_task(reports.credit(SINCE, UNTIL, ["linear"], population="cookie", by_day=True)),
+        ]
+        await until_waiting(reports, shared, 1)
     a, b = await first, await second
     await asyncio.gather(*others)
     assert a == b and a  # the cookie population's credits
@@ -119,19 +130,15 @@ async def test_identical_reports_in_flight_are_computed_once(reports: Reports) -
 
 async def test_the_first_run_s_error_is_every_waiter_s(reports: Reports) -> None:
     shared = counting(reports)
-    held = Held()
-    blocker = asyncio.create_task(reports.run(held))
-    await held.started()
-    calls: list[int] = []
+    async with holding(reports):
+        calls: list[int] = []
 
-    def fails() -> None:
-        calls.append(1)
-        raise ValueError("the store said no")
+        def fails() -> None:
+            calls.append(1)
+            raise ValueError("the store said no")
 
-    waiters = [asyncio.create_task(reports.run(fails, key="broken")) for _ in range(3)]
-    await until_waiting(reports, shared, 2)
-    held.release.set()
-    await blocker
+        waiters = [asyncio.create_task(reports.run(fails, key="broken")) for _ in range(3)]
+        await until_waiting(reports, shared, 2)
     for task in waiters:
         with pytest.raises(ValueError, match="the store said no"):
             await task
@@ -144,70 +151,58 @@ async def test_the_first_run_s_error_is_every_waiter_s(reports: Reports) -> None
 
 async def test_a_waiter_that_leaves_does_not_stop_the_report_for_the_others(reports: Reports) -> None:
     shared = counting(reports)
-    held = Held()
-    blocker = asyncio.create_task(reports.run(held))
-    await held.started()
-    calls: list[int] = []
+    async with holding(reports):
+        calls: list[int] = []
 
-    def report() -> str:
-        calls.append(1)
-        return "answer"
+        def report() -> str:
+            calls.append(1)
+            return "answer"
 
-    leaving = asyncio.create_task(reports.run(report, key="k"))
-    staying = asyncio.create_task(reports.run(report, key="k"))
-    await until_waiting(reports, shared, 1)
-    leaving.cancel()  # the first one asked, and queued it
-    with pytest.raises(asyncio.CancelledError):
-        await leaving
-    held.release.set()
-    await blocker
+        leaving = asyncio.create_task(reports.run(report, key="k"))
+        staying = asyncio.create_task(reports.run(report, key="k"))
+        await until_waiting(reports, shared, 1)
+        leaving.cancel()  # the first one asked, and queued it
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
     assert await staying == "answer"
     assert calls == [1]
 
 
 async def test_a_queued_report_its_caller_left_keeps_its_place_for_the_next(reports: Reports) -> None:
     shared = counting(reports)
-    held = Held()
-    blocker = asyncio.create_task(reports.run(held))
-    await held.started()
-    calls: list[int] = []
+    async with holding(reports):
+        calls: list[int] = []
 
-    def report() -> str:
-        calls.append(1)
-        return "answer"
+        def report() -> str:
+            calls.append(1)
+            return "answer"
 
-    gave_up = asyncio.create_task(reports.run(report, key="k"))
-    for _ in range(10):  # until it waits for the thread
-        await asyncio.sleep(0)
-    assert list(reports._shared) == [(0, "k")]  # asked at generation 0 (no write since)
-    gave_up.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await gave_up
-    again = asyncio.create_task(reports.run(report, key="k"))  # Try again: joins it, in its place
-    await until_waiting(reports, shared, 1)
-    held.release.set()
-    await blocker
+        gave_up = asyncio.create_task(reports.run(report, key="k"))
+        for _ in range(10):  # until it waits for the thread
+            await asyncio.sleep(0)
+        assert list(reports._shared) == [(0, "k")]  # asked at generation 0 (no write since)
+        gave_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gave_up
+        again = asyncio.create_task(reports.run(report, key="k"))  # Try again: joins it, in its place
+        await until_waiting(reports, shared, 1)
     assert await again == "answer"
     assert calls == [1]
 
 
 async def test_closing_drops_the_queued_reports_no_one_waits_for(reports: Reports) -> None:
-    held = Held()
-    blocker = asyncio.create_task(reports.run(held))
-    await held.started()
-    calls: list[str] = []
-    left = asyncio.create_task(reports.run(calls.append, "left", key="left"))
-    waited = asyncio.create_task(reports.run(calls.append, "waited", key="waited"))
-    for _ in range(10):  # until both wait for the thread
+    async with holding(reports):
+        calls: list[str] = []
+        left = asyncio.create_task(reports.run(calls.append, "left", key="left"))
+        waited = asyncio.create_task(reports.run(calls.append, "waited", key="waited"))
+        for _ in range(10):  # until both wait for the thread
+            await asyncio.sleep(0)
+        assert {key for _, key in reports._shared} == {"left", "waited"}
+        left.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await left
+        closing = asyncio.create_task(reports.close())
         await asyncio.sleep(0)
-    assert {key for _, key in reports._shared} == {"left", "waited"}
-    left.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await left
-    closing = asyncio.create_task(reports.close())
-    await asyncio.sleep(0)
-    held.release.set()
-    await blocker
     await waited
     await closing
     assert calls == ["waited"]  # the report still waited for was computed, not the other
@@ -255,17 +250,13 @@ async def test_a_report_asked_after_a_write_is_computed_anew(tmp_path: Path, rep
         await store.write([change])
     finally:
         await store.close()
-    held = Held()
-    blocker = asyncio.create_task(reports.run(held))
-    await held.started()
-    queued = asyncio.create_task(reports.credit(SINCE, UNTIL, ["last_touch"]))
-    for _ in range(10):  # until it waits for the thread
-        await asyncio.sleep(0)
-    reports.changed()
-    again = asyncio.create_task(reports.credit(SINCE, UNTIL, ["last_touch"]))
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert len(reports._shared) == 2 and len(shared) == 1  # queued apart, not joined
-    held.release.set()
-    await blocker
+    async with holding(reports):
+        queued = asyncio.create_task(reports.credit(SINCE, UNTIL, ["last_touch"]))
+        for _ in range(10):  # until it waits for the thread
+            await asyncio.sleep(0)
+        reports.changed()
+        again = asyncio.create_task(reports.credit(SINCE, UNTIL, ["last_touch"]))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert len(reports._shared) == 2 and len(shared) == 1  # queued apart, not joined
     assert await queued == await again != first  # both read the store as the write left it
