@@ -19,7 +19,7 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -43,8 +43,15 @@ another node's rows about its user committed at the same moment each missed the 
 COUNT_KEY = ("day", "source", "medium", "campaign", "channel", "creator_id")
 """The values a daily count is kept under (local migration 0007); centrally also its node and
 store instance (PostgreSQL migration 0008)."""
-COPY_SLICE = 1000
-"""Rows per COPY call within one batch (see ``CentralWriter._insert``)."""
+IN_THREAD_ROWS = 256
+"""A batch of more rows than this is converted (the sync's local rows to asyncpg's values, the
+mirror's asyncpg values to the local store's forms) in a thread, not on the event loop, which
+the proxy's requests share (worker 0): pure Python over every value, ~10 ms a thousand
+touchpoints; the interpreter switches threads every few milliseconds, so the loop keeps getting
+turns. A smaller batch is not worth the hand-off."""
+COPY_PACE = 250
+"""Rows of a batch asyncpg encodes for its COPY between two turns of the event loop
+(``CentralWriter._insert``): given a list it encodes all of them in one go, on the loop."""
 PG_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
@@ -403,9 +410,7 @@ class CentralWriter:
         """
         if not rows:
             return 0
-        # Converting is pure Python over every value: in a thread, the proxy's event loop keeps
-        # getting turns (the interpreter switches threads every few milliseconds).
-        records = await asyncio.to_thread(plan.records, rows) if len(rows) > 256 else plan.records(rows)
+        records = await off_loop(plan.records, rows)
         try:
             return await self._insert(plan, records)
         except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
@@ -422,7 +427,7 @@ class CentralWriter:
                     f"(LIKE {plan.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
             await conn.copy_records_to_table(
-                f"_stage_{plan.table}", records=records, columns=list(plan.columns)
+                f"_stage_{plan.table}", records=_paced(records), columns=list(plan.columns)
             )
             # Copied while others insert too; from here on, in turn with any erasure (see
             # ``ERASURE_LOCK``): each sees what the other committed.
@@ -473,6 +478,26 @@ class CentralWriter:
             *columns,
         )
         return int(changed)
+
+
+_Row = TypeVar("_Row")
+
+
+async def off_loop(convert: Callable[[Sequence[Any]], list[_Row]], rows: Sequence[Any]) -> list[_Row]:
+    """``convert(rows)``, in a thread when the rows are more than ``IN_THREAD_ROWS``."""
+    if len(rows) > IN_THREAD_ROWS:
+        return await asyncio.to_thread(convert, rows)
+    return convert(rows)
+
+
+async def _paced(records: Sequence[Sequence[Any]]) -> AsyncIterator[Sequence[Any]]:
+    """The records of one COPY, the event loop given a turn after every ``COPY_PACE``: asyncpg
+    encodes a list's in one go on the loop (2,000 touchpoints, tens of milliseconds)."""
+    for start in range(0, len(records), COPY_PACE):
+        if start:
+            await asyncio.sleep(0)
+        for record in records[start : start + COPY_PACE]:
+            yield record
 
 
 def _without_nul(record: Sequence[Any]) -> list[Any]:

@@ -133,8 +133,9 @@ def _local_rows(
     rows: Sequence[asyncpg.Record], forms: Sequence[tuple[int, Callable[[Any], Any]]]
 ) -> list[list[Any]]:
     """Rows read as ``ingested, *columns`` → the columns in the local store's forms, each
-    converted by its column's type (``_LOCAL_FORMS``) only where it needs it: a first fill
-    converts millions of rows on the event loop."""
+    converted by its column's type (``_LOCAL_FORMS``) only where it needs it. Pure Python over
+    every row (a first fill converts millions): a batch's runs in a thread
+    (``central.off_loop``), not on the event loop the proxy's requests share."""
     records: list[list[Any]] = []
     for row in rows:
         values = list(row)[1:]
@@ -236,7 +237,7 @@ class Mirror:
         rows = await conn.fetch(first + order, str(previous), str(horizon), size)
         while True:
             last = rows[-1] if rows else None
-            records = _local_rows(rows, forms)
+            records = await central.off_loop(lambda batch: _local_rows(batch, forms), rows)
             done, new = len(rows) < size, len(records)
             ahead: asyncio.Future[list[asyncpg.Record]] | None = None
             following = () if last is None else (last["_ingested"], *(last[c] for c, _ in keys))

@@ -1,0 +1,193 @@
+"""Event-loop stalls of the central sync's and the reporting mirror's rounds: how long a
+proxied request on the process that runs them (worker 0, with the admin API) can wait.
+
+``python -m bench.loopstall [--touchpoints 200000] [--steady 3000] [--batch-size 2000] [--dsn DSN]``
+
+A loop-lag probe (a task sleeping 1 ms again and again, recording how late it wakes) runs
+beside each of these, on the same event loop, and each one's longest stall and p99 are
+printed (each single stall, not their sum), with the longest pass of the garbage collector
+meanwhile (a full one, of every object of the process, stops every thread for its length):
+
+- **sync catch-up**: a synthetic node store (``bench/synth.py --verdicts``, ``--touchpoints``
+  and a tenth as many conversions) delivered to an empty central store in one round;
+- **mirror first fill**: an empty mirror file filled from that central store in one round;
+- **sync round, steady**: ``--steady`` new touchpoints written to the node, then one round;
+- **mirror round, steady**: the round that brings them into the mirror.
+
+Each round runs as ``gateway sync --once`` / ``gateway mirror --once`` run it (the task's
+rounds are the same code). Without ``--dsn`` a throwaway PostgreSQL is started
+(``bench.pgserver``, as the storage tests' ``postgres_server`` fixture). Nothing is asserted
+but the row counts: measure, compare (alternate the code before and after a change in the
+same hour: the machine's speed drifts), and put the figures in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.pgserver import start_server
+from bench.sync import new_database, synthetic
+from bench.synth import generate
+from gateway.ids import Uuid7
+from gateway.metrics import Metrics
+from gateway.options import CentralOptions, StorageOptions
+from storage.local import LocalStore
+from storage.mirror import Mirror
+from storage.sync import Sync
+
+STALL_MS = 20.0
+"""A stall longer than this is counted apart: a request waits that long on top of its own time."""
+
+
+class Collections:
+    """The garbage collector's passes (each stops every thread, the loop's too): how many full
+    ones (generation 2) began, and the longest full and young (0 and 1) one, in ms."""
+
+    def __init__(self) -> None:
+        self.fulls, self.full, self.young, self._began = 0, 0.0, 0.0, 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            self.fulls += info["generation"] == 2
+            return
+        ms = (time.perf_counter() - self._began) * 1000
+        if info["generation"] == 2:
+            self.full = max(self.full, ms)
+        else:
+            self.young = max(self.young, ms)
+
+
+Stall = tuple[float, float, bool]
+"""How late a wake-up was; the CPU time the loop's thread spent meanwhile; whether a full
+collection began meanwhile."""
+
+
+async def probe(found: list[Stall], collections: Collections) -> None:
+    """How late a 1 ms sleep wakes up, again and again (seconds): what a proxied request would
+    wait; and how much of that the loop's thread spent running (its CPU time: work on the loop,
+    not a wait for the interpreter's lock or for a core other processes hold)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start, cpu, fulls = loop.time(), time.thread_time(), collections.fulls
+        await asyncio.sleep(0.001)
+        late = max(loop.time() - start - 0.001, 0.0)
+        busy = max(time.thread_time() - cpu - 0.0001, 0.0) if late else 0.0
+        found.append((late, busy, collections.fulls != fulls))
+
+
+async def measured(what: str, work: Callable[[], Awaitable[dict[str, int]]]) -> dict[str, int]:
+    """Run ``work`` with the probe beside it; print its rows, seconds, and in ms: the longest
+    stall, the p99 and median ones, how many were over ``STALL_MS``; of the stalls no full
+    collection began in, the longest and the most CPU time the loop's own thread spent in
+    one; the full collections' number and the longest, and the longest young one."""
+    stalls: list[Stall] = []
+    collections = Collections()
+    gc.callbacks.append(collections)
+    monitor = asyncio.create_task(probe(stalls, collections))
+    await asyncio.sleep(0.01)  # the probe is running before the work starts
+    stalls.clear()
+    began = time.perf_counter()
+    try:
+        done = await work()
+    finally:
+        seconds = time.perf_counter() - began
+        gc.callbacks.remove(collections)
+        monitor.cancel()
+        await asyncio.gather(monitor, return_exceptions=True)
+    rows = sum(done.values())
+    ms = sorted(late * 1000 for late, _, _ in stalls)
+    apart = [(late * 1000, cpu * 1000) for late, cpu, full in stalls if not full]
+    longest_apart = max((late for late, _ in apart), default=0.0)
+    busy = max((cpu for _, cpu in apart), default=0.0)
+    p99 = ms[min(int(len(ms) * 0.99), len(ms) - 1)] if ms else 0.0
+    longest = ms[-1] if ms else 0.0
+    over = sum(1 for s in ms if s > STALL_MS)
+    median = statistics.median(ms) if ms else 0.0
+    print(
+        f"{what:<20} {rows:>8,} {seconds:>7.2f} {longest:>8.1f} {p99:>6.1f} {median:>6.1f} {over:>5}"
+        f" {longest_apart:>8.1f} {busy:>8.1f} {collections.fulls:>3} {collections.full:>6.1f}"
+        f" {collections.young:>6.1f}"
+    )
+    return done
+
+
+async def run(args: argparse.Namespace, admin_dsn: str, folder: Path) -> None:
+    dsn = await new_database(admin_dsn)
+    node = folder / "node.db"
+    began = time.perf_counter()
+    await asyncio.to_thread(generate, node, args.touchpoints, max(args.touchpoints // 10, 1), 7, 90, True)
+    print(f"node store: {args.touchpoints:,} touchpoints generated in {time.perf_counter() - began:.1f} s")
+    options = CentralOptions(batch_size=args.batch_size)
+    sync = Sync(node, dsn, options, Metrics(), node="bench")
+    mirror = Mirror(folder / "mirror.db", dsn, options, Metrics())
+    print(
+        f"{'round':<20} {'rows':>8} {'s':>7} {'longest':>8} {'p99':>6} {'median':>6}"
+        f" {f'>{STALL_MS:g}':>5} {'no gc':>8} {'loop CPU':>8} {'full gc':>10} {'young':>6}"
+    )
+    first = await measured("sync catch-up", sync.once)
+    filled = await measured("mirror first fill", mirror.once)
+    assert sum(filled.values()) >= sum(first.values()) - first.get("erasures", 0), (first, filled)
+    store = LocalStore(node, StorageOptions(node="bench", batch_size=5000), Metrics())
+    await store.open()
+    try:
+        ids = Uuid7()
+        for round_ in range(args.rounds):
+            start = datetime(2026, 12, 1 + round_, tzinfo=UTC)
+            offset = round_ * args.steady
+            await store.write([synthetic(offset + n, ids, start) for n in range(args.steady)])
+            synced = await measured("sync round, steady", sync.once)
+            mirrored = await measured("mirror round, steady", mirror.once)
+            assert synced["touchpoints"] == args.steady == mirrored["touchpoints"], (synced, mirrored)
+    finally:
+        await store.close()
+    conn: Any = await asyncpg.connect(dsn)
+    try:
+        central = await conn.fetchval("SELECT count(*) FROM touchpoints")
+    finally:
+        await conn.close()
+    print(f"central touchpoints: {central:,}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.loopstall", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--touchpoints", type=int, default=200_000, help="the node store's, for the first fill"
+    )
+    parser.add_argument("--steady", type=int, default=3000, help="new touchpoints per steady round")
+    parser.add_argument("--rounds", type=int, default=3, help="steady rounds (sync, then mirror)")
+    parser.add_argument("--batch-size", type=int, default=2000, help="central.batch_size")
+    parser.add_argument("--dsn", help="an existing server's DSN (a database is created on it)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(
+        f"bench.loopstall: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f},"
+        f" batch {args.batch_size:,}"
+    )
+    server = None if args.dsn else start_server()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            dsn = args.dsn if server is None else server.dsn()
+            asyncio.run(run(args, dsn, Path(folder)))
+    finally:
+        if server is not None:
+            server.close()
+
+
+if __name__ == "__main__":
+    main()
