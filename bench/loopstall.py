@@ -43,6 +43,7 @@ from bench.synth import generate
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions, StorageOptions
+from gateway.server import settle_heap
 from storage.local import LocalStore
 from storage.mirror import Mirror
 from storage.sync import Sync
@@ -130,6 +131,8 @@ async def run(args: argparse.Namespace, admin_dsn: str, folder: Path) -> None:
     began = time.perf_counter()
     await asyncio.to_thread(generate, node, args.touchpoints, max(args.touchpoints // 10, 1), 7, 90, True)
     print(f"node store: {args.touchpoints:,} touchpoints generated in {time.perf_counter() - began:.1f} s")
+    if not args.default_gc:
+        settle_heap()  # as the gateway does once started: the collector's settings it runs with
     options = CentralOptions(batch_size=args.batch_size)
     sync = Sync(node, dsn, options, Metrics(), node="bench")
     mirror = Mirror(folder / "mirror.db", dsn, options, Metrics())
@@ -170,6 +173,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="steady rounds (sync, then mirror)")
     parser.add_argument("--batch-size", type=int, default=2000, help="central.batch_size")
     parser.add_argument("--dsn", help="an existing server's DSN (a database is created on it)")
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="CPython's collector settings, not the gateway's (gateway.server.settle_heap)",
+    )
     return parser.parse_args(argv)
 
 
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     print(
         f"bench.loopstall: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f},"
-        f" batch {args.batch_size:,}"
+        f" batch {args.batch_size:,}, {'CPython' if args.default_gc else 'the gateway'}'s collector settings"
     )
     server = None if args.dsn else start_server()
     try:
