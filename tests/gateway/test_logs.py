@@ -22,6 +22,7 @@ from tests.gatewayproc import GatewayProcess
 CLIENT_IP = "203.0.113.77"
 USER_EMAIL = "jane.raw.user@example.com"
 WRONG_TOKEN = "w" * 40
+CLICK_ID = "click-id-from-the-query-0042"
 
 
 def test_json_line_has_the_standard_fields_and_extras() -> None:
@@ -68,6 +69,8 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
         f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = 1\naccess_log = true\n'
         'trusted_proxies = ["127.0.0.1"]\n[admin]\nlisten = "127.0.0.1:0"\n'
         '[storage]\npath = "gw.db"\n[log]\nlevel = "debug"\n'
+        # Plain: the user ID itself is in the store's SQL (hashed, it would not show leaking).
+        '[identity]\nuser_id_storage = "plain"\n'
         '[[identity.rules]]\nname = "login"\npath = "/accounts/login/"\nstatus = [302]\n'
         'user_id = { form = "username" }\n',
     )
@@ -75,7 +78,7 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
     try:
         xff = {"X-Forwarded-For": CLIENT_IP}
         async with aiohttp.ClientSession() as session:
-            for path in ("/?utm_source=news&gclid=abc", "/boom", "/_gw/nothing"):
+            for path in (f"/?utm_source=news&gclid={CLICK_ID}", "/boom", "/_gw/nothing"):
                 async with session.get(gw.proxy + path, headers=xff) as resp:
                     await resp.read()
             async with session.post(
@@ -110,8 +113,13 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
     text = "".join(lines)
     # (127.0.0.1 is both the test client and our own listen address, so the client IP checked is
     # the one a trusted proxy forwarded.)
-    for raw in (SECRET, TOKEN, WRONG_TOKEN, CLIENT_IP, USER_EMAIL, "hunter2", *ENV.values()):
+    for raw in (SECRET, TOKEN, WRONG_TOKEN, CLIENT_IP, USER_EMAIL, CLICK_ID, "hunter2", *ENV.values()):
         assert raw not in text, f"{raw!r} leaked into the logs"
+    # `debug` is the gateway's own: aiosqlite's wrote every statement with its parameters.
+    assert any(r["level"] == "debug" for r in records), "a debug line of the gateway's own"
+    assert {r["logger"] for r in records if r["level"] == "debug"} <= {"gateway"} | {
+        r["logger"] for r in records if r["logger"].startswith("gateway.")
+    }
 
 
 def test_a_throttled_line_says_how_many_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
