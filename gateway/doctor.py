@@ -78,6 +78,7 @@ def check_store(settings: Settings) -> Check:
 def _check_file(path: Path, what: str, key: str) -> Check:
     """A local store file (the node's own ``store``, or the reporting ``mirror``): there or
     creatable, writable, and of a schema this gateway reads; ``key`` names the setting to fix."""
+    from storage.local import read_only
     from storage.migrate import migrations
 
     newest = migrations()[-1][0]
@@ -106,7 +107,7 @@ def _check_file(path: Path, what: str, key: str) -> Check:
             "(SQLite writes its -wal and -shm files beside it)",
         )
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        with contextlib.closing(read_only(path)) as db:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.DatabaseError as err:
         return Check("FAIL", f"{what} {path} is not a SQLite database: {err}", f"point {key} elsewhere")
@@ -271,10 +272,12 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
 def _instance(path: Path) -> str | None:
     """The store's instance identity (``storage.local.store_instance``), read only; None when
     the store or its identity is not there yet."""
+    from storage.local import read_only
+
     if not path.is_file():
         return None
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(read_only(path)) as db:
             row = db.execute("SELECT value FROM store_identity WHERE name = 'instance'").fetchone()
     except sqlite3.Error:
         return None

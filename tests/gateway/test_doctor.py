@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -164,6 +165,23 @@ def test_a_store_path_that_is_a_folder_or_under_a_file(tmp_path: Path) -> None:
         settings = load_settings(None, text=f'[storage]\npath = "{tmp_path / name}"\n', environ=ENV)
         check = check_store(settings)
         assert check.status == "FAIL" and what in check.what and check.fix.startswith(fix), check
+
+
+@pytest.mark.parametrize("name", ["gw#1.db", "gw?x=1.db", "gw%231.db"])
+def test_a_store_whose_name_holds_uri_characters_is_read_as_it_is(tmp_path: Path, name: str) -> None:
+    """The doctor opened the store as a ``file:`` URI unquoted: ``gw#1.db`` was the file ``gw``
+    (``#``: a fragment), created empty beside the store and reported as schema 0."""
+    from gateway.config import load_settings
+    from gateway.doctor import check_store
+    from storage.migrate import migrations
+
+    newest = migrations()[-1][0]
+    with contextlib.closing(sqlite3.connect(tmp_path / name)) as db:
+        db.execute(f"PRAGMA user_version = {newest}")
+    settings = load_settings(None, text=f'[storage]\npath = "{tmp_path / name}"\n', environ=ENV)
+    check = check_store(settings)
+    assert check == Check("ok", f"store {tmp_path / name} writable, schema {newest} (current)"), check
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # the doctor writes nothing
 
 
 async def test_each_sender_is_listed_with_its_endpoint_and_scheme(
