@@ -118,6 +118,30 @@ async def test_a_broken_config_names_its_key(tmp_path: Path) -> None:
     await asyncio.to_thread(cfg.write_text, "[bots]\nreview_threshold = 120\n")
     code, out = await doctor(cfg)
     assert code == 1 and "[FAIL] config: bots.review_threshold: must be 0..100, got 120" in out
+    # The fix names the file in use (it said `-c FILE`), and a file not read is no key to correct.
+    assert f"fix: correct this key (gateway check -c {cfg} lists every problem)" in out, out
+    code, out = await doctor(tmp_path / "missing.toml")
+    assert code == 1 and f"[FAIL] config: {tmp_path / 'missing.toml'}: cannot read: " in out, out
+    fix = "fix: name the config file the gateway runs with (-c), or write a starter one: gateway init -c"
+    fix += f" {tmp_path / 'missing.toml'}"
+    assert fix in out and "correct this key" not in out, out
+    await asyncio.to_thread(cfg.write_text, '[proxy]\nlisten = "127.0.0.1\n')
+    code, out = await doctor(cfg)
+    assert code == 1 and f"fix: correct the file (gateway check -c {cfg} lists every problem)" in out, out
+
+
+async def test_a_mirror_never_filled_is_told_how_to_fill_with_the_config_in_use(tmp_path: Path) -> None:
+    """The fix said `gateway mirror --once -c FILE`, to be completed by hand."""
+    cfg = await asyncio.to_thread(
+        _config,
+        tmp_path,
+        f"http://127.0.0.1:{_closed_port()}",
+        '[central]\nurl = "env:CENTRAL_DSN"\nmirror_path = "reports/mirror.db"\n',
+    )
+    dsn = f"postgresql://gw@127.0.0.1:{_closed_port()}/gw"
+    code, out = await doctor(cfg, {**ENV, "CENTRAL_DSN": dsn})
+    assert code == 1 and f"mirror {tmp_path / 'reports' / 'mirror.db'} was never filled" in out, out
+    assert f"fix: run `gateway mirror --once -c {cfg}` (or start the gateway)" in out, out
 
 
 async def test_unreachable_postgresql_when_central_is_configured(blockbuster: BlockBuster) -> None:
