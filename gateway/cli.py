@@ -612,10 +612,10 @@ def _reclassify_stores(settings: Settings, which: str, config: str) -> list[tupl
     local = settings.store_path
     stores: list[tuple[str, Path]] = []
     if which != "mirror":
-        if local.exists():
+        if local.is_file():
             stores.append(("local", local))
-        elif which == "local" or mirror is None or not mirror.exists():
-            print(settings.no_store(), file=sys.stderr)
+        elif which == "local" or mirror is None or not mirror.exists() or local.is_dir():
+            print(settings.store_problem() or settings.no_store(), file=sys.stderr)
             return []
         else:
             print(f"reclassify (local {local}): no store there (storage.path): skipped", file=sys.stderr)

@@ -105,6 +105,18 @@ class Settings:
             " first runs; point storage.path at the store the gateway writes"
         )
 
+    def store_problem(self) -> str | None:
+        """What a command that reads this node's store says when the file cannot be one: none
+        there (``no_store``), or a folder in its place (SQLite said ``unable to open database
+        file``); None when there is a file to open."""
+        path = self.store_path
+        if path.is_dir():
+            return (
+                f"gateway: the store {path} (storage.path) is a folder, not a file; point storage.path"
+                f" at the store the gateway writes, like {path / 'gateway.db'}"
+            )
+        return None if path.exists() else self.no_store()
+
     @property
     def lowercases_user_ids(self) -> bool:
         """Whether an identity rule lower-cases the user IDs it reads (``lowercase``): an

@@ -738,6 +738,33 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_commands_reading_the_store_say_so_of_a_folder_or_no_store_there(tmp_path: Path) -> None:
+    """A folder at storage.path was SQLite's `unable to open database file` to every command but
+    `run`; and `sink send` made a missing store anew, empty, and said `0 messages sent`."""
+    (tmp_path / "data").mkdir()
+    sink = '[[sinks]]\nname = "crm"\nkind = "webhook"\nurl = "http://127.0.0.1:9/x"\n'
+    sink += 'secret = "env:GATEWAY_SECRET"\n'
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[storage]\npath = "data"\n[privacy]\nretention_days = 30\n{sink}')
+    folder = f"gateway: the store {tmp_path / 'data'} (storage.path) is a folder, not a file;"
+    for command in (
+        ("report",),
+        ("reclassify",),
+        ("erase", "u1"),
+        ("purge",),
+        ("replay-bad",),
+        ("sink", "send", "--user", "u1"),
+        ("import", os.devnull, "--format", "segment"),
+    ):
+        done = gateway(*command, "-c", str(cfg), env=ENV)
+        assert done.returncode == 1 and folder in done.stderr, (command, done.stderr)
+        assert "unable to open database file" not in done.stderr, (command, done.stderr)
+    cfg.write_text(f'[storage]\npath = "data/gw.db"\n{sink}')
+    done = gateway("sink", "send", "--user", "u1", "-c", str(cfg), env=ENV)
+    assert done.returncode == 1 and "gateway: no store at" in done.stderr and done.stdout == "", done
+    assert list((tmp_path / "data").iterdir()) == []  # none made
+
+
 def test_report_refuses_an_option_its_report_does_not_take(tmp_path: Path) -> None:
     """As the endpoints refuse a query parameter they do not take (GET
     /api/attribution/paths?model=linear is a 400), each report refuses the options it does not
