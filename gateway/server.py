@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -396,6 +397,8 @@ async def start_site(
         await runner.cleanup()
         named = f" ({key})" if key else ""
         why = os.strerror(err.errno) if err.errno else err.strerror  # asyncio's repeats the address
+        if isinstance(err, socket.gaierror):  # its errno is the resolver's (os.strerror: "Unknown error -2")
+            why = f"{host} cannot be resolved to an address of this machine ({err.strerror})"
         raise OSError(err.errno, f"cannot listen on {listen}{named}: {why}") from err
     bound = runner.addresses[0][:2] if runner.addresses else (host, port)
     shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]

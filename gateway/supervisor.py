@@ -56,7 +56,12 @@ def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket
     """Bind (never listen on) ``listen`` (of the config key ``key``); the socket and the
     concrete ``HOST:PORT`` it holds."""
     host, port = parse_listen(listen)
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    named = f" ({key})" if key else ""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:  # as one process says it (this said "cannot start: Name or …")
+        why = f"{host} cannot be resolved to an address of this machine ({err.strerror})"
+        raise OSError(err.errno, f"cannot listen on {listen}{named}: {why}") from err
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -66,7 +71,6 @@ def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket
         sock.bind(address)
     except OSError as err:
         sock.close()
-        named = f" ({key})" if key else ""
         raise OSError(err.errno, f"cannot listen on {listen}{named}: {err.strerror}") from err
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host

@@ -123,6 +123,19 @@ def test_run_explains_a_busy_port(tmp_path: Path, workers: int) -> None:
     assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_explains_a_listen_host_that_does_not_resolve(tmp_path: Path, workers: int) -> None:
+    """One process said the resolver's code as `Unknown error -2`, several a bare `Name or service
+    not known` naming no key. (An unknown interface as the scope: refused without asking DNS.)"""
+    done = gateway("run", "-c", str(_config(tmp_path, "[fe80::1%nosuchif]:0", workers=workers)), env=ENV)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    said = (
+        "gateway: cannot start: cannot listen on [fe80::1%nosuchif]:0 (proxy.listen): fe80::1%nosuchif"
+        " cannot be resolved to an address of this machine (Name or service not known)"
+    )
+    assert said in done.stderr, done.stderr
+
+
 def test_run_explains_an_unreadable_store(tmp_path: Path) -> None:
     (tmp_path / "gw.db").write_bytes(b"this is not a database" * 100)
     done = gateway("run", "-c", str(_config(tmp_path)), env=ENV)
