@@ -1005,7 +1005,8 @@ def test_replay_bad_explains_a_missing_empty_or_unreadable_store(tmp_path: Path)
         " point storage.path at the store the gateway writes\n",
         "empty.db": "gateway: cannot read the store {path}: no such table: bad_events "
         "(not a gateway store? `gateway run` creates its tables)\n",
-        "folder.db": "gateway: cannot read the store {path}: unable to open database file\n",
+        "folder.db": "gateway: the store {path} (storage.path) is a folder, not a file; point storage.path"
+        " at the store the gateway writes, like {path}/gateway.db\n",  # SQLite's words until 2026-12-05
     }
     (tmp_path / "empty.db").write_bytes(b"")
     (tmp_path / "folder.db").mkdir()
@@ -1021,17 +1022,21 @@ def test_sink_send_explains_a_store_it_cannot_open(tmp_path: Path) -> None:
     cfg = tmp_path / "gateway.toml"
     (tmp_path / "garbage.db").write_bytes(b"not a database" * 100)
     (tmp_path / "folder.db").mkdir()
+    at = "point storage.path at the store the gateway writes"
+    made = "the gateway creates it when it first runs"
+    # (a folder and a missing store were SQLite's `unable to open database file` until 2026-12-05)
     cases = {
-        "garbage.db": "file is not a database",
-        "folder.db": "unable to open database file",
-        "no/such/folder/x.db": "unable to open database file",
+        "garbage.db": "gateway: cannot open the store {path}: file is not a database",
+        "folder.db": "gateway: the store {path} (storage.path) is a folder, not a file; "
+        + at
+        + ", like {path}/gateway.db",
+        "no/such/folder/x.db": "gateway: no store at {path} (storage.path): " + made + "; " + at,
     }
     sink = "[[sinks]]\nname = 's'\nkind = 'webhook'\nurl = 'http://127.0.0.1:9/'\nsecret = 'env:SINK'\n"
-    for name, why in cases.items():
+    for name, expected in cases.items():
         cfg.write_text(f'[storage]\npath = "{name}"\n{sink}')
         done = gateway("sink", "send", "--user", "u1", "-c", str(cfg), env={**ENV, "SINK": "k" * 32})
-        expected = f"gateway: cannot open the store {tmp_path / name}: {why}\n"
-        assert (done.returncode, done.stderr) == (1, expected), done
+        assert (done.returncode, done.stderr) == (1, expected.format(path=tmp_path / name) + "\n"), done
 
 
 def test_doctor_and_send_test_event_refuse_arguments_they_cannot_use(tmp_path: Path) -> None:
