@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -120,6 +121,37 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
     assert {r["logger"] for r in records if r["level"] == "debug"} <= {"gateway"} | {
         r["logger"] for r in records if r["logger"].startswith("gateway.")
     }
+
+
+async def test_an_upstream_failure_is_logged_in_words_not_a_python_repr(tmp_path: Path) -> None:
+    """The upstream's failures were logged as reprs: `UpstreamConnectError(111, '…')`, and for a
+    WebSocket `ClientConnectorError(ConnectionKey(host='127.0.0.1', port=…, is_ssl=False, …), …)`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "http://127.0.0.1:{closed}"\nworkers = 1\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\n',
+    )
+    gw = await GatewayProcess.start(cfg)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(gw.proxy + "/some/page") as resp:
+                assert resp.status == 502
+            with pytest.raises(aiohttp.WSServerHandshakeError):
+                await session.ws_connect(gw.proxy + "/socket")
+        page = await gw.wait_log(lambda r: r["msg"].startswith("upstream connect for GET /some/page: "))
+        socket_ = await gw.wait_log(lambda r: r["msg"].startswith("upstream WebSocket connect failed: "))
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert page["msg"].endswith("cannot connect to the upstream: [Errno 111] Connection refused"), page
+    assert socket_["msg"].endswith(f"Cannot connect to host 127.0.0.1:{closed} ssl:default"
+                                   f" [Connect call failed ('127.0.0.1', {closed})]"), socket_  # fmt: skip
+    for line in (page["msg"], socket_["msg"]):
+        assert "Error(" not in line and "ConnectionKey" not in line, line
 
 
 def test_a_throttled_line_says_how_many_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
