@@ -335,6 +335,11 @@ class ProxyHost:
         self.store = store
         self.metrics = metrics
         self._not_stored = Throttled(log, logging.WARNING)
+        # An upstream that is down fails every request: one line at once, then one per 10 s per
+        # kind, with the count held back (until 2026-12-05 a line per request).
+        self._upstream_failed_log = {
+            kind: Throttled(log, logging.WARNING) for kind in ("timeout", "connect", "protocol", "internal")
+        }
         self.session = session
         self.pool = pool
         self.going_away = going_away
@@ -684,7 +689,9 @@ class ProxyHost:
             kind, status = "internal", 502
         self.metrics.upstream_errors.labels(kind).inc()
         self.metrics.requests.labels(f"upstream_{kind}").inc()
-        log.warning("upstream %s for %s %s: %s", kind, request.method, request.path, described(err))
+        self._upstream_failed_log[kind](
+            "upstream %s for %s %s: %s", kind, request.method, request.path, described(err)
+        )
         return pages.error_page(status)
 
     def _public_location(

@@ -125,7 +125,8 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
 
 async def test_an_upstream_failure_is_logged_in_words_not_a_python_repr(tmp_path: Path) -> None:
     """The upstream's failures were logged as reprs: `UpstreamConnectError(111, '…')`, and for a
-    WebSocket `ClientConnectorError(ConnectionKey(host='127.0.0.1', port=…, is_ssl=False, …), …)`."""
+    WebSocket `ClientConnectorError(ConnectionKey(host='127.0.0.1', port=…, is_ssl=False, …), …)`;
+    and once per request, as a store failing on every request no longer was."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
@@ -140,6 +141,9 @@ async def test_an_upstream_failure_is_logged_in_words_not_a_python_repr(tmp_path
         async with aiohttp.ClientSession() as session:
             async with session.get(gw.proxy + "/some/page") as resp:
                 assert resp.status == 502
+            for n in range(20):  # a site that is down fails every request: not a line for each
+                async with session.get(f"{gw.proxy}/page/{n}") as resp:
+                    assert resp.status == 502
             with pytest.raises(aiohttp.WSServerHandshakeError):
                 await session.ws_connect(gw.proxy + "/socket")
         page = await gw.wait_log(lambda r: r["msg"].startswith("upstream connect for GET /some/page: "))
@@ -152,6 +156,8 @@ async def test_an_upstream_failure_is_logged_in_words_not_a_python_repr(tmp_path
                                    f" [Connect call failed ('127.0.0.1', {closed})]"), socket_  # fmt: skip
     for line in (page["msg"], socket_["msg"]):
         assert "Error(" not in line and "ConnectionKey" not in line, line
+    connects = [r["msg"] for r in gw.logs() if r["msg"].startswith("upstream connect for")]
+    assert connects == [page["msg"]], connects  # then at most one per 10 s, with the count held back
 
 
 def test_a_throttled_line_says_how_many_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
