@@ -30,7 +30,7 @@ import msgspec
 from yarl import URL
 
 from gateway import report_cli
-from gateway.childsignals import STOP_SIGNALS
+from gateway.childsignals import RELOAD_SIGNALS, STOP_SIGNALS
 from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked, read_config
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
@@ -1058,6 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
         # Held while the command loaded (``gateway/__main__.py``): one that came meanwhile has its
         # usual effect now, before the command begins.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if args.func is not cmd_run:  # `run` hears SIGHUP once it reloads on it (server, supervisor)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, RELOAD_SIGNALS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code = int(args.func(args))

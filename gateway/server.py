@@ -33,6 +33,7 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway.admin import create_admin_app
+from gateway.childsignals import RELOAD_SIGNALS, heard
 from gateway.config import Settings
 from gateway.creators import CreatorRegistry
 from gateway.dashboard import SECURITY_HEADERS, add_dashboard
@@ -540,6 +541,7 @@ async def serve(
     for sig, action in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGHUP, hangup)):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, action)
+    heard(RELOAD_SIGNALS)  # held since the process began (``gateway/__main__.py``)
     grace = settings.options.proxy.shutdown_grace
     proxy_runner, proxy_addr = await start_site(
         gw.proxy_app,

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, time, timedelta
 from prometheus_client.multiprocess import mark_process_dead
 
 from gateway import sharedcounts
+from gateway.childsignals import RELOAD_SIGNALS, blocked, heard
 from gateway.daysalt import SALT_FD_ENV, DaySalt
 from gateway.metrics import MULTIPROCESS_ENV
 from gateway.options import parse_listen
@@ -116,6 +117,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        heard(RELOAD_SIGNALS)  # held since the process began (``gateway/__main__.py``)
         days = asyncio.create_task(self._next_days(), name="next-days")
         keepers = [asyncio.create_task(self._keep(0), name="worker-0")]
         await self._first_up()
@@ -175,7 +177,8 @@ class Supervisor:
             if self.counts is not None:
                 env[SHARED_COUNTS_FD_ENV] = str(self.counts)
                 fds.append(self.counts)
-            proc = await asyncio.create_subprocess_exec(*self.argv(index), env=env, pass_fds=fds)
+            with blocked(RELOAD_SIGNALS):  # held by the worker from its start, until it reloads on it
+                proc = await asyncio.create_subprocess_exec(*self.argv(index), env=env, pass_fds=fds)
         except BaseException:
             os.close(write_end)
             raise
