@@ -739,6 +739,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not settings.central_url:
         print(f"gateway: {args.config}: central.url is not set: there is no central store", file=sys.stderr)
         return EXIT_CONFIG
+    if problem := settings.store_problem():  # a mistyped path made an empty store (until 2026-12-05)
+        print(problem, file=sys.stderr)
+        return 1
     from gateway.metrics import Metrics
     from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
     from storage.sync import Sync

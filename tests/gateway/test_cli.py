@@ -753,7 +753,8 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
 
 def test_commands_reading_the_store_say_so_of_a_folder_or_no_store_there(tmp_path: Path) -> None:
     """A folder at storage.path was SQLite's `unable to open database file` to every command but
-    `run`; and `sink send` made a missing store anew, empty, and said `0 messages sent`."""
+    `run`; and `sink send` and `sync --once` made a missing store anew, empty, and said `0
+    messages sent` (or delivered its 0 rows)."""
     (tmp_path / "data").mkdir()
     sink = '[[sinks]]\nname = "crm"\nkind = "webhook"\nurl = "http://127.0.0.1:9/x"\n'
     sink += 'secret = "env:GATEWAY_SECRET"\n'
@@ -772,9 +773,14 @@ def test_commands_reading_the_store_say_so_of_a_folder_or_no_store_there(tmp_pat
         done = gateway(*command, "-c", str(cfg), env=ENV)
         assert done.returncode == 1 and folder in done.stderr, (command, done.stderr)
         assert "unable to open database file" not in done.stderr, (command, done.stderr)
-    cfg.write_text(f'[storage]\npath = "data/gw.db"\n{sink}')
-    done = gateway("sink", "send", "--user", "u1", "-c", str(cfg), env=ENV)
-    assert done.returncode == 1 and "gateway: no store at" in done.stderr and done.stdout == "", done
+    central = {**ENV, "CENTRAL": "postgresql://gw:pw@127.0.0.1:9/gw"}  # never reached
+    cfg.write_text('[storage]\npath = "data"\n[central]\nurl = "env:CENTRAL"\n')
+    done = gateway("sync", "--once", "-c", str(cfg), env=central)
+    assert done.returncode == 1 and folder in done.stderr, done.stderr  # "sync failed: unable to open …"
+    cfg.write_text(f'[storage]\npath = "data/gw.db"\n{sink}[central]\nurl = "env:CENTRAL"\n')
+    for command in (("sink", "send", "--user", "u1"), ("sync", "--once")):
+        done = gateway(*command, "-c", str(cfg), env=central)
+        assert done.returncode == 1 and "gateway: no store at" in done.stderr and done.stdout == "", done
     assert list((tmp_path / "data").iterdir()) == []  # none made
 
 
