@@ -124,7 +124,7 @@ class Supervisor:
         if not self.stopping.is_set():
             keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
         await self.stopping.wait()
-        log.info("stopping %d workers (grace %.0f s)", len(self.procs), self.grace)
+        log.info("stopping %d worker(s) (grace %.0f s)", len(self.procs), self.grace)
         self._forward(signal.SIGTERM)
         done, pending = await asyncio.wait(keepers, timeout=self.grace + 5)
         for index, proc in self.procs.items():
@@ -243,15 +243,25 @@ class Supervisor:
                 return 0 if code in (0, -signal.SIGTERM) else code
             quick = quick + 1 if loop.time() - started < QUICK_EXIT else 0
             if code in (EXIT_CONFIG, EXIT_START) or quick >= MAX_QUICK_EXITS:
-                log.critical("worker %d cannot run (exit %d); stopping the gateway", index, code)
+                log.critical("worker %d cannot run (%s); stopping the gateway", index, ended(code))
                 self.failed = True
                 self.stopping.set()
                 return code
-            log.error("worker %d exited (code %d); starting it again", index, code)
+            log.error("worker %d %s; starting it again", index, ended(code))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), min(0.1 * 2**quick, 5.0))
             if self.stopping.is_set():  # told to stop while it was down: nothing to restart
                 return 0
+
+
+def ended(code: int) -> str:
+    """How a worker ended, in an operator's words: ``killed by SIGKILL`` (the OOM killer,
+    ``kill -9``) where the log said ``exited (code -9)`` until 2026-12-05."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def worker_count(configured: int) -> int:
