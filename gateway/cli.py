@@ -31,7 +31,15 @@ from yarl import URL
 
 from gateway import report_cli
 from gateway.childsignals import RELOAD_SIGNALS, STOP_SIGNALS
-from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked, read_config
+from gateway.config import (
+    RELOAD_HINT,
+    SECRET_KEYS,
+    ConfigError,
+    Settings,
+    load_settings,
+    masked,
+    read_config,
+)
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
 from gateway.doctor import check_geo, check_store, cmd_doctor, timeout_arg
@@ -248,7 +256,9 @@ async def _run(
     primary = args.worker in (None, 0)
 
     async def reread() -> Settings:
-        load = functools.partial(load_settings, args.config, dev=args.dev, admin_public=args.admin_public)
+        load = functools.partial(
+            load_settings, args.config, dev=args.dev, admin_public=args.admin_public, missing_hint=RELOAD_HINT
+        )
         return _overridden(await asyncio.to_thread(load), args, started)
 
     def ready(proxy: str, admin: str) -> None:

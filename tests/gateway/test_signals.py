@@ -312,6 +312,15 @@ async def test_a_reload_asked_for_while_the_gateway_starts_does_not_kill_it(
         assert proc.returncode is None, "".join(gw.stderr)
         gw.signal(signal.SIGHUP)  # and one after: a reload as ever
         await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
+        # A variable named since cannot be set for a running process: said so (not "run with --dev").
+        await asyncio.to_thread(cfg.write_text, text + '[identity]\nsecret = "env:SET_NOWHERE"\n')
+        gw.signal(signal.SIGHUP)
+        refused = await gw.wait_log(lambda r: r["msg"].startswith("reload refused"))
+        assert refused["msg"] == (
+            "reload refused, the running config is kept: identity.secret: environment variable"
+            " SET_NOWHERE is not set (a running gateway reads its environment at start only:"
+            " restart it with the variable set)"
+        ), refused
         assert await gw.stop() == 0
     finally:
         await gw.kill()
