@@ -4,7 +4,8 @@ Ctrl-C (SIGINT) and SIGTERM are held while the command loads (its imports take a
 milliseconds): ``gateway.cli.main`` lets one that came meanwhile through before the command
 runs, unless the command stops on them its own way (``gateway import`` hears it once it can
 stop cleanly). A Ctrl-C that reaches Python's own handler ends the command with a line saying
-so, not a traceback.
+so, not a traceback. SIGHUP is held too: ``gateway run`` until it reloads on it, every other
+command until it begins, as Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import signal
 import sys
 
-from gateway.childsignals import STOP_SIGNALS
+from gateway.childsignals import RELOAD_SIGNALS, STOP_SIGNALS
 
 EXIT_INTERRUPTED = 130
 """128 + SIGINT, as a shell reports a command Ctrl-C ended."""
 
 
 def main() -> int:
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | RELOAD_SIGNALS)
     try:
         from gateway.cli import main as command
 

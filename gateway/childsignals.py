@@ -6,7 +6,8 @@ the worker, first thing, ignores them and unblocks them (``ignored``), dropping 
 while it started. The parent then stops its workers its own way. Used by the report workers
 (``storage/report_pool.py``) and ``gateway import``'s (``gateway/importworkers.py``).
 
-The ``gateway`` command itself holds them the same way while it loads (``gateway/__main__.py``).
+The ``gateway`` command itself holds them the same way while it loads (``gateway/__main__.py``),
+and ``gateway run`` holds SIGHUP until it reloads on it (``RELOAD_SIGNALS``, ``heard``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from collections.abc import Iterable, Iterator
 
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 """What stops a command or a service: Ctrl-C, and a service manager's stop."""
+RELOAD_SIGNALS = frozenset({signal.SIGHUP})
+"""A reload (``systemctl reload``), held by ``gateway run`` from its first line until its
+handler is in place (``heard``): until 2026-12-05 one that came while it, or a worker, started
+killed it (SIGHUP's default action), and a few in a row stopped the whole gateway."""
 
 
 @contextlib.contextmanager
@@ -36,3 +41,9 @@ def ignored(signals: Iterable[signal.Signals]) -> None:
     for sig in signals:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+
+
+def heard(signals: Iterable[signal.Signals]) -> None:
+    """Unblock ``signals`` once their handlers are in place: one that came while they were held
+    reaches its handler now (a reload asked for during the start reads the file again)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(signals))

@@ -30,8 +30,16 @@ import msgspec
 from yarl import URL
 
 from gateway import report_cli
-from gateway.childsignals import STOP_SIGNALS
-from gateway.config import SECRET_KEYS, ConfigError, Settings, load_settings, masked, read_config
+from gateway.childsignals import RELOAD_SIGNALS, STOP_SIGNALS
+from gateway.config import (
+    RELOAD_HINT,
+    SECRET_KEYS,
+    ConfigError,
+    Settings,
+    load_settings,
+    masked,
+    read_config,
+)
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
 from gateway.doctor import check_geo, check_store, cmd_doctor, timeout_arg
@@ -248,7 +256,9 @@ async def _run(
     primary = args.worker in (None, 0)
 
     async def reread() -> Settings:
-        load = functools.partial(load_settings, args.config, dev=args.dev, admin_public=args.admin_public)
+        load = functools.partial(
+            load_settings, args.config, dev=args.dev, admin_public=args.admin_public, missing_hint=RELOAD_HINT
+        )
         return _overridden(await asyncio.to_thread(load), args, started)
 
     def ready(proxy: str, admin: str) -> None:
@@ -612,10 +622,10 @@ def _reclassify_stores(settings: Settings, which: str, config: str) -> list[tupl
     local = settings.store_path
     stores: list[tuple[str, Path]] = []
     if which != "mirror":
-        if local.exists():
+        if local.is_file():
             stores.append(("local", local))
-        elif which == "local" or mirror is None or not mirror.exists():
-            print(settings.no_store(), file=sys.stderr)
+        elif which == "local" or mirror is None or not mirror.exists() or local.is_dir():
+            print(settings.store_problem() or settings.no_store(), file=sys.stderr)
             return []
         else:
             print(f"reclassify (local {local}): no store there (storage.path): skipped", file=sys.stderr)
@@ -739,6 +749,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not settings.central_url:
         print(f"gateway: {args.config}: central.url is not set: there is no central store", file=sys.stderr)
         return EXIT_CONFIG
+    if problem := settings.store_problem():  # a mistyped path made an empty store (until 2026-12-05)
+        print(problem, file=sys.stderr)
+        return 1
     from gateway.metrics import Metrics
     from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
     from storage.sync import Sync
@@ -1058,6 +1071,8 @@ def main(argv: list[str] | None = None) -> int:
         # Held while the command loaded (``gateway/__main__.py``): one that came meanwhile has its
         # usual effect now, before the command begins.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if args.func is not cmd_run:  # `run` hears SIGHUP once it reloads on it (server, supervisor)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, RELOAD_SIGNALS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code = int(args.func(args))

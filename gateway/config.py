@@ -105,6 +105,18 @@ class Settings:
             " first runs; point storage.path at the store the gateway writes"
         )
 
+    def store_problem(self) -> str | None:
+        """What a command that reads this node's store says when the file cannot be one: none
+        there (``no_store``), or a folder in its place (SQLite said ``unable to open database
+        file``); None when there is a file to open."""
+        path = self.store_path
+        if path.is_dir():
+            return (
+                f"gateway: the store {path} (storage.path) is a folder, not a file; point storage.path"
+                f" at the store the gateway writes, like {path / 'gateway.db'}"
+            )
+        return None if path.exists() else self.no_store()
+
     @property
     def lowercases_user_ids(self) -> bool:
         """Whether an identity rule lower-cases the user IDs it reads (``lowercase``): an
@@ -433,6 +445,9 @@ DEV_HINT = " (or run with --dev)"
 """What a command that can run with ``--dev`` adds to a missing secret's problem."""
 OFFLINE_HINT = " (the gateway's own value: what is stored is keyed by it)"
 """The same for a command that has no ``--dev`` (``load_settings(offline=True)``)."""
+RELOAD_HINT = " (a running gateway reads its environment at start only: restart it with the variable set)"
+"""The same at a reload (SIGHUP), which cannot see a variable set since (until 2026-12-05 it
+said ``(or run with --dev)``)."""
 
 
 def resolve_secret(
@@ -705,13 +720,15 @@ def load_settings(
     text: str | None = None,
     admin_public: bool = False,
     offline: bool = False,
+    missing_hint: str | None = None,
 ) -> Settings:
     """Read, decode, validate and resolve a config; raise ConfigError listing every problem.
     ``admin_public`` (``--admin-public``) lets the admin API listen on a public address.
     ``offline``: a command that serves nothing (import, sync, purge…): it needs no admin token
     nor any ``[[sources]]`` or ``[[sinks]]`` secret that is not set (``sink_secrets`` then lacks
     that sink), and a missing secret's problem does not suggest ``--dev``, which such a command
-    lacks."""
+    lacks. ``missing_hint``: what a missing secret's problem adds instead (``RELOAD_HINT``; ``""``
+    for the doctor, whose fix says it)."""
     environ = os.environ if environ is None else environ
     if text is None:
         if path is None:
@@ -727,7 +744,7 @@ def load_settings(
     if not problems:
         problems += check_files(options, base_dir)
     generated: list[str] = []
-    hint = OFFLINE_HINT if offline else DEV_HINT
+    hint = missing_hint if missing_hint is not None else OFFLINE_HINT if offline else DEV_HINT
     secret = resolve_secret(
         "identity.secret", options.identity.secret, environ, dev, problems, generated, hint
     )
@@ -735,13 +752,16 @@ def load_settings(
     if offline and options.admin.token.startswith("env:") and token_unset:
         token = ""  # never read: no admin API listens
     else:
-        token = resolve_secret("admin.token", options.admin.token, environ, dev, problems, generated)
+        token_hint = DEV_HINT if missing_hint is None else missing_hint
+        token = resolve_secret(
+            "admin.token", options.admin.token, environ, dev, problems, generated, token_hint
+        )
         if not offline and padded(token):  # every login was "Wrong admin token"
             problems.append(
                 f"admin.token: the value of {options.admin.token.removeprefix('env:')} {PADDED};"
                 " no login or Authorization header can send it"
             )
-    sender_hint = "" if offline else DEV_HINT
+    sender_hint = missing_hint if missing_hint is not None else "" if offline else DEV_HINT
 
     def unused(value: str) -> bool:
         """A command that serves nothing verifies no sender's signature and sends to no sink

@@ -25,6 +25,7 @@ from gateway.channels import CLASSES, is_public_suffix
 from gateway.config_values import (
     cookie_name_problem,
     host_problem,
+    listen_host_problem,
     path_problem,
     regex_problem,
     text_problem,
@@ -143,9 +144,15 @@ def validate(options: Options) -> list[str]:
     addresses = []
     for key, value in (("proxy.listen", px.listen), ("admin.listen", options.admin.listen)):
         try:
-            addresses.append(parse_listen(value))
+            address = parse_listen(value)
         except ValueError as err:
             p.append(f"{key}: {err}")
+            continue
+        problem = listen_host_problem(address[0])
+        if problem is None:
+            addresses.append(address)
+        else:
+            p.append(f"{key}: {problem}")
     if len(addresses) == 2 and _same_socket(*addresses):
         # Found by run only as "cannot listen on … (admin.listen): Address already in use".
         p.append(

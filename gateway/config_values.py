@@ -95,6 +95,18 @@ def host_problem(value: str, *, example: str = "example.com", ip: bool = False) 
     return f'must be {what} like "{example}", without scheme, port or path, got {_shown(value)}{hint}'
 
 
+def listen_host_problem(host: str) -> str | None:
+    """Why ``host`` (of ``proxy.listen``, ``admin.listen``) cannot be listened on whatever the
+    network: neither an IP address nor a host name (a label of more than 63 characters, an
+    empty one: Python's resolver raised ``UnicodeError`` for them, a traceback at ``run``)."""
+    if _is_ip(host) or _is_host_name(host):
+        return None
+    return (
+        "the host must be an IP address (127.0.0.1, [::1]) or a host name of dot-separated labels"
+        f" of 1..63 letters, digits, - or _, got {_shown(host)}"
+    )
+
+
 def path_problem(value: str) -> str | None:
     """Why ``value`` cannot name a file: the operating system refuses a NUL character in a
     path, and Python raises for it wherever the file is first opened (a traceback, not a

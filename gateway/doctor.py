@@ -49,20 +49,29 @@ def _is_secret_problem(problem: str) -> bool:
     )
 
 
+def _config_fix(path: str, problem: str) -> str:
+    """What to do about one config problem, naming the file in use (until 2026-12-05 ``-c FILE``,
+    and "correct this key" for a file that could not be read at all)."""
+    if _is_secret_problem(problem):
+        return "set the variable in the gateway's environment (32+ characters)"
+    if not problem.startswith(f"{path}: "):
+        return f"correct this key (gateway check -c {path} lists every problem)"
+    if ": cannot read: " in problem:
+        return (
+            f"name the config file the gateway runs with (-c), or write a starter one: gateway init -c {path}"
+        )
+    return f"correct the file (gateway check -c {path} lists every problem)"
+
+
 def check_config(path: str) -> tuple[Settings | None, list[Check]]:
     """The config (and its secrets); settings usable by the other checks, if it decodes at all."""
     try:
         # The admin address gets its own check below: here it must not stop the others.
-        settings = load_settings(path, admin_public=True)
+        settings = load_settings(path, admin_public=True, missing_hint="")  # no --dev here: the fix says
         return settings, [Check("ok", f"config {path} is valid"), Check("ok", "secrets are set")]
     except ConfigError as err:
         problems = err.problems
-    checks = [
-        Check("FAIL", f"config: {p}", "set the variable in the gateway's environment (32+ characters)")
-        if _is_secret_problem(p)
-        else Check("FAIL", f"config: {p}", "correct this key (gateway check -c FILE lists every problem)")
-        for p in problems
-    ]
+    checks = [Check("FAIL", f"config: {p}", _config_fix(path, p)) for p in problems]
     if all(_is_secret_problem(p) for p in problems):
         checks.insert(0, Check("ok", f"config {path} is valid apart from its secrets"))
     try:
@@ -78,6 +87,7 @@ def check_store(settings: Settings) -> Check:
 def _check_file(path: Path, what: str, key: str) -> Check:
     """A local store file (the node's own ``store``, or the reporting ``mirror``): there or
     creatable, writable, and of a schema this gateway reads; ``key`` names the setting to fix."""
+    from storage.local import read_only
     from storage.migrate import migrations
 
     newest = migrations()[-1][0]
@@ -106,7 +116,7 @@ def _check_file(path: Path, what: str, key: str) -> Check:
             "(SQLite writes its -wal and -shm files beside it)",
         )
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        with contextlib.closing(read_only(path)) as db:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.DatabaseError as err:
         return Check("FAIL", f"{what} {path} is not a SQLite database: {err}", f"point {key} elsewhere")
@@ -271,10 +281,12 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
 def _instance(path: Path) -> str | None:
     """The store's instance identity (``storage.local.store_instance``), read only; None when
     the store or its identity is not there yet."""
+    from storage.local import read_only
+
     if not path.is_file():
         return None
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(read_only(path)) as db:
             row = db.execute("SELECT value FROM store_identity WHERE name = 'instance'").fetchone()
     except sqlite3.Error:
         return None
@@ -308,10 +320,13 @@ async def _node_shared(settings: Settings, conn: Any) -> Check | None:
     )
 
 
-_REFILL = "stop the gateway, delete the file and run `gateway mirror --once -c FILE` to make it again"
+def _refill(config: str) -> str:
+    return f"stop the gateway, delete the file and run `gateway mirror --once -c {config}` to make it again"
 
 
-async def check_mirror(settings: Settings, timeout: float, *, reachable: bool = True) -> list[Check]:
+async def check_mirror(
+    settings: Settings, timeout: float, *, reachable: bool = True, config: str = "gateway.toml"
+) -> list[Check]:
     """The reporting mirror, when ``central.mirror_path`` names one: its file (as the store's),
     whether a round ever filled it, when it last completed one (``mirror_horizons.updated``:
     the earliest table's), and, when PostgreSQL answers, the central rows not mirrored yet (as
@@ -330,7 +345,7 @@ async def check_mirror(settings: Settings, timeout: float, *, reachable: bool = 
     try:
         horizons = await asyncio.to_thread(read_horizons, path)
     except sqlite3.Error as err:
-        return [file, Check("FAIL", f"mirror {path} cannot be read: {err}", _REFILL)]
+        return [file, Check("FAIL", f"mirror {path} cannot be read: {err}", _refill(config))]
     if not horizons:
         return [
             file,
@@ -338,7 +353,7 @@ async def check_mirror(settings: Settings, timeout: float, *, reachable: bool = 
                 "warn",
                 f"mirror {path} was never filled: the reports read it, and show no node's rows until"
                 " a mirror round completes",
-                "run `gateway mirror --once -c FILE` (or start the gateway)",
+                f"run `gateway mirror --once -c {config}` (or start the gateway)",
             ),
         ]
     last = min(updated for _, updated in horizons.values())
@@ -391,9 +406,10 @@ def _dsn(settings: Settings) -> str:
     return os.environ.get(url[4:], "") if url.startswith("env:") else str(url)
 
 
-async def _network(settings: Settings, timeout: float) -> list[Check]:
+async def _network(settings: Settings, timeout: float, config: str) -> list[Check]:
     central = await check_central(settings, timeout)
-    mirror = await check_mirror(settings, timeout, reachable=central is not None and central.status != "FAIL")
+    reachable = central is not None and central.status != "FAIL"
+    mirror = await check_mirror(settings, timeout, reachable=reachable, config=config)
     return [await check_upstream(settings, timeout), *([central] if central else []), *mirror]
 
 
@@ -454,7 +470,7 @@ def run_checks(path: str, timeout: float = 3.0) -> list[Check]:
         return checks
     checks += [check_store(settings), *check_geo(settings), *check_senders(settings), check_admin(settings)]
     checks += check_round_locks(settings)
-    checks += asyncio.run(_network(settings, timeout))
+    checks += asyncio.run(_network(settings, timeout, path))
     return checks
 
 

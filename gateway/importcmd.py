@@ -86,6 +86,9 @@ def _stdin() -> BinaryIO:
 
 
 def _import_command(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.store_path.is_dir():  # SQLite said "unable to open database file" (until 2026-12-05)
+        print(settings.store_problem(), file=sys.stderr)
+        return 1
     if args.trusted_proxy:  # the load balancers the logs were written behind, for this import
         settings = replace(settings, trusted_networks=(*settings.trusted_networks, *args.trusted_proxy))
     try:

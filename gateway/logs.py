@@ -69,6 +69,7 @@ def setup_logging(
     else:
         prefix = f"[worker {worker}] " if worker is not None else ""
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s: {prefix}%(message)s"))
+    handler.addFilter(_OwnDebug())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -82,6 +83,20 @@ def set_level(level: str) -> None:
     root.setLevel(level.upper())
     # aiohttp logs a client's address when a request fails to parse: keep its noise out.
     logging.getLogger("aiohttp.server").setLevel(max(root.level, logging.ERROR))
+    # Every SQL statement with its parameters, twice: not even worth making the records.
+    logging.getLogger("aiosqlite").setLevel(max(root.level, logging.INFO))
+
+
+class _OwnDebug(logging.Filter):
+    """``debug`` is the gateway's own (``gateway.*``): a library's debug lines are not written.
+    aiosqlite's are every SQL statement with its parameters (visitor keys, a campaign's query
+    values, under ``user_id_storage = "plain"`` the user ID) in Python's reprs (until
+    2026-12-05 ``log.level = "debug"`` wrote them all)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (
+            record.levelno >= logging.INFO or record.name == "gateway" or record.name.startswith("gateway.")
+        )
 
 
 class Throttled:

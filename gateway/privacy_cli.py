@@ -20,8 +20,9 @@ def _settings(args: argparse.Namespace) -> Settings | int:
         settings = load_settings(args.config, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
-    if not settings.store_path.exists():
-        print(settings.no_store(), file=sys.stderr)
+    problem = settings.store_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 1
     return settings
 

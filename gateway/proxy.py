@@ -45,7 +45,13 @@ from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
-from gateway.upstream import Upstream, UpstreamConnectError, UpstreamProtocolError, UpstreamResponse
+from gateway.upstream import (
+    Upstream,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamResponse,
+    described,
+)
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from storage.local import CommitTimeout, LocalStore
 
@@ -329,6 +335,11 @@ class ProxyHost:
         self.store = store
         self.metrics = metrics
         self._not_stored = Throttled(log, logging.WARNING)
+        # An upstream that is down fails every request: one line at once, then one per 10 s per
+        # kind, with the count held back (until 2026-12-05 a line per request).
+        self._upstream_failed_log = {
+            kind: Throttled(log, logging.WARNING) for kind in ("timeout", "connect", "protocol", "internal")
+        }
         self.session = session
         self.pool = pool
         self.going_away = going_away
@@ -619,7 +630,7 @@ class ProxyHost:
                 # Headers are gone: the only honest signal left is a cut connection (a reset:
                 # to an HTTP/1.0 visitor a close can be the body's end).
                 self.metrics.upstream_errors.labels("body").inc()
-                log.warning("upstream body failed mid-stream for %s: %r", raw_path, err)
+                log.warning("upstream body failed mid-stream for %s: %s", raw_path, described(err))
                 upstream.close()
                 if request.transport is not None:
                     pages.reset(request.transport)
@@ -678,7 +689,9 @@ class ProxyHost:
             kind, status = "internal", 502
         self.metrics.upstream_errors.labels(kind).inc()
         self.metrics.requests.labels(f"upstream_{kind}").inc()
-        log.warning("upstream %s for %s %s: %r", kind, request.method, request.path, err)
+        self._upstream_failed_log[kind](
+            "upstream %s for %s %s: %s", kind, request.method, request.path, described(err)
+        )
         return pages.error_page(status)
 
     def _public_location(

@@ -135,8 +135,9 @@ def cmd_replay_bad(args: argparse.Namespace) -> int:
         print(f"gateway: no [[sources]] named {args.sender!r} in {args.config}", file=sys.stderr)
         return 2
     path = settings.store_path
-    if not path.exists():  # else SQLite would create an empty one, and find no bad_events in it
-        print(settings.no_store(), file=sys.stderr)
+    problem = settings.store_problem()  # else SQLite would create an empty one, find nothing in it
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 1
     try:
         asyncio.run(replay_bad(settings, sender=args.sender, dry_run=args.dry_run))

@@ -97,8 +97,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"gateway report: {err}", file=sys.stderr)
         return 2
-    if settings.mirror_path is None and not settings.store_path.exists():
-        print(settings.no_store(), file=sys.stderr)
+    unusable = settings.store_problem() if settings.mirror_path is None else None
+    if unusable is not None:
+        print(unusable, file=sys.stderr)
         return 1
     if settings.mirror_path is not None and not settings.mirror_path.exists():
         # Read-only: a mistyped path is said, not made (the reporting gateway makes its mirror).

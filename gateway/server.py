@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway.admin import create_admin_app
+from gateway.childsignals import RELOAD_SIGNALS, heard
 from gateway.config import Settings
 from gateway.creators import CreatorRegistry
 from gateway.dashboard import SECURITY_HEADERS, add_dashboard
@@ -396,6 +398,8 @@ async def start_site(
         await runner.cleanup()
         named = f" ({key})" if key else ""
         why = os.strerror(err.errno) if err.errno else err.strerror  # asyncio's repeats the address
+        if isinstance(err, socket.gaierror):  # its errno is the resolver's (os.strerror: "Unknown error -2")
+            why = f"{host} cannot be resolved to an address of this machine ({err.strerror})"
         raise OSError(err.errno, f"cannot listen on {listen}{named}: {why}") from err
     bound = runner.addresses[0][:2] if runner.addresses else (host, port)
     shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
@@ -537,6 +541,7 @@ async def serve(
     for sig, action in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGHUP, hangup)):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, action)
+    heard(RELOAD_SIGNALS)  # held since the process began (``gateway/__main__.py``)
     grace = settings.options.proxy.shutdown_grace
     proxy_runner, proxy_addr = await start_site(
         gw.proxy_app,

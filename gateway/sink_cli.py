@@ -36,6 +36,12 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
             why = unset(sink.secret.removeprefix("env:"), os.environ)
             print(f"gateway: {args.config}: sinks[{i}].secret: {why}", file=sys.stderr)
             return EXIT_CONFIG
+    # A mistyped storage.path made an empty store, and "0 messages sent" looked like a user
+    # with nothing to send (until 2026-12-05).
+    problem = settings.store_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
     from storage.migrate import SchemaTooNew
     from storage.sinks import SinkError, resend_user_standalone
 

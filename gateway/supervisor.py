@@ -37,6 +37,7 @@ from datetime import UTC, datetime, time, timedelta
 from prometheus_client.multiprocess import mark_process_dead
 
 from gateway import sharedcounts
+from gateway.childsignals import RELOAD_SIGNALS, blocked, heard
 from gateway.daysalt import SALT_FD_ENV, DaySalt
 from gateway.metrics import MULTIPROCESS_ENV
 from gateway.options import parse_listen
@@ -56,7 +57,12 @@ def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket
     """Bind (never listen on) ``listen`` (of the config key ``key``); the socket and the
     concrete ``HOST:PORT`` it holds."""
     host, port = parse_listen(listen)
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    named = f" ({key})" if key else ""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:  # as one process says it (this said "cannot start: Name or …")
+        why = f"{host} cannot be resolved to an address of this machine ({err.strerror})"
+        raise OSError(err.errno, f"cannot listen on {listen}{named}: {why}") from err
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -66,7 +72,6 @@ def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket
         sock.bind(address)
     except OSError as err:
         sock.close()
-        named = f" ({key})" if key else ""
         raise OSError(err.errno, f"cannot listen on {listen}{named}: {err.strerror}") from err
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -112,13 +117,14 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        heard(RELOAD_SIGNALS)  # held since the process began (``gateway/__main__.py``)
         days = asyncio.create_task(self._next_days(), name="next-days")
         keepers = [asyncio.create_task(self._keep(0), name="worker-0")]
         await self._first_up()
         if not self.stopping.is_set():
             keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
         await self.stopping.wait()
-        log.info("stopping %d workers (grace %.0f s)", len(self.procs), self.grace)
+        log.info("stopping %d worker(s) (grace %.0f s)", len(self.procs), self.grace)
         self._forward(signal.SIGTERM)
         done, pending = await asyncio.wait(keepers, timeout=self.grace + 5)
         for index, proc in self.procs.items():
@@ -171,7 +177,8 @@ class Supervisor:
             if self.counts is not None:
                 env[SHARED_COUNTS_FD_ENV] = str(self.counts)
                 fds.append(self.counts)
-            proc = await asyncio.create_subprocess_exec(*self.argv(index), env=env, pass_fds=fds)
+            with blocked(RELOAD_SIGNALS):  # held by the worker from its start, until it reloads on it
+                proc = await asyncio.create_subprocess_exec(*self.argv(index), env=env, pass_fds=fds)
         except BaseException:
             os.close(write_end)
             raise
@@ -236,15 +243,25 @@ class Supervisor:
                 return 0 if code in (0, -signal.SIGTERM) else code
             quick = quick + 1 if loop.time() - started < QUICK_EXIT else 0
             if code in (EXIT_CONFIG, EXIT_START) or quick >= MAX_QUICK_EXITS:
-                log.critical("worker %d cannot run (exit %d); stopping the gateway", index, code)
+                log.critical("worker %d cannot run (%s); stopping the gateway", index, ended(code))
                 self.failed = True
                 self.stopping.set()
                 return code
-            log.error("worker %d exited (code %d); starting it again", index, code)
+            log.error("worker %d %s; starting it again", index, ended(code))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), min(0.1 * 2**quick, 5.0))
             if self.stopping.is_set():  # told to stop while it was down: nothing to restart
                 return 0
+
+
+def ended(code: int) -> str:
+    """How a worker ended, in an operator's words: ``killed by SIGKILL`` (the OOM killer,
+    ``kill -9``) where the log said ``exited (code -9)`` until 2026-12-05."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def worker_count(configured: int) -> int:

@@ -27,7 +27,7 @@ import collections
 import ssl
 from collections.abc import AsyncIterable, Iterable
 
-from aiohttp import ClientOSError, ServerDisconnectedError
+from aiohttp import ClientError, ClientOSError, ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http import HttpProcessingError, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
@@ -157,6 +157,19 @@ class Connection(ResponseHandler):
 
 class UpstreamConnectError(OSError):
     """The upstream could not be reached: refused, unreachable, unresolvable, TLS failed."""
+
+
+def described(err: BaseException) -> str:
+    """An upstream failure in the words of a log line: what went wrong, not the exception's
+    Python repr (``ClientConnectorError(ConnectionKey(host='127.0.0.1', port=1, is_ssl=False, …),
+    ConnectionRefusedError(111, …))``, until 2026-12-05)."""
+    if isinstance(err, TimeoutError):
+        return "no answer in time"
+    if isinstance(err, OSError) and not isinstance(err, ClientError) and err.strerror:
+        text = err.strerror  # str() puts "[Errno 111] " before it
+    else:
+        text = str(err)
+    return text or type(err).__name__
 
 
 class UpstreamProtocolError(Exception):

@@ -34,6 +34,7 @@ from yarl import URL
 
 from gateway import pages
 from gateway.forwarding import HOP_BY_HOP, connection_tokens
+from gateway.upstream import described
 
 log = logging.getLogger("gateway.websocket")
 
@@ -176,7 +177,7 @@ async def _pass_on(
     except ConnectionError:
         pass  # the visitor left: nothing more to send, and no refusal of ours to send instead
     except (aiohttp.ClientError, TimeoutError) as err:
-        log.warning("upstream body failed mid-stream for a refused upgrade: %r", err)
+        log.warning("upstream body failed mid-stream for a refused upgrade: %s", described(err))
         if request.transport is not None:
             pages.reset(request.transport)
     return resp
@@ -262,8 +263,9 @@ async def _relay_both(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
     for task in done:
-        if task is not stopping and not task.cancelled() and task.exception() is not None:
-            log.info("WebSocket relay ended: %r", task.exception())
+        failed = None if task is stopping or task.cancelled() else task.exception()
+        if failed is not None:
+            log.info("WebSocket relay ended: %s", described(failed))
     return done == {stopping}
 
 
@@ -352,7 +354,7 @@ async def proxy_websocket(
         log.warning("upstream answered the WebSocket upgrade with a broken handshake: %s", err.message)
         return pages.error_page(502)
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
-        log.warning("upstream WebSocket connect failed: %r", err)
+        log.warning("upstream WebSocket connect failed: %s", described(err))
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
     finally:
         _PASS_ON.reset(token)

@@ -24,6 +24,7 @@ import operator
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -167,6 +168,15 @@ async def store_instance(db: aiosqlite.Connection) -> str | None:
     except sqlite3.OperationalError:  # no such table
         return None
     return str(row[0]) if row else None
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A blocking connection that only reads the file ``path`` names and never creates it,
+    whatever its name holds: SQLite reads a ``file:`` URI's ``?`` as the start of its options,
+    ``#`` as a fragment and ``%`` as an escape, so ``gw#1.db`` unquoted was the file ``gw``,
+    opened for writing and created when missing (until 2026-12-05, ``gateway doctor`` made an
+    empty ``gw`` beside the store and gave its schema as 0). For the commands, or a thread."""
+    return sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)
 
 
 async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connection:

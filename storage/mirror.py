@@ -61,7 +61,7 @@ from storage import central
 from storage.backoff import Failures
 from storage.cursors import local_columns
 from storage.erasure import delete_people
-from storage.local import connect
+from storage.local import connect, read_only
 from storage.migrate import migrate
 from storage.roundlock import Holder, RoundLock
 from storage.sync import COUNTS, SYNC_TABLES
@@ -470,7 +470,7 @@ def read_horizons(path: Path) -> dict[str, tuple[int, str]]:
     if not path.is_file():
         return {}
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(read_only(path)) as db:
             rows = db.execute("SELECT name, horizon, updated FROM mirror_horizons").fetchall()
     except sqlite3.OperationalError as err:
         if "no such table" in str(err):

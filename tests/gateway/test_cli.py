@@ -123,6 +123,19 @@ def test_run_explains_a_busy_port(tmp_path: Path, workers: int) -> None:
     assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_explains_a_listen_host_that_does_not_resolve(tmp_path: Path, workers: int) -> None:
+    """One process said the resolver's code as `Unknown error -2`, several a bare `Name or service
+    not known` naming no key. (An unknown interface as the scope: refused without asking DNS.)"""
+    done = gateway("run", "-c", str(_config(tmp_path, "[fe80::1%nosuchif]:0", workers=workers)), env=ENV)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    said = (
+        "gateway: cannot start: cannot listen on [fe80::1%nosuchif]:0 (proxy.listen): fe80::1%nosuchif"
+        " cannot be resolved to an address of this machine (Name or service not known)"
+    )
+    assert said in done.stderr, done.stderr
+
+
 def test_run_explains_an_unreadable_store(tmp_path: Path) -> None:
     (tmp_path / "gw.db").write_bytes(b"this is not a database" * 100)
     done = gateway("run", "-c", str(_config(tmp_path)), env=ENV)
@@ -738,6 +751,39 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_commands_reading_the_store_say_so_of_a_folder_or_no_store_there(tmp_path: Path) -> None:
+    """A folder at storage.path was SQLite's `unable to open database file` to every command but
+    `run`; and `sink send` and `sync --once` made a missing store anew, empty, and said `0
+    messages sent` (or delivered its 0 rows)."""
+    (tmp_path / "data").mkdir()
+    sink = '[[sinks]]\nname = "crm"\nkind = "webhook"\nurl = "http://127.0.0.1:9/x"\n'
+    sink += 'secret = "env:GATEWAY_SECRET"\n'
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[storage]\npath = "data"\n[privacy]\nretention_days = 30\n{sink}')
+    folder = f"gateway: the store {tmp_path / 'data'} (storage.path) is a folder, not a file;"
+    for command in (
+        ("report",),
+        ("reclassify",),
+        ("erase", "u1"),
+        ("purge",),
+        ("replay-bad",),
+        ("sink", "send", "--user", "u1"),
+        ("import", os.devnull, "--format", "segment"),
+    ):
+        done = gateway(*command, "-c", str(cfg), env=ENV)
+        assert done.returncode == 1 and folder in done.stderr, (command, done.stderr)
+        assert "unable to open database file" not in done.stderr, (command, done.stderr)
+    central = {**ENV, "CENTRAL": "postgresql://gw:pw@127.0.0.1:9/gw"}  # never reached
+    cfg.write_text('[storage]\npath = "data"\n[central]\nurl = "env:CENTRAL"\n')
+    done = gateway("sync", "--once", "-c", str(cfg), env=central)
+    assert done.returncode == 1 and folder in done.stderr, done.stderr  # "sync failed: unable to open …"
+    cfg.write_text(f'[storage]\npath = "data/gw.db"\n{sink}[central]\nurl = "env:CENTRAL"\n')
+    for command in (("sink", "send", "--user", "u1"), ("sync", "--once")):
+        done = gateway(*command, "-c", str(cfg), env=central)
+        assert done.returncode == 1 and "gateway: no store at" in done.stderr and done.stdout == "", done
+    assert list((tmp_path / "data").iterdir()) == []  # none made
+
+
 def test_report_refuses_an_option_its_report_does_not_take(tmp_path: Path) -> None:
     """As the endpoints refuse a query parameter they do not take (GET
     /api/attribution/paths?model=linear is a 400), each report refuses the options it does not
@@ -965,7 +1011,8 @@ def test_replay_bad_explains_a_missing_empty_or_unreadable_store(tmp_path: Path)
         " point storage.path at the store the gateway writes\n",
         "empty.db": "gateway: cannot read the store {path}: no such table: bad_events "
         "(not a gateway store? `gateway run` creates its tables)\n",
-        "folder.db": "gateway: cannot read the store {path}: unable to open database file\n",
+        "folder.db": "gateway: the store {path} (storage.path) is a folder, not a file; point storage.path"
+        " at the store the gateway writes, like {path}/gateway.db\n",  # SQLite's words until 2026-12-05
     }
     (tmp_path / "empty.db").write_bytes(b"")
     (tmp_path / "folder.db").mkdir()
@@ -981,17 +1028,21 @@ def test_sink_send_explains_a_store_it_cannot_open(tmp_path: Path) -> None:
     cfg = tmp_path / "gateway.toml"
     (tmp_path / "garbage.db").write_bytes(b"not a database" * 100)
     (tmp_path / "folder.db").mkdir()
+    at = "point storage.path at the store the gateway writes"
+    made = "the gateway creates it when it first runs"
+    # (a folder and a missing store were SQLite's `unable to open database file` until 2026-12-05)
     cases = {
-        "garbage.db": "file is not a database",
-        "folder.db": "unable to open database file",
-        "no/such/folder/x.db": "unable to open database file",
+        "garbage.db": "gateway: cannot open the store {path}: file is not a database",
+        "folder.db": "gateway: the store {path} (storage.path) is a folder, not a file; "
+        + at
+        + ", like {path}/gateway.db",
+        "no/such/folder/x.db": "gateway: no store at {path} (storage.path): " + made + "; " + at,
     }
     sink = "[[sinks]]\nname = 's'\nkind = 'webhook'\nurl = 'http://127.0.0.1:9/'\nsecret = 'env:SINK'\n"
-    for name, why in cases.items():
+    for name, expected in cases.items():
         cfg.write_text(f'[storage]\npath = "{name}"\n{sink}')
         done = gateway("sink", "send", "--user", "u1", "-c", str(cfg), env={**ENV, "SINK": "k" * 32})
-        expected = f"gateway: cannot open the store {tmp_path / name}: {why}\n"
-        assert (done.returncode, done.stderr) == (1, expected), done
+        assert (done.returncode, done.stderr) == (1, expected.format(path=tmp_path / name) + "\n"), done
 
 
 def test_doctor_and_send_test_event_refuse_arguments_they_cannot_use(tmp_path: Path) -> None:

@@ -41,6 +41,9 @@ def test_defaults_load() -> None:
         ("[identity]\nmax_age_days = 0\n", "identity.max_age_days: must be 1..3650, got 0"),
         ("[proxy]\nstrip = 'sideways'\n", "proxy.strip: expected one of"),
         ("[proxy]\nlisten = 'nowhere'\n", 'proxy.listen: expected "HOST:PORT"'),
+        # A label over 63 characters, an empty one: `run` raised UnicodeError from the resolver.
+        (f"[proxy]\nlisten = '{'a' * 64}:8080'\n", "proxy.listen: the host must be an IP address"),
+        ("[admin]\nlisten = 'a..b:9090'\n", "admin.listen: the host must be an IP address"),
         ("[proxy]\nupstream = 'ftp://x'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://[::1'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://h:99999'\n", "proxy.upstream: must be an http(s) origin"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -75,7 +76,8 @@ async def test_unreachable_upstream_public_admin_and_missing_secret(tmp_path: Pa
     assert code == 1
     assert f"[FAIL] upstream {upstream} unreachable" in out
     assert "[FAIL] admin listener 0.0.0.0:9090 is reachable from outside" in out
-    assert "[FAIL] config: admin.token: environment variable GATEWAY_ADMIN_TOKEN is not set" in out
+    assert "[FAIL] config: admin.token: environment variable GATEWAY_ADMIN_TOKEN is not set\n" in out
+    assert "--dev" not in out  # the doctor has none (the line said "(or run with --dev)")
     assert "[FAIL] geo.country_db:" in out and "does not exist" in out
     assert "fix:" in out and "Traceback" not in out
 
@@ -117,6 +119,30 @@ async def test_a_broken_config_names_its_key(tmp_path: Path) -> None:
     await asyncio.to_thread(cfg.write_text, "[bots]\nreview_threshold = 120\n")
     code, out = await doctor(cfg)
     assert code == 1 and "[FAIL] config: bots.review_threshold: must be 0..100, got 120" in out
+    # The fix names the file in use (it said `-c FILE`), and a file not read is no key to correct.
+    assert f"fix: correct this key (gateway check -c {cfg} lists every problem)" in out, out
+    code, out = await doctor(tmp_path / "missing.toml")
+    assert code == 1 and f"[FAIL] config: {tmp_path / 'missing.toml'}: cannot read: " in out, out
+    fix = "fix: name the config file the gateway runs with (-c), or write a starter one: gateway init -c"
+    fix += f" {tmp_path / 'missing.toml'}"
+    assert fix in out and "correct this key" not in out, out
+    await asyncio.to_thread(cfg.write_text, '[proxy]\nlisten = "127.0.0.1\n')
+    code, out = await doctor(cfg)
+    assert code == 1 and f"fix: correct the file (gateway check -c {cfg} lists every problem)" in out, out
+
+
+async def test_a_mirror_never_filled_is_told_how_to_fill_with_the_config_in_use(tmp_path: Path) -> None:
+    """The fix said `gateway mirror --once -c FILE`, to be completed by hand."""
+    cfg = await asyncio.to_thread(
+        _config,
+        tmp_path,
+        f"http://127.0.0.1:{_closed_port()}",
+        '[central]\nurl = "env:CENTRAL_DSN"\nmirror_path = "reports/mirror.db"\n',
+    )
+    dsn = f"postgresql://gw@127.0.0.1:{_closed_port()}/gw"
+    code, out = await doctor(cfg, {**ENV, "CENTRAL_DSN": dsn})
+    assert code == 1 and f"mirror {tmp_path / 'reports' / 'mirror.db'} was never filled" in out, out
+    assert f"fix: run `gateway mirror --once -c {cfg}` (or start the gateway)" in out, out
 
 
 async def test_unreachable_postgresql_when_central_is_configured(blockbuster: BlockBuster) -> None:
@@ -164,6 +190,23 @@ def test_a_store_path_that_is_a_folder_or_under_a_file(tmp_path: Path) -> None:
         settings = load_settings(None, text=f'[storage]\npath = "{tmp_path / name}"\n', environ=ENV)
         check = check_store(settings)
         assert check.status == "FAIL" and what in check.what and check.fix.startswith(fix), check
+
+
+@pytest.mark.parametrize("name", ["gw#1.db", "gw?x=1.db", "gw%231.db"])
+def test_a_store_whose_name_holds_uri_characters_is_read_as_it_is(tmp_path: Path, name: str) -> None:
+    """The doctor opened the store as a ``file:`` URI unquoted: ``gw#1.db`` was the file ``gw``
+    (``#``: a fragment), created empty beside the store and reported as schema 0."""
+    from gateway.config import load_settings
+    from gateway.doctor import check_store
+    from storage.migrate import migrations
+
+    newest = migrations()[-1][0]
+    with contextlib.closing(sqlite3.connect(tmp_path / name)) as db:
+        db.execute(f"PRAGMA user_version = {newest}")
+    settings = load_settings(None, text=f'[storage]\npath = "{tmp_path / name}"\n', environ=ENV)
+    check = check_store(settings)
+    assert check == Check("ok", f"store {tmp_path / name} writable, schema {newest} (current)"), check
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # the doctor writes nothing
 
 
 async def test_each_sender_is_listed_with_its_endpoint_and_scheme(

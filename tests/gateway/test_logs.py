@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.gatewayproc import GatewayProcess
 CLIENT_IP = "203.0.113.77"
 USER_EMAIL = "jane.raw.user@example.com"
 WRONG_TOKEN = "w" * 40
+CLICK_ID = "click-id-from-the-query-0042"
 
 
 def test_json_line_has_the_standard_fields_and_extras() -> None:
@@ -68,6 +70,8 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
         f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = 1\naccess_log = true\n'
         'trusted_proxies = ["127.0.0.1"]\n[admin]\nlisten = "127.0.0.1:0"\n'
         '[storage]\npath = "gw.db"\n[log]\nlevel = "debug"\n'
+        # Plain: the user ID itself is in the store's SQL (hashed, it would not show leaking).
+        '[identity]\nuser_id_storage = "plain"\n'
         '[[identity.rules]]\nname = "login"\npath = "/accounts/login/"\nstatus = [302]\n'
         'user_id = { form = "username" }\n',
     )
@@ -75,7 +79,7 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
     try:
         xff = {"X-Forwarded-For": CLIENT_IP}
         async with aiohttp.ClientSession() as session:
-            for path in ("/?utm_source=news&gclid=abc", "/boom", "/_gw/nothing"):
+            for path in (f"/?utm_source=news&gclid={CLICK_ID}", "/boom", "/_gw/nothing"):
                 async with session.get(gw.proxy + path, headers=xff) as resp:
                     await resp.read()
             async with session.post(
@@ -110,8 +114,50 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
     text = "".join(lines)
     # (127.0.0.1 is both the test client and our own listen address, so the client IP checked is
     # the one a trusted proxy forwarded.)
-    for raw in (SECRET, TOKEN, WRONG_TOKEN, CLIENT_IP, USER_EMAIL, "hunter2", *ENV.values()):
+    for raw in (SECRET, TOKEN, WRONG_TOKEN, CLIENT_IP, USER_EMAIL, CLICK_ID, "hunter2", *ENV.values()):
         assert raw not in text, f"{raw!r} leaked into the logs"
+    # `debug` is the gateway's own: aiosqlite's wrote every statement with its parameters.
+    assert any(r["level"] == "debug" for r in records), "a debug line of the gateway's own"
+    assert {r["logger"] for r in records if r["level"] == "debug"} <= {"gateway"} | {
+        r["logger"] for r in records if r["logger"].startswith("gateway.")
+    }
+
+
+async def test_an_upstream_failure_is_logged_in_words_not_a_python_repr(tmp_path: Path) -> None:
+    """The upstream's failures were logged as reprs: `UpstreamConnectError(111, '…')`, and for a
+    WebSocket `ClientConnectorError(ConnectionKey(host='127.0.0.1', port=…, is_ssl=False, …), …)`;
+    and once per request, as a store failing on every request no longer was."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "http://127.0.0.1:{closed}"\nworkers = 1\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\n',
+    )
+    gw = await GatewayProcess.start(cfg)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(gw.proxy + "/some/page") as resp:
+                assert resp.status == 502
+            for n in range(20):  # a site that is down fails every request: not a line for each
+                async with session.get(f"{gw.proxy}/page/{n}") as resp:
+                    assert resp.status == 502
+            with pytest.raises(aiohttp.WSServerHandshakeError):
+                await session.ws_connect(gw.proxy + "/socket")
+        page = await gw.wait_log(lambda r: r["msg"].startswith("upstream connect for GET /some/page: "))
+        socket_ = await gw.wait_log(lambda r: r["msg"].startswith("upstream WebSocket connect failed: "))
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert page["msg"].endswith("cannot connect to the upstream: [Errno 111] Connection refused"), page
+    assert socket_["msg"].endswith(f"Cannot connect to host 127.0.0.1:{closed} ssl:default"
+                                   f" [Connect call failed ('127.0.0.1', {closed})]"), socket_  # fmt: skip
+    for line in (page["msg"], socket_["msg"]):
+        assert "Error(" not in line and "ConnectionKey" not in line, line
+    connects = [r["msg"] for r in gw.logs() if r["msg"].startswith("upstream connect for")]
+    assert connects == [page["msg"]], connects  # then at most one per 10 s, with the count held back
 
 
 def test_a_throttled_line_says_how_many_it_held_back(caplog: pytest.LogCaptureFixture) -> None:

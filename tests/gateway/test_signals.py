@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import signal
 import socket
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import TOKEN
+from tests.conftest import ENV, TOKEN
 from tests.gatewayproc import GatewayProcess
 
 
@@ -263,3 +265,63 @@ async def test_admin_public_holds_for_every_worker_and_every_reload(
         assert await gw.stop() == 0
     finally:
         await gw.kill()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_reload_asked_for_while_the_gateway_starts_does_not_kill_it(
+    tmp_path: Path, workers: int
+) -> None:
+    """SIGHUP's default action is to end the process: one that came before `gateway run` (or a
+    worker) had its handler in place killed it, and a few in a row made the supervisor stop the
+    whole gateway (`worker 0 cannot run (exit -1)`). `systemctl reload` right after a start, or
+    a log rotation's, does that. Now they wait for the handler, and are reloads."""
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, "http://127.0.0.1:9")
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
+    await asyncio.to_thread(cfg.write_text, text)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "run", "-c", str(cfg),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV},
+    )  # fmt: skip
+    gw = GatewayProcess(proc)
+
+    def holding_stop_signals() -> bool:
+        """Python runs the command's first line (``gateway/__main__.py``, SIGTERM held): what
+        comes before it, the interpreter's own start, no handler can cover."""
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            blocked = int(
+                next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16
+            )
+            return bool(blocked & (1 << (signal.SIGTERM - 1)))
+        return False
+
+    try:
+        for _ in range(600):
+            if proc.returncode is not None or await asyncio.to_thread(holding_stop_signals):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.01)
+        for _ in range(1200):  # from the first instant until every worker listens (at most a minute)
+            if proc.returncode is not None or sum(r["msg"] == "listening" for r in gw.logs()) == workers:
+                break
+            proc.send_signal(signal.SIGHUP)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.05)
+        assert proc.returncode is None, "".join(gw.stderr)
+        gw.signal(signal.SIGHUP)  # and one after: a reload as ever
+        await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
+        # A variable named since cannot be set for a running process: said so (not "run with --dev").
+        await asyncio.to_thread(cfg.write_text, text + '[identity]\nsecret = "env:SET_NOWHERE"\n')
+        gw.signal(signal.SIGHUP)
+        refused = await gw.wait_log(lambda r: r["msg"].startswith("reload refused"))
+        assert refused["msg"] == (
+            "reload refused, the running config is kept: identity.secret: environment variable"
+            " SET_NOWHERE is not set (a running gateway reads its environment at start only:"
+            " restart it with the variable set)"
+        ), refused
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert not [r["msg"] for r in gw.logs() if "exited" in r["msg"] or "cannot run" in r["msg"]]

@@ -139,8 +139,9 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
         for bad in ("", "x" * 257, "a\nb"):  # as the admin API and `gateway erase` refuse them
             assert main(["sink", "send", "--user", bad, "-c", str(config)]) == 2
             assert "gateway: --user: expected 1..256 printable characters" in capsys.readouterr().err
-        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
-        assert "out: 0 messages sent" in capsys.readouterr().out  # nothing recorded for dave yet
+        # No store yet: said so (until 2026-12-05 it made one, empty, and sent "0 messages").
+        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 1
+        assert "gateway: no store at" in capsys.readouterr().err and not (tmp_path / "node.db").exists()
         settings = load_settings(config)
         keys = Keys.from_master(settings.secret)
         visitor = "e" * 32
@@ -167,6 +168,8 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
             await store.close()
 
         asyncio.run(seed())
+        assert main(["sink", "send", "--user", "nobody", "-c", str(config)]) == 0
+        assert "out: 0 messages sent" in capsys.readouterr().out  # nothing recorded for them
         # Pasted with spaces, as intake would trim them: dave (it found nobody).
         assert main(["sink", "send", "--user", " dave ", "-c", str(config)]) == 0
         assert "out: 2 messages sent" in capsys.readouterr().out

@@ -140,7 +140,9 @@ async def test_a_crashed_worker_is_restarted(tmp_path: Path, upstream_server: ob
                 assert resp.status == 200
         victim = max(before)
         os.kill(victim, signal.SIGKILL)
-        await gw.wait_log(lambda r: r["msg"].startswith("worker") and "starting it again" in r["msg"])
+        restarted = await gw.wait_log(lambda r: "starting it again" in r["msg"])
+        # How it ended, in words (it said "exited (code -9)").
+        assert restarted["msg"].endswith(" was killed by SIGKILL; starting it again"), restarted
         await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= 3, gw.stderr)
         after = await asyncio.to_thread(children, gw.proc.pid)
         assert len(after) == 2 and victim not in after
@@ -292,7 +294,7 @@ async def test_a_reload_applies_the_log_level_in_the_supervisor_too(
         await gw.wait_for(lambda: sum("needs a restart" in r["msg"] for r in gw.logs()) >= 2, gw.stderr)
         assert await gw.stop() == 0
         assert supervisor_said("starting 2 workers") == 1  # at info then
-        assert supervisor_said("stopping 2 workers") == 0  # at warning now
+        assert supervisor_said("stopping 2 worker(s)") == 0  # at warning now
     finally:
         await gw.kill()
 
