@@ -39,6 +39,7 @@ from gateway.forwarding import (
     is_trusted,
     rewrite_location,
     rewrite_refresh,
+    shared_cacheable,
     split_absolute,
 )
 from gateway.logs import Throttled
@@ -690,6 +691,11 @@ class ProxyHost:
         return rewrite(location, self.upstream_origin, public)
 
     def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:
+        """Our Set-Cookie headers, after the site's; an answer that gets one and that a shared
+        cache could store gets ``Cache-Control: private`` too, lest that cache hand our visitor
+        ID (or an expiry) to everyone who asks for the page."""
+        if ex.set_cookies and shared_cacheable(resp.headers.getall(hdrs.CACHE_CONTROL, ())):
+            resp.headers.add(hdrs.CACHE_CONTROL, "private")
         for cookie in ex.set_cookies:
             header = set_cookie_header(cookie)
             if header is not None:

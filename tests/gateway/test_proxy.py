@@ -503,6 +503,53 @@ async def test_chunked_request_body_is_reframed(start_gateway, upstream_server) 
     assert seen == [b"hello world"]
 
 
+async def test_an_answer_carrying_our_cookie_is_kept_from_shared_caches(start_gateway, raw_upstream) -> None:
+    """A shared cache in front may store an answer that sets a cookie (RFC 9111 §7.3: Set-Cookie
+    does not inhibit caching) and hand it to everyone: the site's page marked ``public`` (or with
+    no Cache-Control, heuristically cacheable) would give every later visitor the visitor ID we
+    set on it, or an expiry that deletes theirs. An answer we add a Set-Cookie to gets
+    ``Cache-Control: private`` besides the site's (the most restrictive directive wins, RFC 9111
+    §4.2.1; browsers still cache it); one the site already keeps private or unstored, and every
+    answer we set no cookie on, go as they came."""
+    answers = {
+        b"/public": b"Cache-Control: public, max-age=3600\r\nCache-Control: s-maxage=600\r\n",
+        b"/none": b"Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n",
+        b"/private": b"Cache-Control: private, max-age=60\r\n",
+        b"/nostore": b"cache-control: No-Store\r\n",
+    }
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            path = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1].partition(b"?")[0]
+            writer.write(b"HTTP/1.1 200 OK\r\n" + answers[path] + b"Content-Length: 4\r\n\r\npage")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    cache_control: dict[str, list[str]] = {}
+    cookies: dict[str, list[str]] = {}
+    for path in ("/public", "/none", "/private", "/nostore"):
+        reply = await raw_request(
+            gw.proxy.port, f"GET {path}?utm_source=news HTTP/1.1\r\nHost: shop.test\r\n\r\n".encode()
+        )
+        assert (reply.status, reply.body) == (200, b"page")
+        cache_control[path] = reply.headers.getall("Cache-Control", [])
+        cookies[path] = reply.headers.getall("Set-Cookie", [])
+    assert all(len(set_cookies) == 1 for set_cookies in cookies.values()), cookies
+    assert cache_control == {
+        "/public": ["public, max-age=3600", "s-maxage=600", "private"],
+        "/none": ["private"],
+        "/private": ["private, max-age=60"],
+        "/nostore": ["No-Store"],
+    }
+    # A returning visitor's page view, which sets no cookie: the site's caching as it wrote it.
+    visitor = cookies["/public"][0].split(";", 1)[0]
+    again = await raw_request(
+        gw.proxy.port, f"GET /public HTTP/1.1\r\nHost: shop.test\r\nCookie: {visitor}\r\n\r\n".encode()
+    )
+    assert "Set-Cookie" not in again.headers
+    assert again.headers.getall("Cache-Control") == ["public, max-age=3600", "s-maxage=600"]
+
+
 # -- 4. Host and X-Forwarded-* -------------------------------------------------------------------
 
 
