@@ -922,7 +922,8 @@ async def test_websocket_upgrade_headers_reach_the_site_in_the_visitors_order(
 ) -> None:
     """The upgrade's header lines reach the site in the visitor's order, as a request's do: the
     handshake's own in their places (aiohttp's client appended them after X-Forwarded-*), the
-    key and subprotocols the relay's, the visitor's compression offer not passed on."""
+    key, subprotocols and compression offer the relay's (it offers compression because the
+    visitor did: ``test_websocket_compression_is_the_sites_choice``)."""
     seen: list[list[tuple[bytes, bytes]]] = []
 
     async def site(request: web.Request) -> web.WebSocketResponse:
@@ -955,6 +956,7 @@ async def test_websocket_upgrade_headers_reach_the_site_in_the_visitors_order(
         b"Sec-WebSocket-Key",
         b"Sec-WebSocket-Version",
         b"Sec-WebSocket-Protocol",
+        b"Sec-WebSocket-Extensions",
         b"Origin",
         b"Cookie",
         b"X-Forwarded-For",
@@ -1249,6 +1251,33 @@ async def test_websocket_subprotocols_are_the_sites_choice_and_log_no_address(
         r.getMessage() for r in caplog.records if r.name != "aiohttp.access" and "127.0.0.1" in r.getMessage()
     ]
     assert leaks == []
+
+
+async def test_websocket_compression_is_the_sites_choice(start_gateway, upstream_server) -> None:
+    """The visitor's ``permessage-deflate`` offer is accepted only when the site accepts it:
+    the gateway accepted it whatever the site answered, so a site that keeps its messages
+    uncompressed (a secret beside text the visitor chose, as in BREACH; zlib's memory per
+    connection) had them compressed to the visitor anyway. Messages cross both ways either way."""
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=request.path == "/deflate")
+        await ws.prepare(request)
+        await ws.send_str("hello " * 50)
+        message = await ws.receive()
+        await ws.send_str("echo " + message.data)
+        await ws.receive()
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    got = {}
+    for path in ("/deflate", "/plain"):
+        async with gw.session.ws_connect(gw.url + path, compress=15) as ws:
+            first = (await ws.receive(timeout=2)).data
+            await ws.send_str("x" * 300)
+            got[path] = (ws.compress, first == "hello " * 50, (await ws.receive(timeout=2)).data)
+    assert got == {"/deflate": (15, True, "echo " + "x" * 300), "/plain": (0, True, "echo " + "x" * 300)}
+    async with gw.session.ws_connect(gw.url + "/deflate") as ws:  # no offer: none, as before
+        assert (ws.compress, (await ws.receive(timeout=2)).data) == (0, "hello " * 50)
 
 
 UPGRADE = (
