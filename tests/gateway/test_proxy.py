@@ -550,6 +550,53 @@ async def test_an_answer_carrying_our_cookie_is_kept_from_shared_caches(start_ga
     assert again.headers.getall("Cache-Control") == ["public, max-age=3600", "s-maxage=600"]
 
 
+async def test_early_hints_reach_the_visitor_before_the_answer(start_gateway, raw_upstream) -> None:
+    """A site's ``103 Early Hints`` reaches an HTTP/1.1 visitor before the final answer, as it
+    came but for hop-by-hop lines, on a landing too (whose answer waits for the store): the
+    visitor can fetch what it names while the site works. The site's ``100 Continue`` is not
+    passed on (the gateway answers ``Expect`` itself), and an HTTP/1.0 visitor gets no 1xx at
+    all (RFC 9110 §15.2). Until 2026-12-05 every interim answer was dropped."""
+    seen_hint = asyncio.Event()
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+                b"Link: </s.css>; rel=preload; as=style\r\nKeep-Alive: timeout=5\r\n"
+                b"link: </a.js>; rel=preload; as=script\r\n\r\n"
+            )
+            await writer.drain()
+            if head.startswith(b"GET /slow"):  # the final answer only once the hint arrived
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(seen_hint.wait(), 5)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npage")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /slow?utm_source=news HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+        seen_hint.set()
+        assert first == (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload; as=style\r\n"
+            b"link: </a.js>; rel=preload; as=script\r\n\r\n"
+        )
+        reply = await read_response(reader)
+        assert (reply.status, reply.body) == (200, b"page")
+        assert reply.headers["Set-Cookie"].startswith("gw_vid=")  # a landing, answered as ever
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /now HTTP/1.0\r\nHost: shop.test\r\n\r\n")
+        whole = await asyncio.wait_for(reader.read(), 3)
+        assert whole.startswith(b"HTTP/1.0 200 OK\r\n") and whole.endswith(b"page")
+    finally:
+        writer.close()
+
+
 # -- 4. Host and X-Forwarded-* -------------------------------------------------------------------
 
 
