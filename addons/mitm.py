@@ -33,7 +33,7 @@ from multidict import CIMultiDict
 from gateway.codings import decoded_body
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event
-from gateway.forwarding import client_ip, is_trusted
+from gateway.forwarding import client_ip, is_trusted, shared_cacheable
 from gateway.metrics import Metrics
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
 from storage.local import CommitTimeout, LocalStore
@@ -230,6 +230,8 @@ class GatewayAddon:
         if len(ex.events) > state.seen:
             new: list[Event] = ex.events[state.seen :]
             state.commits.append(self.store.submit(new))
+        if ex.set_cookies and shared_cacheable(flow.response.headers.get_all("cache-control")):
+            flow.response.headers.add("cache-control", "private")  # as the aiohttp host does
         for cookie in ex.set_cookies:
             flow.response.headers.add("set-cookie", set_cookie_value(cookie))
         await self._confirm(state.commits)

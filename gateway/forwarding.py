@@ -1,8 +1,9 @@
 """HTTP forwarding rules, as pure functions: hop-by-hop headers, client IP, Location rewriting.
 
 Owns what RFC 9110 says a proxy must drop, whom to believe about the client's
-address (X-Forwarded-For only from trusted peers), and how an upstream's
-self-referencing redirect (``Location``, and ``Refresh``'s URL) is turned into the public origin.
+address (X-Forwarded-For only from trusted peers), how an upstream's
+self-referencing redirect (``Location``, and ``Refresh``'s URL) is turned into the public origin,
+and whether an answer we set a cookie on must be kept from shared caches (``shared_cacheable``).
 """
 
 from __future__ import annotations
@@ -143,3 +144,19 @@ def rewrite_refresh(value: str, upstream_origin: str, public_origin: str) -> str
         return value
     url = rewrite_location(match.group(2), upstream_origin, public_origin)
     return value[: match.start(2)] + url + value[match.end(2) :]
+
+
+_UNSHARED = frozenset({"private", "no-store"})
+
+
+def shared_cacheable(cache_control: Iterable[str]) -> bool:
+    """Whether an answer with these ``Cache-Control`` values may be stored by a shared cache:
+    it says neither ``private`` nor ``no-store`` (unqualified; any letter case). RFC 9111 §7.3:
+    a ``Set-Cookie`` does not stop a cache from storing an answer and giving it to others, so
+    one we add our cookie to gets ``Cache-Control: private`` when this is true."""
+    for value in cache_control:
+        for directive in value.split(","):
+            name, eq, _ = directive.partition("=")
+            if not eq and name.strip().lower() in _UNSHARED:
+                return False
+    return True

@@ -4,7 +4,8 @@ Owns the public listener's request handler: building the ``Exchange`` from an
 aiohttp request, forwarding the request target byte for byte (minus stripped
 tracking pairs) through the lean upstream client (``gateway.upstream``; WebSocket
 upgrades through the app-wide ``ClientSession``), streaming bodies both ways,
-applying the pipeline's effects (cookies, headers, replies), and waiting —
+passing a site's ``103 Early Hints`` on before its answer, applying the pipeline's effects
+(cookies, headers, replies), and waiting —
 bounded — for the store to confirm this request's events before the response
 headers go out.
 """
@@ -12,6 +13,7 @@ headers go out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.cookies
 import logging
@@ -22,6 +24,7 @@ from typing import cast
 
 import aiohttp
 from aiohttp import hdrs, web
+from aiohttp.http import RawResponseMessage
 from aiohttp.web_urldispatcher import _default_expect_handler, _InfoDict
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -39,6 +42,7 @@ from gateway.forwarding import (
     is_trusted,
     rewrite_location,
     rewrite_refresh,
+    shared_cacheable,
     split_absolute,
 )
 from gateway.logs import Throttled
@@ -289,6 +293,24 @@ def set_cookie_header(cookie: Cookie) -> str | None:
         cookie.max_age, cookie.path, cookie.domain, cookie.secure, cookie.httponly, cookie.samesite
     )
     return f"{cookie.name}={cookie.value};{attributes}"
+
+
+_UNSAFE_IN_HEAD = bytes.maketrans(b"\r\n\x00", b"   ")
+
+
+async def _early_hints(request: web.Request, message: RawResponseMessage) -> None:
+    """Pass a site's ``103 Early Hints`` on to the visitor as it came (hop-by-hop lines left
+    out), before the final answer: a browser can fetch what it names while the site, and on
+    a landing the store's commit, are still at work. A visitor already gone is no failure:
+    the final answer's writing finds that out."""
+    lines = [
+        name + b": " + value.translate(_UNSAFE_IN_HEAD) + b"\r\n"
+        for name, value in message.raw_headers
+        if name.decode("latin-1").lower() not in HOP_BY_HOP
+    ]
+    reason = message.reason.encode("utf-8", "surrogateescape").translate(_UNSAFE_IN_HEAD)
+    with contextlib.suppress(ConnectionError):
+        await request.writer.write(b"HTTP/1.1 103 " + reason + b"\r\n" + b"".join(lines) + b"\r\n")
 
 
 class Asterisk(web.Resource):
@@ -567,6 +589,8 @@ class ProxyHost:
                 self._upstream_headers(request, ex, trusted),
                 body.chunks() if request.body_exists else None,
                 length_known=request.content_length is not None,
+                # RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+                early_hints=functools.partial(_early_hints, request) if request.version >= (1, 1) else None,
             )
         except Exception as err:
             await self._confirm(commits)
@@ -703,6 +727,11 @@ class ProxyHost:
         return rewrite(location, self.upstream_origin, public)
 
     def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:
+        """Our Set-Cookie headers, after the site's; an answer that gets one and that a shared
+        cache could store gets ``Cache-Control: private`` too, lest that cache hand our visitor
+        ID (or an expiry) to everyone who asks for the page."""
+        if ex.set_cookies and shared_cacheable(resp.headers.getall(hdrs.CACHE_CONTROL, ())):
+            resp.headers.add(hdrs.CACHE_CONTROL, "private")
         for cookie in ex.set_cookies:
             header = set_cookie_header(cookie)
             if header is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
 from aiohttp import ClientError, ClientOSError, ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
@@ -428,9 +428,12 @@ class Upstream:
         body: AsyncIterable[bytes] | None,
         *,
         length_known: bool,
+        early_hints: Callable[[RawResponseMessage], Awaitable[None]] | None = None,
     ) -> UpstreamResponse:
         """Send one request and read the response head. ``length_known``: the headers carry
-        the body's ``Content-Length`` (else a body goes chunked).
+        the body's ``Content-Length`` (else a body goes chunked). ``early_hints`` is given each
+        ``103 Early Hints`` the site sends before its answer (other interim answers are passed
+        over).
 
         Raises TimeoutError (no connection within ``connect_timeout``, or no answer within
         ``read_timeout``, or the body not taken for that long), ``UpstreamConnectError``,
@@ -452,7 +455,12 @@ class Upstream:
                 proto, reused = await self._replace(proto), False
             try:
                 return await self._exchange(
-                    proto, method, head, body, chunked=bool(framing) and body is not None
+                    proto,
+                    method,
+                    head,
+                    body,
+                    chunked=bool(framing) and body is not None,
+                    early_hints=early_hints,
                 )
             except (ServerDisconnectedError, ClientOSError, OutOfStep):
                 if not (again and reused):
@@ -467,6 +475,7 @@ class Upstream:
         body: AsyncIterable[bytes] | None,
         *,
         chunked: bool,
+        early_hints: Callable[[RawResponseMessage], Awaitable[None]] | None = None,
     ) -> UpstreamResponse:
         proto.answer = START
         suspect, proto.suspect = proto.suspect, False
@@ -501,6 +510,8 @@ class Upstream:
                     break
                 if message.code == 101:
                     raise UpstreamProtocolError("the upstream switched protocols unasked")
+                if message.code == 103 and early_hints is not None:
+                    await early_hints(message)
         except BaseException:
             if writer is not None and not writer.done():
                 writer.cancel()

@@ -4,7 +4,8 @@ Messages flow both ways unchanged (text, binary, and pings and pongs, passed on 
 than answered here); a close on either side closes the other with its code and reason, and the
 gateway's shutdown (``going_away``) closes both with 1001 at once (an upgrade still
 being opened then gets a 503 instead of its 101). The
-visitor gets the headers of the site's 101 answer (a sticky-session or auth cookie set on the
+visitor gets compression (``permessage-deflate``) only when the site took it, and the headers of
+the site's 101 answer (a sticky-session or auth cookie set on the
 upgrade), less the handshake's own and the hop-by-hop ones, and none the gateway would add.
 A site that answers the upgrade with anything but a 101 — a refusal (403, 401 and its
 ``WWW-Authenticate``), a page, a redirect — has that answer passed on as it came, body
@@ -57,8 +58,6 @@ def keep_addresses_out_of_logs() -> None:
         logger.addFilter(_NoClientAddress())
 
 
-# Upgrade request lines of the visitor's that the relay's own handshake with the site does not use.
-_NOT_THEIRS = {"sec-websocket-extensions", "sec-websocket-accept"}
 # Negotiated by each side's library, not copied.
 _HANDSHAKE = {
     "sec-websocket-key",
@@ -336,16 +335,31 @@ async def proxy_websocket(
     # The handshake lines keep the visitor's places: aiohttp keeps an Upgrade, Connection and
     # Sec-WebSocket-Version it is given and writes its key and subprotocols over theirs, in
     # place (it appended them all after X-Forwarded-*). The visitor's extension offer is not
-    # the relay's: its side to the site negotiates its own.
+    # the relay's: its side to the site negotiates its own, offering compression (its own
+    # offer, written over the visitor's line) only when the visitor did, and the visitor gets
+    # compression only when the site took it.
+    offered = any(
+        "permessage-deflate" in value.lower()
+        for value in request.headers.getall(hdrs.SEC_WEBSOCKET_EXTENSIONS, ())
+    )
     for name, value in list(headers.items()):
         key = name.lower()
-        if key in _NOT_THEIRS or (key == "sec-websocket-version" and value.strip() != "13"):
+        if (
+            (key == "sec-websocket-extensions" and not offered)
+            or key == "sec-websocket-accept"
+            or (key == "sec-websocket-version" and value.strip() != "13")
+        ):
             headers.popall(name, None)
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     token = _PASS_ON.set(functools.partial(_pass_on, request, public_location))
     try:
         upstream = await session.ws_connect(
-            ws_url, headers=headers, protocols=protocols, autoping=False, max_msg_size=max_message
+            ws_url,
+            headers=headers,
+            protocols=protocols,
+            autoping=False,
+            max_msg_size=max_message,
+            compress=15 if offered else 0,
         )
     except Answered as answered:  # passed on as the site sent it (``no_redirects``)
         return answered.response
@@ -365,7 +379,10 @@ async def proxy_websocket(
             await upstream.close(code=WSCloseCode.GOING_AWAY)
         return stopping_page()
     client = _TransparentWebSocket(
-        protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=max_message
+        protocols=[upstream.protocol] if upstream.protocol else (),
+        autoping=False,
+        max_msg_size=max_message,
+        compress=bool(upstream.compress),  # the site's choice, not the gateway's
     )
     site = _site_headers(upstream)
     client.headers.extend(site)

@@ -95,6 +95,20 @@ async def test_returning_visitor_keeps_their_id(addon: GatewayAddon, tmp_path: P
     assert len(keys) == 1
 
 
+async def test_an_answer_carrying_our_cookie_is_kept_from_shared_caches(addon: GatewayAddon) -> None:
+    """As in the aiohttp host: an answer we set our cookie on gets ``Cache-Control: private``
+    besides the site's unless it already says ``private`` or ``no-store``."""
+    got = []
+    for cache_control in (b"public, max-age=60", b"No-Store"):
+        flow = tflow.tflow(req=tutils.treq(path=b"/?utm_source=a"))
+        await addon.request(flow)
+        flow.response = tutils.tresp(headers=[(b"cache-control", cache_control)])
+        await addon.responseheaders(flow)
+        assert flow.response.headers["set-cookie"].startswith("gw_vid=v1.")
+        got.append(flow.response.headers.get_all("cache-control"))
+    assert got == [["public, max-age=60", "private"], ["No-Store"]]
+
+
 async def test_redirect_reply_becomes_the_response(tmp_path: Path, secrets: None) -> None:
     gateway = GatewayAddon()
     with taddons.context(gateway) as tctx:

@@ -16,6 +16,7 @@ from gateway.forwarding import (
     parse_ip,
     rewrite_location,
     rewrite_refresh,
+    shared_cacheable,
 )
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
@@ -194,3 +195,19 @@ def test_rewrite_location(location: str, upstream: str, rewritten: str) -> None:
 )
 def test_rewrite_refresh(refresh: str, rewritten: str) -> None:
     assert rewrite_refresh(refresh, "http://up:8080", PUBLIC) == rewritten
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "shared"),
+    [
+        ([], True),
+        (["public, max-age=3600"], True),
+        (["no-cache"], True),  # stored, revalidated: a 304 would hand the stored cookie on
+        (['private="Set-Cookie"'], True),  # only the unqualified form keeps the whole answer
+        (["max-age=60", "Private"], False),
+        (["public", " no-store "], False),
+        (["max-age=0,private"], False),
+    ],
+)
+def test_shared_cacheable(cache_control: list[str], shared: bool) -> None:
+    assert shared_cacheable(cache_control) is shared

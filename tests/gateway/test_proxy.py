@@ -503,6 +503,100 @@ async def test_chunked_request_body_is_reframed(start_gateway, upstream_server) 
     assert seen == [b"hello world"]
 
 
+async def test_an_answer_carrying_our_cookie_is_kept_from_shared_caches(start_gateway, raw_upstream) -> None:
+    """A shared cache in front may store an answer that sets a cookie (RFC 9111 §7.3: Set-Cookie
+    does not inhibit caching) and hand it to everyone: the site's page marked ``public`` (or with
+    no Cache-Control, heuristically cacheable) would give every later visitor the visitor ID we
+    set on it, or an expiry that deletes theirs. An answer we add a Set-Cookie to gets
+    ``Cache-Control: private`` besides the site's (the most restrictive directive wins, RFC 9111
+    §4.2.1; browsers still cache it); one the site already keeps private or unstored, and every
+    answer we set no cookie on, go as they came."""
+    answers = {
+        b"/public": b"Cache-Control: public, max-age=3600\r\nCache-Control: s-maxage=600\r\n",
+        b"/none": b"Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n",
+        b"/private": b"Cache-Control: private, max-age=60\r\n",
+        b"/nostore": b"cache-control: No-Store\r\n",
+    }
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            path = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1].partition(b"?")[0]
+            writer.write(b"HTTP/1.1 200 OK\r\n" + answers[path] + b"Content-Length: 4\r\n\r\npage")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    cache_control: dict[str, list[str]] = {}
+    cookies: dict[str, list[str]] = {}
+    for path in ("/public", "/none", "/private", "/nostore"):
+        reply = await raw_request(
+            gw.proxy.port, f"GET {path}?utm_source=news HTTP/1.1\r\nHost: shop.test\r\n\r\n".encode()
+        )
+        assert (reply.status, reply.body) == (200, b"page")
+        cache_control[path] = reply.headers.getall("Cache-Control", [])
+        cookies[path] = reply.headers.getall("Set-Cookie", [])
+    assert all(len(set_cookies) == 1 for set_cookies in cookies.values()), cookies
+    assert cache_control == {
+        "/public": ["public, max-age=3600", "s-maxage=600", "private"],
+        "/none": ["private"],
+        "/private": ["private, max-age=60"],
+        "/nostore": ["No-Store"],
+    }
+    # A returning visitor's page view, which sets no cookie: the site's caching as it wrote it.
+    visitor = cookies["/public"][0].split(";", 1)[0]
+    again = await raw_request(
+        gw.proxy.port, f"GET /public HTTP/1.1\r\nHost: shop.test\r\nCookie: {visitor}\r\n\r\n".encode()
+    )
+    assert "Set-Cookie" not in again.headers
+    assert again.headers.getall("Cache-Control") == ["public, max-age=3600", "s-maxage=600"]
+
+
+async def test_early_hints_reach_the_visitor_before_the_answer(start_gateway, raw_upstream) -> None:
+    """A site's ``103 Early Hints`` reaches an HTTP/1.1 visitor before the final answer, as it
+    came but for hop-by-hop lines, on a landing too (whose answer waits for the store): the
+    visitor can fetch what it names while the site works. The site's ``100 Continue`` is not
+    passed on (the gateway answers ``Expect`` itself), and an HTTP/1.0 visitor gets no 1xx at
+    all (RFC 9110 §15.2). Until 2026-12-05 every interim answer was dropped."""
+    seen_hint = asyncio.Event()
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+                b"Link: </s.css>; rel=preload; as=style\r\nKeep-Alive: timeout=5\r\n"
+                b"link: </a.js>; rel=preload; as=script\r\n\r\n"
+            )
+            await writer.drain()
+            if head.startswith(b"GET /slow"):  # the final answer only once the hint arrived
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(seen_hint.wait(), 5)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npage")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /slow?utm_source=news HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+        seen_hint.set()
+        assert first == (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload; as=style\r\n"
+            b"link: </a.js>; rel=preload; as=script\r\n\r\n"
+        )
+        reply = await read_response(reader)
+        assert (reply.status, reply.body) == (200, b"page")
+        assert reply.headers["Set-Cookie"].startswith("gw_vid=")  # a landing, answered as ever
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /now HTTP/1.0\r\nHost: shop.test\r\n\r\n")
+        whole = await asyncio.wait_for(reader.read(), 3)
+        assert whole.startswith(b"HTTP/1.0 200 OK\r\n") and whole.endswith(b"page")
+    finally:
+        writer.close()
+
+
 # -- 4. Host and X-Forwarded-* -------------------------------------------------------------------
 
 
@@ -875,7 +969,8 @@ async def test_websocket_upgrade_headers_reach_the_site_in_the_visitors_order(
 ) -> None:
     """The upgrade's header lines reach the site in the visitor's order, as a request's do: the
     handshake's own in their places (aiohttp's client appended them after X-Forwarded-*), the
-    key and subprotocols the relay's, the visitor's compression offer not passed on."""
+    key, subprotocols and compression offer the relay's (it offers compression because the
+    visitor did: ``test_websocket_compression_is_the_sites_choice``)."""
     seen: list[list[tuple[bytes, bytes]]] = []
 
     async def site(request: web.Request) -> web.WebSocketResponse:
@@ -908,6 +1003,7 @@ async def test_websocket_upgrade_headers_reach_the_site_in_the_visitors_order(
         b"Sec-WebSocket-Key",
         b"Sec-WebSocket-Version",
         b"Sec-WebSocket-Protocol",
+        b"Sec-WebSocket-Extensions",
         b"Origin",
         b"Cookie",
         b"X-Forwarded-For",
@@ -1202,6 +1298,33 @@ async def test_websocket_subprotocols_are_the_sites_choice_and_log_no_address(
         r.getMessage() for r in caplog.records if r.name != "aiohttp.access" and "127.0.0.1" in r.getMessage()
     ]
     assert leaks == []
+
+
+async def test_websocket_compression_is_the_sites_choice(start_gateway, upstream_server) -> None:
+    """The visitor's ``permessage-deflate`` offer is accepted only when the site accepts it:
+    the gateway accepted it whatever the site answered, so a site that keeps its messages
+    uncompressed (a secret beside text the visitor chose, as in BREACH; zlib's memory per
+    connection) had them compressed to the visitor anyway. Messages cross both ways either way."""
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=request.path == "/deflate")
+        await ws.prepare(request)
+        await ws.send_str("hello " * 50)
+        message = await ws.receive()
+        await ws.send_str("echo " + message.data)
+        await ws.receive()
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    got = {}
+    for path in ("/deflate", "/plain"):
+        async with gw.session.ws_connect(gw.url + path, compress=15) as ws:
+            first = (await ws.receive(timeout=2)).data
+            await ws.send_str("x" * 300)
+            got[path] = (ws.compress, first == "hello " * 50, (await ws.receive(timeout=2)).data)
+    assert got == {"/deflate": (15, True, "echo " + "x" * 300), "/plain": (0, True, "echo " + "x" * 300)}
+    async with gw.session.ws_connect(gw.url + "/deflate") as ws:  # no offer: none, as before
+        assert (ws.compress, (await ws.receive(timeout=2)).data) == (0, "hello " * 50)
 
 
 UPGRADE = (
