@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import select
 import shutil
 import sqlite3
 import sys
@@ -125,14 +126,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "csv":
         # UTF-8 whatever the locale, as the API serves it: a legacy or ASCII locale
         # (PYTHONIOENCODING=ascii, LANG=de_DE.ISO-8859-1) cannot encode a campaign in Japanese.
-        sys.stdout.buffer.write(report.csv(delimiter).encode())
+        _write_all(report.csv(delimiter).encode())
     elif args.format == "ndjson":
-        sys.stdout.buffer.write(report.ndjson())
+        _write_all(report.ndjson())
     else:
         # A terminal that cannot show a character gets its escape (\u65e5), not a traceback.
         encoding = sys.stdout.encoding or "utf-8"
-        sys.stdout.buffer.write(report.text(_columns(args.width)).encode(encoding, "backslashreplace"))
+        _write_all(report.text(_columns(args.width)).encode(encoding, "backslashreplace"))
     return 0
+
+
+def _write_all(data: bytes) -> None:
+    """``data`` to stdout, whole. Unbuffered (``PYTHONUNBUFFERED=1``, as many container images
+    set it) ``sys.stdout.buffer`` is the raw file, whose ``write`` may take only part of it: a
+    pipe whose reader goes away mid-way, a non-blocking descriptor that is full. The rest was
+    dropped without a word, exit 0 (a pipe's reader gone then never saw 141, and a non-blocking
+    reader got the first 64 KiB of a report for all of it). So what is left is written again,
+    after waiting until a non-blocking descriptor takes more, until it is all out or the error
+    ends the command (a reader gone: ``BrokenPipeError``, 141)."""
+    out = sys.stdout.buffer
+    view = memoryview(data)
+    while view:
+        written = out.write(view)
+        if written is None:  # non-blocking and full: wait until it takes more
+            select.select([], [out.fileno()], [])
+            continue
+        view = view[written:]
 
 
 def _width(text: str) -> int:

@@ -1063,6 +1063,52 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
             assert (done.returncode, done.stderr) == (141, ""), done  # as SIGPIPE would end it
 
 
+def _big_report(tmp_path: Path) -> tuple[list[str], bytes]:
+    """``gateway report``'s arguments for a report of far more than a pipe holds (64 KiB), on
+    a generated store, and that report as written to a file."""
+    from bench.synth import generate
+
+    generate(tmp_path / "synth.db", 2000, 200, seed=3, days=30)
+    (tmp_path / "big.toml").write_text("[storage]\npath = 'synth.db'\n")
+    args = ["report", "-c", str(tmp_path / "big.toml"), "--since", "2026-11-01", "--until", "2026-12-01"]
+    args += ["--timeseries", "--group-by", "campaign", "--format", "csv"]
+    whole = subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, env={"PATH": "/usr/bin:/bin"},
+        cwd=ROOT, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert len(whole) > 2 * 65536
+    return args, whole
+
+
+def test_report_unbuffered_is_written_whole_or_ends_141(tmp_path: Path) -> None:
+    """Under ``PYTHONUNBUFFERED=1`` stdout's ``write`` may take part of a report: a reader that
+    goes away mid-way got exit 0 (not 141, as ``set -o pipefail`` should see), and a
+    non-blocking stdout got the first 64 KiB of it, exit 0, until 2026-12-05."""
+    args, whole = _big_report(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    # A reader that reads the first bytes, then goes away (``| head -c 10``).
+    read, write = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "gateway", *args], stdout=write, stderr=subprocess.PIPE, env=env, cwd=ROOT
+    )
+    os.close(write)
+    with os.fdopen(read, "rb") as reader:
+        assert reader.read(10) == whole[:10]
+    assert (child.wait(timeout=120), child.stderr.read()) == (141, b"")  # type: ignore[union-attr]
+    child.stderr.close()  # type: ignore[union-attr]
+    # A non-blocking stdout, read whole: the report arrives whole.
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "gateway", *args], stdout=write, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+    )
+    os.close(write)
+    with os.fdopen(read, "rb") as reader:
+        got = reader.read()
+    assert (child.wait(timeout=120), len(got)) == (0, len(whole))
+    assert got == whole
+
+
 def test_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     """``> file`` on a full disk (``/dev/full``): one line naming why, exit 1, no traceback."""
     for unbuffered in ("", "1"):
