@@ -132,7 +132,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         # A terminal that cannot show a character gets its escape (\u65e5), not a traceback.
         encoding = sys.stdout.encoding or "utf-8"
-        _write_all(report.text(_columns(args.width)).encode(encoding, "backslashreplace"))
+        _write_all(report.text(_columns(args.width), encoding).encode(encoding, "backslashreplace"))
     return 0
 
 
