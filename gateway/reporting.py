@@ -197,9 +197,13 @@ class Report:
 
         since, until = self.meta["since"] or "the first touchpoint", self.meta["until"] or "now"
         head = f"{self.name}: {since} .. {until}"
-        for key in ("model", "group_by", "conversion"):
-            if self.meta.get(key):
-                value = shown(str(self.meta[key]))
+        # What limits the report is said as the download's name says it: the verdicts unless
+        # allow alone, a population, the conversion (last: the one name cut to fit).
+        said = dict(self.meta)
+        said["verdicts"] = None if said.get("verdicts") == ["allow"] else ",".join(said.get("verdicts") or [])
+        for key in ("model", "group_by", "verdicts", "population", "conversion"):
+            if said.get(key):
+                value = shown(str(said[key]))
                 if columns and key == "conversion":  # the one name here (1..200 characters)
                     value = cut(value, max(MIN_CUT, columns - width(f"{head}, {key} ")), ellipsis)
                 head += f", {key} {ltr_fenced(value) if fenced else value}"

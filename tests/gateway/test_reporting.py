@@ -164,6 +164,23 @@ def test_the_terminal_table_counts_escapes_where_the_terminal_cannot_show_a_char
     assert "日本語セ…" in report.text(40)
 
 
+def test_the_terminal_title_names_the_population_and_verdicts_it_is_limited_to() -> None:
+    """The title says what the report is limited to, as the download's name does: the
+    verdicts unless ``allow`` alone, the population, the conversion. Until 2026-12-05
+    ``--population cookieless`` printed the title of the report of every population."""
+    meta = {"since": "a", "until": "b", "model": "linear", "group_by": "channel", "verdicts": ["allow"]}
+    title = Report("attribution", COLUMNS, [], meta).text().splitlines()[0]
+    assert title == "attribution: a .. b, model linear, group_by channel"
+    meta |= {"verdicts": ["allow", "review"], "population": "cookieless", "conversion": "signup"}
+    title = Report("attribution", COLUMNS, [], meta).text().splitlines()[0]
+    assert title == (
+        "attribution: a .. b, model linear, group_by channel, verdicts allow,review,"
+        " population cookieless, conversion signup"
+    )
+    paths = Report("paths", COLUMNS, [], {"since": "a", "until": "b", "population": "no_consent"})
+    assert paths.text().splitlines()[0] == "paths: a .. b, population no_consent"
+
+
 def test_fit_cuts_the_widest_text_columns_first_and_never_numbers() -> None:
     headers = [5, 10, 6, 5]  # group, creator_id, clicks, value
     numeric = [False, False, True, True]
