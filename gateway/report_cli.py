@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import select
 import shutil
 import sqlite3
@@ -137,19 +138,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _write_all(data: bytes) -> None:
-    """``data`` to stdout, whole. Unbuffered (``PYTHONUNBUFFERED=1``, as many container images
-    set it) ``sys.stdout.buffer`` is the raw file, whose ``write`` may take only part of it: a
-    pipe whose reader goes away mid-way, a non-blocking descriptor that is full. The rest was
-    dropped without a word, exit 0 (a pipe's reader gone then never saw 141, and a non-blocking
-    reader got the first 64 KiB of a report for all of it). So what is left is written again,
-    after waiting until a non-blocking descriptor takes more, until it is all out or the error
-    ends the command (a reader gone: ``BrokenPipeError``, 141)."""
-    out = sys.stdout.buffer
+    """``data`` to stdout, whole, written to its descriptor (stdout's buffers were flushed).
+    Through ``sys.stdout.buffer`` a report could be cut short: unbuffered
+    (``PYTHONUNBUFFERED=1``, as many container images set it) that is the raw file, whose
+    ``write`` takes what it can and says how much — the rest was dropped without a word, exit
+    0, when a pipe's reader went away part way (never 141) or a non-blocking descriptor was full
+    (a reader got the first 64 KiB of a report for all of it); buffered, a full non-blocking
+    descriptor was a ``BlockingIOError`` traceback. So what is left is written again, after
+    waiting until a non-blocking descriptor takes more, until it is all out or the error ends
+    the command (a reader gone: ``BrokenPipeError``, 141; a full disk: one line, 1)."""
+    fd = sys.stdout.fileno()
     view = memoryview(data)
     while view:
-        written = out.write(view)
-        if written is None:  # non-blocking and full: wait until it takes more
-            select.select([], [out.fileno()], [])
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:  # non-blocking and full: wait until it takes more
+            select.select([], [fd], [])
             continue
         view = view[written:]
 
