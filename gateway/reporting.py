@@ -183,7 +183,10 @@ class Report:
         widths = [max([width(c), *(width(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
         numeric = [all(isinstance(row.get(c), int | Decimal) for row in self.rows) for c in self.columns]
         if columns:
-            widths = fit(widths, [width(c) for c in self.columns], numeric, columns)
+            # Numbers and the time series' day are never cut: "2026-11-…" on every row would
+            # leave the day of none (until 2026-12-05 a narrow terminal cut it so).
+            whole = [num or c in UNCUT for num, c in zip(numeric, self.columns, strict=True)]
+            widths = fit(widths, [width(c) for c in self.columns], whole, columns)
             cells = [[cut(v, w, ellipsis) for v, w in zip(r, widths, strict=True)] for r in cells]
         if fenced:
             cells = [[ltr_fenced(v) for v in r] for r in cells]
@@ -220,6 +223,8 @@ class Report:
 
 MIN_CUT = 8
 """The fewest columns a name is cut to, however narrow the terminal: below, a line wraps."""
+UNCUT = frozenset({"day"})
+"""Text columns never cut to fit a terminal, as numbers are not: a date cut is no date."""
 GAP = 2
 """Spaces between two columns of the terminal table."""
 

@@ -181,6 +181,38 @@ def test_the_terminal_title_names_the_population_and_verdicts_it_is_limited_to()
     assert paths.text().splitlines()[0] == "paths: a .. b, population no_consent"
 
 
+def test_the_terminal_table_never_cuts_the_time_series_day() -> None:
+    """The day of the time series is kept whole as a number is: cut to fit a narrow terminal
+    it read ``2026-11-…`` on every row (until 2026-12-05), the day of none."""
+    columns = ["day", *COLUMNS]
+    rows = [
+        {
+            "day": "2026-11-20",
+            "group": "Organic Search",
+            "currency": "EUR",
+            "conversions": 1,
+            "value": Decimal("675.00"),
+        },
+        {
+            "day": "2026-11-21",
+            "group": "Paid Social",
+            "currency": "EUR",
+            "conversions": 2,
+            "value": Decimal("5.00"),
+        },
+    ]
+    report = Report("timeseries", columns, rows, {"since": "a", "until": "b"})
+    lines = report.text(51).splitlines()[2:]
+    assert lines == [
+        "day         group     currency  conversions   value",
+        "----------  --------  --------  -----------  ------",
+        "2026-11-20  Organic…  EUR                 1  675.00",
+        "2026-11-21  Paid So…  EUR                 2    5.00",
+    ]
+    # Narrower, it cannot fit with the day whole and the names at 8 columns: printed whole.
+    assert report.text(50) == report.text()
+
+
 def test_fit_cuts_the_widest_text_columns_first_and_never_numbers() -> None:
     headers = [5, 10, 6, 5]  # group, creator_id, clicks, value
     numeric = [False, False, True, True]
