@@ -147,7 +147,11 @@ def _write_all(data: bytes) -> None:
     descriptor was a ``BlockingIOError`` traceback. So what is left is written again, after
     waiting until a non-blocking descriptor takes more, until it is all out or the error ends
     the command (a reader gone: ``BrokenPipeError``, 141; a full disk: one line, 1)."""
-    fd = sys.stdout.fileno()
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: a stream in memory, no descriptor
+        sys.stdout.buffer.write(data)
+        return
     view = memoryview(data)
     while view:
         try:
