@@ -232,7 +232,8 @@ GAP = 2
 def fit(widths: list[int], headers: list[int], numeric: list[bool], columns: int) -> list[int]:
     """The columns' widths once the table is made to fit in ``columns``: the widest text
     columns cut first, to one width, the largest that fits (a column more for the first of
-    them when there is room for it); numbers never. A column is
+    them when there is room for it); those ``numeric`` marks never (numbers, and the
+    ``UNCUT`` text columns, which ``Report.text`` marks so too). A column is
     not cut below its header nor below ``MIN_CUT``: a table that does not fit even so (a narrow
     terminal, or ``model=all``'s eight columns of numbers) is left whole, its lines wrapping —
     cut names would be lost for lines that wrap anyway."""
