@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import select
 import shutil
 import sqlite3
 import sys
@@ -126,14 +128,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "csv":
         # UTF-8 whatever the locale, as the API serves it: a legacy or ASCII locale
         # (PYTHONIOENCODING=ascii, LANG=de_DE.ISO-8859-1) cannot encode a campaign in Japanese.
-        sys.stdout.buffer.write(report.csv(delimiter).encode())
+        _write_all(report.csv(delimiter).encode())
     elif args.format == "ndjson":
-        sys.stdout.buffer.write(report.ndjson())
+        _write_all(report.ndjson())
     else:
         # A terminal that cannot show a character gets its escape (\u65e5), not a traceback.
         encoding = sys.stdout.encoding or "utf-8"
-        sys.stdout.buffer.write(report.text(_columns(args.width)).encode(encoding, "backslashreplace"))
+        _write_all(report.text(_columns(args.width), encoding).encode(encoding, "backslashreplace"))
     return 0
+
+
+def _write_all(data: bytes) -> None:
+    """``data`` to stdout, whole, written to its descriptor (stdout's buffers were flushed).
+    Through ``sys.stdout.buffer`` a report could be cut short: unbuffered
+    (``PYTHONUNBUFFERED=1``, as many container images set it) that is the raw file, whose
+    ``write`` takes what it can and says how much — the rest was dropped without a word, exit
+    0, when a pipe's reader went away part way (never 141) or a non-blocking descriptor was full
+    (a reader got the first 64 KiB of a report for all of it); buffered, a full non-blocking
+    descriptor was a ``BlockingIOError`` traceback. So what is left is written again, after
+    waiting until a non-blocking descriptor takes more, until it is all out or the error ends
+    the command (a reader gone: ``BrokenPipeError``, 141; a full disk: one line, 1)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: a stream in memory, no descriptor
+        sys.stdout.buffer.write(data)
+        return
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:  # non-blocking and full: wait until it takes more
+            select.select([], [fd], [])
+            continue
+        view = view[written:]
 
 
 def _width(text: str) -> int:

@@ -27,7 +27,7 @@ import msgspec
 from gateway.attribution import Params, from_minor
 from gateway.events import VERDICTS, printable_name
 from gateway.payouts import Payouts
-from gateway.textwidth import cut, width
+from gateway.textwidth import ELLIPSIS, cut, width
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
 from storage.queries import share
 from storage.reports import Clicks, Part, Reports
@@ -164,18 +164,32 @@ class Report:
             writer.writerow([csv_cell(row.get(c)) for c in self.columns])
         return out.getvalue()
 
-    def text(self, columns: int = 0) -> str:
+    def text(self, columns: int = 0, encoding: str = "utf-8") -> str:
         """An aligned table for a terminal: text left, numbers right; a cell in a right-to-left
         script fenced by left-to-right marks (``ltr_fenced``). With ``columns`` (0: none), the
         widest text columns are cut (``fit``) so that each line of the table fits in it, and
-        so is the conversion's name in the title; numbers never are."""
-        cells = [[_cell(row.get(c), c) for c in self.columns] for row in self.rows]
+        so is the conversion's name in the title; numbers never are. A character the
+        terminal's ``encoding`` cannot show is written as its escape (``\\u65e5``) before the
+        widths are counted, and a cut name ends in ``...`` where it cannot show ``…``: until
+        2026-12-05 the escapes were made after, and on an ASCII or Latin-1 terminal such a
+        row stood out of line and past the terminal's width (``…`` itself six columns)."""
+
+        def shown(text: str) -> str:
+            return text.encode(encoding, "backslashreplace").decode(encoding)
+
+        ellipsis = ELLIPSIS if shown(ELLIPSIS) == ELLIPSIS else "..."
+        fenced = shown(LRM) == LRM  # else the marks would be escapes, six columns each
+        cells = [[shown(_cell(row.get(c), c)) for c in self.columns] for row in self.rows]
         widths = [max([width(c), *(width(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
         numeric = [all(isinstance(row.get(c), int | Decimal) for row in self.rows) for c in self.columns]
         if columns:
-            widths = fit(widths, [width(c) for c in self.columns], numeric, columns)
-            cells = [[cut(v, w) for v, w in zip(r, widths, strict=True)] for r in cells]
-        cells = [[ltr_fenced(v) for v in r] for r in cells]
+            # Numbers and the time series' day are never cut: "2026-11-…" on every row would
+            # leave the day of none (until 2026-12-05 a narrow terminal cut it so).
+            whole = [num or c in UNCUT for num, c in zip(numeric, self.columns, strict=True)]
+            widths = fit(widths, [width(c) for c in self.columns], whole, columns)
+            cells = [[cut(v, w, ellipsis) for v, w in zip(r, widths, strict=True)] for r in cells]
+        if fenced:
+            cells = [[ltr_fenced(v) for v in r] for r in cells]
 
         def line(values: Sequence[str]) -> str:
             padded = []
@@ -186,12 +200,16 @@ class Report:
 
         since, until = self.meta["since"] or "the first touchpoint", self.meta["until"] or "now"
         head = f"{self.name}: {since} .. {until}"
-        for key in ("model", "group_by", "conversion"):
-            if self.meta.get(key):
-                value = str(self.meta[key])
+        # What limits the report is said as the download's name says it: the verdicts unless
+        # allow alone, a population, the conversion (last: the one name cut to fit).
+        said = dict(self.meta)
+        said["verdicts"] = None if said.get("verdicts") == ["allow"] else ",".join(said.get("verdicts") or [])
+        for key in ("model", "group_by", "verdicts", "population", "conversion"):
+            if said.get(key):
+                value = shown(str(said[key]))
                 if columns and key == "conversion":  # the one name here (1..200 characters)
-                    value = cut(value, max(MIN_CUT, columns - width(f"{head}, {key} ")))
-                head += f", {key} {ltr_fenced(value)}"
+                    value = cut(value, max(MIN_CUT, columns - width(f"{head}, {key} ")), ellipsis)
+                head += f", {key} {ltr_fenced(value) if fenced else value}"
         out = [head, "", line(self.columns), line(["-" * w for w in widths])]
         out += [line(r) for r in cells] or ["(no rows)"]
         if "summary" in self.meta:
@@ -205,6 +223,8 @@ class Report:
 
 MIN_CUT = 8
 """The fewest columns a name is cut to, however narrow the terminal: below, a line wraps."""
+UNCUT = frozenset({"day"})
+"""Text columns never cut to fit a terminal, as numbers are not: a date cut is no date."""
 GAP = 2
 """Spaces between two columns of the terminal table."""
 
@@ -212,7 +232,8 @@ GAP = 2
 def fit(widths: list[int], headers: list[int], numeric: list[bool], columns: int) -> list[int]:
     """The columns' widths once the table is made to fit in ``columns``: the widest text
     columns cut first, to one width, the largest that fits (a column more for the first of
-    them when there is room for it); numbers never. A column is
+    them when there is room for it); those ``numeric`` marks never (numbers, and the
+    ``UNCUT`` text columns, which ``Report.text`` marks so too). A column is
     not cut below its header nor below ``MIN_CUT``: a table that does not fit even so (a narrow
     terminal, or ``model=all``'s eight columns of numbers) is left whole, its lines wrapping —
     cut names would be lost for lines that wrap anyway."""

@@ -90,9 +90,9 @@ def width(text: str) -> int:
     return sum(cluster_width(c) for c in clusters(text))
 
 
-def cut(text: str, columns: int) -> str:
+def cut(text: str, columns: int, ellipsis: str = ELLIPSIS) -> str:
     """``text`` when it fits in ``columns``, else as many of its first clusters as fit with
-    ``…`` after them: never half a cluster (a flag, a skin tone, an accent stay with their
+    ``ellipsis`` after them: never half a cluster (a flag, a skin tone, an accent stay with their
     base). One column short of ``columns`` when a two-column cluster would not fit; empty
     when ``columns`` is below 1."""
     if width(text) <= columns:
@@ -100,10 +100,10 @@ def cut(text: str, columns: int) -> str:
     if columns < 1:
         return ""
     kept: list[str] = []
-    room = columns - width(ELLIPSIS)
+    room = columns - width(ellipsis)
     for cluster in clusters(text):
         room -= cluster_width(cluster)
         if room < 0:
             break
         kept.append(cluster)
-    return "".join(kept) + ELLIPSIS
+    return "".join(kept) + ellipsis

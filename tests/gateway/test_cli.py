@@ -584,6 +584,14 @@ def test_report_output_does_not_depend_on_the_locale(tmp_path: Path) -> None:
     done = gateway("report", "-c", str(cfg), *period, env=ascii_locale)
     assert done.returncode == 0, done.stderr
     assert "\\u65e5\\u672c\\u8a9e" in done.stdout and "Traceback" not in done.stderr
+    # Cut to a width, the escapes are what is cut and counted (until 2026-12-05 the row was
+    # laid out before its escapes, and stood out of line and past the width).
+    done = gateway("report", "-c", str(cfg), *period, "--width", "40", env=ascii_locale)
+    assert done.stdout.splitlines()[2:5] == [
+        "group       currency  conversions  value",
+        "----------  --------  -----------  -----",
+        "\\u65e5\\...  EUR                 1  10.00",
+    ]
 
 
 def test_report_cuts_long_names_to_the_terminal_width(tmp_path: Path) -> None:
@@ -1112,6 +1120,51 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
         ):
             done = _reader_gone(*args, unbuffered=unbuffered)
             assert (done.returncode, done.stderr) == (141, ""), done  # as SIGPIPE would end it
+
+
+def _big_report(tmp_path: Path) -> tuple[list[str], bytes]:
+    """``gateway report``'s arguments for a report of far more than a pipe holds (64 KiB), on
+    a generated store, and that report as written to a file."""
+    from bench.synth import generate
+
+    generate(tmp_path / "synth.db", 2000, 200, seed=3, days=30)
+    (tmp_path / "big.toml").write_text("[storage]\npath = 'synth.db'\n")
+    args = ["report", "-c", str(tmp_path / "big.toml"), "--since", "2026-11-01", "--until", "2026-12-01"]
+    args += ["--timeseries", "--group-by", "campaign", "--format", "csv"]
+    whole = subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, env={"PATH": "/usr/bin:/bin"},
+        cwd=ROOT, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert len(whole) > 2 * 65536
+    return args, whole
+
+
+def test_report_is_written_whole_or_ends_141(tmp_path: Path) -> None:
+    """A report larger than a pipe holds arrives whole, or the command ends with 141 when its
+    reader goes away part way (``| head -c 10``). Until 2026-12-05, under ``PYTHONUNBUFFERED=1``
+    such a reader gave exit 0, and a non-blocking stdout got the first 64 KiB of the report,
+    exit 0 (buffered, a ``BlockingIOError`` traceback)."""
+    args, whole = _big_report(tmp_path)
+    for unbuffered in ("1", ""):
+        env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": unbuffered}
+        command = [sys.executable, "-m", "gateway", *args]
+        read, write = os.pipe()
+        child = subprocess.Popen(command, stdout=write, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        os.close(write)
+        with os.fdopen(read, "rb") as reader:
+            assert reader.read(10) == whole[:10]
+        _, err = child.communicate(timeout=120)
+        assert (child.returncode, err) == (141, b""), unbuffered
+        # A non-blocking stdout, read whole: the report arrives whole.
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        child = subprocess.Popen(command, stdout=write, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        os.close(write)
+        with os.fdopen(read, "rb") as reader:
+            got = reader.read()
+        _, err = child.communicate(timeout=120)
+        assert (child.returncode, err, len(got)) == (0, b"", len(whole)), unbuffered
+        assert got == whole
 
 
 def test_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:

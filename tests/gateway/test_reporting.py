@@ -131,6 +131,88 @@ def test_the_terminal_table_cuts_names_to_fit_and_keeps_numbers_whole() -> None:
     )
 
 
+def test_the_terminal_table_counts_escapes_where_the_terminal_cannot_show_a_character() -> None:
+    """On an ASCII or Latin-1 terminal a name's characters it cannot show are written as their
+    escapes, and the table is laid out with the escapes: every line fits, the numbers line up,
+    a cut name ends in ``...`` (``…`` is one of those characters), and a Hebrew name gets no
+    left-to-right marks (six columns each as escapes). Until 2026-12-05 the escapes were made
+    after the layout: such a row stood out of line and past the terminal's width."""
+    rows = [
+        {"group": "日本語セール夏", "currency": "JPY", "conversions": 12, "value": Decimal("3400")},
+        {"group": "spring", "currency": "EUR", "conversions": 3, "value": Decimal("5.50")},
+        {"group": "מבצע", "currency": "EUR", "conversions": 1, "value": Decimal("1.00")},
+    ]
+    meta = {"since": "a", "until": "b", "conversion": "注文" * 10}
+    report = Report("attribution", COLUMNS, rows, meta)
+    for encoding in ("ascii", "latin-1"):
+        lines = report.text(40, encoding).splitlines()
+        assert lines[0] == "attribution: a .. b, conversion \\u6ce..."  # 40 columns
+        assert lines[2:] == [
+            "group       currency  conversions  value",
+            "----------  --------  -----------  -----",
+            "\\u65e5\\...  JPY                12   3400",
+            "spring      EUR                 3   5.50",
+            "\\u05de\\...  EUR                 1   1.00",
+        ]
+        assert report.text(40, encoding).encode(encoding)  # nothing left it cannot write
+    # Whole names (a pipe): escaped and aligned all the same.
+    whole = report.text(0, "ascii").splitlines()
+    assert whole[4] == "\\u65e5\\u672c\\u8a9e\\u30bb\\u30fc\\u30eb\\u590f  JPY                12   3400"
+    assert whole[5] == "spring" + " " * 36 + "  EUR                 3   5.50"
+    # A terminal that shows them: as before.
+    assert report.text(40) == report.text(40, "utf-8")
+    assert "日本語セ…" in report.text(40)
+
+
+def test_the_terminal_title_names_the_population_and_verdicts_it_is_limited_to() -> None:
+    """The title says what the report is limited to, as the download's name does: the
+    verdicts unless ``allow`` alone, the population, the conversion. Until 2026-12-05
+    ``--population cookieless`` printed the title of the report of every population."""
+    meta = {"since": "a", "until": "b", "model": "linear", "group_by": "channel", "verdicts": ["allow"]}
+    title = Report("attribution", COLUMNS, [], meta).text().splitlines()[0]
+    assert title == "attribution: a .. b, model linear, group_by channel"
+    meta |= {"verdicts": ["allow", "review"], "population": "cookieless", "conversion": "signup"}
+    title = Report("attribution", COLUMNS, [], meta).text().splitlines()[0]
+    assert title == (
+        "attribution: a .. b, model linear, group_by channel, verdicts allow,review,"
+        " population cookieless, conversion signup"
+    )
+    paths = Report("paths", COLUMNS, [], {"since": "a", "until": "b", "population": "no_consent"})
+    assert paths.text().splitlines()[0] == "paths: a .. b, population no_consent"
+
+
+def test_the_terminal_table_never_cuts_the_time_series_day() -> None:
+    """The day of the time series is kept whole as a number is: cut to fit a narrow terminal
+    it read ``2026-11-…`` on every row (until 2026-12-05), the day of none."""
+    columns = ["day", *COLUMNS]
+    rows = [
+        {
+            "day": "2026-11-20",
+            "group": "Organic Search",
+            "currency": "EUR",
+            "conversions": 1,
+            "value": Decimal("675.00"),
+        },
+        {
+            "day": "2026-11-21",
+            "group": "Paid Social",
+            "currency": "EUR",
+            "conversions": 2,
+            "value": Decimal("5.00"),
+        },
+    ]
+    report = Report("timeseries", columns, rows, {"since": "a", "until": "b"})
+    lines = report.text(51).splitlines()[2:]
+    assert lines == [
+        "day         group     currency  conversions   value",
+        "----------  --------  --------  -----------  ------",
+        "2026-11-20  Organic…  EUR                 1  675.00",
+        "2026-11-21  Paid So…  EUR                 2    5.00",
+    ]
+    # Narrower, it cannot fit with the day whole and the names at 8 columns: printed whole.
+    assert report.text(50) == report.text()
+
+
 def test_fit_cuts_the_widest_text_columns_first_and_never_numbers() -> None:
     headers = [5, 10, 6, 5]  # group, creator_id, clicks, value
     numeric = [False, False, True, True]
