@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 from yarl import URL
@@ -907,12 +907,18 @@ class _StoreOnce(argparse._StoreAction):
 
 class _Parser(argparse.ArgumentParser):
     """Every command's parser (subcommands inherit the class): an option taking a value may be
-    given once."""
+    given once, and a wrong command line is told in one line naming what is wrong."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
+
+    def error(self, message: str) -> NoReturn:
+        """One line, exit 2: ``gateway report: error: argument --model: invalid choice: …; see
+        `gateway report --help```. argparse put its whole usage block first (ten lines for
+        ``report``), the line that names the mistake last, under it."""
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

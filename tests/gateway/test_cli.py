@@ -1082,6 +1082,8 @@ def test_doctor_and_send_test_event_refuse_arguments_they_cannot_use(tmp_path: P
         done = gateway(command, "-c", str(cfg), *args, env=ENV)
         assert done.returncode == 2, done
         assert f"gateway {command}: error: {expected}" in done.stderr and "Traceback" not in done.stderr
+        # One line naming the mistake (argparse put its usage block of up to ten lines first).
+        assert done.stderr.count("\n") == 1 and done.stderr.endswith(f"; see `gateway {command} --help`\n")
     # Finer than the currency's minor unit: 12.5 JPY would be credited as 12 yen (was sent).
     for args, said in [
         (
