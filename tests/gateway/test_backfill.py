@@ -1598,3 +1598,22 @@ def test_another_command_interrupted_while_it_loads_says_so(tmp_path: Path) -> N
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert (proc.returncode, err) == (130, "gateway: interrupted\n"), (out, err)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_line_dated_after_now_is_skipped_and_said(tmp_path: Path, workers: int) -> None:
+    """A log line dated days ahead (the logging server's clock was wrong) was imported as a
+    touchpoint of the future, counted by the reports of the days to come; live, no request can
+    come from the future, and a Segment event so dated was refused already."""
+    settings = make_settings(tmp_path)
+    ahead = datetime.fromtimestamp(time.time() + 5 * 86400, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    past = f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /p?utm_source=past HTTP/1.1" 200 1 "-" "{UA}"'
+    future = f'203.0.113.9 - - [{ahead}] "GET /p?utm_source=future HTTP/1.1" 200 1 "-" "{UA}"'
+    log = await asyncio.to_thread(write, tmp_path / "access.log", f"{past}\n{future}")
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert summary.lines == 2
+    [(reason, count)] = summary.skipped.items()
+    assert count == 1
+    assert reason.startswith("time: later than now (more than webhooks.tolerance_seconds ahead")
+    assert summary.examples == [f"access.log:2: {reason}"]
+    assert await query(settings, "SELECT source FROM touchpoints") == [("past",)]
