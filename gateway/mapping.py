@@ -168,24 +168,40 @@ class _Reader:
                     moment = moment.astimezone(UTC)
                 except OverflowError:  # year 1 or 9999 with an offset: no such UTC date-time
                     self.fail(
-                        name, f"{value[:40]!r} is outside the accepted range (webhooks.max_event_age_days)"
+                        name,
+                        f"{value[:40]!r} is outside the accepted range: {_beyond(moment.year > 1, limits)}",
                     )
                     return now
             else:
                 seconds = float(value)
-                moment = datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+                if math.isnan(seconds):
+                    raise ValueError(value)
+                try:
+                    moment = datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+                except (ValueError, OverflowError, OSError):
+                    # Unix time all the same, beyond what a date-time holds (1e400, 10^23): say
+                    # which bound it crossed, as for one within the years a date-time holds.
+                    shown = "a number beyond a double" if math.isinf(seconds) else str(value)[:40]
+                    self.fail(name, f"{shown} is outside the accepted range: {_beyond(seconds > 0, limits)}")
+                    return now
         except (TypeError, ValueError, OverflowError, OSError):
             self.fail(name, "expected an ISO 8601 date-time or Unix seconds/milliseconds")
             return now
         if moment > now + limits.tolerance:  # the sender's clock ahead, or a date it made up
-            ahead = int(limits.tolerance.total_seconds())
-            why = f"more than webhooks.tolerance_seconds ({ahead}) in the future"
+            why = _beyond(True, limits)
         elif moment < now - limits.max_age:
-            why = f"older than webhooks.max_event_age_days ({limits.max_age.days})"
+            why = _beyond(False, limits)
         else:
             return moment
         self.fail(name, f"{iso(moment)} is outside the accepted range: {why}")
         return now
+
+
+def _beyond(future: bool, limits: Limits) -> str:
+    """Which bound of ``Reader.moment``'s window a time crossed, named by the key that sets it."""
+    if future:
+        return f"more than webhooks.tolerance_seconds ({int(limits.tolerance.total_seconds())}) in the future"
+    return f"older than webhooks.max_event_age_days ({limits.max_age.days})"
 
 
 def unmet_requirement(src: SourceMap, raw_type: str, event: dict[str, Any]) -> str | None:

@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import math
 import re
 import tomllib
 from datetime import UTC, datetime, timedelta
@@ -485,7 +486,33 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
         ),
         (
             {"type": "conversion", "visitor_id": "v", "timestamp": "9999-12-31T23:59:59-01:00"},
-            ["timestamp (/timestamp): '9999-12-31T23:59:59-01:00' is outside the accepted range"],
+            [
+                "timestamp (/timestamp): '9999-12-31T23:59:59-01:00' is outside the accepted range:"
+                " more than webhooks.tolerance_seconds (300) in the future"  # it named max_event_age_days
+            ],
+        ),
+        # Unix time beyond what a date-time holds: the bound it crossed, not "expected … Unix
+        # seconds" (it is Unix seconds).
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": 10**23},
+            [
+                "timestamp (/timestamp): 100000000000000000000000 is outside the accepted range:"
+                " more than webhooks.tolerance_seconds (300) in the future"
+            ],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": math.inf},
+            [
+                "timestamp (/timestamp): a number beyond a double is outside the accepted range:"
+                " more than webhooks.tolerance_seconds (300) in the future"
+            ],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": -(10**14)},
+            [
+                "timestamp (/timestamp): -100000000000000 is outside the accepted range:"
+                " older than webhooks.max_event_age_days (400)"
+            ],
         ),
         # An event ID of another type is not passed over for the delivery's (a re-send would
         # then count twice).
