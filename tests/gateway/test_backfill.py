@@ -1617,3 +1617,19 @@ async def test_a_line_dated_after_now_is_skipped_and_said(tmp_path: Path, worker
     assert reason.startswith("time: later than now (more than webhooks.tolerance_seconds ahead")
     assert summary.examples == [f"access.log:2: {reason}"]
     assert await query(settings, "SELECT source FROM touchpoints") == [("past",)]
+
+
+async def test_a_json_line_with_a_number_beyond_a_double_in_any_field_is_read(tmp_path: Path) -> None:
+    """A json-lines line holding a number too large for a double in a field the import does not
+    read (`1e400`, or an integer of 5,000 digits; valid JSON) was skipped whole as `not valid
+    JSON`, its landing lost, where a Segment line so written was read."""
+    settings = make_settings(tmp_path)
+    lines = [
+        b'{"time":"2025-03-01T10:00:00Z","method":"GET","uri":"/p?utm_source=a","bytes":1e400}',
+        b'{"time":"2025-03-01T10:00:01Z","method":"GET","uri":"/p?utm_source=b","n":' + b"7" * 5000 + b"}",
+    ]
+    log = tmp_path / "app.jsonl"
+    await asyncio.to_thread(log.write_bytes, b"\n".join(lines) + b"\n")
+    summary = await run_import(settings, [log], "json-lines", host="shop.example")
+    assert summary.skipped == {}
+    assert await query(settings, "SELECT source FROM touchpoints ORDER BY ts") == [("a",), ("b",)]

@@ -1991,3 +1991,26 @@ def test_a_wrong_value_scale_names_what_it_takes() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(None, text=toml, environ={**ENV, **SOURCES_ENV})
     assert err.value.problems == ["sources[0].value_scale: expected one of a number, \"minor\", got 'major'"]
+
+
+async def test_a_whole_number_of_thousands_of_digits_refuses_only_the_event_mapping_it(
+    start_gateway, upstream_server
+) -> None:
+    """An integer longer than Python converts (4,300 digits; valid JSON) anywhere in a delivery,
+    an unmapped field included, made the whole body `not valid JSON (Exceeds the limit (4300
+    digits) … use sys.set_int_max_str_digits() …)`: every event of the batch refused, again on
+    each retry. It is read as 1e400 is: only the event whose mapped field holds it is bad."""
+    source = '[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET"]\n'
+    gw = await start_gateway(await upstream_server(web.Application()), source, {"BILLING_SECRET": BILLING})
+    digits = b"9" * 5000
+    body = b'[{"type":"conversion","event_id":"big1","user_id":"u1","value":5,"note":%s},' % digits
+    body += b'{"type":"conversion","event_id":"big2","user_id":"u1","value":%s}]' % digits
+    status, answer = await post(gw, body, signed(body))
+    assert status == 202, answer
+    assert (answer["accepted"], answer["bad"]) == (1, 1)
+    assert answer["results"][1]["errors"] == [
+        "value (/value): expected a number from 0 to 1e+15 (after value_scale); refunds are not"
+        " recorded (list their type in ignore_types)"
+    ]
+    assert await rows(gw, "SELECT value FROM conversions") == [(5.0,)]
+    assert len(await rows(gw, "SELECT 1 FROM bad_events")) == 1
