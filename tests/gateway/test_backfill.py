@@ -1633,3 +1633,20 @@ async def test_a_json_line_with_a_number_beyond_a_double_in_any_field_is_read(tm
     summary = await run_import(settings, [log], "json-lines", host="shop.example")
     assert summary.skipped == {}
     assert await query(settings, "SELECT source FROM touchpoints ORDER BY ts") == [("a",), ("b",)]
+
+
+async def test_a_referrer_host_with_bytes_that_are_not_utf8_is_not_stored(tmp_path: Path) -> None:
+    """A logged Referer whose host holds a byte that is not UTF-8 (`ex\\xe9.com`, Latin-1) was
+    read with U+FFFD in its place and stored as the referrer `ex\\ufffd.com`, a referral from no
+    real site; live, the same header's host is refused (the HTTP parser keeps the byte as a
+    surrogate). Neither is a host."""
+    settings = make_settings(tmp_path)
+    line = (
+        '203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /p?utm_source=a HTTP/1.1" 200 1'
+        f' "https://ex\xe9.com/" "{UA}"'
+    )
+    log = tmp_path / "access.log"
+    await asyncio.to_thread(log.write_bytes, line.encode("latin-1") + b"\n")
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert summary.events["touchpoints"] == 1
+    assert await query(settings, "SELECT source, referrer_host FROM touchpoints") == [("a", None)]
