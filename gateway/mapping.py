@@ -205,9 +205,9 @@ def json_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return "a number beyond a double" if math.isinf(value) else f"a number ({value!r})"
+        return "a number beyond a double" if math.isinf(value) else repr(value)
     if isinstance(value, int):  # repr() of an integer of thousands of digits raises
-        return f"a number ({value})" if value.bit_length() <= 64 else "a whole number past 64 bits"
+        return str(value) if value.bit_length() <= 64 else "a whole number past 64 bits"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, dict):
