@@ -56,12 +56,14 @@ def strip_query(raw: str, is_tracked: Callable[[str], bool]) -> tuple[str, bool]
 
 
 def host_of(url: str) -> str | None:
-    """Lower-cased host of an absolute URL, or None when it has none or is malformed."""
+    """Lower-cased host of an absolute URL, or None when it has none or is malformed. U+FFFD
+    is no host's (IDNA refuses it): it stands where bytes that are not UTF-8 were, decoded by a
+    log's reader (`gateway import`), which live arrive as surrogates and are refused alike."""
     try:
         host = urlsplit(url).hostname
     except ValueError:
         return None
-    if not host or len(host) > 253 or not host.isprintable():
+    if not host or len(host) > 253 or not host.isprintable() or "\ufffd" in host:
         return None
     return host
 

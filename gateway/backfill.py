@@ -290,6 +290,10 @@ class Replayer:
 
 
 NO_HOST = "host: missing (and no --host or proxy.public_origin)"
+FUTURE = (
+    "time: later than now (more than webhooks.tolerance_seconds ahead of this machine's clock):"
+    " the logging server's clock was wrong?"
+)
 
 
 @dataclass(slots=True)
@@ -309,10 +313,17 @@ async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -
     out = Replayed()
     events, skips = out.events, out.skips
     default_host, trusted = replayer.host, replayer.trusted
+    # A line dated after now is no history: live, such a request cannot have come, and stored
+    # it would be a touchpoint every report of the coming days counts (the same bound as a
+    # Segment event's, ``Limits.tolerance``).
+    latest = datetime.now(UTC) + replayer.limits.tolerance
     for item in items:
         if type(item) is Line:
             if not (item.host or default_host):
                 skips.append(Skip(item.number, NO_HOST))
+                continue
+            if item.ts > latest:
+                skips.append(Skip(item.number, FUTURE))
                 continue
             ip = replayer.client(item)
             if ip != item.ip:

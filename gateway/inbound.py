@@ -270,7 +270,7 @@ class Inbound:
                 raise AuthFailed("signature", f"signature: {prefix}{name} given more than once")
             elif given:
                 lowered["webhook-" + name] = given[0]
-        return verify_standard(self.standard, lowered, body, now, tolerance)
+        return verify_standard(self.standard, lowered, body, now, tolerance, prefix)
 
     def _authenticate_segment(self, request: web.Request, body: bytes) -> Authenticated:
         return verify_basic(self.segment_keys, request.headers.get("Authorization", ""), body)

@@ -164,7 +164,6 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
     """A JSON-lines parser with ``overrides`` (field → JSON pointer, "" unmaps) over the defaults."""
     pointers = {name: parse_pointer(p) for name, p in {**JSON_FIELDS, **overrides}.items() if p}
     times: dict[str, datetime] = {}
-    decode = msgspec.json.Decoder()
 
     def text(doc: Any, name: str) -> str:
         tokens = pointers.get(name)
@@ -178,8 +177,10 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
 
     def parse(number: int, raw: bytes) -> list[Item]:
         try:
-            doc = decode.decode(raw)
-        except msgspec.DecodeError:
+            # A number beyond a double (1e400, 5,000 digits) in any field, valid JSON, read as
+            # a Segment line's is: until 2026-12-05 the line was skipped as "not valid JSON".
+            doc = decode_json(raw)
+        except (msgspec.DecodeError, ValueError):
             return [Skip(number, "not valid JSON")]
         except RecursionError:  # [[[[…]]]] thousands deep
             return [Skip(number, NESTED)]

@@ -116,7 +116,7 @@ class _Reader:
         if value is MISSING:
             return None
         if isinstance(value, bool) or not isinstance(value, str | int):
-            self.fail(name, f"expected a string, got {type(value).__name__}")
+            self.fail(name, f"expected a string, got {json_kind(value)}")
             return None
         value = str(value).strip()
         limit = max_len or self.max_len
@@ -138,7 +138,7 @@ class _Reader:
         scale = self.src.value_scale
         amount = scaled(value, 1.0 if isinstance(scale, str) else scale)
         if amount is None:
-            got = repr(value[:40]) if isinstance(value, str) else type(value).__name__
+            got = repr(value[:40]) if isinstance(value, str) else json_kind(value)
             self.fail(name, f"expected a number, got {got}")
             return None
         if bounded and not (math.isfinite(amount) and 0 <= amount <= MAX_VALUE):
@@ -168,24 +168,60 @@ class _Reader:
                     moment = moment.astimezone(UTC)
                 except OverflowError:  # year 1 or 9999 with an offset: no such UTC date-time
                     self.fail(
-                        name, f"{value[:40]!r} is outside the accepted range (webhooks.max_event_age_days)"
+                        name,
+                        f"{value[:40]!r} is outside the accepted range: {_beyond(moment.year > 1, limits)}",
                     )
                     return now
             else:
                 seconds = float(value)
-                moment = datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+                if math.isnan(seconds):
+                    raise ValueError(value)
+                try:
+                    moment = datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+                except (ValueError, OverflowError, OSError):
+                    # Unix time all the same, beyond what a date-time holds (1e400, 10^23): say
+                    # which bound it crossed, as for one within the years a date-time holds.
+                    shown = "a number beyond a double" if math.isinf(seconds) else str(value)[:40]
+                    self.fail(name, f"{shown} is outside the accepted range: {_beyond(seconds > 0, limits)}")
+                    return now
         except (TypeError, ValueError, OverflowError, OSError):
             self.fail(name, "expected an ISO 8601 date-time or Unix seconds/milliseconds")
             return now
         if moment > now + limits.tolerance:  # the sender's clock ahead, or a date it made up
-            ahead = int(limits.tolerance.total_seconds())
-            why = f"more than webhooks.tolerance_seconds ({ahead}) in the future"
+            why = _beyond(True, limits)
         elif moment < now - limits.max_age:
-            why = f"older than webhooks.max_event_age_days ({limits.max_age.days})"
+            why = _beyond(False, limits)
         else:
             return moment
         self.fail(name, f"{iso(moment)} is outside the accepted range: {why}")
         return now
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, as JSON names it (the sender wrote JSON, not Python: ``null``, not
+    ``NoneType``; ``an object``, not ``dict``), for a field error's "got …"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "a number beyond a double" if math.isinf(value) else repr(value)
+    if isinstance(value, int):  # repr() of an integer of thousands of digits raises
+        return str(value) if value.bit_length() <= 64 else "a whole number past 64 bits"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _beyond(future: bool, limits: Limits) -> str:
+    """Which bound of ``Reader.moment``'s window a time crossed, named by the key that sets it."""
+    if future:
+        return f"more than webhooks.tolerance_seconds ({int(limits.tolerance.total_seconds())}) in the future"
+    return f"older than webhooks.max_event_age_days ({limits.max_age.days})"
 
 
 def unmet_requirement(src: SourceMap, raw_type: str, event: dict[str, Any]) -> str | None:
@@ -201,7 +237,7 @@ def unmet_requirement(src: SourceMap, raw_type: str, event: dict[str, Any]) -> s
             return f"type {raw_type!r} without {need.pointer} (sources.when): not recorded"
         if not meets(value, need.equals, need.matches):
             text = compared_text(value)
-            got = repr(text[:40]) if text is not None else f"a {type(value).__name__}"
+            got = repr(text[:40]) if text is not None else json_kind(value)
             wanted = (
                 f"is not {need.equals!r}"
                 if need.matches is None
@@ -214,7 +250,7 @@ def unmet_requirement(src: SourceMap, raw_type: str, event: dict[str, Any]) -> s
 def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallback_key: str) -> Mapped:
     """One sender event → the rows it records and its own key; ``Invalid`` with every error."""
     if not isinstance(event, dict):
-        raise Invalid([f"event: expected a JSON object, got {type(event).__name__}"])
+        raise Invalid([f"event: expected a JSON object, got {json_kind(event)}"])
     r = _Reader(src, event, limits.max_len)
     raw_type = r.text("type")
     kind = None
@@ -257,7 +293,7 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     given_key = r.raw("event_id")
     if given_key is not MISSING and (isinstance(given_key, bool) or not isinstance(given_key, str | int)):
         # Left out, the event would be keyed by its delivery: a re-send would count twice.
-        r.fail("event_id", f"expected a string or an integer, got {type(given_key).__name__}")
+        r.fail("event_id", f"expected a string or an integer, got {json_kind(given_key)}")
     key = next(
         (
             str(v)

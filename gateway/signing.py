@@ -71,8 +71,10 @@ def verify_standard(
     body: bytes,
     now: float,
     tolerance: int,
+    sent_as: str = "webhook-",
 ) -> Authenticated:
-    """The sender whose secret signed this delivery; AuthFailed otherwise.
+    """The sender whose secret signed this delivery; AuthFailed otherwise. ``sent_as``: the
+    headers' prefix as sent (``svix-``), which a refusal names.
 
     The timestamp is checked first (it costs nothing and says nothing a forger does not know).
     """
@@ -83,7 +85,7 @@ def verify_standard(
         raise AuthFailed("signature", "signature: missing webhook-id, webhook-timestamp or webhook-signature")
     if not utf8_text(msg_id):  # bytes that are not UTF-8 (the HTTP parser kept them as surrogates)
         raise AuthFailed("signature", "signature: webhook-id is not UTF-8 text")
-    _check_timestamp(timestamp, now, tolerance)
+    _check_timestamp(timestamp, now, tolerance, f"{sent_as}timestamp")
     offered = [
         sig.rstrip(",").encode()  # lines joined as RFC 9110 joins them ("v1,a, v1,b")
         for version, _, sig in (s.partition(",") for s in given.split())
@@ -97,14 +99,27 @@ def verify_standard(
     raise AuthFailed("signature", "signature: no valid signature")
 
 
-def _check_timestamp(timestamp: str, now: float, tolerance: int) -> None:
+def _check_timestamp(timestamp: str, now: float, tolerance: int, name: str) -> None:
     """AuthFailed unless ``timestamp`` is Unix seconds within ``tolerance`` of ``now``, counted
     in whole seconds as the sender counts them (``now`` floored, as the Standard Webhooks
-    libraries do): one ``tolerance`` seconds old passes for the whole of that second."""
+    libraries do): one ``tolerance`` seconds old passes for the whole of that second. The
+    reason names where the time was (``name``: ``webhook-timestamp``, ``Stripe-Signature t``)
+    and the key that bounds it; it tells a forger nothing a clock does not."""
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 20):
-        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
-    if abs(math.floor(now) - int(timestamp)) > tolerance:
-        raise AuthFailed("timestamp", "timestamp: outside the accepted window")
+        raise AuthFailed("timestamp", f"timestamp: {name} is not Unix seconds (digits only)")
+    off = int(timestamp) - math.floor(now)
+    if abs(off) > tolerance:
+        side = "ahead of" if off > 0 else "behind"
+        hint = (
+            "; given in milliseconds? it is read as seconds"
+            if abs(int(timestamp) // 1000 - math.floor(now)) <= tolerance
+            else ""
+        )
+        raise AuthFailed(
+            "timestamp",
+            f"timestamp: outside the accepted window ({name} is {abs(off):,} s {side} this server's"
+            f" clock, more than webhooks.tolerance_seconds ({tolerance}){hint})",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +167,7 @@ def verify_stamped(
             f"signature: {scheme.header} holds no {scheme.time_field}=… and {scheme.hash_field}=…",
         )
     timestamp, offered = parts
-    _check_timestamp(timestamp, now, tolerance)
+    _check_timestamp(timestamp, now, tolerance, f"{scheme.header} {scheme.time_field}")
     for sender, secrets in senders.items():
         if _stamped_match(scheme, secrets, timestamp, offered, body):
             return Authenticated(sender, body_digest(body))
@@ -228,7 +243,7 @@ def verify_body_hmac(
             parts = _stamped_parts(spec.stamped, given)
             if parts is None or not _stamped_match(spec.stamped, secrets, *parts, body):
                 continue
-            _check_timestamp(parts[0], now, tolerance)
+            _check_timestamp(parts[0], now, tolerance, f"{spec.stamped.header} {spec.stamped.time_field}")
             return _delivered(sender, spec, headers, body)
         if not given.startswith(spec.prefix):
             continue

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -392,17 +393,28 @@ def _no_constant(name: str) -> Any:
 _decoder = msgspec.json.Decoder()
 
 
+def _whole_number(digits: str) -> int | float:
+    """A JSON integer; one of more digits than Python converts (``sys.get_int_max_str_digits``,
+    4,300; valid JSON all the same) as the infinity of its sign, as ``1e400`` is read: until
+    2026-12-05 it made the whole body ``not valid JSON`` with Python's own advice."""
+    limit = sys.get_int_max_str_digits()
+    if limit and len(digits.lstrip("-")) > limit:
+        return -math.inf if digits.startswith("-") else math.inf
+    return int(digits)
+
+
 def decode_json(body: bytes) -> Any:
-    """A JSON document (a delivery, a Segment archive's line). One holding a number too large
-    for a double (``1e400``, valid JSON), which the fast decoder refuses, is read with it as
-    infinity: only an event that maps it is then refused (a value must be finite), not every
-    event of the batch, which a sender would send again whole. ``msgspec.DecodeError`` or
-    ``ValueError`` for what is not JSON (``NaN``, the standard library's extension, included)."""
+    """A JSON document (a delivery, a Segment archive's or a json-lines log's line). One holding
+    a number too large for a double (``1e400``, valid JSON, or a whole number of more digits
+    than Python converts), which the fast decoder refuses, is read with it as infinity: only an
+    event that maps it is then refused (a value must be finite), not every event of the batch,
+    which a sender would send again whole. ``msgspec.DecodeError`` or ``ValueError`` for what is
+    not JSON (``NaN``, the standard library's extension, included)."""
     try:
         return _decoder.decode(body)
     except msgspec.ValidationError:
         pass
-    doc = json.loads(body, parse_constant=_no_constant)
+    doc = json.loads(body, parse_constant=_no_constant, parse_int=_whole_number)
     try:  # the fast decoder refuses a lone UTF-16 surrogate (\ud800); it could not be stored
         msgspec.json.encode(doc)
     except UnicodeEncodeError:

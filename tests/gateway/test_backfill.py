@@ -1598,3 +1598,55 @@ def test_another_command_interrupted_while_it_loads_says_so(tmp_path: Path) -> N
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert (proc.returncode, err) == (130, "gateway: interrupted\n"), (out, err)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_line_dated_after_now_is_skipped_and_said(tmp_path: Path, workers: int) -> None:
+    """A log line dated days ahead (the logging server's clock was wrong) was imported as a
+    touchpoint of the future, counted by the reports of the days to come; live, no request can
+    come from the future, and a Segment event so dated was refused already."""
+    settings = make_settings(tmp_path)
+    ahead = datetime.fromtimestamp(time.time() + 5 * 86400, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    past = f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /p?utm_source=past HTTP/1.1" 200 1 "-" "{UA}"'
+    future = f'203.0.113.9 - - [{ahead}] "GET /p?utm_source=future HTTP/1.1" 200 1 "-" "{UA}"'
+    log = await asyncio.to_thread(write, tmp_path / "access.log", f"{past}\n{future}")
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert summary.lines == 2
+    [(reason, count)] = summary.skipped.items()
+    assert count == 1
+    assert reason.startswith("time: later than now (more than webhooks.tolerance_seconds ahead")
+    assert summary.examples == [f"access.log:2: {reason}"]
+    assert await query(settings, "SELECT source FROM touchpoints") == [("past",)]
+
+
+async def test_a_json_line_with_a_number_beyond_a_double_in_any_field_is_read(tmp_path: Path) -> None:
+    """A json-lines line holding a number too large for a double in a field the import does not
+    read (`1e400`, or an integer of 5,000 digits; valid JSON) was skipped whole as `not valid
+    JSON`, its landing lost, where a Segment line so written was read."""
+    settings = make_settings(tmp_path)
+    lines = [
+        b'{"time":"2025-03-01T10:00:00Z","method":"GET","uri":"/p?utm_source=a","bytes":1e400}',
+        b'{"time":"2025-03-01T10:00:01Z","method":"GET","uri":"/p?utm_source=b","n":' + b"7" * 5000 + b"}",
+    ]
+    log = tmp_path / "app.jsonl"
+    await asyncio.to_thread(log.write_bytes, b"\n".join(lines) + b"\n")
+    summary = await run_import(settings, [log], "json-lines", host="shop.example")
+    assert summary.skipped == {}
+    assert await query(settings, "SELECT source FROM touchpoints ORDER BY ts") == [("a",), ("b",)]
+
+
+async def test_a_referrer_host_with_bytes_that_are_not_utf8_is_not_stored(tmp_path: Path) -> None:
+    """A logged Referer whose host holds a byte that is not UTF-8 (`ex\\xe9.com`, Latin-1) was
+    read with U+FFFD in its place and stored as the referrer `ex\\ufffd.com`, a referral from no
+    real site; live, the same header's host is refused (the HTTP parser keeps the byte as a
+    surrogate). Neither is a host."""
+    settings = make_settings(tmp_path)
+    line = (
+        '203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /p?utm_source=a HTTP/1.1" 200 1'
+        f' "https://ex\xe9.com/" "{UA}"'
+    )
+    log = tmp_path / "access.log"
+    await asyncio.to_thread(log.write_bytes, line.encode("latin-1") + b"\n")
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert summary.events["touchpoints"] == 1
+    assert await query(settings, "SELECT source, referrer_host FROM touchpoints") == [("a", None)]

@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import math
 import re
 import tomllib
 from datetime import UTC, datetime, timedelta
@@ -300,8 +301,8 @@ WHEN_EVENT = {"type": "paid", "event_id": "e1", "user_id": "u1", "value": 10, "c
         ({"equals": "true"}, {"invoice": {}}, "without /invoice/first"),
         ({"equals": "true"}, {"invoice": {"first": None}}, "without /invoice/first"),
         ({"equals": "3"}, {"invoice": {"first": 3}}, None),
-        ({"equals": "3"}, {"invoice": {"first": 3.0}}, "/invoice/first (a float) is not '3'"),
-        ({"equals": "{}"}, {"invoice": {"first": {}}}, "/invoice/first (a dict) is not '{}'"),
+        ({"equals": "3"}, {"invoice": {"first": 3.0}}, "/invoice/first (3.0) is not '3'"),
+        ({"equals": "{}"}, {"invoice": {"first": {}}}, "/invoice/first (an object) is not '{}'"),
         ({"matches": "web|api"}, {"invoice": {"first": "api"}}, None),
         ({"matches": "web|api"}, {"invoice": {"first": "webhook"}}, "does not match 'web|api'"),
         ({}, {"invoice": {"first": 0}}, None),  # present: any value but null
@@ -477,7 +478,12 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
             {"type": "conversion", "user_id": "u\u200cx", "campaign": "\u0645\u06cc\u200c\u062e"},
             ["user_id (/user_id): contains unprintable"],
         ),
-        ({"type": True}, ["type (/type): expected a string, got bool"]),
+        # Named as JSON names them (until 2026-12-05 as Python does: bool, float, dict, NoneType).
+        ({"type": True}, ["type (/type): expected a string, got true"]),
+        (
+            {"type": "conversion", "user_id": None, "visitor_id": ["v"]},
+            ["visitor_id (/visitor_id): expected a string, got an array"],
+        ),
         # Past the calendar once in UTC: refused with the reason, not an OverflowError (a 500).
         (
             {"type": "conversion", "visitor_id": "v", "timestamp": "0001-01-01T00:00:00+01:00"},
@@ -485,21 +491,47 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
         ),
         (
             {"type": "conversion", "visitor_id": "v", "timestamp": "9999-12-31T23:59:59-01:00"},
-            ["timestamp (/timestamp): '9999-12-31T23:59:59-01:00' is outside the accepted range"],
+            [
+                "timestamp (/timestamp): '9999-12-31T23:59:59-01:00' is outside the accepted range:"
+                " more than webhooks.tolerance_seconds (300) in the future"  # it named max_event_age_days
+            ],
+        ),
+        # Unix time beyond what a date-time holds: the bound it crossed, not "expected … Unix
+        # seconds" (it is Unix seconds).
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": 10**23},
+            [
+                "timestamp (/timestamp): 100000000000000000000000 is outside the accepted range:"
+                " more than webhooks.tolerance_seconds (300) in the future"
+            ],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": math.inf},
+            [
+                "timestamp (/timestamp): a number beyond a double is outside the accepted range:"
+                " more than webhooks.tolerance_seconds (300) in the future"
+            ],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": -(10**14)},
+            [
+                "timestamp (/timestamp): -100000000000000 is outside the accepted range:"
+                " older than webhooks.max_event_age_days (400)"
+            ],
         ),
         # An event ID of another type is not passed over for the delivery's (a re-send would
         # then count twice).
         (
             {"type": "conversion", "visitor_id": "v", "event_id": 1.5},
-            ["event_id (/event_id): expected a string or an integer, got float"],
+            ["event_id (/event_id): expected a string or an integer, got 1.5"],
         ),
         (
             {"type": "conversion", "visitor_id": "v", "event_id": {"id": "e1"}},
-            ["event_id (/event_id): expected a string or an integer, got dict"],
+            ["event_id (/event_id): expected a string or an integer, got an object"],
         ),
         (
             {"type": "conversion", "visitor_id": "v", "event_id": False},
-            ["event_id (/event_id): expected a string or an integer, got bool"],
+            ["event_id (/event_id): expected a string or an integer, got false"],
         ),
         (
             {"type": "conversion", "visitor_id": "v", "event_id": "k" * 257},
