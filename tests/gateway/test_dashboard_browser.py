@@ -1456,3 +1456,57 @@ async def test_a_failed_value_the_bot_ring_and_a_lookup_say_what_they_are(
             await page.eval("document.querySelector('#journey-result').getAttribute('aria-live')") == "polite"
         )
     assert page.errors == [], page.errors
+
+
+async def go(page: Page, delta: int) -> None:
+    """The browser's Back (-1) or Forward (+1) button: its history's entry before or after."""
+    history = await page.send("Page.getNavigationHistory")
+    entry = history["entries"][history["currentIndex"] + delta]
+    await page.send("Page.navigateToHistoryEntry", entryId=entry["id"])
+
+
+PERIOD_FORM = (
+    "JSON.stringify((f => [f.from.value, f.to.value, f.model.value, f.population.value])"
+    "(document.querySelector('#period')))"
+)
+
+
+@pytest.mark.timeout(180)
+async def test_back_to_a_period_shows_in_the_form_the_period_charted(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Back from a period chosen in the form to the one before: the charts were that one's,
+    but the form held the dates and population last typed in it (the browser restored the
+    form as it was left), so it said "From 2026-11-03 … cookie" over 2026-11-01's charts of
+    every population."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    first = "?from=2026-11-01&to=2026-11-10&model=linear"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + first)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await page.eval(
+            "(f => { f.from.value = '2026-11-03'; f.to.value = '2026-11-09'; f.model.value = 'first_touch';"
+            " f.population.value = 'cookie'; f.requestSubmit(); })(document.querySelector('#period'))"
+        )
+        await page.wait_for(
+            "location.search.includes('population=cookie') && document.body"
+            " && document.body.dataset.state === 'ready'",
+            "the chosen period's charts",
+        )
+        await go(page, -1)
+        await page.wait_for(
+            f"location.search === {first!r} && document.body && document.body.dataset.state === 'ready'",
+            "the first period's charts again",
+        )
+        assert json.loads(await page.eval(PERIOD_FORM)) == ["2026-11-01", "2026-11-10", "linear", ""]
+        await go(page, +1)
+        await page.wait_for(
+            "location.search.includes('population=cookie') && document.body"
+            " && document.body.dataset.state === 'ready'",
+            "the chosen period's charts again",
+        )
+        form = json.loads(await page.eval(PERIOD_FORM))
+        assert form == ["2026-11-03", "2026-11-09", "first_touch", "cookie"], form
+    assert page.errors == [], page.errors
+
