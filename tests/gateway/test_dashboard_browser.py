@@ -1510,3 +1510,32 @@ async def test_back_to_a_period_shows_in_the_form_the_period_charted(
         assert form == ["2026-11-03", "2026-11-09", "first_touch", "cookie"], form
     assert page.errors == [], page.errors
 
+
+@pytest.mark.timeout(180)
+async def test_on_a_wide_monitor_the_charts_text_keeps_a_readable_size(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """At 2,560 pixels the charts, drawn 900 units wide, were scaled 2.8 times to their cards:
+    axis labels 31 pixels high beside 14-pixel tables, the daily chart 770 pixels tall."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=2560, height=1200, deviceScaleFactor=1, mobile=False
+        )
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        for chart in ("#chart-daily", "#chart-models"):
+            box = json.loads(
+                await page.eval(
+                    f"(c => JSON.stringify({{card: c.clientWidth, svg: c.querySelector('svg')"
+                    ".getBoundingClientRect().width, height: c.querySelector('svg').getBoundingClientRect()"
+                    ".height, label: c.querySelector('svg > text').getBoundingClientRect().height}))"
+                    f"(document.querySelector({chart!r}))"
+                )
+            )
+            assert box["svg"] >= box["card"] - 1, (chart, box)  # still the card's whole width
+            assert box["label"] <= 20 and box["height"] <= 480, (chart, box)  # 11 units, scaled 1.4 at most
+    assert page.errors == [], page.errors
