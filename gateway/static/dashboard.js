@@ -438,7 +438,13 @@ function fillForm(form, data) {
 
 // What is wrong with the period, in the form's own words, before the API is asked: the API
 // speaks of since and until (the day after To), which the form does not show.
-function periodProblem({ from, to, population }) {
+function periodProblem({ from, to, model, population }) {
+  // A model the gateway does not know (a bookmark's `?model=Linear`): said by the API as
+  // "model: expected one of first_touch, …, got 'Linear'", in its own terms.
+  const models = document.body.dataset.models.split(",");
+  if (!models.includes(model)) {
+    return `Model "${model}" is not one the dashboard knows: choose ${models.join(", ")}.`;
+  }
   // A population the form does not offer (the API's words named its parameter).
   const offered = [...$("#period").population.options].map((o) => o.value).filter(Boolean);
   if (population && !offered.includes(population)) {

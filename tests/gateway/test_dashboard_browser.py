@@ -342,12 +342,15 @@ async def test_dashboard_draws_the_store(
         assert all("purchase" not in href for href, _ in got if href not in reports), got
         assert sum("/api/conversions?" in href and "name=purchase" in href for href in reports) == 3, got
 
-        # A period the API refuses: the page says why instead of drawing.
+        # A period the API refuses (a conversion name longer than any): the page says why
+        # instead of drawing. (A model it does not know is told before asking the API.)
         await page.send(
-            "Page.navigate", url=gw.admin_url + "/dashboard?from=2026-11-01&to=2026-11-10&model=x"
+            "Page.navigate",
+            url=gw.admin_url + "/dashboard?from=2026-11-01&to=2026-11-10&conversion=" + "x" * 201,
         )
         await page.wait_for("document.body && document.body.dataset.state === 'error'", "the error state")
-        assert "model: expected one of" in await page.eval("document.querySelector('#status').textContent")
+        said = await page.eval("document.querySelector('#status').textContent")
+        assert said.startswith("conversion: expected a conversion name"), said
 
         # The parts draw as they come: with the comparison held back, the rest is drawn and the
         # status says what is still computing; a part that fails says so at once.
@@ -586,6 +589,14 @@ async def test_period_mistakes_are_told_in_the_forms_words(
         models = await page.eval("[...document.querySelector('#period').model.options].map(o => o.value)")
         assert models == list(MODELS)
         assert await page.eval("document.querySelector('#period').model.value") == "linear"
+        # Told in the form's words before asking (it was the API's: "model: expected one of …").
+        assert await page.eval("document.querySelector('#status').textContent") == (
+            f'Model "bogus" is not one the dashboard knows: choose {", ".join(MODELS)}.'
+        )
+        asked = await page.eval(
+            "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length"
+        )
+        assert asked == 0
 
         # A period without touchpoints: no claim that bot scoring is not installed.
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2025-01-01&to=2025-01-31")
@@ -1539,3 +1550,4 @@ async def test_on_a_wide_monitor_the_charts_text_keeps_a_readable_size(
             assert box["svg"] >= box["card"] - 1, (chart, box)  # still the card's whole width
             assert box["label"] <= 20 and box["height"] <= 480, (chart, box)  # 11 units, scaled 1.4 at most
     assert page.errors == [], page.errors
+
