@@ -1551,3 +1551,52 @@ async def test_on_a_wide_monitor_the_charts_text_keeps_a_readable_size(
             assert box["label"] <= 20 and box["height"] <= 480, (chart, box)  # 11 units, scaled 1.4 at most
     assert page.errors == [], page.errors
 
+
+LABEL_HEIGHTS = (
+    "JSON.stringify(['#chart-daily', '#chart-models', '#chart-campaigns'].map(c =>"
+    " document.querySelector(c + ' svg text').getBoundingClientRect().height))"
+)
+
+
+@pytest.mark.timeout(180)
+async def test_a_phone_turned_or_a_window_resized_draws_the_charts_again(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The charts were drawn once, for the card's width at load: a phone turned from 390 to 844
+    pixels scaled them 2.3 times (labels 29 pixels high), and a desktop window narrowed to a
+    phone's width shrank them to a third (labels 5 pixels high)."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    query = f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+
+    async def resize(width: int, mobile: bool) -> None:
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=width, height=800, deviceScaleFactor=1, mobile=mobile
+        )
+
+    async def label_heights() -> list[float]:
+        # Two frames: the resize event's, then the one the redrawn charts are laid out in.
+        await page.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        return list(json.loads(await page.eval(LABEL_HEIGHTS)))
+
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await resize(390, True)
+        await page.send("Page.navigate", url=gw.admin_url + query)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        upright = await label_heights()
+        await resize(844, True)
+        turned = await label_heights()
+        assert all(h <= 20 for h in turned), (upright, turned)
+        await resize(WIDTH, False)
+        await page.send("Page.navigate", url=gw.admin_url + query + "&model=first_touch")
+        await page.wait_for(
+            "location.search.includes('first_touch') && document.body"
+            " && document.body.dataset.state === 'ready'",
+            "the charts drawn on a desktop",
+        )
+        await resize(390, False)
+        narrowed = await label_heights()
+        assert all(h >= 10 for h in narrowed), narrowed
+        # The redrawn charts are still whole: the model comparison's every channel, each bar.
+        assert await page.eval("document.querySelectorAll('#chart-daily rect[data-series]').length") >= 6
+    assert page.errors == [], page.errors
