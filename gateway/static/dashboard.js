@@ -411,8 +411,12 @@ async function lookup(event) {
     if (found.first_touch) {
       out.appendChild(element("p", `First touch: ${found.first_touch.channel || "–"} · last touch: ${found.last_touch.channel || "–"}`));
     }
-    // Six columns are wider than a phone: the table scrolls in its card, not the page.
-    out.appendChild(element("div", undefined, "scroll")).appendChild(journeyTable(found.touchpoints));
+    // Six columns are wider than a phone: the table scrolls in its card, not the page (its box,
+    // then a stop of the Tab key, named for a screen reader).
+    const scroll = out.appendChild(element("div", undefined, "scroll"));
+    scroll.setAttribute("role", "region");
+    scroll.setAttribute("aria-label", "The journey's touchpoints");
+    scroll.appendChild(journeyTable(found.touchpoints));
     if (found.conversions && found.conversions.length) {
       out.appendChild(element("h3", "Conversions"));
       const list = element("ul");

@@ -1600,3 +1600,44 @@ async def test_a_phone_turned_or_a_window_resized_draws_the_charts_again(
         # The redrawn charts are still whole: the model comparison's every channel, each bar.
         assert await page.eval("document.querySelectorAll('#chart-daily rect[data-series]').length") >= 6
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_every_stop_of_the_tab_key_has_a_name_a_screen_reader_reads(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """On a phone the model table and a journey's table are wider than their cards and scroll
+    in them, so Chromium makes their boxes stops of the Tab key: a screen reader read them as
+    nothing ("group"), one stop of the page without a name."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=390, height=800, deviceScaleFactor=1, mobile=True
+        )
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await look_up(page, "user", "alice")
+        await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
+        await page.eval("document.querySelector('#numbers-daily').open = true")
+        await page.send("Accessibility.enable")
+        stops: list[tuple[str, str]] = []
+        for _ in range(60):
+            for kind in ("keyDown", "keyUp"):
+                await page.send(
+                    "Input.dispatchKeyEvent", type=kind, key="Tab", code="Tab", windowsVirtualKeyCode=9
+                )
+            found = await page.send("Runtime.evaluate", expression="document.activeElement")
+            tree = await page.send(
+                "Accessibility.getPartialAXTree", objectId=found["result"]["objectId"], fetchRelatives=False
+            )
+            node = tree["nodes"][0]
+            what = await page.eval("(e => e.tagName + '.' + e.className)(document.activeElement)")
+            if what.startswith("BODY"):
+                break
+            stops.append((what, str(node.get("name", {}).get("value", ""))))
+    scrollers = [stop for stop in stops if stop[0] == "DIV.scroll"]
+    assert len(scrollers) >= 2, stops  # the model table's and the journey's, at least
+    assert all(name for _, name in stops), [stop for stop in stops if not stop[1]]
