@@ -39,15 +39,17 @@ function titled(node, title) {
 }
 
 // A chart's width in its own units: on a desktop, `wide` (its drawn scale, fitted to the card);
-// on a phone's narrow card, the card's own width, so that its text is drawn at its size
-// instead of shrunk to a third of it; on a card wider than MOST_SCALE times `wide` (a wide
-// monitor), the card's width over MOST_SCALE: the daily chart, drawn 900 wide on a
-// 2,560-pixel window, was scaled 2.8 times, its labels 31 pixels high and the chart 770 tall.
+// on a card narrower than that, or than 600 (a phone, a tablet), the card's own width, so that its text is
+// drawn at its size instead of shrunk (to a third on a phone; to three quarters, labels 8
+// pixels high, on a 768-pixel tablet, when only cards under 600 were drawn so); on a card
+// wider than MOST_SCALE times `wide` (a wide monitor), the card's width over MOST_SCALE: the
+// daily chart, drawn 900 wide on a 2,560-pixel window, was scaled 2.8 times, its labels 31
+// pixels high and the chart 770 tall.
 const MOST_SCALE = 1.4;
 
 function widthFor(container, wide) {
   const own = container.clientWidth;
-  if (own && own < 600) return Math.max(own, 280);
+  if (own && own < Math.max(wide, 600)) return Math.max(own, 280);
   return own > wide * MOST_SCALE ? Math.round(own / MOST_SCALE) : wide;
 }
 

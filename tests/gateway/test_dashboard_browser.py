@@ -1641,3 +1641,26 @@ async def test_every_stop_of_the_tab_key_has_a_name_a_screen_reader_reads(
     scrollers = [stop for stop in stops if stop[0] == "DIV.scroll"]
     assert len(scrollers) >= 2, stops  # the model table's and the journey's, at least
     assert all(name for _, name in stops), [stop for stop in stops if not stop[1]]
+
+
+@pytest.mark.timeout(180)
+async def test_on_a_tablet_the_charts_text_is_not_shrunk(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Only cards under 600 pixels had their charts drawn at their own width: on a 768-pixel
+    tablet the daily chart and the model comparison, drawn 900 wide, were shrunk to three
+    quarters (labels 8 pixels high)."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=768, height=1024, deviceScaleFactor=1, mobile=True
+        )
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        heights = json.loads(await page.eval(LABEL_HEIGHTS))
+        assert all(h >= 11 for h in heights), heights  # 11-unit labels, not shrunk
+        assert await page.eval("document.documentElement.scrollWidth") == 768
+    assert page.errors == [], page.errors
