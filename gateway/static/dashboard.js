@@ -511,6 +511,9 @@ function stalled(part, retry) {
   again.type = "button";
   again.addEventListener("click", () => {
     box.replaceChildren(element("p", `${PARTS[part].name}: computing again…`, "hint"));
+    // The button gone, the keyboard's focus stays in its card (it fell to the top of the page).
+    box.tabIndex = -1;
+    box.focus();
     retry();
   }, { once: true });
   say.appendChild(again);

@@ -1419,7 +1419,11 @@ async def test_a_part_that_never_answers_is_given_up_and_can_be_asked_again(
         assert await page.eval("document.body.dataset.state") == "error"
         # Try again, pressed twice: one request more, and the chart drawn when it answers.
         page.paused.clear()
-        await page.eval("(b => { b.click(); b.click(); })(document.querySelector('#chart-daily button'))")
+        await page.eval(
+            "(b => { b.focus(); b.click(); b.click(); })(document.querySelector('#chart-daily button'))"
+        )
+        # The button gone, the keyboard's focus stays in the card (it fell to the page's top).
+        assert await page.eval("document.activeElement.id") == "chart-daily"
         again = await held(page, "part=daily")
         assert await page.eval(DAILY_ASKED) == [True, False]
         assert await page.eval("document.body.dataset.state") == "loading"
@@ -1431,6 +1435,7 @@ async def test_a_part_that_never_answers_is_given_up_and_can_be_asked_again(
         assert await page.eval("document.querySelectorAll('#chart-daily rect[data-series]').length") >= 6
         assert "355.00 EUR" in await page.eval("document.querySelector('#totals').textContent")
         assert await page.eval(DAILY_ASKED) == [True, False]
+        assert await page.eval("document.activeElement.id") == "chart-daily"  # drawn, still there
     assert page.errors == [], page.errors
 
 
