@@ -3,10 +3,11 @@
 // under Content-Security-Policy: default-src 'self'.
 
 const NS = "http://www.w3.org/2000/svg";
-// Twenty colours: each built-in channel a model can credit (all but Internal) has its own.
+// Twenty colours: each built-in channel a model can credit (all but Internal) has its own,
+// each at least 15 from every other in CIELAB (the 12th was #7c3aed, 7 from the 4th: one purple).
 const PALETTE = [
   "#2563eb", "#16a34a", "#ea580c", "#9333ea", "#dc2626", "#0891b2",
-  "#ca8a04", "#db2777", "#4f46e5", "#65a30d", "#0d9488", "#7c3aed",
+  "#ca8a04", "#db2777", "#4f46e5", "#65a30d", "#0d9488", "#c084fc",
   "#be123c", "#0369a1", "#c026d3", "#475569", "#92400e", "#064e3b", "#1e3a8a", "#fb7185",
 ];
 const AXIS = "#94a3b8";
@@ -38,11 +39,18 @@ function titled(node, title) {
 }
 
 // A chart's width in its own units: on a desktop, `wide` (its drawn scale, fitted to the card);
-// on a phone's narrow card, the card's own width, so that its text is drawn at its size
-// instead of shrunk to a third of it.
+// on a card narrower than that, or than 600 (a phone, a tablet), the card's own width, so that its text is
+// drawn at its size instead of shrunk (to a third on a phone; to three quarters, labels 8
+// pixels high, on a 768-pixel tablet, when only cards under 600 were drawn so); on a card
+// wider than MOST_SCALE times `wide` (a wide monitor), the card's width over MOST_SCALE: the
+// daily chart, drawn 900 wide on a 2,560-pixel window, was scaled 2.8 times, its labels 31
+// pixels high and the chart 770 tall.
+const MOST_SCALE = 1.4;
+
 function widthFor(container, wide) {
   const own = container.clientWidth;
-  return own && own < 600 ? Math.max(own, 280) : wide;
+  if (own && own < Math.max(wide, 600)) return Math.max(own, 280);
+  return own > wide * MOST_SCALE ? Math.round(own / MOST_SCALE) : wide;
 }
 
 function frame(container, width, height, label) {

@@ -2,6 +2,7 @@
 // them with charts.js, and answers the journey lookup. Sets <body data-state> to "ready"
 // (or "error", a part failed or given up at its deadline) when it is done, which the browser
 // test waits for; "loading" again while a part given up is asked again.
+// Draws its charts again when their cards change width (a window resized, a phone turned).
 
 import { PART_SECONDS, Stalled, download, exportUrl, journey, summary } from "./data.js";
 import { colors, donut, groupedBars, horizontalBars, legend, stackedBars } from "./charts.js";
@@ -154,6 +155,33 @@ function renderTotals(counts, daily, dailyState, population) {
   }
 }
 
+// Each chart drawn, with what draws it again: a chart is drawn for its card's width (charts.js
+// widthFor), and a card that changes width (a phone turned, a window widened or narrowed) has
+// it drawn again for the new one; it was only scaled: a chart drawn on a phone upright was 2.3
+// times its size once the phone was turned, one drawn on a desktop a third of it in a window
+// narrowed to a phone's width.
+const charts = new Map();
+
+function draw(selector, redraw) {
+  charts.set(selector, { redraw, width: $(selector).clientWidth });
+  redraw();
+}
+
+let resizing = false;
+window.addEventListener("resize", () => {
+  if (resizing) return;
+  resizing = true;
+  requestAnimationFrame(() => {
+    resizing = false;
+    for (const [selector, chart] of charts) {
+      const width = $(selector).clientWidth;
+      if (width === chart.width) continue;
+      chart.width = width;
+      chart.redraw();
+    }
+  });
+});
+
 function renderDaily(data) {
   const days = [];
   for (let d = data.since; d < data.until; d = addDays(d, 1)) days.push(d);
@@ -164,7 +192,7 @@ function renderDaily(data) {
     for (const row of data.by_day) if (row.channel === name) values[days.indexOf(row.day)] += row.conversions;
     return { name, values };
   });
-  stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day (each day's numbers: the table below, The chart's numbers)", unit: "conversions" });
+  draw("#chart-daily", () => stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day (each day's numbers: the table below, The chart's numbers)", unit: "conversions" }));
   legend($("#legend-daily"), channels.map((label) => ({ label, color: palette.get(label) })));
   dailyTable(days, series);
 }
@@ -199,7 +227,7 @@ function renderModels(data) {
     values: channels.map((ch) =>
       data.comparison.filter((r) => r.model === model && r.channel === ch).reduce((s, r) => s + r.conversions, 0)),
   }));
-  groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel (the numbers: the table below)", unit: "conversions" });
+  draw("#chart-models", () => groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel (the numbers: the table below)", unit: "conversions" }));
   legend($("#legend-models"), data.models.map((label) => ({ label, color: palette.get(label) })));
 
   const table = $("#table-models");
@@ -225,17 +253,13 @@ function renderModels(data) {
 }
 
 function renderTop(selector, rows, color, what) {
-  horizontalBars($(selector), {
-    rows: rows.map((r) => ({
-      label: r.name,
-      value: r.touchpoints,
-      note: `${count(r.touchpoints)} · ${count(r.visitors)} vis · ${count(r.conversions)} conv`,
-      spoken: `${count(r.touchpoints)} landings, ${count(r.visitors)} visitors, ${count(r.conversions)} conversions`,
-    })),
-    color,
-    label: `Top ${what}`,
-    emptyText: `No ${what} in this period.`,
-  });
+  const bars = rows.map((r) => ({
+    label: r.name,
+    value: r.touchpoints,
+    note: `${count(r.touchpoints)} · ${count(r.visitors)} vis · ${count(r.conversions)} conv`,
+    spoken: `${count(r.touchpoints)} landings, ${count(r.visitors)} visitors, ${count(r.conversions)} conversions`,
+  }));
+  draw(selector, () => horizontalBars($(selector), { rows: bars, color, label: `Top ${what}`, emptyText: `No ${what} in this period.` }));
 }
 
 function renderBots(data) {
@@ -387,8 +411,12 @@ async function lookup(event) {
     if (found.first_touch) {
       out.appendChild(element("p", `First touch: ${found.first_touch.channel || "–"} · last touch: ${found.last_touch.channel || "–"}`));
     }
-    // Six columns are wider than a phone: the table scrolls in its card, not the page.
-    out.appendChild(element("div", undefined, "scroll")).appendChild(journeyTable(found.touchpoints));
+    // Six columns are wider than a phone: the table scrolls in its card, not the page (its box,
+    // then a stop of the Tab key, named for a screen reader).
+    const scroll = out.appendChild(element("div", undefined, "scroll"));
+    scroll.setAttribute("role", "region");
+    scroll.setAttribute("aria-label", "The journey's touchpoints");
+    scroll.appendChild(journeyTable(found.touchpoints));
     if (found.conversions && found.conversions.length) {
       out.appendChild(element("h3", "Conversions"));
       const list = element("ul");
@@ -438,7 +466,13 @@ function fillForm(form, data) {
 
 // What is wrong with the period, in the form's own words, before the API is asked: the API
 // speaks of since and until (the day after To), which the form does not show.
-function periodProblem({ from, to, population }) {
+function periodProblem({ from, to, model, population }) {
+  // A model the gateway does not know (a bookmark's `?model=Linear`): said by the API as
+  // "model: expected one of first_touch, …, got 'Linear'", in its own terms.
+  const models = document.body.dataset.models.split(",");
+  if (!models.includes(model)) {
+    return `Model "${model}" is not one the dashboard knows: choose ${models.join(", ")}.`;
+  }
   // A population the form does not offer (the API's words named its parameter).
   const offered = [...$("#period").population.options].map((o) => o.value).filter(Boolean);
   if (population && !offered.includes(population)) {
@@ -477,6 +511,9 @@ function stalled(part, retry) {
   again.type = "button";
   again.addEventListener("click", () => {
     box.replaceChildren(element("p", `${PARTS[part].name}: computing again…`, "hint"));
+    // The button gone, the keyboard's focus stays in its card (it fell to the top of the page).
+    box.tabIndex = -1;
+    box.focus();
     retry();
   }, { once: true });
   say.appendChild(again);

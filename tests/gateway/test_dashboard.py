@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import math
 import re
 import time
 import urllib.parse
@@ -530,6 +531,30 @@ async def test_admin_answers_are_never_stored(gw: RunningGateway, method: str, p
 async def test_static_files_may_be_cached_but_are_revalidated(gw: RunningGateway) -> None:
     async with gw.session.get(gw.admin_url + "/static/dashboard.js") as resp:
         assert resp.status == 200 and resp.headers.getall("Cache-Control") == ["no-cache"]
+
+
+def _lab(colour: str) -> tuple[float, float, float]:
+    """CIELAB (D65) of an sRGB ``#rrggbb``."""
+    r, g, b = (int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    r, g, b = (((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92 for c in (r, g, b))
+    x = (r * 0.4124 + g * 0.3576 + b * 0.1805) / 0.95047
+    y = r * 0.2126 + g * 0.7152 + b * 0.0722
+    z = (r * 0.0193 + g * 0.1192 + b * 0.9505) / 1.08883
+    fx, fy, fz = (v ** (1 / 3) if v > 0.008856 else 7.787 * v + 16 / 116 for v in (x, y, z))
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+async def test_every_channel_colour_is_told_apart_from_the_others(gw: RunningGateway) -> None:
+    """The charts' twenty colours, one per built-in channel: the 4th and 12th (#9333ea and
+    #7c3aed, 7 apart in CIELAB) were one purple, two channels that read as one in a stack."""
+    async with gw.session.get(gw.admin_url + "/static/charts.js") as resp:
+        script = await resp.text()
+    palette = re.findall(r'"(#[0-9a-f]{6})"', script.split("const PALETTE = [", 1)[1].split("];", 1)[0])
+    assert len(set(palette)) == 20, palette
+    closest = min(
+        (math.dist(_lab(a), _lab(b)), a, b) for i, a in enumerate(palette) for b in palette[i + 1 :]
+    )
+    assert closest[0] >= 15, closest  # CIE76: 2.3 just noticeable side by side; 7 read as one
 
 
 STATIC = {

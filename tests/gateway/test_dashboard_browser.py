@@ -342,12 +342,15 @@ async def test_dashboard_draws_the_store(
         assert all("purchase" not in href for href, _ in got if href not in reports), got
         assert sum("/api/conversions?" in href and "name=purchase" in href for href in reports) == 3, got
 
-        # A period the API refuses: the page says why instead of drawing.
+        # A period the API refuses (a conversion name longer than any): the page says why
+        # instead of drawing. (A model it does not know is told before asking the API.)
         await page.send(
-            "Page.navigate", url=gw.admin_url + "/dashboard?from=2026-11-01&to=2026-11-10&model=x"
+            "Page.navigate",
+            url=gw.admin_url + "/dashboard?from=2026-11-01&to=2026-11-10&conversion=" + "x" * 201,
         )
         await page.wait_for("document.body && document.body.dataset.state === 'error'", "the error state")
-        assert "model: expected one of" in await page.eval("document.querySelector('#status').textContent")
+        said = await page.eval("document.querySelector('#status').textContent")
+        assert said.startswith("conversion: expected a conversion name"), said
 
         # The parts draw as they come: with the comparison held back, the rest is drawn and the
         # status says what is still computing; a part that fails says so at once.
@@ -586,6 +589,14 @@ async def test_period_mistakes_are_told_in_the_forms_words(
         models = await page.eval("[...document.querySelector('#period').model.options].map(o => o.value)")
         assert models == list(MODELS)
         assert await page.eval("document.querySelector('#period').model.value") == "linear"
+        # Told in the form's words before asking (it was the API's: "model: expected one of …").
+        assert await page.eval("document.querySelector('#status').textContent") == (
+            f'Model "bogus" is not one the dashboard knows: choose {", ".join(MODELS)}.'
+        )
+        asked = await page.eval(
+            "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length"
+        )
+        assert asked == 0
 
         # A period without touchpoints: no claim that bot scoring is not installed.
         await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2025-01-01&to=2025-01-31")
@@ -1408,7 +1419,11 @@ async def test_a_part_that_never_answers_is_given_up_and_can_be_asked_again(
         assert await page.eval("document.body.dataset.state") == "error"
         # Try again, pressed twice: one request more, and the chart drawn when it answers.
         page.paused.clear()
-        await page.eval("(b => { b.click(); b.click(); })(document.querySelector('#chart-daily button'))")
+        await page.eval(
+            "(b => { b.focus(); b.click(); b.click(); })(document.querySelector('#chart-daily button'))"
+        )
+        # The button gone, the keyboard's focus stays in the card (it fell to the page's top).
+        assert await page.eval("document.activeElement.id") == "chart-daily"
         again = await held(page, "part=daily")
         assert await page.eval(DAILY_ASKED) == [True, False]
         assert await page.eval("document.body.dataset.state") == "loading"
@@ -1420,6 +1435,7 @@ async def test_a_part_that_never_answers_is_given_up_and_can_be_asked_again(
         assert await page.eval("document.querySelectorAll('#chart-daily rect[data-series]').length") >= 6
         assert "355.00 EUR" in await page.eval("document.querySelector('#totals').textContent")
         assert await page.eval(DAILY_ASKED) == [True, False]
+        assert await page.eval("document.activeElement.id") == "chart-daily"  # drawn, still there
     assert page.errors == [], page.errors
 
 
@@ -1455,4 +1471,201 @@ async def test_a_failed_value_the_bot_ring_and_a_lookup_say_what_they_are(
         assert (
             await page.eval("document.querySelector('#journey-result').getAttribute('aria-live')") == "polite"
         )
+    assert page.errors == [], page.errors
+
+
+async def go(page: Page, delta: int) -> None:
+    """The browser's Back (-1) or Forward (+1) button: its history's entry before or after."""
+    history = await page.send("Page.getNavigationHistory")
+    entry = history["entries"][history["currentIndex"] + delta]
+    await page.send("Page.navigateToHistoryEntry", entryId=entry["id"])
+
+
+PERIOD_FORM = (
+    "JSON.stringify((f => [f.from.value, f.to.value, f.model.value, f.population.value])"
+    "(document.querySelector('#period')))"
+)
+
+
+@pytest.mark.timeout(180)
+async def test_back_to_a_period_shows_in_the_form_the_period_charted(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Back from a period chosen in the form to the one before: the charts were that one's,
+    but the form held the dates and population last typed in it (the browser restored the
+    form as it was left), so it said "From 2026-11-03 … cookie" over 2026-11-01's charts of
+    every population."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    first = "?from=2026-11-01&to=2026-11-10&model=linear"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + first)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await page.eval(
+            "(f => { f.from.value = '2026-11-03'; f.to.value = '2026-11-09'; f.model.value = 'first_touch';"
+            " f.population.value = 'cookie'; f.requestSubmit(); })(document.querySelector('#period'))"
+        )
+        await page.wait_for(
+            "location.search.includes('population=cookie') && document.body"
+            " && document.body.dataset.state === 'ready'",
+            "the chosen period's charts",
+        )
+        await go(page, -1)
+        await page.wait_for(
+            f"location.search === {first!r} && document.body && document.body.dataset.state === 'ready'",
+            "the first period's charts again",
+        )
+        assert json.loads(await page.eval(PERIOD_FORM)) == ["2026-11-01", "2026-11-10", "linear", ""]
+        await go(page, +1)
+        await page.wait_for(
+            "location.search.includes('population=cookie') && document.body"
+            " && document.body.dataset.state === 'ready'",
+            "the chosen period's charts again",
+        )
+        form = json.loads(await page.eval(PERIOD_FORM))
+        assert form == ["2026-11-03", "2026-11-09", "first_touch", "cookie"], form
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_on_a_wide_monitor_the_charts_text_keeps_a_readable_size(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """At 2,560 pixels the charts, drawn 900 units wide, were scaled 2.8 times to their cards:
+    axis labels 31 pixels high beside 14-pixel tables, the daily chart 770 pixels tall."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=2560, height=1200, deviceScaleFactor=1, mobile=False
+        )
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        for chart in ("#chart-daily", "#chart-models"):
+            box = json.loads(
+                await page.eval(
+                    f"(c => JSON.stringify({{card: c.clientWidth, svg: c.querySelector('svg')"
+                    ".getBoundingClientRect().width, height: c.querySelector('svg').getBoundingClientRect()"
+                    ".height, label: c.querySelector('svg > text').getBoundingClientRect().height}))"
+                    f"(document.querySelector({chart!r}))"
+                )
+            )
+            assert box["svg"] >= box["card"] - 1, (chart, box)  # still the card's whole width
+            assert box["label"] <= 20 and box["height"] <= 480, (chart, box)  # 11 units, scaled 1.4 at most
+    assert page.errors == [], page.errors
+
+
+LABEL_HEIGHTS = (
+    "JSON.stringify(['#chart-daily', '#chart-models', '#chart-campaigns'].map(c =>"
+    " document.querySelector(c + ' svg text').getBoundingClientRect().height))"
+)
+
+
+@pytest.mark.timeout(180)
+async def test_a_phone_turned_or_a_window_resized_draws_the_charts_again(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The charts were drawn once, for the card's width at load: a phone turned from 390 to 844
+    pixels scaled them 2.3 times (labels 29 pixels high), and a desktop window narrowed to a
+    phone's width shrank them to a third (labels 5 pixels high)."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    query = f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+
+    async def resize(width: int, mobile: bool) -> None:
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=width, height=800, deviceScaleFactor=1, mobile=mobile
+        )
+
+    async def label_heights() -> list[float]:
+        # Two frames: the resize event's, then the one the redrawn charts are laid out in.
+        await page.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        return list(json.loads(await page.eval(LABEL_HEIGHTS)))
+
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await resize(390, True)
+        await page.send("Page.navigate", url=gw.admin_url + query)
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        upright = await label_heights()
+        await resize(844, True)
+        turned = await label_heights()
+        assert all(h <= 20 for h in turned), (upright, turned)
+        await resize(WIDTH, False)
+        await page.send("Page.navigate", url=gw.admin_url + query + "&model=first_touch")
+        await page.wait_for(
+            "location.search.includes('first_touch') && document.body"
+            " && document.body.dataset.state === 'ready'",
+            "the charts drawn on a desktop",
+        )
+        await resize(390, False)
+        narrowed = await label_heights()
+        assert all(h >= 10 for h in narrowed), narrowed
+        # The redrawn charts are still whole: the model comparison's every channel, each bar.
+        assert await page.eval("document.querySelectorAll('#chart-daily rect[data-series]').length") >= 6
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_every_stop_of_the_tab_key_has_a_name_a_screen_reader_reads(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """On a phone the model table and a journey's table are wider than their cards and scroll
+    in them, so Chromium makes their boxes stops of the Tab key: a screen reader read them as
+    nothing ("group"), one stop of the page without a name."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=390, height=800, deviceScaleFactor=1, mobile=True
+        )
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await look_up(page, "user", "alice")
+        await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
+        await page.eval("document.querySelector('#numbers-daily').open = true")
+        await page.send("Accessibility.enable")
+        stops: list[tuple[str, str]] = []
+        for _ in range(60):
+            for kind in ("keyDown", "keyUp"):
+                await page.send(
+                    "Input.dispatchKeyEvent", type=kind, key="Tab", code="Tab", windowsVirtualKeyCode=9
+                )
+            found = await page.send("Runtime.evaluate", expression="document.activeElement")
+            tree = await page.send(
+                "Accessibility.getPartialAXTree", objectId=found["result"]["objectId"], fetchRelatives=False
+            )
+            node = tree["nodes"][0]
+            what = await page.eval("(e => e.tagName + '.' + e.className)(document.activeElement)")
+            if what.startswith("BODY"):
+                break
+            stops.append((what, str(node.get("name", {}).get("value", ""))))
+    scrollers = [stop for stop in stops if stop[0] == "DIV.scroll"]
+    assert len(scrollers) >= 2, stops  # the model table's and the journey's, at least
+    assert all(name for _, name in stops), [stop for stop in stops if not stop[1]]
+
+
+@pytest.mark.timeout(180)
+async def test_on_a_tablet_the_charts_text_is_not_shrunk(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Only cards under 600 pixels had their charts drawn at their own width: on a 768-pixel
+    tablet the daily chart and the model comparison, drawn 900 wide, were shrunk to three
+    quarters (labels 8 pixels high)."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=768, height=1024, deviceScaleFactor=1, mobile=True
+        )
+        await page.send(
+            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+        )
+        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        heights = json.loads(await page.eval(LABEL_HEIGHTS))
+        assert all(h >= 11 for h in heights), heights  # 11-unit labels, not shrunk
+        assert await page.eval("document.documentElement.scrollWidth") == 768
     assert page.errors == [], page.errors
