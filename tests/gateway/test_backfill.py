@@ -859,13 +859,15 @@ def test_cli_refuses_a_url_for_host_and_a_worker_count_below_one(tmp_path: Path)
         assert done.returncode == 2, done
         assert done.stderr.endswith(
             "gateway import: error: argument --host: must be the site's host as browsers send it, like "
-            f"www.example.com (or www.example.com:8443), without scheme or path, got {host!r}{hint}\n"
+            f"www.example.com (or www.example.com:8443), without scheme or path, got {host!r}{hint}"
+            "; see `gateway import --help`\n"
         )
     for workers in ("0", "-3", "many"):
         done = _cli(tmp_path, *common, "--host", "shop.example", "--workers", workers)
         assert done.returncode == 2, done
         assert done.stderr.endswith(
-            f"argument --workers: must be a whole number 1..256 (processes), got {workers!r}\n"
+            f"argument --workers: must be a whole number 1..256 (processes), got {workers!r}"
+            "; see `gateway import --help`\n"
         )
     assert not (tmp_path / "gw.db").exists()
     done = _cli(tmp_path, *common, "--host", "[::1]:8443", "--workers", "1", "--dry-run")

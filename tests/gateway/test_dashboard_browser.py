@@ -468,7 +468,14 @@ async def sign_in(page: Page, gw: RunningGateway, start: str = "/login") -> None
     await page.eval(
         f"document.querySelector('#token').value = {TOKEN!r}; document.querySelector('form').requestSubmit()"
     )
-    await page.wait_for("location.pathname === '/dashboard'", "the dashboard after login")
+    # Settled: its requests answered. A test that holds requests next (``Fetch.enable``) must
+    # not catch those of this page on its way out (on a loaded machine the page the login led
+    # to asked for its daily part after a test had begun holding ``part=daily``).
+    await page.wait_for(
+        "location.pathname === '/dashboard' && document.body"
+        " && ['ready', 'error'].includes(document.body.dataset.state)",
+        "the dashboard after login",
+    )
 
 
 ODD_NAMES = [
