@@ -4,6 +4,9 @@ keeps its population."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +15,7 @@ from aiohttp import web
 
 from gateway.events import Conversion, DailyCount, Touchpoint, iso
 from gateway.ids import uuid7
+from gateway.signing import standard_signature
 from tests.conftest import RunningGateway
 
 CONSENT = """
@@ -126,3 +130,48 @@ async def test_dashboard_summary_splits_populations(start_gateway, upstream_serv
     ]
     refused = await gw.api("/api/dashboard/summary", population="everyone", **period)
     assert refused["ok"] is False and "population: expected one of" in str(refused)
+
+
+MARKER = "ada-4242@example.com"
+SENDER = '[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET"]\n'
+
+
+def store_bytes(gw: RunningGateway) -> bytes:
+    """The store as it lies on disk: the file and its write-ahead log."""
+    path = gw.gateway.settings.store_path
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+async def test_a_bad_events_reason_keeps_no_raw_value_at_rest(start_gateway, upstream_server) -> None:
+    """The reason a signed event was refused for quotes the value it refuses: a user ID sent
+    where the type belongs, an address where the value does. Like the body, it is sealed at
+    rest (until 2026-12-05 it was stored as written), and the admin API opens it."""
+    secret = "b" * 32
+    gw = await start_gateway(await upstream_server(site()), SENDER, {"BILLING_SECRET": secret})
+    refused = [
+        {"type": MARKER, "event_id": "e1", "user_id": "u1"},
+        {"type": "conversion", "event_id": "e2", "user_id": "u1", "value": MARKER},
+        {"type": "conversion", "event_id": "e3", "user_id": "u1", "value": 1, "currency": MARKER},
+    ]
+    for n, event in enumerate(refused):
+        body = json.dumps(event).encode()
+        stamp = str(int(time.time()))
+        headers = {
+            "webhook-id": f"msg_{n}",
+            "webhook-timestamp": stamp,
+            "webhook-signature": standard_signature(secret.encode(), f"msg_{n}", stamp, body),
+            "content-type": "application/json",
+        }
+        async with gw.session.post(gw.url + "/_gw/events", data=body, headers=headers) as resp:
+            assert resp.status == 400 and MARKER[:20] in (await resp.json())["error"]  # to the sender
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(3,)]
+    on_disk = await asyncio.to_thread(store_bytes, gw)  # file reads: off the event loop
+    for form in (MARKER[:20], MARKER[:20].upper(), MARKER[:20].encode().hex()):
+        assert form.encode() not in on_disk, form
+    listed = await gw.api("/api/bad-events")
+    assert [i["reason"] for i in listed["items"]] == [
+        f"type (/type): '{MARKER}' is not mapped (known: conversion, identify, touchpoint; see types)",
+        f"value (/value): expected a number, got '{MARKER}'",
+        f"currency (/currency): expected a 3-letter ISO 4217 code, got '{MARKER[:20]}'",
+    ]
