@@ -94,13 +94,14 @@ async def delete_people(
 
 
 async def bad_events_naming(db: aiosqlite.Connection, body_key: bytes, raw_user_id: str) -> list[str]:
-    """Ids of kept bad events whose body contains the raw user ID (bodies are sealed at rest,
-    so each is opened; there are few)."""
+    """Ids of kept bad events whose body or reason contains the raw user ID (both are sealed at
+    rest, so each is opened; there are few). The reason counts too: a body cut at
+    ``webhooks.bad_body_limit`` may have lost the ID its reason quotes."""
     found = []
-    async with db.execute("SELECT id, body FROM bad_events") as cursor:
-        async for event_id, body in cursor:
-            text = unseal(body_key, body)
-            if text is not None and raw_user_id in text:
+    async with db.execute("SELECT id, body, reason FROM bad_events") as cursor:
+        async for event_id, body, reason in cursor:
+            texts = (unseal(body_key, body), unseal(body_key, reason))
+            if any(text is not None and raw_user_id in text for text in texts):
                 found.append(event_id)
     return found
 

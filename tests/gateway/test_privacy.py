@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.events import Conversion, DailyCount, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.signing import standard_signature
-from tests.conftest import RunningGateway
+from tests.conftest import TOKEN, RunningGateway
 
 CONSENT = """
 [privacy]
@@ -134,6 +134,21 @@ async def test_dashboard_summary_splits_populations(start_gateway, upstream_serv
 
 MARKER = "ada-4242@example.com"
 SENDER = '[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET"]\n'
+BILLING = "b" * 32
+
+
+async def send_event(gw: RunningGateway, event: dict[str, Any], msg_id: str) -> tuple[int, str]:
+    """Post one event signed as the sender "billing"; the status and the error, if any."""
+    body = json.dumps(event).encode()
+    stamp = str(int(time.time()))
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": standard_signature(BILLING.encode(), msg_id, stamp, body),
+        "content-type": "application/json",
+    }
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=headers) as resp:
+        return resp.status, (await resp.json()).get("error", "")
 
 
 def store_bytes(gw: RunningGateway) -> bytes:
@@ -147,24 +162,15 @@ async def test_a_bad_events_reason_keeps_no_raw_value_at_rest(start_gateway, ups
     """The reason a signed event was refused for quotes the value it refuses: a user ID sent
     where the type belongs, an address where the value does. Like the body, it is sealed at
     rest (until 2026-12-05 it was stored as written), and the admin API opens it."""
-    secret = "b" * 32
-    gw = await start_gateway(await upstream_server(site()), SENDER, {"BILLING_SECRET": secret})
+    gw = await start_gateway(await upstream_server(site()), SENDER, {"BILLING_SECRET": BILLING})
     refused = [
         {"type": MARKER, "event_id": "e1", "user_id": "u1"},
         {"type": "conversion", "event_id": "e2", "user_id": "u1", "value": MARKER},
         {"type": "conversion", "event_id": "e3", "user_id": "u1", "value": 1, "currency": MARKER},
     ]
     for n, event in enumerate(refused):
-        body = json.dumps(event).encode()
-        stamp = str(int(time.time()))
-        headers = {
-            "webhook-id": f"msg_{n}",
-            "webhook-timestamp": stamp,
-            "webhook-signature": standard_signature(secret.encode(), f"msg_{n}", stamp, body),
-            "content-type": "application/json",
-        }
-        async with gw.session.post(gw.url + "/_gw/events", data=body, headers=headers) as resp:
-            assert resp.status == 400 and MARKER[:20] in (await resp.json())["error"]  # to the sender
+        status, error = await send_event(gw, event, f"msg_{n}")
+        assert status == 400 and MARKER[:20] in error  # to the sender that sent it
     assert await rows(gw, "SELECT count(*) FROM bad_events") == [(3,)]
     on_disk = await asyncio.to_thread(store_bytes, gw)  # file reads: off the event loop
     for form in (MARKER[:20], MARKER[:20].upper(), MARKER[:20].encode().hex()):
@@ -175,3 +181,20 @@ async def test_a_bad_events_reason_keeps_no_raw_value_at_rest(start_gateway, ups
         f"value (/value): expected a number, got '{MARKER}'",
         f"currency (/currency): expected a 3-letter ISO 4217 code, got '{MARKER[:20]}'",
     ]
+
+
+async def test_erasure_takes_a_bad_event_whose_cut_body_lost_the_id_its_reason_quotes(
+    start_gateway, upstream_server
+) -> None:
+    """A body longer than ``webhooks.bad_body_limit`` is kept cut; the ID past the cut is still
+    in the (sealed) reason, so the erasure looks there too (until 2026-12-05 only the body)."""
+    toml = SENDER + "[webhooks]\nbad_body_limit = 256\n"
+    gw = await start_gateway(await upstream_server(site()), toml, {"BILLING_SECRET": BILLING})
+    event = {"event_id": "e1", "user_id": "u1", "pad": "x" * 300, "type": MARKER}
+    assert (await send_event(gw, event, "msg_cut"))[0] == 400
+    assert await rows(gw, "SELECT truncated FROM bad_events") == [(1,)]
+    async with gw.session.delete(
+        gw.admin_url + "/api/users/" + MARKER, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as resp:
+        assert resp.status == 200 and (await resp.json())["erased"]["bad_events"] == 1
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(0,)]
