@@ -617,8 +617,9 @@ async def bad_events(request: web.Request) -> web.Response:
         q.get("sender"), pending == "true", cursor, limit
     )
     key = body_key(request.app[SETTINGS_KEY].secret)
-    for item in items:  # sealed at rest; the admin sees what was received
+    for item in items:  # sealed at rest; the admin sees what was received, and why it was refused
         item["body"] = unseal(key, item["body"]) or "(sealed under another identity.secret)"
+        item["reason"] = unseal(key, item["reason"]) or "(sealed under another identity.secret)"
     return ok({"items": items, "next_cursor": next_cursor})
 
 

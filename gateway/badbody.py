@@ -1,4 +1,5 @@
-"""Bad-event bodies sealed at rest: a kept payload may hold raw user IDs, so it is stored encrypted.
+"""Bad-event bodies and reasons sealed at rest: a kept payload may hold raw user IDs, and a
+reason quotes the values it refuses, so both are stored encrypted.
 
 AES-GCM under a key derived from the master secret (label ``gateway/bad-body/v1``),
 a random nonce per body; stored as ``gcm:`` + base64url(nonce + ciphertext).

@@ -449,7 +449,10 @@ class Inbound:
         kept, cut = truncate(text, self.opts.bad_body_limit)
         ms = int(now.timestamp() * 1000)
         sealed = seal(self.body_key, kept)
-        return BadEvent(self.ids(ms), iso(now), self.node, src.name, reason[:2000], sealed, cut)
+        # The reason quotes the values it refuses (`type 'ada@example.com' is not mapped`): a
+        # raw user ID or address as surely as the body, so it is sealed alike.
+        why = seal(self.body_key, reason[:2000])
+        return BadEvent(self.ids(ms), iso(now), self.node, src.name, why, sealed, cut)
 
     async def _commit(
         self, delivery: _Delivery, n: int, respond: Callable[[_Delivery], web.Response]

@@ -172,6 +172,17 @@ def described(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+def unreadable(err: HttpProcessingError) -> str:
+    """Why the parser refused the upstream's answer, without the bytes it quotes: the answer
+    may hold a visitor's data (a ``Set-Cookie``, a ``Location`` with ``?email=…``), and this
+    text goes to the log. The C parser's reason is a fixed text on the first line, the bytes
+    follow (until 2026-12-05 they were logged); the pure-Python parser's quotes them inline."""
+    first = err.message.split("\n", 1)[0].rstrip(" :")
+    if 0 < len(first) <= 100 and first.isascii() and first.isprintable() and not set(first) & set("'\"\\"):
+        return first
+    return type(err).__name__
+
+
 class UpstreamProtocolError(Exception):
     """The upstream's answer is not HTTP the parser accepts, or a 101 nobody asked for."""
 
@@ -504,8 +515,8 @@ class Upstream:
                     message, payload = await proto.read()
                 except HttpProcessingError as err:
                     if suspect:
-                        raise OutOfStep(f"a late body before the answer: {err.message}") from err
-                    raise UpstreamProtocolError(f"unreadable answer: {err.message}") from err
+                        raise OutOfStep(f"a late body before the answer: {unreadable(err)}") from err
+                    raise UpstreamProtocolError(f"unreadable answer: {unreadable(err)}") from err
                 if not 100 <= message.code < 200:
                     break
                 if message.code == 101:

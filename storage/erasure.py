@@ -18,6 +18,7 @@ database and truncated.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -94,15 +95,25 @@ async def delete_people(
 
 
 async def bad_events_naming(db: aiosqlite.Connection, body_key: bytes, raw_user_id: str) -> list[str]:
-    """Ids of kept bad events whose body contains the raw user ID (bodies are sealed at rest,
-    so each is opened; there are few)."""
+    """Ids of kept bad events whose body or reason contains the raw user ID (both are sealed at
+    rest, so each is opened; there are few). The reason counts too: a body cut at
+    ``webhooks.bad_body_limit`` may have lost the ID its reason quotes."""
     found = []
-    async with db.execute("SELECT id, body FROM bad_events") as cursor:
-        async for event_id, body in cursor:
-            text = unseal(body_key, body)
-            if text is not None and raw_user_id in text:
+    forms = spellings(raw_user_id)
+    async with db.execute("SELECT id, body, reason FROM bad_events") as cursor:
+        async for event_id, body, reason in cursor:
+            texts = [t for t in (unseal(body_key, body), unseal(body_key, reason)) if t is not None]
+            if any(form in text for text in texts for form in forms):
                 found.append(event_id)
     return found
+
+
+def spellings(raw_user_id: str) -> set[str]:
+    """The ways a kept body can spell the ID: as typed, and inside a JSON string as senders'
+    libraries escape it (a body that is not JSON is kept as it came): Python's ``json`` writes
+    ``ö`` as ``\\u00f6``, PHP's ``json_encode`` a ``/`` as ``\\/``, either or both."""
+    escaped = {json.dumps(raw_user_id)[1:-1], json.dumps(raw_user_id, ensure_ascii=False)[1:-1]}
+    return {raw_user_id} | escaped | {form.replace("/", "\\/") for form in escaped}
 
 
 async def erase_user(

@@ -120,6 +120,24 @@ class _Id(msgspec.Struct):
 _read_id = msgspec.json.Decoder(_Id)
 
 
+class _User(msgspec.Struct):
+    userId: str | None = None
+
+
+_read_user = msgspec.json.Decoder(_User)
+
+
+def without_user_ids(answer: str, encoded: Sequence[bytes]) -> str:
+    """A destination's answer with the batch's user IDs taken out, for a log line or an error:
+    a destination may quote the message it refuses, and under ``user_id_storage = "encrypt"``
+    (or ``"plain"``) its ``userId`` is the raw ID, which the log must not keep."""
+    users = {m.userId for m in map(_read_user.decode, encoded) if m.userId}
+    for user in sorted(users, key=len, reverse=True):
+        for form in {user, msgspec.json.encode(user).decode()[1:-1]}:
+            answer = answer.replace(form, "<userId>")
+    return answer
+
+
 def message_id(encoded: bytes) -> str:
     """An encoded message's ``messageId``."""
     return _read_id.decode(encoded).messageId

@@ -73,6 +73,7 @@ from storage.sink_messages import (
     message_id,
     pack,
     track_message,
+    without_user_ids,
 )
 
 __all__ = [
@@ -197,7 +198,7 @@ class Sink:
         if told is not None:  # the destination says when: believe it
             self._next_send = asyncio.get_running_loop().time() + min(told, self.options.backoff_max_seconds)
         if status in REFUSED:
-            reason = answer[:200].decode("utf-8", "replace")
+            reason = without_user_ids(answer.decode("utf-8", "replace"), encoded)[:200]
             raise SinkRefused(f"HTTP {status}: {reason}" if reason else f"HTTP {status}")
         if status in (401, 403):
             raise SinkError(

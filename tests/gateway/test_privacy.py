@@ -4,15 +4,20 @@ keeps its population."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 from aiohttp import web
 
 from gateway.events import Conversion, DailyCount, Touchpoint, iso
 from gateway.ids import uuid7
-from tests.conftest import RunningGateway
+from gateway.signing import standard_signature
+from tests.conftest import TOKEN, RunningGateway
 
 CONSENT = """
 [privacy]
@@ -126,3 +131,96 @@ async def test_dashboard_summary_splits_populations(start_gateway, upstream_serv
     ]
     refused = await gw.api("/api/dashboard/summary", population="everyone", **period)
     assert refused["ok"] is False and "population: expected one of" in str(refused)
+
+
+MARKER = "ada-4242@example.com"
+SENDER = '[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET"]\n'
+BILLING = "b" * 32
+
+
+async def send_event(gw: RunningGateway, event: dict[str, Any], msg_id: str) -> tuple[int, str]:
+    """Post one event signed as the sender "billing"; the status and the error, if any."""
+    body = json.dumps(event).encode()
+    stamp = str(int(time.time()))
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": standard_signature(BILLING.encode(), msg_id, stamp, body),
+        "content-type": "application/json",
+    }
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=headers) as resp:
+        return resp.status, (await resp.json()).get("error", "")
+
+
+def store_bytes(gw: RunningGateway) -> bytes:
+    """The store as it lies on disk: the file and its write-ahead log."""
+    path = gw.gateway.settings.store_path
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+async def test_a_bad_events_reason_keeps_no_raw_value_at_rest(start_gateway, upstream_server) -> None:
+    """The reason a signed event was refused for quotes the value it refuses: a user ID sent
+    where the type belongs, an address where the value does. Like the body, it is sealed at
+    rest (until 2026-12-05 it was stored as written), and the admin API opens it."""
+    gw = await start_gateway(await upstream_server(site()), SENDER, {"BILLING_SECRET": BILLING})
+    refused = [
+        {"type": MARKER, "event_id": "e1", "user_id": "u1"},
+        {"type": "conversion", "event_id": "e2", "user_id": "u1", "value": MARKER},
+        {"type": "conversion", "event_id": "e3", "user_id": "u1", "value": 1, "currency": MARKER},
+    ]
+    for n, event in enumerate(refused):
+        status, error = await send_event(gw, event, f"msg_{n}")
+        assert status == 400 and MARKER[:20] in error  # to the sender that sent it
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(3,)]
+    on_disk = await asyncio.to_thread(store_bytes, gw)  # file reads: off the event loop
+    for form in (MARKER[:20], MARKER[:20].upper(), MARKER[:20].encode().hex()):
+        assert form.encode() not in on_disk, form
+    listed = await gw.api("/api/bad-events")
+    assert [i["reason"] for i in listed["items"]] == [
+        f"type (/type): '{MARKER}' is not mapped (known: conversion, identify, touchpoint; see types)",
+        f"value (/value): expected a number, got '{MARKER}'",
+        f"currency (/currency): expected a 3-letter ISO 4217 code, got '{MARKER[:20]}'",
+    ]
+
+
+async def test_erasure_takes_a_bad_event_whose_cut_body_lost_the_id_its_reason_quotes(
+    start_gateway, upstream_server
+) -> None:
+    """A body longer than ``webhooks.bad_body_limit`` is kept cut; the ID past the cut is still
+    in the (sealed) reason, so the erasure looks there too (until 2026-12-05 only the body)."""
+    toml = SENDER + "[webhooks]\nbad_body_limit = 256\n"
+    gw = await start_gateway(await upstream_server(site()), toml, {"BILLING_SECRET": BILLING})
+    event = {"event_id": "e1", "user_id": "u1", "pad": "x" * 300, "type": MARKER}
+    assert (await send_event(gw, event, "msg_cut"))[0] == 400
+    assert await rows(gw, "SELECT truncated FROM bad_events") == [(1,)]
+    async with gw.session.delete(
+        gw.admin_url + "/api/users/" + MARKER, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as resp:
+        assert resp.status == 200 and (await resp.json())["erased"]["bad_events"] == 1
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(0,)]
+
+
+async def test_erasure_takes_a_bad_event_whose_body_escapes_the_id(start_gateway, upstream_server) -> None:
+    """Senders escape JSON strings as their library does: Python's ``json`` writes ``ö`` as
+    ``\\u00f6``, PHP's ``json_encode`` a ``/`` as ``\\/``. A body that is not JSON is kept as it came, so the
+    erasure looks for those spellings of the ID too (until 2026-12-05 only the ID as typed: such
+    a row outlived the erasure)."""
+    gw = await start_gateway(await upstream_server(site()), SENDER, {"BILLING_SECRET": BILLING})
+    user = "jörg/4242@example.com"
+    escaped = json.dumps(user).replace("/", "\\/")  # "j\u00f6rg\/4242@example.com"
+    # Not JSON (a trailing comma): kept as it came; a JSON event is kept re-encoded, unescaped.
+    body = ('{"type": "conversion", "event_id": "e1", "user_id": ' + escaped + ",}").encode()
+    stamp = str(int(time.time()))
+    headers = {
+        "webhook-id": "msg_esc",
+        "webhook-timestamp": stamp,
+        "webhook-signature": standard_signature(BILLING.encode(), "msg_esc", stamp, body),
+        "content-type": "application/json",
+    }
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=headers) as resp:
+        assert resp.status == 400
+    async with gw.session.delete(
+        gw.admin_url + "/api/users/" + quote(user, safe=""), headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as resp:
+        assert resp.status == 200 and (await resp.json())["erased"]["bad_events"] == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import logging
 import socket
 import ssl
 import struct
@@ -613,3 +614,29 @@ async def test_idle_connections_age_out(raw_upstream) -> None:
     finally:
         await pool.close()
     assert origin.connections[:2] == [["GET /a HTTP/1.1", "GET /b HTTP/1.1"], ["GET /c HTTP/1.1"]]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nBad Header ada@example.com\r\n\r\nok",
+        b"HTTP/1.1 2x0 ada@example.com\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: ada@example.com\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz ada@example.com\r\n",
+        b"ada@example.com\r\n\r\n",
+    ],
+)
+async def test_an_unreadable_answer_is_logged_without_its_bytes(
+    start_gateway, raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes
+) -> None:
+    """The upstream's answer may hold a visitor's data (a header naming the user, a redirect
+    with ``?email=…``): when the parser refuses it, the log says why, not what it said (until
+    2026-12-05 the parser's message was logged whole, the refused line quoted in it)."""
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    gw = await start_gateway(url)
+    caplog.set_level(logging.WARNING, "gateway.proxy")
+    status, _ = await get(gw.proxy.port, "/p")
+    assert status == 502
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.proxy"]
+    assert len(lines) == 1 and lines[0].startswith("upstream protocol for GET /p: unreadable answer: ")
+    assert "ada@" not in caplog.text

@@ -664,3 +664,32 @@ async def test_a_destination_that_cannot_be_reached_names_the_url_to_check(
     caplog.set_level(logging.WARNING, "gateway.sinks")
     line = await _first_retry_warning(w, caplog)
     assert "ClientConnectorError" in line and "; check sinks[0].url); retrying in" in line, line
+
+
+async def test_a_refusal_quoting_the_raw_user_id_is_logged_without_it(
+    world, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under ``user_id_storage = "encrypt"`` a message carries the raw user ID, and a destination
+    may quote the message it refuses: the log line and the error keep its answer but not the ID
+    (until 2026-12-05 its first 200 characters were logged as they came)."""
+    user = 'ada-4242@example.com "x"'
+
+    async def quoting(request: web.Request) -> web.Response:
+        users = [m["userId"] for m in (await request.json())["batch"] if "userId" in m]
+        if not users:
+            return web.json_response({"success": True})
+        return web.json_response({"error": "unknown user", "userIds": users}, status=400)
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", quoting)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world("[identity]\nuser_id_storage = 'encrypt'\n" + sink_toml(api))
+    await seed(w, user_id=user)
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    # The touchpoints: the unbound visitor's goes, the bound two are refused and skipped; the
+    # identify calls: every one refused, held for a retry with the answer in the error.
+    with pytest.raises(SinkError, match=r"refused every message .*unknown user") as refused:
+        await one_round(w)
+    lines = [r.getMessage() for r in caplog.records if "refused message" in r.getMessage()]
+    assert len(lines) == 2 and all('"userIds": ["<userId>"]' in line for line in lines)
+    assert "ada-4242" not in caplog.text and "ada-4242" not in str(refused.value)
