@@ -27,7 +27,7 @@ import collections
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
-from aiohttp import ClientError, ClientOSError, ServerDisconnectedError
+from aiohttp import ClientError, ClientOSError, ClientPayloadError, ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http import HttpProcessingError, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
@@ -109,6 +109,25 @@ class Connection(ResponseHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
         super().connection_lost(exc)
+
+    def set_exception(self, exc: BaseException, *cause: BaseException) -> None:
+        """aiohttp's; and when its parser failed on the body being read (a chunk size that is no
+        number, a bad chunk end), that body's reader gets the error too. It failed only the
+        protocol: the reader got neither an end nor an error, and the read timer was stopped,
+        so the visitor, who had the head and the first chunks, waited for the rest for ever
+        (until 2026-12-05). Other errors set here (an upload the site stopped taking,
+        ``_send_body``) leave an answer already coming alone."""
+        payload = self._payload
+        super().set_exception(exc, *cause)
+        if (
+            isinstance(exc, HttpProcessingError)
+            and payload is not None
+            and payload is not EMPTY_PAYLOAD
+            and not payload.is_eof()
+            and payload.exception() is None
+        ):
+            why = f"the site's answer could not be read on: {unreadable(exc)}"
+            payload.set_exception(ClientPayloadError(why))
 
     def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
         if self.answer == HEAD:

@@ -2133,6 +2133,15 @@ async def cutting_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWri
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
             await writer.drain()
             await asyncio.sleep(2)
+        elif "/bad-chunk" in line:  # a chunk, then a size line that is no number, then a close
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.write(b"zz not a size\r\nmore\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.close()
+            return
         else:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
@@ -2142,7 +2151,7 @@ async def cutting_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         return
 
 
-@pytest.mark.parametrize("path", ["/cut-length", "/cut-chunked", "/stall"])
+@pytest.mark.parametrize("path", ["/cut-length", "/cut-chunked", "/stall", "/bad-chunk"])
 async def test_upstream_cut_mid_body_is_visible(start_gateway, raw_upstream, path: str) -> None:
     gw = await start_gateway(await raw_upstream(cutting_origin), "[proxy]\nread_timeout = 0.5\n")
     with pytest.raises(aiohttp.ClientPayloadError):
