@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from yarl import URL
 
 from gateway.attribution import report_zone
 from gateway.channels import Channels
@@ -859,11 +860,27 @@ def masked(options: Options) -> dict[str, Any]:
         value = getattr(options, table.name)
         if _is_entries(value):
             data[table.encode_name] = _differs(value)
+    for sink in data.get("sinks", ()):
+        if "url" in sink:
+            sink["url"] = _password_hidden(sink["url"])
         elif isinstance(value, msgspec.Struct):
             for inner in msgspec.structs.fields(value):
                 if _is_entries(entries := getattr(value, inner.name)):
                     data[table.encode_name][inner.encode_name] = _differs(entries)
     return data
+
+
+def _password_hidden(url: str) -> str:
+    """A sink's URL with the password of its ``user:password@`` (which aiohttp sends as HTTP
+    Basic) shown as ``***``: ``gateway check``'s output goes to terminals and CI logs (until
+    2026-12-05 it showed the password)."""
+    try:
+        parsed = URL(url)
+        if parsed.password is None:
+            return url
+        return str(parsed.with_password("***"))
+    except ValueError:
+        return url
 
 
 def _is_entries(value: object) -> bool:

@@ -238,6 +238,17 @@ def test_masked_never_shows_secret_values() -> None:
     assert ENV["GATEWAY_SECRET"] not in shown and "env:GATEWAY_SECRET" in shown
 
 
+def test_masked_hides_a_password_in_a_sinks_url() -> None:
+    """aiohttp sends a URL's ``user:password@`` as HTTP Basic: ``gateway check`` showed it."""
+    sink = '[[sinks]]\nname = "s"\nkind = "webhook"\nsecret = "env:S"\nurl = "{}"\n'
+    for url, shown_as in [
+        ("https://bob:hunter2@hooks.example/in?x=1", "https://bob:***@hooks.example/in?x=1"),
+        ("https://hooks.example/in", "https://hooks.example/in"),
+    ]:
+        settings = load_settings(None, text=sink.format(url), environ={**ENV, "S": "s" * 32})
+        assert masked(settings.options)["sinks"][0]["url"] == shown_as
+
+
 def test_store_path_relative_to_config_file(tmp_path: Path) -> None:
     cfg = tmp_path / "conf" / "gw.toml"
     cfg.parent.mkdir()
