@@ -860,13 +860,13 @@ def masked(options: Options) -> dict[str, Any]:
         value = getattr(options, table.name)
         if _is_entries(value):
             data[table.encode_name] = _differs(value)
-    for sink in data.get("sinks", ()):
-        if "url" in sink:
-            sink["url"] = _password_hidden(sink["url"])
         elif isinstance(value, msgspec.Struct):
             for inner in msgspec.structs.fields(value):
                 if _is_entries(entries := getattr(value, inner.name)):
                     data[table.encode_name][inner.encode_name] = _differs(entries)
+    for sink in data.get("sinks", ()):
+        if "url" in sink:
+            sink["url"] = _password_hidden(sink["url"])
     return data
 
 
