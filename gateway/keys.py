@@ -4,7 +4,8 @@ Owns the derivation labels, so two purposes can never share a key, and the
 keyed forms that turn raw identifiers into the keys stored at rest: the
 visitor key (always a keyed hash) and the user key (a keyed hash, a
 deterministic AES-SIV ciphertext that exports can decrypt, or — only when the
-operator says so — the plain user ID).
+operator says so — the plain user ID); and the spellings of a raw ID in text (``spellings``),
+for what must find it or take it out.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 from dataclasses import dataclass, field, replace
 
 from cryptography.exceptions import InvalidTag
@@ -150,3 +152,12 @@ class Keys:
             except (binascii.Error, ValueError, InvalidTag, UnicodeDecodeError):
                 return None
         return None
+
+
+def spellings(raw_user_id: str) -> set[str]:
+    """The ways a text can spell a raw user ID: as typed, and inside a JSON string as senders'
+    libraries escape it: Python's ``json`` writes ``ö`` as ``\\u00f6``, PHP's ``json_encode`` a
+    ``/`` as ``\\/``, either or both. For an erasure's search of kept bad bodies (kept as they
+    came, JSON or not) and for a destination's answer quoting a message (``without_user_ids``)."""
+    escaped = {json.dumps(raw_user_id)[1:-1], json.dumps(raw_user_id, ensure_ascii=False)[1:-1]}
+    return {raw_user_id} | escaped | {form.replace("/", "\\/") for form in escaped}

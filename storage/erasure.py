@@ -18,7 +18,6 @@ database and truncated.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ import aiosqlite
 
 from gateway.badbody import unseal
 from gateway.events import Erasure
-from gateway.keys import is_plain_key
+from gateway.keys import is_plain_key, spellings
 from storage.cursors import clamp_cursors, table_tops
 from storage.local import connect, event_row, insert_sql
 
@@ -106,14 +105,6 @@ async def bad_events_naming(db: aiosqlite.Connection, body_key: bytes, raw_user_
             if any(form in text for text in texts for form in forms):
                 found.append(event_id)
     return found
-
-
-def spellings(raw_user_id: str) -> set[str]:
-    """The ways a kept body can spell the ID: as typed, and inside a JSON string as senders'
-    libraries escape it (a body that is not JSON is kept as it came): Python's ``json`` writes
-    ``ö`` as ``\\u00f6``, PHP's ``json_encode`` a ``/`` as ``\\/``, either or both."""
-    escaped = {json.dumps(raw_user_id)[1:-1], json.dumps(raw_user_id, ensure_ascii=False)[1:-1]}
-    return {raw_user_id} | escaped | {form.replace("/", "\\/") for form in escaped}
 
 
 async def erase_user(

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from gateway.events import iso
+from gateway.keys import spellings
 from gateway.options import SinkOptions
 
 log = logging.getLogger("gateway.sinks")
@@ -132,9 +133,9 @@ def without_user_ids(answer: str, encoded: Sequence[bytes]) -> str:
     a destination may quote the message it refuses, and under ``user_id_storage = "encrypt"``
     (or ``"plain"``) its ``userId`` is the raw ID, which the log must not keep."""
     users = {m.userId for m in map(_read_user.decode, encoded) if m.userId}
-    for user in sorted(users, key=len, reverse=True):
-        for form in {user, msgspec.json.encode(user).decode()[1:-1]}:
-            answer = answer.replace(form, "<userId>")
+    forms = {form for user in users for form in spellings(user)}
+    for form in sorted(forms, key=len, reverse=True):  # a longer spelling before one inside it
+        answer = answer.replace(form, "<userId>")
     return answer
 
 
