@@ -480,10 +480,7 @@ class CentralWriter:
         return int(changed)
 
 
-_Row = TypeVar("_Row")
-
-
-async def off_loop(convert: Callable[[Sequence[Any]], list[_Row]], rows: Sequence[Any]) -> list[_Row]:
+async def off_loop(convert: Callable[[Sequence[Any]], list[T]], rows: Sequence[Any]) -> list[T]:
     """``convert(rows)``, in a thread when the rows are more than ``IN_THREAD_ROWS``."""
     if len(rows) > IN_THREAD_ROWS:
         return await asyncio.to_thread(convert, rows)
