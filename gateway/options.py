@@ -603,6 +603,13 @@ ARRAY_SECTIONS: dict[str, type[msgspec.Struct]] = {
 ``Options`` has a tuple field of the same name."""
 
 
+def unresolvable(host: str, err: OSError) -> str:
+    """Why a listen address's host (``proxy.listen``, ``admin.listen``) could not be listened on,
+    said alike by one process (``gateway.server``) and the supervisor of several: a resolver
+    error's ``errno`` is its own, which ``os.strerror`` calls "Unknown error -2"."""
+    return f"{host} cannot be resolved to an address of this machine ({err.strerror})"
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """``"127.0.0.1:8080"`` / ``"[::1]:8080"`` → (host, port); ValueError when malformed."""
     host, sep, port = value.rpartition(":")

@@ -42,7 +42,7 @@ from gateway.inbound import Inbound
 from gateway.keys import Keys
 from gateway.logs import set_level
 from gateway.metrics import Metrics
-from gateway.options import parse_listen
+from gateway.options import parse_listen, unresolvable
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.protocol_errors import Runner, line_limits
 from gateway.proxy import Asterisk, ProxyHost
@@ -399,7 +399,7 @@ async def start_site(
         named = f" ({key})" if key else ""
         why = os.strerror(err.errno) if err.errno else err.strerror  # asyncio's repeats the address
         if isinstance(err, socket.gaierror):  # its errno is the resolver's (os.strerror: "Unknown error -2")
-            why = f"{host} cannot be resolved to an address of this machine ({err.strerror})"
+            why = unresolvable(host, err)
         raise OSError(err.errno, f"cannot listen on {listen}{named}: {why}") from err
     bound = runner.addresses[0][:2] if runner.addresses else (host, port)
     shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]

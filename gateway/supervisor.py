@@ -40,7 +40,7 @@ from gateway import sharedcounts
 from gateway.childsignals import RELOAD_SIGNALS, blocked, heard
 from gateway.daysalt import SALT_FD_ENV, DaySalt
 from gateway.metrics import MULTIPROCESS_ENV
-from gateway.options import parse_listen
+from gateway.options import parse_listen, unresolvable
 from gateway.sharedcounts import SHARED_COUNTS_FD_ENV
 
 log = logging.getLogger("gateway.supervisor")
@@ -61,8 +61,7 @@ def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as err:  # as one process says it (this said "cannot start: Name or …")
-        why = f"{host} cannot be resolved to an address of this machine ({err.strerror})"
-        raise OSError(err.errno, f"cannot listen on {listen}{named}: {why}") from err
+        raise OSError(err.errno, f"cannot listen on {listen}{named}: {unresolvable(host, err)}") from err
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
