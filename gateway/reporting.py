@@ -229,11 +229,11 @@ GAP = 2
 """Spaces between two columns of the terminal table."""
 
 
-def fit(widths: list[int], headers: list[int], numeric: list[bool], columns: int) -> list[int]:
+def fit(widths: list[int], headers: list[int], whole: list[bool], columns: int) -> list[int]:
     """The columns' widths once the table is made to fit in ``columns``: the widest text
     columns cut first, to one width, the largest that fits (a column more for the first of
-    them when there is room for it); those ``numeric`` marks never (numbers, and the
-    ``UNCUT`` text columns, which ``Report.text`` marks so too). A column is
+    them when there is room for it); those ``whole`` marks never (numbers, and the ``UNCUT``
+    text columns). A column is
     not cut below its header nor below ``MIN_CUT``: a table that does not fit even so (a narrow
     terminal, or ``model=all``'s eight columns of numbers) is left whole, its lines wrapping —
     cut names would be lost for lines that wrap anyway."""
@@ -241,7 +241,7 @@ def fit(widths: list[int], headers: list[int], numeric: list[bool], columns: int
     if sum(widths) + gaps <= columns:
         return widths
     floors = [
-        w if num else min(w, max(MIN_CUT, h)) for w, h, num in zip(widths, headers, numeric, strict=True)
+        w if kept else min(w, max(MIN_CUT, h)) for w, h, kept in zip(widths, headers, whole, strict=True)
     ]
     if sum(floors) + gaps > columns:
         return widths
