@@ -430,9 +430,14 @@ async def test_dashboard_draws_the_store(
     await asyncio.to_thread(target.write_bytes, full)
 
 
-async def show_ten_days(page: Page, gw: RunningGateway) -> None:
-    """The dashboard of the seeded period's first ten days, once its charts are drawn."""
-    await page.send("Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10")
+TEN_DAYS = f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
+"""The dashboard of the seeded period's first ten days."""
+
+
+async def show(page: Page, gw: RunningGateway, target: str = TEN_DAYS) -> None:
+    """The admin listener's ``target`` page (the seeded period's first ten days), once its
+    charts are drawn."""
+    await page.send("Page.navigate", url=gw.admin_url + target)
     await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
 
 
@@ -503,7 +508,7 @@ async def test_top_tables_fit_long_odd_and_hostile_names(
     await gw.gateway.store.write(events)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await show_ten_days(page, gw)
+        await show(page, gw)
         for chart in ("#chart-campaigns", "#chart-creators"):
             drawn = json.loads(
                 await page.eval(
@@ -674,7 +679,7 @@ async def test_channel_names_under_the_model_comparison_never_run_into_each_othe
             deviceScaleFactor=1,
             mobile=width < WIDTH,
         )
-        await show_ten_days(page, gw)
+        await show(page, gw)
         drawn = json.loads(
             await page.eval(
                 "(svg => { const box = r => [r.left, r.top, r.right, r.bottom];"
@@ -715,8 +720,7 @@ async def test_signed_out_on_the_page_the_login_comes_back_to_its_period(
     query = f"?from={PERIOD['since']}&to=2026-11-10&model=first_touch"
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show(page, gw, "/dashboard" + query)
         # The session ends behind the page's back (as at its expiry, or a restart).
         await sign_out_behind_the_page(page, gw)
         await look_up(page, "user", "alice")
@@ -749,7 +753,7 @@ async def test_times_in_the_report_zone_and_amounts_to_their_currencys_minor_uni
     )
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await show_ten_days(page, gw)
+        await show(page, gw)
         totals = await page.eval("document.querySelector('#totals').innerText")
         assert "5,000 JPY" in totals and "1.250 KWD" in totals and ".00 JPY" not in totals
         await look_up(page, "visitor", visitor)
@@ -781,7 +785,7 @@ async def test_a_download_saves_the_report_or_says_why_not(
 
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await show_ten_days(page, gw)
+        await show(page, gw)
         await page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(saved))
         # A double click computes and saves the report once (the page's fetches counted).
         await page.eval(
@@ -843,7 +847,7 @@ async def test_on_a_phone_the_charts_text_is_readable_and_nothing_widens_the_pag
         await page.send(
             "Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=1, mobile=True
         )
-        await show_ten_days(page, gw)
+        await show(page, gw)
         await look_up(page, "user", "alice")
         await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
         drawn = json.loads(
@@ -897,7 +901,7 @@ async def test_the_daily_chart_s_numbers_are_readable_without_hovering(
     gw = await seeded_gateway(start_gateway, upstream_server)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await show_ten_days(page, gw)
+        await show(page, gw)
         assert await page.eval("document.querySelector('#numbers-daily').hidden") is False
         await page.eval("document.querySelector('#numbers-daily summary').click()")
         table = json.loads(
@@ -936,7 +940,7 @@ async def test_the_hour_the_clocks_go_back_is_two_moments_and_halves_round_to_ev
     await gw.gateway.store.write([before, after, replace(_conv(visitor, 0.5, 0), value=0.125)])
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await show_ten_days(page, gw)
+        await show(page, gw)
         await look_up(page, "visitor", visitor)
         await page.wait_for("!!document.querySelector('#journey-result li')", "the journey's conversions")
         times = await page.eval(
@@ -969,7 +973,7 @@ async def test_keyboard_focus_is_seen_and_a_screen_reader_reads_the_charts_numbe
     gw = await seeded_gateway(start_gateway, upstream_server)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await show_ten_days(page, gw)
+        await show(page, gw)
         focused: list[list[Any]] = []
         for _ in range(60):  # every control once, in the page's order (a date field takes four)
             await press(page, "Tab", 9)
@@ -1016,8 +1020,7 @@ async def test_a_period_of_one_day_draws_a_bar_not_a_wall(
     gw = await seeded_gateway(start_gateway, upstream_server)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await page.send("Page.navigate", url=gw.admin_url + "/dashboard?from=2026-11-04&to=2026-11-04")
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show(page, gw, "/dashboard?from=2026-11-04&to=2026-11-04")
         widths = await page.eval(
             "[...document.querySelectorAll('#chart-daily rect[data-series]')].map(r => r.width.baseVal.value)"
         )
@@ -1157,7 +1160,7 @@ async def test_an_answer_that_is_not_the_apis_or_none_is_told_in_words(
             await page.wait_for("document.body.dataset.state === 'error'", "the error state")
             said.append(await page.eval("document.querySelector('#status').textContent"))
         # A download a proxy refuses with its page: the card says what came back.
-        await show_ten_days(page, gw)
+        await show(page, gw)
         page.paused.clear()
         await page.send("Fetch.enable", patterns=[{"urlPattern": "*/api/payouts*"}])
         await page.eval("document.querySelector('#export-payouts a').click()")
@@ -1191,7 +1194,7 @@ async def test_a_lookup_answered_late_never_replaces_the_one_asked_after_it(
     gw = await seeded_gateway(start_gateway, upstream_server)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await show_ten_days(page, gw)
+        await show(page, gw)
         # Each request of the page, once its answer is read or it failed (its handlers have run).
         await page.eval(
             "window.settled = []; const fetchOf = window.fetch, jsonOf = Response.prototype.json;"
@@ -1228,7 +1231,7 @@ async def test_axes_and_tooltips_print_numbers_as_the_tables_do(
     await gw.gateway.store.write(events)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await show_ten_days(page, gw)
+        await show(page, gw)
         drawn = await page.eval(
             "['#chart-daily', '#chart-models', '#chart-bots'].map(id => [...document.querySelectorAll("
             "id + ' svg > text, ' + id + ' svg title')].map(t => t.textContent))"
@@ -1260,10 +1263,7 @@ async def test_the_population_filter_credits_one_population_and_says_so(
     ten_days = f"?from={PERIOD['since']}&to=2026-11-10"
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await page.send(
-            "Page.navigate", url=gw.admin_url + "/dashboard" + ten_days + "&population=cookieless"
-        )
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show(page, gw, "/dashboard" + ten_days + "&population=cookieless")
         # The form offers the API's populations, says what each is, with its landings.
         options = await page.eval(
             "[...document.querySelector('#period').population.options].map(o => [o.value, o.textContent])"
@@ -1506,8 +1506,7 @@ async def test_back_to_a_period_shows_in_the_form_the_period_charted(
     first = "?from=2026-11-01&to=2026-11-10&model=linear"
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
-        await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + first)
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show(page, gw, "/dashboard" + first)
         await page.eval(
             "(f => { f.from.value = '2026-11-03'; f.to.value = '2026-11-09'; f.model.value = 'first_touch';"
             " f.population.value = 'cookie'; f.requestSubmit(); })(document.querySelector('#period'))"
@@ -1546,10 +1545,7 @@ async def test_on_a_wide_monitor_the_charts_text_keeps_a_readable_size(
         await page.send(
             "Emulation.setDeviceMetricsOverride", width=2560, height=1200, deviceScaleFactor=1, mobile=False
         )
-        await page.send(
-            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
-        )
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show(page, gw)
         for chart in ("#chart-daily", "#chart-models"):
             box = json.loads(
                 await page.eval(
@@ -1593,8 +1589,7 @@ async def test_a_phone_turned_or_a_window_resized_draws_the_charts_again(
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
         await resize(390, True)
-        await page.send("Page.navigate", url=gw.admin_url + query)
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show(page, gw, query)
         upright = await label_heights()
         await resize(844, True)
         turned = await label_heights()
@@ -1627,10 +1622,7 @@ async def test_every_stop_of_the_tab_key_has_a_name_a_screen_reader_reads(
         await page.send(
             "Emulation.setDeviceMetricsOverride", width=390, height=800, deviceScaleFactor=1, mobile=True
         )
-        await page.send(
-            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
-        )
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show(page, gw)
         await look_up(page, "user", "alice")
         await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
         await page.eval("document.querySelector('#numbers-daily').open = true")
@@ -1668,10 +1660,7 @@ async def test_on_a_tablet_the_charts_text_is_not_shrunk(
         await page.send(
             "Emulation.setDeviceMetricsOverride", width=768, height=1024, deviceScaleFactor=1, mobile=True
         )
-        await page.send(
-            "Page.navigate", url=gw.admin_url + f"/dashboard?from={PERIOD['since']}&to=2026-11-10"
-        )
-        await page.wait_for("document.body && document.body.dataset.state === 'ready'", "the charts drawn")
+        await show(page, gw)
         heights = json.loads(await page.eval(LABEL_HEIGHTS))
         assert all(h >= 11 for h in heights), heights  # 11-unit labels, not shrunk
         assert await page.eval("document.documentElement.scrollWidth") == 768
