@@ -459,10 +459,25 @@ _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'en
         ("[central]\nbackoff_max_seconds = 0.1\n",
          "central.backoff_max_seconds: must be >= central.backoff_min_seconds (0.5), got 0.1"),
         # inf: a timeout that never fires, an interval after which the sync never runs again.
-        ("[central]\ninterval_seconds = inf\n", "central.interval_seconds: must be > 0 and finite, got inf"),
-        ("[central]\nconnect_timeout = inf\n", "central.connect_timeout: must be > 0 and finite, got inf"),
+        ("[central]\ninterval_seconds = inf\n",
+         "central.interval_seconds: must be > 0 and at most 86400 (a day), got inf"),
+        ("[central]\nconnect_timeout = inf\n",
+         "central.connect_timeout: must be > 0 and at most 86400 (a day), got inf"),
         (_SINK + "timeout_seconds = inf\n",
-         "sinks[0].timeout_seconds: must be > 0 and finite, got inf"),
+         "sinks[0].timeout_seconds: must be > 0 and at most 86400 (a day), got inf"),
+        # Absurd but finite: the sync or the sink would have waited for ever, unsaid.
+        ("[central]\nbackoff_max_seconds = 1e300\n",
+         "central.backoff_max_seconds: must be > 0 and at most 86400 (a day), got 1e+300"),
+        ("[central]\nbackoff_min_seconds = 1e300\nbackoff_max_seconds = 1e300\n",
+         "central.backoff_min_seconds: must be > 0 and at most 86400 (a day), got 1e+300"),
+        ("[central]\nbackoff_min_seconds = nan\n",
+         "central.backoff_min_seconds: must be > 0 and at most 86400 (a day), got nan"),
+        ("[central]\ninterval_seconds = 86400.5\n",
+         "central.interval_seconds: must be > 0 and at most 86400 (a day), got 86400.5"),
+        (_SINK + "backoff_max_seconds = 1e300\n",
+         "sinks[0].backoff_max_seconds: must be > 0 and at most 86400 (a day), got 1e+300"),
+        (_SINK + "interval_seconds = -inf\n",
+         "sinks[0].interval_seconds: must be > 0 and at most 86400 (a day), got -inf"),
         ("[proxy]\nread_timeout = inf\n", "proxy.read_timeout: must be > 0 and finite, got inf"),
         ("[attribution]\nhalf_life_days = inf\n",
          "attribution.half_life_days: must be at least one second (0.0000116 days) and at most"
@@ -472,6 +487,14 @@ _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'en
 def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> None:
     found = problems(toml, {**ENV, "S": "s" * 32})
     assert any(expected in p for p in found), found
+
+
+def test_a_day_is_the_longest_delay_of_the_sync_and_the_sinks() -> None:
+    day = "backoff_max_seconds = 86400\ninterval_seconds = 86400\n"
+    toml = f"[central]\n{day}backoff_min_seconds = 86400\nconnect_timeout = 86400\n{_SINK}{day}"
+    settings = load_settings(None, text=toml, environ={**ENV, "S": "s" * 32})
+    assert settings.options.central.backoff_min_seconds == 86400
+    assert settings.options.sinks[0].backoff_max_seconds == 86400
 
 
 @pytest.mark.parametrize(
