@@ -111,12 +111,20 @@ class Settings:
         there (``no_store``), or a folder in its place (SQLite said ``unable to open database
         file``); None when there is a file to open."""
         path = self.store_path
-        if path.is_dir():
-            return (
-                f"gateway: the store {path} (storage.path) is a folder, not a file; point storage.path"
-                f" at the store the gateway writes, like {path / 'gateway.db'}"
-            )
+        if folder := self.store_folder():
+            return f"gateway: the store {path} (storage.path) is {folder}"
         return None if path.exists() else self.no_store()
+
+    def store_folder(self) -> str | None:
+        """What to say when ``storage.path`` names a folder (the store cannot be created there),
+        from "a folder, not a file; …"; None otherwise."""
+        path = self.store_path
+        if not path.is_dir():
+            return None
+        return (
+            "a folder, not a file; point storage.path at the store the gateway writes,"
+            f" like {path / 'gateway.db'}"
+        )
 
     @property
     def lowercases_user_ids(self) -> bool:

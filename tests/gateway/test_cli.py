@@ -74,6 +74,20 @@ def test_check_without_secrets_explains_how(tmp_path: Path) -> None:
     assert "identity.secret: environment variable GATEWAY_SECRET is not set" in done.stderr
 
 
+def test_check_refuses_a_folder_at_storage_path(tmp_path: Path) -> None:
+    """`check` said OK, and only `run` (or `doctor`) found that the store could not be opened."""
+    (tmp_path / "data").mkdir()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[storage]\npath = "data"\n')
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2 and done.stdout == "", done
+    folder = tmp_path / "data"
+    said = f"  storage.path: {folder} is a folder, not a file; point storage.path at the store the gateway"
+    assert said in done.stderr and f"like {folder / 'gateway.db'}" in done.stderr, done.stderr
+    cfg.write_text('[storage]\npath = "data/gw.db"\n')  # not there yet: run creates it
+    assert gateway("check", "-c", str(cfg), env=ENV).returncode == 0
+
+
 def test_check_missing_file() -> None:
     done = gateway("check", "-c", "/nonexistent/gateway.toml", env=ENV)
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
