@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import hmac
 import ipaddress
 import os
 import re
@@ -770,6 +771,13 @@ def load_settings(
                 f"admin.token: the value of {options.admin.token.removeprefix('env:')} {PADDED};"
                 " no login or Authorization header can send it"
             )
+    if secret and token and hmac.compare_digest(secret.encode(), token.encode()):
+        # One secret for two purposes: whoever holds the admin token (every operator, a script's
+        # environment) could compute any visitor's hashes and sign cookies.
+        problems.append(
+            f"admin.token: the same value as identity.secret ({_env_names(options)}); the admin"
+            " token would let its holder compute visitor hashes: give each its own secret"
+        )
     sender_hint = missing_hint if missing_hint is not None else "" if offline else DEV_HINT
 
     def unused(value: str) -> bool:
@@ -849,6 +857,12 @@ def load_settings(
         sink_secrets=sink_secrets,
         report_zone=report_zone(options.attribution.timezone),
     )
+
+
+def _env_names(options: Options) -> str:
+    """Where identity.secret and admin.token were read from, for a problem about both."""
+    names = [value[4:] for value in (options.identity.secret, options.admin.token)]
+    return f"both read from {names[0]}" if names[0] == names[1] else f"{names[0]} and {names[1]} are equal"
 
 
 def masked(options: Options) -> dict[str, Any]:

@@ -232,6 +232,28 @@ def test_custom_env_names() -> None:
     assert settings.admin_token == "m" * 32
 
 
+@pytest.mark.parametrize(
+    ("toml", "environ", "expected"),
+    [
+        ("", {**ENV, "GATEWAY_ADMIN_TOKEN": ENV["GATEWAY_SECRET"]},
+         "admin.token: the same value as identity.secret (GATEWAY_SECRET and GATEWAY_ADMIN_TOKEN are"
+         " equal);"),
+        ("[admin]\ntoken = 'env:GATEWAY_SECRET'\n", ENV,
+         "admin.token: the same value as identity.secret (both read from GATEWAY_SECRET);"),
+    ],
+)  # fmt: skip
+def test_an_admin_token_equal_to_the_identity_secret_is_refused(
+    toml: str, environ: dict[str, str], expected: str
+) -> None:
+    """Whoever held the admin token could have computed every visitor's hashes and signed cookies."""
+    found = problems(toml, environ)
+    assert any(p.startswith(expected) for p in found), found
+    assert ENV["GATEWAY_SECRET"] not in "\n".join(found)
+    # A command that serves nothing and has no token set is not refused for it.
+    alone = {"GATEWAY_SECRET": ENV["GATEWAY_SECRET"]}
+    assert load_settings(None, text="", environ=alone, offline=True).admin_token == ""
+
+
 def test_masked_never_shows_secret_values() -> None:
     settings = load_settings(None, text="", environ=ENV)
     shown = msgspec.json.encode(masked(settings.options)).decode()
