@@ -20,7 +20,7 @@ import secrets
 import socket
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from pathlib import Path
@@ -31,7 +31,7 @@ from yarl import URL
 
 from gateway.attribution import report_zone
 from gateway.channels import Channels
-from gateway.config_checks import admin_exposure, validate
+from gateway.config_checks import admin_exposure, http_url, validate
 from gateway.config_values import (
     PADDED,
     dsn_problem,
@@ -80,6 +80,9 @@ class Settings:
     """The resolved ``central.url`` DSN; empty: no central store."""
     sink_secrets: Mapping[str, bytes] = field(default_factory=dict)
     """``[[sinks]]`` name → its resolved write key or signing secret."""
+    sink_urls: Mapping[str, str] = field(default_factory=dict)
+    """``[[sinks]]`` name → its URL: as written, or read from the environment (``env:NAME``).
+    A command that serves nothing lacks a sink whose variable is not set (as ``sink_secrets``)."""
     report_zone: tzinfo = UTC
     """``attribution.timezone``, loaded once (its file read here, not in a request handler)."""
 
@@ -839,6 +842,8 @@ def load_settings(
                     " (a newline from the file it was read from?); a write key has none"
                 )
             sink_secrets[sink.name] = value.encode()
+    # No --dev hint: dev mode makes up secrets, not a destination.
+    sink_urls = resolve_sink_urls(options, environ, problems, missing_hint or "", unused)
     if problems:
         raise ConfigError(problems)
     trusted = tuple(ipaddress.ip_network(n, strict=False) for n in options.proxy.trusted_proxies)
@@ -855,6 +860,7 @@ def load_settings(
         channels=Channels(options.channels),
         central_url=central_url,
         sink_secrets=sink_secrets,
+        sink_urls=sink_urls,
         report_zone=report_zone(options.attribution.timezone),
     )
 
@@ -863,6 +869,41 @@ def _env_names(options: Options) -> str:
     """Where identity.secret and admin.token were read from, for a problem about both."""
     names = [value[4:] for value in (options.identity.secret, options.admin.token)]
     return f"both read from {names[0]}" if names[0] == names[1] else f"{names[0]} and {names[1]} are equal"
+
+
+def resolve_sink_urls(
+    options: Options,
+    environ: Mapping[str, str],
+    problems: list[str],
+    hint: str,
+    unused: Callable[[str], bool],
+) -> dict[str, str]:
+    """``[[sinks]]`` name → its URL: as written, or for ``env:NAME`` the variable's value (a URL
+    with credentials, ``user:password@`` or a token in its query, is a secret). A variable not
+    set, empty, or not an http(s) URL is a problem naming ``sinks[i].url`` and the variable, never
+    its value; ``unused`` ones (a command that sends nothing) are left out."""
+    urls: dict[str, str] = {}
+    for i, sink in enumerate(options.sinks):
+        if not sink.url.startswith("env:"):
+            urls[sink.name] = sink.url
+            continue
+        if unused(sink.url):
+            continue
+        key, name = f"sinks[{i}].url", sink.url[4:]
+        value = environ.get(name, "")
+        if bad := not_utf8(name, value):
+            problems.append(f"{key}: {bad}")
+        elif not value:
+            problems.append(f"{key}: {unset(name, environ)}{hint}")
+        elif padded(value):
+            problems.append(f"{key}: the value of {name} {PADDED}; a URL has none")
+        elif not http_url(value):
+            problems.append(
+                f"{key}: the value of {name} must be an http(s) URL (not shown: it may hold a secret)"
+            )
+        else:
+            urls[sink.name] = value
+    return urls
 
 
 def masked(options: Options) -> dict[str, Any]:

@@ -392,12 +392,8 @@ def _validate_central(options: Options) -> list[str]:
         key = f"sinks[{i}]"
         _check(p, bool(re.fullmatch(r"[a-z0-9_.-]{1,64}", sink.name)), f"{key}.name", "must be a-z 0-9 _ . -")
         _check(p, names.count(sink.name) == 1, f"{key}.name", f"{sink.name!r} is used by two sinks")
-        try:
-            url = URL(sink.url)
-            good = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
-        except ValueError:
-            good = False
-        _check(p, good, f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
+        if not sink.url.startswith("env:"):  # the variable's value is checked where it is read
+            _check(p, http_url(sink.url), f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
         _within(p, f"{key}.batch_size", sink.batch_size, 1, 10_000)
         biggest, largest = sink.max_message_bytes, sink.max_batch_bytes
         if biggest < 1024:
@@ -418,6 +414,15 @@ def _validate_central(options: Options) -> list[str]:
         for name in ("interval_seconds", "backoff_max_seconds", "timeout_seconds"):
             _seconds(p, f"{key}.{name}", getattr(sink, name))
     return p
+
+
+def http_url(value: str) -> bool:
+    """Whether ``value`` is an http(s) URL with a host (a sink's destination)."""
+    try:
+        url = URL(value)
+        return url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+    except ValueError:
+        return False
 
 
 def _check_regex(problems: list[str], key: str, pattern: str) -> None:

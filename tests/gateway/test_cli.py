@@ -88,6 +88,22 @@ def test_check_refuses_a_folder_at_storage_path(tmp_path: Path) -> None:
     assert gateway("check", "-c", str(cfg), env=ENV).returncode == 0
 
 
+def test_a_sink_url_from_the_environment_is_checked_never_printed_and_needed_to_send(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    sink = "[[sinks]]\nname = 's'\nkind = 'webhook'\nurl = 'env:SINK_URL'\nsecret = 'env:SINK'\n"
+    cfg.write_text(f'[storage]\npath = "gw.db"\n{sink}')
+    env = {**ENV, "SINK": "k" * 32, "SINK_URL": "https://hook:t0ps3cret@127.0.0.1:9/in?token=t0ps3cret"}
+    done = gateway("check", "-c", str(cfg), env=env)
+    assert done.returncode == 0, done.stderr
+    assert 'url = "env:SINK_URL"' in done.stdout and "t0ps3cret" not in done.stdout + done.stderr
+    del env["SINK_URL"]
+    done = gateway("check", "-c", str(cfg), env=env)
+    assert done.returncode == 2 and "  sinks[0].url: environment variable SINK_URL is not set" in done.stderr
+    done = gateway("sink", "send", "--user", "u1", "-c", str(cfg), env=env)
+    expected = f"gateway: {cfg}: sinks[0].url: environment variable SINK_URL is not set\n"
+    assert (done.returncode, done.stderr) == (2, expected), done
+
+
 def test_check_missing_file() -> None:
     done = gateway("check", "-c", "/nonexistent/gateway.toml", env=ENV)
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr

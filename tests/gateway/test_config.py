@@ -580,6 +580,42 @@ def test_central_url_and_sink_secrets_resolve_from_the_environment() -> None:
     assert "postgresql://x@h/db" not in str(masked(settings.options))
 
 
+_ENV_SINK = "[[sinks]]\nname = 'hook'\nkind = 'webhook'\nurl = 'env:SINK_URL'\nsecret = 'env:S'\n"
+
+
+def test_a_sink_url_is_read_from_the_environment_and_never_shown() -> None:
+    """A URL with credentials (``user:password@``, ``?token=``) had to be written in the file."""
+    url = "https://bob:hunter2@hooks.example/in?token=t0ps3cret"
+    settings = load_settings(None, text=_ENV_SINK + _SINK, environ={**ENV, "S": "s" * 32, "SINK_URL": url})
+    assert settings.sink_urls == {"hook": url, "a": "http://x"}
+    shown = masked(settings.options)["sinks"]
+    assert shown[0]["url"] == "env:SINK_URL" and "t0ps3cret" not in str(shown)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "sinks[0].url: environment variable SINK_URL is not set"),
+        ("", "sinks[0].url: environment variable SINK_URL is empty"),
+        ("ftp://u:t0ps3cret@x/in", "sinks[0].url: the value of SINK_URL must be an http(s) URL (not shown"),
+        ("https://u:t0ps3cret@x/in\n", "sinks[0].url: the value of SINK_URL starts or ends with white space"),
+        ("https://x/\udcff", "sinks[0].url: the value of SINK_URL is not UTF-8"),
+    ],
+)
+def test_a_sink_url_variable_that_gives_no_url_is_a_problem_naming_key_and_variable(
+    value: str | None, expected: str
+) -> None:
+    environ = {**ENV, "S": "s" * 32, **({} if value is None else {"SINK_URL": value})}
+    found = problems(_ENV_SINK, environ)
+    assert any(p.startswith(expected) for p in found), found
+    assert "t0ps3cret" not in "\n".join(found)
+
+
+def test_a_command_that_sends_nothing_needs_no_sink_url_variable() -> None:
+    settings = load_settings(None, text=_ENV_SINK, environ={**ENV, "S": "s" * 32}, offline=True)
+    assert settings.sink_urls == {}
+
+
 _RULE = "name = 'r'\nstatus = [200]\nuser_id = { form = 'u' }\n"
 _DEEP = "(" * 1000 + ")" * 1000
 
