@@ -129,6 +129,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, dev=args.dev, admin_public=args.admin_public)
     except ConfigError as err:
         return _fail_config(args.config, err)
+    if folder := settings.store_folder():  # run would fail to open it (until 2026-12-05 check said OK)
+        return _fail_config(args.config, ConfigError([f"storage.path: {settings.store_path} is {folder}"]))
     print(f"# {args.config}: OK (store: {settings.store_path}, node: {settings.node})")
     # A GeoIP database named but missing is not an error (geo turns itself off): said, though.
     for check in check_geo(settings):

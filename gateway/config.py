@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import hmac
 import ipaddress
 import os
 import re
@@ -19,7 +20,7 @@ import secrets
 import socket
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from pathlib import Path
@@ -30,7 +31,7 @@ from yarl import URL
 
 from gateway.attribution import report_zone
 from gateway.channels import Channels
-from gateway.config_checks import admin_exposure, validate
+from gateway.config_checks import admin_exposure, http_url, validate
 from gateway.config_values import (
     PADDED,
     dsn_problem,
@@ -79,6 +80,9 @@ class Settings:
     """The resolved ``central.url`` DSN; empty: no central store."""
     sink_secrets: Mapping[str, bytes] = field(default_factory=dict)
     """``[[sinks]]`` name → its resolved write key or signing secret."""
+    sink_urls: Mapping[str, str] = field(default_factory=dict)
+    """``[[sinks]]`` name → its URL: as written, or read from the environment (``env:NAME``).
+    A command that serves nothing lacks a sink whose variable is not set (as ``sink_secrets``)."""
     report_zone: tzinfo = UTC
     """``attribution.timezone``, loaded once (its file read here, not in a request handler)."""
 
@@ -111,12 +115,20 @@ class Settings:
         there (``no_store``), or a folder in its place (SQLite said ``unable to open database
         file``); None when there is a file to open."""
         path = self.store_path
-        if path.is_dir():
-            return (
-                f"gateway: the store {path} (storage.path) is a folder, not a file; point storage.path"
-                f" at the store the gateway writes, like {path / 'gateway.db'}"
-            )
+        if folder := self.store_folder():
+            return f"gateway: the store {path} (storage.path) is {folder}"
         return None if path.exists() else self.no_store()
+
+    def store_folder(self) -> str | None:
+        """What to say when ``storage.path`` names a folder (the store cannot be created there),
+        from "a folder, not a file; …"; None otherwise."""
+        path = self.store_path
+        if not path.is_dir():
+            return None
+        return (
+            "a folder, not a file; point storage.path at the store the gateway writes,"
+            f" like {path / 'gateway.db'}"
+        )
 
     @property
     def lowercases_user_ids(self) -> bool:
@@ -762,6 +774,13 @@ def load_settings(
                 f"admin.token: the value of {options.admin.token.removeprefix('env:')} {PADDED};"
                 " no login or Authorization header can send it"
             )
+    if secret and token and hmac.compare_digest(secret.encode(), token.encode()):
+        # One secret for two purposes: whoever holds the admin token (every operator, a script's
+        # environment) could compute any visitor's hashes and sign cookies.
+        problems.append(
+            f"admin.token: the same value as identity.secret ({_env_names(options)}); the admin"
+            " token would let its holder compute visitor hashes: give each its own secret"
+        )
     sender_hint = missing_hint if missing_hint is not None else "" if offline else DEV_HINT
 
     def unused(value: str) -> bool:
@@ -823,6 +842,8 @@ def load_settings(
                     " (a newline from the file it was read from?); a write key has none"
                 )
             sink_secrets[sink.name] = value.encode()
+    # No --dev hint: dev mode makes up secrets, not a destination.
+    sink_urls = resolve_sink_urls(options, environ, problems, missing_hint or "", unused)
     if problems:
         raise ConfigError(problems)
     trusted = tuple(ipaddress.ip_network(n, strict=False) for n in options.proxy.trusted_proxies)
@@ -839,8 +860,50 @@ def load_settings(
         channels=Channels(options.channels),
         central_url=central_url,
         sink_secrets=sink_secrets,
+        sink_urls=sink_urls,
         report_zone=report_zone(options.attribution.timezone),
     )
+
+
+def _env_names(options: Options) -> str:
+    """Where identity.secret and admin.token were read from, for a problem about both."""
+    names = [value[4:] for value in (options.identity.secret, options.admin.token)]
+    return f"both read from {names[0]}" if names[0] == names[1] else f"{names[0]} and {names[1]} are equal"
+
+
+def resolve_sink_urls(
+    options: Options,
+    environ: Mapping[str, str],
+    problems: list[str],
+    hint: str,
+    unused: Callable[[str], bool],
+) -> dict[str, str]:
+    """``[[sinks]]`` name → its URL: as written, or for ``env:NAME`` the variable's value (a URL
+    with credentials, ``user:password@`` or a token in its query, is a secret). A variable not
+    set, empty, or not an http(s) URL is a problem naming ``sinks[i].url`` and the variable, never
+    its value; ``unused`` ones (a command that sends nothing) are left out."""
+    urls: dict[str, str] = {}
+    for i, sink in enumerate(options.sinks):
+        if not sink.url.startswith("env:"):
+            urls[sink.name] = sink.url
+            continue
+        if unused(sink.url):
+            continue
+        key, name = f"sinks[{i}].url", sink.url[4:]
+        value = environ.get(name, "")
+        if bad := not_utf8(name, value):
+            problems.append(f"{key}: {bad}")
+        elif not value:
+            problems.append(f"{key}: {unset(name, environ)}{hint}")
+        elif padded(value):
+            problems.append(f"{key}: the value of {name} {PADDED}; a URL has none")
+        elif not http_url(value):
+            problems.append(
+                f"{key}: the value of {name} must be an http(s) URL (not shown: it may hold a secret)"
+            )
+        else:
+            urls[sink.name] = value
+    return urls
 
 
 def masked(options: Options) -> dict[str, Any]:

@@ -103,6 +103,22 @@ def _positive(problems: list[str], key: str, value: float) -> None:
     _check(problems, 0 < value < math.inf, key, f"must be > 0 and finite, got {value}")
 
 
+MAX_DELAY_SECONDS = 86_400
+"""Longest pause, retry delay or timeout of the sync and the sinks: a day. Beyond it a value is a
+typo (``3e6``, ``1e300``), and the task it sets would wait for weeks or for ever, unsaid."""
+
+
+def _seconds(problems: list[str], key: str, value: float) -> None:
+    """A pause, retry delay or timeout of a background task: more than 0, at most a day
+    (``MAX_DELAY_SECONDS``); ``inf`` and ``nan`` are out of range too."""
+    _check(
+        problems,
+        0 < value <= MAX_DELAY_SECONDS,
+        key,
+        f"must be > 0 and at most {MAX_DELAY_SECONDS} (a day), got {value}",
+    )
+
+
 def _within(problems: list[str], key: str, value: float, lo: int, hi: int) -> None:
     """``lo <= value <= hi``, else a problem naming ``key``: "must be lo..hi, got value"."""
     _check(problems, lo <= value <= hi, key, f"must be {lo}..{hi}, got {value}")
@@ -350,7 +366,7 @@ def _validate_central(options: Options) -> list[str]:
         ("central.backoff_max_seconds", c.backoff_max_seconds),
         ("central.connect_timeout", c.connect_timeout),
     ):
-        _positive(p, key, value)
+        _seconds(p, key, value)
     if c.backoff_max_seconds < c.backoff_min_seconds:
         # Named by the key that was changed: a backoff_min_seconds above the default maximum
         # is that key's mistake, not backoff_max_seconds'.
@@ -376,12 +392,8 @@ def _validate_central(options: Options) -> list[str]:
         key = f"sinks[{i}]"
         _check(p, bool(re.fullmatch(r"[a-z0-9_.-]{1,64}", sink.name)), f"{key}.name", "must be a-z 0-9 _ . -")
         _check(p, names.count(sink.name) == 1, f"{key}.name", f"{sink.name!r} is used by two sinks")
-        try:
-            url = URL(sink.url)
-            good = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
-        except ValueError:
-            good = False
-        _check(p, good, f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
+        if not sink.url.startswith("env:"):  # the variable's value is checked where it is read
+            _check(p, http_url(sink.url), f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
         _within(p, f"{key}.batch_size", sink.batch_size, 1, 10_000)
         biggest, largest = sink.max_message_bytes, sink.max_batch_bytes
         if biggest < 1024:
@@ -400,8 +412,17 @@ def _validate_central(options: Options) -> list[str]:
             f"must be > 0, got {sink.rate_per_second}",  # inf: no limit
         )
         for name in ("interval_seconds", "backoff_max_seconds", "timeout_seconds"):
-            _positive(p, f"{key}.{name}", getattr(sink, name))
+            _seconds(p, f"{key}.{name}", getattr(sink, name))
     return p
+
+
+def http_url(value: str) -> bool:
+    """Whether ``value`` is an http(s) URL with a host (a sink's destination)."""
+    try:
+        url = URL(value)
+        return url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+    except ValueError:
+        return False
 
 
 def _check_regex(problems: list[str], key: str, pattern: str) -> None:

@@ -190,6 +190,13 @@ class Inbound:
         return await self._receive(request, self._authenticate_standard)
 
     async def segment(self, request: web.Request, implied: str | None = None) -> web.StreamResponse:
+        if not self.segment_keys:  # "wrong write key" sent the operator looking at the key
+            self._count(UNKNOWN, "rejected")
+            return error(
+                404,
+                'no Segment source is configured here: add a [[sources]] entry with format = "segment"'
+                " and its write key in secrets",
+            )
         return await self._receive(request, self._authenticate_segment, implied)
 
     def _verify_stamped(self, request: web.Request, header: str, body: bytes, now: float) -> Authenticated:

@@ -31,10 +31,14 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
     if args.sink is not None and args.sink not in names:
         print(f"gateway: no sink named {args.sink!r} (configured: {', '.join(names)})", file=sys.stderr)
         return EXIT_CONFIG
-    for i, sink in enumerate(settings.options.sinks):  # the ones it sends to need their secret
+    for i, sink in enumerate(settings.options.sinks):  # the ones it sends to need their secret and URL
         if args.sink in (None, sink.name) and sink.name not in settings.sink_secrets:
             why = unset(sink.secret.removeprefix("env:"), os.environ)
             print(f"gateway: {args.config}: sinks[{i}].secret: {why}", file=sys.stderr)
+            return EXIT_CONFIG
+        if args.sink in (None, sink.name) and sink.name not in settings.sink_urls:  # url = "env:NAME"
+            why = unset(sink.url.removeprefix("env:"), os.environ)
+            print(f"gateway: {args.config}: sinks[{i}].url: {why}", file=sys.stderr)
             return EXIT_CONFIG
     # A mistyped storage.path made an empty store, and "0 messages sent" looked like a user
     # with nothing to send (until 2026-12-05).

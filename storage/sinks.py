@@ -114,6 +114,9 @@ class Sink:
         self.metrics = metrics
         self.keys = keys
         self.secret = settings.sink_secrets[options.name]
+        # As written, or read from env:NAME; "" for one a command that sends nothing did not read
+        # (`sink send --sink` another one): it never posts.
+        self.url = settings.sink_urls.get(options.name, "")
         self._set = sinks
         self._next_send = 0.0
         self._lock = asyncio.Lock()  # one request at a time per sink: the rate limit holds
@@ -149,7 +152,7 @@ class Sink:
         rate limit lets it go)."""
         body = batch_body(encoded)
         headers = {"Content-Type": "application/json"}
-        url = self.options.url
+        url = self.url
         if self.options.kind == "segment":
             url = url.rstrip("/") + "/v1/batch"
             # Segment's scheme: HTTP Basic with the write key as user name and no password.

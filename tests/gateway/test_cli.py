@@ -74,6 +74,36 @@ def test_check_without_secrets_explains_how(tmp_path: Path) -> None:
     assert "identity.secret: environment variable GATEWAY_SECRET is not set" in done.stderr
 
 
+def test_check_refuses_a_folder_at_storage_path(tmp_path: Path) -> None:
+    """`check` said OK, and only `run` (or `doctor`) found that the store could not be opened."""
+    (tmp_path / "data").mkdir()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[storage]\npath = "data"\n')
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2 and done.stdout == "", done
+    folder = tmp_path / "data"
+    said = f"  storage.path: {folder} is a folder, not a file; point storage.path at the store the gateway"
+    assert said in done.stderr and f"like {folder / 'gateway.db'}" in done.stderr, done.stderr
+    cfg.write_text('[storage]\npath = "data/gw.db"\n')  # not there yet: run creates it
+    assert gateway("check", "-c", str(cfg), env=ENV).returncode == 0
+
+
+def test_a_sink_url_from_the_environment_is_checked_never_printed_and_needed_to_send(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    sink = "[[sinks]]\nname = 's'\nkind = 'webhook'\nurl = 'env:SINK_URL'\nsecret = 'env:SINK'\n"
+    cfg.write_text(f'[storage]\npath = "gw.db"\n{sink}')
+    env = {**ENV, "SINK": "k" * 32, "SINK_URL": "https://hook:t0ps3cret@127.0.0.1:9/in?token=t0ps3cret"}
+    done = gateway("check", "-c", str(cfg), env=env)
+    assert done.returncode == 0, done.stderr
+    assert 'url = "env:SINK_URL"' in done.stdout and "t0ps3cret" not in done.stdout + done.stderr
+    del env["SINK_URL"]
+    done = gateway("check", "-c", str(cfg), env=env)
+    assert done.returncode == 2 and "  sinks[0].url: environment variable SINK_URL is not set" in done.stderr
+    done = gateway("sink", "send", "--user", "u1", "-c", str(cfg), env=env)
+    expected = f"gateway: {cfg}: sinks[0].url: environment variable SINK_URL is not set\n"
+    assert (done.returncode, done.stderr) == (2, expected), done
+
+
 def test_check_missing_file() -> None:
     done = gateway("check", "-c", "/nonexistent/gateway.toml", env=ENV)
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr

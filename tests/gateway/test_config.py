@@ -232,6 +232,28 @@ def test_custom_env_names() -> None:
     assert settings.admin_token == "m" * 32
 
 
+@pytest.mark.parametrize(
+    ("toml", "environ", "expected"),
+    [
+        ("", {**ENV, "GATEWAY_ADMIN_TOKEN": ENV["GATEWAY_SECRET"]},
+         "admin.token: the same value as identity.secret (GATEWAY_SECRET and GATEWAY_ADMIN_TOKEN are"
+         " equal);"),
+        ("[admin]\ntoken = 'env:GATEWAY_SECRET'\n", ENV,
+         "admin.token: the same value as identity.secret (both read from GATEWAY_SECRET);"),
+    ],
+)  # fmt: skip
+def test_an_admin_token_equal_to_the_identity_secret_is_refused(
+    toml: str, environ: dict[str, str], expected: str
+) -> None:
+    """Whoever held the admin token could have computed every visitor's hashes and signed cookies."""
+    found = problems(toml, environ)
+    assert any(p.startswith(expected) for p in found), found
+    assert ENV["GATEWAY_SECRET"] not in "\n".join(found)
+    # A command that serves nothing and has no token set is not refused for it.
+    alone = {"GATEWAY_SECRET": ENV["GATEWAY_SECRET"]}
+    assert load_settings(None, text="", environ=alone, offline=True).admin_token == ""
+
+
 def test_masked_never_shows_secret_values() -> None:
     settings = load_settings(None, text="", environ=ENV)
     shown = msgspec.json.encode(masked(settings.options)).decode()
@@ -459,10 +481,25 @@ _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'en
         ("[central]\nbackoff_max_seconds = 0.1\n",
          "central.backoff_max_seconds: must be >= central.backoff_min_seconds (0.5), got 0.1"),
         # inf: a timeout that never fires, an interval after which the sync never runs again.
-        ("[central]\ninterval_seconds = inf\n", "central.interval_seconds: must be > 0 and finite, got inf"),
-        ("[central]\nconnect_timeout = inf\n", "central.connect_timeout: must be > 0 and finite, got inf"),
+        ("[central]\ninterval_seconds = inf\n",
+         "central.interval_seconds: must be > 0 and at most 86400 (a day), got inf"),
+        ("[central]\nconnect_timeout = inf\n",
+         "central.connect_timeout: must be > 0 and at most 86400 (a day), got inf"),
         (_SINK + "timeout_seconds = inf\n",
-         "sinks[0].timeout_seconds: must be > 0 and finite, got inf"),
+         "sinks[0].timeout_seconds: must be > 0 and at most 86400 (a day), got inf"),
+        # Absurd but finite: the sync or the sink would have waited for ever, unsaid.
+        ("[central]\nbackoff_max_seconds = 1e300\n",
+         "central.backoff_max_seconds: must be > 0 and at most 86400 (a day), got 1e+300"),
+        ("[central]\nbackoff_min_seconds = 1e300\nbackoff_max_seconds = 1e300\n",
+         "central.backoff_min_seconds: must be > 0 and at most 86400 (a day), got 1e+300"),
+        ("[central]\nbackoff_min_seconds = nan\n",
+         "central.backoff_min_seconds: must be > 0 and at most 86400 (a day), got nan"),
+        ("[central]\ninterval_seconds = 86400.5\n",
+         "central.interval_seconds: must be > 0 and at most 86400 (a day), got 86400.5"),
+        (_SINK + "backoff_max_seconds = 1e300\n",
+         "sinks[0].backoff_max_seconds: must be > 0 and at most 86400 (a day), got 1e+300"),
+        (_SINK + "interval_seconds = -inf\n",
+         "sinks[0].interval_seconds: must be > 0 and at most 86400 (a day), got -inf"),
         ("[proxy]\nread_timeout = inf\n", "proxy.read_timeout: must be > 0 and finite, got inf"),
         ("[attribution]\nhalf_life_days = inf\n",
          "attribution.half_life_days: must be at least one second (0.0000116 days) and at most"
@@ -472,6 +509,14 @@ _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'en
 def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> None:
     found = problems(toml, {**ENV, "S": "s" * 32})
     assert any(expected in p for p in found), found
+
+
+def test_a_day_is_the_longest_delay_of_the_sync_and_the_sinks() -> None:
+    day = "backoff_max_seconds = 86400\ninterval_seconds = 86400\n"
+    toml = f"[central]\n{day}backoff_min_seconds = 86400\nconnect_timeout = 86400\n{_SINK}{day}"
+    settings = load_settings(None, text=toml, environ={**ENV, "S": "s" * 32})
+    assert settings.options.central.backoff_min_seconds == 86400
+    assert settings.options.sinks[0].backoff_max_seconds == 86400
 
 
 @pytest.mark.parametrize(
@@ -533,6 +578,42 @@ def test_central_url_and_sink_secrets_resolve_from_the_environment() -> None:
     assert settings.central_url == "postgresql://x@h/db"
     assert settings.sink_secrets == {"seg": b"key1"}
     assert "postgresql://x@h/db" not in str(masked(settings.options))
+
+
+_ENV_SINK = "[[sinks]]\nname = 'hook'\nkind = 'webhook'\nurl = 'env:SINK_URL'\nsecret = 'env:S'\n"
+
+
+def test_a_sink_url_is_read_from_the_environment_and_never_shown() -> None:
+    """A URL with credentials (``user:password@``, ``?token=``) had to be written in the file."""
+    url = "https://bob:hunter2@hooks.example/in?token=t0ps3cret"
+    settings = load_settings(None, text=_ENV_SINK + _SINK, environ={**ENV, "S": "s" * 32, "SINK_URL": url})
+    assert settings.sink_urls == {"hook": url, "a": "http://x"}
+    shown = masked(settings.options)["sinks"]
+    assert shown[0]["url"] == "env:SINK_URL" and "t0ps3cret" not in str(shown)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "sinks[0].url: environment variable SINK_URL is not set"),
+        ("", "sinks[0].url: environment variable SINK_URL is empty"),
+        ("ftp://u:t0ps3cret@x/in", "sinks[0].url: the value of SINK_URL must be an http(s) URL (not shown"),
+        ("https://u:t0ps3cret@x/in\n", "sinks[0].url: the value of SINK_URL starts or ends with white space"),
+        ("https://x/\udcff", "sinks[0].url: the value of SINK_URL is not UTF-8"),
+    ],
+)
+def test_a_sink_url_variable_that_gives_no_url_is_a_problem_naming_key_and_variable(
+    value: str | None, expected: str
+) -> None:
+    environ = {**ENV, "S": "s" * 32, **({} if value is None else {"SINK_URL": value})}
+    found = problems(_ENV_SINK, environ)
+    assert any(p.startswith(expected) for p in found), found
+    assert "t0ps3cret" not in "\n".join(found)
+
+
+def test_a_command_that_sends_nothing_needs_no_sink_url_variable() -> None:
+    settings = load_settings(None, text=_ENV_SINK, environ={**ENV, "S": "s" * 32}, offline=True)
+    assert settings.sink_urls == {}
 
 
 _RULE = "name = 'r'\nstatus = [200]\nuser_id = { form = 'u' }\n"

@@ -37,7 +37,8 @@ BLOCKS = [
     (ROOT / "gateway.toml").read_text(),
 ]
 NAMED = set(re.findall(r'"env:(\w+)"', "".join(BLOCKS)))
-ENVIRON = {**ENV, **{name: "e" * 32 for name in NAMED}, "EMPTY": "", "NEWLINE": "n" * 40 + "\n"}
+# Each its own value: an admin.token equal to identity.secret is refused (since 2026-12-05).
+ENVIRON = {**ENV, **{name: f"{name}_{'e' * 32}" for name in NAMED}, "EMPTY": "", "NEWLINE": "n" * 40 + "\n"}
 BAD: list[Any] = [
     "", " ", "x", "\x00", "\x1b[31m", ["\x1b[31m"], {"\x1b[31m": 1}, "env:", "env:NOT_SET", "env:EMPTY",
     "env:NEWLINE", "a" * 3000, "é",

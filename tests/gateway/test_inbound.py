@@ -560,6 +560,30 @@ async def test_segment_page_becomes_a_touchpoint_and_identify_a_binding(gw: Runn
     assert status == 401
 
 
+async def test_segment_without_a_segment_source_says_none_is_configured(
+    start_gateway, upstream_server
+) -> None:
+    """With no ``format = "segment"`` source, every call was a 401 "missing or wrong write key",
+    which sent the operator checking a key the gateway had never been given."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="site")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    standard_only = SOURCES.split('[[sources]]\nname = "segment"')[0]
+    gw = await start_gateway(await upstream_server(app), standard_only, SOURCES_ENV)
+    body = encode({"type": "page", "messageId": "n1", "anonymousId": "a-n1"})
+    for path in ("/_gw/segment", "/_gw/segment/v1/batch", "/_gw/segment/v1/page"):
+        status, answer = await post(gw, body, basic(SEGMENT), path)
+        assert status == 404, (path, answer)
+        assert answer["ok"] is False and answer["error"].startswith("no Segment source is configured here")
+        assert 'format = "segment"' in answer["error"]
+    assert await rows(gw, "SELECT count(*) FROM receipts") == [(0,)]
+    signed_body = encode(conversion())
+    assert (await post(gw, signed_body, signed(signed_body)))[0] == 202  # /_gw/events still takes its own
+
+
 async def test_a_segment_batchs_own_context_applies_to_each_call(gw: RunningGateway) -> None:
     """Segment's batch call may carry one context for all its calls: its campaign was dropped,
     and a page with campaign data answered "ignored"."""

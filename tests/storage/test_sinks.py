@@ -42,8 +42,8 @@ class World:
 async def world(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[World]]]:
     made: list[World] = []
 
-    async def make(toml: str) -> World:
-        settings = make_settings(tmp_path, toml, SINK_SECRET=WRITE_KEY)
+    async def make(toml: str, **env: str) -> World:
+        settings = make_settings(tmp_path, toml, SINK_SECRET=WRITE_KEY, **env)
         metrics = Metrics()
         store = LocalStore(settings.store_path, settings.options.storage, metrics)
         await store.open()
@@ -308,6 +308,18 @@ async def test_webhook_sink_is_signed_and_a_retry_is_the_same_delivery(world, ba
         verify_standard({"out": [WRITE_KEY.encode()]}, headers, batch_api.bodies[0], now, 300).sender == "out"
     )
     assert {c["type"] for c in batch_api.calls} == {"track", "identify"}
+
+
+async def test_a_sink_url_read_from_the_environment_is_where_it_sends(world, batch_api: BatchApi) -> None:
+    """A URL holding credentials (``user:password@``, sent as HTTP Basic) had to be written in
+    the config file; ``url = "env:NAME"`` reads it from the environment."""
+    toml = sink_toml(batch_api, kind="webhook").replace(f'"{batch_api.url}/hook"', '"env:SINK_URL"')
+    assert "env:SINK_URL" in toml
+    secret_url = batch_api.url.replace("http://", "http://gw:pa55@") + "/hook?token=t0k"
+    w = await world(toml, SINK_URL=secret_url)
+    await seed(w)
+    assert await one_round(w) == {"touchpoints": 3, "identities": 2}
+    assert batch_api.headers[0]["Authorization"] == "Basic " + base64.b64encode(b"gw:pa55").decode()
 
 
 async def test_resend_user_on_demand(world, batch_api: BatchApi) -> None:
