@@ -112,8 +112,9 @@ class Campaign:
     def is_tracked(self, key: str) -> bool:
         return self.classify(key) is not None
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, ex: Exchange, key: str, reason: str) -> None:
         self.metrics.params_dropped.labels(reason).inc()
+        ex.refused.append((key, reason))
 
     def request(self, ex: Exchange) -> None:
         req = ex.request
@@ -137,7 +138,7 @@ class Campaign:
             slot = param.slot
             value = raw_value.strip()
             if len(value) > max_length:
-                self._drop("too_long")
+                self._drop(ex, key, "too_long")
                 continue
             # A click ID is a token: no space, nor the joiners a name may be written with.
             if slot == "click":
@@ -145,14 +146,14 @@ class Campaign:
             else:
                 printable = printable_name(value)
             if not printable:
-                self._drop("unprintable")
+                self._drop(ex, key, "unprintable")
                 continue
             if not value:
                 continue
             if slot == "source" or slot == "medium":
                 value = value.casefold()
                 if slot == "source" and self.allowed_sources and value not in self.allowed_sources:
-                    self._drop("source_not_allowed")
+                    self._drop(ex, key, "source_not_allowed")
                     continue
             # A repeated key: the first valid value is the one stored, in raw_params as in its slot.
             if (

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+from addons.campaign import hostname
 from addons.identity import verify_cookie
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
-from gateway.events import Binding, Conversion, DailyCount, Event
+from gateway.events import Binding, Conversion, DailyCount, Event, Touchpoint
 from gateway.forwarding import client_ip, is_trusted
 from gateway.history import UNENDED, Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
@@ -173,6 +174,11 @@ class Replayer:
         self.id_mac = derive(settings.secret, "gateway/import-id/v1")
         public = urlsplit(opts.proxy.public_origin) if opts.proxy.public_origin else None
         self.host = default_host or (public.netloc if public else "")
+        self.site_hosts = frozenset(
+            hostname(host) for host in (default_host, public.netloc if public else "") if host
+        )
+        """The site's own hosts (--host, ``proxy.public_origin``), without port: an absolute-form
+        request line naming another is a proxy's request, not a landing here."""
         self.trusted = settings.trusted_networks
         self.scheme = public.scheme if public else "https"
         self._visitors: dict[tuple[str, str, int], Visitor] = {}
@@ -243,9 +249,17 @@ class Replayer:
         view.all_headers = line.headers is not None  # a flow dump's are all there; a log's are not
         return Exchange(view, visitor=self.visitor(line, ip))
 
-    async def replay(self, line: Line, identity: bytes, ip: str) -> list[Event]:
-        """One log line through the chain, from client address ``ip`` (``client``); its events
-        with their deterministic ids."""
+    def elsewhere(self, line: Line) -> bool:
+        """Whether ``line``'s absolute-form request line names a host not this site's: one of
+        ``site_hosts`` when the import knows them, else the line's own logged Host."""
+        if not line.authority:
+            return False
+        ours = self.site_hosts or ({hostname(line.host)} if line.host else set())
+        return hostname(line.authority) not in ours
+
+    async def replay(self, line: Line, identity: bytes, ip: str) -> Exchange:
+        """One log line through the chain, from client address ``ip`` (``client``); the
+        exchange, its events with their deterministic ids."""
         ex = self.exchange(line, ip)
         await self.pipeline.request(ex)
         ex.response = ResponseView(line.status, {})
@@ -253,7 +267,7 @@ class Replayer:
         if ex.events:
             seed = identity + line.number.to_bytes(8, "big") + line.raw
             self.stamp(ex.events, seed, int(line.ts.timestamp() * 1000))
-        return ex.events
+        return ex
 
     def segment_event(self, record: Record, identity: bytes) -> list[Event]:
         """One Segment call → its rows, via the live mapping; ``Invalid`` or ``ValueError`` (with
@@ -290,6 +304,28 @@ class Replayer:
 
 
 NO_HOST = "host: missing (and no --host or proxy.public_origin)"
+ELSEWHERE = "request line names another host (absolute-form, a proxy's request): not a landing on this site"
+"""Why a line is skipped whose ``GET http://other.example/…`` names a host not the site's
+(``Replayer.elsewhere``)."""
+REFUSED = "tracking value refused, no touchpoint: "
+"""The beginning of why a line is skipped whose tracking values were all dropped by campaign,
+as live (``gateway_params_dropped_total``); the key and the rule follow."""
+_REFUSED_WHY = {
+    "too_long": "longer than campaign.max_value_length",
+    "unprintable": "not printable (a control character, a space in a click ID, bytes not UTF-8)",
+    "source_not_allowed": "not in campaign.allowed_sources",
+}
+
+
+def refused_reason(refused: list[tuple[str, str]]) -> str:
+    """Why a line that made no touchpoint is skipped: its first refused key and the rule it
+    failed (the value itself is left out: it may be anything, and reasons are counted)."""
+    key, why = refused[0]
+    shown = key if key.isprintable() and len(key) <= 40 else ascii(key[:40])
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    return f"{REFUSED}{shown} {_REFUSED_WHY.get(why, why)}{more}"
+
+
 FUTURE = (
     "time: later than now (more than webhooks.tolerance_seconds ahead of this machine's clock):"
     " the logging server's clock was wrong?"
@@ -325,12 +361,21 @@ async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -
             if item.ts > latest:
                 skips.append(Skip(item.number, FUTURE))
                 continue
+            if item.authority and replayer.elsewhere(item):
+                skips.append(Skip(item.number, ELSEWHERE))
+                continue
             ip = replayer.client(item)
             if ip != item.ip:
                 out.forwarded += 1
             elif item.forwarded_for and not is_trusted(item.ip, trusted):
                 out.unbelieved += 1
-            new = await replayer.replay(item, identity, ip)
+            ex = await replayer.replay(item, identity, ip)
+            new = ex.events
+            if ex.refused and not any(type(e) is Touchpoint or type(e) is DailyCount for e in new):
+                # Live the value is dropped and counted; here the landing would vanish from the
+                # summary, neither imported nor skipped. Rows the line made besides (a bot
+                # verdict, a rule's conversion) are still stored.
+                skips.append(Skip(item.number, refused_reason(ex.refused)))
         elif type(item) is Record:
             try:
                 new = replayer.segment_event(item, identity)

@@ -12,14 +12,42 @@ _GZIP = 16 + zlib.MAX_WBITS
 _GZIP_MAGIC = b"\x1f\x8b"
 DECODED = frozenset({"gzip", "x-gzip", "deflate"})
 """The codings ``decoded_body`` undoes (besides ``identity``)."""
+MAX_CODINGS = 4
+"""Most codings a body may list (``gzip, gzip`` is two): each is undone within the cap, so this
+bounds the work one body costs."""
+
+
+def content_codings(values: list[str]) -> list[str]:
+    """The codings of a ``Content-Encoding`` given on one or more lines, lower-cased, in the order
+    they were applied. RFC 9110: lines of a list header are one comma-joined list, so ``gzip``
+    and a second ``gzip`` line are ``gzip, gzip``; ``identity`` and empty items change nothing."""
+    items = (item.strip().lower() for value in values for item in value.split(","))
+    return [item for item in items if item and item != "identity"]
+
+
+def decoded_layers(body: bytes, codings: list[str], cap: int) -> bytes | None:
+    """``body`` with every one of ``codings`` (``content_codings``) undone, the last applied
+    first, each within ``cap`` bytes; None when one does not decode, is not one ``decoded_body``
+    undoes, or there are more than ``MAX_CODINGS``."""
+    if len(codings) > MAX_CODINGS:
+        return None
+    for coding in reversed(codings):
+        decoded = decoded_body(body, coding, cap) if coding in DECODED else None
+        if decoded is None:
+            return None
+        body = decoded
+    return body
 
 
 def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
     """The body as the site meant it: gzip or deflate undone (at most ``cap`` bytes, so a
-    small body cannot unpack into a large one); None for a larger or undecodable body."""
+    small body cannot unpack into a large one); None for a larger or undecodable body. A list
+    (``gzip, gzip``: applied twice) is undone layer by layer (``decoded_layers``)."""
     encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
+    if "," in encoding:
+        return decoded_layers(body, content_codings([encoding]), cap)
     formats: tuple[int, ...]
     if encoding in ("gzip", "x-gzip"):
         formats = (_GZIP,)

@@ -71,6 +71,9 @@ class Line:
     cookie: str = ""
     headers: dict[str, str] | None = None
     """Every request header (lower-case names), when the source kept them (flow dumps)."""
+    authority: str = ""
+    """The host (and port) an absolute-form request line named (``GET http://host/p``), which
+    ``target`` no longer holds; empty for origin-form. A proxy's request names another site."""
 
 
 @dataclass(slots=True)

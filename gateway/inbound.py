@@ -29,7 +29,7 @@ from aiohttp import web
 
 from gateway import pages
 from gateway.badbody import body_key, seal
-from gateway.codings import DECODED, decoded_body
+from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers
 from gateway.config import Settings
 from gateway.events import BadEvent, Event, Receipt, iso
 from gateway.ids import Uuid7
@@ -349,21 +349,31 @@ class Inbound:
             self._count(UNKNOWN, "rejected")
             return error(408, "body: not received in time")
         sent = body
-        coding = request.headers.get("Content-Encoding", "").strip().lower()
-        if coding not in ("", "identity"):
+        # Every Content-Encoding line: RFC 9110 makes them one list, in the order the codings
+        # were applied (until 2026-12-05 the first line alone was read: gzip twice decoded once).
+        codings = content_codings(request.headers.getall("Content-Encoding", []))
+        if codings:
             # A sender may compress (analytics libraries' gzip option): the proxy listener does
             # not decode bodies it forwards, so this one is undone here, with the same cap.
-            if coding not in DECODED:
+            named = ", ".join(codings)
+            if unknown := next((c for c in codings if c not in DECODED), None):
                 self._count(UNKNOWN, "rejected")
                 return error(
-                    415, f"Content-Encoding: {coding[:40]!r} is not one the gateway decodes (gzip, deflate)"
+                    415, f"Content-Encoding: {unknown[:40]!r} is not one the gateway decodes (gzip, deflate)"
                 )
-            decoded = decoded_body(body, coding, self.opts.max_body)
+            if len(codings) > MAX_CODINGS:
+                self._count(UNKNOWN, "rejected")
+                return error(
+                    415,
+                    f"Content-Encoding: {len(codings)} codings ({named[:80]}), the gateway undoes at most"
+                    f" {MAX_CODINGS}",
+                )
+            decoded = decoded_layers(body, codings, self.opts.max_body)
             if decoded is None:
                 self._count(UNKNOWN, "rejected")
                 return error(
                     400,
-                    f"body: does not decode as {coding}, or is larger than webhooks.max_body "
+                    f"body: does not decode as {named[:80]}, or is larger than webhooks.max_body "
                     f"({self.opts.max_body} bytes) once decoded",
                 )
             body = decoded

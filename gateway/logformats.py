@@ -77,18 +77,24 @@ def _unescape(text: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m[1][1:], 16)) if len(m[1]) == 3 else m[1], text)
 
 
-def split_request(request: str) -> tuple[str, str] | str:
-    """``GET /p?q HTTP/1.1`` → (method, origin-form target), or why it is not a page request."""
+def split_request(request: str) -> tuple[str, str, str] | str:
+    """``GET /p?q HTTP/1.1`` → (method, origin-form target, authority), or why it is not a page
+    request. The authority is what an absolute-form target (``GET http://host:8080/p``, as a
+    client sends a proxy) named, userinfo left out; empty for origin-form."""
     parts = request.split(" ")
     if len(parts) not in (2, 3) or not parts[0].isalpha() or not parts[0].isupper():
         return "unreadable request line"
-    target = parts[1]
-    if target.startswith(("http://", "https://")):
-        slash = target.find("/", target.find("//") + 2)
-        target = target[slash:] if slash > 0 else "/"
+    target, authority = parts[1], ""
+    if target[:8].lower().startswith(("http://", "https://")):
+        start = target.find("//") + 2
+        end = min((i for i in (target.find(c, start) for c in "/?#") if i >= 0), default=len(target))
+        authority = target[start:end].rpartition("@")[2]
+        if not authority:  # ``http:///p``: no host to tell this site's from another's
+            return "unreadable request line"
+        target = target[end:] if target[end:].startswith("/") else "/" + target[end:].partition("#")[0]
     if not target.startswith("/"):
         return "not an origin-form request (CONNECT, OPTIONS *)"
-    return (parts[0], target) if target.isascii() else RAW_BYTES
+    return (parts[0], target, authority) if target.isascii() and authority.isascii() else RAW_BYTES
 
 
 RAW_BYTES = "a request target with raw non-ASCII bytes (the gateway answers such a request 400)"
@@ -151,6 +157,7 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
                 ip=m[2],
                 forwarded_for=forwarded_for(extra) if extra and m[7] is not None else "",
                 cookie=logged_cookie(extra, cookie_name) if extra else "",
+                authority=request[2],
             )
         ]
 
@@ -190,14 +197,14 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
         ts = parse_any_time(resolve(doc, tokens), times) if tokens else None
         if ts is None:
             return [Skip(number, f"time: missing or unreadable at {'/' + '/'.join(tokens or ())}")]
-        method, uri = text(doc, "method"), text(doc, "uri")
+        method, uri, authority = text(doc, "method"), text(doc, "uri"), ""
         if not (method and uri):
             request = split_request(text(doc, "request"))
             if request == RAW_BYTES:
                 return [Skip(number, f"request: {RAW_BYTES}")]
             if isinstance(request, str):
                 return [Skip(number, "method/uri: missing (and no readable request line)")]
-            method, uri = request
+            method, uri, authority = request
         elif not uri.startswith("/"):
             return [Skip(number, f"uri: not a path: {uri[:40]!r}")]
         query = text(doc, "query")
@@ -221,6 +228,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
                 ip=text(doc, "ip"),
                 forwarded_for=text(doc, "forwarded_for"),
                 cookie=f"{cookie_name}={vid}" if vid else text(doc, "cookie"),
+                authority=authority,
             )
         ]
 

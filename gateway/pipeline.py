@@ -198,6 +198,9 @@ class Exchange:
     """Set by the geo addon on page loads and landings; read by later addons (bots)."""
     aggregate_only: bool = False
     """Set by identity for ``Sec-GPC``/``DNT``: no visitor, landings only counted per day."""
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    """Tracked query keys whose value campaign dropped, with why (``too_long``, ``unprintable``,
+    ``source_not_allowed``): ``gateway import`` says so of a line that made no touchpoint."""
     _query_pairs: list[tuple[str, str, str]] | None = None
 
     @property

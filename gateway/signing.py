@@ -245,7 +245,7 @@ def verify_body_hmac(
                 continue
             _check_timestamp(parts[0], now, tolerance, f"{spec.stamped.header} {spec.stamped.time_field}")
             return _delivered(sender, spec, headers, body)
-        if not given.startswith(spec.prefix):
+        if given[: len(spec.prefix)].lower() != spec.prefix.lower():  # ``SHA256=`` is ``sha256=``
             continue
         offered = given[len(spec.prefix) :].strip()
         if spec.encoding == "hex":
@@ -255,6 +255,11 @@ def verify_body_hmac(
         if any(hmac.compare_digest(body_hmac(secret, body, spec.encoding), offered) for secret in secrets):
             return _delivered(sender, spec, headers, body)
     raise AuthFailed("signature", "signature: no valid signature")
+
+
+def _without_prefix(text: str, prefix: str) -> str:
+    """``text`` without ``prefix`` (compared in any case) when it starts with it."""
+    return text[len(prefix) :] if text[: len(prefix)].lower() == prefix.lower() else text
 
 
 def _delivered(sender: str, spec: BodyHmac, headers: Mapping[str, str], body: bytes) -> Authenticated:
@@ -267,8 +272,9 @@ def _delivered(sender: str, spec: BodyHmac, headers: Mapping[str, str], body: by
 
 
 def verify_legacy(senders: Mapping[str, Sequence[bytes]], given: str, body: bytes) -> Authenticated:
-    """The legacy sender whose secret made the hex signature ``given`` (``sha256=`` prefix allowed)."""
-    offered = given.strip().removeprefix("sha256=").lower()
+    """The legacy sender whose secret made the hex signature ``given`` (a ``sha256=`` prefix
+    allowed, in any case: senders write the algorithm's name as ``SHA256=``; hex in any case)."""
+    offered = _without_prefix(given.strip(), "sha256=").lower()
     if not offered.isascii():  # hex: anything else cannot match
         raise AuthFailed("signature", "signature: no valid signature")
     for sender, secrets in senders.items():

@@ -1652,3 +1652,97 @@ async def test_a_referrer_host_with_bytes_that_are_not_utf8_is_not_stored(tmp_pa
     summary = await run_import(settings, [log], "combined", host="shop.example")
     assert summary.events["touchpoints"] == 1
     assert await query(settings, "SELECT source, referrer_host FROM touchpoints") == [("a", None)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_line_whose_tracking_values_are_all_refused_is_skipped_and_said(
+    tmp_path: Path, workers: int
+) -> None:
+    """A landing whose only tracking value the chain refuses (too long, a click ID with a space,
+    a control character, bytes that are not UTF-8, a source not allowed) made nothing and was
+    not counted as skipped: the summary said nothing of it. Live the value is dropped and
+    counted in gateway_params_dropped_total; imported, the line is now skipped with the key
+    and the rule (never the value). A line with a valid value beside a refused one still lands."""
+    settings = make_settings(
+        tmp_path, "[campaign]\nmax_value_length = 20\nallowed_sources = ['news', 'ads']\n"
+    )
+    pre = "203.0.113.9 - - [01/Mar/2025:10:00:0"
+    targets = [
+        "/p?utm_source=news",
+        "/p?utm_campaign=" + "x" * 21,
+        "/p?gclid=abc%20def",
+        "/p?utm_source=%01",
+        "/p?utm_campaign=%ff",
+        "/p?utm_source=spam",
+        "/p?utm_source=ads&utm_campaign=" + "y" * 30,
+        "/p?utm_term=%01&utm_content=%02",
+    ]
+    text = "\n".join(f'{pre}{i} +0000] "GET {t} HTTP/1.1" 200 1 "-" "{UA}"' for i, t in enumerate(targets))
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    refused = "tracking value refused, no touchpoint: "
+    unprintable = "not printable (a control character, a space in a click ID, bytes not UTF-8)"
+    assert dict(summary.skipped) == {
+        f"{refused}utm_campaign longer than campaign.max_value_length": 1,
+        f"{refused}gclid {unprintable}": 1,
+        f"{refused}utm_source {unprintable}": 1,
+        f"{refused}utm_campaign {unprintable}": 1,
+        f"{refused}utm_source not in campaign.allowed_sources": 1,
+        f"{refused}utm_term {unprintable} (and 1 more)": 1,
+    }
+    assert summary.examples[0] == f"access.log:2: {refused}utm_campaign longer than campaign.max_value_length"
+    assert summary.events["touchpoints"] == 2
+    assert await query(settings, "SELECT source, campaign FROM touchpoints ORDER BY ts") == [
+        ("news", None),
+        ("ads", None),
+    ]
+    assert "skipped:              6" in summary.render()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_an_absolute_form_request_for_another_host_is_skipped(tmp_path: Path, workers: int) -> None:
+    """``GET http://other.example/?utm_source=x`` (a proxy's request, in the log of a server
+    that also proxies) was imported as a landing on this site. It names its host: one not the
+    site's (--host, or proxy.public_origin) is skipped with its reason; the site's own, in any
+    case and with a port, lands as an origin-form line does (its query kept)."""
+    settings = make_settings(tmp_path)
+    pre = "203.0.113.9 - - [01/Mar/2025:10:00:0"
+    targets = [
+        "http://other.example/?utm_source=proxied",
+        "https://other.example:8443/p?utm_source=proxied2",
+        "http://user@other.example/p?utm_source=proxied3",
+        "http://SHOP.example:8080/p?utm_source=ours",
+        "http://shop.example?utm_source=bare",
+        "/p?utm_source=plain",
+    ]
+    text = "\n".join(f'{pre}{i} +0000] "GET {t} HTTP/1.1" 200 1 "-" "{UA}"' for i, t in enumerate(targets))
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    reason = "request line names another host (absolute-form, a proxy's request): not a landing on this site"
+    assert dict(summary.skipped) == {reason: 3}
+    assert summary.examples[0] == f"access.log:1: {reason}"
+    assert await query(settings, "SELECT source, landing_path FROM touchpoints ORDER BY ts") == [
+        ("ours", "/p"),
+        ("bare", "/"),
+        ("plain", "/p"),
+    ]
+
+
+async def test_an_absolute_form_request_without_the_sites_host_is_told_by_the_lines_host(
+    tmp_path: Path,
+) -> None:
+    """A json-lines log with a host per line, imported without --host or proxy.public_origin:
+    the site's host is not known, so an absolute-form request line is this site's only when it
+    names the line's own logged Host."""
+    settings = make_settings(tmp_path)
+    lines = [
+        {"host": "shop.example", "request": "GET http://other.example/?utm_source=proxied HTTP/1.1"},
+        {"host": "shop.example", "request": "GET http://shop.example/?utm_source=ours HTTP/1.1"},
+        {"host": "shop.example", "request": "GET /?utm_source=plain HTTP/1.1"},
+    ]
+    text = "\n".join(json.dumps({"time": f"2025-03-01T10:00:0{i}Z", **line}) for i, line in enumerate(lines))
+    log = await asyncio.to_thread(write, tmp_path / "access.jsonl", text)
+    summary = await run_import(settings, [log], "json-lines")
+    assert [example.split(": ", 1)[0] for example in summary.examples] == ["access.jsonl:1"]
+    assert sum(summary.skipped.values()) == 1
+    assert await query(settings, "SELECT source FROM touchpoints ORDER BY ts") == [("ours",), ("plain",)]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
+
 import pytest
 
-from gateway.codings import readable_accept_encoding
+from gateway.codings import content_codings, decoded_body, decoded_layers, readable_accept_encoding
 
 
 @pytest.mark.parametrize(
@@ -35,3 +38,30 @@ from gateway.codings import readable_accept_encoding
 )
 def test_only_codings_a_rule_can_read_are_offered(offered: str, sent: str | None) -> None:
     assert readable_accept_encoding(offered) == sent
+
+
+@pytest.mark.parametrize(
+    ("lines", "codings"),
+    [
+        (["gzip"], ["gzip"]),
+        (["gzip", "gzip"], ["gzip", "gzip"]),
+        (["deflate, GZIP", " identity "], ["deflate", "gzip"]),
+        (["identity", ""], []),
+        ([" , gzip ,"], ["gzip"]),
+        ([], []),
+    ],
+)
+def test_content_encoding_lines_are_one_list(lines: list[str], codings: list[str]) -> None:
+    assert content_codings(lines) == codings
+
+
+def test_layers_are_undone_last_first_within_the_cap() -> None:
+    body = b'{"a": 1}'
+    twice = gzip.compress(zlib.compress(body))  # deflate applied, then gzip
+    assert decoded_layers(twice, ["deflate", "gzip"], 100) == body
+    assert decoded_body(twice, "deflate, gzip", 100) == body  # one line, as a list
+    assert decoded_layers(twice, ["gzip", "deflate"], 100) is None  # not in that order
+    assert decoded_layers(twice, ["deflate", "br", "gzip"], 100) is None
+    assert decoded_layers(body, ["gzip"] * 5, 100) is None  # more than MAX_CODINGS
+    assert decoded_layers(twice, ["deflate", "gzip"], 4) is None
+    assert decoded_layers(body, [], 4) == body

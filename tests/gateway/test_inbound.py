@@ -458,6 +458,11 @@ async def test_legacy_hex_only_for_senders_that_enable_it(gw: RunningGateway) ->
     status, answer = await post(gw, other, {"x-webhook-signature": legacy_signature(BILLING.encode(), other)})
     assert status == 401 and answer["error"].startswith("signature")
     assert await rows(gw, "SELECT rule FROM conversions") == [("legacy",)]
+    # The algorithm's name upper-cased, as some senders write it: until 2026-12-05 a 401.
+    upper = encode(conversion())
+    given = "SHA256=" + legacy_signature(LEGACY.encode(), upper).upper()
+    status, answer = await post(gw, upper, {"x-webhook-signature": given})
+    assert status == 202 and answer["result"] == "accepted", answer
 
 
 async def test_mapped_sender_creator_click_for_a_user(gw: RunningGateway) -> None:
@@ -932,6 +937,47 @@ async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: 
     assert len(bomb) < 4096  # the test sources' webhooks.max_body
     status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
     assert status == 400 and "webhooks.max_body" in answer["error"], answer
+
+
+def codings(body: bytes, *lines: str) -> CIMultiDict[str]:
+    """``body``'s signed headers with one ``Content-Encoding`` line per item of ``lines``."""
+    headers = CIMultiDict(signed(body))
+    for line in lines:
+        headers.add("Content-Encoding", line)
+    return headers
+
+
+async def test_content_encoding_over_several_lines_is_one_list(gw: RunningGateway) -> None:
+    """RFC 9110: ``Content-Encoding`` on two lines is one comma-joined list, in the order the
+    codings were applied; every one is undone, the last first (until 2026-12-05 the first line
+    alone was read: gzip twice was decoded once, and ``gzip, gzip`` on one line was a 415). One
+    the gateway cannot undo, wherever it stands, is a 415; more than four codings too."""
+    twice = encode(conversion(order_id="ce-1"))
+    status, answer = await post(gw, gzip.compress(gzip.compress(twice)), codings(twice, "gzip", "gzip"))
+    assert status == 202 and answer["result"] == "accepted", answer
+    one_line = encode(conversion(order_id="ce-2"))
+    status, answer = await post(gw, gzip.compress(gzip.compress(one_line)), codings(one_line, "gzip, gzip"))
+    assert status == 202 and answer["result"] == "accepted", answer
+    # Applied in order: deflate first, then gzip; so gzip is undone first.
+    mixed = encode(conversion(order_id="ce-3"))
+    packed = gzip.compress(zlib.compress(mixed))
+    status, answer = await post(gw, packed, codings(mixed, "deflate", "gzip"))
+    assert status == 202 and answer["result"] == "accepted", answer
+    status, answer = await post(gw, packed, codings(mixed, "gzip", "deflate"))  # the wrong order
+    assert status == 400 and "does not decode as gzip, deflate" in answer["error"], answer
+    plain = encode(conversion(order_id="ce-4"))
+    status, answer = await post(gw, gzip.compress(plain), codings(plain, "gzip", "identity"))
+    assert status == 202 and answer["result"] == "accepted", answer
+    status, answer = await post(gw, gzip.compress(plain), codings(plain, "gzip", "br"))
+    assert status == 415 and answer["error"].startswith("Content-Encoding: 'br'"), answer
+    status, answer = await post(gw, plain, codings(plain, "gzip, gzip", "gzip, gzip, gzip"))
+    assert status == 415 and "at most 4" in answer["error"], answer
+    assert await rows(gw, "SELECT dedup_key FROM conversions ORDER BY dedup_key") == [
+        ("order:ce-1",),
+        ("order:ce-2",),
+        ("order:ce-3",),
+        ("order:ce-4",),
+    ]
 
 
 async def test_json_nested_too_deeply_is_a_400_kept_as_a_bad_event(gw: RunningGateway) -> None:

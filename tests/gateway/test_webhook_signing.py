@@ -34,6 +34,7 @@ from gateway.signing import (
     AuthFailed,
     BodyHmac,
     StampedScheme,
+    body_hmac,
     legacy_signature,
     stamped_signature,
     standard_signature,
@@ -181,6 +182,31 @@ def test_a_stamped_signature_is_of_this_body_and_time(scheme: StampedScheme) -> 
     for header, sent in ((given, b'{"x": 2}'), (moved, body)):
         with pytest.raises(AuthFailed, match="no valid signature"):
             verify_stamped(scheme, {"s": [secret]}, header, sent, 1000, 300)
+
+
+@pytest.mark.parametrize("prefix", ["SHA256=", "Sha256=", "sha256=", ""])
+def test_the_legacy_prefix_and_hex_are_read_in_any_case(prefix: str) -> None:
+    """Senders write the algorithm's name as they please (``SHA256=``) and hex in either case:
+    until 2026-12-05 an upper-case prefix was a 401."""
+    body = b'{"type": "x"}'
+    sig = legacy_signature(b"a" * 32, body)
+    for hexed in (sig, sig.upper()):
+        assert verify_legacy(SENDERS, f" {prefix}{hexed} ", body).sender == "a"
+    with pytest.raises(AuthFailed):  # the prefix is taken off once, not any text before the hex
+        verify_legacy(SENDERS, "SHA1=" + sig, body)
+
+
+def test_a_body_hmac_prefix_is_read_in_any_case() -> None:
+    """GitHub's ``sha256=`` (a sender's ``hmac.prefix``) sent as ``SHA256=``, hex upper-cased:
+    the same signature."""
+    body = b'{"action": "created"}'
+    key = b"g" * 32
+    senders = {"github": (BodyHmac("hex", "sha256=", ""), [key])}
+    hexed = body_hmac(key, body, "hex")
+    for given in ("sha256=" + hexed, "SHA256=" + hexed.upper(), "Sha256=" + hexed):
+        assert verify_body_hmac(senders, given, body, {}, 1000, 300).sender == "github"
+    with pytest.raises(AuthFailed):
+        verify_body_hmac(senders, hexed, body, {}, 1000, 300)
 
 
 def test_legacy_hex_and_basic() -> None:
