@@ -1665,3 +1665,56 @@ async def test_on_a_tablet_the_charts_text_is_not_shrunk(
         assert all(h >= 11 for h in heights), heights  # 11-unit labels, not shrunk
         assert await page.eval("document.documentElement.scrollWidth") == 768
     assert page.errors == [], page.errors
+
+
+AMOUNTS = """JSON.stringify((strong => {
+  const card = strong.closest('.total').getBoundingClientRect();
+  const walker = document.createTreeWalker(strong, NodeFilter.SHOW_TEXT), nodes = [];
+  let at = 0;
+  while (walker.nextNode()) { nodes.push([walker.currentNode, at]); at += walker.currentNode.length; }
+  // The text node and offset of character i (end: of the end of the character before it).
+  const where = (i, end) => {
+    const [node, start] = nodes.findLast(([, first]) => (end ? first < i : first <= i));
+    return [node, i - start];
+  };
+  return [...strong.textContent.matchAll(/[0-9][0-9,.]* [A-Z]{3}/g)].map(m => {
+    const range = document.createRange();
+    range.setStart(...where(m.index));
+    range.setEnd(...where(m.index + m[0].length, true));
+    const box = range.getBoundingClientRect();
+    return [m[0], new Set([...range.getClientRects()].map(r => Math.round(r.top))).size,
+            box.left >= card.left && box.right <= card.right];
+  });
+})([...document.querySelectorAll('#totals .total')].at(-1).querySelector('strong')))"""
+"""Each amount of the conversion value card: its text, its lines, and whether it is inside the card."""
+
+
+@pytest.mark.timeout(180)
+async def test_the_conversion_value_fits_its_card_on_a_tablet_and_a_phone(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """On a 768-pixel tablet the four summary cards were 168 pixels wide, and the conversion
+    value was broken inside its number (``1,234,567.8`` over ``9 EUR``)."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    large = replace(_conv(f"{3:032x}", 3.6, 0), value=1234212.89)
+    dollars = replace(_conv(f"{4:032x}", 4.2, 0), value=98765.43, currency="USD")
+    await gw.gateway.store.write([large, dollars])
+    seen = {}
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        for width, height in ((768, 1024), (360, 740)):
+            await page.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=height,
+                deviceScaleFactor=1,
+                mobile=True,
+            )
+            await show(page, gw)
+            widths = await page.eval("[document.documentElement.scrollWidth, innerWidth]")
+            seen[width] = (json.loads(await page.eval(AMOUNTS)), widths)
+    for width, (amounts, (scrolled, viewport)) in seen.items():
+        assert [text for text, _, _ in amounts] == ["1,234,567.89 EUR", "98,765.43 USD"], width
+        assert all(lines == 1 and inside for _, lines, inside in amounts), (width, amounts)
+        assert scrolled <= viewport, (width, scrolled)
+    assert page.errors == [], page.errors
