@@ -836,6 +836,38 @@ async def test_a_download_saves_the_report_or_says_why_not(
 
 
 @pytest.mark.timeout(180)
+async def test_the_csv_and_the_semicolon_csv_are_saved_as_two_files(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """``CSV`` and ``CSV (;)`` of one report were saved under one name: the second as
+    ``… (1).csv``, or over the first."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    saved = tmp_path / "downloads"
+    await asyncio.to_thread(saved.mkdir)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        await page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(saved))
+        for count, label in enumerate(("CSV", "CSV (;)"), 1):
+            await page.eval(
+                "[...document.querySelectorAll('#export-daily a')].find(a => a.textContent === "
+                + json.dumps(label)
+                + ").click()"
+            )
+            for _ in range(100):  # a deadline, not a timing assertion
+                found = sorted(await asyncio.to_thread(lambda: [p.name for p in saved.glob("*.csv")]))
+                if len(found) == count:
+                    break
+                await asyncio.sleep(0.1)
+    assert found == [
+        "timeseries-linear-channel-2026-11-01-2026-11-10-semicolon.csv",
+        "timeseries-linear-channel-2026-11-01-2026-11-10.csv",
+    ]
+    text = await asyncio.to_thread((saved / found[0]).read_text, encoding="utf-8")
+    assert text.startswith("\ufeffday;group;currency;conversions;value"), text[:40]
+
+
+@pytest.mark.timeout(180)
 async def test_on_a_phone_the_charts_text_is_readable_and_nothing_widens_the_page(
     chromium: str, start_gateway, upstream_server, tmp_path: Path
 ) -> None:

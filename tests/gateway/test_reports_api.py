@@ -821,6 +821,32 @@ async def test_an_export_of_one_conversion_and_population_is_named_after_them(gw
             assert resp.headers["Content-Disposition"] == f'attachment; filename="{name}"'
 
 
+@pytest.mark.parametrize(
+    ("path", "stem"),
+    [
+        ("/api/attribution", "attribution-linear-channel-2026-11-01-2026-11-30"),
+        ("/api/attribution/timeseries", "timeseries-linear-channel-2026-11-01-2026-11-30"),
+        ("/api/attribution/paths", "paths-2026-11-01-2026-11-30"),
+        ("/api/payouts", "payouts-last_touch-2026-11-01-2026-11-30"),
+        ("/api/fraud", "fraud-creator_id-2026-11-01-2026-11-30"),
+    ],
+)
+async def test_a_csv_of_another_delimiter_is_named_after_it(gw: RunningGateway, path: str, stem: str) -> None:
+    """The dashboard's ``CSV`` and ``CSV (;)`` links downloaded one report under one name: the
+    second was saved as ``… (1).csv`` beside the first, which told them apart by nothing."""
+    names = {}
+    for delimiter in ("comma", "semicolon", "tab"):
+        params = {**PERIOD, "format": "csv", "delimiter": delimiter}
+        async with gw.session.get(gw.admin_url + path, headers=AUTH, params=params) as resp:
+            assert resp.status == 200, (path, delimiter)
+            names[delimiter] = resp.headers["Content-Disposition"]
+    assert names == {
+        "comma": f'attachment; filename="{stem}.csv"',  # as before
+        "semicolon": f'attachment; filename="{stem}-semicolon.csv"',
+        "tab": f'attachment; filename="{stem}-tab.csv"',
+    }
+
+
 def _csv_cell(value: Any, cell: str) -> str:
     """The CSV cell a JSON value should be: empty for null, exact decimals for numbers, text
     a spreadsheet would read as a formula behind a ``'``."""
