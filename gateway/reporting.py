@@ -88,15 +88,20 @@ class Query:
 
 def is_conversion_name(text: str) -> bool:
     """Whether ``text`` can name a conversion to report on (``signup``): 1..200 printable
-    characters."""
-    return 0 < len(text) <= 200 and printable_name(text)
+    characters, no white space around them. No conversion is recorded with such spaces (a
+    webhook's name is trimmed, a ``[[conversions]]`` rule's refused with them), so
+    `` purchase`` would count none: a report of nothing that reads as "no purchases"."""
+    return 0 < len(text) <= 200 and text == text.strip() and printable_name(text)
 
 
 def conversion_name(text: str, key: str) -> str:
     """``text`` if it can name a conversion (``is_conversion_name``), else a ``ValueError``
     naming ``key``."""
     if not is_conversion_name(text):
-        raise ValueError(f"{key}: expected a conversion name (1..200 printable characters)")
+        raise ValueError(
+            f"{key}: expected a conversion name (1..200 printable characters, no spaces around"
+            f" them, as conversions are recorded), got {text[:100]!r}"
+        )
     return text
 
 

@@ -727,7 +727,9 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
         ({"since": "2026-11-05", "until": "2026-11-05"}, "since..until: must span 1..92 days, got 0"),
         ({"since": "2026-01-01", "until": "2026-11-05"}, "since..until: must span 1..92 days"),
         ({"days": "7"}, "unknown query parameter 'days'"),
-        ({"conversion": "x" * 201}, "conversion: expected a conversion name (1..200 printable characters)"),
+        ({"conversion": "x" * 201}, "conversion: expected a conversion name (1..200 printable characters"),
+        ({"conversion": " purchase"}, "characters, no spaces around them, as conversions are recorded)"),
+        ({"conversion": "purchase\t"}, "conversion: expected a conversion name"),
         ({"conversion": "sign\nup"}, "conversion: expected a conversion name"),
         ({"conversion": ""}, "conversion: expected a conversion name"),  # as /api/attribution
         ({"part": "charts"}, "part: expected one of counts, daily, models, got 'charts'"),

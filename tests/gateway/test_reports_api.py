@@ -963,6 +963,23 @@ async def test_bad_parameters_are_400_naming_them(
     assert body["ok"] is False and named in body["error"], body
 
 
+@pytest.mark.parametrize("given", [" purchase", "purchase ", "\u00a0purchase", "purchase\u3000"])
+async def test_a_conversion_name_with_spaces_around_it_is_a_400_not_an_empty_report(
+    gw: RunningGateway, given: str
+) -> None:
+    """``conversion=%20purchase`` answered an empty report, which reads as "no purchases": no
+    conversion is recorded with spaces around its name (a webhook's is trimmed, a rule's
+    refused with them), so the name is refused, naming the parameter."""
+    expected = (
+        "conversion: expected a conversion name (1..200 printable characters, no spaces around"
+        f" them, as conversions are recorded), got {given!r}"
+    )
+    for path in ("/api/attribution", "/api/attribution/timeseries", "/api/attribution/paths", "/api/payouts"):
+        body = await get(gw, path, 400, **PERIOD, conversion=given)
+        assert (body["ok"], body["status"], body["error"]) == (False, 400, expected), path
+    assert (await get(gw, "/api/attribution", **PERIOD, conversion="purchase"))["rows"]
+
+
 async def test_a_period_the_wrong_way_round_reads_alike_everywhere(gw: RunningGateway) -> None:
     """One message for since >= until, on the reports as on the listings, its times written as
     every answer writes a timestamp (a touchpoint's ``ts``, a listing's ``since``)."""
