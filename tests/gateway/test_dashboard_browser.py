@@ -736,6 +736,57 @@ async def test_signed_out_on_the_page_the_login_comes_back_to_its_period(
         assert await page.eval("location.search") == query
 
 
+SAID = (
+    "JSON.stringify([...document.querySelectorAll('main [role=alert], main [role=status]')]"
+    ".map(p => [p.getAttribute('role'), p.textContent]))"
+)
+"""What the login page says above its form: each alert or status, with its text."""
+
+
+@pytest.mark.timeout(180)
+async def test_the_login_says_why_it_is_shown_and_a_refusal_is_no_form_to_send_again(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A wrong token was answered by the POST's own page: reloaded, the browser asked to send
+    the form again. And a login after the session ended read as a first visit's."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    login_ready = "location.pathname === '/login' && document.readyState === 'complete'"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard")
+        await page.wait_for(login_ready, "the login form")
+        assert json.loads(await page.eval(SAID)) == []  # a first visit: nothing to say
+        await page.eval(
+            "document.querySelector('#token').value = 'wrong'; document.querySelector('form').requestSubmit()"
+        )
+        await page.wait_for(
+            f"{login_ready} && location.search === '?why=wrong'", "the login page of a GET", tries=100
+        )
+        assert json.loads(await page.eval(SAID)) == [["alert", "Wrong admin token."]]
+        await page.send("Page.reload")  # a GET again: no form sent, the same words
+        await page.wait_for(f"{login_ready} && !!document.querySelector('main [role=alert]')", "reloaded")
+        assert json.loads(await page.eval(SAID)) == [["alert", "Wrong admin token."]]
+        assert await page.eval("location.search") == "?why=wrong"
+        await sign_in(page, gw, "/login?why=wrong")
+        await show(page, gw)
+        # The session ends behind the page's back: the page's next request, and the dashboard
+        # opened again (the browser still sends the ended session's cookie), say so.
+        await sign_out_behind_the_page(page, gw)
+        await look_up(page, "user", "alice")
+        await page.wait_for(f"{login_ready} && !!document.querySelector('main p[role]')", "the login")
+        ended = [["status", "Your session ended; sign in again."]]
+        assert json.loads(await page.eval(SAID)) == ended
+        await page.send("Page.navigate", url=gw.admin_url + TEN_DAYS)
+        await page.wait_for(f"{login_ready} && !!document.querySelector('main p[role]')", "the login")
+        assert json.loads(await page.eval(SAID)) == ended
+        await page.eval(
+            f"document.querySelector('#token').value = {TOKEN!r};"
+            " document.querySelector('form').requestSubmit()"
+        )
+        await page.wait_for("location.pathname === '/dashboard'", "the period it came from")
+        assert await page.eval("location.pathname + location.search") == TEN_DAYS
+    assert page.errors == [], page.errors
+
+
 @pytest.mark.timeout(180)
 async def test_times_in_the_report_zone_and_amounts_to_their_currencys_minor_unit(
     chromium: str, start_gateway, upstream_server, tmp_path: Path
