@@ -467,7 +467,7 @@ async def _touchpoint_listing(
             return await reader.touchpoints(replace(query, cursor=cursor, limit=listing_export.EXPORT_PAGE))
 
         zone = report_zone_of(request)
-        name = listing_export.file_name(kind, query.since, query.until, fmt, zone, query.equals)
+        name = listing_export.file_name(kind, query.since, query.until, fmt, zone, query.equals, delimiter)
         return await listing_export.download(
             request, "touchpoints", fmt, bom, name, page, query.cursor, delimiter=delimiter
         )
@@ -504,7 +504,7 @@ async def conversions(request: web.Request) -> web.StreamResponse:
             return await reader.conversions(replace(query, cursor=after, limit=listing_export.EXPORT_PAGE))
 
         zone = report_zone_of(request)
-        name = listing_export.file_name("conversions", since, until, fmt, zone, equals)
+        name = listing_export.file_name("conversions", since, until, fmt, zone, equals, delimiter)
         return await listing_export.download(
             request, "conversions", fmt, bom, name, page, cursor, delimiter=delimiter
         )

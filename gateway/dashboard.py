@@ -3,8 +3,9 @@ and ``GET /api/dashboard/summary`` (what the page draws).
 
 ``/`` redirects to ``/dashboard``; ``/dashboard`` without a session redirects to ``/login``,
 whose form takes the admin token (compared in constant time) and starts a session
-(``gateway/sessions.py``). Static files (``gateway/static/``: our own JS and CSS, no external
-asset) are read once at start-up and served from memory. Every answer of the admin listener
+(``gateway/sessions.py``); a refused form redirects back to it, which says why
+(``LOGIN_SAYS``). Static files (``gateway/static/``: our own JS and CSS, no external asset)
+are read once at start-up and served from memory. Every answer of the admin listener
 carries a strict ``Content-Security-Policy``, refuses framing, and — but the static files — is
 never stored in a cache (``Cache-Control: no-store``).
 """
@@ -19,7 +20,7 @@ from datetime import date, datetime, timedelta
 from html import escape
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -79,6 +80,19 @@ reports round them (``JPY:0,KWD:3,…``)."""
 
 ASSETS_KEY = web.AppKey("assets", dict)
 
+LOGIN_SAYS = {
+    "ended": "Your session ended; sign in again.",
+    "wrong": "Wrong admin token.",
+    "empty": "token: enter the admin token.",
+}
+"""What the login page says for its ``why`` (``/login?why=wrong``), by name; any other says
+nothing. A refused login redirects there (Post/Redirect/Get: its page, reloaded, does not send
+the form again, and the token never goes into the address); a request whose session cookie
+names no live session (expired, ended by a restart or a logout elsewhere) is sent there as
+``ended``, so that the form does not read as a first visit's."""
+NOTICES = frozenset({"ended"})
+"""The ``why`` that are news, not a refusal: said as a status, not an alert."""
+
 
 def load_assets() -> dict[str, bytes]:
     """Every file of ``gateway/static/`` by its path there (``vendor/x.js``); blocking, so it
@@ -110,12 +124,26 @@ def back_to(value: object) -> str | None:
     return value
 
 
+def to_login(why: str | None = None, next_page: str | None = None) -> str:
+    """The login page's address, saying ``why`` (``LOGIN_SAYS``) and going back to
+    ``next_page`` (``back_to``) once signed in."""
+    given = {name: value for name, value in (("why", why), ("next", next_page)) if value}
+    return f"/login?{urlencode(given, safe='', quote_via=quote)}" if given else "/login"
+
+
 def _page(
-    request: web.Request, name: str, status: int = 200, error: str = "", next_page: str | None = None
+    request: web.Request,
+    name: str,
+    status: int = 200,
+    error: str = "",
+    next_page: str | None = None,
+    notice: str = "",
 ) -> web.Response:
     html = request.app[ASSETS_KEY][name].decode()
     if error:
         html = html.replace("<!--error-->", f'<p class="error" role="alert">{escape(error)}</p>')
+    elif notice:
+        html = html.replace("<!--error-->", f'<p class="notice" role="status">{escape(notice)}</p>')
     if next_page:
         field = f'<input type="hidden" name="next" value="{escape(next_page, quote=True)}">'
         html = html.replace("<!--next-->", field)
@@ -130,11 +158,12 @@ async def root(request: web.Request) -> web.Response:
 
 async def dashboard_page(request: web.Request) -> web.Response:
     if not has_session(request):
+        if from_elsewhere(request):  # a link from another page: its period is not ours
+            raise web.HTTPSeeOther("/login")
         # Signed out (the session expired, the gateway restarted) while choosing a period: the
-        # login comes back to it. Not for a link from another page, whose period is not ours.
-        if request.query_string and not from_elsewhere(request):
-            raise web.HTTPSeeOther("/login?next=" + quote(request.path_qs, safe=""))
-        raise web.HTTPSeeOther("/login")
+        # login comes back to it, and says the session ended when the browser still sent it.
+        ended = "ended" if request.cookies.get(COOKIE) else None
+        raise web.HTTPSeeOther(to_login(ended, request.path_qs if request.query_string else None))
     response = _page(request, "dashboard.html")
     zone = escape(request.app[REPORTING_KEY].timezone)  # a checked IANA name (a reload's too)
     assert response.text is not None
@@ -151,7 +180,11 @@ async def login_form(request: web.Request) -> web.Response:
     next_page = None if from_elsewhere(request) else back_to(request.query.get("next"))
     if has_session(request):
         raise web.HTTPSeeOther(next_page or "/dashboard")
-    return _page(request, "login.html", next_page=next_page)
+    why = request.query.get("why", "")
+    said = LOGIN_SAYS.get(why, "")
+    if why in NOTICES:
+        return _page(request, "login.html", next_page=next_page, notice=said)
+    return _page(request, "login.html", error=said, next_page=next_page)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -184,11 +217,13 @@ async def login(request: web.Request) -> web.Response:
         )
     given = form.get("token")
     next_page = back_to(form.get("next"))
+    # Refused: back to the login page, which says why (Post/Redirect/Get), not a page of the
+    # POST's, which a reload would send again (the browser's "Confirm form resubmission").
     if not isinstance(given, str) or not given:
-        return _page(request, "login.html", 400, "token: enter the admin token.", next_page)
+        raise web.HTTPSeeOther(to_login("empty", next_page))
     expected = request.app[SETTINGS_KEY].admin_token
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        return _page(request, "login.html", 401, "Wrong admin token.", next_page)
+        raise web.HTTPSeeOther(to_login("wrong", next_page))
     sessions = request.app[SESSIONS_KEY]
     response = web.HTTPSeeOther(next_page or "/dashboard")
     set_cookie(response, request, sessions.start(), sessions.lifetime)

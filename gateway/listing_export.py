@@ -22,7 +22,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.openapi import CONVERSION, TOUCHPOINT
-from gateway.reporting import csv_cell, file_word, local_date
+from gateway.reporting import csv_cell, file_ending, file_word, local_date
 
 log = logging.getLogger("gateway.admin")
 
@@ -58,13 +58,15 @@ def file_name(
     fmt: str,
     zone: tzinfo,
     filters: Mapping[str, str] | None = None,
+    delimiter: str = ",",
 ) -> str:
     """``touchpoints-from-2026-11-01-to-2026-11-30.csv``: the period's first and last days in
     ``zone`` (``attribution.timezone``), as the reports' downloads name theirs (``until`` is
     exclusive: November ends on the 30th), an open end left out (``touchpoints.csv``); after
     the kind, each filter's value in the order given (the listing's), as the reports name a
     conversion (``reporting.file_word``: ASCII letters, digits and ``.``, so the name needs
-    no quoting in ``Content-Disposition``): ``conversions-purchase-from-….csv``."""
+    no quoting in ``Content-Disposition``): ``conversions-purchase-from-….csv``; a CSV's
+    ``delimiter`` other than the comma at its end, as the reports' (``file_ending``)."""
     parts = [kind]
     words = "-".join(filter(None, map(file_word, (filters or {}).values())))
     if words:
@@ -73,7 +75,7 @@ def file_name(
         parts += ["from", local_date(since, zone)]
     if until is not None:
         parts += ["to", local_date(until, zone, last=True)]
-    return "-".join(parts) + "." + fmt
+    return "-".join(parts) + file_ending(fmt, delimiter)
 
 
 async def download(

@@ -720,7 +720,9 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         query_param(
                             "conversion",
-                            "only conversions of this name (default: every conversion)",
+                            "only conversions of this name (default: every conversion); no spaces"
+                            " around it, as conversions are recorded (a 400 otherwise, not an empty"
+                            " report)",
                             {"type": "string", "minLength": 1, "maxLength": 200},
                         ),
                         query_param(

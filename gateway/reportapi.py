@@ -186,12 +186,14 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
     if kind == "json":
         report.meta["source"] = request.app[REPORTING_KEY].source  # the JSON's alone: no column
         return web.Response(body=report.json(), content_type="application/json", headers=vary)
+    delimiter = csv_delimiter(request.query, kind)
     if kind == "csv":
         bom = "\ufeff" if wants_bom(request.query, kind) else ""
-        body = (bom + report.csv(csv_delimiter(request.query, kind))).encode()
+        body = (bom + report.csv(delimiter)).encode()
     else:
         body = report.ndjson()
-    disposition = f'attachment; filename="{report.filename(kind, report_zone_of(request))}"'
+    name = report.filename(kind, report_zone_of(request), delimiter)
+    disposition = f'attachment; filename="{name}"'
     return web.Response(
         body=body,
         content_type=_MEDIA[kind],

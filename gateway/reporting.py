@@ -26,6 +26,7 @@ import msgspec
 
 from gateway.attribution import Params, from_minor
 from gateway.events import VERDICTS, printable_name
+from gateway.openapi import DELIMITERS
 from gateway.payouts import Payouts
 from gateway.textwidth import ELLIPSIS, cut, width
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
@@ -87,15 +88,20 @@ class Query:
 
 def is_conversion_name(text: str) -> bool:
     """Whether ``text`` can name a conversion to report on (``signup``): 1..200 printable
-    characters."""
-    return 0 < len(text) <= 200 and printable_name(text)
+    characters, no white space around them. No conversion is recorded with such spaces (a
+    webhook's name is trimmed, a ``[[conversions]]`` rule's refused with them), so
+    `` purchase`` would count none: a report of nothing that reads as "no purchases"."""
+    return 0 < len(text) <= 200 and text == text.strip() and printable_name(text)
 
 
 def conversion_name(text: str, key: str) -> str:
     """``text`` if it can name a conversion (``is_conversion_name``), else a ``ValueError``
     naming ``key``."""
     if not is_conversion_name(text):
-        raise ValueError(f"{key}: expected a conversion name (1..200 printable characters)")
+        raise ValueError(
+            f"{key}: expected a conversion name (1..200 printable characters, no spaces around"
+            f" them, as conversions are recorded), got {text[:100]!r}"
+        )
     return text
 
 
@@ -120,7 +126,7 @@ class Report:
     rows: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def filename(self, extension: str, zone: tzinfo = UTC) -> str:
+    def filename(self, extension: str, zone: tzinfo = UTC, delimiter: str = ",") -> str:
         """The download's name: the report, model, grouping, the conversion and population
         it is limited to, the verdicts it counts unless ``allow`` alone (``allow+review``),
         and the period's first and last days in ``zone``
@@ -129,7 +135,8 @@ class Report:
         period open at one end (the fraud report's may be) names its one day ``from-…`` or
         ``to-…``, so that ``since=2026-11-01`` and ``until=2026-11-02`` differ. A conversion's
         name keeps its ASCII letters, digits and ``.``, each run of anything else
-        becoming one ``_``, so the name is one safe ASCII word."""
+        becoming one ``_``, so the name is one safe ASCII word. A CSV's ``delimiter`` other than
+        the comma ends it (``file_ending``)."""
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
         parts += [file_word(self.meta.get("conversion")), self.meta.get("population")]
         verdicts = self.meta.get("verdicts")
@@ -143,7 +150,7 @@ class Report:
             parts += ["from", first]
         else:
             parts += [first, last]
-        return "-".join(str(p) for p in parts if p) + "." + extension
+        return "-".join(str(p) for p in parts if p) + file_ending(extension, delimiter)
 
     def json(self) -> bytes:
         return _encode.encode(
@@ -319,6 +326,15 @@ def _meta(q: Query, reports: Reports) -> dict[str, Any]:
         "verdicts": sorted(verdicts),
         "population": q.population,
     }
+
+
+def file_ending(extension: str, delimiter: str = ",") -> str:
+    """A download's name's end, for the reports' and the listings' alike: ``.csv``,
+    ``.ndjson``; a CSV whose cells ``delimiter`` separates other than a comma says which,
+    ``-semicolon.csv``, ``-tab.csv``, so that one report's ``CSV`` and ``CSV (;)`` (the
+    dashboard's links) are two files, not the second saved as ``… (1).csv`` beside the first."""
+    named = next((name for name, char in DELIMITERS.items() if char == delimiter), "comma")
+    return f".{extension}" if named == "comma" else f"-{named}.{extension}"
 
 
 def file_word(text: str | None) -> str | None:

@@ -190,7 +190,9 @@ def validate_rules(
     entries: Sequence[IdentityRule | ConversionRule] = rules
     for i, rule in enumerate(entries):
         at = f"{key}[{i}]"
-        bad_name = text_problem(rule.name)
+        # A conversion's name is stored with each conversion, and the reports' ``conversion``
+        # takes none with spaces around it (a webhook's name arrives trimmed).
+        bad_name = text_problem(rule.name, stripped=isinstance(rule, ConversionRule))
         if bad_name:
             p.append(f"{at}.name: {bad_name}")
         _check(p, rule.name not in names, f"{at}.name", f"{rule.name!r} is used by another rule")

@@ -133,9 +133,12 @@ function renderTotals(counts, daily, dailyState, population) {
   for (const row of daily ? daily.by_day : []) {
     if (row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
   }
+  // Each amount whole on its line (a card too narrow for it broke 1,234,567.89 EUR after
+  // "1,234,567.8"): the line breaks between amounts, and the card is as wide as the widest.
   const amounts = daily
-    ? [...value.entries()].map(([cur, v]) => money(v, cur)).join(" · ") || "–"
-    : NO_VALUE[dailyState];
+    ? [...value.entries()].flatMap(([cur, v], i) => [...(i ? [" · "] : []), element("span", money(v, cur), "amount")])
+    : [NO_VALUE[dailyState]];
+  if (!amounts.length) amounts.push("–");
   // With a population, the conversions its touchpoints reach: those the charts credit (every
   // population's beside them read 7 over a comparison of "No conversions in this period.").
   const { conversions, population_conversions: reached } = counts.totals;
@@ -148,8 +151,10 @@ function renderTotals(counts, daily, dailyState, population) {
     // Not computed: said in words, smaller than a number.
     [population ? `Conversion value (credited to ${population})` : "Conversion value", amounts, daily ? undefined : "missing"],
   ]) {
-    const card = element("div", undefined, "total");
-    card.append(element("span", label, "label"), element("strong", shown, className));
+    const card = element("div", undefined, Array.isArray(shown) ? "total value" : "total");
+    const strong = element("strong", undefined, className);
+    strong.append(...[shown].flat());
+    card.append(element("span", label, "label"), strong);
     if (note) card.appendChild(element("span", note, "note"));
     box.appendChild(card);
   }

@@ -12,10 +12,11 @@ function urlOf(path, params) {
   return url.pathname + url.search;
 }
 
-// Signed out meanwhile (the session expired, the gateway restarted): the login comes back to
-// this period (never a journey's ID: the page's own URL does not hold it).
+// Signed out meanwhile (the session expired, the gateway restarted): the login says so (the
+// page was signed in: a refusal now means its session ended) and comes back to this period
+// (never a journey's ID: the page's own URL does not hold it).
 function toLogin() {
-  window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
+  window.location.assign(`/login?why=ended&next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
   return new Error("signed out");
 }
 

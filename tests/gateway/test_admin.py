@@ -463,6 +463,25 @@ async def test_listing_downloads_for_a_semicolon_locale_are_separated_as_asked(g
             assert status == 400 and answer["error"].startswith(error), (path, bad, answer)
 
 
+async def test_a_listing_csv_of_another_delimiter_is_named_after_it(gw) -> None:
+    """As the reports' (``reporting.file_ending``): the dashboard's ``CSV`` and ``CSV (;)`` of
+    one listing were saved under one name, the second as ``… (1).csv``."""
+    period = {"since": "2026-11-01", "until": "2026-12-01"}
+    for path, stem in (
+        ("/api/touchpoints", "touchpoints-from-2026-11-01-to-2026-11-30"),
+        ("/api/conversions", "conversions-purchase-from-2026-11-01-to-2026-11-30"),
+        ("/api/review", "review-from-2026-11-01-to-2026-11-30"),
+    ):
+        params = {**period, "name": "purchase"} if path == "/api/conversions" else period
+        for delimiter, ending in (("comma", ".csv"), ("semicolon", "-semicolon.csv"), ("tab", "-tab.csv")):
+            status, headers, _ = await download(gw, path, format="csv", delimiter=delimiter, **params)
+            assert status == 200, (path, delimiter)
+            named = headers["Content-Disposition"]
+            assert named == f'attachment; filename="{stem}{ending}"', (path, delimiter)
+        _, headers, _ = await download(gw, path, format="ndjson", **params)
+        assert headers["Content-Disposition"] == f'attachment; filename="{stem}.ndjson"', path
+
+
 async def test_a_filtered_listing_download_is_named_after_its_filters(gw) -> None:
     """The dashboard's download of one conversion name's conversions was saved as
     ``conversions-from-….csv``, as every conversion's was: two files of one period, told apart

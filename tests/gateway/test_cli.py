@@ -786,6 +786,8 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--verdicts: an empty verdict name (a stray comma?)" in done.stderr
     done = gateway("report", "-c", str(cfg), "--conversion", "")
     assert done.returncode == 2 and "--conversion: expected a conversion name" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--conversion", "purchase ")  # no conversion has the space
+    assert done.returncode == 2 and "as conversions are recorded), got 'purchase '" in done.stderr
     assert "Traceback" not in done.stderr
 
 

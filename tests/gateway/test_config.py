@@ -326,6 +326,8 @@ def test_a_path_the_system_cannot_open_is_a_problem_naming_its_key(toml: str, ex
          "conversions[0].name: must not be empty"),
         ('[[conversions]]\nname = "a\\tb"\npath = "/x"\nstatus = [200]\n',
          "conversions[0].name: must be printable characters (no control characters), got 'a\\tb'"),
+        ("[[conversions]]\nname = 'purchase '\npath = '/x'\nstatus = [200]\n",
+         "conversions[0].name: must not start or end with a space"),
     ],
 )  # fmt: skip
 def test_a_name_that_never_matches_or_that_postgresql_refuses_is_a_problem(toml: str, expected: str) -> None:

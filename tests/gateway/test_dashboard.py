@@ -133,6 +133,12 @@ async def status_of(gw: RunningGateway, method: str, path: str, headers: dict[st
         return resp.status
 
 
+def asked(location: str) -> tuple[str, dict[str, list[str]]]:
+    """A redirect's path and query parameters."""
+    path, _, query = location.partition("?")
+    return path, urllib.parse.parse_qs(query)
+
+
 async def test_root_and_dashboard_redirect_to_login(gw: RunningGateway) -> None:
     async with gw.session.get(gw.admin_url + "/", allow_redirects=False) as resp:
         assert resp.status == 302 and resp.headers["Location"] == "/dashboard"
@@ -182,11 +188,45 @@ async def test_behind_a_tls_proxy_the_session_cookie_is_secure(gw: RunningGatewa
 
 
 @pytest.mark.parametrize(
+    ("token", "why", "message"),
+    [
+        ("wrong", "wrong", "Wrong admin token."),
+        (TOKEN[:-1], "wrong", "Wrong admin token."),
+        (TOKEN + "x", "wrong", "Wrong admin token."),
+        ("", "empty", "token: enter the admin token."),
+    ],
+)
+async def test_a_refused_login_redirects_to_the_login_page_which_says_why(
+    gw: RunningGateway, token: str, why: str, message: str
+) -> None:
+    """The refusal was the POST's own page (401): reloaded, the browser asked to send the form
+    again. Post/Redirect/Get: a 303 to the login page, whose address says why (never the
+    token), and whose reload is a GET."""
+    async with gw.session.post(
+        gw.admin_url + "/login", data={"token": token}, headers=host_origin(gw), allow_redirects=False
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == f"/login?why={why}"
+        assert "Set-Cookie" not in resp.headers
+    async with gw.session.get(gw.admin_url + f"/login?why={why}") as resp:
+        assert resp.status == 200 and resp.headers["Content-Security-Policy"] == CSP
+        page = await resp.text()
+    assert f'<p class="error" role="alert">{message}</p>' in page and 'name="token"' in page
+    assert len(gw.admin.app[SESSIONS_KEY]) == 0
+
+
+@pytest.mark.parametrize("query", ["", "?why=nonsense", "?why=", "?why=%3Cb%3E"])
+async def test_the_login_page_says_nothing_it_was_not_given_a_reason_for(
+    gw: RunningGateway, query: str
+) -> None:
+    async with gw.session.get(gw.admin_url + "/login" + query) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert 'role="alert"' not in page and 'role="status"' not in page and "<b>" not in page
+
+
+@pytest.mark.parametrize(
     ("token", "headers", "status", "message"),
     [
-        ("wrong", "same", 401, "Wrong admin token."),
-        (TOKEN[:-1], "same", 401, "Wrong admin token."),
-        ("", "same", 400, "token: enter the admin token."),
         (TOKEN, {}, 403, "must be sent from the dashboard"),
         (TOKEN, {"Origin": "https://evil.example"}, 403, "must be sent from the dashboard"),
         (TOKEN, {"Origin": "null"}, 403, "must be sent from the dashboard"),
@@ -448,6 +488,43 @@ async def test_session_expires(gw: RunningGateway) -> None:
     assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 401
     assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 303
     assert len(sessions) == 0  # an expired session is dropped, not kept
+
+
+async def test_a_session_that_ended_sends_to_a_login_that_says_so(gw: RunningGateway) -> None:
+    """The login page read alike on a first visit and after a session ended (expired, the
+    gateway restarted, a logout in another tab): the operator was not told why."""
+    sessions = gw.admin.app[SESSIONS_KEY]
+    session_id = await login(gw)
+    started = time.time()
+    sessions.clock = lambda: started + 12 * 3600 + 60  # expired
+    period = "/dashboard?from=2026-11-01&to=2026-11-10"
+    for path, expected in [
+        ("/dashboard", {"why": ["ended"]}),
+        (period, {"why": ["ended"], "next": [period]}),
+    ]:
+        async with gw.session.get(
+            gw.admin_url + path, headers=with_cookie(session_id), allow_redirects=False
+        ) as resp:
+            assert resp.status == 303 and asked(resp.headers["Location"]) == ("/login", expected), path
+    # A cookie no session ever had (a restart forgets them all): ended too.
+    assert await status_of(gw, "GET", "/dashboard", with_cookie("unknown")) == 303
+    async with gw.session.get(
+        gw.admin_url + "/dashboard", headers=with_cookie("unknown"), allow_redirects=False
+    ) as resp:
+        assert resp.headers["Location"] == "/login?why=ended"
+    async with gw.session.get(gw.admin_url + "/login?why=ended") as resp:
+        page = await resp.text()
+    assert '<p class="notice" role="status">Your session ended; sign in again.</p>' in page
+    # A first visit (no cookie), or a link from another page (its cookie is not ours to judge).
+    async with gw.session.get(gw.admin_url + "/dashboard", allow_redirects=False) as resp:
+        assert resp.headers["Location"] == "/login"
+    elsewhere = with_cookie(session_id, **{"Sec-Fetch-Site": "cross-site"})
+    async with gw.session.get(gw.admin_url + period, headers=elsewhere, allow_redirects=False) as resp:
+        assert resp.headers["Location"] == "/login"
+    # Signed in again (another tab), the login page sends on, whatever it was to say.
+    sessions.clock = time.time
+    fresh = await login(gw)
+    assert await status_of(gw, "GET", "/login?why=ended", with_cookie(fresh)) == 303
 
 
 async def test_session_hours_is_configurable(start_gateway, upstream_server) -> None:
@@ -727,7 +804,9 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
         ({"since": "2026-11-05", "until": "2026-11-05"}, "since..until: must span 1..92 days, got 0"),
         ({"since": "2026-01-01", "until": "2026-11-05"}, "since..until: must span 1..92 days"),
         ({"days": "7"}, "unknown query parameter 'days'"),
-        ({"conversion": "x" * 201}, "conversion: expected a conversion name (1..200 printable characters)"),
+        ({"conversion": "x" * 201}, "conversion: expected a conversion name (1..200 printable characters"),
+        ({"conversion": " purchase"}, "characters, no spaces around them, as conversions are recorded)"),
+        ({"conversion": "purchase\t"}, "conversion: expected a conversion name"),
         ({"conversion": "sign\nup"}, "conversion: expected a conversion name"),
         ({"conversion": ""}, "conversion: expected a conversion name"),  # as /api/attribution
         ({"part": "charts"}, "part: expected one of counts, daily, models, got 'charts'"),
@@ -777,13 +856,18 @@ async def test_a_login_goes_back_to_the_period_it_interrupted(gw: RunningGateway
         page = await resp.text()
     assert '<input type="hidden" name="next" value="/dashboard?from=2026-11-01&amp;to=2026-11-10&amp;' in page
     form = {"token": TOKEN, "next": wanted}
-    async with gw.session.post(  # a wrong token keeps it in the form
+    async with gw.session.post(  # a wrong token keeps it in the login page it redirects to
         gw.admin_url + "/login",
         data={**form, "token": "wrong"},
         headers=host_origin(gw),
         allow_redirects=False,
     ) as resp:
-        assert resp.status == 401 and 'name="next" value="/dashboard?from=2026-11-01' in await resp.text()
+        assert resp.status == 303
+        refused = resp.headers["Location"]
+    assert asked(refused) == ("/login", {"why": ["wrong"], "next": [wanted]})
+    async with gw.session.get(gw.admin_url + refused) as resp:
+        page = await resp.text()
+    assert "Wrong admin token." in page and 'name="next" value="/dashboard?from=2026-11-01' in page
     async with gw.session.post(
         gw.admin_url + "/login", data=form, headers=host_origin(gw), allow_redirects=False
     ) as resp:

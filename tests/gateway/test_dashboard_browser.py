@@ -736,6 +736,57 @@ async def test_signed_out_on_the_page_the_login_comes_back_to_its_period(
         assert await page.eval("location.search") == query
 
 
+SAID = (
+    "JSON.stringify([...document.querySelectorAll('main [role=alert], main [role=status]')]"
+    ".map(p => [p.getAttribute('role'), p.textContent]))"
+)
+"""What the login page says above its form: each alert or status, with its text."""
+
+
+@pytest.mark.timeout(180)
+async def test_the_login_says_why_it_is_shown_and_a_refusal_is_no_form_to_send_again(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A wrong token was answered by the POST's own page: reloaded, the browser asked to send
+    the form again. And a login after the session ended read as a first visit's."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    login_ready = "location.pathname === '/login' && document.readyState === 'complete'"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await page.send("Page.navigate", url=gw.admin_url + "/dashboard")
+        await page.wait_for(login_ready, "the login form")
+        assert json.loads(await page.eval(SAID)) == []  # a first visit: nothing to say
+        await page.eval(
+            "document.querySelector('#token').value = 'wrong'; document.querySelector('form').requestSubmit()"
+        )
+        await page.wait_for(
+            f"{login_ready} && location.search === '?why=wrong'", "the login page of a GET", tries=100
+        )
+        assert json.loads(await page.eval(SAID)) == [["alert", "Wrong admin token."]]
+        await page.send("Page.reload")  # a GET again: no form sent, the same words
+        await page.wait_for(f"{login_ready} && !!document.querySelector('main [role=alert]')", "reloaded")
+        assert json.loads(await page.eval(SAID)) == [["alert", "Wrong admin token."]]
+        assert await page.eval("location.search") == "?why=wrong"
+        await sign_in(page, gw, "/login?why=wrong")
+        await show(page, gw)
+        # The session ends behind the page's back: the page's next request, and the dashboard
+        # opened again (the browser still sends the ended session's cookie), say so.
+        await sign_out_behind_the_page(page, gw)
+        await look_up(page, "user", "alice")
+        await page.wait_for(f"{login_ready} && !!document.querySelector('main p[role]')", "the login")
+        ended = [["status", "Your session ended; sign in again."]]
+        assert json.loads(await page.eval(SAID)) == ended
+        await page.send("Page.navigate", url=gw.admin_url + TEN_DAYS)
+        await page.wait_for(f"{login_ready} && !!document.querySelector('main p[role]')", "the login")
+        assert json.loads(await page.eval(SAID)) == ended
+        await page.eval(
+            f"document.querySelector('#token').value = {TOKEN!r};"
+            " document.querySelector('form').requestSubmit()"
+        )
+        await page.wait_for("location.pathname === '/dashboard'", "the period it came from")
+        assert await page.eval("location.pathname + location.search") == TEN_DAYS
+    assert page.errors == [], page.errors
+
+
 @pytest.mark.timeout(180)
 async def test_times_in_the_report_zone_and_amounts_to_their_currencys_minor_unit(
     chromium: str, start_gateway, upstream_server, tmp_path: Path
@@ -833,6 +884,38 @@ async def test_a_download_saves_the_report_or_says_why_not(
         await page.wait_for("location.pathname === '/login'", "the login")
         assert "next=%2Fdashboard%3Ffrom%3D2026-11-01" in await page.eval("location.search")
     assert await asyncio.to_thread(files) == [native, file]  # the double click saved one
+
+
+@pytest.mark.timeout(180)
+async def test_the_csv_and_the_semicolon_csv_are_saved_as_two_files(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """``CSV`` and ``CSV (;)`` of one report were saved under one name: the second as
+    ``… (1).csv``, or over the first."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    saved = tmp_path / "downloads"
+    await asyncio.to_thread(saved.mkdir)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        await page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(saved))
+        for count, label in enumerate(("CSV", "CSV (;)"), 1):
+            await page.eval(
+                "[...document.querySelectorAll('#export-daily a')].find(a => a.textContent === "
+                + json.dumps(label)
+                + ").click()"
+            )
+            for _ in range(100):  # a deadline, not a timing assertion
+                found = sorted(await asyncio.to_thread(lambda: [p.name for p in saved.glob("*.csv")]))
+                if len(found) == count:
+                    break
+                await asyncio.sleep(0.1)
+    assert found == [
+        "timeseries-linear-channel-2026-11-01-2026-11-10-semicolon.csv",
+        "timeseries-linear-channel-2026-11-01-2026-11-10.csv",
+    ]
+    text = await asyncio.to_thread((saved / found[0]).read_text, encoding="utf-8")
+    assert text.startswith("\ufeffday;group;currency;conversions;value"), text[:40]
 
 
 @pytest.mark.timeout(180)
@@ -1664,4 +1747,57 @@ async def test_on_a_tablet_the_charts_text_is_not_shrunk(
         heights = json.loads(await page.eval(LABEL_HEIGHTS))
         assert all(h >= 11 for h in heights), heights  # 11-unit labels, not shrunk
         assert await page.eval("document.documentElement.scrollWidth") == 768
+    assert page.errors == [], page.errors
+
+
+AMOUNTS = """JSON.stringify((strong => {
+  const card = strong.closest('.total').getBoundingClientRect();
+  const walker = document.createTreeWalker(strong, NodeFilter.SHOW_TEXT), nodes = [];
+  let at = 0;
+  while (walker.nextNode()) { nodes.push([walker.currentNode, at]); at += walker.currentNode.length; }
+  // The text node and offset of character i (end: of the end of the character before it).
+  const where = (i, end) => {
+    const [node, start] = nodes.findLast(([, first]) => (end ? first < i : first <= i));
+    return [node, i - start];
+  };
+  return [...strong.textContent.matchAll(/[0-9][0-9,.]* [A-Z]{3}/g)].map(m => {
+    const range = document.createRange();
+    range.setStart(...where(m.index));
+    range.setEnd(...where(m.index + m[0].length, true));
+    const box = range.getBoundingClientRect();
+    return [m[0], new Set([...range.getClientRects()].map(r => Math.round(r.top))).size,
+            box.left >= card.left && box.right <= card.right];
+  });
+})([...document.querySelectorAll('#totals .total')].at(-1).querySelector('strong')))"""
+"""Each amount of the conversion value card: its text, its lines, and whether it is inside the card."""
+
+
+@pytest.mark.timeout(180)
+async def test_the_conversion_value_fits_its_card_on_a_tablet_and_a_phone(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """On a 768-pixel tablet the four summary cards were 168 pixels wide, and the conversion
+    value was broken inside its number (``1,234,567.8`` over ``9 EUR``)."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    large = replace(_conv(f"{3:032x}", 3.6, 0), value=1234212.89)
+    dollars = replace(_conv(f"{4:032x}", 4.2, 0), value=98765.43, currency="USD")
+    await gw.gateway.store.write([large, dollars])
+    seen = {}
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        for width, height in ((768, 1024), (360, 740)):
+            await page.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=height,
+                deviceScaleFactor=1,
+                mobile=True,
+            )
+            await show(page, gw)
+            widths = await page.eval("[document.documentElement.scrollWidth, innerWidth]")
+            seen[width] = (json.loads(await page.eval(AMOUNTS)), widths)
+    for width, (amounts, (scrolled, viewport)) in seen.items():
+        assert [text for text, _, _ in amounts] == ["1,234,567.89 EUR", "98,765.43 USD"], width
+        assert all(lines == 1 and inside for _, lines, inside in amounts), (width, amounts)
+        assert scrolled <= viewport, (width, scrolled)
     assert page.errors == [], page.errors

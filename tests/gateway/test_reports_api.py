@@ -821,6 +821,32 @@ async def test_an_export_of_one_conversion_and_population_is_named_after_them(gw
             assert resp.headers["Content-Disposition"] == f'attachment; filename="{name}"'
 
 
+@pytest.mark.parametrize(
+    ("path", "stem"),
+    [
+        ("/api/attribution", "attribution-linear-channel-2026-11-01-2026-11-30"),
+        ("/api/attribution/timeseries", "timeseries-linear-channel-2026-11-01-2026-11-30"),
+        ("/api/attribution/paths", "paths-2026-11-01-2026-11-30"),
+        ("/api/payouts", "payouts-last_touch-2026-11-01-2026-11-30"),
+        ("/api/fraud", "fraud-creator_id-2026-11-01-2026-11-30"),
+    ],
+)
+async def test_a_csv_of_another_delimiter_is_named_after_it(gw: RunningGateway, path: str, stem: str) -> None:
+    """The dashboard's ``CSV`` and ``CSV (;)`` links downloaded one report under one name: the
+    second was saved as ``… (1).csv`` beside the first, which told them apart by nothing."""
+    names = {}
+    for delimiter in ("comma", "semicolon", "tab"):
+        params = {**PERIOD, "format": "csv", "delimiter": delimiter}
+        async with gw.session.get(gw.admin_url + path, headers=AUTH, params=params) as resp:
+            assert resp.status == 200, (path, delimiter)
+            names[delimiter] = resp.headers["Content-Disposition"]
+    assert names == {
+        "comma": f'attachment; filename="{stem}.csv"',  # as before
+        "semicolon": f'attachment; filename="{stem}-semicolon.csv"',
+        "tab": f'attachment; filename="{stem}-tab.csv"',
+    }
+
+
 def _csv_cell(value: Any, cell: str) -> str:
     """The CSV cell a JSON value should be: empty for null, exact decimals for numbers, text
     a spreadsheet would read as a formula behind a ``'``."""
@@ -935,6 +961,23 @@ async def test_bad_parameters_are_400_naming_them(
 ) -> None:
     body = await get(gw, path, 400, **params)
     assert body["ok"] is False and named in body["error"], body
+
+
+@pytest.mark.parametrize("given", [" purchase", "purchase ", "\u00a0purchase", "purchase\u3000"])
+async def test_a_conversion_name_with_spaces_around_it_is_a_400_not_an_empty_report(
+    gw: RunningGateway, given: str
+) -> None:
+    """``conversion=%20purchase`` answered an empty report, which reads as "no purchases": no
+    conversion is recorded with spaces around its name (a webhook's is trimmed, a rule's
+    refused with them), so the name is refused, naming the parameter."""
+    expected = (
+        "conversion: expected a conversion name (1..200 printable characters, no spaces around"
+        f" them, as conversions are recorded), got {given!r}"
+    )
+    for path in ("/api/attribution", "/api/attribution/timeseries", "/api/attribution/paths", "/api/payouts"):
+        body = await get(gw, path, 400, **PERIOD, conversion=given)
+        assert (body["ok"], body["status"], body["error"]) == (False, 400, expected), path
+    assert (await get(gw, "/api/attribution", **PERIOD, conversion="purchase"))["rows"]
 
 
 async def test_a_period_the_wrong_way_round_reads_alike_everywhere(gw: RunningGateway) -> None:
