@@ -30,7 +30,7 @@ from mitmproxy import exceptions
 from mitmproxy import http as mhttp
 from multidict import CIMultiDict
 
-from gateway.codings import decoded_body
+from gateway.codings import content_codings, decoded_layers
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event
 from gateway.forwarding import client_ip, is_trusted, shared_cacheable
@@ -82,12 +82,13 @@ def response_headers(headers: Any) -> CIMultiDict[str]:
     return CIMultiDict((name.lower(), value) for name, value in headers.items(multi=True))
 
 
-def read_body(raw: bytes | None, encoding: str | None, cap: int) -> bytes | None:
-    """A body for a rule, as the aiohttp host reads it: None when streamed, over ``cap`` or
-    not decodable (the rule counts ``body_not_read``)."""
+def read_body(raw: bytes | None, headers: Any, cap: int) -> bytes | None:
+    """A body for a rule, as the aiohttp host reads it: every ``Content-Encoding`` line of
+    ``headers`` (mitmproxy's) undone; None when streamed, over ``cap`` or not decodable (the
+    rule counts ``body_not_read``)."""
     if raw is None or len(raw) > cap:
         return None
-    return decoded_body(raw, encoding, cap)
+    return decoded_layers(raw, content_codings(headers.get_all("content-encoding")), cap)
 
 
 class _State:
@@ -182,9 +183,7 @@ class GatewayAddon:
         await self.pipeline.request(ex)
         if ex.want_request_body:  # mitmproxy has read it (unless streamed: then not read)
             req = flow.request
-            ex.request_body = read_body(
-                req.raw_content, req.headers.get("content-encoding"), ex.want_request_body
-            )
+            ex.request_body = read_body(req.raw_content, req.headers, ex.want_request_body)
         commits = [self.store.submit(ex.events)] if ex.events else []
         self._flows[flow.id] = _State(ex, len(ex.events), commits)
         if ex.reply is not None:
@@ -218,7 +217,7 @@ class GatewayAddon:
         if state is not None and flow.response is not None:
             resp = flow.response
             cap = state.ex.want_response_body
-            state.ex.response_body = read_body(resp.raw_content, resp.headers.get("content-encoding"), cap)
+            state.ex.response_body = read_body(resp.raw_content, resp.headers, cap)
             await self._respond(flow, state)
 
     async def _respond(self, flow: mhttp.HTTPFlow, state: _State) -> None:

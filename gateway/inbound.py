@@ -131,6 +131,8 @@ class Inbound:
         self.sources = {s.name: compile_source(s) for s in settings.options.sources}
         secrets = settings.source_secrets
         standard = [s for s in settings.options.sources if s.format == "standard"]
+        self.has_standard = bool(standard)
+        """A sender ``/_gw/events`` can authenticate (any signature of the standard format)."""
         self.standard = {s.name: secrets[s.name] for s in standard if s.signature == "standard"}
         # Platforms that sign a timestamp with the body in a header of their own.
         self.stamped: dict[str, tuple[StampedScheme, dict[str, Sequence[bytes]]]] = {
@@ -187,6 +189,13 @@ class Inbound:
         }
 
     async def events(self, request: web.Request) -> web.StreamResponse:
+        if not self.has_standard:  # "no valid signature" sent the operator looking at a secret
+            self._count(UNKNOWN, "rejected")
+            return error(
+                404,
+                'no standard source is configured here: add a [[sources]] entry (format = "standard",'
+                " the default) and its secrets",
+            )
         return await self._receive(request, self._authenticate_standard)
 
     async def segment(self, request: web.Request, implied: str | None = None) -> web.StreamResponse:

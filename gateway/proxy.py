@@ -30,7 +30,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import pages, reserved
-from gateway.codings import decoded_body
+from gateway.codings import content_codings, decoded_layers
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.forwarding import (
@@ -670,8 +670,8 @@ class ProxyHost:
         raw = await body.capture(ex.want_request_body)
         # As a response body (``_capture_response``): the rule reads what the site will decode
         # (a gzip-encoded form), the site gets the bytes as sent; undecodable: not read.
-        encoding = request.headers.get(hdrs.CONTENT_ENCODING)
-        ex.request_body = None if raw is None else decoded_body(raw, encoding, ex.want_request_body)
+        codings = content_codings(request.headers.getall(hdrs.CONTENT_ENCODING, []))
+        ex.request_body = None if raw is None else decoded_layers(raw, codings, ex.want_request_body)
 
     async def _capture_response(self, upstream: UpstreamResponse, ex: Exchange) -> bytes:
         """A rule reads the response body: read it up to the cap before the response hooks run,
@@ -685,9 +685,10 @@ class ProxyHost:
                 chunk = await upstream.content.readany()
                 if not chunk:
                     if not upstream.cut_short():  # a body cut short is not read either
-                        ex.response_body = decoded_body(
-                            bytes(buffer), upstream.headers.get("content-encoding"), cap
-                        )
+                        # Every Content-Encoding line (RFC 9110: one list), as signed events read
+                        # them; the first alone left ``gzip`` + ``gzip`` half undone, unreadable.
+                        codings = content_codings(upstream.headers.getall(hdrs.CONTENT_ENCODING, []))
+                        ex.response_body = decoded_layers(bytes(buffer), codings, cap)
                     break
                 buffer += chunk
         except (aiohttp.ClientError, TimeoutError):

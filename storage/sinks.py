@@ -508,9 +508,15 @@ async def open_log(settings: Settings) -> aiosqlite.Connection:
 class SinkSet:
     """Every configured sink, and the one HTTP client session they share (opened on first use)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, keys: Keys) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, keys: Keys, only: str | None = None) -> None:
+        """``only``: that sink alone (``sink send --sink``, whose settings may lack the other
+        sinks' secrets and ``env:`` URLs: building them all failed with a KeyError)."""
         self.settings = settings
-        self.sinks = {o.name: Sink(settings, o, metrics, keys, self) for o in settings.options.sinks}
+        self.sinks = {
+            o.name: Sink(settings, o, metrics, keys, self)
+            for o in settings.options.sinks
+            if only is None or o.name == only
+        }
         self._session: aiohttp.ClientSession | None = None
 
     async def session(self) -> aiohttp.ClientSession:
@@ -538,7 +544,7 @@ class SinkSet:
 async def resend_user_standalone(settings: Settings, user_id: str, only: str | None) -> dict[str, int]:
     """``gateway sink send --user ID``: outside a running gateway."""
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
-    sinks = SinkSet(settings, Metrics(), keys)
+    sinks = SinkSet(settings, Metrics(), keys, only)
     try:
         return await sinks.resend_user(keys.user_key(user_id), only)
     finally:

@@ -321,7 +321,14 @@ async def test_rules_read_bodies_and_every_set_cookie_as_in_the_aiohttp_host(
             sent = await exchange(b"/api/login", b'{"email": "a@x"}', b"application/json", resp)
             assert sent.raw_content == answer  # forwarded as the site sent it
             assert sent.headers.get_all("set-cookie") == []  # the visitor had ours already
+            # Content-Encoding on two lines is one list (gzip twice), as the aiohttp host reads it.
+            twice = gzip.compress(gzip.compress(b'{"user": {"id": "u-8"}}'))
+            lines = [(b"content-encoding", b"gzip"), (b"content-encoding", b"gzip")]
+            resp = tutils.tresp(status_code=200, headers=lines, content=b"")
+            resp.raw_content = twice
+            sent = await exchange(b"/api/login", b'{"email": "b@x"}', b"application/json", resp)
+            assert sent.raw_content == twice
         finally:
             await gateway.done()
     found = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT rule FROM identities ORDER BY rule")
-    assert found == [("api-login",), ("form-login",), ("jwt-login",)]
+    assert found == [("api-login",), ("api-login",), ("form-login",), ("jwt-login",)]

@@ -589,6 +589,35 @@ async def test_segment_without_a_segment_source_says_none_is_configured(
     assert (await post(gw, signed_body, signed(signed_body)))[0] == 202  # /_gw/events still takes its own
 
 
+@pytest.mark.parametrize("configured", ["segment only", "no sources"])
+async def test_events_without_a_standard_source_says_none_is_configured(
+    start_gateway, upstream_server, configured: str
+) -> None:
+    """With no standard-format source (only Segment's, or none at all), every delivery to
+    ``/_gw/events`` was a 401 "signature: no valid signature", which sent the operator
+    checking a secret the gateway had never been given."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="site")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    toml = '[[sources]]\nname = "segment"' + SOURCES.split('[[sources]]\nname = "segment"')[1]
+    gw = await start_gateway(
+        await upstream_server(app), toml if configured == "segment only" else "", SOURCES_ENV
+    )
+    body = encode(conversion())
+    for headers in (signed(body), {}):
+        status, answer = await post(gw, body, headers)
+        assert status == 404, answer
+        assert answer["ok"] is False and answer["error"].startswith("no standard source is configured here")
+        assert "[[sources]]" in answer["error"]
+    assert await rows(gw, "SELECT count(*) FROM receipts") == [(0,)]
+    if configured == "segment only":  # Segment's endpoint still takes its own
+        page_call = encode({"type": "page", "messageId": "n2", "anonymousId": "a-n2"})
+        assert (await post(gw, page_call, basic(SEGMENT), "/_gw/segment"))[0] == 202
+
+
 async def test_a_segment_batchs_own_context_applies_to_each_call(gw: RunningGateway) -> None:
     """Segment's batch call may carry one context for all its calls: its campaign was dropped,
     and a page with campaign data answered "ignored"."""

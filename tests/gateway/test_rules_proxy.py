@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from multidict import CIMultiDict
 
 from gateway.codings import decoded_body
 from tests.conftest import GatewayFactory, RunningGateway
@@ -69,6 +70,8 @@ class Site:
 
     async def django_login(self, request: web.Request) -> web.Response:
         body = await request.read()
+        while body[:2] == b"\x1f\x8b":  # aiohttp's server undoes one Content-Encoding line only
+            body = gzip.decompress(body)
         self.received.append((request.path, body))
         fields = dict(parse_qsl(body.decode()))
         if fields.get("password") == PASSWORD:
@@ -98,8 +101,14 @@ class Site:
         elif request.query.get("gz"):
             payload = gzip.compress(payload)
             headers["Content-Encoding"] = "gzip"
+        resp = web.Response(body=payload, headers=headers)
+        if lines := request.query.getall("line", []):  # each coding on a Content-Encoding line of its own
+            for coding in lines:
+                payload = gzip.compress(payload) if coding == "gzip" else b"\x8b" + payload  # br: pretend
+                resp.headers.add("Content-Encoding", coding)
+            resp.body = payload
         self.sent.append(payload)
-        return web.Response(body=payload, headers=headers)
+        return resp
 
     async def jwt_login(self, request: web.Request) -> web.Response:
         self.received.append((request.path, await request.read()))
@@ -243,6 +252,50 @@ async def test_a_gzip_encoded_form_is_read_decoded_and_forwarded_as_sent(
     ) as resp:
         assert resp.status in (400, 500)  # the site's own answer to a body it cannot decode
     assert len(await rows(gw, "SELECT * FROM conversions")) == 1
+
+
+async def test_a_body_whose_content_encoding_is_on_two_lines_is_read_with_both(
+    setup: tuple[RunningGateway, Site],
+) -> None:
+    """``Content-Encoding: gzip`` on two header lines is one list (RFC 9110), gzip applied twice.
+    Until 2026-12-05 the rules undid the first line only and read still-compressed bytes: the
+    answer's user and the form's username were lost. A coding on either line that the gateway
+    does not undo leaves the body unread (counted), as one line always did."""
+    gw, site = setup
+    cookie = await visit(gw, "/")
+    login = json.dumps({"email": "bo@example.com", "password": PASSWORD}).encode()
+    async with gw.session.post(
+        gw.url + "/api/login?line=gzip&line=gzip",
+        data=login,
+        headers={"Content-Type": "application/json", **cookie},
+        auto_decompress=False,
+    ) as resp:
+        assert resp.status == 200 and resp.headers.getall("Content-Encoding") == ["gzip", "gzip"]
+        assert await resp.read() == site.sent[-1]  # forwarded as the site sent it
+    assert await rows(gw, "SELECT user_key, rule FROM identities") == [
+        (gw.gateway.keys.user_key("42"), "api-login")
+    ]
+
+    twice = gzip.compress(gzip.compress(f"username=twice&password={PASSWORD}".encode()))
+    headers = CIMultiDict({**FORM, **cookie})
+    headers.add("Content-Encoding", "gzip")
+    headers.add("Content-Encoding", "gzip")
+    async with gw.session.post(
+        gw.url + "/accounts/login/", data=twice, headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.status == 302
+    assert site.received[-1] == ("/accounts/login/", f"username=twice&password={PASSWORD}".encode())
+    assert (gw.gateway.keys.user_key("twice"),) in await rows(gw, "SELECT user_key FROM identities")
+
+    async with gw.session.post(
+        gw.url + "/api/login?line=gzip&line=br",
+        data=login,
+        headers={"Content-Type": "application/json", **cookie},
+        auto_decompress=False,
+    ) as resp:
+        assert resp.status == 200 and await resp.read() == site.sent[-1]
+    text = await (await gw.session.get(gw.admin_url + "/metrics", headers=_auth())).text()
+    assert 'gateway_extraction_failures_total{reason="body_not_read",rule="api-login"} 1.0' in text
 
 
 async def test_json_api_login_plain_and_gzip(setup: tuple[RunningGateway, Site]) -> None:

@@ -179,3 +179,74 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
         server.server_close()
     assert main(["sink", "send", "--user", "dave", "--sink", "nope", "-c", str(config)]) == 2
     assert "no sink named 'nope'" in capsys.readouterr().err
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    """A webhook receiver: records each delivery's path, signature headers and batch."""
+
+    deliveries: ClassVar[list[tuple[str, str, list[dict[str, Any]]]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).deliveries.append(
+            (self.path, self.headers["webhook-signature"], json.loads(body)["batch"])
+        )
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("unset", ["secret", "url"])
+def test_sink_send_to_one_sink_needs_no_other_sinks_variables(
+    tmp_path: Path, capsys, monkeypatch, unset: str
+) -> None:
+    """``sink send --sink a`` while sink b's secret (or its ``env:`` URL) is not set: it printed
+    a KeyError traceback (every sink was built, and b's secret looked up). Now it sends to a;
+    without ``--sink`` it still says what b lacks."""
+    _Webhook.deliveries.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name, value in {**ENV, "SINK_A": WRITE_KEY}.items():
+            monkeypatch.setenv(name, value)
+        if unset == "url":
+            monkeypatch.setenv("SINK_B", "k" * 32)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        b_url = "env:SINK_B_URL" if unset == "url" else f"{url}/b"
+        config = tmp_path / "gw.toml"
+        config.write_text(
+            '[storage]\npath = "node.db"\n'
+            f'[[sinks]]\nname = "a"\nkind = "webhook"\nurl = "{url}/a"\nsecret = "env:SINK_A"\n'
+            f'[[sinks]]\nname = "b"\nkind = "webhook"\nurl = "{b_url}"\nsecret = "env:SINK_B"\n'
+        )
+        settings = load_settings(config, offline=True)
+        keys = Keys.from_master(settings.secret)
+
+        async def seed() -> None:
+            store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+            await store.open()
+            now = iso(datetime.now(UTC))
+            binding = Binding(
+                id=uuid7(), ts=now, node="n", visitor_key="f" * 32, user_key=keys.user_key("erin"), rule="r"
+            )
+            await store.write([binding])
+            await store.close()
+
+        asyncio.run(seed())
+        assert main(["sink", "send", "--user", "erin", "--sink", "a", "-c", str(config)]) == 0
+        out, err = capsys.readouterr()
+        assert out == "a: 1 messages sent\n" and err == "", err
+        ((path, signature, batch),) = _Webhook.deliveries
+        assert path == "/a" and signature.startswith("v1,")
+        assert [c["type"] for c in batch] == ["identify"] and batch[0]["userId"] == keys.user_key("erin")
+        assert main(["sink", "send", "--user", "erin", "-c", str(config)]) == 2
+        missing = "SINK_B" if unset == "secret" else "SINK_B_URL"
+        said = f"sinks[1].{unset}: environment variable {missing} is not set"
+        assert said in capsys.readouterr().err
+        assert len(_Webhook.deliveries) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
