@@ -375,18 +375,25 @@ def span(
     return since, until
 
 
-def _filter(name: str, value: str) -> str:
-    """A listing's exact filter as the store compares it, or a 400 for a value no touchpoint
-    could hold (recorded values are printable, trimmed and not empty; a visitor_key is 32 hex
-    digits), rather than an empty page that reads as "none"."""
+def _filter(name: str, value: str, recorded: str = "touchpoints", most: int | None = None) -> str:
+    """A listing's exact filter as the store compares it, or a 400 for a value none of the
+    ``recorded`` could hold (recorded values are printable, trimmed, not empty and, with
+    ``most``, at most that long; a visitor_key is 32 hex digits), rather than an empty page
+    that reads as "none"."""
     if name == "visitor_key":
         if not _VISITOR_KEY.fullmatch(value.lower()):
             raise ApiError(400, f"visitor_key: expected 32 hex digits, got {value[:100]!r}")
         return value.lower()
-    if not value or value != value.strip() or not printable_name(value):
+    if (
+        not value
+        or value != value.strip()
+        or not printable_name(value)
+        or (most is not None and len(value) > most)
+    ):
+        length = f"1..{most} printable characters" if most is not None else "printable"
         raise ApiError(
             400,
-            f"{name}: expected a value as touchpoints record it (printable, no spaces around it),"
+            f"{name}: expected a value as {recorded} record it ({length}, no spaces around it),"
             f" got {value[:100]!r}; leave {name} out for every one",
         )
     return value.casefold() if name in ("source", "medium") else value
@@ -485,17 +492,9 @@ async def conversions(request: web.Request) -> web.StreamResponse:
     fmt, bom, delimiter = _download(q)
     limit, cursor = _page(q)
     since, until = span(q, report_zone_of(request))
-    equals = {}
-    for name in CONVERSION_FILTERS:
-        if name in q:
-            value = q[name]
-            if not value or len(value) > 200 or not printable_name(value):
-                raise ApiError(
-                    400,
-                    f"{name}: expected a value as conversions record it (1..200 printable"
-                    f" characters), got {value[:100]!r}; leave {name} out for every one",
-                )
-            equals[name] = value
+    # Recorded trimmed as touchpoints' are (a [[conversions]] rule's name is refused with spaces
+    # around it, a webhook's name trimmed; senders' names are tokens): " signup" found none.
+    equals = {k: _filter(k, q[k], "conversions", 200) for k in CONVERSION_FILTERS if k in q}
     query = ConversionQuery(since, until, equals, cursor, limit)
     reader = request.app[READER_KEY]
     if fmt != "json":

@@ -530,7 +530,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         *_PERIOD,
                         *(
-                            query_param(name, what, {"type": "string", "minLength": 1, "maxLength": 200})
+                            query_param(name, what, {**FILTER, "maxLength": 200})
                             for name, what in (
                                 ("name", "exact conversion name (signup, purchase…)"),
                                 ("rule", "exact rule or sender that recorded it"),
