@@ -6,7 +6,8 @@ Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
 ``/metrics`` answers Prometheus text and ``/api/openapi.json`` the bare document.
 ``/api/*`` and ``/metrics`` need ``Authorization: Bearer <token>``, compared in
-constant time, or — for GET and HEAD only, from the dashboard's own pages — a dashboard
+constant time (too many wrong ones from one address and it is refused a while:
+``gateway/lockout.py``), or — for GET and HEAD only, from the dashboard's own pages — a dashboard
 session cookie (``gateway/sessions.py``); ``/healthz``, the OpenAPI document and the dashboard's own
 pages and static files (``gateway/dashboard.py``) do not. Each write through ``/api/*`` tells
 the report engine (``writes_change_reports``), so that no report asked for after it is answered
@@ -38,6 +39,7 @@ from gateway.creators import Creator, CreatorRegistry
 from gateway.events import CreatorStanding, VerdictChange, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
+from gateway.lockout import LOGINS_KEY, FailedLogins
 from gateway.metrics import Metrics
 from gateway.openapi import DELIMITERS, FORMATS, openapi_document
 from gateway.pages import error_body
@@ -213,11 +215,27 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         return fail(403, "a dashboard session can only read; send Authorization: Bearer <admin token>")
     if not header:
         return fail(401, "missing Authorization: Bearer <admin token>", {"WWW-Authenticate": "Bearer"})
+    logins = request.app[LOGINS_KEY]
+    client = logins.client(request)
+    wait = logins.locked(client)
+    if wait:  # before the token is read: the right one too, or the refusal would tell it
+        return fail(429, locked_out(wait, logins), {"Retry-After": str(wait)})
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode("utf-8", "surrogateescape"), expected
     ):
-        return fail(401, "wrong admin token", {"WWW-Authenticate": "Bearer"})
+        # A 401 still (the token was read, and wrong); the lockout starts with the next.
+        wait = logins.failed(client)
+        then = f"; too many from this address: the next are refused for {wait} s" if wait else ""
+        return fail(401, f"wrong admin token{then}", {"WWW-Authenticate": "Bearer"})
     return await handler(request)
+
+
+def locked_out(wait: int, logins: FailedLogins) -> str:
+    """Why a client address is refused, and for how long."""
+    return (
+        f"too many wrong admin tokens from this address ({logins.limit} within {logins.window:g} s):"
+        f" refused for {wait} s more, the right token too; try again then"
+    )
 
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # event IDs (UUIDv7) count milliseconds from here
@@ -375,18 +393,25 @@ def span(
     return since, until
 
 
-def _filter(name: str, value: str) -> str:
-    """A listing's exact filter as the store compares it, or a 400 for a value no touchpoint
-    could hold (recorded values are printable, trimmed and not empty; a visitor_key is 32 hex
-    digits), rather than an empty page that reads as "none"."""
+def _filter(name: str, value: str, recorded: str = "touchpoints", most: int | None = None) -> str:
+    """A listing's exact filter as the store compares it, or a 400 for a value none of the
+    ``recorded`` could hold (recorded values are printable, trimmed, not empty and, with
+    ``most``, at most that long; a visitor_key is 32 hex digits), rather than an empty page
+    that reads as "none"."""
     if name == "visitor_key":
         if not _VISITOR_KEY.fullmatch(value.lower()):
             raise ApiError(400, f"visitor_key: expected 32 hex digits, got {value[:100]!r}")
         return value.lower()
-    if not value or value != value.strip() or not printable_name(value):
+    if (
+        not value
+        or value != value.strip()
+        or not printable_name(value)
+        or (most is not None and len(value) > most)
+    ):
+        length = f"1..{most} printable characters" if most is not None else "printable"
         raise ApiError(
             400,
-            f"{name}: expected a value as touchpoints record it (printable, no spaces around it),"
+            f"{name}: expected a value as {recorded} record it ({length}, no spaces around it),"
             f" got {value[:100]!r}; leave {name} out for every one",
         )
     return value.casefold() if name in ("source", "medium") else value
@@ -485,17 +510,9 @@ async def conversions(request: web.Request) -> web.StreamResponse:
     fmt, bom, delimiter = _download(q)
     limit, cursor = _page(q)
     since, until = span(q, report_zone_of(request))
-    equals = {}
-    for name in CONVERSION_FILTERS:
-        if name in q:
-            value = q[name]
-            if not value or len(value) > 200 or not printable_name(value):
-                raise ApiError(
-                    400,
-                    f"{name}: expected a value as conversions record it (1..200 printable"
-                    f" characters), got {value[:100]!r}; leave {name} out for every one",
-                )
-            equals[name] = value
+    # Recorded trimmed as touchpoints' are (a [[conversions]] rule's name is refused with spaces
+    # around it, a webhook's name trimmed; senders' names are tokens): " signup" found none.
+    equals = {k: _filter(k, q[k], "conversions", 200) for k in CONVERSION_FILTERS if k in q}
     query = ConversionQuery(since, until, equals, cursor, limit)
     reader = request.app[READER_KEY]
     if fmt != "json":
@@ -874,6 +891,13 @@ def create_admin_app(
     registry = creators_ if creators_ is not None else CreatorRegistry(settings.options.creators)
     app[CREATORS_KEY] = registry
     app[SINKS_KEY] = sinks if sinks is not None else SinkSet(settings, metrics_, keys)
+    admin = settings.options.admin
+    app[LOGINS_KEY] = FailedLogins(
+        admin.max_failed_logins,
+        admin.failed_login_seconds,
+        settings.trusted_networks,
+        metrics_.admin_lockouts.inc,
+    )
 
     async def reader_ctx(app: web.Application) -> Any:
         await reader.open()

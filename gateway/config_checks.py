@@ -204,6 +204,13 @@ def validate(options: Options) -> list[str]:
         "admin.body_timeout",
         f"must be more than 0 and at most 3600 seconds, got {options.admin.body_timeout}",
     )
+    _within(p, "admin.max_failed_logins", options.admin.max_failed_logins, 1, 1000)
+    _check(
+        p,
+        0 < options.admin.failed_login_seconds <= 86400,
+        "admin.failed_login_seconds",
+        f"must be more than 0 and at most 86400 seconds (a day), got {options.admin.failed_login_seconds}",
+    )
     _positive(p, "proxy.connect_timeout", px.connect_timeout)
     _check(p, 0 <= px.workers <= 256, "proxy.workers", f"must be 0..256 (0: one per core), got {px.workers}")
     _check(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import re
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
@@ -39,6 +40,7 @@ from gateway.admin import (
     report_zone_of,
 )
 from gateway.attribution import MINOR_UNITS, MODELS
+from gateway.lockout import LOGINS_KEY
 from gateway.reportapi import conversion_param
 from gateway.reportstate import REPORTING_KEY
 from gateway.sessions import (
@@ -84,12 +86,16 @@ LOGIN_SAYS = {
     "ended": "Your session ended; sign in again.",
     "wrong": "Wrong admin token.",
     "empty": "token: enter the admin token.",
+    "locked": "Too many wrong tokens from this address: sign-in is refused for a while, even with"
+    " the right token.",
 }
 """What the login page says for its ``why`` (``/login?why=wrong``), by name; any other says
 nothing. A refused login redirects there (Post/Redirect/Get: its page, reloaded, does not send
 the form again, and the token never goes into the address); a request whose session cookie
 names no live session (expired, ended by a restart or a logout elsewhere) is sent there as
-``ended``, so that the form does not read as a first visit's."""
+``ended``, so that the form does not read as a first visit's; one from an address refused for
+too many wrong tokens (``gateway/lockout.py``) is sent to ``locked``, which answers 429 with
+``Retry-After`` and says how long while the address is still refused (after, the plain form)."""
 NOTICES = frozenset({"ended"})
 """The ``why`` that are news, not a refusal: said as a status, not an alert."""
 
@@ -138,6 +144,7 @@ def _page(
     error: str = "",
     next_page: str | None = None,
     notice: str = "",
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     html = request.app[ASSETS_KEY][name].decode()
     if error:
@@ -148,7 +155,10 @@ def _page(
         field = f'<input type="hidden" name="next" value="{escape(next_page, quote=True)}">'
         html = html.replace("<!--next-->", field)
     return web.Response(
-        status=status, text=html, content_type="text/html", headers={"Cache-Control": "no-store"}
+        status=status,
+        text=html,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", **(headers or {})},
     )
 
 
@@ -182,6 +192,13 @@ async def login_form(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther(next_page or "/dashboard")
     why = request.query.get("why", "")
     said = LOGIN_SAYS.get(why, "")
+    if why == "locked":
+        wait = request.app[LOGINS_KEY].locked(request.app[LOGINS_KEY].client(request))
+        if not wait:  # over (or never: a link): the plain form
+            return _page(request, "login.html", next_page=next_page)
+        minutes = math.ceil(wait / 60)
+        said = f"{said} Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+        return _page(request, "login.html", 429, said, next_page, headers={"Retry-After": str(wait)})
     if why in NOTICES:
         return _page(request, "login.html", next_page=next_page, notice=said)
     return _page(request, "login.html", error=said, next_page=next_page)
@@ -219,11 +236,15 @@ async def login(request: web.Request) -> web.Response:
     next_page = back_to(form.get("next"))
     # Refused: back to the login page, which says why (Post/Redirect/Get), not a page of the
     # POST's, which a reload would send again (the browser's "Confirm form resubmission").
+    logins = request.app[LOGINS_KEY]
+    client = logins.client(request)
+    if logins.locked(client):  # before the token is read: the right one too
+        raise web.HTTPSeeOther(to_login("locked", next_page))
     if not isinstance(given, str) or not given:
         raise web.HTTPSeeOther(to_login("empty", next_page))
     expected = request.app[SETTINGS_KEY].admin_token
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise web.HTTPSeeOther(to_login("wrong", next_page))
+        raise web.HTTPSeeOther(to_login("locked" if logins.failed(client) else "wrong", next_page))
     sessions = request.app[SESSIONS_KEY]
     response = web.HTTPSeeOther(next_page or "/dashboard")
     set_cookie(response, request, sessions.start(), sessions.lifetime)

@@ -179,6 +179,12 @@ class Metrics:
             "for its answer instead of computing it again",
             registry=r,
         )
+        self.admin_lockouts = Counter(
+            "gateway_admin_lockouts",
+            "Client addresses refused by the admin listener for sending too many wrong admin tokens "
+            "(admin.max_failed_logins within admin.failed_login_seconds)",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The Prometheus text of this process, or, under a supervisor, of every worker summed

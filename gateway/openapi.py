@@ -353,13 +353,15 @@ ERROR = {
 def _errors(*codes: int) -> dict[str, Any]:
     """Error answers by status. 503 belongs to every operation that reads or writes a store:
     the error middleware answers it when the store stays busy past its timeout (an import
-    holds the write lock) and when the central store is out of reach (``admin.source``)."""
+    holds the write lock) and when the central store is out of reach (``admin.source``). 429
+    belongs to every one behind the token (401): an address that sent too many wrong tokens is
+    refused a while (``gateway/lockout.py``)."""
     return {
         str(code): {
             "description": "error",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
-        for code in codes
+        for code in sorted({*codes, *((429,) if 401 in codes else ())})
     }
 
 
@@ -530,7 +532,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         *_PERIOD,
                         *(
-                            query_param(name, what, {"type": "string", "minLength": 1, "maxLength": 200})
+                            query_param(name, what, {**FILTER, "maxLength": 200})
                             for name, what in (
                                 ("name", "exact conversion name (signup, purchase…)"),
                                 ("rule", "exact rule or sender that recorded it"),

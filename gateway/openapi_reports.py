@@ -152,6 +152,11 @@ _ERRORS = {
         "description": "missing or wrong token",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     },
+    "429": {
+        "description": "too many wrong tokens from this address: refused (the right token too)"
+        " until Retry-After",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
     "503": {
         "description": "the store was busy past its timeout (another process held its write"
         " lock); try again after Retry-After",

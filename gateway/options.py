@@ -159,6 +159,11 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     body_timeout: float = 30.0
     """Seconds a request body to the admin listener (an analyst's verdict, a creator, the
     login form) may take to arrive whole before 408."""
+    max_failed_logins: int = 10
+    """Wrong admin tokens (the login form's and ``Authorization: Bearer``'s together) one client
+    address may send within ``failed_login_seconds`` of the first before it is refused (429)."""
+    failed_login_seconds: float = 300.0
+    """The span ``max_failed_logins`` are counted in, and how long an address is then refused."""
 
 
 class CentralOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -13,9 +13,33 @@ const PALETTE = [
 const AXIS = "#94a3b8";
 const INK = "#334155";
 
+// Past the twenty (a channels table of its own, the models to come), a colour each all the
+// same: hues a golden angle apart, at three lightnesses in turn, so that neighbours in a stack
+// differ most; a colour already given (or the palette's) is passed over. Deterministic: the
+// same names in the same order have the same colours on every page and every reload.
+function generated(i) {
+  const hue = (i * 137.508 + 200) % 360;
+  const [s, l] = [[0.7, 0.45], [0.6, 0.32], [0.75, 0.6]][i % 3];
+  const k = (n) => (n + hue / 30) % 12;
+  const a = s * Math.min(l, 1 - l);
+  const channel = (n) => Math.round(255 * (l - a * Math.max(-1, Math.min(k(n) - 3, 9 - k(n), 1))));
+  return `#${[0, 8, 4].map((n) => channel(n).toString(16).padStart(2, "0")).join("")}`;
+}
+
 export function colors(names) {
   const map = new Map();
-  names.forEach((name, i) => map.set(name, PALETTE[i % PALETTE.length]));
+  const used = new Set(PALETTE);
+  let next = 0;
+  names.forEach((name, i) => {
+    if (i < PALETTE.length) {
+      map.set(name, PALETTE[i]);
+      return;
+    }
+    let color = generated(next++);
+    while (used.has(color)) color = generated(next++);
+    used.add(color);
+    map.set(name, color);
+  });
   return map;
 }
 

@@ -331,7 +331,7 @@ async def test_conversions_are_listed_in_time_order_filtered_and_paged(gw) -> No
     _, _, body = await get(gw, "/api/conversions", AUTH, rule="stripe", since=iso(now - timedelta(hours=9)))
     assert [c["order_id"] for c in body["items"]] == ["o1", "o2"]
     for params, error in (
-        ({"name": ""}, "name: expected a value as conversions record it (1..200 printable characters)"),
+        ({"name": ""}, "name: expected a value as conversions record it (1..200 printable characters,"),
         ({"rule": "a\x00"}, "rule: expected a value as conversions record it"),
         ({"user_id": "alice"}, "unknown query parameter 'user_id'"),
         ({"limit": "0"}, "limit: expected a whole number 1..1000"),
@@ -339,6 +339,40 @@ async def test_conversions_are_listed_in_time_order_filtered_and_paged(gw) -> No
     ):
         status, _, body = await get(gw, "/api/conversions", AUTH, **params)
         assert status == 400 and body["error"].startswith(error), (params, body)
+
+
+async def test_a_conversion_filter_with_spaces_around_it_is_a_400_naming_it(gw) -> None:
+    """Conversions are recorded trimmed (a rule's name is refused with spaces around it, a
+    webhook's trimmed, a sender's a token): ``name= signup`` answered an empty page, which
+    reads as "no sign-ups", where the touchpoint listing's filters answer 400 naming theirs."""
+    row = Conversion(
+        uuid7(),
+        iso(datetime.now(UTC)),
+        "n",
+        "signup",
+        "order:o1",
+        "a" * 32,
+        None,
+        1.0,
+        "EUR",
+        rule="signup-form",
+    )
+    await gw.gateway.store.write([row])
+    _, _, body = await get(gw, "/api/conversions", AUTH, name="signup", rule="signup-form", origin="rule")
+    assert [c["name"] for c in body["items"]] == ["signup"]
+    for name, value in [
+        ("name", " signup"),
+        ("rule", "signup-form "),
+        ("origin", "\trule"),
+        ("name", "x" * 201),
+    ]:
+        for fmt in ("json", "csv"):
+            status, _, body = await get(gw, "/api/conversions", AUTH, format=fmt, **{name: value})
+            assert status == 400, (name, value, body)
+            assert body["error"] == (
+                f"{name}: expected a value as conversions record it (1..200 printable characters,"
+                f" no spaces around it), got {value[:100]!r}; leave {name} out for every one"
+            )
 
 
 async def download(gw, path: str, **params: str) -> tuple[int, Any, bytes]:

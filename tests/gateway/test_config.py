@@ -86,6 +86,11 @@ def test_defaults_load() -> None:
             "[admin]\nbody_timeout = 0\n",
             "admin.body_timeout: must be more than 0 and at most 3600 seconds, got 0",
         ),
+        ("[admin]\nmax_failed_logins = 0\n", "admin.max_failed_logins: must be 1..1000, got 0"),
+        (
+            "[admin]\nfailed_login_seconds = -1\n",
+            "admin.failed_login_seconds: must be more than 0 and at most 86400 seconds (a day), got -1",
+        ),
         ("proxy = 3\n", "proxy: must be a table"),
         ("[proxy\n", "not valid TOML"),
     ],

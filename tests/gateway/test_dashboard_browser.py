@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -29,7 +30,7 @@ from gateway.events import DailyCount, Event
 from storage.queries import JOURNEY_LIMIT
 from storage.reports import POPULATIONS
 from tests.conftest import TOKEN, RunningGateway
-from tests.gateway.test_dashboard import PERIOD, _conv, _tp, origin, seeded_gateway
+from tests.gateway.test_dashboard import PERIOD, _conv, _lab, _tp, origin, seeded_gateway
 from tests.pngread import read_png
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -1801,3 +1802,37 @@ async def test_the_conversion_value_fits_its_card_on_a_tablet_and_a_phone(
         assert all(lines == 1 and inside for _, lines, inside in amounts), (width, amounts)
         assert scrolled <= viewport, (width, scrolled)
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(120)
+async def test_colours_past_the_palette_are_each_their_own(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The palette has twenty colours; the 21st series had the 1st's, the 22nd the 2nd's: two
+    channels of one stack, two lines of one legend, told apart by nothing. Past it, charts.js
+    makes more (deterministic), and the first twenty are as they were."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    async with gw.session.get(gw.admin_url + "/static/charts.js") as resp:
+        script = await resp.text()
+    palette = re.findall(r'"(#[0-9a-f]{6})"', script.split("const PALETTE = [", 1)[1].split("];", 1)[0])
+    names = [f"channel {n}" for n in range(200)]
+    async with browser(chromium, tmp_path / "profile") as page:
+        await page.send("Page.navigate", url=gw.admin_url + "/login")
+        await page.wait_for("document.readyState === 'complete'", "the login page")
+        script = f"import('/static/charts.js').then(m => JSON.stringify([...m.colors({json.dumps(names)})]))"
+        given = json.loads(await page.eval(script))
+        again = json.loads(await page.eval(script))
+    assert given == again  # the same names, the same colours
+    assert [name for name, _ in given] == names
+    colours = [colour for _, colour in given]
+    assert colours[:20] == palette
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours), colours
+    assert len(set(colours)) == len(names)
+    # The first twenty made are told apart from each other and from the palette (CIE76 10 at least:
+    # clearly two colours side by side; the palette's own are 15 apart).
+    closest = min(
+        (math.dist(_lab(a), _lab(b)), a, b)
+        for i, a in enumerate(colours[:40])
+        for b in colours[max(i + 1, 20) : 40]
+    )
+    assert closest[0] >= 10, closest
