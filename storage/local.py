@@ -1,7 +1,8 @@
 """The local event store: SQLite in WAL mode, one writer task, group commit.
 
-Owns the write connection and the WAL checkpoint job beside it (``storage.checkpoint``,
-started and stopped with the store). ``submit(events)`` queues events and returns a
+Owns the write connection, the WAL checkpoint job beside it (``storage.checkpoint``,
+started and stopped with the store) and the watch on its file (``storage.filewatch``).
+``submit(events)`` queues events and returns a
 future that resolves once their transaction has committed; the writer takes
 everything queued while the previous commit ran (up to ``batch_size`` rows),
 so load batches itself. A failed commit fails its futures: callers decide to
@@ -39,6 +40,7 @@ from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.checkpoint import Checkpointer
+from storage.filewatch import FileWatch
 from storage.migrate import migrate
 
 log = logging.getLogger("gateway.storage")
@@ -172,6 +174,10 @@ class CommitTimeout(Exception):
     """A submit was not committed within ``storage.max_wait_ms``; it may still be, later."""
 
 
+class StoreMoved(Exception):
+    """The store's file was deleted or replaced under the running gateway (``storage.filewatch``)."""
+
+
 class StoreClosed(Exception):
     """The store is not accepting events (closed, overloaded, or its writer stopped)."""
 
@@ -273,6 +279,7 @@ class LocalStore:
         self._max_wait = options.max_wait_ms / 1000
         self._sweeper: asyncio.TimerHandle | None = None
         self.checkpointer = Checkpointer(path, metrics)
+        self.watch = FileWatch(path, self._moved)
         # Read when /metrics is scraped, rather than set on every submit and commit; under a
         # supervisor /metrics reads every worker's files instead, so there it is set.
         self._queue_gauge = metrics.store_queue if metrics.multiprocess_dir else None
@@ -291,6 +298,7 @@ class LocalStore:
         self._task = asyncio.create_task(self._writer(), name="store-writer")
         self._task.add_done_callback(self._writer_stopped)
         self.checkpointer.start()
+        await self.watch.start()
         self._sweep()
 
     def _sweep(self) -> None:
@@ -324,6 +332,7 @@ class LocalStore:
             await asyncio.wait([self._task])
         # Its connection closes first: the writer's, the last, then copies what is left of the
         # WAL into the database file and removes it.
+        await self.watch.close()
         await self.checkpointer.close()
         if self._db is not None:
             await self._db.close()
@@ -420,6 +429,13 @@ class LocalStore:
             self.metrics.store_errors.inc()
             log.critical("the store writer stopped; events are refused until restart", exc_info=True)
 
+    def _moved(self, why: str) -> None:
+        """The watch found the file gone from ``storage.path``: say so once, and fail every commit
+        from now on (each counted, the pages still served), rather than write on into a file that
+        is gone at exit, or beside a replacing file sharing its ``-wal``."""
+        log.error("%s", why)
+        self.failing = (time.time(), StoreMoved.__name__)
+
     def _drop_pending(self, error: Exception | None, inflight: int) -> None:
         """Closing while another connection holds the lock: the batch in flight (``inflight``
         events) is given up, and what is queued behind it fails at once rather than each batch
@@ -468,6 +484,8 @@ class LocalStore:
         db = self._db
         started = time.perf_counter()
         try:
+            if self.watch.moved is not None:
+                raise StoreMoved(self.watch.moved)
             if db.in_transaction:  # a failed ROLLBACK must not poison every later batch
                 await db.execute("ROLLBACK")
             counted: list[tuple[str, bool]] = []

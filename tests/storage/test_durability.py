@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -412,3 +413,40 @@ async def test_a_store_locked_by_another_process_keeps_the_events_until_it_is_fr
     async with gateway.session.get(gateway.admin_url + "/healthz") as resp:
         assert (await resp.json())["status"] == "ok"
     assert await unconfirmed(gateway, "store_error") == 0
+
+
+async def health(gw: RunningGateway) -> dict[str, str]:
+    async with gw.session.get(gw.admin_url + "/healthz") as resp:
+        assert resp.status == 200
+        answer: dict[str, str] = await resp.json()
+        return answer
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced by another file"])
+async def test_a_store_file_deleted_or_replaced_under_the_gateway_is_told_and_counted(
+    gateway: RunningGateway, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``rm gw.db``, or a backup moved over it, under a running gateway: SQLite writes on into
+    the file it opened, which is gone at exit (or shares its ``-wal`` with the new one). Until
+    2026-12-05 every landing was then lost with ``/healthz`` ``ok`` and nothing in the log; now
+    the gateway sees it within a second, says so once, and serves the pages with their events
+    refused and counted, as for a broken disk."""
+    db = gateway.gateway.settings.store_path
+    await land(gateway, "before")
+    if how == "deleted":
+        await asyncio.to_thread(db.unlink)
+    else:
+        copy = db.with_name("restored.db")
+        await asyncio.to_thread(shutil.copyfile, db, copy)
+        await asyncio.to_thread(os.replace, copy, db)
+    async with asyncio.timeout(5):
+        while (state := await health(gateway))["status"] == "ok":
+            await asyncio.sleep(0.05)
+    assert state["store"] == "commits are failing (StoreMoved), events are being lost; the log says why"
+    await land(gateway, "after")
+    assert await unconfirmed(gateway, "store_error") == 1
+    told = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name == "gateway.storage"]
+    assert told[0] == (
+        f"the store file {db} (storage.path) was {how} while the gateway ran; nothing is written "
+        "from now on: restart the gateway to write to the file at that path"
+    )
