@@ -45,7 +45,7 @@ from gateway.openapi import DELIMITERS, FORMATS, openapi_document
 from gateway.pages import error_body
 from gateway.sessions import PAGES, READ_METHODS, STATIC_PREFIX, from_elsewhere, has_cookie_session
 from storage.erasure import erase_user
-from storage.local import LocalStore
+from storage.local import LOCKED, LocalStore
 from storage.queries import (
     CONVERSION_FILTERS,
     TOUCHPOINT_FILTERS,
@@ -329,7 +329,8 @@ async def healthz(request: web.Request) -> web.Response:
     """200 while the store accepts events; 503 when its writer stopped (the site is still served,
     but nothing is recorded until a restart). While its latest commit failed (disk full,
     read-only), still 200 — a restart would not help, and the site is served — but ``degraded``,
-    with the error and since when."""
+    with the error and since when; so too while another connection holds the write lock (the
+    events wait in the queue then, and are written once it is released)."""
     store = request.app[STORE_KEY]
     if not store.accepting:
         raise ApiError(503, "the store writer stopped: events are not being recorded; see the log")
@@ -337,11 +338,15 @@ async def healthz(request: web.Request) -> web.Response:
     if store.failing is None:
         return ok({"status": "ok", "node": node})
     since, kind = store.failing
+    if kind == LOCKED:
+        state = "commits are waiting: the database is locked by another connection; events stay queued"
+    else:
+        state = f"commits are failing ({kind}), events are being lost; the log says why"
     return ok(
         {
             "status": "degraded",
             "node": node,
-            "store": f"commits are failing ({kind}), events are being lost; the log says why",
+            "store": state,
             "failing_since": iso(datetime.fromtimestamp(since, UTC)),
         }
     )

@@ -481,7 +481,8 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "alive: `ok`, or `degraded` while the store's latest"
-                            " commit failed (the site is served, events are lost)",
+                            " commit failed (the site is served, events are lost) or waits on"
+                            " another connection's write lock (events are queued)",
                             "content": {
                                 "application/json": {
                                     "schema": {

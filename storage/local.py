@@ -1,7 +1,8 @@
 """The local event store: SQLite in WAL mode, one writer task, group commit.
 
-Owns the write connection and the WAL checkpoint job beside it (``storage.checkpoint``,
-started and stopped with the store). ``submit(events)`` queues events and returns a
+Owns the write connection, the WAL checkpoint job beside it (``storage.checkpoint``,
+started and stopped with the store) and the watch on its file (``storage.filewatch``).
+``submit(events)`` queues events and returns a
 future that resolves once their transaction has committed; the writer takes
 everything queued while the previous commit ran (up to ``batch_size`` rows),
 so load batches itself. A failed commit fails its futures: callers decide to
@@ -39,6 +40,7 @@ from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.checkpoint import Checkpointer
+from storage.filewatch import FileWatch
 from storage.migrate import migrate
 
 log = logging.getLogger("gateway.storage")
@@ -65,6 +67,11 @@ GATHER_TURNS = 3
 rather than wait for the next. Each commit costs the event loop a thread hand-off and a wake-up
 whatever its size; under load batches grew and landings gained 5-30 % req/s (~20 us less CPU
 each) in the bench. An idle store loses microseconds: nothing else is ready to run."""
+RETRY_PAUSE = 0.1
+"""Seconds between two tries of a batch the database answered locked (each try has already
+waited the connection's busy timeout): another process holds the write lock for now."""
+LOCKED = "locked"
+"""``LocalStore.failing``'s kind while commits wait on a lock another connection holds."""
 _encode = msgspec.json.Encoder()
 
 
@@ -151,8 +158,24 @@ _DATA_ERRORS = (
 )
 
 
+def _locked(error: BaseException | None) -> bool:
+    """SQLite's BUSY or LOCKED, whatever the extended code: another connection holds the write
+    lock (a ``sqlite3`` shell in a transaction, a backup, another process past the busy
+    timeout). Nothing is wrong with the batch or the disk: the same batch goes in later."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return (
+        isinstance(error, sqlite3.OperationalError)
+        and isinstance(code, int)
+        and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    )
+
+
 class CommitTimeout(Exception):
     """A submit was not committed within ``storage.max_wait_ms``; it may still be, later."""
+
+
+class StoreMoved(Exception):
+    """The store's file was deleted or replaced under the running gateway (``storage.filewatch``)."""
 
 
 class StoreClosed(Exception):
@@ -240,10 +263,12 @@ class LocalStore:
         self.options = options
         self.metrics = metrics
         self._commit_failed = Throttled(log, logging.ERROR)
+        self._commit_waits = Throttled(log, logging.WARNING)
         self.failing: tuple[float, str] | None = None
         """While the latest commit failed on the database (disk full, read-only, I/O), not on
         one submit's data: since when (Unix time) and the latest error's kind (its message is
-        logged, not shown: ``/healthz`` answers anyone); None once one commits."""
+        logged, not shown: ``/healthz`` answers anyone), ``LOCKED`` while another connection
+        holds the write lock (the batch is kept and tried again); None once one commits."""
         self._pending: deque[_Item] = deque()
         self._inflight: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -254,6 +279,7 @@ class LocalStore:
         self._max_wait = options.max_wait_ms / 1000
         self._sweeper: asyncio.TimerHandle | None = None
         self.checkpointer = Checkpointer(path, metrics)
+        self.watch = FileWatch(path, self._moved)
         # Read when /metrics is scraped, rather than set on every submit and commit; under a
         # supervisor /metrics reads every worker's files instead, so there it is set.
         self._queue_gauge = metrics.store_queue if metrics.multiprocess_dir else None
@@ -272,6 +298,7 @@ class LocalStore:
         self._task = asyncio.create_task(self._writer(), name="store-writer")
         self._task.add_done_callback(self._writer_stopped)
         self.checkpointer.start()
+        await self.watch.start()
         self._sweep()
 
     def _sweep(self) -> None:
@@ -305,6 +332,7 @@ class LocalStore:
             await asyncio.wait([self._task])
         # Its connection closes first: the writer's, the last, then copies what is left of the
         # WAL into the database file and removes it.
+        await self.watch.close()
         await self.checkpointer.close()
         if self._db is not None:
             await self._db.close()
@@ -383,6 +411,14 @@ class LocalStore:
                             await asyncio.sleep(0)
                 self._inflight, rows = self._take()
                 outcomes = await self._commit_batch(self._inflight, rows)
+                while all(_locked(e) for e in outcomes) and not self._closing:
+                    # Kept, not dropped: the lock is another connection's, and these events'
+                    # responses may have gone out on max_wait_ms, promised to be written. The
+                    # queue behind it is bounded by MAX_QUEUED (then submits are refused).
+                    await asyncio.sleep(RETRY_PAUSE)
+                    outcomes = await self._commit_batch(self._inflight, rows)
+                if self._closing and all(_locked(e) for e in outcomes):
+                    self._drop_pending(outcomes[0], rows)
                 self._queued -= rows
                 if self._queue_gauge is not None:
                     self._queue_gauge.set(self._queued)
@@ -392,6 +428,27 @@ class LocalStore:
         except Exception:
             self.metrics.store_errors.inc()
             log.critical("the store writer stopped; events are refused until restart", exc_info=True)
+
+    def _moved(self, why: str) -> None:
+        """The watch found the file gone from ``storage.path``: say so once, and fail every commit
+        from now on (each counted, the pages still served), rather than write on into a file that
+        is gone at exit, or beside a replacing file sharing its ``-wal``."""
+        log.error("%s", why)
+        self.failing = (time.time(), StoreMoved.__name__)
+
+    def _drop_pending(self, error: Exception | None, inflight: int) -> None:
+        """Closing while another connection holds the lock: the batch in flight (``inflight``
+        events) is given up, and what is queued behind it fails at once rather than each batch
+        waiting out the busy timeout on the same lock (minutes, with a full queue)."""
+        dropped = list(self._pending)
+        self._pending.clear()
+        rows = sum(len(item.events) for item in dropped)
+        self._queued -= rows
+        log.error(
+            "closing while another connection holds the store's write lock: %d events not stored",
+            inflight + rows,
+        )
+        _settle(dropped, error)
 
     def _writer_stopped(self, task: asyncio.Task[None]) -> None:
         """However the writer ended (even cancelled before it ran), fail what it left behind.
@@ -427,6 +484,8 @@ class LocalStore:
         db = self._db
         started = time.perf_counter()
         try:
+            if self.watch.moved is not None:
+                raise StoreMoved(self.watch.moved)
             if db.in_transaction:  # a failed ROLLBACK must not poison every later batch
                 await db.execute("ROLLBACK")
             counted: list[tuple[str, bool]] = []
@@ -456,12 +515,27 @@ class LocalStore:
             for item in batch:
                 item.results = None
             self.metrics.store_errors.inc()
+            since = self.failing[0] if self.failing is not None else time.time()
+            if _locked(err):
+                if not self._closing:
+                    self._commit_waits(
+                        "store commit of %d events waits: %s (another connection holds the write "
+                        "lock); the events stay queued and are tried again",
+                        rows,
+                        err,
+                    )
+                self.failing = (since, LOCKED)
+                return err
             self._commit_failed("store commit of %d events failed: %s", rows, err)
             if not isinstance(err, _DATA_ERRORS):
-                since = self.failing[0] if self.failing is not None else time.time()
                 self.failing = (since, type(err).__name__)
             return err
-        self.failing = None
+        if self.failing is not None:
+            log.warning(
+                "store commits go through again, %.1f s after they began to fail or wait",
+                time.time() - self.failing[0],
+            )
+            self.failing = None
         self.metrics.store_commit_seconds.observe(time.perf_counter() - started)
         self.metrics.store_batch_rows.observe(rows)
         self.checkpointer.committed(rows)

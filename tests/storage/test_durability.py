@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -372,3 +374,79 @@ async def test_read_only_store_still_serves_pages_and_counts_the_loss(gateway: R
         assert (await resp.json())["status"] == "ok"  # a commit went through again
     rows = await asyncio.to_thread(query, db, "SELECT content FROM touchpoints ORDER BY id")
     assert [c for (c,) in rows] == ["before", "after"]
+
+
+async def test_a_store_locked_by_another_process_keeps_the_events_until_it_is_free(
+    gateway: RunningGateway,
+) -> None:
+    """Another process holding the write lock past the busy timeout (a ``sqlite3`` shell left
+    in ``BEGIN EXCLUSIVE``, a long backup): the pages are served once ``max_wait_ms`` is up,
+    and the events stay queued and are written once the lock is released, as the README
+    promises for a commit that is merely late. Until 2026-12-05 the batch failed on
+    ``database is locked`` after the busy timeout and its events, whose responses had gone out
+    counted as ``timeout`` (meaning "still written"), were dropped."""
+    db = gateway.gateway.settings.store_path
+    await land(gateway, "before")
+    await writer_pragma(gateway, "PRAGMA busy_timeout = 50")  # the lock outlasts it at once
+    holder = await asyncio.to_thread(sqlite3.connect, db, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
+        async with asyncio.timeout(5):  # each page waits max_wait_ms (1 s), not for the lock
+            await asyncio.gather(*(land(gateway, f"locked{n}") for n in range(3)))
+        assert await unconfirmed(gateway, "timeout") == 3
+        async with gateway.session.get(gateway.admin_url + "/healthz") as resp:
+            health = await resp.json()
+        assert health["status"] == "degraded"
+        assert health["store"].startswith("commits are waiting: the database is locked")
+        await asyncio.sleep(0.3)  # several busy timeouts pass while the lock is held
+    finally:
+        await asyncio.to_thread(holder.execute, "ROLLBACK")
+        await asyncio.to_thread(holder.close)
+    expected = ["before", "locked0", "locked1", "locked2"]
+    async with asyncio.timeout(5):
+        while (
+            sorted(c for (c,) in await asyncio.to_thread(query, db, "SELECT content FROM touchpoints"))
+            != expected
+        ):
+            await asyncio.sleep(0.05)
+    await land(gateway, "after")
+    async with gateway.session.get(gateway.admin_url + "/healthz") as resp:
+        assert (await resp.json())["status"] == "ok"
+    assert await unconfirmed(gateway, "store_error") == 0
+
+
+async def health(gw: RunningGateway) -> dict[str, str]:
+    async with gw.session.get(gw.admin_url + "/healthz") as resp:
+        assert resp.status == 200
+        answer: dict[str, str] = await resp.json()
+        return answer
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced by another file"])
+async def test_a_store_file_deleted_or_replaced_under_the_gateway_is_told_and_counted(
+    gateway: RunningGateway, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``rm gw.db``, or a backup moved over it, under a running gateway: SQLite writes on into
+    the file it opened, which is gone at exit (or shares its ``-wal`` with the new one). Until
+    2026-12-05 every landing was then lost with ``/healthz`` ``ok`` and nothing in the log; now
+    the gateway sees it within a second, says so once, and serves the pages with their events
+    refused and counted, as for a broken disk."""
+    db = gateway.gateway.settings.store_path
+    await land(gateway, "before")
+    if how == "deleted":
+        await asyncio.to_thread(db.unlink)
+    else:
+        copy = db.with_name("restored.db")
+        await asyncio.to_thread(shutil.copyfile, db, copy)
+        await asyncio.to_thread(os.replace, copy, db)
+    async with asyncio.timeout(5):
+        while (state := await health(gateway))["status"] == "ok":
+            await asyncio.sleep(0.05)
+    assert state["store"] == "commits are failing (StoreMoved), events are being lost; the log says why"
+    await land(gateway, "after")
+    assert await unconfirmed(gateway, "store_error") == 1
+    told = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name == "gateway.storage"]
+    assert told[0] == (
+        f"the store file {db} (storage.path) was {how} while the gateway ran; nothing is written "
+        "from now on: restart the gateway to write to the file at that path"
+    )
