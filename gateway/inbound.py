@@ -52,7 +52,7 @@ from gateway.signing import (
 )
 from gateway.sources import SourceMap, compile_source, decode_delivery, encode_event, split_batch
 from storage.erased import ErasedWatch
-from storage.local import LocalStore
+from storage.local import CommitTimeout, LocalStore
 
 log = logging.getLogger("gateway.inbound")
 
@@ -487,6 +487,24 @@ class Inbound:
         try:
             await self._leave_out_late(delivery)
             written = await self.store.submit_groups(delivery.groups)
+        except CommitTimeout as err:
+            # Queued, not lost: the writer is slow or waits on another connection's lock, and
+            # commits it later (until 2026-12-05 this was logged as "not stored"). The sender's
+            # retry then finds it written: a duplicate.
+            log.warning(
+                "a delivery from %s was not committed in time (%s, storage.max_wait_ms); answered"
+                " 503: it stays queued and is written once the store allows, so the sender's retry"
+                " is answered as a duplicate",
+                sender,
+                err,
+            )
+            self._count(sender, "rejected", n)
+            return error(
+                503,
+                "not stored yet (the store is slow); retry the delivery: once it is written, a retry is"
+                " answered as a duplicate",
+                {"Retry-After": "5"},
+            )
         except Exception as err:
             log.warning("a delivery from %s was not stored (%s); answered 503", sender, err)
             self._count(sender, "rejected", n)

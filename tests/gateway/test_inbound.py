@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import re
+import sqlite3
 import sys
 import time
 import tomllib
@@ -2147,3 +2148,40 @@ async def test_a_refused_timestamp_says_what_was_wrong_with_it(
     status, answer = await post(gw, body, svix)
     assert answer["error"].startswith("timestamp: outside the accepted window (svix-timestamp is 3,"), answer
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
+async def test_a_delivery_not_committed_in_time_is_503_then_written_and_its_retry_a_duplicate(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another connection holds the store's write lock past ``storage.max_wait_ms``: the sender
+    is answered 503 (retry), the delivery stays queued and is written once the lock goes, and
+    the retry is a duplicate. The log said "was not stored" of a delivery that was then stored."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="site")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    toml = SOURCES + "\n[storage]\nmax_wait_ms = 200\n"
+    gw = await start_gateway(await upstream_server(app), toml, SOURCES_ENV)
+    body = encode(conversion(order_id="o-locked"))
+    headers = signed(body)
+    path = gw.gateway.settings.store_path
+    holder = await asyncio.to_thread(sqlite3.connect, path, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
+        with caplog.at_level(logging.WARNING, logger="gateway.inbound"):
+            status, answer = await post(gw, body, headers)
+        assert status == 503 and "not stored yet" in answer["error"], answer
+        said = [r.getMessage() for r in caplog.records if r.name == "gateway.inbound"]
+        assert any("stays queued" in line for line in said) and not any("not stored" in s for s in said), said
+    finally:
+        await asyncio.to_thread(holder.execute, "ROLLBACK")
+        await asyncio.to_thread(holder.close)
+    for _ in range(200):  # written once the lock is gone (the writer tries again)
+        if await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]:
+            break
+        await asyncio.sleep(0.05)
+    assert await rows(gw, "SELECT dedup_key FROM conversions") == [("order:o-locked",)]
+    status, answer = await post(gw, body, headers)  # the sender's retry of the same delivery
+    assert (status, answer) == (200, {"ok": True, "result": "duplicate"})
