@@ -97,6 +97,9 @@ class Campaign:
             for rank, name in enumerate(params):
                 names.setdefault(name.lower(), Param(slot, rank))
         self.names = names
+        # Universal Analytics' "keep the campaign you have" flag, which shops put on the URLs their
+        # payment gateway sends the buyer back to (WooCommerce's PayPal Standard does).
+        self.nooverride = frozenset(prefix + "nooverride" for prefix in self.prefixes)
         self._channels: dict[tuple[str | None, ...], str] = {}
 
     def classify(self, key: str) -> Param | None:
@@ -178,8 +181,10 @@ class Campaign:
         values = {slot: value for slot, (_, value) in found.items()}
         # raw_params holds every valid tracked pair (those of values and click among them, or it is
         # full): a landing tagged only with utm_id or utm_source_platform is a touchpoint too.
-        if raw_params or (
-            external and self.record_referrals and req.is_document and self._starts(referrer_host, site)
+        if (
+            not self._kept(raw_params, values, click)
+            if raw_params
+            else external and self.record_referrals and req.is_document and self._starts(referrer_host, site)
         ):
             self._record(ex, values, click, referrer_host if external else None, raw_params, site)
 
@@ -235,6 +240,18 @@ class Campaign:
                 self._channels.clear()
             self._channels[key] = channel
         return channel
+
+    def _kept(
+        self, raw_params: dict[str, str], values: dict[str, str], click: tuple[int, str, str] | None
+    ) -> bool:
+        """A landing that says only ``utm_nooverride=1`` (its other pairs no campaign field, click
+        or creator ID) asks to keep the visitor's campaign: it starts no touchpoint, as in
+        Universal Analytics. A payment gateway's return to such a URL without a ``Referer`` was a
+        Direct touchpoint that took the last touch from the campaign that sold."""
+        if values or click is not None:
+            return False
+        flags = self.nooverride
+        return any(key in flags and value.lower() not in ("0", "false") for key, value in raw_params.items())
 
     def _starts(self, referrer_host: str | None, site: str) -> bool:
         """A self-referral or a payment-gateway return continues the visit: no touchpoint."""

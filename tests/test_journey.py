@@ -30,6 +30,7 @@ JWT_SECRET = "j" * 40
 BILLING_SECRET = "b" * 40
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HTML = {"Accept": "text/html", "Sec-Fetch-Dest": "document"}
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:145.0) Gecko/20100101 Firefox/145.0"
 
 
 def b64(data: bytes) -> str:
@@ -236,3 +237,24 @@ async def test_where_did_this_signup_come_from(gw: RunningGateway) -> None:
     )
     for secret in (b"secret-pw", b"4111111111111111", b"ada@example.com"):
         assert secret not in raw
+
+
+async def test_a_payment_return_tagged_utm_nooverride_steals_no_credit(gw: RunningGateway) -> None:
+    """WooCommerce's PayPal Standard sends the buyer back to `…/order-received/…?utm_nooverride=1`,
+    Universal Analytics' "keep the campaign" flag. Back from PayPal with its Referer, the return
+    continues the visit; without one (a redirect chain, a strict Referrer-Policy) it was a Direct
+    touchpoint, which took the last touch, and half the linear credit, from the ad that sold."""
+    laptop = Device(gw)
+    firefox = {"User-Agent": FIREFOX, "Accept-Language": "en-GB,en;q=0.8"}
+    assert await laptop.request("GET", "/?utm_source=google&utm_medium=cpc&utm_campaign=brand", **firefox) == 200
+    ret = "/checkout/order-received/7/?key=wc_order_7&utm_nooverride=1"
+    assert await laptop.request("GET", ret, Referer="https://www.paypal.com/checkoutnow", **firefox) == 200
+    assert await laptop.request("GET", ret, **firefox) == 200
+    assert await laptop.form("/checkout", "order=W-7") == 303
+
+    touchpoints = (await gw.api("/api/touchpoints"))["items"]
+    assert [(t["channel"], t["campaign"]) for t in touchpoints] == [("Paid Search", "brand")]
+    report = await gw.api("/api/attribution", model="all", conversion="purchase")
+    [row] = report["rows"]
+    assert row["group"] == "Paid Search"
+    assert all(row[f"{model}_value"] == 99.9 for model in report["models"])

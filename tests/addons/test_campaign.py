@@ -410,3 +410,24 @@ def test_the_public_origin_names_the_site_when_a_front_proxy_sends_its_own_host(
     ws = exchange("/ws", headers={"Referer": referer}, host="127.0.0.1:8080")
     campaign.websocket(ws)
     assert ws.upstream_headers == {"referer": "https://www.shop.com/a?k=1"}
+
+
+@pytest.mark.parametrize(
+    ("target", "referer", "recorded"),
+    [
+        ("/return?utm_nooverride=1", None, False),
+        ("/return?C_NoOverride=true&utm_id=spring", None, False),
+        ("/return?utm_nooverride=1", "https://news.example/", False),
+        ("/return?utm_nooverride=0", None, True),
+        ("/?utm_source=news&utm_nooverride=1", None, True),
+        ("/?gclid=G1&utm_nooverride=1", None, True),
+        ("/?creator_id=anna&utm_nooverride=1", None, True),
+    ],
+)
+def test_utm_nooverride_alone_keeps_the_campaign_and_records_nothing(
+    target: str, referer: str | None, recorded: bool
+) -> None:
+    headers = {**DOCUMENT, **({"Referer": referer} if referer else {})}
+    ex, _ = run(target, headers=headers)
+    assert bool(ex.events) is recorded
+    assert "nooverride" not in (ex.upstream_query or "").lower()
