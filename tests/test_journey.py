@@ -306,3 +306,31 @@ async def test_a_shared_browser_credits_both_people_before_and_after_the_switch(
     assert await credits("last_touch") == {"carol-mail": 199.8}
     carol = await gw.api("/api/users/carol")
     assert [t["campaign"] for t in carol["touchpoints"]] == ["carol-search", "bob-ad", "carol-mail"]
+
+
+async def test_under_strip_redirect_an_ad_click_is_one_touchpoint(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The landing is answered with a 302 to its clean URL; the browser follows it keeping the
+    Referer (Fetch: a redirect changes no referrer). Each ad click was recorded twice, Paid
+    Search and then an Organic Search referral, which took half the ad's linear credit."""
+    env = {"SITE_JWT_SECRET": JWT_SECRET, "BILLING_SECRET": BILLING_SECRET}
+    gw = await start_gateway(await upstream_server(site()), '[proxy]\nstrip = "redirect"\n' + CONFIG, env=env)
+    laptop = Device(gw)
+    browser = {
+        "User-Agent": FIREFOX,
+        "Accept-Language": "en-GB,en;q=0.8",
+        "Referer": "https://www.google.com/",
+    }
+    async with gw.session.get(
+        gw.url + "/shoes?gclid=Cj0KCQ-1&size=42", headers={**HTML, **browser}, allow_redirects=False
+    ) as resp:
+        assert (resp.status, resp.headers["Location"]) == (302, "/shoes?size=42")
+        laptop.cookies.update({name: morsel.value for name, morsel in resp.cookies.items()})
+    assert await laptop.request("GET", "/shoes?size=42", **browser) == 200
+    assert await laptop.form("/checkout", "order=G-1") == 303
+
+    touchpoints = (await gw.api("/api/touchpoints"))["items"]
+    assert [(t["channel"], t["click_id"]) for t in touchpoints] == [("Paid Search", "Cj0KCQ-1")]
+    report = await gw.api("/api/attribution", model="linear", conversion="purchase")
+    assert [(r["group"], r["value"]) for r in report["rows"]] == [("Paid Search", 99.9)]
