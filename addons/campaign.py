@@ -26,6 +26,10 @@ MAX_PATH = 1024
 CHANNEL_CACHE = 4096
 """Distinct (source, medium, campaign, click ID kind, creator, referrer host, site) whose channel
 is remembered."""
+REDIRECTS = 16384
+"""Visitors sent to the clean URL (``strip = "redirect"``) whose follow-up is awaited."""
+REDIRECT_SECONDS = 30.0
+"""How long after the redirect its follow-up is recognised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,13 @@ class Campaign:
             for rank, name in enumerate(params):
                 names.setdefault(name.lower(), Param(slot, rank))
         self.names = names
+        # Universal Analytics' "keep the campaign you have" flag, which shops put on the URLs their
+        # payment gateway sends the buyer back to (WooCommerce's PayPal Standard does).
+        self.nooverride = frozenset(prefix + "nooverride" for prefix in self.prefixes)
         self._channels: dict[tuple[str | None, ...], str] = {}
+        # visitor key → (path, referrer host, time) of a landing answered with the redirect to its
+        # clean URL: the browser follows it with the same Referer, which is no second arrival.
+        self._redirected: dict[str, tuple[str, str, float]] = {}
 
     def classify(self, key: str) -> Param | None:
         """What a query key means (case-insensitive), or None when it is not tracked."""
@@ -178,8 +188,14 @@ class Campaign:
         values = {slot: value for slot, (_, value) in found.items()}
         # raw_params holds every valid tracked pair (those of values and click among them, or it is
         # full): a landing tagged only with utm_id or utm_source_platform is a touchpoint too.
-        if raw_params or (
-            external and self.record_referrals and req.is_document and self._starts(referrer_host, site)
+        if (
+            not self._kept(raw_params, values, click)
+            if raw_params
+            else external
+            and self.record_referrals
+            and req.is_document
+            and self._starts(referrer_host, site)
+            and not self._follows_redirect(ex, referrer_host)
         ):
             self._record(ex, values, click, referrer_host if external else None, raw_params, site)
 
@@ -190,6 +206,8 @@ class Campaign:
             if self.strip == "redirect" and req.method in ("GET", "HEAD"):
                 location = req.path + ("?" + clean if clean else "")
                 ex.reply = Reply(302, headers={"location": location, "cache-control": "no-store"})
+                if external and referrer_host and ex.visitor is not None:
+                    self._await_follow_up(ex.visitor.key, req.path, referrer_host, req.ts.timestamp())
             else:
                 ex.upstream_query = clean
         if referrer and not external and "?" in referrer:
@@ -235,6 +253,40 @@ class Campaign:
                 self._channels.clear()
             self._channels[key] = channel
         return channel
+
+    def _kept(
+        self, raw_params: dict[str, str], values: dict[str, str], click: tuple[int, str, str] | None
+    ) -> bool:
+        """A landing that says only ``utm_nooverride=1`` (its other pairs no campaign field, click
+        or creator ID) asks to keep the visitor's campaign: it starts no touchpoint, as in
+        Universal Analytics. A payment gateway's return to such a URL without a ``Referer`` was a
+        Direct touchpoint that took the last touch from the campaign that sold."""
+        if values or click is not None:
+            return False
+        flags = self.nooverride
+        return any(key in flags and value.lower() not in ("0", "false") for key, value in raw_params.items())
+
+    def _await_follow_up(self, visitor_key: str, path: str, referrer_host: str, at: float) -> None:
+        redirected = self._redirected
+        redirected.pop(visitor_key, None)
+        if len(redirected) >= REDIRECTS:
+            del redirected[next(iter(redirected))]  # the oldest
+        redirected[visitor_key] = (path, referrer_host, at)
+
+    def _follows_redirect(self, ex: Exchange, referrer_host: str | None) -> bool:
+        """The browser following our redirect to the clean URL keeps the landing's Referer
+        (Fetch: a redirect changes no referrer): a page load of that path, from that host, by
+        that visitor, just after, is the same arrival, not a referral of its own. Until
+        2026-12-05 every landing under ``strip = "redirect"`` was recorded twice, the ad's click
+        and then an Organic Search (or Social…) referral that took half its linear credit."""
+        if ex.visitor is None or not self._redirected:
+            return False
+        awaited = self._redirected.pop(ex.visitor.key, None)
+        if awaited is None:
+            return False
+        path, host, at = awaited
+        req = ex.request
+        return path == req.path and host == referrer_host and 0 <= req.ts.timestamp() - at <= REDIRECT_SECONDS
 
     def _starts(self, referrer_host: str | None, site: str) -> bool:
         """A self-referral or a payment-gateway return continues the visit: no touchpoint."""

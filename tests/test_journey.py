@@ -30,6 +30,7 @@ JWT_SECRET = "j" * 40
 BILLING_SECRET = "b" * 40
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HTML = {"Accept": "text/html", "Sec-Fetch-Dest": "document"}
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:145.0) Gecko/20100101 Firefox/145.0"
 
 
 def b64(data: bytes) -> str:
@@ -236,3 +237,100 @@ async def test_where_did_this_signup_come_from(gw: RunningGateway) -> None:
     )
     for secret in (b"secret-pw", b"4111111111111111", b"ada@example.com"):
         assert secret not in raw
+
+
+async def test_a_payment_return_tagged_utm_nooverride_steals_no_credit(gw: RunningGateway) -> None:
+    """WooCommerce's PayPal Standard sends the buyer back to `…/order-received/…?utm_nooverride=1`,
+    Universal Analytics' "keep the campaign" flag. Back from PayPal with its Referer, the return
+    continues the visit; without one (a redirect chain, a strict Referrer-Policy) it was a Direct
+    touchpoint, which took the last touch, and half the linear credit, from the ad that sold."""
+    laptop = Device(gw)
+    firefox = {"User-Agent": FIREFOX, "Accept-Language": "en-GB,en;q=0.8"}
+    ad = "/?utm_source=google&utm_medium=cpc&utm_campaign=brand"
+    assert await laptop.request("GET", ad, **firefox) == 200
+    ret = "/checkout/order-received/7/?key=wc_order_7&utm_nooverride=1"
+    assert await laptop.request("GET", ret, Referer="https://www.paypal.com/checkoutnow", **firefox) == 200
+    assert await laptop.request("GET", ret, **firefox) == 200
+    assert await laptop.form("/checkout", "order=W-7") == 303
+
+    touchpoints = (await gw.api("/api/touchpoints"))["items"]
+    assert [(t["channel"], t["campaign"]) for t in touchpoints] == [("Paid Search", "brand")]
+    report = await gw.api("/api/attribution", model="all", conversion="purchase")
+    [row] = report["rows"]
+    assert row["group"] == "Paid Search"
+    assert all(row[f"{model}_value"] == 99.9 for model in report["models"])
+
+
+async def test_a_shared_browser_credits_both_people_before_and_after_the_switch(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """README, *A shared device* and Known limits: Bob lands from an ad on the family laptop and
+    logs in; Carol logs in there after him and lands from her newsletter. Her purchase on the
+    laptop looks back over both people's devices; Bob's on his own phone over his devices, the
+    laptop included, so Carol's newsletter is its last touch. Nothing says who is at the
+    keyboard after a switch: pinned here so that a change to it is a decision, not an accident."""
+    # A script clicks faster than a person reads: keep the behaviour signals out of this test.
+    quiet = CONFIG + "\n[bots.weights]\ninhuman_cadence = 0\nno_assets = 0\n"
+    env = {"SITE_JWT_SECRET": JWT_SECRET, "BILLING_SECRET": BILLING_SECRET}
+    gw = await start_gateway(await upstream_server(site()), quiet, env=env)
+    firefox = {"User-Agent": FIREFOX, "Accept-Language": "en-GB,en;q=0.8"}
+    laptop, bob_phone, carol_phone = Device(gw), Device(gw), Device(gw)
+
+    async def land(device: Device, source: str, medium: str, campaign: str) -> None:
+        target = f"/?utm_source={source}&utm_medium={medium}&utm_campaign={campaign}"
+        assert await device.request("GET", target, **firefox) == 200
+
+    async def login(device: Device, user: str) -> None:
+        assert await device.form("/accounts/login/", f"username={user}&password=right") == 302
+
+    await land(bob_phone, "partnerblog", "affiliate", "bob-aff")
+    await login(bob_phone, "bob")
+    await land(carol_phone, "google", "cpc", "carol-search")
+    await login(carol_phone, "carol")
+    await land(laptop, "facebook", "paid_social", "bob-ad")
+    await login(laptop, "bob")
+    await login(laptop, "carol")  # Bob logged out; the gateway sees only Carol's login
+    await land(laptop, "newsletter", "email", "carol-mail")
+    assert await laptop.form("/checkout", "order=C-1") == 303  # Carol's, on the shared laptop
+    assert await bob_phone.form("/checkout", "order=B-1") == 303  # Bob's, on his own phone
+
+    async def credits(model: str) -> dict[str, float]:
+        report = await gw.api("/api/attribution", model=model, group_by="campaign")
+        assert report["totals"] == [{"currency": "EUR", "conversions": 2, "value": 199.8}]
+        return {row["group"]: row["value"] for row in report["rows"]}
+
+    # C-1 over four touches (24.97, 24.97, 24.98, 24.98: the cents left over go to the later
+    # touches); B-1 over Bob's phone and the laptop, Carol's newsletter among them (33.30 each).
+    linear = {"bob-aff": 58.27, "carol-search": 24.97, "bob-ad": 58.28, "carol-mail": 58.28}
+    assert await credits("linear") == linear
+    assert await credits("last_touch") == {"carol-mail": 199.8}
+    carol = await gw.api("/api/users/carol")
+    assert [t["campaign"] for t in carol["touchpoints"]] == ["carol-search", "bob-ad", "carol-mail"]
+
+
+async def test_under_strip_redirect_an_ad_click_is_one_touchpoint(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The landing is answered with a 302 to its clean URL; the browser follows it keeping the
+    Referer (Fetch: a redirect changes no referrer). Each ad click was recorded twice, Paid
+    Search and then an Organic Search referral, which took half the ad's linear credit."""
+    env = {"SITE_JWT_SECRET": JWT_SECRET, "BILLING_SECRET": BILLING_SECRET}
+    gw = await start_gateway(await upstream_server(site()), '[proxy]\nstrip = "redirect"\n' + CONFIG, env=env)
+    laptop = Device(gw)
+    browser = {
+        "User-Agent": FIREFOX,
+        "Accept-Language": "en-GB,en;q=0.8",
+        "Referer": "https://www.google.com/",
+    }
+    async with gw.session.get(
+        gw.url + "/shoes?gclid=Cj0KCQ-1&size=42", headers={**HTML, **browser}, allow_redirects=False
+    ) as resp:
+        assert (resp.status, resp.headers["Location"]) == (302, "/shoes?size=42")
+        laptop.cookies.update({name: morsel.value for name, morsel in resp.cookies.items()})
+    assert await laptop.request("GET", "/shoes?size=42", **browser) == 200
+    assert await laptop.form("/checkout", "order=G-1") == 303
+
+    touchpoints = (await gw.api("/api/touchpoints"))["items"]
+    assert [(t["channel"], t["click_id"]) for t in touchpoints] == [("Paid Search", "Cj0KCQ-1")]
+    report = await gw.api("/api/attribution", model="linear", conversion="purchase")
+    assert [(r["group"], r["value"]) for r in report["rows"]] == [("Paid Search", 99.9)]

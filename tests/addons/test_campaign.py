@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
 
 from addons.campaign import Campaign, hostname, strip_query
 from addons.identity import Identity
-from tests.addons.conftest import configured, context, exchange, metric
+from tests.addons.conftest import FIXED_TS, configured, context, exchange, metric
 
 DOCUMENT = {"Sec-Fetch-Dest": "document"}
 
@@ -410,3 +411,60 @@ def test_the_public_origin_names_the_site_when_a_front_proxy_sends_its_own_host(
     ws = exchange("/ws", headers={"Referer": referer}, host="127.0.0.1:8080")
     campaign.websocket(ws)
     assert ws.upstream_headers == {"referer": "https://www.shop.com/a?k=1"}
+
+
+@pytest.mark.parametrize(
+    ("target", "referer", "recorded"),
+    [
+        ("/return?utm_nooverride=1", None, False),
+        ("/return?C_NoOverride=true&utm_id=spring", None, False),
+        ("/return?utm_nooverride=1", "https://news.example/", False),
+        ("/return?utm_nooverride=0", None, True),
+        ("/?utm_source=news&utm_nooverride=1", None, True),
+        ("/?gclid=G1&utm_nooverride=1", None, True),
+        ("/?creator_id=anna&utm_nooverride=1", None, True),
+    ],
+)
+def test_utm_nooverride_alone_keeps_the_campaign_and_records_nothing(
+    target: str, referer: str | None, recorded: bool
+) -> None:
+    headers = {**DOCUMENT, **({"Referer": referer} if referer else {})}
+    ex, _ = run(target, headers=headers)
+    assert bool(ex.events) is recorded
+    assert "nooverride" not in (ex.upstream_query or "").lower()
+
+
+@pytest.mark.parametrize(
+    ("follow_up", "referer", "seconds", "recorded"),
+    [
+        ("/p?a=1", "https://www.google.com/search", 0.2, 0),  # the browser following the 302
+        ("/p?a=1", "https://www.google.com/", 29, 0),
+        ("/p?a=1", "https://www.google.com/", 31, 1),  # later: a page load of its own
+        ("/other", "https://www.google.com/", 1, 1),
+        ("/p?a=1", "https://www.bing.com/", 1, 1),
+    ],
+)
+def test_the_redirects_follow_up_is_the_same_arrival(
+    follow_up: str, referer: str, seconds: float, recorded: int
+) -> None:
+    """Under ``strip = "redirect"`` the browser follows the 302 to the clean URL with the
+    landing's Referer: that is no referral of its own (it was an Organic Search touchpoint
+    after every ad click). The same visitor landing elsewhere, from elsewhere or later is."""
+    ctx = context('[proxy]\nstrip = "redirect"\n')
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    landing = exchange("/p?gclid=G1&a=1", headers={**DOCUMENT, "Referer": "https://www.google.com/"})
+    identity.request(landing)
+    campaign.request(landing)
+    identity.response(landing)
+    assert landing.reply is not None and landing.reply.headers["location"] == "/p?a=1"
+    [cookie] = landing.set_cookies
+    ex = exchange(follow_up, headers={**DOCUMENT, "Referer": referer}, cookies={cookie.name: cookie.value})
+    ex.request.ts = FIXED_TS + timedelta(seconds=seconds)
+    identity.request(ex)
+    campaign.request(ex)
+    assert ex.visitor is not None and landing.visitor is not None and ex.visitor.key == landing.visitor.key
+    assert len(ex.events) == recorded
+    again = exchange(follow_up, headers={**DOCUMENT, "Referer": referer}, cookies={cookie.name: cookie.value})
+    identity.request(again)
+    campaign.request(again)
+    assert len(again.events) == 1  # awaited once: a reload after it is recorded as before
