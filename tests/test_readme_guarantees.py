@@ -41,3 +41,134 @@ def test_every_named_test_exists() -> None:
 def test_the_check_notices_a_missing_name() -> None:
     assert "test_no_such_test" not in defined_tests(ROOT / "tests" / "test_readme_guarantees.py")
     assert NAMED.findall("`tests/a.py::test_b`") == [("tests/a.py", "test_b")]
+
+
+# The Admin API reference's endpoint table against the admin listener's router: every route the
+# gateway serves is listed, and every endpoint listed is served (with the method written).
+ENDPOINT_CELL = re.compile(r"^\| (`(?:GET|POST|PUT|DELETE) .*?) \| ", re.MULTILINE)
+
+
+def readme_endpoints(text: str) -> set[tuple[str, str]]:
+    """(method, path) of each endpoint the table's first column names; a path's parameters as
+    ``{}``. A cell may list several: `GET /`, `/dashboard`; `POST /login` (a path without a
+    method takes the one before it); `/static/…` is a parameter too."""
+    start = text.index("\n## Admin API reference\n")
+    section = text[start : text.index("\n### ", start)]
+    found: set[tuple[str, str]] = set()
+    for cell in ENDPOINT_CELL.findall(section):
+        method = ""
+        for item in re.findall(r"`([^`]+)`", cell):
+            words = item.split()
+            if len(words) == 2:
+                method, path = words
+            else:
+                (path,) = words
+            found.add((method, re.sub(r"\{[^}]*\}|…", "{}", path)))
+    return found
+
+
+def served_endpoints(tmp_path: Path) -> set[tuple[str, str]]:
+    from gateway.server import create_gateway
+    from tests.conftest import make_settings
+
+    gateway = create_gateway(make_settings(tmp_path), "http://127.0.0.1:9")  # nothing is opened
+    return {
+        (route.method, re.sub(r"\{[^}]*\}", "{}", route.resource.canonical))
+        for route in gateway.admin_app.router.routes()
+        if route.resource is not None and route.method != "HEAD"  # aiohttp adds HEAD to each GET
+    }
+
+
+def test_admin_api_reference_lists_every_route(tmp_path: Path) -> None:
+    listed = readme_endpoints((ROOT / "README.md").read_text(encoding="utf-8"))
+    served = served_endpoints(tmp_path)
+    assert len(served) > 25
+    assert {"unlisted": served - listed, "not served": listed - served} == {
+        "unlisted": set(),
+        "not served": set(),
+    }
+
+
+def test_the_endpoint_check_reads_every_form_of_a_cell() -> None:
+    table = (
+        "\n## Admin API reference\n\n| endpoint | auth | answers |\n|---|---|---|\n"
+        "| `GET /a/{id}` | yes | x |\n| `GET /`, `/b`; `POST /c`; `GET /static/…` | no | y |\n\n### Next\n"
+    )
+    assert readme_endpoints(table) == {
+        ("GET", "/a/{}"),
+        ("GET", "/"),
+        ("GET", "/b"),
+        ("POST", "/c"),
+        ("GET", "/static/{}"),
+    }
+
+
+def test_doctor_example_shows_the_current_schema() -> None:
+    """The `gateway doctor` checklist in the README shows the store at the schema this
+    gateway migrates to, `(current)`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"writable, schema (\d+) \(current\)", text)
+    latest = max(
+        int(p.name[:4]) for p in (ROOT / "storage" / "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql")
+    )
+    assert shown and {int(n) for n in shown} == {latest}
+
+
+def reference_rows(text: str, section: str) -> dict[str, str]:
+    """`section.key` → its default cell, from the Configuration reference's tables."""
+    start = text.index("\n## Configuration reference\n")
+    reference = text[start : text.index("\n## ", start + 1)]
+    rows = re.findall(rf"^\| `{section}\.(\w+)` \| (.+?) \| ", reference, re.MULTILINE)
+    return dict(rows)
+
+
+def test_entry_tables_defaults_are_the_options_defaults() -> None:
+    """The `[[sources]]` and `[[sinks]]` tables give each key's default as the entry's type has
+    it, and `(required)` for exactly the keys without one (tests/gateway/test_config.py checks
+    the plain tables' literal defaults; these are entries, with no default instance)."""
+    import tomllib
+
+    import msgspec
+
+    from gateway.options import SinkOptions, SourceOptions
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for section, struct in (("sources", SourceOptions), ("sinks", SinkOptions)):
+        rows = reference_rows(text, section)
+        fields = msgspec.structs.fields(struct)
+        assert set(rows) == {field.name for field in fields}, section
+        for field in fields:
+            cell = rows[field.name]
+            assert (cell == "(required)") == field.required, f"{section}.{field.name}"
+            if cell.startswith("`") and cell.endswith("`") and cell.count("`") == 2:
+                default = field.default_factory() if field.default is msgspec.NODEFAULT else field.default
+                value = tomllib.loads("v = " + cell.strip("`"))["v"]
+                assert value == msgspec.json.decode(msgspec.json.encode(default)), f"{section}.{field.name}"
+
+
+def test_summarised_defaults_are_the_options_defaults() -> None:
+    """The defaults the reference summarises (a list's ends and length, the weights table)."""
+    from gateway.options import Options
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    options = Options()
+    crawlers = options.bots.good_crawlers
+    assert reference_rows(text, "bots")["good_crawlers"].startswith(
+        f"{crawlers[0]} … {crawlers[-1]} ({len(crawlers)} substrings"
+    )
+    assert f"({len(options.bots.datacenter_asns)} ASNs)" in reference_rows(text, "bots")["datacenter_asns"]
+    clicks = options.campaign.click_ids
+    assert reference_rows(text, "campaign")["click_ids"] == f"{clicks[0]} … {clicks[-1]}"
+    tiers = "; ".join(
+        f"{tier}: " + ", ".join(f"`{p}`" for p in patterns)
+        for tier, patterns in options.attribution.tier_patterns.items()
+    )
+    assert reference_rows(text, "attribution")["tier_patterns"] == tiers
+    start = text.index("\n### Signals and weights\n")
+    table = text[start : text.index("\n### ", start + 1)]
+    weights = {
+        name: int(weight) for name, weight in re.findall(r"^\| `(\w+)` \| (\d+) \| ", table, re.MULTILINE)
+    }
+    assert weights == {
+        name: getattr(options.bots.weights, name) for name in options.bots.weights.__struct_fields__
+    }
