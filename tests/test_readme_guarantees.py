@@ -172,3 +172,45 @@ def test_summarised_defaults_are_the_options_defaults() -> None:
     assert weights == {
         name: getattr(options.bots.weights, name) for name in options.bots.weights.__struct_fields__
     }
+
+
+def readme_command_lines(text: str) -> list[str]:
+    """The `gateway …` command lines of the README's ```sh blocks, as a user would paste them:
+    continuation lines joined, comments and a leading pipe stage (`zcat … |`) left out. A usage
+    synopsis (`[-c FILE]`) is not a command line."""
+    lines = []
+    for block in re.findall(r"^```(?:sh|console)\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line.removeprefix("$ ")).strip()
+            line = line.rsplit("| ", 1)[-1]
+            if re.match(r"(\S*/)?gateway ", line) and "[" not in line:
+                lines.append(line)
+    return lines
+
+
+def test_readme_command_lines_parse() -> None:
+    """Every `gateway …` line of the README's shell examples is a command line the CLI takes:
+    the command exists, each option exists and has its value (`gateway --help` would say)."""
+    import contextlib
+    import io
+    import shlex
+
+    from gateway.cli import build_parser
+
+    lines = readme_command_lines((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(lines) >= 15
+    refused = {}
+    for line in lines:
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                build_parser().parse_args(shlex.split(line)[1:])
+        except SystemExit as exit_:
+            if exit_.code:
+                refused[line] = stderr.getvalue().strip()
+    assert refused == {}
+
+
+def test_the_command_line_check_notices_a_wrong_option() -> None:
+    block = "```sh\nzcat a.gz | gateway import - --format combined  # x\ngateway nope --x\n```\n"
+    assert readme_command_lines(block) == ["gateway import - --format combined", "gateway nope --x"]
