@@ -214,3 +214,15 @@ def test_readme_command_lines_parse() -> None:
 def test_the_command_line_check_notices_a_wrong_option() -> None:
     block = "```sh\nzcat a.gz | gateway import - --format combined  # x\ngateway nope --x\n```\n"
     assert readme_command_lines(block) == ["gateway import - --format combined", "gateway nope --x"]
+
+
+def test_central_section_names_every_synced_table() -> None:
+    """The first paragraph of "Central store and sync" names every table the sync delivers
+    (`gateway sync --once` prints one line per table), and no table it does not."""
+    from storage.sync import COUNTS, SYNC_TABLES
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## Central store and sync\n")
+    paragraph = text[start : text.index("\n\n", start + len("\n## Central store and sync\n") + 1)]
+    named = set(re.findall(r"`([a-z_]+)`", paragraph)) - {"central.url"}
+    assert named == {*SYNC_TABLES, COUNTS}
