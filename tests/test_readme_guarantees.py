@@ -226,3 +226,32 @@ def test_central_section_names_every_synced_table() -> None:
     paragraph = text[start : text.index("\n\n", start + len("\n## Central store and sync\n") + 1)]
     named = set(re.findall(r"`([a-z_]+)`", paragraph)) - {"central.url"}
     assert named == {*SYNC_TABLES, COUNTS}
+
+
+def heading_anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown text's headings (code blocks left out)."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", prose, re.MULTILINE)
+    }
+
+
+def test_readme_links_resolve() -> None:
+    """Every `[…](#anchor)`, `[…](path)` and `[…](path.md#anchor)` of the README leads somewhere:
+    a renamed heading or a moved file would leave the reader at the top of the page, or at a 404."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        file = ROOT / path if path else ROOT / "README.md"
+        if not file.exists() or (anchor and anchor not in heading_anchors(file.read_text(encoding="utf-8"))):
+            broken.append(target)
+    assert broken == []
+
+
+def test_heading_anchors_as_github_writes_them() -> None:
+    text = "## Privacy: what is stored\n```\n# not a heading\n```\n#### `gateway doctor`\n"
+    assert heading_anchors(text) == {"privacy-what-is-stored", "gateway-doctor"}
