@@ -255,3 +255,16 @@ def test_readme_links_resolve() -> None:
 def test_heading_anchors_as_github_writes_them() -> None:
     text = "## Privacy: what is stored\n```\n# not a heading\n```\n#### `gateway doctor`\n"
     assert heading_anchors(text) == {"privacy-what-is-stored", "gateway-doctor"}
+
+
+def test_every_test_named_elsewhere_exists() -> None:
+    """Outside "Guarantees" too, a test the README names as holding a promise (Workers names
+    one) exists, and so does every test file it names."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [
+        f"{file}::{name}"
+        for file, name in NAMED.findall(text)
+        if not (ROOT / file).is_file() or name not in defined_tests(ROOT / file)
+    ]
+    missing += [file for file in re.findall(r"`(tests/[\w/]+\.py)`", text) if not (ROOT / file).is_file()]
+    assert missing == []
