@@ -268,3 +268,21 @@ def test_every_test_named_elsewhere_exists() -> None:
     ]
     missing += [file for file in re.findall(r"`(tests/[\w/]+\.py)`", text) if not (ROOT / file).is_file()]
     assert missing == []
+
+
+def test_openapi_document_describes_every_api_route(tmp_path: Path) -> None:
+    """The OpenAPI document the README points to (`GET /api/openapi.json`) has an operation for
+    every route of the admin listener but the dashboard's pages and files, and none besides."""
+    from gateway.openapi import openapi_document
+
+    pages = {"/", "/dashboard", "/login", "/logout", "/static/{}"}
+    served = {(method, path) for method, path in served_endpoints(tmp_path) if path not in pages}
+    documented = {
+        (method.upper(), re.sub(r"\{[^}]*\}", "{}", path))
+        for path, operations in openapi_document()["paths"].items()
+        for method in operations
+    }
+    assert {"undocumented": served - documented, "not served": documented - served} == {
+        "undocumented": set(),
+        "not served": set(),
+    }
