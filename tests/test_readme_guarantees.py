@@ -286,3 +286,21 @@ def test_openapi_document_describes_every_api_route(tmp_path: Path) -> None:
         "undocumented": set(),
         "not served": set(),
     }
+
+
+def test_touchpoint_example_is_the_documented_object() -> None:
+    """The Admin API reference's touchpoint object has exactly the fields of the OpenAPI
+    document's `Touchpoint`, each of the type that schema gives it."""
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from gateway.openapi import openapi_document
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("A touchpoint object:\n\n```json\n") + len("A touchpoint object:\n\n```json\n")
+    example = json.loads(text[start : text.index("```", start)])
+    schemas = openapi_document()["components"]["schemas"]
+    touchpoint = json.loads(json.dumps(schemas["Touchpoint"]).replace("#/components/schemas/", "#/$defs/"))
+    assert set(example) == set(touchpoint["properties"])
+    Draft202012Validator({**touchpoint, "$defs": schemas}).validate(example)
