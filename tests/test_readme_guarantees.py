@@ -309,3 +309,20 @@ def test_touchpoint_example_is_the_documented_object() -> None:
     touchpoint = json.loads(json.dumps(schemas["Touchpoint"]).replace("#/components/schemas/", "#/$defs/"))
     assert set(example) == set(touchpoint["properties"])
     Draft202012Validator({**touchpoint, "$defs": schemas}).validate(example)
+
+
+def test_report_parameters_table_is_what_the_endpoints_take() -> None:
+    """The "Report endpoints" table names every query parameter the attribution, timeseries,
+    paths and payouts endpoints take, and none they refuse (an unknown parameter is a 400)."""
+    from gateway.reportapi import PARAMS
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n### Report endpoints\n")
+    table = text[start : text.index("\n\n", text.index("| parameter |", start))]
+    listed = {
+        name
+        for cell in re.findall(r"^\| (`.*?) \| ", table, re.MULTILINE)
+        for name in re.findall(r"`(\w+)`", cell)
+    }
+    taken = set().union(*(PARAMS[report] for report in ("attribution", "timeseries", "paths", "payouts")))
+    assert listed == taken
