@@ -565,7 +565,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     report reads then): one after the other, each summed up on its own lines."""
     # No secret is needed to classify: missing ones are generated and never used.
     try:
-        settings = load_settings(args.config, dev=True)
+        settings = load_settings(args.config, dev=True, files_only=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
     mirror = settings.mirror_path

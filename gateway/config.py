@@ -95,7 +95,9 @@ class Settings:
     def mirror_path(self) -> Path | None:
         """``central.mirror_path`` (``storage.mirror``); None: no mirror."""
         name = self.options.central.mirror_path
-        return resolve_path(self.base_dir, name) if name and self.central_url else None
+        # The URL as configured, not as resolved: a command that reads files only may leave its
+        # variable unset (``load_settings(files_only=True)``) and still reads the mirror.
+        return resolve_path(self.base_dir, name) if name and self.options.central.url else None
 
     @property
     def report_path(self) -> Path:
@@ -734,6 +736,7 @@ def load_settings(
     admin_public: bool = False,
     offline: bool = False,
     missing_hint: str | None = None,
+    files_only: bool = False,
 ) -> Settings:
     """Read, decode, validate and resolve a config; raise ConfigError listing every problem.
     ``admin_public`` (``--admin-public``) lets the admin API listen on a public address.
@@ -741,7 +744,10 @@ def load_settings(
     nor any ``[[sources]]`` or ``[[sinks]]`` secret that is not set (``sink_secrets`` then lacks
     that sink), and a missing secret's problem does not suggest ``--dev``, which such a command
     lacks. ``missing_hint``: what a missing secret's problem adds instead (``RELOAD_HINT``; ``""``
-    for the doctor, whose fix says it)."""
+    for the doctor, whose fix says it). ``files_only``: a command that reads the store files and
+    connects to nothing (``report``, ``reclassify``; with ``dev``, which makes up the secrets): an
+    ``"env:NAME"`` ``central.url`` or sink URL or secret whose variable is not set is no problem,
+    as it is never read (``central_url`` then stays empty; ``mirror_path`` is still the mirror)."""
     environ = os.environ if environ is None else environ
     if text is None:
         if path is None:
@@ -787,7 +793,7 @@ def load_settings(
         """A command that serves nothing verifies no sender's signature and sends to no sink
         (``sink send`` checks its own): an import run where those secrets are not set (another
         box, a cron job) needs none of them. One that is set, or written in the file, is checked."""
-        return offline and value.startswith("env:") and not environ.get(value[4:])
+        return (offline or files_only) and value.startswith("env:") and not environ.get(value[4:])
 
     source_secrets = {
         source.name: tuple(
@@ -814,6 +820,8 @@ def load_settings(
         central_url = environ.get(name, "")
         if bad := not_utf8(name, central_url):
             problems.append(f"central.url: {bad}")
+        elif not central_url and files_only:
+            pass  # never connected to: the mirror's file is all such a command reads
         elif not central_url:
             problems.append(f"central.url: {unset(name, environ)}")
         elif bad := dsn_problem(central_url):

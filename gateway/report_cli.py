@@ -84,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
 
 def cmd_report(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config, dev=True)  # no secret is read
+        settings = load_settings(args.config, dev=True, files_only=True)  # no secret is read
     except ConfigError as err:
         print(f"gateway: {args.config}: {len(err.problems)} problem(s):", file=sys.stderr)
         for problem in err.problems:

@@ -1,5 +1,10 @@
 """The README's "Guarantees" section names the tests that hold each promise: every name must
-exist, so a renamed or deleted test cannot leave a promise claimed but unguarded."""
+exist, so a renamed or deleted test cannot leave a promise claimed but unguarded. And what a
+new user copies from the README holds mechanically: the admin endpoint table is the router (and
+the OpenAPI document covers it), the defaults the reference summarises are the code's, the shell
+examples' command lines parse, links resolve. (Options' literal defaults, the metrics table and
+the command reference are checked beside their code: tests/gateway/test_config.py,
+test_metrics.py, test_cli.py.)"""
 
 from __future__ import annotations
 
@@ -41,3 +46,283 @@ def test_every_named_test_exists() -> None:
 def test_the_check_notices_a_missing_name() -> None:
     assert "test_no_such_test" not in defined_tests(ROOT / "tests" / "test_readme_guarantees.py")
     assert NAMED.findall("`tests/a.py::test_b`") == [("tests/a.py", "test_b")]
+
+
+# The Admin API reference's endpoint table against the admin listener's router: every route the
+# gateway serves is listed, and every endpoint listed is served (with the method written).
+ENDPOINT_CELL = re.compile(r"^\| (`(?:GET|POST|PUT|DELETE) .*?) \| ", re.MULTILINE)
+
+
+def readme_endpoints(text: str) -> set[tuple[str, str]]:
+    """(method, path) of each endpoint the table's first column names; a path's parameters as
+    ``{}``. A cell may list several: `GET /`, `/dashboard`; `POST /login` (a path without a
+    method takes the one before it); `/static/…` is a parameter too."""
+    start = text.index("\n## Admin API reference\n")
+    section = text[start : text.index("\n### ", start)]
+    found: set[tuple[str, str]] = set()
+    for cell in ENDPOINT_CELL.findall(section):
+        method = ""
+        for item in re.findall(r"`([^`]+)`", cell):
+            words = item.split()
+            if len(words) == 2:
+                method, path = words
+            else:
+                (path,) = words
+            found.add((method, re.sub(r"\{[^}]*\}|…", "{}", path)))
+    return found
+
+
+def served_endpoints(tmp_path: Path) -> set[tuple[str, str]]:
+    from gateway.server import create_gateway
+    from tests.conftest import make_settings
+
+    gateway = create_gateway(make_settings(tmp_path), "http://127.0.0.1:9")  # nothing is opened
+    return {
+        (route.method, re.sub(r"\{[^}]*\}", "{}", route.resource.canonical))
+        for route in gateway.admin_app.router.routes()
+        if route.resource is not None and route.method != "HEAD"  # aiohttp adds HEAD to each GET
+    }
+
+
+def test_admin_api_reference_lists_every_route(tmp_path: Path) -> None:
+    listed = readme_endpoints((ROOT / "README.md").read_text(encoding="utf-8"))
+    served = served_endpoints(tmp_path)
+    assert len(served) > 25
+    assert {"unlisted": served - listed, "not served": listed - served} == {
+        "unlisted": set(),
+        "not served": set(),
+    }
+
+
+def test_the_endpoint_check_reads_every_form_of_a_cell() -> None:
+    table = (
+        "\n## Admin API reference\n\n| endpoint | auth | answers |\n|---|---|---|\n"
+        "| `GET /a/{id}` | yes | x |\n| `GET /`, `/b`; `POST /c`; `GET /static/…` | no | y |\n\n### Next\n"
+    )
+    assert readme_endpoints(table) == {
+        ("GET", "/a/{}"),
+        ("GET", "/"),
+        ("GET", "/b"),
+        ("POST", "/c"),
+        ("GET", "/static/{}"),
+    }
+
+
+def test_doctor_example_shows_the_current_schema() -> None:
+    """The `gateway doctor` checklist in the README shows the store at the schema this
+    gateway migrates to, `(current)`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"writable, schema (\d+) \(current\)", text)
+    latest = max(
+        int(p.name[:4]) for p in (ROOT / "storage" / "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql")
+    )
+    assert shown and {int(n) for n in shown} == {latest}
+
+
+def reference_rows(text: str, section: str) -> dict[str, str]:
+    """`section.key` → its default cell, from the Configuration reference's tables."""
+    start = text.index("\n## Configuration reference\n")
+    reference = text[start : text.index("\n## ", start + 1)]
+    rows = re.findall(rf"^\| `{section}\.(\w+)` \| (.+?) \| ", reference, re.MULTILINE)
+    return dict(rows)
+
+
+def test_entry_tables_defaults_are_the_options_defaults() -> None:
+    """The `[[sources]]` and `[[sinks]]` tables give each key's default as the entry's type has
+    it, and `(required)` for exactly the keys without one (tests/gateway/test_config.py checks
+    the plain tables' literal defaults; these are entries, with no default instance)."""
+    import tomllib
+
+    import msgspec
+
+    from gateway.options import SinkOptions, SourceOptions
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for section, struct in (("sources", SourceOptions), ("sinks", SinkOptions)):
+        rows = reference_rows(text, section)
+        fields = msgspec.structs.fields(struct)
+        assert set(rows) == {field.name for field in fields}, section
+        for field in fields:
+            cell = rows[field.name]
+            assert (cell == "(required)") == field.required, f"{section}.{field.name}"
+            if cell.startswith("`") and cell.endswith("`") and cell.count("`") == 2:
+                default = field.default_factory() if field.default is msgspec.NODEFAULT else field.default
+                value = tomllib.loads("v = " + cell.strip("`"))["v"]
+                assert value == msgspec.json.decode(msgspec.json.encode(default)), f"{section}.{field.name}"
+
+
+def test_summarised_defaults_are_the_options_defaults() -> None:
+    """The defaults the reference summarises (a list's ends and length, the weights table)."""
+    from gateway.options import Options
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    options = Options()
+    crawlers = options.bots.good_crawlers
+    assert reference_rows(text, "bots")["good_crawlers"].startswith(
+        f"{crawlers[0]} … {crawlers[-1]} ({len(crawlers)} substrings"
+    )
+    assert f"({len(options.bots.datacenter_asns)} ASNs)" in reference_rows(text, "bots")["datacenter_asns"]
+    clicks = options.campaign.click_ids
+    assert reference_rows(text, "campaign")["click_ids"] == f"{clicks[0]} … {clicks[-1]}"
+    tiers = "; ".join(
+        f"{tier}: " + ", ".join(f"`{p}`" for p in patterns)
+        for tier, patterns in options.attribution.tier_patterns.items()
+    )
+    assert reference_rows(text, "attribution")["tier_patterns"] == tiers
+    start = text.index("\n### Signals and weights\n")
+    table = text[start : text.index("\n### ", start + 1)]
+    weights = {
+        name: int(weight) for name, weight in re.findall(r"^\| `(\w+)` \| (\d+) \| ", table, re.MULTILINE)
+    }
+    assert weights == {
+        name: getattr(options.bots.weights, name) for name in options.bots.weights.__struct_fields__
+    }
+
+
+def readme_command_lines(text: str) -> list[str]:
+    """The `gateway …` command lines of the README's ```sh blocks, as a user would paste them:
+    continuation lines joined, comments and a leading pipe stage (`zcat … |`) left out. A usage
+    synopsis (`[-c FILE]`) is not a command line."""
+    lines = []
+    for block in re.findall(r"^```(?:sh|console)\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line.removeprefix("$ ")).strip()
+            line = line.rsplit("| ", 1)[-1]
+            if re.match(r"(\S*/)?gateway ", line) and "[" not in line:
+                lines.append(line)
+    return lines
+
+
+def test_readme_command_lines_parse() -> None:
+    """Every `gateway …` line of the README's shell examples is a command line the CLI takes:
+    the command exists, each option exists and has its value (`gateway --help` would say)."""
+    import contextlib
+    import io
+    import shlex
+
+    from gateway.cli import build_parser
+
+    lines = readme_command_lines((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(lines) >= 15
+    refused = {}
+    for line in lines:
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                build_parser().parse_args(shlex.split(line)[1:])
+        except SystemExit as exit_:
+            if exit_.code:
+                refused[line] = stderr.getvalue().strip()
+    assert refused == {}
+
+
+def test_the_command_line_check_notices_a_wrong_option() -> None:
+    block = "```sh\nzcat a.gz | gateway import - --format combined  # x\ngateway nope --x\n```\n"
+    assert readme_command_lines(block) == ["gateway import - --format combined", "gateway nope --x"]
+
+
+def test_central_section_names_every_synced_table() -> None:
+    """The first paragraph of "Central store and sync" names every table the sync delivers
+    (`gateway sync --once` prints one line per table), and no table it does not."""
+    from storage.sync import COUNTS, SYNC_TABLES
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## Central store and sync\n")
+    paragraph = text[start : text.index("\n\n", start + len("\n## Central store and sync\n") + 1)]
+    named = set(re.findall(r"`([a-z_]+)`", paragraph)) - {"central.url"}
+    assert named == {*SYNC_TABLES, COUNTS}
+
+
+def heading_anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown text's headings (code blocks left out)."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", prose, re.MULTILINE)
+    }
+
+
+def test_readme_links_resolve() -> None:
+    """Every `[…](#anchor)`, `[…](path)` and `[…](path.md#anchor)` of the README leads somewhere:
+    a renamed heading or a moved file would leave the reader at the top of the page, or at a 404."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        file = ROOT / path if path else ROOT / "README.md"
+        if not file.exists() or (anchor and anchor not in heading_anchors(file.read_text(encoding="utf-8"))):
+            broken.append(target)
+    assert broken == []
+
+
+def test_heading_anchors_as_github_writes_them() -> None:
+    text = "## Privacy: what is stored\n```\n# not a heading\n```\n#### `gateway doctor`\n"
+    assert heading_anchors(text) == {"privacy-what-is-stored", "gateway-doctor"}
+
+
+def test_every_test_named_elsewhere_exists() -> None:
+    """Outside "Guarantees" too, a test the README names as holding a promise (Workers names
+    one) exists, and so does every test file it names."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [
+        f"{file}::{name}"
+        for file, name in NAMED.findall(text)
+        if not (ROOT / file).is_file() or name not in defined_tests(ROOT / file)
+    ]
+    missing += [file for file in re.findall(r"`(tests/[\w/]+\.py)`", text) if not (ROOT / file).is_file()]
+    assert missing == []
+
+
+def test_openapi_document_describes_every_api_route(tmp_path: Path) -> None:
+    """The OpenAPI document the README points to (`GET /api/openapi.json`) has an operation for
+    every route of the admin listener but the dashboard's pages and files, and none besides."""
+    from gateway.openapi import openapi_document
+
+    pages = {"/", "/dashboard", "/login", "/logout", "/static/{}"}
+    served = {(method, path) for method, path in served_endpoints(tmp_path) if path not in pages}
+    documented = {
+        (method.upper(), re.sub(r"\{[^}]*\}", "{}", path))
+        for path, operations in openapi_document()["paths"].items()
+        for method in operations
+    }
+    assert {"undocumented": served - documented, "not served": documented - served} == {
+        "undocumented": set(),
+        "not served": set(),
+    }
+
+
+def test_touchpoint_example_is_the_documented_object() -> None:
+    """The Admin API reference's touchpoint object has exactly the fields of the OpenAPI
+    document's `Touchpoint`, each of the type that schema gives it."""
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from gateway.openapi import openapi_document
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("A touchpoint object:\n\n```json\n") + len("A touchpoint object:\n\n```json\n")
+    example = json.loads(text[start : text.index("```", start)])
+    schemas = openapi_document()["components"]["schemas"]
+    touchpoint = json.loads(json.dumps(schemas["Touchpoint"]).replace("#/components/schemas/", "#/$defs/"))
+    assert set(example) == set(touchpoint["properties"])
+    Draft202012Validator({**touchpoint, "$defs": schemas}).validate(example)
+
+
+def test_report_parameters_table_is_what_the_endpoints_take() -> None:
+    """The "Report endpoints" table names every query parameter the attribution, timeseries,
+    paths and payouts endpoints take, and none they refuse (an unknown parameter is a 400)."""
+    from gateway.reportapi import PARAMS
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n### Report endpoints\n")
+    table = text[start : text.index("\n\n", text.index("| parameter |", start))]
+    listed = {
+        name
+        for cell in re.findall(r"^\| (`.*?) \| ", table, re.MULTILINE)
+        for name in re.findall(r"`(\w+)`", cell)
+    }
+    taken = set().union(*(PARAMS[report] for report in ("attribution", "timeseries", "paths", "payouts")))
+    assert listed == taken

@@ -525,6 +525,34 @@ def _report_store(tmp_path: Path, events: list[Any]) -> Path:
     return cfg
 
 
+def test_report_and_reclassify_need_no_central_or_sink_variable(tmp_path: Path) -> None:
+    """`gateway report` and `reclassify` read store files and connect to nothing, so the
+    variables of `central.url` and of a sink's URL and secret need not be set where they run (an
+    analyst's box): until 2026-12-05 both exited 2 on `central.url: environment variable … is
+    not set`, though the README says the report needs no secret. The mirror is still read."""
+    import shutil
+
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, EVENTS)
+    shutil.copy(tmp_path / "gw.db", tmp_path / "mirror.db")  # a mirror holding every node's rows
+    cfg.write_text(
+        "[storage]\npath = 'absent.db'\n"  # the mirror is what is read, not this node's store
+        "[central]\nurl = 'env:GW_TEST_CENTRAL'\nmirror_path = 'mirror.db'\n"
+        "[[sinks]]\nname = 'crm'\nkind = 'webhook'\nurl = 'env:GW_TEST_SINK_URL'\n"
+        "secret = 'env:GW_TEST_SINK_SECRET'\n"
+    )
+    done = gateway("report", "-c", str(cfg), "--since", "2026-11-01", "--until", "2026-12-01")
+    assert done.returncode == 0, done.stderr
+    assert "read the reporting mirror" in done.stderr and "total EUR" in done.stdout
+    done = gateway("reclassify", "-c", str(cfg), "--store", "mirror", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("reclassify (mirror "), done.stdout
+    # A command that connects still says what is missing.
+    done = gateway("sync", "--once", "-c", str(cfg))
+    assert done.returncode == 2 and "central.url: environment variable GW_TEST_CENTRAL" in done.stderr
+
+
 def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
     from tests.gateway.test_reports_api import EVENTS
 
