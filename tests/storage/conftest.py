@@ -18,17 +18,24 @@ from tests.storage.test_sync import Node
 @pytest.fixture
 async def open_store(tmp_path: Path) -> AsyncIterator[OpenStore]:
     """``await open_store(**storage_options)``: an open store on ``tmp_path/gw.db``, closed after
-    the test; ``checkpoint_rows`` / ``checkpoint_seconds`` set its checkpoint job's thresholds."""
+    the test; ``checkpoint_rows`` / ``checkpoint_seconds`` set its checkpoint job's thresholds,
+    ``wal_limit`` the bytes its WAL file is cut back to."""
     opened: list[LocalStore] = []
 
     async def open_(
-        *, checkpoint_rows: int | None = None, checkpoint_seconds: float | None = None, **options: Any
+        *,
+        checkpoint_rows: int | None = None,
+        checkpoint_seconds: float | None = None,
+        wal_limit: int | None = None,
+        **options: Any,
     ) -> LocalStore:
         store = LocalStore(tmp_path / "gw.db", StorageOptions(**options), Metrics())
         if checkpoint_rows is not None:
             store.checkpointer.rows = checkpoint_rows
         if checkpoint_seconds is not None:
             store.checkpointer.seconds = checkpoint_seconds
+        if wal_limit is not None:
+            store.wal_limit = wal_limit
         await store.open()
         opened.append(store)
         return store

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,6 +82,30 @@ async def test_the_job_keeps_the_wal_from_growing_under_continued_writes(open_st
         await job_ran(store, "done", burst + 1)
     assert await wal_bytes(store) < 2 * one_burst
     assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(800,)]
+
+
+async def test_a_wal_grown_under_a_long_read_is_cut_back_when_it_starts_again(open_store: OpenStore) -> None:
+    """A read holding its snapshot (a report's query) keeps any checkpoint from starting the WAL
+    again, so the WAL grows past its usual size meanwhile; once the read is over and the WAL
+    starts again, the file is cut back to ``wal_limit`` (SQLite alone keeps it at its peak)."""
+    limit = 64 * 4096
+    store = await open_store(checkpoint_rows=10**9, checkpoint_seconds=NEVER, wal_limit=limit)
+    await write(store, 1)
+    reader = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(reader.execute, "BEGIN")
+        await asyncio.to_thread(lambda: reader.execute("SELECT count(*) FROM touchpoints").fetchall())
+        await write(store, 300, start=1)
+        await store.checkpointer.checkpoint()  # copies what it may: the reader's snapshot stays
+        peak = await wal_bytes(store)
+        assert peak > 8 * limit
+    finally:
+        await asyncio.to_thread(reader.close)
+    busy, frames, copied = await store.checkpointer.checkpoint() or (1, 0, 0)
+    assert busy == 0 and frames == copied
+    await write(store, 1, start=301)  # the writer starts the WAL again
+    assert await wal_bytes(store) <= limit
+    assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(302,)]
 
 
 async def test_the_job_checkpoints_a_few_rows_after_its_seconds(open_store: OpenStore) -> None:
