@@ -213,9 +213,13 @@ class Bots:
             if type(event) is Touchpoint:
                 touchpoint = event
                 break
+        # A reload campaign folded into the visitor's landing (``campaign.repeat_seconds``) is
+        # stored as nothing, but it is a landing still: the velocity windows count it, and it is
+        # blocked as a landing would be; only the touchpoint it would have been gets no score.
+        landing = ex.folded if touchpoint is None else touchpoint
         if req.path == "/robots.txt":
             self._robots(ex)
-        if touchpoint is None and not req.is_document:
+        if landing is None and not req.is_document:
             if visitor is not None and is_asset(ex):
                 state = self.visitors.get(visitor.id)
                 if state is not None:
@@ -225,7 +229,7 @@ class Bots:
             return
         prefetch = is_prefetch(req.headers)
         now = req.ts.timestamp()
-        tracked, state = self._track(ex, touchpoint, prefetch, now)
+        tracked, state = self._track(ex, landing, prefetch, now)
         if touchpoint is None and not self.may_block:
             return  # a page load: counted and watched; only landings are scored and stored
         reasons, good = self._score_agent(ex)
@@ -235,8 +239,8 @@ class Bots:
             reasons.append("datacenter")
         if prefetch:
             reasons.append("prefetch")
-        if touchpoint is not None and touchpoint.creator_id is not None and self.creators:
-            verified = self.creators.verified(touchpoint.creator_id)
+        if landing is not None and landing.creator_id is not None and self.creators:
+            verified = self.creators.verified(landing.creator_id)
             if verified is None:
                 reasons.append("unknown_creator")
             elif not verified:

@@ -5,7 +5,9 @@ parameters leave the URL) and ``[proxy] public_origin`` (the site's own host, wh
 set). Values are normalised (trimmed, source and medium case-folded, length-capped,
 printable only); a value that fails is dropped and counted, never stored. The upstream
 query is rebuilt from the raw ``&``-separated pieces so everything else stays byte for
-byte as received. Remembers the channel of recent value combinations (at most ``CHANNEL_CACHE``).
+byte as received. Remembers the channel of recent value combinations (at most ``CHANNEL_CACHE``),
+and recent landings (``addons/landings.py``): a reload within ``campaign.repeat_seconds`` records
+no touchpoint (it is left on ``Exchange.folded`` for bots' velocity windows).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC
 from urllib.parse import urlsplit
 
+from addons.landings import RecentLandings, landing_values, referral_values
 from gateway.channels import Signals
 from gateway.events import DailyCount, Touchpoint, iso, printable_name
 from gateway.ids import Uuid7
-from gateway.pipeline import Context, Exchange, Reply, split_query
+from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query
 
 CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")
 MAX_RAW_PARAMS = 32
@@ -108,6 +111,7 @@ class Campaign:
         # visitor key → (path, referrer host, time) of a landing answered with the redirect to its
         # clean URL: the browser follows it with the same Referer, which is no second arrival.
         self._redirected: dict[str, tuple[str, str, float]] = {}
+        self.landings = RecentLandings(opts.repeat_seconds)
 
     def classify(self, key: str) -> Param | None:
         """What a query key means (case-insensitive), or None when it is not tracked."""
@@ -208,6 +212,10 @@ class Campaign:
                 ex.reply = Reply(302, headers={"location": location, "cache-control": "no-store"})
                 if external and referrer_host and ex.visitor is not None:
                     self._await_follow_up(ex.visitor.key, req.path, referrer_host, req.ts.timestamp())
+                    # Reloading the clean URL sends the landing's Referer again: that is this
+                    # landing once more, not a referral of its own.
+                    clean_url = referral_values(referrer_host, req.path)
+                    self.landings.remember(ex.visitor.key, clean_url, req.ts.timestamp())
             else:
                 ex.upstream_query = clean
         if referrer and not external and "?" in referrer:
@@ -288,6 +296,24 @@ class Campaign:
         req = ex.request
         return path == req.path and host == referrer_host and 0 <= req.ts.timestamp() - at <= REDIRECT_SECONDS
 
+    def _repeats(
+        self, visitor_key: str, raw_params: dict[str, str], referrer_host: str | None, req: RequestView
+    ) -> bool:
+        """A reload of a landing (F5, a restored tab, Back to it) sends its URL and its Referer
+        again: the same tracked values, or untagged the same site and page, by the same visitor
+        within ``campaign.repeat_seconds`` of the last, is that arrival once more. Until
+        2026-12-05 each reload was a touchpoint: an ad click loaded three times took three
+        shares of linear credit, a creator's link three clicks."""
+        if not self.landings.seconds:
+            return False
+        if raw_params:
+            values = landing_values(raw_params)
+        elif referrer_host is not None:
+            values = referral_values(referrer_host, req.path)
+        else:
+            return False
+        return self.landings.repeat(visitor_key, values, req.ts.timestamp())
+
     def _starts(self, referrer_host: str | None, site: str) -> bool:
         """A self-referral or a payment-gateway return continues the visit: no touchpoint."""
         return referrer_host is not None and self.channels.starts_touchpoint(referrer_host, site)
@@ -312,6 +338,7 @@ class Campaign:
         if ex.visitor is None and not ex.aggregate_only:
             return  # no identity addon ran: nothing to attribute the touchpoint to
         req = ex.request
+        folded = ex.visitor is not None and self._repeats(ex.visitor.key, raw_params, referrer_host, req)
         path = req.path if len(req.path) <= MAX_PATH else req.path[:MAX_PATH]
         click_kind = click[1] if click else None
         g = values.get
@@ -322,26 +349,29 @@ class Campaign:
             count = DailyCount(day, source or "", medium or "", campaign or "", channel, creator_id or "")
             ex.events.append(count)
             return
-        ex.events.append(
-            Touchpoint(  # positional (the field order): a third cheaper than 18 keywords
-                self.new_id(int(req.ts.timestamp() * 1000)),
-                iso(req.ts),
-                self.node,
-                ex.visitor.key,
-                source,
-                medium,
-                campaign,
-                g("term"),
-                g("content"),
-                creator_id,
-                g("sub_id"),
-                click_kind,
-                click[2] if click else None,
-                referrer_host,
-                channel,
-                path,
-                raw_params,
-                consent=ex.visitor.consent,
-            )
+        touchpoint = Touchpoint(  # positional (the field order): a third cheaper than 18 keywords
+            self.new_id(int(req.ts.timestamp() * 1000)),
+            iso(req.ts),
+            self.node,
+            ex.visitor.key,
+            source,
+            medium,
+            campaign,
+            g("term"),
+            g("content"),
+            creator_id,
+            g("sub_id"),
+            click_kind,
+            click[2] if click else None,
+            referrer_host,
+            channel,
+            path,
+            raw_params,
+            consent=ex.visitor.consent,
         )
+        if folded:
+            ex.folded = touchpoint
+            self.metrics.landings_folded.inc()
+            return
+        ex.events.append(touchpoint)
         self.metrics.touchpoints.inc()

@@ -273,6 +273,7 @@ def validate(options: Options) -> list[str]:
         for i, name in enumerate(names):
             _check(p, bool(_PARAM_NAME.match(name)), f"{key}[{i}]", f"not a parameter name: {name!r}")
     _within(p, "campaign.max_value_length", camp.max_value_length, 1, 2000)
+    _within(p, "campaign.repeat_seconds", camp.repeat_seconds, 0, 86400)
     for i, source in enumerate(camp.allowed_sources):
         # A landing's source is stripped and must be printable: anything else never matches,
         # and every source would be dropped.

@@ -25,6 +25,11 @@ class Metrics:
             registry=r,
         )
         self.touchpoints = Counter("gateway_touchpoints", "Touchpoints recorded", registry=r)
+        self.landings_folded = Counter(
+            "gateway_landings_folded",
+            "Landings that repeated the visitor's recent one (campaign.repeat_seconds): no touchpoint",
+            registry=r,
+        )
         self.bindings = Counter(
             "gateway_bindings", "Visitors bound to a user by an identity rule", ["rule"], registry=r
         )

@@ -119,6 +119,9 @@ class CampaignOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only
     """Longest value kept; longer ones are dropped and counted."""
     record_referrals: bool = True
     """Record a touchpoint for a document request with an external referrer."""
+    repeat_seconds: int = 1800
+    """A visitor's landing with the same tracked values (or, untagged, from the same site to the
+    same page) within this many seconds of the last is a reload: no new touchpoint (0: off)."""
 
 
 class StorageOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 from gateway.config import Settings
 from gateway.creators import CreatorRegistry
 from gateway.daysalt import DaySalt
-from gateway.events import Event
+from gateway.events import Event, Touchpoint
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.sharedcounts import SharedCounts
@@ -198,6 +198,10 @@ class Exchange:
     """Set by the geo addon on page loads and landings; read by later addons (bots)."""
     aggregate_only: bool = False
     """Set by identity for ``Sec-GPC``/``DNT``: no visitor, landings only counted per day."""
+    folded: Touchpoint | None = None
+    """The touchpoint campaign would have recorded for a landing it folded into the visitor's
+    recent one (a reload: ``campaign.repeat_seconds``), not stored: bots still counts it in its
+    velocity windows, as every landing was."""
     refused: list[tuple[str, str]] = field(default_factory=list)
     """Tracked query keys whose value campaign dropped, with why (``too_long``, ``unprintable``,
     ``source_not_allowed``): ``gateway import`` says so of a line that made no touchpoint."""

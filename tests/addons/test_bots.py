@@ -440,7 +440,8 @@ async def test_ip_and_visitor_velocity() -> None:
     reasons = []
     for i in range(6):  # human-looking gaps and assets, so only the velocity signals can fire
         ts = FIXED_TS + timedelta(seconds=40 * i + 7 * i * i)
-        reasons.append(touchpoint(await run(pipe, request("/?utm_source=x", cookie=cookie, ts=ts))).reasons)
+        target = f"/?utm_source=x&utm_content=v{i}"  # six landings, no reload (which is folded)
+        reasons.append(touchpoint(await run(pipe, request(target, cookie=cookie, ts=ts))).reasons)
     assert reasons == [
         [],
         [],
@@ -615,7 +616,8 @@ async def test_visitor_velocity_expires_with_its_window() -> None:
     cookie = cookie_of(pipe, await run(pipe, request("/")))
 
     async def reasons(seconds: float) -> list[str]:
-        ex = request("/?utm_source=x", cookie=cookie, ts=FIXED_TS + timedelta(seconds=seconds))
+        target = f"/?utm_source=x&utm_content={seconds}"  # a landing each, no reload (folded)
+        ex = request(target, cookie=cookie, ts=FIXED_TS + timedelta(seconds=seconds))
         return touchpoint(await run(pipe, ex)).reasons
 
     assert "visitor_velocity" not in await reasons(1)
@@ -745,3 +747,20 @@ def test_window_counter_estimate_is_bounded_by_the_true_counts(gaps: list[float]
         in_current = sum(1 for t in times if t // window == now // window)
         in_two = sum(1 for t in times if now - t < 2 * window)
         assert in_current <= estimate <= in_two + 1e-9
+
+
+async def test_a_reloaded_creator_link_is_one_touchpoint_and_still_counts_for_velocity() -> None:
+    """A reload of a landing (``campaign.repeat_seconds``) records no touchpoint, but it is a
+    landing still: a burst of reloads from one network trips ``creator_ip_velocity`` as a burst
+    of landings did, and re-scores the one touchpoint it made (before 2026-12-05 each reload
+    was a touchpoint of its own, scored; folding must not blind the velocity windows)."""
+    pipe = pipeline("[bots]\nmax_per_creator_ip = 3\n")
+    first = await run(pipe, request())
+    tp = touchpoint(first)
+    cookie = cookie_of(pipe, first)
+    for i in range(1, 4):
+        reload = await run(pipe, request(cookie=cookie, ts=FIXED_TS + timedelta(seconds=20 * i)))
+        assert reload.folded is not None and reload.folded.creator_id == "anna"
+        assert not [e for e in reload.events if isinstance(e, Touchpoint)]
+    changes = [e for e in reload.events if isinstance(e, VerdictChange)]
+    assert [(c.touchpoint_id, c.note) for c in changes] == [(tp.id, "creator_ip_velocity")]

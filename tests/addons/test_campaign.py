@@ -449,8 +449,9 @@ def test_the_redirects_follow_up_is_the_same_arrival(
 ) -> None:
     """Under ``strip = "redirect"`` the browser follows the 302 to the clean URL with the
     landing's Referer: that is no referral of its own (it was an Organic Search touchpoint
-    after every ad click). The same visitor landing elsewhere, from elsewhere or later is."""
-    ctx = context('[proxy]\nstrip = "redirect"\n')
+    after every ad click). The same visitor landing elsewhere, from elsewhere or later is.
+    With reloads folding off (``repeat_seconds = 0``): this rule holds without it."""
+    ctx = context('[proxy]\nstrip = "redirect"\n[campaign]\nrepeat_seconds = 0\n')
     identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
     landing = exchange("/p?gclid=G1&a=1", headers={**DOCUMENT, "Referer": "https://www.google.com/"})
     identity.request(landing)
@@ -468,3 +469,112 @@ def test_the_redirects_follow_up_is_the_same_arrival(
     identity.request(again)
     campaign.request(again)
     assert len(again.events) == 1  # awaited once: a reload after it is recorded as before
+
+
+GOOGLE = {**DOCUMENT, "Referer": "https://www.google.com/"}
+
+
+@pytest.mark.parametrize(
+    ("toml", "second", "headers", "seconds", "recorded"),
+    [
+        ("", "/p?gclid=G1&a=1", GOOGLE, 5, 1),  # F5: the same URL, the same Referer
+        ("", "/p?gclid=G1", {}, 1700, 1),  # a restored tab, nearly half an hour later
+        ("", "/q?gclid=G1", GOOGLE, 5, 1),  # one click ID is one click, on whichever page
+        ("", "/p?gclid=G2&a=1", GOOGLE, 5, 2),  # another click
+        ("", "/p?gclid=G1&utm_campaign=x", GOOGLE, 5, 2),  # other tracked values
+        ("", "/p?gclid=G1&a=1", GOOGLE, 1801, 2),  # past campaign.repeat_seconds: a new visit
+        ("[campaign]\nrepeat_seconds = 60\n", "/p?gclid=G1", GOOGLE, 61, 2),
+        ("[campaign]\nrepeat_seconds = 0\n", "/p?gclid=G1&a=1", GOOGLE, 5, 2),  # off: as before
+    ],
+)
+def test_a_reload_of_a_landing_records_no_second_touchpoint(
+    toml: str, second: str, headers: dict[str, str], seconds: float, recorded: int
+) -> None:
+    """Each reload of ``/?gclid=…`` (F5, Back, a restored tab) was a touchpoint: three loads
+    took three shares of linear credit. The same visitor with exactly the same tracked values
+    within ``campaign.repeat_seconds`` is that landing again; the URL is still stripped."""
+    ctx = context(toml)
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    first = exchange("/p?gclid=G1&a=1", headers=GOOGLE)
+    identity.request(first)
+    campaign.request(first)
+    identity.response(first)
+    [cookie] = first.set_cookies
+    again = exchange(second, headers=headers, cookies={cookie.name: cookie.value})
+    again.request.ts = FIXED_TS + timedelta(seconds=seconds)
+    identity.request(again)
+    campaign.request(again)
+    assert len(first.events) + len(again.events) == recorded
+    assert (again.folded is not None) is (recorded == 1)
+    assert metric(ctx, "gateway_landings_folded_total") == 2 - recorded
+    assert "gclid" not in (again.upstream_query or "")
+
+
+@pytest.mark.parametrize(
+    ("toml", "headers", "cookie", "recorded"),
+    [
+        ("", {"User-Agent": "Firefox"}, True, 1),
+        ("", {"User-Agent": "Firefox"}, False, 3),  # no cookie sent: a new visitor each time
+        ('[identity]\nmode = "cookieless"\n', {"User-Agent": "Firefox"}, False, 1),  # one key a day
+        ('[privacy.consent_cookie]\nname = "consent"\nyes = ["1"]\n', {"User-Agent": "Firefox"}, False, 1),
+        ("", {"User-Agent": "Firefox", "Sec-GPC": "1"}, False, 3),  # a daily count per landing
+    ],
+)
+def test_reloads_fold_per_visitor_key(
+    toml: str, headers: dict[str, str], cookie: bool, recorded: int
+) -> None:
+    """Folding is per visitor key: a cookieless or no-consent visitor's key is a day's hash of
+    (host, IP, user agent), the same for each reload; a browser that keeps no cookie is a new
+    visitor at each request, and a GPC landing has no visitor at all, so nothing folds."""
+    ctx = context(toml)
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    cookies: dict[str, str] = {}
+    events = []
+    for n in range(3):
+        ex = exchange("/?utm_source=news&creator_id=anna", headers=headers, cookies=cookies or None)
+        ex.request.ts = FIXED_TS + timedelta(seconds=10 * n)
+        identity.request(ex)
+        campaign.request(ex)
+        identity.response(ex)
+        if cookie and ex.set_cookies:
+            cookies = {c.name: c.value for c in ex.set_cookies}
+        events += ex.events
+    assert len(events) == recorded
+
+
+@pytest.mark.parametrize(
+    ("strip", "second", "referer", "recorded"),
+    [
+        ("forward", "/p", "https://www.google.com/", 1),  # an Organic Search landing reloaded
+        ("forward", "/q", "https://www.google.com/", 2),  # another result, another page
+        ("forward", "/p", "https://www.bing.com/", 2),
+        ("redirect", "/p?a=1", "https://www.google.com/", 1),  # the clean URL reloaded, Referer kept
+        ("redirect", "/q", "https://www.google.com/", 2),
+    ],
+)
+def test_an_untagged_landing_reloaded_is_no_second_referral(
+    strip: str, second: str, referer: str, recorded: int
+) -> None:
+    """An untagged landing from another site compares that site and the page: a reload sends
+    both again. Under ``strip = "redirect"`` the address bar shows the clean URL, whose reload
+    (a minute later, past the redirect's own follow-up) was an Organic Search referral after
+    the ad's click."""
+    ctx = context(f'[proxy]\nstrip = "{strip}"\n')
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    first_target = "/p?gclid=G1&a=1" if strip == "redirect" else "/p"
+    first = exchange(first_target, headers={**DOCUMENT, "Referer": "https://www.google.com/"})
+    identity.request(first)
+    campaign.request(first)
+    identity.response(first)
+    [cookie] = first.set_cookies
+    follow_up = exchange("/p?a=1", headers={**DOCUMENT, "Referer": "https://www.google.com/"})
+    if strip == "redirect":  # the browser follows the 302 at once: no referral either
+        follow_up.request.headers["cookie"] = f"{cookie.name}={cookie.value}"
+        identity.request(follow_up)
+        campaign.request(follow_up)
+        assert follow_up.events == []
+    again = exchange(second, headers={**DOCUMENT, "Referer": referer}, cookies={cookie.name: cookie.value})
+    again.request.ts = FIXED_TS + timedelta(seconds=60)
+    identity.request(again)
+    campaign.request(again)
+    assert len(first.events) + len(again.events) == recorded

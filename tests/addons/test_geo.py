@@ -246,3 +246,26 @@ async def test_one_missing_file_turns_only_its_lookups_off(dbip: Path, tmp_path:
     ]
     assert geo_of(pipe).lookup("192.0.2.5") == Geo("JP", None, None)
     await pipe.done()
+
+
+async def test_a_folded_reload_is_looked_up_as_the_landing_it_repeats(dbs: Path) -> None:
+    """A reload campaign folds (``campaign.repeat_seconds``) stores no touchpoint, but bots
+    blocks it as the landing it is: from a hosting network with ``on_review = "block"``, a
+    reload that says nothing of being a page load (a script's) is answered 403 as its first
+    load was, the datacenter signal included."""
+    pipe = await started(dbs, '[bots]\non_review = "block"\n')
+    first = landing("203.0.113.9")
+    await pipe.request(first)
+    assert first.reply is not None and first.reply.status == 403
+    await pipe.response(first)
+    [cookie] = first.set_cookies
+    headers = {k: v for k, v in CHROME.items() if k != "sec-fetch-dest"}
+    headers["cookie"] = f"{cookie.name}={cookie.value}"
+    path, _, query = "/?utm_source=ig".partition("?")
+    again = Exchange(
+        RequestView("GET", "https", "shop.example", path, query, headers, "203.0.113.9", FIXED_TS)
+    )
+    await pipe.request(again)
+    assert again.folded is not None and again.geo is not None and again.geo.asn == 16509
+    assert again.reply is not None and again.reply.status == 403
+    await pipe.done()

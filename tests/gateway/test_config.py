@@ -60,6 +60,12 @@ def test_defaults_load() -> None:
         ("[proxy]\nreserved_prefix = 'gw'\n", "proxy.reserved_prefix: must look like"),
         ("[campaign]\nclick_ids = ['ok', 'not ok']\n", "campaign.click_ids[1]: not a parameter name"),
         ("[campaign]\nmax_value_length = 0\n", "campaign.max_value_length: must be 1..2000"),
+        ("[campaign]\nrepeat_seconds = -1\n", "campaign.repeat_seconds: must be 0..86400, got -1"),
+        ("[campaign]\nrepeat_seconds = 86401\n", "campaign.repeat_seconds: must be 0..86400, got 86401"),
+        (
+            "[campaign]\nrepeat_seconds = '30m'\n",
+            'campaign.repeat_seconds: expected a whole number, got "30m"',
+        ),
         ("[identity]\ncookie_name = 'a b'\n", "identity.cookie_name: must be a cookie name: letters"),
         ("[identity]\nsamesite = 'None'\nsecure = 'never'\n", "identity.samesite: SameSite=None"),
         ("[storage]\ndurability = 'maybe'\n", "storage.durability: expected one of"),

@@ -1,0 +1,69 @@
+"""A process's memory of recent landings, for the campaign addon: is this one a repeat?
+
+A reload (F5, a restored tab, Back to the page) sends the landing's URL, tracking pairs and
+``Referer`` again: the same visitor carrying the same tracked values within
+``campaign.repeat_seconds`` is the same arrival, not another ad click or creator click. Owns
+at most ``LANDINGS`` entries (the oldest evicted first), each a keyed digest of (visitor key,
+what the landing carried) and the time it was last seen: no value is kept, and the digest's
+key is random per process, so the memory holds nothing that could be matched to a campaign
+or a click ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from gateway.entropy import random_bytes
+
+LANDINGS = 16384
+"""(visitor, values) pairs remembered; past it the oldest is forgotten first."""
+
+
+def landing_values(raw_params: dict[str, str]) -> tuple[str, ...]:
+    """What a tagged landing carried, as compared: every valid tracked pair (the click ID, the
+    campaign fields, creator and sub IDs, other suffixes), in name order. Not the path: one ad
+    click is one click on whichever page it lands."""
+    return ("params", *(f"{key}={value}" for key, value in sorted(raw_params.items())))
+
+
+def referral_values(referrer_host: str, path: str) -> tuple[str, ...]:
+    """What an untagged landing from another site carried: that site and the page it led to."""
+    return ("referral", referrer_host, path)
+
+
+class RecentLandings:
+    """Landings seen within ``seconds``, per visitor; ``seconds`` 0 remembers nothing."""
+
+    __slots__ = ("_key", "_seen", "max_keys", "seconds")
+
+    def __init__(self, seconds: float, max_keys: int = LANDINGS) -> None:
+        self.seconds = seconds
+        self.max_keys = max_keys
+        self._key = random_bytes(32)
+        self._seen: dict[bytes, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _digest(self, visitor_key: str, values: Iterable[str]) -> bytes:
+        message = "\0".join((visitor_key, *values)).encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(message, key=self._key, digest_size=16).digest()
+
+    def repeat(self, visitor_key: str, values: Iterable[str], now: float) -> bool:
+        """Whether the visitor landed with these values within ``seconds`` of ``now`` (either side:
+        a log may be slightly out of time order); either way this landing is remembered, so a
+        tab reloaded every few minutes stays one arrival."""
+        if self.seconds <= 0:
+            return False
+        digest = self._digest(visitor_key, values)
+        seen = self._seen.pop(digest, None)
+        if len(self._seen) >= self.max_keys:
+            del self._seen[next(iter(self._seen))]  # the oldest
+        self._seen[digest] = now if seen is None else max(seen, now)
+        return seen is not None and abs(now - seen) <= self.seconds
+
+    def remember(self, visitor_key: str, values: Iterable[str], now: float) -> None:
+        """Note a landing without asking (the clean URL a redirected landing leads to)."""
+        if self.seconds > 0:
+            self.repeat(visitor_key, values, now)
