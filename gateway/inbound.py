@@ -189,24 +189,21 @@ class Inbound:
         }
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        if not self.has_standard:  # "no valid signature" sent the operator looking at a secret
-            self._count(UNKNOWN, "rejected")
-            return error(
-                404,
-                'no standard source is configured here: add a [[sources]] entry (format = "standard",'
-                " the default) and its secrets",
-            )
+        if not self.has_standard:
+            return self._none_configured("standard", '(format = "standard", the default) and its secrets')
         return await self._receive(request, self._authenticate_standard)
 
     async def segment(self, request: web.Request, implied: str | None = None) -> web.StreamResponse:
-        if not self.segment_keys:  # "wrong write key" sent the operator looking at the key
-            self._count(UNKNOWN, "rejected")
-            return error(
-                404,
-                'no Segment source is configured here: add a [[sources]] entry with format = "segment"'
-                " and its write key in secrets",
-            )
+        if not self.segment_keys:
+            return self._none_configured("Segment", 'with format = "segment" and its write key in secrets')
         return await self._receive(request, self._authenticate_segment, implied)
+
+    def _none_configured(self, kind: str, entry: str) -> web.Response:
+        """A 404 for an endpoint no source of its format is configured for (counted as rejected):
+        until 2026-12-05 it said "no valid signature" or "wrong write key", which sent the
+        operator looking at a secret."""
+        self._count(UNKNOWN, "rejected")
+        return error(404, f"no {kind} source is configured here: add a [[sources]] entry {entry}")
 
     def _verify_stamped(self, request: web.Request, header: str, body: bytes, now: float) -> Authenticated:
         scheme, platform_senders = self.stamped[header]
