@@ -62,6 +62,15 @@ def strip_query(raw: str, is_tracked: Callable[[str], bool]) -> tuple[str, bool]
     return "&".join(kept), len(kept) != len(pieces)
 
 
+def on_this_site(path: str) -> str:
+    """``path`` as a ``Location`` a browser follows to this site. A path that starts with two
+    slashes, or a slash and a backslash (which a browser reads as a slash), is a
+    scheme-relative address to the host it names: ``//evil.example/?utm_source=x`` answered
+    ``Location: //evil.example/``, an open redirect on the site's own name. ``/.`` before it
+    names the same path (the browser drops the dot segment) on this host."""
+    return "/." + path if path[1:2] in ("/", "\\") else path
+
+
 def host_of(url: str) -> str | None:
     """Lower-cased host of an absolute URL, or None when it has none or is malformed. U+FFFD
     is no host's (IDNA refuses it): it stands where bytes that are not UTF-8 were, decoded by a
@@ -208,7 +217,7 @@ class Campaign:
         if stripped:
             clean = "&".join(kept)
             if self.strip == "redirect" and req.method in ("GET", "HEAD"):
-                location = req.path + ("?" + clean if clean else "")
+                location = on_this_site(req.path) + ("?" + clean if clean else "")
                 ex.reply = Reply(302, headers={"location": location, "cache-control": "no-store"})
                 if external and referrer_host and ex.visitor is not None:
                     self._await_follow_up(ex.visitor.key, req.path, referrer_host, req.ts.timestamp())

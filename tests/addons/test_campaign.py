@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import pytest
 
@@ -219,6 +219,25 @@ def test_redirect_mode_replies_with_clean_url() -> None:
     assert ex.reply is not None and ex.reply.status == 302
     assert ex.reply.headers["location"] == "/p?a=1"
     assert len(ex.events) == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        ("//evil.example/?utm_source=x", "/.//evil.example/"),
+        ("//evil.example?utm_source=x&a=1", "/.//evil.example?a=1"),
+        ("/\\evil.example/?utm_source=x", "/./\\evil.example/"),
+        ("///evil.example?utm_source=x", "/.///evil.example"),
+        ("/%2F%2Fevil.example/?utm_source=x", "/%2F%2Fevil.example/"),
+        ("/p//q?utm_source=x", "/p//q"),
+    ],
+)
+def test_redirect_mode_never_leaves_the_site(target: str, location: str) -> None:
+    """A path starting ``//`` (or ``/\\``, read by a browser as ``//``) was sent back as it came:
+    ``Location: //evil.example/``, which a browser follows to evil.example."""
+    ex, _ = run(target, '[proxy]\nstrip = "redirect"\n')
+    assert ex.reply is not None and ex.reply.headers["location"] == location
+    assert urljoin("https://shop.example/", location).startswith("https://shop.example/")
 
 
 def test_redirect_mode_forwards_posts_clean() -> None:

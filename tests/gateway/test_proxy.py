@@ -23,6 +23,7 @@ import aiosqlite
 import pytest
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from gateway import pages
 from gateway.pipeline import Exchange, Pipeline
@@ -2087,6 +2088,13 @@ async def test_strip_redirect_answers_302_without_upstream(start_gateway, upstre
         assert "Server" not in resp.headers
         assert any(c.startswith("gw_vid=v1.") for c in resp.headers.getall("Set-Cookie"))
     assert seen == []
+    # A path that starts with two slashes stays a path on this site: "//evil.example/" alone
+    # would send the browser to evil.example (an open redirect on the site's name).
+    async with gw.session.get(
+        URL(gw.url + "//evil.example/?utm_source=news", encoded=True), allow_redirects=False
+    ) as resp:
+        assert resp.status == 302
+        assert resp.headers["Location"] == "/.//evil.example/"
     # Not a GET/HEAD: cannot be redirected, so it goes upstream clean.
     async with gw.session.post(gw.url + "/form?utm_source=news&keep=1", data=b"x") as resp:
         assert resp.status == 200
