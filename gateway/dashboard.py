@@ -246,6 +246,9 @@ async def login(request: web.Request) -> web.Response:
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):
         raise web.HTTPSeeOther(to_login("locked" if logins.failed(client) else "wrong", next_page))
     sessions = request.app[SESSIONS_KEY]
+    # The session this browser still sends (a login from a second tab, a cookie planted by a
+    # site on another port of this host) ends here: one browser, one live session, the new one.
+    sessions.end(request.cookies.get(COOKIE))
     response = web.HTTPSeeOther(next_page or "/dashboard")
     set_cookie(response, request, sessions.start(), sessions.lifetime)
     raise response

@@ -452,6 +452,24 @@ async def test_logout_ends_the_session(gw: RunningGateway) -> None:
     assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 303
 
 
+async def test_a_login_ends_the_session_the_browser_still_sent(gw: RunningGateway) -> None:
+    """A login from a browser that still held a live session (a second tab, a cookie planted by
+    a site on another port of this host) started a new one and left the old one live until its
+    expiry: two sessions for one browser, the older never ended."""
+    first = await login(gw)
+    async with gw.session.post(
+        gw.admin_url + "/login",
+        data={"token": TOKEN},
+        headers=with_cookie(first, **host_origin(gw)),
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303
+        second = resp.cookies[COOKIE].value
+    assert second != first
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(first)) == 401
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(second)) == 200
+
+
 async def test_the_session_cookie_never_reaches_the_site(start_gateway, upstream_server) -> None:
     """A cookie is not scoped to a port: a browser signed in to the admin listener sends the
     session cookie to a public listener on the same host name too (127.0.0.1:9090 and :8080 by
