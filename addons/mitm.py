@@ -4,11 +4,14 @@ Translates mitmproxy's ``HTTPFlow`` to our ``Exchange`` and back, so the same
 addon chain and the same store run inside mitmproxy (for its TLS termination,
 HTTP/2 and HTTP/3 at the edge). Request hook: the chain runs, tracking pairs
 leave ``flow.request.path`` (the other raw query pieces kept byte for byte),
-extra upstream headers are set, a ``reply`` becomes ``flow.response``. A WebSocket
+extra upstream headers are set, X-Forwarded-* go as the aiohttp host sends them
+(``forward_headers``), a ``reply`` becomes ``flow.response``; a path under the reserved
+prefix, in any spelling, is answered 404, never forwarded. A WebSocket
 upgrade gets the chain's ``websocket`` hook instead (tracking pairs leave its URL too;
 nothing is recorded), as in the aiohttp host.
 Response-headers hook (before any body byte, streamed or not): the response
-hooks run, our Set-Cookie headers are added beside the site's, and the flow
+hooks run, a Location or Refresh at the site's own origin is pointed at the public one,
+our Set-Cookie headers are added beside the site's, and the flow
 waits — bounded by ``storage.max_wait_ms`` — for its events' commit; when a rule
 reads the response body (and mitmproxy buffers it), this waits for the response
 hook instead. The rules get the bodies they ask for (decoded as the aiohttp host
@@ -30,12 +33,23 @@ from mitmproxy import exceptions
 from mitmproxy import http as mhttp
 from multidict import CIMultiDict
 
+from gateway import reserved
 from gateway.codings import content_codings, decoded_layers
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event
-from gateway.forwarding import client_ip, is_trusted, shared_cacheable
+from gateway.forwarding import (
+    CLIENT_CLAIMS,
+    FORWARDED,
+    client_ip,
+    is_trusted,
+    rewrite_location,
+    rewrite_refresh,
+    shared_cacheable,
+)
 from gateway.metrics import Metrics
+from gateway.pages import error_body
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
+from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from storage.local import CommitTimeout, LocalStore
 
 log = logging.getLogger("gateway.mitm")
@@ -61,6 +75,40 @@ def is_websocket_upgrade(request: mhttp.Request) -> bool:
         and request.headers.get("upgrade", "").lower() == "websocket"
         and "upgrade" in request.headers.get("connection", "").lower()
     )
+
+
+def forward_headers(headers: Any, peer: str, scheme: str, trusted: bool) -> None:
+    """X-Forwarded-* in ``headers`` (mitmproxy's, going upstream) as the aiohttp host sends
+    them: a peer that is not a trusted proxy has its own claims (X-Forwarded-*, Forwarded,
+    X-Real-IP) dropped, then X-Forwarded-For gets the peer appended, and X-Forwarded-Proto and
+    -Host say how the visitor reached us (a trusted proxy's values kept). Until 2026-12-05 the
+    mitmproxy host passed a visitor's ``X-Forwarded-For: 6.6.6.6`` to the site as it came and
+    added none of its own: a site that believes the gateway read a forged address."""
+    prior = ", ".join(headers.get_all("x-forwarded-for")) if trusted else ""
+    proto = (headers.get("x-forwarded-proto") if trusted else None) or scheme
+    host = (headers.get("x-forwarded-host") if trusted else None) or headers.get("host", "")
+    for name in FORWARDED if trusted else FORWARDED | CLIENT_CLAIMS:
+        headers.pop(name, None)
+    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers["X-Forwarded-Proto"] = proto
+    if host:
+        headers["X-Forwarded-Host"] = host
+
+
+def without_admin_session(headers: Any) -> None:
+    """The dashboard's session cookie out of ``headers``' Cookie lines, as the aiohttp host
+    does: a cookie is not scoped to a port, so a browser signed in to the admin listener on
+    this host name sends it here too, and passed on it would hand the site a live admin
+    session. A Cookie line left empty is dropped."""
+    lines = headers.get_all("cookie")
+    if not any(ADMIN_SESSION_COOKIE + "=" in line for line in lines):
+        return
+    kept = []
+    for line in lines:
+        pairs = [p for p in line.split(";") if p.strip().partition("=")[0] != ADMIN_SESSION_COOKIE]
+        if pairs:
+            kept.append(";".join(pairs).strip())
+    headers.set_all("cookie", kept)
 
 
 def set_cookie_value(cookie: Cookie) -> str:
@@ -133,8 +181,8 @@ class GatewayAddon:
         self.settings = settings
         self.pipeline = build_pipeline(settings, self.metrics)
         self.reserved = settings.options.proxy.reserved_prefix
-        origin = settings.options.proxy.public_origin.rstrip("/")
-        self.public_scheme, _, self.public_host = origin.partition("://")
+        self.public_origin = settings.options.proxy.public_origin.rstrip("/")
+        self.public_scheme, _, self.public_host = self.public_origin.partition("://")
         self.wait_commit = settings.options.storage.durability == "commit"
 
     async def running(self) -> None:
@@ -153,16 +201,27 @@ class GatewayAddon:
             self.store = None
 
     def view(self, flow: mhttp.HTTPFlow, path: str, query: str) -> RequestView:
+        """The request as the chain sees it; from a trusted proxy, its X-Forwarded-Proto and
+        -Host (the right-most value) are believed for the scheme and host, as in the aiohttp
+        host, and the request goes upstream with X-Forwarded-* as that host sends them."""
         assert self.settings is not None
         req = flow.request
         headers = joined_headers(req.headers)
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
-        trusted = self.settings.trusted_networks
-        ip = client_ip(peer, headers.get("x-forwarded-for"), trusted) if is_trusted(peer, trusted) else peer
-        scheme = self.public_scheme or ("https" if flow.client_conn.tls_established else "http")
-        host = self.public_host or headers.get("host") or req.pretty_host
+        networks = self.settings.trusted_networks
+        trusted = is_trusted(peer, networks)
+        ip = client_ip(peer, headers.get("x-forwarded-for"), networks) if trusted else peer
+        scheme = "https" if flow.client_conn.tls_established else "http"
+        host = headers.get("host") or req.pretty_host
+        forward_headers(req.headers, peer, scheme, trusted)
+        if trusted:
+            scheme = headers.get("x-forwarded-proto", scheme).rsplit(",", 1)[-1].strip().lower()
+            host = headers.get("x-forwarded-host", host).rsplit(",", 1)[-1].strip()
+        without_admin_session(req.headers)
         ts = datetime.fromtimestamp(req.timestamp_start, UTC)
-        return RequestView(req.method, scheme, host, path, query, headers, ip, ts)
+        return RequestView(
+            req.method, self.public_scheme or scheme, self.public_host or host, path, query, headers, ip, ts
+        )
 
     async def request(self, flow: mhttp.HTTPFlow) -> None:
         if self.pipeline is None or flow.response is not None:
@@ -171,9 +230,12 @@ class GatewayAddon:
         if self.store is None:
             return  # shutting down
         path, _, query = flow.request.path.partition("?")
-        if path.startswith(self.reserved):
-            body = b'{"ok": false, "status": 404, "error": "signed events are served by the aiohttp host"}'
-            flow.response = mhttp.Response.make(404, body, {"content-type": "application/json"})
+        if reserved.classify(path, self.reserved) != "ordinary":
+            # Another spelling of the prefix (``/_GW/``, ``/%5Fgw/``) is not forwarded either, as
+            # in the aiohttp host: the site never sees a request under it.
+            body = error_body(404, "signed events are served by the aiohttp host (gateway run)")
+            headers = {"content-type": "application/json", "cache-control": "no-store"}
+            flow.response = mhttp.Response.make(404, body, headers)
             return
         ex = Exchange(self.view(flow, path, query))
         if is_websocket_upgrade(flow.request):
@@ -229,11 +291,30 @@ class GatewayAddon:
         if len(ex.events) > state.seen:
             new: list[Event] = ex.events[state.seen :]
             state.commits.append(self.store.submit(new))
+        if ex.reply is None:
+            self._public_locations(flow, ex.request)
         if ex.set_cookies and shared_cacheable(flow.response.headers.get_all("cache-control")):
             flow.response.headers.add("cache-control", "private")  # as the aiohttp host does
         for cookie in ex.set_cookies:
             flow.response.headers.add("set-cookie", set_cookie_value(cookie))
         await self._confirm(state.commits)
+
+    def _public_locations(self, flow: mhttp.HTTPFlow, view: RequestView) -> None:
+        """A ``Location`` or ``Refresh`` at the site's own origin (the reverse-mode target) is
+        pointed at the public origin, as the aiohttp host does: until 2026-12-05 a site's
+        ``Location: http://site.internal/account`` reached the visitor as sent, to an address
+        only the proxy can reach."""
+        assert flow.response is not None
+        req = flow.request
+        upstream = f"{req.scheme}://{req.host}:{req.port}"
+        public = self.public_origin or (f"{view.scheme}://{view.host}" if view.host else "")
+        if not public:
+            return
+        headers = flow.response.headers
+        for name, rewrite in (("location", rewrite_location), ("refresh", rewrite_refresh)):
+            values = headers.get_all(name)
+            if values:
+                headers.set_all(name, [rewrite(value, upstream, public) for value in values])
 
     def error(self, flow: mhttp.HTTPFlow) -> None:
         """The upstream failed: the events were submitted already; forget the flow."""

@@ -152,6 +152,93 @@ async def test_reserved_paths_are_not_forwarded(addon: GatewayAddon) -> None:
     assert flow.response is not None and flow.response.status_code == 404
 
 
+async def test_reserved_prefix_spelled_otherwise_is_not_forwarded(addon: GatewayAddon) -> None:
+    """As in the aiohttp host: ``/_GW/`` or ``/%5Fgw/`` (read as the prefix by a lenient site)
+    is answered, never forwarded, and no shared cache keeps the answer."""
+    for path in (b"/_GW/events", b"/%5Fgw/events", b"//_gw/events"):
+        flow = tflow.tflow(req=tutils.treq(path=path))
+        await addon.request(flow)
+        assert flow.response is not None and flow.response.status_code == 404, path
+        assert flow.response.headers["cache-control"] == "no-store"
+        assert json.loads(flow.response.content or b"")["ok"] is False
+
+
+def visitor(path: bytes, headers: list[tuple[bytes, bytes]], *, tls: bool = True) -> mhttp.HTTPFlow:
+    flow = tflow.tflow(req=tutils.treq(path=path, headers=headers))
+    if not tls:
+        flow.client_conn.timestamp_tls_setup = None
+    return flow
+
+
+FORGED = [
+    (b"x-forwarded-for", b"6.6.6.6"),
+    (b"x-forwarded-host", b"evil.example"),
+    (b"x-forwarded-proto", b"gopher"),
+    (b"x-real-ip", b"6.6.6.6"),
+    (b"forwarded", b"for=6.6.6.6"),
+]
+
+
+async def test_forwarding_headers_and_redirects_as_in_the_aiohttp_host(addon: GatewayAddon) -> None:
+    """Until 2026-12-05 the mitmproxy host passed a visitor's own X-Forwarded-For (and
+    Forwarded, X-Real-IP) to the site and added none, and a site's redirect to its own
+    address (the reverse-mode target) reached the visitor as sent. Now, as in the aiohttp
+    host: an untrusted peer's claims are dropped and ours sent; such a Location or Refresh
+    points at the public origin; the dashboard's session cookie is not passed on."""
+    cookies = (b"cookie", b"a=1; gw_admin_session=secret; b=2")
+    flow = visitor(b"/account", [(b"host", b"shop.example"), *FORGED, cookies])
+    await addon.request(flow)
+    sent = flow.request.headers
+    assert [sent.get_all(name) for name in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")] == [
+        ["127.0.0.1"],
+        ["https"],
+        ["shop.example"],
+    ]
+    assert (sent.get_all("x-real-ip"), sent.get_all("forwarded")) == ([], [])
+    assert sent.get_all("cookie") == ["a=1; b=2"]
+    upstream = "http://address:22"  # tflow's request target: the site mitmproxy forwards to
+    flow.response = tutils.tresp(
+        status_code=302,
+        headers=[
+            (b"location", f"{upstream}/login?next=%2F".encode()),
+            (b"refresh", f"0; url={upstream}/x".encode()),
+        ],
+    )
+    await addon.responseheaders(flow)
+    assert flow.response.headers["location"] == "https://shop.example/login?next=%2F"
+    assert flow.response.headers["refresh"] == "0; url=https://shop.example/x"
+    elsewhere = visitor(b"/out", [(b"host", b"shop.example")])
+    await addon.request(elsewhere)
+    elsewhere.response = tutils.tresp(status_code=302, headers=[(b"location", b"http://address:8080/x")])
+    await addon.responseheaders(elsewhere)
+    assert elsewhere.response.headers["location"] == "http://address:8080/x"  # another origin: as sent
+
+
+async def test_a_trusted_proxys_forwarded_headers_are_believed(tmp_path: Path, secrets: None) -> None:
+    """Behind a trusted TLS terminator the visitor's scheme and host are its X-Forwarded-Proto
+    and -Host (the cookie is Secure, a redirect points at the public https origin) and its
+    X-Forwarded-For chain goes on with the peer appended, as in the aiohttp host."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        toml = await asyncio.to_thread(config, tmp_path, "gw", '[proxy]\ntrusted_proxies = ["127.0.0.1"]\n')
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        try:
+            claims = [(b"host", b"10.0.0.5:8080"), (b"x-forwarded-for", b"203.0.113.9"),
+                      (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"shop.example")]  # fmt: skip
+            flow = visitor(b"/p?utm_source=x", claims, tls=False)
+            await gateway.request(flow)
+            sent = flow.request.headers
+            assert sent["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+            assert (sent["x-forwarded-proto"], sent["x-forwarded-host"]) == ("https", "shop.example")
+            flow.response = tutils.tresp(status_code=302, headers=[(b"location", b"http://address:22/q")])
+            await gateway.responseheaders(flow)
+            assert flow.response.headers["location"] == "https://shop.example/q"
+            assert "Secure" in flow.response.headers["set-cookie"]
+        finally:
+            await gateway.done()
+
+
 async def test_config_errors_name_the_key(
     tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
 ) -> None:
