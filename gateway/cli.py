@@ -754,12 +754,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if problem := settings.store_problem():  # a mistyped path made an empty store (until 2026-12-05)
         print(problem, file=sys.stderr)
         return 1
+    from gateway.keys import key_check
     from gateway.metrics import Metrics
     from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
     from storage.sync import Sync
 
     sync = Sync(
-        settings.store_path, settings.central_url, settings.options.central, Metrics(), node=settings.node
+        settings.store_path,
+        settings.central_url,
+        settings.options.central,
+        Metrics(),
+        node=settings.node,
+        key_check=key_check(settings.secret),
     )
     bars: list[Any] = []
 

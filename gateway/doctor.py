@@ -259,7 +259,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         try:
             await conn.fetchval("SELECT 1")
-            shared = await _node_shared(settings, conn)
+            shared = await _node_shared(settings, conn) or await _other_secrets(settings, conn)
         finally:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError) as err:
@@ -317,6 +317,34 @@ async def _node_shared(settings: Settings, conn: Any) -> Check | None:
         f" within the hour (store instance {row['instance'][:8]}, last at {iso(row['last_synced'])})",
         "give each gateway its own storage.node; if this store replaced a lost one, this clears"
         " an hour after the old one's last sync",
+    )
+
+
+async def _other_secrets(settings: Settings, conn: Any) -> Check | None:
+    """A warning when another node synced within the hour under another ``identity.secret``
+    (as the sync logs it); None when none did, or nothing tells yet."""
+    from gateway.keys import key_check
+    from storage.central import other_secrets
+
+    secret = getattr(settings, "secret", None)
+    known = await conn.fetchval(
+        "SELECT count(*) FROM information_schema.columns"
+        " WHERE table_name = 'node_instances' AND column_name = 'key_check'"
+        " AND table_schema = ANY (current_schemas(false))"
+    )
+    if not secret or not known:
+        return None
+    others = await other_secrets(conn, key_check(secret))
+    if not others:
+        return None
+    names = ", ".join(repr(node) for node, _ in others[:5]) + (" …" if len(others) > 5 else "")
+    return Check(
+        "warn",
+        f"central PostgreSQL reachable, but {len(others)} node(s) synced within the hour under"
+        f" another identity.secret than this one: {names} (last at {iso(others[0][1])})",
+        "give every gateway in front of one site the same identity.secret: each refuses the"
+        " others' visitor cookies and keys a user apart, so an erasure through one misses the"
+        " others' rows",
     )
 
 

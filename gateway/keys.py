@@ -82,6 +82,13 @@ def derive(master: bytes, label: str, length: int = 32) -> bytes:
     return hkdf.derive(master)
 
 
+def key_check(master: bytes) -> str:
+    """A value that tells whether two gateways hold the same ``identity.secret`` without telling
+    the secret (HKDF under a label of its own, 32 hex digits): recorded in the central store by
+    every node, so that one syncing under another secret is found (``storage.sync``)."""
+    return derive(master, "gateway/key-check/v1", 16).hex()
+
+
 @dataclass(frozen=True)
 class Keys:
     cookie_mac: bytes

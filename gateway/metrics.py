@@ -171,6 +171,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemostrecent",  # worker 0 alone runs the readers
         )
+        self.sync_other_secrets = Gauge(
+            "gateway_sync_other_secrets",
+            "Nodes that synced to the central store within the hour under another "
+            "identity.secret than this gateway's, by reader (0: every node shares it)",
+            ["reader"],
+            registry=r,
+            multiprocess_mode="livemostrecent",  # worker 0 alone runs the readers
+        )
         self.sink_messages = Counter(
             "gateway_sink_messages",
             "Sink messages by outcome: sent (accepted by the destination), too_large (skipped), "

@@ -39,7 +39,7 @@ from gateway.creators import CreatorRegistry
 from gateway.dashboard import SECURITY_HEADERS, add_dashboard
 from gateway.daysalt import DaySalt
 from gateway.inbound import Inbound
-from gateway.keys import Keys
+from gateway.keys import Keys, key_check
 from gateway.logs import set_level
 from gateway.metrics import Metrics
 from gateway.options import parse_listen, unresolvable
@@ -356,6 +356,7 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
             settings.options.central,
             gw.metrics,
             node=settings.node,
+            key_check=key_check(settings.secret),
         )
         gw.attach("central-sync", sync.run)
         if settings.mirror_path is not None:

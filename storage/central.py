@@ -573,15 +573,20 @@ SHARED_NODE_SECONDS = 3600
 under that name: past it, the old one is taken for gone (a store lost and made again)."""
 
 
-async def claim_node(conn: asyncpg.Connection, node: str, instance: str) -> list[tuple[str, datetime]]:
+async def claim_node(
+    conn: asyncpg.Connection, node: str, instance: str, key_check: str | None = None
+) -> list[tuple[str, datetime]]:
     """Record that store ``instance`` syncs under ``node`` now (the server's clock, the same for
-    every node); the other instances that synced under it within ``SHARED_NODE_SECONDS``, with
-    when they last did, latest first."""
+    every node), with its ``key_check`` when given (``gateway.keys.key_check``); the other
+    instances that synced under it within ``SHARED_NODE_SECONDS``, with when they last did,
+    latest first."""
     await conn.execute(
-        "INSERT INTO node_instances (node, instance) VALUES ($1, $2) "
-        "ON CONFLICT (node, instance) DO UPDATE SET last_synced = now()",
+        "INSERT INTO node_instances (node, instance, key_check) VALUES ($1, $2, $3) "
+        "ON CONFLICT (node, instance) DO UPDATE SET last_synced = now(),"
+        " key_check = coalesce(excluded.key_check, node_instances.key_check)",
         node,
         instance,
+        key_check,
     )
     rows = await conn.fetch(
         "SELECT instance, last_synced FROM node_instances WHERE node = $1 AND instance <> $2"
@@ -591,6 +596,21 @@ async def claim_node(conn: asyncpg.Connection, node: str, instance: str) -> list
         float(SHARED_NODE_SECONDS),
     )
     return [(row["instance"], row["last_synced"]) for row in rows]
+
+
+async def other_secrets(conn: asyncpg.Connection, key_check: str) -> list[tuple[str, datetime]]:
+    """The nodes whose store instances synced within ``SHARED_NODE_SECONDS`` under another
+    ``identity.secret`` than ``key_check``'s (their own check value differs), with when they
+    last did, latest first: one gateway's cookies and user keys are not the other's."""
+    rows = await conn.fetch(
+        "SELECT node, max(last_synced) AS last_synced FROM node_instances"
+        " WHERE key_check IS NOT NULL AND key_check <> $1"
+        " AND last_synced > now() - make_interval(secs => $2)"
+        " GROUP BY node ORDER BY max(last_synced) DESC, node",
+        key_check,
+        float(SHARED_NODE_SECONDS),
+    )
+    return [(row["node"], row["last_synced"]) for row in rows]
 
 
 def asyncpg_json_list(value: Any) -> list[str]:

@@ -79,15 +79,20 @@ class Sync:
         options: CentralOptions,
         metrics: Metrics,
         node: str | None = None,
+        key_check: str | None = None,
     ) -> None:
         """``node``: the ``storage.node`` this gateway records under; given, each round tells the
-        central store which store instance syncs under it, and says when another does too."""
+        central store which store instance syncs under it, and says when another does too.
+        ``key_check``: ``gateway.keys.key_check`` of its ``identity.secret``; given (with
+        ``node``), each round records it and says when another node syncs under another secret."""
         self.store_path = store_path
         self.dsn = dsn
         self.options = options
         self.metrics = metrics
         self.node = node
+        self.key_check = key_check
         self.shared = Standing(log)
+        self.secrets = Standing(log)
         self.lock = RoundLock(store_path, "sync", log, "central sync")
 
     async def check_node(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> None:
@@ -98,7 +103,8 @@ class Sync:
         instance = await store_instance(db) if self.node is not None else None
         if self.node is None or instance is None:
             return
-        others = await central.claim_node(conn, self.node, instance)
+        others = await central.claim_node(conn, self.node, instance, self.key_check)
+        await self.check_secret(conn)
         self.metrics.sync_node_shared.labels(READER).set(len(others))
         if not others:
             self.shared.gone(
@@ -113,6 +119,33 @@ class Sync:
             " share), or the node a row names may be the wrong one. Both keep syncing, nothing"
             " is lost; a store made anew in place of a lost one is taken for the same gateway"
             " once the old one has not synced for an hour"
+        )
+
+    async def check_secret(self, conn: asyncpg.Connection) -> None:
+        """Another node that synced within the hour under another ``identity.secret`` (its
+        ``key_check`` differs): an error (once, then every 10 minutes), and
+        ``gateway_sync_other_secrets``. Its rows are still delivered, under keys this gateway
+        would not compute: a visitor cookie one of the two set is refused by the other (counted
+        as rejected, a new visitor), a user logging in on both is two users, and an erasure on
+        one does not find the user's rows the other keyed."""
+        if self.key_check is None:
+            return
+        others = await central.other_secrets(conn, self.key_check)
+        self.metrics.sync_other_secrets.labels(READER).set(len(others))
+        if not others:
+            self.secrets.gone(
+                "central sync: every node that synced within the hour has this gateway's identity.secret"
+            )
+            return
+        names = ", ".join(repr(node) for node, _ in others[:5]) + (" …" if len(others) > 5 else "")
+        self.secrets.seen(
+            f"central sync: {'another node syncs' if len(others) == 1 else f'{len(others)} other nodes sync'}"
+            f" to this central store under another identity.secret than this one (storage.node"
+            f" {self.node!r}): {names}, last at"
+            f" {iso(others[0][1])}. Give every gateway in front of one site the same"
+            " identity.secret: the visitor cookie one sets is refused by the others (a new"
+            " visitor, its journey cut in two), a user who logs in on two of them is two users in"
+            " the reports, and an erasure through one does not find the rows the others keyed"
         )
 
     async def round(

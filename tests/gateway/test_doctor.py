@@ -405,3 +405,40 @@ async def test_a_round_lock_held_for_long_is_a_warning_naming_its_holder(tmp_pat
     assert (await asyncio.to_thread(path.read_text)).startswith(f"{holder.proc.pid} ")  # names it still
     await asyncio.to_thread(os.utime, path, (an_hour_ago, an_hour_ago))
     assert await locks() == []  # the kernel let it go
+
+
+async def test_a_node_under_another_identity_secret_is_a_warning(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another node synced within the hour under another ``identity.secret`` than this config's
+    (its check value in ``node_instances`` differs): the doctor says so, naming the node, as the
+    sync logs it; a node under the same secret is no warning."""
+    from gateway.doctor import check_central
+    from gateway.keys import key_check
+    from gateway.metrics import Metrics
+    from gateway.options import CentralOptions
+    from storage.local import LocalStore
+    from storage.sync import Sync
+    from tests.conftest import make_settings
+
+    store = tmp_path / "gateway.db"
+    toml = f'[storage]\npath = "{store}"\nnode = "edge-1"\n[central]\nurl = "env:CENTRAL_DSN"\n'
+    settings = make_settings(tmp_path, toml, CENTRAL_DSN=central_dsn)
+    monkeypatch.setenv("CENTRAL_DSN", central_dsn)  # the doctor reads the gateway's environment
+    for path in (store, tmp_path / "two.db", tmp_path / "three.db"):
+        opened = LocalStore(path, settings.options.storage, Metrics())
+        await opened.open()
+        await opened.close()
+
+    async def sync(path: Path, node: str, secret: bytes) -> None:
+        check = key_check(secret)
+        await Sync(path, central_dsn, CentralOptions(), Metrics(), node=node, key_check=check).once()
+
+    await sync(store, "edge-1", settings.secret)
+    await sync(tmp_path / "two.db", "edge-2", settings.secret)
+    assert (await check_central(settings, 5.0)) == Check("ok", "central PostgreSQL reachable")
+    await sync(tmp_path / "three.db", "edge-3", b"x" * 40)
+    check = await check_central(settings, 5.0)
+    assert check is not None and check.status == "warn", check
+    assert "under another identity.secret than this one: 'edge-3'" in check.what, check
+    assert "the same identity.secret" in check.fix

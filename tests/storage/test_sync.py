@@ -986,6 +986,61 @@ async def test_two_gateways_under_one_node_name_are_told_and_both_delivered(
         await second.store.close()
 
 
+async def test_a_node_under_another_identity_secret_is_told(
+    tmp_path: Path, central_dsn: str, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two nodes in front of one site given different ``identity.secret``s (a typo in one host's
+    secret store, a rotation done on one node): each refuses the other's visitor cookies and keys
+    one user two ways, so an erasure through one misses the other's rows. Each records a check
+    value of its secret centrally, and a node finding another's that differs says so, as an
+    error naming the other node and the key (once, then every 10 minutes), and in
+    ``gateway_sync_other_secrets``; rows are still delivered. Nodes sharing the secret are
+    quiet. Until 2026-12-05 they synced without a word (seen with two gateways on loopback)."""
+    from gateway.keys import key_check
+
+    same, other = key_check(b"s" * 40), key_check(b"c" * 40)
+    assert same == key_check(b"s" * 40) != other and len(same) == 32
+    assert (b"s" * 40).hex() not in same
+    nodes = {}
+    for name, check in (("a", same), ("b", same), ("c", other)):
+        await asyncio.to_thread((tmp_path / name).mkdir)
+        node = Node(tmp_path / name, name, central_dsn)
+        node.sync = Sync(node.path, central_dsn, OPTIONS, node.metrics, node=name, key_check=check)
+        await node.store.open()
+        nodes[name] = node
+    caplog.set_level(logging.INFO, "gateway.sync")
+    try:
+        for i, name in enumerate("ab"):
+            await nodes[name].store.write([touch(i + 1, str(i + 1) * 32)])
+            await nodes[name].sync.once()
+        await nodes["a"].sync.once()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert nodes["a"].metrics.sync_other_secrets.labels("central")._value.get() == 0
+
+        await nodes["c"].store.write([touch(3, "3" * 32)])
+        for _ in range(2):
+            await nodes["c"].sync.once()
+            await nodes["a"].sync.once()
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 2, errors  # one from each, not one per round
+        assert "'a', 'b'" in errors[0] and "same identity.secret" in errors[0], errors
+        assert "'c'" in errors[1] and "storage.node 'a'" in errors[1], errors
+        assert nodes["c"].metrics.sync_other_secrets.labels("central")._value.get() == 2
+        assert nodes["a"].metrics.sync_other_secrets.labels("central")._value.get() == 1
+        assert await count(pg, "touchpoints") == 3  # nothing held back
+
+        # Node c given the right secret: the error ends, as a line at info level.
+        nodes["c"].sync.key_check = same
+        await nodes["c"].sync.once()
+        await nodes["a"].sync.once()
+        assert nodes["a"].metrics.sync_other_secrets.labels("central")._value.get() == 0
+        ended = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert sum("every node that synced within the hour" in line for line in ended) == 2, ended
+    finally:
+        for node in nodes.values():
+            await node.store.close()
+
+
 async def test_a_store_keeps_its_instance_when_moved(tmp_path: Path) -> None:
     """The identity is in the store file: moved to another host (a new path), it is the same
     gateway; a store made anew has another."""
