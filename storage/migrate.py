@@ -23,6 +23,20 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer gateway than this one."""
 
 
+class MigrationFailed(sqlite3.DatabaseError):
+    """A migration the store could not take (SQLite's words, and the migration's name): a
+    ``sqlite3.DatabaseError``, so every command that opens the store says it as it says a
+    store it cannot open (``gateway: cannot open the store …``), not as a traceback."""
+
+
+MERGED_LATE = {3: ("touchpoints", "verdict")}
+"""Migrations merged onto main after a later one had shipped, each with a column it adds: a
+store made in between is at a version above theirs without them. 0003 (bot scores, verdicts)
+came at 04:13 on 2026-12-02, after 0004 (channels) at 03:46: a store made by main then is at
+version 4 without the ``verdict`` column, and migration 0008's index on it failed, so that
+store could not be upgraded. Such a migration is applied where its column is missing."""
+
+
 def migrations(folder: str = "migrations") -> list[tuple[int, str, str]]:
     """(version, file name, SQL) for every shipped migration in ``storage/<folder>``, in order
     (``pg_migrations`` holds the central store's)."""
@@ -61,12 +75,15 @@ async def migrate(db: aiosqlite.Connection) -> int:
             "upgrade the gateway"
         )
     for version, name, sql in available:
-        if version <= current:
+        if version <= current and not await _skipped(db, version):
             continue
         try:
             await db.execute("BEGIN IMMEDIATE")  # waits for another process's migration, if any
             current = await user_version(db)
-            if current < version:
+            if version <= current and await _skipped(db, version):  # merged late: the version stays
+                for statement in statements(sql):
+                    await db.execute(statement)
+            elif current < version:
                 for statement in statements(sql):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {version}")
@@ -76,8 +93,20 @@ async def migrate(db: aiosqlite.Connection) -> int:
             if db.in_transaction:
                 with contextlib.suppress(Exception):
                     await db.execute("ROLLBACK")
-            raise RuntimeError(f"migration {name} failed: {err}") from err
+            raise MigrationFailed(f"migration {name} failed: {err}") from err
     return current
+
+
+async def _skipped(db: aiosqlite.Connection, version: int) -> bool:
+    """A migration of ``MERGED_LATE`` that a store at a later version lacks."""
+    if version not in MERGED_LATE:
+        return False
+    table, column = MERGED_LATE[version]
+    async with db.execute(
+        f"SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?", (column,)
+    ) as cur:
+        row = await cur.fetchone()
+    return row is not None and row[0] == 0
 
 
 def statements(sql: str) -> list[str]:
