@@ -29,12 +29,19 @@ class MigrationFailed(sqlite3.DatabaseError):
     store it cannot open (``gateway: cannot open the store …``), not as a traceback."""
 
 
-MERGED_LATE = {3: ("touchpoints", "verdict")}
-"""Migrations merged onto main after a later one had shipped, each with a column it adds: a
-store made in between is at a version above theirs without them. 0003 (bot scores, verdicts)
-came at 04:13 on 2026-12-02, after 0004 (channels) at 03:46: a store made by main then is at
-version 4 without the ``verdict`` column, and migration 0008's index on it failed, so that
-store could not be upgraded. Such a migration is applied where its column is missing."""
+MERGED_LATE: dict[int, tuple[str, str | None]] = {
+    2: ("erasures", None),
+    3: ("touchpoints", "verdict"),
+}
+"""Migrations main shipped in a form that lacked part of them, each with the table (and column)
+that part makes; a store at a later version without it gets that part, its version unchanged:
+
+- 0002 gained the ``erasures`` table at 03:27 on 2026-12-02, two minutes after it shipped: a
+  store made in those minutes has none, and its upgrade failed at 0010 (``no such table:
+  erasures``). The table's statement alone is run.
+- 0003 (bot scores, verdicts) came at 04:13 on 2026-12-02, after 0004 (channels) at 03:46: a
+  store made in between is at version 4 without the ``verdict`` column, and its upgrade failed
+  at 0008. The whole migration is run."""
 
 
 def migrations(folder: str = "migrations") -> list[tuple[int, str, str]]:
@@ -80,8 +87,8 @@ async def migrate(db: aiosqlite.Connection) -> int:
         try:
             await db.execute("BEGIN IMMEDIATE")  # waits for another process's migration, if any
             current = await user_version(db)
-            if version <= current and await _skipped(db, version):  # merged late: the version stays
-                for statement in statements(sql):
+            if version <= current and await _skipped(db, version):  # the version stays
+                for statement in _missing_part(version, sql):
                     await db.execute(statement)
             elif current < version:
                 for statement in statements(sql):
@@ -98,15 +105,35 @@ async def migrate(db: aiosqlite.Connection) -> int:
 
 
 async def _skipped(db: aiosqlite.Connection, version: int) -> bool:
-    """A migration of ``MERGED_LATE`` that a store at a later version lacks."""
+    """A migration of ``MERGED_LATE`` that a store at a later version lacks part of."""
     if version not in MERGED_LATE:
         return False
     table, column = MERGED_LATE[version]
-    async with db.execute(
-        f"SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?", (column,)
-    ) as cur:
-        row = await cur.fetchone()
+    if column is None:
+        probe, args = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    else:
+        probe, args = f"SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?", (column,)
+    async with db.execute(probe, args) as cursor:
+        row = await cursor.fetchone()
     return row is not None and row[0] == 0
+
+
+def _missing_part(version: int, sql: str) -> list[str]:
+    """The statements of a ``MERGED_LATE`` migration a store lacks: the one creating its table,
+    or (a column) all of them."""
+    table, column = MERGED_LATE[version]
+    every = statements(sql)
+    if column is not None:
+        return every
+    return [s for s in every if re.match(rf"CREATE TABLE {table}\b", _code(s))]
+
+
+def _code(statement: str) -> str:
+    """A statement without the comment lines before it."""
+    lines = statement.splitlines()
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
+        lines.pop(0)
+    return "\n".join(lines)
 
 
 def statements(sql: str) -> list[str]:

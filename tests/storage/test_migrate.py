@@ -188,3 +188,25 @@ async def test_a_migration_that_fails_is_said_as_a_store_that_cannot_open(tmp_pa
     assert proc.returncode == 1, (out, err)
     assert b"Traceback" not in err, err
     assert b"cannot open the store" in err and b"migration 0009_table_versions.sql failed" in err, err
+
+
+async def test_a_store_made_while_0002_had_no_erasures_table_is_upgraded(tmp_path: Path) -> None:
+    """Migration 0002 shipped at 03:25 on 2026-12-02 and gained the `erasures` table at 03:27: a
+    store made in between has none, and its upgrade failed at 0010 (`no such table: erasures`),
+    leaving a gateway that would not start. The table is made where it is missing; a second
+    start changes nothing."""
+    path = tmp_path / "gw.db"
+    shipped = {version: sql for version, _, sql in await asyncio.to_thread(migrations)}
+    first_0002 = shipped[2][: shipped[2].index("-- Erasures (GDPR Art. 17)")]
+    await asyncio.to_thread(execute, path, shipped[1] + ";" + first_0002 + ";PRAGMA user_version = 2;")
+    assert await read(path, "SELECT name FROM sqlite_master WHERE name = 'erasures'") == []
+    conn = await connect(path)
+    try:
+        assert await migrate(conn) == NEWEST
+        before = await schema(path)
+        assert await migrate(conn) == NEWEST
+    finally:
+        await conn.close()
+    assert await schema(path) == before
+    columns = {row[1] for row in await read(path, "PRAGMA table_info(erasures)")}
+    assert {"user_key", "visitors", "counts", "also_keys"} <= columns
