@@ -481,7 +481,9 @@ async def test_a_node_under_another_identity_secret_is_a_warning(
 
     await sync(store, "edge-1", settings.secret)
     await sync(tmp_path / "two.db", "edge-2", settings.secret)
-    assert (await check_central(settings, 5.0)) == Check("ok", "central PostgreSQL reachable")
+    newest = (await asyncio.to_thread(migrations, "pg_migrations"))[-1][0]
+    current = Check("ok", f"central PostgreSQL reachable, schema {newest} (current)")
+    assert (await check_central(settings, 5.0)) == current
     await sync(tmp_path / "three.db", "edge-3", b"x" * 40)
     check = await check_central(settings, 5.0)
     assert check is not None and check.status == "warn", check
