@@ -259,6 +259,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         try:
             await conn.fetchval("SELECT 1")
+            schema = await _central_schema(conn)
             shared = await _node_shared(settings, conn) or await _other_secrets(settings, conn)
         finally:
             await conn.close()
@@ -273,9 +274,43 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
             f"central.url: not a PostgreSQL DSN asyncpg can read ({type(err).__name__})",
             "postgresql://user:password@host:5432/database",
         )
-    if shared is not None:
-        return shared
-    return Check("ok", "central PostgreSQL reachable")
+    if schema.status == "FAIL" or shared is None:
+        return schema
+    return shared
+
+
+async def _central_schema(conn: Any) -> Check:
+    """The central store's schema version against this gateway's newest PostgreSQL migration, as
+    the local store's is checked: a store another, newer gateway migrated stops this one's sync
+    every round (``SchemaTooNew``), which the gateway only logs while it serves on; and a
+    ``schema_version`` table of another application's stops it too (``ForeignSchema``)."""
+    from storage.central import central_columns
+    from storage.migrate import migrations
+
+    available = await asyncio.to_thread(migrations, "pg_migrations")
+    newest = available[-1][0] if available else 0
+    kinds = await central_columns(conn, "schema_version")
+    if not kinds:
+        return Check("ok", f"central PostgreSQL reachable, no tables yet (made at start, schema {newest})")
+    if kinds.get("version") != "integer" or "name" not in kinds:
+        return Check(
+            "FAIL",
+            "central PostgreSQL reachable, but its schema_version table is not the gateway's"
+            " (another application's migrations?)",
+            "give the gateway a database of its own, or a schema of its own (CREATE SCHEMA gateway,"
+            " and ?search_path=gateway at the end of central.url)",
+        )
+    current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+    if current > newest:
+        return Check(
+            "FAIL",
+            f"central PostgreSQL has schema {current}, newer than this gateway ({newest}):"
+            " a newer gateway migrated it, and this one's sync stops every round",
+            "upgrade this gateway; its events wait in its store meanwhile",
+        )
+    if current < newest:
+        return Check("ok", f"central PostgreSQL reachable, schema {current} (migrated to {newest} at start)")
+    return Check("ok", f"central PostgreSQL reachable, schema {current} (current)")
 
 
 def _instance(path: Path) -> str | None:

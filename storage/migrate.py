@@ -23,6 +23,27 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer gateway than this one."""
 
 
+class MigrationFailed(sqlite3.DatabaseError):
+    """A migration the store could not take (SQLite's words, and the migration's name): a
+    ``sqlite3.DatabaseError``, so every command that opens the store says it as it says a
+    store it cannot open (``gateway: cannot open the store …``), not as a traceback."""
+
+
+MERGED_LATE: dict[int, tuple[str, str | None]] = {
+    2: ("erasures", None),
+    3: ("touchpoints", "verdict"),
+}
+"""Migrations main shipped in a form that lacked part of them, each with the table (and column)
+that part makes; a store at a later version without it gets that part, its version unchanged:
+
+- 0002 gained the ``erasures`` table at 03:27 on 2026-12-02, two minutes after it shipped: a
+  store made in those minutes has none, and its upgrade failed at 0010 (``no such table:
+  erasures``). The table's statement alone is run.
+- 0003 (bot scores, verdicts) came at 04:13 on 2026-12-02, after 0004 (channels) at 03:46: a
+  store made in between is at version 4 without the ``verdict`` column, and its upgrade failed
+  at 0008. The whole migration is run."""
+
+
 def migrations(folder: str = "migrations") -> list[tuple[int, str, str]]:
     """(version, file name, SQL) for every shipped migration in ``storage/<folder>``, in order
     (``pg_migrations`` holds the central store's)."""
@@ -61,12 +82,15 @@ async def migrate(db: aiosqlite.Connection) -> int:
             "upgrade the gateway"
         )
     for version, name, sql in available:
-        if version <= current:
+        if version <= current and not await _skipped(db, version):
             continue
         try:
             await db.execute("BEGIN IMMEDIATE")  # waits for another process's migration, if any
             current = await user_version(db)
-            if current < version:
+            if version <= current and await _skipped(db, version):  # the version stays
+                for statement in _missing_part(version, sql):
+                    await db.execute(statement)
+            elif current < version:
                 for statement in statements(sql):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {version}")
@@ -76,8 +100,40 @@ async def migrate(db: aiosqlite.Connection) -> int:
             if db.in_transaction:
                 with contextlib.suppress(Exception):
                     await db.execute("ROLLBACK")
-            raise RuntimeError(f"migration {name} failed: {err}") from err
+            raise MigrationFailed(f"migration {name} failed: {err}") from err
     return current
+
+
+async def _skipped(db: aiosqlite.Connection, version: int) -> bool:
+    """A migration of ``MERGED_LATE`` that a store at a later version lacks part of."""
+    if version not in MERGED_LATE:
+        return False
+    table, column = MERGED_LATE[version]
+    if column is None:
+        probe, args = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    else:
+        probe, args = f"SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?", (column,)
+    async with db.execute(probe, args) as cursor:
+        row = await cursor.fetchone()
+    return row is not None and row[0] == 0
+
+
+def _missing_part(version: int, sql: str) -> list[str]:
+    """The statements of a ``MERGED_LATE`` migration a store lacks: the one creating its table,
+    or (a column) all of them."""
+    table, column = MERGED_LATE[version]
+    every = statements(sql)
+    if column is not None:
+        return every
+    return [s for s in every if re.match(rf"CREATE TABLE {table}\b", _code(s))]
+
+
+def _code(statement: str) -> str:
+    """A statement without the comment lines before it."""
+    lines = statement.splitlines()
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
+        lines.pop(0)
+    return "\n".join(lines)
 
 
 def statements(sql: str) -> list[str]:

@@ -19,6 +19,7 @@ from blockbuster import BlockBuster
 from gateway.doctor import Check, check_round_locks
 from gateway.events import Touchpoint, iso
 from gateway.ids import uuid7
+from storage.migrate import migrations
 from storage.roundlock import lock_path
 from tests.conftest import ENV, make_settings
 from tests.storage.test_sync_lock import held_by_a_process
@@ -287,18 +288,62 @@ async def test_another_gateway_under_this_node_name_is_a_warning(
     toml = f'[storage]\npath = "{store}"\nnode = "edge-1"\n[central]\nurl = "env:CENTRAL_DSN"\n'
     settings = make_settings(tmp_path, toml, CENTRAL_DSN=central_dsn)
     monkeypatch.setenv("CENTRAL_DSN", central_dsn)  # the doctor reads the gateway's environment
-    assert (await check_central(settings, 5.0)) == Check("ok", "central PostgreSQL reachable")
+    made = "central PostgreSQL reachable, no tables yet (made at start, schema "
+    first = await check_central(settings, 5.0)
+    assert first is not None and first.status == "ok" and first.what.startswith(made), first
     for path in (store, tmp_path / "clone.db"):
         opened = LocalStore(path, settings.options.storage, Metrics())
         await opened.open()
         await opened.close()
     await Sync(store, central_dsn, CentralOptions(), Metrics(), node="edge-1").once()
-    assert (await check_central(settings, 5.0)) == Check("ok", "central PostgreSQL reachable")
+    newest = (await asyncio.to_thread(migrations, "pg_migrations"))[-1][0]
+    current = Check("ok", f"central PostgreSQL reachable, schema {newest} (current)")
+    assert (await check_central(settings, 5.0)) == current
     await Sync(tmp_path / "clone.db", central_dsn, CentralOptions(), Metrics(), node="edge-1").once()
     check = await check_central(settings, 5.0)
     assert check is not None and check.status == "warn", check
     assert "another gateway synced under storage.node 'edge-1'" in check.what
     assert "give each gateway its own storage.node" in check.fix
+
+
+async def test_a_central_store_a_newer_gateway_migrated_fails_and_an_older_one_is_told(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling upgrade: once one node's newer gateway has migrated the central store, an
+    older gateway's sync stops every round (its log says so, while it serves on). Its doctor
+    said `central PostgreSQL reachable` and `all checks passed`; it now fails, as for a local
+    store of a newer schema, and says what to do. A store behind this gateway's is told to be
+    migrated at start; another application's `schema_version` table fails, as the sync does."""
+    import asyncpg
+
+    from gateway.doctor import check_central
+
+    newest = (await asyncio.to_thread(migrations, "pg_migrations"))[-1][0]
+    monkeypatch.setenv("CENTRAL_DSN", central_dsn)
+    settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=central_dsn)
+    conn = await asyncpg.connect(central_dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+            "applied timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute("INSERT INTO schema_version (version, name) VALUES (3, '0003_privacy.sql')")
+        behind = await check_central(settings, 5.0)
+        told = f"central PostgreSQL reachable, schema 3 (migrated to {newest} at start)"
+        assert behind == Check("ok", told)
+        newer = "INSERT INTO schema_version (version, name) VALUES ($1, 'from a newer gateway')"
+        await conn.execute(newer, newest + 1)
+        ahead = await check_central(settings, 5.0)
+        assert ahead is not None and ahead.status == "FAIL", ahead
+        assert f"central PostgreSQL has schema {newest + 1}, newer than this gateway ({newest})" in ahead.what
+        assert ahead.fix.startswith("upgrade this gateway")
+        await conn.execute("DROP TABLE schema_version")
+        await conn.execute("CREATE TABLE schema_version (version bigint, script text)")  # Flyway's
+        foreign = await check_central(settings, 5.0)
+        assert foreign is not None and foreign.status == "FAIL", foreign
+        assert "schema_version table is not the gateway's" in foreign.what
+    finally:
+        await conn.close()
 
 
 async def test_the_reporting_mirror_its_file_first_fill_last_round_and_lag(
@@ -436,7 +481,9 @@ async def test_a_node_under_another_identity_secret_is_a_warning(
 
     await sync(store, "edge-1", settings.secret)
     await sync(tmp_path / "two.db", "edge-2", settings.secret)
-    assert (await check_central(settings, 5.0)) == Check("ok", "central PostgreSQL reachable")
+    newest = (await asyncio.to_thread(migrations, "pg_migrations"))[-1][0]
+    current = Check("ok", f"central PostgreSQL reachable, schema {newest} (current)")
+    assert (await check_central(settings, 5.0)) == current
     await sync(tmp_path / "three.db", "edge-3", b"x" * 40)
     check = await check_central(settings, 5.0)
     assert check is not None and check.status == "warn", check

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,8 @@ from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew, migrate, migrations, statements
-from tests.storage.stores import read
+from tests.conftest import ENV
+from tests.storage.stores import execute, read
 
 NEWEST = migrations()[-1][0]
 
@@ -115,3 +119,94 @@ def test_a_migration_is_cut_into_statements_as_sqlite_ends_them() -> None:
         "CREATE TRIGGER g AFTER INSERT ON t BEGIN\n  UPDATE t SET a = 'x;y';\n  DELETE FROM t;\nEND;",
         "CREATE INDEX i ON t (a)  -- the last one without its semicolon",
     ]
+
+
+async def test_a_store_made_while_0003_was_not_merged_yet_is_upgraded(tmp_path: Path) -> None:
+    """Main shipped migration 0004 at 03:46 on 2026-12-02 and 0003 (verdicts) at 04:13: a store
+    made in between is at version 4 without 0003. Its upgrade skipped 0003 and stopped at 0008
+    (`no such column: verdict`), leaving a gateway that would not start. 0003 is applied where
+    its column is missing; the rows stay, and a second start changes nothing."""
+    path = tmp_path / "gw.db"
+    shipped = {version: sql for version, _, sql in await asyncio.to_thread(migrations)}
+    then = "".join(shipped[version] for version in (1, 2, 4))
+    landing = (
+        "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, raw_params, channel) VALUES"
+        " ('01a20000-0000-7000-8000-000000000001', '2026-12-02T03:50:00Z', 'n', 'v', '/', '{}', 'Direct');"
+        "PRAGMA user_version = 4;"
+    )
+    await asyncio.to_thread(execute, path, then + ";" + landing)
+    conn = await connect(path)
+    try:
+        assert await migrate(conn) == NEWEST
+        before = await schema(path)
+        assert await migrate(conn) == NEWEST
+    finally:
+        await conn.close()
+    assert await schema(path) == before
+    columns = {row[1] for row in await read(path, "PRAGMA table_info(touchpoints)")}
+    assert {"verdict", "bot_score", "consent", "channel"} <= columns
+    assert await read(path, "SELECT visitor_key, verdict, effective_verdict FROM effective_touchpoints") == [
+        ("v", None, None)
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_migration_that_fails_is_said_as_a_store_that_cannot_open(tmp_path: Path) -> None:
+    """A migration the store cannot take is a ``sqlite3.DatabaseError`` naming the migration,
+    which ``gateway run`` (and every command that migrates) says as `gateway: cannot open the
+    store …`, exit 1; until 2026-12-05 it was a RuntimeError, and `gateway run` ended in a
+    traceback."""
+    path = tmp_path / "gw.db"
+    conn = await connect(path)
+    try:
+        await migrate(conn)
+        await conn.execute("PRAGMA user_version = 8")  # table_versions (0009) is there already
+        with pytest.raises(sqlite3.DatabaseError, match=r"migration 0009_table_versions\.sql failed: table"):
+            await migrate(conn)
+    finally:
+        await conn.close()
+    config = tmp_path / "gateway.toml"
+    ports = f'[proxy]\nlisten = "127.0.0.1:{free_port()}"\n[admin]\nlisten = "127.0.0.1:{free_port()}"\n'
+    await asyncio.to_thread(config.write_text, f'{ports}[storage]\npath = "{path}"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "run", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", **ENV},
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1, (out, err)
+    assert b"Traceback" not in err, err
+    assert b"cannot open the store" in err and b"migration 0009_table_versions.sql failed" in err, err
+
+
+async def test_a_store_made_while_0002_had_no_erasures_table_is_upgraded(tmp_path: Path) -> None:
+    """Migration 0002 shipped at 03:25 on 2026-12-02 and gained the `erasures` table at 03:27: a
+    store made in between has none, and its upgrade failed at 0010 (`no such table: erasures`),
+    leaving a gateway that would not start. The table is made where it is missing; a second
+    start changes nothing."""
+    path = tmp_path / "gw.db"
+    shipped = {version: sql for version, _, sql in await asyncio.to_thread(migrations)}
+    first_0002 = shipped[2][: shipped[2].index("-- Erasures (GDPR Art. 17)")]
+    await asyncio.to_thread(execute, path, shipped[1] + ";" + first_0002 + ";PRAGMA user_version = 2;")
+    assert await read(path, "SELECT name FROM sqlite_master WHERE name = 'erasures'") == []
+    conn = await connect(path)
+    try:
+        assert await migrate(conn) == NEWEST
+        before = await schema(path)
+        assert await migrate(conn) == NEWEST
+    finally:
+        await conn.close()
+    assert await schema(path) == before
+    columns = {row[1] for row in await read(path, "PRAGMA table_info(erasures)")}
+    assert {"user_key", "visitors", "counts", "also_keys"} <= columns

@@ -1132,3 +1132,57 @@ async def test_daily_counts_of_two_syncs_at_once_are_never_set_back(
     assert (await central_counts(pg))[("a", today, "c00")] == 3
     assert await writer.upsert_counts("a", instance, [(today, "news", "email", "c00", "Email", "", 4)]) == 1
     assert (await central_counts(pg))[("a", today, "c00")] == 4
+
+
+FIRST_0008 = """
+CREATE TABLE daily_counts (
+    node       text NOT NULL,
+    instance   text NOT NULL,
+    day        date NOT NULL,
+    source     text NOT NULL DEFAULT '',
+    medium     text NOT NULL DEFAULT '',
+    campaign   text NOT NULL DEFAULT '',
+    channel    text NOT NULL DEFAULT '',
+    creator_id text NOT NULL DEFAULT '',
+    count      bigint NOT NULL,
+    ingested   xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    PRIMARY KEY (node, instance, day, source, medium, campaign, channel, creator_id)
+);
+CREATE INDEX daily_counts_ingested
+    ON daily_counts (ingested, node, instance, day, source, medium, campaign, channel, creator_id);
+"""
+"""PostgreSQL migration 0008 as main shipped it from 02:06 to 02:25 on 2026-12-05 (8f802b3),
+before a count was keyed by its store instance alone."""
+
+
+async def test_a_central_store_of_the_first_daily_counts_key_is_keyed_again(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """A central store migrated by main while 0008 keyed counts by (node, instance, …) kept that
+    key: the sync's `ON CONFLICT (instance, …)` then failed every round (no constraint matches
+    it), and no node synced anything more. Migration 0010 keys it again; of one store's counts
+    of a key under two node names (a node renamed meanwhile), the larger stays, as each is that
+    store's whole count."""
+    from storage.migrate import migrations
+
+    shipped = await asyncio.to_thread(migrations, "pg_migrations")
+    await pg.execute(
+        "CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+        "applied timestamptz NOT NULL DEFAULT now())"
+    )
+    for version, name, sql in shipped[:8]:
+        await pg.execute(FIRST_0008 if version == 8 else sql)
+        await pg.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, name)
+    renamed = (
+        "INSERT INTO daily_counts (node, instance, day, campaign, count)"
+        " VALUES ($1, 'i1', '2026-12-01', 'c', $2)"
+    )
+    await pg.executemany(renamed, [("edge-old", 3), ("edge-new", 5)])
+    a, _ = nodes
+    today = T0.date().isoformat()
+    await a.store.write([gpc(today, "c1"), gpc(today, "c1")])
+    assert (await a.sync.once())["daily_counts"] == 1
+    assert await central_counts(pg) == {("a", today, "c1"): 2, ("edge-new", "2026-12-01", "c"): 5}
+    await a.store.write([gpc(today, "c1")])
+    assert (await a.sync.once())["daily_counts"] == 1
+    assert (await central_counts(pg))[("a", today, "c1")] == 3
