@@ -27,6 +27,19 @@ async def schema(path: Path) -> list[tuple[Any, ...]]:
     return await read(path, "SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
 
 
+async def upgraded_twice(path: Path) -> None:
+    """The store at ``path`` migrated to the newest version, then again: the second changes
+    nothing (a gateway's next start)."""
+    conn = await connect(path)
+    try:
+        assert await migrate(conn) == NEWEST
+        before = await schema(path)
+        assert await migrate(conn) == NEWEST
+    finally:
+        await conn.close()
+    assert await schema(path) == before
+
+
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     conn = await connect(tmp_path / "gw.db")
@@ -135,14 +148,7 @@ async def test_a_store_made_while_0003_was_not_merged_yet_is_upgraded(tmp_path: 
         "PRAGMA user_version = 4;"
     )
     await asyncio.to_thread(execute, path, then + ";" + landing)
-    conn = await connect(path)
-    try:
-        assert await migrate(conn) == NEWEST
-        before = await schema(path)
-        assert await migrate(conn) == NEWEST
-    finally:
-        await conn.close()
-    assert await schema(path) == before
+    await upgraded_twice(path)
     columns = {row[1] for row in await read(path, "PRAGMA table_info(touchpoints)")}
     assert {"verdict", "bot_score", "consent", "channel"} <= columns
     assert await read(path, "SELECT visitor_key, verdict, effective_verdict FROM effective_touchpoints") == [
@@ -200,13 +206,6 @@ async def test_a_store_made_while_0002_had_no_erasures_table_is_upgraded(tmp_pat
     first_0002 = shipped[2][: shipped[2].index("-- Erasures (GDPR Art. 17)")]
     await asyncio.to_thread(execute, path, shipped[1] + ";" + first_0002 + ";PRAGMA user_version = 2;")
     assert await read(path, "SELECT name FROM sqlite_master WHERE name = 'erasures'") == []
-    conn = await connect(path)
-    try:
-        assert await migrate(conn) == NEWEST
-        before = await schema(path)
-        assert await migrate(conn) == NEWEST
-    finally:
-        await conn.close()
-    assert await schema(path) == before
+    await upgraded_twice(path)
     columns = {row[1] for row in await read(path, "PRAGMA table_info(erasures)")}
     assert {"user_key", "visitors", "counts", "also_keys"} <= columns
