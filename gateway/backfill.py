@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from addons.campaign import hostname
+from addons.campaign import Campaign, hostname
 from addons.identity import verify_cookie
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
@@ -169,6 +169,14 @@ class Replayer:
         opts = settings.options
         self.keys = Keys.from_master(settings.secret, opts.identity.user_id_storage)
         self.pipeline = build_pipeline(settings, metrics, self.keys)
+        for _name, addon in self.pipeline.addons:
+            if isinstance(addon, Campaign):
+                # No reload folding (``campaign.repeat_seconds``) here: whether a line is a reload
+                # depends on the lines the same process replayed before it, and with --workers
+                # (or a stopped import run again) those are not the file's: the touchpoints would
+                # depend on the chunks, where an import's rows are the same whichever process
+                # made them. The live proxy folds; an import records each reload, as before.
+                addon.landings.seconds = 0
         self.cookie_name = opts.identity.cookie_name
         self.visitor_mac = derive(settings.secret, "gateway/import-visitor/v1")
         self.id_mac = derive(settings.secret, "gateway/import-id/v1")
