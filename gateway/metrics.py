@@ -150,6 +150,13 @@ class Metrics:
         self.sync_rows = Counter(
             "gateway_sync_rows", "Rows delivered, by reader and table", ["reader", "table"], registry=r
         )
+        self.sync_erased = Counter(
+            "gateway_sync_erased_rows",
+            "Rows of this node's store deleted by the central sync because the central store"
+            " erased their key (an erasure made through any node), by table",
+            ["table"],
+            registry=r,
+        )
         self.sync_errors = Counter(
             "gateway_sync_errors",
             "Failed delivery attempts (retried with backoff), by reader",

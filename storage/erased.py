@@ -1,7 +1,8 @@
 """Who was erased, and when: what keeps an erased user's late rows out of the local store.
 
 Owns ``Erased`` (every erased user's keys, and the visitors erased with them, each with the
-time of its latest erasure, read from the ``erasures`` table) and ``ErasedWatch`` (the same,
+time of its latest erasure, read from the ``erasures`` table, and the keys erased through
+other nodes that the central sync applied here, from ``central_erasures``) and ``ErasedWatch`` (the same,
 read again when an erasure was stored since). A row about one of those keys dated at or
 before that time is *late*: it belongs to before the erasure and arrived after it (a log
 replayed by ``gateway import``, a signed event retried with its original timestamp). Rows
@@ -21,15 +22,31 @@ import aiosqlite
 
 from gateway.events import Event
 
-MARK = "SELECT coalesce(max(rowid), 0) FROM erasures"
-"""How far the erasures go (the largest rowid; 0: none): erasures are never deleted, so a new
-one always moves it."""
+OWN_MARK = "SELECT coalesce(max(rowid), 0) FROM erasures"
+MARK = (
+    "SELECT (SELECT coalesce(max(rowid), 0) FROM erasures)"
+    " + (SELECT coalesce(max(id), 0) FROM central_erasures)"
+)
+"""How far the erasures go (0: none): the largest rowid of this node's erasures plus the largest
+id of the other nodes' erasures applied here. Neither is ever deleted, and a key erased again
+is recorded under a new id (``AUTOINCREMENT``), so a new erasure of either kind always moves it."""
+
+
+def _mark_sql(tables: set[str]) -> str:
+    """``MARK``; ``OWN_MARK`` on a store from before local migration 0013."""
+    return MARK if "central_erasures" in tables else OWN_MARK
 
 
 async def erasure_mark(db: aiosqlite.Connection) -> int:
     """``MARK`` on an open connection: to tell whether an erasure came since."""
-    async with db.execute(MARK) as cursor:
-        row = await cursor.fetchone()
+    try:
+        async with db.execute(MARK) as cursor:
+            row = await cursor.fetchone()
+    except sqlite3.OperationalError as err:
+        if "central_erasures" not in str(err):
+            raise
+        async with db.execute(OWN_MARK) as cursor:
+            row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
 
@@ -49,6 +66,9 @@ class Erased:
                 f"SELECT ts, user_key, visitors, {also} FROM erasures"
             ):
                 for key in (user_key, *json.loads(visitors or "[]"), *json.loads(also_keys or "[]")):
+                    since[key] = max(since.get(key, ""), ts)
+            if _tables(db) >= {"central_erasures"}:
+                for key, ts in db.execute("SELECT key, erased_at FROM central_erasures"):
                     since[key] = max(since.get(key, ""), ts)
         return cls(since)
 
@@ -72,9 +92,13 @@ class Erased:
         return kept, len(events) - len(kept)
 
 
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def _mark(path: Path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as db:
-        return int(db.execute(MARK).fetchone()[0])
+        return int(db.execute(_mark_sql(_tables(db))).fetchone()[0])
 
 
 class ErasedWatch:

@@ -93,6 +93,35 @@ async def delete_people(
     return counts
 
 
+async def delete_before(db: aiosqlite.Connection, key: str, erased_at: str) -> dict[str, int]:
+    """Inside the caller's transaction: the rows of one key the central store erased (a user
+    or a visitor key: ``erased_keys``) dated at or before ``erased_at`` — the touchpoints of
+    the key as a visitor (and their verdict changes), its conversions as visitor or user, its
+    bindings as a user; rows deleted per table. Rows dated after are new activity, kept. The
+    deletes of an erasure made through another node: the reporting mirror's
+    (``storage.mirror``) and a node's own store's (``storage.sync``)."""
+    statements = [
+        (
+            "verdict_changes",
+            "DELETE FROM verdict_changes WHERE touchpoint_id IN"
+            " (SELECT id FROM touchpoints WHERE visitor_key = ? AND ts <= ?)",
+            (key, erased_at),
+        ),
+        ("touchpoints", "DELETE FROM touchpoints WHERE visitor_key = ? AND ts <= ?", (key, erased_at)),
+        (
+            "conversions",
+            "DELETE FROM conversions WHERE (visitor_key = ? OR user_key = ?) AND ts <= ?",
+            (key, key, erased_at),
+        ),
+        ("identities", "DELETE FROM identities WHERE user_key = ? AND ts <= ?", (key, erased_at)),
+    ]
+    counts: dict[str, int] = {}
+    for table, sql, args in statements:
+        cursor = await db.execute(sql, args)
+        counts[table] = max(cursor.rowcount, 0)
+    return counts
+
+
 async def bad_events_naming(db: aiosqlite.Connection, body_key: bytes, raw_user_id: str) -> list[str]:
     """Ids of kept bad events whose body or reason contains the raw user ID (both are sealed at
     rest, so each is opened; there are few). The reason counts too: a body cut at
@@ -161,13 +190,13 @@ async def erase_user(
             if db.in_transaction:
                 await db.execute("ROLLBACK")
             raise
-        await _truncate_wal(db)
+        await truncate_wal(db)
     finally:
         await db.close()
     return erasure
 
 
-async def _truncate_wal(db: aiosqlite.Connection) -> None:
+async def truncate_wal(db: aiosqlite.Connection) -> None:
     """Copy the write-ahead log into the database and empty it: its older frames still hold
     the pages as they were before the erasure. The erasure is committed already, so this
     never fails it: a try holds the writers' lock for at most ``_TRUNCATE_WAIT_MS`` plus the

@@ -60,7 +60,7 @@ from gateway.options import CentralOptions
 from storage import central
 from storage.backoff import Failures
 from storage.cursors import local_columns
-from storage.erasure import delete_people
+from storage.erasure import delete_before, delete_people
 from storage.local import connect, read_only
 from storage.migrate import migrate
 from storage.roundlock import Holder, RoundLock
@@ -490,17 +490,7 @@ async def _erase_before(db: aiosqlite.Connection, records: Sequence[Sequence[Any
     store deleted when it erased the key, or a late binding showed the visitor to be an
     erased user's (``central.erase_late_devices``)."""
     for key, erased_at in records:
-        await db.execute(
-            "DELETE FROM verdict_changes WHERE touchpoint_id IN"
-            " (SELECT id FROM touchpoints WHERE visitor_key = ? AND ts <= ?)",
-            (key, erased_at),
-        )
-        await db.execute("DELETE FROM touchpoints WHERE visitor_key = ? AND ts <= ?", (key, erased_at))
-        await db.execute(
-            "DELETE FROM conversions WHERE (visitor_key = ? OR user_key = ?) AND ts <= ?",
-            (key, key, erased_at),
-        )
-        await db.execute("DELETE FROM identities WHERE user_key = ? AND ts <= ?", (key, erased_at))
+        await delete_before(db, key, erased_at)
 
 
 async def _store_counts(

@@ -3,11 +3,12 @@ store and, when configured, the reporting mirror and the central one; and the da
 it in the gateway.
 
 Owns which tables age out and by which column. Kept regardless of age: ``erasures`` (proof of
-an erasure, and what keeps an erased user's late rows out), ``creator_standings`` (the
-registry) and ``sync_cursors``. A purge runs on a connection of its own, in one
-``BEGIN IMMEDIATE`` transaction per store, like an erasure; readers keep their rowid
-cursors (a deleted row is simply not read). The central store purges the tables it holds, its
-daily counts too; the mirror, its own per-node daily counts besides a local store's tables.
+an erasure, and what keeps an erased user's late rows out), ``central_erasures`` (the same for
+erasures made through other nodes), ``creator_standings`` (the registry) and ``sync_cursors``.
+A purge runs on a connection of its own, in one ``BEGIN IMMEDIATE`` transaction per store,
+like an erasure; readers keep their rowid cursors (a deleted row is simply not read). The
+central store purges the tables it holds, its daily counts too; the mirror, its own per-node
+daily counts besides a local store's tables.
 """
 
 from __future__ import annotations

@@ -17,6 +17,14 @@ are counters, grown in place, not an event log: each round delivers, after the o
 the rows whose count grew past what was last delivered (``sent``, local migration 0012), as
 absolute counts under the node and its store instance (``Sync.counts``).
 
+Erasures made through other nodes reach this store too: after delivering, each round reads the
+central ``erased_keys`` (user and visitor keys, each with the time of its latest erasure) that
+moved since the last round, and deletes this store's rows of each key dated at or before its
+erasure (``Sync.apply_erasures``) — a device this node saw whose user logged in, and was
+erased, on another node. The window is the mirror's (``storage.mirror``): every ``erased_keys``
+row with ``ingested`` below the round's horizon ``pg_snapshot_xmin`` has been applied once the
+round ends (``central_erasures_horizon``, local migration 0013), none skipped.
+
 One round of a store at a time, on this host: each round, the task's and a ``gateway sync
 --once``'s, holds the store's round lock (``storage.roundlock``, ``<store>.sync.lock``), so the
 erasures-first order of a round is not undone by another round's batch in flight.
@@ -29,6 +37,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +51,17 @@ from storage import central
 from storage.backoff import Failures, Standing
 from storage.cursors import (
     advance,
+    clamp_cursors,
     cursor_at,
     cursor_name,
     local_columns,
     publish_lag,
     publish_progress,
     read_after,
+    table_tops,
 )
 from storage.erased import erasure_mark
+from storage.erasure import delete_before, truncate_wal
 from storage.local import connect, store_instance
 from storage.migrate import migrate
 from storage.roundlock import Holder, RoundLock
@@ -64,6 +76,8 @@ COUNTS = "daily_counts"
 """The daily counts (local migration 0007, central 0008): delivered after ``SYNC_TABLES`` each
 round, the rows whose ``count`` is above ``sent`` (``Sync.counts``), not after a cursor."""
 READER = "central"
+ERASED_BATCH = 500
+"""Central ``erased_keys`` rows applied to the local store per write transaction."""
 PROGRESS_SECONDS = 60.0
 """While one table's backlog takes longer than this, a log line this often says how far it is."""
 Progress = Callable[[int], Callable[[int], object]]
@@ -205,7 +219,72 @@ class Sync:
         if await counts_synced(db, writer.conn):
             delivered[COUNTS] = await self.counts(db, writer, done)
         await erasures_first()
+        await self.apply_erasures(db, writer.conn)
         return delivered
+
+    async def apply_erasures(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> int:
+        """Erase here what the central store erased (an erasure made through any node, or a
+        device of an erased user found by a binding that came late): the ``erased_keys`` rows
+        in ``[the last round's horizon, this round's)``, ``ERASED_BATCH`` at a time, each batch
+        one local write transaction deleting the rows of its keys dated at or before their
+        erasure (``storage.erasure.delete_before``) and recording the keys
+        (``central_erasures``; not ``erasures``, which would be synced back as a new erasure);
+        the horizon moves with the last batch. A failure part way leaves it where it was: the
+        window is applied again, which deletes nothing twice. Rows deleted; one info line when
+        any were, with the keys' and rows' counts."""
+        if "ingested" not in await central.central_columns(conn, "erased_keys"):
+            return 0
+        if not await local_columns(db, "central_erasures_horizon"):
+            return 0
+        horizon = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+        async with db.execute("SELECT horizon FROM central_erasures_horizon") as cursor:
+            row = await cursor.fetchone()
+        previous = int(row[0]) if row else 0
+        if previous > horizon:  # another cluster (a restore): apply it all again, it is harmless
+            previous = 0
+        if previous == horizon:
+            return 0
+        window = "ingested >= $1::text::xid8 AND ingested < $2::text::xid8"
+        select = f"SELECT ingested::text AS ingested, key, erased_at FROM erased_keys WHERE {window}"
+        order = " ORDER BY ingested, key LIMIT $3"
+        rows = await conn.fetch(select + order, str(previous), str(horizon), ERASED_BATCH)
+        keys = deleted = 0
+        per_table: dict[str, int] = {}
+        while True:
+            done = len(rows) < ERASED_BATCH
+            counts = await _apply_batch(db, [(r["key"], iso(r["erased_at"])) for r in rows], horizon, done)
+            keys += len(rows)
+            for table, n in counts.items():
+                per_table[table] = per_table.get(table, 0) + n
+                deleted += n
+            if done:
+                break
+            last = rows[-1]
+            rows = await conn.fetch(
+                select + " AND (ingested, key) > ($4::text::xid8, $5)" + order,
+                str(previous),
+                str(horizon),
+                ERASED_BATCH,
+                last["ingested"],
+                last["key"],
+            )
+        for table, n in per_table.items():
+            if n:
+                self.metrics.sync_erased.labels(table).inc(n)
+        if deleted:
+            log.info(
+                "central sync: applied erasures made through other nodes: %d erased keys read,"
+                " %d rows deleted from the local store (%s)",
+                keys,
+                deleted,
+                ", ".join(f"{table} {n}" for table, n in per_table.items() if n),
+            )
+            timeout = await _busy_timeout(db)
+            try:
+                await truncate_wal(db)  # the deleted rows' old pages, as an erasure does
+            finally:
+                await db.execute(f"PRAGMA busy_timeout = {timeout}")
+        return deleted
 
     async def counts(
         self,
@@ -396,6 +475,49 @@ class Sync:
             )
         finally:
             await db.close()
+
+
+async def _apply_batch(
+    db: aiosqlite.Connection, keys: Sequence[tuple[str, str]], horizon: int, done: bool
+) -> dict[str, int]:
+    """One batch of central erased keys in one local write transaction: each key's rows from
+    before its erasure deleted, the key recorded in ``central_erasures`` (again under a new id:
+    readers watching the erasure mark read again), and, ``done``, the horizon moved. The
+    readers' cursors are clamped as after any delete (``storage.cursors``). Rows deleted per
+    table."""
+    now = iso(datetime.now(UTC))
+    counts: dict[str, int] = {}
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        tops = await table_tops(db)
+        for key, erased_at in keys:
+            deleted = await delete_before(db, key, erased_at)
+            for table, n in deleted.items():
+                counts[table] = counts.get(table, 0) + n
+            await db.execute(
+                "INSERT OR REPLACE INTO central_erasures (key, erased_at, applied, deleted)"
+                " VALUES (?, ?, ?, ?)",
+                (key, erased_at, now, sum(deleted.values())),
+            )
+        if done:
+            await db.execute(
+                "INSERT INTO central_erasures_horizon (id, horizon, updated) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET horizon = excluded.horizon, updated = excluded.updated",
+                (horizon, now),
+            )
+        await clamp_cursors(db, tops)
+        await db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
+        raise
+    return counts
+
+
+async def _busy_timeout(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA busy_timeout") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 5000
 
 
 async def counts_synced(db: aiosqlite.Connection, conn: asyncpg.Connection) -> bool:

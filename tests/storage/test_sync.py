@@ -22,6 +22,7 @@ from gateway.metrics import Metrics
 from gateway.options import CentralOptions, StorageOptions
 from storage import central
 from storage.backoff import Backoff, Failures
+from storage.erased import Erased
 from storage.erasure import erase_user
 from storage.local import LocalStore
 from storage.sync import SYNC_TABLES, Sync
@@ -259,6 +260,60 @@ async def test_erasure_of_the_newest_rows_does_not_hide_later_rows(
     await a.store.write([fresh])  # takes the rowid the erased row had
     await a.sync.once()
     assert await pg.fetchval("SELECT count(*) FROM touchpoints WHERE id = $1::uuid", fresh.id) == 1
+
+
+async def test_an_erasure_through_another_node_erases_this_nodes_own_store(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Node A saw the phone (touchpoints, a sale) but never its login, which happened on node
+    B; the user is erased through B. Until 2026-12-05 A's own store kept the phone's rows
+    (A's erasure found nothing, and nodes never read the central erased keys) until retention.
+    Now A's sync round applies the central erased keys: the phone's rows from before the
+    erasure go from A's store, its rows from after it and other visitors' stay, and it is not
+    synced back as a new erasure."""
+    a, b = nodes
+    phone, stranger = "7" * 32, "8" * 32
+    sale = Conversion(uuid7(), iso(T0 + timedelta(seconds=5)), "a", "buy", "order:7", phone, None, 5.0, "EUR")
+    await a.store.write([touch(1, stranger), touch(2, phone), touch(3, phone), sale])
+    await b.store.write([touch(4, phone, "b"), bind(phone, "u-9", "b")])
+    await a.sync.once()
+    await b.sync.once()
+    now = datetime.now(UTC)
+    await erase_user(
+        b.path, "u-9", "raw", body_key=body_key(b"k" * 32), event_id=uuid7(), ts=iso(now), node="b"
+    )
+    await b.sync.once()
+    later = touch(6, phone, at=now + timedelta(seconds=1))  # the phone back after the erasure
+    await a.store.write([later])
+    caplog.set_level(logging.INFO, "gateway.sync")
+    await a.sync.once()
+
+    async with aiosqlite.connect(a.path) as db:
+        async with db.execute("SELECT visitor_key, id FROM touchpoints ORDER BY rowid") as cur:
+            left = [tuple(row) for row in await cur.fetchall()]
+        async with db.execute("SELECT count(*) FROM conversions") as cur:
+            assert (await cur.fetchone()) == (0,)
+        async with db.execute("SELECT count(*) FROM erasures") as cur:
+            assert (await cur.fetchone()) == (0,)  # recorded apart: never synced back
+        async with db.execute("SELECT key, deleted FROM central_erasures ORDER BY key") as cur:
+            recorded = dict(tuple(row) for row in await cur.fetchall())
+    assert left[0][0] == stranger and left[1:] == [(phone, later.id)]
+    assert recorded[phone] == 3 and "u-9" in recorded
+    erased = await asyncio.to_thread(Erased.read, a.path)
+    assert erased.late(touch(2, phone))  # a late replay of its rows is kept out too
+    assert await count(pg, "erasures") == 1
+    assert a.metrics.sync_erased.labels("touchpoints")._value.get() == 2
+    said = [r.getMessage() for r in caplog.records if "erasures made through other nodes" in r.getMessage()]
+    assert len(said) == 1 and "3 rows deleted" in said[0] and phone not in said[0]
+    # Applied once: the next round reads no erased key again, and deletes nothing.
+    caplog.clear()
+    await a.sync.once()
+    assert not [r for r in caplog.records if "erasures made through other nodes" in r.getMessage()]
+    # The sale was the newest conversion: the next one, taking its rowid, is still delivered.
+    other = Conversion(uuid7(), iso(now), "a", "buy", "order:8", stranger, None, 1.0, "EUR")
+    await a.store.write([other])
+    await a.sync.once()
+    assert await pg.fetchval("SELECT count(*) FROM conversions WHERE id = $1::uuid", other.id) == 1
 
 
 async def test_lag_metrics(nodes: tuple[Node, Node]) -> None:
