@@ -202,8 +202,20 @@ async def truncate_wal(db: aiosqlite.Connection) -> None:
     never fails it: a try holds the writers' lock for at most ``_TRUNCATE_WAIT_MS`` plus the
     copy (landings keep being written), and is repeated while a reader or another
     checkpoint is busy; after ``_TRUNCATE_TRIES`` the log says the frames remain (they are
-    overwritten as the log is reused, and emptied by the next erasure or a clean shutdown)."""
+    overwritten as the log is reused, and emptied by the next erasure or a clean shutdown).
+    The connection's busy timeout is as it was after (a connection that goes on working: the
+    central sync's)."""
+    async with db.execute("PRAGMA busy_timeout") as cursor:
+        row = await cursor.fetchone()
+    before = int(row[0]) if row else 5000
     await db.execute(f"PRAGMA busy_timeout = {_TRUNCATE_WAIT_MS}")
+    try:
+        await _truncate_tries(db)
+    finally:
+        await db.execute(f"PRAGMA busy_timeout = {before}")
+
+
+async def _truncate_tries(db: aiosqlite.Connection) -> None:
     for attempt in range(_TRUNCATE_TRIES):
         if attempt:
             await asyncio.sleep(0.5)

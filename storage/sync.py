@@ -279,11 +279,7 @@ class Sync:
                 deleted,
                 ", ".join(f"{table} {n}" for table, n in per_table.items() if n),
             )
-            timeout = await _busy_timeout(db)
-            try:
-                await truncate_wal(db)  # the deleted rows' old pages, as an erasure does
-            finally:
-                await db.execute(f"PRAGMA busy_timeout = {timeout}")
+            await truncate_wal(db)  # the deleted rows' old pages, as an erasure does
         return deleted
 
     async def counts(
@@ -512,12 +508,6 @@ async def _apply_batch(
             await db.execute("ROLLBACK")
         raise
     return counts
-
-
-async def _busy_timeout(db: aiosqlite.Connection) -> int:
-    async with db.execute("PRAGMA busy_timeout") as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 5000
 
 
 async def counts_synced(db: aiosqlite.Connection, conn: asyncpg.Connection) -> bool:
