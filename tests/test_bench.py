@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from storage.migrate import migrations
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -100,6 +102,7 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
         "DROP TABLE table_versions; DROP TRIGGER identities_inserted; DROP TRIGGER identities_updated;"
         " DROP TRIGGER identities_deleted; ALTER TABLE erasures DROP COLUMN also_keys;"
         " DROP INDEX daily_counts_unsent; ALTER TABLE daily_counts DROP COLUMN sent;"
+        " DROP TABLE central_erasures; DROP TABLE central_erasures_horizon;"
         " PRAGMA user_version = 8;"
     )
     db.close()
@@ -110,7 +113,8 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "migrated the store from schema version 8 to 12" in done.stdout
+    newest = migrations()[-1][0]  # the store's schema grows with every migration
+    assert f"migrated the store from schema version 8 to {newest}" in done.stdout
     db = sqlite3.connect(store)
     assert db.execute("SELECT name FROM table_versions").fetchall() == [("identities",)]
     db.close()
