@@ -29,10 +29,9 @@ MAX_PATH = 1024
 CHANNEL_CACHE = 4096
 """Distinct (source, medium, campaign, click ID kind, creator, referrer host, site) whose channel
 is remembered."""
-REDIRECTS = 16384
-"""Visitors sent to the clean URL (``strip = "redirect"``) whose follow-up is awaited."""
 REDIRECT_SECONDS = 30.0
-"""How long after the redirect its follow-up is recognised."""
+"""How long after the redirect to the clean URL (``strip = "redirect"``) its follow-up is
+recognised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +116,11 @@ class Campaign:
         # payment gateway sends the buyer back to (WooCommerce's PayPal Standard does).
         self.nooverride = frozenset(prefix + "nooverride" for prefix in self.prefixes)
         self._channels: dict[tuple[str | None, ...], str] = {}
-        # visitor key → (path, referrer host, time) of a landing answered with the redirect to its
-        # clean URL: the browser follows it with the same Referer, which is no second arrival.
-        self._redirected: dict[str, tuple[str, str, float]] = {}
         self.landings = RecentLandings(opts.repeat_seconds)
+        # Landings answered with the redirect to their clean URL, as (referrer host, path): the
+        # browser follows it with the same Referer, which is no second arrival — whatever
+        # ``repeat_seconds`` says of reloads.
+        self.redirected = RecentLandings(REDIRECT_SECONDS)
 
     def classify(self, key: str) -> Param | None:
         """What a query key means (case-insensitive), or None when it is not tracked."""
@@ -220,10 +220,10 @@ class Campaign:
                 location = on_this_site(req.path) + ("?" + clean if clean else "")
                 ex.reply = Reply(302, headers={"location": location, "cache-control": "no-store"})
                 if external and referrer_host and ex.visitor is not None:
-                    self._await_follow_up(ex.visitor.key, req.path, referrer_host, req.ts.timestamp())
-                    # Reloading the clean URL sends the landing's Referer again: that is this
-                    # landing once more, not a referral of its own.
+                    # Following it, and reloading the clean URL later, send the landing's Referer
+                    # again: that is this landing once more, not a referral of its own.
                     clean_url = referral_values(referrer_host, req.path)
+                    self.redirected.remember(ex.visitor.key, clean_url, req.ts.timestamp())
                     self.landings.remember(ex.visitor.key, clean_url, req.ts.timestamp())
             else:
                 ex.upstream_query = clean
@@ -283,27 +283,18 @@ class Campaign:
         flags = self.nooverride
         return any(key in flags and value.lower() not in ("0", "false") for key, value in raw_params.items())
 
-    def _await_follow_up(self, visitor_key: str, path: str, referrer_host: str, at: float) -> None:
-        redirected = self._redirected
-        redirected.pop(visitor_key, None)
-        if len(redirected) >= REDIRECTS:
-            del redirected[next(iter(redirected))]  # the oldest
-        redirected[visitor_key] = (path, referrer_host, at)
-
     def _follows_redirect(self, ex: Exchange, referrer_host: str | None) -> bool:
         """The browser following our redirect to the clean URL keeps the landing's Referer
         (Fetch: a redirect changes no referrer): a page load of that path, from that host, by
         that visitor, just after, is the same arrival, not a referral of its own. Until
         2026-12-05 every landing under ``strip = "redirect"`` was recorded twice, the ad's click
         and then an Organic Search (or Social…) referral that took half its linear credit."""
-        if ex.visitor is None or not self._redirected:
+        if ex.visitor is None or referrer_host is None:
             return False
-        awaited = self._redirected.pop(ex.visitor.key, None)
-        if awaited is None:
-            return False
-        path, host, at = awaited
         req = ex.request
-        return path == req.path and host == referrer_host and 0 <= req.ts.timestamp() - at <= REDIRECT_SECONDS
+        return self.redirected.take(
+            ex.visitor.key, referral_values(referrer_host, req.path), req.ts.timestamp()
+        )
 
     def _repeats(
         self, visitor_key: str, raw_params: dict[str, str], referrer_host: str | None, req: RequestView

@@ -63,6 +63,13 @@ class RecentLandings:
         self._seen[digest] = now if seen is None else max(seen, now)
         return seen is not None and abs(now - seen) <= self.seconds
 
+    def take(self, visitor_key: str, values: Iterable[str], now: float) -> bool:
+        """Whether the visitor landed with these values within ``seconds`` before ``now``,
+        forgetting it either way: a landing awaited once (the follow-up to a redirect), not
+        remembered for the next."""
+        seen = self._seen.pop(self._digest(visitor_key, values), None) if self._seen else None
+        return seen is not None and 0 <= now - seen <= self.seconds
+
     def remember(self, visitor_key: str, values: Iterable[str], now: float) -> None:
         """Note a landing without asking (the clean URL a redirected landing leads to)."""
         if self.seconds > 0:

@@ -34,3 +34,21 @@ def test_the_memory_is_bounded_oldest_first_and_keeps_no_value() -> None:
     held = repr(seen._seen)
     assert "Secret" not in held and "visitor" not in held  # 16-byte digests and times only
     assert all(isinstance(k, bytes) and len(k) == 16 for k in seen._seen)
+
+
+def test_an_awaited_landing_is_taken_once_within_the_window() -> None:
+    """A redirect's follow-up: recognised once, from the same visitor to the same page from the
+    same site, no earlier than the redirect and no later than the window."""
+    awaited = RecentLandings(30)
+    clean = referral_values("www.google.com", "/shoes")
+    assert not awaited.take("v1", clean, 1000.0)  # nothing awaited
+    awaited.remember("v1", clean, 1000.0)
+    assert not awaited.take("v2", clean, 1001.0)  # another visitor
+    assert not awaited.take("v1", referral_values("www.google.com", "/"), 1001.0)  # another page
+    assert awaited.take("v1", clean, 1001.0)
+    assert not awaited.take("v1", clean, 1002.0)  # once: a reload after it is not the follow-up
+    awaited.remember("v1", clean, 1000.0)
+    assert not awaited.take("v1", clean, 1031.0)  # past the window
+    awaited.remember("v1", clean, 1000.0)
+    assert not awaited.take("v1", clean, 999.0)  # before the redirect
+    assert len(awaited) == 0  # each taken or refused, forgotten
