@@ -5,7 +5,9 @@
 Without ``--store`` a store is generated in a temporary folder first (about a minute for
 the default size); a given store an older checkout generated is migrated first, as the
 gateway would. Each report runs as the admin API runs it (``gateway/reporting.py``
-over ``storage/reports.Reports``, JSON rendering included, no HTTP), ``--repeat`` times;
+over ``storage/reports.Reports``, JSON rendering included, no HTTP), and so does the
+dashboard's summary (``storage/dashboard.summary``, each part the page asks for apart, and
+the one call of all three, over the default 30 days and the longest 92), ``--repeat`` times;
 the best and the median wall-clock times are printed. Nothing is asserted: measure,
 compare, and put the figures in the README.
 """
@@ -18,9 +20,10 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import aiosqlite
 
@@ -30,11 +33,22 @@ from gateway.attribution import MODELS, Attribution
 from gateway.channels import Channels
 from gateway.options import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
+from storage import dashboard
 from storage.migrate import migrate, user_version
+from storage.queries import Reader
 from storage.report_pool import WHOLE, Slice
 from storage.reports import Reports
 
 SINCE = datetime(2026, 9, 1, tzinfo=UTC)
+
+
+class Timed(Protocol):
+    """What a case returns: a report, or the dashboard's summary."""
+
+    @property
+    def rows(self) -> Sequence[object]: ...
+
+    def json(self) -> bytes: ...
 
 
 async def migrated(store: Path) -> None:
@@ -63,7 +77,7 @@ async def run(store: Path, repeat: int, models: list[str], processes: int = 0) -
     print(f"report processes: {len(reports._pool.pids) or 'none (every report in this process)'}")
     rules = Payouts(PayoutsOptions(default_tier="std", tiers={"std": TierPayout(cpa=5.0)}))
     q = reporting.Query(SINCE, END)
-    cases: list[tuple[str, Callable[[], Awaitable[reporting.Report]]]] = []
+    cases: list[tuple[str, Callable[[], Awaitable[Timed]]]] = []
     for model in models:
         one = reporting.Query(SINCE, END, (model,))
         cases.append(
@@ -86,6 +100,18 @@ async def run(store: Path, repeat: int, models: list[str], processes: int = 0) -
             lambda: reporting.payouts(reports, rules, reporting.Query(SINCE, END, ("last_touch",))),
         ),
     ]
+    reader = Reader(store)  # the admin API's own connection, which the dashboard counts on
+    await reader.open()
+    for days in (30, dashboard.MAX_DAYS):
+        period = dashboard.Period(END.date() - timedelta(days=days), END.date())
+        for part in (*dashboard.PARTS, None):
+            parts = dashboard.PARTS if part is None else (part,)
+            cases.append(
+                (
+                    f"dashboard {days} days part={part or 'all'}",
+                    lambda period=period, parts=parts: _summary(reader, reports, period, parts),
+                )
+            )
     results = []
     try:
         for name, case in cases:
@@ -104,7 +130,27 @@ async def run(store: Path, repeat: int, models: list[str], processes: int = 0) -
             )
     finally:
         await reports.close()
+        await reader.close()
     return results
+
+
+class _Summary:
+    """A dashboard summary timed as a report is: its rows are those of its tables (the daily
+    chart's, the model comparison's, the top campaigns' and creators')."""
+
+    def __init__(self, data: dict[str, object]) -> None:
+        self.data = data
+        self.rows = [row for value in data.values() if isinstance(value, list) for row in value]
+
+    def json(self) -> bytes:
+        return json.dumps(self.data).encode()
+
+
+async def _summary(
+    reader: Reader, reports: Reports, period: dashboard.Period, parts: tuple[str, ...]
+) -> _Summary:
+    """The dashboard's summary as ``/api/dashboard`` asks for it (model ``linear``)."""
+    return _Summary(await dashboard.summary(reader.db, reports, "linear", period, parts=parts))
 
 
 def _ready(reports: Reports, part: Slice) -> None:

@@ -121,3 +121,7 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
     results = {r["report"]: r for r in json.loads(out.read_text())}
     assert results["attribution model=linear group_by=channel"]["rows"] > 0
     assert results["payouts model=last_touch"]["rows"] > 0
+    # The dashboard's summary as the page asks for it: each part apart, and all in one call.
+    for days in (30, 92):
+        for part in ("counts", "daily", "models", "all"):
+            assert results[f"dashboard {days} days part={part}"]["rows"] > 0, (days, part)
