@@ -98,7 +98,8 @@ class Condition(Source, frozen=True, forbid_unknown_fields=True, kw_only=True):
     matches: str | None = None
     """A regular expression the whole value must match (``re.fullmatch``)."""
     absent: bool = False
-    """The other way round: holds when the source has no value (missing, or JSON ``null``)."""
+    """The other way round: holds when the source has no value (missing, JSON ``null``, or a
+    ``capture`` that found nothing)."""
 
 
 SOURCE_KINDS = (
