@@ -125,11 +125,13 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"
 (devise-jwt answers a sign-in with one in ``Authorization``), a session cookie.
 ``jwt_authorization`` and ``jwt_cookie`` read a claim of such a token, never the token."""
 COOKIE_KINDS = ("cookie", "set_cookie")
+_WHOLE_COOKIE = (
+    "a cookie's whole value may be a session credential (Django's sessionid, WordPress's "
+    "name|expiry|token|hmac) and is never kept"
+)
 KEPT_ONLY_CAPTURED = {
-    "cookie": "a cookie's whole value may be a session credential (Django's sessionid, "
-    "WordPress's name|expiry|token|hmac) and is never kept",
-    "set_cookie": "a cookie's whole value may be a session credential (Django's sessionid, "
-    "WordPress's name|expiry|token|hmac) and is never kept",
+    "cookie": _WHOLE_COOKIE,
+    "set_cookie": _WHOLE_COOKIE,
     "response_text": "a whole answer is no value",
 }
 """Sources whose value is kept (a user ID, a value, a currency, an order ID) only through a
