@@ -4,7 +4,9 @@ Owns the compiled form of a rule's match (method, path regex compiled once,
 host, success statuses) and of a value source (a form field of the request
 body — urlencoded or multipart —, a JSON pointer into either body, a response
 header, a query parameter of the request or of the response's ``Location``,
-a JWT claim from a cookie or the ``Authorization`` header) and of a rule's
+a request header, the path, a cookie the response sets or the request sends,
+the response body as text, a JWT claim from a cookie or the ``Authorization``
+header; any of them narrowed by a ``capture`` group) and of a rule's
 ``when`` conditions (a source whose value must be present, equal a text or match
 a regex), plus the pure parsers behind them. A field whose name contains pass,
 secret, token or card is never extracted, whatever the config says: the form
@@ -18,13 +20,14 @@ import decimal
 import email.errors
 import email.parser
 import email.policy
+import email.utils
 import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from addons.campaign import hostname
 from addons.jws import JwtError, Verifier, load_key, read_claims
@@ -33,6 +36,7 @@ from gateway.events import MAX_VALUE
 from gateway.keys import MAX_USER_ID
 from gateway.pipeline import Exchange, parse_cookies, split_query
 from gateway.ruleconfig import (
+    COOKIE_KINDS,
     CREDENTIAL_HEADERS,
     FORBIDDEN_NAME,
     ConversionRule,
@@ -53,6 +57,13 @@ class ExtractError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+NO_VALUE = frozenset({"missing", "capture_no_match"})
+"""Reasons a source has no value (a ``when`` with ``absent = true`` then holds), rather than
+one that could not be read."""
+_CHARSET = re.compile(r"(?i)\bcharset\s*=\s*\"?([^\";\s]+)")
+_MAX_AGE = re.compile(r"-?[0-9]+")
 
 
 def _charset(declared: str | None) -> str:
@@ -83,7 +94,7 @@ def parse_form(content_type: str, body: bytes) -> dict[str, str]:
     media = media.strip().lower()
     fields: dict[str, str] = {}
     if media == "application/x-www-form-urlencoded":
-        declared = re.search(r"(?i)\bcharset\s*=\s*\"?([^\";\s]+)", params)
+        declared = _CHARSET.search(params)
         charset = _charset(declared.group(1) if declared else None)
         text = body.decode(charset, "surrogateescape")  # raw bytes; percent-escapes decode below
         pairs = parse_qsl(
@@ -239,6 +250,55 @@ def set_cookie_value(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def _deletes(attributes: Sequence[str], now: float) -> bool:
+    """Whether a Set-Cookie's attributes delete the cookie: ``Max-Age`` ≤ 0, else (without a
+    valid ``Max-Age``, which wins: RFC 6265 §5.3) an ``Expires`` before ``now``."""
+    expires: str | None = None
+    for attribute in attributes:
+        name, _, value = attribute.partition("=")
+        name = name.strip().lower()
+        if name == "max-age" and _MAX_AGE.fullmatch(value.strip()):
+            return int(value) <= 0
+        if name == "expires":
+            expires = value.strip()
+    if expires is None:
+        return False
+    try:  # RFC 1123 dates, and the dashed ones of RFC 850 that PHP and Rails once sent
+        parsed = email.utils.parsedate_tz(expires.replace("-", " "))
+        return parsed is not None and email.utils.mktime_tz(parsed) < now
+    except (ValueError, OverflowError, TypeError, IndexError):
+        return False  # a date no one can read: ignored, as browsers ignore it
+
+
+def kept_set_cookie(headers: Mapping[str, str], name: str, now: float) -> str | None:
+    """The value a response's Set-Cookie gives cookie ``name`` (a name ending in ``*``: the
+    first cookie whose name starts with the rest) that the browser keeps: a deletion (an empty
+    value, ``Max-Age`` ≤ 0, ``Expires`` before ``now``) sets none. Every Set-Cookie is looked
+    at (a multi-valued mapping yields each in ``items()``)."""
+    prefix = name[:-1] if name.endswith("*") else None
+    for header, line in headers.items():
+        if header.lower() != "set-cookie":
+            continue
+        pair, *attributes = line.split(";")
+        cookie, sep, _ = pair.partition("=")
+        cookie = cookie.strip()
+        if not sep or not (cookie == name if prefix is None else cookie.startswith(prefix)):
+            continue
+        value = parse_cookies(pair).get(cookie, "")
+        if value and not _deletes(attributes, now):
+            return value
+    return None
+
+
+def sent_cookie(cookies: Mapping[str, str], name: str) -> str | None:
+    """The request's cookie ``name`` (a name ending in ``*``: the first sent whose name starts
+    with the rest); None for none, or an empty one."""
+    if not name.endswith("*"):
+        return cookies.get(name) or None
+    prefix = name[:-1]
+    return next((value for cookie, value in cookies.items() if cookie.startswith(prefix) and value), None)
+
+
 class Extractor:
     """One configured source, ready to read a value out of an exchange."""
 
@@ -249,10 +309,14 @@ class Extractor:
         read = source.claim if self.kind.startswith("jwt_") else self.name
         # Checked again here, not only by the config check: such a field is never read.
         self.forbidden = any(FORBIDDEN_NAME.search(part) for part in read.split("/")) or (
-            self.kind == "header" and self.name.lower() in CREDENTIAL_HEADERS
+            self.kind in ("header", "request_header") and self.name.lower() in CREDENTIAL_HEADERS
         )
+        self.capture = re.compile(source.capture) if source.capture else None
+        # These are read as sent, percent-encoded (PHP's setcookie encodes WordPress's "|" as
+        # %7C and "@" as %40); the others' values are decoded already, and a "%" there is one.
+        self.unquote = self.kind in ("path", *COOKIE_KINDS)
         self.request_body = self.kind in ("form", "request_json")
-        self.response_body = self.kind == "response_json"
+        self.response_body = self.kind in ("response_json", "response_text")
         self._read: Callable[[Exchange], Any] = getattr(self, "_" + self.kind)  # one method per kind
 
     def __call__(self, ex: Exchange, operation: int | None = None) -> Any:
@@ -267,7 +331,19 @@ class Extractor:
             value = self._read(ex)
         if value is None:
             raise ExtractError("missing")
-        return value
+        return value if self.capture is None else self._captured(value)
+
+    def _captured(self, value: Any) -> str:
+        """The capture group's text, searched in the value as text (``compared_text``: an
+        object, a list or a fraction has none); ExtractError ``capture_no_match`` otherwise."""
+        assert self.capture is not None
+        text = compared_text(value)
+        found = self.capture.search(text) if text is not None else None
+        group = found.group(1) if found is not None else None
+        if group is None:
+            raise ExtractError("capture_no_match")
+        # Bytes that are not UTF-8 stay surrogate escapes, refused as unprintable downstream.
+        return unquote(group, errors="surrogateescape") if self.unquote else group
 
     def _form(self, ex: Exchange) -> Any:
         body = _body(ex.request_body)
@@ -299,6 +375,36 @@ class Extractor:
         except ValueError:
             raise ExtractError("bad_location") from None
         return first_query_value(query, self.name)
+
+    def _request_header(self, ex: Exchange) -> Any:
+        # Every line of a repeated header, as one list, as the mitmproxy host joins them.
+        headers = ex.request.headers
+        getall = getattr(headers, "getall", None)
+        if getall is None:
+            return headers.get(self.name.lower())
+        return ", ".join(getall(self.name.lower(), ())) or None
+
+    def _path(self, ex: Exchange) -> Any:
+        return ex.request.path
+
+    def _cookie(self, ex: Exchange) -> Any:
+        value = self._set_cookie(ex)
+        return value if value is not None else sent_cookie(ex.request.cookies, self.name)
+
+    def _set_cookie(self, ex: Exchange) -> Any:
+        if ex.response is None:
+            return None
+        return kept_set_cookie(ex.response.headers, self.name, ex.request.ts.timestamp())
+
+    def _response_text(self, ex: Exchange) -> Any:
+        body = _body(ex.response_body)
+        content_type = ex.response.headers.get("content-type", "") if ex.response is not None else ""
+        declared = _CHARSET.search(content_type)
+        try:
+            charset = _charset(declared.group(1) if declared else None)
+        except ValueError:
+            raise ExtractError("unknown_charset") from None
+        return body.decode(charset, "surrogateescape")
 
     def _jwt_cookie(self, ex: Exchange) -> Any:
         token = set_cookie_value(ex.response.headers, self.name) if ex.response is not None else None
@@ -335,7 +441,7 @@ class Condition:
         try:
             value = self.read(ex, operation)
         except ExtractError as err:
-            if err.reason == "missing":
+            if err.reason in NO_VALUE:
                 return self.absent
             raise
         return not self.absent and meets(value, self.equals, self.matches)

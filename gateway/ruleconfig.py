@@ -42,8 +42,9 @@ def _check(problems: list[str], ok: bool, key: str, message: str) -> None:
 
 
 class Source(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Where a rule reads a value: exactly one of the first eight keys (the JWT ones take the
-    options after them). Names containing pass, secret, token or card are never read."""
+    """Where a rule reads a value: exactly one of the ``SOURCE_KINDS`` keys (the JWT ones take
+    the options after them), and optionally a ``capture``. Names containing pass, secret, token
+    or card are never read."""
 
     form: str = ""
     """A field of the request body (urlencoded or multipart)."""
@@ -57,6 +58,21 @@ class Source(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A query parameter of the request."""
     location_query: str = ""
     """A query parameter of the response's ``Location`` (``303 /thank-you?order=…``)."""
+    request_header: str = ""
+    """A request header (repeats joined with ", "; never a ``CREDENTIAL_HEADERS`` one)."""
+    path: bool = False
+    """The request's path as sent (still percent-encoded, as the rule's ``path`` sees it)."""
+    cookie: str = ""
+    """A cookie: the one the response sets (not a deletion), else the one the request sends; a
+    name ending in ``*`` is a prefix (the first such cookie). Kept only through a ``capture``."""
+    set_cookie: str = ""
+    """A cookie the response sets (not a deletion), as ``cookie``: "did the answer set it"."""
+    response_text: bool = False
+    """The response body as text (the charset its ``Content-Type`` names, UTF-8 when none)."""
+    capture: str = ""
+    """Any source: a regular expression with one group, searched in the value as text; the
+    group's text is the value (percent-escapes decoded for ``path``, ``cookie``, ``set_cookie``),
+    no match is no value."""
     jwt_cookie: str = ""
     """A cookie holding a JWT: set by the response, else sent with the request."""
     jwt_authorization: bool = False
@@ -82,7 +98,8 @@ class Condition(Source, frozen=True, forbid_unknown_fields=True, kw_only=True):
     matches: str | None = None
     """A regular expression the whole value must match (``re.fullmatch``)."""
     absent: bool = False
-    """The other way round: holds when the source has no value (missing, or JSON ``null``)."""
+    """The other way round: holds when the source has no value (missing, JSON ``null``, or a
+    ``capture`` that found nothing)."""
 
 
 SOURCE_KINDS = (
@@ -92,6 +109,11 @@ SOURCE_KINDS = (
     "header",
     "query",
     "location_query",
+    "request_header",
+    "path",
+    "cookie",
+    "set_cookie",
+    "response_text",
     "jwt_cookie",
     "jwt_authorization",
 )
@@ -99,9 +121,21 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256",
 FORBIDDEN_NAME = re.compile(r"pass|secret|token|card", re.IGNORECASE)
 """Fields whose name matches are never extracted, whatever a rule says."""
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-"""Headers a ``header`` source never reads (any case): a bearer token (devise-jwt answers a
-sign-in with one in ``Authorization``), a session cookie. ``jwt_authorization`` and
-``jwt_cookie`` read a claim of such a token, never the token."""
+"""Headers a ``header`` or ``request_header`` source never reads (any case): a bearer token
+(devise-jwt answers a sign-in with one in ``Authorization``), a session cookie.
+``jwt_authorization`` and ``jwt_cookie`` read a claim of such a token, never the token."""
+COOKIE_KINDS = ("cookie", "set_cookie")
+_WHOLE_COOKIE = (
+    "a cookie's whole value may be a session credential (Django's sessionid, WordPress's "
+    "name|expiry|token|hmac) and is never kept"
+)
+KEPT_ONLY_CAPTURED = {
+    "cookie": _WHOLE_COOKIE,
+    "set_cookie": _WHOLE_COOKIE,
+    "response_text": "a whole answer is no value",
+}
+"""Sources whose value is kept (a user ID, a value, a currency, an order ID) only through a
+``capture``, and why; a ``when`` condition may test them whole."""
 
 
 def source_kind(source: Source) -> tuple[str, str]:
@@ -109,7 +143,7 @@ def source_kind(source: Source) -> tuple[str, str]:
     for kind in SOURCE_KINDS:
         value = getattr(source, kind)
         if value:
-            return kind, "authorization" if value is True else value
+            return kind, ("authorization" if kind == "jwt_authorization" else "") if value is True else value
     return "", ""
 
 
@@ -274,11 +308,12 @@ def validate_rules(
 
 
 def _validate_condition(p: list[str], key: str, condition: Condition) -> None:
-    _validate_source(p, key, condition)
+    _validate_source(p, key, condition, kept=False)
     p += comparison_problems(key, condition.equals, condition.matches, condition.absent)
 
 
-def _validate_source(p: list[str], key: str, source: Source) -> None:
+def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) -> None:
+    """``kept``: the value read is stored (a user ID, an order ID…), not only tested (``when``)."""
     kinds = [kind for kind in SOURCE_KINDS if getattr(source, kind)]
     if len(kinds) != 1:
         found = f"got {', '.join(kinds)}" if kinds else "got none"
@@ -300,11 +335,18 @@ def _validate_source(p: list[str], key: str, source: Source) -> None:
     )
     _check(
         p,
-        kind != "header" or name.lower() not in CREDENTIAL_HEADERS,
-        f"{key}.header",
+        kind not in ("header", "request_header") or name.lower() not in CREDENTIAL_HEADERS,
+        f"{key}.{kind}",
         f"{name!r} carries credentials (a bearer token, a session cookie) and is never read; "
-        "jwt_authorization and jwt_cookie read a claim of a JWT there",
+        "jwt_authorization and jwt_cookie read a claim of a JWT there, cookie and set_cookie "
+        "a cookie",
     )
+    if kind in COOKIE_KINDS:
+        prefix = name.removesuffix("*")
+        bad_name = cookie_name_problem(prefix) if prefix else "a name, or a prefix before *, is needed"
+        if bad_name:
+            p.append(f"{key}.{kind}: {bad_name}")
+    _validate_capture(p, key, source, kind, kept)
     if kind.endswith("_json"):
         _check(p, name.startswith("/"), f"{key}.{kind}", f'a JSON pointer starts with "/", got {name!r}')
     bad_cookie = kind == "jwt_cookie" and cookie_name_problem(name)
@@ -334,6 +376,27 @@ def _validate_source(p: list[str], key: str, source: Source) -> None:
             f"{key}.key",
             "a JWT is verified with a key; without one, say verify = false explicitly",
         )
+
+
+def _validate_capture(p: list[str], key: str, source: Source, kind: str, kept: bool) -> None:
+    if not source.capture:
+        if kept and kind in KEPT_ONLY_CAPTURED:
+            p.append(
+                f"{key}.capture: required with {kind}: {KEPT_ONLY_CAPTURED[kind]}; capture the "
+                "part that is the value (a regular expression with one group)"
+            )
+        return
+    if bad := regex_problem(source.capture):
+        p.append(f"{key}.capture: {bad}")
+        return
+    groups = re.compile(source.capture).groups
+    _check(
+        p,
+        groups == 1,
+        f"{key}.capture",
+        f"needs exactly one capturing group, the value: got {groups} in {source.capture!r} "
+        "(write other groups (?:…))",
+    )
 
 
 def rule_sources(

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from tests.conftest import ENV, GatewayFactory
 
@@ -419,3 +420,111 @@ async def test_rules_read_bodies_and_every_set_cookie_as_in_the_aiohttp_host(
             await gateway.done()
     found = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT rule FROM identities ORDER BY rule")
     assert found == [("api-login",), ("api-login",), ("form-login",), ("jwt-login",)]
+
+
+SOURCE_RULES = r"""
+[[identity.rules]]
+name = "wp-cookie"
+path = "/wp-login\\.php"
+status = [302]
+when = [{ set_cookie = "wordpress_logged_in_*" }, { request_header = "X-Flag", equals = "a, b" }]
+user_id = { cookie = "wordpress_logged_in_*", capture = "^(.+?)%7C" }
+
+[[conversions]]
+name = "order-page"
+method = "GET"
+path = "/order/[0-9]+/"
+status = [200]
+when = [{ response_text = true, capture = "(Thank you)" }]
+order_id = { path = true, capture = "^/order/(\\d+)/" }
+value = { response_text = true, capture = "total: ([0-9.]+)" }
+currency = { request_header = "X-Shop-Currency" }
+"""
+WP_SET = [
+    ("set-cookie", "wordpress_sec_5d41=old%7C1%7Ct%7Ch; path=/wp-admin; HttpOnly"),
+    ("set-cookie", "wordpress_logged_in_5d41=bob%40example.com%7C1767000000%7Ct%7Ch; path=/; HttpOnly"),
+]
+THANKS = "<html><p>Thank you, Zoë.</p><p>total: 49.90</p></html>".encode("latin-1")
+HTML_LATIN1 = "text/html; charset=ISO-8859-1"
+
+
+async def test_the_new_sources_read_the_same_values_in_both_hosts(
+    tmp_path: Path, secrets: None, start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    """A cookie among several Set-Cookie lines (by prefix, its escapes decoded), a request
+    header sent on two lines (one list in both hosts: aiohttp keeps the lines, mitmproxy joins
+    them), the path, and a compressed Latin-1 page read as text: the same rows either way."""
+
+    async def wp_login(request: web.Request) -> web.Response:
+        resp = web.Response(status=302, headers={"Location": "/wp-admin/"})
+        for name, value in WP_SET:
+            resp.headers.add(name, value)
+        return resp
+
+    async def order(request: web.Request) -> web.Response:
+        resp = web.Response(body=THANKS, headers={"Content-Type": HTML_LATIN1})
+        resp.enable_compression()
+        return resp
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<p>ok</p>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/wp-login.php", wp_login)
+    app.router.add_get("/order/{n}/", order)
+    app.router.add_get("/{tail:.*}", page)
+    gw = await start_gateway(await upstream_server(app), SOURCE_RULES)
+    async with gw.session.get(gw.url + "/?utm_source=x", headers={"Accept": "text/html"}) as resp:
+        visitor = f"gw_vid={resp.cookies['gw_vid'].value}"
+    sent = f"{visitor}; wordpress_logged_in_5d41=old%7C1%7Ct%7Ch"
+    headers = CIMultiDict([("Cookie", sent), ("X-Flag", "a"), ("X-Flag", "b")])
+    async with gw.session.post(
+        gw.url + "/wp-login.php", data={"log": "bob"}, headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.status == 302
+    page_headers = {"Cookie": visitor, "X-Shop-Currency": "eur", "Accept-Encoding": "gzip, br"}
+    async with gw.session.get(gw.url + "/order/727/", headers=page_headers) as resp:
+        assert resp.status == 200 and resp.headers["Content-Encoding"] == "gzip"
+
+    addon = GatewayAddon()
+    with taddons.context(addon) as tctx:
+        tctx.configure(
+            addon, gateway_config=str(await asyncio.to_thread(config, tmp_path, "mitm", SOURCE_RULES))
+        )
+        await addon.running()
+        try:
+            landing = tflow.tflow(req=tutils.treq(path=b"/?utm_source=x"))
+            await addon.request(landing)
+            landing.response = tutils.tresp()
+            await addon.responseheaders(landing)
+            await addon.response(landing)
+            cookie = landing.response.headers["set-cookie"].split(";")[0]
+
+            async def exchange(method: bytes, path: bytes, lines: list[tuple[str, str]], resp: Any) -> None:
+                encoded = [(k.encode(), v.encode()) for k, v in lines]
+                flow = tflow.tflow(req=tutils.treq(method=method, path=path, headers=encoded, content=b""))
+                await addon.request(flow)
+                flow.response = resp
+                await addon.responseheaders(flow)
+                await addon.response(flow)
+
+            wp_lines = [("cookie", f"{cookie}; wordpress_logged_in_5d41=old%7C1%7Ct%7Ch")]
+            wp_lines += [("x-flag", "a"), ("x-flag", "b")]
+            answer = tutils.tresp(status_code=302, headers=[(k.encode(), v.encode()) for k, v in WP_SET])
+            await exchange(b"POST", b"/wp-login.php", wp_lines, answer)
+            lines = [(b"content-type", HTML_LATIN1.encode()), (b"content-encoding", b"gzip")]
+            answer = tutils.tresp(status_code=200, headers=lines, content=b"")
+            answer.raw_content = gzip.compress(THANKS)
+            page_lines = [("cookie", cookie), ("x-shop-currency", "eur"), ("accept-encoding", "gzip, br")]
+            await exchange(b"GET", b"/order/727/", page_lines, answer)
+        finally:
+            await addon.done()
+
+    keys = gw.gateway.keys
+    for store in (gw.gateway.settings.store_path, tmp_path / "mitm.db"):
+        found = await asyncio.to_thread(rows, store, "SELECT rule, user_key FROM identities")
+        assert found == [("wp-cookie", keys.user_key("bob@example.com"))], store
+        found = await asyncio.to_thread(
+            rows, store, "SELECT name, order_id, value, currency FROM conversions"
+        )
+        assert found == [("order-page", "727", 49.9, "EUR")], store

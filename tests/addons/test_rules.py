@@ -26,10 +26,12 @@ from addons.rules import (
     Extractor,
     conditions_hold,
     holding_operations,
+    kept_set_cookie,
     money,
     parse_form,
     resolve_pointer,
     scaled,
+    sent_cookie,
     set_cookie_value,
     user_id,
 )
@@ -516,3 +518,157 @@ def test_a_header_carrying_credentials_is_never_read(name: str) -> None:
         Extractor(ConditionOptions(header=name))(ex)
     assert err.value.reason == "forbidden_field"
     assert Extractor(ConditionOptions(header="X-User-Id"))(ex) == "u-1"  # any other, as before
+
+
+# -- captures, paths, cookies, request headers, text bodies -------------------------------------
+
+
+def answered(ex: Any, body: bytes | None = None, headers: Any = None, status: int = 200) -> Any:
+    from gateway.pipeline import ResponseView
+
+    ex.response = ResponseView(status, headers if headers is not None else {})
+    ex.response_body = body
+    return ex
+
+
+WC_ANSWER = (
+    b'{"result":"success","redirect":"https:\\/\\/shop\\/checkout\\/order-received\\/727\\/?key=wc_order_x"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "body", "expected"),
+    [
+        # WooCommerce's checkout: the order number only in the redirect's path.
+        ({"response_json": "/redirect", "capture": "order-received/(\\d+)/"}, "/", WC_ANSWER, "727"),
+        ({"response_json": "/id", "capture": "([0-9]+)"}, "/", b'{"id": 727}', "727"),  # a number as text
+        ({"response_json": "/ok", "capture": "(t)rue"}, "/", b'{"ok": true}', "t"),
+        ({"path": True, "capture": "/checkout/order-received/(\\d+)/"}, "/checkout/order-received/727/", None,
+         "727"),
+        # The path is read as sent; the captured text's escapes are decoded.
+        ({"path": True, "capture": "^/u/([^/]+)/"}, "/u/ada%40example.com/", None, "ada@example.com"),
+        ({"path": True}, "/u/ada%40example.com/", None, "/u/ada%40example.com/"),  # whole: as sent
+        # A query value is decoded already: a "%" there is one, not decoded twice.
+        ({"query": "code", "capture": "(.*)"}, "/?code=50%2525", None, "50%25"),
+        ({"query": "code", "capture": "(?P<code>[A-Z]+)-"}, "/?code=SALE-10", None, "SALE"),  # a named group
+    ],
+)  # fmt: skip
+def test_a_capture_s_group_is_the_value(
+    source: dict[str, Any], target: str, body: bytes | None, expected: str
+) -> None:
+    ex = answered(exchange(target), body)
+    assert Extractor(ConditionOptions(**source))(ex) == expected
+
+
+@pytest.mark.parametrize(
+    ("capture", "body"),
+    [
+        ("order-received/(\\d+)/", b'{"redirect": "https://www.paypal.com/checkoutnow?token=EC-1"}'),
+        ("([0-9]+)", b'{"redirect": {"url": "/order-received/727/"}}'),  # an object has no text
+        ("([0-9]+)", b'{"redirect": 7.5}'),  # nor a fraction
+        ("(x)?y", b'{"redirect": "y"}'),  # the group took no part
+    ],
+)
+def test_no_match_is_no_value_counted_as_its_own_reason(capture: str, body: bytes) -> None:
+    ex = answered(exchange("/"), body)
+    with pytest.raises(ExtractError) as err:
+        Extractor(ConditionOptions(response_json="/redirect", capture=capture))(ex)
+    assert err.value.reason == "capture_no_match"
+    # In a when: no value, so absent holds, and otherwise the condition does not (no error).
+    assert Condition(ConditionOptions(response_json="/redirect", capture=capture, absent=True))(ex)
+    assert not Condition(ConditionOptions(response_json="/redirect", capture=capture))(ex)
+
+
+NOW_TS = 1_795_000_000  # 2026-11-18
+
+
+@pytest.mark.parametrize(
+    ("lines", "name", "expected"),
+    [
+        (["sessionid=k3y; HttpOnly; Path=/"], "sessionid", "k3y"),
+        (['sessionid="k3y"; Path=/'], "sessionid", "k3y"),
+        # Django's delete_cookie; PHP's deletion (setcookie with an empty value or a past expiry).
+        (['sessionid=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/'], "sessionid", None),
+        (["sessionid=; Path=/"], "sessionid", None),
+        (["w_li_x=%20; expires=Thu, 01-Jan-1970 00:00:01 GMT; Max-Age=0; path=/"], "w_li_*", None),
+        (["s=1; expires=Thu, 01-Jan-1970 00:00:01 GMT"], "s", None),  # Expires alone, in the past
+        (["s=1; Max-Age=-1"], "s", None),
+        (["s=1; expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=3600"], "s", "1"),  # Max-Age wins
+        (["s=1; Max-Age=soon; expires=Thu, 01 Jan 1970 00:00:01 GMT"], "s", None),  # not one: ignored
+        (["s=1; expires=Wed, 01 Dec 2027 00:00:00 GMT"], "s", "1"),
+        (["s=1; expires=whenever"], "s", "1"),  # a date no one reads deletes nothing
+        (["session=2"], "sessionid", None),
+        # A prefix: the first cookie set (not deleted) whose name starts with it.
+        (["wordpress_sec_5d=a%7C1", "wordpress_logged_in_5d=ada%7C1%7Ct%7Ch"], "wordpress_logged_in_*",
+         "ada%7C1%7Ct%7Ch"),
+        (["wp_li_old=; Max-Age=0", "wp_li_new=bob"], "wp_li_*", "bob"),
+    ],
+)  # fmt: skip
+def test_a_set_cookie_is_kept_unless_it_deletes_the_cookie(
+    lines: list[str], name: str, expected: str | None
+) -> None:
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict([("Set-Cookie", "csrftoken=t; Path=/"), *(("Set-Cookie", line) for line in lines)])
+    assert kept_set_cookie(headers, name, NOW_TS) == expected
+
+
+def test_a_sent_cookie_by_name_or_prefix() -> None:
+    cookies = {"a": "1", "wordpress_logged_in_5d": "ada%7C1", "wordpress_logged_in_6e": "bob", "e": ""}
+    assert sent_cookie(cookies, "a") == "1"
+    assert sent_cookie(cookies, "wordpress_logged_in_*") == "ada%7C1"  # the first
+    assert sent_cookie(cookies, "e") is None and sent_cookie(cookies, "nope*") is None
+
+
+def test_cookie_reads_the_one_set_else_the_one_sent_and_set_cookie_only_the_one_set() -> None:
+    ex = exchange("/wp-login.php", method="POST", cookies={"wordpress_logged_in_5d": "old%7C1"})
+    cookie = Extractor(ConditionOptions(cookie="wordpress_logged_in_*", capture="^(.+?)%7C"))
+    set_cookie = Extractor(ConditionOptions(set_cookie="wordpress_logged_in_*", capture="^(.+?)%7C"))
+    answered(ex, headers={"set-cookie": "wordpress_logged_in_5d=ada%40example.com%7C1%7Ct%7Ch; path=/"})
+    assert cookie(ex) == set_cookie(ex) == "ada@example.com"  # percent-escapes decoded
+    answered(ex, headers={"set-cookie": "wordpress_logged_in_5d=%20; Max-Age=0"})  # signed out
+    assert cookie(ex) == "old"
+    with pytest.raises(ExtractError, match="missing"):
+        set_cookie(ex)
+    assert not Condition(ConditionOptions(set_cookie="wordpress_logged_in_*"))(ex)
+    assert Condition(ConditionOptions(set_cookie="wordpress_logged_in_*", absent=True))(ex)
+
+
+def test_request_header_joins_repeats_and_never_reads_credentials() -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    ex = exchange(
+        "/login", method="POST", headers={"Next-Action": "a1f0", "Cookie": "s=1", "Authorization": "B x"}
+    )
+    assert Extractor(ConditionOptions(request_header="next-action"))(ex) == "a1f0"
+    with pytest.raises(ExtractError, match="missing"):
+        Extractor(ConditionOptions(request_header="X-None"))(ex)
+    for name in ("Cookie", "authorization"):
+        with pytest.raises(ExtractError, match="forbidden_field"):
+            Extractor(ConditionOptions(request_header=name))(ex)
+    # The aiohttp host hands over its multi-valued headers: one list, as the mitmproxy host joins.
+    ex.request.headers = CIMultiDictProxy(CIMultiDict([("X-Tag", "a"), ("x-tag", "b")]))
+    assert Extractor(ConditionOptions(request_header="X-Tag"))(ex) == "a, b"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        ("text/x-component", b'0:{"a":"$@1"}\n1:{"ok":true,"user":"ada"}\n', "ada"),
+        ("text/html; charset=ISO-8859-1", '<b data-user="José">'.encode("latin-1"), "José"),
+        ('text/html; Charset="utf-8"', '<b data-user="José">'.encode(), "José"),
+    ],
+)
+def test_response_text_reads_the_body_in_its_charset(content_type: str, body: bytes, expected: str) -> None:
+    ex = answered(exchange("/login", method="POST"), body, {"content-type": content_type})
+    assert Extractor(ConditionOptions(response_text=True)).response_body  # the host is asked for it
+    found = Extractor(ConditionOptions(response_text=True, capture='(?:"user":"|data-user=")([^"]+)"'))(ex)
+    assert found == expected
+
+
+def test_response_text_that_cannot_be_read() -> None:
+    ex = answered(exchange("/"), b"<p>", {"content-type": "text/html; charset=x-nope"})
+    with pytest.raises(ExtractError, match="unknown_charset"):
+        Extractor(ConditionOptions(response_text=True))(ex)
+    with pytest.raises(ExtractError, match="body_not_read"):
+        Extractor(ConditionOptions(response_text=True))(answered(exchange("/"), None))

@@ -1138,6 +1138,31 @@ async def test_worker_processes_bind_a_pair_once_as_one_process_does(tmp_path: P
     assert results[0][0] == 7
 
 
+async def test_a_path_capture_reads_the_order_number_from_history(tmp_path: Path) -> None:
+    """The path is in every log: a thank-you page's order number, captured from it, is the
+    conversion's order ID in an import as live; a reload counts once."""
+    rule = """
+        [[conversions]]
+        name = "order-received"
+        method = "GET"
+        path = "/checkout/order-received/[0-9]+/"
+        status = [200]
+        order_id = { path = true, capture = "^/checkout/order-received/([0-9]+)/" }
+    """
+    log = tmp_path / "access.log"
+    text = "\n".join(
+        f'198.51.100.7 - - [01/Mar/2025:10:00:0{n} +0000] "GET /checkout/order-received/727/?key=wc_order_x '
+        f'HTTP/1.1" 200 10 "-" "{UA}"'
+        for n in range(2)
+    )
+    await asyncio.to_thread(write, log, text)
+    settings = make_settings(tmp_path, rule)
+    await run_import(settings, [log], "combined", host="shop.example")
+    assert await query(settings, "SELECT name, order_id, dedup_key FROM conversions") == [
+        ("order-received", "727", "order:727")
+    ]
+
+
 async def test_a_byte_order_mark_or_crlf_line_ends_lose_no_line(tmp_path: Path) -> None:
     text = "\n".join(
         json.dumps({"time": "2025-03-01T10:00:00Z", "uri": f"/?utm_source=s{n}", "method": "GET",

@@ -1033,6 +1033,30 @@ def test_check_and_run_refuse_a_regex_re_cannot_compile(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
 
 
+def test_check_refuses_a_capture_without_one_group_and_a_cookie_kept_whole(tmp_path: Path) -> None:
+    """A capture is compiled at start-up and needs exactly one group (the value); a cookie's
+    whole value (a session credential) is never kept: each problem names its key."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        "[[conversions]]\nname = 'wc'\npath = '/'\nstatus = [200]\n"
+        "order_id = { response_json = '/redirect', capture = 'order-received/\\\\d+/' }\n"
+        "when = [{ response_text = true, capture = '(' }]\n"
+        "[[identity.rules]]\nname = 'wp'\npath = '/wp-login\\\\.php'\nstatus = [302]\n"
+        "user_id = { cookie = 'wordpress_logged_in_*' }\n"
+    )
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2, done
+    assert (
+        "conversions[0].order_id.capture: needs exactly one capturing group, the value: got 0" in done.stderr
+    )
+    assert "conversions[0].when[0].capture: not a valid regular expression" in done.stderr
+    assert (
+        "identity.rules[0].user_id.capture: required with cookie: a cookie's whole value may be a session "
+        "credential" in done.stderr
+    ), done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_config_that_is_not_utf8_is_named_with_the_byte_and_line(tmp_path: Path) -> None:
     cfg = tmp_path / "x.toml"
     cfg.write_bytes(b"[proxy]\n# caf\xe9 comment\n")

@@ -837,6 +837,61 @@ def test_rule_conditions_and_value_scale_problems_name_their_key(toml: str, expe
     assert any(expected in p for p in found), found
 
 
+_ID = "[[identity.rules]]\nname = 'r'\npath = '/x'\nstatus = [200]\n"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (f"{_CONV}order_id = {{ response_json = '/redirect', capture = '(' }}\n",
+         "conversions[0].order_id.capture: not a valid regular expression (missing ), unterminated "
+         "subpattern at position 0): '('"),
+        (f"{_CONV}order_id = {{ response_json = '/redirect', capture = 'order-received/\\\\d+/' }}\n",
+         "conversions[0].order_id.capture: needs exactly one capturing group, the value: got 0 in "),
+        (f"{_CONV}when = [{{ path = true, capture = '/(a)/(b)' }}]\n",
+         "conversions[0].when[0].capture: needs exactly one capturing group, the value: got 2 in "),
+        (f"{_ID}user_id = {{ cookie = 'wordpress_logged_in_*' }}\n",
+         "identity.rules[0].user_id.capture: required with cookie: a cookie's whole value may be a "
+         "session credential"),
+        (f"{_CONV}order_id = {{ set_cookie = 'order' }}\n",
+         "conversions[0].order_id.capture: required with set_cookie: a cookie's whole value may be"),
+        (f"{_CONV}value = {{ response_text = true }}\n",
+         "conversions[0].value.capture: required with response_text: a whole answer is no value"),
+        (f"{_ID}user_id = {{ cookie = 'session_token', capture = '(.*)' }}\n",
+         "identity.rules[0].user_id.cookie: 'session_token' may hold a credential"),
+        (f"{_CONV}when = [{{ set_cookie = 'my session' }}]\n",
+         "conversions[0].when[0].set_cookie: must be a cookie name"),
+        (f"{_CONV}when = [{{ cookie = '*' }}]\n",
+         "conversions[0].when[0].cookie: a name, or a prefix before *, is needed"),
+        (f"{_CONV}when = [{{ request_header = 'Cookie', matches = '.*sessionid=.*' }}]\n",
+         "conversions[0].when[0].request_header: 'Cookie' carries credentials"),
+        (f"{_ID}user_id = {{ request_header = 'X-CSRF-Token' }}\n",
+         "identity.rules[0].user_id.request_header: 'X-CSRF-Token' may hold a credential"),
+        (f"{_ID}user_id = {{ path = true, query = 'u' }}\n",
+         "identity.rules[0].user_id: set exactly one of form, request_json, response_json, header, query, "
+         "location_query, request_header, path, cookie, set_cookie, response_text, jwt_cookie, "
+         "jwt_authorization (got query, path)"),
+    ],
+)  # fmt: skip
+def test_new_sources_and_captures_problems_name_their_key(toml: str, expected: str) -> None:
+    found = problems(toml)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_the_new_sources_load_and_a_when_may_test_a_cookie_whole() -> None:
+    """Only a kept value needs a capture: a condition only tests the cookie (was it set)."""
+    toml = (
+        f"{_ID}user_id = {{ cookie = 'wordpress_logged_in_*', capture = '^(.+?)%7C' }}\n"
+        "when = [{ set_cookie = 'sessionid' }, { response_text = true, matches = '(?s).*ok.*' },\n"
+        "  { request_header = 'Next-Action' }, { cookie = 'wp_*', absent = true }]\n"
+        f"{_CONV}method = 'GET'\norder_id = {{ path = true, capture = '/order-received/(\\\\d+)/' }}\n"
+        "value = { response_text = true, capture = 'total: ([0-9.]+)' }\n"
+    )
+    options = load_settings(None, text=toml, environ=ENV).options
+    assert options.identity.rules[0].user_id.capture == "^(.+?)%7C"
+    assert options.conversions[0].order_id is not None and options.conversions[0].order_id.path
+
+
 def test_a_condition_may_read_a_verified_jwt(tmp_path: Path) -> None:
     """A ``when`` JWT source gets its key resolved like any source's."""
     toml = (

@@ -7,17 +7,24 @@ answer, ``x-action-redirect`` on success), NextAuth v4 and Auth.js v5 credential
 cookie) and their session endpoint, Django admin and django-allauth forms, WordPress
 ``wp-login.php`` and WooCommerce's ``?wc-ajax=checkout``, and an Auth0/OIDC ``/callback``
 setting an ``id_token`` cookie. Every test checks that a rule fires with the right user ID and
-never on a failure (wrong password, declined or unpaid order, an OAuth error). Devise, Laravel,
-a JSON API and GraphQL are in ``test_rules_sites.py``.
+never on a failure (wrong password, declined or unpaid order, an OAuth error). The sources
+added on 2026-12-05 (``capture``, ``path``, ``cookie``, ``set_cookie``, ``response_text``,
+``request_header``) are tried on the same sites: WooCommerce's order number shared with its
+signed ``order.created`` webhook, the thank-you page's total, WordPress's logged-in cookie,
+Django's rotated ``sessionid`` and a Next.js action that returns instead of redirecting.
+Devise, Laravel, a JSON API and GraphQL are in ``test_rules_sites.py``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import aiosqlite
@@ -49,6 +56,14 @@ AUTH0_PEM = (  # the tenant's "signing certificate", PEM, as Auth0's dashboard g
 # A256GCM): nothing in it is readable without the site's secret.
 JWE = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..iv-part.ciphertext-part.tag-part"
 RSC_HEAD = '0:{"a":"$@1","f":"","b":"build-1"}\n'
+# WordPress's accounts: what is typed as ``log`` (the name, or the address) → ``user_login``.
+WP_ACCOUNTS = {
+    "ada": "ada",
+    "ada@example.com": "ada",
+    "bob@example.com": "bob@example.com",
+    "Carol Smith": "Carol Smith",
+}
+WC_ORDERS = {"727": ("49.90", True), "728": ("19.00", True), "729": ("49.90", False)}
 
 
 def b64(data: bytes) -> str:
@@ -83,6 +98,8 @@ class Stacks:
         r.add_post("/wp-json/wc/store/v1/checkout", self.wc_store_checkout)
         r.add_get("/callback", self.oidc_callback)
         r.add_get("/api/auth/me", self.auth0_me)
+        r.add_post("/account", self.next_action_returning)
+        r.add_post("/accounts/logout/", self.django_logout)
         r.add_get("/{tail:.*}", self.page)
 
     async def page(self, request: web.Request) -> web.Response:
@@ -196,11 +213,16 @@ class Stacks:
             return web.Response(status=302, headers={"Location": "wp-login.php?checkemail=registered"})
         if action == "lostpassword":
             return web.Response(status=302, headers={"Location": "wp-login.php?checkemail=confirm"})
-        if fields.get("pwd") != "right":
+        login = WP_ACCOUNTS.get(str(fields.get("log")))
+        if fields.get("pwd") != "right" or login is None:
             return web.Response(text="<div id='login_error'>wrong</div>", content_type="text/html")
         resp = web.Response(status=302, headers={"Location": str(fields.get("redirect_to", "/wp-admin/"))})
-        resp.set_cookie("wordpress_sec_5d41", "ada%7C1767000000%7Cx%7Cy", path="/wp-admin", httponly=True)
-        resp.set_cookie("wordpress_logged_in_5d41", "ada%7C1767000000%7Cx%7Cy", httponly=True)
+        # wp_set_auth_cookie: "user_login|expiration|token|hmac" through PHP's setcookie, which
+        # rawurlencodes the value ("|" is %7C, "@" %40, a space %20); the secure cookie first.
+        value = quote(f"{login}|1767000000|Kq3tOkEn|9f86d081884c7d65", safe="")
+        expires = "expires=Fri, 19 Dec 2026 10:00:00 GMT; Max-Age=1209600"
+        resp.headers.add("Set-Cookie", f"wordpress_sec_5d41={value}; {expires}; path=/wp-admin; HttpOnly")
+        resp.headers.add("Set-Cookie", f"wordpress_logged_in_5d41={value}; {expires}; path=/; HttpOnly")
         return resp
 
     async def wc_ajax(self, request: web.Request) -> web.Response:
@@ -257,9 +279,54 @@ class Stacks:
         return web.json_response(body)
 
     async def order_received(self, request: web.Request) -> web.Response:
+        """The classic thank-you page (``checkout/thankyou.php``): for a placed order the
+        success notice and the order overview with the total (formatted as the shop says:
+        here ``.`` for decimals, no thousands separator); for a failed payment the error
+        notice and a link to pay again."""
+        order = request.match_info["order"]
+        total, paid = WC_ORDERS.get(order, ("0.00", False))
+        if not paid:
+            page = (
+                '<p class="woocommerce-notice woocommerce-notice--error woocommerce-thankyou-order-failed">'
+                "Unfortunately your order cannot be processed as the originating bank/merchant has "
+                "declined your transaction. Please attempt your purchase again.</p>\n"
+                f'<a href="/checkout/order-pay/{order}/?pay_for_order=true" class="button pay">Pay</a>'
+            )
+        else:
+            page = (
+                '<p class="woocommerce-notice woocommerce-notice--success '
+                'woocommerce-thankyou-order-received">Thank you. Your order has been received.</p>\n'
+                '<ul class="woocommerce-order-overview woocommerce-thankyou-order-details order_details">\n'
+                '<li class="woocommerce-order-overview__order order">\n'
+                f"Order number: <strong>{order}</strong>\n</li>\n"
+                '<li class="woocommerce-order-overview__total total">\nTotal: <strong><span '
+                'class="woocommerce-Price-amount amount"><bdi><span class="woocommerce-Price-currencySymbol">'
+                f"&euro;</span>{total}</bdi></span></strong>\n</li>\n</ul>"
+            )
         return web.Response(
-            text="<html>Thank you. Your order has been received.</html>", content_type="text/html"
+            text=f"<html><body>{page}</body></html>", content_type="text/html", charset="UTF-8"
         )
+
+    async def next_action_returning(self, request: web.Request) -> web.Response:
+        """A server action that signs in and *returns* (the client navigates; no ``redirect()``):
+        200 ``text/x-component`` either way, compressed as Next.js does; only the returned
+        value's row of the RSC payload tells. Without JavaScript the page answers HTML."""
+        fields = await request.post()
+        if not request.headers.get("Next-Action"):
+            return web.Response(text='<p>{"signedIn":true}</p>', content_type="text/html")
+        ok = fields.get("1_password") == "right"
+        row = '1:{"signedIn":true}' if ok else '1:{"signedIn":false,"error":"Invalid email or password"}'
+        resp = web.Response(text=RSC_HEAD + row + "\n", headers={"Content-Type": "text/x-component"})
+        if ok:
+            resp.set_cookie("session", "opaque", httponly=True)
+        resp.enable_compression()
+        return resp
+
+    async def django_logout(self, request: web.Request) -> web.Response:
+        """``LogoutView``: the session flushed, its cookie deleted (``Max-Age=0``)."""
+        resp = web.Response(status=302, headers={"Location": "/"})
+        resp.del_cookie("sessionid")
+        return resp
 
     async def oidc_callback(self, request: web.Request) -> web.Response:
         """Auth0 / OIDC: the site exchanges ``code`` with the provider (server to server) and
@@ -687,4 +754,210 @@ async def test_woocommerce_block_checkout_binds_a_paid_order_s_buyer(stacks_gw: 
         headers = {"Content-Type": "application/json", "Nonce": "n0nce"}
         assert await post(gw, "/wp-json/wc/store/v1/checkout", await visit(gw), body, **headers) == status
     assert await bound(gw) == [("wc-blocks-checkout-email", gw.gateway.keys.user_key("Buyer@Example.com"))]
+    assert await failures(gw) == []
+
+
+# The rules the sources added on 2026-12-05 make possible (README, Common stacks), with
+# WooCommerce's order webhook as the shop sends it.
+SOURCE_RULES = r"""
+[[identity.rules]]
+name = "wp-login-cookie"
+path = "/wp-login\\.php"
+status = [302]
+when = [{ set_cookie = "wordpress_logged_in_*" }]
+user_id = { cookie = "wordpress_logged_in_*", capture = "^(.+?)%7C" }
+
+[[identity.rules]]
+name = "django-session"
+path = "/accounts/(login|logout)/"
+status = [200, 302]
+when = [{ set_cookie = "sessionid" }]
+user_id = { form = "login" }
+lowercase = true
+
+[[identity.rules]]
+name = "next-action-returns"
+path = "/account"
+status = [200]
+when = [
+  { request_header = "Next-Action" },
+  { response_text = true, capture = '(?m)^\d+:\{"signedIn":(true)' },
+]
+user_id = { form = "1_email" }
+lowercase = true
+
+[[conversions]]
+name = "wc-purchase"
+path = "/(checkout/)?"
+status = [200]
+when = [
+  { query = "wc-ajax", equals = "checkout" },
+  { response_json = "/result", equals = "success" },
+  { response_json = "/redirect", capture = "/checkout/order-received/(\\d+)/" },
+]
+order_id = { response_json = "/redirect", capture = "/checkout/order-received/(\\d+)/" }
+currency = "EUR"
+
+[[conversions]]
+name = "wc-order-received"
+method = "GET"
+path = "/checkout/order-received/[0-9]+/"
+status = [200]
+when = [{ response_text = true, capture = "(woocommerce-thankyou-order-received)" }]
+order_id = { path = true, capture = "^/checkout/order-received/(\\d+)/" }
+value = { response_text = true, capture = '(?s)woocommerce-order-overview__total.*?</span>([0-9.,]+)</bdi>' }
+currency = "EUR"
+
+[[sources]]
+name = "woocommerce"
+signature = "hmac"
+secrets = ["env:WOO_SECRET"]
+types = { "order.created" = "conversion" }
+defaults = { name = "purchase" }
+
+[sources.hmac]
+header = "X-WC-Webhook-Signature"
+encoding = "base64"
+delivery_header = "X-WC-Webhook-Delivery-ID"
+type_header = "X-WC-Webhook-Topic"
+
+[sources.fields]
+event_id = "/order_key"
+order_id = "/id"
+user_id = "/billing/email"
+value = "/total"
+currency = "/currency"
+"""
+WOO_SECRET = "w" * 32
+
+
+@pytest.fixture
+async def sources_gw(start_gateway: GatewayFactory, upstream_server: Any) -> AsyncIterator[RunningGateway]:
+    site = Stacks()
+    yield await start_gateway(await upstream_server(site.app), SOURCE_RULES, env={"WOO_SECRET": WOO_SECRET})
+
+
+async def order_webhook(gw: RunningGateway, order: int, total: str, delivery: str) -> str:
+    """WooCommerce's ``order.created``, signed as the shop signs it (base64 HMAC of the body)."""
+    payload = {
+        "id": order,
+        "status": "processing",
+        "currency": "EUR",
+        "total": total,
+        "customer_id": 0,
+        "order_key": f"wc_order_{order}",
+        "billing": {"email": "a@example.com"},
+    }
+    body = json.dumps(payload).encode()
+    mac = base64.b64encode(hmac.new(WOO_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-WC-Webhook-Signature": mac,
+        "X-WC-Webhook-Topic": "order.created",
+        "X-WC-Webhook-Delivery-ID": delivery,
+    }
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=headers) as resp:
+        answer = await resp.json()
+        assert resp.status in (200, 202), answer
+        result: str = answer["result"]
+        return result
+
+
+async def test_woocommerce_s_order_number_is_shared_by_the_traffic_rules_and_the_webhook(
+    sources_gw: RunningGateway,
+) -> None:
+    """The order number is only in the checkout answer's ``redirect`` (``…/order-received/727/
+    ?key=…``, slashes JSON-escaped) and in the thank-you page's path: captured there, the
+    traffic and the ``order.created`` webhook (``id: 727``) count the order once. The
+    thank-you page also shows the total, read from the page as text; a failed payment's page
+    and an order handed to PayPal record nothing."""
+    gw = sources_gw
+    form = {
+        "billing_email": "a@example.com",
+        "payment_method": "stripe",
+        "woocommerce-process-checkout-nonce": "n",
+    }
+    cookie = await visit(gw)
+    assert await post(gw, "/?wc-ajax=checkout", cookie, form) == 200
+    paypal = await visit(gw)
+    assert await post(gw, "/?wc-ajax=checkout", paypal, {**form, "payment_method": "ppec_paypal"}) == 200
+    # Back from PayPal, paid: the order-received page (reloaded once); a failed payment's page.
+    for order in ("728", "728", "729"):
+        async with gw.session.get(
+            gw.url + f"/checkout/order-received/{order}/?key=wc_order_{order}",
+            headers={**paypal, "Accept": "text/html"},
+        ) as resp:
+            assert resp.status == 200
+    # The shop's webhooks, seconds later: the same orders, counted once.
+    for order, total, delivery in ((727, "49.90", "91"), (728, "19.00", "92")):
+        assert await order_webhook(gw, order, total, delivery) == "duplicate"
+    found = await rows(gw, "SELECT name, dedup_key, order_id, value, currency FROM conversions ORDER BY id")
+    assert found == [
+        ("wc-purchase", "order:727", "727", None, "EUR"),  # the checkout's answer has no amount
+        ("wc-order-received", "order:728", "728", 19.0, "EUR"),
+    ]
+    assert await failures(gw) == []
+    # The buyer of 727 opens the thank-you page too: the same order, not another.
+    async with gw.session.get(
+        gw.url + "/checkout/order-received/727/?key=wc_order_727", headers={**cookie, "Accept": "text/html"}
+    ) as resp:
+        assert resp.status == 200
+    assert len(await rows(gw, "SELECT id FROM conversions")) == 2
+
+
+async def test_wordpress_binds_the_account_its_logged_in_cookie_names(sources_gw: RunningGateway) -> None:
+    """``log`` is whatever was typed, a name or an address: the ``wordpress_logged_in_<hash>``
+    cookie the sign-in sets names the account (``user_login|expiry|token|hmac``, rawurlencoded
+    by PHP). The capture keeps the name alone, its escapes decoded: one account, however it
+    signed in."""
+    gw = sources_gw
+    cookie = await visit(gw)
+    for log, pwd in (
+        ("ada", "wrong"),
+        ("ada", "right"),
+        ("ada@example.com", "right"),  # the same account, by its address
+        ("bob@example.com", "right"),  # an account whose name is an address
+        ("Carol Smith", "right"),  # a name with a space
+    ):
+        status = await post(gw, "/wp-login.php", cookie, {"log": log, "pwd": pwd, "wp-submit": "Log In"})
+        assert status == (302 if pwd == "right" else 200)
+    keys = gw.gateway.keys
+    assert await bound(gw) == [
+        ("wp-login-cookie", keys.user_key("ada")),
+        ("wp-login-cookie", keys.user_key("bob@example.com")),
+        ("wp-login-cookie", keys.user_key("Carol Smith")),
+    ]
+    assert await failures(gw) == []
+
+
+async def test_django_s_rotated_sessionid_tells_a_sign_in_and_its_deletion_does_not(
+    sources_gw: RunningGateway,
+) -> None:
+    """Django sets ``sessionid`` at a sign-in (``cycle_key``), not at a failed attempt, and
+    deletes it at a sign-out (``Max-Age=0``, an expiry in 1970): "did the answer set the
+    session cookie" holds at the sign-in only, whatever the status."""
+    gw = sources_gw
+    cookie = await visit(gw)
+    for who, password in (("victim@example.com", "wrong"), ("Ada@Example.com", "right")):
+        form = {"csrfmiddlewaretoken": "t", "login": who, "password": password}
+        assert await post(gw, "/accounts/login/", cookie, form) == (302 if password == "right" else 200)
+    assert await post(gw, "/accounts/logout/", cookie, {"csrfmiddlewaretoken": "t"}) == 302
+    assert await bound(gw) == [("django-session", gw.gateway.keys.user_key("ada@example.com"))]
+    assert await failures(gw) == []  # the sign-out: no login field read, none missing
+
+
+async def test_a_next_js_action_that_returns_instead_of_redirecting(sources_gw: RunningGateway) -> None:
+    """An action that signs in and returns (``{ signedIn: true }``; the client navigates)
+    answers 200 RSC, compressed, either way: the returned row of the payload, read as text,
+    tells a sign-in from a failure, and the ``Next-Action`` request header an action from a
+    plain form post to the same page."""
+    gw = sources_gw
+    cookie = await visit(gw)
+    action = {"Next-Action": "7f3a9c", "Accept": "text/x-component", "Accept-Encoding": "gzip, deflate, br"}
+    for who, password in (("victim@example.com", "wrong"), ("Ada@Example.com", "right")):
+        fields = {"1_email": who, "1_password": password, "0": '[{},"$K1"]'}
+        assert await post(gw, "/account", cookie, multipart(fields), **action) == 200
+    plain = {"1_email": "plain@example.com", "1_password": "right"}
+    assert await post(gw, "/account", cookie, multipart(plain)) == 200  # HTML, no Next-Action
+    assert await bound(gw) == [("next-action-returns", gw.gateway.keys.user_key("ada@example.com"))]
     assert await failures(gw) == []
