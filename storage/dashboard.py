@@ -25,7 +25,8 @@ import aiosqlite
 from gateway.attribution import MODELS, from_minor
 from gateway.events import iso
 from storage.crediting import MICRO, ChannelCredit, Table, add_tables, channel_credits
-from storage.reports import Reports, population_counts
+from storage.populations import population_counts
+from storage.reports import Reports
 
 MAX_DAYS = 92
 """Longest period one summary covers (one attribution run per day for the daily chart)."""
