@@ -32,7 +32,7 @@ import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import groupby, pairwise
 from operator import itemgetter
 from pathlib import Path
@@ -64,12 +64,20 @@ from storage.crediting import (
     parse_ts,
 )
 from storage.people import Moved, People, Share, Snapshot
+from storage.report_journeys import Journeys
+from storage.report_period import (
+    CONVERSIONS,
+    Part,
+    key_range,
+    ms,
+    period_bounds,
+    period_conversions,
+    visitor_column,
+    window_start,
+)
 from storage.report_pool import WHOLE, ReportPool, Slice, WorkerDied
 
 GROUPS = ("channel", "source", "medium", "campaign", "creator_id")
-Part = Slice | Share
-"""Which of a report's conversions one call computes: a slice of them by id, or the share of
-one worker's people (``data_driven``, which also counts the journeys that did not convert)."""
 Clicks = dict[tuple[str, bool], int]
 """Creator clicks: (creator_id, quarantined) → touchpoints with that creator ID."""
 Learning = tuple[datetime, datetime, str | None, frozenset[str], str | None, str]
@@ -100,31 +108,9 @@ _SIGNALS = (
 )
 
 
-def _ms(moment: datetime) -> int:
-    return min(max(int(moment.timestamp() * 1000), 0), 2**48 - 1)
-
-
 def _id_ms(uuid7: str) -> int:
     """The millisecond of a UUIDv7 (its first 48 bits)."""
     return int(uuid7[:8] + uuid7[9:13], 16)
-
-
-def _window_start(since: datetime, widest: timedelta) -> datetime:
-    """The oldest moment a touch can count from for a conversion at or after ``since``: the
-    widest window back, in elapsed time. (On a datetime of a zone with daylight saving time,
-    ``since - widest`` would count on the wall clock: across a change, an hour short.)"""
-    return since.astimezone(UTC) - widest
-
-
-def _bounds(since: datetime, until: datetime, start: datetime) -> dict[str, str]:
-    return {
-        "since": iso(since),
-        "until": iso(until),
-        "from": iso(start),
-        "since_id": id_floor(_ms(since)),
-        "until_id": id_floor(_ms(until) + 1),
-        "from_id": id_floor(_ms(start)),
-    }
 
 
 def _paused_gc(fn: Callable[..., _T], *args: Any) -> _T:
@@ -412,7 +398,7 @@ class Reports:
         least ``min_slice`` conversions; a single whole slice when there are too few."""
         if self.processes < 2:
             return [WHOLE]
-        where, args = _period_conversions(since, until, conversion)
+        where, args = period_conversions(since, until, conversion)
         self.db.execute("BEGIN")  # one snapshot: the cuts of one set of rows, in order
         try:
             (count,) = self.db.execute(f"SELECT count(*) FROM conversions WHERE {where}", args).fetchone()
@@ -434,7 +420,7 @@ class Reports:
         touchpoints for ``min_share`` each."""
         if self.processes < 2:
             return [WHOLE]
-        where, args = _period_conversions(since, until, conversion)
+        where, args = period_conversions(since, until, conversion)
         self.db.execute("BEGIN")  # one snapshot of both tables
         try:
             count, last = self.db.execute(
@@ -464,7 +450,7 @@ class Reports:
         self, part: Part, since: datetime, until: datetime, conversion: str | None
     ) -> tuple[People, list[tuple[Any, ...]] | None]:
         """Who each visitor's devices and person are; for a share, also the period's
-        conversions it owns (rows of ``_CONVERSIONS``), read as of the share's snapshot (``Moved``
+        conversions it owns (rows of ``CONVERSIONS``), read as of the share's snapshot (``Moved``
         if rows were erased since). Kept for the rest of the report's call: ``_learn_part``
         asks twice."""
         key = (self.report, part, since, until, conversion)
@@ -474,10 +460,10 @@ class Reports:
         if not isinstance(part, Share):
             people, rows = self._everyone(), None
         else:
-            where, args = _period_conversions(since, until, conversion)
+            where, args = period_conversions(since, until, conversion)
             if part.conversions.last is not None:
                 where, args["last"] = where + " AND id <= :last", part.conversions.last
-            rows = self.db.execute(f"{_CONVERSIONS} WHERE {where} ORDER BY id", args).fetchall()
+            rows = self.db.execute(f"{CONVERSIONS} WHERE {where} ORDER BY id", args).fetchall()
             people, bound = self._share_people(part, [(r[4], r[5]) for r in rows])
             if (bound, len(rows)) != (part.bindings.rows, part.conversions.rows):
                 raise Moved(
@@ -624,16 +610,16 @@ class Reports:
         touched: dict[str, list[Cand]] | None = None,
     ) -> list[Conv]:
         widest = max(self.attribution.tiers.windows.values())
-        args: dict[str, Any] = _bounds(since, until, _window_start(since, widest))
+        args: dict[str, Any] = period_bounds(since, until, window_start(since, widest))
         args["population"] = population
         people, owned = self._people_of(part, since, until, conversion)
         if owned is None:  # a slice, or the whole period
-            where, period = _period_conversions(since, until, conversion)
+            where, period = period_conversions(since, until, conversion)
             if not isinstance(part, Share) and part[0] is not None:
                 where, period["part_lo"] = where + " AND id >= :part_lo", part[0]
             if not isinstance(part, Share) and part[1] is not None:
                 where, period["part_hi"] = where + " AND id < :part_hi", part[1]
-            owned = self.db.execute(f"{_CONVERSIONS} WHERE {where}", period).fetchall()
+            owned = self.db.execute(f"{CONVERSIONS} WHERE {where}", period).fetchall()
         convs = []
         devices: dict[str, list[Conv]] = defaultdict(list)
         users_of, visitors_of = people.users_of, people.visitors_of
@@ -710,7 +696,7 @@ class Reports:
         ids, 0.16-0.19 s through the whole index."""
         sql = "SELECT (SELECT min(id) FROM touchpoints), (SELECT max(id) FROM touchpoints)"
         first, last = self.db.execute(sql).fetchone()
-        start, end = _ms(since), _ms(until)
+        start, end = ms(since), ms(until)
         try:
             lo, hi = _id_ms(first), _id_ms(last)
             start = start if ids[0] is None else max(start, _id_ms(ids[0]))
@@ -848,20 +834,20 @@ class Reports:
 
         A visitor bound to nobody is a person alone (most): its rows come together, in id
         order, and its journey is made from them as they come, without a tuple per row nor a
-        sort unless its times are out of id order (``_Journeys``), and counted with the
+        sort unless its times are out of id order (``Journeys``), and counted with the
         others of the same path (``paths_moves`` then walks each path once). Only the people
         of several devices are gathered first, and every row when the period is read from its
         range of ids (rows in time order, not by visitor)."""
         people, _ = self._people_of(part, since, until, conversion)
         touched = touched or {}
-        # As ``_load``'s rows begin (time, id, channel, verdict), so ``_Journeys`` takes both.
+        # As ``_load``'s rows begin (time, id, channel, verdict), so ``Journeys`` takes both.
         columns = f"t.ts, t.id, t.channel, nullif({self.verdict}, 'allow'), t.visitor_key"
         where = "t.id >= :since_id AND t.id < :until_id AND t.ts >= :since AND t.ts < :until" + (
             " AND t.consent = :population" if population is not None else ""
         )
-        bounds: dict[str, Any] = {**_bounds(since, until, since), "population": population}
+        bounds: dict[str, Any] = {**period_bounds(since, until, since), "population": population}
         scan = self._scan(since, until)
-        key = _visitor_column(scan)
+        key = visitor_column(scan)
         others, skip = where, list(touched)
         keys: tuple[str | None, str | None] = (None, None)
         if not isinstance(part, Share):
@@ -870,7 +856,7 @@ class Reports:
             extra, foreign = people.visitors()
             extra = [v for v in extra if v not in touched]
             skip += foreign
-            others += _key_range(part, key, bounds)
+            others += key_range(part, key, bounds)
             keys = part.keys
         if scan:  # the index's order: each visitor's rows together, in id order (no sort step)
             reads = [(read, True) for read in self._around(columns, scan, where, others, skip, keys, bounds)]
@@ -883,7 +869,7 @@ class Reports:
             bounds["extra"] = json.dumps(extra)
             sql = f"SELECT {columns} FROM json_each(:extra) v CROSS JOIN touchpoints t"
             reads.append((self.db.execute(f"{sql} ON t.visitor_key = v.value WHERE {where}", bounds), True))
-        journeys = _Journeys(people)
+        journeys = Journeys(people)
         since_ts, since_id = bounds["since"], bounds["since_id"]
         # Verdict changes applied, allow as None. ``used`` first: it rejects most rows (on the
         # benchmark store 93 %, the touches the conversions credited) in one test.
@@ -902,7 +888,7 @@ class Reports:
             )
         # The conversions' window (``_load``'s): a superset of the period's, read once.
         widest = max(self.attribution.tiers.windows.values())
-        changed = self._verdict_changes({**bounds, "from_id": id_floor(_ms(_window_start(since, widest)))})
+        changed = self._verdict_changes({**bounds, "from_id": id_floor(ms(window_start(since, widest)))})
         for rows, by_visitor in reads:
             current = ""
             kept: list[tuple[Any, ...]] = []
@@ -979,13 +965,13 @@ class Reports:
         groups do not matter to a count). The parts of a report cover each touchpoint once, so
         their counts add up to the whole period's (``gateway/reporting.py`` counts them in the
         worker processes, beside the crediting). Blocking: call it inside ``run`` or ``map``."""
-        bounds: dict[str, Any] = _bounds(since, until, since)
+        bounds: dict[str, Any] = period_bounds(since, until, since)
         mine = ""
         if population is not None:
             mine, bounds["population"] = " AND t.consent = :population", population
         if isinstance(part, Share):
             scan = self._scan(since, until)
-            mine += _key_range(part, _visitor_column(scan), bounds)
+            mine += key_range(part, visitor_column(scan), bounds)
         else:
             scan = self._scan(since, until, part)
             lo, hi = part
@@ -1056,25 +1042,6 @@ class _Shared:
         self.started = False
 
 
-def _visitor_column(scan: str) -> str:
-    """The visitor key as a condition on it reads under ``scan`` (``Reports._scan``): through
-    the visitor index, a key range of it; through the period's range of ids, tested on each
-    row (the unary ``+`` keeps SQLite from the index)."""
-    return "t.visitor_key" if scan else "+t.visitor_key"
-
-
-def _key_range(share: Share, key: str, bounds: dict[str, Any]) -> str:
-    """The SQL condition (and its arguments, into ``bounds``) of a share's range of visitor
-    keys, on ``key``: the indexed column, or ``+t.visitor_key`` to keep the index unused."""
-    lo, hi = share.keys
-    condition = ""
-    if lo is not None:
-        condition, bounds["lo"] = f" AND {key} >= :lo", lo
-    if hi is not None:
-        condition, bounds["hi"] = f"{condition} AND {key} < :hi", hi
-    return condition
-
-
 def _forget(reports: Reports, part: Part) -> None:
     """In a worker, between reports: drop the bindings it kept (``Reports._everyone``)."""
     reports._everyone_kept = None
@@ -1130,20 +1097,6 @@ def _touched(conv: Conv, widest: timedelta) -> bool:
     return any(oldest <= c[0] <= conv.ts for c in conv.touches)
 
 
-def _period_conversions(
-    since: datetime, until: datetime, conversion: str | None
-) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause (and its arguments) of the conversions of a period (of one name)."""
-    where = "id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until"
-    args: dict[str, Any] = {**_bounds(since, until, since), "name": conversion}
-    if conversion is not None:
-        where += " AND name = :name"
-    return where, args
-
-
-_CONVERSIONS = "SELECT id, ts, value, currency, visitor_key, user_key FROM conversions"
-
-
 def _worker_reports(path: Path, attribution: Attribution, channels: Channels) -> Reports:
     """A report worker process's own ``Reports`` (``storage.report_pool``)."""
     reports = Reports(path, attribution, channels, processes=1)
@@ -1182,60 +1135,6 @@ class _Everyone:
     rowid: int
     newest: str
     rows: int
-
-
-_TIME, _CHANNEL, _HEAD = itemgetter(0), itemgetter(2), itemgetter(0, 1, 2)
-
-
-class _Journeys:
-    """``Reports._other_journeys``' journeys, counted by path as the rows come: a visitor bound
-    to nobody (a person alone, most) from its rows as they are, in id order; the people of
-    several devices, and rows that need more (a time out of id order, a channel to classify),
-    from their rows gathered per person and sorted at the end. Rows begin with the time, id,
-    channel (and verdict) of a touchpoint: the conversions' (``Cand``) and the period's."""
-
-    def __init__(self, people: People) -> None:
-        self.person_of, self.users = people.person_of, people.visitors_of
-        self.paths: list[tuple[str, ...]] = []
-        self.gathered: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
-
-    def add(self, visitor: str, rows: list[tuple[Any, ...]]) -> None:
-        """All of ``visitor``'s kept rows, in id order. Time order is id order unless a time
-        goes back (imported rows): id breaks ties of time, as the sort of gathered rows does."""
-        if not rows:
-            return
-        if visitor not in self.person_of and visitor not in self.users:  # a person alone
-            path = tuple(map(_CHANNEL, rows))
-            if None not in path:
-                if len(rows) == 1:
-                    self.paths.append(path)
-                    return
-                times = list(map(_TIME, rows))
-                if times == sorted(times):  # in order (a sorted list is one pass, in C)
-                    self.paths.append(path)
-                    return
-        self.gathered[self.person_of.get(visitor, visitor)] += map(_HEAD, rows)
-
-    def gather(self, visitor: str, row: tuple[Any, ...]) -> None:
-        """One row of ``visitor``'s, whatever its order, for its person's journey."""
-        self.gathered[self.person_of.get(visitor, visitor)].append(row[:3])
-
-    def done(self, channels_of: Callable[[list[str]], dict[str, str]]) -> Counter[tuple[str, ...]]:
-        """Every journey's path, and how many took it: the gathered ones sorted by time (then
-        id), their rows stored before channels existed classified (``channels_of``), the
-        internal ones among them left out."""
-        paths = self.gathered
-        unclassified = [tid for path in paths.values() for _, tid, channel in path if channel is None]
-        if unclassified:
-            channels = channels_of(unclassified)
-            for person, path in paths.items():
-                path = [(ts, tid, channel or channels.get(tid, DIRECT)) for ts, tid, channel in path]
-                paths[person] = [t for t in path if t[2] != INTERNAL]
-        for path in paths.values():
-            if path:
-                path.sort()
-                self.paths.append(tuple(map(_CHANNEL, path)))
-        return Counter(self.paths)  # in C, cheaper than counting each path as it comes
 
 
 class _StoreMoved:
