@@ -34,9 +34,10 @@ from gateway.ids import Uuid7
 from gateway.options import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.people import People, Share, Snapshot
+from storage.report_clicks import Clicks
 from storage.report_period import Part, period_bounds
 from storage.report_pool import WHOLE, ReportPool, WorkerDied, resident_bytes
-from storage.reports import Clicks, Reports
+from storage.reports import Reports
 
 SINCE, UNTIL = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 
