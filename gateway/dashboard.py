@@ -54,7 +54,7 @@ from gateway.sessions import (
     set_cookie,
 )
 from storage.dashboard import MAX_DAYS, PARTS, Period, summary
-from storage.reports import POPULATIONS
+from storage.populations import POPULATIONS
 
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
 SECURITY_HEADERS = {

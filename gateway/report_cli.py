@@ -27,8 +27,9 @@ from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
 from gateway.reportapi import PARAMS, period
 from storage.migrate import SchemaTooNew
+from storage.populations import POPULATIONS
 from storage.queries import Reader
-from storage.reports import POPULATIONS, Reports
+from storage.reports import Reports
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:

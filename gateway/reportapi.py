@@ -35,8 +35,8 @@ from gateway.config import Settings
 from gateway.events import iso
 from gateway.openapi_reports import FORMATS, GROUP_BY
 from gateway.reportstate import REPORTING_KEY, Reporting
+from storage.populations import POPULATIONS
 from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
-from storage.reports import POPULATIONS
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660

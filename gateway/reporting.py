@@ -31,7 +31,9 @@ from gateway.payouts import Payouts
 from gateway.textwidth import ELLIPSIS, cut, width
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
 from storage.queries import share
-from storage.reports import Clicks, Part, Reports
+from storage.report_clicks import Clicks
+from storage.report_period import Part
+from storage.reports import Reports
 
 TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
 DAY_BUCKETS: tuple[tuple[str, int, int], ...] = (

@@ -1,6 +1,7 @@
 """Crediting candidate touches: which touches of a conversion are eligible, and every model's
-integer shares of its value summed per report row. Pure (no database): ``storage/reports.py``
-reads the candidates and runs this, in the gateway process or in its report workers.
+integer shares of its value summed per report row. Pure (no database): ``Reports`` reads the
+candidates (``storage/report_conversions.py``) and runs this, in the gateway process or in
+its report workers.
 
 Candidate touches stay plain tuples (``Cand``); eligibility compares the stored ISO 8601
 timestamps as text (their order is time order) against per-conversion cut-offs, exactly as

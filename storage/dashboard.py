@@ -25,7 +25,8 @@ import aiosqlite
 from gateway.attribution import MODELS, from_minor
 from gateway.events import iso
 from storage.crediting import MICRO, ChannelCredit, Table, add_tables, channel_credits
-from storage.reports import Reports, population_counts
+from storage.populations import population_counts
+from storage.reports import Reports
 
 MAX_DAYS = 92
 """Longest period one summary covers (one attribution run per day for the daily chart)."""
@@ -34,7 +35,7 @@ TOP = 10
 
 # Conversions of the period and every device (visitor) that can have touched them: their own
 # visitor, and every visitor bound to their user (the user they were recorded for, or the one
-# their visitor is bound to) — the join ``storage/reports.py`` attributes over.
+# their visitor is bound to) — the join ``storage/report_conversions.py`` reads for the reports.
 _PATHS = """
 WITH conv AS (
     SELECT id, ts, visitor_key, user_key FROM conversions

@@ -27,8 +27,8 @@ import pytest
 
 from gateway.attribution import MODELS
 from gateway.events import DailyCount, Event
+from storage.populations import POPULATIONS
 from storage.queries import JOURNEY_LIMIT
-from storage.reports import POPULATIONS
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.test_dashboard import PERIOD, _conv, _lab, _tp, origin, seeded_gateway
 from tests.pngread import read_png

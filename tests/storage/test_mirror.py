@@ -27,7 +27,8 @@ from gateway.options import AttributionOptions, CentralOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.erasure import erase_user
 from storage.mirror import HorizonBack, Mirror, open_mirror
-from storage.reports import Reports, population_counts
+from storage.populations import population_counts
+from storage.reports import Reports
 from storage.retention import purge
 from storage.sync import Sync
 from tests.conftest import make_settings

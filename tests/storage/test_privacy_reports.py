@@ -15,7 +15,7 @@ from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
 from storage.local import LocalStore, connect
-from storage.reports import population_counts
+from storage.populations import population_counts
 from tests.storage.stores import credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -34,8 +34,10 @@ from gateway.ids import Uuid7
 from gateway.options import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.people import People, Share, Snapshot
+from storage.report_clicks import Clicks
+from storage.report_period import Part, period_bounds
 from storage.report_pool import WHOLE, ReportPool, WorkerDied, resident_bytes
-from storage.reports import Clicks, Part, Reports, _bounds
+from storage.reports import Reports
 
 SINCE, UNTIL = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -231,7 +233,7 @@ async def test_data_driven_over_many_touchpoints_is_shared_however_few_the_conve
     await reports.open()
     try:
         rows = await asyncio.to_thread(count_touchpoints, store)
-        bounds = _bounds(SINCE, UNTIL, SINCE)
+        bounds = period_bounds(SINCE, UNTIL, SINCE)
         assert await reports.run(reports._period_rows, bounds) == rows > 2_000  # written in time order
         assert await reports.run(reports.slices, SINCE, UNTIL, None) == [WHOLE]
         assert len(await reports.run(reports.shares, SINCE, UNTIL, None)) == 2

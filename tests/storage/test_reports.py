@@ -24,8 +24,10 @@ from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
 from storage.crediting import MICRO, Cand, Conv, Eligibility, credit_table
 from storage.local import LocalStore, connect
 from storage.people import People, Share, Snapshot
+from storage.report_journeys import Journeys
+from storage.report_period import Part
 from storage.report_pool import WHOLE
-from storage.reports import Part, Reports, _Journeys
+from storage.reports import Reports
 from tests.storage.stores import credits_by_channel
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -421,7 +423,7 @@ async def test_the_other_journeys_leave_out_exactly_the_visitors_the_conversions
 def test_journeys_counted_as_they_come_are_every_persons_sorted_journey(
     bindings: list[tuple[str, str]], rows: list[tuple[str, int, str | None]], gathered: set[str]
 ) -> None:
-    """``_Journeys`` (the other journeys of ``data_driven``) makes a person alone's path from
+    """``Journeys`` (the other journeys of ``data_driven``) makes a person alone's path from
     its rows as they come, checks their order, counts it with the others of the same path,
     and gathers the rest: the same paths as every person's rows gathered, classified and
     sorted by time then id — with ties of time, times that go back in id order, rows with no
@@ -431,7 +433,7 @@ def test_journeys_counted_as_they_come_are_every_persons_sorted_journey(
     # Rows in id order; times in few values (ties) and not in id order.
     table = [(f"2026-11-0{t + 1}", f"id{i:02d}", channel, None, v) for i, (v, t, channel) in enumerate(rows)]
     classified = {r[1]: INTERNAL if int(r[1][2:]) % 3 == 0 else "C" for r in table if r[2] is None}
-    journeys = _Journeys(people)
+    journeys = Journeys(people)
     for visitor in "abcdeu":
         mine = [r for r in table if r[4] == visitor and r[2] != INTERNAL]  # the caller's filter
         if visitor in gathered:

@@ -1,0 +1,41 @@
+"""The populations a report can be asked for, and the landings of each in a period.
+
+``POPULATIONS`` are the values of ``touchpoints.consent``; ``AGGREGATE`` the visitors counted
+only per day (``daily_counts``). ``population_counts`` gives the dashboard its
+``populations``. Reads touchpoints and daily_counts through the caller's connection; never
+writes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aiosqlite
+
+from gateway.events import iso
+
+POPULATIONS = ("cookie", "cookieless", "no_consent")
+"""The values of ``touchpoints.consent`` (``addons/identity.py``)."""
+AGGREGATE = "aggregate"
+"""The population of ``daily_counts``: visitors who sent ``Sec-GPC`` (or ``DNT``)."""
+
+
+async def population_counts(db: aiosqlite.Connection, since: datetime, until: datetime) -> dict[str, int]:
+    """Landings per population in ``since <= ts < until``: touchpoints by ``consent``, and the
+    ``aggregate`` daily counts of the days the period touches (they have no time of day)."""
+    counts: dict[str, int] = {}
+    sql = "SELECT consent, count(*) FROM touchpoints WHERE ts >= ? AND ts < ? GROUP BY consent"
+    async with db.execute(sql, (iso(since), iso(until))) as cursor:
+        async for consent, n in cursor:
+            counts[str(consent)] = int(n)
+    # The daily counts are kept per UTC day, whatever the report time zone.
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
+    days = (since.date().isoformat(), until.date().isoformat())
+    sql = "SELECT coalesce(sum(count), 0) FROM daily_counts WHERE day >= ? AND day <= ?"
+    if until.time() == until.time().min:  # until is midnight: that day is not in the period
+        sql = sql.replace("day <= ?", "day < ?")
+    async with db.execute(sql, days) as cursor:
+        row = await cursor.fetchone()
+    if row and row[0]:
+        counts[AGGREGATE] = int(row[0])
+    return counts

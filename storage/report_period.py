@@ -1,0 +1,79 @@
+"""The SQL bounds of a report's period, and of the part of it one call computes.
+
+A period is ``since <= ts < until``, and the touches its conversions can credit begin the
+widest lookback window earlier (``window_start``). Every read bounds the ids too (UUIDv7,
+minted from the time: ``id_floor`` of the millisecond, ``ms``), so SQLite reads a range of the
+primary key, not every row. ``Part`` names which of the period's conversions one call
+computes (``storage/report_parts.py`` cuts them): a slice of them by id, or one worker's share
+of the people, whose lone visitors are a range of keys (``key_range``). Pure: SQL text and its
+arguments, no database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.events import iso
+from gateway.ids import id_floor
+from storage.people import Share
+from storage.report_pool import Slice
+
+Part = Slice | Share
+"""Which of a report's conversions one call computes: a slice of them by id, or the share of
+one worker's people (``data_driven``, which also counts the journeys that did not convert)."""
+
+
+def ms(moment: datetime) -> int:
+    return min(max(int(moment.timestamp() * 1000), 0), 2**48 - 1)
+
+
+def window_start(since: datetime, widest: timedelta) -> datetime:
+    """The oldest moment a touch can count from for a conversion at or after ``since``: the
+    widest window back, in elapsed time. (On a datetime of a zone with daylight saving time,
+    ``since - widest`` would count on the wall clock: across a change, an hour short.)"""
+    return since.astimezone(UTC) - widest
+
+
+def period_bounds(since: datetime, until: datetime, start: datetime) -> dict[str, str]:
+    return {
+        "since": iso(since),
+        "until": iso(until),
+        "from": iso(start),
+        "since_id": id_floor(ms(since)),
+        "until_id": id_floor(ms(until) + 1),
+        "from_id": id_floor(ms(start)),
+    }
+
+
+def period_conversions(
+    since: datetime, until: datetime, conversion: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (and its arguments) of the conversions of a period (of one name)."""
+    where = "id >= :since_id AND id < :until_id AND ts >= :since AND ts < :until"
+    args: dict[str, Any] = {**period_bounds(since, until, since), "name": conversion}
+    if conversion is not None:
+        where += " AND name = :name"
+    return where, args
+
+
+CONVERSIONS = "SELECT id, ts, value, currency, visitor_key, user_key FROM conversions"
+
+
+def visitor_column(scan: str) -> str:
+    """The visitor key as a condition on it reads under ``scan`` (``Reports._scan``): through
+    the visitor index, a key range of it; through the period's range of ids, tested on each
+    row (the unary ``+`` keeps SQLite from the index)."""
+    return "t.visitor_key" if scan else "+t.visitor_key"
+
+
+def key_range(share: Share, key: str, bounds: dict[str, Any]) -> str:
+    """The SQL condition (and its arguments, into ``bounds``) of a share's range of visitor
+    keys, on ``key``: the indexed column, or ``+t.visitor_key`` to keep the index unused."""
+    lo, hi = share.keys
+    condition = ""
+    if lo is not None:
+        condition, bounds["lo"] = f" AND {key} >= :lo", lo
+    if hi is not None:
+        condition, bounds["hi"] = f"{condition} AND {key} < :hi", hi
+    return condition
