@@ -27,13 +27,6 @@ from storage.report_runner import ReportRunner
 _decode = msgspec.json.Decoder(dict[str, str])
 
 
-# Signals to classify a row stored before channels existed; NULL for every other row.
-_SIGNALS = (
-    "CASE WHEN t.channel IS NULL THEN json_array(t.source, t.medium, t.campaign, t.click_id_kind, "
-    "t.creator_id, t.referrer_host) END"
-)
-
-
 def _id_ms(uuid7: str) -> int:
     """The millisecond of a UUIDv7 (its first 48 bits)."""
     return int(uuid7[:8] + uuid7[9:13], 16)
@@ -53,9 +46,6 @@ class ReportTouches(ReportRunner):
         # row, the (few) changes from their own table — the same answer as the
         # effective_touchpoints view, without its subquery per row.
         self.changes = "verdict_changes" in tables and "verdict" in columns
-
-    def _channel(self, signals: str) -> str:
-        return self.channels.classify(Signals(*msgspec.json.decode(signals)))
 
     def _scan(self, since: datetime, until: datetime, ids: Slice = WHOLE) -> str:
         """How to read every touchpoint of a period: through the whole covering visitor index
