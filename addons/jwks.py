@@ -63,7 +63,7 @@ def parse_key_set(algorithm: str, material: bytes) -> KeySet:
     skipped: list[str] = []
     if "keys" in document:
         keys = _jwks(algorithm, document["keys"], skipped)
-    elif document and all(isinstance(v, str) for v in document.values()):
+    elif document and all(isinstance(v, str) and "-----BEGIN" in v for v in document.values()):
         keys = _certificates(algorithm, document, skipped)
     else:
         raise ValueError(

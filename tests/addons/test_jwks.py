@@ -4,92 +4,22 @@ picking the key, and a key file followed while it is replaced (real files, a rea
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import addons.jwks
 from addons.jwks import RuleKeys, parse_key_set
 from addons.jws import JwtError, read_claims
+from tests.jwts import CURVE, b64, certificate, jwk, jwks, token
 
 NOW = 1_800_000_000
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-_HASH = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
-_CURVE = {
-    "ES256": (ec.SECP256R1, "P-256"),
-    "ES384": (ec.SECP384R1, "P-384"),
-    "ES512": (ec.SECP521R1, "P-521"),
-}
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def token(claims: dict[str, Any], key: PrivateKey, alg: str, kid: str | None) -> str:
-    """A compact JWS signed with ``key``, as a provider signs one (``kid`` None: no kid)."""
-    header = {"alg": alg, "typ": "JWT", **({"kid": kid} if kid is not None else {})}
-    data = (b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())).encode()
-    digest = _HASH[alg[2:]]()
-    if isinstance(key, rsa.RSAPrivateKey):
-        return data.decode() + "." + b64(key.sign(data, padding.PKCS1v15(), digest))
-    size = (key.curve.key_size + 7) // 8
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(digest)))
-    return data.decode() + "." + b64(r.to_bytes(size, "big") + s.to_bytes(size, "big"))
-
-
-def jwk(key: PrivateKey, kid: str, **extra: str) -> dict[str, str]:
-    """The JWK a provider publishes for ``key`` (as Auth0's and Supabase's ``jwks.json``)."""
-    if isinstance(key, rsa.RSAPrivateKey):
-        n = key.public_key().public_numbers()
-        size = (n.n.bit_length() + 7) // 8
-        return {
-            "kty": "RSA",
-            "kid": kid,
-            "use": "sig",
-            "n": b64(n.n.to_bytes(size, "big")),
-            "e": "AQAB",
-            **extra,
-        }
-    p = key.public_key().public_numbers()
-    size = (key.curve.key_size + 7) // 8
-    crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
-    x, y = b64(p.x.to_bytes(size, "big")), b64(p.y.to_bytes(size, "big"))
-    return {"kty": "EC", "kid": kid, "crv": crv, "x": x, "y": y, **extra}
-
-
-def jwks(*keys: dict[str, str]) -> bytes:
-    return json.dumps({"keys": list(keys)}).encode()
-
-
-def certificate(key: PrivateKey) -> str:
-    """A self-signed certificate, PEM: what Google's x509 endpoint lists for Firebase."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "securetoken.system.gserviceaccount.com")])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(datetime(2026, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2026, 1, 3, tzinfo=UTC))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.PEM)
-        .decode()
-    )
 
 
 RSA_A = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -128,7 +58,7 @@ def test_a_token_without_kid_is_checked_against_a_set_of_one_key() -> None:
 
 @pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512"])
 def test_ec_keys_of_each_curve(alg: str) -> None:
-    curve, crv = _CURVE[alg]
+    curve, crv = CURVE[alg]
     key, other = ec.generate_private_key(curve()), ec.generate_private_key(curve())
     keys = parse_key_set(alg, jwks(jwk(other, "old"), jwk(key, "new", alg=alg, use="sig")))
     assert read_claims(token({"sub": crv}, key, alg, "new"), keys, NOW)["sub"] == crv
