@@ -141,7 +141,7 @@ def _certificates(algorithm: str, document: dict[str, str], skipped: list[str]) 
     return keys
 
 
-def described(keys: KeySet) -> str:
+def _described(keys: KeySet) -> str:
     """``kid a, b`` (the keys of a set), ``one key`` (a PEM or a secret): for the log."""
     if not keys.by_kid:
         return "one key"
@@ -196,8 +196,9 @@ class RuleKeys:
         looking.add_done_callback(looked)
 
     def _read(self, seen: object, material: bytes) -> tuple[object, object]:
-        """(what was found, what to do): None, nothing; a str, a problem; (bytes, KeySet), new
-        keys. Runs in a thread: stat, read and parse never block the loop."""
+        """(what was found, what to do): None, nothing new; True, the file holds the keys in use;
+        a str, a problem; (bytes, KeySet), new keys. Runs in a thread: stat, read and parse
+        never block the loop."""
         assert self.path is not None
         try:
             stat = os.stat(self.path)
@@ -213,7 +214,7 @@ class RuleKeys:
         except OSError as err:
             return found, f"cannot read it: {err.strerror}"
         if data == material:
-            return found, None  # rewritten as it was (a cron fetching unchanged keys)
+            return found, True  # rewritten as it was (a cron fetching unchanged keys)
         try:
             return found, (data, parse_key_set(self.algorithm, data))
         except ValueError as err:
@@ -227,13 +228,13 @@ class RuleKeys:
                 self.key,
                 self.path,
                 outcome,
-                described(self.current),
+                _described(self.current),
             )
             self._failing = True
         elif isinstance(outcome, tuple):
             self.material, self.current = outcome
             self._failing = False
-            log.info("%s: %s changed: verifying with %s", self.key, self.path, described(self.current))
-        elif self._failing and not isinstance(found, str):
+            log.info("%s: %s changed: verifying with %s", self.key, self.path, _described(self.current))
+        elif outcome is True and self._failing:
             self._failing = False
-            log.info("%s: %s is as it was again (%s)", self.key, self.path, described(self.current))
+            log.info("%s: %s is as it was again (%s)", self.key, self.path, _described(self.current))

@@ -221,6 +221,11 @@ async def test_a_replaced_key_file_is_used_and_a_broken_one_leaves_the_keys_befo
         assert "not a PEM public key or certificate, nor a JSON key set" in logged[1]
         assert "kid 'a' is a shared secret" in logged[2]
         assert ": cannot read it: No such file or directory; still verifying" in logged[3]
+        said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert len(said) == 1 and said[0].endswith("keys.json changed: verifying with kid a, b"), said
+        await asyncio.to_thread(replace, path, jwks(jwk(RSA_A, "a"), jwk(RSA_B, "b")))  # back as it was
+        await until(lambda: len(caplog.records) == 6)
+        assert caplog.records[-1].getMessage().endswith("keys.json is as it was again (kid a, b)")
         await asyncio.to_thread(replace, path, jwks(jwk(RSA_B, "b")))
         await until(lambda: kids(keys) == ["b"])
         with pytest.raises(JwtError) as err:  # the key taken out of the file is gone
