@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from addons.jwks import RuleKeys
 from addons.rules import (
     MAX_TEXT,
     Condition,
@@ -32,6 +33,7 @@ from addons.rules import (
     compile_match,
     holding_operations,
     money,
+    source_keys,
 )
 from gateway.events import Conversion, iso, order_key
 from gateway.ids import Uuid7
@@ -59,12 +61,15 @@ class Conversions:
         self.metrics: Metrics = ctx.metrics
         self.node = ctx.settings.node
         self.new_id = Uuid7()
-        keys = ctx.settings.rule_keys
+        settings = ctx.settings
+        self.key_files: list[RuleKeys] = []
+        """The rules' JWT keys: those read from a file follow it while the chain runs."""
         compiled = []
-        for i, rule in enumerate(ctx.settings.options.conversions):
+        for i, rule in enumerate(settings.options.conversions):
 
-            def source(name: str, value: Source, i: int = i) -> Extractor:
-                return Extractor(value, keys.get(f"conversions[{i}].{name}"))
+            def source(name: str, value: Source, i: int = i, rule_name: str = rule.name) -> Extractor:
+                at = f"conversions[{i}].{name}"
+                return Extractor(value, source_keys(settings, at, value, rule_name))
 
             value = source("value", rule.value) if isinstance(rule.value, Source) else rule.value
             currency = (
@@ -72,10 +77,12 @@ class Conversions:
             )
             order_id = source("order_id", rule.order_id) if rule.order_id is not None else None
             when = tuple(
-                Condition(c, keys.get(f"conversions[{i}].when[{k}]")) for k, c in enumerate(rule.when)
+                Condition(c, source_keys(settings, f"conversions[{i}].when[{k}]", c, rule.name))
+                for k, c in enumerate(rule.when)
             )
             reads = [e for e in (value, currency, order_id) if isinstance(e, Extractor)]
             reads += [c.read for c in when]
+            self.key_files += [e.keys for e in reads if e.keys is not None]
             compiled.append(
                 (
                     rule.method,
@@ -94,6 +101,14 @@ class Conversions:
             )
         self.index = RuleIndex(compiled)
         self.enabled = bool(compiled)  # no rules: left out of the chain, costs requests nothing
+
+    async def running(self) -> None:
+        for keys in self.key_files:
+            keys.start()
+
+    def done(self) -> None:
+        for keys in self.key_files:
+            keys.stop()
 
     def request(self, ex: Exchange) -> None:
         self.index.request(ex)

@@ -4,7 +4,8 @@ Pure functions, no I/O: ``load_key`` turns configured key material (an HMAC
 secret, or a PEM public key or X.509 certificate) into a ``Verifier`` for one algorithm (HS/RS/ES
 256/384/512, via ``cryptography``); ``read_claims`` checks the signature (the
 token's ``alg`` must be the configured one, so ``none`` and algorithm swaps
-fail) and ``exp``/``nbf`` when present. Without a verifier a token is only
+fail; with a ``KeySet``, against the key its ``kid`` names) and ``exp``/``nbf``
+when present. Without a verifier a token is only
 decoded — rules allow that only with an explicit ``verify = false``.
 """
 
@@ -53,7 +54,7 @@ class Verifier:
     """(signing input, signature) → valid."""
 
 
-def _public_key(material: bytes) -> PublicKeyTypes:
+def pem_public_key(material: bytes) -> PublicKeyTypes:
     """The key of a PEM public key, or of an X.509 certificate: what Auth0 ("signing
     certificate") and Firebase (Google's ``x509`` key list) hand out. Its dates are not
     checked: a provider's signing certificate is self-signed, the key is what counts."""
@@ -64,18 +65,25 @@ def _public_key(material: bytes) -> PublicKeyTypes:
 
 def load_key(algorithm: str, material: bytes) -> Verifier:
     """A verifier for ``algorithm`` with an HMAC secret or a PEM public key (ValueError if unfit)."""
-    family, bits = algorithm[:2], algorithm[2:]
-    digest, hash_cls = _HASHES[bits]
-    if family == "HS":
+    if algorithm.startswith("HS"):
+        digest = _HASHES[algorithm[2:]][0]
 
         def check_hmac(data: bytes, sig: bytes) -> bool:
             return hmac.compare_digest(hmac.new(material, data, digest).digest(), sig)
 
         return Verifier(algorithm, check_hmac)
     try:
-        public = _public_key(material)
+        public = pem_public_key(material)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ValueError("not a PEM public key or certificate") from None
+    return public_verifier(algorithm, public)
+
+
+def public_verifier(algorithm: str, public: PublicKeyTypes) -> Verifier:
+    """A verifier for RS or ES ``algorithm`` with this public key (ValueError if of another
+    kind or curve)."""
+    family = algorithm[:2]
+    hash_cls = _HASHES[algorithm[2:]][1]
     if family == "RS" and isinstance(public, rsa.RSAPublicKey):
         rsa_key = public
 
@@ -111,8 +119,31 @@ def _b64(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
-def read_claims(token: str, verifier: Verifier | None, now: float) -> dict[str, Any]:
-    """The claims of a compact JWS; JwtError(reason) when malformed, badly signed or expired."""
+@dataclass(frozen=True)
+class KeySet:
+    """The keys a rule verifies with. From a key set (``addons/jwks.py``) the token's ``kid``
+    picks the key, and a token without one is checked only when the set holds one key; a
+    lone PEM or secret (``by_kid`` false) checks every token, whatever its ``kid``."""
+
+    algorithm: str
+    keys: tuple[tuple[str, Verifier], ...]
+    """(kid, verifier), in the order given; a kid may come twice (each is tried)."""
+    by_kid: bool = True
+
+    @classmethod
+    def lone(cls, verifier: Verifier) -> KeySet:
+        return cls(verifier.algorithm, (("", verifier),), by_kid=False)
+
+    def pick(self, kid: object) -> list[Verifier]:
+        """The keys a token with this ``kid`` (None: none given) is checked with."""
+        if not self.by_kid or (kid is None and len(self.keys) == 1):
+            return [verifier for _, verifier in self.keys]
+        return [verifier for key_id, verifier in self.keys if key_id == kid]
+
+
+def read_claims(token: str, verifier: Verifier | KeySet | None, now: float) -> dict[str, Any]:
+    """The claims of a compact JWS; JwtError(reason) when malformed, badly signed or expired
+    (or, with a key set, signed by a key it does not hold: ``jwt_unknown_kid``)."""
     if len(token) > MAX_TOKEN or not token.isascii():
         raise JwtError("jwt_malformed")
     parts = token.split(".")
@@ -129,7 +160,11 @@ def read_claims(token: str, verifier: Verifier | None, now: float) -> dict[str, 
     if verifier is not None:
         if header.get("alg") != verifier.algorithm:
             raise JwtError("jwt_algorithm")
-        if not verifier.check(f"{parts[0]}.{parts[1]}".encode(), signature):
+        verifiers = verifier.pick(header.get("kid")) if isinstance(verifier, KeySet) else [verifier]
+        if not verifiers:
+            raise JwtError("jwt_unknown_kid")
+        data = f"{parts[0]}.{parts[1]}".encode()
+        if not any(v.check(data, signature) for v in verifiers):
             raise JwtError("jwt_signature")
     exp, nbf = claims.get("exp"), claims.get("nbf")
     if exp is not None and (not _is_number(exp) or now > exp + LEEWAY):

@@ -30,8 +30,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from addons.campaign import hostname
-from addons.jws import JwtError, Verifier, load_key, read_claims
+from addons.jwks import RuleKeys
+from addons.jws import JwtError, read_claims
 from gateway.codings import readable_accept_encoding
+from gateway.config import Settings, resolve_path
 from gateway.events import MAX_VALUE
 from gateway.keys import MAX_USER_ID
 from gateway.pipeline import Exchange, parse_cookies, split_query
@@ -299,13 +301,25 @@ def sent_cookie(cookies: Mapping[str, str], name: str) -> str | None:
     return next((value for cookie, value in cookies.items() if cookie.startswith(prefix) and value), None)
 
 
+def source_keys(settings: Settings, at: str, source: Source, rule: str) -> RuleKeys | None:
+    """The keys the JWT source at TOML key ``at`` (of rule ``rule``) verifies with, as the
+    config read them; from a file, kept up to date with it once started (``running``).
+    None: it verifies none."""
+    material = settings.rule_keys.get(at)
+    if material is None:
+        return None
+    path = None if source.key.startswith("env:") else resolve_path(settings.base_dir, source.key)
+    return RuleKeys(f"{at}.key (rule {rule!r})", source.algorithm, material, path)
+
+
 class Extractor:
     """One configured source, ready to read a value out of an exchange."""
 
-    def __init__(self, source: Source, key_material: bytes | None = None) -> None:
+    def __init__(self, source: Source, keys: RuleKeys | None = None) -> None:
         self.kind, self.name = source_kind(source)
         self.claim = source.claim
-        self.verifier: Verifier | None = load_key(source.algorithm, key_material) if key_material else None
+        self.keys = keys
+        """A JWT source's keys (``source_keys``); None: tokens are read unverified."""
         read = source.claim if self.kind.startswith("jwt_") else self.name
         # Checked again here, not only by the config check: such a field is never read.
         self.forbidden = any(FORBIDDEN_NAME.search(part) for part in read.split("/")) or (
@@ -418,7 +432,8 @@ class Extractor:
         if not token:
             return None
         try:
-            claims = read_claims(token, self.verifier, ex.request.ts.timestamp())
+            keys = self.keys.current if self.keys is not None else None
+            claims = read_claims(token, keys, ex.request.ts.timestamp())
         except JwtError as err:
             raise ExtractError(err.reason) from None
         return claims.get(self.claim)
@@ -428,8 +443,8 @@ class Condition:
     """One entry of a rule's ``when``: its value must be present (not JSON ``null``), and equal
     ``equals`` or match ``matches`` when the rule says so."""
 
-    def __init__(self, condition: ConditionOptions, key_material: bytes | None = None) -> None:
-        self.read = Extractor(condition, key_material)
+    def __init__(self, condition: ConditionOptions, keys: RuleKeys | None = None) -> None:
+        self.read = Extractor(condition, keys)
         self.equals = condition.equals
         self.matches = re.compile(condition.matches) if condition.matches is not None else None
         self.absent = condition.absent

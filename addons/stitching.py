@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from addons.jwks import RuleKeys
 from addons.rules import (
     Condition,
     ExtractError,
@@ -22,6 +23,7 @@ from addons.rules import (
     RuleIndex,
     compile_match,
     holding_operations,
+    source_keys,
     user_id,
 )
 from gateway.events import Binding, iso
@@ -72,20 +74,36 @@ class Stitching:
         self.metrics: Metrics = ctx.metrics
         self.node = ctx.settings.node
         self.new_id = Uuid7()
+        self.key_files: list[RuleKeys] = []
+        """The rules' JWT keys: those read from a file follow it while the chain runs."""
         self.recent = RecentPairs()
         """Pairs not bound again; ``gateway import``'s worker processes keep none (each binds at
         every fire) and the importer applies the same rule to their bindings, in file order."""
         compiled = []
-        keys = ctx.settings.rule_keys
+        settings = ctx.settings
         for i, rule in enumerate(rules):
-            extractor = Extractor(rule.user_id, keys.get(f"identity.rules[{i}].user_id"))
-            when = tuple(
-                Condition(c, keys.get(f"identity.rules[{i}].when[{k}]")) for k, c in enumerate(rule.when)
+            at = f"identity.rules[{i}]"
+            extractor = Extractor(
+                rule.user_id, source_keys(settings, f"{at}.user_id", rule.user_id, rule.name)
             )
-            match = compile_match(rule, [extractor, *(c.read for c in when)])
+            when = tuple(
+                Condition(c, source_keys(settings, f"{at}.when[{k}]", c, rule.name))
+                for k, c in enumerate(rule.when)
+            )
+            reads = [extractor, *(c.read for c in when)]
+            self.key_files += [e.keys for e in reads if e.keys is not None]
+            match = compile_match(rule, reads)
             compiled.append((rule.method, match, _Rule(rule.name, extractor, rule.lowercase, when)))
         self.index = RuleIndex(compiled)
         self.enabled = bool(compiled)  # no rules: left out of the chain, costs requests nothing
+
+    async def running(self) -> None:
+        for keys in self.key_files:
+            keys.start()
+
+    def done(self) -> None:
+        for keys in self.key_files:
+            keys.stop()
 
     def request(self, ex: Exchange) -> None:
         self.index.request(ex)

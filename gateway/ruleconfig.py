@@ -3,7 +3,7 @@
 Owns the rule option structs (a match, success statuses, ``when`` conditions,
 value sources), the checks done once at start-up — each problem naming its TOML key, e.g.
 ``identity.rules[1].path: not a valid regular expression (…): …`` — and the
-loading of JWT verification keys (from the environment or a PEM file). Fields
+loading of JWT verification keys (from the environment, a PEM or a key set file). Fields
 named like a credential (``FORBIDDEN_NAME``), and headers that carry one
 (``CREDENTIAL_HEADERS``), are refused here and again where values are extracted
 (``addons/rules.py``).
@@ -83,7 +83,8 @@ class Source(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """JWT only: HS256/384/512, RS256/384/512 or ES256/384/512; required with ``key``."""
     key: str = ""
     """JWT only: the HMAC secret as ``env:NAME``, or a public key (or an X.509 certificate) as
-    a PEM file path or ``env:NAME``."""
+    a PEM file path or ``env:NAME``, or a key set file (JSON: a JWKS, or Google's map of key
+    IDs to certificates) whose token's ``kid`` picks the key, re-read when it changes."""
     verify: bool = True
     """JWT only: false reads an unverified token (allowed only without ``key``)."""
 
@@ -419,9 +420,10 @@ def rule_sources(
 def resolve_rule_keys(
     sources: Sequence[tuple[str, Source]], environ: Mapping[str, str], base_dir: Path, problems: list[str]
 ) -> dict[str, bytes]:
-    """Each JWT source's key: an HMAC secret from the environment, or a PEM public key (from
-    the environment or a file), checked against its algorithm now rather than per request."""
-    from addons.jws import load_key  # the verifier the rules use (addons import this module)
+    """Each JWT source's key: an HMAC secret from the environment, or a PEM public key or a
+    key set (from the environment or a file), checked against its algorithm now rather than
+    per request."""
+    from addons.jwks import parse_key_set  # the keys the rules use (addons import this module)
 
     keys: dict[str, bytes] = {}
     for at, source in sources:
@@ -448,7 +450,7 @@ def resolve_rule_keys(
             path = Path(source.key)
             path = path if path.is_absolute() else base_dir / path
             if what := special_file(path):
-                problems.append(f"{key}: {source.key} is {what}, not a file; name the PEM file")
+                problems.append(f"{key}: {source.key} is {what}, not a file; name the PEM or key set file")
                 continue
             try:
                 raw = path.read_bytes()
@@ -456,7 +458,7 @@ def resolve_rule_keys(
                 problems.append(f"{key}: cannot read {source.key}: {err.strerror}")
                 continue
         try:
-            load_key(source.algorithm, raw)  # a PEM of the right kind (and curve), parsed now
+            parse_key_set(source.algorithm, raw)  # a PEM or key set for the algorithm, parsed now
         except ValueError as err:
             problems.append(f"{key}: {err}")
             continue

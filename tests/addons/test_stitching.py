@@ -319,7 +319,11 @@ def test_config_rejects_bad_sources(source: str, expected: str) -> None:
     [
         ("ES256", "p384", "identity.rules[0].user_id.key: ES256 needs an EC public key on secp256r1"),
         ("RS256", "p256", "identity.rules[0].user_id.key: RS256 needs an RSA public key"),
-        ("ES256", "garbage", "identity.rules[0].user_id.key: not a PEM public key or certificate"),
+        (
+            "ES256",
+            "garbage",
+            "identity.rules[0].user_id.key: not a PEM public key or certificate, nor a JSON key set",
+        ),
     ],
 )
 def test_config_checks_public_keys(tmp_path: Any, algorithm: str, content: str, expected: str) -> None:

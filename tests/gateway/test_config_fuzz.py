@@ -291,7 +291,7 @@ def test_commands_name_what_they_cannot_read(
         ('[geo]\nasn_db = "."\n', "geo.asn_db: {dot} is a folder, not a file; name the .mmdb file"),
         ('[[identity.rules]]\nname = "r"\npath = "/x"\nstatus = [200]\n'
          'user_id = {jwt_cookie = "t", claim = "sub", algorithm = "RS256", key = "pipe"}\n',
-         "identity.rules[0].user_id.key: pipe is a named pipe, not a file; name the PEM file"),
+         "identity.rules[0].user_id.key: pipe is a named pipe, not a file; name the PEM or key set file"),
     ],
 )  # fmt: skip
 def test_a_named_pipe_where_a_file_belongs_is_a_config_error(
