@@ -110,6 +110,7 @@ def entry(number: int, raw: Any) -> Entry:
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise EntryError(f"{label} ({method}): request.url is not an http(s) URL: {url!r}"[:300])
     label = f"{label} ({method} {parts.path or '/'})"
+    host = parts.netloc.rpartition("@")[2]  # a URL's user:password@ is no part of the Host
 
     def fail(message: str) -> EntryError:
         return EntryError(f"{label}: {message}")
@@ -129,12 +130,12 @@ def entry(number: int, raw: Any) -> Entry:
     if "set-cookie" not in response_headers:
         for cookie in _cookies(response, "response", fail):
             response_headers.add("set-cookie", _set_cookie_line(cookie))
-    request_headers.setdefault("host", parts.netloc)
+    request_headers.setdefault("host", host)
     return Entry(
         number=number,
         method=method,
         scheme=parts.scheme,
-        host=parts.netloc,
+        host=host,
         path=parts.path or "/",
         query=parts.query,
         ts=_started(raw.get("startedDateTime"), fail),

@@ -69,6 +69,8 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
         for _, text in sorted(said, key=lambda said: said[0]):
             print(text)
         print(_summary_line(summary))
+        for note in summary["notes"]:
+            print(f"note: {note}")
     return 1 if problems else 0
 
 
@@ -135,12 +137,23 @@ def _summary(
             counts = rules[(o.kind, o.rule)]
             counts["matched"] += 1
             counts["fired"] += len(o.fired)
+    notes = []
+    credentials = [f"{rule.kind} {rule.name}" for rule in trier.rules if rule.credentials]
+    sent = ("cookie", "set-cookie", "authorization")
+    if credentials and not any(
+        name in e.request_headers or name in e.response_headers for e, _ in tried for name in sent
+    ):
+        notes.append(
+            f"{', '.join(credentials)} read a cookie or the Authorization header, and no entry holds one:"
+            " a HAR exported sanitized (Chrome's default) leaves them out; export it with sensitive data"
+        )
     return {
         "entries": len(tried) + len(problems),
         "unreadable": len(problems),
         "matched": sum(1 for _, outcomes in tried if outcomes),
         "rules": list(rules.values()),
         "matched_nothing": [f"{r['kind']} {r['rule']}" for r in rules.values() if not r["matched"]],
+        "notes": notes,
     }
 
 
@@ -151,7 +164,9 @@ def _summary_line(summary: dict[str, Any]) -> str:
         for r in summary["rules"]
         if r["matched"]
     )
-    line = f"{summary['entries']:,} entries read{unreadable}, {summary['matched']:,} matched a rule"
+    entries = summary["entries"]
+    line = f"{entries:,} {'entry' if entries == 1 else 'entries'} read{unreadable}"
+    line += f", {summary['matched']:,} matched a rule"
     line += f"; fired: {fired}" if fired else ""
     if summary["matched_nothing"]:
         line += f"; matched nothing: {', '.join(summary['matched_nothing'])}"

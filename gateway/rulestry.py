@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from addons.conversions import Conversions
-from addons.rules import Condition, ExtractError, RuleIndex, compared_text
+from addons.rules import Condition, ExtractError, Extractor, RuleIndex, compared_text
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
 from gateway.events import Binding, Conversion
@@ -33,6 +33,9 @@ from gateway.ruleconfig import ConversionRule, IdentityRule
 
 KINDS = {"stitching": "identity", "conversions": "conversion"}
 """The addons that run rules, and what their rules are called."""
+CREDENTIAL_SOURCES = frozenset({"cookie", "set_cookie", "jwt_cookie", "jwt_authorization"})
+"""Sources that read what Chrome's default HAR export ("sanitized") leaves out: the
+``Cookie``, ``Set-Cookie`` and ``Authorization`` headers."""
 _NOT_IN_HAR = "{} body not in the HAR: the rule reads the body; export with content"
 
 
@@ -59,6 +62,8 @@ class _Rule:
     statuses: list[int]
     when: tuple[Condition, ...]
     metrics: Metrics
+    credentials: bool
+    """It reads a cookie or the ``Authorization`` header (``CREDENTIAL_SOURCES``)."""
 
 
 class Trier:
@@ -88,8 +93,13 @@ class Trier:
             ]
             for method, match, rule in sorted(found, key=lambda found: order.get(found[2].name, 0)):
                 single = RuleIndex([(method, match, rule)])
+                fields = (getattr(rule, f, None) for f in ("user_id", "value", "currency", "order_id"))
+                reads = [e for e in fields if isinstance(e, Extractor)] + [c.read for c in rule.when]
+                credentials = any(e.kind in CREDENTIAL_SOURCES for e in reads)
                 self.rules.append(
-                    _Rule(KINDS[name], rule.name, single, sorted(match.status), rule.when, metrics)
+                    _Rule(
+                        KINDS[name], rule.name, single, sorted(match.status), rule.when, metrics, credentials
+                    )
                 )
 
     def exchange(self, entry: Entry) -> Exchange:
