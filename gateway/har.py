@@ -61,10 +61,6 @@ class Entry:
     response_body: bytes | None
     """None: the answer had a body the file does not hold (exported without content)."""
 
-    @property
-    def label(self) -> str:
-        return f"entry {self.number} ({self.method} {self.path})"
-
 
 def read_har(path: Path) -> tuple[list[Entry], list[tuple[int, str]]]:
     """The file's entries that can be tried, and for each that cannot its number and one line

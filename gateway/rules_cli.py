@@ -64,7 +64,8 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
         document = {"file": args.har, "entries": shown, "unreadable": unreadable, "summary": summary}
         print(json.dumps(document, ensure_ascii=False, indent=1))
     else:
-        said = [(e.number, _entry_table(e, outcomes)) for e, outcomes in tried if outcomes or args.all]
+        hosts = len({entry.host for entry in entries})
+        said = [(e.number, _entry_table(e, outcomes, hosts)) for e, outcomes in tried if outcomes or args.all]
         said += [(number, f"{problem} (not tried)") for number, problem in problems]
         for _, text in sorted(said, key=lambda said: said[0]):
             print(text)
@@ -96,8 +97,11 @@ def _said(outcome: Outcome) -> list[str]:
 _CONVERSION = (("value", "value"), ("currency", "currency"), ("order_id", "order ID"))
 
 
-def _entry_table(entry: Entry, outcomes: list[Outcome]) -> str:
-    lines = [f"entry {entry.number}  {entry.method} {entry.path}  {entry.status}"]
+def _entry_table(entry: Entry, outcomes: list[Outcome], hosts: int) -> str:
+    """``hosts``: how many the file's requests went to; with more than one, each entry says its
+    own (a rule without ``host`` matches any, and a HAR holds other sites' requests too)."""
+    host = f"  ({entry.host})" if hosts > 1 else ""
+    lines = [f"entry {entry.number}  {entry.method} {entry.path}  {entry.status}{host}"]
     for outcome in outcomes:
         lines += _said(outcome)
     if not outcomes:
@@ -109,6 +113,7 @@ def _entry_json(entry: Entry, outcomes: list[Outcome]) -> dict[str, Any]:
     return {
         "entry": entry.number,
         "method": entry.method,
+        "host": entry.host,
         "path": entry.path,
         "status": entry.status,
         "started": entry.ts.isoformat(),

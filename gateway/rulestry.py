@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,8 +132,9 @@ class Trier:
         if not matched:
             return []
         ex = self.exchange(entry)
-        for addon, _ in self.addons:
-            addon.request(ex)
+        failed: dict[int, str] = {}
+        for addon, metrics in self.addons:
+            _call(addon.request, ex, metrics, failed)
         # As the host reads them: within the largest max_body the matching rules asked for.
         if ex.want_request_body and entry.request_body is not None:
             ex.request_body = entry.request_body if len(entry.request_body) <= ex.want_request_body else None
@@ -142,10 +143,14 @@ class Trier:
             ex.response_body = entry.response_body if fits else None
         ex.response = ResponseView(entry.status, entry.response_headers)
         before = {id(metrics): _failures(metrics) for _, metrics in self.addons}
-        for addon, _ in self.addons:
-            addon.response(ex)
+        for addon, metrics in self.addons:
+            _call(addon.response, ex, metrics, failed)
         counted = {id(metrics): _failures(metrics) - before[id(metrics)] for _, metrics in self.addons}
-        return [self._outcome(entry, ex, probe, rule, counted) for rule, probe in matched]
+        outcomes = [self._outcome(entry, ex, probe, rule, counted) for rule, probe in matched]
+        for (rule, _), outcome in zip(matched, outcomes, strict=True):
+            if id(rule.metrics) in failed and not outcome.fired:
+                outcome.reason = failed[id(rule.metrics)]
+        return outcomes
 
     def _outcome(
         self,
@@ -158,7 +163,10 @@ class Trier:
         out = Outcome(rule.kind, rule.name)
         assert ex.response is not None
         if not rule.index.fired(ex):
-            out.reason = f"status {ex.response.status} not in status {rule.statuses}"
+            status = ex.response.status
+            out.reason = f"status {status} not in status {rule.statuses}"
+            if status == 0:  # how browsers write a request that got no answer
+                out.reason += " (0: no answer; the request failed or was blocked)"
             return out
         mine = counted[id(rule.metrics)]
         reasons = [reason for (name, reason), n in mine.items() if name == rule.name for _ in range(n)]
@@ -179,6 +187,15 @@ class Trier:
         if not out.fired:
             out.reason = "; ".join(out.counted) if out.counted else _unheld(rule.when, ex)
         return out
+
+
+def _call(hook: Callable[[Exchange], None], ex: Exchange, metrics: Metrics, failed: dict[int, str]) -> None:
+    """A hook run as the pipeline runs it, a failure kept to say instead of a traceback (live it
+    is logged and counted in ``gateway_addon_errors_total``, and the page still served)."""
+    try:
+        hook(ex)
+    except Exception as err:
+        failed[id(metrics)] = f"the addon failed ({type(err).__name__}: {err}): a bug, please report it"
 
 
 def _failures(metrics: Metrics) -> Counter[tuple[str, str]]:

@@ -442,3 +442,30 @@ def test_config_problems_and_no_rules_exit_2(tmp_path: Path) -> None:
     assert code == 2
     said = "no [[identity.rules]] and no [[conversions]]: no rule to try"
     assert err == f"gateway: {tmp_path / 'gateway.toml'}: {said}\n"
+
+
+def test_another_host_s_request_is_named_and_a_request_without_answer_said(tmp_path: Path) -> None:
+    """A HAR holds every site the page called (analytics, a payment provider), which the gateway
+    never sees: a rule without ``host`` matching one of them is shown with that host. A request
+    that got no answer (blocked, cancelled) is written with status 0."""
+    ours = by_hand("POST", "/newsletter", 200)
+    theirs = by_hand("POST", "/newsletter", 200)
+    theirs["request"]["url"] = "https://mailer.example:8443/newsletter"
+    blocked = by_hand("POST", "/login", 0)
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, [ours, theirs, blocked])), "-c", str(config(tmp_path))
+    )
+    assert code == 0
+    assert out.splitlines()[:6] == [
+        "entry 1  POST /newsletter  200  (shop.example)",
+        "  conversion newsletter: fired, value 1.0",
+        "entry 2  POST /newsletter  200  (mailer.example:8443)",
+        "  conversion newsletter: fired, value 1.0 (a duplicate of entry 1's: the store records it once)",
+        "entry 3  POST /login  0  (shop.example)",
+        "  identity login: not fired: status 0 not in status [302, 303] (0: no answer; the request failed"
+        " or was blocked)",
+    ]
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, [ours, theirs])), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert [e["host"] for e in json.loads(out)["entries"]] == ["shop.example", "mailer.example:8443"]
