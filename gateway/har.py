@@ -29,6 +29,14 @@ from multidict import CIMultiDict
 
 _CHARSET = re.compile(r"(?i)\bcharset\s*=\s*\"?([^\";\s]+)")
 _EMPTY_ANSWERS = frozenset({204, 304})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""A method name (RFC 9110 ``token``)."""
+
+
+def printable(text: str) -> str:
+    """``text`` as printed to a terminal: a character that is not printable (an escape sequence
+    in a recorded URL or answer) written as its Python escape."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class HarError(Exception):
@@ -100,12 +108,12 @@ def entry(number: int, raw: Any) -> Entry:
     if not isinstance(request, dict):
         raise EntryError(f"{label}: no request object")
     method, url = request.get("method"), request.get("url")
-    if not isinstance(method, str) or not method:
-        raise EntryError(f"{label}: request.method is not a method name")
+    if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+        raise EntryError(f"{label}: request.method is not a method name: {method!r}"[:200])
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise EntryError(f"{label} ({method}): request.url is not an http(s) URL: {url!r}"[:300])
-    label = f"{label} ({method} {parts.path or '/'})"
+    label = f"{label} ({method} {printable(parts.path or '/')})"
     host = parts.netloc.rpartition("@")[2]  # a URL's user:password@ is no part of the Host
 
     def fail(message: str) -> EntryError:

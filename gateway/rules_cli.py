@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ConfigError, load_settings
-from gateway.har import Entry, HarError, read_har
+from gateway.har import Entry, HarError, printable, read_har
 from gateway.rulestry import Outcome, Trier
 
 EXIT_CONFIG = 2
@@ -100,8 +100,8 @@ _CONVERSION = (("value", "value"), ("currency", "currency"), ("order_id", "order
 def _entry_table(entry: Entry, outcomes: list[Outcome], hosts: int) -> str:
     """``hosts``: how many the file's requests went to; with more than one, each entry says its
     own (a rule without ``host`` matches any, and a HAR holds other sites' requests too)."""
-    host = f"  ({entry.host})" if hosts > 1 else ""
-    lines = [f"entry {entry.number}  {entry.method} {entry.path}  {entry.status}{host}"]
+    host = f"  ({printable(entry.host)})" if hosts > 1 else ""
+    lines = [f"entry {entry.number}  {entry.method} {printable(entry.path)}  {entry.status}{host}"]
     for outcome in outcomes:
         lines += _said(outcome)
     if not outcomes:

@@ -25,7 +25,7 @@ from addons.rules import Condition, ExtractError, Extractor, RuleIndex, compared
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
 from gateway.events import Binding, Conversion
-from gateway.har import Entry
+from gateway.har import Entry, printable
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.pipeline import Context, Exchange, RequestView, ResponseView, Visitor
@@ -267,4 +267,4 @@ def _read(condition: Condition, ex: Exchange) -> str:
     shown = (
         json.dumps(text, ensure_ascii=False) if text is not None else json.dumps(value, ensure_ascii=False)
     )
-    return "its value is " + (shown if len(shown) <= 80 else shown[:79] + "…")
+    return "its value is " + printable(shown if len(shown) <= 80 else shown[:79] + "…")

@@ -469,3 +469,24 @@ def test_another_host_s_request_is_named_and_a_request_without_answer_said(tmp_p
         "rules", "try", str(har(tmp_path, [ours, theirs])), "-c", str(config(tmp_path)), "--format", "json"
     )
     assert [e["host"] for e in json.loads(out)["entries"]] == ["shop.example", "mailer.example:8443"]
+
+
+def test_what_a_recording_holds_is_printed_without_terminal_escapes(tmp_path: Path) -> None:
+    """A recorded URL or answer may hold anything, an escape sequence too: printed escaped."""
+    odd = by_hand("GET", "/\x1b[2Jx", 200)
+    answer = {"mimeType": "application/json", "text": '{"ok": "\\u009b2J\u00e9"}', "size": 12}
+    cleared = by_hand("POST", "/api/session", 200, answer)
+    odd_method = by_hand("GET", "/", 200)
+    odd_method["request"]["method"] = "GET\x1b[2J"
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, [odd, cleared, odd_method])), "-c", str(config(tmp_path)), "--all"
+    )
+    assert code == 1 and "\x1b" not in out and "\x9b" not in out
+    assert out.splitlines()[:5] == [
+        "entry 1  GET /\\x1b[2Jx  200",
+        "  no rule matched",
+        "entry 2  POST /api/session  200",
+        '  identity api-login: not fired: when[0] (response_json "/ok" equals "true") did not hold:'
+        ' its value is "\\x9b2Jé"',
+        "entry 3: request.method is not a method name: 'GET\\x1b[2J' (not tried)",
+    ]
