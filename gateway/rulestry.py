@@ -69,7 +69,7 @@ class _Rule:
 class Trier:
     def __init__(self, settings: Settings) -> None:
         self.keys = Keys.from_master(settings.secret, "plain")  # a bound user's key is their ID
-        self.addons: list[tuple[Any, Metrics]] = []
+        self.addons: list[tuple[Stitching | Conversions, Metrics]] = []
         self.rules: list[_Rule] = []
         self.seen: dict[str, int] = {}
         """Conversions' deduplication keys → the entry that first recorded one."""
