@@ -1,5 +1,6 @@
 """The ``gateway`` command: ``run``, ``check``, ``init``, ``doctor``, ``import``, ``replay-bad``,
-``send-test-event``, ``reclassify``, ``report``, ``sync --once``, ``mirror --once`` and ``sink send``.
+``send-test-event``, ``reclassify``, ``report``, ``sync --once``, ``mirror --once``, ``sink send``
+and ``rules try``.
 
 Config problems are printed one per line, each naming its TOML key, and the
 command exits 2; nothing prints a traceback for something the operator can fix.
@@ -48,6 +49,7 @@ from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.reload import live_settings, restart_needed
 from gateway.replay import cmd_replay_bad
+from gateway.rules_cli import add_parser as add_rules_parser
 from gateway.send_test import cmd_send_test_event, creator_arg, currency_arg, url_arg, value_arg
 from gateway.sharedcounts import SharedCounts
 from gateway.sink_cli import cmd_sink_send
@@ -1071,6 +1073,7 @@ def build_parser() -> argparse.ArgumentParser:
     send_user.set_defaults(func=cmd_sink_send)
     report_cli.add_parser(sub, DEFAULT_CONFIG)
     add_privacy_commands(sub, DEFAULT_CONFIG)
+    add_rules_parser(sub, DEFAULT_CONFIG)
     return parser
 
 

@@ -1399,3 +1399,47 @@ def test_commands_that_serve_nothing_need_no_admin_token(tmp_path: Path) -> None
     assert done.returncode == 2 and "sources[1].secrets[1]" in done.stderr, done.stderr
     # The gateway itself still needs them.
     assert "STRIPE_SECRET" in gateway("check", "-c", str(config), env=ENV).stderr
+
+
+def test_rules_try_exit_statuses(tmp_path: Path) -> None:
+    """``gateway rules try``, as the shell runs it: 0 when every entry was read (a rule that did
+    not fire is an answer, not a failure), 1 when the HAR or an entry of it cannot be read, 2
+    for a config problem or a wrong command line; no secret needed, never a traceback."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[storage]\npath = "{tmp_path / "g.db"}"\n'
+        '[[identity.rules]]\nname = "login"\npath = "/login"\nstatus = [302]\nuser_id = { form = "email" }\n'
+    )
+
+    def entry(status: int, url: str = "https://shop.example/login") -> dict[str, Any]:
+        return {
+            "startedDateTime": "2026-12-05T10:00:00Z",
+            "request": {
+                "method": "POST",
+                "url": url,
+                "headers": [],
+                "postData": {"mimeType": "application/x-www-form-urlencoded", "text": "email=ada"},
+            },
+            "response": {"status": status, "headers": [], "content": {"size": 0, "mimeType": "text/html"}},
+        }
+
+    session = tmp_path / "session.har"
+    session.write_text(json.dumps({"log": {"entries": [entry(302), entry(200)]}}))
+    done = gateway("rules", "try", str(session), "-c", str(config))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "  identity login: fired, user ID ada\n" in done.stdout
+    assert "  identity login: not fired: status 200 not in status [302]\n" in done.stdout
+    session.write_text(json.dumps({"log": {"entries": [entry(302), entry(302, "login")]}}))
+    done = gateway("rules", "try", str(session), "-c", str(config), "--format", "json")
+    assert (done.returncode, done.stderr) == (1, "")
+    assert json.loads(done.stdout)["unreadable"][0]["entry"] == 2
+    session.write_text("<html>")
+    done = gateway("rules", "try", str(session), "-c", str(config))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"gateway: {session}: not a HAR file: not JSON (Expecting value, line 1)\n"
+    config.write_text(config.read_text().replace("status = [302]", "status = [302, 999]"))
+    done = gateway("rules", "try", str(session), "-c", str(config))
+    assert done.returncode == 2 and "identity.rules[0].status" in done.stderr, done.stderr
+    done = gateway("rules", "try", str(session), "-c", str(config), "--format", "xml")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--format" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,285 @@
+"""A recorded browser session (HAR 1.2, a browser's "Save all as HAR with content") read into
+the requests and answers ``gateway rules try`` runs the rules on.
+
+Owns reading the file (``read_har``: JSON, ``log.entries``), each entry's checks (one
+line naming the entry and the field, ``entry 12 (POST /login): response.content.text is not
+base64``) and what an entry becomes: the request as the gateway's host would see it (method,
+scheme, host and path of its URL, its headers, its ``startedDateTime`` as the request's time),
+the answer's status and headers, and both bodies. A HAR's bodies are already decoded: a browser
+writes the body as the page got it, after any ``Content-Encoding`` (HAR 1.2 ``content.text``),
+so they are taken as they are, never decoded again. A body the file does not hold (exported
+without content) is ``None``, and said so, not taken for an empty one. Reads nothing else,
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from multidict import CIMultiDict
+
+_CHARSET = re.compile(r"(?i)\bcharset\s*=\s*\"?([^\";\s]+)")
+_EMPTY_ANSWERS = frozenset({204, 304})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""A method name (RFC 9110 ``token``)."""
+
+
+def printable(text: str) -> str:
+    """``text`` as printed to a terminal: a character that is not printable (an escape sequence
+    in a recorded URL or answer) written as its Python escape."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+class HarError(Exception):
+    """The file cannot be read as a HAR at all: one line saying why."""
+
+
+class EntryError(Exception):
+    """One entry cannot be tried: one line naming it and the field."""
+
+
+@dataclass(slots=True)
+class Entry:
+    """One request and its answer, as recorded."""
+
+    number: int
+    """1 for the file's first entry: the order of the browser's network panel."""
+    method: str
+    scheme: str
+    host: str
+    """The URL's host and port, as a ``Host`` header sends them."""
+    path: str
+    """As sent, still percent-encoded: what a rule's ``path`` matches."""
+    query: str
+    ts: datetime
+    request_headers: CIMultiDict[str]
+    status: int
+    response_headers: CIMultiDict[str]
+    request_body: bytes | None
+    """None: the request had a body the file does not hold."""
+    response_body: bytes | None
+    """None: the answer had a body the file does not hold (exported without content)."""
+
+
+def read_har(path: Path) -> tuple[list[Entry], list[tuple[int, str]]]:
+    """The file's entries that can be tried, and for each that cannot its number and one line
+    saying why (in file order); HarError when the file is not a HAR."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise HarError(f"cannot read {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise HarError(f"{path}: not a HAR file: not UTF-8 text (byte {err.start})") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HarError(f"{path}: not a HAR file: not JSON ({err.msg}, line {err.lineno})") from None
+    except RecursionError:
+        raise HarError(f"{path}: not a HAR file: JSON nested too deep") from None
+    log = document.get("log") if isinstance(document, dict) else None
+    entries = log.get("entries") if isinstance(log, dict) else None
+    if not isinstance(entries, list):
+        raise HarError(
+            f'{path}: not a HAR file: no log.entries list (a HAR is {{"log": {{"entries": [...]}}}})'
+        )
+    read: list[Entry] = []
+    problems: list[tuple[int, str]] = []
+    for number, raw in enumerate(entries, 1):
+        try:
+            read.append(entry(number, raw))
+        except EntryError as err:
+            problems.append((number, str(err)))
+    return read, problems
+
+
+def entry(number: int, raw: Any) -> Entry:
+    """One ``log.entries`` item; EntryError naming it and what is wrong."""
+    label = f"entry {number}"
+    request = raw.get("request") if isinstance(raw, dict) else None
+    if not isinstance(request, dict):
+        raise EntryError(f"{label}: no request object")
+    method, url = request.get("method"), request.get("url")
+    if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+        raise EntryError(f"{label}: request.method is not a method name: {method!r}"[:200])
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise EntryError(f"{label} ({method}): request.url is not an http(s) URL: {url!r}"[:300])
+    label = f"{label} ({method} {printable(parts.path or '/')})"
+    host = parts.netloc.rpartition("@")[2]  # a URL's user:password@ is no part of the Host
+
+    def fail(message: str) -> EntryError:
+        return EntryError(f"{label}: {message}")
+
+    response = raw.get("response")
+    if not isinstance(response, dict):
+        raise fail("no response object")
+    status = response.get("status")
+    if not isinstance(status, int) or isinstance(status, bool):
+        raise fail(f"response.status is not a number: {status!r}")
+    request_headers = _headers(request, "request", fail)
+    response_headers = _headers(response, "response", fail)
+    if "cookie" not in request_headers:  # some exporters list the cookies alone
+        sent = [f"{c['name']}={c['value']}" for c in _cookies(request, "request", fail)]
+        if sent:
+            request_headers["cookie"] = "; ".join(sent)
+    if "set-cookie" not in response_headers:
+        for cookie in _cookies(response, "response", fail):
+            response_headers.add("set-cookie", _set_cookie_line(cookie))
+    request_headers.setdefault("host", host)
+    return Entry(
+        number=number,
+        method=method,
+        scheme=parts.scheme,
+        host=host,
+        path=parts.path or "/",
+        query=parts.query,
+        ts=_started(raw.get("startedDateTime"), fail),
+        request_headers=request_headers,
+        status=status,
+        response_headers=response_headers,
+        request_body=_request_body(request, request_headers, fail),
+        response_body=_response_body(response, response_headers, status, method, fail),
+    )
+
+
+def _headers(part: dict[str, Any], name: str, fail: Callable[[str], EntryError]) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    listed = part.get("headers", [])
+    if not isinstance(listed, list):
+        raise fail(f"{name}.headers is not a list")
+    for i, header in enumerate(listed):
+        key = header.get("name") if isinstance(header, dict) else None
+        value = header.get("value") if isinstance(header, dict) else None
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise fail(f"{name}.headers[{i}] is not a {{name, value}} pair of strings")
+        if key.startswith(":"):  # HTTP/2's pseudo-headers: the URL and status say them
+            continue
+        # Some exporters write a response's Set-Cookie lines as one value, a line each.
+        lines = value.split("\n") if key.lower() == "set-cookie" else [value]
+        for line in lines:
+            headers.add(key.lower(), line)
+    return headers
+
+
+def _cookies(part: dict[str, Any], name: str, fail: Callable[[str], EntryError]) -> list[dict[str, Any]]:
+    listed = part.get("cookies", [])
+    if not isinstance(listed, list):
+        raise fail(f"{name}.cookies is not a list")
+    for i, cookie in enumerate(listed):
+        if not (
+            isinstance(cookie, dict)
+            and isinstance(cookie.get("name"), str)
+            and isinstance(cookie.get("value"), str)
+        ):
+            raise fail(f"{name}.cookies[{i}] has no name and value strings")
+    return listed
+
+
+def _set_cookie_line(cookie: dict[str, Any]) -> str:
+    """A ``Set-Cookie`` value from a HAR cookie object (its expiry kept: a deletion stays one)."""
+    line = f"{cookie['name']}={cookie['value']}"
+    expires = cookie.get("expires")
+    if isinstance(expires, str) and expires:
+        try:
+            when = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+        except ValueError:
+            return line
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        line += "; Expires=" + when.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return line
+
+
+def _started(value: Any, fail: Callable[[str], EntryError]) -> datetime:
+    """``startedDateTime`` (ISO 8601): the request's time, which a JWT's ``exp`` and a cookie's
+    ``Expires`` are judged at, as when it was recorded."""
+    if not isinstance(value, str):
+        raise fail("startedDateTime is missing")
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(f"startedDateTime is not an ISO 8601 date: {value!r}"[:200]) from None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _request_body(
+    request: dict[str, Any], headers: CIMultiDict[str], fail: Callable[[str], EntryError]
+) -> bytes | None:
+    post = request.get("postData")
+    if post is None:
+        # Browsers leave postData out of a request without a body; one that says it had a body
+        # was exported without it.
+        length = headers.get("content-length", "0").strip()
+        return None if length.isdigit() and int(length) > 0 else b""
+    if not isinstance(post, dict):
+        raise fail("request.postData is not an object")
+    mime = post.get("mimeType")
+    if isinstance(mime, str) and mime and "content-type" not in headers:
+        headers["content-type"] = mime
+    text = post.get("text")
+    if text is None:
+        params = post.get("params")
+        form = headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded")
+        if isinstance(params, list) and form:  # a form listed field by field only
+            try:
+                return urlencode([(p["name"], p.get("value", "")) for p in params]).encode()
+            except (TypeError, KeyError):
+                raise fail("request.postData.params is not a list of {name, value}") from None
+        return None
+    if not isinstance(text, str):
+        raise fail("request.postData.text is not a string")
+    return _encoded(text, headers.get("content-type", ""))
+
+
+def _response_body(
+    response: dict[str, Any],
+    headers: CIMultiDict[str],
+    status: int,
+    method: str,
+    fail: Callable[[str], EntryError],
+) -> bytes | None:
+    content = response.get("content")
+    if content is None:
+        content = {}
+    if not isinstance(content, dict):
+        raise fail("response.content is not an object")
+    mime = content.get("mimeType")
+    if isinstance(mime, str) and mime and "content-type" not in headers:
+        headers["content-type"] = mime
+    text = content.get("text")
+    encoding = content.get("encoding") or ""
+    size = content.get("size")
+    if text is None or (text == "" and isinstance(size, int) and size > 0):
+        empty = status in _EMPTY_ANSWERS or method == "HEAD" or size == 0
+        return b"" if empty else None
+    if not isinstance(text, str):
+        raise fail("response.content.text is not a string")
+    if encoding == "base64":
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise fail("response.content.text is not base64") from None
+    if encoding:
+        raise fail(f"response.content.encoding is {encoding!r}: a HAR body is base64 or text")
+    return _encoded(text, headers.get("content-type", ""))
+
+
+def _encoded(text: str, content_type: str) -> bytes:
+    """A body's text as the bytes the site sent: in the charset its type names (a HAR holds text
+    as Unicode), UTF-8 when none, or when the text does not fit the charset named."""
+    declared = _CHARSET.search(content_type)
+    if declared is not None:
+        try:
+            return text.encode(declared.group(1))
+        except (LookupError, UnicodeError):
+            pass
+    return text.encode("utf-8", "surrogateescape")

@@ -1,0 +1,492 @@
+"""``gateway rules try SESSION.har``: the configured rules run on a recorded session, offline.
+
+The HARs are recorded here as a browser records one: requests sent to a real aiohttp site on
+loopback (a login form answering 302 or the form again, a JSON sign-in answered gzip-compressed,
+a checkout), each written down with the answer's headers as sent (``Content-Encoding``
+included) and its body as the client decoded it, as a browser's "Save all as HAR with content"
+writes it. Others are written by hand where a browser would write something a site cannot make
+it send (a base64 body, an export without content, a broken file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.cli import main
+from tests.jwts import certificate, token
+
+RULES = """
+[[identity.rules]]
+name = "login"
+path = "/login"
+status = [302, 303]
+user_id = { form = "email" }
+lowercase = true
+
+[[identity.rules]]
+name = "api-login"
+path = "/api/session"
+status = [200]
+when = [{ response_json = "/ok", equals = "true" }]
+user_id = { response_json = "/user/id" }
+
+[[conversions]]
+name = "purchase"
+path = "/checkout"
+status = [200]
+when = [{ response_json = "/result", equals = "success" }]
+value = { response_json = "/total" }
+currency = "EUR"
+order_id = { response_json = "/redirect", capture = "order-received/(\\\\d+)/" }
+
+[[conversions]]
+name = "newsletter"
+path = "/newsletter"
+status = [200]
+value = 1.0
+"""
+
+
+def config(tmp_path: Path, rules: str = RULES) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'[storage]\npath = "{tmp_path / "gateway.db"}"\n{rules}', encoding="utf-8")
+    return path
+
+
+def gateway(*argv: str) -> tuple[int, str, str]:
+    """The command, in this process: exit status, standard output, standard error."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+async def site_home(request: web.Request) -> web.Response:
+    return web.Response(text="<html>shop</html>", content_type="text/html")
+
+
+async def site_login(request: web.Request) -> web.Response:
+    form = await request.post()
+    if form.get("password") == "right":
+        raise web.HTTPSeeOther("/account", headers={"Set-Cookie": "sessionid=s1; Path=/; HttpOnly"})
+    return web.Response(text="<form>wrong password</form>", content_type="text/html")
+
+
+async def site_api_session(request: web.Request) -> web.Response:
+    sent = await request.json()
+    answer = {"ok": True, "user": {"id": 42}} if sent["password"] == "right" else {"ok": False}
+    response = web.json_response(answer)
+    response.enable_compression(web.ContentCoding.gzip)  # the browser decodes it; the HAR holds it decoded
+    return response
+
+
+async def site_checkout(request: web.Request) -> web.Response:
+    sent = await request.json()
+    if sent["card"] == "declined":
+        return web.json_response({"result": "failure", "messages": "declined"})
+    order = sent["order"]
+    redirect = f"https://shop.example/checkout/order-received/{order}/?key=wc_order_x"
+    return web.json_response({"result": "success", "total": "49.90", "redirect": redirect})
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_post("/login", site_login)
+    app.router.add_post("/api/session", site_api_session)
+    app.router.add_post("/checkout", site_checkout)
+    app.router.add_get("/", site_home)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    listener = web.TCPSite(runner, "127.0.0.1", 0)
+    await listener.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def record(
+    session: aiohttp.ClientSession, method: str, url: str, body: str = "", kind: str = ""
+) -> Any:
+    """One request to the site and its answer, as a browser writes them in a HAR."""
+    headers = {"Content-Type": kind} if kind else {}
+    started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    async with session.request(
+        method, url, data=body.encode() or None, headers=headers, allow_redirects=False
+    ) as response:
+        text = await response.text()  # decoded, as the browser hands it to the page
+        sent = response.request_info.headers
+        entry = {
+            "startedDateTime": started,
+            "request": {
+                "method": method,
+                "url": url,
+                "headers": [{"name": k, "value": v} for k, v in sent.items()],
+                "cookies": [],
+            },
+            "response": {
+                "status": response.status,
+                "headers": [{"name": k.decode(), "value": v.decode()} for k, v in response.raw_headers],
+                "cookies": [],
+                "content": {"size": len(text.encode()), "mimeType": response.content_type, "text": text},
+            },
+        }
+        if body:
+            entry["request"]["postData"] = {"mimeType": kind, "text": body}
+        return entry
+
+
+def har(tmp_path: Path, entries: list[Any], name: str = "session.har") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps({"log": {"version": "1.2", "entries": entries}}), encoding="utf-8")
+    return path
+
+
+def by_hand(
+    method: str, path: str, status: int, content: dict[str, Any] | None = None, **request: Any
+) -> dict[str, Any]:
+    """An entry as a browser writes one (``content``: the answer's; ``request``: more of the request)."""
+    return {
+        "startedDateTime": "2026-12-05T10:00:00.000Z",
+        "request": {"method": method, "url": f"https://shop.example{path}", "headers": [], **request},
+        "response": {
+            "status": status,
+            "headers": [{"name": "Content-Type", "value": "application/json"}],
+            "content": {"size": 0, "mimeType": "application/json"} if content is None else content,
+        },
+    }
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+async def session_har(tmp_path: Path, site: str) -> Path:
+    async with aiohttp.ClientSession() as session:
+        entries = [
+            await record(session, "GET", f"{site}/"),
+            await record(session, "POST", f"{site}/login", "email=Ada%40Example.com&password=right", FORM),
+            await record(session, "POST", f"{site}/login", "email=bob%40example.com&password=wrong", FORM),
+            await record(
+                session,
+                "POST",
+                f"{site}/api/session",
+                '{"email":"a@x","password":"right"}',
+                "application/json",
+            ),
+            await record(
+                session,
+                "POST",
+                f"{site}/api/session",
+                '{"email":"a@x","password":"wrong"}',
+                "application/json",
+            ),
+            await record(
+                session, "POST", f"{site}/checkout", '{"card":"ok","order":"727"}', "application/json"
+            ),
+            await record(
+                session, "POST", f"{site}/checkout", '{"card":"declined","order":"728"}', "application/json"
+            ),
+            await record(
+                session, "POST", f"{site}/checkout", '{"card":"ok","order":"727"}', "application/json"
+            ),
+            await record(
+                session, "POST", f"{site}/checkout", '{"card":"ok","order":"none"}', "application/json"
+            ),
+        ]
+    return await asyncio.to_thread(har, tmp_path, entries)
+
+
+def tried(tmp_path: Path, har_path: Path, *options: str) -> tuple[int, str, str]:
+    """``gateway rules try`` with the rules above (off the event loop: it reads files)."""
+    return gateway("rules", "try", str(har_path), "-c", str(config(tmp_path)), *options)
+
+
+async def test_the_rules_are_tried_on_each_recorded_request(tmp_path: Path, site: str) -> None:
+    path = await session_har(tmp_path, site)
+    code, out, err = await asyncio.to_thread(tried, tmp_path, path)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines == [
+        "entry 2  POST /login  303",
+        "  identity login: fired, user ID ada@example.com",
+        "entry 3  POST /login  200",
+        "  identity login: not fired: status 200 not in status [302, 303]",
+        "entry 4  POST /api/session  200",
+        "  identity api-login: fired, user ID 42",
+        "entry 5  POST /api/session  200",
+        '  identity api-login: not fired: when[0] (response_json "/ok" equals "true") did not hold:'
+        ' its value is "false"',
+        "entry 6  POST /checkout  200",
+        "  conversion purchase: fired, value 49.9, currency EUR, order ID 727",
+        "entry 7  POST /checkout  200",
+        '  conversion purchase: not fired: when[0] (response_json "/result" equals "success") did not'
+        ' hold: its value is "failure"',
+        "entry 8  POST /checkout  200",
+        "  conversion purchase: fired, value 49.9, currency EUR, order ID 727 (a duplicate of entry 6's:"
+        " the store records it once)",
+        "entry 9  POST /checkout  200",
+        "  conversion purchase: fired, value 49.9, currency EUR",
+        "    counted: order_id_capture_no_match",
+        "9 entries read, 8 matched a rule; fired: identity login 1 (of 2 matched), identity api-login 1"
+        " (of 2 matched), conversion purchase 3 (of 4 matched); matched nothing: conversion newsletter",
+    ]
+    # The answers to /api/session said Content-Encoding: gzip, and the HAR holds them decoded.
+    recorded = json.loads(await asyncio.to_thread(path.read_text))["log"]["entries"][3]["response"]["headers"]
+    assert {"name": "Content-Encoding", "value": "gzip"} in recorded
+    code, out, _ = await asyncio.to_thread(tried, tmp_path, path, "--all")
+    assert out.startswith("entry 1  GET /  200\n  no rule matched\nentry 2  POST /login  303\n")
+
+
+async def test_json_says_the_same_facts(tmp_path: Path, site: str) -> None:
+    path = await session_har(tmp_path, site)
+    code, out, _ = await asyncio.to_thread(tried, tmp_path, path, "--format", "json")
+    assert code == 0
+    document = json.loads(out)
+    shown = {e["entry"]: e for e in document["entries"]}
+    assert sorted(shown) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert shown[2]["rules"] == [
+        {
+            "kind": "identity",
+            "rule": "login",
+            "fired": [{"user_id": "ada@example.com"}],
+            "reason": None,
+            "counted": [],
+        }
+    ]
+    assert shown[3]["rules"][0]["reason"] == "status 200 not in status [302, 303]"
+    assert shown[8]["rules"][0]["fired"] == [
+        {"value": 49.9, "currency": "EUR", "order_id": "727", "duplicate_of": 6}
+    ]
+    assert shown[9]["rules"][0]["counted"] == ["order_id_capture_no_match"]
+    assert (shown[2]["method"], shown[2]["path"], shown[2]["status"]) == ("POST", "/login", 303)
+    assert document["unreadable"] == []
+    assert document["summary"]["entries"] == 9 and document["summary"]["matched"] == 8
+    assert {"kind": "identity", "rule": "login", "matched": 2, "fired": 1} in document["summary"]["rules"]
+    assert document["summary"]["matched_nothing"] == ["conversion newsletter"]
+    code, out, _ = await asyncio.to_thread(tried, tmp_path, path, "--format", "json", "--all")
+    assert [e["entry"] for e in json.loads(out)["entries"]] == list(range(1, 10))
+
+
+def test_a_base64_body_is_read_and_a_gzip_coding_is_not_undone_again(tmp_path: Path) -> None:
+    """Firefox writes a body base64 when it is not text; either way the HAR's body is decoded
+    already, whatever Content-Encoding the answer had: a rule reads it as it is."""
+    answer = b'{"result":"success","total":"12","redirect":"/checkout/order-received/9/"}'
+    base = by_hand(
+        "POST",
+        "/checkout",
+        200,
+        {
+            "mimeType": "application/json",
+            "encoding": "base64",
+            "text": base64.b64encode(answer).decode(),
+            "size": len(answer),
+        },
+    )
+    base["response"]["headers"].append({"name": "Content-Encoding", "value": "gzip"})
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, [base])), "-c", str(config(tmp_path)))
+    assert code == 0
+    assert "  conversion purchase: fired, value 12.0, currency EUR, order ID 9\n" in out
+
+
+def test_a_har_saved_without_content_says_which_rules_need_it(tmp_path: Path) -> None:
+    no_content = {"size": 120, "mimeType": "application/json"}
+    entries = [
+        by_hand("POST", "/api/session", 200, no_content),
+        by_hand("POST", "/login", 302, headers=[{"name": "Content-Length", "value": "30"}]),
+        by_hand("POST", "/newsletter", 200, no_content),  # its rule reads no body: fires
+    ]
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)))
+    assert code == 0
+    assert out.splitlines()[:6] == [
+        "entry 1  POST /api/session  200",
+        "  identity api-login: not fired: when_body_not_read: response body not in the HAR: the rule"
+        " reads the body; export with content",
+        "entry 2  POST /login  302",
+        "  identity login: not fired: body_not_read: request body not in the HAR: the rule reads the"
+        " body; export with content",
+        "entry 3  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0",
+    ]
+
+
+def test_a_body_over_max_body_is_not_read_as_live(tmp_path: Path) -> None:
+    rules = RULES.replace('path = "/api/session"', 'path = "/api/session"\nmax_body = 20')
+    answer = {"mimeType": "application/json", "text": '{"ok": true, "user": {"id": 42}}', "size": 31}
+    _, out, _ = gateway(
+        "rules",
+        "try",
+        str(har(tmp_path, [by_hand("POST", "/api/session", 200, answer)])),
+        "-c",
+        str(config(tmp_path, rules)),
+    )
+    assert "not fired: when_body_not_read: the response body is 32 bytes, over max_body (20)" in out
+
+
+def test_a_jwt_is_verified_with_the_rule_s_key_file_at_the_recorded_time(tmp_path: Path) -> None:
+    key, other = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    (tmp_path / "auth0.pem").write_text(certificate(key))
+    rules = """
+[[identity.rules]]
+name = "bearer"
+method = "GET"
+path = "/api/me"
+status = [200]
+user_id = { jwt_authorization = true, algorithm = "RS256", key = "auth0.pem" }
+"""
+    recorded = datetime(2026, 12, 5, 10, tzinfo=UTC).timestamp()
+
+    def call(signed_by: rsa.RSAPrivateKey, exp: float) -> dict[str, Any]:
+        bearer = token({"sub": "auth0|ada", "exp": exp}, signed_by, "RS256", "k1")
+        return by_hand(
+            "GET", "/api/me", 200, headers=[{"name": "Authorization", "value": f"Bearer {bearer}"}]
+        )
+
+    entries = [call(key, recorded + 60), call(other, recorded + 60), call(key, recorded - 3600)]
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path, rules)))
+    assert code == 0
+    assert [line for line in out.splitlines() if line.startswith("  ")] == [
+        "  identity bearer: fired, user ID auth0|ada",
+        "  identity bearer: not fired: jwt_signature",
+        "  identity bearer: not fired: jwt_expired",
+    ]
+    # Chrome's default export ("sanitized") leaves Authorization, Cookie and Set-Cookie out.
+    sanitized = har(tmp_path, [by_hand("GET", "/api/me", 200)], "sanitized.har")
+    code, out, _ = gateway("rules", "try", str(sanitized), "-c", str(config(tmp_path, rules)))
+    assert out.splitlines()[1:] == [
+        "  identity bearer: not fired: missing",
+        "1 entry read, 1 matched a rule; fired: identity bearer 0 (of 1 matched)",
+        "note: identity bearer read a cookie or the Authorization header, and no entry holds one: a HAR"
+        " exported sanitized (Chrome's default) leaves them out; export it with sensitive data",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("not json", "not a HAR file: not JSON (Expecting value, line 1)"),
+        ('{"log": {}}', 'not a HAR file: no log.entries list (a HAR is {"log": {"entries": [...]}})'),
+        ("[]", "not a HAR file: no log.entries list"),
+        (b"\xff\xfe{}", "not a HAR file: not UTF-8 text (byte 0)"),
+    ],
+)
+def test_a_file_that_is_not_a_har_is_one_line(tmp_path: Path, text: str | bytes, said: str) -> None:
+    path = tmp_path / "session.har"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    code, out, err = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"gateway: {path}: {said}") and err.count("\n") == 1, err
+    code, _, err = gateway("rules", "try", str(tmp_path / "gone.har"), "-c", str(config(tmp_path)))
+    assert (code, err) == (1, f"gateway: cannot read {tmp_path / 'gone.har'}: No such file or directory\n")
+
+
+def test_each_broken_entry_is_named_and_the_others_are_tried(tmp_path: Path) -> None:
+    good = by_hand("POST", "/newsletter", 200)
+    no_url = by_hand("POST", "/login", 302)
+    no_url["request"]["url"] = "/login"
+    no_status = by_hand("POST", "/login", 302)
+    del no_status["response"]["status"]
+    bad_base64 = by_hand("POST", "/login", 200, {"encoding": "base64", "text": "!!!", "size": 3})
+    bad_time = by_hand("POST", "/checkout", 200)
+    bad_time["startedDateTime"] = "yesterday"
+    bad_headers = by_hand("POST", "/checkout", 200)
+    bad_headers["response"]["headers"] = [{"name": "Location"}]
+    other_coding = by_hand("POST", "/checkout", 200, {"encoding": "gzip", "text": "x", "size": 1})
+    entries = [good, no_url, no_status, bad_base64, "junk", bad_time, bad_headers, other_coding, good]
+    code, out, err = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)))
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        "entry 1  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0",
+        "entry 2 (POST): request.url is not an http(s) URL: '/login' (not tried)",
+        "entry 3 (POST /login): response.status is not a number: None (not tried)",
+        "entry 4 (POST /login): response.content.text is not base64 (not tried)",
+        "entry 5: no request object (not tried)",
+        "entry 6 (POST /checkout): startedDateTime is not an ISO 8601 date: 'yesterday' (not tried)",
+        "entry 7 (POST /checkout): response.headers[0] is not a {name, value} pair of strings (not tried)",
+        "entry 8 (POST /checkout): response.content.encoding is 'gzip': a HAR body is base64 or text"
+        " (not tried)",
+        "entry 9  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0 (a duplicate of entry 1's: the store records it once)",
+        "9 entries read (7 could not be), 2 matched a rule; fired: conversion newsletter 2 (of 2 matched);"
+        " matched nothing: identity login, identity api-login, conversion purchase",
+    ]
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert code == 1
+    assert json.loads(out)["unreadable"][0] == {
+        "entry": 2,
+        "error": "entry 2 (POST): request.url is not an http(s) URL: '/login'",
+    }
+
+
+def test_config_problems_and_no_rules_exit_2(tmp_path: Path) -> None:
+    path = har(tmp_path, [by_hand("POST", "/login", 302)])
+    broken = config(tmp_path, RULES.replace('path = "/login"', 'path = "(/login"'))
+    code, out, err = gateway("rules", "try", str(path), "-c", str(broken))
+    assert (code, out) == (2, "")
+    assert "identity.rules[0].path: not a valid regular expression" in err and "Traceback" not in err
+    code, _, err = gateway("rules", "try", str(path), "-c", str(config(tmp_path, "")))
+    assert code == 2
+    said = "no [[identity.rules]] and no [[conversions]]: no rule to try"
+    assert err == f"gateway: {tmp_path / 'gateway.toml'}: {said}\n"
+
+
+def test_another_host_s_request_is_named_and_a_request_without_answer_said(tmp_path: Path) -> None:
+    """A HAR holds every site the page called (analytics, a payment provider), which the gateway
+    never sees: a rule without ``host`` matching one of them is shown with that host. A request
+    that got no answer (blocked, cancelled) is written with status 0."""
+    ours = by_hand("POST", "/newsletter", 200)
+    theirs = by_hand("POST", "/newsletter", 200)
+    theirs["request"]["url"] = "https://mailer.example:8443/newsletter"
+    blocked = by_hand("POST", "/login", 0)
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, [ours, theirs, blocked])), "-c", str(config(tmp_path))
+    )
+    assert code == 0
+    assert out.splitlines()[:6] == [
+        "entry 1  POST /newsletter  200  (shop.example)",
+        "  conversion newsletter: fired, value 1.0",
+        "entry 2  POST /newsletter  200  (mailer.example:8443)",
+        "  conversion newsletter: fired, value 1.0 (a duplicate of entry 1's: the store records it once)",
+        "entry 3  POST /login  0  (shop.example)",
+        "  identity login: not fired: status 0 not in status [302, 303] (0: no answer; the request failed"
+        " or was blocked)",
+    ]
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, [ours, theirs])), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert [e["host"] for e in json.loads(out)["entries"]] == ["shop.example", "mailer.example:8443"]
+
+
+def test_what_a_recording_holds_is_printed_without_terminal_escapes(tmp_path: Path) -> None:
+    """A recorded URL or answer may hold anything, an escape sequence too: printed escaped."""
+    odd = by_hand("GET", "/\x1b[2Jx", 200)
+    answer = {"mimeType": "application/json", "text": '{"ok": "\\u009b2J\u00e9"}', "size": 12}
+    cleared = by_hand("POST", "/api/session", 200, answer)
+    odd_method = by_hand("GET", "/", 200)
+    odd_method["request"]["method"] = "GET\x1b[2J"
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, [odd, cleared, odd_method])), "-c", str(config(tmp_path)), "--all"
+    )
+    assert code == 1 and "\x1b" not in out and "\x9b" not in out
+    assert out.splitlines()[:5] == [
+        "entry 1  GET /\\x1b[2Jx  200",
+        "  no rule matched",
+        "entry 2  POST /api/session  200",
+        '  identity api-login: not fired: when[0] (response_json "/ok" equals "true") did not hold:'
+        ' its value is "\\x9b2Jé"',
+        "entry 3: request.method is not a method name: 'GET\\x1b[2J' (not tried)",
+    ]
