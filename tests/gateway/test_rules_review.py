@@ -6,15 +6,22 @@ what cannot be read is counted by its reason."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import TOKEN, GatewayFactory, RunningGateway
+import addons.jwks
+from addons.jwks import RuleKeys
+from tests.conftest import TOKEN, GatewayFactory, RunningGateway, make_settings
 from tests.gateway.test_rules_stacks import bound, failures, post, rows, visit
+from tests.jwts import jwk, jwks, token
 
 HUGE = "9" * 5000  # past int()'s 4,300 digits
 
@@ -108,3 +115,46 @@ async def test_a_text_answer_whose_bytes_do_not_fit_its_charset_is_counted_not_a
     assert [line.partition(" ")[0] for line in await failures(gw)] == [
         'gateway_extraction_failures_total{reason="value_not_text",rule="thanks"}',
     ]
+
+
+def watching() -> int:
+    """Key files being looked at: a ``RuleKeys`` with a look due or under way."""
+    return sum(
+        1
+        for o in gc.get_objects()
+        if isinstance(o, RuleKeys) and (o._timer is not None or o._looking is not None)
+    )
+
+
+async def test_reloads_and_the_stop_leave_no_key_file_watcher_behind(
+    start_gateway: GatewayFactory, upstream_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each reload (``SIGHUP``) builds the rules again, with a watcher per key file: the chain
+    it replaced stops its own once its requests have had time to end, and the stop stops the
+    last one; the new chain's watcher follows the file."""
+    monkeypatch.setattr(addons.jwks, "CHECK_EVERY", 0.02)
+    signer = ec.generate_private_key(ec.SECP256R1())
+    keys = tmp_path / "keys.json"
+    await asyncio.to_thread(keys.write_bytes, jwks(jwk(signer, "old", alg="ES256")))
+    toml = (
+        '[proxy]\nshutdown_grace = 0.05\n[[identity.rules]]\nname = "api"\nmethod = "GET"\n'
+        'path = "/api/me"\nstatus = [200]\n'
+        f'user_id = {{ jwt_authorization = true, algorithm = "ES256", key = "{keys}" }}\n'
+    )
+    gw = await start_gateway(await upstream_server(Site().app), toml)
+    before = watching()
+    assert before == 1
+    for _ in range(3):
+        assert await gw.gateway.reload(make_settings(tmp_path, toml)) == []
+    async with asyncio.timeout(5):
+        while watching() != before:  # the replaced chains stop after proxy.shutdown_grace
+            await asyncio.sleep(0.02)
+    await asyncio.to_thread(keys.write_bytes, jwks(jwk(signer, "new", alg="ES256")))
+    bearer = token({"sub": "u1"}, signer, "ES256", "new")
+    async with asyncio.timeout(5):
+        while not await bound(gw):
+            async with gw.session.get(gw.url + "/api/me", headers={"Authorization": f"Bearer {bearer}"}) as r:
+                assert r.status == 200
+            await asyncio.sleep(0.05)
+    await gw.proxy.close()
+    assert watching() == 0
