@@ -24,6 +24,9 @@ from tests.gateway.test_rules_stacks import bound, failures, post, rows, visit
 from tests.jwts import jwk, jwks, token
 
 HUGE = "9" * 5000  # past int()'s 4,300 digits
+SESSION = "s3cr3tsess10nvalue0123456789abcd"
+WP_TOKEN = "Wq7xTokenPartOfTheCookie0123456789abcdefXYZ"
+WP_HMAC = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b"
 
 
 class Site:
@@ -34,6 +37,7 @@ class Site:
         self.app = web.Application()
         self.app.router.add_post("/accounts/login/", self.login)
         self.app.router.add_get("/thanks/{charset}", self.thanks)
+        self.app.router.add_post("/wp-login.php", self.wp_login)
         self.app.router.add_get("/{tail:.*}", self.page)
 
     async def login(self, request: web.Request) -> web.Response:
@@ -41,6 +45,16 @@ class Site:
         resp = web.Response(status=302, headers={"Location": "/"})
         max_age = "-" + HUGE if fields.get("who") == "gone@example.com" else HUGE
         resp.headers.add("Set-Cookie", f"sessionid=s3ss10n; Max-Age={max_age}; Path=/; HttpOnly")
+        return resp
+
+    async def wp_login(self, request: web.Request) -> web.Response:
+        """WordPress's sign-in: ``wordpress_logged_in_<hash>`` is ``user|expiry|token|hmac``;
+        ``sessionid`` (another plugin's) a bare session credential."""
+        fields = await request.post()
+        resp = web.Response(status=302, headers={"Location": "/wp-admin/"})
+        name = fields["log"]
+        resp.set_cookie("wordpress_logged_in_5f4dcc", f"{name}%7C1767225600%7C{WP_TOKEN}%7C{WP_HMAC}")
+        resp.set_cookie("sessionid", SESSION)
         return resp
 
     async def thanks(self, request: web.Request) -> web.Response:
@@ -59,6 +73,24 @@ path = "/accounts/login/"
 status = [302]
 when = [{ set_cookie = "sessionid" }]
 user_id = { form = "who" }
+
+[[identity.rules]]
+name = "wp"
+path = "/wp-login\\.php"
+status = [302]
+when = [
+  { set_cookie = "sessionid", matches = "[a-z0-9]{32}" },
+  { cookie = "sessionid", capture = "^(nomatch)", absent = true },
+  { cookie = "wordpress_logged_in_*", matches = ".*%7C.*" },
+]
+user_id = { cookie = "wordpress_logged_in_*", capture = "^(.+?)%7C" }
+
+[[conversions]]
+name = "wp-order"
+path = "/wp-login\\.php"
+status = [302]
+order_id = { set_cookie = "wordpress_logged_in_*", capture = "^nobody%7C(.+)" }
+when = [{ request_header = "X-Order", capture = "^#(\\d+)$" }]
 
 [[conversions]]
 name = "thanks"
@@ -158,3 +190,35 @@ async def test_reloads_and_the_stop_leave_no_key_file_watcher_behind(
             await asyncio.sleep(0.05)
     await gw.proxy.close()
     assert watching() == 0
+
+
+async def test_no_cookie_a_rule_reads_is_logged_counted_or_stored(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Session cookies in ``when`` conditions (tested whole) and a capture of the user's name
+    out of WordPress's cookie: neither the session credential nor the cookie's token or HMAC
+    is in the log, the metrics or the store, whether the rule fires, finds no match
+    (``order_id_capture_no_match``) or cannot read a condition."""
+    caplog.set_level(logging.DEBUG)
+    cookie = await visit(gw)
+    for name, order in (("ada", "#1"), ("bob", "no order")):
+        assert await post(gw, "/wp-login.php", cookie, {"log": name}, **{"X-Order": order}) == 302
+    sent = {"Cookie": f"{cookie['Cookie']}; sessionid={SESSION}; wordpress_logged_in_5f4dcc=x%7C{WP_TOKEN}"}
+    assert await post(gw, "/accounts/login/", sent, {"who": "carol@example.com"}) == 302
+    keys = gw.gateway.keys
+    assert [u for _, u in await bound(gw)] == [
+        keys.user_key("ada"),
+        keys.user_key("bob"),
+        keys.user_key("carol@example.com"),
+    ]
+    assert [line.partition(" ")[0] for line in await failures(gw)] == [
+        'gateway_extraction_failures_total{reason="order_id_capture_no_match",rule="wp-order"}'
+    ]
+    async with gw.session.get(gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        metrics = await r.text()
+    db = Path(gw.gateway.settings.store_path)
+    store = await asyncio.to_thread(lambda: b"".join(f.read_bytes() for f in db.parent.glob(db.name + "*")))
+    for secret in (SESSION, WP_TOKEN, WP_HMAC):
+        assert secret not in caplog.text
+        assert secret not in metrics
+        assert secret.encode() not in store
