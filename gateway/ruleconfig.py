@@ -129,10 +129,14 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"
 (devise-jwt answers a sign-in with one in ``Authorization``), a session cookie.
 ``jwt_authorization`` and ``jwt_cookie`` read a claim of such a token, never the token."""
 KEPT_HEADER_REFUSED = re.compile(
-    r"auth|key|session|cookie|csrf|xsrf|nonce|signature|jwt|bearer", re.IGNORECASE
+    r"auth|key|session|cookie|csrf|xsrf|nonce|signature|jwt|bearer"
+    r"|user-agent|forwarded|client-ip|real-ip|connecting-ip",
+    re.IGNORECASE,
 )
 """Request headers whose value is never kept (a user ID, an order ID…) whatever their other
-words: ``X-Api-Key``, ``X-Session-Id``, ``X-WP-Nonce``, ``X-Hub-Signature``."""
+words: a credential (``X-Api-Key``, ``X-Session-Id``, ``X-WP-Nonce``, ``X-Hub-Signature``), or
+the client's address or user agent, which the store never holds raw (``X-Forwarded-For``,
+``X-Real-IP``, ``CF-Connecting-IP``, ``User-Agent``)."""
 COOKIE_KINDS = ("cookie", "set_cookie")
 _WHOLE_COOKIE = (
     "a cookie's whole value may be a session credential (Django's sessionid, WordPress's "
@@ -359,8 +363,8 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
         p,
         not kept or kind != "request_header" or not KEPT_HEADER_REFUSED.search(name),
         f"{key}.request_header",
-        f"{name!r} may carry a credential (an API key, a session, a CSRF nonce, a signature) and "
-        "is never kept; a when may test it",
+        f"{name!r} may carry a credential (an API key, a session, a CSRF nonce, a signature), or "
+        "the client's address or user agent, and is never kept; a when may test it",
     )
     _validate_capture(p, key, source, kind, kept)
     if kind.endswith("_json"):

@@ -1449,8 +1449,9 @@ def test_check_refuses_captures_that_would_stall_the_gateway_or_keep_a_credentia
     cookie, an answer that echoes them): one that repeats a repeat stalled every visitor's
     page for seconds on 26 characters. A kept capture that names a credential, or that is
     its group alone over a cookie or a whole answer, kept a token or a session cookie whole,
-    and so did a request header holding an API key. Each is refused by its key; a ``when`` may
-    still look for a credential's name, or test such a header."""
+    and so did a request header holding an API key (or the client's address, never stored
+    raw). Each is refused by its key; a ``when`` may still look for a credential's name, or
+    test such a header."""
     cfg = tmp_path / "gw.toml"
     cfg.write_text(
         "[[identity.rules]]\nname = 'api'\npath = '/login'\nstatus = [200]\n"
@@ -1461,6 +1462,7 @@ def test_check_refuses_captures_that_would_stall_the_gateway_or_keep_a_credentia
         "[[conversions]]\nname = 'reset'\npath = '/r/.*'\nstatus = [200]\n"
         "order_id = { path = true, capture = '/reset-password/([^/]+)/' }\n"
         "value = { request_header = 'X-Api-Key' }\n"
+        "currency = { request_header = 'X-Forwarded-For', capture = '^(\\d+)\\.' }\n"
         "when = [{ request_header = 'X-Order', capture = '((?:\\w+\\s?)+)!' },\n"
         "  { request_header = 'X-WP-Nonce' }]\n"
         "[[conversions]]\nname = 'wc'\npath = '/checkout/order-received/[0-9]+/'\nstatus = [200]\n"
@@ -1476,11 +1478,13 @@ def test_check_refuses_captures_that_would_stall_the_gateway_or_keep_a_credentia
         "identity.rules[1].user_id.capture",
         "conversions[0].when[0].capture",
         "conversions[0].value.request_header",
+        "conversions[0].currency.request_header",
         "conversions[0].order_id.capture",
     ], done.stderr
     assert "names a credential (pass, secret, token or card): what follows" in problems[0]
     assert "is its group alone and keeps the whole value (a cookie's whole value" in problems[1]
     assert "repeats a repeat ((a+)+" in problems[2] and "possessive ((?:…)++)" in problems[2]
     assert "'X-Api-Key' may carry a credential (an API key" in problems[3]
-    assert "names a credential" in problems[4]
+    assert "the client's address or user agent, and is never kept" in problems[4]
+    assert "names a credential" in problems[5]
     assert "Traceback" not in done.stderr
