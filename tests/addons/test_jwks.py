@@ -303,3 +303,28 @@ async def test_a_named_pipe_or_a_device_put_in_the_key_file_s_place_is_not_read(
         keys.stop()
         with contextlib.suppress(OSError):  # a look stuck opening the pipe: let it go
             os.close(os.open(held, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def test_a_key_file_behind_swapped_symlinks_is_followed(tmp_path: Path, quick: None) -> None:
+    """A Kubernetes Secret or ConfigMap volume: ``keys.json`` links to ``..data/keys.json``,
+    and an update swaps the ``..data`` link to a new folder at once; the file the rule names
+    never changes itself. The look follows the links, so it sees the new keys."""
+
+    def publish(version: str, data: bytes) -> None:
+        folder = tmp_path / version
+        folder.mkdir()
+        (folder / "keys.json").write_bytes(data)
+        link = tmp_path / "..data_tmp"
+        link.symlink_to(version)
+        os.replace(link, tmp_path / "..data")
+
+    await asyncio.to_thread(publish, "..v1", jwks(jwk(RSA_A, "a")))
+    path = tmp_path / "keys.json"
+    await asyncio.to_thread(path.symlink_to, "..data/keys.json")
+    keys = RuleKeys("identity.rules[0].user_id.key (rule 'login')", "RS256", jwks(jwk(RSA_A, "a")), path)
+    keys.start()
+    try:
+        await asyncio.to_thread(publish, "..v2", jwks(jwk(RSA_A, "a"), jwk(RSA_B, "b")))
+        await until(lambda: kids(keys) == ["a", "b"], timeout=3)
+    finally:
+        keys.stop()
