@@ -417,7 +417,12 @@ def _validate_capture(p: list[str], key: str, source: Source, kind: str, kept: b
         )
         return
     parsed = list(_regex_parser.parse(source.capture))
-    if _backtracks(parsed):
+    try:
+        backtracks, text_outside = _backtracks(parsed), _text_outside_group(parsed)
+    except RecursionError:  # hundreds of nested repeats: compiled, but deeper than we look
+        p.append(f"{key}.capture: nested too deeply to be checked: {source.capture[:60]!r}…")
+        return
+    if backtracks:
         p.append(
             f"{key}.capture: {source.capture!r} repeats a repeat ((a+)+, (\\w+\\s?)*): on a text "
             "that almost matches it takes exponential time, and the gateway serves no one "
@@ -431,7 +436,7 @@ def _validate_capture(p: list[str], key: str, source: Source, kind: str, kept: b
             f"{key}.capture: {source.capture!r} names a credential (pass, secret, token or card): "
             "what follows such a name is never kept"
         )
-    elif kind in KEPT_ONLY_CAPTURED and not _text_outside_group(parsed):
+    elif kind in KEPT_ONLY_CAPTURED and not text_outside:
         p.append(
             f"{key}.capture: {source.capture!r} is its group alone and keeps the whole value "
             f"({KEPT_ONLY_CAPTURED[kind]}): write the text around the part that is the value "

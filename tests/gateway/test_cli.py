@@ -1469,6 +1469,8 @@ def test_check_refuses_captures_that_would_stall_the_gateway_or_keep_a_credentia
         "order_id = { path = true, capture = '^/checkout/order-received/(\\d+)/' }\n"
         "value = { response_text = true, capture = '(?s)order-overview__total.*?</span>([0-9.,]+)</bdi>' }\n"
         "when = [{ response_text = true, capture = '((?:ab)++)' }]\n"
+        "[[conversions]]\nname = 'deep'\npath = '/d'\nstatus = [200]\n"
+        f"when = [{{ path = true, capture = '{'(?:' * 400}x(a){')+' * 400}' }}]\n"
     )
     done = gateway("check", "-c", str(cfg), env=ENV)
     assert done.returncode == 2, done
@@ -1480,6 +1482,7 @@ def test_check_refuses_captures_that_would_stall_the_gateway_or_keep_a_credentia
         "conversions[0].value.request_header",
         "conversions[0].currency.request_header",
         "conversions[0].order_id.capture",
+        "conversions[2].when[0].capture",
     ], done.stderr
     assert "names a credential (pass, secret, token or card): what follows" in problems[0]
     assert "is its group alone and keeps the whole value (a cookie's whole value" in problems[1]
@@ -1487,4 +1490,5 @@ def test_check_refuses_captures_that_would_stall_the_gateway_or_keep_a_credentia
     assert "'X-Api-Key' may carry a credential (an API key" in problems[3]
     assert "the client's address or user agent, and is never kept" in problems[4]
     assert "names a credential" in problems[5]
+    assert "nested too deeply to be checked" in problems[6]  # compiled, but deeper than the check looks
     assert "Traceback" not in done.stderr
