@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,6 +25,14 @@ from tests.gateway.test_rules_stacks import bound, failures, post, rows, visit
 from tests.jwts import jwk, jwks, token
 
 HUGE = "9" * 5000  # past int()'s 4,300 digits
+ODD_SET_COOKIES = {  # who signs in → the one sessionid line the answer sets, and whether it is set
+    "bare@example.com": "sessionid",  # no "=": no cookie (RFC 6265 §5.2)
+    "quoted@example.com": 'sessionid="q v"; Path=/',
+    "far@example.com": "sessionid=f; Expires=Wed, 21 Oct 99999999999 07:28:00 GMT",
+    "past@example.com": "sessionid=p; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+    "nonsense@example.com": "sessionid=n; Max-Age=abc; Expires=" + "x" * 4000,
+    "crowded@example.com": "sessionid=c; Path=/",  # after 990 others (1,000 lines: the most taken)
+}
 SESSION = "s3cr3tsess10nvalue0123456789abcd"
 WP_TOKEN = "Wq7xTokenPartOfTheCookie0123456789abcdefXYZ"
 WP_HMAC = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b"
@@ -43,7 +52,13 @@ class Site:
     async def login(self, request: web.Request) -> web.Response:
         fields = await request.post()
         resp = web.Response(status=302, headers={"Location": "/"})
-        max_age = "-" + HUGE if fields.get("who") == "gone@example.com" else HUGE
+        who = str(fields.get("who"))
+        if who in ODD_SET_COOKIES:  # each line as a site (or a broken plugin) may send it
+            for i in range(990 if who == "crowded@example.com" else 0):
+                resp.headers.add("Set-Cookie", f"c{i}=v{i}; Path=/")
+            resp.headers.add("Set-Cookie", ODD_SET_COOKIES[who])
+            return resp
+        max_age = "-" + HUGE if who == "gone@example.com" else HUGE
         resp.headers.add("Set-Cookie", f"sessionid=s3ss10n; Max-Age={max_age}; Path=/; HttpOnly")
         return resp
 
@@ -222,3 +237,29 @@ async def test_no_cookie_a_rule_reads_is_logged_counted_or_stored(
         assert secret not in caplog.text
         assert secret not in metrics
         assert secret.encode() not in store
+
+
+async def test_malformed_set_cookie_lines_are_read_as_a_browser_reads_them(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line without ``=`` sets nothing; a quoted value, an ``Expires`` in the year
+    99,999,999,999, a ``Max-Age`` that is no number (ignored, so an unreadable ``Expires``
+    decides: none) and a cookie after 990 others are set; an ``Expires`` in the past is a
+    deletion. Every answer is served whole, no addon fails."""
+    caplog.set_level(logging.ERROR)
+    cookie = await visit(gw)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), max_headers=2000) as browser:
+        for who in ODD_SET_COOKIES:
+            async with browser.post(
+                gw.url + "/accounts/login/", data={"who": who}, headers=cookie, allow_redirects=False
+            ) as resp:
+                assert resp.status == 302, who
+                site = [c for c in resp.headers.getall("Set-Cookie") if not c.startswith("gw_")]
+                assert len(site) == (991 if who == "crowded@example.com" else 1)  # all forwarded
+    keys = gw.gateway.keys
+    assert [u for _, u in await bound(gw)] == [
+        keys.user_key(who)
+        for who in ("quoted@example.com", "far@example.com", "nonsense@example.com", "crowded@example.com")
+    ]
+    assert await addon_errors(gw) == []
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
