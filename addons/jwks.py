@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,15 @@ def _certificates(algorithm: str, document: dict[str, str], skipped: list[str]) 
     return keys
 
 
+def _what(mode: int) -> str:
+    """What a path that is no regular file is (``st_mode``), for the log."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "something else"
+
+
 def _described(keys: KeySet) -> str:
     """``kid a, b`` (the keys of a set), ``one key`` (a PEM or a secret): for the log."""
     if not keys.by_kid:
@@ -201,15 +211,21 @@ class RuleKeys:
         never block the loop."""
         assert self.path is not None
         try:
-            stat = os.stat(self.path)
+            info = os.stat(self.path)
         except OSError as err:
             found: object = err.strerror
             return found, None if found == seen else f"cannot read it: {err.strerror}"
-        found = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        found = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         if found == seen:
             return found, None
+        if not stat.S_ISREG(info.st_mode):
+            return found, f"it is {_what(info.st_mode)}, not a file"
         try:
-            with self.path.open("rb") as file:
+            # O_NONBLOCK: a named pipe put there since the stat is not waited on (opening one
+            # waits for a writer: the look, and the process's exit, would hang on it for ever).
+            with open(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+                if not stat.S_ISREG(mode := os.fstat(file.fileno()).st_mode):
+                    return found, f"it is {_what(mode)}, not a file"
                 data = file.read(MAX_KEY_FILE + 1)
         except OSError as err:
             return found, f"cannot read it: {err.strerror}"

@@ -259,8 +259,9 @@ def _deletes(attributes: Sequence[str], now: float) -> bool:
     for attribute in attributes:
         name, _, value = attribute.partition("=")
         name = name.strip().lower()
-        if name == "max-age" and _MAX_AGE.fullmatch(value.strip()):
-            return int(value) <= 0
+        if name == "max-age" and _MAX_AGE.fullmatch(seconds := value.strip()):
+            # Read by its text: int() refuses more than 4,300 digits (a ValueError, not a cookie).
+            return seconds.startswith("-") or not seconds.strip("0")
         if name == "expires":
             expires = value.strip()
     if expires is None:
@@ -418,7 +419,10 @@ class Extractor:
             charset = _charset(declared.group(1) if declared else None)
         except ValueError:
             raise ExtractError("unknown_charset") from None
-        return body.decode(charset, "surrogateescape")
+        try:
+            return body.decode(charset, "surrogateescape")
+        except UnicodeError:  # UTF-16 cut mid-unit, a byte below 0x80 UTF-7 or IDNA refuse
+            raise ExtractError("not_text") from None
 
     def _jwt_cookie(self, ex: Exchange) -> Any:
         token = set_cookie_value(ex.response.headers, self.name) if ex.response is not None else None

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import math
 import re
+import re._constants as _regex_constants  # type: ignore[import-not-found]  # no stub; the parser re uses
+import re._parser as _regex_parser  # type: ignore[import-not-found]
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -125,6 +128,15 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"
 """Headers a ``header`` or ``request_header`` source never reads (any case): a bearer token
 (devise-jwt answers a sign-in with one in ``Authorization``), a session cookie.
 ``jwt_authorization`` and ``jwt_cookie`` read a claim of such a token, never the token."""
+KEPT_HEADER_REFUSED = re.compile(
+    r"auth|key|session|cookie|csrf|xsrf|nonce|signature|jwt|bearer"
+    r"|user-agent|forwarded|client-ip|real-ip|connecting-ip",
+    re.IGNORECASE,
+)
+"""Request headers whose value is never kept (a user ID, an order ID…) whatever their other
+words: a credential (``X-Api-Key``, ``X-Session-Id``, ``X-WP-Nonce``, ``X-Hub-Signature``), or
+the client's address or user agent, which the store never holds raw (``X-Forwarded-For``,
+``X-Real-IP``, ``CF-Connecting-IP``, ``User-Agent``)."""
 COOKIE_KINDS = ("cookie", "set_cookie")
 _WHOLE_COOKIE = (
     "a cookie's whole value may be a session credential (Django's sessionid, WordPress's "
@@ -347,6 +359,13 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
         bad_name = cookie_name_problem(prefix) if prefix else "a name, or a prefix before *, is needed"
         if bad_name:
             p.append(f"{key}.{kind}: {bad_name}")
+    _check(
+        p,
+        not kept or kind != "request_header" or not KEPT_HEADER_REFUSED.search(name),
+        f"{key}.request_header",
+        f"{name!r} may carry a credential (an API key, a session, a CSRF nonce, a signature), or "
+        "the client's address or user agent, and is never kept; a when may test it",
+    )
     _validate_capture(p, key, source, kind, kept)
     if kind.endswith("_json"):
         _check(p, name.startswith("/"), f"{key}.{kind}", f'a JSON pointer starts with "/", got {name!r}')
@@ -391,13 +410,86 @@ def _validate_capture(p: list[str], key: str, source: Source, kind: str, kept: b
         p.append(f"{key}.capture: {bad}")
         return
     groups = re.compile(source.capture).groups
-    _check(
-        p,
-        groups == 1,
-        f"{key}.capture",
-        f"needs exactly one capturing group, the value: got {groups} in {source.capture!r} "
-        "(write other groups (?:…))",
-    )
+    if groups != 1:
+        p.append(
+            f"{key}.capture: needs exactly one capturing group, the value: got {groups} in "
+            f"{source.capture!r} (write other groups (?:…))"
+        )
+        return
+    parsed = list(_regex_parser.parse(source.capture))
+    try:
+        backtracks, text_outside = _backtracks(parsed), _text_outside_group(parsed)
+    except RecursionError:  # hundreds of nested repeats: compiled, but deeper than we look
+        p.append(f"{key}.capture: nested too deeply to be checked: {source.capture[:60]!r}…")
+        return
+    if backtracks:
+        p.append(
+            f"{key}.capture: {source.capture!r} repeats a repeat ((a+)+, (\\w+\\s?)*): on a text "
+            "that almost matches it takes exponential time, and the gateway serves no one "
+            "meanwhile; repeat once ([\\w\\s]+), or make the outer repeat possessive ((?:…)++) "
+            "or the inner one atomic ((?>…))"
+        )
+    if not kept:
+        return  # a when's capture is only tested: "(access_token)" in an answer tells a sign-in
+    if FORBIDDEN_NAME.search(source.capture):
+        p.append(
+            f"{key}.capture: {source.capture!r} names a credential (pass, secret, token or card): "
+            "what follows such a name is never kept"
+        )
+    elif kind in KEPT_ONLY_CAPTURED and not text_outside:
+        p.append(
+            f"{key}.capture: {source.capture!r} is its group alone and keeps the whole value "
+            f"({KEPT_ONLY_CAPTURED[kind]}): write the text around the part that is the value "
+            "(^(.+?)%7C)"
+        )
+
+
+_REPEATS = (_regex_constants.MAX_REPEAT, _regex_constants.MIN_REPEAT)
+
+
+def _children(op: object, av: Any) -> list[tuple[list[Any], bool]]:
+    """The sub-patterns of one parsed node, each with whether a repeat around it may
+    backtrack into it (not inside a possessive repeat or an atomic group)."""
+    c = _regex_constants
+    if op in _REPEATS:
+        return [(list(av[2]), True)]
+    if op in (c.POSSESSIVE_REPEAT, c.ATOMIC_GROUP):
+        return [(list(av[2] if op is c.POSSESSIVE_REPEAT else av), False)]
+    if op is c.SUBPATTERN:
+        return [(list(av[3]), True)]
+    if op is c.BRANCH:
+        return [(list(branch), True) for branch in av[1]]
+    if op in (c.ASSERT, c.ASSERT_NOT):
+        return [(list(av[1]), True)]
+    if op is c.GROUPREF_EXISTS:
+        return [(list(branch), True) for branch in av[1:] if branch is not None]
+    return []
+
+
+def _backtracks(items: list[Any], repeated: bool = False) -> bool:
+    """Whether a repeat that may run more than once holds a repeat of varying count (``(a+)+``,
+    ``(\\w+\\s?)*``, ``(.*,){5}``): the text it fails on is split every possible way, in
+    exponential (or high polynomial) time, on the event loop."""
+    for op, av in items:
+        if op in _REPEATS and repeated and av[0] != av[1]:
+            return True
+        inner = repeated or (op in _REPEATS and av[1] > 1)
+        if any(_backtracks(sub, inner and follows) for sub, follows in _children(op, av)):
+            return True
+    return False
+
+
+def _text_outside_group(items: list[Any]) -> bool:
+    """Whether the pattern has literal text outside its capturing group (``^(.+?)%7C``: the
+    ``%7C``), what tells the part kept from the rest; ``(.+)`` or ``^(.*)$`` has none."""
+    for op, av in items:
+        if op is _regex_constants.LITERAL:
+            return True
+        if op is _regex_constants.SUBPATTERN and av[0] == 1:
+            continue
+        if any(_text_outside_group(sub) for sub, _ in _children(op, av)):
+            return True
+    return False
 
 
 def rule_sources(

@@ -4,6 +4,7 @@ picking the key, and a key file followed while it is replaced (real files, a rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -267,3 +268,63 @@ async def test_a_pem_file_is_followed_too_until_stopped(tmp_path: Path, quick: N
     await asyncio.to_thread(replace, path, certificate(RSA_A).encode())
     await settled()
     assert read_claims(token(claims, RSA_B, "RS256", "any"), keys.current, NOW) == claims
+
+
+async def test_a_named_pipe_or_a_device_put_in_the_key_file_s_place_is_not_read(
+    tmp_path: Path, quick: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Opening a named pipe waits for a writer: a FIFO renamed over the key file (or a
+    symlink swapped to one, or to /dev/zero) hung the look in its thread for ever, so no later
+    file was read, and the process's exit waited on that thread. Now it is said, once each,
+    and the keys before stay in use until a key file is there again."""
+    path = await asyncio.to_thread(written, tmp_path / "keys.json", jwks(jwk(RSA_A, "a")))
+    keys = RuleKeys("identity.rules[0].user_id.key (rule 'login')", "RS256", jwks(jwk(RSA_A, "a")), path)
+    caplog.set_level(logging.INFO, "gateway.jwks")
+    fifo, held = tmp_path / "fifo", tmp_path / "fifo-held"
+    await asyncio.to_thread(os.mkfifo, fifo)
+    await asyncio.to_thread(os.link, fifo, held)  # to release a reader stuck on it, below
+    keys.start()
+    try:
+        await asyncio.to_thread(os.replace, fifo, path)
+        await until(lambda: any("named pipe" in r.getMessage() for r in caplog.records), timeout=3)
+        zero = tmp_path / "zero"
+        await asyncio.to_thread(os.symlink, "/dev/zero", zero)
+        await asyncio.to_thread(os.replace, zero, path)
+        await until(lambda: any("a device" in r.getMessage() for r in caplog.records), timeout=3)
+        await asyncio.to_thread(replace, path, jwks(jwk(RSA_B, "b")))
+        await until(lambda: kids(keys) == ["b"], timeout=3)
+        logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert logged == [
+            f"identity.rules[0].user_id.key (rule 'login'): {path}: it is {what}, not a file; "
+            "still verifying with the keys read before (kid a)"
+            for what in ("a named pipe", "a device")
+        ]
+    finally:
+        keys.stop()
+        with contextlib.suppress(OSError):  # a look stuck opening the pipe: let it go
+            os.close(os.open(held, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def test_a_key_file_behind_swapped_symlinks_is_followed(tmp_path: Path, quick: None) -> None:
+    """A Kubernetes Secret or ConfigMap volume: ``keys.json`` links to ``..data/keys.json``,
+    and an update swaps the ``..data`` link to a new folder at once; the file the rule names
+    never changes itself. The look follows the links, so it sees the new keys."""
+
+    def publish(version: str, data: bytes) -> None:
+        folder = tmp_path / version
+        folder.mkdir()
+        (folder / "keys.json").write_bytes(data)
+        link = tmp_path / "..data_tmp"
+        link.symlink_to(version)
+        os.replace(link, tmp_path / "..data")
+
+    await asyncio.to_thread(publish, "..v1", jwks(jwk(RSA_A, "a")))
+    path = tmp_path / "keys.json"
+    await asyncio.to_thread(path.symlink_to, "..data/keys.json")
+    keys = RuleKeys("identity.rules[0].user_id.key (rule 'login')", "RS256", jwks(jwk(RSA_A, "a")), path)
+    keys.start()
+    try:
+        await asyncio.to_thread(publish, "..v2", jwks(jwk(RSA_A, "a"), jwk(RSA_B, "b")))
+        await until(lambda: kids(keys) == ["a", "b"], timeout=3)
+    finally:
+        keys.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import gzip
 import json
 import os
@@ -528,3 +529,38 @@ async def test_the_new_sources_read_the_same_values_in_both_hosts(
             rows, store, "SELECT name, order_id, value, currency FROM conversions"
         )
         assert found == [("order-page", "727", 49.9, "EUR")], store
+
+
+async def test_the_mitmproxy_host_follows_key_files_while_it_runs_and_stops_at_done(
+    tmp_path: Path, secrets: None
+) -> None:
+    """``running`` starts the rules' key file watchers, as the aiohttp host does, and ``done``
+    stops them: none is left looking at the file after mitmdump stops."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from addons.jwks import RuleKeys
+    from tests.jwts import jwk, jwks
+
+    def watching() -> int:
+        return sum(
+            1
+            for o in gc.get_objects()
+            if isinstance(o, RuleKeys) and (o._timer is not None or o._looking is not None)
+        )
+
+    keys = tmp_path / "keys.json"
+    await asyncio.to_thread(
+        keys.write_bytes, jwks(jwk(ec.generate_private_key(ec.SECP256R1()), "k", alg="ES256"))
+    )
+    rules = (
+        '[[identity.rules]]\nname = "api"\nmethod = "GET"\npath = "/api/me"\nstatus = [200]\n'
+        f'user_id = {{ jwt_authorization = true, algorithm = "ES256", key = "{keys}" }}\n'
+    )
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(await asyncio.to_thread(config, tmp_path, "gw", rules)))
+        assert watching() == 0
+        await gateway.running()
+        assert watching() == 1
+        await gateway.done()
+        assert watching() == 0

@@ -1442,4 +1442,53 @@ def test_rules_try_exit_statuses(tmp_path: Path) -> None:
     assert done.returncode == 2 and "identity.rules[0].status" in done.stderr, done.stderr
     done = gateway("rules", "try", str(session), "-c", str(config), "--format", "xml")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--format" in done.stderr
+
+
+def test_check_refuses_captures_that_would_stall_the_gateway_or_keep_a_credential(tmp_path: Path) -> None:
+    """A capture runs on the event loop over text a visitor can shape (a path, a header, a
+    cookie, an answer that echoes them): one that repeats a repeat stalled every visitor's
+    page for seconds on 26 characters. A kept capture that names a credential, or that is
+    its group alone over a cookie or a whole answer, kept a token or a session cookie whole,
+    and so did a request header holding an API key (or the client's address, never stored
+    raw). Each is refused by its key; a ``when`` may still look for a credential's name, or
+    test such a header."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        "[[identity.rules]]\nname = 'api'\npath = '/login'\nstatus = [200]\n"
+        'user_id = { response_text = true, capture = \'"access_token":"([^"]+)"\' }\n'
+        "when = [{ response_text = true, capture = '\"(access_token)\"' }]\n"
+        "[[identity.rules]]\nname = 'session'\npath = '/login'\nstatus = [302]\n"
+        "user_id = { cookie = 'sessionid', capture = '^(.*)$' }\n"
+        "[[conversions]]\nname = 'reset'\npath = '/r/.*'\nstatus = [200]\n"
+        "order_id = { path = true, capture = '/reset-password/([^/]+)/' }\n"
+        "value = { request_header = 'X-Api-Key' }\n"
+        "currency = { request_header = 'X-Forwarded-For', capture = '^(\\d+)\\.' }\n"
+        "when = [{ request_header = 'X-Order', capture = '((?:\\w+\\s?)+)!' },\n"
+        "  { request_header = 'X-WP-Nonce' }]\n"
+        "[[conversions]]\nname = 'wc'\npath = '/checkout/order-received/[0-9]+/'\nstatus = [200]\n"
+        "order_id = { path = true, capture = '^/checkout/order-received/(\\d+)/' }\n"
+        "value = { response_text = true, capture = '(?s)order-overview__total.*?</span>([0-9.,]+)</bdi>' }\n"
+        "when = [{ response_text = true, capture = '((?:ab)++)' }]\n"
+        "[[conversions]]\nname = 'deep'\npath = '/d'\nstatus = [200]\n"
+        f"when = [{{ path = true, capture = '{'(?:' * 400}x(a){')+' * 400}' }}]\n"
+    )
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2, done
+    problems = [line.strip() for line in done.stderr.splitlines()[1:]]
+    assert [p.partition(": ")[0] for p in problems] == [
+        "identity.rules[0].user_id.capture",
+        "identity.rules[1].user_id.capture",
+        "conversions[0].when[0].capture",
+        "conversions[0].value.request_header",
+        "conversions[0].currency.request_header",
+        "conversions[0].order_id.capture",
+        "conversions[2].when[0].capture",
+    ], done.stderr
+    assert "names a credential (pass, secret, token or card): what follows" in problems[0]
+    assert "is its group alone and keeps the whole value (a cookie's whole value" in problems[1]
+    assert "repeats a repeat ((a+)+" in problems[2] and "possessive ((?:…)++)" in problems[2]
+    assert "'X-Api-Key' may carry a credential (an API key" in problems[3]
+    assert "the client's address or user agent, and is never kept" in problems[4]
+    assert "names a credential" in problems[5]
+    assert "nested too deeply to be checked" in problems[6]  # compiled, but deeper than the check looks
     assert "Traceback" not in done.stderr
