@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from addons.jwks import RuleKeys
+from addons.jwks import FollowsKeyFiles, RuleKeys
 from addons.rules import (
     MAX_TEXT,
     Condition,
@@ -56,7 +56,7 @@ class _Rule:
     order_scope: str = ""
 
 
-class Conversions:
+class Conversions(FollowsKeyFiles):
     def configure(self, ctx: Context) -> None:
         self.metrics: Metrics = ctx.metrics
         self.node = ctx.settings.node
@@ -101,14 +101,6 @@ class Conversions:
             )
         self.index = RuleIndex(compiled)
         self.enabled = bool(compiled)  # no rules: left out of the chain, costs requests nothing
-
-    async def running(self) -> None:
-        for keys in self.key_files:
-            keys.start()
-
-    def done(self) -> None:
-        for keys in self.key_files:
-            keys.stop()
 
     def request(self, ex: Exchange) -> None:
         self.index.request(ex)

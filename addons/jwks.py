@@ -254,3 +254,18 @@ class RuleKeys:
         elif outcome is True and self._failing:
             self._failing = False
             log.info("%s: %s is as it was again (%s)", self.key, self.path, _described(self.current))
+
+
+class FollowsKeyFiles:
+    """What the two rule addons share: their rules' JWT keys (``key_files``), those read from
+    a file followed while the chain runs (``running``) until it stops (``done``)."""
+
+    key_files: list[RuleKeys]
+
+    async def running(self) -> None:
+        for keys in self.key_files:
+            keys.start()
+
+    def done(self) -> None:
+        for keys in self.key_files:
+            keys.stop()

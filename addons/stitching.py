@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from addons.jwks import RuleKeys
+from addons.jwks import FollowsKeyFiles, RuleKeys
 from addons.rules import (
     Condition,
     ExtractError,
@@ -67,7 +67,7 @@ class _Rule:
     when: tuple[Condition, ...]
 
 
-class Stitching:
+class Stitching(FollowsKeyFiles):
     def configure(self, ctx: Context) -> None:
         rules = ctx.settings.options.identity.rules
         self.keys: Keys = ctx.keys
@@ -96,14 +96,6 @@ class Stitching:
             compiled.append((rule.method, match, _Rule(rule.name, extractor, rule.lowercase, when)))
         self.index = RuleIndex(compiled)
         self.enabled = bool(compiled)  # no rules: left out of the chain, costs requests nothing
-
-    async def running(self) -> None:
-        for keys in self.key_files:
-            keys.start()
-
-    def done(self) -> None:
-        for keys in self.key_files:
-            keys.stop()
 
     def request(self, ex: Exchange) -> None:
         self.index.request(ex)

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import math
 import re
-import re._constants as _regex_constants  # type: ignore[import-not-found]  # no stub; the parser re uses
-import re._parser as _regex_parser  # type: ignore[import-not-found]
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+
+try:  # the parser re itself uses (no stub); private, so a Python that moves it skips the checks
+    import re._constants as _regex_constants  # type: ignore[import-not-found]
+    import re._parser as _regex_parser  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - every Python from 3.11 to 3.13 has them
+    _regex_constants = _regex_parser = None
 
 from gateway.config_values import (
     comparison_problems,
@@ -416,12 +420,14 @@ def _validate_capture(p: list[str], key: str, source: Source, kind: str, kept: b
             f"{source.capture!r} (write other groups (?:…))"
         )
         return
-    parsed = list(_regex_parser.parse(source.capture))
     try:
+        parsed = list(_regex_parser.parse(source.capture))
         backtracks, text_outside = _backtracks(parsed), _text_outside_group(parsed)
     except RecursionError:  # hundreds of nested repeats: compiled, but deeper than we look
         p.append(f"{key}.capture: nested too deeply to be checked: {source.capture[:60]!r}…")
         return
+    except (AttributeError, TypeError, ValueError, IndexError):  # re's private parser changed
+        backtracks, text_outside = False, True  # not checked, rather than no start at all
     if backtracks:
         p.append(
             f"{key}.capture: {source.capture!r} repeats a repeat ((a+)+, (\\w+\\s?)*): on a text "
@@ -444,7 +450,7 @@ def _validate_capture(p: list[str], key: str, source: Source, kind: str, kept: b
         )
 
 
-_REPEATS = (_regex_constants.MAX_REPEAT, _regex_constants.MIN_REPEAT)
+_REPEATS = (_regex_constants.MAX_REPEAT, _regex_constants.MIN_REPEAT) if _regex_constants else ()
 
 
 def _children(op: object, av: Any) -> list[tuple[list[Any], bool]]:
