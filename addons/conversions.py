@@ -49,6 +49,7 @@ class _Rule:
     name: str
     value: float | Extractor | None
     value_scale: float
+    decimal_separator: str
     currency: str | Extractor | None
     order_id: Extractor | None
     window: int
@@ -91,6 +92,7 @@ class Conversions(FollowsKeyFiles):
                         rule.name,
                         value,
                         rule.value_scale,
+                        rule.decimal_separator,
                         currency,
                         order_id,
                         rule.dedup_window,
@@ -133,7 +135,7 @@ class Conversions(FollowsKeyFiles):
         value: float | None = None
         if isinstance(rule.value, Extractor):
             raw = self._read(ex, rule, "value", rule.value, operation)
-            if raw is not None and (value := money(raw, rule.value_scale)) is None:
+            if raw is not None and (value := money(raw, rule.value_scale, rule.decimal_separator)) is None:
                 self._failed(rule, "value_invalid")
         else:
             value = rule.value

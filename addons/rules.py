@@ -223,9 +223,48 @@ def scaled(value: Any, scale: float = 1.0) -> float | None:
 _EXACT = decimal.Context(prec=34, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 
 
-def money(value: Any, scale: float = 1.0) -> float | None:
+GROUP_SEPARATORS = ",.' \u2019\u00a0\u202f\u2009"
+"""What a site writes between groups of thousands: a comma, a point, an apostrophe (Swiss,
+also typographic), a space (plain, no-break, narrow no-break, thin)."""
+_GROUPED = re.compile(r"[0-9]{1,3}(?:([" + re.escape(GROUP_SEPARATORS) + r"])[0-9]{3})(?:\1[0-9]{3})*")
+_LAKH = re.compile(r"[0-9]{1,2}(?:,[0-9]{2})*,[0-9]{3}")
+"""India's grouping (``1,23,456``): a thousand, then hundreds."""
+
+
+def plain_amount(text: str, decimal_separator: str = ".") -> str | None:
+    """An amount as a shop writes it on a page (``1,299.00``; ``1.299,00`` with ``decimal_separator``
+    ``","``; ``1 299,00``, ``1'299.00``, ``1,23,456.00``) as a plain numeric string
+    (``1299.00``), or None when it is not one: its groups of thousands must be whole (three
+    digits; India's hundreds) and separated alike, by anything but the decimal separator. A
+    text ``NUMBER`` already reads stays as it is where the separator is ``.``."""
+    text = text.strip(" \t\r\n\u00a0\u202f\u2009")
+    if decimal_separator == "." and NUMBER.fullmatch(text):
+        return text
+    whole, point, fraction = text.rpartition(decimal_separator)
+    if not point:
+        whole, fraction = text, ""
+    elif not fraction.isascii() or not fraction.isdigit():
+        return None
+    if not (whole.isascii() and whole.isdigit()):
+        grouped = _GROUPED.fullmatch(whole)
+        if grouped is not None and grouped.group(1) != decimal_separator:
+            whole = whole.replace(grouped.group(1), "")
+        elif decimal_separator == "." and _LAKH.fullmatch(whole):
+            whole = whole.replace(",", "")
+        else:
+            return None
+    return whole + ("." + fraction if fraction else "")
+
+
+def money(value: Any, scale: float = 1.0, decimal_separator: str = ".") -> float | None:
     """An amount from 0 to ``MAX_VALUE`` (once multiplied by ``scale``: ``0.01`` for cents)
-    from a number or a numeric string; None when it is not one."""
+    from a number or a numeric string, written with ``decimal_separator`` and perhaps grouped
+    (``plain_amount``); None when it is not one."""
+    if isinstance(value, str):
+        plain = plain_amount(value, decimal_separator)
+        if plain is None:
+            return None
+        value = plain
     amount = scaled(value, scale)
     if amount is None or not math.isfinite(amount) or not 0 <= amount <= MAX_VALUE:
         return None

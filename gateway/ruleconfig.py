@@ -204,6 +204,9 @@ class ConversionRule(_Rule, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """A fixed value, or where it is read; none: no value."""
     value_scale: float = 1.0
     """Multiplies a value read from a source (``0.01`` for amounts in cents)."""
+    decimal_separator: str = "."
+    """How a value read as text writes its decimals: ``"."`` (``1,299.00``) or ``","``
+    (``1.299,00``); groups of thousands are read either way."""
     currency: str | Source | None = None
     """A fixed ISO 4217 code (``"EUR"``), or where it is read."""
     order_id: Source | None = None
@@ -287,6 +290,18 @@ def validate_rules(
             rule.value_scale == 1 or isinstance(rule.value, Source),
             f"{at}.value_scale",
             "applies only to a value read from a source (value = { response_json = … })",
+        )
+        _check(
+            p,
+            rule.decimal_separator in (".", ","),
+            f"{at}.decimal_separator",
+            f'must be "." or ",", got {rule.decimal_separator!r}',
+        )
+        _check(
+            p,
+            rule.decimal_separator == "." or isinstance(rule.value, Source),
+            f"{at}.decimal_separator",
+            "applies only to a value read from a source (value = { response_text = …, capture = … })",
         )
         if isinstance(rule.value, Source):
             _validate_source(p, f"{at}.value", rule.value)

@@ -240,6 +240,43 @@ def test_money(raw: Any, expected: float | None) -> None:
     assert money(raw) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "separator", "expected"),
+    [
+        ("1,299.00", ".", 1299.0),  # WooCommerce's and most English-speaking shops' default
+        ("1,234,567.5", ".", 1234567.5),
+        ("1'299.00", ".", 1299.0),  # Swiss
+        ("1\u2019299.00", ".", 1299.0),
+        ("1,23,456.78", ".", 123456.78),  # India's lakh grouping
+        ("1.299,00", ",", 1299.0),  # German, Dutch, Italian, Spanish…
+        ("1 299,00", ",", 1299.0),  # French, with a plain space
+        ("1\u202f299,00", ",", 1299.0),  # … a narrow no-break space (CLDR's French)
+        ("1\u00a0299,00", ",", 1299.0),
+        ("49,90", ",", 49.9),
+        (" 1.299 ", ",", 1299.0),
+        ("1.299", ".", 1.299),  # as before: a point is the decimal separator unless said otherwise
+        ("49.90", ",", None),  # a point where a comma is the decimal separator is no decimal
+        ("1,299", ",", 1.299),
+        ("1,29", ".", None),  # a group of two is no group of thousands
+        ("1,2345.00", ".", None),
+        ("12,345,67", ".", None),
+        ("1.299.000", ".", None),  # the decimal separator cannot group too
+        ("1,299.000,5", ",", None),  # nor two separators
+        ("1 299.00", ",", None),
+        ("12,", ",", None),
+        (",5", ",", None),
+        ("1e3", ",", None),  # an exponent is JSON's, not a shop's
+        ("-1.299,00", ",", None),
+        ("\u0661,\u0662\u0663\u0664", ".", None),  # ASCII digits only
+    ],
+)
+def test_amounts_as_shops_write_them(text: str, separator: str, expected: float | None) -> None:
+    """A total read from a page (``response_text`` with a ``capture``) is written as the shop
+    formats it: grouped thousands are read, whole groups separated alike, by anything but the
+    decimal separator (``conversions[].decimal_separator``)."""
+    assert money(text, 1.0, separator) == expected
+
+
 def test_minor_units_scale_to_the_amount_they_name() -> None:
     """1999 cents at value_scale 0.01 was the float product 19.990000000000002 (one amount in
     seven): stored, summed and shown so. Scaled once, exactly, it is 19.99, as written."""

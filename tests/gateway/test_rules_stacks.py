@@ -63,7 +63,13 @@ WP_ACCOUNTS = {
     "bob@example.com": "bob@example.com",
     "Carol Smith": "Carol Smith",
 }
-WC_ORDERS = {"727": ("49.90", True), "728": ("19.00", True), "729": ("49.90", False)}
+WC_ORDERS = {
+    "727": ("49.90", True),
+    "728": ("19.00", True),
+    "729": ("49.90", False),
+    "730": ("1,299.00", True),  # thousands grouped, as WooCommerce's default settings write them
+    "731": ("1.299,00", True),  # a German shop's (decimal ",", thousands ".")
+}
 
 
 def b64(data: bytes) -> str:
@@ -95,6 +101,7 @@ class Stacks:
         r.add_post("/", self.wc_ajax)
         r.add_post("/checkout/", self.wc_ajax)
         r.add_get("/checkout/order-received/{order}/", self.order_received)
+        r.add_get("/de/kasse/bestellung-erhalten/{order}/", self.order_received)
         r.add_post("/wp-json/wc/store/v1/checkout", self.wc_store_checkout)
         r.add_get("/callback", self.oidc_callback)
         r.add_get("/api/auth/me", self.auth0_me)
@@ -808,6 +815,17 @@ order_id = { path = true, capture = "^/checkout/order-received/(\\d+)/" }
 value = { response_text = true, capture = '(?s)woocommerce-order-overview__total.*?</span>([0-9.,]+)</bdi>' }
 currency = "EUR"
 
+[[conversions]]
+name = "wc-bestellung"
+method = "GET"
+path = "/de/kasse/bestellung-erhalten/[0-9]+/"
+status = [200]
+when = [{ response_text = true, capture = "(woocommerce-thankyou-order-received)" }]
+order_id = { path = true, capture = "^/de/kasse/bestellung-erhalten/(\\d+)/" }
+value = { response_text = true, capture = '(?s)woocommerce-order-overview__total.*?</span>([0-9.,]+)</bdi>' }
+decimal_separator = ","
+currency = "EUR"
+
 [[sources]]
 name = "woocommerce"
 signature = "hmac"
@@ -903,6 +921,25 @@ async def test_woocommerce_s_order_number_is_shared_by_the_traffic_rules_and_the
     ) as resp:
         assert resp.status == 200
     assert len(await rows(gw, "SELECT id FROM conversions")) == 2
+
+
+async def test_woocommerce_s_thank_you_page_total_is_read_with_its_thousands_and_decimals(
+    sources_gw: RunningGateway,
+) -> None:
+    """A total of a thousand or more is written grouped (``1,299.00``; a German shop's
+    ``1.299,00`` under ``decimal_separator = ","``): read as 1299, not refused as no number
+    (``value_invalid``, the order kept without its value) nor taken for 1.299."""
+    gw = sources_gw
+    cookie = await visit(gw)
+    for page in ("/checkout/order-received/730/", "/de/kasse/bestellung-erhalten/731/"):
+        async with gw.session.get(gw.url + page, headers={**cookie, "Accept": "text/html"}) as resp:
+            assert resp.status == 200
+    found = await rows(gw, "SELECT name, order_id, value, currency FROM conversions ORDER BY id")
+    assert found == [
+        ("wc-order-received", "730", 1299.0, "EUR"),
+        ("wc-bestellung", "731", 1299.0, "EUR"),
+    ]
+    assert await failures(gw) == []
 
 
 async def test_wordpress_binds_the_account_its_logged_in_cookie_names(sources_gw: RunningGateway) -> None:
