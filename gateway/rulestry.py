@@ -37,6 +37,10 @@ CREDENTIAL_SOURCES = frozenset({"cookie", "set_cookie", "jwt_cookie", "jwt_autho
 """Sources that read what Chrome's default HAR export ("sanitized") leaves out: the
 ``Cookie``, ``Set-Cookie`` and ``Authorization`` headers."""
 _NOT_IN_HAR = "{} body not in the HAR: the rule reads the body; export with content"
+_CACHED = (
+    "answered from the browser's {} cache: the request never reached the site, and the gateway"
+    " would not see it (reload without cache, or tick Disable cache, to record it)"
+)
 
 
 @dataclass(slots=True)
@@ -127,10 +131,15 @@ class Trier:
         return found
 
     def run(self, entry: Entry) -> list[Outcome]:
-        """The outcome of each rule that matched the entry, in config order (none matched: [])."""
+        """The outcome of each rule that matched the entry, in config order (none matched: []).
+        Entries are run in the order they were sent, as the gateway sees them: a conversion's
+        duplicate is the later one. One answered from the browser's cache fires nothing."""
         matched = self.matching(entry)
         if not matched:
             return []
+        if entry.cached:
+            said = _CACHED.format(entry.cached)
+            return [Outcome(rule.kind, rule.name, reason=said) for rule, _ in matched]
         ex = self.exchange(entry)
         failed: dict[int, str] = {}
         for addon, metrics in self.addons:
