@@ -490,3 +490,66 @@ def test_what_a_recording_holds_is_printed_without_terminal_escapes(tmp_path: Pa
         ' its value is "\\x9b2Jé"',
         "entry 3: request.method is not a method name: 'GET\\x1b[2J' (not tried)",
     ]
+
+
+def test_entries_are_tried_in_the_order_they_were_sent(tmp_path: Path) -> None:
+    """A HAR merged from two tabs, or edited, need not list its entries in time order; the
+    gateway sees them in the order they were sent, so the later of two conversions of an order
+    is the duplicate the store leaves out, whatever the file's order."""
+    later, earlier = (by_hand("POST", "/newsletter", 200) for _ in range(2))
+    later["startedDateTime"] = "2026-12-05T10:00:30.000Z"
+    earlier["startedDateTime"] = "2026-12-05T10:00:00.000+00:00"
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, [later, earlier])), "-c", str(config(tmp_path)))
+    assert code == 0
+    assert out.splitlines()[:4] == [
+        "entry 1  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0 (a duplicate of entry 2's: the store records it once)",
+        "entry 2  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0",
+    ]
+
+
+def test_an_answer_from_the_browser_s_cache_fires_nothing(tmp_path: Path) -> None:
+    """Chrome writes a page served from its cache (a thank-you page seen again with Back) as an
+    entry with ``_fromCache``: the request never left the browser, the gateway never saw it.
+    Said so, and not counted as a conversion a later real one would be the duplicate of."""
+    cached = by_hand("POST", "/newsletter", 200)
+    cached["_fromCache"] = "disk"
+    sent = by_hand("POST", "/newsletter", 200)
+    sent["startedDateTime"] = "2026-12-05T10:01:00.000Z"
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, [cached, sent])), "-c", str(config(tmp_path)))
+    assert code == 0
+    assert out.splitlines()[:4] == [
+        "entry 1  POST /newsletter  200",
+        "  conversion newsletter: not fired: answered from the browser's disk cache: the request never"
+        " reached the site, and the gateway would not see it (reload without cache, or tick Disable"
+        " cache, to record it)",
+        "entry 2  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0",
+    ]
+    _, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, [cached])), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert json.loads(out)["entries"][0]["from_cache"] == "disk"
+
+
+def test_a_large_recording_is_read_an_entry_at_a_time(tmp_path: Path) -> None:
+    """A long session's HAR (polling, images with content) runs to hundreds of megabytes: read
+    whole into Python objects it took several times its size (1.8 GB for 240 MB of 100,000
+    entries). Its entries are read one at a time from the file's bytes: the memory it takes
+    stays near the file's size."""
+    import tracemalloc
+
+    headers = [{"name": f"x-header-{i}", "value": "v" * 40} for i in range(12)]
+    poll = by_hand("GET", "/api/poll", 200, {"size": 11, "mimeType": "application/json", "text": '{"n": 1}'})
+    poll["request"]["headers"] = poll["response"]["headers"] = headers
+    path = har(tmp_path, [poll] * 3000)
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 0 and out.startswith("3,000 entries read, 0 matched a rule")
+    assert peak < 2 * size, (peak, size)
