@@ -124,6 +124,8 @@ def _said(outcome: Outcome) -> list[str]:
     for fire in outcome.fired:
         if outcome.kind == "identity":
             values = f"user ID {fire['user_id']}"
+            if "duplicate_of" in fire:
+                values += f" (bound at entry {fire['duplicate_of']} already: the store records it once)"
         else:
             said = [f"{name} {fire[key]}" for key, name in _CONVERSION if fire[key] is not None]
             values = ", ".join(said) or "no value, currency or order ID"

@@ -77,6 +77,8 @@ class Trier:
         self.rules: list[_Rule] = []
         self.seen: dict[str, int] = {}
         """Conversions' deduplication keys → the entry that first recorded one."""
+        self.bound: dict[str, int] = {}
+        """User keys → the entry that first bound the recording's visitor to one."""
         for name in settings.options.proxy.addons:
             if name not in KINDS:
                 continue
@@ -182,7 +184,12 @@ class Trier:
         out.counted = [_explained(r, entry, probe, ex) for r in reasons]
         for event in ex.events:
             if isinstance(event, Binding) and rule.kind == "identity" and event.rule == rule.name:
-                out.fired.append({"user_id": self.keys.recover_user_id(event.user_key)})
+                bound: dict[str, Any] = {"user_id": self.keys.recover_user_id(event.user_key)}
+                # One browser, one visitor: the gateway binds a visitor to a user once.
+                first = self.bound.setdefault(event.user_key, entry.number)
+                if first != entry.number:
+                    bound["duplicate_of"] = first
+                out.fired.append(bound)
             elif isinstance(event, Conversion) and rule.kind == "conversion" and event.rule == rule.name:
                 fire: dict[str, Any] = {
                     "value": event.value,
@@ -271,9 +278,19 @@ def _read(condition: Condition, ex: Exchange) -> str:
     try:
         value = condition.read(ex)
     except ExtractError as err:
-        return "the capture found nothing" if err.reason == "capture_no_match" else f"no value ({err.reason})"
+        if err.reason != "capture_no_match":
+            return f"no value ({err.reason})"
+        if condition.read.kind in CREDENTIAL_SOURCES:  # a session cookie or token: not printed
+            return "the capture found nothing"
+        # What the capture searched (the URL a checkout redirected to instead), as the operator
+        # needs it to correct the pattern.
+        return "the capture found nothing in " + _shown(condition.read._read(ex))
+    return "its value is " + _shown(value)
+
+
+def _shown(value: Any) -> str:
     text = compared_text(value)
     shown = (
         json.dumps(text, ensure_ascii=False) if text is not None else json.dumps(value, ensure_ascii=False)
     )
-    return "its value is " + printable(shown if len(shown) <= 80 else shown[:79] + "…")
+    return printable(shown if len(shown) <= 80 else shown[:79] + "…")

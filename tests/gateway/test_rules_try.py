@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import pytest
@@ -553,3 +554,202 @@ def test_a_large_recording_is_read_an_entry_at_a_time(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert code == 0 and out.startswith("3,000 entries read, 0 matched a rule")
     assert peak < 2 * size, (peak, size)
+
+
+class Browser:
+    """Requests sent through a real gateway, each written down as the browser that sent them
+    writes it in a HAR: Chrome over HTTP/2 (pseudo-headers, names in lower case, each
+    Set-Cookie its own line, a redirect's body left out, ``_resourceType``, ``_initiator``,
+    ``serverIPAddress``, ``content.compression``, cookies with ``expires: null``), or Firefox
+    (names as sent, Set-Cookie lines joined by newlines, a binary body base64, ``bodySize:
+    -1``)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session, self.url = session, url
+        self.entries: list[dict[str, Any]] = []
+        self.cookies: dict[str, str] = {}
+
+    async def send(
+        self, method: str, path: str, data: Any = None, firefox: bool = False, **headers: str
+    ) -> int:
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        sent_headers = {**headers, **({"Cookie": cookie} if cookie else {})}
+        started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        async with self.session.request(
+            method, self.url + path, data=data, headers=sent_headers, allow_redirects=False
+        ) as resp:
+            body = await resp.read()  # decoded, as the browser hands it to the page
+            sent = resp.request_info.headers
+            request_body = b""
+            if isinstance(data, dict):
+                request_body = urlencode(data).encode()
+            elif isinstance(data, aiohttp.MultipartWriter):
+                writer = _Collect()
+                await data.write(writer)
+                request_body = writer.data
+            answer = [(k.decode(), v.decode()) for k, v in resp.raw_headers]
+            for line in resp.headers.getall("Set-Cookie", ()):
+                name, _, rest = line.partition("=")
+                self.cookies[name] = rest.partition(";")[0]
+        url = self.url + path
+        if firefox:
+            joined = "\n".join(v for k, v in answer if k.lower() == "set-cookie")
+            headers_out = [{"name": k, "value": v} for k, v in answer if k.lower() != "set-cookie"]
+            if joined:
+                headers_out.append({"name": "Set-Cookie", "value": joined})
+            content: dict[str, Any] = {"mimeType": resp.headers.get("Content-Type", ""), "size": len(body)}
+            try:
+                content["text"] = body.decode()
+            except UnicodeDecodeError:
+                content.update(text=base64.b64encode(body).decode(), encoding="base64")
+            request = {
+                "method": method,
+                "url": url,
+                "httpVersion": "HTTP/1.1",
+                "headers": [{"name": k, "value": v} for k, v in sent.items()],
+                "cookies": [{"name": k, "value": v} for k, v in self.cookies.items()],
+                "bodySize": len(request_body) or -1,
+            }
+            response = {"status": resp.status, "headers": headers_out, "content": content, "bodySize": -1}
+        else:
+            parts = urlsplit(url)
+            pseudo = [
+                (":authority", parts.netloc),
+                (":method", method),
+                (":path", path),
+                (":scheme", "https"),
+            ]
+            request = {
+                "method": method,
+                "url": url,
+                "httpVersion": "http/2.0",
+                "headers": [{"name": k, "value": v} for k, v in pseudo]
+                + [{"name": k.lower(), "value": v} for k, v in sent.items()],
+                "queryString": [],
+                "cookies": [],
+                "headersSize": -1,
+                "bodySize": len(request_body),
+            }
+            content = {"size": len(body), "mimeType": resp.headers.get("Content-Type", "x-unknown")}
+            if not 300 <= resp.status < 400:  # Chrome keeps no redirect's body
+                content.update(text=body.decode("utf-8", "replace"), compression=0)
+            response = {
+                "status": resp.status,
+                "statusText": "",
+                "httpVersion": "http/2.0",
+                "headers": [{"name": ":status", "value": str(resp.status)}]
+                + [{"name": k.lower(), "value": v} for k, v in answer],
+                "cookies": [
+                    {"name": c.key, "value": c.value, "path": "/", "expires": None, "httpOnly": True}
+                    for c in resp.cookies.values()
+                ],
+                "content": content,
+                "redirectURL": resp.headers.get("Location", ""),
+                "headersSize": -1,
+                "bodySize": -1,
+                "_transferSize": len(body) + 200,
+                "_error": None,
+            }
+        if request_body:
+            request["postData"] = {
+                "mimeType": sent.get("Content-Type", ""),
+                "text": request_body.decode("utf-8", "replace"),
+            }
+        entry: dict[str, Any] = {"startedDateTime": started, "request": request, "response": response}
+        if not firefox:
+            entry.update(
+                _initiator={"type": "other"},
+                _priority="VeryHigh",
+                _resourceType="fetch" if method == "POST" else "document",
+                serverIPAddress="127.0.0.1",
+                connection="443",
+                cache={},
+                timings={"blocked": 1, "send": 0, "wait": 2, "receive": 1},
+                time=4,
+            )
+        self.entries.append(entry)
+        return resp.status
+
+
+class _Collect:
+    """Where an ``aiohttp.MultipartWriter`` writes the body it sends."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    async def write(self, chunk: bytes) -> None:
+        self.data += chunk
+
+
+async def test_what_rules_try_says_is_what_the_gateway_records(
+    tmp_path: Path, start_gateway: Any, upstream_server: Any
+) -> None:
+    """The README's rules for WordPress's logged-in cookie, Django's rotated ``sessionid``, a
+    Next.js action that returns, WooCommerce's checkout and thank-you page, run by a real
+    gateway in front of sites answering as those stacks do, the requests recorded as Chrome and
+    Firefox write them: ``rules try`` on the recording fires exactly where the gateway bound a
+    user or recorded a conversion, with the same user IDs and orders."""
+    from tests.gateway.test_rules_stacks import SOURCE_RULES, WOO_SECRET, Stacks, multipart, rows
+
+    gw = await start_gateway(
+        await upstream_server(Stacks().app), SOURCE_RULES, env={"WOO_SECRET": WOO_SECRET}
+    )
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        browser = Browser(session, gw.url)
+        page = {"Accept": "text/html"}
+        await browser.send("GET", "/?utm_source=news", **page)
+        for n, (log, pwd) in enumerate(
+            (("ada", "wrong"), ("ada@example.com", "right"), ("Carol Smith", "right"))
+        ):
+            form = {"log": log, "pwd": pwd, "wp-submit": "Log In"}
+            await browser.send("POST", "/wp-login.php", form, firefox=n == 1)
+        for who, password in (("victim@example.com", "wrong"), ("Ada@Example.com", "right")):
+            form = {"csrfmiddlewaretoken": "t", "login": who, "password": password}
+            await browser.send("POST", "/accounts/login/", form, firefox=password == "wrong")
+        await browser.send("POST", "/accounts/logout/", {"csrfmiddlewaretoken": "t"})
+        action = {"Next-Action": "7f3a9c", "Accept": "text/x-component", "Accept-Encoding": "gzip, br"}
+        for who, password in (("victim@example.com", "wrong"), ("Ada@Example.com", "right")):
+            fields = {"1_email": who, "1_password": password, "0": '[{},"$K1"]'}
+            await browser.send("POST", "/account", multipart(fields), firefox=password == "right", **action)
+        checkout = {"billing_email": "a@example.com", "payment_method": "stripe"}
+        await browser.send("POST", "/?wc-ajax=checkout", checkout)
+        await browser.send("POST", "/?wc-ajax=checkout", {**checkout, "payment_method": "ppec_paypal"})
+        for order in ("728", "728", "729", "727"):
+            await browser.send("GET", f"/checkout/order-received/{order}/?key=wc_order_{order}", **page)
+    path = await asyncio.to_thread(har, tmp_path, browser.entries)
+    cfg = await asyncio.to_thread(config, tmp_path, SOURCE_RULES.partition("[[sources]]")[0])
+    code, out, err = await asyncio.to_thread(
+        gateway, "rules", "try", str(path), "-c", str(cfg), "--format", "json"
+    )
+    assert (code, err) == (0, ""), out
+    said = json.loads(out)["entries"]
+    keys = gw.gateway.keys
+    fired_users = [
+        (rule["rule"], keys.user_key(fire["user_id"]))
+        for entry in said
+        for rule in entry["rules"]
+        if rule["kind"] == "identity"
+        for fire in rule["fired"]
+        if "duplicate_of" not in fire  # the visitor bound to that user already
+    ]
+    bound = await rows(gw, "SELECT rule, user_key FROM identities ORDER BY id")
+    assert fired_users == [tuple(b) for b in bound]
+    assert {rule for rule, _ in fired_users} == {"wp-login-cookie", "django-session"}
+    again = [e for e in said if e["path"] == "/account" and e["rules"][0]["fired"]]
+    assert again[0]["rules"][0]["fired"][0]["duplicate_of"] < again[0]["entry"]
+    # Where a capture found nothing, what it searched: the order went to PayPal, not paid yet.
+    paypal = [e["rules"][0]["reason"] for e in said if e["path"] == "/" and not e["rules"][0]["fired"]]
+    assert paypal == [
+        'when[2] (response_json "/redirect" capture "/checkout/order-received/(\\\\d+)/") did not hold:'
+        ' the capture found nothing in "https://www.paypal.com/checkoutnow?token=EC-1"'
+    ]
+    recorded = [
+        (rule["rule"], fire["order_id"], fire["value"])
+        for entry in said
+        for rule in entry["rules"]
+        if rule["kind"] == "conversion"
+        for fire in rule["fired"]
+        if "duplicate_of" not in fire
+    ]
+    stored = await rows(gw, "SELECT name, order_id, value FROM conversions ORDER BY id")
+    assert recorded == [tuple(r) for r in stored] and len(stored) == 2
