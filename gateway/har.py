@@ -48,6 +48,14 @@ class EntryError(Exception):
     """One entry cannot be tried: one line naming it and the field."""
 
 
+class NotHttp(EntryError):
+    """An entry that is no HTTP request (a WebSocket's messages, a ``data:`` image, an
+    extension's file): browsers record them with the rest, and the gateway sees none."""
+
+
+_NOT_HTTP = frozenset({"ws", "wss", "data", "blob", "about", "chrome-extension", "moz-extension", "file"})
+
+
 @dataclass(slots=True)
 class Entry:
     """One request and its answer, as recorded."""
@@ -162,6 +170,8 @@ def read_har(path: Path) -> tuple[list[Entry], list[tuple[int, str]]]:
     for number in range(1, len(recording) + 1):
         try:
             read.append(recording.entry(number))
+        except NotHttp:
+            continue
         except EntryError as err:
             problems.append((number, str(err)))
     return read, problems
@@ -176,7 +186,12 @@ def entry(number: int, raw: Any) -> Entry:
     method, url = request.get("method"), request.get("url")
     if not isinstance(method, str) or not _TOKEN.fullmatch(method):
         raise EntryError(f"{label}: request.method is not a method name: {method!r}"[:200])
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:  # an unclosed [ of an IPv6 address
+        parts = None
+    if parts is not None and parts.scheme.lower() in _NOT_HTTP:
+        raise NotHttp(f"{label} ({method} {parts.scheme}: URL): not an HTTP request, skipped")
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise EntryError(f"{label} ({method}): request.url is not an http(s) URL: {url!r}"[:300])
     label = f"{label} ({method} {printable(parts.path or '/')})"

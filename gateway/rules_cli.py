@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ConfigError, load_settings
-from gateway.har import Entry, EntryError, HarError, Recording, printable
+from gateway.har import Entry, EntryError, HarError, NotHttp, Recording, printable
 from gateway.rulestry import Outcome, Trier
 
 EXIT_CONFIG = 2
@@ -61,10 +61,14 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
     tried: list[Tried] = []
     problems: list[tuple[int, str]] = []
     credentials = False
+    skipped = 0
     # In the order they were sent, as the gateway sees them; each entry read, tried and let go.
     for number in recording.in_time_order():
         try:
             entry = recording.entry(number)
+        except NotHttp:
+            skipped += 1
+            continue
         except EntryError as err:
             problems.append((number, str(err)))
             continue
@@ -74,7 +78,7 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
         tried.append(Tried.of(entry, trier.run(entry)))
     tried.sort(key=lambda t: t.number)
     problems.sort()
-    summary = _summary(trier, tried, problems, credentials)
+    summary = _summary(trier, tried, problems, credentials, skipped)
     if args.format == "json":
         shown = [_entry_json(t) for t in tried if t.outcomes or args.all]
         unreadable = [{"entry": number, "error": problem} for number, problem in problems]
@@ -175,7 +179,7 @@ def _entry_json(entry: Tried) -> dict[str, Any]:
 
 
 def _summary(
-    trier: Trier, tried: list[Tried], problems: list[tuple[int, str]], credentials: bool
+    trier: Trier, tried: list[Tried], problems: list[tuple[int, str]], credentials: bool, skipped: int
 ) -> dict[str, Any]:
     rules: dict[tuple[str, str], dict[str, Any]] = {
         (rule.kind, rule.name): {"kind": rule.kind, "rule": rule.name, "matched": 0, "fired": 0}
@@ -194,8 +198,9 @@ def _summary(
             " a HAR exported sanitized (Chrome's default) leaves them out; export it with sensitive data"
         )
     return {
-        "entries": len(tried) + len(problems),
+        "entries": len(tried) + len(problems) + skipped,
         "unreadable": len(problems),
+        "not_http": skipped,
         "matched": sum(1 for t in tried if t.outcomes),
         "rules": list(rules.values()),
         "matched_nothing": [f"{r['kind']} {r['rule']}" for r in rules.values() if not r["matched"]],
@@ -205,6 +210,8 @@ def _summary(
 
 def _summary_line(summary: dict[str, Any]) -> str:
     unreadable = f" ({summary['unreadable']:,} could not be)" if summary["unreadable"] else ""
+    if summary["not_http"]:  # WebSocket, data: and extension entries: the gateway runs no rule on them
+        unreadable += f" ({summary['not_http']:,} not HTTP, skipped)"
     fired = ", ".join(
         f"{r['kind']} {r['rule']} {r['fired']:,} (of {r['matched']:,} matched)"
         for r in summary["rules"]

@@ -753,3 +753,27 @@ async def test_what_rules_try_says_is_what_the_gateway_records(
     ]
     stored = await rows(gw, "SELECT name, order_id, value FROM conversions ORDER BY id")
     assert recorded == [tuple(r) for r in stored] and len(stored) == 2
+
+
+def test_websocket_and_data_entries_are_skipped_not_unreadable(tmp_path: Path) -> None:
+    """Chrome records a page's WebSocket (``wss://``, ``_resourceType: websocket``, its
+    messages), its ``data:`` images and an extension's files along with the requests: none is a
+    request any rule runs on (the gateway relays a WebSocket without them), so none makes the
+    command fail. A URL Python cannot even split is one entry's error, not a traceback."""
+    socket = by_hand("GET", "/_next/webpack-hmr", 101)
+    socket["request"]["url"] = "wss://shop.example/_next/webpack-hmr"
+    socket.update(_resourceType="websocket", _webSocketMessages=[{"type": "receive", "data": "{}"}])
+    image = by_hand("GET", "/", 200)
+    image["request"]["url"] = "data:image/png;base64,iVBORw0KGgo="
+    broken = by_hand("GET", "/", 200)
+    broken["request"]["url"] = "http://[::1/login"
+    entries = [socket, image, by_hand("POST", "/newsletter", 200)]
+    code, out, err = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[2].startswith("3 entries read (2 not HTTP, skipped), 1 matched a rule;")
+    code, out, err = gateway("rules", "try", str(har(tmp_path, [broken])), "-c", str(config(tmp_path)))
+    assert (code, err) == (1, "")
+    assert (
+        out.splitlines()[0]
+        == "entry 1 (GET): request.url is not an http(s) URL: 'http://[::1/login' (not tried)"
+    )
