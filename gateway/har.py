@@ -208,7 +208,10 @@ def entry(number: int, raw: Any) -> Entry:
         raise fail(f"response.status is not a number: {status!r}")
     request_headers = _headers(request, "request", fail)
     response_headers = _headers(response, "response", fail)
-    if "cookie" not in request_headers:  # some exporters list the cookies alone
+    crumbs = request_headers.popall("cookie", [])
+    if crumbs:  # HTTP/2 may send the cookies in several fields: joined, as a front proxy joins them
+        request_headers["cookie"] = "; ".join(crumbs)
+    else:  # some exporters list the cookies alone
         sent = [f"{c['name']}={c['value']}" for c in _cookies(request, "request", fail)]
         if sent:
             request_headers["cookie"] = "; ".join(sent)

@@ -777,3 +777,27 @@ def test_websocket_and_data_entries_are_skipped_not_unreadable(tmp_path: Path) -
         out.splitlines()[0]
         == "entry 1 (GET): request.url is not an http(s) URL: 'http://[::1/login' (not tried)"
     )
+
+
+def test_cookies_sent_in_several_http2_fields_are_read_as_one_header(tmp_path: Path) -> None:
+    """Over HTTP/2 a browser may split its cookies into several ``cookie`` fields, and the HAR
+    lists each; the gateway, behind the proxy that ends HTTP/2, gets them joined with ``; ``
+    (RFC 9113 §8.2.3): a rule reads a cookie from any of them."""
+    rules = """
+[[identity.rules]]
+name = "wp-cookie"
+method = "GET"
+path = "/wp-admin/"
+status = [200]
+user_id = { cookie = "wordpress_logged_in_*", capture = "^(.+?)%7C" }
+"""
+    page = by_hand("GET", "/wp-admin/", 200)
+    page["request"]["headers"] = [
+        {"name": ":authority", "value": "shop.example"},
+        {"name": "cookie", "value": "gw_vid=v1"},
+        {"name": "cookie", "value": "wordpress_logged_in_5d41=ada%7C1767000000%7Ct%7Ch"},
+    ]
+    path = har(tmp_path, [page])
+    code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path, rules)))
+    assert code == 0
+    assert out.splitlines()[1] == "  identity wp-cookie: fired, user ID ada"
