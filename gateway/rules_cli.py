@@ -108,6 +108,7 @@ class Tried:
     method: str
     host: str
     path: str
+    query: str
     status: int
     ts: datetime
     cached: str
@@ -116,7 +117,15 @@ class Tried:
     @classmethod
     def of(cls, entry: Entry, outcomes: list[Outcome]) -> Tried:
         return cls(
-            entry.number, entry.method, entry.host, entry.path, entry.status, entry.ts, entry.cached, outcomes
+            entry.number,
+            entry.method,
+            entry.host,
+            entry.path,
+            entry.query,
+            entry.status,
+            entry.ts,
+            entry.cached,
+            outcomes,
         )
 
 
@@ -148,7 +157,11 @@ def _entry_table(entry: Tried, hosts: int) -> str:
     """``hosts``: how many the file's requests went to; with more than one, each entry says its
     own (a rule without ``host`` matches any, and a HAR holds other sites' requests too)."""
     host = f"  ({printable(entry.host)})" if hosts > 1 else ""
-    lines = [f"entry {entry.number}  {entry.method} {printable(entry.path)}  {entry.status}{host}"]
+    # The query too (cut): a rule's when often tests it (?action=register, ?code= or ?error=).
+    query = f"?{entry.query}" if entry.query else ""
+    query = query if len(query) <= 60 else query[:59] + "…"
+    target = printable(entry.path + query)
+    lines = [f"entry {entry.number}  {entry.method} {target}  {entry.status}{host}"]
     for outcome in entry.outcomes:
         lines += _said(outcome)
     if not entry.outcomes:
@@ -162,6 +175,7 @@ def _entry_json(entry: Tried) -> dict[str, Any]:
         "method": entry.method,
         "host": entry.host,
         "path": entry.path,
+        "query": entry.query,
         "status": entry.status,
         "started": entry.ts.isoformat(),
         "from_cache": entry.cached or None,

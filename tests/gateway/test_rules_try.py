@@ -801,3 +801,17 @@ user_id = { cookie = "wordpress_logged_in_*", capture = "^(.+?)%7C" }
     code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path, rules)))
     assert code == 0
     assert out.splitlines()[1] == "  identity wp-cookie: fired, user ID ada"
+
+
+def test_an_entry_is_shown_with_its_query(tmp_path: Path) -> None:
+    """Two requests to one path told apart by the query (an OAuth callback's ``?code=`` and its
+    ``?error=``, WordPress's ``?action=register``) that a rule's ``when`` tests: the entry's line
+    shows it (a long one cut), and the JSON holds it."""
+    signed = by_hand("POST", "/login?next=/account", 302)
+    long = by_hand("POST", "/login?utm_source=" + "x" * 100, 302)
+    path = har(tmp_path, [signed, long])
+    _, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+    assert out.splitlines()[0] == "entry 1  POST /login?next=/account  302"
+    assert out.splitlines()[2] == "entry 2  POST /login?utm_source=" + "x" * 47 + "…  302"
+    _, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)), "--format", "json")
+    assert json.loads(out)["entries"][0]["query"] == "next=/account"
