@@ -77,6 +77,17 @@ class Entry:
     """None: the request had a body the file does not hold."""
     response_body: bytes | None
     """None: the answer had a body the file does not hold (exported without content)."""
+
+    @property
+    def response_cut(self) -> bool:
+        """The file holds the answer's body cut short (its ``content.size`` is larger by more
+        than a byte order mark, which a browser may leave out of the text)."""
+        body, size = self.response_body, self.response_size
+        return body is not None and size is not None and size > len(body) + 3
+
+    response_size: int | None = None
+    """``content.size``: the answer's size as the browser counted it, decoded; larger than
+    ``response_body`` when the file holds it cut (Firefox keeps 1 MB of each answer)."""
     cached: str = ""
     """Chrome's ``_fromCache`` (``memory``, ``disk``): the answer came from the browser's cache,
     the request never left the browser (no site, no gateway saw it)."""
@@ -232,8 +243,15 @@ def entry(number: int, raw: Any) -> Entry:
         response_headers=response_headers,
         request_body=_request_body(request, request_headers, fail),
         response_body=_response_body(response, response_headers, status, method, fail),
+        response_size=_size(response),
         cached=cached if isinstance(cached := raw.get("_fromCache"), str) else "",
     )
+
+
+def _size(response: dict[str, Any]) -> int | None:
+    content = response.get("content")
+    size = content.get("size") if isinstance(content, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
 
 
 def _headers(part: dict[str, Any], name: str, fail: Callable[[str], EntryError]) -> CIMultiDict[str]:

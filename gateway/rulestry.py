@@ -37,6 +37,10 @@ CREDENTIAL_SOURCES = frozenset({"cookie", "set_cookie", "jwt_cookie", "jwt_autho
 """Sources that read what Chrome's default HAR export ("sanitized") leaves out: the
 ``Cookie``, ``Set-Cookie`` and ``Authorization`` headers."""
 _NOT_IN_HAR = "{} body not in the HAR: the rule reads the body; export with content"
+_CUT = (
+    "the HAR holds {:,} bytes of the {:,}-byte response body: Firefox saves 1 MB of each"
+    " (raise devtools.netmonitor.responseBodyLimit in about:config, or record in Chrome)"
+)
 _CACHED = (
     "answered from the browser's {} cache: the request never reached the site, and the gateway"
     " would not see it (reload without cache, or tick Disable cache, to record it)"
@@ -149,7 +153,7 @@ class Trier:
         # As the host reads them: within the largest max_body the matching rules asked for.
         if ex.want_request_body and entry.request_body is not None:
             ex.request_body = entry.request_body if len(entry.request_body) <= ex.want_request_body else None
-        if ex.want_response_body and entry.response_body is not None:
+        if ex.want_response_body and entry.response_body is not None and not entry.response_cut:
             fits = len(entry.response_body) <= ex.want_response_body
             ex.response_body = entry.response_body if fits else None
         ex.response = ResponseView(entry.status, entry.response_headers)
@@ -233,6 +237,12 @@ def _explained(reason: str, entry: Entry, probe: Exchange, ex: Exchange) -> str:
     ):
         if not wanted:
             continue
+        size = entry.response_size if which == "response" else None
+        if (recorded is None or entry.response_cut) and size is not None and size > cap:
+            return f"{reason}: the {which} body is {size:,} bytes, over max_body ({cap:,})"
+        if which == "response" and entry.response_cut:
+            assert recorded is not None
+            return f"{reason}: {_CUT.format(len(recorded), size)}"
         if recorded is None:
             return f"{reason}: {_NOT_IN_HAR.format(which)}"
         if len(recorded) > cap:

@@ -815,3 +815,25 @@ def test_an_entry_is_shown_with_its_query(tmp_path: Path) -> None:
     assert out.splitlines()[2] == "entry 2  POST /login?utm_source=" + "x" * 47 + "…  302"
     _, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)), "--format", "json")
     assert json.loads(out)["entries"][0]["query"] == "next=/account"
+
+
+def test_a_body_cut_or_left_out_of_the_har_is_said_by_its_recorded_size(tmp_path: Path) -> None:
+    """Firefox saves the first megabyte of an answer (``devtools.netmonitor.responseBodyLimit``)
+    and ``content.size`` says the whole; other tools leave a large body out. A rule that reads
+    more than a megabyte (``max_body``) is said to have a cut body, not a body that is no JSON;
+    one left out but over ``max_body`` by its size would not be read live either, and is said so."""
+    rules = RULES.replace('path = "/api/session"', 'path = "/api/session"\nmax_body = 2000000')
+    whole = json.dumps({"ok": True, "user": {"id": 42}, "pad": "x" * 1_500_000})
+    cut = {"mimeType": "application/json", "text": whole[:1_048_576], "size": len(whole)}
+    left_out = {"mimeType": "application/json", "size": 3_000_000, "comment": "Body discarded"}
+    entries = [by_hand("POST", "/api/session", 200, cut), by_hand("POST", "/api/session", 200, left_out)]
+    _, out, _ = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path, rules)))
+    assert out.splitlines()[1] == (
+        "  identity api-login: not fired: when_body_not_read: the HAR holds 1,048,576 bytes of the"
+        f" {len(whole):,}-byte response body: Firefox saves 1 MB of each (raise"
+        " devtools.netmonitor.responseBodyLimit in about:config, or record in Chrome)"
+    )
+    assert out.splitlines()[3] == (
+        "  identity api-login: not fired: when_body_not_read: the response body is 3,000,000 bytes,"
+        " over max_body (2,000,000)"
+    )
