@@ -162,10 +162,10 @@ def _entry_table(entry: Tried, hosts: int) -> str:
     query = query if len(query) <= 60 else query[:59] + "…"
     target = printable(entry.path + query)
     lines = [f"entry {entry.number}  {entry.method} {target}  {entry.status}{host}"]
+    if not entry.outcomes:  # one line each: in --all's listing, the entries rules matched stand out
+        return lines[0] + "  no rule matched"
     for outcome in entry.outcomes:
         lines += _said(outcome)
-    if not entry.outcomes:
-        lines.append("  no rule matched")
     return "\n".join(lines)
 
 

@@ -247,7 +247,7 @@ async def test_the_rules_are_tried_on_each_recorded_request(tmp_path: Path, site
     recorded = json.loads(await asyncio.to_thread(path.read_text))["log"]["entries"][3]["response"]["headers"]
     assert {"name": "Content-Encoding", "value": "gzip"} in recorded
     code, out, _ = await asyncio.to_thread(tried, tmp_path, path, "--all")
-    assert out.startswith("entry 1  GET /  200\n  no rule matched\nentry 2  POST /login  303\n")
+    assert out.startswith("entry 1  GET /  200  no rule matched\nentry 2  POST /login  303\n")
 
 
 async def test_json_says_the_same_facts(tmp_path: Path, site: str) -> None:
@@ -483,9 +483,8 @@ def test_what_a_recording_holds_is_printed_without_terminal_escapes(tmp_path: Pa
         "rules", "try", str(har(tmp_path, [odd, cleared, odd_method])), "-c", str(config(tmp_path)), "--all"
     )
     assert code == 1 and "\x1b" not in out and "\x9b" not in out
-    assert out.splitlines()[:5] == [
-        "entry 1  GET /\\x1b[2Jx  200",
-        "  no rule matched",
+    assert out.splitlines()[:4] == [
+        "entry 1  GET /\\x1b[2Jx  200  no rule matched",
         "entry 2  POST /api/session  200",
         '  identity api-login: not fired: when[0] (response_json "/ok" equals "true") did not hold:'
         ' its value is "\\x9b2Jé"',
