@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from addons.conversions import Conversions
+from addons.identity import Identity
 from addons.rules import Condition, ExtractError, Extractor, RuleIndex, compared_text
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
@@ -41,6 +42,12 @@ _CUT = (
     "the HAR holds {:,} bytes of the {:,}-byte response body: Firefox saves 1 MB of each"
     " (raise devtools.netmonitor.responseBodyLimit in about:config, or record in Chrome)"
 )
+_GPC = (
+    "the browser sent Sec-GPC: 1 (Global Privacy Control: Brave and DuckDuckGo by default, Firefox"
+    " when set): the gateway keeps no visitor for it (privacy.honor_gpc) and fires no rule; record"
+    " the session in a browser that does not send it"
+)
+_DNT = "the browser sent DNT: 1: the gateway keeps no visitor for it (privacy.honor_dnt) and fires no rule"
 _CACHED = (
     "answered from the browser's {} cache: the request never reached the site, and the gateway"
     " would not see it (reload without cache, or tick Disable cache, to record it)"
@@ -83,6 +90,12 @@ class Trier:
         """Conversions' deduplication keys → the entry that first recorded one."""
         self.bound: dict[str, int] = {}
         """User keys → the entry that first bound the recording's visitor to one."""
+        self.identity: Identity | None = None
+        """Whether the gateway keeps a visitor for a request (none: no rule fires), as it decides."""
+        self.privacy = settings.options.privacy
+        if "identity" in settings.options.proxy.addons:
+            self.identity = Identity()
+            self.identity.configure(Context(settings=settings, keys=self.keys, metrics=Metrics()))
         for name in settings.options.proxy.addons:
             if name not in KINDS:
                 continue
@@ -125,6 +138,18 @@ class Trier:
         )
         return Exchange(request, visitor=Visitor("har", False, self.keys.visitor_key))
 
+    def _opted_out(self, entry: Entry) -> str:
+        """Why the gateway keeps no visitor for the request, and so fires no rule on it: the
+        browser asked not to be tracked (``Sec-GPC: 1``, honoured by default); "" when it does."""
+        if self.identity is None:
+            return ""
+        probe = Exchange(self.exchange(entry).request)
+        self.identity.request(probe)
+        if not probe.aggregate_only:
+            return ""
+        gpc = self.privacy.honor_gpc and entry.request_headers.get("sec-gpc") == "1"
+        return _GPC if gpc else _DNT
+
     def matching(self, entry: Entry) -> list[tuple[_Rule, Exchange]]:
         """The rules whose method, host and path match the entry's request, each with what it
         asked of the host (``want_*_body``) on an exchange of its own."""
@@ -143,8 +168,8 @@ class Trier:
         matched = self.matching(entry)
         if not matched:
             return []
-        if entry.cached:
-            said = _CACHED.format(entry.cached)
+        said = _CACHED.format(entry.cached) if entry.cached else self._opted_out(entry)
+        if said:
             return [Outcome(rule.kind, rule.name, reason=said) for rule, _ in matched]
         ex = self.exchange(entry)
         failed: dict[int, str] = {}

@@ -702,6 +702,9 @@ async def test_what_rules_try_says_is_what_the_gateway_records(
         ):
             form = {"log": log, "pwd": pwd, "wp-submit": "Log In"}
             await browser.send("POST", "/wp-login.php", form, firefox=n == 1)
+        # Brave sends Sec-GPC: 1: the gateway keeps no visitor for it, and binds no one.
+        gpc = {"log": "bob@example.com", "pwd": "right", "wp-submit": "Log In"}
+        await browser.send("POST", "/wp-login.php", gpc, **{"Sec-GPC": "1"})
         for who, password in (("victim@example.com", "wrong"), ("Ada@Example.com", "right")):
             form = {"csrfmiddlewaretoken": "t", "login": who, "password": password}
             await browser.send("POST", "/accounts/login/", form, firefox=password == "wrong")
@@ -736,6 +739,8 @@ async def test_what_rules_try_says_is_what_the_gateway_records(
     assert {rule for rule, _ in fired_users} == {"wp-login-cookie", "django-session"}
     again = [e for e in said if e["path"] == "/account" and e["rules"][0]["fired"]]
     assert again[0]["rules"][0]["fired"][0]["duplicate_of"] < again[0]["entry"]
+    gpc_said = [e["rules"][0]["reason"] for e in said if e["path"] == "/wp-login.php" and e["status"] == 302]
+    assert gpc_said[2].startswith("the browser sent Sec-GPC: 1 (Global Privacy Control")
     # Where a capture found nothing, what it searched: the order went to PayPal, not paid yet.
     paypal = [e["rules"][0]["reason"] for e in said if e["path"] == "/" and not e["rules"][0]["fired"]]
     assert paypal == [
