@@ -841,3 +841,11 @@ def test_a_body_cut_or_left_out_of_the_har_is_said_by_its_recorded_size(tmp_path
         "  identity api-login: not fired: when_body_not_read: the response body is 3,000,000 bytes,"
         " over max_body (2,000,000)"
     )
+
+
+def test_a_har_written_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Some Windows tools (Fiddler) write the HAR's UTF-8 with a byte order mark first."""
+    path = har(tmp_path, [by_hand("POST", "/newsletter", 200)])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+    assert code == 0 and "  conversion newsletter: fired, value 1.0\n" in out
