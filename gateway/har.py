@@ -1,7 +1,8 @@
 """A recorded browser session (HAR 1.2, a browser's "Save all as HAR with content") read into
 the requests and answers ``gateway rules try`` runs the rules on.
 
-Owns reading the file (``read_har``: JSON, ``log.entries``), each entry's checks (one
+Owns reading the file (``Recording``: JSON, ``log.entries``, each entry kept as its text and
+read when tried, in the order sent), each entry's checks (one
 line naming the entry and the field, ``entry 12 (POST /login): response.content.text is not
 base64``) and what an entry becomes: the request as the gateway's host would see it (method,
 scheme, host and path of its URL, its headers, its ``startedDateTime`` as the request's time),
@@ -169,23 +170,6 @@ def _why_not(data: bytes, err: Exception) -> str:
     if not isinstance(log, dict) or not isinstance(log.get("entries"), list):
         return 'no log.entries list (a HAR is {"log": {"entries": [...]}})'
     return f"not JSON ({err})"  # what Python's reader takes and JSON does not (NaN)
-
-
-def read_har(path: Path) -> tuple[list[Entry], list[tuple[int, str]]]:
-    """The file's entries that can be tried, and for each that cannot its number and one line
-    saying why (in file order); HarError when the file is not a HAR. Holds every entry at once:
-    ``Recording`` reads them one at a time."""
-    recording = Recording(path)
-    read: list[Entry] = []
-    problems: list[tuple[int, str]] = []
-    for number in range(1, len(recording) + 1):
-        try:
-            read.append(recording.entry(number))
-        except NotHttp:
-            continue
-        except EntryError as err:
-            problems.append((number, str(err)))
-    return read, problems
 
 
 def entry(number: int, raw: Any) -> Entry:

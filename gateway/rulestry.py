@@ -9,7 +9,9 @@ leave: the bindings and conversions they append to the exchange, and the extract
 they count (each addon reports to a ``Metrics`` of its own). Why a matching rule did not
 fire is then told as the gateway would count it, and where it counts nothing (a status not in
 ``status``, a ``when`` condition that did not hold), which. User IDs are read back through
-``plain`` user keys. Nothing is stored, sent or fetched.
+``plain`` user keys. A request the gateway would keep no visitor for (``Sec-GPC: 1``, asked
+of the ``identity`` addon itself) or that never left the browser (answered from its cache)
+fires nothing, and is said so. Nothing is stored, sent or fetched.
 """
 
 from __future__ import annotations
