@@ -50,6 +50,19 @@ _GPC = (
     " the session in a browser that does not send it"
 )
 _DNT = "the browser sent DNT: 1: the gateway keeps no visitor for it (privacy.honor_dnt) and fires no rule"
+_MISSING = {
+    "form": "no value (missing): the form has no field {}",
+    "request_json": "no value (missing): the request's JSON has nothing at {}",
+    "response_json": "no value (missing): the answer's JSON has nothing at {}",
+    "header": "no value (missing): the answer has no {} header",
+    "request_header": "no value (missing): the request has no {} header",
+    "query": "no value (missing): the query has no {}",
+    "location_query": "no value (missing): the Location's query has no {}",
+    "set_cookie": "no value (missing): the answer sets no cookie {} (or deletes it)",
+    "cookie": "no value (missing): the answer sets no cookie {} and the request sends none",
+    "jwt_cookie": "no value (missing): no cookie {} set or sent, or its token has no such claim",
+}
+"""What a ``when`` source found missing, said where it looked (``missing``: no such value)."""
 _CACHED = (
     "answered from the browser's {} cache: the request never reached the site, and the gateway"
     " would not see it (reload without cache, or tick Disable cache, to record it)"
@@ -315,6 +328,8 @@ def _read(condition: Condition, ex: Exchange) -> str:
     try:
         value = condition.read(ex)
     except ExtractError as err:
+        if err.reason == "missing" and condition.read.kind in _MISSING:
+            return _MISSING[condition.read.kind].format(json.dumps(condition.read.name))
         if err.reason != "capture_no_match":
             return f"no value ({err.reason})"
         if condition.read.kind in CREDENTIAL_SOURCES:  # a session cookie or token: not printed

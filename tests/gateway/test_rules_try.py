@@ -741,6 +741,16 @@ async def test_what_rules_try_says_is_what_the_gateway_records(
     assert again[0]["rules"][0]["fired"][0]["duplicate_of"] < again[0]["entry"]
     gpc_said = [e["rules"][0]["reason"] for e in said if e["path"] == "/wp-login.php" and e["status"] == 302]
     assert gpc_said[2].startswith("the browser sent Sec-GPC: 1 (Global Privacy Control")
+    # Where a when found nothing, where it looked: a failed sign-in and a sign-out set no session.
+    django = [e["rules"][0]["reason"] for e in said if e["path"].startswith("/accounts/")]
+    assert (
+        django[0]
+        == django[2]
+        == (
+            'when[0] (set_cookie "sessionid") did not hold: no value (missing): the answer sets no cookie'
+            ' "sessionid" (or deletes it)'
+        )
+    )
     # Where a capture found nothing, what it searched: the order went to PayPal, not paid yet.
     paypal = [e["rules"][0]["reason"] for e in said if e["path"] == "/" and not e["rules"][0]["fired"]]
     assert paypal == [
