@@ -1,7 +1,8 @@
 """A recorded browser session (HAR 1.2, a browser's "Save all as HAR with content") read into
 the requests and answers ``gateway rules try`` runs the rules on.
 
-Owns reading the file (``read_har``: JSON, ``log.entries``), each entry's checks (one
+Owns reading the file (``Recording``: JSON, ``log.entries``, each entry kept as its text and
+read when tried, in the order sent), each entry's checks (one
 line naming the entry and the field, ``entry 12 (POST /login): response.content.text is not
 base64``) and what an entry becomes: the request as the gateway's host would see it (method,
 scheme, host and path of its URL, its headers, its ``startedDateTime`` as the request's time),
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import msgspec
 from multidict import CIMultiDict
 
 _CHARSET = re.compile(r"(?i)\bcharset\s*=\s*\"?([^\";\s]+)")
@@ -45,6 +47,14 @@ class HarError(Exception):
 
 class EntryError(Exception):
     """One entry cannot be tried: one line naming it and the field."""
+
+
+class NotHttp(EntryError):
+    """An entry that is no HTTP request (a WebSocket's messages, a ``data:`` image, an
+    extension's file): browsers record them with the rest, and the gateway sees none."""
+
+
+_NOT_HTTP = frozenset({"ws", "wss", "data", "blob", "about", "chrome-extension", "moz-extension", "file"})
 
 
 @dataclass(slots=True)
@@ -69,36 +79,97 @@ class Entry:
     response_body: bytes | None
     """None: the answer had a body the file does not hold (exported without content)."""
 
+    @property
+    def response_cut(self) -> bool:
+        """The file holds the answer's body cut short (its ``content.size`` is larger by more
+        than a byte order mark, which a browser may leave out of the text)."""
+        body, size = self.response_body, self.response_size
+        return body is not None and size is not None and size > len(body) + 3
 
-def read_har(path: Path) -> tuple[list[Entry], list[tuple[int, str]]]:
-    """The file's entries that can be tried, and for each that cannot its number and one line
-    saying why (in file order); HarError when the file is not a HAR."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as err:
-        raise HarError(f"cannot read {path}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise HarError(f"{path}: not a HAR file: not UTF-8 text (byte {err.start})") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise HarError(f"{path}: not a HAR file: not JSON ({err.msg}, line {err.lineno})") from None
-    except RecursionError:
-        raise HarError(f"{path}: not a HAR file: JSON nested too deep") from None
-    log = document.get("log") if isinstance(document, dict) else None
-    entries = log.get("entries") if isinstance(log, dict) else None
-    if not isinstance(entries, list):
-        raise HarError(
-            f'{path}: not a HAR file: no log.entries list (a HAR is {{"log": {{"entries": [...]}}}})'
-        )
-    read: list[Entry] = []
-    problems: list[tuple[int, str]] = []
-    for number, raw in enumerate(entries, 1):
+    response_size: int | None = None
+    """``content.size``: the answer's size as the browser counted it, decoded; larger than
+    ``response_body`` when the file holds it cut (Firefox keeps 1 MB of each answer)."""
+    cached: str = ""
+    """Chrome's ``_fromCache`` (``memory``, ``disk``): the answer came from the browser's cache,
+    the request never left the browser (no site, no gateway saw it)."""
+
+
+class _Log(msgspec.Struct):
+    entries: list[msgspec.Raw]
+
+
+class _Document(msgspec.Struct):
+    log: _Log
+
+
+class _Started(msgspec.Struct):
+    started: Any = msgspec.field(default=None, name="startedDateTime")
+
+
+class Recording:
+    """A HAR file's entries, each kept as its JSON text (a slice of the file's bytes) and read
+    into an ``Entry`` only when tried, one at a time: a recording of hundreds of megabytes (a
+    long session, its images and scripts with content) costs its size in memory, not the
+    several times that its parsed objects would (1.8 GB for a 240 MB file of 100,000 entries
+    when read whole)."""
+
+    def __init__(self, path: Path) -> None:
         try:
-            read.append(entry(number, raw))
-        except EntryError as err:
-            problems.append((number, str(err)))
-    return read, problems
+            data = path.read_bytes()
+        except OSError as err:
+            raise HarError(f"cannot read {path}: {err.strerror or err}") from None
+        view = memoryview(data)[3:] if data.startswith(b"\xef\xbb\xbf") else memoryview(data)
+        try:
+            self.raw = msgspec.json.decode(view, type=_Document).log.entries
+        except (msgspec.DecodeError, RecursionError) as err:  # ValidationError is a DecodeError
+            raise HarError(f"{path}: not a HAR file: {_why_not(data, err)}") from None
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def in_time_order(self) -> list[int]:
+        """The entries' numbers in the order they were sent (``startedDateTime``), as the gateway
+        would have seen them: a HAR merged from several tabs, or edited, need not be in that
+        order. Entries sent at the same time, or whose time cannot be read, keep the file's."""
+
+        def started(number: int) -> datetime:
+            try:
+                value = msgspec.json.decode(self.raw[number - 1], type=_Started).started
+                ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except (msgspec.DecodeError, AttributeError, TypeError, ValueError, RecursionError):
+                return _NEVER
+            return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+        return sorted(range(1, len(self.raw) + 1), key=started)
+
+    def entry(self, number: int) -> Entry:
+        """Entry ``number`` (1: the file's first); EntryError naming it and what is wrong."""
+        try:
+            raw = json.loads(bytes(self.raw[number - 1]).decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise EntryError(f"entry {number}: not UTF-8 text (its byte {err.start})") from None
+        except (ValueError, RecursionError):
+            raise EntryError(f"entry {number}: not JSON, or nested too deep") from None
+        return entry(number, raw)
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _why_not(data: bytes, err: Exception) -> str:
+    """Why a file is no HAR, said as Python's own JSON reader says it (line numbers)."""
+    try:
+        document = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as undecoded:
+        return f"not UTF-8 text (byte {undecoded.start})"
+    except json.JSONDecodeError as invalid:
+        return f"not JSON ({invalid.msg}, line {invalid.lineno})"
+    except RecursionError:
+        return "JSON nested too deep"
+    log = document.get("log") if isinstance(document, dict) else None
+    if not isinstance(log, dict) or not isinstance(log.get("entries"), list):
+        return 'no log.entries list (a HAR is {"log": {"entries": [...]}})'
+    return f"not JSON ({err})"  # what Python's reader takes and JSON does not (NaN)
 
 
 def entry(number: int, raw: Any) -> Entry:
@@ -110,7 +181,12 @@ def entry(number: int, raw: Any) -> Entry:
     method, url = request.get("method"), request.get("url")
     if not isinstance(method, str) or not _TOKEN.fullmatch(method):
         raise EntryError(f"{label}: request.method is not a method name: {method!r}"[:200])
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:  # an unclosed [ of an IPv6 address
+        parts = None
+    if parts is not None and parts.scheme.lower() in _NOT_HTTP:
+        raise NotHttp(f"{label} ({method} {parts.scheme}: URL): not an HTTP request, skipped")
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise EntryError(f"{label} ({method}): request.url is not an http(s) URL: {url!r}"[:300])
     label = f"{label} ({method} {printable(parts.path or '/')})"
@@ -127,7 +203,10 @@ def entry(number: int, raw: Any) -> Entry:
         raise fail(f"response.status is not a number: {status!r}")
     request_headers = _headers(request, "request", fail)
     response_headers = _headers(response, "response", fail)
-    if "cookie" not in request_headers:  # some exporters list the cookies alone
+    crumbs = request_headers.popall("cookie", [])
+    if crumbs:  # HTTP/2 may send the cookies in several fields: joined, as a front proxy joins them
+        request_headers["cookie"] = "; ".join(crumbs)
+    else:  # some exporters list the cookies alone
         sent = [f"{c['name']}={c['value']}" for c in _cookies(request, "request", fail)]
         if sent:
             request_headers["cookie"] = "; ".join(sent)
@@ -148,7 +227,15 @@ def entry(number: int, raw: Any) -> Entry:
         response_headers=response_headers,
         request_body=_request_body(request, request_headers, fail),
         response_body=_response_body(response, response_headers, status, method, fail),
+        response_size=_size(response),
+        cached=cached if isinstance(cached := raw.get("_fromCache"), str) else "",
     )
+
+
+def _size(response: dict[str, Any]) -> int | None:
+    content = response.get("content")
+    size = content.get("size") if isinstance(content, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
 
 
 def _headers(part: dict[str, Any], name: str, fail: Callable[[str], EntryError]) -> CIMultiDict[str]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from gateway.config import ConfigError, load_settings
-from gateway.har import Entry, HarError, printable, read_har
+from gateway.har import Entry, EntryError, HarError, NotHttp, Recording, printable
 from gateway.rulestry import Outcome, Trier
 
 EXIT_CONFIG = 2
@@ -51,21 +53,40 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG
     try:
-        entries, problems = read_har(Path(args.har))
+        recording = Recording(Path(args.har))
     except HarError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return 1
     trier = Trier(settings)
-    tried = [(entry, trier.run(entry)) for entry in entries]
-    summary = _summary(trier, tried, problems)
+    tried: list[Tried] = []
+    problems: list[tuple[int, str]] = []
+    credentials = False
+    skipped = 0
+    # In the order they were sent, as the gateway sees them; each entry read, tried and let go.
+    for number in recording.in_time_order():
+        try:
+            entry = recording.entry(number)
+        except NotHttp:
+            skipped += 1
+            continue
+        except EntryError as err:
+            problems.append((number, str(err)))
+            continue
+        credentials = credentials or any(
+            name in entry.request_headers or name in entry.response_headers for name in _CREDENTIALS
+        )
+        tried.append(Tried.of(entry, trier.run(entry)))
+    tried.sort(key=lambda t: t.number)
+    problems.sort()
+    summary = _summary(trier, tried, problems, credentials, skipped)
     if args.format == "json":
-        shown = [_entry_json(e, outcomes) for e, outcomes in tried if outcomes or args.all]
+        shown = [_entry_json(t) for t in tried if t.outcomes or args.all]
         unreadable = [{"entry": number, "error": problem} for number, problem in problems]
         document = {"file": args.har, "entries": shown, "unreadable": unreadable, "summary": summary}
         print(json.dumps(document, ensure_ascii=False, indent=1))
     else:
-        hosts = len({entry.host for entry in entries})
-        said = [(e.number, _entry_table(e, outcomes, hosts)) for e, outcomes in tried if outcomes or args.all]
+        hosts = len({t.host for t in tried})
+        said = [(t.number, _entry_table(t, hosts)) for t in tried if t.outcomes or args.all]
         said += [(number, f"{problem} (not tried)") for number, problem in problems]
         for _, text in sorted(said, key=lambda said: said[0]):
             print(text)
@@ -73,6 +94,39 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
         for note in summary["notes"]:
             print(f"note: {note}")
     return 1 if problems else 0
+
+
+_CREDENTIALS = ("cookie", "set-cookie", "authorization")
+"""Headers Chrome's sanitized export leaves out."""
+
+
+@dataclass(slots=True)
+class Tried:
+    """What is said of an entry once tried (its headers and bodies let go)."""
+
+    number: int
+    method: str
+    host: str
+    path: str
+    query: str
+    status: int
+    ts: datetime
+    cached: str
+    outcomes: list[Outcome]
+
+    @classmethod
+    def of(cls, entry: Entry, outcomes: list[Outcome]) -> Tried:
+        return cls(
+            entry.number,
+            entry.method,
+            entry.host,
+            entry.path,
+            entry.query,
+            entry.status,
+            entry.ts,
+            entry.cached,
+            outcomes,
+        )
 
 
 def _said(outcome: Outcome) -> list[str]:
@@ -83,6 +137,8 @@ def _said(outcome: Outcome) -> list[str]:
     for fire in outcome.fired:
         if outcome.kind == "identity":
             values = f"user ID {fire['user_id']}"
+            if "duplicate_of" in fire:
+                values += f" (bound at entry {fire['duplicate_of']} already: the store records it once)"
         else:
             said = [f"{name} {fire[key]}" for key, name in _CONVERSION if fire[key] is not None]
             values = ", ".join(said) or "no value, currency or order ID"
@@ -97,26 +153,32 @@ def _said(outcome: Outcome) -> list[str]:
 _CONVERSION = (("value", "value"), ("currency", "currency"), ("order_id", "order ID"))
 
 
-def _entry_table(entry: Entry, outcomes: list[Outcome], hosts: int) -> str:
+def _entry_table(entry: Tried, hosts: int) -> str:
     """``hosts``: how many the file's requests went to; with more than one, each entry says its
     own (a rule without ``host`` matches any, and a HAR holds other sites' requests too)."""
     host = f"  ({printable(entry.host)})" if hosts > 1 else ""
-    lines = [f"entry {entry.number}  {entry.method} {printable(entry.path)}  {entry.status}{host}"]
-    for outcome in outcomes:
+    # The query too (cut): a rule's when often tests it (?action=register, ?code= or ?error=).
+    query = f"?{entry.query}" if entry.query else ""
+    query = query if len(query) <= 60 else query[:59] + "…"
+    target = printable(entry.path + query)
+    lines = [f"entry {entry.number}  {entry.method} {target}  {entry.status}{host}"]
+    if not entry.outcomes:  # one line each: in --all's listing, the entries rules matched stand out
+        return lines[0] + "  no rule matched"
+    for outcome in entry.outcomes:
         lines += _said(outcome)
-    if not outcomes:
-        lines.append("  no rule matched")
     return "\n".join(lines)
 
 
-def _entry_json(entry: Entry, outcomes: list[Outcome]) -> dict[str, Any]:
+def _entry_json(entry: Tried) -> dict[str, Any]:
     return {
         "entry": entry.number,
         "method": entry.method,
         "host": entry.host,
         "path": entry.path,
+        "query": entry.query,
         "status": entry.status,
         "started": entry.ts.isoformat(),
+        "from_cache": entry.cached or None,
         "rules": [
             {
                 "kind": o.kind,
@@ -125,37 +187,35 @@ def _entry_json(entry: Entry, outcomes: list[Outcome]) -> dict[str, Any]:
                 "reason": o.reason or None,
                 "counted": o.counted,
             }
-            for o in outcomes
+            for o in entry.outcomes
         ],
     }
 
 
 def _summary(
-    trier: Trier, tried: list[tuple[Entry, list[Outcome]]], problems: list[tuple[int, str]]
+    trier: Trier, tried: list[Tried], problems: list[tuple[int, str]], credentials: bool, skipped: int
 ) -> dict[str, Any]:
     rules: dict[tuple[str, str], dict[str, Any]] = {
         (rule.kind, rule.name): {"kind": rule.kind, "rule": rule.name, "matched": 0, "fired": 0}
         for rule in trier.rules
     }
-    for _, outcomes in tried:
-        for o in outcomes:
+    for t in tried:
+        for o in t.outcomes:
             counts = rules[(o.kind, o.rule)]
             counts["matched"] += 1
             counts["fired"] += len(o.fired)
     notes = []
-    credentials = [f"{rule.kind} {rule.name}" for rule in trier.rules if rule.credentials]
-    sent = ("cookie", "set-cookie", "authorization")
-    if credentials and not any(
-        name in e.request_headers or name in e.response_headers for e, _ in tried for name in sent
-    ):
+    reading = [f"{rule.kind} {rule.name}" for rule in trier.rules if rule.credentials]
+    if reading and not credentials:
         notes.append(
-            f"{', '.join(credentials)} read a cookie or the Authorization header, and no entry holds one:"
+            f"{', '.join(reading)} read a cookie or the Authorization header, and no entry holds one:"
             " a HAR exported sanitized (Chrome's default) leaves them out; export it with sensitive data"
         )
     return {
-        "entries": len(tried) + len(problems),
+        "entries": len(tried) + len(problems) + skipped,
         "unreadable": len(problems),
-        "matched": sum(1 for _, outcomes in tried if outcomes),
+        "not_http": skipped,
+        "matched": sum(1 for t in tried if t.outcomes),
         "rules": list(rules.values()),
         "matched_nothing": [f"{r['kind']} {r['rule']}" for r in rules.values() if not r["matched"]],
         "notes": notes,
@@ -164,6 +224,8 @@ def _summary(
 
 def _summary_line(summary: dict[str, Any]) -> str:
     unreadable = f" ({summary['unreadable']:,} could not be)" if summary["unreadable"] else ""
+    if summary["not_http"]:  # WebSocket, data: and extension entries: the gateway runs no rule on them
+        unreadable += f" ({summary['not_http']:,} not HTTP, skipped)"
     fired = ", ".join(
         f"{r['kind']} {r['rule']} {r['fired']:,} (of {r['matched']:,} matched)"
         for r in summary["rules"]

@@ -9,7 +9,9 @@ leave: the bindings and conversions they append to the exchange, and the extract
 they count (each addon reports to a ``Metrics`` of its own). Why a matching rule did not
 fire is then told as the gateway would count it, and where it counts nothing (a status not in
 ``status``, a ``when`` condition that did not hold), which. User IDs are read back through
-``plain`` user keys. Nothing is stored, sent or fetched.
+``plain`` user keys. A request the gateway would keep no visitor for (``Sec-GPC: 1``, asked
+of the ``identity`` addon itself) or that never left the browser (answered from its cache)
+fires nothing, and is said so. Nothing is stored, sent or fetched.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from addons.conversions import Conversions
+from addons.identity import Identity
 from addons.rules import Condition, ExtractError, Extractor, RuleIndex, compared_text
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
@@ -37,6 +40,33 @@ CREDENTIAL_SOURCES = frozenset({"cookie", "set_cookie", "jwt_cookie", "jwt_autho
 """Sources that read what Chrome's default HAR export ("sanitized") leaves out: the
 ``Cookie``, ``Set-Cookie`` and ``Authorization`` headers."""
 _NOT_IN_HAR = "{} body not in the HAR: the rule reads the body; export with content"
+_CUT = (
+    "the HAR holds {:,} bytes of the {:,}-byte response body: Firefox saves 1 MB of each"
+    " (raise devtools.netmonitor.responseBodyLimit in about:config, or record in Chrome)"
+)
+_GPC = (
+    "the browser sent Sec-GPC: 1 (Global Privacy Control: Brave and DuckDuckGo by default, Firefox"
+    " when set): the gateway keeps no visitor for it (privacy.honor_gpc) and fires no rule; record"
+    " the session in a browser that does not send it"
+)
+_DNT = "the browser sent DNT: 1: the gateway keeps no visitor for it (privacy.honor_dnt) and fires no rule"
+_MISSING = {
+    "form": "no value (missing): the form has no field {}",
+    "request_json": "no value (missing): the request's JSON has nothing at {}",
+    "response_json": "no value (missing): the answer's JSON has nothing at {}",
+    "header": "no value (missing): the answer has no {} header",
+    "request_header": "no value (missing): the request has no {} header",
+    "query": "no value (missing): the query has no {}",
+    "location_query": "no value (missing): the Location's query has no {}",
+    "set_cookie": "no value (missing): the answer sets no cookie {} (or deletes it)",
+    "cookie": "no value (missing): the answer sets no cookie {} and the request sends none",
+    "jwt_cookie": "no value (missing): no cookie {} set or sent, or its token has no such claim",
+}
+"""What a ``when`` source found missing, said where it looked (``missing``: no such value)."""
+_CACHED = (
+    "answered from the browser's {} cache: the request never reached the site, and the gateway"
+    " would not see it (reload without cache, or tick Disable cache, to record it)"
+)
 
 
 @dataclass(slots=True)
@@ -73,6 +103,14 @@ class Trier:
         self.rules: list[_Rule] = []
         self.seen: dict[str, int] = {}
         """Conversions' deduplication keys → the entry that first recorded one."""
+        self.bound: dict[str, int] = {}
+        """User keys → the entry that first bound the recording's visitor to one."""
+        self.identity: Identity | None = None
+        """Whether the gateway keeps a visitor for a request (none: no rule fires), as it decides."""
+        self.privacy = settings.options.privacy
+        if "identity" in settings.options.proxy.addons:
+            self.identity = Identity()
+            self.identity.configure(Context(settings=settings, keys=self.keys, metrics=Metrics()))
         for name in settings.options.proxy.addons:
             if name not in KINDS:
                 continue
@@ -115,6 +153,18 @@ class Trier:
         )
         return Exchange(request, visitor=Visitor("har", False, self.keys.visitor_key))
 
+    def _opted_out(self, entry: Entry) -> str:
+        """Why the gateway keeps no visitor for the request, and so fires no rule on it: the
+        browser asked not to be tracked (``Sec-GPC: 1``, honoured by default); "" when it does."""
+        if self.identity is None:
+            return ""
+        probe = Exchange(self.exchange(entry).request)
+        self.identity.request(probe)
+        if not probe.aggregate_only:
+            return ""
+        gpc = self.privacy.honor_gpc and entry.request_headers.get("sec-gpc") == "1"
+        return _GPC if gpc else _DNT
+
     def matching(self, entry: Entry) -> list[tuple[_Rule, Exchange]]:
         """The rules whose method, host and path match the entry's request, each with what it
         asked of the host (``want_*_body``) on an exchange of its own."""
@@ -127,10 +177,15 @@ class Trier:
         return found
 
     def run(self, entry: Entry) -> list[Outcome]:
-        """The outcome of each rule that matched the entry, in config order (none matched: [])."""
+        """The outcome of each rule that matched the entry, in config order (none matched: []).
+        Entries are run in the order they were sent, as the gateway sees them: a conversion's
+        duplicate is the later one. One answered from the browser's cache fires nothing."""
         matched = self.matching(entry)
         if not matched:
             return []
+        said = _CACHED.format(entry.cached) if entry.cached else self._opted_out(entry)
+        if said:
+            return [Outcome(rule.kind, rule.name, reason=said) for rule, _ in matched]
         ex = self.exchange(entry)
         failed: dict[int, str] = {}
         for addon, metrics in self.addons:
@@ -138,7 +193,7 @@ class Trier:
         # As the host reads them: within the largest max_body the matching rules asked for.
         if ex.want_request_body and entry.request_body is not None:
             ex.request_body = entry.request_body if len(entry.request_body) <= ex.want_request_body else None
-        if ex.want_response_body and entry.response_body is not None:
+        if ex.want_response_body and entry.response_body is not None and not entry.response_cut:
             fits = len(entry.response_body) <= ex.want_response_body
             ex.response_body = entry.response_body if fits else None
         ex.response = ResponseView(entry.status, entry.response_headers)
@@ -173,7 +228,12 @@ class Trier:
         out.counted = [_explained(r, entry, probe, ex) for r in reasons]
         for event in ex.events:
             if isinstance(event, Binding) and rule.kind == "identity" and event.rule == rule.name:
-                out.fired.append({"user_id": self.keys.recover_user_id(event.user_key)})
+                bound: dict[str, Any] = {"user_id": self.keys.recover_user_id(event.user_key)}
+                # One browser, one visitor: the gateway binds a visitor to a user once.
+                first = self.bound.setdefault(event.user_key, entry.number)
+                if first != entry.number:
+                    bound["duplicate_of"] = first
+                out.fired.append(bound)
             elif isinstance(event, Conversion) and rule.kind == "conversion" and event.rule == rule.name:
                 fire: dict[str, Any] = {
                     "value": event.value,
@@ -217,6 +277,12 @@ def _explained(reason: str, entry: Entry, probe: Exchange, ex: Exchange) -> str:
     ):
         if not wanted:
             continue
+        size = entry.response_size if which == "response" else None
+        if (recorded is None or entry.response_cut) and size is not None and size > cap:
+            return f"{reason}: the {which} body is {size:,} bytes, over max_body ({cap:,})"
+        if which == "response" and entry.response_cut:
+            assert recorded is not None
+            return f"{reason}: {_CUT.format(len(recorded), size)}"
         if recorded is None:
             return f"{reason}: {_NOT_IN_HAR.format(which)}"
         if len(recorded) > cap:
@@ -262,9 +328,21 @@ def _read(condition: Condition, ex: Exchange) -> str:
     try:
         value = condition.read(ex)
     except ExtractError as err:
-        return "the capture found nothing" if err.reason == "capture_no_match" else f"no value ({err.reason})"
+        if err.reason == "missing" and condition.read.kind in _MISSING:
+            return _MISSING[condition.read.kind].format(json.dumps(condition.read.name))
+        if err.reason != "capture_no_match":
+            return f"no value ({err.reason})"
+        if condition.read.kind in CREDENTIAL_SOURCES:  # a session cookie or token: not printed
+            return "the capture found nothing"
+        # What the capture searched (the URL a checkout redirected to instead), as the operator
+        # needs it to correct the pattern.
+        return "the capture found nothing in " + _shown(condition.read._read(ex))
+    return "its value is " + _shown(value)
+
+
+def _shown(value: Any) -> str:
     text = compared_text(value)
     shown = (
         json.dumps(text, ensure_ascii=False) if text is not None else json.dumps(value, ensure_ascii=False)
     )
-    return "its value is " + printable(shown if len(shown) <= 80 else shown[:79] + "…")
+    return printable(shown if len(shown) <= 80 else shown[:79] + "…")

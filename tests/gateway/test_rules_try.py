@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import pytest
@@ -246,7 +247,7 @@ async def test_the_rules_are_tried_on_each_recorded_request(tmp_path: Path, site
     recorded = json.loads(await asyncio.to_thread(path.read_text))["log"]["entries"][3]["response"]["headers"]
     assert {"name": "Content-Encoding", "value": "gzip"} in recorded
     code, out, _ = await asyncio.to_thread(tried, tmp_path, path, "--all")
-    assert out.startswith("entry 1  GET /  200\n  no rule matched\nentry 2  POST /login  303\n")
+    assert out.startswith("entry 1  GET /  200  no rule matched\nentry 2  POST /login  303\n")
 
 
 async def test_json_says_the_same_facts(tmp_path: Path, site: str) -> None:
@@ -482,11 +483,379 @@ def test_what_a_recording_holds_is_printed_without_terminal_escapes(tmp_path: Pa
         "rules", "try", str(har(tmp_path, [odd, cleared, odd_method])), "-c", str(config(tmp_path)), "--all"
     )
     assert code == 1 and "\x1b" not in out and "\x9b" not in out
-    assert out.splitlines()[:5] == [
-        "entry 1  GET /\\x1b[2Jx  200",
-        "  no rule matched",
+    assert out.splitlines()[:4] == [
+        "entry 1  GET /\\x1b[2Jx  200  no rule matched",
         "entry 2  POST /api/session  200",
         '  identity api-login: not fired: when[0] (response_json "/ok" equals "true") did not hold:'
         ' its value is "\\x9b2Jé"',
         "entry 3: request.method is not a method name: 'GET\\x1b[2J' (not tried)",
     ]
+
+
+def test_entries_are_tried_in_the_order_they_were_sent(tmp_path: Path) -> None:
+    """A HAR merged from two tabs, or edited, need not list its entries in time order; the
+    gateway sees them in the order they were sent, so the later of two conversions of an order
+    is the duplicate the store leaves out, whatever the file's order."""
+    later, earlier = (by_hand("POST", "/newsletter", 200) for _ in range(2))
+    later["startedDateTime"] = "2026-12-05T10:00:30.000Z"
+    earlier["startedDateTime"] = "2026-12-05T10:00:00.000+00:00"
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, [later, earlier])), "-c", str(config(tmp_path)))
+    assert code == 0
+    assert out.splitlines()[:4] == [
+        "entry 1  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0 (a duplicate of entry 2's: the store records it once)",
+        "entry 2  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0",
+    ]
+
+
+def test_an_answer_from_the_browser_s_cache_fires_nothing(tmp_path: Path) -> None:
+    """Chrome writes a page served from its cache (a thank-you page seen again with Back) as an
+    entry with ``_fromCache``: the request never left the browser, the gateway never saw it.
+    Said so, and not counted as a conversion a later real one would be the duplicate of."""
+    cached = by_hand("POST", "/newsletter", 200)
+    cached["_fromCache"] = "disk"
+    sent = by_hand("POST", "/newsletter", 200)
+    sent["startedDateTime"] = "2026-12-05T10:01:00.000Z"
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, [cached, sent])), "-c", str(config(tmp_path)))
+    assert code == 0
+    assert out.splitlines()[:4] == [
+        "entry 1  POST /newsletter  200",
+        "  conversion newsletter: not fired: answered from the browser's disk cache: the request never"
+        " reached the site, and the gateway would not see it (reload without cache, or tick Disable"
+        " cache, to record it)",
+        "entry 2  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0",
+    ]
+    _, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, [cached])), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert json.loads(out)["entries"][0]["from_cache"] == "disk"
+
+
+def test_a_large_recording_is_read_an_entry_at_a_time(tmp_path: Path) -> None:
+    """A long session's HAR (polling, images with content) runs to hundreds of megabytes: read
+    whole into Python objects it took several times its size (1.8 GB for 240 MB of 100,000
+    entries). Its entries are read one at a time from the file's bytes: the memory it takes
+    stays near the file's size."""
+    import tracemalloc
+
+    headers = [{"name": f"x-header-{i}", "value": "v" * 40} for i in range(12)]
+    poll = by_hand("GET", "/api/poll", 200, {"size": 11, "mimeType": "application/json", "text": '{"n": 1}'})
+    poll["request"]["headers"] = poll["response"]["headers"] = headers
+    path = har(tmp_path, [poll] * 3000)
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 0 and out.startswith("3,000 entries read, 0 matched a rule")
+    assert peak < 2 * size, (peak, size)
+
+
+class Browser:
+    """Requests sent through a real gateway, each written down as the browser that sent them
+    writes it in a HAR: Chrome over HTTP/2 (pseudo-headers, names in lower case, each
+    Set-Cookie its own line, a redirect's body left out, ``_resourceType``, ``_initiator``,
+    ``serverIPAddress``, ``content.compression``, cookies with ``expires: null``), or Firefox
+    (names as sent, Set-Cookie lines joined by newlines, a binary body base64, ``bodySize:
+    -1``)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session, self.url = session, url
+        self.entries: list[dict[str, Any]] = []
+        self.cookies: dict[str, str] = {}
+
+    async def send(
+        self, method: str, path: str, data: Any = None, firefox: bool = False, **headers: str
+    ) -> int:
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        sent_headers = {**headers, **({"Cookie": cookie} if cookie else {})}
+        started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        async with self.session.request(
+            method, self.url + path, data=data, headers=sent_headers, allow_redirects=False
+        ) as resp:
+            body = await resp.read()  # decoded, as the browser hands it to the page
+            sent = resp.request_info.headers
+            request_body = b""
+            if isinstance(data, dict):
+                request_body = urlencode(data).encode()
+            elif isinstance(data, aiohttp.MultipartWriter):
+                writer = _Collect()
+                await data.write(writer)
+                request_body = writer.data
+            answer = [(k.decode(), v.decode()) for k, v in resp.raw_headers]
+            for line in resp.headers.getall("Set-Cookie", ()):
+                name, _, rest = line.partition("=")
+                self.cookies[name] = rest.partition(";")[0]
+        url = self.url + path
+        if firefox:
+            joined = "\n".join(v for k, v in answer if k.lower() == "set-cookie")
+            headers_out = [{"name": k, "value": v} for k, v in answer if k.lower() != "set-cookie"]
+            if joined:
+                headers_out.append({"name": "Set-Cookie", "value": joined})
+            content: dict[str, Any] = {"mimeType": resp.headers.get("Content-Type", ""), "size": len(body)}
+            try:
+                content["text"] = body.decode()
+            except UnicodeDecodeError:
+                content.update(text=base64.b64encode(body).decode(), encoding="base64")
+            request = {
+                "method": method,
+                "url": url,
+                "httpVersion": "HTTP/1.1",
+                "headers": [{"name": k, "value": v} for k, v in sent.items()],
+                "cookies": [{"name": k, "value": v} for k, v in self.cookies.items()],
+                "bodySize": len(request_body) or -1,
+            }
+            response = {"status": resp.status, "headers": headers_out, "content": content, "bodySize": -1}
+        else:
+            parts = urlsplit(url)
+            pseudo = [
+                (":authority", parts.netloc),
+                (":method", method),
+                (":path", path),
+                (":scheme", "https"),
+            ]
+            request = {
+                "method": method,
+                "url": url,
+                "httpVersion": "http/2.0",
+                "headers": [{"name": k, "value": v} for k, v in pseudo]
+                + [{"name": k.lower(), "value": v} for k, v in sent.items()],
+                "queryString": [],
+                "cookies": [],
+                "headersSize": -1,
+                "bodySize": len(request_body),
+            }
+            content = {"size": len(body), "mimeType": resp.headers.get("Content-Type", "x-unknown")}
+            if not 300 <= resp.status < 400:  # Chrome keeps no redirect's body
+                content.update(text=body.decode("utf-8", "replace"), compression=0)
+            response = {
+                "status": resp.status,
+                "statusText": "",
+                "httpVersion": "http/2.0",
+                "headers": [{"name": ":status", "value": str(resp.status)}]
+                + [{"name": k.lower(), "value": v} for k, v in answer],
+                "cookies": [
+                    {"name": c.key, "value": c.value, "path": "/", "expires": None, "httpOnly": True}
+                    for c in resp.cookies.values()
+                ],
+                "content": content,
+                "redirectURL": resp.headers.get("Location", ""),
+                "headersSize": -1,
+                "bodySize": -1,
+                "_transferSize": len(body) + 200,
+                "_error": None,
+            }
+        if request_body:
+            request["postData"] = {
+                "mimeType": sent.get("Content-Type", ""),
+                "text": request_body.decode("utf-8", "replace"),
+            }
+        entry: dict[str, Any] = {"startedDateTime": started, "request": request, "response": response}
+        if not firefox:
+            entry.update(
+                _initiator={"type": "other"},
+                _priority="VeryHigh",
+                _resourceType="fetch" if method == "POST" else "document",
+                serverIPAddress="127.0.0.1",
+                connection="443",
+                cache={},
+                timings={"blocked": 1, "send": 0, "wait": 2, "receive": 1},
+                time=4,
+            )
+        self.entries.append(entry)
+        return resp.status
+
+
+class _Collect:
+    """Where an ``aiohttp.MultipartWriter`` writes the body it sends."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    async def write(self, chunk: bytes) -> None:
+        self.data += chunk
+
+
+async def test_what_rules_try_says_is_what_the_gateway_records(
+    tmp_path: Path, start_gateway: Any, upstream_server: Any
+) -> None:
+    """The README's rules for WordPress's logged-in cookie, Django's rotated ``sessionid``, a
+    Next.js action that returns, WooCommerce's checkout and thank-you page, run by a real
+    gateway in front of sites answering as those stacks do, the requests recorded as Chrome and
+    Firefox write them: ``rules try`` on the recording fires exactly where the gateway bound a
+    user or recorded a conversion, with the same user IDs and orders."""
+    from tests.gateway.test_rules_stacks import SOURCE_RULES, WOO_SECRET, Stacks, multipart, rows
+
+    gw = await start_gateway(
+        await upstream_server(Stacks().app), SOURCE_RULES, env={"WOO_SECRET": WOO_SECRET}
+    )
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        browser = Browser(session, gw.url)
+        page = {"Accept": "text/html"}
+        await browser.send("GET", "/?utm_source=news", **page)
+        for n, (log, pwd) in enumerate(
+            (("ada", "wrong"), ("ada@example.com", "right"), ("Carol Smith", "right"))
+        ):
+            form = {"log": log, "pwd": pwd, "wp-submit": "Log In"}
+            await browser.send("POST", "/wp-login.php", form, firefox=n == 1)
+        # Brave sends Sec-GPC: 1: the gateway keeps no visitor for it, and binds no one.
+        gpc = {"log": "bob@example.com", "pwd": "right", "wp-submit": "Log In"}
+        await browser.send("POST", "/wp-login.php", gpc, **{"Sec-GPC": "1"})
+        for who, password in (("victim@example.com", "wrong"), ("Ada@Example.com", "right")):
+            form = {"csrfmiddlewaretoken": "t", "login": who, "password": password}
+            await browser.send("POST", "/accounts/login/", form, firefox=password == "wrong")
+        await browser.send("POST", "/accounts/logout/", {"csrfmiddlewaretoken": "t"})
+        action = {"Next-Action": "7f3a9c", "Accept": "text/x-component", "Accept-Encoding": "gzip, br"}
+        for who, password in (("victim@example.com", "wrong"), ("Ada@Example.com", "right")):
+            fields = {"1_email": who, "1_password": password, "0": '[{},"$K1"]'}
+            await browser.send("POST", "/account", multipart(fields), firefox=password == "right", **action)
+        checkout = {"billing_email": "a@example.com", "payment_method": "stripe"}
+        await browser.send("POST", "/?wc-ajax=checkout", checkout)
+        await browser.send("POST", "/?wc-ajax=checkout", {**checkout, "payment_method": "ppec_paypal"})
+        for order in ("728", "728", "729", "727"):
+            await browser.send("GET", f"/checkout/order-received/{order}/?key=wc_order_{order}", **page)
+    path = await asyncio.to_thread(har, tmp_path, browser.entries)
+    cfg = await asyncio.to_thread(config, tmp_path, SOURCE_RULES.partition("[[sources]]")[0])
+    code, out, err = await asyncio.to_thread(
+        gateway, "rules", "try", str(path), "-c", str(cfg), "--format", "json"
+    )
+    assert (code, err) == (0, ""), out
+    said = json.loads(out)["entries"]
+    keys = gw.gateway.keys
+    fired_users = [
+        (rule["rule"], keys.user_key(fire["user_id"]))
+        for entry in said
+        for rule in entry["rules"]
+        if rule["kind"] == "identity"
+        for fire in rule["fired"]
+        if "duplicate_of" not in fire  # the visitor bound to that user already
+    ]
+    bound = await rows(gw, "SELECT rule, user_key FROM identities ORDER BY id")
+    assert fired_users == [tuple(b) for b in bound]
+    assert {rule for rule, _ in fired_users} == {"wp-login-cookie", "django-session"}
+    again = [e for e in said if e["path"] == "/account" and e["rules"][0]["fired"]]
+    assert again[0]["rules"][0]["fired"][0]["duplicate_of"] < again[0]["entry"]
+    gpc_said = [e["rules"][0]["reason"] for e in said if e["path"] == "/wp-login.php" and e["status"] == 302]
+    assert gpc_said[2].startswith("the browser sent Sec-GPC: 1 (Global Privacy Control")
+    # Where a when found nothing, where it looked: a failed sign-in and a sign-out set no session.
+    django = [e["rules"][0]["reason"] for e in said if e["path"].startswith("/accounts/")]
+    assert (
+        django[0]
+        == django[2]
+        == (
+            'when[0] (set_cookie "sessionid") did not hold: no value (missing): the answer sets no cookie'
+            ' "sessionid" (or deletes it)'
+        )
+    )
+    # Where a capture found nothing, what it searched: the order went to PayPal, not paid yet.
+    paypal = [e["rules"][0]["reason"] for e in said if e["path"] == "/" and not e["rules"][0]["fired"]]
+    assert paypal == [
+        'when[2] (response_json "/redirect" capture "/checkout/order-received/(\\\\d+)/") did not hold:'
+        ' the capture found nothing in "https://www.paypal.com/checkoutnow?token=EC-1"'
+    ]
+    recorded = [
+        (rule["rule"], fire["order_id"], fire["value"])
+        for entry in said
+        for rule in entry["rules"]
+        if rule["kind"] == "conversion"
+        for fire in rule["fired"]
+        if "duplicate_of" not in fire
+    ]
+    stored = await rows(gw, "SELECT name, order_id, value FROM conversions ORDER BY id")
+    assert recorded == [tuple(r) for r in stored] and len(stored) == 2
+
+
+def test_websocket_and_data_entries_are_skipped_not_unreadable(tmp_path: Path) -> None:
+    """Chrome records a page's WebSocket (``wss://``, ``_resourceType: websocket``, its
+    messages), its ``data:`` images and an extension's files along with the requests: none is a
+    request any rule runs on (the gateway relays a WebSocket without them), so none makes the
+    command fail. A URL Python cannot even split is one entry's error, not a traceback."""
+    socket = by_hand("GET", "/_next/webpack-hmr", 101)
+    socket["request"]["url"] = "wss://shop.example/_next/webpack-hmr"
+    socket.update(_resourceType="websocket", _webSocketMessages=[{"type": "receive", "data": "{}"}])
+    image = by_hand("GET", "/", 200)
+    image["request"]["url"] = "data:image/png;base64,iVBORw0KGgo="
+    broken = by_hand("GET", "/", 200)
+    broken["request"]["url"] = "http://[::1/login"
+    entries = [socket, image, by_hand("POST", "/newsletter", 200)]
+    code, out, err = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[2].startswith("3 entries read (2 not HTTP, skipped), 1 matched a rule;")
+    code, out, err = gateway("rules", "try", str(har(tmp_path, [broken])), "-c", str(config(tmp_path)))
+    assert (code, err) == (1, "")
+    assert (
+        out.splitlines()[0]
+        == "entry 1 (GET): request.url is not an http(s) URL: 'http://[::1/login' (not tried)"
+    )
+
+
+def test_cookies_sent_in_several_http2_fields_are_read_as_one_header(tmp_path: Path) -> None:
+    """Over HTTP/2 a browser may split its cookies into several ``cookie`` fields, and the HAR
+    lists each; the gateway, behind the proxy that ends HTTP/2, gets them joined with ``; ``
+    (RFC 9113 §8.2.3): a rule reads a cookie from any of them."""
+    rules = """
+[[identity.rules]]
+name = "wp-cookie"
+method = "GET"
+path = "/wp-admin/"
+status = [200]
+user_id = { cookie = "wordpress_logged_in_*", capture = "^(.+?)%7C" }
+"""
+    page = by_hand("GET", "/wp-admin/", 200)
+    page["request"]["headers"] = [
+        {"name": ":authority", "value": "shop.example"},
+        {"name": "cookie", "value": "gw_vid=v1"},
+        {"name": "cookie", "value": "wordpress_logged_in_5d41=ada%7C1767000000%7Ct%7Ch"},
+    ]
+    path = har(tmp_path, [page])
+    code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path, rules)))
+    assert code == 0
+    assert out.splitlines()[1] == "  identity wp-cookie: fired, user ID ada"
+
+
+def test_an_entry_is_shown_with_its_query(tmp_path: Path) -> None:
+    """Two requests to one path told apart by the query (an OAuth callback's ``?code=`` and its
+    ``?error=``, WordPress's ``?action=register``) that a rule's ``when`` tests: the entry's line
+    shows it (a long one cut), and the JSON holds it."""
+    signed = by_hand("POST", "/login?next=/account", 302)
+    long = by_hand("POST", "/login?utm_source=" + "x" * 100, 302)
+    path = har(tmp_path, [signed, long])
+    _, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+    assert out.splitlines()[0] == "entry 1  POST /login?next=/account  302"
+    assert out.splitlines()[2] == "entry 2  POST /login?utm_source=" + "x" * 47 + "…  302"
+    _, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)), "--format", "json")
+    assert json.loads(out)["entries"][0]["query"] == "next=/account"
+
+
+def test_a_body_cut_or_left_out_of_the_har_is_said_by_its_recorded_size(tmp_path: Path) -> None:
+    """Firefox saves the first megabyte of an answer (``devtools.netmonitor.responseBodyLimit``)
+    and ``content.size`` says the whole; other tools leave a large body out. A rule that reads
+    more than a megabyte (``max_body``) is said to have a cut body, not a body that is no JSON;
+    one left out but over ``max_body`` by its size would not be read live either, and is said so."""
+    rules = RULES.replace('path = "/api/session"', 'path = "/api/session"\nmax_body = 2000000')
+    whole = json.dumps({"ok": True, "user": {"id": 42}, "pad": "x" * 1_500_000})
+    cut = {"mimeType": "application/json", "text": whole[:1_048_576], "size": len(whole)}
+    left_out = {"mimeType": "application/json", "size": 3_000_000, "comment": "Body discarded"}
+    entries = [by_hand("POST", "/api/session", 200, cut), by_hand("POST", "/api/session", 200, left_out)]
+    _, out, _ = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path, rules)))
+    assert out.splitlines()[1] == (
+        "  identity api-login: not fired: when_body_not_read: the HAR holds 1,048,576 bytes of the"
+        f" {len(whole):,}-byte response body: Firefox saves 1 MB of each (raise"
+        " devtools.netmonitor.responseBodyLimit in about:config, or record in Chrome)"
+    )
+    assert out.splitlines()[3] == (
+        "  identity api-login: not fired: when_body_not_read: the response body is 3,000,000 bytes,"
+        " over max_body (2,000,000)"
+    )
+
+
+def test_a_har_written_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Some Windows tools (Fiddler) write the HAR's UTF-8 with a byte order mark first."""
+    path = har(tmp_path, [by_hand("POST", "/newsletter", 200)])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+    assert code == 0 and "  conversion newsletter: fired, value 1.0\n" in out
