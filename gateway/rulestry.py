@@ -22,10 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from addons.conditions import Condition
 from addons.conversions import Conversions
+from addons.extract import Extractor
 from addons.identity import Identity
-from addons.rules import Condition, ExtractError, Extractor, RuleIndex, compared_text
+from addons.rules import RuleIndex
 from addons.stitching import RecentPairs, Stitching
+from addons.values import ExtractError, compared_text
 from gateway.config import Settings
 from gateway.events import Binding, Conversion
 from gateway.har import Entry, printable
