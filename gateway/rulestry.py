@@ -1,7 +1,7 @@
 """What the configured rules make of a recorded session: the engine of ``gateway rules try``.
 
 Owns ``Trier``: the config's ``stitching`` and ``conversions`` addons, configured as the
-gateway configures them (the same rule code, ``addons/rules.py``, the same JWT keys), run
+gateway configures them (the same rule code, ``addons/rules.py`` and its siblings, the same JWT keys), run
 on each HAR entry (``gateway.har``) as the proxy runs them on a request: the request hooks say
 which bodies the matching rules read and up to what size, the entry's bodies are handed over
 within that size, then the response hooks run. What they did is read back from what they
