@@ -22,19 +22,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from addons.amounts import money
+from addons.conditions import Condition, holding_operations
+from addons.extract import Extractor, source_keys
 from addons.jwks import FollowsKeyFiles, RuleKeys
-from addons.rules import (
-    MAX_TEXT,
-    Condition,
-    ExtractError,
-    Extractor,
-    RuleIndex,
-    as_text,
-    compile_match,
-    holding_operations,
-    money,
-    source_keys,
-)
+from addons.rules import RuleIndex, compile_match
+from addons.values import MAX_TEXT, ExtractError, as_text
 from gateway.events import Conversion, iso, order_key
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics

@@ -15,17 +15,11 @@ from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from addons.conditions import Condition, holding_operations
+from addons.extract import Extractor, source_keys
 from addons.jwks import FollowsKeyFiles, RuleKeys
-from addons.rules import (
-    Condition,
-    ExtractError,
-    Extractor,
-    RuleIndex,
-    compile_match,
-    holding_operations,
-    source_keys,
-    user_id,
-)
+from addons.rules import RuleIndex, compile_match
+from addons.values import ExtractError, user_id
 from gateway.events import Binding, iso
 from gateway.ids import Uuid7
 from gateway.keys import Keys

@@ -43,7 +43,7 @@ from gateway.config_values import (
     unset,
 )
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
-from gateway.ruleconfig import resolve_rule_keys, rule_sources
+from gateway.rulekeys import resolve_rule_keys, rule_sources
 
 
 class ConfigError(Exception):

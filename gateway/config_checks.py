@@ -5,7 +5,7 @@ expressions, the addon order, channel classes, tiers and verdicts, bot threshold
 central store and sinks, privacy) and the admin API's exposure check. Each collects every
 problem rather than stopping at the first, each naming its TOML key, e.g.
 ``proxy.connect_timeout: must be > 0 and finite, got -1.0``. The rules', senders' and payouts' own
-checks live with them (``gateway.ruleconfig``, ``gateway.sources``, ``gateway.payouts``);
+checks live with them (``gateway.rulechecks``, ``gateway.sources``, ``gateway.payouts``);
 files and secrets are checked where they are resolved (``gateway.config``).
 """
 
@@ -44,7 +44,7 @@ from gateway.options import (
     parse_listen,
 )
 from gateway.payouts import validate_payouts
-from gateway.ruleconfig import validate_rules
+from gateway.rulechecks import validate_rules
 
 _SINK_MAX_BATCH_BYTES = SinkOptions(name="", kind="segment", url="", secret="").max_batch_bytes
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")

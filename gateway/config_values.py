@@ -4,7 +4,8 @@ names, cookie names, file paths, names compared with requests, PostgreSQL URLs, 
 
 Each returns why a value cannot be used (the text after ``key: `` in a problem line), or
 None. Pure functions, no I/O but ``special_file``'s one ``stat``: ``gateway.config``,
-``gateway.config_checks`` and ``gateway.ruleconfig`` call them and name the key.
+``gateway.config_checks`` and the rules' checks (``gateway.rulechecks``, ``gateway.rulecapture``,
+``gateway.rulekeys``) call them and name the key.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ from typing import Any
 
 import msgspec
 
+from addons.amounts import scaled
 from addons.identity import verify_cookie
-from addons.rules import compared_text, meets, scaled
+from addons.values import compared_text, meets
 from gateway.attribution import exponent
 from gateway.channels import Channels, Signals
 from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso, order_key, printable_name

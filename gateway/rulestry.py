@@ -1,7 +1,7 @@
 """What the configured rules make of a recorded session: the engine of ``gateway rules try``.
 
 Owns ``Trier``: the config's ``stitching`` and ``conversions`` addons, configured as the
-gateway configures them (the same rule code, ``addons/rules.py``, the same JWT keys), run
+gateway configures them (the same rule code, ``addons/rules.py`` and its siblings, the same JWT keys), run
 on each HAR entry (``gateway.har``) as the proxy runs them on a request: the request hooks say
 which bodies the matching rules read and up to what size, the entry's bodies are handed over
 within that size, then the response hooks run. What they did is read back from what they
@@ -22,10 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from addons.conditions import Condition
 from addons.conversions import Conversions
+from addons.extract import Extractor
 from addons.identity import Identity
-from addons.rules import Condition, ExtractError, Extractor, RuleIndex, compared_text
+from addons.rules import RuleIndex
 from addons.stitching import RecentPairs, Stitching
+from addons.values import ExtractError, compared_text
 from gateway.config import Settings
 from gateway.events import Binding, Conversion
 from gateway.har import Entry, printable

@@ -19,22 +19,13 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from addons.amounts import money, scaled
+from addons.conditions import Condition, conditions_hold, holding_operations
+from addons.cookies import kept_set_cookie, sent_cookie, set_cookie_value
+from addons.extract import Extractor, resolve_pointer
+from addons.forms import parse_form
 from addons.jws import JwtError, load_key, read_claims
-from addons.rules import (
-    Condition,
-    ExtractError,
-    Extractor,
-    conditions_hold,
-    holding_operations,
-    kept_set_cookie,
-    money,
-    parse_form,
-    resolve_pointer,
-    scaled,
-    sent_cookie,
-    set_cookie_value,
-    user_id,
-)
+from addons.values import ExtractError, user_id
 from gateway.ruleconfig import Condition as ConditionOptions
 from tests.addons.conftest import exchange
 
@@ -145,7 +136,7 @@ def test_a_charset_that_is_a_codec_but_not_a_text_encoding_is_unknown(charset: s
 
 
 def user_id_problem_of(value: str) -> str | None:
-    from addons.rules import ExtractError
+    from addons.values import ExtractError
 
     try:
         user_id(value)
@@ -288,7 +279,7 @@ def test_minor_units_scale_to_the_amount_they_name() -> None:
 
 @pytest.mark.parametrize("raw", ["", "   ", "a\nb", "x" * 257, 4.5, True, None, {"id": 1}])
 def test_user_id_rejected(raw: Any) -> None:
-    from addons.rules import ExtractError
+    from addons.values import ExtractError
 
     with pytest.raises(ExtractError):
         user_id(raw)

@@ -1,0 +1,80 @@
+"""Cookies as rules read them: the one a response's Set-Cookie gives (a deletion gives none)
+and the one a request sends.
+
+Owns the pure parsers behind the ``cookie``, ``set_cookie`` and ``jwt_cookie`` sources
+(``addons/extract.py``): Set-Cookie lines, their ``Max-Age`` and ``Expires``, name prefixes
+(``wordpress_logged_in_*``). No state.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Mapping, Sequence
+
+from gateway.pipeline import parse_cookies
+
+_MAX_AGE = re.compile(r"-?[0-9]+")
+
+
+def set_cookie_value(headers: Mapping[str, str], name: str) -> str | None:
+    """The value a response's Set-Cookie gives cookie ``name`` (every Set-Cookie is looked at:
+    a multi-valued mapping yields each in ``items()``)."""
+    for header, value in headers.items():
+        if header.lower() != "set-cookie":
+            continue
+        pair = value.partition(";")[0]
+        cookie, sep, cookie_value = pair.partition("=")
+        if sep and cookie.strip() == name:
+            return parse_cookies(pair).get(name, cookie_value.strip())
+    return None
+
+
+def _deletes(attributes: Sequence[str], now: float) -> bool:
+    """Whether a Set-Cookie's attributes delete the cookie: ``Max-Age`` ≤ 0, else (without a
+    valid ``Max-Age``, which wins: RFC 6265 §5.3) an ``Expires`` before ``now``."""
+    expires: str | None = None
+    for attribute in attributes:
+        name, _, value = attribute.partition("=")
+        name = name.strip().lower()
+        if name == "max-age" and _MAX_AGE.fullmatch(seconds := value.strip()):
+            # Read by its text: int() refuses more than 4,300 digits (a ValueError, not a cookie).
+            return seconds.startswith("-") or not seconds.strip("0")
+        if name == "expires":
+            expires = value.strip()
+    if expires is None:
+        return False
+    try:  # RFC 1123 dates, and the dashed ones of RFC 850 that PHP and Rails once sent
+        parsed = email.utils.parsedate_tz(expires.replace("-", " "))
+        return parsed is not None and email.utils.mktime_tz(parsed) < now
+    except (ValueError, OverflowError, TypeError, IndexError):
+        return False  # a date no one can read: ignored, as browsers ignore it
+
+
+def kept_set_cookie(headers: Mapping[str, str], name: str, now: float) -> str | None:
+    """The value a response's Set-Cookie gives cookie ``name`` (a name ending in ``*``: the
+    first cookie whose name starts with the rest) that the browser keeps: a deletion (an empty
+    value, ``Max-Age`` ≤ 0, ``Expires`` before ``now``) sets none. Every Set-Cookie is looked
+    at (a multi-valued mapping yields each in ``items()``)."""
+    prefix = name[:-1] if name.endswith("*") else None
+    for header, line in headers.items():
+        if header.lower() != "set-cookie":
+            continue
+        pair, *attributes = line.split(";")
+        cookie, sep, _ = pair.partition("=")
+        cookie = cookie.strip()
+        if not sep or not (cookie == name if prefix is None else cookie.startswith(prefix)):
+            continue
+        value = parse_cookies(pair).get(cookie, "")
+        if value and not _deletes(attributes, now):
+            return value
+    return None
+
+
+def sent_cookie(cookies: Mapping[str, str], name: str) -> str | None:
+    """The request's cookie ``name`` (a name ending in ``*``: the first sent whose name starts
+    with the rest); None for none, or an empty one."""
+    if not name.endswith("*"):
+        return cookies.get(name) or None
+    prefix = name[:-1]
+    return next((value for cookie, value in cookies.items() if cookie.startswith(prefix) and value), None)

@@ -1,0 +1,236 @@
+"""The checks done once at start-up on identity and conversion rules (``gateway/ruleconfig.py``).
+
+Owns ``validate_rules``: a rule's match, statuses, body limit, ``when`` conditions and value
+sources, and the addon that runs the rules; each problem names its TOML key, e.g.
+``identity.rules[1].path: not a valid regular expression (…): …``. A ``capture`` pattern is
+checked by ``gateway/rulecapture.py``. Reads nothing but the options.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from gateway.config_values import (
+    comparison_problems,
+    cookie_name_problem,
+    host_problem,
+    regex_problem,
+    text_problem,
+)
+from gateway.events import MAX_VALUE, order_scope_problem
+from gateway.rulecapture import validate_capture
+from gateway.ruleconfig import (
+    COOKIE_KINDS,
+    CREDENTIAL_HEADERS,
+    FORBIDDEN_NAME,
+    JWT_ALGORITHMS,
+    KEPT_HEADER_REFUSED,
+    SOURCE_KINDS,
+    Condition,
+    ConversionRule,
+    IdentityRule,
+    Source,
+    source_kind,
+)
+
+
+def _check(problems: list[str], ok: bool, key: str, message: str) -> None:
+    if not ok:
+        problems.append(f"{key}: {message}")
+
+
+_METHOD = re.compile(r"[A-Z]+")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def validate_rules(
+    p: list[str],
+    key: str,
+    rules: tuple[IdentityRule, ...] | tuple[ConversionRule, ...],
+    addon: str,
+    addons: tuple[str, ...],
+) -> None:
+    """Match, statuses, sources and the addon that runs them: each problem names its key."""
+    if not rules:
+        return
+    if addon not in addons:
+        p.append(f'{key}: rules are configured but "{addon}" is not in proxy.addons')
+    elif "identity" not in addons or addons.index("identity") > addons.index(addon):
+        p.append(f'proxy.addons: "{addon}" needs "identity" before it (rules bind a visitor)')
+    names: set[str] = set()
+    entries: Sequence[IdentityRule | ConversionRule] = rules
+    for i, rule in enumerate(entries):
+        at = f"{key}[{i}]"
+        # A conversion's name is stored with each conversion, and the reports' ``conversion``
+        # takes none with spaces around it (a webhook's name arrives trimmed).
+        bad_name = text_problem(rule.name, stripped=isinstance(rule, ConversionRule))
+        if bad_name:
+            p.append(f"{at}.name: {bad_name}")
+        _check(p, rule.name not in names, f"{at}.name", f"{rule.name!r} is used by another rule")
+        names.add(rule.name)
+        _check(
+            p, bool(_METHOD.fullmatch(rule.method)), f"{at}.method", f"not an HTTP method: {rule.method!r}"
+        )
+        # Compiled as addons/rules.py compiles it; matched against the whole path, which is
+        # never empty: an empty pattern would never fire.
+        bad_path = regex_problem(rule.path) or (
+            None if rule.path else 'must not be empty (matched against the whole path, like "/login")'
+        )
+        if bad_path:
+            p.append(f"{at}.path: {bad_path}")
+        # Compared with the request's Host without its port, lower-cased: a URL never matches.
+        bad_host = rule.host and host_problem(rule.host, example="shop.example.com", ip=True)
+        if bad_host:
+            p.append(f"{at}.host: {bad_host}")
+        _check(p, bool(rule.status), f"{at}.status", "must list at least one status")
+        for j, status in enumerate(rule.status):
+            _check(p, 100 <= status <= 599, f"{at}.status[{j}]", f"must be 100..599, got {status}")
+        _check(
+            p,
+            0 < rule.max_body <= 16 * 1024 * 1024,
+            f"{at}.max_body",
+            f"must be 1..16777216, got {rule.max_body}",
+        )
+        for k, condition in enumerate(rule.when):
+            _validate_condition(p, f"{at}.when[{k}]", condition)
+        if isinstance(rule, IdentityRule):
+            _validate_source(p, f"{at}.user_id", rule.user_id)
+            continue
+        _check(
+            p,
+            math.isfinite(rule.value_scale) and rule.value_scale > 0,
+            f"{at}.value_scale",
+            f"must be a positive number, got {rule.value_scale}",
+        )
+        _check(
+            p,
+            rule.value_scale == 1 or isinstance(rule.value, Source),
+            f"{at}.value_scale",
+            "applies only to a value read from a source (value = { response_json = … })",
+        )
+        _check(
+            p,
+            rule.decimal_separator in (".", ","),
+            f"{at}.decimal_separator",
+            f'must be "." or ",", got {rule.decimal_separator!r}',
+        )
+        _check(
+            p,
+            rule.decimal_separator == "." or isinstance(rule.value, Source),
+            f"{at}.decimal_separator",
+            "applies only to a value read from a source (value = { response_text = …, capture = … })",
+        )
+        if isinstance(rule.value, Source):
+            _validate_source(p, f"{at}.value", rule.value)
+        elif rule.value is not None:
+            _check(
+                p,
+                0 <= rule.value <= MAX_VALUE,
+                f"{at}.value",
+                f"must be a number from 0 to {MAX_VALUE:.0e}, got {rule.value}",
+            )
+        if isinstance(rule.currency, Source):
+            _validate_source(p, f"{at}.currency", rule.currency)
+        elif rule.currency is not None:
+            _check(
+                p,
+                bool(_CURRENCY.fullmatch(rule.currency)),
+                f"{at}.currency",
+                f'must be a 3-letter ISO 4217 code like "EUR", got {rule.currency!r}',
+            )
+        if rule.order_id is not None:
+            _validate_source(p, f"{at}.order_id", rule.order_id)
+        if (problem := order_scope_problem(rule.order_scope)) is not None:
+            p.append(f"{at}.order_scope: {problem}")
+        _check(
+            p,
+            not rule.order_scope or rule.order_id is not None,
+            f"{at}.order_scope",
+            "applies to an order_id; this rule reads none",
+        )
+        _check(
+            p,
+            1 <= rule.dedup_window <= 86400,
+            f"{at}.dedup_window",
+            f"must be 1..86400 seconds, got {rule.dedup_window}",
+        )
+
+
+def _validate_condition(p: list[str], key: str, condition: Condition) -> None:
+    _validate_source(p, key, condition, kept=False)
+    p += comparison_problems(key, condition.equals, condition.matches, condition.absent)
+
+
+def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) -> None:
+    """``kept``: the value read is stored (a user ID, an order ID…), not only tested (``when``)."""
+    kinds = [kind for kind in SOURCE_KINDS if getattr(source, kind)]
+    if len(kinds) != 1:
+        found = f"got {', '.join(kinds)}" if kinds else "got none"
+        p.append(f"{key}: set exactly one of {', '.join(SOURCE_KINDS)} ({found})")
+        return
+    kind, name = source_kind(source)
+    is_jwt = kind.startswith("jwt_")
+    # The JWT's container (a cookie named access_token, the Authorization header) is not the
+    # field extracted; its claim is.
+    read = source.claim if is_jwt else name
+    parts = read.split("/") if kind.endswith("_json") else [read]
+    bad = [part for part in parts if FORBIDDEN_NAME.search(part)]
+    _check(
+        p,
+        not bad,
+        f"{key}.{'claim' if is_jwt else kind}",
+        f"{read!r} may hold a credential (its name contains pass, secret, token or card) "
+        "and is never extracted",
+    )
+    _check(
+        p,
+        kind not in ("header", "request_header") or name.lower() not in CREDENTIAL_HEADERS,
+        f"{key}.{kind}",
+        f"{name!r} carries credentials (a bearer token, a session cookie) and is never read; "
+        "jwt_authorization and jwt_cookie read a claim of a JWT there, cookie and set_cookie "
+        "a cookie",
+    )
+    if kind in COOKIE_KINDS:
+        prefix = name.removesuffix("*")
+        bad_name = cookie_name_problem(prefix) if prefix else "a name, or a prefix before *, is needed"
+        if bad_name:
+            p.append(f"{key}.{kind}: {bad_name}")
+    _check(
+        p,
+        not kept or kind != "request_header" or not KEPT_HEADER_REFUSED.search(name),
+        f"{key}.request_header",
+        f"{name!r} may carry a credential (an API key, a session, a CSRF nonce, a signature), or "
+        "the client's address or user agent, and is never kept; a when may test it",
+    )
+    validate_capture(p, key, source, kind, kept)
+    if kind.endswith("_json"):
+        _check(p, name.startswith("/"), f"{key}.{kind}", f'a JSON pointer starts with "/", got {name!r}')
+    bad_cookie = kind == "jwt_cookie" and cookie_name_problem(name)
+    if bad_cookie:
+        p.append(f"{key}.jwt_cookie: {bad_cookie}")
+    if not is_jwt:
+        _check(
+            p,
+            (source.key, source.algorithm, source.verify, source.claim) == ("", "", True, "sub"),
+            key,
+            "claim, algorithm, key and verify apply only to jwt_cookie and jwt_authorization",
+        )
+        return
+    _check(p, source.claim != "", f"{key}.claim", 'names the claim read (default "sub"), not empty')
+    if source.key:
+        _check(
+            p,
+            source.algorithm in JWT_ALGORITHMS,
+            f"{key}.algorithm",
+            f"must be one of {', '.join(JWT_ALGORITHMS)} when a key is given, got {source.algorithm!r}",
+        )
+        _check(p, source.verify, f"{key}.verify", "verify = false contradicts a configured key")
+    else:
+        _check(
+            p,
+            not source.verify,
+            f"{key}.key",
+            "a JWT is verified with a key; without one, say verify = false explicitly",
+        )
