@@ -15,7 +15,7 @@ from __future__ import annotations
 import email.errors
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -64,6 +64,16 @@ def source_keys(settings: Settings, at: str, source: Source, rule: str) -> RuleK
         return None
     path = None if source.key.startswith("env:") else resolve_path(settings.base_dir, source.key)
     return RuleKeys(f"{at}.key (rule {rule!r})", source.algorithm, material, path)
+
+
+def joined(headers: Mapping[str, str], name: str) -> str | None:
+    """Header ``name``'s value: every line of a repeated one as one list, joined with ", " (RFC
+    9110 §5.3), from a multi-valued mapping (both hosts hand one over, looked up by lower-case
+    name); None when it is not there."""
+    getall = getattr(headers, "getall", None)
+    if getall is None:
+        return headers.get(name.lower())
+    return ", ".join(getall(name.lower(), ())) or None
 
 
 class Extractor:
@@ -128,8 +138,7 @@ class Extractor:
         return _pointer(_body(ex.response_body), self.name)
 
     def _header(self, ex: Exchange) -> Any:
-        # Hosts hand over headers looked up by lower-case name.
-        return ex.response.headers.get(self.name.lower()) if ex.response is not None else None
+        return joined(ex.response.headers, self.name) if ex.response is not None else None
 
     def _query(self, ex: Exchange) -> Any:
         return first_query_value(ex.request.query, self.name)
@@ -145,12 +154,7 @@ class Extractor:
         return first_query_value(query, self.name)
 
     def _request_header(self, ex: Exchange) -> Any:
-        # Every line of a repeated header, as one list, as the mitmproxy host joins them.
-        headers = ex.request.headers
-        getall = getattr(headers, "getall", None)
-        if getall is None:
-            return headers.get(self.name.lower())
-        return ", ".join(getall(self.name.lower(), ())) or None
+        return joined(ex.request.headers, self.name)
 
     def _path(self, ex: Exchange) -> Any:
         return ex.request.path
