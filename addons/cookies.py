@@ -17,19 +17,6 @@ from gateway.pipeline import parse_cookies
 _MAX_AGE = re.compile(r"-?[0-9]+")
 
 
-def set_cookie_value(headers: Mapping[str, str], name: str) -> str | None:
-    """The value a response's Set-Cookie gives cookie ``name`` (every Set-Cookie is looked at:
-    a multi-valued mapping yields each in ``items()``)."""
-    for header, value in headers.items():
-        if header.lower() != "set-cookie":
-            continue
-        pair = value.partition(";")[0]
-        cookie, sep, cookie_value = pair.partition("=")
-        if sep and cookie.strip() == name:
-            return parse_cookies(pair).get(name, cookie_value.strip())
-    return None
-
-
 def _deletes(attributes: Sequence[str], now: float) -> bool:
     """Whether a Set-Cookie's attributes delete the cookie: ``Max-Age`` ≤ 0, else (without a
     valid ``Max-Age``, which wins: RFC 6265 §5.3) an ``Expires`` before ``now``."""
@@ -51,12 +38,12 @@ def _deletes(attributes: Sequence[str], now: float) -> bool:
         return False  # a date no one can read: ignored, as browsers ignore it
 
 
-def kept_set_cookie(headers: Mapping[str, str], name: str, now: float) -> str | None:
+def kept_set_cookie(headers: Mapping[str, str], name: str, now: float, by_prefix: bool = True) -> str | None:
     """The value a response's Set-Cookie gives cookie ``name`` (a name ending in ``*``: the
-    first cookie whose name starts with the rest) that the browser keeps: a deletion (an empty
-    value, ``Max-Age`` ≤ 0, ``Expires`` before ``now``) sets none. Every Set-Cookie is looked
-    at (a multi-valued mapping yields each in ``items()``)."""
-    prefix = name[:-1] if name.endswith("*") else None
+    first cookie whose name starts with the rest, unless not ``by_prefix``) that the browser
+    keeps: a deletion (an empty value, ``Max-Age`` ≤ 0, ``Expires`` before ``now``) sets none.
+    Every Set-Cookie is looked at (a multi-valued mapping yields each in ``items()``)."""
+    prefix = name[:-1] if by_prefix and name.endswith("*") else None
     for header, line in headers.items():
         if header.lower() != "set-cookie":
             continue

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from addons.cookies import kept_set_cookie, sent_cookie, set_cookie_value
+from addons.cookies import kept_set_cookie, sent_cookie
 from addons.forms import CHARSET, charset_codec, parse_form
 from addons.jwks import RuleKeys
 from addons.jws import JwtError, read_claims
@@ -182,7 +182,12 @@ class Extractor:
             raise ExtractError("not_text") from None
 
     def _jwt_cookie(self, ex: Exchange) -> Any:
-        token = set_cookie_value(ex.response.headers, self.name) if ex.response is not None else None
+        # A sign-out's deletion (``jwt=deleted; Max-Age=0``) sets no token: the request's is read.
+        token = None
+        if ex.response is not None:
+            token = kept_set_cookie(
+                ex.response.headers, self.name, ex.request.ts.timestamp(), by_prefix=False
+            )
         return self._claim(ex, token or ex.request.cookies.get(self.name))
 
     def _jwt_authorization(self, ex: Exchange) -> Any:

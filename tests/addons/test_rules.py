@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from addons.amounts import money, scaled
 from addons.conditions import Condition, conditions_hold, holding_operations
-from addons.cookies import kept_set_cookie, sent_cookie, set_cookie_value
+from addons.cookies import kept_set_cookie, sent_cookie
 from addons.extract import Extractor, resolve_pointer
 from addons.forms import parse_form
 from addons.jws import JwtError, load_key, read_claims
@@ -295,12 +295,14 @@ def test_user_id_accepted() -> None:
     assert user_id(" " + "x" * 256 + " ") == "x" * 256
 
 
-def test_set_cookie_value_reads_every_set_cookie() -> None:
+def test_kept_set_cookie_reads_every_set_cookie_and_a_star_only_as_asked() -> None:
     from multidict import CIMultiDict
 
     headers = CIMultiDict([("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "session=abc.def; HttpOnly")])
-    assert set_cookie_value(headers, "session") == "abc.def"
-    assert set_cookie_value(headers, "missing") is None
+    assert kept_set_cookie(headers, "session", NOW) == "abc.def"
+    assert kept_set_cookie(headers, "missing", NOW) is None
+    assert kept_set_cookie(headers, "sess*", NOW) == "abc.def"
+    assert kept_set_cookie(headers, "sess*", NOW, by_prefix=False) is None  # a JWT cookie's name is whole
 
 
 # -- JWT ---------------------------------------------------------------------------------------

@@ -174,6 +174,18 @@ def test_jwt_cookie_from_request_and_unverified() -> None:
     assert run(ctx, ex, 200)[1][0].user_key == ctx.keys.user_key("5")
 
 
+def test_jwt_cookie_a_response_deletes_is_not_read_the_request_s_is() -> None:
+    """A sign-out (or a refresh) answers ``jwt=deleted; Max-Age=0``: the browser keeps no such
+    cookie, so the token read is the one the request sent, not ``deleted`` (until 2026-12-05
+    read, and counted ``jwt_malformed``)."""
+    sent = hs256({"sub": "u-3", "exp": NOW + 600}, b"k")
+    for deletion in ("jwt=deleted; Path=/; Max-Age=0", "jwt=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT"):
+        ctx = context(rule('{ jwt_cookie = "jwt", verify = false }', status="[200]"))
+        ex = exchange("/login", method="POST", cookies={"jwt": sent})
+        assert run(ctx, ex, 200, headers={"set-cookie": deletion})[1][0].user_key == ctx.keys.user_key("u-3")
+        assert metric(ctx, "gateway_extraction_failures_total", {"rule": "r", "reason": "jwt_malformed"}) == 0
+
+
 def test_jwt_expired_is_not_read() -> None:
     ctx = context(rule('{ jwt_cookie = "jwt", verify = false }', status="[200]"))
     ex = exchange("/login", method="POST", cookies={"jwt": hs256({"sub": "u", "exp": NOW - 3600}, b"k")})
