@@ -106,6 +106,15 @@ class _Started(msgspec.Struct):
     started: Any = msgspec.field(default=None, name="startedDateTime")
 
 
+class _Url(msgspec.Struct):
+    url: Any = None
+
+
+class _Kind(msgspec.Struct):
+    request: _Url | None = None
+    resource_type: Any = msgspec.field(default=None, name="_resourceType")
+
+
 class Recording:
     """A HAR file's entries, each kept as its JSON text (a slice of the file's bytes) and read
     into an ``Entry`` only when tried, one at a time: a recording of hundreds of megabytes (a
@@ -142,6 +151,25 @@ class Recording:
 
         return sorted(range(1, len(self.raw) + 1), key=started)
 
+    def first_page(self, order: list[int]) -> tuple[str, bool] | None:
+        """The host the recording is of: the first page loaded's, by ``order`` (a navigation,
+        which Chrome marks ``_resourceType: "document"``; an iframe's is one too, but comes
+        after its page), and True; when no entry is marked so, the first http(s) request's, and
+        False; None when no entry is an http(s) request."""
+        first = None
+        for number in order:
+            try:
+                kind = msgspec.json.decode(self.raw[number - 1], type=_Kind)
+            except (msgspec.DecodeError, RecursionError):  # said when the entry is read
+                continue
+            host = _http_host(kind.request.url if kind.request is not None else None)
+            if host is None:
+                continue
+            if kind.resource_type == "document":
+                return host, True
+            first = first or host
+        return None if first is None else (first, False)
+
     def entry(self, number: int) -> Entry:
         """Entry ``number`` (1: the file's first); EntryError naming it and what is wrong."""
         try:
@@ -154,6 +182,17 @@ class Recording:
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _http_host(url: Any) -> str | None:
+    """An http(s) URL's host and port, as its ``Host`` header sends them; None for another."""
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        return None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return parts.netloc.rpartition("@")[2]  # a URL's user:password@ is no part of the Host
 
 
 def _why_not(data: bytes, err: Exception) -> str:
