@@ -1,10 +1,11 @@
 """``gateway rules try SESSION.har``: the configured identity and conversion rules tried on a
 recorded browser session, offline, and what they made of each request printed (a table, or
 one JSON document). Reads the config and the HAR (``gateway.har``), runs ``gateway.rulestry``
-on the requests to the site recorded (``--host``, else the first page loaded's host: a HAR holds
-the page's calls to other sites, which the gateway never sees), the others counted as skipped;
-writes nothing but its output. Exit 0 when every entry was read, 1 when the file (or an entry
-of it) could not be, 2 for a config problem or no rule to try.
+on the requests to the site recorded (``--host``, else the host of the page the recording starts
+on: a HAR holds the page's calls to other sites, which the gateway never sees), the others
+counted as skipped; writes nothing but its output. Exit 0 when every entry was read, 1 when
+the file (or an entry of it) could not be, 2 for a config problem, no rule to try or a
+``--host`` that is no host name.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def add_parser(sub: Any, default_config: str) -> None:
         action="append",
         metavar="NAME",
         help="run the rules only on the requests to this host (a port too, when given); repeatable"
-        " (default: the host of the first page loaded, or of the first request)",
+        " (default: the host of the page the recording starts on)",
     )
     try_.set_defaults(func=cmd_rules_try)
 
@@ -163,8 +164,8 @@ class Hosts:
 
     names: tuple[str, ...]
     chosen: str
-    """``option`` (``--host``), ``page`` (the first page loaded's), ``request`` (the first
-    request's: no page load marked) or ``none`` (no http(s) request in the file)."""
+    """``option`` (``--host``), ``page`` (the page the recording starts on), ``request`` (the
+    first request's: the file does not mark page loads) or ``none`` (no http(s) request)."""
     others: Counter[str] = dataclass_field(default_factory=Counter)
     seen: set[str] = dataclass_field(default_factory=set)
     """The names some request went to (a ``--host`` mistyped goes to none)."""
@@ -343,7 +344,7 @@ def _summary_line(summary: dict[str, Any]) -> str:
 
 _CHOSEN = {
     "option": "as --host says",
-    "page": "the first page loaded's; --host NAME to choose",
+    "page": "the page the recording starts on; --host NAME to choose",
     "request": "the first request's, as no page load is marked in the file; --host NAME to choose",
 }
 

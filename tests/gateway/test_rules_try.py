@@ -530,8 +530,8 @@ def test_only_the_recorded_site_s_requests_are_run_by_default(tmp_path: Path) ->
         "  conversion newsletter: fired, value 1.0",
         "7 entries read (4 to other hosts, skipped), 1 matched a rule; fired: conversion newsletter 1"
         " (of 1 matched); matched nothing: identity login, identity api-login, conversion purchase",
-        "hosts: run on shop.example (the first page loaded's; --host NAME to choose); 4 requests to other"
-        " hosts skipped: pay.example 2, stats.example 2",
+        "hosts: run on shop.example (the page the recording starts on; --host NAME to choose); 4 requests"
+        " to other hosts skipped: pay.example 2, stats.example 2",
     ]
     code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)), "--all")
     assert out.splitlines()[:5] == [
@@ -585,6 +585,31 @@ def test_host_chooses_the_requests_run_and_a_host_no_request_went_to_is_said(tmp
     )
     assert (code, out) == (2, "")
     assert err == "gateway: --host 'shop.example/x': not a host name (shop.example, or shop.example:8443)\n"
+
+
+def test_a_recording_started_on_a_page_already_loaded_runs_that_page_s_host(tmp_path: Path) -> None:
+    """Recording started on the checkout page, already loaded: the first request sent is the
+    page's call to a third party (its Referer names the page), and the first page load is the
+    payment provider's (the checkout redirects there). The page's host is run, not either."""
+    beacon = chrome(by_hand("POST", "/collect", 204), "ping", "https://stats.example/collect", "00")
+    beacon["request"]["headers"] = [{"name": "Referer", "value": "https://shop.example/checkout/"}]
+    entries = [
+        beacon,
+        chrome(by_hand("POST", "/checkout", 200), "fetch", at="01"),
+        chrome(by_hand("GET", "/checkout", 200), "document", "https://pay.example/checkout", "02"),
+        chrome(by_hand("POST", "/newsletter", 200), "fetch", at="03"),
+    ]
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)))
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        "hosts: run on shop.example (the page the recording starts on; --host NAME to choose); 2 requests"
+        " to other hosts skipped: stats.example 1, pay.example 1"
+    )
+    beacon["request"]["headers"] = []  # no Referer (a Referrer-Policy of no-referrer): its own host
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert json.loads(out)["summary"]["hosts"] == ["stats.example"]
 
 
 def test_the_first_request_s_host_is_run_when_no_page_load_is_marked(tmp_path: Path) -> None:
