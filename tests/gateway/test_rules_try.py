@@ -610,6 +610,12 @@ def test_a_recording_started_on_a_page_already_loaded_runs_that_page_s_host(tmp_
         "rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)), "--format", "json"
     )
     assert json.loads(out)["summary"]["hosts"] == ["stats.example"]
+    # An entry whose time cannot be read is tried first (and said unreadable): it chooses nothing.
+    beacon["startedDateTime"] = "yesterday"
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert code == 1 and json.loads(out)["summary"]["hosts"] == ["shop.example"]
 
 
 def test_the_first_request_s_host_is_run_when_no_page_load_is_marked(tmp_path: Path) -> None:
