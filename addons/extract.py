@@ -63,7 +63,7 @@ def source_keys(settings: Settings, at: str, source: Source, rule: str) -> RuleK
     if material is None:
         return None
     path = None if source.key.startswith("env:") else resolve_path(settings.base_dir, source.key)
-    return RuleKeys(f"{at}.key (rule {rule!r})", source.algorithm, material, path)
+    return RuleKeys(f"{at}.key (rule {rule!r})", source.algorithm, material, path, (rule, f"{at}.key"))
 
 
 def joined(headers: Mapping[str, str], name: str) -> str | None:

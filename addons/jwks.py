@@ -8,8 +8,9 @@ Google's ``x509`` map of key IDs to PEM certificates (Firebase). Keys the rule c
 (``oct``) in a file is refused. ``RuleKeys`` holds one source's keys and, when they come from
 a file, looks at it every ``CHECK_EVERY`` seconds off the event loop: a file replaced (a cron
 fetching the provider's keys) takes effect without a restart; one that cannot be read or
-parsed leaves the keys read before in use, and is logged once. The gateway itself never
-fetches keys.
+parsed leaves the keys read before in use, and is logged once, and its gauge
+``gateway_rule_key_file_unusable`` (``gateway.metrics``) is 1 until the file is good again. The
+gateway itself never fetches keys.
 """
 
 from __future__ import annotations
@@ -22,13 +23,18 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from addons.jws import KeySet, Verifier, load_key, pem_public_key, public_verifier
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
+
+    from gateway.metrics import Metrics
 
 log = logging.getLogger("gateway.jwks")
 
@@ -160,10 +166,19 @@ def _described(keys: KeySet) -> str:
 
 class RuleKeys:
     """One JWT source's keys (``key``: its TOML key, for the log) as read at start-up; from a
-    file (``path``), kept up to date with it once ``start``-ed, until ``stop``."""
+    file (``path``), kept up to date with it once ``start``-ed, until ``stop``. ``labels``: its
+    rule's name and TOML key, for ``gateway_rule_key_file_unusable``."""
 
-    def __init__(self, key: str, algorithm: str, material: bytes, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        algorithm: str,
+        material: bytes,
+        path: Path | None = None,
+        labels: tuple[str, str] = ("", ""),
+    ) -> None:
         self.key = key
+        self.labels = labels
         self.algorithm = algorithm
         self.path = path
         self.material = material
@@ -172,14 +187,21 @@ class RuleKeys:
         """What the last look found (the file's identity, size and time, or the error): the
         same again is not read or logged again."""
         self._failing = False
+        self._unusable: Gauge | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._looking: asyncio.Future[tuple[object, object]] | None = None
 
-    def start(self) -> None:
+    def start(self, metrics: Metrics | None = None) -> None:
         """Look at the file every ``CHECK_EVERY`` seconds, on the running loop (a timer, not a
         task: a loop that is only run now and then, as an import worker's, keeps nothing
-        pending)."""
-        if self.path is not None and self._timer is None and self._looking is None:
+        pending); with ``metrics``, say in ``gateway_rule_key_file_unusable`` whether the file
+        last looked at could be used (0 from the start: the config read it)."""
+        if self.path is None:
+            return
+        if metrics is not None and self._unusable is None:
+            self._unusable = metrics.rule_key_file_unusable.labels(*self.labels)
+            self._unusable.set(int(self._failing))
+        if self._timer is None and self._looking is None:
             self._timer = asyncio.get_running_loop().call_later(CHECK_EVERY, self._look)
 
     def stop(self) -> None:
@@ -187,6 +209,11 @@ class RuleKeys:
             self._timer.cancel()
         self._timer = None
         self._looking = None  # its answer, when it comes, is dropped
+        if self._unusable is not None and self._failing:
+            # No longer looked at (a reload left the rule out, or moved it): no alert for ever.
+            # A new chain's keys for the same label set it again at their next look.
+            self._unusable.set(0)
+        self._unusable = None
 
     def _look(self) -> None:
         loop = asyncio.get_running_loop()
@@ -201,6 +228,8 @@ class RuleKeys:
                 self._apply(*future.result())
             except Exception:  # a bug, not the file: logged, and the next look still comes
                 log.exception("%s: looking at %s failed", self.key, self.path)
+            if self._unusable is not None:  # at each look: what another chain's stop set is undone
+                self._unusable.set(int(self._failing))
             self._timer = loop.call_later(CHECK_EVERY, self._look)
 
         looking.add_done_callback(looked)
@@ -261,10 +290,11 @@ class FollowsKeyFiles:
     a file followed while the chain runs (``running``) until it stops (``done``)."""
 
     key_files: list[RuleKeys]
+    metrics: Metrics
 
     async def running(self) -> None:
         for keys in self.key_files:
-            keys.start()
+            keys.start(self.metrics)
 
     def done(self) -> None:
         for keys in self.key_files:

@@ -106,6 +106,17 @@ class _Started(msgspec.Struct):
     started: Any = msgspec.field(default=None, name="startedDateTime")
 
 
+class _Request(msgspec.Struct):
+    url: Any = None
+    headers: Any = None
+
+
+class _Kind(msgspec.Struct):
+    request: _Request | None = None
+    resource_type: Any = msgspec.field(default=None, name="_resourceType")
+    started: Any = msgspec.field(default=None, name="startedDateTime")
+
+
 class Recording:
     """A HAR file's entries, each kept as its JSON text (a slice of the file's bytes) and read
     into an ``Entry`` only when tried, one at a time: a recording of hundreds of megabytes (a
@@ -135,12 +146,40 @@ class Recording:
         def started(number: int) -> datetime:
             try:
                 value = msgspec.json.decode(self.raw[number - 1], type=_Started).started
-                ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except (msgspec.DecodeError, AttributeError, TypeError, ValueError, RecursionError):
+            except (msgspec.DecodeError, RecursionError):
                 return _NEVER
-            return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+            return _time(value) or _NEVER
 
         return sorted(range(1, len(self.raw) + 1), key=started)
+
+    def first_page(self, order: list[int]) -> tuple[str, bool] | None:
+        """The host of the page the recording starts on, from its first http(s) request sent
+        (by ``order``), and True: a page load's (a navigation, which Chrome marks
+        ``_resourceType: "document"``), its own host; another's (an XHR, an image, a beacon:
+        the recording started on a page already loaded), the host of the page that sent it,
+        its ``Referer``, else its own. An entry no browser marked (not every browser writes
+        ``_resourceType``): its own host, and False. None when no entry is an http(s) request."""
+        for number in order:
+            try:
+                kind = msgspec.json.decode(self.raw[number - 1], type=_Kind)
+            except (msgspec.DecodeError, RecursionError):  # said when the entry is read
+                continue
+            request = kind.request or _Request()
+            host = _http_host(request.url)
+            if host is None or _time(kind.started) is None:  # no request, or one said unreadable
+                continue
+            if not isinstance(kind.resource_type, str) or not kind.resource_type:
+                return host, False
+            if kind.resource_type != "document":
+                sent = request.headers if isinstance(request.headers, list) else []
+                referers = [
+                    h.get("value")
+                    for h in sent
+                    if isinstance(h, dict) and str(h.get("name")).lower() == "referer"
+                ]
+                host = _http_host(referers[0] if referers else None) or host
+            return host, True
+        return None
 
     def entry(self, number: int) -> Entry:
         """Entry ``number`` (1: the file's first); EntryError naming it and what is wrong."""
@@ -154,6 +193,26 @@ class Recording:
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _time(value: Any) -> datetime | None:
+    """A ``startedDateTime`` read (ISO 8601; UTC when it names no zone); None when it is none."""
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _http_host(url: Any) -> str | None:
+    """An http(s) URL's host and port, as its ``Host`` header sends them; None for another."""
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        return None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return parts.netloc.rpartition("@")[2]  # a URL's user:password@ is no part of the Host
 
 
 def _why_not(data: bytes, err: Exception) -> str:

@@ -50,6 +50,14 @@ class Metrics:
             ["rule", "reason"],
             registry=r,
         )
+        self.rule_key_file_unusable = Gauge(
+            "gateway_rule_key_file_unusable",
+            "1 while a rule's JWT key file, as last looked at, cannot be read or holds no usable key"
+            " (the keys read before still verify), 0 when it is good; by rule and TOML key",
+            ["rule", "key"],
+            registry=r,
+            multiprocess_mode="livemax",  # every worker looks at the file: 1 when any finds it unusable
+        )
         self.cookies_rejected = Counter(
             "gateway_cookies_rejected",
             "Visitor cookies rejected (forged, edited, malformed)",

@@ -6,7 +6,8 @@ Supabase's asymmetric keys, a JWKS) in a cookie, an API call carrying a Firebase
 conversion rule checks a claim of the token (RS256, Auth0's JWKS). The key files are
 replaced while the gateway runs, as the operator's cron does (written aside, renamed over):
 a new key works without a restart, a key taken out stops working, a broken file leaves the
-keys before in use. ``gateway check`` names the key of a key set it cannot use.
+keys before in use, and says so in ``/metrics`` (with one worker and with two) for an alert.
+``gateway check`` names the key of a key set it cannot use.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,12 +24,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiosqlite
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import ENV, TOKEN, GatewayFactory, RunningGateway
+from tests.conftest import ENV, TOKEN, GatewayFactory, RunningGateway, make_settings
+from tests.gatewayproc import GatewayProcess
 from tests.jwts import certificate, jwk, jwks, token
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,6 +235,123 @@ async def test_a_conversion_s_condition_follows_its_key_set_too(gw: RunningGatew
     rotated = jwks(jwk(AUTH0[0], "a0", alg="RS256"), jwk(AUTH0[1], "a1", alg="RS256"))
     await asyncio.to_thread(write, tmp_path / "keys" / "auth0.json", rotated)
     await until(lambda: check_out(gw, AUTH0[1], "a1"), converted)
+
+
+UNUSABLE = "gateway_rule_key_file_unusable"
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def unusable(exposition: str) -> dict[tuple[str, ...], float]:
+    """``gateway_rule_key_file_unusable``'s series, by their labels (sorted ``name=value``)."""
+    found = {}
+    for line in exposition.splitlines():
+        if line.startswith(UNUSABLE + "{"):
+            labels, _, value = line.rpartition(" ")
+            found[tuple(sorted(f"{k}={v}" for k, v in LABEL.findall(labels)))] = float(value)
+    return found
+
+
+async def metrics_text(session: Any, admin_url: str) -> str:
+    async with session.get(admin_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        assert r.status == 200
+        return await r.text()  # type: ignore[no-any-return]
+
+
+async def until_unusable(read: Any, expected: dict[tuple[str, ...], float], timeout: float = 15) -> None:
+    """Read ``/metrics`` again until the gateway has looked at the replaced file."""
+    deadline = time.monotonic() + timeout
+    while (got := unusable(await read())) != expected:
+        assert time.monotonic() < deadline, got
+        await asyncio.sleep(0.2)
+
+
+SUPABASE_KEY = ("key=identity.rules[0].user_id.key", "rule=supabase")
+FIREBASE_KEY = ("key=identity.rules[1].user_id.key", "rule=firebase")
+AUTH0_KEY = ("key=conversions[0].when[0].key", "rule=pro-upgrade")
+
+
+async def test_an_unusable_key_file_is_said_in_metrics_until_it_is_good_again(
+    gw: RunningGateway, tmp_path: Path
+) -> None:
+    """A key file that cannot be used keeps the keys read before, logged once: a log line no
+    alert reads. ``gateway_rule_key_file_unusable`` is 1 for its rule's key while the file last
+    looked at cannot be used (broken, gone), 0 once it is good again (as it was, or new keys),
+    and 0 for every file from the start."""
+    path = tmp_path / "keys" / "firebase.json"
+    called = 'bindings_total{rule="firebase"}'
+
+    def read() -> Any:
+        return metrics_text(gw.session, gw.admin_url)
+
+    good = {SUPABASE_KEY: 0.0, FIREBASE_KEY: 0.0, AUTH0_KEY: 0.0}
+    assert unusable(await read()) == good
+    await asyncio.to_thread(write, path, google("g0")[:100])  # a download cut short
+    await until_unusable(read, {**good, FIREBASE_KEY: 1.0})
+    assert await call_api(gw, GOOGLE[0], "g0") == called  # the keys read before still verify
+    await asyncio.sleep(2.5)  # looked at again, unchanged: still said
+    assert unusable(await read()) == {**good, FIREBASE_KEY: 1.0}
+    await asyncio.to_thread(write, path, google("g0"))  # as it was
+    await until_unusable(read, good)
+    await asyncio.to_thread(path.unlink)  # gone
+    await until_unusable(read, {**good, FIREBASE_KEY: 1.0})
+    await asyncio.to_thread(write, path, google("g0", "g1"))  # new keys
+    await until_unusable(read, good)
+    assert await call_api(gw, GOOGLE[1], "g1") == called
+
+
+async def test_a_reload_that_drops_a_rule_leaves_no_alert_behind(gw: RunningGateway, tmp_path: Path) -> None:
+    """The rule whose file is broken taken out by a reload: nothing looks at the file any more,
+    and its series goes to 0 once the chain it ran in has stopped, not 1 until a restart."""
+    path = tmp_path / "keys" / "firebase.json"
+
+    def read() -> Any:
+        return metrics_text(gw.session, gw.admin_url)
+
+    await asyncio.to_thread(write, path, b"<html>502 Bad Gateway</html>")
+    await until_unusable(read, {SUPABASE_KEY: 0.0, FIREBASE_KEY: 1.0, AUTH0_KEY: 0.0})
+    rules = RULES.format(dir=tmp_path / "keys")
+    start, end = rules.index('[[identity.rules]]\nname = "firebase"'), rules.index("[[conversions]]")
+    without = rules[:start] + rules[end:] + "[proxy]\nshutdown_grace = 0.1\n"
+    settings = await asyncio.to_thread(make_settings, tmp_path, without)
+    assert await gw.gateway.reload(settings) == []
+    await until_unusable(read, {SUPABASE_KEY: 0.0, FIREBASE_KEY: 0.0, AUTH0_KEY: 0.0})
+
+
+async def test_two_workers_say_an_unusable_key_file_once(tmp_path: Path, upstream_server: Any) -> None:
+    """With ``proxy.workers = 2`` each worker looks at the file; worker 0's ``/metrics`` says
+    one series per key, 1 while any worker finds the file unusable (not one per process)."""
+    keys = tmp_path / "keys"
+    await asyncio.to_thread(keys.mkdir)
+    path = keys / "auth0.json"
+    await asyncio.to_thread(write, path, jwks(jwk(AUTH0[0], "a0", alg="RS256")))
+    origin = await upstream_server(Site().app)
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{origin}"\nworkers = 2\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\nnode = "test"\n'
+        '[[conversions]]\nname = "pro-upgrade"\npath = "/checkout"\nstatus = [303]\n'
+        f'when = [{{ jwt_authorization = true, claim = "plan", equals = "pro", algorithm = "RS256",'
+        f' key = "{path}" }}]\n',
+    )
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(
+            lambda: len({r.get("worker") for r in gw.logs() if r["msg"] == "listening"}) >= 2, gw.stderr
+        )
+        async with aiohttp.ClientSession() as session:
+
+            def read() -> Any:
+                return metrics_text(session, gw.admin)
+
+            await until_unusable(read, {AUTH0_KEY: 0.0})
+            await asyncio.to_thread(write, path, b'{"keys": [{"kty": "RSA"')
+            await until_unusable(read, {AUTH0_KEY: 1.0})
+            await asyncio.to_thread(write, path, jwks(jwk(AUTH0[1], "a1", alg="RS256")))
+            await until_unusable(read, {AUTH0_KEY: 0.0})
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
 
 
 def gateway_check(config: Path) -> subprocess.CompletedProcess[str]:

@@ -242,6 +242,8 @@ async def test_the_rules_are_tried_on_each_recorded_request(tmp_path: Path, site
         "    counted: order_id_capture_no_match",
         "9 entries read, 8 matched a rule; fired: identity login 1 (of 2 matched), identity api-login 1"
         " (of 2 matched), conversion purchase 3 (of 4 matched); matched nothing: conversion newsletter",
+        f"hosts: run on {urlsplit(site).netloc} (the first request's, as no page load is marked in the"
+        " file; --host NAME to choose); no request to another host",
     ]
     # The answers to /api/session said Content-Encoding: gzip, and the HAR holds them decoded.
     recorded = json.loads(await asyncio.to_thread(path.read_text))["log"]["entries"][3]["response"]["headers"]
@@ -368,6 +370,8 @@ user_id = { jwt_authorization = true, algorithm = "RS256", key = "auth0.pem" }
     assert out.splitlines()[1:] == [
         "  identity bearer: not fired: missing",
         "1 entry read, 1 matched a rule; fired: identity bearer 0 (of 1 matched)",
+        "hosts: run on shop.example (the first request's, as no page load is marked in the file; --host"
+        " NAME to choose); no request to another host",
         "note: identity bearer read a cookie or the Authorization header, and no entry holds one: a HAR"
         " exported sanitized (Chrome's default) leaves them out; export it with sensitive data",
     ]
@@ -422,6 +426,8 @@ def test_each_broken_entry_is_named_and_the_others_are_tried(tmp_path: Path) -> 
         "  conversion newsletter: fired, value 1.0 (a duplicate of entry 1's: the store records it once)",
         "9 entries read (7 could not be), 2 matched a rule; fired: conversion newsletter 2 (of 2 matched);"
         " matched nothing: identity login, identity api-login, conversion purchase",
+        "hosts: run on shop.example (the first request's, as no page load is marked in the file; --host"
+        " NAME to choose); no request to another host",
     ]
     code, out, _ = gateway(
         "rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)), "--format", "json"
@@ -447,14 +453,16 @@ def test_config_problems_and_no_rules_exit_2(tmp_path: Path) -> None:
 
 def test_another_host_s_request_is_named_and_a_request_without_answer_said(tmp_path: Path) -> None:
     """A HAR holds every site the page called (analytics, a payment provider), which the gateway
-    never sees: a rule without ``host`` matching one of them is shown with that host. A request
-    that got no answer (blocked, cancelled) is written with status 0."""
+    never sees: with ``--host`` naming both, a rule without ``host`` matching one of them is
+    shown with that host. A request that got no answer (blocked, cancelled) is written with
+    status 0."""
     ours = by_hand("POST", "/newsletter", 200)
     theirs = by_hand("POST", "/newsletter", 200)
     theirs["request"]["url"] = "https://mailer.example:8443/newsletter"
     blocked = by_hand("POST", "/login", 0)
+    both = ("--host", "shop.example", "--host", "MAILER.example")  # any port, any case, as a rule's host
     code, out, _ = gateway(
-        "rules", "try", str(har(tmp_path, [ours, theirs, blocked])), "-c", str(config(tmp_path))
+        "rules", "try", str(har(tmp_path, [ours, theirs, blocked])), "-c", str(config(tmp_path)), *both
     )
     assert code == 0
     assert out.splitlines()[:6] == [
@@ -466,10 +474,166 @@ def test_another_host_s_request_is_named_and_a_request_without_answer_said(tmp_p
         "  identity login: not fired: status 0 not in status [302, 303] (0: no answer; the request failed"
         " or was blocked)",
     ]
+    assert out.splitlines()[-1] == (
+        "hosts: run on shop.example, mailer.example (as --host says); no request to another host"
+    )
     code, out, _ = gateway(
-        "rules", "try", str(har(tmp_path, [ours, theirs])), "-c", str(config(tmp_path)), "--format", "json"
+        "rules",
+        "try",
+        str(har(tmp_path, [ours, theirs])),
+        "-c",
+        str(config(tmp_path)),
+        "--format",
+        "json",
+        *both,
     )
     assert [e["host"] for e in json.loads(out)["entries"]] == ["shop.example", "mailer.example:8443"]
+
+
+def chrome(entry: dict[str, Any], kind: str, url: str = "", at: str = "") -> dict[str, Any]:
+    """``entry`` as Chrome writes it: its ``_resourceType`` (``document`` for a page load)."""
+    entry["_resourceType"] = kind
+    if url:
+        entry["request"]["url"] = url
+    if at:
+        entry["startedDateTime"] = f"2026-12-05T10:00:{at}.000Z"
+    return entry
+
+
+def mixed_har(tmp_path: Path) -> Path:
+    """A checkout recorded in Chrome: the shop's page and its calls, and between them calls to
+    other sites, one of them (a payment provider's, its page in an iframe) to a path a rule
+    without ``host`` matches. Listed out of time order, the shop's page first in time."""
+    return har(
+        tmp_path,
+        [
+            chrome(by_hand("POST", "/newsletter", 200), "fetch", at="01"),
+            chrome(by_hand("GET", "/", 200), "document", at="00"),
+            chrome(by_hand("POST", "/checkout", 200), "fetch", "https://pay.example/checkout", "02"),
+            chrome(by_hand("GET", "/frame", 200), "document", "https://pay.example/frame", "02"),
+            chrome(by_hand("POST", "/collect", 204), "ping", "https://stats.example/collect", "03"),
+            chrome(by_hand("POST", "/newsletter", 200), "fetch", "https://stats.example/newsletter", "04"),
+            chrome(by_hand("GET", "/thanks", 200), "document", at="05"),
+        ],
+    )
+
+
+def test_only_the_recorded_site_s_requests_are_run_by_default(tmp_path: Path) -> None:
+    """The requests to other sites than the one recorded (a payment provider, analytics) never
+    reach its gateway, and a rule without ``host`` matches them: they are not run, and the
+    summary says which host was run, why that one, and which others were skipped, how many each."""
+    path = mixed_har(tmp_path)
+    code, out, err = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "entry 1  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0",
+        "7 entries read (4 to other hosts, skipped), 1 matched a rule; fired: conversion newsletter 1"
+        " (of 1 matched); matched nothing: identity login, identity api-login, conversion purchase",
+        "hosts: run on shop.example (the page the recording starts on; --host NAME to choose); 4 requests"
+        " to other hosts skipped: pay.example 2, stats.example 2",
+    ]
+    code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)), "--all")
+    assert out.splitlines()[:5] == [
+        "entry 1  POST /newsletter  200",
+        "  conversion newsletter: fired, value 1.0",
+        "entry 2  GET /  200  no rule matched",
+        "entry 3  POST /checkout  200  (pay.example)  other host, skipped",
+        "entry 4  GET /frame  200  (pay.example)  other host, skipped",
+    ]
+    code, out, _ = gateway(
+        "rules", "try", str(path), "-c", str(config(tmp_path)), "--format", "json", "--all"
+    )
+    document = json.loads(out)
+    assert [(e["entry"], e["skipped"]) for e in document["entries"]][:4] == [
+        (1, None),
+        (2, None),
+        (3, "other_host"),
+        (4, "other_host"),
+    ]
+    summary = document["summary"]
+    assert (summary["entries"], summary["matched"]) == (7, 1)
+    assert (summary["hosts"], summary["hosts_chosen"]) == (["shop.example"], "page")
+    assert (summary["other_host"], summary["other_hosts"]) == (4, {"pay.example": 2, "stats.example": 2})
+
+
+def test_host_chooses_the_requests_run_and_a_host_no_request_went_to_is_said(tmp_path: Path) -> None:
+    path = mixed_har(tmp_path)
+    code, out, _ = gateway(
+        "rules",
+        "try",
+        str(path),
+        "-c",
+        str(config(tmp_path)),
+        "--host",
+        "https://pay.example/",
+        "--host",
+        "shop.exmaple",
+    )
+    assert code == 0
+    assert out.splitlines() == [
+        "entry 3  POST /checkout  200",
+        "  conversion purchase: not fired: when_not_json",
+        "7 entries read (5 to other hosts, skipped), 1 matched a rule; fired: conversion purchase 0"
+        " (of 1 matched); matched nothing: identity login, identity api-login, conversion newsletter",
+        "hosts: run on pay.example, shop.exmaple (as --host says); 5 requests to other hosts skipped:"
+        " shop.example 3, stats.example 2",
+        "note: --host shop.exmaple: no request of the file went to it",
+    ]
+    code, out, err = gateway(
+        "rules", "try", str(path), "-c", str(config(tmp_path)), "--host", "shop.example/x"
+    )
+    assert (code, out) == (2, "")
+    assert err == "gateway: --host 'shop.example/x': not a host name (shop.example, or shop.example:8443)\n"
+
+
+def test_a_recording_started_on_a_page_already_loaded_runs_that_page_s_host(tmp_path: Path) -> None:
+    """Recording started on the checkout page, already loaded: the first request sent is the
+    page's call to a third party (its Referer names the page), and the first page load is the
+    payment provider's (the checkout redirects there). The page's host is run, not either."""
+    beacon = chrome(by_hand("POST", "/collect", 204), "ping", "https://stats.example/collect", "00")
+    beacon["request"]["headers"] = [{"name": "Referer", "value": "https://shop.example/checkout/"}]
+    entries = [
+        beacon,
+        chrome(by_hand("POST", "/checkout", 200), "fetch", at="01"),
+        chrome(by_hand("GET", "/checkout", 200), "document", "https://pay.example/checkout", "02"),
+        chrome(by_hand("POST", "/newsletter", 200), "fetch", at="03"),
+    ]
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)))
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        "hosts: run on shop.example (the page the recording starts on; --host NAME to choose); 2 requests"
+        " to other hosts skipped: stats.example 1, pay.example 1"
+    )
+    beacon["request"]["headers"] = []  # no Referer (a Referrer-Policy of no-referrer): its own host
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert json.loads(out)["summary"]["hosts"] == ["stats.example"]
+    # An entry whose time cannot be read is tried first (and said unreadable): it chooses nothing.
+    beacon["startedDateTime"] = "yesterday"
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert code == 1 and json.loads(out)["summary"]["hosts"] == ["shop.example"]
+
+
+def test_the_first_request_s_host_is_run_when_no_page_load_is_marked(tmp_path: Path) -> None:
+    """A HAR that marks no entry as a page load (``_resourceType`` is Chrome's, not every
+    browser writes it): the first request sent is taken for the site's."""
+    entries = [by_hand("POST", "/newsletter", 200), by_hand("POST", "/newsletter", 200)]
+    entries[0]["request"]["url"] = "https://stats.example/newsletter"
+    entries[0]["startedDateTime"] = "2026-12-05T10:00:01.000Z"
+    code, out, _ = gateway(
+        "rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path)), "--format", "json"
+    )
+    assert code == 0
+    summary = json.loads(out)["summary"]
+    assert (summary["hosts"], summary["hosts_chosen"], summary["other_hosts"]) == (
+        ["shop.example"],
+        "request",
+        {"stats.example": 1},
+    )
 
 
 def test_what_a_recording_holds_is_printed_without_terminal_escapes(tmp_path: Path) -> None:
