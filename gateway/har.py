@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode, urlsplit
+from typing import Any, TypeGuard
+from urllib.parse import SplitResult, urlencode, urlsplit
 
 import msgspec
 from multidict import CIMultiDict
@@ -204,15 +204,27 @@ def _time(value: Any) -> datetime | None:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
-def _http_host(url: Any) -> str | None:
-    """An http(s) URL's host and port, as its ``Host`` header sends them; None for another."""
+def _split(url: Any) -> SplitResult | None:
+    """A URL's parts; None for no URL (not text, or an unclosed ``[`` of an IPv6 address)."""
     try:
-        parts = urlsplit(url) if isinstance(url, str) else None
+        return urlsplit(url) if isinstance(url, str) else None
     except ValueError:
         return None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    return parts.netloc.rpartition("@")[2]  # a URL's user:password@ is no part of the Host
+
+
+def _is_http(parts: SplitResult | None) -> TypeGuard[SplitResult]:
+    return parts is not None and parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _host(parts: SplitResult) -> str:
+    """The host and port, as the ``Host`` header sends them: a URL's ``user:password@`` is no part of it."""
+    return parts.netloc.rpartition("@")[2]
+
+
+def _http_host(url: Any) -> str | None:
+    """An http(s) URL's host and port, as its ``Host`` header sends them; None for another."""
+    parts = _split(url)
+    return _host(parts) if _is_http(parts) else None
 
 
 def _why_not(data: bytes, err: Exception) -> str:
@@ -240,16 +252,13 @@ def entry(number: int, raw: Any) -> Entry:
     method, url = request.get("method"), request.get("url")
     if not isinstance(method, str) or not _TOKEN.fullmatch(method):
         raise EntryError(f"{label}: request.method is not a method name: {method!r}"[:200])
-    try:
-        parts = urlsplit(url) if isinstance(url, str) else None
-    except ValueError:  # an unclosed [ of an IPv6 address
-        parts = None
+    parts = _split(url)
     if parts is not None and parts.scheme.lower() in _NOT_HTTP:
         raise NotHttp(f"{label} ({method} {parts.scheme}: URL): not an HTTP request, skipped")
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+    if not _is_http(parts):
         raise EntryError(f"{label} ({method}): request.url is not an http(s) URL: {url!r}"[:300])
     label = f"{label} ({method} {printable(parts.path or '/')})"
-    host = parts.netloc.rpartition("@")[2]  # a URL's user:password@ is no part of the Host
+    host = _host(parts)
 
     def fail(message: str) -> EntryError:
         return EntryError(f"{label}: {message}")
