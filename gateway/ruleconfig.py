@@ -122,6 +122,7 @@ KEPT_ONLY_CAPTURED = {
     "cookie": _WHOLE_COOKIE,
     "set_cookie": _WHOLE_COOKIE,
     "response_text": "a whole answer is no value",
+    "path": "a whole path is no value, and may hold a token (/verify-email/<token>/)",
 }
 """Sources whose value is kept (a user ID, a value, a currency, an order ID) only through a
 ``capture``, and why; a ``when`` condition may test them whole."""

@@ -827,6 +827,11 @@ _CONV = "[[conversions]]\nname = 'c'\npath = '/x'\nstatus = [200]\n"
         (f"{_CONV}value = 10.0\nvalue_scale = 0.01\n",
          "conversions[0].value_scale: applies only to a value read from a source"),
         (f"{_CONV}value_scale = 0.01\n", "conversions[0].value_scale: applies only to a value read"),
+        (f"{_CONV}order_id = {{ path = true }}\n",
+         "conversions[0].order_id.capture: required with path: a whole path is no value"),
+        ("[[identity.rules]]\nname = 'r'\npath = '/x'\nstatus = [200]\n"
+         "user_id = { path = true, capture = '(.+)' }\n",
+         "identity.rules[0].user_id.capture: '(.+)' is its group alone"),
         (f"{_CONV}value = {{ query = 'v' }}\ndecimal_separator = ';'\n",
          "conversions[0].decimal_separator: must be \".\" or \",\", got ';'"),
         (f"{_CONV}value = 12.5\ndecimal_separator = ','\n",
