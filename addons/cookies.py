@@ -38,12 +38,12 @@ def _deletes(attributes: Sequence[str], now: float) -> bool:
         return False  # a date no one can read: ignored, as browsers ignore it
 
 
-def kept_set_cookie(headers: Mapping[str, str], name: str, now: float, by_prefix: bool = True) -> str | None:
+def kept_set_cookie(headers: Mapping[str, str], name: str, now: float) -> str | None:
     """The value a response's Set-Cookie gives cookie ``name`` (a name ending in ``*``: the
-    first cookie whose name starts with the rest, unless not ``by_prefix``) that the browser
-    keeps: a deletion (an empty value, ``Max-Age`` ≤ 0, ``Expires`` before ``now``) sets none.
-    Every Set-Cookie is looked at (a multi-valued mapping yields each in ``items()``)."""
-    prefix = name[:-1] if by_prefix and name.endswith("*") else None
+    first cookie whose name starts with the rest) that the browser keeps: a deletion (an empty
+    value, ``Max-Age`` ≤ 0, ``Expires`` before ``now``) sets none. Every Set-Cookie is looked
+    at (a multi-valued mapping yields each in ``items()``)."""
+    prefix = name[:-1] if name.endswith("*") else None
     for header, line in headers.items():
         if header.lower() != "set-cookie":
             continue

@@ -160,8 +160,8 @@ class Extractor:
         return ex.request.path
 
     def _cookie(self, ex: Exchange) -> Any:
-        value = self._set_cookie(ex)
-        return value if value is not None else sent_cookie(ex.request.cookies, self.name)
+        # A sign-out's deletion (``jwt=deleted; Max-Age=0``) sets none: the request's is read.
+        return self._set_cookie(ex) or sent_cookie(ex.request.cookies, self.name)
 
     def _set_cookie(self, ex: Exchange) -> Any:
         if ex.response is None:
@@ -182,13 +182,7 @@ class Extractor:
             raise ExtractError("not_text") from None
 
     def _jwt_cookie(self, ex: Exchange) -> Any:
-        # A sign-out's deletion (``jwt=deleted; Max-Age=0``) sets no token: the request's is read.
-        token = None
-        if ex.response is not None:
-            token = kept_set_cookie(
-                ex.response.headers, self.name, ex.request.ts.timestamp(), by_prefix=False
-            )
-        return self._claim(ex, token or ex.request.cookies.get(self.name))
+        return self._claim(ex, self._cookie(ex))
 
     def _jwt_authorization(self, ex: Exchange) -> Any:
         scheme, _, token = ex.request.headers.get("authorization", "").partition(" ")

@@ -184,6 +184,10 @@ def test_jwt_cookie_a_response_deletes_is_not_read_the_request_s_is() -> None:
         ex = exchange("/login", method="POST", cookies={"jwt": sent})
         assert run(ctx, ex, 200, headers={"set-cookie": deletion})[1][0].user_key == ctx.keys.user_key("u-3")
         assert metric(ctx, "gateway_extraction_failures_total", {"rule": "r", "reason": "jwt_malformed"}) == 0
+    # The same reading as a cookie source's: a name ending in * is a prefix.
+    ctx = context(rule('{ jwt_cookie = "jwt*", verify = false }', status="[200]"))
+    ex = exchange("/login", method="POST", cookies={"jwt_v2": sent})
+    assert run(ctx, ex, 200)[1][0].user_key == ctx.keys.user_key("u-3")
 
 
 def test_jwt_expired_is_not_read() -> None:
