@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from addons.jws import KeySet, Verifier, load_key, pem_public_key, public_verifier
+from gateway.config_values import not_a_file
 
 if TYPE_CHECKING:
     from prometheus_client import Gauge
@@ -53,7 +53,7 @@ _CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
 def parse_key_set(algorithm: str, material: bytes) -> KeySet:
     """The keys ``material`` holds for ``algorithm``; ValueError saying what is wrong with it."""
     if len(material) > MAX_KEY_FILE:
-        raise ValueError(f"{len(material)} bytes: larger than {MAX_KEY_FILE} bytes, not a key")
+        raise ValueError(f"larger than {MAX_KEY_FILE} bytes: not a key (a key set is a few kilobytes)")
     if algorithm.startswith("HS") or not material.lstrip().startswith(b"{"):
         try:
             return KeySet.lone(load_key(algorithm, material))
@@ -148,13 +148,15 @@ def _certificates(algorithm: str, document: dict[str, str], skipped: list[str]) 
     return keys
 
 
-def _what(mode: int) -> str:
-    """What a path that is no regular file is (``st_mode``), for the log."""
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "something else"
+def read_key_file(path: Path) -> bytes:
+    """A key file's bytes, at most ``MAX_KEY_FILE`` + 1 (``parse_key_set`` refuses more):
+    ValueError saying what it is when it is no regular file, OSError when it cannot be read.
+    Opened without waiting (``O_NONBLOCK``) and checked once open: a named pipe put there
+    would otherwise wait for a writer for ever, the start-up or the look with it."""
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+        if what := not_a_file(os.fstat(file.fileno()).st_mode):
+            raise ValueError(f"it is {what}, not a file")
+        return file.read(MAX_KEY_FILE + 1)
 
 
 def _described(keys: KeySet) -> str:
@@ -247,17 +249,12 @@ class RuleKeys:
         found = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         if found == seen:
             return found, None
-        if not stat.S_ISREG(info.st_mode):
-            return found, f"it is {_what(info.st_mode)}, not a file"
         try:
-            # O_NONBLOCK: a named pipe put there since the stat is not waited on (opening one
-            # waits for a writer: the look, and the process's exit, would hang on it for ever).
-            with open(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
-                if not stat.S_ISREG(mode := os.fstat(file.fileno()).st_mode):
-                    return found, f"it is {_what(mode)}, not a file"
-                data = file.read(MAX_KEY_FILE + 1)
+            data = read_key_file(self.path)
         except OSError as err:
             return found, f"cannot read it: {err.strerror}"
+        except ValueError as err:
+            return found, str(err)
         if data == material:
             return found, True  # rewritten as it was (a cron fetching unchanged keys)
         try:

@@ -117,6 +117,18 @@ def path_problem(value: str) -> str | None:
     return None
 
 
+def not_a_file(mode: int) -> str | None:
+    """What a path of this ``st_mode`` is when it is no regular file (``a named pipe``, ``a
+    device``, ``a socket``, ``a folder``…), or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "something else"
+
+
 def special_file(path: Path) -> str | None:
     """What ``path`` is when it is there but is neither a file nor a folder (a named pipe, a
     device, a socket), or None: opening a named pipe waits for a writer, so reading one as a
@@ -125,13 +137,7 @@ def special_file(path: Path) -> str | None:
         mode = path.stat().st_mode
     except (OSError, ValueError):  # not there, or not a name the system takes: said elsewhere
         return None
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return None
+    return None if stat.S_ISDIR(mode) else not_a_file(mode)
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -38,7 +38,7 @@ def resolve_rule_keys(
     """Each JWT source's key: an HMAC secret from the environment, or a PEM public key or a
     key set (from the environment or a file), checked against its algorithm now rather than
     per request."""
-    from addons.jwks import parse_key_set  # the keys the rules use
+    from addons.jwks import parse_key_set, read_key_file  # the keys the rules use
 
     keys: dict[str, bytes] = {}
     for at, source in sources:
@@ -68,9 +68,12 @@ def resolve_rule_keys(
                 problems.append(f"{key}: {source.key} is {what}, not a file; name the PEM or key set file")
                 continue
             try:
-                raw = path.read_bytes()
+                raw = read_key_file(path)  # as the running gateway reads it again (a pipe put there since)
             except OSError as err:
                 problems.append(f"{key}: cannot read {source.key}: {err.strerror}")
+                continue
+            except ValueError as err:
+                problems.append(f"{key}: {source.key}: {err}; name the PEM or key set file")
                 continue
         try:
             parse_key_set(source.algorithm, raw)  # a PEM or key set for the algorithm, parsed now

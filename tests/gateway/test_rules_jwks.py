@@ -381,6 +381,9 @@ user_id = {{ jwt_cookie = "id", algorithm = "{alg}", key = "keys.json" }}
     ("alg", "content", "problem"),
     [
         ("RS256", None, "identity.rules[0].user_id.key: cannot read keys.json: No such file or directory"),
+        # Read as the running gateway reads it again: a huge file is read no further than it takes.
+        ("RS256", "folder", "identity.rules[0].user_id.key: cannot read keys.json: Is a directory"),
+        ("RS256", b"{" + b" " * 4_000_000, "user_id.key: larger than 1048576 bytes: not a key"),
         ("RS256", b'{"keys": [{"kty": "RSA"', "identity.rules[0].user_id.key: a key set must be JSON: "),
         (
             "RS256",
@@ -402,11 +405,13 @@ user_id = {{ jwt_cookie = "id", algorithm = "{alg}", key = "keys.json" }}
     ],
 )
 def test_gateway_check_names_the_key_of_a_key_set_it_cannot_use(
-    tmp_path: Path, alg: str, content: bytes | None, problem: str | None
+    tmp_path: Path, alg: str, content: bytes | str | None, problem: str | None
 ) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(CHECKED.format(alg=alg))
-    if content is not None:
+    if content == "folder":
+        (tmp_path / "keys.json").mkdir()
+    elif isinstance(content, bytes):
         (tmp_path / "keys.json").write_bytes(content)
     done = gateway_check(config)
     assert "Traceback" not in done.stderr
