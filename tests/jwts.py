@@ -64,9 +64,11 @@ def jwks(*keys: dict[str, str]) -> bytes:
     return json.dumps({"keys": list(keys)}).encode()
 
 
-def certificate(key: PrivateKey) -> str:
-    """A self-signed certificate, PEM: what Google's x509 endpoint lists for Firebase."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "securetoken.system.gserviceaccount.com")])
+def certificate(key: PrivateKey, issuer: str = "securetoken.system.gserviceaccount.com") -> str:
+    """A self-signed certificate for ``key``, PEM: what Google's x509 endpoint lists for
+    Firebase, or (``issuer`` the tenant) Auth0's "signing certificate"; expired, as dates are
+    not what a JWT verifier checks."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])
     return (
         x509.CertificateBuilder()
         .subject_name(name)

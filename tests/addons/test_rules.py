@@ -7,15 +7,12 @@ import hashlib
 import hmac
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,6 +25,7 @@ from addons.jws import JwtError, load_key, read_claims
 from addons.values import ExtractError, user_id
 from gateway.ruleconfig import Condition as ConditionOptions
 from tests.addons.conftest import exchange
+from tests.jwts import certificate
 
 NOW = 1_800_000_000
 
@@ -381,41 +379,24 @@ def test_es256_with_generated_key() -> None:
         read_claims(f"{header}.{payload}.{flipped}", verifier, NOW)
 
 
-def certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
-    """A self-signed X.509 certificate for ``key``, PEM: how Auth0 ("signing certificate")
-    and Firebase (Google's x509 key list) publish their keys; long expired, as dates are not
-    what a JWT verifier checks."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tenant.eu.auth0.com")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(datetime(2019, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2020, 1, 1, tzinfo=UTC))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def test_a_provider_s_x509_certificate_is_a_key() -> None:
     """Until 2026-12-04 only a bare public key was accepted, and Auth0's downloaded signing
     certificate was refused at start-up ("not a PEM public key")."""
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    verifier = load_key("RS256", certificate(rsa_key))
+    verifier = load_key("RS256", certificate(rsa_key, "tenant.eu.auth0.com").encode())
     assert read_claims(rs256({"sub": "auth0|65f0c1"}, rsa_key), verifier, NOW)["sub"] == "auth0|65f0c1"
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with pytest.raises(JwtError, match="jwt_signature"):
         read_claims(rs256({"sub": "u"}, other), verifier, NOW)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     assert (
-        read_claims(es256({"sub": "u8"}, ec_key), load_key("ES256", certificate(ec_key)), NOW)["sub"] == "u8"
+        read_claims(es256({"sub": "u8"}, ec_key), load_key("ES256", certificate(ec_key).encode()), NOW)["sub"]
+        == "u8"
     )
     with pytest.raises(ValueError, match="not a PEM public key or certificate"):
         load_key("RS256", b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     with pytest.raises(ValueError):  # a certificate of the wrong kind, as a key of it
-        load_key("RS256", certificate(ec_key))
+        load_key("RS256", certificate(ec_key).encode())
 
 
 def _b64decode(part: str) -> bytes:

@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -30,28 +29,17 @@ import aiohttp
 import aiosqlite
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
 from tests.conftest import TOKEN, GatewayFactory, RunningGateway
+from tests.jwts import certificate
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 AUTH0_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-_TENANT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tenant.eu.auth0.com")])
-AUTH0_PEM = (  # the tenant's "signing certificate", PEM, as Auth0's dashboard gives it
-    x509.CertificateBuilder()
-    .subject_name(_TENANT)
-    .issuer_name(_TENANT)
-    .public_key(AUTH0_KEY.public_key())
-    .serial_number(1)
-    .not_valid_before(datetime(2024, 1, 1, tzinfo=UTC))
-    .not_valid_after(datetime(2034, 1, 1, tzinfo=UTC))
-    .sign(AUTH0_KEY, hashes.SHA256())
-    .public_bytes(serialization.Encoding.PEM)
-    .decode()
-)
+AUTH0_PEM = certificate(
+    AUTH0_KEY, "tenant.eu.auth0.com"
+)  # its "signing certificate", as the dashboard gives it
 # NextAuth and Auth.js encrypt their session cookie (a JWE: five parts, A256CBC-HS512 or
 # A256GCM): nothing in it is readable without the site's secret.
 JWE = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..iv-part.ciphertext-part.tag-part"
