@@ -25,7 +25,7 @@ import sqlite3
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -238,6 +238,7 @@ def locked_out(wait: int, logins: FailedLogins) -> str:
     )
 
 
+_END_OF_DAY = re.compile(r"\d{4}-\d\d-\d\d[Tt]24:00(:00(\.0+)?)?(?![\d.:])")
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # event IDs (UUIDv7) count milliseconds from here
 LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
@@ -247,14 +248,25 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
     midnight, and a date-time without an offset is read, in ``zone`` (``attribution.timezone``:
     the report days'). A local time the clocks skip (02:30 when they go from 02:00 to 03:00)
     is read with the offset before the change, so as the time that much after it (03:30); one
-    they pass twice is the first (``fold=0``, as Python and java.time read both)."""
+    they pass twice is the first (``fold=0``, as Python and java.time read both).
+
+    As RFC 3339 allows, ``t`` and ``z`` may be lower case; and ``24:00`` (``T24:00``,
+    ``T24:00:00``, ``T24:00:00.000``) is the end of its day, the next day's midnight, as ISO
+    8601 wrote it before 2019 (``until=2026-11-30T24:00``: November whole)."""
     try:
         if len(value) == 10:
             moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), zone)
         else:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+", 1))
+            text = value.replace("Z", "+00:00").replace("z", "+00:00").replace(" ", "+", 1)
+            end_of_day = _END_OF_DAY.match(text)
+            if end_of_day:  # the next day's 00:00, with the offset given
+                text = text[:11] + "00" + text[13:]
+            moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=zone)
+            if end_of_day:
+                day = moment.date() + timedelta(days=1)
+                moment = datetime.combine(day, moment.timetz().replace(tzinfo=None), moment.tzinfo)
         if EARLIEST <= moment <= LATEST:
             return iso(moment)
         # Read in the zone, out of range as an instant: say which (1970-01-01 in Kolkata).

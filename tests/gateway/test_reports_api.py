@@ -462,6 +462,35 @@ async def test_a_local_time_that_is_skipped_or_repeated_is_read_one_way(
     assert listed["items"] == []
 
 
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("2026-11-30t10:00:00z", "2026-11-30T10:00:00Z"),  # RFC 3339 allows both in lower case
+        ("2026-11-30T24:00", "2026-11-30T23:00:00Z"),  # the end of the local day: 1 December's midnight
+        ("2026-11-30T24:00:00Z", "2026-12-01T00:00:00Z"),
+        ("2026-11-30t24:00:00.000+05:30", "2026-11-30T18:30:00Z"),
+        ("2026-03-28T24:00", "2026-03-28T23:00:00Z"),  # the night before the clocks go forward
+    ],
+)
+async def test_lower_case_t_and_z_and_the_end_of_a_day_read_as_iso_8601_writes_them(
+    start_gateway: Any, upstream_server: Any, given: str, meant: str
+) -> None:
+    zoned = '[attribution]\ntimezone = "Europe/Berlin"\n'
+    gw = await start_gateway(await upstream_server(web.Application()), zoned)
+    body = await get(gw, "/api/attribution", since="2026-03-01", until=given)
+    assert body["until"] == meant
+    listed = await get(gw, "/api/touchpoints", since=given)  # the listings read it alike
+    assert listed["items"] == []
+
+
+@pytest.mark.parametrize(
+    "given", ["2026-11-30T24:30", "2026-11-30T24:00:01", "2026-11-30T24:00:00.5", "9999-12-31T24:00Z"]
+)
+async def test_24_is_only_the_end_of_a_day(gw: RunningGateway, given: str) -> None:
+    body = await get(gw, "/api/attribution", 400, since="2026-03-01", until=given)
+    assert body["error"].startswith("until: expected an ISO 8601 date or date-time")
+
+
 def test_an_unknown_report_time_zone_is_a_config_error_naming_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(None, text='[attribution]\ntimezone = "Mars/Olympus"\n', environ=ENV)
