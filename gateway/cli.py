@@ -1083,7 +1083,21 @@ SIGPIPE ends, as ``cat`` would exit, so ``set -o pipefail`` sees the same."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.func is cmd_run and args.worker is None:
+        # The supervisor's own options for its workers: hidden, and an operator's
+        # ``--listen 0.0.0.0:80`` was taken and ignored without a word.
+        for flag, given, key in (
+            ("--listen", args.listen, "proxy.listen"),
+            ("--admin-listen", args.admin_listen, "admin.listen"),
+        ):
+            if given is not None:
+                parser.exit(
+                    2,
+                    f"gateway run: error: {flag} is not an option (the gateway gives it to its own worker"
+                    f" processes); set {key} in the config ({args.config}); see `gateway run --help`\n",
+                )
     if not getattr(args, "hears_stop_signals", False):
         # Held while the command loaded (``gateway/__main__.py``): one that came meanwhile has its
         # usual effect now, before the command begins.

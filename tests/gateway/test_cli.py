@@ -918,6 +918,30 @@ def test_an_option_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
     assert done.returncode == 1 and "no store at" in done.stderr  # once each: on to the store
 
 
+@pytest.mark.parametrize(
+    ("flag", "key"),
+    [("--listen", "proxy.listen"), ("--admin-listen", "admin.listen"), ("--admin-l", "admin.listen")],
+)
+def test_run_refuses_its_workers_listen_options_naming_the_config_key(
+    tmp_path: Path, flag: str, key: str
+) -> None:
+    """``--listen`` is how the supervisor tells a worker its address; an operator's
+    ``gateway run --listen 0.0.0.0:80`` was taken, and the gateway listened where the config said."""
+    cfg = tmp_path / "gw.toml"
+    # Ports of their own, should a regression start it (it would run until the 30 s timeout).
+    cfg.write_text(
+        "[storage]\npath = 'gw.db'\n[proxy]\nlisten = '127.0.0.1:0'\n[admin]\nlisten = '127.0.0.1:0'\n"
+    )
+    done = gateway("run", "-c", str(cfg), "--dev", flag, "127.0.0.1:1", env=ENV)
+    assert done.returncode == 2, done.stderr
+    named = "--admin-listen" if flag == "--admin-l" else flag
+    assert done.stderr.strip() == (
+        f"gateway run: error: {named} is not an option (the gateway gives it to its own worker"
+        f" processes); set {key} in the config ({cfg}); see `gateway run --help`"
+    )
+    assert not (tmp_path / "gw.db").exists()  # refused before anything was opened
+
+
 def test_report_checks_its_period_as_the_report_api_does(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[storage]\npath = 'none.db'\n")
