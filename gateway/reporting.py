@@ -640,14 +640,17 @@ async def payouts(reports: Reports, rules: Payouts, q: Query) -> Report:
             payout = rule.amount(micro, value, currency)
             if credited:
                 totals[currency] += payout
-            rows.append(_payout_row(creator, "approve", rule.tier, rule.label, currency))
+            label = rule.label_in(currency) if credited else rule.label
+            rows.append(_payout_row(creator, "approve", rule.tier, label, currency))
             rows[-1] |= {"clicks": clicks.get((creator, False), 0), "conversions": count(micro)}
             rows[-1] |= {"value": money(value, currency), "payout": money(payout, currency)}
     for creator in sorted({c for c, _ in withheld} | {c for c, quarantined in clicks if quarantined}):
         rule = rules.rule(creator)
-        cells = {cur: v for (c, cur), v in withheld.items() if c == creator} or {None: [0, 0]}
-        for currency, (value, micro) in sorted(cells.items(), key=lambda kv: kv[0] or ""):
-            rows.append(_payout_row(creator, "quarantined", rule.tier, rule.label, currency))
+        cells = {cur: v for (c, cur), v in withheld.items() if c == creator}
+        would = bool(cells)  # else clicks alone: the rule as a whole
+        for currency, (value, micro) in sorted((cells or {None: [0, 0]}).items(), key=lambda kv: kv[0] or ""):
+            label = rule.label_in(currency) if would else rule.label
+            rows.append(_payout_row(creator, "quarantined", rule.tier, label, currency))
             rows[-1] |= {"clicks": clicks.get((creator, True), 0), "conversions": count(micro)}
             rows[-1] |= {"value": money(value, currency), "payout": money(0, currency)}
     meta = {"model": model, **_meta(q, reports)}

@@ -759,7 +759,7 @@ def test_a_prefixed_cookie_name_needs_what_browsers_require_of_it() -> None:
         ("[payouts]\ncreators = { cr_ana = { tier = 5 } }\n",
          "payouts.creators.cr_ana.tier: expected a string, got 5"),
         ("[payouts]\ncreators = { cr_ok = { tier = 'a' }, 'cr.ben' = { cpa = 'x' } }\n",
-         'payouts.creators."cr.ben".cpa: expected a number, got "x"'),
+         'payouts.creators."cr.ben".cpa: expected a number or a table, got "x"'),
         ("[payouts]\ntiers = { gold = { cpq = 1.0 } }\n",
          "payouts.tiers.gold.cpq: unknown key (allowed: cpa, revenue_share)"),
         ("[payouts]\ntiers = { gold = true }\n", "payouts.tiers.gold: expected a table, got true"),

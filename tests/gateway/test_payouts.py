@@ -78,6 +78,25 @@ def test_label_marks_what_a_creator_sets_over_its_tier() -> None:
     assert rules.rule("someone").label == "tier standard: CPA 5"
 
 
+def test_a_cpa_per_currency_pays_and_labels_each_currency_apart() -> None:
+    options = msgspec.convert(
+        tomllib.loads("tiers = { t = { cpa = { JPY = 800, EUR = 4.995 }, revenue_share = 0.5 } }"),
+        PayoutsOptions,
+    )
+    rule = Payouts(msgspec.structs.replace(options, default_tier="t")).rule("anyone")
+    assert rule.amount(1_000_000, 1000, "JPY") == 1300  # 800 yen + half of 1000 yen
+    assert rule.amount(1_000_000, 0, "EUR") == 500  # 4.995 EUR: 499.5 cents, to even
+    assert rule.amount(500_000, 1000, "USD") == 500  # half the value, no CPA in dollars
+    assert rule.amount(1_000_000, 1000, None) == 500
+    assert rule.label == "tier t: CPA 4.995 EUR / 800 JPY + 50% of value"  # codes in order
+    assert rule.label_in("JPY") == "tier t: CPA 800 JPY + 50% of value"
+    assert rule.label_in("USD") == "tier t: no CPA in USD (CPA in EUR, JPY) + 50% of value"
+    assert rule.label_in(None) == "tier t: no CPA without a currency (CPA in EUR, JPY) + 50% of value"
+    plain = Rule("t", Fraction(5), Fraction(0))
+    assert plain.label_in("JPY") == plain.label == "tier t: CPA 5"  # one amount: any currency's
+    assert plain.amount(1_000_000, 0, "JPY") == 5
+
+
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
@@ -100,6 +119,28 @@ def test_label_marks_what_a_creator_sets_over_its_tier() -> None:
         (
             "creators = { cr_ana = { cpa = nan } }",
             ["payouts.creators.cr_ana.cpa: must be 0..1000000, got nan"],
+        ),
+        (
+            "tiers = { gold = { cpa = { EUR = 5.0, eur = 1.0, 'US D' = 2.0, JPY = -1 } } }",
+            [
+                'payouts.tiers.gold.cpa: expected 3-letter ISO 4217 codes like "EUR" as keys, got eur',
+                'payouts.tiers.gold.cpa: expected 3-letter ISO 4217 codes like "EUR" as keys, got "US D"',
+                "payouts.tiers.gold.cpa.JPY: must be 0..1000000, got -1.0",
+            ],
+        ),
+        (
+            "currency = 'EUR'\ntiers = { gold = { cpa = { USD = 5.0 } } }\n"
+            "creators = { cr_ana = { cpa = {} } }",
+            [
+                "payouts.tiers.gold.cpa: names no EUR, the payouts.currency sign-ups are paid in (it names:"
+                " USD); add EUR = 0 to pay them no CPA",
+                "payouts.creators.cr_ana.cpa: names no EUR, the payouts.currency sign-ups are paid in (it"
+                " names: none); add EUR = 0 to pay them no CPA",
+            ],
+        ),
+        (
+            "tiers = { gold = { cpa = { EUR = 'x' } } }",
+            ['payouts.tiers.gold.cpa.EUR: expected a number, got "x"'],
         ),
     ],
 )

@@ -643,6 +643,55 @@ async def test_a_cpa_on_sign_ups_is_paid_in_payouts_currency(
         assert rows == {None: (1, 0, 5.0), "EUR": (1, 20.0, 5.0)}
 
 
+async def test_a_cpa_per_currency_pays_each_currency_its_own_amount(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """A CPA of one amount is paid in the conversion's currency, whichever it is: a deal of 5
+    per sale paid 5 yen for a sale in yen. A CPA per currency pays each its own amount, and
+    nothing in a currency it does not name, each row's ``rule`` saying which; a sign-up is paid
+    in ``payouts.currency``'s."""
+    toml = (
+        "[payouts]\ndefault_tier = 'standard'\ncurrency = 'EUR'\n"
+        "tiers = { standard = { cpa = { EUR = 5.0, JPY = 800 } } }\n"
+        "creators = { cr_own = { cpa = { EUR = 7.5 }, revenue_share = 0.1 } }\n"
+    )
+    gw = await start_gateway(await upstream_server(web.Application()), toml)
+    signup = Conversion(
+        new_id(int(at(4).timestamp() * 1000)), iso(at(4)), "n", "signup", "s1", "va", None, None, None
+    )
+    await gw.gateway.store.write(
+        [
+            tp("va", 1, "Affiliates", creator_id="cr_cy"),
+            conversion(2, 20.00, "va"),  # EUR
+            conversion(3, 3000, "va", "JPY"),
+            conversion(3.5, 9.99, "va", "GBP"),
+            signup,
+            conversion(5, 30.00, "va", None),  # a value of no currency: no CPA in the table
+            tp("vb", 1, "Affiliates", creator_id="cr_own"),
+            conversion(2, 100.00, "vb", "JPY"),
+            tp("vc", 1, "Affiliates", creator_id="cr_idle"),
+        ]
+    )
+    body = await get(gw, "/api/payouts", model="last_touch", **PERIOD)
+    rows = {
+        (r["creator_id"], r["currency"]): (r["rule"], r["conversions"], r["payout"]) for r in body["rows"]
+    }
+    assert rows == {
+        ("cr_cy", None): ("tier standard: no CPA without a currency (CPA in EUR, JPY)", 1, 0),
+        ("cr_cy", "EUR"): ("tier standard: CPA 5 EUR", 2, 10.0),  # the sale and the sign-up
+        ("cr_cy", "GBP"): ("tier standard: no CPA in GBP (CPA in EUR, JPY)", 1, 0.0),
+        ("cr_cy", "JPY"): ("tier standard: CPA 800 JPY", 1, 800),
+        ("cr_idle", None): ("tier standard: CPA 5 EUR / 800 JPY", 0, 0),
+        ("cr_own", "JPY"): ("tier standard: no CPA in JPY (CPA in EUR) (own) + 10% of value (own)", 1, 10),
+    }
+    assert body["totals"] == [
+        {"currency": None, "payout": 0},
+        {"currency": "EUR", "payout": 10.0},
+        {"currency": "GBP", "payout": 0.0},
+        {"currency": "JPY", "payout": 810},
+    ]
+
+
 async def test_a_sign_up_is_paid_in_payouts_currency_beside_a_value_of_no_currency(
     start_gateway: Any, upstream_server: Any
 ) -> None:
