@@ -22,6 +22,7 @@ import functools
 import itertools
 import logging
 import operator
+import os
 import sqlite3
 import threading
 import time
@@ -78,6 +79,7 @@ RETRY_PAUSE = 0.1
 """Seconds between two tries of a batch the database answered locked (each try has already
 waited the connection's busy timeout): another process holds the write lock for now."""
 LOCKED = "locked"
+READ_ONLY = "read-only store"
 """``LocalStore.failing``'s kind while commits wait on a lock another connection holds."""
 _encode = msgspec.json.Encoder()
 
@@ -163,6 +165,13 @@ _DATA_ERRORS = (
     TypeError,
     ValueError,
 )
+
+
+def _read_only(error: BaseException) -> bool:
+    """SQLite's READONLY, whatever the extended code: a file, folder or mount it may not write,
+    or a connection made ``query_only``."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_READONLY
 
 
 def _locked(error: BaseException | None) -> bool:
@@ -304,6 +313,18 @@ class LocalStore:
         except BaseException:
             await self._db.close()  # its thread would otherwise keep the process alive
             raise
+        unwritable = await asyncio.to_thread(_unwritable, self.path)
+        if unwritable is not None:
+            # SQLite opened it read-only without a word: said now, not at the first landing.
+            log.error(
+                "the store %s is read-only to this process (%s is not writable to uid %d): pages are"
+                " served, but no event is recorded; let the user the gateway runs as write to it"
+                " (and to its folder, its -wal and -shm files), then restart the gateway",
+                self.path,
+                unwritable,
+                os.geteuid(),
+            )
+            self.failing = (time.time(), READ_ONLY)
         self._task = asyncio.create_task(self._writer(), name="store-writer")
         self._task.add_done_callback(self._writer_stopped)
         self.checkpointer.start()
@@ -537,7 +558,7 @@ class LocalStore:
                 return err
             self._commit_failed("store commit of %d events failed: %s", rows, err)
             if not isinstance(err, _DATA_ERRORS):
-                self.failing = (since, type(err).__name__)
+                self.failing = (since, READ_ONLY if _read_only(err) else type(err).__name__)
             return err
         if self.failing is not None:
             log.warning(
@@ -592,3 +613,14 @@ class LocalStore:
                     await db.execute("RELEASE event_group")
                 item.results.append(new)
         return counted
+
+
+def _unwritable(path: Path) -> Path | None:
+    """The first of the store's files (and its folder, where SQLite makes its ``-wal`` and
+    ``-shm``) this process may not write, or None. SQLite opens a file it may only read
+    read-only and fails each write later; a root process may write anything but a read-only
+    mount, where opening a WAL store already fails."""
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), path.parent):
+        if candidate.exists() and not os.access(candidate, os.W_OK):
+            return candidate
+    return None

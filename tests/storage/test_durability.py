@@ -365,7 +365,7 @@ async def test_read_only_store_still_serves_pages_and_counts_the_loss(gateway: R
         assert resp.status == 200  # the writer is alive; it is the disk that refuses
         health = await resp.json()
     assert health["status"] == "degraded"  # but a probe reading the answer can tell
-    expected = "commits are failing (OperationalError), events are being lost; the log says why"
+    expected = "commits are failing (read-only store), events are being lost; the log says why"
     assert health["store"] == expected  # the kind alone: /healthz answers anyone
     assert health["failing_since"].endswith("Z")
     await writer_pragma(gateway, "PRAGMA query_only = OFF")
@@ -374,6 +374,64 @@ async def test_read_only_store_still_serves_pages_and_counts_the_loss(gateway: R
         assert (await resp.json())["status"] == "ok"  # a commit went through again
     rows = await asyncio.to_thread(query, db, "SELECT content FROM touchpoints ORDER BY id")
     assert [c for (c,) in rows] == ["before", "after"]
+
+
+def _modes(folder: Path, read_only: bool) -> None:
+    for path in (*folder.iterdir(), folder):
+        path.chmod((0o555 if path.is_dir() else 0o444) if read_only else (0o755 if path.is_dir() else 0o644))
+
+
+async def test_a_store_read_only_at_start_is_said_at_start(tmp_path: Path) -> None:
+    """A store its user may only read (its files or folder, a read-only mount): SQLite opens it
+    read-only without a word, and ``/healthz`` said ``ok`` until the first landing failed. Now
+    the start says so, naming the file, and ``/healthz`` is ``degraded`` from the first probe;
+    pages are still served (fail open). As root, only a read-only mount shows it, and SQLite
+    opens a store there only while its ``-wal`` and ``-shm`` exist (a connection holds them)."""
+    from tests.gatewayproc import GatewayProcess
+
+    folder = tmp_path / "data"
+    store = folder / "gw.db"
+    config = tmp_path / "gw.toml"
+    listen = "[proxy]\nworkers = 1\nlisten = '127.0.0.1:0'\n[admin]\nlisten = '127.0.0.1:0'\n"
+    await asyncio.to_thread(config.write_text, f"[storage]\npath = '{store}'\n{listen}")
+    gw = await GatewayProcess.start(config)  # makes and migrates the store
+    assert await gw.stop() == 0
+    holder = await asyncio.to_thread(sqlite3.connect, store, check_same_thread=False)
+    await asyncio.to_thread(holder.execute, "SELECT count(*) FROM touchpoints")  # -wal and -shm stay
+    mounted = os.geteuid() == 0
+    try:
+        if mounted:
+            done = await asyncio.create_subprocess_exec(
+                "mount", "--bind", "-o", "ro", str(folder), str(folder), stderr=asyncio.subprocess.PIPE
+            )
+            _, err = await done.communicate()
+            if done.returncode != 0:
+                mounted = False
+                pytest.skip(f"only a read-only mount shows a read-only store to root: {err.decode()}")
+        else:
+            await asyncio.to_thread(_modes, folder, True)
+        gw = await GatewayProcess.start(config)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(gw.admin + "/healthz") as resp:
+                    health = await resp.json()
+                assert resp.status == 200 and health["status"] == "degraded", health
+                expected = "commits are failing (read-only store), events are being lost; the log says why"
+                assert health["store"] == expected
+                async with session.get(gw.proxy + "/?utm_source=x") as resp:
+                    assert resp.status == 200  # served all the same
+            said = [r["msg"] for r in gw.logs() if r["level"] == "error" and "read-only" in r["msg"]]
+            assert said and said[0].startswith(f"the store {store} is read-only to this process ({store} "), (
+                said
+            )
+        finally:
+            await gw.stop()
+    finally:
+        await asyncio.to_thread(holder.close)
+        if mounted:
+            await (await asyncio.create_subprocess_exec("umount", str(folder))).wait()
+        elif os.geteuid() != 0:
+            await asyncio.to_thread(_modes, folder, False)
 
 
 async def test_a_store_locked_by_another_process_keeps_the_events_until_it_is_free(
