@@ -69,6 +69,17 @@ _FORMAT = query_param(
     "of the most specific range naming it (text/csv, text/*, */*), the highest wins (JSON if none)",
     {"type": "string", "enum": list(FORMATS)},
 )
+
+
+def _table(extra: str) -> dict[str, Any]:
+    return query_param(
+        "table",
+        f"a CSV or NDJSON download of the report's rows (default) or of its {extra} (what the JSON"
+        " carries beside the rows); a 400 with JSON",
+        {"type": "string", "enum": ["rows", extra]},
+    )
+
+
 _GROUP_BY = query_param(
     "group_by", "what a row is (default channel)", {"type": "string", "enum": list(GROUP_BY)}
 )
@@ -253,7 +264,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Credited conversions and value per group and currency under a model, "
             "or every model side by side (model=all)",
-            "parameters": [*_common("linear"), _GROUP_BY],
+            "parameters": [*_common("linear"), _GROUP_BY, _table("totals")],
             "responses": _answer(
                 "#/components/schemas/AttributionRow",
                 _MODELS_FIELDS,
@@ -269,7 +280,7 @@ PATHS: dict[str, Any] = {
             " day of it, from the day holding since to the day holding the last instant before until,"
             " with conversions and value 0 on the days it was credited nothing (one per group and day);"
             " no rows when the period has no conversion.",
-            "parameters": [*_common("linear"), _GROUP_BY],
+            "parameters": [*_common("linear"), _GROUP_BY, _table("totals")],
             "responses": _answer(
                 "#/components/schemas/AttributionRow",
                 _MODELS_FIELDS,
@@ -281,7 +292,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Path lengths (eligible touches per conversion) and time to convert "
             "(days from the first eligible touch)",
-            "parameters": [p for p in _common("linear") if p["name"] != "model"],
+            "parameters": [*(p for p in _common("linear") if p["name"] != "model"), _table("summary")],
             "responses": _answer(
                 "#/components/schemas/PathsRow",
                 {
@@ -307,7 +318,7 @@ PATHS: dict[str, Any] = {
             "summary": "Creator payouts: per creator_id and currency, credited conversions and value "
             "under a model and the amount to approve by the [payouts] rules; quarantined traffic "
             "listed apart",
-            "parameters": [*_common("payouts.model", all_models=False)],
+            "parameters": [*_common("payouts.model", all_models=False), _table("totals")],
             "responses": _answer(
                 "#/components/schemas/PayoutRow",
                 {

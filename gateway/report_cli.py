@@ -25,7 +25,7 @@ from gateway.config import ConfigError, Settings, load_settings
 from gateway.openapi import DELIMITERS
 from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
-from gateway.reportapi import PARAMS, period
+from gateway.reportapi import PARAMS, period, table_param
 from storage.migrate import SchemaTooNew
 from storage.populations import POPULATIONS
 from storage.queries import Reader
@@ -73,6 +73,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
         help="what separates --format csv's cells (default: comma; semicolon: Excel where the list "
         "separator is ;, as in German or French)",
     )
+    report.add_argument(
+        "--table",
+        choices=("rows", "totals", "summary"),
+        help="--format csv or ndjson of the report's rows (default), its totals per currency, or the"
+        " paths report's summary (the table prints them below its rows)",
+    )
     which = report.add_mutually_exclusive_group()
     which.add_argument("--payouts", action="store_true", help="creator payouts by the [payouts] rules")
     which.add_argument("--timeseries", action="store_true", help="credits per day")
@@ -97,6 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         delimiter = _delimiter(args)
         query = _fraud_query(args, settings) if args.fraud else _query(args, settings)
+        table = _table(args)
     except ValueError as err:
         print(f"gateway report: {err}", file=sys.stderr)
         return 2
@@ -114,7 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        report = asyncio.run(_report(settings, args, query))
+        report = asyncio.run(_report(settings, args, query)).table(table)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         hint = (
             " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""
@@ -198,6 +205,7 @@ _OPTIONS = {
     "conversion": "--conversion",
     "verdicts": "--verdicts",
     "population": "--population",
+    "table": "--table",
 }
 """The options that are the report endpoints' query parameters: the parameter → its option."""
 
@@ -209,6 +217,18 @@ def _delimiter(args: argparse.Namespace) -> str:
     if name != "comma" and args.format != "csv":
         raise ValueError(f"--delimiter: applies to --format csv only, not --format {args.format}")
     return DELIMITERS[name]
+
+
+def _table(args: argparse.Namespace) -> str:
+    """``--table``, checked as the endpoints check ``table=`` (after ``_taken``: not for --fraud)."""
+    if args.table not in (None, "rows") and args.format == "table":
+        raise ValueError(
+            f"--table: applies to --format csv or ndjson; the table prints the {args.table} below its rows"
+        )
+    try:
+        return table_param("--table", args.table, _kind(args), args.format)
+    except ApiError as err:
+        raise ValueError(err.message) from None
 
 
 def _kind(args: argparse.Namespace) -> str:

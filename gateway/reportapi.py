@@ -44,10 +44,10 @@ _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 _ALL_MEDIA = {"json": "application/json", **_MEDIA}
 _COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format", "bom", "delimiter"}
 PARAMS = {
-    "attribution": _COMMON | {"group_by"},
-    "timeseries": _COMMON | {"group_by"},
-    "paths": _COMMON - {"model"},
-    "payouts": _COMMON,
+    "attribution": _COMMON | {"group_by", "table"},
+    "timeseries": _COMMON | {"group_by", "table"},
+    "paths": _COMMON - {"model"} | {"table"},
+    "payouts": _COMMON | {"table"},
     "fraud": {"since", "until", "group_by", "format", "bom", "delimiter"},
 }
 """The query parameters each report takes; ``gateway report`` refuses its options alike."""
@@ -180,8 +180,29 @@ def _quality(value: str) -> float:
     return float(value) if _QUALITY.fullmatch(value) else 0.0
 
 
+def table_param(name: str, value: str | None, report: str, fmt: str) -> str:
+    """``table=``: the download's rows (default), or the report's ``totals`` (``summary`` for
+    paths) as a table of their own; a 400 naming the choices, or with JSON, which carries them
+    beside the rows. ``name``: the parameter as the caller spells it (``--table``)."""
+    if value is None or value == "rows":  # the fraud report takes no table=: always None
+        return "rows"
+    choices = reporting.TABLES[report]
+    if value not in choices:
+        raise ApiError(
+            400, f"{name}: expected one of {', '.join(choices)} for the {report} report, got {value[:100]!r}"
+        )
+    if fmt not in ("csv", "ndjson"):
+        raise ApiError(
+            400,
+            f"{name}: applies to a CSV or NDJSON download (format=csv or ndjson), not {fmt}; the JSON"
+            f" answer carries {value} beside the rows",
+        )
+    return value
+
+
 def respond(request: web.Request, report: reporting.Report) -> web.Response:
     kind = _format(request)
+    report = report.table(table_param("table", request.query.get("table"), report.name, kind))
     vary = {} if "format" in request.query else {"Vary": "Accept"}  # the format came from Accept
     if kind == "json":
         report.meta["source"] = request.app[REPORTING_KEY].source  # the JSON's alone: no column
@@ -204,14 +225,14 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
 
 async def attribution(request: web.Request) -> web.Response:
     only_params(request, PARAMS["attribution"])
-    _format(request)
+    table_param("table", request.query.get("table"), "attribution", _format(request))  # before the work
     q = query(request, default_model="linear")
     return respond(request, await reporting.attribution(request.app[REPORTING_KEY].reports, q))
 
 
 async def timeseries(request: web.Request) -> web.Response:
     only_params(request, PARAMS["timeseries"])
-    _format(request)
+    table_param("table", request.query.get("table"), "timeseries", _format(request))  # before the work
     q = query(request, default_model="linear")
     engine = request.app[REPORTING_KEY].reports
     return respond(request, await reporting.attribution(engine, q, by_day=True))
@@ -219,14 +240,14 @@ async def timeseries(request: web.Request) -> web.Response:
 
 async def paths(request: web.Request) -> web.Response:
     only_params(request, PARAMS["paths"])
-    _format(request)
+    table_param("table", request.query.get("table"), "paths", _format(request))  # before the work
     q = query(request, default_model="linear")
     return respond(request, await reporting.paths(request.app[REPORTING_KEY].reports, q))
 
 
 async def payouts(request: web.Request) -> web.Response:
     only_params(request, PARAMS["payouts"])
-    _format(request)
+    table_param("table", request.query.get("table"), "payouts", _format(request))  # before the work
     live = request.app[REPORTING_KEY]
     engine, rules = live.reports, live.payouts  # taken once: a reload meanwhile does not mix them
     q = query(request, default_model=rules.model, all_models=False)

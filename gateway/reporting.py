@@ -154,6 +154,19 @@ class Report:
             parts += [first, last]
         return "-".join(str(p) for p in parts if p) + file_ending(extension, delimiter)
 
+    def table(self, which: str) -> Report:
+        """The report itself (``rows``), or its ``totals`` (per currency) or the paths report's
+        ``summary`` as a table of their own, for a CSV or NDJSON download (``table=``): until
+        2026-12-05 they were in the JSON and the terminal only, and a partner manager
+        approving from the CSV added the payouts up by hand. Named ``payouts-totals-…``."""
+        if which == "rows":
+            return self
+        if which == "totals":
+            rows, columns = list(self.meta["totals"]), TOTALS_COLUMNS[self.name]
+        else:
+            rows, columns = [dict(self.meta["summary"])], list(self.meta["summary"])
+        return Report(f"{self.name}-{which}", columns, rows, self.meta)
+
     def json(self) -> bytes:
         return _encode.encode(
             {"ok": True, "report": self.name, **self.meta, "columns": self.columns, "rows": self.rows}
@@ -228,6 +241,21 @@ class Report:
             parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
             out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
         return "\n".join(out) + "\n"
+
+
+TABLES = {
+    "attribution": ("rows", "totals"),
+    "timeseries": ("rows", "totals"),
+    "payouts": ("rows", "totals"),
+    "paths": ("rows", "summary"),
+}
+"""What each report's download may be (``table=``): its rows, or what the JSON carries beside them."""
+TOTALS_COLUMNS = {
+    "attribution": ["currency", "conversions", "value"],
+    "timeseries": ["currency", "conversions", "value"],
+    "payouts": ["currency", "payout"],
+}
+"""The columns of each report's ``totals``, as its JSON writes them."""
 
 
 MIN_CUT = 8

@@ -372,6 +372,8 @@ function renderExports(data, population) {
   exportLinks("#export-creators", `Credits by creator (${data.model})`, "/api/attribution", { ...credits, group_by: "creator_id" });
   // Payouts under the model the payout rules name ([payouts] model), whatever the page shows.
   exportLinks("#export-payouts", "Creator payouts", "/api/payouts", period);
+  // What to approve: the payouts' totals per currency, one line each (the rows summed).
+  exportLinks("#export-payout-totals", "Payouts to approve (totals)", "/api/payouts", { ...period, table: "totals" });
   // The fraud report: every creator's clicks by verdict, with the reasons (all conversions alike).
   exportLinks("#export-fraud", "Clicks by verdict per creator", "/api/fraud", { since: data.since, until: data.until });
   // The period's raw rows, for a spreadsheet or a BI tool (the listings' downloads).

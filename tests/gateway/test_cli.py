@@ -942,6 +942,31 @@ def test_run_refuses_its_workers_listen_options_naming_the_config_key(
     assert not (tmp_path / "gw.db").exists()  # refused before anything was opened
 
 
+def test_report_refuses_a_table_its_report_or_format_has_not(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'none.db'\n")
+    for args, error in [
+        (
+            ("--table", "totals"),
+            "--table: applies to --format csv or ndjson; the table prints the totals below its rows",
+        ),
+        (
+            ("--paths", "--format", "csv", "--table", "totals"),
+            "--table: expected one of rows, summary for the paths report, got 'totals'",
+        ),
+        (
+            ("--format", "csv", "--table", "summary"),
+            "--table: expected one of rows, totals for the attribution report",
+        ),
+        (("--fraud", "--format", "csv", "--table", "totals"), "--table: does not apply to the fraud report"),
+    ]:
+        done = gateway("report", "-c", str(cfg), *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith(f"gateway report: {error}"), done.stderr
+    done = gateway("report", "-c", str(cfg), "--payouts", "--format", "csv", "--table", "totals")
+    assert done.returncode == 1 and "no store at" in done.stderr  # taken: on to the store
+
+
 def test_report_checks_its_period_as_the_report_api_does(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[storage]\npath = 'none.db'\n")

@@ -277,9 +277,9 @@ async def test_dashboard_draws_the_store(
         links = json.loads(
             await page.eval("JSON.stringify([...document.querySelectorAll('.exports a')].map(a => a.href))")
         )
-        # CSV, CSV (;) and NDJSON of six reports (creators: credits and payouts; fraud), then
-        # of the period's raw touchpoints and conversions (the listings' downloads).
-        assert len(links) == 24
+        # CSV, CSV (;) and NDJSON of seven reports (creators: credits, payouts and their totals;
+        # fraud), then of the period's raw touchpoints and conversions (the listings' downloads).
+        assert len(links) == 27
         assert all(f"since={PERIOD['since']}" in link and "until=2026-11-11" in link for link in links)
         got = json.loads(
             await page.eval(
@@ -293,10 +293,12 @@ async def test_dashboard_draws_the_store(
         models_csv = got[3][2]  # every model side by side: one column pair per model
         assert all(f"{name}_conversions" in models_csv for name in MODELS), models_csv
         assert "/api/payouts?" in links[12] and "payout" in got[12][2], got[12]
-        assert "/api/fraud?" in links[15] and got[15][2].startswith("group,clicks,allow"), got[15]
-        assert "/api/touchpoints?" in links[18] and got[18][2].startswith("id,ts,node,visitor_key"), got[18]
-        assert got[18][1] == 'attachment; filename="touchpoints-from-2026-11-01-to-2026-11-10.csv"', got[18]
-        assert "/api/conversions?" in links[21] and got[21][2].startswith("id,ts,node,name"), got[21]
+        assert "table=totals" in links[15] and got[15][2].startswith("currency,payout"), got[15]
+        assert got[15][1].startswith('attachment; filename="payouts-totals-'), got[15]
+        assert "/api/fraud?" in links[18] and got[18][2].startswith("group,clicks,allow"), got[18]
+        assert "/api/touchpoints?" in links[21] and got[21][2].startswith("id,ts,node,visitor_key"), got[21]
+        assert got[21][1] == 'attachment; filename="touchpoints-from-2026-11-01-to-2026-11-10.csv"', got[21]
+        assert "/api/conversions?" in links[24] and got[24][2].startswith("id,ts,node,name"), got[24]
         # Each card's second CSV for Excel where the list separator is ";": the same header so.
         for comma, semicolon in zip(got[0::3], got[1::3], strict=True):
             assert semicolon[2] == comma[2].replace(",", ";"), (comma, semicolon)  # no "," in a name
@@ -335,7 +337,7 @@ async def test_dashboard_draws_the_store(
                 "r => [a.href, r.status]))).then(JSON.stringify)"
             )
         )
-        assert len(got) == 24 and all(status == 200 for _, status in got), got
+        assert len(got) == 27 and all(status == 200 for _, status in got), got
         # The fraud report counts clicks, whatever the conversion: it takes no conversion name;
         # nor do the raw touchpoints; the raw conversions are of that name.
         reports = [href for href, _ in got if "/api/fraud?" not in href and "/api/touchpoints?" not in href]
@@ -1380,7 +1382,7 @@ async def test_the_population_filter_credits_one_population_and_says_so(
         # The reports' downloads take it; the fraud report and the raw listings do not.
         links = await page.eval("[...document.querySelectorAll('.exports a')].map(a => a.href)")
         reports = [link for link in links if "/api/attribution" in link or "/api/payouts" in link]
-        assert len(reports) == 15 and all("population=cookieless" in link for link in reports), links
+        assert len(reports) == 18 and all("population=cookieless" in link for link in reports), links
         assert all("population" not in link for link in links if link not in reports), links
         got = await page.eval(
             "Promise.all([...document.querySelectorAll('.exports a')].map(a => fetch(a.href).then("

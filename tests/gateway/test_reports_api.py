@@ -770,6 +770,95 @@ async def test_exports(
         assert [json.loads(line) for line in text.splitlines()] == as_json["rows"]
 
 
+@pytest.mark.parametrize(
+    ("path", "params", "which", "name"),
+    [
+        ("/api/payouts", {}, "totals", "payouts-totals-last_touch-2026-11-01-2026-11-30"),
+        (
+            "/api/attribution",
+            {"model": "all"},
+            "totals",
+            "attribution-totals-all-channel-2026-11-01-2026-11-30",
+        ),
+        (
+            "/api/attribution/timeseries",
+            {},
+            "totals",
+            "timeseries-totals-linear-channel-2026-11-01-2026-11-30",
+        ),
+        ("/api/attribution/paths", {}, "summary", "paths-summary-2026-11-01-2026-11-30"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["csv", "ndjson"])
+async def test_totals_and_the_paths_summary_download_as_tables_of_their_own(
+    gw: RunningGateway, path: str, params: dict[str, str], which: str, name: str, kind: str
+) -> None:
+    """What the JSON carries beside the rows (the totals per currency a partner manager
+    approves, the paths report's means and medians) was in no download: ``table=``."""
+    as_json = await get(gw, path, **PERIOD, **params)
+    query = {**PERIOD, **params, "format": kind, "table": which}
+    async with gw.session.get(gw.admin_url + path, headers=AUTH, params=query) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Content-Disposition"] == f'attachment; filename="{name}.{kind}"'
+        text = await resp.text()
+    expected = as_json[which] if which == "totals" else [as_json["summary"]]
+    assert expected  # the report has some to download
+    if kind == "ndjson":
+        assert [json.loads(line) for line in text.splitlines()] == expected
+    else:
+        rows = list(csv.reader(io.StringIO(text)))
+        assert rows[0] == list(expected[0])
+        for line, row in zip(rows[1:], expected, strict=True):
+            assert line == [_csv_cell(row[c], cell) for c, cell in zip(rows[0], line, strict=True)]
+
+
+async def test_a_payout_total_to_approve_reads_in_the_csv(gw: RunningGateway) -> None:
+    query = {**PERIOD, "format": "csv", "table": "totals"}
+    async with gw.session.get(gw.admin_url + "/api/payouts", headers=AUTH, params=query) as resp:
+        assert await resp.text() == "currency,payout\r\nEUR,15.00\r\n"  # 10.00 of cr_ana's, 5.00 of cr_ben's
+
+
+async def test_gateway_report_downloads_the_totals_and_summary_too(gw: RunningGateway) -> None:
+    for flags, path, which in [
+        ((), "/api/attribution", "totals"),
+        (("--paths",), "/api/attribution/paths", "summary"),
+    ]:
+        as_json = await get(gw, path, **PERIOD)
+        args = ("--since", PERIOD["since"], "--until", PERIOD["until"], *flags, "--format", "ndjson")
+        out = await gateway_report(gw, "UTC", *args, "--table", which)
+        expected = as_json[which] if which == "totals" else [as_json["summary"]]
+        assert [json.loads(line) for line in out.splitlines()] == expected and expected
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "error"),
+    [
+        (
+            "/api/attribution",
+            {"table": "summary", "format": "csv"},
+            "table: expected one of rows, totals for the attribution report, got 'summary'",
+        ),
+        (
+            "/api/attribution/paths",
+            {"table": "totals", "format": "csv"},
+            "table: expected one of rows, summary for the paths report, got 'totals'",
+        ),
+        (
+            "/api/payouts",
+            {"table": "totals"},
+            "table: applies to a CSV or NDJSON download (format=csv or ndjson), not json; the JSON answer"
+            " carries totals beside the rows",
+        ),
+        ("/api/fraud", {"table": "totals", "format": "csv"}, "unknown query parameter 'table'"),
+    ],
+)
+async def test_a_table_a_report_has_not_is_a_400_naming_it(
+    gw: RunningGateway, path: str, params: dict[str, str], error: str
+) -> None:
+    body = await get(gw, path, 400, **PERIOD, **params)
+    assert body["error"].startswith(error), body["error"]
+
+
 async def test_a_csv_for_excel_starts_with_a_byte_order_mark_when_asked(gw: RunningGateway) -> None:
     """Excel opens a CSV by a double click in the system's legacy code page: ``café`` read as
     ``cafÃ©``. ``bom=true`` (the dashboard's CSV links) starts it with U+FEFF, which Excel
