@@ -31,7 +31,7 @@ from gateway.config_values import (
     text_problem,
     toml_key,
 )
-from gateway.events import VERDICTS
+from gateway.events import VERDICTS, printable_name
 from gateway.options import (
     AttributionOptions,
     BotWeights,
@@ -657,4 +657,13 @@ def _validate_bots(options: Options) -> list[str]:
         )
         _check(p, creator.id not in seen, f"creators[{i}].id", f"{creator.id!r} is listed twice")
         seen.add(creator.id)
+        # As ``PUT /api/creators/{id}`` takes a name: a listing's column, not a document.
+        printable = not creator.name or printable_name(creator.name)
+        got = f"{len(creator.name)} characters" if printable else "a control character in it"
+        _check(
+            p,
+            len(creator.name) <= 200 and printable,
+            f"creators[{i}].name",
+            f"expected at most 200 printable characters, as PUT /api/creators/{{id}} takes a name; got {got}",
+        )
     return p

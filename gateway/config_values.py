@@ -258,11 +258,22 @@ _DSN_CHOICES = {
 """The values asyncpg takes for the URL parameters that have a fixed few."""
 
 
+MAX_COOKIE_NAME = 256
+"""The longest cookie name taken: browsers drop a cookie whose name and value pass 4096 bytes
+(RFC 6265bis), without a word — a visitor then new on every request."""
+
+
 def cookie_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a cookie: RFC 6265 allows only a token."""
-    if COOKIE_NAME.fullmatch(name):
-        return None
-    return (
-        "must be a cookie name: letters, digits and !#$%&'*+-.^_`|~ "
-        f"(no spaces, ;, =, quotes or commas), got {_shown(name)}"
-    )
+    """Why ``name`` cannot name a cookie: RFC 6265 allows only a token, and browsers drop a
+    cookie over 4096 bytes (``MAX_COOKIE_NAME``)."""
+    if not COOKIE_NAME.fullmatch(name):
+        return (
+            "must be a cookie name: letters, digits and !#$%&'*+-.^_`|~ "
+            f"(no spaces, ;, =, quotes or commas), got {_shown(name)}"
+        )
+    if len(name) > MAX_COOKIE_NAME:
+        return (
+            f"at most {MAX_COOKIE_NAME} characters (browsers drop a cookie over 4096 bytes, name and value),"
+            f" got {len(name)}"
+        )
+    return None

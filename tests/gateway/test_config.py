@@ -67,6 +67,21 @@ def test_defaults_load() -> None:
             'campaign.repeat_seconds: expected a whole number, got "30m"',
         ),
         ("[identity]\ncookie_name = 'a b'\n", "identity.cookie_name: must be a cookie name: letters"),
+        (
+            f"[[creators]]\nid = 'cr_ana'\nname = '{'n' * 201}'\n",
+            "creators[0].name: expected at most 200 printable characters, as PUT /api/creators/{id} takes a"
+            " name; got 201 characters",
+        ),
+        (
+            "[[creators]]\nid = 'cr_ana'\nname = \"Ana\\u0007\"\n",
+            "creators[0].name: expected at most 200 printable characters, as PUT /api/creators/{id} takes a"
+            " name; got a control character in it",
+        ),
+        (
+            f"[identity]\ncookie_name = '{'c' * 257}'\n",
+            "identity.cookie_name: at most 256 characters (browsers drop a cookie over 4096 bytes, name and"
+            " value), got 257",
+        ),
         ("[identity]\nsamesite = 'None'\nsecure = 'never'\n", "identity.samesite: SameSite=None"),
         ("[storage]\ndurability = 'maybe'\n", "storage.durability: expected one of"),
         ("[storage]\nbatch_size = 0\n", "storage.batch_size: must be 1..10000"),
