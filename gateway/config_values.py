@@ -258,9 +258,10 @@ _DSN_CHOICES = {
 """The values asyncpg takes for the URL parameters that have a fixed few."""
 
 
-MAX_COOKIE_NAME = 256
+MAX_COOKIE_NAME = 4000
 """The longest cookie name taken: browsers drop a cookie whose name and value pass 4096 bytes
-(RFC 6265bis), without a word — a visitor then new on every request."""
+(RFC 6265bis), without a word — a visitor then new on every request; the visitor cookie's
+value is 49 characters."""
 
 
 def cookie_name_problem(name: str) -> str | None:
@@ -273,7 +274,7 @@ def cookie_name_problem(name: str) -> str | None:
         )
     if len(name) > MAX_COOKIE_NAME:
         return (
-            f"at most {MAX_COOKIE_NAME} characters (browsers drop a cookie over 4096 bytes, name and value),"
-            f" got {len(name)}"
+            f"at most {MAX_COOKIE_NAME} characters (browsers drop a cookie whose name and value pass 4096"
+            f" bytes), got {len(name)}"
         )
     return None

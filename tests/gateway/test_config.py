@@ -78,9 +78,9 @@ def test_defaults_load() -> None:
             " name; got a control character in it",
         ),
         (
-            f"[identity]\ncookie_name = '{'c' * 257}'\n",
-            "identity.cookie_name: at most 256 characters (browsers drop a cookie over 4096 bytes, name and"
-            " value), got 257",
+            f"[identity]\ncookie_name = '{'c' * 4001}'\n",
+            "identity.cookie_name: at most 4000 characters (browsers drop a cookie whose name and value pass"
+            " 4096 bytes), got 4001",
         ),
         ("[identity]\nsamesite = 'None'\nsecure = 'never'\n", "identity.samesite: SameSite=None"),
         ("[storage]\ndurability = 'maybe'\n", "storage.durability: expected one of"),
