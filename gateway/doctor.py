@@ -137,10 +137,22 @@ def check_geo(settings: Settings) -> list[Check]:
     checks = []
     for key, name in named:
         path = resolve_path(settings.base_dir, name)
+        # A warning, as `gateway check` and the start say it: the gateway runs, geo lookups off
+        # (the container's config names both files, to be downloaded when wanted).
         if not path.exists():
-            checks.append(Check("FAIL", f"{key}: {path} does not exist", "download it or clear the key"))
+            checks.append(
+                Check(
+                    "warn",
+                    f"{key}: {path} does not exist: geo lookups will be off",
+                    "download it or clear the key",
+                )
+            )
         elif not os.access(path, os.R_OK):
-            checks.append(Check("FAIL", f"{key}: {path} is not readable", "fix the permissions"))
+            checks.append(
+                Check(
+                    "warn", f"{key}: {path} is not readable: geo lookups will be off", "fix the permissions"
+                )
+            )
         else:
             checks.append(Check("ok", f"{key}: {path} readable"))  # its contents: the config check
     return checks
