@@ -298,11 +298,19 @@ DASHBOARD_SUMMARY = {
     },
 }
 
-# ISO 8601 as the API reads it (1971..9998, so no time zone can push it outside 1970..9999;
-# days up to 28, so every month has them).
-_DATE = (
-    r"(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+# ISO 8601 as the API reads it: every day of the Gregorian calendar from 1970 to 9999, each
+# month its own length, 29 February in leap years. A client that checks its requests against
+# the document (a generated one) must be able to ask for 31 October: this was 1971..9998 and
+# days up to 28, which refused 2026-10-31 and every 1970 date. The API's bounds as instants
+# (a zone can push 1970-01-01 before 1970-01-01T00:00Z) are no pattern's to say: the operations
+# taking dates are those whose rules the document does not state whole (tests/gateway/
+# test_admin_schema.py NOT_EXACT).
+_YEAR = r"(19[7-9][0-9]|[2-9][0-9]{3})"
+_MONTH_DAY = (
+    r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
 )
+_LEAP_YEAR = r"(19(7[26]|8[048]|9[26])|[2-9][0-9](0[48]|[2468][048]|[13579][26])|([2468][048]|[3579][26])00)"
+_DATE = f"({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
 _TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?"
 DAY = {"type": "string", "pattern": f"^{_DATE}$"}
 MOMENT = {"type": "string", "pattern": f"^{_DATE}({_TIME})?$"}

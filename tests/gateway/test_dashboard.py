@@ -452,6 +452,25 @@ async def test_logout_ends_the_session(gw: RunningGateway) -> None:
     assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 303
 
 
+async def test_an_ended_session_s_cookie_is_told_from_no_credential(gw: RunningGateway) -> None:
+    """A script that read the API with the session's cookie, once the session had ended, was
+    told "missing Authorization: Bearer <admin token>", as if it had sent nothing."""
+    session_id = await login(gw)
+    async with gw.session.post(
+        gw.admin_url + "/logout", headers=with_cookie(session_id, **host_origin(gw)), allow_redirects=False
+    ) as resp:
+        assert resp.status == 303
+    async with gw.session.get(gw.admin_url + "/api/touchpoints", headers=with_cookie(session_id)) as resp:
+        assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+        body = await resp.json()
+    assert body["error"].startswith("the dashboard session of this cookie has ended ("), body
+    assert "sign in again, or send Authorization: Bearer <admin token>" in body["error"]
+    Draft202012Validator(response_schema("/api/touchpoints", 401)).validate(body)
+    async with gw.session.get(gw.admin_url + "/api/touchpoints") as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"] == "missing Authorization: Bearer <admin token>"
+
+
 async def test_a_login_ends_the_session_the_browser_still_sent(gw: RunningGateway) -> None:
     """A login from a browser that still held a live session (a second tab, a cookie planted by
     a site on another port of this host) started a new one and left the old one live until its

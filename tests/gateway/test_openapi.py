@@ -33,6 +33,31 @@ def test_document_shape() -> None:
             assert operation["summary"] and "200" in operation["responses"], path
 
 
+def test_every_date_parameter_allows_every_day_the_api_reads() -> None:
+    """A client that checks its requests against the document (a generated one) could not ask
+    for 31 October, 29 February of a leap year or any day of 1970: the dates' pattern stopped at
+    the 28th and began in 1971. Every calendar day from 1970 to 9999 is allowed, and no other."""
+    doc = openapi_document()
+    params = [
+        (path, param["name"], Draft202012Validator(param["schema"]))
+        for path, methods in doc["paths"].items()
+        for operation in methods.values()
+        for param in operation.get("parameters", [])
+        if param["name"] in ("since", "until")
+    ]
+    assert len(params) >= 16, params  # the reports, fraud, the listings, the dashboard summary
+    days = ["1970-01-01", "2024-02-29", "2000-02-29", "2026-10-31", "2026-11-30", "2026-12-31", "9999-12-31"]
+    not_days = ["1969-12-31", "2026-02-29", "2100-02-29", "2026-04-31", "2026-11-31", "2026-13-01"]
+    for path, name, schema in params:
+        for day in days:
+            assert schema.is_valid(day), (path, name, day)
+        for day in not_days:
+            assert not schema.is_valid(day), (path, name, day)
+    moments = [(path, name, schema) for path, name, schema in params if path != "/api/dashboard/summary"]
+    for path, name, schema in moments:
+        assert schema.is_valid("2026-10-31T23:30:00+01:00"), (path, name)
+
+
 @pytest.fixture
 async def gw(start_gateway, upstream_server):
     from aiohttp import web
