@@ -55,7 +55,15 @@ def test_every_date_parameter_allows_every_day_the_api_reads() -> None:
             assert not schema.is_valid(day), (path, name, day)
     moments = [(path, name, schema) for path, name, schema in params if path != "/api/dashboard/summary"]
     for path, name, schema in moments:
-        assert schema.is_valid("2026-10-31T23:30:00+01:00"), (path, name)
+        for moment in (
+            "2026-10-31T23:30:00+01:00",
+            "2026-10-31t23:30z",
+            "2026-10-31T24:00",
+            "2026-10-31T24:00:00.000Z",
+        ):
+            assert schema.is_valid(moment), (path, name, moment)
+        for moment in ("2026-10-31T24:30", "2026-10-31T24:00:01", "2026-10-31T23:30Q"):
+            assert not schema.is_valid(moment), (path, name, moment)
 
 
 @pytest.fixture
