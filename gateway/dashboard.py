@@ -303,6 +303,8 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     since = (
         _day("since", q["since"]) if "since" in q else max(until - timedelta(days=DEFAULT_DAYS), FIRST_DAY)
     )
+    if "since" in q and "until" in q and since >= until:  # as every report and listing says it
+        raise ApiError(400, f"since: must be before until ({since} >= {until})")
     if not 1 <= (until - since).days <= MAX_DAYS:
         raise ApiError(400, f"since..until: must span 1..{MAX_DAYS} days, got {(until - since).days}")
     model = q.get("model", DEFAULT_MODEL)

@@ -110,7 +110,9 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
         models = (model,)
     else:
         known = ", ".join([*MODELS, *(["all"] if all_models else [])])
-        raise ApiError(400, f"model: unknown model {model!r} (models: {known})")
+        raise ApiError(
+            400, f"model: expected one of {known}, got {model[:100]!r}"
+        )  # as every parameter says it
     group_by = q.get("group_by", "channel")
     if group_by not in GROUP_BY:
         raise ApiError(400, f"group_by: expected one of {', '.join(GROUP_BY)}, got {group_by!r}")
