@@ -74,6 +74,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
         "separator is ;, as in German or French)",
     )
     report.add_argument(
+        "--bom",
+        action="store_true",
+        help="start --format csv with a UTF-8 byte order mark, for Excel opening the file by a double click",
+    )
+    report.add_argument(
         "--table",
         choices=("rows", "totals", "summary"),
         help="--format csv or ndjson of the report's rows (default), its totals per currency, or the"
@@ -96,6 +101,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"gateway: {args.config}: {len(err.problems)} problem(s):", file=sys.stderr)
         for problem in err.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.bom and args.format != "csv":  # as the endpoints' bom=true with another format
+        print(
+            f"gateway report: --bom: applies to --format csv only, not --format {args.format}",
+            file=sys.stderr,
+        )
         return 2
     if args.width is not None and args.format != "table":
         print(f"gateway report: --width: cuts the table only, not --format {args.format}", file=sys.stderr)
@@ -136,7 +147,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "csv":
         # UTF-8 whatever the locale, as the API serves it: a legacy or ASCII locale
         # (PYTHONIOENCODING=ascii, LANG=de_DE.ISO-8859-1) cannot encode a campaign in Japanese.
-        _write_all(report.csv(delimiter).encode())
+        _write_all(("\ufeff" if args.bom else "").encode() + report.csv(delimiter).encode())
     elif args.format == "ndjson":
         _write_all(report.ndjson())
     else:

@@ -959,6 +959,7 @@ def test_report_refuses_a_table_its_report_or_format_has_not(tmp_path: Path) -> 
             "--table: expected one of rows, totals for the attribution report",
         ),
         (("--fraud", "--format", "csv", "--table", "totals"), "--table: does not apply to the fraud report"),
+        (("--format", "ndjson", "--bom"), "--bom: applies to --format csv only, not --format ndjson"),
     ]:
         done = gateway("report", "-c", str(cfg), *args)
         assert done.returncode == 2, (args, done.stderr)

@@ -813,6 +813,10 @@ async def test_gateway_report_downloads_the_totals_and_summary_too(gw: RunningGa
         out = await gateway_report(gw, "UTC", *args, "--table", which)
         expected = as_json[which] if which == "totals" else [as_json["summary"]]
         assert [json.loads(line) for line in out.splitlines()] == expected and expected
+    # A CSV for Excel, as bom=true: the same file after the mark.
+    args = ("--since", PERIOD["since"], "--until", PERIOD["until"], "--format", "csv")
+    plain, marked = await gateway_report(gw, "UTC", *args), await gateway_report(gw, "UTC", *args, "--bom")
+    assert marked == "\ufeff" + plain and plain.startswith("group,currency,")
 
 
 async def test_a_csv_for_excel_starts_with_a_byte_order_mark_when_asked(gw: RunningGateway) -> None:
