@@ -43,7 +43,7 @@ from gateway.config import (
 )
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
-from gateway.doctor import check_geo, check_store, cmd_doctor, timeout_arg
+from gateway.doctor import check_store, cmd_doctor, geo_files, timeout_arg
 from gateway.logs import set_level, setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -135,9 +135,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         return _fail_config(args.config, ConfigError([f"storage.path: {settings.store_path} is {folder}"]))
     print(f"# {args.config}: OK (store: {settings.store_path}, node: {settings.node})")
     # A GeoIP database named but missing is not an error (geo turns itself off): said, though.
-    for check in check_geo(settings):
-        if check.status == "FAIL":
-            print(f"gateway: warning: {check.what}: geo lookups will be off ({check.fix})", file=sys.stderr)
+    for check in geo_files(settings):
+        if check.status != "ok":
+            print(f"gateway: warning: {check.what} ({check.fix})", file=sys.stderr)
     print(render_toml(masked(settings.options)), end="")
     return 0
 

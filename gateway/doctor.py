@@ -130,10 +130,16 @@ def _check_file(path: Path, what: str, key: str) -> Check:
 
 
 def check_geo(settings: Settings) -> list[Check]:
+    if not any((settings.options.geo.country_db, settings.options.geo.asn_db)):
+        return [Check("warn", "geo: no databases configured, country/ASN lookups are off")]
+    return geo_files(settings)
+
+
+def geo_files(settings: Settings) -> list[Check]:
+    """Each GeoIP file named: readable (ok), or missing or unreadable (a warning: `gateway check`
+    says these too)."""
     geo = settings.options.geo
     named = [(k, v) for k, v in (("geo.country_db", geo.country_db), ("geo.asn_db", geo.asn_db)) if v]
-    if not named:
-        return [Check("warn", "geo: no databases configured, country/ASN lookups are off")]
     checks = []
     for key, name in named:
         path = resolve_path(settings.base_dir, name)
