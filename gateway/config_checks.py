@@ -461,9 +461,12 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
     p: list[str] = []
     for host in ch.referrers:
         # A key is a referrer host, or a name a utm_source may carry ("my newsletter"): only
-        # an empty one, or one written as a URL or a path, can never match.
-        if not host.strip() or "/" in host:
-            bad = host_problem(host.strip().rstrip("."), example="kagi.com")
+        # an empty one, or one written as a URL, a path or a host with its port
+        # ("kagi.com:443": a referrer's host is stored without it), can never match.
+        bare = host.strip().rstrip(".")
+        name, colon, port = bare.rpartition(":")
+        if not bare or "/" in host or (colon and port.isdigit() and "." in name):
+            bad = host_problem(bare, example="kagi.com")
             p.append(f"channels.referrers.{toml_key(host)}: {bad} (or a utm_source name)")
     _check_hosts(
         p,
