@@ -459,7 +459,7 @@ def _check_hosts(
 
 def validate_channels(ch: ChannelsOptions) -> list[str]:
     p: list[str] = []
-    for host in ch.referrers:
+    for host, value in ch.referrers.items():
         # A key is a referrer host, or a name a utm_source may carry ("my newsletter"): only
         # an empty one, or one written as a URL, a path or a host with its port
         # ("kagi.com:443": a referrer's host is stored without it), can never match.
@@ -468,6 +468,16 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
         if not bare or "/" in host or (colon and port.isdigit() and "." in name):
             bad = host_problem(bare, example="kagi.com")
             p.append(f"channels.referrers.{toml_key(host)}: {bad} (or a utm_source name)")
+        elif (kind := value.partition("/")[0]) in ("payment", "login") and "." in bare:
+            # As channels.payment_gateways refuses it: a return from either records no touchpoint.
+            what = "a payment gateway" if kind == "payment" else "a sign-in provider"
+            _check(
+                p,
+                not is_public_suffix(bare.lower()),
+                f"channels.referrers.{toml_key(host)}",
+                f"{host!r} is a public suffix: every site under it would be taken for {what}, its referrals"
+                ' never recorded; name a host like "checkout.stripe.com"',
+            )
     _check_hosts(
         p,
         "channels.payment_gateways",
