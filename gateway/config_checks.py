@@ -306,7 +306,7 @@ def validate(options: Options) -> list[str]:
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
     p += validate_channels(options.channels) + validate_attribution(options.attribution)
     p += _validate_bots(options)
-    p += validate_payouts(options.payouts)
+    p += validate_payouts(options.payouts, options.campaign.max_value_length)
     p += _validate_central(options)
     p += _validate_privacy(options.privacy)
     return p
