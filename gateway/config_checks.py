@@ -305,6 +305,7 @@ def validate(options: Options) -> list[str]:
     validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
     p += validate_channels(options.channels) + validate_attribution(options.attribution)
+    p += _tier_params_recorded(options)
     p += _validate_bots(options)
     p += validate_payouts(options.payouts, options.campaign.max_value_length)
     p += _validate_central(options)
@@ -438,6 +439,25 @@ def _check_regex(problems: list[str], key: str, pattern: str) -> None:
     bad = regex_problem(pattern, re.IGNORECASE)
     if bad:
         problems.append(f"{key}: {bad}")
+
+
+def _tier_params_recorded(options: Options) -> list[str]:
+    """A tier parameter is read from what a landing recorded of its query: the parameters
+    starting with one of ``campaign.prefixes`` (and the click, creator and sub ID ones). Any
+    other is passed on to the site and never stored, so a tier parameter of that name never
+    set a tier. The defaults are left alone (``c_tier`` without the ``c_`` prefix is unused)."""
+    at, camp = options.attribution, options.campaign
+    if at.tier_params == AttributionOptions().tier_params:
+        return []
+    prefixes = tuple(prefix.lower() for prefix in camp.prefixes)
+    named = {name.lower() for name in (*camp.click_ids, *camp.creator_ids, *camp.sub_ids)}
+    listed = ", ".join(f'"{prefix}"' for prefix in camp.prefixes) or "none"
+    return [
+        f"attribution.tier_params[{i}]: {name!r} is not recorded with a touchpoint, so it never sets"
+        f" a tier: name a parameter starting with one of campaign.prefixes ({listed})"
+        for i, name in enumerate(at.tier_params)
+        if _PARAM_NAME.match(name) and not (name.lower().startswith(prefixes) or name.lower() in named)
+    ]
 
 
 def _check_hosts(
