@@ -25,6 +25,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
@@ -558,8 +559,28 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: the same clean stop (exit 143)."""
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise _Terminated
+class _Terminate:
+    """The SIGTERM handler: the same stop as Ctrl-C's, noted (``heard``) for the exit status,
+    once: a second SIGTERM changes nothing (``timeout`` sends two, to the command and then to
+    its process group). Inside ``asyncio.run`` it goes through asyncio's own Ctrl-C handler,
+    which cancels the running task — its store is rolled back and closed in its loop — and
+    raises KeyboardInterrupt once that is done. (A KeyboardInterrupt raised into the loop,
+    then another into its clean-up, left an aiosqlite call answering a closed loop:
+    ``RuntimeError: Event loop is closed`` tracebacks, ``Task was destroyed but it is
+    pending!``, or a process that never ended.) Elsewhere it raises ``_Terminated`` at once."""
+
+    def __init__(self) -> None:
+        self.heard = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.heard:
+            return
+        self.heard = True
+        ctrl_c = signal.getsignal(signal.SIGINT)
+        if callable(ctrl_c) and ctrl_c is not signal.default_int_handler:  # asyncio.run's
+            ctrl_c(signal.SIGINT, frame)
+        else:
+            raise _Terminated
 
 
 def cmd_reclassify(args: argparse.Namespace) -> int:
@@ -585,7 +606,8 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
 
     shown = not args.no_progress and progress.on_a_terminal()  # a million channels took 45 s
     # SIGTERM (systemd, `timeout`, a deploy script) stops it as Ctrl-C does, saying how far it got.
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    terminate = _Terminate()
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         for at, (name, path) in enumerate(stores):
             # With a mirror, each line names its store; without, the lines stay as they were.
@@ -607,13 +629,15 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
                     f" run it again to finish{again}",
                     file=sys.stderr,
                 )
-                return 143 if isinstance(stop, _Terminated) else 130
+                return 143 if isinstance(stop, _Terminated) or terminate.heard else 130
             note = " (dry run: nothing written)" if args.dry_run else ""
             print(f"{said}: {done.seen:,} touchpoints, {done.changed:,} changed{note}", flush=True)
             for (old, new), count in sorted(done.moves.items(), key=lambda m: (-m[1], str(m[0]))):
                 print(f"  {old or '(none)'} -> {new}: {count:,}", flush=True)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # Stopping on one: the second (timeout's) must not end the process by the signal
+        # before it exits with its 143.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if terminate.heard else previous)
     return 0
 
 

@@ -305,8 +305,9 @@ def validate(options: Options) -> list[str]:
     validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
     p += validate_channels(options.channels) + validate_attribution(options.attribution)
+    p += _tier_params_recorded(options)
     p += _validate_bots(options)
-    p += validate_payouts(options.payouts)
+    p += validate_payouts(options.payouts, options.campaign.max_value_length)
     p += _validate_central(options)
     p += _validate_privacy(options.privacy)
     return p
@@ -440,6 +441,25 @@ def _check_regex(problems: list[str], key: str, pattern: str) -> None:
         problems.append(f"{key}: {bad}")
 
 
+def _tier_params_recorded(options: Options) -> list[str]:
+    """A tier parameter is read from what a landing recorded of its query: the parameters
+    starting with one of ``campaign.prefixes`` (and the click, creator and sub ID ones). Any
+    other is passed on to the site and never stored, so a tier parameter of that name never
+    set a tier. The defaults are left alone (``c_tier`` without the ``c_`` prefix is unused)."""
+    at, camp = options.attribution, options.campaign
+    if at.tier_params == AttributionOptions().tier_params:
+        return []
+    prefixes = tuple(prefix.lower() for prefix in camp.prefixes)
+    named = {name.lower() for name in (*camp.click_ids, *camp.creator_ids, *camp.sub_ids)}
+    listed = ", ".join(f'"{prefix}"' for prefix in camp.prefixes) or "none"
+    return [
+        f"attribution.tier_params[{i}]: {name!r} is not recorded with a touchpoint, so it never sets"
+        f" a tier: name a parameter starting with one of campaign.prefixes ({listed})"
+        for i, name in enumerate(at.tier_params)
+        if _PARAM_NAME.match(name) and not (name.lower().startswith(prefixes) or name.lower() in named)
+    ]
+
+
 def _check_hosts(
     p: list[str], key: str, hosts: Iterable[str], example: str, consequence: str, names: bool = False
 ) -> None:
@@ -459,12 +479,25 @@ def _check_hosts(
 
 def validate_channels(ch: ChannelsOptions) -> list[str]:
     p: list[str] = []
-    for host in ch.referrers:
+    for host, value in ch.referrers.items():
         # A key is a referrer host, or a name a utm_source may carry ("my newsletter"): only
-        # an empty one, or one written as a URL or a path, can never match.
-        if not host.strip() or "/" in host:
-            bad = host_problem(host.strip().rstrip("."), example="kagi.com")
+        # an empty one, or one written as a URL, a path or a host with its port
+        # ("kagi.com:443": a referrer's host is stored without it), can never match.
+        bare = host.strip().rstrip(".")
+        name, colon, port = bare.rpartition(":")
+        if not bare or "/" in host or (colon and port.isdigit() and "." in name):
+            bad = host_problem(bare, example="kagi.com")
             p.append(f"channels.referrers.{toml_key(host)}: {bad} (or a utm_source name)")
+        elif (kind := value.partition("/")[0]) in ("payment", "login") and "." in bare:
+            # As channels.payment_gateways refuses it: a return from either records no touchpoint.
+            what = "a payment gateway" if kind == "payment" else "a sign-in provider"
+            _check(
+                p,
+                not is_public_suffix(bare.lower()),
+                f"channels.referrers.{toml_key(host)}",
+                f"{host!r} is a public suffix: every site under it would be taken for {what}, its referrals"
+                ' never recorded; name a host like "checkout.stripe.com"',
+            )
     _check_hosts(
         p,
         "channels.payment_gateways",

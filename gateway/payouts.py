@@ -17,7 +17,7 @@ from fractions import Fraction
 import msgspec
 
 from gateway.attribution import MODELS, exponent
-from gateway.config_values import toml_key
+from gateway.config_values import text_problem, toml_key
 
 MICRO = 1_000_000
 
@@ -61,7 +61,8 @@ class PayoutsOptions(_Payout, frozen=True, forbid_unknown_fields=True, kw_only=T
     sign-up); empty: their rows have no currency."""
 
 
-def validate_payouts(po: PayoutsOptions) -> list[str]:
+def validate_payouts(po: PayoutsOptions, longest: int) -> list[str]:
+    """``longest``: ``campaign.max_value_length``, past which a click's creator_id is dropped."""
     p: list[str] = []
     if po.model not in MODELS:
         p.append(f"payouts.model: unknown model {po.model!r} (models: {', '.join(MODELS)})")
@@ -76,6 +77,14 @@ def validate_payouts(po: PayoutsOptions) -> list[str]:
     ]
     for creator, c in po.creators.items():
         key = f"payouts.creators.{toml_key(creator)}"
+        # Read as a click's creator_id arrives, as [[creators]] ids are: else it is never paid.
+        if bad := text_problem(creator, stripped=True):
+            p.append(f"{key}: {bad}")
+        elif len(creator) > longest:
+            p.append(
+                f"{key}: longer than campaign.max_value_length ({longest}), so a click never carries it"
+                f" (a longer creator_id is dropped), got {len(creator)} characters"
+            )
         if c.tier and c.tier not in po.tiers:
             p.append(f"{key}.tier: no payouts.tiers entry {toml_key(c.tier)} (tiers: {tiers})")
         rules.append((key, c.cpa, c.revenue_share))

@@ -524,12 +524,27 @@ def test_readme_worked_example_matches_the_code() -> None:
             " 36500 days, got 1000000000.0",
         ),
         ("model = 'x'\n", "attribution.model: unknown key"),
+        # A landing records only parameters of campaign.prefixes (and click, creator, sub IDs):
+        # any other passes on to the site unread, and never set a tier.
+        (
+            "tier_params = ['utm_tier', 'tier']\n",
+            "attribution.tier_params[1]: 'tier' is not recorded with a touchpoint, so it never sets a"
+            ' tier: name a parameter starting with one of campaign.prefixes ("c_", "utm_")',
+        ),
     ],
 )
 def test_config_problems_name_the_key(toml: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, text="[attribution]\n" + toml, environ=ENV)
     assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_a_tier_parameter_may_be_any_recorded_one() -> None:
+    """Of any case, under any of campaign.prefixes; the defaults stand whatever the prefixes."""
+    text = "[campaign]\nprefixes = ['utm_', 'pk_']\n[attribution]\ntier_params = ['PK_Tier', 'utm_tier']\n"
+    at = load_settings(None, text=text, environ=ENV).options.attribution
+    assert at.tier_params == ("PK_Tier", "utm_tier")
+    assert load_settings(None, text="[campaign]\nprefixes = ['utm_']\n", environ=ENV)
 
 
 def test_config_builds_the_models_knobs() -> None:

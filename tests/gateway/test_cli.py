@@ -431,6 +431,41 @@ def test_reclassify_can_be_interrupted_and_run_again(tmp_path: Path, sig: str, c
     assert "30,003 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
 
 
+@pytest.mark.parametrize("later", [0.002, 0.01, 0.03])
+def test_reclassify_stopped_by_timeout_s_two_sigterms_says_so_once(tmp_path: Path, later: float) -> None:
+    """``timeout`` sends SIGTERM twice (to the command, then to its process group): one stop,
+    as for one, however far apart they come. (Until 2026-12-05 the second, landing in the
+    first one's clean-up, printed ``RuntimeError: Event loop is closed`` tracebacks and
+    ``Task was destroyed but it is pending!`` after the summary, or the process never ended.)"""
+    import signal
+
+    store = tmp_path / "gw.db"
+    _old_store(store)
+    with sqlite3.connect(store) as db:
+        db.executemany(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, referrer_host, landing_path)"
+            " VALUES (?, '2026-11-01T00:00:00.000000Z', 'n', 'v', 'www.bing.com', '/')",
+            ((f"1{n:07d}",) for n in range(150_000)),
+        )
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[storage]\npath = "gw.db"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "reclassify", "-c", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    until_some_channels_written(store)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(later)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, (out, err)
+    assert err.startswith("reclassify: interrupted after") and err.count("\n") == 1, err
+
+
 def test_reclassify_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
     _old_store(tmp_path / "gw.db")
     cfg = tmp_path / "gateway.toml"

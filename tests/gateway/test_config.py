@@ -694,6 +694,15 @@ def test_a_regex_re_cannot_compile_is_a_problem_naming_its_key(toml: str, expect
         ("[channels]\nreferrers = { '' = 'search' }\n", 'channels.referrers."": must be a bare host name'),
         ("[channels]\nreferrers = { 'kagi.com/search' = 'search' }\n",
          'channels.referrers."kagi.com/search": must be a bare host name'),
+        ("[channels]\nreferrers = { 'kagi.com:443' = 'search' }\n",
+         'channels.referrers."kagi.com:443": must be a bare host name like "kagi.com", without scheme, port '
+         "or path, got 'kagi.com:443' (write \"kagi.com\")"),
+        ("[channels]\nreferrers = { 'Co.UK.' = 'payment' }\n",
+         "channels.referrers.\"Co.UK.\": 'Co.UK.' is a public suffix: every site under it would be taken "
+         'for a payment gateway, its referrals never recorded; name a host like "checkout.stripe.com"'),
+        ("[channels]\nreferrers = { 'github.io' = 'login/GitHub Pages' }\n",
+         "channels.referrers.\"github.io\": 'github.io' is a public suffix: every site under it would be "
+         "taken for a sign-in provider"),
         ("[[conversions]]\nname = 'c'\npath = '/x'\nhost = 'https://Shop.example.com:443/'\nstatus = [200]\n",
          "conversions[0].host: must be a bare host name or IP address like \"shop.example.com\", without "
          "scheme, port or path, got 'https://Shop.example.com:443/' (write \"shop.example.com\")"),
@@ -749,7 +758,8 @@ def test_a_prefixed_cookie_name_needs_what_browsers_require_of_it() -> None:
     )
     text += (  # secure = "auto" (the default) sets Secure on https, all such a site serves
         "[channels]\nown_domains = ['Shop.Example.org.']\npayment_gateways = ['paypal']\n"
-        "referrers = { 'Kagi.com' = 'search', kagi = 'search', 'my newsletter' = 'email/Newsletter' }\n"
+        "referrers = { 'Kagi.com' = 'search', kagi = 'search', 'my newsletter' = 'email/Newsletter',"
+        " 'partner:42' = 'email', 'github.io' = 'referral', paypal = 'payment' }\n"
         "[[conversions]]\nname = 'c'\npath = '/x'\nhost = '127.0.0.1'\nstatus = [200]\n"
         f"[[identity.rules]]\npath = '/x'\nhost = '::1'\n{_RULE}"
         "[[identity.rules]]\nname = 's'\npath = '/y'\nhost = 'Shop.example.com'\nstatus = [200]\n"

@@ -142,6 +142,16 @@ def test_a_cpa_per_currency_pays_and_labels_each_currency_apart() -> None:
             "tiers = { gold = { cpa = { EUR = 'x' } } }",
             ['payouts.tiers.gold.cpa.EUR: expected a number, got "x"'],
         ),
+        (  # a click's creator_id arrives trimmed and at most campaign.max_value_length long
+            f"creators = {{ ' cr_ana' = {{ cpa = 1.0 }}, '' = {{ cpa = 1.0 }}, '{'c' * 201}' = {{}} }}",
+            [
+                'payouts.creators." cr_ana": must not start or end with a space (values arrive without'
+                " them), got ' cr_ana'",
+                'payouts.creators."": must not be empty',
+                f"payouts.creators.{'c' * 201}: longer than campaign.max_value_length (200), so a click never"
+                " carries it (a longer creator_id is dropped), got 201 characters",
+            ],
+        ),
     ],
 )
 def test_a_bad_rule_names_its_key_as_toml_writes_it(toml: str, expected: list[str]) -> None:
