@@ -43,6 +43,10 @@ CREDENTIAL_SOURCES = frozenset({"cookie", "set_cookie", "jwt_cookie", "jwt_autho
 """Sources that read what Chrome's default HAR export ("sanitized") leaves out: the
 ``Cookie``, ``Set-Cookie`` and ``Authorization`` headers."""
 _NOT_IN_HAR = "{} body not in the HAR: the rule reads the body; export with content"
+_REDIRECT_BODY = (
+    "response body not in the HAR: browsers save no redirect's body (a {}), whatever the export;"
+    " only a running gateway shows whether the rule fires"
+)
 _CUT = (
     "the HAR holds {:,} bytes of the {:,}-byte response body: Firefox saves 1 MB of each"
     " (raise devtools.netmonitor.responseBodyLimit in about:config, or record in Chrome)"
@@ -286,6 +290,8 @@ def _explained(reason: str, entry: Entry, probe: Exchange, ex: Exchange) -> str:
         if which == "response" and entry.response_cut:
             assert recorded is not None
             return f"{reason}: {_CUT.format(len(recorded), size)}"
+        if recorded is None and which == "response" and 300 <= entry.status < 400:
+            return f"{reason}: {_REDIRECT_BODY.format(entry.status)}"
         if recorded is None:
             return f"{reason}: {_NOT_IN_HAR.format(which)}"
         if len(recorded) > cap:

@@ -322,6 +322,16 @@ def test_a_har_saved_without_content_says_which_rules_need_it(tmp_path: Path) ->
         "entry 3  POST /newsletter  200",
         "  conversion newsletter: fired, value 1.0",
     ]
+    # A rule that reads a redirect's body (its status taken): no export holds one.
+    redirected = config(tmp_path, RULES.replace("status = [200]", "status = [200, 302]", 1))
+    entries = [by_hand("POST", "/api/session", 302, no_content)]
+    _, out, _ = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(redirected))
+    assert out.splitlines()[:2] == [
+        "entry 1  POST /api/session  302",
+        "  identity api-login: not fired: when_body_not_read: response body not in the HAR: browsers"
+        " save no redirect's body (a 302), whatever the export; only a running gateway shows whether"
+        " the rule fires",
+    ]
 
 
 def test_a_body_over_max_body_is_not_read_as_live(tmp_path: Path) -> None:
