@@ -694,12 +694,28 @@ class VerdictBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: str
 
 
+_JSON_WORDS = {
+    "bool": "true or false",
+    "str": "a string",
+    "int": "a whole number",
+    "float": "a number",
+    "array": "an array",
+    "object": "an object",
+    "null": "null",
+}
+"""msgspec's type names, as JSON names its values (``expected bool, got str`` read as Python)."""
+_EXPECTED = re.compile(r"Expected `([^`]+)`, got `([^`]+)`")
+
+
 def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as err:  # "Invalid enum value 'x' - at `$.verdict`" → "verdict: …"
         message, _, where = str(err).partition(" - at `$.")
         name = where.rstrip("`") or "body"
+        if expected := _EXPECTED.fullmatch(message):
+            wanted = " or ".join(_JSON_WORDS.get(t, t) for t in expected.group(1).split(" | "))
+            message = f"expected {wanted}, got {_JSON_WORDS.get(expected.group(2), expected.group(2))}"
         raise ApiError(400, f"{name}: {message[:1].lower()}{message[1:]}".replace("`", "")) from None
     except msgspec.DecodeError:
         raise ApiError(400, f"body: expected JSON like {example}") from None

@@ -571,7 +571,11 @@ async def test_creator_standing_set_through_the_api_is_used_at_once_and_kept(
 @pytest.mark.parametrize(
     ("creator_id", "body", "message"),
     [
-        ("ben", {"verified": "yes", "analyst": "a", "reason": "b"}, "verified: expected bool"),
+        (
+            "ben",
+            {"verified": "yes", "analyst": "a", "reason": "b"},
+            "verified: expected true or false, got a string",
+        ),
         ("ben", {"verified": True, "reason": "b"}, "body: object missing required field analyst"),
         ("ben", {"verified": True, "analyst": "a", "reason": " "}, "reason: expected 1..1000"),
         ("ben", "not json", "body: expected JSON like"),
