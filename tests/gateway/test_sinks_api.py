@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import aiohttp
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
@@ -250,3 +251,42 @@ def test_sink_send_to_one_sink_needs_no_other_sinks_variables(
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("key_set", [False, True])
+async def test_a_sink_whose_key_dev_made_up_sends_nothing(
+    tmp_path: Path, batch_api: BatchApi, key_set: bool
+) -> None:
+    """``gateway run --dev`` makes up a missing write key: the sink sent every visitor's calls to
+    its destination (a third party, as often as not) under a key it drops without a word
+    (Segment answers 200). Now it sends nothing and says which variable to set; with the key
+    set, it sends as ever."""
+    from tests.gatewayproc import GatewayProcess
+
+    config = tmp_path / "gw.toml"
+    listen = "[proxy]\nworkers = 1\nlisten = '127.0.0.1:0'\n[admin]\nlisten = '127.0.0.1:0'\n"
+    text = f"[storage]\npath = '{tmp_path / 'gw.db'}'\n{listen}" + sink_toml(batch_api, interval_seconds=0.05)
+    await asyncio.to_thread(config.write_text, text)
+    env = {"SINK_SECRET": WRITE_KEY} if key_set else {}
+    gw = await GatewayProcess.start(config, "--dev", env=env)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(gw.proxy + "/?utm_source=newsletter") as resp,
+        ):
+            assert resp.status in (200, 404, 502)  # the demo origin or none: the landing is recorded
+        if key_set:
+            async with asyncio.timeout(10):
+                while not batch_api.calls:
+                    await asyncio.sleep(0.05)
+        else:
+            await gw.wait_log(lambda r: "sinks[0] (out)" in r["msg"])
+            await asyncio.sleep(1.0)  # twenty of its rounds
+            said = [r["msg"] for r in gw.logs() if "sinks[0] (out)" in r["msg"]]
+            assert said == [
+                "sinks[0] (out): its secret was made up by --dev, so it sends nothing;"
+                " set SINK_SECRET to send"
+            ]
+            assert batch_api.received == 0
+    finally:
+        await gw.stop()
