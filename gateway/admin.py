@@ -676,6 +676,11 @@ async def sink_send(request: web.Request) -> web.Response:
         known = ", ".join(sinks.sinks) or "none configured"
         raise ApiError(404, f"no sink named {name!r} (sinks: {known})")
     _, key = _user_key(request)
+    if name in sinks.made_up:
+        i, variable = sinks.made_up[name]
+        raise ApiError(
+            409, f"sinks[{i}] ({name}): its secret was made up by --dev, so it sends nothing; set {variable}"
+        )
     try:
         sent = await sinks.resend_user(key, name)
     except SinkError as err:

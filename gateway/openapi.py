@@ -927,7 +927,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401, 404, 502, 503),
+                        **_errors(400, 401, 404, 409, 502, 503),
                     },
                 }
             },

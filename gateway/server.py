@@ -365,20 +365,17 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
             central_options, changed = settings.options.central, gw.reports_changed
             mirror = Mirror(settings.mirror_path, settings.central_url, central_options, gw.metrics, changed)
             gw.attach("central-mirror", mirror.run)
-    made_up = {entry.partition(" ")[0] for entry in settings.generated}
-    for i, options in enumerate(settings.options.sinks):
-        if f"sinks[{i}].secret" in made_up:
-            # Under --dev a missing write key is made up: the destination (a third party, as
-            # often as not) would be sent every visitor's calls under a key it drops (Segment
-            # answers 200). Kept for when the key is set: the sink's cursor has not moved.
+    for name, sink in sinks.sinks.items():
+        if name in sinks.made_up:  # its cursor stays where it is, for a run with the key
+            i, variable = sinks.made_up[name]
             log.warning(
                 "sinks[%d] (%s): its secret was made up by --dev, so it sends nothing; set %s to send",
                 i,
-                options.name,
-                options.secret.removeprefix("env:"),
+                name,
+                variable,
             )
             continue
-        gw.attach(f"sink-{options.name}", sinks.sinks[options.name].run)
+        gw.attach(f"sink-{name}", sink.run)
     if settings.options.privacy.retention_days:
         from storage.retention import run_daily
 

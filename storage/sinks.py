@@ -517,6 +517,15 @@ class SinkSet:
             for o in settings.options.sinks
             if only is None or o.name == only
         }
+        made_up = {entry.partition(" ")[0] for entry in settings.generated}
+        self.made_up = {
+            o.name: (i, o.secret.removeprefix("env:"))
+            for i, o in enumerate(settings.options.sinks)
+            if f"sinks[{i}].secret" in made_up
+        }
+        """Sinks whose write key ``--dev`` made up (name → index, variable): they send nothing,
+        since the destination (a third party, as often as not) would take every visitor's calls
+        under a key it drops without a word (Segment answers 200)."""
         self._session: aiohttp.ClientSession | None = None
 
     async def session(self) -> aiohttp.ClientSession:

@@ -288,5 +288,17 @@ async def test_a_sink_whose_key_dev_made_up_sends_nothing(
                 " set SINK_SECRET to send"
             ]
             assert batch_api.received == 0
+            # Nor does the admin API's re-send of one user: it says why.
+            url = gw.admin + "/api/sinks/out/users/alice"
+            async with aiohttp.ClientSession() as session, session.post(url, headers=AUTH) as resp:
+                answer = await resp.json()
+            assert resp.status == 409, answer
+            assert (
+                "409" in openapi_document()["paths"]["/api/sinks/{name}/users/{user_id}"]["post"]["responses"]
+            )
+            assert answer["error"] == (
+                "sinks[0] (out): its secret was made up by --dev, so it sends nothing; set SINK_SECRET"
+            )
+            assert batch_api.received == 0
     finally:
         await gw.stop()
