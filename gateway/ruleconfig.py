@@ -98,8 +98,9 @@ SOURCE_KINDS = (
     "jwt_authorization",
 )
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
-FORBIDDEN_NAME = re.compile(r"pass|secret|token|card", re.IGNORECASE)
-"""Fields whose name matches are never extracted, whatever a rule says."""
+FORBIDDEN_NAME = re.compile(r"pass|pwd|secret|token|card", re.IGNORECASE)
+"""Fields whose name matches are never extracted, whatever a rule says (``pwd``: WordPress's
+password field)."""
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 """Headers a ``header`` or ``request_header`` source never reads (any case): a bearer token
 (devise-jwt answers a sign-in with one in ``Authorization``), a session cookie.

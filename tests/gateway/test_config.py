@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from addons.forms import parse_form
 from gateway.config import ConfigError, load_settings, masked
 from gateway.options import ARRAY_SECTIONS, SECTIONS, Options, parse_listen
 from gateway.ruleconfig import Condition, ConversionRule, IdentityRule, Source
@@ -947,6 +948,17 @@ def test_a_kept_request_header_merely_containing_ip_or_address_in_a_word_loads()
         "value = { request_header = 'X-Email-Address' }\n"
     )
     load_settings(None, text=toml, environ=ENV)
+
+
+def test_wordpress_s_password_field_is_a_credential() -> None:
+    """WordPress's sign-in posts ``log`` and ``pwd`` (the README's WordPress example): the
+    check knew ``pass`` but not ``pwd``, so ``user_id = { form = "pwd" }`` was accepted and
+    kept the password as the user (in the clear under ``user_id_storage = "plain"``)."""
+    assert problems(f"{_ID}user_id = {{ form = 'pwd' }}\n") == [
+        "identity.rules[0].user_id.form: 'pwd' may hold a credential (its name contains pass, pwd, "
+        "secret, token or card) and is never extracted"
+    ]
+    assert parse_form("application/x-www-form-urlencoded", b"log=ada&pwd=hunter2") == {"log": "ada"}
 
 
 def test_the_new_sources_load_and_a_when_may_test_a_cookie_whole() -> None:
