@@ -6,7 +6,7 @@ parameter of the request or of the response's ``Location``, a request header, th
 cookie the response sets or the request sends (``addons/cookies.py``), the response body as
 text, a JWT claim from a cookie or the ``Authorization`` header; any of them narrowed by a
 ``capture`` group. Also the keys a JWT source verifies with (``source_keys``). A field whose
-name contains pass, secret, token or card, or a header that carries a credential, is never
+name contains pass, pwd, secret, token or card, or a header that carries a credential, is never
 read, whatever the config says.
 """
 

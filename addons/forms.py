@@ -2,7 +2,7 @@
 
 Owns the form parser behind a rule's ``form`` source and the charset lookup the
 ``response_text`` source shares (``addons/extract.py``). Pure functions, no state. A field
-whose name contains pass, secret, token or card (``FORBIDDEN_NAME``) is never returned.
+whose name contains pass, pwd, secret, token or card (``FORBIDDEN_NAME``) is never returned.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def validate_capture(p: list[str], key: str, source: Source, kind: str, kept: bo
         return  # a when's capture is only tested: "(access_token)" in an answer tells a sign-in
     if FORBIDDEN_NAME.search(source.capture):
         p.append(
-            f"{key}.capture: {source.capture!r} names a credential (pass, secret, token or card): "
+            f"{key}.capture: {source.capture!r} names a credential (pass, pwd, secret, token or card): "
             "what follows such a name is never kept"
         )
     elif kind in KEPT_ONLY_CAPTURED and not text_outside:

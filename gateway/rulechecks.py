@@ -181,7 +181,7 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
         p,
         not bad,
         f"{key}.{'claim' if is_jwt else kind}",
-        f"{read!r} may hold a credential (its name contains pass, secret, token or card) "
+        f"{read!r} may hold a credential (its name contains pass, pwd, secret, token or card) "
         "and is never extracted",
     )
     _check(

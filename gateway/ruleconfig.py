@@ -98,21 +98,27 @@ SOURCE_KINDS = (
     "jwt_authorization",
 )
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
-FORBIDDEN_NAME = re.compile(r"pass|secret|token|card", re.IGNORECASE)
-"""Fields whose name matches are never extracted, whatever a rule says."""
+FORBIDDEN_NAME = re.compile(r"pass|pwd|secret|token|card", re.IGNORECASE)
+"""Fields whose name matches are never extracted, whatever a rule says (``pwd``: WordPress's
+password field)."""
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 """Headers a ``header`` or ``request_header`` source never reads (any case): a bearer token
 (devise-jwt answers a sign-in with one in ``Authorization``), a session cookie.
 ``jwt_authorization`` and ``jwt_cookie`` read a claim of such a token, never the token."""
 KEPT_HEADER_REFUSED = re.compile(
     r"auth|key|session|cookie|csrf|xsrf|nonce|signature|jwt|bearer"
-    r"|user-agent|forwarded|client-ip|real-ip|connecting-ip",
+    r"|user-agent|forwarded|client-ip|real-ip|connecting-ip"
+    r"|(?:^|[-_])ip(?:$|[-_])|clientip|socketip|remote[-_]?addr|external[-_]address|viewer[-_]address"
+    r"|sec-ch-ua",
     re.IGNORECASE,
 )
 """Request headers whose value is never kept (a user ID, an order ID…) whatever their other
 words: a credential (``X-Api-Key``, ``X-Session-Id``, ``X-WP-Nonce``, ``X-Hub-Signature``), or
 the client's address or user agent, which the store never holds raw (``X-Forwarded-For``,
-``X-Real-IP``, ``CF-Connecting-IP``, ``User-Agent``)."""
+``X-Real-IP``, ``CF-Connecting-IP``, ``User-Agent``; ``IP`` as a word of the name,
+``X-Originating-IP``, ``X-Appengine-User-IP``; Azure Front Door's ``X-Azure-ClientIP`` and
+``X-Azure-SocketIP``, ``Remote-Addr``, Envoy's ``X-Envoy-External-Address``, CloudFront's
+``CloudFront-Viewer-Address``; the user agent's client hints, ``Sec-CH-UA…``)."""
 COOKIE_KINDS = ("cookie", "set_cookie")
 _WHOLE_COOKIE = (
     "a cookie's whole value may be a session credential (Django's sessionid, WordPress's "

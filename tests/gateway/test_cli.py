@@ -1569,7 +1569,7 @@ def test_check_refuses_captures_that_would_stall_the_gateway_or_keep_a_credentia
         "conversions[0].order_id.capture",
         "conversions[2].when[0].capture",
     ], done.stderr
-    assert "names a credential (pass, secret, token or card): what follows" in problems[0]
+    assert "names a credential (pass, pwd, secret, token or card): what follows" in problems[0]
     assert "is its group alone and keeps the whole value (a cookie's whole value" in problems[1]
     assert "repeats a repeat ((a+)+" in problems[2] and "possessive ((?:…)++)" in problems[2]
     assert "'X-Api-Key' may carry a credential (an API key" in problems[3]

@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from addons.forms import parse_form
 from gateway.config import ConfigError, load_settings, masked
 from gateway.options import ARRAY_SECTIONS, SECTIONS, Options, parse_listen
 from gateway.ruleconfig import Condition, ConversionRule, IdentityRule, Source
@@ -910,6 +911,54 @@ _ID = "[[identity.rules]]\nname = 'r'\npath = '/x'\nstatus = [200]\n"
 def test_new_sources_and_captures_problems_name_their_key(toml: str, expected: str) -> None:
     found = problems(toml)
     assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X-Originating-IP",
+        "X-Appengine-User-IP",
+        "X-Azure-ClientIP",
+        "X-Azure-SocketIP",
+        "Remote-Addr",
+        "X-Envoy-External-Address",
+        "CloudFront-Viewer-Address",
+        "Sec-CH-UA",
+    ],
+)
+def test_a_kept_request_header_holding_the_client_s_address_or_user_agent_is_refused(header: str) -> None:
+    """The store never holds a raw IP address or user agent: seen through the proxy, an
+    ``order_id`` read from ``X-Originating-IP`` was kept as ``order:203.0.113.77``, since the
+    check knew only ``-Forwarded-``, ``Client-IP``, ``Real-IP`` and ``Connecting-IP``. A
+    ``when`` may still test such a header (nothing of it is kept)."""
+    found = problems(f"{_CONV}order_id = {{ request_header = '{header}' }}\n")
+    assert found == [
+        f"conversions[0].order_id.request_header: '{header}' may carry a credential (an API key, a "
+        "session, a CSRF nonce, a signature), or the client's address or user agent, and is never "
+        "kept; a when may test it"
+    ]
+    load_settings(None, text=f"{_CONV}when = [{{ request_header = '{header}' }}]\n", environ=ENV)
+
+
+def test_a_kept_request_header_merely_containing_ip_or_address_in_a_word_loads() -> None:
+    """``IP`` counts as a word of the name only: ``X-Membership`` and ``X-Email-Address`` are no
+    client address."""
+    toml = (
+        f"{_CONV}order_id = {{ request_header = 'X-Membership' }}\n"
+        "value = { request_header = 'X-Email-Address' }\n"
+    )
+    load_settings(None, text=toml, environ=ENV)
+
+
+def test_wordpress_s_password_field_is_a_credential() -> None:
+    """WordPress's sign-in posts ``log`` and ``pwd`` (the README's WordPress example): the
+    check knew ``pass`` but not ``pwd``, so ``user_id = { form = "pwd" }`` was accepted and
+    kept the password as the user (in the clear under ``user_id_storage = "plain"``)."""
+    assert problems(f"{_ID}user_id = {{ form = 'pwd' }}\n") == [
+        "identity.rules[0].user_id.form: 'pwd' may hold a credential (its name contains pass, pwd, "
+        "secret, token or card) and is never extracted"
+    ]
+    assert parse_form("application/x-www-form-urlencoded", b"log=ada&pwd=hunter2") == {"log": "ada"}
 
 
 def test_the_new_sources_load_and_a_when_may_test_a_cookie_whole() -> None:
