@@ -92,7 +92,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
         print(f"gateway: erase failed on the store {settings.store_path}: {err}", file=sys.stderr)
         return 1
     verb = "would erase" if args.dry_run else "erased"
-    print(f"erase: {verb} {len(erasure.visitors):,} visitors")
+    n = len(erasure.visitors)
+    print(f"erase: {verb} {n:,} visitor{'' if n == 1 else 's'}")
     for table, rows in erasure.counts.items():
         print(f"  {table}: {rows:,}")
     if not erasure.visitors and not any(erasure.counts.values()):

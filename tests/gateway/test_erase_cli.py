@@ -166,3 +166,10 @@ def test_erasing_a_user_the_store_does_not_know_says_so(tmp_path: Path) -> None:
     assert "erased 2 visitors" in known.stdout and "nothing of this user" not in known.stdout
     again = gateway("erase", "alice@example.com", "-c", str(cfg))
     assert again.returncode == 0 and "nothing of this user was in this store" in again.stdout
+    assert again.stdout.startswith("erase: erased 0 visitors\n"), again.stdout
+    # The stranger's device, once bound to bob: one visitor, said so (it said "1 visitors").
+    bob = Keys.from_master(settings.secret).user_key("bob")
+    with sqlite3.connect(path) as db:
+        db.execute(f"INSERT INTO identities VALUES ('07', '{TS}', 'n', 'stranger', '{bob}', 'login', 'rule')")
+    one = gateway("erase", "bob", "-c", str(cfg))
+    assert one.stdout.startswith("erase: erased 1 visitor\n"), one.stdout
