@@ -22,6 +22,7 @@ from gateway.config_values import (
 from gateway.events import MAX_VALUE, order_scope_problem
 from gateway.rulecapture import validate_capture
 from gateway.ruleconfig import (
+    ADDRESS_HEADER,
     COOKIE_KINDS,
     CREDENTIAL_HEADERS,
     FORBIDDEN_NAME,
@@ -203,6 +204,13 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
         f"{key}.request_header",
         f"{name!r} may carry a credential (an API key, a session, a CSRF nonce, a signature), or "
         "the client's address or user agent, and is never kept; a when may test it",
+    )
+    _check(  # a site's answer echoing the client's address (a debugging X-Client-IP)
+        p,
+        not kept or kind != "header" or not ADDRESS_HEADER.search(name),
+        f"{key}.header",
+        f"{name!r} may carry the client's address, which the store never holds raw, and is never kept;"
+        " a when may test it",
     )
     validate_capture(p, key, source, kind, kept)
     if kind.endswith("_json"):

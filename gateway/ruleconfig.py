@@ -105,11 +105,15 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"
 """Headers a ``header`` or ``request_header`` source never reads (any case): a bearer token
 (devise-jwt answers a sign-in with one in ``Authorization``), a session cookie.
 ``jwt_authorization`` and ``jwt_cookie`` read a claim of such a token, never the token."""
-KEPT_HEADER_REFUSED = re.compile(
-    r"auth|key|session|cookie|csrf|xsrf|nonce|signature|jwt|bearer"
-    r"|user-agent|forwarded|client-ip|real-ip|connecting-ip"
+_ADDRESS_WORDS = (
+    r"forwarded|client-ip|real-ip|connecting-ip"
     r"|(?:^|[-_])ip(?:$|[-_])|clientip|socketip|remote[-_]?addr|external[-_]address|viewer[-_]address"
-    r"|sec-ch-ua",
+)
+ADDRESS_HEADER = re.compile(_ADDRESS_WORDS, re.IGNORECASE)
+"""Header names that carry the client's address (``X-Forwarded-For``, ``X-Real-IP``…): never
+kept from a request, nor from a site's answer that echoes one."""
+KEPT_HEADER_REFUSED = re.compile(
+    r"auth|key|session|cookie|csrf|xsrf|nonce|signature|jwt|bearer|user-agent|sec-ch-ua|" + _ADDRESS_WORDS,
     re.IGNORECASE,
 )
 """Request headers whose value is never kept (a user ID, an order ID…) whatever their other

@@ -940,6 +940,19 @@ def test_a_kept_request_header_holding_the_client_s_address_or_user_agent_is_ref
     load_settings(None, text=f"{_CONV}when = [{{ request_header = '{header}' }}]\n", environ=ENV)
 
 
+@pytest.mark.parametrize("header", ["X-Client-IP", "X-Forwarded-For", "X-Originating-IP", "Remote-Addr"])
+def test_a_kept_response_header_holding_the_client_s_address_is_refused(header: str) -> None:
+    """A site's answer may echo the client's address (a debugging ``X-Client-IP``): kept from
+    the answer (``header``), it was stored raw, as from the request before the check."""
+    found = problems(f"{_CONV}order_id = {{ header = '{header}' }}\n")
+    assert found == [
+        f"conversions[0].order_id.header: '{header}' may carry the client's address, which the store"
+        " never holds raw, and is never kept; a when may test it"
+    ]
+    load_settings(None, text=f"{_CONV}when = [{{ header = '{header}' }}]\n", environ=ENV)
+    load_settings(None, text=f"{_CONV}order_id = {{ header = 'X-Order-Key' }}\n", environ=ENV)
+
+
 def test_a_kept_request_header_merely_containing_ip_or_address_in_a_word_loads() -> None:
     """``IP`` counts as a word of the name only: ``X-Membership`` and ``X-Email-Address`` are no
     client address."""
