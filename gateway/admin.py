@@ -618,7 +618,10 @@ async def user(request: web.Request) -> web.Response:
     the answer says when the same text is a visitor's with touchpoints (the wrong kind)."""
     only_params(request, set())
     user_id, key = _user_key(request)
-    journey = await request.app[READER_KEY].user(key)
+    # Every form the rows may be kept under, as an erasure finds them (an earlier
+    # user_id_storage; the lower-cased ID when a rule lower-cases): what is erased is shown.
+    also = request.app[KEYS_KEY].user_keys(user_id, request.app[SETTINGS_KEY].lowercases_user_ids)[1:]
+    journey = await request.app[READER_KEY].user(key, also)
     if journey is not None:
         return ok(journey)
     missing = "nothing recorded for this user (no identity binding, no conversion)"

@@ -166,19 +166,19 @@ class CentralReader(Reader):
         )
         return int(counted["n"])
 
-    async def _bound_visitors(self, user_key: str) -> list[dict[str, Any]]:
+    async def _bound_visitors(self, user_keys: list[str]) -> list[dict[str, Any]]:
         return await self._fetch(
             "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings FROM identities "
-            "WHERE user_key = $1 GROUP BY visitor_key ORDER BY first_bound LIMIT $2",
-            user_key,
+            "WHERE user_key = ANY($1::text[]) GROUP BY visitor_key ORDER BY first_bound LIMIT $2",
+            user_keys,
             MAX_USER_VISITORS,
         )
 
-    async def _conversions_of(self, user_key: str | None, keys: list[str]) -> list[dict[str, Any]]:
+    async def _conversions_of(self, user_keys: list[str], keys: list[str]) -> list[dict[str, Any]]:
         return await self._fetch(
-            "SELECT * FROM conversions WHERE user_key = $1 OR visitor_key = ANY($2::text[]) "
+            "SELECT * FROM conversions WHERE user_key = ANY($1::text[]) OR visitor_key = ANY($2::text[]) "
             "ORDER BY id LIMIT $3",
-            user_key,
+            user_keys,
             keys,
             JOURNEY_LIMIT,
         )

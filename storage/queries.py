@@ -11,7 +11,7 @@ Returns plain dicts shaped as the admin API answers them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -199,7 +199,7 @@ class Reader:
         if last is None:
             return None
         count = await self._count_touches(visitor_key) if truncated else len(touches)
-        conversions = await self._conversions_of(None, [visitor_key])
+        conversions = await self._conversions_of([], [visitor_key])
         return {
             "visitor_key": visitor_key,
             "first_seen": touches[0]["ts"],
@@ -212,14 +212,17 @@ class Reader:
             "truncated": truncated,
         }
 
-    async def user(self, user_key: str) -> dict[str, Any] | None:
+    async def user(self, user_key: str, also: Sequence[str] = ()) -> dict[str, Any] | None:
         """A user's journey: every touchpoint of every visitor bound to them (devices), in time
         order, with first and last touch, their bindings and their conversions. None when the
-        store knows nothing of the user."""
-        visitors = await self._bound_visitors(user_key)
+        store knows nothing of the user. ``also``: the other keys the user's rows may be kept
+        under (``Keys.user_keys``: an earlier ``user_id_storage``, the lower-cased ID), as an
+        erasure finds them."""
+        user_keys = list(dict.fromkeys([user_key, *also]))
+        visitors = await self._bound_visitors(user_keys)
         keys = [v["visitor_key"] for v in visitors]
         touches, last, truncated = await self._journey(keys)
-        conversions = await self._conversions_of(user_key, keys)
+        conversions = await self._conversions_of(user_keys, keys)
         if not visitors and not conversions:
             return None
         return {
@@ -259,20 +262,23 @@ class Reader:
             counted = await cursor.fetchone()
         return int(counted[0]) if counted is not None else 0
 
-    async def _bound_visitors(self, user_key: str) -> list[dict[str, Any]]:
+    async def _bound_visitors(self, user_keys: list[str]) -> list[dict[str, Any]]:
+        marks = ",".join("?" for _ in user_keys)
         async with self.db.execute(
             "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings FROM identities "
-            "WHERE user_key = ? GROUP BY visitor_key ORDER BY first_bound LIMIT ?",
-            (user_key, MAX_USER_VISITORS),
+            f"WHERE user_key IN ({marks}) GROUP BY visitor_key ORDER BY first_bound LIMIT ?",
+            (*user_keys, MAX_USER_VISITORS),
         ) as cursor:
             return [dict(r) for r in await cursor.fetchall()]
 
-    async def _conversions_of(self, user_key: str | None, keys: list[str]) -> list[dict[str, Any]]:
-        """The conversions of the user (None: of no user) or recorded on these visitors."""
-        marks = ",".join("?" for _ in keys)
+    async def _conversions_of(self, user_keys: list[str], keys: list[str]) -> list[dict[str, Any]]:
+        """The conversions of the user (under any of ``user_keys``; none: of no user) or
+        recorded on these visitors."""
+        users, marks = ",".join("?" for _ in user_keys), ",".join("?" for _ in keys)
         async with self.db.execute(
-            f"SELECT * FROM conversions WHERE user_key = ? OR visitor_key IN ({marks}) ORDER BY id LIMIT ?",
-            (user_key, *keys, JOURNEY_LIMIT),
+            f"SELECT * FROM conversions WHERE user_key IN ({users}) OR visitor_key IN ({marks})"
+            " ORDER BY id LIMIT ?",
+            (*user_keys, *keys, JOURNEY_LIMIT),
         ) as cursor:
             return [dict(r) for r in await cursor.fetchall()]
 

@@ -110,6 +110,45 @@ async def test_user_journey_spans_devices(gw: RunningGateway) -> None:
     assert "alice" not in str(body)  # keys only, never the raw ID (hash mode)
 
 
+async def test_the_lookup_finds_what_an_erasure_would_erase(gw: RunningGateway) -> None:
+    """Rows kept under an earlier ``identity.user_id_storage`` (``plain`` here, before the
+    default ``hash``) and, when a rule lower-cases, under the lower-cased ID: an erasure finds
+    them all, and the lookup now does too (it read the current mode's key of the ID as typed
+    alone: a 404 for a user the erasure then erased)."""
+    from dataclasses import replace
+
+    old_phone = await land(gw, "utm_source=before")
+    await asyncio.sleep(0.002)
+    laptop = await land(gw, "utm_source=after")
+    event_id, ts = now_event()
+    plain = replace(gw.gateway.keys, user_mode="plain").user_key("Ada@Example.com")
+    await gw.gateway.store.write([Binding(event_id, ts, "test", old_phone, plain, "login")])
+    await bind(gw, laptop, "Ada@Example.com")
+    async with gw.session.get(gw.admin_url + "/api/users/Ada@Example.com", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200, body
+    assert [v["visitor_key"] for v in body["visitors"]] == [old_phone, laptop]
+    assert body["user_key"] == gw.gateway.keys.user_key("Ada@Example.com")  # the current form's
+    async with gw.session.delete(gw.admin_url + "/api/users/Ada@Example.com", headers=AUTH) as resp:
+        assert (await resp.json())["visitors"] == 2  # what the lookup showed
+
+
+async def test_the_lookup_finds_a_lower_casing_rule_s_user_as_the_person_writes_the_id(
+    start_gateway, upstream_server
+) -> None:
+    rule = (
+        '[[identity.rules]]\nname = "login"\npath = "/login"\nstatus = [302]\n'
+        'user_id = { form = "email" }\nlowercase = true\n'
+    )
+    gw = await start_gateway(await upstream_server(web.Application()), rule)
+    event_id, ts = now_event()
+    key = gw.gateway.keys.user_key("ada@example.com")  # as the rule records it
+    await gw.gateway.store.write([Binding(event_id, ts, "test", "v" * 32, key, "login")])
+    async with gw.session.get(gw.admin_url + "/api/users/Ada@Example.com", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and [v["visitor_key"] for v in body["visitors"]] == ["v" * 32], body
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [("/api/users/nobody", 404), ("/api/users/" + "x" * 300, 400), ("/api/users/bob?x=1", 400)],
