@@ -28,6 +28,7 @@ from datetime import UTC
 
 from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
+from gateway.events import VerdictChange
 from gateway.keys import Mac
 from gateway.pipeline import Context, Cookie, Exchange, RequestView, Visitor
 
@@ -178,7 +179,11 @@ class Identity:
                 return
             # Consent given by this very response: the ID cookie goes with it.
             visitor = ex.visitor = Visitor(new_visitor_id(), True, self.keys.visitor_key)
-        wanted = bool(ex.events) or (visitor.is_new and (ex.request.is_document or ex.watched))
+        # A re-score of earlier touchpoints (bots' late signals: no_assets, inhuman_cadence…) is
+        # no landing of this request: it refreshes nothing, and the page keeps its caching.
+        wanted = any(type(e) is not VerdictChange for e in ex.events) or (
+            visitor.is_new and (ex.request.is_document or ex.watched)
+        )
         if not wanted and not given:
             return
         ex.set_cookies.append(self._cookie(ex, cookie_value(self.mac, visitor.id), self.max_age))

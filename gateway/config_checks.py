@@ -15,7 +15,7 @@ import importlib.util
 import ipaddress
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 from yarl import URL
@@ -48,6 +48,7 @@ from gateway.rulechecks import validate_rules
 
 _SINK_MAX_BATCH_BYTES = SinkOptions(name="", kind="segment", url="", secret="").max_batch_bytes
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
+_CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")  # as addons/campaign.py
 
 
 # RFC 1918 and RFC 4193 (ipaddress's is_private also counts documentation and reserved ranges).
@@ -151,6 +152,34 @@ def _same_socket(one: tuple[str, int], other: tuple[str, int]) -> bool:
         return False
     hosts = {host.lower(), other_host.lower()}
     return len(hosts) == 1 or bool(hosts & _EVERY_INTERFACE) or hosts <= _THIS_MACHINE
+
+
+def _param_claimed_twice(
+    prefixes: Sequence[str], click_ids: Sequence[str], creator_ids: Sequence[str], sub_ids: Sequence[str]
+) -> list[str]:
+    """A parameter named for a second field (``creator_ids = ["utm_content"]``, ``ref`` in both
+    ``creator_ids`` and ``sub_ids``): the campaign addon gives each name (in any case) to the
+    first that claims it — the campaign fields, then click, creator and sub IDs — so the second
+    was never filled, and nothing said so."""
+    claimed: dict[str, str] = {}
+    for prefix in prefixes:
+        for field in _CAMPAIGN_FIELDS:
+            claimed.setdefault(
+                f"{prefix}{field}".lower(), f'the campaign field {field} ("{prefix}" in campaign.prefixes)'
+            )
+    p: list[str] = []
+    for key, names in (
+        ("campaign.click_ids", click_ids),
+        ("campaign.creator_ids", creator_ids),
+        ("campaign.sub_ids", sub_ids),
+    ):
+        for i, name in enumerate(names):
+            first = claimed.setdefault(name.lower(), f"in {key}")
+            if first != f"in {key}":
+                p.append(
+                    f"{key}[{i}]: {name!r} is already {first}, which takes it first; name a parameter once"
+                )
+    return p
 
 
 def validate(options: Options) -> list[str]:
@@ -272,6 +301,7 @@ def validate(options: Options) -> list[str]:
     ):
         for i, name in enumerate(names):
             _check(p, bool(_PARAM_NAME.match(name)), f"{key}[{i}]", f"not a parameter name: {name!r}")
+    p += _param_claimed_twice(camp.prefixes, camp.click_ids, camp.creator_ids, camp.sub_ids)
     _within(p, "campaign.max_value_length", camp.max_value_length, 1, 2000)
     _within(p, "campaign.repeat_seconds", camp.repeat_seconds, 0, 86400)
     for i, source in enumerate(camp.allowed_sources):

@@ -182,15 +182,35 @@ class _Server(web.Server):
         else:
             log.debug("refused a request: %s", why)
 
+    def refuse_target(self, request: web.BaseRequest, limit: int) -> web.StreamResponse:
+        """The 414 of a request target of ``limit`` bytes (the listener's target limit, one
+        more than the headers'), which the parser took: counted and logged as its own
+        refusals of a longer one."""
+        exc = http_exceptions.LineTooLong(b"", limit)
+        why = reason(exc, 414)
+        self.refused(exc, why)
+        response = self.answer(414, why, request.path)
+        response.force_close()
+        return response
+
     def refusals(self, handle: _Handle) -> _Handle:
         """``handle`` (the app's), with the refusals aiohttp raises outside the app's
         middlewares answered and counted as this listener does: on the proxy, the router's
         (a target that is not a path, as ``CONNECT host:port`` sends, matches no route; the
         proxy app has no middleware and raises no ``HTTPException`` itself); on both, an
         ``Expect`` other than ``100-continue``. aiohttp answers them in plain text under its
-        Server header, echoing the header's value."""
+        Server header, echoing the header's value. And a request target of the parser's
+        limit, one byte over the listener's (``line_limits``), which the parser let through."""
+
+        line, field = self.limits.get("max_line_size"), self.limits.get("max_field_size")
+        target_limit = line if isinstance(line, int) and line != field else None
 
         async def refusals(request: web.BaseRequest) -> web.StreamResponse:
+            # The target as received (its bytes: the parser refuses others than ASCII in it).
+            if target_limit is not None and len(request.raw_path) >= target_limit:
+                # The byte the parser takes past the headers' limit (``line_limits``): it let
+                # such a target through, and the proxy forwarded it, one byte over.
+                return self.refuse_target(request, target_limit)
             try:
                 return await handle(request)
             except web.HTTPException as refused:

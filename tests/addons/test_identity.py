@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from addons.identity import VERIFIED_CACHE, Identity, cookie_value, new_visitor_id, verify_cookie
-from gateway.events import Touchpoint
+from gateway.events import Touchpoint, VerdictChange
 from gateway.pipeline import Visitor
 from tests.addons.conftest import configured, context, exchange, metric
 
@@ -122,6 +122,33 @@ def test_landing_refreshes_existing_cookie() -> None:
     [cookie] = ex.set_cookies
     assert cookie.max_age == 395 * 86400
     assert verify_cookie(ctx.keys.cookie_mac, cookie.value) == vid
+
+
+def test_a_rescore_of_earlier_touchpoints_refreshes_no_cookie() -> None:
+    # A returning visitor's page view that re-scores their landing (a late bot signal) is no
+    # landing: it got our Set-Cookie, and with it Cache-Control: private on the site's page.
+    ctx = context()
+    identity = configured(Identity, ctx=ctx)
+    ex = exchange(cookies={"gw_vid": cookie_value(ctx.keys.cookie_mac, new_visitor_id())}, headers=DOCUMENT)
+    identity.request(ex)
+    ex.events.append(
+        VerdictChange(
+            id="y",
+            ts="t",
+            node="n",
+            touchpoint_id="x",
+            verdict="block",
+            bot_score=60,
+            reasons=["no_assets"],
+            origin="rescore",
+            note="no_assets",
+        )
+    )
+    identity.response(ex)
+    assert ex.set_cookies == []
+    _touch(ex)  # the same request landing too: refreshed as any landing
+    identity.response(ex)
+    assert len(ex.set_cookies) == 1
 
 
 @pytest.mark.parametrize(

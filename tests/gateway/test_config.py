@@ -60,6 +60,20 @@ def test_defaults_load() -> None:
         ("[proxy]\naddons = ['identity', 'nope']\n", "proxy.addons[1]: unknown addon 'nope'"),
         ("[proxy]\nreserved_prefix = 'gw'\n", "proxy.reserved_prefix: must look like"),
         ("[campaign]\nclick_ids = ['ok', 'not ok']\n", "campaign.click_ids[1]: not a parameter name"),
+        # A name a field already takes was silently never filled: utm_content stayed the content.
+        (
+            "[campaign]\ncreator_ids = ['creator_id', 'UTM_Content']\n",
+            "campaign.creator_ids[1]: 'UTM_Content' is already the campaign field content"
+            ' ("utm_" in campaign.prefixes), which takes it first; name a parameter once',
+        ),
+        (
+            "[campaign]\ncreator_ids = ['ref']\nsub_ids = ['ref']\n",
+            "campaign.sub_ids[0]: 'ref' is already in campaign.creator_ids, which takes it first",
+        ),
+        (
+            "[campaign]\nclick_ids = ['gclid', 'creator_id']\n",
+            "campaign.creator_ids[0]: 'creator_id' is already in campaign.click_ids",
+        ),
         ("[campaign]\nmax_value_length = 0\n", "campaign.max_value_length: must be 1..2000"),
         ("[campaign]\nrepeat_seconds = -1\n", "campaign.repeat_seconds: must be 0..86400, got -1"),
         ("[campaign]\nrepeat_seconds = 86401\n", "campaign.repeat_seconds: must be 0..86400, got 86401"),
@@ -119,6 +133,12 @@ def test_defaults_load() -> None:
 )
 def test_problem_names_its_key(toml: str, expected: str) -> None:
     assert any(expected in p for p in problems(toml)), problems(toml)
+
+
+def test_a_parameter_named_twice_in_one_list_or_under_a_prefix_is_no_conflict() -> None:
+    # Same field either way; a prefixed name that is no campaign field is the creator's.
+    text = "[campaign]\nclick_ids = ['gclid', 'GCLID']\ncreator_ids = ['utm_creator']\n"
+    assert load_settings(None, text=text, environ=ENV).options.campaign.creator_ids == ("utm_creator",)
 
 
 @pytest.mark.parametrize(

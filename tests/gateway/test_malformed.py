@@ -599,3 +599,33 @@ def test_a_line_over_the_limit_is_414_for_the_target_and_431_for_a_header(
 ) -> None:
     limits = line_limits(8190)
     assert too_long_status(http_exceptions.LineTooLong(line, limit), limits) == status
+
+
+async def test_a_target_one_byte_over_the_limit_is_a_414_not_forwarded(
+    start_gateway, upstream_server
+) -> None:
+    """The parser takes a target one byte longer than ``proxy.max_header_size`` (so that its
+    one error for both tells a target from a header): that byte is the listener's to refuse.
+    It was forwarded, one byte over the limit the README promises a 414 past."""
+    calls: list[str] = []
+    gw = await start_gateway(
+        await recording_upstream(upstream_server, calls), "[proxy]\nmax_header_size = 1024\n"
+    )
+    bad = gw.gateway.metrics.requests.labels("bad_request")
+    before = bad._value.get()
+    for size, status in ((1024, 200), (1025, 414), (1026, 414)):
+        target = b"/" + b"a" * (size - 1)
+        resp = await raw_request(gw.proxy.port, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert resp.status == status, (size, resp.status)
+    assert calls == ["/" + "a" * 1023] and bad._value.get() - before == 2
+    # An absolute-form target alike: the bytes received, not the path it names.
+    absolute = b"http://t/" + b"a" * (1025 - len(b"http://t/"))
+    resp = await raw_request(gw.proxy.port, b"GET " + absolute + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert (resp.status, resp.body, len(calls)) == (414, error_page(414).body, 1)
+    # The admin listener alike, in its JSON envelope.
+    admin = await raw_request(gw.admin.port, b"GET /" + b"a" * 8190 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert json.loads(admin.body) == {
+        "ok": False,
+        "status": 414,
+        "error": "the request target is longer than the listener accepts (8190 bytes)",
+    }

@@ -372,6 +372,32 @@ async def test_a_slow_commit_ends_the_wait_but_not_the_write(open_store: OpenSto
     assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(2,)]
 
 
+async def test_a_wait_ends_at_max_wait_ms_not_up_to_a_quarter_later(open_store: OpenStore) -> None:
+    """Each caller waits ``max_wait_ms``, whenever it submitted: the timer wakes at the next
+    deadline. It woke every quarter of ``max_wait_ms``, so a submit just after a wake waited
+    up to 1¼ of it (1.25 s for the default 1 s) — five submits 50 ms apart cover the phases."""
+    store = await open_store(max_wait_ms=1000)
+    locker = await asyncio.to_thread(
+        sqlite3.connect, store.path, isolation_level=None, check_same_thread=False
+    )
+    loop = asyncio.get_running_loop()
+
+    async def wait(n: int) -> float:
+        await asyncio.sleep(n * 0.05)
+        started = loop.time()
+        [outcome] = await settle(store.submit([tp(n)]), timeout=5)
+        assert isinstance(outcome, CommitTimeout)
+        return loop.time() - started
+
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")  # the writer now waits on the lock
+        waited = await asyncio.gather(*(wait(n) for n in range(1, 6)))
+        assert all(0.99 <= w < 1.1 for w in waited), waited
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        await asyncio.to_thread(locker.close)
+
+
 async def test_mixed_event_types_commit_together(open_store: OpenStore, tmp_path: Path) -> None:
     store = await open_store()
     binding = Binding(
