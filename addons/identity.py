@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hmac
 import re
+from collections import OrderedDict
 from datetime import UTC
 
 from gateway.daysalt import DaySalt
@@ -97,8 +98,9 @@ class Identity:
         opts = ctx.settings.options.identity
         self.keys = ctx.keys
         self.mac = Mac(ctx.keys.cookie_mac)
-        # Cookie value → visitor ID, for values that verified; the oldest goes first when full.
-        self.verified: dict[str, str] = {}
+        # Cookie value → visitor ID, for values that verified; the oldest goes first when full
+        # (an OrderedDict: a plain dict finds its oldest by scanning the slots deleted before it).
+        self.verified: OrderedDict[str, str] = OrderedDict()
         self.metrics = ctx.metrics
         self.cookie_name = opts.cookie_name
         self.max_age = opts.max_age_days * 86400
@@ -153,7 +155,7 @@ class Identity:
             visitor_id = verify_cookie(self.mac, value)
             if visitor_id is not None:
                 if len(self.verified) >= VERIFIED_CACHE:
-                    del self.verified[next(iter(self.verified))]
+                    self.verified.popitem(last=False)
                 self.verified[value] = visitor_id
         return visitor_id
 
