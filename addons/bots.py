@@ -302,9 +302,9 @@ class Bots:
         return reasons, agent.good
 
     def _act(self, ex: Exchange, reasons: list[str], good: bool, verdict: str | None = None) -> None:
-        if verdict is None:
+        if verdict is None:  # a page load or an asset: scored as a landing is, a good crawler 100
             kept = [r for r in dict.fromkeys(reasons) if self.weight(r)]
-            verdict = self.verdict(min(100, sum(self.weight(r) for r in kept)), good)
+            verdict = self.verdict(100 if good else min(100, sum(self.weight(r) for r in kept)), good)
         if self.block_on.get(verdict):
             ex.reply = Reply(
                 403,

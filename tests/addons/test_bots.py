@@ -261,6 +261,21 @@ async def test_good_crawlers_can_be_blocked_when_the_operator_says_so() -> None:
     assert touchpoint(ex).verdict == "block" and ex.reply is not None and ex.reply.status == 403
 
 
+async def test_blocked_good_crawlers_are_blocked_on_every_page_as_any_crawler_is() -> None:
+    """A page load that is no landing is answered by what the agent says alone: a crawler's is a
+    403 under ``on_block = "block"``, and so is a good crawler's once the operator blocks them.
+    It used to score the good crawler's page load 0, so only its landings were refused."""
+    pipe = pipeline("[bots]\non_block = 'block'\nblock_good_crawlers = true\n")
+    for agent in ("Googlebot/2.1", "GPTBot/1.2 (+https://openai.com/gptbot)"):
+        for path, accept in (("/pricing", "text/html"), ("/pricing", "*/*"), ("/app.js", "*/*")):
+            ex = await run(pipe, request(path, headers={"user-agent": agent, "accept": accept}))
+            assert not [e for e in ex.events if isinstance(e, Touchpoint)], (agent, path, accept)
+            assert ex.reply is not None and ex.reply.status == 403, (agent, path, accept)
+    default = pipeline("[bots]\non_block = 'block'\n")
+    ex = await run(default, request("/app.js", headers={"user-agent": "Googlebot/2.1", "accept": "*/*"}))
+    assert ex.reply is None
+
+
 # -- the clients influencer traffic comes from (tests/clients.py says where each shape is from) ---
 
 
