@@ -857,7 +857,8 @@ class CreatorBody(msgspec.Struct, forbid_unknown_fields=True):
     verified: bool
     analyst: str
     reason: str
-    name: str = ""
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    """Left out: the name the registry has is kept; ``""`` clears it."""
 
 
 def _creator(creator: Creator) -> dict[str, Any]:
@@ -891,7 +892,8 @@ async def set_creator(request: web.Request) -> web.Response:
     )
     analyst = _text("analyst", body.analyst, 100)
     reason = _text("reason", body.reason, 1000)
-    name = body.name.strip()
+    registry = request.app[CREATORS_KEY]
+    name = registry.name(creator_id) if body.name is msgspec.UNSET else body.name.strip()
     if len(name) > 200 or not printable_name(name):
         raise ApiError(400, "name: expected at most 200 printable characters")
     now = datetime.now(UTC)
@@ -910,7 +912,7 @@ async def set_creator(request: web.Request) -> web.Response:
     except Exception as err:
         raise ApiError(503, f"the standing was not stored ({err}); try again") from None
     creator = Creator(creator_id, body.verified, name, "api", analyst, standing.ts)
-    request.app[CREATORS_KEY].set(creator)
+    registry.set(creator)
     return ok({"creator": _creator(creator)})
 
 

@@ -38,6 +38,11 @@ class CreatorRegistry:
         creator = self._creators.get(creator_id)
         return None if creator is None else creator.verified
 
+    def name(self, creator_id: str) -> str:
+        """The creator's name as known (the config's or the latest standing's); "" if unlisted."""
+        creator = self._creators.get(creator_id)
+        return "" if creator is None else creator.name
+
     def set(self, creator: Creator) -> None:
         self._creators[creator.id] = creator
 

@@ -568,6 +568,24 @@ async def test_creator_standing_set_through_the_api_is_used_at_once_and_kept(
     assert last["creator_id"] == "ben" and last["reasons"] == []
 
 
+async def test_a_standing_without_a_name_keeps_the_creators_name(start_gateway, origin) -> None:
+    """``name`` is optional in a standing: leaving it out keeps the name the registry has (the
+    config's, or an earlier standing's); ``""`` clears it. Revoking a verification used to wipe
+    the name the dashboard's top creators show."""
+    gw = await start_gateway(origin[0], "[[creators]]\nid = 'anna'\nname = 'Anna A.'\n")
+    body = {"analyst": "maria", "reason": "checked"}
+    status, answer = await put_creator(gw, "anna", {"verified": True, **body})
+    assert (status, answer["creator"]["name"], answer["creator"]["verified"]) == (200, "Anna A.", True)
+    await put_creator(gw, "ben", {"verified": True, "name": "Ben K.", **body})
+    status, answer = await put_creator(gw, "ben", {"verified": False, **body})
+    assert (status, answer["creator"]["name"], answer["creator"]["verified"]) == (200, "Ben K.", False)
+    again = await start_gateway(origin[0], "[[creators]]\nid = 'anna'\nname = 'Anna A.'\n")
+    names = {c["id"]: c["name"] for c in (await again.api("/api/creators"))["items"]}
+    assert names == {"anna": "Anna A.", "ben": "Ben K."}
+    status, answer = await put_creator(again, "ben", {"verified": False, "name": "", **body})
+    assert (status, answer["creator"]["name"]) == (200, "")
+
+
 @pytest.mark.parametrize(
     ("creator_id", "body", "message"),
     [
