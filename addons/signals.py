@@ -30,6 +30,9 @@ _LIBRARY = re.compile(
     r"httpie|powershell|winhttp|reqwest|hackney|faraday|http\.rb|dart:io|cfnetwork)",
     re.IGNORECASE,
 )
+_LIBRARY_TOKEN = re.compile(r"\b(?:Windows)?PowerShell/\d")
+"""Libraries that send a browser-like ``Mozilla/5.0 (…)`` start and name themselves after it:
+PowerShell's ``Invoke-WebRequest`` (``… en-US) PowerShell/7.5.0``, ``WindowsPowerShell/5.1``)."""
 _HEADLESS = re.compile(
     r"headless|phantomjs|puppeteer|playwright|selenium|webdriver|slimerjs|lighthouse", re.IGNORECASE
 )
@@ -80,7 +83,7 @@ def classify_agent(agent: str, good: re.Pattern[str], detector: CrawlerDetect) -
         return ABSURD
     if good.search(agent):
         return Agent(good=True)
-    if _LIBRARY.match(agent):
+    if _LIBRARY.match(agent) or _LIBRARY_TOKEN.search(agent):
         return Agent(("http_library",))
     if _HEADLESS.search(agent):
         return Agent(("headless",))

@@ -215,6 +215,10 @@ async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> 
             "crawler",
         ),
         ("Scrapy/2.11.2 (+https://scrapy.org)", "http_library"),
+        # Invoke-WebRequest's default agents: a Mozilla/5.0 comment, then the runtime
+        ("Mozilla/5.0 (Windows NT 10.0; Microsoft Windows 10.0.26100; en-US) PowerShell/7.5", "http_library"),
+        ("Mozilla/5.0 (Windows NT; Windows NT 10.0; en-US) WindowsPowerShell/5.1.26100.1", "http_library"),
+        ("Mozilla/5.0 (Linux; Ubuntu 24.04 LTS; en-US) PowerShell/7.4.6", "http_library"),
         ("", "empty_agent"),
         ("x" * 600, "absurd_agent"),
         ("Opera/9.80 bla", "absurd_agent"),
