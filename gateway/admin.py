@@ -26,7 +26,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import msgspec
 from aiohttp import compression_utils, hdrs, web
@@ -713,6 +713,13 @@ _JSON_WORDS = {
 }
 """msgspec's type names, as JSON names its values (``expected bool, got str`` read as Python)."""
 _EXPECTED = re.compile(r"Expected `([^`]+)`, got `([^`]+)`")
+_ENUM = re.compile(r"Invalid enum value (.+)")
+
+
+def _choices(kind: type[msgspec.Struct], name: str) -> list[str]:
+    """The values a field of ``kind`` takes when its type is a ``Literal``, in their order; else none."""
+    hint = get_type_hints(kind).get(name)
+    return [str(value) for value in get_args(hint)] if get_origin(hint) is Literal else []
 
 
 def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
@@ -724,6 +731,8 @@ def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
         if expected := _EXPECTED.fullmatch(message):
             wanted = " or ".join(_JSON_WORDS.get(t, t) for t in expected.group(1).split(" | "))
             message = f"expected {wanted}, got {_JSON_WORDS.get(expected.group(2), expected.group(2))}"
+        elif (enum := _ENUM.fullmatch(message)) and (choices := _choices(kind, name)):
+            message = f"expected one of {', '.join(choices)}, got {enum.group(1)}"
         raise ApiError(400, f"{name}: {message[:1].lower()}{message[1:]}".replace("`", "")) from None
     except msgspec.DecodeError:
         raise ApiError(400, f"body: expected JSON like {example}") from None

@@ -139,7 +139,7 @@ async def test_scored_touchpoints_fraud_report_and_review(start_gateway, origin)
             "{id}",
             {"verdict": "maybe", "analyst": "a", "reason": "b"},
             400,
-            "verdict: invalid enum value 'maybe'",
+            "verdict: expected one of allow, review, block, bot, got 'maybe'",
         ),
         ("{id}", {"verdict": "allow", "reason": "b"}, 400, "body: object missing required field analyst"),
         ("{id}", {"verdict": "allow", "analyst": " ", "reason": "b"}, 400, "analyst: expected 1..100"),
