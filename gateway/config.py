@@ -428,6 +428,11 @@ def check_files(options: Options, base_dir: Path) -> list[str]:
             continue
         if kind and kind not in found.upper():
             p.append(f"{key}: {path} is a {found!r} database, not an {kind} one")
+        elif not kind and "ASN" in found.upper():  # the two keys swapped: it holds no country
+            p.append(
+                f"{key}: {path} is a {found!r} database, not a Country or City one"
+                " (an ASN database goes in geo.asn_db)"
+            )
     return p
 
 

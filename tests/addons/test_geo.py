@@ -205,6 +205,24 @@ def test_asn_db_must_be_an_asn_database(dbs: Path) -> None:
     ]
 
 
+def test_country_db_must_not_be_an_asn_database(dbs: Path, tmp_path: Path) -> None:
+    """The two keys swapped: an ASN file named as the country database has no country in it, and
+    used to be taken silently, every touchpoint without a country (the other way round was
+    refused already)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=f'[geo]\ncountry_db = "{dbs / "asn.mmdb"}"\n', environ=ENV)
+    assert info.value.problems == [
+        f"geo.country_db: {dbs / 'asn.mmdb'} is a 'GeoLite2-ASN' database, not a Country or City one"
+        " (an ASN database goes in geo.asn_db)"
+    ]
+    dbip_asn = write_mmdb(tmp_path / "dbip-asn.mmdb", "DBIP-ASN-Lite (compat=GeoLite2-ASN)", {})
+    with pytest.raises(ConfigError, match=r"geo\.country_db: .* is a 'DBIP-ASN-Lite"):
+        load_settings(None, text=f'[geo]\ncountry_db = "{dbip_asn}"\n', environ=ENV)
+    for kind in ("GeoLite2-Country", "GeoIP2-City", "DBIP-Country-Lite", "DBIP-City-Lite"):
+        good = write_mmdb(tmp_path / f"{kind}.mmdb", kind, {})
+        load_settings(None, text=f'[geo]\ncountry_db = "{good}"\n', environ=ENV)
+
+
 def test_relative_paths_are_relative_to_the_config_file(dbs: Path) -> None:
     (dbs / "gw.toml").write_text('[geo]\nasn_db = "city.mmdb"\n')
     with pytest.raises(ConfigError, match=r"geo\.asn_db: .*city\.mmdb is a 'GeoLite2-City' database"):
