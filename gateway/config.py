@@ -31,7 +31,7 @@ from yarl import URL
 
 from gateway.attribution import report_zone
 from gateway.channels import Channels
-from gateway.config_checks import admin_exposure, http_url, validate
+from gateway.config_checks import admin_exposure, has_credentials, http_url, segment_credentials, validate
 from gateway.config_values import (
     PADDED,
     dsn_problem,
@@ -914,6 +914,8 @@ def resolve_sink_urls(
             problems.append(
                 f"{key}: the value of {name} must be an http(s) URL (not shown: it may hold a secret)"
             )
+        elif sink.kind == "segment" and has_credentials(value):
+            problems.append(f"{key}: the value of {name}: {segment_credentials(f'sinks[{i}]')}")
         else:
             urls[sink.name] = value
     return urls

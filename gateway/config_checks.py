@@ -433,6 +433,8 @@ def _validate_central(options: Options) -> list[str]:
         _check(p, names.count(sink.name) == 1, f"{key}.name", f"{sink.name!r} is used by two sinks")
         if not sink.url.startswith("env:"):  # the variable's value is checked where it is read
             _check(p, http_url(sink.url), f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
+            if sink.kind == "segment" and has_credentials(sink.url):
+                p.append(f"{key}.url: {segment_credentials(key)}")
         _within(p, f"{key}.batch_size", sink.batch_size, 1, 10_000)
         biggest, largest = sink.max_message_bytes, sink.max_batch_bytes
         if biggest < 1024:
@@ -453,6 +455,25 @@ def _validate_central(options: Options) -> list[str]:
         for name in ("interval_seconds", "backoff_max_seconds", "timeout_seconds"):
             _seconds(p, f"{key}.{name}", getattr(sink, name))
     return p
+
+
+def has_credentials(value: str) -> bool:
+    """Whether the URL ``value`` carries a ``user:password@`` (or a user name alone)."""
+    try:
+        url = URL(value)
+        return url.user is not None or url.password is not None
+    except ValueError:
+        return False
+
+
+def segment_credentials(key: str) -> str:
+    """Why a segment sink's URL may not carry ``user:password@``: the sink sends its write key
+    as HTTP Basic, and a request has one ``Authorization`` (until 2026-12-05 every batch failed
+    with aiohttp's ``Cannot combine AUTHORIZATION header …``, and ``sink send`` with a traceback)."""
+    return (
+        f"a segment sink sends its write key ({key}.secret) as HTTP Basic, so its URL cannot carry"
+        " a user:password@ too; remove it (a webhook sink sends one as HTTP Basic)"
+    )
 
 
 def http_url(value: str) -> bool:

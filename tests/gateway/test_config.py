@@ -660,6 +660,22 @@ def test_a_sink_url_variable_that_gives_no_url_is_a_problem_naming_key_and_varia
     assert "t0ps3cret" not in "\n".join(found)
 
 
+def test_a_segment_sinks_url_with_a_user_and_password_is_refused() -> None:
+    """A segment sink sends its write key as HTTP Basic; a ``user:password@`` in its URL too made
+    aiohttp refuse every request (``Cannot combine AUTHORIZATION header …``): the sink failed
+    round after round, and ``sink send`` printed a traceback. A webhook sink sends it."""
+    segment = "[[sinks]]\nname = 'seg'\nkind = 'segment'\nsecret = 'env:S'\n"
+    said = "a segment sink sends its write key (sinks[0].secret) as HTTP Basic"
+    found = problems(segment + "url = 'https://bob:hunter2@api.example'\n", {**ENV, "S": "s" * 32})
+    assert any(p.startswith(f"sinks[0].url: {said}") for p in found), found
+    environ = {**ENV, "S": "s" * 32, "SEG_URL": "https://bob:t0ps3cret@api.example"}
+    found = problems(segment + "url = 'env:SEG_URL'\n", environ)
+    assert any(p.startswith(f"sinks[0].url: the value of SEG_URL: {said}") for p in found), found
+    assert "t0ps3cret" not in "\n".join(found)
+    webhook = segment.replace("'segment'", "'webhook'") + "url = 'https://bob:hunter2@hooks.example'\n"
+    assert load_settings(None, text=webhook, environ={**ENV, "S": "s" * 32}).sink_urls
+
+
 def test_a_command_that_sends_nothing_needs_no_sink_url_variable() -> None:
     settings = load_settings(None, text=_ENV_SINK, environ={**ENV, "S": "s" * 32}, offline=True)
     assert settings.sink_urls == {}
