@@ -54,7 +54,7 @@ from storage.queries import (
     StoreUnavailable,
     TouchpointQuery,
 )
-from storage.sinks import SinkError, SinkSet
+from storage.sinks import NothingRecorded, SinkError, SinkSet
 
 log = logging.getLogger("gateway.admin")
 
@@ -688,6 +688,8 @@ async def sink_send(request: web.Request) -> web.Response:
         sent = await sinks.resend_user(key, name)
     except SinkError as err:
         raise ApiError(502, f"sink {name}: the destination did not accept the calls: {err}") from None
+    except NothingRecorded as err:
+        raise ApiError(404, str(err)) from None
     if not sent[name]:
         raise ApiError(404, "nothing recorded for this user (no identity binding)")
     return ok({"sink": name, "user_key": key, "sent": sent[name]})

@@ -47,12 +47,15 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return 1
     from storage.migrate import SchemaTooNew
-    from storage.sinks import SinkError, resend_user_standalone
+    from storage.sinks import NothingRecorded, SinkError, resend_user_standalone
 
     try:
         sent = asyncio.run(resend_user_standalone(settings, args.user, args.sink))
     except SinkError as err:
         print(f"gateway: sink send failed: {err}", file=sys.stderr)
+        return 1
+    except NothingRecorded as err:  # a mistyped ID: "0 messages sent", exit 0, until 2026-12-05
+        print(f"gateway: {err}; nothing sent", file=sys.stderr)
         return 1
     except (SchemaTooNew, sqlite3.DatabaseError) as err:  # a folder, not a database, a newer one
         print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)

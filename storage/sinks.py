@@ -103,6 +103,11 @@ class Stale(Exception):
     """An erasure was stored after the rows being sent were read: they are read again."""
 
 
+class NothingRecorded(Exception):
+    """A re-send on demand for a user the store has no identity binding of: nothing to send
+    (the admin API's 404; ``gateway sink send`` says so and exits 1)."""
+
+
 class Sink:
     """One ``[[sinks]]`` entry: its cursors, its transport and its rate limit."""
 
@@ -430,6 +435,8 @@ class Sink:
             "SELECT * FROM identities WHERE user_key = ? ORDER BY rowid", (user_key,)
         ) as cursor:
             bindings = [dict(r) for r in await cursor.fetchall()]
+        if not bindings:
+            raise NothingRecorded("nothing recorded for this user (no identity binding)")
         async with db.execute(
             "SELECT * FROM touchpoints WHERE visitor_key IN "
             "(SELECT visitor_key FROM identities WHERE user_key = ?) ORDER BY id",

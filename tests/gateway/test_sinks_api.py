@@ -169,8 +169,12 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
             await store.close()
 
         asyncio.run(seed())
-        assert main(["sink", "send", "--user", "nobody", "-c", str(config)]) == 0
-        assert "out: 0 messages sent" in capsys.readouterr().out  # nothing recorded for them
+        # Nothing recorded for them: said, exit 1, as the admin API's 404 (until 2026-12-05 "out:
+        # 0 messages sent" and exit 0, which a mistyped ID could not be told from).
+        assert main(["sink", "send", "--user", "nobody", "-c", str(config)]) == 1
+        out, err = capsys.readouterr()
+        said = "gateway: nothing recorded for this user (no identity binding); nothing sent\n"
+        assert out == "" and err == said
         # Pasted with spaces, as intake would trim them: dave (it found nobody).
         assert main(["sink", "send", "--user", " dave ", "-c", str(config)]) == 0
         assert "out: 2 messages sent" in capsys.readouterr().out
