@@ -883,9 +883,10 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     except ConfigError as err:
         return _fail_config(args.config, err)
     if settings.mirror_path is None:
+        # Named alone where central.url is set: "(and central.url) is not set" said it was not.
+        also = "" if settings.central_url else " (and needs central.url, which is not set either)"
         print(
-            f"gateway: {args.config}: central.mirror_path (and central.url) is not set: there is no"
-            " reporting mirror",
+            f"gateway: {args.config}: central.mirror_path is not set{also}: there is no reporting mirror",
             file=sys.stderr,
         )
         return EXIT_CONFIG

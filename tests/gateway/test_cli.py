@@ -887,6 +887,22 @@ def test_commands_reading_the_store_say_so_of_a_folder_or_no_store_there(tmp_pat
     assert list((tmp_path / "data").iterdir()) == []  # none made
 
 
+def test_mirror_once_without_a_mirror_names_what_is_not_set(tmp_path: Path) -> None:
+    """`mirror --once` on a node with central.url but no central.mirror_path said "central.mirror_path
+    (and central.url) is not set", central.url being set."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[storage]\npath = "gw.db"\n[central]\nurl = "env:CENTRAL"\n')
+    central = {**ENV, "CENTRAL": "postgresql://gw:pw@127.0.0.1:9/gw"}  # never reached
+    done = gateway("mirror", "--once", "-c", str(cfg), env=central)
+    said = f"gateway: {cfg}: central.mirror_path is not set: there is no reporting mirror\n"
+    assert done.returncode == 2 and done.stderr == said, done.stderr
+    cfg.write_text('[storage]\npath = "gw.db"\n')
+    done = gateway("mirror", "--once", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2 and "central.mirror_path is not set (and needs central.url, which is not" in (
+        done.stderr
+    ), done.stderr
+
+
 def test_report_refuses_an_option_its_report_does_not_take(tmp_path: Path) -> None:
     """As the endpoints refuse a query parameter they do not take (GET
     /api/attribution/paths?model=linear is a 400), each report refuses the options it does not
