@@ -541,7 +541,9 @@ def resolve_sender_secret(
     if padded(text):
         # No signature made with the secret as the sender holds it would verify (and a whsec_
         # one was read as "not base64").
-        problems.append(f"{key}: the value of {name} {PADDED}; the sender's secret has none")
+        # A sink's is its own signing secret, not a sender's (which the message said of both).
+        whose = "a signing secret" if key.startswith("sinks[") else "the sender's secret"
+        problems.append(f"{key}: the value of {name} {PADDED}; {whose} has none")
         return b""
     try:
         raw = sender_secret_bytes(text, signature)

@@ -676,6 +676,17 @@ def test_a_segment_sinks_url_with_a_user_and_password_is_refused() -> None:
     assert load_settings(None, text=webhook, environ={**ENV, "S": "s" * 32}).sink_urls
 
 
+def test_a_webhook_sinks_secret_with_white_space_is_not_called_a_senders() -> None:
+    """A webhook sink's signing secret is the gateway's own, not a sender's: a newline left in it
+    was refused as "the sender's secret has none"."""
+    toml = "[[sinks]]\nname = 'w'\nkind = 'webhook'\nurl = 'https://hooks.example'\nsecret = 'env:S'\n"
+    found = problems(toml, {**ENV, "S": "s" * 32 + "\n"})
+    assert any(
+        p.startswith("sinks[0].secret: the value of S") and p.endswith("; a signing secret has none")
+        for p in found
+    ), found
+
+
 def test_a_command_that_sends_nothing_needs_no_sink_url_variable() -> None:
     settings = load_settings(None, text=_ENV_SINK, environ={**ENV, "S": "s" * 32}, offline=True)
     assert settings.sink_urls == {}
