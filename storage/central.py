@@ -195,6 +195,9 @@ def explain(
         hint = f"the user name or password in {key} is refused"
     elif isinstance(err, asyncpg.InvalidCatalogNameError):
         hint = f"the database named in {key} does not exist: create it, or correct the URL"
+    elif isinstance(err, asyncpg.InvalidAuthorizationSpecificationError) and text.startswith("role "):
+        # `role "x" does not exist` is this class too: pg_hba.conf was not the cause.
+        hint = f"the user named in {key} does not exist on the server: create it, or correct the URL"
     elif isinstance(err, asyncpg.InvalidAuthorizationSpecificationError):
         hint = f"the server's pg_hba.conf refuses this user, database or host: check {key}"
         if "no encryption" in text:

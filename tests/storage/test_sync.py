@@ -535,6 +535,8 @@ def _lock_roles(hba: Path) -> None:
     [
         ("gw_pw:wrong@{}/t_roles", "password authentication failed", "the user name or password in"),
         ("gw_pw:right@{}/t_missing", 'database "t_missing" does not exist', "the database named in"),
+        # Not pg_hba.conf's doing, as the hint said until 2026-12-05.
+        ("gw_nobody@{}/t_roles", 'role "gw_nobody" does not exist', "the user named in central.url"),
         ("gw_tls@{}/t_roles", "no encryption", "?sslmode=require"),
         ("gw_pw:right@{}/t_roles?sslmode=require", "rejected SSL upgrade", "asks for TLS"),
         ("gw_ro@{}/t_roles", "permission denied", "lacks a privilege"),
@@ -545,7 +547,16 @@ def _lock_roles(hba: Path) -> None:
         ),
         ("gw_pw:right@{}/t_roles?sslmode=sometimes", "`sslmode` parameter must be", "a parameter of"),
     ],
-    ids=["password", "database", "tls-wanted", "tls-offered-none", "privilege", "tls-file", "tls-mode"],
+    ids=[
+        "password",
+        "database",
+        "role",
+        "tls-wanted",
+        "tls-offered-none",
+        "privilege",
+        "tls-file",
+        "tls-mode",
+    ],
 )
 async def test_a_refused_connection_names_the_setting_once(
     tmp_path: Path, locked_roles: str, caplog: pytest.LogCaptureFixture, dsn: str, said: str, hint: str
