@@ -593,11 +593,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         return _fail_config(args.config, err)
     mirror = settings.mirror_path
     if args.store == "mirror" and mirror is None:
-        print(
-            f"gateway: {args.config}: --store mirror: central.mirror_path (and central.url) is not"
-            " set: there is no reporting mirror",
-            file=sys.stderr,
-        )
+        print(_no_mirror(args.config, settings, "--store mirror: "), file=sys.stderr)
         return EXIT_CONFIG
     stores = _reclassify_stores(settings, args.store, args.config)
     if not stores:
@@ -876,6 +872,14 @@ def _rows_per_table(rows: Mapping[str, int]) -> int:
     return 0
 
 
+def _no_mirror(config: str, settings: Settings, option: str = "") -> str:
+    """Why a command asked for the reporting mirror has none: ``central.mirror_path`` not set,
+    and ``central.url`` named too only when it is not set either ("(and central.url) is not set"
+    said it was not on a node whose central.url is set)."""
+    also = "" if settings.central_url else " (and needs central.url, which is not set either)"
+    return f"gateway: {config}: {option}central.mirror_path is not set{also}: there is no reporting mirror"
+
+
 def cmd_mirror(args: argparse.Namespace) -> int:
     """One complete round of the reporting mirror (a first fill, or cron); rows stored per table."""
     try:
@@ -883,12 +887,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     except ConfigError as err:
         return _fail_config(args.config, err)
     if settings.mirror_path is None:
-        # Named alone where central.url is set: "(and central.url) is not set" said it was not.
-        also = "" if settings.central_url else " (and needs central.url, which is not set either)"
-        print(
-            f"gateway: {args.config}: central.mirror_path is not set{also}: there is no reporting mirror",
-            file=sys.stderr,
-        )
+        print(_no_mirror(args.config, settings), file=sys.stderr)
         return EXIT_CONFIG
     from gateway.metrics import Metrics
     from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop

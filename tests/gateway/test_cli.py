@@ -896,6 +896,9 @@ def test_mirror_once_without_a_mirror_names_what_is_not_set(tmp_path: Path) -> N
     done = gateway("mirror", "--once", "-c", str(cfg), env=central)
     said = f"gateway: {cfg}: central.mirror_path is not set: there is no reporting mirror\n"
     assert done.returncode == 2 and done.stderr == said, done.stderr
+    done = gateway("reclassify", "--store", "mirror", "-c", str(cfg), env=central)  # said alike
+    said = f"gateway: {cfg}: --store mirror: central.mirror_path is not set: there is no reporting mirror\n"
+    assert done.returncode == 2 and done.stderr == said, done.stderr
     cfg.write_text('[storage]\npath = "gw.db"\n')
     done = gateway("mirror", "--once", "-c", str(cfg), env=ENV)
     assert done.returncode == 2 and "central.mirror_path is not set (and needs central.url, which is not" in (
