@@ -605,6 +605,13 @@ async def visitor(request: web.Request) -> web.Response:
     raise ApiError(404, "no touchpoints recorded for this visitor")
 
 
+def _earlier_keys(request: web.Request, user_id: str) -> list[str]:
+    """The other forms ``user_id``'s rows may be kept under (an earlier ``user_id_storage``; the
+    lower-cased ID when a rule lower-cases), as an erasure finds them: the lookup and a sink's
+    re-send read them too."""
+    return request.app[KEYS_KEY].user_keys(user_id, request.app[SETTINGS_KEY].lowercases_user_ids)[1:]
+
+
 def _user_key(request: web.Request) -> tuple[str, str]:
     """The raw user ID from the path and the key it is stored under."""
     user_id, problem = operator_user_id(request.match_info["user_id"])
@@ -618,10 +625,8 @@ async def user(request: web.Request) -> web.Response:
     the answer says when the same text is a visitor's with touchpoints (the wrong kind)."""
     only_params(request, set())
     user_id, key = _user_key(request)
-    # Every form the rows may be kept under, as an erasure finds them (an earlier
-    # user_id_storage; the lower-cased ID when a rule lower-cases): what is erased is shown.
-    also = request.app[KEYS_KEY].user_keys(user_id, request.app[SETTINGS_KEY].lowercases_user_ids)[1:]
-    journey = await request.app[READER_KEY].user(key, also)
+    # What an erasure would erase is shown (``_earlier_keys``).
+    journey = await request.app[READER_KEY].user(key, _earlier_keys(request, user_id))
     if journey is not None:
         return ok(journey)
     missing = "nothing recorded for this user (no identity binding, no conversion)"
@@ -645,7 +650,7 @@ async def erase(request: web.Request) -> web.Response:
         event_id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
         ts=iso(now),
         node=settings.node,
-        also=request.app[KEYS_KEY].user_keys(user_id, settings.lowercases_user_ids)[1:],
+        also=_earlier_keys(request, user_id),
     )
     # Not the key: under user_id_storage = "plain" it is the raw ID, which the log must not keep.
     log.info("erased a user (erasure %s): %s", erasure.id, erasure.counts)
@@ -678,14 +683,14 @@ async def sink_send(request: web.Request) -> web.Response:
     if name not in sinks.sinks:
         known = ", ".join(sinks.sinks) or "none configured"
         raise ApiError(404, f"no sink named {name!r} (sinks: {known})")
-    _, key = _user_key(request)
+    user_id, key = _user_key(request)
     if name in sinks.made_up:
         i, variable = sinks.made_up[name]
         raise ApiError(
             409, f"sinks[{i}] ({name}): its secret was made up by --dev, so it sends nothing; set {variable}"
         )
     try:
-        sent = await sinks.resend_user(key, name)
+        sent = await sinks.resend_user([key, *_earlier_keys(request, user_id)], name)
     except SinkError as err:
         raise ApiError(502, f"sink {name}: the destination did not accept the calls: {err}") from None
     except NothingRecorded as err:

@@ -428,19 +428,22 @@ class Sink:
         """The lag per table in ``/metrics`` (``count=False``: its age alone, between attempts)."""
         await publish_lag(db, self.metrics, self.reader, ("touchpoints", "identities"), count=count)
 
-    async def resend_user(self, db: aiosqlite.Connection, user_key: str) -> int:
+    async def resend_user(self, db: aiosqlite.Connection, user_keys: Sequence[str]) -> int:
         """Send one user's identify and track calls again, now (cursors untouched); messages sent.
-        The messageIds are the ones sent before, so nothing counts twice downstream."""
+        ``user_keys``: every form the user's bindings may be kept under (``Keys.user_keys``: an
+        earlier ``user_id_storage``, the lower-cased ID), as the journey lookup and an erasure
+        find them. The messageIds are the ones sent before, so nothing counts twice downstream."""
+        marks = ",".join("?" for _ in user_keys)
         async with db.execute(
-            "SELECT * FROM identities WHERE user_key = ? ORDER BY rowid", (user_key,)
+            f"SELECT * FROM identities WHERE user_key IN ({marks}) ORDER BY rowid", tuple(user_keys)
         ) as cursor:
             bindings = [dict(r) for r in await cursor.fetchall()]
         if not bindings:
             raise NothingRecorded("nothing recorded for this user (no identity binding)")
         async with db.execute(
             "SELECT * FROM touchpoints WHERE visitor_key IN "
-            "(SELECT visitor_key FROM identities WHERE user_key = ?) ORDER BY id",
-            (user_key,),
+            f"(SELECT visitor_key FROM identities WHERE user_key IN ({marks})) ORDER BY id",
+            tuple(user_keys),
         ) as cursor:
             touches = [dict(r) for r in await cursor.fetchall()]
         messages = await self._identifies(db, bindings) + await self._tracks(db, touches)
@@ -544,12 +547,13 @@ class SinkSet:
         if self._session is not None:
             await self._session.close()
 
-    async def resend_user(self, user_key: str, only: str | None = None) -> dict[str, int]:
-        """Re-send one user's calls through every sink (or one); messages sent per sink."""
+    async def resend_user(self, user_keys: Sequence[str], only: str | None = None) -> dict[str, int]:
+        """Re-send one user's calls (their bindings under any of ``user_keys``) through every
+        sink (or one); messages sent per sink."""
         db = await open_log(self.settings)
         try:
             return {
-                name: await sink.resend_user(db, user_key)
+                name: await sink.resend_user(db, user_keys)
                 for name, sink in self.sinks.items()
                 if only is None or name == only
             }
@@ -562,6 +566,6 @@ async def resend_user_standalone(settings: Settings, user_id: str, only: str | N
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     sinks = SinkSet(settings, Metrics(), keys, only)
     try:
-        return await sinks.resend_user(keys.user_key(user_id), only)
+        return await sinks.resend_user(keys.user_keys(user_id, settings.lowercases_user_ids), only)
     finally:
         await sinks.close()

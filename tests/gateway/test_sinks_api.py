@@ -98,6 +98,23 @@ async def test_admin_resend_and_background_delivery(
         assert "HTTP 500" in (await resp.json())["error"]
 
 
+async def test_a_re_send_finds_a_user_kept_under_an_earlier_storage_mode(
+    start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
+) -> None:
+    """As the journey lookup and an erasure find them: a binding kept while
+    ``identity.user_id_storage`` was ``plain`` (the default is ``hash``) was "nothing recorded
+    for this user" to a re-send."""
+    from dataclasses import replace
+
+    gw = await start_gateway(origin, sink_toml(batch_api, interval_seconds=60), {"SINK_SECRET": WRITE_KEY})
+    plain = replace(gw.gateway.keys, user_mode="plain").user_key("dora")
+    await gw.gateway.store.write([Binding(uuid7(), iso(datetime.now(UTC)), "test", "v" * 32, plain, "r")])
+    async with gw.session.post(gw.admin_url + "/api/sinks/out/users/dora", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["sent"] == 1, body
+    assert [c["userId"] for c in batch_api.calls if c["type"] == "identify"] == ["dora"]  # as kept
+
+
 class _Recorder(BaseHTTPRequestHandler):
     calls: ClassVar[list[dict[str, Any]]] = []
 

@@ -270,7 +270,7 @@ async def test_refused_credentials_are_retried_and_a_resend_on_demand_reports_a_
     assert await one_round(w) == {"touchpoints": 3, "identities": 2}  # nothing was skipped
     batch_api.refuse = {f"gw-touch-{touches[0].id}": 400}
     with pytest.raises(SinkError, match=r"HTTP 400: .*invalid message"):
-        await w.sinks.resend_user(user_key)
+        await w.sinks.resend_user([user_key])
 
 
 def test_pack_respects_count_and_size_limits() -> None:
@@ -327,7 +327,7 @@ async def test_resend_user_on_demand(world, batch_api: BatchApi) -> None:
     await seed(w, "bob")
     await one_round(w)
     before = dict(batch_api.unique)
-    sent = await w.sinks.resend_user(w.keys.user_key("bob"))
+    sent = await w.sinks.resend_user([w.keys.user_key("bob")])
     assert sent == {"out": 4}  # two identifies, the two touchpoints of bob's two devices
     assert set(batch_api.unique) == set(before)  # the same messageIds as the first time
 
