@@ -580,8 +580,7 @@ class ProxyHost:
             try:
                 await self._capture_request(request, ex, body)
             except Exception as err:
-                await self._confirm(commits)
-                return self._upstream_failed(request, body, err)
+                return await self._failed(request, ex, body, err, commits, seen)
         try:
             upstream = await self.pool.request(
                 request.method,
@@ -593,8 +592,7 @@ class ProxyHost:
                 early_hints=functools.partial(_early_hints, request) if request.version >= (1, 1) else None,
             )
         except Exception as err:
-            await self._confirm(commits)
-            return self._upstream_failed(request, body, err)
+            return await self._failed(request, ex, body, err, commits, seen)
 
         try:
             head = await self._capture_response(upstream, ex) if ex.want_response_body else b""
@@ -694,6 +692,28 @@ class ProxyHost:
         except (aiohttp.ClientError, TimeoutError):
             pass  # forwarding meets the same failure and handles it; the rule reads nothing
         return bytes(buffer)
+
+    async def _failed(
+        self,
+        request: web.Request,
+        ex: Exchange,
+        body: _Body,
+        err: Exception,
+        commits: list[asyncio.Future[None]],
+        seen: int,
+    ) -> web.StreamResponse:
+        """The page of a request the site did not answer (down, too slow, its body stalled),
+        answered as a reply of the gateway's own is: the response hooks run on it, so a landing
+        recorded for a new visitor sets its cookie there. Without it the reload, once the site
+        is back, came as a visitor never seen, its landing a second arrival (until 2026-12-05)."""
+        resp = self._upstream_failed(request, body, err)
+        ex.response = ResponseView(resp.status, resp.headers)
+        await self.pipeline.response(ex)
+        self._submit_new(ex, seen, commits)
+        self._apply_cookies(resp, ex)
+        if commits:
+            await self._confirm(commits)
+        return resp
 
     def _upstream_failed(
         self, request: web.Request, body: _Body | None, err: Exception

@@ -1677,6 +1677,23 @@ async def test_upstream_down_gives_502_quickly(start_gateway) -> None:
     assert b"502" in body and len(body) < 2048
 
 
+async def test_a_landing_the_site_could_not_answer_still_sets_the_visitor_s_cookie(start_gateway) -> None:
+    """The landing is recorded whatever the site answers; its 502 page carried no cookie, so the
+    reload once the site was back came as a visitor never seen, a second arrival of the click."""
+    gw = await start_gateway(f"http://127.0.0.1:{free_port()}")
+    async with gw.session.get(gw.url + "/?utm_source=news&utm_campaign=launch") as resp:
+        assert resp.status == 502
+        cookie = resp.cookies["gw_vid"].value
+    async with gw.session.get(
+        gw.url + "/?utm_source=news&utm_campaign=launch", headers={"Cookie": f"gw_vid={cookie}"}
+    ) as resp:
+        assert resp.status == 502  # the same visitor: its reload, folded (and refreshing nothing)
+    items = (await gw.api("/api/touchpoints"))["items"]
+    assert len(items) == 1, items  # the reload folded into the one arrival, of one visitor
+    async with gw.session.get(gw.url + "/page") as resp:  # no landing, no new visitor's page load
+        assert resp.status == 502
+
+
 async def test_slow_upstream_gives_504_within_timeout(start_gateway, upstream_server) -> None:
     release = asyncio.Event()
 
