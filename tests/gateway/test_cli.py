@@ -369,15 +369,15 @@ def test_reclassify_keeps_a_self_referral_internal(tmp_path: Path) -> None:
     assert _channels(store)[1:] == [("02", "Newsletter"), ("03", "Referral"), ("04", "Internal")]
 
 
-def a_long_reclassify(store: Path) -> None:
-    """A store of 30,000 touchpoints from Bing with no channel yet: a reclassify long enough
+def a_long_reclassify(store: Path, rows: int = 30_000) -> None:
+    """A store of ``rows`` touchpoints from Bing with no channel yet: a reclassify long enough
     to be interrupted (``until_some_channels_written``)."""
     _old_store(store)
     with sqlite3.connect(store) as db:
         db.executemany(
             "INSERT INTO touchpoints (id, ts, node, visitor_key, referrer_host, landing_path)"
             " VALUES (?, '2026-11-01T00:00:00.000000Z', 'n', 'v', 'www.bing.com', '/')",
-            ((f"1{n:07d}",) for n in range(30_000)),
+            ((f"1{n:07d}",) for n in range(rows)),
         )
 
 
@@ -440,13 +440,7 @@ def test_reclassify_stopped_by_timeout_s_two_sigterms_says_so_once(tmp_path: Pat
     import signal
 
     store = tmp_path / "gw.db"
-    _old_store(store)
-    with sqlite3.connect(store) as db:
-        db.executemany(
-            "INSERT INTO touchpoints (id, ts, node, visitor_key, referrer_host, landing_path)"
-            " VALUES (?, '2026-11-01T00:00:00.000000Z', 'n', 'v', 'www.bing.com', '/')",
-            ((f"1{n:07d}",) for n in range(150_000)),
-        )
+    a_long_reclassify(store, 150_000)
     cfg = tmp_path / "gateway.toml"
     cfg.write_text('[storage]\npath = "gw.db"\n')
     proc = subprocess.Popen(
