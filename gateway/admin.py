@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import listing_export
 from gateway.badbody import body_key, unseal
 from gateway.config import Settings
+from gateway.config_values import TYPE_WORDS
 from gateway.creators import Creator, CreatorRegistry
 from gateway.events import CreatorStanding, VerdictChange, iso, printable_name
 from gateway.ids import Uuid7
@@ -695,8 +696,12 @@ async def sink_send(request: web.Request) -> web.Response:
         raise ApiError(502, f"sink {name}: the destination did not accept the calls: {err}") from None
     except NothingRecorded as err:
         raise ApiError(404, str(err)) from None
-    if not sent[name]:
-        raise ApiError(404, "nothing recorded for this user (no identity binding)")
+    if not sent[name]:  # bindings there are (else NothingRecorded): each message too large to send
+        raise ApiError(
+            404,
+            f"nothing sent: each of this user's messages is over sinks[].max_message_bytes (counted"
+            f' in gateway_sink_messages_total{{outcome="too_large",sink="{name}"}})',
+        )
     return ok({"sink": name, "user_key": key, "sent": sent[name]})
 
 
@@ -709,15 +714,7 @@ class VerdictBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: str
 
 
-_JSON_WORDS = {
-    "bool": "true or false",
-    "str": "a string",
-    "int": "a whole number",
-    "float": "a number",
-    "array": "an array",
-    "object": "an object",
-    "null": "null",
-}
+_JSON_WORDS = {**TYPE_WORDS, "object": "an object", "null": "null"}
 """msgspec's type names, as JSON names its values (``expected bool, got str`` read as Python)."""
 _EXPECTED = re.compile(r"Expected `([^`]+)`, got `([^`]+)`")
 _ENUM = re.compile(r"Invalid enum value (.+)")

@@ -34,6 +34,7 @@ from gateway.channels import Channels
 from gateway.config_checks import admin_exposure, has_credentials, http_url, segment_credentials, validate
 from gateway.config_values import (
     PADDED,
+    TYPE_WORDS,
     dsn_problem,
     not_utf8,
     padded,
@@ -181,14 +182,7 @@ def _msgspec_problem(
     return f"{key}: {message[:1].lower()}{message[1:]}"
 
 
-_TYPE_WORDS = {
-    "int": "a whole number",
-    "float": "a number",
-    "str": "a string",
-    "bool": "true or false",
-    "array": "an array",
-    "object": "a table",
-}
+_TYPE_WORDS = {**TYPE_WORDS, "object": "a table"}
 """msgspec's type names, as an operator writing TOML knows them."""
 _MISSING = object()
 _PATH_PART = re.compile(r"\.([A-Za-z0-9_]+)|\[([0-9]+|\.\.\.)\]")

@@ -26,6 +26,17 @@ COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
+TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "array": "an array",
+}
+"""msgspec's type names, as a person writing TOML or JSON knows them (an ``object`` is a TOML
+table but a JSON object: each reader adds its own)."""
+
+
 def toml_key(key: str) -> str:
     """A table key as written in TOML: bare when it can be, else quoted (``"kagi.com"``)."""
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else msgspec.json.encode(key).decode()

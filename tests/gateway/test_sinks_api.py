@@ -115,6 +115,27 @@ async def test_a_re_send_finds_a_user_kept_under_an_earlier_storage_mode(
     assert [c["userId"] for c in batch_api.calls if c["type"] == "identify"] == ["dora"]  # as kept
 
 
+async def test_a_re_send_whose_every_message_is_too_large_says_so(
+    start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
+) -> None:
+    """The user has a binding, so "no identity binding" (what it said) sent the operator looking
+    in the wrong place: every message was over the sink's max_message_bytes."""
+    toml = sink_toml(batch_api, interval_seconds=60, max_message_bytes=1024)
+    gw = await start_gateway(origin, toml, {"SINK_SECRET": WRITE_KEY})
+    ts = iso(datetime.now(UTC))
+    await gw.gateway.store.write(
+        [
+            Touchpoint(uuid7(), ts, "test", "v" * 32, source="news", campaign="c" * 1500),
+            Binding(uuid7(), ts, "test", "v" * 32, gw.gateway.keys.user_key("erin"), "r"),
+        ]
+    )
+    async with gw.session.post(gw.admin_url + "/api/sinks/out/users/erin", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 404, body
+    assert body["error"].startswith("nothing sent: each of this user's messages is over"), body
+    assert batch_api.received == 0
+
+
 class _Recorder(BaseHTTPRequestHandler):
     calls: ClassVar[list[dict[str, Any]]] = []
 
