@@ -110,9 +110,8 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
         models = (model,)
     else:
         known = ", ".join([*MODELS, *(["all"] if all_models else [])])
-        raise ApiError(
-            400, f"model: expected one of {known}, got {model[:100]!r}"
-        )  # as every parameter says it
+        # As every parameter says it (it said "unknown model …").
+        raise ApiError(400, f"model: expected one of {known}, got {model[:100]!r}")
     group_by = q.get("group_by", "channel")
     if group_by not in GROUP_BY:
         raise ApiError(400, f"group_by: expected one of {', '.join(GROUP_BY)}, got {group_by!r}")
@@ -202,9 +201,15 @@ def table_param(name: str, value: str | None, report: str, fmt: str) -> str:
     return value
 
 
-def respond(request: web.Request, report: reporting.Report) -> web.Response:
+def _table(request: web.Request, report: str) -> str:
+    """The request's ``table=`` (and ``format``), checked before the report is computed."""
+    return table_param("table", request.query.get("table"), report, _format(request))
+
+
+def respond(request: web.Request, report: reporting.Report, table: str = "rows") -> web.Response:
+    """``report`` in the format asked for; ``table``: what its download holds (``_table``)."""
     kind = _format(request)
-    report = report.table(table_param("table", request.query.get("table"), report.name, kind))
+    report = report.table(table)
     vary = {} if "format" in request.query else {"Vary": "Accept"}  # the format came from Accept
     if kind == "json":
         report.meta["source"] = request.app[REPORTING_KEY].source  # the JSON's alone: no column
@@ -227,33 +232,33 @@ def respond(request: web.Request, report: reporting.Report) -> web.Response:
 
 async def attribution(request: web.Request) -> web.Response:
     only_params(request, PARAMS["attribution"])
-    table_param("table", request.query.get("table"), "attribution", _format(request))  # before the work
+    table = _table(request, "attribution")
     q = query(request, default_model="linear")
-    return respond(request, await reporting.attribution(request.app[REPORTING_KEY].reports, q))
+    return respond(request, await reporting.attribution(request.app[REPORTING_KEY].reports, q), table)
 
 
 async def timeseries(request: web.Request) -> web.Response:
     only_params(request, PARAMS["timeseries"])
-    table_param("table", request.query.get("table"), "timeseries", _format(request))  # before the work
+    table = _table(request, "timeseries")
     q = query(request, default_model="linear")
     engine = request.app[REPORTING_KEY].reports
-    return respond(request, await reporting.attribution(engine, q, by_day=True))
+    return respond(request, await reporting.attribution(engine, q, by_day=True), table)
 
 
 async def paths(request: web.Request) -> web.Response:
     only_params(request, PARAMS["paths"])
-    table_param("table", request.query.get("table"), "paths", _format(request))  # before the work
+    table = _table(request, "paths")
     q = query(request, default_model="linear")
-    return respond(request, await reporting.paths(request.app[REPORTING_KEY].reports, q))
+    return respond(request, await reporting.paths(request.app[REPORTING_KEY].reports, q), table)
 
 
 async def payouts(request: web.Request) -> web.Response:
     only_params(request, PARAMS["payouts"])
-    table_param("table", request.query.get("table"), "payouts", _format(request))  # before the work
+    table = _table(request, "payouts")
     live = request.app[REPORTING_KEY]
     engine, rules = live.reports, live.payouts  # taken once: a reload meanwhile does not mix them
     q = query(request, default_model=rules.model, all_models=False)
-    return respond(request, await reporting.payouts(engine, rules, q))
+    return respond(request, await reporting.payouts(engine, rules, q), table)
 
 
 async def fraud(request: web.Request) -> web.Response:
