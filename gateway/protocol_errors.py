@@ -250,6 +250,7 @@ class Runner(web.AppRunner):
     ``json_paths`` accepts (the reserved prefix's); else the admin API's JSON error.
     ``headers``: added to each of those answers. ``counted``: called for each request it
     refuses so (the proxy counts them in ``gateway_requests_total{outcome="bad_request"}``).
+    ``handler``: every request's, in place of the app's router (the proxy's, ``HostSlot.serve``).
     ``Gateway.listener`` gives each listener's."""
 
     def __init__(
@@ -260,22 +261,27 @@ class Runner(web.AppRunner):
         json_paths: Callable[[str], bool] | None = None,
         headers: Mapping[str, str] | None = None,
         counted: Callable[[], None] | None = None,
+        handler: _Handle | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self.public, self.json_paths, self.headers = public, json_paths, headers or {}
         self.counted = counted
+        self.handler = handler
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
+        # ``handler``, when given, takes every request in place of the app's router (which
+        # ``rooted`` is for): the app still makes the requests and runs its start and cleanup.
+        handler = self.handler or server.request_handler
         made = _Server(
-            server.request_handler,
-            request_factory=rooted(server.request_factory),
+            handler,
+            request_factory=server.request_factory if self.handler else rooted(server.request_factory),
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
             **server._kwargs,
         )
         made.public, made.json_paths, made.headers = self.public, self.json_paths, self.headers
         made.counted = self.counted
-        made.request_handler = made.refusals(server.request_handler)  # before any connection
+        made.request_handler = made.refusals(handler)  # before any connection
         return made

@@ -25,7 +25,7 @@ from typing import cast
 import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.http import RawResponseMessage
-from aiohttp.web_urldispatcher import _default_expect_handler, _InfoDict
+from aiohttp.web_urldispatcher import _default_expect_handler
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -224,7 +224,7 @@ def _origin_form(target: str, host: str | None = None, *, options: bool = False)
     rather than forwarded under either."""
     if target.startswith("/"):
         return target
-    if target == "*":  # asterisk-form: only OPTIONS is routed here (``create_gateway``)
+    if target == "*":  # asterisk-form: only OPTIONS gets here (``HostSlot.serve``)
         return target
     try:
         url = URL(target, encoded=True)
@@ -311,30 +311,6 @@ async def _early_hints(request: web.Request, message: RawResponseMessage) -> Non
     reason = message.reason.encode("utf-8", "surrogateescape").translate(_UNSAFE_IN_HEAD)
     with contextlib.suppress(ConnectionError):
         await request.writer.write(b"HTTP/1.1 103 " + reason + b"\r\n" + b"".join(lines) + b"\r\n")
-
-
-class Asterisk(web.Resource):
-    """The target of ``OPTIONS *`` (RFC 9112 §3.2.4: about the server as a whole), which is no
-    path: aiohttp's own resources all are, so its router answered 404 instead of handing it on."""
-
-    @property
-    def canonical(self) -> str:
-        return "*"
-
-    def _match(self, path: str) -> dict[str, str] | None:
-        return {} if path == "*" else None
-
-    def raw_match(self, path: str) -> bool:
-        return path == "*"
-
-    def get_info(self) -> _InfoDict:
-        return {"path": "*"}
-
-    def url_for(self) -> URL:  # type: ignore[override]
-        return URL.build(path="*", encoded=True)
-
-    def add_prefix(self, prefix: str) -> None:
-        raise NotImplementedError("OPTIONS * has no path to prefix")
 
 
 class ProxyHost:
