@@ -12,7 +12,7 @@ no touchpoint (it is left on ``Exchange.folded`` for bots' velocity windows).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC
 from urllib.parse import urlsplit
@@ -306,6 +306,7 @@ class Campaign:
         shares of linear credit, a creator's link three clicks."""
         if not self.landings.seconds:
             return False
+        values: Hashable
         if raw_params:
             values = landing_values(raw_params)
         elif referrer_host is not None:
