@@ -163,11 +163,13 @@ class Campaign:
             if len(value) > max_length:
                 self._drop(ex, key, "too_long")
                 continue
-            # A click ID is a token: no space, nor the joiners a name may be written with.
+            # A click ID is a token: no space, nor the joiners a name may be written with. Once
+            # ``isprintable`` holds, the only space left is U+0020 (it refuses every other
+            # separator): a substring test, not a generator over a 100-character gclid.
             if slot == "click":
-                printable = value.isprintable() and not any(c.isspace() for c in value)
+                printable = value.isprintable() and " " not in value
             else:
-                printable = printable_name(value)
+                printable = value.isprintable() or printable_name(value)
             if not printable:
                 self._drop(ex, key, "unprintable")
                 continue

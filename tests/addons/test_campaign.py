@@ -92,6 +92,8 @@ def test_a_repeated_parameter_the_first_valid_value_wins_everywhere(query: str, 
         ("utm_source=a%0Ab", "unprintable"),
         ("utm_source=%FF%FE", "unprintable"),  # not UTF-8
         ("gclid=has%20space", "unprintable"),
+        ("gclid=has%C2%A0space", "unprintable"),  # NO-BREAK SPACE
+        ("gclid=has%E3%80%80space", "unprintable"),  # IDEOGRAPHIC SPACE
         ("utm_campaign=a%E2%80%8Bb", "unprintable"),  # ZERO WIDTH SPACE: not a joiner
         ("utm_campaign=a%E2%80%AEb", "unprintable"),  # RIGHT-TO-LEFT OVERRIDE
         ("gclid=a%E2%80%8Db", "unprintable"),  # a click ID is no name
