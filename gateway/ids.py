@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 
-from gateway.entropy import random_bytes
+from gateway.entropy import random_bytes, random_u64
 
 
 def _format(ms: int, rand_a: int, rand_b: int) -> str:
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand_a & 0xFFF) << 64
     value |= 0b10 << 62 | rand_b & ((1 << 62) - 1)
     # What str(uuid.UUID(int=value)) gives, without building the object (a third of the time).
-    h = f"{value:032x}"
+    h = value.to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -36,7 +36,7 @@ class Uuid7:
 
     def __call__(self, unix_ms: int | None = None) -> str:
         ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-        rand_b = int.from_bytes(random_bytes(8), "big")
+        rand_b = random_u64()
         if ms == self._ms and self._seq < 0xFFF:
             self._seq += 1
         elif ms > self._ms:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gateway.entropy import random_bytes
+from gateway.entropy import random_bytes, random_u64
 from gateway.events import iso
 from gateway.ids import Uuid7, uuid7
 from gateway.keys import Keys, Mac, derive
@@ -107,7 +107,17 @@ def test_pooled_random_bytes_are_never_handed_out_twice() -> None:
 
 def test_a_forked_worker_never_shares_the_parents_random_bytes() -> None:
     random_bytes(16)  # the parent's pool now holds unused bytes a careless child would reuse
+    random_u64()  # and its 64-bit numbers
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
         child = pool.apply(random_bytes, (16,))
+        child_number = pool.apply(random_u64)
     assert child != random_bytes(16)
+    assert child_number != random_u64()
+
+
+def test_pooled_random_numbers_are_64_bit_and_never_handed_out_twice() -> None:
+    numbers = [random_u64() for _ in range(5_000)]  # crosses several 4 KiB blocks
+    assert len(set(numbers)) == 5_000
+    assert all(0 <= n < 1 << 64 for n in numbers)
+    assert max(numbers).bit_length() > 60  # the whole width is used
