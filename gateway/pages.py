@@ -53,7 +53,9 @@ class AsSentHeaders(web.StreamResponse):
 def needs_as_sent(reason: str | None, headers: Iterable[tuple[str, str]]) -> bool:
     """Whether a site's status reason or header values hold what only ``AsSentHeaders.as_sent``
     writes as it came (a tab too, harmlessly: ``isprintable`` is the cheap test)."""
-    return not (reason or "").isprintable() or not all(value.isprintable() for _, value in headers)
+    # One test of the values joined (printable each if and only if printable together): a
+    # generator's step per header cost twice as much.
+    return not (reason or "").isprintable() or not "".join([value for _, value in headers]).isprintable()
 
 
 class TransparentResponse(AsSentHeaders):

@@ -103,6 +103,22 @@ def _spelled(raw: bytes) -> str:
     return name
 
 
+_ANSWER_NAMES: dict[bytes, tuple[str, str]] = {}
+"""A site's header names: as it spelled them (bytes kept as they came) and lower-cased."""
+
+
+def _answer_name(raw: bytes) -> tuple[str, str]:
+    """A site's header name as it spelled it and lower-cased, decoded once (bounded as
+    ``_NAMES``): two calls per header of every answer were a dictionary lookup's work."""
+    known = _ANSWER_NAMES.get(raw)
+    if known is None:
+        if len(_ANSWER_NAMES) >= 1024:
+            _ANSWER_NAMES.clear()
+        name = raw.decode("latin-1")
+        known = _ANSWER_NAMES[raw] = (name, name.lower())
+    return known
+
+
 def _replaced(
     lines: Iterable[tuple[tuple[bytes, bytes], tuple[str, str]]],
     drop: frozenset[str],
@@ -527,7 +543,8 @@ class ProxyHost:
                 if name.lower() == "host":
                     out[i] = (name, self.upstream_host)
                     break
-        if any(ADMIN_COOKIE in cookie for cookie in incoming.getall(hdrs.COOKIE, ())):
+        cookies = incoming.getall(hdrs.COOKIE, ())
+        if cookies and any(ADMIN_COOKIE in cookie for cookie in cookies):
             out = _without_admin_session(out)
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
         out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
@@ -588,15 +605,16 @@ class ProxyHost:
                 drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
             kept = []
             # The names as the site spelled them (``ETag``): aiohttp's are its own (``Etag``).
-            for (raw_name, _), (name, value) in zip(upstream.raw_headers, headers.items(), strict=True):
-                key = name.lower()
+            names = _ANSWER_NAMES
+            for (raw_name, _), (_, value) in zip(upstream.raw_headers, headers.items(), strict=True):
+                spelled, key = names.get(raw_name) or _answer_name(raw_name)
                 if key in drop:
                     continue
                 if key == "location":
                     value = self._public_location(value, ex.request)
                 elif key == "refresh":
                     value = self._public_location(value, ex.request, rewrite_refresh)
-                kept.append((raw_name.decode("latin-1"), value))
+                kept.append((spelled, value))
             resp.headers.extend(kept)
             resp.as_sent = pages.needs_as_sent(upstream.reason, kept)
             self._apply_cookies(resp, ex)
