@@ -183,7 +183,8 @@ class Identity:
             visitor = ex.visitor = Visitor(new_visitor_id(), True, self.keys.visitor_key)
         # A re-score of earlier touchpoints (bots' late signals: no_assets, inhuman_cadence…) is
         # no landing of this request: it refreshes nothing, and the page keeps its caching.
-        wanted = any(type(e) is not VerdictChange for e in ex.events) or (
+        events = ex.events
+        wanted = (bool(events) and any(type(e) is not VerdictChange for e in events)) or (
             visitor.is_new and (ex.request.is_document or ex.watched)
         )
         if not wanted and not given:
