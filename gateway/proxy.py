@@ -114,8 +114,10 @@ def _answer_name(raw: bytes) -> tuple[str, str]:
     if known is None:
         if len(_ANSWER_NAMES) >= 1024:
             _ANSWER_NAMES.clear()
-        name = raw.decode("latin-1")
-        known = _ANSWER_NAMES[raw] = (name, name.lower())
+        # Lower-cased as aiohttp decodes it, as its header mapping (and the tokens of a
+        # Connection header, which name what to drop) has it.
+        lowered = raw.decode("utf-8", "surrogateescape").lower()
+        known = _ANSWER_NAMES[raw] = (raw.decode("latin-1"), lowered)
     return known
 
 
