@@ -31,7 +31,7 @@ from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
 from gateway.events import VerdictChange
 from gateway.keys import Mac
-from gateway.pipeline import Context, Cookie, Exchange, RequestView, Visitor
+from gateway.pipeline import Context, Cookie, Exchange, RequestView, Visitor, cookie_values
 
 VERSION = "v1"
 _ID_BYTES = 16
@@ -142,9 +142,19 @@ class Identity:
             return
         value = req.cookies.get(self.cookie_name)
         visitor_id = self._verify(value) if value else None
+        offered = bool(value)
+        if visitor_id is None and value is not None:
+            # Two of the name (a host-only one and a Domain one, after identity.cookie_domain
+            # changed): the first that verifies is the visitor's. Taking only the first, a stale
+            # one ahead of a good one made every page load a new visitor.
+            for other in cookie_values(req.headers.get("cookie") or "", self.cookie_name)[1:]:
+                if other:
+                    offered = True
+                    if (visitor_id := self._verify(other)) is not None:
+                        break
         is_new = visitor_id is None
         if visitor_id is None:
-            if value:
+            if offered:
                 self.metrics.cookies_rejected.inc()
             visitor_id = new_visitor_id()
         ex.visitor = Visitor(id=visitor_id, is_new=is_new, hasher=self.keys.visitor_key)

@@ -68,6 +68,22 @@ def parse_cookies(header: str) -> dict[str, str]:
     return cookies
 
 
+def cookie_values(header: str, wanted: str) -> list[str]:
+    """Every value a ``Cookie`` header gives the cookie ``wanted``, in order, read as
+    ``parse_cookies`` reads one. A browser holds two of a name when they differ in ``Domain``
+    or ``Path`` (one set for the host, one later for the whole domain) and sends both."""
+    values = []
+    for pair in header.split(";"):
+        name, sep, value = pair.partition("=")
+        if not sep or name.strip() != wanted:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        values.append(value)
+    return values
+
+
 @dataclass(slots=True)
 class RequestView:
     """What the visitor sent, as the public side saw it.

@@ -58,6 +58,26 @@ def test_valid_cookie_keeps_visitor() -> None:
     assert ex.set_cookies == []  # nothing to refresh without a landing
 
 
+@pytest.mark.parametrize("stale", ["v1." + "a" * 22 + "." + "b" * 22, "", '"junk"'])
+def test_a_good_cookie_behind_a_stale_one_of_the_same_name_keeps_the_visitor(stale: str) -> None:
+    """A browser holding two ``gw_vid`` (a host-only one and a Domain one, after the operator
+    set ``identity.cookie_domain``) sends both; a stale one first made every page load a new
+    visitor."""
+    ctx = context()
+    identity = configured(Identity, ctx=ctx)
+    vid = new_visitor_id()
+    good = cookie_value(ctx.keys.cookie_mac, vid)
+    ex = exchange(headers={**DOCUMENT, "Cookie": f"other=1; gw_vid={stale}; x=2; gw_vid={good}"})
+    identity.request(ex)
+    assert ex.visitor.id == vid and not ex.visitor.is_new
+    assert metric(ctx, "gateway_cookies_rejected_total") == 0
+    # None good among them: a new visitor, counted once.
+    ex = exchange(headers={**DOCUMENT, "Cookie": f"gw_vid={stale}; gw_vid=v1.forged.tag"})
+    identity.request(ex)
+    assert ex.visitor.is_new
+    assert metric(ctx, "gateway_cookies_rejected_total") == 1
+
+
 def test_forged_cookie_replaced_and_counted() -> None:
     ctx = context()
     identity = configured(Identity, ctx=ctx)
