@@ -26,6 +26,7 @@ import hmac
 import re
 from collections import OrderedDict
 from datetime import UTC
+from urllib.parse import urlsplit
 
 from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
@@ -107,6 +108,11 @@ class Identity:
         self.secure = opts.secure
         self.samesite = opts.samesite
         self.domain = opts.domain
+        # The host the browser asked, when configured: a front proxy may send its own Host
+        # (nginx's default is the upstream's, 127.0.0.1:8080), under which identity.domain
+        # never went on the cookie.
+        origin = ctx.settings.options.proxy.public_origin
+        self.public_host = urlsplit(origin).netloc if origin else ""
         privacy = ctx.settings.options.privacy
         self.cookieless = opts.mode == "cookieless"
         self.salt = ctx.salt or DaySalt()  # the process's: a reload keeps the day's visitors
@@ -217,7 +223,7 @@ class Identity:
             name=self.cookie_name,
             value=value,
             max_age=max_age,
-            domain=cookie_domain(self.domain, ex.request.host),
+            domain=cookie_domain(self.domain, self.public_host or ex.request.host),
             secure=secure,
             samesite=self.samesite,
         )
