@@ -292,7 +292,8 @@ DASHBOARD_SUMMARY = {
         "populations": {
             "type": "object",
             "description": "landings per population: cookie, cookieless, no_consent, and aggregate "
-            "(Sec-GPC/DNT daily counts)",
+            "(Sec-GPC/DNT daily counts); each named, 0 when it has none",
+            "required": ["cookie", "cookieless", "no_consent", "aggregate"],
             "additionalProperties": {"type": "integer"},
         },
     },

@@ -22,8 +22,10 @@ AGGREGATE = "aggregate"
 
 async def population_counts(db: aiosqlite.Connection, since: datetime, until: datetime) -> dict[str, int]:
     """Landings per population in ``since <= ts < until``: touchpoints by ``consent``, and the
-    ``aggregate`` daily counts of the days the period touches (they have no time of day)."""
-    counts: dict[str, int] = {}
+    ``aggregate`` daily counts of the days the period touches (they have no time of day). Every
+    population is named, those with none at 0 (until 2026-12-05 they were left out, so a
+    chart or a script had to know the names to draw a zero)."""
+    counts: dict[str, int] = dict.fromkeys((*POPULATIONS, AGGREGATE), 0)
     sql = "SELECT consent, count(*) FROM touchpoints WHERE ts >= ? AND ts < ? GROUP BY consent"
     async with db.execute(sql, (iso(since), iso(until))) as cursor:
         async for consent, n in cursor:

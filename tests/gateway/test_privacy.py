@@ -122,7 +122,7 @@ async def test_dashboard_summary_splits_populations(start_gateway, upstream_serv
     )
     period = {"since": "2026-11-01", "until": "2026-11-08", "model": "last_touch"}
     body = await gw.api("/api/dashboard/summary", **period)
-    assert body["populations"] == {"cookie": 1, "no_consent": 1, "aggregate": 7}
+    assert body["populations"] == {"cookie": 1, "cookieless": 0, "no_consent": 1, "aggregate": 7}
     everyone = {r["channel"] for r in body["comparison"] if r["model"] == "last_touch"}
     assert everyone == {"Email", "Paid Social"}
     body = await gw.api("/api/dashboard/summary", population="no_consent", **period)
