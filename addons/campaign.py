@@ -224,7 +224,7 @@ class Campaign:
                 if external and referrer_host and ex.visitor is not None:
                     # Following it, and reloading the clean URL later, send the landing's Referer
                     # again: that is this landing once more, not a referral of its own.
-                    clean_url = referral_values(referrer_host, req.path)
+                    clean_url = referral_values(referrer_host, req.path, clean)
                     self.redirected.remember(ex.visitor.key, clean_url, req.ts.timestamp())
                     self.landings.remember(ex.visitor.key, clean_url, req.ts.timestamp())
             else:
@@ -295,7 +295,7 @@ class Campaign:
             return False
         req = ex.request
         return self.redirected.take(
-            ex.visitor.key, referral_values(referrer_host, req.path), req.ts.timestamp()
+            ex.visitor.key, referral_values(referrer_host, req.path, req.query), req.ts.timestamp()
         )
 
     def _repeats(
@@ -312,7 +312,7 @@ class Campaign:
         if raw_params:
             values = landing_values(raw_params)
         elif referrer_host is not None:
-            values = referral_values(referrer_host, req.path)
+            values = referral_values(referrer_host, req.path, req.query)
         else:
             return False
         return self.landings.repeat(visitor_key, values, req.ts.timestamp())

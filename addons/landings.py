@@ -27,10 +27,12 @@ def landing_values(raw_params: dict[str, str]) -> frozenset[tuple[str, str]]:
     return frozenset(raw_params.items())
 
 
-def referral_values(referrer_host: str, path: str) -> tuple[str, str, str]:
-    """What an untagged landing from another site carried: that site and the page it led to (a
-    tuple: never equal to a tagged landing's set of pairs)."""
-    return ("referral", referrer_host, path)
+def referral_values(referrer_host: str, path: str, query: str = "") -> tuple[str, str, str, str]:
+    """What an untagged landing from another site carried: that site and the page it led to,
+    its query included (``/index.php?p=123`` and ``?p=456`` are two pages; until 2026-12-05
+    the path alone was compared, and the second result clicked on a search page folded into
+    the first). A tuple: never equal to a tagged landing's set of pairs."""
+    return ("referral", referrer_host, path, query)
 
 
 class RecentLandings:

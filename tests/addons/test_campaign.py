@@ -568,6 +568,7 @@ def test_reloads_fold_per_visitor_key(
     [
         ("forward", "/p", "https://www.google.com/", 1),  # an Organic Search landing reloaded
         ("forward", "/q", "https://www.google.com/", 2),  # another result, another page
+        ("forward", "/p?id=2", "https://www.google.com/", 2),  # a page named by its query
         ("forward", "/p", "https://www.bing.com/", 2),
         ("redirect", "/p?a=1", "https://www.google.com/", 1),  # the clean URL reloaded, Referer kept
         ("redirect", "/q", "https://www.google.com/", 2),
