@@ -896,8 +896,16 @@ async def set_creator(request: web.Request) -> web.Response:
     used by the bots addon from the next click on."""
     only_params(request, set())
     creator_id = request.match_info["creator_id"]
-    if not creator_id or len(creator_id) > 200 or not printable_name(creator_id):
-        raise ApiError(400, "creator_id: expected 1..200 printable characters")
+    # A click's creator ID longer than campaign.max_value_length is dropped, so a longer one here
+    # could never match (until 2026-12-05 up to 200 were taken whatever the limit, and no more
+    # under a larger one).
+    longest = request.app[SETTINGS_KEY].options.campaign.max_value_length
+    if not creator_id or len(creator_id) > longest or not printable_name(creator_id):
+        raise ApiError(
+            400,
+            f"creator_id: expected 1..{longest} printable characters"
+            " (campaign.max_value_length: a click's longer creator ID is dropped)",
+        )
     if creator_id != creator_id.strip():  # clicks' creator IDs are trimmed: it could never match
         raise ApiError(400, "creator_id: no spaces before or after it (clicks' creator IDs are trimmed)")
     body = _decode_body(

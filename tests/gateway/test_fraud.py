@@ -606,3 +606,16 @@ async def test_creator_standing_rejects_bad_input(start_gateway, origin, creator
     status, answer = await put_creator(gw, creator_id, body)
     assert status == 400 and answer["ok"] is False and message in answer["error"]
     assert (await gw.api("/api/creators"))["items"] == []
+
+
+async def test_a_creator_id_longer_than_a_click_may_carry_is_refused(start_gateway, origin) -> None:
+    """A click's creator ID longer than ``campaign.max_value_length`` is dropped: a standing for
+    a longer one could never match. The limit is that key, not a fixed 200."""
+    body = {"verified": True, "analyst": "a", "reason": "b"}
+    gw = await start_gateway(origin[0], "[campaign]\nmax_value_length = 50\n")
+    status, answer = await put_creator(gw, "x" * 51, body)
+    assert status == 400 and "creator_id: expected 1..50 printable characters" in answer["error"]
+    assert "campaign.max_value_length" in answer["error"]
+    assert (await put_creator(gw, "x" * 50, body))[0] == 200
+    wide = await start_gateway(origin[0], "[campaign]\nmax_value_length = 500\n")
+    assert (await put_creator(wide, "y" * 300, body))[0] == 200
