@@ -352,6 +352,9 @@ def test_backoff_grows_with_jitter_and_stays_bounded() -> None:
     assert len(set(delays)) > 30  # jittered
     backoff.reset()
     assert backoff.next() <= 0.5
+    # A longest delay under half the first (a sink's backoff_max_seconds = 0.1): never more.
+    short = Backoff(0.5, 0.1)
+    assert all(d <= 0.1 for d in (short.next() for _ in range(200)))
 
 
 def test_failures_in_a_row_are_logged_once_with_a_reminder(
