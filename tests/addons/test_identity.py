@@ -220,25 +220,26 @@ def test_the_cookie_domain_is_set_only_for_hosts_under_it(host: str, domain: str
     assert cookie.domain == domain
 
 
-def test_the_cookie_domain_goes_by_the_public_origin_when_set() -> None:
+@pytest.mark.parametrize(
+    ("origin", "host", "domain"),
+    [
+        ("https://shop.example.com:8443", "127.0.0.1:8080", "example.com"),
+        # An origin outside the domain: host-only, whatever the request's Host says.
+        ("https://example.de", "www.example.com", ""),
+    ],
+)
+def test_the_cookie_domain_goes_by_the_public_origin_when_set(origin: str, host: str, domain: str) -> None:
     """Behind a front proxy that sends its own ``Host`` (nginx's default: the upstream's), the
     host the browser asked is ``proxy.public_origin``'s: the Domain went by the request's, so
     it was never set."""
-    toml = '[identity]\ndomain = "example.com"\n[proxy]\npublic_origin = "https://shop.example.com:8443"\n'
-    identity = configured(Identity, toml)
-    ex = exchange(headers=DOCUMENT, host="127.0.0.1:8080")
+    identity = configured(
+        Identity, f'[identity]\ndomain = "example.com"\n[proxy]\npublic_origin = "{origin}"\n'
+    )
+    ex = exchange(headers=DOCUMENT, host=host)
     identity.request(ex)
     identity.response(ex)
     [cookie] = ex.set_cookies
-    assert cookie.domain == "example.com"
-    # An origin outside the domain: host-only, whatever the request's Host says.
-    toml = '[identity]\ndomain = "example.com"\n[proxy]\npublic_origin = "https://example.de"\n'
-    identity = configured(Identity, toml)
-    ex = exchange(headers=DOCUMENT, host="www.example.com")
-    identity.request(ex)
-    identity.response(ex)
-    [cookie] = ex.set_cookies
-    assert cookie.domain == ""
+    assert cookie.domain == domain
 
 
 def test_a_visitor_the_host_already_knows_is_kept() -> None:
