@@ -150,7 +150,7 @@ class Identity:
         visitor_id = self._verify(value) if value else None
         offered = bool(value)
         if visitor_id is None and value is not None:
-            # Two of the name (a host-only one and a Domain one, after identity.cookie_domain
+            # Two of the name (a host-only one and a Domain one, after identity.domain
             # changed): the first that verifies is the visitor's. Taking only the first, a stale
             # one ahead of a good one made every page load a new visitor.
             for other in cookie_values(req.headers.get("cookie") or "", self.cookie_name)[1:]:

@@ -61,7 +61,7 @@ def test_valid_cookie_keeps_visitor() -> None:
 @pytest.mark.parametrize("stale", ["v1." + "a" * 22 + "." + "b" * 22, "", '"junk"'])
 def test_a_good_cookie_behind_a_stale_one_of_the_same_name_keeps_the_visitor(stale: str) -> None:
     """A browser holding two ``gw_vid`` (a host-only one and a Domain one, after the operator
-    set ``identity.cookie_domain``) sends both; a stale one first made every page load a new
+    set ``identity.domain``) sends both; a stale one first made every page load a new
     visitor."""
     ctx = context()
     identity = configured(Identity, ctx=ctx)
