@@ -25,6 +25,7 @@ import base64
 import hmac
 import re
 from collections import OrderedDict
+from dataclasses import replace
 from datetime import UTC
 from urllib.parse import urlsplit
 
@@ -182,18 +183,18 @@ class Identity:
         visitor = ex.visitor
         if visitor is None:
             if ex.aggregate_only and self.cookie_name in ex.request.cookies:
-                ex.set_cookies.append(self._cookie(ex, "", 0))  # opted out (GPC): none kept either
+                self._expire(ex)  # opted out (GPC): none kept either
             return
         given = self._consent_given(ex) if self.consent_name and not self.cookieless else None
         if given is False or (visitor.consent == "no_consent" and not given):
             if given is False or self.cookie_name in ex.request.cookies:
-                ex.set_cookies.append(self._cookie(ex, "", 0))  # refused or withdrawn: expire it
+                self._expire(ex)  # refused or withdrawn: expire it
             return
         if visitor.consent != "cookie":
             if not given:
                 if self.cookieless and self.cookie_name in ex.request.cookies:
                     # One left from cookie mode: "on the device, nothing", as for GPC and refusal.
-                    ex.set_cookies.append(self._cookie(ex, "", 0))
+                    self._expire(ex)
                 return
             # Consent given by this very response: the ID cookie goes with it.
             visitor = ex.visitor = Visitor(new_visitor_id(), True, self.keys.visitor_key)
@@ -216,6 +217,15 @@ class Identity:
             if name.lower() == "set-cookie" and (m := self.consent_set.search(value)):
                 return m.group(1) in self.consent_yes
         return None
+
+    def _expire(self, ex: Exchange) -> None:
+        """Expire the ID cookie on the device. Under a Domain, a host-only one too: a browser
+        keeps the two apart, and one set before ``identity.domain`` applied (or before
+        ``proxy.public_origin`` named the host) stayed, with its ID, after the visitor opted out."""
+        cookie = self._cookie(ex, "", 0)
+        ex.set_cookies.append(cookie)
+        if cookie.domain:
+            ex.set_cookies.append(replace(cookie, domain=""))
 
     def _cookie(self, ex: Exchange, value: str, max_age: int) -> Cookie:
         secure = self.secure == "always" or (self.secure == "auto" and ex.request.scheme == "https")

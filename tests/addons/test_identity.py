@@ -242,6 +242,28 @@ def test_the_cookie_domain_goes_by_the_public_origin_when_set(origin: str, host:
     assert cookie.domain == domain
 
 
+@pytest.mark.parametrize("toml", ['[proxy]\npublic_origin = "https://shop.example.com"\n', ""])
+def test_an_opt_out_expires_the_host_only_cookie_too_under_a_domain(toml: str) -> None:
+    """A cookie set before ``identity.domain`` applied (or before ``proxy.public_origin`` named
+    the host) is host-only: a browser keeps it apart from the Domain one, so an expiry under the
+    Domain alone left it, with its ID, after the visitor opted out (Sec-GPC)."""
+    identity = configured(Identity, '[identity]\ndomain = "example.com"\n' + toml)
+    host = "127.0.0.1:8080" if toml else "shop.example.com"
+    ex = exchange(headers={**DOCUMENT, "Sec-GPC": "1"}, cookies={"gw_vid": "v1.old.tag"}, host=host)
+    identity.request(ex)
+    identity.response(ex)
+    assert sorted((c.value, c.max_age, c.domain) for c in ex.set_cookies) == [
+        ("", 0, ""),
+        ("", 0, "example.com"),
+    ]
+    # No Domain applies: one expiry, host-only.
+    identity = configured(Identity, "")
+    ex = exchange(headers={**DOCUMENT, "Sec-GPC": "1"}, cookies={"gw_vid": "v1.old.tag"})
+    identity.request(ex)
+    identity.response(ex)
+    assert [(c.value, c.max_age, c.domain) for c in ex.set_cookies] == [("", 0, "")]
+
+
 def test_a_visitor_the_host_already_knows_is_kept() -> None:
     """The importer hands over the visitor of a log line; the cookie in the request is not read."""
     ctx = context()
