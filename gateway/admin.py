@@ -68,6 +68,19 @@ IDS_KEY = web.AppKey("ids", Uuid7)
 CREATORS_KEY = web.AppKey("creators", CreatorRegistry)
 SINKS_KEY = web.AppKey("sinks", SinkSet)
 
+
+class LiveSettings:
+    """The settings as last reloaded (``Gateway.reload`` sets ``current``): ``SETTINGS_KEY``'s
+    are the start's, for what needs a restart anyway."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, settings: Settings) -> None:
+        self.current = settings
+
+
+LIVE_KEY = web.AppKey("live_settings", LiveSettings)
+
 PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 # Matched whole (``fullmatch``: "$" would let a trailing newline through), on the lowered text:
 # a UUID or a key written in capitals is the same one (RFC 9562 §4: case-insensitive on input).
@@ -899,7 +912,7 @@ async def set_creator(request: web.Request) -> web.Response:
     # A click's creator ID longer than campaign.max_value_length is dropped, so a longer one here
     # could never match (until 2026-12-05 up to 200 were taken whatever the limit, and no more
     # under a larger one).
-    longest = request.app[SETTINGS_KEY].options.campaign.max_value_length
+    longest = request.app[LIVE_KEY].current.options.campaign.max_value_length  # it reloads
     if not creator_id or len(creator_id) > longest or not printable_name(creator_id):
         raise ApiError(
             400,
@@ -957,6 +970,7 @@ def create_admin_app(
         middlewares=[envelope, bearer_auth, writes_change_reports], client_max_size=MAX_BODY
     )
     app[SETTINGS_KEY] = settings
+    app[LIVE_KEY] = LiveSettings(settings)
     app[STORE_KEY] = store
     app[READER_KEY] = reader
     app[METRICS_KEY] = metrics_

@@ -32,7 +32,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
-from gateway.admin import create_admin_app
+from gateway.admin import LIVE_KEY, create_admin_app
 from gateway.childsignals import RELOAD_SIGNALS, heard
 from gateway.config import Settings
 from gateway.creators import CreatorRegistry
@@ -275,6 +275,7 @@ class Gateway:
         if settings.options.log.level != self.settings.options.log.level:
             set_level(settings.options.log.level)  # until 2026-12-04 it needed a restart, unsaid
         self.settings = settings
+        self.admin_app[LIVE_KEY].current = settings
         if REPORTING_KEY in self.admin_app:  # [attribution], [channels], [payouts] of the reports
             await self.admin_app[REPORTING_KEY].reload(settings)
         # The old chain's own resources (GeoIP readers) go once its requests have had time to end.

@@ -18,7 +18,7 @@ from gateway.events import Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.openapi import openapi_document
 from tests.clients import IN_APP, MAIL_SCANNERS, PREVIEWERS, PRIVACY
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, make_settings
 from tests.gateway.test_openapi import response_schema
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -608,9 +608,9 @@ async def test_creator_standing_rejects_bad_input(start_gateway, origin, creator
     assert (await gw.api("/api/creators"))["items"] == []
 
 
-async def test_a_creator_id_longer_than_a_click_may_carry_is_refused(start_gateway, origin) -> None:
+async def test_a_creator_id_longer_than_a_click_may_carry_is_refused(start_gateway, origin, tmp_path) -> None:
     """A click's creator ID longer than ``campaign.max_value_length`` is dropped: a standing for
-    a longer one could never match. The limit is that key, not a fixed 200."""
+    a longer one could never match. The limit is that key, not a fixed 200, as last reloaded."""
     body = {"verified": True, "analyst": "a", "reason": "b"}
     gw = await start_gateway(origin[0], "[campaign]\nmax_value_length = 50\n")
     status, answer = await put_creator(gw, "x" * 51, body)
@@ -619,3 +619,8 @@ async def test_a_creator_id_longer_than_a_click_may_carry_is_refused(start_gatew
     assert (await put_creator(gw, "x" * 50, body))[0] == 200
     wide = await start_gateway(origin[0], "[campaign]\nmax_value_length = 500\n")
     assert (await put_creator(wide, "y" * 300, body))[0] == 200
+    # The key reloads (SIGHUP): the limit follows at once.
+    assert await gw.gateway.reload(make_settings(tmp_path, "[campaign]\nmax_value_length = 60\n")) == []
+    assert (await put_creator(gw, "z" * 60, body))[0] == 200
+    status, answer = await put_creator(gw, "z" * 61, body)
+    assert status == 400 and "expected 1..60" in answer["error"]
