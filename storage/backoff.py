@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 class Backoff:
     """Exponential backoff with jitter: the n-th retry waits uniform(low/2, min(high, low·2ⁿ)), so
     many nodes coming back at once spread out, and none retries in a tight loop; never more than
-    ``high``, even under ``low/2`` (a sink's ``backoff_max_seconds`` of 0.1 waited up to 0.25 s
-    until 2026-12-05)."""
+    ``high``, even under ``low/2`` (then from ``high/2`` to ``high``: a sink's
+    ``backoff_max_seconds`` of 0.1 waited up to 0.25 s until 2026-12-05)."""
 
     def __init__(self, low: float, high: float) -> None:
         self.low, self.high, self.failures = low, high, 0
@@ -24,7 +24,7 @@ class Backoff:
     def next(self) -> float:
         ceiling = min(self.high, self.low * 2 ** min(self.failures, 30))
         self.failures += 1
-        return random.uniform(min(self.low / 2, ceiling), ceiling)
+        return random.uniform(min(self.low, ceiling) / 2, ceiling)
 
     def reset(self) -> None:
         self.failures = 0
