@@ -26,12 +26,13 @@ limit, which real clients with oversized cookies may hit (``proxy.max_header_siz
 failure of ours that no middleware caught (a 500) is logged at error level with its
 traceback, without the client's address.
 
-One request aiohttp would refuse is routed instead: an absolute-form target without a path
-(``GET http://shop.test HTTP/1.1``, ``…?q=1``), whose path RFC 9110 §4.2.3 says is ``/``.
-aiohttp's router walks the path's segments and an empty path has none, so no route matched
-it (a 404 of the gateway's instead of the site's ``/``). ``Runner``'s request factory
-(``rooted``) routes it as ``/``, the target itself left as received: the proxy reads it
-from ``raw_path`` (``gateway.proxy._origin_form``).
+One request aiohttp would refuse is routed instead on the admin listener: an absolute-form
+target without a path (``GET http://shop.test HTTP/1.1``, ``…?q=1``), whose path RFC 9110
+§4.2.3 says is ``/``. aiohttp's router walks the path's segments and an empty path has none,
+so no route matched it. ``Runner``'s request factory (``rooted``) routes it as ``/``, the
+target itself left as received. The proxy listener asks no router (``Runner``'s ``handler``,
+``HostSlot.serve``): the proxy reads every target from ``raw_path``
+(``gateway.proxy._origin_form``).
 
 aiohttp offers no public hook for this: ``Runner`` makes its server create this module's
 request handlers, whose ``handle_error`` is the method aiohttp calls, and wraps the app's
@@ -194,13 +195,14 @@ class _Server(web.Server):
         return response
 
     def refusals(self, handle: _Handle) -> _Handle:
-        """``handle`` (the app's), with the refusals aiohttp raises outside the app's
-        middlewares answered and counted as this listener does: on the proxy, the router's
-        (a target that is not a path, as ``CONNECT host:port`` sends, matches no route; the
-        proxy app has no middleware and raises no ``HTTPException`` itself); on both, an
-        ``Expect`` other than ``100-continue``. aiohttp answers them in plain text under its
-        Server header, echoing the header's value. And a request target of the parser's
-        limit, one byte over the listener's (``line_limits``), which the parser let through."""
+        """``handle`` (the app's, or the proxy's ``HostSlot.serve``), with the refusals aiohttp
+        raises outside the app's middlewares answered and counted as this listener does: on the
+        proxy, ``GET *`` (405) and a WebSocket handshake aiohttp refuses (a target that is no
+        path, as ``CONNECT host:port`` sends, is the proxy's own 400); on the admin listener,
+        the router's; on both, an ``Expect`` other than ``100-continue``. aiohttp answers them
+        in plain text under its Server header, echoing the header's value. And a request target
+        of the parser's limit, one byte over the listener's (``line_limits``), which the parser
+        let through."""
 
         line, field = self.limits.get("max_line_size"), self.limits.get("max_field_size")
         target_limit = line if isinstance(line, int) and line != field else None
