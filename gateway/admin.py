@@ -623,7 +623,8 @@ def _earlier_keys(request: web.Request, user_id: str) -> list[str]:
     """The other forms ``user_id``'s rows may be kept under (an earlier ``user_id_storage``; the
     lower-cased ID when a rule lower-cases), as an erasure finds them: the lookup and a sink's
     re-send read them too."""
-    return request.app[KEYS_KEY].user_keys(user_id, request.app[SETTINGS_KEY].lowercases_user_ids)[1:]
+    lowercases = request.app[LIVE_KEY].current.lowercases_user_ids  # identity rules reload
+    return request.app[KEYS_KEY].user_keys(user_id, lowercases)[1:]
 
 
 def _user_key(request: web.Request) -> tuple[str, str]:

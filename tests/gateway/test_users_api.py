@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 from gateway.badbody import body_key, seal, unseal
 from gateway.events import BadEvent, Binding, Conversion, iso
 from gateway.ids import uuid7
-from tests.conftest import TOKEN, RunningGateway
+from tests.conftest import TOKEN, RunningGateway, make_settings
 from tests.gateway.test_openapi import response_schema
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -133,14 +133,18 @@ async def test_the_lookup_finds_what_an_erasure_would_erase(gw: RunningGateway) 
         assert (await resp.json())["visitors"] == 2  # what the lookup showed
 
 
+@pytest.mark.parametrize("by_reload", [False, True])
 async def test_the_lookup_finds_a_lower_casing_rule_s_user_as_the_person_writes_the_id(
-    start_gateway, upstream_server
+    start_gateway, upstream_server, tmp_path, by_reload: bool
 ) -> None:
+    """Also when the rule came by a reload (SIGHUP): the admin API read the start's rules."""
     rule = (
         '[[identity.rules]]\nname = "login"\npath = "/login"\nstatus = [302]\n'
         'user_id = { form = "email" }\nlowercase = true\n'
     )
-    gw = await start_gateway(await upstream_server(web.Application()), rule)
+    gw = await start_gateway(await upstream_server(web.Application()), "" if by_reload else rule)
+    if by_reload:
+        assert await gw.gateway.reload(make_settings(tmp_path, rule)) == []
     event_id, ts = now_event()
     key = gw.gateway.keys.user_key("ada@example.com")  # as the rule records it
     await gw.gateway.store.write([Binding(event_id, ts, "test", "v" * 32, key, "login")])
