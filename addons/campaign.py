@@ -19,11 +19,10 @@ from urllib.parse import urlsplit
 
 from addons.landings import RecentLandings, landing_values, referral_values
 from gateway.channels import Signals
-from gateway.events import DailyCount, Touchpoint, iso, printable_name
+from gateway.events import CAMPAIGN_FIELDS, DailyCount, Touchpoint, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query
 
-CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")
 MAX_RAW_PARAMS = 32
 MAX_PATH = 1024
 CHANNEL_CACHE = 4096

@@ -31,7 +31,7 @@ from gateway.config_values import (
     text_problem,
     toml_key,
 )
-from gateway.events import VERDICTS, printable_name
+from gateway.events import CAMPAIGN_FIELDS, VERDICTS, printable_name
 from gateway.options import (
     AttributionOptions,
     BotWeights,
@@ -48,7 +48,6 @@ from gateway.rulechecks import validate_rules
 
 _SINK_MAX_BATCH_BYTES = SinkOptions(name="", kind="segment", url="", secret="").max_batch_bytes
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
-_CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")  # as addons/campaign.py
 
 
 # RFC 1918 and RFC 4193 (ipaddress's is_private also counts documentation and reserved ranges).
@@ -163,7 +162,7 @@ def _param_claimed_twice(
     was never filled, and nothing said so."""
     claimed: dict[str, str] = {}
     for prefix in prefixes:
-        for field in _CAMPAIGN_FIELDS:
+        for field in CAMPAIGN_FIELDS:
             claimed.setdefault(
                 f"{prefix}{field}".lower(), f'the campaign field {field} ("{prefix}" in campaign.prefixes)'
             )

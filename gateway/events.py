@@ -211,6 +211,10 @@ class Erasure:
     changed) the central store erases under too."""
 
 
+CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")
+"""The campaign fields a landing's ``<prefix><field>`` parameters fill (``utm_source``…): the
+campaign addon reads them, the config checks that no other parameter claims their names."""
+
 VERDICTS = ("allow", "review", "block", "bot")
 """The bot verdicts a touchpoint can carry (``addons/bots.py`` scores, analysts override);
 none recorded counts as ``allow``."""
