@@ -209,6 +209,20 @@ def text_problem(value: str, *, stripped: bool = False) -> str | None:
     return None
 
 
+def creator_id_problem(value: str, longest: int) -> str | None:
+    """Why ``value`` cannot be a creator ID a click carries (a ``[[creators]]`` id, a
+    ``payouts.creators`` key): ``text_problem``'s, as a request's value arrives, or longer than
+    ``campaign.max_value_length`` (``longest``), past which a click's creator_id is dropped."""
+    if bad := text_problem(value, stripped=True):
+        return bad
+    if len(value) > longest:
+        return (
+            f"longer than campaign.max_value_length ({longest}), so a click never carries it"
+            f" (a longer creator_id is dropped), got {len(value)} characters"
+        )
+    return None
+
+
 DSN_EXAMPLE = "postgresql://user:password@host:5432/database"
 
 

@@ -17,7 +17,7 @@ from fractions import Fraction
 import msgspec
 
 from gateway.attribution import MODELS, exponent
-from gateway.config_values import text_problem, toml_key
+from gateway.config_values import creator_id_problem, toml_key
 
 MICRO = 1_000_000
 
@@ -78,13 +78,8 @@ def validate_payouts(po: PayoutsOptions, longest: int) -> list[str]:
     for creator, c in po.creators.items():
         key = f"payouts.creators.{toml_key(creator)}"
         # Read as a click's creator_id arrives, as [[creators]] ids are: else it is never paid.
-        if bad := text_problem(creator, stripped=True):
+        if bad := creator_id_problem(creator, longest):
             p.append(f"{key}: {bad}")
-        elif len(creator) > longest:
-            p.append(
-                f"{key}: longer than campaign.max_value_length ({longest}), so a click never carries it"
-                f" (a longer creator_id is dropped), got {len(creator)} characters"
-            )
         if c.tier and c.tier not in po.tiers:
             p.append(f"{key}.tier: no payouts.tiers entry {toml_key(c.tier)} (tiers: {tiers})")
         rules.append((key, c.cpa, c.revenue_share))
