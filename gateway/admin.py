@@ -611,7 +611,7 @@ async def visitor(request: web.Request) -> web.Response:
     if journey is not None:
         return ok(journey)
     user_id, problem = operator_user_id(given)
-    if problem is None and await request.app[READER_KEY].user(request.app[KEYS_KEY].user_key(user_id)):
+    if problem is None and await request.app[READER_KEY].user([request.app[KEYS_KEY].user_key(user_id)]):
         raise ApiError(
             404,
             "no touchpoints recorded for this visitor; a user of this ID has a journey: look it up as a user",
@@ -619,34 +619,29 @@ async def visitor(request: web.Request) -> web.Response:
     raise ApiError(404, "no touchpoints recorded for this visitor")
 
 
-def _earlier_keys(request: web.Request, user_id: str) -> list[str]:
-    """The other forms ``user_id``'s rows may be kept under (an earlier ``user_id_storage``; the
-    lower-cased ID when a rule lower-cases), as an erasure finds them: the lookup and a sink's
-    re-send read them too."""
-    lowercases = request.app[LIVE_KEY].current.lowercases_user_ids  # identity rules reload
-    return request.app[KEYS_KEY].user_keys(user_id, lowercases)[1:]
-
-
-def _user_key(request: web.Request) -> tuple[str, str]:
-    """The raw user ID from the path and the key it is stored under."""
+def _user_keys(request: web.Request) -> tuple[str, list[str]]:
+    """The raw user ID from the path and every key its rows may be kept under
+    (``Keys.user_keys``): this mode's first, then an earlier ``user_id_storage``'s and, when an
+    identity rule lower-cases, the lower-cased ID's. The lookup, an erasure and a sink's re-send
+    all read every one of them."""
     user_id, problem = operator_user_id(request.match_info["user_id"])
     if problem is not None:
         raise ApiError(400, f"user_id: {problem}")
-    return user_id, request.app[KEYS_KEY].user_key(user_id)
+    lowercases = request.app[LIVE_KEY].current.lowercases_user_ids  # identity rules reload
+    return user_id, request.app[KEYS_KEY].user_keys(user_id, lowercases)
 
 
 async def user(request: web.Request) -> web.Response:
     """A user's journey across all their visitors (devices), and their conversions. Not found,
     the answer says when the same text is a visitor's with touchpoints (the wrong kind)."""
     only_params(request, set())
-    user_id, key = _user_key(request)
-    # What an erasure would erase is shown (``_earlier_keys``).
-    journey = await request.app[READER_KEY].user(key, _earlier_keys(request, user_id))
+    user_id, keys = _user_keys(request)
+    journey = await request.app[READER_KEY].user(keys)  # what an erasure would erase
     if journey is not None:
         return ok(journey)
     missing = "nothing recorded for this user (no identity binding, no conversion)"
-    keys = _visitor_keys(request, user_id)
-    if keys and await _visitor_journey(request, keys) is not None:
+    visitor_keys = _visitor_keys(request, user_id)
+    if visitor_keys and await _visitor_journey(request, visitor_keys) is not None:
         raise ApiError(404, f"{missing}; a visitor of this ID has touchpoints: look it up as a visitor")
     raise ApiError(404, missing)
 
@@ -654,22 +649,22 @@ async def user(request: web.Request) -> web.Response:
 async def erase(request: web.Request) -> web.Response:
     """Erase the user, their visitors' touchpoints and their conversions (GDPR Art. 17)."""
     only_params(request, set())
-    user_id, key = _user_key(request)
+    user_id, keys = _user_keys(request)
     settings = request.app[SETTINGS_KEY]
     now = datetime.now(UTC)
     erasure = await erase_user(
         settings.store_path,
-        key,
+        keys[0],
         user_id,
         body_key=body_key(settings.secret),
         event_id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
         ts=iso(now),
         node=settings.node,
-        also=_earlier_keys(request, user_id),
+        also=keys[1:],
     )
     # Not the key: under user_id_storage = "plain" it is the raw ID, which the log must not keep.
     log.info("erased a user (erasure %s): %s", erasure.id, erasure.counts)
-    return ok({"user_key": key, "erased": erasure.counts, "visitors": len(erasure.visitors)})
+    return ok({"user_key": keys[0], "erased": erasure.counts, "visitors": len(erasure.visitors)})
 
 
 async def bad_events(request: web.Request) -> web.Response:
@@ -698,14 +693,14 @@ async def sink_send(request: web.Request) -> web.Response:
     if name not in sinks.sinks:
         known = ", ".join(sinks.sinks) or "none configured"
         raise ApiError(404, f"no sink named {name!r} (sinks: {known})")
-    user_id, key = _user_key(request)
+    _, keys = _user_keys(request)
     if name in sinks.made_up:
         i, variable = sinks.made_up[name]
         raise ApiError(
             409, f"sinks[{i}] ({name}): its secret was made up by --dev, so it sends nothing; set {variable}"
         )
     try:
-        sent = await sinks.resend_user([key, *_earlier_keys(request, user_id)], name)
+        sent = await sinks.resend_user(keys, name)
     except SinkError as err:
         raise ApiError(502, f"sink {name}: the destination did not accept the calls: {err}") from None
     except NothingRecorded as err:
@@ -716,7 +711,7 @@ async def sink_send(request: web.Request) -> web.Response:
             f"nothing sent: each of this user's messages is over sinks[].max_message_bytes (counted"
             f' in gateway_sink_messages_total{{outcome="too_large",sink="{name}"}})',
         )
-    return ok({"sink": name, "user_key": key, "sent": sent[name]})
+    return ok({"sink": name, "user_key": keys[0], "sent": sent[name]})
 
 
 _Body = TypeVar("_Body", bound=msgspec.Struct)

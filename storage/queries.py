@@ -212,21 +212,21 @@ class Reader:
             "truncated": truncated,
         }
 
-    async def user(self, user_key: str, also: Sequence[str] = ()) -> dict[str, Any] | None:
+    async def user(self, user_keys: Sequence[str]) -> dict[str, Any] | None:
         """A user's journey: every touchpoint of every visitor bound to them (devices), in time
         order, with first and last touch, their bindings and their conversions. None when the
-        store knows nothing of the user. ``also``: the other keys the user's rows may be kept
-        under (``Keys.user_keys``: an earlier ``user_id_storage``, the lower-cased ID), as an
-        erasure finds them."""
-        user_keys = list(dict.fromkeys([user_key, *also]))
-        visitors = await self._bound_visitors(user_keys)
+        store knows nothing of the user. ``user_keys``: every key the user's rows may be kept
+        under (``Keys.user_keys``: an earlier ``user_id_storage``'s, the lower-cased ID's too),
+        as an erasure finds them; the first is named in the answer."""
+        forms = list(user_keys)
+        visitors = await self._bound_visitors(forms)
         keys = [v["visitor_key"] for v in visitors]
         touches, last, truncated = await self._journey(keys)
-        conversions = await self._conversions_of(user_keys, keys)
+        conversions = await self._conversions_of(forms, keys)
         if not visitors and not conversions:
             return None
         return {
-            "user_key": user_key,
+            "user_key": forms[0],
             "visitors": visitors,
             "first_touch": touches[0] if touches else None,
             "last_touch": last,
