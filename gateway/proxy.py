@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -91,34 +91,32 @@ def _without_admin_session(headers: list[tuple[str, str]]) -> list[tuple[str, st
 
 _NAMES: dict[bytes, str] = {}
 """Header names as visitors spell them, decoded once (a few dozen in practice; bounded)."""
+_ANSWER_NAMES: dict[bytes, tuple[str, str]] = {}
+"""A site's header names: as it spelled them (bytes kept as they came) and lower-cased."""
+_NAMES_KEPT = 1024
+"""Names each table holds at most: past it, names a client or a site makes up start it over."""
+_Name = TypeVar("_Name")
+
+
+def _remember(table: dict[bytes, _Name], raw: bytes, name: _Name) -> _Name:
+    if len(table) >= _NAMES_KEPT:
+        table.clear()
+    table[raw] = name
+    return name
 
 
 def _spelled(raw: bytes) -> str:
     """A request header's name as the visitor sent it, decoded as aiohttp's parser decodes it."""
-    name = _NAMES.get(raw)
-    if name is None:
-        if len(_NAMES) >= 1024:  # names a client makes up: start over rather than grow
-            _NAMES.clear()
-        name = _NAMES[raw] = raw.decode("utf-8", "surrogateescape")
-    return name
-
-
-_ANSWER_NAMES: dict[bytes, tuple[str, str]] = {}
-"""A site's header names: as it spelled them (bytes kept as they came) and lower-cased."""
+    return _NAMES.get(raw) or _remember(_NAMES, raw, raw.decode("utf-8", "surrogateescape"))
 
 
 def _answer_name(raw: bytes) -> tuple[str, str]:
-    """A site's header name as it spelled it and lower-cased, decoded once (bounded as
-    ``_NAMES``): two calls per header of every answer were a dictionary lookup's work."""
-    known = _ANSWER_NAMES.get(raw)
-    if known is None:
-        if len(_ANSWER_NAMES) >= 1024:
-            _ANSWER_NAMES.clear()
-        # Lower-cased as aiohttp decodes it, as its header mapping (and the tokens of a
-        # Connection header, which name what to drop) has it.
-        lowered = raw.decode("utf-8", "surrogateescape").lower()
-        known = _ANSWER_NAMES[raw] = (raw.decode("latin-1"), lowered)
-    return known
+    """A site's header name as it spelled it and lower-cased, decoded once: two calls per header
+    of every answer were a dictionary lookup's work. Lower-cased as aiohttp decodes it, as its
+    header mapping (and the tokens of a Connection header, which name what to drop) has it."""
+    return _ANSWER_NAMES.get(raw) or _remember(
+        _ANSWER_NAMES, raw, (raw.decode("latin-1"), raw.decode("utf-8", "surrogateescape").lower())
+    )
 
 
 def _replaced(
