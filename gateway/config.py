@@ -518,8 +518,10 @@ def resolve_sender_secret(
     generated: list[str],
     signature: str = "standard",
     hint: str = DEV_HINT,
+    whose: str = "the sender's secret",
 ) -> bytes:
-    """One ``[[sources]]`` secret: ``env:NAME`` → its HMAC key bytes (at least 24 of them)."""
+    """One ``[[sources]]`` secret: ``env:NAME`` → its HMAC key bytes (at least 24 of them).
+    ``whose``: what the secret is, as a problem says it (a sink's is its own signing secret)."""
     if not value.startswith("env:"):
         problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
         return b""
@@ -535,8 +537,6 @@ def resolve_sender_secret(
     if padded(text):
         # No signature made with the secret as the sender holds it would verify (and a whsec_
         # one was read as "not base64").
-        # A sink's is its own signing secret, not a sender's (which the message said of both).
-        whose = "a signing secret" if key.startswith("sinks[") else "the sender's secret"
         problems.append(f"{key}: the value of {name} {PADDED}; {whose} has none")
         return b""
     try:
@@ -834,7 +834,14 @@ def load_settings(
             continue
         if sink.kind == "webhook":
             sink_secrets[sink.name] = resolve_sender_secret(
-                key, sink.secret, environ, dev, problems, generated, hint=sender_hint
+                key,
+                sink.secret,
+                environ,
+                dev,
+                problems,
+                generated,
+                hint=sender_hint,
+                whose="a signing secret",
             )
         else:
             name = sink.secret.removeprefix("env:")
