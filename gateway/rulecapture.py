@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - every Python from 3.11 to 3.13 has the
     _regex_constants = _regex_parser = None
 
 from gateway.config_values import regex_problem
-from gateway.ruleconfig import FORBIDDEN_NAME, KEPT_ONLY_CAPTURED, Source
+from gateway.ruleconfig import FORBIDDEN_NAME, FORBIDDEN_WORDS, KEPT_ONLY_CAPTURED, Source
 
 
 def validate_capture(p: list[str], key: str, source: Source, kind: str, kept: bool) -> None:
@@ -61,7 +61,7 @@ def validate_capture(p: list[str], key: str, source: Source, kind: str, kept: bo
         return  # a when's capture is only tested: "(access_token)" in an answer tells a sign-in
     if FORBIDDEN_NAME.search(source.capture):
         p.append(
-            f"{key}.capture: {source.capture!r} names a credential (pass, pwd, secret, token or card): "
+            f"{key}.capture: {source.capture!r} names a credential ({FORBIDDEN_WORDS}): "
             "what follows such a name is never kept"
         )
     elif kind in KEPT_ONLY_CAPTURED and not text_outside:

@@ -26,6 +26,7 @@ from gateway.ruleconfig import (
     COOKIE_KINDS,
     CREDENTIAL_HEADERS,
     FORBIDDEN_NAME,
+    FORBIDDEN_WORDS,
     JWT_ALGORITHMS,
     KEPT_HEADER_REFUSED,
     SOURCE_KINDS,
@@ -182,8 +183,7 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
         p,
         not bad,
         f"{key}.{'claim' if is_jwt else kind}",
-        f"{read!r} may hold a credential (its name contains pass, pwd, secret, token or card) "
-        "and is never extracted",
+        f"{read!r} may hold a credential (its name contains {FORBIDDEN_WORDS}) and is never extracted",
     )
     _check(
         p,

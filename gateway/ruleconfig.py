@@ -98,9 +98,12 @@ SOURCE_KINDS = (
     "jwt_authorization",
 )
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
-FORBIDDEN_NAME = re.compile(r"pass|pwd|secret|token|card", re.IGNORECASE)
+_FORBIDDEN = ("pass", "pwd", "secret", "token", "card")
+FORBIDDEN_NAME = re.compile("|".join(_FORBIDDEN), re.IGNORECASE)
 """Fields whose name matches are never extracted, whatever a rule says (``pwd``: WordPress's
 password field)."""
+FORBIDDEN_WORDS = ", ".join(_FORBIDDEN[:-1]) + " or " + _FORBIDDEN[-1]
+"""The words ``FORBIDDEN_NAME`` looks for, as a config problem lists them."""
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 """Headers a ``header`` or ``request_header`` source never reads (any case): a bearer token
 (devise-jwt answers a sign-in with one in ``Authorization``), a session cookie.
