@@ -86,10 +86,11 @@ class Summary:
     unbelieved: int = 0
     """Lines that logged an X-Forwarded-For from a peer that is not a trusted proxy."""
 
-    def skip(self, where: str, number: int, reason: str) -> None:
+    def skip(self, where: str, number: int, reason: str, detail: str = "") -> None:
+        """One skipped line, counted by ``reason``; ``detail`` (its value) shown in the first few."""
         self.skipped[reason] += 1
         if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append(f"{where}:{number}: {reason}")
+            self.examples.append(f"{where}:{number}: {reason}{detail}")
 
     def none_in_format(self) -> bool:
         """Lines were read and none gave anything: each was skipped as not in the format asked

@@ -91,6 +91,11 @@ class Record:
 class Skip:
     number: int
     reason: str
+    """Why, as the summary counts it: never the line's own value, or a log of such lines would
+    count each apart (a summary of a line per line, a counter as large as the log)."""
+    detail: str = ""
+    """The line's own value that made it so (``' [2025-03-01T10:00:00+00:00]'``), shown after
+    the reason in the first skips only."""
 
 
 Item = Line | Record | Skip

@@ -182,7 +182,7 @@ async def _account(
 ) -> None:
     unread = 0
     for skip in replayed.skips:
-        summary.skip(name, skip.number, skip.reason)
+        summary.skip(name, skip.number, skip.reason, skip.detail)
         unread += skip.reason == UNENDED
     summary.forwarded += replayed.forwarded
     summary.unbelieved += replayed.unbelieved

@@ -138,7 +138,7 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
             return [Skip(number, "not a combined-log line")]
         ts = parse_clf_time(m[3], times)
         if ts is None:
-            return [Skip(number, f"unreadable time [{m[3][:40]}]")]
+            return [Skip(number, "unreadable time", f" [{m[3][:40]}]")]
         request = split_request(_unescape(m[4]))
         if isinstance(request, str):
             return [Skip(number, request)]
@@ -206,7 +206,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
                 return [Skip(number, "method/uri: missing (and no readable request line)")]
             method, uri, authority = request
         elif not uri.startswith("/"):
-            return [Skip(number, f"uri: not a path: {uri[:40]!r}")]
+            return [Skip(number, "uri: not a path", f": {uri[:40]!r}")]
         query = text(doc, "query")
         if query and "?" not in uri:
             uri += "?" + query.removeprefix("?")

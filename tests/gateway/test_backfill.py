@@ -1774,3 +1774,27 @@ async def test_an_absolute_form_request_without_the_sites_host_is_told_by_the_li
     assert [example.split(": ", 1)[0] for example in summary.examples] == ["access.jsonl:1"]
     assert sum(summary.skipped.values()) == 1
     assert await query(settings, "SELECT source FROM touchpoints ORDER BY ts") == [("ours",), ("plain",)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_skips_are_counted_by_reason_not_by_the_lines_value(tmp_path: Path, workers: int) -> None:
+    """A log of nginx's ``$time_iso8601`` read as ``combined`` (every time unreadable, each its
+    own) had a summary of one reason per line, each ``1  unreadable time [2025-03-01T10:00:00…]``:
+    20,000 lines made a summary of 16,812. The same for json-lines ``uri: not a path``. A reason
+    is counted as one; the value stays in the first skips, where it says what was wrong."""
+    settings = make_settings(tmp_path)
+    line = '203.0.113.9 - - [2025-03-01T10:{:02}:00+00:00] "GET /p HTTP/1.1" 200 10 "-" "UA"'
+    iso = [line.format(n) for n in range(30)]
+    log = await asyncio.to_thread(write, tmp_path / "iso.log", "\n".join(iso))
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert summary.skipped == {"unreadable time": 30}
+    assert summary.examples[:2] == [
+        "iso.log:1: unreadable time [2025-03-01T10:00:00+00:00]",
+        "iso.log:2: unreadable time [2025-03-01T10:01:00+00:00]",
+    ]
+    assert summary.render().count("unreadable time") == 1 + 5  # the count, and the first five
+    paths = [json.dumps({"time": "2025-03-01T10:00:00Z", "method": "GET", "uri": f"p{n}"}) for n in range(30)]
+    log = await asyncio.to_thread(write, tmp_path / "j.log", "\n".join(paths))
+    summary = await run_import(settings, [log], "json-lines", host="shop.example", workers=workers)
+    assert summary.skipped == {"uri: not a path": 30}
+    assert summary.examples[0] == "j.log:1: uri: not a path: 'p0'"

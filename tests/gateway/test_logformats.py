@@ -216,7 +216,7 @@ def test_a_time_no_event_can_have_is_unreadable(text: str) -> None:
     for that line: a traceback on stderr, and the line counted neither as read into a touchpoint
     nor as skipped. One before 1970 got an event ID sorting after every other. All are skipped."""
     raw = f'1.2.3.4 - - [{text}] "GET /?utm_source=x HTTP/1.1" 200 5 "-" "UA"'.encode()
-    assert parse(1, raw) == [Skip(1, f"unreadable time [{text}]")]
+    assert parse(1, raw) == [Skip(1, "unreadable time", f" [{text}]")]
     json_lines = json_parser("gw_vid", {})
     iso_time = {"31/Dec/9999:23:59:59 -1200": "9999-12-31T23:59:59-12:00",
                 "01/Jan/0001:00:00:00 +0100": "0001-01-01T00:00:00+01:00",
