@@ -149,11 +149,15 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"gateway import: {stopped_message(summary)}", file=sys.stderr)
         return STOPPING[signal.Signals[summary.interrupted]]
     if summary.none_in_format():
-        hint = " (and --field, which names where a json-lines log keeps each value)"
+        hint = ""
+        if args.format == "json-lines":
+            hint = " (and --field, which names where a json-lines log keeps each value)"
+        elif "unreadable time" in summary.skipped:
+            hint = " (a combined log's time is written as nginx's $time_local, [10/Oct/2025:13:55:36 +0000])"
         print(
             f"gateway import: nothing imported: every line read was skipped as not in the"
             f" {args.format} format (see the skips above): is --format {args.format} right? The formats are"
-            f" {', '.join(FORMATS)}{hint if args.format == 'json-lines' else ''}",
+            f" {', '.join(FORMATS)}{hint}",
             file=sys.stderr,
         )
         return 1

@@ -46,6 +46,7 @@ X-Forwarded-For (nginx ``$http_x_forwarded_for``)."""
 NESTED = "JSON nested too deeply to read"
 NOT_IN_FORMAT = (
     "not a combined-log line",
+    "unreadable time",  # a combined line but for its time: nginx's $time_iso8601, say
     "not valid JSON",
     "not a JSON object",
     "time: missing or unreadable",

@@ -527,6 +527,14 @@ def test_a_file_of_which_no_line_is_in_the_format_asked_for_exits_1(tmp_path: Pa
     # Its time elsewhere than json-lines looks: the hint names --field too.
     unmapped = _cli(tmp_path, "caddy.log", "--format", "json-lines", "-c", "gw.toml")
     assert unmapped.returncode == 1 and "(and --field, which names where" in unmapped.stderr, unmapped
+    # A combined log but for its time (nginx's $time_iso8601): every time unreadable, exit 0 until
+    # 2026-12-05, nothing imported.
+    (tmp_path / "iso.log").write_text(
+        '1.2.3.4 - - [2026-11-01T10:00:00+00:00] "GET /?utm_source=x HTTP/1.1" 200 5 "-" "Mozilla/5.0"\n'
+    )
+    iso = _cli(tmp_path, "iso.log", "--format", "combined", "-c", "gw.toml", "--host", "x")
+    assert iso.returncode == 1 and "is --format combined right?" in iso.stderr, iso
+    assert "written as nginx's $time_local, [10/Oct/2025:13:55:36 +0000]" in iso.stderr
     # Lines that are in the format but make nothing (an asset, a 404), or an empty file: 0.
     (tmp_path / "assets.log").write_text(
         '1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET /app.css HTTP/1.1" 200 5 "-" "curl/8"\n\ngarbage\n'
