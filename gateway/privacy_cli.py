@@ -125,8 +125,10 @@ def _erasure_reach(settings: Settings) -> list[str]:
     said = []
     if settings.central_url:
         said.append(
-            "the erasure reaches the central store with the next sync; other nodes' own stores"
-            " keep their rows: erase there too"
+            "the erasure reaches the central store with the next sync, and every other node's"
+            " store at that node's next sync round after it; only their kept bad events"
+            " (bad_events) are not erased that way: erase on a node too where a sender's bodies"
+            " may name the user"
         )
     if settings.options.sinks:
         said.append(

@@ -109,7 +109,8 @@ def test_erase_finds_rows_kept_under_an_earlier_storage_mode(tmp_path: Path) -> 
 def test_erase_says_where_else_the_rows_are_by_what_is_configured(tmp_path: Path) -> None:
     """It said "the erasure reaches the central store with the next sync, and no sink sends
     these rows" with neither configured, and nothing of the sinks' destinations, which keep what
-    they were sent."""
+    they were sent. Then, until 2026-12-05, that other nodes' stores keep the user's rows, which
+    their sync rounds have erased since."""
     path = tmp_path / "gw.db"
     asyncio.run(fill(path, "k"))
     cfg = tmp_path / "gateway.toml"
@@ -126,7 +127,10 @@ def test_erase_says_where_else_the_rows_are_by_what_is_configured(tmp_path: Path
         "erase", "alice@example.com", "-c", str(cfg), env={"GW_CENTRAL": "postgresql://gw@127.0.0.1:9/gw"}
     )
     assert both.returncode == 0, both.stderr
-    assert "reaches the central store with the next sync; other nodes' own stores" in both.stdout
+    # Since other nodes apply the central erasures at their sync rounds (2026-12-05), it no
+    # longer tells the operator that their stores keep the rows and to erase there too.
+    assert "reaches the central store with the next sync, and every other node's store" in both.stdout
+    assert "keep their rows" not in both.stdout
     assert "what the sinks sent before stays at their destinations: delete it there" in both.stdout
 
 
