@@ -29,7 +29,7 @@ def _settings(args: argparse.Namespace) -> Settings | int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from storage.migrate import SchemaTooNew
-    from storage.retention import cutoff, purge
+    from storage.retention import PurgeFailed, cutoff, purge
 
     settings = _settings(args)
     if isinstance(settings, int):
@@ -39,19 +39,31 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print("purge: privacy.retention_days is 0 (keep forever): nothing to purge")
         return 0
     now = datetime.now(UTC)
+    failed: PurgeFailed | None = None
     try:
         done = asyncio.run(purge(settings, now, dry_run=args.dry_run))
-    except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(f"gateway: purge failed: {err}", file=sys.stderr)
-        return 1
-    except Exception as err:  # PostgreSQL away or refusing: say so, no traceback
-        print(f"gateway: purge failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    except PurgeFailed as err:  # the stores before it are purged all the same: said below
+        failed, done = err, err.done
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"purge: rows older than {days} days (before {cutoff(now, days).isoformat()})")
+    if done or failed is None:
+        print(f"purge: rows older than {days} days (before {cutoff(now, days).isoformat()})")
     for store, counts in done.items():
         for table, rows in counts.items():
             print(f"  {store} {table}: {verb} {rows:,}")
+    if failed is not None:
+        cause = failed.__cause__
+        # PostgreSQL away or refusing says little by its message alone (a refused connection)
+        why = str(cause)
+        if not isinstance(cause, SchemaTooNew | sqlite3.Error):
+            why = f"{type(cause).__name__}: {cause}"
+        if args.dry_run:
+            kept = "; a dry run: nothing deleted"
+        elif done:
+            kept = f"; the rows listed above ({', '.join(done)}) are deleted all the same"
+        else:
+            kept = "; nothing deleted"
+        print(f"gateway: purge failed on {failed.store}: {why}{kept}", file=sys.stderr)
+        return 1
     if args.dry_run:
         print("(dry run: nothing deleted)")
     return 0

@@ -51,6 +51,15 @@ INTERVAL = 86400.0
 """Seconds between purges in the gateway (the first runs at start-up)."""
 
 
+class PurgeFailed(Exception):
+    """One store's purge failed (``__cause__``): ``store`` names it, by its file or key, and
+    ``done`` holds the stores purged before it, committed (counted only, in a dry run)."""
+
+    def __init__(self, store: str, done: dict[str, dict[str, int]]) -> None:
+        super().__init__(store)
+        self.store, self.done = store, done
+
+
 def cutoff(now: datetime, days: int) -> datetime:
     return now.astimezone(UTC) - timedelta(days=days)
 
@@ -133,13 +142,20 @@ async def purge(settings: Settings, now: datetime, *, dry_run: bool = False) -> 
     if days <= 0:
         return {}
     before = cutoff(now, days)
-    done = {"local": await purge_local(settings.store_path, before, dry_run=dry_run)}
-    mirror = settings.mirror_path
-    if mirror is not None and await asyncio.to_thread(mirror.exists):
-        done["mirror"] = await purge_local(mirror, before, dry_run=dry_run, tables=MIRROR_TABLES)
-    if settings.central_url:
-        timeout = settings.options.central.connect_timeout
-        done["central"] = await purge_central(settings.central_url, timeout, before, dry_run=dry_run)
+    done: dict[str, dict[str, int]] = {}
+    store = f"the store {settings.store_path} (storage.path)"
+    try:
+        done["local"] = await purge_local(settings.store_path, before, dry_run=dry_run)
+        mirror = settings.mirror_path
+        if mirror is not None and await asyncio.to_thread(mirror.exists):
+            store = f"the reporting mirror {mirror} (central.mirror_path)"
+            done["mirror"] = await purge_local(mirror, before, dry_run=dry_run, tables=MIRROR_TABLES)
+        if settings.central_url:
+            store = "the central store (central.url)"
+            timeout = settings.options.central.connect_timeout
+            done["central"] = await purge_central(settings.central_url, timeout, before, dry_run=dry_run)
+    except Exception as err:  # which store, and what the ones before it had deleted
+        raise PurgeFailed(store, done) from err
     return done
 
 

@@ -136,12 +136,12 @@ async def test_retention_zero_keeps_everything(tmp_path: Path) -> None:
     assert (await asyncio.to_thread(counts, settings.store_path))["touchpoints"] == 3
 
 
-def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+def gateway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **ENV},
+        env={"PATH": "/usr/bin:/bin", **ENV, **(env or {})},
         cwd=ROOT,
         timeout=60,
     )
@@ -182,3 +182,29 @@ def test_purge_command_dry_run_then_for_real(config: Path) -> None:
     assert f"local identities: deleted {1_500 + expected_rows:,}" in done.stdout
     assert counts(path)["touchpoints"] == 3 - expected_rows
     assert counts(path)["erasures"] == 3
+
+
+def test_a_purge_that_fails_names_the_store_and_what_it_deleted_before(config: Path) -> None:
+    """``gateway: purge failed: file is not a database``, whichever of the local store, the
+    reporting mirror or the central store it was, and nothing of the local rows it had deleted
+    (committed) before the mirror's or the central store's purge failed. ``erase`` and
+    ``reclassify`` name their store."""
+    path = config.parent / "gw.db"
+    mirror = config.parent / "mirror.db"
+    mirror.write_bytes(b"plain text, not a SQLite database " * 10)
+    cfg = config.parent / "mirrored.toml"
+    cfg.write_text(config.read_text() + f'[central]\nurl = "env:GW_CENTRAL"\nmirror_path = "{mirror}"\n')
+    failed = gateway("purge", "-c", str(cfg), env={"GW_CENTRAL": "postgresql://gw@127.0.0.1:9/gw"})
+    assert failed.returncode == 1, failed
+    assert (
+        f"gateway: purge failed on the reporting mirror {mirror} (central.mirror_path): file is not"
+        " a database; the rows listed above (local) are deleted all the same"
+    ) in failed.stderr
+    assert "local touchpoints: deleted 2" in failed.stdout or "local touchpoints: deleted 3" in failed.stdout
+    assert counts(path)["touchpoints"] < 3  # as it says
+    # The local store itself: named as such, and nothing deleted.
+    path.write_bytes(mirror.read_bytes())
+    local = gateway("purge", "--dry-run", "-c", str(config))
+    assert local.returncode == 1 and local.stdout == "", local
+    said = f"purge failed on the store {path} (storage.path): file is not a database; a dry run"
+    assert said in local.stderr
