@@ -75,6 +75,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from gateway.ids import Uuid7
     from gateway.keys import Keys
     from storage.erasure import erase_user
+    from storage.migrate import SchemaTooNew
 
     user_id, problem = operator_user_id(args.user_id)
     if problem is not None:
@@ -100,7 +101,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
                 also=also,
             )
         )
-    except sqlite3.DatabaseError as err:
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: erase failed on the store {settings.store_path}: {err}", file=sys.stderr)
         return 1
     verb = "would erase" if args.dry_run else "erased"

@@ -30,6 +30,7 @@ from gateway.events import Erasure
 from gateway.keys import is_plain_key, spellings
 from storage.cursors import clamp_cursors, table_tops
 from storage.local import connect, event_row, insert_sql
+from storage.migrate import refuse_newer
 
 log = logging.getLogger("gateway.erasure")
 _TRUNCATE_WAIT_MS = 200
@@ -156,6 +157,7 @@ async def erase_user(
         raise ValueError("raw_user_id must not be empty")
     db = await connect(path)
     try:
+        await refuse_newer(db)
         await db.execute("BEGIN IMMEDIATE")
         try:
             tops = await table_tops(db)

@@ -66,13 +66,15 @@ async def user_version(db: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Apply every migration newer than the file's version, each in its own write transaction,
-    which reads the version again once it holds the write lock: another process on the same
-    file (two gateways starting, a ``gateway import`` beside a ``gateway run``) may have
-    applied it while this one waited. Without that second look, a migration that can be run
-    twice (an index dropped and made again) was applied again after a later one, and set the
-    version back: the later one then failed on its own table."""
+async def refuse_newer(db: aiosqlite.Connection) -> None:
+    """SchemaTooNew when a newer gateway has migrated the file: what reads or deletes without
+    migrating (an erasure, a purge) must not act on tables it does not know. An erasure there
+    would leave the user in whatever the newer schema added, and say it erased them."""
+    await _not_newer(db)
+
+
+async def _not_newer(db: aiosqlite.Connection) -> tuple[int, list[tuple[int, str, str]]]:
+    """The file's version and the migrations this gateway has; SchemaTooNew past the newest."""
     current = await user_version(db)
     available = await asyncio.to_thread(migrations)
     newest = available[-1][0] if available else 0
@@ -81,6 +83,17 @@ async def migrate(db: aiosqlite.Connection) -> int:
             f"the database is at schema version {current}, newer than this gateway knows ({newest}); "
             "upgrade the gateway"
         )
+    return current, available
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Apply every migration newer than the file's version, each in its own write transaction,
+    which reads the version again once it holds the write lock: another process on the same
+    file (two gateways starting, a ``gateway import`` beside a ``gateway run``) may have
+    applied it while this one waited. Without that second look, a migration that can be run
+    twice (an index dropped and made again) was applied again after a later one, and set the
+    version back: the later one then failed on its own table."""
+    current, available = await _not_newer(db)
     for version, name, sql in available:
         if version <= current and not await _skipped(db, version):
             continue

@@ -25,6 +25,7 @@ from gateway.events import iso
 from gateway.metrics import Metrics
 from storage.cursors import clamp_cursors, table_tops
 from storage.local import connect
+from storage.migrate import refuse_newer
 
 log = logging.getLogger("gateway.retention")
 
@@ -76,6 +77,7 @@ async def purge_local(
     counts: dict[str, int] = {}
     db = await connect(path)
     try:
+        await refuse_newer(db)  # a newer gateway's tables may age out by rules this one lacks
         await db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
         try:
             tops = await table_tops(db)

@@ -146,6 +146,27 @@ def test_erase_names_the_store_it_could_not_change(tmp_path: Path) -> None:
     assert done.stderr.strip() == f"gateway: erase failed on the store {path}: file is not a database"
 
 
+def test_a_store_a_newer_gateway_migrated_is_not_erased_nor_purged(tmp_path: Path) -> None:
+    """``gateway erase`` on a store a newer gateway had migrated (the binary rolled back, the
+    old one still installed beside it) deleted from the tables it knew, recorded the erasure and
+    said "erased", while the newer schema's own tables could hold the user still; ``purge`` the
+    same. ``import`` and ``reclassify`` refused such a store: these do too, naming it."""
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    asyncio.run(fill(path, Keys.from_master(settings.secret).user_key("alice@example.com")))
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 999")
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n[privacy]\nretention_days = 1\n')
+    newer = "the database is at schema version 999, newer than this gateway knows"
+    for args in (("erase", "alice@example.com"), ("erase", "alice@example.com", "--dry-run"), ("purge",)):
+        done = gateway(*args, "-c", str(cfg))
+        assert done.returncode == 1 and newer in done.stderr and str(path) in done.stderr, (args, done)
+        assert "erased" not in done.stdout and "deleted" not in done.stdout
+    assert rows(path, "SELECT count(*) FROM erasures") == [(0,)]
+    assert rows(path, "SELECT count(*) FROM touchpoints") == [(3,)]
+
+
 def test_erasing_a_user_the_store_does_not_know_says_so(tmp_path: Path) -> None:
     """A mistyped ID printed 'erased 0 visitors' and zeros, as a finished erasure does, and exit
     0: nothing told the operator that no row was theirs. It is still no error (erasing twice is
