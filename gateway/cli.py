@@ -1106,9 +1106,21 @@ EXIT_PIPE = 128 + 13
 SIGPIPE ends, as ``cat`` would exit, so ``set -o pipefail`` sees the same."""
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the command ``args`` ran (``gateway sink send``'s, not ``gateway``'s)."""
+    while True:
+        found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, found[0].dest, None) if found else None
+        if not found or chosen not in found[0].choices:
+            return parser
+        parser = found[0].choices[chosen]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command whose --help lists its options, not by `gateway --help`
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.func is cmd_run and args.worker is None:
         # The supervisor's own options for its workers: hidden, and an operator's
         # ``--listen 0.0.0.0:80`` was taken and ignored without a word.

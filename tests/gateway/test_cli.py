@@ -1235,6 +1235,35 @@ def test_sink_send_explains_a_store_it_cannot_open(tmp_path: Path) -> None:
         assert (done.returncode, done.stderr) == (1, expected.format(path=tmp_path / name) + "\n"), done
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["import", "access.log", "--format", "combined", "--bogus"],
+        ["purge", "--dry-run", "extra"],
+        ["erase", "alice", "bob"],
+        ["doctor", "--bogus"],
+        ["sink", "send", "--user", "u1", "--bogus"],
+        ["rules", "try", "s.har", "--bogus"],
+    ],
+)
+def test_an_unknown_option_is_named_by_its_command(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``gateway import … --bogus`` said ``gateway: error: unrecognized arguments: --bogus; see
+    `gateway --help` ``, which lists the commands, not import's options: the command names it,
+    and its own --help, as for every other mistake on its command line."""
+    from gateway.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    command = " ".join(argv[:2] if argv[0] in ("sink", "rules") else argv[:1])
+    extra = argv[-1] if argv[0] != "erase" else "bob"
+    assert capsys.readouterr().err == (
+        f"gateway {command}: error: unrecognized arguments: {extra}; see `gateway {command} --help`\n"
+    )
+
+
 def test_doctor_and_send_test_event_refuse_arguments_they_cannot_use(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text('[storage]\npath = "gw.db"\n')
