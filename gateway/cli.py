@@ -992,7 +992,10 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="replay access logs, flow dumps or Segment archives through the pipeline, offline"
     )
     imp.add_argument(
-        "files", nargs="+", metavar="FILE", help="history files (gzip is detected); - reads standard input"
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="history files (gzip, bzip2 and xz are recognised by their bytes); - reads standard input",
     )
     imp.add_argument(
         "--format", required=True, choices=("combined", "json-lines", "mitm", "segment"), help="file format"

@@ -1482,6 +1482,17 @@ def test_every_option_has_help() -> None:
     assert missing(build_parser(), "gateway") == []
 
 
+def test_import_help_names_every_compression_it_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    """``FILE  history files (gzip is detected)``: bzip2 and xz are read as well (logrotate's
+    compresscmd), and an operator reading --help would decompress them first for nothing."""
+    from gateway.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["import", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "gzip, bzip2 and xz are recognised by their bytes" in said
+
+
 def test_commands_that_serve_nothing_need_no_admin_token(tmp_path: Path) -> None:
     """An import (or sync, purge, erase…) listens on nothing, yet it used to refuse to start
     without GATEWAY_ADMIN_TOKEN, and to suggest --dev, which it does not take. It needs the
