@@ -1058,7 +1058,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recl.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     recl.add_argument("--dry-run", action="store_true", help="count the changes, write nothing")
-    recl.add_argument("--batch-size", type=_batch_size, default=1000, help="touchpoints per transaction")
+    recl.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=1000,
+        help="touchpoints per transaction, 1..100000 (default: %(default)s)",
+    )
     recl.add_argument(
         "--store",
         choices=("local", "mirror", "both"),

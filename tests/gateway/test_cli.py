@@ -1493,6 +1493,17 @@ def test_import_help_names_every_compression_it_reads(capsys: pytest.CaptureFixt
     assert "gzip, bzip2 and xz are recognised by their bytes" in said
 
 
+def test_reclassify_help_gives_the_batch_sizes_range_and_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--batch-size  touchpoints per transaction``: neither the default (1000) nor the bounds
+    a value outside of is refused for (1..100000) were said until one was refused."""
+    from gateway.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["reclassify", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "touchpoints per transaction, 1..100000 (default: 1000)" in said
+
+
 def test_commands_that_serve_nothing_need_no_admin_token(tmp_path: Path) -> None:
     """An import (or sync, purge, erase…) listens on nothing, yet it used to refuse to start
     without GATEWAY_ADMIN_TOKEN, and to suggest --dev, which it does not take. It needs the
