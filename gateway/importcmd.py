@@ -44,6 +44,11 @@ def parse_fields(specs: Sequence[str]) -> dict[str, str]:
             )
         if pointer and not pointer.startswith("/"):
             raise UsageError(f'--field {spec}: a JSON pointer starts with "/" (or is empty to unmap)')
+        if name == "time" and not pointer:  # every line would be skipped, "unreadable at /"
+            raise UsageError(
+                f"--field {spec}: every line needs its time; point it where the log keeps it,"
+                " like --field time=/@timestamp"
+            )
         if fields.get(name, pointer) != pointer:  # the last one won, silently
             raise UsageError(
                 f"--field {name}: given twice ({name}={fields[name]}, then {spec}); map each field once"

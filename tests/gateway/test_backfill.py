@@ -370,6 +370,10 @@ async def test_field_overrides_are_checked(tmp_path: Path) -> None:
         parse_fields(["when=/t"])
     with pytest.raises(UsageError, match="starts with"):
         parse_fields(["time=t"])
+    # The time unmapped: every line was skipped as "time: missing or unreadable at /", a key named
+    # "" (until 2026-12-05). The time is the one field a line cannot go without.
+    with pytest.raises(UsageError, match="--field time=: every line needs its time; point it where"):
+        parse_fields(["time="])
     # One field mapped twice: the last one won, silently (until 2026-12-04).
     with pytest.raises(UsageError, match=r"--field time: given twice \(time=/t, then time=/u\); map each"):
         parse_fields(["time=/t", "uri=/p", "time=/u"])
