@@ -47,6 +47,7 @@ from gateway.pages import error_body
 from gateway.sessions import COOKIE, PAGES, READ_METHODS, STATIC_PREFIX, from_elsewhere, has_cookie_session
 from storage.erasure import erase_user
 from storage.local import LOCKED, LocalStore
+from storage.migrate import SchemaTooNew
 from storage.queries import (
     CONVERSION_FILTERS,
     TOUCHPOINT_FILTERS,
@@ -138,6 +139,9 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
         return fail(err.status, err.message)
     except StoreUnavailable as err:
         log.warning("admin API: %s", err)
+        return fail(503, str(err))
+    except SchemaTooNew as err:  # a newer gateway migrated the store under this one: it acts on nothing
+        log.error("admin API: %s %s refused: %s", request.method, route_of(request), err)
         return fail(503, str(err))
     except web.HTTPException as err:
         if err.status < 400:

@@ -262,3 +262,29 @@ async def test_a_failed_erasure_logs_no_raw_user_id(
     ), [r.getMessage() for r in logged]
     for record in logged:
         assert user_id not in record.getMessage() and user_id not in str(record.exc_info)
+
+
+async def test_an_erasure_on_a_store_a_newer_gateway_migrated_is_refused_and_said(gw: RunningGateway) -> None:
+    """A newer gateway migrated the store under this running one: the erasure would leave the
+    user in tables this one does not know, so it erases nothing and says why (a 503 naming the
+    versions), not a 500."""
+    visitor = await land(gw, "utm_source=news")
+    await bind(gw, visitor, "jane@example.com")
+    version = await asyncio.to_thread(_set_version, gw.gateway.settings.store_path, 999)
+    try:
+        async with gw.session.delete(f"{gw.admin_url}/api/users/jane@example.com", headers=AUTH) as resp:
+            answer = await resp.json()
+            assert resp.status == 503, answer
+            assert "schema version 999, newer than this gateway knows" in answer["error"]
+            Draft202012Validator(response_schema("/api/users/{user_id}", 503, "delete")).validate(answer)
+    finally:
+        await asyncio.to_thread(_set_version, gw.gateway.settings.store_path, version)
+    assert (await gw.api("/api/users/jane@example.com"))["touchpoints"], "nothing was erased"
+
+
+def _set_version(path: Path, version: int) -> int:
+    """Set the store's schema version (as a newer gateway's migration would); the one before."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        before = int(db.execute("PRAGMA user_version").fetchone()[0])
+        db.execute(f"PRAGMA user_version = {version}")
+    return before
