@@ -162,8 +162,21 @@ async def purge(settings: Settings, now: datetime, *, dry_run: bool = False) -> 
 
 
 async def purge_counted(settings: Settings, metrics: Metrics, now: datetime) -> dict[str, dict[str, int]]:
-    """One purge, counted in ``gateway_purged_rows_total{table}`` and logged per store."""
-    done = await purge(settings, now)
+    """One purge, counted in ``gateway_purged_rows_total{table}`` and logged per store; when one
+    store's purge fails, what the stores before it deleted (committed) is counted all the same."""
+    try:
+        done = await purge(settings, now)
+    except PurgeFailed as failed:
+        _counted(settings, metrics, failed.done)
+        raise
+    return _counted(settings, metrics, done)
+
+
+Done = dict[str, dict[str, int]]
+"""Per store (``local``, ``mirror``, ``central``), per table: the rows a purge deleted."""
+
+
+def _counted(settings: Settings, metrics: Metrics, done: Done) -> Done:
     for store, counts in done.items():
         for table, rows in counts.items():
             metrics.purged_rows.labels(table if store == "local" else f"{store}:{table}").inc(rows)
@@ -188,6 +201,13 @@ async def run_daily(
             done = await purge_counted(settings, metrics, datetime.now(UTC))
         except asyncio.CancelledError:
             raise
+        except PurgeFailed as failed:
+            log.error(
+                "retention: purge failed on %s: %s; retried at the next run",
+                failed.store,
+                failed.__cause__,
+                exc_info=failed.__cause__,
+            )
         except Exception:
             log.exception("retention: purge failed; retried at the next run")
         if on_purged is not None and (done is None or any(any(c.values()) for c in done.values())):

@@ -30,7 +30,7 @@ from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore
-from storage.retention import LOCAL_TABLES, purge_counted, purge_local, run_daily
+from storage.retention import LOCAL_TABLES, PurgeFailed, purge_counted, purge_local, run_daily
 from tests.conftest import ENV, make_settings
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -101,6 +101,24 @@ async def test_daily_purge_counts_in_the_metric(tmp_path: Path) -> None:
     assert done == {"local": dict.fromkeys(LOCAL_TABLES, 1)}
     assert metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "touchpoints"}) == 1
     assert metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "daily_counts"}) == 1
+
+
+async def test_the_daily_purge_counts_what_it_deleted_before_a_store_failed(tmp_path: Path) -> None:
+    """The local rows are deleted (committed) before the reporting mirror's purge fails: the
+    metric counts them all the same, and the failure names the mirror."""
+    mirror = tmp_path / "mirror.db"
+    await asyncio.to_thread(mirror.write_bytes, b"plain text, not a SQLite database " * 10)
+    settings = make_settings(
+        tmp_path,
+        f'[privacy]\nretention_days = 60\n[central]\nurl = "env:GW_CENTRAL"\nmirror_path = "{mirror}"\n',
+        GW_CENTRAL="postgresql://gw@127.0.0.1:9/gw",
+    )
+    await fill(settings.store_path)
+    metrics = Metrics()
+    with pytest.raises(PurgeFailed) as failed:
+        await purge_counted(settings, metrics, NOW)
+    assert failed.value.store == f"the reporting mirror {mirror} (central.mirror_path)"
+    assert metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "touchpoints"}) == 1
 
 
 async def test_the_gateway_s_purge_tells_the_reports_when_it_deleted_rows(tmp_path: Path) -> None:
