@@ -2,7 +2,8 @@
 
 Reads two ``Settings`` (running and freshly loaded); owns the list of keys a
 running process cannot take over (listen addresses, the store, secrets, the
-upstream session's limits, the worker count, the admin side, log format) and
+upstream session's limits, the worker count, the admin side, log format, the user-ID
+storage mode, the retention period) and
 builds the settings a reload actually applies: the new rules and thresholds
 with every restart-only value kept as it runs.
 """
@@ -27,6 +28,7 @@ RESTART_KEYS = (
     "proxy.read_timeout",
     "proxy.max_header_size",
     "proxy.access_log",
+    "identity.user_id_storage",
     "storage",
     "admin",
     "creators",
@@ -34,9 +36,12 @@ RESTART_KEYS = (
     "central",
     "sinks",
     "sources",
+    "privacy.retention_days",
 )
 """Keys (or whole tables) a running process keeps until restarted: they are baked into listeners,
-the upstream session, the store, the admin app or the logging set-up."""
+the upstream session, the store, the admin app or the logging set-up; the user-ID keys (made
+once, shared by the pipeline, the admin API and the sinks) and the daily purge (started, or
+not, with the gateway) too."""
 
 
 def _get(data: dict[str, Any], key: str) -> Any:

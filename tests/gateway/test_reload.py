@@ -4,6 +4,7 @@ on the pipeline they started on."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -145,3 +146,37 @@ async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
     engine = gw.gateway.admin_app[REPORTING_KEY].reports
     assert await gw.gateway.reload(make_settings(tmp_path, shorter)) == []
     assert gw.gateway.admin_app[REPORTING_KEY].reports is engine
+
+
+async def test_a_reload_names_the_privacy_keys_it_cannot_apply_live(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """``identity.user_id_storage`` (its keys are made once, at start) and
+    ``privacy.retention_days`` (its daily purge is started, or not, at start) were taken by a
+    reload without a word (``restart: []``) and never applied: an operator who set a retention
+    period, or turned ``plain`` off, and reloaded was told it was done."""
+
+    async def login(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "/"})
+
+    app = web.Application()
+    app.router.add_post("/login", login)
+    rule = "[[identity.rules]]\nname = 'login'\npath = '/login'\nstatus = [302]\n"
+    rule += "user_id = { form = 'email' }\n"
+    gw = await start_gateway(await upstream_server(app), rule)  # type: ignore[operator]
+    changed = rule + "[identity]\nuser_id_storage = 'plain'\n[privacy]\nretention_days = 30\n"
+    pending = await gw.gateway.reload(make_settings(tmp_path, changed))
+    assert pending == ["identity.user_id_storage", "privacy.retention_days"]
+    assert gw.gateway.settings.options.identity.user_id_storage == "hash"  # as it runs
+    assert gw.gateway.settings.options.privacy.retention_days == 0
+    assert "retention" not in gw.gateway.background
+    form = {"email": "ana@example.com"}
+    async with gw.session.post(gw.url + "/login", data=form, allow_redirects=False) as resp:
+        assert resp.status == 302
+    stored = await asyncio.to_thread(_rows, gw.gateway.settings.store_path, "SELECT user_key FROM identities")
+    assert len(stored) == 1 and "ana@example.com" not in stored[0][0]  # hashed, as before the reload
+
+
+def _rows(path: Path, sql: str) -> list[tuple[str, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
