@@ -651,9 +651,8 @@ def toml_error(message: str, text: str) -> str:
     value is quoted (``node = myhost``, ``listen = 127.0.0.1:8080``)."""
     lines = text.splitlines()
     if "(at end of document)" in message:
-        opened = [i for i, line in enumerate(lines) if line.count('"""') % 2 or line.count("'''") % 2]
-        number = opened[-1] + 1 if opened else len(lines)
-        return message.replace("(at end of document)", f"(at line {number}: a string left open)")
+        number, what = _left_open(text)
+        return message.replace("(at end of document)", f"(at line {number}: {what})")
     found = _AT_LINE.search(message)
     if found is None or int(found.group(1)) > len(lines):
         return message
@@ -671,6 +670,69 @@ def toml_error(message: str, text: str) -> str:
         fixed = "0" + fixed if fixed.startswith(".") else fixed
         return f"{message}; a number is written with a point and a digit before it: {key.strip()} = {fixed}"
     return f'{message}; a text value is written in quotes: {key.strip()} = "{value}"'
+
+
+_OPENED = {
+    "string": "a string left open",
+    "array": "an array left open, no ] closes it",
+    "header": "a table header left open, no ] closes it",
+    "table": "an inline table left open, no } closes it",
+}
+
+
+def _left_open(text: str) -> tuple[int, str]:
+    """The line of what the text leaves open at its end, and what it is: a string, an array, a
+    table header, an inline table (the outermost one); else its last line, a value missing
+    (``workers =``). tomllib says only "at end of document" for each."""
+    opened: list[tuple[str, int]] = []  # brackets still open: what, and the line it opened on
+    quote, line, i, start = "", 1, 0, 1  # quote: the string being read ('"', "'", '"""', "'''")
+    at_line_start = True
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\" and quote[0] == '"':
+                line += text[i + 1 : i + 2] == "\n"
+                i += 2
+                continue
+            if char == "\n":
+                line, at_line_start = line + 1, True
+                if len(quote) == 1:  # a one-line string ends with its line (tomllib says where)
+                    quote = ""
+                i += 1
+                continue
+            elif text.startswith(quote, i):
+                i += len(quote)
+                quote = ""
+                continue
+        elif char == "#":
+            while i < len(text) and text[i] != "\n":
+                i += 1
+            continue
+        elif char in "\"'":
+            quote = char * 3 if text.startswith(char * 3, i) else char
+            start = line
+            i += len(quote)
+            at_line_start = False
+            continue
+        elif char in "[{":
+            kind = "table" if char == "{" else "header" if at_line_start and not opened else "array"
+            opened.append((kind, line))
+        elif char in "]}" and opened:
+            opened.pop()
+        elif char == "\n":
+            line += 1
+            at_line_start = True
+            i += 1
+            continue
+        if not char.isspace():
+            at_line_start = False
+        i += 1
+    if quote:
+        return start, _OPENED["string"]
+    if opened:
+        kind, number = opened[0]
+        return number, _OPENED[kind]
+    return max(1, len(text.splitlines())), "the file ends where a value was expected"
 
 
 def _deepest_line(text: str) -> int:
