@@ -770,7 +770,7 @@ def given_twice(message: str, text: str, name: str) -> str | None:
         key = own.group(2) if own else ".".join(filter(None, [within, line.partition("=")[0].strip()]))
     else:
         return None
-    said = f"{name}: line {number}: {key} is given twice"
+    said = f"{name}: line {number}: {_indexed(key, lines[: number - 1])} is given twice"
     header = _HEADER.fullmatch(lines[number - 1]) if declared and number <= len(lines) else None
     if header is None:
         return f"{said}; keep one"
@@ -788,6 +788,25 @@ def given_twice(message: str, text: str, name: str) -> str | None:
     kind = f"[[{key}]] tables" if header.group(1) == "[[" else f"a [{key}] table"
     at = earlier[-1]
     return f"{said}; delete line {at + 1} (`{lines[at].strip()[:40]}`) to write it as {kind}"
+
+
+def _indexed(key: str, before: list[str]) -> str:
+    """``sinks.name`` → ``sinks[1].name`` when two ``[[sinks]]`` tables come in the lines
+    ``before`` it, as the other problems name an entry; an inner array of tables is counted
+    within its entry."""
+    shown, done, start = "", 0, 0
+    for i, char in enumerate(key):
+        if char != ".":
+            continue
+        entries = [j for j in range(start, len(before)) if _is_array(before[j], key[:i])]
+        shown += key[done:i] + (f"[{len(entries) - 1}]" if entries else "")
+        start, done = (entries[-1] + 1 if entries else start), i
+    return shown + key[done:]
+
+
+def _is_array(line: str, name: str) -> bool:
+    header = _HEADER.fullmatch(line)
+    return header is not None and header.groups() == ("[[", name)
 
 
 def load_settings(

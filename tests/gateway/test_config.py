@@ -186,6 +186,13 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
          " each entry"),
         ("[channels.referrers]\n'kagi.com' = 'search'\n'kagi.com' = 'ai'\n",
          "line 3: channels.referrers.'kagi.com' is given twice; keep one"),
+        # Within an array of tables, the entry (until 2026-12-05 `sinks.name`, no index).
+        ("[[sinks]]\nname = 'a'\n[[sinks]]\nname = 'b'\nname = 'c'\n",
+         "line 5: sinks[1].name is given twice; keep one"),
+        ("[[identity.rules]]\nname = 'x'\nstatus = [200]\nstatus = [302]\n",
+         "line 4: identity.rules[0].status is given twice; keep one"),
+        ("[[sources]]\nname = 'a'\n[[sources]]\nname = 'b'\n[sources.fields]\nvalue = '/v'\nvalue = '/w'\n",
+         "line 7: sources[1].fields.value is given twice; keep one"),
     ],
 )  # fmt: skip
 def test_a_key_given_twice_is_named_with_what_to_do(toml: str, expected: str) -> None:
