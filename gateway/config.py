@@ -41,6 +41,7 @@ from gateway.config_values import (
     readable,
     special_file,
     toml_key,
+    unknown_name,
     unset,
 )
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
@@ -156,9 +157,9 @@ def _msgspec_problem(
     unknown = re.match(r"Object contains unknown field `(.*)`", message)
     if unknown:
         owner = _struct_at(struct, where)
-        allowed = ", ".join(owner.__struct_fields__) if owner is not None else ""
+        allowed = owner.__struct_fields__ if owner is not None else ()
         name = toml_key(unknown.group(1))  # quoted as written: "" or "a b"
-        return f"{key}.{name}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+        return f"{key}.{name}: {unknown_name('key', unknown.group(1), allowed)}"
     if re.match(r"Object missing required field `(.+)`", message):
         owner = _struct_at(struct, where)
         given = _value_at(data, _path_parts(where))
@@ -287,7 +288,7 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
         struct = SECTIONS.get(name)
         if struct is None:
             allowed = [*SECTIONS, *(f"[[{a}]]" for a in ARRAY_SECTIONS)]
-            problems.append(f"{toml_key(name)}: unknown table (allowed: {', '.join(allowed)})")
+            problems.append(f"{toml_key(name)}: {unknown_name('table', name, allowed)}")
             continue
         if not isinstance(value, dict):
             problems.append(f"{name}: must be a table ([{name}]), got {_shown(value)}")

@@ -11,6 +11,7 @@ None. Pure functions, no I/O but ``special_file``'s one ``stat``: ``gateway.conf
 from __future__ import annotations
 
 import contextlib
+import difflib
 import ipaddress
 import re
 import stat
@@ -40,6 +41,14 @@ table but a JSON object: each reader adds its own)."""
 def toml_key(key: str) -> str:
     """A table key as written in TOML: bare when it can be, else quoted (``"kagi.com"``)."""
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else msgspec.json.encode(key).decode()
+
+
+def unknown_name(kind: str, name: str, allowed: list[str] | tuple[str, ...]) -> str:
+    """``unknown key, did you mean listen? (allowed: …)``: the allowed name closest to a
+    misspelt one (``listn``, ``Listen``, ``review_treshold``), when one is close."""
+    close = difflib.get_close_matches(name.lower(), allowed, n=1, cutoff=0.7)
+    said = f"unknown {kind}" + (f", did you mean {close[0]}?" if close else "")
+    return said + (f" (allowed: {', '.join(allowed)})" if allowed else "")
 
 
 def regex_problem(pattern: str, flags: int = 0) -> str | None:

@@ -166,6 +166,29 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
+        ("[proxy]\nlistn = 'a:1'\n", "proxy.listn: unknown key, did you mean listen? (allowed: listen,"),
+        ("[proxy]\nWorkers = 2\n", "proxy.Workers: unknown key, did you mean workers? (allowed:"),
+        ("[bots]\nreview_treshold = 5\n",
+         "bots.review_treshold: unknown key, did you mean review_threshold?"),
+        ("[proxi]\n", "proxi: unknown table, did you mean proxy? (allowed: proxy,"),
+        ("[[conversion]]\nname = 'x'\n", "conversion: unknown table, did you mean [[conversions]]?"),
+        ("[[conversions]]\nname = 'x'\npath = '/t'\nstatu = [200]\n",
+         "conversions[0].statu: unknown key, did you mean status? (allowed:"),
+        ("[[sources]]\nname = 'a'\nsecrets = ['env:GATEWAY_SECRET']\nfields = { valeu = '/v' }\n",
+         "sources[0].fields.valeu: unknown field, did you mean value? (allowed:"),
+        ("[proxy]\nbogus = 1\n", "proxy.bogus: unknown key (allowed:"),  # nothing close: no guess
+    ],
+)  # fmt: skip
+def test_an_unknown_key_suggests_the_close_one(toml: str, expected: str) -> None:
+    """A typo (``listn``, ``review_treshold``, ``[proxi]``) was named with every allowed key,
+    up to twenty of them, and no word of the one meant: ``conversions[0].statu: unknown key``
+    then ``conversions[0]: missing status`` left the two to be put together."""
+    assert any(p.startswith(expected) for p in problems(toml)), problems(toml)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
         # What the README's rule examples lead to when the example's `rules = []` stays.
         ("[identity]\nrules = []\n\n[[identity.rules]]\nname = 'x'\n",
          "line 4: identity.rules is given twice; delete line 2 (`rules = []`) to write it as"
