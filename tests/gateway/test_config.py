@@ -49,6 +49,9 @@ def test_defaults_load() -> None:
         ("[proxy]\nupstream = 'http://[::1'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://h:99999'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://u:p@h:80'\n", "proxy.upstream: must not carry a user name"),
+        # Taken, and a space before https:// made the cookie lose its Secure flag.
+        ("[proxy]\npublic_origin = ' https://a.example'\n", "proxy.public_origin: must not hold white"),
+        ("[proxy]\nupstream = 'http://127.0.0.1:8000 '\n", "proxy.upstream: must not hold white space"),
         (
             "[proxy]\naddons = ['campaign', 'identity']\n",
             'proxy.addons: "campaign" needs "identity" before it',
