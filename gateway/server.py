@@ -40,6 +40,7 @@ from gateway.dashboard import SECURITY_HEADERS, add_dashboard
 from gateway.daysalt import DaySalt
 from gateway.inbound import Inbound
 from gateway.keys import Keys, key_check
+from gateway.lockout import LOGINS_KEY
 from gateway.logs import set_level
 from gateway.metrics import Metrics
 from gateway.options import parse_listen, unresolvable
@@ -276,6 +277,8 @@ class Gateway:
             set_level(settings.options.log.level)  # until 2026-12-04 it needed a restart, unsaid
         self.settings = settings
         self.admin_app[LIVE_KEY].current = settings
+        # Whose X-Forwarded-For the admin listener's count of wrong tokens believes, as the proxy.
+        self.admin_app[LOGINS_KEY].trusted = settings.trusted_networks
         if REPORTING_KEY in self.admin_app:  # [attribution], [channels], [payouts] of the reports
             await self.admin_app[REPORTING_KEY].reload(settings)
         # The old chain's own resources (GeoIP readers) go once its requests have had time to end.
