@@ -36,6 +36,7 @@ from gateway.config_values import (
     PADDED,
     TYPE_WORDS,
     dsn_problem,
+    in_the_file,
     not_utf8,
     padded,
     readable,
@@ -477,9 +478,8 @@ def resolve_secret(
     """``env:NAME`` → the variable's value. Missing: an error (with ``hint``: what else to do), or
     in dev mode an ephemeral value."""
     if not value.startswith("env:"):
-        problems.append(
-            f'{key}: secrets are never written in the file; use "env:NAME" and set NAME in the environment'
-        )
+        said = in_the_file(value)
+        problems.append(f"{key}: {said}" + (" and set NAME in the environment" if "NAME" in said else ""))
         return ""
     name = value[4:]
     resolved = environ.get(name, "")
@@ -524,7 +524,7 @@ def resolve_sender_secret(
     """One ``[[sources]]`` secret: ``env:NAME`` → its HMAC key bytes (at least 24 of them).
     ``whose``: what the secret is, as a problem says it (a sink's is its own signing secret)."""
     if not value.startswith("env:"):
-        problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
+        problems.append(f"{key}: {in_the_file(value)}")
         return b""
     name = value[4:]
     if bad := not_utf8(name, environ.get(name, "")):
@@ -929,7 +929,7 @@ def load_settings(
             name = sink.secret.removeprefix("env:")
             value = resolve_secret(key, sink.secret, environ, dev, [], generated)
             if not sink.secret.startswith("env:"):
-                problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
+                problems.append(f"{key}: {in_the_file(sink.secret)}")
             elif bad := not_utf8(name, environ.get(name, "")):
                 problems.append(f"{key}: {bad}")
             elif not value:

@@ -51,6 +51,22 @@ def unknown_name(kind: str, name: str, allowed: list[str] | tuple[str, ...]) -> 
     return said + (f" (allowed: {', '.join(allowed)})" if allowed else "")
 
 
+_VARIABLE = r"([A-Z_][A-Z0-9_]*)"
+_ENV_ELSEWHERE = re.compile(rf"(?i:env):(\w+)|\${_VARIABLE}|\$\{{{_VARIABLE}\}}|%{_VARIABLE}%")
+"""A variable named as a shell, a compose file or Windows would (in capitals, as variables are:
+a secret pasted in that starts with ``$`` is not shown back), or ``env:`` in capitals."""
+
+
+def in_the_file(value: str, what: str = "secrets are") -> str:
+    """Why a secret written as ``value`` (not ``env:NAME``) is refused, naming the fix: a
+    variable the operator meant (``$GATEWAY_SECRET``, ``ENV:…``) is not read from the
+    environment, as nothing in a TOML file is."""
+    if found := _ENV_ELSEWHERE.fullmatch(value):
+        name = next(group for group in found.groups() if group)
+        return f'{_shown(value)} is not read from the environment; write "env:{name}"'
+    return f'{what} never written in the file; use "env:NAME"'
+
+
 def regex_problem(pattern: str, flags: int = 0) -> str | None:
     """Why a configured regular expression cannot be used, or None: compiled here with the
     flags it runs with, so start-up refuses what would otherwise fail at the first request."""

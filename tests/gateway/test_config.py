@@ -192,6 +192,29 @@ def test_an_unknown_key_suggests_the_close_one(toml: str, expected: str) -> None
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
+        ("[identity]\nsecret = '$GATEWAY_SECRET'\n",
+         "identity.secret: '$GATEWAY_SECRET' is not read from the environment; write \"env:GATEWAY_SECRET\""),
+        ("[admin]\ntoken = '${ADMIN_TOKEN}'\n",
+         "admin.token: '${ADMIN_TOKEN}' is not read from the environment; write \"env:ADMIN_TOKEN\""),
+        ("[[sources]]\nname = 'shop'\nsecrets = ['ENV:SHOP']\n",
+         "sources[0].secrets[0]: 'ENV:SHOP' is not read from the environment; write \"env:SHOP\""),
+        ("[[sinks]]\nname = 's'\nkind = 'webhook'\nurl = 'https://h.example/in'\nsecret = '%HOOK%'\n",
+         "sinks[0].secret: '%HOOK%' is not read from the environment; write \"env:HOOK\""),
+        # A secret itself, even one starting with $, is not shown back.
+        ("[identity]\nsecret = '$2b$12$abcdefghijklmnopqrstuvwxyz'\n",
+         'identity.secret: secrets are never written in the file; use "env:NAME" and set NAME in the'),
+    ],
+)  # fmt: skip
+def test_a_variable_written_as_a_shell_would_is_named_with_the_fix(toml: str, expected: str) -> None:
+    """``$GATEWAY_SECRET`` (a shell's, a compose file's), ``ENV:…`` and ``%NAME%`` were told
+    "secrets are never written in the file; use env:NAME", to an operator who had not written
+    one, but named a variable the file cannot read."""
+    assert any(p.startswith(expected) for p in problems(toml)), problems(toml)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
         # What the README's rule examples lead to when the example's `rules = []` stays.
         ("[identity]\nrules = []\n\n[[identity.rules]]\nname = 'x'\n",
          "line 4: identity.rules is given twice; delete line 2 (`rules = []`) to write it as"
