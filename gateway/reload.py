@@ -71,6 +71,9 @@ def live_settings(old: Settings, new: Settings) -> Settings:
         else:
             after[section] = before[section]
     options = msgspec.convert(after, Options)
+    # What was resolved from the restart-only tables goes with them: the senders' secrets are
+    # looked up by the running senders' names (a renamed one was a KeyError), the sinks' and the
+    # central store's are those of the tasks already running.
     return dataclasses.replace(
         new,
         options=options,
@@ -78,4 +81,8 @@ def live_settings(old: Settings, new: Settings) -> Settings:
         admin_token=old.admin_token,
         base_dir=old.base_dir,
         node=old.node,
+        source_secrets=old.source_secrets,
+        sink_secrets=old.sink_secrets,
+        sink_urls=old.sink_urls,
+        central_url=old.central_url,
     )

@@ -180,3 +180,26 @@ async def test_a_reload_names_the_privacy_keys_it_cannot_apply_live(
 def _rows(path: Path, sql: str) -> list[tuple[str, ...]]:
     with sqlite3.connect(path) as db:
         return db.execute(sql).fetchall()
+
+
+async def test_a_reload_keeps_the_senders_secrets_with_the_senders(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """``[[sources]]`` is restart-only, and a reload said so, but took the new file's secrets for
+    the running senders: the old secret dropped from a rotation stopped verifying at once (while
+    the log said the running value was kept), and a sender renamed made every reload fail with a
+    ``KeyError`` traceback, the other changes unapplied."""
+    from tests.gateway.test_inbound import conversion, encode, post, signed
+
+    env = {"SHOP_SECRET": "n" * 32, "SHOP_OLD": "o" * 32}
+    both = "[[sources]]\nname = 'shop'\nsecrets = ['env:SHOP_SECRET', 'env:SHOP_OLD']\n"
+    gw = await start_gateway(await upstream_server(web.Application()), both, env)  # type: ignore[operator]
+    one = both.replace(", 'env:SHOP_OLD'", "")
+    assert await gw.gateway.reload(make_settings(tmp_path, one, **env)) == ["sources"]
+    body = encode(conversion())
+    assert (await post(gw, body, signed(body, "o" * 32)))[0] == 202  # the running rotation
+    renamed = both.replace("'shop'", "'shopify'") + "[bots]\nreview_threshold = 45\n"
+    assert await gw.gateway.reload(make_settings(tmp_path, renamed, **env)) == ["sources"]
+    assert gw.gateway.settings.options.bots.review_threshold == 45  # the rest applies
+    body = encode(conversion())
+    assert (await post(gw, body, signed(body, "n" * 32)))[0] == 202
