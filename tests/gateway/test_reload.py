@@ -16,6 +16,7 @@ from gateway.reload import RESTART_KEYS, live_settings, restart_needed
 from gateway.reportstate import REPORTING_KEY
 from tests.conftest import ENV, GatewayFactory, make_settings
 from tests.gateway.test_dashboard import login, with_cookie
+from tests.gateway.test_inbound import conversion, encode, post, signed
 
 
 def test_restart_only_keys_are_named_and_kept(tmp_path: Path) -> None:
@@ -189,8 +190,6 @@ async def test_a_reload_keeps_the_senders_secrets_with_the_senders(
     the running senders: the old secret dropped from a rotation stopped verifying at once (while
     the log said the running value was kept), and a sender renamed made every reload fail with a
     ``KeyError`` traceback, the other changes unapplied."""
-    from tests.gateway.test_inbound import conversion, encode, post, signed
-
     env = {"SHOP_SECRET": "n" * 32, "SHOP_OLD": "o" * 32}
     both = "[[sources]]\nname = 'shop'\nsecrets = ['env:SHOP_SECRET', 'env:SHOP_OLD']\n"
     gw = await start_gateway(await upstream_server(web.Application()), both, env)  # type: ignore[operator]
