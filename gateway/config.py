@@ -158,9 +158,9 @@ def _msgspec_problem(
     unknown = re.match(r"Object contains unknown field `(.*)`", message)
     if unknown:
         owner = _struct_at(struct, where)
-        allowed = owner.__struct_fields__ if owner is not None else ()
+        names = owner.__struct_fields__ if owner is not None else ()
         name = toml_key(unknown.group(1))  # quoted as written: "" or "a b"
-        return f"{key}.{name}: {unknown_name('key', unknown.group(1), allowed)}"
+        return f"{key}.{name}: {unknown_name('key', unknown.group(1), names)}"
     if re.match(r"Object missing required field `(.+)`", message):
         owner = _struct_at(struct, where)
         given = _value_at(data, _path_parts(where))
