@@ -479,7 +479,8 @@ def resolve_secret(
     in dev mode an ephemeral value."""
     if not value.startswith("env:"):
         said = in_the_file(value)
-        problems.append(f"{key}: {said}" + (" and set NAME in the environment" if "NAME" in said else ""))
+        tail = " and set NAME in the environment" if said.endswith('"env:NAME"') else ""
+        problems.append(f"{key}: {said}{tail}")
         return ""
     name = value[4:]
     resolved = environ.get(name, "")
