@@ -209,6 +209,9 @@ class Gateway:
     erasures_seen: int | None = None
     """The last erasure the pipeline was told of (``_follow_erasures``; None: not started)."""
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
+    reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by a SIGHUP's reload from its read of the file to its swap: one after another, in
+    the order they were asked (two at once applied the slower read last, an older file)."""
 
     def attach(self, name: str, task: Background) -> None:
         """Run ``task`` in the background of the process that runs the admin listener."""
@@ -521,7 +524,8 @@ async def _reload(gw: Gateway, reread: Reloader) -> None:
 
     try:
         # Both steps can find problems: reading (any key) and starting the new chain (a GeoIP file).
-        pending = await gw.reload(await reread())
+        async with gw.reloading:
+            pending = await gw.reload(await reread())
     except ConfigError as err:
         for problem in err.problems:
             log.error("reload refused, the running config is kept: %s", problem, extra={"key": _key(problem)})

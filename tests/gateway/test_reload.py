@@ -10,10 +10,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.config import Settings
 from gateway.events import Conversion, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.reload import RESTART_KEYS, live_settings, restart_needed
 from gateway.reportstate import REPORTING_KEY
+from gateway.server import _reload
 from tests.conftest import ENV, GatewayFactory, make_settings
 from tests.gateway.test_dashboard import login, with_cookie
 from tests.gateway.test_inbound import conversion, encode, post, signed
@@ -202,3 +204,31 @@ async def test_a_reload_keeps_the_senders_secrets_with_the_senders(
     assert gw.gateway.settings.options.bots.review_threshold == 45  # the rest applies
     body = encode(conversion())
     assert (await post(gw, body, signed(body, "n" * 32)))[0] == 202
+
+
+async def test_two_reloads_in_a_row_apply_in_the_order_they_were_asked(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """Each SIGHUP read and applied the file in a task of its own: two in a row (a config tool
+    that reloads twice) ran at once, and the first, slower to read, was applied last, so the
+    gateway ran the older file; both also swapped out the same pipeline, and the one between was
+    never closed."""
+    gw = await start_gateway(await upstream_server(web.Application()))  # type: ignore[operator]
+    first_read = asyncio.Event()
+
+    async def older() -> Settings:
+        settings = make_settings(tmp_path, "[bots]\nreview_threshold = 41\n")
+        first_read.set()
+        await asyncio.sleep(0.3)  # a slow read: a file on a busy disk
+        return settings
+
+    async def newer() -> Settings:
+        return make_settings(tmp_path, "[bots]\nreview_threshold = 42\n")
+
+    one = asyncio.create_task(_reload(gw.gateway, older))
+    await first_read.wait()
+    await _reload(gw.gateway, newer)
+    await one
+    assert gw.gateway.settings.options.bots.review_threshold == 42
+    assert gw.gateway.slot.host is not None
+    assert gw.gateway.slot.host.settings.options.bots.review_threshold == 42
