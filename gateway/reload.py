@@ -28,6 +28,7 @@ RESTART_KEYS = (
     "proxy.read_timeout",
     "proxy.max_header_size",
     "proxy.access_log",
+    "proxy.shutdown_grace",
     "identity.user_id_storage",
     "storage",
     "admin",
@@ -39,7 +40,8 @@ RESTART_KEYS = (
     "privacy.retention_days",
 )
 """Keys (or whole tables) a running process keeps until restarted: they are baked into listeners,
-the upstream session, the store, the admin app or the logging set-up; the user-ID keys (made
+the upstream session, the store, the admin app or the logging set-up; how long SIGTERM waits
+(the listeners' and the supervisor's, set at start); the user-ID keys (made
 once, shared by the pipeline, the admin API and the sinks) and the daily purge (started, or
 not, with the gateway) too."""
 

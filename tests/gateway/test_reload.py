@@ -123,7 +123,8 @@ async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
 ) -> None:
     """[attribution] needed a restart of the gateway, the site's proxy with it, for an analyst
     to shorten a lookback window or change the report time zone."""
-    gw = await start_gateway(await upstream_server(web.Application()))  # type: ignore[operator]
+    quick = "[proxy]\nshutdown_grace = 0.1\n"  # what a replaced engine is given to finish
+    gw = await start_gateway(await upstream_server(web.Application()), quick)  # type: ignore[operator]
     now = datetime.now(UTC)
     touch = Touchpoint(uuid7(), iso(now - timedelta(days=20)), "n", "v1", source="news", channel="Email")
     sale = Conversion(uuid7(), iso(now), "n", "purchase", "order:1", "v1", None, 100.0, "EUR")
@@ -134,7 +135,7 @@ async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
 
     assert await credited() == ["Email"]  # within the default 30-day window
     shorter = "[attribution]\nlookback_days = { awareness = 10.0 }\ntier_patterns = {}\n"
-    shorter += 'timezone = "Pacific/Auckland"\n[proxy]\nshutdown_grace = 0.1\n'
+    shorter += 'timezone = "Pacific/Auckland"\n' + quick
     before = gw.gateway.admin_app[REPORTING_KEY].reports
     assert await gw.gateway.reload(make_settings(tmp_path, shorter)) == []
     assert await credited() == ["Direct"]  # 20 days back: outside the new 10-day window
@@ -151,13 +152,15 @@ async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
     assert gw.gateway.admin_app[REPORTING_KEY].reports is engine
 
 
-async def test_a_reload_names_the_privacy_keys_it_cannot_apply_live(
+async def test_a_reload_names_the_keys_fixed_at_start_it_cannot_apply_live(
     tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
 ) -> None:
-    """``identity.user_id_storage`` (its keys are made once, at start) and
-    ``privacy.retention_days`` (its daily purge is started, or not, at start) were taken by a
-    reload without a word (``restart: []``) and never applied: an operator who set a retention
-    period, or turned ``plain`` off, and reloaded was told it was done."""
+    """``identity.user_id_storage`` (its keys are made once, at start),
+    ``privacy.retention_days`` (its daily purge is started, or not, at start) and
+    ``proxy.shutdown_grace`` (given to the listeners and the supervisor at start) were taken by
+    a reload without a word (``restart: []``) and never applied: an operator who set a
+    retention period, turned ``plain`` off or gave SIGTERM longer, and reloaded, was told it
+    was done."""
 
     async def login(request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "/"})
@@ -168,8 +171,10 @@ async def test_a_reload_names_the_privacy_keys_it_cannot_apply_live(
     rule += "user_id = { form = 'email' }\n"
     gw = await start_gateway(await upstream_server(app), rule)  # type: ignore[operator]
     changed = rule + "[identity]\nuser_id_storage = 'plain'\n[privacy]\nretention_days = 30\n"
+    changed += "[proxy]\nshutdown_grace = 60.0\n"  # SIGTERM's wait: the listeners' and the supervisor's
     pending = await gw.gateway.reload(make_settings(tmp_path, changed))
-    assert pending == ["identity.user_id_storage", "privacy.retention_days"]
+    assert pending == ["proxy.shutdown_grace", "identity.user_id_storage", "privacy.retention_days"]
+    assert gw.gateway.settings.options.proxy.shutdown_grace == 10.0
     assert gw.gateway.settings.options.identity.user_id_storage == "hash"  # as it runs
     assert gw.gateway.settings.options.privacy.retention_days == 0
     assert "retention" not in gw.gateway.background
