@@ -36,11 +36,13 @@ from gateway.config_values import (
     PADDED,
     TYPE_WORDS,
     dsn_problem,
+    in_the_file,
     not_utf8,
     padded,
     readable,
     special_file,
     toml_key,
+    unknown_name,
     unset,
 )
 from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
@@ -156,9 +158,9 @@ def _msgspec_problem(
     unknown = re.match(r"Object contains unknown field `(.*)`", message)
     if unknown:
         owner = _struct_at(struct, where)
-        allowed = ", ".join(owner.__struct_fields__) if owner is not None else ""
+        names = owner.__struct_fields__ if owner is not None else ()
         name = toml_key(unknown.group(1))  # quoted as written: "" or "a b"
-        return f"{key}.{name}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+        return f"{key}.{name}: {unknown_name('key', unknown.group(1), names)}"
     if re.match(r"Object missing required field `(.+)`", message):
         owner = _struct_at(struct, where)
         given = _value_at(data, _path_parts(where))
@@ -287,7 +289,7 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
         struct = SECTIONS.get(name)
         if struct is None:
             allowed = [*SECTIONS, *(f"[[{a}]]" for a in ARRAY_SECTIONS)]
-            problems.append(f"{toml_key(name)}: unknown table (allowed: {', '.join(allowed)})")
+            problems.append(f"{toml_key(name)}: {unknown_name('table', name, allowed)}")
             continue
         if not isinstance(value, dict):
             problems.append(f"{name}: must be a table ([{name}]), got {_shown(value)}")
@@ -476,9 +478,9 @@ def resolve_secret(
     """``env:NAME`` → the variable's value. Missing: an error (with ``hint``: what else to do), or
     in dev mode an ephemeral value."""
     if not value.startswith("env:"):
-        problems.append(
-            f'{key}: secrets are never written in the file; use "env:NAME" and set NAME in the environment'
-        )
+        said = in_the_file(value)
+        tail = " and set NAME in the environment" if said.endswith('"env:NAME"') else ""
+        problems.append(f"{key}: {said}{tail}")
         return ""
     name = value[4:]
     resolved = environ.get(name, "")
@@ -523,7 +525,7 @@ def resolve_sender_secret(
     """One ``[[sources]]`` secret: ``env:NAME`` → its HMAC key bytes (at least 24 of them).
     ``whose``: what the secret is, as a problem says it (a sink's is its own signing secret)."""
     if not value.startswith("env:"):
-        problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
+        problems.append(f"{key}: {in_the_file(value)}")
         return b""
     name = value[4:]
     if bad := not_utf8(name, environ.get(name, "")):
@@ -651,9 +653,8 @@ def toml_error(message: str, text: str) -> str:
     value is quoted (``node = myhost``, ``listen = 127.0.0.1:8080``)."""
     lines = text.splitlines()
     if "(at end of document)" in message:
-        opened = [i for i, line in enumerate(lines) if line.count('"""') % 2 or line.count("'''") % 2]
-        number = opened[-1] + 1 if opened else len(lines)
-        return message.replace("(at end of document)", f"(at line {number}: a string left open)")
+        number, what = _left_open(text)
+        return message.replace("(at end of document)", f"(at line {number}: {what})")
     found = _AT_LINE.search(message)
     if found is None or int(found.group(1)) > len(lines):
         return message
@@ -671,6 +672,69 @@ def toml_error(message: str, text: str) -> str:
         fixed = "0" + fixed if fixed.startswith(".") else fixed
         return f"{message}; a number is written with a point and a digit before it: {key.strip()} = {fixed}"
     return f'{message}; a text value is written in quotes: {key.strip()} = "{value}"'
+
+
+_OPENED = {
+    "string": "a string left open",
+    "array": "an array left open, no ] closes it",
+    "header": "a table header left open, no ] closes it",
+    "table": "an inline table left open, no } closes it",
+}
+
+
+def _left_open(text: str) -> tuple[int, str]:
+    """The line of what the text leaves open at its end, and what it is: a string, an array, a
+    table header, an inline table (the outermost one); else its last line, a value missing
+    (``workers =``). tomllib says only "at end of document" for each."""
+    opened: list[tuple[str, int]] = []  # brackets still open: what, and the line it opened on
+    quote, line, i, start = "", 1, 0, 1  # quote: the string being read ('"', "'", '"""', "'''")
+    at_line_start = True
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\" and quote[0] == '"':
+                line += text[i + 1 : i + 2] == "\n"
+                i += 2
+                continue
+            if char == "\n":
+                line, at_line_start = line + 1, True
+                if len(quote) == 1:  # a one-line string ends with its line (tomllib says where)
+                    quote = ""
+                i += 1
+                continue
+            elif text.startswith(quote, i):
+                i += len(quote)
+                quote = ""
+                continue
+        elif char == "#":
+            while i < len(text) and text[i] != "\n":
+                i += 1
+            continue
+        elif char in "\"'":
+            quote = char * 3 if text.startswith(char * 3, i) else char
+            start = line
+            i += len(quote)
+            at_line_start = False
+            continue
+        elif char in "[{":
+            kind = "table" if char == "{" else "header" if at_line_start and not opened else "array"
+            opened.append((kind, line))
+        elif char in "]}" and opened:
+            opened.pop()
+        elif char == "\n":
+            line += 1
+            at_line_start = True
+            i += 1
+            continue
+        if not char.isspace():
+            at_line_start = False
+        i += 1
+    if quote:
+        return start, _OPENED["string"]
+    if opened:
+        kind, number = opened[0]
+        return number, _OPENED[kind]
+    return max(1, len(text.splitlines())), "the file ends where a value was expected"
 
 
 def _deepest_line(text: str) -> int:
@@ -708,7 +772,7 @@ def given_twice(message: str, text: str, name: str) -> str | None:
         key = own.group(2) if own else ".".join(filter(None, [within, line.partition("=")[0].strip()]))
     else:
         return None
-    said = f"{name}: line {number}: {key} is given twice"
+    said = f"{name}: line {number}: {_indexed(key, lines[: number - 1])} is given twice"
     header = _HEADER.fullmatch(lines[number - 1]) if declared and number <= len(lines) else None
     if header is None:
         return f"{said}; keep one"
@@ -726,6 +790,25 @@ def given_twice(message: str, text: str, name: str) -> str | None:
     kind = f"[[{key}]] tables" if header.group(1) == "[[" else f"a [{key}] table"
     at = earlier[-1]
     return f"{said}; delete line {at + 1} (`{lines[at].strip()[:40]}`) to write it as {kind}"
+
+
+def _indexed(key: str, before: list[str]) -> str:
+    """``sinks.name`` → ``sinks[1].name`` when two ``[[sinks]]`` tables come in the lines
+    ``before`` it, as the other problems name an entry; an inner array of tables is counted
+    within its entry."""
+    shown, done, start = "", 0, 0
+    for i, char in enumerate(key):
+        if char != ".":
+            continue
+        entries = [j for j in range(start, len(before)) if _is_array(before[j], key[:i])]
+        shown += key[done:i] + (f"[{len(entries) - 1}]" if entries else "")
+        start, done = (entries[-1] + 1 if entries else start), i
+    return shown + key[done:]
+
+
+def _is_array(line: str, name: str) -> bool:
+    header = _HEADER.fullmatch(line)
+    return header is not None and header.groups() == ("[[", name)
 
 
 def load_settings(
@@ -847,7 +930,7 @@ def load_settings(
             name = sink.secret.removeprefix("env:")
             value = resolve_secret(key, sink.secret, environ, dev, [], generated)
             if not sink.secret.startswith("env:"):
-                problems.append(f'{key}: secrets are never written in the file; use "env:NAME"')
+                problems.append(f"{key}: {in_the_file(sink.secret)}")
             elif bad := not_utf8(name, environ.get(name, "")):
                 problems.append(f"{key}: {bad}")
             elif not value:

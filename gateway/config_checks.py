@@ -127,6 +127,11 @@ def _within(problems: list[str], key: str, value: float, lo: int, hi: int) -> No
 
 def _check_origin(problems: list[str], key: str, value: str, example: str) -> None:
     """An http(s) origin: scheme, host, optional port; no credentials, path or query."""
+    if value != value.strip() or not value.isprintable():
+        # yarl drops what is around it, but the origin is also used as written: a public_origin
+        # of " https://…" made every cookie lose its Secure flag, unsaid.
+        problems.append(f"{key}: must not hold white space or control characters, got {value!r}")
+        return
     try:
         url = URL(value)
         port = url.port  # raises for a port that is not a number or out of range

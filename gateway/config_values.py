@@ -11,6 +11,7 @@ None. Pure functions, no I/O but ``special_file``'s one ``stat``: ``gateway.conf
 from __future__ import annotations
 
 import contextlib
+import difflib
 import ipaddress
 import re
 import stat
@@ -40,6 +41,30 @@ table but a JSON object: each reader adds its own)."""
 def toml_key(key: str) -> str:
     """A table key as written in TOML: bare when it can be, else quoted (``"kagi.com"``)."""
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else msgspec.json.encode(key).decode()
+
+
+def unknown_name(kind: str, name: str, allowed: list[str] | tuple[str, ...]) -> str:
+    """``unknown key, did you mean listen? (allowed: …)``: the allowed name closest to a
+    misspelt one (``listn``, ``Listen``, ``review_treshold``), when one is close."""
+    close = difflib.get_close_matches(name.lower(), allowed, n=1, cutoff=0.7)
+    said = f"unknown {kind}" + (f", did you mean {close[0]}?" if close else "")
+    return said + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+
+
+_VARIABLE = r"([A-Z_][A-Z0-9_]*)"
+_ENV_ELSEWHERE = re.compile(rf"(?i:env):(\w+)|\${_VARIABLE}|\$\{{{_VARIABLE}\}}|%{_VARIABLE}%")
+"""A variable named as a shell, a compose file or Windows would (in capitals, as variables are:
+a secret pasted in that starts with ``$`` is not shown back), or ``env:`` in capitals."""
+
+
+def in_the_file(value: str, what: str = "secrets are") -> str:
+    """Why a secret written as ``value`` (not ``env:NAME``) is refused, naming the fix: a
+    variable the operator meant (``$GATEWAY_SECRET``, ``ENV:…``) is not read from the
+    environment, as nothing in a TOML file is."""
+    if found := _ENV_ELSEWHERE.fullmatch(value):
+        name = next(group for group in found.groups() if group)
+        return f'{_shown(value)} is not read from the environment; write "env:{name}"'
+    return f'{what} never written in the file; use "env:NAME"'
 
 
 def regex_problem(pattern: str, flags: int = 0) -> str | None:

@@ -2,7 +2,8 @@
 
 Reads two ``Settings`` (running and freshly loaded); owns the list of keys a
 running process cannot take over (listen addresses, the store, secrets, the
-upstream session's limits, the worker count, the admin side, log format) and
+upstream session's limits, the worker count, the admin side, log format, the user-ID
+storage mode, the retention period) and
 builds the settings a reload actually applies: the new rules and thresholds
 with every restart-only value kept as it runs.
 """
@@ -27,6 +28,8 @@ RESTART_KEYS = (
     "proxy.read_timeout",
     "proxy.max_header_size",
     "proxy.access_log",
+    "proxy.shutdown_grace",
+    "identity.user_id_storage",
     "storage",
     "admin",
     "creators",
@@ -34,9 +37,13 @@ RESTART_KEYS = (
     "central",
     "sinks",
     "sources",
+    "privacy.retention_days",
 )
 """Keys (or whole tables) a running process keeps until restarted: they are baked into listeners,
-the upstream session, the store, the admin app or the logging set-up."""
+the upstream session, the store, the admin app or the logging set-up; how long SIGTERM waits
+(the listeners' and the supervisor's, set at start); the user-ID keys (made
+once, shared by the pipeline, the admin API and the sinks) and the daily purge (started, or
+not, with the gateway) too."""
 
 
 def _get(data: dict[str, Any], key: str) -> Any:
@@ -66,6 +73,9 @@ def live_settings(old: Settings, new: Settings) -> Settings:
         else:
             after[section] = before[section]
     options = msgspec.convert(after, Options)
+    # What was resolved from the restart-only tables goes with them: the senders' secrets are
+    # looked up by the running senders' names (a renamed one was a KeyError), the sinks' and the
+    # central store's are those of the tasks already running.
     return dataclasses.replace(
         new,
         options=options,
@@ -73,4 +83,8 @@ def live_settings(old: Settings, new: Settings) -> Settings:
         admin_token=old.admin_token,
         base_dir=old.base_dir,
         node=old.node,
+        source_secrets=old.source_secrets,
+        sink_secrets=old.sink_secrets,
+        sink_urls=old.sink_urls,
+        central_url=old.central_url,
     )

@@ -72,9 +72,11 @@ def validate_rules(
             p.append(f"{at}.name: {bad_name}")
         _check(p, rule.name not in names, f"{at}.name", f"{rule.name!r} is used by another rule")
         names.add(rule.name)
-        _check(
-            p, bool(_METHOD.fullmatch(rule.method)), f"{at}.method", f"not an HTTP method: {rule.method!r}"
-        )
+        if _METHOD.fullmatch(rule.method.upper()) and not _METHOD.fullmatch(rule.method):
+            # Matched exactly as requests send it: "post" is no typo of a method but never matches.
+            p.append(f'{at}.method: written in capitals, as requests send it: "{rule.method.upper()}"')
+        elif not _METHOD.fullmatch(rule.method):
+            p.append(f"{at}.method: not an HTTP method: {rule.method!r}")
         # Compiled as addons/rules.py compiles it; matched against the whole path, which is
         # never empty: an empty pattern would never fire.
         bad_path = regex_problem(rule.path) or (

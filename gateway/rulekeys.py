@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gateway.config_values import not_utf8, path_problem, special_file, unset
+from gateway.config_values import in_the_file, not_utf8, path_problem, special_file, unset
 from gateway.ruleconfig import JWT_ALGORITHMS, ConversionRule, IdentityRule, Source
 
 
@@ -56,7 +56,7 @@ def resolve_rule_keys(
                 continue
             raw = value.encode()
         elif source.algorithm.startswith("HS"):
-            problems.append(f'{key}: an HMAC secret is never written in the file; use "env:NAME"')
+            problems.append(f"{key}: {in_the_file(source.key, 'an HMAC secret is')}")
             continue
         elif bad := path_problem(source.key):
             problems.append(f"{key}: {bad}")

@@ -40,6 +40,7 @@ from gateway.dashboard import SECURITY_HEADERS, add_dashboard
 from gateway.daysalt import DaySalt
 from gateway.inbound import Inbound
 from gateway.keys import Keys, key_check
+from gateway.lockout import LOGINS_KEY
 from gateway.logs import set_level
 from gateway.metrics import Metrics
 from gateway.options import parse_listen, unresolvable
@@ -208,6 +209,9 @@ class Gateway:
     erasures_seen: int | None = None
     """The last erasure the pipeline was told of (``_follow_erasures``; None: not started)."""
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
+    reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by a SIGHUP's reload from its read of the file to its swap: one after another, in
+    the order they were asked (two at once applied the slower read last, an older file)."""
 
     def attach(self, name: str, task: Background) -> None:
         """Run ``task`` in the background of the process that runs the admin listener."""
@@ -276,6 +280,8 @@ class Gateway:
             set_level(settings.options.log.level)  # until 2026-12-04 it needed a restart, unsaid
         self.settings = settings
         self.admin_app[LIVE_KEY].current = settings
+        # Whose X-Forwarded-For the admin listener's count of wrong tokens believes, as the proxy.
+        self.admin_app[LOGINS_KEY].trusted = settings.trusted_networks
         if REPORTING_KEY in self.admin_app:  # [attribution], [channels], [payouts] of the reports
             await self.admin_app[REPORTING_KEY].reload(settings)
         # The old chain's own resources (GeoIP readers) go once its requests have had time to end.
@@ -518,7 +524,8 @@ async def _reload(gw: Gateway, reread: Reloader) -> None:
 
     try:
         # Both steps can find problems: reading (any key) and starting the new chain (a GeoIP file).
-        pending = await gw.reload(await reread())
+        async with gw.reloading:
+            pending = await gw.reload(await reread())
     except ConfigError as err:
         for problem in err.problems:
             log.error("reload refused, the running config is kept: %s", problem, extra={"key": _key(problem)})

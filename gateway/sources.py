@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
-from gateway.config_values import comparison_problems
+from gateway.config_values import comparison_problems, unknown_name
 from gateway.events import NAME, NAME_RULE, order_scope_problem
 from gateway.options import SHOPIFY_HMAC
 from gateway.signing import STAMPED
@@ -241,7 +241,7 @@ def validate_sources(options: Options) -> list[str]:
             p.append(f"{at}.order_scope: {problem}")
         for name, pointer in src.fields.items():
             if name not in FIELDS:
-                p.append(f"{at}.fields.{name}: unknown field (allowed: {', '.join(FIELDS)})")
+                p.append(f"{at}.fields.{name}: {unknown_name('field', name, tuple(FIELDS))}")
             elif pointer and not pointer.startswith("/"):
                 p.append(
                     f'{at}.fields.{name}: a JSON pointer starts with "/" (or "" to unmap), got {pointer!r}'

@@ -211,7 +211,9 @@ def test_no_rules_means_disabled() -> None:
         ("dedup_window = 0", "conversions[0].dedup_window: must be 1..86400 seconds, got 0"),
         ('value = "ten"', "conversions[0].value: expected"),
         ("max_body = 0", "conversions[0].max_body: must be 1..16777216"),
-        ('method = "post"', "conversions[0].method: not an HTTP method: 'post'"),
+        # It said "not an HTTP method: 'post'", when the method was right, but for its case.
+        ('method = "post"', 'conversions[0].method: written in capitals, as requests send it: "POST"'),
+        ('method = "GET POST"', "conversions[0].method: not an HTTP method: 'GET POST'"),
     ],
 )
 def test_config_rejects(fields: str, expected: str) -> None:

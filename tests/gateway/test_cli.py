@@ -1641,3 +1641,19 @@ def test_check_refuses_captures_that_would_stall_the_gateway_or_keep_a_credentia
     assert "names a credential" in problems[5]
     assert "nested too deeply to be checked" in problems[6]  # compiled, but deeper than the check looks
     assert "Traceback" not in done.stderr
+
+
+def test_systemctl_reload_checks_the_config_before_the_signal(tmp_path: Path) -> None:
+    """``systemctl reload gateway`` only sent SIGHUP: with a broken config it said nothing and
+    exited 0, the gateway kept the old config, and the why was in the journal alone. The unit
+    runs ``gateway check`` first, whose failure fails the reload before any signal is sent."""
+    lines = (ROOT / "deploy" / "gateway.service").read_text().splitlines()
+    reload = [line.partition("=")[2].split() for line in lines if line.startswith("ExecReload=")]
+    start = next(line.partition("=")[2].split() for line in lines if line.startswith("ExecStart="))
+    assert [cmd[0] for cmd in reload] == [start[0], "/bin/kill"], reload
+    check = reload[0]
+    assert check[1:] == ["check", *start[2:]]  # the file `run` reads
+    broken = tmp_path / "gateway.toml"
+    broken.write_text("[bots]\nreview_threshold = 120\n")
+    done = gateway(*check[1:-1], str(broken), env=ENV)
+    assert done.returncode == 2 and "bots.review_threshold: must be 0..100, got 120" in done.stderr

@@ -49,6 +49,9 @@ def test_defaults_load() -> None:
         ("[proxy]\nupstream = 'http://[::1'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://h:99999'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://u:p@h:80'\n", "proxy.upstream: must not carry a user name"),
+        # Taken, and a space before https:// made the cookie lose its Secure flag.
+        ("[proxy]\npublic_origin = ' https://a.example'\n", "proxy.public_origin: must not hold white"),
+        ("[proxy]\nupstream = 'http://127.0.0.1:8000 '\n", "proxy.upstream: must not hold white space"),
         (
             "[proxy]\naddons = ['campaign', 'identity']\n",
             'proxy.addons: "campaign" needs "identity" before it',
@@ -166,6 +169,52 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
+        ("[proxy]\nlistn = 'a:1'\n", "proxy.listn: unknown key, did you mean listen? (allowed: listen,"),
+        ("[proxy]\nWorkers = 2\n", "proxy.Workers: unknown key, did you mean workers? (allowed:"),
+        ("[bots]\nreview_treshold = 5\n",
+         "bots.review_treshold: unknown key, did you mean review_threshold?"),
+        ("[proxi]\n", "proxi: unknown table, did you mean proxy? (allowed: proxy,"),
+        ("[[conversion]]\nname = 'x'\n", "conversion: unknown table, did you mean [[conversions]]?"),
+        ("[[conversions]]\nname = 'x'\npath = '/t'\nstatu = [200]\n",
+         "conversions[0].statu: unknown key, did you mean status? (allowed:"),
+        ("[[sources]]\nname = 'a'\nsecrets = ['env:GATEWAY_SECRET']\nfields = { valeu = '/v' }\n",
+         "sources[0].fields.valeu: unknown field, did you mean value? (allowed:"),
+        ("[proxy]\nbogus = 1\n", "proxy.bogus: unknown key (allowed:"),  # nothing close: no guess
+    ],
+)  # fmt: skip
+def test_an_unknown_key_suggests_the_close_one(toml: str, expected: str) -> None:
+    """A typo (``listn``, ``review_treshold``, ``[proxi]``) was named with every allowed key,
+    up to twenty of them, and no word of the one meant: ``conversions[0].statu: unknown key``
+    then ``conversions[0]: missing status`` left the two to be put together."""
+    assert any(p.startswith(expected) for p in problems(toml)), problems(toml)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[identity]\nsecret = '$GATEWAY_SECRET'\n",
+         "identity.secret: '$GATEWAY_SECRET' is not read from the environment; write \"env:GATEWAY_SECRET\""),
+        ("[admin]\ntoken = '${ADMIN_TOKEN}'\n",
+         "admin.token: '${ADMIN_TOKEN}' is not read from the environment; write \"env:ADMIN_TOKEN\""),
+        ("[[sources]]\nname = 'shop'\nsecrets = ['ENV:SHOP']\n",
+         "sources[0].secrets[0]: 'ENV:SHOP' is not read from the environment; write \"env:SHOP\""),
+        ("[[sinks]]\nname = 's'\nkind = 'webhook'\nurl = 'https://h.example/in'\nsecret = '%HOOK%'\n",
+         "sinks[0].secret: '%HOOK%' is not read from the environment; write \"env:HOOK\""),
+        # A secret itself, even one starting with $, is not shown back.
+        ("[identity]\nsecret = '$2b$12$abcdefghijklmnopqrstuvwxyz'\n",
+         'identity.secret: secrets are never written in the file; use "env:NAME" and set NAME in the'),
+    ],
+)  # fmt: skip
+def test_a_variable_written_as_a_shell_would_is_named_with_the_fix(toml: str, expected: str) -> None:
+    """``$GATEWAY_SECRET`` (a shell's, a compose file's), ``ENV:…`` and ``%NAME%`` were told
+    "secrets are never written in the file; use env:NAME", to an operator who had not written
+    one, but named a variable the file cannot read."""
+    assert any(p.startswith(expected) for p in problems(toml)), problems(toml)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
         # What the README's rule examples lead to when the example's `rules = []` stays.
         ("[identity]\nrules = []\n\n[[identity.rules]]\nname = 'x'\n",
          "line 4: identity.rules is given twice; delete line 2 (`rules = []`) to write it as"
@@ -186,6 +235,13 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
          " each entry"),
         ("[channels.referrers]\n'kagi.com' = 'search'\n'kagi.com' = 'ai'\n",
          "line 3: channels.referrers.'kagi.com' is given twice; keep one"),
+        # Within an array of tables, the entry (until 2026-12-05 `sinks.name`, no index).
+        ("[[sinks]]\nname = 'a'\n[[sinks]]\nname = 'b'\nname = 'c'\n",
+         "line 5: sinks[1].name is given twice; keep one"),
+        ("[[identity.rules]]\nname = 'x'\nstatus = [200]\nstatus = [302]\n",
+         "line 4: identity.rules[0].status is given twice; keep one"),
+        ("[[sources]]\nname = 'a'\n[[sources]]\nname = 'b'\n[sources.fields]\nvalue = '/v'\nvalue = '/w'\n",
+         "line 7: sources[1].fields.value is given twice; keep one"),
     ],
 )  # fmt: skip
 def test_a_key_given_twice_is_named_with_what_to_do(toml: str, expected: str) -> None:

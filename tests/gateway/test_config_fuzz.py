@@ -351,6 +351,15 @@ def test_a_control_character_in_a_problem_line_is_escaped(toml: str) -> None:
         ('[proxy]\nlisten = "127.0.0.1:8080', "Unterminated string (at line 2: a string left open)"),
         ("[proxy]\nlisten = '127.0.0.1:8080", "(at line 2: a string left open)"),
         ('[proxy]\nlisten = """a\nb = 1\n', "(at line 2: a string left open)"),
+        # Each of these said "a string left open" too, at the last line, where none was.
+        (
+            '[proxy]\naddons = ["identity",\n  "campaign",\n',
+            "(at line 2: an array left open, no ] closes it)",
+        ),
+        ('[proxy]\naddons = ["a]",  # ]\n  "b",\n', "(at line 2: an array left open, no ] closes it)"),
+        ("[proxy]\nworkers =", "(at line 2: the file ends where a value was expected)"),
+        ("[log]\nlevel = 'info'\n[proxy", "(at line 3: a table header left open, no ] closes it)"),
+        ("[privacy]\nconsent_cookie = {name = 'c'", "(at line 2: an inline table left open, no } closes it)"),
         (
             "[proxy]\nlisten = 127.0.0.1:8080\n",
             'a text value is written in quotes: listen = "127.0.0.1:8080"',
@@ -372,7 +381,8 @@ def test_a_control_character_in_a_problem_line_is_escaped(toml: str) -> None:
     ],
 )
 def test_invalid_toml_gives_the_line_and_the_usual_cause(toml: str, expected: str) -> None:
-    """A string left open at the end said "(at end of document)", no line; an unquoted text
+    """A string left open at the end said "(at end of document)", no line (and then an array,
+    a table header or an inline table left open was said to be a string); an unquoted text
     value said "Invalid value" or "Expected newline or end of document after a statement"."""
     with pytest.raises(ConfigError) as info:
         load_settings(None, text=toml, environ=ENV)

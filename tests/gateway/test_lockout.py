@@ -13,7 +13,7 @@ import pytest
 
 from gateway.lockout import LOGINS_KEY, MAX_TRACKED, FailedLogins
 from gateway.sessions import COOKIE, SESSIONS_KEY
-from tests.conftest import TOKEN, RunningGateway
+from tests.conftest import TOKEN, RunningGateway, make_settings
 from tests.gateway.test_dashboard import origin
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -153,3 +153,23 @@ def test_the_table_is_bounded_and_forgets() -> None:
     assert logins.locked(b"x" * 16) == 0
     assert logins.failed(b"y" * 16) == 0
     assert len(logins) == 1  # every other window is over
+
+
+async def test_a_reload_of_the_trusted_proxies_reaches_the_count(
+    start_gateway, upstream_server, tmp_path
+) -> None:
+    """The proxy took a reloaded ``proxy.trusted_proxies`` but the admin listener's count kept the
+    start's: nginx added in front of the dashboard and reloaded, one analyst's wrong tokens
+    locked every analyst out (all were nginx); removed, X-Forwarded-For still dodged the count."""
+    admin = "[admin]\nmax_failed_logins = 2\n"
+    gw = await start_gateway(await upstream_server(origin()), admin)
+    trusted = admin + '[proxy]\ntrusted_proxies = ["127.0.0.1"]\n'
+    assert await gw.gateway.reload(make_settings(tmp_path, trusted)) == []
+    assert (await api(gw, client("203.0.113.1", **WRONG)))[0] == 401
+    assert (await api(gw, client("203.0.113.1", **WRONG)))[0] == 401
+    assert (await api(gw, client("203.0.113.1", **AUTH)))[0] == 429
+    assert (await api(gw, client("203.0.113.2", **AUTH)))[0] == 200  # another client behind nginx
+    assert await gw.gateway.reload(make_settings(tmp_path, admin)) == []
+    assert (await api(gw, client("203.0.113.3", **WRONG)))[0] == 401
+    assert (await api(gw, client("203.0.113.4", **WRONG)))[0] == 401
+    assert (await api(gw, client("203.0.113.5", **AUTH)))[0] == 429  # all one client again: the peer

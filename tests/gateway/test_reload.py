@@ -4,17 +4,21 @@ on the pipeline they started on."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
 
+from gateway.config import Settings
 from gateway.events import Conversion, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.reload import RESTART_KEYS, live_settings, restart_needed
 from gateway.reportstate import REPORTING_KEY
+from gateway.server import _reload
 from tests.conftest import ENV, GatewayFactory, make_settings
 from tests.gateway.test_dashboard import login, with_cookie
+from tests.gateway.test_inbound import conversion, encode, post, signed
 
 
 def test_restart_only_keys_are_named_and_kept(tmp_path: Path) -> None:
@@ -119,7 +123,8 @@ async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
 ) -> None:
     """[attribution] needed a restart of the gateway, the site's proxy with it, for an analyst
     to shorten a lookback window or change the report time zone."""
-    gw = await start_gateway(await upstream_server(web.Application()))  # type: ignore[operator]
+    quick = "[proxy]\nshutdown_grace = 0.1\n"  # what a replaced engine is given to finish
+    gw = await start_gateway(await upstream_server(web.Application()), quick)  # type: ignore[operator]
     now = datetime.now(UTC)
     touch = Touchpoint(uuid7(), iso(now - timedelta(days=20)), "n", "v1", source="news", channel="Email")
     sale = Conversion(uuid7(), iso(now), "n", "purchase", "order:1", "v1", None, 100.0, "EUR")
@@ -130,7 +135,7 @@ async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
 
     assert await credited() == ["Email"]  # within the default 30-day window
     shorter = "[attribution]\nlookback_days = { awareness = 10.0 }\ntier_patterns = {}\n"
-    shorter += 'timezone = "Pacific/Auckland"\n[proxy]\nshutdown_grace = 0.1\n'
+    shorter += 'timezone = "Pacific/Auckland"\n' + quick
     before = gw.gateway.admin_app[REPORTING_KEY].reports
     assert await gw.gateway.reload(make_settings(tmp_path, shorter)) == []
     assert await credited() == ["Direct"]  # 20 days back: outside the new 10-day window
@@ -145,3 +150,90 @@ async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
     engine = gw.gateway.admin_app[REPORTING_KEY].reports
     assert await gw.gateway.reload(make_settings(tmp_path, shorter)) == []
     assert gw.gateway.admin_app[REPORTING_KEY].reports is engine
+
+
+async def test_a_reload_names_the_keys_fixed_at_start_it_cannot_apply_live(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """``identity.user_id_storage`` (its keys are made once, at start),
+    ``privacy.retention_days`` (its daily purge is started, or not, at start) and
+    ``proxy.shutdown_grace`` (given to the listeners and the supervisor at start) were taken by
+    a reload without a word (``restart: []``) and never applied: an operator who set a
+    retention period, turned ``plain`` off or gave SIGTERM longer, and reloaded, was told it
+    was done."""
+
+    async def login(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "/"})
+
+    app = web.Application()
+    app.router.add_post("/login", login)
+    rule = "[[identity.rules]]\nname = 'login'\npath = '/login'\nstatus = [302]\n"
+    rule += "user_id = { form = 'email' }\n"
+    gw = await start_gateway(await upstream_server(app), rule)  # type: ignore[operator]
+    changed = rule + "[identity]\nuser_id_storage = 'plain'\n[privacy]\nretention_days = 30\n"
+    changed += "[proxy]\nshutdown_grace = 60.0\n"  # SIGTERM's wait: the listeners' and the supervisor's
+    pending = await gw.gateway.reload(make_settings(tmp_path, changed))
+    assert pending == ["proxy.shutdown_grace", "identity.user_id_storage", "privacy.retention_days"]
+    assert gw.gateway.settings.options.proxy.shutdown_grace == 10.0
+    assert gw.gateway.settings.options.identity.user_id_storage == "hash"  # as it runs
+    assert gw.gateway.settings.options.privacy.retention_days == 0
+    assert "retention" not in gw.gateway.background
+    form = {"email": "ana@example.com"}
+    async with gw.session.post(gw.url + "/login", data=form, allow_redirects=False) as resp:
+        assert resp.status == 302
+    stored = await asyncio.to_thread(_rows, gw.gateway.settings.store_path, "SELECT user_key FROM identities")
+    assert len(stored) == 1 and "ana@example.com" not in stored[0][0]  # hashed, as before the reload
+
+
+def _rows(path: Path, sql: str) -> list[tuple[str, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+async def test_a_reload_keeps_the_senders_secrets_with_the_senders(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """``[[sources]]`` is restart-only, and a reload said so, but took the new file's secrets for
+    the running senders: the old secret dropped from a rotation stopped verifying at once (while
+    the log said the running value was kept), and a sender renamed made every reload fail with a
+    ``KeyError`` traceback, the other changes unapplied."""
+    env = {"SHOP_SECRET": "n" * 32, "SHOP_OLD": "o" * 32}
+    both = "[[sources]]\nname = 'shop'\nsecrets = ['env:SHOP_SECRET', 'env:SHOP_OLD']\n"
+    gw = await start_gateway(await upstream_server(web.Application()), both, env)  # type: ignore[operator]
+    one = both.replace(", 'env:SHOP_OLD'", "")
+    assert await gw.gateway.reload(make_settings(tmp_path, one, **env)) == ["sources"]
+    body = encode(conversion())
+    assert (await post(gw, body, signed(body, "o" * 32)))[0] == 202  # the running rotation
+    renamed = both.replace("'shop'", "'shopify'") + "[bots]\nreview_threshold = 45\n"
+    assert await gw.gateway.reload(make_settings(tmp_path, renamed, **env)) == ["sources"]
+    assert gw.gateway.settings.options.bots.review_threshold == 45  # the rest applies
+    body = encode(conversion())
+    assert (await post(gw, body, signed(body, "n" * 32)))[0] == 202
+
+
+async def test_two_reloads_in_a_row_apply_in_the_order_they_were_asked(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """Each SIGHUP read and applied the file in a task of its own: two in a row (a config tool
+    that reloads twice) ran at once, and the first, slower to read, was applied last, so the
+    gateway ran the older file; both also swapped out the same pipeline, and the one between was
+    never closed."""
+    gw = await start_gateway(await upstream_server(web.Application()))  # type: ignore[operator]
+    first_read = asyncio.Event()
+
+    async def older() -> Settings:
+        settings = make_settings(tmp_path, "[bots]\nreview_threshold = 41\n")
+        first_read.set()
+        await asyncio.sleep(0.3)  # a slow read: a file on a busy disk
+        return settings
+
+    async def newer() -> Settings:
+        return make_settings(tmp_path, "[bots]\nreview_threshold = 42\n")
+
+    one = asyncio.create_task(_reload(gw.gateway, older))
+    await first_read.wait()
+    await _reload(gw.gateway, newer)
+    await one
+    assert gw.gateway.settings.options.bots.review_threshold == 42
+    assert gw.gateway.slot.host is not None
+    assert gw.gateway.slot.host.settings.options.bots.review_threshold == 42
