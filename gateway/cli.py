@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import functools
 import ipaddress
 import logging
 import os
@@ -234,6 +233,43 @@ SUPERVISOR_ENV = "GATEWAY_WORKER_SUPERVISOR"
 RELOADED_CONFIG_ENV = "GATEWAY_WORKER_RELOADED_CONFIG"
 """Set by the supervisor for the workers it starts after a SIGHUP: a file holding the config
 text of the last reload it found valid (``_worker_settings``)."""
+SIGHUP_SNAPSHOT = "sighup.json"
+"""Beside the started config (``STARTED_CONFIG_ENV``): what the supervisor read on the last
+SIGHUP, before forwarding it, ``{"text": …}`` or ``{"problems": […]}`` when the file could not
+be read. The running workers reload from it, not from the file: read by each worker apart,
+a file written in between (a second quick edit, a write that is not atomic) left workers on
+different configs after one reload."""
+
+
+class _Sighup(msgspec.Struct, omit_defaults=True):
+    text: str | None = None
+    problems: list[str] = []
+
+
+def write_sighup_snapshot(folder: Path, text: str | None, problems: list[str]) -> None:
+    """Keep what the supervisor read on a SIGHUP for its workers' reloads (whole, by a rename)."""
+    written = folder / (SIGHUP_SNAPSHOT + ".new")
+    written.write_bytes(msgspec.json.encode(_Sighup(text, problems)))
+    written.replace(folder / SIGHUP_SNAPSHOT)
+
+
+def sighup_snapshot() -> str | None:
+    """A supervised worker's reload: the config text its supervisor read on this SIGHUP, or
+    ConfigError with why it could not be read; None when no supervisor kept one (one process,
+    a supervisor of an older version): the worker reads the file itself."""
+    started = os.environ.get(STARTED_CONFIG_ENV)
+    if started is None:
+        return None
+    try:
+        raw = (Path(started).parent / SIGHUP_SNAPSHOT).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise _copy_gone(err) from err
+    kept = msgspec.json.decode(raw, type=_Sighup)
+    if kept.text is None:
+        raise ConfigError(kept.problems)
+    return kept.text
 
 
 async def _run(
@@ -261,9 +297,12 @@ async def _run(
     primary = args.worker in (None, 0)
 
     async def reread() -> Settings:
-        load = functools.partial(
-            load_settings, args.config, dev=args.dev, admin_public=args.admin_public, missing_hint=RELOAD_HINT
-        )
+        def load() -> Settings:
+            text = sighup_snapshot() if args.worker is not None else None
+            return load_settings(
+                args.config, text=text, dev=args.dev, admin_public=args.admin_public, missing_hint=RELOAD_HINT
+            )
+
         return _overridden(await asyncio.to_thread(load), args, started)
 
     def ready(proxy: str, admin: str) -> None:
@@ -401,6 +440,11 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         it); an invalid one changes nothing (each worker logs its problems)."""
         try:
             new = read_config(args.config)
+        except ConfigError as err:
+            write_sighup_snapshot(snapshots, None, err.problems)
+            return {}
+        write_sighup_snapshot(snapshots, new, [])  # what every running worker reloads, alike
+        try:
             level = _load_run(args, new).options.log.level
         except ConfigError:
             return {}
@@ -482,9 +526,11 @@ def _snapshot(variable: str) -> str | None:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as err:  # its folder removed under a running gateway
-        raise ConfigError(
-            [f"the supervisor's copy of the config is gone ({err}); restart the gateway"]
-        ) from err
+        raise _copy_gone(err) from err
+
+
+def _copy_gone(err: OSError) -> ConfigError:
+    return ConfigError([f"the supervisor's copy of the config is gone ({err}); restart the gateway"])
 
 
 def cmd_run(args: argparse.Namespace) -> int:

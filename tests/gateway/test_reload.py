@@ -8,9 +8,11 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
-from gateway.config import Settings
+from gateway.cli import STARTED_CONFIG_ENV, sighup_snapshot, write_sighup_snapshot
+from gateway.config import ConfigError, Settings
 from gateway.events import Conversion, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.reload import RESTART_KEYS, live_settings, restart_needed
@@ -237,3 +239,25 @@ async def test_two_reloads_in_a_row_apply_in_the_order_they_were_asked(
     assert gw.gateway.settings.options.bots.review_threshold == 42
     assert gw.gateway.slot.host is not None
     assert gw.gateway.slot.host.settings.options.bots.review_threshold == 42
+
+
+def test_a_supervised_worker_reloads_what_its_supervisor_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several workers, each read the file itself on SIGHUP: a file written between their
+    reads (a second quick edit, a write that is not atomic) left them on different configs after
+    one reload. The supervisor now keeps what it read, and every worker reloads that."""
+    started = tmp_path / "started.toml"
+    started.write_text("", encoding="utf-8")
+    monkeypatch.setenv(STARTED_CONFIG_ENV, str(started))
+    assert sighup_snapshot() is None  # no SIGHUP yet (or a supervisor of an older version)
+    write_sighup_snapshot(tmp_path, "[bots]\nreview_threshold = 41\n", [])
+    (tmp_path / "gateway.toml").write_text("[bots]\nreview_threshold = 42\n", encoding="utf-8")
+    assert sighup_snapshot() == "[bots]\nreview_threshold = 41\n"
+    # A file the supervisor could not read: every worker refuses the reload for the same reason.
+    write_sighup_snapshot(tmp_path, None, ["gateway.toml: cannot read: No such file or directory"])
+    with pytest.raises(ConfigError) as refused:
+        sighup_snapshot()
+    assert refused.value.problems == ["gateway.toml: cannot read: No such file or directory"]
+    monkeypatch.delenv(STARTED_CONFIG_ENV)
+    assert sighup_snapshot() is None  # one process: it reads the file
