@@ -299,11 +299,15 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     only_params(request, {"since", "until", "model", "population", "conversion", "part"})
     today = datetime.now(report_zone_of(request)).date()
     until = _day("until", q["until"]) if "until" in q else today + timedelta(days=1)
+    if "since" not in q and until <= FIRST_DAY:  # as the report endpoints say it
+        raise ApiError(400, f"until: must be after {FIRST_DAY} (the default since is its earliest)")
     # The default since never reaches before the first day, as the report endpoints' does.
     since = (
         _day("since", q["since"]) if "since" in q else max(until - timedelta(days=DEFAULT_DAYS), FIRST_DAY)
     )
-    if "since" in q and "until" in q and since >= until:  # as every report and listing says it
+    # As every report and listing says it, the default until (tomorrow) too: a since after it
+    # read "since..until: must span 1..92 days, got -4".
+    if since >= until:
         raise ApiError(400, f"since: must be before until ({since} >= {until})")
     if not 1 <= (until - since).days <= MAX_DAYS:
         raise ApiError(400, f"since..until: must span 1..{MAX_DAYS} days, got {(until - since).days}")

@@ -860,7 +860,9 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
             {"since": "9999-12-31", "until": "1970-01-02"},
             "since: must be before until (9999-12-31 >= 1970-01-02)",
         ),
-        ({"until": "1970-01-01"}, "since..until: must span 1..92 days, got 0"),  # since: 1970-01-01 at most
+        # The default ends said as the reports say them: not "must span 1..92 days, got -2912102".
+        ({"until": "1970-01-01"}, "until: must be after 1970-01-01 (the default since is its earliest)"),
+        ({"since": "9999-12-30"}, "since: must be before until (9999-12-30 >= "),  # until: tomorrow
     ],
 )
 async def test_summary_errors(gw: RunningGateway, params: dict[str, str], message: str) -> None:
