@@ -37,7 +37,7 @@ from gateway.badbody import body_key, unseal
 from gateway.config import Settings
 from gateway.config_values import TYPE_WORDS
 from gateway.creators import Creator, CreatorRegistry
-from gateway.events import CreatorStanding, VerdictChange, iso, printable_name
+from gateway.events import NAME, NAME_RULE, CreatorStanding, VerdictChange, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
 from gateway.lockout import LOGINS_KEY, FailedLogins
@@ -674,10 +674,17 @@ async def bad_events(request: web.Request) -> web.Response:
     limit, cursor = _page(q)
     pending = q.get("pending", "false")
     if pending not in ("true", "false"):
-        raise ApiError(400, f"pending: expected true or false, got {pending!r}")
-    items, next_cursor = await request.app[READER_KEY].bad_events(
-        q.get("sender"), pending == "true", cursor, limit
-    )
+        raise ApiError(400, f"pending: expected true or false, got {pending[:100]!r}")
+    sender = q.get("sender")
+    if sender is not None and not NAME.fullmatch(sender):
+        # No kept event can be a sender's of another name: an empty page would read as "none"
+        # (sender=Billing, sender=%20billing), as the other listings' filters refuse such values.
+        raise ApiError(
+            400,
+            f"sender: expected a [[sources]] name ({NAME_RULE}), got {sender[:100]!r};"
+            " leave sender out for every one",
+        )
+    items, next_cursor = await request.app[READER_KEY].bad_events(sender, pending == "true", cursor, limit)
     key = body_key(request.app[SETTINGS_KEY].secret)
     for item in items:  # sealed at rest; the admin sees what was received, and why it was refused
         item["body"] = unseal(key, item["body"]) or "(sealed under another identity.secret)"
