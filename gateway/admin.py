@@ -37,7 +37,15 @@ from gateway.badbody import body_key, unseal
 from gateway.config import Settings
 from gateway.config_values import TYPE_WORDS
 from gateway.creators import Creator, CreatorRegistry
-from gateway.events import NAME, NAME_RULE, CreatorStanding, VerdictChange, iso, printable_name
+from gateway.events import (
+    CONVERSION_ORIGINS,
+    NAME,
+    NAME_RULE,
+    CreatorStanding,
+    VerdictChange,
+    iso,
+    printable_name,
+)
 from gateway.ids import Uuid7
 from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
 from gateway.lockout import LOGINS_KEY, FailedLogins
@@ -554,6 +562,13 @@ async def conversions(request: web.Request) -> web.StreamResponse:
     # Recorded trimmed as touchpoints' are (a [[conversions]] rule's name is refused with spaces
     # around it, a webhook's name trimmed; senders' names are tokens): " signup" found none.
     equals = {k: _filter(k, q[k], "conversions", 200) for k in CONVERSION_FILTERS if k in q}
+    origin = equals.get("origin")
+    if origin is not None and origin not in CONVERSION_ORIGINS:  # origin=webhooks found none
+        raise ApiError(
+            400,
+            f"origin: expected one of {', '.join(CONVERSION_ORIGINS)}, got {origin!r};"
+            " leave origin out for every one",
+        )
     query = ConversionQuery(since, until, equals, cursor, limit)
     reader = request.app[READER_KEY]
     if fmt != "json":

@@ -376,6 +376,15 @@ async def test_a_conversion_filter_with_spaces_around_it_is_a_400_naming_it(gw) 
                 f"{name}: expected a value as conversions record it (1..200 printable characters,"
                 f" no spaces around it), got {value[:100]!r}; leave {name} out for every one"
             )
+    # The origins are four: origin=webhooks (or Rule) answered an empty page, read as "none".
+    for value in ("webhooks", "Rule", "analyst"):
+        for fmt in ("json", "csv"):
+            status, _, body = await get(gw, "/api/conversions", AUTH, format=fmt, origin=value)
+            assert status == 400, (value, body)
+            assert body["error"] == (
+                f"origin: expected one of rule, webhook, segment, import, got {value!r};"
+                " leave origin out for every one"
+            )
 
 
 async def download(gw, path: str, **params: str) -> tuple[int, Any, bytes]:
