@@ -86,8 +86,13 @@ def period(
         else max(days_before(until, DEFAULT_DAYS, zone), EARLIEST)
     )
     in_order(iso(since), iso(until), names)
-    if since < days_before(until, MAX_DAYS, zone):
-        raise ApiError(400, f"{since_name}: a report covers at most {MAX_DAYS} days")
+    earliest = days_before(until, MAX_DAYS, zone)
+    if since < earliest:  # which since would do, rather than only the rule
+        raise ApiError(
+            400,
+            f"{since_name}: a report covers at most {MAX_DAYS} days; the earliest for this {until_name}"
+            f" is {iso(earliest)}, got {iso(since)}",
+        )
     return since, until
 
 
