@@ -308,7 +308,7 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
     raise ApiError(
         400,
         f"{name}: expected an ISO 8601 date or date-time from {EARLIEST:%Y-%m-%dT%H:%MZ} to"
-        f" {LATEST:%Y-%m-%dT%H:%MZ}, like 2026-11-25T10:00:00Z, got {value!r}{meant}",
+        f" {LATEST:%Y-%m-%dT%H:%MZ}, like 2026-11-25T10:00:00Z, got {value[:100]!r}{meant}",
     )
 
 
@@ -413,7 +413,7 @@ def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
     if not (len(digits) <= 4 and limit_text.isascii() and limit_text.isdigit()) or not (
         1 <= int(digits) <= 1000
     ):
-        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
+        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text[:100]!r}")
     cursor = q.get("cursor")
     if cursor is not None and not _UUID.fullmatch(cursor):
         raise ApiError(400, "cursor: not a cursor this API returned")

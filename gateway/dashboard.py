@@ -285,9 +285,9 @@ def _day(name: str, value: str) -> date:
             raise ValueError("not a plain date")  # date.fromisoformat also takes 2026-W44-1
         day = date.fromisoformat(value)
     except ValueError:
-        raise ApiError(400, f"{name}: expected a date like 2026-11-01, got {value!r}") from None
+        raise ApiError(400, f"{name}: expected a date like 2026-11-01, got {value[:100]!r}") from None
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise ApiError(400, f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}, got {value!r}")
+        raise ApiError(400, f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}, got {value[:100]!r}")
     return day
 
 
@@ -313,14 +313,14 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         raise ApiError(400, f"since..until: must span 1..{MAX_DAYS} days, got {(until - since).days}")
     model = q.get("model", DEFAULT_MODEL)
     if model not in MODELS:
-        raise ApiError(400, f"model: expected one of {', '.join(MODELS)}, got {model!r}")
+        raise ApiError(400, f"model: expected one of {', '.join(MODELS)}, got {model[:100]!r}")
     population = q.get("population")
     if population is not None and population not in POPULATIONS:
-        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
+        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population[:100]!r}")
     conversion = conversion_param(request)
     part = q.get("part")
     if part is not None and part not in PARTS:
-        raise ApiError(400, f"part: expected one of {', '.join(PARTS)}, got {part!r}")
+        raise ApiError(400, f"part: expected one of {', '.join(PARTS)}, got {part[:100]!r}")
     live = request.app[REPORTING_KEY]
     data = await summary(
         (live.reader or request.app[READER_KEY]).db,  # the mirror's, if any

@@ -113,10 +113,10 @@ def verdict_names(text: str, key: str) -> frozenset[str]:
     names = [name.strip() for name in text.split(",")]
     unknown = next((name for name in names if name not in VERDICTS), None)
     if unknown == "":
-        raise ValueError(f"{key}: an empty verdict name (a stray comma?) in {text!r}")
+        raise ValueError(f"{key}: an empty verdict name (a stray comma?) in {text[:100]!r}")
     if unknown is not None:
         raise ValueError(
-            f"{key}: expected comma-separated verdicts among {', '.join(VERDICTS)}, got {unknown!r}"
+            f"{key}: expected comma-separated verdicts among {', '.join(VERDICTS)}, got {unknown[:100]!r}"
         )
     return frozenset(names)
 

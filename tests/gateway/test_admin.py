@@ -448,6 +448,31 @@ async def test_listings_download_every_row_as_csv_or_ndjson(gw) -> None:
             assert status == 400 and answer["error"].startswith(error), (path, params, answer)
 
 
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/attribution", "since"),
+        ("/api/attribution", "group_by"),
+        ("/api/attribution", "population"),
+        ("/api/attribution", "format"),
+        ("/api/attribution", "verdicts"),
+        ("/api/fraud", "group_by"),
+        ("/api/touchpoints", "until"),
+        ("/api/touchpoints", "limit"),
+        ("/api/dashboard/summary", "since"),
+        ("/api/dashboard/summary", "model"),
+        ("/api/dashboard/summary", "population"),
+        ("/api/dashboard/summary", "part"),
+    ],
+)
+async def test_a_refused_value_is_quoted_at_most_100_characters(gw, path: str, name: str) -> None:
+    """Most refusals quoted the first 100 characters of what they refused; these quoted it
+    whole, a URL's worth (8 KB) sent back in the error."""
+    status, _, body = await get(gw, path, AUTH, **{name: "x" * 5000})
+    assert status == 400 and body["error"].startswith(name + ":"), body
+    assert "x" * 100 in body["error"] and "x" * 101 not in body["error"], body["error"]
+
+
 async def test_a_listing_download_answers_head_without_its_rows(gw) -> None:
     """A HEAD of a download (a link checker, a download manager probing the file) got the
     headers and then every row all the same: a client keeping the connection read the CSV as
