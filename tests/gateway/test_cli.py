@@ -839,6 +839,9 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     done = gateway("report", "-c", str(cfg), "--verdicts", "allow,reveiw")
     assert done.returncode == 2 and "--verdicts: expected comma-separated verdicts among" in done.stderr
     assert "got 'reveiw'" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--verdicts", "allow review")
+    assert done.returncode == 2
+    assert "got 'allow review'; separate them with commas: allow,review\n" in done.stderr
     done = gateway("report", "-c", str(cfg), "--verdicts", "")
     assert done.returncode == 2 and "--verdicts: an empty verdict name (a stray comma?)" in done.stderr
     done = gateway("report", "-c", str(cfg), "--conversion", "")

@@ -1078,6 +1078,12 @@ async def test_csv_keeps_formulas_from_visitors_and_senders_inert(
             "verdicts: expected comma-separated verdicts among allow,",
         ),
         ("/api/payouts", {"verdicts": "allow,"}, "verdicts: an empty verdict name (a stray comma?)"),
+        (  # as the downloads' names write them (…-allow+review-…): the + arrives as a space
+            "/api/attribution",
+            {"verdicts": "allow review"},
+            "verdicts: expected comma-separated verdicts among allow, review, block, bot, got 'allow review';"
+            " separate them with commas: allow,review (a + in a query is a space)",
+        ),
         ("/api/attribution", {"conversion": ""}, "conversion:"),
         ("/api/attribution", {"limit": "3"}, "'limit'"),
         ("/api/attribution/timeseries", {"model": "nope"}, "model:"),
