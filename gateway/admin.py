@@ -139,6 +139,18 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
+_ID_PREFIXES = ("/api/users/", "/api/visitors/", "/api/creators/", "/api/sinks/")
+"""Paths that end in an ID a client may have left holding a ``/``."""
+
+
+def _slash_hint(path: str) -> str:
+    """For a path under an endpoint that takes an ID, that an ID holding ``/`` is written
+    ``%2F``: ``DELETE /api/users/a/b`` read only as an endpoint that does not exist."""
+    if path.startswith(_ID_PREFIXES) and path.count("/") > (5 if path.startswith("/api/sinks/") else 3):
+        return " (an ID that holds a / is written %2F: /api/users/a%2Fb)"
+    return ""
+
+
 async def _enveloped(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
@@ -153,7 +165,7 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
         # A CONNECT's target (``host:443``) has no path: name it as sent.
         target = request.path if request.path.startswith("/") else request.raw_path[:200]
         message = {
-            404: f"no such endpoint: {target}",
+            404: f"no such endpoint: {target}{_slash_hint(target)}",
             405: f"{request.method} is not allowed here",
             413: f"body: larger than the admin API takes ({MAX_BODY:,} bytes, decoded)",
         }

@@ -473,6 +473,24 @@ async def test_a_refused_value_is_quoted_at_most_100_characters(gw, path: str, n
     assert "x" * 100 in body["error"] and "x" * 101 not in body["error"], body["error"]
 
 
+async def test_an_id_holding_a_slash_unescaped_is_told_to_escape_it(gw) -> None:
+    """``DELETE /api/users/a/b`` (a user ID with a ``/``, not written ``%2F``) answered only
+    "no such endpoint": an erasure that did not happen, with no word of why."""
+    hint = " (an ID that holds a / is written %2F: /api/users/a%2Fb)"
+    for method, path in [
+        ("DELETE", "/api/users/a/b"),
+        ("GET", "/api/users/a/b"),
+        ("GET", "/api/visitors/a/b"),
+        ("PUT", "/api/creators/a/b"),
+        ("POST", "/api/sinks/s/users/a/b"),
+    ]:
+        async with gw.session.request(method, gw.admin_url + path, headers=AUTH) as resp:
+            body = await resp.json()
+        assert resp.status == 404 and body["error"] == f"no such endpoint: {path}{hint}", (method, body)
+    async with gw.session.get(gw.admin_url + "/api/nothing/a/b", headers=AUTH) as resp:
+        assert (await resp.json())["error"] == "no such endpoint: /api/nothing/a/b"
+
+
 async def test_a_listing_download_answers_head_without_its_rows(gw) -> None:
     """A HEAD of a download (a link checker, a download manager probing the file) got the
     headers and then every row all the same: a client keeping the connection read the CSV as
