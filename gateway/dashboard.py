@@ -204,9 +204,18 @@ async def login_form(request: web.Request) -> web.Response:
     return _page(request, "login.html", error=said, next_page=next_page)
 
 
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+"""The bodies a login is read from: the page's form, and ``curl -F``'s."""
+_NO_FORM = "body: expected a form with the token (application/x-www-form-urlencoded, UTF-8)."
+
+
 async def login(request: web.Request) -> web.Response:
     if not same_origin(request):
         return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
+    if request.body_exists and request.content_type not in _FORMS:
+        # aiohttp reads any other body as an empty form: a script's JSON was told to enter the
+        # admin token it had sent.
+        return _page(request, "login.html", 400, _NO_FORM)
     try:
         async with body_deadline(request):
             form = await request.post()
@@ -226,12 +235,7 @@ async def login(request: web.Request) -> web.Response:
         # its boundary; a multipart form led by a _charset_ field, which aiohttp (3.14) reads
         # past its part (a part header that does not parse: HttpProcessingError) or refuses
         # when longer than 31 bytes (RuntimeError): the dashboard's own form never sends these.
-        return _page(
-            request,
-            "login.html",
-            400,
-            "body: expected a form with the token (application/x-www-form-urlencoded, UTF-8).",
-        )
+        return _page(request, "login.html", 400, _NO_FORM)
     given = form.get("token")
     next_page = back_to(form.get("next"))
     # Refused: back to the login page, which says why (Post/Redirect/Get), not a page of the

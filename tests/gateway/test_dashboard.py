@@ -274,6 +274,9 @@ def _multipart(*fields: tuple[str, bytes]) -> bytes:
         (b"token=x", "application/x-www-form-urlencoded; charset=bogus", "body: expected a form"),
         (b"token=x", "multipart/form-data", "body: expected a form"),
         (b"token=x", "multipart/form-data; boundary=zz", "body: expected a form"),
+        # A script's JSON or plain text: was told "token: enter the admin token" (it had).
+        (b'{"token": "' + TOKEN.encode() + b'"}', "application/json", "body: expected a form"),
+        (b"token=" + TOKEN.encode(), "text/plain", "body: expected a form"),
         # Led by a _charset_ field (RFC 7578, 4.6), which aiohttp misreads: was a 500.
         (_multipart(("_charset_", b"utf-8"), ("token", TOKEN.encode())), _MULTIPART, "body: expected a form"),
         (
