@@ -37,7 +37,15 @@ from gateway.badbody import body_key, unseal
 from gateway.config import Settings
 from gateway.config_values import TYPE_WORDS
 from gateway.creators import Creator, CreatorRegistry
-from gateway.events import CreatorStanding, VerdictChange, iso, printable_name
+from gateway.events import (
+    CONVERSION_ORIGINS,
+    NAME,
+    NAME_RULE,
+    CreatorStanding,
+    VerdictChange,
+    iso,
+    printable_name,
+)
 from gateway.ids import Uuid7
 from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
 from gateway.lockout import LOGINS_KEY, FailedLogins
@@ -132,6 +140,18 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
+_ID_PREFIXES = ("/api/users/", "/api/visitors/", "/api/creators/", "/api/sinks/")
+"""Paths that end in an ID a client may have left holding a ``/``."""
+
+
+def _slash_hint(path: str) -> str:
+    """For a path under an endpoint that takes an ID, that an ID holding ``/`` is written
+    ``%2F``: ``DELETE /api/users/a/b`` read only as an endpoint that does not exist."""
+    if path.startswith(_ID_PREFIXES) and path.count("/") > (5 if path.startswith("/api/sinks/") else 3):
+        return " (an ID that holds a / is written %2F: /api/users/a%2Fb)"
+    return ""
+
+
 async def _enveloped(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
@@ -149,7 +169,7 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
         # A CONNECT's target (``host:443``) has no path: name it as sent.
         target = request.path if request.path.startswith("/") else request.raw_path[:200]
         message = {
-            404: f"no such endpoint: {target}",
+            404: f"no such endpoint: {target}{_slash_hint(target)}",
             405: f"{request.method} is not allowed here",
             413: f"body: larger than the admin API takes ({MAX_BODY:,} bytes, decoded)",
         }
@@ -304,7 +324,7 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
     raise ApiError(
         400,
         f"{name}: expected an ISO 8601 date or date-time from {EARLIEST:%Y-%m-%dT%H:%MZ} to"
-        f" {LATEST:%Y-%m-%dT%H:%MZ}, like 2026-11-25T10:00:00Z, got {value!r}{meant}",
+        f" {LATEST:%Y-%m-%dT%H:%MZ}, like 2026-11-25T10:00:00Z, got {value[:100]!r}{meant}",
     )
 
 
@@ -409,7 +429,7 @@ def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
     if not (len(digits) <= 4 and limit_text.isascii() and limit_text.isdigit()) or not (
         1 <= int(digits) <= 1000
     ):
-        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text!r}")
+        raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text[:100]!r}")
     cursor = q.get("cursor")
     if cursor is not None and not _UUID.fullmatch(cursor):
         raise ApiError(400, "cursor: not a cursor this API returned")
@@ -558,6 +578,13 @@ async def conversions(request: web.Request) -> web.StreamResponse:
     # Recorded trimmed as touchpoints' are (a [[conversions]] rule's name is refused with spaces
     # around it, a webhook's name trimmed; senders' names are tokens): " signup" found none.
     equals = {k: _filter(k, q[k], "conversions", 200) for k in CONVERSION_FILTERS if k in q}
+    origin = equals.get("origin")
+    if origin is not None and origin not in CONVERSION_ORIGINS:  # origin=webhooks found none
+        raise ApiError(
+            400,
+            f"origin: expected one of {', '.join(CONVERSION_ORIGINS)}, got {origin!r};"
+            " leave origin out for every one",
+        )
     query = ConversionQuery(since, until, equals, cursor, limit)
     reader = request.app[READER_KEY]
     if fmt != "json":
@@ -678,10 +705,17 @@ async def bad_events(request: web.Request) -> web.Response:
     limit, cursor = _page(q)
     pending = q.get("pending", "false")
     if pending not in ("true", "false"):
-        raise ApiError(400, f"pending: expected true or false, got {pending!r}")
-    items, next_cursor = await request.app[READER_KEY].bad_events(
-        q.get("sender"), pending == "true", cursor, limit
-    )
+        raise ApiError(400, f"pending: expected true or false, got {pending[:100]!r}")
+    sender = q.get("sender")
+    if sender is not None and not NAME.fullmatch(sender):
+        # No kept event can be a sender's of another name: an empty page would read as "none"
+        # (sender=Billing, sender=%20billing), as the other listings' filters refuse such values.
+        raise ApiError(
+            400,
+            f"sender: expected a [[sources]] name ({NAME_RULE}), got {sender[:100]!r};"
+            " leave sender out for every one",
+        )
+    items, next_cursor = await request.app[READER_KEY].bad_events(sender, pending == "true", cursor, limit)
     key = body_key(request.app[SETTINGS_KEY].secret)
     for item in items:  # sealed at rest; the admin sees what was received, and why it was refused
         item["body"] = unseal(key, item["body"]) or "(sealed under another identity.secret)"

@@ -204,9 +204,18 @@ async def login_form(request: web.Request) -> web.Response:
     return _page(request, "login.html", error=said, next_page=next_page)
 
 
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+"""The bodies a login is read from: the page's form, and ``curl -F``'s."""
+_NO_FORM = "body: expected a form with the token (application/x-www-form-urlencoded, UTF-8)."
+
+
 async def login(request: web.Request) -> web.Response:
     if not same_origin(request):
         return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
+    if request.body_exists and request.content_type not in _FORMS:
+        # aiohttp reads any other body as an empty form: a script's JSON was told to enter the
+        # admin token it had sent.
+        return _page(request, "login.html", 400, _NO_FORM)
     try:
         async with body_deadline(request):
             form = await request.post()
@@ -226,12 +235,7 @@ async def login(request: web.Request) -> web.Response:
         # its boundary; a multipart form led by a _charset_ field, which aiohttp (3.14) reads
         # past its part (a part header that does not parse: HttpProcessingError) or refuses
         # when longer than 31 bytes (RuntimeError): the dashboard's own form never sends these.
-        return _page(
-            request,
-            "login.html",
-            400,
-            "body: expected a form with the token (application/x-www-form-urlencoded, UTF-8).",
-        )
+        return _page(request, "login.html", 400, _NO_FORM)
     given = form.get("token")
     next_page = back_to(form.get("next"))
     # Refused: back to the login page, which says why (Post/Redirect/Get), not a page of the
@@ -285,9 +289,9 @@ def _day(name: str, value: str) -> date:
             raise ValueError("not a plain date")  # date.fromisoformat also takes 2026-W44-1
         day = date.fromisoformat(value)
     except ValueError:
-        raise ApiError(400, f"{name}: expected a date like 2026-11-01, got {value!r}") from None
+        raise ApiError(400, f"{name}: expected a date like 2026-11-01, got {value[:100]!r}") from None
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise ApiError(400, f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}, got {value!r}")
+        raise ApiError(400, f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}, got {value[:100]!r}")
     return day
 
 
@@ -299,24 +303,28 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     only_params(request, {"since", "until", "model", "population", "conversion", "part"})
     today = datetime.now(report_zone_of(request)).date()
     until = _day("until", q["until"]) if "until" in q else today + timedelta(days=1)
+    if "since" not in q and until <= FIRST_DAY:  # as the report endpoints say it
+        raise ApiError(400, f"until: must be after {FIRST_DAY} (the default since is its earliest)")
     # The default since never reaches before the first day, as the report endpoints' does.
     since = (
         _day("since", q["since"]) if "since" in q else max(until - timedelta(days=DEFAULT_DAYS), FIRST_DAY)
     )
-    if "since" in q and "until" in q and since >= until:  # as every report and listing says it
+    # As every report and listing says it, the default until (tomorrow) too: a since after it
+    # read "since..until: must span 1..92 days, got -4".
+    if since >= until:
         raise ApiError(400, f"since: must be before until ({since} >= {until})")
     if not 1 <= (until - since).days <= MAX_DAYS:
         raise ApiError(400, f"since..until: must span 1..{MAX_DAYS} days, got {(until - since).days}")
     model = q.get("model", DEFAULT_MODEL)
     if model not in MODELS:
-        raise ApiError(400, f"model: expected one of {', '.join(MODELS)}, got {model!r}")
+        raise ApiError(400, f"model: expected one of {', '.join(MODELS)}, got {model[:100]!r}")
     population = q.get("population")
     if population is not None and population not in POPULATIONS:
-        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
+        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population[:100]!r}")
     conversion = conversion_param(request)
     part = q.get("part")
     if part is not None and part not in PARTS:
-        raise ApiError(400, f"part: expected one of {', '.join(PARTS)}, got {part!r}")
+        raise ApiError(400, f"part: expected one of {', '.join(PARTS)}, got {part[:100]!r}")
     live = request.app[REPORTING_KEY]
     data = await summary(
         (live.reader or request.app[READER_KEY]).db,  # the mirror's, if any

@@ -215,6 +215,10 @@ CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")
 """The campaign fields a landing's ``<prefix><field>`` parameters fill (``utm_source``…): the
 campaign addon reads them, the config checks that no other parameter claims their names."""
 
+CONVERSION_ORIGINS = ("rule", "webhook", "segment", "import")
+"""What recorded a conversion (``conversions.origin``): a conversion rule, a signed webhook, a
+Segment call, or ``gateway import``."""
+
 VERDICTS = ("allow", "review", "block", "bot")
 """The bot verdicts a touchpoint can carry (``addons/bots.py`` scores, analysts override);
 none recorded counts as ``allow``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.attribution import MODELS
-from gateway.events import VERDICTS
+from gateway.events import CONVERSION_ORIGINS, NAME, VERDICTS
 from gateway.keys import MAX_VISITOR_ID
 from storage.dashboard import PARTS
 
@@ -550,8 +550,12 @@ def openapi_document() -> dict[str, Any]:
                             for name, what in (
                                 ("name", "exact conversion name (signup, purchase…)"),
                                 ("rule", "exact rule or sender that recorded it"),
-                                ("origin", "exact origin: rule, webhook, segment or import"),
                             )
+                        ),
+                        query_param(
+                            "origin",
+                            "what recorded it: rule, webhook, segment or import",
+                            {"type": "string", "enum": list(CONVERSION_ORIGINS)},
                         ),
                         *_PAGING,
                         *_DOWNLOAD,
@@ -623,7 +627,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Signed events that failed validation, with their reason, in time order",
                     "parameters": [
-                        query_param("sender", "only this [[sources]] sender's"),
+                        query_param(
+                            "sender",
+                            "only this [[sources]] sender's (its name: 1-64 of a-z 0-9 _ . -)",
+                            {"type": "string", "pattern": f"^{NAME.pattern}$"},
+                        ),
                         query_param("pending", "true: only those not replayed yet", {"type": "boolean"}),
                         *_PAGING,
                     ],

@@ -86,8 +86,13 @@ def period(
         else max(days_before(until, DEFAULT_DAYS, zone), EARLIEST)
     )
     in_order(iso(since), iso(until), names)
-    if since < days_before(until, MAX_DAYS, zone):
-        raise ApiError(400, f"{since_name}: a report covers at most {MAX_DAYS} days")
+    earliest = days_before(until, MAX_DAYS, zone)
+    if since < earliest:  # which since would do, rather than only the rule
+        raise ApiError(
+            400,
+            f"{since_name}: a report covers at most {MAX_DAYS} days; the earliest for this {until_name}"
+            f" is {iso(earliest)}, got {iso(since)}",
+        )
     return since, until
 
 
@@ -114,7 +119,7 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
         raise ApiError(400, f"model: expected one of {known}, got {model[:100]!r}")
     group_by = q.get("group_by", "channel")
     if group_by not in GROUP_BY:
-        raise ApiError(400, f"group_by: expected one of {', '.join(GROUP_BY)}, got {group_by!r}")
+        raise ApiError(400, f"group_by: expected one of {', '.join(GROUP_BY)}, got {group_by[:100]!r}")
     since, until = period(q.get("since"), q.get("until"), zone=report_zone_of(request))
     conversion = conversion_param(request)
     verdicts = None
@@ -125,7 +130,7 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
             raise ApiError(400, str(e)) from None
     population = q.get("population")
     if population is not None and population not in POPULATIONS:
-        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population!r}")
+        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population[:100]!r}")
     return reporting.Query(since, until, models, group_by, conversion, verdicts, population)
 
 
@@ -133,7 +138,7 @@ def _format(request: web.Request) -> str:
     given = request.query.get("format")
     if given is not None:
         if given not in FORMATS:
-            raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {given!r}")
+            raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {given[:100]!r}")
         kind = given
     else:
         kind = accepted_format(", ".join(request.headers.getall("Accept", ())))
@@ -270,7 +275,7 @@ async def fraud(request: web.Request) -> web.Response:
     q = request.query
     group_by = q.get("group_by", "creator_id")
     if group_by not in FRAUD_GROUPS:
-        raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by!r}")
+        raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by[:100]!r}")
     since, until = span(q, report_zone_of(request))
     reader = request.app[REPORTING_KEY].reader or request.app[READER_KEY]  # the mirror's, if any
     if kind != "json":

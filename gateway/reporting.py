@@ -113,10 +113,15 @@ def verdict_names(text: str, key: str) -> frozenset[str]:
     names = [name.strip() for name in text.split(",")]
     unknown = next((name for name in names if name not in VERDICTS), None)
     if unknown == "":
-        raise ValueError(f"{key}: an empty verdict name (a stray comma?) in {text!r}")
+        raise ValueError(f"{key}: an empty verdict name (a stray comma?) in {text[:100]!r}")
     if unknown is not None:
+        # allow+review, as the downloads' names write it, arrives as "allow review" in a query.
+        joined = unknown.split() != [unknown] and all(part in VERDICTS for part in unknown.split())
+        query = "" if key.startswith("-") else " (a + in a query is a space)"
+        hint = f"; separate them with commas: {','.join(unknown.split())}{query}" if joined else ""
         raise ValueError(
-            f"{key}: expected comma-separated verdicts among {', '.join(VERDICTS)}, got {unknown!r}"
+            f"{key}: expected comma-separated verdicts among {', '.join(VERDICTS)},"
+            f" got {unknown[:100]!r}{hint}"
         )
     return frozenset(names)
 

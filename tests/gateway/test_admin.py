@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import re
+import socket
+import struct
 import typing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +29,7 @@ from tests.conftest import TOKEN
 from tests.gateway.test_fraud import click
 from tests.gateway.test_malformed import raw_request
 from tests.gateway.test_openapi import response_schema
+from tests.gatewayproc import GatewayProcess
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -373,6 +376,15 @@ async def test_a_conversion_filter_with_spaces_around_it_is_a_400_naming_it(gw) 
                 f"{name}: expected a value as conversions record it (1..200 printable characters,"
                 f" no spaces around it), got {value[:100]!r}; leave {name} out for every one"
             )
+    # The origins are four: origin=webhooks (or Rule) answered an empty page, read as "none".
+    for value in ("webhooks", "Rule", "analyst"):
+        for fmt in ("json", "csv"):
+            status, _, body = await get(gw, "/api/conversions", AUTH, format=fmt, origin=value)
+            assert status == 400, (value, body)
+            assert body["error"] == (
+                f"origin: expected one of rule, webhook, segment, import, got {value!r};"
+                " leave origin out for every one"
+            )
 
 
 async def download(gw, path: str, **params: str) -> tuple[int, Any, bytes]:
@@ -434,6 +446,115 @@ async def test_listings_download_every_row_as_csv_or_ndjson(gw) -> None:
         for path in ("/api/touchpoints", "/api/conversions"):
             status, _, answer = await get(gw, path, AUTH, **params)
             assert status == 400 and answer["error"].startswith(error), (path, params, answer)
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/attribution", "since"),
+        ("/api/attribution", "group_by"),
+        ("/api/attribution", "population"),
+        ("/api/attribution", "format"),
+        ("/api/attribution", "verdicts"),
+        ("/api/fraud", "group_by"),
+        ("/api/touchpoints", "until"),
+        ("/api/touchpoints", "limit"),
+        ("/api/dashboard/summary", "since"),
+        ("/api/dashboard/summary", "model"),
+        ("/api/dashboard/summary", "population"),
+        ("/api/dashboard/summary", "part"),
+    ],
+)
+async def test_a_refused_value_is_quoted_at_most_100_characters(gw, path: str, name: str) -> None:
+    """Most refusals quoted the first 100 characters of what they refused; these quoted it
+    whole, a URL's worth (8 KB) sent back in the error."""
+    status, _, body = await get(gw, path, AUTH, **{name: "x" * 5000})
+    assert status == 400 and body["error"].startswith(name + ":"), body
+    assert "x" * 100 in body["error"] and "x" * 101 not in body["error"], body["error"]
+
+
+async def test_an_id_holding_a_slash_unescaped_is_told_to_escape_it(gw) -> None:
+    """``DELETE /api/users/a/b`` (a user ID with a ``/``, not written ``%2F``) answered only
+    "no such endpoint": an erasure that did not happen, with no word of why."""
+    hint = " (an ID that holds a / is written %2F: /api/users/a%2Fb)"
+    for method, path in [
+        ("DELETE", "/api/users/a/b"),
+        ("GET", "/api/users/a/b"),
+        ("GET", "/api/visitors/a/b"),
+        ("PUT", "/api/creators/a/b"),
+        ("POST", "/api/sinks/s/users/a/b"),
+    ]:
+        async with gw.session.request(method, gw.admin_url + path, headers=AUTH) as resp:
+            body = await resp.json()
+        assert resp.status == 404 and body["error"] == f"no such endpoint: {path}{hint}", (method, body)
+    async with gw.session.get(gw.admin_url + "/api/nothing/a/b", headers=AUTH) as resp:
+        assert (await resp.json())["error"] == "no such endpoint: /api/nothing/a/b"
+
+
+async def test_a_listing_download_answers_head_without_its_rows(gw) -> None:
+    """A HEAD of a download (a link checker, a download manager probing the file) got the
+    headers and then every row all the same: a client keeping the connection read the CSV as
+    the status line of its next answer, and the gateway read the whole period for nothing."""
+    await land(gw, "utm_source=news")
+    port = URL(gw.admin_url).port
+    assert port is not None
+    for path in ("/api/touchpoints", "/api/conversions", "/api/review"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(
+                f"HEAD {path}?format=csv HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+                "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"filename=" in head, (path, answer)
+        assert rest.startswith(b"HTTP/1.1 200"), (path, answer)  # the next answer, no rows before it
+
+
+async def test_a_client_leaving_a_download_is_no_admin_api_failure(tmp_path: Path) -> None:
+    """``curl …?format=csv | head`` or a cancelled download: the write to the gone client
+    failed, and the gateway logged ``admin API failed on GET /api/touchpoints`` with a
+    traceback, at error, as if the API were broken. (A ``gateway run``: the test server's
+    connections do not always see the client go.)"""
+    from bench.synth import generate
+
+    # 60,000 touchpoints: tens of MB of CSV, more than the kernel's buffers take unread.
+    await asyncio.to_thread(generate, tmp_path / "synth.db", 60000, 300, seed=3, days=30)
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        '[proxy]\nlisten = "127.0.0.1:0"\nupstream = "http://127.0.0.1:9"\nworkers = 1\n'
+        '[admin]\nlisten = "127.0.0.1:0"\nreport_processes = 1\n[storage]\npath = "synth.db"\n',
+    )
+    gw = await GatewayProcess.start(cfg)
+    try:
+        port = URL(gw.admin).port
+        assert port is not None
+
+        def leave_part_way() -> bytes:
+            with socket.socket() as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the rows wait for it
+                client.connect(("127.0.0.1", port))
+                client.sendall(
+                    b"GET /api/touchpoints?format=csv HTTP/1.1\r\nHost: t\r\n"
+                    + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+                )
+                first = client.recv(100)
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+                return first
+
+        assert (await asyncio.to_thread(leave_part_way)).startswith(b"HTTP/1.1 200")
+        left = await gw.wait_log(lambda r: "download ended early" in r["msg"], 30)
+        assert (
+            left["level"] == "info" and left["msg"] == "a touchpoints download ended early: the client left"
+        )
+        assert not [r for r in gw.logs() if r["level"] == "error"], gw.logs()
+    finally:
+        await gw.stop()
 
 
 async def test_listing_downloads_for_a_semicolon_locale_are_separated_as_asked(gw) -> None:

@@ -839,6 +839,9 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     done = gateway("report", "-c", str(cfg), "--verdicts", "allow,reveiw")
     assert done.returncode == 2 and "--verdicts: expected comma-separated verdicts among" in done.stderr
     assert "got 'reveiw'" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--verdicts", "allow review")
+    assert done.returncode == 2
+    assert "got 'allow review'; separate them with commas: allow,review\n" in done.stderr
     done = gateway("report", "-c", str(cfg), "--verdicts", "")
     assert done.returncode == 2 and "--verdicts: an empty verdict name (a stray comma?)" in done.stderr
     done = gateway("report", "-c", str(cfg), "--conversion", "")
@@ -1028,7 +1031,11 @@ def test_report_checks_its_period_as_the_report_api_does(tmp_path: Path) -> None
             ("--since", "2026-11-02", "--until", "2026-11-01"),
             "--since: must be before --until (2026-11-02T00:00:00.000000Z >= 2026-11-01T00:00:00.000000Z)",
         ),
-        (("--since", "1970-01-01", "--until", "2026-01-01"), "--since: a report covers at most 3660 days"),
+        (
+            ("--since", "1970-01-01", "--until", "2026-01-01"),
+            "--since: a report covers at most 3660 days; the earliest for this --until is"
+            " 2015-12-25T00:00:00.000000Z, got 1970-01-01T00:00:00.000000Z",
+        ),
         (("--since", ""), "--since: expected an ISO 8601"),  # not the default, as in the API
     ]:
         done = gateway("report", "-c", str(cfg), *period)

@@ -274,6 +274,9 @@ def _multipart(*fields: tuple[str, bytes]) -> bytes:
         (b"token=x", "application/x-www-form-urlencoded; charset=bogus", "body: expected a form"),
         (b"token=x", "multipart/form-data", "body: expected a form"),
         (b"token=x", "multipart/form-data; boundary=zz", "body: expected a form"),
+        # A script's JSON or plain text: was told "token: enter the admin token" (it had).
+        (b'{"token": "' + TOKEN.encode() + b'"}', "application/json", "body: expected a form"),
+        (b"token=" + TOKEN.encode(), "text/plain", "body: expected a form"),
         # Led by a _charset_ field (RFC 7578, 4.6), which aiohttp misreads: was a 500.
         (_multipart(("_charset_", b"utf-8"), ("token", TOKEN.encode())), _MULTIPART, "body: expected a form"),
         (
@@ -860,7 +863,9 @@ async def test_summary_offers_only_conversion_names_it_accepts(gw: RunningGatewa
             {"since": "9999-12-31", "until": "1970-01-02"},
             "since: must be before until (9999-12-31 >= 1970-01-02)",
         ),
-        ({"until": "1970-01-01"}, "since..until: must span 1..92 days, got 0"),  # since: 1970-01-01 at most
+        # The default ends said as the reports say them: not "must span 1..92 days, got -2912102".
+        ({"until": "1970-01-01"}, "until: must be after 1970-01-01 (the default since is its earliest)"),
+        ({"since": "9999-12-30"}, "since: must be before until (9999-12-30 >= "),  # until: tomorrow
     ],
 )
 async def test_summary_errors(gw: RunningGateway, params: dict[str, str], message: str) -> None:

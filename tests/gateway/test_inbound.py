@@ -935,6 +935,14 @@ async def test_admin_lists_bad_events_as_the_openapi_document_says(gw: RunningGa
     wrong = await gw.api("/api/bad-events", pending="maybe")
     Draft202012Validator(response_schema("/api/bad-events", 400)).validate(wrong)
     assert wrong["error"].startswith("pending:")
+    # A name no sender can have is refused, as the other listings' filters, not an empty page.
+    for name in ("Billing", " billing", "", "billing\n", "x" * 65):
+        wrong = await gw.api("/api/bad-events", sender=name)
+        assert wrong["status"] == 400, name
+        assert wrong["error"] == (
+            f"sender: expected a [[sources]] name (1-64 of a-z 0-9 _ . - (not starting with _ . -)),"
+            f" got {name!r}; leave sender out for every one"
+        )
 
 
 async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: RunningGateway) -> None:

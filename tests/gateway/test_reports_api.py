@@ -366,7 +366,10 @@ async def test_the_default_since_and_the_longest_period_count_local_days(
     longest = await get(gw, "/api/attribution", since="2026-10-20", until="2036-10-27")
     assert (longest["since"], longest["until"]) == ("2026-10-19T22:00:00Z", "2036-10-26T23:00:00Z")
     refused = await get(gw, "/api/attribution", 400, since="2026-10-19", until="2036-10-27")
-    assert refused["error"] == "since: a report covers at most 3660 days"
+    assert refused["error"] == (
+        "since: a report covers at most 3660 days; the earliest for this until is"
+        " 2026-10-19T22:00:00.000000Z, got 2026-10-18T22:00:00.000000Z"
+    )
 
 
 async def test_a_date_whose_midnight_falls_outside_the_range_says_when_it_is(
@@ -1075,6 +1078,12 @@ async def test_csv_keeps_formulas_from_visitors_and_senders_inert(
             "verdicts: expected comma-separated verdicts among allow,",
         ),
         ("/api/payouts", {"verdicts": "allow,"}, "verdicts: an empty verdict name (a stray comma?)"),
+        (  # as the downloads' names write them (…-allow+review-…): the + arrives as a space
+            "/api/attribution",
+            {"verdicts": "allow review"},
+            "verdicts: expected comma-separated verdicts among allow, review, block, bot, got 'allow review';"
+            " separate them with commas: allow,review (a + in a query is a space)",
+        ),
         ("/api/attribution", {"conversion": ""}, "conversion:"),
         ("/api/attribution", {"limit": "3"}, "'limit'"),
         ("/api/attribution/timeseries", {"model": "nope"}, "model:"),
