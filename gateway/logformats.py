@@ -44,11 +44,13 @@ X-Forwarded-For (nginx ``$http_x_forwarded_for``)."""
 
 
 NESTED = "JSON nested too deeply to read"
+BATCH_NOT_ARRAY = "batch: not a JSON array of calls"
 NOT_IN_FORMAT = (
     "not a combined-log line",
     "unreadable time",  # a combined line but for its time: nginx's $time_iso8601, say
     "not valid JSON",
     "not a JSON object",
+    BATCH_NOT_ARRAY,
     "time: missing or unreadable",
     "not an HTTP flow",
     "unreadable flow dump",
@@ -250,6 +252,8 @@ def segment_parser() -> Callable[[int, bytes], list[Item]]:
         except RecursionError:  # [[[[…]]]] thousands deep
             return [Skip(number, NESTED)]
         events = doc.get("batch") if isinstance(doc, dict) and "batch" in doc else doc
+        if events is not doc and not isinstance(events, list):  # {"batch": "nope"}
+            return [Skip(number, BATCH_NOT_ARRAY)]
         events = events if isinstance(events, list) else [events]
         out: list[Item] = []
         for index, event in enumerate(events):

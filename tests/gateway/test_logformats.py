@@ -257,6 +257,14 @@ def test_a_segment_line_with_a_number_beyond_a_double_is_read() -> None:
     assert segment_parser()(3, deep) == [Skip(3, NESTED)]
 
 
+def test_a_segment_batch_that_is_no_array_is_said_so() -> None:
+    """``{"batch": "nope"}`` was skipped as "not a JSON object", which it is: the batch is what
+    is wrong. A batch of calls that are not objects is still said call by call."""
+    for raw in (b'{"batch": "nope"}', b'{"batch": {"type": "page"}}', b'{"batch": null}'):
+        assert segment_parser()(7, raw) == [Skip(7, "batch: not a JSON array of calls")]
+    assert segment_parser()(7, b'{"batch": [1]}') == [Skip(7, "not a JSON object")]
+
+
 @given(st.text(max_size=120))
 def test_no_combined_looking_line_makes_it_raise(text: str) -> None:
     raw = f'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET {text} HTTP/1.1" 200 5 "{text}" "{text}"'
