@@ -179,15 +179,23 @@ class SourceMap:
         return next((raw for raw, ours in self.types.items() if ours == kind), kind)
 
 
+def ignored_types(opts: SourceOptions) -> frozenset[str]:
+    """The sender types ``opts`` acknowledges without recording: its ``ignore_types`` as given,
+    else the format's (Segment's ``track``, ``screen``…) but those its ``types`` maps (until
+    2026-12-05 ``types = {track = "conversion"}`` left every track call ``ignored``)."""
+    if opts.ignore_types is not None:
+        return frozenset(opts.ignore_types)
+    return frozenset(FORMAT_IGNORE[opts.format]) - set(opts.types)
+
+
 def compile_source(opts: SourceOptions) -> SourceMap:
     fields = {**FORMAT_FIELDS[opts.format], **opts.fields}
-    ignore = FORMAT_IGNORE[opts.format] if opts.ignore_types is None else opts.ignore_types
     return SourceMap(
         name=opts.name,
         format=opts.format,
         pointers={name: parse_pointer(p) for name, p in fields.items() if p},
         types={**FORMAT_TYPES[opts.format], **opts.types},
-        ignore=frozenset(ignore),
+        ignore=ignored_types(opts),
         defaults=dict(opts.defaults),
         value_scale=opts.value_scale,
         minor_units=STRIPE_MINOR_UNITS if opts.signature == "stripe" else MINOR_UNITS,
@@ -288,7 +296,7 @@ def validate_sources(options: Options) -> list[str]:
 def _when_problems(src: SourceOptions, at: str) -> list[str]:
     """``when``: each entry names a type this sender records, a pointer, and at most one test."""
     p = []
-    ignored = set(FORMAT_IGNORE[src.format] if src.ignore_types is None else src.ignore_types)
+    ignored = ignored_types(src)
     recorded = {*FORMAT_TYPES[src.format], *src.types, *KINDS} - ignored
     for j, cond in enumerate(src.when):
         key = f"{at}.when[{j}]"

@@ -653,6 +653,35 @@ async def test_every_segment_call_path_is_answered(gw: RunningGateway) -> None:
     assert await rows(gw, "SELECT count(*) FROM receipts WHERE kind = 'event'") == [(0,)]
 
 
+async def test_a_segment_call_types_maps_is_recorded_not_ignored(start_gateway, upstream_server) -> None:
+    """``types = {track = "conversion"}`` (no ``ignore_types``) left every track call answered
+    ``ignored``, "in ignore_types", a list the operator never wrote: the format's own list
+    kept it, where the README says mapping it in ``types`` records it."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="site")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    toml = SOURCES.replace(
+        'format = "segment"\n',
+        'format = "segment"\ntypes = {track = "conversion"}\n'
+        'fields = {name = "/event", value = "/properties/revenue", currency = "/properties/currency"}\n',
+    )
+    gw = await start_gateway(await upstream_server(app), toml, SOURCES_ENV)
+    call = {"messageId": "tr-1", "userId": "u-tr", "event": "Order Completed"}
+    body = encode({**call, "properties": {"revenue": 12.5, "currency": "EUR"}})
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment/v1/track")
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    assert await rows(gw, "SELECT name, value, currency, origin FROM conversions") == [
+        ("Order Completed", 12.5, "EUR", "segment")
+    ]
+    # The format's other calls are still acknowledged and not recorded.
+    body = encode({"messageId": "sc-1", "anonymousId": "a-sc", "name": "Home"})
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment/v1/screen")
+    assert (status, answer["result"]) == (202, "ignored"), answer
+
+
 async def test_a_visitor_a_sender_named_is_found_by_that_raw_id(gw: RunningGateway) -> None:
     """/api/visitors takes "the raw visitor ID": also one a sender chose (a Segment anonymousId,
     a UUID; a hex one that looks like a key; one with dots; `send-test-event`'s
