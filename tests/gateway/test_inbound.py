@@ -2036,9 +2036,10 @@ OTHER_SCHEME = (
     ],
 )  # fmt: skip
 def test_a_body_hmac_senders_config_is_checked(change: str, problem: str) -> None:
-    toml = SOURCES + f'\n[[sources]]\nname = "other"\nsecrets = ["env:LEGACY_SECRET"]\n{change}\n'
+    # A secret of its own: legacy's, under Standard Webhooks too, could not tell them apart.
+    toml = SOURCES + f'\n[[sources]]\nname = "other"\nsecrets = ["env:OTHER_SECRET"]\n{change}\n'
     with pytest.raises(ConfigError) as err:
-        load_settings(None, text=toml, environ={**ENV, **SOURCES_ENV})
+        load_settings(None, text=toml, environ={**ENV, **SOURCES_ENV, "OTHER_SECRET": "x" * 32})
     assert err.value.problems == [problem]
 
 
