@@ -966,6 +966,15 @@ async def test_admin_lists_bad_events_as_the_openapi_document_says(gw: RunningGa
     assert wrong["error"].startswith("pending:")
 
 
+async def test_an_empty_body_kept_as_bad_is_listed_as_empty(gw: RunningGateway) -> None:
+    """The bad event of an empty POST was listed with the body "(sealed under another
+    identity.secret)", sending the operator after a key change that never happened."""
+    status, answer = await post(gw, b"", signed(b""))
+    assert (status, answer["error"]) == (400, "body: empty (expected a JSON object or array)"), answer
+    [item] = (await gw.api("/api/bad-events", sender="billing"))["items"]
+    assert (item["body"], item["reason"]) == ("", answer["error"])
+
+
 async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: RunningGateway) -> None:
     """Senders may gzip their deliveries (analytics libraries have the option). The proxy
     listener forwards bodies as they come, so a signed event's body is undone here: signed as
