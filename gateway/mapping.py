@@ -295,22 +295,28 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     if given_key is not MISSING and (isinstance(given_key, bool) or not isinstance(given_key, str | int)):
         # Left out, the event would be keyed by its delivery: a re-send would count twice.
         r.fail("event_id", f"expected a string or an integer, got {json_kind(given_key)}")
-    key = next(
+    candidates = (
+        (given_key, "its event_id"),
+        *((resolve(event, p[1:].split("/")), f"its {p}") for p in EVENT_KEY_FALLBACKS),
+    )
+    key, origin = next(
         (
-            str(v)
-            for v in (
-                given_key,
-                *(resolve(event, p[1:].split("/")) for p in EVENT_KEY_FALLBACKS),
-            )
+            (str(v), where)
+            for v, where in candidates
             if isinstance(v, str | int) and not isinstance(v, bool) and str(v).strip()
         ),
-        None,
+        (None, ""),
     )
     if key is None:
         raw_ts = r.raw("timestamp")
         if raw_ts is MISSING:
             key = fallback_key
+            origin = (
+                "the delivery's ID (webhook-id, or its delivery header) and the event's index,"
+                " as it has no event_id"
+            )
         else:
+            origin = "its type, creator_id and timestamp, as it has no event_id"
             # Type, creator and time alone are one key for every order, user or click of that
             # second: the second of two would be answered "duplicate" and lost. Who and what
             # tell them apart; keyed forms only (a receipt holds no raw user ID).
@@ -326,7 +332,8 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
             digest = hashlib.sha256(_encode_json(who)).hexdigest()[:16]
             key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}:{digest}"
     if len(key) > MAX_KEY:
-        r.fail("event_id", f"the event key is longer than {MAX_KEY} characters")
+        # Named by where it came from: a long webhook-id made the key of an event with none.
+        r.fail("event_id", f"the event key, from {origin}, is {len(key):,} characters, longer than {MAX_KEY}")
     if kind == "identify" and not src.lenient:
         for name, given in (("visitor_id", visitor_id), ("user_id", user_id)):
             if given is None and not any(e.startswith(name) for e in r.errors):

@@ -966,6 +966,23 @@ async def test_admin_lists_bad_events_as_the_openapi_document_says(gw: RunningGa
     assert wrong["error"].startswith("pending:")
 
 
+async def test_a_key_too_long_is_named_by_where_it_came_from(gw: RunningGateway) -> None:
+    """An event with no event_id under a long webhook-id was refused as "event_id (/event_id):
+    the event key is longer than 256 characters", naming a field the event did not have."""
+    body = encode({"type": "conversion", "user_id": "u-long"})
+    status, answer = await post(gw, body, signed(body, msg_id="m" * 300))
+    assert status == 400, answer
+    assert answer["errors"] == [
+        "event_id (/event_id): the event key, from the delivery's ID (webhook-id, or its delivery"
+        " header) and the event's index, as it has no event_id, is 302 characters, longer than 256"
+    ]
+    body = encode({"type": "page", "messageId": "k" * 300, "anonymousId": "a-long"})
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment")
+    assert answer["errors"] == [
+        "event_id (/messageId): the event key, from its event_id, is 300 characters, longer than 256"
+    ]
+
+
 async def test_an_empty_body_kept_as_bad_is_listed_as_empty(gw: RunningGateway) -> None:
     """The bad event of an empty POST was listed with the body "(sealed under another
     identity.secret)", sending the operator after a key change that never happened."""
