@@ -23,7 +23,7 @@ from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event, Receipt, iso
 from gateway.ids import Uuid7
 from gateway.keys import Keys
-from gateway.mapping import Invalid, Limits, map_event
+from gateway.mapping import Invalid, Limits, Mapped, map_event
 from gateway.metrics import Metrics
 from gateway.sources import compile_source, decode_delivery, split_batch
 from storage.local import LocalStore, connect
@@ -35,6 +35,10 @@ class ReplayReport:
     replayed: list[str] = field(default_factory=list)
     still_bad: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    outcomes: dict[str, list[str]] = field(default_factory=dict)
+    """Per replayed bad event, what became of each of its events: ``recorded``, ``already
+    recorded`` (its key or order was in the store: a retry the gateway took after the fix),
+    ``ignored: <reason>`` (nothing to record), or under ``--dry-run`` ``would record``."""
 
 
 async def replay_bad(
@@ -69,6 +73,7 @@ async def replay_bad(
         async with db.execute(sql + " ORDER BY id", args) as cur:
             pending = list(await cur.fetchall())
         groups: list[list[Event]] = []
+        spans: list[tuple[str, int, list[Mapped]]] = []  # a bad event, its first group, its events
         for bad_id, ts, name, body, truncated in pending:
             src = sources.get(name)
             if src is None:
@@ -96,14 +101,16 @@ async def replay_bad(
                 report.still_bad.append((bad_id, "; ".join(err.errors)))
                 continue
             ms = int(received.timestamp() * 1000)
+            spans.append((bad_id, len(groups), mapped))
             for m in mapped:
                 groups.append([Receipt(ids(ms), iso(received), settings.node, name, "event", m.key), *m.rows])
             report.replayed.append(bad_id)
+        written = [True] * len(groups)
         if report.replayed and not dry_run:
             store = LocalStore(settings.store_path, settings.options.storage, Metrics())
             await store.open()
             try:
-                await store.submit_groups(groups)
+                written = await store.submit_groups(groups)
             finally:
                 await store.close()
             now = iso(datetime.now(UTC))
@@ -112,15 +119,32 @@ async def replay_bad(
             )
     finally:
         await db.close()
+    for bad_id, first, mapped in spans:
+        # Replayed is not recorded: the event may be ignored now, or in the store already.
+        report.outcomes[bad_id] = [
+            f"ignored: {m.ignored}"
+            if not m.rows
+            else "would record"
+            if dry_run
+            else "recorded"
+            if written[first + k]
+            else "already recorded"
+            for k, m in enumerate(mapped)
+        ]
     verb = "would replay" if dry_run else "replayed"
     for bad_id in report.replayed:
-        say(f"{bad_id}: {verb}")
+        say(f"{bad_id}: {verb}: {', '.join(report.outcomes[bad_id])}")
     for bad_id, reason in report.still_bad:
         say(f"{bad_id}: still bad: {reason}")
     for bad_id, reason in report.skipped:
         say(f"{bad_id}: skipped: {reason}")
     replayed, still_bad, skipped = len(report.replayed), len(report.still_bad), len(report.skipped)
-    say(f"{verb} {replayed:,}, still bad {still_bad:,}, skipped {skipped:,}")
+    summary = f"{verb} {replayed:,}, still bad {still_bad:,}, skipped {skipped:,}"
+    if replayed:
+        told = [o.partition(":")[0] for outcomes in report.outcomes.values() for o in outcomes]
+        kinds = ("would record", "ignored") if dry_run else ("recorded", "already recorded", "ignored")
+        summary += f"; their events: {', '.join(f'{told.count(k):,} {k}' for k in kinds)}"
+    say(summary)
     return report
 
 

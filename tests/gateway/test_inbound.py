@@ -911,6 +911,45 @@ async def test_replay_bad_after_a_config_fix(gw: RunningGateway, tmp_path: Path,
     assert code == 2 and "no [[sources]] named 'nobody'" in err
 
 
+async def test_replay_bad_says_what_became_of_each_event(
+    gw: RunningGateway, tmp_path: Path, start_gateway
+) -> None:
+    """``replay-bad`` said "replayed" of every event that now passed: also of one the sender's
+    retry had recorded already (the gateway took it once restarted with the fix), and of one
+    whose type the fix listed in ``ignore_types``: neither recorded anything."""
+    events = [
+        {"event": "creator.signup", "event_id": f"rs{i}", "user": {"external_id": "u-rs"}} for i in (1, 2)
+    ]
+    events.append({"event": "creator.refund", "event_id": "rr1", "user": {"external_id": "u-rs"}})
+    bodies = [encode(e) for e in events]
+    for body in bodies:
+        assert (await post(gw, body, signed(body, TIKTOK_RAW)))[0] == 400
+    fix = 'ignore_types = ["creator.refund"]\ntypes = {"creator.signup" = "conversion", '
+    fixed_gw = await start_gateway(gw.url, SOURCES.replace("types = {", fix), SOURCES_ENV)
+    headers = signed(bodies[0], TIKTOK_RAW)  # the sender's retry of the first, after the fix
+    assert (await post(fixed_gw, bodies[0], headers))[1]["result"] == "accepted"
+    extra = 'ignore_types = ["creator.refund"]\ntypes = {"creator.signup" = "conversion"}\n#'
+    fixed = await write_config(gw, tmp_path / "b.toml", extra)
+    ids = [i for (i,) in await rows(gw, "SELECT id FROM bad_events ORDER BY id")]  # as posted
+    code, out, err = await gateway_cli(
+        "replay-bad", "-c", str(fixed), "--dry-run", env={**ENV, **SOURCES_ENV}
+    )
+    assert code == 0, err
+    assert "would replay 3, still bad 0, skipped 0; their events: 2 would record, 1 ignored" in out, out
+    code, out, err = await gateway_cli("replay-bad", "-c", str(fixed), env={**ENV, **SOURCES_ENV})
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"{ids[0]}: replayed: already recorded",
+        f"{ids[1]}: replayed: recorded",
+        f"{ids[2]}: replayed: ignored: type 'creator.refund' is in ignore_types: not recorded",
+        "replayed 3, still bad 0, skipped 0; their events: 1 recorded, 1 already recorded, 1 ignored",
+    ]
+    assert await rows(gw, "SELECT dedup_key FROM conversions ORDER BY dedup_key") == [
+        ("event:tiktok:rs1",),
+        ("event:tiktok:rs2",),
+    ]
+
+
 async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp_path: Path) -> None:
     config = str(await write_config(gw, tmp_path / "gateway.toml"))
     url = gw.url + "/_gw/events"
