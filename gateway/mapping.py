@@ -258,7 +258,9 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     why_ignored = f"type {raw_type!r} is in ignore_types: not recorded"
     if raw_type is None:
         if not r.errors:
-            r.fail("type", "missing")
+            # Shopify's is a header: "missing" alone sent the operator looking in the body.
+            header = f", and no {src.type_header} header" if src.type_header else ""
+            r.fail("type", f"missing{header}")
     elif raw_type in src.ignore:
         kind = "ignored"
     else:

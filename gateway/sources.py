@@ -164,6 +164,9 @@ class SourceMap:
     configured: frozenset[str] = frozenset()
     """Our fields whose pointer the operator wrote (``fields``): one that finds nothing in an
     event is reported (``Mapped.unmatched``), as it may be a typo."""
+    type_header: str = ""
+    """The header giving an event's type when its body has none (Shopify's ``X-Shopify-Topic``,
+    ``hmac.type_header``), which a missing type's error names."""
     platform: bool = False
     """A platform's own layout (a ``signature`` other than Standard Webhooks'): a field read
     from its default pointer, our name at the top of the event, is reported
@@ -203,6 +206,10 @@ def compile_source(opts: SourceOptions) -> SourceMap:
         lenient=opts.format == "segment",
         configured=frozenset(name for name, pointer in opts.fields.items() if pointer),
         platform=opts.platform_layout,
+        # Read only where the body has no "type" (inbound), so only for fields.type = "/type".
+        type_header=signed.type_header
+        if (signed := opts.signed_body()) is not None and fields.get("type") == "/type"
+        else "",
         order_scope=opts.order_scope,
         when=_requirements(opts),
     )

@@ -1785,6 +1785,19 @@ def shopify_signed(
     return headers | ({"X-Shopify-Event-Id": event} if event is not None else {})
 
 
+async def test_a_missing_type_names_the_header_it_is_read_from(start_gateway, upstream_server) -> None:
+    """A Shopify order without its X-Shopify-Topic (a relay that dropped it) was refused as
+    "type (/type): missing", sending the operator looking for a type in the order."""
+    gw = await start_gateway(
+        await upstream_server(web.Application()), SHOPIFY, {"SHOPIFY_SECRET": SHOPIFY_SECRET}
+    )
+    body = encode({"id": 2001, "customer": {"id": 7}, "total_price": "9.90", "currency": "EUR"})
+    headers = shopify_signed(body, event="ev-t1")
+    del headers["X-Shopify-Topic"]
+    status, answer = await post(gw, body, headers)
+    assert (status, answer["errors"]) == (400, ["type (/type): missing, and no X-Shopify-Topic header"])
+
+
 async def test_shopify_posts_its_own_signed_order_webhooks(
     start_gateway, upstream_server, tmp_path: Path
 ) -> None:
