@@ -270,6 +270,12 @@ def validate_sources(options: Options) -> list[str]:
         for raw, ours in src.types.items():
             if ours not in KINDS:
                 p.append(f"{at}.types.{raw}: must be one of {', '.join(KINDS)}, got {ours!r}")
+        for j, raw in enumerate(src.ignore_types or ()):
+            if raw in src.types:  # which was meant? ignore_types won, silently
+                p.append(
+                    f"{at}.ignore_types[{j}]: {raw!r} is also in types (= {src.types[raw]!r}): its events"
+                    " would be ignored, never recorded; remove it from one of them"
+                )
         for name in src.defaults:
             if name not in DEFAULTABLE:
                 p.append(

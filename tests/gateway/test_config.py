@@ -912,6 +912,19 @@ def test_one_secret_for_senders_verified_apart_loads(first: str, second: str) ->
     load_settings(None, text=_two_senders(first, second), environ=env)
 
 
+def test_a_type_both_mapped_and_ignored_is_refused() -> None:
+    """A type in ``types`` and in ``ignore_types`` was ignored: the operator who mapped it (and
+    forgot the other list) saw every event of it answered "ignored", nothing recorded."""
+    toml = (
+        "[[sources]]\nname = 'a'\nsecrets = ['env:S']\ntypes = { 'invoice.paid' = 'conversion' }\n"
+        "ignore_types = ['charge.refunded', 'invoice.paid']\n"
+    )
+    assert problems(toml, {**ENV, "S": "s" * 32}) == [
+        "sources[0].ignore_types[1]: 'invoice.paid' is also in types (= 'conversion'): its events would"
+        " be ignored, never recorded; remove it from one of them"
+    ]
+
+
 _CONV = "[[conversions]]\nname = 'c'\npath = '/x'\nstatus = [200]\n"
 
 
