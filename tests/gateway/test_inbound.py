@@ -2232,8 +2232,11 @@ async def test_a_whole_number_of_thousands_of_digits_refuses_only_the_event_mapp
         ("{now}.5", "timestamp: webhook-timestamp is not Unix seconds (digits only)"),
         ("{stale}", "timestamp: outside the accepted window (webhook-timestamp is "),
         ("{ms}", "timestamp: outside the accepted window (webhook-timestamp is "),
+        # Digits only, too many to be a time: it was "not Unix seconds (digits only)".
+        ("9" * 25, "timestamp: outside the accepted window (webhook-timestamp has 25 digits, far ahead of"
+         " this server's clock, more than webhooks.tolerance_seconds (300))"),
     ],
-)
+)  # fmt: skip
 async def test_a_refused_timestamp_says_what_was_wrong_with_it(
     gw: RunningGateway, given: str, why: str
 ) -> None:
