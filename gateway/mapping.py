@@ -186,7 +186,9 @@ class _Reader:
                     self.fail(name, f"{shown} is outside the accepted range: {_beyond(seconds > 0, limits)}")
                     return now
         except (TypeError, ValueError, OverflowError, OSError):
-            self.fail(name, "expected an ISO 8601 date-time or Unix seconds/milliseconds")
+            # What it got, as the value errors say it (the sender's log shows the 400 alone).
+            got = repr(value[:40]) if isinstance(value, str) else json_kind(value)
+            self.fail(name, f"expected an ISO 8601 date-time or Unix seconds/milliseconds, got {got}")
             return now
         if moment > now + limits.tolerance:  # the sender's clock ahead, or a date it made up
             why = _beyond(True, limits)

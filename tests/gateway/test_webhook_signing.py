@@ -480,9 +480,19 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
                 " older than webhooks.max_event_age_days (400)"
             ],
         ),
-        (
+        (  # what it got, as the other fields' errors say it
             {"type": "conversion", "visitor_id": "v", "timestamp": "yesterday"},
-            ["timestamp (/timestamp): expected"],
+            [
+                "timestamp (/timestamp): expected an ISO 8601 date-time or Unix seconds/milliseconds,"
+                " got 'yesterday'"
+            ],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": [2026, 11, 25]},
+            [
+                "timestamp (/timestamp): expected an ISO 8601 date-time or Unix seconds/milliseconds,"
+                " got an array"
+            ],
         ),
         (  # Arabic-Indic digits: float() reads them as Unix seconds
             {
