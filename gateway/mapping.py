@@ -163,7 +163,8 @@ class _Reader:
                 raise TypeError
             # Digits of other scripts ("١٧٣٣…") pass isdigit() and float(): ASCII only.
             if isinstance(value, str) and not (value.isascii() and value.replace(".", "", 1).isdigit()):
-                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                # RFC 3339 allows a lower-case z (Python's parser does not).
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
                 moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
                 try:
                     moment = moment.astimezone(UTC)
