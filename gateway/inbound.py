@@ -425,7 +425,11 @@ class Inbound:
             doc = decode_delivery(body)
         except ValueError as err:
             reason = str(err)
-            delivery.groups[0].append(self._bad(src, now, reason, body.decode(errors="replace")))
+            # Bytes that are not UTF-8 kept as \xfc, not as U+FFFD: no JSON escape reads so, so
+            # replay-bad finds the body still bad (a Latin-1 "M\xfcller" was replayed, and
+            # recorded, as the user "M\ufffdller"), and the operator sees the byte sent.
+            text = body.decode(errors="backslashreplace")
+            delivery.groups[0].append(self._bad(src, now, reason, text))
             return await self._commit(delivery, 1, lambda _: error(400, reason))
         events = split_batch(src, doc)
         batch = len(events) != 1 or events[0] is not doc

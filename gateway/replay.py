@@ -29,6 +29,9 @@ from gateway.sources import compile_source, decode_delivery, split_batch
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew
 
+NOT_UTF8 = ("body: not valid JSON (Invalid UTF-8", "body: not UTF-8")
+"""The reasons of a body that was not UTF-8 (``sources.decode_delivery``)."""
+
 
 @dataclass
 class ReplayReport:
@@ -66,7 +69,7 @@ async def replay_bad(
     key = body_key(settings.secret)
     db = await connect(settings.store_path)
     try:
-        sql = "SELECT id, ts, sender, body, truncated FROM bad_events WHERE replayed IS NULL"
+        sql = "SELECT id, ts, sender, body, truncated, reason FROM bad_events WHERE replayed IS NULL"
         args: list[str] = []
         if sender is not None:
             sql, args = sql + " AND sender = ?", [sender]
@@ -74,7 +77,7 @@ async def replay_bad(
             pending = list(await cur.fetchall())
         groups: list[list[Event]] = []
         spans: list[tuple[str, int, list[Mapped]]] = []  # a bad event, its first group, its events
-        for bad_id, ts, name, body, truncated in pending:
+        for bad_id, ts, name, body, truncated, reason in pending:
             src = sources.get(name)
             if src is None:
                 report.skipped.append((bad_id, f"sender {name!r} is not in [[sources]] any more"))
@@ -85,6 +88,11 @@ async def replay_bad(
             body = unseal(key, body)
             if body is None:
                 report.skipped.append((bad_id, "the body was sealed under another identity.secret"))
+                continue
+            if "\ufffd" in body and (unseal(key, reason) or "").startswith(NOT_UTF8):
+                # Kept before 2026-12-05 with U+FFFD for each byte that was not UTF-8: valid
+                # JSON, but not what the sender sent (a Latin-1 "M\xfcller" read "M\ufffdller").
+                report.skipped.append((bad_id, "the body was not UTF-8, and was kept without its bytes"))
                 continue
             received = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(UTC)
             try:

@@ -28,7 +28,7 @@ from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
 from gateway.attribution import STRIPE_MINOR_UNITS
-from gateway.badbody import body_key, unseal
+from gateway.badbody import body_key, seal, unseal
 from gateway.config import ConfigError, load_settings
 from gateway.events import Conversion
 from gateway.ids import uuid7
@@ -1020,6 +1020,27 @@ async def test_a_key_too_long_is_named_by_where_it_came_from(gw: RunningGateway)
     assert answer["errors"] == [
         "event_id (/messageId): the event key, from its event_id, is 300 characters, longer than 256"
     ]
+
+
+async def test_a_body_not_utf8_is_kept_so_that_it_replays_as_bad(gw: RunningGateway) -> None:
+    """A Latin-1 body was kept with U+FFFD for each byte that is not UTF-8: valid JSON, so
+    ``replay-bad`` recorded the conversion for a user ID the sender never sent ("M\ufffdller")."""
+    body = b'{"type": "conversion", "event_id": "l1", "user_id": "M\xfcller", "value": 5}'
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["error"]) == (400, "body: not valid JSON (Invalid UTF-8 encoded string)")
+    [item] = (await gw.api("/api/bad-events", sender="billing"))["items"]
+    assert item["body"] == body.decode(errors="backslashreplace")  # the byte as sent: \xfc
+    lines: list[str] = []
+    report = await replay_bad(gw.gateway.settings, say=lines.append)
+    assert (report.replayed, len(report.still_bad)) == ([], 1), lines
+    # A row kept so before the fix (U+FFFD for the byte) is skipped, saying why, not recorded.
+    old = seal(body_key(SECRET.encode()), body.decode(errors="replace"))
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db:
+        await db.execute("UPDATE bad_events SET body = ?", (old,))
+        await db.commit()
+    report = await replay_bad(gw.gateway.settings, say=lines.append)
+    assert report.skipped == [(item["id"], "the body was not UTF-8, and was kept without its bytes")]
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
 
 
 async def test_an_empty_body_kept_as_bad_is_listed_as_empty(gw: RunningGateway) -> None:
