@@ -783,6 +783,28 @@ async def test_an_event_dated_before_its_users_erasure_is_ignored(gw: RunningGat
     assert metrics[("gateway_inbound_events_total", 'outcome="duplicate"', 'sender="billing"')] == 1
 
 
+async def test_replay_bad_keeps_an_erased_users_events_out(gw: RunningGateway) -> None:
+    """A bad event naming only a visitor, kept before that visitor's user was erased (the
+    erasure looks for the user's ID in kept bodies, not for their visitors'): ``replay-bad``
+    recorded it after the fix, and the erasure came undone, where a retry is ``ignored``."""
+    before = int(time.time()) - 3600
+    bad = encode({"type": "purchase", "event_id": "er-1", "visitor_id": "vis-er", "timestamp": before})
+    assert (await post(gw, bad, signed(bad)))[0] == 400
+    bind = encode({"type": "identify", "event_id": "er-2", "visitor_id": "vis-er", "user_id": "u-er"})
+    assert (await post(gw, bind, signed(bind)))[0] == 202
+    auth = {"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    async with gw.session.delete(gw.admin_url + "/api/users/u-er", headers=auth) as resp:
+        assert resp.status == 200
+    assert len(await rows(gw, "SELECT * FROM bad_events")) == 1  # it names no user
+    fixed = SOURCES.replace('ignore_types = ["charge.refunded"]', 'types = {purchase = "conversion"}')
+    fixed += f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\n'
+    settings = load_settings(None, text=fixed, environ={**ENV, **SOURCES_ENV}, offline=True)
+    lines: list[str] = []
+    report = await replay_bad(settings, say=lines.append)
+    assert report.outcomes == {report.replayed[0]: ["ignored: the user was erased after this event's time"]}
+    assert await rows(gw, "SELECT * FROM conversions") == []
+
+
 async def test_no_raw_user_id_at_rest(gw: RunningGateway) -> None:
     raw = "person-4711@example.com"
     events = [
