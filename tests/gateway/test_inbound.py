@@ -1421,6 +1421,26 @@ def paddle_signed(body: bytes, secret: str = PADDLE_SECRET, *, ts: int | None = 
     return {"Paddle-Signature": f"ts={stamp};h1={mac}", "content-type": "application/json"}
 
 
+async def test_a_platforms_signature_no_source_verifies_says_so(gw: RunningGateway) -> None:
+    """A Stripe, Paddle or Shopify source left without its ``signature`` (at Standard Webhooks):
+    the platform's deliveries were refused "no valid signature" (Shopify's "missing webhook-id,
+    …"), and the operator checked a secret that was right."""
+    body = encode({"id": "evt_u1", "type": "checkout.session.completed"})
+    for headers, header, scheme in (
+        (stripe_signed(body), "Stripe-Signature", "stripe"),
+        (paddle_signed(body), "Paddle-Signature", "paddle"),
+        (shopify_signed(body), "X-Shopify-Hmac-Sha256", "shopify"),
+    ):
+        status, answer = await post(gw, body, headers)
+        assert (status, answer["error"]) == (
+            401,
+            f'signature: {header} is not verified here: no [[sources]] entry has signature = "{scheme}"',
+        )
+        # Passed on by a relay that signs as a sender here: that signature decides, as before.
+        assert (await post(gw, body, {**headers, **signed(body)}))[1]["result"] == "bad"
+    assert await rows(gw, "SELECT count(*) FROM receipts WHERE sender != 'billing'") == [(0,)]
+
+
 async def test_paddle_posts_its_own_signed_notifications(
     start_gateway, upstream_server, tmp_path: Path
 ) -> None:
@@ -1478,7 +1498,11 @@ async def test_paddle_posts_its_own_signed_notifications(
     for headers, why in (
         (paddle_signed(other, "pdl_ntfset_x_" + "x" * 32), "signature: no valid signature"),
         (paddle_signed(other, ts=int(time.time()) - 3600), "timestamp: outside the accepted window ("),
-        (stripe_layout, "signature: Stripe-Signature holds no t=… and v1=…"),
+        # No source verifies Stripe's header here (it said "holds no t=… and v1=…").
+        (
+            stripe_layout,
+            "signature: Stripe-Signature is not verified here: no [[sources]] entry has signature",
+        ),
         (paddle_signed(other, "k" * 32), "signature: no valid signature"),
         ({"Paddle-Signature": "h1=" + "0" * 64}, "signature: Paddle-Signature holds no ts=… and h1=…"),
     ):
@@ -1744,10 +1768,13 @@ async def test_a_relays_signature_is_read_before_the_platform_signature_it_passe
         status, answer = await post(gw, body, {**headers, platform: header, **JSON})
         assert (status, answer.get("result")) == (202, "accepted"), (sender, answer)
     assert sorted(await rows(gw, "SELECT rule FROM conversions")) == [("billing",), ("legacy",), ("relay",)]
-    # Paddle's header alone, and no source holds Paddle's key: a 401, as before.
+    # Paddle's header alone, and no source holds Paddle's key: a 401, as before, saying so.
     body = encode(conversion())
     status, answer = await post(gw, body, paddle_signed(body))
-    assert (status, answer["error"]) == (401, "signature: no valid signature"), answer
+    assert (status, answer["error"]) == (
+        401,
+        'signature: Paddle-Signature is not verified here: no [[sources]] entry has signature = "paddle"',
+    ), answer
 
 
 async def test_a_stripe_delivery_beside_a_signature_no_sender_holds_is_read_as_stripes(
