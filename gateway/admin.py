@@ -718,8 +718,10 @@ async def bad_events(request: web.Request) -> web.Response:
     items, next_cursor = await request.app[READER_KEY].bad_events(sender, pending == "true", cursor, limit)
     key = body_key(request.app[SETTINGS_KEY].secret)
     for item in items:  # sealed at rest; the admin sees what was received, and why it was refused
-        item["body"] = unseal(key, item["body"]) or "(sealed under another identity.secret)"
-        item["reason"] = unseal(key, item["reason"]) or "(sealed under another identity.secret)"
+        for name in ("body", "reason"):
+            # An empty body is one (a sender's empty POST), not a seal it cannot open.
+            opened = unseal(key, item[name])
+            item[name] = "(sealed under another identity.secret)" if opened is None else opened
     return ok({"items": items, "next_cursor": next_cursor})
 
 

@@ -20,7 +20,7 @@ import secrets
 import socket
 import tomllib
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from pathlib import Path
@@ -45,7 +45,7 @@ from gateway.config_values import (
     unknown_name,
     unset,
 )
-from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options
+from gateway.options import ARRAY_SECTIONS, SECTIONS, ChannelsOptions, Options, SourceOptions
 from gateway.rulekeys import resolve_rule_keys, rule_sources
 
 
@@ -551,6 +551,44 @@ def resolve_sender_secret(
     return raw
 
 
+def verified_alike(source: SourceOptions) -> list[str]:
+    """How the gateway tells ``source``'s deliveries from another's: the schemes whose signature
+    (or login, or write key) it verifies. Two sources one secret verifies alike under one of
+    them cannot be told apart."""
+    if source.format == "segment":
+        return ["the Segment write key"]
+    signed = source.signed_body()
+    ways = [
+        f'signature = "{source.signature}" in {signed.header}'
+        if signed is not None
+        else f'signature = "{source.signature}"'
+    ]
+    return [*ways, "legacy_hex"] if source.legacy_hex else ways
+
+
+def shared_sender_secrets(
+    sources: Sequence[SourceOptions], resolved: Sequence[Sequence[tuple[int, bytes]]]
+) -> list[str]:
+    """A secret of two ``[[sources]]`` verified alike (see ``verified_alike``): a delivery signed
+    with it is the first one's, so the second never receives an event (until 2026-12-05 that
+    was silent: its events were recorded as the first's, under the first's mapping)."""
+    first: dict[tuple[str, bytes], tuple[int, int]] = {}
+    problems = []
+    for i, (source, keys) in enumerate(zip(sources, resolved, strict=True)):
+        for j, raw in keys:
+            for way in verified_alike(source) if raw else ():
+                at = first.setdefault((way.lower(), raw), (i, j))
+                if at[0] != i:
+                    problems.append(
+                        f"sources[{i}].secrets[{j}]: the same secret as sources[{at[0]}].secrets[{at[1]}]"
+                        f" ({sources[at[0]].name!r}), both verified as {way}: every delivery it signs"
+                        f" is read as {sources[at[0]].name}'s, none as {source.name}'s; give each"
+                        " sender its own secret"
+                    )
+                    break
+    return problems
+
+
 def config_folder(path: str | Path | None) -> Path:
     """The folder relative paths in the config are taken from: the config file's, with its
     symbolic links followed (the working directory for a config given as text alone).
@@ -879,22 +917,30 @@ def load_settings(
         box, a cron job) needs none of them. One that is set, or written in the file, is checked."""
         return (offline or files_only) and value.startswith("env:") and not environ.get(value[4:])
 
-    source_secrets = {
-        source.name: tuple(
-            resolve_sender_secret(
-                f"sources[{i}].secrets[{j}]",
-                value,
-                environ,
-                dev,
-                problems,
-                generated,
-                source.signature,
-                sender_hint,
+    resolved = [
+        [
+            (
+                j,
+                resolve_sender_secret(
+                    f"sources[{i}].secrets[{j}]",
+                    value,
+                    environ,
+                    dev,
+                    problems,
+                    generated,
+                    source.signature,
+                    sender_hint,
+                ),
             )
             for j, value in enumerate(source.secrets)
             if not unused(value)
-        )
+        ]
         for i, source in enumerate(options.sources)
+    ]
+    problems += shared_sender_secrets(options.sources, resolved)
+    source_secrets = {
+        source.name: tuple(raw for _, raw in keys)
+        for source, keys in zip(options.sources, resolved, strict=True)
     }
     sources = rule_sources(options.identity.rules, options.conversions)
     rule_keys = resolve_rule_keys(sources, environ, base_dir, problems)

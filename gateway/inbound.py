@@ -36,6 +36,7 @@ from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
+from gateway.options import SHOPIFY_HMAC
 from gateway.signing import (
     STAMPED,
     Authenticated,
@@ -79,6 +80,15 @@ def _first_time(logged: set[tuple[str, str]], sender: str, field: str) -> bool:
 
 class TooLarge(Exception):
     pass
+
+
+def _unconfigured(header: str, signature: str) -> AuthFailed:
+    """The refusal of a platform's own signature that no source here verifies: most likely the
+    platform's source without its ``signature``, left at Standard Webhooks."""
+    return AuthFailed(
+        "signature",
+        f'signature: {header} is not verified here: no [[sources]] entry has signature = "{signature}"',
+    )
 
 
 def truncate(text: str, limit: int) -> tuple[str, bool]:
@@ -207,6 +217,8 @@ class Inbound:
 
     def _verify_stamped(self, request: web.Request, header: str, body: bytes, now: float) -> Authenticated:
         scheme, platform_senders = self.stamped[header]
+        if not platform_senders:  # "no valid signature" sent the operator checking the secret
+            raise _unconfigured(scheme.header, next(k for k, v in STAMPED.items() if v is scheme))
         given = request.headers.getall(header)
         if len(given) > 1:  # which one did the platform send? neither is believed
             raise AuthFailed("signature", f"signature: {scheme.header} given more than once")
@@ -257,7 +269,8 @@ class Inbound:
                     if not any(self.stamped[header][1] for header in passed_on):
                         raise
             if passed_on:
-                return self._verify_stamped(request, passed_on[0], body, now)
+                configured = [header for header in passed_on if self.stamped[header][1]]
+                return self._verify_stamped(request, (configured or passed_on)[0], body, now)
         if "webhook-signature" not in headers:
             for header, senders in self.body_hmac.items():
                 if header in headers:
@@ -269,6 +282,9 @@ class Inbound:
                             "signature", f"signature: {(twice or [header])[0]} given more than once"
                         )
                     return verify_body_hmac(senders, given[0], body, headers, now, tolerance)
+        shopify = SHOPIFY_HMAC.header.lower()
+        if shopify in headers and not relayed and "svix-signature" not in headers:
+            raise _unconfigured(SHOPIFY_HMAC.header, "shopify")  # (a configured one is read above)
         # Svix-branded senders (Clerk, Resend…) send the same scheme as svix-id, svix-timestamp
         # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
         prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"
@@ -425,7 +441,11 @@ class Inbound:
             doc = decode_delivery(body)
         except ValueError as err:
             reason = str(err)
-            delivery.groups[0].append(self._bad(src, now, reason, body.decode(errors="replace")))
+            # Bytes that are not UTF-8 kept as \xfc, not as U+FFFD: no JSON escape reads so, so
+            # replay-bad finds the body still bad (a Latin-1 "M\xfcller" was replayed, and
+            # recorded, as the user "M\ufffdller"), and the operator sees the byte sent.
+            text = body.decode(errors="backslashreplace")
+            delivery.groups[0].append(self._bad(src, now, reason, text))
             return await self._commit(delivery, 1, lambda _: error(400, reason))
         events = split_batch(src, doc)
         batch = len(events) != 1 or events[0] is not doc

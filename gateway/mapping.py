@@ -163,7 +163,8 @@ class _Reader:
                 raise TypeError
             # Digits of other scripts ("١٧٣٣…") pass isdigit() and float(): ASCII only.
             if isinstance(value, str) and not (value.isascii() and value.replace(".", "", 1).isdigit()):
-                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                # RFC 3339 allows a lower-case z (Python's parser does not).
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
                 moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
                 try:
                     moment = moment.astimezone(UTC)
@@ -186,7 +187,9 @@ class _Reader:
                     self.fail(name, f"{shown} is outside the accepted range: {_beyond(seconds > 0, limits)}")
                     return now
         except (TypeError, ValueError, OverflowError, OSError):
-            self.fail(name, "expected an ISO 8601 date-time or Unix seconds/milliseconds")
+            # What it got, as the value errors say it (the sender's log shows the 400 alone).
+            got = repr(value[:40]) if isinstance(value, str) else json_kind(value)
+            self.fail(name, f"expected an ISO 8601 date-time or Unix seconds/milliseconds, got {got}")
             return now
         if moment > now + limits.tolerance:  # the sender's clock ahead, or a date it made up
             why = _beyond(True, limits)
@@ -258,7 +261,9 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     why_ignored = f"type {raw_type!r} is in ignore_types: not recorded"
     if raw_type is None:
         if not r.errors:
-            r.fail("type", "missing")
+            # Shopify's is a header: "missing" alone sent the operator looking in the body.
+            header = f", and no {src.type_header} header" if src.type_header else ""
+            r.fail("type", f"missing{header}")
     elif raw_type in src.ignore:
         kind = "ignored"
     else:
@@ -295,22 +300,28 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     if given_key is not MISSING and (isinstance(given_key, bool) or not isinstance(given_key, str | int)):
         # Left out, the event would be keyed by its delivery: a re-send would count twice.
         r.fail("event_id", f"expected a string or an integer, got {json_kind(given_key)}")
-    key = next(
+    candidates = (
+        (given_key, "its event_id"),
+        *((resolve(event, p[1:].split("/")), f"its {p}") for p in EVENT_KEY_FALLBACKS),
+    )
+    key, origin = next(
         (
-            str(v)
-            for v in (
-                given_key,
-                *(resolve(event, p[1:].split("/")) for p in EVENT_KEY_FALLBACKS),
-            )
+            (str(v), where)
+            for v, where in candidates
             if isinstance(v, str | int) and not isinstance(v, bool) and str(v).strip()
         ),
-        None,
+        (None, ""),
     )
     if key is None:
         raw_ts = r.raw("timestamp")
         if raw_ts is MISSING:
             key = fallback_key
+            origin = (
+                "the delivery's ID (webhook-id, or its delivery header) and the event's index,"
+                " as it has no event_id"
+            )
         else:
+            origin = "its type, creator_id and timestamp, as it has no event_id"
             # Type, creator and time alone are one key for every order, user or click of that
             # second: the second of two would be answered "duplicate" and lost. Who and what
             # tell them apart; keyed forms only (a receipt holds no raw user ID).
@@ -326,7 +337,8 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
             digest = hashlib.sha256(_encode_json(who)).hexdigest()[:16]
             key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}:{digest}"
     if len(key) > MAX_KEY:
-        r.fail("event_id", f"the event key is longer than {MAX_KEY} characters")
+        # Named by where it came from: a long webhook-id made the key of an event with none.
+        r.fail("event_id", f"the event key, from {origin}, is {len(key):,} characters, longer than {MAX_KEY}")
     if kind == "identify" and not src.lenient:
         for name, given in (("visitor_id", visitor_id), ("user_id", user_id)):
             if given is None and not any(e.startswith(name) for e in r.errors):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -22,12 +23,17 @@ from gateway.badbody import body_key, unseal
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event, Receipt, iso
 from gateway.ids import Uuid7
+from gateway.inbound import ERASED_SINCE
 from gateway.keys import Keys
-from gateway.mapping import Invalid, Limits, map_event
+from gateway.mapping import Invalid, Limits, Mapped, map_event
 from gateway.metrics import Metrics
 from gateway.sources import compile_source, decode_delivery, split_batch
+from storage.erased import Erased
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew
+
+NOT_UTF8 = ("body: not valid JSON (Invalid UTF-8", "body: not UTF-8")
+"""The reasons of a body that was not UTF-8 (``sources.decode_delivery``)."""
 
 
 @dataclass
@@ -35,6 +41,10 @@ class ReplayReport:
     replayed: list[str] = field(default_factory=list)
     still_bad: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    outcomes: dict[str, list[str]] = field(default_factory=dict)
+    """Per replayed bad event, what became of each of its events: ``recorded``, ``already
+    recorded`` (its key or order was in the store: a retry the gateway took after the fix),
+    ``ignored: <reason>`` (nothing to record), or under ``--dry-run`` ``would record``."""
 
 
 async def replay_bad(
@@ -62,14 +72,18 @@ async def replay_bad(
     key = body_key(settings.secret)
     db = await connect(settings.store_path)
     try:
-        sql = "SELECT id, ts, sender, body, truncated FROM bad_events WHERE replayed IS NULL"
+        sql = "SELECT id, ts, sender, body, truncated, reason FROM bad_events WHERE replayed IS NULL"
         args: list[str] = []
         if sender is not None:
             sql, args = sql + " AND sender = ?", [sender]
         async with db.execute(sql + " ORDER BY id", args) as cur:
             pending = list(await cur.fetchall())
+        # An event about a user erased after its time stays out, as the endpoints keep a retry
+        # of it out (until 2026-12-05 a replay recorded it, and the erasure came undone).
+        erased = await asyncio.to_thread(Erased.read, settings.store_path) if pending else Erased()
         groups: list[list[Event]] = []
-        for bad_id, ts, name, body, truncated in pending:
+        spans: list[tuple[str, int, list[Mapped]]] = []  # a bad event, its first group, its events
+        for bad_id, ts, name, body, truncated, reason in pending:
             src = sources.get(name)
             if src is None:
                 report.skipped.append((bad_id, f"sender {name!r} is not in [[sources]] any more"))
@@ -80,6 +94,11 @@ async def replay_bad(
             body = unseal(key, body)
             if body is None:
                 report.skipped.append((bad_id, "the body was sealed under another identity.secret"))
+                continue
+            if "\ufffd" in body and (unseal(key, reason) or "").startswith(NOT_UTF8):
+                # Kept before 2026-12-05 with U+FFFD for each byte that was not UTF-8: valid
+                # JSON, but not what the sender sent (a Latin-1 "M\xfcller" read "M\ufffdller").
+                report.skipped.append((bad_id, "the body was not UTF-8, and was kept without its bytes"))
                 continue
             received = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(UTC)
             try:
@@ -96,14 +115,22 @@ async def replay_bad(
                 report.still_bad.append((bad_id, "; ".join(err.errors)))
                 continue
             ms = int(received.timestamp() * 1000)
+            mapped = [
+                dataclasses.replace(m, rows=[], ignored=ERASED_SINCE)
+                if any(erased.late(row) for row in m.rows)
+                else m
+                for m in mapped
+            ]
+            spans.append((bad_id, len(groups), mapped))
             for m in mapped:
                 groups.append([Receipt(ids(ms), iso(received), settings.node, name, "event", m.key), *m.rows])
             report.replayed.append(bad_id)
+        written = [True] * len(groups)
         if report.replayed and not dry_run:
             store = LocalStore(settings.store_path, settings.options.storage, Metrics())
             await store.open()
             try:
-                await store.submit_groups(groups)
+                written = await store.submit_groups(groups)
             finally:
                 await store.close()
             now = iso(datetime.now(UTC))
@@ -112,15 +139,32 @@ async def replay_bad(
             )
     finally:
         await db.close()
+    for bad_id, first, mapped in spans:
+        # Replayed is not recorded: the event may be ignored now, or in the store already.
+        report.outcomes[bad_id] = [
+            f"ignored: {m.ignored}"
+            if not m.rows
+            else "would record"
+            if dry_run
+            else "recorded"
+            if written[first + k]
+            else "already recorded"
+            for k, m in enumerate(mapped)
+        ]
     verb = "would replay" if dry_run else "replayed"
     for bad_id in report.replayed:
-        say(f"{bad_id}: {verb}")
+        say(f"{bad_id}: {verb}: {', '.join(report.outcomes[bad_id])}")
     for bad_id, reason in report.still_bad:
         say(f"{bad_id}: still bad: {reason}")
     for bad_id, reason in report.skipped:
         say(f"{bad_id}: skipped: {reason}")
     replayed, still_bad, skipped = len(report.replayed), len(report.still_bad), len(report.skipped)
-    say(f"{verb} {replayed:,}, still bad {still_bad:,}, skipped {skipped:,}")
+    summary = f"{verb} {replayed:,}, still bad {still_bad:,}, skipped {skipped:,}"
+    if replayed:
+        told = [o.partition(":")[0] for outcomes in report.outcomes.values() for o in outcomes]
+        kinds = ("would record", "ignored") if dry_run else ("recorded", "already recorded", "ignored")
+        summary += f"; their events: {', '.join(f'{told.count(k):,} {k}' for k in kinds)}"
+    say(summary)
     return report
 
 

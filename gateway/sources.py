@@ -164,6 +164,9 @@ class SourceMap:
     configured: frozenset[str] = frozenset()
     """Our fields whose pointer the operator wrote (``fields``): one that finds nothing in an
     event is reported (``Mapped.unmatched``), as it may be a typo."""
+    type_header: str = ""
+    """The header giving an event's type when its body has none (Shopify's ``X-Shopify-Topic``,
+    ``hmac.type_header``), which a missing type's error names."""
     platform: bool = False
     """A platform's own layout (a ``signature`` other than Standard Webhooks'): a field read
     from its default pointer, our name at the top of the event, is reported
@@ -179,15 +182,23 @@ class SourceMap:
         return next((raw for raw, ours in self.types.items() if ours == kind), kind)
 
 
+def ignored_types(opts: SourceOptions) -> frozenset[str]:
+    """The sender types ``opts`` acknowledges without recording: its ``ignore_types`` as given,
+    else the format's (Segment's ``track``, ``screen``…) but those its ``types`` maps (until
+    2026-12-05 ``types = {track = "conversion"}`` left every track call ``ignored``)."""
+    if opts.ignore_types is not None:
+        return frozenset(opts.ignore_types)
+    return frozenset(FORMAT_IGNORE[opts.format]) - set(opts.types)
+
+
 def compile_source(opts: SourceOptions) -> SourceMap:
     fields = {**FORMAT_FIELDS[opts.format], **opts.fields}
-    ignore = FORMAT_IGNORE[opts.format] if opts.ignore_types is None else opts.ignore_types
     return SourceMap(
         name=opts.name,
         format=opts.format,
         pointers={name: parse_pointer(p) for name, p in fields.items() if p},
         types={**FORMAT_TYPES[opts.format], **opts.types},
-        ignore=frozenset(ignore),
+        ignore=ignored_types(opts),
         defaults=dict(opts.defaults),
         value_scale=opts.value_scale,
         minor_units=STRIPE_MINOR_UNITS if opts.signature == "stripe" else MINOR_UNITS,
@@ -195,6 +206,10 @@ def compile_source(opts: SourceOptions) -> SourceMap:
         lenient=opts.format == "segment",
         configured=frozenset(name for name, pointer in opts.fields.items() if pointer),
         platform=opts.platform_layout,
+        # Read only where the body has no "type" (inbound), so only for fields.type = "/type".
+        type_header=signed.type_header
+        if (signed := opts.signed_body()) is not None and fields.get("type") == "/type"
+        else "",
         order_scope=opts.order_scope,
         when=_requirements(opts),
     )
@@ -255,6 +270,12 @@ def validate_sources(options: Options) -> list[str]:
         for raw, ours in src.types.items():
             if ours not in KINDS:
                 p.append(f"{at}.types.{raw}: must be one of {', '.join(KINDS)}, got {ours!r}")
+        for j, raw in enumerate(src.ignore_types or ()):
+            if raw in src.types:  # which was meant? ignore_types won, silently
+                p.append(
+                    f"{at}.ignore_types[{j}]: {raw!r} is also in types (= {src.types[raw]!r}): its events"
+                    " would be ignored, never recorded; remove it from one of them"
+                )
         for name in src.defaults:
             if name not in DEFAULTABLE:
                 p.append(
@@ -288,7 +309,7 @@ def validate_sources(options: Options) -> list[str]:
 def _when_problems(src: SourceOptions, at: str) -> list[str]:
     """``when``: each entry names a type this sender records, a pointer, and at most one test."""
     p = []
-    ignored = set(FORMAT_IGNORE[src.format] if src.ignore_types is None else src.ignore_types)
+    ignored = ignored_types(src)
     recorded = {*FORMAT_TYPES[src.format], *src.types, *KINDS} - ignored
     for j, cond in enumerate(src.when):
         key = f"{at}.when[{j}]"

@@ -923,6 +923,64 @@ def test_a_source_default_that_every_event_would_fail_on_is_refused(defaults: st
     )
 
 
+def _two_senders(first: str, second: str) -> str:
+    return (
+        f"[[sources]]\nname = 'shop'\nsecrets = ['env:S', 'env:T']\n{first}\n"
+        f"[[sources]]\nname = 'crm'\nsecrets = ['env:U', 'env:S']\n{second}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "way"),
+    [
+        ("", "", 'signature = "standard"'),
+        ("format = 'segment'", "format = 'segment'", "the Segment write key"),
+        ("signature = 'stripe'", "signature = 'stripe'", 'signature = "stripe"'),
+        ("signature = 'basic'", "signature = 'basic'", 'signature = "basic"'),
+        ("legacy_hex = true", "signature = 'paddle'\nlegacy_hex = true", "legacy_hex"),
+        ("signature = 'hmac'\nhmac = {header = 'X-Sig'}", "signature = 'hmac'\nhmac = {header = 'x-sig'}",
+         'signature = "hmac" in x-sig'),
+    ],
+)  # fmt: skip
+def test_a_secret_two_senders_are_verified_alike_with_is_refused(first: str, second: str, way: str) -> None:
+    """The signature says who sent a delivery: with one secret for two senders verified alike,
+    every delivery was read as the first's (its mapping, its name on the conversion) and the
+    second's config never saw an event, silently."""
+    env = {**ENV, "S": "s" * 32, "T": "t" * 32, "U": "u" * 32}
+    found = problems(_two_senders(first, second), env)
+    assert found == [
+        f"sources[1].secrets[1]: the same secret as sources[0].secrets[0] ('shop'), both verified as {way}:"
+        " every delivery it signs is read as shop's, none as crm's; give each sender its own secret"
+    ]
+    assert "s" * 24 not in found[0]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("", "signature = 'stripe'"),  # another header tells them apart
+        ("format = 'segment'", ""),
+        ("signature = 'hmac'\nhmac = {header = 'X-Sig'}", "signature = 'hmac'\nhmac = {header = 'X-Other'}"),
+    ],
+)  # fmt: skip
+def test_one_secret_for_senders_verified_apart_loads(first: str, second: str) -> None:
+    env = {**ENV, "S": "s" * 32, "T": "t" * 32, "U": "u" * 32}
+    load_settings(None, text=_two_senders(first, second), environ=env)
+
+
+def test_a_type_both_mapped_and_ignored_is_refused() -> None:
+    """A type in ``types`` and in ``ignore_types`` was ignored: the operator who mapped it (and
+    forgot the other list) saw every event of it answered "ignored", nothing recorded."""
+    toml = (
+        "[[sources]]\nname = 'a'\nsecrets = ['env:S']\ntypes = { 'invoice.paid' = 'conversion' }\n"
+        "ignore_types = ['charge.refunded', 'invoice.paid']\n"
+    )
+    assert problems(toml, {**ENV, "S": "s" * 32}) == [
+        "sources[0].ignore_types[1]: 'invoice.paid' is also in types (= 'conversion'): its events would"
+        " be ignored, never recorded; remove it from one of them"
+    ]
+
+
 _CONV = "[[conversions]]\nname = 'c'\npath = '/x'\nstatus = [200]\n"
 
 

@@ -28,7 +28,7 @@ from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
 from gateway.attribution import STRIPE_MINOR_UNITS
-from gateway.badbody import body_key, unseal
+from gateway.badbody import body_key, seal, unseal
 from gateway.config import ConfigError, load_settings
 from gateway.events import Conversion
 from gateway.ids import uuid7
@@ -653,6 +653,35 @@ async def test_every_segment_call_path_is_answered(gw: RunningGateway) -> None:
     assert await rows(gw, "SELECT count(*) FROM receipts WHERE kind = 'event'") == [(0,)]
 
 
+async def test_a_segment_call_types_maps_is_recorded_not_ignored(start_gateway, upstream_server) -> None:
+    """``types = {track = "conversion"}`` (no ``ignore_types``) left every track call answered
+    ``ignored``, "in ignore_types", a list the operator never wrote: the format's own list
+    kept it, where the README says mapping it in ``types`` records it."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="site")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    toml = SOURCES.replace(
+        'format = "segment"\n',
+        'format = "segment"\ntypes = {track = "conversion"}\n'
+        'fields = {name = "/event", value = "/properties/revenue", currency = "/properties/currency"}\n',
+    )
+    gw = await start_gateway(await upstream_server(app), toml, SOURCES_ENV)
+    call = {"messageId": "tr-1", "userId": "u-tr", "event": "Order Completed"}
+    body = encode({**call, "properties": {"revenue": 12.5, "currency": "EUR"}})
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment/v1/track")
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    assert await rows(gw, "SELECT name, value, currency, origin FROM conversions") == [
+        ("Order Completed", 12.5, "EUR", "segment")
+    ]
+    # The format's other calls are still acknowledged and not recorded.
+    body = encode({"messageId": "sc-1", "anonymousId": "a-sc", "name": "Home"})
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment/v1/screen")
+    assert (status, answer["result"]) == (202, "ignored"), answer
+
+
 async def test_a_visitor_a_sender_named_is_found_by_that_raw_id(gw: RunningGateway) -> None:
     """/api/visitors takes "the raw visitor ID": also one a sender chose (a Segment anonymousId,
     a UUID; a hex one that looks like a key; one with dots; `send-test-event`'s
@@ -752,6 +781,28 @@ async def test_an_event_dated_before_its_users_erasure_is_ignored(gw: RunningGat
     metrics = await inbound_metrics(gw)
     assert metrics[("gateway_inbound_events_total", 'outcome="ignored"', 'sender="billing"')] == 1
     assert metrics[("gateway_inbound_events_total", 'outcome="duplicate"', 'sender="billing"')] == 1
+
+
+async def test_replay_bad_keeps_an_erased_users_events_out(gw: RunningGateway) -> None:
+    """A bad event naming only a visitor, kept before that visitor's user was erased (the
+    erasure looks for the user's ID in kept bodies, not for their visitors'): ``replay-bad``
+    recorded it after the fix, and the erasure came undone, where a retry is ``ignored``."""
+    before = int(time.time()) - 3600
+    bad = encode({"type": "purchase", "event_id": "er-1", "visitor_id": "vis-er", "timestamp": before})
+    assert (await post(gw, bad, signed(bad)))[0] == 400
+    bind = encode({"type": "identify", "event_id": "er-2", "visitor_id": "vis-er", "user_id": "u-er"})
+    assert (await post(gw, bind, signed(bind)))[0] == 202
+    auth = {"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    async with gw.session.delete(gw.admin_url + "/api/users/u-er", headers=auth) as resp:
+        assert resp.status == 200
+    assert len(await rows(gw, "SELECT * FROM bad_events")) == 1  # it names no user
+    fixed = SOURCES.replace('ignore_types = ["charge.refunded"]', 'types = {purchase = "conversion"}')
+    fixed += f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\n'
+    settings = load_settings(None, text=fixed, environ={**ENV, **SOURCES_ENV}, offline=True)
+    lines: list[str] = []
+    report = await replay_bad(settings, say=lines.append)
+    assert report.outcomes == {report.replayed[0]: ["ignored: the user was erased after this event's time"]}
+    assert await rows(gw, "SELECT * FROM conversions") == []
 
 
 async def test_no_raw_user_id_at_rest(gw: RunningGateway) -> None:
@@ -882,6 +933,45 @@ async def test_replay_bad_after_a_config_fix(gw: RunningGateway, tmp_path: Path,
     assert code == 2 and "no [[sources]] named 'nobody'" in err
 
 
+async def test_replay_bad_says_what_became_of_each_event(
+    gw: RunningGateway, tmp_path: Path, start_gateway
+) -> None:
+    """``replay-bad`` said "replayed" of every event that now passed: also of one the sender's
+    retry had recorded already (the gateway took it once restarted with the fix), and of one
+    whose type the fix listed in ``ignore_types``: neither recorded anything."""
+    events = [
+        {"event": "creator.signup", "event_id": f"rs{i}", "user": {"external_id": "u-rs"}} for i in (1, 2)
+    ]
+    events.append({"event": "creator.refund", "event_id": "rr1", "user": {"external_id": "u-rs"}})
+    bodies = [encode(e) for e in events]
+    for body in bodies:
+        assert (await post(gw, body, signed(body, TIKTOK_RAW)))[0] == 400
+    fix = 'ignore_types = ["creator.refund"]\ntypes = {"creator.signup" = "conversion", '
+    fixed_gw = await start_gateway(gw.url, SOURCES.replace("types = {", fix), SOURCES_ENV)
+    headers = signed(bodies[0], TIKTOK_RAW)  # the sender's retry of the first, after the fix
+    assert (await post(fixed_gw, bodies[0], headers))[1]["result"] == "accepted"
+    extra = 'ignore_types = ["creator.refund"]\ntypes = {"creator.signup" = "conversion"}\n#'
+    fixed = await write_config(gw, tmp_path / "b.toml", extra)
+    ids = [i for (i,) in await rows(gw, "SELECT id FROM bad_events ORDER BY id")]  # as posted
+    code, out, err = await gateway_cli(
+        "replay-bad", "-c", str(fixed), "--dry-run", env={**ENV, **SOURCES_ENV}
+    )
+    assert code == 0, err
+    assert "would replay 3, still bad 0, skipped 0; their events: 2 would record, 1 ignored" in out, out
+    code, out, err = await gateway_cli("replay-bad", "-c", str(fixed), env={**ENV, **SOURCES_ENV})
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"{ids[0]}: replayed: already recorded",
+        f"{ids[1]}: replayed: recorded",
+        f"{ids[2]}: replayed: ignored: type 'creator.refund' is in ignore_types: not recorded",
+        "replayed 3, still bad 0, skipped 0; their events: 1 recorded, 1 already recorded, 1 ignored",
+    ]
+    assert await rows(gw, "SELECT dedup_key FROM conversions ORDER BY dedup_key") == [
+        ("event:tiktok:rs1",),
+        ("event:tiktok:rs2",),
+    ]
+
+
 async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp_path: Path) -> None:
     config = str(await write_config(gw, tmp_path / "gateway.toml"))
     url = gw.url + "/_gw/events"
@@ -943,6 +1033,53 @@ async def test_admin_lists_bad_events_as_the_openapi_document_says(gw: RunningGa
             f"sender: expected a [[sources]] name (1-64 of a-z 0-9 _ . - (not starting with _ . -)),"
             f" got {name!r}; leave sender out for every one"
         )
+
+
+async def test_a_key_too_long_is_named_by_where_it_came_from(gw: RunningGateway) -> None:
+    """An event with no event_id under a long webhook-id was refused as "event_id (/event_id):
+    the event key is longer than 256 characters", naming a field the event did not have."""
+    body = encode({"type": "conversion", "user_id": "u-long"})
+    status, answer = await post(gw, body, signed(body, msg_id="m" * 300))
+    assert status == 400, answer
+    assert answer["errors"] == [
+        "event_id (/event_id): the event key, from the delivery's ID (webhook-id, or its delivery"
+        " header) and the event's index, as it has no event_id, is 302 characters, longer than 256"
+    ]
+    body = encode({"type": "page", "messageId": "k" * 300, "anonymousId": "a-long"})
+    status, answer = await post(gw, body, basic(SEGMENT), "/_gw/segment")
+    assert answer["errors"] == [
+        "event_id (/messageId): the event key, from its event_id, is 300 characters, longer than 256"
+    ]
+
+
+async def test_a_body_not_utf8_is_kept_so_that_it_replays_as_bad(gw: RunningGateway) -> None:
+    """A Latin-1 body was kept with U+FFFD for each byte that is not UTF-8: valid JSON, so
+    ``replay-bad`` recorded the conversion for a user ID the sender never sent ("M\ufffdller")."""
+    body = b'{"type": "conversion", "event_id": "l1", "user_id": "M\xfcller", "value": 5}'
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["error"]) == (400, "body: not valid JSON (Invalid UTF-8 encoded string)")
+    [item] = (await gw.api("/api/bad-events", sender="billing"))["items"]
+    assert item["body"] == body.decode(errors="backslashreplace")  # the byte as sent: \xfc
+    lines: list[str] = []
+    report = await replay_bad(gw.gateway.settings, say=lines.append)
+    assert (report.replayed, len(report.still_bad)) == ([], 1), lines
+    # A row kept so before the fix (U+FFFD for the byte) is skipped, saying why, not recorded.
+    old = seal(body_key(SECRET.encode()), body.decode(errors="replace"))
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db:
+        await db.execute("UPDATE bad_events SET body = ?", (old,))
+        await db.commit()
+    report = await replay_bad(gw.gateway.settings, say=lines.append)
+    assert report.skipped == [(item["id"], "the body was not UTF-8, and was kept without its bytes")]
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
+async def test_an_empty_body_kept_as_bad_is_listed_as_empty(gw: RunningGateway) -> None:
+    """The bad event of an empty POST was listed with the body "(sealed under another
+    identity.secret)", sending the operator after a key change that never happened."""
+    status, answer = await post(gw, b"", signed(b""))
+    assert (status, answer["error"]) == (400, "body: empty (expected a JSON object or array)"), answer
+    [item] = (await gw.api("/api/bad-events", sender="billing"))["items"]
+    assert (item["body"], item["reason"]) == ("", answer["error"])
 
 
 async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: RunningGateway) -> None:
@@ -1292,6 +1429,26 @@ def paddle_signed(body: bytes, secret: str = PADDLE_SECRET, *, ts: int | None = 
     return {"Paddle-Signature": f"ts={stamp};h1={mac}", "content-type": "application/json"}
 
 
+async def test_a_platforms_signature_no_source_verifies_says_so(gw: RunningGateway) -> None:
+    """A Stripe, Paddle or Shopify source left without its ``signature`` (at Standard Webhooks):
+    the platform's deliveries were refused "no valid signature" (Shopify's "missing webhook-id,
+    …"), and the operator checked a secret that was right."""
+    body = encode({"id": "evt_u1", "type": "checkout.session.completed"})
+    for headers, header, scheme in (
+        (stripe_signed(body), "Stripe-Signature", "stripe"),
+        (paddle_signed(body), "Paddle-Signature", "paddle"),
+        (shopify_signed(body), "X-Shopify-Hmac-Sha256", "shopify"),
+    ):
+        status, answer = await post(gw, body, headers)
+        assert (status, answer["error"]) == (
+            401,
+            f'signature: {header} is not verified here: no [[sources]] entry has signature = "{scheme}"',
+        )
+        # Passed on by a relay that signs as a sender here: that signature decides, as before.
+        assert (await post(gw, body, {**headers, **signed(body)}))[1]["result"] == "bad"
+    assert await rows(gw, "SELECT count(*) FROM receipts WHERE sender != 'billing'") == [(0,)]
+
+
 async def test_paddle_posts_its_own_signed_notifications(
     start_gateway, upstream_server, tmp_path: Path
 ) -> None:
@@ -1349,7 +1506,11 @@ async def test_paddle_posts_its_own_signed_notifications(
     for headers, why in (
         (paddle_signed(other, "pdl_ntfset_x_" + "x" * 32), "signature: no valid signature"),
         (paddle_signed(other, ts=int(time.time()) - 3600), "timestamp: outside the accepted window ("),
-        (stripe_layout, "signature: Stripe-Signature holds no t=… and v1=…"),
+        # No source verifies Stripe's header here (it said "holds no t=… and v1=…").
+        (
+            stripe_layout,
+            "signature: Stripe-Signature is not verified here: no [[sources]] entry has signature",
+        ),
         (paddle_signed(other, "k" * 32), "signature: no valid signature"),
         ({"Paddle-Signature": "h1=" + "0" * 64}, "signature: Paddle-Signature holds no ts=… and h1=…"),
     ):
@@ -1615,10 +1776,13 @@ async def test_a_relays_signature_is_read_before_the_platform_signature_it_passe
         status, answer = await post(gw, body, {**headers, platform: header, **JSON})
         assert (status, answer.get("result")) == (202, "accepted"), (sender, answer)
     assert sorted(await rows(gw, "SELECT rule FROM conversions")) == [("billing",), ("legacy",), ("relay",)]
-    # Paddle's header alone, and no source holds Paddle's key: a 401, as before.
+    # Paddle's header alone, and no source holds Paddle's key: a 401, as before, saying so.
     body = encode(conversion())
     status, answer = await post(gw, body, paddle_signed(body))
-    assert (status, answer["error"]) == (401, "signature: no valid signature"), answer
+    assert (status, answer["error"]) == (
+        401,
+        'signature: Paddle-Signature is not verified here: no [[sources]] entry has signature = "paddle"',
+    ), answer
 
 
 async def test_a_stripe_delivery_beside_a_signature_no_sender_holds_is_read_as_stripes(
@@ -1697,6 +1861,19 @@ def shopify_signed(
     mac = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
     headers = {"X-Shopify-Hmac-Sha256": mac, "X-Shopify-Topic": topic, "content-type": "application/json"}
     return headers | ({"X-Shopify-Event-Id": event} if event is not None else {})
+
+
+async def test_a_missing_type_names_the_header_it_is_read_from(start_gateway, upstream_server) -> None:
+    """A Shopify order without its X-Shopify-Topic (a relay that dropped it) was refused as
+    "type (/type): missing", sending the operator looking for a type in the order."""
+    gw = await start_gateway(
+        await upstream_server(web.Application()), SHOPIFY, {"SHOPIFY_SECRET": SHOPIFY_SECRET}
+    )
+    body = encode({"id": 2001, "customer": {"id": 7}, "total_price": "9.90", "currency": "EUR"})
+    headers = shopify_signed(body, event="ev-t1")
+    del headers["X-Shopify-Topic"]
+    status, answer = await post(gw, body, headers)
+    assert (status, answer["errors"]) == (400, ["type (/type): missing, and no X-Shopify-Topic header"])
 
 
 async def test_shopify_posts_its_own_signed_order_webhooks(
@@ -2015,9 +2192,10 @@ OTHER_SCHEME = (
     ],
 )  # fmt: skip
 def test_a_body_hmac_senders_config_is_checked(change: str, problem: str) -> None:
-    toml = SOURCES + f'\n[[sources]]\nname = "other"\nsecrets = ["env:LEGACY_SECRET"]\n{change}\n'
+    # A secret of its own: legacy's, under Standard Webhooks too, could not tell them apart.
+    toml = SOURCES + f'\n[[sources]]\nname = "other"\nsecrets = ["env:OTHER_SECRET"]\n{change}\n'
     with pytest.raises(ConfigError) as err:
-        load_settings(None, text=toml, environ={**ENV, **SOURCES_ENV})
+        load_settings(None, text=toml, environ={**ENV, **SOURCES_ENV, "OTHER_SECRET": "x" * 32})
     assert err.value.problems == [problem]
 
 
@@ -2132,8 +2310,11 @@ async def test_a_whole_number_of_thousands_of_digits_refuses_only_the_event_mapp
         ("{now}.5", "timestamp: webhook-timestamp is not Unix seconds (digits only)"),
         ("{stale}", "timestamp: outside the accepted window (webhook-timestamp is "),
         ("{ms}", "timestamp: outside the accepted window (webhook-timestamp is "),
+        # Digits only, too many to be a time: it was "not Unix seconds (digits only)".
+        ("9" * 25, "timestamp: outside the accepted window (webhook-timestamp has 25 digits, far ahead of"
+         " this server's clock, more than webhooks.tolerance_seconds (300))"),
     ],
-)
+)  # fmt: skip
 async def test_a_refused_timestamp_says_what_was_wrong_with_it(
     gw: RunningGateway, given: str, why: str
 ) -> None:

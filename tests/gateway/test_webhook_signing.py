@@ -251,6 +251,17 @@ def test_conversion_maps_with_order_dedup_and_historical_time() -> None:
     assert conversion.ts == "2026-11-20T10:00:00.000000Z" and conversion.origin == "webhook"
 
 
+@pytest.mark.parametrize(
+    "written",
+    ["2026-11-20T10:00:00Z", "2026-11-20t10:00:00z", "2026-11-20T10:00:00z", "2026-11-20 10:00:00Z"],
+)
+def test_an_rfc3339_time_in_any_case_is_read(written: str) -> None:
+    """RFC 3339 allows "t" and "z" in lower case: a time ending in "z" was refused as no time."""
+    event = {"type": "conversion", "event_id": "e1", "user_id": "u1", "timestamp": written}
+    (conversion,) = map_event(source(), event, NOW, LIMITS, "f").rows
+    assert conversion.ts == "2026-11-20T10:00:00.000000Z"
+
+
 def test_a_senders_order_scope_keys_its_orders_apart() -> None:
     """Two shops' webhooks with the same order number: one namespace made the second a duplicate
     of the first; each sender given its own order_scope keeps both."""
@@ -480,9 +491,19 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
                 " older than webhooks.max_event_age_days (400)"
             ],
         ),
-        (
+        (  # what it got, as the other fields' errors say it
             {"type": "conversion", "visitor_id": "v", "timestamp": "yesterday"},
-            ["timestamp (/timestamp): expected"],
+            [
+                "timestamp (/timestamp): expected an ISO 8601 date-time or Unix seconds/milliseconds,"
+                " got 'yesterday'"
+            ],
+        ),
+        (
+            {"type": "conversion", "visitor_id": "v", "timestamp": [2026, 11, 25]},
+            [
+                "timestamp (/timestamp): expected an ISO 8601 date-time or Unix seconds/milliseconds,"
+                " got an array"
+            ],
         ),
         (  # Arabic-Indic digits: float() reads them as Unix seconds
             {
