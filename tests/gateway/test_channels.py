@@ -183,6 +183,10 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(referrer_host="com.openai.chatgpt"), "AI Assistants"),
         (Signals(referrer_host="ai.perplexity.app.android"), "AI Assistants"),
         (Signals(referrer_host="com.example.reader"), "Referral"),
+        # packages ending in a label that is a new top-level domain are packages all the same
+        (Signals(referrer_host="com.duckduckgo.mobile.android"), "Organic Search"),
+        (Signals(referrer_host="com.facebook.lite.android"), "Organic Social"),
+        (Signals(referrer_host="de.google.example.org"), "Referral"),  # a web host: not reversed
         (Signals(referrer_host="blog.google.example.org"), "Referral"),  # no reversal for web hosts
         (Signals(referrer_host="google.example.org"), "Referral"),  # "google" is not the site's name
         (Signals(campaign="spring", referrer_host="www.bing.com"), "Organic Search"),
