@@ -179,6 +179,13 @@ def _package_like(labels: list[str], suffix: str) -> bool:
     return not _classic_tld(suffix.rpartition(".")[2]) and _classic_tld(first) and is_public_suffix(first)
 
 
+def _field(s: Signals, name: str) -> str:
+    """A signal as rules read it: a host stored fully qualified (``www.google.com.``, as rows
+    stored before 2026-12-05 may hold it) is the same host."""
+    value = getattr(s, name) or ""
+    return value.rstrip(".") if name == "referrer_host" else value
+
+
 class _Rule:
     """A compiled ``[[channels.rules]]`` entry."""
 
@@ -199,7 +206,7 @@ class _Rule:
     def matches(self, s: Signals) -> bool:
         if self.click_ids and (s.click_id_kind or "") not in self.click_ids:
             return False
-        return all(regex.fullmatch(getattr(s, name) or "") for name, regex in self.fields)
+        return all(regex.fullmatch(_field(s, name)) for name, regex in self.fields)
 
 
 class Channels:

@@ -306,6 +306,13 @@ def test_operator_rules_come_first_and_need_every_condition() -> None:
     assert ch.classify(Signals(click_id_kind="msclkid", campaign="Brand-DE")) == "Paid Search"
 
 
+def test_an_operator_rule_on_the_referrer_matches_a_host_stored_with_its_trailing_dot() -> None:
+    # Rows stored before 2026-12-05 kept it ("www.google.com."); gateway reclassify reads them.
+    ch = channels('[[channels.rules]]\nchannel = "Google Ref"\nreferrer = "www\\\\.google\\\\.com"\n')
+    assert ch.classify(Signals(referrer_host="www.google.com.")) == "Google Ref"
+    assert ch.classify(Signals(referrer_host="WWW.GOOGLE.COM")) == "Google Ref"
+
+
 def test_lookups_are_cached_per_host() -> None:
     ch = channels()
     ch.classify(Signals(referrer_host="www.google.com"))
