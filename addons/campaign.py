@@ -77,6 +77,7 @@ def host_of(url: str) -> str | None:
         host = urlsplit(url).hostname
     except ValueError:
         return None
+    host = (host or "").rstrip(".")  # "www.google.com." is www.google.com, written fully qualified
     if not host or len(host) > 253 or not host.isprintable() or "\ufffd" in host:
         return None
     return host
@@ -197,7 +198,7 @@ class Campaign:
 
         referrer = req.headers.get("referer")
         referrer_host = host_of(referrer) if referrer else None
-        site = self.public_host or hostname(req.host)
+        site = self.public_host or hostname(req.host).rstrip(".")  # as host_of reads the Referer
         external = referrer_host is not None and referrer_host != site
         values = {slot: value for slot, (_, value) in found.items()}
         # raw_params holds every valid tracked pair (those of values and click among them, or it is
@@ -246,7 +247,7 @@ class Campaign:
         referrer = req.headers.get("referer")
         if referrer and "?" in referrer:
             referrer_host = host_of(referrer)
-            if referrer_host is None or referrer_host == (self.public_host or hostname(req.host)):
+            if referrer_host is None or referrer_host == (self.public_host or hostname(req.host).rstrip(".")):
                 self._clean_referrer(ex, referrer)
 
     def _channel(

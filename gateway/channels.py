@@ -152,11 +152,38 @@ def _extractor() -> tldextract.TLDExtract:
     return extract
 
 
+_CLASSIC_TLDS = frozenset({"com", "org", "net", "edu", "gov", "mil", "int", "info", "biz"})
+
+
+def _classic_tld(label: str) -> bool:
+    """A generic top-level domain older than the 2012 round, or a country's (two letters)."""
+    return len(label) == 2 or label in _CLASSIC_TLDS
+
+
 def is_public_suffix(host: str) -> bool:
     """``com``, ``co.uk``, ``github.io``: a suffix under which anyone registers a site (the
     list browsers use to refuse a cookie Domain that would span many sites)."""
     parts = _extractor()(host)
     return bool(parts.suffix) and not parts.domain
+
+
+def _package_like(labels: list[str], suffix: str) -> bool:
+    """Could this host be an Android package name (reverse DNS: ``com.facebook.katana``)?
+    Under no public suffix, yes. Packages also end in labels that are new top-level domains
+    (``com.duckduckgo.mobile.android``, ``com.spotify.music``): those are read as packages when
+    they start with a classic or country top-level domain (``com``, ``org``, ``de``), as web
+    hosts do not (``blog.google.example.org`` is under ``org``; so is ``de.google.example.org``)."""
+    if not suffix:
+        return True
+    first = labels[0]
+    return not _classic_tld(suffix.rpartition(".")[2]) and _classic_tld(first) and is_public_suffix(first)
+
+
+def _field(s: Signals, name: str) -> str:
+    """A signal as rules read it: a host stored fully qualified (``www.google.com.``, as rows
+    stored before 2026-12-05 may hold it) is the same host."""
+    value = getattr(s, name) or ""
+    return value.rstrip(".") if name == "referrer_host" else value
 
 
 class _Rule:
@@ -179,7 +206,7 @@ class _Rule:
     def matches(self, s: Signals) -> bool:
         if self.click_ids and (s.click_id_kind or "") not in self.click_ids:
             return False
-        return all(regex.fullmatch(getattr(s, name) or "") for name, regex in self.fields)
+        return all(regex.fullmatch(_field(s, name)) for name, regex in self.fields)
 
 
 class Channels:
@@ -226,13 +253,14 @@ class Channels:
 
     def _referrer(self, host: str) -> tuple[str, str] | None:
         """(class, name) of a referrer host: the longest host key, else a webmail host, else the
-        site's name. A host under no public suffix may be an Android app's package name (the
-        ``android-app://com.facebook.katana`` referrer): it is looked up reversed too."""
+        site's name. A host that may be an Android app's package name (the
+        ``android-app://com.facebook.katana`` referrer; see ``_package_like``) is looked up
+        reversed too."""
         host = host.lower().rstrip(".")
         found = self._by_host(host)
         if found is None:
             labels = host.split(".")
-            if not self._extract(host).suffix and len(labels) > 1:
+            if len(labels) > 1 and _package_like(labels, self._extract(host).suffix):
                 found = self._by_host(".".join(reversed(labels)))
         return found
 

@@ -600,3 +600,18 @@ def test_an_untagged_landing_reloaded_is_no_second_referral(
     identity.request(again)
     campaign.request(again)
     assert len(first.events) + len(again.events) == recorded
+
+
+def test_a_referrer_host_is_kept_without_its_trailing_dot() -> None:
+    # "www.google.com." is the same host written fully qualified: a rule on the host must match it.
+    toml = '[[channels.rules]]\nchannel = "Google Ref"\nreferrer = "www\\\\.google\\\\.com"\n'
+    ex, _ = run("/a", toml, headers={**DOCUMENT, "Referer": "https://WWW.Google.com.:443/search"})
+    [tp] = ex.events
+    assert (tp.referrer_host, tp.channel) == ("www.google.com", "Google Ref")
+
+
+def test_a_fully_qualified_site_host_s_own_referer_is_cleaned() -> None:
+    referer = "https://shop.example.com./a?utm_source=x&page=2"
+    ex, _ = run("/b", headers={**DOCUMENT, "Referer": referer}, host="shop.example.com.")
+    assert ex.events == []
+    assert ex.upstream_headers["referer"] == "https://shop.example.com./a?page=2"

@@ -183,6 +183,10 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(referrer_host="com.openai.chatgpt"), "AI Assistants"),
         (Signals(referrer_host="ai.perplexity.app.android"), "AI Assistants"),
         (Signals(referrer_host="com.example.reader"), "Referral"),
+        # packages ending in a label that is a new top-level domain are packages all the same
+        (Signals(referrer_host="com.duckduckgo.mobile.android"), "Organic Search"),
+        (Signals(referrer_host="com.facebook.lite.android"), "Organic Social"),
+        (Signals(referrer_host="de.google.example.org"), "Referral"),  # a web host: not reversed
         (Signals(referrer_host="blog.google.example.org"), "Referral"),  # no reversal for web hosts
         (Signals(referrer_host="google.example.org"), "Referral"),  # "google" is not the site's name
         (Signals(campaign="spring", referrer_host="www.bing.com"), "Organic Search"),
@@ -300,6 +304,13 @@ def test_operator_rules_come_first_and_need_every_condition() -> None:
     assert ch.classify(Signals(click_id_kind="gclid", campaign="Brand-DE")) == "Brand Search"
     assert ch.classify(Signals(click_id_kind="gclid", campaign="Generic")) == "Paid Search"
     assert ch.classify(Signals(click_id_kind="msclkid", campaign="Brand-DE")) == "Paid Search"
+
+
+def test_an_operator_rule_on_the_referrer_matches_a_host_stored_with_its_trailing_dot() -> None:
+    # Rows stored before 2026-12-05 kept it ("www.google.com."); gateway reclassify reads them.
+    ch = channels('[[channels.rules]]\nchannel = "Google Ref"\nreferrer = "www\\\\.google\\\\.com"\n')
+    assert ch.classify(Signals(referrer_host="www.google.com.")) == "Google Ref"
+    assert ch.classify(Signals(referrer_host="WWW.GOOGLE.COM")) == "Google Ref"
 
 
 def test_lookups_are_cached_per_host() -> None:
