@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -195,6 +196,29 @@ def test_jwt_expired_is_not_read() -> None:
     ex = exchange("/login", method="POST", cookies={"jwt": hs256({"sub": "u", "exp": NOW - 3600}, b"k")})
     assert run(ctx, ex, 200)[1] == []
     assert metric(ctx, "gateway_extraction_failures_total", {"rule": "r", "reason": "jwt_expired"}) == 1
+
+
+def test_a_token_nested_too_deep_is_counted_and_the_other_rules_still_run() -> None:
+    """A visitor's own bearer token whose claims nest deeper than json takes: until
+    2026-12-05 a RecursionError, logged with a traceback, and the request's other rules
+    skipped; now ``jwt_malformed``, as any token that does not parse."""
+    toml = (
+        rule("{ jwt_authorization = true, verify = false }", status="[200]")
+        + """
+        [[identity.rules]]
+        name = "after"
+        path = "/login"
+        status = [200]
+        user_id = { request_header = "X-Account" }
+    """
+    )
+    ctx = context(toml)
+    nested = base64.urlsafe_b64encode(b"[" * 4000).decode().rstrip("=")
+    headers = {"authorization": f"Bearer e30.{nested}.c2ln", "x-account": "acct-1"}
+    ex = exchange("/login", method="POST", headers=headers)
+    bindings = run(ctx, ex, 200)[1]
+    assert [b.rule for b in bindings] == ["after"]
+    assert metric(ctx, "gateway_extraction_failures_total", {"rule": "r", "reason": "jwt_malformed"}) == 1
 
 
 def test_jwt_authorization_es256(tmp_path: Any) -> None:
