@@ -1213,3 +1213,10 @@ def test_an_array_item_of_the_wrong_type_keeps_the_next_ones_named_by_their_plac
         "identity.rules[0]: expected a table, got 1",
         "identity.rules[1]: missing status, user_id (required)",
     ]
+
+
+def test_a_source_given_empty_is_said_to_set_none() -> None:
+    toml = "[[conversions]]\nname = 'p'\npath = '/c'\nstatus = [200]\norder_id = { response_json = '' }\n"
+    (found,) = problems(toml)
+    assert found.startswith("conversions[0].order_id: set exactly one of form, ")
+    assert found.endswith('(got none; an empty name, "", or false sets none)')
