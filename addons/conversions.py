@@ -61,9 +61,11 @@ class Conversions(FollowsKeyFiles):
         compiled = []
         for i, rule in enumerate(settings.options.conversions):
 
-            def source(name: str, value: Source, i: int = i, rule_name: str = rule.name) -> Extractor:
+            def source(
+                name: str, value: Source, i: int = i, rule_name: str = rule.name, cap: int = rule.max_body
+            ) -> Extractor:
                 at = f"conversions[{i}].{name}"
-                return Extractor(value, source_keys(settings, at, value, rule_name))
+                return Extractor(value, source_keys(settings, at, value, rule_name), cap)
 
             value = source("value", rule.value) if isinstance(rule.value, Source) else rule.value
             currency = (
@@ -71,7 +73,9 @@ class Conversions(FollowsKeyFiles):
             )
             order_id = source("order_id", rule.order_id) if rule.order_id is not None else None
             when = tuple(
-                Condition(c, source_keys(settings, f"conversions[{i}].when[{k}]", c, rule.name))
+                Condition(
+                    c, source_keys(settings, f"conversions[{i}].when[{k}]", c, rule.name), rule.max_body
+                )
                 for k, c in enumerate(rule.when)
             )
             reads = [e for e in (value, currency, order_id) if isinstance(e, Extractor)]
