@@ -23,8 +23,10 @@ class Condition:
     """One entry of a rule's ``when``: its value must be present (not JSON ``null``), and equal
     ``equals`` or match ``matches`` when the rule says so."""
 
-    def __init__(self, condition: ConditionOptions, keys: RuleKeys | None = None) -> None:
-        self.read = Extractor(condition, keys)
+    def __init__(
+        self, condition: ConditionOptions, keys: RuleKeys | None = None, max_body: int | None = None
+    ) -> None:
+        self.read = Extractor(condition, keys, max_body)
         self.equals = condition.equals
         self.matches = re.compile(condition.matches) if condition.matches is not None else None
         self.absent = condition.absent

@@ -61,9 +61,11 @@ class Conversions(FollowsKeyFiles):
         compiled = []
         for i, rule in enumerate(settings.options.conversions):
 
-            def source(name: str, value: Source, i: int = i, rule_name: str = rule.name) -> Extractor:
+            def source(
+                name: str, value: Source, i: int = i, rule_name: str = rule.name, cap: int = rule.max_body
+            ) -> Extractor:
                 at = f"conversions[{i}].{name}"
-                return Extractor(value, source_keys(settings, at, value, rule_name))
+                return Extractor(value, source_keys(settings, at, value, rule_name), cap)
 
             value = source("value", rule.value) if isinstance(rule.value, Source) else rule.value
             currency = (
@@ -71,7 +73,9 @@ class Conversions(FollowsKeyFiles):
             )
             order_id = source("order_id", rule.order_id) if rule.order_id is not None else None
             when = tuple(
-                Condition(c, source_keys(settings, f"conversions[{i}].when[{k}]", c, rule.name))
+                Condition(
+                    c, source_keys(settings, f"conversions[{i}].when[{k}]", c, rule.name), rule.max_body
+                )
                 for k, c in enumerate(rule.when)
             )
             reads = [e for e in (value, currency, order_id) if isinstance(e, Extractor)]
@@ -120,6 +124,18 @@ class Conversions(FollowsKeyFiles):
             self._failed(rule, f"{field}_{err.reason}")
             return None
 
+    def _text(
+        self, ex: Exchange, rule: _Rule, field: str, source: Extractor, operation: int | None
+    ) -> str | None:
+        """A text field's value (a string, or a whole number as written); one read that has no
+        text (a fraction, an object, a list, a boolean) is counted ``<field>_invalid``: until
+        2026-12-05 it was dropped uncounted, and an order ID so lost deduplicated by window."""
+        raw = self._read(ex, rule, field, source, operation)
+        text = as_text(raw)
+        if raw is not None and text is None:
+            self._failed(rule, f"{field}_invalid")
+        return text
+
     def _failed(self, rule: _Rule, reason: str) -> None:
         self.metrics.extraction_failures.labels(rule.name, reason).inc()
 
@@ -134,7 +150,7 @@ class Conversions(FollowsKeyFiles):
             value = rule.value
         currency: str | None = None
         if isinstance(rule.currency, Extractor):
-            text = as_text(self._read(ex, rule, "currency", rule.currency, operation))
+            text = self._text(ex, rule, "currency", rule.currency, operation)
             if text is not None:
                 currency = text.strip().upper()
                 if not _CURRENCY.fullmatch(currency):
@@ -144,7 +160,7 @@ class Conversions(FollowsKeyFiles):
             currency = rule.currency
         order_id: str | None = None
         if rule.order_id is not None:
-            order_id = as_text(self._read(ex, rule, "order_id", rule.order_id, operation))
+            order_id = self._text(ex, rule, "order_id", rule.order_id, operation)
             if order_id is not None:
                 order_id = order_id.strip()
                 if not order_id or len(order_id) > MAX_TEXT or not order_id.isprintable():

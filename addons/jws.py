@@ -153,7 +153,7 @@ def read_claims(token: str, verifier: Verifier | KeySet | None, now: float) -> d
         header = json.loads(_b64(parts[0]))
         claims = json.loads(_b64(parts[1]))
         signature = _b64(parts[2])
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise JwtError("jwt_malformed") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise JwtError("jwt_malformed")

@@ -78,10 +78,12 @@ class Stitching(FollowsKeyFiles):
         for i, rule in enumerate(rules):
             at = f"identity.rules[{i}]"
             extractor = Extractor(
-                rule.user_id, source_keys(settings, f"{at}.user_id", rule.user_id, rule.name)
+                rule.user_id,
+                source_keys(settings, f"{at}.user_id", rule.user_id, rule.name),
+                rule.max_body,
             )
             when = tuple(
-                Condition(c, source_keys(settings, f"{at}.when[{k}]", c, rule.name))
+                Condition(c, source_keys(settings, f"{at}.when[{k}]", c, rule.name), rule.max_body)
                 for k, c in enumerate(rule.when)
             )
             reads = [extractor, *(c.read for c in when)]

@@ -306,16 +306,25 @@ def _convert(key: str, value: dict[str, Any], struct: type[Any], problems: list[
     nothing else is wrong (a required key left out that way is not one more problem)."""
     trial, failed = copy.deepcopy(value), False
     dropped: set[Keys] = set()
+    removed: dict[Keys, list[int]] = {}
+    """Items taken out of arrays (by their index in the file), so later ones are named by theirs."""
     while True:
         try:
             decoded = msgspec.convert(trial, struct)
         except msgspec.ValidationError as err:
             culprit, missing = _culprit(str(err))
+            problem = _msgspec_problem(key, err, struct, trial)
+            if removed:  # named as in the file, past the array items taken out before
+                at = culprit if culprit is not None else missing[:-1] if missing is not None else ()
+                shown = _as_in_file(at, removed)
+                problem = problem.replace(key + _shown_path(list(at)), key + _shown_path(list(shown)), 1)
+                culprit = shown if culprit is not None else None
+                missing = _as_in_file(missing, removed) if missing is not None else None
             if missing in dropped:
                 return None
-            problems.append(_msgspec_problem(key, err, struct, trial))
+            problems.append(problem)
             failed = True
-            if culprit is None or not _drop(trial, culprit):
+            if culprit is None or not _drop(trial, _as_in_trial(culprit, removed), removed, culprit):
                 return None
             dropped.add(culprit)
         else:
@@ -345,8 +354,9 @@ def _culprit(error: str) -> tuple[Keys | None, Keys | None]:
     return (tuple(keys) or None), None
 
 
-def _drop(table: dict[str, Any], keys: Keys) -> bool:
-    """Delete the value at ``keys``; False when it is not there to delete."""
+def _drop(table: dict[str, Any], keys: Keys, removed: dict[Keys, list[int]], in_file: Keys) -> bool:
+    """Delete the value at ``keys`` (an array's item too: ``removed`` notes its index in the file,
+    ``in_file``'s last, under the array's own place in the file); False when it is not there."""
     *inner, last = keys
     value: Any = table
     for key in inner:
@@ -357,7 +367,35 @@ def _drop(table: dict[str, Any], keys: Keys) -> bool:
     if isinstance(value, dict) and last in value:
         del value[last]
         return True
+    if isinstance(value, list) and isinstance(last, int) and 0 <= last < len(value):
+        del value[last]
+        index = in_file[-1]
+        assert isinstance(index, int)
+        removed.setdefault(in_file[:-1], []).append(index)
+        return True
     return False
+
+
+def _as_in_file(keys: Keys, removed: dict[Keys, list[int]]) -> Keys:
+    """``keys`` as read from the table left after ``removed`` was taken out → as in the file."""
+    shown: list[str | int] = []
+    for part in keys:
+        if isinstance(part, int):
+            for gone in sorted(removed.get(tuple(shown), ())):
+                if gone <= part:
+                    part += 1
+        shown.append(part)
+    return tuple(shown)
+
+
+def _as_in_trial(keys: Keys, removed: dict[Keys, list[int]]) -> Keys:
+    """``keys`` as in the file → as in the table left after ``removed`` was taken out."""
+    at: list[str | int] = []
+    for i, part in enumerate(keys):
+        if isinstance(part, int):
+            part -= sum(1 for gone in removed.get(keys[:i], ()) if gone < part)
+        at.append(part)
+    return tuple(at)
 
 
 def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.Struct, ...]:

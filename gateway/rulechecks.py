@@ -171,7 +171,9 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
     """``kept``: the value read is stored (a user ID, an order ID…), not only tested (``when``)."""
     kinds = [kind for kind in SOURCE_KINDS if getattr(source, kind)]
     if len(kinds) != 1:
-        found = f"got {', '.join(kinds)}" if kinds else "got none"
+        # An empty name (`header = ""`, `response_json = ""`) or `false` sets none: said so, as
+        # "got none" alone sent the operator who wrote one looking for a source they had given.
+        found = f"got {', '.join(kinds)}" if kinds else 'got none; an empty name, "", or false sets none'
         p.append(f"{key}: set exactly one of {', '.join(SOURCE_KINDS)} ({found})")
         return
     kind, name = source_kind(source)

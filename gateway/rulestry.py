@@ -232,7 +232,7 @@ class Trier:
             return out
         mine = counted[id(rule.metrics)]
         reasons = [reason for (name, reason), n in mine.items() if name == rule.name for _ in range(n)]
-        out.counted = [_explained(r, entry, probe, ex) for r in reasons]
+        out.counted = [_explained(r, entry, probe) for r in reasons]
         for event in ex.events:
             if isinstance(event, Binding) and rule.kind == "identity" and event.rule == rule.name:
                 bound: dict[str, Any] = {"user_id": self.keys.recover_user_id(event.user_key)}
@@ -274,15 +274,17 @@ def _failures(metrics: Metrics) -> Counter[tuple[str, str]]:
     return counts
 
 
-def _explained(reason: str, entry: Entry, probe: Exchange, ex: Exchange) -> str:
+def _explained(reason: str, entry: Entry, probe: Exchange) -> str:
     """A counted reason, and for a body not read, why: not in the HAR, or over ``max_body``."""
     if not reason.endswith("body_not_read"):
         return reason
-    for which, wanted, recorded, cap in (
-        ("response", probe.want_response_body, entry.response_body, ex.want_response_body),
-        ("request", probe.want_request_body, entry.request_body, ex.want_request_body),
+    # ``cap``: the rule's own max_body (``probe``: this rule alone), not the largest of those that
+    # matched: a body the host read for another rule is not read by this one.
+    for which, cap, recorded in (
+        ("response", probe.want_response_body, entry.response_body),
+        ("request", probe.want_request_body, entry.request_body),
     ):
-        if not wanted:
+        if not cap:
             continue
         size = entry.response_size if which == "response" else None
         if (recorded is None or entry.response_cut) and size is not None and size > cap:

@@ -141,6 +141,25 @@ def test_bad_values_recorded_without_them_and_counted(
         assert metric(ctx, "gateway_extraction_failures_total", labels) == 1, reason
 
 
+@pytest.mark.parametrize("read", ["727.5", '{"id": 727}', "[727]", "true"])
+def test_order_id_or_currency_of_no_text_is_counted_invalid(read: str) -> None:
+    # A JSON order number written as a fraction, an object, a list or a boolean has no text:
+    # the order is then deduplicated by window, not by order, so a webhook for it counts again.
+    # Until 2026-12-05 it was left out without a count, where an empty one counted.
+    ctx = context(
+        rule(
+            'value = 1\norder_id = { response_json = "/order" }\ncurrency = { response_json = "/cur" }',
+            status="[200]",
+        )
+    )
+    c = run(ctx, checkout(), 200, response_body=f'{{"order": {read}, "cur": {read}}}'.encode())
+    assert c is not None and (c.order_id, c.currency) == (None, None)
+    assert c.dedup_key.startswith("window:")
+    for reason in ("order_id_invalid", "currency_invalid"):
+        labels = {"rule": "purchase", "reason": reason}
+        assert metric(ctx, "gateway_extraction_failures_total", labels) == 1, reason
+
+
 def test_without_order_id_dedup_by_visitor_rule_and_window() -> None:
     ctx = context(rule('order_id = { location_query = "order" }\ndedup_window = 600'))
     addon = configured(Conversions, ctx=ctx)

@@ -351,7 +351,17 @@ def test_exp_and_nbf_checked(claims: dict[str, Any], reason: str) -> None:
         read_claims(hs256(claims, b"k" * 32), None, NOW)
 
 
-@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "!!.!!.!!", "e30.W10.", "é.é.é"])
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+# A header or claims nested deeper than Python's json takes (a visitor's own bearer token or
+# cookie, under MAX_TOKEN): until 2026-12-05 a RecursionError, the addon's rules skipped.
+_NESTED = _b64url(b"[" * 4000)
+DEEP = [f"{_b64url(b'{}')}.{_NESTED}.c2ln", f"{_NESTED}.e30.c2ln"]
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "!!.!!.!!", "e30.W10.", "é.é.é", *DEEP])
 def test_malformed(token: str) -> None:
     with pytest.raises(JwtError, match="jwt_malformed"):
         read_claims(token, None, NOW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -128,7 +129,7 @@ def test_request_json_pointer() -> None:
 
 @pytest.mark.parametrize(
     ("body", "reason"),
-    [(b"not json", "not_json"), (b"[" * 100_000 + b"]" * 100_000, "not_json"), (b'{"user": 1}', "missing")],
+    [(b"not json", "not_json"), (b"[" * 30_000 + b"]" * 30_000, "not_json"), (b'{"user": 1}', "missing")],
 )
 def test_response_json_failures(body: bytes, reason: str) -> None:
     ctx = context(rule('{ response_json = "/user/id" }', status="[200]"))
@@ -195,6 +196,59 @@ def test_jwt_expired_is_not_read() -> None:
     ex = exchange("/login", method="POST", cookies={"jwt": hs256({"sub": "u", "exp": NOW - 3600}, b"k")})
     assert run(ctx, ex, 200)[1] == []
     assert metric(ctx, "gateway_extraction_failures_total", {"rule": "r", "reason": "jwt_expired"}) == 1
+
+
+def test_a_token_nested_too_deep_is_counted_and_the_other_rules_still_run() -> None:
+    """A visitor's own bearer token whose claims nest deeper than json takes: until
+    2026-12-05 a RecursionError, logged with a traceback, and the request's other rules
+    skipped; now ``jwt_malformed``, as any token that does not parse."""
+    toml = (
+        rule("{ jwt_authorization = true, verify = false }", status="[200]")
+        + """
+        [[identity.rules]]
+        name = "after"
+        path = "/login"
+        status = [200]
+        user_id = { request_header = "X-Account" }
+    """
+    )
+    ctx = context(toml)
+    nested = base64.urlsafe_b64encode(b"[" * 4000).decode().rstrip("=")
+    headers = {"authorization": f"Bearer e30.{nested}.c2ln", "x-account": "acct-1"}
+    ex = exchange("/login", method="POST", headers=headers)
+    bindings = run(ctx, ex, 200)[1]
+    assert [b.rule for b in bindings] == ["after"]
+    assert metric(ctx, "gateway_extraction_failures_total", {"rule": "r", "reason": "jwt_malformed"}) == 1
+
+
+def test_a_body_read_for_another_rule_is_not_read_past_this_rule_s_max_body() -> None:
+    """The host reads a body within the largest ``max_body`` of the rules a request matches;
+    a rule with a smaller one counts ``body_not_read`` for a larger body, as it does alone
+    (until 2026-12-05 it read the body the other rule's bound let in: its capture ran over
+    64 KiB where its operator had bounded it to 100 bytes)."""
+    toml = """
+        [[identity.rules]]
+        name = "small"
+        path = "/login"
+        status = [200]
+        user_id = { response_text = true, capture = 'data-user="([^"]+)"' }
+        max_body = 100
+        [[identity.rules]]
+        name = "large"
+        path = "/login"
+        status = [200]
+        user_id = { response_text = true, capture = 'data-account="([^"]+)"' }
+    """
+    ctx = context(toml)
+    ex = exchange("/login", method="POST")
+    page = b'<p data-user="u1" data-account="a1">' + b"x" * 200
+    bindings = run(ctx, ex, 200, response_body=page)[1]
+    assert ex.want_response_body == 65536
+    assert [b.rule for b in bindings] == ["large"]
+    labels = {"rule": "small", "reason": "body_not_read"}
+    assert metric(ctx, "gateway_extraction_failures_total", labels) == 1
+    ex = exchange("/login", method="POST")  # a body within both: both read it
+    assert [b.rule for b in run(ctx, ex, 200, response_body=page[:40])[1]] == ["small", "large"]
 
 
 def test_jwt_authorization_es256(tmp_path: Any) -> None:

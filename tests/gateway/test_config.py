@@ -1174,3 +1174,49 @@ def test_a_sink_write_key_with_white_space_is_refused(value: str) -> None:
         for p in found
     ), found
     assert value.strip() not in "".join(found)  # never the key itself
+
+
+def test_a_wrong_type_inside_an_array_does_not_hide_the_others() -> None:
+    # A wrong value inside an array (a rule's status list, a list of rules) stopped the
+    # collection there until 2026-12-05: one `gateway check` named it alone, the next run the
+    # one after it, and so on, against "every wrong type … several in one table or rule".
+    found = problems(
+        """
+        [proxy]
+        trusted_proxies = [1, "10.0.0.0/8", 2]
+        [[identity.rules]]
+        name = "a"
+        path = "/x"
+        status = [302, "200", "201"]
+        user_id = { form = "u" }
+        lowercase = "yes"
+        [[identity.rules]]
+        name = 5
+        path = "/y"
+        status = [302]
+        user_id = { form = "u" }
+        """.replace("\n        ", "\n")
+    )
+    assert found == [
+        "proxy.trusted_proxies[0]: expected a string, got 1",
+        "proxy.trusted_proxies[2]: expected a string, got 2",
+        'identity.rules[0].status[1]: expected a whole number, got "200"',
+        'identity.rules[0].status[2]: expected a whole number, got "201"',
+        'identity.rules[0].lowercase: expected true or false, got "yes"',
+        "identity.rules[1].name: expected a string, got 5",
+    ]
+
+
+def test_an_array_item_of_the_wrong_type_keeps_the_next_ones_named_by_their_place() -> None:
+    found = problems("[identity]\nrules = [1, { name = 'b', path = '/y' }]\n")
+    assert found == [
+        "identity.rules[0]: expected a table, got 1",
+        "identity.rules[1]: missing status, user_id (required)",
+    ]
+
+
+def test_a_source_given_empty_is_said_to_set_none() -> None:
+    toml = "[[conversions]]\nname = 'p'\npath = '/c'\nstatus = [200]\norder_id = { response_json = '' }\n"
+    (found,) = problems(toml)
+    assert found.startswith("conversions[0].order_id: set exactly one of form, ")
+    assert found.endswith('(got none; an empty name, "", or false sets none)')

@@ -347,6 +347,29 @@ def test_a_body_over_max_body_is_not_read_as_live(tmp_path: Path) -> None:
     assert "not fired: when_body_not_read: the response body is 32 bytes, over max_body (20)" in out
 
 
+def test_a_body_over_this_rule_s_max_body_is_not_read_though_another_rule_reads_it(tmp_path: Path) -> None:
+    # As live: the body is read within the larger max_body, for the other rule only (until
+    # 2026-12-05 both read it, and the smaller rule's bound did nothing).
+    rules = RULES.replace('path = "/api/session"', 'path = "/api/session"\nmax_body = 20') + (
+        '\n[[identity.rules]]\nname = "api-login-2"\npath = "/api/session"\nstatus = [200]\n'
+        'user_id = { response_json = "/user/id" }\n'
+    )
+    answer = {"mimeType": "application/json", "text": '{"ok": true, "user": {"id": 42}}', "size": 31}
+    _, out, _ = gateway(
+        "rules",
+        "try",
+        str(har(tmp_path, [by_hand("POST", "/api/session", 200, answer)])),
+        "-c",
+        str(config(tmp_path, rules)),
+    )
+    assert out.splitlines()[:3] == [
+        "entry 1  POST /api/session  200",
+        "  identity api-login: not fired: when_body_not_read: the response body is 32 bytes, over"
+        " max_body (20)",
+        "  identity api-login-2: fired, user ID 42",
+    ]
+
+
 def test_a_jwt_is_verified_with_the_rule_s_key_file_at_the_recorded_time(tmp_path: Path) -> None:
     key, other = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
     (tmp_path / "auth0.pem").write_text(certificate(key))
