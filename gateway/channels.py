@@ -213,17 +213,34 @@ class Channels:
     """The classifier: built once from ``[channels]`` (in ``load_settings``), then pure."""
 
     def __init__(self, options: ChannelsOptions) -> None:
+        self._extract = _extractor()
         self.table = ReferrerTable.parse(shipped_data())
+        shipped = set(self.table.hosts)
         for key, value in options.referrers.items():
             kind, _, name = value.partition("/")
             self.table.add(key, kind, name)
+        self._names_over_sites(options.referrers, shipped)
         for key in options.payment_gateways:
             self.table.add(key, "payment")
         self.own_domains = tuple(d.strip().lower().rstrip(".") for d in options.own_domains)
         self.creator_channel = options.creator_channel
         self.rules = [_Rule(rule) for rule in options.rules]
-        self._extract = _extractor()
         self._cache()
+
+    def _names_over_sites(self, referrers: Mapping[str, str], shipped: set[str]) -> None:
+        """An operator's site name (``"kagi" = "referral"``) stands for the site the shipped table
+        names by its bare domain (``"kagi.com"``), which a host key would otherwise win over: the
+        override did nothing (until 2026-12-05). The shipped table's keys for parts of the site
+        (``mail.google.com``, ``accounts.google.com``) stay, as the more precise; so does any host
+        the operator wrote."""
+        written = {key.strip().lower().rstrip(".") for key in referrers}
+        names = {key for key in written if "." not in key}
+        if not names:
+            return
+        for host in shipped - written:
+            parts = self._extract(host)
+            if parts.domain in names and parts.suffix and not parts.subdomain:
+                del self.table.hosts[host]
 
     def _cache(self) -> None:
         # Per-instance caches (not module state): referrers repeat, and this runs per request.

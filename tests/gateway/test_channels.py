@@ -286,6 +286,27 @@ def test_operator_extends_the_table() -> None:
     assert DEFAULT.classify(Signals(referrer_host="eu.search.example.net")) == "Referral"
 
 
+def test_an_operator_site_name_overrides_the_shipped_bare_domain() -> None:
+    """``"kagi" = "referral"`` did nothing: the shipped table names Kagi by its host,
+    ``kagi.com``, and a host key wins over a site name. The operator's name now stands for the
+    site's bare domain too; the shipped keys of a part of a site stay the more precise, and a
+    host the operator wrote wins over their own site name."""
+    assert DEFAULT.classify(Signals(referrer_host="kagi.com")) == "Organic Search"
+    ch = channels(
+        """
+        [channels.referrers]
+        "kagi" = "referral"
+        "google" = "referral"
+        "duckduckgo" = "referral"
+        "duckduckgo.com" = "search"
+        """
+    )
+    assert ch.classify(Signals(referrer_host="kagi.com")) == "Referral"
+    assert ch.classify(Signals(referrer_host="www.google.com")) == "Referral"
+    assert ch.classify(Signals(referrer_host="mail.google.com")) == "Email"  # a shipped part of the site
+    assert ch.classify(Signals(referrer_host="duckduckgo.com")) == "Organic Search"
+
+
 def test_operator_rules_come_first_and_need_every_condition() -> None:
     ch = channels(
         """
