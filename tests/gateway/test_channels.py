@@ -185,6 +185,7 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(referrer_host="com.example.reader"), "Referral"),
         # packages ending in a label that is a new top-level domain are packages all the same
         (Signals(referrer_host="com.duckduckgo.mobile.android"), "Organic Search"),
+        (Signals(referrer_host="com.microsoft.bing"), "Organic Search"),  # bing.microsoft.com reversed
         (Signals(referrer_host="com.facebook.lite.android"), "Organic Social"),
         (Signals(referrer_host="de.google.example.org"), "Referral"),  # a web host: not reversed
         (Signals(referrer_host="blog.google.example.org"), "Referral"),  # no reversal for web hosts
