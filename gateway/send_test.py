@@ -110,20 +110,34 @@ def recorded_currency(src: SourceMap, currency: str) -> str:
     return currency
 
 
-def sample_payload(src: SourceMap, creator: str, value: float, currency: str) -> dict[str, Any]:
+AMOUNTS_AS_TEXT = ("shopify", "paddle")
+"""Platforms whose events write amounts as JSON strings (a Shopify order's ``"total_price":
+"26.40"``, Paddle's ``"total": "2640"``): their test events do too."""
+LOWER_CASE_CURRENCY = ("stripe",)
+"""Platforms whose events write the currency in lower case (Stripe's ``"currency": "usd"``)."""
+
+
+def sample_payload(
+    src: SourceMap, creator: str, value: float, currency: str, signature: str = "standard"
+) -> dict[str, Any]:
     """A conversion by a test user (``test_user``; a test visitor when the sender maps no user
     ID), credited to ``creator``, in the sender's layout: a platform's holds only what its
-    ``fields`` map (and its type), as that platform's own events do. A sender whose events
-    carry no currency records its ``defaults.currency``: the value is scaled for that one."""
+    ``fields`` map (and its type), written as that platform's own events write them (its
+    ``signature`` names the platform). A sender whose events carry no currency records its
+    ``defaults.currency``: the value is scaled for that one."""
     currency = recorded_currency(src, currency)
+    amount: Any = unscaled(value, src.value_scale, currency, src.minor_units)
+    if signature in AMOUNTS_AS_TEXT:
+        places = exponent(currency, src.minor_units) if src.value_scale == 1 else 0
+        amount = f"{decimal.Decimal(repr(amount)):.{places}f}"
     ours: dict[str, Any] = {
         "type": src.type_value("conversion"),
         "event_id": f"test-{uuid.uuid4()}",
         "order_id": f"test-order-{uuid.uuid4()}",  # a mapped order ID found missing would be reported
         "creator_id": creator,
         "name": "test_conversion",
-        "value": unscaled(value, src.value_scale, currency, src.minor_units),
-        "currency": currency,
+        "value": amount,
+        "currency": currency.lower() if signature in LOWER_CASE_CURRENCY else currency,
         "timestamp": int(time.time()),
     }
     if carries(src, "user_id"):
@@ -222,7 +236,7 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    doc = sample_payload(source_map, args.creator, args.value, args.currency)
+    doc = sample_payload(source_map, args.creator, args.value, args.currency, source.signature)
     signed = source.signed_body()
     type_header = signed.type_header if signed is not None else ""
     topic = doc.pop("type", None) if type_header and "type" in doc else None

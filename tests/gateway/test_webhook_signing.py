@@ -928,16 +928,52 @@ def test_a_platform_senders_test_event_holds_only_what_its_fields_map() -> None:
     [toml] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if 'signature = "paddle"' in b]
     settings = load_settings(None, text=toml, environ={**ENV, "PADDLE_WEBHOOK_SECRET": "k" * 32})
     src = compile_source(settings.options.sources[0])
-    doc = sample_payload(src, "cr_1", 26.4, "USD")
+    doc = sample_payload(src, "cr_1", 26.4, "USD", "paddle")
     assert set(doc) == {"event_type", "event_id", "occurred_at", "data"}, doc
     assert doc["data"]["custom_data"] == {"user_id": "test-user-cr_1"}
-    assert doc["data"]["details"]["totals"]["total"] == 2640
+    assert doc["data"]["details"]["totals"]["total"] == "2640"  # a string, as Paddle writes it
     mapped = map_event(src, doc, datetime.now(UTC), LIMITS, "d")
     assert (mapped.defaulted, mapped.unmatched) == ((), ())
     [conversion] = mapped.rows
     assert isinstance(conversion, Conversion) and conversion.name == "purchase"
     own = compile_source(SourceOptions(name="billing", secrets=("env:X",)))
     assert {"creator_id", "name", "user_id", "value"} <= set(sample_payload(own, "cr_1", 5, "EUR"))
+
+
+@pytest.mark.parametrize(
+    ("signature", "value", "currency", "amount", "written"),
+    [
+        ("shopify", 26.4, "USD", "26.40", "USD"),  # total_price, a string in major units
+        ("shopify", 5000, "JPY", "5000", "JPY"),
+        ("stripe", 26.4, "USD", 2640, "usd"),  # amount_total in cents; the currency in lower case
+    ],
+)
+def test_a_platform_senders_test_event_writes_values_as_the_platform_does(
+    signature: str, value: float, currency: str, amount: object, written: str
+) -> None:
+    """A Shopify order's ``total_price`` is a string (``"26.40"``) and a Stripe session's
+    ``currency`` lower case (``"usd"``): a test event with a number and ``USD`` passed where the
+    platform's own events take another path through the mapping. The README's examples."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [toml] = [
+        b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if f'signature = "{signature}"' in b
+    ][:1]
+    env = {**ENV, "SHOPIFY_WEBHOOK_SECRET": "k" * 32, "STRIPE_WEBHOOK_SECRET": "whsec_" + "k" * 32}
+    settings = load_settings(None, text=toml, environ=env)
+    src = compile_source(settings.options.sources[0])
+    doc = sample_payload(src, "cr_1", value, currency, signature)
+    values = {src.pointers[name]: name for name in ("value", "currency")}
+    found = {name: _at(doc, pointer) for pointer, name in values.items()}
+    assert found == {"value": amount, "currency": written}, doc
+    *_, conversion = map_event(src, doc, datetime.now(UTC), LIMITS, "d").rows
+    assert isinstance(conversion, Conversion) and conversion.currency == currency
+    assert conversion.value == value
+
+
+def _at(doc: Any, pointer: tuple[str, ...]) -> Any:
+    for token in pointer:
+        doc = doc[token]
+    return doc
 
 
 def test_a_test_event_of_a_sender_without_a_currency_is_scaled_for_its_default_one() -> None:
