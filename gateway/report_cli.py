@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
         "--since",
         help="ISO 8601 date or date-time, inclusive (default: until - 30 days; fraud: the first touchpoint)",
     )
-    report.add_argument("--until", help="ISO 8601 date or date-time, exclusive (default: now)")
+    report.add_argument("--until", help="ISO 8601 date or date-time, exclusive (default: now; fraud: no end)")
     report.add_argument("--conversion", help="only conversions of this name")
     report.add_argument(
         "--verdicts", help="comma-separated bot verdicts that count (default: attribution.verdicts)"
