@@ -33,6 +33,7 @@ from aiohttp import compression_utils, hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import listing_export
+from gateway.accept import accepted_format
 from gateway.badbody import body_key, unseal
 from gateway.config import Settings
 from gateway.config_values import TYPE_WORDS
@@ -524,15 +525,28 @@ def csv_delimiter(q: Mapping[str, str], fmt: str) -> str:
     return DELIMITERS[name]
 
 
-def _download(q: Mapping[str, str]) -> tuple[str, bool, str]:
+def _download(request: web.Request) -> tuple[str, bool, str]:
     """A listing's ``format`` (``json``: a page; ``csv``, ``ndjson``: every row, a download),
-    ``bom`` (``wants_bom``) and CSV delimiter (``csv_delimiter``)."""
-    fmt = q.get("format", "json")
+    from the query, else from the ``Accept`` header as the reports take it (until 2026-12-05
+    ``Accept: text/csv`` got a JSON page); ``bom`` (``wants_bom``) and CSV delimiter
+    (``csv_delimiter``)."""
+    q = request.query
+    given = q.get("format")
+    fmt = given if given is not None else accepted_format(", ".join(request.headers.getall("Accept", ())))
     if fmt not in FORMATS:
         raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {fmt[:100]!r}")
     if fmt != "json" and "limit" in q:
         raise ApiError(400, f"limit: a {fmt} download holds every row of the period; page with limit in JSON")
     return fmt, wants_bom(q, fmt), csv_delimiter(q, fmt)
+
+
+def _page_of(request: web.Request, items: list[dict[str, Any]], next_cursor: str | None) -> web.Response:
+    """A listing's JSON page; chosen by ``Accept`` when the query names no ``format``, which a
+    cache then keys on (``Vary``), as a download of the same URL may be the answer."""
+    answer = ok({"items": items, "next_cursor": next_cursor})
+    if "format" not in request.query:
+        answer.headers["Vary"] = "Accept"
+    return answer
 
 
 async def touchpoints(request: web.Request) -> web.StreamResponse:
@@ -548,7 +562,7 @@ async def _touchpoint_listing(
     """A page of touchpoints (``/api/touchpoints``, the review queue's of one ``verdict``), or
     with ``format=csv|ndjson`` every one of the period, downloaded as ``kind``-….csv."""
     q = request.query
-    fmt, bom, delimiter = _download(q)
+    fmt, bom, delimiter = _download(request)
     query = _touchpoint_query(q, report_zone_of(request), verdict)
     reader = request.app[READER_KEY]
     if fmt != "json":
@@ -562,7 +576,7 @@ async def _touchpoint_listing(
             request, "touchpoints", fmt, bom, name, page, query.cursor, delimiter=delimiter
         )
     items, next_cursor = await reader.touchpoints(query)
-    return ok({"items": items, "next_cursor": next_cursor})
+    return _page_of(request, items, next_cursor)
 
 
 async def conversions(request: web.Request) -> web.StreamResponse:
@@ -572,7 +586,7 @@ async def conversions(request: web.Request) -> web.StreamResponse:
     only_params(
         request, {"since", "until", "cursor", "limit", "format", "bom", "delimiter", *CONVERSION_FILTERS}
     )
-    fmt, bom, delimiter = _download(q)
+    fmt, bom, delimiter = _download(request)
     limit, cursor = _page(q)
     since, until = span(q, report_zone_of(request))
     # Recorded trimmed as touchpoints' are (a [[conversions]] rule's name is refused with spaces
@@ -598,7 +612,7 @@ async def conversions(request: web.Request) -> web.StreamResponse:
             request, "conversions", fmt, bom, name, page, cursor, delimiter=delimiter
         )
     items, next_cursor = await reader.conversions(query)
-    return ok({"items": items, "next_cursor": next_cursor})
+    return _page_of(request, items, next_cursor)
 
 
 def _visitor_keys(request: web.Request, given: str) -> list[str] | None:

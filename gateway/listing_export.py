@@ -100,6 +100,8 @@ async def download(
             "Content-Disposition": f'attachment; filename="{name}"',
         }
     )
+    if "format" not in request.query:  # the format came from Accept
+        resp.headers["Vary"] = "Accept"
     items, cursor = await page(cursor)  # the first page before the headers: a 503 can still be said
     await resp.prepare(request)
     if request.method == "HEAD":

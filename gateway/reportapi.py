@@ -9,13 +9,13 @@ the admin app). The tables themselves come from ``gateway/reporting.py``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from aiohttp import web
 
 from gateway import reporting
+from gateway.accept import DOWNLOAD_MEDIA, accepted_format
 from gateway.admin import (
     EARLIEST,
     METRICS_KEY,
@@ -40,8 +40,6 @@ from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
-_MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
-_ALL_MEDIA = {"json": "application/json", **_MEDIA}
 _COMMON = {"model", "conversion", "since", "until", "verdicts", "population", "format", "bom", "delimiter"}
 PARAMS = {
     "attribution": _COMMON | {"group_by", "table"},
@@ -147,45 +145,6 @@ def _format(request: web.Request) -> str:
     return kind
 
 
-def accepted_format(accept: str) -> str:
-    """The format an ``Accept`` header prefers (RFC 9110, 12.5.1). Each format a report
-    comes in (JSON, CSV, NDJSON) takes the ``q`` of the most specific range that names it
-    (``text/csv``, then ``text/*``, then ``*/*``); the highest wins, then the one whose range
-    is listed first, then JSON, CSV, NDJSON in that order. A malformed ``q`` counts as 0. JSON
-    when the header is absent or accepts none of them (a 406 would help no one: a browser's
-    ``text/html`` gets the JSON it can show)."""
-    if not accept.strip():
-        return "json"
-    ranges: dict[str, tuple[float, int]] = {}  # media range → (q, place), the first listing of each
-    for place, item in enumerate(accept.split(",")):
-        media, *params = (part.strip() for part in item.split(";"))
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                q = _quality(value.strip())
-        ranges.setdefault(media.lower(), (q, place))
-    best, best_rank = "json", (0.0, 0, 0)
-    for order, (kind, media) in enumerate(_ALL_MEDIA.items()):
-        kind_of = media.split("/")[0]
-        found = next((ranges[r] for r in (media, f"{kind_of}/*", "*/*") if r in ranges), None)
-        if found is None:
-            continue
-        q, place = found
-        rank = (q, -place, -order)
-        if q > 0 and rank > best_rank:
-            best, best_rank = kind, rank
-    return best
-
-
-_QUALITY = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
-
-
-def _quality(value: str) -> float:
-    """A ``q`` value: 0 to 1 with at most three decimals (RFC 9110, 12.4.2); else 0."""
-    return float(value) if _QUALITY.fullmatch(value) else 0.0
-
-
 def table_param(name: str, value: str | None, report: str, fmt: str) -> str:
     """``table=``: the download's rows (default), or the report's ``totals`` (``summary`` for
     paths) as a table of their own; a 400 naming the choices, or with JSON, which carries them
@@ -229,7 +188,7 @@ def respond(request: web.Request, report: reporting.Report, table: str = "rows")
     disposition = f'attachment; filename="{name}"'
     return web.Response(
         body=body,
-        content_type=_MEDIA[kind],
+        content_type=DOWNLOAD_MEDIA[kind],
         charset="utf-8" if kind == "csv" else None,
         headers={"Content-Disposition": disposition, **vary},
     )

@@ -491,6 +491,36 @@ async def test_an_id_holding_a_slash_unescaped_is_told_to_escape_it(gw) -> None:
         assert (await resp.json())["error"] == "no such endpoint: /api/nothing/a/b"
 
 
+async def test_a_listing_takes_its_format_from_accept_as_the_reports_do(gw) -> None:
+    """``curl -H 'Accept: text/csv' /api/touchpoints`` got a JSON page, where the reports
+    answer CSV: the listings now read ``Accept`` too when the query names no ``format``, and
+    say so to caches (``Vary: Accept``)."""
+    await land(gw, "utm_source=news")
+    _, _, listed = await get(gw, "/api/touchpoints", AUTH)
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    for path in ("/api/touchpoints", "/api/conversions", "/api/review"):
+        async with gw.session.get(gw.admin_url + path, headers={**AUTH, "Accept": "text/csv"}) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+            assert resp.headers["Vary"] == "Accept" and "attachment" in resp.headers["Content-Disposition"]
+            body = await resp.text()
+        if path == "/api/touchpoints":
+            assert [r["id"] for r in csv.DictReader(io.StringIO(body))] == [t["id"] for t in listed["items"]]
+        headers = {**AUTH, "Accept": "application/x-ndjson"}
+        async with gw.session.get(gw.admin_url + path, headers=headers) as resp:
+            assert resp.headers["Content-Type"] == "application/x-ndjson"
+        for accept in (browser, "*/*", None):  # a browser, curl, no header: the JSON page
+            sent = {**AUTH, **({"Accept": accept} if accept else {})}
+            async with gw.session.get(gw.admin_url + path, headers=sent) as resp:
+                assert resp.content_type == "application/json" and resp.headers["Vary"] == "Accept"
+        # format= decides, whatever Accept says, and nothing varies.
+        sent = {**AUTH, "Accept": "text/csv"}
+        async with gw.session.get(gw.admin_url + path, headers=sent, params={"format": "json"}) as resp:
+            assert resp.content_type == "application/json" and "Vary" not in resp.headers
+        async with gw.session.get(gw.admin_url + path, headers=sent, params={"limit": "5"}) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"].startswith("limit: a csv download holds every row")
+
+
 async def test_a_listing_download_answers_head_without_its_rows(gw) -> None:
     """A HEAD of a download (a link checker, a download manager probing the file) got the
     headers and then every row all the same: a client keeping the connection read the CSV as
