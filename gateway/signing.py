@@ -167,11 +167,8 @@ def verify_stamped(
     Stripe and Paddle send a retried event's very body again (Paddle's ``notification_id``
     included), under a new timestamp."""
     parts = _stamped_parts(scheme, given)
-    if parts is None:
-        raise AuthFailed(
-            "signature",
-            f"signature: {scheme.header} holds no {scheme.time_field}=… and {scheme.hash_field}=…",
-        )
+    if isinstance(parts, str):
+        raise AuthFailed("signature", f"signature: {scheme.header} {parts}")
     timestamp, offered = parts
     _check_timestamp(timestamp, now, tolerance, f"{scheme.header} {scheme.time_field}")
     for sender, secrets in senders.items():
@@ -180,15 +177,22 @@ def verify_stamped(
     raise AuthFailed("signature", "signature: no valid signature")
 
 
-def _stamped_parts(scheme: StampedScheme, given: str) -> tuple[str, list[bytes]] | None:
-    """The timestamp and the signatures offered in ``given``; None unless it holds exactly one
-    timestamp and at least one signature."""
+def _stamped_parts(scheme: StampedScheme, given: str) -> tuple[str, list[bytes]] | str:
+    """The timestamp and the signatures offered in ``given``; else what is wrong with it (it
+    must hold exactly one timestamp and at least one signature)."""
     pairs = [part.strip().partition("=") for part in given.split(scheme.separator)]
     stamps = {value for key, _, value in pairs if key == scheme.time_field}
     offered = [
         value.lower().encode() for key, _, value in pairs if key == scheme.hash_field and value.isascii()
     ]
-    return (stamps.pop(), offered) if len(stamps) == 1 and offered else None
+    time, sign = scheme.time_field, scheme.hash_field
+    if len(stamps) > 1:  # which one was signed? neither is believed
+        return f"holds {len(stamps)} different {time}=… values; a sender signs one"
+    if not stamps:
+        return f"holds no {time}=…" + ("" if offered else f" and no {sign}=…")
+    if not offered:
+        return f"holds no {sign}=…"
+    return stamps.pop(), offered
 
 
 def _stamped_match(
@@ -247,7 +251,7 @@ def verify_body_hmac(
     for sender, (spec, secrets) in senders.items():
         if spec.stamped is not None:
             parts = _stamped_parts(spec.stamped, given)
-            if parts is None or not _stamped_match(spec.stamped, secrets, *parts, body):
+            if isinstance(parts, str) or not _stamped_match(spec.stamped, secrets, *parts, body):
                 continue
             _check_timestamp(parts[0], now, tolerance, f"{spec.stamped.header} {spec.stamped.time_field}")
             return _delivered(sender, spec, headers, body)

@@ -1512,7 +1512,14 @@ async def test_paddle_posts_its_own_signed_notifications(
             "signature: Stripe-Signature is not verified here: no [[sources]] entry has signature",
         ),
         (paddle_signed(other, "k" * 32), "signature: no valid signature"),
-        ({"Paddle-Signature": "h1=" + "0" * 64}, "signature: Paddle-Signature holds no ts=… and h1=…"),
+        ({"Paddle-Signature": "h1=" + "0" * 64}, "signature: Paddle-Signature holds no ts=…"),
+        ({"Paddle-Signature": "ts=1"}, "signature: Paddle-Signature holds no h1=…"),
+        ({"Paddle-Signature": "x=1"}, "signature: Paddle-Signature holds no ts=… and no h1=…"),
+        # Two stamps: it said "holds no ts=… and h1=…", which it does.
+        (
+            {"Paddle-Signature": f"ts=1;ts=2;h1={'0' * 64}"},
+            "signature: Paddle-Signature holds 2 different ts=… values; a sender signs one",
+        ),
     ):
         status, answer = await post(gw, other, headers)
         assert status == 401 and answer["error"].startswith(why), (why, answer)
