@@ -143,11 +143,9 @@ class _Reader:
             self.fail(name, f"expected a number, got {got}")
             return None
         if bounded and not (math.isfinite(amount) and 0 <= amount <= MAX_VALUE):
-            self.fail(
-                name,
-                f"expected a number from 0 to {MAX_VALUE:.0e} (after value_scale); refunds are not"
-                " recorded (list their type in ignore_types)",
-            )
+            # The refund hint where the amount is one: a huge positive one is no refund.
+            refund = "; refunds are not recorded (list their type in ignore_types)" if amount < 0 else ""
+            self.fail(name, f"expected a number from 0 to {MAX_VALUE:.0e} (after value_scale){refund}")
             return None
         if not math.isfinite(amount):
             self.fail(name, "expected a finite number")

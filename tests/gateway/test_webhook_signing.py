@@ -470,6 +470,10 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
             {"type": "conversion", "visitor_id": "v", "currency": "dollars"},
             ["currency (/currency): expected a 3-letter"],
         ),
+        (  # a refund's hint for a negative value (one too large, no refund, has none: test_inbound)
+            {"type": "conversion", "visitor_id": "v", "value": -5},
+            ["value (/value): expected a number from 0 to 1e+15 (after value_scale); refunds are not"],
+        ),
         ({"type": "conversion"}, ["visitor_id (/visitor_id) / user_id (/user_id): one of them is needed"]),
         ({"type": "identify", "user_id": "u"}, ["visitor_id (/visitor_id): missing"]),
         ({"type": "touchpoint", "visitor_id": "v"}, ["touchpoint: needs at least one of"]),
