@@ -255,11 +255,15 @@ async def migrate(conn: asyncpg.Connection) -> int:
     newest = available[-1][0] if available else 0
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, name text NOT NULL, "
-            "applied timestamptz NOT NULL DEFAULT now())"
-        )
         kinds = await central_columns(conn, "schema_version")
+        if not kinds:
+            # Only when missing: even with IF NOT EXISTS, CREATE needs the schema's CREATE
+            # right, which a role that only reads (the mirror's) or writes rows lacks.
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+                "applied timestamptz NOT NULL DEFAULT now())"
+            )
+            kinds = await central_columns(conn, "schema_version")
         if kinds.get("version") != "integer" or "name" not in kinds:
             # Another application's migrations (Flyway's former default table name): its
             # versions are not ours, and read as ours they stopped or silently emptied the sync.
