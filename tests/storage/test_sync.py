@@ -521,6 +521,9 @@ async def locked_roles(postgres_server: PostgresServer) -> str:
                 await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right'")
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 't_roles'"):
             await conn.execute("CREATE DATABASE t_roles OWNER gw_pw")
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 't_noconnect'"):
+            await conn.execute("CREATE DATABASE t_noconnect")
+            await conn.execute("REVOKE CONNECT ON DATABASE t_noconnect FROM PUBLIC")
         await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
@@ -544,6 +547,12 @@ def _lock_roles(hba: Path) -> None:
         ("gw_tls@{}/t_roles", "no encryption", "?sslmode=require"),
         ("gw_pw:right@{}/t_roles?sslmode=require", "rejected SSL upgrade", "asks for TLS"),
         ("gw_ro@{}/t_roles", "permission denied", "lacks a privilege"),
+        # PostgreSQL's DETAIL on the same line; CONNECT named, not "create tables, insert".
+        (
+            "gw_ro@{}/t_noconnect",
+            'permission denied for database "t_noconnect" DETAIL:  User does not have CONNECT privilege.',
+            "may not connect to that database: grant it CONNECT",
+        ),
         (
             "gw_pw:right@{}/t_roles?sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
             "FileNotFoundError",
@@ -558,6 +567,7 @@ def _lock_roles(hba: Path) -> None:
         "tls-wanted",
         "tls-offered-none",
         "privilege",
+        "connect",
         "tls-file",
         "tls-mode",
     ],
@@ -589,6 +599,7 @@ async def test_a_refused_connection_names_the_setting_once(
     warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
     assert said in warnings[0] and hint in warnings[0], warnings[0]
+    assert "\n" not in warnings[0], warnings[0]  # one line
     assert "central.url (GATEWAY_CENTRAL_URL)" in warnings[0], warnings[0]
     assert len([r for r in lines if r.levelno == logging.DEBUG]) >= 3
     assert "wrong" not in caplog.text and "right" not in caplog.text
