@@ -561,11 +561,22 @@ class SinkSet:
             await db.close()
 
 
-async def resend_user_standalone(settings: Settings, user_id: str, only: str | None) -> dict[str, int]:
-    """``gateway sink send --user ID``: outside a running gateway."""
+async def resend_user_standalone(
+    settings: Settings, user_id: str, only: str | None
+) -> dict[str, int | SinkError]:
+    """``gateway sink send --user ID``: outside a running gateway. Per sink, the messages sent
+    or why its destination did not take them: one that fails does not keep the others from
+    being sent to (until 2026-12-05 the first failure ended the command, naming no sink)."""
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     sinks = SinkSet(settings, Metrics(), keys, only)
+    user_keys = keys.user_keys(user_id, settings.lowercases_user_ids)
+    done: dict[str, int | SinkError] = {}
     try:
-        return await sinks.resend_user(keys.user_keys(user_id, settings.lowercases_user_ids), only)
+        for name in [name for name in sinks.sinks if only in (None, name)]:
+            try:
+                done[name] = (await sinks.resend_user(user_keys, name))[name]
+            except SinkError as err:
+                done[name] = err
+        return done
     finally:
         await sinks.close()
