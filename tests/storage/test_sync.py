@@ -470,7 +470,8 @@ async def test_lag_seconds_keeps_up_while_the_sync_backs_off(tmp_path: Path) -> 
     """While the central store is away, attempts are a backoff apart (up to
     ``central.backoff_max_seconds``); the age of the oldest undelivered row is kept current
     meanwhile, every ``interval_seconds``, not only at each attempt: a row written after the
-    last attempt, an hour old, shows at once."""
+    last attempt, an hour old, shows at once, and so does it in the rows waiting (until
+    2026-12-05 they stood at the last attempt's count for as long as the backoff lasted)."""
     store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
     await store.open()
     metrics = Metrics()
@@ -489,6 +490,13 @@ async def test_lag_seconds_keeps_up_while_the_sync_backs_off(tmp_path: Path) -> 
             while age._value.get() < 3600:
                 await asyncio.sleep(0.02)
         assert metrics.sync_errors.labels("central")._value.get() == 1  # no attempt meanwhile
+        waiting = metrics.sync_lag_rows.labels("central", "touchpoints")
+        await store.write([touch(n, "c" * 32) for n in range(2, 5)])
+        async with asyncio.timeout(2):
+            while waiting._value.get() < 4:
+                await asyncio.sleep(0.02)
+        assert waiting._value.get() == 4
+        assert metrics.sync_errors.labels("central")._value.get() == 1
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
