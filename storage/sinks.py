@@ -218,6 +218,12 @@ class Sink:
                 f"HTTP {status}: the destination redirects to {where}, not followed; "
                 f"set {self.key}.url to where it moved"
             )
+        if status in (404, 405, 410):  # a wrong path: Segment's own docs give …/v1/batch as the URL
+            said = f"HTTP {status}: the destination has no such endpoint; check {self.key}.url"
+            if self.options.kind == "segment":
+                said += ": a segment sink's is the API base (https://api.segment.io),"
+                said += " to which /v1/batch is appended"
+            raise SinkError(said)
         if not 200 <= status < 300:
             raise SinkError(f"HTTP {status}")
         self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
