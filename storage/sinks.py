@@ -224,6 +224,8 @@ class Sink:
                 said += ": a segment sink's is the API base (https://api.segment.io),"
                 said += " to which /v1/batch is appended"
             raise SinkError(said)
+        if told is not None:  # a re-send on demand reports it: when to try again
+            raise SinkError(f"HTTP {status}: the destination asks to wait {max(told, 0):.0f} s (Retry-After)")
         if not 200 <= status < 300:
             raise SinkError(f"HTTP {status}")
         self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))

@@ -727,3 +727,19 @@ async def test_a_wrong_path_says_to_check_the_url_and_what_a_segment_url_is(
     ):
         await hook.sinks.sinks["out"].send([{"messageId": "m1", "type": "track"}])
     assert batch_api.calls == []
+
+
+async def test_a_resend_held_off_by_retry_after_says_how_long(world, upstream_server) -> None:
+    """`gateway sink send` and `POST /api/sinks/…` send once and report a failure; a 429 said
+    `HTTP 429` alone (until 2026-12-05), where the destination had said when to try again."""
+
+    async def busy(request: web.Request) -> web.Response:
+        return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "7"})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", busy)
+    w = await world(sink_toml(BatchApi(url=await upstream_server(app))))
+    _, user_key = await seed(w)
+    with pytest.raises(SinkError) as held:
+        await w.sinks.resend_user([user_key])
+    assert str(held.value) == "HTTP 429: the destination asks to wait 7 s (Retry-After)"
