@@ -278,6 +278,9 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         try:
             await conn.fetchval("SELECT 1")
             schema = await _central_schema(conn)
+            key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+            if schema.status != "FAIL":
+                schema = await _central_rights(conn, key) or schema
             shared = await _node_shared(settings, conn) or await _other_secrets(settings, conn)
         finally:
             await conn.close()
@@ -285,7 +288,9 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         from storage.central import explain  # asyncpg is there: imported above
 
         key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
-        return Check("FAIL", f"central PostgreSQL unreachable: {explain(err, key)}", "check central.url")
+        # A password, database or right refused is the server's answer, not a server away.
+        said = "refused" if isinstance(err, asyncpg.PostgresError) else "unreachable"
+        return Check("FAIL", f"central PostgreSQL {said}: {explain(err, key)}", "check central.url")
     except (ValueError, OverflowError, asyncpg.InterfaceError) as err:  # a DSN asyncpg cannot read
         return Check(
             "FAIL",
@@ -329,6 +334,62 @@ async def _central_schema(conn: Any) -> Check:
     if current < newest:
         return Check("ok", f"central PostgreSQL reachable, schema {current} (migrated to {newest} at start)")
     return Check("ok", f"central PostgreSQL reachable, schema {current} (current)")
+
+
+SYNC_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+"""What a node's sync does to each central table (a binding's erasure deletes, a daily count or
+a node's check-in is an upsert)."""
+
+
+async def _central_rights(conn: Any, key: str) -> Check | None:
+    """A FAIL when the user in ``central.url`` lacks a right every sync round needs: the four
+    ``SYNC_RIGHTS`` on each central table there is, TEMPORARY on the database (the staging
+    tables), and, while tables are missing or a migration is due, CREATE on the schema. None
+    when it has them all. Every round of such a sync fails (``permission denied``) while the
+    gateway serves on, which the checklist called reachable and passed until 2026-12-05."""
+    from storage.migrate import migrations
+    from storage.sync import COUNTS, SYNC_TABLES
+
+    tables = [*SYNC_TABLES, COUNTS, "erased_keys", "node_instances"]
+    rows = await conn.fetch(
+        "SELECT t, array_agg(r ORDER BY n) AS missing FROM unnest($1::text[]) AS t,"
+        " unnest($2::text[]) WITH ORDINALITY AS p(r, n)"
+        " WHERE to_regclass(quote_ident(t)) IS NOT NULL"
+        " AND NOT has_table_privilege(to_regclass(quote_ident(t)), r)"
+        " GROUP BY t",
+        tables,
+        list(SYNC_RIGHTS),
+    )
+    lacking: dict[tuple[str, ...], list[str]] = {}
+    for row in sorted(rows, key=lambda r: tables.index(r["t"])):
+        lacking.setdefault(tuple(row["missing"]), []).append(row["t"])
+    said = [f"{', '.join(rights)} on {', '.join(names)}" for rights, names in lacking.items()]
+    fixes = []
+    user, database, schema = await conn.fetchrow("SELECT current_user, current_database(), current_schema()")
+    if lacking:
+        fixes.append(f"GRANT {', '.join(SYNC_RIGHTS)} ON ALL TABLES IN SCHEMA {schema} TO {user}")
+    if not await conn.fetchval("SELECT has_database_privilege(current_database(), 'TEMPORARY')"):
+        said.append("TEMPORARY on the database (the sync's staging tables)")
+        fixes.append(f"GRANT TEMPORARY ON DATABASE {database} TO {user}")
+    available = await asyncio.to_thread(migrations, "pg_migrations")
+    newest = available[-1][0] if available else 0
+    current = 0
+    if await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
+        current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+    creates = await conn.fetchval("SELECT has_schema_privilege(current_schema(), 'CREATE')")
+    if current < newest and not creates:
+        said.append(f"CREATE on the schema {schema} (to make or migrate the tables to {newest})")
+        fixes.append(
+            f"run the gateway once as the tables' owner, or GRANT CREATE ON SCHEMA {schema} TO {user}"
+        )
+    if not said:
+        return None
+    return Check(
+        "FAIL",
+        f"central PostgreSQL reachable, but the user in {key} lacks rights the sync needs on"
+        f" {database}: {'; '.join(said)}; every sync round fails",
+        "; ".join(fixes),
+    )
 
 
 def _instance(path: Path) -> str | None:
@@ -446,7 +507,7 @@ async def check_mirror(
             Check(
                 "ok",
                 f"mirror {path} last completed a round at {last}"
-                " (rows not mirrored yet: unknown, central PostgreSQL does not answer)",
+                " (rows not mirrored yet: unknown, the central PostgreSQL check failed)",
             ),
         ]
     waiting = ", ".join(f"{table} {rows}" for table, rows in lag.items() if rows)

@@ -51,15 +51,17 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
 
     try:
         sent = asyncio.run(resend_user_standalone(settings, args.user, args.sink))
-    except SinkError as err:
-        print(f"gateway: sink send failed: {err}", file=sys.stderr)
-        return 1
     except NothingRecorded as err:  # a mistyped ID: "0 messages sent", exit 0, until 2026-12-05
         print(f"gateway: {err}; nothing sent", file=sys.stderr)
         return 1
     except (SchemaTooNew, sqlite3.DatabaseError) as err:  # a folder, not a database, a newer one
         print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
         return 1
+    failed = False
     for name, count in sent.items():
-        print(f"{name}: {count:,} messages sent")
-    return 0
+        if isinstance(count, SinkError):  # the others are still sent to, and said
+            print(f"gateway: sink send failed: sink {name}: {count}", file=sys.stderr)
+            failed = True
+        else:
+            print(f"{name}: {count:,} messages sent")
+    return 1 if failed else 0

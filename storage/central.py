@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -189,7 +190,8 @@ def explain(
     made (a network error later is a connection lost, not a server that cannot be reached).
     ``via_connect``: the connection came from ``connect``, whose own timeout is a
     ``ConnectTimeout``, so any other timeout is a statement's (a pool's are either)."""
-    said = f"{type(err).__name__}: {err}".strip().rstrip(":")
+    # PostgreSQL's DETAIL comes on a line of its own: one line, as the log and stderr say it.
+    said = re.sub(r"\s*\n\s*", " ", f"{type(err).__name__}: {err}").strip().rstrip(":")
     text = str(err)
     if isinstance(err, asyncpg.InvalidPasswordError):
         hint = f"the user name or password in {key} is refused"
@@ -210,8 +212,13 @@ def explain(
         hint = f"a file {key} names (sslrootcert, sslcert, sslkey) cannot be read"
     elif isinstance(err, ssl.SSLError):
         hint = f"TLS failed: check the sslmode (and sslrootcert) in {key}, and the server's certificate"
+    elif isinstance(err, asyncpg.InsufficientPrivilegeError) and "CONNECT privilege" in text:
+        hint = f"the user in {key} may not connect to that database: grant it CONNECT, or correct the URL"
     elif isinstance(err, asyncpg.InsufficientPrivilegeError):
-        hint = f"the user in {key} lacks a privilege the central store needs (create tables, insert)"
+        hint = (
+            f"the user in {key} lacks a privilege the central store needs (CREATE on the schema"
+            " to make or migrate the tables; SELECT, INSERT, UPDATE, DELETE on them)"
+        )
     elif via_connect and isinstance(err, asyncio.TimeoutError) and not isinstance(err, ConnectTimeout):
         hint = (
             f"a statement on the server in {key} took longer than {STATEMENT_SECONDS:g} s (or"
@@ -239,6 +246,8 @@ def failed_what(err: BaseException) -> str:
     """How a command starts its message about ``err`` (``explain`` gives the rest)."""
     if isinstance(err, asyncio.TimeoutError) and not isinstance(err, ConnectTimeout):
         return "the central store did not answer in time"
+    if isinstance(err, asyncpg.PostgresError):  # it answered: a refusal, not a server away
+        return "the central store refused"
     return "cannot reach the central store"
 
 
@@ -255,11 +264,15 @@ async def migrate(conn: asyncpg.Connection) -> int:
     newest = available[-1][0] if available else 0
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, name text NOT NULL, "
-            "applied timestamptz NOT NULL DEFAULT now())"
-        )
         kinds = await central_columns(conn, "schema_version")
+        if not kinds:
+            # Only when missing: even with IF NOT EXISTS, CREATE needs the schema's CREATE
+            # right, which a role that only reads (the mirror's) or writes rows lacks.
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+                "applied timestamptz NOT NULL DEFAULT now())"
+            )
+            kinds = await central_columns(conn, "schema_version")
         if kinds.get("version") != "integer" or "name" not in kinds:
             # Another application's migrations (Flyway's former default table name): its
             # versions are not ours, and read as ours they stopped or silently emptied the sync.

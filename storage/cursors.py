@@ -138,16 +138,18 @@ async def publish_lag(
     db: aiosqlite.Connection, metrics: Metrics, reader: str, tables: Sequence[str], *, count: bool = True
 ) -> dict[str, tuple[int, float]]:
     """``reader``'s lag per table in ``/metrics``: the rows it has not delivered and the age of
-    the oldest; table → (rows, seconds). ``count=False``: the age alone, for between attempts
-    (a seek, where counting takes as long as the rows are many); rows are then -1."""
+    the oldest; table → (rows, seconds). ``count=False``: for between attempts, seeks only
+    (counting takes as long as the rows are many): the rows from the table's largest rowid, as
+    ``publish_progress`` takes them (rows deleted since the last count are counted until the
+    next), so rows written during a long backoff show at once, not at the next attempt."""
     found = {}
     for table in tables:
         after = await position(db, cursor_name(reader, table))
         if count:
             rows, seconds = await lag(db, table, after)
-            metrics.sync_lag_rows.labels(reader, table).set(rows)
         else:
-            rows, seconds = -1, await oldest_age(db, table, after)
+            rows, seconds = max(await _top(db, table) - after, 0), await oldest_age(db, table, after)
+        metrics.sync_lag_rows.labels(reader, table).set(rows)
         metrics.sync_lag_seconds.labels(reader, table).set(seconds)
         found[table] = (rows, seconds)
     return found

@@ -218,6 +218,14 @@ class Sink:
                 f"HTTP {status}: the destination redirects to {where}, not followed; "
                 f"set {self.key}.url to where it moved"
             )
+        if status in (404, 405, 410):  # a wrong path: Segment's own docs give …/v1/batch as the URL
+            said = f"HTTP {status}: the destination has no such endpoint; check {self.key}.url"
+            if self.options.kind == "segment":
+                said += ": a segment sink's is the API base (https://api.segment.io),"
+                said += " to which /v1/batch is appended"
+            raise SinkError(said)
+        if told is not None:  # a re-send on demand reports it: when to try again
+            raise SinkError(f"HTTP {status}: the destination asks to wait {max(told, 0):.0f} s (Retry-After)")
         if not 200 <= status < 300:
             raise SinkError(f"HTTP {status}")
         self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
@@ -561,11 +569,22 @@ class SinkSet:
             await db.close()
 
 
-async def resend_user_standalone(settings: Settings, user_id: str, only: str | None) -> dict[str, int]:
-    """``gateway sink send --user ID``: outside a running gateway."""
+async def resend_user_standalone(
+    settings: Settings, user_id: str, only: str | None
+) -> dict[str, int | SinkError]:
+    """``gateway sink send --user ID``: outside a running gateway. Per sink, the messages sent
+    or why its destination did not take them: one that fails does not keep the others from
+    being sent to (until 2026-12-05 the first failure ended the command, naming no sink)."""
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     sinks = SinkSet(settings, Metrics(), keys, only)
+    user_keys = keys.user_keys(user_id, settings.lowercases_user_ids)
+    done: dict[str, int | SinkError] = {}
     try:
-        return await sinks.resend_user(keys.user_keys(user_id, settings.lowercases_user_ids), only)
+        for name in [name for name in sinks.sinks if only in (None, name)]:
+            try:
+                done[name] = (await sinks.resend_user(user_keys, name))[name]
+            except SinkError as err:
+                done[name] = err
+        return done
     finally:
         await sinks.close()

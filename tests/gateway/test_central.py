@@ -405,6 +405,8 @@ def test_sync_once_command(tmp_path: Path, postgres_server: PostgresServer, caps
     assert main(["sync", "--once", "-c", str(config)]) == 1
     err = capsys.readouterr().err
     assert 'database "no_such_database" does not exist' in err, err
+    # The server answered: a refusal, not "cannot reach the central store" (until 2026-12-05).
+    assert "sync failed: the central store refused: InvalidCatalogNameError" in err, err
     assert "the database named in central.url (GATEWAY_CENTRAL_URL) does not exist" in err, err
     config.write_text('[storage]\npath = "node.db"\n')
     assert main(["sync", "--once", "-c", str(config)]) == 2

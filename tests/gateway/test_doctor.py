@@ -412,7 +412,7 @@ async def test_the_reporting_mirror_its_file_first_fill_last_round_and_lag(
     assert away == Check(
         "ok",
         f"mirror {path} last completed a round at {last}"
-        " (rows not mirrored yet: unknown, central PostgreSQL does not answer)",
+        " (rows not mirrored yet: unknown, the central PostgreSQL check failed)",
     )
     await asyncio.to_thread(path.write_bytes, b"not a database" * 100)
     (broken,) = await check_mirror(settings, 5.0)
@@ -492,3 +492,43 @@ async def test_a_node_under_another_identity_secret_is_a_warning(
     assert check is not None and check.status == "warn", check
     assert "under another identity.secret than this one: 'edge-3'" in check.what, check
     assert "the same identity.secret" in check.fix
+
+
+async def test_a_role_that_cannot_write_the_central_tables_fails_the_doctor(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role that may connect and read, but not write the central tables (a read-only role
+    given by mistake): every sync round fails (`permission denied`) while the gateway serves
+    on. Until 2026-12-05 its doctor said `central PostgreSQL reachable, schema 10 (current)`
+    and `all checks passed`."""
+    import asyncpg
+
+    from gateway.doctor import check_central
+    from storage.central import migrate
+
+    owner = await asyncpg.connect(central_dsn)
+    role = f"gw_ro{uuid7().replace('-', '')[-12:]}"
+    try:
+        await migrate(owner)
+        database = await owner.fetchval("SELECT current_database()")
+        await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await owner.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        dsn = central_dsn.replace("://postgres@", f"://{role}@")
+        monkeypatch.setenv("CENTRAL_DSN", dsn)
+        settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+        check = await check_central(settings, 5.0)
+        assert check is not None and check.status == "FAIL", check
+        said = f"the user in central.url (CENTRAL_DSN) lacks rights the sync needs on {database}"
+        assert said in check.what, check.what
+        assert ": INSERT, UPDATE, DELETE on erasures, touchpoints, identities," in check.what, check.what
+        assert check.fix == f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        await owner.execute(f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        ok = await check_central(settings, 5.0)
+        assert ok is not None and ok.status == "ok", ok
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()

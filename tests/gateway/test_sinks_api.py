@@ -344,3 +344,64 @@ async def test_a_sink_whose_key_dev_made_up_sends_nothing(
             assert batch_api.received == 0
     finally:
         await gw.stop()
+
+
+class _Broken(BaseHTTPRequestHandler):
+    """A destination that fails every batch (a 500), as one down for maintenance."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_sink_send_to_every_sink_goes_on_past_one_that_fails_and_names_it(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Two sinks, the first failing: the command stopped at it with `sink send failed: HTTP
+    500`, naming no sink, and never sent to the second (until 2026-12-05). Now each sink is
+    tried, the one that failed named on stderr, the others' counts printed, exit 1."""
+    _Recorder.calls.clear()
+    broken = ThreadingHTTPServer(("127.0.0.1", 0), _Broken)
+    working = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    for server in (broken, working):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name, value in {**ENV, "SINK_A": WRITE_KEY, "SINK_B": WRITE_KEY}.items():
+            monkeypatch.setenv(name, value)
+        config = tmp_path / "gw.toml"
+        sinks = "".join(
+            f'[[sinks]]\nname = "{name}"\nkind = "segment"\nsecret = "env:SINK_{name[0].upper()}"\n'
+            f'url = "http://127.0.0.1:{server.server_address[1]}"\nbackoff_max_seconds = 0.1\n'
+            for name, server in (("a-down", broken), ("b-up", working))
+        )
+        config.write_text('[storage]\npath = "node.db"\n' + sinks)
+        settings = load_settings(config)
+        keys = Keys.from_master(settings.secret)
+
+        async def seed() -> None:
+            store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+            await store.open()
+            now = iso(datetime.now(UTC))
+            await store.write(
+                [
+                    Touchpoint(uuid7(), now, "n", "e" * 32, source="news", landing_path="/"),
+                    Binding(uuid7(), now, "n", "e" * 32, keys.user_key("dave"), "r"),
+                ]
+            )
+            await store.close()
+
+        asyncio.run(seed())
+        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 1
+        out, err = capsys.readouterr()
+        assert out == "b-up: 2 messages sent\n", out
+        assert err == "gateway: sink send failed: sink a-down: HTTP 500\n", err
+        assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
+    finally:
+        for server in (broken, working):
+            server.shutdown()
+            server.server_close()

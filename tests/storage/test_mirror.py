@@ -25,6 +25,7 @@ from gateway.ids import uuid7
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, CentralOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
+from storage.central import migrate as central_migrate
 from storage.erasure import erase_user
 from storage.mirror import HorizonBack, Mirror, open_mirror
 from storage.populations import population_counts
@@ -436,3 +437,44 @@ async def test_the_lag_in_rows_and_in_seconds_since_the_last_round(
         await db.close()
     await mirror.once()
     assert seconds._value.get() == 0 and rows._value.get() == 0
+
+
+async def test_roles_without_create_rights_sync_and_mirror_a_migrated_store(
+    tmp_path: Path, central_dsn: str
+) -> None:
+    """A DBA's usual roles: the owner migrates the schema, the nodes' role may read and write
+    the tables, the reporting gateway's only read them. Each round ran ``CREATE TABLE IF NOT
+    EXISTS schema_version`` first, which needs CREATE on the schema even when the table is there:
+    until 2026-12-05 both roles failed every round (``permission denied for schema public``),
+    the mirror too, which only reads."""
+    owner = await asyncpg.connect(central_dsn)
+    suffix = uuid7().replace("-", "")[-12:]
+    writer, reader = f"gw_w{suffix}", f"gw_r{suffix}"
+    try:
+        await central_migrate(owner)
+        database = await owner.fetchval("SELECT current_database()")
+        await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        for role, rights in ((writer, "SELECT, INSERT, UPDATE, DELETE"), (reader, "SELECT")):
+            await owner.execute(f"CREATE ROLE {role} LOGIN")
+            await owner.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
+            await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+            await owner.execute(f"GRANT {rights} ON ALL TABLES IN SCHEMA public TO {role}")
+        node = Node(tmp_path, "a", central_dsn.replace("://postgres@", f"://{writer}@"))
+        await node.store.open()
+        try:
+            await node.store.write([touch(1, "1" * 32), touch(2, "2" * 32)])
+            assert (await node.sync.once())["touchpoints"] == 2
+        finally:
+            await node.store.close()
+        as_reader = central_dsn.replace("://postgres@", f"://{reader}@")
+        stored = await Mirror(tmp_path / "mirror.db", as_reader, OPTIONS, Metrics()).once()
+        assert stored["touchpoints"] == 2, stored
+        # Without the table, the role that cannot create it is still told so.
+        await owner.execute("DROP TABLE schema_version")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await Mirror(tmp_path / "mirror2.db", as_reader, OPTIONS, Metrics()).once()
+    finally:
+        for role in (writer, reader):
+            await owner.execute(f"DROP OWNED BY {role}")
+            await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()

@@ -705,3 +705,41 @@ async def test_a_refusal_quoting_the_raw_user_id_is_logged_without_it(
     lines = [r.getMessage() for r in caplog.records if "refused message" in r.getMessage()]
     assert len(lines) == 2 and all('"userIds": ["<userId>"]' in line for line in lines)
     assert "ada-4242" not in caplog.text and "ada-4242" not in str(refused.value)
+
+
+async def test_a_wrong_path_says_to_check_the_url_and_what_a_segment_url_is(
+    world, batch_api: BatchApi
+) -> None:
+    """Segment's docs name `https://api.segment.io/v1/batch`; pasted as `sinks.url`, the sink
+    posts to `…/v1/batch/v1/batch` and every batch is a 404, which said `HTTP 404` alone (until
+    2026-12-05): now what to check, and that the segment URL is the API base. The rows wait."""
+    w = await world(sink_toml(BatchApi(url=batch_api.url + "/v1/batch")))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    with pytest.raises(SinkError) as wrong:
+        await one_round(w)
+    assert str(wrong.value) == (
+        "HTTP 404: the destination has no such endpoint; check sinks[0].url: a segment sink's is"
+        " the API base (https://api.segment.io), to which /v1/batch is appended"
+    )
+    hook = await world(sink_toml(BatchApi(url=batch_api.url + "/nowhere"), kind="webhook"))
+    with pytest.raises(
+        SinkError, match=r"^HTTP 404: the destination has no such endpoint; check sinks\[0\]\.url$"
+    ):
+        await hook.sinks.sinks["out"].send([{"messageId": "m1", "type": "track"}])
+    assert batch_api.calls == []
+
+
+async def test_a_resend_held_off_by_retry_after_says_how_long(world, upstream_server) -> None:
+    """`gateway sink send` and `POST /api/sinks/…` send once and report a failure; a 429 said
+    `HTTP 429` alone (until 2026-12-05), where the destination had said when to try again."""
+
+    async def busy(request: web.Request) -> web.Response:
+        return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "7"})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", busy)
+    w = await world(sink_toml(BatchApi(url=await upstream_server(app))))
+    _, user_key = await seed(w)
+    with pytest.raises(SinkError) as held:
+        await w.sinks.resend_user([user_key])
+    assert str(held.value) == "HTTP 429: the destination asks to wait 7 s (Retry-After)"

@@ -470,7 +470,8 @@ async def test_lag_seconds_keeps_up_while_the_sync_backs_off(tmp_path: Path) -> 
     """While the central store is away, attempts are a backoff apart (up to
     ``central.backoff_max_seconds``); the age of the oldest undelivered row is kept current
     meanwhile, every ``interval_seconds``, not only at each attempt: a row written after the
-    last attempt, an hour old, shows at once."""
+    last attempt, an hour old, shows at once, and so does it in the rows waiting (until
+    2026-12-05 they stood at the last attempt's count for as long as the backoff lasted)."""
     store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
     await store.open()
     metrics = Metrics()
@@ -489,6 +490,13 @@ async def test_lag_seconds_keeps_up_while_the_sync_backs_off(tmp_path: Path) -> 
             while age._value.get() < 3600:
                 await asyncio.sleep(0.02)
         assert metrics.sync_errors.labels("central")._value.get() == 1  # no attempt meanwhile
+        waiting = metrics.sync_lag_rows.labels("central", "touchpoints")
+        await store.write([touch(n, "c" * 32) for n in range(2, 5)])
+        async with asyncio.timeout(2):
+            while waiting._value.get() < 4:
+                await asyncio.sleep(0.02)
+        assert waiting._value.get() == 4
+        assert metrics.sync_errors.labels("central")._value.get() == 1
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -521,6 +529,9 @@ async def locked_roles(postgres_server: PostgresServer) -> str:
                 await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right'")
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 't_roles'"):
             await conn.execute("CREATE DATABASE t_roles OWNER gw_pw")
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 't_noconnect'"):
+            await conn.execute("CREATE DATABASE t_noconnect")
+            await conn.execute("REVOKE CONNECT ON DATABASE t_noconnect FROM PUBLIC")
         await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
@@ -544,6 +555,12 @@ def _lock_roles(hba: Path) -> None:
         ("gw_tls@{}/t_roles", "no encryption", "?sslmode=require"),
         ("gw_pw:right@{}/t_roles?sslmode=require", "rejected SSL upgrade", "asks for TLS"),
         ("gw_ro@{}/t_roles", "permission denied", "lacks a privilege"),
+        # PostgreSQL's DETAIL on the same line; CONNECT named, not "create tables, insert".
+        (
+            "gw_ro@{}/t_noconnect",
+            'permission denied for database "t_noconnect" DETAIL:  User does not have CONNECT privilege.',
+            "may not connect to that database: grant it CONNECT",
+        ),
         (
             "gw_pw:right@{}/t_roles?sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
             "FileNotFoundError",
@@ -558,6 +575,7 @@ def _lock_roles(hba: Path) -> None:
         "tls-wanted",
         "tls-offered-none",
         "privilege",
+        "connect",
         "tls-file",
         "tls-mode",
     ],
@@ -589,6 +607,7 @@ async def test_a_refused_connection_names_the_setting_once(
     warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
     assert said in warnings[0] and hint in warnings[0], warnings[0]
+    assert "\n" not in warnings[0], warnings[0]  # one line
     assert "central.url (GATEWAY_CENTRAL_URL)" in warnings[0], warnings[0]
     assert len([r for r in lines if r.levelno == logging.DEBUG]) >= 3
     assert "wrong" not in caplog.text and "right" not in caplog.text
