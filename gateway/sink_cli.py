@@ -62,6 +62,14 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
         if isinstance(count, SinkError):  # the others are still sent to, and said
             print(f"gateway: sink send failed: sink {name}: {count}", file=sys.stderr)
             failed = True
+        elif not count:  # bindings there are (else NothingRecorded): each message too large
+            # As the admin API's 404 says it (until 2026-12-05: "0 messages sent", exit 0).
+            print(
+                f"gateway: sink {name}: nothing sent: each of this user's messages is over"
+                f" sinks[].max_message_bytes",
+                file=sys.stderr,
+            )
+            failed = True
         else:
             print(f"{name}: {count:,} messages sent")
     return 1 if failed else 0

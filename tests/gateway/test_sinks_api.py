@@ -224,6 +224,40 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
     assert "no sink named 'nope'" in capsys.readouterr().err
 
 
+def test_sink_send_of_a_user_whose_every_message_is_too_large_says_so(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """As the admin API's 404: "out: 0 messages sent" and exit 0 (until 2026-12-05) read as done,
+    where nothing was sent, each message being over the sink's max_message_bytes."""
+    for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "gw.toml"
+    api = BatchApi(url="http://127.0.0.1:9")  # never called: nothing fits
+    config.write_text('[storage]\npath = "node.db"\n' + sink_toml(api, max_message_bytes=1024))
+    settings = load_settings(config)
+    keys = Keys.from_master(settings.secret)
+
+    async def seed() -> None:
+        store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+        await store.open()
+        ts = iso(datetime.now(UTC))
+        await store.write(
+            [
+                Touchpoint(uuid7(), ts, "n", "v" * 32, source="news", campaign="c" * 1500),
+                Binding(uuid7(), ts, "n", "v" * 32, keys.user_key("erin"), "r"),
+            ]
+        )
+        await store.close()
+
+    asyncio.run(seed())
+    assert main(["sink", "send", "--user", "erin", "-c", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "gateway: sink out: nothing sent: each of this user's messages is over sinks[].max_message_bytes\n"
+    )
+
+
 class _Webhook(BaseHTTPRequestHandler):
     """A webhook receiver: records each delivery's path, signature headers and batch."""
 
