@@ -492,3 +492,30 @@ async def test_a_node_under_another_identity_secret_is_a_warning(
     assert check is not None and check.status == "warn", check
     assert "under another identity.secret than this one: 'edge-3'" in check.what, check
     assert "the same identity.secret" in check.fix
+
+
+async def test_a_secret_s_fix_asks_for_the_length_its_key_needs(tmp_path: Path) -> None:
+    """The doctor told every secret's variable "(32+ characters)": a sender's secret (the
+    platform's, at least 24 bytes) and a PostgreSQL URL too, where the gateway's own need it."""
+    cfg = await asyncio.to_thread(
+        _config,
+        tmp_path,
+        f"http://127.0.0.1:{_closed_port()}",
+        '[central]\nurl = "env:PG_URL"\n[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET"]\n',
+    )
+    code, out = await doctor(cfg, env={"GATEWAY_ADMIN_TOKEN": ENV["GATEWAY_ADMIN_TOKEN"]})
+    assert code == 1, out
+    lines = out.splitlines()
+    fixes = {line: lines[i + 1].strip() for i, line in enumerate(lines) if line.startswith("[FAIL] config: ")}
+    assert fixes == {
+        "[FAIL] config: identity.secret: environment variable GATEWAY_SECRET is not set": (
+            "fix: set the variable in the gateway's environment (32+ characters)"
+        ),
+        "[FAIL] config: central.url: environment variable PG_URL is not set": (
+            "fix: set the variable in the gateway's environment"
+        ),
+        "[FAIL] config: sources[0].secrets[0]: environment variable BILLING_SECRET is not set": (
+            "fix: set the variable in the gateway's environment"
+            " to the sender's secret as the platform gives it"
+        ),
+    }, out
