@@ -49,11 +49,22 @@ def _is_secret_problem(problem: str) -> bool:
     )
 
 
+def _secret_fix(key: str) -> str:
+    """What to set for a secret's problem: the 32 characters are the gateway's own secrets' rule
+    (until 2026-12-05 said of every one: a sender's secret, which the platform gives, needs 24
+    bytes; a sink's write key, a rule's JWT key or ``central.url`` no such length)."""
+    if key in ("identity.secret", "admin.token"):
+        return "set the variable in the gateway's environment (32+ characters)"
+    if ".secrets[" in key:
+        return "set the variable in the gateway's environment to the sender's secret as the platform gives it"
+    return "set the variable in the gateway's environment"
+
+
 def _config_fix(path: str, problem: str) -> str:
     """What to do about one config problem, naming the file in use (until 2026-12-05 ``-c FILE``,
     and "correct this key" for a file that could not be read at all)."""
     if _is_secret_problem(problem):
-        return "set the variable in the gateway's environment (32+ characters)"
+        return _secret_fix(problem.partition(":")[0])
     if not problem.startswith(f"{path}: "):
         return f"correct this key (gateway check -c {path} lists every problem)"
     if ": cannot read: " in problem:

@@ -18,6 +18,7 @@ import shlex
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Mapping
@@ -223,10 +224,7 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         return 2
     url = args.url
     if not url:
-        host, port = parse_listen(options.proxy.listen)
-        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        host = f"[{host}]" if ":" in host else host
-        url = f"http://{host}:{port}{options.proxy.reserved_prefix}events"
+        url = f"{_local_url(options.proxy.listen)}{options.proxy.reserved_prefix}events"
     source_map = compile_source(source)
     currency = recorded_currency(source_map, args.currency)
     if (finer := _finer_than(args.value, currency)) is not None:
@@ -277,4 +275,30 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     if carries(source_map, "user_id"):
         user, config = shlex.quote(test_user(args.creator)), shlex.quote(args.config)
         print(f"to remove it: gateway erase {user} -c {config}")
+        if (unset := _unset_secret(options.identity.secret)) is not None:
+            print(_erase_through_the_api(unset, test_user(args.creator), options.admin.listen))
     return 0
+
+
+def _unset_secret(value: str) -> str | None:
+    """The variable ``identity.secret`` names when it is not set here, else None: `gateway
+    erase` cannot key the user without it, as under `make run`, whose `--dev` gateway made its
+    secret up."""
+    name = value.removeprefix("env:")
+    return name if value.startswith("env:") and not os.environ.get(name) else None
+
+
+def _local_url(listen: str) -> str:
+    """The URL a command on this machine reaches a listener of the config at."""
+    host, port = parse_listen(listen)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
+def _erase_through_the_api(variable: str, user: str, listen: str) -> str:
+    url = f"{_local_url(listen)}/api/users/{urllib.parse.quote(user, safe='')}"
+    return (
+        f"  ({variable} is not set here, and gateway erase needs it; a gateway run with --dev made its"
+        f" own up: ask that one instead, curl -X DELETE -H 'Authorization: Bearer <admin token>' {url})"
+    )

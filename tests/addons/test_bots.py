@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import textwrap
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from crawlerdetect import CrawlerDetect
@@ -18,6 +20,7 @@ from gateway.config import load_settings
 from gateway.events import Touchpoint, VerdictChange
 from gateway.keys import Keys
 from gateway.metrics import Metrics
+from gateway.options import BotsOptions
 from gateway.pipeline import Exchange, Pipeline, RequestView, build_pipeline
 from tests.addons.conftest import FIXED_TS
 from tests.clients import IN_APP, MAIL_SCANNERS, PREVIEWERS, PRIVACY
@@ -783,3 +786,21 @@ async def test_a_reloaded_creator_link_is_one_touchpoint_and_still_counts_for_ve
         assert not [e for e in reload.events if isinstance(e, Touchpoint)]
     changes = [e for e in reload.events if isinstance(e, VerdictChange)]
     assert [(c.touchpoint_id, c.note) for c in changes] == [(tp.id, "creator_ip_velocity")]
+
+
+def test_the_readmes_click_farm_fades_as_it_says() -> None:
+    """README, "Worked example: a click-farm burst": 1,000 clicks from 12:00 to 12:11 count as
+    816 at 13:11, 150 at 13:51 (so a click then, the 151st, is still over
+    ``max_per_creator_ip``) and 133 at 13:52, when a click is ``allow`` again. It said 149 at
+    13:51, where a click was still blocked."""
+    noon = 1_796_472_000.0  # 12:00 UTC, on an hour
+    counter = WindowCounter(window=3600, max_keys=4)
+    for i in range(1000):
+        counter.hit("ben@ip", noon + i * 660 / 1000)
+    # What the burst still counts then: a click's estimate less the click itself.
+    after = {m: copy.deepcopy(counter).hit("ben@ip", noon + 3600 + m * 60) - 1 for m in (11, 51, 52)}
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    said = [re.search(rf"(\d+) at 13:{m}", readme) for m in (11, 51, 52)]
+    assert [int(found[1]) if found else None for found in said] == [int(after[m]) for m in (11, 51, 52)]
+    max_per_creator_ip = BotsOptions().max_per_creator_ip
+    assert after[51] + 1 > max_per_creator_ip >= after[52] + 1

@@ -532,3 +532,30 @@ async def test_a_role_that_cannot_write_the_central_tables_fails_the_doctor(
         await owner.execute(f"DROP OWNED BY {role}")
         await owner.execute(f"DROP ROLE IF EXISTS {role}")
         await owner.close()
+
+
+async def test_a_secret_s_fix_asks_for_the_length_its_key_needs(tmp_path: Path) -> None:
+    """The doctor told every secret's variable "(32+ characters)": a sender's secret (the
+    platform's, at least 24 bytes) and a PostgreSQL URL too, where the gateway's own need it."""
+    cfg = await asyncio.to_thread(
+        _config,
+        tmp_path,
+        f"http://127.0.0.1:{_closed_port()}",
+        '[central]\nurl = "env:PG_URL"\n[[sources]]\nname = "billing"\nsecrets = ["env:BILLING_SECRET"]\n',
+    )
+    code, out = await doctor(cfg, env={"GATEWAY_ADMIN_TOKEN": ENV["GATEWAY_ADMIN_TOKEN"]})
+    assert code == 1, out
+    lines = out.splitlines()
+    fixes = {line: lines[i + 1].strip() for i, line in enumerate(lines) if line.startswith("[FAIL] config: ")}
+    assert fixes == {
+        "[FAIL] config: identity.secret: environment variable GATEWAY_SECRET is not set": (
+            "fix: set the variable in the gateway's environment (32+ characters)"
+        ),
+        "[FAIL] config: central.url: environment variable PG_URL is not set": (
+            "fix: set the variable in the gateway's environment"
+        ),
+        "[FAIL] config: sources[0].secrets[0]: environment variable BILLING_SECRET is not set": (
+            "fix: set the variable in the gateway's environment"
+            " to the sender's secret as the platform gives it"
+        ),
+    }, out

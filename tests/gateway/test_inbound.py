@@ -972,6 +972,31 @@ async def test_replay_bad_says_what_became_of_each_event(
     ]
 
 
+async def test_send_test_event_says_how_to_remove_it_from_a_dev_gateway(
+    gw: RunningGateway, tmp_path: Path
+) -> None:
+    """Under `make run` (a `--dev` gateway, its secret made up) the `gateway erase` the command
+    named could not run: GATEWAY_SECRET is not set. Where it is not, the line names the admin
+    API's erasure too, which that gateway answers; where it is, `gateway erase` alone."""
+    config = str(await write_config(gw, tmp_path / "gateway.toml"))
+    args = ("send-test-event", "--creator", "cr dev", "--url", gw.url + "/_gw/events", "-c", config)
+    code, out, err = await gateway_cli(*args, env=SOURCES_ENV)
+    assert code == 0, (out, err)
+    path = "/api/users/test-user-cr%20dev"
+    assert (
+        "  (GATEWAY_SECRET is not set here, and gateway erase needs it; a gateway run with --dev made its"
+        f" own up: ask that one instead, curl -X DELETE -H 'Authorization: Bearer <admin token>'"
+        f" http://127.0.0.1:9090{path})"
+    ) in out, out
+    async with gw.session.delete(
+        gw.admin_url + path, headers={"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    assert await rows(gw, "SELECT COUNT(*) FROM conversions") == [(0,)]
+    code, out, err = await gateway_cli(*args, env={**SOURCES_ENV, "GATEWAY_SECRET": ENV["GATEWAY_SECRET"]})
+    assert code == 0 and "to remove it: gateway erase 'test-user-cr dev'" in out and "--dev" not in out, out
+
+
 async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp_path: Path) -> None:
     config = str(await write_config(gw, tmp_path / "gateway.toml"))
     url = gw.url + "/_gw/events"
