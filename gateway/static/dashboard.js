@@ -191,7 +191,9 @@ function renderDaily(data) {
   const days = [];
   for (let d = data.since; d < data.until; d = addDays(d, 1)) days.push(d);
   const channels = rank(data.by_day, "channel");
-  const palette = colors(channels);
+  // Each built-in channel its own colour in every period (set on <body> by the server); an
+  // operator's own channels get colours made for them, in the period's order.
+  const palette = colors(channels, (document.body.dataset.channels || "").split(","));
   const series = channels.map((name) => {
     const values = days.map(() => 0);
     for (const row of data.by_day) if (row.channel === name) values[days.indexOf(row.day)] += row.conversions;
