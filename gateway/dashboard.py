@@ -245,7 +245,8 @@ async def login(request: web.Request) -> web.Response:
     client = logins.client(request)
     if logins.locked(client):  # before the token is read: the right one too
         raise web.HTTPSeeOther(to_login("locked", next_page))
-    if not isinstance(given, str) or not given:
+    # Spaces alone are no token (they were a wrong one, counted towards a lockout).
+    if not isinstance(given, str) or not given.strip():
         raise web.HTTPSeeOther(to_login("empty", next_page))
     expected = request.app[SETTINGS_KEY].admin_token
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):
