@@ -1870,3 +1870,21 @@ async def test_a_channel_keeps_its_colour_from_one_period_to_another(
     assert first == second, seen
     assert first["Email"] != first["Paid Search"]
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_utc_named_z_draws_the_page(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """``attribution.timezone = "Z"`` is UTC to the gateway, and was given to the page as it was
+    written: no browser knows a zone "Z" (RangeError), and the page said "Computing…" for ever,
+    its lookup disabled."""
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(origin()), '[attribution]\ntimezone = "Z"\n'
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        said = await page.eval("document.querySelector('[data-timezone-name]').textContent")
+    assert said == "UTC"
+    assert page.errors == [], page.errors
