@@ -411,7 +411,8 @@ async function lookup(event) {
     const devices = found.visitors ? ` · ${found.visitors.length} device(s)` : "";
     // A journey lists its first touchpoints only (storage/queries.py JOURNEY_LIMIT): say so.
     const shown = found.touchpoints.length;
-    let touches = `${shown} touchpoint(s)`;
+    // A visitor's conversions without a landing (it came direct): no touchpoint to list.
+    let touches = shown ? `${shown} touchpoint(s)` : "no touchpoints recorded";
     if (found.truncated) {
       const of = found.touch_count ? ` of ${found.touch_count}` : "";
       touches = `the first ${shown}${of} touchpoints (there are more; the last touch is the latest)`;
@@ -422,10 +423,12 @@ async function lookup(event) {
     }
     // Six columns are wider than a phone: the table scrolls in its card, not the page (its box,
     // then a stop of the Tab key, named for a screen reader).
-    const scroll = out.appendChild(element("div", undefined, "scroll"));
-    scroll.setAttribute("role", "region");
-    scroll.setAttribute("aria-label", "The journey's touchpoints");
-    scroll.appendChild(journeyTable(found.touchpoints));
+    if (shown) {
+      const scroll = out.appendChild(element("div", undefined, "scroll"));
+      scroll.setAttribute("role", "region");
+      scroll.setAttribute("aria-label", "The journey's touchpoints");
+      scroll.appendChild(journeyTable(found.touchpoints));
+    }
     if (found.conversions && found.conversions.length) {
       out.appendChild(element("h3", "Conversions"));
       const list = element("ul");

@@ -1888,3 +1888,25 @@ async def test_utc_named_z_draws_the_page(
         said = await page.eval("document.querySelector('[data-timezone-name]').textContent")
     assert said == "UTC"
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_a_visitor_who_converted_without_a_landing_shows_the_conversion(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A visitor who came direct and bought: the lookup said "no touchpoints recorded for this
+    visitor", and its conversion was nowhere. It is listed, under no empty table."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    visitor = f"{81:032x}"
+    await gw.gateway.store.write([_conv(visitor, 0.5, 20)])
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        await look_up(page, "visitor", visitor)
+        await page.wait_for("!!document.querySelector('#journey-result li')", "the visitor's conversion")
+        said = await page.eval("document.querySelector('#journey-result').innerText")
+        tables = await page.eval("document.querySelectorAll('#journey-result table').length")
+    assert said.startswith(f"{visitor} · no touchpoints recorded"), said
+    assert "2026-11-01 12:00:00 · purchase · 20.00 EUR" in said, said
+    assert tables == 0
+    assert page.errors == [], page.errors
