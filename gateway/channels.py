@@ -49,6 +49,13 @@ PAID_VIDEO = "Paid Video"
 REFERRAL = "Referral"
 SMS = "SMS"
 UNASSIGNED = "Unassigned"
+CREDITED = (
+    PAID_SEARCH, ORGANIC_SEARCH, AFFILIATES, PAID_SOCIAL, EMAIL, DIRECT, ORGANIC_SOCIAL, REFERRAL,
+    DISPLAY, AI_ASSISTANTS, PAID_OTHER, PAID_VIDEO, ORGANIC_VIDEO, PAID_SHOPPING, ORGANIC_SHOPPING,
+    SMS, MOBILE_PUSH, AUDIO, CROSS_NETWORK, UNASSIGNED,
+)  # fmt: skip
+"""Every built-in channel a model can credit (all but Internal), the most common first: the
+dashboard gives each the palette colour of its place here, the same in every period."""
 
 CLASSES = ("search", "social", "email", "video", "ai", "shopping", "referral", "payment", "login")
 """Referrer classes of the shipped table and of ``channels.referrers``: ``referral`` pins a host

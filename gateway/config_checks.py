@@ -16,6 +16,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Iterable, Sequence
+from datetime import UTC
 from fractions import Fraction
 
 from yarl import URL
@@ -607,6 +608,11 @@ HALF_LIFE_MAX_DAYS = 36_500.0
 (past it, touches 3650 days apart weigh within 7 % of each other: time_decay is linear)."""
 
 
+NOT_ZONES = frozenset({"localtime", "posixrules"})
+NOT_ZONE_FOLDERS = ("posix/", "right/")
+"""Files of the time zone database that Python reads as zones and no browser knows by name."""
+
+
 def validate_attribution(at: AttributionOptions) -> list[str]:
     p: list[str] = []
     for tier, days in at.lookback_days.items():
@@ -689,12 +695,22 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
         f" {HALF_LIFE_MAX_DAYS:g} days, got {at.half_life_days}",
     )
     try:
-        report_zone(at.timezone)
+        zone = report_zone(at.timezone)
     except ValueError as err:
         p.append(
             f"attribution.timezone: {err}; an IANA name like 'Europe/Berlin' or 'America/New_York'"
             " (the system's time zone database: the tzdata package on Debian)"
         )
+    else:
+        # Python also reads the database's files that name no zone a browser knows (the
+        # system's own, a link; posix/… and right/…, copies under other rules): the dashboard's
+        # script failed on them.
+        if zone is not UTC and (at.timezone in NOT_ZONES or at.timezone.startswith(NOT_ZONE_FOLDERS)):
+            p.append(
+                f"attribution.timezone: {at.timezone!r} is a file of the time zone database, not a"
+                " zone's IANA name (the dashboard's browser knows no zone of that name); name the"
+                " zone itself, like 'Europe/Berlin' or 'America/New_York'"
+            )
     return p
 
 

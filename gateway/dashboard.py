@@ -40,6 +40,7 @@ from gateway.admin import (
     report_zone_of,
 )
 from gateway.attribution import MINOR_UNITS, MODELS
+from gateway.channels import CREDITED
 from gateway.lockout import LOGINS_KEY
 from gateway.reportapi import conversion_param
 from gateway.reportstate import REPORTING_KEY
@@ -181,7 +182,7 @@ async def dashboard_page(request: web.Request) -> web.Response:
         'data-timezone="UTC"',
         f'data-timezone="{zone}" data-max-days="{MAX_DAYS}" data-models="{",".join(MODELS)}"'
         f' data-first-day="{FIRST_DAY}" data-last-day="{LAST_DAY - timedelta(days=1)}"'
-        f' data-minor-units="{MINOR_UNITS_ATTRIBUTE}"',
+        f' data-minor-units="{MINOR_UNITS_ATTRIBUTE}" data-channels="{",".join(CREDITED)}"',
     ).replace("<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>")
     return response
 
@@ -244,7 +245,8 @@ async def login(request: web.Request) -> web.Response:
     client = logins.client(request)
     if logins.locked(client):  # before the token is read: the right one too
         raise web.HTTPSeeOther(to_login("locked", next_page))
-    if not isinstance(given, str) or not given:
+    # Spaces alone are no token (they were a wrong one, counted towards a lockout).
+    if not isinstance(given, str) or not given.strip():
         raise web.HTTPSeeOther(to_login("empty", next_page))
     expected = request.app[SETTINGS_KEY].admin_token
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):

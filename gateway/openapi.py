@@ -600,8 +600,8 @@ def openapi_document() -> dict[str, Any]:
                                             "first_seen": {"type": "string"},
                                             "last_seen": {"type": "string"},
                                             "touch_count": {"type": "integer"},
-                                            "first_touch": touchpoint_ref,
-                                            "last_touch": touchpoint_ref,
+                                            "first_touch": {"oneOf": [touchpoint_ref, {"type": "null"}]},
+                                            "last_touch": {"oneOf": [touchpoint_ref, {"type": "null"}]},
                                             "touchpoints": {
                                                 "type": "array",
                                                 "items": touchpoint_ref,

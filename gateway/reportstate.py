@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 
 from aiohttp import web
 
@@ -66,8 +66,9 @@ class Reporting:
 
     @property
     def timezone(self) -> str:
-        """``attribution.timezone``, the IANA name (checked when the config was read)."""
-        return self.settings.options.attribution.timezone
+        """``attribution.timezone``, the IANA name (checked when the config was read); ``UTC``
+        however it was written (``Z``, ``utc``: no browser knows a zone ``Z``)."""
+        return "UTC" if self.zone is UTC else self.settings.options.attribution.timezone
 
     @property
     def zone(self) -> tzinfo:

@@ -196,10 +196,24 @@ class Reader:
         later landing; the last touch is its last row.
         """
         touches, last, truncated = await self._journey([visitor_key])
-        if last is None:
-            return None
-        count = await self._count_touches(visitor_key) if truncated else len(touches)
         conversions = await self._conversions_of([], [visitor_key])
+        if last is None:
+            if not conversions:
+                return None
+            # Conversions without a landing (a visitor who came direct, a signed event's): they
+            # were hidden behind "no touchpoints recorded for this visitor".
+            seen = {"first_seen": conversions[0]["ts"], "last_seen": conversions[-1]["ts"]}
+            return {
+                "visitor_key": visitor_key,
+                **seen,
+                "touch_count": 0,
+                "first_touch": None,
+                "last_touch": None,
+                "touchpoints": [],
+                "conversions": conversions,
+                "truncated": False,
+            }
+        count = await self._count_touches(visitor_key) if truncated else len(touches)
         return {
             "visitor_key": visitor_key,
             "first_seen": touches[0]["ts"],

@@ -191,7 +191,9 @@ function renderDaily(data) {
   const days = [];
   for (let d = data.since; d < data.until; d = addDays(d, 1)) days.push(d);
   const channels = rank(data.by_day, "channel");
-  const palette = colors(channels);
+  // Each built-in channel its own colour in every period (set on <body> by the server); an
+  // operator's own channels get colours made for them, in the period's order.
+  const palette = colors(channels, (document.body.dataset.channels || "").split(","));
   const series = channels.map((name) => {
     const values = days.map(() => 0);
     for (const row of data.by_day) if (row.channel === name) values[days.indexOf(row.day)] += row.conversions;
@@ -409,7 +411,8 @@ async function lookup(event) {
     const devices = found.visitors ? ` · ${found.visitors.length} device(s)` : "";
     // A journey lists its first touchpoints only (storage/queries.py JOURNEY_LIMIT): say so.
     const shown = found.touchpoints.length;
-    let touches = `${shown} touchpoint(s)`;
+    // A visitor's conversions without a landing (it came direct): no touchpoint to list.
+    let touches = shown ? `${shown} touchpoint(s)` : "no touchpoints recorded";
     if (found.truncated) {
       const of = found.touch_count ? ` of ${found.touch_count}` : "";
       touches = `the first ${shown}${of} touchpoints (there are more; the last touch is the latest)`;
@@ -420,10 +423,12 @@ async function lookup(event) {
     }
     // Six columns are wider than a phone: the table scrolls in its card, not the page (its box,
     // then a stop of the Tab key, named for a screen reader).
-    const scroll = out.appendChild(element("div", undefined, "scroll"));
-    scroll.setAttribute("role", "region");
-    scroll.setAttribute("aria-label", "The journey's touchpoints");
-    scroll.appendChild(journeyTable(found.touchpoints));
+    if (shown) {
+      const scroll = out.appendChild(element("div", undefined, "scroll"));
+      scroll.setAttribute("role", "region");
+      scroll.setAttribute("aria-label", "The journey's touchpoints");
+      scroll.appendChild(journeyTable(found.touchpoints));
+    }
     if (found.conversions && found.conversions.length) {
       out.appendChild(element("h3", "Conversions"));
       const list = element("ul");

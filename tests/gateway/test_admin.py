@@ -737,6 +737,27 @@ async def test_a_journey_looked_up_as_the_wrong_kind_says_which_kind_it_is(gw) -
     assert (await get(gw, "/api/users/alice", AUTH))[0] == 200
 
 
+async def test_a_visitor_who_converted_without_a_landing_shows_the_conversion(gw) -> None:
+    """A visitor who came direct and bought has a conversion and no touchpoint: the lookup
+    answered 404 "no touchpoints recorded for this visitor", and the analyst who asked whether
+    this cookie converted was told nothing was there."""
+    visitor = "c0ffee" + "0" * 26
+    cid = uuid7()
+    bought = Conversion(
+        cid, iso(datetime.now(UTC)), "n", "purchase", "order:1", visitor, None, 20.0, "EUR", cid
+    )
+    await gw.gateway.store.write([bought])
+    status, _, journey = await get(gw, f"/api/visitors/{visitor}", AUTH)
+    assert status == 200, journey
+    Draft202012Validator(response_schema("/api/visitors/{visitor_id}", 200)).validate(journey)
+    assert (journey["touchpoints"], journey["first_touch"], journey["last_touch"]) == ([], None, None)
+    assert journey["touch_count"] == 0
+    assert [c["dedup_key"] for c in journey["conversions"]] == ["order:1"]
+    assert journey["first_seen"] == journey["last_seen"] == bought.ts
+    status, _, body = await get(gw, "/api/visitors/" + "d" * 32, AUTH)  # neither: still a 404
+    assert (status, body["error"]) == (404, "no touchpoints recorded for this visitor")
+
+
 async def test_healthz_reports_a_stopped_store(gw) -> None:
     status, _, body = await get(gw, "/healthz")
     assert status == 200 and body["status"] == "ok"

@@ -417,3 +417,13 @@ def test_any_input_gets_a_channel_and_never_raises(fields: tuple[str | None, ...
     assert DEFAULT.classify(signals, site) in KNOWN
     if signals.referrer_host:
         assert DEFAULT.starts_touchpoint(signals.referrer_host, site) in (True, False)
+
+
+def test_the_dashboards_colour_order_holds_every_built_in_channel_a_model_credits() -> None:
+    """The dashboard colours a built-in channel by its place in ``CREDITED``: one left out would
+    get a colour by the period's ranking again."""
+    names = {
+        value for key, value in vars(channel_names).items() if key.isupper() and isinstance(value, str)
+    } - {channel_names.INTERNAL}
+    assert sorted(channel_names.CREDITED) == sorted(names)
+    assert len(channel_names.CREDITED) <= 20  # the palette's colours (gateway/static/charts.js)

@@ -194,6 +194,10 @@ async def test_behind_a_tls_proxy_the_session_cookie_is_secure(gw: RunningGatewa
         (TOKEN[:-1], "wrong", "Wrong admin token."),
         (TOKEN + "x", "wrong", "Wrong admin token."),
         ("", "empty", "token: enter the admin token."),
+        # Spaces alone (a space bar pressed in the field) are no token: they were a wrong one,
+        # counted towards a lockout.
+        ("   ", "empty", "token: enter the admin token."),
+        ("\t\n", "empty", "token: enter the admin token."),
     ],
 )
 async def test_a_refused_login_redirects_to_the_login_page_which_says_why(

@@ -1838,3 +1838,75 @@ async def test_colours_past_the_palette_are_each_their_own(
         for b in colours[max(i + 1, 20) : 40]
     )
     assert closest[0] >= 10, closest
+
+
+@pytest.mark.timeout(180)
+async def test_a_channel_keeps_its_colour_from_one_period_to_another(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The daily chart gave its colours by the period's ranking: Email, first on 1 November, was
+    blue there and Paid Search green; on 2 November, where Paid Search leads, Paid Search was blue
+    and Email green. Two periods side by side (or Back between them) told the two apart by
+    nothing but the legend. A built-in channel now has one colour whatever the period."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    events: list[Event] = []
+    for day, leads, follows in ((0, "Email", "Paid Search"), (1, "Paid Search", "Email")):
+        for n, channel in enumerate((leads, leads, follows)):
+            visitor = f"{day * 10 + n + 1:032x}"
+            events += [_tp(visitor, day + 0.1 + n / 100, channel), _conv(visitor, day + 0.5, 10)]
+    await gw.gateway.store.write(events)
+    legend = (
+        "JSON.stringify(Object.fromEntries([...document.querySelectorAll('#legend-daily .legend-item')]"
+        ".map(e => [e.textContent, e.querySelector('rect').getAttribute('fill')])))"
+    )
+    seen = []
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        for day in ("2026-11-01", "2026-11-02"):
+            await show(page, gw, f"/dashboard?from={day}&to={day}&model=last_touch")
+            seen.append(json.loads(await page.eval(legend)))
+    first, second = seen
+    assert list(first) == ["Email", "Paid Search"] and list(second) == ["Paid Search", "Email"]
+    assert first == second, seen
+    assert first["Email"] != first["Paid Search"]
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_utc_named_z_draws_the_page(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """``attribution.timezone = "Z"`` is UTC to the gateway, and was given to the page as it was
+    written: no browser knows a zone "Z" (RangeError), and the page said "Computing…" for ever,
+    its lookup disabled."""
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(origin()), '[attribution]\ntimezone = "Z"\n'
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        said = await page.eval("document.querySelector('[data-timezone-name]').textContent")
+    assert said == "UTC"
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_a_visitor_who_converted_without_a_landing_shows_the_conversion(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A visitor who came direct and bought: the lookup said "no touchpoints recorded for this
+    visitor", and its conversion was nowhere. It is listed, under no empty table."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    visitor = f"{81:032x}"
+    await gw.gateway.store.write([_conv(visitor, 0.5, 20)])
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        await look_up(page, "visitor", visitor)
+        await page.wait_for("!!document.querySelector('#journey-result li')", "the visitor's conversion")
+        said = await page.eval("document.querySelector('#journey-result').innerText")
+        tables = await page.eval("document.querySelectorAll('#journey-result table').length")
+    assert said.startswith(f"{visitor} · no touchpoints recorded"), said
+    assert "2026-11-01 12:00:00 · purchase · 20.00 EUR" in said, said
+    assert tables == 0
+    assert page.errors == [], page.errors

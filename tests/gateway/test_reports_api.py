@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pytest
 from aiohttp import web
@@ -484,6 +485,28 @@ def test_an_unknown_report_time_zone_is_a_config_error_naming_the_key() -> None:
         load_settings(None, text='[attribution]\ntimezone = "Mars/Olympus"\n', environ=ENV)
     (problem,) = err.value.problems
     assert problem.startswith("attribution.timezone: unknown time zone 'Mars/Olympus'")
+
+
+@pytest.mark.parametrize("given", ["localtime", "posixrules", "posix/Europe/Berlin", "right/UTC"])
+def test_a_time_zone_file_that_is_no_zone_name_is_a_config_error(given: str) -> None:
+    """Python reads these files of the time zone database, browsers know no zone of that name:
+    the dashboard's script failed on it (RangeError: Invalid time zone specified) and showed
+    "Computing…" for ever, its lookup disabled."""
+    if not zoneinfo_holds(given):
+        pytest.skip(f"this system's time zone database has no {given}")
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, text=f'[attribution]\ntimezone = "{given}"\n', environ=ENV)
+    (problem,) = err.value.problems
+    assert problem.startswith(f"attribution.timezone: {given!r} is a file of the time zone database,")
+    assert "'Europe/Berlin'" in problem
+
+
+def zoneinfo_holds(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 async def test_paths(gw: RunningGateway) -> None:
