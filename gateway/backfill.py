@@ -108,7 +108,8 @@ class Summary:
     def render(self) -> str:
         rate = self.lines / self.seconds if self.seconds > 0 else 0.0
         out = [
-            f"gateway import: {self.files} file(s), {self.lines:,} lines read in {self.seconds:.1f} s"
+            f"gateway import: {_counted(self.files, 'file')}, {_counted(self.lines, 'line')} read in"
+            f" {self.seconds:.1f} s"
             f" ({rate:,.0f} lines/s)"
         ]
         for table, label in _TABLE_NAMES.items():
@@ -401,3 +402,8 @@ async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -
         if new:
             events.extend(new)
     return out
+
+
+def _counted(n: int, noun: str) -> str:
+    """``1 line``, ``2,000 lines``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")

@@ -95,6 +95,9 @@ async def test_combined_log_through_the_chain(tmp_path: Path, compress: bool) ->
     ]
     rendered = summary.render()
     assert "access.log:5: not a combined-log line" in rendered and "touchpoints:" in rendered
+    assert rendered.startswith(f"gateway import: 1 file, {summary.lines} lines read in")
+    summary.lines = 1  # one of each: not "1 lines" nor "1 file(s)"
+    assert summary.render().startswith("gateway import: 1 file, 1 line read in")
 
 
 async def test_reimport_adds_nothing_even_renamed_or_compressed(tmp_path: Path) -> None:
@@ -604,7 +607,7 @@ def test_a_truncated_or_corrupt_gzip_ends_the_import_keeping_what_was_read(
         done = _cli(tmp_path, name, *args)
         assert done.returncode == 1, done
         assert "Traceback" not in done.stderr
-        assert f"1 file(s), {lines:,} lines read" in done.stdout, done.stdout
+        assert f"1 file, {lines:,} lines read" in done.stdout, done.stdout
         message = done.stderr.strip().splitlines()[-1]
         assert message.startswith(f"gateway import: cannot read {name}: {reason}"), message
         assert f"; its lines up to {lines:,} are in the store: once it can be read" in message, message
@@ -934,7 +937,7 @@ def test_a_file_unreadable_part_way_keeps_what_was_read_before_it(tmp_path: Path
     done = _cli(tmp_path, str(first), str(broken), *args)
     assert done.returncode == 1, done
     assert "Traceback" not in done.stderr
-    assert "2 file(s), 10,500 lines read" in done.stdout, done.stdout
+    assert "2 files, 10,500 lines read" in done.stdout, done.stdout
     [(count,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
     assert count > 0 and f"new in the store: {count:,}" in done.stdout
     message = done.stderr.strip().splitlines()[-1]
