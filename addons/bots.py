@@ -160,6 +160,25 @@ class Bots:
         self.verdicts = {v: ctx.metrics.bot_verdicts.labels(v) for v in VERDICTS}
         self.rescored = ctx.metrics.bot_rescores
 
+    def take_over(self, old: Bots) -> None:
+        """A reload: go on with the running chain's windows, clicks held and visitors'
+        behaviour, while they are counted as before (the same window, table size and caps; a
+        change to those starts them empty). The per-IP and per-creator-and-IP counts that
+        several workers share are kept by their tables anyway."""
+        opts, was = self.opts, old.opts
+        same = (opts.window_seconds, opts.max_tracked, opts.max_per_creator_ip, opts.max_click_id_sources)
+        if same != (was.window_seconds, was.max_tracked, was.max_per_creator_ip, was.max_click_id_sources):
+            return
+        if not isinstance(self.per_ip, SharedWindowCounter):
+            self.per_ip, self.per_creator_ip = old.per_ip, old.per_creator_ip
+        self.creator_touches, self.click_ips, self.click_visitors = (
+            old.creator_touches,
+            old.click_ips,
+            old.click_visitors,
+        )
+        self.visitors, self.robots_ips = old.visitors, old.robots_ips
+        self._ip_key, self._ip_hashes = old._ip_key, old._ip_hashes
+
     async def running(self) -> None:
         """Compile the crawler database's patterns before the first request (about half a
         second of CPU): off the event loop, at start-up, not in a visitor's request."""

@@ -275,6 +275,17 @@ class Pipeline:
                     self._hooks[hook].append((name, fn, inspect.iscoroutinefunction(fn)))
         self._sync = {hook: not any(is_async for _, _, is_async in fns) for hook, fns in self._hooks.items()}
 
+    def take_over(self, old: Pipeline) -> None:
+        """A reload's new chain goes on with what the running one's addons remember (the bots
+        addon's velocity windows and visitors' behaviour), each addon judging whether it still
+        applies (``take_over``): until 2026-12-05 a reload — a payout rule edited — emptied
+        the windows, and a burst under way was let through as new."""
+        before = dict(old.addons)
+        for name, addon in self.addons:
+            adopt = getattr(addon, "take_over", None)
+            if adopt is not None and type(before.get(name)) is type(addon):
+                adopt(before[name])
+
     async def _run(self, hook: str, ex: Exchange) -> None:
         for name, fn, is_async in self._hooks[hook]:
             try:

@@ -274,6 +274,7 @@ class Gateway:
         pipeline = build_pipeline(
             settings, self.metrics, self.keys, self.creators, self.salt, self.shared_counts
         )
+        pipeline.take_over(old_host.pipeline)
         await pipeline.running()
         self.slot.host = self._host(settings, pipeline, old_host.session, old_host.pool)
         if settings.options.log.level != self.settings.options.log.level:

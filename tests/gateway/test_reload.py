@@ -261,3 +261,34 @@ def test_a_supervised_worker_reloads_what_its_supervisor_read(
     assert refused.value.problems == ["gateway.toml: cannot read: No such file or directory"]
     monkeypatch.delenv(STARTED_CONFIG_ENV)
     assert sighup_snapshot() is None  # one process: it reads the file
+
+
+async def test_a_reload_keeps_the_bots_windows_while_they_count_alike(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """A reload (a payout rule edited, a threshold moved) emptied the bots addon's velocity
+    windows: a burst under way went on as new clicks, ``allow``. They now go on while they count
+    alike; a new window or table size starts them empty, as they would not compare."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    limits = "[bots]\nmax_per_ip = 3\nreview_threshold = 40\n"
+    gw = await start_gateway(await upstream_server(app), limits)  # type: ignore[operator]
+
+    async def land() -> list[str]:
+        async with gw.session.get(f"{gw.url}/p?utm_source=news") as resp:
+            assert resp.status == 200
+        return list((await gw.api("/api/touchpoints"))["items"][-1]["reasons"])
+
+    for _ in range(3):
+        assert "ip_velocity" not in await land()
+    assert "ip_velocity" in await land()  # the 4th from one address within the window
+    moved = limits.replace("review_threshold = 40", "review_threshold = 45")
+    assert await gw.gateway.reload(make_settings(tmp_path, moved)) == []
+    assert "ip_velocity" in await land(), "the burst goes on past the reload"
+    window = moved + "window_seconds = 120\n"
+    assert await gw.gateway.reload(make_settings(tmp_path, window)) == []
+    assert "ip_velocity" not in await land(), "a new window counts anew"
