@@ -122,6 +122,14 @@ class Campaign:
         # ``repeat_seconds`` says of reloads.
         self.redirected = RecentLandings(REDIRECT_SECONDS)
 
+    def take_over(self, old: Campaign) -> None:
+        """A reload: the landings remembered go on (a page reloaded just after a config reload
+        is no second landing; a redirect's follow-up in flight is still known), those within
+        ``repeat_seconds`` while it is the same."""
+        self.redirected = old.redirected
+        if old.landings.seconds == self.landings.seconds:
+            self.landings = old.landings
+
     def classify(self, key: str) -> Param | None:
         """What a query key means (case-insensitive), or None when it is not tracked."""
         return self._classify_lower(key.lower())

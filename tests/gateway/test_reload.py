@@ -292,3 +292,24 @@ async def test_a_reload_keeps_the_bots_windows_while_they_count_alike(
     window = moved + "window_seconds = 120\n"
     assert await gw.gateway.reload(make_settings(tmp_path, window)) == []
     assert "ip_velocity" not in await land(), "a new window counts anew"
+
+
+async def test_a_page_reloaded_just_after_a_config_reload_is_no_second_landing(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object
+) -> None:
+    """The campaign addon's memory of recent landings (``campaign.repeat_seconds``) was emptied
+    by a config reload: the visitor's reload of the tagged page just after it counted twice."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    gw = await start_gateway(await upstream_server(app), "[bots]\nreview_threshold = 40\n")  # type: ignore[operator]
+    async with gw.session.get(f"{gw.url}/p?utm_source=news") as resp:
+        cookie = resp.cookies["gw_vid"].value
+    moved = "[bots]\nreview_threshold = 45\n"
+    assert await gw.gateway.reload(make_settings(tmp_path, moved)) == []
+    async with gw.session.get(f"{gw.url}/p?utm_source=news", headers={"Cookie": f"gw_vid={cookie}"}) as resp:
+        assert resp.status == 200
+    assert len((await gw.api("/api/touchpoints"))["items"]) == 1
