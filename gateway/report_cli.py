@@ -231,12 +231,14 @@ def _delimiter(args: argparse.Namespace) -> str:
 
 
 def _table(args: argparse.Namespace) -> str:
-    """``--table``, checked as the endpoints check ``table=`` (after ``_taken``: not for --fraud)."""
-    if args.table not in (None, "rows") and args.format == "table":
-        raise ValueError(
-            f"--table: applies to --format csv or ndjson; the table prints the {args.table} below its rows"
-        )
+    """``--table``, checked as the endpoints check ``table=`` (after ``_taken``: not for --fraud):
+    a name the report has not first, so that the terminal's table is not said to print it."""
     try:
+        table = table_param("--table", args.table, _kind(args), "csv")
+        if table != "rows" and args.format == "table":
+            raise ValueError(
+                f"--table: applies to --format csv or ndjson; the table prints the {table} below its rows"
+            )
         return table_param("--table", args.table, _kind(args), args.format)
     except ApiError as err:
         raise ValueError(err.message) from None

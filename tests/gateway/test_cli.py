@@ -1010,6 +1010,13 @@ def test_report_refuses_a_table_its_report_or_format_has_not(tmp_path: Path) -> 
             "--table: expected one of rows, totals for the attribution report",
         ),
         (("--fraud", "--format", "csv", "--table", "totals"), "--table: does not apply to the fraud report"),
+        # A table the report has not is named so whatever the format: the payouts report has no
+        # summary to print below its rows, as this said of it.
+        (
+            ("--payouts", "--table", "summary"),
+            "--table: expected one of rows, totals for the payouts report, got 'summary'",
+        ),
+        (("--table", "summary"), "--table: expected one of rows, totals for the attribution report"),
         (("--format", "ndjson", "--bom"), "--bom: applies to --format csv only, not --format ndjson"),
     ]:
         done = gateway("report", "-c", str(cfg), *args)
