@@ -235,5 +235,7 @@ class Identity:
             max_age=max_age,
             domain=cookie_domain(self.domain, self.public_host or ex.request.host),
             secure=secure,
-            samesite=self.samesite,
+            # Browsers drop a SameSite=None cookie that is not Secure: on a plain-http page (under
+            # "auto") every page load was a new visitor. Lax is all such a page could have anyway.
+            samesite=self.samesite if secure or self.samesite != "None" else "Lax",
         )

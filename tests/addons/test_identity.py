@@ -192,6 +192,19 @@ def test_cookie_attributes(policy: str, scheme: str, secure: bool) -> None:
     )
 
 
+@pytest.mark.parametrize(("scheme", "samesite"), [("https", "None"), ("http", "Lax")])
+def test_samesite_none_goes_only_with_secure(scheme: str, samesite: str) -> None:
+    """Browsers drop a ``SameSite=None`` cookie that is not ``Secure`` (Chrome since 80): under
+    ``secure = "auto"`` every plain-http page (a front proxy not in ``trusted_proxies``, a test
+    site) was a new visitor. There the cookie goes ``Lax``, which such a page could have anyway."""
+    identity = configured(Identity, '[identity]\nsecure = "auto"\nsamesite = "None"\n')
+    ex = exchange(headers=DOCUMENT, scheme=scheme)
+    identity.request(ex)
+    identity.response(ex)
+    [cookie] = ex.set_cookies
+    assert (cookie.secure, cookie.samesite) == (scheme == "https", samesite)
+
+
 @pytest.mark.parametrize(
     ("host", "domain"),
     [
