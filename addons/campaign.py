@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from addons.landings import RecentLandings, landing_values, referral_values
 from gateway.channels import Signals
@@ -29,8 +29,9 @@ CHANNEL_CACHE = 4096
 """Distinct (source, medium, campaign, click ID kind, creator, referrer host, site) whose channel
 is remembered."""
 REDIRECT_SECONDS = 30.0
-"""How long after the redirect to the clean URL (``strip = "redirect"``) its follow-up is
-recognised."""
+"""How long after a redirect (ours to the clean URL under ``strip = "redirect"``, or the site's
+own) its follow-up is recognised."""
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,10 @@ class Campaign:
         # is the upstream's, 127.0.0.1:8080), and then every page's same-site Referer looked
         # external: a Referral touchpoint per page view, the site crediting itself.
         self.public_host = (host_of(origin) or "") if origin else ""
+        upstream = ctx.settings.options.proxy.upstream
+        # The site's own absolute Location names its origin; the proxy points it at the public one
+        # after the response hooks ran.
+        self.upstream_host = (host_of(upstream) or "") if upstream else ""
         self.channels = ctx.settings.channels
         self.max_length = opts.max_value_length
         self.record_referrals = opts.record_referrals
@@ -239,6 +244,39 @@ class Campaign:
                 ex.upstream_query = clean
         if referrer and not external and "?" in referrer:
             self._clean_referrer(ex, referrer)
+
+    def response(self, ex: Exchange) -> None:
+        """A page load from another site that the site answers with a redirect to itself (a
+        trailing slash, a language, a moved page) is followed by the browser with the same
+        ``Referer`` (Fetch: a redirect changes no referrer): that page load is this arrival, not a
+        referral of its own. Until 2026-12-05 it was one: an ad click on ``/shoes`` answered ``301
+        /shoes/`` was a Paid Search touchpoint and then an Organic Search one, which took the
+        last touch and half the linear credit."""
+        response = ex.response
+        if response is None or response.status not in REDIRECTS or ex.visitor is None:
+            return
+        req = ex.request
+        referrer = req.headers.get("referer")
+        if not referrer or req.method not in ("GET", "HEAD"):
+            return
+        referrer_host = host_of(referrer)
+        site = self.public_host or hostname(req.host).rstrip(".")
+        if referrer_host is None or referrer_host == site:
+            return
+        location = response.headers.get("location") or response.headers.get("Location")
+        if not location:
+            return
+        try:
+            target = urlsplit(urljoin(req.path, location.strip()))
+            host = (target.hostname or "").rstrip(".")
+        except ValueError:
+            return
+        if target.netloc and host not in (site, self.upstream_host):
+            return  # to another site: what follows is not this site's page load
+        page = referral_values(referrer_host, target.path or "/", target.query)
+        now = req.ts.timestamp()
+        self.redirected.remember(ex.visitor.key, page, now)
+        self.landings.remember(ex.visitor.key, page, now)  # its reload is this arrival too
 
     def websocket(self, ex: Exchange) -> None:
         """A WebSocket upgrade: its URL and a same-site Referer lose their tracking pairs as a

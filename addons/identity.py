@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import re
 from collections import OrderedDict
 from dataclasses import replace
@@ -34,6 +35,8 @@ from gateway.entropy import random_bytes
 from gateway.events import VerdictChange
 from gateway.keys import Mac
 from gateway.pipeline import Context, Cookie, Exchange, RequestView, Visitor, cookie_values
+
+log = logging.getLogger("gateway.identity")
 
 VERSION = "v1"
 _ID_BYTES = 16
@@ -122,6 +125,7 @@ class Identity:
         consent = privacy.consent_cookie
         self.consent_name, self.consent_yes = consent.name, frozenset(consent.yes)
         self.consent_set = re.compile(rf"(?:^|,\s*){re.escape(consent.name)}=\"?([^;,\"]*)")
+        self.site_cookie_seen = False  # the site set a cookie of our name: said once
 
     def population(self, req: RequestView) -> str:
         """``cookie``, ``cookieless`` or ``no_consent``, from the mode and the consent cookie."""
@@ -180,6 +184,8 @@ class Identity:
         """Set the cookie for a new visitor on a page load, a landing, or a request a rule watches
         (a login that is the visitor's first request binds this ID: they must keep it); refresh it
         on each landing."""
+        if not self.site_cookie_seen and ex.response is not None:
+            self._site_sets_ours(ex)
         visitor = ex.visitor
         if visitor is None:
             if ex.aggregate_only and self.cookie_name in ex.request.cookies:
@@ -208,6 +214,31 @@ class Identity:
             return
         ex.set_cookies.append(self._cookie(ex, cookie_value(self.mac, visitor.id), self.max_age))
 
+    def _site_sets_ours(self, ex: Exchange) -> None:
+        """Say once when the site's answer sets a cookie of ``identity.cookie_name``'s name: the
+        browser keeps the site's value in place of the visitor's ID, so their next request is a
+        new visitor, counted as a rejected cookie — which reads as forgery, not as two owners of
+        one name."""
+        headers = ex.response.headers if ex.response is not None else {}
+        getall = getattr(headers, "getall", None)  # aiohttp's headers: one lookup, no scan
+        lines = (
+            getall("set-cookie", ())
+            if getall is not None
+            else [value for name, value in headers.items() if name.lower() == "set-cookie"]
+        )
+        for line in lines:
+            name, sep, _ = line.partition("=")
+            if sep and name.strip() == self.cookie_name:
+                self.site_cookie_seen = True
+                log.warning(
+                    "the site's answer to %s sets a cookie named %r, identity.cookie_name's: the browser "
+                    "keeps it in place of the visitor's ID, and their next request is a new visitor "
+                    "(counted in gateway_cookies_rejected_total); give identity.cookie_name another name",
+                    ex.request.path[:200],
+                    self.cookie_name,
+                )
+                return
+
     def _consent_given(self, ex: Exchange) -> bool | None:
         """What the response's own Set-Cookie of the consent cookie says: yes (True), anything
         else (False), or None when the response does not set it."""
@@ -235,5 +266,7 @@ class Identity:
             max_age=max_age,
             domain=cookie_domain(self.domain, self.public_host or ex.request.host),
             secure=secure,
-            samesite=self.samesite,
+            # Browsers drop a SameSite=None cookie that is not Secure: on a plain-http page (under
+            # "auto") every page load was a new visitor. Lax is all such a page could have anyway.
+            samesite=self.samesite if secure or self.samesite != "None" else "Lax",
         )

@@ -644,7 +644,9 @@ async def visitor(request: web.Request) -> web.Response:
     as a visitor_key first, then as a raw ID (a UUID written without dashes). Not found, the
     answer says when the same text is a user's ID with a journey (looked up as the wrong kind)."""
     only_params(request, set())
-    given = request.match_info["visitor_id"]
+    # Trimmed, as every intake trims a visitor ID (none is stored with spaces around it): a cookie
+    # value pasted with a space before it was a 404, "no touchpoints recorded for this visitor".
+    given = request.match_info["visitor_id"].strip()
     keys = _visitor_keys(request, given)
     if keys is None:
         raise ApiError(

@@ -47,6 +47,7 @@ from gateway.options import (
 )
 from gateway.payouts import validate_payouts
 from gateway.rulechecks import validate_rules
+from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 
 _SINK_MAX_BATCH_BYTES = SinkOptions(name="", kind="segment", url="", secret="").max_batch_bytes
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
@@ -346,6 +347,14 @@ def validate(options: Options) -> list[str]:
     p += validate_payouts(options.payouts, options.campaign.max_value_length)
     p += _validate_central(options)
     p += _validate_privacy(options.privacy)
+    if options.privacy.consent_cookie.name == ident.cookie_name:
+        # Browsers compare names as written: only the same spelling is the same cookie. The
+        # banner's "yes" was overwritten by the ID, and the next page, its value no "yes", expired
+        # the ID: consent given, never kept, and the site's banner asked again.
+        p.append(
+            f"privacy.consent_cookie.name: {ident.cookie_name!r} is identity.cookie_name's too: the ID "
+            "cookie would overwrite the visitor's consent; name the site's consent-banner cookie"
+        )
     return p
 
 
@@ -361,6 +370,13 @@ def _validate_cookie(p: list[str], ident: IdentityOptions) -> None:
         p.append(
             f'identity.cookie_name: browsers keep a "{ident.cookie_name[: prefix.index("-") + 1]}" '
             'cookie only when it is Secure: set identity.secure = "auto" or "always" (the site is https)'
+        )
+    if ident.cookie_name == ADMIN_SESSION_COOKIE:
+        # Dropped from what the site is sent and overwritten by a dashboard login on the same host
+        # name (a cookie knows no port): every visitor who signs in would become a new one.
+        p.append(
+            f"identity.cookie_name: {ident.cookie_name!r} is the dashboard's session cookie; "
+            "choose another name"
         )
     if prefix.startswith("__host-") and ident.domain:
         p.append(

@@ -70,7 +70,11 @@ def site() -> web.Application:
         form = dict(parse_qsl((await request.read()).decode()))
         return web.Response(status=303, headers={"Location": f"/thank-you?order={form['order']}&total=99.90"})
 
+    async def moved(request: web.Request) -> web.Response:  # a trailing slash, as many sites add
+        return web.Response(status=301, headers={"Location": f"{request.path}/?{request.query_string}"})
+
     app = web.Application()
+    app.router.add_get("/boots", moved)
     app.router.add_post("/signup", signup)
     app.router.add_post("/accounts/login/", form_login)
     app.router.add_post("/api/login", api_login)
@@ -333,6 +337,34 @@ async def test_under_strip_redirect_an_ad_click_is_one_touchpoint(
     touchpoints = (await gw.api("/api/touchpoints"))["items"]
     assert [(t["channel"], t["click_id"]) for t in touchpoints] == [("Paid Search", "Cj0KCQ-1")]
     report = await gw.api("/api/attribution", model="linear", conversion="purchase")
+    assert [(r["group"], r["value"]) for r in report["rows"]] == [("Paid Search", 99.9)]
+
+
+async def test_an_ad_click_the_site_redirects_is_one_touchpoint(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The site answers the landing ``/boots`` with ``301 /boots/`` (the gateway forwards it, the
+    URL already clean); the browser follows it keeping the Referer. That page load was an Organic
+    Search touchpoint after the ad click, which took the last touch and half the linear credit."""
+    env = {"SITE_JWT_SECRET": JWT_SECRET, "BILLING_SECRET": BILLING_SECRET}
+    gw = await start_gateway(await upstream_server(site()), CONFIG, env=env)
+    laptop = Device(gw)
+    browser = {
+        "User-Agent": FIREFOX,
+        "Accept-Language": "en-GB,en;q=0.8",
+        "Referer": "https://www.google.com/",
+    }
+    async with gw.session.get(
+        gw.url + "/boots?gclid=Cj0KCQ-2&size=42", headers={**HTML, **browser}, allow_redirects=False
+    ) as resp:
+        assert (resp.status, resp.headers["Location"]) == (301, "/boots/?size=42")
+        laptop.cookies.update({name: morsel.value for name, morsel in resp.cookies.items()})
+    assert await laptop.request("GET", "/boots/?size=42", **browser) == 200
+    assert await laptop.form("/checkout", "order=B-2") == 303
+
+    touchpoints = (await gw.api("/api/touchpoints"))["items"]
+    assert [(t["channel"], t["click_id"]) for t in touchpoints] == [("Paid Search", "Cj0KCQ-2")]
+    report = await gw.api("/api/attribution", model="last_touch", conversion="purchase")
     assert [(r["group"], r["value"]) for r in report["rows"]] == [("Paid Search", 99.9)]
 
 

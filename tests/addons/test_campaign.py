@@ -6,9 +6,11 @@ from datetime import timedelta
 from urllib.parse import quote, urljoin
 
 import pytest
+from multidict import CIMultiDict
 
 from addons.campaign import Campaign, hostname, strip_query
 from addons.identity import Identity
+from gateway.pipeline import ResponseView
 from tests.addons.conftest import FIXED_TS, configured, context, exchange, metric
 
 DOCUMENT = {"Sec-Fetch-Dest": "document"}
@@ -615,3 +617,56 @@ def test_a_fully_qualified_site_host_s_own_referer_is_cleaned() -> None:
     ex, _ = run("/b", headers={**DOCUMENT, "Referer": referer}, host="shop.example.com.")
     assert ex.events == []
     assert ex.upstream_headers["referer"] == "https://shop.example.com./a?page=2"
+
+
+@pytest.mark.parametrize(
+    ("status", "location", "follow_up", "recorded"),
+    [
+        (301, "/shoes/", "/shoes/", 0),  # a trailing slash added
+        (302, "en/", "/en/", 0),  # relative to the page (/shoes: its folder is /)
+        (308, "https://shop.example/en/?lang=en#top", "/en/?lang=en", 0),  # absolute, this site
+        (301, "http://127.0.0.1:8000/en/", "/en/", 0),  # the site's own origin (rewritten after)
+        (301, "/en/", "/fr/", 1),  # another page than the redirect's
+        (301, "https://other.example/en/", "/en/", 1),  # to another site
+        (200, "/en/", "/en/", 1),  # no redirect
+    ],
+)
+def test_the_follow_up_to_the_sites_own_redirect_is_the_same_arrival(
+    status: int, location: str, follow_up: str, recorded: int
+) -> None:
+    """A landing from another site that the site answers with a redirect (``/shoes`` → ``/shoes/``,
+    a language) is followed by the browser with the same ``Referer``: that page load was an
+    Organic Search touchpoint after every ad click, which took the last touch."""
+    ctx = context('[proxy]\nupstream = "http://127.0.0.1:8000"\n[campaign]\nrepeat_seconds = 0\n')
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    landing = exchange("/shoes?gclid=G1", headers=GOOGLE)
+    identity.request(landing)
+    campaign.request(landing)
+    landing.response = ResponseView(status, CIMultiDict({"Location": location}))
+    identity.response(landing)
+    campaign.response(landing)
+    [cookie] = landing.set_cookies
+    ex = exchange(follow_up, headers=GOOGLE, cookies={cookie.name: cookie.value})
+    ex.request.ts = FIXED_TS + timedelta(seconds=0.3)
+    identity.request(ex)
+    campaign.request(ex)
+    assert [e.click_id for e in landing.events] == ["G1"]
+    assert len(ex.events) == recorded
+
+
+def test_a_chain_of_the_sites_redirects_is_one_arrival() -> None:
+    """``/shoes`` → ``/shoes/`` → ``/en/shoes/``: each hop comes with the landing's Referer."""
+    ctx = context()
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    cookies: dict[str, str] = {}
+    recorded = []
+    for path, location in (("/shoes?gclid=G1", "/shoes/"), ("/shoes/", "/en/shoes/"), ("/en/shoes/", None)):
+        ex = exchange(path, headers=GOOGLE, cookies=cookies)
+        identity.request(ex)
+        campaign.request(ex)
+        ex.response = ResponseView(301 if location else 200, {"location": location} if location else {})
+        identity.response(ex)
+        campaign.response(ex)
+        cookies = cookies or {c.name: c.value for c in ex.set_cookies}
+        recorded += ex.events
+    assert [(t.channel, t.click_id) for t in recorded] == [("Paid Search", "G1")]

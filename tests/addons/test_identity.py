@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from multidict import CIMultiDict
 
 from addons.identity import VERIFIED_CACHE, Identity, cookie_value, new_visitor_id, verify_cookie
 from gateway.events import Touchpoint, VerdictChange
-from gateway.pipeline import Visitor
+from gateway.pipeline import ResponseView, Visitor
 from tests.addons.conftest import configured, context, exchange, metric
 
 DOCUMENT = {"Accept": "text/html,application/xhtml+xml", "Sec-Fetch-Dest": "document"}
@@ -192,6 +193,19 @@ def test_cookie_attributes(policy: str, scheme: str, secure: bool) -> None:
     )
 
 
+@pytest.mark.parametrize(("scheme", "samesite"), [("https", "None"), ("http", "Lax")])
+def test_samesite_none_goes_only_with_secure(scheme: str, samesite: str) -> None:
+    """Browsers drop a ``SameSite=None`` cookie that is not ``Secure`` (Chrome since 80): under
+    ``secure = "auto"`` every plain-http page (a front proxy not in ``trusted_proxies``, a test
+    site) was a new visitor. There the cookie goes ``Lax``, which such a page could have anyway."""
+    identity = configured(Identity, '[identity]\nsecure = "auto"\nsamesite = "None"\n')
+    ex = exchange(headers=DOCUMENT, scheme=scheme)
+    identity.request(ex)
+    identity.response(ex)
+    [cookie] = ex.set_cookies
+    assert (cookie.secure, cookie.samesite) == (scheme == "https", samesite)
+
+
 @pytest.mark.parametrize(
     ("host", "domain"),
     [
@@ -274,3 +288,31 @@ def test_a_visitor_the_host_already_knows_is_kept() -> None:
     ex.visitor = known
     addon.request(ex)
     assert ex.visitor is known and ex.visitor.key == ctx.keys.visitor_key("derived-visitor")
+
+
+def test_a_site_that_sets_a_cookie_of_our_name_is_named_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The site's own ``gw_vid`` replaces the visitor's ID in the browser: their next request is
+    a new visitor, counted as a rejected cookie, which reads as forgery. The log says so, once."""
+    ctx = context()
+    identity = configured(Identity, ctx=ctx)
+    vid = new_visitor_id()
+    cookie = {"gw_vid": cookie_value(ctx.keys.cookie_mac, vid)}
+    others = CIMultiDict([("Set-Cookie", "gw_vid_x=1; Path=/"), ("Set-Cookie", "session=gw_vid=2")])
+    for headers in (others, {"set-cookie": "sgw_vid=1"}):
+        ex = exchange(cookies=cookie, headers=DOCUMENT)
+        identity.request(ex)
+        ex.response = ResponseView(200, headers)
+        identity.response(ex)
+    assert not [r for r in caplog.records if r.name == "gateway.identity"]
+    ours = CIMultiDict([("Set-Cookie", "a=1"), ("set-cookie", " gw_vid=site-value; Path=/")])
+    for _ in range(2):
+        ex = exchange("/account", cookies=cookie, headers=DOCUMENT)
+        identity.request(ex)
+        ex.response = ResponseView(200, ours)
+        identity.response(ex)
+    [record] = [r for r in caplog.records if r.name == "gateway.identity"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith(
+        "the site's answer to /account sets a cookie named 'gw_vid', identity.cookie_name's: the browser "
+        "keeps it in place of the visitor's ID"
+    )

@@ -282,6 +282,11 @@ async def test_visitor_journey_keeps_first_touch(gw) -> None:
     _, _, by_id = await get(gw, f"/api/visitors/{raw_id}", AUTH)
     _, _, by_key = await get(gw, f"/api/visitors/{by_cookie['visitor_key']}", AUTH)
     assert by_id == by_key == by_cookie
+    # Pasted with the spaces around it (a browser's cookie pane, a log line): every intake trims a
+    # visitor ID, so none is stored with them; a leading space was a 404.
+    for pasted in (f"%20{value}", f"%20%20{raw_id}%09", f"{by_cookie['visitor_key']}%20"):
+        status, _, found = await get(gw, f"/api/visitors/{pasted}", AUTH)
+        assert (status, found) == (200, by_cookie), pasted
     # What the visitor bought is part of its journey (the dashboard's lookup lists it).
     assert by_cookie["conversions"] == []
     key = by_cookie["visitor_key"]

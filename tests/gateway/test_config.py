@@ -826,6 +826,35 @@ def test_hosts_and_cookie_names_that_could_never_match_are_refused(toml: str, ex
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
+        # The consent banner's cookie named as the ID cookie: a visitor's "yes" was overwritten by the
+        # ID, and the next page, its cookie no "yes", expired it: consent given, never kept.
+        ("[privacy]\nconsent_cookie = { name = 'gw_vid', yes = ['yes'] }\n",
+         "privacy.consent_cookie.name: 'gw_vid' is identity.cookie_name's too: the ID cookie would "
+         "overwrite the visitor's consent; name the site's consent-banner cookie"),
+        ("[identity]\ncookie_name = 'cc'\n[privacy]\nconsent_cookie = { name = 'cc', yes = ['1'] }\n",
+         "privacy.consent_cookie.name: 'cc' is identity.cookie_name's too"),
+        # The dashboard's session cookie is never passed to the site, nor read as a visitor's, and a
+        # login on the same host name would overwrite the visitor's ID.
+        ("[identity]\ncookie_name = 'gw_admin_session'\n",
+         "identity.cookie_name: 'gw_admin_session' is the dashboard's session cookie; choose another name"),
+    ],
+)  # fmt: skip
+def test_cookie_names_that_would_overwrite_one_another_are_refused(toml: str, expected: str) -> None:
+    found = problems(toml)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_cookie_names_differing_in_case_are_two_cookies() -> None:
+    # Browsers compare cookie names as written: 'GW_VID' is another cookie than 'gw_vid'.
+    settings = load_settings(
+        None, text="[privacy]\nconsent_cookie = { name = 'GW_VID', yes = ['1'] }\n", environ=ENV
+    )
+    assert settings.options.privacy.consent_cookie.name == "GW_VID"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
         ("own_domains = ['shop.example.org', 'com']",
          "channels.own_domains[1]: 'com' is a public suffix: every site under it would be taken for this "
          'one, its referrals never recorded; name a host like "example-shop.net"'),
