@@ -137,6 +137,26 @@ async def test_a_re_send_whose_every_message_is_too_large_says_so(
     assert batch_api.received == 0
 
 
+def seed_user(settings: Any, user_key: str, *, touchpoint: bool = True, **landing: str) -> None:
+    """A user bound to a visitor, with one landing of ``landing``'s values (``source`` news)
+    unless ``touchpoint`` is False, written to the store as the gateway writes it."""
+    now = iso(datetime.now(UTC))
+    visitor = "e" * 32
+    events: list[Any] = [Binding(uuid7(), now, "n", visitor, user_key, "r")]
+    if touchpoint:
+        events.insert(0, Touchpoint(uuid7(), now, "n", visitor, **{"source": "news", **landing}))
+
+    async def write() -> None:
+        store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+        await store.open()
+        try:
+            await store.write(events)
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+
+
 class _Recorder(BaseHTTPRequestHandler):
     calls: ClassVar[list[dict[str, Any]]] = []
 
@@ -184,30 +204,7 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
         assert "gateway: no store at" in capsys.readouterr().err and not (tmp_path / "node.db").exists()
         settings = load_settings(config)
         keys = Keys.from_master(settings.secret)
-        visitor = "e" * 32
-
-        async def seed() -> None:
-            store = LocalStore(settings.store_path, settings.options.storage, Metrics())
-            await store.open()
-            now = iso(datetime.now(UTC))
-            await store.write(
-                [
-                    Touchpoint(
-                        id=uuid7(), ts=now, node="n", visitor_key=visitor, source="news", landing_path="/"
-                    ),
-                    Binding(
-                        id=uuid7(),
-                        ts=now,
-                        node="n",
-                        visitor_key=visitor,
-                        user_key=keys.user_key("dave"),
-                        rule="r",
-                    ),
-                ]
-            )
-            await store.close()
-
-        asyncio.run(seed())
+        seed_user(settings, keys.user_key("dave"), landing_path="/")
         # Nothing recorded for them: said, exit 1, as the admin API's 404 (until 2026-12-05 "out:
         # 0 messages sent" and exit 0, which a mistyped ID could not be told from).
         assert main(["sink", "send", "--user", "nobody", "-c", str(config)]) == 1
@@ -238,19 +235,7 @@ def test_sink_send_of_a_user_whose_every_message_is_too_large_says_so(
     settings = load_settings(config)
     keys = Keys.from_master(settings.secret)
 
-    async def seed() -> None:
-        store = LocalStore(settings.store_path, settings.options.storage, Metrics())
-        await store.open()
-        ts = iso(datetime.now(UTC))
-        await store.write(
-            [
-                Touchpoint(uuid7(), ts, "n", "v" * 32, source="news", campaign="c" * 1500),
-                Binding(uuid7(), ts, "n", "v" * 32, keys.user_key("erin"), "r"),
-            ]
-        )
-        await store.close()
-
-    asyncio.run(seed())
+    seed_user(settings, keys.user_key("erin"), campaign="c" * 1500)
     assert main(["sink", "send", "--user", "erin", "-c", str(config)]) == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -303,17 +288,7 @@ def test_sink_send_to_one_sink_needs_no_other_sinks_variables(
         settings = load_settings(config, offline=True)
         keys = Keys.from_master(settings.secret)
 
-        async def seed() -> None:
-            store = LocalStore(settings.store_path, settings.options.storage, Metrics())
-            await store.open()
-            now = iso(datetime.now(UTC))
-            binding = Binding(
-                id=uuid7(), ts=now, node="n", visitor_key="f" * 32, user_key=keys.user_key("erin"), rule="r"
-            )
-            await store.write([binding])
-            await store.close()
-
-        asyncio.run(seed())
+        seed_user(settings, keys.user_key("erin"), touchpoint=False)
         assert main(["sink", "send", "--user", "erin", "--sink", "a", "-c", str(config)]) == 0
         out, err = capsys.readouterr()
         assert out == "a: 1 messages sent\n" and err == "", err
@@ -418,19 +393,7 @@ def test_sink_send_to_every_sink_goes_on_past_one_that_fails_and_names_it(
         settings = load_settings(config)
         keys = Keys.from_master(settings.secret)
 
-        async def seed() -> None:
-            store = LocalStore(settings.store_path, settings.options.storage, Metrics())
-            await store.open()
-            now = iso(datetime.now(UTC))
-            await store.write(
-                [
-                    Touchpoint(uuid7(), now, "n", "e" * 32, source="news", landing_path="/"),
-                    Binding(uuid7(), now, "n", "e" * 32, keys.user_key("dave"), "r"),
-                ]
-            )
-            await store.close()
-
-        asyncio.run(seed())
+        seed_user(settings, keys.user_key("dave"), landing_path="/")
         assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 1
         out, err = capsys.readouterr()
         assert out == "b-up: 2 messages sent\n", out
