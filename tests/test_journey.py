@@ -312,59 +312,51 @@ async def test_a_shared_browser_credits_both_people_before_and_after_the_switch(
     assert [t["campaign"] for t in carol["touchpoints"]] == ["carol-search", "bob-ad", "carol-mail"]
 
 
-async def test_under_strip_redirect_an_ad_click_is_one_touchpoint(
-    start_gateway: Any, upstream_server: Any
+@pytest.mark.parametrize(
+    ("config", "landing", "answer", "order", "model"),
+    [
+        # Under strip = "redirect" the gateway answers the landing with a 302 to its clean URL.
+        (
+            '[proxy]\nstrip = "redirect"\n',
+            "/shoes?gclid=Cj0KCQ-1&size=42",
+            (302, "/shoes?size=42"),
+            "G-1",
+            "linear",
+        ),
+        # The site answers /boots with 301 /boots/ (the gateway forwards it, the URL already clean).
+        ("", "/boots?gclid=Cj0KCQ-1&size=42", (301, "/boots/?size=42"), "B-2", "last_touch"),
+    ],
+)
+async def test_an_ad_click_answered_with_a_redirect_is_one_touchpoint(
+    start_gateway: Any,
+    upstream_server: Any,
+    config: str,
+    landing: str,
+    answer: tuple[int, str],
+    order: str,
+    model: str,
 ) -> None:
-    """The landing is answered with a 302 to its clean URL; the browser follows it keeping the
-    Referer (Fetch: a redirect changes no referrer). Each ad click was recorded twice, Paid
-    Search and then an Organic Search referral, which took half the ad's linear credit."""
+    """The browser follows a redirect keeping the Referer (Fetch: a redirect changes no
+    referrer). Each ad click was recorded twice, Paid Search and then an Organic Search
+    referral, which took the last touch and half the ad's linear credit: under ``strip =
+    "redirect"`` (our own 302) first, then (until 2026-12-05) after a site's own redirect."""
     env = {"SITE_JWT_SECRET": JWT_SECRET, "BILLING_SECRET": BILLING_SECRET}
-    gw = await start_gateway(await upstream_server(site()), '[proxy]\nstrip = "redirect"\n' + CONFIG, env=env)
+    gw = await start_gateway(await upstream_server(site()), config + CONFIG, env=env)
     laptop = Device(gw)
     browser = {
         "User-Agent": FIREFOX,
         "Accept-Language": "en-GB,en;q=0.8",
         "Referer": "https://www.google.com/",
     }
-    async with gw.session.get(
-        gw.url + "/shoes?gclid=Cj0KCQ-1&size=42", headers={**HTML, **browser}, allow_redirects=False
-    ) as resp:
-        assert (resp.status, resp.headers["Location"]) == (302, "/shoes?size=42")
+    async with gw.session.get(gw.url + landing, headers={**HTML, **browser}, allow_redirects=False) as resp:
+        assert (resp.status, resp.headers["Location"]) == answer
         laptop.cookies.update({name: morsel.value for name, morsel in resp.cookies.items()})
-    assert await laptop.request("GET", "/shoes?size=42", **browser) == 200
-    assert await laptop.form("/checkout", "order=G-1") == 303
+    assert await laptop.request("GET", answer[1], **browser) == 200
+    assert await laptop.form("/checkout", f"order={order}") == 303
 
     touchpoints = (await gw.api("/api/touchpoints"))["items"]
     assert [(t["channel"], t["click_id"]) for t in touchpoints] == [("Paid Search", "Cj0KCQ-1")]
-    report = await gw.api("/api/attribution", model="linear", conversion="purchase")
-    assert [(r["group"], r["value"]) for r in report["rows"]] == [("Paid Search", 99.9)]
-
-
-async def test_an_ad_click_the_site_redirects_is_one_touchpoint(
-    start_gateway: Any, upstream_server: Any
-) -> None:
-    """The site answers the landing ``/boots`` with ``301 /boots/`` (the gateway forwards it, the
-    URL already clean); the browser follows it keeping the Referer. That page load was an Organic
-    Search touchpoint after the ad click, which took the last touch and half the linear credit."""
-    env = {"SITE_JWT_SECRET": JWT_SECRET, "BILLING_SECRET": BILLING_SECRET}
-    gw = await start_gateway(await upstream_server(site()), CONFIG, env=env)
-    laptop = Device(gw)
-    browser = {
-        "User-Agent": FIREFOX,
-        "Accept-Language": "en-GB,en;q=0.8",
-        "Referer": "https://www.google.com/",
-    }
-    async with gw.session.get(
-        gw.url + "/boots?gclid=Cj0KCQ-2&size=42", headers={**HTML, **browser}, allow_redirects=False
-    ) as resp:
-        assert (resp.status, resp.headers["Location"]) == (301, "/boots/?size=42")
-        laptop.cookies.update({name: morsel.value for name, morsel in resp.cookies.items()})
-    assert await laptop.request("GET", "/boots/?size=42", **browser) == 200
-    assert await laptop.form("/checkout", "order=B-2") == 303
-
-    touchpoints = (await gw.api("/api/touchpoints"))["items"]
-    assert [(t["channel"], t["click_id"]) for t in touchpoints] == [("Paid Search", "Cj0KCQ-2")]
-    report = await gw.api("/api/attribution", model="last_touch", conversion="purchase")
+    report = await gw.api("/api/attribution", model=model, conversion="purchase")
     assert [(r["group"], r["value"]) for r in report["rows"]] == [("Paid Search", 99.9)]
 
 
