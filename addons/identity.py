@@ -127,6 +127,10 @@ class Identity:
         self.consent_set = re.compile(rf"(?:^|,\s*){re.escape(consent.name)}=\"?([^;,\"]*)")
         self.site_cookie_seen = False  # the site set a cookie of our name: said once
 
+    def take_over(self, old: Identity) -> None:
+        """A reload: the site's clash with our cookie name, once said, is not said again."""
+        self.site_cookie_seen = old.site_cookie_seen
+
     def population(self, req: RequestView) -> str:
         """``cookie``, ``cookieless`` or ``no_consent``, from the mode and the consent cookie."""
         if self.cookieless:

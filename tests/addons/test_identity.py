@@ -316,3 +316,11 @@ def test_a_site_that_sets_a_cookie_of_our_name_is_named_once(caplog: pytest.LogC
         "the site's answer to /account sets a cookie named 'gw_vid', identity.cookie_name's: the browser "
         "keeps it in place of the visitor's ID"
     )
+    # A config reload's new addon goes on from the running one's: said once per process still.
+    reloaded = configured(Identity, ctx=ctx)
+    reloaded.take_over(identity)
+    ex = exchange("/account", cookies=cookie, headers=DOCUMENT)
+    reloaded.request(ex)
+    ex.response = ResponseView(200, ours)
+    reloaded.response(ex)
+    assert len([r for r in caplog.records if r.name == "gateway.identity"]) == 1
