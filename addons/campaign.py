@@ -257,7 +257,9 @@ class Campaign:
             return
         req = ex.request
         referrer = req.headers.get("referer")
-        if not referrer or req.method not in ("GET", "HEAD"):
+        # A page load only: its follow-up is one; an image's or a fetch's redirect would fill
+        # the memories with entries no landing asks for, pushing out real ones.
+        if not referrer or req.method not in ("GET", "HEAD") or not req.is_document:
             return
         referrer_host = host_of(referrer)
         site = self.public_host or hostname(req.host).rstrip(".")

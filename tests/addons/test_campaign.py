@@ -670,3 +670,21 @@ def test_a_chain_of_the_sites_redirects_is_one_arrival() -> None:
         cookies = cookies or {c.name: c.value for c in ex.set_cookies}
         recorded += ex.events
     assert [(t.channel, t.click_id) for t in recorded] == [("Paid Search", "G1")]
+
+
+def test_only_a_page_load_s_redirect_is_remembered() -> None:
+    """An image's or a fetch's redirect (a CDN's, from a page of another site) is followed by no
+    page load: remembered, it filled the memories, pushing real landings out."""
+    ctx = context()
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    for headers, remembered in (
+        ({"Referer": "https://www.google.com/", "Accept": "image/*"}, 0),
+        (GOOGLE, 1),
+    ):
+        ex = exchange("/img/logo.png", headers=headers)
+        identity.request(ex)
+        campaign.request(ex)
+        ex.response = ResponseView(302, CIMultiDict({"Location": "/img/logo-2.png"}))
+        identity.response(ex)
+        campaign.response(ex)
+        assert len(campaign.redirected) == remembered
