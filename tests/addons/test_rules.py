@@ -357,7 +357,7 @@ def _b64url(data: bytes) -> str:
 
 # A header or claims nested deeper than Python's json takes (a visitor's own bearer token or
 # cookie, under MAX_TOKEN): until 2026-12-05 a RecursionError, the addon's rules skipped.
-_NESTED = _b64url(b"[" * 4000)
+_NESTED = _b64url(b"[" * 4000 + b"]" * 4000)  # valid JSON, deeper than any parser recurses
 DEEP = [f"{_b64url(b'{}')}.{_NESTED}.c2ln", f"{_NESTED}.e30.c2ln"]
 
 

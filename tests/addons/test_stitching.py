@@ -213,7 +213,7 @@ def test_a_token_nested_too_deep_is_counted_and_the_other_rules_still_run() -> N
     """
     )
     ctx = context(toml)
-    nested = base64.urlsafe_b64encode(b"[" * 4000).decode().rstrip("=")
+    nested = base64.urlsafe_b64encode(b"[" * 4000 + b"]" * 4000).decode().rstrip("=")  # valid, too deep
     headers = {"authorization": f"Bearer e30.{nested}.c2ln", "x-account": "acct-1"}
     ex = exchange("/login", method="POST", headers=headers)
     bindings = run(ctx, ex, 200)[1]
