@@ -113,12 +113,15 @@ def _check_timestamp(timestamp: str, now: float, tolerance: int, name: str) -> N
             f"timestamp: outside the accepted window ({name} has {len(digits):,} digits, far ahead of"
             f" this server's clock, more than webhooks.tolerance_seconds ({tolerance}))",
         )
-    off = int(timestamp) - math.floor(now)
+    # The digits without their leading zeros: Python refuses to read more than 4,300 digits
+    # (ValueError, a 500), and zeros in front were as many as a header holds.
+    seconds = int(digits or "0")
+    off = seconds - math.floor(now)
     if abs(off) > tolerance:
         side = "ahead of" if off > 0 else "behind"
         hint = (
             "; given in milliseconds? it is read as seconds"
-            if abs(int(timestamp) // 1000 - math.floor(now)) <= tolerance
+            if abs(seconds // 1000 - math.floor(now)) <= tolerance
             else ""
         )
         raise AuthFailed(
