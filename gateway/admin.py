@@ -689,7 +689,7 @@ async def user(request: web.Request) -> web.Response:
     missing = "nothing recorded for this user (no identity binding, no conversion)"
     visitor_keys = _visitor_keys(request, user_id)
     if visitor_keys and await _visitor_journey(request, visitor_keys) is not None:
-        raise ApiError(404, f"{missing}; a visitor of this ID has touchpoints: look it up as a visitor")
+        raise ApiError(404, f"{missing}; a visitor of this ID has a journey: look it up as a visitor")
     raise ApiError(404, missing)
 
 

@@ -730,7 +730,7 @@ async def test_a_journey_looked_up_as_the_wrong_kind_says_which_kind_it_is(gw) -
     assert (status, body["error"]) == (
         404,
         "nothing recorded for this user (no identity binding, no conversion); a visitor of this ID"
-        " has touchpoints: look it up as a visitor",
+        " has a journey: look it up as a visitor",
     )
     Draft202012Validator(response_schema("/api/users/{user_id}", 404)).validate(body)
     for path, plain in (
