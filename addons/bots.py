@@ -177,7 +177,8 @@ class Bots:
             old.click_visitors,
         )
         self.visitors, self.robots_ips = old.visitors, old.robots_ips
-        self._ip_key, self._ip_hashes = old._ip_key, old._ip_hashes
+        # Not the day's IP hashes: each chain keys them by its own day, and the old one still
+        # serves its last requests; shared across midnight, one would read the other day's.
 
     async def running(self) -> None:
         """Compile the crawler database's patterns before the first request (about half a
