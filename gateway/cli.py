@@ -247,10 +247,16 @@ class _Sighup(msgspec.Struct, omit_defaults=True):
 
 
 def write_sighup_snapshot(folder: Path, text: str | None, problems: list[str]) -> None:
-    """Keep what the supervisor read on a SIGHUP for its workers' reloads (whole, by a rename)."""
+    """Keep what the supervisor read on a SIGHUP for its workers' reloads (whole, by a rename).
+    One that cannot be written (a full disk) is removed rather than left stale: the workers then
+    read the file themselves, not the reload before."""
     written = folder / (SIGHUP_SNAPSHOT + ".new")
-    written.write_bytes(msgspec.json.encode(_Sighup(text, problems)))
-    written.replace(folder / SIGHUP_SNAPSHOT)
+    try:
+        written.write_bytes(msgspec.json.encode(_Sighup(text, problems)))
+        written.replace(folder / SIGHUP_SNAPSHOT)
+    except OSError:
+        (folder / SIGHUP_SNAPSHOT).unlink(missing_ok=True)
+        raise
 
 
 def sighup_snapshot() -> str | None:

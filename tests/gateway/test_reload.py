@@ -259,6 +259,13 @@ def test_a_supervised_worker_reloads_what_its_supervisor_read(
     with pytest.raises(ConfigError) as refused:
         sighup_snapshot()
     assert refused.value.problems == ["gateway.toml: cannot read: No such file or directory"]
+    # One that cannot be written (a full disk; here a folder in the way) is not left stale:
+    # the workers read the file themselves, not the reload before.
+    write_sighup_snapshot(tmp_path, "[bots]\nreview_threshold = 41\n", [])
+    (tmp_path / "sighup.json.new").mkdir()
+    with pytest.raises(OSError):
+        write_sighup_snapshot(tmp_path, "[bots]\nreview_threshold = 43\n", [])
+    assert sighup_snapshot() is None
     monkeypatch.delenv(STARTED_CONFIG_ENV)
     assert sighup_snapshot() is None  # one process: it reads the file
 
