@@ -222,7 +222,7 @@ class Channels:
     def __init__(self, options: ChannelsOptions) -> None:
         self._extract = _extractor()
         self.table = ReferrerTable.parse(shipped_data())
-        shipped = set(self.table.hosts)
+        shipped = (dict(self.table.hosts), dict(self.table.names))
         for key, value in options.referrers.items():
             kind, _, name = value.partition("/")
             self.table.add(key, kind, name)
@@ -234,19 +234,29 @@ class Channels:
         self.rules = [_Rule(rule) for rule in options.rules]
         self._cache()
 
-    def _names_over_sites(self, referrers: Mapping[str, str], shipped: set[str]) -> None:
+    def _names_over_sites(
+        self,
+        referrers: Mapping[str, str],
+        shipped: tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]],
+    ) -> None:
         """An operator's site name (``"kagi" = "referral"``) stands for the site the shipped table
-        names by its bare domain (``"kagi.com"``), which a host key would otherwise win over: the
-        override did nothing (until 2026-12-05). The shipped table's keys for parts of the site
-        (``mail.google.com``, ``accounts.google.com``) stay, as the more precise; so does any host
-        the operator wrote."""
+        names by host keys too — its bare domain (``"kagi.com"``) and its hosts of the same class
+        and name as the site (``l.instagram.com``, Instagram's link redirector, under
+        ``instagram``) — which would otherwise win over a name: the override did nothing (until
+        2026-12-05). The shipped keys for another service of the site (``mail.google.com``,
+        Gmail, under ``google``, Google Search) stay, as the more precise; so does any host the
+        operator wrote."""
         written = {key.strip().lower().rstrip(".") for key in referrers}
         names = {key for key in written if "." not in key}
         if not names:
             return
-        for host in shipped - written:
+        hosts, site_names = shipped
+        for host, found in hosts.items():
+            if host in written:
+                continue
             parts = self._extract(host)
-            if parts.domain in names and parts.suffix and not parts.subdomain:
+            same_site = parts.domain in names and bool(parts.suffix)
+            if same_site and (not parts.subdomain or site_names.get(parts.domain) == found):
                 del self.table.hosts[host]
 
     def _cache(self) -> None:

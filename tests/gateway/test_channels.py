@@ -290,19 +290,22 @@ def test_operator_extends_the_table() -> None:
 def test_an_operator_site_name_overrides_the_shipped_bare_domain() -> None:
     """``"kagi" = "referral"`` did nothing: the shipped table names Kagi by its host,
     ``kagi.com``, and a host key wins over a site name. The operator's name now stands for the
-    site's bare domain too; the shipped keys of a part of a site stay the more precise, and a
+    site's bare domain too, and for its hosts of the same class and name (Instagram's link
+    redirector); the shipped keys of another service of a site stay the more precise, and a
     host the operator wrote wins over their own site name."""
     assert DEFAULT.classify(Signals(referrer_host="kagi.com")) == "Organic Search"
     ch = channels(
         """
         [channels.referrers]
         "kagi" = "referral"
+        "instagram" = "referral"
         "google" = "referral"
         "duckduckgo" = "referral"
         "duckduckgo.com" = "search"
         """
     )
     assert ch.classify(Signals(referrer_host="kagi.com")) == "Referral"
+    assert ch.classify(Signals(referrer_host="l.instagram.com")) == "Referral"  # the site's own redirector
     assert ch.classify(Signals(referrer_host="www.google.com")) == "Referral"
     assert ch.classify(Signals(referrer_host="mail.google.com")) == "Email"  # a shipped part of the site
     assert ch.classify(Signals(referrer_host="duckduckgo.com")) == "Organic Search"
