@@ -191,7 +191,12 @@ async def test_ids_in_capitals_are_the_same_touchpoint_and_visitor(start_gateway
     assert after["verdict"] == "block"
     lower = await gw.api(f"/api/visitors/{item['visitor_key']}")
     assert await gw.api(f"/api/visitors/{item['visitor_key'].upper()}") == lower
-    assert (await gw.api(f"/api/visitors/{item['visitor_key']}%0A"))["status"] == 400
+    # White space around it is trimmed, as every intake trims a visitor ID (a value pasted from
+    # a terminal ends in a newline); inside, it is no ID: a 400.
+    assert await gw.api(f"/api/visitors/{item['visitor_key']}%0A") == lower
+    assert (await gw.api(f"/api/visitors/{item['visitor_key'][:8]}%0A{item['visitor_key'][8:]}"))[
+        "status"
+    ] == 400
     # The OpenAPI document allows what the API takes.
     paths = openapi_document()["paths"]
     (touch_param,) = paths["/api/touchpoints/{touchpoint_id}/verdict"]["post"]["parameters"]
