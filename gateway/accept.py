@@ -4,6 +4,7 @@ API's reports and listings both answer (``format=`` in the query, when given, de
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 DOWNLOAD_MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 MEDIA = {"json": "application/json", **DOWNLOAD_MEDIA}
@@ -46,3 +47,9 @@ _QUALITY = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 def _quality(value: str) -> float:
     """A ``q`` value: 0 to 1 with at most three decimals (RFC 9110, 12.4.2); else 0."""
     return float(value) if _QUALITY.fullmatch(value) else 0.0
+
+
+def vary(query: Mapping[str, str]) -> dict[str, str]:
+    """The header an answer whose format ``Accept`` chose carries (``Vary: Accept``, which a cache
+    keys on); none when the query named the ``format``."""
+    return {} if "format" in query else {"Vary": "Accept"}

@@ -33,7 +33,7 @@ from aiohttp import compression_utils, hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import listing_export
-from gateway.accept import accepted_format
+from gateway.accept import accepted_format, vary
 from gateway.badbody import body_key, unseal
 from gateway.config import Settings
 from gateway.config_values import TYPE_WORDS
@@ -525,16 +525,24 @@ def csv_delimiter(q: Mapping[str, str], fmt: str) -> str:
     return DELIMITERS[name]
 
 
+def asked_format(request: web.Request) -> str:
+    """``format=`` (json, csv, ndjson: a 400 naming them otherwise) or, without it, the one the
+    ``Accept`` header prefers: the reports' and the listings' alike."""
+    given = request.query.get("format")
+    if given is None:
+        return accepted_format(", ".join(request.headers.getall("Accept", ())))
+    if given not in FORMATS:
+        raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {given[:100]!r}")
+    return given
+
+
 def _download(request: web.Request) -> tuple[str, bool, str]:
     """A listing's ``format`` (``json``: a page; ``csv``, ``ndjson``: every row, a download),
     from the query, else from the ``Accept`` header as the reports take it (until 2026-12-05
     ``Accept: text/csv`` got a JSON page); ``bom`` (``wants_bom``) and CSV delimiter
     (``csv_delimiter``)."""
     q = request.query
-    given = q.get("format")
-    fmt = given if given is not None else accepted_format(", ".join(request.headers.getall("Accept", ())))
-    if fmt not in FORMATS:
-        raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {fmt[:100]!r}")
+    fmt = asked_format(request)
     if fmt != "json" and "limit" in q:
         raise ApiError(400, f"limit: a {fmt} download holds every row of the period; page with limit in JSON")
     return fmt, wants_bom(q, fmt), csv_delimiter(q, fmt)
@@ -544,8 +552,7 @@ def _page_of(request: web.Request, items: list[dict[str, Any]], next_cursor: str
     """A listing's JSON page; chosen by ``Accept`` when the query names no ``format``, which a
     cache then keys on (``Vary``), as a download of the same URL may be the answer."""
     answer = ok({"items": items, "next_cursor": next_cursor})
-    if "format" not in request.query:
-        answer.headers["Vary"] = "Accept"
+    answer.headers.update(vary(request.query))
     return answer
 
 

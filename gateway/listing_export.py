@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway.accept import vary
 from gateway.openapi import CONVERSION, TOUCHPOINT
 from gateway.reporting import csv_cell, file_ending, file_word, local_date
 
@@ -100,8 +101,7 @@ async def download(
             "Content-Disposition": f'attachment; filename="{name}"',
         }
     )
-    if "format" not in request.query:  # the format came from Accept
-        resp.headers["Vary"] = "Accept"
+    resp.headers.update(vary(request.query))
     items, cursor = await page(cursor)  # the first page before the headers: a 503 can still be said
     await resp.prepare(request)
     if request.method == "HEAD":

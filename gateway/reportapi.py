@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from aiohttp import web
 
 from gateway import reporting
-from gateway.accept import DOWNLOAD_MEDIA, accepted_format
+from gateway.accept import DOWNLOAD_MEDIA, vary
 from gateway.admin import (
     EARLIEST,
     METRICS_KEY,
     READER_KEY,
     ApiError,
+    asked_format,
     csv_delimiter,
     in_order,
     ok,
@@ -33,7 +34,7 @@ from gateway.admin import (
 from gateway.attribution import MODELS
 from gateway.config import Settings
 from gateway.events import iso
-from gateway.openapi_reports import FORMATS, GROUP_BY
+from gateway.openapi_reports import GROUP_BY
 from gateway.reportstate import REPORTING_KEY, Reporting
 from storage.populations import POPULATIONS
 from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
@@ -133,13 +134,7 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
 
 
 def _format(request: web.Request) -> str:
-    given = request.query.get("format")
-    if given is not None:
-        if given not in FORMATS:
-            raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}, got {given[:100]!r}")
-        kind = given
-    else:
-        kind = accepted_format(", ".join(request.headers.getall("Accept", ())))
+    kind = asked_format(request)
     wants_bom(request.query, kind)  # a bad one refused before the report is computed
     csv_delimiter(request.query, kind)
     return kind
@@ -174,10 +169,10 @@ def respond(request: web.Request, report: reporting.Report, table: str = "rows")
     """``report`` in the format asked for; ``table``: what its download holds (``_table``)."""
     kind = _format(request)
     report = report.table(table)
-    vary = {} if "format" in request.query else {"Vary": "Accept"}  # the format came from Accept
+    varies = vary(request.query)
     if kind == "json":
         report.meta["source"] = request.app[REPORTING_KEY].source  # the JSON's alone: no column
-        return web.Response(body=report.json(), content_type="application/json", headers=vary)
+        return web.Response(body=report.json(), content_type="application/json", headers=varies)
     delimiter = csv_delimiter(request.query, kind)
     if kind == "csv":
         bom = "\ufeff" if wants_bom(request.query, kind) else ""
@@ -190,7 +185,7 @@ def respond(request: web.Request, report: reporting.Report, table: str = "rows")
         body=body,
         content_type=DOWNLOAD_MEDIA[kind],
         charset="utf-8" if kind == "csv" else None,
-        headers={"Content-Disposition": disposition, **vary},
+        headers={"Content-Disposition": disposition, **varies},
     )
 
 
@@ -251,8 +246,7 @@ async def fraud(request: web.Request) -> web.Response:
             "source": request.app[REPORTING_KEY].source,
         }
     )
-    if "format" not in request.query:
-        answer.headers["Vary"] = "Accept"  # the format came from Accept
+    answer.headers.update(vary(request.query))
     return answer
 
 
