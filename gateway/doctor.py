@@ -376,7 +376,10 @@ async def _central_rights(conn: Any, key: str) -> Check | None:
         lacking.setdefault(tuple(row["missing"]), []).append(row["t"])
     said = [f"{', '.join(rights)} on {', '.join(names)}" for rights, names in lacking.items()]
     fixes = []
-    user, database, schema = await conn.fetchrow("SELECT current_user, current_database(), current_schema()")
+    # Quoted where SQL needs it (a role named gw-node): the GRANTs below are to be run as written.
+    user, database, schema = await conn.fetchrow(
+        "SELECT quote_ident(current_user), quote_ident(current_database()), quote_ident(current_schema())"
+    )
     if lacking:
         fixes.append(f"GRANT {', '.join(SYNC_RIGHTS)} ON ALL TABLES IN SCHEMA {schema} TO {user}")
     if not await conn.fetchval("SELECT has_database_privilege(current_database(), 'TEMPORARY')"):

@@ -507,15 +507,15 @@ async def test_a_role_that_cannot_write_the_central_tables_fails_the_doctor(
     from storage.central import migrate
 
     owner = await asyncpg.connect(central_dsn)
-    role = f"gw_ro{uuid7().replace('-', '')[-12:]}"
+    role = f"gw-ro{uuid7().replace('-', '')[-12:]}"  # a name SQL must quote
     try:
         await migrate(owner)
         database = await owner.fetchval("SELECT current_database()")
         await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        await owner.execute(f"CREATE ROLE {role} LOGIN")
-        await owner.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
-        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
-        await owner.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        await owner.execute(f'CREATE ROLE "{role}" LOGIN')
+        await owner.execute(f'GRANT CONNECT ON DATABASE {database} TO "{role}"')
+        await owner.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
+        await owner.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
         dsn = central_dsn.replace("://postgres@", f"://{role}@")
         monkeypatch.setenv("CENTRAL_DSN", dsn)
         settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
@@ -524,13 +524,13 @@ async def test_a_role_that_cannot_write_the_central_tables_fails_the_doctor(
         said = f"the user in central.url (CENTRAL_DSN) lacks rights the sync needs on {database}"
         assert said in check.what, check.what
         assert ": INSERT, UPDATE, DELETE on erasures, touchpoints, identities," in check.what, check.what
-        assert check.fix == f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
-        await owner.execute(f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        assert check.fix == f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"'
+        await owner.execute(check.fix)  # as the doctor wrote it
         ok = await check_central(settings, 5.0)
         assert ok is not None and ok.status == "ok", ok
     finally:
-        await owner.execute(f"DROP OWNED BY {role}")
-        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.execute(f'DROP OWNED BY "{role}"')
+        await owner.execute(f'DROP ROLE IF EXISTS "{role}"')
         await owner.close()
 
 
