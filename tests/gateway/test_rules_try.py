@@ -334,35 +334,31 @@ def test_a_har_saved_without_content_says_which_rules_need_it(tmp_path: Path) ->
     ]
 
 
-def test_a_body_over_max_body_is_not_read_as_live(tmp_path: Path) -> None:
-    rules = RULES.replace('path = "/api/session"', 'path = "/api/session"\nmax_body = 20')
+SMALL_BODY = RULES.replace('path = "/api/session"', 'path = "/api/session"\nmax_body = 20')
+"""The README's rules with ``api-login``'s body bound to 20 bytes, under the session's 32."""
+
+
+def _session_answer(tmp_path: Path, rules: str) -> str:
+    """``gateway rules try`` of one recorded session answer (32 bytes of JSON) under ``rules``."""
     answer = {"mimeType": "application/json", "text": '{"ok": true, "user": {"id": 42}}', "size": 31}
-    _, out, _ = gateway(
-        "rules",
-        "try",
-        str(har(tmp_path, [by_hand("POST", "/api/session", 200, answer)])),
-        "-c",
-        str(config(tmp_path, rules)),
-    )
+    entries = [by_hand("POST", "/api/session", 200, answer)]
+    _, out, _ = gateway("rules", "try", str(har(tmp_path, entries)), "-c", str(config(tmp_path, rules)))
+    return str(out)
+
+
+def test_a_body_over_max_body_is_not_read_as_live(tmp_path: Path) -> None:
+    out = _session_answer(tmp_path, SMALL_BODY)
     assert "not fired: when_body_not_read: the response body is 32 bytes, over max_body (20)" in out
 
 
 def test_a_body_over_this_rule_s_max_body_is_not_read_though_another_rule_reads_it(tmp_path: Path) -> None:
     # As live: the body is read within the larger max_body, for the other rule only (until
     # 2026-12-05 both read it, and the smaller rule's bound did nothing).
-    rules = RULES.replace('path = "/api/session"', 'path = "/api/session"\nmax_body = 20') + (
+    rules = SMALL_BODY + (
         '\n[[identity.rules]]\nname = "api-login-2"\npath = "/api/session"\nstatus = [200]\n'
         'user_id = { response_json = "/user/id" }\n'
     )
-    answer = {"mimeType": "application/json", "text": '{"ok": true, "user": {"id": 42}}', "size": 31}
-    _, out, _ = gateway(
-        "rules",
-        "try",
-        str(har(tmp_path, [by_hand("POST", "/api/session", 200, answer)])),
-        "-c",
-        str(config(tmp_path, rules)),
-    )
-    assert out.splitlines()[:3] == [
+    assert _session_answer(tmp_path, rules).splitlines()[:3] == [
         "entry 1  POST /api/session  200",
         "  identity api-login: not fired: when_body_not_read: the response body is 32 bytes, over"
         " max_body (20)",
