@@ -28,7 +28,7 @@ import re
 from collections import OrderedDict
 from dataclasses import replace
 from datetime import UTC
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
@@ -124,6 +124,7 @@ class Identity:
         self.opt_out = [h for h, on in (("sec-gpc", privacy.honor_gpc), ("dnt", privacy.honor_dnt)) if on]
         consent = privacy.consent_cookie
         self.consent_name, self.consent_yes = consent.name, frozenset(consent.yes)
+        self.consent_contains = consent.yes_contains
         self.consent_set = re.compile(rf"(?:^|,\s*){re.escape(consent.name)}=\"?([^;,\"]*)")
         self.site_cookie_seen = False  # the site set a cookie of our name: said once
 
@@ -135,9 +136,21 @@ class Identity:
         """``cookie``, ``cookieless`` or ``no_consent``, from the mode and the consent cookie."""
         if self.cookieless:
             return "cookieless"
-        if not self.consent_name or req.cookies.get(self.consent_name) in self.consent_yes:
+        if not self.consent_name or self._consents(req.cookies.get(self.consent_name)):
             return "cookie"
         return "no_consent"
+
+    def _consents(self, value: str | None) -> bool:
+        """Whether the consent cookie's ``value`` is a ``yes``, or holds a ``yes_contains`` text
+        once percent-decoded (a consent platform's structured value)."""
+        if value is None:
+            return False
+        if value in self.consent_yes:
+            return True
+        if self.consent_contains:
+            decoded = unquote(value)
+            return any(text in decoded for text in self.consent_contains)
+        return False
 
     def request(self, ex: Exchange) -> None:
         if ex.visitor is not None:
@@ -250,7 +263,7 @@ class Identity:
             return None
         for name, value in ex.response.headers.items():
             if name.lower() == "set-cookie" and (m := self.consent_set.search(value)):
-                return m.group(1) in self.consent_yes
+                return self._consents(m.group(1))
         return None
 
     def _expire(self, ex: Exchange) -> None:

@@ -403,11 +403,28 @@ def _validate_privacy(pr: PrivacyOptions) -> list[str]:
         bad = cookie_name_problem(cc.name)
         if bad:
             p.append(f"privacy.consent_cookie.name: {bad}")
-        _check(p, bool(cc.yes), "privacy.consent_cookie.yes", "must list at least one value meaning consent")
+        _check(
+            p,
+            bool(cc.yes or cc.yes_contains),
+            "privacy.consent_cookie.yes",
+            "must list at least one value meaning consent (or yes_contains a text within one)",
+        )
         both = sorted(set(cc.yes) & set(cc.no))
         _check(p, not both, "privacy.consent_cookie.no", f"values also listed in yes: {both}")
+        for i, text in enumerate(cc.yes_contains):
+            _check(
+                p,
+                bool(text.strip()),
+                f"privacy.consent_cookie.yes_contains[{i}]",
+                "must not be empty (every value would contain it)",
+            )
     else:
-        _check(p, not (cc.yes or cc.no), "privacy.consent_cookie.name", "must be set when yes/no are")
+        _check(
+            p,
+            not (cc.yes or cc.no or cc.yes_contains),
+            "privacy.consent_cookie.name",
+            "must be set when yes/no/yes_contains are",
+        )
     return p
 
 

@@ -548,6 +548,10 @@ class ConsentCookie(_Options, frozen=True, forbid_unknown_fields=True, kw_only=T
     """The site's consent-banner cookie; empty: no consent check (every visitor consents)."""
     yes: tuple[str, ...] = ()
     """Values meaning the visitor consented to the ID cookie."""
+    yes_contains: tuple[str, ...] = ()
+    """Texts whose presence in the value (percent-decoded) means consent: consent platforms
+    write one structured value per visitor (Cookiebot's ``statistics:true``, OneTrust's
+    ``C0002:1``, CookieYes's ``analytics:yes``), which no ``yes`` list can name."""
     no: tuple[str, ...] = ()
     """Values meaning they refused (as does any other value, or no cookie)."""
 

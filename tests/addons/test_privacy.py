@@ -153,6 +153,51 @@ def test_consent_from_the_request_decides_this_response(
     assert [c.name for c in ex.set_cookies] == (["gw_vid"] if cookie else [])
 
 
+@pytest.mark.parametrize(
+    ("toml", "name", "value", "population"),
+    [
+        # Cookiebot: one structured value per visitor, percent-encoded as the browser sends it.
+        (
+            'consent_cookie = { name = "CookieConsent", yes_contains = ["statistics:true"] }',
+            "CookieConsent",
+            "{stamp:%27abc%27%2Cnecessary:true%2Cpreferences:false%2Cstatistics:true%2Cmarketing:false}",
+            "cookie",
+        ),
+        (
+            'consent_cookie = { name = "CookieConsent", yes_contains = ["statistics:true"] }',
+            "CookieConsent",
+            "{stamp:%27abc%27%2Cnecessary:true%2Cpreferences:false%2Cstatistics:false%2Cmarketing:false}",
+            "no_consent",
+        ),
+        # OneTrust: the performance group's flag inside its groups list.
+        (
+            'consent_cookie = { name = "OptanonConsent", yes_contains = ["C0002:1"] }',
+            "OptanonConsent",
+            "isGpcEnabled=0&datestamp=Sat+Dec+05+2026&groups=C0001%3A1%2CC0002%3A1%2CC0004%3A0",
+            "cookie",
+        ),
+        (
+            'consent_cookie = { name = "OptanonConsent", yes_contains = ["C0002:1"] }',
+            "OptanonConsent",
+            "isGpcEnabled=0&groups=C0001%3A1%2CC0002%3A0",
+            "no_consent",
+        ),
+        # A yes value still counts beside the texts.
+        ('consent_cookie = { name = "b", yes = ["all"], yes_contains = ["stats"] }', "b", "all", "cookie"),
+    ],
+)
+def test_a_consent_platform_s_structured_value_is_read_by_what_it_contains(
+    toml: str, name: str, value: str, population: str
+) -> None:
+    """Consent platforms write one value per visitor (a stamp, a date, each category's flag): no
+    ``yes`` list could name it, so a site using Cookiebot or OneTrust had every visitor
+    ``no_consent``. ``yes_contains`` reads the percent-decoded value for a text."""
+    identity = configured(Identity, f"[privacy]\n{toml}\n")
+    ex = run(identity, exchange("/", headers=DOCUMENT, cookies={name: value}))
+    assert ex.visitor is not None and ex.visitor.consent == population
+    assert [c.name for c in ex.set_cookies] == (["gw_vid"] if population == "cookie" else [])
+
+
 def test_unknown_consent_value_means_no() -> None:
     identity = configured(Identity, CONSENT)
     ex = run(identity, exchange("/", headers=DOCUMENT, cookies={"banner": "maybe"}))
@@ -234,6 +279,14 @@ def test_touchpoint_carries_its_population() -> None:
             "privacy.consent_cookie.no: values also listed in yes: ['a']",
         ),
         ('[privacy]\nconsent_cookie = { yes = ["a"] }\n', "privacy.consent_cookie.name: must be set"),
+        (
+            '[privacy]\nconsent_cookie = { name = "b", yes_contains = [" "] }\n',
+            "privacy.consent_cookie.yes_contains[0]: must not be empty",
+        ),
+        (
+            '[privacy]\nconsent_cookie = { yes_contains = ["a"] }\n',
+            "privacy.consent_cookie.name: must be set",
+        ),
         ('[identity]\nmode = "none"\n', "identity.mode"),
     ],
 )
