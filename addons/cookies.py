@@ -38,15 +38,23 @@ def _deletes(attributes: Sequence[str], now: float) -> bool:
         return False  # a date no one can read: ignored, as browsers ignore it
 
 
+def set_cookie_lines(headers: Mapping[str, str]) -> Sequence[str]:
+    """Every Set-Cookie line of a response's ``headers``: aiohttp's multidict gives them in one
+    lookup (``getall``); a plain mapping (a test's, a HAR's) is scanned."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        lines: Sequence[str] = getall("set-cookie", ())
+        return lines
+    return [value for header, value in headers.items() if header.lower() == "set-cookie"]
+
+
 def kept_set_cookie(headers: Mapping[str, str], name: str, now: float) -> str | None:
     """The value a response's Set-Cookie gives cookie ``name`` (a name ending in ``*``: the
     first cookie whose name starts with the rest) that the browser keeps: a deletion (an empty
     value, ``Max-Age`` ≤ 0, ``Expires`` before ``now``) sets none. Every Set-Cookie is looked
     at (a multi-valued mapping yields each in ``items()``)."""
     prefix = name[:-1] if name.endswith("*") else None
-    for header, line in headers.items():
-        if header.lower() != "set-cookie":
-            continue
+    for line in set_cookie_lines(headers):
         pair, *attributes = line.split(";")
         cookie, sep, _ = pair.partition("=")
         cookie = cookie.strip()

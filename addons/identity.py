@@ -30,6 +30,7 @@ from dataclasses import replace
 from datetime import UTC
 from urllib.parse import unquote, urlsplit
 
+from addons.cookies import set_cookie_lines
 from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
 from gateway.events import VerdictChange
@@ -236,14 +237,8 @@ class Identity:
         browser keeps the site's value in place of the visitor's ID, so their next request is a
         new visitor, counted as a rejected cookie — which reads as forgery, not as two owners of
         one name."""
-        headers = ex.response.headers if ex.response is not None else {}
-        getall = getattr(headers, "getall", None)  # aiohttp's headers: one lookup, no scan
-        lines = (
-            getall("set-cookie", ())
-            if getall is not None
-            else [value for name, value in headers.items() if name.lower() == "set-cookie"]
-        )
-        for line in lines:
+        assert ex.response is not None
+        for line in set_cookie_lines(ex.response.headers):
             name, sep, _ = line.partition("=")
             if sep and name.strip() == self.cookie_name:
                 self.site_cookie_seen = True
@@ -261,8 +256,8 @@ class Identity:
         else (False), or None when the response does not set it."""
         if ex.response is None:
             return None
-        for name, value in ex.response.headers.items():
-            if name.lower() == "set-cookie" and (m := self.consent_set.search(value)):
+        for value in set_cookie_lines(ex.response.headers):
+            if m := self.consent_set.search(value):
                 return self._consents(m.group(1))
         return None
 
