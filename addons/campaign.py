@@ -127,6 +127,11 @@ class Campaign:
         # ``repeat_seconds`` says of reloads.
         self.redirected = RecentLandings(REDIRECT_SECONDS)
 
+    def _site(self, req: RequestView) -> str:
+        """The site's host, as ``host_of`` reads a Referer's: ``proxy.public_origin``'s, else the
+        request's ``Host`` without its port or final dot."""
+        return self.public_host or hostname(req.host).rstrip(".")
+
     def take_over(self, old: Campaign) -> None:
         """A reload: the landings remembered go on (a page reloaded just after a config reload
         is no second landing; a redirect's follow-up in flight is still known), those within
@@ -211,7 +216,7 @@ class Campaign:
 
         referrer = req.headers.get("referer")
         referrer_host = host_of(referrer) if referrer else None
-        site = self.public_host or hostname(req.host).rstrip(".")  # as host_of reads the Referer
+        site = self._site(req)
         external = referrer_host is not None and referrer_host != site
         values = {slot: value for slot, (_, value) in found.items()}
         # raw_params holds every valid tracked pair (those of values and click among them, or it is
@@ -233,13 +238,9 @@ class Campaign:
             clean = "&".join(kept)
             if self.strip == "redirect" and req.method in ("GET", "HEAD"):
                 location = on_this_site(req.path) + ("?" + clean if clean else "")
+                # Its follow-up (and a reload of the clean URL) comes with the landing's Referer:
+                # the response hook remembers it as this landing, as any redirect of the site's.
                 ex.reply = Reply(302, headers={"location": location, "cache-control": "no-store"})
-                if external and referrer_host and ex.visitor is not None:
-                    # Following it, and reloading the clean URL later, send the landing's Referer
-                    # again: that is this landing once more, not a referral of its own.
-                    clean_url = referral_values(referrer_host, req.path, clean)
-                    self.redirected.remember(ex.visitor.key, clean_url, req.ts.timestamp())
-                    self.landings.remember(ex.visitor.key, clean_url, req.ts.timestamp())
             else:
                 ex.upstream_query = clean
         if referrer and not external and "?" in referrer:
@@ -262,7 +263,7 @@ class Campaign:
         if not referrer or req.method not in ("GET", "HEAD") or not req.is_document:
             return
         referrer_host = host_of(referrer)
-        site = self.public_host or hostname(req.host).rstrip(".")
+        site = self._site(req)
         if referrer_host is None or referrer_host == site:
             return
         location = response.headers.get("location") or response.headers.get("Location")
@@ -295,7 +296,7 @@ class Campaign:
         referrer = req.headers.get("referer")
         if referrer and "?" in referrer:
             referrer_host = host_of(referrer)
-            if referrer_host is None or referrer_host == (self.public_host or hostname(req.host).rstrip(".")):
+            if referrer_host is None or referrer_host == self._site(req):
                 self._clean_referrer(ex, referrer)
 
     def _channel(

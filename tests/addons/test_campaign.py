@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 from urllib.parse import quote, urljoin
 
 import pytest
@@ -10,10 +11,18 @@ from multidict import CIMultiDict
 
 from addons.campaign import Campaign, hostname, strip_query
 from addons.identity import Identity
-from gateway.pipeline import ResponseView
+from gateway.pipeline import Exchange, ResponseView
 from tests.addons.conftest import FIXED_TS, configured, context, exchange, metric
 
 DOCUMENT = {"Sec-Fetch-Dest": "document"}
+
+
+def answer(ex: Exchange, *addons: Any) -> None:
+    """The response hooks of ``addons`` on the chain's own reply (a host answers it so, the
+    response hooks seeing it), else on a plain 200."""
+    ex.response = ResponseView(ex.reply.status, ex.reply.headers) if ex.reply else ResponseView(200, {})
+    for addon in addons:
+        addon.response(ex)
 
 
 def run(target: str, toml: str = "", **kwargs):
@@ -479,7 +488,7 @@ def test_the_redirects_follow_up_is_the_same_arrival(
     landing = exchange("/p?gclid=G1&a=1", headers={**DOCUMENT, "Referer": "https://www.google.com/"})
     identity.request(landing)
     campaign.request(landing)
-    identity.response(landing)
+    answer(landing, identity, campaign)
     assert landing.reply is not None and landing.reply.headers["location"] == "/p?a=1"
     [cookie] = landing.set_cookies
     ex = exchange(follow_up, headers={**DOCUMENT, "Referer": referer}, cookies={cookie.name: cookie.value})
@@ -521,7 +530,7 @@ def test_a_reload_of_a_landing_records_no_second_touchpoint(
     first = exchange("/p?gclid=G1&a=1", headers=GOOGLE)
     identity.request(first)
     campaign.request(first)
-    identity.response(first)
+    answer(first, identity, campaign)
     [cookie] = first.set_cookies
     again = exchange(second, headers=headers, cookies={cookie.name: cookie.value})
     again.request.ts = FIXED_TS + timedelta(seconds=seconds)
@@ -589,7 +598,7 @@ def test_an_untagged_landing_reloaded_is_no_second_referral(
     first = exchange(first_target, headers={**DOCUMENT, "Referer": "https://www.google.com/"})
     identity.request(first)
     campaign.request(first)
-    identity.response(first)
+    answer(first, identity, campaign)
     [cookie] = first.set_cookies
     follow_up = exchange("/p?a=1", headers={**DOCUMENT, "Referer": "https://www.google.com/"})
     if strip == "redirect":  # the browser follows the 302 at once: no referral either
