@@ -288,10 +288,11 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         try:
             await conn.fetchval("SELECT 1")
-            schema = await _central_schema(conn)
+            kinds, current, newest = await _central_versions(conn)
+            schema = _central_schema(kinds, current, newest)
             key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
             if schema.status != "FAIL":
-                schema = await _central_rights(conn, key) or schema
+                schema = await _central_rights(conn, key, newest if current < newest else None) or schema
             shared = await _node_shared(settings, conn) or await _other_secrets(settings, conn)
         finally:
             await conn.close()
@@ -313,17 +314,26 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
     return shared
 
 
-async def _central_schema(conn: Any) -> Check:
-    """The central store's schema version against this gateway's newest PostgreSQL migration, as
-    the local store's is checked: a store another, newer gateway migrated stops this one's sync
-    every round (``SchemaTooNew``), which the gateway only logs while it serves on; and a
-    ``schema_version`` table of another application's stops it too (``ForeignSchema``)."""
+async def _central_versions(conn: Any) -> tuple[dict[str, str], int, int]:
+    """The central ``schema_version`` table's columns (none: no tables yet), the version it is
+    at (0 without it) and this gateway's newest PostgreSQL migration."""
     from storage.central import central_columns
     from storage.migrate import migrations
 
     available = await asyncio.to_thread(migrations, "pg_migrations")
     newest = available[-1][0] if available else 0
     kinds = await central_columns(conn, "schema_version")
+    current = 0
+    if kinds.get("version") == "integer":
+        current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+    return kinds, current, newest
+
+
+def _central_schema(kinds: dict[str, str], current: int, newest: int) -> Check:
+    """The central store's schema version against this gateway's newest PostgreSQL migration, as
+    the local store's is checked: a store another, newer gateway migrated stops this one's sync
+    every round (``SchemaTooNew``), which the gateway only logs while it serves on; and a
+    ``schema_version`` table of another application's stops it too (``ForeignSchema``)."""
     if not kinds:
         return Check("ok", f"central PostgreSQL reachable, no tables yet (made at start, schema {newest})")
     if kinds.get("version") != "integer" or "name" not in kinds:
@@ -334,7 +344,6 @@ async def _central_schema(conn: Any) -> Check:
             "give the gateway a database of its own, or a schema of its own (CREATE SCHEMA gateway,"
             " and ?search_path=gateway at the end of central.url)",
         )
-    current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
     if current > newest:
         return Check(
             "FAIL",
@@ -352,13 +361,12 @@ SYNC_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 a node's check-in is an upsert)."""
 
 
-async def _central_rights(conn: Any, key: str) -> Check | None:
+async def _central_rights(conn: Any, key: str, migrating_to: int | None) -> Check | None:
     """A FAIL when the user in ``central.url`` lacks a right every sync round needs: the four
     ``SYNC_RIGHTS`` on each central table there is, TEMPORARY on the database (the staging
     tables), and, while tables are missing or a migration is due, CREATE on the schema. None
     when it has them all. Every round of such a sync fails (``permission denied``) while the
     gateway serves on, which the checklist called reachable and passed until 2026-12-05."""
-    from storage.migrate import migrations
     from storage.sync import COUNTS, SYNC_TABLES
 
     tables = [*SYNC_TABLES, COUNTS, "erased_keys", "node_instances"]
@@ -385,14 +393,9 @@ async def _central_rights(conn: Any, key: str) -> Check | None:
     if not await conn.fetchval("SELECT has_database_privilege(current_database(), 'TEMPORARY')"):
         said.append("TEMPORARY on the database (the sync's staging tables)")
         fixes.append(f"GRANT TEMPORARY ON DATABASE {database} TO {user}")
-    available = await asyncio.to_thread(migrations, "pg_migrations")
-    newest = available[-1][0] if available else 0
-    current = 0
-    if await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
-        current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
     creates = await conn.fetchval("SELECT has_schema_privilege(current_schema(), 'CREATE')")
-    if current < newest and not creates:
-        said.append(f"CREATE on the schema {schema} (to make or migrate the tables to {newest})")
+    if migrating_to is not None and not creates:
+        said.append(f"CREATE on the schema {schema} (to make or migrate the tables to {migrating_to})")
         fixes.append(
             f"run the gateway once as the tables' owner, or GRANT CREATE ON SCHEMA {schema} TO {user}"
         )
