@@ -302,7 +302,7 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         (given_key, "its event_id"),
         *((resolve(event, p[1:].split("/")), f"its {p}") for p in EVENT_KEY_FALLBACKS),
     )
-    key, origin = next(
+    key, key_from = next(
         (
             (str(v), where)
             for v, where in candidates
@@ -314,12 +314,12 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         raw_ts = r.raw("timestamp")
         if raw_ts is MISSING:
             key = fallback_key
-            origin = (
+            key_from = (
                 "the delivery's ID (webhook-id, or its delivery header) and the event's index,"
                 " as it has no event_id"
             )
         else:
-            origin = "its type, creator_id and timestamp, as it has no event_id"
+            key_from = "its type, creator_id and timestamp, as it has no event_id"
             # Type, creator and time alone are one key for every order, user or click of that
             # second: the second of two would be answered "duplicate" and lost. Who and what
             # tell them apart; keyed forms only (a receipt holds no raw user ID).
@@ -336,7 +336,9 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
             key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}:{digest}"
     if len(key) > MAX_KEY:
         # Named by where it came from: a long webhook-id made the key of an event with none.
-        r.fail("event_id", f"the event key, from {origin}, is {len(key):,} characters, longer than {MAX_KEY}")
+        r.fail(
+            "event_id", f"the event key, from {key_from}, is {len(key):,} characters, longer than {MAX_KEY}"
+        )
     if kind == "identify" and not src.lenient:
         for name, given in (("visitor_id", visitor_id), ("user_id", user_id)):
             if given is None and not any(e.startswith(name) for e in r.errors):
