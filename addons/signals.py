@@ -13,7 +13,7 @@ import functools
 import ipaddress
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from crawlerdetect import CrawlerDetect
@@ -155,7 +155,7 @@ def header_reasons(agent: Agent, headers: Mapping[str, str], scheme: str) -> lis
     return reasons
 
 
-def inhuman(times: list[float]) -> bool:
+def inhuman(times: Sequence[float]) -> bool:
     """``CADENCE`` page loads each under a second apart, or spaced like a metronome. Judged in
     time order: a backfill may replay a visitor's loads out of it (logs of two servers)."""
     if len(times) < CADENCE:
