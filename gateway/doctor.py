@@ -3,7 +3,8 @@
 Reads the config (each signed-event sender's endpoint and scheme listed), the environment,
 the store file, the GeoIP files, the reporting mirror's file when ``central.mirror_path`` names
 one (filled yet, its last round), the round locks of the sync and the mirror (one held for
-long: a process stopped in its round), and asks
+long: a process stopped in its round), this node's rows the sync has not delivered yet (rows
+waiting long: a sync failing or not running), and asks
 the network (the upstream with one HEAD request; PostgreSQL when ``[central]``
 names one, whether another gateway syncs there under this ``storage.node``, and the central
 rows the mirror has not yet), each with a short timeout. Writes nothing. Prints one line per
@@ -20,6 +21,7 @@ import math
 import os
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -623,12 +625,87 @@ def check_round_locks(settings: Settings) -> list[Check]:
     return checks
 
 
+LATE_SECONDS = 300.0
+"""Rows waiting longer than this (or ``LATE_INTERVALS`` sync intervals, or two of the longest
+retry delays, when longer) are warned about: the sync has not delivered them for that long."""
+LATE_INTERVALS = 10
+
+
+def _took(seconds: float) -> str:
+    """A span as an operator reads it: ``45 s``, ``12 min``, ``26 h``, ``3 days``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def check_unsynced(settings: Settings, config: str = "gateway.toml") -> list[Check]:
+    """With ``central.url``: this node's rows the central sync has not delivered yet, per table
+    (``storage.cursors.waiting_rows``: seeks, not a scan of the tables) and the oldest's age. A
+    warning when a table's rows have waited longer than ``LATE_SECONDS`` (or ``LATE_INTERVALS``
+    times ``central.interval_seconds``, or twice ``central.backoff_max_seconds``): rows waited as long
+    as both the oldest's time and the cursor's last move say, so a backfill of old rows being
+    delivered is not taken for a sync that stopped. Nothing when the store is not there yet."""
+    central: Any = getattr(settings.options, "central", None)
+    if central is None or not getattr(central, "url", ""):
+        return []
+    try:
+        from storage.sync import READER, SYNC_TABLES  # asyncpg: the postgres extra
+    except ImportError:
+        return []  # check_central says to install it
+    from storage.cursors import waiting_rows
+
+    try:
+        waiting = waiting_rows(settings.store_path, READER, SYNC_TABLES)
+    except (sqlite3.Error, ValueError):  # check_store says what is wrong with the file
+        return []
+    if waiting is None:
+        return []
+    if not waiting:
+        return [Check("ok", "central sync: none of this node's rows wait to be delivered")]
+    now = datetime.now(UTC)
+    limit = max(
+        LATE_SECONDS,
+        LATE_INTERVALS * float(central.interval_seconds),
+        2 * float(central.backoff_max_seconds),
+    )
+
+    def waited(table: str) -> float:
+        """Since the oldest row's time, or since the cursor last moved when that is later (the
+        rows waiting came after it moved: a backfill's old times say nothing of the wait)."""
+        since = max(waiting[table].oldest, waiting[table].moved or waiting[table].oldest)
+        return max((now - since).total_seconds(), 0.0)
+
+    total = sum(w.rows for w in waiting.values())
+    about = "" if all(w.exact for w in waiting.values()) else "about "
+    each = ", ".join(f"{table} {w.rows:,}" for table, w in waiting.items())
+    what = f"central sync: {about}{total:,} rows of this node wait to be delivered ({each})"
+    longest = max(waiting, key=waited)
+    if waited(longest) <= limit:
+        return [Check("ok", f"{what}, for {_took(waited(longest))} at most")]
+    late = waiting[longest]
+    last = f"last delivered at {iso(late.moved)}" if late.moved else "none ever delivered"
+    return [
+        Check(
+            "warn",
+            f"{what}; {longest} rows have waited {_took(waited(longest))} (the oldest recorded at"
+            f" {iso(late.oldest)}, {last}), over {_took(limit)}: the sync is failing or not running",
+            f"see why in the gateway's log (`central sync failed`, `still failing`), or run"
+            f" `gateway sync --once -c {config}`, which says it; the rows are kept until delivered",
+        )
+    ]
+
+
 def run_checks(path: str, timeout: float = 3.0) -> list[Check]:
     settings, checks = check_config(path)
     if settings is None:
         return checks
     checks += [check_store(settings), *check_geo(settings), *check_senders(settings), check_admin(settings)]
     checks += check_round_locks(settings)
+    checks += check_unsynced(settings, path)
     checks += asyncio.run(_network(settings, timeout, path))
     return checks
 

@@ -23,9 +23,12 @@ the clamp left it, instead of moving it past rowids the next inserts take.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -208,3 +211,67 @@ async def _top(db: aiosqlite.Connection, table: str) -> int:
     async with db.execute(f"SELECT coalesce(max(rowid), 0) FROM {_safe(table)}") as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+COUNT_UP_TO = 100_000
+"""Most waiting rows of a table ``waiting_rows`` counts one by one; past it, the table's largest
+rowid less the cursor stands for them (rows deleted after the cursor counted too)."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One table's rows a reader has not delivered yet, as ``waiting_rows`` reads them."""
+
+    rows: int
+    exact: bool
+    """False: more than ``COUNT_UP_TO``, taken from the table's largest rowid."""
+    oldest: datetime
+    """The ``ts`` of the first row after the cursor (its event's time: a backfill's is old)."""
+    moved: datetime | None
+    """When the reader's cursor last moved (a delivery, or a delete clamping it); None: never."""
+
+
+def waiting_rows(path: Path, reader: str, tables: Sequence[str]) -> dict[str, Waiting] | None:
+    """``reader``'s rows not delivered yet in the store at ``path``, per table that has any:
+    a few seeks on the rowid and at most ``COUNT_UP_TO`` rows counted a table, however large the
+    backlog. None when the file or its ``sync_cursors`` is not there. Blocking and read only
+    (``gateway doctor``; run it in a thread from a loop)."""
+    from storage.local import read_only
+
+    if not path.is_file():
+        return None
+    found = {}
+    with contextlib.closing(read_only(path)) as db:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "sync_cursors" not in names:
+            return None
+        for table in [t for t in tables if t in names]:
+            name = _safe(table)
+            row = db.execute(
+                "SELECT position, updated FROM sync_cursors WHERE name = ?", (cursor_name(reader, table),)
+            ).fetchone()
+            after, moved = (int(row[0]), row[1]) if row else (0, None)
+            first = db.execute(
+                f"SELECT ts FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT 1", (after,)
+            ).fetchone()
+            if first is None:
+                continue
+            sql = f"SELECT count(*) FROM (SELECT 1 FROM {name} WHERE rowid > ? LIMIT ?)"
+            rows = int(db.execute(sql, (after, COUNT_UP_TO + 1)).fetchone()[0])
+            if exact := rows <= COUNT_UP_TO:
+                count = rows
+            else:
+                top = int(db.execute(f"SELECT max(rowid) FROM {name}").fetchone()[0])
+                count = max(top - after, rows)
+            found[table] = Waiting(
+                count,
+                exact,
+                _utc(str(first[0])),
+                _utc(str(moved)) if moved else None,
+            )
+    return found
+
+
+def _utc(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

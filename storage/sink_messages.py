@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from gateway.events import iso
+from gateway.har import printable
 from gateway.keys import spellings
 from gateway.options import SinkOptions
 
@@ -137,6 +138,21 @@ def without_user_ids(answer: str, encoded: Sequence[bytes]) -> str:
     for form in sorted(forms, key=len, reverse=True):  # a longer spelling before one inside it
         answer = answer.replace(form, "<userId>")
     return answer
+
+
+REASON_CHARS = 200
+"""Most characters of a destination's answer a log line or an error quotes."""
+
+
+def destination_words(answer: bytes, encoded: Sequence[bytes]) -> str:
+    """What a destination's answer says, for a log line or an error: decoded (bad UTF-8
+    replaced), the batch's user IDs taken out (``without_user_ids``), its white space (a
+    pretty-printed JSON's, an HTML page's lines) made single spaces, cut to ``REASON_CHARS``
+    characters (``…`` marks the cut) and every character still not printable (an escape
+    sequence, a NUL) written as its Python escape: an answer cannot forge a log line, nor
+    recolour the terminal ``gateway sink send`` prints it on."""
+    text = " ".join(without_user_ids(answer.decode("utf-8", "replace"), encoded).split())
+    return printable(text[:REASON_CHARS] + ("…" if len(text) > REASON_CHARS else ""))
 
 
 def message_id(encoded: bytes) -> str:

@@ -34,7 +34,9 @@ without the erased user's rows (``Stale``). Whatever the destination already too
 read (or refused as such) is not sent again when that read is made again, after a ``Stale``
 or a failed batch: the sink remembers its ``messageId``s until the cursor moves past them
 (in memory: after a restart they go again, under the same ``messageId``s). A 429's or
-503's ``Retry-After`` (seconds or an HTTP-date) holds the next request that long.
+503's ``Retry-After`` (seconds or an HTTP-date) holds the next request that long. A failure
+names the status and quotes the destination's answer (``destination_words``: its first 200
+characters, user IDs out, control characters escaped), and a ``Retry-After`` as it came.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import aiohttp
 import aiosqlite
 
 from gateway.config import Settings
+from gateway.har import printable
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import SinkOptions
@@ -69,11 +72,11 @@ from storage.sink_messages import (
     SinkError,
     SinkRefused,
     batch_body,
+    destination_words,
     identify_message,
     message_id,
     pack,
     track_message,
-    without_user_ids,
 )
 
 __all__ = [
@@ -92,7 +95,7 @@ log = logging.getLogger("gateway.sinks")
 READ_ROWS = 500
 """Rows read from one table per step; the cursor moves once all their messages are accepted."""
 ANSWER_LIMIT = 64 * 1024
-"""Most bytes of a destination's answer read (its reason is quoted from the first 200): an
+"""Most bytes of a destination's answer read (a failure quotes its first 200 characters): an
 endpoint that answers with an endless stream is not read to the end (within the timeout)."""
 
 Current = Callable[[], Awaitable[bool]]
@@ -205,9 +208,13 @@ class Sink:
         told = retry_after_seconds(retry_after) if status in (429, 503) else None
         if told is not None:  # the destination says when: believe it
             self._next_send = asyncio.get_running_loop().time() + min(told, self.options.backoff_max_seconds)
+        if 200 <= status < 300:
+            self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
+            return
+        # Its own words (Segment's JSON error, a proxy's page), as safe to print as to log.
+        said = destination_words(answer, encoded)
         if status in REFUSED:
-            reason = without_user_ids(answer.decode("utf-8", "replace"), encoded)[:200]
-            raise SinkRefused(f"HTTP {status}: {reason}" if reason else f"HTTP {status}")
+            raise SinkRefused(f"HTTP {status}: {said}" if said else f"HTTP {status}")
         if status in (401, 403):
             raise SinkError(
                 f"HTTP {status}: the destination refuses the credentials; check {self.secret_source}"
@@ -219,16 +226,20 @@ class Sink:
                 f"set {self.key}.url to where it moved"
             )
         if status in (404, 405, 410):  # a wrong path: Segment's own docs give …/v1/batch as the URL
-            said = f"HTTP {status}: the destination has no such endpoint; check {self.key}.url"
+            wrong = f"HTTP {status}: the destination has no such endpoint; check {self.key}.url"
             if self.options.kind == "segment":
-                said += ": a segment sink's is the API base (https://api.segment.io),"
-                said += " to which /v1/batch is appended"
-            raise SinkError(said)
+                wrong += ": a segment sink's is the API base (https://api.segment.io),"
+                wrong += " to which /v1/batch is appended"
+            raise SinkError(wrong)
+        # A 5xx, a 429, any other answer: the status, what the destination said (until
+        # 2026-12-05 the status alone) and the Retry-After it gave, as it gave it.
+        problem = [f"HTTP {status}", *([said] if said else [])]
+        given = printable(retry_after.strip()[:100])
         if told is not None:  # a re-send on demand reports it: when to try again
-            raise SinkError(f"HTTP {status}: the destination asks to wait {max(told, 0):.0f} s (Retry-After)")
-        if not 200 <= status < 300:
-            raise SinkError(f"HTTP {status}")
-        self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
+            problem.append(f"the destination asks to wait {max(told, 0):.0f} s (Retry-After: {given})")
+        elif given and status in (429, 503):
+            problem.append(f"Retry-After: {given}, neither seconds nor an HTTP-date: ignored")
+        raise SinkError(problem[0] + (": " + "; ".join(problem[1:]) if problem[1:] else ""))
 
     async def send(
         self,

@@ -9,7 +9,7 @@ import signal
 import socket
 import sqlite3
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -559,3 +559,77 @@ async def test_a_secret_s_fix_asks_for_the_length_its_key_needs(tmp_path: Path) 
             " to the sender's secret as the platform gives it"
         ),
     }, out
+
+
+async def test_this_nodes_rows_waiting_for_the_sync_are_told_and_a_day_old_backlog_warned(
+    tmp_path: Path, central_dsn: str, upstream_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync failing for a day (PostgreSQL away, a wrong password) only logged it while the
+    rows piled up, and the doctor said nothing of them (until 2026-12-05). Now how many wait per
+    table and for how long: a warning past 5 minutes, as said both by the oldest row's time and
+    the cursor's last move, so a backfill of old rows being delivered is no warning."""
+    from gateway.doctor import check_unsynced
+    from gateway.metrics import Metrics
+    from gateway.options import CentralOptions
+    from storage.local import LocalStore
+    from storage.sync import Sync
+    from tests.storage.stores import execute, landing
+
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    store = tmp_path / "gateway.db"
+    toml = (
+        f'[proxy]\nupstream = "{upstream}"\n[storage]\npath = "{store}"\n[central]\nurl = "env:CENTRAL_DSN"\n'
+    )
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(cfg.write_text, toml)
+    settings = await asyncio.to_thread(make_settings, tmp_path, toml, CENTRAL_DSN=central_dsn)
+
+    async def unsynced() -> list[Check]:  # the doctor is a command: blocking, run in a thread here
+        return await asyncio.to_thread(check_unsynced, settings, str(cfg))
+
+    assert await unsynced() == []  # no store yet: nothing to say
+    local = LocalStore(store, settings.options.storage, Metrics())
+    await local.open()
+    try:
+        assert await unsynced() == [
+            Check("ok", "central sync: none of this node's rows wait to be delivered")
+        ]
+        day_ago = datetime.now(UTC) - timedelta(hours=26)
+        await local.write([landing(day_ago + timedelta(minutes=n), f"{n:032x}") for n in range(3)])
+        (late,) = await unsynced()
+        assert late.status == "warn", late
+        assert late.what.startswith(
+            "central sync: 3 rows of this node wait to be delivered (touchpoints 3); touchpoints rows"
+            f" have waited 26 h (the oldest recorded at {iso(day_ago)}, none ever delivered), over 5 min"
+        ), late
+        assert f"`gateway sync --once -c {cfg}`" in late.fix
+        # A backlog past what is counted one by one: the table's largest rowid tells it.
+        monkeypatch.setattr("storage.cursors.COUNT_UP_TO", 2)
+        assert (await unsynced())[0].what.startswith("central sync: about 3 rows of this node wait")
+        monkeypatch.undo()
+        code, out = await doctor(cfg, {**ENV, "CENTRAL_DSN": central_dsn})  # the whole checklist says it
+        assert code == 0 and "[warn] central sync: 3 rows of this node wait" in out, out
+
+        await Sync(store, central_dsn, CentralOptions(), Metrics()).once()
+        assert (await unsynced())[0].what == "central sync: none of this node's rows wait to be delivered"
+        # Last year's rows imported now, the sync delivering: they have waited seconds, not a year.
+        year_ago = datetime.now(UTC) - timedelta(days=365)
+        await local.write([landing(year_ago, "a" * 32), landing(year_ago, "b" * 32)])
+        (backfill,) = await unsynced()
+        assert backfill.status == "ok" and backfill.what.startswith(
+            "central sync: 2 rows of this node wait to be delivered (touchpoints 2), for "
+        ), backfill
+        # Then a day without a delivery (the cursor's last move a day ago): a warning again.
+        when = iso(datetime.now(UTC) - timedelta(days=1))
+        await asyncio.to_thread(
+            execute, store, f"UPDATE sync_cursors SET updated = '{when}' WHERE name = 'central:touchpoints'"
+        )
+        (stalled,) = await unsynced()
+        assert stalled.status == "warn" and f"have waited 24 h (the oldest recorded at {iso(year_ago)}," in (
+            stalled.what
+        ), stalled
+        assert f"last delivered at {when})" in stalled.what, stalled
+    finally:
+        await local.close()

@@ -574,7 +574,8 @@ async def test_a_failing_destination_is_one_warning_and_one_recovery(
         await asyncio.gather(task, return_exceptions=True)
     lines = [r for r in caplog.records if r.name == "gateway.sinks"]
     warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
-    assert warnings == [warnings[0]] and warnings[0].startswith("sink out failed (HTTP 500)"), warnings
+    said = 'sink out failed (HTTP 500: {"error": "try later"})'  # the destination's words too
+    assert warnings == [warnings[0]] and warnings[0].startswith(said), warnings
     assert len([r for r in lines if r.levelno == logging.DEBUG and "HTTP 500" in r.getMessage()]) == 3
     assert len([r for r in lines if "sink out recovered after 4 failed attempts" in r.getMessage()]) == 1
     assert len(batch_api.unique) == 1
@@ -742,4 +743,72 @@ async def test_a_resend_held_off_by_retry_after_says_how_long(world, upstream_se
     _, user_key = await seed(w)
     with pytest.raises(SinkError) as held:
         await w.sinks.resend_user([user_key])
-    assert str(held.value) == "HTTP 429: the destination asks to wait 7 s (Retry-After)"
+    said = 'HTTP 429: {"error": "slow down"}; the destination asks to wait 7 s (Retry-After: 7)'
+    assert str(held.value) == said
+
+
+async def test_a_failing_destination_s_own_words_are_said_short_and_safe(
+    world, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 500 or a 429 was said as `HTTP 500`, `HTTP 429` alone (until 2026-12-05), in the log,
+    by `gateway sink send` and the admin API, where the destination (Segment's JSON error, a
+    proxy's page) had said why. Now its words, cut to 200 characters, on one line, their control
+    characters escaped (an answer must not forge a log line or recolour a terminal), the raw
+    user IDs it quotes taken out, and the Retry-After as it came."""
+    answers: list[web.Response] = []
+
+    async def failing(request: web.Request) -> web.Response:
+        users = [m["userId"] for m in (await request.json())["batch"] if "userId" in m]
+        if not answers:
+            return web.json_response({"success": True})
+        answer = answers.pop(0)
+        if answer.text is not None:
+            answer.text = answer.text.replace("USERS", users[0] if users else "")
+        return answer
+
+    def down(status: int, **headers: str) -> web.Response:
+        text = '{"error": "upstream\tdown",\n  "users": "USERS", "\x1b[2Jsee": "' + "x" * 300 + '"}'
+        return web.Response(status=status, text=text, content_type="application/json", headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", failing)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world("[identity]\nuser_id_storage = 'encrypt'\n" + sink_toml(api, backoff_max_seconds=0.05))
+    _, user_key = await seed(w, user_id="ada@example.com")
+    start = 'HTTP 500: {"error": "upstream down", "users": "<userId>", "\\x1b[2Jsee": "xxx'
+    answers.append(down(500))
+    with pytest.raises(SinkError) as failed:
+        await w.sinks.resend_user([user_key])
+    said = str(failed.value)
+    assert said.startswith(start) and said.endswith("x…"), said
+    assert len(said) == len("HTTP 500: ") + 200 + len("\\x1b") - 1 + 1, said  # the escape counts 4
+    assert "ada@" not in said and "\x1b" not in said and "\n" not in said
+
+    answers.append(web.json_response({"error": "rate limited"}, status=429, headers={"Retry-After": "7"}))
+    with pytest.raises(SinkError) as held:
+        await w.sinks.resend_user([user_key])
+    said = str(held.value)
+    assert said == 'HTTP 429: {"error": "rate limited"}; the destination asks to wait 7 s (Retry-After: 7)'
+    answers.append(down(429, **{"Retry-After": "soon"}))
+    with pytest.raises(
+        SinkError, match=r"xxx…; Retry-After: soon, neither seconds nor an HTTP-date: ignored$"
+    ):
+        await w.sinks.resend_user([user_key])
+    answers.append(web.Response(status=503))  # no words: the status alone, as before
+    with pytest.raises(SinkError, match=r"^HTTP 503$"):
+        await w.sinks.resend_user([user_key])
+
+    # The background task's log line quotes them alike.
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    answers.append(down(502))
+    task = asyncio.create_task(w.sinks.sinks["out"].run())
+    try:
+        async with asyncio.timeout(20):
+            while not any("failed" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    (line,) = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert line.startswith("sink out failed (" + start.replace("500", "502")), line
+    assert "ada@" not in caplog.text and "\x1b" not in caplog.text
