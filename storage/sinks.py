@@ -220,7 +220,7 @@ class Sink:
                 f"HTTP {status}: the destination refuses the credentials; check {self.secret_source}"
             )
         if 300 <= status < 400:
-            where = location[:200] or "nowhere"
+            where = printable(location[:200]) or "nowhere"  # as safe to print as the answers
             raise SinkError(
                 f"HTTP {status}: the destination redirects to {where}, not followed; "
                 f"set {self.key}.url to where it moved"
