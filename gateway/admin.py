@@ -715,6 +715,7 @@ async def erase(request: web.Request) -> web.Response:
         ts=iso(now),
         node=settings.node,
         also=keys[1:],
+        keys=request.app[KEYS_KEY],
     )
     # Not the key: under user_id_storage = "plain" it is the raw ID, which the log must not keep.
     log.info("erased a user (erasure %s): %s", erasure.id, erasure.counts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
+from addons.identity import cookie_value
 from gateway.badbody import body_key, seal, unseal
 from gateway.events import BadEvent, Binding, Conversion, iso
 from gateway.ids import uuid7
@@ -218,6 +220,43 @@ async def test_erase_removes_the_user_everywhere_locally(gw: RunningGateway) -> 
     async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
         assert resp.status == 200
         assert (await resp.json())["erased"]["touchpoints"] == 0
+
+
+async def test_erase_removes_the_bad_events_that_name_only_a_visitor_of_the_user(gw: RunningGateway) -> None:
+    """A sender's refused event about the user's device names the device alone (a Segment
+    ``anonymousId``, the cookie value, a number), in its body or, cut short, in its reason:
+    it is about the user all the same. Until 2026-12-05 the erasure looked for the raw user ID
+    alone, and such an event stayed in the store after it."""
+    keys = gw.gateway.keys
+    cookie = cookie_value(keys.cookie_mac, "A" * 22)
+    for raw in ("anon-7f3e", "A" * 22, "90210"):
+        await bind(gw, keys.visitor_key(raw), "u-42")
+    await bind(gw, keys.visitor_key("anon-other"), "u-7")
+    key = body_key(gw.gateway.settings.secret)
+    _, ts = now_event()
+
+    def bad(body: str, reason: str = "x", cut: bool = False) -> BadEvent:
+        return BadEvent(uuid7(), ts, "test", "crm", seal(key, reason), seal(key, body), cut)
+
+    await gw.gateway.store.write(
+        [
+            bad('{"type": "order.paid", "anonymousId": "anon-7f3e"}'),
+            bad(json.dumps({"type": "order.paid", "context": {"visitor": cookie}})),
+            bad('{"type": "order.paid", "anonymousId": 90210}'),
+            bad('{"type": "order.paid", "items": [{"sku": "', "anonymousId: 'anon-7f3e' ...", cut=True),
+            bad('{"type": "order.paid", "anonymousId": "anon-other"}'),
+            bad('{"type": "order.paid", "anonymousId": "never-bound"}'),
+        ]
+    )
+    async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["visitors"] == 3, body
+    assert body["erased"]["bad_events"] == 4
+    kept = await asyncio.to_thread(rows, gw.gateway.settings.store_path, "SELECT body FROM bad_events")
+    assert sorted(unseal(key, b) or "" for (b,) in kept) == [
+        '{"type": "order.paid", "anonymousId": "anon-other"}',
+        '{"type": "order.paid", "anonymousId": "never-bound"}',
+    ]
 
 
 async def test_user_with_slash_in_id(gw: RunningGateway) -> None:
