@@ -259,6 +259,37 @@ async def test_erase_removes_the_bad_events_that_name_only_a_visitor_of_the_user
     ]
 
 
+async def test_a_lookup_of_an_erased_user_or_visitor_says_when_it_was_erased(gw: RunningGateway) -> None:
+    """An operator checking that an erasure happened: the lookups answered as for someone never
+    seen ("nothing recorded"), the same as for a mistyped ID. Now the 404 says when, from the
+    erasure's record (keys and a time: nothing of the person)."""
+    laptop = await land(gw, "utm_source=newsletter")
+    await bind(gw, laptop, "u-42")
+    await bind(gw, gw.gateway.keys.visitor_key("anon-7f3e"), "u-42")
+    async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        assert resp.status == 200
+    path = gw.gateway.settings.store_path
+    ((erased_at,),) = await asyncio.to_thread(rows, path, "SELECT ts FROM erasures")
+    as_user = f"nothing recorded for this user: erased on {erased_at}"
+    as_visitor = f"no touchpoints recorded for this visitor: erased on {erased_at}, with a user"
+    never = "nothing recorded for this user (no identity binding, no conversion)"
+    for route, given, said in [
+        ("/api/users/{user_id}", "u-42", as_user),
+        ("/api/visitors/{visitor_id}", laptop, as_visitor),  # by its key
+        ("/api/visitors/{visitor_id}", "anon-7f3e", as_visitor),  # by the raw ID a sender sent
+        ("/api/users/{user_id}", "u-7", never),  # never seen: as before
+        ("/api/visitors/{visitor_id}", "anon-other", "no touchpoints recorded for this visitor"),
+    ]:
+        async with gw.session.get(gw.admin_url + route.split("{")[0] + given, headers=AUTH) as resp:
+            body = await resp.json()
+        assert (resp.status, body["error"]) == (404, said), given
+        Draft202012Validator(response_schema(route, 404)).validate(body)
+    # Back after the erasure (a new login): the journey, as for anyone.
+    await bind(gw, await land(gw, "utm_source=again"), "u-42")
+    async with gw.session.get(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        assert resp.status == 200
+
+
 async def test_user_with_slash_in_id(gw: RunningGateway) -> None:
     visitor = await land(gw, "utm_source=a")
     await bind(gw, visitor, "team/alice")
