@@ -23,7 +23,7 @@ import msgspec
 
 from gateway.events import VERDICTS
 from gateway.ids import id_floor
-from storage.erased import erasure_mark
+from storage.erased import erased_at, erasure_mark
 from storage.local import connect
 
 JOURNEY_LIMIT = 1000
@@ -250,23 +250,9 @@ class Reader:
         }
 
     async def erased_at(self, keys: Sequence[str]) -> str | None:
-        """When the latest erasure of any of ``keys`` happened (ISO 8601 UTC), or None: the
-        keys of a user (``Keys.user_keys``) or of a visitor, as this store recorded their
-        erasure (``erasures``: the user's keys, the visitors erased with them; and
-        ``central_erasures``: those erased through another node, applied here). Keys and a
-        time only: what a lookup says of someone it finds nothing of (``storage.erased`` reads
-        the same records to keep late rows out)."""
-        marks = ",".join("?" for _ in keys)
-        sql = (
-            "SELECT max(at) FROM ("
-            f" SELECT ts AS at FROM erasures WHERE user_key IN ({marks})"
-            f" OR EXISTS (SELECT 1 FROM json_each(erasures.visitors) WHERE value IN ({marks}))"
-            f" OR EXISTS (SELECT 1 FROM json_each(erasures.also_keys) WHERE value IN ({marks}))"
-            f" UNION ALL SELECT erased_at FROM central_erasures WHERE key IN ({marks}))"
-        )
-        async with self.db.execute(sql, [*keys, *keys, *keys, *keys]) as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row is not None and row[0] is not None else None
+        """When the latest erasure of any of ``keys`` (a user's, ``Keys.user_keys``, or a
+        visitor's) happened, or None: what a lookup says of someone it finds nothing of."""
+        return await erased_at(self.db, keys)
 
     async def _journey(self, keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
         """The first ``JOURNEY_LIMIT`` touchpoints of these visitors in time order, the last one,
