@@ -664,6 +664,9 @@ async def visitor(request: web.Request) -> web.Response:
     journey = await _visitor_journey(request, keys)
     if journey is not None:
         return ok(journey)
+    erased = await request.app[READER_KEY].erased_at(keys)
+    if erased is not None:  # not "never seen": an operator checks that an erasure happened
+        raise ApiError(404, f"no touchpoints recorded for this visitor: erased on {erased}, with a user")
     user_id, problem = operator_user_id(given)
     if problem is None and await request.app[READER_KEY].user([request.app[KEYS_KEY].user_key(user_id)]):
         raise ApiError(
@@ -693,6 +696,9 @@ async def user(request: web.Request) -> web.Response:
     journey = await request.app[READER_KEY].user(keys)  # what an erasure would erase
     if journey is not None:
         return ok(journey)
+    erased = await request.app[READER_KEY].erased_at(keys)
+    if erased is not None:  # not "never seen": an operator checks that an erasure happened
+        raise ApiError(404, f"nothing recorded for this user: erased on {erased}")
     missing = "nothing recorded for this user (no identity binding, no conversion)"
     visitor_keys = _visitor_keys(request, user_id)
     if visitor_keys and await _visitor_journey(request, visitor_keys) is not None:
@@ -715,6 +721,7 @@ async def erase(request: web.Request) -> web.Response:
         ts=iso(now),
         node=settings.node,
         also=keys[1:],
+        keys=request.app[KEYS_KEY],
     )
     # Not the key: under user_id_storage = "plain" it is the raw ID, which the log must not keep.
     log.info("erased a user (erasure %s): %s", erasure.id, erasure.counts)

@@ -99,6 +99,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
                 node=settings.node,
                 dry_run=args.dry_run,
                 also=also,
+                keys=keys,
             )
         )
     except (SchemaTooNew, sqlite3.DatabaseError) as err:

@@ -12,7 +12,7 @@ gateway starts while PostgreSQL is away; a read then fails with
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,15 @@ class CentralReader(Reader):
         this node's store): an analyst's override must be made there, see ``set_verdict``."""
         rows = await self._fetch("SELECT node FROM touchpoints WHERE id = $1::uuid", touchpoint_id)
         return str(rows[0]["node"]) if rows else None
+
+    async def erased_at(self, keys: Sequence[str]) -> str | None:
+        """As ``Reader.erased_at``, by the central ``erased_keys`` (every node's erasures) and
+        this node's own records (an erasure made here and not synced yet)."""
+        rows = await self._fetch(
+            "SELECT max(erased_at) AS at FROM erased_keys WHERE key = ANY($1::text[])", list(keys)
+        )
+        times = [t for t in (rows[0]["at"] if rows else None, await super().erased_at(keys)) if t]
+        return max(times) if times else None
 
     # -- the row fetches the journeys are assembled from (see ``Reader.visitor``, ``.user``) -
 

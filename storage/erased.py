@@ -2,12 +2,14 @@
 
 Owns ``Erased`` (every erased user's keys, and the visitors erased with them, each with the
 time of its latest erasure, read from the ``erasures`` table, and the keys erased through
-other nodes that the central sync applied here, from ``central_erasures``) and ``ErasedWatch`` (the same,
-read again when an erasure was stored since). A row about one of those keys dated at or
-before that time is *late*: it belongs to before the erasure and arrived after it (a log
-replayed by ``gateway import``, a signed event retried with its original timestamp). Rows
-dated after are new activity and are kept. The central store refuses late rows by its
-``erased_keys`` (``storage/central.py``). Blocking reads: called off the event loop.
+other nodes that the central sync applied here, from ``central_erasures``) and
+``ErasedWatch`` (the same, read again when an erasure was stored since). A row about one of
+those keys dated at or before that time is *late*: it belongs to before the erasure and
+arrived after it (a log replayed by ``gateway import``, a signed event retried with its
+original timestamp). Rows dated after are new activity and are kept. The central store
+refuses late rows by its ``erased_keys`` (``storage/central.py``). Blocking reads: called
+off the event loop. And ``erased_at``, the same records asked about a few keys on an open
+connection: a lookup that finds nothing of someone says when they were erased.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -48,6 +51,25 @@ async def erasure_mark(db: aiosqlite.Connection) -> int:
         async with db.execute(OWN_MARK) as cursor:
             row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+async def erased_at(db: aiosqlite.Connection, keys: Sequence[str]) -> str | None:
+    """When the latest erasure of any of ``keys`` happened (ISO 8601 UTC), or None: the keys of
+    a user (``Keys.user_keys``) or of a visitor, as this store recorded their erasure
+    (``erasures``: the user's keys, the visitors erased with them; ``central_erasures``: those
+    erased through another node, applied here). A time only, nothing of the person: what a
+    lookup (``GET /api/users/{id}``, a sink's re-send) says of someone it finds nothing of."""
+    marks = ",".join("?" for _ in keys)
+    sql = (
+        "SELECT max(at) FROM ("
+        f" SELECT ts AS at FROM erasures WHERE user_key IN ({marks})"
+        f" OR EXISTS (SELECT 1 FROM json_each(erasures.visitors) WHERE value IN ({marks}))"
+        f" OR EXISTS (SELECT 1 FROM json_each(erasures.also_keys) WHERE value IN ({marks}))"
+        f" UNION ALL SELECT erased_at FROM central_erasures WHERE key IN ({marks}))"
+    )
+    async with db.execute(sql, [*keys, *keys, *keys, *keys]) as cursor:
+        row = await cursor.fetchone()
+    return str(row[0]) if row is not None and row[0] is not None else None
 
 
 class Erased:

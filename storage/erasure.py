@@ -3,10 +3,10 @@
 Owns the one destructive write the gateway makes: given a user key, it deletes
 the user's identity bindings, every touchpoint and conversion of every visitor
 bound to them, their conversions, and any bad event whose kept (sealed) body
-mentions the raw user ID; and it records an ``erasures`` row (keys and counts only) so
-the central store and sinks can erase the same user. Runs on a connection of
-its own in one ``BEGIN IMMEDIATE`` transaction, which waits for the writer's
-lock like any second writer (``busy_timeout``).
+or reason mentions the raw user ID or one of those visitors; and it records an
+``erasures`` row (keys and counts only) so the central store and sinks can erase the
+same user. Runs on a connection of its own in one ``BEGIN IMMEDIATE`` transaction,
+which waits for the writer's lock like any second writer (``busy_timeout``).
 
 Erased means gone from the files too: SQLite deletes a row by unlinking its cell, and the
 bytes stay in the page, and in the write-ahead log's older frames, until overwritten. Every
@@ -18,16 +18,18 @@ database and truncated.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import aiosqlite
 
 from gateway.badbody import unseal
 from gateway.events import Erasure
-from gateway.keys import is_plain_key, spellings
+from gateway.keys import MAX_VISITOR_ID, Keys, is_plain_key, spellings
 from storage.cursors import clamp_cursors, table_tops
 from storage.local import connect, event_row, insert_sql
 from storage.migrate import refuse_newer
@@ -123,17 +125,79 @@ async def delete_before(db: aiosqlite.Connection, key: str, erased_at: str) -> d
     return counts
 
 
-async def bad_events_naming(db: aiosqlite.Connection, body_key: bytes, raw_user_id: str) -> list[str]:
-    """Ids of kept bad events whose body or reason contains the raw user ID (both are sealed at
-    rest, so each is opened; there are few). The reason counts too: a body cut at
-    ``webhooks.bad_body_limit`` may have lost the ID its reason quotes."""
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+"""A JSON string literal: a body's value (a reason quotes one with a ' in it so too)."""
+_QUOTED = re.compile(r"'([^']*)'")
+"""A value a reason quotes (``'anon-7f3e' is not mapped``)."""
+_BARE = re.compile(r"[\s\"',;&=<>{}\[\]()]+")
+"""What separates the bare words of a text: a JSON number, a form field's value."""
+_CHUNK = 200
+"""Bad events opened per step: their texts are searched off the event loop."""
+
+
+def named_texts(text: str) -> set[str]:
+    """Every text ``text`` names that may be an ID a sender sent: each JSON string (unescaped),
+    each value a reason quotes, each bare word (a JSON number, a body that is not JSON); in a
+    cut body too (the string it was cut in is left out: an ID cut short names no one)."""
+    found = set(_QUOTED.findall(text))
+    for literal in _JSON_STRING.findall(text):
+        try:
+            found.add(json.loads(f'"{literal}"'))
+        except ValueError:  # an escape JSON does not have: kept as written
+            found.add(literal)
+    found.update(_BARE.split(text))
+    return {t.strip() for t in found} - {""}
+
+
+def names_visitor(keys: Keys, texts: Sequence[str], visitors: Collection[str]) -> bool:
+    """Whether ``texts`` name a visitor whose key is in ``visitors``, by its raw ID or its
+    cookie value (``v1.<id>.<tag>``), as a sender's mapping reads one (``gateway.mapping``)."""
+    for text in texts:
+        for named in named_texts(text):
+            if len(named) > MAX_VISITOR_ID:
+                continue
+            if keys.visitor_key(named) in visitors:
+                return True
+            cookie = named.startswith("v1.") and named.count(".") == 2
+            if cookie and keys.visitor_key(named.split(".")[1]) in visitors:
+                return True
+    return False
+
+
+def _naming(
+    rows: Sequence[Sequence[str]],
+    body_key: bytes,
+    forms: set[str],
+    keys: Keys | None,
+    visitors: Collection[str],
+) -> list[str]:
     found = []
+    for event_id, body, reason in rows:
+        texts = [t for t in (unseal(body_key, body), unseal(body_key, reason)) if t is not None]
+        by_id = any(form in text for text in texts for form in forms)
+        if by_id or (keys is not None and visitors and names_visitor(keys, texts, visitors)):
+            found.append(event_id)
+    return found
+
+
+async def bad_events_naming(
+    db: aiosqlite.Connection,
+    body_key: bytes,
+    raw_user_id: str,
+    visitors: Collection[str] = (),
+    keys: Keys | None = None,
+) -> list[str]:
+    """Ids of kept bad events whose body or reason contains the raw user ID, or names one of
+    ``visitors`` (keys; the raw visitor IDs are keyed with ``keys``: a bad event of the user's
+    device names the device alone, an ``anonymousId``, a cookie value). Both texts are sealed
+    at rest, so each is opened; there are few. The reason counts too: a body cut at
+    ``webhooks.bad_body_limit`` may have lost the ID its reason quotes."""
+    found: list[str] = []
     forms = spellings(raw_user_id)
+    wanted = frozenset(visitors)
     async with db.execute("SELECT id, body, reason FROM bad_events") as cursor:
-        async for event_id, body, reason in cursor:
-            texts = [t for t in (unseal(body_key, body), unseal(body_key, reason)) if t is not None]
-            if any(form in text for text in texts for form in forms):
-                found.append(event_id)
+        while rows := list(await cursor.fetchmany(_CHUNK)):
+            found += await asyncio.to_thread(_naming, rows, body_key, forms, keys, wanted)
     return found
 
 
@@ -148,11 +212,14 @@ async def erase_user(
     node: str,
     dry_run: bool = False,
     also: Sequence[str] = (),
+    keys: Keys | None = None,
 ) -> Erasure:
     """Delete everything of the user; the ``Erasure`` recorded (with rows deleted per table).
     ``also``: the other keys the user's rows may be stored under (``Keys.user_keys``: the
     storage mode changed since); the erasure record names ``user_key``, the current one.
-    ``dry_run`` runs the very same deletes and rolls them back: the counts are what would go."""
+    ``dry_run`` runs the very same deletes and rolls them back: the counts are what would go.
+    ``keys``: what keys a raw visitor ID, to find the bad events that name one of the user's
+    visitors and not the user (without it, only those naming the raw user ID are found)."""
     if not raw_user_id:
         raise ValueError("raw_user_id must not be empty")
     db = await connect(path)
@@ -161,18 +228,18 @@ async def erase_user(
         await db.execute("BEGIN IMMEDIATE")
         try:
             tops = await table_tops(db)
-            keys = [user_key, *(k for k in also if k != user_key)]
-            visitors = await bound_visitors(db, *keys)
-            held = await _keys_held(db, keys[1:])
-            bad = await bad_events_naming(db, body_key, raw_user_id)
-            counts = await delete_people(db, keys, visitors)
+            user_keys = [user_key, *(k for k in also if k != user_key)]
+            visitors = await bound_visitors(db, *user_keys)
+            held = await _keys_held(db, user_keys[1:])
+            bad = await bad_events_naming(db, body_key, raw_user_id, visitors, keys)
+            counts = await delete_people(db, user_keys, visitors)
             # Bad events keep the sender's body as received, which may hold the raw ID.
             cursor = await db.execute(
                 f"DELETE FROM bad_events WHERE id IN ({','.join('?' for _ in bad)})", bad
             )
             counts["bad_events"] = max(cursor.rowcount, 0)
             # The other keys, for the central store: a raw ID ("plain") only if rows here had it.
-            others = [k for k in keys[1:] if not is_plain_key(k) or k in held]
+            others = [k for k in user_keys[1:] if not is_plain_key(k) or k in held]
             erasure = Erasure(
                 id=event_id,
                 ts=ts,

@@ -23,7 +23,7 @@ import msgspec
 
 from gateway.events import VERDICTS
 from gateway.ids import id_floor
-from storage.erased import erasure_mark
+from storage.erased import erased_at, erasure_mark
 from storage.local import connect
 
 JOURNEY_LIMIT = 1000
@@ -248,6 +248,11 @@ class Reader:
             "conversions": conversions,
             "truncated": truncated,
         }
+
+    async def erased_at(self, keys: Sequence[str]) -> str | None:
+        """When the latest erasure of any of ``keys`` (a user's, ``Keys.user_keys``, or a
+        visitor's) happened, or None: what a lookup says of someone it finds nothing of."""
+        return await erased_at(self.db, keys)
 
     async def _journey(self, keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
         """The first ``JOURNEY_LIMIT`` touchpoints of these visitors in time order, the last one,

@@ -63,7 +63,7 @@ from gateway.options import SinkOptions
 from gateway.signing import standard_signature
 from storage.backoff import Backoff, Failures, wait_refreshing
 from storage.cursors import advance, cursor_at, cursor_name, publish_lag, publish_progress
-from storage.erased import erasure_mark
+from storage.erased import erased_at, erasure_mark
 from storage.local import connect
 from storage.migrate import migrate
 from storage.sink_messages import (
@@ -458,6 +458,9 @@ class Sink:
         ) as cursor:
             bindings = [dict(r) for r in await cursor.fetchall()]
         if not bindings:
+            erased = await erased_at(db, user_keys)  # not a mistyped ID: say so
+            if erased is not None:
+                raise NothingRecorded(f"nothing recorded for this user: erased on {erased}")
             raise NothingRecorded("nothing recorded for this user (no identity binding)")
         async with db.execute(
             "SELECT * FROM touchpoints WHERE visitor_key IN "

@@ -533,3 +533,48 @@ async def test_an_override_of_its_own_touchpoint_gone_from_its_store_is_a_404(
         f"touchpoint {gone} is no longer in this node's store (the central store still lists it):"
         " there is nothing here to override"
     )
+
+
+async def test_a_central_lookup_of_an_erased_user_says_when_it_was_erased(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    """With ``admin.source = "central"`` the lookup of an erased user (or visitor) says when,
+    from the central ``erased_keys`` (every node's erasures), not "nothing recorded"."""
+    a = await start_gateway(origin, node_toml(tmp_path, "a"), {"GATEWAY_CENTRAL_URL": central_dsn})
+    async with a.session.get(a.url + "/pricing?utm_source=newsletter") as resp:
+        assert resp.status == 200
+        cookie = resp.cookies["gw_vid"].value
+    visitor_key = a.gateway.keys.visitor_key(cookie.split(".")[1])
+    user_key = a.gateway.keys.user_key("alice")
+    now = datetime.now(UTC)
+    await a.gateway.store.write(
+        [Binding(uuid7(int(now.timestamp() * 1000)), iso(now), "a", visitor_key, user_key, "login")]
+    )
+    await eventually(lambda: _at_least_rows(central_dsn, "identities", 1))
+    async with a.session.delete(a.admin_url + "/api/users/alice", headers=AUTH) as resp:
+        assert resp.status == 200
+    ((erased_at,),) = await asyncio.to_thread(_rows, a.gateway.settings.store_path, "SELECT ts FROM erasures")
+
+    async def erased_centrally() -> bool:
+        return (await central_count(central_dsn, "identities"))[0] == 0
+
+    await eventually(erased_centrally)
+    status, body = await admin_get(a, "/api/users/alice")
+    assert (status, body["error"]) == (404, f"nothing recorded for this user: erased on {erased_at}")
+    # From the central record alone: a node whose own store holds no erasure of hers.
+    elsewhere = LocalStore(tmp_path / "b.db", StorageOptions(), Metrics())
+    await elsewhere.open()
+    await elsewhere.close()
+    remote = CentralReader(tmp_path / "b.db", central_dsn, 5.0)
+    await remote.open()
+    try:
+        assert await remote.erased_at([user_key]) == erased_at
+        assert await remote.erased_at([visitor_key]) == erased_at
+        assert await remote.erased_at([a.gateway.keys.user_key("bob")]) is None
+    finally:
+        await remote.close()
+
+
+def _rows(path: Path, sql: str) -> list[Any]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()

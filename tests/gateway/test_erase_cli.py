@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.events import Binding, Conversion, Touchpoint
+from gateway.badbody import body_key, seal
+from gateway.events import BadEvent, Binding, Conversion, Touchpoint
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
@@ -198,3 +199,32 @@ def test_erasing_a_user_the_store_does_not_know_says_so(tmp_path: Path) -> None:
         db.execute(f"INSERT INTO identities VALUES ('07', '{TS}', 'n', 'stranger', '{bob}', 'login', 'rule')")
     one = gateway("erase", "bob", "-c", str(cfg))
     assert one.stdout.startswith("erase: erased 1 visitor\n"), one.stdout
+
+
+def test_erase_command_removes_a_bad_event_naming_only_the_user_s_device(tmp_path: Path) -> None:
+    """As ``DELETE /api/users/{id}`` (tests/gateway/test_users_api.py): a refused event about
+    the user's device, by its raw ID, goes with the user."""
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    keys = Keys.from_master(settings.secret)
+    seal_key = body_key(settings.secret)
+
+    async def fill_bad() -> None:
+        store = LocalStore(path, StorageOptions(), Metrics())
+        await store.open()
+        await store.write(
+            [
+                Binding("01", TS, "n", keys.visitor_key("anon-7f3e"), keys.user_key("alice"), "login"),
+                BadEvent("02", TS, "n", "crm", "x", seal(seal_key, '{"anonymousId": "anon-7f3e"}')),
+                BadEvent("03", TS, "n", "crm", "x", seal(seal_key, '{"anonymousId": "anon-9"}')),
+            ]
+        )
+        await store.close()
+
+    asyncio.run(fill_bad())
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\nnode = "cli"\n')
+    done = gateway("erase", "alice", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "bad_events: 1" in done.stdout
+    assert rows(path, "SELECT id FROM bad_events") == [("03",)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -220,6 +221,32 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
         server.server_close()
     assert main(["sink", "send", "--user", "dave", "--sink", "nope", "-c", str(config)]) == 2
     assert "no sink named 'nope'" in capsys.readouterr().err
+
+
+def test_sink_send_of_an_erased_user_says_when_the_user_was_erased(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Nothing to send, as for a mistyped ID, but not for the same reason: the operator is told
+    (until 2026-12-05 "nothing recorded for this user (no identity binding)", as for an ID never
+    seen), from the erasure's record."""
+    for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        f'[storage]\npath = "{tmp_path / "node.db"}"\n' + sink_toml(BatchApi(url="http://127.0.0.1:9"))
+    )
+    settings = load_settings(config)
+    seed_user(settings, Keys.from_master(settings.secret).user_key("dave"), landing_path="/")
+    assert main(["erase", "dave", "-c", str(config)]) == 0
+    capsys.readouterr()
+    with sqlite3.connect(settings.store_path) as db:
+        ((erased_at,),) = db.execute("SELECT ts FROM erasures").fetchall()
+    assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        f"gateway: nothing recorded for this user: erased on {erased_at}; nothing sent\n",
+    )
 
 
 def test_sink_send_of_a_user_whose_every_message_is_too_large_says_so(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
+from addons.identity import cookie_value
 from gateway.badbody import body_key, seal, unseal
 from gateway.events import BadEvent, Binding, Conversion, iso
 from gateway.ids import uuid7
@@ -218,6 +220,74 @@ async def test_erase_removes_the_user_everywhere_locally(gw: RunningGateway) -> 
     async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
         assert resp.status == 200
         assert (await resp.json())["erased"]["touchpoints"] == 0
+
+
+async def test_erase_removes_the_bad_events_that_name_only_a_visitor_of_the_user(gw: RunningGateway) -> None:
+    """A sender's refused event about the user's device names the device alone (a Segment
+    ``anonymousId``, the cookie value, a number), in its body or, cut short, in its reason:
+    it is about the user all the same. Until 2026-12-05 the erasure looked for the raw user ID
+    alone, and such an event stayed in the store after it."""
+    keys = gw.gateway.keys
+    cookie = cookie_value(keys.cookie_mac, "A" * 22)
+    for raw in ("anon-7f3e", "A" * 22, "90210"):
+        await bind(gw, keys.visitor_key(raw), "u-42")
+    await bind(gw, keys.visitor_key("anon-other"), "u-7")
+    key = body_key(gw.gateway.settings.secret)
+    _, ts = now_event()
+
+    def bad(body: str, reason: str = "x", cut: bool = False) -> BadEvent:
+        return BadEvent(uuid7(), ts, "test", "crm", seal(key, reason), seal(key, body), cut)
+
+    await gw.gateway.store.write(
+        [
+            bad('{"type": "order.paid", "anonymousId": "anon-7f3e"}'),
+            bad(json.dumps({"type": "order.paid", "context": {"visitor": cookie}})),
+            bad('{"type": "order.paid", "anonymousId": 90210}'),
+            bad('{"type": "order.paid", "items": [{"sku": "', "anonymousId: 'anon-7f3e' ...", cut=True),
+            bad('{"type": "order.paid", "anonymousId": "anon-other"}'),
+            bad('{"type": "order.paid", "anonymousId": "never-bound"}'),
+        ]
+    )
+    async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["visitors"] == 3, body
+    assert body["erased"]["bad_events"] == 4
+    kept = await asyncio.to_thread(rows, gw.gateway.settings.store_path, "SELECT body FROM bad_events")
+    assert sorted(unseal(key, b) or "" for (b,) in kept) == [
+        '{"type": "order.paid", "anonymousId": "anon-other"}',
+        '{"type": "order.paid", "anonymousId": "never-bound"}',
+    ]
+
+
+async def test_a_lookup_of_an_erased_user_or_visitor_says_when_it_was_erased(gw: RunningGateway) -> None:
+    """An operator checking that an erasure happened: the lookups answered as for someone never
+    seen ("nothing recorded"), the same as for a mistyped ID. Now the 404 says when, from the
+    erasure's record (keys and a time: nothing of the person)."""
+    laptop = await land(gw, "utm_source=newsletter")
+    await bind(gw, laptop, "u-42")
+    await bind(gw, gw.gateway.keys.visitor_key("anon-7f3e"), "u-42")
+    async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        assert resp.status == 200
+    path = gw.gateway.settings.store_path
+    ((erased_at,),) = await asyncio.to_thread(rows, path, "SELECT ts FROM erasures")
+    as_user = f"nothing recorded for this user: erased on {erased_at}"
+    as_visitor = f"no touchpoints recorded for this visitor: erased on {erased_at}, with a user"
+    never = "nothing recorded for this user (no identity binding, no conversion)"
+    for route, given, said in [
+        ("/api/users/{user_id}", "u-42", as_user),
+        ("/api/visitors/{visitor_id}", laptop, as_visitor),  # by its key
+        ("/api/visitors/{visitor_id}", "anon-7f3e", as_visitor),  # by the raw ID a sender sent
+        ("/api/users/{user_id}", "u-7", never),  # never seen: as before
+        ("/api/visitors/{visitor_id}", "anon-other", "no touchpoints recorded for this visitor"),
+    ]:
+        async with gw.session.get(gw.admin_url + route.split("{")[0] + given, headers=AUTH) as resp:
+            body = await resp.json()
+        assert (resp.status, body["error"]) == (404, said), given
+        Draft202012Validator(response_schema(route, 404)).validate(body)
+    # Back after the erasure (a new login): the journey, as for anyone.
+    await bind(gw, await land(gw, "utm_source=again"), "u-42")
+    async with gw.session.get(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        assert resp.status == 200
 
 
 async def test_user_with_slash_in_id(gw: RunningGateway) -> None:
