@@ -50,6 +50,7 @@ from gateway.metrics import Metrics
 from gateway.pages import error_body
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
+from gateway.sessions import is_session_cookie
 from storage.local import CommitTimeout, LocalStore
 
 log = logging.getLogger("gateway.mitm")
@@ -96,16 +97,16 @@ def forward_headers(headers: Any, peer: str, scheme: str, trusted: bool) -> None
 
 
 def without_admin_session(headers: Any) -> None:
-    """The dashboard's session cookie out of ``headers``' Cookie lines, as the aiohttp host
-    does: a cookie is not scoped to a port, so a browser signed in to the admin listener on
-    this host name sends it here too, and passed on it would hand the site a live admin
-    session. A Cookie line left empty is dropped."""
+    """The dashboard's session cookies (every port's: ``is_session_cookie``) out of
+    ``headers``' Cookie lines, as the aiohttp host does: a cookie is not scoped to a port, so a
+    browser signed in to the admin listener on this host name sends it here too, and passed on
+    it would hand the site a live admin session. A Cookie line left empty is dropped."""
     lines = headers.get_all("cookie")
-    if not any(ADMIN_SESSION_COOKIE + "=" in line for line in lines):
+    if not any(ADMIN_SESSION_COOKIE in line for line in lines):
         return
     kept = []
     for line in lines:
-        pairs = [p for p in line.split(";") if p.strip().partition("=")[0] != ADMIN_SESSION_COOKIE]
+        pairs = [p for p in line.split(";") if not is_session_cookie(p.strip().partition("=")[0])]
         if pairs:
             kept.append(";".join(pairs).strip())
     headers.set_all("cookie", kept)

@@ -53,7 +53,14 @@ from gateway.lockout import LOGINS_KEY, FailedLogins
 from gateway.metrics import Metrics
 from gateway.openapi import DELIMITERS, FORMATS, openapi_document
 from gateway.pages import error_body
-from gateway.sessions import COOKIE, PAGES, READ_METHODS, STATIC_PREFIX, from_elsewhere, has_cookie_session
+from gateway.sessions import (
+    PAGES,
+    READ_METHODS,
+    STATIC_PREFIX,
+    from_elsewhere,
+    has_cookie_session,
+    session_cookie,
+)
 from storage.erasure import erase_user
 from storage.local import LOCKED, LocalStore
 from storage.migrate import SchemaTooNew
@@ -252,7 +259,7 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         # Refusing every write made with the cookie keeps a session harmless even if the
         # checks above ever failed.
         return fail(403, "a dashboard session can only read; send Authorization: Bearer <admin token>")
-    if not header and request.cookies.get(COOKIE):
+    if not header and request.cookies.get(session_cookie(request)):
         # Told apart from no credential at all: "missing Authorization" to a script that sent
         # the session's cookie read as if the cookie had not been sent.
         return fail(

@@ -47,7 +47,7 @@ from gateway.options import (
 )
 from gateway.payouts import validate_payouts
 from gateway.rulechecks import validate_rules
-from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
+from gateway.sessions import is_session_cookie
 
 _SINK_MAX_BATCH_BYTES = SinkOptions(name="", kind="segment", url="", secret="").max_batch_bytes
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
@@ -371,12 +371,12 @@ def _validate_cookie(p: list[str], ident: IdentityOptions) -> None:
             f'identity.cookie_name: browsers keep a "{ident.cookie_name[: prefix.index("-") + 1]}" '
             'cookie only when it is Secure: set identity.secure = "auto" or "always" (the site is https)'
         )
-    if ident.cookie_name == ADMIN_SESSION_COOKIE:
+    if is_session_cookie(ident.cookie_name):
         # Dropped from what the site is sent and overwritten by a dashboard login on the same host
         # name (a cookie knows no port): every visitor who signs in would become a new one.
         p.append(
-            f"identity.cookie_name: {ident.cookie_name!r} is the dashboard's session cookie; "
-            "choose another name"
+            f"identity.cookie_name: {ident.cookie_name!r} is the dashboard's session cookie"
+            " (gw_admin_session, or gw_admin_session_<port>); choose another name"
         )
     if prefix.startswith("__host-") and ident.domain:
         p.append(

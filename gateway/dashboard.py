@@ -45,13 +45,13 @@ from gateway.lockout import LOGINS_KEY
 from gateway.reportapi import conversion_param
 from gateway.reportstate import REPORTING_KEY
 from gateway.sessions import (
-    COOKIE,
     SESSIONS_KEY,
     Sessions,
     clear_cookie,
     from_elsewhere,
     has_session,
     same_origin,
+    session_cookie,
     set_cookie,
 )
 from storage.dashboard import MAX_DAYS, PARTS, Period, summary
@@ -173,7 +173,7 @@ async def dashboard_page(request: web.Request) -> web.Response:
             raise web.HTTPSeeOther("/login")
         # Signed out (the session expired, the gateway restarted) while choosing a period: the
         # login comes back to it, and says the session ended when the browser still sent it.
-        ended = "ended" if request.cookies.get(COOKIE) else None
+        ended = "ended" if request.cookies.get(session_cookie(request)) else None
         raise web.HTTPSeeOther(to_login(ended, request.path_qs if request.query_string else None))
     response = _page(request, "dashboard.html")
     zone = escape(request.app[REPORTING_KEY].timezone)  # a checked IANA name (a reload's too)
@@ -254,7 +254,7 @@ async def login(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS_KEY]
     # The session this browser still sends (a login from a second tab, a cookie planted by a
     # site on another port of this host) ends here: one browser, one live session, the new one.
-    sessions.end(request.cookies.get(COOKIE))
+    sessions.end(request.cookies.get(session_cookie(request)))
     response = web.HTTPSeeOther(next_page or "/dashboard")
     set_cookie(response, request, sessions.start(), sessions.lifetime)
     raise response
@@ -263,9 +263,9 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     if not same_origin(request):
         return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
-    request.app[SESSIONS_KEY].end(request.cookies.get(COOKIE))
+    request.app[SESSIONS_KEY].end(request.cookies.get(session_cookie(request)))
     response = web.HTTPSeeOther("/login")
-    clear_cookie(response)
+    clear_cookie(response, request)
     raise response
 
 

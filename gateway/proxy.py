@@ -49,6 +49,7 @@ from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
+from gateway.sessions import is_session_cookie
 from gateway.upstream import (
     Upstream,
     UpstreamConnectError,
@@ -69,19 +70,19 @@ _HOST = frozenset({"host"})
 _UPGRADE = frozenset({"upgrade", "connection"})
 # Headers the proxy writes itself after the visitor's: an addon's replacement cannot name them.
 _SET_HERE = FORWARDED | {"host"}
-ADMIN_COOKIE = ADMIN_SESSION_COOKIE + "="
 
 
 def _without_admin_session(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``headers`` without the dashboard's session cookie. A cookie is not scoped to a port, so a
-    browser signed in to the admin listener sends it to a public listener on the same host name
-    too (``127.0.0.1:9090`` and ``:8080``, the default configuration): passed on, it would hand
-    the site a live admin session. The visitor's other cookies go on as sent; a Cookie header
-    left empty is dropped."""
+    """``headers`` without the dashboard's session cookies. A cookie is not scoped to a port, so
+    a browser signed in to the admin listener sends it to a public listener on the same host
+    name too (``127.0.0.1:9090`` and ``:8080``, the default configuration): passed on, it would
+    hand the site a live admin session. Every port's (``gw_admin_session_9090``, the name
+    before 2026-12-05 too): another gateway's on this host is as live. The visitor's other
+    cookies go on as sent; a Cookie header left empty is dropped."""
     out = []
     for name, value in headers:
-        if name.lower() == "cookie" and ADMIN_COOKIE in value:
-            pairs = [p for p in value.split(";") if p.strip().partition("=")[0] != ADMIN_SESSION_COOKIE]
+        if name.lower() == "cookie" and ADMIN_SESSION_COOKIE in value:
+            pairs = [p for p in value.split(";") if not is_session_cookie(p.strip().partition("=")[0])]
             if not pairs:
                 continue
             value = ";".join(pairs).strip()
@@ -544,7 +545,7 @@ class ProxyHost:
                     out[i] = (name, self.upstream_host)
                     break
         cookies = incoming.getall(hdrs.COOKIE, ())
-        if cookies and any(ADMIN_COOKIE in cookie for cookie in cookies):
+        if cookies and any(ADMIN_SESSION_COOKIE in cookie for cookie in cookies):
             out = _without_admin_session(out)
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
         out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))

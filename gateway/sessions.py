@@ -1,17 +1,19 @@
 """Dashboard logins: random server-side sessions behind an HttpOnly, SameSite=Strict cookie.
 
 Owns the session table (in memory, per process: a restart logs everyone out), the cookie's
-name and flags, and the same-origin test that guards every state-changing form (login,
-logout). A session only ever reads: the admin API accepts its cookie on GET and HEAD, and
-anything that changes data still needs the bearer token (``gateway/admin.py``). And only on
-requests from the dashboard's own pages, or the operator's own (a typed URL, a bookmark):
-``SameSite=Strict`` keeps the cookie off other sites' requests, but not off those of a page on
-another port of the same host (the public listener's site, say), which is the same site.
+name (one per port: ``cookie_name``) and flags, and the same-origin test that guards every
+state-changing form (login, logout). A session only ever reads: the admin API accepts its
+cookie on GET and HEAD, and anything that changes data still needs the bearer token
+(``gateway/admin.py``). And only on requests from the dashboard's own pages, or the operator's
+own (a typed URL, a bookmark): ``SameSite=Strict`` keeps the cookie off other sites' requests,
+but not off those of a page on another port of the same host (the public listener's site,
+say), which is the same site.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -20,6 +22,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 COOKIE = "gw_admin_session"
+"""The session cookie's name, before the port the browser reached the listener on
+(``cookie_name``)."""
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Za-z:.%]*\]|[^:\[\]]*):([0-9]{1,5})")
+_SESSION_COOKIES = re.compile(re.escape(COOKIE) + r"(?:_[0-9]{1,5})?")
 PAGES = frozenset({"/", "/login", "/logout", "/dashboard"})
 """Dashboard paths that answer without a token (each checks the session itself)."""
 STATIC_PREFIX = "/static/"
@@ -77,10 +83,33 @@ class Sessions:
 SESSIONS_KEY = web.AppKey("sessions", Sessions)
 
 
+def cookie_name(host: str) -> str:
+    """The session cookie's name for an admin listener reached at ``host`` (a ``Host`` header:
+    ``127.0.0.1:9090`` gives ``gw_admin_session_9090``; without a port, ``gw_admin_session``).
+    A browser keeps cookies by host name, not port: under one name, a login to a second
+    gateway on this host (``:9091``, staging beside production) replaced the first's cookie,
+    and signed the operator out there. The port the browser used, not the one the listener
+    binds: two gateways' listeners on 9090 behind SSH tunnels on 9000 and 9001 are two
+    cookies too."""
+    found = _HOST_PORT.fullmatch(host)
+    return f"{COOKIE}_{int(found[1])}" if found else COOKIE
+
+
+def session_cookie(request: web.Request) -> str:
+    """The session cookie's name on this request (``cookie_name`` of its ``Host``)."""
+    return cookie_name(request.headers.get("Host", ""))
+
+
+def is_session_cookie(name: str) -> bool:
+    """Whether ``name`` is a dashboard session cookie's, of any port (``cookie_name``): what the
+    proxy takes out of what a site is sent, and an identity cookie may not be named."""
+    return _SESSION_COOKIES.fullmatch(name) is not None
+
+
 def has_cookie_session(request: web.Request) -> bool:
     """Whether the request's cookie names a live session, wherever the request came from."""
     sessions = request.app.get(SESSIONS_KEY)
-    return sessions is not None and sessions.valid(request.cookies.get(COOKIE))
+    return sessions is not None and sessions.valid(request.cookies.get(session_cookie(request)))
 
 
 def from_elsewhere(request: web.Request) -> bool:
@@ -118,7 +147,7 @@ def same_origin(request: web.Request) -> bool:
 
 def set_cookie(response: web.StreamResponse, request: web.Request, session_id: str, lifetime: int) -> None:
     response.set_cookie(
-        COOKIE,
+        session_cookie(request),
         session_id,
         max_age=lifetime,
         path="/",
@@ -139,5 +168,5 @@ def reached_over_https(request: web.Request) -> bool:
     return forwarded.partition(",")[0].strip().lower() == "https"
 
 
-def clear_cookie(response: web.StreamResponse) -> None:
-    response.del_cookie(COOKIE, path="/")
+def clear_cookie(response: web.StreamResponse, request: web.Request) -> None:
+    response.del_cookie(session_cookie(request), path="/")

@@ -466,14 +466,29 @@ function populationCounts(select, populations) {
 
 function fillForm(form, data) {
   form.model.replaceChildren(...data.models.map((model) => new Option(model, model, false, model === data.model)));
-  const names = data.conversion_names.slice();
-  if (data.conversion && !names.includes(data.conversion)) names.push(data.conversion); // none in this period
-  form.conversion.replaceChildren(
-    form.conversion.options[0], // every conversion
-    ...names.map((name) => new Option(name, name, false, name === data.conversion)),
-  );
+  const names = data.conversion_names;
+  const options = names.map((name) => new Option(name, name, false, name === data.conversion));
+  // A name none of the period's conversions has (a typo in the address, `?conversion=purchse`,
+  // or a name of other periods): the charts count none of it. It read as one of the period's
+  // names over empty charts; it is told, and its option says it (still the one charted, so
+  // that Show with other dates keeps it).
+  const absent = data.conversion && !names.includes(data.conversion);
+  if (absent) options.push(new Option(`${data.conversion} (none in this period)`, data.conversion, false, true));
+  form.conversion.replaceChildren(form.conversion.options[0], ...options); // every conversion first
+  const note = $("#conversion-note");
+  note.hidden = !absent;
+  note.textContent = absent
+    ? `No conversion of the period is named "${data.conversion}": the charts and totals count none. `
+      + (names.length ? `The period's conversions: ${names.join(", ")}.` : "The period has no conversions.")
+    : "";
   for (const node of document.querySelectorAll("[data-model]")) node.textContent = data.model;
   populationCounts(form.population, data.populations);
+}
+
+// The name the address asked for out of the form's list, every conversion chosen instead.
+function dropConversion(form, name) {
+  for (const option of [...form.conversion.options]) if (option.value && option.value === name) option.remove();
+  form.conversion.value = "";
 }
 
 // What is wrong with the period, in the form's own words, before the API is asked: the API
@@ -608,6 +623,9 @@ async function main() {
         } else {
           state[part] = "failed";
           error ||= err.message;
+          // A conversion name the API refuses (`?conversion=%20purchase`, 201 characters): its
+          // reason is told above, and the form no longer offers the name as a choice.
+          if (err.message.startsWith("conversion:")) dropConversion(form, period.conversion);
         }
       },
     ).finally(settle);

@@ -186,8 +186,8 @@ async def test_forwarding_headers_and_redirects_as_in_the_aiohttp_host(addon: Ga
     Forwarded, X-Real-IP) to the site and added none, and a site's redirect to its own
     address (the reverse-mode target) reached the visitor as sent. Now, as in the aiohttp
     host: an untrusted peer's claims are dropped and ours sent; such a Location or Refresh
-    points at the public origin; the dashboard's session cookie is not passed on."""
-    cookies = (b"cookie", b"a=1; gw_admin_session=secret; b=2")
+    points at the public origin; the dashboard's session cookies (every port's) are not passed on."""
+    cookies = (b"cookie", b"a=1; gw_admin_session=secret; gw_admin_session_9091=other; b=2")
     flow = visitor(b"/account", [(b"host", b"shop.example"), *FORGED, cookies])
     await addon.request(flow)
     sent = flow.request.headers

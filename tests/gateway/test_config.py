@@ -836,7 +836,11 @@ def test_hosts_and_cookie_names_that_could_never_match_are_refused(toml: str, ex
         # The dashboard's session cookie is never passed to the site, nor read as a visitor's, and a
         # login on the same host name would overwrite the visitor's ID.
         ("[identity]\ncookie_name = 'gw_admin_session'\n",
-         "identity.cookie_name: 'gw_admin_session' is the dashboard's session cookie; choose another name"),
+         "identity.cookie_name: 'gw_admin_session' is the dashboard's session cookie"
+         " (gw_admin_session, or gw_admin_session_<port>); choose another name"),
+        # Named after the admin listener's port since 2026-12-05: every port's is refused.
+        ("[identity]\ncookie_name = 'gw_admin_session_9090'\n",
+         "identity.cookie_name: 'gw_admin_session_9090' is the dashboard's session cookie"),
     ],
 )  # fmt: skip
 def test_cookie_names_that_would_overwrite_one_another_are_refused(toml: str, expected: str) -> None:

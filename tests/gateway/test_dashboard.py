@@ -27,7 +27,7 @@ from gateway.dashboard import CSP
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.reportstate import REPORTING_KEY
-from gateway.sessions import COOKIE, SESSIONS_KEY
+from gateway.sessions import SESSIONS_KEY, cookie_name
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.test_openapi import response_schema
 from tests.gateway.test_reports_api import reports_shared, until_shared
@@ -119,11 +119,16 @@ async def login(gw: RunningGateway) -> str:
         gw.admin_url + "/login", data={"token": TOKEN}, headers=host_origin(gw), allow_redirects=False
     ) as resp:
         assert resp.status == 303 and resp.headers["Location"] == "/dashboard"
-        return resp.cookies[COOKIE].value
+        return resp.cookies[cookie_of(gw)].value
 
 
-def with_cookie(session_id: str, **headers: str) -> dict[str, str]:
-    return {"Cookie": f"{COOKIE}={session_id}", **headers}
+def cookie_of(gw: RunningGateway) -> str:
+    """The session cookie's name on ``gw``'s admin listener: the port the browser reached it on."""
+    return f"gw_admin_session_{gw.admin.port}"
+
+
+def with_cookie(gw: RunningGateway, session_id: str, **headers: str) -> dict[str, str]:
+    return {"Cookie": f"{cookie_of(gw)}={session_id}", **headers}
 
 
 async def status_of(gw: RunningGateway, method: str, path: str, headers: dict[str, str]) -> int:
@@ -159,7 +164,7 @@ async def test_login_sets_a_strict_httponly_session_cookie(gw: RunningGateway) -
     assert len(cookies) == 1
     cookie = cookies[0]
     name, _, rest = cookie.partition("=")
-    assert name == COOKIE
+    assert name == f"gw_admin_session_{gw.admin.port}"  # the listener's port: see the test of two
     session_id = rest.split(";")[0]
     assert len(session_id) >= 40 and TOKEN not in cookie
     flags = {part.strip().split("=")[0].lower(): part.strip() for part in cookie.split(";")[1:]}
@@ -168,11 +173,11 @@ async def test_login_sets_a_strict_httponly_session_cookie(gw: RunningGateway) -
     assert flags["path"] == "Path=/"
     assert flags["max-age"] == "Max-Age=43200"  # admin.session_hours = 12
     assert "secure" not in flags  # plain HTTP on loopback: a Secure cookie would never come back
-    assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 200
-    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 200
-    assert await status_of(gw, "GET", "/metrics", with_cookie(session_id)) == 200
+    assert await status_of(gw, "GET", "/dashboard", with_cookie(gw, session_id)) == 200
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, session_id)) == 200
+    assert await status_of(gw, "GET", "/metrics", with_cookie(gw, session_id)) == 200
     # Logged in already: the login page sends you on.
-    assert await status_of(gw, "GET", "/login", with_cookie(session_id)) == 303
+    assert await status_of(gw, "GET", "/login", with_cookie(gw, session_id)) == 303
 
 
 async def test_behind_a_tls_proxy_the_session_cookie_is_secure(gw: RunningGateway) -> None:
@@ -360,21 +365,23 @@ async def test_login_by_fetch_metadata(gw: RunningGateway, headers: dict[str, st
     async with gw.session.post(
         gw.admin_url + "/login", data={"token": TOKEN}, headers=headers, allow_redirects=False
     ) as resp:
-        assert resp.status == 303 and COOKIE in resp.cookies
+        assert resp.status == 303 and cookie_of(gw) in resp.cookies
 
 
 async def test_cookie_session_only_reads(gw: RunningGateway) -> None:
     session_id = await login(gw)
-    assert await status_of(gw, "GET", "/api/users/alice", with_cookie(session_id)) == 200
-    async with gw.session.delete(gw.admin_url + "/api/users/alice", headers=with_cookie(session_id)) as resp:
+    assert await status_of(gw, "GET", "/api/users/alice", with_cookie(gw, session_id)) == 200
+    async with gw.session.delete(
+        gw.admin_url + "/api/users/alice", headers=with_cookie(gw, session_id)
+    ) as resp:
         assert resp.status == 403
         body = await resp.json()
     assert body["ok"] is False and "Bearer" in body["error"]
     assert await status_of(gw, "GET", "/api/users/alice", AUTH) == 200  # nothing was erased
     # A forged or stale cookie is no session at all.
     for fake in ("x" * 43, session_id[:-1], ""):
-        assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(fake)) == 401
-        assert await status_of(gw, "GET", "/dashboard", with_cookie(fake)) == 303
+        assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, fake)) == 401
+        assert await status_of(gw, "GET", "/dashboard", with_cookie(gw, fake)) == 303
 
 
 SUMMARY = f"/api/dashboard/summary?since={PERIOD['since']}&until={PERIOD['until']}"
@@ -400,7 +407,7 @@ async def test_a_session_counts_only_from_the_dashboard_s_own_pages(
     request came from (``Sec-Fetch-Site``, which no page can set)."""
     session_id = await login(gw)
     async with gw.session.request(
-        method, gw.admin_url + path, headers=with_cookie(session_id, **{"Sec-Fetch-Site": site})
+        method, gw.admin_url + path, headers=with_cookie(gw, session_id, **{"Sec-Fetch-Site": site})
     ) as resp:
         assert resp.status == 403
         if method != "HEAD":
@@ -417,7 +424,7 @@ async def test_a_session_counts_on_the_dashboard_s_own_requests(gw: RunningGatew
     fetch = {"Sec-Fetch-Site": site} if site else {}
     session_id = await login(gw)
     for path in (SUMMARY, "/api/attribution?format=csv", "/dashboard"):
-        assert await status_of(gw, "GET", path, with_cookie(session_id, **fetch)) == 200, path
+        assert await status_of(gw, "GET", path, with_cookie(gw, session_id, **fetch)) == 200, path
 
 
 @pytest.mark.parametrize("site", ["same-site", "cross-site"])
@@ -430,7 +437,7 @@ async def test_the_dashboard_opened_from_another_page_asks_for_a_login(gw: Runni
     the page's query picks its period and model: such a navigation finds no session, as a
     SameSite=Strict cookie already has none from another site, and no redirect loops."""
     session_id = await login(gw)
-    elsewhere = with_cookie(session_id, **{"Sec-Fetch-Site": "same-site"})
+    elsewhere = with_cookie(gw, session_id, **{"Sec-Fetch-Site": "same-site"})
     async with gw.session.get(
         gw.admin_url + "/dashboard?from=2026-09-01&to=2026-11-30&model=data_driven",
         headers=elsewhere,
@@ -439,7 +446,7 @@ async def test_the_dashboard_opened_from_another_page_asks_for_a_login(gw: Runni
         assert resp.status == 303 and resp.headers["Location"] == "/login"
     async with gw.session.get(gw.admin_url + "/login", headers=elsewhere, allow_redirects=False) as resp:
         assert resp.status == 200 and 'name="token"' in await resp.text()
-    typed = with_cookie(session_id, **{"Sec-Fetch-Site": "none"})
+    typed = with_cookie(gw, session_id, **{"Sec-Fetch-Site": "none"})
     assert await status_of(gw, "GET", "/dashboard", typed) == 200
 
 
@@ -447,16 +454,18 @@ async def test_logout_ends_the_session(gw: RunningGateway) -> None:
     session_id = await login(gw)
     # A cross-site logout (or one without any origin) is refused and changes nothing.
     for headers in ({"Origin": "http://elsewhere.example"}, {}):
-        assert await status_of(gw, "POST", "/logout", with_cookie(session_id, **headers)) == 403
-    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 200
+        assert await status_of(gw, "POST", "/logout", with_cookie(gw, session_id, **headers)) == 403
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, session_id)) == 200
     async with gw.session.post(
-        gw.admin_url + "/logout", headers=with_cookie(session_id, **host_origin(gw)), allow_redirects=False
+        gw.admin_url + "/logout",
+        headers=with_cookie(gw, session_id, **host_origin(gw)),
+        allow_redirects=False,
     ) as resp:
         assert resp.status == 303 and resp.headers["Location"] == "/login"
         cleared = resp.headers["Set-Cookie"]
-    assert cleared.startswith(f'{COOKIE}=""') and "Max-Age=0" in cleared
-    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 401
-    assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 303
+    assert cleared.startswith(f'{cookie_of(gw)}=""') and "Max-Age=0" in cleared
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, session_id)) == 401
+    assert await status_of(gw, "GET", "/dashboard", with_cookie(gw, session_id)) == 303
 
 
 async def test_an_ended_session_s_cookie_is_told_from_no_credential(gw: RunningGateway) -> None:
@@ -464,10 +473,12 @@ async def test_an_ended_session_s_cookie_is_told_from_no_credential(gw: RunningG
     told "missing Authorization: Bearer <admin token>", as if it had sent nothing."""
     session_id = await login(gw)
     async with gw.session.post(
-        gw.admin_url + "/logout", headers=with_cookie(session_id, **host_origin(gw)), allow_redirects=False
+        gw.admin_url + "/logout",
+        headers=with_cookie(gw, session_id, **host_origin(gw)),
+        allow_redirects=False,
     ) as resp:
         assert resp.status == 303
-    async with gw.session.get(gw.admin_url + "/api/touchpoints", headers=with_cookie(session_id)) as resp:
+    async with gw.session.get(gw.admin_url + "/api/touchpoints", headers=with_cookie(gw, session_id)) as resp:
         assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
         body = await resp.json()
     assert body["error"].startswith("the dashboard session of this cookie has ended ("), body
@@ -486,14 +497,14 @@ async def test_a_login_ends_the_session_the_browser_still_sent(gw: RunningGatewa
     async with gw.session.post(
         gw.admin_url + "/login",
         data={"token": TOKEN},
-        headers=with_cookie(first, **host_origin(gw)),
+        headers=with_cookie(gw, first, **host_origin(gw)),
         allow_redirects=False,
     ) as resp:
         assert resp.status == 303
-        second = resp.cookies[COOKIE].value
+        second = resp.cookies[cookie_of(gw)].value
     assert second != first
-    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(first)) == 401
-    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(second)) == 200
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, first)) == 401
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, second)) == 200
 
 
 async def test_the_session_cookie_never_reaches_the_site(start_gateway, upstream_server) -> None:
@@ -511,15 +522,77 @@ async def test_the_session_cookie_never_reaches_the_site(start_gateway, upstream
     gw = await start_gateway(await upstream_server(app))
     session_id = await login(gw)
     for sent in (
-        f"site=1; {COOKIE}={session_id}; other=2",
-        f"{COOKIE}={session_id}",
-        f"{COOKIE}={session_id};site=1",
+        f"site=1; {cookie_of(gw)}={session_id}; other=2",
+        f"{cookie_of(gw)}={session_id}",
+        f"{cookie_of(gw)}={session_id};site=1",
         "site=1; not_gw_admin_session=3",
+        # Another gateway's on this host (its admin listener's port), and the name before
+        # 2026-12-05: as live, for their listeners.
+        "gw_admin_session_9091=x; site=1; gw_admin_session=y; gw_admin_session_port=4",
     ):
         async with gw.session.get(gw.url + "/page", headers={"Cookie": sent}) as resp:
             assert resp.status == 200
-    assert seen == [["site=1; other=2"], [], ["site=1"], ["site=1; not_gw_admin_session=3"]]
-    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 200  # still signed in
+    assert seen == [
+        ["site=1; other=2"],
+        [],
+        ["site=1"],
+        ["site=1; not_gw_admin_session=3"],
+        ["site=1; gw_admin_session_port=4"],
+    ]
+    still = await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, session_id))
+    assert still == 200  # still signed in
+
+
+async def test_two_gateways_on_one_host_keep_their_sessions_apart(
+    start_gateway, upstream_server, tmp_path
+) -> None:
+    """Two gateways' admin listeners on one host (staging beside production, two sites): a
+    browser keeps cookies by host name, not port, and both were named gw_admin_session, so a
+    login to the second replaced the first's cookie and signed the operator out there. One
+    cookie jar, as a browser's (aiohttp's, too, ignores ports)."""
+    site = await upstream_server(origin())
+    first = await start_gateway(site)
+    second = await start_gateway(site, f'[storage]\npath = "{tmp_path / "staging.db"}"\nnode = "staging"\n')
+    assert first.admin.port != second.admin.port
+    jar = aiohttp.CookieJar(unsafe=True)  # unsafe: it keeps no cookie of an IP address otherwise
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        for gw in (first, second):
+            async with browser.post(
+                gw.admin_url + "/login", data={"token": TOKEN}, headers=host_origin(gw), allow_redirects=False
+            ) as resp:
+                assert resp.status == 303 and resp.headers["Location"] == "/dashboard"
+        assert sorted(cookie.key for cookie in jar) == sorted(map(cookie_of, (first, second)))
+        for gw in (first, second):
+            async with browser.get(gw.admin_url + "/dashboard", allow_redirects=False) as resp:
+                assert resp.status == 200, (gw.admin.port, resp.headers.get("Location"))
+            async with browser.get(gw.admin_url + "/api/touchpoints") as resp:
+                assert resp.status == 200, await resp.text()
+        # Logging out of one leaves the other signed in.
+        async with browser.post(
+            second.admin_url + "/logout", headers=host_origin(second), allow_redirects=False
+        ) as resp:
+            assert resp.status == 303
+        async with browser.get(second.admin_url + "/api/touchpoints") as resp:
+            assert resp.status == 401
+        async with browser.get(first.admin_url + "/api/touchpoints") as resp:
+            assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        ("127.0.0.1:9090", "gw_admin_session_9090"),
+        ("[::1]:9091", "gw_admin_session_9091"),
+        ("admin.example:09000", "gw_admin_session_9000"),
+        # Without a port (a TLS proxy on 443, a listener on 80): the name before 2026-12-05.
+        ("admin.example", "gw_admin_session"),
+        ("[::1]", "gw_admin_session"),
+        ("", "gw_admin_session"),
+        ("admin.example:port", "gw_admin_session"),
+    ],
+)
+def test_the_session_cookie_is_named_after_the_port_the_browser_used(host: str, name: str) -> None:
+    assert cookie_name(host) == name
 
 
 async def test_session_expires(gw: RunningGateway) -> None:
@@ -527,10 +600,10 @@ async def test_session_expires(gw: RunningGateway) -> None:
     session_id = await login(gw)
     started = time.time()
     sessions.clock = lambda: started + 12 * 3600 - 60  # a minute before the end: still in
-    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 200
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, session_id)) == 200
     sessions.clock = lambda: started + 12 * 3600 + 60
-    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(session_id)) == 401
-    assert await status_of(gw, "GET", "/dashboard", with_cookie(session_id)) == 303
+    assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, session_id)) == 401
+    assert await status_of(gw, "GET", "/dashboard", with_cookie(gw, session_id)) == 303
     assert len(sessions) == 0  # an expired session is dropped, not kept
 
 
@@ -547,13 +620,13 @@ async def test_a_session_that_ended_sends_to_a_login_that_says_so(gw: RunningGat
         (period, {"why": ["ended"], "next": [period]}),
     ]:
         async with gw.session.get(
-            gw.admin_url + path, headers=with_cookie(session_id), allow_redirects=False
+            gw.admin_url + path, headers=with_cookie(gw, session_id), allow_redirects=False
         ) as resp:
             assert resp.status == 303 and asked(resp.headers["Location"]) == ("/login", expected), path
     # A cookie no session ever had (a restart forgets them all): ended too.
-    assert await status_of(gw, "GET", "/dashboard", with_cookie("unknown")) == 303
+    assert await status_of(gw, "GET", "/dashboard", with_cookie(gw, "unknown")) == 303
     async with gw.session.get(
-        gw.admin_url + "/dashboard", headers=with_cookie("unknown"), allow_redirects=False
+        gw.admin_url + "/dashboard", headers=with_cookie(gw, "unknown"), allow_redirects=False
     ) as resp:
         assert resp.headers["Location"] == "/login?why=ended"
     async with gw.session.get(gw.admin_url + "/login?why=ended") as resp:
@@ -562,13 +635,13 @@ async def test_a_session_that_ended_sends_to_a_login_that_says_so(gw: RunningGat
     # A first visit (no cookie), or a link from another page (its cookie is not ours to judge).
     async with gw.session.get(gw.admin_url + "/dashboard", allow_redirects=False) as resp:
         assert resp.headers["Location"] == "/login"
-    elsewhere = with_cookie(session_id, **{"Sec-Fetch-Site": "cross-site"})
+    elsewhere = with_cookie(gw, session_id, **{"Sec-Fetch-Site": "cross-site"})
     async with gw.session.get(gw.admin_url + period, headers=elsewhere, allow_redirects=False) as resp:
         assert resp.headers["Location"] == "/login"
     # Signed in again (another tab), the login page sends on, whatever it was to say.
     sessions.clock = time.time
     fresh = await login(gw)
-    assert await status_of(gw, "GET", "/login?why=ended", with_cookie(fresh)) == 303
+    assert await status_of(gw, "GET", "/login?why=ended", with_cookie(gw, fresh)) == 303
 
 
 async def test_session_hours_is_configurable(start_gateway, upstream_server) -> None:
@@ -582,7 +655,7 @@ async def test_session_hours_is_configurable(start_gateway, upstream_server) -> 
 @pytest.mark.parametrize("path", ["/login", "/dashboard", "/healthz", "/api/touchpoints", "/static/data.js"])
 async def test_security_headers_everywhere(gw: RunningGateway, path: str) -> None:
     session_id = await login(gw)
-    async with gw.session.get(gw.admin_url + path, headers=with_cookie(session_id)) as resp:
+    async with gw.session.get(gw.admin_url + path, headers=with_cookie(gw, session_id)) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Security-Policy"] == CSP
         assert resp.headers["X-Frame-Options"] == "DENY"
@@ -614,7 +687,7 @@ async def test_admin_answers_do_not_name_the_server(
 ) -> None:
     """aiohttp adds ``Server: Python/3.x aiohttp/3.y`` to every answer it is not told otherwise:
     the versions, for anyone who reaches the listener, to look up known flaws by."""
-    headers = {"bearer": AUTH, "cookie": with_cookie(await login(gw)), "none": {}}[auth]
+    headers = {"bearer": AUTH, "cookie": with_cookie(gw, await login(gw)), "none": {}}[auth]
     async with gw.session.request(
         method, gw.admin_url + path, headers=headers, allow_redirects=False
     ) as resp:
@@ -642,7 +715,7 @@ async def test_admin_answers_do_not_name_the_server(
 async def test_admin_answers_are_never_stored(gw: RunningGateway, method: str, path: str, auth: str) -> None:
     """Journeys, reports and downloads are personal data, and a journey's URL holds the raw user
     ID: a browser keeps an answer without ``Cache-Control`` in its disk cache, under its URL."""
-    headers = {"bearer": AUTH, "cookie": with_cookie(await login(gw)), "none": {}}[auth]
+    headers = {"bearer": AUTH, "cookie": with_cookie(gw, await login(gw)), "none": {}}[auth]
     async with gw.session.request(
         method, gw.admin_url + path, headers=headers, allow_redirects=False
     ) as resp:
@@ -700,7 +773,7 @@ async def test_both_pages_name_an_icon_served_without_a_session(gw: RunningGatew
     """Without one, a browser asked for /favicon.ico on every page: 401 before the login
     (an API path without a session), 404 after, a console error each time."""
     session_id = await login(gw)
-    for path, headers in [("/login", {}), ("/dashboard", with_cookie(session_id))]:
+    for path, headers in [("/login", {}), ("/dashboard", with_cookie(gw, session_id))]:
         async with gw.session.get(gw.admin_url + path, headers=headers, allow_redirects=False) as resp:
             assert resp.status == 200, path
             page = await resp.text()
@@ -726,7 +799,7 @@ async def test_no_external_urls_in_anything_served(gw: RunningGateway) -> None:
     session_id = await login(gw)
     bodies = {}
     for path in ["/login", "/dashboard", "/static/favicon.svg", *(f"/static/{name}" for name in STATIC)]:
-        async with gw.session.get(gw.admin_url + path, headers=with_cookie(session_id)) as resp:
+        async with gw.session.get(gw.admin_url + path, headers=with_cookie(gw, session_id)) as resp:
             assert resp.status == 200
             bodies[path] = await resp.text()
     page = bodies["/dashboard"]
@@ -888,7 +961,7 @@ async def test_the_page_knows_the_report_time_zone(start_gateway, upstream_serve
         await upstream_server(origin()), '[attribution]\ntimezone = "Pacific/Auckland"\n'
     )
     session_id = await login(gw)
-    async with gw.session.get(gw.admin_url + "/dashboard", headers=with_cookie(session_id)) as resp:
+    async with gw.session.get(gw.admin_url + "/dashboard", headers=with_cookie(gw, session_id)) as resp:
         assert resp.status == 200
         page = await resp.text()
     assert 'data-timezone="Pacific/Auckland"' in page
@@ -924,10 +997,10 @@ async def test_a_login_goes_back_to_the_period_it_interrupted(gw: RunningGateway
         gw.admin_url + "/login", data=form, headers=host_origin(gw), allow_redirects=False
     ) as resp:
         assert resp.status == 303 and resp.headers["Location"] == wanted
-        session_id = resp.cookies[COOKIE].value
+        session_id = resp.cookies[cookie_of(gw)].value
     # Signed in already, the login page sends you on to it too.
     async with gw.session.get(
-        gw.admin_url + back, headers=with_cookie(session_id), allow_redirects=False
+        gw.admin_url + back, headers=with_cookie(gw, session_id), allow_redirects=False
     ) as resp:
         assert resp.status == 303 and resp.headers["Location"] == wanted
     for elsewhere in [

@@ -1910,3 +1910,48 @@ async def test_a_visitor_who_converted_without_a_landing_shows_the_conversion(
     assert "2026-11-01 12:00:00 · purchase · 20.00 EUR" in said, said
     assert tables == 0
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_a_conversion_name_of_the_address_that_counts_nothing_is_told(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A hand-edited ``?conversion=``: a name no conversion of the period has (``purchse``) was
+    offered as one of the period's, chosen, over empty charts, with nothing said; one the API
+    refuses (a space before it) stayed the form's choice under the API's reason."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    form = "document.querySelector('#period').conversion"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw, TEN_DAYS + "&conversion=purchse")
+        said = await page.eval(
+            "const n = document.querySelector('#conversion-note'); n.hidden ? '' : n.innerText"
+        )
+        assert said == (
+            'No conversion of the period is named "purchse": the charts and totals count none.'
+            " The period's conversions: purchase."
+        ), said
+        options = await page.eval(f"[...{form}.options].map(o => [o.value, o.textContent, o.selected])")
+        assert options == [
+            ["", "every conversion", False],
+            ["purchase", "purchase", False],
+            ["purchse", "purchse (none in this period)", True],
+        ]
+        # A name of the period: nothing to tell.
+        await show(page, gw, TEN_DAYS + "&conversion=purchase")
+        assert await page.eval("document.querySelector('#conversion-note').hidden") is True
+        assert await page.eval(f"{form}.value") == "purchase"
+
+        # A name the API refuses: its reason, and the form offers every conversion, not the name.
+        await page.send("Page.navigate", url=gw.admin_url + TEN_DAYS + "&conversion=%20purchase")
+        await page.wait_for(
+            "location.search.includes('%20purchase') && document.body"
+            " && document.body.dataset.state === 'error'",
+            "the refused conversion",
+        )
+        said = await page.eval("document.querySelector('#status').innerText")
+        assert said.startswith("conversion: expected a conversion name"), said
+        assert await page.eval("document.querySelector('#status').className") == "error"
+        assert await page.eval(f"{form}.value") == ""
+        assert await page.eval(f"[...{form}.options].map(o => o.value)") == [""]
+    assert page.errors == [], page.errors

@@ -12,9 +12,9 @@ import urllib.parse
 import pytest
 
 from gateway.lockout import LOGINS_KEY, MAX_TRACKED, FailedLogins
-from gateway.sessions import COOKIE, SESSIONS_KEY
+from gateway.sessions import SESSIONS_KEY
 from tests.conftest import TOKEN, RunningGateway, make_settings
-from tests.gateway.test_dashboard import origin
+from tests.gateway.test_dashboard import cookie_of, origin
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WRONG = {"Authorization": "Bearer not-the-token"}
@@ -45,7 +45,7 @@ async def form_login(gw: RunningGateway, token: str, address: str | None = None)
         assert resp.status == 303
         path, _, query = resp.headers["Location"].partition("?")
         why = urllib.parse.parse_qs(query).get("why", [""])[0]
-        return why or path, resp.cookies[COOKIE].value if COOKIE in resp.cookies else None
+        return why or path, resp.cookies[cookie_of(gw)].value if cookie_of(gw) in resp.cookies else None
 
 
 async def api(gw: RunningGateway, headers: dict[str, str]) -> tuple[int, dict[str, str], dict[str, object]]:
@@ -79,7 +79,7 @@ async def test_wrong_tokens_from_one_address_refuse_it_even_the_right_token(
     assert "Too many wrong tokens from this address" in page and "Try again in 1 minute." in page
     assert 'name="token"' in page
     assert len(gw.admin.app[SESSIONS_KEY]) == 1  # the one from before
-    cookie = {"Cookie": f"{COOKIE}={session}"}
+    cookie = {"Cookie": f"{cookie_of(gw)}={session}"}
     async with gw.session.get(gw.admin_url + "/metrics", headers=cookie) as resp:
         assert resp.status == 200
         assert "gateway_admin_lockouts_total 1.0" in await resp.text()

@@ -143,7 +143,7 @@ async def test_a_reload_applies_new_attribution_settings_to_the_next_report(
     assert await credited() == ["Direct"]  # 20 days back: outside the new 10-day window
     report = await gw.api("/api/attribution", since="2026-11-01", until="2026-11-02")
     assert report["since"] == "2026-10-31T11:00:00Z"  # midnight in Auckland (UTC+13)
-    async with gw.session.get(gw.admin_url + "/dashboard", headers=with_cookie(await login(gw))) as resp:
+    async with gw.session.get(gw.admin_url + "/dashboard", headers=with_cookie(gw, await login(gw))) as resp:
         assert 'data-timezone="Pacific/Auckland"' in await resp.text()
     async with asyncio.timeout(10):  # the engine it replaced closes after proxy.shutdown_grace
         while before._db is not None:
