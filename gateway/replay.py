@@ -123,7 +123,10 @@ async def replay_bad(
             ]
             spans.append((bad_id, len(groups), mapped))
             for m in mapped:
-                groups.append([Receipt(ids(ms), iso(received), settings.node, name, "event", m.key), *m.rows])
+                # Its aliases too: a key an older version stored for the event still matches.
+                own = (m.key, *m.aliases)
+                receipts = [Receipt(ids(ms), iso(received), settings.node, name, "event", k) for k in own]
+                groups.append([*receipts, *m.rows])
             report.replayed.append(bad_id)
         written = [True] * len(groups)
         if report.replayed and not dry_run:
