@@ -1125,6 +1125,42 @@ async def test_a_key_too_long_is_named_by_where_it_came_from(gw: RunningGateway)
     ]
 
 
+async def test_replay_bad_refuses_a_key_too_long_as_the_endpoint_does(
+    gw: RunningGateway, start_gateway
+) -> None:
+    """An event with no event_id under a webhook-id too long to key it was refused, kept, and
+    recorded by ``replay-bad``, which keyed it by the bad event instead of its delivery. The
+    replay keys an event as the endpoint did, so it refuses that one in the same words, and one
+    that now passes is the sender's retry's key: the two record it once."""
+    long_id, body = "m" * 300, encode({"type": "conversion", "user_id": "u-long"})
+    status, answer = await post(gw, body, signed(body, msg_id=long_id))
+    assert status == 400, answer
+    lines: list[str] = []
+    report = await replay_bad(gw.gateway.settings, say=lines.append)
+    assert report.replayed == [] and [why for _, why in report.still_bad] == answer["errors"], lines
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+    # Refused for another reason, in a batch: once the fix runs, the sender's retry of the batch
+    # and the replay of its kept events record each event once.
+    batch = encode(
+        [conversion(), {"type": "signup", "user_id": "u-fix"}, {"type": "signup", "user_id": "u-fix2"}]
+    )
+    headers = signed(batch, msg_id="batch-1")
+    status, answer = await post(gw, batch, headers)
+    assert (status, answer["bad"]) == (202, 2), answer
+    fixed = await start_gateway(
+        gw.url,
+        SOURCES.replace('ignore_types = ["charge.refunded"]', 'types = {signup = "conversion"}'),
+        SOURCES_ENV,
+    )
+    status, answer = await post(fixed, batch, headers)  # the sender's retry, after the fix
+    assert [r["result"] for r in answer["results"]] == ["duplicate", "accepted", "accepted"], answer
+    report = await replay_bad(fixed.gateway.settings, say=lines.append)
+    outcomes = [o for each in report.outcomes.values() for o in each]
+    assert outcomes == ["already recorded", "already recorded"], lines
+    assert await rows(gw, "SELECT count(*) FROM conversions WHERE name = 'signup'") == [(2,)]
+
+
 async def test_a_body_not_utf8_is_kept_so_that_it_replays_as_bad(gw: RunningGateway) -> None:
     """A Latin-1 body was kept with U+FFFD for each byte that is not UTF-8: valid JSON, so
     ``replay-bad`` recorded the conversion for a user ID the sender never sent ("M\ufffdller")."""
