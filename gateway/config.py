@@ -624,6 +624,42 @@ def shared_sender_secrets(
                         " sender its own secret"
                     )
                     break
+    return problems + shared_basic_passwords(sources, resolved)
+
+
+def shared_basic_passwords(
+    sources: Sequence[SourceOptions], resolved: Sequence[Sequence[tuple[int, bytes]]]
+) -> list[str]:
+    """Two ``signature = "basic"`` secrets of two senders that accept one login: a password
+    alone (no colon) takes any user name, so ``pw`` accepts ``user:pw`` as surely as ``user:pw``
+    does, and that login is the first's. Identical secrets are ``shared_sender_secrets``'s."""
+    alone: dict[bytes, tuple[int, int]] = {}  # a password with no user name → where first given
+    logins: list[tuple[int, int, bytes]] = []  # user:password → its password
+    for i, (source, keys) in enumerate(zip(sources, resolved, strict=True)):
+        if source.format != "standard" or source.signature != "basic":
+            continue
+        for j, raw in keys:
+            if not raw:
+                continue
+            _, colon, password = raw.partition(b":")
+            if colon:
+                logins.append((i, j, password))
+            else:
+                alone.setdefault(raw, (i, j))
+    problems = []
+    for i, j, password in logins:
+        at = alone.get(password)
+        if at is not None and at[0] != i:
+            # Told at the later entry, as a shared secret is.
+            (fi, fj), (li, lj) = sorted([at, (i, j)])
+            problems.append(
+                f"sources[{li}].secrets[{lj}]: accepts the same HTTP Basic login as"
+                f" sources[{fi}].secrets[{fj}] ({sources[fi].name!r}), both verified as"
+                ' signature = "basic": one is a password alone, which takes any user name, and'
+                " the other that password under a user name, so the login both accept is read as"
+                f" {sources[fi].name}'s, never as {sources[li].name}'s; give each sender"
+                " its own password"
+            )
     return problems
 
 

@@ -485,8 +485,11 @@ class Inbound:
         if mapped.unmatched:  # recorded without them: a pointer's typo shows at the first event
             accepted["unmatched"] = list(mapped.unmatched)
         delivery.results.append(accepted)
-        receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "event", mapped.key)
-        delivery.groups.append([receipt, *mapped.rows])
+        receipts = [
+            Receipt(self.ids(ms), iso(now), self.node, src.name, "event", key)
+            for key in (mapped.key, *mapped.aliases)
+        ]
+        delivery.groups.append([*receipts, *mapped.rows])
 
     def _bad(self, src: SourceMap, now: datetime, reason: str, text: str) -> BadEvent:
         kept, cut = truncate(text, self.opts.bad_body_limit)
@@ -559,8 +562,8 @@ class Inbound:
             return
         for result in accepted:
             group = delivery.groups[result["index"] + 1]
-            if any(erased.late(row) for row in group[1:]):
-                del group[1:]
+            if any(erased.late(row) for row in group):  # a receipt is no one's
+                group[:] = [row for row in group if isinstance(row, Receipt)]
                 result["result"], result["reason"] = "ignored", ERASED_SINCE
 
     def _answer(self, batch: bool, delivery: _Delivery) -> web.Response:

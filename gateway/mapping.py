@@ -64,6 +64,10 @@ class Mapped:
     defaulted: tuple[str, ...] = ()
     """A platform sender's fields (``SourceMap.platform``) read from their default pointer,
     not one the operator wrote (``name (/name)``): the log says so once."""
+    aliases: tuple[str, ...] = ()
+    """Other keys of the same event whose receipt is written with ``key``'s: the key of an event
+    keyed by its timestamp as versions before 2026-12-05 wrote it (the time as the sender wrote
+    it, ``1764583200``), so that an event recorded before the upgrade is a duplicate after it."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,12 @@ class _Reader:
         return now
 
 
+def key_instant(moment: datetime) -> str:
+    """An event's time as its key holds it: UTC ISO 8601 with a Z, its fraction only when it has
+    one (``2026-12-01T10:00:00Z``, ``2026-12-01T10:00:00.250000Z``), however the sender wrote it."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+
+
 def json_kind(value: Any) -> str:
     """What a JSON value is, as JSON names it (the sender wrote JSON, not Python: ``null``, not
     ``NoneType``; ``an object``, not ``dict``), for a field error's "got …"."""
@@ -310,6 +320,7 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         ),
         (None, ""),
     )
+    aliases: tuple[str, ...] = ()
     if key is None:
         raw_ts = r.raw("timestamp")
         if raw_ts is MISSING:
@@ -333,7 +344,14 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
                 value,
             ]
             digest = hashlib.sha256(_encode_json(who)).hexdigest()[:16]
-            key = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}:{digest}"
+            # The instant, not how it was written: 1764583200 and 2026-12-01T10:00:00Z are one
+            # event (until 2026-12-05 two keys: a re-send written the other way counted twice).
+            # The form of the common case, so that its keys stored before stay the same; a key
+            # written otherwise before is kept beside it (aliases), so it still matches too.
+            key = f"{raw_type}:{attrs['creator_id'] or ''}:{key_instant(moment)}:{digest}"
+            written = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}:{digest}"
+            if written != key and len(written) <= MAX_KEY:  # a longer one was refused, never kept
+                aliases = (written,)
     if len(key) > MAX_KEY:
         # Named by where it came from: a long webhook-id made the key of an event with none.
         r.fail(
@@ -354,13 +372,13 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         raise Invalid(r.errors)
     rows: list[Event] = []
     if kind == "ignored":
-        return Mapped(key, rows, kind, why_ignored)
+        return Mapped(key, rows, kind, why_ignored, aliases=aliases)
     if src.lenient and kind == "identify" and not (visitor_id and user_id):
         why = f"identify without both {r.where('visitor_id')} and {r.where('user_id')}: nothing to bind"
-        return Mapped(key, rows, kind, why)
+        return Mapped(key, rows, kind, why, aliases=aliases)
     if src.lenient and kind == "touchpoint" and not has_attribution:
         why = f"{raw_type} without campaign data (none of {', '.join(ATTRIBUTION)}): not recorded"
-        return Mapped(key, rows, kind, why)
+        return Mapped(key, rows, kind, why, aliases=aliases)
     ts, ms = iso(moment), int(moment.timestamp() * 1000)
     keys, node, origin = limits.keys, limits.node, src.origin
     user_key = keys.user_key(user_id) if user_id is not None else None
@@ -429,4 +447,5 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         kind or "",
         unmatched=tuple(r.where(name) for name in r.unmatched),
         defaulted=tuple(r.where(name) for name in r.defaulted),
+        aliases=aliases,
     )

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import aiosqlite
+
 from gateway.badbody import body_key, unseal
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event, Receipt, iso
@@ -72,7 +74,7 @@ async def replay_bad(
     key = body_key(settings.secret)
     db = await connect(settings.store_path)
     try:
-        sql = "SELECT id, ts, sender, body, truncated, reason FROM bad_events WHERE replayed IS NULL"
+        sql = "SELECT id, ts, node, sender, body, truncated, reason FROM bad_events WHERE replayed IS NULL"
         args: list[str] = []
         if sender is not None:
             sql, args = sql + " AND sender = ?", [sender]
@@ -83,7 +85,7 @@ async def replay_bad(
         erased = await asyncio.to_thread(Erased.read, settings.store_path) if pending else Erased()
         groups: list[list[Event]] = []
         spans: list[tuple[str, int, list[Mapped]]] = []  # a bad event, its first group, its events
-        for bad_id, ts, name, body, truncated, reason in pending:
+        for bad_id, ts, node, name, body, truncated, reason in pending:
             src = sources.get(name)
             if src is None:
                 report.skipped.append((bad_id, f"sender {name!r} is not in [[sources]] any more"))
@@ -108,8 +110,10 @@ async def replay_bad(
                 continue
             try:
                 events = split_batch(src, doc)
+                placed = await _place_in_delivery(db, bad_id, ts, node, name) if len(events) == 1 else None
                 mapped = [
-                    map_event(src, e, received, limits, f"replay:{bad_id}#{i}") for i, e in enumerate(events)
+                    map_event(src, e, received, limits, placed or f"replay:{bad_id}#{i}")
+                    for i, e in enumerate(events)
                 ]
             except Invalid as err:
                 report.still_bad.append((bad_id, "; ".join(err.errors)))
@@ -123,7 +127,10 @@ async def replay_bad(
             ]
             spans.append((bad_id, len(groups), mapped))
             for m in mapped:
-                groups.append([Receipt(ids(ms), iso(received), settings.node, name, "event", m.key), *m.rows])
+                # Its aliases too: a key an older version stored for the event still matches.
+                own = (m.key, *m.aliases)
+                receipts = [Receipt(ids(ms), iso(received), settings.node, name, "event", k) for k in own]
+                groups.append([*receipts, *m.rows])
             report.replayed.append(bad_id)
         written = [True] * len(groups)
         if report.replayed and not dry_run:
@@ -166,6 +173,24 @@ async def replay_bad(
         summary += f"; their events: {', '.join(f'{told.count(k):,} {k}' for k in kinds)}"
     say(summary)
     return report
+
+
+async def _place_in_delivery(
+    db: aiosqlite.Connection, bad_id: str, ts: str, node: str, sender: str
+) -> str | None:
+    """``<delivery ID>#<index>``, the key the endpoint gave a kept event of a delivery (an
+    event with no key of its own is keyed so): its ``bad`` receipt, written with it (the same
+    sender, node and time, the ID minted next). None when there is none (a body that was not
+    JSON). Keyed so, the replay refuses what the endpoint refused (a ``webhook-id`` too long to
+    key an event: until 2026-12-05 the replay keyed it ``replay:<bad id>#0`` and recorded it),
+    and records once what the sender's retry records."""
+    sql = (
+        "SELECT key FROM receipts WHERE sender = ? AND kind = 'bad' AND ts = ? AND node = ? AND id > ?"
+        " ORDER BY id LIMIT 1"
+    )
+    async with db.execute(sql, (sender, ts, node, bad_id)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else str(row[0])
 
 
 def cmd_replay_bad(args: argparse.Namespace) -> int:

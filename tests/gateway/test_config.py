@@ -1001,6 +1001,35 @@ def test_one_secret_for_senders_verified_apart_loads(first: str, second: str) ->
     load_settings(None, text=_two_senders(first, second), environ=env)
 
 
+@pytest.mark.parametrize(("first", "second"), [("A", "U"), ("U", "A")])
+def test_a_password_alone_and_a_login_with_it_are_refused_as_shared(first: str, second: str) -> None:
+    """A "basic" secret with no user name takes any: ``pw`` accepts the login ``chargebee:pw``
+    as ``chargebee:pw`` does, so one of the two senders never saw that login's deliveries (the
+    first in the file took them) while identical secrets were already refused."""
+    toml = (
+        f"[[sources]]\nname = 'shop'\nsignature = 'basic'\nsecrets = ['env:O', 'env:{first}']\n"
+        f"[[sources]]\nname = 'crm'\nsignature = 'basic'\nsecrets = ['env:{second}']\n"
+    )
+    password = "p" * 24
+    env = {**ENV, "O": "o" * 24, "A": password, "U": "chargebee:" + password}
+    found = problems(toml, env)
+    assert found == [
+        "sources[1].secrets[0]: accepts the same HTTP Basic login as sources[0].secrets[1] ('shop'),"
+        ' both verified as signature = "basic": one is a password alone, which takes any user name,'
+        " and the other that password under a user name, so the login both accept is read as shop's,"
+        " never as crm's; give each sender its own password"
+    ]
+    assert password not in found[0]
+    # Two user names with one password are two logins; a Standard Webhooks sender takes no login.
+    env = {**env, "A": "zapier:" + password}
+    load_settings(None, text=toml, environ=env)
+    load_settings(
+        None,
+        text=toml.replace("signature = 'basic'\nsecrets = ['env:O'", "secrets = ['env:O'"),
+        environ={**env, "A": password},
+    )
+
+
 def test_a_type_both_mapped_and_ignored_is_refused() -> None:
     """A type in ``types`` and in ``ignore_types`` was ignored: the operator who mapped it (and
     forgot the other list) saw every event of it answered "ignored", nothing recorded."""

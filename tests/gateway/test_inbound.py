@@ -15,7 +15,7 @@ import sys
 import time
 import tomllib
 import zlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -208,6 +208,54 @@ async def test_events_without_an_id_in_the_same_second_are_told_apart(gw: Runnin
     assert await rows(gw, "SELECT count(*) FROM touchpoints WHERE creator_id = 'cr_1'") == [(2,)]
     keys = await rows(gw, "SELECT key FROM receipts WHERE kind = 'event'")
     assert not [k for (k,) in keys if "u1" in k or "u2" in k]  # keyed forms only
+
+
+async def test_an_event_without_an_id_is_one_event_however_its_time_is_written(gw: RunningGateway) -> None:
+    """Without an event_id the key held the timestamp as written: the same event re-sent with
+    its time in Unix seconds, milliseconds or another offset was a new key, counted twice. A key
+    an older version stored (the time as written) still matches the event sent again so."""
+    second = int(time.time()) - 3600
+    instant = datetime.fromtimestamp(second, UTC)
+    written = [
+        instant.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        second,
+        str(second),
+        second * 1000,
+        instant.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat(),
+        instant.strftime("%Y-%m-%dT%H:%M:%S.000z"),
+    ]
+
+    def event(ts: Any, user: str = "u-ts") -> bytes:
+        return encode({"type": "conversion", "user_id": user, "value": 5, "timestamp": ts})
+
+    status, answer = await post(gw, event(written[0]), signed(event(written[0])))
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    assert re.fullmatch(r"conversion::" + re.escape(written[0]) + r":[0-9a-f]{16}", answer["key"])
+    for ts in written[1:]:
+        status, answer = await post(gw, event(ts), signed(event(ts)))  # a new delivery of it
+        assert (status, answer["result"]) == (200, "duplicate"), ts
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
+    # The form of the common case (ISO, Z) is the key it was: no second receipt beside it.
+    assert await rows(gw, "SELECT count(*) FROM receipts WHERE kind = 'event'") == [(1,)]
+
+    # Upgrading: an event in Unix seconds stored by a version before 2026-12-05 holds the key
+    # conversion::<seconds>:<digest>, and its conversion event:billing:<that key>.
+    status, answer = await post(gw, event(second, "u-old"), signed(event(second, "u-old")))
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    old = answer["key"].replace(written[0], str(second))
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db:
+        await db.execute("DELETE FROM receipts WHERE kind = 'event' AND key = ?", (answer["key"],))
+        await db.execute(
+            "UPDATE conversions SET dedup_key = ? WHERE user_key = ?",
+            ("event:billing:" + old, KEYS.user_key("u-old")),
+        )
+        await db.commit()
+        # What that version left: the key with the time as written (kept beside this one's).
+        async with db.execute("SELECT key FROM receipts WHERE key LIKE ?", (f"%:{second}:%",)) as cur:
+            assert await cur.fetchall() == [(old,)]
+    status, answer = await post(gw, event(second, "u-old"), signed(event(second, "u-old")))
+    assert (status, answer["result"]) == (200, "duplicate"), answer
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(2,)]
 
 
 async def test_conversion_for_an_order_the_store_has_counts_once(gw: RunningGateway) -> None:
@@ -1075,6 +1123,42 @@ async def test_a_key_too_long_is_named_by_where_it_came_from(gw: RunningGateway)
     assert answer["errors"] == [
         "event_id (/messageId): the event key, from its event_id, is 300 characters, longer than 256"
     ]
+
+
+async def test_replay_bad_refuses_a_key_too_long_as_the_endpoint_does(
+    gw: RunningGateway, start_gateway
+) -> None:
+    """An event with no event_id under a webhook-id too long to key it was refused, kept, and
+    recorded by ``replay-bad``, which keyed it by the bad event instead of its delivery. The
+    replay keys an event as the endpoint did, so it refuses that one in the same words, and one
+    that now passes is the sender's retry's key: the two record it once."""
+    long_id, body = "m" * 300, encode({"type": "conversion", "user_id": "u-long"})
+    status, answer = await post(gw, body, signed(body, msg_id=long_id))
+    assert status == 400, answer
+    lines: list[str] = []
+    report = await replay_bad(gw.gateway.settings, say=lines.append)
+    assert report.replayed == [] and [why for _, why in report.still_bad] == answer["errors"], lines
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+    # Refused for another reason, in a batch: once the fix runs, the sender's retry of the batch
+    # and the replay of its kept events record each event once.
+    batch = encode(
+        [conversion(), {"type": "signup", "user_id": "u-fix"}, {"type": "signup", "user_id": "u-fix2"}]
+    )
+    headers = signed(batch, msg_id="batch-1")
+    status, answer = await post(gw, batch, headers)
+    assert (status, answer["bad"]) == (202, 2), answer
+    fixed = await start_gateway(
+        gw.url,
+        SOURCES.replace('ignore_types = ["charge.refunded"]', 'types = {signup = "conversion"}'),
+        SOURCES_ENV,
+    )
+    status, answer = await post(fixed, batch, headers)  # the sender's retry, after the fix
+    assert [r["result"] for r in answer["results"]] == ["duplicate", "accepted", "accepted"], answer
+    report = await replay_bad(fixed.gateway.settings, say=lines.append)
+    outcomes = [o for each in report.outcomes.values() for o in each]
+    assert outcomes == ["already recorded", "already recorded"], lines
+    assert await rows(gw, "SELECT count(*) FROM conversions WHERE name = 'signup'") == [(2,)]
 
 
 async def test_a_body_not_utf8_is_kept_so_that_it_replays_as_bad(gw: RunningGateway) -> None:
