@@ -24,7 +24,7 @@ import aiosqlite
 from gateway.badbody import body_key, unseal
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event, Receipt, iso
-from gateway.ids import Uuid7
+from gateway.ids import Uuid7, id_floor
 from gateway.inbound import ERASED_SINCE
 from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, Mapped, map_event
@@ -184,11 +184,15 @@ async def _place_in_delivery(
     JSON). Keyed so, the replay refuses what the endpoint refused (a ``webhook-id`` too long to
     key an event: until 2026-12-05 the replay keyed it ``replay:<bad id>#0`` and recorded it),
     and records once what the sender's retry records."""
+    # Both IDs were minted for the delivery's millisecond: the primary key's range of it is read
+    # (``+sender`` keeps SQLite off the (sender, kind, key) index, whose range is every bad
+    # receipt of the sender: a replay of thousands of bad events read it once each).
+    ms = int(bad_id.replace("-", "")[:12], 16)
     sql = (
-        "SELECT key FROM receipts WHERE sender = ? AND kind = 'bad' AND ts = ? AND node = ? AND id > ?"
-        " ORDER BY id LIMIT 1"
+        "SELECT key FROM receipts WHERE id > ? AND id < ? AND +sender = ? AND kind = 'bad' AND ts = ?"
+        " AND node = ? ORDER BY id LIMIT 1"
     )
-    async with db.execute(sql, (sender, ts, node, bad_id)) as cur:
+    async with db.execute(sql, (bad_id, id_floor(ms + 1), sender, ts, node)) as cur:
         row = await cur.fetchone()
     return None if row is None else str(row[0])
 
