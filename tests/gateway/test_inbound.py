@@ -832,9 +832,10 @@ async def test_an_event_dated_before_its_users_erasure_is_ignored(gw: RunningGat
 
 
 async def test_replay_bad_keeps_an_erased_users_events_out(gw: RunningGateway) -> None:
-    """A bad event naming only a visitor, kept before that visitor's user was erased (the
-    erasure looks for the user's ID in kept bodies, not for their visitors'): ``replay-bad``
-    recorded it after the fix, and the erasure came undone, where a retry is ``ignored``."""
+    """A bad event naming only a visitor of a user erased since: kept before the erasure, the
+    erasure deletes it (since 2026-12-05: it named the user's visitor); kept after it (a sender's
+    retry, dated before the erasure and still bad), ``replay-bad`` recorded it after the fix
+    until 2026-12-05, and the erasure came undone, where a retry is ``ignored``."""
     before = int(time.time()) - 3600
     bad = encode({"type": "purchase", "event_id": "er-1", "visitor_id": "vis-er", "timestamp": before})
     assert (await post(gw, bad, signed(bad)))[0] == 400
@@ -843,7 +844,10 @@ async def test_replay_bad_keeps_an_erased_users_events_out(gw: RunningGateway) -
     auth = {"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
     async with gw.session.delete(gw.admin_url + "/api/users/u-er", headers=auth) as resp:
         assert resp.status == 200
-    assert len(await rows(gw, "SELECT * FROM bad_events")) == 1  # it names no user
+        assert (await resp.json())["erased"]["bad_events"] == 1
+    assert await rows(gw, "SELECT * FROM bad_events") == []  # it named the user's visitor
+    assert (await post(gw, bad, signed(bad)))[0] == 400  # the sender retries it: kept again
+    assert len(await rows(gw, "SELECT * FROM bad_events")) == 1
     fixed = SOURCES.replace('ignore_types = ["charge.refunded"]', 'types = {purchase = "conversion"}')
     fixed += f'\n[storage]\npath = "{gw.gateway.settings.store_path}"\n'
     settings = load_settings(None, text=fixed, environ={**ENV, **SOURCES_ENV}, offline=True)
