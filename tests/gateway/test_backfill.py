@@ -762,6 +762,43 @@ async def test_json_lines_without_a_host_are_skipped_by_line(tmp_path: Path) -> 
     assert summary.examples == ["access.jsonl:2: host: missing (and no --host or proxy.public_origin)"]
 
 
+async def test_json_lines_with_values_no_request_has_are_skipped_and_counted(tmp_path: Path) -> None:
+    """A status ``abc``, a method ``G E T``, a client ``300.1.1.1`` and a time ``12`` (Unix
+    seconds: 1970) were each stored as a touchpoint; each is skipped and counted by reason, as
+    the other formats skip such lines. The time's bound is every format's: a combined line of
+    1970 too."""
+    settings = make_settings(tmp_path)
+    good = {"time": "2025-03-01T10:00:00Z", "method": "GET", "uri": "/?utm_source=news", "status": 200,
+            "host": "shop.example", "remote_addr": "203.0.113.9", "user_agent": UA}  # fmt: skip
+    bad = ({"status": "abc"}, {"method": "G E T"}, {"remote_addr": "300.1.1.1"}, {"time": 12}, {"time": "12"})
+    text = "\n".join(json.dumps({**good, **change}) for change in ({}, *bad))
+    log = await asyncio.to_thread(write, tmp_path / "access.jsonl", text)
+    summary = await run_import(settings, [log], "json-lines")
+    old = "time: more than 50 years ago, older than any logged request (a duration, a counter?)"
+    assert summary.skipped == {
+        "status: not an HTTP status": 1,
+        "method: not an HTTP method": 1,
+        "client address: not an IP address (nor a host name)": 1,
+        old: 2,
+    }
+    assert summary.examples == [
+        "access.jsonl:2: status: not an HTTP status: 'abc'",
+        "access.jsonl:3: method: not an HTTP method: 'G E T'",
+        "access.jsonl:4: client address: not an IP address (nor a host name): '300.1.1.1'",
+        f"access.jsonl:5: {old} [1970-01-01T00:00:12+00:00]",
+        f"access.jsonl:6: {old} [1970-01-01T00:00:12+00:00]",
+    ]
+    assert summary.events["touchpoints"] == 1
+    assert await query(settings, "SELECT count(*) FROM touchpoints") == [(1,)]
+    # Every line so dated: the time is not where --field time points, said as for a missing one.
+    only = await asyncio.to_thread(write, tmp_path / "durations.jsonl", json.dumps({**good, "time": 12}))
+    assert (await run_import(settings, [only], "json-lines", dry_run=True)).none_in_format()
+    epoch = '203.0.113.9 - - [01/Jan/1970:00:00:12 +0000] "GET /?utm_source=x HTTP/1.1" 200 5 "-" "UA"'
+    combined = await asyncio.to_thread(write, tmp_path / "access.log", epoch)
+    summary = await run_import(settings, [combined], "combined", host="shop.example", dry_run=True)
+    assert summary.skipped == {old: 1} and not summary.events["touchpoints"]
+
+
 def test_a_store_that_is_not_a_database_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
