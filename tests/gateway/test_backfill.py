@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -159,12 +160,15 @@ async def test_bzip2_and_xz_logs_are_read_and_a_zstd_one_is_refused(tmp_path: Pa
     await asyncio.to_thread(zstd.write_bytes, bytes.fromhex("28b52ffd") + b"\x00" * 16)
     await asyncio.to_thread((tmp_path / "gw.toml").write_text, '[storage]\npath = "gw.db"\n')
     args = ("--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", str(workers))
-    done = await asyncio.to_thread(_cli, tmp_path, zstd.name, *args)
+    # After a good log: refused before it is read (until 2026-12-05 at its turn, the log before
+    # it imported), as a missing file is.
+    done = await asyncio.to_thread(_cli, tmp_path, plain.name, zstd.name, *args)
     assert done.returncode == 1
     assert done.stderr.endswith(
         f"gateway import: cannot read {zstd.name}: compressed with zstd, which is not read here: decompress"
-        f" it first, as in zstdcat {zstd.name} | gateway import - …; nothing was imported\n"
+        f" it first, as in zstdcat {zstd.name} | gateway import - …\n"
     ), done.stderr
+    assert done.stdout == "" and not await asyncio.to_thread((tmp_path / "gw.db").exists)
 
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"  # noqa: E501
@@ -1001,6 +1005,46 @@ def test_a_file_unreadable_part_way_keeps_what_was_read_before_it(tmp_path: Path
     junk.write_bytes(b"\x1f\x8b\x08\x00" + b"junk" * 64)
     nothing = _cli(tmp_path, str(junk), *args)
     assert nothing.returncode == 1 and nothing.stderr.endswith("; nothing was imported\n"), nothing
+
+
+def _unprivileged() -> list[str]:
+    """What to run a command under so that a file's mode binds it: nothing for a user; for root,
+    ``setpriv`` dropping the capabilities that read any file (it stays root, owner of the
+    test's folders, and the interpreter under /root stays reachable)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("as root only a process without CAP_DAC_OVERRIDE is refused a file: no setpriv")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_a_file_that_cannot_be_opened_fails_the_import_before_it_reads_any(tmp_path: Path, kind: str) -> None:
+    """A log the importing user may not read (``chmod 000``, another user's ``0600``) among
+    several: the import used to read and store every file before it, then stop there with exit
+    1 and a half-done store. Like a missing file or a directory, it is now found before any file
+    is read or the store opened: one line naming it and why, exit 1, nothing written."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    first = write_log(tmp_path / "first.log", 300)
+    locked = tmp_path / "locked.log"
+    if kind == "file":
+        write_log(locked, 300, seed=2)
+    else:  # a pipe named by its path, read as a stream: its mode is checked, it is not opened
+        os.mkfifo(locked)
+    locked.chmod(0)
+    args = (str(first), str(locked), "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    done = subprocess.run(
+        [*_unprivileged(), sys.executable, "-m", "gateway", "import", *args], cwd=tmp_path,
+        env={**os.environ, **ENV}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done
+    assert done.stderr.endswith(f"gateway import: cannot read {locked}: Permission denied\n"), done.stderr
+    assert done.stdout == "" and not (tmp_path / "gw.db").exists()  # no summary: nothing was read
+    if kind == "file":  # readable again: the same command imports both
+        locked.chmod(0o644)
+        again = _cli(tmp_path, *args)
+        assert again.returncode == 0 and "2 files, 600 lines read" in again.stdout, again
 
 
 def test_cli_names_the_store_when_its_folder_cannot_be_made(tmp_path: Path) -> None:
