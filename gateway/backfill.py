@@ -32,7 +32,7 @@ from gateway.forwarding import client_ip, is_trusted
 from gateway.history import UNENDED, Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
 from gateway.keys import Keys, derive
-from gateway.logformats import NOT_IN_FORMAT
+from gateway.logformats import NOT_IN_FORMAT, OLDEST_YEARS, TOO_OLD
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.options import SourceOptions
@@ -197,7 +197,7 @@ class Replayer:
             keys=self.keys,
             node=settings.node,
             ids=Uuid7(),
-            max_age=timedelta(days=365 * 50),
+            max_age=timedelta(days=365 * OLDEST_YEARS),
             tolerance=timedelta(seconds=opts.webhooks.tolerance_seconds),
             max_len=opts.campaign.max_value_length,
             channels=settings.channels,
@@ -362,7 +362,11 @@ async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -
     # A line dated after now is no history: live, such a request cannot have come, and stored
     # it would be a touchpoint every report of the coming days counts (the same bound as a
     # Segment event's, ``Limits.tolerance``).
-    latest = datetime.now(UTC) + replayer.limits.tolerance
+    now = datetime.now(UTC)
+    latest = now + replayer.limits.tolerance
+    # Nor is one dated before the web (a json-lines time of 12, read as Unix seconds): the bound
+    # a Segment event's time has too.
+    earliest = now - replayer.limits.max_age
     for item in items:
         if type(item) is Line:
             if not (item.host or default_host):
@@ -370,6 +374,9 @@ async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -
                 continue
             if item.ts > latest:
                 skips.append(Skip(item.number, FUTURE))
+                continue
+            if item.ts < earliest:
+                skips.append(Skip(item.number, TOO_OLD, f" [{item.ts.isoformat()}]"))
                 continue
             if item.authority and replayer.elsewhere(item):
                 skips.append(Skip(item.number, ELSEWHERE))

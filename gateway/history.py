@@ -183,6 +183,16 @@ def _decompressed(raw: io.BufferedReader, source: Input) -> BinaryIO:
     return raw
 
 
+def check_opens(path: Path) -> None:
+    """Open ``path`` and look at its first bytes as ``History`` does: OSError when it cannot be
+    opened (permission denied) or is a compression it refuses (zstd), naming it."""
+    with open_input(path) as raw:
+        try:
+            _decompressed(raw, path)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+
+
 class History:
     """An open history file (or stream): compressed or not, read in chunks of parsed items."""
 

@@ -22,26 +22,41 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from gateway.history import History, Input, Item, Skip
+from gateway.history import History, Input, Item, Skip, check_opens
 from gateway.logformats import read_flows
 
 _T = TypeVar("_T")
 
 
-def input_sizes(paths: Sequence[Input]) -> list[int | None]:
+def input_sizes(paths: Sequence[Input], fmt: str) -> list[int | None]:
     """Each file's size in bytes; None for a stream, whose size is not known before its end:
     standard input, or a pipe (or another device) named by its path. OSError for a path that is
-    missing or a directory: the import then fails before it reads anything."""
-    return [_size(path) for path in paths]
+    missing, a directory, cannot be opened (permission denied) or, in a line format, is
+    compressed with zstd: the import then fails before it reads anything, where it used to
+    import the files before that one first."""
+    return [_size(path, fmt != "mitm") for path in paths]
 
 
-def _size(path: Input) -> int | None:
+def _size(path: Input, lines: bool) -> int | None:
     if not isinstance(path, Path):
         return None
     status = path.stat()
     if stat.S_ISDIR(status.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    return None if stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode) else status.st_size
+    if stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode):
+        # Not opened here: opening a FIFO waits for its writer, and a probe's close would leave
+        # a writer that started meanwhile without a reader (SIGPIPE). Its mode says it all.
+        if not os.access(path, os.R_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return None
+    # Opened: what the kernel says (modes, ACLs, a security module), as for root too; a log's
+    # first bytes as its reader takes them (a flow dump is read as it is).
+    if lines:
+        check_opens(path)
+    else:
+        with open(path, "rb"):
+            pass
+    return status.st_size
 
 
 class Source:

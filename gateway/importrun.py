@@ -55,8 +55,8 @@ async def run_import(
     path, is read once, front to back); the summary. With ``workers`` > 1, log lines are parsed
     and replayed in that many processes.
     UsageError for a bad command line, OSError when a file cannot be opened before any is
-    read (missing, a directory). A file that fails part way ends the import there: what was
-    read before it is written, and the summary's ``unreadable`` names it.
+    read (missing, a directory, permission denied, zstd). A file that fails part way ends the
+    import there: what was read before it is written, and the summary's ``unreadable`` names it.
 
     ``summary`` is filled in as the import goes; cancelled once its ``interrupted`` is set (by
     ``until_stopped``), the import stops reading, writes everything read so far, stops its
@@ -86,7 +86,7 @@ async def run_import(
     started = time.perf_counter()
     try:
         try:
-            sizes = await asyncio.to_thread(input_sizes, paths)
+            sizes = await asyncio.to_thread(input_sizes, paths, fmt)
             # As a live gateway starts its chain: the GeoIP databases are opened here.
             await replayer.pipeline.running()
             if not dry_run:

@@ -54,6 +54,7 @@ NOT_IN_FORMAT = (
     "time: missing or unreadable",
     "not an HTTP flow",
     "unreadable flow dump",
+    "time: more than 50 years ago",  # a json-lines --field time at a duration, a counter: 12
 )
 """The skips (their reasons' beginnings) that say a line is not in the format asked for: when
 every line read is one of them, ``--format`` (or a json-lines ``--field``) is wrong."""
@@ -98,6 +99,40 @@ def split_request(request: str) -> tuple[str, str, str] | str:
     if not target.startswith("/"):
         return "not an origin-form request (CONNECT, OPTIONS *)"
     return (parts[0], target, authority) if target.isascii() and authority.isascii() else RAW_BYTES
+
+
+TOO_OLD = "time: more than 50 years ago, older than any logged request (a duration, a counter?)"
+"""Why a line is skipped that is dated more than 50 years before now (``12``, read as Unix
+seconds, is 1970-01-01T00:00:12): no logged request is that old, and a Segment event that old is
+refused too (``Limits.max_age``)."""
+OLDEST_YEARS = 50
+
+NOT_AN_ADDRESS = "client address: not an IP address (nor a host name)"
+"""Why a line is skipped whose logged client is neither an address nor a host name
+(``300.1.1.1``): live, the client is the connection's address, always one."""
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+"""A host name's labels (Apache's ``%h`` with ``HostnameLookups On``); its last label must not
+be all digits (``client_address``), which tells ``300.1.1.1``, an address that is not one, from
+a name. Linear: a pattern with a letter required somewhere between two free runs backtracked
+quadratically (1.7 s for a 16,000-character value, a hang on a long garbled field)."""
+HOST_NAME_MAX = 253
+_STATUS = re.compile(r"[0-9]{3}")
+"""An HTTP status as a log writes it: three digits (the combined format's, ``%>s``)."""
+
+
+def client_address(value: str) -> bool:
+    """Whether a logged client (``$remote_addr``, ``%h``) can be one: an IP address (with a port
+    too, as ``1.2.3.4:5678``), a host name (``HostnameLookups On``), nginx's ``unix:`` for a
+    client on a Unix socket, or none logged (empty, ``-``)."""
+    if value in ("", "-", "unix:") or parse_ip(value) is not None:
+        return True
+    name = value.removesuffix(".")
+    return (
+        len(name) <= HOST_NAME_MAX
+        and name.isascii()
+        and _HOST_NAME.fullmatch(name) is not None
+        and not name.rpartition(".")[2].isdigit()
+    )
 
 
 RAW_BYTES = "a request target with raw non-ASCII bytes (the gateway answers such a request 400)"
@@ -145,6 +180,8 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
         request = split_request(_unescape(m[4]))
         if isinstance(request, str):
             return [Skip(number, request)]
+        if not client_address(m[2]):
+            return [Skip(number, NOT_AN_ADDRESS, f": {m[2][:40]!r}")]
         host, referer, agent, extra = m[1] or "", m[6] or "", m[7] or "", m[8]
         return [
             Line(
@@ -201,6 +238,8 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
         if ts is None:
             return [Skip(number, f"time: missing or unreadable at {'/' + '/'.join(tokens or ())}")]
         method, uri, authority = text(doc, "method"), text(doc, "uri"), ""
+        if method and uri and not (method.isascii() and method.isalpha()):  # as a request line's
+            return [Skip(number, "method: not an HTTP method", f": {method[:40]!r}")]
         if not (method and uri):
             request = split_request(text(doc, "request"))
             if request == RAW_BYTES:
@@ -215,7 +254,12 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
             uri += "?" + query.removeprefix("?")
         if not uri.isascii():
             return [Skip(number, f"uri: {RAW_BYTES}")]
-        status = text(doc, "status")
+        status = text(doc, "status")  # none logged: 0, as a flow's without a response
+        if status and _STATUS.fullmatch(status) is None:  # "abc", 200.0, true: as combined's
+            return [Skip(number, "status: not an HTTP status", f": {status[:40]!r}")]
+        ip = text(doc, "ip")
+        if not client_address(ip):
+            return [Skip(number, NOT_AN_ADDRESS, f": {ip[:40]!r}")]
         vid = text(doc, "vid")
         return [
             Line(
@@ -223,12 +267,12 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
                 ts,
                 method.upper(),
                 uri,
-                int(status) if status.isascii() and status.isdigit() else 0,
+                int(status) if status else 0,
                 raw,
                 host=text(doc, "host"),
                 referer=text(doc, "referer"),
                 user_agent=text(doc, "user_agent"),
-                ip=text(doc, "ip"),
+                ip=ip,
                 forwarded_for=text(doc, "forwarded_for"),
                 cookie=f"{cookie_name}={vid}" if vid else text(doc, "cookie"),
                 authority=authority,

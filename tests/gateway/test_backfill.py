@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -159,12 +160,15 @@ async def test_bzip2_and_xz_logs_are_read_and_a_zstd_one_is_refused(tmp_path: Pa
     await asyncio.to_thread(zstd.write_bytes, bytes.fromhex("28b52ffd") + b"\x00" * 16)
     await asyncio.to_thread((tmp_path / "gw.toml").write_text, '[storage]\npath = "gw.db"\n')
     args = ("--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", str(workers))
-    done = await asyncio.to_thread(_cli, tmp_path, zstd.name, *args)
+    # After a good log: refused before it is read (until 2026-12-05 at its turn, the log before
+    # it imported), as a missing file is.
+    done = await asyncio.to_thread(_cli, tmp_path, plain.name, zstd.name, *args)
     assert done.returncode == 1
     assert done.stderr.endswith(
         f"gateway import: cannot read {zstd.name}: compressed with zstd, which is not read here: decompress"
-        f" it first, as in zstdcat {zstd.name} | gateway import - …; nothing was imported\n"
+        f" it first, as in zstdcat {zstd.name} | gateway import - …\n"
     ), done.stderr
+    assert done.stdout == "" and not await asyncio.to_thread((tmp_path / "gw.db").exists)
 
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"  # noqa: E501
@@ -762,6 +766,43 @@ async def test_json_lines_without_a_host_are_skipped_by_line(tmp_path: Path) -> 
     assert summary.examples == ["access.jsonl:2: host: missing (and no --host or proxy.public_origin)"]
 
 
+async def test_json_lines_with_values_no_request_has_are_skipped_and_counted(tmp_path: Path) -> None:
+    """A status ``abc``, a method ``G E T``, a client ``300.1.1.1`` and a time ``12`` (Unix
+    seconds: 1970) were each stored as a touchpoint; each is skipped and counted by reason, as
+    the other formats skip such lines. The time's bound is every format's: a combined line of
+    1970 too."""
+    settings = make_settings(tmp_path)
+    good = {"time": "2025-03-01T10:00:00Z", "method": "GET", "uri": "/?utm_source=news", "status": 200,
+            "host": "shop.example", "remote_addr": "203.0.113.9", "user_agent": UA}  # fmt: skip
+    bad = ({"status": "abc"}, {"method": "G E T"}, {"remote_addr": "300.1.1.1"}, {"time": 12}, {"time": "12"})
+    text = "\n".join(json.dumps({**good, **change}) for change in ({}, *bad))
+    log = await asyncio.to_thread(write, tmp_path / "access.jsonl", text)
+    summary = await run_import(settings, [log], "json-lines")
+    old = "time: more than 50 years ago, older than any logged request (a duration, a counter?)"
+    assert summary.skipped == {
+        "status: not an HTTP status": 1,
+        "method: not an HTTP method": 1,
+        "client address: not an IP address (nor a host name)": 1,
+        old: 2,
+    }
+    assert summary.examples == [
+        "access.jsonl:2: status: not an HTTP status: 'abc'",
+        "access.jsonl:3: method: not an HTTP method: 'G E T'",
+        "access.jsonl:4: client address: not an IP address (nor a host name): '300.1.1.1'",
+        f"access.jsonl:5: {old} [1970-01-01T00:00:12+00:00]",
+        f"access.jsonl:6: {old} [1970-01-01T00:00:12+00:00]",
+    ]
+    assert summary.events["touchpoints"] == 1
+    assert await query(settings, "SELECT count(*) FROM touchpoints") == [(1,)]
+    # Every line so dated: the time is not where --field time points, said as for a missing one.
+    only = await asyncio.to_thread(write, tmp_path / "durations.jsonl", json.dumps({**good, "time": 12}))
+    assert (await run_import(settings, [only], "json-lines", dry_run=True)).none_in_format()
+    epoch = '203.0.113.9 - - [01/Jan/1970:00:00:12 +0000] "GET /?utm_source=x HTTP/1.1" 200 5 "-" "UA"'
+    combined = await asyncio.to_thread(write, tmp_path / "access.log", epoch)
+    summary = await run_import(settings, [combined], "combined", host="shop.example", dry_run=True)
+    assert summary.skipped == {old: 1} and not summary.events["touchpoints"]
+
+
 def test_a_store_that_is_not_a_database_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -964,6 +1005,46 @@ def test_a_file_unreadable_part_way_keeps_what_was_read_before_it(tmp_path: Path
     junk.write_bytes(b"\x1f\x8b\x08\x00" + b"junk" * 64)
     nothing = _cli(tmp_path, str(junk), *args)
     assert nothing.returncode == 1 and nothing.stderr.endswith("; nothing was imported\n"), nothing
+
+
+def _unprivileged() -> list[str]:
+    """What to run a command under so that a file's mode binds it: nothing for a user; for root,
+    ``setpriv`` dropping the capabilities that read any file (it stays root, owner of the
+    test's folders, and the interpreter under /root stays reachable)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("as root only a process without CAP_DAC_OVERRIDE is refused a file: no setpriv")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_a_file_that_cannot_be_opened_fails_the_import_before_it_reads_any(tmp_path: Path, kind: str) -> None:
+    """A log the importing user may not read (``chmod 000``, another user's ``0600``) among
+    several: the import used to read and store every file before it, then stop there with exit
+    1 and a half-done store. Like a missing file or a directory, it is now found before any file
+    is read or the store opened: one line naming it and why, exit 1, nothing written."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    first = write_log(tmp_path / "first.log", 300)
+    locked = tmp_path / "locked.log"
+    if kind == "file":
+        write_log(locked, 300, seed=2)
+    else:  # a pipe named by its path, read as a stream: its mode is checked, it is not opened
+        os.mkfifo(locked)
+    locked.chmod(0)
+    args = (str(first), str(locked), "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    done = subprocess.run(
+        [*_unprivileged(), sys.executable, "-m", "gateway", "import", *args], cwd=tmp_path,
+        env={**os.environ, **ENV}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done
+    assert done.stderr.endswith(f"gateway import: cannot read {locked}: Permission denied\n"), done.stderr
+    assert done.stdout == "" and not (tmp_path / "gw.db").exists()  # no summary: nothing was read
+    if kind == "file":  # readable again: the same command imports both
+        locked.chmod(0o644)
+        again = _cli(tmp_path, *args)
+        assert again.returncode == 0 and "2 files, 600 lines read" in again.stdout, again
 
 
 def test_cli_names_the_store_when_its_folder_cannot_be_made(tmp_path: Path) -> None:

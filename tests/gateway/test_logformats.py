@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from gateway.history import Line, Record, Skip, parse_any_time, parse_clf_time
 from gateway.logformats import (
     NESTED,
+    NOT_AN_ADDRESS,
     RAW_BYTES,
     combined_parser,
     forwarded_for,
@@ -318,9 +319,52 @@ def test_a_header_logged_as_a_list_of_values_is_read() -> None:
     assert isinstance(line, Line) and line.user_agent == ""
 
 
-def test_a_status_that_is_not_ascii_digits_is_unknown() -> None:
-    [line] = json_parser("gw_vid", {})(1, '{"time": 1, "method": "GET", "uri": "/", "status": "²"}'.encode())
-    assert isinstance(line, Line) and line.status == 0
+def test_a_json_line_with_a_value_no_request_has_is_skipped_as_a_combined_one_is() -> None:
+    """A status ``abc``, a method ``G E T``, a client ``300.1.1.1``: json-lines took them (the
+    status as 0, the rest as logged) and stored the line as a touchpoint, where a combined line
+    holding them is skipped and live traffic cannot carry them. Each is skipped, by reason."""
+    json_lines = json_parser("gw_vid", {})
+    good = {"time": 1740823200, "method": "GET", "uri": "/", "status": 200, "remote_addr": "1.2.3.4"}
+    for field, value, reason in (
+        ("status", "abc", "status: not an HTTP status"),
+        ("status", "²", "status: not an HTTP status"),  # int() of it raised, until 1fb949c
+        ("status", 2000, "status: not an HTTP status"),
+        ("status", 200.5, "status: not an HTTP status"),
+        ("status", True, "status: not an HTTP status"),
+        ("method", "G E T", "method: not an HTTP method"),
+        ("method", "GET/1", "method: not an HTTP method"),
+        ("remote_addr", "300.1.1.1", NOT_AN_ADDRESS),
+        ("remote_addr", "1.2.3.4 5.6.7.8", NOT_AN_ADDRESS),
+        ("remote_addr", "<script>", NOT_AN_ADDRESS),
+        ("remote_addr", "a" * 254, NOT_AN_ADDRESS),  # longer than any host name (253)
+    ):
+        [skip] = json_lines(3, msgspec.json.encode({**good, field: value}))
+        assert skip == Skip(3, reason, f": {str(value)[:40]!r}"), (field, value)
+    # A combined line with the same values: skipped too (the client one since this fix).
+    combined = '{} - - [01/Mar/2025:10:00:00 +0000] "{} / HTTP/1.1" {} 5 "-" "UA"'
+    for line, reason in (
+        ("1.2.3.4 GET abc", "not a combined-log line"),
+        ("1.2.3.4 G E T 200", "unreadable request line"),
+    ):
+        client, *method, status = line.split(" ")
+        assert parse(3, combined.format(client, " ".join(method), status).encode()) == [Skip(3, reason)]
+    assert parse(3, combined.format("300.1.1.1", "GET", "200").encode()) == [
+        Skip(3, NOT_AN_ADDRESS, ": '300.1.1.1'")
+    ]
+    # What a server logs as its client: an address (with its port, as Caddy's remote_addr), a
+    # host name (Apache's HostnameLookups On), nginx's unix: for a Unix socket, or nothing; a
+    # status of three digits however written; a method in any case, read upper-case as before.
+    for value in ("203.0.113.9", "[2001:db8::1]:443", "1.2.3.4:5678", "crawl-66-249-66-1.googlebot.com",
+                  "localhost", "unix:", "-", None):  # fmt: skip
+        [line] = json_lines(3, msgspec.json.encode({**good, "remote_addr": value}))
+        assert isinstance(line, Line) and line.ip == ("" if value in ("-", None) else value), value
+        [line] = parse(3, combined.format(value or "-", "GET", "200").encode())
+        assert isinstance(line, Line) and line.ip == (value or "-"), value
+    for status, expected in (("404", 404), (499, 499), ("-", 0), (None, 0)):
+        [line] = json_lines(3, msgspec.json.encode({**good, "status": status}))
+        assert isinstance(line, Line) and line.status == expected, status
+    [line] = json_lines(3, msgspec.json.encode({**good, "method": "post"}))
+    assert isinstance(line, Line) and line.method == "POST"
 
 
 def test_a_json_line_with_raw_bytes_in_its_target_is_skipped() -> None:
