@@ -211,13 +211,15 @@ class Sink:
         if 200 <= status < 300:
             self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
             return
-        # Its own words (Segment's JSON error, a proxy's page), as safe to print as to log.
+        # Its own words (Segment's JSON error, a proxy's page), as safe to print as to log; after
+        # our hint when there is one (until 2026-12-05 a 401's "Invalid write key" went unsaid).
         said = destination_words(answer, encoded)
+        quoted = f"; it says: {said}" if said else ""
         if status in REFUSED:
             raise SinkRefused(f"HTTP {status}: {said}" if said else f"HTTP {status}")
         if status in (401, 403):
             raise SinkError(
-                f"HTTP {status}: the destination refuses the credentials; check {self.secret_source}"
+                f"HTTP {status}: the destination refuses the credentials; check {self.secret_source}" + quoted
             )
         if 300 <= status < 400:
             where = printable(location[:200]) or "nowhere"  # as safe to print as the answers
@@ -230,7 +232,7 @@ class Sink:
             if self.options.kind == "segment":
                 wrong += ": a segment sink's is the API base (https://api.segment.io),"
                 wrong += " to which /v1/batch is appended"
-            raise SinkError(wrong)
+            raise SinkError(wrong + quoted)
         # A 5xx, a 429, any other answer: the status, what the destination said (until
         # 2026-12-05 the status alone) and the Retry-After it gave, as it gave it.
         problem = [f"HTTP {status}", *([said] if said else [])]

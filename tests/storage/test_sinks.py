@@ -265,7 +265,9 @@ async def test_refused_credentials_are_retried_and_a_resend_on_demand_reports_a_
     w = await world(sink_toml(batch_api))
     touches, user_key = await seed(w)
     batch_api.fail = [401]
-    with pytest.raises(SinkError, match=r"credentials; check sinks\[0\]\.secret \(SINK_SECRET\)$"):
+    with pytest.raises(
+        SinkError, match=r'check sinks\[0\]\.secret \(SINK_SECRET\); it says: \{"error": "try later"\}$'
+    ):
         await one_round(w)
     assert await one_round(w) == {"touchpoints": 3, "identities": 2}  # nothing was skipped
     batch_api.refuse = {f"gw-touch-{touches[0].id}": 400}
@@ -720,11 +722,12 @@ async def test_a_wrong_path_says_to_check_the_url_and_what_a_segment_url_is(
         await one_round(w)
     assert str(wrong.value) == (
         "HTTP 404: the destination has no such endpoint; check sinks[0].url: a segment sink's is"
-        " the API base (https://api.segment.io), to which /v1/batch is appended"
+        " the API base (https://api.segment.io), to which /v1/batch is appended; it says: 404: Not Found"
     )
     hook = await world(sink_toml(BatchApi(url=batch_api.url + "/nowhere"), kind="webhook"))
     with pytest.raises(
-        SinkError, match=r"^HTTP 404: the destination has no such endpoint; check sinks\[0\]\.url$"
+        SinkError,
+        match=r"^HTTP 404: .* no such endpoint; check sinks\[0\]\.url; it says: 404: Not Found$",
     ):
         await hook.sinks.sinks["out"].send([{"messageId": "m1", "type": "track"}])
     assert batch_api.calls == []
@@ -811,4 +814,39 @@ async def test_a_failing_destination_s_own_words_are_said_short_and_safe(
         await asyncio.gather(task, return_exceptions=True)
     (line,) = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert line.startswith("sink out failed (" + start.replace("500", "502")), line
+    assert "ada@" not in caplog.text and "\x1b" not in caplog.text
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 405, 410])
+async def test_refused_credentials_and_a_wrong_path_quote_the_destinations_words_after_our_hint(
+    world, upstream_server, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """A 401 or 403 said `check sinks[0].secret`, a 404, 405 or 410 `check sinks[0].url`, and
+    nothing of what the destination said (until 2026-12-05), where that often says exactly what
+    is wrong (Segment: "Invalid write key"). Now its words follow our hint, as short and safe as
+    a 5xx's: one line, control characters escaped, the batch's raw user IDs taken out."""
+
+    async def refusing(request: web.Request) -> web.Response:
+        users = [m["userId"] for m in (await request.json())["batch"] if "userId" in m]
+        text = '{"message": "Invalid write key",\n "user": "' + users[0] + '", "\x1b[2J": 1}'
+        return web.Response(status=status, text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", refusing)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world("[identity]\nuser_id_storage = 'encrypt'\n" + sink_toml(api, backoff_max_seconds=0.05))
+    _, user_key = await seed(w, user_id="ada@example.com")
+    words = '{"message": "Invalid write key", "user": "<userId>", "\\x1b[2J": 1}'
+    hint = {
+        401: "the destination refuses the credentials; check sinks[0].secret (SINK_SECRET)",
+        404: "the destination has no such endpoint; check sinks[0].url: a segment sink's is the API"
+        " base (https://api.segment.io), to which /v1/batch is appended",
+    }[401 if status in (401, 403) else 404]
+    with pytest.raises(SinkError) as refused:  # `gateway sink send`, the admin API's 502
+        await w.sinks.resend_user([user_key])
+    assert str(refused.value) == f"HTTP {status}: {hint}; it says: {words}"
+
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)  # the background task's log line
+    assert line.startswith(f"sink out failed (HTTP {status}: {hint}; it says: {words}); retrying in"), line
     assert "ada@" not in caplog.text and "\x1b" not in caplog.text
