@@ -69,12 +69,21 @@ class Failures:
         self._logged = 0.0
 
     def failed(
-        self, problem: str, delay: float, level: int = logging.WARNING, error: BaseException | None = None
+        self,
+        problem: str,
+        delay: float,
+        level: int = logging.WARNING,
+        error: BaseException | None = None,
+        same: str | None = None,
     ) -> None:
         """One more failure. ``error``: an unexpected one, whose traceback goes with the line
-        that first says it (not with its repeats)."""
+        that first says it (not with its repeats). ``same``: what of ``problem`` stays the same
+        while it is the same problem (a sink's status and hint, without the destination's words
+        that may embed a request ID: each retry was a new problem, at info level, until
+        2026-12-05), compared in place of ``problem`` to tell a new one."""
         now = time.monotonic()
         self.count += 1
+        key = problem if same is None else same
         if self.count == 1:
             self._since = self._logged = now
             self.log.log(
@@ -91,13 +100,13 @@ class Failures:
                 now - self._since,
                 delay,
             )
-        elif problem != self._problem:
+        elif key != self._problem:
             self.log.info(
                 "%s still failing, now (%s); retrying in %.1f s", self.what, problem, delay, exc_info=error
             )
         else:
             self.log.debug("%s failed again (%s); retrying in %.1f s", self.what, problem, delay)
-        self._problem = problem
+        self._problem = key
 
     def succeeded(self) -> None:
         if self.count:

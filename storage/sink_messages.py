@@ -33,7 +33,14 @@ _encode = msgspec.json.Encoder()
 
 
 class SinkError(Exception):
-    """A destination refused or could not be reached; the batch is retried later."""
+    """A destination refused or could not be reached; the batch is retried later. ``gist``: what
+    of it stays the same from one try to the next (the status and our own hint, not the
+    destination's words, which may embed a request ID or a time), which the sink's failure log
+    compares to tell a new problem from the same one again; the whole message by default."""
+
+    def __init__(self, message: str, gist: str | None = None) -> None:
+        super().__init__(message)
+        self.gist = message if gist is None else gist
 
 
 class SinkRefused(SinkError):

@@ -213,14 +213,14 @@ class Sink:
             return
         # Its own words (Segment's JSON error, a proxy's page), as safe to print as to log; after
         # our hint when there is one (until 2026-12-05 a 401's "Invalid write key" went unsaid).
+        # Left out of the gist: a request ID or a time in them is no new problem.
         said = destination_words(answer, encoded)
         quoted = f"; it says: {said}" if said else ""
         if status in REFUSED:
-            raise SinkRefused(f"HTTP {status}: {said}" if said else f"HTTP {status}")
+            raise SinkRefused(f"HTTP {status}: {said}" if said else f"HTTP {status}", f"HTTP {status}")
         if status in (401, 403):
-            raise SinkError(
-                f"HTTP {status}: the destination refuses the credentials; check {self.secret_source}" + quoted
-            )
+            hint = f"HTTP {status}: the destination refuses the credentials; check {self.secret_source}"
+            raise SinkError(hint + quoted, hint)
         if 300 <= status < 400:
             where = printable(location[:200]) or "nowhere"  # as safe to print as the answers
             raise SinkError(
@@ -232,7 +232,7 @@ class Sink:
             if self.options.kind == "segment":
                 wrong += ": a segment sink's is the API base (https://api.segment.io),"
                 wrong += " to which /v1/batch is appended"
-            raise SinkError(wrong + quoted)
+            raise SinkError(wrong + quoted, wrong)
         # A 5xx, a 429, any other answer: the status, what the destination said (until
         # 2026-12-05 the status alone) and the Retry-After it gave, as it gave it.
         problem = [f"HTTP {status}", *([said] if said else [])]
@@ -241,7 +241,7 @@ class Sink:
             problem.append(f"the destination asks to wait {max(told, 0):.0f} s (Retry-After: {given})")
         elif given and status in (429, 503):
             problem.append(f"Retry-After: {given}, neither seconds nor an HTTP-date: ignored")
-        raise SinkError(problem[0] + (": " + "; ".join(problem[1:]) if problem[1:] else ""))
+        raise SinkError(problem[0] + (": " + "; ".join(problem[1:]) if problem[1:] else ""), problem[0])
 
     async def send(
         self,
@@ -274,9 +274,10 @@ class Sink:
                 await self.post(batch, current)
                 sent += len(batch)
         if refused and not sent and not took_before:
+            check = f"check {self.key}.url and {self.secret_source}"
             raise SinkError(
-                f"the destination refused every message ({refused[0][1]}); check {self.key}.url and"
-                f" {self.secret_source}"
+                f"the destination refused every message ({refused[0][1]}); {check}",
+                f"the destination refused every message ({refused[0][1].gist}); {check}",
             )
         for message, why in refused:
             refused_id = message_id(message)
@@ -493,7 +494,8 @@ class Sink:
                     # says when it really goes.
                     held = self._next_send - asyncio.get_running_loop().time()
                     delay = max(backoff.next(), held)
-                    failures.failed(str(err) or type(err).__name__, delay)
+                    same = err.gist if isinstance(err, SinkError) else None  # not its words
+                    failures.failed(str(err) or type(err).__name__, delay, same=same)
                 with contextlib.suppress(Exception):
                     await self.publish_lag(db)
                 await wait_refreshing(

@@ -850,3 +850,50 @@ async def test_refused_credentials_and_a_wrong_path_quote_the_destinations_words
     line = await _first_retry_warning(w, caplog)  # the background task's log line
     assert line.startswith(f"sink out failed (HTTP {status}: {hint}; it says: {words}); retrying in"), line
     assert "ada@" not in caplog.text and "\x1b" not in caplog.text
+
+
+async def test_an_outage_whose_answers_change_on_every_request_is_still_one_warning(
+    world, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A destination whose error embeds a request ID and a time says something new on every
+    request: each retry was logged at info level as a new problem (`still failing, now (…)`,
+    until 2026-12-05), an outage flooding the log. What is compared is what stays the same (the
+    status, our hint): one warning with its words, the retries at debug level, one recovery; a
+    new status is still a new problem, said at info level."""
+    answered = 0
+
+    async def failing(request: web.Request) -> web.Response:
+        nonlocal answered
+        answered += 1
+        if answered > 4:
+            return web.json_response({"success": True})
+        request_id = f"{answered:x}f3a9c{answered * 7919:06d}"
+        return web.json_response(
+            {"error": "internal error", "request_id": request_id, "at": datetime.now(UTC).isoformat()},
+            status=503 if answered == 4 else 500,
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", failing)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api, interval_seconds=0.05, backoff_max_seconds=0.05))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.DEBUG, "gateway.sinks")
+    task = asyncio.create_task(w.sinks.sinks["out"].run())
+    try:
+        async with asyncio.timeout(20):
+            while not any("recovered after" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    lines = [r for r in caplog.records if r.name == "gateway.sinks"]
+    failing = [(r.levelno, r.getMessage()) for r in lines if "HTTP 50" in r.getMessage()]
+    assert [level for level, _ in failing] == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.INFO]
+    assert failing[0][1].startswith(
+        'sink out failed (HTTP 500: {"error": "internal error", "request_id": "1f3'
+    )
+    assert '"request_id": "3f3a9c023757"' in failing[2][1]  # its own words, at debug level
+    assert failing[3][1].startswith("sink out still failing, now (HTTP 503: "), failing
+    recovered = [r for r in lines if "sink out recovered after 4 failed attempts" in r.getMessage()]
+    assert len(recovered) == 1 and recovered[0].levelno == logging.INFO
