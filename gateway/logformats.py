@@ -135,6 +135,18 @@ def client_address(value: str) -> bool:
     )
 
 
+def without_port(value: str) -> str:
+    """A logged client (``client_address``) without the port some logs write with it: Caddy's
+    ``remote_addr`` and a json log's ``$remote_addr:$remote_port`` (``1.2.3.4:5678``,
+    ``[2001:db8::1]:5678``), a server's ``%h``. Live, the client is the connection's address,
+    which has no port: kept, each new connection of one person would be another approximate
+    visitor, IP hash and velocity source. An IPv6 address loses its brackets too; anything
+    else (a host name, ``unix:``, a bare IPv6 address, none) is as logged."""
+    if (value.startswith("[") or value.count(":") == 1) and parse_ip(value) is not None:
+        return value[1:].partition("]")[0] if value.startswith("[") else value.partition(":")[0]
+    return value
+
+
 RAW_BYTES = "a request target with raw non-ASCII bytes (the gateway answers such a request 400)"
 """Why a line is skipped whose target holds bytes a client should have percent-encoded: live,
 the gateway's HTTP parser refuses such a request, so it never makes a touchpoint."""
@@ -194,7 +206,7 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
                 host="" if host == "-" else host,
                 referer="" if referer == "-" else _unescape(referer),
                 user_agent="" if agent == "-" else _unescape(agent),
-                ip=m[2],
+                ip=without_port(m[2]),
                 forwarded_for=forwarded_for(extra) if extra and m[7] is not None else "",
                 cookie=logged_cookie(extra, cookie_name) if extra else "",
                 authority=request[2],
@@ -272,7 +284,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
                 host=text(doc, "host"),
                 referer=text(doc, "referer"),
                 user_agent=text(doc, "user_agent"),
-                ip=ip,
+                ip=without_port(ip),
                 forwarded_for=text(doc, "forwarded_for"),
                 cookie=f"{cookie_name}={vid}" if vid else text(doc, "cookie"),
                 authority=authority,

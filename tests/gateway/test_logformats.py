@@ -22,6 +22,7 @@ from gateway.logformats import (
     logged_cookie,
     segment_parser,
     split_request,
+    without_port,
 )
 
 SIGNED = "v1." + "A" * 22 + "." + "B" * 22
@@ -351,15 +352,17 @@ def test_a_json_line_with_a_value_no_request_has_is_skipped_as_a_combined_one_is
     assert parse(3, combined.format("300.1.1.1", "GET", "200").encode()) == [
         Skip(3, NOT_AN_ADDRESS, ": '300.1.1.1'")
     ]
-    # What a server logs as its client: an address (with its port, as Caddy's remote_addr), a
-    # host name (Apache's HostnameLookups On), nginx's unix: for a Unix socket, or nothing; a
-    # status of three digits however written; a method in any case, read upper-case as before.
-    for value in ("203.0.113.9", "[2001:db8::1]:443", "1.2.3.4:5678", "crawl-66-249-66-1.googlebot.com",
-                  "localhost", "unix:", "-", None):  # fmt: skip
+    # What a server logs as its client: an address (with its port, as Caddy's remote_addr: the
+    # port dropped), a host name (Apache's HostnameLookups On), nginx's unix: for a Unix socket,
+    # or nothing; a status of three digits however written; a method in any case, read
+    # upper-case as before.
+    for value, ip in (("203.0.113.9", "203.0.113.9"), ("[2001:db8::1]:443", "2001:db8::1"),
+                      ("1.2.3.4:5678", "1.2.3.4"), ("crawl-66-249-66-1.googlebot.com", None),
+                      ("localhost", None), ("unix:", None), ("-", ""), (None, "")):  # fmt: skip
         [line] = json_lines(3, msgspec.json.encode({**good, "remote_addr": value}))
-        assert isinstance(line, Line) and line.ip == ("" if value in ("-", None) else value), value
+        assert isinstance(line, Line) and line.ip == (value if ip is None else ip), value
         [line] = parse(3, combined.format(value or "-", "GET", "200").encode())
-        assert isinstance(line, Line) and line.ip == (value or "-"), value
+        assert isinstance(line, Line) and line.ip == (value if ip is None else ip or "-"), value
     for status, expected in (("404", 404), (499, 499), ("-", 0), (None, 0)):
         [line] = json_lines(3, msgspec.json.encode({**good, "status": status}))
         assert isinstance(line, Line) and line.status == expected, status
@@ -379,3 +382,37 @@ def test_a_json_line_with_raw_bytes_in_its_target_is_skipped() -> None:
         assert isinstance(skip, Skip) and skip.reason.endswith(RAW_BYTES), doc
     [line] = json_lines(1, b'{"time": 1, "method": "GET", "uri": "/p", "query": "q=caf%C3%A9"}')
     assert isinstance(line, Line) and line.target == "/p?q=caf%C3%A9"
+
+
+@pytest.mark.parametrize(
+    ("logged", "address"),
+    [
+        ("1.2.3.4:5678", "1.2.3.4"),  # Caddy's remote_addr, a json log's $remote_addr:$remote_port
+        ("[2001:db8::1]:5678", "2001:db8::1"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("[::ffff:1.2.3.4]:80", "::ffff:1.2.3.4"),
+        ("1.2.3.4", "1.2.3.4"),
+        ("2001:db8::1", "2001:db8::1"),  # a bare IPv6 address: its last group is no port
+        ("::1", "::1"),
+        ("crawl-66-249-66-1.googlebot.com", "crawl-66-249-66-1.googlebot.com"),
+        ("unix:", "unix:"),
+        ("-", "-"),
+        ("", ""),
+    ],
+)
+def test_without_port(logged: str, address: str) -> None:
+    assert without_port(logged) == address
+
+
+def test_a_client_logged_with_its_port_is_read_without_it() -> None:
+    """Live, the client is the connection's address, no port: a log that writes the port
+    (``addr:port``, ``[addr]:port``) made each new connection of one person another
+    approximate visitor and IP hash. Combined's ``%h`` and a json-lines client alike."""
+    json_lines = json_parser("gw_vid", {})
+    combined = '{} - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "UA"'
+    for logged, address in (("203.0.113.9:50001", "203.0.113.9"), ("[2001:db8::1]:50002", "2001:db8::1")):
+        [line] = parse(1, combined.format(logged).encode())
+        assert isinstance(line, Line) and line.ip == address
+        doc = {"time": 1740823200, "method": "GET", "uri": "/", "remote_addr": logged}
+        [line] = json_lines(1, msgspec.json.encode(doc))
+        assert isinstance(line, Line) and line.ip == address
