@@ -81,11 +81,21 @@ def _unescape(text: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m[1][1:], 16)) if len(m[1]) == 3 else m[1], text)
 
 
+NOT_A_METHOD = "method: not an HTTP method"
+"""Why a line is skipped whose method is not ASCII letters (``GÉT``, json-lines' ``G E T``):
+live, the gateway's HTTP parser answers such a request 400, so it never makes a touchpoint."""
+NOT_A_STATUS = "status: not an HTTP status"
+"""Why a line is skipped whose status is not three ASCII digits (``abc``, ``٢٠٠`` in
+Arabic-Indic digits): no response has it."""
+
+
 def split_request(request: str) -> tuple[str, str, str] | str:
     """``GET /p?q HTTP/1.1`` → (method, origin-form target, authority), or why it is not a page
     request. The authority is what an absolute-form target (``GET http://host:8080/p``, as a
     client sends a proxy) named, userinfo left out; empty for origin-form."""
     parts = request.split(" ")
+    if len(parts) in (2, 3) and not parts[0].isascii():  # ``GÉT``: no client sends it (a 400 live)
+        return NOT_A_METHOD
     if len(parts) not in (2, 3) or not parts[0].isalpha() or not parts[0].isupper():
         return "unreadable request line"
     target, authority = parts[1], ""
@@ -189,9 +199,14 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
         ts = parse_clf_time(m[3], times)
         if ts is None:
             return [Skip(number, "unreadable time", f" [{m[3][:40]}]")]
-        request = split_request(_unescape(m[4]))
+        request_line = _unescape(m[4])
+        request = split_request(request_line)
+        if request == NOT_A_METHOD:
+            return [Skip(number, NOT_A_METHOD, f": {request_line.partition(' ')[0][:40]!r}")]
         if isinstance(request, str):
             return [Skip(number, request)]
+        if not m[5].isascii():  # ``\d`` is any script's digit: ``٢٠٠`` read as 200
+            return [Skip(number, NOT_A_STATUS, f": {m[5]!r}")]
         if not client_address(m[2]):
             return [Skip(number, NOT_AN_ADDRESS, f": {m[2][:40]!r}")]
         host, referer, agent, extra = m[1] or "", m[6] or "", m[7] or "", m[8]
@@ -251,11 +266,13 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
             return [Skip(number, f"time: missing or unreadable at {'/' + '/'.join(tokens or ())}")]
         method, uri, authority = text(doc, "method"), text(doc, "uri"), ""
         if method and uri and not (method.isascii() and method.isalpha()):  # as a request line's
-            return [Skip(number, "method: not an HTTP method", f": {method[:40]!r}")]
+            return [Skip(number, NOT_A_METHOD, f": {method[:40]!r}")]
         if not (method and uri):
             request = split_request(text(doc, "request"))
             if request == RAW_BYTES:
                 return [Skip(number, f"request: {RAW_BYTES}")]
+            if request == NOT_A_METHOD:
+                return [Skip(number, NOT_A_METHOD, f": {text(doc, 'request').partition(' ')[0][:40]!r}")]
             if isinstance(request, str):
                 return [Skip(number, "method/uri: missing (and no readable request line)")]
             method, uri, authority = request
@@ -268,7 +285,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
             return [Skip(number, f"uri: {RAW_BYTES}")]
         status = text(doc, "status")  # none logged: 0, as a flow's without a response
         if status and _STATUS.fullmatch(status) is None:  # "abc", 200.0, true: as combined's
-            return [Skip(number, "status: not an HTTP status", f": {status[:40]!r}")]
+            return [Skip(number, NOT_A_STATUS, f": {status[:40]!r}")]
         ip = text(doc, "ip")
         if not client_address(ip):
             return [Skip(number, NOT_AN_ADDRESS, f": {ip[:40]!r}")]

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from gateway.history import Line, Record, Skip, parse_any_time, parse_clf_time
 from gateway.logformats import (
     NESTED,
+    NOT_A_METHOD,
+    NOT_A_STATUS,
     NOT_AN_ADDRESS,
     RAW_BYTES,
     combined_parser,
@@ -416,3 +418,28 @@ def test_a_client_logged_with_its_port_is_read_without_it() -> None:
         doc = {"time": 1740823200, "method": "GET", "uri": "/", "remote_addr": logged}
         [line] = json_lines(1, msgspec.json.encode(doc))
         assert isinstance(line, Line) and line.ip == address
+
+
+def test_a_combined_line_with_a_method_or_status_no_client_sends_is_skipped_as_json_lines_does() -> None:
+    """``GÉT`` passed ``isalpha``/``isupper`` and ``\\d{3}`` matched a status in Arabic-Indic (or
+    any script's) digits, read as 200: both were imported, where live traffic cannot carry them
+    and json-lines skips them. Skipped with json-lines' reasons; a json request line too."""
+    combined = '1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "{} /?utm_source=x HTTP/1.1" {} 5 "-" "UA"'
+    assert parse(2, combined.format("GÉT", "200").encode()) == [Skip(2, NOT_A_METHOD, ": 'GÉT'")]
+    assert parse(2, combined.format("G\\xC3\\x89T", "200").encode()) == [
+        Skip(2, NOT_A_METHOD, ": 'GÃ\\x89T'")
+    ]
+    for digits in ("\u0662\u0660\u0660", "\u06f2\u06f0\u06f0", "\u0968\u0966\u0966", "\uff12\uff10\uff10"):
+        assert parse(2, combined.format("GET", digits).encode()) == [Skip(2, NOT_A_STATUS, f": {digits!r}")]
+    [line] = parse(2, combined.format("GET", "200").encode())
+    assert isinstance(line, Line) and line.status == 200
+    json_lines = json_parser("gw_vid", {})
+    for doc, reason in (
+        ({"method": "GÉT", "uri": "/"}, Skip(2, NOT_A_METHOD, ": 'GÉT'")),
+        ({"request": "GÉT / HTTP/1.1"}, Skip(2, NOT_A_METHOD, ": 'GÉT'")),
+        (
+            {"method": "GET", "uri": "/", "status": "\u0662\u0660\u0660"},
+            Skip(2, NOT_A_STATUS, ": '\u0662\u0660\u0660'"),
+        ),
+    ):
+        assert json_lines(2, msgspec.json.encode({"time": 1740823200, **doc})) == [reason], doc
