@@ -81,11 +81,21 @@ def _unescape(text: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m[1][1:], 16)) if len(m[1]) == 3 else m[1], text)
 
 
+NOT_A_METHOD = "method: not an HTTP method"
+"""Why a line is skipped whose method is not ASCII letters (``GÉT``, json-lines' ``G E T``):
+live, the gateway's HTTP parser answers such a request 400, so it never makes a touchpoint."""
+NOT_A_STATUS = "status: not an HTTP status"
+"""Why a line is skipped whose status is not three ASCII digits (``abc``, ``٢٠٠`` in
+Arabic-Indic digits): no response has it."""
+
+
 def split_request(request: str) -> tuple[str, str, str] | str:
     """``GET /p?q HTTP/1.1`` → (method, origin-form target, authority), or why it is not a page
     request. The authority is what an absolute-form target (``GET http://host:8080/p``, as a
     client sends a proxy) named, userinfo left out; empty for origin-form."""
     parts = request.split(" ")
+    if len(parts) in (2, 3) and not parts[0].isascii():  # ``GÉT``: no client sends it (a 400 live)
+        return NOT_A_METHOD
     if len(parts) not in (2, 3) or not parts[0].isalpha() or not parts[0].isupper():
         return "unreadable request line"
     target, authority = parts[1], ""
@@ -135,6 +145,18 @@ def client_address(value: str) -> bool:
     )
 
 
+def without_port(value: str) -> str:
+    """A logged client (``client_address``) without the port some logs write with it: Caddy's
+    ``remote_addr`` and a json log's ``$remote_addr:$remote_port`` (``1.2.3.4:5678``,
+    ``[2001:db8::1]:5678``), a server's ``%h``. Live, the client is the connection's address,
+    which has no port: kept, each new connection of one person would be another approximate
+    visitor, IP hash and velocity source. An IPv6 address loses its brackets too; anything
+    else (a host name, ``unix:``, a bare IPv6 address, none) is as logged."""
+    if (value.startswith("[") or value.count(":") == 1) and parse_ip(value) is not None:
+        return value[1:].partition("]")[0] if value.startswith("[") else value.partition(":")[0]
+    return value
+
+
 RAW_BYTES = "a request target with raw non-ASCII bytes (the gateway answers such a request 400)"
 """Why a line is skipped whose target holds bytes a client should have percent-encoded: live,
 the gateway's HTTP parser refuses such a request, so it never makes a touchpoint."""
@@ -177,9 +199,14 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
         ts = parse_clf_time(m[3], times)
         if ts is None:
             return [Skip(number, "unreadable time", f" [{m[3][:40]}]")]
-        request = split_request(_unescape(m[4]))
+        request_line = _unescape(m[4])
+        request = split_request(request_line)
+        if request == NOT_A_METHOD:
+            return [Skip(number, NOT_A_METHOD, f": {request_line.partition(' ')[0][:40]!r}")]
         if isinstance(request, str):
             return [Skip(number, request)]
+        if not m[5].isascii():  # ``\d`` is any script's digit: ``٢٠٠`` read as 200
+            return [Skip(number, NOT_A_STATUS, f": {m[5]!r}")]
         if not client_address(m[2]):
             return [Skip(number, NOT_AN_ADDRESS, f": {m[2][:40]!r}")]
         host, referer, agent, extra = m[1] or "", m[6] or "", m[7] or "", m[8]
@@ -194,7 +221,7 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
                 host="" if host == "-" else host,
                 referer="" if referer == "-" else _unescape(referer),
                 user_agent="" if agent == "-" else _unescape(agent),
-                ip=m[2],
+                ip=without_port(m[2]),
                 forwarded_for=forwarded_for(extra) if extra and m[7] is not None else "",
                 cookie=logged_cookie(extra, cookie_name) if extra else "",
                 authority=request[2],
@@ -239,11 +266,13 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
             return [Skip(number, f"time: missing or unreadable at {'/' + '/'.join(tokens or ())}")]
         method, uri, authority = text(doc, "method"), text(doc, "uri"), ""
         if method and uri and not (method.isascii() and method.isalpha()):  # as a request line's
-            return [Skip(number, "method: not an HTTP method", f": {method[:40]!r}")]
+            return [Skip(number, NOT_A_METHOD, f": {method[:40]!r}")]
         if not (method and uri):
             request = split_request(text(doc, "request"))
             if request == RAW_BYTES:
                 return [Skip(number, f"request: {RAW_BYTES}")]
+            if request == NOT_A_METHOD:
+                return [Skip(number, NOT_A_METHOD, f": {text(doc, 'request').partition(' ')[0][:40]!r}")]
             if isinstance(request, str):
                 return [Skip(number, "method/uri: missing (and no readable request line)")]
             method, uri, authority = request
@@ -256,7 +285,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
             return [Skip(number, f"uri: {RAW_BYTES}")]
         status = text(doc, "status")  # none logged: 0, as a flow's without a response
         if status and _STATUS.fullmatch(status) is None:  # "abc", 200.0, true: as combined's
-            return [Skip(number, "status: not an HTTP status", f": {status[:40]!r}")]
+            return [Skip(number, NOT_A_STATUS, f": {status[:40]!r}")]
         ip = text(doc, "ip")
         if not client_address(ip):
             return [Skip(number, NOT_AN_ADDRESS, f": {ip[:40]!r}")]
@@ -272,7 +301,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
                 host=text(doc, "host"),
                 referer=text(doc, "referer"),
                 user_agent=text(doc, "user_agent"),
-                ip=ip,
+                ip=without_port(ip),
                 forwarded_for=text(doc, "forwarded_for"),
                 cookie=f"{cookie_name}={vid}" if vid else text(doc, "cookie"),
                 authority=authority,

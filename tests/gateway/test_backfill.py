@@ -236,6 +236,39 @@ async def test_derived_visitor_is_per_ip_agent_and_day_and_keeps_no_ip(tmp_path:
     assert b"203.0.113" not in data and b"curl" not in data
 
 
+async def test_a_client_logged_with_its_port_is_one_visitor_over_its_connections(tmp_path: Path) -> None:
+    """A server that logs the client with its port (``%h`` as ``addr:port``; a json log's
+    ``$remote_addr:$remote_port``, Caddy's ``remote_addr``) gives each new connection of one
+    person another port: each was another approximate visitor, IP hash and velocity source,
+    splitting the journey. The port is dropped, as live, where the client has none."""
+    settings = make_settings(tmp_path)
+    clients = ["203.0.113.9:50001", "203.0.113.9:50002", "203.0.113.9",
+               "[2001:db8::1]:50003", "[2001:db8::1]:50004", "2001:db8::1"]  # fmt: skip
+    text = "\n".join(
+        f'{ip} - - [01/Mar/2025:10:00:0{n} +0000] "GET /?utm_source=s{n} HTTP/1.1" 200 1 "-" "{UA}"'
+        for n, ip in enumerate(clients)
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    await run_import(settings, [log], "combined", host="shop.example")
+    got = await query(settings, "SELECT visitor_key, ip_hash FROM touchpoints ORDER BY source")
+    assert len(got) == 6
+    assert got[0] == got[1] == got[2] and got[3] == got[4] == got[5] and got[0] != got[3]
+    records = (
+        {"time": f"2025-03-02T10:00:0{n}Z", "method": "GET", "uri": f"/?utm_source=j{n}",
+         "host": "shop.example", "remote_addr": ip, "user_agent": UA}
+        for n, ip in enumerate(clients)
+    )  # fmt: skip
+    jsonl = await asyncio.to_thread(write, tmp_path / "access.jsonl", "\n".join(map(json.dumps, records)))
+    await run_import(settings, [jsonl], "json-lines")
+    got = await query(
+        settings, "SELECT visitor_key, ip_hash FROM touchpoints WHERE source LIKE 'j%' ORDER BY source"
+    )
+    assert len(got) == 6
+    assert got[0] == got[1] == got[2] and got[3] == got[4] == got[5] and got[0] != got[3]
+    data = await asyncio.to_thread((tmp_path / "gateway.db").read_bytes)
+    assert b"203.0.113" not in data and b"2001:db8" not in data
+
+
 BEHIND_A_BALANCER = "\n".join(
     f'10.0.0.2 - - [01/Mar/2025:10:00:0{n} +0000] "GET /?utm_source=s{n} HTTP/1.1" 200 1 "-" "{UA}" "{xff}"'
     for n, xff in enumerate(["203.0.113.7", "198.51.100.1, 203.0.113.8", "203.0.113.7", "-"])

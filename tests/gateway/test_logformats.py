@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from gateway.history import Line, Record, Skip, parse_any_time, parse_clf_time
 from gateway.logformats import (
     NESTED,
+    NOT_A_METHOD,
+    NOT_A_STATUS,
     NOT_AN_ADDRESS,
     RAW_BYTES,
     combined_parser,
@@ -22,6 +24,7 @@ from gateway.logformats import (
     logged_cookie,
     segment_parser,
     split_request,
+    without_port,
 )
 
 SIGNED = "v1." + "A" * 22 + "." + "B" * 22
@@ -351,15 +354,17 @@ def test_a_json_line_with_a_value_no_request_has_is_skipped_as_a_combined_one_is
     assert parse(3, combined.format("300.1.1.1", "GET", "200").encode()) == [
         Skip(3, NOT_AN_ADDRESS, ": '300.1.1.1'")
     ]
-    # What a server logs as its client: an address (with its port, as Caddy's remote_addr), a
-    # host name (Apache's HostnameLookups On), nginx's unix: for a Unix socket, or nothing; a
-    # status of three digits however written; a method in any case, read upper-case as before.
-    for value in ("203.0.113.9", "[2001:db8::1]:443", "1.2.3.4:5678", "crawl-66-249-66-1.googlebot.com",
-                  "localhost", "unix:", "-", None):  # fmt: skip
+    # What a server logs as its client: an address (with its port, as Caddy's remote_addr: the
+    # port dropped), a host name (Apache's HostnameLookups On), nginx's unix: for a Unix socket,
+    # or nothing; a status of three digits however written; a method in any case, read
+    # upper-case as before.
+    for value, ip in (("203.0.113.9", "203.0.113.9"), ("[2001:db8::1]:443", "2001:db8::1"),
+                      ("1.2.3.4:5678", "1.2.3.4"), ("crawl-66-249-66-1.googlebot.com", None),
+                      ("localhost", None), ("unix:", None), ("-", ""), (None, "")):  # fmt: skip
         [line] = json_lines(3, msgspec.json.encode({**good, "remote_addr": value}))
-        assert isinstance(line, Line) and line.ip == ("" if value in ("-", None) else value), value
+        assert isinstance(line, Line) and line.ip == (value if ip is None else ip), value
         [line] = parse(3, combined.format(value or "-", "GET", "200").encode())
-        assert isinstance(line, Line) and line.ip == (value or "-"), value
+        assert isinstance(line, Line) and line.ip == (value if ip is None else ip or "-"), value
     for status, expected in (("404", 404), (499, 499), ("-", 0), (None, 0)):
         [line] = json_lines(3, msgspec.json.encode({**good, "status": status}))
         assert isinstance(line, Line) and line.status == expected, status
@@ -379,3 +384,62 @@ def test_a_json_line_with_raw_bytes_in_its_target_is_skipped() -> None:
         assert isinstance(skip, Skip) and skip.reason.endswith(RAW_BYTES), doc
     [line] = json_lines(1, b'{"time": 1, "method": "GET", "uri": "/p", "query": "q=caf%C3%A9"}')
     assert isinstance(line, Line) and line.target == "/p?q=caf%C3%A9"
+
+
+@pytest.mark.parametrize(
+    ("logged", "address"),
+    [
+        ("1.2.3.4:5678", "1.2.3.4"),  # Caddy's remote_addr, a json log's $remote_addr:$remote_port
+        ("[2001:db8::1]:5678", "2001:db8::1"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("[::ffff:1.2.3.4]:80", "::ffff:1.2.3.4"),
+        ("1.2.3.4", "1.2.3.4"),
+        ("2001:db8::1", "2001:db8::1"),  # a bare IPv6 address: its last group is no port
+        ("::1", "::1"),
+        ("crawl-66-249-66-1.googlebot.com", "crawl-66-249-66-1.googlebot.com"),
+        ("unix:", "unix:"),
+        ("-", "-"),
+        ("", ""),
+    ],
+)
+def test_without_port(logged: str, address: str) -> None:
+    assert without_port(logged) == address
+
+
+def test_a_client_logged_with_its_port_is_read_without_it() -> None:
+    """Live, the client is the connection's address, no port: a log that writes the port
+    (``addr:port``, ``[addr]:port``) made each new connection of one person another
+    approximate visitor and IP hash. Combined's ``%h`` and a json-lines client alike."""
+    json_lines = json_parser("gw_vid", {})
+    combined = '{} - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "UA"'
+    for logged, address in (("203.0.113.9:50001", "203.0.113.9"), ("[2001:db8::1]:50002", "2001:db8::1")):
+        [line] = parse(1, combined.format(logged).encode())
+        assert isinstance(line, Line) and line.ip == address
+        doc = {"time": 1740823200, "method": "GET", "uri": "/", "remote_addr": logged}
+        [line] = json_lines(1, msgspec.json.encode(doc))
+        assert isinstance(line, Line) and line.ip == address
+
+
+def test_a_combined_line_with_a_method_or_status_no_client_sends_is_skipped_as_json_lines_does() -> None:
+    """``GÉT`` passed ``isalpha``/``isupper`` and ``\\d{3}`` matched a status in Arabic-Indic (or
+    any script's) digits, read as 200: both were imported, where live traffic cannot carry them
+    and json-lines skips them. Skipped with json-lines' reasons; a json request line too."""
+    combined = '1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "{} /?utm_source=x HTTP/1.1" {} 5 "-" "UA"'
+    assert parse(2, combined.format("GÉT", "200").encode()) == [Skip(2, NOT_A_METHOD, ": 'GÉT'")]
+    assert parse(2, combined.format("G\\xC3\\x89T", "200").encode()) == [
+        Skip(2, NOT_A_METHOD, ": 'GÃ\\x89T'")
+    ]
+    for digits in ("\u0662\u0660\u0660", "\u06f2\u06f0\u06f0", "\u0968\u0966\u0966", "\uff12\uff10\uff10"):
+        assert parse(2, combined.format("GET", digits).encode()) == [Skip(2, NOT_A_STATUS, f": {digits!r}")]
+    [line] = parse(2, combined.format("GET", "200").encode())
+    assert isinstance(line, Line) and line.status == 200
+    json_lines = json_parser("gw_vid", {})
+    for doc, reason in (
+        ({"method": "GÉT", "uri": "/"}, Skip(2, NOT_A_METHOD, ": 'GÉT'")),
+        ({"request": "GÉT / HTTP/1.1"}, Skip(2, NOT_A_METHOD, ": 'GÉT'")),
+        (
+            {"method": "GET", "uri": "/", "status": "\u0662\u0660\u0660"},
+            Skip(2, NOT_A_STATUS, ": '\u0662\u0660\u0660'"),
+        ),
+    ):
+        assert json_lines(2, msgspec.json.encode({"time": 1740823200, **doc})) == [reason], doc
