@@ -140,9 +140,10 @@ def _erasure_reach(settings: Settings) -> list[str]:
     if settings.central_url:
         said.append(
             "the erasure reaches the central store with the next sync, and every other node's"
-            " store at that node's next sync round after it; only their kept bad events"
-            " (bad_events) are not erased that way: erase on a node too where a sender's bodies"
-            " may name the user"
+            " store at that node's next sync round after it, their kept bad events (bad_events)"
+            " that name the user's ID or devices included; one that names the ID only inside a"
+            " longer text or in another case is not found there: erase on a node too where a"
+            " sender's bodies may name the user so"
         )
     if settings.options.sinks:
         said.append(

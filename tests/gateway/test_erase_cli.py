@@ -132,6 +132,8 @@ def test_erase_says_where_else_the_rows_are_by_what_is_configured(tmp_path: Path
     # longer tells the operator that their stores keep the rows and to erase there too.
     assert "reaches the central store with the next sync, and every other node's store" in both.stdout
     assert "keep their rows" not in both.stdout
+    # Nor, since their rounds take their kept bad events too, that those are not erased that way.
+    assert "kept bad events (bad_events) that name the user's ID or devices included" in both.stdout
     assert "what the sinks sent before stays at their destinations: delete it there" in both.stdout
 
 
