@@ -840,6 +840,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         Metrics(),
         node=settings.node,
         key_check=key_check(settings.secret),
+        secret=settings.secret,
     )
     bars: list[Any] = []
 

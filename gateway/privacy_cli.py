@@ -7,10 +7,16 @@ import argparse
 import asyncio
 import sqlite3
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.keys import operator_user_id
+
+if TYPE_CHECKING:
+    from gateway.events import Erasure
 
 
 def _settings(args: argparse.Namespace) -> Settings | int:
@@ -87,21 +93,25 @@ def cmd_erase(args: argparse.Namespace) -> int:
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     key, *also = keys.user_keys(user_id, settings.lowercases_user_ids)
     now = datetime.now(UTC)
-    try:
-        erasure = asyncio.run(
-            erase_user(
-                settings.store_path,
-                key,
-                user_id,
-                body_key=body_key(settings.secret),
-                event_id=Uuid7()(int(now.timestamp() * 1000)),
-                ts=iso(now),
-                node=settings.node,
-                dry_run=args.dry_run,
-                also=also,
-                keys=keys,
-            )
+
+    async def erase() -> tuple[Erasure, str | None]:
+        before = await _erased_at(settings.store_path, [key, *also])
+        erasure = await erase_user(
+            settings.store_path,
+            key,
+            user_id,
+            body_key=body_key(settings.secret),
+            event_id=Uuid7()(int(now.timestamp() * 1000)),
+            ts=iso(now),
+            node=settings.node,
+            dry_run=args.dry_run,
+            also=also,
+            keys=keys,
         )
+        return erasure, before
+
+    try:
+        erasure, erased = asyncio.run(erase())
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(f"gateway: erase failed on the store {settings.store_path}: {err}", file=sys.stderr)
         return 1
@@ -114,7 +124,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
         # Not an error (erasing twice is harmless, and the user may have rows elsewhere: the
         # central store, another node), but a mistyped ID must not pass for a done erasure.
         # The ID is not echoed: the output may be kept (a cron mail, a log).
-        print(f"  nothing of this user {'is' if args.dry_run else 'was'} in this store: {_UNKNOWN_USER}")
+        # Erased before (here, or through another node): the ID is right, and the time says so.
+        why = _UNKNOWN_USER if erased is None else f"it was erased on {erased}"
+        print(f"  nothing of this user {'is' if args.dry_run else 'was'} in this store: {why}")
         if not args.dry_run:
             print(
                 "  the erasure is recorded all the same: rows about this user dated before now are"
@@ -126,6 +138,22 @@ def cmd_erase(args: argparse.Namespace) -> int:
         for line in _erasure_reach(settings):
             print(line)
     return 0
+
+
+async def _erased_at(path: Path, keys: Sequence[str]) -> str | None:
+    """When the store last recorded an erasure of ``keys`` (``storage.erased.erased_at``), before
+    this one; None on a store too old to say (the erasure migrates nothing: it refuses a newer
+    one, and an older one is told apart by its missing table)."""
+    from storage.erased import erased_at
+    from storage.local import connect
+
+    db = await connect(path)
+    try:
+        return await erased_at(db, keys)
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        await db.close()
 
 
 _UNKNOWN_USER = (
@@ -140,9 +168,10 @@ def _erasure_reach(settings: Settings) -> list[str]:
     if settings.central_url:
         said.append(
             "the erasure reaches the central store with the next sync, and every other node's"
-            " store at that node's next sync round after it; only their kept bad events"
-            " (bad_events) are not erased that way: erase on a node too where a sender's bodies"
-            " may name the user"
+            " store at that node's next sync round after it, their kept bad events (bad_events)"
+            " that name the user's ID or devices included; one that names the ID only inside a"
+            " longer text or in another case is not found there: erase on a node too where a"
+            " sender's bodies may name the user so"
         )
     if settings.options.sinks:
         said.append(

@@ -379,6 +379,7 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
             gw.metrics,
             node=settings.node,
             key_check=key_check(settings.secret),
+            secret=settings.secret,
         )
         gw.attach("central-sync", sync.run)
         if settings.mirror_path is not None:

@@ -6,7 +6,9 @@ bound to them, their conversions, and any bad event whose kept (sealed) body
 or reason mentions the raw user ID or one of those visitors; and it records an
 ``erasures`` row (keys and counts only) so the central store and sinks can erase the
 same user. Runs on a connection of its own in one ``BEGIN IMMEDIATE`` transaction,
-which waits for the writer's lock like any second writer (``busy_timeout``).
+which waits for the writer's lock like any second writer (``busy_timeout``). The bad events,
+sealed at rest, are opened and searched before that transaction, while the other writers go
+on (``BadEventSearch``); inside it, only those stored since.
 
 Erased means gone from the files too: SQLite deletes a row by unlinking its cell, and the
 bytes stay in the page, and in the write-ahead log's older frames, until overwritten. Every
@@ -22,14 +24,15 @@ import json
 import logging
 import re
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import aiosqlite
 
 from gateway.badbody import unseal
 from gateway.events import Erasure
-from gateway.keys import MAX_VISITOR_ID, Keys, is_plain_key, spellings
+from gateway.keys import MAX_USER_ID, MAX_VISITOR_ID, Keys, is_plain_key, spellings
 from storage.cursors import clamp_cursors, table_tops
 from storage.local import connect, event_row, insert_sql
 from storage.migrate import refuse_newer
@@ -133,6 +136,8 @@ _BARE = re.compile(r"[\s\"',;&=<>{}\[\]()]+")
 """What separates the bare words of a text: a JSON number, a form field's value."""
 _CHUNK = 200
 """Bad events opened per step: their texts are searched off the event loop."""
+_RAW = "raw user ID"
+"""What a spelling of the raw user ID names, in a local erasure's search (no key is this)."""
 
 
 def named_texts(text: str) -> set[str]:
@@ -149,56 +154,112 @@ def named_texts(text: str) -> set[str]:
     return {t.strip() for t in found} - {""}
 
 
-def names_visitor(keys: Keys, texts: Sequence[str], visitors: Collection[str]) -> bool:
-    """Whether ``texts`` name a visitor whose key is in ``visitors``, by its raw ID or its
-    cookie value (``v1.<id>.<tag>``), as a sender's mapping reads one (``gateway.mapping``)."""
+def keys_named(keys: Keys, texts: Sequence[str], sought: Collection[str], *, users: bool = False) -> set[str]:
+    """Which keys of ``sought`` ``texts`` name: a visitor by its raw ID or its cookie value
+    (``v1.<id>.<tag>``), as a sender's mapping reads one (``gateway.mapping``); with ``users``,
+    a user too by their raw ID, keyed as ``user_id_storage = "hash"`` keys it (the central
+    sync's search, which knows an erased user by that key alone)."""
+    hashed = replace(keys, user_mode="hash") if users else None
+    found: set[str] = set()
     for text in texts:
         for named in named_texts(text):
             if len(named) > MAX_VISITOR_ID:
                 continue
-            if keys.visitor_key(named) in visitors:
-                return True
-            cookie = named.startswith("v1.") and named.count(".") == 2
-            if cookie and keys.visitor_key(named.split(".")[1]) in visitors:
-                return True
-    return False
+            found.add(keys.visitor_key(named))
+            if named.startswith("v1.") and named.count(".") == 2:
+                found.add(keys.visitor_key(named.split(".")[1]))
+            if hashed is not None and len(named) <= MAX_USER_ID:
+                found.add(hashed.user_key(named))
+    return found & set(sought)
 
 
-def _naming(
+def _open(
     rows: Sequence[Sequence[str]],
     body_key: bytes,
-    forms: set[str],
+    forms: Mapping[str, str],
     keys: Keys | None,
-    visitors: Collection[str],
-) -> list[str]:
-    found = []
-    for event_id, body, reason in rows:
+    sought: Collection[str],
+    users: bool,
+) -> list[tuple[str, str, set[str]]]:
+    """Each bad event of ``rows`` (id, ts, body, reason) opened: its id, its time, the keys it
+    names (of ``forms``, a raw ID's spellings, each to its key; of ``sought``, keyed)."""
+    opened = []
+    for event_id, ts, body, reason in rows:
         texts = [t for t in (unseal(body_key, body), unseal(body_key, reason)) if t is not None]
-        by_id = any(form in text for text in texts for form in forms)
-        if by_id or (keys is not None and visitors and names_visitor(keys, texts, visitors)):
-            found.append(event_id)
-    return found
+        named = {key for form, key in forms.items() if any(form in text for text in texts)}
+        if keys is not None and sought:
+            named |= keys_named(keys, texts, sought, users=users)
+        opened.append((event_id, ts, named))
+    return opened
 
 
-async def bad_events_naming(
-    db: aiosqlite.Connection,
-    body_key: bytes,
-    raw_user_id: str,
-    visitors: Collection[str] = (),
-    keys: Keys | None = None,
-) -> list[str]:
-    """Ids of kept bad events whose body or reason contains the raw user ID, or names one of
-    ``visitors`` (keys; the raw visitor IDs are keyed with ``keys``: a bad event of the user's
-    device names the device alone, an ``anonymousId``, a cookie value). Both texts are sealed
-    at rest, so each is opened; there are few. The reason counts too: a body cut at
-    ``webhooks.bad_body_limit`` may have lost the ID its reason quotes."""
-    found: list[str] = []
-    forms = spellings(raw_user_id)
-    wanted = frozenset(visitors)
-    async with db.execute("SELECT id, body, reason FROM bad_events") as cursor:
-        while rows := list(await cursor.fetchmany(_CHUNK)):
-            found += await asyncio.to_thread(_naming, rows, body_key, forms, keys, wanted)
-    return found
+class BadEventSearch:
+    """The kept bad events that name someone, found in steps: their body and reason are
+    sealed at rest, so each is opened and its texts searched (about 12 ms for 64 KiB, in a
+    thread), which must not happen while the store's write lock is held (every landing waits
+    on it). A first ``update`` opens every bad event, outside the write transaction; the
+    ``update`` inside it opens only the bad events stored since (by id), and searches those
+    opened before again only for the keys sought since (a device bound to the user a moment
+    ago). ``forms``: a raw ID's spellings, each to the key it stands for (a substring of the
+    body or reason names it: the reason counts too, a body cut at ``webhooks.bad_body_limit``
+    may have lost the ID its reason quotes); the keys sought are visitor keys (each text a bad
+    event names keyed with ``keys``: a bad event of the user's device names the device alone,
+    an ``anonymousId``, a cookie value) and, with ``users``, hashed user keys."""
+
+    def __init__(
+        self,
+        body_key: bytes,
+        keys: Keys | None,
+        forms: Mapping[str, str] | None = None,
+        *,
+        users: bool = False,
+    ) -> None:
+        self.body_key = body_key
+        self.keys = keys
+        self.forms = dict(forms or {})
+        self.users = users
+        self.sought: frozenset[str] = frozenset()
+        """The keys every bad event opened so far was searched for."""
+        self.named: dict[str, set[str]] = {}
+        """Each bad event opened (by id): the keys it names."""
+        self.ts: dict[str, str] = {}
+        self.opened = 0
+        """Bad events opened so far, each time counted (one opened twice counts twice)."""
+
+    async def update(self, db: aiosqlite.Connection, sought: Collection[str]) -> None:
+        """Bring the search up to the bad events stored now, and to the keys ``sought`` (those
+        of ``forms`` are always sought); bad events deleted since are forgotten."""
+        wanted = frozenset(sought)
+        async with db.execute("SELECT id FROM bad_events") as cursor:
+            ids = [row[0] for row in await cursor.fetchall()]
+        kept = set(ids)
+        self.named = {i: named for i, named in self.named.items() if i in kept}
+        self.ts = {i: ts for i, ts in self.ts.items() if i in kept}
+        more = wanted - self.sought if self.keys is not None else frozenset()
+        opened = [i for i in ids if i in self.named]
+        await self._open(db, [i for i in ids if i not in self.named], self.forms, wanted)
+        if more and opened:  # searched before for the keys sought then: now for the new ones
+            await self._open(db, opened, {}, more)
+        self.sought = wanted
+
+    async def _open(
+        self, db: aiosqlite.Connection, ids: Sequence[str], forms: Mapping[str, str], sought: Collection[str]
+    ) -> None:
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            sql = f"SELECT id, ts, body, reason FROM bad_events WHERE id IN ({','.join('?' for _ in chunk)})"
+            async with db.execute(sql, chunk) as cursor:
+                rows = list(await cursor.fetchall())
+            self.opened += len(rows)
+            opened = await asyncio.to_thread(_open, rows, self.body_key, forms, self.keys, sought, self.users)
+            for event_id, ts, named in opened:
+                self.named.setdefault(event_id, set()).update(named)
+                self.ts[event_id] = ts
+
+    def naming(self, keys: Collection[str]) -> list[str]:
+        """Ids of the bad events that name one of ``keys``."""
+        wanted = set(keys)
+        return [i for i, named in self.named.items() if named & wanted]
 
 
 async def erase_user(
@@ -222,16 +283,20 @@ async def erase_user(
     visitors and not the user (without it, only those naming the raw user ID are found)."""
     if not raw_user_id:
         raise ValueError("raw_user_id must not be empty")
+    user_keys = [user_key, *(k for k in also if k != user_key)]
+    search = BadEventSearch(body_key, keys, dict.fromkeys(spellings(raw_user_id), _RAW))
     db = await connect(path)
     try:
         await refuse_newer(db)
+        # The bad events opened before the write lock is taken: inside it, only those stored since.
+        await search.update(db, await bound_visitors(db, *user_keys))
         await db.execute("BEGIN IMMEDIATE")
         try:
             tops = await table_tops(db)
-            user_keys = [user_key, *(k for k in also if k != user_key)]
             visitors = await bound_visitors(db, *user_keys)
             held = await _keys_held(db, user_keys[1:])
-            bad = await bad_events_naming(db, body_key, raw_user_id, visitors, keys)
+            await search.update(db, visitors)
+            bad = search.naming([_RAW, *visitors])
             counts = await delete_people(db, user_keys, visitors)
             # Bad events keep the sender's body as received, which may hold the raw ID.
             cursor = await db.execute(

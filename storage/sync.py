@@ -21,9 +21,11 @@ Erasures made through other nodes reach this store too: after delivering, each r
 central ``erased_keys`` (user and visitor keys, each with the time of its latest erasure) that
 moved since the last round, and deletes this store's rows of each key dated at or before its
 erasure (``Sync.apply_erasures``) — a device this node saw whose user logged in, and was
-erased, on another node. The window is the mirror's (``storage.mirror``): every ``erased_keys``
-row with ``ingested`` below the round's horizon ``pg_snapshot_xmin`` has been applied once the
-round ends (``central_erasures_horizon``, local migration 0013), none skipped.
+erased, on another node — and the kept bad events received before it that name one of those keys
+(``storage.erasure.BadEventSearch``: opened before each batch's write transaction). The window
+is the mirror's (``storage.mirror``): every ``erased_keys`` row with ``ingested`` below the
+round's horizon ``pg_snapshot_xmin`` has been applied once the round ends
+(``central_erasures_horizon``, local migration 0013), none skipped.
 
 One round of a store at a time, on this host: each round, the task's and a ``gateway sync
 --once``'s, holds the store's round lock (``storage.roundlock``, ``<store>.sync.lock``), so the
@@ -44,7 +46,9 @@ from typing import Any
 import aiosqlite
 import asyncpg
 
+from gateway.badbody import body_key
 from gateway.events import iso
+from gateway.keys import Keys, spellings
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
 from storage import central
@@ -61,7 +65,7 @@ from storage.cursors import (
     table_tops,
 )
 from storage.erased import erasure_mark
-from storage.erasure import delete_before, truncate_wal
+from storage.erasure import BadEventSearch, delete_before, truncate_wal
 from storage.local import connect, store_instance
 from storage.migrate import migrate
 from storage.roundlock import Holder, RoundLock
@@ -94,17 +98,21 @@ class Sync:
         metrics: Metrics,
         node: str | None = None,
         key_check: str | None = None,
+        secret: bytes | None = None,
     ) -> None:
         """``node``: the ``storage.node`` this gateway records under; given, each round tells the
         central store which store instance syncs under it, and says when another does too.
         ``key_check``: ``gateway.keys.key_check`` of its ``identity.secret``; given (with
-        ``node``), each round records it and says when another node syncs under another secret."""
+        ``node``), each round records it and says when another node syncs under another secret.
+        ``secret``: its ``identity.secret``; given, an erasure made through another node takes
+        this store's kept bad events that name an erased key too (``BadEventSearch``)."""
         self.store_path = store_path
         self.dsn = dsn
         self.options = options
         self.metrics = metrics
         self.node = node
         self.key_check = key_check
+        self.secret = secret
         self.shared = Standing(log)
         self.secrets = Standing(log)
         self.lock = RoundLock(store_path, "sync", log, "central sync")
@@ -252,7 +260,9 @@ class Sync:
         per_table: dict[str, int] = {}
         while True:
             done = len(rows) < ERASED_BATCH
-            counts = await _apply_batch(db, [(r["key"], iso(r["erased_at"])) for r in rows], horizon, done)
+            batch = [(r["key"], iso(r["erased_at"])) for r in rows]
+            search = await self._bad_events_naming(db, [key for key, _ in batch])
+            counts = await _apply_batch(db, batch, horizon, done, search)
             keys += len(rows)
             for table, n in counts.items():
                 per_table[table] = per_table.get(table, 0) + n
@@ -281,6 +291,27 @@ class Sync:
             )
             await truncate_wal(db)  # the deleted rows' old pages, as an erasure does
         return deleted
+
+    async def _bad_events_naming(
+        self, db: aiosqlite.Connection, keys: Sequence[str]
+    ) -> BadEventSearch | None:
+        """The search of this store's kept bad events for the erased ``keys``, made before the
+        batch's write transaction (which brings it up to date): what an erasure on this node
+        finds, by what the keys tell. A visitor key: by each raw ID a bad event names, keyed.
+        A user key: hashed (``user_id_storage = "hash"``), by each text a bad event names,
+        hashed; encrypted or plain, by the raw ID it gives back, as a local erasure searches.
+        None without the secret (nothing can be opened)."""
+        if self.secret is None or not keys:
+            return None
+        user_keys = Keys.from_master(self.secret)
+        forms: dict[str, str] = {}
+        for key in keys:
+            raw = user_keys.recover_user_id(key)
+            if raw:
+                forms.update(dict.fromkeys(spellings(raw), key))
+        search = BadEventSearch(body_key(self.secret), user_keys, forms, users=True)
+        await search.update(db, keys)
+        return search
 
     async def counts(
         self,
@@ -474,20 +505,32 @@ class Sync:
 
 
 async def _apply_batch(
-    db: aiosqlite.Connection, keys: Sequence[tuple[str, str]], horizon: int, done: bool
+    db: aiosqlite.Connection,
+    keys: Sequence[tuple[str, str]],
+    horizon: int,
+    done: bool,
+    search: BadEventSearch | None = None,
 ) -> dict[str, int]:
     """One batch of central erased keys in one local write transaction: each key's rows from
-    before its erasure deleted, the key recorded in ``central_erasures`` (again under a new id:
-    readers watching the erasure mark read again), and, ``done``, the horizon moved. The
-    readers' cursors are clamped as after any delete (``storage.cursors``). Rows deleted per
-    table."""
+    before its erasure deleted, the kept bad events received before it that ``search`` finds
+    naming it too (brought up to date first: the bad events stored since it was made), the key
+    recorded in ``central_erasures`` (again under a new id: readers watching the erasure mark
+    read again), and, ``done``, the horizon moved. The readers' cursors are clamped as after
+    any delete (``storage.cursors``). Rows deleted per table."""
     now = iso(datetime.now(UTC))
     counts: dict[str, int] = {}
     await db.execute("BEGIN IMMEDIATE")
     try:
         tops = await table_tops(db)
+        bad = await _bad_events_of(db, keys, search)
         for key, erased_at in keys:
             deleted = await delete_before(db, key, erased_at)
+            if search is not None:
+                deleted["bad_events"] = 0
+            if ids := bad.get(key):
+                marks = ",".join("?" for _ in ids)
+                cursor = await db.execute(f"DELETE FROM bad_events WHERE id IN ({marks})", ids)
+                deleted["bad_events"] = max(cursor.rowcount, 0)
             for table, n in deleted.items():
                 counts[table] = counts.get(table, 0) + n
             await db.execute(
@@ -508,6 +551,23 @@ async def _apply_batch(
             await db.execute("ROLLBACK")
         raise
     return counts
+
+
+async def _bad_events_of(
+    db: aiosqlite.Connection, keys: Sequence[tuple[str, str]], search: BadEventSearch | None
+) -> dict[str, list[str]]:
+    """Inside the batch's transaction: the bad events ``search`` finds, each under the first key
+    of ``keys`` it names that was erased at or after the bad event was received."""
+    if search is None:
+        return {}
+    await search.update(db, [key for key, _ in keys])
+    found: dict[str, list[str]] = {}
+    for event_id, named in search.named.items():
+        for key, erased_at in keys:
+            if key in named and search.ts[event_id] <= erased_at:
+                found.setdefault(key, []).append(event_id)
+                break
+    return found
 
 
 async def counts_synced(db: aiosqlite.Connection, conn: asyncpg.Connection) -> bool:

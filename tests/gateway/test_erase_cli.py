@@ -132,6 +132,8 @@ def test_erase_says_where_else_the_rows_are_by_what_is_configured(tmp_path: Path
     # longer tells the operator that their stores keep the rows and to erase there too.
     assert "reaches the central store with the next sync, and every other node's store" in both.stdout
     assert "keep their rows" not in both.stdout
+    # Nor, since their rounds take their kept bad events too, that those are not erased that way.
+    assert "kept bad events (bad_events) that name the user's ID or devices included" in both.stdout
     assert "what the sinks sent before stays at their destinations: delete it there" in both.stdout
 
 
@@ -193,6 +195,14 @@ def test_erasing_a_user_the_store_does_not_know_says_so(tmp_path: Path) -> None:
     again = gateway("erase", "alice@example.com", "-c", str(cfg))
     assert again.returncode == 0 and "nothing of this user was in this store" in again.stdout
     assert again.stdout.startswith("erase: erased 0 visitors\n"), again.stdout
+    # Erased already: said with the time, not "check the ID … or that it was erased already" (the
+    # latest erasure before this one: the one of the mistyped ID's is another user's).
+    [(first,)] = rows(path, "SELECT ts FROM erasures ORDER BY rowid LIMIT 1 OFFSET 1")
+    assert f"nothing of this user was in this store: it was erased on {first}\n" in again.stdout
+    assert "check the ID" not in again.stdout
+    dry_again = gateway("erase", "alice@example.com", "--dry-run", "-c", str(cfg))
+    [(latest,)] = rows(path, "SELECT max(ts) FROM erasures")
+    assert f"nothing of this user is in this store: it was erased on {latest}\n" in dry_again.stdout
     # The stranger's device, once bound to bob: one visitor, said so (it said "1 visitors").
     bob = Keys.from_master(settings.secret).user_key("bob")
     with sqlite3.connect(path) as db:

@@ -14,8 +14,8 @@ import aiosqlite
 import asyncpg
 import pytest
 
-from gateway.badbody import body_key
-from gateway.events import Binding, Conversion, DailyCount, Touchpoint, VerdictChange, iso
+from gateway.badbody import body_key, seal
+from gateway.events import BadEvent, Binding, Conversion, DailyCount, Touchpoint, VerdictChange, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -314,6 +314,50 @@ async def test_an_erasure_through_another_node_erases_this_nodes_own_store(
     await a.store.write([other])
     await a.sync.once()
     assert await pg.fetchval("SELECT count(*) FROM conversions WHERE id = $1::uuid", other.id) == 1
+
+
+async def test_an_erasure_through_another_node_takes_this_nodes_bad_events_naming_the_user(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Node A kept refused events about the phone (by its raw ID) and about the user (by the
+    raw user ID, which A never learns: the erased user key, hashed, is matched by hashing what
+    the bad event names); the user is erased through B. Until 2026-12-05 A's bad events stayed
+    (its sync deleted rows by key, and bad events have none). Now they go with the rest, counted
+    in the log line and the metric; one received after the erasure, and a stranger's, stay."""
+    a, b = nodes
+    secret = b"m" * 32
+    keys, seal_key = Keys.from_master(secret), body_key(secret)
+    a.sync = Sync(a.path, a.sync.dsn, OPTIONS, a.metrics, node="a", secret=secret)
+    phone, alice = keys.visitor_key("phone-raw"), keys.user_key("alice")
+
+    def kept(body: str, at: datetime = T0) -> BadEvent:
+        return BadEvent(uuid7(), iso(at), "a", "crm", seal(seal_key, "unmapped"), seal(seal_key, body))
+
+    by_device, by_user = kept('{"anonymousId": "phone-raw"}'), kept('{"userId": "alice", "x": 1}')
+    stranger = kept('{"anonymousId": "someone", "userId": "bob"}')
+    await a.store.write([touch(1, phone), by_device, by_user, stranger])
+    await b.store.write([touch(2, phone, "b"), bind(phone, alice, "b")])
+    await a.sync.once()
+    await b.sync.once()
+    now = datetime.now(UTC)
+    await erase_user(
+        b.path, alice, "alice", body_key=seal_key, event_id=uuid7(), ts=iso(now), node="b", keys=keys
+    )
+    await b.sync.once()
+    after = kept('{"anonymousId": "phone-raw"}', now + timedelta(seconds=1))  # the phone back since
+    await a.store.write([after])
+    caplog.set_level(logging.INFO, "gateway.sync")
+    await a.sync.once()
+    async with aiosqlite.connect(a.path) as db:
+        async with db.execute("SELECT id FROM bad_events") as cur:
+            left = {row[0] for row in await cur.fetchall()}
+        async with db.execute("SELECT key, deleted FROM central_erasures") as cur:
+            recorded = dict(tuple(row) for row in await cur.fetchall())
+    assert left == {stranger.id, after.id}
+    assert sum(recorded.values()) == 3  # the touchpoint and the two bad events
+    assert a.metrics.sync_erased.labels("bad_events")._value.get() == 2
+    said = [r.getMessage() for r in caplog.records if "erasures made through other nodes" in r.getMessage()]
+    assert len(said) == 1 and "3 rows deleted" in said[0] and "bad_events 2" in said[0], said
 
 
 async def test_lag_metrics(nodes: tuple[Node, Node]) -> None:

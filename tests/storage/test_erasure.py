@@ -1,0 +1,155 @@
+"""The erasure's search of the kept bad events (``storage.erasure.BadEventSearch``): made
+before the erasure's write transaction, brought up to date inside it, with the same answer as
+one search made inside it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.badbody import seal
+from gateway.events import BadEvent, Binding
+from gateway.ids import uuid7
+from gateway.keys import Keys, spellings
+from gateway.metrics import Metrics
+from gateway.options import StorageOptions
+from storage.erasure import BadEventSearch, bound_visitors, erase_user
+from storage.local import LocalStore, connect
+from tests.storage.stores import OpenStore, query
+
+TS = "2026-11-25T12:00:00.000000Z"
+KEYS = Keys.from_master(b"m" * 32)
+SEAL = b"s" * 32
+ALICE = KEYS.user_key("alice@example.com")
+
+
+def bad(body: str, reason: str = "unmapped event") -> BadEvent:
+    return BadEvent(uuid7(), TS, "n", "crm", seal(SEAL, reason), seal(SEAL, body))
+
+
+def bound(device: str, user: str = ALICE) -> Binding:
+    return Binding(uuid7(), TS, "n", KEYS.visitor_key(device), user, "login")
+
+
+async def test_a_bad_event_stored_after_the_first_search_is_found_by_the_final_one(
+    open_store: OpenStore,
+) -> None:
+    """The erasure opens the bad events before taking the write lock; landings go on meanwhile.
+    A bad event stored after that first search, naming the user or one of their devices, and a
+    device bound to the user after it, named by a bad event searched already, are found by the
+    search brought up to date (inside the lock); a device no longer bound is not sought."""
+    store = await open_store()
+    early = bad('{"anonymousId": "phone-1"}')
+    gone = bad('{"anonymousId": "watch-1"}')
+    tablet_early = bad('{"anonymousId": "tablet-1"}')
+    stranger = bad('{"anonymousId": "stranger-1", "userId": "bob"}')
+    await store.write([bound("phone-1"), bound("watch-1"), early, gone, tablet_early, stranger])
+    search = BadEventSearch(SEAL, KEYS, dict.fromkeys(spellings("alice@example.com"), "raw"))
+    db = await connect(store.path)
+    try:
+        await search.update(db, await bound_visitors(db, ALICE))
+        assert sorted(search.naming(["raw", *await bound_visitors(db, ALICE)])) == sorted([early.id, gone.id])
+        # Between the two steps: new bad events, a new device, a binding gone (retention).
+        by_id = bad('{"userId": "alice@example.com"}')
+        by_cookie = bad("anonymous_id=v1.phone-1.tag", reason="not JSON")
+        other = bad('{"anonymousId": "stranger-2"}')
+        await store.write([by_id, by_cookie, other, bound("tablet-1")])
+        await db.execute("DELETE FROM identities WHERE visitor_key = ?", (KEYS.visitor_key("watch-1"),))
+        visitors = await bound_visitors(db, ALICE)
+        await search.update(db, visitors)
+        found = search.naming(["raw", *visitors])
+    finally:
+        await db.close()
+    assert sorted(found) == sorted([early.id, tablet_early.id, by_id.id, by_cookie.id])
+
+
+async def test_a_bad_event_deleted_between_the_two_steps_is_not_counted(open_store: OpenStore) -> None:
+    """Found by the first search, then deleted (retention, another erasure) before the lock: the
+    count is of the bad events the erasure deleted, as before."""
+    store = await open_store()
+    first, second = bad('{"userId": "alice@example.com"}'), bad('{"anonymousId": "phone-1"}')
+    await store.write([bound("phone-1"), first, second])
+    search = BadEventSearch(SEAL, KEYS, dict.fromkeys(spellings("alice@example.com"), "raw"))
+    db = await connect(store.path)
+    try:
+        await search.update(db, await bound_visitors(db, ALICE))
+        await db.execute("DELETE FROM bad_events WHERE id = ?", (first.id,))
+        await search.update(db, await bound_visitors(db, ALICE))
+    finally:
+        await db.close()
+    assert search.naming(["raw", KEYS.visitor_key("phone-1")]) == [second.id]
+
+
+async def test_the_final_search_opens_only_the_bad_events_stored_since(open_store: OpenStore) -> None:
+    """The step inside the write lock is the cheap one: it opens the bad events stored after the
+    first search, not every one again; those opened before are opened again only for a device
+    bound to the user since, and then searched for that device alone."""
+    store = await open_store()
+    await store.write([bound("phone-1"), *(bad(f'{{"anonymousId": "other-{n}"}}') for n in range(5))])
+    search = BadEventSearch(SEAL, KEYS, dict.fromkeys(spellings("alice@example.com"), "raw"))
+    db = await connect(store.path)
+    try:
+        await search.update(db, await bound_visitors(db, ALICE))
+        assert search.opened == 5
+        late = bad('{"userId": "alice@example.com"}')
+        await store.write([late, bad('{"anonymousId": "other-6"}')])
+        await search.update(db, await bound_visitors(db, ALICE))
+        assert search.opened == 7 and search.naming(["raw"]) == [late.id]
+        await store.write([bound("other-3")])  # a device bound meanwhile: every one searched for it
+        visitors = await bound_visitors(db, ALICE)
+        await search.update(db, visitors)
+        assert search.opened == 14 and len(search.naming(["raw", *visitors])) == 2
+    finally:
+        await db.close()
+
+
+async def fill(path: Path) -> list[str]:
+    """A user with two devices and rows of each, and bad events naming them or others; the ids
+    of the bad events of the user's."""
+    store = LocalStore(path, StorageOptions(), Metrics())
+    await store.open()
+    ours = [
+        bad('{"userId": "alice@example.com"}'),
+        bad('{"anonymousId": "phone-1"}'),
+        bad("{", reason="bad JSON: 'alice@example.com' is not mapped"),
+        bad('{"anonymousId": "v1.laptop-1.x"}'),
+    ]
+    theirs = [bad('{"userId": "bob"}'), bad('{"anonymousId": "stranger"}'), bad("", reason="empty")]
+    await store.write([bound("phone-1"), bound("laptop-1"), bound("bob-phone", KEYS.user_key("bob"))])
+    await store.write([*ours, *theirs])
+    await store.close()
+    return [event.id for event in ours]
+
+
+async def test_the_erasure_answers_as_one_search_under_the_lock_did(tmp_path: Path) -> None:
+    """The dry run and the erasure count the same, and delete exactly the user's bad events."""
+    path = tmp_path / "gw.db"
+    ours = await fill(path)
+
+    async def erase(dry_run: bool) -> tuple[list[str], dict[str, int]]:
+        erasure = await erase_user(
+            path,
+            ALICE,
+            "alice@example.com",
+            body_key=SEAL,
+            event_id=uuid7(),
+            ts=TS,
+            node="n",
+            dry_run=dry_run,
+            keys=KEYS,
+        )
+        return sorted(erasure.visitors), erasure.counts
+
+    dry = await erase(True)
+    done = await erase(False)
+    assert dry == done
+    assert done[0] == sorted([KEYS.visitor_key("phone-1"), KEYS.visitor_key("laptop-1")])
+    assert done[1] == {
+        "verdict_changes": 0,
+        "touchpoints": 0,
+        "conversions": 0,
+        "identities": 2,
+        "bad_events": 4,
+    }
+    left = {row[0] for row in await asyncio.to_thread(query, path, "SELECT id FROM bad_events")}
+    assert len(left) == 3 and not left & set(ours)
