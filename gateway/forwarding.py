@@ -31,6 +31,11 @@ HOP_BY_HOP = frozenset(
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 # Other ways of telling the upstream who the client is: passed on from trusted proxies only.
 CLIENT_CLAIMS = frozenset({"forwarded", "x-real-ip"})
+# And the rest of the X-Forwarded-* family (-Port, -Prefix, -Ssl, -Scheme, -Server…), which
+# frameworks read behind a proxy they trust (Rack's -Ssl and -Scheme make a request https,
+# Symfony's, Spring's and Werkzeug's -Prefix goes into every URL they build): from trusted
+# proxies only too.
+CLAIM_PREFIX = "x-forwarded-"
 
 
 def connection_tokens(values: Iterable[str]) -> frozenset[str]:

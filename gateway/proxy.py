@@ -34,6 +34,7 @@ from gateway.codings import content_codings, decoded_layers
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.forwarding import (
+    CLAIM_PREFIX,
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
@@ -124,8 +125,10 @@ def _replaced(
     lines: Iterable[tuple[tuple[bytes, bytes], tuple[str, str]]],
     drop: frozenset[str],
     replace: Mapping[str, str],
+    claims: tuple[str, ...] = (),
 ) -> list[tuple[str, str]]:
-    """The visitor's header lines (raw and parsed) less ``drop``, with an addon's replacements
+    """The visitor's header lines (raw and parsed) less ``drop`` and names starting with one of
+    ``claims``, with an addon's replacements
     (lower-case names) in the place of the first line of that name, the visitor's spelling
     kept; those the visitor did not send follow. Names the proxy writes itself are not replaced."""
     out: list[tuple[str, str]] = []
@@ -136,7 +139,7 @@ def _replaced(
             if key not in placed:
                 placed.add(key)
                 out.append((_spelled(raw), replace[key]))
-        elif key not in drop:
+        elif key not in drop and not key.startswith(claims):
             out.append((_spelled(raw), value))
     out.extend(item for item in replace.items() if item[0] not in placed and item[0] not in _SET_HERE)
     return out
@@ -520,6 +523,9 @@ class ProxyHost:
         incoming = request.headers
         peer = request.remote or ""
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
+        # A peer not trusted has its whole X-Forwarded-* family dropped, not only the three the
+        # gateway writes (until 2026-12-05 its -Prefix, -Port or -Ssl reached the site).
+        claims = () if trusted else (CLAIM_PREFIX,)
         if hdrs.CONNECTION in incoming:
             drop = (drop | connection_tokens(incoming.getall(hdrs.CONNECTION))) - _HOST
         if upgrade:
@@ -527,13 +533,13 @@ class ProxyHost:
         replace = ex.upstream_headers if ex is not None else {}
         lines = zip(request.raw_headers, incoming.items(), strict=True)
         if replace:
-            out = _replaced(lines, drop, replace)
+            out = _replaced(lines, drop, replace, claims)
         else:  # the common case, kept to one comprehension: this runs for every request
             names = _NAMES
             out = [
                 (names.get(raw) or _spelled(raw), value)
                 for (raw, _), (name, value) in lines
-                if name.lower() not in drop
+                if not ((key := name.lower()) in drop or key.startswith(claims))
             ]
         host = incoming.get(hdrs.HOST, "")
         if not host:  # HTTP/1.0 without one, or an empty one

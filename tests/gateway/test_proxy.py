@@ -627,7 +627,13 @@ SPOOFED = [
     ("X-Forwarded-Host", "evil.test"),
     ("Forwarded", "for=203.0.113.7;proto=https"),
     ("X-Real-IP", "203.0.113.7"),
+    # The rest of the family frameworks read behind a proxy they trust: Rails and Rack
+    # (-Ssl, -Scheme, -Port), Django (-Port), Symfony, Spring and Werkzeug (-Port, -Prefix).
+    ("X-Forwarded-Port", "443"),
+    ("X-Forwarded-Prefix", "//evil.test"),
+    ("x-forwarded-ssl", "on"),
 ]
+OTHER_CLAIMS = ("X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl")
 
 
 async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
@@ -639,6 +645,9 @@ async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
     assert headers.getall("X-Forwarded-Proto") == ["http"]
     assert headers.getall("X-Forwarded-Host") == ["shop.test:8443"]
     assert "Forwarded" not in headers and "X-Real-IP" not in headers
+    # Every X-Forwarded-* of a peer not trusted, as the README says (until 2026-12-05 only -For,
+    # -Proto and -Host were dropped: a visitor's -Prefix or -Ssl reached a site that reads them).
+    assert [name for name in OTHER_CLAIMS if name in headers] == []
     [ex] = probe.seen
     assert ex.request.client_ip == "127.0.0.1"
     assert (ex.request.scheme, ex.request.host) == ("http", "shop.test:8443")
@@ -661,6 +670,7 @@ async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upst
     assert headers.getall("X-Forwarded-Host") == ["evil.test"]
     assert headers["Forwarded"] == "for=203.0.113.7;proto=https"
     assert headers["X-Real-IP"] == "203.0.113.7"
+    assert [headers.get(name) for name in OTHER_CLAIMS] == ["443", "//evil.test", "on"]
     [ex] = probe.seen
     assert ex.request.client_ip == "198.51.100.9"
     assert (ex.request.scheme, ex.request.host) == ("https", "evil.test")
@@ -696,7 +706,8 @@ async def test_request_headers_reach_the_site_in_the_visitors_order_and_spelling
         raw_upstream,
         [
             b"GET /p HTTP/1.1\r\naccept: */*\r\nhost: shop.test\r\nuser-agent: UA/1\r\n"
-            b"REFERER: http://shop.test/a?utm_source=x&k=1\r\nX-After: 1\r\n\r\n",
+            b"REFERER: http://shop.test/a?utm_source=x&k=1\r\nX-Forwarded-Prefix: /x\r\n"
+            b"X-After: 1\r\n\r\n",
             b"GET /q HTTP/1.0\r\nuser-agent: UA/1\r\n\r\n",
         ],
         "[proxy]\npreserve_host = false\n",
