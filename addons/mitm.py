@@ -46,6 +46,7 @@ from gateway.forwarding import (
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
+    underscored_claim,
 )
 from gateway.metrics import Metrics
 from gateway.pages import error_body
@@ -91,8 +92,10 @@ def forward_headers(headers: Any, peer: str, scheme: str, trusted: bool) -> None
     host = (headers.get("x-forwarded-host") if trusted else None) or headers.get("host", "")
     for name in FORWARDED if trusted else FORWARDED | CLIENT_CLAIMS:
         headers.pop(name, None)
-    if not trusted:  # the rest of the X-Forwarded-* family (-Prefix, -Port, -Ssl…) too
-        for name in {name.lower() for name in headers if name.lower().startswith(CLAIM_PREFIX)}:
+    # The rest of the X-Forwarded-* family (-Prefix, -Port, -Ssl…) too, and from any peer a claim
+    # spelled with underscores (``X_Forwarded_Proto``), as the aiohttp host drops them.
+    for name in {name.lower() for name in headers}:
+        if (not trusted and name.startswith(CLAIM_PREFIX)) or ("_" in name and underscored_claim(name)):
             headers.pop(name, None)
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
     headers["X-Forwarded-Proto"] = proto

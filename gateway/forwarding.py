@@ -38,6 +38,16 @@ CLIENT_CLAIMS = frozenset({"forwarded", "x-real-ip"})
 CLAIM_PREFIX = "x-forwarded-"
 
 
+def underscored_claim(name: str) -> bool:
+    """Whether a lower-case header ``name`` with an underscore (``x_forwarded_for``,
+    ``x-forwarded_prefix``, ``x_real_ip``) is a claim about the client spelled so. Rack (Puma),
+    Django and gunicorn read headers as CGI variables, where ``_`` and ``-`` are one
+    (``HTTP_X_FORWARDED_FOR``): such a line passes for the proxy's own. No proxy writes one, so
+    it is never passed on, whoever the peer (nginx drops every name with an underscore)."""
+    spelled = name.replace("_", "-")
+    return spelled in FORWARDED or spelled in CLIENT_CLAIMS or spelled.startswith(CLAIM_PREFIX)
+
+
 def connection_tokens(values: Iterable[str]) -> frozenset[str]:
     """Header names listed in ``Connection`` (they are hop-by-hop for this connection only)."""
     return frozenset(token.strip().lower() for value in values for token in value.split(",") if token.strip())

@@ -45,6 +45,7 @@ from gateway.forwarding import (
     rewrite_refresh,
     shared_cacheable,
     split_absolute,
+    underscored_claim,
 )
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
@@ -127,8 +128,8 @@ def _replaced(
     replace: Mapping[str, str],
     claims: tuple[str, ...] = (),
 ) -> list[tuple[str, str]]:
-    """The visitor's header lines (raw and parsed) less ``drop`` and names starting with one of
-    ``claims``, with an addon's replacements
+    """The visitor's header lines (raw and parsed) less ``drop``, names starting with one of
+    ``claims`` and claims spelled with underscores, with an addon's replacements
     (lower-case names) in the place of the first line of that name, the visitor's spelling
     kept; those the visitor did not send follow. Names the proxy writes itself are not replaced."""
     out: list[tuple[str, str]] = []
@@ -139,7 +140,7 @@ def _replaced(
             if key not in placed:
                 placed.add(key)
                 out.append((_spelled(raw), replace[key]))
-        elif key not in drop and not key.startswith(claims):
+        elif not (key in drop or key.startswith(claims) or ("_" in key and underscored_claim(key))):
             out.append((_spelled(raw), value))
     out.extend(item for item in replace.items() if item[0] not in placed and item[0] not in _SET_HERE)
     return out
@@ -524,7 +525,8 @@ class ProxyHost:
         peer = request.remote or ""
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
         # A peer not trusted has its whole X-Forwarded-* family dropped, not only the three the
-        # gateway writes (until 2026-12-05 its -Prefix, -Port or -Ssl reached the site).
+        # gateway writes (until 2026-12-05 its -Prefix, -Port or -Ssl reached the site); any
+        # peer, a claim spelled with underscores (``X_Forwarded_Proto``: ``underscored_claim``).
         claims = () if trusted else (CLAIM_PREFIX,)
         if hdrs.CONNECTION in incoming:
             drop = (drop | connection_tokens(incoming.getall(hdrs.CONNECTION))) - _HOST
@@ -539,7 +541,11 @@ class ProxyHost:
             out = [
                 (names.get(raw) or _spelled(raw), value)
                 for (raw, _), (name, value) in lines
-                if not ((key := name.lower()) in drop or key.startswith(claims))
+                if not (
+                    (key := name.lower()) in drop
+                    or key.startswith(claims)
+                    or ("_" in key and underscored_claim(key))
+                )
             ]
         host = incoming.get(hdrs.HOST, "")
         if not host:  # HTTP/1.0 without one, or an empty one

@@ -632,8 +632,14 @@ SPOOFED = [
     ("X-Forwarded-Port", "443"),
     ("X-Forwarded-Prefix", "//evil.test"),
     ("x-forwarded-ssl", "on"),
+    # Spelled with underscores, which Rack, Django and gunicorn read as the same CGI variable
+    # (HTTP_X_FORWARDED_PROTO): no proxy writes them, so they are a visitor's, trusted peer or not.
+    ("X_Forwarded_Proto", "https"),
+    ("x-forwarded_prefix", "//evil.test"),
+    ("X_Real_IP", "203.0.113.7"),
 ]
 OTHER_CLAIMS = ("X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl")
+UNDERSCORED = ("X_Forwarded_Proto", "x-forwarded_prefix", "X_Real_IP")
 
 
 async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
@@ -647,7 +653,7 @@ async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
     assert "Forwarded" not in headers and "X-Real-IP" not in headers
     # Every X-Forwarded-* of a peer not trusted, as the README says (until 2026-12-05 only -For,
     # -Proto and -Host were dropped: a visitor's -Prefix or -Ssl reached a site that reads them).
-    assert [name for name in OTHER_CLAIMS if name in headers] == []
+    assert [name for name in (*OTHER_CLAIMS, *UNDERSCORED) if name in headers] == []
     [ex] = probe.seen
     assert ex.request.client_ip == "127.0.0.1"
     assert (ex.request.scheme, ex.request.host) == ("http", "shop.test:8443")
@@ -671,6 +677,7 @@ async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upst
     assert headers["Forwarded"] == "for=203.0.113.7;proto=https"
     assert headers["X-Real-IP"] == "203.0.113.7"
     assert [headers.get(name) for name in OTHER_CLAIMS] == ["443", "//evil.test", "on"]
+    assert [name for name in UNDERSCORED if name in headers] == []
     [ex] = probe.seen
     assert ex.request.client_ip == "198.51.100.9"
     assert (ex.request.scheme, ex.request.host) == ("https", "evil.test")
@@ -707,6 +714,7 @@ async def test_request_headers_reach_the_site_in_the_visitors_order_and_spelling
         [
             b"GET /p HTTP/1.1\r\naccept: */*\r\nhost: shop.test\r\nuser-agent: UA/1\r\n"
             b"REFERER: http://shop.test/a?utm_source=x&k=1\r\nX-Forwarded-Prefix: /x\r\n"
+            b"X_Forwarded_For: 6.6.6.6\r\n"
             b"X-After: 1\r\n\r\n",
             b"GET /q HTTP/1.0\r\nuser-agent: UA/1\r\n\r\n",
         ],
