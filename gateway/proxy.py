@@ -491,9 +491,15 @@ class ProxyHost:
         peer = request.remote
         if trusted:
             # The right-most value is the one our trusted proxy wrote (an appending proxy keeps
-            # whatever the client sent to its left), as for X-Forwarded-For.
-            scheme = headers.get("x-forwarded-proto", scheme).rsplit(",", 1)[-1].strip().lower()
-            host = headers.get("x-forwarded-host", host).rsplit(",", 1)[-1].strip()
+            # whatever the client sent to its left), as for X-Forwarded-For: of the last line, as
+            # a proxy that adds a line of its own (HAProxy's ``add-header``) puts it after the
+            # client's (until 2026-12-05 the first line was read, the client's).
+            protos = incoming.getall("x-forwarded-proto", ())
+            if protos:
+                scheme = protos[-1].rsplit(",", 1)[-1].strip().lower()
+            hosts = incoming.getall("x-forwarded-host", ())
+            if hosts:
+                host = hosts[-1].rsplit(",", 1)[-1].strip()
         if self.public_origin:
             scheme = self.public_origin.partition(":")[0]
         return RequestView(
@@ -561,9 +567,10 @@ class ProxyHost:
             out = _without_admin_session(out)
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
         out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-        proto = incoming.get("X-Forwarded-Proto") if trusted else None
+        # A trusted proxy's lines, every one, joined as one list (RFC 9110 §5.3), as -For's.
+        proto = ", ".join(incoming.getall("X-Forwarded-Proto", ())) if trusted else None
         out.append(("X-Forwarded-Proto", proto or request.scheme))
-        fwd_host = incoming.get("X-Forwarded-Host") if trusted else None
+        fwd_host = ", ".join(incoming.getall("X-Forwarded-Host", ())) if trusted else None
         if fwd_host or host:
             out.append(("X-Forwarded-Host", fwd_host or host))
         return out

@@ -683,6 +683,31 @@ async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upst
     assert (ex.request.scheme, ex.request.host) == ("https", "evil.test")
 
 
+async def test_a_trusted_proxys_added_lines_are_read_after_the_visitors(
+    start_gateway, upstream_server
+) -> None:
+    """A trusted proxy that adds its X-Forwarded-Proto and -Host as lines of their own after the
+    visitor's (HAProxy's ``add-header``) is believed, as when it appends to the visitor's line:
+    the right-most value of the lines in their order (RFC 9110 §5.3), and the site gets them
+    all. Until 2026-12-05 the first line was read, the visitor's, so a forged host went into the
+    public origin (a site's redirect to itself pointed at ``evil.test``) and to the site alone,
+    where the mitmproxy host read them joined."""
+    lines = [
+        ("Host", "shop.test"),
+        ("X-Forwarded-Host", "evil.test"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "shop.test"),
+        ("X-Forwarded-Proto", "https"),
+    ]
+    headers, probe, _ = await forwarded_headers(
+        start_gateway, upstream_server, '[proxy]\ntrusted_proxies = ["127.0.0.1"]\n', lines
+    )
+    [ex] = probe.seen
+    assert (ex.request.scheme, ex.request.host) == ("https", "shop.test")
+    assert headers.getall("X-Forwarded-Host") == ["evil.test, shop.test"]
+    assert headers.getall("X-Forwarded-Proto") == ["http, https"]
+
+
 async def heads_seen(start_gateway, raw_upstream, requests: list[bytes], toml: str = "") -> list[list[str]]:
     """The head lines each request reached the site with, as it wrote them."""
     heads: list[list[str]] = []
