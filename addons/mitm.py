@@ -38,6 +38,7 @@ from gateway.codings import content_codings, decoded_layers
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import Event
 from gateway.forwarding import (
+    CLAIM_PREFIX,
     CLIENT_CLAIMS,
     FORWARDED,
     client_ip,
@@ -45,6 +46,7 @@ from gateway.forwarding import (
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
+    underscored_claim,
 )
 from gateway.metrics import Metrics
 from gateway.pages import error_body
@@ -80,7 +82,7 @@ def is_websocket_upgrade(request: mhttp.Request) -> bool:
 
 def forward_headers(headers: Any, peer: str, scheme: str, trusted: bool) -> None:
     """X-Forwarded-* in ``headers`` (mitmproxy's, going upstream) as the aiohttp host sends
-    them: a peer that is not a trusted proxy has its own claims (X-Forwarded-*, Forwarded,
+    them: a peer that is not a trusted proxy has its own claims (every X-Forwarded-*, Forwarded,
     X-Real-IP) dropped, then X-Forwarded-For gets the peer appended, and X-Forwarded-Proto and
     -Host say how the visitor reached us (a trusted proxy's values kept). Until 2026-12-05 the
     mitmproxy host passed a visitor's ``X-Forwarded-For: 6.6.6.6`` to the site as it came and
@@ -90,6 +92,11 @@ def forward_headers(headers: Any, peer: str, scheme: str, trusted: bool) -> None
     host = (headers.get("x-forwarded-host") if trusted else None) or headers.get("host", "")
     for name in FORWARDED if trusted else FORWARDED | CLIENT_CLAIMS:
         headers.pop(name, None)
+    # The rest of the X-Forwarded-* family (-Prefix, -Port, -Ssl…) too, and from any peer a claim
+    # spelled with underscores (``X_Forwarded_Proto``), as the aiohttp host drops them.
+    for name in {name.lower() for name in headers}:
+        if (not trusted and name.startswith(CLAIM_PREFIX)) or ("_" in name and underscored_claim(name)):
+            headers.pop(name, None)
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
     headers["X-Forwarded-Proto"] = proto
     if host:

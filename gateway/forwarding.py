@@ -31,6 +31,21 @@ HOP_BY_HOP = frozenset(
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 # Other ways of telling the upstream who the client is: passed on from trusted proxies only.
 CLIENT_CLAIMS = frozenset({"forwarded", "x-real-ip"})
+# And the rest of the X-Forwarded-* family (-Port, -Prefix, -Ssl, -Scheme, -Server…), which
+# frameworks read behind a proxy they trust (Rack's -Ssl and -Scheme make a request https,
+# Symfony's, Spring's and Werkzeug's -Prefix goes into every URL they build): from trusted
+# proxies only too.
+CLAIM_PREFIX = "x-forwarded-"
+
+
+def underscored_claim(name: str) -> bool:
+    """Whether a lower-case header ``name`` with an underscore (``x_forwarded_for``,
+    ``x-forwarded_prefix``, ``x_real_ip``) is a claim about the client spelled so. Rack (Puma),
+    Django and gunicorn read headers as CGI variables, where ``_`` and ``-`` are one
+    (``HTTP_X_FORWARDED_FOR``): such a line passes for the proxy's own. No proxy writes one, so
+    it is never passed on, whoever the peer (nginx drops every name with an underscore)."""
+    spelled = name.replace("_", "-")
+    return spelled in FORWARDED or spelled in CLIENT_CLAIMS or spelled.startswith(CLAIM_PREFIX)
 
 
 def connection_tokens(values: Iterable[str]) -> frozenset[str]:

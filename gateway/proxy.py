@@ -34,6 +34,7 @@ from gateway.codings import content_codings, decoded_layers
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.forwarding import (
+    CLAIM_PREFIX,
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
@@ -44,6 +45,7 @@ from gateway.forwarding import (
     rewrite_refresh,
     shared_cacheable,
     split_absolute,
+    underscored_claim,
 )
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
@@ -124,8 +126,10 @@ def _replaced(
     lines: Iterable[tuple[tuple[bytes, bytes], tuple[str, str]]],
     drop: frozenset[str],
     replace: Mapping[str, str],
+    claims: tuple[str, ...] = (),
 ) -> list[tuple[str, str]]:
-    """The visitor's header lines (raw and parsed) less ``drop``, with an addon's replacements
+    """The visitor's header lines (raw and parsed) less ``drop``, names starting with one of
+    ``claims`` and claims spelled with underscores, with an addon's replacements
     (lower-case names) in the place of the first line of that name, the visitor's spelling
     kept; those the visitor did not send follow. Names the proxy writes itself are not replaced."""
     out: list[tuple[str, str]] = []
@@ -136,7 +140,7 @@ def _replaced(
             if key not in placed:
                 placed.add(key)
                 out.append((_spelled(raw), replace[key]))
-        elif key not in drop:
+        elif not (key in drop or key.startswith(claims) or ("_" in key and underscored_claim(key))):
             out.append((_spelled(raw), value))
     out.extend(item for item in replace.items() if item[0] not in placed and item[0] not in _SET_HERE)
     return out
@@ -487,9 +491,15 @@ class ProxyHost:
         peer = request.remote
         if trusted:
             # The right-most value is the one our trusted proxy wrote (an appending proxy keeps
-            # whatever the client sent to its left), as for X-Forwarded-For.
-            scheme = headers.get("x-forwarded-proto", scheme).rsplit(",", 1)[-1].strip().lower()
-            host = headers.get("x-forwarded-host", host).rsplit(",", 1)[-1].strip()
+            # whatever the client sent to its left), as for X-Forwarded-For: of the last line, as
+            # a proxy that adds a line of its own (HAProxy's ``add-header``) puts it after the
+            # client's (until 2026-12-05 the first line was read, the client's).
+            protos = incoming.getall("x-forwarded-proto", ())
+            if protos:
+                scheme = protos[-1].rsplit(",", 1)[-1].strip().lower()
+            hosts = incoming.getall("x-forwarded-host", ())
+            if hosts:
+                host = hosts[-1].rsplit(",", 1)[-1].strip()
         if self.public_origin:
             scheme = self.public_origin.partition(":")[0]
         return RequestView(
@@ -520,6 +530,10 @@ class ProxyHost:
         incoming = request.headers
         peer = request.remote or ""
         drop = _DROP_REQUEST if trusted else _DROP_UNTRUSTED
+        # A peer not trusted has its whole X-Forwarded-* family dropped, not only the three the
+        # gateway writes (until 2026-12-05 its -Prefix, -Port or -Ssl reached the site); any
+        # peer, a claim spelled with underscores (``X_Forwarded_Proto``: ``underscored_claim``).
+        claims = () if trusted else (CLAIM_PREFIX,)
         if hdrs.CONNECTION in incoming:
             drop = (drop | connection_tokens(incoming.getall(hdrs.CONNECTION))) - _HOST
         if upgrade:
@@ -527,13 +541,17 @@ class ProxyHost:
         replace = ex.upstream_headers if ex is not None else {}
         lines = zip(request.raw_headers, incoming.items(), strict=True)
         if replace:
-            out = _replaced(lines, drop, replace)
+            out = _replaced(lines, drop, replace, claims)
         else:  # the common case, kept to one comprehension: this runs for every request
             names = _NAMES
             out = [
                 (names.get(raw) or _spelled(raw), value)
                 for (raw, _), (name, value) in lines
-                if name.lower() not in drop
+                if not (
+                    (key := name.lower()) in drop
+                    or key.startswith(claims)
+                    or ("_" in key and underscored_claim(key))
+                )
             ]
         host = incoming.get(hdrs.HOST, "")
         if not host:  # HTTP/1.0 without one, or an empty one
@@ -549,9 +567,10 @@ class ProxyHost:
             out = _without_admin_session(out)
         prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
         out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-        proto = incoming.get("X-Forwarded-Proto") if trusted else None
+        # A trusted proxy's lines, every one, joined as one list (RFC 9110 §5.3), as -For's.
+        proto = ", ".join(incoming.getall("X-Forwarded-Proto", ())) if trusted else None
         out.append(("X-Forwarded-Proto", proto or request.scheme))
-        fwd_host = incoming.get("X-Forwarded-Host") if trusted else None
+        fwd_host = ", ".join(incoming.getall("X-Forwarded-Host", ())) if trusted else None
         if fwd_host or host:
             out.append(("X-Forwarded-Host", fwd_host or host))
         return out

@@ -178,6 +178,9 @@ FORGED = [
     (b"x-forwarded-proto", b"gopher"),
     (b"x-real-ip", b"6.6.6.6"),
     (b"forwarded", b"for=6.6.6.6"),
+    (b"x-forwarded-prefix", b"//evil.example"),
+    (b"X-Forwarded-Port", b"443"),
+    (b"X_Forwarded_Proto", b"https"),
 ]
 
 
@@ -197,6 +200,8 @@ async def test_forwarding_headers_and_redirects_as_in_the_aiohttp_host(addon: Ga
         ["shop.example"],
     ]
     assert (sent.get_all("x-real-ip"), sent.get_all("forwarded")) == ([], [])
+    assert (sent.get_all("x-forwarded-prefix"), sent.get_all("x-forwarded-port")) == ([], [])
+    assert sent.get_all("x_forwarded_proto") == []
     assert sent.get_all("cookie") == ["a=1; b=2"]
     upstream = "http://address:22"  # tflow's request target: the site mitmproxy forwards to
     flow.response = tutils.tresp(
@@ -227,12 +232,15 @@ async def test_a_trusted_proxys_forwarded_headers_are_believed(tmp_path: Path, s
         await gateway.running()
         try:
             claims = [(b"host", b"10.0.0.5:8080"), (b"x-forwarded-for", b"203.0.113.9"),
-                      (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"shop.example")]  # fmt: skip
+                      (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"shop.example"),
+                      (b"x-forwarded-port", b"443"), (b"x_real_ip", b"6.6.6.6")]  # fmt: skip
             flow = visitor(b"/p?utm_source=x", claims, tls=False)
             await gateway.request(flow)
             sent = flow.request.headers
             assert sent["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
             assert (sent["x-forwarded-proto"], sent["x-forwarded-host"]) == ("https", "shop.example")
+            assert sent["x-forwarded-port"] == "443"  # a trusted proxy's other claims go on too
+            assert sent.get_all("x_real_ip") == []  # never one spelled with underscores
             flow.response = tutils.tresp(status_code=302, headers=[(b"location", b"http://address:22/q")])
             await gateway.responseheaders(flow)
             assert flow.response.headers["location"] == "https://shop.example/q"

@@ -17,6 +17,7 @@ from gateway.forwarding import (
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
+    underscored_claim,
 )
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
@@ -35,6 +36,23 @@ PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 )
 def test_connection_tokens(values: list[str], tokens: set[str]) -> None:
     assert connection_tokens(values) == tokens
+
+
+@pytest.mark.parametrize(
+    ("name", "claim"),
+    [
+        ("x_forwarded_for", True),
+        ("x-forwarded_proto", True),
+        ("x_forwarded-prefix", True),
+        ("x_forwarded_anything", True),
+        ("x_real_ip", True),
+        ("x_requested_with", False),
+        ("my_header", False),
+        ("x_forwarded", False),  # not of the family (no name after the prefix's dash)
+    ],
+)
+def test_underscored_claim(name: str, claim: bool) -> None:
+    assert underscored_claim(name) is claim
 
 
 def test_hop_by_hop_covers_rfc_9110() -> None:

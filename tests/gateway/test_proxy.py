@@ -627,7 +627,19 @@ SPOOFED = [
     ("X-Forwarded-Host", "evil.test"),
     ("Forwarded", "for=203.0.113.7;proto=https"),
     ("X-Real-IP", "203.0.113.7"),
+    # The rest of the family frameworks read behind a proxy they trust: Rails and Rack
+    # (-Ssl, -Scheme, -Port), Django (-Port), Symfony, Spring and Werkzeug (-Port, -Prefix).
+    ("X-Forwarded-Port", "443"),
+    ("X-Forwarded-Prefix", "//evil.test"),
+    ("x-forwarded-ssl", "on"),
+    # Spelled with underscores, which Rack, Django and gunicorn read as the same CGI variable
+    # (HTTP_X_FORWARDED_PROTO): no proxy writes them, so they are a visitor's, trusted peer or not.
+    ("X_Forwarded_Proto", "https"),
+    ("x-forwarded_prefix", "//evil.test"),
+    ("X_Real_IP", "203.0.113.7"),
 ]
+OTHER_CLAIMS = ("X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl")
+UNDERSCORED = ("X_Forwarded_Proto", "x-forwarded_prefix", "X_Real_IP")
 
 
 async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
@@ -639,6 +651,9 @@ async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
     assert headers.getall("X-Forwarded-Proto") == ["http"]
     assert headers.getall("X-Forwarded-Host") == ["shop.test:8443"]
     assert "Forwarded" not in headers and "X-Real-IP" not in headers
+    # Every X-Forwarded-* of a peer not trusted, as the README says (until 2026-12-05 only -For,
+    # -Proto and -Host were dropped: a visitor's -Prefix or -Ssl reached a site that reads them).
+    assert [name for name in (*OTHER_CLAIMS, *UNDERSCORED) if name in headers] == []
     [ex] = probe.seen
     assert ex.request.client_ip == "127.0.0.1"
     assert (ex.request.scheme, ex.request.host) == ("http", "shop.test:8443")
@@ -661,9 +676,36 @@ async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upst
     assert headers.getall("X-Forwarded-Host") == ["evil.test"]
     assert headers["Forwarded"] == "for=203.0.113.7;proto=https"
     assert headers["X-Real-IP"] == "203.0.113.7"
+    assert [headers.get(name) for name in OTHER_CLAIMS] == ["443", "//evil.test", "on"]
+    assert [name for name in UNDERSCORED if name in headers] == []
     [ex] = probe.seen
     assert ex.request.client_ip == "198.51.100.9"
     assert (ex.request.scheme, ex.request.host) == ("https", "evil.test")
+
+
+async def test_a_trusted_proxys_added_lines_are_read_after_the_visitors(
+    start_gateway, upstream_server
+) -> None:
+    """A trusted proxy that adds its X-Forwarded-Proto and -Host as lines of their own after the
+    visitor's (HAProxy's ``add-header``) is believed, as when it appends to the visitor's line:
+    the right-most value of the lines in their order (RFC 9110 §5.3), and the site gets them
+    all. Until 2026-12-05 the first line was read, the visitor's, so a forged host went into the
+    public origin (a site's redirect to itself pointed at ``evil.test``) and to the site alone,
+    where the mitmproxy host read them joined."""
+    lines = [
+        ("Host", "shop.test"),
+        ("X-Forwarded-Host", "evil.test"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "shop.test"),
+        ("X-Forwarded-Proto", "https"),
+    ]
+    headers, probe, _ = await forwarded_headers(
+        start_gateway, upstream_server, '[proxy]\ntrusted_proxies = ["127.0.0.1"]\n', lines
+    )
+    [ex] = probe.seen
+    assert (ex.request.scheme, ex.request.host) == ("https", "shop.test")
+    assert headers.getall("X-Forwarded-Host") == ["evil.test, shop.test"]
+    assert headers.getall("X-Forwarded-Proto") == ["http, https"]
 
 
 async def heads_seen(start_gateway, raw_upstream, requests: list[bytes], toml: str = "") -> list[list[str]]:
@@ -696,7 +738,9 @@ async def test_request_headers_reach_the_site_in_the_visitors_order_and_spelling
         raw_upstream,
         [
             b"GET /p HTTP/1.1\r\naccept: */*\r\nhost: shop.test\r\nuser-agent: UA/1\r\n"
-            b"REFERER: http://shop.test/a?utm_source=x&k=1\r\nX-After: 1\r\n\r\n",
+            b"REFERER: http://shop.test/a?utm_source=x&k=1\r\nX-Forwarded-Prefix: /x\r\n"
+            b"X_Forwarded_For: 6.6.6.6\r\n"
+            b"X-After: 1\r\n\r\n",
             b"GET /q HTTP/1.0\r\nuser-agent: UA/1\r\n\r\n",
         ],
         "[proxy]\npreserve_host = false\n",
