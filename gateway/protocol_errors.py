@@ -43,6 +43,7 @@ of broken request to real listeners, ``tests/gateway/test_run.py`` to a ``gatewa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -107,6 +108,9 @@ def reason(exc: BaseException | None, status: int) -> str:
 
 _HTTP_REASONS = {417: "Expect: the only expectation understood is 100-continue"}
 """Reasons of the refusals aiohttp raises before the app's middlewares see the request."""
+CUT_OFF = 0.1
+"""Seconds a request still running when the grace is over has for each of aiohttp's last steps
+(its body's reading cancelled, then its handler), before its connection is closed."""
 LOUD_EVERY = 60.0
 """Seconds between info lines for a request line or header over the limit (debug between)."""
 
@@ -114,6 +118,29 @@ LOUD_EVERY = 60.0
 class _Handler(web.RequestHandler):
     listener: _Server
     """Set by the server that made it: how its listener answers and counts."""
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        """Stop within ``timeout`` (``proxy.shutdown_grace``) in all. aiohttp's own waits that
+        long for the request in progress, then cancels only the reading of its body and waits
+        as long again before cancelling the handler: a request waiting on a site that does not
+        answer held the stop for twice the grace (until 2026-12-05), past the supervisor's
+        patience (grace + 5 s), which then killed the worker, its store unflushed. Here the
+        request has the grace to finish, then aiohttp's own steps run with ``CUT_OFF`` each."""
+        if timeout is None or not self._request_in_progress:
+            await super().shutdown(timeout)
+            return
+        self._force_close = True  # no next request on this connection, as aiohttp's first step
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+        self._handler_waiter = self._loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._handler_waiter
+        except TimeoutError:
+            pass
+        finally:
+            self._handler_waiter = None
+        await super().shutdown(CUT_OFF)
 
     def handle_error(
         self,

@@ -63,6 +63,8 @@ def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket
     except socket.gaierror as err:  # as one process says it (this said "cannot start: Name or …")
         raise OSError(err.errno, f"cannot listen on {listen}{named}: {unresolvable(host, err)}") from err
     family, kind, proto, _, address = infos[0]
+    if reuse_port and port:
+        _not_listened_on(family, kind, proto, address, f"cannot listen on {listen}{named}")
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -75,6 +77,22 @@ def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     return sock, f"{shown}:{bound}"
+
+
+def _not_listened_on(family: int, kind: int, proto: int, address: tuple[object, ...], what: str) -> None:
+    """Raise ``OSError`` if a process listens on ``address`` already. ``SO_REUSEPORT`` would
+    let the reservation (and then every worker) share the port with any process of the same
+    user that set it too — another gateway's workers: the kernel would spread the visitors over
+    both gateways and their two stores, and neither would say so (until 2026-12-05). A socket
+    without it, bound the same way, is refused while anyone listens there."""
+    probe = socket.socket(family, kind, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+        probe.bind(address)
+    except OSError as err:
+        raise OSError(err.errno, f"{what}: {err.strerror}") from err
+    finally:
+        probe.close()
 
 
 class Supervisor:

@@ -325,3 +325,46 @@ async def test_a_reload_asked_for_while_the_gateway_starts_does_not_kill_it(
     finally:
         await gw.kill()
     assert not [r["msg"] for r in gw.logs() if "exited" in r["msg"] or "cannot run" in r["msg"]]
+
+
+async def test_a_request_the_site_never_answers_is_cut_off_after_the_grace_not_twice_it(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """aiohttp waits the grace for a request, then cancels only the reading of its body and waits
+    the grace again: one waiting on the site held the stop for twice ``proxy.shutdown_grace``
+    (until 2026-12-05), and with the default 10 s the supervisor, patient for grace + 5 s, killed
+    worker 0 with its store unflushed and exited 1. Here it is cut off when the grace is over."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hung(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="too late")
+
+    app = web.Application()
+    app.router.add_get("/hung", hung)
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, await upstream_server(app), "", 6.0)  # type: ignore[operator]
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", "workers = 2")
+    await asyncio.to_thread(cfg.write_text, text)
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= 2, gw.stderr)
+        async with aiohttp.ClientSession() as session:
+            in_flight = asyncio.create_task(session.get(f"{gw.proxy}/hung?utm_source=hung"))
+            async with asyncio.timeout(20):
+                await arrived.wait()
+            started = time.monotonic()
+            gw.signal(signal.SIGTERM)
+            code = await gw.stop()
+            took = time.monotonic() - started
+            with contextlib.suppress(aiohttp.ClientError):
+                (await in_flight).release()
+    finally:
+        release.set()
+        await gw.kill()
+    assert code == 0, "".join(gw.stderr)[-2000:]
+    assert took < 6.0 + 2.5, f"stopping took {took:.1f} s with a 6 s grace"
+    assert not [r for r in gw.logs() if "killing it" in r["msg"]]
+    assert len([r for r in gw.logs() if r["msg"] == "stopped"]) == 2, "both workers flushed their store"
+    assert "Traceback" not in "".join(gw.stderr)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import sys
 import time
 import types
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from gateway.events import CreatorStanding, Erasure, iso
 from gateway.ids import uuid7
 from gateway.supervisor import Supervisor
 from storage.queries import Reader
-from tests.conftest import TOKEN, make_settings
+from tests.conftest import ENV, TOKEN, make_settings
 from tests.gatewayproc import GatewayProcess, children
 
 LANDINGS = 300
@@ -649,3 +650,43 @@ def test_the_supervisor_writes_each_new_days_salt_to_every_worker() -> None:
     for index in range(3):
         supervisor._close_salt_pipe(index)
     assert supervisor.salt_pipes == {}
+
+
+async def test_a_second_gateway_on_the_same_public_port_is_refused(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """Two supervisors would both bind the public port with ``SO_REUSEPORT`` (the same user may):
+    the kernel would spread the visitors over two gateways writing two stores, and neither would
+    say so. Until 2026-12-05 the second started silently beside the first."""
+    origin = await _origin(upstream_server)
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    await asyncio.to_thread(first_dir.mkdir)
+    await asyncio.to_thread(second_dir.mkdir)
+    gw = await GatewayProcess.start(await asyncio.to_thread(_config, first_dir, origin))
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        taken = gw.proxy.removeprefix("http://")
+        cfg = await asyncio.to_thread(_config, second_dir, origin)
+        text = (await asyncio.to_thread(cfg.read_text)).replace('"127.0.0.1:0"', f'"{taken}"', 1)
+        await asyncio.to_thread(cfg.write_text, text)
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "run", "-c", str(cfg),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(second_dir), **ENV},
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(30):
+                out, err = await second.communicate()
+        except TimeoutError:
+            pytest.fail("a second gateway started on the public port of a running one")
+        finally:
+            if second.returncode is None:
+                second.kill()
+                await second.wait()
+        assert second.returncode == 1, (out + err).decode()
+        said = err.decode()
+        assert f"cannot listen on {taken} (proxy.listen): Address already in use" in said, said
+        assert "admin API on" not in out.decode()
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
