@@ -30,7 +30,25 @@ HOP_BY_HOP = frozenset(
 )
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 # Other ways of telling the upstream who the client is: passed on from trusted proxies only.
-CLIENT_CLAIMS = frozenset({"forwarded", "x-real-ip"})
+CLIENT_CLAIMS = frozenset(
+    {
+        "forwarded",
+        "x-real-ip",
+        # The client's address as CDNs and load balancers write it, which frameworks read
+        # behind them (Rails' remote_ip reads Client-IP; a site behind Cloudflare reads
+        # CF-Connecting-IP): a visitor's own was passed on until 2026-12-05.
+        "client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        # The request target a front server rewrote (IIS's URL Rewrite; Symfony and Laminas
+        # read it as the path, the access checks of a site done on the one it saw).
+        "x-original-url",
+        "x-rewrite-url",
+    }
+)
 # And the rest of the X-Forwarded-* family (-Port, -Prefix, -Ssl, -Scheme, -Server…), which
 # frameworks read behind a proxy they trust (Rack's -Ssl and -Scheme make a request https,
 # Symfony's, Spring's and Werkzeug's -Prefix goes into every URL they build): from trusted

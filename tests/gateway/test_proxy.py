@@ -632,6 +632,12 @@ SPOOFED = [
     ("X-Forwarded-Port", "443"),
     ("X-Forwarded-Prefix", "//evil.test"),
     ("x-forwarded-ssl", "on"),
+    # What CDNs and front servers write: the client's address (Rails reads Client-IP, a site
+    # behind Cloudflare CF-Connecting-IP), the path before a rewrite (Symfony, Laminas).
+    ("CF-Connecting-IP", "203.0.113.7"),
+    ("Client-IP", "203.0.113.7"),
+    ("True-Client-IP", "203.0.113.7"),
+    ("X-Original-URL", "/admin"),
     # Spelled with underscores, which Rack, Django and gunicorn read as the same CGI variable
     # (HTTP_X_FORWARDED_PROTO): no proxy writes them, so they are a visitor's, trusted peer or not.
     ("X_Forwarded_Proto", "https"),
@@ -639,6 +645,7 @@ SPOOFED = [
     ("X_Real_IP", "203.0.113.7"),
 ]
 OTHER_CLAIMS = ("X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl")
+CDN_CLAIMS = ("CF-Connecting-IP", "Client-IP", "True-Client-IP", "X-Original-URL")
 UNDERSCORED = ("X_Forwarded_Proto", "x-forwarded_prefix", "X_Real_IP")
 
 
@@ -654,6 +661,8 @@ async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
     # Every X-Forwarded-* of a peer not trusted, as the README says (until 2026-12-05 only -For,
     # -Proto and -Host were dropped: a visitor's -Prefix or -Ssl reached a site that reads them).
     assert [name for name in (*OTHER_CLAIMS, *UNDERSCORED) if name in headers] == []
+    # And a CDN's claims, which a visitor's own copy forged (passed on until 2026-12-05).
+    assert [name for name in CDN_CLAIMS if name in headers] == []
     [ex] = probe.seen
     assert ex.request.client_ip == "127.0.0.1"
     assert (ex.request.scheme, ex.request.host) == ("http", "shop.test:8443")
@@ -677,6 +686,12 @@ async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upst
     assert headers["Forwarded"] == "for=203.0.113.7;proto=https"
     assert headers["X-Real-IP"] == "203.0.113.7"
     assert [headers.get(name) for name in OTHER_CLAIMS] == ["443", "//evil.test", "on"]
+    assert [headers.get(name) for name in CDN_CLAIMS] == [
+        "203.0.113.7",
+        "203.0.113.7",
+        "203.0.113.7",
+        "/admin",
+    ]
     assert [name for name in UNDERSCORED if name in headers] == []
     [ex] = probe.seen
     assert ex.request.client_ip == "198.51.100.9"
