@@ -221,7 +221,8 @@ class GatewayAddon:
         ip = client_ip(peer, headers.get("x-forwarded-for"), networks) if trusted else peer
         scheme = "https" if flow.client_conn.tls_established else "http"
         host = headers.get("host") or req.pretty_host
-        forward_headers(req.headers, peer, scheme, trusted)
+        # With proxy.public_origin, its scheme, as the aiohttp host tells the site too.
+        forward_headers(req.headers, peer, self.public_scheme or scheme, trusted)
         if trusted:
             scheme = headers.get("x-forwarded-proto", scheme).rsplit(",", 1)[-1].strip().lower()
             host = headers.get("x-forwarded-host", host).rsplit(",", 1)[-1].strip()

@@ -367,6 +367,7 @@ class ProxyHost:
         self.upstream_origin = str(self.upstream.origin())
         self.upstream_host = self.upstream.raw_authority
         self.public_origin = opts.proxy.public_origin.rstrip("/")
+        self._public_scheme = self.public_origin.partition(":")[0] if self.public_origin else ""
         self.preserve_host = opts.proxy.preserve_host
         self.reserved = opts.proxy.reserved_prefix
         self.endpoints = endpoints or {}
@@ -569,7 +570,11 @@ class ProxyHost:
         out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
         # A trusted proxy's lines, every one, joined as one list (RFC 9110 §5.3), as -For's.
         proto = ", ".join(incoming.getall("X-Forwarded-Proto", ())) if trusted else None
-        out.append(("X-Forwarded-Proto", proto or request.scheme))
+        # With ``proxy.public_origin`` every request is for it, its scheme too (the cookies' Secure
+        # flag is set by it): the site is told the same, not the hop's http (until 2026-12-05,
+        # behind a TLS terminator not listed as trusted, the site was told http and a site that
+        # sends plain http to https could answer every page with a redirect to itself).
+        out.append(("X-Forwarded-Proto", proto or self._public_scheme or request.scheme))
         fwd_host = ", ".join(incoming.getall("X-Forwarded-Host", ())) if trusted else None
         if fwd_host or host:
             out.append(("X-Forwarded-Host", fwd_host or host))

@@ -252,6 +252,23 @@ async def test_a_trusted_proxys_forwarded_headers_are_believed(tmp_path: Path, s
             await gateway.done()
 
 
+async def test_public_origin_scheme_is_told_to_the_site(tmp_path: Path, secrets: None) -> None:
+    """As in the aiohttp host: with ``proxy.public_origin`` https behind a TLS terminator not
+    listed as trusted, the site is told https, not the hop's http (until 2026-12-05)."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        extra = '[proxy]\npublic_origin = "https://shop.example"\n'
+        toml = await asyncio.to_thread(config, tmp_path, "gw", extra)
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        try:
+            flow = visitor(b"/p", [(b"host", b"10.0.0.5:8080"), (b"x-forwarded-proto", b"gopher")], tls=False)
+            await gateway.request(flow)
+            assert flow.request.headers.get_all("x-forwarded-proto") == ["https"]
+        finally:
+            await gateway.done()
+
+
 async def test_config_errors_name_the_key(
     tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
 ) -> None:
