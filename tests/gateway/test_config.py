@@ -229,6 +229,12 @@ def test_a_variable_written_as_a_shell_would_is_named_with_the_fix(toml: str, ex
         ("[proxy]\nlisten = 'a'\n[proxy]\nworkers = 1\n",
          "line 3: proxy is given twice; merge the two [proxy] tables"),
         ("[proxy]\nlisten = 'a:1'\nlisten = 'b:1'\n", "line 3: proxy.listen is given twice; keep one"),
+        # A header that lacks its bracket, its name taken: tomllib says so before the bracket
+        # (until 2026-12-05 "proxy is given twice; keep one").
+        ("[proxy]\nlisten = 'a'\n[proxy  # the site\nworkers = 1\n",
+         "not valid TOML: line 3: the table header `[proxy` has no closing `]`"),
+        ("[[sources]]\nname = 'a'\n[sources\nname = 'b'\n",
+         "not valid TOML: line 3: the table header `[sources` has no closing `]`"),
         # A [sources] after [[sources]] (one sender written as a table): merging was the advice.
         ("[[sources]]\nname = 'a'\n[sources]\nname = 'b'\n",
          "line 3: sources is given twice: line 1 made it an array of tables; write [[sources]] for"
