@@ -889,8 +889,8 @@ def given_twice(message: str, text: str, name: str) -> str | None:
         # ``[proxy`` after a [proxy] table: tomllib finds the name taken before it looks for the
         # bracket, and said so (until 2026-12-05 "proxy is given twice; keep one").
         closing = "]]" if opener.startswith("[[") else "]"
-        header = f"the table header `{opener[:40]}`"
-        return f"{name}: not valid TOML: line {number}: {header} has no closing `{closing}`"
+        what = f"the table header `{opener[:40]}`"
+        return f"{name}: not valid TOML: line {number}: {what} has no closing `{closing}`"
     said = f"{name}: line {number}: {_indexed(key, lines[: number - 1])} is given twice"
     header = _HEADER.fullmatch(lines[number - 1]) if declared and number <= len(lines) else None
     if header is None:
