@@ -330,9 +330,10 @@ async def erase_user(
     return erasure
 
 
-async def truncate_wal(db: aiosqlite.Connection) -> None:
+async def truncate_wal(db: aiosqlite.Connection, what: str = "erasure") -> None:
     """Copy the write-ahead log into the database and empty it: its older frames still hold
-    the pages as they were before the erasure. The erasure is committed already, so this
+    the pages as they were before the erasure (``what``: or the retention purge, as its log
+    lines name it). The erasure is committed already, so this
     never fails it: a try holds the writers' lock for at most ``_TRUNCATE_WAIT_MS`` plus the
     copy (landings keep being written), and is repeated while a reader or another
     checkpoint is busy; after ``_TRUNCATE_TRIES`` the log says the frames remain (they are
@@ -344,12 +345,12 @@ async def truncate_wal(db: aiosqlite.Connection) -> None:
     before = int(row[0]) if row else 5000
     await db.execute(f"PRAGMA busy_timeout = {_TRUNCATE_WAIT_MS}")
     try:
-        await _truncate_tries(db)
+        await _truncate_tries(db, what)
     finally:
         await db.execute(f"PRAGMA busy_timeout = {before}")
 
 
-async def _truncate_tries(db: aiosqlite.Connection) -> None:
+async def _truncate_tries(db: aiosqlite.Connection, what: str) -> None:
     for attempt in range(_TRUNCATE_TRIES):
         if attempt:
             await asyncio.sleep(0.5)
@@ -357,12 +358,13 @@ async def _truncate_tries(db: aiosqlite.Connection) -> None:
             async with db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
                 row = await cursor.fetchone()
         except sqlite3.Error as err:
-            log.warning("erasure committed, but emptying the write-ahead log failed: %s", err)
+            log.warning("%s committed, but emptying the write-ahead log failed: %s", what, err)
             return
         if row is None or not row[0]:
             return
     log.warning(
-        "erasure committed, but the store stayed busy, so the write-ahead log was not emptied: its"
-        " older frames may hold the erased rows' old pages until they are overwritten, or the next"
-        " erasure or a clean shutdown empties it"
+        "%s committed, but the store stayed busy, so the write-ahead log was not emptied: its"
+        " older frames may hold the deleted rows' old pages until they are overwritten, or the next"
+        " erasure or a clean shutdown empties it",
+        what,
     )

@@ -24,6 +24,7 @@ from gateway.config import Settings
 from gateway.events import iso
 from gateway.metrics import Metrics
 from storage.cursors import clamp_cursors, table_tops
+from storage.erasure import truncate_wal
 from storage.local import connect
 from storage.migrate import refuse_newer
 
@@ -103,6 +104,10 @@ async def purge_local(
             if db.in_transaction:
                 await db.execute("ROLLBACK")
             raise
+        if not dry_run and any(counts.values()):
+            # The log's older frames still hold the purged rows' pages, as after an erasure;
+            # the gateway's open connections keep the log from being emptied on close.
+            await truncate_wal(db, "retention purge")
     finally:
         await db.close()
     return counts

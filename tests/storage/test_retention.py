@@ -230,3 +230,26 @@ def test_a_purge_that_fails_names_the_store_and_what_it_deleted_before(config: P
     assert local.returncode == 1 and local.stdout == "", local
     said = f"purge failed on the store {path} (storage.path): file is not a database; a dry run"
     assert said in local.stderr
+
+
+async def test_purged_rows_are_gone_from_the_write_ahead_log(tmp_path: Path) -> None:
+    """As an erasure: with the gateway's own connection open (so no close checkpoints the log),
+    the purged rows' old pages must not stay readable in the ``-wal`` file after a purge
+    (``gateway purge`` after lowering ``retention_days``, or a signed event dated before the
+    cutoff, accepted and kept until the next purge)."""
+    path = tmp_path / "gw.db"
+    store = LocalStore(path, StorageOptions(), Metrics())
+    await store.open()
+    try:
+        at = NOW - timedelta(days=40)
+        order = "purged-order-77"
+        cid = new_id(int(at.timestamp() * 1000))
+        old = Conversion(cid, iso(at), "n", "buy", f"order:{order}", "v1", None, 1.0, "EUR", order)
+        await store.write([old, *events_at(1, 3)])
+        wal = path.with_name(path.name + "-wal")
+        assert b"purged-order-77" in await asyncio.to_thread(wal.read_bytes)  # the search finds it
+        assert (await purge_local(path, NOW - timedelta(days=30)))["conversions"] == 1
+        after = await asyncio.to_thread(lambda: path.read_bytes() + wal.read_bytes())
+        assert b"purged-order-77" not in after
+    finally:
+        await store.close()
