@@ -46,7 +46,7 @@ from gateway.options import (
     parse_listen,
 )
 from gateway.payouts import validate_payouts
-from gateway.rulechecks import validate_rules
+from gateway.rulechecks import id_cookie_problems, validate_rules
 from gateway.sessions import is_session_cookie
 
 _SINK_MAX_BATCH_BYTES = SinkOptions(name="", kind="segment", url="", secret="").max_batch_bytes
@@ -341,6 +341,8 @@ def validate(options: Options) -> list[str]:
     p += validate_sources(options)
     validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
+    p += id_cookie_problems("identity.rules", ident.rules, ident.cookie_name)
+    p += id_cookie_problems("conversions", options.conversions, ident.cookie_name)
     p += validate_channels(options.channels) + validate_attribution(options.attribution)
     p += _tier_params_recorded(options)
     p += _validate_bots(options)

@@ -162,6 +162,37 @@ def validate_rules(
         )
 
 
+def id_cookie_problems(
+    key: str, rules: tuple[IdentityRule, ...] | tuple[ConversionRule, ...], id_cookie: str
+) -> list[str]:
+    """A kept value (user ID, value, currency, order ID) read from the gateway's own ID cookie
+    (``identity.cookie_name``, or a ``*`` prefix it starts with): the visitor's raw ID, which the
+    store never holds (only its keyed hash, the visitor key). A ``when`` may test it."""
+    found: list[str] = []
+    entries: Sequence[IdentityRule | ConversionRule] = rules
+    for i, rule in enumerate(entries):
+        kept: dict[str, object] = (
+            {"user_id": rule.user_id}
+            if isinstance(rule, IdentityRule)
+            else {"value": rule.value, "currency": rule.currency, "order_id": rule.order_id}
+        )
+        for field, source in kept.items():
+            if not isinstance(source, Source):
+                continue
+            kind, name = source_kind(source)
+            if kind not in COOKIE_KINDS:
+                continue
+            prefix = name.removesuffix("*")
+            if name == id_cookie or (name.endswith("*") and prefix and id_cookie.startswith(prefix)):
+                how = "is" if name == id_cookie else "matches"
+                found.append(
+                    f"{key}[{i}].{field}.{kind}: {name!r} {how} identity.cookie_name ({id_cookie!r}),"
+                    " the visitor's ID cookie: its raw ID is never kept (the store holds only its"
+                    " keyed hash, the visitor key); read the site's own cookie, or test it in a when"
+                )
+    return found
+
+
 def _validate_condition(p: list[str], key: str, condition: Condition) -> None:
     _validate_source(p, key, condition, kept=False)
     p += comparison_problems(key, condition.equals, condition.matches, condition.absent)

@@ -1288,3 +1288,30 @@ def test_a_source_given_empty_is_said_to_set_none() -> None:
     (found,) = problems(toml)
     assert found.startswith("conversions[0].order_id: set exactly one of form, ")
     assert found.endswith('(got none; an empty name, "", or false sets none)')
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[[conversions]]\nname = 'c'\npath = '/x'\nstatus = [200]\n"
+         "order_id = { cookie = 'gw_vid', capture = 'v1\\\\.([^.]+)\\\\.' }\n",
+         "conversions[0].order_id.cookie: 'gw_vid' is identity.cookie_name ('gw_vid'), the visitor's ID "
+         "cookie: its raw ID is never kept"),
+        ("[identity]\ncookie_name = 'vid'\n[[identity.rules]]\nname = 'r'\npath = '/x'\nstatus = [200]\n"
+         "user_id = { cookie = 'v*', capture = '(.+)' }\n",
+         "identity.rules[0].user_id.cookie: 'v*' matches identity.cookie_name ('vid')"),
+    ],
+)  # fmt: skip
+def test_a_kept_value_read_from_the_visitor_s_own_id_cookie_is_refused(toml: str, expected: str) -> None:
+    """The raw visitor ID would be at rest (an order ID, a user key under "plain"), where the
+    store promises only its keyed hash."""
+    found = problems(toml)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_when_may_test_the_id_cookie() -> None:
+    toml = (
+        "[[conversions]]\nname = 'c'\npath = '/x'\nstatus = [200]\n"
+        "when = [{ cookie = 'gw_vid', absent = false }]\n"
+    )
+    load_settings(None, text=toml, environ=ENV)
