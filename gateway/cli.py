@@ -179,6 +179,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"gateway: cannot write {path}: {err.strerror}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
+    # The README's production steps went from init to run without naming the site: followed as
+    # written, the gateway served its built-in demo shop to the public (until 2026-12-05).
+    print(
+        'Set proxy.upstream in it to your site, an origin like "http://127.0.0.1:8000"'
+        " (left empty, the gateway serves a built-in demo site)."
+    )
     print("Set the secrets (32+ characters each) before `gateway run`, for example:")
     for key in SECRET_KEYS:
         section, name = key.split(".")

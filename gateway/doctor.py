@@ -258,7 +258,11 @@ async def check_upstream(settings: Settings, timeout: float) -> Check:
 
     upstream = settings.options.proxy.upstream
     if not upstream:
-        return Check("warn", "proxy.upstream is empty: the built-in demo origin is served")
+        return Check(
+            "warn",
+            "proxy.upstream is empty: the built-in demo origin is served",
+            'set proxy.upstream to your site, an origin like "http://127.0.0.1:8000"',
+        )
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False) as session,

@@ -114,6 +114,9 @@ def test_init_writes_a_config_that_checks(tmp_path: Path) -> None:
     done = gateway("init", "-c", str(cfg))
     assert done.returncode == 0, done.stderr
     assert "export GATEWAY_SECRET=" in done.stdout
+    # The site is named too: the file leaves it empty, which serves the demo shop (until
+    # 2026-12-05 nothing said so, and the README's steps ran the demo in production).
+    assert 'Set proxy.upstream in it to your site, an origin like "http://127.0.0.1:8000"' in done.stdout
     assert gateway("check", "-c", str(cfg), env=ENV).returncode == 0
     assert gateway("init", "-c", str(cfg)).returncode == 1  # never overwrites silently
     assert gateway("init", "-c", str(cfg), "--force").returncode == 0
