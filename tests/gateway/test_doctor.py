@@ -87,7 +87,9 @@ async def test_unreachable_upstream_public_admin_and_missing_secret(tmp_path: Pa
     )
     code, out = await doctor(cfg, env={"GATEWAY_SECRET": ENV["GATEWAY_SECRET"]})
     assert code == 1
-    assert f"[FAIL] upstream {upstream} unreachable" in out
+    # Said as the proxy's log says it (aiohttp's "… ssl:default [Connect call failed …]" until 2026-12-05).
+    assert f"[FAIL] upstream {upstream} unreachable: connection refused: nothing listens on 127.0.0.1:" in out
+    assert "ssl:default" not in out
     assert "[FAIL] admin listener 0.0.0.0:9090 is reachable from outside" in out
     assert "[FAIL] config: admin.token: environment variable GATEWAY_ADMIN_TOKEN is not set\n" in out
     assert "--dev" not in out  # the doctor has none (the line said "(or run with --dev)")
