@@ -585,6 +585,20 @@ def test_report_and_reclassify_need_no_central_or_sink_variable(tmp_path: Path) 
     assert done.returncode == 2 and "central.url: environment variable GW_TEST_CENTRAL" in done.stderr
 
 
+def test_report_of_a_period_without_conversions_says_so(tmp_path: Path) -> None:
+    """A newcomer's first report, over landings but no conversion yet: until 2026-12-05 a bare
+    "(no rows)", which did not say that conversions are what the report counts."""
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, [e for e in EVENTS if type(e).__name__ == "Touchpoint"])
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    said = "(no rows: no conversions in this period; [[conversions]] rules and signed events record them)"
+    for extra in ((), ("--timeseries",)):
+        done = gateway("report", "-c", str(cfg), *period, *extra)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[4] == said, done.stdout
+
+
 def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
     from tests.gateway.test_reports_api import EVENTS
 
