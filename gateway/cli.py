@@ -72,6 +72,14 @@ def _fail_config(path: str, err: ConfigError) -> int:
     print(f"gateway: {path}: {len(err.problems)} problem(s):", file=sys.stderr)
     for problem in err.problems:
         print(f"  {problem}", file=sys.stderr)
+    # No file at all (a newcomer's `gateway run` in a folder without one): say how to get one,
+    # as `gateway doctor` does (until 2026-12-05 "No such file or directory" alone).
+    if path and any(": cannot read: " in p for p in err.problems) and not os.path.lexists(path):
+        print(
+            f"gateway: no config file at {path}: write a starter one with `gateway init -c {path}`,"
+            " or name yours with -c FILE",
+            file=sys.stderr,
+        )
     return EXIT_CONFIG
 
 

@@ -107,6 +107,13 @@ def test_a_sink_url_from_the_environment_is_checked_never_printed_and_needed_to_
 def test_check_missing_file() -> None:
     done = gateway("check", "-c", "/nonexistent/gateway.toml", env=ENV)
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
+    # How to get one is said, as `gateway doctor` says it (until 2026-12-05 the error alone).
+    hint = (
+        "gateway: no config file at /nonexistent/gateway.toml: write a starter one with"
+        " `gateway init -c /nonexistent/gateway.toml`, or name yours with -c FILE\n"
+    )
+    assert done.stderr.endswith(hint), done.stderr
+    assert gateway("run", "--dev", "-c", "/nonexistent/gateway.toml").stderr.endswith(hint)
 
 
 def test_init_writes_a_config_that_checks(tmp_path: Path) -> None:
