@@ -72,6 +72,14 @@ def _fail_config(path: str, err: ConfigError) -> int:
     print(f"gateway: {path}: {len(err.problems)} problem(s):", file=sys.stderr)
     for problem in err.problems:
         print(f"  {problem}", file=sys.stderr)
+    # No file at all (a newcomer's `gateway run` in a folder without one): say how to get one,
+    # as `gateway doctor` does (until 2026-12-05 "No such file or directory" alone).
+    if path and any(": cannot read: " in p for p in err.problems) and not os.path.lexists(path):
+        print(
+            f"gateway: no config file at {path}: write a starter one with `gateway init -c {path}`,"
+            " or name yours with -c FILE",
+            file=sys.stderr,
+        )
     return EXIT_CONFIG
 
 
@@ -179,6 +187,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"gateway: cannot write {path}: {err.strerror}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
+    # The README's production steps went from init to run without naming the site: followed as
+    # written, the gateway served its built-in demo shop to the public (until 2026-12-05).
+    print(
+        'Set proxy.upstream in it to your site, an origin like "http://127.0.0.1:8000"'
+        " (left empty, the gateway serves a built-in demo site)."
+    )
     print("Set the secrets (32+ characters each) before `gateway run`, for example:")
     for key in SECRET_KEYS:
         section, name = key.split(".")

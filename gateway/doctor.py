@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import math
 import os
+import socket
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -258,7 +259,11 @@ async def check_upstream(settings: Settings, timeout: float) -> Check:
 
     upstream = settings.options.proxy.upstream
     if not upstream:
-        return Check("warn", "proxy.upstream is empty: the built-in demo origin is served")
+        return Check(
+            "warn",
+            "proxy.upstream is empty: the built-in demo origin is served",
+            'set proxy.upstream to your site, an origin like "http://127.0.0.1:8000"',
+        )
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False) as session,
@@ -266,11 +271,30 @@ async def check_upstream(settings: Settings, timeout: float) -> Check:
         ):
             status = resp.status
     except (aiohttp.ClientError, TimeoutError, OSError) as err:
-        why = "timed out" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
         return Check(
-            "FAIL", f"upstream {upstream} unreachable: {why}", "start the site or correct proxy.upstream"
+            "FAIL",
+            f"upstream {upstream} unreachable: {_unreachable(err)}",
+            "start the site or correct proxy.upstream",
         )
     return Check("ok", f"upstream {upstream} answers (HEAD / -> {status})")
+
+
+def _unreachable(err: BaseException) -> str:
+    """Why the upstream did not answer, in the words the proxy's log uses: aiohttp's own
+    (``Cannot connect to host 127.0.0.1:8000 ssl:default [Connect call failed …]``, until
+    2026-12-05) spoke of TLS to a plain ``http://`` site and never said "refused"."""
+    import aiohttp
+
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if isinstance(err, aiohttp.ClientConnectorError) and not isinstance(err, aiohttp.ClientSSLError):
+        where, cause = f"{err.host}:{err.port}", err.os_error
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused: nothing listens on {where}"
+        if isinstance(cause, socket.gaierror):
+            return f"{err.host} cannot be resolved ({cause.strerror})"
+        return f"cannot connect to {where}: {cause.strerror or cause}"
+    return str(err) or type(err).__name__
 
 
 async def check_central(settings: Settings, timeout: float) -> Check | None:

@@ -238,7 +238,7 @@ class Report:
                     value = cut(value, max(MIN_CUT, columns - width(f"{head}, {key} ")), ellipsis)
                 head += f", {key} {ltr_fenced(value) if fenced else value}"
         out = [head, "", line(self.columns), line(["-" * w for w in widths])]
-        out += [line(r) for r in cells] or ["(no rows)"]
+        out += [line(r) for r in cells] or [NO_ROWS.get(self.name, "(no rows)")]
         if "summary" in self.meta:
             summary = self.meta["summary"].items()  # None: nothing to average (no conversions)
             out.append(", ".join(f"{k} {'(none)' if v is None else _cell(v, k)}" for k, v in summary))
@@ -246,6 +246,16 @@ class Report:
             parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
             out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
         return "\n".join(out) + "\n"
+
+
+NO_ROWS = dict.fromkeys(
+    ("attribution", "timeseries"),
+    "(no rows: no conversions in this period; [[conversions]] rules and signed events record them)",
+)
+"""What an empty terminal table says, for the reports whose rows are there exactly when the
+period has conversions (a conversion without an eligible touch is credited to Direct): until
+2026-12-05 a bare "(no rows)", under which a newcomer with landings recorded was left to guess
+whether the store, the period or the model was at fault."""
 
 
 TABLES = {

@@ -51,3 +51,25 @@ def test_asyncpg_is_only_imported_when_the_central_store_is_used() -> None:
         "sys.exit('asyncpg' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_every_folder_of_a_package_is_packaged_with_its_files() -> None:
+    """Each folder inside a package is a package to setuptools, and one not listed in
+    ``[tool.setuptools] packages`` was warned of, forty lines apiece, in the middle of `make
+    run`'s first start (until 2026-12-05: four of them). Each of its files must be packaged too,
+    or an installed gateway would miss its migrations, dashboard or channel data."""
+    import fnmatch
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed, data = set(setup["packages"]), setup["package-data"]
+    for root in PACKAGES:
+        for folder in [ROOT / root, *(p for p in (ROOT / root).rglob("*") if p.is_dir())]:
+            if any(p == "__pycache__" or p.startswith(".") for p in folder.relative_to(ROOT).parts):
+                continue
+            name = ".".join(folder.relative_to(ROOT).parts)
+            assert name in listed, f"{name}: a folder of {root} not in [tool.setuptools] packages"
+            for file in folder.iterdir():
+                if file.is_file() and file.suffix not in (".py", ".pyc"):
+                    patterns = data.get(name, [])
+                    assert any(fnmatch.fnmatch(file.name, p) for p in patterns), f"{file}: not packaged"

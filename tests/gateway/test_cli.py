@@ -107,6 +107,13 @@ def test_a_sink_url_from_the_environment_is_checked_never_printed_and_needed_to_
 def test_check_missing_file() -> None:
     done = gateway("check", "-c", "/nonexistent/gateway.toml", env=ENV)
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
+    # How to get one is said, as `gateway doctor` says it (until 2026-12-05 the error alone).
+    hint = (
+        "gateway: no config file at /nonexistent/gateway.toml: write a starter one with"
+        " `gateway init -c /nonexistent/gateway.toml`, or name yours with -c FILE\n"
+    )
+    assert done.stderr.endswith(hint), done.stderr
+    assert gateway("run", "--dev", "-c", "/nonexistent/gateway.toml").stderr.endswith(hint)
 
 
 def test_init_writes_a_config_that_checks(tmp_path: Path) -> None:
@@ -114,6 +121,9 @@ def test_init_writes_a_config_that_checks(tmp_path: Path) -> None:
     done = gateway("init", "-c", str(cfg))
     assert done.returncode == 0, done.stderr
     assert "export GATEWAY_SECRET=" in done.stdout
+    # The site is named too: the file leaves it empty, which serves the demo shop (until
+    # 2026-12-05 nothing said so, and the README's steps ran the demo in production).
+    assert 'Set proxy.upstream in it to your site, an origin like "http://127.0.0.1:8000"' in done.stdout
     assert gateway("check", "-c", str(cfg), env=ENV).returncode == 0
     assert gateway("init", "-c", str(cfg)).returncode == 1  # never overwrites silently
     assert gateway("init", "-c", str(cfg), "--force").returncode == 0
@@ -580,6 +590,20 @@ def test_report_and_reclassify_need_no_central_or_sink_variable(tmp_path: Path) 
     # A command that connects still says what is missing.
     done = gateway("sync", "--once", "-c", str(cfg))
     assert done.returncode == 2 and "central.url: environment variable GW_TEST_CENTRAL" in done.stderr
+
+
+def test_report_of_a_period_without_conversions_says_so(tmp_path: Path) -> None:
+    """A newcomer's first report, over landings but no conversion yet: until 2026-12-05 a bare
+    "(no rows)", which did not say that conversions are what the report counts."""
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, [e for e in EVENTS if type(e).__name__ == "Touchpoint"])
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    said = "(no rows: no conversions in this period; [[conversions]] rules and signed events record them)"
+    for extra in ((), ("--timeseries",)):
+        done = gateway("report", "-c", str(cfg), *period, *extra)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[4] == said, done.stdout
 
 
 def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:

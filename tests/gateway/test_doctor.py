@@ -65,6 +65,18 @@ async def test_all_good_against_a_real_upstream(tmp_path: Path, upstream_server:
     assert out.rstrip().endswith("all checks passed")
 
 
+async def test_no_upstream_is_a_warning_that_says_what_to_set(tmp_path: Path) -> None:
+    """A starter config (``gateway init``) names no site: the demo shop is served. The warning
+    said so without a fix, the one line of the checklist that did not say what to do."""
+    cfg = await asyncio.to_thread(_config, tmp_path, "")
+    code, out = await doctor(cfg)
+    assert code == 0, out
+    assert (
+        "[warn] proxy.upstream is empty: the built-in demo origin is served\n"
+        '         fix: set proxy.upstream to your site, an origin like "http://127.0.0.1:8000"\n'
+    ) in out
+
+
 async def test_unreachable_upstream_public_admin_and_missing_secret(tmp_path: Path) -> None:
     upstream = f"http://127.0.0.1:{_closed_port()}"
     cfg = await asyncio.to_thread(
@@ -75,7 +87,9 @@ async def test_unreachable_upstream_public_admin_and_missing_secret(tmp_path: Pa
     )
     code, out = await doctor(cfg, env={"GATEWAY_SECRET": ENV["GATEWAY_SECRET"]})
     assert code == 1
-    assert f"[FAIL] upstream {upstream} unreachable" in out
+    # Said as the proxy's log says it (aiohttp's "… ssl:default [Connect call failed …]" until 2026-12-05).
+    assert f"[FAIL] upstream {upstream} unreachable: connection refused: nothing listens on 127.0.0.1:" in out
+    assert "ssl:default" not in out
     assert "[FAIL] admin listener 0.0.0.0:9090 is reachable from outside" in out
     assert "[FAIL] config: admin.token: environment variable GATEWAY_ADMIN_TOKEN is not set\n" in out
     assert "--dev" not in out  # the doctor has none (the line said "(or run with --dev)")
