@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import http.cookies
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,13 +50,29 @@ from gateway.forwarding import (
     underscored_claim,
 )
 from gateway.metrics import Metrics
-from gateway.pages import error_body
+from gateway.pages import error_body, error_page
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.sessions import is_session_cookie
 from storage.local import CommitTimeout, LocalStore
 
 log = logging.getLogger("gateway.mitm")
+
+LOUD_EVERY = 60.0
+"""Seconds between info lines for a request refused over ``proxy.max_header_size`` (as the
+aiohttp host's listener logs it)."""
+
+
+def over_limit(request: mhttp.Request, limit: int) -> int | None:
+    """414 for a request target longer than ``limit`` bytes (``proxy.max_header_size``), 431
+    for a header name or value longer, as the aiohttp host's parser refuses them; else None.
+    mitmproxy takes far longer ones (a 70 kB header): until 2026-12-05 they went on to the
+    site, and a landing among them was recorded."""
+    if len(request.data.path) > limit:
+        return 414
+    if any(len(name) > limit or len(value) > limit for name, value in request.headers.fields):
+        return 431
+    return None
 
 
 def joined_headers(headers: Any) -> dict[str, str]:
@@ -165,6 +182,7 @@ class GatewayAddon:
         self._flows: dict[str, _State] = {}
         self._ready = asyncio.Event()
         """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
+        self._loud_at = float("-inf")
 
     def load(self, loader: Any) -> None:
         loader.add_option("gateway_config", str, "gateway.toml", "tracking-gateway config file (TOML)")
@@ -238,6 +256,8 @@ class GatewayAddon:
         await self._ready.wait()
         if self.store is None:
             return  # shutting down
+        if self._refused(flow):
+            return
         path, _, query = flow.request.path.partition("?")
         if reserved.classify(path, self.reserved) != "ordinary":
             # Another spelling of the prefix (``/_GW/``, ``/%5Fgw/``) is not forwarded either, as
@@ -262,6 +282,28 @@ class GatewayAddon:
             flow.response = mhttp.Response.make(reply.status, reply.body, dict(reply.headers))
             return
         self._to_upstream(flow, ex, path)
+
+    def _refused(self, flow: mhttp.HTTPFlow) -> bool:
+        """A request over ``proxy.max_header_size`` answered with the neutral page the aiohttp
+        host sends (414, 431), never forwarded nor recorded; logged at info once a minute."""
+        assert self.settings is not None
+        limit = self.settings.options.proxy.max_header_size
+        status = over_limit(flow.request, limit)
+        if status is None:
+            return False
+        what = "the request target" if status == 414 else "a header"
+        why = f"{what} is longer than proxy.max_header_size ({limit} bytes)"
+        now = time.monotonic()
+        if now - self._loud_at >= LOUD_EVERY:
+            self._loud_at = now
+            log.info("refused a request: %s; if real clients send such, raise the limit", why)
+        else:
+            log.debug("refused a request: %s", why)
+        page = error_page(status)
+        body = page.body if isinstance(page.body, bytes) else b""
+        headers = {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"}
+        flow.response = mhttp.Response.make(status, body, headers)
+        return True
 
     @staticmethod
     def _to_upstream(flow: mhttp.HTTPFlow, ex: Exchange, path: str) -> None:

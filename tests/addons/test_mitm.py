@@ -165,6 +165,37 @@ async def test_reserved_prefix_spelled_otherwise_is_not_forwarded(addon: Gateway
         assert json.loads(flow.response.content or b"")["ok"] is False
 
 
+async def test_a_request_over_max_header_size_is_refused_as_in_the_aiohttp_host(
+    addon: GatewayAddon, tmp_path: Path
+) -> None:
+    """Until 2026-12-05 ``proxy.max_header_size`` was not applied here: mitmproxy took a 70 kB
+    header, the site got it and the landing was recorded, where the aiohttp host answers 431
+    (a target over it: 414) with its neutral page."""
+    at_limit = b"/l?utm_source=ok&x=" + b"a" * (8190 - len(b"/l?utm_source=ok&x="))
+    cases = [
+        (b"/l?utm_source=big&x=" + b"a" * 8190, [], 414),
+        (b"/l?utm_source=big", [(b"x-big", b"b" * 8191)], 431),
+        (b"/l?utm_source=big", [(b"c" * 8191, b"1")], 431),
+        (at_limit, [(b"x-big", b"b" * 8190)], None),
+    ]
+    for path, headers, status in cases:
+        flow = tflow.tflow(req=tutils.treq(path=path, headers=headers))
+        await addon.request(flow)
+        if status is None:
+            assert flow.response is None
+            flow.response = tutils.tresp()
+            await addon.responseheaders(flow)
+            continue
+        assert flow.response is not None and flow.response.status_code == status, (path[:20], headers[:1])
+        assert flow.response.headers["content-type"].startswith("text/html")
+        assert b"<title>" in (flow.response.content or b"")
+        assert flow.response.headers["cache-control"] == "no-store"
+        await addon.responseheaders(flow)
+        assert "set-cookie" not in flow.response.headers
+    got = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT source FROM touchpoints")
+    assert got == [("ok",)]
+
+
 def visitor(path: bytes, headers: list[tuple[bytes, bytes]], *, tls: bool = True) -> mhttp.HTTPFlow:
     flow = tflow.tflow(req=tutils.treq(path=path, headers=headers))
     if not tls:
