@@ -28,6 +28,7 @@ import http.cookies
 import logging
 import time
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 from mitmproxy import exceptions
@@ -303,6 +304,7 @@ class GatewayAddon:
         body = page.body if isinstance(page.body, bytes) else b""
         headers = {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"}
         flow.response = mhttp.Response.make(status, body, headers)
+        flow.response.reason = HTTPStatus(status).phrase  # mitmproxy's table lacks 431's
         return True
 
     @staticmethod

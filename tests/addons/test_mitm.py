@@ -187,6 +187,8 @@ async def test_a_request_over_max_header_size_is_refused_as_in_the_aiohttp_host(
             await addon.responseheaders(flow)
             continue
         assert flow.response is not None and flow.response.status_code == status, (path[:20], headers[:1])
+        phrases = {414: "Request-URI Too Long", 431: "Request Header Fields Too Large"}
+        assert flow.response.reason == phrases[status]
         assert flow.response.headers["content-type"].startswith("text/html")
         assert b"<title>" in (flow.response.content or b"")
         assert flow.response.headers["cache-control"] == "no-store"
