@@ -59,6 +59,9 @@ from storage.local import CommitTimeout, LocalStore
 
 log = logging.getLogger("gateway.mitm")
 
+MISSING_HINT = " (export it in mitmdump's environment; mitmdump has no --dev)"
+"""What a missing secret's problem adds here; until 2026-12-05 it said ``(or run with --dev)``,
+an option only ``gateway run`` has."""
 LOUD_EVERY = 60.0
 """Seconds between info lines for a request refused over ``proxy.max_header_size`` (as the
 aiohttp host's listener logs it)."""
@@ -197,7 +200,8 @@ class GatewayAddon:
             raise exceptions.OptionsError("gateway_config cannot change while running")
         path = ctx.options.gateway_config
         try:
-            settings = load_settings(path)
+            # mitmdump has no --dev: a missing secret's problem says what to do here instead.
+            settings = load_settings(path, missing_hint=MISSING_HINT)
         except ConfigError as err:
             # Logged, not raised: mitmdump then exits ("Error logged during startup") with each
             # problem named by its key, and no traceback.

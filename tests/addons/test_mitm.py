@@ -315,6 +315,20 @@ async def test_config_errors_name_the_key(
     assert "identity.max_age_days: must be 1..3650, got 0" in caplog.text
 
 
+async def test_a_missing_secret_says_what_to_do_in_mitmdump(
+    tmp_path: Path, secrets: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mitmdump has no ``--dev``: until 2026-12-05 the problem said ``(or run with --dev)``."""
+    monkeypatch.delenv("GATEWAY_SECRET")
+    gateway = GatewayAddon()
+    toml = await asyncio.to_thread(config, tmp_path)
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(toml))
+    assert gateway.pipeline is None
+    assert "identity.secret: environment variable GATEWAY_SECRET is not set (export it" in caplog.text
+    assert "or run with --dev" not in caplog.text
+
+
 # -- end to end: mitmdump on loopback ---------------------------------------------------------
 
 
