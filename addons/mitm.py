@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import http.cookies
 import logging
+import sqlite3
 import time
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -38,6 +39,7 @@ from multidict import CIMultiDict
 from gateway import reserved
 from gateway.codings import content_codings, decoded_layers
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.doctor import store_failure
 from gateway.events import Event
 from gateway.forwarding import (
     CLAIM_PREFIX,
@@ -56,6 +58,7 @@ from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseVi
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.sessions import is_session_cookie
 from storage.local import CommitTimeout, LocalStore
+from storage.migrate import SchemaTooNew
 
 log = logging.getLogger("gateway.mitm")
 
@@ -217,10 +220,19 @@ class GatewayAddon:
         self.wait_commit = settings.options.storage.durability == "commit"
 
     async def running(self) -> None:
+        from mitmproxy import ctx
+
         if self.settings is None or self.pipeline is None:
             return  # the config failed; mitmdump is exiting
-        self.store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
-        await self.store.open()
+        store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
+        try:
+            await store.open()
+        except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
+            # As ``gateway run`` says it, then mitmdump stops (until 2026-12-05 a traceback).
+            log.error("%s", await asyncio.to_thread(store_failure, self.settings, err))
+            ctx.master.shutdown()
+            return
+        self.store = store
         await self.pipeline.running()
         self._ready.set()
 

@@ -329,6 +329,24 @@ async def test_a_missing_secret_says_what_to_do_in_mitmdump(
     assert "or run with --dev" not in caplog.text
 
 
+async def test_a_store_that_cannot_open_is_named_not_a_traceback(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As ``gateway run`` says it: until 2026-12-05 mitmdump printed ``FileExistsError`` with a
+    traceback and no key."""
+    await asyncio.to_thread((tmp_path / "taken").write_text, "a file where the store's folder belongs")
+    gateway = GatewayAddon()
+    toml = tmp_path / "gw.toml"
+    await asyncio.to_thread(toml.write_text, '[storage]\npath = "taken/gw.db"\n')
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        await gateway.done()
+    assert gateway.store is None
+    assert "cannot open the store (storage.path):" in caplog.text and "taken is a file" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
 # -- end to end: mitmdump on loopback ---------------------------------------------------------
 
 
