@@ -209,7 +209,10 @@ class GatewayAddon:
             # Logged, not raised: mitmdump then exits ("Error logged during startup") with each
             # problem named by its key, and no traceback.
             for problem in err.problems:
-                log.error("gateway: %s: %s", path, problem)
+                # A problem of the file itself names it already (``cannot read``, ``not valid
+                # TOML``): until 2026-12-05 the line said the path twice.
+                named = problem.startswith(f"{path}:")
+                log.error("gateway: %s", problem if named else f"{path}: {problem}")
             self.settings = self.pipeline = None
             return
         self.settings = settings

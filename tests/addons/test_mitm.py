@@ -313,6 +313,15 @@ async def test_config_errors_name_the_key(
         tctx.configure(gateway, gateway_config=str(bad))
     assert gateway.pipeline is None
     assert "identity.max_age_days: must be 1..3650, got 0" in caplog.text
+    assert f"gateway: {bad}: identity.max_age_days" in caplog.text
+    caplog.clear()
+    missing = tmp_path / "missing.toml"
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(missing))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"gateway: {missing}: cannot read: No such file or directory"
+    ]
 
 
 async def test_a_missing_secret_says_what_to_do_in_mitmdump(
