@@ -47,6 +47,7 @@ from gateway.forwarding import (
     FORWARDED,
     client_ip,
     is_trusted,
+    origin_key,
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
@@ -171,6 +172,15 @@ def read_body(raw: bytes | None, headers: Any, cap: int) -> bytes | None:
     return decoded_layers(raw, content_codings(headers.get_all("content-encoding")), cap)
 
 
+def neutral_page(flow: mhttp.HTTPFlow, status: int) -> None:
+    """``flow`` answered with the small neutral page the aiohttp host refuses requests with."""
+    page = error_page(status)
+    body = page.body if isinstance(page.body, bytes) else b""
+    headers = {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"}
+    flow.response = mhttp.Response.make(status, body, headers)
+    flow.response.reason = HTTPStatus(status).phrase  # mitmproxy's table lacks 431's
+
+
 class _State:
     __slots__ = ("commits", "ex", "seen")
 
@@ -276,7 +286,7 @@ class GatewayAddon:
         await self._ready.wait()
         if self.store is None:
             return  # shutting down
-        if self._refused(flow):
+        if self._refused(flow) or self._other_host(flow):
             return
         path, _, query = flow.request.path.partition("?")
         if reserved.classify(path, self.reserved) != "ordinary":
@@ -319,12 +329,33 @@ class GatewayAddon:
             log.info("refused a request: %s; if real clients send such, raise the limit", why)
         else:
             log.debug("refused a request: %s", why)
-        page = error_page(status)
-        body = page.body if isinstance(page.body, bytes) else b""
-        headers = {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"}
-        flow.response = mhttp.Response.make(status, body, headers)
-        flow.response.reason = HTTPStatus(status).phrase  # mitmproxy's table lacks 431's
+        neutral_page(flow, status)
         return True
+
+    def _other_host(self, flow: mhttp.HTTPFlow) -> bool:
+        """An HTTP/1 absolute-form target (``GET http://a.test/p``) naming another host than the
+        visitor's ``Host`` (or carrying userinfo) is answered 400, as the aiohttp host does: the
+        site, going by the target (RFC 9112 §3.2.2), and a cache in front, going by ``Host``,
+        would disagree on which page this is. One naming the ``Host`` goes upstream in
+        origin-form, as from the aiohttp host. Until 2026-12-05 both went to the site in
+        absolute form, ``http://evil.example/p`` under ``Host: shop.example``. Without
+        ``keep_host_header`` the visitor's ``Host`` is gone: ``proxy.public_origin``'s host is
+        compared instead, and with neither every absolute-form target is refused."""
+        from mitmproxy import ctx
+
+        req = flow.request
+        if not req.authority or req.is_http2 or req.is_http3 or req.method == "CONNECT":
+            return False
+        scheme = "https" if flow.client_conn.tls_established else "http"
+        kept = "keep_host_header" in ctx.options and ctx.options.keep_host_header  # mitmdump's option
+        host = req.headers.get("host", "") if kept else self.public_host
+        named = origin_key(scheme, req.authority)
+        if named is None or named != origin_key(scheme, host):
+            log.debug("refused a request: its absolute-form target names another host than Host")
+            neutral_page(flow, 400)
+            return True
+        req.authority = ""
+        return False
 
     @staticmethod
     def _to_upstream(flow: mhttp.HTTPFlow, ex: Exchange, path: str) -> None:

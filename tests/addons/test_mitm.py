@@ -198,6 +198,41 @@ async def test_a_request_over_max_header_size_is_refused_as_in_the_aiohttp_host(
     assert got == [("ok",)]
 
 
+async def test_an_absolute_form_target_naming_another_host_is_refused(tmp_path: Path, secrets: None) -> None:
+    """As in the aiohttp host: ``GET http://evil.example/p`` under ``Host: shop.example`` is a
+    400, never forwarded nor recorded; one naming the Host goes upstream in origin-form. Until
+    2026-12-05 both went to the site as absolute-form targets (and the first was recorded)."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(await asyncio.to_thread(config, tmp_path)))
+        await gateway.running()
+        tctx.options.add_option("keep_host_header", bool, True, "mitmproxy's proxyserver option")
+        host = [(b"host", b"shop.example")]
+        for authority in (b"evil.example", b"user@shop.example", b"shop.example:8080"):
+            flow = tflow.tflow(req=tutils.treq(authority=authority, path=b"/p?utm_source=bad", headers=host))
+            await gateway.request(flow)
+            assert flow.response is not None and flow.response.status_code == 400, authority
+            assert flow.response.headers["content-type"].startswith("text/html")
+        same = tflow.tflow(
+            req=tutils.treq(authority=b"SHOP.example:443", path=b"/p?utm_source=ok&k=1", headers=host)
+        )
+        await gateway.request(same)
+        assert same.response is None
+        assert (same.request.authority, same.request.path) == ("", "/p?k=1")
+        same.response = tutils.tresp()
+        await gateway.responseheaders(same)
+        # Without keep_host_header the visitor's Host is gone (and no public_origin): refused.
+        tctx.options.keep_host_header = False
+        flow = tflow.tflow(
+            req=tutils.treq(authority=b"shop.example", path=b"/p?utm_source=bad", headers=host)
+        )
+        await gateway.request(flow)
+        assert flow.response is not None and flow.response.status_code == 400
+        await gateway.done()
+    got = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT source FROM touchpoints")
+    assert got == [("ok",)]
+
+
 def visitor(path: bytes, headers: list[tuple[bytes, bytes]], *, tls: bool = True) -> mhttp.HTTPFlow:
     flow = tflow.tflow(req=tutils.treq(path=path, headers=headers))
     if not tls:
