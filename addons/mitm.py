@@ -26,7 +26,10 @@ from __future__ import annotations
 import asyncio
 import http.cookies
 import logging
+import sqlite3
+import time
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 from mitmproxy import exceptions
@@ -36,6 +39,7 @@ from multidict import CIMultiDict
 from gateway import reserved
 from gateway.codings import content_codings, decoded_layers
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.doctor import store_failure
 from gateway.events import Event
 from gateway.forwarding import (
     CLAIM_PREFIX,
@@ -43,19 +47,40 @@ from gateway.forwarding import (
     FORWARDED,
     client_ip,
     is_trusted,
+    origin_key,
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
     underscored_claim,
 )
 from gateway.metrics import Metrics
-from gateway.pages import error_body
+from gateway.pages import error_body, error_page
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.sessions import is_session_cookie
 from storage.local import CommitTimeout, LocalStore
+from storage.migrate import SchemaTooNew
 
 log = logging.getLogger("gateway.mitm")
+
+MISSING_HINT = " (export it in mitmdump's environment; mitmdump has no --dev)"
+"""What a missing secret's problem adds here; until 2026-12-05 it said ``(or run with --dev)``,
+an option only ``gateway run`` has."""
+LOUD_EVERY = 60.0
+"""Seconds between info lines for a request refused over ``proxy.max_header_size`` (as the
+aiohttp host's listener logs it)."""
+
+
+def over_limit(request: mhttp.Request, limit: int) -> int | None:
+    """414 for a request target longer than ``limit`` bytes (``proxy.max_header_size``), 431
+    for a header name or value longer, as the aiohttp host's parser refuses them; else None.
+    mitmproxy takes far longer ones (a 70 kB header): until 2026-12-05 they went on to the
+    site, and a landing among them was recorded."""
+    if len(request.data.path) > limit:
+        return 414
+    if any(len(name) > limit or len(value) > limit for name, value in request.headers.fields):
+        return 431
+    return None
 
 
 def joined_headers(headers: Any) -> dict[str, str]:
@@ -147,6 +172,15 @@ def read_body(raw: bytes | None, headers: Any, cap: int) -> bytes | None:
     return decoded_layers(raw, content_codings(headers.get_all("content-encoding")), cap)
 
 
+def neutral_page(flow: mhttp.HTTPFlow, status: int) -> None:
+    """``flow`` answered with the small neutral page the aiohttp host refuses requests with."""
+    page = error_page(status)
+    body = page.body if isinstance(page.body, bytes) else b""
+    headers = {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"}
+    flow.response = mhttp.Response.make(status, body, headers)
+    flow.response.reason = HTTPStatus(status).phrase  # mitmproxy's table lacks 431's
+
+
 class _State:
     __slots__ = ("commits", "ex", "seen")
 
@@ -165,6 +199,7 @@ class GatewayAddon:
         self._flows: dict[str, _State] = {}
         self._ready = asyncio.Event()
         """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
+        self._loud_at = float("-inf")
 
     def load(self, loader: Any) -> None:
         loader.add_option("gateway_config", str, "gateway.toml", "tracking-gateway config file (TOML)")
@@ -178,12 +213,16 @@ class GatewayAddon:
             raise exceptions.OptionsError("gateway_config cannot change while running")
         path = ctx.options.gateway_config
         try:
-            settings = load_settings(path)
+            # mitmdump has no --dev: a missing secret's problem says what to do here instead.
+            settings = load_settings(path, missing_hint=MISSING_HINT)
         except ConfigError as err:
             # Logged, not raised: mitmdump then exits ("Error logged during startup") with each
             # problem named by its key, and no traceback.
             for problem in err.problems:
-                log.error("gateway: %s: %s", path, problem)
+                # A problem of the file itself names it already (``cannot read``, ``not valid
+                # TOML``): until 2026-12-05 the line said the path twice.
+                named = problem.startswith(f"{path}:")
+                log.error("gateway: %s", problem if named else f"{path}: {problem}")
             self.settings = self.pipeline = None
             return
         self.settings = settings
@@ -194,10 +233,19 @@ class GatewayAddon:
         self.wait_commit = settings.options.storage.durability == "commit"
 
     async def running(self) -> None:
+        from mitmproxy import ctx
+
         if self.settings is None or self.pipeline is None:
             return  # the config failed; mitmdump is exiting
-        self.store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
-        await self.store.open()
+        store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
+        try:
+            await store.open()
+        except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
+            # As ``gateway run`` says it, then mitmdump stops (until 2026-12-05 a traceback).
+            log.error("%s", await asyncio.to_thread(store_failure, self.settings, err))
+            ctx.master.shutdown()
+            return
+        self.store = store
         await self.pipeline.running()
         self._ready.set()
 
@@ -238,6 +286,8 @@ class GatewayAddon:
         await self._ready.wait()
         if self.store is None:
             return  # shutting down
+        if self._refused(flow) or self._other_host(flow):
+            return
         path, _, query = flow.request.path.partition("?")
         if reserved.classify(path, self.reserved) != "ordinary":
             # Another spelling of the prefix (``/_GW/``, ``/%5Fgw/``) is not forwarded either, as
@@ -262,6 +312,50 @@ class GatewayAddon:
             flow.response = mhttp.Response.make(reply.status, reply.body, dict(reply.headers))
             return
         self._to_upstream(flow, ex, path)
+
+    def _refused(self, flow: mhttp.HTTPFlow) -> bool:
+        """A request over ``proxy.max_header_size`` answered with the neutral page the aiohttp
+        host sends (414, 431), never forwarded nor recorded; logged at info once a minute."""
+        assert self.settings is not None
+        limit = self.settings.options.proxy.max_header_size
+        status = over_limit(flow.request, limit)
+        if status is None:
+            return False
+        what = "the request target" if status == 414 else "a header"
+        why = f"{what} is longer than proxy.max_header_size ({limit} bytes)"
+        now = time.monotonic()
+        if now - self._loud_at >= LOUD_EVERY:
+            self._loud_at = now
+            log.info("refused a request: %s; if real clients send such, raise the limit", why)
+        else:
+            log.debug("refused a request: %s", why)
+        neutral_page(flow, status)
+        return True
+
+    def _other_host(self, flow: mhttp.HTTPFlow) -> bool:
+        """An HTTP/1 absolute-form target (``GET http://a.test/p``) naming another host than the
+        visitor's ``Host`` (or carrying userinfo) is answered 400, as the aiohttp host does: the
+        site, going by the target (RFC 9112 §3.2.2), and a cache in front, going by ``Host``,
+        would disagree on which page this is. One naming the ``Host`` goes upstream in
+        origin-form, as from the aiohttp host. Until 2026-12-05 both went to the site in
+        absolute form, ``http://evil.example/p`` under ``Host: shop.example``. Without
+        ``keep_host_header`` the visitor's ``Host`` is gone: ``proxy.public_origin``'s host is
+        compared instead, and with neither every absolute-form target is refused."""
+        from mitmproxy import ctx
+
+        req = flow.request
+        if not req.authority or req.is_http2 or req.is_http3 or req.method == "CONNECT":
+            return False
+        scheme = "https" if flow.client_conn.tls_established else "http"
+        kept = "keep_host_header" in ctx.options and ctx.options.keep_host_header  # mitmdump's option
+        host = req.headers.get("host", "") if kept else self.public_host
+        named = origin_key(scheme, req.authority)
+        if named is None or named != origin_key(scheme, host):
+            log.debug("refused a request: its absolute-form target names another host than Host")
+            neutral_page(flow, 400)
+            return True
+        req.authority = ""
+        return False
 
     @staticmethod
     def _to_upstream(flow: mhttp.HTTPFlow, ex: Exchange, path: str) -> None:

@@ -43,7 +43,7 @@ from gateway.config import (
 )
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
-from gateway.doctor import check_store, cmd_doctor, geo_files, timeout_arg
+from gateway.doctor import cmd_doctor, geo_files, store_failure, timeout_arg
 from gateway.logs import set_level, setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -501,17 +501,6 @@ async def _prepare_store(settings: Settings) -> None:
         await db.close()
 
 
-def _store_failure(settings: Settings, err: BaseException) -> str:
-    """Why ``gateway run`` cannot open the store, as ``gateway doctor`` says it when it can tell
-    (a folder, a file in the way, a folder it may not write), else SQLite's own words."""
-    found = check_store(settings)
-    if found.status == "FAIL":
-        return (
-            f"gateway: cannot open the store (storage.path): {found.what.removeprefix('store ')}; {found.fix}"
-        )
-    return f"gateway: cannot open the store (storage.path): {settings.store_path}: {err}"
-
-
 def _load_run(args: argparse.Namespace, text: str | None = None) -> Settings:
     return load_settings(args.config, text=text, dev=args.dev, admin_public=args.admin_public)
 
@@ -584,7 +573,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             asyncio.run(_prepare_store(settings))
         except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
-            print(_store_failure(settings, err), file=sys.stderr)
+            print(store_failure(settings, err), file=sys.stderr)
             return 1
         if count > 1:
             assert text is not None
@@ -611,7 +600,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         return _fail_config(args.config, err)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(_store_failure(settings, err), file=sys.stderr)
+        print(store_failure(settings, err), file=sys.stderr)
         return failed
     except OSError as err:
         print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)

@@ -98,6 +98,18 @@ def check_store(settings: Settings) -> Check:
     return _check_file(settings.store_path, "store", "storage.path")
 
 
+def store_failure(settings: Settings, err: BaseException) -> str:
+    """Why ``gateway run`` (or the mitmproxy host) cannot open the store, as ``gateway doctor``
+    says it when it can tell (a folder, a file in the way, a folder it may not write), else
+    SQLite's own words."""
+    found = check_store(settings)
+    if found.status == "FAIL":
+        return (
+            f"gateway: cannot open the store (storage.path): {found.what.removeprefix('store ')}; {found.fix}"
+        )
+    return f"gateway: cannot open the store (storage.path): {settings.store_path}: {err}"
+
+
 def _check_file(path: Path, what: str, key: str) -> Check:
     """A local store file (the node's own ``store``, or the reporting ``mirror``): there or
     creatable, writable, and of a schema this gateway reads; ``key`` names the setting to fix."""

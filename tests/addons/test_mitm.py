@@ -165,6 +165,74 @@ async def test_reserved_prefix_spelled_otherwise_is_not_forwarded(addon: Gateway
         assert json.loads(flow.response.content or b"")["ok"] is False
 
 
+async def test_a_request_over_max_header_size_is_refused_as_in_the_aiohttp_host(
+    addon: GatewayAddon, tmp_path: Path
+) -> None:
+    """Until 2026-12-05 ``proxy.max_header_size`` was not applied here: mitmproxy took a 70 kB
+    header, the site got it and the landing was recorded, where the aiohttp host answers 431
+    (a target over it: 414) with its neutral page."""
+    at_limit = b"/l?utm_source=ok&x=" + b"a" * (8190 - len(b"/l?utm_source=ok&x="))
+    cases = [
+        (b"/l?utm_source=big&x=" + b"a" * 8190, [], 414),
+        (b"/l?utm_source=big", [(b"x-big", b"b" * 8191)], 431),
+        (b"/l?utm_source=big", [(b"c" * 8191, b"1")], 431),
+        (at_limit, [(b"x-big", b"b" * 8190)], None),
+    ]
+    for path, headers, status in cases:
+        flow = tflow.tflow(req=tutils.treq(path=path, headers=headers))
+        await addon.request(flow)
+        if status is None:
+            assert flow.response is None
+            flow.response = tutils.tresp()
+            await addon.responseheaders(flow)
+            continue
+        assert flow.response is not None and flow.response.status_code == status, (path[:20], headers[:1])
+        phrases = {414: "Request-URI Too Long", 431: "Request Header Fields Too Large"}
+        assert flow.response.reason == phrases[status]
+        assert flow.response.headers["content-type"].startswith("text/html")
+        assert b"<title>" in (flow.response.content or b"")
+        assert flow.response.headers["cache-control"] == "no-store"
+        await addon.responseheaders(flow)
+        assert "set-cookie" not in flow.response.headers
+    got = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT source FROM touchpoints")
+    assert got == [("ok",)]
+
+
+async def test_an_absolute_form_target_naming_another_host_is_refused(tmp_path: Path, secrets: None) -> None:
+    """As in the aiohttp host: ``GET http://evil.example/p`` under ``Host: shop.example`` is a
+    400, never forwarded nor recorded; one naming the Host goes upstream in origin-form. Until
+    2026-12-05 both went to the site as absolute-form targets (and the first was recorded)."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(await asyncio.to_thread(config, tmp_path)))
+        await gateway.running()
+        tctx.options.add_option("keep_host_header", bool, True, "mitmproxy's proxyserver option")
+        host = [(b"host", b"shop.example")]
+        for authority in (b"evil.example", b"user@shop.example", b"shop.example:8080"):
+            flow = tflow.tflow(req=tutils.treq(authority=authority, path=b"/p?utm_source=bad", headers=host))
+            await gateway.request(flow)
+            assert flow.response is not None and flow.response.status_code == 400, authority
+            assert flow.response.headers["content-type"].startswith("text/html")
+        same = tflow.tflow(
+            req=tutils.treq(authority=b"SHOP.example:443", path=b"/p?utm_source=ok&k=1", headers=host)
+        )
+        await gateway.request(same)
+        assert same.response is None
+        assert (same.request.authority, same.request.path) == ("", "/p?k=1")
+        same.response = tutils.tresp()
+        await gateway.responseheaders(same)
+        # Without keep_host_header the visitor's Host is gone (and no public_origin): refused.
+        tctx.options.keep_host_header = False
+        flow = tflow.tflow(
+            req=tutils.treq(authority=b"shop.example", path=b"/p?utm_source=bad", headers=host)
+        )
+        await gateway.request(flow)
+        assert flow.response is not None and flow.response.status_code == 400
+        await gateway.done()
+    got = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT source FROM touchpoints")
+    assert got == [("ok",)]
+
+
 def visitor(path: bytes, headers: list[tuple[bytes, bytes]], *, tls: bool = True) -> mhttp.HTTPFlow:
     flow = tflow.tflow(req=tutils.treq(path=path, headers=headers))
     if not tls:
@@ -280,6 +348,47 @@ async def test_config_errors_name_the_key(
         tctx.configure(gateway, gateway_config=str(bad))
     assert gateway.pipeline is None
     assert "identity.max_age_days: must be 1..3650, got 0" in caplog.text
+    assert f"gateway: {bad}: identity.max_age_days" in caplog.text
+    caplog.clear()
+    missing = tmp_path / "missing.toml"
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(missing))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"gateway: {missing}: cannot read: No such file or directory"
+    ]
+
+
+async def test_a_missing_secret_says_what_to_do_in_mitmdump(
+    tmp_path: Path, secrets: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mitmdump has no ``--dev``: until 2026-12-05 the problem said ``(or run with --dev)``."""
+    monkeypatch.delenv("GATEWAY_SECRET")
+    gateway = GatewayAddon()
+    toml = await asyncio.to_thread(config, tmp_path)
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(toml))
+    assert gateway.pipeline is None
+    assert "identity.secret: environment variable GATEWAY_SECRET is not set (export it" in caplog.text
+    assert "or run with --dev" not in caplog.text
+
+
+async def test_a_store_that_cannot_open_is_named_not_a_traceback(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As ``gateway run`` says it: until 2026-12-05 mitmdump printed ``FileExistsError`` with a
+    traceback and no key."""
+    await asyncio.to_thread((tmp_path / "taken").write_text, "a file where the store's folder belongs")
+    gateway = GatewayAddon()
+    toml = tmp_path / "gw.toml"
+    await asyncio.to_thread(toml.write_text, '[storage]\npath = "taken/gw.db"\n')
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        await gateway.done()
+    assert gateway.store is None
+    assert "cannot open the store (storage.path):" in caplog.text and "taken is a file" in caplog.text
+    assert "Traceback" not in caplog.text
 
 
 # -- end to end: mitmdump on loopback ---------------------------------------------------------
