@@ -94,6 +94,20 @@ async def one_round(w: World) -> dict[str, int]:
         await db.close()
 
 
+async def run_until_recovered(w: World, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Run the sink ``out`` until it logs that it recovered; its log records (debug and up)."""
+    caplog.set_level(logging.DEBUG, "gateway.sinks")
+    task = asyncio.create_task(w.sinks.sinks["out"].run())
+    try:
+        async with asyncio.timeout(20):
+            while not any("recovered after" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return [r for r in caplog.records if r.name == "gateway.sinks"]
+
+
 async def test_segment_identify_and_track(world, batch_api: BatchApi) -> None:
     w = await world("[identity]\nuser_id_storage = 'encrypt'\n" + sink_toml(batch_api))
     touches, _ = await seed(w)
@@ -565,16 +579,7 @@ async def test_a_failing_destination_is_one_warning_and_one_recovery(
     w = await world(sink_toml(batch_api, interval_seconds=0.05, backoff_max_seconds=0.05))
     await w.store.write([touch(0, "1" * 32, "news")])
     batch_api.fail = [500, 500, 500, 500]
-    caplog.set_level(logging.DEBUG, "gateway.sinks")
-    task = asyncio.create_task(w.sinks.sinks["out"].run())
-    try:
-        async with asyncio.timeout(20):
-            while not any("recovered after" in r.getMessage() for r in caplog.records):
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    lines = [r for r in caplog.records if r.name == "gateway.sinks"]
+    lines = await run_until_recovered(w, caplog)
     warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
     said = 'sink out failed (HTTP 500: {"error": "try later"})'  # the destination's words too
     assert warnings == [warnings[0]] and warnings[0].startswith(said), warnings
@@ -878,16 +883,7 @@ async def test_an_outage_whose_answers_change_on_every_request_is_still_one_warn
     api = BatchApi(url=await upstream_server(app))
     w = await world(sink_toml(api, interval_seconds=0.05, backoff_max_seconds=0.05))
     await w.store.write([touch(0, "1" * 32, "news")])
-    caplog.set_level(logging.DEBUG, "gateway.sinks")
-    task = asyncio.create_task(w.sinks.sinks["out"].run())
-    try:
-        async with asyncio.timeout(20):
-            while not any("recovered after" in r.getMessage() for r in caplog.records):
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    lines = [r for r in caplog.records if r.name == "gateway.sinks"]
+    lines = await run_until_recovered(w, caplog)
     failing = [(r.levelno, r.getMessage()) for r in lines if "HTTP 50" in r.getMessage()]
     assert [level for level, _ in failing] == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.INFO]
     assert failing[0][1].startswith(
