@@ -17,7 +17,8 @@ reads the response body (and mitmproxy buffers it), this waits for the response
 hook instead. The rules get the bodies they ask for (decoded as the aiohttp host
 decodes them) and the response's headers as a multidict, one Set-Cookie each. Owns a
 ``LocalStore`` (opened in ``running``, closed in ``done``). A config problem is
-logged by key (mitmdump then exits). The only module in ``addons/`` that
+logged by key (mitmdump then exits); keys only ``gateway run`` reads, set, are named in one
+warning (``RUN_ONLY``). The only module in ``addons/`` that
 imports mitmproxy; nothing else imports this one.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import http.cookies
+import json
 import logging
 import sqlite3
 import time
@@ -34,8 +36,10 @@ from typing import Any
 
 from mitmproxy import exceptions
 from mitmproxy import http as mhttp
+from mitmproxy.proxy import mode_specs
 from multidict import CIMultiDict
 
+from addons.campaign import host_of
 from gateway import reserved
 from gateway.codings import content_codings, decoded_layers
 from gateway.config import ConfigError, Settings, load_settings
@@ -54,6 +58,7 @@ from gateway.forwarding import (
     underscored_claim,
 )
 from gateway.metrics import Metrics
+from gateway.options import AdminOptions, Options
 from gateway.pages import error_body, error_page
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
@@ -69,6 +74,65 @@ an option only ``gateway run`` has."""
 LOUD_EVERY = 60.0
 """Seconds between info lines for a request refused over ``proxy.max_header_size`` (as the
 aiohttp host's listener logs it)."""
+
+
+NO_OPTION = "mitmproxy has no such option"
+RUN_ONLY: dict[str, str] = {
+    "proxy.listen": "mitmdump's --listen-host and --listen-port, or --mode reverse:URL@HOST:PORT",
+    "proxy.preserve_host": "mitmdump's keep_host_header, false by default: the upstream's Host",
+    "proxy.connect_timeout": NO_OPTION,
+    "proxy.read_timeout": NO_OPTION,
+    "proxy.upstream_connections": NO_OPTION,
+    "proxy.max_request_body": "mitmdump's body_size_limit, which bounds responses too",
+    "proxy.body_timeout": NO_OPTION,
+    "proxy.max_websocket_message": NO_OPTION + ": a message of any size is relayed",
+    "proxy.access_log": "mitmdump prints each flow itself: flow_detail, or -q for none",
+    "proxy.workers": "mitmdump is one process",
+    "proxy.shutdown_grace": NO_OPTION,
+    **{
+        f"admin.{name}": "no admin listener here: the admin API is gateway run's"
+        for name in AdminOptions.__struct_fields__
+        if name != "token"  # required here too (``load_settings``)
+    },
+}
+"""Keys only ``gateway run`` reads → what stands for each in mitmdump (its options as of
+mitmproxy 11, ``mitmdump --options``), without a ``;``: the warning joins them with it. Until
+2026-12-05 they were ignored without a word."""
+UPSTREAM_HINT = (
+    "mitmdump sends to its --mode reverse:URL, and here this key only tells the site's redirects"
+    " to its own origin apart: give it that URL's host"
+)
+
+
+def run_only_keys(options: Options, reverse_hosts: frozenset[str]) -> list[str]:
+    """Each ``RUN_ONLY`` key set to other than its default, with its value and what to use in
+    mitmdump instead (``proxy.workers = 4 (mitmdump is one process)``); keys left at their
+    defaults are not named. ``proxy.upstream`` is named when its host is none of
+    ``reverse_hosts`` (mitmdump's reverse targets'): the campaign addon reads it here too."""
+    defaults = Options()
+    named = []
+    upstream = options.proxy.upstream
+    if upstream and host_of(upstream) not in reverse_hosts:
+        named.append(f"proxy.upstream = {json.dumps(upstream)} ({UPSTREAM_HINT})")
+    for key, instead in RUN_ONLY.items():
+        section, _, name = key.partition(".")
+        value = getattr(getattr(options, section), name)
+        if value != getattr(getattr(defaults, section), name):
+            named.append(f"{key} = {json.dumps(value)} ({instead})")
+    return named
+
+
+def reverse_hosts(modes: Any) -> frozenset[str]:
+    """The hosts of mitmdump's ``--mode reverse:URL`` targets (``ctx.options.mode``)."""
+    hosts = set()
+    for spec in modes:
+        try:
+            mode = mode_specs.ProxyMode.parse(spec)
+        except ValueError:
+            continue  # mitmproxy refuses it itself
+        if isinstance(mode, mode_specs.ReverseMode):
+            hosts.add(mode.address[0].lower().rstrip("."))
+    return frozenset(hosts)
 
 
 def over_limit(request: mhttp.Request, limit: int) -> int | None:
@@ -225,6 +289,8 @@ class GatewayAddon:
                 log.error("gateway: %s", problem if named else f"{path}: {problem}")
             self.settings = self.pipeline = None
             return
+        if ignored := run_only_keys(settings.options, reverse_hosts(ctx.options.mode)):
+            log.warning("gateway: %s: keys mitmdump ignores (gateway run's): %s", path, "; ".join(ignored))
         self.settings = settings
         self.pipeline = build_pipeline(settings, self.metrics)
         self.reserved = settings.options.proxy.reserved_prefix

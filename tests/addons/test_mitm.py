@@ -32,7 +32,7 @@ with warnings.catch_warnings():  # mitmproxy 11's own imports (ldap3, passlib) w
     from mitmproxy import http as mhttp
     from mitmproxy.test import taddons, tflow, tutils
 
-from addons.mitm import GatewayAddon
+from addons.mitm import RUN_ONLY, GatewayAddon
 
 SCRIPT = Path(__file__).resolve().parents[2] / "addons" / "mitm.py"
 LANDING = "/landing?a=1&utm_source=News&utm_medium=email&b=%20x&gclid=g1"
@@ -357,6 +357,64 @@ async def test_config_errors_name_the_key(
     assert [r.getMessage() for r in caplog.records] == [
         f"gateway: {missing}: cannot read: No such file or directory"
     ]
+
+
+RUN_ONLY_TOML = """
+[proxy]
+listen = "0.0.0.0:80"
+upstream = "http://site.internal:8000"
+workers = 4
+read_timeout = 30.0
+preserve_host = false
+access_log = true
+max_websocket_message = 1024
+[admin]
+listen = "127.0.0.1:9999"
+session_hours = 12
+"""
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The mitmproxy host's own warnings (not an addon's, as geo's "no database configured")."""
+    return [r.getMessage() for r in caplog.records if r.name == "gateway.mitm" and r.levelname == "WARNING"]
+
+
+async def test_keys_only_gateway_run_reads_are_named_once(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config moved from ``gateway run``: each key mitmdump ignores that is set to other than
+    its default is named in one warning, with what stands for it; keys at their defaults
+    (``read_timeout = 30.0``, ``session_hours = 12``) are not. Until 2026-12-05 not a word."""
+    moved = await asyncio.to_thread(config, tmp_path, "moved", RUN_ONLY_TOML)
+    plain = await asyncio.to_thread(config, tmp_path)
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(moved), mode=["reverse:http://other.internal:8000"])
+        warned = warnings_of(caplog)
+        assert len(warned) == 1
+        assert warned[0].startswith(f"gateway: {moved}: keys mitmdump ignores (gateway run's): ")
+        named = warned[0].split(": ", 3)[3].split("; ")
+        assert [item.split(" (")[0] for item in named] == [
+            'proxy.upstream = "http://site.internal:8000"',
+            'proxy.listen = "0.0.0.0:80"',
+            "proxy.preserve_host = false",
+            "proxy.max_websocket_message = 1024",
+            "proxy.access_log = true",
+            "proxy.workers = 4",
+            'admin.listen = "127.0.0.1:9999"',
+        ]
+        assert "(mitmdump's --listen-host and --listen-port, or --mode reverse:URL@HOST:PORT)" in named[1]
+        assert "keep_host_header" in named[2] and "mitmdump is one process" in named[5]
+        assert not [hint for hint in RUN_ONLY.values() if ";" in hint]  # the items' separator
+        caplog.clear()
+        # The upstream mitmdump sends to: proxy.upstream is right (the campaign addon reads it).
+        tctx.configure(gateway, mode=["reverse:http://site.internal:8000"])
+        tctx.configure(gateway, gateway_config=str(plain))
+        assert not warnings_of(caplog)  # all at their defaults
+        tctx.configure(gateway, gateway_config=str(moved))  # re-read: said again
+        warned = warnings_of(caplog)
+        assert len(warned) == 1 and "proxy.workers = 4" in warned[0]
+        assert "proxy.upstream" not in warned[0]
 
 
 async def test_a_missing_secret_says_what_to_do_in_mitmdump(
