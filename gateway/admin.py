@@ -51,7 +51,7 @@ from gateway.ids import Uuid7
 from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
 from gateway.lockout import LOGINS_KEY, FailedLogins
 from gateway.metrics import Metrics
-from gateway.openapi import DELIMITERS, FORMATS, openapi_document
+from gateway.openapi import DELIMITERS, FORMATS, NEWEST_CURSOR, ORDERS, openapi_document
 from gateway.pages import error_body
 from gateway.sessions import (
     PAGES,
@@ -431,6 +431,40 @@ async def openapi(request: web.Request) -> web.Response:
 
 def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
     """``limit`` (1..1000, default 100) and ``cursor`` (a previous page's ``next_cursor``)."""
+    cursor = q.get("cursor")
+    if cursor is not None and not _UUID.fullmatch(cursor):
+        raise ApiError(400, "cursor: not a cursor this API returned")
+    return _limit(q), cursor
+
+
+def _ordered_page(q: Mapping[str, str]) -> tuple[int, str | None, bool]:
+    """A listing's ``limit``, ``cursor`` (the store's, without its order's mark) and ``order``
+    (``oldest``, the default, or ``newest``: whether newest first). A cursor of an
+    ``order=newest`` page is marked ``newest.``; one given with the other order is a 400
+    naming the order it came from, rather than a page from the wrong side of it."""
+    order = q.get("order", "oldest")
+    if order not in ORDERS:
+        raise ApiError(400, f"order: expected one of {', '.join(ORDERS)}, got {order[:100]!r}")
+    newest = order == "newest"
+    given = q.get("cursor")
+    if given is None:
+        return _limit(q), None, newest
+    marked = given.startswith(NEWEST_CURSOR)
+    cursor = given.removeprefix(NEWEST_CURSOR)
+    if not _UUID.fullmatch(cursor):
+        raise ApiError(400, "cursor: not a cursor this API returned")
+    if marked != newest:
+        came = "order=newest" if marked else "order=oldest (the default)"
+        raise ApiError(
+            400,
+            f"cursor: comes from a page in {came}, not order={order}; page on with the order it"
+            " came from, or leave cursor out to start from the first page",
+        )
+    return _limit(q), cursor, newest
+
+
+def _limit(q: Mapping[str, str]) -> int:
+    """``limit``: 1..1000, default 100."""
     limit_text = q.get("limit", "100")
     # The length first (leading zeros aside): int() refuses more than 4300 digits.
     digits = limit_text.lstrip("0") or "0"
@@ -438,10 +472,7 @@ def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
         1 <= int(digits) <= 1000
     ):
         raise ApiError(400, f"limit: expected a whole number 1..1000, got {limit_text[:100]!r}")
-    cursor = q.get("cursor")
-    if cursor is not None and not _UUID.fullmatch(cursor):
-        raise ApiError(400, "cursor: not a cursor this API returned")
-    return int(digits), cursor
+    return int(digits)
 
 
 def report_zone_of(request: web.Request) -> tzinfo:
@@ -492,7 +523,7 @@ def _filter(name: str, value: str, recorded: str = "touchpoints", most: int | No
 
 def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = None) -> TouchpointQuery:
     """The touchpoint filters of a listing (``/api/touchpoints``, ``/api/review``)."""
-    limit, cursor = _page(q)
+    limit, cursor, newest = _ordered_page(q)
     since, until = span(q, zone)
     return TouchpointQuery(
         since=since,
@@ -501,6 +532,7 @@ def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = 
         cursor=cursor,
         limit=limit,
         verdict=verdict,
+        newest_first=newest,
     )
 
 
@@ -555,9 +587,14 @@ def _download(request: web.Request) -> tuple[str, bool, str]:
     return fmt, wants_bom(q, fmt), csv_delimiter(q, fmt)
 
 
-def _page_of(request: web.Request, items: list[dict[str, Any]], next_cursor: str | None) -> web.Response:
+def _page_of(
+    request: web.Request, items: list[dict[str, Any]], next_cursor: str | None, newest: bool
+) -> web.Response:
     """A listing's JSON page; chosen by ``Accept`` when the query names no ``format``, which a
-    cache then keys on (``Vary``), as a download of the same URL may be the answer."""
+    cache then keys on (``Vary``), as a download of the same URL may be the answer. The next
+    cursor of a newest-first page is marked so (``_ordered_page``)."""
+    if newest and next_cursor is not None:
+        next_cursor = NEWEST_CURSOR + next_cursor
     answer = ok({"items": items, "next_cursor": next_cursor})
     answer.headers.update(vary(request.query))
     return answer
@@ -565,7 +602,8 @@ def _page_of(request: web.Request, items: list[dict[str, Any]], next_cursor: str
 
 async def touchpoints(request: web.Request) -> web.StreamResponse:
     only_params(
-        request, {"since", "until", "cursor", "limit", "format", "bom", "delimiter", *TOUCHPOINT_FILTERS}
+        request,
+        {"since", "until", "cursor", "limit", "order", "format", "bom", "delimiter", *TOUCHPOINT_FILTERS},
     )
     return await _touchpoint_listing(request, "touchpoints")
 
@@ -590,18 +628,19 @@ async def _touchpoint_listing(
             request, "touchpoints", fmt, bom, name, page, query.cursor, delimiter=delimiter
         )
     items, next_cursor = await reader.touchpoints(query)
-    return _page_of(request, items, next_cursor)
+    return _page_of(request, items, next_cursor, query.newest_first)
 
 
 async def conversions(request: web.Request) -> web.StreamResponse:
-    """Conversions in time order, filtered by name, rule or origin exactly, cursor-paginated;
-    or every one of them as a CSV or NDJSON download."""
+    """Conversions in time order (oldest or newest first), filtered by name, rule or origin
+    exactly, cursor-paginated; or every one of them as a CSV or NDJSON download."""
     q = request.query
     only_params(
-        request, {"since", "until", "cursor", "limit", "format", "bom", "delimiter", *CONVERSION_FILTERS}
+        request,
+        {"since", "until", "cursor", "limit", "order", "format", "bom", "delimiter", *CONVERSION_FILTERS},
     )
     fmt, bom, delimiter = _download(request)
-    limit, cursor = _page(q)
+    limit, cursor, newest = _ordered_page(q)
     since, until = span(q, report_zone_of(request))
     # Recorded trimmed as touchpoints' are (a [[conversions]] rule's name is refused with spaces
     # around it, a webhook's name trimmed; senders' names are tokens): " signup" found none.
@@ -613,7 +652,7 @@ async def conversions(request: web.Request) -> web.StreamResponse:
             f"origin: expected one of {', '.join(CONVERSION_ORIGINS)}, got {origin!r};"
             " leave origin out for every one",
         )
-    query = ConversionQuery(since, until, equals, cursor, limit)
+    query = ConversionQuery(since, until, equals, cursor, limit, newest)
     reader = request.app[READER_KEY]
     if fmt != "json":
 
@@ -626,7 +665,7 @@ async def conversions(request: web.Request) -> web.StreamResponse:
             request, "conversions", fmt, bom, name, page, cursor, delimiter=delimiter
         )
     items, next_cursor = await reader.conversions(query)
-    return _page_of(request, items, next_cursor)
+    return _page_of(request, items, next_cursor, newest)
 
 
 def _visitor_keys(request: web.Request, given: str) -> list[str] | None:
@@ -880,12 +919,23 @@ def _text(name: str, value: str, most: int) -> str:
 
 async def review(request: web.Request) -> web.StreamResponse:
     """The review queue: touchpoints whose effective verdict is ``review`` (or ``block``), oldest
-    first; a page, or every one of the period as a download (``review-….csv``,
-    ``review-block-….csv``)."""
+    first (``order=newest``: newest first); a page, or every one of the period as a download
+    (``review-….csv``, ``review-block-….csv``)."""
     q = request.query
     only_params(
         request,
-        {"since", "until", "cursor", "limit", "verdict", "format", "bom", "delimiter", *TOUCHPOINT_FILTERS},
+        {
+            "since",
+            "until",
+            "cursor",
+            "limit",
+            "order",
+            "verdict",
+            "format",
+            "bom",
+            "delimiter",
+            *TOUCHPOINT_FILTERS,
+        },
     )
     verdict = q.get("verdict", "review")
     if verdict not in ("review", "block"):

@@ -228,7 +228,9 @@ def _announce(settings: Settings, proxy_addr: str, admin_addr: str, demo: str | 
         if settings.generated and any("admin.token" in g for g in settings.generated)
         else "$" + settings.options.admin.token.removeprefix("env:")
     )
-    print(f'  curl -H "Authorization: Bearer {token}" http://{admin_addr}/api/touchpoints')
+    # Newest first: past a page (100) of touchpoints, oldest first hid the landing just made.
+    # The URL quoted: zsh takes an unquoted ? for a pattern ("no matches found").
+    print(f"  curl -H \"Authorization: Bearer {token}\" 'http://{admin_addr}/api/touchpoints?order=newest'")
     print(f"  open http://{admin_addr}/ in a browser: the dashboard (sign in with the admin token)")
     sys.stdout.flush()
 

@@ -321,6 +321,10 @@ DAY = {"type": "string", "pattern": f"^{_DATE}$"}
 MOMENT = {"type": "string", "pattern": f"^{_DATE}({_TIME})?$"}
 UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 CURSOR = {"type": "string", "pattern": UUID}
+NEWEST_CURSOR = "newest."
+"""What marks the cursor of an ``order=newest`` listing page (before the row's id)."""
+ORDERS = ("oldest", "newest")
+"""A listing's orders (``order=``), the default first."""
 # IDs in a path may be written in capitals too (the API lowers them: RFC 9562 §4).
 TOUCHPOINT_ID = {
     "type": "string",
@@ -401,6 +405,22 @@ _PAGING = [
     ),
 ]
 """A listing's page: where it starts and how long it is."""
+_ORDERED_PAGING = [
+    query_param(
+        "cursor",
+        "next_cursor of the previous page, in the order it came from (an order=newest page's"
+        " starts newest.; a 400 with the other order)",
+        {"type": "string", "pattern": UUID.replace("^", "^(newest\\.)?", 1)},
+    ),
+    _PAGING[1],
+    query_param(
+        "order",
+        "oldest (default): oldest first; newest: newest first, the cursor moving back in time,"
+        " a download too",
+        {"type": "string", "enum": list(ORDERS)},
+    ),
+]
+"""A row listing's page (touchpoints, conversions, the review queue): ``_PAGING`` in either order."""
 
 
 FORMATS = ("json", "csv", "ndjson")
@@ -527,11 +547,11 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/touchpoints": {
                 "get": {
-                    "summary": "Touchpoints in time order, filtered, cursor-paginated",
+                    "summary": "Touchpoints in time order (oldest or newest first), filtered, paged",
                     "parameters": [
                         *_PERIOD,
                         *_touchpoint_filters("exact creator ID"),
-                        *_PAGING,
+                        *_ORDERED_PAGING,
                         *_DOWNLOAD,
                     ],
                     "responses": {
@@ -542,7 +562,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/conversions": {
                 "get": {
-                    "summary": "Conversions in time order, filtered, cursor-paginated",
+                    "summary": "Conversions in time order (oldest or newest first), filtered, paged",
                     "parameters": [
                         *_PERIOD,
                         *(
@@ -557,7 +577,7 @@ def openapi_document() -> dict[str, Any]:
                             "what recorded it: rule, webhook, segment or import",
                             {"type": "string", "enum": list(CONVERSION_ORIGINS)},
                         ),
-                        *_PAGING,
+                        *_ORDERED_PAGING,
                         *_DOWNLOAD,
                     ],
                     "responses": {
@@ -773,7 +793,7 @@ def openapi_document() -> dict[str, Any]:
                         *_PERIOD,
                         query_param("verdict", "review (default) or block", {"enum": ["review", "block"]}),
                         *_touchpoint_filters("exact creator ID: review a creator's clicks before a payout"),
-                        *_PAGING,
+                        *_ORDERED_PAGING,
                         *_DOWNLOAD,
                     ],
                     "responses": {

@@ -103,11 +103,13 @@ class CentralReader(Reader):
             **filters("touchpoint", q.equals, TOUCHPOINT_FILTERS),
             **({"effective_verdict": q.verdict} if q.verdict else {}),
         }
-        return await self._listing("effective_touchpoints", q.since, q.until, equals, q.cursor, q.limit)
+        return await self._listing(
+            "effective_touchpoints", q.since, q.until, equals, q.cursor, q.limit, q.newest_first
+        )
 
     async def conversions(self, q: ConversionQuery) -> tuple[list[dict[str, Any]], str | None]:
         equals = filters("conversion", q.equals, CONVERSION_FILTERS)
-        return await self._listing("conversions", q.since, q.until, equals, q.cursor, q.limit)
+        return await self._listing("conversions", q.since, q.until, equals, q.cursor, q.limit, q.newest_first)
 
     async def _listing(
         self,
@@ -117,6 +119,7 @@ class CentralReader(Reader):
         equals: Mapping[str, str],
         cursor: str | None,
         limit: int,
+        newest_first: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A listing's page of ``table`` (the columns of ``equals`` checked by ``filters``: they
         go into the SQL text), as ``Reader._page`` gives the local store's."""
@@ -135,9 +138,10 @@ class CentralReader(Reader):
             where += [f"id < {arg(id_floor(_unix_ms(until) + 1))}::uuid", f"ts < {arg(_ts(until))}"]
         where += [f"{column} = {arg(value)}" for column, value in equals.items()]
         if cursor:
-            where.append(f"id > {arg(cursor)}::uuid")
+            where.append(f"id {'<' if newest_first else '>'} {arg(cursor)}::uuid")
         sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = await self._fetch(sql + f" ORDER BY id LIMIT {arg(limit + 1)}", *args)
+        order = "id DESC" if newest_first else "id"
+        rows = await self._fetch(sql + f" ORDER BY {order} LIMIT {arg(limit + 1)}", *args)
         items = rows[:limit]
         return items, items[-1]["id"] if len(rows) > limit else None
 

@@ -55,6 +55,8 @@ class TouchpointQuery:
     limit: int = 100
     verdict: str | None = None
     """Only touchpoints whose effective verdict is this (the review queue: ``review``)."""
+    newest_first: bool = False
+    """Newest first (``order=newest``), the cursor then moving back in time."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class ConversionQuery:
     """Exact filters, by column of ``CONVERSION_FILTERS``."""
     cursor: str | None = None
     limit: int = 100
+    newest_first: bool = False
+    """Newest first (``order=newest``), the cursor then moving back in time."""
 
 
 def _unix_ms(ts: str) -> int:
@@ -156,34 +160,48 @@ class Reader:
         return self._db
 
     async def touchpoints(self, q: TouchpointQuery) -> tuple[list[dict[str, Any]], str | None]:
-        """One page in id (= time) order, and the cursor of the next page (None on the last)."""
+        """One page in id (= time) order, newest first with ``q.newest_first``, and the cursor of
+        the next page (None on the last)."""
         where, args = _listed("touchpoint", q.since, q.until, q.equals, TOUCHPOINT_FILTERS, q.limit)
         if q.verdict:
             where.append("effective_verdict = ?")
             args.append(q.verdict)
         rows, next_cursor = await self._page(
-            "SELECT * FROM effective_touchpoints", where, args, q.cursor, q.limit
+            "SELECT * FROM effective_touchpoints", where, args, q.cursor, q.limit, q.newest_first
         )
         return [_touchpoint(r) for r in rows], next_cursor
 
     async def _page(
-        self, select: str, where: list[str], args: list[Any], cursor: str | None, limit: int
+        self,
+        select: str,
+        where: list[str],
+        args: list[Any],
+        cursor: str | None,
+        limit: int,
+        newest_first: bool = False,
     ) -> tuple[list[aiosqlite.Row], str | None]:
         """A listing's page: ``select``'s rows under ``where``, in id (= time) order from after
-        ``cursor``, at most ``limit``; and the next page's cursor (None on the last)."""
+        ``cursor`` (newest first with ``newest_first``: from before it), at most ``limit``; and
+        the next page's cursor (None on the last)."""
         if cursor:
-            where = [*where, "id > ?"]
+            where = [*where, "id < ?" if newest_first else "id > ?"]
             args = [*args, cursor]
-        sql = select + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
+        sql = (
+            select
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + (" ORDER BY id DESC LIMIT ?" if newest_first else " ORDER BY id LIMIT ?")
+        )
         async with self.db.execute(sql, [*args, limit + 1]) as rows_cursor:
             rows = list(await rows_cursor.fetchall())
         return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)
 
     async def conversions(self, q: ConversionQuery) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of conversions in id (= time) order, each as a journey lists it, and the
-        cursor of the next page (None on the last)."""
+        """One page of conversions in id (= time) order, newest first with ``q.newest_first``,
+        each as a journey lists it, and the cursor of the next page (None on the last)."""
         where, args = _listed("conversion", q.since, q.until, q.equals, CONVERSION_FILTERS, q.limit)
-        rows, next_cursor = await self._page("SELECT * FROM conversions", where, args, q.cursor, q.limit)
+        rows, next_cursor = await self._page(
+            "SELECT * FROM conversions", where, args, q.cursor, q.limit, q.newest_first
+        )
         return [dict(r) for r in rows], next_cursor
 
     # -- journeys: assembled here once; a store answers only the row fetches below ---------

@@ -185,6 +185,78 @@ async def test_touchpoints_contract_and_pagination(gw) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", tp["ts"])
 
 
+async def pages(gw, path: str, **params: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every page of a listing, followed by its cursors: the items and the cursors given."""
+    seen, cursors, cursor = [], [], None
+    while True:
+        status, _, body = await get(gw, path, AUTH, **params, **({"cursor": cursor} if cursor else {}))
+        assert status == 200, body
+        Draft202012Validator(response_schema(path, 200)).validate(body)
+        seen += body["items"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen, cursors
+        cursors.append(cursor)
+
+
+async def test_listings_page_newest_first_with_order_newest(gw) -> None:
+    """The listings answered oldest first only: past 100 touchpoints the quick start's curl no
+    longer showed the latest landing, and "did my test click arrive?" meant paging to the end.
+    ``order=newest`` lists newest first, its cursor moving back in time, its downloads too."""
+    for n in range(7):
+        await land(gw, f"utm_source=s&utm_campaign=c{n}")
+    now = datetime.now(UTC)
+    await gw.gateway.store.write(
+        [
+            Conversion(uuid7(int((now + timedelta(seconds=n)).timestamp() * 1000)),
+                       iso(now + timedelta(seconds=n)), "n", "signup", f"order:o{n}", "a" * 32,
+                       None, None, None, order_id=f"o{n}")
+            for n in range(7)
+        ]
+    )  # fmt: skip
+    campaigns = [f"c{n}" for n in range(7)]
+    orders = [f"o{n}" for n in range(7)]
+    for path, field, rows, extra in (
+        ("/api/touchpoints", "campaign", campaigns, {}),
+        ("/api/review", "campaign", campaigns, {"verdict": "block"}),  # a client library: block
+        ("/api/conversions", "order_id", orders, {}),
+    ):
+        oldest, old_cursors = await pages(gw, path, limit="3", **extra)
+        newest, new_cursors = await pages(gw, path, limit="3", order="newest", **extra)
+        assert [r[field] for r in oldest] == rows, path  # every row once, in order
+        assert [r[field] for r in newest] == rows[::-1], path
+        _, _, first = await get(gw, path, AUTH, order="newest", limit="1", **extra)
+        assert first["items"][0][field] == rows[-1]  # the latest, on the first page
+        _, _, default = await get(gw, path, AUTH, order="oldest", **extra)
+        assert [r[field] for r in default["items"]] == rows  # oldest stays the default's order
+        assert all(c.startswith("newest.") for c in new_cursors) and len(new_cursors) == 2
+        # A cursor of one order with the other is refused, naming the order it came from.
+        for cursor, order, came in (
+            (old_cursors[0], "newest", "order=oldest (the default)"),
+            (new_cursors[0], "oldest", "order=newest"),
+        ):
+            status, _, body = await get(gw, path, AUTH, cursor=cursor, order=order, **extra)
+            assert status == 400, body
+            assert body["error"].startswith(f"cursor: comes from a page in {came}, not order={order};")
+        status, _, body = await get(gw, path, AUTH, cursor=new_cursors[0], **extra)  # order left out
+        assert status == 400 and body["error"].startswith("cursor: comes from a page in order=newest")
+        status, _, body = await get(gw, path, AUTH, order="latest", **extra)
+        assert status == 400 and body["error"] == "order: expected one of oldest, newest, got 'latest'"
+        # The downloads follow the order, from a cursor on too.
+        for fmt in ("csv", "ndjson"):
+            status, _, raw = await download(gw, path, format=fmt, order="newest", **extra)
+            assert status == 200
+            if fmt == "csv":
+                got = [r[field] for r in csv.DictReader(io.StringIO(raw.decode()))]
+            else:
+                got = [json.loads(line)[field] for line in raw.splitlines()]
+            assert got == rows[::-1], (path, fmt)
+        _, _, raw = await download(gw, path, format="ndjson", order="newest", cursor=new_cursors[0], **extra)
+        assert [json.loads(line)[field] for line in raw.splitlines()] == rows[::-1][3:]
+        status, _, raw = await download(gw, path, format="ndjson", cursor=new_cursors[0], **extra)
+        assert status == 400 and b"cursor: comes from a page in order=newest" in raw
+
+
 async def test_touchpoint_filters(gw) -> None:
     await land(gw, "utm_source=Alpha&utm_campaign=one")
     await land(gw, "utm_source=beta&utm_campaign=two&creator_id=zoe")

@@ -202,6 +202,22 @@ async def test_central_answers_equal_local_answers(
         assert [c["order_id"] for c in page] == ["o0", "o1"] and cursor is not None
         after = ConversionQuery(limit=2, cursor=cursor)
         assert await remote.conversions(after) == await local.conversions(after)
+        # Newest first (order=newest) alike, its cursor moving back in time.
+        page, cursor = await local.touchpoints(TouchpointQuery(limit=2, newest_first=True))
+        assert [t["content"] for t in page] == ["4", "3"] and cursor is not None
+        for q in (
+            TouchpointQuery(limit=2, newest_first=True),
+            TouchpointQuery(limit=2, newest_first=True, cursor=cursor),
+            TouchpointQuery(newest_first=True, equals={"source": "s1"}),
+        ):
+            assert await remote.touchpoints(q) == await local.touchpoints(q), q
+        page, cursor = await local.conversions(ConversionQuery(limit=2, newest_first=True))
+        assert [c["order_id"] for c in page] == ["o2", "o1"] and cursor is not None
+        for cq in (
+            ConversionQuery(limit=2, newest_first=True),
+            ConversionQuery(limit=2, newest_first=True, cursor=cursor),
+        ):
+            assert await remote.conversions(cq) == await local.conversions(cq), cq
     finally:
         await remote.close()
         await local.close()

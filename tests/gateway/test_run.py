@@ -93,15 +93,17 @@ async def test_the_printed_curl_lines_work_pasted_into_a_shell(tmp_path: Path) -
         curls = [line.strip() for line in lines if line.strip().startswith("curl ")]
         assert len(curls) == 2 and "$SITE_ADMIN_TOKEN" in curls[1], curls
         answers = []
-        for command in curls:
+        # A landing before the printed one: the admin line lists newest first (past a page of
+        # touchpoints, oldest first hid the one just made).
+        for command in [curls[0].replace("newsletter", "earlier"), *curls]:
             shell = await asyncio.create_subprocess_exec(
                 "sh", "-c", command.replace("curl -i", "curl -s").replace("curl -H", "curl -s -H"),
                 stdout=asyncio.subprocess.PIPE, env=env,
             )  # fmt: skip
             answers.append((await shell.communicate())[0].decode())
-        assert "Demo shop" in answers[0]
-        items = json.loads(answers[1])["items"]
-        assert [t["source"] for t in items] == ["newsletter"]
+        assert "Demo shop" in answers[1]
+        items = json.loads(answers[2])["items"]
+        assert [t["source"] for t in items] == ["newsletter", "earlier"]
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(15):
             assert await proc.wait() == 0
