@@ -141,7 +141,10 @@ class Supervisor:
         if not self.stopping.is_set():
             keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
         await self.stopping.wait()
-        log.info("stopping %d worker(s) (grace %.0f s)", len(self.procs), self.grace)
+        # Those still running: one that failed (the reason for this stop) or is between restarts
+        # is not stopped (until 2026-12-05 every worker ever started was counted).
+        running = sum(proc.returncode is None for proc in self.procs.values())
+        log.info("stopping %d worker(s) (grace %.0f s)", running, self.grace)
         self._forward(signal.SIGTERM)
         done, pending = await asyncio.wait(keepers, timeout=self.grace + 5)
         for index, proc in self.procs.items():
