@@ -598,16 +598,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         runner(_run(settings, args, handed, shared_counts, started))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
-        return _fail_config(args.config, err)
+        if args.worker is None:
+            return _fail_config(args.config, err)
+        _worker_failed(*(f"{args.config}: {problem}" for problem in err.problems))
+        return EXIT_CONFIG
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(store_failure(settings, err), file=sys.stderr)
+        if args.worker is None:
+            print(store_failure(settings, err), file=sys.stderr)
+        else:
+            _worker_failed(store_failure(settings, err))
         return failed
     except OSError as err:
-        print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
+        if args.worker is None:
+            print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
+        else:
+            _worker_failed(f"gateway: cannot start: {err.strerror or err}")
         return failed
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _worker_failed(*reasons: str) -> None:
+    """Why a worker could not start, as a line of the log it writes (its ``worker`` field, or its
+    ``[worker N]`` prefix): until 2026-12-05 plain text amid the JSON lines, and only the
+    supervisor's next line said which worker it was."""
+    for reason in reasons:
+        log.critical("%s", reason.removeprefix("gateway: "))
 
 
 class _Terminated(KeyboardInterrupt):

@@ -300,6 +300,36 @@ async def test_a_reload_applies_the_log_level_in_the_supervisor_too(
         await gw.kill()
 
 
+async def test_a_restarted_worker_that_cannot_open_the_store_says_so_in_the_log(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """Its reason was plain text amid the JSON lines, without the worker field, and the stop that
+    followed counted the failed worker among those it stopped (``stopping 2 worker(s)``)."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 1]
+        # Worker 0 keeps the store it opened; a worker started from now on finds no database there.
+        await asyncio.to_thread((tmp_path / "gw.db").rename, tmp_path / "gw.db.kept")
+        await asyncio.to_thread((tmp_path / "gw.db").write_bytes, b"not a database" * 100)
+        os.kill(victim, signal.SIGKILL)
+        await gw.wait_log(lambda r: "cannot run" in r["msg"])  # the gateway stops itself
+        async with asyncio.timeout(30):
+            assert await gw.proc.wait() == 1
+        await gw.wait_for(lambda: bool(gw.stderr) and gw.stderr[-1] == "", gw.stderr)
+    finally:
+        await gw.kill()
+    plain = [line for line in gw.stderr if line.strip() and not line.startswith("{")]
+    assert not plain, plain
+    (failed,) = [r for r in gw.logs() if "cannot open the store" in r["msg"]]
+    assert failed["worker"] == 1 and failed["level"] == "critical", failed
+    assert failed["msg"].startswith("cannot open the store (storage.path): "), failed
+    supervisor = [r["msg"] for r in gw.logs() if r["pid"] == gw.proc.pid]
+    assert "worker 1 cannot run (exited with status 3); stopping the gateway" in supervisor
+    assert "stopping 1 worker(s) (grace 10 s)" in supervisor, supervisor
+
+
 async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstream_server: object) -> None:
     cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
     gw = await GatewayProcess.start(cfg)
