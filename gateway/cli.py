@@ -31,7 +31,7 @@ import msgspec
 from yarl import URL
 
 from gateway import report_cli
-from gateway.childsignals import RELOAD_SIGNALS, STOP_SIGNALS
+from gateway.childsignals import RELOAD_ORDER, RELOAD_ORDER_ENV, RELOAD_SIGNALS, STOP_SIGNALS
 from gateway.config import (
     RELOAD_HINT,
     SECRET_KEYS,
@@ -330,9 +330,11 @@ async def _run(
             _announce(settings, proxy, admin, upstream if demo_runner else None)
 
     stop = asyncio.Event()
-    orphaned = None
+    orphaned = supervisor = None
     if args.worker is not None:
         orphaned = asyncio.create_task(_watch_parent(stop, _supervisor_pid()))
+        if os.environ.get(RELOAD_ORDER_ENV) == RELOAD_ORDER.name:  # it orders reloads so
+            supervisor = _supervisor_pid()
     if handed is not None:
         handed.follow(asyncio.get_running_loop())  # each new day's salt, from the supervisor
     try:
@@ -346,6 +348,7 @@ async def _run(
             reread=reread,
             salt=handed.salt if handed is not None else None,
             shared_counts=shared_counts,
+            supervisor=supervisor,
         )
     finally:
         if handed is not None:
