@@ -31,7 +31,7 @@ import msgspec
 from yarl import URL
 
 from gateway import report_cli
-from gateway.childsignals import RELOAD_SIGNALS, STOP_SIGNALS
+from gateway.childsignals import RELOAD_ORDER, RELOAD_ORDER_ENV, RELOAD_SIGNALS, STOP_SIGNALS
 from gateway.config import (
     RELOAD_HINT,
     SECRET_KEYS,
@@ -332,9 +332,11 @@ async def _run(
             _announce(settings, proxy, admin, upstream if demo_runner else None)
 
     stop = asyncio.Event()
-    orphaned = None
+    orphaned = supervisor = None
     if args.worker is not None:
         orphaned = asyncio.create_task(_watch_parent(stop, _supervisor_pid()))
+        if os.environ.get(RELOAD_ORDER_ENV) == RELOAD_ORDER.name:  # it orders reloads so
+            supervisor = _supervisor_pid()
     if handed is not None:
         handed.follow(asyncio.get_running_loop())  # each new day's salt, from the supervisor
     try:
@@ -348,6 +350,7 @@ async def _run(
             reread=reread,
             salt=handed.salt if handed is not None else None,
             shared_counts=shared_counts,
+            supervisor=supervisor,
         )
     finally:
         if handed is not None:
@@ -600,16 +603,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         runner(_run(settings, args, handed, shared_counts, started))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
-        return _fail_config(args.config, err)
+        if args.worker is None:
+            return _fail_config(args.config, err)
+        _worker_failed(*(f"{args.config}: {problem}" for problem in err.problems))
+        return EXIT_CONFIG
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(store_failure(settings, err), file=sys.stderr)
+        if args.worker is None:
+            print(store_failure(settings, err), file=sys.stderr)
+        else:
+            _worker_failed(store_failure(settings, err))
         return failed
     except OSError as err:
-        print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
+        if args.worker is None:
+            print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
+        else:
+            _worker_failed(f"gateway: cannot start: {err.strerror or err}")
         return failed
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _worker_failed(*reasons: str) -> None:
+    """Why a worker could not start, as a line of the log it writes (its ``worker`` field, or its
+    ``[worker N]`` prefix): until 2026-12-05 plain text amid the JSON lines, and only the
+    supervisor's next line said which worker it was."""
+    for reason in reasons:
+        log.critical("%s", reason.removeprefix("gateway: "))
 
 
 class _Terminated(KeyboardInterrupt):

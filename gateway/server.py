@@ -11,7 +11,8 @@ process that has ``admin=True`` (the only process, or worker 0 of several) — t
 admin listener and the background tasks attached with ``Gateway.attach`` (central
 sync, sinks, purge). SIGTERM/SIGINT stop it gracefully within
 ``proxy.shutdown_grace``; SIGHUP reloads the config (``Gateway.reload``): the
-request handler is swapped for new requests, in-flight ones finish on the old.
+request handler is swapped for new requests, in-flight ones finish on the old. A
+supervisor's worker reloads on its order (``RELOAD_ORDER``) and passes a SIGHUP on to it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway.admin import LIVE_KEY, create_admin_app
-from gateway.childsignals import RELOAD_SIGNALS, heard
+from gateway.childsignals import RELOAD_ORDER, RELOAD_SIGNALS, heard
 from gateway.config import Settings
 from gateway.creators import CreatorRegistry
 from gateway.dashboard import SECURITY_HEADERS, add_dashboard
@@ -556,9 +557,12 @@ async def serve(
     attach: Callable[[Gateway], None] | None = None,
     salt: DaySalt | None = None,
     shared_counts: SharedCounts | None = None,
+    supervisor: int | None = None,
 ) -> None:
     """Run the public listener (and, with ``admin``, the admin listener and the background tasks)
-    until SIGINT/SIGTERM (or ``stop``), then shut down gracefully; SIGHUP calls ``reread``."""
+    until SIGINT/SIGTERM (or ``stop``), then shut down gracefully; SIGHUP calls ``reread``. A
+    worker's ``supervisor`` (its process ID) orders reloads with ``RELOAD_ORDER`` instead, and
+    a SIGHUP goes on to it: every worker reloads, not only the one it was sent to."""
     gw = create_gateway(settings, upstream, salt, shared_counts)
     if attach is not None:
         attach(gw)
@@ -572,7 +576,10 @@ async def serve(
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
-    for sig, action in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGHUP, hangup)):
+    reloads_on: dict[signal.Signals, Callable[[], None]] = {signal.SIGHUP: hangup}
+    if supervisor is not None:
+        reloads_on = {RELOAD_ORDER: hangup, signal.SIGHUP: lambda: _pass_on_hangup(supervisor)}
+    for sig, action in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), *reloads_on.items()):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, action)
     heard(RELOAD_SIGNALS)  # held since the process began (``gateway/__main__.py``)
@@ -629,6 +636,18 @@ async def serve(
         # writer commits everything queued first (an admin write after that answers 503).
         await asyncio.gather(*(runner.cleanup() for runner in (proxy_runner, admin_runner) if runner))
         log.info("stopped", extra={"unconfirmed": _unconfirmed(gw.metrics)})
+
+
+def _pass_on_hangup(supervisor: int) -> None:
+    """A SIGHUP sent to a worker (``kill -HUP <its pid>``, or to the process group): on to the
+    supervisor, which reads the file once and has every worker reload it (until 2026-12-05 this
+    worker reloaded alone, and the workers ran two configs)."""
+    if os.getppid() != supervisor:  # gone: this worker is stopping (``_watch_parent``)
+        log.warning("SIGHUP not passed on: the supervisor (pid %d) is gone", supervisor)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(supervisor, signal.SIGHUP)
+    log.info("SIGHUP passed on to the supervisor (pid %d): every worker reloads", supervisor)
 
 
 def _unconfirmed(metrics: Metrics) -> int:

@@ -7,13 +7,13 @@ never listens, so port 0 becomes one concrete port every worker shares) and the
 admin port, starts ``gateway run --worker I`` for each worker — worker 0 first,
 the others once its admin listener accepts — (each binds the public port with
 ``SO_REUSEPORT``; the kernel spreads connections), restarts a
-worker that exits unexpectedly, forwards SIGTERM/SIGINT (graceful stop) and
-SIGHUP (reload), and clears a worker's live gauges from the metrics files when it
-exits (its counters stay: ``/metrics`` adds up every worker's). It draws each day's
-cookieless salt and writes it to every worker (``gateway/daysalt.py``), so every worker
-keys a cookieless visitor alike, a restarted one too. It creates the memory where every
-worker counts bot velocity (``gateway/sharedcounts.py``), so a burst spread over them is
-counted once. Worker 0 alone
+worker that exits unexpectedly, forwards SIGTERM/SIGINT (graceful stop), orders
+a reload on SIGHUP (``RELOAD_ORDER``: a worker passes a SIGHUP of its own on to it), and
+clears a worker's live gauges from the metrics files when it exits (its counters stay:
+``/metrics`` adds up every worker's). It draws each day's cookieless salt and writes it
+to every worker (``gateway/daysalt.py``), so every worker keys a cookieless visitor alike,
+a restarted one too. It creates the memory where every worker counts bot velocity
+(``gateway/sharedcounts.py``), so a burst spread over them is counted once. Worker 0 alone
 runs the admin listener and the background tasks: they need one owner, and
 worker 0 is restarted like any other.
 
@@ -37,7 +37,7 @@ from datetime import UTC, datetime, time, timedelta
 from prometheus_client.multiprocess import mark_process_dead
 
 from gateway import sharedcounts
-from gateway.childsignals import RELOAD_SIGNALS, blocked, heard
+from gateway.childsignals import RELOAD_ORDER, RELOAD_ORDER_ENV, RELOAD_SIGNALS, blocked, heard
 from gateway.daysalt import SALT_FD_ENV, DaySalt
 from gateway.metrics import MULTIPROCESS_ENV
 from gateway.options import parse_listen, unresolvable
@@ -47,6 +47,10 @@ log = logging.getLogger("gateway.supervisor")
 
 QUICK_EXIT = 2.0
 """A worker that exits within this many seconds of its start did not come up."""
+RELOAD_GATHER = 0.2
+"""Seconds a SIGHUP's reload waits for the SIGHUPs that come with it: one sent to the process
+group reaches every worker too, and each passes it back (``gateway/server.py``); they make one
+reload, which reads the file after the last of them came."""
 MAX_QUICK_EXITS = 5
 """Quick exits in a row (of one worker) after which the supervisor gives up."""
 EXIT_CONFIG = 2
@@ -110,14 +114,16 @@ class Supervisor:
     ) -> None:
         self.count = count
         self.argv = argv
-        self.env = env
+        self.env = {**env, RELOAD_ORDER_ENV: RELOAD_ORDER.name}
         self.grace = grace
         self.first_ready = first_ready
         """An address worker 0 listens on (the admin listener): the others start once it accepts,
         so whoever reaches the public port finds the admin API up too."""
         self.reloaded = reloaded
-        """Called on SIGHUP before it is forwarded: environment for the workers started from then
-        on (the reload they should run; empty when the new config is refused)."""
+        """Called on SIGHUP before the workers are told to reload: environment for the workers
+        started from then on (the reload they should run; empty when the new config is refused)."""
+        self.reload_due: asyncio.TimerHandle | None = None
+        """The reload asked for by a SIGHUP, about to start (``RELOAD_GATHER``)."""
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = asyncio.Event()
         self.failed = False
@@ -133,7 +139,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
         heard(RELOAD_SIGNALS)  # held since the process began (``gateway/__main__.py``)
         days = asyncio.create_task(self._next_days(), name="next-days")
         keepers = [asyncio.create_task(self._keep(0), name="worker-0")]
@@ -141,7 +147,10 @@ class Supervisor:
         if not self.stopping.is_set():
             keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
         await self.stopping.wait()
-        log.info("stopping %d worker(s) (grace %.0f s)", len(self.procs), self.grace)
+        # Those still running: one that failed (the reason for this stop) or is between restarts
+        # is not stopped (until 2026-12-05 every worker ever started was counted).
+        running = sum(proc.returncode is None for proc in self.procs.values())
+        log.info("stopping %d worker(s) (grace %.0f s)", running, self.grace)
         self._forward(signal.SIGTERM)
         done, pending = await asyncio.wait(keepers, timeout=self.grace + 5)
         for index, proc in self.procs.items():
@@ -225,13 +234,20 @@ class Supervisor:
                 await writer.wait_closed()
             return
 
+    def _hangup(self) -> None:
+        if self.reload_due is None:
+            self.reload_due = asyncio.get_running_loop().call_later(RELOAD_GATHER, self._reload)
+
     def _reload(self) -> None:
+        self.reload_due = None
+        if self.stopping.is_set():  # a worker stopping may have dropped its handler: the order kills
+            return
         if self.reloaded is not None:
             try:
                 self.env = {**self.env, **self.reloaded()}
             except Exception:  # the supervisor outlives anything a config file does
                 log.exception("reading the config for later worker starts failed")
-        self._forward(signal.SIGHUP)
+        self._forward(RELOAD_ORDER)
 
     def _forward(self, sig: signal.Signals) -> None:
         for proc in self.procs.values():

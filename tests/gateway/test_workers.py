@@ -274,6 +274,87 @@ async def test_a_reload_names_a_changed_listen_address_and_applies_the_log_level
         await gw.kill()
 
 
+async def test_a_sighup_sent_to_one_worker_reloads_every_worker(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """``kill -HUP <a worker's pid>`` reloaded that worker alone: with ``proxy.strip`` changed,
+    some visits reached the site with their tracking parameters and some without. Now the
+    worker passes it on to the supervisor, which has every worker reload; a SIGHUP to the whole
+    process group (every worker passes it on too) makes one reload, not one per worker more."""
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=request.query_string)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", echo)
+    cfg = await asyncio.to_thread(_config, tmp_path, await upstream_server(app))  # type: ignore[operator]
+    gw = await GatewayProcess.start(cfg, new_session=True)
+
+    def reloaded() -> dict[int, int]:
+        """Reloads done, by worker."""
+        done: dict[int, int] = {}
+        for r in gw.logs():
+            if r["msg"].startswith("config reloaded"):
+                done[r["worker"]] = done.get(r["worker"], 0) + 1
+        return done
+
+    async def seen() -> set[str]:
+        queries = set()
+        for _ in range(20):  # a new connection each: the kernel spreads them over both workers
+            async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}/p?utm_source=x") as resp:
+                assert resp.status == 200
+                queries.add(await resp.text())
+        return queries
+
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        assert await seen() == {""}  # forwarded clean
+        text = await asyncio.to_thread(cfg.read_text)
+        await asyncio.to_thread(cfg.write_text, text.replace("access_log", 'strip = "off"\naccess_log'))
+        (worker_1,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 1]
+        os.kill(worker_1, signal.SIGHUP)
+        await gw.wait_for(lambda: reloaded() == {0: 1, 1: 1}, gw.stderr, 15)
+        assert await seen() == {"utm_source=x"}
+        passed = [r for r in gw.logs() if "passed on to the supervisor" in r["msg"]]
+        assert [r["worker"] for r in passed] == [1], passed
+        await asyncio.to_thread(cfg.write_text, text)
+        os.killpg(gw.proc.pid, signal.SIGHUP)
+        await gw.wait_for(lambda: reloaded() == {0: 2, 1: 2}, gw.stderr, 15)
+        assert await seen() == {""}
+        await asyncio.sleep(1)  # a reload for each worker's SIGHUP would have come by now
+        assert reloaded() == {0: 2, 1: 2}
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
+async def test_a_worker_of_a_supervisor_that_orders_no_reloads_reloads_on_sighup(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """A worker started by a supervisor of an older version (one that sends its workers SIGHUP,
+    and does not say it orders reloads otherwise) reloads on SIGHUP itself: passed back, the
+    SIGHUP would come round again for ever."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server), 1)
+    worker = [sys.executable, "-m", "gateway", "run", "-c", str(cfg), "--worker", "0"]
+    # Its parent, standing in for the old supervisor, ignores a SIGHUP (the `true` keeps it there).
+    script = "trap '' HUP; " + " ".join(worker) + " --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0; true"
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV},
+    )  # fmt: skip
+    gw = GatewayProcess(proc)
+    try:
+        listening = await gw.wait_log(lambda r: r["msg"] == "listening")
+        os.kill(listening["pid"], signal.SIGHUP)
+        await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
+        assert not [r for r in gw.logs() if "passed on" in r["msg"]]
+        os.kill(listening["pid"], signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    finally:
+        await gw.kill()
+
+
 async def test_a_reload_applies_the_log_level_in_the_supervisor_too(
     tmp_path: Path, upstream_server: object
 ) -> None:
@@ -298,6 +379,36 @@ async def test_a_reload_applies_the_log_level_in_the_supervisor_too(
         assert supervisor_said("stopping 2 worker(s)") == 0  # at warning now
     finally:
         await gw.kill()
+
+
+async def test_a_restarted_worker_that_cannot_open_the_store_says_so_in_the_log(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """Its reason was plain text amid the JSON lines, without the worker field, and the stop that
+    followed counted the failed worker among those it stopped (``stopping 2 worker(s)``)."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 1]
+        # Worker 0 keeps the store it opened; a worker started from now on finds no database there.
+        await asyncio.to_thread((tmp_path / "gw.db").rename, tmp_path / "gw.db.kept")
+        await asyncio.to_thread((tmp_path / "gw.db").write_bytes, b"not a database" * 100)
+        os.kill(victim, signal.SIGKILL)
+        await gw.wait_log(lambda r: "cannot run" in r["msg"])  # the gateway stops itself
+        async with asyncio.timeout(30):
+            assert await gw.proc.wait() == 1
+        await gw.wait_for(lambda: bool(gw.stderr) and gw.stderr[-1] == "", gw.stderr)
+    finally:
+        await gw.kill()
+    plain = [line for line in gw.stderr if line.strip() and not line.startswith("{")]
+    assert not plain, plain
+    (failed,) = [r for r in gw.logs() if "cannot open the store" in r["msg"]]
+    assert failed["worker"] == 1 and failed["level"] == "critical", failed
+    assert failed["msg"].startswith("cannot open the store (storage.path): "), failed
+    supervisor = [r["msg"] for r in gw.logs() if r["pid"] == gw.proc.pid]
+    assert "worker 1 cannot run (exited with status 3); stopping the gateway" in supervisor
+    assert "stopping 1 worker(s) (grace 10 s)" in supervisor, supervisor
 
 
 async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstream_server: object) -> None:
