@@ -277,8 +277,11 @@ class GatewayAddon:
             raise exceptions.OptionsError("gateway_config cannot change while running")
         path = ctx.options.gateway_config
         try:
-            # mitmdump has no --dev: a missing secret's problem says what to do here instead.
-            settings = load_settings(path, missing_hint=MISSING_HINT)
+            # mitmdump has no --dev: a missing secret's problem says what to do here instead. No
+            # admin listener opens here, so a public admin.listen exposes nothing (until 2026-12-05
+            # it stopped mitmdump, naming a --admin-public it does not have): the start-up warning
+            # of the keys only gateway run reads names it instead.
+            settings = load_settings(path, missing_hint=MISSING_HINT, admin_public=True)
         except ConfigError as err:
             # Logged, not raised: mitmdump then exits ("Error logged during startup") with each
             # problem named by its key, and no traceback.

@@ -417,6 +417,21 @@ async def test_keys_only_gateway_run_reads_are_named_once(
         assert "proxy.upstream" not in warned[0]
 
 
+async def test_a_public_admin_listen_is_named_not_refused(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No admin listener opens in mitmdump, so a public ``admin.listen`` exposes nothing: until
+    2026-12-05 it stopped mitmdump at start, naming a ``--admin-public`` mitmdump does not have.
+    It is one of the keys only gateway run reads, named in their warning."""
+    path = await asyncio.to_thread(config, tmp_path, "gw", '[admin]\nlisten = "0.0.0.0:9090"\n')
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(path))
+        assert gateway.settings is not None
+        [warned] = warnings_of(caplog)
+        assert 'admin.listen = "0.0.0.0:9090"' in warned
+
+
 async def test_a_missing_secret_says_what_to_do_in_mitmdump(
     tmp_path: Path, secrets: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
