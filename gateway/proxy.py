@@ -367,7 +367,8 @@ class ProxyHost:
         self.upstream_origin = str(self.upstream.origin())
         self.upstream_host = self.upstream.raw_authority
         self.public_origin = opts.proxy.public_origin.rstrip("/")
-        self._public_scheme = self.public_origin.partition(":")[0] if self.public_origin else ""
+        self._public_scheme = self.public_origin.partition(":")[0]
+        """``proxy.public_origin``'s scheme, every request's when set (empty: none set)."""
         self.preserve_host = opts.proxy.preserve_host
         self.reserved = opts.proxy.reserved_prefix
         self.endpoints = endpoints or {}
@@ -501,8 +502,8 @@ class ProxyHost:
             hosts = incoming.getall("x-forwarded-host", ())
             if hosts:
                 host = hosts[-1].rsplit(",", 1)[-1].strip()
-        if self.public_origin:
-            scheme = self.public_origin.partition(":")[0]
+        if self._public_scheme:
+            scheme = self._public_scheme
         return RequestView(
             method=request.method,
             scheme=scheme,
