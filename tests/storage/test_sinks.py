@@ -94,18 +94,25 @@ async def one_round(w: World) -> dict[str, int]:
         await db.close()
 
 
-async def run_until_recovered(w: World, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    """Run the sink ``out`` until it logs that it recovered; its log records (debug and up)."""
-    caplog.set_level(logging.DEBUG, "gateway.sinks")
+async def run_sink_until(
+    w: World, caplog: pytest.LogCaptureFixture, text: str, seconds: float = 20
+) -> list[logging.LogRecord]:
+    """Run the sink ``out`` until a log line holds ``text``; the sinks' log records by then."""
     task = asyncio.create_task(w.sinks.sinks["out"].run())
     try:
-        async with asyncio.timeout(20):
-            while not any("recovered after" in r.getMessage() for r in caplog.records):
+        async with asyncio.timeout(seconds):
+            while not any(text in r.getMessage() for r in caplog.records):
                 await asyncio.sleep(0.01)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     return [r for r in caplog.records if r.name == "gateway.sinks"]
+
+
+async def run_until_recovered(w: World, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Run the sink ``out`` until it logs that it recovered; its log records (debug and up)."""
+    caplog.set_level(logging.DEBUG, "gateway.sinks")
+    return await run_sink_until(w, caplog, "recovered after")
 
 
 async def test_segment_identify_and_track(world, batch_api: BatchApi) -> None:
@@ -448,15 +455,8 @@ async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: B
 
 async def _first_retry_warning(w: World, caplog: pytest.LogCaptureFixture) -> str:
     """Run the sink until it logs its first failure; that line."""
-    task = asyncio.create_task(w.sinks.sinks["out"].run())
-    try:
-        async with asyncio.timeout(10):
-            while not (lines := [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]):
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    return lines[0]
+    lines = await run_sink_until(w, caplog, "retrying in", 10)
+    return next(m for r in lines if "retrying in" in (m := r.getMessage()))
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -809,15 +809,8 @@ async def test_a_failing_destination_s_own_words_are_said_short_and_safe(
     # The background task's log line quotes them alike.
     caplog.set_level(logging.WARNING, "gateway.sinks")
     answers.append(down(502))
-    task = asyncio.create_task(w.sinks.sinks["out"].run())
-    try:
-        async with asyncio.timeout(20):
-            while not any("failed" in r.getMessage() for r in caplog.records):
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    (line,) = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    lines = await run_sink_until(w, caplog, "failed")
+    (line,) = [r.getMessage() for r in lines if "failed" in r.getMessage()]
     assert line.startswith("sink out failed (" + start.replace("500", "502")), line
     assert "ada@" not in caplog.text and "\x1b" not in caplog.text
 
