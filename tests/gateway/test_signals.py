@@ -69,19 +69,25 @@ async def _refused(host: str, port: int) -> None:
         await asyncio.sleep(0.05)
 
 
+async def held_site(upstream_server: object, path: str) -> tuple[str, asyncio.Event, asyncio.Event]:
+    """A site whose ``path`` answers only once ``release`` is set (``arrived``: a request is in)."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def held(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="held page")
+
+    app = web.Application()
+    app.router.add_get(path, held)
+    return await upstream_server(app), arrived, release  # type: ignore[operator]
+
+
 async def test_sigterm_finishes_in_flight_refuses_new_and_stores_the_touchpoint(
     tmp_path: Path, upstream_server: object
 ) -> None:
-    arrived, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(request: web.Request) -> web.Response:
-        arrived.set()
-        await release.wait()
-        return web.Response(text="slow page")
-
-    app = web.Application()
-    app.router.add_get("/slow", slow)
-    gw = await _start(tmp_path, await upstream_server(app))  # type: ignore[operator]
+    site, arrived, release = await held_site(upstream_server, "/slow")
+    gw = await _start(tmp_path, site)
     try:
         host, _, port = gw.proxy.removeprefix("http://").rpartition(":")
         async with aiohttp.ClientSession() as session:
@@ -98,7 +104,7 @@ async def test_sigterm_finishes_in_flight_refuses_new_and_stores_the_touchpoint(
             release.set()
             async with asyncio.timeout(20):
                 resp = await in_flight
-            assert resp.status == 200 and await resp.text() == "slow page"
+            assert resp.status == 200 and await resp.text() == "held page"
             resp.release()
         assert await gw.stop() == 0
     finally:
@@ -334,17 +340,9 @@ async def test_a_request_the_site_never_answers_is_cut_off_after_the_grace_not_t
     the grace again: one waiting on the site held the stop for twice ``proxy.shutdown_grace``
     (until 2026-12-05), and with the default 10 s the supervisor, patient for grace + 5 s, killed
     worker 0 with its store unflushed and exited 1. Here it is cut off when the grace is over."""
-    arrived, release = asyncio.Event(), asyncio.Event()
-
-    async def hung(request: web.Request) -> web.Response:
-        arrived.set()
-        await release.wait()
-        return web.Response(text="too late")
-
-    app = web.Application()
-    app.router.add_get("/hung", hung)
+    site, arrived, release = await held_site(upstream_server, "/hung")
     cfg = tmp_path / "gateway.toml"
-    await asyncio.to_thread(_write, cfg, await upstream_server(app), "", 6.0)  # type: ignore[operator]
+    await asyncio.to_thread(_write, cfg, site, "", 6.0)
     text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", "workers = 2")
     await asyncio.to_thread(cfg.write_text, text)
     gw = await GatewayProcess.start(cfg)
