@@ -598,11 +598,15 @@ async def resend_user_standalone(
     user_keys = keys.user_keys(user_id, settings.lowercases_user_ids)
     done: dict[str, int | SinkError] = {}
     try:
-        for name in [name for name in sinks.sinks if only in (None, name)]:
-            try:
-                done[name] = (await sinks.resend_user(user_keys, name))[name]
-            except SinkError as err:
-                done[name] = err
+        db = await open_log(settings)  # once for every sink (``sinks`` holds ``only`` alone, if named)
+        try:
+            for name, sink in sinks.sinks.items():
+                try:
+                    done[name] = await sink.resend_user(db, user_keys)
+                except SinkError as err:
+                    done[name] = err
+        finally:
+            await db.close()
         return done
     finally:
         await sinks.close()
