@@ -119,7 +119,7 @@ class CentralReader(Reader):
         equals: Mapping[str, str],
         cursor: str | None,
         limit: int,
-        newest_first: bool = False,
+        newest_first: bool,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A listing's page of ``table`` (the columns of ``equals`` checked by ``filters``: they
         go into the SQL text), as ``Reader._page`` gives the local store's."""

@@ -509,7 +509,7 @@ async def _apply_batch(
     keys: Sequence[tuple[str, str]],
     horizon: int,
     done: bool,
-    search: BadEventSearch | None = None,
+    search: BadEventSearch | None,
 ) -> dict[str, int]:
     """One batch of central erased keys in one local write transaction: each key's rows from
     before its erasure deleted, the kept bad events received before it that ``search`` finds
