@@ -45,6 +45,11 @@ X-Forwarded-For (nginx ``$http_x_forwarded_for``)."""
 
 NESTED = "JSON nested too deeply to read"
 BATCH_NOT_ARRAY = "batch: not a JSON array of calls"
+OLDEST_YEARS = 50
+TOO_OLD = f"time: more than {OLDEST_YEARS} years ago, older than any logged request (a duration, a counter?)"
+"""Why a line is skipped that is dated more than ``OLDEST_YEARS`` before now (``12``, read as Unix
+seconds, is 1970-01-01T00:00:12): no logged request is that old, and a Segment event that old is
+refused too (``Limits.max_age``)."""
 NOT_IN_FORMAT = (
     "not a combined-log line",
     "unreadable time",  # a combined line but for its time: nginx's $time_iso8601, say
@@ -54,7 +59,7 @@ NOT_IN_FORMAT = (
     "time: missing or unreadable",
     "not an HTTP flow",
     "unreadable flow dump",
-    "time: more than 50 years ago",  # a json-lines --field time at a duration, a counter: 12
+    TOO_OLD,  # a json-lines --field time at a duration, a counter: 12
 )
 """The skips (their reasons' beginnings) that say a line is not in the format asked for: when
 every line read is one of them, ``--format`` (or a json-lines ``--field``) is wrong."""
@@ -110,12 +115,6 @@ def split_request(request: str) -> tuple[str, str, str] | str:
         return "not an origin-form request (CONNECT, OPTIONS *)"
     return (parts[0], target, authority) if target.isascii() and authority.isascii() else RAW_BYTES
 
-
-TOO_OLD = "time: more than 50 years ago, older than any logged request (a duration, a counter?)"
-"""Why a line is skipped that is dated more than 50 years before now (``12``, read as Unix
-seconds, is 1970-01-01T00:00:12): no logged request is that old, and a Segment event that old is
-refused too (``Limits.max_age``)."""
-OLDEST_YEARS = 50
 
 NOT_AN_ADDRESS = "client address: not an IP address (nor a host name)"
 """Why a line is skipped whose logged client is neither an address nor a host name
