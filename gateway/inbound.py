@@ -485,11 +485,7 @@ class Inbound:
         if mapped.unmatched:  # recorded without them: a pointer's typo shows at the first event
             accepted["unmatched"] = list(mapped.unmatched)
         delivery.results.append(accepted)
-        receipts = [
-            Receipt(self.ids(ms), iso(now), self.node, src.name, "event", key)
-            for key in (mapped.key, *mapped.aliases)
-        ]
-        delivery.groups.append([*receipts, *mapped.rows])
+        delivery.groups.append(mapped.group(functools.partial(self.ids, ms), iso(now), self.node, src.name))
 
     def _bad(self, src: SourceMap, now: datetime, reason: str, text: str) -> BadEvent:
         kept, cut = truncate(text, self.opts.bad_body_limit)

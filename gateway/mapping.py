@@ -25,7 +25,17 @@ from addons.identity import verify_cookie
 from addons.values import compared_text, meets
 from gateway.attribution import exponent
 from gateway.channels import Channels, Signals
-from gateway.events import MAX_VALUE, Binding, Conversion, Event, Touchpoint, iso, order_key, printable_name
+from gateway.events import (
+    MAX_VALUE,
+    Binding,
+    Conversion,
+    Event,
+    Receipt,
+    Touchpoint,
+    iso,
+    order_key,
+    printable_name,
+)
 from gateway.keys import MAX_USER_ID, Keys
 from gateway.sources import KINDS, MISSING, SourceMap, resolve
 
@@ -68,6 +78,14 @@ class Mapped:
     """Other keys of the same event whose receipt is written with ``key``'s: the key of an event
     keyed by its timestamp as versions before 2026-12-05 wrote it (the time as the sender wrote
     it, ``1764583200``), so that an event recorded before the upgrade is a duplicate after it."""
+
+    def group(self, new_id: Callable[[], str], ts: str, node: str, sender: str) -> list[Event]:
+        """What one accepted event writes, in one all-or-nothing group: a receipt for its key and
+        each alias (``new_id`` mints each receipt's ID), then its rows."""
+        receipts: list[Event] = [
+            Receipt(new_id(), ts, node, sender, "event", k) for k in (self.key, *self.aliases)
+        ]
+        return [*receipts, *self.rows]
 
 
 @dataclass(frozen=True)

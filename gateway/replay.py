@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import aiosqlite
 
 from gateway.badbody import body_key, unseal
 from gateway.config import ConfigError, Settings, load_settings
-from gateway.events import Event, Receipt, iso
+from gateway.events import Event, iso
 from gateway.ids import Uuid7, id_floor
 from gateway.inbound import ERASED_SINCE
 from gateway.keys import Keys
@@ -128,9 +129,7 @@ async def replay_bad(
             spans.append((bad_id, len(groups), mapped))
             for m in mapped:
                 # Its aliases too: a key an older version stored for the event still matches.
-                own = (m.key, *m.aliases)
-                receipts = [Receipt(ids(ms), iso(received), settings.node, name, "event", k) for k in own]
-                groups.append([*receipts, *m.rows])
+                groups.append(m.group(functools.partial(ids, ms), iso(received), settings.node, name))
             report.replayed.append(bad_id)
         written = [True] * len(groups)
         if report.replayed and not dry_run:
