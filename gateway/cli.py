@@ -608,20 +608,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         _worker_failed(*(f"{args.config}: {problem}" for problem in err.problems))
         return EXIT_CONFIG
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        if args.worker is None:
-            print(store_failure(settings, err), file=sys.stderr)
-        else:
-            _worker_failed(store_failure(settings, err))
+        _start_failed(args, store_failure(settings, err))
         return failed
     except OSError as err:
-        if args.worker is None:
-            print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
-        else:
-            _worker_failed(f"gateway: cannot start: {err.strerror or err}")
+        _start_failed(args, f"gateway: cannot start: {err.strerror or err}")
         return failed
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _start_failed(args: argparse.Namespace, reason: str) -> None:
+    """Why ``gateway run`` could not start: on stderr, or in a worker as its log's line."""
+    if args.worker is None:
+        print(reason, file=sys.stderr)
+    else:
+        _worker_failed(reason)
 
 
 def _worker_failed(*reasons: str) -> None:
