@@ -429,14 +429,6 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
-def _page(q: Mapping[str, str]) -> tuple[int, str | None]:
-    """``limit`` (1..1000, default 100) and ``cursor`` (a previous page's ``next_cursor``)."""
-    cursor = q.get("cursor")
-    if cursor is not None and not _UUID.fullmatch(cursor):
-        raise ApiError(400, "cursor: not a cursor this API returned")
-    return _limit(q), cursor
-
-
 def _ordered_page(q: Mapping[str, str]) -> tuple[int, str | None, bool]:
     """A listing's ``limit``, ``cursor`` (the store's, without its order's mark) and ``order``
     (``oldest``, the default, or ``newest``: whether newest first). A cursor of an
@@ -593,11 +585,15 @@ def _page_of(
     """A listing's JSON page; chosen by ``Accept`` when the query names no ``format``, which a
     cache then keys on (``Vary``), as a download of the same URL may be the answer. The next
     cursor of a newest-first page is marked so (``_ordered_page``)."""
-    if newest and next_cursor is not None:
-        next_cursor = NEWEST_CURSOR + next_cursor
-    answer = ok({"items": items, "next_cursor": next_cursor})
+    answer = ok({"items": items, "next_cursor": _marked(next_cursor, newest)})
     answer.headers.update(vary(request.query))
     return answer
+
+
+def _marked(next_cursor: str | None, newest: bool) -> str | None:
+    """A listing page's next cursor as the API gives it: a newest-first page's marked so
+    (``_ordered_page``)."""
+    return NEWEST_CURSOR + next_cursor if newest and next_cursor is not None else next_cursor
 
 
 async def touchpoints(request: web.Request) -> web.StreamResponse:
@@ -775,10 +771,11 @@ async def erase(request: web.Request) -> web.Response:
 
 
 async def bad_events(request: web.Request) -> web.Response:
-    """Signed events that failed validation, with their reason (see ``gateway replay-bad``)."""
+    """Signed events that failed validation, with their reason (see ``gateway replay-bad``),
+    oldest first (``order=newest``: newest first, what was just refused on the first page)."""
     q = request.query
-    only_params(request, {"sender", "pending", "cursor", "limit"})
-    limit, cursor = _page(q)
+    only_params(request, {"sender", "pending", "cursor", "limit", "order"})
+    limit, cursor, newest = _ordered_page(q)
     pending = q.get("pending", "false")
     if pending not in ("true", "false"):
         raise ApiError(400, f"pending: expected true or false, got {pending[:100]!r}")
@@ -791,14 +788,16 @@ async def bad_events(request: web.Request) -> web.Response:
             f"sender: expected a [[sources]] name ({NAME_RULE}), got {sender[:100]!r};"
             " leave sender out for every one",
         )
-    items, next_cursor = await request.app[READER_KEY].bad_events(sender, pending == "true", cursor, limit)
+    items, next_cursor = await request.app[READER_KEY].bad_events(
+        sender, pending == "true", cursor, limit, newest
+    )
     key = body_key(request.app[SETTINGS_KEY].secret)
     for item in items:  # sealed at rest; the admin sees what was received, and why it was refused
         for name in ("body", "reason"):
             # An empty body is one (a sender's empty POST), not a seal it cannot open.
             opened = unseal(key, item[name])
             item[name] = "(sealed under another identity.secret)" if opened is None else opened
-    return ok({"items": items, "next_cursor": next_cursor})
+    return ok({"items": items, "next_cursor": _marked(next_cursor, newest)})
 
 
 async def sink_send(request: web.Request) -> web.Response:

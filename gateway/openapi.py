@@ -416,11 +416,12 @@ _ORDERED_PAGING = [
     query_param(
         "order",
         "oldest (default): oldest first; newest: newest first, the cursor moving back in time,"
-        " a download too",
+        " a listing's download too",
         {"type": "string", "enum": list(ORDERS)},
     ),
 ]
-"""A row listing's page (touchpoints, conversions, the review queue): ``_PAGING`` in either order."""
+"""A row listing's page (touchpoints, conversions, the review queue, bad events): ``_PAGING`` in
+either order."""
 
 
 FORMATS = ("json", "csv", "ndjson")
@@ -645,7 +646,8 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/bad-events": {
                 "get": {
-                    "summary": "Signed events that failed validation, with their reason, in time order",
+                    "summary": "Signed events that failed validation, with their reason, in time order"
+                    " (oldest or newest first)",
                     "parameters": [
                         query_param(
                             "sender",
@@ -653,7 +655,7 @@ def openapi_document() -> dict[str, Any]:
                             {"type": "string", "pattern": f"^{NAME.pattern}$"},
                         ),
                         query_param("pending", "true: only those not replayed yet", {"type": "boolean"}),
-                        *_PAGING,
+                        *_ORDERED_PAGING,
                     ],
                     "responses": {
                         "200": _page_of({"$ref": "#/components/schemas/BadEvent"}),

@@ -320,9 +320,10 @@ class Reader:
             return [dict(r) for r in await cursor.fetchall()]
 
     async def bad_events(
-        self, sender: str | None, pending_only: bool, cursor: str | None, limit: int
+        self, sender: str | None, pending_only: bool, cursor: str | None, limit: int, newest_first: bool
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Kept bad events in id order (optionally one sender's, or only those not replayed)."""
+        """Kept bad events in id order, newest first with ``newest_first`` (optionally one
+        sender's, or only those not replayed)."""
         where, args = [], []
         if sender is not None:
             where.append("sender = ?")
@@ -330,7 +331,7 @@ class Reader:
         if pending_only:
             where.append("replayed IS NULL")
         select = "SELECT id, ts, node, sender, reason, body, truncated, replayed FROM bad_events"
-        rows, next_cursor = await self._page(select, where, args, cursor, limit)
+        rows, next_cursor = await self._page(select, where, args, cursor, limit, newest_first)
         items = [dict(r) for r in rows]
         for row in items:
             row["truncated"] = bool(row["truncated"])

@@ -1112,6 +1112,46 @@ async def test_admin_lists_bad_events_as_the_openapi_document_says(gw: RunningGa
         )
 
 
+async def test_bad_events_list_newest_first_with_order_newest(gw: RunningGateway) -> None:
+    """Oldest first only, what a sender was just refused for sat on the last page: ``order=newest``
+    lists it first, with the other listings' cursor rules (a cursor of one order is a 400 under
+    the other)."""
+    for value in ("a", "b", "c", "d", "e"):
+        body = encode(conversion(value=value))
+        await post(gw, body, signed(body))
+    refused = ["a", "b", "c", "d", "e"]
+
+    async def every(**params: str) -> tuple[list[str], list[str]]:
+        values, cursors, cursor = [], [], None
+        while True:
+            at = {"cursor": cursor} if cursor else {}
+            page = await gw.api("/api/bad-events", limit="2", **params, **at)
+            Draft202012Validator(response_schema("/api/bad-events", 200)).validate(page)
+            values += [re.search(r"got '(\w)'", i["reason"])[1] for i in page["items"]]
+            if (cursor := page["next_cursor"]) is None:
+                return values, cursors
+            cursors.append(cursor)
+
+    oldest, old_cursors = await every()
+    newest, new_cursors = await every(order="newest")
+    assert oldest == refused and newest == refused[::-1]
+    assert all(c.startswith("newest.") for c in new_cursors) and len(new_cursors) == 2
+    first = await gw.api("/api/bad-events", order="newest", limit="1", sender="billing", pending="true")
+    assert "got 'e'" in first["items"][0]["reason"]  # the latest refused, on the first page
+    for cursor, order, came in (
+        (old_cursors[0], "newest", "order=oldest (the default)"),
+        (new_cursors[0], "oldest", "order=newest"),
+    ):
+        wrong = await gw.api("/api/bad-events", cursor=cursor, order=order)
+        assert wrong["status"] == 400, wrong
+        assert wrong["error"].startswith(f"cursor: comes from a page in {came}, not order={order};")
+    wrong = await gw.api("/api/bad-events", cursor=new_cursors[0])  # order left out
+    assert wrong["status"] == 400 and wrong["error"].startswith("cursor: comes from a page in order=newest")
+    wrong = await gw.api("/api/bad-events", order="latest")
+    Draft202012Validator(response_schema("/api/bad-events", 400)).validate(wrong)
+    assert wrong["error"] == "order: expected one of oldest, newest, got 'latest'"
+
+
 async def test_a_key_too_long_is_named_by_where_it_came_from(gw: RunningGateway) -> None:
     """An event with no event_id under a long webhook-id was refused as "event_id (/event_id):
     the event key is longer than 256 characters", naming a field the event did not have."""
