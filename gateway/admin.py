@@ -619,7 +619,9 @@ async def _touchpoint_listing(
             return await reader.touchpoints(replace(query, cursor=cursor, limit=listing_export.EXPORT_PAGE))
 
         zone = report_zone_of(request)
-        name = listing_export.file_name(kind, query.since, query.until, fmt, zone, query.equals, delimiter)
+        name = listing_export.file_name(
+            kind, query.since, query.until, fmt, zone, query.equals, delimiter, query.newest_first
+        )
         return await listing_export.download(
             request, "touchpoints", fmt, bom, name, page, query.cursor, delimiter=delimiter
         )
@@ -656,7 +658,7 @@ async def conversions(request: web.Request) -> web.StreamResponse:
             return await reader.conversions(replace(query, cursor=after, limit=listing_export.EXPORT_PAGE))
 
         zone = report_zone_of(request)
-        name = listing_export.file_name("conversions", since, until, fmt, zone, equals, delimiter)
+        name = listing_export.file_name("conversions", since, until, fmt, zone, equals, delimiter, newest)
         return await listing_export.download(
             request, "conversions", fmt, bom, name, page, cursor, delimiter=delimiter
         )

@@ -60,6 +60,7 @@ def file_name(
     zone: tzinfo,
     filters: Mapping[str, str] | None = None,
     delimiter: str = ",",
+    newest_first: bool = False,
 ) -> str:
     """``touchpoints-from-2026-11-01-to-2026-11-30.csv``: the period's first and last days in
     ``zone`` (``attribution.timezone``), as the reports' downloads name theirs (``until`` is
@@ -67,7 +68,9 @@ def file_name(
     the kind, each filter's value in the order given (the listing's), as the reports name a
     conversion (``reporting.file_word``: ASCII letters, digits and ``.``, so the name needs
     no quoting in ``Content-Disposition``): ``conversions-purchase-from-….csv``; a CSV's
-    ``delimiter`` other than the comma at its end, as the reports' (``file_ending``)."""
+    ``delimiter`` other than the comma at its end, as the reports' (``file_ending``). Newest
+    first, ``-newest`` after the period (``touchpoints-from-…-newest.csv``): the same rows in
+    the other order are another file, not one saved over the other or as ``… (1).csv``."""
     parts = [kind]
     words = "-".join(filter(None, map(file_word, (filters or {}).values())))
     if words:
@@ -76,6 +79,8 @@ def file_name(
         parts += ["from", local_date(since, zone)]
     if until is not None:
         parts += ["to", local_date(until, zone, last=True)]
+    if newest_first:
+        parts.append("newest")
     return "-".join(parts) + file_ending(fmt, delimiter)
 
 

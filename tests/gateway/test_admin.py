@@ -242,10 +242,15 @@ async def test_listings_page_newest_first_with_order_newest(gw) -> None:
         assert status == 400 and body["error"].startswith("cursor: comes from a page in order=newest")
         status, _, body = await get(gw, path, AUTH, order="latest", **extra)
         assert status == 400 and body["error"] == "order: expected one of oldest, newest, got 'latest'"
-        # The downloads follow the order, from a cursor on too.
+        # The downloads follow the order, from a cursor on too, named so: the same rows in the
+        # other order are another file (both were touchpoints.csv, the second saved as (1)).
+        stem = {"/api/review": "review-block"}.get(path, path.removeprefix("/api/"))
         for fmt in ("csv", "ndjson"):
-            status, _, raw = await download(gw, path, format=fmt, order="newest", **extra)
+            status, headers, raw = await download(gw, path, format=fmt, order="newest", **extra)
             assert status == 200
+            assert headers["Content-Disposition"] == f'attachment; filename="{stem}-newest.{fmt}"'
+            _, headers, _ = await download(gw, path, format=fmt, order="oldest", **extra)
+            assert headers["Content-Disposition"] == f'attachment; filename="{stem}.{fmt}"'
             if fmt == "csv":
                 got = [r[field] for r in csv.DictReader(io.StringIO(raw.decode()))]
             else:
@@ -253,6 +258,11 @@ async def test_listings_page_newest_first_with_order_newest(gw) -> None:
             assert got == rows[::-1], (path, fmt)
         _, _, raw = await download(gw, path, format="ndjson", order="newest", cursor=new_cursors[0], **extra)
         assert [json.loads(line)[field] for line in raw.splitlines()] == rows[::-1][3:]
+        _, headers, _ = await download(
+            gw, path, format="csv", order="newest", delimiter="semicolon", since="2000-01-01", **extra
+        )
+        named = f"{stem}-from-2000-01-01-newest-semicolon.csv"
+        assert headers["Content-Disposition"] == f'attachment; filename="{named}"'
         status, _, raw = await download(gw, path, format="ndjson", cursor=new_cursors[0], **extra)
         assert status == 400 and b"cursor: comes from a page in order=newest" in raw
 
