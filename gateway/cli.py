@@ -68,7 +68,8 @@ EXIT_START = 3
 """A worker could not start (store, listen address): the supervisor stops rather than retries."""
 DEFAULT_CONFIG = "gateway.toml"
 STARTER_STORE_LINE = '\npath = "gateway.db"\n'
-"""``storage.path`` as the annotated example (``gateway/data/gateway.toml``) writes it: the only
+"""``storage.path`` as the annotated example (``gateway/data/gateway.toml``, a link to the
+repository's ``gateway.toml`` that a wheel holds as a file) writes it: the only
 uncommented ``path`` line at the start of a line; ``init --store`` replaces it."""
 
 

@@ -1223,12 +1223,11 @@ def test_init_writes_the_annotated_config_with_the_store_named(tmp_path: Path) -
     """Until 2026-12-05 init wrote every key without a word of what it is, and its store,
     "gateway.db" beside the config, landed in /etc/gateway, which deploy/gateway.service keeps
     read-only: the operator had to know to edit it. It writes the annotated example (the
-    package's copy of gateway.toml: copy the root one over when editing it) and ``--store``
-    names the store."""
+    package's gateway/data/gateway.toml, a link to the root one) and ``--store`` names the store."""
     cfg = tmp_path / "etc" / "gateway.toml"
     done = gateway("init", "-c", str(cfg))
     assert done.returncode == 0, done.stderr
-    assert cfg.read_text() == (ROOT / "gateway.toml").read_text(), "gateway/data/gateway.toml is stale"
+    assert cfg.read_text() == (ROOT / "gateway.toml").read_text(), "init writes the annotated example"
     assert f"store: {cfg.parent / 'gateway.db'} (storage.path" in done.stdout
     store = tmp_path / "var" / "lib" / "gateway.db"
     for given in (str(store), "var/lib/gateway.db"):  # a relative one: from where init is run
