@@ -7,6 +7,8 @@ addons (bots: the datacenter signal) and on the request's touchpoint. The raw
 IP is used for the lookup and never stored. No database configured: the addon
 leaves the chain (it costs nothing) after one warning; a configured file that
 is missing: one warning and off; a corrupt one: a config error naming its key.
+The warnings are said once by the gateway (``Context.notices``), not by each worker at
+each reload.
 """
 
 from __future__ import annotations
@@ -88,8 +90,11 @@ class GeoIP:
         self.country: maxminddb.Reader | None = None
         self.asn: maxminddb.Reader | None = None
         self.enabled = bool(self.paths)
+        self.notices = ctx.notices  # said once by the gateway, not per worker and reload
         if not self.enabled:
-            log.warning("geo: no database configured ([geo] country_db, asn_db): geo lookups are off")
+            self.notices.warn(
+                log, "geo: no database configured ([geo] country_db, asn_db): geo lookups are off"
+            )
 
     async def running(self) -> None:
         """Open the databases off the event loop (reading them is file I/O)."""
@@ -108,7 +113,7 @@ class GeoIP:
                 if self.country is None and self.asn is None
                 else "lookups from it are off"
             )
-            log.warning("geo: not found: %s; %s", ", ".join(missing), off)
+            self.notices.warn(log, f"geo: not found: {', '.join(missing)}; {off}")
 
     def done(self) -> None:
         for reader in (self.country, self.asn):

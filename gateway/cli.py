@@ -23,6 +23,7 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -66,6 +67,10 @@ EXIT_CONFIG = 2
 EXIT_START = 3
 """A worker could not start (store, listen address): the supervisor stops rather than retries."""
 DEFAULT_CONFIG = "gateway.toml"
+STARTER_STORE_LINE = '\npath = "gateway.db"\n'
+"""``storage.path`` as the annotated example (``gateway/data/gateway.toml``, a link to the
+repository's ``gateway.toml`` that a wheel holds as a file) writes it: the only
+uncommented ``path`` line at the start of a line; ``init --store`` replaces it."""
 
 
 def _fail_config(path: str, err: ConfigError) -> int:
@@ -166,11 +171,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     if exists and not args.force:
         print(f"gateway: {path} exists; use --force to overwrite it", file=sys.stderr)
         return 1
-    header = (
-        "# tracking-gateway configuration. Every key and its meaning: see README.md,\n"
-        "# section 'Configuration reference'. Secrets are never written here: each\n"
-        '# "env:NAME" value is read from the environment variable NAME.\n\n'
-    )
+    # The annotated example, every key with its default and what it does (until 2026-12-05 the
+    # keys alone). Its "gateway.db" is beside the config: under /etc/gateway, read-only to
+    # deploy/gateway.service, hence --store; a relative one is taken from here, as any argument.
+    text = resources.files("gateway").joinpath("data/gateway.toml").read_text(encoding="utf-8")
+    store = (path.parent / "gateway.db").absolute()
+    if args.store is not None:
+        store = Path(args.store).absolute()
+        if store.is_dir():
+            print(
+                f"gateway: --store: {store} is a folder; name the store's file, like {store / 'gateway.db'}",
+                file=sys.stderr,
+            )
+            return 1
+        text = text.replace(STARTER_STORE_LINE, f"\npath = {_toml_value(str(store))}\n", 1)
     # The README's production step writes to /etc/gateway/, which may not exist yet.
     folder = path.parent
     if not has_folder:
@@ -182,11 +196,12 @@ def cmd_init(args: argparse.Namespace) -> int:
             return 1
         print(f"created {folder}")
     try:
-        path.write_text(header + render_toml(msgspec.to_builtins(Options())), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     except OSError as err:
         print(f"gateway: cannot write {path}: {err.strerror}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
+    print(f"Its store: {store} (storage.path; `--store PATH` names another)")
     # The README's production steps went from init to run without naming the site: followed as
     # written, the gateway served its built-in demo shop to the public (until 2026-12-05).
     print(
@@ -1067,6 +1082,12 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write a starter config")
     init.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument(
+        "--store",
+        metavar="PATH",
+        help="storage.path, the SQLite store (default: gateway.db beside the config);"
+        " under deploy/gateway.service, /var/lib/gateway/gateway.db",
+    )
     init.set_defaults(func=cmd_init)
     imp = sub.add_parser(
         "import", help="replay access logs, flow dumps or Segment archives through the pipeline, offline"

@@ -23,6 +23,7 @@ from gateway.daysalt import DaySalt
 from gateway.events import Event, Touchpoint
 from gateway.keys import Keys
 from gateway.metrics import Metrics
+from gateway.notices import Notices
 from gateway.sharedcounts import SharedCounts
 
 log = logging.getLogger("gateway.pipeline")
@@ -244,6 +245,9 @@ class Context:
     """The process's cookieless salt, kept across reloads (None: a new one)."""
     shared_counts: SharedCounts | None = None
     """The velocity counts every worker shares (None: one process, its own)."""
+    notices: Notices = field(default_factory=Notices)
+    """Where a warning about the configuration goes (``notices.warn``), to be said once by the
+    gateway (None given to ``build_pipeline``: said by this process, each time)."""
 
 
 Hook = Callable[[Exchange], Any]
@@ -264,9 +268,12 @@ _RAN = _Ran()
 class Pipeline:
     """The ordered chain of addons, with each hook resolved once."""
 
-    def __init__(self, addons: list[tuple[str, object]], metrics: Metrics) -> None:
+    def __init__(
+        self, addons: list[tuple[str, object]], metrics: Metrics, notices: Notices | None = None
+    ) -> None:
         self.addons = addons
         self.metrics = metrics
+        self.notices = notices
         self._hooks: dict[str, list[tuple[str, Hook, bool]]] = {h: [] for h in HOOKS}
         for name, addon in addons:
             for hook in HOOKS:
@@ -331,6 +338,8 @@ class Pipeline:
             fn = getattr(addon, "running", None)
             if fn is not None and inspect.iscoroutine(result := fn()):
                 await result
+        if self.notices is not None:
+            self.notices.commit()
 
     def erased(self, user_keys: Collection[str]) -> None:
         """Users just erased: addons that remember something of them (``erased`` hook) forget it."""
@@ -382,11 +391,13 @@ def build_pipeline(
     creators: CreatorRegistry | None = None,
     salt: DaySalt | None = None,
     shared_counts: SharedCounts | None = None,
+    notices: Notices | None = None,
 ) -> Pipeline:
     """Instantiate and configure the addons named in ``proxy.addons``, in that order; one that
     sets ``enabled = False`` in ``configure`` (nothing to do) is left out of the chain. A reload
     passes the running process's ``salt``: a new one would make every cookieless visitor new;
-    and a worker the ``shared_counts`` its supervisor handed it."""
+    and a worker the ``shared_counts`` its supervisor handed it; ``notices``: the process's, kept
+    across reloads (``gateway/notices.py``)."""
     keys = keys or Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     context = Context(
         settings=settings,
@@ -395,7 +406,9 @@ def build_pipeline(
         creators=creators,
         salt=salt,
         shared_counts=shared_counts,
+        notices=notices if notices is not None else Notices(),
     )
+    context.notices.begin()
     registry = addon_registry()
     chain = []
     for name in settings.options.proxy.addons:
@@ -405,4 +418,4 @@ def build_pipeline(
             configure(context)
         if getattr(addon, "enabled", True):  # an addon that turned itself off costs nothing
             chain.append((name, addon))
-    return Pipeline(chain, metrics)
+    return Pipeline(chain, metrics, context.notices)

@@ -44,6 +44,7 @@ from gateway.keys import Keys, key_check
 from gateway.lockout import LOGINS_KEY
 from gateway.logs import set_level
 from gateway.metrics import Metrics
+from gateway.notices import Notices
 from gateway.options import parse_listen, unresolvable
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.protocol_errors import Runner, line_limits
@@ -210,6 +211,8 @@ class Gateway:
     erasures_seen: int | None = None
     """The last erasure the pipeline was told of (``_follow_erasures``; None: not started)."""
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
+    notices: Notices = field(default_factory=Notices)
+    """The configuration's warnings, said once by the gateway (``gateway/notices.py``)."""
     reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by a SIGHUP's reload from its read of the file to its swap: one after another, in
     the order they were asked (two at once applied the slower read last, an older file)."""
@@ -273,7 +276,7 @@ class Gateway:
         # Standings set through the admin API (in worker 0) reach the other workers here too.
         await _apply_standings(self)
         pipeline = build_pipeline(
-            settings, self.metrics, self.keys, self.creators, self.salt, self.shared_counts
+            settings, self.metrics, self.keys, self.creators, self.salt, self.shared_counts, self.notices
         )
         pipeline.take_over(old_host.pipeline)
         await pipeline.running()
@@ -300,18 +303,24 @@ class Gateway:
 
 
 def create_gateway(
-    settings: Settings, upstream: str, salt: DaySalt | None = None, shared_counts: SharedCounts | None = None
+    settings: Settings,
+    upstream: str,
+    salt: DaySalt | None = None,
+    shared_counts: SharedCounts | None = None,
+    speaks: bool = True,
 ) -> Gateway:
     """Both apps, sharing one metrics registry and one store; nothing is opened yet. ``salt``
     and ``shared_counts``: the cookieless salt and the velocity counts a supervisor handed this
-    worker (None: a new salt, counts of its own)."""
+    worker (None: a new salt, counts of its own); ``speaks``: this process says the config's
+    warnings for the gateway (the only process, or worker 0)."""
     salt = salt or DaySalt()
     keep_addresses_out_of_logs()
     metrics = Metrics()
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     store = LocalStore(settings.store_path, settings.options.storage, metrics)
     creators = CreatorRegistry(settings.options.creators)  # the admin API updates what bots reads
-    pipeline = build_pipeline(settings, metrics, keys, creators, salt, shared_counts)
+    notices = Notices(speaks=speaks)
+    pipeline = build_pipeline(settings, metrics, keys, creators, salt, shared_counts, notices)
     sinks = SinkSet(settings, metrics, keys)
 
     proxy_app = web.Application(handler_args=handler_args(settings))
@@ -320,7 +329,17 @@ def create_gateway(
     add_dashboard(admin_app)
     add_report_routes(admin_app, settings)
     gw = Gateway(
-        settings, metrics, keys, store, proxy_app, admin_app, creators, upstream, salt, shared_counts
+        settings,
+        metrics,
+        keys,
+        store,
+        proxy_app,
+        admin_app,
+        creators,
+        upstream,
+        salt,
+        shared_counts,
+        notices=notices,
     )
     attach_log_readers(gw, sinks)
     gw.attach("erasures", lambda: _follow_erasures(gw))
@@ -563,7 +582,7 @@ async def serve(
     until SIGINT/SIGTERM (or ``stop``), then shut down gracefully; SIGHUP calls ``reread``. A
     worker's ``supervisor`` (its process ID) orders reloads with ``RELOAD_ORDER`` instead, and
     a SIGHUP goes on to it: every worker reloads, not only the one it was sent to."""
-    gw = create_gateway(settings, upstream, salt, shared_counts)
+    gw = create_gateway(settings, upstream, salt, shared_counts, speaks=admin)
     if attach is not None:
         attach(gw)
     stop = stop or asyncio.Event()

@@ -1219,6 +1219,36 @@ def test_init_creates_the_folder_it_writes_into(tmp_path: Path) -> None:
     assert gateway("check", "-c", str(cfg), env=ENV).returncode == 0
 
 
+def test_init_writes_the_annotated_config_with_the_store_named(tmp_path: Path) -> None:
+    """Until 2026-12-05 init wrote every key without a word of what it is, and its store,
+    "gateway.db" beside the config, landed in /etc/gateway, which deploy/gateway.service keeps
+    read-only: the operator had to know to edit it. It writes the annotated example (the
+    package's gateway/data/gateway.toml, a link to the root one) and ``--store`` names the store."""
+    cfg = tmp_path / "etc" / "gateway.toml"
+    done = gateway("init", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert cfg.read_text() == (ROOT / "gateway.toml").read_text(), "init writes the annotated example"
+    assert f"store: {cfg.parent / 'gateway.db'} (storage.path" in done.stdout
+    store = tmp_path / "var" / "lib" / "gateway.db"
+    for given in (str(store), "var/lib/gateway.db"):  # a relative one: from where init is run
+        # PYTHONPATH: from another folder, the code under test still (an installed one otherwise)
+        here = {"PYTHONPATH": str(ROOT)}
+        done = gateway("init", "-c", str(cfg), "--force", "--store", given, cwd=tmp_path, env=here)
+        assert done.returncode == 0, done.stderr
+        assert f"store: {store} (storage.path" in done.stdout
+        assert tomllib.loads(cfg.read_text())["storage"]["path"] == str(store)
+        checked = gateway("check", "-c", str(cfg), env=ENV)
+        assert checked.returncode == 0, checked.stderr
+        assert f"(store: {store}," in checked.stdout
+    store.parent.mkdir(parents=True)
+    done = gateway("init", "-c", str(cfg), "--force", "--store", str(store.parent))
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"gateway: --store: {store.parent} is a folder; name the store's file, like"
+        f" {store.parent / 'gateway.db'}\n",
+    )
+
+
 def test_init_explains_a_folder_or_a_file_in_the_way(tmp_path: Path) -> None:
     for args in (["-c", str(tmp_path)], ["-c", str(tmp_path), "--force"]):
         done = gateway("init", *args)

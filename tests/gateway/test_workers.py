@@ -274,6 +274,38 @@ async def test_a_reload_names_a_changed_listen_address_and_applies_the_log_level
         await gw.kill()
 
 
+async def test_a_config_warning_is_said_once_by_the_gateway(tmp_path: Path, upstream_server: object) -> None:
+    """GeoIP's warning was said by every worker at its start and again at every SIGHUP, a
+    config unchanged: it is worker 0's to say, at a reload only when what it says changed."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    text = await asyncio.to_thread(cfg.read_text)
+    gw = await GatewayProcess.start(cfg)
+    none, missing = "geo: no database configured", f"geo: not found: geo.country_db {tmp_path / 'c.mmdb'}"
+
+    def said(what: str) -> list[object]:
+        return [r.get("worker") for r in gw.logs() if r["msg"].startswith(what)]
+
+    async def reload(config: str) -> None:
+        await asyncio.to_thread(cfg.write_text, config)
+        before = len(said("config reloaded"))
+        gw.signal(signal.SIGHUP)
+        await gw.wait_for(lambda: len(said("config reloaded")) >= before + 2, gw.stderr)
+
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        assert said(none) == [0]
+        await reload(text)
+        assert said(none) == [0], "nothing changed"
+        await reload(text + '[geo]\ncountry_db = "c.mmdb"\n')
+        await reload(text + '[geo]\ncountry_db = "c.mmdb"\n')
+        assert (said(none), said(missing)) == ([0], [0])
+        await reload(text)
+        assert (said(none), said(missing)) == ([0, 0], [0]), "off again: said again"
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
 async def test_a_sighup_sent_to_one_worker_reloads_every_worker(
     tmp_path: Path, upstream_server: object
 ) -> None:
