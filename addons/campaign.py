@@ -54,11 +54,19 @@ def hostname(host_header: str) -> str:
     return host.partition(":")[0]
 
 
+def join_kept(kept: list[str]) -> str:
+    """The pieces left once the tracking pairs are gone, byte for byte; none with a byte in it
+    (only the visitor's empty pieces, ``utm_source=x&&``) is no query, as none at all is: ``/p?&``
+    means ``/p`` to every query parser, but is another cache key and, under ``redirect``, what
+    the address bar showed."""
+    return "&".join(kept) if any(kept) else ""
+
+
 def strip_query(raw: str, is_tracked: Callable[[str], bool]) -> tuple[str, bool]:
     """``raw`` without the pieces whose decoded key is tracked; the rest byte for byte."""
     pieces = split_query(raw)
     kept = [piece for piece, key, _ in pieces if not is_tracked(key)]
-    return "&".join(kept), len(kept) != len(pieces)
+    return join_kept(kept), len(kept) != len(pieces)
 
 
 def on_this_site(path: str) -> str:
@@ -235,7 +243,7 @@ class Campaign:
         if self.strip == "off":
             return
         if stripped:
-            clean = "&".join(kept)
+            clean = join_kept(kept)
             if self.strip == "redirect" and req.method in ("GET", "HEAD"):
                 location = on_this_site(req.path) + ("?" + clean if clean else "")
                 # Its follow-up (and a reload of the clean URL) comes with the landing's Referer:

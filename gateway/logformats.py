@@ -89,6 +89,12 @@ def _unescape(text: str) -> str:
 NOT_A_METHOD = "method: not an HTTP method"
 """Why a line is skipped whose method is not ASCII letters (``GÉT``, json-lines' ``G E T``):
 live, the gateway's HTTP parser answers such a request 400, so it never makes a touchpoint."""
+METHOD_CASE = "method: not in capitals (methods are case-sensitive: get is no GET; a 400 live)"
+"""Why a line is skipped whose request line's method is letters but not capitals (``get /p
+HTTP/1.1``): what the client sent, and no GET (RFC 9110 §9.1); the gateway's HTTP parser, as
+nginx's, answers it 400. A json-lines ``method`` field is not the request line but a log
+pipeline's field, which may have been lower-cased (ECS once asked for it: Filebeat 7.7 and
+7.8 wrote ``get``): it is read upper-case."""
 NOT_A_STATUS = "status: not an HTTP status"
 """Why a line is skipped whose status is not three ASCII digits (``abc``, ``٢٠٠`` in
 Arabic-Indic digits): no response has it."""
@@ -101,8 +107,10 @@ def split_request(request: str) -> tuple[str, str, str] | str:
     parts = request.split(" ")
     if len(parts) in (2, 3) and not parts[0].isascii():  # ``GÉT``: no client sends it (a 400 live)
         return NOT_A_METHOD
-    if len(parts) not in (2, 3) or not parts[0].isalpha() or not parts[0].isupper():
+    if len(parts) not in (2, 3) or not parts[0].isalpha():
         return "unreadable request line"
+    if not parts[0].isupper():
+        return METHOD_CASE
     target, authority = parts[1], ""
     if target[:8].lower().startswith(("http://", "https://")):
         start = target.find("//") + 2
@@ -200,8 +208,8 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
             return [Skip(number, "unreadable time", f" [{m[3][:40]}]")]
         request_line = _unescape(m[4])
         request = split_request(request_line)
-        if request == NOT_A_METHOD:
-            return [Skip(number, NOT_A_METHOD, f": {request_line.partition(' ')[0][:40]!r}")]
+        if request in (NOT_A_METHOD, METHOD_CASE):
+            return [Skip(number, request, f": {request_line.partition(' ')[0][:40]!r}")]
         if isinstance(request, str):
             return [Skip(number, request)]
         if not m[5].isascii():  # ``\d`` is any script's digit: ``٢٠٠`` read as 200
@@ -270,8 +278,8 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
             request = split_request(text(doc, "request"))
             if request == RAW_BYTES:
                 return [Skip(number, f"request: {RAW_BYTES}")]
-            if request == NOT_A_METHOD:
-                return [Skip(number, NOT_A_METHOD, f": {text(doc, 'request').partition(' ')[0][:40]!r}")]
+            if request in (NOT_A_METHOD, METHOD_CASE):
+                return [Skip(number, request, f": {text(doc, 'request').partition(' ')[0][:40]!r}")]
             if isinstance(request, str):
                 return [Skip(number, "method/uri: missing (and no readable request line)")]
             method, uri, authority = request

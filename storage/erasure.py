@@ -134,6 +134,10 @@ _QUOTED = re.compile(r"'([^']*)'")
 """A value a reason quotes (``'anon-7f3e' is not mapped``)."""
 _BARE = re.compile(r"[\s\"',;&=<>{}\[\]()]+")
 """What separates the bare words of a text: a JSON number, a form field's value."""
+_JOINED = re.compile(r"[:/?#|\\]+")
+"""What joins an ID into a longer word a sender wrote (``anon:phone-1``, a URL's path or
+fragment, ``ios|phone-1``): each part between is a word too. Not ``.``, ``@``, ``-``, ``_``
+or ``+``, which IDs hold (an e-mail, a UUID); the whole word is sought as well."""
 _CHUNK = 200
 """Bad events opened per step: their texts are searched off the event loop."""
 _RAW = "raw user ID"
@@ -151,6 +155,7 @@ def named_texts(text: str) -> set[str]:
         except ValueError:  # an escape JSON does not have: kept as written
             found.add(literal)
     found.update(_BARE.split(text))
+    found.update(part for word in list(found) if _JOINED.search(word) for part in _JOINED.split(word))
     return {t.strip() for t in found} - {""}
 
 
@@ -183,10 +188,14 @@ def _open(
 ) -> list[tuple[str, str, set[str]]]:
     """Each bad event of ``rows`` (id, ts, body, reason) opened: its id, its time, the keys it
     names (of ``forms``, a raw ID's spellings, each to its key; of ``sought``, keyed)."""
+    # A sender writes an ID as its system holds it (``Alice@Example.COM``, an upper-case UUID):
+    # the raw ID is sought in any case, as a substring already is.
+    folded = [(form.casefold(), key) for form, key in forms.items()]
     opened = []
     for event_id, ts, body, reason in rows:
         texts = [t for t in (unseal(body_key, body), unseal(body_key, reason)) if t is not None]
-        named = {key for form, key in forms.items() if any(form in text for text in texts)}
+        lowered = [text.casefold() for text in texts] if folded else []
+        named = {key for form, key in folded if any(form in text for text in lowered)}
         if keys is not None and sought:
             named |= keys_named(keys, texts, sought, users=users)
         opened.append((event_id, ts, named))

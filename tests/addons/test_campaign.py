@@ -253,6 +253,13 @@ def test_redirect_mode_never_leaves_the_site(target: str, location: str) -> None
     assert urljoin("https://shop.example/", location).startswith("https://shop.example/")
 
 
+@pytest.mark.parametrize(("target", "location"), [("/p?utm_source=x&&", "/p"), ("/p?&&gclid=1&a", "/p?&&a")])
+def test_redirect_mode_drops_a_query_of_separators_only(target: str, location: str) -> None:
+    """The address bar showed ``/p?&``: the tracking pair went, its separators stayed."""
+    ex, _ = run(target, '[proxy]\nstrip = "redirect"\n')
+    assert ex.reply is not None and ex.reply.headers["location"] == location
+
+
 def test_redirect_mode_forwards_posts_clean() -> None:
     ex, _ = run("/p?utm_source=x", '[proxy]\nstrip = "redirect"\n', method="POST")
     assert ex.reply is None and ex.upstream_query == ""
@@ -277,6 +284,9 @@ def test_raw_params_are_bounded() -> None:
         ("utm_source=x", ""),
         ("UTM_SOURCE=x&k", "k"),
         ("%75tm_source=x&k=1", "k=1"),  # percent-encoded name is still the parameter
+        ("utm_source=x&&", ""),  # only separators left: no query, as with nothing left
+        ("&utm_source=x&", ""),
+        ("a=1&&utm_source=x", "a=1&"),  # a parameter left: the visitor's pieces byte for byte
     ],
 )
 def test_strip_query_keeps_raw_pieces(raw: str, expected: str) -> None:

@@ -32,6 +32,7 @@ from gateway.history import UNENDED
 from gateway.importcmd import import_command, parse_fields
 from gateway.importrun import UsageError, run_import
 from gateway.keys import Keys
+from gateway.logformats import METHOD_CASE
 from tests.addons.test_geo import write_mmdb
 from tests.conftest import ENV, GatewayFactory, make_settings
 
@@ -797,6 +798,27 @@ async def test_json_lines_without_a_host_are_skipped_by_line(tmp_path: Path) -> 
     summary = await run_import(settings, [log], "json-lines")
     assert summary.events["touchpoints"] == 1
     assert summary.examples == ["access.jsonl:2: host: missing (and no --host or proxy.public_origin)"]
+
+
+async def test_a_lower_case_method_is_skipped_and_counted_by_its_reason(tmp_path: Path) -> None:
+    """``get /p HTTP/1.1`` (no GET: methods are case-sensitive, live it is a 400) was counted as an
+    ``unreadable request line`` in a combined log and as ``method/uri: missing`` in a json-lines
+    ``request``: the report names the method's case, and the method, in both."""
+    settings = make_settings(tmp_path)
+    line = '203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "{} /?utm_source=news HTTP/1.1" 200 5 "-" "{}"'
+    log = await asyncio.to_thread(write, tmp_path / "access.log", line.format("get", UA))
+    doc = {
+        "time": "2025-03-01T10:00:00Z",
+        "request": "get /?utm_source=news HTTP/1.1",
+        "host": "shop.example",
+    }
+    jsonl = await asyncio.to_thread(write, tmp_path / "access.jsonl", json.dumps(doc))
+    reason = METHOD_CASE
+    for path, fmt in ((log, "combined"), (jsonl, "json-lines")):
+        summary = await run_import(settings, [path], fmt, host="shop.example")
+        assert summary.skipped == {reason: 1}
+        assert summary.examples == [f"{path.name}:1: {reason}: 'get'"]
+    assert await query(settings, "SELECT count(*) FROM touchpoints") == [(0,)]
 
 
 async def test_json_lines_with_values_no_request_has_are_skipped_and_counted(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.history import Line, Record, Skip, parse_any_time, parse_clf_time
 from gateway.logformats import (
+    METHOD_CASE,
     NESTED,
     NOT_A_METHOD,
     NOT_A_STATUS,
@@ -114,7 +115,9 @@ def test_only_a_host_is_read_as_the_virtual_host() -> None:
         ("OPTIONS * HTTP/1.1", "not an origin-form request (CONNECT, OPTIONS *)"),
         ("\x16\x03\x01", "unreadable request line"),
         ("-", "unreadable request line"),
-        ("get /p HTTP/1.1", "unreadable request line"),
+        # Methods are case-sensitive (RFC 9110 §9.1): ``get`` is no GET, a 400 live; said so.
+        ("get /p HTTP/1.1", METHOD_CASE),
+        ("Get /p HTTP/1.1", METHOD_CASE),
         # Raw bytes a client should have percent-encoded (nginx logs them as \xE9): the
         # gateway refuses such a request live, so a backfill makes no touchpoint of it.
         ("GET /p?utm_source=caf\u00e9 HTTP/1.1", RAW_BYTES),
@@ -443,3 +446,19 @@ def test_a_combined_line_with_a_method_or_status_no_client_sends_is_skipped_as_j
         ),
     ):
         assert json_lines(2, msgspec.json.encode({"time": 1740823200, **doc})) == [reason], doc
+
+
+def test_a_lower_case_method_on_a_request_line_is_skipped_saying_why_in_both_formats() -> None:
+    """``get /p HTTP/1.1`` is what the client sent, and no GET (methods are case-sensitive; the
+    gateway, as nginx, answers it 400): combined skipped it as an ``unreadable request line`` and
+    json-lines' ``request`` as ``method/uri: missing``. Both say it is the method's case now. A
+    json-lines ``method`` field is a log pipeline's, which may have lower-cased it (ECS once
+    asked for it: Filebeat 7.7 and 7.8 wrote ``get``): it is still read upper-case."""
+    combined = '1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "{} /?utm_source=x HTTP/1.1" 200 5 "-" "UA"'
+    json_lines = json_parser("gw_vid", {})
+    for method in ("get", "Get", "gET"):
+        assert parse(2, combined.format(method).encode()) == [Skip(2, METHOD_CASE, f": {method!r}")]
+        doc = {"time": 1740823200, "request": f"{method} /?utm_source=x HTTP/1.1"}
+        assert json_lines(2, msgspec.json.encode(doc)) == [Skip(2, METHOD_CASE, f": {method!r}")]
+        [line] = json_lines(2, msgspec.json.encode({"time": 1740823200, "method": method, "uri": "/"}))
+        assert isinstance(line, Line) and line.method == "GET"

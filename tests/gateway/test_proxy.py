@@ -2026,6 +2026,12 @@ async def targets_seen(start_gateway, upstream_server, toml: str, targets: list[
         # lost its "?": the target was read back through yarl).
         ("http://shop.test/p?", "/p?"),
         ("HTTP://SHOP.TEST:80/a%2Fb;c/../d?q=%zz&&utm_source=x#f", "/a%2Fb;c/../d?q=%zz&"),
+        # A query left with nothing but separators goes with its "?", as one left empty does:
+        # "/p?&" means "/p" to every query parser, but is another cache key and address.
+        ("/p?utm_source=x&&", "/p"),
+        ("/p?&&utm_source=x&&gclid=1&", "/p"),
+        ("/p?&utm_source=x&=", "/p?&="),
+        ("/p?&&", "/p?&&"),  # nothing stripped: the target is left alone
         # Spellings seen in the wild: every copy and spelling of a tracking pair goes, nothing else.
         ("/p?UTM_SOURCE=X&Utm_Medium=e&utm%5Fcampaign=c&a=1", "/p?a=1"),
         ("/p?utm_source=a&k=%2F&utm_source=b&utm_source=", "/p?k=%2F"),

@@ -13,7 +13,7 @@ from gateway.ids import uuid7
 from gateway.keys import Keys, spellings
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
-from storage.erasure import BadEventSearch, bound_visitors, erase_user
+from storage.erasure import BadEventSearch, bound_visitors, erase_user, keys_named
 from storage.local import LocalStore, connect
 from tests.storage.stores import OpenStore, query
 
@@ -153,3 +153,62 @@ async def test_the_erasure_answers_as_one_search_under_the_lock_did(tmp_path: Pa
     }
     left = {row[0] for row in await asyncio.to_thread(query, path, "SELECT id FROM bad_events")}
     assert len(left) == 3 and not left & set(ours)
+
+
+async def erased_ids(store_path: Path, user_id: str, events: list[BadEvent]) -> set[str]:
+    """Erase ``user_id`` (bound to phone-1) from a store holding ``events``: the ids taken."""
+    store = LocalStore(store_path, StorageOptions(), Metrics())
+    await store.open()
+    await store.write([bound("phone-1", KEYS.user_key(user_id)), *events])
+    await store.close()
+    await erase_user(
+        store_path,
+        KEYS.user_key(user_id),
+        user_id,
+        body_key=SEAL,
+        event_id=uuid7(),
+        ts=TS,
+        node="n",
+        keys=KEYS,
+    )
+    left = {row[0] for row in await asyncio.to_thread(query, store_path, "SELECT id FROM bad_events")}
+    return {event.id for event in events} - left
+
+
+async def test_the_raw_user_id_is_found_in_any_case(tmp_path: Path) -> None:
+    """A sender writes an e-mail or a UUID as its system holds it (``Alice@Example.COM``, an
+    upper-case UUID): a refused body so written kept the raw ID after the erasure of
+    ``alice@example.com``. The search, a substring one already, ignores case."""
+    uuid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    named = [
+        bad('{"userId": "Alice@Example.COM"}'),
+        bad("not JSON", reason="user_id (/user_id): 'ALICE@EXAMPLE.COM' is not a known user"),
+        bad('{"userId": "mailto:ALICE@example.com"}'),
+    ]
+    others = [bad('{"userId": "bob@example.com"}'), bad('{"userId": "alice@example.org"}')]
+    assert await erased_ids(tmp_path / "a.db", "alice@example.com", named + others) == {e.id for e in named}
+    upper = bad('{"userId": "' + uuid.upper() + '"}')
+    assert await erased_ids(tmp_path / "b.db", uuid, [upper, bad('{"userId": "x"}')]) == {upper.id}
+
+
+async def test_a_visitor_id_joined_into_a_longer_value_is_found(tmp_path: Path) -> None:
+    """A visitor's raw ID is sought keyed, word by word: one a sender joined into a longer value
+    (``anon:phone-1``, a path or fragment of a URL) was no word of its own, and the bad event
+    naming the erased user's device stayed. The parts of a word between ``:`` ``/`` ``?`` ``#``
+    ``|`` and ``\\`` are words too."""
+    named = [
+        bad('{"anonymousId": "anon:phone-1"}'),
+        bad('{"page": "https://shop.example/devices/phone-1#top"}'),
+        bad("device=ios|phone-1", reason="not JSON"),
+    ]
+    others = [bad('{"anonymousId": "anon:phone-10"}'), bad('{"page": "https://shop.example/phone-1x"}')]
+    assert await erased_ids(tmp_path / "a.db", "carol", named + others) == {e.id for e in named}
+
+
+def test_a_hashed_user_key_is_found_inside_a_longer_value() -> None:
+    """The central sync knows an erased user by their hashed key alone: each word a bad event
+    names is hashed. ``mailto:alice@example.com`` was one word, the ID in it never hashed."""
+    hashed = KEYS.user_key("alice@example.com")
+    texts = ['{"contact": "mailto:alice@example.com"}']
+    assert keys_named(KEYS, texts, [hashed], users=True) == {hashed}
+    assert keys_named(KEYS, ['{"contact": "mailto:alice@example.co"}'], [hashed], users=True) == set()
