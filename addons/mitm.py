@@ -30,6 +30,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -236,12 +237,21 @@ def read_body(raw: bytes | None, headers: Any, cap: int) -> bytes | None:
     return decoded_layers(raw, content_codings(headers.get_all("content-encoding")), cap)
 
 
+def made(status: int, body: bytes, headers: Mapping[str, str]) -> mhttp.Response:
+    """A response of the gateway's own, its header names written as given (mitmproxy keeps
+    their case) and ``Content-Length`` as the aiohttp host writes it: ``Response.make`` adds a
+    lower-case one. Until 2026-12-05 this host wrote ``content-type``, ``set-cookie``,
+    ``cache-control`` where ``gateway run`` writes ``Content-Type``, ``Set-Cookie``…; an
+    addon's reply keeps the names its addon gave, as in the aiohttp host."""
+    return mhttp.Response.make(status, body, {**headers, "Content-Length": str(len(body))})
+
+
 def neutral_page(flow: mhttp.HTTPFlow, status: int) -> None:
     """``flow`` answered with the small neutral page the aiohttp host refuses requests with."""
     page = error_page(status)
     body = page.body if isinstance(page.body, bytes) else b""
-    headers = {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"}
-    flow.response = mhttp.Response.make(status, body, headers)
+    headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+    flow.response = made(status, body, headers)
     flow.response.reason = HTTPStatus(status).phrase  # mitmproxy's table lacks 431's
 
 
@@ -362,8 +372,8 @@ class GatewayAddon:
             # Another spelling of the prefix (``/_GW/``, ``/%5Fgw/``) is not forwarded either, as
             # in the aiohttp host: the site never sees a request under it.
             body = error_body(404, "signed events are served by the aiohttp host (gateway run)")
-            headers = {"content-type": "application/json", "cache-control": "no-store"}
-            flow.response = mhttp.Response.make(404, body, headers)
+            headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+            flow.response = made(404, body, headers)
             return
         ex = Exchange(self.view(flow, path, query))
         if is_websocket_upgrade(flow.request):
@@ -378,7 +388,7 @@ class GatewayAddon:
         self._flows[flow.id] = _State(ex, len(ex.events), commits)
         if ex.reply is not None:
             reply = ex.reply
-            flow.response = mhttp.Response.make(reply.status, reply.body, dict(reply.headers))
+            flow.response = made(reply.status, reply.body, reply.headers)
             return
         self._to_upstream(flow, ex, path)
 
@@ -466,9 +476,9 @@ class GatewayAddon:
         if ex.reply is None:
             self._public_locations(flow, ex.request)
         if ex.set_cookies and shared_cacheable(flow.response.headers.get_all("cache-control")):
-            flow.response.headers.add("cache-control", "private")  # as the aiohttp host does
+            flow.response.headers.add("Cache-Control", "private")  # as the aiohttp host does
         for cookie in ex.set_cookies:
-            flow.response.headers.add("set-cookie", set_cookie_value(cookie))
+            flow.response.headers.add("Set-Cookie", set_cookie_value(cookie))
         await self._confirm(state.commits)
 
     def _public_locations(self, flow: mhttp.HTTPFlow, view: RequestView) -> None:

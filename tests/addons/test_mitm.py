@@ -476,13 +476,27 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def mitmdump(upstream: str, config_file: Path, confdir: Path) -> AsyncIterator[str]:
     """A ``mitmdump`` reverse proxy running our addon; yields its URL, stops it (SIGTERM) after."""
+    async with mitmdump_process(upstream, config_file, confdir) as (url, _):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def mitmdump_process(
+    upstream: str, config_file: Path, confdir: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """``mitmdump``, yielding its process too (its output on ``stdout``); ``env``: its
+    environment (ours and the secrets by default). It imports this checkout's code, as the
+    script it runs is this checkout's: the installed package may be another's."""
     port = free_port()
+    root = str(SCRIPT.parents[1])
+    environ = {**os.environ, **ENV} if env is None else env
+    path = os.pathsep.join(filter(None, (root, environ.get("PYTHONPATH"))))
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "mitmdump"), "--mode", f"reverse:{upstream}", "-s", str(SCRIPT),
         "--set", f"gateway_config={config_file}", "--set", f"confdir={confdir}",
         "--set", "stream_large_bodies=1",  # every body streamed: the cookie must go with the headers
         "--listen-host", "127.0.0.1", "--listen-port", str(port), "-q",
-        env={**os.environ, **ENV}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**environ, "PYTHONPATH": path}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
         for _ in range(300):  # mitmdump starts in ~1 s; a loaded machine may take far longer
@@ -498,7 +512,7 @@ async def mitmdump(upstream: str, config_file: Path, confdir: Path) -> AsyncIter
         if process.returncode is not None:
             assert process.stdout is not None
             raise AssertionError((await process.stdout.read()).decode()[-2000:])
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process
     finally:
         if process.returncode is None:
             process.terminate()
@@ -546,6 +560,51 @@ async def test_both_hosts_agree(
     assert len(aiohttp_rows) == 1 and mitm_rows == aiohttp_rows
     for cookies in (aiohttp_cookies, mitm_cookies):
         assert [c.split("=")[0] for c in cookies] == ["site", "gw_vid"]
+
+
+async def raw_get(url: str, target: str) -> bytes:
+    """What a client reading the socket gets for ``GET target`` (the connection then closed)."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n".encode())
+    try:
+        return await asyncio.wait_for(reader.read(), 60)
+    finally:
+        writer.close()
+
+
+def header_names(raw: bytes) -> list[bytes]:
+    head = raw.partition(b"\r\n\r\n")[0]
+    return [line.partition(b":")[0] for line in head.split(b"\r\n")[1:]]
+
+
+async def test_the_headers_we_write_are_spelled_as_the_aiohttp_host_spells_them(
+    tmp_path: Path, secrets: None, upstream_server: Any
+) -> None:
+    """Byte for byte on the wire: ``Set-Cookie`` and ``Cache-Control: private`` beside the
+    site's headers, and our own answers' ``Content-Type``, ``Cache-Control`` and
+    ``Content-Length``; until 2026-12-05 this host wrote them in lower case (``set-cookie``)."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok", headers={"Cache-Control": "public, max-age=60"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    origin = await upstream_server(app)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", "[proxy]\nmax_header_size = 2000\n")
+    async with mitmdump(origin, toml, tmp_path / "mitmconf") as url:
+        landing = await raw_get(url, "/landing?utm_source=news")
+        reserved = await raw_get(url, "/_gw/events")
+        too_long = await raw_get(url, "/" + "a" * 3000)
+    names = header_names(landing)
+    assert landing.startswith(b"HTTP/1.1 200 ") and names[-2:] == [b"Cache-Control", b"Set-Cookie"], landing
+    assert b"\r\nSet-Cookie: gw_vid=v1." in landing and b"\r\nCache-Control: private\r\n" in landing
+    for raw, status in ((reserved, b"404"), (too_long, b"414")):
+        assert raw.startswith(b"HTTP/1.1 " + status) and header_names(raw) == [
+            b"Content-Type",
+            b"Cache-Control",
+            b"Content-Length",
+        ], raw
 
 
 MITM_RULES = """
