@@ -93,7 +93,6 @@ RUN_ONLY: dict[str, str] = {
     **{
         f"admin.{name}": "no admin listener here: the admin API is gateway run's"
         for name in AdminOptions.__struct_fields__
-        if name != "token"  # required here too (``load_settings``)
     },
 }
 """Keys only ``gateway run`` reads → what stands for each in mitmdump (its options as of
@@ -291,7 +290,8 @@ class GatewayAddon:
             # admin listener opens here, so a public admin.listen exposes nothing (until 2026-12-05
             # it stopped mitmdump, naming a --admin-public it does not have): the start-up warning
             # of the keys only gateway run reads names it instead.
-            settings = load_settings(path, missing_hint=MISSING_HINT, admin_public=True)
+            # Nor is an admin token needed (until 2026-12-05 it was, though nothing here reads it).
+            settings = load_settings(path, missing_hint=MISSING_HINT, admin_public=True, admin_api=False)
         except ConfigError as err:
             # Logged, not raised: mitmdump then exits ("Error logged during startup") with each
             # problem named by its key, and no traceback.

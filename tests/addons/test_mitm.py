@@ -446,6 +446,31 @@ async def test_a_missing_secret_says_what_to_do_in_mitmdump(
     assert "or run with --dev" not in caplog.text
 
 
+async def test_no_admin_token_is_needed_where_no_admin_api_listens(
+    tmp_path: Path, secrets: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing in mitmdump reads ``admin.token``: until 2026-12-05 it would not start without
+    GATEWAY_ADMIN_TOKEN set all the same. A token named otherwise is one of the keys only
+    ``gateway run`` reads, named in the start-up warning."""
+    monkeypatch.delenv("GATEWAY_ADMIN_TOKEN")
+    gateway = GatewayAddon()
+    toml = await asyncio.to_thread(config, tmp_path, "gw", '[admin]\ntoken = "env:OPS_TOKEN"\n')
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(toml))
+        assert gateway.pipeline is not None, caplog.text
+        await gateway.running()
+        try:
+            flow = tflow.tflow(req=tutils.treq(path=b"/?utm_source=news"))
+            await gateway.request(flow)
+            flow.response = tutils.tresp()
+            await gateway.responseheaders(flow)
+            assert flow.response.headers["set-cookie"].startswith("gw_vid=v1.")
+        finally:
+            await gateway.done()
+    assert "admin.token" not in caplog.text.replace('admin.token = "env:OPS_TOKEN" (no admin listener', "")
+    assert 'admin.token = "env:OPS_TOKEN" (no admin listener here' in caplog.text
+
+
 async def test_a_store_that_cannot_open_is_named_not_a_traceback(
     tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
 ) -> None:
