@@ -10,6 +10,7 @@ import gc
 import gzip
 import json
 import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -507,21 +508,25 @@ async def mitmdump(upstream: str, config_file: Path, confdir: Path) -> AsyncIter
 
 @contextlib.asynccontextmanager
 async def mitmdump_process(
-    upstream: str, config_file: Path, confdir: Path, env: dict[str, str] | None = None
+    upstream: str,
+    config_file: Path,
+    confdir: Path,
+    extra: tuple[str, ...] = (),
 ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    """``mitmdump``, yielding its process too (its output on ``stdout``); ``env``: its
-    environment (ours and the secrets by default). It imports this checkout's code, as the
-    script it runs is this checkout's: the installed package may be another's."""
+    """``mitmdump``, yielding its process too (its output on ``stdout``); ``extra``: its
+    arguments instead of ``-q`` (which keeps its errors only, whatever ``termlog_verbosity``
+    says). It imports this checkout's code, as the script it runs is this checkout's: the
+    installed package may be another's."""
     port = free_port()
     root = str(SCRIPT.parents[1])
-    environ = {**os.environ, **ENV} if env is None else env
-    path = os.pathsep.join(filter(None, (root, environ.get("PYTHONPATH"))))
+    path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "mitmdump"), "--mode", f"reverse:{upstream}", "-s", str(SCRIPT),
         "--set", f"gateway_config={config_file}", "--set", f"confdir={confdir}",
         "--set", "stream_large_bodies=1",  # every body streamed: the cookie must go with the headers
-        "--listen-host", "127.0.0.1", "--listen-port", str(port), "-q",
-        env={**environ, "PYTHONPATH": path}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "--listen-host", "127.0.0.1", "--listen-port", str(port), *(extra or ("-q",)),
+        env={**os.environ, **ENV, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"},  # its lines as they come
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
         for _ in range(300):  # mitmdump starts in ~1 s; a loaded machine may take far longer
@@ -630,6 +635,62 @@ async def test_the_headers_we_write_are_spelled_as_the_aiohttp_host_spells_them(
             b"Cache-Control",
             b"Content-Length",
         ], raw
+
+
+async def said(process: asyncio.subprocess.Process, what: str) -> list[str]:
+    """``process``'s output lines up to the first one holding ``what``."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not lines or what not in lines[-1]:
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        if not line:
+            raise AssertionError(f"mitmdump ended (exit {await process.wait()}) before {what!r}: {lines}")
+        lines.append(line.decode())
+    return lines
+
+
+async def test_sighup_reloads_the_config_and_mitmdump_keeps_serving(
+    tmp_path: Path, secrets: None, upstream_server: Any
+) -> None:
+    """As ``gateway run``: a SIGHUP reads the file again; what reloads applies to new requests,
+    what needs a restart is named and kept, a file with problems changes nothing. Until
+    2026-12-05 SIGHUP ended mitmdump at once, without ``done``: the events still queued under
+    ``durability = "async"`` were lost, and a unit's ``ExecReload`` stopped the host."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    origin = await upstream_server(app)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", 'durability = "async"\n')
+    text = await asyncio.to_thread(toml.read_text)
+    verbose = ("--set", "termlog_verbosity=info", "--set", "flow_detail=0")
+    statuses = []
+    async with (
+        mitmdump_process(origin, toml, tmp_path / "mitmconf", extra=verbose) as (url, process),
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+    ):
+
+        async def landing(source: str) -> None:
+            async with session.get(f"{url}/landing?utm_source={source}&a=1", allow_redirects=False) as resp:
+                statuses.append((resp.status, resp.headers.get("location")))
+
+        await landing("before")
+        changed = text.replace('node = "test"', 'node = "other"') + '[proxy]\nstrip = "redirect"\n'
+        await asyncio.to_thread(toml.write_text, changed)
+        process.send_signal(signal.SIGHUP)
+        lines = await said(process, "config reloaded")
+        assert any("reload: storage needs a restart; the running value is kept" in line for line in lines)
+        await landing("reloaded")
+        await asyncio.to_thread(toml.write_text, changed + "bogus = 1\n")
+        process.send_signal(signal.SIGHUP)
+        assert "proxy.bogus: unknown key" in (await said(process, "reload refused"))[-1]
+        await landing("refused")
+    assert process.returncode == 0
+    assert statuses == [(200, None), (302, "/landing?a=1"), (302, "/landing?a=1")]
+    stored = await asyncio.to_thread(rows, tmp_path / "mitm.db", "SELECT source, node FROM touchpoints")
+    assert sorted(stored) == [("before", "test"), ("refused", "test"), ("reloaded", "test")]
 
 
 MITM_RULES = """
