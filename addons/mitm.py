@@ -18,18 +18,22 @@ hook instead. The rules get the bodies they ask for (decoded as the aiohttp host
 decodes them) and the response's headers as a multidict, one Set-Cookie each. Owns a
 ``LocalStore`` (opened in ``running``, closed in ``done``). A config problem is
 logged by key (mitmdump then exits); keys only ``gateway run`` reads, set, are named in one
-warning (``RUN_ONLY``). The only module in ``addons/`` that
+warning (``RUN_ONLY``). SIGHUP reloads the config as ``gateway run`` does (``reload``:
+``gateway.reload``'s live settings, a new chain for new flows). The only module in ``addons/`` that
 imports mitmproxy; nothing else imports this one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.cookies
 import json
 import logging
+import signal
 import sqlite3
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -42,7 +46,8 @@ from multidict import CIMultiDict
 from addons.campaign import host_of
 from gateway import reserved
 from gateway.codings import content_codings, decoded_layers
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import RELOAD_HINT, ConfigError, Settings, load_settings
+from gateway.daysalt import DaySalt
 from gateway.doctor import store_failure
 from gateway.events import Event
 from gateway.forwarding import (
@@ -61,6 +66,7 @@ from gateway.metrics import Metrics
 from gateway.options import AdminOptions, Options
 from gateway.pages import error_body, error_page
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
+from gateway.reload import live_settings, restart_needed
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.sessions import is_session_cookie
 from storage.local import CommitTimeout, LocalStore
@@ -92,7 +98,6 @@ RUN_ONLY: dict[str, str] = {
     **{
         f"admin.{name}": "no admin listener here: the admin API is gateway run's"
         for name in AdminOptions.__struct_fields__
-        if name != "token"  # required here too (``load_settings``)
     },
 }
 """Keys only ``gateway run`` reads → what stands for each in mitmdump (its options as of
@@ -236,20 +241,43 @@ def read_body(raw: bytes | None, headers: Any, cap: int) -> bytes | None:
     return decoded_layers(raw, content_codings(headers.get_all("content-encoding")), cap)
 
 
+def made(status: int, body: bytes, headers: Mapping[str, str]) -> mhttp.Response:
+    """A response of the gateway's own, its header names written as given (mitmproxy keeps
+    their case) and ``Content-Length`` as the aiohttp host writes it: ``Response.make`` adds a
+    lower-case one. Until 2026-12-05 this host wrote ``content-type``, ``set-cookie``,
+    ``cache-control`` where ``gateway run`` writes ``Content-Type``, ``Set-Cookie``…; an
+    addon's reply keeps the names its addon gave, as in the aiohttp host."""
+    return mhttp.Response.make(status, body, {**headers, "Content-Length": str(len(body))})
+
+
 def neutral_page(flow: mhttp.HTTPFlow, status: int) -> None:
     """``flow`` answered with the small neutral page the aiohttp host refuses requests with."""
     page = error_page(status)
     body = page.body if isinstance(page.body, bytes) else b""
-    headers = {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"}
-    flow.response = mhttp.Response.make(status, body, headers)
+    headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+    flow.response = made(status, body, headers)
     flow.response.reason = HTTPStatus(status).phrase  # mitmproxy's table lacks 431's
 
 
-class _State:
-    __slots__ = ("commits", "ex", "seen")
+NOT_HERE = frozenset({"admin", "admin.token", "central", "sinks", "sources", "privacy.retention_days"})
+"""Keys a reload may name as needing a restart (``restart_needed``) that mitmdump never reads
+(beside ``RUN_ONLY``'s): no admin API, central sync, sinks, signed events nor purge runs here."""
 
-    def __init__(self, ex: Exchange, seen: int, commits: list[asyncio.Future[None]]) -> None:
+
+def restart_keys_here(old: Settings, new: Settings) -> list[str]:
+    """What a reload changed that mitmdump keeps as it started, of the keys it reads."""
+    return [key for key in restart_needed(old, new) if key not in RUN_ONLY and key not in NOT_HERE]
+
+
+class _State:
+    __slots__ = ("commits", "ex", "pipeline", "seen")
+
+    def __init__(
+        self, ex: Exchange, seen: int, commits: list[asyncio.Future[None]], pipeline: Pipeline
+    ) -> None:
         self.ex, self.seen, self.commits = ex, seen, commits
+        self.pipeline = pipeline
+        """The chain the request ran through: its response goes through it too, reload or not."""
 
 
 class GatewayAddon:
@@ -264,6 +292,15 @@ class GatewayAddon:
         self._ready = asyncio.Event()
         """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
         self._loud_at = float("-inf")
+        self.salt = DaySalt()
+        """The cookieless visitors' salt, kept across reloads (a new one would make each new)."""
+        self.config_path = ""
+        self._ignored: list[str] = []
+        self._reloading = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Reloads under way, and old chains waiting for their last flow before ``done``."""
+        self._retiring: set[Pipeline] = set()
+        self._stopping = False
 
     def load(self, loader: Any) -> None:
         loader.add_option("gateway_config", str, "gateway.toml", "tracking-gateway config file (TOML)")
@@ -281,7 +318,8 @@ class GatewayAddon:
             # admin listener opens here, so a public admin.listen exposes nothing (until 2026-12-05
             # it stopped mitmdump, naming a --admin-public it does not have): the start-up warning
             # of the keys only gateway run reads names it instead.
-            settings = load_settings(path, missing_hint=MISSING_HINT, admin_public=True)
+            # Nor is an admin token needed (until 2026-12-05 it was, though nothing here reads it).
+            settings = load_settings(path, missing_hint=MISSING_HINT, admin_public=True, admin_api=False)
         except ConfigError as err:
             # Logged, not raised: mitmdump then exits ("Error logged during startup") with each
             # problem named by its key, and no traceback.
@@ -292,10 +330,25 @@ class GatewayAddon:
                 log.error("gateway: %s", problem if named else f"{path}: {problem}")
             self.settings = self.pipeline = None
             return
-        if ignored := run_only_keys(settings.options, reverse_hosts(ctx.options.mode)):
-            log.warning("gateway: %s: keys mitmdump ignores (gateway run's): %s", path, "; ".join(ignored))
+        self.config_path, self._ignored = path, []  # another file: named again
+        self._warn_ignored(settings)
+        self._apply(settings, build_pipeline(settings, self.metrics, salt=self.salt))
+
+    def _warn_ignored(self, settings: Settings) -> None:
+        """The keys only gateway run reads, set here, named in one warning (again on a reload
+        that names others)."""
+        from mitmproxy import ctx
+
+        ignored = run_only_keys(settings.options, reverse_hosts(ctx.options.mode))
+        if ignored and ignored != self._ignored:
+            log.warning(
+                "gateway: %s: keys mitmdump ignores (gateway run's): %s", self.config_path, "; ".join(ignored)
+            )
+        self._ignored = ignored
+
+    def _apply(self, settings: Settings, pipeline: Pipeline) -> None:
         self.settings = settings
-        self.pipeline = build_pipeline(settings, self.metrics)
+        self.pipeline = pipeline
         self.reserved = settings.options.proxy.reserved_prefix
         self.public_origin = settings.options.proxy.public_origin.rstrip("/")
         self.public_scheme, _, self.public_host = self.public_origin.partition("://")
@@ -317,13 +370,83 @@ class GatewayAddon:
         self.store = store
         await self.pipeline.running()
         self._ready.set()
+        # A reload, as ``gateway run`` does it: until 2026-12-05 SIGHUP (its default action)
+        # ended mitmdump at once, without ``done``: the events still queued under
+        # ``storage.durability = "async"`` were lost, and a unit's ExecReload stopped the host.
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here (Windows)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+
+    def _hangup(self) -> None:
+        if self._stopping:
+            log.info("gateway: SIGHUP while stopping: not reloaded")
+            return
+        task = asyncio.get_running_loop().create_task(self.reload(), name="gateway-reload")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> None:
+        """Read the config file again and serve new requests with it: what ``gateway run``
+        changes live changes here (``live_settings``); the rest is kept as started, named in a
+        warning; a file with problems changes nothing (each problem logged by its key)."""
+        async with self._reloading:
+            old, running = self.settings, self.pipeline
+            if old is None or running is None or self.store is None:
+                return
+            path = self.config_path
+            pipeline: Pipeline | None = None
+            try:
+                new = await asyncio.to_thread(
+                    load_settings, path, missing_hint=RELOAD_HINT, admin_public=True, admin_api=False
+                )
+                settings = live_settings(old, new)
+                pipeline = build_pipeline(settings, self.metrics, salt=self.salt)
+                pipeline.take_over(running)
+                await pipeline.running()  # a rule's key file that cannot be read: ConfigError
+            except Exception as err:
+                if isinstance(err, ConfigError):
+                    refused = "gateway: %s: reload refused, the running config is kept: %s"
+                    for problem in err.problems:
+                        log.error(refused, path, problem)
+                else:
+                    log.exception("gateway: %s: reload failed, the running config is kept", path)
+                if pipeline is not None:
+                    await pipeline.done()  # what its addons started before one failed
+                return
+            self._warn_ignored(new)
+            self._apply(settings, pipeline)
+            for key in restart_keys_here(old, new):
+                log.warning("gateway: %s: reload: %s needs a restart; the running value is kept", path, key)
+            log.info("gateway: %s: config reloaded: rules and thresholds apply to new requests", path)
+            self._retiring.add(running)
+            task = asyncio.get_running_loop().create_task(self._retire(running), name="gateway-retire")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _retire(self, pipeline: Pipeline) -> None:
+        """The chain a reload replaced ends (its key file watchers, GeoIP readers) once no flow
+        that began in it is still waiting for its response."""
+        while any(state.pipeline is pipeline for state in self._flows.values()):
+            await asyncio.sleep(1.0)
+        self._retiring.discard(pipeline)
+        await pipeline.done()
 
     async def done(self) -> None:
+        self._stopping = True
+        async with self._reloading:  # a reload under way ends first
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for retired in list(self._retiring):
+            await retired.done()
+        self._retiring.clear()
         if self.pipeline is not None:
             await self.pipeline.done()
         if self.store is not None:
             await self.store.close()
             self.store = None
+        # Only now: SIGHUP's default action ends the process, what is left of it once stored.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
     def view(self, flow: mhttp.HTTPFlow, path: str, query: str) -> RequestView:
         """The request as the chain sees it; from a trusted proxy, its X-Forwarded-Proto and
@@ -353,6 +476,7 @@ class GatewayAddon:
         if self.pipeline is None or flow.response is not None:
             return
         await self._ready.wait()
+        pipeline = self.pipeline
         if self.store is None:
             return  # shutting down
         if self._refused(flow) or self._other_host(flow):
@@ -362,23 +486,23 @@ class GatewayAddon:
             # Another spelling of the prefix (``/_GW/``, ``/%5Fgw/``) is not forwarded either, as
             # in the aiohttp host: the site never sees a request under it.
             body = error_body(404, "signed events are served by the aiohttp host (gateway run)")
-            headers = {"content-type": "application/json", "cache-control": "no-store"}
-            flow.response = mhttp.Response.make(404, body, headers)
+            headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+            flow.response = made(404, body, headers)
             return
         ex = Exchange(self.view(flow, path, query))
         if is_websocket_upgrade(flow.request):
-            await self.pipeline.websocket(ex)
+            await pipeline.websocket(ex)
             self._to_upstream(flow, ex, path)
             return
-        await self.pipeline.request(ex)
+        await pipeline.request(ex)
         if ex.want_request_body:  # mitmproxy has read it (unless streamed: then not read)
             req = flow.request
             ex.request_body = read_body(req.raw_content, req.headers, ex.want_request_body)
         commits = [self.store.submit(ex.events)] if ex.events else []
-        self._flows[flow.id] = _State(ex, len(ex.events), commits)
+        self._flows[flow.id] = _State(ex, len(ex.events), commits, pipeline)
         if ex.reply is not None:
             reply = ex.reply
-            flow.response = mhttp.Response.make(reply.status, reply.body, dict(reply.headers))
+            flow.response = made(reply.status, reply.body, reply.headers)
             return
         self._to_upstream(flow, ex, path)
 
@@ -455,20 +579,20 @@ class GatewayAddon:
             await self._respond(flow, state)
 
     async def _respond(self, flow: mhttp.HTTPFlow, state: _State) -> None:
-        if flow.response is None or self.pipeline is None or self.store is None:
+        if flow.response is None or self.store is None:
             return
         ex = state.ex
         ex.response = ResponseView(flow.response.status_code, response_headers(flow.response.headers))
-        await self.pipeline.response(ex)
+        await state.pipeline.response(ex)
         if len(ex.events) > state.seen:
             new: list[Event] = ex.events[state.seen :]
             state.commits.append(self.store.submit(new))
         if ex.reply is None:
             self._public_locations(flow, ex.request)
         if ex.set_cookies and shared_cacheable(flow.response.headers.get_all("cache-control")):
-            flow.response.headers.add("cache-control", "private")  # as the aiohttp host does
+            flow.response.headers.add("Cache-Control", "private")  # as the aiohttp host does
         for cookie in ex.set_cookies:
-            flow.response.headers.add("set-cookie", set_cookie_value(cookie))
+            flow.response.headers.add("Set-Cookie", set_cookie_value(cookie))
         await self._confirm(state.commits)
 
     def _public_locations(self, flow: mhttp.HTTPFlow, view: RequestView) -> None:

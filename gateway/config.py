@@ -940,6 +940,7 @@ def load_settings(
     offline: bool = False,
     missing_hint: str | None = None,
     files_only: bool = False,
+    admin_api: bool = True,
 ) -> Settings:
     """Read, decode, validate and resolve a config; raise ConfigError listing every problem.
     ``admin_public`` (``--admin-public``) lets the admin API listen on a public address.
@@ -950,7 +951,9 @@ def load_settings(
     for the doctor, whose fix says it). ``files_only``: a command that reads the store files and
     connects to nothing (``report``, ``reclassify``; with ``dev``, which makes up the secrets): an
     ``"env:NAME"`` ``central.url`` or sink URL or secret whose variable is not set is no problem,
-    as it is never read (``central_url`` then stays empty; ``mirror_path`` is still the mirror)."""
+    as it is never read (``central_url`` then stays empty; ``mirror_path`` is still the mirror).
+    ``admin_api=False``: a host with no admin API (the mitmproxy host) needs no admin token, as
+    ``offline`` (until 2026-12-05 mitmdump would not start without one it never read)."""
     environ = os.environ if environ is None else environ
     if text is None:
         if path is None:
@@ -971,14 +974,14 @@ def load_settings(
         "identity.secret", options.identity.secret, environ, dev, problems, generated, hint
     )
     token_unset = not environ.get(options.admin.token.removeprefix("env:"))
-    if offline and options.admin.token.startswith("env:") and token_unset:
+    if (offline or not admin_api) and options.admin.token.startswith("env:") and token_unset:
         token = ""  # never read: no admin API listens
     else:
         token_hint = DEV_HINT if missing_hint is None else missing_hint
         token = resolve_secret(
             "admin.token", options.admin.token, environ, dev, problems, generated, token_hint
         )
-        if not offline and padded(token):  # every login was "Wrong admin token"
+        if not offline and admin_api and padded(token):  # every login was "Wrong admin token"
             problems.append(
                 f"admin.token: the value of {options.admin.token.removeprefix('env:')} {PADDED};"
                 " no login or Authorization header can send it"

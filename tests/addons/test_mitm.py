@@ -10,6 +10,7 @@ import gc
 import gzip
 import json
 import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -446,6 +447,31 @@ async def test_a_missing_secret_says_what_to_do_in_mitmdump(
     assert "or run with --dev" not in caplog.text
 
 
+async def test_no_admin_token_is_needed_where_no_admin_api_listens(
+    tmp_path: Path, secrets: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing in mitmdump reads ``admin.token``: until 2026-12-05 it would not start without
+    GATEWAY_ADMIN_TOKEN set all the same. A token named otherwise is one of the keys only
+    ``gateway run`` reads, named in the start-up warning."""
+    monkeypatch.delenv("GATEWAY_ADMIN_TOKEN")
+    gateway = GatewayAddon()
+    toml = await asyncio.to_thread(config, tmp_path, "gw", '[admin]\ntoken = "env:OPS_TOKEN"\n')
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(toml))
+        assert gateway.pipeline is not None, caplog.text
+        await gateway.running()
+        try:
+            flow = tflow.tflow(req=tutils.treq(path=b"/?utm_source=news"))
+            await gateway.request(flow)
+            flow.response = tutils.tresp()
+            await gateway.responseheaders(flow)
+            assert flow.response.headers["set-cookie"].startswith("gw_vid=v1.")
+        finally:
+            await gateway.done()
+    assert "admin.token" not in caplog.text.replace('admin.token = "env:OPS_TOKEN" (no admin listener', "")
+    assert 'admin.token = "env:OPS_TOKEN" (no admin listener here' in caplog.text
+
+
 async def test_a_store_that_cannot_open_is_named_not_a_traceback(
     tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -476,13 +502,31 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def mitmdump(upstream: str, config_file: Path, confdir: Path) -> AsyncIterator[str]:
     """A ``mitmdump`` reverse proxy running our addon; yields its URL, stops it (SIGTERM) after."""
+    async with mitmdump_process(upstream, config_file, confdir) as (url, _):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def mitmdump_process(
+    upstream: str,
+    config_file: Path,
+    confdir: Path,
+    extra: tuple[str, ...] = (),
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """``mitmdump``, yielding its process too (its output on ``stdout``); ``extra``: its
+    arguments instead of ``-q`` (which keeps its errors only, whatever ``termlog_verbosity``
+    says). It imports this checkout's code, as the script it runs is this checkout's: the
+    installed package may be another's."""
     port = free_port()
+    root = str(SCRIPT.parents[1])
+    path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "mitmdump"), "--mode", f"reverse:{upstream}", "-s", str(SCRIPT),
         "--set", f"gateway_config={config_file}", "--set", f"confdir={confdir}",
         "--set", "stream_large_bodies=1",  # every body streamed: the cookie must go with the headers
-        "--listen-host", "127.0.0.1", "--listen-port", str(port), "-q",
-        env={**os.environ, **ENV}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "--listen-host", "127.0.0.1", "--listen-port", str(port), *(extra or ("-q",)),
+        env={**os.environ, **ENV, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"},  # its lines as they come
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
         for _ in range(300):  # mitmdump starts in ~1 s; a loaded machine may take far longer
@@ -498,7 +542,7 @@ async def mitmdump(upstream: str, config_file: Path, confdir: Path) -> AsyncIter
         if process.returncode is not None:
             assert process.stdout is not None
             raise AssertionError((await process.stdout.read()).decode()[-2000:])
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process
     finally:
         if process.returncode is None:
             process.terminate()
@@ -546,6 +590,107 @@ async def test_both_hosts_agree(
     assert len(aiohttp_rows) == 1 and mitm_rows == aiohttp_rows
     for cookies in (aiohttp_cookies, mitm_cookies):
         assert [c.split("=")[0] for c in cookies] == ["site", "gw_vid"]
+
+
+async def raw_get(url: str, target: str) -> bytes:
+    """What a client reading the socket gets for ``GET target`` (the connection then closed)."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n".encode())
+    try:
+        return await asyncio.wait_for(reader.read(), 60)
+    finally:
+        writer.close()
+
+
+def header_names(raw: bytes) -> list[bytes]:
+    head = raw.partition(b"\r\n\r\n")[0]
+    return [line.partition(b":")[0] for line in head.split(b"\r\n")[1:]]
+
+
+async def test_the_headers_we_write_are_spelled_as_the_aiohttp_host_spells_them(
+    tmp_path: Path, secrets: None, upstream_server: Any
+) -> None:
+    """Byte for byte on the wire: ``Set-Cookie`` and ``Cache-Control: private`` beside the
+    site's headers, and our own answers' ``Content-Type``, ``Cache-Control`` and
+    ``Content-Length``; until 2026-12-05 this host wrote them in lower case (``set-cookie``)."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok", headers={"Cache-Control": "public, max-age=60"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    origin = await upstream_server(app)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", "[proxy]\nmax_header_size = 2000\n")
+    async with mitmdump(origin, toml, tmp_path / "mitmconf") as url:
+        landing = await raw_get(url, "/landing?utm_source=news")
+        reserved = await raw_get(url, "/_gw/events")
+        too_long = await raw_get(url, "/" + "a" * 3000)
+    names = header_names(landing)
+    assert landing.startswith(b"HTTP/1.1 200 ") and names[-2:] == [b"Cache-Control", b"Set-Cookie"], landing
+    assert b"\r\nSet-Cookie: gw_vid=v1." in landing and b"\r\nCache-Control: private\r\n" in landing
+    for raw, status in ((reserved, b"404"), (too_long, b"414")):
+        assert raw.startswith(b"HTTP/1.1 " + status) and header_names(raw) == [
+            b"Content-Type",
+            b"Cache-Control",
+            b"Content-Length",
+        ], raw
+
+
+async def said(process: asyncio.subprocess.Process, what: str) -> list[str]:
+    """``process``'s output lines up to the first one holding ``what``."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not lines or what not in lines[-1]:
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        if not line:
+            raise AssertionError(f"mitmdump ended (exit {await process.wait()}) before {what!r}: {lines}")
+        lines.append(line.decode())
+    return lines
+
+
+async def test_sighup_reloads_the_config_and_mitmdump_keeps_serving(
+    tmp_path: Path, secrets: None, upstream_server: Any
+) -> None:
+    """As ``gateway run``: a SIGHUP reads the file again; what reloads applies to new requests,
+    what needs a restart is named and kept, a file with problems changes nothing. Until
+    2026-12-05 SIGHUP ended mitmdump at once, without ``done``: the events still queued under
+    ``durability = "async"`` were lost, and a unit's ``ExecReload`` stopped the host."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    origin = await upstream_server(app)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", 'durability = "async"\n')
+    text = await asyncio.to_thread(toml.read_text)
+    verbose = ("--set", "termlog_verbosity=info", "--set", "flow_detail=0")
+    statuses = []
+    async with (
+        mitmdump_process(origin, toml, tmp_path / "mitmconf", extra=verbose) as (url, process),
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+    ):
+
+        async def landing(source: str) -> None:
+            async with session.get(f"{url}/landing?utm_source={source}&a=1", allow_redirects=False) as resp:
+                statuses.append((resp.status, resp.headers.get("location")))
+
+        await landing("before")
+        changed = text.replace('node = "test"', 'node = "other"') + '[proxy]\nstrip = "redirect"\n'
+        await asyncio.to_thread(toml.write_text, changed)
+        process.send_signal(signal.SIGHUP)
+        lines = await said(process, "config reloaded")
+        assert any("reload: storage needs a restart; the running value is kept" in line for line in lines)
+        await landing("reloaded")
+        await asyncio.to_thread(toml.write_text, changed + "bogus = 1\n")
+        process.send_signal(signal.SIGHUP)
+        assert "proxy.bogus: unknown key" in (await said(process, "reload refused"))[-1]
+        await landing("refused")
+    assert process.returncode == 0
+    assert statuses == [(200, None), (302, "/landing?a=1"), (302, "/landing?a=1")]
+    stored = await asyncio.to_thread(rows, tmp_path / "mitm.db", "SELECT source, node FROM touchpoints")
+    assert sorted(stored) == [("before", "test"), ("refused", "test"), ("reloaded", "test")]
 
 
 MITM_RULES = """
