@@ -259,6 +259,13 @@ def neutral_page(flow: mhttp.HTTPFlow, status: int) -> None:
     flow.response.reason = HTTPStatus(status).phrase  # mitmproxy's table lacks 431's
 
 
+def read_config(path: str, hint: str) -> Settings:
+    """The config as this host reads it: no admin listener, central sync, sink or signed-event
+    endpoint runs here, so none of their secrets need be set (one set is checked), nor is a
+    public ``admin.listen`` refused."""
+    return load_settings(path, missing_hint=hint, admin_public=True, admin_api=False, files_only=True)
+
+
 NOT_HERE = frozenset({"admin", "admin.token", "central", "sinks", "sources", "privacy.retention_days"})
 """Keys a reload may name as needing a restart (``restart_needed``) that mitmdump never reads
 (beside ``RUN_ONLY``'s): no admin API, central sync, sinks, signed events nor purge runs here."""
@@ -318,8 +325,9 @@ class GatewayAddon:
             # admin listener opens here, so a public admin.listen exposes nothing (until 2026-12-05
             # it stopped mitmdump, naming a --admin-public it does not have): the start-up warning
             # of the keys only gateway run reads names it instead.
-            # Nor is an admin token needed (until 2026-12-05 it was, though nothing here reads it).
-            settings = load_settings(path, missing_hint=MISSING_HINT, admin_public=True, admin_api=False)
+            # Nor is an admin token needed, nor the central store's, sinks' or senders' secrets
+            # (``files_only``): no sync, sink or signed-event endpoint runs here.
+            settings = read_config(path, MISSING_HINT)
         except ConfigError as err:
             # Logged, not raised: mitmdump then exits ("Error logged during startup") with each
             # problem named by its key, and no traceback.
@@ -395,9 +403,7 @@ class GatewayAddon:
             path = self.config_path
             pipeline: Pipeline | None = None
             try:
-                new = await asyncio.to_thread(
-                    load_settings, path, missing_hint=RELOAD_HINT, admin_public=True, admin_api=False
-                )
+                new = await asyncio.to_thread(read_config, path, RELOAD_HINT)
                 settings = live_settings(old, new)
                 pipeline = build_pipeline(settings, self.metrics, salt=self.salt)
                 pipeline.take_over(running)

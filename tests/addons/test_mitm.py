@@ -472,6 +472,36 @@ async def test_no_admin_token_is_needed_where_no_admin_api_listens(
     assert 'admin.token = "env:OPS_TOKEN" (no admin listener here' in caplog.text
 
 
+async def test_the_secrets_of_what_mitmdump_never_runs_need_not_be_set(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No central sync, sink or signed-event endpoint runs in mitmdump: a config shared with
+    ``gateway run`` starts here without their variables set (until 2026-12-05 each unset one
+    stopped mitmdump). One that is set is still checked, as ``gateway run`` checks it."""
+    shared = (
+        "[central]\nurl = 'env:GW_TEST_CENTRAL_UNSET'\n"
+        "[[sinks]]\nname = 'hook'\nkind = 'webhook'\nurl = 'https://h.example/in'\n"
+        "secret = 'env:GW_TEST_SINK_UNSET'\n"
+        "[[sources]]\nname = 'shop'\nsecrets = ['env:GW_TEST_SOURCE_UNSET']\n"
+    )
+    gateway = GatewayAddon()
+    toml = await asyncio.to_thread(config, tmp_path, "gw", shared)
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(toml))
+        assert gateway.pipeline is not None, caplog.text
+        await gateway.running()
+        await gateway.done()
+    assert "not set" not in caplog.text
+    caplog.clear()
+    written = shared.replace("'env:GW_TEST_CENTRAL_UNSET'", "'postgresql://u:p@h/db'")
+    toml = await asyncio.to_thread(config, tmp_path, "gw2", written)
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(toml))
+        assert gateway.pipeline is None
+    assert 'central.url: use "env:NAME"' in caplog.text
+
+
 async def test_a_store_that_cannot_open_is_named_not_a_traceback(
     tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
 ) -> None:
