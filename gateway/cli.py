@@ -44,6 +44,7 @@ from gateway.config import (
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
 from gateway.doctor import cmd_doctor, geo_files, store_failure, timeout_arg
+from gateway.heartbeat import Heartbeat
 from gateway.logs import set_level, setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -300,8 +301,10 @@ async def _run(
     handed: HandedSalt | None = None,
     shared_counts: SharedCounts | None = None,
     started: tuple[str, str] | None = None,
+    beat: Heartbeat | None = None,
 ) -> None:
-    """Serve ``settings``; ``started``: a worker's listen addresses as configured (``_overridden``)."""
+    """Serve ``settings``; ``started``: a worker's listen addresses as configured (``_overridden``);
+    ``beat``: a worker's heartbeat, which its supervisor kills it without (``gateway/heartbeat.py``)."""
     from aiohttp import web
 
     from gateway.demo import create_demo_app
@@ -339,6 +342,8 @@ async def _run(
             supervisor = _supervisor_pid()
     if handed is not None:
         handed.follow(asyncio.get_running_loop())  # each new day's salt, from the supervisor
+    if beat is not None:
+        beat.start(asyncio.get_running_loop())
     try:
         await serve(
             settings,
@@ -355,6 +360,8 @@ async def _run(
     finally:
         if handed is not None:
             handed.close(asyncio.get_running_loop())
+        if beat is not None:
+            beat.close()
         if orphaned is not None:
             orphaned.cancel()
         if demo_runner is not None:
@@ -488,7 +495,8 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
             first[1],
         )
         grace, tracked = settings.options.proxy.shutdown_grace, settings.options.bots.max_tracked
-        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked)
+        hang = settings.options.proxy.worker_hang_seconds
+        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang)
     finally:
         public.close()
         shutil.rmtree(snapshots, ignore_errors=True)
@@ -591,6 +599,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     handed = HandedSalt.from_environ()  # a worker's: the salt its siblings use (None: its own)
     shared_counts = SharedCounts.from_environ()  # and the velocity counts they share
+    beat = Heartbeat.from_environ()  # and the pipe its supervisor hears its event loop on
     try:
         import uvloop
     except ImportError:
@@ -601,7 +610,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # gives up at once instead of restarting it.
     failed = 1 if args.worker is None else EXIT_START
     try:
-        runner(_run(settings, args, handed, shared_counts, started))
+        runner(_run(settings, args, handed, shared_counts, started, beat))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         if args.worker is None:
             return _fail_config(args.config, err)
