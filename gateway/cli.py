@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -302,9 +303,11 @@ async def _run(
     shared_counts: SharedCounts | None = None,
     started: tuple[str, str] | None = None,
     beat: Heartbeat | None = None,
+    admin_sock: socket.socket | None = None,
 ) -> None:
     """Serve ``settings``; ``started``: a worker's listen addresses as configured (``_overridden``);
-    ``beat``: a worker's heartbeat, which its supervisor kills it without (``gateway/heartbeat.py``)."""
+    ``beat``: a worker's heartbeat, which its supervisor kills it without (``gateway/heartbeat.py``);
+    ``admin_sock``: worker 0's admin socket, which its supervisor listens on (``_handed_admin``)."""
     from aiohttp import web
 
     from gateway.demo import create_demo_app
@@ -356,6 +359,7 @@ async def _run(
             salt=handed.salt if handed is not None else None,
             shared_counts=shared_counts,
             supervisor=supervisor,
+            admin_sock=admin_sock,
         )
     finally:
         if handed is not None:
@@ -366,6 +370,19 @@ async def _run(
             orphaned.cancel()
         if demo_runner is not None:
             await demo_runner.cleanup()
+
+
+def _handed_admin() -> socket.socket | None:
+    """Worker 0's admin socket, bound and listened on by its supervisor, which keeps it open
+    between worker 0's restarts; None when the supervisor handed none."""
+    from gateway.supervisor import ADMIN_FD_ENV
+
+    fd = os.environ.pop(ADMIN_FD_ENV, None)  # not passed on to this worker's own children
+    if not fd:
+        return None
+    sock = socket.socket(fileno=int(fd))
+    sock.set_inheritable(False)
+    return sock
 
 
 def _supervisor_pid() -> int:
@@ -426,7 +443,9 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
     try:
         public, proxy_addr = reserve(settings.options.proxy.listen, reuse_port=True, key="proxy.listen")
         admin, admin_addr = reserve(settings.options.admin.listen, reuse_port=False, key="admin.listen")
-        admin.close()  # only worker 0 listens there: it binds it itself
+        # Worker 0 serves on it; held here too, it takes connections while worker 0 restarts (until
+        # 2026-12-05 worker 0 bound it itself, and between its restarts connections were refused).
+        admin.listen(128)
     except OSError as err:
         print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
         return 1
@@ -496,9 +515,10 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         )
         grace, tracked = settings.options.proxy.shutdown_grace, settings.options.bots.max_tracked
         hang = settings.options.proxy.worker_hang_seconds
-        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang)
+        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang, admin.detach())
     finally:
         public.close()
+        admin.close()  # if not handed over
         shutil.rmtree(snapshots, ignore_errors=True)
 
 
@@ -600,6 +620,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     handed = HandedSalt.from_environ()  # a worker's: the salt its siblings use (None: its own)
     shared_counts = SharedCounts.from_environ()  # and the velocity counts they share
     beat = Heartbeat.from_environ()  # and the pipe its supervisor hears its event loop on
+    admin_sock = _handed_admin() if args.worker == 0 else None
     try:
         import uvloop
     except ImportError:
@@ -610,7 +631,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # gives up at once instead of restarting it.
     failed = 1 if args.worker is None else EXIT_START
     try:
-        runner(_run(settings, args, handed, shared_counts, started, beat))
+        runner(_run(settings, args, handed, shared_counts, started, beat, admin_sock))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         if args.worker is None:
             return _fail_config(args.config, err)

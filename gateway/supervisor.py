@@ -16,7 +16,9 @@ to every worker (``gateway/daysalt.py``), so every worker keys a cookieless visi
 a restarted one too. It creates the memory where every worker counts bot velocity
 (``gateway/sharedcounts.py``), so a burst spread over them is counted once. Worker 0 alone
 runs the admin listener and the background tasks: they need one owner, and
-worker 0 is restarted like any other.
+worker 0 is restarted like any other. The supervisor listens on the admin port itself and hands
+that socket to each worker 0, so a request made while worker 0 restarts waits for the next one
+instead of being refused.
 
 A worker that fails again and again at start (a port taken, a store it cannot
 open, exit 2 for a config problem) makes the supervisor stop them all and exit
@@ -55,6 +57,9 @@ group reaches every worker too, and each passes it back (``gateway/server.py``);
 reload, which reads the file after the last of them came."""
 MAX_QUICK_EXITS = 5
 """Quick exits in a row (of one worker) after which the supervisor gives up."""
+ADMIN_FD_ENV = "GATEWAY_WORKER_ADMIN_FD"
+"""Set by the supervisor for worker 0: the admin socket it listens on, which the supervisor
+holds open between worker 0's restarts, so a request then waits instead of being refused."""
 EXIT_CONFIG = 2
 EXIT_START = 3
 
@@ -114,6 +119,7 @@ class Supervisor:
         reloaded: Callable[[], dict[str, str]] | None = None,
         max_tracked: int = 0,
         hang: float = 0.0,
+        admin: int = -1,
     ) -> None:
         self.count = count
         self.argv = argv
@@ -144,6 +150,9 @@ class Supervisor:
         """Worker index → the pipe its event loop beats on (``gateway/heartbeat.py``)."""
         self.hung: set[int] = set()
         """Workers killed for their silence, not yet restarted."""
+        self.admin = admin
+        """The listening admin socket (its file descriptor, this object's to close) handed to each
+        worker 0; -1: none (worker 0 binds ``admin.listen`` itself)."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -158,6 +167,7 @@ class Supervisor:
         if not self.stopping.is_set():
             keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
         await self.stopping.wait()
+        self._close_admin()  # new admin connections refused once worker 0 stops taking them
         # Those still running: one that failed (the reason for this stop) or is between restarts
         # is not stopped (until 2026-12-05 every worker ever started was counted).
         running = sum(proc.returncode is None for proc in self.procs.values())
@@ -177,6 +187,7 @@ class Supervisor:
             self._close_salt_pipe(index)
         for listener in self.listeners.values():
             listener.close()
+        self._close_admin()
         if self.counts is not None:
             os.close(self.counts)
         return 1 if self.failed or any(codes) else 0
@@ -243,6 +254,12 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def _close_admin(self) -> None:
+        if self.admin >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.admin)
+            self.admin = -1
+
     def _close_listener(self, index: int) -> None:
         listener = self.listeners.pop(index, None)
         if listener is not None:
@@ -263,6 +280,9 @@ class Supervisor:
             if beats >= 0:
                 env[HEARTBEAT_ENV] = f"{beats}:{interval(self.hang)}"
                 fds.append(beats)
+            if index == 0 and self.admin >= 0:
+                env[ADMIN_FD_ENV] = str(self.admin)
+                fds.append(self.admin)
             with blocked(RELOAD_SIGNALS):  # held by the worker from its start, until it reloads on it
                 proc = await asyncio.create_subprocess_exec(*self.argv(index), env=env, pass_fds=fds)
         except BaseException:
@@ -285,21 +305,35 @@ class Supervisor:
         return proc
 
     async def _first_up(self) -> None:
-        """Wait until worker 0 accepts on ``first_ready`` (or the supervisor is stopping)."""
+        """Wait until worker 0 answers on ``first_ready`` (or the supervisor is stopping): a
+        request answered, as the admin socket this process holds takes connections before
+        worker 0 does."""
         if self.first_ready is None:
             return
-        host, port = self.first_ready
         while not self.stopping.is_set():
-            try:
-                _, writer = await asyncio.open_connection(host, port)
-            except OSError:
+            if await self._answers(*self.first_ready):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.05)
+
+    async def _answers(self, host: str, port: int) -> bool:
+        """Whether the admin listener answers a health check (before the supervisor stops)."""
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            return False
+        try:
+            writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+            while not self.stopping.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 0.05)
-                continue
+                    return bool(await asyncio.wait_for(reader.read(1), 0.2))
+            return False
+        except OSError:
+            return False
+        finally:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            return
 
     def _hangup(self) -> None:
         if self.reload_due is None:
@@ -386,8 +420,10 @@ def run_supervisor(
     reloaded: Callable[[], dict[str, str]] | None = None,
     max_tracked: int = 0,
     hang: float = 0.0,
+    admin: int = -1,
 ) -> int:
-    return asyncio.run(Supervisor(count, argv, env, grace, first_ready, reloaded, max_tracked, hang).run())
+    supervisor = Supervisor(count, argv, env, grace, first_ready, reloaded, max_tracked, hang, admin)
+    return asyncio.run(supervisor.run())
 
 
 def python_argv() -> list[str]:

@@ -201,6 +201,33 @@ async def test_a_hung_worker_is_killed_and_restarted(tmp_path: Path, upstream_se
         await gw.kill()
 
 
+async def test_the_admin_port_takes_requests_while_worker_0_restarts(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """Worker 0 bound the admin port itself, so between its death and its successor's start a
+    request was refused (connection refused): the supervisor now listens there and hands the
+    socket to each worker 0, and a request made meanwhile waits and is answered."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 0]
+        os.kill(victim, signal.SIGKILL)
+        while await asyncio.to_thread(_alive, victim):  # its sockets are closed once it is gone
+            await asyncio.sleep(0.01)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with (
+            aiohttp.ClientSession(headers=headers, timeout=timeout) as session,
+            session.get(f"{gw.admin}/api/touchpoints") as resp,
+        ):
+            assert resp.status == 200
+        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= 3, gw.stderr)
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
 async def test_a_restarted_worker_runs_the_config_its_siblings_run(
     tmp_path: Path, upstream_server: object
 ) -> None:
