@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from gateway.config import (
 from gateway.config_values import host_problem
 from gateway.daysalt import HandedSalt
 from gateway.doctor import cmd_doctor, geo_files, store_failure, timeout_arg
+from gateway.heartbeat import Heartbeat
 from gateway.logs import set_level, setup_logging
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -315,8 +317,12 @@ async def _run(
     handed: HandedSalt | None = None,
     shared_counts: SharedCounts | None = None,
     started: tuple[str, str] | None = None,
+    beat: Heartbeat | None = None,
+    admin_sock: socket.socket | None = None,
 ) -> None:
-    """Serve ``settings``; ``started``: a worker's listen addresses as configured (``_overridden``)."""
+    """Serve ``settings``; ``started``: a worker's listen addresses as configured (``_overridden``);
+    ``beat``: a worker's heartbeat, which its supervisor kills it without (``gateway/heartbeat.py``);
+    ``admin_sock``: worker 0's admin socket, which its supervisor listens on (``_handed_admin``)."""
     from aiohttp import web
 
     from gateway.demo import create_demo_app
@@ -354,6 +360,8 @@ async def _run(
             supervisor = _supervisor_pid()
     if handed is not None:
         handed.follow(asyncio.get_running_loop())  # each new day's salt, from the supervisor
+    if beat is not None:
+        beat.start(asyncio.get_running_loop())
     try:
         await serve(
             settings,
@@ -366,14 +374,30 @@ async def _run(
             salt=handed.salt if handed is not None else None,
             shared_counts=shared_counts,
             supervisor=supervisor,
+            admin_sock=admin_sock,
         )
     finally:
         if handed is not None:
             handed.close(asyncio.get_running_loop())
+        if beat is not None:
+            beat.close()
         if orphaned is not None:
             orphaned.cancel()
         if demo_runner is not None:
             await demo_runner.cleanup()
+
+
+def _handed_admin() -> socket.socket | None:
+    """Worker 0's admin socket, bound and listened on by its supervisor, which keeps it open
+    between worker 0's restarts; None when the supervisor handed none."""
+    from gateway.supervisor import ADMIN_FD_ENV
+
+    fd = os.environ.pop(ADMIN_FD_ENV, None)  # not passed on to this worker's own children
+    if not fd:
+        return None
+    sock = socket.socket(fileno=int(fd))
+    sock.set_inheritable(False)
+    return sock
 
 
 def _supervisor_pid() -> int:
@@ -434,7 +458,9 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
     try:
         public, proxy_addr = reserve(settings.options.proxy.listen, reuse_port=True, key="proxy.listen")
         admin, admin_addr = reserve(settings.options.admin.listen, reuse_port=False, key="admin.listen")
-        admin.close()  # only worker 0 listens there: it binds it itself
+        # Worker 0 serves on it; held here too, it takes connections while worker 0 restarts (until
+        # 2026-12-05 worker 0 bound it itself, and between its restarts connections were refused).
+        admin.listen(128)
     except OSError as err:
         print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
         return 1
@@ -503,9 +529,11 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
             first[1],
         )
         grace, tracked = settings.options.proxy.shutdown_grace, settings.options.bots.max_tracked
-        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked)
+        hang = settings.options.proxy.worker_hang_seconds
+        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang, admin.detach())
     finally:
         public.close()
+        admin.close()  # if not handed over
         shutil.rmtree(snapshots, ignore_errors=True)
 
 
@@ -606,6 +634,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     handed = HandedSalt.from_environ()  # a worker's: the salt its siblings use (None: its own)
     shared_counts = SharedCounts.from_environ()  # and the velocity counts they share
+    beat = Heartbeat.from_environ()  # and the pipe its supervisor hears its event loop on
+    admin_sock = _handed_admin() if args.worker == 0 else None
     try:
         import uvloop
     except ImportError:
@@ -616,7 +646,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # gives up at once instead of restarting it.
     failed = 1 if args.worker is None else EXIT_START
     try:
-        runner(_run(settings, args, handed, shared_counts, started))
+        runner(_run(settings, args, handed, shared_counts, started, beat, admin_sock))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         if args.worker is None:
             return _fail_config(args.config, err)

@@ -255,6 +255,12 @@ def validate(options: Options) -> list[str]:
         "proxy.shutdown_grace",
         f"must be more than 0 and at most 3600 seconds, got {px.shutdown_grace}",
     )
+    _check(
+        p,
+        px.worker_hang_seconds == 0 or 1 <= px.worker_hang_seconds <= 3600,
+        "proxy.worker_hang_seconds",
+        f"must be 0 (off) or 1..3600 seconds, got {px.worker_hang_seconds}",
+    )
     _positive(p, "proxy.read_timeout", px.read_timeout)
     _positive(p, "proxy.body_timeout", px.body_timeout)
     _within(p, "proxy.upstream_connections", px.upstream_connections, 1, 100_000)

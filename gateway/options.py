@@ -62,6 +62,9 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Proxy worker processes sharing the public port (SO_REUSEPORT); 0: one per CPU core, 1: one process."""
     shutdown_grace: float = 10.0
     """Seconds SIGTERM waits for in-flight requests (both listeners') to finish before they are cut off."""
+    worker_hang_seconds: float = 30.0
+    """With several workers: seconds a worker's event loop may go without running before the
+    supervisor kills it (SIGKILL) and starts it again; 0: never."""
 
 
 class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -435,16 +435,22 @@ async def start_site(
     reuse_port: bool = False,
     listener: Mapping[str, Any] | None = None,
     key: str = "",
+    sock: socket.socket | None = None,
     **kwargs: Any,
 ) -> tuple[web.AppRunner, str]:
     """``app`` listening on ``listen``; ``listener``: how it answers what aiohttp refuses
     itself (``Gateway.listener``, ``gateway/protocol_errors.py``); ``grace``: how long its
     in-flight requests may take to finish when it stops (``proxy.shutdown_grace``); ``key``: the
-    config key ``listen`` comes from, named when it cannot be bound."""
+    config key ``listen`` comes from, named when it cannot be bound; ``sock``: a socket bound to
+    ``listen`` already (a supervisor's), served instead."""
     host, port = parse_listen(listen)
     runner = Runner(app, **(listener or {}), access_log=None, shutdown_timeout=grace, **kwargs)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    site: web.BaseSite = (
+        web.SockSite(runner, sock)
+        if sock is not None
+        else web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    )
     try:
         await site.start()
     except OSError as err:
@@ -577,11 +583,14 @@ async def serve(
     salt: DaySalt | None = None,
     shared_counts: SharedCounts | None = None,
     supervisor: int | None = None,
+    admin_sock: socket.socket | None = None,
 ) -> None:
     """Run the public listener (and, with ``admin``, the admin listener and the background tasks)
     until SIGINT/SIGTERM (or ``stop``), then shut down gracefully; SIGHUP calls ``reread``. A
     worker's ``supervisor`` (its process ID) orders reloads with ``RELOAD_ORDER`` instead, and
-    a SIGHUP goes on to it: every worker reloads, not only the one it was sent to."""
+    a SIGHUP goes on to it: every worker reloads, not only the one it was sent to; worker 0's
+    ``admin_sock`` is the admin socket the supervisor listens on (served instead of binding
+    ``admin.listen``)."""
     gw = create_gateway(settings, upstream, salt, shared_counts, speaks=admin)
     if attach is not None:
         attach(gw)
@@ -622,6 +631,7 @@ async def serve(
                 grace=grace,
                 listener=gw.listener(public=False),
                 key="admin.listen",
+                sock=admin_sock,
             )
             background = [
                 loop.create_task(_keep_running(name, task), name=name) for name, task in gw.background.items()

@@ -7,7 +7,8 @@ never listens, so port 0 becomes one concrete port every worker shares) and the
 admin port, starts ``gateway run --worker I`` for each worker — worker 0 first,
 the others once its admin listener accepts — (each binds the public port with
 ``SO_REUSEPORT``; the kernel spreads connections), restarts a
-worker that exits unexpectedly, forwards SIGTERM/SIGINT (graceful stop), orders
+worker that exits unexpectedly or whose event loop stops beating (``gateway/heartbeat.py``:
+killed, then restarted alike), forwards SIGTERM/SIGINT (graceful stop), orders
 a reload on SIGHUP (``RELOAD_ORDER``: a worker passes a SIGHUP of its own on to it), and
 clears a worker's live gauges from the metrics files when it exits (its counters stay:
 ``/metrics`` adds up every worker's). It draws each day's cookieless salt and writes it
@@ -15,7 +16,9 @@ to every worker (``gateway/daysalt.py``), so every worker keys a cookieless visi
 a restarted one too. It creates the memory where every worker counts bot velocity
 (``gateway/sharedcounts.py``), so a burst spread over them is counted once. Worker 0 alone
 runs the admin listener and the background tasks: they need one owner, and
-worker 0 is restarted like any other.
+worker 0 is restarted like any other. The supervisor listens on the admin port itself and hands
+that socket to each worker 0, so a request made while worker 0 restarts waits for the next one
+instead of being refused.
 
 A worker that fails again and again at start (a port taken, a store it cannot
 open, exit 2 for a config problem) makes the supervisor stop them all and exit
@@ -39,6 +42,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from gateway import sharedcounts
 from gateway.childsignals import RELOAD_ORDER, RELOAD_ORDER_ENV, RELOAD_SIGNALS, blocked, heard
 from gateway.daysalt import SALT_FD_ENV, DaySalt
+from gateway.heartbeat import HEARTBEAT_ENV, Listener, interval
 from gateway.metrics import MULTIPROCESS_ENV
 from gateway.options import parse_listen, unresolvable
 from gateway.sharedcounts import SHARED_COUNTS_FD_ENV
@@ -53,6 +57,9 @@ group reaches every worker too, and each passes it back (``gateway/server.py``);
 reload, which reads the file after the last of them came."""
 MAX_QUICK_EXITS = 5
 """Quick exits in a row (of one worker) after which the supervisor gives up."""
+ADMIN_FD_ENV = "GATEWAY_WORKER_ADMIN_FD"
+"""Set by the supervisor for worker 0: the admin socket it listens on, which the supervisor
+holds open between worker 0's restarts, so a request then waits instead of being refused."""
 EXIT_CONFIG = 2
 EXIT_START = 3
 
@@ -111,6 +118,8 @@ class Supervisor:
         first_ready: tuple[str, int] | None = None,
         reloaded: Callable[[], dict[str, str]] | None = None,
         max_tracked: int = 0,
+        hang: float = 0.0,
+        admin: int = -1,
     ) -> None:
         self.count = count
         self.argv = argv
@@ -134,6 +143,16 @@ class Supervisor:
         self.counts = sharedcounts.create(max_tracked) if max_tracked else None
         """The velocity counts every worker shares (``gateway.sharedcounts``): a memory file for
         ``bots.max_tracked`` keys, the same for each worker started, kept until the end."""
+        self.hang = hang
+        """``proxy.worker_hang_seconds``: a worker whose event loop has not beaten for this long
+        is killed and restarted (0: never)."""
+        self.listeners: dict[int, Listener] = {}
+        """Worker index → the pipe its event loop beats on (``gateway/heartbeat.py``)."""
+        self.hung: set[int] = set()
+        """Workers killed for their silence, not yet restarted."""
+        self.admin = admin
+        """The listening admin socket (its file descriptor, this object's to close) handed to each
+        worker 0; -1: none (worker 0 binds ``admin.listen`` itself)."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -142,11 +161,13 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._hangup)
         heard(RELOAD_SIGNALS)  # held since the process began (``gateway/__main__.py``)
         days = asyncio.create_task(self._next_days(), name="next-days")
+        watch = asyncio.create_task(self._watch(), name="watch") if self.hang else None
         keepers = [asyncio.create_task(self._keep(0), name="worker-0")]
         await self._first_up()
         if not self.stopping.is_set():
             keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
         await self.stopping.wait()
+        self._close_admin()  # new admin connections refused once worker 0 stops taking them
         # Those still running: one that failed (the reason for this stop) or is between restarts
         # is not stopped (until 2026-12-05 every worker ever started was counted).
         running = sum(proc.returncode is None for proc in self.procs.values())
@@ -160,8 +181,13 @@ class Supervisor:
                     proc.kill()
         codes = [task.result() for task in done] + list(await asyncio.gather(*pending))
         days.cancel()
+        if watch is not None:
+            watch.cancel()
         for index in list(self.salt_pipes):
             self._close_salt_pipe(index)
+        for listener in self.listeners.values():
+            listener.close()
+        self._close_admin()
         if self.counts is not None:
             os.close(self.counts)
         return 1 if self.failed or any(codes) else 0
@@ -186,15 +212,63 @@ class Supervisor:
             except OSError as err:
                 log.error("worker %d did not take the new day's salt (%s)", index, err)
 
+    async def _watch(self) -> None:
+        """Kill a worker whose event loop has not beaten for ``hang`` seconds: it holds its share
+        of the public port, and visitors the kernel hands it wait for nothing. Its keeper
+        (``_keep``) restarts it as it restarts a crashed one. Not once stopping: a worker that does
+        not stop within the grace is killed then anyway."""
+        loop = asyncio.get_running_loop()
+        tick = interval(self.hang)
+        last = loop.time()
+        while not self.stopping.is_set():
+            await asyncio.sleep(tick)
+            now = loop.time()
+            held = now - last > self.hang  # this process itself did not run meanwhile
+            last = now
+            for index, listener in list(self.listeners.items()):
+                proc = self.procs.get(index)
+                if self.stopping.is_set():
+                    return
+                if proc is None or proc.returncode is not None or index in self.hung:
+                    continue
+                listener.hear(now)
+                if held:
+                    listener.forgive(now)
+                    continue
+                if (why := listener.silent(now, self.hang)) is None:
+                    continue
+                log.error(
+                    "worker %d (pid %d) is hung: %s (proxy.worker_hang_seconds = %g); killing it",
+                    index,
+                    proc.pid,
+                    why,
+                    self.hang,
+                )
+                self.hung.add(index)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
     def _close_salt_pipe(self, index: int) -> None:
         fd = self.salt_pipes.pop(index, None)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def _close_admin(self) -> None:
+        if self.admin >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.admin)
+            self.admin = -1
+
+    def _close_listener(self, index: int) -> None:
+        listener = self.listeners.pop(index, None)
+        if listener is not None:
+            listener.close()
+
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         """Start worker ``index``, the day's salt already in the pipe it reads each day's from."""
         read_end, write_end = os.pipe()
+        heard, beats = os.pipe() if self.hang else (-1, -1)
         written = self.salt.record()
         try:
             os.write(write_end, written)  # 40 bytes: within any pipe's buffer
@@ -203,36 +277,63 @@ class Supervisor:
             if self.counts is not None:
                 env[SHARED_COUNTS_FD_ENV] = str(self.counts)
                 fds.append(self.counts)
+            if beats >= 0:
+                env[HEARTBEAT_ENV] = f"{beats}:{interval(self.hang)}"
+                fds.append(beats)
+            if index == 0 and self.admin >= 0:
+                env[ADMIN_FD_ENV] = str(self.admin)
+                fds.append(self.admin)
             with blocked(RELOAD_SIGNALS):  # held by the worker from its start, until it reloads on it
                 proc = await asyncio.create_subprocess_exec(*self.argv(index), env=env, pass_fds=fds)
         except BaseException:
             os.close(write_end)
+            if heard >= 0:
+                os.close(heard)
             raise
         finally:
             os.close(read_end)
+            if beats >= 0:
+                os.close(beats)
         self._close_salt_pipe(index)  # a predecessor's
         self.salt_pipes[index] = write_end
+        if heard >= 0:
+            self._close_listener(index)
+            self.listeners[index] = Listener(heard, asyncio.get_running_loop().time())
         if (now := self.salt.record()) != written:  # midnight passed while it started
             with contextlib.suppress(OSError):
                 os.write(write_end, now)
         return proc
 
     async def _first_up(self) -> None:
-        """Wait until worker 0 accepts on ``first_ready`` (or the supervisor is stopping)."""
+        """Wait until worker 0 answers on ``first_ready`` (or the supervisor is stopping): a
+        request answered, as the admin socket this process holds takes connections before
+        worker 0 does."""
         if self.first_ready is None:
             return
-        host, port = self.first_ready
         while not self.stopping.is_set():
-            try:
-                _, writer = await asyncio.open_connection(host, port)
-            except OSError:
+            if await self._answers(*self.first_ready):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.05)
+
+    async def _answers(self, host: str, port: int) -> bool:
+        """Whether the admin listener answers a health check (before the supervisor stops)."""
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            return False
+        try:
+            writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+            while not self.stopping.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 0.05)
-                continue
+                    return bool(await asyncio.wait_for(reader.read(1), 0.2))
+            return False
+        except OSError:
+            return False
+        finally:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            return
 
     def _hangup(self) -> None:
         if self.reload_due is None:
@@ -270,6 +371,9 @@ class Supervisor:
                     proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
             self._close_salt_pipe(index)
+            self._close_listener(index)
+            how = "was killed for hanging" if index in self.hung else ended(code)
+            self.hung.discard(index)
             if metrics := self.env.get(MULTIPROCESS_ENV):
                 mark_process_dead(proc.pid, metrics)  # its queue and lag are no longer live
             if self.stopping.is_set():
@@ -280,7 +384,7 @@ class Supervisor:
                 self.failed = True
                 self.stopping.set()
                 return code
-            log.error("worker %d %s; starting it again", index, ended(code))
+            log.error("worker %d %s; starting it again", index, how)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), min(0.1 * 2**quick, 5.0))
             if self.stopping.is_set():  # told to stop while it was down: nothing to restart
@@ -315,8 +419,11 @@ def run_supervisor(
     first_ready: tuple[str, int] | None = None,
     reloaded: Callable[[], dict[str, str]] | None = None,
     max_tracked: int = 0,
+    hang: float = 0.0,
+    admin: int = -1,
 ) -> int:
-    return asyncio.run(Supervisor(count, argv, env, grace, first_ready, reloaded, max_tracked).run())
+    supervisor = Supervisor(count, argv, env, grace, first_ready, reloaded, max_tracked, hang, admin)
+    return asyncio.run(supervisor.run())
 
 
 def python_argv() -> list[str]:

@@ -120,6 +120,11 @@ def test_defaults_load() -> None:
         ),
         ("[geo]\ncountry = 'x'\n", "geo.country: unknown key"),
         ("[admin]\nreport_processes = 65\n", "admin.report_processes: must be 0..64"),
+        (
+            "[proxy]\nworker_hang_seconds = 0.5\n",
+            "proxy.worker_hang_seconds: must be 0 (off) or 1..3600 seconds, got 0.5",
+        ),
+        ("[proxy]\nworker_hang_seconds = -1\n", "proxy.worker_hang_seconds: must be 0 (off) or 1..3600"),
         ("[admin]\nreport_worker_memory_mb = 10\n", "admin.report_worker_memory_mb: must be 0 (never"),
         (
             "[admin]\nbody_timeout = 0\n",

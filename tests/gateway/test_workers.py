@@ -158,6 +158,76 @@ async def test_a_crashed_worker_is_restarted(tmp_path: Path, upstream_server: ob
         await gw.kill()
 
 
+async def test_a_hung_worker_is_killed_and_restarted(tmp_path: Path, upstream_server: object) -> None:
+    """A worker whose event loop is stuck (here stopped) kept its share of the port, and the
+    visitors the kernel handed it waited for nothing, with not a word in the log: the supervisor
+    now kills it once silent for ``proxy.worker_hang_seconds``, says so, and starts it again.
+    Workers idle for several times the bound, their loops running, are left alone."""
+    hang = 2
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    text = await asyncio.to_thread(cfg.read_text)
+    await asyncio.to_thread(
+        cfg.write_text, text.replace("workers = 2\n", f"workers = 2\nworker_hang_seconds = {hang}\n")
+    )
+    gw = await GatewayProcess.start(cfg)
+    victim = 0
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        await asyncio.sleep(3 * hang)  # idle, not hung
+        assert not [r for r in gw.logs() if r["level"] in ("error", "critical")]
+        (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 1]
+        os.kill(victim, signal.SIGSTOP)
+        stopped = time.monotonic()
+        said = await gw.wait_log(lambda r: "is hung" in r["msg"])
+        assert time.monotonic() - stopped >= hang
+        assert said["msg"].startswith(f"worker 1 (pid {victim}) is hung: its event loop has been silent for ")
+        assert said["msg"].endswith(" s (proxy.worker_hang_seconds = 2); killing it"), said
+        restarted = await gw.wait_log(lambda r: "starting it again" in r["msg"])
+        assert restarted["msg"] == "worker 1 was killed for hanging; starting it again"
+        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= 3, gw.stderr)
+        assert not await asyncio.to_thread(_alive, victim)
+        timeout = aiohttp.ClientTimeout(total=5)
+        for _ in range(20):  # a new connection each: none is handed to the stopped worker
+            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(f"{gw.proxy}/") as resp:
+                assert resp.status == 200
+        assert len([r for r in gw.logs() if "is hung" in r["msg"]]) == 1, (
+            "worker 0 and the new one are left alone"
+        )
+        assert not [r for r in gw.logs() if r["level"] == "critical"]
+        assert await gw.stop() == 0
+    finally:
+        if victim and await asyncio.to_thread(_alive, victim):
+            os.kill(victim, signal.SIGKILL)
+        await gw.kill()
+
+
+async def test_the_admin_port_takes_requests_while_worker_0_restarts(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """Worker 0 bound the admin port itself, so between its death and its successor's start a
+    request was refused (connection refused): the supervisor now listens there and hands the
+    socket to each worker 0, and a request made meanwhile waits and is answered."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 0]
+        os.kill(victim, signal.SIGKILL)
+        while await asyncio.to_thread(_alive, victim):  # its sockets are closed once it is gone
+            await asyncio.sleep(0.01)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with (
+            aiohttp.ClientSession(headers=headers, timeout=timeout) as session,
+            session.get(f"{gw.admin}/api/touchpoints") as resp,
+        ):
+            assert resp.status == 200
+        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= 3, gw.stderr)
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
 async def test_a_restarted_worker_runs_the_config_its_siblings_run(
     tmp_path: Path, upstream_server: object
 ) -> None:
