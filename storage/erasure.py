@@ -178,6 +178,17 @@ def keys_named(keys: Keys, texts: Sequence[str], sought: Collection[str], *, use
     return found & set(sought)
 
 
+def whole_id(form: str) -> re.Pattern[str]:
+    """``form`` (a raw user ID's spelling) where a text names it: in any case, as a sender
+    writes an ID as its system holds it (``Alice@Example.COM``, an upper-case UUID), and with no
+    letter or digit touching it (a quote, ``:``, ``=``, a space or a ``.`` may): erasing user
+    ``42`` must not take every kept bad event with a price of 420 or a timestamp in it."""
+    folded = form.casefold()
+    before = r"(?<![^\W_])" if folded[:1].isalnum() else ""
+    after = r"(?![^\W_])" if folded[-1:].isalnum() else ""
+    return re.compile(before + re.escape(folded) + after)
+
+
 def _open(
     rows: Sequence[Sequence[str]],
     body_key: bytes,
@@ -188,14 +199,12 @@ def _open(
 ) -> list[tuple[str, str, set[str]]]:
     """Each bad event of ``rows`` (id, ts, body, reason) opened: its id, its time, the keys it
     names (of ``forms``, a raw ID's spellings, each to its key; of ``sought``, keyed)."""
-    # A sender writes an ID as its system holds it (``Alice@Example.COM``, an upper-case UUID):
-    # the raw ID is sought in any case, as a substring already is.
-    folded = [(form.casefold(), key) for form, key in forms.items()]
+    folded = [(whole_id(form), key) for form, key in forms.items()]
     opened = []
     for event_id, ts, body, reason in rows:
         texts = [t for t in (unseal(body_key, body), unseal(body_key, reason)) if t is not None]
         lowered = [text.casefold() for text in texts] if folded else []
-        named = {key for form, key in folded if any(form in text for text in lowered)}
+        named = {key for form, key in folded if any(form.search(text) for text in lowered)}
         if keys is not None and sought:
             named |= keys_named(keys, texts, sought, users=users)
         opened.append((event_id, ts, named))

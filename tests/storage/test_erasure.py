@@ -191,6 +191,29 @@ async def test_the_raw_user_id_is_found_in_any_case(tmp_path: Path) -> None:
     assert await erased_ids(tmp_path / "b.db", uuid, [upper, bad('{"userId": "x"}')]) == {upper.id}
 
 
+async def test_the_raw_user_id_is_found_as_a_whole_id_not_inside_a_longer_one(tmp_path: Path) -> None:
+    """Erasing user ``42`` took every kept bad event with ``42`` anywhere in it (a price of
+    420, a timestamp, another user ``1042``): other senders' refused events, kept to be replayed
+    once their mapping is fixed, were gone. The raw ID counts where no letter or digit touches
+    it on either side, whatever stands around it (a quote, ``:``, ``=``, a space, a ``.``)."""
+    named = [
+        bad('{"userId": 42}'),
+        bad('{"userId": "42"}'),
+        bad("user=42&plan=pro", reason="not JSON"),
+        bad("not JSON", reason="user_id (/user_id): 'user:42' is not a known user"),
+    ]
+    others = [
+        bad('{"userId": "1042", "price": 420}'),
+        bad('{"userId": "x", "ts": 1733442000}'),
+        bad('{"userId": "u42"}'),
+    ]
+    assert await erased_ids(tmp_path / "a.db", "42", named + others) == {e.id for e in named}
+    sentence = bad("not JSON", reason="no user named alice@example.com.")
+    longer = bad('{"userId": "alice@example.community"}')
+    found = await erased_ids(tmp_path / "b.db", "alice@example.com", [sentence, longer])
+    assert found == {sentence.id}
+
+
 async def test_a_visitor_id_joined_into_a_longer_value_is_found(tmp_path: Path) -> None:
     """A visitor's raw ID is sought keyed, word by word: one a sender joined into a longer value
     (``anon:phone-1``, a path or fragment of a URL) was no word of its own, and the bad event
