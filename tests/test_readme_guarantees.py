@@ -326,3 +326,13 @@ def test_report_parameters_table_is_what_the_endpoints_take() -> None:
     }
     taken = set().union(*(PARAMS[report] for report in ("attribution", "timeseries", "paths", "payouts")))
     assert listed == taken
+
+
+def test_the_contents_line_lists_every_section() -> None:
+    """The README's first screen names each of its sections, in order: a section added or renamed
+    without it would be found only by scrolling 6,000 lines."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    sections = re.findall(r"^## (.+)$", prose, flags=re.MULTILINE)
+    contents = next(line for line in text.splitlines() if line.startswith("**Contents:** "))
+    assert re.findall(r"\[([^\]]+)\]\(#", contents) == sections
