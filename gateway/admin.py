@@ -265,7 +265,8 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         return fail(
             401,
             "the dashboard session of this cookie has ended (admin.session_hours passed, a logout,"
-            " a newer login from the same browser, or a restart): sign in again, or send"
+            " a newer login from the same browser, or a restart with another admin.token): sign in"
+            " again, or send"
             " Authorization: Bearer <admin token>",
             {"WWW-Authenticate": "Bearer"},
         )

@@ -52,6 +52,7 @@ from gateway.sessions import (
     has_session,
     same_origin,
     session_cookie,
+    session_key,
     set_cookie,
 )
 from storage.dashboard import MAX_DAYS, PARTS, Period, summary
@@ -254,16 +255,16 @@ async def login(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS_KEY]
     # The session this browser still sends (a login from a second tab, a cookie planted by a
     # site on another port of this host) ends here: one browser, one live session, the new one.
-    sessions.end(request.cookies.get(session_cookie(request)))
+    session_id = await sessions.start(replacing=request.cookies.get(session_cookie(request)))
     response = web.HTTPSeeOther(next_page or "/dashboard")
-    set_cookie(response, request, sessions.start(), sessions.lifetime)
+    set_cookie(response, request, session_id, sessions.lifetime)
     raise response
 
 
 async def logout(request: web.Request) -> web.Response:
     if not same_origin(request):
         return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
-    request.app[SESSIONS_KEY].end(request.cookies.get(session_cookie(request)))
+    await request.app[SESSIONS_KEY].end(request.cookies.get(session_cookie(request)))
     response = web.HTTPSeeOther("/login")
     clear_cookie(response, request)
     raise response
@@ -352,10 +353,14 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 def add_dashboard(app: web.Application) -> None:
     """Mount the dashboard on the admin app (after ``create_admin_app``)."""
     settings = app[SETTINGS_KEY]
-    app[SESSIONS_KEY] = Sessions(settings.options.admin.session_hours * 3600)
+    key = session_key(settings.secret, settings.admin_token)
+    app[SESSIONS_KEY] = Sessions(
+        settings.options.admin.session_hours * 3600, store=settings.store_path, key=key
+    )
 
     async def assets(app: web.Application) -> AsyncIterator[None]:
         app[ASSETS_KEY] = await asyncio.to_thread(load_assets)
+        await app[SESSIONS_KEY].load()  # the store is open (and migrated) by now: the proxy's
         yield
 
     app.cleanup_ctx.append(assets)

@@ -1,6 +1,9 @@
 """Dashboard logins: random server-side sessions behind an HttpOnly, SameSite=Strict cookie.
 
-Owns the session table (in memory, per process: a restart logs everyone out), the cookie's
+Owns the session table: in worker 0's memory, where every request reads it, and written
+through to the local store (``storage/dashboard_sessions.py``) at each login and logout, so that
+a login outlives a restart of the gateway and a logout stays one; a changed ``admin.token`` (or
+``identity.secret``) ends every session (``session_key``). It owns the cookie's
 name (one per port: ``cookie_name``) and flags, and the same-origin test that guards every
 state-changing form (login, logout). A session only ever reads: the admin API accepts its
 cookie on GET and HEAD, and anything that changes data still needs the bearer token
@@ -13,13 +16,22 @@ say), which is the same site.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from gateway.keys import derive
+from storage import dashboard_sessions
+
+log = logging.getLogger("gateway.sessions")
 
 COOKIE = "gw_admin_session"
 """The session cookie's name, before the port the browser reached the listener on
@@ -38,26 +50,71 @@ MAX_SESSIONS = 1000
 """Most live sessions; the oldest goes first when a new login would pass it."""
 
 
-class Sessions:
-    """Session ID → expiry. Only a SHA-256 of each ID is kept, so the table holds nothing a
-    cookie could be rebuilt from; lookups go through a dict keyed by that digest."""
+def session_key(secret: bytes, token: str) -> bytes:
+    """The key of the session digests: from ``identity.secret`` and ``admin.token``, so that a
+    gateway restarted with another token finds no session of the old one (and the table holds
+    nothing that would let the token be guessed without the secret)."""
+    return hmac.new(derive(secret, "gateway/dashboard-sessions/v1"), token.encode(), hashlib.sha256).digest()
 
-    def __init__(self, lifetime_seconds: int, clock: Callable[[], float] = time.time) -> None:
+
+class Sessions:
+    """Session ID → expiry. Only a keyed digest of each ID is kept (HMAC-SHA256 under
+    ``session_key``), so neither memory nor the store holds anything a cookie could be rebuilt
+    from; lookups go through a dict keyed by that digest. With ``store``, the sessions are
+    read from it at start (``load``) and each login and logout is written to it."""
+
+    def __init__(
+        self,
+        lifetime_seconds: int,
+        clock: Callable[[], float] = time.time,
+        store: Path | None = None,
+        key: bytes = b"",
+    ) -> None:
         self.lifetime = lifetime_seconds
         self.clock = clock
+        self.store = store
+        self._key = key
+        self.key_id = hmac.new(key, b"key id", hashlib.sha256).digest()[:16]
         self._expiry: dict[bytes, float] = {}
 
-    @staticmethod
-    def _digest(session_id: str) -> bytes:
-        return hashlib.sha256(session_id.encode("utf-8", "surrogateescape")).digest()
+    def _digest(self, session_id: str) -> bytes:
+        return hmac.new(self._key, session_id.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
-    def start(self) -> str:
-        now = self.clock()
-        self._expiry = {k: t for k, t in self._expiry.items() if t > now}
-        while len(self._expiry) >= MAX_SESSIONS:
+    async def load(self) -> None:
+        """The store's live sessions of this key (a store it cannot read: none, said in the log)."""
+        if self.store is None:
+            return
+        try:
+            started = await dashboard_sessions.load(self.store, self.key_id, self.clock() - self.lifetime)
+        except (sqlite3.Error, OSError) as err:
+            log.warning("dashboard sessions not read from the store (everyone logs in again): %s", err)
+            return
+        self._expiry = {digest: at + self.lifetime for digest, at in started.items()}
+        while len(self._expiry) > MAX_SESSIONS:
             del self._expiry[min(self._expiry, key=self._expiry.__getitem__)]
+
+    async def start(self, replacing: str | None = None) -> str:
+        """A new session (and the end of ``replacing``, the one this browser still sent)."""
+        now = self.clock()
+        dropped = [k for k, t in self._expiry.items() if t <= now]
+        if replacing:
+            dropped.append(self._digest(replacing))
+        for key in dropped:
+            self._expiry.pop(key, None)
+        while len(self._expiry) >= MAX_SESSIONS:
+            oldest = min(self._expiry, key=self._expiry.__getitem__)
+            del self._expiry[oldest]
+            dropped.append(oldest)
         session_id = secrets.token_urlsafe(32)
-        self._expiry[self._digest(session_id)] = now + self.lifetime
+        digest = self._digest(session_id)
+        self._expiry[digest] = now + self.lifetime
+        if self.store is not None:
+            try:
+                await dashboard_sessions.save(
+                    self.store, digest, self.key_id, now, now - self.lifetime, dropped
+                )
+            except (sqlite3.Error, OSError) as err:
+                log.warning("dashboard session not written to the store (it ends at a restart): %s", err)
         return session_id
 
     def valid(self, session_id: str | None) -> bool:
@@ -68,13 +125,21 @@ class Sessions:
         if expiry is None:
             return False
         if expiry <= self.clock():
-            del self._expiry[key]
+            del self._expiry[key]  # its row goes at the next login or start
             return False
         return True
 
-    def end(self, session_id: str | None) -> None:
-        if session_id:
-            self._expiry.pop(self._digest(session_id), None)
+    async def end(self, session_id: str | None) -> None:
+        if not session_id:
+            return
+        digest = self._digest(session_id)
+        self._expiry.pop(digest, None)
+        if self.store is not None:
+            try:
+                await dashboard_sessions.remove(self.store, digest)
+            except (sqlite3.Error, OSError) as err:
+                # The browser's cookie is cleared all the same: nobody holds the ID any more.
+                log.warning("dashboard logout not written to the store: %s", err)
 
     def __len__(self) -> int:
         return len(self._expiry)
