@@ -12,7 +12,7 @@ function urlOf(path, params) {
   return url.pathname + url.search;
 }
 
-// Signed out meanwhile (the session expired, the gateway restarted): the login says so (the
+// Signed out meanwhile (the session expired or was ended, the admin token changed): the login says so (the
 // page was signed in: a refusal now means its session ended) and comes back to this period
 // (never a journey's ID: the page's own URL does not hold it).
 function toLogin() {
