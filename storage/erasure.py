@@ -138,6 +138,10 @@ _JOINED = re.compile(r"[:/?#|\\]+")
 """What joins an ID into a longer word a sender wrote (``anon:phone-1``, a URL's path or
 fragment, ``ios|phone-1``): each part between is a word too. Not ``.``, ``@``, ``-``, ``_``
 or ``+``, which IDs hold (an e-mail, a UUID); the whole word is sought as well."""
+_NUMBER_BEFORE = r"(?<!\d[-:./])"
+_NUMBER_AFTER = r"(?![-:./]\d)"
+"""A date's, a time's or a decimal's joint with a digit beyond: what continues a number past
+a raw ID's digit (``whole_id``)."""
 _CHUNK = 200
 """Bad events opened per step: their texts are searched off the event loop."""
 _RAW = "raw user ID"
@@ -182,10 +186,17 @@ def whole_id(form: str) -> re.Pattern[str]:
     """``form`` (a raw user ID's spelling) where a text names it: in any case, as a sender
     writes an ID as its system holds it (``Alice@Example.COM``, an upper-case UUID), and with no
     letter or digit touching it (a quote, ``:``, ``=``, a space or a ``.`` may): erasing user
-    ``42`` must not take every kept bad event with a price of 420 or a timestamp in it."""
+    ``42`` must not take every kept bad event with a price of 420 or a timestamp in it. Nor
+    may a ``-``, ``:``, ``.`` or ``/`` with a digit beyond touch an end that is a digit: it is
+    one number then (``2026-12-05T10:42:00Z``, ``12.50``), no user ``12`` nor ``42`` (until
+    2026-12-05 erasing user ``12`` took every bad event sent in December)."""
     folded = form.casefold()
     before = r"(?<![^\W_])" if folded[:1].isalnum() else ""
     after = r"(?![^\W_])" if folded[-1:].isalnum() else ""
+    if folded[:1].isdigit():
+        before += _NUMBER_BEFORE
+    if folded[-1:].isdigit():
+        after += _NUMBER_AFTER
     return re.compile(before + re.escape(folded) + after)
 
 
