@@ -142,6 +142,8 @@ _NUMBER_BEFORE = r"(?<!\d[-:./])"
 _NUMBER_AFTER = r"(?![-:./]\d)"
 """A date's, a time's or a decimal's joint with a digit beyond: what continues a number past
 a raw ID's digit (``whole_id``)."""
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|[bfnrt])")
+"""A JSON string's escape: of a character (``\\u00d6``), or of white space (``\\n``)."""
 _CHUNK = 200
 """Bad events opened per step: their texts are searched off the event loop."""
 _RAW = "raw user ID"
@@ -200,6 +202,16 @@ def whole_id(form: str) -> re.Pattern[str]:
     return re.compile(before + re.escape(folded) + after)
 
 
+def _as_read(text: str) -> list[str]:
+    """``text``, and with a JSON string's escapes read as what they stand for: a sender's library
+    escapes an ID's ``Ö`` as ``\\u00d6`` in the case its system holds it, no spelling of the
+    ID erased in another case (``spellings``) is that; a white space escape (``\\n``) is no
+    letter touching an ID."""
+    if "\\" not in text:
+        return [text]
+    return [text, _ESCAPE.sub(lambda m: chr(int(m[1], 16)) if m[1] else " ", text)]
+
+
 def _open(
     rows: Sequence[Sequence[str]],
     body_key: bytes,
@@ -214,7 +226,7 @@ def _open(
     opened = []
     for event_id, ts, body, reason in rows:
         texts = [t for t in (unseal(body_key, body), unseal(body_key, reason)) if t is not None]
-        lowered = [text.casefold() for text in texts] if folded else []
+        lowered = [read.casefold() for text in texts for read in _as_read(text)] if folded else []
         named = {key for form, key in folded if any(form.search(text) for text in lowered)}
         if keys is not None and sought:
             named |= keys_named(keys, texts, sought, users=users)

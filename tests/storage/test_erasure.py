@@ -214,6 +214,25 @@ async def test_the_raw_user_id_is_found_as_a_whole_id_not_inside_a_longer_one(tm
     assert found == {sentence.id}
 
 
+async def test_the_raw_user_id_is_found_behind_a_json_escape_in_any_case(tmp_path: Path) -> None:
+    """The search ignored case on the body as stored: an ID a sender's JSON library escaped
+    (Python's ``json``, .NET's encoder) in another case than the one erased, ``J\\u00d6RG`` for
+    ``jörg``, was a different text (``\\u00d6`` is no ``\\u00f6`` in any case), and the raw ID
+    outlived the erasure; and an ID after a ``\\n`` in a JSON string (a note's second line) was
+    touched by the ``n``, so no whole ID. A JSON string's escapes are read as what they stand for."""
+    named = [
+        bad('{"userId": "J\\u00d6RG"}'),
+        bad('{"userId": "J\\u00D6RG"}'),
+        bad('{"userId": "j\\u00f6rg"}'),
+        bad('{"note": "customer:\\nJ\\u00d6RG"}'),
+    ]
+    others = [bad('{"userId": "J\\u00d6RGEN"}'), bad('{"userId": "j\\u00f6rg2"}')]
+    assert await erased_ids(tmp_path / "a.db", "jörg", named + others) == {e.id for e in named}
+    second_line = bad('{"note": "customer:\\n42"}')
+    found = await erased_ids(tmp_path / "b.db", "42", [second_line, bad('{"note": "x\\n420"}')])
+    assert found == {second_line.id}
+
+
 async def test_a_numeric_user_id_is_not_found_inside_a_date_a_time_or_a_decimal(tmp_path: Path) -> None:
     """Nearly every refused body carries an ISO timestamp (``"timestamp": "2026-12-05T10:42:00Z"``):
     erasing user ``12`` took every kept bad event sent in December (or on a 12th, at 12 o'clock,
