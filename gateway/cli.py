@@ -101,7 +101,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return msgspec.json.encode(value).decode()
+        # A JSON string is a TOML basic string, but for DEL, which TOML wants escaped too.
+        return msgspec.json.encode(value).decode().replace("\x7f", "\\u007f")
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):  # an inline table; keys quoted, since hosts hold dots
@@ -180,6 +181,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     store = (path.parent / "gateway.db").absolute()
     if args.store is not None:
         store = Path(args.store).absolute()
+        try:
+            str(store).encode("utf-8")
+        except UnicodeEncodeError:  # a byte of another encoding: no TOML file can hold it
+            print(
+                f"gateway: --store: {store} is not UTF-8, which a TOML config cannot hold;"
+                " name a path in UTF-8",
+                file=sys.stderr,
+            )
+            return 1
         if store.is_dir():
             print(
                 f"gateway: --store: {store} is a folder; name the store's file, like {store / 'gateway.db'}",

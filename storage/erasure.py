@@ -138,6 +138,12 @@ _JOINED = re.compile(r"[:/?#|\\]+")
 """What joins an ID into a longer word a sender wrote (``anon:phone-1``, a URL's path or
 fragment, ``ios|phone-1``): each part between is a word too. Not ``.``, ``@``, ``-``, ``_``
 or ``+``, which IDs hold (an e-mail, a UUID); the whole word is sought as well."""
+_NUMBER_BEFORE = r"(?<!\d[-:./])"
+_NUMBER_AFTER = r"(?![-:./]\d)"
+"""A date's, a time's or a decimal's joint with a digit beyond: what continues a number past
+a raw ID's digit (``whole_id``)."""
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|[bfnrt])")
+"""A JSON string's escape: of a character (``\\u00d6``), or of white space (``\\n``)."""
 _CHUNK = 200
 """Bad events opened per step: their texts are searched off the event loop."""
 _RAW = "raw user ID"
@@ -182,11 +188,28 @@ def whole_id(form: str) -> re.Pattern[str]:
     """``form`` (a raw user ID's spelling) where a text names it: in any case, as a sender
     writes an ID as its system holds it (``Alice@Example.COM``, an upper-case UUID), and with no
     letter or digit touching it (a quote, ``:``, ``=``, a space or a ``.`` may): erasing user
-    ``42`` must not take every kept bad event with a price of 420 or a timestamp in it."""
+    ``42`` must not take every kept bad event with a price of 420 or a timestamp in it. Nor
+    may a ``-``, ``:``, ``.`` or ``/`` with a digit beyond touch an end that is a digit: it is
+    one number then (``2026-12-05T10:42:00Z``, ``12.50``), no user ``12`` nor ``42`` (until
+    2026-12-05 erasing user ``12`` took every bad event sent in December)."""
     folded = form.casefold()
     before = r"(?<![^\W_])" if folded[:1].isalnum() else ""
     after = r"(?![^\W_])" if folded[-1:].isalnum() else ""
+    if folded[:1].isdigit():
+        before += _NUMBER_BEFORE
+    if folded[-1:].isdigit():
+        after += _NUMBER_AFTER
     return re.compile(before + re.escape(folded) + after)
+
+
+def _as_read(text: str) -> list[str]:
+    """``text``, and with a JSON string's escapes read as what they stand for: a sender's library
+    escapes an ID's ``Ö`` as ``\\u00d6`` in the case its system holds it, no spelling of the
+    ID erased in another case (``spellings``) is that; a white space escape (``\\n``) is no
+    letter touching an ID."""
+    if "\\" not in text:
+        return [text]
+    return [text, _ESCAPE.sub(lambda m: chr(int(m[1], 16)) if m[1] else " ", text)]
 
 
 def _open(
@@ -203,7 +226,7 @@ def _open(
     opened = []
     for event_id, ts, body, reason in rows:
         texts = [t for t in (unseal(body_key, body), unseal(body_key, reason)) if t is not None]
-        lowered = [text.casefold() for text in texts] if folded else []
+        lowered = [read.casefold() for text in texts for read in _as_read(text)] if folded else []
         named = {key for form, key in folded if any(form.search(text) for text in lowered)}
         if keys is not None and sought:
             named |= keys_named(keys, texts, sought, users=users)

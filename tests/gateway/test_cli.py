@@ -1249,6 +1249,27 @@ def test_init_writes_the_annotated_config_with_the_store_named(tmp_path: Path) -
     )
 
 
+def test_init_store_with_characters_toml_cannot_hold_raw(tmp_path: Path) -> None:
+    """``--store`` is written into the config as a TOML string: a DEL character in the path was
+    written raw, and ``init`` left a config ``check`` refused (not valid TOML); a path that is not
+    UTF-8 (a byte of a Latin-1 folder name) was a ``UnicodeEncodeError`` traceback. The first is
+    escaped; the second, which no TOML file can hold, is refused naming ``--store``."""
+    cfg = tmp_path / "gateway.toml"
+    for name in ('a"b\\c\tx.db', "del\x7fx.db"):
+        store = tmp_path / name
+        done = gateway("init", "-c", str(cfg), "--force", "--store", str(store))
+        assert done.returncode == 0, done.stderr
+        assert tomllib.loads(cfg.read_text())["storage"]["path"] == str(store)
+        checked = gateway("check", "-c", str(cfg), env=ENV)
+        assert checked.returncode == 0, checked.stderr
+    latin1 = os.fsdecode(bytes(tmp_path) + b"/caf\xe9/gateway.db")
+    done = gateway("init", "-c", str(tmp_path / "other.toml"), "--store", latin1)
+    assert done.returncode == 1, done
+    assert done.stderr.startswith("gateway: --store: "), done.stderr
+    assert "not UTF-8" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "other.toml").exists()
+
+
 def test_init_explains_a_folder_or_a_file_in_the_way(tmp_path: Path) -> None:
     for args in (["-c", str(tmp_path)], ["-c", str(tmp_path), "--force"]):
         done = gateway("init", *args)

@@ -214,6 +214,48 @@ async def test_the_raw_user_id_is_found_as_a_whole_id_not_inside_a_longer_one(tm
     assert found == {sentence.id}
 
 
+async def test_the_raw_user_id_is_found_behind_a_json_escape_in_any_case(tmp_path: Path) -> None:
+    """The search ignored case on the body as stored: an ID a sender's JSON library escaped
+    (Python's ``json``, .NET's encoder) in another case than the one erased, ``J\\u00d6RG`` for
+    ``jörg``, was a different text (``\\u00d6`` is no ``\\u00f6`` in any case), and the raw ID
+    outlived the erasure; and an ID after a ``\\n`` in a JSON string (a note's second line) was
+    touched by the ``n``, so no whole ID. A JSON string's escapes are read as what they stand for."""
+    named = [
+        bad('{"userId": "J\\u00d6RG"}'),
+        bad('{"userId": "J\\u00D6RG"}'),
+        bad('{"userId": "j\\u00f6rg"}'),
+        bad('{"note": "customer:\\nJ\\u00d6RG"}'),
+    ]
+    others = [bad('{"userId": "J\\u00d6RGEN"}'), bad('{"userId": "j\\u00f6rg2"}')]
+    assert await erased_ids(tmp_path / "a.db", "jörg", named + others) == {e.id for e in named}
+    second_line = bad('{"note": "customer:\\n42"}')
+    found = await erased_ids(tmp_path / "b.db", "42", [second_line, bad('{"note": "x\\n420"}')])
+    assert found == {second_line.id}
+
+
+async def test_a_numeric_user_id_is_not_found_inside_a_date_a_time_or_a_decimal(tmp_path: Path) -> None:
+    """Nearly every refused body carries an ISO timestamp (``"timestamp": "2026-12-05T10:42:00Z"``):
+    erasing user ``12`` took every kept bad event sent in December (or on a 12th, at 12 o'clock,
+    at minute 12), user ``42`` every one sent at minute or second 42, or with a price of 42.50,
+    as ``-``, ``:`` and ``.`` let the ID count as a word of its own. Between two digits they
+    join one number (a date, a time, a decimal), which names no user; beside a letter, or at the
+    end of a sentence, they still separate the ID."""
+    named = [
+        bad('{"userId": "12", "timestamp": "2026-11-05T10:30:00Z"}'),
+        bad("not JSON", reason="no user named 12."),
+        bad('{"userId": "user:12"}'),
+        bad('{"userId": "crm-12"}'),
+    ]
+    others = [
+        bad('{"userId": "x", "timestamp": "2026-12-05T10:42:00Z"}'),
+        bad('{"userId": "x", "sentAt": "2026-11-12"}'),
+        bad('{"userId": "x", "at": "12:05"}'),
+        bad('{"userId": "x", "price": 12.50, "tax": 3.12}'),
+        bad('{"userId": "x", "path": "/v2/12/7"}'),
+    ]
+    assert await erased_ids(tmp_path / "a.db", "12", named + others) == {e.id for e in named}
+
+
 async def test_a_visitor_id_joined_into_a_longer_value_is_found(tmp_path: Path) -> None:
     """A visitor's raw ID is sought keyed, word by word: one a sender joined into a longer value
     (``anon:phone-1``, a path or fragment of a URL) was no word of its own, and the bad event
