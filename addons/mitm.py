@@ -64,6 +64,7 @@ from gateway.forwarding import (
 )
 from gateway.logs import restore_levels, set_own_level
 from gateway.metrics import Metrics
+from gateway.notices import Notices
 from gateway.options import AdminOptions, Options
 from gateway.pages import error_body, error_page
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
@@ -303,6 +304,9 @@ class GatewayAddon:
         self._loud_at = float("-inf")
         self.salt = DaySalt()
         """The cookieless visitors' salt, kept across reloads (a new one would make each new)."""
+        self.notices = Notices()
+        """The config's warnings (GeoIP's "no database configured"), said once, not at each reload:
+        until 2026-12-05 every SIGHUP said them again, where ``gateway run`` says them once."""
         self.config_path = ""
         self._ignored: list[str] = []
         self._reloading = asyncio.Lock()
@@ -345,7 +349,7 @@ class GatewayAddon:
         self.config_path, self._ignored = path, []  # another file: named again
         self._log_level(settings)
         self._warn_ignored(settings)
-        self._apply(settings, build_pipeline(settings, self.metrics, salt=self.salt))
+        self._apply(settings, build_pipeline(settings, self.metrics, salt=self.salt, notices=self.notices))
 
     def _warn_ignored(self, settings: Settings) -> None:
         """The keys only gateway run reads, set here, named in one warning (again on a reload
@@ -418,7 +422,7 @@ class GatewayAddon:
             try:
                 new = await asyncio.to_thread(read_config, path, RELOAD_HINT)
                 settings = live_settings(old, new)
-                pipeline = build_pipeline(settings, self.metrics, salt=self.salt)
+                pipeline = build_pipeline(settings, self.metrics, salt=self.salt, notices=self.notices)
                 pipeline.take_over(running)
                 await pipeline.running()  # a rule's key file that cannot be read: ConfigError
             except Exception as err:
