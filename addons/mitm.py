@@ -62,7 +62,9 @@ from gateway.forwarding import (
     shared_cacheable,
     underscored_claim,
 )
+from gateway.logs import restore_levels, set_own_level
 from gateway.metrics import Metrics
+from gateway.notices import Notices
 from gateway.options import AdminOptions, Options
 from gateway.pages import error_body, error_page
 from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
@@ -302,6 +304,9 @@ class GatewayAddon:
         self._loud_at = float("-inf")
         self.salt = DaySalt()
         """The cookieless visitors' salt, kept across reloads (a new one would make each new)."""
+        self.notices = Notices()
+        """The config's warnings (GeoIP's "no database configured"), said once, not at each reload:
+        until 2026-12-05 every SIGHUP said them again, where ``gateway run`` says them once."""
         self.config_path = ""
         self._ignored: list[str] = []
         self._reloading = asyncio.Lock()
@@ -309,6 +314,8 @@ class GatewayAddon:
         """Reloads under way, and old chains waiting for their last flow before ``done``."""
         self._retiring: set[Pipeline] = set()
         self._stopping = False
+        self._levels: dict[str, int] | None = None
+        """The loggers' levels before ``log.level`` was applied, restored at ``done``."""
 
     def load(self, loader: Any) -> None:
         loader.add_option("gateway_config", str, "gateway.toml", "tracking-gateway config file (TOML)")
@@ -340,8 +347,9 @@ class GatewayAddon:
             self.settings = self.pipeline = None
             return
         self.config_path, self._ignored = path, []  # another file: named again
+        self._log_level(settings)
         self._warn_ignored(settings)
-        self._apply(settings, build_pipeline(settings, self.metrics, salt=self.salt))
+        self._apply(settings, build_pipeline(settings, self.metrics, salt=self.salt, notices=self.notices))
 
     def _warn_ignored(self, settings: Settings) -> None:
         """The keys only gateway run reads, set here, named in one warning (again on a reload
@@ -354,6 +362,14 @@ class GatewayAddon:
                 "gateway: %s: keys mitmdump ignores (gateway run's): %s", self.config_path, "; ".join(ignored)
             )
         self._ignored = ignored
+
+    def _log_level(self, settings: Settings) -> None:
+        """``log.level`` for the gateway's loggers (``gateway.*``), not the root, which is
+        mitmproxy's: mitmdump's ``termlog_verbosity`` (``-q``: ``error``) filters after it. Until
+        2026-12-05 it was not applied here: ``"warning"`` still printed the info lines."""
+        before = set_own_level(settings.options.log.level)
+        if self._levels is None:
+            self._levels = before
 
     def _apply(self, settings: Settings, pipeline: Pipeline) -> None:
         self.settings = settings
@@ -406,7 +422,7 @@ class GatewayAddon:
             try:
                 new = await asyncio.to_thread(read_config, path, RELOAD_HINT)
                 settings = live_settings(old, new)
-                pipeline = build_pipeline(settings, self.metrics, salt=self.salt)
+                pipeline = build_pipeline(settings, self.metrics, salt=self.salt, notices=self.notices)
                 pipeline.take_over(running)
                 await pipeline.running()  # a rule's key file that cannot be read: ConfigError
             except Exception as err:
@@ -419,6 +435,7 @@ class GatewayAddon:
                 if pipeline is not None:
                     await pipeline.done()  # what its addons started before one failed
                 return
+            self._log_level(settings)
             self._warn_ignored(new)
             self._apply(settings, pipeline)
             for key in restart_keys_here(old, new):
@@ -451,6 +468,9 @@ class GatewayAddon:
         if self.store is not None:
             await self.store.close()
             self.store = None
+        if self._levels is not None:
+            restore_levels(self._levels)
+            self._levels = None
         # Only now: SIGHUP's default action ends the process, what is left of it once stored.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)

@@ -87,6 +87,24 @@ def set_level(level: str) -> None:
     logging.getLogger("aiosqlite").setLevel(max(root.level, logging.INFO))
 
 
+def set_own_level(level: str) -> dict[str, int]:
+    """``log.level`` for the gateway's own loggers (``gateway.*``) only, where another program
+    owns the root logger and its handlers (mitmdump, whose ``termlog_verbosity`` then filters
+    what is left); aiosqlite's debug lines (every SQL statement with its parameters) are kept
+    out as ``set_level`` keeps them. Returns the levels it replaced, for ``restore_levels``."""
+    own, sql = logging.getLogger("gateway"), logging.getLogger("aiosqlite")
+    before = {own.name: own.level, sql.name: sql.level}
+    own.setLevel(level.upper())
+    sql.setLevel(max(own.level, logging.INFO))
+    return before
+
+
+def restore_levels(levels: dict[str, int]) -> None:
+    """Loggers' levels back as ``set_own_level`` found them (the host unloading the gateway)."""
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 class _OwnDebug(logging.Filter):
     """``debug`` is the gateway's own (``gateway.*``): a library's debug lines are not written.
     aiosqlite's are every SQL statement with its parameters (visitor keys, a campaign's query

@@ -51,8 +51,8 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, http_exceptions, web
-from aiohttp.http import RawRequestMessage
-from aiohttp.web_protocol import _RequestFactory
+from aiohttp.http import HttpVersion11, RawRequestMessage
+from aiohttp.web_protocol import ERROR, _RequestFactory
 
 from gateway.pages import error_page, json_error
 
@@ -273,6 +273,21 @@ def rooted(factory: _RequestFactory) -> _RequestFactory:
     return make
 
 
+def answered_in_http11(factory: _RequestFactory) -> _RequestFactory:
+    """``factory``, but the stand-in request aiohttp makes for what its parser refused is an
+    HTTP/1.1 one, so the refusal's status line says ``HTTP/1.1`` (RFC 9112 §2.3: the highest
+    version the server conforms to, of the request's major version or below; an HTTP/1.0 client
+    reads it too). aiohttp's stand-in says HTTP/1.0 whatever the request said: until 2026-12-05
+    ``GET /aaa… HTTP/1.1`` over the limit was answered ``HTTP/1.0 414`` (but ``HTTP/1.1 414`` one
+    byte over, refused by ``refusals``, and by mitmdump), a header over it ``HTTP/1.0 431``."""
+    stand_in = ERROR._replace(version=HttpVersion11)
+
+    def make(message: RawRequestMessage, *args: Any) -> web.BaseRequest:
+        return factory(stand_in if message is ERROR else message, *args)
+
+    return make
+
+
 class Runner(web.AppRunner):
     """``web.AppRunner`` whose listener answers what aiohttp refuses itself as the gateway
     answers there: ``public``, the proxy's neutral page, but the JSON error on the paths
@@ -303,9 +318,10 @@ class Runner(web.AppRunner):
         # ``handler``, when given, takes every request in place of the app's router (which
         # ``rooted`` is for): the app still makes the requests and runs its start and cleanup.
         handler = self.handler or server.request_handler
+        factory = server.request_factory if self.handler else rooted(server.request_factory)
         made = _Server(
             handler,
-            request_factory=server.request_factory if self.handler else rooted(server.request_factory),
+            request_factory=answered_in_http11(factory),
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
             **server._kwargs,

@@ -9,13 +9,14 @@ import contextlib
 import gc
 import gzip
 import json
+import logging
 import os
 import signal
 import socket
 import sqlite3
 import sys
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,16 @@ def config(tmp_path: Path, name: str = "gw", extra: str = "") -> Path:
     # A response waits for its commit (durability "commit"): on a loaded machine, up to a minute.
     path.write_text(f'[storage]\npath = "{name}.db"\nnode = "test"\nmax_wait_ms = 60000\n{extra}')
     return path
+
+
+@pytest.fixture(autouse=True)
+def own_levels() -> Iterator[None]:
+    """A test that configures the addon without its ``done`` leaves ``log.level`` on the
+    gateway's loggers: put back for the tests after it."""
+    levels = {name: logging.getLogger(name).level for name in ("gateway", "aiosqlite")}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture
@@ -416,6 +427,63 @@ async def test_keys_only_gateway_run_reads_are_named_once(
         warned = warnings_of(caplog)
         assert len(warned) == 1 and "proxy.workers = 4" in warned[0]
         assert "proxy.upstream" not in warned[0]
+
+
+async def test_log_level_applies_to_the_gateways_lines_at_start_and_at_each_reload(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Until 2026-12-05 ``log.level`` was not applied in mitmdump: ``"warning"`` still printed
+    the gateway's info lines, at start and after a reload. It applies to ``gateway.*`` (the root
+    is mitmproxy's), and never lets aiosqlite's SQL-with-parameters debug lines out. GeoIP's
+    warning is said at start only, as ``gateway run`` says it (until then again at each reload)."""
+    caplog.set_level(logging.DEBUG)  # mitmdump's root logger is at DEBUG too
+    toml = tmp_path / "gw.toml"
+
+    def write(level: str) -> None:
+        toml.write_text(f'[storage]\npath = "gw.db"\n[proxy]\nworkers = 2\n[log]\nlevel = "{level}"\n')
+
+    def said() -> list[tuple[str, str]]:
+        got = [
+            (r.levelname, r.getMessage().replace(f"{tmp_path}/", "")[:24])
+            for r in caplog.records
+            if r.name.startswith(("gateway", "aiosqlite"))
+        ]
+        caplog.clear()
+        return got
+
+    async def over_long() -> None:
+        flow = tflow.tflow(req=tutils.treq(path=b"/l?x=" + b"a" * 9000))
+        await gateway.request(flow)
+        assert flow.response is not None and flow.response.status_code == 414
+
+    async def landing(source: str) -> None:
+        flow = tflow.tflow(req=tutils.treq(path=f"/l?utm_source={source}".encode()))
+        await gateway.request(flow)
+        flow.response = tutils.tresp()
+        await gateway.responseheaders(flow)
+
+    await asyncio.to_thread(write, "warning")
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        await over_long()  # an info line ("refused a request"), not written
+        await landing("warned")
+        assert said() == [("WARNING", "gateway: gw.toml: keys m"), ("WARNING", "geo: no database configu")]
+        await asyncio.to_thread(write, "debug")
+        await gateway.reload()
+        await over_long()  # said again within the minute: a debug line
+        await landing("debug")
+        assert said() == [
+            ("INFO", "gateway: gw.toml: config"),
+            ("DEBUG", "refused a request: the r"),
+        ]
+        await asyncio.to_thread(write, "error")
+        await gateway.reload()
+        await over_long()
+        assert said() == []  # GeoIP's warning, said at start, is not said again
+        await gateway.done()
+    assert logging.getLogger("gateway").level == logging.NOTSET  # as it found it
 
 
 async def test_a_public_admin_listen_is_named_not_refused(
