@@ -484,8 +484,9 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         extra = ["--dev"] if args.dev else []
         if args.admin_public:
             extra.append("--admin-public")
-        if args.log_format:
-            extra += ["--log-format", args.log_format]
+        # Always: a worker that cannot read its config says so in the format its siblings write
+        # (``log.format`` needs a restart, so the one the gateway started with holds).
+        extra += ["--log-format", args.log_format or settings.options.log.format]
         return [
             *python_argv(),
             "run",
@@ -619,7 +620,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             settings, problems, pending = _worker_settings(args)
     except ConfigError as err:
-        return _fail_config(args.config, err)
+        if args.worker is None:
+            return _fail_config(args.config, err)
+        # Its log is not set up (no config to take it from): its supervisor named the format.
+        setup_logging("info", args.log_format or "json", worker=args.worker)
+        _worker_failed(*(f"{args.config}: {problem}" for problem in err.problems))
+        return EXIT_CONFIG
     opts = settings.options
     setup_logging(opts.log.level, args.log_format or opts.log.format, worker=args.worker)
     for problem in problems:

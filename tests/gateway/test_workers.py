@@ -573,6 +573,34 @@ async def test_a_restarted_worker_that_cannot_open_the_store_says_so_in_the_log(
     assert "stopping 1 worker(s) (grace 10 s)" in supervisor, supervisor
 
 
+async def test_a_restarted_worker_whose_config_copy_is_gone_says_so_in_the_log(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """A worker that could not read the supervisor's copy of the config wrote plain text amid the
+    JSON lines, without its worker field (its log was not set up yet), until 2026-12-05."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 1]
+        (copy,) = await asyncio.to_thread(lambda: list(tmp_path.glob("gateway-config-*/started.toml")))
+        await asyncio.to_thread(copy.unlink)  # as a tmp cleaner would
+        os.kill(victim, signal.SIGKILL)
+        await gw.wait_log(lambda r: "cannot run" in r["msg"])  # the gateway stops itself
+        async with asyncio.timeout(30):
+            assert await gw.proc.wait() == 1
+        await gw.wait_for(lambda: bool(gw.stderr) and gw.stderr[-1] == "", gw.stderr)
+    finally:
+        await gw.kill()
+    plain = [line for line in gw.stderr if line.strip() and not line.startswith("{")]
+    assert not plain, plain
+    (failed,) = [r for r in gw.logs() if "copy of the config is gone" in r["msg"]]
+    assert failed["worker"] == 1 and failed["level"] == "critical", failed
+    assert failed["msg"].startswith(f"{cfg}: the supervisor's copy of the config is gone ("), failed
+    supervisor = [r["msg"] for r in gw.logs() if r["pid"] == gw.proc.pid]
+    assert "worker 1 cannot run (exited with status 2); stopping the gateway" in supervisor, supervisor
+
+
 async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstream_server: object) -> None:
     cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
     gw = await GatewayProcess.start(cfg)
