@@ -23,7 +23,7 @@ import socket
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -328,11 +328,11 @@ async def _run(
     shared_counts: SharedCounts | None = None,
     started: tuple[str, str] | None = None,
     beat: Heartbeat | None = None,
-    admin_sock: socket.socket | None = None,
+    admin_socks: Sequence[socket.socket] = (),
 ) -> None:
     """Serve ``settings``; ``started``: a worker's listen addresses as configured (``_overridden``);
     ``beat``: a worker's heartbeat, which its supervisor kills it without (``gateway/heartbeat.py``);
-    ``admin_sock``: worker 0's admin socket, which its supervisor listens on (``_handed_admin``)."""
+    ``admin_socks``: worker 0's admin sockets, which its supervisor listens on (``_handed_admin``)."""
     from aiohttp import web
 
     from gateway.demo import create_demo_app
@@ -384,7 +384,7 @@ async def _run(
             salt=handed.salt if handed is not None else None,
             shared_counts=shared_counts,
             supervisor=supervisor,
-            admin_sock=admin_sock,
+            admin_socks=admin_socks,
         )
     finally:
         if handed is not None:
@@ -397,17 +397,17 @@ async def _run(
             await demo_runner.cleanup()
 
 
-def _handed_admin() -> socket.socket | None:
-    """Worker 0's admin socket, bound and listened on by its supervisor, which keeps it open
-    between worker 0's restarts; None when the supervisor handed none."""
+def _handed_admin() -> list[socket.socket]:
+    """Worker 0's admin sockets (one for each address of ``admin.listen``), bound and listened on
+    by its supervisor, which keeps them open between worker 0's restarts; none when the
+    supervisor handed none."""
     from gateway.supervisor import ADMIN_FD_ENV
 
-    fd = os.environ.pop(ADMIN_FD_ENV, None)  # not passed on to this worker's own children
-    if not fd:
-        return None
-    sock = socket.socket(fileno=int(fd))
-    sock.set_inheritable(False)
-    return sock
+    fds = os.environ.pop(ADMIN_FD_ENV, "")  # not passed on to this worker's own children
+    socks = [socket.socket(fileno=int(fd)) for fd in fds.split(",") if fd]
+    for sock in socks:
+        sock.set_inheritable(False)
+    return socks
 
 
 def _supervisor_pid() -> int:
@@ -463,15 +463,20 @@ def _export_generated(settings: Settings) -> None:
 
 def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: str) -> int:
     from gateway.metrics import MULTIPROCESS_ENV
-    from gateway.supervisor import python_argv, reserve, run_supervisor
+    from gateway.supervisor import listen_every, python_argv, reserve, run_supervisor
 
     try:
         public, proxy_addr = reserve(settings.options.proxy.listen, reuse_port=True, key="proxy.listen")
-        admin, admin_addr = reserve(settings.options.admin.listen, reuse_port=False, key="admin.listen")
-        # Worker 0 serves on it; held here too, it takes connections while worker 0 restarts (until
-        # 2026-12-05 worker 0 bound it itself, and between its restarts connections were refused).
-        admin.listen(128)
     except OSError as err:
+        print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
+        return 1
+    try:
+        # Worker 0 serves on them; held here too, they take connections while worker 0 restarts
+        # (until 2026-12-05 worker 0 bound it itself, and between its restarts connections were
+        # refused). One for each address it resolves to, as worker 0 listened on each.
+        admins, admin_addr = listen_every(settings.options.admin.listen, key="admin.listen")
+    except OSError as err:
+        public.close()
         print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
         return 1
 
@@ -479,8 +484,9 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         extra = ["--dev"] if args.dev else []
         if args.admin_public:
             extra.append("--admin-public")
-        if args.log_format:
-            extra += ["--log-format", args.log_format]
+        # Always: a worker that cannot read its config says so in the format its siblings write
+        # (``log.format`` needs a restart, so the one the gateway started with holds).
+        extra += ["--log-format", args.log_format or settings.options.log.format]
         return [
             *python_argv(),
             "run",
@@ -540,10 +546,12 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         )
         grace, tracked = settings.options.proxy.shutdown_grace, settings.options.bots.max_tracked
         hang = settings.options.proxy.worker_hang_seconds
-        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang, admin.detach())
+        handed = tuple(sock.detach() for sock in admins)
+        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang, handed)
     finally:
         public.close()
-        admin.close()  # if not handed over
+        for sock in admins:
+            sock.close()  # if not handed over
         shutil.rmtree(snapshots, ignore_errors=True)
 
 
@@ -612,7 +620,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             settings, problems, pending = _worker_settings(args)
     except ConfigError as err:
-        return _fail_config(args.config, err)
+        if args.worker is None:
+            return _fail_config(args.config, err)
+        # Its log is not set up (no config to take it from): its supervisor named the format.
+        setup_logging("info", args.log_format or "json", worker=args.worker)
+        _worker_failed(*(f"{args.config}: {problem}" for problem in err.problems))
+        return EXIT_CONFIG
     opts = settings.options
     setup_logging(opts.log.level, args.log_format or opts.log.format, worker=args.worker)
     for problem in problems:
@@ -645,7 +658,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     handed = HandedSalt.from_environ()  # a worker's: the salt its siblings use (None: its own)
     shared_counts = SharedCounts.from_environ()  # and the velocity counts they share
     beat = Heartbeat.from_environ()  # and the pipe its supervisor hears its event loop on
-    admin_sock = _handed_admin() if args.worker == 0 else None
+    admin_socks = _handed_admin() if args.worker == 0 else []
     try:
         import uvloop
     except ImportError:
@@ -656,7 +669,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # gives up at once instead of restarting it.
     failed = 1 if args.worker is None else EXIT_START
     try:
-        runner(_run(settings, args, handed, shared_counts, started, beat, admin_sock))
+        runner(_run(settings, args, handed, shared_counts, started, beat, admin_socks))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         if args.worker is None:
             return _fail_config(args.config, err)

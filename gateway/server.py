@@ -25,7 +25,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -435,24 +435,23 @@ async def start_site(
     reuse_port: bool = False,
     listener: Mapping[str, Any] | None = None,
     key: str = "",
-    sock: socket.socket | None = None,
+    socks: Sequence[socket.socket] = (),
     **kwargs: Any,
 ) -> tuple[web.AppRunner, str]:
     """``app`` listening on ``listen``; ``listener``: how it answers what aiohttp refuses
     itself (``Gateway.listener``, ``gateway/protocol_errors.py``); ``grace``: how long its
     in-flight requests may take to finish when it stops (``proxy.shutdown_grace``); ``key``: the
-    config key ``listen`` comes from, named when it cannot be bound; ``sock``: a socket bound to
-    ``listen`` already (a supervisor's), served instead."""
+    config key ``listen`` comes from, named when it cannot be bound; ``socks``: sockets bound to
+    ``listen`` already (a supervisor's, one for each address), served instead."""
     host, port = parse_listen(listen)
     runner = Runner(app, **(listener or {}), access_log=None, shutdown_timeout=grace, **kwargs)
     await runner.setup()
-    site: web.BaseSite = (
-        web.SockSite(runner, sock)
-        if sock is not None
-        else web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
-    )
+    sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in socks] or [
+        web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    ]
     try:
-        await site.start()
+        for site in sites:
+            await site.start()
     except OSError as err:
         await runner.cleanup()
         named = f" ({key})" if key else ""
@@ -583,13 +582,13 @@ async def serve(
     salt: DaySalt | None = None,
     shared_counts: SharedCounts | None = None,
     supervisor: int | None = None,
-    admin_sock: socket.socket | None = None,
+    admin_socks: Sequence[socket.socket] = (),
 ) -> None:
     """Run the public listener (and, with ``admin``, the admin listener and the background tasks)
     until SIGINT/SIGTERM (or ``stop``), then shut down gracefully; SIGHUP calls ``reread``. A
     worker's ``supervisor`` (its process ID) orders reloads with ``RELOAD_ORDER`` instead, and
     a SIGHUP goes on to it: every worker reloads, not only the one it was sent to; worker 0's
-    ``admin_sock`` is the admin socket the supervisor listens on (served instead of binding
+    ``admin_socks`` are the admin sockets the supervisor listens on (served instead of binding
     ``admin.listen``)."""
     gw = create_gateway(settings, upstream, salt, shared_counts, speaks=admin)
     if attach is not None:
@@ -631,7 +630,7 @@ async def serve(
                 grace=grace,
                 listener=gw.listener(public=False),
                 key="admin.listen",
-                sock=admin_sock,
+                socks=admin_socks,
             )
             background = [
                 loop.create_task(_keep_running(name, task), name=name) for name, task in gw.background.items()

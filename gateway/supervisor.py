@@ -18,7 +18,8 @@ a restarted one too. It creates the memory where every worker counts bot velocit
 runs the admin listener and the background tasks: they need one owner, and
 worker 0 is restarted like any other. The supervisor listens on the admin port itself and hands
 that socket to each worker 0, so a request made while worker 0 restarts waits for the next one
-instead of being refused.
+instead of being refused: on each address ``admin.listen`` resolves to (``localhost``: often
+both ``127.0.0.1`` and ``::1``), as worker 0 listened when it bound it itself.
 
 A worker that fails again and again at start (a port taken, a store it cannot
 open, exit 2 for a config problem) makes the supervisor stop them all and exit
@@ -34,8 +35,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -58,9 +60,11 @@ reload, which reads the file after the last of them came."""
 MAX_QUICK_EXITS = 5
 """Quick exits in a row (of one worker) after which the supervisor gives up."""
 ADMIN_FD_ENV = "GATEWAY_WORKER_ADMIN_FD"
-"""Set by the supervisor for worker 0: the admin socket it listens on, which the supervisor
-holds open between worker 0's restarts, so a request then waits instead of being refused."""
+"""Set by the supervisor for worker 0: the admin sockets it listens on (their file descriptors,
+comma-separated: one for each address of ``admin.listen``), which the supervisor holds open
+between worker 0's restarts, so a request then waits instead of being refused."""
 EXIT_CONFIG = 2
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 EXIT_START = 3
 
 
@@ -68,12 +72,8 @@ def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket
     """Bind (never listen on) ``listen`` (of the config key ``key``); the socket and the
     concrete ``HOST:PORT`` it holds."""
     host, port = parse_listen(listen)
+    family, kind, proto, _, address = _resolved(listen, key)[0]
     named = f" ({key})" if key else ""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as err:  # as one process says it (this said "cannot start: Name or …")
-        raise OSError(err.errno, f"cannot listen on {listen}{named}: {unresolvable(host, err)}") from err
-    family, kind, proto, _, address = infos[0]
     if reuse_port and port:
         _not_listened_on(family, kind, proto, address, f"cannot listen on {listen}{named}")
     sock = socket.socket(family, kind, proto)
@@ -88,6 +88,49 @@ def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     return sock, f"{shown}:{bound}"
+
+
+def _resolved(listen: str, key: str) -> Sequence[AddrInfo]:
+    host, port = parse_listen(listen)
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:  # as one process says it (this said "cannot start: Name or …")
+        named = f" ({key})" if key else ""
+        raise OSError(err.errno, f"cannot listen on {listen}{named}: {unresolvable(host, err)}") from err
+
+
+def listen_every(listen: str, key: str = "") -> tuple[list[socket.socket], str]:
+    """Listen on every address ``listen`` (of the config key ``key``) resolves to, as worker 0's
+    own listener did (``localhost``: ``127.0.0.1`` and ``::1`` alike; until 2026-12-05 the
+    supervisor listened on the first alone, and a client trying the other was refused): the
+    sockets, and the concrete ``HOST:PORT`` the first holds."""
+    return listen_on(_resolved(listen, key), listen, key)
+
+
+def listen_on(infos: Sequence[AddrInfo], listen: str, key: str = "") -> tuple[list[socket.socket], str]:
+    """Listen on each of ``infos`` (``socket.getaddrinfo``'s answer for ``listen``), all on one
+    port: a port 0 becomes the first's concrete one (the worker is told one ``HOST:PORT``).
+    IPv6 sockets take IPv6 alone, as asyncio's (worker 0's own listener's) did."""
+    host = parse_listen(listen)[0]
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, address in dict.fromkeys((i[0], i[1], i[2], i[4]) for i in infos):
+            if socks:
+                address = (address[0], socks[0].getsockname()[1], *address[2:])
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(128)
+    except OSError as err:
+        for sock in socks:
+            sock.close()
+        named = f" ({key})" if key else ""
+        raise OSError(err.errno, f"cannot listen on {listen}{named}: {err.strerror}") from err
+    shown = f"[{host}]" if ":" in host else host
+    return socks, f"{shown}:{socks[0].getsockname()[1]}"
 
 
 def _not_listened_on(family: int, kind: int, proto: int, address: tuple[object, ...], what: str) -> None:
@@ -119,7 +162,7 @@ class Supervisor:
         reloaded: Callable[[], dict[str, str]] | None = None,
         max_tracked: int = 0,
         hang: float = 0.0,
-        admin: int = -1,
+        admin: tuple[int, ...] = (),
     ) -> None:
         self.count = count
         self.argv = argv
@@ -151,8 +194,8 @@ class Supervisor:
         self.hung: set[int] = set()
         """Workers killed for their silence, not yet restarted."""
         self.admin = admin
-        """The listening admin socket (its file descriptor, this object's to close) handed to each
-        worker 0; -1: none (worker 0 binds ``admin.listen`` itself)."""
+        """The listening admin sockets (their file descriptors, this object's to close) handed to
+        each worker 0; none: worker 0 binds ``admin.listen`` itself."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -255,10 +298,10 @@ class Supervisor:
                 os.close(fd)
 
     def _close_admin(self) -> None:
-        if self.admin >= 0:
+        for fd in self.admin:
             with contextlib.suppress(OSError):
-                os.close(self.admin)
-            self.admin = -1
+                os.close(fd)
+        self.admin = ()
 
     def _close_listener(self, index: int) -> None:
         listener = self.listeners.pop(index, None)
@@ -280,9 +323,9 @@ class Supervisor:
             if beats >= 0:
                 env[HEARTBEAT_ENV] = f"{beats}:{interval(self.hang)}"
                 fds.append(beats)
-            if index == 0 and self.admin >= 0:
-                env[ADMIN_FD_ENV] = str(self.admin)
-                fds.append(self.admin)
+            if index == 0 and self.admin:
+                env[ADMIN_FD_ENV] = ",".join(map(str, self.admin))
+                fds += self.admin
             with blocked(RELOAD_SIGNALS):  # held by the worker from its start, until it reloads on it
                 proc = await asyncio.create_subprocess_exec(*self.argv(index), env=env, pass_fds=fds)
         except BaseException:
@@ -420,7 +463,7 @@ def run_supervisor(
     reloaded: Callable[[], dict[str, str]] | None = None,
     max_tracked: int = 0,
     hang: float = 0.0,
-    admin: int = -1,
+    admin: tuple[int, ...] = (),
 ) -> int:
     supervisor = Supervisor(count, argv, env, grace, first_ready, reloaded, max_tracked, hang, admin)
     return asyncio.run(supervisor.run())

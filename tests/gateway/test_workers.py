@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -13,6 +14,7 @@ import types
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,7 +24,7 @@ from gateway import server
 from gateway.creators import CreatorRegistry
 from gateway.events import CreatorStanding, Erasure, iso
 from gateway.ids import uuid7
-from gateway.supervisor import Supervisor
+from gateway.supervisor import ADMIN_FD_ENV, Supervisor, listen_on
 from storage.queries import Reader
 from tests.conftest import ENV, TOKEN, make_settings
 from tests.gatewayproc import GatewayProcess, children
@@ -224,6 +226,64 @@ async def test_the_admin_port_takes_requests_while_worker_0_restarts(
             assert resp.status == 200
         await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= 3, gw.stderr)
         assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
+def _both_loopbacks() -> list[tuple[Any, ...]]:
+    """What ``localhost`` resolves to where it names both loopbacks (not so on every host, and a
+    test may not edit /etc/hosts): ``127.0.0.1``'s answer and ``::1``'s."""
+    flags = {"type": socket.SOCK_STREAM, "flags": socket.AI_PASSIVE}
+    return [*socket.getaddrinfo("127.0.0.1", 0, **flags), *socket.getaddrinfo("::1", 0, **flags)]  # type: ignore[arg-type]
+
+
+async def _healthy(url: str) -> bool:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as resp:
+        return resp.status == 200
+
+
+def test_the_supervisor_listens_on_every_address_of_admin_listen() -> None:
+    """``admin.listen = "localhost:9090"`` where localhost is ``127.0.0.1`` and ``::1``: worker 0
+    listened on both, and until 2026-12-05 the supervisor that took the admin port from it listened
+    on the first alone (a client trying ``::1`` was refused). Both now, on one port."""
+    socks, shown = listen_on(_both_loopbacks(), "localhost:0", "admin.listen")
+    try:
+        assert [s.family for s in socks] == [socket.AF_INET, socket.AF_INET6]
+        port = socks[0].getsockname()[1]
+        assert socks[1].getsockname()[1] == port and shown == f"localhost:{port}"
+        for host in ("127.0.0.1", "::1"):
+            with socket.create_connection((host, port), timeout=5):
+                pass  # accepted (into the backlog): listened on
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def test_worker_0_serves_every_admin_socket_it_is_handed(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """One socket for each address of ``admin.listen``, each answered by worker 0 (it served the
+    first alone, and read the list as one number until 2026-12-05)."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server), 1)
+    socks = listen_on(_both_loopbacks(), "localhost:0", "admin.listen")[0]
+    port = socks[0].getsockname()[1]
+    fds = [sock.fileno() for sock in socks]
+    worker = [sys.executable, "-m", "gateway", "run", "-c", str(cfg), "--worker", "0"]
+    proc = await asyncio.create_subprocess_exec(
+        *worker, "--listen", "127.0.0.1:0", "--admin-listen", f"127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, pass_fds=fds,
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, ADMIN_FD_ENV: ",".join(map(str, fds))},
+    )  # fmt: skip
+    for sock in socks:
+        sock.close()  # the worker's now
+    gw = GatewayProcess(proc)
+    try:
+        await gw.wait_log(lambda r: r["msg"] == "listening")
+        assert await _healthy(f"http://127.0.0.1:{port}")
+        assert await _healthy(f"http://[::1]:{port}")
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
     finally:
         await gw.kill()
 
@@ -511,6 +571,34 @@ async def test_a_restarted_worker_that_cannot_open_the_store_says_so_in_the_log(
     supervisor = [r["msg"] for r in gw.logs() if r["pid"] == gw.proc.pid]
     assert "worker 1 cannot run (exited with status 3); stopping the gateway" in supervisor
     assert "stopping 1 worker(s) (grace 10 s)" in supervisor, supervisor
+
+
+async def test_a_restarted_worker_whose_config_copy_is_gone_says_so_in_the_log(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """A worker that could not read the supervisor's copy of the config wrote plain text amid the
+    JSON lines, without its worker field (its log was not set up yet), until 2026-12-05."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 1]
+        (copy,) = await asyncio.to_thread(lambda: list(tmp_path.glob("gateway-config-*/started.toml")))
+        await asyncio.to_thread(copy.unlink)  # as a tmp cleaner would
+        os.kill(victim, signal.SIGKILL)
+        await gw.wait_log(lambda r: "cannot run" in r["msg"])  # the gateway stops itself
+        async with asyncio.timeout(30):
+            assert await gw.proc.wait() == 1
+        await gw.wait_for(lambda: bool(gw.stderr) and gw.stderr[-1] == "", gw.stderr)
+    finally:
+        await gw.kill()
+    plain = [line for line in gw.stderr if line.strip() and not line.startswith("{")]
+    assert not plain, plain
+    (failed,) = [r for r in gw.logs() if "copy of the config is gone" in r["msg"]]
+    assert failed["worker"] == 1 and failed["level"] == "critical", failed
+    assert failed["msg"].startswith(f"{cfg}: the supervisor's copy of the config is gone ("), failed
+    supervisor = [r["msg"] for r in gw.logs() if r["pid"] == gw.proc.pid]
+    assert "worker 1 cannot run (exited with status 2); stopping the gateway" in supervisor, supervisor
 
 
 async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstream_server: object) -> None:
