@@ -102,7 +102,7 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
         "DROP TABLE table_versions; DROP TRIGGER identities_inserted; DROP TRIGGER identities_updated;"
         " DROP TRIGGER identities_deleted; ALTER TABLE erasures DROP COLUMN also_keys;"
         " DROP INDEX daily_counts_unsent; ALTER TABLE daily_counts DROP COLUMN sent;"
-        " DROP TABLE central_erasures; DROP TABLE central_erasures_horizon;"
+        " DROP TABLE central_erasures; DROP TABLE central_erasures_horizon; DROP TABLE dashboard_sessions;"
         " PRAGMA user_version = 8;"
     )
     db.close()
