@@ -543,19 +543,14 @@ async def test_a_reload_applies_the_log_level_in_the_supervisor_too(
         await gw.kill()
 
 
-async def test_a_restarted_worker_that_cannot_open_the_store_says_so_in_the_log(
-    tmp_path: Path, upstream_server: object
-) -> None:
-    """Its reason was plain text amid the JSON lines, without the worker field, and the stop that
-    followed counted the failed worker among those it stopped (``stopping 2 worker(s)``)."""
-    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+async def _restarted_worker_fails(cfg: Path, break_it: Callable[[], None]) -> GatewayProcess:
+    """A two-worker gateway whose worker 1, killed after ``break_it``, cannot start again: the
+    gateway stopped itself (exit 1) and wrote nothing but JSON lines to stderr."""
     gw = await GatewayProcess.start(cfg)
     try:
         await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
         (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 1]
-        # Worker 0 keeps the store it opened; a worker started from now on finds no database there.
-        await asyncio.to_thread((tmp_path / "gw.db").rename, tmp_path / "gw.db.kept")
-        await asyncio.to_thread((tmp_path / "gw.db").write_bytes, b"not a database" * 100)
+        await asyncio.to_thread(break_it)
         os.kill(victim, signal.SIGKILL)
         await gw.wait_log(lambda r: "cannot run" in r["msg"])  # the gateway stops itself
         async with asyncio.timeout(30):
@@ -565,6 +560,22 @@ async def test_a_restarted_worker_that_cannot_open_the_store_says_so_in_the_log(
         await gw.kill()
     plain = [line for line in gw.stderr if line.strip() and not line.startswith("{")]
     assert not plain, plain
+    return gw
+
+
+async def test_a_restarted_worker_that_cannot_open_the_store_says_so_in_the_log(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """Its reason was plain text amid the JSON lines, without the worker field, and the stop that
+    followed counted the failed worker among those it stopped (``stopping 2 worker(s)``)."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+
+    def no_database() -> None:
+        # Worker 0 keeps the store it opened; a worker started from now on finds no database there.
+        (tmp_path / "gw.db").rename(tmp_path / "gw.db.kept")
+        (tmp_path / "gw.db").write_bytes(b"not a database" * 100)
+
+    gw = await _restarted_worker_fails(cfg, no_database)
     (failed,) = [r for r in gw.logs() if "cannot open the store" in r["msg"]]
     assert failed["worker"] == 1 and failed["level"] == "critical", failed
     assert failed["msg"].startswith("cannot open the store (storage.path): "), failed
@@ -579,21 +590,12 @@ async def test_a_restarted_worker_whose_config_copy_is_gone_says_so_in_the_log(
     """A worker that could not read the supervisor's copy of the config wrote plain text amid the
     JSON lines, without its worker field (its log was not set up yet), until 2026-12-05."""
     cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
-    gw = await GatewayProcess.start(cfg)
-    try:
-        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
-        (victim,) = [r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] == 1]
-        (copy,) = await asyncio.to_thread(lambda: list(tmp_path.glob("gateway-config-*/started.toml")))
-        await asyncio.to_thread(copy.unlink)  # as a tmp cleaner would
-        os.kill(victim, signal.SIGKILL)
-        await gw.wait_log(lambda r: "cannot run" in r["msg"])  # the gateway stops itself
-        async with asyncio.timeout(30):
-            assert await gw.proc.wait() == 1
-        await gw.wait_for(lambda: bool(gw.stderr) and gw.stderr[-1] == "", gw.stderr)
-    finally:
-        await gw.kill()
-    plain = [line for line in gw.stderr if line.strip() and not line.startswith("{")]
-    assert not plain, plain
+
+    def copy_gone() -> None:
+        (copy,) = tmp_path.glob("gateway-config-*/started.toml")
+        copy.unlink()  # as a tmp cleaner would
+
+    gw = await _restarted_worker_fails(cfg, copy_gone)
     (failed,) = [r for r in gw.logs() if "copy of the config is gone" in r["msg"]]
     assert failed["worker"] == 1 and failed["level"] == "critical", failed
     assert failed["msg"].startswith(f"{cfg}: the supervisor's copy of the config is gone ("), failed
