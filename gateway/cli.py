@@ -466,7 +466,8 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
     from gateway.supervisor import listen_every, python_argv, reserve, run_supervisor
 
     try:
-        public, proxy_addr = reserve(settings.options.proxy.listen, reuse_port=True, key="proxy.listen")
+        # Every address it resolves to, as each worker listens on every one.
+        public, proxy_addr = reserve(settings.options.proxy.listen, key="proxy.listen")
     except OSError as err:
         print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
         return 1
@@ -476,7 +477,8 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         # refused). One for each address it resolves to, as worker 0 listened on each.
         admins, admin_addr = listen_every(settings.options.admin.listen, key="admin.listen")
     except OSError as err:
-        public.close()
+        for sock in public:
+            sock.close()
         print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
         return 1
 
@@ -549,7 +551,8 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         handed = tuple(sock.detach() for sock in admins)
         return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang, handed)
     finally:
-        public.close()
+        for sock in public:
+            sock.close()
         for sock in admins:
             sock.close()  # if not handed over
         shutil.rmtree(snapshots, ignore_errors=True)

@@ -3,7 +3,8 @@
 Owns the worker processes and nothing of the application: it imports no
 aiohttp, opens no store and serves no request, so nothing a request does can
 take it down. It reserves the public port (a bound, ``SO_REUSEPORT`` socket that
-never listens, so port 0 becomes one concrete port every worker shares) and the
+never listens, one on each address ``proxy.listen`` resolves to, so port 0 becomes one concrete
+port every worker shares) and the
 admin port, starts ``gateway run --worker I`` for each worker — worker 0 first,
 the others once its admin listener accepts — (each binds the public port with
 ``SO_REUSEPORT``; the kernel spreads connections), restarts a
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -66,28 +68,52 @@ between worker 0's restarts, so a request then waits instead of being refused.""
 EXIT_CONFIG = 2
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 EXIT_START = 3
+PORT_DRAWS = 10
+"""How often a ``proxy.listen`` port 0 is drawn anew when the port drawn on its first address is
+taken on another."""
 
 
-def reserve(listen: str, reuse_port: bool, key: str = "") -> tuple[socket.socket, str]:
-    """Bind (never listen on) ``listen`` (of the config key ``key``); the socket and the
-    concrete ``HOST:PORT`` it holds."""
+def reserve(listen: str, key: str = "") -> tuple[list[socket.socket], str]:
+    """Bind (never listen on) every address ``listen`` (of the config key ``key``) resolves to, as
+    each worker then listens on every one (``localhost``: ``127.0.0.1`` and ``::1`` alike; until
+    2026-12-05 the first alone was reserved and checked): the sockets, and the concrete
+    ``HOST:PORT`` they hold."""
+    return reserve_on(_resolved(listen, key), listen, key)
+
+
+def reserve_on(infos: Sequence[AddrInfo], listen: str, key: str = "") -> tuple[list[socket.socket], str]:
+    """Bind each of ``infos`` (``socket.getaddrinfo``'s answer for ``listen``) with
+    ``SO_REUSEPORT``, never listening, all on one port: a port 0 becomes the first's concrete one,
+    drawn again (up to ``PORT_DRAWS`` times) if another address has it taken, so every worker
+    finds it free on each. Refused where a process listens already, on any of them
+    (``_not_listened_on``). IPv6 sockets take IPv6 alone, as a worker's listener does."""
     host, port = parse_listen(listen)
-    family, kind, proto, _, address = _resolved(listen, key)[0]
     named = f" ({key})" if key else ""
-    if reuse_port and port:
-        _not_listened_on(family, kind, proto, address, f"cannot listen on {listen}{named}")
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError as err:
-        sock.close()
-        raise OSError(err.errno, f"cannot listen on {listen}{named}: {err.strerror}") from err
-    bound = sock.getsockname()[1]
+    unique = list(dict.fromkeys((i[0], i[1], i[2], i[4]) for i in infos))
+    for draw in range(1, PORT_DRAWS + 1):
+        socks: list[socket.socket] = []
+        try:
+            for family, kind, proto, address in unique:
+                wanted = socks[0].getsockname()[1] if socks else port
+                address = (address[0], wanted, *address[2:])
+                if wanted:
+                    _not_listened_on(family, kind, proto, address)
+                sock = socket.socket(family, kind, proto)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+        except OSError as err:
+            for sock in socks:
+                sock.close()
+            if not port and socks and err.errno == errno.EADDRINUSE and draw < PORT_DRAWS:
+                continue  # the port drawn on the first address is taken on another: draw again
+            raise OSError(err.errno, f"cannot listen on {listen}{named}: {err.strerror}") from err
+        break
     shown = f"[{host}]" if ":" in host else host
-    return sock, f"{shown}:{bound}"
+    return socks, f"{shown}:{socks[0].getsockname()[1]}"
 
 
 def _resolved(listen: str, key: str) -> Sequence[AddrInfo]:
@@ -133,7 +159,7 @@ def listen_on(infos: Sequence[AddrInfo], listen: str, key: str = "") -> tuple[li
     return socks, f"{shown}:{socks[0].getsockname()[1]}"
 
 
-def _not_listened_on(family: int, kind: int, proto: int, address: tuple[object, ...], what: str) -> None:
+def _not_listened_on(family: int, kind: int, proto: int, address: tuple[object, ...]) -> None:
     """Raise ``OSError`` if a process listens on ``address`` already. ``SO_REUSEPORT`` would
     let the reservation (and then every worker) share the port with any process of the same
     user that set it too — another gateway's workers: the kernel would spread the visitors over
@@ -142,9 +168,9 @@ def _not_listened_on(family: int, kind: int, proto: int, address: tuple[object, 
     probe = socket.socket(family, kind, proto)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+        if family == socket.AF_INET6:  # ``[::]`` is no conflict with ``0.0.0.0``, as reserved
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         probe.bind(address)
-    except OSError as err:
-        raise OSError(err.errno, f"{what}: {err.strerror}") from err
     finally:
         probe.close()
 

@@ -24,7 +24,7 @@ from gateway import server
 from gateway.creators import CreatorRegistry
 from gateway.events import CreatorStanding, Erasure, iso
 from gateway.ids import uuid7
-from gateway.supervisor import ADMIN_FD_ENV, Supervisor, listen_on
+from gateway.supervisor import ADMIN_FD_ENV, Supervisor, listen_on, reserve_on
 from storage.queries import Reader
 from tests.conftest import ENV, TOKEN, make_settings
 from tests.gatewayproc import GatewayProcess, children
@@ -257,6 +257,43 @@ def test_the_supervisor_listens_on_every_address_of_admin_listen() -> None:
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_the_supervisor_reserves_every_address_of_proxy_listen() -> None:
+    """``proxy.listen = "localhost:0"`` where localhost is ``127.0.0.1`` and ``::1``: each worker
+    listens on both, and until 2026-12-05 the supervisor reserved the first alone (the port it
+    drew could be taken on ``::1``). Both now, on one port, which the workers then share."""
+    socks, shown = reserve_on(_both_loopbacks(), "localhost:0", "proxy.listen")
+    workers: list[socket.socket] = []
+    try:
+        assert [s.family for s in socks] == [socket.AF_INET, socket.AF_INET6]
+        port = socks[0].getsockname()[1]
+        assert socks[1].getsockname()[1] == port and shown == f"localhost:{port}"
+        for host, family in (("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)):
+            worker = socket.create_server((host, port), family=family, reuse_port=True)
+            workers.append(worker)  # as a worker listens: beside the reservation
+    finally:
+        for sock in [*socks, *workers]:
+            sock.close()
+
+
+@pytest.mark.parametrize("taken", ["127.0.0.1", "::1"])
+def test_the_supervisor_refuses_a_port_listened_on_at_any_address_of_proxy_listen(taken: str) -> None:
+    """Another gateway (its workers set ``SO_REUSEPORT`` too) listening on ``[::1]:P`` alone: until
+    2026-12-05 only ``127.0.0.1:P`` was checked, and the two gateways shared ``::1``'s visitors."""
+    family = socket.AF_INET6 if ":" in taken else socket.AF_INET
+    other = socket.create_server((taken, 0), family=family, reuse_port=True)
+    port = other.getsockname()[1]
+    try:
+        with pytest.raises(OSError) as refused:
+            socks = reserve_on(_both_loopbacks(), f"localhost:{port}", "proxy.listen")[0]
+            for sock in socks:
+                sock.close()
+        assert refused.value.strerror == (
+            f"cannot listen on localhost:{port} (proxy.listen): Address already in use"
+        )
+    finally:
+        other.close()
 
 
 async def test_worker_0_serves_every_admin_socket_it_is_handed(
