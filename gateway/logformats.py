@@ -129,7 +129,7 @@ NOT_AN_ADDRESS = "client address: not an IP address (nor a host name)"
 (``300.1.1.1``): live, the client is the connection's address, always one."""
 _HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 """A host name's labels (Apache's ``%h`` with ``HostnameLookups On``); its last label must not
-be all digits (``client_address``), which tells ``300.1.1.1``, an address that is not one, from
+be all digits (``client_of``), which tells ``300.1.1.1``, an address that is not one, from
 a name. Linear: a pattern with a letter required somewhere between two free runs backtracked
 quadratically (1.7 s for a 16,000-character value, a hang on a long garbled field)."""
 HOST_NAME_MAX = 253
@@ -137,31 +137,32 @@ _STATUS = re.compile(r"[0-9]{3}")
 """An HTTP status as a log writes it: three digits (the combined format's, ``%>s``)."""
 
 
-def client_address(value: str) -> bool:
-    """Whether a logged client (``$remote_addr``, ``%h``) can be one: an IP address (with a port
-    too, as ``1.2.3.4:5678``), a host name (``HostnameLookups On``), nginx's ``unix:`` for a
-    client on a Unix socket, or none logged (empty, ``-``)."""
-    if value in ("", "-", "unix:") or parse_ip(value) is not None:
-        return True
+def client_of(value: str) -> str | None:
+    """A logged client (``$remote_addr``, ``%h``) as the live proxy sees it, read once per line;
+    None for one no client can be (``300.1.1.1``). An IP address, with the port some logs write
+    (Caddy's ``remote_addr``, a json log's ``$remote_addr:$remote_port``: ``1.2.3.4:5678``,
+    ``[2001:db8::1]:5678``) left out — live, the client is the connection's address, which has
+    no port: kept, each new connection of one person would be another approximate visitor, IP
+    hash and velocity source — and spelled as the live proxy spells it: an IPv4-mapped IPv6
+    address (``::ffff:1.2.3.4``, what a server listening on ``[::]`` logs for an IPv4 client)
+    as IPv4, an IPv6 one compressed in lower case (``2001:DB8:0::01`` is ``2001:db8::1``): until
+    2026-12-05 each was used as written, another visitor and IP hash than the live one. A host
+    name (``HostnameLookups On``), nginx's ``unix:`` for a client on a Unix socket, or none
+    logged (empty, ``-``): as logged."""
+    if value in ("", "-", "unix:"):
+        return value
+    address = parse_ip(value)
+    if address is not None:
+        return str(address)
     name = value.removesuffix(".")
-    return (
+    if (
         len(name) <= HOST_NAME_MAX
         and name.isascii()
         and _HOST_NAME.fullmatch(name) is not None
         and not name.rpartition(".")[2].isdigit()
-    )
-
-
-def without_port(value: str) -> str:
-    """A logged client (``client_address``) without the port some logs write with it: Caddy's
-    ``remote_addr`` and a json log's ``$remote_addr:$remote_port`` (``1.2.3.4:5678``,
-    ``[2001:db8::1]:5678``), a server's ``%h``. Live, the client is the connection's address,
-    which has no port: kept, each new connection of one person would be another approximate
-    visitor, IP hash and velocity source. An IPv6 address loses its brackets too; anything
-    else (a host name, ``unix:``, a bare IPv6 address, none) is as logged."""
-    if (value.startswith("[") or value.count(":") == 1) and parse_ip(value) is not None:
-        return value[1:].partition("]")[0] if value.startswith("[") else value.partition(":")[0]
-    return value
+    ):
+        return value
+    return None
 
 
 RAW_BYTES = "a request target with raw non-ASCII bytes (the gateway answers such a request 400)"
@@ -214,7 +215,8 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
             return [Skip(number, request)]
         if not m[5].isascii():  # ``\d`` is any script's digit: ``٢٠٠`` read as 200
             return [Skip(number, NOT_A_STATUS, f": {m[5]!r}")]
-        if not client_address(m[2]):
+        client = client_of(m[2])
+        if client is None:
             return [Skip(number, NOT_AN_ADDRESS, f": {m[2][:40]!r}")]
         host, referer, agent, extra = m[1] or "", m[6] or "", m[7] or "", m[8]
         return [
@@ -228,7 +230,7 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
                 host="" if host == "-" else host,
                 referer="" if referer == "-" else _unescape(referer),
                 user_agent="" if agent == "-" else _unescape(agent),
-                ip=without_port(m[2]),
+                ip=client,
                 forwarded_for=forwarded_for(extra) if extra and m[7] is not None else "",
                 cookie=logged_cookie(extra, cookie_name) if extra else "",
                 authority=request[2],
@@ -293,9 +295,10 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
         status = text(doc, "status")  # none logged: 0, as a flow's without a response
         if status and _STATUS.fullmatch(status) is None:  # "abc", 200.0, true: as combined's
             return [Skip(number, NOT_A_STATUS, f": {status[:40]!r}")]
-        ip = text(doc, "ip")
-        if not client_address(ip):
-            return [Skip(number, NOT_AN_ADDRESS, f": {ip[:40]!r}")]
+        logged = text(doc, "ip")
+        ip = client_of(logged)
+        if ip is None:
+            return [Skip(number, NOT_AN_ADDRESS, f": {logged[:40]!r}")]
         vid = text(doc, "vid")
         return [
             Line(
@@ -308,7 +311,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
                 host=text(doc, "host"),
                 referer=text(doc, "referer"),
                 user_agent=text(doc, "user_agent"),
-                ip=without_port(ip),
+                ip=ip,
                 forwarded_for=text(doc, "forwarded_for"),
                 cookie=f"{cookie_name}={vid}" if vid else text(doc, "cookie"),
                 authority=authority,
@@ -397,7 +400,7 @@ def flow_line(number: int, flow: Any) -> Line:
         host=headers.get("host") or req.pretty_host,
         referer=headers.get("referer", ""),
         user_agent=headers.get("user-agent", ""),
-        ip=peer[0] if peer else "",
+        ip=(client_of(peer[0]) or peer[0]) if peer else "",  # ``::ffff:1.2.3.4`` on a dual-stack listener
         forwarded_for=joined.get("x-forwarded-for", ""),
         cookie=joined.get("cookie", ""),
         headers=joined,

@@ -380,6 +380,59 @@ async def test_first_touch_becomes_the_imported_older_one(
     assert forged_key != visitor_key
 
 
+async def test_a_client_in_another_spelling_is_the_live_visitors_ip(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    """A server listening on ``[::]`` logs an IPv4 client as ``::ffff:203.0.113.9``, and a log may
+    write an IPv6 address in capitals or with its zeros: live, the gateway reads each as the
+    address it is (``203.0.113.9``, ``2001:db8::1``). The import used them as written, so the
+    same visitor got another IP hash (bot scoring's source) and approximate visitor."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    toml = f"""
+        [proxy]
+        public_origin = "https://shop.example"
+        trusted_proxies = ["127.0.0.1"]
+        [storage]
+        path = "{tmp_path / "gateway.db"}"
+        max_wait_ms = 60000
+    """
+    gw = await start_gateway(await upstream_server(app), toml)
+    for source, client in (("live4", "203.0.113.9"), ("live6", "2001:db8::1")):
+        headers = {"X-Forwarded-For": client, "User-Agent": UA}
+        async with gw.session.get(f"{gw.url}/?utm_source={source}", headers=headers) as resp:
+            assert resp.status == 200
+    store = tmp_path / "gateway.db"
+    sql = "SELECT source, ip_hash, ts FROM touchpoints WHERE source LIKE 'live%'"
+    live = {source: (ip_hash, ts) for source, ip_hash, ts in await asyncio.to_thread(rows, store, sql)}
+    when = datetime.fromisoformat(live["live4"][1]).astimezone(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    clients = {"plain": "203.0.113.9", "mapped": "::ffff:203.0.113.9", "upper": "2001:DB8::1",
+               "zeros": "2001:0db8:0000:0000:0000:0000:0000:0001",
+               "ported": "[::FFFF:203.0.113.9]:5678"}  # fmt: skip
+    text = "\n".join(
+        f'{ip} - - [{when}] "GET /?utm_source={source} HTTP/1.1" 200 1 "-" "{UA}"'
+        for source, ip in clients.items()
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    await run_import(gw.gateway.settings, [log], "combined")
+    sql = "SELECT source, ip_hash, visitor_key FROM touchpoints WHERE source NOT LIKE 'live%'"
+    got = {source: (ip_hash, key) for source, ip_hash, key in await asyncio.to_thread(rows, store, sql)}
+    assert got["plain"][0] == live["live4"][0]  # the same day's key: comparable
+    assert got["mapped"] == got["ported"] == got["plain"]  # one IP hash, one approximate visitor
+    assert got["upper"][0] == got["zeros"][0] == live["live6"][0]
+    assert got["upper"][1] == got["zeros"][1]
+    record = {"time": live["live4"][1], "method": "GET", "uri": "/?utm_source=json", "host": "shop.example",
+              "remote_addr": "::ffff:203.0.113.9", "user_agent": UA}  # fmt: skip
+    jsonl = await asyncio.to_thread(write, tmp_path / "access.jsonl", json.dumps(record))
+    await run_import(gw.gateway.settings, [jsonl], "json-lines")
+    sql = "SELECT ip_hash, visitor_key FROM touchpoints WHERE source = 'json'"
+    assert await asyncio.to_thread(rows, store, sql) == [got["plain"]]
+
+
 async def test_json_lines_default_and_overridden_fields(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     lines = [

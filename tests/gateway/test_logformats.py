@@ -19,13 +19,13 @@ from gateway.logformats import (
     NOT_A_STATUS,
     NOT_AN_ADDRESS,
     RAW_BYTES,
+    client_of,
     combined_parser,
     forwarded_for,
     json_parser,
     logged_cookie,
     segment_parser,
     split_request,
-    without_port,
 )
 
 SIGNED = "v1." + "A" * 22 + "." + "B" * 22
@@ -395,18 +395,27 @@ def test_a_json_line_with_raw_bytes_in_its_target_is_skipped() -> None:
         ("1.2.3.4:5678", "1.2.3.4"),  # Caddy's remote_addr, a json log's $remote_addr:$remote_port
         ("[2001:db8::1]:5678", "2001:db8::1"),
         ("[2001:db8::1]", "2001:db8::1"),
-        ("[::ffff:1.2.3.4]:80", "::ffff:1.2.3.4"),
         ("1.2.3.4", "1.2.3.4"),
         ("2001:db8::1", "2001:db8::1"),  # a bare IPv6 address: its last group is no port
         ("::1", "::1"),
+        # As the live proxy spells the client: a mapped address as IPv4, IPv6 compressed and
+        # in lower case (a server on ``[::]`` logs an IPv4 client as ``::ffff:1.2.3.4``).
+        ("::ffff:1.2.3.4", "1.2.3.4"),
+        ("[::ffff:1.2.3.4]:80", "1.2.3.4"),
+        ("::FFFF:1.2.3.4", "1.2.3.4"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("[2001:DB8:0::01]:443", "2001:db8::1"),
         ("crawl-66-249-66-1.googlebot.com", "crawl-66-249-66-1.googlebot.com"),
         ("unix:", "unix:"),
         ("-", "-"),
         ("", ""),
+        ("300.1.1.1", None),  # no client's address
+        ("1.2.3.4:http", None),
     ],
 )
-def test_without_port(logged: str, address: str) -> None:
-    assert without_port(logged) == address
+def test_client_of(logged: str, address: str | None) -> None:
+    assert client_of(logged) == address
 
 
 def test_a_client_logged_with_its_port_is_read_without_it() -> None:
