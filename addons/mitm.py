@@ -102,6 +102,7 @@ RUN_ONLY: dict[str, str] = {
         f"admin.{name}": "no admin listener here: the admin API is gateway run's"
         for name in AdminOptions.__struct_fields__
     },
+    "log.format": "mitmdump prints each line in its own format",
 }
 """Keys only ``gateway run`` reads → what stands for each in mitmdump (its options as of
 mitmproxy 11, ``mitmdump --options``), without a ``;``: the warning joins them with it. Until

@@ -773,11 +773,13 @@ async def erase(request: web.Request) -> web.Response:
     return ok({"user_key": keys[0], "erased": erasure.counts, "visitors": len(erasure.visitors)})
 
 
-async def bad_events(request: web.Request) -> web.Response:
+async def bad_events(request: web.Request) -> web.StreamResponse:
     """Signed events that failed validation, with their reason (see ``gateway replay-bad``),
-    oldest first (``order=newest``: newest first, what was just refused on the first page)."""
+    oldest first (``order=newest``: newest first, what was just refused on the first page); or
+    with ``format=csv|ndjson`` every one of the filters, downloaded as ``bad-events-….csv``."""
     q = request.query
-    only_params(request, {"sender", "pending", "cursor", "limit", "order"})
+    only_params(request, {"sender", "pending", "cursor", "limit", "order", "format", "bom", "delimiter"})
+    fmt, bom, delimiter = _download(request)
     limit, cursor, newest = _ordered_page(q)
     pending = q.get("pending", "false")
     if pending not in ("true", "false"):
@@ -791,16 +793,38 @@ async def bad_events(request: web.Request) -> web.Response:
             f"sender: expected a [[sources]] name ({NAME_RULE}), got {sender[:100]!r};"
             " leave sender out for every one",
         )
-    items, next_cursor = await request.app[READER_KEY].bad_events(
-        sender, pending == "true", cursor, limit, newest
-    )
+    reader = request.app[READER_KEY]
     key = body_key(request.app[SETTINGS_KEY].secret)
-    for item in items:  # sealed at rest; the admin sees what was received, and why it was refused
-        for name in ("body", "reason"):
-            # An empty body is one (a sender's empty POST), not a seal it cannot open.
-            opened = unseal(key, item[name])
-            item[name] = "(sealed under another identity.secret)" if opened is None else opened
-    return ok({"items": items, "next_cursor": _marked(next_cursor, newest)})
+
+    async def page(after: str | None, size: int) -> tuple[list[dict[str, Any]], str | None]:
+        items, next_cursor = await reader.bad_events(sender, pending == "true", after, size, newest)
+        for item in items:  # sealed at rest; the admin sees what was received, and why it was refused
+            for name in ("body", "reason"):
+                # An empty body is one (a sender's empty POST), not a seal it cannot open.
+                opened = unseal(key, item[name])
+                item[name] = "(sealed under another identity.secret)" if opened is None else opened
+        return items, next_cursor
+
+    if fmt != "json":
+        # Named as the other listings' downloads, after the filters: bad-events-crm-pending.csv.
+        words = {"sender": sender} if sender is not None else {}
+        if pending == "true":
+            words["pending"] = "pending"
+        name = listing_export.file_name(
+            "bad-events", None, None, fmt, report_zone_of(request), words, delimiter, newest
+        )
+        return await listing_export.download(
+            request,
+            "bad-events",
+            fmt,
+            bom,
+            name,
+            lambda after: page(after, listing_export.EXPORT_PAGE),
+            cursor,
+            delimiter=delimiter,
+        )
+    items, next_cursor = await page(cursor, limit)
+    return _page_of(request, items, next_cursor, newest)
 
 
 async def sink_send(request: web.Request) -> web.Response:

@@ -35,6 +35,7 @@ from gateway.keys import Keys, derive
 from gateway.logformats import NOT_IN_FORMAT, OLDEST_YEARS, TOO_OLD
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
+from gateway.notices import Notices
 from gateway.options import SourceOptions
 from gateway.pipeline import Exchange, RequestView, ResponseView, Visitor, build_pipeline, parse_cookies
 from gateway.sources import MISSING, SourceMap, compile_source, resolve
@@ -167,10 +168,14 @@ class Replayer:
     """Turns read items into events: log lines through the pipeline, Segment events through the
     Segment mapping; every event gets its deterministic id."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, default_host: str = "") -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, default_host: str = "", notices: Notices | None = None
+    ) -> None:
+        """``notices``: where the chain's warnings about the config go (``gateway/notices.py``);
+        an import worker's knows what the parent already said."""
         opts = settings.options
         self.keys = Keys.from_master(settings.secret, opts.identity.user_id_storage)
-        self.pipeline = build_pipeline(settings, metrics, self.keys)
+        self.pipeline = build_pipeline(settings, metrics, self.keys, notices=notices)
         for _name, addon in self.pipeline.addons:
             if isinstance(addon, Campaign):
                 # No reload folding (``campaign.repeat_seconds``) here: whether a line is a reload

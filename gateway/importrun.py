@@ -99,8 +99,9 @@ async def run_import(
                 total = None if None in sizes else sum(size or 0 for size in sizes)
                 bar = progress_bar(total, "import", "B", unit_scale=True, unit_divisor=1024)
             if workers > 1 and fmt != "mitm":
+                said = replayer.pipeline.notices.said if replayer.pipeline.notices else frozenset()
                 pool = await asyncio.to_thread(
-                    WorkerPool, workers, settings, fmt, replayer.host, fields or {}
+                    WorkerPool, workers, settings, fmt, replayer.host, fields or {}, said
                 )
             started = time.perf_counter()
             shown = Progress(bar, started)

@@ -12,7 +12,6 @@ parent runs threads (the store's writer) that a fork would copy mid-flight.
 from __future__ import annotations
 
 import asyncio
-import logging
 import multiprocessing
 import os
 import sys
@@ -29,6 +28,7 @@ from gateway.config import Settings
 from gateway.history import Item, Skip
 from gateway.logformats import parser_for
 from gateway.metrics import Metrics
+from gateway.notices import Notices
 
 Lines = list[tuple[int, bytes] | Skip]
 PARENT_CHECK = 0.5
@@ -38,7 +38,7 @@ _worker: dict[str, Any] = {}
 it stays empty)."""
 
 
-def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str]) -> None:
+def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str], said: frozenset[str]) -> None:
     # Ctrl-C reaches the terminal's whole process group: the parent stops the import (it lets the
     # chunks being replayed finish, then ends the pool), so a worker does not stop mid-chunk.
     # They were blocked since the process started (``WorkerPool.submit``), so one sent while this
@@ -47,13 +47,11 @@ def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str]) -> N
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     loop = asyncio.new_event_loop()
     # The parent built and started the same chain from the same settings before it started the
-    # pool, and has said what that warns about (no GeoIP database): once, not once per worker.
-    logging.disable(logging.WARNING)
-    try:
-        replayer = Replayer(settings, Metrics(), host)
-        loop.run_until_complete(replayer.pipeline.running())  # as the parent's: GeoIP files opened
-    finally:
-        logging.disable(logging.NOTSET)
+    # pool, and has said what that warns about (no GeoIP database, ``said``): once, not once per
+    # worker. What this worker finds otherwise (a GeoIP file gone since) is said, as is any other
+    # warning: until 2026-12-05 every warning was silenced while the chain was built.
+    replayer = Replayer(settings, Metrics(), host, Notices(said=said))
+    loop.run_until_complete(replayer.pipeline.running())  # as the parent's: GeoIP files opened
     if (recent := replayer.recent_bindings()) is not None:
         # A worker sees only some chunks: whether a pair was bound before is for the parent to
         # say, which sees every binding in file order (``first_bindings``).
@@ -103,14 +101,24 @@ def _start_resource_tracker() -> None:
 class WorkerPool:
     """``workers`` spawned processes replaying chunks; build and close it off the event loop."""
 
-    def __init__(self, workers: int, settings: Settings, fmt: str, host: str, fields: dict[str, str]) -> None:
+    def __init__(
+        self,
+        workers: int,
+        settings: Settings,
+        fmt: str,
+        host: str,
+        fields: dict[str, str],
+        said: frozenset[str] = frozenset(),
+    ) -> None:
+        """``said``: the config's warnings the parent's chain said (``Notices.said``), which the
+        workers, building the same chain, do not say again."""
         self.workers = workers
         _start_resource_tracker()
         self.executor = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
-            initargs=(settings, fmt, host, fields),
+            initargs=(settings, fmt, host, fields, said),
         )
 
     def submit(self, lines: Lines, identity: bytes) -> Future[Replayed]:

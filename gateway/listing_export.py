@@ -1,12 +1,15 @@
-"""Listings as downloads: every touchpoint or conversion of a period, as CSV or NDJSON.
+"""Listings as downloads: every touchpoint or conversion of a period, or every bad event of a
+sender, as CSV or NDJSON.
 
-Owns ``format=csv|ndjson`` on ``/api/touchpoints`` and ``/api/conversions``: the rows come
+Owns ``format=csv|ndjson`` on ``/api/touchpoints``, ``/api/conversions`` (``/api/review``
+too) and ``/api/bad-events``: the rows come
 from the reader page by page (``EXPORT_PAGE`` at a time, so memory stays flat over any
 period) and are written to the visitor as they come, under a ``Content-Disposition`` name.
 The columns are the listing's item fields as the OpenAPI document names them, in its order;
 a CSV cell is kept inert for spreadsheets (``reporting.csv_cell``), separated from the next
 by the ``delimiter`` asked for (a cell holding it quoted), and a nested value (``raw_params``,
-``reasons``) is its JSON text.
+``reasons``) is its JSON text. A bad event's ``body`` and ``reason`` are opened as the JSON
+page opens them (by the handler's ``page``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.accept import vary
-from gateway.openapi import CONVERSION, TOUCHPOINT
+from gateway.openapi import BAD_EVENT, CONVERSION, TOUCHPOINT
 from gateway.reporting import csv_cell, file_ending, file_word, local_date
 
 log = logging.getLogger("gateway.admin")
@@ -32,6 +35,7 @@ EXPORT_PAGE = 1000
 COLUMNS: Mapping[str, Sequence[str]] = {
     "touchpoints": tuple(TOUCHPOINT["properties"]),
     "conversions": tuple(CONVERSION["properties"]),
+    "bad-events": tuple(BAD_EVENT["properties"]),
 }
 """A download's columns: every field of the listing's items, as the API document lists them."""
 

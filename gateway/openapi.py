@@ -656,9 +656,18 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         query_param("pending", "true: only those not replayed yet", {"type": "boolean"}),
                         *_ORDERED_PAGING,
+                        query_param(
+                            "format",
+                            "json (default): a page; csv or ndjson: every event of the filters from"
+                            " cursor on, body and reason opened as on a page, as a download (limit is"
+                            " then refused)",
+                            {"type": "string", "enum": list(FORMATS)},
+                        ),
+                        BOM,
+                        DELIMITER,
                     ],
                     "responses": {
-                        "200": _page_of({"$ref": "#/components/schemas/BadEvent"}),
+                        "200": _page_of({"$ref": "#/components/schemas/BadEvent"}, downloads=True),
                         **_errors(400, 401, 503),
                     },
                 }

@@ -383,6 +383,8 @@ max_websocket_message = 1024
 [admin]
 listen = "127.0.0.1:9999"
 session_hours = 12
+[log]
+format = "text"
 """
 
 
@@ -414,9 +416,11 @@ async def test_keys_only_gateway_run_reads_are_named_once(
             "proxy.access_log = true",
             "proxy.workers = 4",
             'admin.listen = "127.0.0.1:9999"',
+            'log.format = "text"',
         ]
         assert "(mitmdump's --listen-host and --listen-port, or --mode reverse:URL@HOST:PORT)" in named[1]
         assert "keep_host_header" in named[2] and "mitmdump is one process" in named[5]
+        assert named[7] == 'log.format = "text" (mitmdump prints each line in its own format)'
         assert not [hint for hint in RUN_ONLY.values() if ";" in hint]  # the items' separator
         caplog.clear()
         # The upstream mitmdump sends to: proxy.upstream is right (the campaign addon reads it).

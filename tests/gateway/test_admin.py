@@ -21,10 +21,11 @@ from jsonschema import Draft202012Validator
 from yarl import URL
 
 from gateway.admin import VerdictBody
-from gateway.events import VERDICTS, Binding, Conversion, iso
+from gateway.badbody import body_key, seal
+from gateway.events import VERDICTS, BadEvent, Binding, Conversion, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
-from gateway.openapi import CONVERSION, TOUCHPOINT, openapi_document
+from gateway.openapi import BAD_EVENT, CONVERSION, TOUCHPOINT, openapi_document
 from tests.conftest import TOKEN
 from tests.gateway.test_fraud import click
 from tests.gateway.test_malformed import raw_request
@@ -535,6 +536,48 @@ async def test_listings_download_every_row_as_csv_or_ndjson(gw) -> None:
             assert status == 400 and answer["error"].startswith(error), (path, params, answer)
 
 
+async def test_bad_events_download_every_event_of_the_filters_opened(gw) -> None:
+    """An operator fixing a sender's mapping wants its refused events in a file: the other
+    listings downloaded as CSV or NDJSON, ``/api/bad-events`` only paged through as JSON.
+    Every event of the filters now comes, more than a store page of them, body and reason
+    opened as on the page (one sealed under another secret reads the same placeholder)."""
+    key = body_key(gw.gateway.settings.secret)
+    ms = int(datetime.now(UTC).timestamp() * 1000) - 5000
+    ts = iso(datetime.now(UTC))
+
+    def bad(n: int, sender: str, body: str, sealed_with: bytes = key) -> BadEvent:
+        return BadEvent(uuid7(ms + n), ts, "n", sender, seal(sealed_with, f"amount: not a number ({n})"),
+                        seal(sealed_with, body), False)  # fmt: skip
+
+    events = [bad(n, "crm", f'{{"n": {n}, "amount": "=1+1"}}') for n in range(2500)]
+    events += [bad(2500, "billing", '{"n": "other sender"}'), bad(2501, "crm", "{}", body_key(b"x" * 32))]
+    await gw.gateway.store.write(events)
+    _, _, page = await get(gw, "/api/bad-events", AUTH, sender="crm", limit="3")
+    status, headers, body = await download(gw, "/api/bad-events", format="csv", sender="crm", bom="true")
+    assert status == 200 and headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert headers["Content-Disposition"] == 'attachment; filename="bad-events-crm.csv"'
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
+    assert list(rows[0]) == list(BAD_EVENT["properties"]) and len(rows) == 2501
+    assert [r["id"] for r in rows[:3]] == [item["id"] for item in page["items"]]
+    assert rows[0]["body"] == page["items"][0]["body"] == '{"n": 0, "amount": "=1+1"}'
+    assert rows[7]["reason"] == "amount: not a number (7)" and rows[7]["truncated"] == "False"
+    assert rows[-1]["body"] == rows[-1]["reason"] == "(sealed under another identity.secret)"
+    status, headers, body = await download(gw, "/api/bad-events", format="ndjson", order="newest")
+    assert headers["Content-Disposition"] == 'attachment; filename="bad-events-newest.ndjson"'
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert [line["id"] for line in lines] == [e.id for e in reversed(events)]
+    assert lines[1] == {**dict.fromkeys(BAD_EVENT["properties"]), "id": events[-2].id, "ts": ts, "node": "n",
+                        "sender": "billing", "reason": "amount: not a number (2500)",
+                        "body": '{"n": "other sender"}', "truncated": False}  # fmt: skip
+    _, headers, body = await download(
+        gw, "/api/bad-events", format="csv", sender="billing", pending="true", delimiter="semicolon"
+    )
+    assert headers["Content-Disposition"] == 'attachment; filename="bad-events-billing-pending-semicolon.csv"'
+    assert body.decode().splitlines()[0] == ";".join(BAD_EVENT["properties"])
+    status, _, answer = await get(gw, "/api/bad-events", AUTH, format="csv", limit="10")
+    assert status == 400 and answer["error"].startswith("limit: a csv download holds every row")
+
+
 @pytest.mark.parametrize(
     ("path", "name"),
     [
@@ -585,7 +628,7 @@ async def test_a_listing_takes_its_format_from_accept_as_the_reports_do(gw) -> N
     await land(gw, "utm_source=news")
     _, _, listed = await get(gw, "/api/touchpoints", AUTH)
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-    for path in ("/api/touchpoints", "/api/conversions", "/api/review"):
+    for path in ("/api/touchpoints", "/api/conversions", "/api/review", "/api/bad-events"):
         async with gw.session.get(gw.admin_url + path, headers={**AUTH, "Accept": "text/csv"}) as resp:
             assert resp.status == 200 and resp.headers["Content-Type"] == "text/csv; charset=utf-8"
             assert resp.headers["Vary"] == "Accept" and "attachment" in resp.headers["Content-Disposition"]
@@ -615,7 +658,7 @@ async def test_a_listing_download_answers_head_without_its_rows(gw) -> None:
     await land(gw, "utm_source=news")
     port = URL(gw.admin_url).port
     assert port is not None
-    for path in ("/api/touchpoints", "/api/conversions", "/api/review"):
+    for path in ("/api/touchpoints", "/api/conversions", "/api/review", "/api/bad-events"):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             writer.write(

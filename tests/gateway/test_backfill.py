@@ -1012,6 +1012,36 @@ def test_worker_processes_do_not_repeat_the_config_warnings(tmp_path: Path) -> N
         assert done.stderr.count("geo: no database configured") == 1, done.stderr
 
 
+def test_a_workers_own_warning_at_its_start_is_said(tmp_path: Path) -> None:
+    """The workers built their chains with every warning silenced (``logging.disable``), so
+    one finding what the parent had not (the GeoIP database gone since the parent opened it:
+    its rows get no country) said nothing. They now leave out only what the parent said."""
+    networks: dict[str, dict[str, object]] = {"203.0.113.0/24": {"country": {"iso_code": "FR"}}}
+    city = write_mmdb(tmp_path / "city.mmdb", "GeoLite2-City", networks)
+    (tmp_path / "gw.toml").write_text(f'[storage]\npath = "gw.db"\n[geo]\ncountry_db = "{city}"\n')
+    log = write_log(tmp_path / "access.log", 3 * 4096)
+    args = ("-", "--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", "2", "--no-progress")
+    importer = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", *args], cwd=tmp_path, env={**os.environ, **ENV},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        # The store is opened once the parent's chain has opened the database; the workers start
+        # at the first chunk, which the parent has not read yet.
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "gw.db").exists():
+            assert importer.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        city.unlink()
+        _, err = importer.communicate(log.read_bytes(), timeout=60)
+    finally:
+        if importer.poll() is None:
+            importer.kill()
+            importer.wait()
+    assert importer.returncode == 0, err
+    assert b"geo: not found: geo.country_db " + str(city).encode() + b"; geo lookups are off" in err, err
+
+
 def test_cli_refuses_a_url_for_host_and_a_worker_count_below_one(tmp_path: Path) -> None:
     log = write_log(tmp_path / "access.log", 10)
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
