@@ -576,7 +576,9 @@ def _download(request: web.Request) -> tuple[str, bool, str]:
     q = request.query
     fmt = asked_format(request)
     if fmt != "json" and "limit" in q:
-        raise ApiError(400, f"limit: a {fmt} download holds every row of the period; page with limit in JSON")
+        raise ApiError(
+            400, f"limit: a {fmt} download holds every row of the filters; page with limit in JSON"
+        )
     return fmt, wants_bom(q, fmt), csv_delimiter(q, fmt)
 
 

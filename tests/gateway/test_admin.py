@@ -526,7 +526,7 @@ async def test_listings_download_every_row_as_csv_or_ndjson(gw) -> None:
     lines = body.decode().splitlines()
     assert lines[0] == ",".join(CONVERSION["properties"]) and len(lines) == 2501
     for params, error in (
-        ({"format": "csv", "limit": "10"}, "limit: a csv download holds every row of the period"),
+        ({"format": "csv", "limit": "10"}, "limit: a csv download holds every row of the filters"),
         ({"format": "xml"}, "format: expected one of json, csv, ndjson, got 'xml'"),
         ({"format": "ndjson", "bom": "true"}, "bom: applies to a CSV download, not ndjson"),
         ({"bom": "1"}, "bom: expected true or false, got '1'"),
