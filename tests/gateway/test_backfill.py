@@ -339,9 +339,10 @@ async def test_an_untrusted_peers_x_forwarded_for_is_not_believed_and_the_summar
     assert "--trusted-proxy" in summary.render()
 
 
-async def test_first_touch_becomes_the_imported_older_one(
-    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: Any
-) -> None:
+async def _shop(tmp_path: Path, start_gateway: GatewayFactory, upstream_server: Any, proxy: str = "") -> Any:
+    """A gateway (its store in ``tmp_path``) in front of a site answering every page ``ok``, as
+    ``https://shop.example``; ``proxy``: more ``[proxy]`` keys."""
+
     async def page(request: web.Request) -> web.Response:
         return web.Response(text="ok", content_type="text/html")
 
@@ -350,11 +351,18 @@ async def test_first_touch_becomes_the_imported_older_one(
     toml = f"""
         [proxy]
         public_origin = "https://shop.example"
+        {proxy}
         [storage]
         path = "{tmp_path / "gateway.db"}"
         max_wait_ms = 60000
     """  # the landing's response waits for its commit, however loaded the machine
-    gw = await start_gateway(await upstream_server(app), toml)
+    return await start_gateway(await upstream_server(app), toml)
+
+
+async def test_first_touch_becomes_the_imported_older_one(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    gw = await _shop(tmp_path, start_gateway, upstream_server)
     async with gw.session.get(gw.url + "/?utm_source=live&utm_medium=cpc") as resp:
         cookie = resp.cookies["gw_vid"].value
     store = tmp_path / "gateway.db"
@@ -387,21 +395,7 @@ async def test_a_client_in_another_spelling_is_the_live_visitors_ip(
     write an IPv6 address in capitals or with its zeros: live, the gateway reads each as the
     address it is (``203.0.113.9``, ``2001:db8::1``). The import used them as written, so the
     same visitor got another IP hash (bot scoring's source) and approximate visitor."""
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text="ok", content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", page)
-    toml = f"""
-        [proxy]
-        public_origin = "https://shop.example"
-        trusted_proxies = ["127.0.0.1"]
-        [storage]
-        path = "{tmp_path / "gateway.db"}"
-        max_wait_ms = 60000
-    """
-    gw = await start_gateway(await upstream_server(app), toml)
+    gw = await _shop(tmp_path, start_gateway, upstream_server, 'trusted_proxies = ["127.0.0.1"]')
     for source, client in (("live4", "203.0.113.9"), ("live6", "2001:db8::1")):
         headers = {"X-Forwarded-For": client, "User-Agent": UA}
         async with gw.session.get(f"{gw.url}/?utm_source={source}", headers=headers) as resp:
