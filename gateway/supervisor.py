@@ -69,8 +69,8 @@ EXIT_CONFIG = 2
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 EXIT_START = 3
 PORT_DRAWS = 10
-"""How often a ``proxy.listen`` port 0 is drawn anew when the port drawn on its first address is
-taken on another."""
+"""How often a port 0 (of ``proxy.listen`` or ``admin.listen``) is drawn anew when the port drawn
+on its first address is taken on another."""
 
 
 def reserve(listen: str, key: str = "") -> tuple[list[socket.socket], str]:
@@ -83,10 +83,29 @@ def reserve(listen: str, key: str = "") -> tuple[list[socket.socket], str]:
 
 def reserve_on(infos: Sequence[AddrInfo], listen: str, key: str = "") -> tuple[list[socket.socket], str]:
     """Bind each of ``infos`` (``socket.getaddrinfo``'s answer for ``listen``) with
-    ``SO_REUSEPORT``, never listening, all on one port: a port 0 becomes the first's concrete one,
-    drawn again (up to ``PORT_DRAWS`` times) if another address has it taken, so every worker
-    finds it free on each. Refused where a process listens already, on any of them
-    (``_not_listened_on``). IPv6 sockets take IPv6 alone, as a worker's listener does."""
+    ``SO_REUSEPORT``, never listening, all on one port (``_one_port``: a port 0 drawn again if
+    another address has it taken), so every worker finds it free on each. Refused where a process
+    listens already, on any of them (``_not_listened_on``). IPv6 sockets take IPv6 alone, as a
+    worker's listener does."""
+
+    def reserved(family: int, kind: int, proto: int, address: tuple[Any, ...]) -> socket.socket:
+        if address[1]:
+            _not_listened_on(family, kind, proto, address)
+        return _bound(family, kind, proto, address, reuse_port=True)
+
+    return _one_port(infos, listen, key, reserved)
+
+
+def _one_port(
+    infos: Sequence[AddrInfo],
+    listen: str,
+    key: str,
+    bind: Callable[[int, int, int, tuple[Any, ...]], socket.socket],
+) -> tuple[list[socket.socket], str]:
+    """``bind`` each of ``infos`` (once each), all on one port: a port 0 becomes the first's
+    concrete one, drawn again (up to ``PORT_DRAWS`` times) if another address has it taken. The
+    sockets, and the concrete ``HOST:PORT`` they hold; an ``OSError`` names ``listen`` and
+    ``key``, every socket closed."""
     host, port = parse_listen(listen)
     named = f" ({key})" if key else ""
     unique = list(dict.fromkeys((i[0], i[1], i[2], i[4]) for i in infos))
@@ -95,16 +114,7 @@ def reserve_on(infos: Sequence[AddrInfo], listen: str, key: str = "") -> tuple[l
         try:
             for family, kind, proto, address in unique:
                 wanted = socks[0].getsockname()[1] if socks else port
-                address = (address[0], wanted, *address[2:])
-                if wanted:
-                    _not_listened_on(family, kind, proto, address)
-                sock = socket.socket(family, kind, proto)
-                socks.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(address)
+                socks.append(bind(family, kind, proto, (address[0], wanted, *address[2:])))
         except OSError as err:
             for sock in socks:
                 sock.close()
@@ -114,6 +124,22 @@ def reserve_on(infos: Sequence[AddrInfo], listen: str, key: str = "") -> tuple[l
         break
     shown = f"[{host}]" if ":" in host else host
     return socks, f"{shown}:{socks[0].getsockname()[1]}"
+
+
+def _bound(family: int, kind: int, proto: int, address: tuple[Any, ...], reuse_port: bool) -> socket.socket:
+    """A socket bound to ``address`` (closed if it cannot be); an IPv6 one takes IPv6 alone."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _resolved(listen: str, key: str) -> Sequence[AddrInfo]:
@@ -135,28 +161,21 @@ def listen_every(listen: str, key: str = "") -> tuple[list[socket.socket], str]:
 
 def listen_on(infos: Sequence[AddrInfo], listen: str, key: str = "") -> tuple[list[socket.socket], str]:
     """Listen on each of ``infos`` (``socket.getaddrinfo``'s answer for ``listen``), all on one
-    port: a port 0 becomes the first's concrete one (the worker is told one ``HOST:PORT``).
-    IPv6 sockets take IPv6 alone, as asyncio's (worker 0's own listener's) did."""
-    host = parse_listen(listen)[0]
-    socks: list[socket.socket] = []
-    try:
-        for family, kind, proto, address in dict.fromkeys((i[0], i[1], i[2], i[4]) for i in infos):
-            if socks:
-                address = (address[0], socks[0].getsockname()[1], *address[2:])
-            sock = socket.socket(family, kind, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
+    port (``_one_port``: a port 0 becomes the first's concrete one, drawn again if another address
+    has it taken, as ``reserve_on`` draws it; until 2026-12-05 such a start failed): the worker is
+    told one ``HOST:PORT``. IPv6 sockets take IPv6 alone, as asyncio's (worker 0's own
+    listener's) did."""
+
+    def listening(family: int, kind: int, proto: int, address: tuple[Any, ...]) -> socket.socket:
+        sock = _bound(family, kind, proto, address, reuse_port=False)
+        try:
             sock.listen(128)
-    except OSError as err:
-        for sock in socks:
+        except BaseException:
             sock.close()
-        named = f" ({key})" if key else ""
-        raise OSError(err.errno, f"cannot listen on {listen}{named}: {err.strerror}") from err
-    shown = f"[{host}]" if ":" in host else host
-    return socks, f"{shown}:{socks[0].getsockname()[1]}"
+            raise
+        return sock
+
+    return _one_port(infos, listen, key, listening)
 
 
 def _not_listened_on(family: int, kind: int, proto: int, address: tuple[object, ...]) -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 import types
@@ -275,6 +276,47 @@ def test_the_supervisor_reserves_every_address_of_proxy_listen() -> None:
     finally:
         for sock in [*socks, *workers]:
             sock.close()
+
+
+_DRAWN_AGAIN = """
+import fcntl, socket, struct
+from gateway.supervisor import listen_on, reserve_on
+with socket.socket() as lo:  # a new namespace's loopback is down: up (SIOCSIFFLAGS, IFF_UP | IFF_LOOPBACK)
+    fcntl.ioctl(lo, 0x8914, struct.pack("16sH22x", b"lo", 0x1 | 0x8))
+with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as ports:
+    ports.write("40000 40015")  # bind() draws 40001, 40003, 40005 or 40007: one in four is taken
+flags = {"type": socket.SOCK_STREAM, "flags": socket.AI_PASSIVE}
+infos = [*socket.getaddrinfo("127.0.0.1", 0, **flags), *socket.getaddrinfo("::1", 0, **flags)]
+other = socket.create_server(("::1", 40001), family=socket.AF_INET6, reuse_port=True)
+for bind, key in ((listen_on, "admin.listen"), (reserve_on, "proxy.listen")):
+    for _ in range(40):
+        socks, shown = bind(infos, "localhost:0", key)
+        (port,) = {sock.getsockname()[1] for sock in socks}
+        assert len(socks) == 2 and port != 40001 and shown == f"localhost:{port}", (socks, shown)
+        for sock in socks:
+            sock.close()
+print("drawn again")
+"""
+
+
+def test_a_port_0_taken_on_another_address_is_drawn_again_for_both_listen_keys() -> None:
+    """``admin.listen = "localhost:0"`` where localhost is ``127.0.0.1`` and ``::1``: the port the
+    kernel drew on ``127.0.0.1`` may be taken on ``::1``, and until 2026-12-05 the supervisor's
+    admin sockets then failed the start (``proxy.listen``'s reservation drew again). The kernel
+    draws no port asked for, so this runs in a network namespace of its own whose ephemeral range
+    leaves bind() four ports, one of them listened on at ``::1``: forty starts each, every one on
+    a port free on both (without drawing again, about one in four fails)."""
+    if subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("no unprivileged network namespaces here (unshare -rn)")
+    done = subprocess.run(
+        ["unshare", "-rn", sys.executable, "-c", _DRAWN_AGAIN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "drawn again\n"), done.stderr
 
 
 @pytest.mark.parametrize("taken", ["127.0.0.1", "::1"])
