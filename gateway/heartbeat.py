@@ -80,6 +80,8 @@ class Listener:
         self.started = started
         self.heard: float | None = None
         """When its last beat was read (None: none yet)."""
+        self.ended = False
+        """Whether its end of the pipe is closed: its event loop ended (or the process did)."""
         os.set_blocking(fd, False)
 
     def hear(self, now: float) -> None:
@@ -93,6 +95,7 @@ class Listener:
             except OSError:
                 chunk = b""
             if not chunk:  # it closed its end: it is ending (its exit is seen by its keeper)
+                self.ended = True
                 break
             beaten = True
         if beaten:
@@ -100,7 +103,12 @@ class Listener:
 
     def silent(self, now: float, hang: float) -> str | None:
         """Why the worker counts as hung at ``now`` (its loop stalled for ``hang`` seconds at
-        least, or never run ``START_ALLOWANCE`` after its start), or None."""
+        least, or never run ``START_ALLOWANCE`` after its start), or None. Never once its end of
+        the pipe closed: its loop ended and it is exiting, however slowly (a thread joined, a
+        pool shut down), its listeners closed; killed, its exit status (it cannot run, say) would
+        be lost, and until 2026-12-05 its keeper logged it as ``killed for hanging``."""
+        if self.ended:
+            return None
         if self.heard is None:
             allowed = max(hang, START_ALLOWANCE)
             if now - self.started > allowed:

@@ -1008,6 +1008,52 @@ async def test_an_erasure_stored_while_the_follower_is_down_is_still_told(
         await gw.store.close()
 
 
+_SLOW_TO_EXIT = """
+import asyncio, sys, time
+from gateway.heartbeat import Heartbeat
+
+async def main():
+    beat = Heartbeat.from_environ()
+    beat.start(asyncio.get_running_loop())
+    await asyncio.sleep(0.5)
+    beat.close()  # its loop ends, as a worker's does once it stops serving
+
+asyncio.run(main())
+time.sleep(3.5)  # and it takes its time to exit (a thread joined, a pool shut down)
+sys.exit(1)
+"""
+
+
+async def test_a_worker_slow_to_exit_after_its_loop_ended_is_not_called_hung(
+    caplog: pytest.LogCaptureFixture, blockbuster: Any
+) -> None:
+    """A worker's heartbeat pipe closes when its event loop ends; until 2026-12-05 a worker that
+    then took longer than ``proxy.worker_hang_seconds`` to exit was killed as hung, and its
+    restart logged as ``was killed for hanging`` (its own exit status, which may have said it
+    cannot run, lost). It is now left to exit, and its exit is logged as it was."""
+    # The supervisor's own loop writes a new worker's salt (40 bytes) into its fresh pipe.
+    blockbuster.functions["os.write"].can_block_in("gateway/supervisor.py", {"_spawn"})
+    argv = [sys.executable, "-c", _SLOW_TO_EXIT]
+    supervisor = Supervisor(1, lambda index: argv, dict(os.environ), 1.0, hang=1.0)
+    watch = asyncio.create_task(supervisor._watch())
+    keeper = asyncio.create_task(supervisor._keep(0))
+    try:
+        async with asyncio.timeout(30):
+            while not [r for r in caplog.records if "starting it again" in r.getMessage()]:
+                await asyncio.sleep(0.05)
+    finally:
+        supervisor.stopping.set()
+        assert await keeper == 0
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        for index in list(supervisor.salt_pipes):
+            supervisor._close_salt_pipe(index)
+        for index in list(supervisor.listeners):
+            supervisor._close_listener(index)
+    said = [r.getMessage() for r in caplog.records if r.name == "gateway.supervisor"]
+    assert said == ["worker 0 exited with status 1; starting it again"]
+
+
 def test_the_supervisor_writes_each_new_days_salt_to_every_worker() -> None:
     """At midnight the supervisor draws the new day's salt and writes it to every worker's pipe
     (a worker gone by then costs a log line, not the others' salt)."""
