@@ -24,6 +24,11 @@ START_ALLOWANCE = 60.0
 ``proxy.worker_hang_seconds`` is shorter."""
 
 
+EXIT_ALLOWANCE = 60.0
+"""Seconds a worker has from the end of its event loop (its heartbeat pipe closed) to its exit,
+when ``proxy.worker_hang_seconds`` is shorter."""
+
+
 def interval(hang: float) -> float:
     """Seconds between beats for a bound of ``hang``: several beats within it, one a second at most."""
     return min(1.0, hang / 4)
@@ -80,8 +85,8 @@ class Listener:
         self.started = started
         self.heard: float | None = None
         """When its last beat was read (None: none yet)."""
-        self.ended = False
-        """Whether its end of the pipe is closed: its event loop ended (or the process did)."""
+        self.ended: float | None = None
+        """When its end of the pipe was found closed: its event loop ended (or the process did)."""
         os.set_blocking(fd, False)
 
     def hear(self, now: float) -> None:
@@ -95,7 +100,8 @@ class Listener:
             except OSError:
                 chunk = b""
             if not chunk:  # it closed its end: it is ending (its exit is seen by its keeper)
-                self.ended = True
+                if self.ended is None:
+                    self.ended = now
                 break
             beaten = True
         if beaten:
@@ -103,11 +109,15 @@ class Listener:
 
     def silent(self, now: float, hang: float) -> str | None:
         """Why the worker counts as hung at ``now`` (its loop stalled for ``hang`` seconds at
-        least, or never run ``START_ALLOWANCE`` after its start), or None. Never once its end of
-        the pipe closed: its loop ended and it is exiting, however slowly (a thread joined, a
-        pool shut down), its listeners closed; killed, its exit status (it cannot run, say) would
-        be lost, and until 2026-12-05 its keeper logged it as ``killed for hanging``."""
-        if self.ended:
+        least, or never run ``START_ALLOWANCE`` after its start), or None. Once its end of the
+        pipe closed, its loop ended and it is exiting, its listeners closed: it has
+        ``EXIT_ALLOWANCE`` (or ``hang``, if longer) to exit however slowly (a thread joined, a pool
+        shut down) with its own status (it cannot run, say), which a kill would lose; only one
+        that has not exited by then is killed (a thread that never ends), not left a worker short."""
+        if self.ended is not None:
+            allowed = max(hang, EXIT_ALLOWANCE)
+            if now - self.ended > allowed:
+                return f"it has not exited within {allowed:.0f} s of its event loop ending"
             return None
         if self.heard is None:
             allowed = max(hang, START_ALLOWANCE)
@@ -126,6 +136,8 @@ class Listener:
         if self.heard is not None:
             self.heard = max(self.heard, now)
         self.started = max(self.started, now)
+        if self.ended is not None:
+            self.ended = max(self.ended, now)
 
     def close(self) -> None:
         if self.fd >= 0:

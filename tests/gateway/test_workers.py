@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway import server
 from gateway.creators import CreatorRegistry
 from gateway.events import CreatorStanding, Erasure, iso
+from gateway.heartbeat import EXIT_ALLOWANCE, Listener
 from gateway.ids import uuid7
 from gateway.supervisor import ADMIN_FD_ENV, Supervisor, listen_on, reserve_on
 from storage.queries import Reader
@@ -1118,3 +1119,20 @@ async def test_a_second_gateway_on_the_same_public_port_is_refused(
         assert await gw.stop() == 0
     finally:
         await gw.kill()
+
+
+def test_a_worker_that_never_exits_after_its_loop_ended_is_killed_in_the_end() -> None:
+    """Its loop ended (its end of the pipe closed) but a thread keeps it alive: left for ever, the
+    gateway would run a worker short without a word. It has ``EXIT_ALLOWANCE`` to exit."""
+    read, write = os.pipe()
+    os.close(write)  # the worker's loop ended
+    listener = Listener(read, started=0.0)
+    try:
+        listener.hear(10.0)
+        assert listener.silent(10.0 + EXIT_ALLOWANCE - 1, hang=1) is None
+        assert listener.silent(10.0 + EXIT_ALLOWANCE + 1, hang=1) == (
+            f"it has not exited within {EXIT_ALLOWANCE:.0f} s of its event loop ending"
+        )
+        assert listener.silent(10.0 + EXIT_ALLOWANCE + 1, hang=EXIT_ALLOWANCE + 5) is None
+    finally:
+        listener.close()
