@@ -19,7 +19,8 @@ decodes them) and the response's headers as a multidict, one Set-Cookie each. Ow
 ``LocalStore`` (opened in ``running``, closed in ``done``). A config problem is
 logged by key (mitmdump then exits); keys only ``gateway run`` reads, set, are named in one
 warning (``RUN_ONLY``). SIGHUP reloads the config as ``gateway run`` does (``reload``:
-``gateway.reload``'s live settings, a new chain for new flows). The only module in ``addons/`` that
+``gateway.reload``'s live settings, a new chain for new flows), heard from ``load`` on: one
+before the store is open waits for it. The only module in ``addons/`` that
 imports mitmproxy; nothing else imports this one.
 """
 
@@ -315,11 +316,21 @@ class GatewayAddon:
         """Reloads under way, and old chains waiting for their last flow before ``done``."""
         self._retiring: set[Pipeline] = set()
         self._stopping = False
+        self._hup_waiting = False
+        """A SIGHUP came before the store was open: one reload follows once it is."""
         self._levels: dict[str, int] | None = None
         """The loggers' levels before ``log.level`` was applied, restored at ``done``."""
 
     def load(self, loader: Any) -> None:
         loader.add_option("gateway_config", str, "gateway.toml", "tracking-gateway config file (TOML)")
+        # mitmdump loads its scripts inside its running loop: SIGHUP is heard from here on, not
+        # only once the store is open (until 2026-12-05 one sent while mitmdump started ended it,
+        # the signal's default); one that comes before ``running`` is applied once it is open.
+        self._listen()
+
+    def _listen(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no loop, no signals (Windows)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
 
     def configure(self, updated: set[str]) -> None:
         from mitmproxy import ctx
@@ -399,12 +410,19 @@ class GatewayAddon:
         # A reload, as ``gateway run`` does it: until 2026-12-05 SIGHUP (its default action)
         # ended mitmdump at once, without ``done``: the events still queued under
         # ``storage.durability = "async"`` were lost, and a unit's ExecReload stopped the host.
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here (Windows)
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+        self._listen()  # heard since ``load`` in mitmdump; a host that loaded us off its loop
+        if self._hup_waiting:
+            self._hup_waiting = False
+            self._hangup()
 
     def _hangup(self) -> None:
         if self._stopping:
             log.info("gateway: SIGHUP while stopping: not reloaded")
+            return
+        if not self._ready.is_set():
+            if not self._hup_waiting:
+                log.info("gateway: SIGHUP while starting: the config is reloaded once the store is open")
+            self._hup_waiting = True
             return
         task = asyncio.get_running_loop().create_task(self.reload(), name="gateway-reload")
         self._tasks.add(task)

@@ -12,6 +12,7 @@ parent runs threads (the store's writer) that a fork would copy mid-flight.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import sys
@@ -27,6 +28,7 @@ from gateway.childsignals import STOP_SIGNALS, blocked, ignored
 from gateway.config import Settings
 from gateway.history import Item, Skip
 from gateway.logformats import parser_for
+from gateway.logs import setup_logging
 from gateway.metrics import Metrics
 from gateway.notices import Notices
 
@@ -38,13 +40,19 @@ _worker: dict[str, Any] = {}
 it stays empty)."""
 
 
-def _start(settings: Settings, fmt: str, host: str, fields: dict[str, str], said: frozenset[str]) -> None:
+def _start(
+    settings: Settings, fmt: str, host: str, fields: dict[str, str], said: frozenset[str], level: int
+) -> None:
     # Ctrl-C reaches the terminal's whole process group: the parent stops the import (it lets the
     # chunks being replayed finish, then ends the pool), so a worker does not stop mid-chunk.
     # They were blocked since the process started (``WorkerPool.submit``), so one sent while this
     # worker started up is dropped here, rather than ending it with a traceback.
     ignored(STOP_SIGNALS)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # A spawned process starts with no logging set up: until 2026-12-05 a worker's warning was a
+    # bare message among the parent's stamped lines. Written as the parent writes its own (every
+    # command but ``run`` writes text), at the parent's level.
+    setup_logging(level, "text")
     loop = asyncio.new_event_loop()
     # The parent built and started the same chain from the same settings before it started the
     # pool, and has said what that warns about (no GeoIP database, ``said``): once, not once per
@@ -118,7 +126,7 @@ class WorkerPool:
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
-            initargs=(settings, fmt, host, fields, said),
+            initargs=(settings, fmt, host, fields, said, logging.getLogger().getEffectiveLevel()),
         )
 
     def submit(self, lines: Lines, identity: bytes) -> Future[Replayed]:

@@ -19,6 +19,8 @@ from typing import Any, TextIO
 
 import msgspec
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""A text line: every command's but ``gateway run``'s with ``log.format = "json"``."""
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _encode = msgspec.json.Encoder()
 
@@ -60,7 +62,7 @@ def _plain(value: Any) -> Any:
 
 
 def setup_logging(
-    level: str = "info", fmt: str = "text", *, worker: int | None = None, stream: TextIO | None = None
+    level: str | int = "info", fmt: str = "text", *, worker: int | None = None, stream: TextIO | None = None
 ) -> None:
     """Replace the root logger's handlers with one that writes ``fmt`` lines to stderr."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -68,7 +70,7 @@ def setup_logging(
         handler.setFormatter(JsonFormatter(worker))
     else:
         prefix = f"[worker {worker}] " if worker is not None else ""
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s: {prefix}%(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT.replace("%(message)s", prefix + "%(message)s")))
     handler.addFilter(_OwnDebug())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -77,10 +79,10 @@ def setup_logging(
     set_level(level)
 
 
-def set_level(level: str) -> None:
+def set_level(level: str | int) -> None:
     """The least severe level written (``log.level``): at start-up, and again at a reload."""
     root = logging.getLogger()
-    root.setLevel(level.upper())
+    root.setLevel(level.upper() if isinstance(level, str) else level)
     # aiohttp logs a client's address when a request fails to parse: keep its noise out.
     logging.getLogger("aiohttp.server").setLevel(max(root.level, logging.ERROR))
     # Every SQL statement with its parameters, twice: not even worth making the records.

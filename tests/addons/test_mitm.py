@@ -795,6 +795,49 @@ async def test_sighup_reloads_the_config_and_mitmdump_keeps_serving(
     assert sorted(stored) == [("before", "test"), ("refused", "test"), ("reloaded", "test")]
 
 
+async def test_a_sighup_while_mitmdump_starts_is_one_reload_once_the_store_is_open(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mitmdump heard SIGHUP only from ``running`` on, once the store was open: one sent while it
+    started (a config tool's reload right after the start) ended it, the signal's default. It is
+    heard from ``load`` on (mitmdump loads its scripts inside its running loop), and one that comes
+    before the store is open is applied as a reload once it is."""
+    caplog.set_level(logging.INFO)
+    reached: list[int] = []
+    # Stands for the default action (ending mitmdump) where the addon has not taken the signal.
+    before = signal.signal(signal.SIGHUP, lambda signum, frame: reached.append(signum))
+    loop = asyncio.get_running_loop()
+
+    async def said(what: str) -> None:
+        deadline = loop.time() + 30
+        while what not in caplog.text:
+            assert not reached, "SIGHUP not taken by the addon: mitmdump would have ended"
+            assert loop.time() < deadline, caplog.text
+            await asyncio.sleep(0.01)
+
+    try:
+        toml = await asyncio.to_thread(config, tmp_path)
+        gateway = GatewayAddon()
+        with taddons.context(gateway) as tctx:
+            tctx.configure(gateway, gateway_config=str(toml))
+            text = await asyncio.to_thread(toml.read_text)
+            await asyncio.to_thread(toml.write_text, text + '[proxy]\nstrip = "redirect"\n')
+            signal.raise_signal(signal.SIGHUP)
+            await said("SIGHUP while starting: the config is reloaded once the store is open")
+            assert "config reloaded" not in caplog.text
+            await gateway.running()
+            await said("config reloaded")
+            flow = tflow.tflow(req=tutils.treq(path=b"/p?utm_source=x&k=1"))
+            await gateway.request(flow)
+            assert flow.response is not None and flow.response.status_code == 302  # the file's strip
+            await gateway.responseheaders(flow)
+            await gateway.done()
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert not reached
+    assert caplog.text.count("config reloaded") == 1
+
+
 MITM_RULES = """
 [[identity.rules]]
 name = "form-login"
