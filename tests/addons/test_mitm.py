@@ -80,6 +80,18 @@ async def addon(tmp_path: Path, secrets: None) -> AsyncIterator[GatewayAddon]:
         await gateway.done()
 
 
+async def land(
+    addon: GatewayAddon, path: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> mhttp.HTTPFlow:
+    """A visitor's request for ``path`` through ``addon`` to the site's plain answer: the flow,
+    its response's headers as the addon left them."""
+    flow = tflow.tflow(req=tutils.treq(path=path, headers=headers or []))
+    await addon.request(flow)
+    flow.response = tutils.tresp()
+    await addon.responseheaders(flow)
+    return flow
+
+
 async def test_landing_is_stored_and_stripped(addon: GatewayAddon, tmp_path: Path) -> None:
     flow = tflow.tflow(req=tutils.treq(path=LANDING.encode(), headers=[(b"host", b"shop.example")]))
     await addon.request(flow)
@@ -96,15 +108,10 @@ async def test_landing_is_stored_and_stripped(addon: GatewayAddon, tmp_path: Pat
 
 
 async def test_returning_visitor_keeps_their_id(addon: GatewayAddon, tmp_path: Path) -> None:
-    first = tflow.tflow(req=tutils.treq(path=b"/?utm_source=a"))
-    await addon.request(first)
-    first.response = tutils.tresp()
-    await addon.responseheaders(first)
+    first = await land(addon, b"/?utm_source=a")
+    assert first.response is not None
     cookie = first.response.headers["set-cookie"].split(";")[0]
-    second = tflow.tflow(req=tutils.treq(path=b"/?utm_source=b", headers=[(b"cookie", cookie.encode())]))
-    await addon.request(second)
-    second.response = tutils.tresp()
-    await addon.responseheaders(second)
+    await land(addon, b"/?utm_source=b", [(b"cookie", cookie.encode())])
     keys = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT DISTINCT visitor_key FROM touchpoints")
     assert len(keys) == 1
 
@@ -461,10 +468,7 @@ async def test_log_level_applies_to_the_gateways_lines_at_start_and_at_each_relo
         assert flow.response is not None and flow.response.status_code == 414
 
     async def landing(source: str) -> None:
-        flow = tflow.tflow(req=tutils.treq(path=f"/l?utm_source={source}".encode()))
-        await gateway.request(flow)
-        flow.response = tutils.tresp()
-        await gateway.responseheaders(flow)
+        await land(gateway, f"/l?utm_source={source}".encode())
 
     await asyncio.to_thread(write, "warning")
     gateway = GatewayAddon()
@@ -533,10 +537,8 @@ async def test_no_admin_token_is_needed_where_no_admin_api_listens(
         assert gateway.pipeline is not None, caplog.text
         await gateway.running()
         try:
-            flow = tflow.tflow(req=tutils.treq(path=b"/?utm_source=news"))
-            await gateway.request(flow)
-            flow.response = tutils.tresp()
-            await gateway.responseheaders(flow)
+            flow = await land(gateway, b"/?utm_source=news")
+            assert flow.response is not None
             assert flow.response.headers["set-cookie"].startswith("gw_vid=v1.")
         finally:
             await gateway.done()
@@ -879,10 +881,8 @@ async def test_rules_read_bodies_and_every_set_cookie_as_in_the_aiohttp_host(
         tctx.configure(gateway, gateway_config=str(toml))
         await gateway.running()
         try:
-            landing = tflow.tflow(req=tutils.treq(path=b"/?utm_source=x"))
-            await gateway.request(landing)
-            landing.response = tutils.tresp()
-            await gateway.responseheaders(landing)
+            landing = await land(gateway, b"/?utm_source=x")
+            assert landing.response is not None
             await gateway.response(landing)
             cookie = landing.response.headers["set-cookie"].split(";")[0].encode()
 
@@ -994,10 +994,8 @@ async def test_the_new_sources_read_the_same_values_in_both_hosts(
         )
         await addon.running()
         try:
-            landing = tflow.tflow(req=tutils.treq(path=b"/?utm_source=x"))
-            await addon.request(landing)
-            landing.response = tutils.tresp()
-            await addon.responseheaders(landing)
+            landing = await land(addon, b"/?utm_source=x")
+            assert landing.response is not None
             await addon.response(landing)
             cookie = landing.response.headers["set-cookie"].split(";")[0]
 
