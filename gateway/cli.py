@@ -465,16 +465,11 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
     from gateway.metrics import MULTIPROCESS_ENV
     from gateway.supervisor import listen_every, python_argv, reserve, run_supervisor
 
+    public: list[socket.socket] = []
     try:
-        # Every address it resolves to, as each worker listens on every one.
+        # Every address each resolves to, as each worker listens on every one. Worker 0 serves on
+        # the admin sockets; held here too, they take connections while worker 0 restarts.
         public, proxy_addr = reserve(settings.options.proxy.listen, key="proxy.listen")
-    except OSError as err:
-        print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
-        return 1
-    try:
-        # Worker 0 serves on them; held here too, they take connections while worker 0 restarts
-        # (until 2026-12-05 worker 0 bound it itself, and between its restarts connections were
-        # refused). One for each address it resolves to, as worker 0 listened on each.
         admins, admin_addr = listen_every(settings.options.admin.listen, key="admin.listen")
     except OSError as err:
         for sock in public:
