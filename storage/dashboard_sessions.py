@@ -17,13 +17,16 @@ from pathlib import Path
 
 from storage.local import connect
 
+_STALE = "DELETE FROM dashboard_sessions WHERE key_id != ? OR started <= ?"
+"""Sessions of another key (``admin.token`` or ``identity.secret`` changed) or past their lifetime."""
+
 
 async def load(path: Path, key_id: bytes, since: float) -> dict[bytes, float]:
     """Digest → start of every session of ``key_id`` started after ``since``; the others are
     deleted."""
     db = await connect(path)
     try:
-        await db.execute("DELETE FROM dashboard_sessions WHERE key_id != ? OR started <= ?", (key_id, since))
+        await db.execute(_STALE, (key_id, since))
         async with db.execute("SELECT digest, started FROM dashboard_sessions ORDER BY started") as cursor:
             return {bytes(row[0]): float(row[1]) async for row in cursor}
     finally:
@@ -39,7 +42,7 @@ async def save(
     db = await connect(path)
     try:
         await db.execute("BEGIN IMMEDIATE")
-        await db.execute("DELETE FROM dashboard_sessions WHERE key_id != ? OR started <= ?", (key_id, since))
+        await db.execute(_STALE, (key_id, since))
         await db.executemany("DELETE FROM dashboard_sessions WHERE digest = ?", [(d,) for d in dropped])
         await db.execute(
             "INSERT OR REPLACE INTO dashboard_sessions (digest, key_id, started) VALUES (?, ?, ?)",
