@@ -1,7 +1,8 @@
 """``gateway doctor``: a checklist of what stands between this config and a working gateway.
 
 Reads the config (each signed-event sender's endpoint and scheme listed), the environment,
-the store file, the GeoIP files, the reporting mirror's file when ``central.mirror_path`` names
+the store file, the GeoIP files, whether several workers hand a stopped one's waiting
+connections on (``net.ipv4.tcp_migrate_req``), the reporting mirror's file when ``central.mirror_path`` names
 one (filled yet, its last round), the round locks of the sync and the mirror (one held for
 long: a process stopped in its round), this node's rows the sync has not delivered yet (rows
 waiting long: a sync failing or not running), and asks
@@ -21,6 +22,7 @@ import math
 import os
 import socket
 import sqlite3
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,6 +266,51 @@ def check_admin(settings: Settings) -> Check:
         f"admin listener {listen} is reachable from outside",
         "bind admin.listen to 127.0.0.1 or a private address; put a TLS proxy with access control in front",
     )
+
+
+MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def check_workers(settings: Settings) -> list[Check]:
+    """With several workers on one ``SO_REUSEPORT`` port each has its own queue of connections
+    not accepted yet; when one stops (a crash, killed for hanging) Linux resets those unless
+    ``net.ipv4.tcp_migrate_req`` hands them to a sibling (Linux 5.14 on)."""
+    from gateway.supervisor import worker_count
+
+    count = worker_count(settings.options.proxy.workers)
+    if count < 2 or not sys.platform.startswith("linux"):
+        return []
+    what = f"proxy.workers: {count} workers share the public port"
+    fix = (
+        "sysctl -w net.ipv4.tcp_migrate_req=1, and keep it in /etc/sysctl.d/ "
+        "(a container: --sysctl net.ipv4.tcp_migrate_req=1)"
+    )
+    try:
+        value = MIGRATE_REQ.read_text().strip()
+    except FileNotFoundError:
+        return [
+            Check(
+                "warn",
+                f"{what}; this kernel ({os.uname().release}) cannot hand a stopped worker's waiting "
+                "connections to another (net.ipv4.tcp_migrate_req came in Linux 5.14): a worker that "
+                "crashes or is killed for hanging resets them",
+                "upgrade the kernel, or run proxy.workers = 1 behind a load balancer that retries",
+            )
+        ]
+    except OSError as err:
+        return [Check("warn", f"{what}; cannot read {MIGRATE_REQ}: {err.strerror}", fix)]
+    if value != "0":
+        return [
+            Check("ok", f"{what}; a stopped worker's waiting connections go to another (tcp_migrate_req)")
+        ]
+    return [
+        Check(
+            "warn",
+            f"{what}; a worker that crashes or is killed for hanging resets the visitors' connections "
+            "waiting for it (net.ipv4.tcp_migrate_req = 0)",
+            fix,
+        )
+    ]
 
 
 async def check_upstream(settings: Settings, timeout: float) -> Check:
@@ -740,6 +787,7 @@ def run_checks(path: str, timeout: float = 3.0) -> list[Check]:
     if settings is None:
         return checks
     checks += [check_store(settings), *check_geo(settings), *check_senders(settings), check_admin(settings)]
+    checks += check_workers(settings)
     checks += check_round_locks(settings)
     checks += check_unsynced(settings, path)
     checks += asyncio.run(_network(settings, timeout, path))

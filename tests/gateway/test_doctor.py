@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -647,3 +648,48 @@ async def test_this_nodes_rows_waiting_for_the_sync_are_told_and_a_day_old_backl
         assert f"last delivered at {when})" in stalled.what, stalled
     finally:
         await local.close()
+
+
+_MIGRATE = """
+import sys
+from gateway.config import load_settings
+from gateway.doctor import check_workers
+for workers, value in ((2, "0"), (2, "1"), (1, "0")):
+    with open("/proc/sys/net/ipv4/tcp_migrate_req", "w") as sysctl:
+        sysctl.write(value)
+    text = f'[proxy]\\nworkers = {workers}\\n[storage]\\npath = "{sys.argv[1]}"\\n'
+    for check in check_workers(load_settings(None, text=text)):
+        print(workers, value, check.status, check.what, "|", check.fix)
+    print(workers, value, "end")
+"""
+
+
+def test_several_workers_without_tcp_migrate_req_are_warned_that_a_stopped_ones_queue_is_reset(
+    tmp_path: Path,
+) -> None:
+    """Each worker has its own queue on the ``SO_REUSEPORT`` port: a worker that crashes or is
+    killed for hanging resets the connections waiting in it unless ``net.ipv4.tcp_migrate_req``
+    hands them to a sibling. The sysctl belongs to the network namespace, so this sets it in one
+    of its own."""
+    if subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("no unprivileged network namespaces here (unshare -rn)")
+    done = subprocess.run(
+        ["unshare", "-rn", sys.executable, "-c", _MIGRATE, str(tmp_path / "gw.db")],
+        capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).parents[2], env={"PATH": "/usr/bin:/bin", **ENV},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == (
+        "2 0 warn proxy.workers: 2 workers share the public port; a worker that crashes or is killed"
+        " for hanging resets the visitors' connections waiting for it (net.ipv4.tcp_migrate_req = 0)"
+        " | sysctl -w net.ipv4.tcp_migrate_req=1, and keep it in /etc/sysctl.d/"
+        " (a container: --sysctl net.ipv4.tcp_migrate_req=1)"
+    )
+    assert lines[1:] == [
+        "2 0 end",
+        "2 1 ok proxy.workers: 2 workers share the public port; a stopped worker's waiting connections"
+        " go to another (tcp_migrate_req) | ",
+        "2 1 end",
+        "1 0 end",  # one process: no queue of a sibling to lose
+    ]
