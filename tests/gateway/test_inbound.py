@@ -1205,6 +1205,24 @@ async def test_replay_bad_refuses_a_key_too_long_as_the_endpoint_does(
     assert await rows(gw, "SELECT count(*) FROM conversions WHERE name = 'signup'") == [(2,)]
 
 
+async def test_replay_bad_reads_a_kept_event_as_the_endpoint_read_it(gw: RunningGateway) -> None:
+    """A batch's event that is itself an array (or an object whose ``/batch`` holds one) is
+    refused by the endpoint, ``expected a JSON object``, and kept alone. ``replay-bad`` split
+    that kept event again as a batch and recorded the conversions inside it, with the same
+    config: a replay now reads a kept event as one event, as the endpoint did."""
+    inner = [conversion(order_id="nested-1"), conversion(order_id="nested-2")]
+    body = encode([inner, {"batch": [conversion(order_id="nested-3")], "type": "conversion"}])
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["bad"]) == (400, 2), answer
+    lines: list[str] = []
+    report = await replay_bad(gw.gateway.settings, say=lines.append)
+    assert report.replayed == [], lines
+    assert [why for _, why in report.still_bad] == [
+        "; ".join(result["errors"]) for result in answer["results"]
+    ], lines
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
 async def test_a_body_not_utf8_is_kept_so_that_it_replays_as_bad(gw: RunningGateway) -> None:
     """A Latin-1 body was kept with U+FFFD for each byte that is not UTF-8: valid JSON, so
     ``replay-bad`` recorded the conversion for a user ID the sender never sent ("M\ufffdller")."""
