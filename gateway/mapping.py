@@ -49,6 +49,15 @@ NAMED = frozenset(("source", "medium", "campaign", "term", "content", "creator_i
 """Fields that hold a name a person gave, printable as ``events.printable_name`` says."""
 """Fields of which a touchpoint needs at least one."""
 
+_CONVERSION_ONLY = frozenset(("value", "currency", "order_id", "name"))
+NOT_RECORDED = {
+    "touchpoint": _CONVERSION_ONLY,
+    "identify": _CONVERSION_ONLY
+    | {"term", "content", "sub_id", "click_id_kind", "landing_path", *ATTRIBUTION},
+}
+"""Fields an event of a kind does not record: one its pointer finds nothing for is not reported
+``unmatched`` (a click has no order value: saying so of each click hid a typo among them)."""
+
 
 class Invalid(Exception):
     """An event that fails validation: every field error, each naming our field and its pointer."""
@@ -463,7 +472,9 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         key,
         rows,
         kind or "",
-        unmatched=tuple(r.where(name) for name in r.unmatched),
+        unmatched=tuple(
+            r.where(name) for name in r.unmatched if name not in NOT_RECORDED.get(kind or "", ())
+        ),
         defaulted=tuple(r.where(name) for name in r.defaulted),
         aliases=aliases,
     )

@@ -576,6 +576,44 @@ async def test_a_configured_pointer_that_finds_nothing_is_said_not_silent(
     ]
 
 
+async def test_a_field_the_events_kind_does_not_record_is_not_unmatched(
+    gw: RunningGateway, start_gateway
+) -> None:
+    """A sender of clicks and purchases maps the purchase's value, currency and order (as
+    README's TikTok example does): every click was answered ``unmatched`` for them, counted in
+    ``gateway_inbound_unmatched_fields_total`` and logged "if every event misses it, check the
+    pointer", though a touchpoint records none of them; an identify alike for every field but
+    its IDs. Only a field the event's kind records is reported."""
+    config = SOURCES.replace(
+        'creator_id = "/creator/id"}',
+        'creator_id = "/creator/id", visitor_id = "/anon", value = "/properties/value",'
+        ' currency = "/properties/currency", order_id = "/properties/order_id"}',
+    ).replace(
+        'types = {"creator.click" = "touchpoint"}',
+        'types = {"creator.click" = "touchpoint", login = "identify"}',
+    )
+    mapped = await start_gateway(gw.url, config, SOURCES_ENV)
+    click = {"event": "creator.click", "event_id": "k1", "user": {"external_id": 7}, "creator": {"id": "cr"}}
+    login = {"event": "login", "event_id": "k2", "user": {"external_id": 7}, "anon": "v-7"}
+    buy = {"event": "conversion", "event_id": "k3", "user": {"external_id": 7}, "creator": {"id": "cr"}}
+    answers = []
+    for event in (click, login, buy):
+        body = encode(event)
+        status, answer = await post(mapped, body, signed(body, TIKTOK_RAW))
+        assert status == 202, answer
+        answers.append(answer.get("unmatched"))
+    assert answers == [
+        ["visitor_id (/anon)"],
+        None,
+        [
+            "visitor_id (/anon)",
+            "value (/properties/value)",
+            "currency (/properties/currency)",
+            "order_id (/properties/order_id)",
+        ],
+    ]
+
+
 def basic(key: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
