@@ -112,6 +112,41 @@ def test_verify_refuses(change: dict[str, Any], what: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("signature", "said"),
+    [
+        # The bare base64, without "v1,": the most common hand-signing slip.
+        (
+            lambda sig: sig[3:],
+            'signature: webhook-signature holds no "v1,<base64>" signature (Standard Webhooks: v1,'
+            ' then the base64 HMAC-SHA256 of "id.timestamp.body")',
+        ),
+        # The HMAC in hex, as openssl dgst and most HMAC examples print it.
+        (
+            lambda sig: "v1," + base64.b64decode(sig[3:]).hex(),
+            "signature: webhook-signature's v1 value is not the base64 of an HMAC-SHA256 (32 bytes):"
+            " 64 hex digits? Standard Webhooks writes it in base64",
+        ),
+        (
+            lambda sig: "v1," + "Zm9yZ2Vk",
+            "signature: webhook-signature's v1 value is not the base64 of an HMAC-SHA256 (32 bytes)",
+        ),
+        # Of the right shape, and wrong: nothing more is said (a wrong secret, another body).
+        (lambda sig: "v1," + base64.b64encode(b"x" * 32).decode(), "signature: no valid signature"),
+    ],
+)
+def test_a_standard_signature_of_the_wrong_shape_says_so(signature: Any, said: str) -> None:
+    """An engineer signing by hand (``openssl dgst -hmac``) got "no valid signature" for a
+    signature without its ``v1,`` or written in hex, and went checking the secret and the body.
+    The shape is the specification's, public: saying it helps no forger."""
+    body = b'{"x": 1}'
+    headers = _headers(b"a" * 32, body, 1000)
+    headers["webhook-signature"] = signature(headers["webhook-signature"])
+    with pytest.raises(AuthFailed) as info:
+        verify_standard(SENDERS, headers, body, 1000, 300)
+    assert (info.value.what, str(info.value)) == ("signature", said)
+
+
+@pytest.mark.parametrize(
     ("now", "passes"), [(1300.999, True), (1301.0, False), (700.0, True), (699.999, False)]
 )
 def test_the_tolerance_edge_is_in_whole_seconds(now: float, passes: bool) -> None:
