@@ -91,6 +91,12 @@ def _unconfigured(header: str, signature: str) -> AuthFailed:
     )
 
 
+def _may_be_json(content_type: str) -> bool:
+    """A label a JSON sender may put on its body (the body is read as JSON whatever it says):
+    JSON's own, ``text/plain``, or none (aiohttp's ``application/octet-stream``)."""
+    return "json" in content_type or content_type in ("", "text/plain", "application/octet-stream")
+
+
 def truncate(text: str, limit: int) -> tuple[str, bool]:
     """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary), and whether it was."""
     raw = text.encode()
@@ -423,14 +429,14 @@ class Inbound:
                 self._count(auth.sender, "rejected")
                 return error(400, f"{header}: not UTF-8 text")
         try:
-            return await self._ingest(self.sources[auth.sender], auth, body, implied)
+            return await self._ingest(self.sources[auth.sender], auth, body, implied, request.content_type)
         except Exception:
             log.exception("ingesting a delivery from %s failed", auth.sender)
             self._count(auth.sender, "rejected")
             return error(500, "internal error; the delivery was not stored, retry it")
 
     async def _ingest(
-        self, src: SourceMap, auth: Authenticated, body: bytes, implied: str | None
+        self, src: SourceMap, auth: Authenticated, body: bytes, implied: str | None, labelled: str = ""
     ) -> web.StreamResponse:
         now = datetime.now(UTC)
         ms = int(now.timestamp() * 1000)
@@ -441,6 +447,10 @@ class Inbound:
             doc = decode_delivery(body)
         except ValueError as err:
             reason = str(err)
+            if reason.startswith("body: not valid JSON") and not _may_be_json(labelled):
+                # A platform posting a form (PayPal's IPN, Twilio) or XML: the parser's byte
+                # offset alone did not say the gateway reads JSON only.
+                reason += f"; it was sent as {labelled[:80]}: the gateway reads JSON bodies only"
             # Bytes that are not UTF-8 kept as \xfc, not as U+FFFD: no JSON escape reads so, so
             # replay-bad finds the body still bad (a Latin-1 "M\xfcller" was replayed, and
             # recorded, as the user "M\ufffdller"), and the operator sees the byte sent.

@@ -424,6 +424,33 @@ async def test_a_byte_order_mark_is_read_past_and_other_encodings_say_why(gw: Ru
         assert status == 400 and answer["error"].startswith(reason), (sent[:10], answer)
 
 
+async def test_a_form_body_that_is_not_json_names_its_content_type(gw: RunningGateway) -> None:
+    """A platform posting its notifications form-encoded (PayPal's IPN, Twilio) was answered
+    "body: not valid JSON (JSON is malformed: invalid character (byte 4))": nothing said the
+    gateway reads JSON only, or that the body was sent as a form (or XML). A body labelled so
+    that is JSON is read as before (senders label it as they please)."""
+    form = b"type=conversion&user_id=u1&value=5"
+    for content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+    ):
+        status, answer = await post(gw, form, {**signed(form), "content-type": content_type})
+        kind = content_type.partition(";")[0]
+        assert (status, answer["error"]) == (
+            400,
+            "body: not valid JSON (JSON is malformed: invalid character (byte 4)); it was sent as"
+            f" {kind}: the gateway reads JSON bodies only",
+        ), answer
+    status, answer = await post(gw, form, signed(form))  # labelled JSON: nothing to add
+    assert answer["error"] == "body: not valid JSON (JSON is malformed: invalid character (byte 4))"
+    body = encode(conversion())
+    status, answer = await post(
+        gw, body, {**signed(body), "content-type": "application/x-www-form-urlencoded"}
+    )
+    assert (status, answer["result"]) == (202, "accepted"), answer
+
+
 async def test_malformed_json_and_wrong_types_are_400_and_kept_as_bad_events(gw: RunningGateway) -> None:
     body = b'{"type": "conversion", '
     status, answer = await post(gw, body, signed(body))
