@@ -219,6 +219,26 @@ def test_a_stamped_signature_is_of_this_body_and_time(scheme: StampedScheme) -> 
             verify_stamped(scheme, {"s": [secret]}, header, sent, 1000, 300)
 
 
+@pytest.mark.parametrize("scheme", [STRIPE, PADDLE])
+def test_a_stamped_signature_not_in_hex_says_so(scheme: StampedScheme) -> None:
+    """Stripe's and Paddle's HMAC is hex; one made by hand in base64 (as Standard Webhooks and
+    Shopify write theirs) was "no valid signature". The shape is said; a hex one of the wrong
+    secret still says nothing more."""
+    body, secret = b'{"x": 1}', b"s" * 32
+    mac = hmac.new(secret, b"1000" + scheme.joiner + body, hashlib.sha256).digest()
+    based = f"{scheme.time_field}=1000{scheme.separator}{scheme.hash_field}={base64.b64encode(mac).decode()}"
+    with pytest.raises(AuthFailed) as info:
+        verify_stamped(scheme, {"s": [secret]}, based, body, 1000, 300)
+    assert (info.value.what, str(info.value)) == (
+        "signature",
+        f"signature: {scheme.header}'s {scheme.hash_field} is not 64 hex digits (the HMAC-SHA256"
+        " in hex): base64? it is written in hex",
+    )
+    wrong = stamped_signature(scheme, b"z" * 32, "1000", body)
+    with pytest.raises(AuthFailed, match=r"^signature: no valid signature$"):
+        verify_stamped(scheme, {"s": [secret]}, wrong, body, 1000, 300)
+
+
 @pytest.mark.parametrize("prefix", ["SHA256=", "Sha256=", "sha256=", ""])
 def test_the_legacy_prefix_and_hex_are_read_in_any_case(prefix: str) -> None:
     """Senders write the algorithm's name as they please (``SHA256=``) and hex in either case:
