@@ -394,7 +394,10 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     has_attribution = any(attrs[name] for name in ATTRIBUTION)
     attribution_failed = any(e.startswith(ATTRIBUTION) for e in r.errors)
     if kind == "touchpoint" and not has_attribution and not src.lenient and not attribution_failed:
-        r.errors.append(f"touchpoint: needs at least one of {', '.join(ATTRIBUTION)}")
+        # Named where they are read (the sender's engineer writes the event), those unmapped
+        # left out: no event fills them.
+        wanted = [r.where(name) for name in ATTRIBUTION if src.pointers.get(name)] or list(ATTRIBUTION)
+        r.errors.append(f"touchpoint: needs at least one of {', '.join(wanted)}")
     if r.errors:
         raise Invalid(r.errors)
     rows: list[Event] = []

@@ -1004,6 +1004,24 @@ def test_a_platform_senders_test_event_holds_only_what_its_fields_map() -> None:
     assert {"creator_id", "name", "user_id", "value"} <= set(sample_payload(own, "cr_1", 5, "EUR"))
 
 
+def test_a_touchpoint_without_attribution_names_where_each_field_is_read() -> None:
+    """ "touchpoint: needs at least one of source, medium, campaign, creator_id, click_id" named
+    our fields, not where in the sender's event they are read: the sender's engineer, who
+    writes ``utm.src``, could not tell where to put them. Each is named with its pointer, and
+    one the source unmaps (which no event can fill) is left out."""
+    opts = SourceOptions(
+        name="clicks",
+        secrets=("env:X",),
+        fields={"source": "/utm/src", "medium": "/utm/med", "click_id": ""},
+    )
+    with pytest.raises(Invalid) as info:
+        map_event(compile_source(opts), {"type": "touchpoint", "visitor_id": "v"}, NOW, LIMITS, "d")
+    assert info.value.errors == [
+        "touchpoint: needs at least one of source (/utm/src), medium (/utm/med), campaign"
+        " (/campaign), creator_id (/creator_id)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("signature", "value", "currency", "amount", "written"),
     [
