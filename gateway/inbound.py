@@ -29,7 +29,7 @@ from aiohttp import web
 
 from gateway import pages
 from gateway.badbody import body_key, seal
-from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers
+from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers, not_gzip
 from gateway.config import Settings
 from gateway.events import BadEvent, Event, Receipt, iso
 from gateway.ids import Uuid7
@@ -397,6 +397,14 @@ class Inbound:
                     f" {MAX_CODINGS}",
                 )
             decoded = decoded_layers(body, codings, self.opts.max_body)
+            if decoded is None and (start := not_gzip(body, codings, self.opts.max_body)) is not None:
+                self._count(UNKNOWN, "rejected")
+                return error(
+                    400,
+                    f"body: Content-Encoding says gzip, but the body is not gzip data (it starts"
+                    f" {start.decode(errors='backslashreplace')!r}): sent uncompressed, or decompressed on"
+                    " the way with the header left on?",
+                )
             if decoded is None:
                 self._count(UNKNOWN, "rejected")
                 return error(

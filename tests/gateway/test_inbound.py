@@ -1343,11 +1343,40 @@ async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: 
     status, answer = await post(gw, packed, {**signed(body), "Content-Encoding": "br"})
     assert status == 415 and answer["error"].startswith("Content-Encoding: 'br'")
     status, answer = await post(gw, b"not gzip", {**signed(b"not gzip"), "Content-Encoding": "gzip"})
-    assert status == 400 and "does not decode as gzip" in answer["error"]
+    assert status == 400 and "is not gzip data (it starts 'not gz')" in answer["error"], answer
+    broken = gzip.compress(body)[:-12]  # gzip's start, cut short
+    status, answer = await post(gw, broken, {**signed(body), "Content-Encoding": "gzip"})
+    assert status == 400 and "does not decode as gzip" in answer["error"], answer
     bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
     assert len(bomb) < 4096  # the test sources' webhooks.max_body
     status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
     assert status == 400 and "webhooks.max_body" in answer["error"], answer
+
+
+async def test_a_body_labelled_gzip_that_is_not_says_so(gw: RunningGateway) -> None:
+    """A sender library that sets ``Content-Encoding: gzip`` and sends the JSON as it is (or a
+    proxy that decompressed it and left the header) was answered "does not decode as gzip, or
+    is larger than webhooks.max_body once decoded": which of the two? A body that does not
+    start as gzip data does is said so; a real gzip body too large once decoded still names
+    the bound."""
+    body = encode(conversion())
+    status, answer = await post(gw, body, {**signed(body), "Content-Encoding": "gzip"})
+    assert (status, answer["error"]) == (
+        400,
+        "body: Content-Encoding says gzip, but the body is not gzip data (it starts '{\"type'): sent"
+        " uncompressed, or decompressed on the way with the header left on?",
+    ), answer
+    packed = gzip.compress(body)
+    status, answer = await post(gw, packed, {**signed(body), "Content-Encoding": "gzip, gzip"})
+    assert status == 400 and answer["error"].startswith(
+        "body: Content-Encoding says gzip, but the body is not gzip data"
+    ), answer
+    bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
+    status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
+    assert (status, answer["error"]) == (
+        400,
+        "body: does not decode as gzip, or is larger than webhooks.max_body (4096 bytes) once decoded",
+    ), answer
 
 
 def codings(body: bytes, *lines: str) -> CIMultiDict[str]:
