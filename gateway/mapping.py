@@ -49,6 +49,8 @@ NAMED = frozenset(("source", "medium", "campaign", "term", "content", "creator_i
 """Fields that hold a name a person gave, printable as ``events.printable_name`` says."""
 """Fields of which a touchpoint needs at least one."""
 
+_COOKIE_PAIR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+=(v1\.[^.=]+\.[^.=]+)")
+"""A cookie written ``name=value`` (RFC 6265's token for the name), the value one of ours."""
 _CONVERSION_ONLY = frozenset(("value", "currency", "order_id", "name"))
 NOT_RECORDED = {
     "touchpoint": _CONVERSION_ONLY,
@@ -311,6 +313,10 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     moment = r.moment("timestamp", now, limits)
     visitor_id = r.text("visitor_id")
     user_id = r.text("user_id", MAX_USER_ID)
+    if visitor_id is not None and (pair := _COOKIE_PAIR.fullmatch(visitor_id)) is not None:
+        # The cookie as the Cookie header has it (gw_vid=v1.…): taken for a raw ID, it bound
+        # the user to a visitor no visit has. Its value is meant (and its signature checked).
+        visitor_id = pair[1]
     if visitor_id is not None and visitor_id.startswith("v1.") and visitor_id.count(".") == 2:
         visitor_id = verify_cookie(limits.keys.cookie_mac, visitor_id)
         if visitor_id is None:

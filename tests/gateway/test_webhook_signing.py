@@ -517,6 +517,31 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
         )
 
 
+def test_identify_reads_the_whole_cookie_pair_as_its_value() -> None:
+    """The site's backend, passing on what the browser sent, wrote the cookie as the ``Cookie``
+    header has it, ``gw_vid=v1.<id>.<tag>``: that was taken for a raw visitor ID no visit has,
+    and the user was bound to a visitor who never existed, without a word. The pair is read as
+    its value (whose signature is checked as the value's is); a raw ID with ``=`` stays raw."""
+    cookie = cookie_value(KEYS.cookie_mac, "A" * 22)
+    for given in (f"gw_vid={cookie}", f"my_cookie={cookie}"):
+        (binding,) = map_event(
+            source(), {"type": "identify", "visitor_id": given, "user_id": "u"}, NOW, LIMITS, "f"
+        ).rows
+        assert isinstance(binding, Binding) and binding.visitor_key == KEYS.visitor_key("A" * 22), given
+    with pytest.raises(Invalid, match=r"visitor_id.*does not verify"):
+        map_event(
+            source(),
+            {"type": "identify", "visitor_id": f"gw_vid={cookie[:-2]}xx", "user_id": "u"},
+            NOW,
+            LIMITS,
+            "f",
+        )
+    (binding,) = map_event(
+        source(), {"type": "identify", "visitor_id": "a=b", "user_id": "u"}, NOW, LIMITS, "f"
+    ).rows
+    assert isinstance(binding, Binding) and binding.visitor_key == KEYS.visitor_key("a=b")
+
+
 @pytest.mark.parametrize(
     ("event", "errors"),
     [
