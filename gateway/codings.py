@@ -39,6 +39,21 @@ def decoded_layers(body: bytes, codings: list[str], cap: int) -> bytes | None:
     return body
 
 
+def not_gzip(body: bytes, codings: list[str], cap: int) -> bytes | None:
+    """The start of the layer of ``body`` that ``codings`` call gzip but is not (it lacks gzip's
+    magic bytes: a sender that set the header and sent the body as it is, a proxy that
+    decompressed it and left the header); None when each gzip layer is one, as far as the
+    layers decode (for telling that apart from a body too large once decoded)."""
+    for coding in reversed(codings):
+        if coding in ("gzip", "x-gzip") and not body.startswith(_GZIP_MAGIC):
+            return body[:6]
+        decoded = decoded_body(body, coding, cap)
+        if decoded is None:
+            return None
+        body = decoded
+    return None
+
+
 def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
     """The body as the site meant it: gzip or deflate undone (at most ``cap`` bytes, so a
     small body cannot unpack into a large one); None for a larger or undecodable body. A list

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from gateway import pages
 from gateway.badbody import body_key, seal
-from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers
+from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers, not_gzip
 from gateway.config import Settings
 from gateway.events import BadEvent, Event, Receipt, iso
 from gateway.ids import Uuid7
@@ -89,6 +89,12 @@ def _unconfigured(header: str, signature: str) -> AuthFailed:
         "signature",
         f'signature: {header} is not verified here: no [[sources]] entry has signature = "{signature}"',
     )
+
+
+def _may_be_json(content_type: str) -> bool:
+    """A label a JSON sender may put on its body (the body is read as JSON whatever it says):
+    JSON's own, ``text/plain``, or none (aiohttp's ``application/octet-stream``)."""
+    return "json" in content_type or content_type in ("", "text/plain", "application/octet-stream")
 
 
 def truncate(text: str, limit: int) -> tuple[str, bool]:
@@ -391,6 +397,14 @@ class Inbound:
                     f" {MAX_CODINGS}",
                 )
             decoded = decoded_layers(body, codings, self.opts.max_body)
+            if decoded is None and (start := not_gzip(body, codings, self.opts.max_body)) is not None:
+                self._count(UNKNOWN, "rejected")
+                return error(
+                    400,
+                    f"body: Content-Encoding says gzip, but the body is not gzip data (it starts"
+                    f" {start.decode(errors='backslashreplace')!r}): sent uncompressed, or decompressed on"
+                    " the way with the header left on?",
+                )
             if decoded is None:
                 self._count(UNKNOWN, "rejected")
                 return error(
@@ -423,14 +437,14 @@ class Inbound:
                 self._count(auth.sender, "rejected")
                 return error(400, f"{header}: not UTF-8 text")
         try:
-            return await self._ingest(self.sources[auth.sender], auth, body, implied)
+            return await self._ingest(self.sources[auth.sender], auth, body, implied, request.content_type)
         except Exception:
             log.exception("ingesting a delivery from %s failed", auth.sender)
             self._count(auth.sender, "rejected")
             return error(500, "internal error; the delivery was not stored, retry it")
 
     async def _ingest(
-        self, src: SourceMap, auth: Authenticated, body: bytes, implied: str | None
+        self, src: SourceMap, auth: Authenticated, body: bytes, implied: str | None, labelled: str = ""
     ) -> web.StreamResponse:
         now = datetime.now(UTC)
         ms = int(now.timestamp() * 1000)
@@ -441,6 +455,10 @@ class Inbound:
             doc = decode_delivery(body)
         except ValueError as err:
             reason = str(err)
+            if reason.startswith("body: not valid JSON") and not _may_be_json(labelled):
+                # A platform posting a form (PayPal's IPN, Twilio) or XML: the parser's byte
+                # offset alone did not say the gateway reads JSON only.
+                reason += f"; it was sent as {labelled[:80]}: the gateway reads JSON bodies only"
             # Bytes that are not UTF-8 kept as \xfc, not as U+FFFD: no JSON escape reads so, so
             # replay-bad finds the body still bad (a Latin-1 "M\xfcller" was replayed, and
             # recorded, as the user "M\ufffdller"), and the operator sees the byte sent.

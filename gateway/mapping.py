@@ -49,6 +49,17 @@ NAMED = frozenset(("source", "medium", "campaign", "term", "content", "creator_i
 """Fields that hold a name a person gave, printable as ``events.printable_name`` says."""
 """Fields of which a touchpoint needs at least one."""
 
+_COOKIE_PAIR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+=(v1\.[^.=]+\.[^.=]+)")
+"""A cookie written ``name=value`` (RFC 6265's token for the name), the value one of ours."""
+_CONVERSION_ONLY = frozenset(("value", "currency", "order_id", "name"))
+NOT_RECORDED = {
+    "touchpoint": _CONVERSION_ONLY,
+    "identify": _CONVERSION_ONLY
+    | {"term", "content", "sub_id", "click_id_kind", "landing_path", *ATTRIBUTION},
+}
+"""Fields an event of a kind does not record: one its pointer finds nothing for is not reported
+``unmatched`` (a click has no order value: saying so of each click hid a typo among them)."""
+
 
 class Invalid(Exception):
     """An event that fails validation: every field error, each naming our field and its pointer."""
@@ -302,6 +313,10 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     moment = r.moment("timestamp", now, limits)
     visitor_id = r.text("visitor_id")
     user_id = r.text("user_id", MAX_USER_ID)
+    if visitor_id is not None and (pair := _COOKIE_PAIR.fullmatch(visitor_id)) is not None:
+        # The cookie as the Cookie header has it (gw_vid=v1.…): taken for a raw ID, it bound
+        # the user to a visitor no visit has. Its value is meant (and its signature checked).
+        visitor_id = pair[1]
     if visitor_id is not None and visitor_id.startswith("v1.") and visitor_id.count(".") == 2:
         visitor_id = verify_cookie(limits.keys.cookie_mac, visitor_id)
         if visitor_id is None:
@@ -385,7 +400,10 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
     has_attribution = any(attrs[name] for name in ATTRIBUTION)
     attribution_failed = any(e.startswith(ATTRIBUTION) for e in r.errors)
     if kind == "touchpoint" and not has_attribution and not src.lenient and not attribution_failed:
-        r.errors.append(f"touchpoint: needs at least one of {', '.join(ATTRIBUTION)}")
+        # Named where they are read (the sender's engineer writes the event), those unmapped
+        # left out: no event fills them.
+        wanted = [r.where(name) for name in ATTRIBUTION if src.pointers.get(name)] or list(ATTRIBUTION)
+        r.errors.append(f"touchpoint: needs at least one of {', '.join(wanted)}")
     if r.errors:
         raise Invalid(r.errors)
     rows: list[Event] = []
@@ -463,7 +481,9 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         key,
         rows,
         kind or "",
-        unmatched=tuple(r.where(name) for name in r.unmatched),
+        unmatched=tuple(
+            r.where(name) for name in r.unmatched if name not in NOT_RECORDED.get(kind or "", ())
+        ),
         defaulted=tuple(r.where(name) for name in r.defaulted),
         aliases=aliases,
     )

@@ -110,8 +110,11 @@ async def replay_bad(
                 report.still_bad.append((bad_id, str(err)))
                 continue
             try:
-                events = split_batch(src, doc)
-                placed = await _place_in_delivery(db, bad_id, ts, node, name) if len(events) == 1 else None
+                placed = await _place_in_delivery(db, bad_id, ts, node, name)
+                # One event of a delivery (it has its place) is read as the endpoint read it, one
+                # event: an array there, or an object with a batch, is refused again, not split
+                # and recorded. A whole body kept (one that did not decode) is split as sent.
+                events = [doc] if placed is not None else split_batch(src, doc)
                 mapped = [
                     map_event(src, e, received, limits, placed or f"replay:{bad_id}#{i}")
                     for i, e in enumerate(events)

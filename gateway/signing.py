@@ -96,7 +96,30 @@ def verify_standard(
             expected = standard_signature(secret, msg_id, timestamp, body)[3:].encode()
             if any(hmac.compare_digest(expected, sig) for sig in offered):
                 return Authenticated(sender, msg_id)
-    raise AuthFailed("signature", "signature: no valid signature")
+    raise AuthFailed("signature", _standard_refusal(f"{sent_as}signature", offered))
+
+
+def _standard_refusal(header: str, offered: Sequence[bytes]) -> str:
+    """Why no signature verified, when its shape tells (the specification's, public: it helps
+    no forger): a hand-signed delivery without ``v1,``, or its HMAC in hex as ``openssl dgst``
+    prints it, was "no valid signature", and the engineer went checking the secret and body."""
+    if not offered:
+        return (
+            f'signature: {header} holds no "v1,<base64>" signature (Standard Webhooks: v1, then the'
+            ' base64 HMAC-SHA256 of "id.timestamp.body")'
+        )
+    if not any(_is_base64_mac(sig) for sig in offered):
+        hexed = any(_is_hex_mac(sig) for sig in offered)
+        hint = ": 64 hex digits? Standard Webhooks writes it in base64" if hexed else ""
+        return f"signature: {header}'s v1 value is not the base64 of an HMAC-SHA256 (32 bytes){hint}"
+    return "signature: no valid signature"
+
+
+def _is_base64_mac(sig: bytes) -> bool:
+    try:
+        return len(base64.b64decode(sig, validate=True)) == hashlib.sha256().digest_size
+    except binascii.Error:
+        return False
 
 
 def _check_timestamp(timestamp: str, now: float, tolerance: int, name: str) -> None:
@@ -177,7 +200,21 @@ def verify_stamped(
     for sender, secrets in senders.items():
         if _stamped_match(scheme, secrets, timestamp, offered, body):
             return Authenticated(sender, body_digest(body))
+    if not any(_is_hex_mac(sig) for sig in offered):
+        # One made by hand in base64, as Standard Webhooks and Shopify write theirs: the shape
+        # is the platform's, public, and said ("no valid signature" sent them to the secret).
+        based = any(len(sig) == 44 and sig.endswith(b"=") for sig in offered)
+        hint = ": base64? it is written in hex" if based else ""
+        raise AuthFailed(
+            "signature",
+            f"signature: {scheme.header}'s {scheme.hash_field} is not 64 hex digits (the HMAC-SHA256"
+            f" in hex){hint}",
+        )
     raise AuthFailed("signature", "signature: no valid signature")
+
+
+def _is_hex_mac(sig: bytes) -> bool:
+    return len(sig) == 64 and all(c in b"0123456789abcdefABCDEF" for c in sig)
 
 
 def _stamped_parts(scheme: StampedScheme, given: str) -> tuple[str, list[bytes]] | str:

@@ -424,6 +424,33 @@ async def test_a_byte_order_mark_is_read_past_and_other_encodings_say_why(gw: Ru
         assert status == 400 and answer["error"].startswith(reason), (sent[:10], answer)
 
 
+async def test_a_form_body_that_is_not_json_names_its_content_type(gw: RunningGateway) -> None:
+    """A platform posting its notifications form-encoded (PayPal's IPN, Twilio) was answered
+    "body: not valid JSON (JSON is malformed: invalid character (byte 4))": nothing said the
+    gateway reads JSON only, or that the body was sent as a form (or XML). A body labelled so
+    that is JSON is read as before (senders label it as they please)."""
+    form = b"type=conversion&user_id=u1&value=5"
+    for content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+    ):
+        status, answer = await post(gw, form, {**signed(form), "content-type": content_type})
+        kind = content_type.partition(";")[0]
+        assert (status, answer["error"]) == (
+            400,
+            "body: not valid JSON (JSON is malformed: invalid character (byte 4)); it was sent as"
+            f" {kind}: the gateway reads JSON bodies only",
+        ), answer
+    status, answer = await post(gw, form, signed(form))  # labelled JSON: nothing to add
+    assert answer["error"] == "body: not valid JSON (JSON is malformed: invalid character (byte 4))"
+    body = encode(conversion())
+    status, answer = await post(
+        gw, body, {**signed(body), "content-type": "application/x-www-form-urlencoded"}
+    )
+    assert (status, answer["result"]) == (202, "accepted"), answer
+
+
 async def test_malformed_json_and_wrong_types_are_400_and_kept_as_bad_events(gw: RunningGateway) -> None:
     body = b'{"type": "conversion", '
     status, answer = await post(gw, body, signed(body))
@@ -573,6 +600,44 @@ async def test_a_configured_pointer_that_finds_nothing_is_said_not_silent(
         "source tiktok: fields.creator_id (/creator/id) found nothing in an accepted event, recorded"
         " without it (logged once; gateway_inbound_unmatched_fields_total counts each): if every"
         " event misses it, check the pointer"
+    ]
+
+
+async def test_a_field_the_events_kind_does_not_record_is_not_unmatched(
+    gw: RunningGateway, start_gateway
+) -> None:
+    """A sender of clicks and purchases maps the purchase's value, currency and order (as
+    README's TikTok example does): every click was answered ``unmatched`` for them, counted in
+    ``gateway_inbound_unmatched_fields_total`` and logged "if every event misses it, check the
+    pointer", though a touchpoint records none of them; an identify alike for every field but
+    its IDs. Only a field the event's kind records is reported."""
+    config = SOURCES.replace(
+        'creator_id = "/creator/id"}',
+        'creator_id = "/creator/id", visitor_id = "/anon", value = "/properties/value",'
+        ' currency = "/properties/currency", order_id = "/properties/order_id"}',
+    ).replace(
+        'types = {"creator.click" = "touchpoint"}',
+        'types = {"creator.click" = "touchpoint", login = "identify"}',
+    )
+    mapped = await start_gateway(gw.url, config, SOURCES_ENV)
+    click = {"event": "creator.click", "event_id": "k1", "user": {"external_id": 7}, "creator": {"id": "cr"}}
+    login = {"event": "login", "event_id": "k2", "user": {"external_id": 7}, "anon": "v-7"}
+    buy = {"event": "conversion", "event_id": "k3", "user": {"external_id": 7}, "creator": {"id": "cr"}}
+    answers = []
+    for event in (click, login, buy):
+        body = encode(event)
+        status, answer = await post(mapped, body, signed(body, TIKTOK_RAW))
+        assert status == 202, answer
+        answers.append(answer.get("unmatched"))
+    assert answers == [
+        ["visitor_id (/anon)"],
+        None,
+        [
+            "visitor_id (/anon)",
+            "value (/properties/value)",
+            "currency (/properties/currency)",
+            "order_id (/properties/order_id)",
+        ],
     ]
 
 
@@ -1205,6 +1270,24 @@ async def test_replay_bad_refuses_a_key_too_long_as_the_endpoint_does(
     assert await rows(gw, "SELECT count(*) FROM conversions WHERE name = 'signup'") == [(2,)]
 
 
+async def test_replay_bad_reads_a_kept_event_as_the_endpoint_read_it(gw: RunningGateway) -> None:
+    """A batch's event that is itself an array (or an object whose ``/batch`` holds one) is
+    refused by the endpoint, ``expected a JSON object``, and kept alone. ``replay-bad`` split
+    that kept event again as a batch and recorded the conversions inside it, with the same
+    config: a replay now reads a kept event as one event, as the endpoint did."""
+    inner = [conversion(order_id="nested-1"), conversion(order_id="nested-2")]
+    body = encode([inner, {"batch": [conversion(order_id="nested-3")], "type": "conversion"}])
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["bad"]) == (400, 2), answer
+    lines: list[str] = []
+    report = await replay_bad(gw.gateway.settings, say=lines.append)
+    assert report.replayed == [], lines
+    assert [why for _, why in report.still_bad] == [
+        "; ".join(result["errors"]) for result in answer["results"]
+    ], lines
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
 async def test_a_body_not_utf8_is_kept_so_that_it_replays_as_bad(gw: RunningGateway) -> None:
     """A Latin-1 body was kept with U+FFFD for each byte that is not UTF-8: valid JSON, so
     ``replay-bad`` recorded the conversion for a user ID the sender never sent ("M\ufffdller")."""
@@ -1260,11 +1343,40 @@ async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: 
     status, answer = await post(gw, packed, {**signed(body), "Content-Encoding": "br"})
     assert status == 415 and answer["error"].startswith("Content-Encoding: 'br'")
     status, answer = await post(gw, b"not gzip", {**signed(b"not gzip"), "Content-Encoding": "gzip"})
-    assert status == 400 and "does not decode as gzip" in answer["error"]
+    assert status == 400 and "is not gzip data (it starts 'not gz')" in answer["error"], answer
+    broken = gzip.compress(body)[:-12]  # gzip's start, cut short
+    status, answer = await post(gw, broken, {**signed(body), "Content-Encoding": "gzip"})
+    assert status == 400 and "does not decode as gzip" in answer["error"], answer
     bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
     assert len(bomb) < 4096  # the test sources' webhooks.max_body
     status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
     assert status == 400 and "webhooks.max_body" in answer["error"], answer
+
+
+async def test_a_body_labelled_gzip_that_is_not_says_so(gw: RunningGateway) -> None:
+    """A sender library that sets ``Content-Encoding: gzip`` and sends the JSON as it is (or a
+    proxy that decompressed it and left the header) was answered "does not decode as gzip, or
+    is larger than webhooks.max_body once decoded": which of the two? A body that does not
+    start as gzip data does is said so; a real gzip body too large once decoded still names
+    the bound."""
+    body = encode(conversion())
+    status, answer = await post(gw, body, {**signed(body), "Content-Encoding": "gzip"})
+    assert (status, answer["error"]) == (
+        400,
+        "body: Content-Encoding says gzip, but the body is not gzip data (it starts '{\"type'): sent"
+        " uncompressed, or decompressed on the way with the header left on?",
+    ), answer
+    packed = gzip.compress(body)
+    status, answer = await post(gw, packed, {**signed(body), "Content-Encoding": "gzip, gzip"})
+    assert status == 400 and answer["error"].startswith(
+        "body: Content-Encoding says gzip, but the body is not gzip data"
+    ), answer
+    bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
+    status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
+    assert (status, answer["error"]) == (
+        400,
+        "body: does not decode as gzip, or is larger than webhooks.max_body (4096 bytes) once decoded",
+    ), answer
 
 
 def codings(body: bytes, *lines: str) -> CIMultiDict[str]:

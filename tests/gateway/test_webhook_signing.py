@@ -112,6 +112,41 @@ def test_verify_refuses(change: dict[str, Any], what: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("signature", "said"),
+    [
+        # The bare base64, without "v1,": the most common hand-signing slip.
+        (
+            lambda sig: sig[3:],
+            'signature: webhook-signature holds no "v1,<base64>" signature (Standard Webhooks: v1,'
+            ' then the base64 HMAC-SHA256 of "id.timestamp.body")',
+        ),
+        # The HMAC in hex, as openssl dgst and most HMAC examples print it.
+        (
+            lambda sig: "v1," + base64.b64decode(sig[3:]).hex(),
+            "signature: webhook-signature's v1 value is not the base64 of an HMAC-SHA256 (32 bytes):"
+            " 64 hex digits? Standard Webhooks writes it in base64",
+        ),
+        (
+            lambda sig: "v1," + "Zm9yZ2Vk",
+            "signature: webhook-signature's v1 value is not the base64 of an HMAC-SHA256 (32 bytes)",
+        ),
+        # Of the right shape, and wrong: nothing more is said (a wrong secret, another body).
+        (lambda sig: "v1," + base64.b64encode(b"x" * 32).decode(), "signature: no valid signature"),
+    ],
+)
+def test_a_standard_signature_of_the_wrong_shape_says_so(signature: Any, said: str) -> None:
+    """An engineer signing by hand (``openssl dgst -hmac``) got "no valid signature" for a
+    signature without its ``v1,`` or written in hex, and went checking the secret and the body.
+    The shape is the specification's, public: saying it helps no forger."""
+    body = b'{"x": 1}'
+    headers = _headers(b"a" * 32, body, 1000)
+    headers["webhook-signature"] = signature(headers["webhook-signature"])
+    with pytest.raises(AuthFailed) as info:
+        verify_standard(SENDERS, headers, body, 1000, 300)
+    assert (info.value.what, str(info.value)) == ("signature", said)
+
+
+@pytest.mark.parametrize(
     ("now", "passes"), [(1300.999, True), (1301.0, False), (700.0, True), (699.999, False)]
 )
 def test_the_tolerance_edge_is_in_whole_seconds(now: float, passes: bool) -> None:
@@ -182,6 +217,26 @@ def test_a_stamped_signature_is_of_this_body_and_time(scheme: StampedScheme) -> 
     for header, sent in ((given, b'{"x": 2}'), (moved, body)):
         with pytest.raises(AuthFailed, match="no valid signature"):
             verify_stamped(scheme, {"s": [secret]}, header, sent, 1000, 300)
+
+
+@pytest.mark.parametrize("scheme", [STRIPE, PADDLE])
+def test_a_stamped_signature_not_in_hex_says_so(scheme: StampedScheme) -> None:
+    """Stripe's and Paddle's HMAC is hex; one made by hand in base64 (as Standard Webhooks and
+    Shopify write theirs) was "no valid signature". The shape is said; a hex one of the wrong
+    secret still says nothing more."""
+    body, secret = b'{"x": 1}', b"s" * 32
+    mac = hmac.new(secret, b"1000" + scheme.joiner + body, hashlib.sha256).digest()
+    based = f"{scheme.time_field}=1000{scheme.separator}{scheme.hash_field}={base64.b64encode(mac).decode()}"
+    with pytest.raises(AuthFailed) as info:
+        verify_stamped(scheme, {"s": [secret]}, based, body, 1000, 300)
+    assert (info.value.what, str(info.value)) == (
+        "signature",
+        f"signature: {scheme.header}'s {scheme.hash_field} is not 64 hex digits (the HMAC-SHA256"
+        " in hex): base64? it is written in hex",
+    )
+    wrong = stamped_signature(scheme, b"z" * 32, "1000", body)
+    with pytest.raises(AuthFailed, match=r"^signature: no valid signature$"):
+        verify_stamped(scheme, {"s": [secret]}, wrong, body, 1000, 300)
 
 
 @pytest.mark.parametrize("prefix", ["SHA256=", "Sha256=", "sha256=", ""])
@@ -460,6 +515,31 @@ def test_identify_accepts_the_signed_cookie_and_refuses_a_forged_one() -> None:
         map_event(
             source(), {"type": "identify", "visitor_id": cookie[:-2] + "xx", "user_id": "u"}, NOW, LIMITS, "f"
         )
+
+
+def test_identify_reads_the_whole_cookie_pair_as_its_value() -> None:
+    """The site's backend, passing on what the browser sent, wrote the cookie as the ``Cookie``
+    header has it, ``gw_vid=v1.<id>.<tag>``: that was taken for a raw visitor ID no visit has,
+    and the user was bound to a visitor who never existed, without a word. The pair is read as
+    its value (whose signature is checked as the value's is); a raw ID with ``=`` stays raw."""
+    cookie = cookie_value(KEYS.cookie_mac, "A" * 22)
+    for given in (f"gw_vid={cookie}", f"my_cookie={cookie}"):
+        (binding,) = map_event(
+            source(), {"type": "identify", "visitor_id": given, "user_id": "u"}, NOW, LIMITS, "f"
+        ).rows
+        assert isinstance(binding, Binding) and binding.visitor_key == KEYS.visitor_key("A" * 22), given
+    with pytest.raises(Invalid, match=r"visitor_id.*does not verify"):
+        map_event(
+            source(),
+            {"type": "identify", "visitor_id": f"gw_vid={cookie[:-2]}xx", "user_id": "u"},
+            NOW,
+            LIMITS,
+            "f",
+        )
+    (binding,) = map_event(
+        source(), {"type": "identify", "visitor_id": "a=b", "user_id": "u"}, NOW, LIMITS, "f"
+    ).rows
+    assert isinstance(binding, Binding) and binding.visitor_key == KEYS.visitor_key("a=b")
 
 
 @pytest.mark.parametrize(
@@ -947,6 +1027,24 @@ def test_a_platform_senders_test_event_holds_only_what_its_fields_map() -> None:
     assert isinstance(conversion, Conversion) and conversion.name == "purchase"
     own = compile_source(SourceOptions(name="billing", secrets=("env:X",)))
     assert {"creator_id", "name", "user_id", "value"} <= set(sample_payload(own, "cr_1", 5, "EUR"))
+
+
+def test_a_touchpoint_without_attribution_names_where_each_field_is_read() -> None:
+    """ "touchpoint: needs at least one of source, medium, campaign, creator_id, click_id" named
+    our fields, not where in the sender's event they are read: the sender's engineer, who
+    writes ``utm.src``, could not tell where to put them. Each is named with its pointer, and
+    one the source unmaps (which no event can fill) is left out."""
+    opts = SourceOptions(
+        name="clicks",
+        secrets=("env:X",),
+        fields={"source": "/utm/src", "medium": "/utm/med", "click_id": ""},
+    )
+    with pytest.raises(Invalid) as info:
+        map_event(compile_source(opts), {"type": "touchpoint", "visitor_id": "v"}, NOW, LIMITS, "d")
+    assert info.value.errors == [
+        "touchpoint: needs at least one of source (/utm/src), medium (/utm/med), campaign"
+        " (/campaign), creator_id (/creator_id)"
+    ]
 
 
 @pytest.mark.parametrize(
