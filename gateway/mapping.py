@@ -45,9 +45,9 @@ MAX_KEY = 256
 EVENT_KEY_FALLBACKS = ("/messageId", "/$insert_id", "/conversion_unique_id")
 """Where an event's own key is looked for after the ``event_id`` mapping, in this order."""
 ATTRIBUTION = ("source", "medium", "campaign", "creator_id", "click_id")
+"""Fields of which a touchpoint needs at least one."""
 NAMED = frozenset(("source", "medium", "campaign", "term", "content", "creator_id", "sub_id", "name"))
 """Fields that hold a name a person gave, printable as ``events.printable_name`` says."""
-"""Fields of which a touchpoint needs at least one."""
 
 _COOKIE_PAIR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+=(v1\.[^.=]+\.[^.=]+)")
 """A cookie written ``name=value`` (RFC 6265's token for the name), the value one of ours."""
