@@ -46,6 +46,8 @@ _encode = msgspec.json.Encoder(order="deterministic")
 
 
 def _cell(value: Any) -> Any:
+    if isinstance(value, bool):  # as the JSON page and NDJSON spell it, not Python's ``True``
+        return "true" if value else "false"
     if isinstance(value, dict | list):
         return csv_cell(_encode.encode(value).decode())
     return csv_cell(value)

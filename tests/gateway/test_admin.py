@@ -560,7 +560,7 @@ async def test_bad_events_download_every_event_of_the_filters_opened(gw) -> None
     assert list(rows[0]) == list(BAD_EVENT["properties"]) and len(rows) == 2501
     assert [r["id"] for r in rows[:3]] == [item["id"] for item in page["items"]]
     assert rows[0]["body"] == page["items"][0]["body"] == '{"n": 0, "amount": "=1+1"}'
-    assert rows[7]["reason"] == "amount: not a number (7)" and rows[7]["truncated"] == "False"
+    assert rows[7]["reason"] == "amount: not a number (7)" and rows[7]["truncated"] == "false"  # as JSON
     assert rows[-1]["body"] == rows[-1]["reason"] == "(sealed under another identity.secret)"
     status, headers, body = await download(gw, "/api/bad-events", format="ndjson", order="newest")
     assert headers["Content-Disposition"] == 'attachment; filename="bad-events-newest.ndjson"'
