@@ -350,6 +350,23 @@ async def test_percent_escapes_that_are_not_utf8_are_a_400_naming_where(gw) -> N
         assert resp.status == 200 and [t["campaign"] for t in (await resp.json())["items"]] == ["café"]
 
 
+async def test_a_user_id_refused_says_what_was_wrong_and_never_the_id(gw) -> None:
+    """An ID pasted with a tab, cut short to spaces or pasted with a whole line: the 400 says
+    which (its length, the character and where), so an erasure request can be corrected, and
+    does not echo the ID."""
+    cases = [
+        ("%20%20", "user_id: expected 1..256 printable characters, got white space only"),
+        ("x" * 300, "user_id: expected 1..256 printable characters, got 300 characters"),
+        ("alice%09%40example.com", "user_id: expected 1..256 printable characters, got \\t at character 6"),
+    ]
+    for method in ("GET", "DELETE"):
+        for user_id, error in cases:
+            url = URL(f"{gw.admin_url}/api/users/{user_id}", encoded=True)
+            async with gw.session.request(method, url, headers=AUTH) as resp:
+                assert resp.status == 400, user_id
+                assert (await resp.json())["error"] == error, user_id
+
+
 async def test_visitor_journey_keeps_first_touch(gw) -> None:
     cookie = await land(gw, "utm_source=first")
     for n in range(3):
