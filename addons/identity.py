@@ -30,7 +30,7 @@ from dataclasses import replace
 from datetime import UTC
 from urllib.parse import unquote, urlsplit
 
-from addons.cookies import set_cookie_lines
+from addons.cookies import deletes, set_cookie_lines
 from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
 from gateway.events import VerdictChange
@@ -265,6 +265,10 @@ class Identity:
             return None
         for value in set_cookie_lines(ex.response.headers):
             if m := self.consent_set.search(value):
+                # A deletion (Max-Age ≤ 0, an Expires past) leaves the browser no consent
+                # cookie, whatever value it names: a withdrawal, however the banner writes it.
+                if deletes(value[m.end() :].split(";")[1:], ex.request.ts.timestamp()):
+                    return False
                 return self._consents(m.group(1))
         return None
 

@@ -205,6 +205,25 @@ def test_unknown_consent_value_means_no() -> None:
 
 
 @pytest.mark.parametrize(
+    "deletion",
+    [
+        "banner=all; Path=/; Max-Age=0",
+        "banner=all; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+        "banner=stats; Max-Age=-1",
+    ],
+)
+def test_consent_cookie_deleted_by_the_response_is_withdrawn(deletion: str) -> None:
+    """A banner's "withdraw" that clears its cookie by expiring it, value left in place: the
+    browser drops the cookie, so the visitor has no consent. The value alone was read: a
+    deletion of a ``yes`` cookie set (refreshed) the ID cookie."""
+    identity = configured(Identity, CONSENT)
+    vid = new_visitor_id()
+    ex = exchange("/", headers=DOCUMENT, cookies={"banner": "all", "gw_vid": cookie_value(identity.mac, vid)})
+    run(identity, ex, {"Set-Cookie": deletion})
+    assert [(c.name, c.value, c.max_age) for c in ex.set_cookies] == [("gw_vid", "", 0)]
+
+
+@pytest.mark.parametrize(
     "sent", ["banner=all; banner=none", "banner=none; banner=all", "banner=all; banner="]
 )
 def test_two_consent_cookies_that_disagree_are_no_consent(sent: str) -> None:
