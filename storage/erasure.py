@@ -303,6 +303,21 @@ class BadEventSearch:
         return [i for i, named in self.named.items() if named & wanted]
 
 
+async def bad_events_naming(
+    path: Path, raw_user_id: str, *, body_key: bytes, keys: Keys | None = None
+) -> int:
+    """How many kept bad events name ``raw_user_id`` as an erasure of the user finds them (the
+    ID in their body or reason): a user the store holds nothing else of is not "nothing
+    recorded" to the journey lookup while a sender's refused payload keeps them. Reads only."""
+    search = BadEventSearch(body_key, keys, dict.fromkeys(spellings(raw_user_id), _RAW))
+    db = await connect(path)
+    try:
+        await search.update(db, ())
+    finally:
+        await db.close()
+    return len(search.naming([_RAW]))
+
+
 async def erase_user(
     path: Path,
     user_key: str,
