@@ -17,7 +17,7 @@ from gateway.pipeline import parse_cookies
 _MAX_AGE = re.compile(r"-?[0-9]+")
 
 
-def _deletes(attributes: Sequence[str], now: float) -> bool:
+def deletes(attributes: Sequence[str], now: float) -> bool:
     """Whether a Set-Cookie's attributes delete the cookie: ``Max-Age`` ≤ 0, else (without a
     valid ``Max-Age``, which wins: RFC 6265 §5.3) an ``Expires`` before ``now``."""
     expires: str | None = None
@@ -61,7 +61,7 @@ def kept_set_cookie(headers: Mapping[str, str], name: str, now: float) -> str | 
         if not sep or not (cookie == name if prefix is None else cookie.startswith(prefix)):
             continue
         value = parse_cookies(pair).get(cookie, "")
-        if value and not _deletes(attributes, now):
+        if value and not deletes(attributes, now):
             return value
     return None
 

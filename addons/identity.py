@@ -30,7 +30,7 @@ from dataclasses import replace
 from datetime import UTC
 from urllib.parse import unquote, urlsplit
 
-from addons.cookies import set_cookie_lines
+from addons.cookies import deletes, set_cookie_lines
 from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
 from gateway.events import VerdictChange
@@ -137,9 +137,16 @@ class Identity:
         """``cookie``, ``cookieless`` or ``no_consent``, from the mode and the consent cookie."""
         if self.cookieless:
             return "cookieless"
-        if not self.consent_name or self._consents(req.cookies.get(self.consent_name)):
+        if not self.consent_name:
             return "cookie"
-        return "no_consent"
+        if not self._consents(req.cookies.get(self.consent_name)):
+            return "no_consent"
+        # Two of the name (a banner moved from host-only to the Domain, or from /shop to /): the
+        # browser sends both, the stale one first. Consent is what every one of them says.
+        values = cookie_values(req.headers.get("cookie") or "", self.consent_name)
+        if len(values) > 1 and not all(self._consents(value) for value in values):
+            return "no_consent"
+        return "cookie"
 
     def _consents(self, value: str | None) -> bool:
         """Whether the consent cookie's ``value`` is a ``yes``, or holds a ``yes_contains`` text
@@ -258,6 +265,10 @@ class Identity:
             return None
         for value in set_cookie_lines(ex.response.headers):
             if m := self.consent_set.search(value):
+                # A deletion (Max-Age ≤ 0, an Expires past) leaves the browser no consent
+                # cookie, whatever value it names: a withdrawal, however the banner writes it.
+                if deletes(value[m.end() :].split(";")[1:], ex.request.ts.timestamp()):
+                    return False
                 return self._consents(m.group(1))
         return None
 

@@ -61,7 +61,7 @@ from gateway.sessions import (
     has_cookie_session,
     session_cookie,
 )
-from storage.erasure import erase_user
+from storage.erasure import bad_events_naming, erase_user
 from storage.local import LOCKED, LocalStore
 from storage.migrate import SchemaTooNew
 from storage.queries import (
@@ -750,6 +750,17 @@ async def user(request: web.Request) -> web.Response:
     visitor_keys = _visitor_keys(request, user_id)
     if visitor_keys and await _visitor_journey(request, visitor_keys) is not None:
         raise ApiError(404, f"{missing}; a visitor of this ID has a journey: look it up as a visitor")
+    settings = request.app[SETTINGS_KEY]
+    named = await bad_events_naming(
+        settings.store_path, user_id, body_key=body_key(settings.secret), keys=request.app[KEYS_KEY]
+    )
+    if named:  # a rights request must not read "nothing" while a refused payload keeps them
+        it = "it" if named == 1 else "them"
+        raise ApiError(
+            404,
+            f"{missing}, but {named} kept bad event{'s' if named > 1 else ''} name{'' if named > 1 else 's'}"
+            f" this ID (GET /api/bad-events lists {it}; an erasure deletes {it})",
+        )
     raise ApiError(404, missing)
 
 

@@ -196,6 +196,12 @@ class Replayer:
         request line naming another is a proxy's request, not a landing here."""
         self.trusted = settings.trusted_networks
         self.scheme = public.scheme if public else "https"
+        privacy = opts.privacy
+        self.opt_out = tuple(
+            reason
+            for reason, on in ((OPTED_OUT_GPC, privacy.honor_gpc), (OPTED_OUT_DNT, privacy.honor_dnt))
+            if on
+        )
         self._visitors: dict[tuple[str, str, int], Visitor] = {}
         self.segment = segment_source(settings)
         self.limits = Limits(
@@ -264,6 +270,16 @@ class Replayer:
         view.all_headers = line.headers is not None  # a flow dump's are all there; a log's are not
         return Exchange(view, visitor=self.visitor(line, ip))
 
+    def opted_out(self, line: Line) -> str:
+        """Why a flow dump's line is not imported: it kept ``Sec-GPC: 1`` (or ``DNT: 1``, when
+        honoured), for which the live gateway keeps no visitor, only a daily count; "" if not.
+        Nor is the count made here: a second import of the file would add it again."""
+        if line.headers:
+            for reason in self.opt_out:
+                if line.headers.get(reason.partition(":")[0].lower()) == "1":
+                    return reason
+        return ""
+
     def elsewhere(self, line: Line) -> bool:
         """Whether ``line``'s absolute-form request line names a host not this site's: one of
         ``site_hosts`` when the import knows them, else the line's own logged Host."""
@@ -322,6 +338,11 @@ NO_HOST = "host: missing (and no --host or proxy.public_origin)"
 ELSEWHERE = "request line names another host (absolute-form, a proxy's request): not a landing on this site"
 """Why a line is skipped whose ``GET http://other.example/…`` names a host not the site's
 (``Replayer.elsewhere``)."""
+OPTED_OUT_GPC = (
+    "Sec-GPC: 1, the visitor opted out (privacy.honor_gpc): live, only counted per day; not imported"
+)
+OPTED_OUT_DNT = "DNT: 1, the visitor opted out (privacy.honor_dnt): live, only counted per day; not imported"
+"""Why a flow dump's line is skipped that kept an opt-out header (``Replayer.opted_out``)."""
 REFUSED = "tracking value refused, no touchpoint: "
 """The beginning of why a line is skipped whose tracking values were all dropped by campaign,
 as live (``gateway_params_dropped_total``); the key and the rule follow."""
@@ -385,6 +406,9 @@ async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -
                 continue
             if item.authority and replayer.elsewhere(item):
                 skips.append(Skip(item.number, ELSEWHERE))
+                continue
+            if opted_out := replayer.opted_out(item):
+                skips.append(Skip(item.number, opted_out))
                 continue
             ip = replayer.client(item)
             if ip != item.ip:

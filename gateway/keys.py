@@ -33,8 +33,15 @@ def operator_user_id(given: str) -> tuple[str, str | None]:
     """A user ID an operator gives (admin API, CLI) as intake reads one, trimmed (" alice " is
     alice, as every webhook and rule records it), and why it cannot name a user (None if it can)."""
     user_id = given.strip()
-    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
-        return user_id, f"expected 1..{MAX_USER_ID} printable characters"
+    expected = f"expected 1..{MAX_USER_ID} printable characters"
+    if not user_id:
+        return user_id, f"{expected}, got {'white space only' if given else 'none'}"
+    if len(user_id) > MAX_USER_ID:
+        return user_id, f"{expected}, got {len(user_id):,} characters"
+    if not user_id.isprintable():
+        # Where and what, never the ID itself: a pasted tab or newline is found by its place.
+        at = next(i for i, c in enumerate(user_id) if not c.isprintable())
+        return user_id, f"{expected}, got {ascii(user_id[at])[1:-1]} at character {at + 1}"
     return user_id, None
 
 

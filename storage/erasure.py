@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import unquote
 
 import aiosqlite
 
@@ -206,10 +207,16 @@ def _as_read(text: str) -> list[str]:
     """``text``, and with a JSON string's escapes read as what they stand for: a sender's library
     escapes an ID's ``Ö`` as ``\\u00d6`` in the case its system holds it, no spelling of the
     ID erased in another case (``spellings``) is that; a white space escape (``\\n``) is no
-    letter touching an ID."""
-    if "\\" not in text:
-        return [text]
-    return [text, _ESCAPE.sub(lambda m: chr(int(m[1], 16)) if m[1] else " ", text)]
+    letter touching an ID. With its percent escapes read too (UTF-8), as a form or a URL's query
+    writes an ID."""
+    reads = [text]
+    if "\\" in text:
+        reads.append(_ESCAPE.sub(lambda m: chr(int(m[1], 16)) if m[1] else " ", text))
+    if "%" in text:
+        # A form a sender posted (``user_id=frank%40example.com``: not JSON, kept as it came), a
+        # URL with the user in its query: an ``@``, a ``+`` or an ``ö`` is percent-encoded there.
+        reads.extend(unquote(read) for read in list(reads))
+    return reads
 
 
 def _open(
@@ -301,6 +308,21 @@ class BadEventSearch:
         """Ids of the bad events that name one of ``keys``."""
         wanted = set(keys)
         return [i for i, named in self.named.items() if named & wanted]
+
+
+async def bad_events_naming(
+    path: Path, raw_user_id: str, *, body_key: bytes, keys: Keys | None = None
+) -> int:
+    """How many kept bad events name ``raw_user_id`` as an erasure of the user finds them (the
+    ID in their body or reason): a user the store holds nothing else of is not "nothing
+    recorded" to the journey lookup while a sender's refused payload keeps them. Reads only."""
+    search = BadEventSearch(body_key, keys, dict.fromkeys(spellings(raw_user_id), _RAW))
+    db = await connect(path)
+    try:
+        await search.update(db, ())
+    finally:
+        await db.close()
+    return len(search.naming([_RAW]))
 
 
 async def erase_user(

@@ -204,6 +204,46 @@ def test_unknown_consent_value_means_no() -> None:
     assert ex.visitor is not None and ex.visitor.consent == "no_consent" and ex.set_cookies == []
 
 
+@pytest.mark.parametrize(
+    "deletion",
+    [
+        "banner=all; Path=/; Max-Age=0",
+        "banner=all; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+        "banner=stats; Max-Age=-1",
+    ],
+)
+def test_consent_cookie_deleted_by_the_response_is_withdrawn(deletion: str) -> None:
+    """A banner's "withdraw" that clears its cookie by expiring it, value left in place: the
+    browser drops the cookie, so the visitor has no consent. The value alone was read: a
+    deletion of a ``yes`` cookie set (refreshed) the ID cookie."""
+    identity = configured(Identity, CONSENT)
+    vid = new_visitor_id()
+    ex = exchange("/", headers=DOCUMENT, cookies={"banner": "all", "gw_vid": cookie_value(identity.mac, vid)})
+    run(identity, ex, {"Set-Cookie": deletion})
+    assert [(c.name, c.value, c.max_age) for c in ex.set_cookies] == [("gw_vid", "", 0)]
+
+
+@pytest.mark.parametrize(
+    "sent", ["banner=all; banner=none", "banner=none; banner=all", "banner=all; banner="]
+)
+def test_two_consent_cookies_that_disagree_are_no_consent(sent: str) -> None:
+    """A browser holds two consent cookies of one name when they differ in Domain or Path (a
+    banner that moved from host-only to the whole domain, or from /shop to /) and sends both,
+    the older or longer-path one first. Consent is only what every one of them says: a refusal
+    behind a stale yes is still a refusal (the first one alone decided, and tracked them)."""
+    identity = configured(Identity, CONSENT)
+    ex = run(identity, exchange("/", headers={**DOCUMENT, "Cookie": sent}))
+    assert ex.visitor is not None and ex.visitor.consent == "no_consent"
+    assert ex.set_cookies == []
+
+
+def test_two_consent_cookies_that_both_say_yes_are_consent() -> None:
+    identity = configured(Identity, CONSENT)
+    ex = run(identity, exchange("/", headers={**DOCUMENT, "Cookie": "banner=all; banner=stats"}))
+    assert ex.visitor is not None and ex.visitor.consent == "cookie"
+    assert [c.name for c in ex.set_cookies] == ["gw_vid"]
+
+
 def test_consent_given_by_the_response_sets_the_cookie_in_it() -> None:
     identity = configured(Identity, CONSENT)
     ex = exchange("/consent", method="POST", headers=DOCUMENT)

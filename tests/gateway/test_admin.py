@@ -350,6 +350,53 @@ async def test_percent_escapes_that_are_not_utf8_are_a_400_naming_where(gw) -> N
         assert resp.status == 200 and [t["campaign"] for t in (await resp.json())["items"]] == ["café"]
 
 
+async def test_a_user_id_refused_says_what_was_wrong_and_never_the_id(gw) -> None:
+    """An ID pasted with a tab, cut short to spaces or pasted with a whole line: the 400 says
+    which (its length, the character and where), so an erasure request can be corrected, and
+    does not echo the ID."""
+    cases = [
+        ("%20%20", "user_id: expected 1..256 printable characters, got white space only"),
+        ("x" * 300, "user_id: expected 1..256 printable characters, got 300 characters"),
+        ("alice%09%40example.com", "user_id: expected 1..256 printable characters, got \\t at character 6"),
+    ]
+    for method in ("GET", "DELETE"):
+        for user_id, error in cases:
+            url = URL(f"{gw.admin_url}/api/users/{user_id}", encoded=True)
+            async with gw.session.request(method, url, headers=AUTH) as resp:
+                assert resp.status == 400, user_id
+                assert (await resp.json())["error"] == error, user_id
+
+
+async def test_a_user_only_a_bad_event_names_is_not_nothing_recorded(gw) -> None:
+    """A rights request for someone a sender named only in a refused event: the lookup said
+    "nothing recorded for this user" while the store kept their address in a bad event, which
+    an erasure then deleted (``gateway erase --dry-run`` counted it). The 404 says it is there."""
+    key = body_key(gw.gateway.settings.secret)
+    ms = int(datetime.now(UTC).timestamp() * 1000) - 5000
+    body = '{"type": "conversion", "user_id": "Erin@Example.com", "value": "zz"}'
+    await gw.gateway.store.write(
+        [
+            BadEvent(
+                uuid7(ms), iso(datetime.now(UTC)), "n", "crm", seal(key, "value: zz"), seal(key, body), False
+            )
+        ]
+    )
+    status, _, answer = await get(gw, "/api/users/erin@example.com", AUTH)
+    assert status == 404 and answer["error"] == (
+        "nothing recorded for this user (no identity binding, no conversion), but 1 kept bad event"
+        " names this ID (GET /api/bad-events lists it; an erasure deletes it)"
+    )
+    status, _, answer = await get(gw, "/api/users/erin@example.org", AUTH)
+    assert (
+        status == 404
+        and answer["error"] == "nothing recorded for this user (no identity binding, no conversion)"
+    )
+    async with gw.session.delete(f"{gw.admin_url}/api/users/erin@example.com", headers=AUTH) as resp:
+        assert (await resp.json())["erased"]["bad_events"] == 1
+    status, _, answer = await get(gw, "/api/users/erin@example.com", AUTH)
+    assert status == 404 and answer["error"].startswith("nothing recorded for this user: erased on ")
+
+
 async def test_visitor_journey_keeps_first_touch(gw) -> None:
     cookie = await land(gw, "utm_source=first")
     for n in range(3):

@@ -545,6 +545,60 @@ async def test_mitm_flow_dump(tmp_path: Path) -> None:
     assert piped.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
 
 
+@pytest.mark.parametrize("honor", [True, False])
+async def test_a_flow_that_opted_out_is_not_imported(tmp_path: Path, honor: bool) -> None:
+    """A flow dump keeps every header, ``Sec-GPC`` (and ``DNT``) included: live, such a visitor
+    gets no visitor key, no touchpoint, no binding and no conversion, only a daily count. The
+    import gave the landing, the login's binding and the order a visitor derived from the line,
+    as for anyone. It skips them, saying why (not even the count: a count is not idempotent,
+    and a second import of the file would add it again)."""
+    pytest.importorskip("mitmproxy")
+    from mitmproxy.io import FlowWriter
+    from mitmproxy.test import tflow, tutils
+
+    def dump() -> Path:
+        path = tmp_path / "flows.mitm"
+        with path.open("wb") as fo:
+            writer = FlowWriter(fo)
+            for method, target, headers, ts in (
+                ("GET", "/landing?utm_source=gpc", {"sec-gpc": "1"}, 1740823200.0),
+                ("POST", "/login?user=gpc%40example.com", {"sec-gpc": "1"}, 1740823201.0),
+                ("GET", "/landing?utm_source=dnt", {"dnt": "1"}, 1740823202.0),
+            ):
+                req = tutils.treq(method=method.encode(), path=target.encode(), timestamp_start=ts)
+                req.headers["host"] = "shop.example"
+                req.headers["accept"] = "text/html"
+                req.headers.update(headers)
+                writer.add(tflow.tflow(req=req, resp=tutils.tresp(status_code=200)))
+        return path
+
+    settings = make_settings(
+        tmp_path,
+        f"""
+        [privacy]
+        honor_gpc = {str(honor).lower()}
+        [[identity.rules]]
+        name = "login"
+        path = "/login"
+        status = [200]
+        user_id = {{ query = "user" }}
+        """,
+    )
+    path = await asyncio.to_thread(dump)
+    summary = await run_import(settings, [path], "mitm")
+    got = await query(settings, "SELECT source FROM touchpoints ORDER BY ts")
+    bound = await query(settings, "SELECT count(*) FROM identities")
+    if honor:
+        assert got == [("dnt",)] and bound == [(0,)]  # DNT is honoured only with privacy.honor_dnt
+        reason = (
+            "Sec-GPC: 1, the visitor opted out (privacy.honor_gpc): live, only counted per day; not imported"
+        )
+        assert summary.examples == [f"flows.mitm:1: {reason}", f"flows.mitm:2: {reason}"]
+    else:
+        assert got == [("gpc",), ("dnt",)] and bound == [(1,)]
+    assert await query(settings, "SELECT count(*) FROM daily_counts") == [(0,)]
+
+
 async def test_logs_without_a_host_need_one(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)

@@ -81,6 +81,10 @@ def test_erase_command_dry_run_then_for_real(tmp_path: Path) -> None:
 def test_erase_command_refuses_a_bad_user_id(tmp_path: Path) -> None:
     done = gateway("erase", "x" * 1000, "-c", str(tmp_path / "none.toml"))
     assert done.returncode == 2 and "USER_ID" in done.stderr and "Traceback" not in done.stderr
+    assert "gateway: USER_ID: expected 1..256 printable characters, got 1,000 characters" in done.stderr
+    done = gateway("erase", "alice\n@example.com", "-c", str(tmp_path / "none.toml"))
+    assert done.returncode == 2 and "got \\n at character 6" in done.stderr
+    assert "alice" not in done.stderr  # the ID is never printed
 
 
 def test_erase_finds_rows_kept_under_an_earlier_storage_mode(tmp_path: Path) -> None:

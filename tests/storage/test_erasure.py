@@ -233,6 +233,28 @@ async def test_the_raw_user_id_is_found_behind_a_json_escape_in_any_case(tmp_pat
     assert found == {second_line.id}
 
 
+async def test_the_raw_user_id_is_found_percent_encoded(tmp_path: Path) -> None:
+    """A sender that posts a form (``user_id=frank%40example.com&…``: not JSON, so refused and
+    kept as it came), or a body holding a URL with the user in its query: the ID is there
+    percent-encoded, as every form and URL writes an ``@``, a ``+`` or a non-ASCII letter, and
+    an erasure of ``frank@example.com`` left it at rest. Percent escapes are read as what they
+    stand for (UTF-8), as JSON escapes are."""
+    named = [
+        bad("user_id=frank%40example.com&value=5", reason="body: not valid JSON"),
+        bad('{"url": "https://shop.example/welcome?email=FRANK%40Example.com&x=1"}'),
+        bad('{"userId": "frank%40example.com"}'),
+    ]
+    others = [bad("user_id=frank%40example.community"), bad("user_id=xfrank%40example.com")]
+    assert await erased_ids(tmp_path / "a.db", "frank@example.com", named + others) == {e.id for e in named}
+    plus = bad("email=frank%2Btag%40example.com&plan=pro")
+    found = await erased_ids(
+        tmp_path / "b.db", "frank+tag@example.com", [plus, bad("email=frank%40example.com")]
+    )
+    assert found == {plus.id}
+    umlaut = bad("name=j%C3%B6rg&x=1")
+    assert await erased_ids(tmp_path / "c.db", "JÖRG", [umlaut, bad("name=j%C3%B6rgen")]) == {umlaut.id}
+
+
 async def test_a_numeric_user_id_is_not_found_inside_a_date_a_time_or_a_decimal(tmp_path: Path) -> None:
     """Nearly every refused body carries an ISO timestamp (``"timestamp": "2026-12-05T10:42:00Z"``):
     erasing user ``12`` took every kept bad event sent in December (or on a 12th, at 12 o'clock,
