@@ -361,7 +361,12 @@ def _read(condition: Condition, ex: Exchange) -> str:
         return "the capture found nothing in " + _shown(condition.read._read(ex))
     if withheld := _withheld(condition.read):
         return f"its value is not printed ({withheld})"
-    return "its value is " + _shown(value)
+    said = "its value is " + _shown(value)
+    if compared_text(value) is None and (condition.equals is not None or condition.matches is not None):
+        # 49.9 under matches = "[0-9.]+" reads as a match: say why it is none.
+        kind = "fraction" if isinstance(value, float) else "list" if isinstance(value, list) else "object"
+        said += f", a JSON {kind}: equals and matches compare only a string, a whole number or true/false"
+    return said
 
 
 def _shown(value: Any) -> str:

@@ -1108,3 +1108,45 @@ user_id = { response_json = "/user/id" }
         '  identity key-captured: not fired: when[0] (request_header "X-Api-Key" capture "^pk_(live)_")'
         " did not hold: the capture found nothing",
     ]
+
+
+def test_a_when_on_a_value_with_no_text_says_it_is_never_compared(tmp_path: Path) -> None:
+    """``equals`` and ``matches`` compare a string, a whole number or a boolean; a JSON fraction,
+    object or list is never compared. ``rules try`` said only ``its value is 49.9`` under a
+    ``matches = "[0-9.]+"``, which reads as a match, leaving the operator to guess why."""
+    rules = """
+[[conversions]]
+name = "total"
+path = "/api/orders"
+status = [201]
+when = [{ response_json = "/order/total", matches = "[0-9.]+" }]
+value = 1.0
+
+[[conversions]]
+name = "items"
+path = "/api/orders"
+status = [201]
+when = [{ response_json = "/order/items", equals = "[]" }]
+value = 1.0
+
+[[conversions]]
+name = "status"
+path = "/api/orders"
+status = [201]
+when = [{ response_json = "/order/status", equals = "paid" }]
+value = 1.0
+"""
+    body = '{"order": {"total": 49.9, "items": [], "status": "open"}}'
+    path = har(tmp_path, [by_hand("POST", "/api/orders", 201, {"size": len(body), "text": body})])
+    code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path, rules)))
+    assert code == 0
+    assert out.splitlines()[1:4] == [
+        '  conversion total: not fired: when[0] (response_json "/order/total" matches "[0-9.]+") did not'
+        " hold: its value is 49.9, a JSON fraction: equals and matches compare only a string, a whole"
+        " number or true/false",
+        '  conversion items: not fired: when[0] (response_json "/order/items" equals "[]") did not hold:'
+        " its value is [], a JSON list: equals and matches compare only a string, a whole number or"
+        " true/false",
+        '  conversion status: not fired: when[0] (response_json "/order/status" equals "paid") did not'
+        ' hold: its value is "open"',
+    ]
