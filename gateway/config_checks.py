@@ -347,6 +347,16 @@ def validate(options: Options) -> list[str]:
     p += validate_sources(options)
     validate_rules(p, "identity.rules", ident.rules, "stitching", px.addons)
     validate_rules(p, "conversions", options.conversions, "conversions", px.addons)
+    if ident.rules and options.conversions and {"stitching", "conversions"} <= set(px.addons):
+        # A conversion takes the user a sign-in on the same request bound (a sign-up that
+        # pays, a GraphQL batch): only when stitching ran first.
+        _check(
+            p,
+            px.addons.index("stitching") < px.addons.index("conversions"),
+            "proxy.addons",
+            '"conversions" needs "stitching" before it (a conversion on the request of a sign-in'
+            " carries the user it bound)",
+        )
     p += id_cookie_problems("identity.rules", ident.rules, ident.cookie_name)
     p += id_cookie_problems("conversions", options.conversions, ident.cookie_name)
     p += validate_channels(options.channels) + validate_attribution(options.attribution)

@@ -277,3 +277,9 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
             f"{key}.key",
             "a JWT is verified with a key; without one, say verify = false explicitly",
         )
+        _check(
+            p,
+            not source.algorithm or source.verify,
+            f"{key}.algorithm",
+            "applies only with a key: under verify = false every token is read, whatever its alg",
+        )

@@ -35,7 +35,7 @@ from gateway.har import Entry, printable
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.pipeline import Context, Exchange, RequestView, ResponseView, Visitor
-from gateway.ruleconfig import ConversionRule, IdentityRule
+from gateway.ruleconfig import COOKIE_KINDS, KEPT_HEADER_REFUSED, ConversionRule, IdentityRule
 
 KINDS = {"stitching": "identity", "conversions": "conversion"}
 """The addons that run rules, and what their rules are called."""
@@ -335,6 +335,17 @@ def _described(condition: Condition) -> str:
     return said
 
 
+def _withheld(read: Extractor) -> str:
+    """Why a ``when``'s value is not printed ("": it is): a cookie's whole value may be a session
+    credential, and a request header named like a credential (``X-Api-Key``) may carry one. What
+    ``rules try`` prints is the operator's to paste into a ticket, as the HAR itself is not."""
+    if read.kind in COOKIE_KINDS and read.capture is None:
+        return "a cookie's whole value may be a session credential"
+    if read.kind == "request_header" and KEPT_HEADER_REFUSED.search(read.name):
+        return "the header may carry a credential"
+    return ""
+
+
 def _read(condition: Condition, ex: Exchange) -> str:
     try:
         value = condition.read(ex)
@@ -343,12 +354,19 @@ def _read(condition: Condition, ex: Exchange) -> str:
             return _MISSING[condition.read.kind].format(json.dumps(condition.read.name))
         if err.reason != "capture_no_match":
             return f"no value ({err.reason})"
-        if condition.read.kind in CREDENTIAL_SOURCES:  # a session cookie or token: not printed
-            return "the capture found nothing"
+        if condition.read.kind in CREDENTIAL_SOURCES or _withheld(condition.read):
+            return "the capture found nothing"  # in a session cookie, a token or a key: not printed
         # What the capture searched (the URL a checkout redirected to instead), as the operator
         # needs it to correct the pattern.
         return "the capture found nothing in " + _shown(condition.read._read(ex))
-    return "its value is " + _shown(value)
+    if withheld := _withheld(condition.read):
+        return f"its value is not printed ({withheld})"
+    said = "its value is " + _shown(value)
+    if compared_text(value) is None and (condition.equals is not None or condition.matches is not None):
+        # 49.9 under matches = "[0-9.]+" reads as a match: say why it is none.
+        kind = "fraction" if isinstance(value, float) else "list" if isinstance(value, list) else "object"
+        said += f", a JSON {kind}: equals and matches compare only a string, a whole number or true/false"
+    return said
 
 
 def _shown(value: Any) -> str:

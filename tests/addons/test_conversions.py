@@ -248,3 +248,25 @@ def test_config_requires_the_addon_and_names_missing_keys() -> None:
     with pytest.raises(ConfigError) as info:
         context('[[conversions]]\nname = "x"\npath = "/"\n')
     assert any(p.startswith("conversions[0]: missing status") for p in info.value.problems)
+
+
+def test_config_needs_stitching_before_conversions_when_both_have_rules() -> None:
+    """The pipeline runs in ``proxy.addons`` order: a conversion on the request a sign-in bound
+    a user on carries that user only when ``stitching`` ran first. Listed the other way round it
+    was accepted, and every such conversion silently lost its user."""
+    identity = """
+        [[identity.rules]]
+        name = "signup"
+        path = "/signup"
+        status = [303]
+        user_id = { form = "email" }
+    """
+    reversed_order = "[proxy]\naddons = ['identity', 'campaign', 'conversions', 'stitching']\n"
+    with pytest.raises(ConfigError) as info:
+        context(rule("value = 1", path="/signup") + identity + reversed_order)
+    assert info.value.problems == [
+        'proxy.addons: "conversions" needs "stitching" before it (a conversion on the request of a'
+        " sign-in carries the user it bound)"
+    ]
+    context(rule("value = 1", path="/signup") + reversed_order)  # no identity rules: nothing to carry
+    context(rule("value = 1", path="/signup") + identity)  # the default order

@@ -368,6 +368,13 @@ def test_no_rules_means_disabled() -> None:
         ("{ }", "identity.rules[0].user_id: set exactly one of"),
         ('{ jwt_cookie = "s" }', "identity.rules[0].user_id.key: a JWT is verified with a key"),
         ('{ jwt_cookie = "s", key = "env:K" }', "identity.rules[0].user_id.algorithm: must be one of"),
+        # Without a key nothing is verified: an algorithm there was silently ignored, and a token
+        # of any alg (none included) read, where the rule seemed to ask for that one.
+        (
+            '{ jwt_cookie = "s", verify = false, algorithm = "RS256" }',
+            "identity.rules[0].user_id.algorithm: applies only with a key: under verify = false every"
+            " token is read, whatever its alg",
+        ),
         (
             '{ jwt_cookie = "s", algorithm = "HS256", key = "inline-secret" }',
             "identity.rules[0].user_id.key: an HMAC secret is never written in the file",

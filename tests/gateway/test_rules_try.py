@@ -1052,3 +1052,101 @@ def test_a_har_written_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
     assert code == 0 and "  conversion newsletter: fired, value 1.0\n" in out
+
+
+def test_a_when_that_did_not_hold_on_a_session_cookie_or_a_key_does_not_print_it(tmp_path: Path) -> None:
+    """What is printed of a ``when`` that did not hold is the operator's to paste into a ticket:
+    a session cookie's whole value, or a request header that carries a credential (an API key),
+    is not printed, as for a capture that found nothing there; a value of another source is."""
+    rules = """
+[[identity.rules]]
+name = "session"
+path = "/api/session"
+status = [200]
+when = [{ cookie = "sessionid", matches = "abc.*" }]
+user_id = { response_json = "/user/id" }
+
+[[identity.rules]]
+name = "api-key"
+path = "/api/session"
+status = [200]
+when = [{ request_header = "X-Api-Key", equals = "public" }]
+user_id = { response_json = "/user/id" }
+
+[[identity.rules]]
+name = "key-captured"
+path = "/api/session"
+status = [200]
+when = [{ request_header = "X-Api-Key", capture = "^pk_(live)_" }]
+user_id = { response_json = "/user/id" }
+
+[[identity.rules]]
+name = "ok"
+path = "/api/session"
+status = [200]
+when = [{ response_json = "/ok", equals = "true" }]
+user_id = { response_json = "/user/id" }
+"""
+    entry = by_hand("POST", "/api/session", 200, {"size": 31, "text": '{"ok": false, "user": {"id": 7}}'})
+    entry["request"]["headers"] = [
+        {"name": "Cookie", "value": "sessionid=s3ss10n-S3CR3T; theme=dark"},
+        {"name": "X-Api-Key", "value": "sk_live_K3Y"},
+    ]
+    path = har(tmp_path, [entry])
+    for options in ((), ("--format", "json")):
+        code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path, rules)), *options)
+        assert code == 0
+        assert "S3CR3T" not in out and "sk_live_K3Y" not in out
+        assert "its value is not printed" in out
+        assert 'did not hold: its value is \\"false\\"' in out if options else ' its value is "false"' in out
+    _, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path, rules)))
+    assert out.splitlines()[1:4] == [
+        '  identity session: not fired: when[0] (cookie "sessionid" matches "abc.*") did not hold:'
+        " its value is not printed (a cookie's whole value may be a session credential)",
+        '  identity api-key: not fired: when[0] (request_header "X-Api-Key" equals "public") did not'
+        " hold: its value is not printed (the header may carry a credential)",
+        '  identity key-captured: not fired: when[0] (request_header "X-Api-Key" capture "^pk_(live)_")'
+        " did not hold: the capture found nothing",
+    ]
+
+
+def test_a_when_on_a_value_with_no_text_says_it_is_never_compared(tmp_path: Path) -> None:
+    """``equals`` and ``matches`` compare a string, a whole number or a boolean; a JSON fraction,
+    object or list is never compared. ``rules try`` said only ``its value is 49.9`` under a
+    ``matches = "[0-9.]+"``, which reads as a match, leaving the operator to guess why."""
+    rules = """
+[[conversions]]
+name = "total"
+path = "/api/orders"
+status = [201]
+when = [{ response_json = "/order/total", matches = "[0-9.]+" }]
+value = 1.0
+
+[[conversions]]
+name = "items"
+path = "/api/orders"
+status = [201]
+when = [{ response_json = "/order/items", equals = "[]" }]
+value = 1.0
+
+[[conversions]]
+name = "status"
+path = "/api/orders"
+status = [201]
+when = [{ response_json = "/order/status", equals = "paid" }]
+value = 1.0
+"""
+    body = '{"order": {"total": 49.9, "items": [], "status": "open"}}'
+    path = har(tmp_path, [by_hand("POST", "/api/orders", 201, {"size": len(body), "text": body})])
+    code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path, rules)))
+    assert code == 0
+    assert out.splitlines()[1:4] == [
+        '  conversion total: not fired: when[0] (response_json "/order/total" matches "[0-9.]+") did not'
+        " hold: its value is 49.9, a JSON fraction: equals and matches compare only a string, a whole"
+        " number or true/false",
+        '  conversion items: not fired: when[0] (response_json "/order/items" equals "[]") did not hold:'
+        " its value is [], a JSON list: equals and matches compare only a string, a whole number or"
+        " true/false",
+        '  conversion status: not fired: when[0] (response_json "/order/status" equals "paid") did not'
+        ' hold: its value is "open"',
+    ]
