@@ -253,7 +253,14 @@ class Report:
         them has says so, and lists them; one limited to a population, that none of the
         period's conversions (of that name) has a touchpoint of it. Until 2026-12-06 each said
         "no conversions in this period" over a period full of them (``--conversion purchse``,
-        a typo) and pointed at the [[conversions]] rules."""
+        a typo) and pointed at the [[conversions]] rules. An empty payouts report says that no
+        creator was clicked or credited (it said "(no rows)")."""
+        if self.name == "payouts":  # every creator clicked in the period is listed
+            population = self.meta.get("population")
+            of = "" if population is None else f" of population {population}"
+            return (
+                f"(no rows: no click{of} with a creator ID in this period, and no conversion credited to one)"
+            )
         if self.name not in NO_ROWS:
             return "(no rows)"
         names = self.meta.get("conversion_names")
