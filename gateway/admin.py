@@ -296,6 +296,11 @@ def locked_out(wait: int, logins: FailedLogins) -> str:
 
 
 _END_OF_DAY = re.compile(r"\d{4}-\d\d-\d\d[Tt]24:00(:00(\.0+)?)?(?![\d.:])")
+# A calendar date followed by anything but the date-time separator: Python's fromisoformat takes
+# any character there, so 2026-11-01Z read as midnight in the zone (the Z dropped), and
+# 2026-11-01+05:30 or 2026-11-01-05:00 as 05:30 or 05:00 there (the offset read as a time).
+_AFTER_DATE = re.compile(r"\d{4}-\d\d-\d\d[^Tt ]")
+_DATE_OFFSET = re.compile(r"\d{4}-\d\d-\d\d([Zz]|[+-]\d\d(:?\d\d)?)$")
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # event IDs (UUIDv7) count milliseconds from here
 LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
@@ -310,11 +315,27 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
     As RFC 3339 allows, ``t`` and ``z`` may be lower case; and ``24:00`` (``T24:00``,
     ``T24:00:00``, ``T24:00:00.000``) is the end of its day, the next day's midnight, as ISO
     8601 wrote it before 2019 (``until=2026-11-30T24:00``: November whole)."""
+    zoned_day = _DATE_OFFSET.match(value)
+    if zoned_day:
+        given_day, named = value[:10], getattr(zone, "key", "UTC")
+        offset = "Z" if zoned_day.group(1) in "Zz" else zoned_day.group(1)
+        at = "UTC" if offset == "Z" else f"at {offset}"
+        raise ApiError(
+            400,
+            f"{name}: a date alone is a day of attribution.timezone ({named}) and takes no offset:"
+            f" write {given_day}T00:00{offset} for midnight {at}, or {given_day} for midnight in {named},"
+            f" got {value[:100]!r}",
+        )
     try:
         if len(value) == 10:
             moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), zone)
+        elif _AFTER_DATE.match(value):  # 2026-11-01x05:30: no date-time
+            raise ValueError(value)
         else:
-            text = value.replace("Z", "+00:00").replace("z", "+00:00").replace(" ", "+", 1)
+            # A space between date and time (RFC 3339 allows it) is the T; one after the time
+            # is a + decoded from a query string (10:00:00+01:00 sent unencoded).
+            text = value[:10] + "T" + value[11:] if value[10:11] == " " else value
+            text = text.replace("Z", "+00:00").replace("z", "+00:00").replace(" ", "+", 1)
             end_of_day = _END_OF_DAY.match(text)
             if end_of_day:  # the next day's 00:00, with the offset given
                 text = text[:11] + "00" + text[13:]

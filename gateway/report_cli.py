@@ -22,6 +22,7 @@ from gateway import reporting
 from gateway.admin import ApiError, span
 from gateway.attribution import MODELS, Attribution
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.events import iso
 from gateway.openapi import DELIMITERS
 from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
@@ -328,6 +329,23 @@ async def _report(
             return await reporting.payouts(reports, Payouts(settings.options.payouts), query)
         if args.paths:
             return await reporting.paths(reports, query)
-        return await reporting.attribution(reports, query, by_day=args.timeseries)
+        report = await reporting.attribution(reports, query, by_day=args.timeseries)
     finally:
         await reports.close()
+    if not report.rows and (query.conversion is not None or query.population is not None):
+        report.meta["conversion_names"] = await _conversion_names(settings.report_path, query)
+    return report
+
+
+async def _conversion_names(path: Path, query: reporting.Query) -> list[str]:
+    """The names of the period's conversions, most frequent first: what an empty report limited
+    to one name says was recorded instead (a typo in --conversion shows as one)."""
+    reader = Reader(path)
+    await reader.open()
+    try:
+        sql = "SELECT name, count(*) FROM conversions WHERE ts >= ? AND ts < ? GROUP BY name"
+        async with reader.db.execute(sql, (iso(query.since), iso(query.until))) as cursor:
+            named = {str(name): int(n) for name, n in await cursor.fetchall()}
+    finally:
+        await reader.close()
+    return sorted(named, key=lambda name: (-named[name], name))

@@ -238,7 +238,7 @@ class Report:
                     value = cut(value, max(MIN_CUT, columns - width(f"{head}, {key} ")), ellipsis)
                 head += f", {key} {ltr_fenced(value) if fenced else value}"
         out = [head, "", line(self.columns), line(["-" * w for w in widths])]
-        out += [line(r) for r in cells] or [NO_ROWS.get(self.name, "(no rows)")]
+        out += [line(r) for r in cells] or [self.no_rows()]
         if "summary" in self.meta:
             summary = self.meta["summary"].items()  # None: nothing to average (no conversions)
             out.append(", ".join(f"{k} {'(none)' if v is None else _cell(v, k)}" for k, v in summary))
@@ -246,6 +246,38 @@ class Report:
             parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
             out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
         return "\n".join(out) + "\n"
+
+    def no_rows(self) -> str:
+        """What an empty terminal table says. When the caller read the period's conversion
+        names (``conversion_names``, most frequent first), a report limited to a name none of
+        them has says so, and lists them; one limited to a population, that none of the
+        period's conversions (of that name) has a touchpoint of it. Until 2026-12-06 each said
+        "no conversions in this period" over a period full of them (``--conversion purchse``,
+        a typo) and pointed at the [[conversions]] rules. An empty payouts report says that no
+        creator was clicked or credited (it said "(no rows)")."""
+        if self.name == "payouts":  # every creator clicked in the period is listed
+            population = self.meta.get("population")
+            of = "" if population is None else f" of population {population}"
+            return (
+                f"(no rows: no click{of} with a creator ID in this period, and no conversion credited to one)"
+            )
+        if self.name not in NO_ROWS:
+            return "(no rows)"
+        names = self.meta.get("conversion_names")
+        if not names:  # not read, or none recorded at all
+            return NO_ROWS[self.name]
+        conversion, population = self.meta.get("conversion"), self.meta.get("population")
+        if conversion is not None and conversion not in names:
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            recorded = ", ".join(repr(n) for n in names[:5]) + more
+            return f"(no rows: no conversion named {conversion!r} in this period; recorded in it: {recorded})"
+        if population is not None:
+            named = "" if conversion is None else f" named {conversion!r}"
+            return (
+                f"(no rows: no conversion{named} in this period has a touchpoint of population"
+                f" {population} in its lookback window)"
+            )
+        return NO_ROWS[self.name]
 
 
 NO_ROWS = dict.fromkeys(

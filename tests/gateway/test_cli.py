@@ -606,6 +606,58 @@ def test_report_of_a_period_without_conversions_says_so(tmp_path: Path) -> None:
         assert done.stdout.splitlines()[4] == said, done.stdout
 
 
+def test_an_empty_report_of_a_conversion_name_or_population_says_which(tmp_path: Path) -> None:
+    """A period full of purchases, asked for a name none has (a typo) or a population none of
+    its conversions reached: until 2026-12-06 each said "no conversions in this period" and
+    pointed at the [[conversions]] rules, sending the analyst to check the wrong thing."""
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, EVENTS)
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    for extra, said in [
+        (
+            ("--conversion", "purchse"),
+            "(no rows: no conversion named 'purchse' in this period; recorded in it: 'purchase')",
+        ),
+        (
+            ("--population", "no_consent", "--timeseries"),
+            "(no rows: no conversion in this period has a touchpoint of population no_consent in its"
+            " lookback window)",
+        ),
+        (
+            ("--conversion", "purchase", "--population", "no_consent"),
+            "(no rows: no conversion named 'purchase' in this period has a touchpoint of population"
+            " no_consent in its lookback window)",
+        ),
+    ]:
+        done = gateway("report", "-c", str(cfg), *period, *extra)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[4] == said, done.stdout
+    # A period with no conversion at all still says so, whatever it is limited to.
+    done = gateway(
+        "report", "-c", str(cfg), "--since", "2027-01-01", "--until", "2027-02-01", "--conversion", "x"
+    )
+    assert done.stdout.splitlines()[4].startswith("(no rows: no conversions in this period;"), done.stdout
+
+
+def test_an_empty_payouts_report_says_no_creator_was_clicked_or_credited(tmp_path: Path) -> None:
+    """Payouts list every creator clicked or credited in the period: until 2026-12-06 a period
+    with none printed a bare "(no rows)"."""
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, EVENTS)
+    done = gateway("report", "-c", str(cfg), "--payouts", "--since", "2027-01-01", "--until", "2027-02-01")
+    assert done.stdout.splitlines()[4] == (
+        "(no rows: no click with a creator ID in this period, and no conversion credited to one)"
+    ), done.stdout
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    done = gateway("report", "-c", str(cfg), "--payouts", *period, "--population", "no_consent")
+    assert done.stdout.splitlines()[4] == (
+        "(no rows: no click of population no_consent with a creator ID in this period, and no"
+        " conversion credited to one)"
+    ), done.stdout
+
+
 def test_report_prints_attribution_payouts_and_exports(tmp_path: Path) -> None:
     from tests.gateway.test_reports_api import EVENTS
 

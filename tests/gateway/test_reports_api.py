@@ -480,6 +480,35 @@ async def test_24_is_only_the_end_of_a_day(gw: RunningGateway, given: str) -> No
     assert body["error"].startswith("until: expected an ISO 8601 date or date-time")
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        # A date with an offset: the Z was dropped (midnight in the zone, not UTC's), and
+        # +05:30 or -05:00 read as 05:30 or 05:00 in the zone, the offset taken for a time.
+        ("2026-11-01Z", "write 2026-11-01T00:00Z for midnight UTC, or 2026-11-01 for midnight in UTC"),
+        ("2026-11-01z", "write 2026-11-01T00:00Z for midnight UTC"),
+        ("2026-11-01+05:30", "write 2026-11-01T00:00+05:30 for midnight at +05:30"),
+        ("2026-11-01-05:00", "write 2026-11-01T00:00-05:00 for midnight at -05:00"),
+        # Any other character between date and time was taken for the T.
+        ("2026-11-01x05:30", "expected an ISO 8601 date or date-time"),
+        ("2026-11-01_05:30", "expected an ISO 8601 date or date-time"),
+    ],
+)
+async def test_a_date_with_an_offset_or_an_odd_separator_is_400_not_misread(
+    gw: RunningGateway, given: str, said: str
+) -> None:
+    body = await get(gw, "/api/attribution", 400, since=given, until="2026-12-01")
+    assert body["error"].startswith("since: ") and said in body["error"], body["error"]
+    assert repr(given) in body["error"]
+
+
+async def test_a_space_between_date_and_time_is_the_t(gw: RunningGateway) -> None:
+    """RFC 3339 allows it; and a + offset sent unencoded arrives as a space after the time."""
+    for given in ("2026-11-01 05:30", "2026-11-01 05:30 00:00", "2026-11-01T05:30 00:00"):
+        body = await get(gw, "/api/attribution", since=given, until="2026-12-01")
+        assert body["since"] == "2026-11-01T05:30:00Z", given
+
+
 def test_an_unknown_report_time_zone_is_a_config_error_naming_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(None, text='[attribution]\ntimezone = "Mars/Olympus"\n', environ=ENV)
