@@ -20,8 +20,12 @@ decodes them) and the response's headers as a multidict, one Set-Cookie each. Ow
 logged by key (mitmdump then exits); keys only ``gateway run`` reads, set, are named in one
 warning (``RUN_ONLY``). SIGHUP reloads the config as ``gateway run`` does (``reload``:
 ``gateway.reload``'s live settings, a new chain for new flows), heard from ``load`` on: one
-before the store is open waits for it. The only module in ``addons/`` that
-imports mitmproxy; nothing else imports this one.
+before the store is open waits for it. mitmproxy runs this file again when it changes (its
+script watcher): the old instance ends once the flows it began have (``done``), keeping the new
+instance's SIGHUP handler and log levels, and hands it the cookieless salt; the new one reads
+the config again and opens its own store; a flow's state from request to response lives in
+``addons.mitm_shared``, imported once, so whichever instance gets its response finds it. The only
+module in ``addons/`` that imports mitmproxy; nothing else imports this one.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from mitmproxy import http as mhttp
 from mitmproxy.proxy import mode_specs
 from multidict import CIMultiDict
 
+from addons import mitm_shared as shared
 from addons.campaign import host_of
 from gateway import reserved
 from gateway.codings import content_codings, decoded_layers
@@ -282,14 +287,27 @@ def restart_keys_here(old: Settings, new: Settings) -> list[str]:
 
 
 class _State:
-    __slots__ = ("commits", "ex", "pipeline", "seen")
+    """A flow's state from its request to its response, in ``shared.FLOWS``: the instance its
+    response hooks reach may be a newer one than its request's (a hot reload between)."""
+
+    __slots__ = ("commits", "ex", "owner", "pipeline", "seen", "store")
 
     def __init__(
-        self, ex: Exchange, seen: int, commits: list[asyncio.Future[None]], pipeline: Pipeline
+        self,
+        ex: Exchange,
+        seen: int,
+        commits: list[asyncio.Future[None]],
+        pipeline: Pipeline,
+        store: LocalStore,
+        owner: object,
     ) -> None:
         self.ex, self.seen, self.commits = ex, seen, commits
         self.pipeline = pipeline
         """The chain the request ran through: its response goes through it too, reload or not."""
+        self.store = store
+        """The store of the instance that saw the request: its response's events go there too."""
+        self.owner = owner
+        """That instance: on a hot reload it closes its chain and store after its last flow."""
 
 
 class GatewayAddon:
@@ -300,7 +318,6 @@ class GatewayAddon:
         self.metrics = Metrics()
         self.pipeline: Pipeline | None = None
         self.store: LocalStore | None = None
-        self._flows: dict[str, _State] = {}
         self._ready = asyncio.Event()
         """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
         self._loud_at = float("-inf")
@@ -320,13 +337,21 @@ class GatewayAddon:
         """A SIGHUP came before the store was open: one reload follows once it is."""
         self._levels: dict[str, int] | None = None
         """The loggers' levels before ``log.level`` was applied, restored at ``done``."""
+        self._started: asyncio.Future[None] | None = None
+        self._reloaded = False
+        """This instance replaces one that mitmproxy's script watcher unloaded (a hot reload)."""
 
     def load(self, loader: Any) -> None:
         loader.add_option("gateway_config", str, "gateway.toml", "tracking-gateway config file (TOML)")
         # mitmdump loads its scripts inside its running loop: SIGHUP is heard from here on, not
         # only once the store is open (until 2026-12-05 one sent while mitmdump started ended it,
         # the signal's default); one that comes before ``running`` is applied once it is open.
+        # After a hot reload this handler replaces the old instance's, which no longer removes it.
         self._listen()
+        handed, shared.handed = shared.handed, None
+        self._reloaded = handed is not None
+        if handed is not None:
+            self.salt, self.notices, self._levels = handed
 
     def _listen(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no loop, no signals (Windows)
@@ -391,10 +416,23 @@ class GatewayAddon:
         self.public_scheme, _, self.public_host = self.public_origin.partition("://")
         self.wait_commit = settings.options.storage.durability == "commit"
 
-    async def running(self) -> None:
+    def running(self) -> asyncio.Future[None]:
+        """Not ``async def``: a script loaded while mitmdump runs (a hot reload) gets ``running``
+        from mitmproxy's sync path, which refuses a coroutine function. mitmproxy awaits what
+        this returns at start-up; on a hot reload it runs on its own, requests wait for it."""
+        self._started = asyncio.ensure_future(self._running())
+        return self._started
+
+    async def _running(self) -> None:
         from mitmproxy import ctx
 
         if self.settings is None or self.pipeline is None:
+            if self._reloaded:  # at start-up mitmdump exits; here it would serve on untracked
+                log.error(
+                    "gateway: %s: script reloaded with a config that has problems (above): requests"
+                    " go to the site untracked; fix the file, then save the script again or restart mitmdump",
+                    ctx.options.gateway_config,
+                )
             return  # the config failed; mitmdump is exiting
         store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
         try:
@@ -411,6 +449,13 @@ class GatewayAddon:
         # ended mitmdump at once, without ``done``: the events still queued under
         # ``storage.durability = "async"`` were lost, and a unit's ExecReload stopped the host.
         self._listen()  # heard since ``load`` in mitmdump; a host that loaded us off its loop
+        if self._reloaded:
+            log.info(
+                "gateway: %s: script reloaded: %s read again, new requests go through the new"
+                " script; the gateway package is as mitmdump started (restart it for a code upgrade)",
+                __file__,
+                self.config_path,
+            )
         if self._hup_waiting:
             self._hup_waiting = False
             self._hangup()
@@ -468,13 +513,35 @@ class GatewayAddon:
     async def _retire(self, pipeline: Pipeline) -> None:
         """The chain a reload replaced ends (its key file watchers, GeoIP readers) once no flow
         that began in it is still waiting for its response."""
-        while any(state.pipeline is pipeline for state in self._flows.values()):
+        while any(state.pipeline is pipeline for state in shared.FLOWS.values()):
             await asyncio.sleep(1.0)
         self._retiring.discard(pipeline)
         await pipeline.done()
 
-    async def done(self) -> None:
+    def done(self) -> asyncio.Future[None]:
+        """Not ``async def``, as ``running``: on a hot reload mitmproxy's script watcher calls it
+        from its sync path (a coroutine function stopped the watcher: the edit never applied).
+        At shutdown mitmproxy awaits what this returns; on a hot reload it runs on its own (its
+        end awaited at shutdown by the instance then loaded): it waits for the flows this
+        instance began, then closes chain and store as at shutdown, SIGHUP left to the new one."""
+        reloaded = _unloaded(self)
+        ending = asyncio.ensure_future(self._done(reloaded))
+        if reloaded:
+            shared.handed = (self.salt, self.notices, self._levels)
+            shared.ENDING.add(ending)
+            ending.add_done_callback(shared.ENDING.discard)
+        return ending
+
+    async def _done(self, reloaded: bool) -> None:
         self._stopping = True
+        if self._started is not None:
+            await asyncio.wait([self._started])  # a store still opening is closed below
+        if reloaded:
+            try:
+                while any(state.owner is self for state in shared.FLOWS.values()):
+                    await asyncio.sleep(0.1)
+            except asyncio.CancelledError:
+                pass  # mitmdump stops: closed now, as at shutdown, what is queued stored
         async with self._reloading:  # a reload under way ends first
             for task in list(self._tasks):
                 task.cancel()
@@ -487,9 +554,15 @@ class GatewayAddon:
         if self.store is not None:
             await self.store.close()
             self.store = None
+        if reloaded:
+            return  # the log levels (its ``log.level`` applied) and SIGHUP are the new instance's
         if self._levels is not None:
             restore_levels(self._levels)
             self._levels = None
+        # The instances a hot reload replaced: stored before this one exits.
+        for ending in list(shared.ENDING):
+            ending.cancel()
+        await asyncio.gather(*shared.ENDING, return_exceptions=True)
         # Only now: SIGHUP's default action ends the process, what is left of it once stored.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
@@ -545,7 +618,7 @@ class GatewayAddon:
             req = flow.request
             ex.request_body = read_body(req.raw_content, req.headers, ex.want_request_body)
         commits = [self.store.submit(ex.events)] if ex.events else []
-        self._flows[flow.id] = _State(ex, len(ex.events), commits, pipeline)
+        shared.FLOWS[flow.id] = _State(ex, len(ex.events), commits, pipeline, self.store, self)
         if ex.reply is not None:
             reply = ex.reply
             flow.response = made(reply.status, reply.body, reply.headers)
@@ -607,32 +680,41 @@ class GatewayAddon:
     async def responseheaders(self, flow: mhttp.HTTPFlow) -> None:
         """The response's headers are in and not yet sent (mitmproxy emulates this hook for a
         reply set in ``request`` too): the only moment a streamed body can still get our cookie."""
-        state = self._flows.get(flow.id)
+        state = shared.FLOWS.get(flow.id)
         if state is None or flow.response is None:
             return
         if state.ex.want_response_body and state.ex.reply is None and not flow.response.stream:
             return  # a rule reads the body: the response hook runs the chain once it is in
-        await self._respond(flow, self._flows.pop(flow.id))
+        await self._respond(flow, state)
 
     async def response(self, flow: mhttp.HTTPFlow) -> None:
         """The whole response is in (a buffered one): the chain runs now for a flow whose
         rules read its body; the visitor gets nothing before this returns."""
-        state = self._flows.pop(flow.id, None)
+        state = shared.FLOWS.get(flow.id)
         if state is not None and flow.response is not None:
             resp = flow.response
             cap = state.ex.want_response_body
             state.ex.response_body = read_body(resp.raw_content, resp.headers, cap)
             await self._respond(flow, state)
+        shared.FLOWS.pop(flow.id, None)
 
     async def _respond(self, flow: mhttp.HTTPFlow, state: _State) -> None:
-        if flow.response is None or self.store is None:
+        """The response through the flow's chain; the flow stays in ``shared.FLOWS`` until this
+        ends: its chain and store stay open (``_retire``, a hot reload's ``done``) until then."""
+        try:
+            await self._respond_in(flow, state)
+        finally:
+            shared.FLOWS.pop(flow.id, None)
+
+    async def _respond_in(self, flow: mhttp.HTTPFlow, state: _State) -> None:
+        if flow.response is None or not state.store.accepting:
             return
         ex = state.ex
         ex.response = ResponseView(flow.response.status_code, response_headers(flow.response.headers))
         await state.pipeline.response(ex)
         if len(ex.events) > state.seen:
             new: list[Event] = ex.events[state.seen :]
-            state.commits.append(self.store.submit(new))
+            state.commits.append(state.store.submit(new))
         if ex.reply is None:
             self._public_locations(flow, ex.request)
         if ex.set_cookies and shared_cacheable(flow.response.headers.get_all("cache-control")):
@@ -660,7 +742,7 @@ class GatewayAddon:
 
     def error(self, flow: mhttp.HTTPFlow) -> None:
         """The upstream failed: the events were submitted already; forget the flow."""
-        self._flows.pop(flow.id, None)
+        shared.FLOWS.pop(flow.id, None)
 
     async def _confirm(self, commits: list[asyncio.Future[None]]) -> None:
         """Wait (bounded by the store) for this flow's events; never fail the flow over it."""
@@ -675,6 +757,17 @@ class GatewayAddon:
             except Exception as err:
                 self.metrics.events_unconfirmed.labels("store_error").inc()
                 log.warning("events not stored (%s); the page was served anyway", err)
+
+
+def _unloaded(addon: GatewayAddon) -> bool:
+    """``done`` comes from mitmproxy's script watcher (the file changed: a hot reload), not
+    from a shutdown: mitmdump is not exiting and ``addon`` is out of its chain already."""
+    from mitmproxy import ctx
+
+    try:
+        return not ctx.master.should_exit.is_set() and addon not in ctx.master.addons
+    except AttributeError:  # no mitmproxy master: not mitmproxy's script watcher either
+        return False
 
 
 addons = [GatewayAddon()]

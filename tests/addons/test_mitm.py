@@ -616,16 +616,17 @@ async def mitmdump_process(
     config_file: Path,
     confdir: Path,
     extra: tuple[str, ...] = (),
+    script: Path = SCRIPT,
 ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     """``mitmdump``, yielding its process too (its output on ``stdout``); ``extra``: its
     arguments instead of ``-q`` (which keeps its errors only, whatever ``termlog_verbosity``
-    says). It imports this checkout's code, as the script it runs is this checkout's: the
-    installed package may be another's."""
+    says); ``script``: the file it runs (a copy, to edit under it). It imports this checkout's
+    code, as the script it runs is this checkout's: the installed package may be another's."""
     port = free_port()
     root = str(SCRIPT.parents[1])
     path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "mitmdump"), "--mode", f"reverse:{upstream}", "-s", str(SCRIPT),
+        str(Path(sys.executable).parent / "mitmdump"), "--mode", f"reverse:{upstream}", "-s", str(script),
         "--set", f"gateway_config={config_file}", "--set", f"confdir={confdir}",
         "--set", "stream_large_bodies=1",  # every body streamed: the cookie must go with the headers
         "--listen-host", "127.0.0.1", "--listen-port", str(port), *(extra or ("-q",)),
@@ -795,6 +796,206 @@ async def test_sighup_reloads_the_config_and_mitmdump_keeps_serving(
     assert statuses == [(200, None), (302, "/landing?a=1"), (302, "/landing?a=1")]
     stored = await asyncio.to_thread(rows, tmp_path / "mitm.db", "SELECT source, node FROM touchpoints")
     assert sorted(stored) == [("before", "test"), ("refused", "test"), ("reloaded", "test")]
+
+
+def held_site() -> tuple[web.Application, asyncio.Event, asyncio.Event]:
+    """A site answering "ok": at ``/slow`` only once ``release`` is set (``arrived`` set as the
+    request comes), to hold a flow in flight."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def page(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            arrived.set()
+            await asyncio.wait_for(release.wait(), 60)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return app, arrived, release
+
+
+def script_copy(tmp_path: Path) -> Path:
+    """A copy of the script for mitmdump to run, to edit under it."""
+    script = tmp_path / "script" / "mitm.py"
+    script.parent.mkdir()
+    script.write_bytes(SCRIPT.read_bytes())
+    return script
+
+
+def touched(script: Path, text: str | None = None) -> None:
+    """``script``'s mtime moved on (its text replaced by ``text`` first): mitmproxy's watcher (it
+    looks once a second) reloads it."""
+    when = script.stat().st_mtime + 10
+    if text is not None:
+        script.write_text(text)
+    os.utime(script, (when, when))
+
+
+VERBOSE = ("--set", "termlog_verbosity=info", "--set", "flow_detail=0")
+
+
+@pytest.mark.parametrize("durability", ["commit", "async"])
+async def test_an_edited_script_is_reloaded_and_a_landing_in_flight_is_kept(
+    tmp_path: Path, secrets: None, upstream_server: Any, durability: str
+) -> None:
+    """mitmproxy reloads a ``-s`` script whose file changed (a deploy, an editor saving it):
+    the old instance ends once its flows have (a landing held in flight across the switch
+    still gets its cookie and its row), the new one reads the config again and serves new
+    requests, and so again at the next edit; a SIGHUP right after the switch, or once the old
+    instance has ended, reloads the config, never ends mitmdump. Until 2026-12-06 the old
+    instance's ``async def done`` stopped mitmproxy's script watcher without a word: the edit
+    and every later one never applied."""
+    app, arrived, release = held_site()
+    origin = await upstream_server(app)
+    script = await asyncio.to_thread(script_copy, tmp_path)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", f'durability = "{durability}"\n')
+    text = await asyncio.to_thread(toml.read_text)
+    seen: list[tuple[str, int, bool]] = []
+    async with (
+        mitmdump_process(origin, toml, tmp_path / "mitmconf", extra=VERBOSE, script=script) as (url, process),
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+    ):
+
+        async def landing(source: str, path: str = "/landing") -> None:
+            async with session.get(f"{url}{path}?utm_source={source}&a=1", allow_redirects=False) as resp:
+                seen.append((source, resp.status, "Set-Cookie" in resp.headers))
+
+        lines = await said(process, "Loading script")
+        await landing("before")
+        held = asyncio.create_task(landing("inflight", "/slow"))
+        await asyncio.wait_for(arrived.wait(), 30)
+        await asyncio.to_thread(toml.write_text, text + '[proxy]\nstrip = "redirect"\n')
+        await asyncio.to_thread(touched, script)
+        lines += await said(process, "Loading script")
+        process.send_signal(signal.SIGHUP)  # the new instance starting, the old one ending
+        lines += await said(process, "script reloaded")
+        lines += await said(process, "config reloaded")
+        release.set()
+        await asyncio.wait_for(held, 60)
+        await landing("after")
+        await asyncio.sleep(1)  # the old instance, its last flow ended, closes its chain and store
+        process.send_signal(signal.SIGHUP)  # and left the new one's handler in place
+        lines += await said(process, "config reloaded")
+        await asyncio.to_thread(touched, script)
+        lines += await said(process, "script reloaded")
+        await landing("again")
+    assert process.returncode == 0
+    assert process.stdout is not None
+    lines += (await process.stdout.read()).decode().splitlines()
+    assert not [line for line in lines if "rror" in line or "Traceback" in line], lines
+    assert seen == [
+        ("before", 200, True),
+        ("inflight", 200, True),
+        ("after", 302, True),
+        ("again", 302, True),
+    ]
+    stored = await asyncio.to_thread(rows, tmp_path / "mitm.db", "SELECT source FROM touchpoints")
+    assert sorted(stored) == [("after",), ("again",), ("before",), ("inflight",)]
+
+
+async def test_a_script_reload_keeps_the_cookieless_salt_and_names_a_config_with_problems(
+    tmp_path: Path, secrets: None, upstream_server: Any
+) -> None:
+    """The instance a script reload starts keys cookieless visitors with the day's salt the old
+    one drew (a new salt would make each a new visitor), as a SIGHUP reload does; a config
+    with problems found at a script reload is logged by key, and that requests now go to the
+    site untracked, in one error line; a script that does not load leaves them untracked too,
+    and the next one that does keeps the salt."""
+    app, _, _ = held_site()
+    origin = await upstream_server(app)
+    script = await asyncio.to_thread(script_copy, tmp_path)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", '[identity]\nmode = "cookieless"\n')
+    async with (
+        mitmdump_process(origin, toml, tmp_path / "mitmconf", extra=VERBOSE, script=script) as (url, process),
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+    ):
+
+        async def landing(source: str) -> None:
+            headers = {"User-Agent": "Firefox"}
+            async with session.get(f"{url}/landing?utm_source={source}", headers=headers) as resp:
+                assert resp.status == 200
+
+        await said(process, "Loading script")
+        await landing("before")
+        await asyncio.to_thread(touched, script)
+        await said(process, "script reloaded")
+        await landing("after")
+        text = await asyncio.to_thread(toml.read_text)
+        await asyncio.to_thread(toml.write_text, text + "bogus = 1\n")
+        await asyncio.to_thread(touched, script)
+        lines = await said(process, "untracked")
+        await landing("untracked")
+        code = await asyncio.to_thread(script.read_text)
+        await asyncio.to_thread(touched, script, code + "\n)(\n")  # saved half-way
+        await said(process, "error in script")
+        await landing("broken")
+        await asyncio.to_thread(toml.write_text, text)
+        await asyncio.to_thread(touched, script, code)
+        await said(process, "script reloaded")
+        await landing("fixed")
+    assert any("identity.bogus: unknown key" in line for line in lines), lines
+    assert "requests go to the site untracked" in lines[-1]
+    sql = "SELECT source, visitor_key FROM touchpoints"
+    stored = await asyncio.to_thread(rows, tmp_path / "mitm.db", sql)
+    assert sorted(source for source, _ in stored) == ["after", "before", "fixed"]
+    assert len({key for _, key in stored}) == 1
+
+
+async def test_log_level_holds_after_a_script_reload(
+    tmp_path: Path, secrets: None, upstream_server: Any
+) -> None:
+    """The instance a script reload replaced leaves ``log.level`` as the new one applied it:
+    ending after the new one started, it put back the levels from before mitmdump's start."""
+    app, _, _ = held_site()
+    origin = await upstream_server(app)
+    script = await asyncio.to_thread(script_copy, tmp_path)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", '[log]\nlevel = "warning"\n')
+    mitm = mitmdump_process(origin, toml, tmp_path / "mitmconf", extra=VERBOSE, script=script)
+    async with mitm as (url, process):
+        await said(process, "Loading script")
+        await asyncio.to_thread(touched, script)
+        await said(process, "Loading script")
+        await asyncio.sleep(1.5)  # the old instance has ended
+        # An info line of the gateway's (``refused a request``), under ``log.level = "warning"``.
+        assert (await raw_get(url, "/landing?" + "a" * 10_000)).startswith(b"HTTP/1.1 414")
+        text = await asyncio.to_thread(toml.read_text)
+        await asyncio.to_thread(toml.write_text, text + "bogus = 1\n")
+        process.send_signal(signal.SIGHUP)
+        lines = await said(process, "reload refused")
+    assert not [line for line in lines if "refused a request" in line], lines
+
+
+async def test_mitmdump_stopping_while_a_replaced_script_waits_for_its_flow_stores_its_queue(
+    tmp_path: Path, secrets: None, upstream_server: Any
+) -> None:
+    """mitmdump stops while the instance a script reload replaced still waits for a flow in
+    flight: its store is closed (what it queued written, ``durability = "async"``) before
+    mitmdump exits, not left open to the end of the process."""
+    app, arrived, release = held_site()
+    origin = await upstream_server(app)
+    script = await asyncio.to_thread(script_copy, tmp_path)
+    extra = 'durability = "async"\nbatch_wait_ms = 1000\n'  # queued a while
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", extra)
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,  # open as mitmdump stops
+        mitmdump_process(origin, toml, tmp_path / "mitmconf", extra=VERBOSE, script=script) as (url, process),
+    ):
+        await said(process, "Loading script")
+        async with session.get(f"{url}/landing?utm_source=before") as resp:
+            assert resp.status == 200
+        held = asyncio.create_task(session.get(f"{url}/slow?utm_source=inflight"))
+        await asyncio.wait_for(arrived.wait(), 30)
+        await asyncio.to_thread(touched, script)
+        await said(process, "script reloaded")
+        async with session.get(f"{url}/landing?utm_source=after") as resp:
+            assert resp.status == 200
+    release.set()
+    await asyncio.gather(held, return_exceptions=True)  # mitmdump ended before its answer
+    assert process.returncode == 0
+    stored = await asyncio.to_thread(rows, tmp_path / "mitm.db", "SELECT source FROM touchpoints")
+    assert sorted(stored) == [("after",), ("before",), ("inflight",)]
+    # Both stores closed: the last connection's close folds the WAL into the file and removes it.
+    assert not await asyncio.to_thread((tmp_path / "mitm.db-wal").exists)
 
 
 async def test_a_sighup_while_mitmdump_starts_is_one_reload_once_the_store_is_open(
