@@ -243,6 +243,20 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
 # -- JSON lines -----------------------------------------------------------------------------
 
 
+def _decode_log_json(raw: bytes) -> Any:
+    """A json-lines log line. nginx's ``escape=json`` writes a byte above 0x7F as it came, so a
+    Latin-1 User-Agent or Referer makes a line that is JSON but not UTF-8: it is read with such
+    bytes as U+FFFD, as a combined line is (a target holding one is then refused, as live)."""
+    try:
+        return decode_json(raw)
+    except msgspec.DecodeError:
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            return decode_json(raw.decode("utf-8", "replace").encode())
+        raise
+
+
 def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, bytes], list[Item]]:
     """A JSON-lines parser with ``overrides`` (field → JSON pointer, "" unmaps) over the defaults."""
     pointers = {name: parse_pointer(p) for name, p in {**JSON_FIELDS, **overrides}.items() if p}
@@ -262,7 +276,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
         try:
             # A number beyond a double (1e400, 5,000 digits) in any field, valid JSON, read as
             # a Segment line's is: until 2026-12-05 the line was skipped as "not valid JSON".
-            doc = decode_json(raw)
+            doc = _decode_log_json(raw)
         except (msgspec.DecodeError, ValueError):
             return [Skip(number, "not valid JSON")]
         except RecursionError:  # [[[[…]]]] thousands deep

@@ -471,3 +471,28 @@ def test_a_lower_case_method_on_a_request_line_is_skipped_saying_why_in_both_for
         assert json_lines(2, msgspec.json.encode(doc)) == [Skip(2, METHOD_CASE, f": {method!r}")]
         [line] = json_lines(2, msgspec.json.encode({"time": 1740823200, "method": method, "uri": "/"}))
         assert isinstance(line, Line) and line.method == "GET"
+
+
+def test_a_json_line_with_bytes_not_utf8_is_read_as_a_combined_line_is() -> None:
+    """nginx's ``escape=json`` writes a byte above 0x7F as it came: a Latin-1 User-Agent or
+    Referer makes the line valid JSON but not UTF-8. It was skipped whole as "not valid JSON",
+    the visit's campaign with it, where the same request in a combined log is imported (the
+    byte read as U+FFFD); a raw byte in the target is still refused, as live."""
+    json_lines = json_parser("gw_vid", {})
+    raw = (
+        b'{"time": "2026-11-20T10:00:00Z", "method": "GET", "uri": "/?utm_source=news",'
+        b' "user_agent": "Mozilla/5.0 Caf\xe9Browser", "referer": "https://ex.example/caf\xe9",'
+        b' "remote_addr": "2001:db8::5"}'
+    )
+    [line] = json_lines(4, raw)
+    assert isinstance(line, Line) and line.target == "/?utm_source=news"
+    assert line.user_agent == "Mozilla/5.0 Caf\ufffdBrowser" and line.raw == raw
+    [combined] = parse(
+        4,
+        b'2001:db8::5 - - [20/Nov/2026:10:00:00 +0000] "GET /?utm_source=news'
+        b' HTTP/1.1" 200 5 "-" "Mozilla/5.0 Caf\xe9Browser"',
+    )
+    assert isinstance(combined, Line) and combined.user_agent == line.user_agent
+    [skip] = json_lines(4, b'{"time": 1, "method": "GET", "uri": "/caf\xe9"}')
+    assert isinstance(skip, Skip) and skip.reason.endswith(RAW_BYTES)
+    assert json_lines(4, b'{"time": 1, "uri": "/p" \xe9') == [Skip(4, "not valid JSON")]
