@@ -211,8 +211,8 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
         request = split_request(request_line)
         if request in (NOT_A_METHOD, METHOD_CASE):
             return [Skip(number, request, f": {request_line.partition(' ')[0][:40]!r}")]
-        if isinstance(request, str):
-            return [Skip(number, request)]
+        if isinstance(request, str):  # shown: nginx's "-" (no request came) tells itself apart
+            return [Skip(number, request, f": {request_line[:40]!r}")]
         if not m[5].isascii():  # ``\d`` is any script's digit: ``٢٠٠`` read as 200
             return [Skip(number, NOT_A_STATUS, f": {m[5]!r}")]
         client = client_of(m[2])
@@ -297,7 +297,9 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
             if request in (NOT_A_METHOD, METHOD_CASE):
                 return [Skip(number, request, f": {text(doc, 'request').partition(' ')[0][:40]!r}")]
             if isinstance(request, str):
-                return [Skip(number, "method/uri: missing (and no readable request line)")]
+                logged = text(doc, "request")
+                shown = f": {logged[:40]!r}" if logged else ""
+                return [Skip(number, "method/uri: missing (and no readable request line)", shown)]
             method, uri, authority = request
         elif not uri.startswith("/"):
             return [Skip(number, "uri: not a path", f": {uri[:40]!r}")]

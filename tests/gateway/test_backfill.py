@@ -93,7 +93,7 @@ async def test_combined_log_through_the_chain(tmp_path: Path, compress: bool) ->
     assert summary.examples == [
         "access.log:5: not a combined-log line",
         "access.log:6: unreadable time [31/Foo/2025:11:00:00 +0100]",
-        "access.log:7: unreadable request line",
+        "access.log:7: unreadable request line: '\\x16\\x03\\x01'",
     ]
     rendered = summary.render()
     assert "access.log:5: not a combined-log line" in rendered and "touchpoints:" in rendered

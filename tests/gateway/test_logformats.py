@@ -353,7 +353,8 @@ def test_a_json_line_with_a_value_no_request_has_is_skipped_as_a_combined_one_is
         ("1.2.3.4 G E T 200", "unreadable request line"),
     ):
         client, *method, status = line.split(" ")
-        assert parse(3, combined.format(client, " ".join(method), status).encode()) == [Skip(3, reason)]
+        [skip] = parse(3, combined.format(client, " ".join(method), status).encode())
+        assert isinstance(skip, Skip) and skip.reason == reason
     assert parse(3, combined.format("300.1.1.1", "GET", "200").encode()) == [
         Skip(3, NOT_AN_ADDRESS, ": '300.1.1.1'")
     ]
@@ -496,3 +497,19 @@ def test_a_json_line_with_bytes_not_utf8_is_read_as_a_combined_line_is() -> None
     [skip] = json_lines(4, b'{"time": 1, "method": "GET", "uri": "/caf\xe9"}')
     assert isinstance(skip, Skip) and skip.reason.endswith(RAW_BYTES)
     assert json_lines(4, b'{"time": 1, "uri": "/p" \xe9') == [Skip(4, "not valid JSON")]
+
+
+def test_an_unreadable_request_line_is_shown_in_the_first_skips() -> None:
+    """A skipped request line was named only by its reason, where the first five show every
+    other skip's value: nginx's ``"-"`` (a connection closed before sending a request, a 400 or
+    408, by the thousand in a busy log) and a TLS handshake sent to the plain port
+    (``\\x16\\x03\\x01``) read alike, and the operator opened the log to tell them apart."""
+    line = '203.0.113.5 - - [10/Dec/2025:00:00:00 +0000] "{}" 400 0 "-" "-"'
+    for request, shown in (("-", "'-'"), (r"\x16\x03\x01", r"'\x16\x03\x01'"), ("PRI * HTTP/2.0", None)):
+        [skip] = parse(3, line.format(request).encode())
+        assert isinstance(skip, Skip) and skip.detail == f": {shown or repr(request)}", request
+    json_lines = json_parser("gw_vid", {})
+    assert json_lines(3, b'{"time": 1, "request": "G E T /"}') == [
+        Skip(3, "method/uri: missing (and no readable request line)", ": 'G E T /'")
+    ]
+    assert json_lines(3, b'{"time": 1}') == [Skip(3, "method/uri: missing (and no readable request line)")]
