@@ -77,6 +77,17 @@ request, status, referer, agent, extra."""
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
 _FIRST_QUOTED = re.compile(rf"\s*{_Q}")
 _SIGNED = re.compile(r"v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}")
+_QUOTE_OR_ESCAPE = re.compile(r'\\.|"')
+CUT = "cut short: a quoted field is not closed (a line truncated: a syslog size limit, a crash)"
+"""Why a combined line is skipped whose Referer, User-Agent or a field after them opens a quote
+that never closes: the rest of the line is missing, and read it would be a request that logged
+no referrer and no agent (a referral lost, a touchpoint blocked as ``empty_agent``). nginx and
+Apache escape a quote inside a field (``\\x22``, ``\\"``), so the format's own come in pairs."""
+
+
+def _cut(extra: str) -> bool:
+    """Whether the text after the status and size opens a quoted field it does not close."""
+    return '"' in extra and _QUOTE_OR_ESCAPE.findall(extra).count('"') % 2 == 1
 
 
 def _unescape(text: str) -> str:
@@ -219,6 +230,8 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
         if client is None:
             return [Skip(number, NOT_AN_ADDRESS, f": {m[2][:40]!r}")]
         host, referer, agent, extra = m[1] or "", m[6] or "", m[7] or "", m[8]
+        if extra and _cut(extra):
+            return [Skip(number, CUT)]
         return [
             Line(
                 number,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.history import Line, Record, Skip, parse_any_time, parse_clf_time
 from gateway.logformats import (
+    CUT,
     METHOD_CASE,
     NESTED,
     NOT_A_METHOD,
@@ -513,3 +514,24 @@ def test_an_unreadable_request_line_is_shown_in_the_first_skips() -> None:
         Skip(3, "method/uri: missing (and no readable request line)", ": 'G E T /'")
     ]
     assert json_lines(3, b'{"time": 1}') == [Skip(3, "method/uri: missing (and no readable request line)")]
+
+
+def test_a_combined_line_cut_inside_a_quoted_field_is_skipped() -> None:
+    """A line cut short inside its Referer or User-Agent (syslog's size limit, a crash before
+    the log was compressed, whose last line is then read) was read as a request that logged
+    neither: its referral lost and the touchpoint blocked as ``empty_agent``, silently. It is
+    skipped as cut; whole lines with fields after the agent, or none, still read."""
+    start = '203.0.113.5 - - [10/Dec/2025:00:00:00 +0000] "GET /?utm_source=x HTTP/1.1" 200 157'
+    cuts = (' "https://www.google.com/" "Mozilla/5.0 (Win', ' "https://www.goo', ' "-" "UA" "10.0.0.1, 1')
+    for cut in cuts:
+        [skip] = parse(3, (start + cut).encode())
+        assert isinstance(skip, Skip) and skip.reason == CUT, cut
+    for whole in (
+        "",
+        ' "-" "UA"',
+        ' "-" "UA \\"quoted\\" x"',
+        ' "-" "UA" "10.0.0.1" rt=0.003',
+        ' "https://r/"',
+    ):
+        [line] = parse(3, (start + whole).encode())
+        assert isinstance(line, Line), whole
