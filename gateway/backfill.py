@@ -43,6 +43,15 @@ from gateway.sources import MISSING, SourceMap, compile_source, resolve
 PAGE_EXTENSIONS = frozenset({"html", "htm", "php", "asp", "aspx", "jsp", "cfm", "shtml"})
 """A logged path whose last segment has no extension, or one of these, counts as a page load."""
 MAX_EXAMPLES = 5
+NO_AGENT = (
+    "  no user agent: not one line logged a User-Agent, so every touchpoint was judged empty_agent"
+    " and blocked, and no report counts it (attribution.verdicts). A json-lines log that keeps it"
+    " under another name needs --field user_agent=POINTER (nginx's is /http_user_agent; its Referer"
+    " /http_referer): try it with --dry-run, since a line imported stays as it was stored (importing"
+    " it again adds nothing); a log format without it (Apache's common) cannot tell visitors from bots"
+)
+"""What the summary says when no logged request had a User-Agent: a json-lines field not where
+the mapping points (nginx names it ``http_user_agent``), or a log format without one."""
 _TABLE_NAMES = {"touchpoints": "touchpoints", "identities": "bindings", "conversions": "conversions"}
 
 
@@ -86,6 +95,10 @@ class Summary:
     """Lines whose client address is their logged X-Forwarded-For's (the peer a trusted proxy)."""
     unbelieved: int = 0
     """Lines that logged an X-Forwarded-For from a peer that is not a trusted proxy."""
+    requests: int = 0
+    """Logged requests replayed, and of them ``with_agent`` logged a User-Agent: none of them
+    did, every touchpoint was blocked as ``empty_agent``, and the summary says why."""
+    with_agent: int = 0
 
     def skip(self, where: str, number: int, reason: str, detail: str = "") -> None:
         """One skipped line, counted by ``reason``; ``detail`` (its value) shown in the first few."""
@@ -143,6 +156,8 @@ class Summary:
         if self.examples:
             out.append("  first skipped:")
             out.extend(f"    {example}" for example in self.examples)
+        if self.requests and not self.with_agent:
+            out.append(NO_AGENT)
         if self.new_rows is None:
             out.append("  dry run: nothing was written")
         return "\n".join(out)
@@ -378,6 +393,10 @@ class Replayed:
     skips: list[Skip] = field(default_factory=list)
     forwarded: int = 0
     unbelieved: int = 0
+    requests: int = 0
+    """Logged requests replayed (not Segment calls)."""
+    with_agent: int = 0
+    """Of those, the ones that logged a User-Agent."""
 
 
 async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -> Replayed:
@@ -410,6 +429,8 @@ async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -
             if opted_out := replayer.opted_out(item):
                 skips.append(Skip(item.number, opted_out))
                 continue
+            out.requests += 1
+            out.with_agent += bool(item.user_agent)
             ip = replayer.client(item)
             if ip != item.ip:
                 out.forwarded += 1

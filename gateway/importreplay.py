@@ -186,6 +186,8 @@ async def _account(
         unread += skip.reason == UNENDED
     summary.forwarded += replayed.forwarded
     summary.unbelieved += replayed.unbelieved
+    summary.requests += replayed.requests
+    summary.with_agent += replayed.with_agent
     events, erased = writer.erased.keep(replayed.events)
     summary.erased += erased
     events, expired = writer.expired(events)

@@ -77,6 +77,17 @@ request, status, referer, agent, extra."""
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
 _FIRST_QUOTED = re.compile(rf"\s*{_Q}")
 _SIGNED = re.compile(r"v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}")
+_QUOTE_OR_ESCAPE = re.compile(r'\\.|"')
+CUT = "cut short: a quoted field is not closed (a line truncated: a syslog size limit, a crash)"
+"""Why a combined line is skipped whose Referer, User-Agent or a field after them opens a quote
+that never closes: the rest of the line is missing, and read it would be a request that logged
+no referrer and no agent (a referral lost, a touchpoint blocked as ``empty_agent``). nginx and
+Apache escape a quote inside a field (``\\x22``, ``\\"``), so the format's own come in pairs."""
+
+
+def _cut(extra: str) -> bool:
+    """Whether the text after the status and size opens a quoted field it does not close."""
+    return '"' in extra and _QUOTE_OR_ESCAPE.findall(extra).count('"') % 2 == 1
 
 
 def _unescape(text: str) -> str:
@@ -211,14 +222,16 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
         request = split_request(request_line)
         if request in (NOT_A_METHOD, METHOD_CASE):
             return [Skip(number, request, f": {request_line.partition(' ')[0][:40]!r}")]
-        if isinstance(request, str):
-            return [Skip(number, request)]
+        if isinstance(request, str):  # shown: nginx's "-" (no request came) tells itself apart
+            return [Skip(number, request, f": {request_line[:40]!r}")]
         if not m[5].isascii():  # ``\d`` is any script's digit: ``٢٠٠`` read as 200
             return [Skip(number, NOT_A_STATUS, f": {m[5]!r}")]
         client = client_of(m[2])
         if client is None:
             return [Skip(number, NOT_AN_ADDRESS, f": {m[2][:40]!r}")]
         host, referer, agent, extra = m[1] or "", m[6] or "", m[7] or "", m[8]
+        if extra and _cut(extra):
+            return [Skip(number, CUT)]
         return [
             Line(
                 number,
@@ -243,6 +256,20 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
 # -- JSON lines -----------------------------------------------------------------------------
 
 
+def _decode_log_json(raw: bytes) -> Any:
+    """A json-lines log line. nginx's ``escape=json`` writes a byte above 0x7F as it came, so a
+    Latin-1 User-Agent or Referer makes a line that is JSON but not UTF-8: it is read with such
+    bytes as U+FFFD, as a combined line is (a target holding one is then refused, as live)."""
+    try:
+        return decode_json(raw)
+    except msgspec.DecodeError:
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            return decode_json(raw.decode("utf-8", "replace").encode())
+        raise
+
+
 def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, bytes], list[Item]]:
     """A JSON-lines parser with ``overrides`` (field → JSON pointer, "" unmaps) over the defaults."""
     pointers = {name: parse_pointer(p) for name, p in {**JSON_FIELDS, **overrides}.items() if p}
@@ -262,7 +289,7 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
         try:
             # A number beyond a double (1e400, 5,000 digits) in any field, valid JSON, read as
             # a Segment line's is: until 2026-12-05 the line was skipped as "not valid JSON".
-            doc = decode_json(raw)
+            doc = _decode_log_json(raw)
         except (msgspec.DecodeError, ValueError):
             return [Skip(number, "not valid JSON")]
         except RecursionError:  # [[[[…]]]] thousands deep
@@ -283,7 +310,9 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
             if request in (NOT_A_METHOD, METHOD_CASE):
                 return [Skip(number, request, f": {text(doc, 'request').partition(' ')[0][:40]!r}")]
             if isinstance(request, str):
-                return [Skip(number, "method/uri: missing (and no readable request line)")]
+                logged = text(doc, "request")
+                shown = f": {logged[:40]!r}" if logged else ""
+                return [Skip(number, "method/uri: missing (and no readable request line)", shown)]
             method, uri, authority = request
         elif not uri.startswith("/"):
             return [Skip(number, "uri: not a path", f": {uri[:40]!r}")]

@@ -93,7 +93,7 @@ async def test_combined_log_through_the_chain(tmp_path: Path, compress: bool) ->
     assert summary.examples == [
         "access.log:5: not a combined-log line",
         "access.log:6: unreadable time [31/Foo/2025:11:00:00 +0100]",
-        "access.log:7: unreadable request line",
+        "access.log:7: unreadable request line: '\\x16\\x03\\x01'",
     ]
     rendered = summary.render()
     assert "access.log:5: not a combined-log line" in rendered and "touchpoints:" in rendered
@@ -2087,3 +2087,38 @@ async def test_skips_are_counted_by_reason_not_by_the_lines_value(tmp_path: Path
     summary = await run_import(settings, [log], "json-lines", host="shop.example", workers=workers)
     assert summary.skipped == {"uri: not a path": 30}
     assert summary.examples[0] == "j.log:1: uri: not a path: 'p0'"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_log_in_which_no_line_logged_a_user_agent_is_said_so(tmp_path: Path, workers: int) -> None:
+    """nginx's JSON log formats name the fields as its variables (``http_user_agent``,
+    ``http_referer``), not as the default mapping reads them: every line was imported as a
+    touchpoint blocked as ``empty_agent``, which no report counts, and the summary said nothing
+    (an Apache ``common`` log alike). It now says why, and what to map; a log whose lines logged
+    a User-Agent, even some of them, says nothing of it."""
+    settings = make_settings(tmp_path)
+    nginx = [
+        {"time": f"2025-03-01T10:00:0{i}+00:00", "remote_addr": f"203.0.113.{i}", "status": "200",
+         "request": f"GET /?utm_source=s{i} HTTP/1.1", "http_user_agent": UA,
+         "http_referer": "https://www.google.com/"}
+        for i in range(4)
+    ]  # fmt: skip
+    text = "\n".join(json.dumps(line) for line in nginx)
+    log = await asyncio.to_thread(write, tmp_path / "access.jsonl", text)
+    summary = await run_import(settings, [log], "json-lines", host="shop.example", workers=workers)
+    assert summary.events["touchpoints"] == 4 and "no user agent: not one line" in summary.render()
+    assert "--field user_agent=POINTER (nginx's is /http_user_agent" in summary.render()
+    assert await query(settings, "SELECT DISTINCT verdict, reasons FROM touchpoints") == [
+        ("block", '["empty_agent"]')
+    ]
+    fields = {"user_agent": "/http_user_agent"}
+    mapped = await run_import(settings, [log], "json-lines", host="shop.example", fields=fields, dry_run=True)
+    assert "no user agent" not in mapped.render()
+    common = '203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /?utm_source=c HTTP/1.1" 200 5'
+    log = await asyncio.to_thread(write, tmp_path / "common.log", common)
+    assert "no user agent" in (await run_import(settings, [log], "combined", host="shop.example")).render()
+    some = f'{common} "-" "-"\n{common.replace("=c", "=d")} "-" "{UA}"'
+    log = await asyncio.to_thread(write, tmp_path / "some.log", some)
+    assert (
+        "no user agent" not in (await run_import(settings, [log], "combined", host="shop.example")).render()
+    )

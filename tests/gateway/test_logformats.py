@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.history import Line, Record, Skip, parse_any_time, parse_clf_time
 from gateway.logformats import (
+    CUT,
     METHOD_CASE,
     NESTED,
     NOT_A_METHOD,
@@ -353,7 +354,8 @@ def test_a_json_line_with_a_value_no_request_has_is_skipped_as_a_combined_one_is
         ("1.2.3.4 G E T 200", "unreadable request line"),
     ):
         client, *method, status = line.split(" ")
-        assert parse(3, combined.format(client, " ".join(method), status).encode()) == [Skip(3, reason)]
+        [skip] = parse(3, combined.format(client, " ".join(method), status).encode())
+        assert isinstance(skip, Skip) and skip.reason == reason
     assert parse(3, combined.format("300.1.1.1", "GET", "200").encode()) == [
         Skip(3, NOT_AN_ADDRESS, ": '300.1.1.1'")
     ]
@@ -471,3 +473,65 @@ def test_a_lower_case_method_on_a_request_line_is_skipped_saying_why_in_both_for
         assert json_lines(2, msgspec.json.encode(doc)) == [Skip(2, METHOD_CASE, f": {method!r}")]
         [line] = json_lines(2, msgspec.json.encode({"time": 1740823200, "method": method, "uri": "/"}))
         assert isinstance(line, Line) and line.method == "GET"
+
+
+def test_a_json_line_with_bytes_not_utf8_is_read_as_a_combined_line_is() -> None:
+    """nginx's ``escape=json`` writes a byte above 0x7F as it came: a Latin-1 User-Agent or
+    Referer makes the line valid JSON but not UTF-8. It was skipped whole as "not valid JSON",
+    the visit's campaign with it, where the same request in a combined log is imported (the
+    byte read as U+FFFD); a raw byte in the target is still refused, as live."""
+    json_lines = json_parser("gw_vid", {})
+    raw = (
+        b'{"time": "2026-11-20T10:00:00Z", "method": "GET", "uri": "/?utm_source=news",'
+        b' "user_agent": "Mozilla/5.0 Caf\xe9Browser", "referer": "https://ex.example/caf\xe9",'
+        b' "remote_addr": "2001:db8::5"}'
+    )
+    [line] = json_lines(4, raw)
+    assert isinstance(line, Line) and line.target == "/?utm_source=news"
+    assert line.user_agent == "Mozilla/5.0 Caf\ufffdBrowser" and line.raw == raw
+    [combined] = parse(
+        4,
+        b'2001:db8::5 - - [20/Nov/2026:10:00:00 +0000] "GET /?utm_source=news'
+        b' HTTP/1.1" 200 5 "-" "Mozilla/5.0 Caf\xe9Browser"',
+    )
+    assert isinstance(combined, Line) and combined.user_agent == line.user_agent
+    [skip] = json_lines(4, b'{"time": 1, "method": "GET", "uri": "/caf\xe9"}')
+    assert isinstance(skip, Skip) and skip.reason.endswith(RAW_BYTES)
+    assert json_lines(4, b'{"time": 1, "uri": "/p" \xe9') == [Skip(4, "not valid JSON")]
+
+
+def test_an_unreadable_request_line_is_shown_in_the_first_skips() -> None:
+    """A skipped request line was named only by its reason, where the first five show every
+    other skip's value: nginx's ``"-"`` (a connection closed before sending a request, a 400 or
+    408, by the thousand in a busy log) and a TLS handshake sent to the plain port
+    (``\\x16\\x03\\x01``) read alike, and the operator opened the log to tell them apart."""
+    line = '203.0.113.5 - - [10/Dec/2025:00:00:00 +0000] "{}" 400 0 "-" "-"'
+    for request, shown in (("-", "'-'"), (r"\x16\x03\x01", r"'\x16\x03\x01'"), ("PRI * HTTP/2.0", None)):
+        [skip] = parse(3, line.format(request).encode())
+        assert isinstance(skip, Skip) and skip.detail == f": {shown or repr(request)}", request
+    json_lines = json_parser("gw_vid", {})
+    assert json_lines(3, b'{"time": 1, "request": "G E T /"}') == [
+        Skip(3, "method/uri: missing (and no readable request line)", ": 'G E T /'")
+    ]
+    assert json_lines(3, b'{"time": 1}') == [Skip(3, "method/uri: missing (and no readable request line)")]
+
+
+def test_a_combined_line_cut_inside_a_quoted_field_is_skipped() -> None:
+    """A line cut short inside its Referer or User-Agent (syslog's size limit, a crash before
+    the log was compressed, whose last line is then read) was read as a request that logged
+    neither: its referral lost and the touchpoint blocked as ``empty_agent``, silently. It is
+    skipped as cut; whole lines with fields after the agent, or none, still read."""
+    start = '203.0.113.5 - - [10/Dec/2025:00:00:00 +0000] "GET /?utm_source=x HTTP/1.1" 200 157'
+    cuts = (' "https://www.google.com/" "Mozilla/5.0 (Win', ' "https://www.goo', ' "-" "UA" "10.0.0.1, 1')
+    for cut in cuts:
+        [skip] = parse(3, (start + cut).encode())
+        assert isinstance(skip, Skip) and skip.reason == CUT, cut
+    for whole in (
+        "",
+        ' "-" "UA"',
+        ' "-" "UA \\"quoted\\" x"',
+        ' "-" "UA" "10.0.0.1" rt=0.003',
+        ' "https://r/"',
+    ):
+        [line] = parse(3, (start + whole).encode())
+        assert isinstance(line, Line), whole
