@@ -101,6 +101,34 @@ async def test_unreachable_upstream_public_admin_and_missing_secret(tmp_path: Pa
     assert "fix:" in out and "Traceback" not in out
 
 
+async def test_an_upstream_that_takes_the_connection_but_never_answers_is_not_called_unreachable(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """A site that is up but stuck (it accepts, it never answers) was "unreachable: timed out",
+    fix "start the site": the operator went looking for a site that was not running."""
+    release = asyncio.Event()
+
+    async def stuck(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.router.add_get("/", stuck)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = await asyncio.to_thread(_config, tmp_path, upstream)
+    try:
+        code, out = await doctor(cfg)
+    finally:
+        release.set()
+    assert code == 1, out
+    assert (
+        f"[FAIL] upstream {upstream} took the connection but did not answer HEAD / within 2 s (--timeout)\n"
+        "         fix: the site runs but is stuck or too slow: look at its log and load, "
+        "or give it longer with --timeout\n"
+    ) in out, out
+    assert "unreachable" not in out and "start the site" not in out
+
+
 async def test_an_admin_listener_said_public_on_purpose_is_a_warning(tmp_path: Path) -> None:
     """The container's config (``admin.allow_public = true``, every interface inside the
     container) made doctor fail, though the gateway runs it as meant."""
