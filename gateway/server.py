@@ -663,6 +663,17 @@ async def serve(
         # within the one grace period (then cancel them); the proxy's then closes the store: its
         # writer commits everything queued first (an admin write after that answers 503).
         await asyncio.gather(*(runner.cleanup() for runner in (proxy_runner, admin_runner) if runner))
+        for key, runner in (("proxy.listen", proxy_runner), ("admin.listen", admin_runner)):
+            cut = runner.cut_off if isinstance(runner, Runner) else 0
+            if cut:  # else the visitors' broken connections at a deploy are a mystery in the log
+                log.warning(
+                    "%d request(s) on %s still running when proxy.shutdown_grace (%g s) ran out "
+                    "were cut off, their connections closed",
+                    cut,
+                    key,
+                    grace,
+                    extra={"cut_off": cut, "key": key},
+                )
         log.info("stopped", extra={"unconfirmed": _unconfirmed(gw.metrics)})
 
 
