@@ -354,6 +354,28 @@ async def check_upstream(settings: Settings, timeout: float) -> Check:
             "(a host that is down, or a firewall dropping packets)",
             "start the site or correct proxy.upstream",
         )
+    except aiohttp.ClientConnectorCertificateError as err:
+        cert = err.certificate_error
+        why = getattr(cert, "verify_message", "") or getattr(cert, "reason", "") or str(cert)
+        return Check(
+            "FAIL",
+            f"upstream {upstream}: the TLS certificate of {err.host}:{err.port} is not trusted: {why}",
+            "give the site a certificate a public CA signed, or point SSL_CERT_FILE in the "
+            "gateway's environment at the CA that signed it",
+        )
+    except aiohttp.ClientConnectorSSLError as err:
+        if getattr(err.os_error, "reason", None) == "WRONG_VERSION_NUMBER":
+            return Check(
+                "FAIL",
+                f"upstream {upstream}: {err.host}:{err.port} does not answer in TLS",
+                "it likely speaks plain HTTP there: write proxy.upstream with http://, or name its TLS port",
+            )
+        return Check(
+            "FAIL",
+            f"upstream {upstream}: TLS with {err.host}:{err.port} failed: "
+            f"{getattr(err.os_error, 'reason', None) or err.os_error}",
+            "check the site's TLS setup, or correct proxy.upstream",
+        )
     except (aiohttp.ClientError, OSError) as err:
         return Check(
             "FAIL",
@@ -369,7 +391,7 @@ def _unreachable(err: BaseException) -> str:
     2026-12-05) spoke of TLS to a plain ``http://`` site and never said "refused"."""
     import aiohttp
 
-    if isinstance(err, aiohttp.ClientConnectorError) and not isinstance(err, aiohttp.ClientSSLError):
+    if isinstance(err, aiohttp.ClientConnectorError):  # its TLS failures are told in check_upstream
         where, cause = f"{err.host}:{err.port}", err.os_error
         if isinstance(cause, ConnectionRefusedError):
             return f"connection refused: nothing listens on {where}"
