@@ -42,7 +42,7 @@ from gateway.daysalt import DaySalt
 from gateway.inbound import Inbound
 from gateway.keys import Keys, key_check
 from gateway.lockout import LOGINS_KEY
-from gateway.logs import set_level
+from gateway.logs import ACCESS_LOGGER, set_level
 from gateway.metrics import Metrics
 from gateway.notices import Notices
 from gateway.options import parse_listen, unresolvable
@@ -134,7 +134,7 @@ def handler_args(settings: Settings) -> dict[str, Any]:
         # A visitor who hangs up cancels their handler: the upstream request stops at once.
         "handler_cancellation": True,
         "access_log_class": PrivateAccessLogger,
-        "access_log": logging.getLogger("gateway.access") if proxy.access_log else None,
+        "access_log": logging.getLogger(ACCESS_LOGGER) if proxy.access_log else None,
     }
 
 

@@ -50,6 +50,30 @@ def test_setup_logging_level_and_formats() -> None:
     assert second.endswith("INFO gateway.t: plain")
 
 
+async def test_the_access_log_is_written_under_a_quieter_log_level(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """``proxy.access_log = true`` with ``log.level = "warning"`` (the gateway's own info lines
+    quieted) wrote no access line at all, and said nothing of it."""
+    upstream = await upstream_server(web.Application())  # type: ignore[operator]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = 1\naccess_log = true\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\n[log]\nlevel = "warning"\n',
+    )
+    gw = await GatewayProcess.start(cfg)
+    try:
+        async with aiohttp.ClientSession() as session, session.get(gw.proxy + "/nothing/here") as resp:
+            assert resp.status == 404
+        line = await gw.wait_log(lambda r: r["logger"] == "gateway.access", timeout=10)
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert line["msg"].startswith("GET /nothing/here 404 "), line
+    assert not [r for r in gw.logs() if r["level"] == "info" and r["logger"] != "gateway.access"]
+
+
 async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_server: object) -> None:
     async def login(request: web.Request) -> web.Response:
         await request.post()
