@@ -323,13 +323,60 @@ async def check_upstream(settings: Settings, timeout: float) -> Check:
             "proxy.upstream is empty: the built-in demo origin is served",
             'set proxy.upstream to your site, an origin like "http://127.0.0.1:8000"',
         )
+    connected = False
+
+    async def on_connected(*_: object) -> None:
+        nonlocal connected
+        connected = True
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(on_connected)
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False) as session,
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False, trace_configs=[trace]
+            ) as session,
             session.head(upstream + "/", allow_redirects=False) as resp,
         ):
             status = resp.status
-    except (aiohttp.ClientError, TimeoutError, OSError) as err:
+    except TimeoutError:
+        if connected:  # the site is there: "unreachable" and "start the site" sent the operator astray
+            return Check(
+                "FAIL",
+                f"upstream {upstream} took the connection but did not answer HEAD / "
+                f"within {timeout:g} s (--timeout)",
+                "the site runs but is stuck or too slow: look at its log and load, "
+                "or give it longer with --timeout",
+            )
+        return Check(
+            "FAIL",
+            f"upstream {upstream} unreachable: no connection within {timeout:g} s "
+            "(a host that is down, or a firewall dropping packets)",
+            "start the site or correct proxy.upstream",
+        )
+    except aiohttp.ClientConnectorCertificateError as err:
+        cert = err.certificate_error
+        why = getattr(cert, "verify_message", "") or getattr(cert, "reason", "") or str(cert)
+        return Check(
+            "FAIL",
+            f"upstream {upstream}: the TLS certificate of {err.host}:{err.port} is not trusted: {why}",
+            "give the site a certificate a public CA signed, or point SSL_CERT_FILE in the "
+            "gateway's environment at the CA that signed it",
+        )
+    except aiohttp.ClientConnectorSSLError as err:
+        if getattr(err.os_error, "reason", None) == "WRONG_VERSION_NUMBER":
+            return Check(
+                "FAIL",
+                f"upstream {upstream}: {err.host}:{err.port} does not answer in TLS",
+                "it likely speaks plain HTTP there: write proxy.upstream with http://, or name its TLS port",
+            )
+        return Check(
+            "FAIL",
+            f"upstream {upstream}: TLS with {err.host}:{err.port} failed: "
+            f"{getattr(err.os_error, 'reason', None) or err.os_error}",
+            "check the site's TLS setup, or correct proxy.upstream",
+        )
+    except (aiohttp.ClientError, OSError) as err:
         return Check(
             "FAIL",
             f"upstream {upstream} unreachable: {_unreachable(err)}",
@@ -344,9 +391,7 @@ def _unreachable(err: BaseException) -> str:
     2026-12-05) spoke of TLS to a plain ``http://`` site and never said "refused"."""
     import aiohttp
 
-    if isinstance(err, TimeoutError):
-        return "timed out"
-    if isinstance(err, aiohttp.ClientConnectorError) and not isinstance(err, aiohttp.ClientSSLError):
+    if isinstance(err, aiohttp.ClientConnectorError):  # its TLS failures are told in check_upstream
         where, cause = f"{err.host}:{err.port}", err.os_error
         if isinstance(cause, ConnectionRefusedError):
             return f"connection refused: nothing listens on {where}"

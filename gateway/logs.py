@@ -21,6 +21,8 @@ import msgspec
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """A text line: every command's but ``gateway run``'s with ``log.format = "json"``."""
+ACCESS_LOGGER = "gateway.access"
+"""The logger of ``proxy.access_log``'s lines, written whatever ``log.level`` (``set_level``)."""
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _encode = msgspec.json.Encoder()
 
@@ -87,6 +89,9 @@ def set_level(level: str | int) -> None:
     logging.getLogger("aiohttp.server").setLevel(max(root.level, logging.ERROR))
     # Every SQL statement with its parameters, twice: not even worth making the records.
     logging.getLogger("aiosqlite").setLevel(max(root.level, logging.INFO))
+    # The access log is asked for on its own (``proxy.access_log``), and its lines are info:
+    # under ``log.level = "warning"`` it was on and wrote nothing, without a word.
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
 
 
 def set_own_level(level: str) -> dict[str, int]:

@@ -137,7 +137,7 @@ class _Handler(web.RequestHandler):
             async with asyncio.timeout(timeout):
                 await self._handler_waiter
         except TimeoutError:
-            pass
+            self.listener.cut_off += 1  # said in the log once the listener is closed
         finally:
             self._handler_waiter = None
         await super().shutdown(CUT_OFF)
@@ -175,6 +175,8 @@ class _Server(web.Server):
     json_paths: Callable[[str], bool] | None = None
     headers: Mapping[str, str] = {}
     counted: Callable[[], None] | None = None
+    cut_off = 0
+    """Requests still running when the stop's grace was over, cut off (``_Handler.shutdown``)."""
     _loud_at = float("-inf")
 
     def __call__(self) -> web.RequestHandler:
@@ -312,6 +314,12 @@ class Runner(web.AppRunner):
         self.public, self.json_paths, self.headers = public, json_paths, headers or {}
         self.counted = counted
         self.handler = handler
+        self.made: _Server | None = None
+
+    @property
+    def cut_off(self) -> int:
+        """Requests this listener cut off at its stop, when ``shutdown_timeout`` was over."""
+        return self.made.cut_off if self.made is not None else 0
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -328,5 +336,6 @@ class Runner(web.AppRunner):
         )
         made.public, made.json_paths, made.headers = self.public, self.json_paths, self.headers
         made.counted = self.counted
+        self.made = made
         made.request_handler = made.refusals(handler)  # before any connection
         return made

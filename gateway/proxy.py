@@ -754,9 +754,13 @@ class ProxyHost:
             kind, status = "internal", 502
         self.metrics.upstream_errors.labels(kind).inc()
         self.metrics.requests.labels(f"upstream_{kind}").inc()
-        self._upstream_failed_log[kind](
-            "upstream %s for %s %s: %s", kind, request.method, request.path, described(err)
-        )
+        why = described(err)
+        if kind == "timeout":  # which of the two to raise, if the site is only slow
+            why += (
+                f" (proxy.connect_timeout = {self.pool.connect_timeout:g} s to connect, "
+                f"proxy.read_timeout = {self.pool.read_timeout:g} s of the site's silence)"
+            )
+        self._upstream_failed_log[kind]("upstream %s for %s %s: %s", kind, request.method, request.path, why)
         return pages.error_page(status)
 
     def _public_location(

@@ -42,7 +42,7 @@ from gateway.daysalt import DaySalt
 from gateway.inbound import Inbound
 from gateway.keys import Keys, key_check
 from gateway.lockout import LOGINS_KEY
-from gateway.logs import set_level
+from gateway.logs import ACCESS_LOGGER, set_level
 from gateway.metrics import Metrics
 from gateway.notices import Notices
 from gateway.options import parse_listen, unresolvable
@@ -134,7 +134,7 @@ def handler_args(settings: Settings) -> dict[str, Any]:
         # A visitor who hangs up cancels their handler: the upstream request stops at once.
         "handler_cancellation": True,
         "access_log_class": PrivateAccessLogger,
-        "access_log": logging.getLogger("gateway.access") if proxy.access_log else None,
+        "access_log": logging.getLogger(ACCESS_LOGGER) if proxy.access_log else None,
     }
 
 
@@ -663,6 +663,17 @@ async def serve(
         # within the one grace period (then cancel them); the proxy's then closes the store: its
         # writer commits everything queued first (an admin write after that answers 503).
         await asyncio.gather(*(runner.cleanup() for runner in (proxy_runner, admin_runner) if runner))
+        for key, runner in (("proxy.listen", proxy_runner), ("admin.listen", admin_runner)):
+            cut = runner.cut_off if isinstance(runner, Runner) else 0
+            if cut:  # else the visitors' broken connections at a deploy are a mystery in the log
+                log.warning(
+                    "%d request(s) on %s still running when proxy.shutdown_grace (%g s) ran out "
+                    "were cut off, their connections closed",
+                    cut,
+                    key,
+                    grace,
+                    extra={"cut_off": cut, "key": key},
+                )
         log.info("stopped", extra={"unconfirmed": _unconfirmed(gw.metrics)})
 
 

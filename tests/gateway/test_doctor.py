@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from gateway.ids import uuid7
 from storage.migrate import migrations
 from storage.roundlock import lock_path
 from tests.conftest import ENV, make_settings
+from tests.gateway.test_upstream import self_signed
 from tests.storage.test_sync_lock import held_by_a_process
 
 
@@ -99,6 +101,75 @@ async def test_unreachable_upstream_public_admin_and_missing_secret(tmp_path: Pa
         f"[warn] geo.country_db: {tmp_path / 'missing.mmdb'} does not exist: geo lookups will be off" in out
     )
     assert "fix:" in out and "Traceback" not in out
+
+
+async def test_an_upstream_that_takes_the_connection_but_never_answers_is_not_called_unreachable(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """A site that is up but stuck (it accepts, it never answers) was "unreachable: timed out",
+    fix "start the site": the operator went looking for a site that was not running."""
+    release = asyncio.Event()
+
+    async def stuck(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.router.add_get("/", stuck)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = await asyncio.to_thread(_config, tmp_path, upstream)
+    try:
+        code, out = await doctor(cfg)
+    finally:
+        release.set()
+    assert code == 1, out
+    assert (
+        f"[FAIL] upstream {upstream} took the connection but did not answer HEAD / within 2 s (--timeout)\n"
+        "         fix: the site runs but is stuck or too slow: look at its log and load, "
+        "or give it longer with --timeout\n"
+    ) in out, out
+    assert "unreachable" not in out and "start the site" not in out
+
+
+async def test_an_upstream_whose_tls_fails_says_why_not_unreachable(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """TLS to a plain-HTTP site, or to a certificate no CA the gateway trusts signed, were
+    "unreachable: Cannot connect to host … ssl:default [[SSL: …]]", fix "start the site": the
+    site runs; it is the scheme, or the certificate, to fix."""
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    plain = (await upstream_server(app)).replace("http://", "https://")  # type: ignore[operator]
+    cert_file, key_file = await asyncio.to_thread(self_signed, tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    await asyncio.to_thread(context.load_cert_chain, cert_file, key_file)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    untrusted = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        await asyncio.to_thread((tmp_path / "a").mkdir)
+        code, out = await doctor(await asyncio.to_thread(_config, tmp_path / "a", plain))
+        assert code == 1, out
+        host = plain.removeprefix("https://")
+        assert (
+            f"[FAIL] upstream {plain}: {host} does not answer in TLS\n"
+            "         fix: it likely speaks plain HTTP there: write proxy.upstream with http://, "
+            "or name its TLS port\n"
+        ) in out, out
+        await asyncio.to_thread((tmp_path / "b").mkdir)
+        code, out = await doctor(await asyncio.to_thread(_config, tmp_path / "b", untrusted))
+        assert code == 1, out
+        host = untrusted.removeprefix("https://")
+        assert (
+            f"[FAIL] upstream {untrusted}: the TLS certificate of {host} is not trusted: "
+            "self-signed certificate\n"
+            "         fix: give the site a certificate a public CA signed, or point SSL_CERT_FILE "
+            "in the gateway's environment at the CA that signed it\n"
+        ) in out, out
+    finally:
+        await runner.cleanup()
 
 
 async def test_an_admin_listener_said_public_on_purpose_is_a_warning(tmp_path: Path) -> None:

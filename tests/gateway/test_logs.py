@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from gateway.logs import JsonFormatter, Throttled, setup_logging
-from tests.conftest import ENV, SECRET, TOKEN
+from tests.conftest import ENV, SECRET, TOKEN, GatewayFactory
 from tests.gatewayproc import GatewayProcess
 
 CLIENT_IP = "203.0.113.77"
@@ -48,6 +48,30 @@ def test_setup_logging_level_and_formats() -> None:
     first, second = out.getvalue().splitlines()
     assert json.loads(first)["msg"] == "kept" and json.loads(first)["n"] == 3
     assert second.endswith("INFO gateway.t: plain")
+
+
+async def test_the_access_log_is_written_under_a_quieter_log_level(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """``proxy.access_log = true`` with ``log.level = "warning"`` (the gateway's own info lines
+    quieted) wrote no access line at all, and said nothing of it."""
+    upstream = await upstream_server(web.Application())  # type: ignore[operator]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = 1\naccess_log = true\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\n[log]\nlevel = "warning"\n',
+    )
+    gw = await GatewayProcess.start(cfg)
+    try:
+        async with aiohttp.ClientSession() as session, session.get(gw.proxy + "/nothing/here") as resp:
+            assert resp.status == 404
+        line = await gw.wait_log(lambda r: r["logger"] == "gateway.access", timeout=10)
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert line["msg"].startswith("GET /nothing/here 404 "), line
+    assert not [r for r in gw.logs() if r["level"] == "info" and r["logger"] != "gateway.access"]
 
 
 async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_server: object) -> None:
@@ -158,6 +182,34 @@ async def test_an_upstream_failure_is_logged_in_words_not_a_python_repr(tmp_path
         assert "Error(" not in line and "ConnectionKey" not in line, line
     connects = [r["msg"] for r in gw.logs() if r["msg"].startswith("upstream connect for")]
     assert connects == [page["msg"]], connects  # then at most one per 10 s, with the count held back
+
+
+async def test_an_upstream_timeout_names_the_timeouts_to_raise(
+    start_gateway: GatewayFactory, upstream_server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line "upstream timeout for GET /slow: no answer in time" left the operator to guess which
+    timeout ran out, and how long it was: the line names both keys with their values."""
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    site = await upstream_server(app)  # type: ignore[operator]
+    gw = await start_gateway(site, "[proxy]\nread_timeout = 0.5\nconnect_timeout = 4\n")
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.proxy"):
+            async with gw.session.get(gw.proxy.make_url("/slow?utm_source=x")) as resp:
+                assert resp.status == 504
+    finally:
+        release.set()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("upstream timeout")]
+    assert said == [
+        "upstream timeout for GET /slow: no answer in time (proxy.connect_timeout = 4 s to connect, "
+        "proxy.read_timeout = 0.5 s of the site's silence)"
+    ], said
 
 
 def test_a_throttled_line_says_how_many_it_held_back(caplog: pytest.LogCaptureFixture) -> None:

@@ -111,6 +111,7 @@ async def test_sigterm_finishes_in_flight_refuses_new_and_stores_the_touchpoint(
         release.set()
         await gw.kill()
     assert await asyncio.to_thread(_sources, tmp_path / "gw.db") == ["inflight"]
+    assert not [r for r in gw.logs() if "cut_off" in r], "a request that finished was not cut off"
     assert "Traceback" not in "".join(gw.stderr)
 
 
@@ -143,6 +144,18 @@ async def test_sigterm_gives_the_admin_listener_the_same_grace(
     finally:
         await gw.kill()
     assert "Traceback" not in "".join(gw.stderr)
+    _said_cut_off(gw, "admin.listen", "1 s")
+
+
+def _said_cut_off(gw: GatewayProcess, key: str, grace: str) -> None:
+    """The log says a request was cut off at the stop, and on which listener: a visitor's (or an
+    analyst's) broken connection at a deploy left no trace in it."""
+    said = [r for r in gw.logs() if "cut_off" in r]
+    assert [(r["level"], r["key"], r["cut_off"]) for r in said] == [("warning", key, 1)], said
+    assert said[0]["msg"] == (
+        f"1 request(s) on {key} still running when proxy.shutdown_grace ({grace}) ran out "
+        "were cut off, their connections closed"
+    )
 
 
 async def test_sigterm_closes_open_websockets_at_once_with_going_away(
@@ -366,3 +379,4 @@ async def test_a_request_the_site_never_answers_is_cut_off_after_the_grace_not_t
     assert not [r for r in gw.logs() if "killing it" in r["msg"]]
     assert len([r for r in gw.logs() if r["msg"] == "stopped"]) == 2, "both workers flushed their store"
     assert "Traceback" not in "".join(gw.stderr)
+    _said_cut_off(gw, "proxy.listen", "6 s")
