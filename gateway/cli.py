@@ -154,7 +154,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for check in geo_files(settings):
         if check.status != "ok":
             print(f"gateway: warning: {check.what} ({check.fix})", file=sys.stderr)
-    print(render_toml(masked(settings.options)), end="")
+    if not args.quiet:
+        print(render_toml(masked(settings.options)), end="")
     return 0
 
 
@@ -1129,6 +1130,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     check.add_argument("--dev", action="store_true", help="accept missing secrets as --dev would")
     check.add_argument("--admin-public", action="store_true", help=ADMIN_PUBLIC_HELP)
+    check.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print the one OK line, not the resolved settings (a unit's ExecStartPre: the journal)",
+    )
     check.set_defaults(func=cmd_check)
     init = sub.add_parser("init", help="write a starter config")
     init.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)

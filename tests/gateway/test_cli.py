@@ -1793,8 +1793,16 @@ def test_systemctl_reload_checks_the_config_before_the_signal(tmp_path: Path) ->
     start = next(line.partition("=")[2].split() for line in lines if line.startswith("ExecStart="))
     assert [cmd[0] for cmd in reload] == [start[0], "/bin/kill"], reload
     check = reload[0]
-    assert check[1:] == ["check", *start[2:]]  # the file `run` reads
+    assert check[1:] == ["check", "--quiet", *start[2:]]  # the file `run` reads
     broken = tmp_path / "gateway.toml"
     broken.write_text("[bots]\nreview_threshold = 120\n")
     done = gateway(*check[1:-1], str(broken), env=ENV)
     assert done.returncode == 2 and "bots.review_threshold: must be 0..100, got 120" in done.stderr
+    # A good one: one line in the journal at each start and reload, not 136 of resolved config.
+    broken.write_text("[bots]\nreview_threshold = 40\n")
+    done = gateway(*check[1:-1], str(broken), env=ENV)
+    (said,) = done.stdout.splitlines()
+    store = tmp_path / "gateway.db"
+    assert done.returncode == 0 and said.startswith(f"# {broken}: OK (store: {store}, node: ")
+    start_pre = next(line.partition("=")[2].split() for line in lines if line.startswith("ExecStartPre="))
+    assert start_pre == check
