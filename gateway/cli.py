@@ -1131,7 +1131,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dev", action="store_true", help="accept missing secrets as --dev would")
     check.add_argument("--admin-public", action="store_true", help=ADMIN_PUBLIC_HELP)
     check.add_argument(
-        "-q",
         "--quiet",
         action="store_true",
         help="print the one OK line, not the resolved settings (a unit's ExecStartPre: the journal)",
