@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import io
 import json
 from collections.abc import AsyncIterator
@@ -423,6 +424,27 @@ def test_a_file_that_is_not_a_har_is_one_line(tmp_path: Path, text: str | bytes,
     assert err.startswith(f"gateway: {path}: {said}") and err.count("\n") == 1, err
     code, _, err = gateway("rules", "try", str(tmp_path / "gone.har"), "-c", str(config(tmp_path)))
     assert (code, err) == (1, f"gateway: cannot read {tmp_path / 'gone.har'}: No such file or directory\n")
+
+
+def test_a_gzipped_har_is_read(tmp_path: Path) -> None:
+    """``session.har.gz`` (a HAR kept compressed, as large ones are): read through gzip, told by
+    its magic bytes whatever its name, as ``gateway import`` reads a gzip'd log; until
+    2026-12-06 it was refused as ``not UTF-8 text (byte 1)``. One cut short is one line."""
+    plain = har(tmp_path, [by_hand("POST", "/newsletter", 200)])
+    packed = tmp_path / "session.har.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    misnamed = tmp_path / "named-plain.har"
+    misnamed.write_bytes(packed.read_bytes())
+    for path in (packed, misnamed):
+        code, out, err = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+        assert (code, err) == (0, "") and "  conversion newsletter: fired, value 1.0\n" in out
+    cut = tmp_path / "cut.har.gz"
+    cut.write_bytes(packed.read_bytes()[:40])
+    code, out, err = gateway("rules", "try", str(cut), "-c", str(config(tmp_path)))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"gateway: {cut}: not a HAR file: gzip'd, and cut short or corrupt (") and (
+        err.count("\n") == 1
+    ), err
 
 
 def test_each_broken_entry_is_named_and_the_others_are_tried(tmp_path: Path) -> None:
