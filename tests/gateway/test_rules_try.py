@@ -16,6 +16,9 @@ import contextlib
 import gzip
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -445,6 +448,32 @@ def test_a_gzipped_har_is_read(tmp_path: Path) -> None:
     assert err.startswith(f"gateway: {cut}: not a HAR file: gzip'd, and cut short or corrupt (") and (
         err.count("\n") == 1
     ), err
+
+
+def test_dash_reads_the_har_from_standard_input(tmp_path: Path) -> None:
+    """``gateway rules try -`` reads the HAR piped in (gzip'd too: ``cat session.har.gz |``), as
+    ``gateway import -`` reads a log; until 2026-12-06 it said ``cannot read -``. Closed, it
+    is one line; a terminal (the pipe forgotten) is refused rather than waited on."""
+    plain = har(tmp_path, [by_hand("POST", "/newsletter", 200)])
+    command = [sys.executable, "-m", "gateway", "rules", "try", "-", "-c", str(config(tmp_path))]
+    for data in (plain.read_bytes(), gzip.compress(plain.read_bytes())):
+        piped = subprocess.run(command, input=data, capture_output=True, text=False, timeout=60)
+        assert piped.returncode == 0, piped.stderr
+        assert b"  conversion newsletter: fired, value 1.0\n" in piped.stdout
+    as_json = subprocess.run([*command, "--format", "json"], input=data, capture_output=True, timeout=60)
+    assert json.loads(as_json.stdout)["file"] == "-"
+    closed = subprocess.run(  # stdin closed (<&-)
+        ["sh", "-c", " ".join(f"'{word}'" for word in command) + " <&-"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (closed.returncode, closed.stderr) == (1, "gateway: cannot read -: Bad file descriptor\n")
+    leader, follower = os.openpty()
+    try:
+        typed = subprocess.run(command, stdin=follower, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert typed.returncode == 2 and "gateway: -: standard input is a terminal; pipe a HAR in" in typed.stderr
 
 
 def test_each_broken_entry_is_named_and_the_others_are_tried(tmp_path: Path) -> None:
