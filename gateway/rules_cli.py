@@ -337,15 +337,21 @@ def _summary(
         for name in hosts.names
         if hosts.chosen == "option" and name not in hosts.seen
     ]
+    other_host = hosts.others.total()
+    entries = len(tried) - sum(t.other_host for t in tried) + other_host + len(problems) + skipped
     reading = [f"{rule.kind} {rule.name}" for rule in trier.rules if rule.credentials]
-    if reading and not credentials:
+    if not entries:  # nothing to say of how it was exported: of what it holds, nothing
+        notes.append(
+            "the HAR holds no requests (its log.entries is empty): save it once the session's"
+            " requests are listed in the Network panel (tick Preserve log: a sign-in redirects)"
+        )
+    elif reading and not credentials and any(not t.other_host for t in tried):
         notes.append(
             f"{', '.join(reading)} read a cookie or the Authorization header, and no entry holds one:"
             " a HAR exported sanitized (Chrome's default) leaves them out; export it with sensitive data"
         )
-    other_host = hosts.others.total()
     return {
-        "entries": len(tried) - sum(t.other_host for t in tried) + other_host + len(problems) + skipped,
+        "entries": entries,
         "unreadable": len(problems),
         "not_http": skipped,
         "hosts": list(hosts.names),

@@ -476,6 +476,40 @@ def test_dash_reads_the_har_from_standard_input(tmp_path: Path) -> None:
     assert typed.returncode == 2 and "gateway: -: standard input is a terminal; pipe a HAR in" in typed.stderr
 
 
+COOKIE_RULE = """
+[[identity.rules]]
+name = "login"
+path = "/login"
+status = [302]
+when = [{ set_cookie = "sessionid" }]
+user_id = { form = "email" }
+"""
+
+
+def test_an_empty_har_is_said_so_not_taken_for_a_sanitized_export(tmp_path: Path) -> None:
+    """A HAR of no entries (saved before the session's requests were listed): until 2026-12-06 the
+    note said a rule reads a cookie no entry holds, and to export with sensitive data, which
+    would not have helped. Nor is that said when no request was run (all to another host)."""
+    rules = str(config(tmp_path, COOKIE_RULE))
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, [])), "-c", rules)
+    assert code == 0 and [line for line in out.splitlines() if line.startswith("note: ")] == [
+        "note: the HAR holds no requests (its log.entries is empty): save it once the session's"
+        " requests are listed in the Network panel (tick Preserve log: a sign-in redirects)"
+    ]
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, [], "e.har")), "-c", rules, "--format", "json")
+    assert json.loads(out)["summary"]["notes"] == [
+        "the HAR holds no requests (its log.entries is empty): save it once the session's"
+        " requests are listed in the Network panel (tick Preserve log: a sign-in redirects)"
+    ]
+    one = har(tmp_path, [by_hand("POST", "/login", 302)], "one.har")
+    code, out, _ = gateway("rules", "try", str(one), "-c", rules, "--host", "other.example")
+    assert code == 0 and [line for line in out.splitlines() if line.startswith("note: ")] == [
+        "note: --host other.example: no request of the file went to it"
+    ]
+    code, out, _ = gateway("rules", "try", str(one), "-c", rules)
+    assert code == 0 and "note: identity login read a cookie or the Authorization header" in out
+
+
 def test_each_broken_entry_is_named_and_the_others_are_tried(tmp_path: Path) -> None:
     good = by_hand("POST", "/newsletter", 200)
     no_url = by_hand("POST", "/login", 302)
