@@ -9,10 +9,10 @@ extra upstream headers are set, X-Forwarded-* go as the aiohttp host sends them
 prefix, in any spelling, is answered 404, never forwarded. A WebSocket
 upgrade gets the chain's ``websocket`` hook instead (tracking pairs leave its URL too;
 nothing is recorded), as in the aiohttp host.
-Response-headers hook (before any body byte, streamed or not): the response
-hooks run, a Location or Refresh at the site's own origin is pointed at the public one,
-our Set-Cookie headers are added beside the site's, and the flow
-waits — bounded by ``storage.max_wait_ms`` — for its events' commit; when a rule
+Response-headers hook (before any body byte, streamed or not): a Location or Refresh
+at the site's own origin is pointed at the public one, the response hooks run (the rules read
+the Location so pointed, as the visitor gets it), our Set-Cookie headers are added beside the
+site's, and the flow waits — bounded by ``storage.max_wait_ms`` — for its events' commit; when a rule
 reads the response body (and mitmproxy buffers it), this waits for the response
 hook instead. The rules get the bodies they ask for (decoded as the aiohttp host
 decodes them) and the response's headers as a multidict, one Set-Cookie each. Owns a
@@ -710,13 +710,13 @@ class GatewayAddon:
         if flow.response is None or not state.store.accepting:
             return
         ex = state.ex
+        if ex.reply is None:  # first: the rules read the Location the visitor gets, as in the aiohttp host
+            self._public_locations(flow, ex.request)
         ex.response = ResponseView(flow.response.status_code, response_headers(flow.response.headers))
         await state.pipeline.response(ex)
         if len(ex.events) > state.seen:
             new: list[Event] = ex.events[state.seen :]
             state.commits.append(state.store.submit(new))
-        if ex.reply is None:
-            self._public_locations(flow, ex.request)
         if ex.set_cookies and shared_cacheable(flow.response.headers.get_all("cache-control")):
             flow.response.headers.add("Cache-Control", "private")  # as the aiohttp host does
         for cookie in ex.set_cookies:

@@ -1,7 +1,7 @@
 """A recorded browser session (HAR 1.2, a browser's "Save all as HAR with content") read into
 the requests and answers ``gateway rules try`` runs the rules on.
 
-Owns reading the file (``Recording``: JSON, ``log.entries``, each entry kept as its text and
+Owns reading the file (``Recording``: JSON, gzip'd or not, ``log.entries``, each entry kept as its text and
 read when tried, in the order sent), each entry's checks (one
 line naming the entry and the field, ``entry 12 (POST /login): response.content.text is not
 base64``) and what an entry becomes: the request as the gateway's host would see it (method,
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import json
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -124,11 +126,19 @@ class Recording:
     several times that its parsed objects would (1.8 GB for a 240 MB file of 100,000 entries
     when read whole)."""
 
-    def __init__(self, path: Path) -> None:
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise HarError(f"cannot read {path}: {err.strerror or err}") from None
+    def __init__(self, path: Path | str, data: bytes | None = None) -> None:
+        """``path``'s HAR, or ``data`` read already (standard input), named ``path``. Gzip'd
+        (``session.har.gz``, told by its magic bytes whatever the name) is read decompressed."""
+        if data is None:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as err:
+                raise HarError(f"cannot read {path}: {err.strerror or err}") from None
+        if data[:2] == b"\x1f\x8b":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError, zlib.error) as err:
+                raise HarError(f"{path}: not a HAR file: gzip'd, and cut short or corrupt ({err})") from None
         view = memoryview(data)[3:] if data.startswith(b"\xef\xbb\xbf") else memoryview(data)
         try:
             self.raw = msgspec.json.decode(view, type=_Document).log.entries

@@ -615,7 +615,7 @@ class ProxyHost:
 
         try:
             head = await self._capture_response(upstream, ex) if ex.want_response_body else b""
-            ex.response = ResponseView(upstream.status, upstream.headers)
+            ex.response = ResponseView(upstream.status, self._as_sent(upstream.headers, ex.request))
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
             resp = pages.TransparentResponse(status=upstream.status, reason=upstream.reason)
@@ -770,6 +770,21 @@ class ProxyHost:
             return location  # an HTTP/1.0 request without Host: no public origin to point at
         public = self.public_origin or f"{view.scheme}://{view.host}"
         return rewrite(location, self.upstream_origin, public)
+
+    def _as_sent(self, headers: CIMultiDictProxy[str], view: RequestView) -> Mapping[str, str]:
+        """The answer's headers as the visitor gets them, its ``Location`` and ``Refresh`` at
+        the public origin: what the rules read, as the browser (devtools, a HAR for ``rules
+        try``) shows them, whatever address the site named itself by."""
+        if hdrs.LOCATION not in headers and "refresh" not in headers:
+            return headers
+        public: CIMultiDict[str] = CIMultiDict()
+        for name, value in headers.items():
+            if name.lower() == "location":
+                value = self._public_location(value, view)
+            elif name.lower() == "refresh":
+                value = self._public_location(value, view, rewrite_refresh)
+            public.add(name, value)
+        return CIMultiDictProxy(public)
 
     def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:
         """Our Set-Cookie headers, after the site's; an answer that gets one and that a shared

@@ -137,13 +137,13 @@ def validate_rules(
             )
         if isinstance(rule.currency, Source):
             _validate_source(p, f"{at}.currency", rule.currency)
+        elif rule.currency is not None and _CURRENCY.fullmatch(rule.currency.upper()):
+            # A fixed currency is recorded as written, one read from the request upper-cased.
+            if not rule.currency.isupper():
+                said = f'as a currency read from the request is recorded: write "{rule.currency.upper()}"'
+                p.append(f"{at}.currency: written in capitals, {said}")
         elif rule.currency is not None:
-            _check(
-                p,
-                bool(_CURRENCY.fullmatch(rule.currency)),
-                f"{at}.currency",
-                f'must be a 3-letter ISO 4217 code like "EUR", got {rule.currency!r}',
-            )
+            p.append(f'{at}.currency: must be a 3-letter ISO 4217 code like "EUR", got {rule.currency!r}')
         if rule.order_id is not None:
             _validate_source(p, f"{at}.order_id", rule.order_id)
         if (problem := order_scope_problem(rule.order_scope)) is not None:

@@ -1,23 +1,25 @@
 """``gateway rules try SESSION.har``: the configured identity and conversion rules tried on a
 recorded browser session, offline, and what they made of each request printed (a table, or
-one JSON document). Reads the config and the HAR (``gateway.har``), runs ``gateway.rulestry``
+one JSON document). Reads the config and the HAR (``gateway.har``; ``-``: standard input,
+read to its end), runs ``gateway.rulestry``
 on the requests to the site recorded (``--host``, else the host of the page the recording starts
 on: a HAR holds the page's calls to other sites, which the gateway never sees), the others
 counted as skipped; writes nothing but its output. Exit 0 when every entry was read, 1 when
-the file (or an entry of it) could not be, 2 for a config problem, no rule to try or a
-``--host`` that is no host name.
+the file (or an entry of it) could not be, 2 for a config problem, no rule to try, a
+``--host`` that is no host name or ``-`` on a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +38,9 @@ def add_parser(sub: Any, default_config: str) -> None:
         "try",
         help="run the rules on a HAR file (a browser's network panel, saved with content), offline",
     )
-    try_.add_argument("har", metavar="SESSION.har", help="the HAR file")
+    try_.add_argument(
+        "har", metavar="SESSION.har", help="the HAR file (gzip'd too: session.har.gz); - reads standard input"
+    )
     try_.add_argument("-c", "--config", default=default_config, help="config file (default: %(default)s)")
     try_.add_argument("--all", action="store_true", help="list every entry, not only those a rule matched")
     try_.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
@@ -77,10 +81,17 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         wanted.append(host)
     try:
-        recording = Recording(Path(args.har))
+        recording = Recording(args.har, _stdin() if args.har == "-" else None)
     except HarError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return 1
+    except _Terminal:
+        print(
+            "gateway: -: standard input is a terminal; pipe a HAR in, as in"
+            " gateway rules try - < session.har (or zcat session.har.gz | gateway rules try -)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     order = recording.in_time_order()
     if wanted:
         hosts = Hosts(tuple(dict.fromkeys(wanted)), "option")
@@ -135,6 +146,32 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
         for note in summary["notes"]:
             print(f"note: {note}")
     return 1 if problems else 0
+
+
+class _Terminal(Exception):
+    """``-`` names standard input, and it is a terminal: reading would wait for typing."""
+
+
+def _stdin() -> bytes:
+    """Standard input read to its end (``-``), waiting where a parent left it non-blocking;
+    HarError when it cannot be read (closed), _Terminal when it is a terminal."""
+    try:
+        if os.isatty(0):
+            raise _Terminal
+        chunks = []
+        while chunk := _read_some(0):
+            chunks.append(chunk)
+    except OSError as err:
+        raise HarError(f"cannot read -: {err.strerror or err}") from None
+    return b"".join(chunks)
+
+
+def _read_some(fd: int) -> bytes:
+    while True:
+        try:
+            return os.read(fd, 1 << 20)
+        except BlockingIOError:  # O_NONBLOCK: wait for the next bytes, as on a blocking pipe
+            select.select([fd], [], [])
 
 
 _CREDENTIALS = ("cookie", "set-cookie", "authorization")
@@ -300,15 +337,21 @@ def _summary(
         for name in hosts.names
         if hosts.chosen == "option" and name not in hosts.seen
     ]
+    other_host = hosts.others.total()
+    entries = len(tried) - sum(t.other_host for t in tried) + other_host + len(problems) + skipped
     reading = [f"{rule.kind} {rule.name}" for rule in trier.rules if rule.credentials]
-    if reading and not credentials:
+    if not entries:  # nothing to say of how it was exported: of what it holds, nothing
+        notes.append(
+            "the HAR holds no requests (its log.entries is empty): save it once the session's"
+            " requests are listed in the Network panel (tick Preserve log: a sign-in redirects)"
+        )
+    elif reading and not credentials and any(not t.other_host for t in tried):
         notes.append(
             f"{', '.join(reading)} read a cookie or the Authorization header, and no entry holds one:"
             " a HAR exported sanitized (Chrome's default) leaves them out; export it with sensitive data"
         )
-    other_host = hosts.others.total()
     return {
-        "entries": len(tried) - sum(t.other_host for t in tried) + other_host + len(problems) + skipped,
+        "entries": entries,
         "unreadable": len(problems),
         "not_http": skipped,
         "hosts": list(hosts.names),

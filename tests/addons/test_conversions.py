@@ -224,7 +224,21 @@ def test_no_rules_means_disabled() -> None:
         ("value = inf", "conversions[0].value: must be a number from 0 to 1e+15"),
         ("value = nan", "conversions[0].value: must be a number from 0 to 1e+15"),
         ("value = 1e16", "conversions[0].value: must be a number from 0 to 1e+15, got 1e+16"),
-        ('currency = "eur"', 'conversions[0].currency: must be a 3-letter ISO 4217 code like "EUR"'),
+        # It said "must be a 3-letter ISO 4217 code like "EUR"", when the code was right, but for its case.
+        (
+            'currency = "eur"',
+            "conversions[0].currency: written in capitals, as a currency read from the"
+            ' request is recorded: write "EUR"',
+        ),
+        (
+            'currency = "Usd"',
+            "conversions[0].currency: written in capitals, as a currency read from the"
+            ' request is recorded: write "USD"',
+        ),
+        (
+            'currency = "EURO"',
+            "conversions[0].currency: must be a 3-letter ISO 4217 code like \"EUR\", got 'EURO'",
+        ),
         ('value = { form = "card_total" }', "conversions[0].value.form: 'card_total' may hold a credential"),
         ('order_id = { form = "o", header = "h" }', "conversions[0].order_id: set exactly one of"),
         ("dedup_window = 0", "conversions[0].dedup_window: must be 1..86400 seconds, got 0"),

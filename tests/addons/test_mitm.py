@@ -1263,3 +1263,77 @@ async def test_the_mitmproxy_host_follows_key_files_while_it_runs_and_stops_at_d
         assert watching() == 1
         await gateway.done()
         assert watching() == 0
+
+
+LOCATION_RULES = r"""
+[proxy]
+public_origin = "https://shop.example"
+
+[[conversions]]
+name = "public"
+method = "GET"
+path = "/x/loc"
+status = [302]
+when = [{ header = "Location", matches = "https://shop\\.example/home\\?.*" }]
+order_id = { location_query = "order" }
+
+[[conversions]]
+name = "refresh"
+method = "GET"
+path = "/x/wait"
+status = [200]
+when = [{ header = "Refresh", equals = "0; url=https://shop.example/home" }]
+"""
+
+
+async def test_rules_read_the_location_the_visitor_gets_in_both_hosts(
+    tmp_path: Path, secrets: None, start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    """A site redirecting to its own internal address: the visitor, the browser's devtools and
+    so a HAR (``gateway rules try``) see the Location (and Refresh) at the public origin, and the
+    rules read that one, in both hosts. Until 2026-12-06 they read the site's, before the
+    gateway pointed it at the public origin: a rule written from what the browser shows did not
+    fire live, and ``rules try`` said it did."""
+    origin: list[str] = []
+
+    async def loc(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": f"{origin[0]}/home?order=A17"})
+
+    async def wait(request: web.Request) -> web.Response:
+        return web.Response(text="wait", headers={"Refresh": f"0; url={origin[0]}/home"})
+
+    app = web.Application()
+    app.router.add_get("/x/loc", loc)
+    app.router.add_get("/x/wait", wait)
+    origin.append(await upstream_server(app))
+    gw = await start_gateway(origin[0], LOCATION_RULES)
+    async with gw.session.get(gw.url + "/x/loc", allow_redirects=False) as resp:
+        assert resp.headers["Location"] == "https://shop.example/home?order=A17"
+    async with gw.session.get(gw.url + "/x/wait") as resp:
+        assert resp.headers["Refresh"] == "0; url=https://shop.example/home"
+
+    addon = GatewayAddon()
+    with taddons.context(addon) as tctx:
+        tctx.configure(
+            addon, gateway_config=str(await asyncio.to_thread(config, tmp_path, "mitm", LOCATION_RULES))
+        )
+        await addon.running()
+        try:
+            upstream = "http://address:22"  # tflow's request target: the site mitmproxy forwards to
+            for path, status, header in (
+                (b"/x/loc", 302, (b"location", f"{upstream}/home?order=A17".encode())),
+                (b"/x/wait", 200, (b"refresh", f"0; url={upstream}/home".encode())),
+            ):
+                flow = tflow.tflow(req=tutils.treq(path=path, headers=[(b"host", b"shop.example")]))
+                await addon.request(flow)
+                flow.response = tutils.tresp(status_code=status, headers=[header])
+                await addon.responseheaders(flow)
+                await addon.response(flow)
+            assert flow.response is not None
+            assert flow.response.headers["refresh"] == "0; url=https://shop.example/home"
+        finally:
+            await addon.done()
+
+    for store in (gw.gateway.settings.store_path, tmp_path / "mitm.db"):
+        found = await asyncio.to_thread(rows, store, "SELECT name, order_id FROM conversions ORDER BY ts")
+        assert found == [("public", "A17"), ("refresh", None)], store

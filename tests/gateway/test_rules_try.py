@@ -13,8 +13,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -423,6 +427,87 @@ def test_a_file_that_is_not_a_har_is_one_line(tmp_path: Path, text: str | bytes,
     assert err.startswith(f"gateway: {path}: {said}") and err.count("\n") == 1, err
     code, _, err = gateway("rules", "try", str(tmp_path / "gone.har"), "-c", str(config(tmp_path)))
     assert (code, err) == (1, f"gateway: cannot read {tmp_path / 'gone.har'}: No such file or directory\n")
+
+
+def test_a_gzipped_har_is_read(tmp_path: Path) -> None:
+    """``session.har.gz`` (a HAR kept compressed, as large ones are): read through gzip, told by
+    its magic bytes whatever its name, as ``gateway import`` reads a gzip'd log; until
+    2026-12-06 it was refused as ``not UTF-8 text (byte 1)``. One cut short is one line."""
+    plain = har(tmp_path, [by_hand("POST", "/newsletter", 200)])
+    packed = tmp_path / "session.har.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    misnamed = tmp_path / "named-plain.har"
+    misnamed.write_bytes(packed.read_bytes())
+    for path in (packed, misnamed):
+        code, out, err = gateway("rules", "try", str(path), "-c", str(config(tmp_path)))
+        assert (code, err) == (0, "") and "  conversion newsletter: fired, value 1.0\n" in out
+    cut = tmp_path / "cut.har.gz"
+    cut.write_bytes(packed.read_bytes()[:40])
+    code, out, err = gateway("rules", "try", str(cut), "-c", str(config(tmp_path)))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"gateway: {cut}: not a HAR file: gzip'd, and cut short or corrupt (") and (
+        err.count("\n") == 1
+    ), err
+
+
+def test_dash_reads_the_har_from_standard_input(tmp_path: Path) -> None:
+    """``gateway rules try -`` reads the HAR piped in (gzip'd too: ``cat session.har.gz |``), as
+    ``gateway import -`` reads a log; until 2026-12-06 it said ``cannot read -``. Closed, it
+    is one line; a terminal (the pipe forgotten) is refused rather than waited on."""
+    plain = har(tmp_path, [by_hand("POST", "/newsletter", 200)])
+    command = [sys.executable, "-m", "gateway", "rules", "try", "-", "-c", str(config(tmp_path))]
+    for data in (plain.read_bytes(), gzip.compress(plain.read_bytes())):
+        piped = subprocess.run(command, input=data, capture_output=True, text=False, timeout=60)
+        assert piped.returncode == 0, piped.stderr
+        assert b"  conversion newsletter: fired, value 1.0\n" in piped.stdout
+    as_json = subprocess.run([*command, "--format", "json"], input=data, capture_output=True, timeout=60)
+    assert json.loads(as_json.stdout)["file"] == "-"
+    closed = subprocess.run(  # stdin closed (<&-)
+        ["sh", "-c", " ".join(f"'{word}'" for word in command) + " <&-"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (closed.returncode, closed.stderr) == (1, "gateway: cannot read -: Bad file descriptor\n")
+    leader, follower = os.openpty()
+    try:
+        typed = subprocess.run(command, stdin=follower, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert typed.returncode == 2 and "gateway: -: standard input is a terminal; pipe a HAR in" in typed.stderr
+
+
+COOKIE_RULE = """
+[[identity.rules]]
+name = "login"
+path = "/login"
+status = [302]
+when = [{ set_cookie = "sessionid" }]
+user_id = { form = "email" }
+"""
+
+
+def test_an_empty_har_is_said_so_not_taken_for_a_sanitized_export(tmp_path: Path) -> None:
+    """A HAR of no entries (saved before the session's requests were listed): until 2026-12-06 the
+    note said a rule reads a cookie no entry holds, and to export with sensitive data, which
+    would not have helped. Nor is that said when no request was run (all to another host)."""
+    rules = str(config(tmp_path, COOKIE_RULE))
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, [])), "-c", rules)
+    assert code == 0 and [line for line in out.splitlines() if line.startswith("note: ")] == [
+        "note: the HAR holds no requests (its log.entries is empty): save it once the session's"
+        " requests are listed in the Network panel (tick Preserve log: a sign-in redirects)"
+    ]
+    code, out, _ = gateway("rules", "try", str(har(tmp_path, [], "e.har")), "-c", rules, "--format", "json")
+    assert json.loads(out)["summary"]["notes"] == [
+        "the HAR holds no requests (its log.entries is empty): save it once the session's"
+        " requests are listed in the Network panel (tick Preserve log: a sign-in redirects)"
+    ]
+    one = har(tmp_path, [by_hand("POST", "/login", 302)], "one.har")
+    code, out, _ = gateway("rules", "try", str(one), "-c", rules, "--host", "other.example")
+    assert code == 0 and [line for line in out.splitlines() if line.startswith("note: ")] == [
+        "note: --host other.example: no request of the file went to it"
+    ]
+    code, out, _ = gateway("rules", "try", str(one), "-c", rules)
+    assert code == 0 and "note: identity login read a cookie or the Authorization header" in out
 
 
 def test_each_broken_entry_is_named_and_the_others_are_tried(tmp_path: Path) -> None:
