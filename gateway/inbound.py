@@ -29,7 +29,7 @@ from aiohttp import web
 
 from gateway import pages
 from gateway.badbody import body_key, seal
-from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers, not_gzip
+from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers, larger_than, not_gzip
 from gateway.config import Settings
 from gateway.events import BadEvent, Event, Receipt, iso
 from gateway.ids import Uuid7
@@ -405,13 +405,17 @@ class Inbound:
                     f" {start.decode(errors='backslashreplace')!r}): sent uncompressed, or decompressed on"
                     " the way with the header left on?",
                 )
-            if decoded is None:
+            if decoded is None and larger_than(body, codings, self.opts.max_body):
+                # Too large, as an uncompressed one is (413), not "does not decode, or …".
                 self._count(UNKNOWN, "rejected")
                 return error(
-                    400,
-                    f"body: does not decode as {named[:80]}, or is larger than webhooks.max_body "
-                    f"({self.opts.max_body} bytes) once decoded",
+                    413,
+                    f"body: larger than webhooks.max_body ({self.opts.max_body} bytes) once decoded"
+                    f" ({named[:80]}); the limit applies to the body decompressed",
                 )
+            if decoded is None:
+                self._count(UNKNOWN, "rejected")
+                return error(400, f"body: does not decode as {named[:80]}")
             body = decoded
         try:
             try:

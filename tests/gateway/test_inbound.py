@@ -1322,7 +1322,8 @@ async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: 
     """Senders may gzip their deliveries (analytics libraries have the option). The proxy
     listener forwards bodies as they come, so a signed event's body is undone here: signed as
     JSON or as the bytes on the wire, it is accepted; a coding the gateway cannot undo is a
-    415, and a body that does not decode (or would decode past webhooks.max_body) a 400."""
+    415, a body that does not decode a 400, and one that would decode past webhooks.max_body
+    a 413."""
     body = encode(conversion(order_id="gz-1"))
     packed = gzip.compress(body)
     status, answer = await post(gw, packed, {**signed(body), "Content-Encoding": "gzip"})
@@ -1350,15 +1351,15 @@ async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: 
     bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
     assert len(bomb) < 4096  # the test sources' webhooks.max_body
     status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
-    assert status == 400 and "webhooks.max_body" in answer["error"], answer
+    assert status == 413 and "webhooks.max_body" in answer["error"], answer
 
 
 async def test_a_body_labelled_gzip_that_is_not_says_so(gw: RunningGateway) -> None:
     """A sender library that sets ``Content-Encoding: gzip`` and sends the JSON as it is (or a
     proxy that decompressed it and left the header) was answered "does not decode as gzip, or
     is larger than webhooks.max_body once decoded": which of the two? A body that does not
-    start as gzip data does is said so; a real gzip body too large once decoded still names
-    the bound."""
+    start as gzip data does is said so; a real gzip body too large once decoded is a 413, as
+    one too large as sent is (it was a 400 with the either/or wording), naming the bound."""
     body = encode(conversion())
     status, answer = await post(gw, body, {**signed(body), "Content-Encoding": "gzip"})
     assert (status, answer["error"]) == (
@@ -1374,9 +1375,17 @@ async def test_a_body_labelled_gzip_that_is_not_says_so(gw: RunningGateway) -> N
     bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
     status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
     assert (status, answer["error"]) == (
-        400,
-        "body: does not decode as gzip, or is larger than webhooks.max_body (4096 bytes) once decoded",
+        413,
+        "body: larger than webhooks.max_body (4096 bytes) once decoded (gzip); the limit applies to"
+        " the body decompressed",
     ), answer
+    # The inner layer of two too large: the same; a layer cut short is still a 400 saying so.
+    inner = gzip.compress(gzip.compress(b"[" + b" " * 100_000 + b"]"))
+    status, answer = await post(gw, inner, {**signed(inner), "Content-Encoding": "gzip, gzip"})
+    assert status == 413 and answer["error"].startswith("body: larger than webhooks.max_body"), answer
+    cut = gzip.compress(body)[:-12]
+    status, answer = await post(gw, cut, {**signed(body), "Content-Encoding": "gzip"})
+    assert (status, answer["error"]) == (400, "body: does not decode as gzip"), answer
 
 
 def codings(body: bytes, *lines: str) -> CIMultiDict[str]:
