@@ -2145,7 +2145,8 @@ def shopify_signed(
 
 async def test_a_missing_type_names_the_header_it_is_read_from(start_gateway, upstream_server) -> None:
     """A Shopify order without its X-Shopify-Topic (a relay that dropped it) was refused as
-    "type (/type): missing", sending the operator looking for a type in the order."""
+    "type (/type): missing", sending the operator looking for a type in the order; one whose
+    header is there but empty was told there was no header."""
     gw = await start_gateway(
         await upstream_server(web.Application()), SHOPIFY, {"SHOPIFY_SECRET": SHOPIFY_SECRET}
     )
@@ -2154,6 +2155,14 @@ async def test_a_missing_type_names_the_header_it_is_read_from(start_gateway, up
     del headers["X-Shopify-Topic"]
     status, answer = await post(gw, body, headers)
     assert (status, answer["errors"]) == (400, ["type (/type): missing, and no X-Shopify-Topic header"])
+    # There, but empty (a relay that blanked it): said so, not "no … header".
+    for blank in ("", "  "):
+        headers = shopify_signed(body, topic=blank, event=f"ev-t2{len(blank)}")
+        status, answer = await post(gw, body, headers)
+        assert (status, answer["errors"]) == (
+            400,
+            ["type (/type): missing, and the X-Shopify-Topic header is empty"],
+        ), blank
 
 
 async def test_shopify_posts_its_own_signed_order_webhooks(
