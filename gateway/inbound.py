@@ -571,6 +571,8 @@ class Inbound:
             if not new and (result["result"] == "accepted" or result.get("reason") == ERASED_SINCE):
                 result["result"] = "duplicate"  # a late event's retry too: its receipt was kept
                 result.pop("reason", None)
+                # Nothing was recorded now, so nothing was recorded without a field (nor counted).
+                result.pop("unmatched", None)
         if not delivery.results:  # the whole body was bad
             self._count(sender, "bad")
         for result in delivery.results:

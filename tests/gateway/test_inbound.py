@@ -603,6 +603,34 @@ async def test_a_configured_pointer_that_finds_nothing_is_said_not_silent(
     ]
 
 
+async def test_a_duplicate_carries_no_unmatched(gw: RunningGateway) -> None:
+    """An event answered ``duplicate`` recorded nothing: it was answered with the ``unmatched``
+    of its first time all the same (alone and in a batch), though the metric does not count it
+    again. Only what was recorded now says what it was recorded without."""
+
+    def click(event_id: str) -> dict[str, Any]:
+        return {"event": "creator.click", "event_id": event_id, "user": {"external_id": 7}, "creator": {}}
+
+    body = encode(click("d1"))
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert (status, answer.get("unmatched")) == (202, ["creator_id (/creator/id)"]), answer
+    body = encode(click("d1"))  # the same event in a new delivery (another webhook-id)
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert (status, answer) == (200, {"ok": True, "result": "duplicate", "key": "d1"})
+    body = encode([click("d1"), click("d2")])
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert status == 202, answer
+    assert answer["results"] == [
+        {"index": 0, "result": "duplicate", "key": "d1"},
+        {"index": 1, "result": "accepted", "key": "d2", "unmatched": ["creator_id (/creator/id)"]},
+    ]
+    async with gw.session.get(
+        gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    ) as resp:
+        metrics = parse_metrics(await resp.text())
+    assert metrics[("gateway_inbound_unmatched_fields_total", 'field="creator_id"', 'sender="tiktok"')] == 2
+
+
 async def test_a_field_the_events_kind_does_not_record_is_not_unmatched(
     gw: RunningGateway, start_gateway
 ) -> None:
