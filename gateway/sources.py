@@ -302,6 +302,18 @@ def validate_sources(options: Options) -> list[str]:
     return p
 
 
+def webhooks_warnings(wh: WebhooksOptions) -> list[str]:
+    """What ``[webhooks]`` allows but does not do what it reads as, each naming its keys: said
+    by ``gateway check``, ``gateway doctor`` and at the start, not refused (it is harmless)."""
+    if wh.bad_body_limit > wh.max_body:
+        return [
+            f"webhooks.bad_body_limit ({wh.bad_body_limit}) is above webhooks.max_body ({wh.max_body}):"
+            " no larger body is taken, so the limit cuts no bad event's body; set bad_body_limit to"
+            f" at most {wh.max_body}, or raise webhooks.max_body if larger deliveries are meant"
+        ]
+    return []
+
+
 def _no_default(at: str, name: str) -> str:
     return f"{at}.defaults.{toml_key(name)}: not a field with a default (allowed: {', '.join(DEFAULTABLE)})"
 
