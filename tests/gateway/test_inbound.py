@@ -1054,6 +1054,15 @@ async def test_replay_bad_after_a_config_fix(gw: RunningGateway, tmp_path: Path,
     )
     assert code == 0, err
     assert "replayed 0, still bad 1, skipped 0" in out
+    # Each line names whose event it is (sender and event key), not only the bad event's ID; and
+    # the mapping used is the file's, which a running gateway may not run yet (said once).
+    (bad_id,) = [i for (i,) in await rows(gw, "SELECT id FROM bad_events")]
+    assert out.splitlines()[:2] == [
+        f"mapping: the [[sources]] of {tmp_path / 'a.toml'} as the file has them now (a running gateway"
+        " maps with those it started with until it is restarted; a reload does not change them)",
+        f"{bad_id} (sender tiktok, event s1): still bad: type (/event): 'creator.signup' is not mapped"
+        " (known: conversion, creator.click, identify, touchpoint; see types)",
+    ], out
     fixed = await write_config(gw, tmp_path / "b.toml", 'types = {"creator.signup" = "conversion"}\n#')
     code, out, err = await gateway_cli(
         "replay-bad", "-c", str(fixed), "--sender", "tiktok", "--dry-run", env=env
@@ -1105,10 +1114,11 @@ async def test_replay_bad_says_what_became_of_each_event(
     assert "would replay 3, still bad 0, skipped 0; their events: 2 would record, 1 ignored" in out, out
     code, out, err = await gateway_cli("replay-bad", "-c", str(fixed), env={**ENV, **SOURCES_ENV})
     assert code == 0, err
-    assert out.splitlines() == [
-        f"{ids[0]}: replayed: already recorded",
-        f"{ids[1]}: replayed: recorded",
-        f"{ids[2]}: replayed: ignored: type 'creator.refund' is in ignore_types: not recorded",
+    assert out.splitlines()[1:] == [
+        f"{ids[0]} (sender tiktok, event rs1): replayed: already recorded",
+        f"{ids[1]} (sender tiktok, event rs2): replayed: recorded",
+        f"{ids[2]} (sender tiktok, event rr1): replayed: ignored: type 'creator.refund' is in"
+        " ignore_types: not recorded",
         "replayed 3, still bad 0, skipped 0; their events: 1 recorded, 1 already recorded, 1 ignored",
     ]
     assert await rows(gw, "SELECT dedup_key FROM conversions ORDER BY dedup_key") == [
