@@ -56,6 +56,7 @@ from gateway.rules_cli import add_parser as add_rules_parser
 from gateway.send_test import cmd_send_test_event, creator_arg, currency_arg, url_arg, value_arg
 from gateway.sharedcounts import SharedCounts
 from gateway.sink_cli import cmd_sink_send
+from gateway.sources import webhooks_warnings
 from storage.migrate import SchemaTooNew
 from storage.reclassify import Reclassified, reclassify, stored_touchpoints
 from storage.roundlock import LONG_WAIT_SECONDS, Holder, RoundTimeout
@@ -154,6 +155,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for check in geo_files(settings):
         if check.status != "ok":
             print(f"gateway: warning: {check.what} ({check.fix})", file=sys.stderr)
+    for warning in webhooks_warnings(settings.options.webhooks):
+        print(f"gateway: warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(render_toml(masked(settings.options)), end="")
     return 0
@@ -636,6 +639,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _export_generated(settings)
     if args.worker is None:
         from gateway.supervisor import worker_count
+
+        for warning in webhooks_warnings(opts.webhooks):  # once, by the process that starts
+            log.warning("%s", warning)
 
         count = worker_count(opts.proxy.workers)
         # Once, here: a store that cannot open fails now, not in N restarting workers, and said

@@ -71,23 +71,50 @@ def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
     else:
         return None
     for wbits in formats:
-        inflater = zlib.decompressobj(wbits)
-        try:
-            out = inflater.decompress(body, cap + 1)
-            # RFC 1952: a gzip body is a series of members (streaming compressors, pigz, write
-            # several); the first alone was read, and the rest dropped without a word.
-            while (
-                wbits == _GZIP
-                and inflater.eof
-                and inflater.unused_data[:2] == _GZIP_MAGIC
-                and len(out) <= cap
-            ):
-                rest, inflater = inflater.unused_data, zlib.decompressobj(wbits)
-                out += inflater.decompress(rest, cap + 1 - len(out))
-        except zlib.error:
-            continue
-        return out if inflater.eof and len(out) <= cap and not inflater.unconsumed_tail else None
+        out = _inflate(body, wbits, cap)
+        if out is not None:
+            return out if len(out) <= cap else None
     return None
+
+
+def larger_than(body: bytes, codings: list[str], cap: int) -> bool:
+    """Whether ``decoded_layers`` refuses ``body`` for a layer that decodes to more than ``cap``
+    bytes (a real gzip body too large once decoded, a 413), not for one that does not decode."""
+    if len(codings) > MAX_CODINGS:
+        return False
+    for coding in reversed(codings):
+        if coding in ("gzip", "x-gzip"):
+            formats: tuple[int, ...] = (_GZIP,)
+        elif coding == "deflate":
+            formats = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+        else:
+            return False
+        out = next((o for wbits in formats if (o := _inflate(body, wbits, cap)) is not None), None)
+        if out is None:
+            return False
+        if len(out) > cap:
+            return True
+        body = out
+    return False
+
+
+def _inflate(body: bytes, wbits: int, cap: int) -> bytes | None:
+    """``body`` inflated (``wbits``: zlib's format), read no further than ``cap`` + 1 bytes: one
+    longer than ``cap`` is larger (its rest not read); None when it is not data of that format,
+    or ends short."""
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, cap + 1)
+        # RFC 1952: a gzip body is a series of members (streaming compressors, pigz, write
+        # several); the first alone was read, and the rest dropped without a word.
+        while wbits == _GZIP and inflater.eof and inflater.unused_data[:2] == _GZIP_MAGIC and len(out) <= cap:
+            rest, inflater = inflater.unused_data, zlib.decompressobj(wbits)
+            out += inflater.decompress(rest, cap + 1 - len(out))
+    except zlib.error:
+        return None
+    if len(out) > cap:
+        return out
+    return out if inflater.eof and not inflater.unconsumed_tail else None
 
 
 def readable_accept_encoding(offered: str) -> str | None:

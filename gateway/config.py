@@ -412,7 +412,12 @@ def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.S
             problems.append(f"{key}: must be a table, got {_shown(entry)}")
             failed = True
             continue
-        rule = _convert(key, entry, struct, problems)
+        if name == "sources":  # a default no field takes is said first, not its value's type
+            from gateway.sources import without_undefaultable
+
+            entry, said = without_undefaultable(entry, key)
+            problems += said
+        rule = _convert(key, dict(entry), struct, problems)
         if rule is None:
             failed = True
         else:

@@ -32,6 +32,7 @@ from gateway.config import ConfigError, Settings, load_settings, resolve_path
 from gateway.config_checks import is_private_host
 from gateway.events import iso
 from gateway.options import SourceOptions, parse_listen
+from gateway.sources import webhooks_warnings
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -224,7 +225,8 @@ def _conditions(source: SourceOptions) -> list[str]:
 
 def check_senders(settings: Settings) -> list[Check]:
     """One line per ``[[sources]]`` entry: where it posts and what it must sign with, to wire the
-    platform against; a warning for a platform sender whose events have no key of their own."""
+    platform against; a warning for a platform sender whose events have no key of their own,
+    and for what ``[webhooks]`` allows but does not do (``sources.webhooks_warnings``)."""
     opts = settings.options
     origin = opts.proxy.public_origin.rstrip("/")
     checks = []
@@ -246,6 +248,7 @@ def check_senders(settings: Settings) -> list[Check]:
             )
         else:
             checks.append(Check("ok", what))
+    checks += [Check("warn", warning) for warning in webhooks_warnings(opts.webhooks)]
     return checks
 
 

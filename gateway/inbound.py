@@ -29,7 +29,7 @@ from aiohttp import web
 
 from gateway import pages
 from gateway.badbody import body_key, seal
-from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers, not_gzip
+from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers, larger_than, not_gzip
 from gateway.config import Settings
 from gateway.events import BadEvent, Event, Receipt, iso
 from gateway.ids import Uuid7
@@ -129,6 +129,8 @@ class _Delivery:
 
     src: SourceMap
     auth: Authenticated
+    empty_header: bool = False
+    """Its type header (``SourceMap.type_header``) was sent empty: a missing type says so."""
     groups: list[list[Event]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     """Per event: index, result, key or errors; ``group`` points into ``groups`` (or None)."""
@@ -405,13 +407,17 @@ class Inbound:
                     f" {start.decode(errors='backslashreplace')!r}): sent uncompressed, or decompressed on"
                     " the way with the header left on?",
                 )
-            if decoded is None:
+            if decoded is None and larger_than(body, codings, self.opts.max_body):
+                # Too large, as an uncompressed one is (413), not "does not decode, or …".
                 self._count(UNKNOWN, "rejected")
                 return error(
-                    400,
-                    f"body: does not decode as {named[:80]}, or is larger than webhooks.max_body "
-                    f"({self.opts.max_body} bytes) once decoded",
+                    413,
+                    f"body: larger than webhooks.max_body ({self.opts.max_body} bytes) once decoded"
+                    f" ({named[:80]}); the limit applies to the body decompressed",
                 )
+            if decoded is None:
+                self._count(UNKNOWN, "rejected")
+                return error(400, f"body: does not decode as {named[:80]}")
             body = decoded
         try:
             try:
@@ -424,31 +430,41 @@ class Inbound:
             self._count(UNKNOWN, "rejected")
             www = {"WWW-Authenticate": "Basic"} if authenticate == self._authenticate_segment else None
             return error(401, str(err), www)
+        empty_header = False
         if implied is None and auth.sender in self.type_headers:
             # Shopify's body is the resource (an order); what happened is the topic header.
             header = self.type_headers[auth.sender]
             if len(set(request.headers.getall(header, []))) > 1:  # which one? neither is believed
                 self._count(auth.sender, "rejected")
                 return error(400, f"{header}: given more than once, with different values")
-            implied = request.headers.get(header) or None
+            given = request.headers.get(header)
+            implied = given.strip() or None if given is not None else None
+            empty_header = given is not None and implied is None
             if implied is not None and not utf8_text(implied):
                 # Bytes the HTTP parser kept as surrogates: a bad event holding them cannot be
                 # kept (encoded), and the header is not signed, so it is refused here.
                 self._count(auth.sender, "rejected")
                 return error(400, f"{header}: not UTF-8 text")
         try:
-            return await self._ingest(self.sources[auth.sender], auth, body, implied, request.content_type)
+            src = self.sources[auth.sender]
+            return await self._ingest(src, auth, body, implied, request.content_type, empty_header)
         except Exception:
             log.exception("ingesting a delivery from %s failed", auth.sender)
             self._count(auth.sender, "rejected")
             return error(500, "internal error; the delivery was not stored, retry it")
 
     async def _ingest(
-        self, src: SourceMap, auth: Authenticated, body: bytes, implied: str | None, labelled: str = ""
+        self,
+        src: SourceMap,
+        auth: Authenticated,
+        body: bytes,
+        implied: str | None,
+        labelled: str = "",
+        empty_header: bool = False,
     ) -> web.StreamResponse:
         now = datetime.now(UTC)
         ms = int(now.timestamp() * 1000)
-        delivery = _Delivery(src, auth)
+        delivery = _Delivery(src, auth, empty_header)
         receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "delivery", auth.delivery)
         delivery.groups.append([receipt])
         try:
@@ -485,7 +501,8 @@ class Inbound:
         src, auth = delivery.src, delivery.auth
         ms = int(now.timestamp() * 1000)
         try:
-            mapped = map_event(src, event, now, self.limits, f"{auth.delivery}#{index}")
+            where = f"{auth.delivery}#{index}"
+            mapped = map_event(src, event, now, self.limits, where, delivery.empty_header)
         except Invalid as err:
             bad = self._bad(src, now, "; ".join(err.errors), encode_event(event).decode())
             key = Receipt(self.ids(ms), iso(now), self.node, src.name, "bad", f"{auth.delivery}#{index}")
@@ -554,6 +571,8 @@ class Inbound:
             if not new and (result["result"] == "accepted" or result.get("reason") == ERASED_SINCE):
                 result["result"] = "duplicate"  # a late event's retry too: its receipt was kept
                 result.pop("reason", None)
+                # Nothing was recorded now, so nothing was recorded without a field (nor counted).
+                result.pop("unmatched", None)
         if not delivery.results:  # the whole body was bad
             self._count(sender, "bad")
         for result in delivery.results:

@@ -288,8 +288,11 @@ def unmet_requirement(src: SourceMap, raw_type: str, event: dict[str, Any]) -> s
     return None
 
 
-def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallback_key: str) -> Mapped:
-    """One sender event → the rows it records and its own key; ``Invalid`` with every error."""
+def map_event(
+    src: SourceMap, event: Any, now: datetime, limits: Limits, fallback_key: str, header_empty: bool = False
+) -> Mapped:
+    """One sender event → the rows it records and its own key; ``Invalid`` with every error.
+    ``header_empty``: the delivery's type header (``SourceMap.type_header``) was sent, empty."""
     if not isinstance(event, dict):
         raise Invalid([f"event: expected a JSON object, got {json_kind(event)}"])
     r = _Reader(src, event, limits.max_len)
@@ -300,6 +303,8 @@ def map_event(src: SourceMap, event: Any, now: datetime, limits: Limits, fallbac
         if not r.errors:
             # Shopify's is a header: "missing" alone sent the operator looking in the body.
             header = f", and no {src.type_header} header" if src.type_header else ""
+            if src.type_header and header_empty:  # it is there: "no … header" sent them checking a relay
+                header = f", and the {src.type_header} header is empty"
             r.fail("type", f"missing{header}")
     elif raw_type in src.ignore:
         kind = "ignored"

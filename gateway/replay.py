@@ -5,7 +5,9 @@ its sender's current ``[[sources]]`` mapping — as of the time it was received 
 and, unless ``--dry-run``, writes what it means through a ``LocalStore`` (the
 same receipts as live ingestion, so a replay never counts anything twice) and
 then marks the bad event ``replayed``. Truncated bodies and events of senders no
-longer configured are reported and left alone.
+longer configured are reported and left alone. Each line of its output names the bad event's
+sender and event key; its first says the file's mapping is used (a running gateway keeps the
+``[[sources]]`` it started with until restarted, which is not known here).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiosqlite
 
@@ -28,9 +31,9 @@ from gateway.events import Event, iso
 from gateway.ids import Uuid7, id_floor
 from gateway.inbound import ERASED_SINCE
 from gateway.keys import Keys
-from gateway.mapping import Invalid, Limits, Mapped, map_event
+from gateway.mapping import EVENT_KEY_FALLBACKS, Invalid, Limits, Mapped, map_event
 from gateway.metrics import Metrics
-from gateway.sources import compile_source, decode_delivery, split_batch
+from gateway.sources import MISSING, SourceMap, compile_source, decode_delivery, resolve, split_batch
 from storage.erased import Erased
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew
@@ -48,6 +51,8 @@ class ReplayReport:
     """Per replayed bad event, what became of each of its events: ``recorded``, ``already
     recorded`` (its key or order was in the store: a retry the gateway took after the fix),
     ``ignored: <reason>`` (nothing to record), or under ``--dry-run`` ``would record``."""
+    about: dict[str, str] = field(default_factory=dict)
+    """Per bad event, whose it is: ``sender billing, event evt_1`` (its key, when it has one)."""
 
 
 async def replay_bad(
@@ -56,8 +61,10 @@ async def replay_bad(
     sender: str | None = None,
     dry_run: bool = False,
     say: Callable[[str], None] = print,
+    config: str = "",
 ) -> ReplayReport:
-    """Replay the bad events of ``sender`` (or all); see the module docstring."""
+    """Replay the bad events of ``sender`` (or all); see the module docstring. ``config``: the
+    file the settings were read from, which the output names."""
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     wh = settings.options.webhooks
     ids = Uuid7()
@@ -88,6 +95,7 @@ async def replay_bad(
         spans: list[tuple[str, int, list[Mapped]]] = []  # a bad event, its first group, its events
         for bad_id, ts, node, name, body, truncated, reason in pending:
             src = sources.get(name)
+            report.about[bad_id] = f"sender {name}"
             if src is None:
                 report.skipped.append((bad_id, f"sender {name!r} is not in [[sources]] any more"))
                 continue
@@ -109,8 +117,8 @@ async def replay_bad(
             except ValueError as err:
                 report.still_bad.append((bad_id, str(err)))
                 continue
+            placed = await _place_in_delivery(db, bad_id, ts, node, name)
             try:
-                placed = await _place_in_delivery(db, bad_id, ts, node, name)
                 # One event of a delivery (it has its place) is read as the endpoint read it, one
                 # event: an array there, or an object with a batch, is refused again, not split
                 # and recorded. A whole body kept (one that did not decode) is split as sent.
@@ -121,7 +129,9 @@ async def replay_bad(
                 ]
             except Invalid as err:
                 report.still_bad.append((bad_id, "; ".join(err.errors)))
+                report.about[bad_id] += _keys_shown([k] if (k := own_key(src, doc) or placed) else [])
                 continue
+            report.about[bad_id] += _keys_shown([m.key for m in mapped])
             ms = int(received.timestamp() * 1000)
             mapped = [
                 dataclasses.replace(m, rows=[], ignored=ERASED_SINCE)
@@ -161,12 +171,20 @@ async def replay_bad(
             for k, m in enumerate(mapped)
         ]
     verb = "would replay" if dry_run else "replayed"
+    if pending:
+        # Whether a running gateway maps as the file now does is not known here: a reload leaves
+        # its [[sources]] as they were at its start ("needs a restart"), so say which is used.
+        say(
+            f"mapping: the [[sources]] of {config or 'the config'} as the file has them now (a"
+            " running gateway maps with those it started with until it is restarted; a reload does"
+            " not change them)"
+        )
     for bad_id in report.replayed:
-        say(f"{bad_id}: {verb}: {', '.join(report.outcomes[bad_id])}")
+        say(f"{bad_id} ({report.about[bad_id]}): {verb}: {', '.join(report.outcomes[bad_id])}")
     for bad_id, reason in report.still_bad:
-        say(f"{bad_id}: still bad: {reason}")
+        say(f"{bad_id} ({report.about[bad_id]}): still bad: {reason}")
     for bad_id, reason in report.skipped:
-        say(f"{bad_id}: skipped: {reason}")
+        say(f"{bad_id} ({report.about[bad_id]}): skipped: {reason}")
     replayed, still_bad, skipped = len(report.replayed), len(report.still_bad), len(report.skipped)
     summary = f"{verb} {replayed:,}, still bad {still_bad:,}, skipped {skipped:,}"
     if replayed:
@@ -175,6 +193,28 @@ async def replay_bad(
         summary += f"; their events: {', '.join(f'{told.count(k):,} {k}' for k in kinds)}"
     say(summary)
     return report
+
+
+def own_key(src: SourceMap, doc: Any) -> str | None:
+    """The key a kept event gives itself (its ``event_id``, else ``messageId``…, as
+    ``map_event`` looks for it), to name a bad event that is still bad; None when it has none."""
+    if not isinstance(doc, dict):
+        return None
+    pointers = [src.pointers.get("event_id"), *(tuple(p[1:].split("/")) for p in EVENT_KEY_FALLBACKS)]
+    for tokens in pointers:
+        value = resolve(doc, tokens) if tokens else MISSING
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            return str(value)
+    return None
+
+
+def _keys_shown(keys: list[str]) -> str:
+    """``, event evt_1``; ``, events a, b, c and 2 more``; each cut to 80 characters."""
+    if not keys:
+        return ""
+    shown = [k if len(k) <= 80 else k[:79] + "…" for k in keys[:3]]
+    more = f" and {len(keys) - 3:,} more" if len(keys) > 3 else ""
+    return f", event{'s' * (len(keys) > 1)} {', '.join(shown)}{more}"
 
 
 async def _place_in_delivery(
@@ -215,7 +255,7 @@ def cmd_replay_bad(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return 1
     try:
-        asyncio.run(replay_bad(settings, sender=args.sender, dry_run=args.dry_run))
+        asyncio.run(replay_bad(settings, sender=args.sender, dry_run=args.dry_run, config=args.config))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         hint = (
             " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
-from gateway.config_values import comparison_problems, unknown_name
+from gateway.config_values import comparison_problems, toml_key, unknown_name
 from gateway.events import NAME, NAME_RULE, order_scope_problem
 from gateway.options import SHOPIFY_HMAC
 from gateway.signing import STAMPED
@@ -276,11 +276,7 @@ def validate_sources(options: Options) -> list[str]:
                     f"{at}.ignore_types[{j}]: {raw!r} is also in types (= {src.types[raw]!r}): its events"
                     " would be ignored, never recorded; remove it from one of them"
                 )
-        for name in src.defaults:
-            if name not in DEFAULTABLE:
-                p.append(
-                    f"{at}.defaults.{name}: not a field with a default (allowed: {', '.join(DEFAULTABLE)})"
-                )
+        p += [_no_default(at, name) for name in src.defaults if name not in DEFAULTABLE]
         kind = src.defaults.get("type")
         known = {*KINDS, *src.types, *(src.ignore_types or ())}
         if kind is not None and kind not in known:  # every event without a type would be refused
@@ -304,6 +300,36 @@ def validate_sources(options: Options) -> list[str]:
                 f" (sources[{logins[0]}]) logs in: which scheme a delivery is would be ambiguous"
             )
     return p
+
+
+def webhooks_warnings(wh: WebhooksOptions) -> list[str]:
+    """What ``[webhooks]`` allows but does not do what it reads as, each naming its keys: said
+    by ``gateway check``, ``gateway doctor`` and at the start, not refused (it is harmless)."""
+    if wh.bad_body_limit > wh.max_body:
+        return [
+            f"webhooks.bad_body_limit ({wh.bad_body_limit}) is above webhooks.max_body ({wh.max_body}):"
+            " no larger body is taken, so the limit cuts no bad event's body; set bad_body_limit to"
+            f" at most {wh.max_body}, or raise webhooks.max_body if larger deliveries are meant"
+        ]
+    return []
+
+
+def _no_default(at: str, name: str) -> str:
+    return f"{at}.defaults.{toml_key(name)}: not a field with a default (allowed: {', '.join(DEFAULTABLE)})"
+
+
+def without_undefaultable(entry: Mapping[str, Any], at: str) -> tuple[Mapping[str, Any], list[str]]:
+    """A ``[[sources]]`` entry as read, less its ``defaults`` for fields that take none, and a
+    problem for each: said before its value's type is judged (``defaults = {value = 5}`` was
+    refused as "expected a string", then, written ``"5"``, as a field with no default)."""
+    defaults = entry.get("defaults")
+    if not isinstance(defaults, dict):
+        return entry, []
+    wrong = [name for name in defaults if name not in DEFAULTABLE]
+    if not wrong:
+        return entry, []
+    kept = {name: value for name, value in defaults.items() if name in DEFAULTABLE}
+    return {**entry, "defaults": kept}, [_no_default(at, name) for name in wrong]
 
 
 def _when_problems(src: SourceOptions, at: str) -> list[str]:

@@ -68,6 +68,23 @@ def test_check_names_every_missing_required_key_and_warns_of_a_missing_geoip_fil
     assert f"gateway: warning: geo.country_db: {nope} does not exist: geo lookups will be off" in done.stderr
 
 
+def test_check_warns_of_a_bad_body_limit_above_the_body_limit(tmp_path: Path) -> None:
+    """``webhooks.bad_body_limit`` above ``webhooks.max_body`` was taken without a word: no body
+    that large is received, so the limit never applies. Harmless, so a warning naming both."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[webhooks]\nmax_body = 2048\nbad_body_limit = 4096\n")
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "gateway: warning: webhooks.bad_body_limit (4096) is above webhooks.max_body (2048): no larger"
+        " body is taken, so the limit cuts no bad event's body; set bad_body_limit to at most 2048, or"
+        " raise webhooks.max_body if larger deliveries are meant\n"
+    )
+    cfg.write_text("[webhooks]\nmax_body = 2048\nbad_body_limit = 2048\n")
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_check_without_secrets_explains_how(tmp_path: Path) -> None:
     done = gateway("check", "-c", str(ROOT / "gateway.toml"))
     assert done.returncode == 2

@@ -967,6 +967,32 @@ def test_a_source_default_that_every_event_would_fail_on_is_refused(defaults: st
     )
 
 
+@pytest.mark.parametrize(
+    ("defaults", "expected"),
+    [
+        ("{ value = 5 }", ["sources[0].defaults.value: not a field with a default (allowed: type,"]),
+        ("{ value = '5' }", ["sources[0].defaults.value: not a field with a default (allowed: type,"]),
+        (
+            "{ order_id = 5, source = 7 }",
+            [
+                "sources[0].defaults.order_id: not a field with a default (allowed: ",
+                "sources[0].defaults.source: expected a string, got 7",
+            ],
+        ),
+        ("{ 'a b' = 1 }", ['sources[0].defaults."a b": not a field with a default (allowed: ']),
+    ],
+)
+def test_a_default_for_a_field_that_takes_none_is_said_first(defaults: str, expected: list[str]) -> None:
+    """``defaults = {value = 5}`` was refused as "expected a string, got 5"; written ``"5"``, as
+    "not a field with a default": the first answer sent the operator to fix the wrong thing. A
+    field that takes no default is said so whatever its value; one that takes a default and has
+    a value of the wrong kind is still said so, beside it."""
+    toml = f"[[sources]]\nname = 'a'\nsecrets = ['env:S']\ndefaults = {defaults}\n"
+    said = [p for p in problems(toml, {**ENV, "S": "s" * 32}) if ".defaults." in p]
+    assert len(said) == len(expected), said
+    assert all(p.startswith(e) for p, e in zip(said, expected, strict=True)), said
+
+
 def _two_senders(first: str, second: str) -> str:
     return (
         f"[[sources]]\nname = 'shop'\nsecrets = ['env:S', 'env:T']\n{first}\n"

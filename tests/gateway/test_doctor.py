@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from blockbuster import BlockBuster
 
-from gateway.doctor import Check, check_round_locks
+from gateway.doctor import Check, check_round_locks, check_senders
 from gateway.events import Touchpoint, iso
 from gateway.ids import uuid7
 from storage.migrate import migrations
@@ -764,3 +764,17 @@ def test_several_workers_without_tcp_migrate_req_are_warned_that_a_stopped_ones_
         "2 1 end",
         "1 0 end",  # one process: no queue of a sibling to lose
     ]
+
+
+def test_a_bad_body_limit_above_the_body_limit_is_a_warning(tmp_path: Path) -> None:
+    """No delivery larger than ``webhooks.max_body`` is taken: a ``bad_body_limit`` above it
+    never applies, which the doctor says as ``gateway check`` does (harmless: no failure)."""
+    sender = '[[sources]]\nname = "a"\nsecrets = ["env:S1"]\n'
+    toml = sender + "[webhooks]\nmax_body = 2048\nbad_body_limit = 4096\n"
+    checks = check_senders(make_settings(tmp_path, toml, S1="a" * 32))
+    assert [(c.status, c.what.split(":")[0]) for c in checks] == [
+        ("ok", "sender a"),
+        ("warn", "webhooks.bad_body_limit (4096) is above webhooks.max_body (2048)"),
+    ]
+    fine = sender + "[webhooks]\nmax_body = 4096\nbad_body_limit = 4096\n"
+    assert [c.status for c in check_senders(make_settings(tmp_path, fine, S1="a" * 32))] == ["ok"]

@@ -603,6 +603,34 @@ async def test_a_configured_pointer_that_finds_nothing_is_said_not_silent(
     ]
 
 
+async def test_a_duplicate_carries_no_unmatched(gw: RunningGateway) -> None:
+    """An event answered ``duplicate`` recorded nothing: it was answered with the ``unmatched``
+    of its first time all the same (alone and in a batch), though the metric does not count it
+    again. Only what was recorded now says what it was recorded without."""
+
+    def click(event_id: str) -> dict[str, Any]:
+        return {"event": "creator.click", "event_id": event_id, "user": {"external_id": 7}, "creator": {}}
+
+    body = encode(click("d1"))
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert (status, answer.get("unmatched")) == (202, ["creator_id (/creator/id)"]), answer
+    body = encode(click("d1"))  # the same event in a new delivery (another webhook-id)
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert (status, answer) == (200, {"ok": True, "result": "duplicate", "key": "d1"})
+    body = encode([click("d1"), click("d2")])
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert status == 202, answer
+    assert answer["results"] == [
+        {"index": 0, "result": "duplicate", "key": "d1"},
+        {"index": 1, "result": "accepted", "key": "d2", "unmatched": ["creator_id (/creator/id)"]},
+    ]
+    async with gw.session.get(
+        gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    ) as resp:
+        metrics = parse_metrics(await resp.text())
+    assert metrics[("gateway_inbound_unmatched_fields_total", 'field="creator_id"', 'sender="tiktok"')] == 2
+
+
 async def test_a_field_the_events_kind_does_not_record_is_not_unmatched(
     gw: RunningGateway, start_gateway
 ) -> None:
@@ -1026,6 +1054,15 @@ async def test_replay_bad_after_a_config_fix(gw: RunningGateway, tmp_path: Path,
     )
     assert code == 0, err
     assert "replayed 0, still bad 1, skipped 0" in out
+    # Each line names whose event it is (sender and event key), not only the bad event's ID; and
+    # the mapping used is the file's, which a running gateway may not run yet (said once).
+    (bad_id,) = [i for (i,) in await rows(gw, "SELECT id FROM bad_events")]
+    assert out.splitlines()[:2] == [
+        f"mapping: the [[sources]] of {tmp_path / 'a.toml'} as the file has them now (a running gateway"
+        " maps with those it started with until it is restarted; a reload does not change them)",
+        f"{bad_id} (sender tiktok, event s1): still bad: type (/event): 'creator.signup' is not mapped"
+        " (known: conversion, creator.click, identify, touchpoint; see types)",
+    ], out
     fixed = await write_config(gw, tmp_path / "b.toml", 'types = {"creator.signup" = "conversion"}\n#')
     code, out, err = await gateway_cli(
         "replay-bad", "-c", str(fixed), "--sender", "tiktok", "--dry-run", env=env
@@ -1077,10 +1114,11 @@ async def test_replay_bad_says_what_became_of_each_event(
     assert "would replay 3, still bad 0, skipped 0; their events: 2 would record, 1 ignored" in out, out
     code, out, err = await gateway_cli("replay-bad", "-c", str(fixed), env={**ENV, **SOURCES_ENV})
     assert code == 0, err
-    assert out.splitlines() == [
-        f"{ids[0]}: replayed: already recorded",
-        f"{ids[1]}: replayed: recorded",
-        f"{ids[2]}: replayed: ignored: type 'creator.refund' is in ignore_types: not recorded",
+    assert out.splitlines()[1:] == [
+        f"{ids[0]} (sender tiktok, event rs1): replayed: already recorded",
+        f"{ids[1]} (sender tiktok, event rs2): replayed: recorded",
+        f"{ids[2]} (sender tiktok, event rr1): replayed: ignored: type 'creator.refund' is in"
+        " ignore_types: not recorded",
         "replayed 3, still bad 0, skipped 0; their events: 1 recorded, 1 already recorded, 1 ignored",
     ]
     assert await rows(gw, "SELECT dedup_key FROM conversions ORDER BY dedup_key") == [
@@ -1322,7 +1360,8 @@ async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: 
     """Senders may gzip their deliveries (analytics libraries have the option). The proxy
     listener forwards bodies as they come, so a signed event's body is undone here: signed as
     JSON or as the bytes on the wire, it is accepted; a coding the gateway cannot undo is a
-    415, and a body that does not decode (or would decode past webhooks.max_body) a 400."""
+    415, a body that does not decode a 400, and one that would decode past webhooks.max_body
+    a 413."""
     body = encode(conversion(order_id="gz-1"))
     packed = gzip.compress(body)
     status, answer = await post(gw, packed, {**signed(body), "Content-Encoding": "gzip"})
@@ -1350,15 +1389,15 @@ async def test_a_compressed_delivery_is_decoded_whichever_bytes_were_signed(gw: 
     bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
     assert len(bomb) < 4096  # the test sources' webhooks.max_body
     status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
-    assert status == 400 and "webhooks.max_body" in answer["error"], answer
+    assert status == 413 and "webhooks.max_body" in answer["error"], answer
 
 
 async def test_a_body_labelled_gzip_that_is_not_says_so(gw: RunningGateway) -> None:
     """A sender library that sets ``Content-Encoding: gzip`` and sends the JSON as it is (or a
     proxy that decompressed it and left the header) was answered "does not decode as gzip, or
     is larger than webhooks.max_body once decoded": which of the two? A body that does not
-    start as gzip data does is said so; a real gzip body too large once decoded still names
-    the bound."""
+    start as gzip data does is said so; a real gzip body too large once decoded is a 413, as
+    one too large as sent is (it was a 400 with the either/or wording), naming the bound."""
     body = encode(conversion())
     status, answer = await post(gw, body, {**signed(body), "Content-Encoding": "gzip"})
     assert (status, answer["error"]) == (
@@ -1374,9 +1413,17 @@ async def test_a_body_labelled_gzip_that_is_not_says_so(gw: RunningGateway) -> N
     bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
     status, answer = await post(gw, bomb, {**signed(bomb), "Content-Encoding": "gzip"})
     assert (status, answer["error"]) == (
-        400,
-        "body: does not decode as gzip, or is larger than webhooks.max_body (4096 bytes) once decoded",
+        413,
+        "body: larger than webhooks.max_body (4096 bytes) once decoded (gzip); the limit applies to"
+        " the body decompressed",
     ), answer
+    # The inner layer of two too large: the same; a layer cut short is still a 400 saying so.
+    inner = gzip.compress(gzip.compress(b"[" + b" " * 100_000 + b"]"))
+    status, answer = await post(gw, inner, {**signed(inner), "Content-Encoding": "gzip, gzip"})
+    assert status == 413 and answer["error"].startswith("body: larger than webhooks.max_body"), answer
+    cut = gzip.compress(body)[:-12]
+    status, answer = await post(gw, cut, {**signed(body), "Content-Encoding": "gzip"})
+    assert (status, answer["error"]) == (400, "body: does not decode as gzip"), answer
 
 
 def codings(body: bytes, *lines: str) -> CIMultiDict[str]:
@@ -2136,7 +2183,8 @@ def shopify_signed(
 
 async def test_a_missing_type_names_the_header_it_is_read_from(start_gateway, upstream_server) -> None:
     """A Shopify order without its X-Shopify-Topic (a relay that dropped it) was refused as
-    "type (/type): missing", sending the operator looking for a type in the order."""
+    "type (/type): missing", sending the operator looking for a type in the order; one whose
+    header is there but empty was told there was no header."""
     gw = await start_gateway(
         await upstream_server(web.Application()), SHOPIFY, {"SHOPIFY_SECRET": SHOPIFY_SECRET}
     )
@@ -2145,6 +2193,14 @@ async def test_a_missing_type_names_the_header_it_is_read_from(start_gateway, up
     del headers["X-Shopify-Topic"]
     status, answer = await post(gw, body, headers)
     assert (status, answer["errors"]) == (400, ["type (/type): missing, and no X-Shopify-Topic header"])
+    # There, but empty (a relay that blanked it): said so, not "no … header".
+    for blank in ("", "  "):
+        headers = shopify_signed(body, topic=blank, event=f"ev-t2{len(blank)}")
+        status, answer = await post(gw, body, headers)
+        assert (status, answer["errors"]) == (
+            400,
+            ["type (/type): missing, and the X-Shopify-Topic header is empty"],
+        ), blank
 
 
 async def test_shopify_posts_its_own_signed_order_webhooks(
