@@ -61,7 +61,7 @@ from gateway.sessions import (
     has_cookie_session,
     session_cookie,
 )
-from storage.erasure import bad_events_naming, erase_user
+from storage.erasure import bad_events_naming, erase_user, erase_visitor
 from storage.local import LOCKED, LocalStore
 from storage.migrate import SchemaTooNew
 from storage.queries import (
@@ -693,14 +693,19 @@ async def conversions(request: web.Request) -> web.StreamResponse:
 def _visitor_keys(request: web.Request, given: str) -> list[str] | None:
     """The keys a visitor looked up as ``given`` may be stored under (None: ``given`` is no
     visitor_key, visitor ID or cookie value)."""
-    keys: list[str] = []
-    if _VISITOR_KEY.fullmatch(given.lower()):
-        keys.append(given.lower())
-    # The cookie, v1.<id>.<tag>: as a sender's "v1." ID with two dots is read (mapping.py).
-    raw = given.split(".")[1] if given.startswith("v1.") and given.count(".") == 2 else given
-    if 0 < len(raw) <= MAX_VISITOR_ID and raw.isprintable():
-        keys.append(request.app[KEYS_KEY].visitor_key(raw))
-    return keys or None
+    return request.app[KEYS_KEY].named_visitor_keys(given) or None
+
+
+def _visitor_keys_of(request: web.Request, given: str) -> list[str]:
+    """``_visitor_keys`` of the path's visitor ID, or a 400 saying what it takes."""
+    keys = _visitor_keys(request, given)
+    if keys is None:
+        raise ApiError(
+            400,
+            "visitor_id: expected a visitor_key (32 hex digits), a visitor ID"
+            f" (1..{MAX_VISITOR_ID} printable characters) or a cookie value",
+        )
+    return keys
 
 
 async def _visitor_journey(request: web.Request, keys: list[str]) -> dict[str, Any] | None:
@@ -722,19 +727,13 @@ async def visitor(request: web.Request) -> web.Response:
     # Trimmed, as every intake trims a visitor ID (none is stored with spaces around it): a cookie
     # value pasted with a space before it was a 404, "no touchpoints recorded for this visitor".
     given = request.match_info["visitor_id"].strip()
-    keys = _visitor_keys(request, given)
-    if keys is None:
-        raise ApiError(
-            400,
-            "visitor_id: expected a visitor_key (32 hex digits), a visitor ID"
-            f" (1..{MAX_VISITOR_ID} printable characters) or a cookie value",
-        )
+    keys = _visitor_keys_of(request, given)
     journey = await _visitor_journey(request, keys)
     if journey is not None:
         return ok(journey)
     erased = await request.app[READER_KEY].erased_at(keys)
     if erased is not None:  # not "never seen": an operator checks that an erasure happened
-        raise ApiError(404, f"no touchpoints recorded for this visitor: erased on {erased}, with a user")
+        raise ApiError(404, f"no touchpoints recorded for this visitor: erased on {erased}")
     user_id, problem = operator_user_id(given)
     if problem is None and await request.app[READER_KEY].user([request.app[KEYS_KEY].user_key(user_id)]):
         raise ApiError(
@@ -805,6 +804,28 @@ async def erase(request: web.Request) -> web.Response:
     # Not the key: under user_id_storage = "plain" it is the raw ID, which the log must not keep.
     log.info("erased a user (erasure %s): %s", erasure.id, erasure.counts)
     return ok({"user_key": keys[0], "erased": erasure.counts, "visitors": len(erasure.visitors)})
+
+
+async def visitor_erase(request: web.Request) -> web.Response:
+    """Erase a visitor no user is erased with (GDPR Art. 17: an anonymous visitor's request, by
+    the cookie value): its touchpoints, the conversions recorded on it, the kept bad events
+    naming it, under every key ``GET /api/visitors/{id}`` reads it by. Its bindings to users
+    stay (theirs: their erasure takes them); the answer counts those users."""
+    only_params(request, set())
+    keys = _visitor_keys_of(request, request.match_info["visitor_id"].strip())
+    settings = request.app[SETTINGS_KEY]
+    now = datetime.now(UTC)
+    erasure, bound = await erase_visitor(
+        settings.store_path,
+        keys,
+        body_key=body_key(settings.secret),
+        keys=request.app[KEYS_KEY],
+        event_id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
+        ts=iso(now),
+        node=settings.node,
+    )
+    log.info("erased a visitor (erasure %s): %s", erasure.id, erasure.counts)
+    return ok({"visitor_keys": erasure.visitors, "erased": erasure.counts, "bound_users": bound})
 
 
 async def bad_events(request: web.Request) -> web.StreamResponse:
@@ -1184,6 +1205,7 @@ def create_admin_app(
     app.router.add_get("/api/touchpoints", touchpoints)
     app.router.add_get("/api/conversions", conversions)
     app.router.add_get("/api/visitors/{visitor_id}", visitor)
+    app.router.add_delete("/api/visitors/{visitor_id}", visitor_erase)
     app.router.add_get("/api/users/{user_id}", user)
     app.router.add_delete("/api/users/{user_id}", erase)
     app.router.add_get("/api/bad-events", bad_events)

@@ -196,7 +196,9 @@ class BadEvent:
 
 @dataclass(slots=True)
 class Erasure:
-    """A user erased on this node (GDPR Art. 17): keys and counts only, so other stores can follow."""
+    """A user erased on this node (GDPR Art. 17): keys and counts only, so other stores can follow.
+    A visitor erased alone (``DELETE /api/visitors/{id}``) is recorded so too, its key the
+    ``user_key`` and listed in ``visitors`` (a user key never is: keyed apart)."""
 
     table: ClassVar[str] = "erasures"
 

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 
 from cryptography.exceptions import InvalidTag
@@ -46,7 +47,16 @@ def operator_user_id(given: str) -> tuple[str, str | None]:
 
 
 _ENCRYPTED = "siv:"
+_VISITOR_KEY = re.compile(r"[0-9a-f]{32}")
 _PLAIN = "id:"
+
+
+def named_visitor_id(given: str) -> str | None:
+    """The raw visitor ID an operator names as ``given`` (trimmed already): ``given`` itself, or
+    the ID a cookie value (``v1.<id>.<tag>``, read as ``gateway.mapping`` reads a sender's)
+    holds; None when no intake would record it (empty, too long, not printable)."""
+    raw = given.split(".")[1] if given.startswith("v1.") and given.count(".") == 2 else given
+    return raw if 0 < len(raw) <= MAX_VISITOR_ID and raw.isprintable() else None
 
 
 def is_plain_key(user_key: str) -> bool:
@@ -126,6 +136,19 @@ class Keys:
     def visitor_key(self, visitor_id: str) -> str:
         """The only form of a visitor ID that is ever stored: a keyed hash, 32 hex digits."""
         return self._visitor_mac.digest(visitor_id.encode()).hex()[:32]
+
+    def named_visitor_keys(self, given: str) -> list[str]:
+        """The keys of the visitor an operator names as ``given`` (trimmed already): ``given``
+        itself when it is a visitor_key (32 hex digits), then the key of the raw visitor ID it is
+        or, a cookie value (``v1.<id>.<tag>``, read as ``gateway.mapping`` reads a sender's),
+        holds. Empty: ``given`` names no visitor. The journey lookup and an erasure read these."""
+        keys: list[str] = []
+        if _VISITOR_KEY.fullmatch(given.lower()):
+            keys.append(given.lower())
+        raw = named_visitor_id(given)
+        if raw is not None:
+            keys.append(self.visitor_key(raw))
+        return list(dict.fromkeys(keys))
 
     def user_key(self, user_id: str) -> str:
         """The stored form of a site's user ID, per ``user_mode``; the same ID always gives the

@@ -642,7 +642,48 @@ def openapi_document() -> dict[str, Any]:
                         },
                         **_errors(400, 401, 404, 503),
                     },
-                }
+                },
+                "delete": {
+                    "summary": "Erase the visitor: its touchpoints, the conversions recorded on it, the kept"
+                    " bad events naming it (its bindings to users stay: a user's erasure takes them)",
+                    "parameters": [
+                        {
+                            "name": "visitor_id",
+                            "in": "path",
+                            "required": True,
+                            "description": "as the GET takes it; 32 hex digits erase both the visitor_key"
+                            " and the raw ID",
+                            "schema": VISITOR_ID,
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "rows erased per table",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "visitor_keys", "erased", "bound_users"],
+                                        "properties": {
+                                            "ok": {"const": True},
+                                            "visitor_keys": {"type": "array", "items": {"type": "string"}},
+                                            "erased": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "integer"},
+                                            },
+                                            "bound_users": {
+                                                "type": "integer",
+                                                "description": "users the visitor is bound to: their"
+                                                " bindings stay",
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 503),
+                    },
+                },
             },
             "/api/bad-events": {
                 "get": {

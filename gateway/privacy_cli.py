@@ -1,5 +1,6 @@
-"""``gateway purge`` (retention, ``privacy.retention_days``) and ``gateway erase USER_ID``
-(the erasure ``DELETE /api/users/{id}`` does), each with ``--dry-run``."""
+"""``gateway purge`` (retention, ``privacy.retention_days``), ``gateway erase USER_ID`` (the
+erasure ``DELETE /api/users/{id}`` does) and ``gateway erase --visitor ID`` (``DELETE
+/api/visitors/{id}``'s), each with ``--dry-run``."""
 
 from __future__ import annotations
 
@@ -83,6 +84,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from storage.erasure import erase_user
     from storage.migrate import SchemaTooNew
 
+    if (args.user_id is None) == (args.visitor is None):
+        print("gateway: erase takes a USER_ID or --visitor ID, one of them", file=sys.stderr)
+        return 2
+    if args.visitor is not None:
+        return _erase_visitor(args)
     user_id, problem = operator_user_id(args.user_id)
     if problem is not None:
         print(f"gateway: USER_ID: {problem}", file=sys.stderr)
@@ -140,6 +146,69 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase_visitor(args: argparse.Namespace) -> int:
+    """``gateway erase --visitor ID``: ``DELETE /api/visitors/{id}``'s erasure."""
+    from gateway.badbody import body_key
+    from gateway.events import iso
+    from gateway.ids import Uuid7
+    from gateway.keys import MAX_VISITOR_ID, Keys, named_visitor_id
+    from storage.erasure import erase_visitor
+    from storage.migrate import SchemaTooNew
+
+    given = args.visitor.strip()  # as every intake trims a visitor ID
+    if named_visitor_id(given) is None:  # what a visitor_key (32 hex digits) is too
+        print(
+            "gateway: --visitor: expected a visitor_key (32 hex digits), a visitor ID"
+            f" (1..{MAX_VISITOR_ID} printable characters) or a cookie value",
+            file=sys.stderr,
+        )
+        return 2
+    settings = _settings(args)
+    if isinstance(settings, int):
+        return settings
+    keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+    visitor_keys = keys.named_visitor_keys(given)
+    now = datetime.now(UTC)
+
+    async def erase() -> tuple[Erasure, int, str | None]:
+        before = await _erased_at(settings.store_path, visitor_keys)
+        erasure, bound = await erase_visitor(
+            settings.store_path,
+            visitor_keys,
+            body_key=body_key(settings.secret),
+            keys=keys,
+            event_id=Uuid7()(int(now.timestamp() * 1000)),
+            ts=iso(now),
+            node=settings.node,
+            dry_run=args.dry_run,
+        )
+        return erasure, bound, before
+
+    try:
+        erasure, bound, erased = asyncio.run(erase())
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:
+        print(f"gateway: erase failed on the store {settings.store_path}: {err}", file=sys.stderr)
+        return 1
+    print(f"erase: {'would erase' if args.dry_run else 'erased'} the visitor")
+    for table, rows in erasure.counts.items():
+        print(f"  {table}: {rows:,}")
+    if not any(erasure.counts.values()):
+        why = _UNKNOWN_VISITOR if erased is None else f"it was erased on {erased}"
+        print(f"  nothing of this visitor {'is' if args.dry_run else 'was'} in this store: {why}")
+    if bound:
+        print(
+            f"  bound to {bound:,} user{'' if bound == 1 else 's'}: {'that' if bound == 1 else 'each'}"
+            " binding stays (it is the user's): erase the user (gateway erase USER_ID) to take it,"
+            " and every device of theirs"
+        )
+    if args.dry_run:
+        print("(dry run: nothing deleted)")
+    else:
+        for line in _erasure_reach(settings, "visitor"):
+            print(line)
+    return 0
+
+
 async def _erased_at(path: Path, keys: Sequence[str]) -> str | None:
     """When the store last recorded an erasure of ``keys`` (``storage.erased.erased_at``), before
     this one; None on a store too old to say (the erasure migrates nothing: it refuses a newer
@@ -162,10 +231,22 @@ _UNKNOWN_USER = (
 )
 
 
-def _erasure_reach(settings: Settings) -> list[str]:
-    """Where else the user's rows may be, by what this config has: said after an erasure."""
+_UNKNOWN_VISITOR = (
+    "check the ID is the visitor's (the gw_vid cookie's whole value, or the visitor_key), or that"
+    " it was erased already"
+)
+
+
+def _erasure_reach(settings: Settings, who: str = "user") -> list[str]:
+    """Where else the ``who``'s rows may be, by what this config has: said after an erasure."""
     said = []
-    if settings.central_url:
+    if settings.central_url and who == "visitor":
+        said.append(
+            "the erasure reaches the central store with the next sync, and every other node's"
+            " store at that node's next sync round after it, their kept bad events (bad_events)"
+            " that name the visitor's ID included"
+        )
+    elif settings.central_url:
         said.append(
             "the erasure reaches the central store with the next sync, and every other node's"
             " store at that node's next sync round after it, their kept bad events (bad_events)"
@@ -186,8 +267,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], defau
     purge.add_argument("-c", "--config", default=default_config, help="config file (default: %(default)s)")
     purge.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     purge.set_defaults(func=cmd_purge)
-    erase = sub.add_parser("erase", help="erase one user everywhere (as DELETE /api/users/{id})")
-    erase.add_argument("user_id", metavar="USER_ID", help="the site's raw user ID")
+    erase = sub.add_parser(
+        "erase",
+        help="erase one user everywhere (as DELETE /api/users/{id}), or one visitor (--visitor,"
+        " as DELETE /api/visitors/{id})",
+    )
+    erase.add_argument("user_id", metavar="USER_ID", nargs="?", help="the site's raw user ID")
+    erase.add_argument(
+        "--visitor",
+        metavar="ID",
+        help="erase this visitor instead: the gw_vid cookie's value, the raw visitor ID or the visitor_key",
+    )
     erase.add_argument("-c", "--config", default=default_config, help="config file (default: %(default)s)")
     erase.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     erase.set_defaults(func=cmd_erase)

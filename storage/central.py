@@ -523,13 +523,18 @@ def _without_nul(record: Sequence[Any]) -> list[Any]:
 async def apply_erasures(conn: asyncpg.Connection, ids: Sequence[Any]) -> None:
     """Inside a transaction: erase each erasure's user from every node's rows — their bindings,
     every touchpoint and conversion of every visitor bound to them anywhere (not only the
-    visitors the erasing node knew), their conversions — and remember the keys."""
+    visitors the erasing node knew), their conversions — and remember the keys. An erasure of
+    a visitor alone (its key both ``user_key`` and listed) erases that visitor's rows only."""
     for erasure in await conn.fetch(
         "SELECT user_key, also_keys, visitors, ts FROM erasures WHERE id = ANY($1::uuid[]) ORDER BY id", ids
     ):
-        # Its other keys: the user's rows from before identity.user_id_storage changed.
-        users = [erasure["user_key"], *asyncpg_json_list(erasure["also_keys"])]
         listed = asyncpg_json_list(erasure["visitors"])
+        # Its other keys: the user's rows from before identity.user_id_storage changed. A
+        # visitor's own erasure names its key as the user_key too (``erasure.erase_visitor``): a
+        # visitor then, no user (and each key once: ``erased_keys`` takes one once a statement).
+        users = [
+            k for k in (erasure["user_key"], *asyncpg_json_list(erasure["also_keys"])) if k not in listed
+        ]
         bound = await conn.fetch(
             "SELECT DISTINCT visitor_key FROM identities WHERE user_key = ANY($1::text[])", users
         )

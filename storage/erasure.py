@@ -1,4 +1,7 @@
-"""Erasure of one user (GDPR Art. 17) from the local store.
+"""Erasure of one user (GDPR Art. 17) from the local store, or of one visitor alone
+(``erase_visitor``: an anonymous visitor's request, its touchpoints, conversions and the bad
+events naming it; recorded as an erasure whose ``user_key`` is the visitor's key, listed in its
+``visitors`` too).
 
 Owns the one destructive write the gateway makes: given a user key, it deletes
 the user's identity bindings, every touchpoint and conversion of every visitor
@@ -24,7 +27,7 @@ import json
 import logging
 import re
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote
@@ -347,36 +350,99 @@ async def erase_user(
     if not raw_user_id:
         raise ValueError("raw_user_id must not be empty")
     user_keys = [user_key, *(k for k in also if k != user_key)]
+
+    async def visitors(db: aiosqlite.Connection) -> list[str]:
+        return await bound_visitors(db, *user_keys)
+
+    async def others(db: aiosqlite.Connection) -> list[str]:
+        # The other keys, for the central store: a raw ID ("plain") only if rows here had it.
+        held = await _keys_held(db, user_keys[1:])
+        return [k for k in user_keys[1:] if not is_plain_key(k) or k in held]
+
     search = BadEventSearch(body_key, keys, dict.fromkeys(spellings(raw_user_id), _RAW))
+    record = Erasure(id=event_id, ts=ts, node=node, user_key=user_key)
+    return await _erase(path, record, user_keys, visitors, others, search, dry_run=dry_run)
+
+
+async def erase_visitor(
+    path: Path,
+    visitor_keys: Sequence[str],
+    *,
+    body_key: bytes,
+    keys: Keys,
+    event_id: str,
+    ts: str,
+    node: str,
+    dry_run: bool = False,
+) -> tuple[Erasure, int]:
+    """Delete everything of a visitor no user is erased with (an anonymous visitor's own
+    request, by its cookie value): what an erasure of a user deletes for each of its visitors —
+    its touchpoints (and their verdict changes), the conversions recorded on it, the kept bad
+    events that name it — under each of ``visitor_keys`` (a text that is both a visitor_key and
+    a raw ID: both). Its bindings to users stay: they are those users' (their erasure takes
+    them). The ``Erasure`` recorded, and how many users the visitor is bound to.
+
+    The record is an erasure's as any, its ``user_key`` the first visitor key, also listed in
+    ``visitors`` (a user key never is: a visitor erasure is told apart so), so the central store
+    and the mirror apply it as they apply a user's (``storage.central.apply_erasures``): the
+    visitor's rows go, its key joins ``erased_keys``, and no user key is erased."""
+    listed = list(dict.fromkeys(visitor_keys))
+    if not listed:
+        raise ValueError("visitor_keys must not be empty")
+
+    async def visitors(db: aiosqlite.Connection) -> list[str]:
+        return listed
+
+    async def others(db: aiosqlite.Connection) -> list[str]:
+        return []
+
+    record = Erasure(id=event_id, ts=ts, node=node, user_key=listed[0])
+    erasure = await _erase(
+        path, record, [], visitors, others, BadEventSearch(body_key, keys), dry_run=dry_run
+    )
+    db = await connect(path)
+    try:
+        marks = ",".join("?" for _ in listed)
+        sql = f"SELECT count(DISTINCT user_key) FROM identities WHERE visitor_key IN ({marks})"
+        async with db.execute(sql, listed) as cursor:
+            row = await cursor.fetchone()
+    finally:
+        await db.close()
+    return erasure, int(row[0]) if row else 0
+
+
+async def _erase(
+    path: Path,
+    record: Erasure,
+    users: Sequence[str],
+    visitors_of: Callable[[aiosqlite.Connection], Awaitable[list[str]]],
+    others_of: Callable[[aiosqlite.Connection], Awaitable[list[str]]],
+    search: BadEventSearch,
+    *,
+    dry_run: bool,
+) -> Erasure:
+    """The erasure of ``users`` and the visitors ``visitors_of`` finds (read again inside the
+    write transaction: a device bound meanwhile), recorded as ``record`` with those visitors,
+    the counts and the other keys ``others_of`` finds."""
     db = await connect(path)
     try:
         await refuse_newer(db)
         # The bad events opened before the write lock is taken: inside it, only those stored since.
-        await search.update(db, await bound_visitors(db, *user_keys))
+        await search.update(db, await visitors_of(db))
         await db.execute("BEGIN IMMEDIATE")
         try:
             tops = await table_tops(db)
-            visitors = await bound_visitors(db, *user_keys)
-            held = await _keys_held(db, user_keys[1:])
+            visitors = await visitors_of(db)
+            others = await others_of(db)
             await search.update(db, visitors)
             bad = search.naming([_RAW, *visitors])
-            counts = await delete_people(db, user_keys, visitors)
+            counts = await delete_people(db, users, visitors)
             # Bad events keep the sender's body as received, which may hold the raw ID.
             cursor = await db.execute(
                 f"DELETE FROM bad_events WHERE id IN ({','.join('?' for _ in bad)})", bad
             )
             counts["bad_events"] = max(cursor.rowcount, 0)
-            # The other keys, for the central store: a raw ID ("plain") only if rows here had it.
-            others = [k for k in user_keys[1:] if not is_plain_key(k) or k in held]
-            erasure = Erasure(
-                id=event_id,
-                ts=ts,
-                node=node,
-                user_key=user_key,
-                visitors=visitors,
-                counts=counts,
-                also_keys=others,
-            )
+            erasure = replace(record, visitors=visitors, counts=counts, also_keys=others)
             if dry_run:
                 await db.execute("ROLLBACK")
                 return erasure

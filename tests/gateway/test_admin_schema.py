@@ -109,7 +109,7 @@ def test_admin_api_holds_to_its_openapi_document(running: tuple[str, str], tmp_p
         assert err.value.code == 502
     done = schemathesis(admin, CHECKS, tmp_path)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
-    assert re.search(r"Operations:\s+1\d selected", done.stdout), done.stdout[-3000:]
+    assert re.search(r"Operations:\s+[12]\d selected", done.stdout), done.stdout[-3000:]
     assert re.search(r"\d+ generated, \d+ passed", done.stdout), done.stdout[-3000:]
 
 
@@ -118,7 +118,8 @@ def test_admin_api_holds_to_its_openapi_document(running: tuple[str, str], tmp_p
 # Rules a schema cannot state: printable characters, a period's length, since before until, a
 # cursor of the order asked for (the ordered listings, bad events among them).
 NOT_EXACT = ("GET /api/users/{user_id}", "DELETE /api/users/{user_id}", "PUT /api/creators/{creator_id}",
-             "GET /api/visitors/{visitor_id}", "POST /api/touchpoints/{touchpoint_id}/verdict",
+             "GET /api/visitors/{visitor_id}", "DELETE /api/visitors/{visitor_id}",
+             "POST /api/touchpoints/{touchpoint_id}/verdict",
              "GET /api/dashboard/summary",
              "GET /api/attribution", "GET /api/attribution/timeseries", "GET /api/attribution/paths",
              "GET /api/payouts", "GET /api/touchpoints", "GET /api/review", "GET /api/fraud",

@@ -242,3 +242,93 @@ def test_erase_command_removes_a_bad_event_naming_only_the_user_s_device(tmp_pat
     assert done.returncode == 0, done.stderr
     assert "bad_events: 1" in done.stdout
     assert rows(path, "SELECT id FROM bad_events") == [("03",)]
+
+
+def test_erase_visitor_by_the_cookie_value_dry_run_then_for_real(tmp_path: Path) -> None:
+    """``gateway erase --visitor``: an anonymous visitor's request, by the value of their gw_vid
+    cookie, as ``DELETE /api/visitors/{id}``. Before, the command took a user ID only, and such a
+    visitor's rows stayed until retention."""
+    from addons.identity import cookie_value
+
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    keys = Keys.from_master(settings.secret)
+    raw = "A" * 22
+    cookie, visitor = cookie_value(keys.cookie_mac, raw), keys.visitor_key(raw)
+    seal_key = body_key(settings.secret)
+
+    async def fill_visitor() -> None:
+        store = LocalStore(path, StorageOptions(), Metrics())
+        await store.open()
+        await store.write(
+            [
+                Touchpoint("01", TS, "n", visitor, source="a"),
+                Touchpoint("02", TS, "n", "stranger", source="b"),
+                Conversion("03", TS, "n", "signup", "signup:1", visitor, None, None, None),
+                BadEvent("04", TS, "n", "crm", "x", seal(seal_key, f'{{"anonymousId": "{raw}"}}')),
+                BadEvent("05", TS, "n", "crm", "x", seal(seal_key, '{"anonymousId": "anon-9"}')),
+            ]
+        )
+        await store.close()
+
+    asyncio.run(fill_visitor())
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\nnode = "cli"\n')
+    dry = gateway("erase", "--visitor", f" {cookie} ", "--dry-run", "-c", str(cfg))
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("erase: would erase the visitor\n"), dry.stdout
+    assert "touchpoints: 1" in dry.stdout and "bad_events: 1" in dry.stdout
+    assert "(dry run: nothing deleted)" in dry.stdout and cookie not in dry.stdout
+    assert rows(path, "SELECT count(*) FROM touchpoints") == [(2,)]
+    assert rows(path, "SELECT count(*) FROM erasures") == [(0,)]
+
+    done = gateway("erase", "--visitor", cookie, "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("erase: erased the visitor\n"), done.stdout
+    assert "conversions: 1" in done.stdout and "bound to" not in done.stdout
+    assert rows(path, "SELECT visitor_key FROM touchpoints") == [("stranger",)]
+    assert rows(path, "SELECT count(*) FROM conversions") == [(0,)]
+    assert rows(path, "SELECT id FROM bad_events") == [("05",)]
+    # Recorded as any erasure, for the central store: the visitor's key, as user_key and listed.
+    assert rows(path, "SELECT user_key, visitors, node FROM erasures") == [(visitor, f'["{visitor}"]', "cli")]
+    again = gateway("erase", "--visitor", raw, "-c", str(cfg))  # the raw ID: the same visitor
+    assert again.returncode == 0, again.stderr
+    assert "nothing of this visitor was in this store: it was erased on" in again.stdout
+
+
+def test_erase_visitor_says_the_users_it_is_bound_to_keep_their_binding(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    user_key = Keys.from_master(settings.secret).user_key("alice@example.com")
+    asyncio.run(fill(path, user_key))
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n')
+    done = gateway("erase", "--visitor", "phone", "-c", str(cfg))  # "phone" is stored as a key
+    assert done.returncode == 0, done.stderr
+    assert "nothing of this visitor was in this store: check the ID" in done.stdout  # the raw ID's key
+    assert rows(path, "SELECT count(*) FROM touchpoints") == [(3,)]
+    visitor_key = "a" * 32
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE touchpoints SET visitor_key = ? WHERE visitor_key = 'phone'", (visitor_key,))
+        db.execute("UPDATE identities SET visitor_key = ? WHERE visitor_key = 'phone'", (visitor_key,))
+    done = gateway("erase", "--visitor", visitor_key.upper(), "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "touchpoints: 1" in done.stdout
+    assert "bound to 1 user: that binding stays (it is the user's): erase the user" in done.stdout
+    assert rows(path, "SELECT count(*) FROM identities") == [(2,)]
+
+
+def test_erase_takes_a_user_or_a_visitor(tmp_path: Path) -> None:
+    cfg = tmp_path / "none.toml"
+    for args in (("erase",), ("erase", "alice", "--visitor", "v")):
+        done = gateway(*args, "-c", str(cfg))
+        assert (done.returncode, done.stderr) == (
+            2,
+            "gateway: erase takes a USER_ID or --visitor ID, one of them\n",
+        ), args
+    cfg.write_text(f'[storage]\npath = "{tmp_path / "gw.db"}"\n')
+    done = gateway("erase", "--visitor", "a\tb", "-c", str(cfg))
+    assert done.returncode == 2 and done.stderr.startswith("gateway: --visitor: expected a visitor_key")
+    assert not (tmp_path / "gw.db").exists() or rows(tmp_path / "gw.db", "SELECT count(*) FROM erasures") == [
+        (0,)
+    ]

@@ -271,7 +271,7 @@ async def test_a_lookup_of_an_erased_user_or_visitor_says_when_it_was_erased(gw:
     path = gw.gateway.settings.store_path
     ((erased_at,),) = await asyncio.to_thread(rows, path, "SELECT ts FROM erasures")
     as_user = f"nothing recorded for this user: erased on {erased_at}"
-    as_visitor = f"no touchpoints recorded for this visitor: erased on {erased_at}, with a user"
+    as_visitor = f"no touchpoints recorded for this visitor: erased on {erased_at}"
     never = "nothing recorded for this user (no identity binding, no conversion)"
     for route, given, said in [
         ("/api/users/{user_id}", "u-42", as_user),

@@ -299,3 +299,56 @@ def test_a_hashed_user_key_is_found_inside_a_longer_value() -> None:
     texts = ['{"contact": "mailto:alice@example.com"}']
     assert keys_named(KEYS, texts, [hashed], users=True) == {hashed}
     assert keys_named(KEYS, ['{"contact": "mailto:alice@example.co"}'], [hashed], users=True) == set()
+
+
+async def test_a_visitor_is_erased_alone_under_every_key_its_id_may_be(tmp_path: Path) -> None:
+    """``erase_visitor``: 32 hex digits are a visitor_key and a raw ID (a UUID written without
+    dashes) at once, and the journey lookup tries both: the erasure erases both; the dry run
+    counts what the erasure then deletes; the user it is bound to keeps the binding."""
+    from gateway.events import Conversion, Touchpoint
+    from storage.erasure import erase_visitor
+
+    path = tmp_path / "gw.db"
+    given = "0123456789abcdef0123456789abcdef"
+    as_raw = KEYS.visitor_key(given)
+    store = LocalStore(path, StorageOptions(), Metrics())
+    await store.open()
+    await store.write(
+        [
+            Touchpoint(uuid7(), TS, "n", given, source="a"),
+            Touchpoint(uuid7(), TS, "n", as_raw, source="b"),
+            Touchpoint(uuid7(), TS, "n", KEYS.visitor_key("stranger"), source="c"),
+            Conversion(uuid7(), TS, "n", "buy", "order:1", as_raw, ALICE, 5.0, "EUR"),
+            Binding(uuid7(), TS, "n", given, ALICE, "login"),
+            bad(f'{{"anonymousId": "{given}"}}'),
+            bad('{"anonymousId": "stranger"}'),
+        ]
+    )
+    await store.close()
+
+    async def erase(dry_run: bool) -> tuple[list[str], dict[str, int], int]:
+        erasure, bound = await erase_visitor(
+            path,
+            [given, as_raw],
+            body_key=SEAL,
+            keys=KEYS,
+            event_id=uuid7(),
+            ts=TS,
+            node="n",
+            dry_run=dry_run,
+        )
+        assert erasure.user_key == given
+        return erasure.visitors, erasure.counts, bound
+
+    dry = await erase(True)
+    assert dry == await erase(False)
+    assert dry == (
+        [given, as_raw],
+        {"verdict_changes": 0, "touchpoints": 2, "conversions": 1, "identities": 0, "bad_events": 1},
+        1,
+    )
+    left = await asyncio.to_thread(query, path, "SELECT visitor_key FROM touchpoints")
+    assert [tuple(row) for row in left] == [(KEYS.visitor_key("stranger"),)]
+    bindings = await asyncio.to_thread(query, path, "SELECT visitor_key, user_key FROM identities")
+    assert [tuple(row) for row in bindings] == [(given, ALICE)]
+    assert len(await asyncio.to_thread(query, path, "SELECT id FROM bad_events")) == 1

@@ -22,11 +22,12 @@ from gateway.badbody import body_key
 from gateway.channels import Channels
 from gateway.events import Conversion, Touchpoint, iso
 from gateway.ids import uuid7
+from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, CentralOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.central import migrate as central_migrate
-from storage.erasure import erase_user
+from storage.erasure import erase_user, erase_visitor
 from storage.mirror import HorizonBack, Mirror, open_mirror
 from storage.populations import population_counts
 from storage.reports import Reports
@@ -226,6 +227,39 @@ async def test_an_erasure_leaves_the_mirror_and_keeps_late_rows_out(
     await mirror.once()
     assert {row[0] for row in (await read(mirror.path, "SELECT visitor_key FROM touchpoints"))} == {stranger}
     assert (await ids(mirror.path, "identities")) == set()
+
+
+async def test_a_visitors_own_erasure_leaves_the_mirror(nodes: tuple[Node, Node], mirror: Mirror) -> None:
+    """A visitor erased alone (``erase_visitor``): the mirror applies its record as a user's —
+    the visitor's rows go, the binding of another device of the user, and the stranger's, stay."""
+    a, _ = nodes
+    laptop, phone, stranger = "1" * 32, "2" * 32, "3" * 32
+    await a.store.write(
+        [
+            touch(1, laptop),
+            touch(2, phone),
+            touch(3, stranger),
+            bind(phone, "u-9"),
+            conversion(laptop, "a", T0 + timedelta(seconds=4), "9"),
+        ]
+    )
+    await a.sync.once()
+    await mirror.once()
+    await erase_visitor(
+        a.path,
+        [laptop],
+        body_key=body_key(b"k" * 32),
+        keys=Keys.from_master(b"m" * 32),
+        event_id=uuid7(),
+        ts=iso(datetime.now(UTC)),
+        node="a",
+    )
+    await a.sync.once()
+    await mirror.once()
+    left = {row[0] for row in await read(mirror.path, "SELECT visitor_key FROM touchpoints")}
+    assert left == {phone, stranger}
+    assert await ids(mirror.path, "conversions") == set()
+    assert len(await ids(mirror.path, "identities")) == 1
 
 
 async def test_the_mirror_keeps_its_rows_while_the_central_store_is_away(

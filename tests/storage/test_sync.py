@@ -23,7 +23,7 @@ from gateway.options import CentralOptions, StorageOptions
 from storage import central
 from storage.backoff import Backoff, Failures
 from storage.erased import Erased
-from storage.erasure import erase_user
+from storage.erasure import erase_user, erase_visitor
 from storage.local import LocalStore
 from storage.sync import SYNC_TABLES, Sync
 from tests.conftest import PostgresServer
@@ -180,6 +180,56 @@ async def test_erasure_propagates_across_every_nodes_rows(
     # The same user signing up again later is a new history, recorded as usual.
     later = datetime.now(UTC) + timedelta(seconds=1)
     await b.store.write([touch(6, phone, "b", at=later)])
+    await b.sync.once()
+    assert await count(pg, "touchpoints") == 2
+
+
+async def test_a_visitors_own_erasure_reaches_the_central_store_and_every_node(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """An anonymous visitor erased through node A (``erase_visitor``, ``DELETE
+    /api/visitors/{id}``): its rows go centrally, from node B's store (its sync applies the
+    central erased keys) and stay out when B's late row arrives; its binding to a user, the
+    user's, stays, and so do a stranger's rows. Before, no such erasure existed; the record it
+    makes (the visitor's key as ``user_key`` and listed) made the central store's apply fail."""
+    a, b = nodes
+    laptop, stranger = "1" * 32, "3" * 32
+    sale = Conversion(
+        uuid7(), iso(T0 + timedelta(seconds=5)), "b", "buy", "order:l", laptop, None, 5.0, "EUR"
+    )
+    await a.store.write([touch(1, laptop), touch(2, stranger)])
+    await b.store.write([touch(3, laptop, "b"), sale, bind(laptop, "u-9", "b")])
+    await a.sync.once()
+    await b.sync.once()
+    await b.store.write([touch(4, laptop, "b")])  # a late row, older than the erasure, unsynced
+
+    now = datetime.now(UTC)
+    erasure, bound = await erase_visitor(
+        a.path,
+        [laptop],
+        body_key=body_key(b"k" * 32),
+        keys=Keys.from_master(b"m" * 32),
+        event_id=uuid7(),
+        ts=iso(now),
+        node="a",
+    )
+    assert (erasure.user_key, erasure.visitors, bound) == (laptop, [laptop], 0)  # bound on B only
+    assert (await a.sync.once())["erasures"] == 1
+    assert await pg.fetchval("SELECT array_agg(visitor_key) FROM touchpoints") == [stranger]
+    assert await count(pg, "conversions") == 0
+    assert await pg.fetchval("SELECT array_agg(key) FROM erased_keys") == [laptop]
+    assert await pg.fetchval("SELECT array_agg(user_key) FROM identities") == ["u-9"]
+    await b.sync.once()
+    assert await pg.fetchval("SELECT array_agg(visitor_key) FROM touchpoints") == [stranger]
+    async with aiosqlite.connect(b.path) as db:
+        async with db.execute("SELECT count(*) FROM touchpoints") as cur:
+            assert (await cur.fetchone()) == (0,)
+        async with db.execute("SELECT count(*) FROM conversions") as cur:
+            assert (await cur.fetchone()) == (0,)
+        async with db.execute("SELECT count(*) FROM identities") as cur:
+            assert (await cur.fetchone()) == (1,)
+    # The visitor back after the erasure is a new history, recorded as usual.
+    await b.store.write([touch(6, laptop, "b", at=now + timedelta(seconds=1))])
     await b.sync.once()
     assert await count(pg, "touchpoints") == 2
 
