@@ -331,10 +331,23 @@ Text, uuid and jsonb columns take the local text as it is."""
 
 
 async def central_columns(conn: asyncpg.Connection, table: str) -> dict[str, str]:
-    """Column name → data type of a central table (empty when it does not exist)."""
+    """Column name → data type of a central table (empty when it does not exist), named as
+    ``information_schema.columns`` names them. Read from the catalog, not from that view: the
+    view leaves out the tables the role has no right on, so a table whose GRANT was forgotten
+    looked missing and was skipped without a word (an erasure through another node never
+    applied here); found, its statements are refused, and the round fails saying so."""
     rows = await conn.fetch(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = $1",
+        "SELECT a.attname AS column_name, CASE"
+        " WHEN t.typelem <> 0 AND t.typlen = -1 THEN 'ARRAY'"
+        " WHEN n.nspname = 'pg_catalog' THEN format_type(a.atttypid, NULL)"
+        " ELSE 'USER-DEFINED' END AS data_type"
+        " FROM pg_catalog.pg_attribute a"
+        " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
+        " WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = $1"
+        " AND c.relkind IN ('r', 'p', 'v') AND a.attnum > 0 AND NOT a.attisdropped"
+        " ORDER BY a.attnum",
         table,
     )
     return {row["column_name"]: row["data_type"] for row in rows}

@@ -316,6 +316,46 @@ async def test_an_erasure_through_another_node_erases_this_nodes_own_store(
     assert await pg.fetchval("SELECT count(*) FROM conversions WHERE id = $1::uuid", other.id) == 1
 
 
+async def test_a_central_table_the_role_has_no_right_on_fails_the_round_not_skipped(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """A node's role granted the sync's rights on every central table but one (`erased_keys`
+    here: the GRANT of a table a migration added, forgotten). The tables were looked up in
+    `information_schema`, which hides the tables a role has no right on: until 2026-12-06 the
+    round took `erased_keys` for missing and skipped it, passed, and logged nothing, while
+    node A kept the rows of a user erased through node B. Now the round fails, saying which
+    table was refused, and the next round with the right granted erases them."""
+    a, b = nodes
+    phone = "7" * 32
+    await a.store.write([touch(1, phone)])
+    await b.store.write([touch(2, phone, "b"), bind(phone, "u-9", "b")])
+    await a.sync.once()
+    await b.sync.once()
+    role = f"gw_node{uuid7().replace('-', '')[-12:]}"
+    database = await pg.fetchval("SELECT current_database()")
+    await pg.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await pg.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
+        await pg.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await pg.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        await pg.execute(f"REVOKE ALL ON erased_keys FROM {role}")
+        node = Sync(a.path, central_dsn.replace("://postgres@", f"://{role}@"), OPTIONS, Metrics(), node="a")
+        now = iso(datetime.now(UTC))
+        await erase_user(
+            b.path, "u-9", "raw", body_key=body_key(b"k" * 32), event_id=uuid7(), ts=now, node="b"
+        )
+        await b.sync.once()
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="erased_keys"):
+            await node.once()
+        await pg.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON erased_keys TO {role}")
+        await node.once()
+        async with aiosqlite.connect(a.path) as db, db.execute("SELECT count(*) FROM touchpoints") as cur:
+            assert (await cur.fetchone()) == (0,)
+    finally:
+        await pg.execute(f"DROP OWNED BY {role}")
+        await pg.execute(f"DROP ROLE {role}")
+
+
 async def test_an_erasure_through_another_node_takes_this_nodes_bad_events_naming_the_user(
     nodes: tuple[Node, Node], pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
