@@ -376,9 +376,12 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
             kinds, current, newest = await _central_versions(conn)
             schema = _central_schema(kinds, current, newest)
             key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+            shared = None
             if schema.status != "FAIL":
-                schema = await _central_rights(conn, key, newest if current < newest else None) or schema
-            shared = await _node_shared(settings, conn) or await _other_secrets(settings, conn)
+                migrating_to = newest if 0 <= current < newest else None
+                schema = await _central_rights(conn, key, migrating_to) or schema
+            if schema.status != "FAIL":  # a role refused its tables is refused these reads too
+                shared = await _node_shared(settings, conn) or await _other_secrets(settings, conn)
         finally:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError) as err:
@@ -410,6 +413,8 @@ async def _central_versions(conn: Any) -> tuple[dict[str, str], int, int]:
     kinds = await central_columns(conn, "schema_version")
     current = 0
     if kinds.get("version") == "integer":
+        if not await conn.fetchval("SELECT has_table_privilege('schema_version', 'SELECT')"):
+            return kinds, -1, newest  # not readable by this role: the rights check says so
         current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
     return kinds, current, newest
 
@@ -429,6 +434,8 @@ def _central_schema(kinds: dict[str, str], current: int, newest: int) -> Check:
             "give the gateway a database of its own, or a schema of its own (CREATE SCHEMA gateway,"
             " and ?search_path=gateway at the end of central.url)",
         )
+    if current < 0:
+        return Check("ok", "central PostgreSQL reachable, its schema version not readable by this role")
     if current > newest:
         return Check(
             "FAIL",
@@ -473,6 +480,12 @@ async def _central_rights(conn: Any, key: str, migrating_to: int | None) -> Chec
     user, database, schema = await conn.fetchrow(
         "SELECT quote_ident(current_user), quote_ident(current_database()), quote_ident(current_schema())"
     )
+    if not await conn.fetchval(
+        "SELECT to_regclass('schema_version') IS NULL OR has_table_privilege('schema_version', 'SELECT')"
+    ):  # every round reads the version it is at
+        said.insert(0, "SELECT on schema_version")
+        if not lacking:
+            fixes.append(f"GRANT SELECT ON schema_version TO {user}")
     if lacking:
         fixes.append(f"GRANT {', '.join(SYNC_RIGHTS)} ON ALL TABLES IN SCHEMA {schema} TO {user}")
     if not await conn.fetchval("SELECT has_database_privilege(current_database(), 'TEMPORARY')"):

@@ -549,6 +549,48 @@ async def test_a_role_that_cannot_write_the_central_tables_fails_the_doctor(
         await owner.close()
 
 
+async def test_a_role_with_no_right_on_the_central_tables_is_told_which_to_grant(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's role that may connect but was granted nothing on the tables (the GRANT
+    forgotten): the doctor's rights check found the rights it lacks, but the check of other
+    gateways under this node's name then read `node_instances`, was refused, and the checklist
+    said only `permission denied for table node_instances … fix: check central.url`."""
+    import asyncpg
+
+    from gateway.doctor import check_central
+    from storage.central import migrate
+
+    owner = await asyncpg.connect(central_dsn)
+    role = f"gw_none{uuid7().replace('-', '')[-12:]}"
+    try:
+        await migrate(owner)
+        database = await owner.fetchval("SELECT current_database()")
+        await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        dsn = central_dsn.replace("://postgres@", f"://{role}@")
+        monkeypatch.setenv("CENTRAL_DSN", dsn)
+        store = tmp_path / "gateway.db"
+        toml = f'[storage]\npath = "{store}"\nnode = "edge-1"\n[central]\nurl = "env:CENTRAL_DSN"\n'
+        settings = make_settings(tmp_path, toml, CENTRAL_DSN=dsn)
+        check = await check_central(settings, 5.0)
+        assert check is not None and check.status == "FAIL", check
+        said = f"the user in central.url (CENTRAL_DSN) lacks rights the sync needs on {database}"
+        assert said in check.what, check.what
+        lacks = ": SELECT on schema_version; SELECT, INSERT, UPDATE, DELETE on erasures, touchpoints,"
+        assert lacks in check.what, check.what
+        assert check.fix == f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        await owner.execute(check.fix)  # as the doctor wrote it
+        ok = await check_central(settings, 5.0)
+        assert ok is not None and ok.status == "ok", ok
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()
+
+
 async def test_a_secret_s_fix_asks_for_the_length_its_key_needs(tmp_path: Path) -> None:
     """The doctor told every secret's variable "(32+ characters)": a sender's secret (the
     platform's, at least 24 bytes) and a PostgreSQL URL too, where the gateway's own need it."""
