@@ -214,6 +214,14 @@ def explain(
         hint = f"TLS failed: check the sslmode (and sslrootcert) in {key}, and the server's certificate"
     elif isinstance(err, asyncpg.InsufficientPrivilegeError) and "CONNECT privilege" in text:
         hint = f"the user in {key} may not connect to that database: grant it CONNECT, or correct the URL"
+    elif isinstance(err, asyncpg.InsufficientPrivilegeError) and "temporary tables" in text:
+        # Each batch goes through a staging table: TEMPORARY, not a table right, is missing.
+        named = re.search(r'in database ("(?:[^"]|"")+")', text)
+        database = named.group(1) if named else "<database>"
+        hint = (
+            f"the user in {key} may not make the sync's staging tables: grant it TEMPORARY on the"
+            f" database (GRANT TEMPORARY ON DATABASE {database} TO <user>)"
+        )
     elif isinstance(err, asyncpg.InsufficientPrivilegeError):
         hint = (
             f"the user in {key} lacks a privilege the central store needs (CREATE on the schema"

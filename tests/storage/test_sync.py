@@ -356,6 +356,38 @@ async def test_a_central_table_the_role_has_no_right_on_fails_the_round_not_skip
         await pg.execute(f"DROP ROLE {role}")
 
 
+async def test_a_role_that_may_not_make_temporary_tables_is_told_to_grant_temporary(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """Every batch goes through a temporary staging table: a role without TEMPORARY on the
+    database (revoked from PUBLIC, as hardening guides advise) fails every round. The hint
+    named CREATE on the schema and the four table rights (until 2026-12-06), which the role
+    had, and not the TEMPORARY it lacked."""
+    a, _ = nodes
+    await a.store.write([touch(1, "1" * 32)])
+    await a.sync.once()  # the tables made by the owner
+    await a.store.write([touch(2, "1" * 32)])
+    role = f"gw_notemp{uuid7().replace('-', '')[-12:]}"
+    database = await pg.fetchval("SELECT current_database()")
+    await pg.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await pg.execute(f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC")
+        await pg.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await pg.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        node = Sync(a.path, central_dsn.replace("://postgres@", f"://{role}@"), OPTIONS, Metrics(), node="a")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError) as refused:
+            await node.once()
+        said = central.explain(refused.value, "central.url (GATEWAY_CENTRAL_URL)")
+        assert "permission denied to create temporary tables" in said, said
+        assert (
+            "the user in central.url (GATEWAY_CENTRAL_URL) may not make the sync's staging tables:"
+            f' grant it TEMPORARY on the database (GRANT TEMPORARY ON DATABASE "{database}" TO <user>)'
+        ) in said, said
+    finally:
+        await pg.execute(f"DROP OWNED BY {role}")
+        await pg.execute(f"DROP ROLE {role}")
+
+
 async def test_an_erasure_through_another_node_takes_this_nodes_bad_events_naming_the_user(
     nodes: tuple[Node, Node], pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
