@@ -373,9 +373,11 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         try:
             await conn.fetchval("SELECT 1")
+            key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+            if await conn.fetchval("SELECT current_schema()") is None:
+                return _no_schema(key, await conn.fetchval("SHOW search_path"))
             kinds, current, newest = await _central_versions(conn)
             schema = _central_schema(kinds, current, newest)
-            key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
             shared = None
             if schema.status != "FAIL":
                 migrating_to = newest if 0 <= current < newest else None
@@ -400,6 +402,19 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
     if schema.status == "FAIL" or shared is None:
         return schema
     return shared
+
+
+def _no_schema(key: str, search_path: str) -> Check:
+    """A ``?search_path=`` naming no schema that exists (a typo, or ``CREATE SCHEMA`` not run):
+    every table the sync would make or read has nowhere to be."""
+    names = [n.strip() for n in search_path.split(",") if n.strip() and n.strip() != '"$user"']
+    return Check(
+        "FAIL",
+        f"central PostgreSQL reachable, but no schema of the search_path in {key} exists"
+        f" ({search_path}); every sync round fails",
+        f"CREATE SCHEMA {names[0] if names else '<name>'} (as the role that owns the tables),"
+        " or correct ?search_path= in central.url",
+    )
 
 
 async def _central_versions(conn: Any) -> tuple[dict[str, str], int, int]:

@@ -214,6 +214,11 @@ def explain(
         hint = f"TLS failed: check the sslmode (and sslrootcert) in {key}, and the server's certificate"
     elif isinstance(err, asyncpg.InsufficientPrivilegeError) and "CONNECT privilege" in text:
         hint = f"the user in {key} may not connect to that database: grant it CONNECT, or correct the URL"
+    elif isinstance(err, asyncpg.InvalidSchemaNameError) and "no schema has been selected" in text:
+        hint = (
+            f"no schema of the search_path in {key} exists: create the one it names (CREATE"
+            " SCHEMA name), or correct the URL's ?search_path="
+        )
     elif isinstance(err, asyncpg.InsufficientPrivilegeError) and "temporary tables" in text:
         # Each batch goes through a staging table: TEMPORARY, not a table right, is missing.
         named = re.search(r'in database ("(?:[^"]|"")+")', text)

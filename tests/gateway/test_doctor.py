@@ -591,6 +591,25 @@ async def test_a_role_with_no_right_on_the_central_tables_is_told_which_to_grant
         await owner.close()
 
 
+async def test_a_search_path_naming_no_schema_fails_the_doctor_naming_it(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `?search_path=` whose schema does not exist: the doctor's rights check said `CREATE on
+    the schema None` and fixed it with `GRANT CREATE ON SCHEMA None TO …` (until 2026-12-06)."""
+    from gateway.doctor import check_central
+
+    dsn = central_dsn + "?search_path=gatewya"
+    monkeypatch.setenv("CENTRAL_DSN", dsn)
+    settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+    check = await check_central(settings, 5.0)
+    assert check == Check(
+        "FAIL",
+        "central PostgreSQL reachable, but no schema of the search_path in central.url (CENTRAL_DSN)"
+        " exists (gatewya); every sync round fails",
+        "CREATE SCHEMA gatewya (as the role that owns the tables), or correct ?search_path= in central.url",
+    ), check
+
+
 async def test_a_secret_s_fix_asks_for_the_length_its_key_needs(tmp_path: Path) -> None:
     """The doctor told every secret's variable "(32+ characters)": a sender's secret (the
     platform's, at least 24 bytes) and a PostgreSQL URL too, where the gateway's own need it."""

@@ -388,6 +388,22 @@ async def test_a_role_that_may_not_make_temporary_tables_is_told_to_grant_tempor
         await pg.execute(f"DROP ROLE {role}")
 
 
+async def test_a_search_path_naming_no_schema_is_told(nodes: tuple[Node, Node], central_dsn: str) -> None:
+    """`?search_path=gateway` (as Central store and sync advises) with the schema not made yet,
+    or misspelt: every round failed with PostgreSQL's `no schema has been selected to create
+    in` and no hint (until 2026-12-06)."""
+    a, _ = nodes
+    await a.store.write([touch(1, "1" * 32)])
+    node = Sync(a.path, central_dsn + "?search_path=gatewya", OPTIONS, Metrics(), node="a")
+    with pytest.raises(asyncpg.InvalidSchemaNameError) as refused:
+        await node.once()
+    said = central.explain(refused.value, "central.url (GATEWAY_CENTRAL_URL)")
+    assert said.endswith(
+        "no schema of the search_path in central.url (GATEWAY_CENTRAL_URL) exists: create the one"
+        " it names (CREATE SCHEMA name), or correct the URL's ?search_path="
+    ), said
+
+
 async def test_an_erasure_through_another_node_takes_this_nodes_bad_events_naming_the_user(
     nodes: tuple[Node, Node], pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
