@@ -391,8 +391,11 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
 
         key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
         # A password, database or right refused is the server's answer, not a server away.
-        said = "refused" if isinstance(err, asyncpg.PostgresError) else "unreachable"
-        return Check("FAIL", f"central PostgreSQL {said}: {explain(err, key)}", "check central.url")
+        if isinstance(err, asyncpg.PostgresError):
+            return Check("FAIL", f"central PostgreSQL refused: {explain(err, key)}", "check central.url")
+        # Most often the server is down, not the URL wrong: say both.
+        fix = "start PostgreSQL there, or correct the host and port in central.url"
+        return Check("FAIL", f"central PostgreSQL unreachable: {explain(err, key)}", fix)
     except (ValueError, OverflowError, asyncpg.InterfaceError) as err:  # a DSN asyncpg cannot read
         return Check(
             "FAIL",

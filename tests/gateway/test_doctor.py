@@ -610,6 +610,23 @@ async def test_a_search_path_naming_no_schema_fails_the_doctor_naming_it(
     ), check
 
 
+async def test_a_central_store_nothing_listens_for_is_fixed_by_starting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL down: the fix said only `check central.url` (until 2026-12-06), as if the URL
+    were wrong, where the server being down is the likelier cause."""
+    from gateway.doctor import check_central
+
+    dsn = f"postgresql://gw@127.0.0.1:{_closed_port()}/tracking"
+    monkeypatch.setenv("CENTRAL_DSN", dsn)
+    settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+    check = await check_central(settings, 5.0)
+    assert check is not None and check.status == "FAIL", check
+    assert check.what.startswith("central PostgreSQL unreachable: ConnectionRefusedError"), check.what
+    assert check.what.endswith("the server in central.url (CENTRAL_DSN) cannot be reached"), check.what
+    assert check.fix == "start PostgreSQL there, or correct the host and port in central.url"
+
+
 async def test_a_secret_s_fix_asks_for_the_length_its_key_needs(tmp_path: Path) -> None:
     """The doctor told every secret's variable "(32+ characters)": a sender's secret (the
     platform's, at least 24 bytes) and a PostgreSQL URL too, where the gateway's own need it."""
