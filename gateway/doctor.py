@@ -375,7 +375,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
             await conn.fetchval("SELECT 1")
             key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
             if await conn.fetchval("SELECT current_schema()") is None:
-                return _no_schema(key, await conn.fetchval("SHOW search_path"))
+                return await _no_schema(conn, key)
             kinds, current, newest = await _central_versions(conn)
             schema = _central_schema(kinds, current, newest)
             shared = None
@@ -407,10 +407,26 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
     return shared
 
 
-def _no_schema(key: str, search_path: str) -> Check:
-    """A ``?search_path=`` naming no schema that exists (a typo, or ``CREATE SCHEMA`` not run):
-    every table the sync would make or read has nowhere to be."""
+async def _no_schema(conn: Any, key: str) -> Check:
+    """A ``?search_path=`` whose schemas PostgreSQL skips: none exists (a typo, ``CREATE
+    SCHEMA`` not run), or the user lacks USAGE on it (PostgreSQL skips those too). Every table
+    the sync would make or read has nowhere to be."""
+    search_path = str(await conn.fetchval("SHOW search_path"))
     names = [n.strip() for n in search_path.split(",") if n.strip() and n.strip() != '"$user"']
+    existing = await conn.fetch(
+        "SELECT quote_ident(nspname) AS name FROM pg_namespace WHERE nspname = ANY($1::text[])"
+        " ORDER BY array_position($1::text[], nspname::text)",
+        [n.strip('"') for n in names],
+    )
+    if existing:
+        name = existing[0]["name"]
+        user = await conn.fetchval("SELECT quote_ident(current_user)")
+        return Check(
+            "FAIL",
+            f"central PostgreSQL reachable, but the user in {key} may not use the schema {name}"
+            f" of its search_path ({search_path}); every sync round fails",
+            f"GRANT USAGE ON SCHEMA {name} TO {user}",
+        )
     return Check(
         "FAIL",
         f"central PostgreSQL reachable, but no schema of the search_path in {key} exists"

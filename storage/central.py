@@ -216,8 +216,9 @@ def explain(
         hint = f"the user in {key} may not connect to that database: grant it CONNECT, or correct the URL"
     elif isinstance(err, asyncpg.InvalidSchemaNameError) and "no schema has been selected" in text:
         hint = (
-            f"no schema of the search_path in {key} exists: create the one it names (CREATE"
-            " SCHEMA name), or correct the URL's ?search_path="
+            f"no schema of the search_path in {key} exists, or the user may not use it: create"
+            " the one it names (CREATE SCHEMA name), grant the user USAGE on it, or correct the"
+            " URL's ?search_path="
         )
     elif isinstance(err, asyncpg.InsufficientPrivilegeError) and "temporary tables" in text:
         # Each batch goes through a staging table: TEMPORARY, not a table right, is missing.

@@ -610,6 +610,41 @@ async def test_a_search_path_naming_no_schema_fails_the_doctor_naming_it(
     ), check
 
 
+async def test_a_search_path_schema_the_user_may_not_use_is_told_to_grant_usage(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL skips a schema of the search_path its user has no USAGE on, as it skips one
+    that does not exist: the doctor tells them apart, and gives the GRANT for the first."""
+    import asyncpg
+
+    from gateway.doctor import check_central
+
+    owner = await asyncpg.connect(central_dsn)
+    role = f"gw_nouse{uuid7().replace('-', '')[-12:]}"
+    try:
+        await owner.execute("CREATE SCHEMA gateway")
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        dsn = central_dsn.replace("://postgres@", f"://{role}@") + "?search_path=gateway"
+        monkeypatch.setenv("CENTRAL_DSN", dsn)
+        settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+        check = await check_central(settings, 5.0)
+        assert check == Check(
+            "FAIL",
+            "central PostgreSQL reachable, but the user in central.url (CENTRAL_DSN) may not use the"
+            " schema gateway of its search_path (gateway); every sync round fails",
+            f"GRANT USAGE ON SCHEMA gateway TO {role}",
+        ), check
+        await owner.execute(check.fix)
+        usable = await check_central(settings, 5.0)  # the next step: CREATE on it, to make the tables
+        assert usable is not None and usable.what.startswith(
+            "central PostgreSQL reachable, but the user in central.url (CENTRAL_DSN) lacks rights"
+        ), usable
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE {role}")
+        await owner.close()
+
+
 async def test_a_central_store_nothing_listens_for_is_fixed_by_starting_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -399,8 +399,9 @@ async def test_a_search_path_naming_no_schema_is_told(nodes: tuple[Node, Node], 
         await node.once()
     said = central.explain(refused.value, "central.url (GATEWAY_CENTRAL_URL)")
     assert said.endswith(
-        "no schema of the search_path in central.url (GATEWAY_CENTRAL_URL) exists: create the one"
-        " it names (CREATE SCHEMA name), or correct the URL's ?search_path="
+        "no schema of the search_path in central.url (GATEWAY_CENTRAL_URL) exists, or the user may"
+        " not use it: create the one it names (CREATE SCHEMA name), grant the user USAGE on it, or"
+        " correct the URL's ?search_path="
     ), said
 
 
