@@ -486,7 +486,8 @@ def _validate_central(options: Options) -> list[str]:
     names = [sink.name for sink in options.sinks]
     for i, sink in enumerate(options.sinks):
         key = f"sinks[{i}]"
-        _check(p, bool(re.fullmatch(r"[a-z0-9_.-]{1,64}", sink.name)), f"{key}.name", "must be a-z 0-9 _ . -")
+        named = bool(re.fullmatch(r"[a-z0-9_.-]{1,64}", sink.name))
+        _check(p, named, f"{key}.name", f"must be 1-64 of a-z 0-9 _ . -, got {sink.name!r}")
         _check(p, names.count(sink.name) == 1, f"{key}.name", f"{sink.name!r} is used by two sinks")
         if not sink.url.startswith("env:"):  # the variable's value is checked where it is read
             _check(p, http_url(sink.url), f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")

@@ -421,12 +421,17 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         try:
             await conn.fetchval("SELECT 1")
+            key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+            if await conn.fetchval("SELECT current_schema()") is None:
+                return await _no_schema(conn, key)
             kinds, current, newest = await _central_versions(conn)
             schema = _central_schema(kinds, current, newest)
-            key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
+            shared = None
             if schema.status != "FAIL":
-                schema = await _central_rights(conn, key, newest if current < newest else None) or schema
-            shared = await _node_shared(settings, conn) or await _other_secrets(settings, conn)
+                migrating_to = newest if 0 <= current < newest else None
+                schema = await _central_rights(conn, key, migrating_to) or schema
+            if schema.status != "FAIL":  # a role refused its tables is refused these reads too
+                shared = await _node_shared(settings, conn) or await _other_secrets(settings, conn)
         finally:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError) as err:
@@ -434,8 +439,11 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
 
         key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
         # A password, database or right refused is the server's answer, not a server away.
-        said = "refused" if isinstance(err, asyncpg.PostgresError) else "unreachable"
-        return Check("FAIL", f"central PostgreSQL {said}: {explain(err, key)}", "check central.url")
+        if isinstance(err, asyncpg.PostgresError):
+            return Check("FAIL", f"central PostgreSQL refused: {explain(err, key)}", "check central.url")
+        # Most often the server is down, not the URL wrong: say both.
+        fix = "start PostgreSQL there, or correct the host and port in central.url"
+        return Check("FAIL", f"central PostgreSQL unreachable: {explain(err, key)}", fix)
     except (ValueError, OverflowError, asyncpg.InterfaceError) as err:  # a DSN asyncpg cannot read
         return Check(
             "FAIL",
@@ -445,6 +453,35 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
     if schema.status == "FAIL" or shared is None:
         return schema
     return shared
+
+
+async def _no_schema(conn: Any, key: str) -> Check:
+    """A ``?search_path=`` whose schemas PostgreSQL skips: none exists (a typo, ``CREATE
+    SCHEMA`` not run), or the user lacks USAGE on it (PostgreSQL skips those too). Every table
+    the sync would make or read has nowhere to be."""
+    search_path = str(await conn.fetchval("SHOW search_path"))
+    names = [n.strip() for n in search_path.split(",") if n.strip() and n.strip() != '"$user"']
+    existing = await conn.fetch(
+        "SELECT quote_ident(nspname) AS name FROM pg_namespace WHERE nspname = ANY($1::text[])"
+        " ORDER BY array_position($1::text[], nspname::text)",
+        [n.strip('"') for n in names],
+    )
+    if existing:
+        name = existing[0]["name"]
+        user = await conn.fetchval("SELECT quote_ident(current_user)")
+        return Check(
+            "FAIL",
+            f"central PostgreSQL reachable, but the user in {key} may not use the schema {name}"
+            f" of its search_path ({search_path}); every sync round fails",
+            f"GRANT USAGE ON SCHEMA {name} TO {user}",
+        )
+    return Check(
+        "FAIL",
+        f"central PostgreSQL reachable, but no schema of the search_path in {key} exists"
+        f" ({search_path}); every sync round fails",
+        f"CREATE SCHEMA {names[0] if names else '<name>'} (as the role that owns the tables),"
+        " or correct ?search_path= in central.url",
+    )
 
 
 async def _central_versions(conn: Any) -> tuple[dict[str, str], int, int]:
@@ -458,6 +495,8 @@ async def _central_versions(conn: Any) -> tuple[dict[str, str], int, int]:
     kinds = await central_columns(conn, "schema_version")
     current = 0
     if kinds.get("version") == "integer":
+        if not await conn.fetchval("SELECT has_table_privilege('schema_version', 'SELECT')"):
+            return kinds, -1, newest  # not readable by this role: the rights check says so
         current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
     return kinds, current, newest
 
@@ -477,6 +516,8 @@ def _central_schema(kinds: dict[str, str], current: int, newest: int) -> Check:
             "give the gateway a database of its own, or a schema of its own (CREATE SCHEMA gateway,"
             " and ?search_path=gateway at the end of central.url)",
         )
+    if current < 0:
+        return Check("ok", "central PostgreSQL reachable, its schema version not readable by this role")
     if current > newest:
         return Check(
             "FAIL",
@@ -521,6 +562,12 @@ async def _central_rights(conn: Any, key: str, migrating_to: int | None) -> Chec
     user, database, schema = await conn.fetchrow(
         "SELECT quote_ident(current_user), quote_ident(current_database()), quote_ident(current_schema())"
     )
+    if not await conn.fetchval(
+        "SELECT to_regclass('schema_version') IS NULL OR has_table_privilege('schema_version', 'SELECT')"
+    ):  # every round reads the version it is at
+        said.insert(0, "SELECT on schema_version")
+        if not lacking:
+            fixes.append(f"GRANT SELECT ON schema_version TO {user}")
     if lacking:
         fixes.append(f"GRANT {', '.join(SYNC_RIGHTS)} ON ALL TABLES IN SCHEMA {schema} TO {user}")
     if not await conn.fetchval("SELECT has_database_privilege(current_database(), 'TEMPORARY')"):

@@ -214,6 +214,20 @@ def explain(
         hint = f"TLS failed: check the sslmode (and sslrootcert) in {key}, and the server's certificate"
     elif isinstance(err, asyncpg.InsufficientPrivilegeError) and "CONNECT privilege" in text:
         hint = f"the user in {key} may not connect to that database: grant it CONNECT, or correct the URL"
+    elif isinstance(err, asyncpg.InvalidSchemaNameError) and "no schema has been selected" in text:
+        hint = (
+            f"no schema of the search_path in {key} exists, or the user may not use it: create"
+            " the one it names (CREATE SCHEMA name), grant the user USAGE on it, or correct the"
+            " URL's ?search_path="
+        )
+    elif isinstance(err, asyncpg.InsufficientPrivilegeError) and "temporary tables" in text:
+        # Each batch goes through a staging table: TEMPORARY, not a table right, is missing.
+        named = re.search(r'in database ("(?:[^"]|"")+")', text)
+        database = named.group(1) if named else "<database>"
+        hint = (
+            f"the user in {key} may not make the sync's staging tables: grant it TEMPORARY on the"
+            f" database (GRANT TEMPORARY ON DATABASE {database} TO <user>)"
+        )
     elif isinstance(err, asyncpg.InsufficientPrivilegeError):
         hint = (
             f"the user in {key} lacks a privilege the central store needs (CREATE on the schema"
@@ -331,10 +345,23 @@ Text, uuid and jsonb columns take the local text as it is."""
 
 
 async def central_columns(conn: asyncpg.Connection, table: str) -> dict[str, str]:
-    """Column name → data type of a central table (empty when it does not exist)."""
+    """Column name → data type of a central table (empty when it does not exist), named as
+    ``information_schema.columns`` names them. Read from the catalog, not from that view: the
+    view leaves out the tables the role has no right on, so a table whose GRANT was forgotten
+    looked missing and was skipped without a word (an erasure through another node never
+    applied here); found, its statements are refused, and the round fails saying so."""
     rows = await conn.fetch(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = $1",
+        "SELECT a.attname AS column_name, CASE"
+        " WHEN t.typelem <> 0 AND t.typlen = -1 THEN 'ARRAY'"
+        " WHEN n.nspname = 'pg_catalog' THEN format_type(a.atttypid, NULL)"
+        " ELSE 'USER-DEFINED' END AS data_type"
+        " FROM pg_catalog.pg_attribute a"
+        " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
+        " WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = $1"
+        " AND c.relkind IN ('r', 'p', 'v') AND a.attnum > 0 AND NOT a.attisdropped"
+        " ORDER BY a.attnum",
         table,
     )
     return {row["column_name"]: row["data_type"] for row in rows}

@@ -47,6 +47,7 @@ import contextlib
 import email.utils
 import hashlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -202,7 +203,7 @@ class Sink:
                     f"no answer within {self.key}.timeout_seconds ({self.options.timeout_seconds:g} s)"
                 ) from err
             except aiohttp.ClientConnectorError as err:  # no such host, refused, TLS refused
-                raise SinkError(f"{type(err).__name__}: {err}; check {self.key}.url") from err
+                raise SinkError(f"{no_connection(err)}; check {self.key}.url") from err
             except aiohttp.ClientError as err:
                 raise SinkError(f"{type(err).__name__}: {err}") from err
         told = retry_after_seconds(retry_after) if status in (429, 503) else None
@@ -512,6 +513,20 @@ async def _read_answer(resp: aiohttp.ClientResponse) -> bytes:
     while len(answer) < ANSWER_LIMIT and (chunk := await resp.content.read(ANSWER_LIMIT - len(answer))):
         answer += chunk
     return bytes(answer)
+
+
+def no_connection(err: aiohttp.ClientConnectorError) -> str:
+    """Why no connection was made, as the doctor says an upstream's: aiohttp's own words
+    (``Cannot connect to host 127.0.0.1:8000 ssl:default [Connect call failed …]``) speak of
+    TLS to a plain ``http://`` destination and never say "refused". A TLS failure keeps them."""
+    if isinstance(err, aiohttp.ClientSSLError):
+        return f"{type(err).__name__}: {err}"
+    where, cause = f"{err.host}:{err.port}", err.os_error
+    if isinstance(cause, ConnectionRefusedError):
+        return f"connection refused: nothing listens on {where}"
+    if isinstance(cause, socket.gaierror):
+        return f"{err.host} cannot be resolved ({cause.strerror})"
+    return f"cannot connect to {where}: {cause.strerror or cause}"
 
 
 def retry_after_seconds(value: str) -> float | None:

@@ -586,7 +586,11 @@ _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'en
         ("[[sinks]]\nname='a'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:NOPE'\n", "NOPE is not"),
         ("[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'env:S'\nrate_per_second = 0\n",
          "sinks[0].rate_per_second: must be > 0"),
-        ("[[sinks]]\nname = 'A B'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:S'\n", "sinks[0].name"),
+        # The name that was wrong, and the length too (a 65-character name was only "a-z 0-9 _ . -").
+        ("[[sinks]]\nname = 'A B'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:S'\n",
+         "sinks[0].name: must be 1-64 of a-z 0-9 _ . -, got 'A B'"),
+        ("[[sinks]]\nname = '" + "a" * 65 + "'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:S'\n",
+         "sinks[0].name: must be 1-64 of a-z 0-9 _ . -, got '" + "a" * 65 + "'"),
         # The key changed is the one named, with the other's value.
         (_SINK + "max_batch_bytes = 100\n",
          "sinks[0].max_batch_bytes: must be at least max_message_bytes (32000), got 100"),

@@ -620,6 +620,119 @@ async def test_a_role_that_cannot_write_the_central_tables_fails_the_doctor(
         await owner.close()
 
 
+async def test_a_role_with_no_right_on_the_central_tables_is_told_which_to_grant(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's role that may connect but was granted nothing on the tables (the GRANT
+    forgotten): the doctor's rights check found the rights it lacks, but the check of other
+    gateways under this node's name then read `node_instances`, was refused, and the checklist
+    said only `permission denied for table node_instances … fix: check central.url`."""
+    import asyncpg
+
+    from gateway.doctor import check_central
+    from storage.central import migrate
+
+    owner = await asyncpg.connect(central_dsn)
+    role = f"gw_none{uuid7().replace('-', '')[-12:]}"
+    try:
+        await migrate(owner)
+        database = await owner.fetchval("SELECT current_database()")
+        await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        dsn = central_dsn.replace("://postgres@", f"://{role}@")
+        monkeypatch.setenv("CENTRAL_DSN", dsn)
+        store = tmp_path / "gateway.db"
+        toml = f'[storage]\npath = "{store}"\nnode = "edge-1"\n[central]\nurl = "env:CENTRAL_DSN"\n'
+        settings = make_settings(tmp_path, toml, CENTRAL_DSN=dsn)
+        check = await check_central(settings, 5.0)
+        assert check is not None and check.status == "FAIL", check
+        said = f"the user in central.url (CENTRAL_DSN) lacks rights the sync needs on {database}"
+        assert said in check.what, check.what
+        lacks = ": SELECT on schema_version; SELECT, INSERT, UPDATE, DELETE on erasures, touchpoints,"
+        assert lacks in check.what, check.what
+        assert check.fix == f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        await owner.execute(check.fix)  # as the doctor wrote it
+        ok = await check_central(settings, 5.0)
+        assert ok is not None and ok.status == "ok", ok
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()
+
+
+async def test_a_search_path_naming_no_schema_fails_the_doctor_naming_it(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `?search_path=` whose schema does not exist: the doctor's rights check said `CREATE on
+    the schema None` and fixed it with `GRANT CREATE ON SCHEMA None TO …` (until 2026-12-06)."""
+    from gateway.doctor import check_central
+
+    dsn = central_dsn + "?search_path=gatewya"
+    monkeypatch.setenv("CENTRAL_DSN", dsn)
+    settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+    check = await check_central(settings, 5.0)
+    assert check == Check(
+        "FAIL",
+        "central PostgreSQL reachable, but no schema of the search_path in central.url (CENTRAL_DSN)"
+        " exists (gatewya); every sync round fails",
+        "CREATE SCHEMA gatewya (as the role that owns the tables), or correct ?search_path= in central.url",
+    ), check
+
+
+async def test_a_search_path_schema_the_user_may_not_use_is_told_to_grant_usage(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL skips a schema of the search_path its user has no USAGE on, as it skips one
+    that does not exist: the doctor tells them apart, and gives the GRANT for the first."""
+    import asyncpg
+
+    from gateway.doctor import check_central
+
+    owner = await asyncpg.connect(central_dsn)
+    role = f"gw_nouse{uuid7().replace('-', '')[-12:]}"
+    try:
+        await owner.execute("CREATE SCHEMA gateway")
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        dsn = central_dsn.replace("://postgres@", f"://{role}@") + "?search_path=gateway"
+        monkeypatch.setenv("CENTRAL_DSN", dsn)
+        settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+        check = await check_central(settings, 5.0)
+        assert check == Check(
+            "FAIL",
+            "central PostgreSQL reachable, but the user in central.url (CENTRAL_DSN) may not use the"
+            " schema gateway of its search_path (gateway); every sync round fails",
+            f"GRANT USAGE ON SCHEMA gateway TO {role}",
+        ), check
+        await owner.execute(check.fix)
+        usable = await check_central(settings, 5.0)  # the next step: CREATE on it, to make the tables
+        assert usable is not None and usable.what.startswith(
+            "central PostgreSQL reachable, but the user in central.url (CENTRAL_DSN) lacks rights"
+        ), usable
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE {role}")
+        await owner.close()
+
+
+async def test_a_central_store_nothing_listens_for_is_fixed_by_starting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL down: the fix said only `check central.url` (until 2026-12-06), as if the URL
+    were wrong, where the server being down is the likelier cause."""
+    from gateway.doctor import check_central
+
+    dsn = f"postgresql://gw@127.0.0.1:{_closed_port()}/tracking"
+    monkeypatch.setenv("CENTRAL_DSN", dsn)
+    settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+    check = await check_central(settings, 5.0)
+    assert check is not None and check.status == "FAIL", check
+    assert check.what.startswith("central PostgreSQL unreachable: ConnectionRefusedError"), check.what
+    assert check.what.endswith("the server in central.url (CENTRAL_DSN) cannot be reached"), check.what
+    assert check.fix == "start PostgreSQL there, or correct the host and port in central.url"
+
+
 async def test_a_secret_s_fix_asks_for_the_length_its_key_needs(tmp_path: Path) -> None:
     """The doctor told every secret's variable "(32+ characters)": a sender's secret (the
     platform's, at least 24 bytes) and a PostgreSQL URL too, where the gateway's own need it."""

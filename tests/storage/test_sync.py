@@ -366,6 +366,95 @@ async def test_an_erasure_through_another_node_erases_this_nodes_own_store(
     assert await pg.fetchval("SELECT count(*) FROM conversions WHERE id = $1::uuid", other.id) == 1
 
 
+async def test_a_central_table_the_role_has_no_right_on_fails_the_round_not_skipped(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """A node's role granted the sync's rights on every central table but one (`erased_keys`
+    here: the GRANT of a table a migration added, forgotten). The tables were looked up in
+    `information_schema`, which hides the tables a role has no right on: until 2026-12-06 the
+    round took `erased_keys` for missing and skipped it, passed, and logged nothing, while
+    node A kept the rows of a user erased through node B. Now the round fails, saying which
+    table was refused, and the next round with the right granted erases them."""
+    a, b = nodes
+    phone = "7" * 32
+    await a.store.write([touch(1, phone)])
+    await b.store.write([touch(2, phone, "b"), bind(phone, "u-9", "b")])
+    await a.sync.once()
+    await b.sync.once()
+    role = f"gw_node{uuid7().replace('-', '')[-12:]}"
+    database = await pg.fetchval("SELECT current_database()")
+    await pg.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await pg.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
+        await pg.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await pg.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        await pg.execute(f"REVOKE ALL ON erased_keys FROM {role}")
+        node = Sync(a.path, central_dsn.replace("://postgres@", f"://{role}@"), OPTIONS, Metrics(), node="a")
+        now = iso(datetime.now(UTC))
+        await erase_user(
+            b.path, "u-9", "raw", body_key=body_key(b"k" * 32), event_id=uuid7(), ts=now, node="b"
+        )
+        await b.sync.once()
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="erased_keys"):
+            await node.once()
+        await pg.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON erased_keys TO {role}")
+        await node.once()
+        async with aiosqlite.connect(a.path) as db, db.execute("SELECT count(*) FROM touchpoints") as cur:
+            assert (await cur.fetchone()) == (0,)
+    finally:
+        await pg.execute(f"DROP OWNED BY {role}")
+        await pg.execute(f"DROP ROLE {role}")
+
+
+async def test_a_role_that_may_not_make_temporary_tables_is_told_to_grant_temporary(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, central_dsn: str
+) -> None:
+    """Every batch goes through a temporary staging table: a role without TEMPORARY on the
+    database (revoked from PUBLIC, as hardening guides advise) fails every round. The hint
+    named CREATE on the schema and the four table rights (until 2026-12-06), which the role
+    had, and not the TEMPORARY it lacked."""
+    a, _ = nodes
+    await a.store.write([touch(1, "1" * 32)])
+    await a.sync.once()  # the tables made by the owner
+    await a.store.write([touch(2, "1" * 32)])
+    role = f"gw_notemp{uuid7().replace('-', '')[-12:]}"
+    database = await pg.fetchval("SELECT current_database()")
+    await pg.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await pg.execute(f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC")
+        await pg.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await pg.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        node = Sync(a.path, central_dsn.replace("://postgres@", f"://{role}@"), OPTIONS, Metrics(), node="a")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError) as refused:
+            await node.once()
+        said = central.explain(refused.value, "central.url (GATEWAY_CENTRAL_URL)")
+        assert "permission denied to create temporary tables" in said, said
+        assert (
+            "the user in central.url (GATEWAY_CENTRAL_URL) may not make the sync's staging tables:"
+            f' grant it TEMPORARY on the database (GRANT TEMPORARY ON DATABASE "{database}" TO <user>)'
+        ) in said, said
+    finally:
+        await pg.execute(f"DROP OWNED BY {role}")
+        await pg.execute(f"DROP ROLE {role}")
+
+
+async def test_a_search_path_naming_no_schema_is_told(nodes: tuple[Node, Node], central_dsn: str) -> None:
+    """`?search_path=gateway` (as Central store and sync advises) with the schema not made yet,
+    or misspelt: every round failed with PostgreSQL's `no schema has been selected to create
+    in` and no hint (until 2026-12-06)."""
+    a, _ = nodes
+    await a.store.write([touch(1, "1" * 32)])
+    node = Sync(a.path, central_dsn + "?search_path=gatewya", OPTIONS, Metrics(), node="a")
+    with pytest.raises(asyncpg.InvalidSchemaNameError) as refused:
+        await node.once()
+    said = central.explain(refused.value, "central.url (GATEWAY_CENTRAL_URL)")
+    assert said.endswith(
+        "no schema of the search_path in central.url (GATEWAY_CENTRAL_URL) exists, or the user may"
+        " not use it: create the one it names (CREATE SCHEMA name), grant the user USAGE on it, or"
+        " correct the URL's ?search_path="
+    ), said
+
+
 async def test_an_erasure_through_another_node_takes_this_nodes_bad_events_naming_the_user(
     nodes: tuple[Node, Node], pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
