@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import listing_export
 from gateway.accept import accepted_format, vary
 from gateway.badbody import body_key, unseal
+from gateway.compressing import compress_answers
 from gateway.config import Settings
 from gateway.config_values import TYPE_WORDS
 from gateway.creators import Creator, CreatorRegistry
@@ -1150,7 +1151,8 @@ def create_admin_app(
     sinks: SinkSet | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[envelope, bearer_auth, writes_change_reports], client_max_size=MAX_BODY
+        middlewares=[compress_answers, envelope, bearer_auth, writes_change_reports],
+        client_max_size=MAX_BODY,
     )
     app[SETTINGS_KEY] = settings
     app[LIVE_KEY] = LiveSettings(settings)

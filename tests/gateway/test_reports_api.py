@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 import io
 import json
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import aiohttp
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
@@ -1528,3 +1530,22 @@ async def test_a_report_asked_again_after_a_write_is_computed_anew(gw: RunningGa
         await until_shared(gw, 1)
     assert await first == await again == body
     assert reports.report - before == 1
+
+
+async def test_a_report_is_gzip_compressed_for_a_client_that_accepts_it(gw: RunningGateway) -> None:
+    """A ``model=all`` time series over years as CSV is megabytes; the admin API sent it as it
+    was whatever ``Accept-Encoding`` said. Now gzip, with the compressed ``Content-Length``."""
+    async with aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=["Accept-Encoding"]) as raw:
+        for fmt in ("json", "csv", "ndjson"):
+            params = {"model": "all", "format": fmt, **PERIOD}
+            url = gw.admin_url + "/api/attribution/timeseries"
+            async with raw.get(url, params=params, headers=AUTH) as resp:
+                plain = await resp.read()
+                assert "Content-Encoding" not in resp.headers
+                assert int(resp.headers["Content-Length"]) == len(plain)
+            async with raw.get(url, params=params, headers={**AUTH, "Accept-Encoding": "gzip"}) as resp:
+                body = await resp.read()
+                assert resp.status == 200 and resp.headers["Content-Encoding"] == "gzip", fmt
+                assert int(resp.headers["Content-Length"]) == len(body)
+                assert resp.headers["Vary"] == "Accept-Encoding"
+            assert gzip.decompress(body) == plain and len(body) < len(plain) / 4, (fmt, len(body), len(plain))
