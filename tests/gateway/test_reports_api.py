@@ -27,6 +27,7 @@ from gateway.badbody import body_key
 from gateway.config import ConfigError, load_settings
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
+from gateway.openapi import openapi_document
 from gateway.reportstate import REPORTING_KEY
 from storage.erasure import erase_user
 from storage.local import connect
@@ -502,6 +503,40 @@ async def test_a_date_with_an_offset_or_an_odd_separator_is_400_not_misread(
     body = await get(gw, "/api/attribution", 400, since=given, until="2026-12-01")
     assert body["error"].startswith("since: ") and said in body["error"], body["error"]
     assert repr(given) in body["error"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["20261101", "2026-W44-1", "2026-W44", "2026-11-01T1000", "2026-11-01T10", "2026-11-01T10:00+0100",
+     "20261101T100000Z", "2026-11-01T10:00:00.1234567"],
+)  # fmt: skip
+async def test_a_form_python_reads_but_the_document_refuses_is_a_400(gw: RunningGateway, given: str) -> None:
+    """Python's fromisoformat took the basic and week forms (``since=20261101``,
+    ``2026-W44-1``, ``2026-11-01T1000``), which the published OpenAPI pattern refuses: a
+    client checked against the document and one that was not disagreed on what is a date.
+    Both refuse them now, saying what to write."""
+    (schema,) = [
+        p["schema"] for p in openapi_document()["paths"]["/api/attribution"]["get"]["parameters"]
+        if p["name"] == "since"
+    ]  # fmt: skip
+    pattern = re.compile(schema["pattern"])
+    assert not pattern.match(given)
+    for path in ("/api/attribution", "/api/touchpoints"):
+        async with gw.session.get(gw.admin_url + path, headers=AUTH, params={"since": given}) as resp:
+            body = await resp.json()
+        assert resp.status == 400, (path, body)
+        assert body["error"].startswith("since: expected an ISO 8601 date or date-time from 1970")
+        assert f"got {given!r}" in body["error"]
+        if given != "2026-11-01T10:00:00.1234567":
+            assert body["error"].endswith("not the basic (20261101, T1000, +0100) or week (2026-W44-1) forms")
+    for written in (
+        "2026-11-01",
+        "2026-11-01T10:00",
+        "2026-11-01t10:00:00.123456z",
+        "2026-11-01T10:00-01:30",
+    ):
+        assert pattern.match(written)
+        assert (await get(gw, "/api/attribution", since=written, until="2026-12-01"))["ok"]
 
 
 async def test_a_space_between_date_and_time_is_the_t(gw: RunningGateway) -> None:
