@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import listing_export
 from gateway.accept import accepted_format, vary
 from gateway.badbody import body_key, unseal
+from gateway.compressing import compress_answers
 from gateway.config import Settings
 from gateway.config_values import TYPE_WORDS
 from gateway.creators import Creator, CreatorRegistry
@@ -301,6 +302,19 @@ _END_OF_DAY = re.compile(r"\d{4}-\d\d-\d\d[Tt]24:00(:00(\.0+)?)?(?![\d.:])")
 # 2026-11-01+05:30 or 2026-11-01-05:00 as 05:30 or 05:00 there (the offset read as a time).
 _AFTER_DATE = re.compile(r"\d{4}-\d\d-\d\d[^Tt ]")
 _DATE_OFFSET = re.compile(r"\d{4}-\d\d-\d\d([Zz]|[+-]\d\d(:?\d\d)?)$")
+# The forms the API reads, as the OpenAPI document's pattern has them (the calendar and the
+# range are checked after): the extended form, dashes in the date and colons in the time, hours
+# and minutes at least, fractions to the microsecond, an offset as Z or ±HH:MM; a space may
+# stand for the T (RFC 3339) and for the + a query string decoded. Python's fromisoformat also
+# takes 20261101, 2026-W44-1, 2026-11-01T1000, T10 and +0100, which the document refuses.
+_EXTENDED = re.compile(
+    r"\d{4}-\d\d-\d\d([Tt ]\d\d:\d\d(:\d\d(\.\d{1,6})?)?([Zz]|[-+ ]\d\d:\d\d)?)?", re.ASCII
+)
+_EXTENDED_HINT = (
+    ": write the extended form, the date with its dashes and the time with its colons, hours and"
+    " minutes at least (2026-11-01, 2026-11-01T10:00, 2026-11-01T10:00+01:00), not the basic"
+    " (20261101, T1000, +0100) or week (2026-W44-1) forms"
+)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # event IDs (UUIDv7) count milliseconds from here
 LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
@@ -326,7 +340,13 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
             f" write {given_day}T00:00{offset} for midnight {at}, or {given_day} for midnight in {named},"
             f" got {value[:100]!r}",
         )
+    meant = ""
     try:
+        if not _EXTENDED.fullmatch(value):
+            if not _AFTER_DATE.match(value):  # 2026-11-01_05:30: the generic refusal
+                datetime.fromisoformat(value)  # raises for what is no ISO 8601 at all
+                meant = _EXTENDED_HINT  # a form Python reads, the API does not
+            raise ValueError(value)
         if len(value) == 10:
             moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), zone)
         elif _AFTER_DATE.match(value):  # 2026-11-01x05:30: no date-time
@@ -350,7 +370,7 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
         # Read in the zone, out of range as an instant: say which (1970-01-01 in Kolkata).
         meant = f", which is {iso(moment)}" if moment.tzinfo is zone and zone is not UTC else ""
     except (ValueError, OverflowError):
-        meant = ""
+        pass
     raise ApiError(
         400,
         f"{name}: expected an ISO 8601 date or date-time from {EARLIEST:%Y-%m-%dT%H:%MZ} to"
@@ -1171,7 +1191,8 @@ def create_admin_app(
     sinks: SinkSet | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[envelope, bearer_auth, writes_change_reports], client_max_size=MAX_BODY
+        middlewares=[compress_answers, envelope, bearer_auth, writes_change_reports],
+        client_max_size=MAX_BODY,
     )
     app[SETTINGS_KEY] = settings
     app[LIVE_KEY] = LiveSettings(settings)

@@ -164,3 +164,18 @@ def _weight(params: str) -> float:
                 return 1.0
             return weight if 0 <= weight <= 1 else 1.0
     return 1.0
+
+
+def accepts_gzip(offered: str) -> bool:
+    """Whether an ``Accept-Encoding`` accepts gzip (RFC 9110 §12.5.3): ``gzip`` or ``x-gzip`` with
+    a ``q`` above 0, or, gzip not named, ``*`` with one. No header: no (the answer goes as it
+    is, as to curl without ``--compressed``)."""
+    wildcard: float | None = None
+    for item in offered.split(","):
+        coding, _, params = item.strip().partition(";")
+        coding = coding.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            return _weight(params) > 0
+        if coding == "*":
+            wildcard = _weight(params)
+    return wildcard is not None and wildcard > 0

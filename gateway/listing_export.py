@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.accept import vary
+from gateway.compressing import stream_coding
 from gateway.openapi import BAD_EVENT, CONVERSION, TOUCHPOINT
 from gateway.reporting import csv_cell, file_ending, file_word, local_date
 
@@ -113,6 +114,7 @@ async def download(
         }
     )
     resp.headers.update(vary(request.query))
+    stream_coding(request, resp)  # gzip when accepted, chunk by chunk
     items, cursor = await page(cursor)  # the first page before the headers: a 503 can still be said
     await resp.prepare(request)
     if request.method == "HEAD":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import statistics
 import unicodedata
@@ -379,10 +380,26 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
+NO_VALUE = "(none)"
+"""How the terminal writes a group or creator ID that has no value (JSON's ``null``)."""
+_NAMED = ("group", "creator_id")
+
+
 def _cell(value: Any, column: str) -> str:
+    """A value as the terminal table shows it. A group or creator ID with no value is
+    ``(none)``; one whose text is literally ``(none)`` (a link's ``utm_campaign=(none)``, as
+    Google Analytics writes direct traffic's medium) is shown quoted, ``"(none)"``, and so is
+    one already written between double quotes (``"x"`` as ``"\"x\""``, JSON's quoting), so
+    that every shown cell reads back one way."""
     if value is None:
-        return "(none)" if column in ("group", "creator_id") else ""
+        return NO_VALUE if column in _NAMED else ""
+    if column in _NAMED and isinstance(value, str) and (value == NO_VALUE or _quoted(value)):
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
+
+
+def _quoted(text: str) -> bool:
+    return len(text) >= 2 and text[0] == text[-1] == '"'
 
 
 def money(minor: int, currency: str | None) -> Decimal:

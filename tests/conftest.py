@@ -99,6 +99,23 @@ class RunningGateway:
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
 
+def _plain_admin_answers(port: int | None) -> aiohttp.ClientMiddlewareType:
+    """The test session reads the proxy's answers undecoded (``auto_decompress=False``: the
+    proxy must pass the site's bytes on as they came), and so would get the admin API's larger
+    answers gzip-compressed for the ``Accept-Encoding`` aiohttp sends by default. To the admin
+    listener it sends none, as curl without ``--compressed``; a test of the compression asks
+    with a client of its own."""
+
+    async def middleware(
+        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        if request.url.port == port:
+            request.headers.popall("Accept-Encoding", None)
+        return await handler(request)
+
+    return middleware
+
+
 @pytest.fixture
 async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """``await start_gateway(upstream_url, toml)``: a running gateway; closed after the test."""
@@ -113,7 +130,11 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         await proxy.start_server()
         admin = ListenerTestServer(gw.admin_app, host="127.0.0.1", listener=gw.listener(public=False))
         await admin.start_server()
-        session = aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+        session = aiohttp.ClientSession(
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            middlewares=(_plain_admin_answers(admin.port),),
+        )
         running = RunningGateway(gw, proxy, admin, session)
         # As `serve` does in the process with the admin listener: the event log's readers.
         running.background = [asyncio.create_task(task(), name=name) for name, task in gw.background.items()]

@@ -7,7 +7,13 @@ import zlib
 
 import pytest
 
-from gateway.codings import content_codings, decoded_body, decoded_layers, readable_accept_encoding
+from gateway.codings import (
+    accepts_gzip,
+    content_codings,
+    decoded_body,
+    decoded_layers,
+    readable_accept_encoding,
+)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +71,24 @@ def test_layers_are_undone_last_first_within_the_cap() -> None:
     assert decoded_layers(body, ["gzip"] * 5, 100) is None  # more than MAX_CODINGS
     assert decoded_layers(twice, ["deflate", "gzip"], 4) is None
     assert decoded_layers(body, [], 4) == body
+
+
+@pytest.mark.parametrize(
+    ("offered", "accepted"),
+    [
+        ("gzip, deflate, br", True),
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("deflate, gzip;q=0.5", True),
+        ("*", True),
+        ("br, *;q=0.1", True),
+        ("gzip;q=0, *", False),  # named and refused: the wildcard does not bring it back
+        ("gzip;q=0", False),
+        ("*;q=0", False),
+        ("br, zstd", False),
+        ("identity", False),
+        ("", False),
+    ],
+)
+def test_accepts_gzip_reads_the_weights(offered: str, accepted: bool) -> None:
+    assert accepts_gzip(offered) is accepted

@@ -308,6 +308,9 @@ async def test_dashboard_draws_the_store(
         )
         assert labels == "CSV|CSV (;)|NDJSON", labels
 
+        # The browser accepts gzip: the larger answers come compressed (it decoded them above).
+        coding = "fetch('/api/touchpoints?format=csv').then(r => r.headers.get('content-encoding'))"
+        assert await page.eval(coding) == "gzip"
         # The page's own session reads the API but cannot change anything.
         assert await page.eval("fetch('/api/touchpoints').then(r => r.status)") == 200
         assert await page.eval("fetch('/api/users/alice', {method: 'DELETE'}).then(r => r.status)") == 403

@@ -98,6 +98,34 @@ def test_the_terminal_table_aligns_wide_and_combining_characters() -> None:
     ]
 
 
+def test_the_terminal_tells_no_value_from_a_value_written_none() -> None:
+    """A campaign literally named ``(none)`` (a link's ``utm_campaign=(none)``) and credit with
+    no campaign at all both read ``(none)`` in the terminal, where the JSON has ``"(none)"`` and
+    ``null``. The literal is quoted now, and so is a value already in double quotes, so that
+    each shown cell reads back one way; other columns and other names are as they were."""
+    rows = [
+        {"group": None, "currency": "EUR", "conversions": 1, "value": Decimal("40.00")},
+        {"group": "(none)", "currency": "EUR", "conversions": 1, "value": Decimal("30.00")},
+        {"group": '"(none)"', "currency": "EUR", "conversions": 1, "value": Decimal("20.00")},
+        {"group": '"spring', "currency": "EUR", "conversions": 1, "value": Decimal("10.00")},
+    ]
+    report = Report("attribution", COLUMNS, rows, {"since": "a", "until": "b"})
+    assert [line.split("  ")[0] for line in report.text().splitlines()[4:8]] == [
+        "(none)",
+        '"(none)"',
+        '"\\"(none)\\""',
+        '"spring',
+    ]
+    assert report.csv().splitlines()[1:3] == [",EUR,1,40.00", "(none),EUR,1,30.00"]  # the CSV as it was
+    payouts = Report(
+        "payouts",
+        ["creator_id", "payout"],
+        [{"creator_id": "(none)", "payout": 1}],
+        {"since": "a", "until": "b"},
+    )
+    assert '"(none)"' in payouts.text()
+
+
 LONG = "black_friday_" + "x" * 137  # a campaign of 150 characters
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 import io
 import json
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import aiohttp
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
@@ -25,6 +27,7 @@ from gateway.badbody import body_key
 from gateway.config import ConfigError, load_settings
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
+from gateway.openapi import openapi_document
 from gateway.reportstate import REPORTING_KEY
 from storage.erasure import erase_user
 from storage.local import connect
@@ -500,6 +503,40 @@ async def test_a_date_with_an_offset_or_an_odd_separator_is_400_not_misread(
     body = await get(gw, "/api/attribution", 400, since=given, until="2026-12-01")
     assert body["error"].startswith("since: ") and said in body["error"], body["error"]
     assert repr(given) in body["error"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["20261101", "2026-W44-1", "2026-W44", "2026-11-01T1000", "2026-11-01T10", "2026-11-01T10:00+0100",
+     "20261101T100000Z", "2026-11-01T10:00:00.1234567"],
+)  # fmt: skip
+async def test_a_form_python_reads_but_the_document_refuses_is_a_400(gw: RunningGateway, given: str) -> None:
+    """Python's fromisoformat took the basic and week forms (``since=20261101``,
+    ``2026-W44-1``, ``2026-11-01T1000``), which the published OpenAPI pattern refuses: a
+    client checked against the document and one that was not disagreed on what is a date.
+    Both refuse them now, saying what to write."""
+    (schema,) = [
+        p["schema"] for p in openapi_document()["paths"]["/api/attribution"]["get"]["parameters"]
+        if p["name"] == "since"
+    ]  # fmt: skip
+    pattern = re.compile(schema["pattern"])
+    assert not pattern.match(given)
+    for path in ("/api/attribution", "/api/touchpoints"):
+        async with gw.session.get(gw.admin_url + path, headers=AUTH, params={"since": given}) as resp:
+            body = await resp.json()
+        assert resp.status == 400, (path, body)
+        assert body["error"].startswith("since: expected an ISO 8601 date or date-time from 1970")
+        assert f"got {given!r}" in body["error"]
+        if given != "2026-11-01T10:00:00.1234567":
+            assert body["error"].endswith("not the basic (20261101, T1000, +0100) or week (2026-W44-1) forms")
+    for written in (
+        "2026-11-01",
+        "2026-11-01T10:00",
+        "2026-11-01t10:00:00.123456z",
+        "2026-11-01T10:00-01:30",
+    ):
+        assert pattern.match(written)
+        assert (await get(gw, "/api/attribution", since=written, until="2026-12-01"))["ok"]
 
 
 async def test_a_space_between_date_and_time_is_the_t(gw: RunningGateway) -> None:
@@ -1528,3 +1565,22 @@ async def test_a_report_asked_again_after_a_write_is_computed_anew(gw: RunningGa
         await until_shared(gw, 1)
     assert await first == await again == body
     assert reports.report - before == 1
+
+
+async def test_a_report_is_gzip_compressed_for_a_client_that_accepts_it(gw: RunningGateway) -> None:
+    """A ``model=all`` time series over years as CSV is megabytes; the admin API sent it as it
+    was whatever ``Accept-Encoding`` said. Now gzip, with the compressed ``Content-Length``."""
+    async with aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=["Accept-Encoding"]) as raw:
+        for fmt in ("json", "csv", "ndjson"):
+            params = {"model": "all", "format": fmt, **PERIOD}
+            url = gw.admin_url + "/api/attribution/timeseries"
+            async with raw.get(url, params=params, headers=AUTH) as resp:
+                plain = await resp.read()
+                assert "Content-Encoding" not in resp.headers
+                assert int(resp.headers["Content-Length"]) == len(plain)
+            async with raw.get(url, params=params, headers={**AUTH, "Accept-Encoding": "gzip"}) as resp:
+                body = await resp.read()
+                assert resp.status == 200 and resp.headers["Content-Encoding"] == "gzip", fmt
+                assert int(resp.headers["Content-Length"]) == len(body)
+                assert resp.headers["Vary"] == "Accept-Encoding"
+            assert gzip.decompress(body) == plain and len(body) < len(plain) / 4, (fmt, len(body), len(plain))
