@@ -259,7 +259,13 @@ function renderModels(data) {
   }
 }
 
-function renderTop(selector, rows, color, what) {
+// rows: the period's most landed campaigns (or creators), of `landed` in all: the card's note
+// says when the chart shows only some of them (a shop of a thousand campaigns read as one of
+// ten, with nothing to tell the ten were the first of many).
+function renderTop(selector, rows, color, what, landed) {
+  const note = $(`${selector}-note`);
+  note.hidden = !(landed > rows.length);
+  note.textContent = note.hidden ? "" : `The ${count(rows.length)} most landed of ${count(landed)} ${what} in the period.`;
   const bars = rows.map((r) => ({
     label: r.name,
     value: r.touchpoints,
@@ -632,8 +638,8 @@ async function main() {
   };
   load("counts", (data) => {
     fillForm(form, data);
-    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns");
-    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators");
+    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns", data.landed.campaigns);
+    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators", data.landed.creators);
     renderBots(data);
     renderExports(data, population);
     counts = data;

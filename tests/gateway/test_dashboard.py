@@ -876,7 +876,15 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
     whole = await gw.api("/api/dashboard/summary", **params)
     header = {"ok", "since", "until", "model", "models", "conversion", "population", "source"}
     keys = {
-        "counts": {"conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"},
+        "counts": {
+            "conversion_names",
+            "totals",
+            "top_campaigns",
+            "top_creators",
+            "landed",
+            "bots",
+            "populations",
+        },
         "daily": {"by_day"},
         "models": {"comparison"},
     }

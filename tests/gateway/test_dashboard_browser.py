@@ -1955,3 +1955,30 @@ async def test_a_conversion_name_of_the_address_that_counts_nothing_is_told(
         assert await page.eval(f"{form}.value") == ""
         assert await page.eval(f"[...{form}.options].map(o => o.value)") == [""]
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_the_top_tables_say_they_show_ten_of_many(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A shop of a thousand campaigns saw ten bars under "Top campaigns", nothing to tell they
+    were the first ten of many: the card says of how many, and says nothing when it shows all."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    await gw.gateway.store.write(
+        [
+            _tp(f"{n:032x}", n / 100, "Paid Search", campaign=f"c-{n:04d}", creator_id="cr_one")
+            for n in range(1200)
+        ]
+    )
+    note = "(n => n.hidden ? null : n.textContent)(document.querySelector('#chart-{}-note'))"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        assert (
+            await page.eval(note.format("campaigns"))
+            == "The 10 most landed of 1,000 campaigns in the period."
+        )
+        assert await page.eval(note.format("creators")) is None  # its one creator, shown
+        bars = await page.eval("document.querySelectorAll('#chart-campaigns rect[data-series]').length")
+    assert bars == 10
+    assert page.errors == [], page.errors
