@@ -177,13 +177,18 @@ async def dashboard_page(request: web.Request) -> web.Response:
         ended = "ended" if request.cookies.get(session_cookie(request)) else None
         raise web.HTTPSeeOther(to_login(ended, request.path_qs if request.query_string else None))
     response = _page(request, "dashboard.html")
-    zone = escape(request.app[REPORTING_KEY].timezone)  # a checked IANA name (a reload's too)
+    live = request.app[REPORTING_KEY]
+    zone = escape(live.timezone)  # a checked IANA name (a reload's too)
+    # The bot verdicts the models credit (attribution.verdicts, checked names): the journey
+    # tells a touchpoint of any other as not credited.
+    credited = ",".join(live.settings.options.attribution.verdicts)
     assert response.text is not None
     response.text = response.text.replace(
         'data-timezone="UTC"',
         f'data-timezone="{zone}" data-max-days="{MAX_DAYS}" data-models="{",".join(MODELS)}"'
         f' data-first-day="{FIRST_DAY}" data-last-day="{LAST_DAY - timedelta(days=1)}"'
-        f' data-minor-units="{MINOR_UNITS_ATTRIBUTE}" data-channels="{",".join(CREDITED)}"',
+        f' data-minor-units="{MINOR_UNITS_ATTRIBUTE}" data-channels="{",".join(CREDITED)}"'
+        f' data-credited-verdicts="{escape(credited)}"',
     ).replace("<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>")
     return response
 

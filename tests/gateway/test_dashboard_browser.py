@@ -2011,3 +2011,53 @@ async def test_names_alike_but_for_their_end_stay_apart_when_cut(
         head, _, tail = text.partition("…")
         assert title.startswith(head) and title.endswith(tail) and len(tail) >= 4, (text, title)
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_a_journey_tells_which_touchpoints_the_models_do_not_credit(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A creator's click flagged by bot scoring earns nothing (attribution.verdicts: allow), but
+    the journey listed it as any other: an analyst asked why the creator got no credit could
+    not see it there. Each row says its verdict, and why one is not credited."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    visitor = f"{91:032x}"
+    await gw.gateway.store.write(
+        [
+            _tp(
+                visitor,
+                0.1,
+                "Affiliates",
+                creator_id="cr_farm",
+                verdict="block",
+                reasons=["creator_ip_velocity", "no_accept_language"],
+            ),
+            _tp(
+                visitor,
+                0.2,
+                "Email",
+                source="newsletter",
+                medium="email",
+                verdict="review",
+                reasons=["ip_velocity"],
+            ),
+            _tp(visitor, 0.3, "Paid Search", source="google", medium="cpc", verdict="allow"),
+            _tp(visitor, 0.4, "Direct"),  # recorded without bot scoring: counts as allow
+        ]
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        await look_up(page, "visitor", visitor)
+        await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
+        cells = await page.eval(
+            "[...document.querySelectorAll('#journey-result tr')].map(r => r.lastElementChild.textContent)"
+        )
+    assert cells == [
+        "Bot verdict",
+        "block, not credited: creator_ip_velocity, no_accept_language",
+        "review, not credited: ip_velocity",
+        "allow",
+        "\u2013",  # no verdict: nothing to say
+    ]
+    assert page.errors == [], page.errors
