@@ -461,9 +461,13 @@ async def test_logout_ends_the_session(gw: RunningGateway) -> None:
         headers=with_cookie(gw, session_id, **host_origin(gw)),
         allow_redirects=False,
     ) as resp:
-        assert resp.status == 303 and resp.headers["Location"] == "/login"
+        assert resp.status == 303 and resp.headers["Location"] == "/login?why=out"
         cleared = resp.headers["Set-Cookie"]
     assert cleared.startswith(f'{cookie_of(gw)}=""') and "Max-Age=0" in cleared
+    # The login page says the sign-out took, as news, not as a refusal (it read as a first visit).
+    async with gw.session.get(gw.admin_url + "/login?why=out") as resp:
+        assert resp.status == 200
+        assert '<p class="notice" role="status">You signed out.</p>' in await resp.text()
     assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, session_id)) == 401
     assert await status_of(gw, "GET", "/dashboard", with_cookie(gw, session_id)) == 303
 
