@@ -86,6 +86,7 @@ ASSETS_KEY = web.AppKey("assets", dict)
 
 LOGIN_SAYS = {
     "ended": "Your session ended; sign in again.",
+    "out": "You signed out.",
     "wrong": "Wrong admin token.",
     "empty": "token: enter the admin token.",
     "locked": "Too many wrong tokens from this address: sign-in is refused for a while, even with"
@@ -98,7 +99,7 @@ names no live session (expired, ended by a restart or a logout elsewhere) is sen
 ``ended``, so that the form does not read as a first visit's; one from an address refused for
 too many wrong tokens (``gateway/lockout.py``) is sent to ``locked``, which answers 429 with
 ``Retry-After`` and says how long while the address is still refused (after, the plain form)."""
-NOTICES = frozenset({"ended"})
+NOTICES = frozenset({"ended", "out"})
 """The ``why`` that are news, not a refusal: said as a status, not an alert."""
 
 
@@ -177,13 +178,18 @@ async def dashboard_page(request: web.Request) -> web.Response:
         ended = "ended" if request.cookies.get(session_cookie(request)) else None
         raise web.HTTPSeeOther(to_login(ended, request.path_qs if request.query_string else None))
     response = _page(request, "dashboard.html")
-    zone = escape(request.app[REPORTING_KEY].timezone)  # a checked IANA name (a reload's too)
+    live = request.app[REPORTING_KEY]
+    zone = escape(live.timezone)  # a checked IANA name (a reload's too)
+    # The bot verdicts the models credit (attribution.verdicts, checked names): the journey
+    # tells a touchpoint of any other as not credited.
+    credited = ",".join(live.settings.options.attribution.verdicts)
     assert response.text is not None
     response.text = response.text.replace(
         'data-timezone="UTC"',
         f'data-timezone="{zone}" data-max-days="{MAX_DAYS}" data-models="{",".join(MODELS)}"'
         f' data-first-day="{FIRST_DAY}" data-last-day="{LAST_DAY - timedelta(days=1)}"'
-        f' data-minor-units="{MINOR_UNITS_ATTRIBUTE}" data-channels="{",".join(CREDITED)}"',
+        f' data-minor-units="{MINOR_UNITS_ATTRIBUTE}" data-channels="{",".join(CREDITED)}"'
+        f' data-credited-verdicts="{escape(credited)}"',
     ).replace("<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>")
     return response
 
@@ -265,7 +271,9 @@ async def logout(request: web.Request) -> web.Response:
     if not same_origin(request):
         return _page(request, "login.html", 403, "This form must be sent from the dashboard's own page.")
     await request.app[SESSIONS_KEY].end(request.cookies.get(session_cookie(request)))
-    response = web.HTTPSeeOther("/login")
+    # Said, so that an analyst on a shared computer sees the sign-out took (the plain form read
+    # as a first visit's, or as a page that had not reacted).
+    response = web.HTTPSeeOther(to_login("out"))
     clear_cookie(response, request)
     raise response
 

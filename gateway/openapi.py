@@ -211,12 +211,23 @@ _TOP = {
     },
 }
 
+_COUNTS_PART = [
+    "conversion_names",
+    "totals",
+    "top_campaigns",
+    "top_creators",
+    "landed",
+    "bots",
+    "populations",
+]
+"""What ``part=counts`` answers, besides what every part does."""
+
 DASHBOARD_SUMMARY = {
     "type": "object",
     "required": ["ok", "since", "until", "model", "models", "conversion", "population", "source"],
     # Every part (no part asked for), or the one asked for.
     "anyOf": [
-        {"required": ["conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"]},
+        {"required": _COUNTS_PART},
         {"required": ["by_day"]},
         {"required": ["comparison"]},
     ],
@@ -278,6 +289,13 @@ DASHBOARD_SUMMARY = {
         },
         "top_campaigns": _TOP,
         "top_creators": _TOP,
+        "landed": {
+            "type": "object",
+            "description": "how many campaigns and creators the period's landings name in all (the"
+            " top tables list the 10 most landed)",
+            "required": ["campaigns", "creators"],
+            "properties": {"campaigns": {"type": "integer"}, "creators": {"type": "integer"}},
+        },
         "bots": {
             "type": "object",
             "required": ["scored", "verdicts"],

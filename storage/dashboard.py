@@ -87,20 +87,25 @@ def _credit_rows(rows: list[ChannelCredit]) -> list[dict[str, Any]]:
 
 async def _landed(
     db: aiosqlite.Connection, column: str, bounds: dict[str, str | None], limit: int
-) -> list[tuple[str, int, int]]:
-    """The most-landed campaigns (or creators) of the period: (name, landings, distinct visitors)."""
+) -> tuple[list[tuple[str, int, int]], int]:
+    """The most-landed campaigns (or creators) of the period: (name, landings, distinct
+    visitors), and how many names the period landed on in all (the window count runs over the
+    groups, before the limit: one scan)."""
     assert column in _TOUCHED  # goes into the SQL text
     sql = (
-        f"SELECT {column}, count(*), count(DISTINCT visitor_key) FROM touchpoints "
+        f"SELECT {column}, count(*), count(DISTINCT visitor_key), count(*) OVER () FROM touchpoints "
         f"WHERE ts >= :since AND ts < :until AND {column} IS NOT NULL AND {column} != '' "
         f"GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT :limit"
     )
     async with db.execute(sql, {**bounds, "limit": limit}) as cursor:
-        return [(str(r[0]), int(r[1]), int(r[2])) for r in await cursor.fetchall()]
+        rows = list(await cursor.fetchall())
+    return [(str(r[0]), int(r[1]), int(r[2])) for r in rows], int(rows[0][3]) if rows else 0
 
 
 _TOUCHED = {"campaign": "top_campaigns", "creator_id": "top_creators"}
 """The columns the top tables rank, and the summary's key for each."""
+_NAMED = {"campaign": "campaigns", "creator_id": "creators"}
+"""The columns the top tables rank, by the name ``landed`` counts them under."""
 
 
 async def _touched(
@@ -308,14 +313,19 @@ async def _tops(
     db: aiosqlite.Connection, bounds: dict[str, str | None], window_days: float
 ) -> dict[str, Any]:
     """The top campaigns and creators: landings, distinct visitors, and the period's
-    conversions with a landing of theirs in the converter's path (``_touched``)."""
+    conversions with a landing of theirs in the converter's path (``_touched``); and how many
+    campaigns and creators the period has in all (``campaigns``, ``creators``: the tables show
+    the ``TOP`` of them)."""
     landed = {column: await _landed(db, column, bounds, TOP) for column in _TOUCHED}
-    names = {column: [name for name, _, _ in rows] for column, rows in landed.items()}
+    names = {column: [name for name, _, _ in rows] for column, (rows, _) in landed.items()}
     touched = await _touched(db, bounds, window_days, names)
     return {
-        key: [
-            {"name": name, "touchpoints": n, "visitors": v, "conversions": touched.get((column, name), 0)}
-            for name, n, v in landed[column]
-        ]
-        for column, key in _TOUCHED.items()
+        **{
+            key: [
+                {"name": name, "touchpoints": n, "visitors": v, "conversions": touched.get((column, name), 0)}
+                for name, n, v in landed[column][0]
+            ]
+            for column, key in _TOUCHED.items()
+        },
+        "landed": {_NAMED[column]: landed[column][1] for column in _TOUCHED},
     }

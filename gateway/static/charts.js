@@ -240,23 +240,30 @@ function widthOf(node) {
 }
 
 // Cuts a text node's content (whole characters, an emoji included) until it is at most max wide.
-function fitText(node, content, max) {
+// With keepEnd, the cut is in the middle, a third of what is kept from the end: names of one
+// naming scheme (spring-2027-lookalike-0001, …-0007) differ at their end, and cut there they
+// read alike ("spring-2027-look…" twice in one chart).
+function fitText(node, content, max, keepEnd = false) {
   node.textContent = content;
   if (widthOf(node) <= max) return;
   const chars = Array.from(content);
-  let lo = 0, hi = chars.length;
+  const cut = (n) => {
+    const tail = keepEnd ? Math.floor(n / 3) : 0;
+    return `${chars.slice(0, n - tail).join("")}…${chars.slice(chars.length - tail).join("")}`;
+  };
+  let lo = 0, hi = chars.length - 1;
   while (lo < hi) {
     const mid = Math.ceil((lo + hi) / 2);
-    node.textContent = `${chars.slice(0, mid).join("")}…`;
+    node.textContent = cut(mid);
     if (widthOf(node) <= max) lo = mid; else hi = mid - 1;
   }
-  node.textContent = `${chars.slice(0, lo).join("")}…`;
+  node.textContent = cut(lo);
 }
 
 // rows: [{label, value, note, spoken}] largest first, drawn as horizontal bars. Names and notes
 // are measured as drawn, so none runs off the chart whatever its length, script or digits: a
-// name wider than a third of the chart is cut (the tooltip keeps it whole). A screen reader,
-// for which the chart is one image, reads each whole name and its `spoken` numbers.
+// name wider than a third of the chart is cut in the middle (the tooltip keeps it whole). A
+// screen reader, for which the chart is one image, reads each whole name and its `spoken` numbers.
 export function horizontalBars(container, { rows, color, label, emptyText }) {
   if (!rows.length) return empty(container, emptyText);
   // The card's width (at most 420, the widest it is drawn): on a phone its text keeps its size.
@@ -268,7 +275,7 @@ export function horizontalBars(container, { rows, color, label, emptyText }) {
   const noteW = Math.max(...notes.map(widthOf)) + gap;
   const names = rows.map((row, i) => {
     const node = text(root, 0, 4 + i * rowH + 16, "", { "text-anchor": "end" });
-    fitText(node, row.label, Math.max(Math.min(W / 3, W - noteW - minBar - 2 * gap), 24));
+    fitText(node, row.label, Math.max(Math.min(W / 3, W - noteW - minBar - 2 * gap), 24), true);
     return node;
   });
   const labelW = Math.max(...names.map(widthOf)) + gap;

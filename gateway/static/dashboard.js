@@ -259,7 +259,13 @@ function renderModels(data) {
   }
 }
 
-function renderTop(selector, rows, color, what) {
+// rows: the period's most landed campaigns (or creators), of `landed` in all: the card's note
+// says when the chart shows only some of them (a shop of a thousand campaigns read as one of
+// ten, with nothing to tell the ten were the first of many).
+function renderTop(selector, rows, color, what, landed) {
+  const note = $(`${selector}-note`);
+  note.hidden = !(landed > rows.length);
+  note.textContent = note.hidden ? "" : `The ${count(rows.length)} most landed of ${count(landed)} ${what} in the period.`;
   const bars = rows.map((r) => ({
     label: r.name,
     value: r.touchpoints,
@@ -284,10 +290,24 @@ function renderBots(data) {
     : "Bot scoring is not installed: every touchpoint counts as allow.";
 }
 
+// The bot verdicts the models credit (attribution.verdicts, set on <body> by the server; a
+// touchpoint without a verdict counts as allow).
+const CREDITED_VERDICTS = (document.body.dataset.creditedVerdicts || "allow").split(",");
+
+// A touchpoint's bot verdict as the journey tells it: one the models do not credit says so,
+// with its reasons (a creator's flagged click, which earned nothing, read as any other).
+function verdictOf(t) {
+  const verdict = t.verdict || "allow";
+  const analyst = t.verdict_origin === "analyst" ? ["set by an analyst"] : [];
+  if (CREDITED_VERDICTS.includes(verdict)) return analyst.length ? `${verdict} (${analyst[0]})` : t.verdict || "–";
+  const why = [...(t.reasons || []), ...analyst];
+  return `${verdict}, not credited${why.length ? `: ${why.join(", ")}` : ""}`;
+}
+
 function journeyTable(touchpoints) {
   const table = element("table");
   const head = element("tr");
-  for (const h of [`Time (${ZONE})`, "Channel", "Source / medium", "Campaign", "Creator", "Landing"]) head.appendChild(element("th", h));
+  for (const h of [`Time (${ZONE})`, "Channel", "Source / medium", "Campaign", "Creator", "Landing", "Bot verdict"]) head.appendChild(element("th", h));
   table.appendChild(element("thead")).appendChild(head);
   const body = table.appendChild(element("tbody"));
   for (const t of touchpoints) {
@@ -299,6 +319,7 @@ function journeyTable(touchpoints) {
       t.campaign || "–",
       t.creator_id || "–",
       t.landing_path,
+      verdictOf(t),
     ]) tr.appendChild(element("td", cell));
     body.appendChild(tr);
   }
@@ -632,8 +653,8 @@ async function main() {
   };
   load("counts", (data) => {
     fillForm(form, data);
-    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns");
-    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators");
+    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns", data.landed.campaigns);
+    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators", data.landed.creators);
     renderBots(data);
     renderExports(data, population);
     counts = data;

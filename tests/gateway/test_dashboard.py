@@ -461,9 +461,13 @@ async def test_logout_ends_the_session(gw: RunningGateway) -> None:
         headers=with_cookie(gw, session_id, **host_origin(gw)),
         allow_redirects=False,
     ) as resp:
-        assert resp.status == 303 and resp.headers["Location"] == "/login"
+        assert resp.status == 303 and resp.headers["Location"] == "/login?why=out"
         cleared = resp.headers["Set-Cookie"]
     assert cleared.startswith(f'{cookie_of(gw)}=""') and "Max-Age=0" in cleared
+    # The login page says the sign-out took, as news, not as a refusal (it read as a first visit).
+    async with gw.session.get(gw.admin_url + "/login?why=out") as resp:
+        assert resp.status == 200
+        assert '<p class="notice" role="status">You signed out.</p>' in await resp.text()
     assert await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, session_id)) == 401
     assert await status_of(gw, "GET", "/dashboard", with_cookie(gw, session_id)) == 303
 
@@ -876,7 +880,15 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
     whole = await gw.api("/api/dashboard/summary", **params)
     header = {"ok", "since", "until", "model", "models", "conversion", "population", "source"}
     keys = {
-        "counts": {"conversion_names", "totals", "top_campaigns", "top_creators", "bots", "populations"},
+        "counts": {
+            "conversion_names",
+            "totals",
+            "top_campaigns",
+            "top_creators",
+            "landed",
+            "bots",
+            "populations",
+        },
         "daily": {"by_day"},
         "models": {"comparison"},
     }

@@ -528,10 +528,11 @@ async def test_top_tables_fit_long_odd_and_hostile_names(
             shown = {title or content: content for content, title, _, _ in drawn["texts"]}
             for name in ODD_NAMES:
                 assert name in shown, (chart, name)  # the whole name, in its tooltip
-                assert shown[name].rstrip("…") and name.startswith(shown[name].rstrip("…"))
+                head, _, tail = shown[name].partition("…")  # cut in the middle, if at all
+                assert head and name.startswith(head) and name.endswith(tail), (name, shown[name])
             for content, _, left, right in drawn["texts"]:
                 assert left >= -0.5 and right <= drawn["width"] + 0.5, (chart, content, left, right)
-        assert shown[ODD_NAMES[0]].endswith("…")  # the long name was cut to fit
+        assert "…" in shown[ODD_NAMES[0]]  # the long name was cut to fit
         assert any(content.startswith("1,200 · 1,200 vis") for content, _, _, _ in drawn["texts"])
         totals = await page.eval("document.querySelector('#totals').textContent")
         assert "Touchpoints1,205" in totals  # thousands apart, whatever the browser's language
@@ -1957,4 +1958,109 @@ async def test_a_conversion_name_of_the_address_that_counts_nothing_is_told(
         assert await page.eval("document.querySelector('#status').className") == "error"
         assert await page.eval(f"{form}.value") == ""
         assert await page.eval(f"[...{form}.options].map(o => o.value)") == [""]
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_the_top_tables_say_they_show_ten_of_many(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A shop of a thousand campaigns saw ten bars under "Top campaigns", nothing to tell they
+    were the first ten of many: the card says of how many, and says nothing when it shows all."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    await gw.gateway.store.write(
+        [
+            _tp(f"{n:032x}", n / 100, "Paid Search", campaign=f"c-{n:04d}", creator_id="cr_one")
+            for n in range(1200)
+        ]
+    )
+    note = "(n => n.hidden ? null : n.textContent)(document.querySelector('#chart-{}-note'))"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        assert (
+            await page.eval(note.format("campaigns"))
+            == "The 10 most landed of 1,000 campaigns in the period."
+        )
+        assert await page.eval(note.format("creators")) is None  # its one creator, shown
+        bars = await page.eval("document.querySelectorAll('#chart-campaigns rect[data-series]').length")
+    assert bars == 10
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_names_alike_but_for_their_end_stay_apart_when_cut(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Campaigns of one naming scheme differ at their end: cut there, two bars of the top table
+    both read "spring-2027-lookalik…". Cut in the middle, each keeps its own end."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    names = [f"spring-2027-lookalike-audience-{n:04d}" for n in (1, 7, 12)]
+    await gw.gateway.store.write(
+        [_tp(f"{k:032x}", 1, "Paid Social", campaign=name) for k, name in enumerate(names)]
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        shown = await page.eval(
+            "[...document.querySelectorAll('#chart-campaigns svg > text')]"
+            ".filter(t => t.querySelector('title'))"
+            ".map(t => [t.firstChild.nodeValue, t.querySelector('title').textContent])"
+        )
+    assert sorted(title for _, title in shown) == names
+    assert all("…" in text for text, _ in shown), shown  # each was cut to fit
+    assert len({text for text, _ in shown}) == 3, shown  # and each still reads as its own
+    for text, title in shown:
+        head, _, tail = text.partition("…")
+        assert title.startswith(head) and title.endswith(tail) and len(tail) >= 4, (text, title)
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_a_journey_tells_which_touchpoints_the_models_do_not_credit(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A creator's click flagged by bot scoring earns nothing (attribution.verdicts: allow), but
+    the journey listed it as any other: an analyst asked why the creator got no credit could
+    not see it there. Each row says its verdict, and why one is not credited."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    visitor = f"{91:032x}"
+    await gw.gateway.store.write(
+        [
+            _tp(
+                visitor,
+                0.1,
+                "Affiliates",
+                creator_id="cr_farm",
+                verdict="block",
+                reasons=["creator_ip_velocity", "no_accept_language"],
+            ),
+            _tp(
+                visitor,
+                0.2,
+                "Email",
+                source="newsletter",
+                medium="email",
+                verdict="review",
+                reasons=["ip_velocity"],
+            ),
+            _tp(visitor, 0.3, "Paid Search", source="google", medium="cpc", verdict="allow"),
+            _tp(visitor, 0.4, "Direct"),  # recorded without bot scoring: counts as allow
+        ]
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        await look_up(page, "visitor", visitor)
+        await page.wait_for("!!document.querySelector('#journey-result table')", "the journey")
+        cells = await page.eval(
+            "[...document.querySelectorAll('#journey-result tr')].map(r => r.lastElementChild.textContent)"
+        )
+    assert cells == [
+        "Bot verdict",
+        "block, not credited: creator_ip_velocity, no_accept_language",
+        "review, not credited: ip_velocity",
+        "allow",
+        "\u2013",  # no verdict: nothing to say
+    ]
     assert page.errors == [], page.errors

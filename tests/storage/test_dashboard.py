@@ -114,6 +114,23 @@ async def test_campaigns_and_creators_touched_are_counted_apart(tmp_path: Path, 
     assert creators == {"cr_y": (2, 2, 1), "cr_x": (1, 1, 1)}
 
 
+async def test_the_top_tables_say_how_many_names_the_period_has(tmp_path: Path, channels: Channels) -> None:
+    # A shop of many campaigns: the tables list the ten most landed, and say of how many (the
+    # names outside the period, and landings without a name, are not counted).
+    at = T0 + timedelta(days=5)
+    events: list[Event] = [tp(f"v{n}", at, f"campaign-{n:02d}", f"cr_{n % 3}") for n in range(25)]
+    events += [tp("w", at, None), tp("x", T0 - timedelta(days=1), "before", "cr_before")]
+    conn = await store(tmp_path, events)
+    try:
+        got = await run(conn, channels, date(2026, 11, 1), date(2026, 11, 30))
+        empty = await run(conn, channels, date(2026, 11, 20), date(2026, 11, 30))
+    finally:
+        await conn.close()
+    assert len(got["top_campaigns"]) == 10 and len(got["top_creators"]) == 3
+    assert got["landed"] == {"campaigns": 25, "creators": 3}
+    assert empty["landed"] == {"campaigns": 0, "creators": 0}
+
+
 async def test_one_conversion_name_at_a_time(tmp_path: Path, channels: Channels) -> None:
     at = T0 + timedelta(days=5)
     conn = await store(
