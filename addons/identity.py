@@ -8,8 +8,9 @@ replaced and counted. Only the keyed hash of the ID (``visitor_key``) ever
 reaches an event; the raw ID stays in memory.
 
 Privacy (``[privacy]``, README "Privacy: what is stored") is decided here, per request,
-so the same response carries the decision: ``Sec-GPC: 1`` (and ``DNT: 1`` when honoured)
-gives no visitor at all (``Exchange.aggregate_only``: landings are only counted per day);
+so the same response carries the decision: ``Sec-GPC: 1`` (and ``DNT: 1`` when honoured; on
+any of the header's lines) gives no visitor at all (``Exchange.aggregate_only``: landings are
+only counted per day);
 ``identity.mode = "cookieless"``, or a consent cookie that does not say yes, gives no
 cookie (one the browser still has is expired) and a one-day visitor ID: a keyed hash of
 (daily salt, host, IP, user agent). The salt (``gateway/daysalt.py``) is held in memory
@@ -26,6 +27,7 @@ import hmac
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC
 from urllib.parse import unquote, urlsplit
@@ -83,6 +85,20 @@ def cookieless_id(salt: Mac, req: RequestView) -> str:
     agent = req.headers.get("user-agent", "")
     message = "\0".join((req.host.lower(), req.client_ip, agent))
     return _b64(salt.digest(message.encode("utf-8", "surrogateescape"))[:_ID_BYTES])
+
+
+def opts_out(headers: Mapping[str, str], name: str) -> bool:
+    """Whether the request's ``name`` header (``sec-gpc``, ``dnt``) says ``1`` on any of its
+    lines, or in any item of one joined into a list (``0, 1``: the mitmproxy host, a flow dump,
+    the aiohttp host when the Cookie repeats too). A browser or an extension that adds an
+    opt-out beside a ``0`` already there sends both: an opt-out given at all wins."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        values: Sequence[str] = getall(name, ())
+    else:
+        value = headers.get(name)
+        values = () if value is None else (value,)
+    return any(item.strip() == "1" for value in values for item in value.split(","))
 
 
 def cookie_domain(domain: str, host: str) -> str:
@@ -165,7 +181,7 @@ class Identity:
             return  # the host already knows the visitor (the importer: from the logged line)
         req = ex.request
         for header in self.opt_out:  # no generator: this runs on every request
-            if req.headers.get(header) == "1":
+            if opts_out(req.headers, header):
                 ex.aggregate_only = True
                 return
         population = self.population(req) if self.cookieless or self.consent_name else "cookie"

@@ -275,6 +275,12 @@ def test_consent_withdrawn_expires_the_cookie() -> None:
         ("", {"DNT": "1"}, False),
         ("[privacy]\nhonor_dnt = true\n", {"DNT": "1"}, True),
         ("", {"Sec-GPC": "0"}, False),
+        # Sent twice, joined into one list (the mitmproxy host, or the aiohttp one when the
+        # Cookie also repeats): an opt-out given at all wins.
+        ("", {"Sec-GPC": "0, 1"}, True),
+        ("", {"Sec-GPC": "1,1"}, True),
+        ("", {"Sec-GPC": "0, 0"}, False),
+        ("[privacy]\nhonor_dnt = true\n", {"DNT": "0, 1"}, True),
     ],
 )
 def test_gpc_and_dnt(toml: str, headers: dict[str, str], aggregate: bool) -> None:

@@ -67,6 +67,29 @@ async def test_gpc_keeps_only_daily_counts_and_sets_no_cookie(start_gateway, ups
     assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(1,)]
 
 
+async def test_an_opt_out_sent_on_two_lines_wins(start_gateway, upstream_server) -> None:
+    """A browser or an extension that adds ``Sec-GPC: 1`` beside one already there (``0``) sends
+    two lines: the first alone was read, and the visitor who opted out was tracked. Any ``1``
+    among them is the opt-out, for ``DNT`` too (under ``privacy.honor_dnt``), and with a repeated
+    Cookie (the lines then joined) as without."""
+    gw = await start_gateway(await upstream_server(site()), "[privacy]\nhonor_dnt = true\n")
+    twice = [
+        [("Sec-GPC", "0"), ("Sec-GPC", "1")],
+        [("DNT", "0"), ("DNT", "1")],
+        [("Sec-GPC", "0"), ("Sec-GPC", "1"), ("Cookie", "a=1"), ("Cookie", "b=2")],
+    ]
+    for headers in twice:
+        sent = [*DOCUMENT.items(), *headers]
+        async with gw.session.get(gw.url + "/l?utm_source=News", headers=sent) as resp:
+            assert resp.status == 200 and resp.headers.getall("Set-Cookie", []) == []
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(0,)]
+    assert await rows(gw, "SELECT count FROM daily_counts") == [(3,)]
+    zeros = [*DOCUMENT.items(), ("Sec-GPC", "0"), ("Sec-GPC", "0")]
+    async with gw.session.get(gw.url + "/l?utm_source=News", headers=zeros) as resp:
+        assert any(c.startswith("gw_vid=v1.") for c in resp.headers.getall("Set-Cookie", []))
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(1,)]
+
+
 async def test_consent_decides_the_cookie_in_the_same_response(start_gateway, upstream_server) -> None:
     gw = await start_gateway(await upstream_server(site()), CONSENT)
     assert any(
