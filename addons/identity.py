@@ -17,7 +17,7 @@ cookie (one the browser still has is expired) and a one-day visitor ID: a keyed 
 only, shared by a supervisor's workers and kept across reloads, and replaced (destroyed) when
 the UTC day changes, so nothing links one day's key to the next. A consent cookie set to a
 yes value by the response itself issues the ID cookie in that response; one set to any
-other value expires it.
+other value, or deleted, expires it (several lines of it: what they leave the browser holding).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import replace
 from datetime import UTC
 from urllib.parse import unquote, urlsplit
 
-from addons.cookies import deletes, set_cookie_lines
+from addons.cookies import deletes, scope, set_cookie_lines
 from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
 from gateway.events import VerdictChange
@@ -275,18 +275,26 @@ class Identity:
                 return
 
     def _consent_given(self, ex: Exchange) -> bool | None:
-        """What the response's own Set-Cookie of the consent cookie says: yes (True), anything
-        else (False), or None when the response does not set it."""
+        """What the response's own Set-Cookie lines of the consent cookie leave the browser
+        holding: consent (True) when every one they leave says yes; False when one says
+        anything else, or when they leave none (each deleted: a withdrawal); None when the
+        response does not set it. Applied in order as a browser does, one cookie per Domain and
+        Path: a banner moving its cookie to the whole domain clears the host-only one and sets
+        the other in one response, in either order; a line rewriting one is what is kept."""
         if ex.response is None:
             return None
-        for value in set_cookie_lines(ex.response.headers):
-            if m := self.consent_set.search(value):
+        held: dict[tuple[str, str], str | None] = {}
+        for line in set_cookie_lines(ex.response.headers):
+            if m := self.consent_set.search(line):
+                attributes = line[m.end() :].split(";")[1:]
                 # A deletion (Max-Age ≤ 0, an Expires past) leaves the browser no consent
-                # cookie, whatever value it names: a withdrawal, however the banner writes it.
-                if deletes(value[m.end() :].split(";")[1:], ex.request.ts.timestamp()):
-                    return False
-                return self._consents(m.group(1))
-        return None
+                # cookie of that scope, whatever value it names.
+                gone = deletes(attributes, ex.request.ts.timestamp())
+                held[scope(attributes, ex.request.path)] = None if gone else m.group(1)
+        if not held:
+            return None
+        values = [value for value in held.values() if value is not None]
+        return bool(values) and all(self._consents(value) for value in values)
 
     def _expire(self, ex: Exchange) -> None:
         """Expire the ID cookie on the device. Under a Domain, a host-only one too: a browser

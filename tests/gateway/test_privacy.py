@@ -105,6 +105,34 @@ async def test_consent_decides_the_cookie_in_the_same_response(start_gateway, up
     assert populations == [("absent", "no_consent"), ("no", "no_consent"), ("yes", "cookie")]
 
 
+async def test_an_accept_that_clears_the_old_consent_cookie_first_gets_the_id_cookie(
+    start_gateway, upstream_server
+) -> None:
+    """A banner moving its cookie to the whole domain answers the click with two lines, the
+    host-only one cleared, then the domain one set: the first line alone was read, a
+    withdrawal, and the visitor who accepted had their ID cookie expired. A withdrawal that
+    writes the same cookie twice, ``yes`` then deleted, is a withdrawal."""
+
+    async def page(request: web.Request) -> web.Response:
+        response = web.Response(text="<html>ok</html>", content_type="text/html")
+        if request.path == "/accept":
+            response.headers.add("Set-Cookie", "banner=; Max-Age=0; Path=/")
+            response.headers.add("Set-Cookie", "banner=all; Domain=shop.example; Path=/")
+        elif request.path == "/withdraw":
+            response.headers.add("Set-Cookie", "banner=all; Path=/")
+            response.headers.add("Set-Cookie", "banner=all; Path=/; Max-Age=0")
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    gw = await start_gateway(await upstream_server(app), CONSENT)
+    accepted = await get(gw, "/accept", {"Cookie": "banner=none"})
+    ours = [c for c in accepted if c.startswith("gw_vid=")]
+    assert len(ours) == 1 and ours[0].startswith("gw_vid=v1."), accepted
+    withdrawn = await get(gw, "/withdraw", {"Cookie": f"banner=all; {ours[0].split(';')[0]}"})
+    assert [c.split(";")[0] for c in withdrawn if c.startswith("gw_vid=")] == ["gw_vid="]
+
+
 async def test_cookieless_mode_sets_no_cookie_and_keeps_the_visitor_for_the_day(
     start_gateway, upstream_server
 ) -> None:
