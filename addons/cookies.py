@@ -2,8 +2,8 @@
 and the one a request sends.
 
 Owns the pure parsers behind the ``cookie``, ``set_cookie`` and ``jwt_cookie`` sources
-(``addons/extract.py``): Set-Cookie lines, their ``Max-Age`` and ``Expires``, name prefixes
-(``wordpress_logged_in_*``). No state.
+(``addons/extract.py``): Set-Cookie lines, their ``Max-Age`` and ``Expires``, the Domain and
+Path a browser keeps a cookie by, name prefixes (``wordpress_logged_in_*``). No state.
 """
 
 from __future__ import annotations
@@ -36,6 +36,25 @@ def deletes(attributes: Sequence[str], now: float) -> bool:
         return parsed is not None and email.utils.mktime_tz(parsed) < now
     except (ValueError, OverflowError, TypeError, IndexError):
         return False  # a date no one can read: ignored, as browsers ignore it
+
+
+def scope(attributes: Sequence[str], request_path: str) -> tuple[str, str]:
+    """The (Domain, Path) a Set-Cookie's attributes give its cookie, by which a browser keeps it
+    (RFC 6265 §5.3): a later line of the same name and scope replaces it, one of another scope
+    is kept beside it. Domain "" is host-only (a ``Domain`` naming the host is not); a missing
+    or relative ``Path`` is the request path's directory (§5.1.4)."""
+    domain, path = "", ""
+    for attribute in attributes:
+        name, _, value = attribute.partition("=")
+        name, value = name.strip().lower(), value.strip()
+        if name == "domain" and value:
+            domain = value.lstrip(".").lower()
+        elif name == "path":
+            path = value
+    if not path.startswith("/"):
+        cut = request_path.rfind("/")
+        path = request_path[:cut] if cut > 0 and request_path.startswith("/") else "/"
+    return domain, path
 
 
 def set_cookie_lines(headers: Mapping[str, str]) -> Sequence[str]:

@@ -8,15 +8,16 @@ replaced and counted. Only the keyed hash of the ID (``visitor_key``) ever
 reaches an event; the raw ID stays in memory.
 
 Privacy (``[privacy]``, README "Privacy: what is stored") is decided here, per request,
-so the same response carries the decision: ``Sec-GPC: 1`` (and ``DNT: 1`` when honoured)
-gives no visitor at all (``Exchange.aggregate_only``: landings are only counted per day);
+so the same response carries the decision: ``Sec-GPC: 1`` (and ``DNT: 1`` when honoured; on
+any of the header's lines) gives no visitor at all (``Exchange.aggregate_only``: landings are
+only counted per day);
 ``identity.mode = "cookieless"``, or a consent cookie that does not say yes, gives no
 cookie (one the browser still has is expired) and a one-day visitor ID: a keyed hash of
 (daily salt, host, IP, user agent). The salt (``gateway/daysalt.py``) is held in memory
 only, shared by a supervisor's workers and kept across reloads, and replaced (destroyed) when
 the UTC day changes, so nothing links one day's key to the next. A consent cookie set to a
 yes value by the response itself issues the ID cookie in that response; one set to any
-other value expires it.
+other value, or deleted, expires it (several lines of it: what they leave the browser holding).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import hmac
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC
 from urllib.parse import unquote, urlsplit
 
-from addons.cookies import deletes, set_cookie_lines
+from addons.cookies import deletes, scope, set_cookie_lines
 from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
 from gateway.events import VerdictChange
@@ -83,6 +85,20 @@ def cookieless_id(salt: Mac, req: RequestView) -> str:
     agent = req.headers.get("user-agent", "")
     message = "\0".join((req.host.lower(), req.client_ip, agent))
     return _b64(salt.digest(message.encode("utf-8", "surrogateescape"))[:_ID_BYTES])
+
+
+def opts_out(headers: Mapping[str, str], name: str) -> bool:
+    """Whether the request's ``name`` header (``sec-gpc``, ``dnt``) says ``1`` on any of its
+    lines, or in any item of one joined into a list (``0, 1``: the mitmproxy host, a flow dump,
+    the aiohttp host when the Cookie repeats too). A browser or an extension that adds an
+    opt-out beside a ``0`` already there sends both: an opt-out given at all wins."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        values: Sequence[str] = getall(name, ())
+    else:
+        value = headers.get(name)
+        values = () if value is None else (value,)
+    return any(item.strip() == "1" for value in values for item in value.split(","))
 
 
 def cookie_domain(domain: str, host: str) -> str:
@@ -165,7 +181,7 @@ class Identity:
             return  # the host already knows the visitor (the importer: from the logged line)
         req = ex.request
         for header in self.opt_out:  # no generator: this runs on every request
-            if req.headers.get(header) == "1":
+            if opts_out(req.headers, header):
                 ex.aggregate_only = True
                 return
         population = self.population(req) if self.cookieless or self.consent_name else "cookie"
@@ -259,18 +275,26 @@ class Identity:
                 return
 
     def _consent_given(self, ex: Exchange) -> bool | None:
-        """What the response's own Set-Cookie of the consent cookie says: yes (True), anything
-        else (False), or None when the response does not set it."""
+        """What the response's own Set-Cookie lines of the consent cookie leave the browser
+        holding: consent (True) when every one they leave says yes; False when one says
+        anything else, or when they leave none (each deleted: a withdrawal); None when the
+        response does not set it. Applied in order as a browser does, one cookie per Domain and
+        Path: a banner moving its cookie to the whole domain clears the host-only one and sets
+        the other in one response, in either order; a line rewriting one is what is kept."""
         if ex.response is None:
             return None
-        for value in set_cookie_lines(ex.response.headers):
-            if m := self.consent_set.search(value):
+        held: dict[tuple[str, str], str | None] = {}
+        for line in set_cookie_lines(ex.response.headers):
+            if m := self.consent_set.search(line):
+                attributes = line[m.end() :].split(";")[1:]
                 # A deletion (Max-Age ≤ 0, an Expires past) leaves the browser no consent
-                # cookie, whatever value it names: a withdrawal, however the banner writes it.
-                if deletes(value[m.end() :].split(";")[1:], ex.request.ts.timestamp()):
-                    return False
-                return self._consents(m.group(1))
-        return None
+                # cookie of that scope, whatever value it names.
+                gone = deletes(attributes, ex.request.ts.timestamp())
+                held[scope(attributes, ex.request.path)] = None if gone else m.group(1)
+        if not held:
+            return None
+        values = [value for value in held.values() if value is not None]
+        return bool(values) and all(self._consents(value) for value in values)
 
     def _expire(self, ex: Exchange) -> None:
         """Expire the ID cookie on the device. Under a Domain, a host-only one too: a browser

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from addons.campaign import Campaign, hostname
-from addons.identity import verify_cookie
+from addons.identity import opts_out, verify_cookie
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
 from gateway.events import Binding, Conversion, DailyCount, Event, Touchpoint
@@ -291,7 +291,7 @@ class Replayer:
         Nor is the count made here: a second import of the file would add it again."""
         if line.headers:
             for reason in self.opt_out:
-                if line.headers.get(reason.partition(":")[0].lower()) == "1":
+                if opts_out(line.headers, reason.partition(":")[0].lower()):
                     return reason
         return ""
 

@@ -25,7 +25,7 @@ from typing import Any
 from addons.conditions import Condition
 from addons.conversions import Conversions
 from addons.extract import Extractor
-from addons.identity import Identity
+from addons.identity import Identity, opts_out
 from addons.rules import RuleIndex
 from addons.stitching import RecentPairs, Stitching
 from addons.values import ExtractError, compared_text
@@ -169,7 +169,7 @@ class Trier:
         self.identity.request(probe)
         if not probe.aggregate_only:
             return ""
-        gpc = self.privacy.honor_gpc and entry.request_headers.get("sec-gpc") == "1"
+        gpc = self.privacy.honor_gpc and opts_out(entry.request_headers, "sec-gpc")
         return _GPC if gpc else _DNT
 
     def matching(self, entry: Entry) -> list[tuple[_Rule, Exchange]]:

@@ -173,11 +173,13 @@ def keys_named(keys: Keys, texts: Sequence[str], sought: Collection[str], *, use
     """Which keys of ``sought`` ``texts`` name: a visitor by its raw ID or its cookie value
     (``v1.<id>.<tag>``), as a sender's mapping reads one (``gateway.mapping``); with ``users``,
     a user too by their raw ID, keyed as ``user_id_storage = "hash"`` keys it (the central
-    sync's search, which knows an erased user by that key alone)."""
+    sync's search, which knows an erased user by that key alone). Each text is read as the raw
+    ID's search reads it (``_as_read``): a form's ``visitor_id=ios%7Cphone-1`` names
+    ``ios|phone-1``."""
     hashed = replace(keys, user_mode="hash") if users else None
     found: set[str] = set()
     for text in texts:
-        for named in named_texts(text):
+        for named in {word for read in _as_read(text) for word in named_texts(read)}:
             if len(named) > MAX_VISITOR_ID:
                 continue
             found.add(keys.visitor_key(named))

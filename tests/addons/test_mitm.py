@@ -116,6 +116,19 @@ async def test_returning_visitor_keeps_their_id(addon: GatewayAddon, tmp_path: P
     assert len(keys) == 1
 
 
+async def test_an_opt_out_sent_on_two_lines_wins_as_in_the_aiohttp_host(
+    addon: GatewayAddon, tmp_path: Path
+) -> None:
+    """mitmproxy's headers are joined into one list (``0, 1``), which was never ``1``: a visitor
+    who sent ``Sec-GPC: 1`` on a second line, or twice, was tracked. Any ``1`` is the opt-out."""
+    for twice in ([(b"sec-gpc", b"0"), (b"sec-gpc", b"1")], [(b"sec-gpc", b"1"), (b"sec-gpc", b"1")]):
+        flow = await land(addon, b"/?utm_source=a", [(b"host", b"shop.example"), *twice])
+        assert flow.response is not None and flow.response.headers.get_all("set-cookie") == []
+    db = tmp_path / "gw.db"
+    assert await asyncio.to_thread(rows, db, "SELECT count(*) FROM touchpoints") == [(0,)]
+    assert await asyncio.to_thread(rows, db, "SELECT count FROM daily_counts") == [(2,)]
+
+
 async def test_an_answer_carrying_our_cookie_is_kept_from_shared_caches(addon: GatewayAddon) -> None:
     """As in the aiohttp host: an answer we set our cookie on gets ``Cache-Control: private``
     besides the site's unless it already says ``private`` or ``no-store``."""

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from multidict import CIMultiDict
 
 from addons.campaign import Campaign
 from addons.identity import Identity, cookie_value, new_visitor_id
@@ -26,7 +28,7 @@ consent_cookie = { name = "banner", yes = ["all", "stats"], no = ["none"] }
 """
 
 
-def run(identity: Identity, ex: Exchange, response_headers: dict[str, str] | None = None) -> Exchange:
+def run(identity: Identity, ex: Exchange, response_headers: Mapping[str, str] | None = None) -> Exchange:
     identity.request(ex)
     ex.response = ResponseView(200, response_headers or {})
     identity.response(ex)
@@ -254,6 +256,47 @@ def test_consent_given_by_the_response_sets_the_cookie_in_it() -> None:
     assert cookie.value == cookie_value(identity.mac, ex.visitor.id)
 
 
+@pytest.mark.parametrize(
+    ("target", "lines", "outcome"),
+    [
+        # Accept, the banner moving to the whole domain: the host-only one cleared, then set.
+        ("/", ["banner=; Max-Age=0; Path=/", "banner=all; Domain=shop.example; Path=/"], "set"),
+        # The same in the other order: the host-only one is another cookie, its deletion no withdrawal.
+        ("/", ["banner=all; Domain=shop.example; Path=/", "banner=; Max-Age=0; Path=/"], "set"),
+        # Withdrawal, either way round: what the browser keeps is a "none", or nothing.
+        ("/", ["banner=none; Domain=shop.example; Path=/", "banner=; Max-Age=0; Path=/"], "expired"),
+        ("/", ["banner=; Max-Age=0; Domain=shop.example; Path=/", "banner=none; Path=/"], "expired"),
+        # One cookie written twice: the last line is what the browser keeps.
+        ("/", ["banner=none; Path=/", "banner=all; Path=/"], "set"),
+        ("/", ["banner=all; Path=/", "banner=all; Path=/; Max-Age=0"], "expired"),
+        ("/consent/accept", ["banner=none", "banner=all; Path=/consent"], "set"),
+        # Two kept side by side (Paths differ) that disagree: the browser sends both, no consent.
+        ("/", ["banner=all; Path=/shop", "banner=none; Path=/"], "expired"),
+        # A deletion of one the response did not set, and nothing set: a withdrawal.
+        ("/", ["banner=; Max-Age=0; Path=/", "banner=; Max-Age=0; Domain=shop.example; Path=/"], "expired"),
+    ],
+)
+def test_two_set_cookie_lines_of_the_consent_cookie_read_as_the_browser_applies_them(
+    target: str, lines: list[str], outcome: str
+) -> None:
+    """A banner that moves its cookie between host-only and the whole domain (or between Paths)
+    clears one and sets the other in one response; the first line alone decided, so an accept
+    that cleared first expired the ID cookie, and a withdrawal that set the stale "yes" again
+    before deleting it kept the visitor tracked. The browser applies the lines in order, a
+    cookie per Domain and Path: what it holds after them decides, every one of them a yes for
+    consent, none left (deleted) a withdrawal."""
+    identity = configured(Identity, CONSENT)
+    vid = new_visitor_id()
+    cookies = {"banner": "all", "gw_vid": cookie_value(identity.mac, vid)}
+    ex = exchange(target, method="POST", headers=DOCUMENT, cookies=cookies)
+    run(identity, ex, CIMultiDict(("Set-Cookie", line) for line in lines))
+    kept = [(c.name, c.value, c.max_age) for c in ex.set_cookies]
+    if outcome == "set":
+        assert kept == [("gw_vid", cookie_value(identity.mac, vid), identity.max_age)]
+    else:
+        assert kept == [("gw_vid", "", 0)]
+
+
 def test_consent_withdrawn_expires_the_cookie() -> None:
     identity = configured(Identity, CONSENT)
     vid = new_visitor_id()
@@ -275,6 +318,12 @@ def test_consent_withdrawn_expires_the_cookie() -> None:
         ("", {"DNT": "1"}, False),
         ("[privacy]\nhonor_dnt = true\n", {"DNT": "1"}, True),
         ("", {"Sec-GPC": "0"}, False),
+        # Sent twice, joined into one list (the mitmproxy host, or the aiohttp one when the
+        # Cookie also repeats): an opt-out given at all wins.
+        ("", {"Sec-GPC": "0, 1"}, True),
+        ("", {"Sec-GPC": "1,1"}, True),
+        ("", {"Sec-GPC": "0, 0"}, False),
+        ("[privacy]\nhonor_dnt = true\n", {"DNT": "0, 1"}, True),
     ],
 )
 def test_gpc_and_dnt(toml: str, headers: dict[str, str], aggregate: bool) -> None:

@@ -561,14 +561,16 @@ async def test_a_flow_that_opted_out_is_not_imported(tmp_path: Path, honor: bool
         with path.open("wb") as fo:
             writer = FlowWriter(fo)
             for method, target, headers, ts in (
-                ("GET", "/landing?utm_source=gpc", {"sec-gpc": "1"}, 1740823200.0),
-                ("POST", "/login?user=gpc%40example.com", {"sec-gpc": "1"}, 1740823201.0),
-                ("GET", "/landing?utm_source=dnt", {"dnt": "1"}, 1740823202.0),
+                ("GET", "/landing?utm_source=gpc", [("sec-gpc", "1")], 1740823200.0),
+                # On two lines (a browser's 0, an extension's 1): the opt-out wins, as live.
+                ("POST", "/login?user=gpc%40example.com", [("sec-gpc", "0"), ("sec-gpc", "1")], 1740823201.0),
+                ("GET", "/landing?utm_source=dnt", [("dnt", "1")], 1740823202.0),
             ):
                 req = tutils.treq(method=method.encode(), path=target.encode(), timestamp_start=ts)
                 req.headers["host"] = "shop.example"
                 req.headers["accept"] = "text/html"
-                req.headers.update(headers)
+                for name, value in headers:
+                    req.headers.add(name, value)
                 writer.add(tflow.tflow(req=req, resp=tutils.tresp(status_code=200)))
         return path
 

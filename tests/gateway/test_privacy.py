@@ -67,6 +67,29 @@ async def test_gpc_keeps_only_daily_counts_and_sets_no_cookie(start_gateway, ups
     assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(1,)]
 
 
+async def test_an_opt_out_sent_on_two_lines_wins(start_gateway, upstream_server) -> None:
+    """A browser or an extension that adds ``Sec-GPC: 1`` beside one already there (``0``) sends
+    two lines: the first alone was read, and the visitor who opted out was tracked. Any ``1``
+    among them is the opt-out, for ``DNT`` too (under ``privacy.honor_dnt``), and with a repeated
+    Cookie (the lines then joined) as without."""
+    gw = await start_gateway(await upstream_server(site()), "[privacy]\nhonor_dnt = true\n")
+    twice = [
+        [("Sec-GPC", "0"), ("Sec-GPC", "1")],
+        [("DNT", "0"), ("DNT", "1")],
+        [("Sec-GPC", "0"), ("Sec-GPC", "1"), ("Cookie", "a=1"), ("Cookie", "b=2")],
+    ]
+    for headers in twice:
+        sent = [*DOCUMENT.items(), *headers]
+        async with gw.session.get(gw.url + "/l?utm_source=News", headers=sent) as resp:
+            assert resp.status == 200 and resp.headers.getall("Set-Cookie", []) == []
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(0,)]
+    assert await rows(gw, "SELECT count FROM daily_counts") == [(3,)]
+    zeros = [*DOCUMENT.items(), ("Sec-GPC", "0"), ("Sec-GPC", "0")]
+    async with gw.session.get(gw.url + "/l?utm_source=News", headers=zeros) as resp:
+        assert any(c.startswith("gw_vid=v1.") for c in resp.headers.getall("Set-Cookie", []))
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(1,)]
+
+
 async def test_consent_decides_the_cookie_in_the_same_response(start_gateway, upstream_server) -> None:
     gw = await start_gateway(await upstream_server(site()), CONSENT)
     assert any(
@@ -80,6 +103,34 @@ async def test_consent_decides_the_cookie_in_the_same_response(start_gateway, up
     assert any(c.startswith("gw_vid=v1.") for c in accepted)
     populations = await rows(gw, "SELECT source, consent FROM touchpoints ORDER BY source")
     assert populations == [("absent", "no_consent"), ("no", "no_consent"), ("yes", "cookie")]
+
+
+async def test_an_accept_that_clears_the_old_consent_cookie_first_gets_the_id_cookie(
+    start_gateway, upstream_server
+) -> None:
+    """A banner moving its cookie to the whole domain answers the click with two lines, the
+    host-only one cleared, then the domain one set: the first line alone was read, a
+    withdrawal, and the visitor who accepted had their ID cookie expired. A withdrawal that
+    writes the same cookie twice, ``yes`` then deleted, is a withdrawal."""
+
+    async def page(request: web.Request) -> web.Response:
+        response = web.Response(text="<html>ok</html>", content_type="text/html")
+        if request.path == "/accept":
+            response.headers.add("Set-Cookie", "banner=; Max-Age=0; Path=/")
+            response.headers.add("Set-Cookie", "banner=all; Domain=shop.example; Path=/")
+        elif request.path == "/withdraw":
+            response.headers.add("Set-Cookie", "banner=all; Path=/")
+            response.headers.add("Set-Cookie", "banner=all; Path=/; Max-Age=0")
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    gw = await start_gateway(await upstream_server(app), CONSENT)
+    accepted = await get(gw, "/accept", {"Cookie": "banner=none"})
+    ours = [c for c in accepted if c.startswith("gw_vid=")]
+    assert len(ours) == 1 and ours[0].startswith("gw_vid=v1."), accepted
+    withdrawn = await get(gw, "/withdraw", {"Cookie": f"banner=all; {ours[0].split(';')[0]}"})
+    assert [c.split(";")[0] for c in withdrawn if c.startswith("gw_vid=")] == ["gw_vid="]
 
 
 async def test_cookieless_mode_sets_no_cookie_and_keeps_the_visitor_for_the_day(

@@ -352,3 +352,26 @@ async def test_a_visitor_is_erased_alone_under_every_key_its_id_may_be(tmp_path:
     bindings = await asyncio.to_thread(query, path, "SELECT visitor_key, user_key FROM identities")
     assert [tuple(row) for row in bindings] == [(given, ALICE)]
     assert len(await asyncio.to_thread(query, path, "SELECT id FROM bad_events")) == 1
+
+
+async def test_a_visitor_id_is_found_percent_encoded(tmp_path: Path) -> None:
+    """A device's raw ID in a form a sender posted (``visitor_id=ios%7Cphone-1``: not JSON, kept
+    as it came) or in a URL's query is percent-encoded, as the user's ID is there: the user's
+    was found, the device's was not, and the bad event outlived the erasure. Both searches read
+    percent escapes alike."""
+    named = [
+        bad("visitor_id=phone%2D1&value=5", reason="body: not valid JSON"),
+        bad('{"page": "https://shop.example/?anon=phone%2d1&x=1"}'),
+        bad("cookie=v1.phone%2D1.tag", reason="not JSON"),
+    ]
+    others = [bad("visitor_id=phone%2D10"), bad("visitor_id=xphone%2D1")]
+    assert await erased_ids(tmp_path / "a.db", "carol", named + others) == {e.id for e in named}
+
+
+def test_a_hashed_user_key_is_found_percent_encoded() -> None:
+    """The central sync's search hashes each word a bad event names: a form's
+    ``email=alice%40example.com`` was hashed as written, and the erased user's refused event
+    stayed on every other node."""
+    hashed = KEYS.user_key("alice@example.com")
+    assert keys_named(KEYS, ["email=alice%40example.com&plan=pro"], [hashed], users=True) == {hashed}
+    assert keys_named(KEYS, ["email=alice%40example.co"], [hashed], users=True) == set()
