@@ -92,12 +92,11 @@ def opts_out(headers: Mapping[str, str], name: str) -> bool:
     lines, or in any item of one joined into a list (``0, 1``: the mitmproxy host, a flow dump,
     the aiohttp host when the Cookie repeats too). A browser or an extension that adds an
     opt-out beside a ``0`` already there sends both: an opt-out given at all wins."""
+    first = headers.get(name)
+    if first is None:  # most requests: one lookup, on every request
+        return False
     getall = getattr(headers, "getall", None)
-    if getall is not None:
-        values: Sequence[str] = getall(name, ())
-    else:
-        value = headers.get(name)
-        values = () if value is None else (value,)
+    values: Sequence[str] = getall(name) if getall is not None else (first,)
     return any(item.strip() == "1" for value in values for item in value.split(","))
 
 
