@@ -745,6 +745,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     if not stores:
         return 1
     from gateway import progress  # tqdm: the commands' only, loaded off the event loop
+    from storage.local import lock_hint
 
     shown = not args.no_progress and progress.on_a_terminal()  # a million channels took 45 s
     # SIGTERM (systemd, `timeout`, a deploy script) stops it as Ctrl-C does, saying how far it got.
@@ -760,7 +761,10 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
             try:
                 asyncio.run(_reclassify(path, settings.channels, args.batch_size, args.dry_run, bar, done))
             except (SchemaTooNew, sqlite3.DatabaseError) as err:
-                print(f"gateway: cannot reclassify the store {path}: {err}{after}", file=sys.stderr)
+                print(
+                    f"gateway: cannot reclassify the store {path}: {err}{lock_hint(err)}{after}",
+                    file=sys.stderr,
+                )
                 return 1
             except KeyboardInterrupt as stop:
                 # Each batch commits on its own: what was done is kept, and a second run goes on.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from gateway.events import Event
 from storage.erased import Erased
-from storage.local import LOCKED, CommitTimeout, LocalStore, StoreClosed
+from storage.local import LOCK_HOLDERS, LOCKED, CommitTimeout, LocalStore, StoreClosed
 
 BATCH = 8192
 """Events per store submit: one transaction each (multi-row INSERTs inside)."""
@@ -34,7 +34,6 @@ LOCK_WAIT = 600.0
 the import ends: long enough for the live gateway's longest write, not forever for a shell."""
 WATCH = 1.0
 """Seconds between looks at the store while a commit is awaited: is it waiting on the lock?"""
-HOLDERS = "the live gateway in a long write, or a sqlite3 shell left in a transaction"
 
 log = logging.getLogger("gateway.import")
 
@@ -121,7 +120,7 @@ class Writer:
             if self.locked_since is None:
                 raise CommitFailed(str(err)) from err
             raise CommitFailed(
-                f"another process held its write lock for {_duration(self.lock_wait)} ({HOLDERS});"
+                f"another process held its write lock for {_duration(self.lock_wait)} ({LOCK_HOLDERS});"
                 " end that transaction (or wait for that write)"
             ) from err
         except (sqlite3.Error, StoreClosed) as err:
@@ -142,7 +141,7 @@ class Writer:
                 " holds (%s); the import waits up to %s for it, then stops, keeping what it"
                 " committed",
                 self.store.path,
-                HOLDERS,
+                LOCK_HOLDERS,
                 _duration(self.lock_wait),
             )
         elif not locked and self.locked_since is not None and self.store.failing is None:
