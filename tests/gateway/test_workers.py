@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from gateway import server
+from gateway.cli import GENERATED_ENV, SUPERVISOR_ENV
 from gateway.creators import CreatorRegistry
 from gateway.events import CreatorStanding, Erasure, iso
 from gateway.heartbeat import EXIT_ALLOWANCE, Listener
@@ -352,7 +353,10 @@ async def test_worker_0_serves_every_admin_socket_it_is_handed(
     proc = await asyncio.create_subprocess_exec(
         *worker, "--listen", "127.0.0.1:0", "--admin-listen", f"127.0.0.1:{port}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, pass_fds=fds,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, ADMIN_FD_ENV: ",".join(map(str, fds))},
+        env={
+            "PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, ADMIN_FD_ENV: ",".join(map(str, fds)),
+            SUPERVISOR_ENV: str(os.getpid()),  # this test stands in for the supervisor
+        },
     )  # fmt: skip
     for sock in socks:
         sock.close()  # the worker's now
@@ -578,11 +582,12 @@ async def test_a_worker_of_a_supervisor_that_orders_no_reloads_reloads_on_sighup
     SIGHUP would come round again for ever."""
     cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server), 1)
     worker = [sys.executable, "-m", "gateway", "run", "-c", str(cfg), "--worker", "0"]
-    # Its parent, standing in for the old supervisor, ignores a SIGHUP (the `true` keeps it there).
+    # Its parent, standing in for the old supervisor, ignores a SIGHUP (the `true` keeps it there);
+    # of the environment such a supervisor gives its workers, only GATEWAY_WORKER_GENERATED.
     script = "trap '' HUP; " + " ".join(worker) + " --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0; true"
     proc = await asyncio.create_subprocess_exec(
         "sh", "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV},
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, GENERATED_ENV: ""},
     )  # fmt: skip
     gw = GatewayProcess(proc)
     try:
