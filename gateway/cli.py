@@ -414,6 +414,13 @@ def _handed_admin() -> list[socket.socket]:
     return socks
 
 
+def _from_supervisor() -> bool:
+    """Whether a supervisor started this process: it puts ``GATEWAY_WORKER_SUPERVISOR`` in its
+    workers' environment, and ``GATEWAY_WORKER_GENERATED`` (even empty), as every version with
+    workers has (a worker restarted by one not yet upgraded has only that one)."""
+    return SUPERVISOR_ENV in os.environ or GENERATED_ENV in os.environ
+
+
 def _supervisor_pid() -> int:
     """The supervisor that started this worker: named by it, not taken from ``os.getppid()`` once
     the worker is up, since a supervisor killed while the worker still started has left it a child
@@ -751,6 +758,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     if not stores:
         return 1
     from gateway import progress  # tqdm: the commands' only, loaded off the event loop
+    from storage.local import lock_hint
 
     shown = not args.no_progress and progress.on_a_terminal()  # a million channels took 45 s
     # SIGTERM (systemd, `timeout`, a deploy script) stops it as Ctrl-C does, saying how far it got.
@@ -766,7 +774,10 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
             try:
                 asyncio.run(_reclassify(path, settings.channels, args.batch_size, args.dry_run, bar, done))
             except (SchemaTooNew, sqlite3.DatabaseError) as err:
-                print(f"gateway: cannot reclassify the store {path}: {err}{after}", file=sys.stderr)
+                print(
+                    f"gateway: cannot reclassify the store {path}: {err}{lock_hint(err)}{after}",
+                    file=sys.stderr,
+                )
                 return 1
             except KeyboardInterrupt as stop:
                 # Each batch commits on its own: what was done is kept, and a second run goes on.
@@ -1306,6 +1317,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"gateway run: error: {flag} is not an option (the gateway gives it to its own worker"
                     f" processes); set {key} in the config ({args.config}); see `gateway run --help`\n",
                 )
+    if args.func is cmd_run and args.worker is not None and not _from_supervisor():
+        # Typed by an operator, it started one lone worker: no supervisor to restart it or pass
+        # on a reload, and the admin API (worker 0's, on sockets the supervisor hands) nowhere.
+        parser.exit(
+            2,
+            "gateway run: error: --worker is not an option (it is internal: the gateway gives it to"
+            " the worker processes it starts itself); run `gateway run -c FILE`, with proxy.workers"
+            f" in the config ({args.config}) for several processes; see `gateway run --help`\n",
+        )
     if not getattr(args, "hears_stop_signals", False):
         # Held while the command loaded (``gateway/__main__.py``): one that came meanwhile has its
         # usual effect now, before the command begins.

@@ -26,7 +26,7 @@ from gateway.importreplay import import_file
 from gateway.importreport import Progress
 from gateway.importstop import through_stop
 from gateway.importworkers import WorkerPool
-from gateway.importwrite import COUNTED, Writer, count_rows
+from gateway.importwrite import COUNTED, LOCK_WAIT, Writer, count_rows
 from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
@@ -50,10 +50,12 @@ async def run_import(
     progress: bool = False,
     workers: int = 1,
     summary: Summary | None = None,
+    lock_wait: float = LOCK_WAIT,
 ) -> Summary:
     """Import ``paths`` (format ``fmt``; a stream among them, standard input or a pipe named by its
     path, is read once, front to back); the summary. With ``workers`` > 1, log lines are parsed
-    and replayed in that many processes.
+    and replayed in that many processes. A batch that waits ``lock_wait`` seconds to commit
+    (another process holds the store's write lock) ends the import, ``CommitFailed``.
     UsageError for a bad command line, OSError when a file cannot be opened before any is
     read (missing, a directory, permission denied, zstd). A file that fails part way ends the
     import there: what was read before it is written, and the summary's ``unreadable`` names it.
@@ -90,7 +92,7 @@ async def run_import(
             # As a live gateway starts its chain: the GeoIP databases are opened here.
             await replayer.pipeline.running()
             if not dry_run:
-                storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=600_000.0)
+                storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=lock_wait * 1000)
                 store = LocalStore(settings.store_path, storage, metrics)
                 await store.open()
                 before = await asyncio.to_thread(count_rows, settings.store_path)
@@ -107,7 +109,7 @@ async def run_import(
             shown = Progress(bar, started)
             erased = await asyncio.to_thread(Erased.read, settings.store_path) if store is not None else None
             days = summary.retention_days = settings.options.privacy.retention_days
-            writer = Writer(store, erased, iso(cutoff(datetime.now(UTC), days)) if days else "")
+            writer = Writer(store, erased, iso(cutoff(datetime.now(UTC), days)) if days else "", lock_wait)
             for path, size in zip(paths, sizes, strict=True):
                 summary.files += 1
                 before_it = summary.read_to

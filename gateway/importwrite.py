@@ -6,26 +6,36 @@ last one commits; the first that fails to commit ends the import,
 ``CommitFailed``), leaving out the rows of erased users dated before their
 erasure (``storage.erased``: an old log would bring them back) and the rows older
 than ``privacy.retention_days`` (the next purge would delete them), and the row
-counts before and after an import (a re-import gains none). Blocking:
-``count_rows`` is called off the event loop.
+counts before and after an import (a re-import gains none), and saying so when a
+commit waits on the write lock another process holds (up to ``LOCK_WAIT``, then the
+import ends). Blocking: ``count_rows`` is called off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
+import time
 from pathlib import Path
 
 from gateway.events import Event
 from storage.erased import Erased
-from storage.local import CommitTimeout, LocalStore, StoreClosed
+from storage.local import LOCK_HOLDERS, LOCKED, CommitTimeout, LocalStore, StoreClosed
 
 BATCH = 8192
 """Events per store submit: one transaction each (multi-row INSERTs inside)."""
 IN_FLIGHT = 2
 """Submits queued at once: the next batch is built while the last one commits."""
 COUNTED = ("touchpoints", "identities", "conversions")
+LOCK_WAIT = 600.0
+"""Seconds a batch may wait to commit (another process holding the store's write lock) before
+the import ends: long enough for the live gateway's longest write, not forever for a shell."""
+WATCH = 1.0
+"""Seconds between looks at the store while a commit is awaited: is it waiting on the lock?"""
+
+log = logging.getLogger("gateway.import")
 
 
 class CommitFailed(Exception):
@@ -49,8 +59,17 @@ def count_rows(path: Path) -> dict[str, int]:
 class Writer:
     """Events → the store in batches of ``BATCH``, at most ``IN_FLIGHT`` queued (None: dry run)."""
 
-    def __init__(self, store: LocalStore | None, erased: Erased | None = None, before: str = "") -> None:
+    def __init__(
+        self,
+        store: LocalStore | None,
+        erased: Erased | None = None,
+        before: str = "",
+        lock_wait: float = LOCK_WAIT,
+    ) -> None:
         self.store = store
+        self.lock_wait = lock_wait
+        self.locked_since: float | None = None
+        """While commits wait on another process's write lock: since when (monotonic)."""
         self.erased = erased or Erased({})
         self.before = before
         """Rows dated before this (UTC text, as events hold it) are past ``privacy.retention_days``
@@ -91,8 +110,47 @@ class Writer:
         """Wait for the oldest commit, and raise its failure. Shielded: an interrupted import
         (``until_stopped`` cancels it) waits for it again in ``finish``, rather than losing the
         commit's outcome with a future cancelled under the store."""
+        future = self.inflight[0]
         try:
-            await asyncio.shield(self.inflight[0])
-        except (sqlite3.Error, StoreClosed, CommitTimeout) as err:
+            while not future.done():  # wait() leaves the future alone when the import is stopped
+                await asyncio.wait([future], timeout=WATCH)
+                self._watch_lock()
+            future.result()
+        except CommitTimeout as err:
+            if self.locked_since is None:
+                raise CommitFailed(str(err)) from err
+            raise CommitFailed(
+                f"another process held its write lock for {_duration(self.lock_wait)} ({LOCK_HOLDERS});"
+                " end that transaction (or wait for that write)"
+            ) from err
+        except (sqlite3.Error, StoreClosed) as err:
             raise CommitFailed(str(err)) from err
         self.inflight.pop(0)
+        self._watch_lock()
+
+    def _watch_lock(self) -> None:
+        """Say once when commits begin to wait on another process's write lock, how long the
+        import waits, and once when they go through again: the import looks stuck otherwise."""
+        if self.store is None:
+            return
+        locked = self.store.failing is not None and self.store.failing[1] == LOCKED
+        if locked and self.locked_since is None:
+            self.locked_since = time.monotonic()
+            log.warning(
+                "waiting for the write lock of the store %s, which another process"
+                " holds (%s); the import waits up to %s for it, then stops, keeping what it"
+                " committed",
+                self.store.path,
+                LOCK_HOLDERS,
+                _duration(self.lock_wait),
+            )
+        elif not locked and self.locked_since is not None and self.store.failing is None:
+            log.warning(
+                "the store's write lock is free again, after %.0f s of waiting: the import goes on",
+                time.monotonic() - self.locked_since,
+            )
+            self.locked_since = None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} s"

@@ -35,6 +35,7 @@ def _settings(args: argparse.Namespace) -> Settings | int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    from storage.local import lock_hint
     from storage.migrate import SchemaTooNew
     from storage.retention import PurgeFailed, cutoff, purge
 
@@ -60,7 +61,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if failed is not None:
         cause = failed.__cause__
         # PostgreSQL away or refusing says little by its message alone (a refused connection)
-        why = str(cause)
+        why = f"{cause}{lock_hint(cause)}"
         if not isinstance(cause, SchemaTooNew | sqlite3.Error):
             why = f"{type(cause).__name__}: {cause}"
         if args.dry_run:
@@ -82,6 +83,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from gateway.ids import Uuid7
     from gateway.keys import Keys
     from storage.erasure import erase_user
+    from storage.local import lock_hint
     from storage.migrate import SchemaTooNew
 
     if (args.user_id is None) == (args.visitor is None):
@@ -119,7 +121,10 @@ def cmd_erase(args: argparse.Namespace) -> int:
     try:
         erasure, erased = asyncio.run(erase())
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(f"gateway: erase failed on the store {settings.store_path}: {err}", file=sys.stderr)
+        print(
+            f"gateway: erase failed on the store {settings.store_path}: {err}{lock_hint(err)}",
+            file=sys.stderr,
+        )
         return 1
     verb = "would erase" if args.dry_run else "erased"
     n = len(erasure.visitors)

@@ -596,12 +596,21 @@ async def serve(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()
+    # A reload asked for while the listeners start (systemd's reload right after the start) is
+    # held until they listen: applied then, its "config reloaded" follows "listening".
+    started = False
+    held = False
 
     def hangup() -> None:
-        if reread is not None:
-            task = loop.create_task(_reload(gw, reread), name="reload")
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
+        nonlocal held
+        if reread is None:
+            return
+        if not started:
+            held = True
+            return
+        task = loop.create_task(_reload(gw, reread), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
 
     reloads_on: dict[signal.Signals, Callable[[], None]] = {signal.SIGHUP: hangup}
     if supervisor is not None:
@@ -652,6 +661,9 @@ async def serve(
     )
     if on_ready:
         on_ready(proxy_addr, admin_addr)
+    started = True
+    if held:
+        hangup()
     try:
         await stop.wait()
     finally:

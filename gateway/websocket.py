@@ -365,10 +365,23 @@ async def proxy_websocket(
         return answered.response
     except aiohttp.WSServerHandshakeError as err:
         # A 101 that is no valid handshake (its accept key, a subprotocol not offered).
-        log.warning("upstream answered the WebSocket upgrade with a broken handshake: %s", err.message)
+        log.warning(
+            "upstream protocol for %s %s (WebSocket): a broken handshake: %s",
+            request.method,
+            request.path,
+            err.message,
+        )
         return pages.error_page(502)
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
-        log.warning("upstream WebSocket connect failed: %s", described(err))
+        # As the proxy words a page's (``Proxy._upstream_failed``), the upgrade named as one.
+        kind = "protocol"
+        if isinstance(err, TimeoutError):
+            kind = "timeout"
+        elif isinstance(err, aiohttp.ClientConnectorError) or not isinstance(err, aiohttp.ClientError):
+            kind = "connect"
+        log.warning(
+            "upstream %s for %s %s (WebSocket): %s", kind, request.method, request.path, described(err)
+        )
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
     finally:
         _PASS_ON.reset(token)

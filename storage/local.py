@@ -78,6 +78,8 @@ each) in the bench. An idle store loses microseconds: nothing else is ready to r
 RETRY_PAUSE = 0.1
 """Seconds between two tries of a batch the database answered locked (each try has already
 waited the connection's busy timeout): another process holds the write lock for now."""
+BUSY_TIMEOUT_MS = 5000
+"""How long a connection waits for another's write lock before SQLite says it is locked."""
 LOCKED = "locked"
 READ_ONLY = "read-only store"
 """``LocalStore.failing``'s kind while commits wait on a lock another connection holds."""
@@ -186,6 +188,22 @@ def _locked(error: BaseException | None) -> bool:
     )
 
 
+LOCK_HOLDERS = "the live gateway in a long write, or a sqlite3 shell left in a transaction"
+"""Who holds the store's write lock long, as the commands' messages name them."""
+
+
+def lock_hint(error: BaseException | None) -> str:
+    """For a one-shot command's failure: when ``error`` is another connection's write lock held
+    past the busy timeout, who may hold it and what to do (SQLite says only "database is
+    locked"); else nothing."""
+    if not _locked(error):
+        return ""
+    return (
+        f" (another process held the store's write lock past the {BUSY_TIMEOUT_MS // 1000} s busy"
+        f" timeout: {LOCK_HOLDERS}); run the command again once it is released"
+    )
+
+
 class CommitTimeout(Exception):
     """A submit was not committed within ``storage.max_wait_ms``; it may still be, later."""
 
@@ -237,7 +255,7 @@ async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connecti
     try:
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        await db.execute("PRAGMA busy_timeout = 5000")
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await db.execute("PRAGMA secure_delete = ON")
     except BaseException:
         await db.close()  # its thread would otherwise keep the process alive

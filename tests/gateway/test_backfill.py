@@ -31,6 +31,7 @@ from gateway.config import Settings
 from gateway.history import UNENDED
 from gateway.importcmd import import_command, parse_fields
 from gateway.importrun import UsageError, run_import
+from gateway.importwrite import CommitFailed
 from gateway.keys import Keys
 from gateway.logformats import METHOD_CASE
 from tests.addons.test_geo import write_mmdb
@@ -1027,6 +1028,50 @@ def test_a_store_that_stops_committing_part_way_says_what_stays_without_a_traceb
     assert rows(tmp_path / "gw.db", "SELECT count(*), count(DISTINCT source) FROM touchpoints") == [
         (30_000, 30_000)
     ]
+
+
+async def test_an_import_says_it_waits_for_a_write_lock_and_how_long_then_goes_on_or_stops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holding the store's write lock (a sqlite3 shell left in BEGIN IMMEDIATE)
+    made an import wait up to 10 minutes, its bar still, saying nothing of how long it would."""
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    await run_import(settings, [log], "combined", host="shop.example", dry_run=False)  # the store made
+    more = await asyncio.to_thread(write, tmp_path / "more.log", COMBINED.replace("Mar/2025", "Apr/2025"))
+
+    def hold() -> sqlite3.Connection:
+        shell = sqlite3.connect(settings.store_path, isolation_level=None, check_same_thread=False)
+        shell.execute("BEGIN IMMEDIATE")
+        return shell
+
+    shell = await asyncio.to_thread(hold)
+    try:
+        with pytest.raises(CommitFailed, match="another process held its write lock for 7 s"):
+            await run_import(settings, [more], "combined", host="shop.example", lock_wait=7)
+        waiting = [r.getMessage() for r in caplog.records if r.name == "gateway.import"]
+        assert waiting == [
+            f"waiting for the write lock of the store {settings.store_path}, which another process"
+            " holds (the live gateway in a long write, or a sqlite3 shell left in a transaction);"
+            " the import waits up to 7 s for it, then stops, keeping what it committed"
+        ]
+        caplog.clear()
+
+        # Released part way through the wait: the import goes on, and says so.
+        async def release() -> None:
+            await asyncio.sleep(7)
+            await asyncio.to_thread(shell.rollback)
+
+        released = asyncio.create_task(release())
+        done = await run_import(settings, [more], "combined", host="shop.example", lock_wait=30)
+        await released
+    finally:
+        shell.close()
+    assert done.new_rows["touchpoints"] == 3
+    said = [r.getMessage() for r in caplog.records if r.name == "gateway.import"]
+    assert said[0].startswith("waiting for the write lock") and "up to 30 s" in said[0]
+    free = r"the store's write lock is free again, after \d+ s of waiting: the import goes on"
+    assert re.fullmatch(free, said[1]), said
 
 
 async def test_worker_processes_store_what_one_process_stores(tmp_path: Path) -> None:

@@ -1086,6 +1086,33 @@ def test_run_refuses_its_workers_listen_options_naming_the_config_key(
     assert not (tmp_path / "gw.db").exists()  # refused before anything was opened
 
 
+def test_run_refuses_worker_unless_its_supervisor_started_it(tmp_path: Path) -> None:
+    """``--worker N``, hidden from ``--help``, typed by an operator started one lone worker: no
+    supervisor to restart it or pass a reload on, no admin API (worker 0's, on sockets the
+    supervisor hands). A supervisor's worker is told by its environment."""
+    cfg = tmp_path / "gw.toml"
+    # Ports of their own, should a regression start it (it would run until the 30 s timeout).
+    cfg.write_text(
+        "[storage]\npath = 'gw.db'\n[proxy]\nlisten = '127.0.0.1:0'\n[admin]\nlisten = '127.0.0.1:0'\n"
+    )
+    done = gateway("run", "-c", str(cfg), "--dev", "--worker", "3", env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "gateway run: error: --worker is not an option (it is internal: the gateway gives it to the"
+        " worker processes it starts itself); run `gateway run -c FILE`, with proxy.workers in the"
+        f" config ({cfg}) for several processes; see `gateway run --help`"
+    )
+    assert not (tmp_path / "gw.db").exists()  # refused before anything was opened
+    # Its supervisor's environment: not refused (here it fails further on, on a config it cannot read).
+    cfg.write_text("[proxy]\nlisten = 'not an address'\n")
+    started = gateway(
+        "run", "-c", str(cfg), "--dev", "--worker", "3", "--log-format", "text",
+        env={**ENV, "GATEWAY_WORKER_GENERATED": ""},
+    )  # fmt: skip
+    assert "[worker 3] " in started.stderr and "proxy.listen: expected" in started.stderr, started.stderr
+    assert "--worker is not an option" not in started.stderr
+
+
 def test_report_refuses_a_table_its_report_or_format_has_not(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[storage]\npath = 'none.db'\n")

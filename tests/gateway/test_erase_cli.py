@@ -174,6 +174,37 @@ def test_a_store_a_newer_gateway_migrated_is_not_erased_nor_purged(tmp_path: Pat
     assert rows(path, "SELECT count(*) FROM touchpoints") == [(3,)]
 
 
+def test_erase_and_purge_behind_another_process_s_write_lock_say_who_may_hold_it(tmp_path: Path) -> None:
+    """A sqlite3 shell left in BEGIN IMMEDIATE (or the live gateway's long write) made erase and
+    purge fail after 5 s with SQLite's bare "database is locked": nothing said what held it or
+    that running the command again once it is released is all there is to do."""
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    asyncio.run(fill(path, Keys.from_master(settings.secret).user_key("alice@example.com")))
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n[privacy]\nretention_days = 1\n')
+    hint = (
+        "database is locked (another process held the store's write lock past the 5 s busy timeout:"
+        " the live gateway in a long write, or a sqlite3 shell left in a transaction); run the"
+        " command again once it is released"
+    )
+    shell = sqlite3.connect(path, isolation_level=None)
+    try:
+        shell.execute("BEGIN IMMEDIATE")
+        erase = gateway("erase", "alice@example.com", "-c", str(cfg))
+        purge = gateway("purge", "-c", str(cfg))
+    finally:
+        shell.close()
+    assert (
+        erase.returncode == 1 and erase.stderr.strip() == f"gateway: erase failed on the store {path}: {hint}"
+    )
+    assert (
+        purge.returncode == 1
+        and f"purge failed on the store {path} (storage.path): {hint}; nothing" in purge.stderr
+    )
+    assert gateway("erase", "alice@example.com", "-c", str(cfg)).returncode == 0  # released: it goes through
+
+
 def test_erasing_a_user_the_store_does_not_know_says_so(tmp_path: Path) -> None:
     """A mistyped ID printed 'erased 0 visitors' and zeros, as a finished erasure does, and exit
     0: nothing told the operator that no row was theirs. It is still no error (erasing twice is

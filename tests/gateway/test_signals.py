@@ -293,7 +293,8 @@ async def test_a_reload_asked_for_while_the_gateway_starts_does_not_kill_it(
     """SIGHUP's default action is to end the process: one that came before `gateway run` (or a
     worker) had its handler in place killed it, and a few in a row made the supervisor stop the
     whole gateway (`worker 0 cannot run (exit -1)`). `systemctl reload` right after a start, or
-    a log rotation's, does that. Now they wait for the handler, and are reloads."""
+    a log rotation's, does that. Now they wait for the handler, and are reloads, applied once the
+    listeners are up (one process logged "config reloaded" before "listening")."""
     cfg = tmp_path / "gateway.toml"
     await asyncio.to_thread(_write, cfg, "http://127.0.0.1:9")
     text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
@@ -329,6 +330,12 @@ async def test_a_reload_asked_for_while_the_gateway_starts_does_not_kill_it(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 0.05)
         assert proc.returncode is None, "".join(gw.stderr)
+        if workers == 1:
+            # Held until the listeners are up, then applied: said after "listening", not before
+            # (as if the gateway had reloaded a config it never served).
+            await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
+            said = [r["msg"] for r in gw.logs() if r["msg"] == "listening" or "reload" in r["msg"]]
+            assert said[0] == "listening" and said[1].startswith("config reloaded"), said
         gw.signal(signal.SIGHUP)  # and one after: a reload as ever
         await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
         # A variable named since cannot be set for a running process: said so (not "run with --dev").

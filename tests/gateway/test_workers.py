@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from gateway import server
+from gateway.cli import GENERATED_ENV, SUPERVISOR_ENV
 from gateway.creators import CreatorRegistry
 from gateway.events import CreatorStanding, Erasure, iso
 from gateway.heartbeat import EXIT_ALLOWANCE, Listener
@@ -352,7 +353,10 @@ async def test_worker_0_serves_every_admin_socket_it_is_handed(
     proc = await asyncio.create_subprocess_exec(
         *worker, "--listen", "127.0.0.1:0", "--admin-listen", f"127.0.0.1:{port}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, pass_fds=fds,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, ADMIN_FD_ENV: ",".join(map(str, fds))},
+        env={
+            "PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, ADMIN_FD_ENV: ",".join(map(str, fds)),
+            SUPERVISOR_ENV: str(os.getpid()),  # this test stands in for the supervisor
+        },
     )  # fmt: skip
     for sock in socks:
         sock.close()  # the worker's now
@@ -468,17 +472,22 @@ async def test_a_reload_names_a_changed_listen_address_and_applies_the_log_level
         # Both listeners, apart (one address for both is a config error, refused as a reload).
         moved = text.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:1"', 1)
         moved = moved.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:2"', 1)
-        await reload(moved + '[log]\nlevel = "warning"\n', "needs a restart", 4)
+        quiet = moved + '[log]\nlevel = "warning"\n'
+        await reload(quiet, "needs a restart", 4)
         assert (
             said("reload: proxy.listen needs a restart") == 2 and said("reload: admin needs a restart") == 2
         )
-        await land("/quiet")
+        # At warning, a reload's own info line ("config reloaded") is not written; its warnings are.
+        reloaded = said("config reloaded")
+        await reload(quiet + "# again\n", "needs a restart", 4)
+        assert said("config reloaded") == reloaded and said("reload: proxy.listen needs a restart") == 4
+        await land("/quiet")  # proxy.access_log is asked for on its own: written whatever log.level
         await reload(text, "config reloaded", 2)  # at info again, and the listen addresses as they run
         await land("/loud")
         # An access line is written as its answer goes: the last may reach stderr after the client.
-        await gw.wait_for(lambda: said("GET /loud 200") >= 10, gw.stderr)
-        assert said("GET /loud 200") == 10 and said("GET /quiet") == 0
-        assert said("proxy.listen needs a restart") == 2, "nothing to restart when the file is as it started"
+        await gw.wait_for(lambda: said("GET /loud 200") >= 10 and said("GET /quiet 200") >= 10, gw.stderr)
+        assert said("GET /loud 200") == 10 and said("GET /quiet 200") == 10
+        assert said("proxy.listen needs a restart") == 4, "nothing to restart when the file is as it started"
         assert await gw.stop() == 0
     finally:
         await gw.kill()
@@ -578,11 +587,12 @@ async def test_a_worker_of_a_supervisor_that_orders_no_reloads_reloads_on_sighup
     SIGHUP would come round again for ever."""
     cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server), 1)
     worker = [sys.executable, "-m", "gateway", "run", "-c", str(cfg), "--worker", "0"]
-    # Its parent, standing in for the old supervisor, ignores a SIGHUP (the `true` keeps it there).
+    # Its parent, standing in for the old supervisor, ignores a SIGHUP (the `true` keeps it there);
+    # of the environment such a supervisor gives its workers, only GATEWAY_WORKER_GENERATED.
     script = "trap '' HUP; " + " ".join(worker) + " --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0; true"
     proc = await asyncio.create_subprocess_exec(
         "sh", "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV},
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, GENERATED_ENV: ""},
     )  # fmt: skip
     gw = GatewayProcess(proc)
     try:
