@@ -1,5 +1,5 @@
-"""Cookies as rules read them: the one a response's Set-Cookie gives (a deletion gives none)
-and the one a request sends.
+"""Cookies as rules read them: the one a response's Set-Cookie lines leave the browser
+holding (a deletion leaves none) and the one a request sends.
 
 Owns the pure parsers behind the ``cookie``, ``set_cookie`` and ``jwt_cookie`` sources
 (``addons/extract.py``): Set-Cookie lines, their ``Max-Age`` and ``Expires``, the Domain and
@@ -67,22 +67,32 @@ def set_cookie_lines(headers: Mapping[str, str]) -> Sequence[str]:
     return [value for header, value in headers.items() if header.lower() == "set-cookie"]
 
 
-def kept_set_cookie(headers: Mapping[str, str], name: str, now: float) -> str | None:
-    """The value a response's Set-Cookie gives cookie ``name`` (a name ending in ``*``: the
-    first cookie whose name starts with the rest) that the browser keeps: a deletion (an empty
-    value, ``Max-Age`` ≤ 0, ``Expires`` before ``now``) sets none. Every Set-Cookie is looked
-    at (a multi-valued mapping yields each in ``items()``)."""
+def kept_set_cookie(headers: Mapping[str, str], name: str, now: float, request_path: str) -> str | None:
+    """The value of cookie ``name`` (a name ending in ``*``: of any cookie whose name starts
+    with the rest) that a response's Set-Cookie lines leave the browser holding. The lines are
+    applied in order as a browser applies them, one cookie per name, Domain and Path
+    (``scope``): a later line replaces an earlier one of its scope, a deletion (an empty value,
+    ``Max-Age`` ≤ 0, ``Expires`` before ``now``) removes it. Of several kept (two scopes, or
+    two names matching a prefix), the one the browser sends first where both apply (RFC 6265
+    §5.4): the longest Path, then the one set first — the one the ``cookie`` source reads from
+    the next request, which takes the first of a name. None when none is kept."""
     prefix = name[:-1] if name.endswith("*") else None
+    held: dict[tuple[str, str, str], str] = {}
     for line in set_cookie_lines(headers):
         pair, *attributes = line.split(";")
         cookie, sep, _ = pair.partition("=")
         cookie = cookie.strip()
         if not sep or not (cookie == name if prefix is None else cookie.startswith(prefix)):
             continue
+        key = (cookie, *scope(attributes, request_path))
         value = parse_cookies(pair).get(cookie, "")
         if value and not deletes(attributes, now):
-            return value
-    return None
+            held[key] = value  # a replacement keeps its place: the browser keeps its creation time
+        else:
+            held.pop(key, None)  # gone: set again by a later line, it is a new cookie, set last
+    # sorted() is stable: of equal Paths, the one set first stays first.
+    kept = sorted(held.items(), key=lambda item: -len(item[0][2]))
+    return kept[0][1] if kept else None
 
 
 def sent_cookie(cookies: Mapping[str, str], name: str) -> str | None:

@@ -176,7 +176,7 @@ class Extractor:
     def _set_cookie(self, ex: Exchange) -> Any:
         if ex.response is None:
             return None
-        return kept_set_cookie(ex.response.headers, self.name, ex.request.ts.timestamp())
+        return kept_set_cookie(ex.response.headers, self.name, ex.request.ts.timestamp(), ex.request.path)
 
     def _response_text(self, ex: Exchange) -> Any:
         body = self._body(ex.response_body)

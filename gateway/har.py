@@ -350,8 +350,12 @@ def _cookies(part: dict[str, Any], name: str, fail: Callable[[str], EntryError])
 
 
 def _set_cookie_line(cookie: dict[str, Any]) -> str:
-    """A ``Set-Cookie`` value from a HAR cookie object (its expiry kept: a deletion stays one)."""
+    """A ``Set-Cookie`` value from a HAR cookie object (its expiry kept: a deletion stays one;
+    its Path and Domain too: two of a name in other scopes are two cookies, ``cookies.scope``)."""
     line = f"{cookie['name']}={cookie['value']}"
+    for attribute in ("path", "domain"):
+        if isinstance(value := cookie.get(attribute), str) and value and ";" not in value:
+            line += f"; {attribute.capitalize()}={value}"
     expires = cookie.get("expires")
     if isinstance(expires, str) and expires:
         try:

@@ -53,6 +53,7 @@ from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
 from gateway.reportstate import REPORTING_KEY
 from gateway.sharedcounts import SharedCounts
+from gateway.sources import webhooks_warnings
 from gateway.upstream import Upstream
 from gateway.websocket import UpgradeConnector, keep_addresses_out_of_logs, no_redirects
 from storage.local import LocalStore
@@ -273,6 +274,7 @@ class Gateway:
             return []
         pending = restart_needed(self.settings, new)
         settings = live_settings(self.settings, new)
+        running_said = webhooks_warnings(self.settings.options.webhooks)
         # Standings set through the admin API (in worker 0) reach the other workers here too.
         await _apply_standings(self)
         pipeline = build_pipeline(
@@ -283,6 +285,10 @@ class Gateway:
         self.slot.host = self._host(settings, pipeline, old_host.session, old_host.pool)
         if settings.options.log.level != self.settings.options.log.level:
             set_level(settings.options.log.level)  # until 2026-12-04 it needed a restart, unsaid
+        if self.notices.speaks:  # said at the start too (gateway/cli.py): only what this reload brings
+            for warning in webhooks_warnings(settings.options.webhooks):
+                if warning not in running_said:
+                    log.warning("reload: %s", warning)
         self.settings = settings
         self.admin_app[LIVE_KEY].current = settings
         # Whose X-Forwarded-For the admin listener's count of wrong tokens believes, as the proxy.

@@ -1243,6 +1243,68 @@ async def test_the_new_sources_read_the_same_values_in_both_hosts(
         assert found == [("order-page", "727", 49.9, "EUR")], store
 
 
+KEPT_RULES = r"""
+[[identity.rules]]
+name = "rotated"
+path = "/login"
+status = [302]
+when = [{ set_cookie = "sid" }]
+user_id = { cookie = "uid", capture = "^u-(.+)$" }
+"""
+KEPT_SET = {  # who signs in → the site's Set-Cookie lines: sid kept or not, uid rewritten
+    "ada": ["uid=u-old; Path=/", "sid=s1; Path=/", "uid=u-ada; Path=/"],
+    "bob": ["sid=s2; Path=/", "sid=s2; Path=/; Max-Age=0", "uid=u-bob; Path=/"],
+    "eve": ["sid=; Path=/; Max-Age=0", "sid=s3; Domain=127.0.0.1; Path=/", "uid=u-eve; Path=/"],
+}
+
+
+async def test_rules_read_the_cookie_the_browser_keeps_in_both_hosts(
+    tmp_path: Path, secrets: None, start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    """A response's Set-Cookie lines of one name are read as a browser applies them, in order,
+    one cookie per Domain and Path: a rewritten ``uid`` is its last value (ada, not old), a
+    ``sid`` set and then deleted is none (bob binds no one), a deletion of one scope leaves
+    another's (eve). Both hosts store the same bindings."""
+
+    async def login(request: web.Request) -> web.Response:
+        resp = web.Response(status=302, headers={"Location": "/"})
+        for line in KEPT_SET[str((await request.post())["who"])]:
+            resp.headers.add("Set-Cookie", line)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/login", login)
+    gw = await start_gateway(await upstream_server(app), KEPT_RULES)
+    for who in KEPT_SET:
+        async with gw.session.post(gw.url + "/login", data={"who": who}, allow_redirects=False) as resp:
+            assert resp.status == 302
+
+    addon = GatewayAddon()
+    with taddons.context(addon) as tctx:
+        tctx.configure(
+            addon, gateway_config=str(await asyncio.to_thread(config, tmp_path, "mitm", KEPT_RULES))
+        )
+        await addon.running()
+        try:
+            for who, lines in KEPT_SET.items():
+                form = [(b"content-type", b"application/x-www-form-urlencoded")]
+                req = tutils.treq(method=b"POST", path=b"/login", headers=form, content=f"who={who}".encode())
+                flow = tflow.tflow(req=req)
+                await addon.request(flow)
+                flow.response = tutils.tresp(
+                    status_code=302, headers=[(b"set-cookie", x.encode()) for x in lines]
+                )
+                await addon.responseheaders(flow)
+                await addon.response(flow)
+        finally:
+            await addon.done()
+
+    keys = gw.gateway.keys
+    for store in (gw.gateway.settings.store_path, tmp_path / "mitm.db"):
+        found = await asyncio.to_thread(rows, store, "SELECT rule, user_key FROM identities")
+        assert sorted(found) == sorted([("rotated", keys.user_key("ada")), ("rotated", keys.user_key("eve"))])
+
+
 async def test_the_mitmproxy_host_follows_key_files_while_it_runs_and_stops_at_done(
     tmp_path: Path, secrets: None
 ) -> None:

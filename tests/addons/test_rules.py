@@ -297,9 +297,9 @@ def test_kept_set_cookie_reads_every_set_cookie() -> None:
     from multidict import CIMultiDict
 
     headers = CIMultiDict([("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "session=abc.def; HttpOnly")])
-    assert kept_set_cookie(headers, "session", NOW) == "abc.def"
-    assert kept_set_cookie(headers, "missing", NOW) is None
-    assert kept_set_cookie(headers, "sess*", NOW) == "abc.def"
+    assert kept_set_cookie(headers, "session", NOW, "/") == "abc.def"
+    assert kept_set_cookie(headers, "missing", NOW, "/") is None
+    assert kept_set_cookie(headers, "sess*", NOW, "/") == "abc.def"
 
 
 # -- JWT ---------------------------------------------------------------------------------------
@@ -622,6 +622,26 @@ NOW_TS = 1_795_000_000  # 2026-11-18
         (["wordpress_sec_5d=a%7C1", "wordpress_logged_in_5d=ada%7C1%7Ct%7Ch"], "wordpress_logged_in_*",
          "ada%7C1%7Ct%7Ch"),
         (["wp_li_old=; Max-Age=0", "wp_li_new=bob"], "wp_li_*", "bob"),
+        # Applied in order, one cookie per Domain and Path: a later line of the scope replaces
+        # an earlier one, a deletion removes it; a missing Path is the request's directory
+        # (/accounts/ for /accounts/login).
+        (["s=old; Path=/", "s=new; Path=/"], "s", "new"),
+        (["s=old", "s=new; Path=/accounts"], "s", "new"),
+        (["s=1; Path=/", "s=1; Path=/; Max-Age=0"], "s", None),
+        (["s=1; Path=/", "s=; Path=/"], "s", None),
+        (["s=1; Domain=.Shop.example; Path=/", "s=; Domain=shop.example; Path=/; Max-Age=0"], "s", None),
+        # Another scope is kept beside it: a deletion of one leaves the other.
+        (["s=; Path=/; Max-Age=0", "s=2; Domain=shop.example; Path=/"], "s", "2"),
+        (["s=1; Domain=shop.example; Path=/", "s=; Path=/; Max-Age=0"], "s", "1"),
+        # Two kept: the one the browser sends first, the longest Path, then the one set first
+        # (a replacement keeps its place; one set again after a deletion is set last).
+        (["s=root; Path=/", "s=deep; Path=/accounts"], "s", "deep"),
+        (["s=host; Path=/", "s=domain; Domain=shop.example; Path=/"], "s", "host"),
+        (["s=a; Path=/", "s=b; Domain=shop.example; Path=/", "s=a2; Path=/"], "s", "a2"),
+        (["s=a; Path=/", "s=b; Domain=shop.example; Path=/", "s=; Path=/; Max-Age=0", "s=a3; Path=/"], "s",
+         "b"),
+        (["wp_li_a=; Max-Age=0; Path=/", "wp_li_b=bob; Path=/", "wp_li_a=ada; Path=/wp-admin"], "wp_li_*",
+         "ada"),
     ],
 )  # fmt: skip
 def test_a_set_cookie_is_kept_unless_it_deletes_the_cookie(
@@ -630,7 +650,7 @@ def test_a_set_cookie_is_kept_unless_it_deletes_the_cookie(
     from multidict import CIMultiDict
 
     headers = CIMultiDict([("Set-Cookie", "csrftoken=t; Path=/"), *(("Set-Cookie", line) for line in lines)])
-    assert kept_set_cookie(headers, name, NOW_TS) == expected
+    assert kept_set_cookie(headers, name, NOW_TS, "/accounts/login") == expected
 
 
 def test_a_sent_cookie_by_name_or_prefix() -> None:

@@ -320,3 +320,34 @@ async def test_a_page_reloaded_just_after_a_config_reload_is_no_second_landing(
     async with gw.session.get(f"{gw.url}/p?utm_source=news", headers={"Cookie": f"gw_vid={cookie}"}) as resp:
         assert resp.status == 200
     assert len((await gw.api("/api/touchpoints"))["items"]) == 1
+
+
+async def test_a_reload_that_brings_a_bad_body_limit_above_max_body_says_so_once(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``[webhooks]`` changes live: a SIGHUP that sets ``bad_body_limit`` above ``max_body``
+    (a limit that never applies) is warned of as ``gateway check`` and the start warn of it,
+    naming both keys; a reload that keeps it says nothing again, one that fixes it nothing."""
+    app = web.Application()
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    gw = await start_gateway(upstream)
+    above = "[webhooks]\nmax_body = 2048\nbad_body_limit = 4096\n"
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "webhooks.bad_body_limit" in r.getMessage()]
+
+    caplog.set_level("WARNING", logger="gateway")
+    assert await gw.gateway.reload(make_settings(tmp_path, above)) == []
+    assert said() == [
+        "reload: webhooks.bad_body_limit (4096) is above webhooks.max_body (2048): no larger body is"
+        " taken, so the limit cuts no bad event's body; set bad_body_limit to at most 2048, or raise"
+        " webhooks.max_body if larger deliveries are meant"
+    ]
+    assert await gw.gateway.reload(make_settings(tmp_path, above)) == []
+    assert (
+        await gw.gateway.reload(
+            make_settings(tmp_path, "[webhooks]\nmax_body = 4096\nbad_body_limit = 4096\n")
+        )
+        == []
+    )
+    assert len(said()) == 1

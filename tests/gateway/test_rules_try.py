@@ -1095,6 +1095,54 @@ user_id = { cookie = "wordpress_logged_in_*", capture = "^(.+?)%7C" }
     assert out.splitlines()[1] == "  identity wp-cookie: fired, user ID ada"
 
 
+def test_a_recorded_answer_s_cookies_are_read_as_the_browser_kept_them(tmp_path: Path) -> None:
+    """As the gateway reads them: the Set-Cookie lines of a name applied in order, one cookie
+    per Domain and Path, whether the HAR lists them as headers or (an export without them) as
+    cookie objects, whose path and domain say the scope."""
+    rules = """
+[[identity.rules]]
+name = "rotated"
+path = "/login"
+status = [302]
+when = [{ set_cookie = "sid" }]
+user_id = { cookie = "uid", capture = "^u-(.+)$" }
+"""
+    lines = {
+        "ada": ["uid=u-old; Path=/", "sid=s1; Path=/", "uid=u-ada; Path=/"],
+        "bob": ["sid=s2; Path=/", "sid=s2; Path=/; Max-Age=0", "uid=u-bob; Path=/"],
+    }
+    objects = {
+        "eve": [  # two scopes: both kept, and the one set first is sent first
+            {"name": "uid", "value": "u-eve", "path": "/", "domain": "shop.example"},
+            {"name": "sid", "value": "s3", "path": "/"},
+            {"name": "uid", "value": "u-old", "path": "/"},
+        ],
+        "ann": [  # set, then deleted (a past expiry) in the same scope
+            {"name": "sid", "value": "s4", "path": "/"},
+            {"name": "sid", "value": "s4", "path": "/", "expires": "1970-01-01T00:00:00.000Z"},
+            {"name": "uid", "value": "u-ann", "path": "/"},
+        ],
+    }
+    entries = []
+    for set_lines in lines.values():
+        entry = by_hand("POST", "/login", 302)
+        entry["response"]["headers"] += [{"name": "Set-Cookie", "value": line} for line in set_lines]
+        entries.append(entry)
+    for cookies in objects.values():
+        entry = by_hand("POST", "/login", 302)
+        entry["response"]["cookies"] = cookies
+        entries.append(entry)
+    path = har(tmp_path, entries)
+    code, out, _ = gateway("rules", "try", str(path), "-c", str(config(tmp_path, rules)))
+    assert code == 0
+    said = [line for line in out.splitlines() if line.startswith("  identity")]
+    assert len(said) == 4, out
+    assert said[0] == "  identity rotated: fired, user ID ada"
+    assert said[1].startswith("  identity rotated: not fired: when[0]")
+    assert said[2] == "  identity rotated: fired, user ID eve"
+    assert said[3].startswith("  identity rotated: not fired: when[0]")
+
+
 def test_an_entry_is_shown_with_its_query(tmp_path: Path) -> None:
     """Two requests to one path told apart by the query (an OAuth callback's ``?code=`` and its
     ``?error=``, WordPress's ``?action=register``) that a rule's ``when`` tests: the entry's line
