@@ -153,6 +153,15 @@ async def test_the_lookup_finds_a_lower_casing_rule_s_user_as_the_person_writes_
     async with gw.session.get(gw.admin_url + "/api/users/Ada@Example.com", headers=AUTH) as resp:
         body = await resp.json()
     assert resp.status == 200 and [v["visitor_key"] for v in body["visitors"]] == ["v" * 32], body
+    # Shown under the key its rows are kept under, not the mixed-case ID's, which holds none.
+    assert body["user_key"] == key, body
+    assert set(body["visitors"][0]) == {"visitor_key", "first_bound", "bindings"}, body
+    # A conversion alone (no binding) is found, and named, alike.
+    other = gw.gateway.keys.user_key("bob@example.com")
+    await gw.gateway.store.write([Conversion(uuid7(), ts, "test", "signup", "s:1", None, other)])
+    async with gw.session.get(gw.admin_url + "/api/users/Bob@Example.com", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["user_key"] == other, body
 
 
 @pytest.mark.parametrize(
