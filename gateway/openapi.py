@@ -401,6 +401,12 @@ USER_ID = {
     "description": "the site's raw user ID (keyed internally; percent-encode a /)",
     "schema": {"type": "string"},
 }
+USER_LOOKUP_ID = {
+    **USER_ID,
+    "description": "the site's raw user ID (keyed internally; percent-encode a /), or a user_key as"
+    " a journey or the conversions download shows it (32 hex digits, siv:…, id:…): a text of a"
+    " key's shape is read as a user_key first, then as a raw ID",
+}
 
 ERROR = {
     "type": "object",
@@ -761,7 +767,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/users/{user_id}": {
                 "get": {
-                    "parameters": [USER_ID],
+                    "parameters": [USER_LOOKUP_ID],
                     "summary": "A user's first touch, last touch, every touchpoint across their visitors, "
                     "and their conversions",
                     "responses": {
@@ -774,6 +780,7 @@ def openapi_document() -> dict[str, Any]:
                                         "required": [
                                             "ok",
                                             "user_key",
+                                            "looked_up_as",
                                             "visitors",
                                             "first_touch",
                                             "last_touch",
@@ -782,7 +789,15 @@ def openapi_document() -> dict[str, Any]:
                                         ],
                                         "properties": {
                                             "ok": {"const": True},
-                                            "user_key": {"type": "string"},
+                                            "user_key": {
+                                                "type": "string",
+                                                "description": "the key the user's rows are kept under",
+                                            },
+                                            "looked_up_as": {
+                                                "enum": ["user_id", "user_key"],
+                                                "description": "how the path's text found the user: as"
+                                                " a raw user ID, or as a user_key",
+                                            },
                                             "visitors": {
                                                 "type": "array",
                                                 "items": {

@@ -454,7 +454,10 @@ async function lookup(event) {
       const of = found.touch_count ? ` of ${found.touch_count}` : "";
       touches = `the first ${shown}${of} touchpoints (there are more; the last touch is the latest)`;
     }
-    out.appendChild(element("p", `${key} · ${touches}${devices}`, "hint"));
+    // Looked up by the user key a journey or the conversions download shows: said, as the
+    // same text could be a raw ID (an erasure takes the raw ID alone).
+    const byKey = found.looked_up_as === "user_key" ? " · found by its user key" : "";
+    out.appendChild(element("p", `${key} · ${touches}${devices}${byKey}`, "hint"));
     if (found.first_touch) {
       out.appendChild(element("p", `First touch: ${found.first_touch.channel || "–"} · last touch: ${found.last_touch.channel || "–"}`));
     }

@@ -272,6 +272,17 @@ async def test_dashboard_draws_the_store(
         )
         assert "Paid Search" in rows_text and "Email" in rows_text and "2 device(s)" in rows_text
         assert await page.eval("document.querySelectorAll('#journey-result tbody tr').length") == 2
+        # The user key its header shows looks the same journey up, and says it was by the key.
+        key = gw.gateway.keys.user_key("alice")
+        assert rows_text.startswith(f"{key} · 2 touchpoint(s) · 2 device(s)\n"), rows_text
+        await look_up(page, "user", key)
+        by_key = await page.wait_for(
+            "document.querySelector('#journey-result').innerText.includes('found by its user key')"
+            " && document.querySelector('#journey-result').innerText",
+            "the journey by its user key",
+        )
+        assert by_key.startswith(f"{key} · 2 touchpoint(s) · 2 device(s) · found by its user key"), by_key
+        assert await page.eval("document.querySelectorAll('#journey-result tbody tr').length") == 2
 
         # Each card's downloads: its report for the page's period, with the page's session.
         links = json.loads(
