@@ -49,7 +49,7 @@ from gateway.events import (
     printable_name,
 )
 from gateway.ids import Uuid7
-from gateway.keys import MAX_VISITOR_ID, Keys, operator_user_id
+from gateway.keys import MAX_VISITOR_ID, Keys, named_user_key, operator_user_id
 from gateway.lockout import LOGINS_KEY, FailedLogins
 from gateway.metrics import Metrics
 from gateway.openapi import DELIMITERS, FORMATS, NEWEST_CURSOR, ORDERS, openapi_document
@@ -760,6 +760,13 @@ async def visitor(request: web.Request) -> web.Response:
             404,
             "no touchpoints recorded for this visitor; a user of this ID has a journey: look it up as a user",
         )
+    stored = named_user_key(given)
+    if stored is not None and await request.app[READER_KEY].user([stored]):
+        raise ApiError(
+            404,
+            "no touchpoints recorded for this visitor; this is the user_key of a user with a journey:"
+            " look it up as a user",
+        )
     raise ApiError(404, "no touchpoints recorded for this visitor")
 
 
@@ -777,13 +784,24 @@ def _user_keys(request: web.Request) -> tuple[str, list[str]]:
 
 async def user(request: web.Request) -> web.Response:
     """A user's journey across all their visitors (devices), and their conversions. Not found,
-    the answer says when the same text is a visitor's with touchpoints (the wrong kind)."""
+    the answer says when the same text is a visitor's with touchpoints (the wrong kind).
+
+    Also by the user key a journey or the conversions download shows (``named_user_key``): a
+    text of a key's shape is read as a user key first, then as a raw ID (32 hex digits may be
+    either: a UUID without dashes), as the visitor lookup reads a ``visitor_key``;
+    ``looked_up_as`` says which found it."""
     only_params(request, set())
     user_id, keys = _user_keys(request)
-    journey = await request.app[READER_KEY].user(keys)  # what an erasure would erase
+    reader = request.app[READER_KEY]
+    stored = named_user_key(user_id)
+    if stored is not None and stored not in keys:
+        journey = await reader.user([stored])
+        if journey is not None:
+            return ok({**journey, "looked_up_as": "user_key"})
+    journey = await reader.user(keys)  # what an erasure would erase
     if journey is not None:
-        return ok(journey)
-    erased = await request.app[READER_KEY].erased_at(keys)
+        return ok({**journey, "looked_up_as": "user_id"})
+    erased = await reader.erased_at(keys if stored is None else [*keys, stored])
     if erased is not None:  # not "never seen": an operator checks that an erasure happened
         raise ApiError(404, f"nothing recorded for this user: erased on {erased}")
     missing = "nothing recorded for this user (no identity binding, no conversion)"

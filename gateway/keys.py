@@ -51,6 +51,23 @@ _VISITOR_KEY = re.compile(r"[0-9a-f]{32}")
 _PLAIN = "id:"
 
 
+_SEALED = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def named_user_key(given: str) -> str | None:
+    """The stored user key an operator names as ``given`` (trimmed already), when it has the
+    shape of one (``Keys.user_key``): 32 hex digits (``hash``; read lower-cased), ``siv:`` and
+    base64url (``encrypt``), ``id:`` and an ID (``plain``); None otherwise. A journey's header
+    and the conversions download show these: the user lookup reads them as a key first."""
+    if _VISITOR_KEY.fullmatch(given.lower()):
+        return given.lower()
+    if given.startswith(_ENCRYPTED) and _SEALED.fullmatch(given[len(_ENCRYPTED) :]):
+        return given
+    if given.startswith(_PLAIN) and len(given) > len(_PLAIN):
+        return given
+    return None
+
+
 def named_visitor_id(given: str) -> str | None:
     """The raw visitor ID an operator names as ``given`` (trimmed already): ``given`` itself, or
     the ID a cookie value (``v1.<id>.<tag>``, read as ``gateway.mapping`` reads a sender's)

@@ -197,11 +197,20 @@ _TOP = {
     "type": "array",
     "items": {
         "type": "object",
-        "required": ["name", "touchpoints", "visitors", "conversions"],
+        "required": ["name", "touchpoints", "visitors", "not_credited", "conversions"],
         "properties": {
             "name": {"type": "string"},
-            "touchpoints": {"type": "integer", "description": "landings in the period"},
-            "visitors": {"type": "integer", "description": "distinct visitors who landed"},
+            "touchpoints": {
+                "type": "integer",
+                "description": "landings in the period the reports credit (effective bot verdict in"
+                " attribution.verdicts): what the table ranks by",
+            },
+            "visitors": {"type": "integer", "description": "distinct visitors of those landings"},
+            "not_credited": {
+                "type": "integer",
+                "description": "landings in the period left out: a bot verdict the reports do not credit"
+                " (block, review…)",
+            },
             "conversions": {
                 "type": "integer",
                 "description": "the period's conversions with a landing of this name on any of the "
@@ -217,6 +226,7 @@ _COUNTS_PART = [
     "top_campaigns",
     "top_creators",
     "landed",
+    "not_credited",
     "bots",
     "populations",
 ]
@@ -257,9 +267,20 @@ DASHBOARD_SUMMARY = {
         },
         "totals": {
             "type": "object",
-            "required": ["touchpoints", "visitors", "conversions"],
+            "required": ["touchpoints", "visitors", "not_credited", "conversions"],
             "additionalProperties": {"type": "integer"},
             "properties": {
+                "touchpoints": {
+                    "type": "integer",
+                    "description": "the period's landings the reports credit (effective bot verdict in"
+                    " attribution.verdicts)",
+                },
+                "visitors": {"type": "integer", "description": "distinct visitors of those landings"},
+                "not_credited": {
+                    "type": "integer",
+                    "description": "the period's landings left out: a bot verdict the reports do not"
+                    " credit (bots counts every landing by verdict)",
+                },
                 "conversions": {"type": "integer", "description": "every population's"},
                 "population_conversions": {
                     "type": "integer",
@@ -293,6 +314,13 @@ DASHBOARD_SUMMARY = {
             "type": "object",
             "description": "how many campaigns and creators the period's landings name in all (the"
             " top tables list the 10 most landed)",
+            "required": ["campaigns", "creators"],
+            "properties": {"campaigns": {"type": "integer"}, "creators": {"type": "integer"}},
+        },
+        "not_credited": {
+            "type": "object",
+            "description": "the landings of every campaign (creator) of the period that the top tables"
+            " leave out: a bot verdict the reports do not credit",
             "required": ["campaigns", "creators"],
             "properties": {"campaigns": {"type": "integer"}, "creators": {"type": "integer"}},
         },
@@ -372,6 +400,12 @@ USER_ID = {
     "required": True,
     "description": "the site's raw user ID (keyed internally; percent-encode a /)",
     "schema": {"type": "string"},
+}
+USER_LOOKUP_ID = {
+    **USER_ID,
+    "description": "the site's raw user ID (keyed internally; percent-encode a /), or a user_key as"
+    " a journey or the conversions download shows it (32 hex digits, siv:…, id:…): a text of a"
+    " key's shape is read as a user_key first, then as a raw ID",
 }
 
 ERROR = {
@@ -733,7 +767,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/users/{user_id}": {
                 "get": {
-                    "parameters": [USER_ID],
+                    "parameters": [USER_LOOKUP_ID],
                     "summary": "A user's first touch, last touch, every touchpoint across their visitors, "
                     "and their conversions",
                     "responses": {
@@ -746,6 +780,7 @@ def openapi_document() -> dict[str, Any]:
                                         "required": [
                                             "ok",
                                             "user_key",
+                                            "looked_up_as",
                                             "visitors",
                                             "first_touch",
                                             "last_touch",
@@ -754,7 +789,15 @@ def openapi_document() -> dict[str, Any]:
                                         ],
                                         "properties": {
                                             "ok": {"const": True},
-                                            "user_key": {"type": "string"},
+                                            "user_key": {
+                                                "type": "string",
+                                                "description": "the key the user's rows are kept under",
+                                            },
+                                            "looked_up_as": {
+                                                "enum": ["user_id", "user_key"],
+                                                "description": "how the path's text found the user: as"
+                                                " a raw user ID, or as a user_key",
+                                            },
                                             "visitors": {
                                                 "type": "array",
                                                 "items": {

@@ -181,8 +181,9 @@ class CentralReader(Reader):
 
     async def _bound_visitors(self, user_keys: list[str]) -> list[dict[str, Any]]:
         return await self._fetch(
-            "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings FROM identities "
-            "WHERE user_key = ANY($1::text[]) GROUP BY visitor_key ORDER BY first_bound LIMIT $2",
+            "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings, min(user_key) AS user_key"
+            " FROM identities WHERE user_key = ANY($1::text[]) GROUP BY visitor_key"
+            " ORDER BY first_bound LIMIT $2",
             user_keys,
             MAX_USER_VISITORS,
         )

@@ -85,21 +85,56 @@ def _credit_rows(rows: list[ChannelCredit]) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class Credited:
+    """Which of the period's landings the reports credit: those whose effective bot verdict
+    (an analyst's override, else the latest re-score, else as scored; unscored: ``allow``) is
+    one of ``verdicts`` (``attribution.verdicts``). ``changed``: the period's touchpoints whose
+    verdict changed, with their effective verdict (``_bots`` reads them: few)."""
+
+    verdicts: frozenset[str]
+    changed: dict[str, str]
+
+    def sql(self, more: bool = False) -> tuple[str, str, str, dict[str, str]]:
+        """What a query of ``touchpoints t`` needs to tell a credited landing: a CTE to lead it
+        (or nothing; ``more``: to follow other CTEs), a join to put after ``touchpoints t`` (or
+        nothing), an SQL expression that is 1 for a credited landing and 0 for another, and
+        their parameters. Without a changed verdict in the period (the usual), the stored
+        verdict alone: no lookup per row."""
+        params = {f"credited_{i}": verdict for i, verdict in enumerate(sorted(self.verdicts))}
+        listed = ", ".join(f":{name}" for name in params)
+        if not self.changed:
+            return "", "", f"(coalesce(t.verdict, 'allow') IN ({listed}))", params
+        return (
+            (", " if more else "WITH ")
+            + "changed(id, verdict) AS MATERIALIZED (SELECT key, value FROM json_each(:changed)) ",
+            " LEFT JOIN changed ON changed.id = t.id",
+            f"(coalesce(changed.verdict, t.verdict, 'allow') IN ({listed}))",
+            {**params, "changed": json.dumps(self.changed)},
+        )
+
+
 async def _landed(
-    db: aiosqlite.Connection, column: str, bounds: dict[str, str | None], limit: int
-) -> tuple[list[tuple[str, int, int]], int]:
-    """The most-landed campaigns (or creators) of the period: (name, landings, distinct
-    visitors), and how many names the period landed on in all (the window count runs over the
-    groups, before the limit: one scan)."""
+    db: aiosqlite.Connection, column: str, bounds: dict[str, str | None], limit: int, credited: Credited
+) -> tuple[list[tuple[str, int, int, int]], int, int]:
+    """The campaigns (or creators) of the period most landed on by landings the reports credit:
+    (name, credited landings, their distinct visitors, landings not credited); how many names
+    the period landed on in all, and the landings of every name not credited (the window
+    functions run over the groups, before the limit: one scan)."""
     assert column in _TOUCHED  # goes into the SQL text
+    lead, join, ok, params = credited.sql()
     sql = (
-        f"SELECT {column}, count(*), count(DISTINCT visitor_key), count(*) OVER () FROM touchpoints "
-        f"WHERE ts >= :since AND ts < :until AND {column} IS NOT NULL AND {column} != '' "
-        f"GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT :limit"
+        f"{lead}SELECT name, landed, visitors, excluded, count(*) OVER (), sum(excluded) OVER () FROM ("
+        f"SELECT t.{column} AS name, sum({ok}) AS landed,"
+        f" count(DISTINCT CASE WHEN {ok} THEN t.visitor_key END) AS visitors, sum(NOT {ok}) AS excluded"
+        f" FROM touchpoints t{join}"
+        f" WHERE t.ts >= :since AND t.ts < :until AND t.{column} IS NOT NULL AND t.{column} != ''"
+        f" GROUP BY t.{column}) ORDER BY landed DESC, name LIMIT :limit"
     )
-    async with db.execute(sql, {**bounds, "limit": limit}) as cursor:
+    async with db.execute(sql, {**bounds, **params, "limit": limit}) as cursor:
         rows = list(await cursor.fetchall())
-    return [(str(r[0]), int(r[1]), int(r[2])) for r in rows], int(rows[0][3]) if rows else 0
+    found = [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+    return found, int(rows[0][4]) if rows else 0, int(rows[0][5]) if rows else 0
 
 
 _TOUCHED = {"campaign": "top_campaigns", "creator_id": "top_creators"}
@@ -109,36 +144,44 @@ _NAMED = {"campaign": "campaigns", "creator_id": "creators"}
 
 
 async def _touched(
-    db: aiosqlite.Connection, bounds: dict[str, str | None], window_days: float, names: dict[str, list[str]]
+    db: aiosqlite.Connection,
+    bounds: dict[str, str | None],
+    window_days: float,
+    names: dict[str, list[str]],
+    credited: Credited,
 ) -> dict[tuple[str, str], int]:
     """For the given campaigns and creators (column → names), the period's conversions with a
-    landing of theirs on any of the converter's devices inside the widest lookback window
-    before the conversion: (column, name) → conversions. One join of the conversions' devices
+    landing of theirs the reports credit on any of the converter's devices inside the widest
+    lookback window before the conversion: (column, name) → conversions. One join of the conversions' devices
     to their landings serves both columns (each join of its own cost 1.2-1.5 s over a million
     touchpoints; the two together, 1.2 s)."""
     if not any(names.values()):
         return {}
     wanted = {column: json.dumps(names.get(column, [])) for column in _TOUCHED}
+    lead, join, ok, params = credited.sql(more=True)
     sql = (
-        _PATHS + ", touched AS MATERIALIZED (SELECT d.id, t.campaign, t.creator_id FROM devices d"
+        _PATHS + lead + ", touched AS MATERIALIZED (SELECT d.id, t.campaign, t.creator_id FROM devices d"
         " JOIN conv c ON c.id = d.id JOIN touchpoints t ON t.visitor_key = d.visitor_key"
         " AND t.ts <= c.ts AND t.ts >= :from AND julianday(c.ts) - julianday(t.ts) <= :window"
-        " WHERE t.campaign IN (SELECT value FROM json_each(:campaign))"
-        " OR t.creator_id IN (SELECT value FROM json_each(:creator_id)))"
+        f"{join} WHERE {ok} AND (t.campaign IN (SELECT value FROM json_each(:campaign))"
+        " OR t.creator_id IN (SELECT value FROM json_each(:creator_id))))"
         + " UNION ALL ".join(
             f" SELECT '{column}', {column}, count(DISTINCT id) FROM touched"
             f" WHERE {column} IN (SELECT value FROM json_each(:{column})) GROUP BY 2"
             for column in _TOUCHED
         )
     )
-    async with db.execute(sql, {**bounds, **wanted, "window": window_days}) as cursor:
+    async with db.execute(sql, {**bounds, **wanted, **params, "window": window_days}) as cursor:
         return {(str(r[0]), str(r[1])): int(r[2]) for r in await cursor.fetchall()}
 
 
-async def _bots(db: aiosqlite.Connection, bounds: dict[str, str | None]) -> tuple[bool, dict[str, int]]:
+async def _bots(
+    db: aiosqlite.Connection, bounds: dict[str, str | None]
+) -> tuple[bool, dict[str, int], dict[str, str]]:
     """Touchpoints of the period per effective bot verdict (an analyst's override, else the
-    latest re-score, else as scored), and whether any was scored at all; an unscored touchpoint
-    (the bots addon off) counts as ``allow``. Counted by stored verdict, then the (few)
+    latest re-score, else as scored), whether any was scored at all, and the effective verdict
+    of each touchpoint whose verdict changed; an unscored touchpoint (the bots addon off) counts
+    as ``allow``. Counted by stored verdict, then the (few)
     touchpoints whose verdict changed move over: the ``effective_touchpoints`` view's answer
     without its subquery per row (2.4 s → 0.4 s over a million touchpoints)."""
     # One statement, so one snapshot: the count by stored verdict, then (kind 1) each changed
@@ -163,22 +206,28 @@ async def _bots(db: aiosqlite.Connection, bounds: dict[str, str | None]) -> tupl
                 scored = scored or bool(b)
             else:  # key: a touchpoint, a: a change's verdict, b: the stored one
                 effective[key] = (a, b)
-    for changed, stored in effective.values():
+    for now, stored in effective.values():
         counts[stored or "allow"] -= 1
-        counts[changed] += 1
+        counts[now] += 1
         scored = True
-    return scored, {verdict: n for verdict, n in counts.items() if n}
+    changed = {str(key): str(now) for key, (now, _) in effective.items()}
+    return scored, {verdict: n for verdict, n in counts.items() if n}, changed
 
 
-async def _totals(db: aiosqlite.Connection, bounds: dict[str, str | None]) -> dict[str, int]:
-    """Landings and distinct visitors of the period."""
-    async with db.execute(
-        "SELECT count(*), count(DISTINCT visitor_key) FROM touchpoints WHERE ts >= :since AND ts < :until",
-        bounds,
-    ) as cursor:
+async def _totals(
+    db: aiosqlite.Connection, bounds: dict[str, str | None], credited: Credited
+) -> dict[str, int]:
+    """The period's landings the reports credit and their distinct visitors, and its landings
+    they do not (``not_credited``: a bot verdict outside ``attribution.verdicts``)."""
+    lead, join, ok, params = credited.sql()
+    sql = (
+        f"{lead}SELECT sum({ok}), count(DISTINCT CASE WHEN {ok} THEN t.visitor_key END), sum(NOT {ok})"
+        f" FROM touchpoints t{join} WHERE t.ts >= :since AND t.ts < :until"
+    )
+    async with db.execute(sql, {**bounds, **params}) as cursor:
         row = await cursor.fetchone()
-    touchpoints, visitors = (int(row[0]), int(row[1])) if row else (0, 0)
-    return {"touchpoints": touchpoints, "visitors": visitors}
+    touchpoints, visitors, excluded = (int(n or 0) for n in row) if row else (0, 0, 0)
+    return {"touchpoints": touchpoints, "visitors": visitors, "not_credited": excluded}
 
 
 def _micros(column: str) -> str:
@@ -264,7 +313,7 @@ async def summary(
             since, until, models, conversion=conversion, by_day="daily" in parts, population=population
         )
     if "counts" in parts:
-        work["counts"] = _counts(db, since, until, bounds, widest, population)
+        work["counts"] = _counts(db, since, until, bounds, widest, population, reports.attribution.verdicts)
     done = dict(zip(work, await asyncio.gather(*work.values()), strict=True))
     table: Table = done.get("credits", {})
     if "daily" in parts:
@@ -291,41 +340,54 @@ async def _counts(
     bounds: dict[str, str | None],
     widest: timedelta,
     population: str | None,
+    verdicts: frozenset[str],
 ) -> dict[str, Any]:
     """What the dashboard counts in SQL on its own connection: totals, top campaigns and
     creators, bot verdicts, populations; with a ``population``, also the conversions it
-    reaches (``population_conversions`` among the totals: those its credits share out)."""
-    scored, bots = await _bots(db, bounds)
+    reaches (``population_conversions`` among the totals: those its credits share out).
+    Landings (totals and top tables) are those the reports credit (``verdicts``), with how
+    many they leave out."""
+    scored, bots, changed = await _bots(db, bounds)
+    credited = Credited(verdicts, changed)
     conversions, names = await _conversions(db, bounds)
-    totals = {**await _totals(db, bounds), "conversions": conversions}
+    totals = {**await _totals(db, bounds, credited), "conversions": conversions}
     if population is not None:
         totals["population_conversions"] = await _population_conversions(db, bounds, widest, population)
     return {
         "totals": totals,
         "conversion_names": names,
-        **await _tops(db, bounds, widest / timedelta(days=1)),
+        **await _tops(db, bounds, widest / timedelta(days=1), credited),
         "bots": {"scored": scored, "verdicts": bots},
         "populations": await population_counts(db, since, until),
     }
 
 
 async def _tops(
-    db: aiosqlite.Connection, bounds: dict[str, str | None], window_days: float
+    db: aiosqlite.Connection, bounds: dict[str, str | None], window_days: float, credited: Credited
 ) -> dict[str, Any]:
-    """The top campaigns and creators: landings, distinct visitors, and the period's
-    conversions with a landing of theirs in the converter's path (``_touched``); and how many
-    campaigns and creators the period has in all (``campaigns``, ``creators``: the tables show
-    the ``TOP`` of them)."""
-    landed = {column: await _landed(db, column, bounds, TOP) for column in _TOUCHED}
-    names = {column: [name for name, _, _ in rows] for column, (rows, _) in landed.items()}
-    touched = await _touched(db, bounds, window_days, names)
+    """The top campaigns and creators, ranked by the landings the reports credit: those
+    landings, their distinct visitors, the landings left out (``not_credited``: a bot verdict
+    the reports do not credit), and the period's conversions with a credited landing of theirs
+    in the converter's path (``_touched``); how many campaigns and creators the period has in all
+    (``landed``: the tables show the ``TOP`` of them), and the landings of all of them left
+    out (``not_credited``)."""
+    landed = {column: await _landed(db, column, bounds, TOP, credited) for column in _TOUCHED}
+    names = {column: [row[0] for row in rows] for column, (rows, _, _) in landed.items()}
+    touched = await _touched(db, bounds, window_days, names, credited)
     return {
         **{
             key: [
-                {"name": name, "touchpoints": n, "visitors": v, "conversions": touched.get((column, name), 0)}
-                for name, n, v in landed[column][0]
+                {
+                    "name": name,
+                    "touchpoints": n,
+                    "visitors": v,
+                    "not_credited": left,
+                    "conversions": touched.get((column, name), 0),
+                }
+                for name, n, v, left in landed[column][0]
             ]
             for column, key in _TOUCHED.items()
         },
         "landed": {_NAMED[column]: landed[column][1] for column in _TOUCHED},
+        "not_credited": {_NAMED[column]: landed[column][2] for column in _TOUCHED},
     }

@@ -249,16 +249,20 @@ class Reader:
         order, with first and last touch, their bindings and their conversions. None when the
         store knows nothing of the user. ``user_keys``: every key the user's rows may be kept
         under (``Keys.user_keys``: an earlier ``user_id_storage``'s, the lower-cased ID's too),
-        as an erasure finds them; the first is named in the answer."""
+        as an erasure finds them. The answer names the first that holds any of them (a binding
+        or a conversion): under a lower-casing rule, ``Ada@Example.com`` is shown under the key
+        of ``ada@example.com``, the one its rows are kept under, not its own that holds none."""
         forms = list(user_keys)
         visitors = await self._bound_visitors(forms)
+        held = {v.pop("user_key") for v in visitors}  # the key of each device's bindings
         keys = [v["visitor_key"] for v in visitors]
         touches, last, truncated = await self._journey(keys)
         conversions = await self._conversions_of(forms, keys)
         if not visitors and not conversions:
             return None
+        held |= {c["user_key"] for c in conversions}
         return {
-            "user_key": forms[0],
+            "user_key": next((form for form in forms if form in held), forms[0]),
             "visitors": visitors,
             "first_touch": touches[0] if touches else None,
             "last_touch": last,
@@ -302,8 +306,8 @@ class Reader:
     async def _bound_visitors(self, user_keys: list[str]) -> list[dict[str, Any]]:
         marks = ",".join("?" for _ in user_keys)
         async with self.db.execute(
-            "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings FROM identities "
-            f"WHERE user_key IN ({marks}) GROUP BY visitor_key ORDER BY first_bound LIMIT ?",
+            "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings, min(user_key) AS user_key"
+            f" FROM identities WHERE user_key IN ({marks}) GROUP BY visitor_key ORDER BY first_bound LIMIT ?",
             (*user_keys, MAX_USER_VISITORS),
         ) as cursor:
             return [dict(r) for r in await cursor.fetchall()]

@@ -143,9 +143,13 @@ function renderTotals(counts, daily, dailyState, population) {
   // population's beside them read 7 over a comparison of "No conversions in this period.").
   const { conversions, population_conversions: reached } = counts.totals;
   const named = [counts.conversion, population && `credited to ${population}`].filter(Boolean).join(", ");
+  const left = counts.totals.not_credited;
+  const uncredited = left ? `+${count(left)} not credited (bot verdict)` : undefined;
   const ofAll = population && reached !== undefined ? `of ${count(conversions)} in every population` : undefined;
   for (const [label, shown, className, note] of [
-    ["Touchpoints", count(counts.totals.touchpoints)],
+    // The landings the reports credit; those of a bot verdict they do not, said under them
+    // (the bot share counts every landing).
+    ["Touchpoints", count(counts.totals.touchpoints), undefined, uncredited],
     ["Visitors", count(counts.totals.visitors)],
     [named ? `Conversions (${named})` : "Conversions", count(ofAll ? reached : conversions), undefined, ofAll],
     // Not computed: said in words, smaller than a number.
@@ -259,19 +263,31 @@ function renderModels(data) {
   }
 }
 
-// rows: the period's most landed campaigns (or creators), of `landed` in all: the card's note
-// says when the chart shows only some of them (a shop of a thousand campaigns read as one of
-// ten, with nothing to tell the ten were the first of many).
-function renderTop(selector, rows, color, what, landed) {
+// rows: the period's most landed campaigns (or creators), of `landed` in all, ranked by the
+// landings the reports credit (attribution.verdicts): the card's note says when the chart shows
+// only some of them (a shop of a thousand campaigns read as one of ten, with nothing to tell the
+// ten were the first of many), and how many landings it leaves out (a bot verdict not credited:
+// a click farm's blocked clicks ranked its creator first); each row, its own.
+function renderTop(selector, rows, color, what, landed, uncredited) {
   const note = $(`${selector}-note`);
-  note.hidden = !(landed > rows.length);
-  note.textContent = note.hidden ? "" : `The ${count(rows.length)} most landed of ${count(landed)} ${what} in the period.`;
-  const bars = rows.map((r) => ({
-    label: r.name,
-    value: r.touchpoints,
-    note: `${count(r.touchpoints)} · ${count(r.visitors)} vis · ${count(r.conversions)} conv`,
-    spoken: `${count(r.touchpoints)} landings, ${count(r.visitors)} visitors, ${count(r.conversions)} conversions`,
-  }));
+  const said = [];
+  if (landed > rows.length) said.push(`The ${count(rows.length)} most landed of ${count(landed)} ${what} in the period.`);
+  if (uncredited) {
+    const verdicts = CREDITED_VERDICTS.join(", ");
+    said.push(`Landings the reports credit (bot verdict ${verdicts}): ${count(uncredited)} more, with another verdict, are left out.`);
+  }
+  note.hidden = !said.length;
+  note.textContent = said.join(" ");
+  const bars = rows.map((r) => {
+    const left = r.not_credited ? ` · +${count(r.not_credited)} not credited` : "";
+    const spokenLeft = r.not_credited ? `, ${count(r.not_credited)} more landings not credited` : "";
+    return {
+      label: r.name,
+      value: r.touchpoints,
+      note: `${count(r.touchpoints)} · ${count(r.visitors)} vis · ${count(r.conversions)} conv${left}`,
+      spoken: `${count(r.touchpoints)} landings, ${count(r.visitors)} visitors, ${count(r.conversions)} conversions${spokenLeft}`,
+    };
+  });
   draw(selector, () => horizontalBars($(selector), { rows: bars, color, label: `Top ${what}`, emptyText: `No ${what} in this period.` }));
 }
 
@@ -438,7 +454,10 @@ async function lookup(event) {
       const of = found.touch_count ? ` of ${found.touch_count}` : "";
       touches = `the first ${shown}${of} touchpoints (there are more; the last touch is the latest)`;
     }
-    out.appendChild(element("p", `${key} · ${touches}${devices}`, "hint"));
+    // Looked up by the user key a journey or the conversions download shows: said, as the
+    // same text could be a raw ID (an erasure takes the raw ID alone).
+    const byKey = found.looked_up_as === "user_key" ? " · found by its user key" : "";
+    out.appendChild(element("p", `${key} · ${touches}${devices}${byKey}`, "hint"));
     if (found.first_touch) {
       out.appendChild(element("p", `First touch: ${found.first_touch.channel || "–"} · last touch: ${found.last_touch.channel || "–"}`));
     }
@@ -653,8 +672,8 @@ async function main() {
   };
   load("counts", (data) => {
     fillForm(form, data);
-    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns", data.landed.campaigns);
-    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators", data.landed.creators);
+    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns", data.landed.campaigns, data.not_credited.campaigns);
+    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators", data.landed.creators, data.not_credited.creators);
     renderBots(data);
     renderExports(data, population);
     counts = data;

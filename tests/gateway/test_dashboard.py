@@ -830,7 +830,7 @@ async def test_summary_numbers(gw: RunningGateway) -> None:
         assert resp.status == 200
         body = await resp.json()
     Draft202012Validator(response_schema("/api/dashboard/summary", 200)).validate(body)
-    assert body["totals"] == {"touchpoints": 10, "visitors": 8, "conversions": 6}
+    assert body["totals"] == {"touchpoints": 10, "visitors": 8, "not_credited": 0, "conversions": 6}
     daily = {(r["day"], r["channel"]): (r["conversions"], r["value"]) for r in body["by_day"]}
     assert daily == {
         ("2026-11-03", "Email"): (1.0, 120.0),
@@ -873,6 +873,56 @@ async def test_summary_numbers(gw: RunningGateway) -> None:
     assert none["totals"] == {**body["totals"], "population_conversions": 0}
 
 
+async def test_the_top_tables_and_totals_count_the_landings_the_reports_credit(gw: RunningGateway) -> None:
+    """A click farm's blocked landings (and one in review) neither rank a creator or campaign
+    nor swell the totals: the top tables rank by the landings the reports credit
+    (``attribution.verdicts``, default ``allow``) and say how many they leave out. An analyst's
+    override counts as the reports count it."""
+    farm = [f"{n:032x}" for n in range(100, 115)]
+    blocked = [
+        _tp(v, 2.0 + i / 100, "Paid Social", campaign="launch", creator_id="cr_farm", verdict="block")
+        for i, v in enumerate(farm)
+    ]
+    review = _tp(f"{200:032x}", 2.5, "Paid Social", campaign="launch", creator_id="cr_ben", verdict="review")
+    # Two of the farm's devices convert: a blocked landing touches no journey either.
+    await gw.gateway.store.write([*blocked, review, _conv(farm[0], 2.8, 5.0), _conv(farm[1], 2.8, 5.0)])
+    body = await gw.api("/api/dashboard/summary", **PERIOD, part="counts")
+    Draft202012Validator(response_schema("/api/dashboard/summary", 200)).validate(body)
+    assert body["totals"] == {"touchpoints": 10, "visitors": 8, "not_credited": 16, "conversions": 8}
+    rows = [
+        (c["name"], c["touchpoints"], c["visitors"], c["not_credited"], c["conversions"])
+        for c in body["top_campaigns"]
+    ]
+    assert rows == [("winter-sale", 3, 3, 0, 3), ("launch", 2, 2, 16, 1)]
+    rows = [
+        (c["name"], c["touchpoints"], c["visitors"], c["not_credited"], c["conversions"])
+        for c in body["top_creators"]
+    ]
+    assert rows == [("cr_anna", 2, 2, 0, 2), ("cr_ben", 1, 1, 1, 1), ("cr_farm", 0, 0, 15, 0)]
+    assert body["landed"] == {"campaigns": 2, "creators": 3}
+    assert body["not_credited"] == {"campaigns": 16, "creators": 16}
+    assert body["bots"]["verdicts"] == {"allow": 10, "block": 15, "review": 1}
+    # An analyst lets one farm click through, and blocks one of cr_anna's: counted as the
+    # reports count them (the override wins), in the ranking too.
+    anna = (await gw.api("/api/touchpoints", **PERIOD, creator_id="cr_anna"))["items"][0]["id"]
+    for touchpoint, verdict in ((blocked[0].id, "allow"), (anna, "block")):
+        async with gw.session.post(
+            f"{gw.admin_url}/api/touchpoints/{touchpoint}/verdict",
+            json={"verdict": verdict, "analyst": "ana", "reason": "checked"},
+            headers=AUTH,
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+    body = await gw.api("/api/dashboard/summary", **PERIOD, part="counts")
+    assert body["totals"] == {"touchpoints": 10, "visitors": 9, "not_credited": 16, "conversions": 8}
+    rows = [
+        (c["name"], c["touchpoints"], c["visitors"], c["not_credited"], c["conversions"])
+        for c in body["top_creators"]
+    ]
+    assert rows == [("cr_anna", 1, 1, 1, 1), ("cr_ben", 1, 1, 1, 1), ("cr_farm", 1, 1, 14, 1)]
+    rows = [(c["name"], c["touchpoints"], c["not_credited"], c["conversions"]) for c in body["top_campaigns"]]
+    assert rows == [("launch", 3, 15, 2), ("winter-sale", 3, 0, 3)]
+
+
 async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
     """The page asks for each part alone (the quick ones draw first): each has the header and
     its own keys only, with the numbers of the whole summary."""
@@ -886,6 +936,7 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
             "top_campaigns",
             "top_creators",
             "landed",
+            "not_credited",
             "bots",
             "populations",
         },

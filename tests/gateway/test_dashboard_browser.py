@@ -272,6 +272,17 @@ async def test_dashboard_draws_the_store(
         )
         assert "Paid Search" in rows_text and "Email" in rows_text and "2 device(s)" in rows_text
         assert await page.eval("document.querySelectorAll('#journey-result tbody tr').length") == 2
+        # The user key its header shows looks the same journey up, and says it was by the key.
+        key = gw.gateway.keys.user_key("alice")
+        assert rows_text.startswith(f"{key} · 2 touchpoint(s) · 2 device(s)\n"), rows_text
+        await look_up(page, "user", key)
+        by_key = await page.wait_for(
+            "document.querySelector('#journey-result').innerText.includes('found by its user key')"
+            " && document.querySelector('#journey-result').innerText",
+            "the journey by its user key",
+        )
+        assert by_key.startswith(f"{key} · 2 touchpoint(s) · 2 device(s) · found by its user key"), by_key
+        assert await page.eval("document.querySelectorAll('#journey-result tbody tr').length") == 2
 
         # Each card's downloads: its report for the page's period, with the page's session.
         links = json.loads(
@@ -1985,6 +1996,42 @@ async def test_the_top_tables_say_they_show_ten_of_many(
         assert await page.eval(note.format("creators")) is None  # its one creator, shown
         bars = await page.eval("document.querySelectorAll('#chart-campaigns rect[data-series]').length")
     assert bars == 10
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_the_top_tables_rank_by_credited_landings_and_say_what_they_leave_out(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A click farm's 15 blocked clicks put its creator at the top of "Top creators": the tables
+    rank by the landings the reports credit, and say how many they leave out, on the card and on
+    the row; the Touchpoints card counts those landings and says how many more were left out."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    await gw.gateway.store.write(
+        [
+            *[_tp(f"{n:032x}", 1 + n / 100, "Paid Social", creator_id="cr_real") for n in range(3)],
+            *[
+                _tp(f"{n:032x}", 2 + n / 100, "Paid Social", creator_id="cr_farm", verdict="block")
+                for n in range(10, 25)
+            ],
+        ]
+    )
+    note = "(n => n.hidden ? null : n.textContent)(document.querySelector('#chart-creators-note'))"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        assert await page.eval(note) == (
+            "Landings the reports credit (bot verdict allow): 15 more, with another verdict, are left out."
+        )
+        labels = await page.eval(
+            "[...document.querySelectorAll('#chart-creators text')].map(t => t.textContent)"
+        )
+        # Each row's name (with its whole name for hovering), then its note, top to bottom.
+        names = [label for label in labels if label.startswith("cr_")]
+        assert names == ["cr_realcr_real", "cr_farmcr_farm"], labels
+        assert "3 · 3 vis · 0 conv" in labels and "0 · 0 vis · 0 conv · +15 not credited" in labels, labels
+        totals = await page.eval("document.querySelector('#totals').textContent")
+        assert "Touchpoints3+15 not credited (bot verdict)" in totals, totals
     assert page.errors == [], page.errors
 
 

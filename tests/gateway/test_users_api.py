@@ -153,6 +153,56 @@ async def test_the_lookup_finds_a_lower_casing_rule_s_user_as_the_person_writes_
     async with gw.session.get(gw.admin_url + "/api/users/Ada@Example.com", headers=AUTH) as resp:
         body = await resp.json()
     assert resp.status == 200 and [v["visitor_key"] for v in body["visitors"]] == ["v" * 32], body
+    # Shown under the key its rows are kept under, not the mixed-case ID's, which holds none.
+    assert body["user_key"] == key, body
+    assert set(body["visitors"][0]) == {"visitor_key", "first_bound", "bindings"}, body
+    # A conversion alone (no binding) is found, and named, alike.
+    other = gw.gateway.keys.user_key("bob@example.com")
+    await gw.gateway.store.write([Conversion(uuid7(), ts, "test", "signup", "s:1", None, other)])
+    async with gw.session.get(gw.admin_url + "/api/users/Bob@Example.com", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["user_key"] == other, body
+
+
+async def test_the_user_key_a_journey_shows_looks_the_user_up(gw: RunningGateway) -> None:
+    """The header of a journey and the conversions download show the user key: entered as a
+    user ID, it answered "nothing recorded". Read as a key first (any case for hex), then as a
+    raw ID, as the visitor lookup reads a visitor_key: a raw ID of 32 hex digits is still found."""
+    from dataclasses import replace
+
+    laptop = await land(gw, "utm_source=newsletter")
+    await bind(gw, laptop, "alice")
+    async with gw.session.get(gw.admin_url + "/api/users/alice", headers=AUTH) as resp:
+        by_id = await resp.json()
+    assert resp.status == 200, by_id
+    key = by_id["user_key"]
+    for given in (key, key.upper(), f" {key} "):
+        async with gw.session.get(f"{gw.admin_url}/api/users/{given}", headers=AUTH) as resp:
+            body = await resp.json()
+        assert resp.status == 200, body
+        Draft202012Validator(schema_for("get", 200)).validate(body)
+        assert body == {**by_id, "looked_up_as": "user_key"}
+    assert by_id["looked_up_as"] == "user_id"
+    # A site whose user IDs are 32 hex digits (a UUID without dashes): no key of that text, the ID.
+    raw = "0123456789abcdef0123456789abcdef"
+    phone = await land(gw, "utm_source=tiktok")
+    await bind(gw, phone, raw)
+    async with gw.session.get(f"{gw.admin_url}/api/users/{raw}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["looked_up_as"] == "user_id", body
+    assert [v["visitor_key"] for v in body["visitors"]] == [phone]
+    # A key of another user_id_storage (rows kept before a change of mode): plain's id:…
+    event_id, ts = now_event()
+    plain = replace(gw.gateway.keys, user_mode="plain").user_key("carol")
+    await gw.gateway.store.write([Binding(event_id, ts, "test", phone, plain, "login")])
+    async with gw.session.get(f"{gw.admin_url}/api/users/{plain}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and (body["user_key"], body["looked_up_as"]) == (plain, "user_key"), body
+    # Entered as a visitor, the 404 says it is a user's key.
+    async with gw.session.get(f"{gw.admin_url}/api/visitors/{key}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 404, body
+    assert "the user_key of a user with a journey: look it up as a user" in body["error"]
 
 
 @pytest.mark.parametrize(

@@ -152,7 +152,7 @@ async def test_one_conversion_name_at_a_time(tmp_path: Path, channels: Channels)
     assert every["conversion"] is None and every["conversion_names"] == ["signup", "purchase"]
     assert every["totals"]["conversions"] == 3
     assert bought["conversion"] == "purchase" and bought["conversion_names"] == ["signup", "purchase"]
-    assert bought["totals"] == {"touchpoints": 2, "visitors": 2, "conversions": 1}
+    assert bought["totals"] == {"touchpoints": 2, "visitors": 2, "not_credited": 0, "conversions": 1}
     linear = [r for r in bought["comparison"] if r["model"] == "linear"]
     assert linear == [
         {"model": "linear", "channel": "Email", "currency": "EUR", "conversions": 1.0, "value": 50.0}
