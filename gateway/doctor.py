@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import math
 import os
-import socket
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -319,6 +318,8 @@ def check_workers(settings: Settings) -> list[Check]:
 async def check_upstream(settings: Settings, timeout: float) -> Check:
     import aiohttp
 
+    from gateway.networds import unreachable
+
     upstream = settings.options.proxy.upstream
     if not upstream:
         return Check(
@@ -382,26 +383,10 @@ async def check_upstream(settings: Settings, timeout: float) -> Check:
     except (aiohttp.ClientError, OSError) as err:
         return Check(
             "FAIL",
-            f"upstream {upstream} unreachable: {_unreachable(err)}",
+            f"upstream {upstream} unreachable: {unreachable(err)}",
             "start the site or correct proxy.upstream",
         )
     return Check("ok", f"upstream {upstream} answers (HEAD / -> {status})")
-
-
-def _unreachable(err: BaseException) -> str:
-    """Why the upstream did not answer, in the words the proxy's log uses: aiohttp's own
-    (``Cannot connect to host 127.0.0.1:8000 ssl:default [Connect call failed …]``, until
-    2026-12-05) spoke of TLS to a plain ``http://`` site and never said "refused"."""
-    import aiohttp
-
-    if isinstance(err, aiohttp.ClientConnectorError):  # its TLS failures are told in check_upstream
-        where, cause = f"{err.host}:{err.port}", err.os_error
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection refused: nothing listens on {where}"
-        if isinstance(cause, socket.gaierror):
-            return f"{err.host} cannot be resolved ({cause.strerror})"
-        return f"cannot connect to {where}: {cause.strerror or cause}"
-    return str(err) or type(err).__name__
 
 
 async def check_central(settings: Settings, timeout: float) -> Check | None:
