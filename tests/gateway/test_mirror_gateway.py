@@ -245,6 +245,36 @@ def test_mirror_path_problems_name_the_key(
     assert problem in capsys.readouterr().err
 
 
+def test_a_mirror_on_the_nodes_store_is_said_with_the_configs_other_problems(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """`gateway check` said a mirror on the node's own store (and a folder for the store, a
+    GeoIP file that is not one) only once every other problem (a bad sink name) was fixed: one
+    problem a run. Now every one in the same run; a key already wrong is not looked at."""
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        '[storage]\npath = "node.db"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\nmirror_path = "node.db"\n'
+        '[geo]\ncountry_db = "."\n'
+        '[[sinks]]\nname = "bad name!"\nkind = "webhook"\nurl = "http://127.0.0.1:9/x"\n'
+        'secret = "env:SINK_KEY"\n'
+    )
+    for name, value in {**ENV, "GATEWAY_CENTRAL_URL": "postgresql://u@127.0.0.1:9/db"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SINK_KEY", "k" * 32)
+    assert main(["check", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "sinks[0].name: must be 1-64" in err, err
+    assert "central.mirror_path: " in err and "is the node's own store (storage.path)" in err, err
+    assert "geo.country_db: " in err and "is a folder, not a file" in err, err
+    # A [storage] that did not decode holds its defaults: nothing is said of a file it never named.
+    config.write_text(
+        '[storage]\npth = "x"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\nmirror_path = "gateway.db"\n'
+    )
+    assert main(["check", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "storage.pth: unknown key" in err and "mirror_path" not in err, err
+
+
 RULE_CHANGE = '[channels]\nreferrers = { "search.example.net" = "search" }\n'
 """A referrer the default rules leave a Referral, now a search engine: Organic Search."""
 
