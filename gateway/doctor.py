@@ -5,10 +5,12 @@ the store file, the GeoIP files, whether several workers hand a stopped one's wa
 connections on (``net.ipv4.tcp_migrate_req``), the reporting mirror's file when ``central.mirror_path`` names
 one (filled yet, its last round), the round locks of the sync and the mirror (one held for
 long: a process stopped in its round), this node's rows the sync has not delivered yet (rows
-waiting long: a sync failing or not running), and asks
+waiting long: a sync failing or not running), each sink's rows not sent yet
+(``gateway/doctor_sinks.py``), and asks
 the network (the upstream with one HEAD request; PostgreSQL when ``[central]``
 names one, whether another gateway syncs there under this ``storage.node``, and the central
-rows the mirror has not yet), each with a short timeout. Writes nothing. Prints one line per
+rows the mirror has not yet; a connection to each sink's destination, opened and closed with
+nothing sent), each with a short timeout. Writes nothing. Prints one line per
 check — ``ok``, ``warn`` or ``FAIL`` with what to fix — and exits 1 when any
 check fails.
 """
@@ -731,10 +733,13 @@ def _dsn(settings: Settings) -> str:
 
 
 async def _network(settings: Settings, timeout: float, config: str) -> list[Check]:
+    from gateway.doctor_sinks import check_sinks
+
     central = await check_central(settings, timeout)
     reachable = central is not None and central.status != "FAIL"
     mirror = await check_mirror(settings, timeout, reachable=reachable, config=config)
-    return [await check_upstream(settings, timeout), *([central] if central else []), *mirror]
+    sinks = await check_sinks(settings, timeout)
+    return [await check_upstream(settings, timeout), *([central] if central else []), *mirror, *sinks]
 
 
 MAX_TIMEOUT = 600.0

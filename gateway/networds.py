@@ -19,11 +19,16 @@ def no_connection(err: aiohttp.ClientConnectorError) -> str:
     aiohttp's words (the doctor tells the upstream's apart before it gets here)."""
     if isinstance(err, aiohttp.ClientSSLError):
         return f"{type(err).__name__}: {err}"
-    where, cause = f"{err.host}:{err.port}", err.os_error
+    return not_connected(err.host, err.port, err.os_error)
+
+
+def not_connected(host: str, port: int | None, cause: OSError) -> str:
+    """``no_connection`` for a connection opened without aiohttp (the doctor's to a sink)."""
+    where = f"{host}:{port}"
     if isinstance(cause, ConnectionRefusedError):
         return f"connection refused: nothing listens on {where}"
     if isinstance(cause, socket.gaierror):
-        return f"{err.host} cannot be resolved ({cause.strerror})"
+        return f"{host} cannot be resolved ({cause.strerror})"
     return f"cannot connect to {where}: {cause.strerror or cause}"
 
 
