@@ -275,6 +275,54 @@ def test_a_mirror_on_the_nodes_store_is_said_with_the_configs_other_problems(
     assert "storage.pth: unknown key" in err and "mirror_path" not in err, err
 
 
+async def test_a_mirror_role_refused_a_read_is_told_to_be_granted_select_only(
+    tmp_path: Path, central_dsn: str, capsys, monkeypatch
+) -> None:
+    """`gateway mirror --once` under a role that may not read a central table was told the
+    sync's rights (CREATE on the schema; SELECT, INSERT, UPDATE, DELETE), more than a mirror,
+    which only reads, needs. Now SELECT, the GRANT to run, and CREATE only for a migration due;
+    once SELECT is granted, the round goes through: nothing else was missing."""
+    from storage.central import migrate
+
+    owner = await asyncpg.connect(central_dsn)
+    role = f"gw_mirror{uuid7().replace('-', '')[-12:]}"
+    try:
+        await migrate(owner)
+        database = await owner.fetchval("SELECT current_database()")
+        await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await owner.execute(f"GRANT SELECT ON schema_version TO {role}")
+        config = tmp_path / "gw.toml"
+        await asyncio.to_thread(
+            config.write_text,
+            '[storage]\npath = "node.db"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+            'mirror_path = "mirror.db"\n',
+        )
+        for name, value in {
+            **ENV,
+            "GATEWAY_CENTRAL_URL": central_dsn.replace("://postgres@", f"://{role}@"),
+        }.items():
+            monkeypatch.setenv(name, value)
+        assert await asyncio.to_thread(main, ["mirror", "--once", "-c", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert "permission denied for table" in err, err
+        assert (
+            "the user in central.url (GATEWAY_CENTRAL_URL) lacks a privilege the reporting mirror" in err
+        ), err
+        assert "SELECT on the central tables (GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO <user>)" in err
+        assert "INSERT" not in err and "DELETE" not in err, err
+        await owner.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        assert await asyncio.to_thread(main, ["mirror", "--once", "-c", str(config)]) == 0, (
+            capsys.readouterr()
+        )
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()
+
+
 RULE_CHANGE = '[channels]\nreferrers = { "search.example.net" = "search" }\n'
 """A referrer the default rules leave a Referral, now a search engine: Organic Search."""
 
