@@ -1007,7 +1007,8 @@ def _round_failure(err: Exception, kind: str, of: str, key: str, *told: type[Exc
     if isinstance(err, (SchemaTooNew, central.ForeignSchema, sqlite3.DatabaseError, *told)):
         return str(err)
     if isinstance(err, central.PG_ERRORS):
-        return f"{central.failed_what(err)}: {central.explain(err, key)}"
+        reader = "mirror" if kind == "mirror" else "central"
+        return f"{central.failed_what(err)}: {central.explain(err, key, reader=reader)}"
     return f"{type(err).__name__}: {err}"
 
 

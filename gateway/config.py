@@ -20,7 +20,7 @@ import secrets
 import socket
 import tomllib
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from pathlib import Path
@@ -426,30 +426,36 @@ def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.S
     return () if failed else tuple(decoded)
 
 
-def check_files(options: Options, base_dir: Path) -> list[str]:
+def check_files(options: Options, base_dir: Path, said: Collection[str] = ()) -> list[str]:
     """Files the config names that exist but cannot be used, or whose path the system refuses to
-    look at: each a problem naming its key.
+    look at: each a problem naming its key. ``said``: keys (``storage.path``) and tables
+    (``storage``) with a problem already, whose files are not looked at (a table that did not
+    decode holds its defaults, not the file's values).
 
     A missing GeoIP database is not a problem (the geo addon warns and turns itself off);
     a corrupt or unreadable one is, so ``gateway check`` catches it before ``run``.
     """
     import maxminddb
 
+    def unsaid(*keys: str) -> bool:
+        return not any(k in said or k.partition(".")[0] in said for k in keys)
+
     p: list[str] = []
     store = resolve_path(base_dir, options.storage.path)
-    try:
-        store.exists()  # every command that reads the store asks this first
-    except OSError as err:  # a name too long, a folder on the way that cannot be searched
-        p.append(f"storage.path: cannot use {store}: {err.strerror}")
-    if what := special_file(store):  # a folder is said by run and doctor, with what to do
-        p.append(f"storage.path: {store} is {what}, not a file; point storage.path at the SQLite file")
-    if options.central.mirror_path:
+    if unsaid("storage.path"):
+        try:
+            store.exists()  # every command that reads the store asks this first
+        except OSError as err:  # a name too long, a folder on the way that cannot be searched
+            p.append(f"storage.path: cannot use {store}: {err.strerror}")
+        if what := special_file(store):  # a folder is said by run and doctor, with what to do
+            p.append(f"storage.path: {store} is {what}, not a file; point storage.path at the SQLite file")
+    if options.central.mirror_path and unsaid("storage.path", "central.mirror_path"):
         p += _check_mirror(store, resolve_path(base_dir, options.central.mirror_path))
     for key, name, kind in (
         ("geo.country_db", options.geo.country_db, ""),
         ("geo.asn_db", options.geo.asn_db, "ASN"),
     ):
-        path = resolve_path(base_dir, name) if name else None
+        path = resolve_path(base_dir, name) if name and unsaid(key) else None
         try:
             if path is None or not path.exists():
                 continue
@@ -968,11 +974,14 @@ def load_settings(
     base_dir = config_folder(path)
     data = parse_config(text, str(path or "config"))
     options, problems = decode_options(data)
+    # A table with a problem was left at its defaults: its files are not the ones written.
+    unread = {re.split(r"[.\[]", p.partition(":")[0], maxsplit=1)[0] for p in problems}
     problems += validate(options)
     if not admin_public:
         problems += admin_exposure(options)
-    if not problems:
-        problems += check_files(options, base_dir)
+    # Every file problem in the same run as the others (until 2026-12-05 none was said until
+    # every other problem was fixed): only a key already said to be wrong is not looked at.
+    problems += check_files(options, base_dir, unread | {p.partition(":")[0] for p in problems})
     generated: list[str] = []
     hint = missing_hint if missing_hint is not None else OFFLINE_HINT if offline else DEV_HINT
     secret = resolve_secret(

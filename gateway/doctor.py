@@ -5,10 +5,12 @@ the store file, the GeoIP files, whether several workers hand a stopped one's wa
 connections on (``net.ipv4.tcp_migrate_req``), the reporting mirror's file when ``central.mirror_path`` names
 one (filled yet, its last round), the round locks of the sync and the mirror (one held for
 long: a process stopped in its round), this node's rows the sync has not delivered yet (rows
-waiting long: a sync failing or not running), and asks
+waiting long: a sync failing or not running), each sink's rows not sent yet
+(``gateway/doctor_sinks.py``), and asks
 the network (the upstream with one HEAD request; PostgreSQL when ``[central]``
 names one, whether another gateway syncs there under this ``storage.node``, and the central
-rows the mirror has not yet), each with a short timeout. Writes nothing. Prints one line per
+rows the mirror has not yet; a connection to each sink's destination, opened and closed with
+nothing sent), each with a short timeout. Writes nothing. Prints one line per
 check — ``ok``, ``warn`` or ``FAIL`` with what to fix — and exits 1 when any
 check fails.
 """
@@ -318,6 +320,8 @@ def check_workers(settings: Settings) -> list[Check]:
 async def check_upstream(settings: Settings, timeout: float) -> Check:
     import aiohttp
 
+    from gateway.networds import unreachable
+
     upstream = settings.options.proxy.upstream
     if not upstream:
         return Check(
@@ -381,17 +385,10 @@ async def check_upstream(settings: Settings, timeout: float) -> Check:
     except (aiohttp.ClientError, OSError) as err:
         return Check(
             "FAIL",
-            f"upstream {upstream} unreachable: {_unreachable(err)}",
+            f"upstream {upstream} unreachable: {unreachable(err)}",
             "start the site or correct proxy.upstream",
         )
     return Check("ok", f"upstream {upstream} answers (HEAD / -> {status})")
-
-
-def _unreachable(err: BaseException) -> str:
-    """Why the upstream did not answer, in the words the proxy's log uses (``described``)."""
-    from gateway.upstream import described
-
-    return described(err)
 
 
 async def check_central(settings: Settings, timeout: float) -> Check | None:
@@ -736,10 +733,13 @@ def _dsn(settings: Settings) -> str:
 
 
 async def _network(settings: Settings, timeout: float, config: str) -> list[Check]:
+    from gateway.doctor_sinks import check_sinks
+
     central = await check_central(settings, timeout)
     reachable = central is not None and central.status != "FAIL"
     mirror = await check_mirror(settings, timeout, reachable=reachable, config=config)
-    return [await check_upstream(settings, timeout), *([central] if central else []), *mirror]
+    sinks = await check_sinks(settings, timeout)
+    return [await check_upstream(settings, timeout), *([central] if central else []), *mirror, *sinks]
 
 
 MAX_TIMEOUT = 600.0

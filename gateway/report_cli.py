@@ -28,7 +28,7 @@ from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
 from gateway.reportapi import PARAMS, period, table_param
 from storage.migrate import SchemaTooNew
-from storage.populations import POPULATIONS
+from storage.populations import POPULATIONS, population_refused
 from storage.queries import Reader
 from storage.reports import Reports
 
@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
     )
     report.add_argument(
         "--population",
-        choices=POPULATIONS,
+        type=_population,
+        metavar="{" + ",".join(POPULATIONS) + "}",
         help="only this population's touchpoints (touchpoints.consent; default: every population)",
     )
     report.add_argument(
@@ -93,6 +94,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
         "--fraud", action="store_true", help="clicks per creator (or --group-by) by bot verdict, top reasons"
     )
     report.set_defaults(func=cmd_report)
+
+
+def _population(text: str) -> str:
+    """``--population``: one a report can be limited to; ``aggregate`` told why it cannot."""
+    if text not in POPULATIONS:
+        raise argparse.ArgumentTypeError(population_refused(text))
+    return text
 
 
 def cmd_report(args: argparse.Namespace) -> int:

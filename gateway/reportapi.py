@@ -36,7 +36,7 @@ from gateway.config import Settings
 from gateway.events import iso
 from gateway.openapi_reports import GROUP_BY
 from gateway.reportstate import REPORTING_KEY, Reporting
-from storage.populations import POPULATIONS
+from storage.populations import POPULATIONS, population_refused
 from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
 
 DEFAULT_DAYS = 30
@@ -129,7 +129,7 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
             raise ApiError(400, str(e)) from None
     population = q.get("population")
     if population is not None and population not in POPULATIONS:
-        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population[:100]!r}")
+        raise ApiError(400, f"population: {population_refused(population)}")
     return reporting.Query(since, until, models, group_by, conversion, verdicts, population)
 
 

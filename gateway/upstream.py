@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
@@ -40,6 +39,8 @@ from aiohttp.http import HttpProcessingError, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
+
+from gateway.networds import not_connected
 
 IDLE_SECONDS = 15.0
 """How long an idle connection is kept for reuse (aiohttp's ``keepalive_timeout``)."""
@@ -192,27 +193,12 @@ def described(err: BaseException) -> str:
     if isinstance(err, TimeoutError):
         return "no answer in time"
     if isinstance(err, ClientConnectorError):  # aiohttp's: a WebSocket upgrade's connect
-        return unreachable(err.host, err.port, err.os_error)
+        return not_connected(err.host, err.port, err.os_error)
     if isinstance(err, OSError) and not isinstance(err, ClientError) and err.strerror:
         text = err.strerror  # str() puts "[Errno 111] " before it
     else:
         text = str(err)
     return text or type(err).__name__
-
-
-def unreachable(host: str, port: int | None, cause: BaseException) -> str:
-    """Why nothing could be connected to at ``host:port``, in the words the proxy's log and
-    ``gateway doctor`` both use. aiohttp's own (``Cannot connect to host 127.0.0.1:8000
-    ssl:default [Connect call failed …]``) spoke of TLS to a plain ``http://`` site and never
-    said "refused"; ``create_connection``'s named no address."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if isinstance(cause, ConnectionRefusedError):
-        return f"connection refused: nothing listens on {where}"
-    if isinstance(cause, socket.gaierror):
-        return f"{host} cannot be resolved ({cause.strerror})"
-    if isinstance(cause, ssl.SSLError):
-        return f"TLS with {where} failed: {cause.reason or cause}"
-    return f"cannot connect to {where}: {getattr(cause, 'strerror', None) or cause}"
 
 
 def unreadable(err: HttpProcessingError) -> str:
@@ -464,7 +450,7 @@ class Upstream:
                 server_hostname=self.host if context is not None else None,
             )
         except OSError as err:
-            raise UpstreamConnectError(err.errno, unreachable(self.host, self.port, err)) from err
+            raise UpstreamConnectError(err.errno, not_connected(self.host, self.port, err)) from err
         return proto
 
     async def _ssl_context(self) -> ssl.SSLContext:

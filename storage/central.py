@@ -78,8 +78,10 @@ def log_failed_round(
     delay: float,
     connecting: bool,
     refusals: tuple[type[Exception], ...] = (),
+    reader: str = "central",
 ) -> None:
-    """A failed round of a reader of the central store (the sync, the reporting mirror), logged
+    """A failed round of a reader of the central store (the sync, the reporting mirror: its
+    ``reader``, for the rights it needs), logged
     once by ``failures`` as the operator fixes it: a schema it must not write to (and
     ``refusals``) in its own words, PostgreSQL's or the network's failure through ``explain``,
     a DSN asyncpg cannot read by its kind only (its message quotes the password), anything else
@@ -87,7 +89,7 @@ def log_failed_round(
     if isinstance(err, (SchemaTooNew, ForeignSchema, *refusals)):
         failures.failed(str(err), delay, logging.ERROR)
     elif isinstance(err, PG_ERRORS):
-        failures.failed(explain(err, key, connecting=connecting), delay)
+        failures.failed(explain(err, key, connecting=connecting, reader=reader), delay)
     elif isinstance(err, ValueError) and connecting:  # from asyncpg's DSN parser
         failures.failed(
             f"{key} is not a PostgreSQL DSN it can read: {type(err).__name__};"
@@ -142,7 +144,7 @@ async def keep_in_rounds(
             except Exception as err:  # a background task must outlive every failure
                 metrics.sync_errors.labels(reader).inc()
                 delay = backoff.next()
-                log_failed_round(failures, err, key, delay, conn is None, refusals)
+                log_failed_round(failures, err, key, delay, conn is None, refusals, reader)
                 if conn is not None:
                     conn.terminate()
                     conn = None
@@ -181,7 +183,11 @@ async def one_round(
 
 
 def explain(
-    err: BaseException, key: str = "central.url", connecting: bool = True, via_connect: bool = True
+    err: BaseException,
+    key: str = "central.url",
+    connecting: bool = True,
+    via_connect: bool = True,
+    reader: str = "central",
 ) -> str:
     """A failure to reach or use the central store, as the operator fixes it: what PostgreSQL
     or the network said, and, for what a wrong URL or server setting causes, which part of
@@ -189,7 +195,8 @@ def explain(
     itself: it holds the password. ``connecting``: the failure came before a connection was
     made (a network error later is a connection lost, not a server that cannot be reached).
     ``via_connect``: the connection came from ``connect``, whose own timeout is a
-    ``ConnectTimeout``, so any other timeout is a statement's (a pool's are either)."""
+    ``ConnectTimeout``, so any other timeout is a statement's (a pool's are either).
+    ``reader``: whose failure (``READER_RIGHTS``), for the rights a refusal says it needs."""
     # PostgreSQL's DETAIL comes on a line of its own: one line, as the log and stderr say it.
     said = re.sub(r"\s*\n\s*", " ", f"{type(err).__name__}: {err}").strip().rstrip(":")
     text = str(err)
@@ -229,10 +236,7 @@ def explain(
             f" database (GRANT TEMPORARY ON DATABASE {database} TO <user>)"
         )
     elif isinstance(err, asyncpg.InsufficientPrivilegeError):
-        hint = (
-            f"the user in {key} lacks a privilege the central store needs (CREATE on the schema"
-            " to make or migrate the tables; SELECT, INSERT, UPDATE, DELETE on them)"
-        )
+        hint = f"the user in {key} lacks a privilege {READER_RIGHTS.get(reader, READER_RIGHTS['central'])}"
     elif via_connect and isinstance(err, asyncio.TimeoutError) and not isinstance(err, ConnectTimeout):
         hint = (
             f"a statement on the server in {key} took longer than {STATEMENT_SECONDS:g} s (or"
@@ -244,6 +248,20 @@ def explain(
     else:
         return said
     return f"{said}; {hint}"
+
+
+READER_RIGHTS = {
+    "central": (
+        "the central store needs (CREATE on the schema to make or migrate the tables; SELECT,"
+        " INSERT, UPDATE, DELETE on them)"
+    ),
+    "mirror": (
+        "the reporting mirror needs: it only reads, SELECT on the central tables (GRANT SELECT ON"
+        " ALL TABLES IN SCHEMA <schema> TO <user>); CREATE on the schema only while the tables are"
+        " missing or a migration is due, which a node's sync does"
+    ),
+}
+"""What a refused reader of the central store (its ``READER``: the sync, the mirror) needs."""
 
 
 STATEMENT_SECONDS = 60.0

@@ -1,7 +1,8 @@
 """The populations a report can be asked for, and the landings of each in a period.
 
-``POPULATIONS`` are the values of ``touchpoints.consent``; ``AGGREGATE`` the visitors counted
-only per day (``daily_counts``). ``population_counts`` gives the dashboard its
+``POPULATIONS`` are the values of ``touchpoints.consent``, those a report can be limited to;
+``AGGREGATE`` the visitors counted only per day (``daily_counts``), which a report cannot be
+(``population_refused``). ``population_counts`` gives the dashboard its
 ``populations``. Reads touchpoints and daily_counts through the caller's connection; never
 writes.
 """
@@ -18,6 +19,18 @@ POPULATIONS = ("cookie", "cookieless", "no_consent")
 """The values of ``touchpoints.consent`` (``addons/identity.py``)."""
 AGGREGATE = "aggregate"
 """The population of ``daily_counts``: visitors who sent ``Sec-GPC`` (or ``DNT``)."""
+
+
+def population_refused(value: str) -> str:
+    """Why a report's ``population`` is refused: ``aggregate`` has no touchpoints to credit (a
+    report of it would be empty, not theirs); anything else is no population."""
+    choose = f"choose from {', '.join(POPULATIONS)}"
+    if value == AGGREGATE:
+        return (
+            f"the aggregate population (Sec-GPC, DNT) has no touchpoints to credit, only daily counts of"
+            f" its landings: the dashboard's populations count them; {choose}"
+        )
+    return f"expected one of {', '.join(POPULATIONS)}, got {value[:100]!r}"
 
 
 async def population_counts(db: aiosqlite.Connection, since: datetime, until: datetime) -> dict[str, int]:

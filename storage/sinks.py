@@ -47,7 +47,6 @@ import contextlib
 import email.utils
 import hashlib
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -60,6 +59,7 @@ from gateway.config import Settings
 from gateway.har import printable
 from gateway.keys import Keys
 from gateway.metrics import Metrics
+from gateway.networds import no_connection
 from gateway.options import SinkOptions
 from gateway.signing import standard_signature
 from storage.backoff import Backoff, Failures, wait_refreshing
@@ -513,20 +513,6 @@ async def _read_answer(resp: aiohttp.ClientResponse) -> bytes:
     while len(answer) < ANSWER_LIMIT and (chunk := await resp.content.read(ANSWER_LIMIT - len(answer))):
         answer += chunk
     return bytes(answer)
-
-
-def no_connection(err: aiohttp.ClientConnectorError) -> str:
-    """Why no connection was made, as the doctor says an upstream's: aiohttp's own words
-    (``Cannot connect to host 127.0.0.1:8000 ssl:default [Connect call failed …]``) speak of
-    TLS to a plain ``http://`` destination and never say "refused". A TLS failure keeps them."""
-    if isinstance(err, aiohttp.ClientSSLError):
-        return f"{type(err).__name__}: {err}"
-    where, cause = f"{err.host}:{err.port}", err.os_error
-    if isinstance(cause, ConnectionRefusedError):
-        return f"connection refused: nothing listens on {where}"
-    if isinstance(cause, socket.gaierror):
-        return f"{err.host} cannot be resolved ({cause.strerror})"
-    return f"cannot connect to {where}: {cause.strerror or cause}"
 
 
 def retry_after_seconds(value: str) -> float | None:

@@ -857,8 +857,22 @@ def test_report_takes_a_population_as_the_api_does(tmp_path: Path) -> None:
         assert all(row.get("group") == "Display" for row in rows), (flag, rows)
     done = gateway("report", "-c", str(cfg), *period, "--paths", "--population", "cookieless")
     assert sum(json.loads(row)["conversions"] for row in done.stdout.splitlines()[:11]) == 1
+    # Refused, and told why: its visitors have no touchpoints to credit (the README spoke of
+    # `populations (aggregate)` in the reports; only the dashboard's populations count them).
     done = gateway("report", "-c", str(cfg), "--population", "aggregate")
-    assert done.returncode == 2 and "--population: invalid choice: 'aggregate'" in done.stderr
+    assert (
+        done.returncode == 2
+        and (
+            "--population: the aggregate population (Sec-GPC, DNT) has no touchpoints to credit, only daily"
+            " counts of its landings: the dashboard's populations count them; choose from cookie,"
+            " cookieless, no_consent"
+        )
+        in done.stderr
+    ), done.stderr
+    done = gateway("report", "-c", str(cfg), "--population", "martians")
+    assert done.returncode == 2 and (
+        "--population: expected one of cookie, cookieless, no_consent, got 'martians'" in done.stderr
+    ), done.stderr
 
 
 def test_report_prints_the_fraud_report(tmp_path: Path) -> None:

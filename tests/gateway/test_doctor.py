@@ -23,7 +23,7 @@ from gateway.events import Touchpoint, iso
 from gateway.ids import uuid7
 from storage.migrate import migrations
 from storage.roundlock import lock_path
-from tests.conftest import ENV, make_settings
+from tests.conftest import ENV, BatchApi, make_settings, sink_toml
 from tests.gateway.test_upstream import self_signed
 from tests.storage.test_sync_lock import held_by_a_process
 
@@ -830,6 +830,82 @@ async def test_this_nodes_rows_waiting_for_the_sync_are_told_and_a_day_old_backl
             stalled.what
         ), stalled
         assert f"last delivered at {when})" in stalled.what, stalled
+    finally:
+        await local.close()
+
+
+async def test_each_sinks_rows_waiting_and_its_destination_are_told_with_nothing_sent(
+    tmp_path: Path, batch_api: BatchApi, upstream_server: object
+) -> None:
+    """The doctor said nothing of sinks: a destination down for a day, its rows piling up, was
+    only in the log and /metrics. Now per sink its rows waiting (a warning past 10 minutes, as
+    the central sync's) and whether its destination takes a connection, sending it nothing."""
+    from gateway.doctor_sinks import check_sinks
+    from gateway.keys import Keys
+    from gateway.metrics import Metrics
+    from storage.local import LocalStore
+    from storage.sinks import SinkSet, open_log
+    from tests.storage.stores import landing
+
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    gone = _closed_port()
+    store = tmp_path / "gateway.db"
+    toml = (
+        f'[proxy]\nupstream = "{upstream}"\n[storage]\npath = "{store}"\n'
+        + sink_toml(batch_api, "webhook")
+        + f'[[sinks]]\nname = "gone"\nkind = "segment"\nurl = "http://127.0.0.1:{gone}"\n'
+        'secret = "env:SINK_SECRET"\n'
+        + f'[[sinks]]\nname = "plain"\nkind = "segment"\nurl = "{batch_api.url.replace("http", "https")}"\n'
+        'secret = "env:SINK_SECRET"\n'
+    )
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(cfg.write_text, toml)
+    env = {**ENV, "SINK_SECRET": "k" * 32}
+    settings = await asyncio.to_thread(make_settings, tmp_path, toml, SINK_SECRET="k" * 32)
+    local = LocalStore(store, settings.options.storage, Metrics())
+    await local.open()
+    try:
+        day_ago = datetime.now(UTC) - timedelta(hours=26)
+        await local.write([landing(day_ago + timedelta(minutes=n), f"{n:032x}") for n in range(3)])
+        out_late, out_there, gone_late, gone_away, _, plain = await check_sinks(settings, 2.0)
+        assert out_late.status == "warn" and out_late.what == (
+            "sink out: 3 rows wait to be sent (touchpoints 3); touchpoints rows have waited 26 h"
+            f" (the oldest recorded at {iso(day_ago)}, none ever sent), over 10 min: the sink is"
+            " failing or not running"
+        ), out_late
+        assert "`sink out failed`" in out_late.fix and "sinks[0].url" in out_late.fix, out_late
+        port = batch_api.url.rpartition(":")[2]
+        assert out_there == Check(
+            "ok", f"sink out: its destination 127.0.0.1:{port} takes a connection (nothing sent)"
+        )
+        assert gone_late.status == "warn" and gone_late.what.startswith("sink gone: 3 rows wait"), gone_late
+        assert gone_away == Check(
+            "FAIL",
+            f"sink gone: destination unreachable: connection refused: nothing listens on 127.0.0.1:{gone}",
+            "start the destination or correct sinks[1].url; its rows wait in the store meanwhile",
+        )
+        assert plain == Check(  # a TLS failure is said as one, not as a destination away
+            "FAIL",
+            f"sink plain: its destination 127.0.0.1:{port} does not answer in TLS",
+            "it likely speaks plain HTTP there: write sinks[2].url with http://, or name its TLS port",
+        )
+        assert batch_api.received == 0  # a connection, never a request: no made-up event
+        code, out = await doctor(cfg, env)  # the whole checklist says them
+        assert code == 1 and "[warn] sink out: 3 rows wait to be sent" in out, out
+        assert "[FAIL] sink gone: destination unreachable" in out, out
+
+        keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+        sinks, db = SinkSet(settings, Metrics(), keys), await open_log(settings)
+        try:
+            await sinks.sinks["out"].round(db)
+        finally:
+            await db.close()
+            await sinks.close()
+        assert batch_api.received == 1
+        sent = (await check_sinks(settings, 2.0))[0]
+        assert sent == Check("ok", "sink out: no rows wait to be sent"), sent
     finally:
         await local.close()
 

@@ -247,6 +247,84 @@ def test_mirror_path_problems_name_the_key(
     assert problem in capsys.readouterr().err
 
 
+def test_a_mirror_on_the_nodes_store_is_said_with_the_configs_other_problems(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """`gateway check` said a mirror on the node's own store (and a folder for the store, a
+    GeoIP file that is not one) only once every other problem (a bad sink name) was fixed: one
+    problem a run. Now every one in the same run; a key already wrong is not looked at."""
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        '[storage]\npath = "node.db"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\nmirror_path = "node.db"\n'
+        '[geo]\ncountry_db = "."\n'
+        '[[sinks]]\nname = "bad name!"\nkind = "webhook"\nurl = "http://127.0.0.1:9/x"\n'
+        'secret = "env:SINK_KEY"\n'
+    )
+    for name, value in {**ENV, "GATEWAY_CENTRAL_URL": "postgresql://u@127.0.0.1:9/db"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SINK_KEY", "k" * 32)
+    assert main(["check", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "sinks[0].name: must be 1-64" in err, err
+    assert "central.mirror_path: " in err and "is the node's own store (storage.path)" in err, err
+    assert "geo.country_db: " in err and "is a folder, not a file" in err, err
+    # A [storage] that did not decode holds its defaults: nothing is said of a file it never named.
+    config.write_text(
+        '[storage]\npth = "x"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\nmirror_path = "gateway.db"\n'
+    )
+    assert main(["check", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "storage.pth: unknown key" in err and "mirror_path" not in err, err
+
+
+async def test_a_mirror_role_refused_a_read_is_told_to_be_granted_select_only(
+    tmp_path: Path, central_dsn: str, capsys, monkeypatch
+) -> None:
+    """`gateway mirror --once` under a role that may not read a central table was told the
+    sync's rights (CREATE on the schema; SELECT, INSERT, UPDATE, DELETE), more than a mirror,
+    which only reads, needs. Now SELECT, the GRANT to run, and CREATE only for a migration due;
+    once SELECT is granted, the round goes through: nothing else was missing."""
+    from storage.central import migrate
+
+    owner = await asyncpg.connect(central_dsn)
+    role = f"gw_mirror{uuid7().replace('-', '')[-12:]}"
+    try:
+        await migrate(owner)
+        database = await owner.fetchval("SELECT current_database()")
+        await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await owner.execute(f"GRANT SELECT ON schema_version TO {role}")
+        config = tmp_path / "gw.toml"
+        await asyncio.to_thread(
+            config.write_text,
+            '[storage]\npath = "node.db"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+            'mirror_path = "mirror.db"\n',
+        )
+        for name, value in {
+            **ENV,
+            "GATEWAY_CENTRAL_URL": central_dsn.replace("://postgres@", f"://{role}@"),
+        }.items():
+            monkeypatch.setenv(name, value)
+        assert await asyncio.to_thread(main, ["mirror", "--once", "-c", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert "permission denied for table" in err, err
+        assert (
+            "the user in central.url (GATEWAY_CENTRAL_URL) lacks a privilege the reporting mirror" in err
+        ), err
+        assert "SELECT on the central tables (GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO <user>)" in err
+        assert "INSERT" not in err and "DELETE" not in err, err
+        await owner.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        assert await asyncio.to_thread(main, ["mirror", "--once", "-c", str(config)]) == 0, (
+            capsys.readouterr()
+        )
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()
+
+
 RULE_CHANGE = '[channels]\nreferrers = { "search.example.net" = "search" }\n'
 """A referrer the default rules leave a Referral, now a search engine: Organic Search."""
 

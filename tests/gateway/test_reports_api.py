@@ -1266,6 +1266,11 @@ async def test_population_filter_and_its_errors(gw: RunningGateway) -> None:
     assert nobody["rows"] == []
     bad = await get(gw, "/api/attribution", 400, population="martians")
     assert bad["error"].startswith("population:")
+    # The dashboard's populations name `aggregate`: a report cannot credit it, and says why.
+    aggregate = await get(gw, "/api/attribution", 400, population="aggregate")
+    assert aggregate["error"].startswith(
+        "population: the aggregate population (Sec-GPC, DNT) has no touchpoints to credit"
+    ), aggregate
 
 
 @pytest.mark.parametrize(
