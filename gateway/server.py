@@ -112,13 +112,15 @@ def upstream_pool(settings: Settings, upstream: str) -> Upstream:
 
 class PrivateAccessLogger(AbstractAccessLogger):
     """One line per request with no client address and no query string (they can identify
-    a person, and logs are data at rest too)."""
+    a person, and logs are data at rest too). The path is the one the visitor sent, still
+    percent-encoded: decoded, a path trick (``/%5Fgw/``) read as the path it imitates, and a
+    ``%0A`` broke the line in two (the parser refuses raw control bytes in a target)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             "%s %s %d %d %.1fms",
             request.method,
-            request.path,
+            request.raw_path.partition("?")[0],
             response.status,
             response.body_length,
             time * 1000,

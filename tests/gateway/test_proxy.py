@@ -2322,6 +2322,28 @@ async def test_access_log_has_no_client_address_or_query(
     assert "127.0.0.1" not in line and "example" not in line
 
 
+async def test_access_log_shows_the_path_as_sent(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line names the path as the visitor spelled it: a decoded one showed ``/%5Fgw/x`` (a
+    path trick answered 404) as ``/_gw/x``, ``/a%2Fb`` as ``/a/b``, and put a ``%0A``'s line
+    break into the log itself, where ``log.format = "text"`` made a second line of it."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)), "[proxy]\naccess_log = true\n")
+    targets = ["/%5Fgw/x", "/a%2Fb?utm_source=x", "/x%0Aforged%20line", "/caf%C3%A9"]
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        for target in targets:
+            async with gw.session.get(URL(gw.url + target, encoded=True)) as resp:
+                await resp.read()
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert [line.split(" ")[1] for line in lines] == [target.partition("?")[0] for target in targets]
+    assert lines[0].startswith("GET /%5Fgw/x 404 ")
+    assert not any("\n" in line for line in lines)
+
+
 async def test_visitor_leaving_mid_download_is_not_an_upstream_error(start_gateway, upstream_server) -> None:
     release = asyncio.Event()
 
