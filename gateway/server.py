@@ -48,7 +48,7 @@ from gateway.notices import Notices
 from gateway.options import parse_listen, unresolvable
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.protocol_errors import Runner, line_limits
-from gateway.proxy import ProxyHost
+from gateway.proxy import ANSWER, ProxyHost
 from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
 from gateway.reportstate import REPORTING_KEY
@@ -117,14 +117,21 @@ class PrivateAccessLogger(AbstractAccessLogger):
     ``%0A`` broke the line in two (the parser refuses raw control bytes in a target)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.line(request, response.status, response.body_length, time)
+
+    def line(self, request: web.BaseRequest, status: int, size: int, time: float) -> None:
         self.logger.info(
             "%s %s %d %d %.1fms",
             request.method,
             request.raw_path.partition("?")[0],
-            response.status,
-            response.body_length,
+            status,
+            size,
             time * 1000,
         )
+
+
+CLIENT_CLOSED = 499
+"""The access log's status for a visitor who left before the answer's head was sent (nginx's)."""
 
 
 def handler_args(settings: Settings) -> dict[str, Any]:
@@ -164,6 +171,8 @@ class HostSlot:
 
     def __init__(self) -> None:
         self.host: ProxyHost | None = None
+        self.access: PrivateAccessLogger | None = None
+        """``proxy.access_log``'s logger, for the lines aiohttp does not write (``_logged``)."""
 
     def serve(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         """The proxy listener's handler, every request's. aiohttp's router is not asked: the
@@ -178,9 +187,30 @@ class HostSlot:
         assert isinstance(request, web.Request)  # the proxy app's request factory makes them
         if request.raw_path == "*" and request.method != hdrs.METH_OPTIONS:
             raise web.HTTPMethodNotAllowed(request.method, [hdrs.METH_OPTIONS])
-        if request.headers.get(hdrs.EXPECT):
-            return self._expecting(host, request)
-        return host.handle(request)
+        expects = request.headers.get(hdrs.EXPECT)
+        handled = self._expecting(host, request) if expects else host.handle(request)
+        if self.access is not None:
+            return self._logged(self.access, request, handled)
+        return handled
+
+    @staticmethod
+    async def _logged(
+        access: PrivateAccessLogger, request: web.Request, handled: Awaitable[web.StreamResponse]
+    ) -> web.StreamResponse:
+        """A visitor who hangs up cancels the handler, and aiohttp writes no access line for a
+        cancelled one: an event stream or a download left midway, a long poll given up, were
+        missing from the log. Their line says what was sent: the status and bytes so far, or
+        499 and 0 when the visitor left before the answer's head."""
+        started = asyncio.get_running_loop().time()
+        try:
+            return await handled
+        except asyncio.CancelledError:
+            answer = request.get(ANSWER)
+            status, sent = CLIENT_CLOSED, 0
+            if answer is not None and answer.prepared:
+                status, sent = answer.status, request.writer.output_size
+            access.line(request, status, sent, asyncio.get_running_loop().time() - started)
+            raise
 
     @staticmethod
     async def _expecting(host: ProxyHost, request: web.Request) -> web.StreamResponse:
@@ -343,6 +373,8 @@ def create_gateway(
         shared_counts,
         notices=notices,
     )
+    if settings.options.proxy.access_log:  # needs a restart, as aiohttp's logger does
+        gw.slot.access = PrivateAccessLogger(logging.getLogger(ACCESS_LOGGER), "")
     attach_log_readers(gw, sinks)
     gw.attach("erasures", lambda: _follow_erasures(gw))
 

@@ -2344,6 +2344,47 @@ async def test_access_log_shows_the_path_as_sent(
     assert not any("\n" in line for line in lines)
 
 
+async def test_access_log_has_a_line_for_a_visitor_who_left(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A visitor who hangs up cancels the handler, and aiohttp logs no line for it: an event
+    stream or a download left midway, a long poll given up, were missing from the log. Now a
+    line with what was sent (the status and the bytes so far), or nginx's 499 when the visitor
+    left before the site answered."""
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        if request.path == "/poll":
+            await asyncio.sleep(30)  # the site has nothing to say yet
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: 1\n\n")
+        await asyncio.sleep(30)
+        return resp
+
+    gw = await start_gateway(await upstream_server(app_of(page)), "[proxy]\naccess_log = true\n")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        for target in ("/events?utm_source=x", "/poll"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            if target == "/poll":
+                await asyncio.sleep(0.3)
+            else:
+                async with asyncio.timeout(5):
+                    await reader.readuntil(b"data: 1\n\n")
+            writer.transport.abort()
+            async with asyncio.timeout(5):
+                while len(lines()) < (1 if target != "/poll" else 2):
+                    await asyncio.sleep(0.02)
+    events, poll = lines()
+    method, path, status, size, _ = events.split(" ")
+    assert (method, path, status) == ("GET", "/events", "200") and int(size) > len("data: 1\n\n")
+    assert poll.startswith("GET /poll 499 0 ")
+
+
 async def test_visitor_leaving_mid_download_is_not_an_upstream_error(start_gateway, upstream_server) -> None:
     release = asyncio.Event()
 
