@@ -41,6 +41,7 @@ from gateway.forwarding import (
     client_ip,
     connection_tokens,
     is_trusted,
+    public_origin,
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
@@ -369,7 +370,7 @@ class ProxyHost:
         self.upstream = URL(upstream)
         self.upstream_origin = str(self.upstream.origin())
         self.upstream_host = self.upstream.raw_authority
-        self.public_origin = opts.proxy.public_origin.rstrip("/")
+        self.public_origin = public_origin(opts.proxy.public_origin)
         self._public_scheme = self.public_origin.partition(":")[0]
         """``proxy.public_origin``'s scheme, every request's when set (empty: none set)."""
         self.preserve_host = opts.proxy.preserve_host

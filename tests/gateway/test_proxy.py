@@ -668,12 +668,16 @@ async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
     assert (ex.request.scheme, ex.request.host) == ("http", "shop.test:8443")
 
 
-async def test_public_origin_scheme_is_told_to_the_site(start_gateway, upstream_server) -> None:
+@pytest.mark.parametrize("origin", ["https://www.shop.test", "HTTPS://WWW.Shop.Test"])
+async def test_public_origin_scheme_is_told_to_the_site(start_gateway, upstream_server, origin: str) -> None:
     """Behind a TLS terminator not listed as trusted, with ``proxy.public_origin`` https: the
     gateway takes every request as https (the cookies' Secure flag), and the site is told the
     same, not the hop's http (until 2026-12-05: a site sending http to https could answer every
-    page with a redirect to itself). The visitor's own claim is still not believed."""
-    toml = '[proxy]\npublic_origin = "https://www.shop.test"\n'
+    page with a redirect to itself). The visitor's own claim is still not believed. A scheme
+    written in capitals is the same scheme (RFC 3986 §3.1): it was taken as written, so the
+    cookies lost their Secure flag and Django, Rails and Rack, which compare the header with
+    ``https``, were told ``HTTPS``, not https."""
+    toml = f'[proxy]\npublic_origin = "{origin}"\n'
     headers, probe, _ = await forwarded_headers(start_gateway, upstream_server, toml, SPOOFED)
     assert headers.getall("X-Forwarded-Proto") == ["https"]
     assert headers.getall("X-Forwarded-For") == ["127.0.0.1"]
