@@ -65,9 +65,6 @@ from storage.local import CommitTimeout, LocalStore
 
 log = logging.getLogger("gateway.proxy")
 
-ANSWER = web.RequestKey("gateway.answer", web.StreamResponse)
-"""The answer ``_forward`` is sending, for the access log's line when the visitor leaves midway."""
-
 # Request headers that must not be forwarded as received: we answered Expect ourselves.
 # Host is not among them: it is always sent, in the visitor's place (``_upstream_headers``).
 _DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect"}
@@ -623,7 +620,7 @@ class ProxyHost:
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
             resp = pages.TransparentResponse(status=upstream.status, reason=upstream.reason)
-            request[ANSWER] = resp
+            request[pages.ANSWER] = resp
             complete = upstream.content.is_eof() and not upstream.cut_short()
             if complete:
                 # The whole body is already here: headers, body and end go out in one write

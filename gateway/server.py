@@ -33,6 +33,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
+from gateway import pages
 from gateway.admin import LIVE_KEY, create_admin_app
 from gateway.childsignals import RELOAD_ORDER, RELOAD_SIGNALS, heard
 from gateway.config import Settings
@@ -48,7 +49,7 @@ from gateway.notices import Notices
 from gateway.options import parse_listen, unresolvable
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.protocol_errors import Runner, line_limits
-from gateway.proxy import ANSWER, ProxyHost
+from gateway.proxy import ProxyHost
 from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
 from gateway.reportstate import REPORTING_KEY
@@ -205,7 +206,7 @@ class HostSlot:
         try:
             return await handled
         except asyncio.CancelledError:
-            answer = request.get(ANSWER)
+            answer = request.get(pages.ANSWER)
             status, sent = CLIENT_CLOSED, 0
             if answer is not None and answer.prepared:
                 status, sent = answer.status, request.writer.output_size

@@ -2357,6 +2357,12 @@ async def test_access_log_has_a_line_for_a_visitor_who_left(
     left before the site answered."""
 
     async def page(request: web.Request) -> web.StreamResponse:
+        if request.path == "/ws":
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for _ in ws:
+                pass
+            return ws
         if request.path == "/poll":
             await asyncio.sleep(30)  # the site has nothing to say yet
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -2371,22 +2377,32 @@ async def test_access_log_has_a_line_for_a_visitor_who_left(
         return [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
 
     with caplog.at_level(logging.INFO, logger="gateway.access"):
-        for target in ("/events?utm_source=x", "/poll"):
+        upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        upgrade += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        for count, (target, extra, seen) in enumerate(
+            (
+                ("/events?utm_source=x", "", b"data: 1\n\n"),
+                ("/poll", "", None),
+                ("/ws", upgrade, b"\r\n\r\n"),
+            ),
+            1,
+        ):
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
-            writer.write(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-            if target == "/poll":
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode())
+            if seen is None:
                 await asyncio.sleep(0.3)
             else:
                 async with asyncio.timeout(5):
-                    await reader.readuntil(b"data: 1\n\n")
+                    await reader.readuntil(seen)
             writer.transport.abort()
             async with asyncio.timeout(5):
-                while len(lines()) < (1 if target != "/poll" else 2):
+                while len(lines()) < count:
                     await asyncio.sleep(0.02)
-    events, poll = lines()
+    events, poll, ws = lines()
     method, path, status, size, _ = events.split(" ")
     assert (method, path, status) == ("GET", "/events", "200") and int(size) > len("data: 1\n\n")
     assert poll.startswith("GET /poll 499 0 ")
+    assert ws.startswith("GET /ws 101 ")
 
 
 async def test_visitor_leaving_mid_download_is_not_an_upstream_error(start_gateway, upstream_server) -> None:
