@@ -63,6 +63,7 @@ from gateway.forwarding import (
     client_ip,
     is_trusted,
     origin_key,
+    public_origin,
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
@@ -412,7 +413,7 @@ class GatewayAddon:
         self.settings = settings
         self.pipeline = pipeline
         self.reserved = settings.options.proxy.reserved_prefix
-        self.public_origin = settings.options.proxy.public_origin.rstrip("/")
+        self.public_origin = public_origin(settings.options.proxy.public_origin)
         self.public_scheme, _, self.public_host = self.public_origin.partition("://")
         self.wait_commit = settings.options.storage.durability == "commit"
 

@@ -149,6 +149,15 @@ def origin_key(scheme: str, authority: str) -> tuple[str, str, int] | None:
     return scheme, host.lower(), number
 
 
+def public_origin(configured: str) -> str:
+    """``proxy.public_origin`` as the hosts use it: no trailing ``/``, the scheme in lower case
+    (RFC 3986 §3.1: ``HTTPS`` is ``https``). Taken as written, ``HTTPS://…`` lost the cookies'
+    Secure flag and told the site ``X-Forwarded-Proto: HTTPS``, which Django, Rails and Rack,
+    comparing it with ``https``, take for plain http."""
+    scheme, sep, rest = configured.rstrip("/").partition("://")
+    return scheme.lower() + sep + rest
+
+
 def rewrite_location(location: str, upstream_origin: str, public_origin: str) -> str:
     """Point an absolute Location at the upstream's own origin back at the public origin.
 

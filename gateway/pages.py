@@ -20,6 +20,10 @@ import msgspec
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11, StreamWriter
 
+ANSWER = web.RequestKey("gateway.answer", web.StreamResponse)
+"""The answer a proxy handler is sending (forwarded, or a WebSocket's), for the access log's
+line when the visitor leaves midway (``server.HostSlot``)."""
+
 
 class AsSentHeaders(web.StreamResponse):
     """A response whose status line and headers may hold what a site's answer carried that

@@ -41,6 +41,7 @@ from gateway.forwarding import (
     client_ip,
     connection_tokens,
     is_trusted,
+    public_origin,
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
@@ -366,7 +367,7 @@ class ProxyHost:
         self.upstream = URL(upstream)
         self.upstream_origin = str(self.upstream.origin())
         self.upstream_host = self.upstream.raw_authority
-        self.public_origin = opts.proxy.public_origin.rstrip("/")
+        self.public_origin = public_origin(opts.proxy.public_origin)
         self._public_scheme = self.public_origin.partition(":")[0]
         """``proxy.public_origin``'s scheme, every request's when set (empty: none set)."""
         self.preserve_host = opts.proxy.preserve_host
@@ -619,6 +620,7 @@ class ProxyHost:
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
             resp = pages.TransparentResponse(status=upstream.status, reason=upstream.reason)
+            request[pages.ANSWER] = resp
             complete = upstream.content.is_eof() and not upstream.cut_short()
             if complete:
                 # The whole body is already here: headers, body and end go out in one write

@@ -33,6 +33,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
+from gateway import pages
 from gateway.admin import LIVE_KEY, create_admin_app
 from gateway.childsignals import RELOAD_ORDER, RELOAD_SIGNALS, heard
 from gateway.config import Settings
@@ -113,17 +114,26 @@ def upstream_pool(settings: Settings, upstream: str) -> Upstream:
 
 class PrivateAccessLogger(AbstractAccessLogger):
     """One line per request with no client address and no query string (they can identify
-    a person, and logs are data at rest too)."""
+    a person, and logs are data at rest too). The path is the one the visitor sent, still
+    percent-encoded: decoded, a path trick (``/%5Fgw/``) read as the path it imitates, and a
+    ``%0A`` broke the line in two (the parser refuses raw control bytes in a target)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.line(request, response.status, response.body_length, time)
+
+    def line(self, request: web.BaseRequest, status: int, size: int, time: float) -> None:
         self.logger.info(
             "%s %s %d %d %.1fms",
             request.method,
-            request.path,
-            response.status,
-            response.body_length,
+            request.raw_path.partition("?")[0],
+            status,
+            size,
             time * 1000,
         )
+
+
+CLIENT_CLOSED = 499
+"""The access log's status for a visitor who left before the answer's head was sent (nginx's)."""
 
 
 def handler_args(settings: Settings) -> dict[str, Any]:
@@ -163,6 +173,8 @@ class HostSlot:
 
     def __init__(self) -> None:
         self.host: ProxyHost | None = None
+        self.access: PrivateAccessLogger | None = None
+        """``proxy.access_log``'s logger, for the lines aiohttp does not write (``_logged``)."""
 
     def serve(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         """The proxy listener's handler, every request's. aiohttp's router is not asked: the
@@ -177,9 +189,30 @@ class HostSlot:
         assert isinstance(request, web.Request)  # the proxy app's request factory makes them
         if request.raw_path == "*" and request.method != hdrs.METH_OPTIONS:
             raise web.HTTPMethodNotAllowed(request.method, [hdrs.METH_OPTIONS])
-        if request.headers.get(hdrs.EXPECT):
-            return self._expecting(host, request)
-        return host.handle(request)
+        expects = request.headers.get(hdrs.EXPECT)
+        handled = self._expecting(host, request) if expects else host.handle(request)
+        if self.access is not None:
+            return self._logged(self.access, request, handled)
+        return handled
+
+    @staticmethod
+    async def _logged(
+        access: PrivateAccessLogger, request: web.Request, handled: Awaitable[web.StreamResponse]
+    ) -> web.StreamResponse:
+        """A visitor who hangs up cancels the handler, and aiohttp writes no access line for a
+        cancelled one: an event stream or a download left midway, a long poll given up, were
+        missing from the log. Their line says what was sent: the status and bytes so far, or
+        499 and 0 when the visitor left before the answer's head."""
+        started = asyncio.get_running_loop().time()
+        try:
+            return await handled
+        except asyncio.CancelledError:
+            answer = request.get(pages.ANSWER)
+            status, sent = CLIENT_CLOSED, 0
+            if answer is not None and answer.prepared:
+                status, sent = answer.status, request.writer.output_size
+            access.line(request, status, sent, asyncio.get_running_loop().time() - started)
+            raise
 
     @staticmethod
     async def _expecting(host: ProxyHost, request: web.Request) -> web.StreamResponse:
@@ -347,6 +380,8 @@ def create_gateway(
         shared_counts,
         notices=notices,
     )
+    if settings.options.proxy.access_log:  # needs a restart, as aiohttp's logger does
+        gw.slot.access = PrivateAccessLogger(logging.getLogger(ACCESS_LOGGER), "")
     attach_log_readers(gw, sinks)
     gw.attach("erasures", lambda: _follow_erasures(gw))
 

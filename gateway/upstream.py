@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
@@ -76,6 +77,27 @@ def _final_with_body(data: bytes) -> bool:
     )
 
 
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*([0-9]+)[ \t]*\r?\n", re.IGNORECASE)
+_TRANSFER_ENCODING = re.compile(rb"\ntransfer-encoding[ \t]*:", re.IGNORECASE)
+
+
+def _head_length(data: bytes, end: int) -> int | None:
+    """The ``Content-Length`` of the head ``data[:end]`` (None: none, or chunks). Only a length
+    the parser will take matters: one it refuses (twice, beside chunks) fails the answer anyway."""
+    if _TRANSFER_ENCODING.search(data, 0, end) is not None:
+        return None
+    match = _CONTENT_LENGTH.search(data, 0, end)
+    return int(match.group(1)) if match is not None else None
+
+
+def _length(headers: CIMultiDictProxy[str]) -> int | None:
+    """A parsed head's ``Content-Length`` (None: none, or chunks)."""
+    value = headers.get("Content-Length")
+    if value is None or "Transfer-Encoding" in headers or not value.isdigit():
+        return None
+    return int(value)
+
+
 def _announces_body(headers: CIMultiDictProxy[str]) -> bool:
     """Whether a head announces a body: chunks, or a length above 0."""
     return "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip("0") != ""
@@ -99,6 +121,11 @@ class Connection(ResponseHandler):
     read, the rest of a bodiless answer is dropped and the connection, out of step, is not
     used again.
 
+    An answer with more bytes than its ``Content-Length`` (a length counted by hand, a newline a
+    template added after it) failed alike: the parser took the rest for the next answer. Its
+    body is cut at its length, as browsers, curl and nginx cut it; the rest is dropped and the
+    connection not used again (``_body_received``).
+
     Such a body may also come late, after the connection went back to the pool and the next
     request went out on it, where the parser read it as that request's answer and failed. The
     bytes that arrive while the connection is idle close it (``STRAY``); for the rest,
@@ -113,6 +140,8 @@ class Connection(ResponseHandler):
     """Set to START for each request (``Upstream._exchange``)."""
     _carry = b""
     """The last bytes fed while looking for a head's end, which may be split across reads."""
+    _left: int | None = None
+    """Body bytes the final answer's ``Content-Length`` still has to come (None: no length)."""
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
@@ -146,17 +175,24 @@ class Connection(ResponseHandler):
                     self.suspect = _announces_body(data[0].headers)
                 else:
                     self.answer = BODY
+                    self._left = _length(data[0].headers)
         ResponseHandler.feed_data(self, data, size)
 
     def data_received(self, data: bytes) -> None:
         answer = self.answer
         if answer == BODY:
-            ResponseHandler.data_received(self, data)
+            self._body_received(data)
         elif answer == STRAY:
             self._should_close = True  # a body the answer should not have had: dropped
-        elif answer == START and not self._skip_payload and _final_with_body(data):
+        elif (
+            answer == START
+            and not self._skip_payload
+            and _final_with_body(data)
+            and (end := _head_end(data, 0)) > 0
+        ):
             self.answer = BODY
-            ResponseHandler.data_received(self, data)
+            self._left = _head_length(data, end)
+            self._body_received(data, end)
         else:
             if answer == START:
                 self.answer, self._carry = HEAD, b""
@@ -177,9 +213,28 @@ class Connection(ResponseHandler):
         if fed < len(data):
             if self.answer == STRAY:
                 self._should_close = True
+            elif self.answer == BODY:
+                self._body_received(data[fed:])
             else:
                 ResponseHandler.data_received(self, data[fed:])
         self._carry = seen[max(start, len(seen) - 2) :]
+
+    def _body_received(self, data: bytes, head: int = 0) -> None:
+        """Feed the final answer's bytes (``head`` of them its head), cut at its length: what
+        comes past it answers nothing, and is dropped with the connection."""
+        left = self._left
+        if left is not None:
+            if len(data) - head > left:
+                data = data[: head + left]
+                self._left = 0
+                self.answer = STRAY
+                self._should_close = True
+                if not data:
+                    return
+            else:
+                self._left = left - (len(data) - head)
+        # No byte (aiohttp's parser resuming after a pause) is fed too: it is how it resumes.
+        ResponseHandler.data_received(self, data)
 
 
 class UpstreamConnectError(OSError):

@@ -166,6 +166,7 @@ async def _pass_on(
         resp.headers.add(name, public_location(value) if name.lower() == "location" else value)
     resp.as_sent = pages.needs_as_sent(answer.reason, resp.headers.items())
     proto = answer.connection.protocol if answer.connection is not None else None
+    request[pages.ANSWER] = resp
     try:
         await resp.prepare(request)
         async for chunk in answer.content.iter_any():
@@ -402,6 +403,7 @@ async def proxy_websocket(
     client.order = tuple(name.decode("latin-1").lower() for name, _ in upstream._response.raw_headers)
     client.as_sent = pages.needs_as_sent(None, site)
     reasons: Reasons = {}
+    request[pages.ANSWER] = client
     try:
         await client.prepare(request)
         if await _relay_both(client, upstream, reasons, going_away):

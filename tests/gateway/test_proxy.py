@@ -668,12 +668,16 @@ async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
     assert (ex.request.scheme, ex.request.host) == ("http", "shop.test:8443")
 
 
-async def test_public_origin_scheme_is_told_to_the_site(start_gateway, upstream_server) -> None:
+@pytest.mark.parametrize("origin", ["https://www.shop.test", "HTTPS://WWW.Shop.Test"])
+async def test_public_origin_scheme_is_told_to_the_site(start_gateway, upstream_server, origin: str) -> None:
     """Behind a TLS terminator not listed as trusted, with ``proxy.public_origin`` https: the
     gateway takes every request as https (the cookies' Secure flag), and the site is told the
     same, not the hop's http (until 2026-12-05: a site sending http to https could answer every
-    page with a redirect to itself). The visitor's own claim is still not believed."""
-    toml = '[proxy]\npublic_origin = "https://www.shop.test"\n'
+    page with a redirect to itself). The visitor's own claim is still not believed. A scheme
+    written in capitals is the same scheme (RFC 3986 §3.1): it was taken as written, so the
+    cookies lost their Secure flag and Django, Rails and Rack, which compare the header with
+    ``https``, were told ``HTTPS``, not https."""
+    toml = f'[proxy]\npublic_origin = "{origin}"\n'
     headers, probe, _ = await forwarded_headers(start_gateway, upstream_server, toml, SPOOFED)
     assert headers.getall("X-Forwarded-Proto") == ["https"]
     assert headers.getall("X-Forwarded-For") == ["127.0.0.1"]
@@ -2320,6 +2324,85 @@ async def test_access_log_has_no_client_address_or_query(
     [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
     assert line.startswith("GET /page 200 ")
     assert "127.0.0.1" not in line and "example" not in line
+
+
+async def test_access_log_shows_the_path_as_sent(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line names the path as the visitor spelled it: a decoded one showed ``/%5Fgw/x`` (a
+    path trick answered 404) as ``/_gw/x``, ``/a%2Fb`` as ``/a/b``, and put a ``%0A``'s line
+    break into the log itself, where ``log.format = "text"`` made a second line of it."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)), "[proxy]\naccess_log = true\n")
+    targets = ["/%5Fgw/x", "/a%2Fb?utm_source=x", "/x%0Aforged%20line", "/caf%C3%A9"]
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        for target in targets:
+            async with gw.session.get(URL(gw.url + target, encoded=True)) as resp:
+                await resp.read()
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert [line.split(" ")[1] for line in lines] == [target.partition("?")[0] for target in targets]
+    assert lines[0].startswith("GET /%5Fgw/x 404 ")
+    assert not any("\n" in line for line in lines)
+
+
+async def test_access_log_has_a_line_for_a_visitor_who_left(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A visitor who hangs up cancels the handler, and aiohttp logs no line for it: an event
+    stream or a download left midway, a long poll given up, were missing from the log. Now a
+    line with what was sent (the status and the bytes so far), or nginx's 499 when the visitor
+    left before the site answered."""
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        if request.path == "/ws":
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for _ in ws:
+                pass
+            return ws
+        if request.path == "/poll":
+            await asyncio.sleep(30)  # the site has nothing to say yet
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: 1\n\n")
+        await asyncio.sleep(30)
+        return resp
+
+    gw = await start_gateway(await upstream_server(app_of(page)), "[proxy]\naccess_log = true\n")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        upgrade += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        for count, (target, extra, seen) in enumerate(
+            (
+                ("/events?utm_source=x", "", b"data: 1\n\n"),
+                ("/poll", "", None),
+                ("/ws", upgrade, b"\r\n\r\n"),
+            ),
+            1,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode())
+            if seen is None:
+                await asyncio.sleep(0.3)
+            else:
+                async with asyncio.timeout(5):
+                    await reader.readuntil(seen)
+            writer.transport.abort()
+            async with asyncio.timeout(5):
+                while len(lines()) < count:
+                    await asyncio.sleep(0.02)
+    events, poll, ws = lines()
+    method, path, status, size, _ = events.split(" ")
+    assert (method, path, status) == ("GET", "/events", "200") and int(size) > len("data: 1\n\n")
+    assert poll.startswith("GET /poll 499 0 ")
+    assert ws.startswith("GET /ws 101 ")
 
 
 async def test_visitor_leaving_mid_download_is_not_an_upstream_error(start_gateway, upstream_server) -> None:

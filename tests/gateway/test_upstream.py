@@ -246,6 +246,54 @@ async def test_bodiless_answer_with_a_body_gives_its_head_and_drops_the_connecti
     assert connections == [0, 1]
 
 
+LONG_ANSWER = b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "v"\r\n\r\nhello\n<!-- more -->\n'
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [(), (len(LONG_ANSWER) - 10,), (54,), (30,), (10, 52)],
+    ids=["one-read", "more-in-the-last-read", "more-in-a-read-of-its-own", "head-cut", "cut-thrice"],
+)
+async def test_an_answer_longer_than_its_content_length_gives_its_length_and_drops_the_connection(
+    raw_upstream, cuts: tuple[int, ...]
+) -> None:
+    """Straight on the pool: a site that sends more bytes than its ``Content-Length`` (a length
+    counted by hand, a trailing newline a template added) had the parser take the rest for the
+    next answer and fail, losing the answer it had just read: a 502, where a browser, curl or
+    nginx shows the page (cut to its length). The answer is its length; the rest is dropped and
+    the connection, out of step, is not used again."""
+    connections: list[int] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if b"/page" not in line:
+                writer.write(OK)
+                await writer.drain()
+                continue
+            for start, end in zip((0, *cuts), (*cuts, len(LONG_ANSWER)), strict=True):
+                writer.write(LONG_ANSWER[start:end])
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each piece its own read
+
+    pool = Upstream(
+        await raw_upstream(origin), limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190
+    )
+    try:
+        resp = await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+        assert (resp.status, resp.headers["ETag"], await resp.content.read()) == (200, '"v"', b"hello")
+        await asyncio.sleep(0.1)  # the rest of the pieces arrive
+        resp.release()
+        resp = await pool.request("GET", "/next", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"ok")
+        resp.release()
+    finally:
+        await pool.close()
+    assert connections == [0, 1]
+
+
 async def _upload() -> AsyncIterator[bytes]:
     yield b"a=1"
 
