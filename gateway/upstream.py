@@ -59,11 +59,13 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 def _head_end(buf: bytes, start: int) -> int:
     """The index just past the empty line that ends a message head in ``buf`` (searched from
     ``start``), or -1. The parser takes a bare LF for a line's end too."""
-    lf = buf.find(b"\n\n", start)
+    # CRLF first, the common line end, and the bare-LF search only up to it: searched the other
+    # way round, each answer's first read was scanned whole for a "\n\n" (2 µs for a 2 KB one).
     crlf = buf.find(b"\n\r\n", start)
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf + 3
-    return lf + 2 if lf >= 0 else -1
+    lf = buf.find(b"\n\n", start, crlf + 1 if crlf >= 0 else len(buf))
+    if lf >= 0:
+        return lf + 2
+    return crlf + 3 if crlf >= 0 else -1
 
 
 def _final_with_body(data: bytes) -> bool:
