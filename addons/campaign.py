@@ -282,8 +282,11 @@ class Campaign:
             host = (target.hostname or "").rstrip(".")
         except ValueError:
             return
-        if target.netloc and host not in (site, self.upstream_host):
-            return  # to another site: what follows is not this site's page load
+        if target.netloc and host not in (site, self.upstream_host) and not self.channels.is_own(host, site):
+            # To another site: what follows is not this site's page load. Another host of this
+            # site (apex -> www) is: its follow-up, the cookie reaching it (identity.domain), was
+            # a referral that took the last touch from the ad click the apex recorded.
+            return
         page = referral_values(referrer_host, target.path or "/", target.query)
         now = req.ts.timestamp()
         self.redirected.remember(ex.visitor.key, page, now)

@@ -673,6 +673,40 @@ def test_the_follow_up_to_the_sites_own_redirect_is_the_same_arrival(
     assert len(ex.events) == recorded
 
 
+@pytest.mark.parametrize(
+    ("location", "follow_host", "recorded"),
+    [
+        ("https://www.shop.example/shoes", "www.shop.example", 0),  # apex -> www
+        ("https://shop.example/shoes", "shop.example", 0),  # and back
+        ("https://other.example/shoes", "other.example", 1),  # another site
+    ],
+)
+def test_the_follow_up_to_a_redirect_to_another_host_of_the_site_is_the_same_arrival(
+    location: str, follow_host: str, recorded: int
+) -> None:
+    """``shop.example/shoes?gclid=…`` answered ``301 https://www.shop.example/shoes``: the browser
+    follows it with Google's Referer, and with ``identity.domain`` covering both hosts the cookie
+    too. That page load was an Organic Search touchpoint after every such ad click, taking the
+    last touch, though the two hosts are one site (Channels: no self-referral between them)."""
+    host = "www.shop.example" if follow_host == "shop.example" else "shop.example"
+    ctx = context('[identity]\ndomain = "shop.example"\n')
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    landing = exchange("/shoes?gclid=G1", headers=GOOGLE, host=host)
+    identity.request(landing)
+    campaign.request(landing)
+    landing.response = ResponseView(301, CIMultiDict({"Location": location}))
+    identity.response(landing)
+    campaign.response(landing)
+    [cookie] = landing.set_cookies
+    ex = exchange("/shoes", headers=GOOGLE, cookies={cookie.name: cookie.value}, host=follow_host)
+    ex.request.ts = FIXED_TS + timedelta(seconds=0.3)
+    identity.request(ex)
+    campaign.request(ex)
+    assert ex.visitor is not None and ex.visitor.key == landing.visitor.key
+    assert [e.click_id for e in landing.events] == ["G1"]
+    assert [e.channel for e in ex.events] == ["Organic Search"] * recorded
+
+
 def test_a_chain_of_the_sites_redirects_is_one_arrival() -> None:
     """``/shoes`` → ``/shoes/`` → ``/en/shoes/``: each hop comes with the landing's Referer."""
     ctx = context()
