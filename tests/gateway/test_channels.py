@@ -78,6 +78,10 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="acme-ads", medium="video_ads"), "Paid Video"),
         (Signals(source="acme-ads", medium="paid_shopping"), "Paid Shopping"),
         (Signals(source="amazon", medium="cpc"), "Paid Shopping"),
+        # Instagram's product tags add utm_source=IGShopping&utm_medium=Social: GA4's shopping list
+        # names IGShopping, read before the social medium
+        (Signals(source="IGShopping", medium="Social"), "Organic Shopping"),
+        (Signals(source="igshopping", medium="paid"), "Paid Shopping"),
         # a shopping campaign by its name, as GA4 reads it (not "workshop")
         (Signals(source="google", medium="cpc", campaign="Shopping - Brand"), "Paid Shopping"),
         (Signals(click_id_kind="gclid", campaign="eshop_q4"), "Paid Shopping"),
