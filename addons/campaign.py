@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 
 from addons.landings import RecentLandings, landing_values, referral_values
 from gateway.channels import Signals
-from gateway.events import CAMPAIGN_FIELDS, DailyCount, Touchpoint, iso, printable_name
+from gateway.events import CAMPAIGN_FIELDS, MAX_CLICK_ID, DailyCount, Touchpoint, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query
 
@@ -110,6 +110,7 @@ class Campaign:
         self.upstream_host = (host_of(upstream) or "") if upstream else ""
         self.channels = ctx.settings.channels
         self.max_length = opts.max_value_length
+        self.max_click_length = max(opts.max_value_length, MAX_CLICK_ID)
         self.record_referrals = opts.record_referrals
         self.allowed_sources = frozenset(s.casefold() for s in opts.allowed_sources)
         self.prefixes = tuple(p.lower() for p in opts.prefixes)
@@ -161,9 +162,11 @@ class Campaign:
     def is_tracked(self, key: str) -> bool:
         return self.classify(key) is not None
 
-    def _drop(self, ex: Exchange, key: str, reason: str) -> None:
+    def _drop(self, ex: Exchange, key: str, reason: str, why: str = "") -> None:
+        """Count a dropped value under ``reason``; ``why`` (default: the reason) is what an
+        import's summary says of it (``gateway.backfill.refused_reason``)."""
         self.metrics.params_dropped.labels(reason).inc()
-        ex.refused.append((key, reason))
+        ex.refused.append((key, why or reason))
 
     def request(self, ex: Exchange) -> None:
         req = ex.request
@@ -186,8 +189,8 @@ class Campaign:
             stripped = True
             slot = param.slot
             value = raw_value.strip()
-            if len(value) > max_length:
-                self._drop(ex, key, "too_long")
+            if len(value) > max_length and (slot != "click" or len(value) > self.max_click_length):
+                self._drop(ex, key, "too_long", "click_too_long" if slot == "click" else "")
                 continue
             # A click ID is a token: no space, nor the joiners a name may be written with. Once
             # ``isprintable`` holds, the only space left is U+0020 (it refuses every other

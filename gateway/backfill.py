@@ -27,7 +27,7 @@ from addons.campaign import Campaign, hostname
 from addons.identity import opts_out, verify_cookie
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
-from gateway.events import Binding, Conversion, DailyCount, Event, Touchpoint
+from gateway.events import MAX_CLICK_ID, Binding, Conversion, DailyCount, Event, Touchpoint
 from gateway.forwarding import client_ip, is_trusted
 from gateway.history import UNENDED, Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
@@ -363,6 +363,9 @@ REFUSED = "tracking value refused, no touchpoint: "
 as live (``gateway_params_dropped_total``); the key and the rule follow."""
 _REFUSED_WHY = {
     "too_long": "longer than campaign.max_value_length",
+    "click_too_long": (
+        f"longer than a click ID's {MAX_CLICK_ID:,} characters (or campaign.max_value_length when larger)"
+    ),
     "unprintable": "not printable (a control character, a space in a click ID, bytes not UTF-8)",
     "source_not_allowed": "not in campaign.allowed_sources",
 }

@@ -108,6 +108,7 @@ def test_a_repeated_parameter_the_first_valid_value_wins_everywhere(query: str, 
         ("utm_campaign=a%E2%80%8Bb", "unprintable"),  # ZERO WIDTH SPACE: not a joiner
         ("utm_campaign=a%E2%80%AEb", "unprintable"),  # RIGHT-TO-LEFT OVERRIDE
         ("gclid=a%E2%80%8Db", "unprintable"),  # a click ID is no name
+        ("gclid=" + "g" * 1001, "too_long"),  # a click ID's own bound
     ],
 )
 def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: str) -> None:
@@ -115,6 +116,25 @@ def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: s
     assert ex.events == []
     assert ex.upstream_query == "keep=1"
     assert metric(ctx, "gateway_params_dropped_total", {"reason": reason}) == 1
+
+
+@pytest.mark.parametrize("kind", ["ttclid", "fbclid", "gclid"])
+def test_a_click_id_longer_than_max_value_length_is_kept(kind: str) -> None:
+    """TikTok's ttclid and Meta's fbclid (with its ``_aem_`` part) pass 200 characters, the
+    default ``campaign.max_value_length``: such an ad click was dropped as too long, and a landing
+    tagged with nothing else (TikTok's in-app browser sends no Referer) recorded no touchpoint at
+    all. A click ID is an ad platform's token: it has a bound of its own, 1000 characters."""
+    click_id = "E.C.P." + "x" * 254
+    ex, ctx = run(f"/p?{kind}={click_id}&keep=1", "[campaign]\nmax_value_length = 100\n")
+    [tp] = ex.events
+    assert (tp.click_id_kind, tp.click_id) == (kind, click_id)
+    assert ex.upstream_query == "keep=1"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "too_long"}) == 0
+    # max_value_length still bounds the other values, and a larger one bounds click IDs too
+    ex, _ = run("/p?utm_source=" + "s" * 101, "[campaign]\nmax_value_length = 100\n")
+    assert ex.events == []
+    ex, _ = run(f"/p?{kind}=" + "c" * 1500, "[campaign]\nmax_value_length = 2000\n")
+    assert [tp.click_id_kind for tp in ex.events] == [kind]
 
 
 @pytest.mark.parametrize(
