@@ -93,7 +93,7 @@ _INFLUENCER = frozenset({"influencer", "influencers", "creator", "creators"})
 _REFERRAL = frozenset({"referral", "app", "link"})
 _WEBMAIL = frozenset({"mail", "webmail", "email"})
 """First labels of a webmail host, under a site's domain (not ``mail.ru``, a site itself)."""
-_GOOGLE_ADS = frozenset({"gclid", "gbraid", "wbraid"})
+_SEARCH_ADS = frozenset({"gclid", "gbraid", "wbraid", "msclkid", "yclid"})
 _ADS_ONLY_SOCIAL_CLICKS = frozenset({"ttclid", "li_fat_id", "sccid", "epik", "rdt_cid", "qclid"})
 """Social click IDs only ads carry (TikTok, LinkedIn, Snapchat, Pinterest, Reddit, Quora);
 fbclid and twclid also decorate organic shares."""
@@ -374,14 +374,14 @@ class Channels:
         return UNASSIGNED if tagged else DIRECT
 
     def _by_click(self, kind: str, source: str, medium: str, source_class: str | None) -> str | None:
-        if kind in _GOOGLE_ADS:
+        if kind in _SEARCH_ADS:
+            # Google's, Microsoft's (its Audience Network) and Yandex's display and video ads
+            # carry the click ID too: the medium says which.
             if medium in _DISPLAY:
                 return DISPLAY
             return PAID_VIDEO if "video" in medium or source_class == "video" else PAID_SEARCH
         if kind == "dclid":  # Display & Video 360 / Campaign Manager clicks
             return DISPLAY
-        if kind in ("msclkid", "yclid"):
-            return PAID_SEARCH
         if kind in _SOCIAL_CLICKS:
             if _PAID.match(medium) or medium in _PAID_SOCIAL or medium in _DISPLAY:
                 return PAID_SOCIAL

@@ -37,6 +37,13 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(click_id_kind="gclid", source="youtube", medium="cpv"), "Paid Video"),
         (Signals(click_id_kind="dclid"), "Display"),
         (Signals(click_id_kind="msclkid"), "Paid Search"),
+        # Microsoft's Audience Network and Yandex's ad network: their display and video ads carry
+        # the click ID too, and the medium says so, as for Google's
+        (Signals(click_id_kind="msclkid", source="bing", medium="display"), "Display"),
+        (Signals(click_id_kind="msclkid", source="microsoft", medium="video"), "Paid Video"),
+        (Signals(click_id_kind="yclid", medium="banner"), "Display"),
+        (Signals(click_id_kind="msclkid", source="bing", medium="cpc"), "Paid Search"),
+        (Signals(click_id_kind="msclkid", source="newsletter", medium="email"), "Paid Search"),
         (Signals(click_id_kind="fbclid"), "Organic Social"),
         (Signals(click_id_kind="fbclid", source="facebook", medium="paid_social"), "Paid Social"),
         (Signals(click_id_kind="fbclid", medium="cpc"), "Paid Social"),
