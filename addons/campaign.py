@@ -12,6 +12,7 @@ no touchpoint (it is left on ``Exchange.folded`` for bots' velocity windows).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC
@@ -22,6 +23,19 @@ from gateway.channels import Signals
 from gateway.events import CAMPAIGN_FIELDS, MAX_CLICK_ID, DailyCount, Touchpoint, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query
+
+log = logging.getLogger("gateway.campaign")
+
+DROPPED_WHY = {
+    "too_long": "longer than campaign.max_value_length",
+    "click_too_long": (
+        f"longer than a click ID's {MAX_CLICK_ID:,} characters (or campaign.max_value_length when larger)"
+    ),
+    "unprintable": "not printable (a control character, a space in a click ID, bytes not UTF-8)",
+    "source_not_allowed": "not in campaign.allowed_sources",
+}
+"""The rule a dropped value failed, in words: the debug line says it, and so does an import's
+summary of a line skipped for it (``gateway.backfill.refused_reason``)."""
 
 MAX_RAW_PARAMS = 32
 MAX_PATH = 1024
@@ -44,6 +58,11 @@ class Param:
 
 _EXTRA = Param("extra", 0)
 """Any other key with a tracked prefix (``utm_id``): kept in the raw params only."""
+
+
+def shown_key(key: str) -> str:
+    """A query key as a message may show it: anyone can send one, of any length or bytes."""
+    return key if key.isprintable() and len(key) <= 40 else ascii(key[:40])
 
 
 def hostname(host_header: str) -> str:
@@ -167,6 +186,14 @@ class Campaign:
         import's summary says of it (``gateway.backfill.refused_reason``)."""
         self.metrics.params_dropped.labels(reason).inc()
         ex.refused.append((key, why or reason))
+        if log.isEnabledFor(logging.DEBUG):  # which key, on which page: never the value
+            log.debug(
+                "tracking value dropped on %s: %s %s (gateway_params_dropped_total{reason=%s})",
+                ex.request.path[:200],
+                shown_key(key),
+                DROPPED_WHY[why or reason],
+                f'"{reason}"',
+            )
 
     def request(self, ex: Exchange) -> None:
         req = ex.request

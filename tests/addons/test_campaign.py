@@ -118,6 +118,24 @@ def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: s
     assert metric(ctx, "gateway_params_dropped_total", {"reason": reason}) == 1
 
 
+def test_a_dropped_value_is_said_at_debug_with_its_key_never_its_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``gateway_params_dropped_total{reason="too_long"}`` going up told the operator nothing
+    of which parameter, on which page: at ``log.level = "debug"`` each drop is a line naming the
+    key, the path and the rule (the value may be anything, and is left out)."""
+    with caplog.at_level("DEBUG", logger="gateway.campaign"):
+        run("/shoes?utm_campaign=" + "secret" * 40 + "&utm_source=a%01b&keep=1")
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.campaign"]
+    assert lines == [
+        "tracking value dropped on /shoes: utm_campaign longer than campaign.max_value_length"
+        ' (gateway_params_dropped_total{reason="too_long"})',
+        "tracking value dropped on /shoes: utm_source not printable (a control character, a space in a"
+        ' click ID, bytes not UTF-8) (gateway_params_dropped_total{reason="unprintable"})',
+    ]
+    assert "secret" not in caplog.text
+
+
 @pytest.mark.parametrize("kind", ["ttclid", "fbclid", "gclid"])
 def test_a_click_id_longer_than_max_value_length_is_kept(kind: str) -> None:
     """TikTok's ttclid and Meta's fbclid (with its ``_aem_`` part) pass 200 characters, the
