@@ -149,6 +149,9 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(referrer_host="outlook.live.com"), "Email"),
         (Signals(referrer_host="l.facebook.com"), "Organic Social"),
         (Signals(referrer_host="t.co"), "Organic Social"),
+        # Messenger's link shim on the web (its Android app, com.facebook.orca, reads as facebook.com)
+        (Signals(referrer_host="l.messenger.com"), "Organic Social"),
+        (Signals(referrer_host="www.messenger.com"), "Organic Social"),
         (Signals(referrer_host="m.youtube.com"), "Organic Video"),
         (Signals(referrer_host="chatgpt.com"), "AI Assistants"),
         (Signals(referrer_host="www.perplexity.ai"), "AI Assistants"),
