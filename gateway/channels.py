@@ -25,7 +25,7 @@ from gateway.forwarding import parse_ip
 if TYPE_CHECKING:
     import tldextract
 
-    from gateway.options import ChannelRule, ChannelsOptions
+    from gateway.options import ChannelRule, ChannelsOptions, Options
 
 AFFILIATES = "Affiliates"
 AI_ASSISTANTS = "AI Assistants"
@@ -191,6 +191,22 @@ def _field(s: Signals, name: str) -> str:
     stored before 2026-12-05 may hold it) is the same host."""
     value = getattr(s, name) or ""
     return value.rstrip(".") if name == "referrer_host" else value
+
+
+def channels_warnings(options: Options) -> list[str]:
+    """What ``[[channels.rules]]`` allows but cannot do, each naming its key: a click ID no landing
+    carries (not in ``campaign.click_ids``: a typo, or a parameter left out) never matches one.
+    Said by ``gateway check``, ``gateway doctor``, ``gateway reclassify`` and at the start, not
+    refused: a signed event's ``click_id_kind`` may be anything, and the rule may be for it."""
+    captured = {name.lower() for name in options.campaign.click_ids}
+    return [
+        f"channels.rules[{i}].click_ids[{j}]: {name!r} is not in campaign.click_ids, so no landing"
+        " carries it (a signed event's click_id_kind may) and the rule never matches one; add it to"
+        " campaign.click_ids, or correct the name"
+        for i, rule in enumerate(options.channels.rules)
+        for j, name in enumerate(rule.click_ids)
+        if name.lower() not in captured
+    ]
 
 
 class _Rule:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import channels as channel_names
-from gateway.channels import CLASSES, Channels, Signals
+from gateway.channels import CLASSES, Channels, Signals, channels_warnings
 from gateway.config import ConfigError, load_settings
 from gateway.options import ChannelsOptions
 from tests.conftest import ENV
@@ -444,3 +444,38 @@ def test_the_dashboards_colour_order_holds_every_built_in_channel_a_model_credit
     } - {channel_names.INTERNAL}
     assert sorted(channel_names.CREDITED) == sorted(names)
     assert len(channel_names.CREDITED) <= 20  # the palette's colours (gateway/static/charts.js)
+
+
+def test_a_rules_click_id_no_landing_carries_is_warned_of() -> None:
+    """``click_ids = ["fbcild"]`` (a typo), or a parameter left out of ``campaign.click_ids``,
+    made a rule that never matches a landing, without a word: ``gateway reclassify --dry-run``
+    then said nothing would change, and the operator was left guessing why. Not an error: a
+    signed event's ``click_id_kind`` may be anything, and such a rule may be for it."""
+    settings = load_settings(
+        None,
+        text=textwrap.dedent(
+            """
+            [campaign]
+            click_ids = ["gclid", "fbclid", "my_clid"]
+            [[channels.rules]]
+            channel = "Meta"
+            click_ids = ["FBCLID", "fbcild"]
+            [[channels.rules]]
+            channel = "Ours"
+            click_ids = ["my_clid"]
+            [[channels.rules]]
+            channel = "TikTok"
+            click_ids = ["ttclid"]
+            """
+        ),
+        environ=ENV,
+    )
+    assert channels_warnings(settings.options) == [
+        "channels.rules[0].click_ids[1]: 'fbcild' is not in campaign.click_ids, so no landing carries"
+        " it (a signed event's click_id_kind may) and the rule never matches one; add it to"
+        " campaign.click_ids, or correct the name",
+        "channels.rules[2].click_ids[0]: 'ttclid' is not in campaign.click_ids, so no landing carries"
+        " it (a signed event's click_id_kind may) and the rule never matches one; add it to"
+        " campaign.click_ids, or correct the name",
+    ]
+    assert channels_warnings(load_settings(None, text="", environ=ENV).options) == []
