@@ -352,7 +352,9 @@ class Bots:
             held = self.creator_touches.take((creator, ip))
             self._rescore(ex, [t for t in held if now - t.at < opts.window_seconds], ["creator_ip_velocity"])
         if touchpoint.click_id is not None and touchpoint.click_id_kind not in SHARED_CLICK_IDS:
-            click = (touchpoint.click_id_kind, touchpoint.click_id)
+            # The process's 64-bit hash, not the ID: a click ID may take 1,000 characters, and the
+            # two tables hold bots.max_tracked keys each.
+            click = hash((touchpoint.click_id_kind, touchpoint.click_id))
             many = self.click_ips.add(click, ip, now) > opts.max_click_id_sources
             if ex.visitor is not None:
                 many |= self.click_visitors.add(click, ex.visitor.id, now) > opts.max_click_id_sources

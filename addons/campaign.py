@@ -12,6 +12,7 @@ no touchpoint (it is left on ``Exchange.folded`` for bots' velocity windows).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC
@@ -19,9 +20,22 @@ from urllib.parse import urljoin, urlsplit
 
 from addons.landings import RecentLandings, landing_values, referral_values
 from gateway.channels import Signals
-from gateway.events import CAMPAIGN_FIELDS, DailyCount, Touchpoint, iso, printable_name
+from gateway.events import CAMPAIGN_FIELDS, MAX_CLICK_ID, DailyCount, Touchpoint, iso, printable_name
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query
+
+log = logging.getLogger("gateway.campaign")
+
+DROPPED_WHY = {
+    "too_long": "longer than campaign.max_value_length",
+    "click_too_long": (
+        f"longer than a click ID's {MAX_CLICK_ID:,} characters (or campaign.max_value_length when larger)"
+    ),
+    "unprintable": "not printable (a control character, a space in a click ID, bytes not UTF-8)",
+    "source_not_allowed": "not in campaign.allowed_sources",
+}
+"""The rule a dropped value failed, in words: the debug line says it, and so does an import's
+summary of a line skipped for it (``gateway.backfill.refused_reason``)."""
 
 MAX_RAW_PARAMS = 32
 MAX_PATH = 1024
@@ -44,6 +58,11 @@ class Param:
 
 _EXTRA = Param("extra", 0)
 """Any other key with a tracked prefix (``utm_id``): kept in the raw params only."""
+
+
+def shown_key(key: str) -> str:
+    """A query key as a message may show it: anyone can send one, of any length or bytes."""
+    return key if key.isprintable() and len(key) <= 40 else ascii(key[:40])
 
 
 def hostname(host_header: str) -> str:
@@ -110,6 +129,7 @@ class Campaign:
         self.upstream_host = (host_of(upstream) or "") if upstream else ""
         self.channels = ctx.settings.channels
         self.max_length = opts.max_value_length
+        self.max_click_length = max(opts.max_value_length, MAX_CLICK_ID)
         self.record_referrals = opts.record_referrals
         self.allowed_sources = frozenset(s.casefold() for s in opts.allowed_sources)
         self.prefixes = tuple(p.lower() for p in opts.prefixes)
@@ -161,9 +181,19 @@ class Campaign:
     def is_tracked(self, key: str) -> bool:
         return self.classify(key) is not None
 
-    def _drop(self, ex: Exchange, key: str, reason: str) -> None:
+    def _drop(self, ex: Exchange, key: str, reason: str, why: str = "") -> None:
+        """Count a dropped value under ``reason``; ``why`` (default: the reason) is what an
+        import's summary says of it (``gateway.backfill.refused_reason``)."""
         self.metrics.params_dropped.labels(reason).inc()
-        ex.refused.append((key, reason))
+        ex.refused.append((key, why or reason))
+        if log.isEnabledFor(logging.DEBUG):  # which key, on which page: never the value
+            log.debug(
+                "tracking value dropped on %s: %s %s (gateway_params_dropped_total{reason=%s})",
+                ex.request.path[:200],
+                shown_key(key),
+                DROPPED_WHY[why or reason],
+                f'"{reason}"',
+            )
 
     def request(self, ex: Exchange) -> None:
         req = ex.request
@@ -186,8 +216,8 @@ class Campaign:
             stripped = True
             slot = param.slot
             value = raw_value.strip()
-            if len(value) > max_length:
-                self._drop(ex, key, "too_long")
+            if len(value) > max_length and (slot != "click" or len(value) > self.max_click_length):
+                self._drop(ex, key, "too_long", "click_too_long" if slot == "click" else "")
                 continue
             # A click ID is a token: no space, nor the joiners a name may be written with. Once
             # ``isprintable`` holds, the only space left is U+0020 (it refuses every other
@@ -282,8 +312,11 @@ class Campaign:
             host = (target.hostname or "").rstrip(".")
         except ValueError:
             return
-        if target.netloc and host not in (site, self.upstream_host):
-            return  # to another site: what follows is not this site's page load
+        if target.netloc and host not in (site, self.upstream_host) and not self.channels.is_own(host, site):
+            # To another site: what follows is not this site's page load. Another host of this
+            # site (apex -> www) is: its follow-up, the cookie reaching it (identity.domain), was
+            # a referral that took the last touch from the ad click the apex recorded.
+            return
         page = referral_values(referrer_host, target.path or "/", target.query)
         now = req.ts.timestamp()
         self.redirected.remember(ex.visitor.key, page, now)

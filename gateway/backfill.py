@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from addons.campaign import Campaign, hostname
+from addons.campaign import DROPPED_WHY, Campaign, hostname, shown_key
 from addons.identity import opts_out, verify_cookie
 from addons.stitching import RecentPairs, Stitching
 from gateway.config import Settings
@@ -361,20 +361,14 @@ OPTED_OUT_DNT = "DNT: 1, the visitor opted out (privacy.honor_dnt): live, only c
 REFUSED = "tracking value refused, no touchpoint: "
 """The beginning of why a line is skipped whose tracking values were all dropped by campaign,
 as live (``gateway_params_dropped_total``); the key and the rule follow."""
-_REFUSED_WHY = {
-    "too_long": "longer than campaign.max_value_length",
-    "unprintable": "not printable (a control character, a space in a click ID, bytes not UTF-8)",
-    "source_not_allowed": "not in campaign.allowed_sources",
-}
 
 
 def refused_reason(refused: list[tuple[str, str]]) -> str:
     """Why a line that made no touchpoint is skipped: its first refused key and the rule it
     failed (the value itself is left out: it may be anything, and reasons are counted)."""
     key, why = refused[0]
-    shown = key if key.isprintable() and len(key) <= 40 else ascii(key[:40])
     more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-    return f"{REFUSED}{shown} {_REFUSED_WHY.get(why, why)}{more}"
+    return f"{REFUSED}{shown_key(key)} {DROPPED_WHY.get(why, why)}{more}"
 
 
 FUTURE = (

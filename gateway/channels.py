@@ -25,7 +25,7 @@ from gateway.forwarding import parse_ip
 if TYPE_CHECKING:
     import tldextract
 
-    from gateway.options import ChannelRule, ChannelsOptions
+    from gateway.options import ChannelRule, ChannelsOptions, Options
 
 AFFILIATES = "Affiliates"
 AI_ASSISTANTS = "AI Assistants"
@@ -93,7 +93,7 @@ _INFLUENCER = frozenset({"influencer", "influencers", "creator", "creators"})
 _REFERRAL = frozenset({"referral", "app", "link"})
 _WEBMAIL = frozenset({"mail", "webmail", "email"})
 """First labels of a webmail host, under a site's domain (not ``mail.ru``, a site itself)."""
-_GOOGLE_ADS = frozenset({"gclid", "gbraid", "wbraid"})
+_SEARCH_ADS = frozenset({"gclid", "gbraid", "wbraid", "msclkid", "yclid"})
 _ADS_ONLY_SOCIAL_CLICKS = frozenset({"ttclid", "li_fat_id", "sccid", "epik", "rdt_cid", "qclid"})
 """Social click IDs only ads carry (TikTok, LinkedIn, Snapchat, Pinterest, Reddit, Quora);
 fbclid and twclid also decorate organic shares."""
@@ -191,6 +191,22 @@ def _field(s: Signals, name: str) -> str:
     stored before 2026-12-05 may hold it) is the same host."""
     value = getattr(s, name) or ""
     return value.rstrip(".") if name == "referrer_host" else value
+
+
+def channels_warnings(options: Options) -> list[str]:
+    """What ``[[channels.rules]]`` allows but cannot do, each naming its key: a click ID no landing
+    carries (not in ``campaign.click_ids``: a typo, or a parameter left out) never matches one.
+    Said by ``gateway check``, ``gateway doctor``, ``gateway reclassify`` and at the start, not
+    refused: a signed event's ``click_id_kind`` may be anything, and the rule may be for it."""
+    captured = {name.lower() for name in options.campaign.click_ids}
+    return [
+        f"channels.rules[{i}].click_ids[{j}]: {name!r} is not in campaign.click_ids, so no landing"
+        " carries it (a signed event's click_id_kind may) and the rule never matches one; add it to"
+        " campaign.click_ids, or correct the name"
+        for i, rule in enumerate(options.channels.rules)
+        for j, name in enumerate(rule.click_ids)
+        if name.lower() not in captured
+    ]
 
 
 class _Rule:
@@ -374,14 +390,14 @@ class Channels:
         return UNASSIGNED if tagged else DIRECT
 
     def _by_click(self, kind: str, source: str, medium: str, source_class: str | None) -> str | None:
-        if kind in _GOOGLE_ADS:
+        if kind in _SEARCH_ADS:
+            # Google's, Microsoft's (its Audience Network) and Yandex's display and video ads
+            # carry the click ID too: the medium says which.
             if medium in _DISPLAY:
                 return DISPLAY
             return PAID_VIDEO if "video" in medium or source_class == "video" else PAID_SEARCH
         if kind == "dclid":  # Display & Video 360 / Campaign Manager clicks
             return DISPLAY
-        if kind in ("msclkid", "yclid"):
-            return PAID_SEARCH
         if kind in _SOCIAL_CLICKS:
             if _PAID.match(medium) or medium in _PAID_SOCIAL or medium in _DISPLAY:
                 return PAID_SOCIAL

@@ -33,6 +33,7 @@ import msgspec
 from yarl import URL
 
 from gateway import report_cli
+from gateway.channels import channels_warnings
 from gateway.childsignals import RELOAD_ORDER, RELOAD_ORDER_ENV, RELOAD_SIGNALS, STOP_SIGNALS
 from gateway.config import (
     RELOAD_HINT,
@@ -155,7 +156,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for check in geo_files(settings):
         if check.status != "ok":
             print(f"gateway: warning: {check.what} ({check.fix})", file=sys.stderr)
-    for warning in webhooks_warnings(settings.options.webhooks):
+    for warning in webhooks_warnings(settings.options.webhooks) + channels_warnings(settings.options):
         print(f"gateway: warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(render_toml(masked(settings.options)), end="")
@@ -647,7 +648,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker is None:
         from gateway.supervisor import worker_count
 
-        for warning in webhooks_warnings(opts.webhooks):  # once, by the process that starts
+        for warning in webhooks_warnings(opts.webhooks) + channels_warnings(opts):  # once, at the start
             log.warning("%s", warning)
 
         count = worker_count(opts.proxy.workers)
@@ -750,6 +751,8 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, dev=True, files_only=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
+    for warning in channels_warnings(settings.options):  # why a rule changes nothing
+        print(f"gateway: warning: {warning}", file=sys.stderr)
     mirror = settings.mirror_path
     if args.store == "mirror" and mirror is None:
         print(_no_mirror(args.config, settings, "--store mirror: "), file=sys.stderr)

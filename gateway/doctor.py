@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.channels import channels_warnings
 from gateway.config import ConfigError, Settings, load_settings, resolve_path
 from gateway.config_checks import is_private_host
 from gateway.events import iso
@@ -872,6 +873,7 @@ def run_checks(path: str, timeout: float = 3.0) -> list[Check]:
     if settings is None:
         return checks
     checks += [check_store(settings), *check_geo(settings), *check_senders(settings), check_admin(settings)]
+    checks += [Check("warn", warning) for warning in channels_warnings(settings.options)]
     checks += check_workers(settings)
     checks += check_round_locks(settings)
     checks += check_unsynced(settings, path)

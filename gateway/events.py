@@ -213,6 +213,11 @@ class Erasure:
     changed) the central store erases under too."""
 
 
+MAX_CLICK_ID = 1000
+"""Longest click ID kept, or ``campaign.max_value_length`` when larger: an ad platform's token,
+not text a person wrote. TikTok's ttclid and Meta's fbclid (with its ``_aem_`` part) pass 200
+characters, the default bound for the other values: such a click was dropped, and a landing
+tagged with nothing else recorded no touchpoint."""
 CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")
 """The campaign fields a landing's ``<prefix><field>`` parameters fill (``utm_source``…): the
 campaign addon reads them, the config checks that no other parameter claims their names."""

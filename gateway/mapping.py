@@ -26,6 +26,7 @@ from addons.values import compared_text, meets
 from gateway.attribution import exponent
 from gateway.channels import Channels, Signals
 from gateway.events import (
+    MAX_CLICK_ID,
     MAX_VALUE,
     Binding,
     Conversion,
@@ -328,7 +329,7 @@ def map_event(
             r.fail("visitor_id", "a visitor cookie value whose signature does not verify")
     attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}
     for name in ("creator_id", "sub_id", "click_id", "click_id_kind", "landing_path"):
-        attrs[name] = r.text(name)
+        attrs[name] = r.text(name, max(r.max_len, MAX_CLICK_ID) if name == "click_id" else None)
     # Only a conversion's value is recorded: another kind's (a refund listed in ignore_types,
     # a click) need not be one a conversion may have.
     value = r.number("value", bounded=kind == "conversion")

@@ -119,7 +119,8 @@ class CampaignOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only
     allowed_sources: tuple[str, ...] = ()
     """If not empty, only these sources (case-folded) are kept; others are dropped and counted."""
     max_value_length: int = 200
-    """Longest value kept; longer ones are dropped and counted."""
+    """Longest value kept; longer ones are dropped and counted (click IDs: up to 1000, or this
+    when larger)."""
     record_referrals: bool = True
     """Record a touchpoint for a document request with an external referrer."""
     repeat_seconds: int = 1800

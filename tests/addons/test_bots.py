@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -680,6 +681,20 @@ def test_window_counter_memory_is_bounded_under_a_million_ips() -> None:
         counter.hit("hot", 1000.0)  # the burst being measured stays in
     assert len(counter) == 4096 and len(sources) == 4096
     assert counter.hit("hot", 1000.0) == 1_000_001
+
+
+async def test_the_click_id_tables_hold_no_click_id() -> None:
+    """A click ID is kept up to 1,000 characters (TikTok's and Meta's pass 200): the two click-ID
+    tables, 32,768 keys each by default, keep a 64-bit hash of it, so their worst case stays the
+    measured one (see Velocity windows and the memory bound) whatever the IDs' length."""
+    pipe = pipeline()
+    bots = bots_of(pipe)
+    for n in range(4):
+        ex = await run(pipe, request("/?ttclid=E.C.P." + "x" * 994, ip=f"192.0.2.{n}"))
+    assert touchpoint(ex).reasons == ["click_id_reuse"]  # still one click from four addresses
+    for table in (bots.click_ips, bots.click_visitors):
+        [key] = table._keys
+        assert "x" * 994 not in repr(key) and sys.getsizeof(key) < 100
 
 
 async def test_addon_state_is_bounded_by_max_tracked() -> None:

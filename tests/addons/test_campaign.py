@@ -108,6 +108,7 @@ def test_a_repeated_parameter_the_first_valid_value_wins_everywhere(query: str, 
         ("utm_campaign=a%E2%80%8Bb", "unprintable"),  # ZERO WIDTH SPACE: not a joiner
         ("utm_campaign=a%E2%80%AEb", "unprintable"),  # RIGHT-TO-LEFT OVERRIDE
         ("gclid=a%E2%80%8Db", "unprintable"),  # a click ID is no name
+        ("gclid=" + "g" * 1001, "too_long"),  # a click ID's own bound
     ],
 )
 def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: str) -> None:
@@ -115,6 +116,43 @@ def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: s
     assert ex.events == []
     assert ex.upstream_query == "keep=1"
     assert metric(ctx, "gateway_params_dropped_total", {"reason": reason}) == 1
+
+
+def test_a_dropped_value_is_said_at_debug_with_its_key_never_its_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``gateway_params_dropped_total{reason="too_long"}`` going up told the operator nothing
+    of which parameter, on which page: at ``log.level = "debug"`` each drop is a line naming the
+    key, the path and the rule (the value may be anything, and is left out)."""
+    with caplog.at_level("DEBUG", logger="gateway.campaign"):
+        run("/shoes?utm_campaign=" + "secret" * 40 + "&utm_source=a%01b&keep=1")
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.campaign"]
+    assert lines == [
+        "tracking value dropped on /shoes: utm_campaign longer than campaign.max_value_length"
+        ' (gateway_params_dropped_total{reason="too_long"})',
+        "tracking value dropped on /shoes: utm_source not printable (a control character, a space in a"
+        ' click ID, bytes not UTF-8) (gateway_params_dropped_total{reason="unprintable"})',
+    ]
+    assert "secret" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["ttclid", "fbclid", "gclid"])
+def test_a_click_id_longer_than_max_value_length_is_kept(kind: str) -> None:
+    """TikTok's ttclid and Meta's fbclid (with its ``_aem_`` part) pass 200 characters, the
+    default ``campaign.max_value_length``: such an ad click was dropped as too long, and a landing
+    tagged with nothing else (TikTok's in-app browser sends no Referer) recorded no touchpoint at
+    all. A click ID is an ad platform's token: it has a bound of its own, 1000 characters."""
+    click_id = "E.C.P." + "x" * 254
+    ex, ctx = run(f"/p?{kind}={click_id}&keep=1", "[campaign]\nmax_value_length = 100\n")
+    [tp] = ex.events
+    assert (tp.click_id_kind, tp.click_id) == (kind, click_id)
+    assert ex.upstream_query == "keep=1"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "too_long"}) == 0
+    # max_value_length still bounds the other values, and a larger one bounds click IDs too
+    ex, _ = run("/p?utm_source=" + "s" * 101, "[campaign]\nmax_value_length = 100\n")
+    assert ex.events == []
+    ex, _ = run(f"/p?{kind}=" + "c" * 1500, "[campaign]\nmax_value_length = 2000\n")
+    assert [tp.click_id_kind for tp in ex.events] == [kind]
 
 
 @pytest.mark.parametrize(
@@ -671,6 +709,40 @@ def test_the_follow_up_to_the_sites_own_redirect_is_the_same_arrival(
     campaign.request(ex)
     assert [e.click_id for e in landing.events] == ["G1"]
     assert len(ex.events) == recorded
+
+
+@pytest.mark.parametrize(
+    ("location", "follow_host", "recorded"),
+    [
+        ("https://www.shop.example/shoes", "www.shop.example", 0),  # apex -> www
+        ("https://shop.example/shoes", "shop.example", 0),  # and back
+        ("https://other.example/shoes", "other.example", 1),  # another site
+    ],
+)
+def test_the_follow_up_to_a_redirect_to_another_host_of_the_site_is_the_same_arrival(
+    location: str, follow_host: str, recorded: int
+) -> None:
+    """``shop.example/shoes?gclid=…`` answered ``301 https://www.shop.example/shoes``: the browser
+    follows it with Google's Referer, and with ``identity.domain`` covering both hosts the cookie
+    too. That page load was an Organic Search touchpoint after every such ad click, taking the
+    last touch, though the two hosts are one site (Channels: no self-referral between them)."""
+    host = "www.shop.example" if follow_host == "shop.example" else "shop.example"
+    ctx = context('[identity]\ndomain = "shop.example"\n')
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    landing = exchange("/shoes?gclid=G1", headers=GOOGLE, host=host)
+    identity.request(landing)
+    campaign.request(landing)
+    landing.response = ResponseView(301, CIMultiDict({"Location": location}))
+    identity.response(landing)
+    campaign.response(landing)
+    [cookie] = landing.set_cookies
+    ex = exchange("/shoes", headers=GOOGLE, cookies={cookie.name: cookie.value}, host=follow_host)
+    ex.request.ts = FIXED_TS + timedelta(seconds=0.3)
+    identity.request(ex)
+    campaign.request(ex)
+    assert ex.visitor is not None and ex.visitor.key == landing.visitor.key
+    assert [e.click_id for e in landing.events] == ["G1"]
+    assert [e.channel for e in ex.events] == ["Organic Search"] * recorded
 
 
 def test_a_chain_of_the_sites_redirects_is_one_arrival() -> None:

@@ -2040,6 +2040,8 @@ async def test_a_line_whose_tracking_values_are_all_refused_is_skipped_and_said(
         "/p?utm_source=spam",
         "/p?utm_source=ads&utm_campaign=" + "y" * 30,
         "/p?utm_term=%01&utm_content=%02",
+        "/p?gclid=" + "g" * 1001,
+        "/p?gclid=" + "g" * 21,  # past max_value_length: a click ID has a bound of its own
     ]
     text = "\n".join(f'{pre}{i} +0000] "GET {t} HTTP/1.1" 200 1 "-" "{UA}"' for i, t in enumerate(targets))
     log = await asyncio.to_thread(write, tmp_path / "access.log", text)
@@ -2053,14 +2055,17 @@ async def test_a_line_whose_tracking_values_are_all_refused_is_skipped_and_said(
         f"{refused}utm_campaign {unprintable}": 1,
         f"{refused}utm_source not in campaign.allowed_sources": 1,
         f"{refused}utm_term {unprintable} (and 1 more)": 1,
+        f"{refused}gclid longer than a click ID's 1,000 characters"
+        " (or campaign.max_value_length when larger)": 1,
     }
     assert summary.examples[0] == f"access.log:2: {refused}utm_campaign longer than campaign.max_value_length"
-    assert summary.events["touchpoints"] == 2
-    assert await query(settings, "SELECT source, campaign FROM touchpoints ORDER BY ts") == [
-        ("news", None),
-        ("ads", None),
+    assert summary.events["touchpoints"] == 3
+    assert await query(settings, "SELECT source, campaign, click_id_kind FROM touchpoints ORDER BY ts") == [
+        ("news", None, None),
+        ("ads", None, None),
+        (None, None, "gclid"),
     ]
-    assert "skipped:              6" in summary.render()
+    assert "skipped:              7" in summary.render()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

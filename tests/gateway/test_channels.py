@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import channels as channel_names
-from gateway.channels import CLASSES, Channels, Signals
+from gateway.channels import CLASSES, Channels, Signals, channels_warnings
 from gateway.config import ConfigError, load_settings
 from gateway.options import ChannelsOptions
 from tests.conftest import ENV
@@ -37,6 +37,13 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(click_id_kind="gclid", source="youtube", medium="cpv"), "Paid Video"),
         (Signals(click_id_kind="dclid"), "Display"),
         (Signals(click_id_kind="msclkid"), "Paid Search"),
+        # Microsoft's Audience Network and Yandex's ad network: their display and video ads carry
+        # the click ID too, and the medium says so, as for Google's
+        (Signals(click_id_kind="msclkid", source="bing", medium="display"), "Display"),
+        (Signals(click_id_kind="msclkid", source="microsoft", medium="video"), "Paid Video"),
+        (Signals(click_id_kind="yclid", medium="banner"), "Display"),
+        (Signals(click_id_kind="msclkid", source="bing", medium="cpc"), "Paid Search"),
+        (Signals(click_id_kind="msclkid", source="newsletter", medium="email"), "Paid Search"),
         (Signals(click_id_kind="fbclid"), "Organic Social"),
         (Signals(click_id_kind="fbclid", source="facebook", medium="paid_social"), "Paid Social"),
         (Signals(click_id_kind="fbclid", medium="cpc"), "Paid Social"),
@@ -78,6 +85,10 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(source="acme-ads", medium="video_ads"), "Paid Video"),
         (Signals(source="acme-ads", medium="paid_shopping"), "Paid Shopping"),
         (Signals(source="amazon", medium="cpc"), "Paid Shopping"),
+        # Instagram's product tags add utm_source=IGShopping&utm_medium=Social: GA4's shopping list
+        # names IGShopping, read before the social medium
+        (Signals(source="IGShopping", medium="Social"), "Organic Shopping"),
+        (Signals(source="igshopping", medium="paid"), "Paid Shopping"),
         # a shopping campaign by its name, as GA4 reads it (not "workshop")
         (Signals(source="google", medium="cpc", campaign="Shopping - Brand"), "Paid Shopping"),
         (Signals(click_id_kind="gclid", campaign="eshop_q4"), "Paid Shopping"),
@@ -138,6 +149,9 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(referrer_host="outlook.live.com"), "Email"),
         (Signals(referrer_host="l.facebook.com"), "Organic Social"),
         (Signals(referrer_host="t.co"), "Organic Social"),
+        # Messenger's link shim on the web (its Android app, com.facebook.orca, reads as facebook.com)
+        (Signals(referrer_host="l.messenger.com"), "Organic Social"),
+        (Signals(referrer_host="www.messenger.com"), "Organic Social"),
         (Signals(referrer_host="m.youtube.com"), "Organic Video"),
         (Signals(referrer_host="chatgpt.com"), "AI Assistants"),
         (Signals(referrer_host="www.perplexity.ai"), "AI Assistants"),
@@ -430,3 +444,38 @@ def test_the_dashboards_colour_order_holds_every_built_in_channel_a_model_credit
     } - {channel_names.INTERNAL}
     assert sorted(channel_names.CREDITED) == sorted(names)
     assert len(channel_names.CREDITED) <= 20  # the palette's colours (gateway/static/charts.js)
+
+
+def test_a_rules_click_id_no_landing_carries_is_warned_of() -> None:
+    """``click_ids = ["fbcild"]`` (a typo), or a parameter left out of ``campaign.click_ids``,
+    made a rule that never matches a landing, without a word: ``gateway reclassify --dry-run``
+    then said nothing would change, and the operator was left guessing why. Not an error: a
+    signed event's ``click_id_kind`` may be anything, and such a rule may be for it."""
+    settings = load_settings(
+        None,
+        text=textwrap.dedent(
+            """
+            [campaign]
+            click_ids = ["gclid", "fbclid", "my_clid"]
+            [[channels.rules]]
+            channel = "Meta"
+            click_ids = ["FBCLID", "fbcild"]
+            [[channels.rules]]
+            channel = "Ours"
+            click_ids = ["my_clid"]
+            [[channels.rules]]
+            channel = "TikTok"
+            click_ids = ["ttclid"]
+            """
+        ),
+        environ=ENV,
+    )
+    assert channels_warnings(settings.options) == [
+        "channels.rules[0].click_ids[1]: 'fbcild' is not in campaign.click_ids, so no landing carries"
+        " it (a signed event's click_id_kind may) and the rule never matches one; add it to"
+        " campaign.click_ids, or correct the name",
+        "channels.rules[2].click_ids[0]: 'ttclid' is not in campaign.click_ids, so no landing carries"
+        " it (a signed event's click_id_kind may) and the rule never matches one; add it to"
+        " campaign.click_ids, or correct the name",
+    ]
+    assert channels_warnings(load_settings(None, text="", environ=ENV).options) == []

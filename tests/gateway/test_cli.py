@@ -85,6 +85,22 @@ def test_check_warns_of_a_bad_body_limit_above_the_body_limit(tmp_path: Path) ->
     assert (done.returncode, done.stderr) == (0, "")
 
 
+def test_check_and_reclassify_warn_of_a_rules_click_id_no_landing_carries(tmp_path: Path) -> None:
+    """A ``[[channels.rules]]`` click ID not in ``campaign.click_ids`` (a typo) never matches a
+    landing: ``gateway reclassify --dry-run`` said nothing would change, and nothing said why."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[[channels.rules]]\nchannel = "Meta"\nclick_ids = ["fbcild"]\n')
+    warning = (
+        "gateway: warning: channels.rules[0].click_ids[0]: 'fbcild' is not in campaign.click_ids, so no"
+        " landing carries it (a signed event's click_id_kind may) and the rule never matches one; add"
+        " it to campaign.click_ids, or correct the name\n"
+    )
+    done = gateway("check", "-c", str(cfg), "--quiet", env=ENV)
+    assert (done.returncode, done.stderr) == (0, warning)
+    done = gateway("reclassify", "-c", str(cfg), "--dry-run", env=ENV)
+    assert done.stderr.startswith(warning), done.stderr
+
+
 def test_check_without_secrets_explains_how(tmp_path: Path) -> None:
     done = gateway("check", "-c", str(ROOT / "gateway.toml"))
     assert done.returncode == 2

@@ -877,6 +877,18 @@ async def test_a_senders_touchpoints_get_their_channel_as_they_are_recorded(gw: 
     ]
 
 
+async def test_a_senders_click_id_has_the_click_id_bound(gw: RunningGateway) -> None:
+    """A TikTok ttclid passes 200 characters (``campaign.max_value_length``): as on a landing, a
+    click ID is kept up to 1000, where such a conversion was refused with a 400."""
+    ttclid = "E.C.P." + "t" * 254
+    body = encode(conversion(click_id=ttclid, click_id_kind="ttclid", currency="EUR"))
+    assert (await post(gw, body, signed(body)))[0] == 202
+    assert await rows(gw, "SELECT click_id_kind, length(click_id) FROM touchpoints") == [("ttclid", 260)]
+    body = encode(conversion(click_id="t" * 1001, click_id_kind="ttclid", currency="EUR"))
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["error"] == "click_id (/click_id): longer than 1000 characters", answer
+
+
 async def test_method_and_unknown_reserved_paths(gw: RunningGateway) -> None:
     async with gw.session.get(gw.url + "/_gw/events") as resp:
         assert resp.status == 405 and resp.headers["Allow"] == "POST"
