@@ -157,8 +157,14 @@ class Identity:
         if not self._consents(req.cookies.get(self.consent_name)):
             return "no_consent"
         # Two of the name (a banner moved from host-only to the Domain, or from /shop to /): the
-        # browser sends both, the stale one first. Consent is what every one of them says.
-        values = cookie_values(req.headers.get("cookie") or "", self.consent_name)
+        # browser sends both, the stale one first. Consent is what every one of them says. The
+        # header is parsed again only when the name is in it twice: every consenting visitor's
+        # request comes here, and parsing a 500-byte Cookie header again took 2 µs.
+        header = req.headers.get("cookie") or ""
+        name = self.consent_name
+        if header.find(name, header.find(name) + len(name)) < 0:
+            return "cookie"
+        values = cookie_values(header, name)
         if len(values) > 1 and not all(self._consents(value) for value in values):
             return "no_consent"
         return "cookie"

@@ -246,6 +246,24 @@ def test_two_consent_cookies_that_both_say_yes_are_consent() -> None:
     assert [c.name for c in ex.set_cookies] == ["gw_vid"]
 
 
+@pytest.mark.parametrize(
+    ("sent", "consent"),
+    [
+        ("old_banner=none; banner=all", "cookie"),
+        ("banner=all; old_banner=none", "cookie"),
+        ("banner=all; x=banner; banner=none", "no_consent"),
+        ("banner=all; x=1; banner=none", "no_consent"),
+    ],
+)
+def test_the_consent_cookie_s_name_inside_another_is_not_a_second_one(sent: str, consent: str) -> None:
+    """The Cookie header is read a second time only when the consent cookie's name stands in it
+    twice (every consenting request comes here); that text inside another cookie's name or a
+    value is no second consent cookie, and a real second one is still read."""
+    identity = configured(Identity, CONSENT)
+    ex = run(identity, exchange("/", headers={**DOCUMENT, "Cookie": sent}))
+    assert ex.visitor is not None and ex.visitor.consent == consent
+
+
 def test_consent_given_by_the_response_sets_the_cookie_in_it() -> None:
     identity = configured(Identity, CONSENT)
     ex = exchange("/consent", method="POST", headers=DOCUMENT)
