@@ -24,10 +24,11 @@ import math
 import os
 import sqlite3
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.channels import channels_warnings
 from gateway.config import ConfigError, Settings, load_settings, resolve_path
@@ -35,6 +36,9 @@ from gateway.config_checks import is_private_host
 from gateway.events import iso
 from gateway.options import SourceOptions, parse_listen
 from gateway.sources import webhooks_warnings
+
+if TYPE_CHECKING:
+    from storage.cursors import Waiting
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -835,37 +839,48 @@ def check_unsynced(settings: Settings, config: str = "gateway.toml") -> list[Che
         return []
     if not waiting:
         return [Check("ok", "central sync: none of this node's rows wait to be delivered")]
-    now = datetime.now(UTC)
     limit = max(
         LATE_SECONDS,
         LATE_INTERVALS * float(central.interval_seconds),
         2 * float(central.backoff_max_seconds),
     )
+    fix = (
+        f"see why in the gateway's log (`central sync failed`, `still failing`), or run"
+        f" `gateway sync --once -c {config}`, which says it; the rows are kept until delivered"
+    )
+    return [late_rows(waiting, limit, "central sync", " of this node", "delivered", "the sync", fix)]
 
-    def waited(table: str) -> float:
-        """Since the oldest row's time, or since the cursor last moved when that is later (the
-        rows waiting came after it moved: a backfill's old times say nothing of the wait)."""
-        since = max(waiting[table].oldest, waiting[table].moved or waiting[table].oldest)
-        return max((now - since).total_seconds(), 0.0)
 
+def late_rows(
+    waiting: Mapping[str, Waiting], limit: float, reader: str, of: str, verb: str, who: str, fix: str
+) -> Check:
+    """``reader``'s rows waiting (``storage.cursors.waiting_rows``: none empty), in all and per
+    table: ok, for how long at most, or a warning with ``fix`` when a table's have waited longer
+    than ``limit`` seconds: ``who`` is failing or not running. Rows waited as long as both the
+    oldest's time and the cursor's last move say (the rows waiting came after it moved: a
+    backfill's old times say nothing of the wait). The central sync's (``check_unsynced``) and
+    each sink's (``gateway.doctor_sinks``)."""
+    now = datetime.now(UTC)
+    waited = {
+        table: max((now - max(w.oldest, w.moved or w.oldest)).total_seconds(), 0.0)
+        for table, w in waiting.items()
+    }
     total = sum(w.rows for w in waiting.values())
     about = "" if all(w.exact for w in waiting.values()) else "about "
     each = ", ".join(f"{table} {w.rows:,}" for table, w in waiting.items())
-    what = f"central sync: {about}{total:,} rows of this node wait to be delivered ({each})"
-    longest = max(waiting, key=waited)
-    if waited(longest) <= limit:
-        return [Check("ok", f"{what}, for {_took(waited(longest))} at most")]
+    what = f"{reader}: {about}{total:,} rows{of} wait to be {verb} ({each})"
+    longest = max(waited, key=waited.__getitem__)
+    took = _took(waited[longest])
+    if waited[longest] <= limit:
+        return Check("ok", f"{what}, for {took} at most")
     late = waiting[longest]
-    last = f"last delivered at {iso(late.moved)}" if late.moved else "none ever delivered"
-    return [
-        Check(
-            "warn",
-            f"{what}; {longest} rows have waited {_took(waited(longest))} (the oldest recorded at"
-            f" {iso(late.oldest)}, {last}), over {_took(limit)}: the sync is failing or not running",
-            f"see why in the gateway's log (`central sync failed`, `still failing`), or run"
-            f" `gateway sync --once -c {config}`, which says it; the rows are kept until delivered",
-        )
-    ]
+    last = f"last {verb} at {iso(late.moved)}" if late.moved else f"none ever {verb}"
+    return Check(
+        "warn",
+        f"{what}; {longest} rows have waited {took} (the oldest recorded at {iso(late.oldest)},"
+        f" {last}), over {_took(limit)}: {who} is failing or not running",
+        fix,
+    )
 
 
 def run_checks(path: str, timeout: float = 3.0) -> list[Check]:

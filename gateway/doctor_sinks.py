@@ -11,13 +11,11 @@ import asyncio
 import contextlib
 import sqlite3
 import ssl
-from datetime import UTC, datetime
 
 from yarl import URL
 
 from gateway.config import Settings
-from gateway.doctor import LATE_INTERVALS, LATE_SECONDS, Check, _took
-from gateway.events import iso
+from gateway.doctor import LATE_INTERVALS, LATE_SECONDS, Check, late_rows
 from gateway.networds import not_connected
 from gateway.options import SinkOptions
 
@@ -40,30 +38,13 @@ def sink_waiting(settings: Settings, index: int, sink: SinkOptions) -> Check | N
         return None
     if not waiting:
         return Check("ok", f"sink {sink.name}: no rows wait to be sent")
-    now = datetime.now(UTC)
     limit = max(LATE_SECONDS, LATE_INTERVALS * sink.interval_seconds, 2 * sink.backoff_max_seconds)
-
-    def waited(table: str) -> float:  # as check_unsynced: a backfill's old times are no wait
-        since = max(waiting[table].oldest, waiting[table].moved or waiting[table].oldest)
-        return max((now - since).total_seconds(), 0.0)
-
-    total = sum(w.rows for w in waiting.values())
-    about = "" if all(w.exact for w in waiting.values()) else "about "
-    each = ", ".join(f"{table} {w.rows:,}" for table, w in waiting.items())
-    what = f"sink {sink.name}: {about}{total:,} rows wait to be sent ({each})"
-    longest = max(waiting, key=waited)
-    if waited(longest) <= limit:
-        return Check("ok", f"{what}, for {_took(waited(longest))} at most")
-    late = waiting[longest]
-    last = f"last sent at {iso(late.moved)}" if late.moved else "none ever sent"
-    return Check(
-        "warn",
-        f"{what}; {longest} rows have waited {_took(waited(longest))} (the oldest recorded at"
-        f" {iso(late.oldest)}, {last}), over {_took(limit)}: the sink is failing or not running",
+    fix = (
         f"see why in the gateway's log (`sink {sink.name} failed`) or its /metrics"
         f' (gateway_sync_errors_total{{reader="sink:{sink.name}"}}); check sinks[{index}].url and'
-        f" sinks[{index}].secret; the rows are kept until sent",
+        f" sinks[{index}].secret; the rows are kept until sent"
     )
+    return late_rows(waiting, limit, f"sink {sink.name}", "", "sent", "the sink", fix)
 
 
 async def sink_destination(settings: Settings, index: int, sink: SinkOptions, timeout: float) -> Check | None:
