@@ -708,11 +708,15 @@ class GatewayAddon:
             shared.FLOWS.pop(flow.id, None)
 
     async def _respond_in(self, flow: mhttp.HTTPFlow, state: _State) -> None:
-        if flow.response is None or not state.store.accepting:
+        if flow.response is None:
             return
         ex = state.ex
         if ex.reply is None:  # first: the rules read the Location the visitor gets, as in the aiohttp host
+            # Whatever the store's state: a page is served as the aiohttp host serves it when its
+            # writer stopped or at shutdown, never with a redirect to the site's own address.
             self._public_locations(flow, ex.request)
+        if not state.store.accepting:
+            return
         ex.response = ResponseView(flow.response.status_code, response_headers(flow.response.headers))
         await state.pipeline.response(ex)
         if len(ex.events) > state.seen:

@@ -324,6 +324,24 @@ async def test_forwarding_headers_and_redirects_as_in_the_aiohttp_host(addon: Ga
     assert elsewhere.response.headers["location"] == "http://address:8080/x"  # another origin: as sent
 
 
+async def test_a_redirect_is_pointed_at_the_public_origin_when_the_store_writer_stopped(
+    addon: GatewayAddon,
+) -> None:
+    """The store's writer stopped (an unexpected error: "events are refused until restart",
+    the pages still served) or closing at shutdown: the response hooks are skipped, but the
+    site's redirect to its own address is still pointed at the public one, as the aiohttp host
+    points it. It reached the visitor as the site sent it, an address only the proxy reaches."""
+    flow = visitor(b"/account", [(b"host", b"shop.example")])
+    await addon.request(flow)
+    assert addon.store is not None and addon.store._task is not None
+    addon.store._task.cancel()  # the writer stops as it does on an error it does not expect
+    await asyncio.wait([addon.store._task])
+    assert not addon.store.accepting
+    flow.response = tutils.tresp(status_code=302, headers=[(b"location", b"http://address:22/login")])
+    await addon.responseheaders(flow)
+    assert flow.response.headers["location"] == "https://shop.example/login"
+
+
 async def test_a_trusted_proxys_forwarded_headers_are_believed(tmp_path: Path, secrets: None) -> None:
     """Behind a trusted TLS terminator the visitor's scheme and host are its X-Forwarded-Proto
     and -Host (the cookie is Secure, a redirect points at the public https origin) and its
