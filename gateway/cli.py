@@ -49,6 +49,7 @@ from gateway.daysalt import HandedSalt
 from gateway.doctor import cmd_doctor, geo_files, store_failure, timeout_arg
 from gateway.heartbeat import Heartbeat
 from gateway.logs import TEXT_FORMAT, set_level, setup_logging
+from gateway.notices import config_warnings
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.reload import live_settings, restart_needed
@@ -57,7 +58,6 @@ from gateway.rules_cli import add_parser as add_rules_parser
 from gateway.send_test import cmd_send_test_event, creator_arg, currency_arg, url_arg, value_arg
 from gateway.sharedcounts import SharedCounts
 from gateway.sink_cli import cmd_sink_send
-from gateway.sources import webhooks_warnings
 from storage.migrate import SchemaTooNew
 from storage.reclassify import Reclassified, reclassify, stored_touchpoints
 from storage.roundlock import LONG_WAIT_SECONDS, Holder, RoundTimeout
@@ -156,7 +156,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for check in geo_files(settings):
         if check.status != "ok":
             print(f"gateway: warning: {check.what} ({check.fix})", file=sys.stderr)
-    for warning in webhooks_warnings(settings.options.webhooks) + channels_warnings(settings.options):
+    for warning in config_warnings(settings.options):
         print(f"gateway: warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(render_toml(masked(settings.options)), end="")
@@ -648,7 +648,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker is None:
         from gateway.supervisor import worker_count
 
-        for warning in webhooks_warnings(opts.webhooks) + channels_warnings(opts):  # once, at the start
+        for warning in config_warnings(opts):  # once, at the start
             log.warning("%s", warning)
 
         count = worker_count(opts.proxy.workers)

@@ -34,6 +34,7 @@ from gateway.channels import channels_warnings
 from gateway.config import ConfigError, Settings, load_settings, resolve_path
 from gateway.config_checks import is_private_host
 from gateway.events import iso
+from gateway.forwarding import public_origin
 from gateway.options import SourceOptions, parse_listen
 from gateway.sources import webhooks_warnings
 
@@ -234,7 +235,7 @@ def check_senders(settings: Settings) -> list[Check]:
     platform against; a warning for a platform sender whose events have no key of their own,
     and for what ``[webhooks]`` allows but does not do (``sources.webhooks_warnings``)."""
     opts = settings.options
-    origin = opts.proxy.public_origin.rstrip("/")
+    origin = public_origin(opts.proxy.public_origin)  # as the hosts use it: the scheme lower-cased
     checks = []
     for i, source in enumerate(opts.sources):
         path = f"{opts.proxy.reserved_prefix}{'segment' if source.format == 'segment' else 'events'}"

@@ -1,6 +1,7 @@
 """Warnings about the configuration that the gateway says once, not once per process and reload.
 
-Owns ``Notices``: what a built pipeline's addons warned of (``Context.warn``), said only by the
+Owns ``Notices`` and ``config_warnings`` (the config's warnings of keys set to no effect).
+``Notices``: what a built pipeline's addons warned of (``Context.warn``), said only by the
 process that speaks for the gateway (the only one, or worker 0 of a supervisor's), and at a
 reload only what the running config did not already make it say. Reads and writes nothing but
 the log. Until 2026-12-05 each worker said GeoIP's "no database configured" at its start and
@@ -11,6 +12,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.options import Options
 
 
 @dataclass
@@ -35,3 +40,13 @@ class Notices:
         """The pipeline built runs: what it warned of is what the next one is judged by. A reload
         refused before this (a corrupt GeoIP file) leaves the running one's standing."""
         self.said = frozenset(self.pending)
+
+
+def config_warnings(options: Options) -> list[str]:
+    """What the config allows but does not do what it reads as, each naming its keys (not
+    refused: harmless, or meant for a signed event): ``[webhooks]``'s, ``[[channels.rules]]``'.
+    One list for ``gateway check``, the start and a reload, which says those it brings."""
+    from gateway.channels import channels_warnings
+    from gateway.sources import webhooks_warnings
+
+    return webhooks_warnings(options.webhooks) + channels_warnings(options)

@@ -45,7 +45,7 @@ from gateway.keys import Keys, key_check
 from gateway.lockout import LOGINS_KEY
 from gateway.logs import ACCESS_LOGGER, set_level
 from gateway.metrics import Metrics
-from gateway.notices import Notices
+from gateway.notices import Notices, config_warnings
 from gateway.options import parse_listen, unresolvable
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.protocol_errors import Runner, line_limits
@@ -54,7 +54,6 @@ from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
 from gateway.reportstate import REPORTING_KEY
 from gateway.sharedcounts import SharedCounts
-from gateway.sources import webhooks_warnings
 from gateway.upstream import Upstream
 from gateway.websocket import UpgradeConnector, keep_addresses_out_of_logs, no_redirects
 from storage.local import LocalStore
@@ -309,7 +308,7 @@ class Gateway:
             return []
         pending = restart_needed(self.settings, new)
         settings = live_settings(self.settings, new)
-        running_said = webhooks_warnings(self.settings.options.webhooks)
+        running_said = config_warnings(self.settings.options)
         # Standings set through the admin API (in worker 0) reach the other workers here too.
         await _apply_standings(self)
         pipeline = build_pipeline(
@@ -321,7 +320,7 @@ class Gateway:
         if settings.options.log.level != self.settings.options.log.level:
             set_level(settings.options.log.level)  # until 2026-12-04 it needed a restart, unsaid
         if self.notices.speaks:  # said at the start too (gateway/cli.py): only what this reload brings
-            for warning in webhooks_warnings(settings.options.webhooks):
+            for warning in config_warnings(settings.options):
                 if warning not in running_said:
                     log.warning("reload: %s", warning)
         self.settings = settings

@@ -351,3 +351,25 @@ async def test_a_reload_that_brings_a_bad_body_limit_above_max_body_says_so_once
         == []
     )
     assert len(said()) == 1
+
+
+async def test_a_reload_that_brings_a_channel_rule_no_landing_matches_says_so_once(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``[channels]`` changes live too: a reload that brings a rule's click ID no landing carries
+    (a typo) said nothing, where ``gateway check`` and the start warn of it; the reload now says
+    it once, as it says a ``[webhooks]`` warning."""
+    app = web.Application()
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    gw = await start_gateway(upstream)
+    typo = '[[channels.rules]]\nchannel = "Paid Social"\nclick_ids = ["fbcild"]\n'
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "channels.rules[0].click_ids[0]" in r.getMessage()]
+
+    caplog.set_level("WARNING", logger="gateway")
+    assert await gw.gateway.reload(make_settings(tmp_path, typo)) == []
+    assert [line.partition(": ")[0] for line in said()] == ["reload"]
+    assert "'fbcild' is not in campaign.click_ids" in said()[0]
+    assert await gw.gateway.reload(make_settings(tmp_path, typo)) == []
+    assert len(said()) == 1
