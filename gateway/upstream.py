@@ -17,7 +17,9 @@ body was sent whole, and neither side asked to close it; anything else closes it
 without a body that finds its reused connection closed by the upstream (a keep-alive race) is
 sent once more on a new connection, as aiohttp does for idempotent methods; so is one that
 finds, before its answer, the late body of an answer that should have had none
-(``Connection.suspect``), a connection only such a request takes.
+(``Connection.suspect``), a connection only such a request takes. Any other request (a POST, an
+upload) takes only a connection idle less than ``ONCE_IDLE_SECONDS``, which the site has not
+begun to close.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ from gateway.networds import not_connected
 
 IDLE_SECONDS = 15.0
 """How long an idle connection is kept for reuse (aiohttp's ``keepalive_timeout``)."""
+ONCE_IDLE_SECONDS = 0.5
+"""How long a connection may have been idle to take a request that is not sent twice (one with
+a body, a POST): a site closes a connection idle past its own bound (gunicorn 2 s; Node, uvicorn,
+Apache 5 s; 1 s where an operator set it so), and one closed just as the request goes out fails
+it: a GET is sent again, such a request would be a 502. Below the site's bound the close cannot
+cross it. Only an idle time is compared (the site's ``Keep-Alive: timeout=N`` is not read: a
+header lookup on every answer, for the few sites whose bound is lower still)."""
 READ_BUFSIZE = 2**16
 """Response body bytes buffered before reading from the upstream pauses."""
 MAX_RESPONSE_HEADERS = 1000
@@ -373,6 +382,7 @@ class Upstream:
         read_timeout: float,
         max_field_size: int,
         idle_seconds: float = IDLE_SECONDS,
+        once_idle_seconds: float = ONCE_IDLE_SECONDS,
     ) -> None:
         parsed = URL(url)
         self.tls = parsed.scheme == "https"
@@ -383,6 +393,7 @@ class Upstream:
         self.read_timeout = read_timeout
         self.max_field_size = max_field_size
         self.idle_seconds = idle_seconds
+        self.once_idle_seconds = once_idle_seconds
         self._ssl: ssl.SSLContext | None = None
         self._open = 0
         """Connections open (busy or idle) plus slots reserved by WebSocket relays."""
@@ -392,13 +403,16 @@ class Upstream:
 
     # -- the pool ---------------------------------------------------------------------------------
 
-    async def _acquire(self) -> tuple[Connection, bool]:
-        """A connection, and whether it served a request before."""
-        got = self._pop_idle()
+    async def _acquire(self, fresh: float) -> tuple[Connection, bool]:
+        """A connection (idle less than ``fresh`` seconds, if one that was idle), and whether it
+        served a request before."""
+        got = self._pop_idle(fresh)
         if got is not None:
             return got, True
         if self._open < self.limit:
             self._open += 1
+        elif self._idle:  # idle too long for this request: its slot becomes ours
+            self._idle.popleft()[0].close()
         else:
             got = await self._wait()
             if got is not None:
@@ -409,12 +423,18 @@ class Upstream:
             self._free_slot()
             raise
 
-    def _pop_idle(self) -> Connection | None:
+    def _pop_idle(self, fresh: float) -> Connection | None:
+        """The connection last released, if it is idle less than ``fresh`` seconds; those idle
+        past ``idle_seconds`` or closed are closed on the way."""
         now = asyncio.get_running_loop().time()
-        while self._idle:
-            proto, since = self._idle.pop()
-            if now - since < self.idle_seconds and proto.is_connected() and not proto.should_close:
+        idle = self._idle
+        while idle:
+            proto, since = idle.pop()
+            if now - since < fresh and proto.is_connected() and not proto.should_close:
                 return proto
+            if now - since < self.idle_seconds and proto.is_connected() and not proto.should_close:
+                idle.append((proto, since))  # kept for a request that may be sent again
+                return None
             proto.close()
             self._open -= 1
         return None
@@ -542,12 +562,13 @@ class Upstream:
             framing = "" if length_known else "Transfer-Encoding: chunked\r\n"
         head = request_head(method, target, headers, framing)
         again = body is None and method in _IDEMPOTENT
+        fresh = self.idle_seconds if again else self.once_idle_seconds
         while True:
-            proto = self._pop_idle()  # the common case: no waiting, so no timeout to arm
+            proto = self._pop_idle(fresh)  # the common case: no waiting, so no timeout to arm
             reused = proto is not None
             if proto is None:
                 async with asyncio.timeout(self.connect_timeout):
-                    proto, reused = await self._acquire()
+                    proto, reused = await self._acquire(fresh)
             if proto.suspect and not again:  # a late stray body would make it fail for good
                 proto, reused = await self._replace(proto), False
             try:
@@ -563,6 +584,7 @@ class Upstream:
                 if not (again and reused):
                     raise
                 again = False
+                fresh = self.once_idle_seconds  # not on another connection the site may be closing
 
     async def _exchange(
         self,
