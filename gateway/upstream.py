@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
@@ -43,7 +44,10 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway.logs import Throttled
 from gateway.networds import not_connected
+
+log = logging.getLogger("gateway.upstream")
 
 IDLE_SECONDS = 15.0
 """How long an idle connection is kept for reuse (aiohttp's ``keepalive_timeout``)."""
@@ -135,7 +139,8 @@ class Connection(ResponseHandler):
     An answer with more bytes than its ``Content-Length`` (a length counted by hand, a newline a
     template added after it) failed alike: the parser took the rest for the next answer. Its
     body is cut at its length, as browsers, curl and nginx cut it; the rest is dropped and the
-    connection not used again (``_body_received``).
+    connection not used again (``_body_received``), with a warning naming the request
+    (``overlong``, as nginx logs "upstream sent more data than specified").
 
     Such a body may also come late, after the connection went back to the pool and the next
     request went out on it, where the parser read it as that request's answer and failed. The
@@ -153,6 +158,10 @@ class Connection(ResponseHandler):
     """The last bytes fed while looking for a head's end, which may be split across reads."""
     _left: int | None = None
     """Body bytes the final answer's ``Content-Length`` still has to come (None: no length)."""
+    sent = b""
+    """The head of the request in hand (or the last one), for a log line to name it."""
+    overlong: Throttled | None = None
+    """Where an answer longer than its ``Content-Length`` is logged (the pool's)."""
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
@@ -236,16 +245,39 @@ class Connection(ResponseHandler):
         left = self._left
         if left is not None:
             if len(data) - head > left:
+                extra = len(data) - head - left
                 data = data[: head + left]
                 self._left = 0
                 self.answer = STRAY
                 self._should_close = True
-                if not data:
-                    return
+                if data:
+                    ResponseHandler.data_received(self, data)
+                self._said_overlong(extra)
+                return
             else:
                 self._left = left - (len(data) - head)
         # No byte (aiohttp's parser resuming after a pause) is fed too: it is how it resumes.
         ResponseHandler.data_received(self, data)
+
+    def _said_overlong(self, extra: int) -> None:
+        """Log the answer just cut at its length: the request (its path, no query) and both
+        lengths, the body's all fed by now (its reader's count)."""
+        if self.overlong is None:
+            return
+        payload = self._payload
+        length = payload.total_bytes if payload is not None else 0
+        line = self.sent.split(b"\r\n", 1)[0].decode("ascii", "backslashreplace")
+        method, _, target = line.partition(" ")
+        path = target.rpartition(" ")[0].partition("?")[0]
+        self.overlong(
+            "upstream sent more than its Content-Length for %s %s: %d bytes announced, at least "
+            "%d sent; cut at %d, the connection dropped",
+            method,
+            path,
+            length,
+            length + extra,
+            length,
+        )
 
 
 class UpstreamConnectError(OSError):
@@ -400,6 +432,7 @@ class Upstream:
         self._idle: collections.deque[tuple[Connection, float]] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self._closed = False
+        self._overlong = Throttled(log, logging.WARNING)
 
     # -- the pool ---------------------------------------------------------------------------------
 
@@ -528,6 +561,7 @@ class Upstream:
             )
         except OSError as err:
             raise UpstreamConnectError(err.errno, not_connected(self.host, self.port, err)) from err
+        proto.overlong = self._overlong
         return proto
 
     async def _ssl_context(self) -> ssl.SSLContext:
@@ -597,6 +631,7 @@ class Upstream:
         early_hints: Callable[[RawResponseMessage], Awaitable[None]] | None = None,
     ) -> UpstreamResponse:
         proto.answer = START
+        proto.sent = head
         suspect, proto.suspect = proto.suspect, False
         proto.set_response_params(
             skip_payload=method == "HEAD",
