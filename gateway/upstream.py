@@ -17,13 +17,16 @@ body was sent whole, and neither side asked to close it; anything else closes it
 without a body that finds its reused connection closed by the upstream (a keep-alive race) is
 sent once more on a new connection, as aiohttp does for idempotent methods; so is one that
 finds, before its answer, the late body of an answer that should have had none
-(``Connection.suspect``), a connection only such a request takes.
+(``Connection.suspect``), a connection only such a request takes. Any other request (a POST, an
+upload) takes only a connection idle less than ``ONCE_IDLE_SECONDS``, which the site has not
+begun to close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
@@ -40,10 +43,20 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway.logs import Throttled
 from gateway.networds import not_connected
+
+log = logging.getLogger("gateway.upstream")
 
 IDLE_SECONDS = 15.0
 """How long an idle connection is kept for reuse (aiohttp's ``keepalive_timeout``)."""
+ONCE_IDLE_SECONDS = 0.5
+"""How long a connection may have been idle to take a request that is not sent twice (one with
+a body, a POST): a site closes a connection idle past its own bound (gunicorn 2 s; Node, uvicorn,
+Apache 5 s; 1 s where an operator set it so), and one closed just as the request goes out fails
+it: a GET is sent again, such a request would be a 502. Below the site's bound the close cannot
+cross it. Only an idle time is compared (the site's ``Keep-Alive: timeout=N`` is not read: a
+header lookup on every answer, for the few sites whose bound is lower still)."""
 READ_BUFSIZE = 2**16
 """Response body bytes buffered before reading from the upstream pauses."""
 MAX_RESPONSE_HEADERS = 1000
@@ -128,7 +141,8 @@ class Connection(ResponseHandler):
     An answer with more bytes than its ``Content-Length`` (a length counted by hand, a newline a
     template added after it) failed alike: the parser took the rest for the next answer. Its
     body is cut at its length, as browsers, curl and nginx cut it; the rest is dropped and the
-    connection not used again (``_body_received``).
+    connection not used again (``_body_received``), with a warning naming the request
+    (``overlong``, as nginx logs "upstream sent more data than specified").
 
     Such a body may also come late, after the connection went back to the pool and the next
     request went out on it, where the parser read it as that request's answer and failed. The
@@ -146,6 +160,10 @@ class Connection(ResponseHandler):
     """The last bytes fed while looking for a head's end, which may be split across reads."""
     _left: int | None = None
     """Body bytes the final answer's ``Content-Length`` still has to come (None: no length)."""
+    sent = b""
+    """The head of the request in hand (or the last one), for a log line to name it."""
+    overlong: Throttled | None = None
+    """Where an answer longer than its ``Content-Length`` is logged (the pool's)."""
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
@@ -229,16 +247,39 @@ class Connection(ResponseHandler):
         left = self._left
         if left is not None:
             if len(data) - head > left:
+                extra = len(data) - head - left
                 data = data[: head + left]
                 self._left = 0
                 self.answer = STRAY
                 self._should_close = True
-                if not data:
-                    return
+                if data:
+                    ResponseHandler.data_received(self, data)
+                self._said_overlong(extra)
+                return
             else:
                 self._left = left - (len(data) - head)
         # No byte (aiohttp's parser resuming after a pause) is fed too: it is how it resumes.
         ResponseHandler.data_received(self, data)
+
+    def _said_overlong(self, extra: int) -> None:
+        """Log the answer just cut at its length: the request (its path, no query) and both
+        lengths, the body's all fed by now (its reader's count)."""
+        if self.overlong is None:
+            return
+        payload = self._payload
+        length = payload.total_bytes if payload is not None else 0
+        line = self.sent.split(b"\r\n", 1)[0].decode("ascii", "backslashreplace")
+        method, _, target = line.partition(" ")
+        path = target.rpartition(" ")[0].partition("?")[0]
+        self.overlong(
+            "upstream sent more than its Content-Length for %s %s: %d bytes announced, at least "
+            "%d sent; cut at %d, the connection dropped",
+            method,
+            path,
+            length,
+            length + extra,
+            length,
+        )
 
 
 class UpstreamConnectError(OSError):
@@ -375,6 +416,7 @@ class Upstream:
         read_timeout: float,
         max_field_size: int,
         idle_seconds: float = IDLE_SECONDS,
+        once_idle_seconds: float = ONCE_IDLE_SECONDS,
     ) -> None:
         parsed = URL(url)
         self.tls = parsed.scheme == "https"
@@ -385,22 +427,27 @@ class Upstream:
         self.read_timeout = read_timeout
         self.max_field_size = max_field_size
         self.idle_seconds = idle_seconds
+        self.once_idle_seconds = once_idle_seconds
         self._ssl: ssl.SSLContext | None = None
         self._open = 0
         """Connections open (busy or idle) plus slots reserved by WebSocket relays."""
         self._idle: collections.deque[tuple[Connection, float]] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self._closed = False
+        self._overlong = Throttled(log, logging.WARNING)
 
     # -- the pool ---------------------------------------------------------------------------------
 
-    async def _acquire(self) -> tuple[Connection, bool]:
-        """A connection, and whether it served a request before."""
-        got = self._pop_idle()
+    async def _acquire(self, fresh: float) -> tuple[Connection, bool]:
+        """A connection (idle less than ``fresh`` seconds, if one that was idle), and whether it
+        served a request before."""
+        got = self._pop_idle(fresh)
         if got is not None:
             return got, True
         if self._open < self.limit:
             self._open += 1
+        elif self._idle:  # idle too long for this request: its slot becomes ours
+            self._idle.popleft()[0].close()
         else:
             got = await self._wait()
             if got is not None:
@@ -411,12 +458,18 @@ class Upstream:
             self._free_slot()
             raise
 
-    def _pop_idle(self) -> Connection | None:
+    def _pop_idle(self, fresh: float) -> Connection | None:
+        """The connection last released, if it is idle less than ``fresh`` seconds; those idle
+        past ``idle_seconds`` or closed are closed on the way."""
         now = asyncio.get_running_loop().time()
-        while self._idle:
-            proto, since = self._idle.pop()
-            if now - since < self.idle_seconds and proto.is_connected() and not proto.should_close:
+        idle = self._idle
+        while idle:
+            proto, since = idle.pop()
+            if now - since < fresh and proto.is_connected() and not proto.should_close:
                 return proto
+            if now - since < self.idle_seconds and proto.is_connected() and not proto.should_close:
+                idle.append((proto, since))  # kept for a request that may be sent again
+                return None
             proto.close()
             self._open -= 1
         return None
@@ -510,6 +563,7 @@ class Upstream:
             )
         except OSError as err:
             raise UpstreamConnectError(err.errno, not_connected(self.host, self.port, err)) from err
+        proto.overlong = self._overlong
         return proto
 
     async def _ssl_context(self) -> ssl.SSLContext:
@@ -544,12 +598,13 @@ class Upstream:
             framing = "" if length_known else "Transfer-Encoding: chunked\r\n"
         head = request_head(method, target, headers, framing)
         again = body is None and method in _IDEMPOTENT
+        fresh = self.idle_seconds if again else self.once_idle_seconds
         while True:
-            proto = self._pop_idle()  # the common case: no waiting, so no timeout to arm
+            proto = self._pop_idle(fresh)  # the common case: no waiting, so no timeout to arm
             reused = proto is not None
             if proto is None:
                 async with asyncio.timeout(self.connect_timeout):
-                    proto, reused = await self._acquire()
+                    proto, reused = await self._acquire(fresh)
             if proto.suspect and not again:  # a late stray body would make it fail for good
                 proto, reused = await self._replace(proto), False
             try:
@@ -565,6 +620,7 @@ class Upstream:
                 if not (again and reused):
                     raise
                 again = False
+                fresh = self.once_idle_seconds  # not on another connection the site may be closing
 
     async def _exchange(
         self,
@@ -577,6 +633,7 @@ class Upstream:
         early_hints: Callable[[RawResponseMessage], Awaitable[None]] | None = None,
     ) -> UpstreamResponse:
         proto.answer = START
+        proto.sent = head
         suspect, proto.suspect = proto.suspect, False
         proto.set_response_params(
             skip_payload=method == "HEAD",
