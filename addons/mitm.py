@@ -69,7 +69,7 @@ from gateway.forwarding import (
     shared_cacheable,
     underscored_claim,
 )
-from gateway.logs import restore_levels, set_own_level
+from gateway.logs import Throttled, restore_levels, set_own_level
 from gateway.metrics import Metrics
 from gateway.notices import Notices
 from gateway.options import AdminOptions, Options
@@ -322,6 +322,7 @@ class GatewayAddon:
         self._ready = asyncio.Event()
         """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
         self._loud_at = float("-inf")
+        self._not_stored = Throttled(log, logging.WARNING)
         self.salt = DaySalt()
         """The cookieless visitors' salt, kept across reloads (a new one would make each new)."""
         self.notices = Notices()
@@ -715,7 +716,13 @@ class GatewayAddon:
             # Whatever the store's state: a page is served as the aiohttp host serves it when its
             # writer stopped or at shutdown, never with a redirect to the site's own address.
             self._public_locations(flow, ex.request)
-        if not state.store.accepting:
+        if state.store.closed:
+            # Closed at shutdown (or a hot reload's end, cancelled by one), and the flow's chain
+            # with it: the events its request left were stored, or refused, by ``close``. A
+            # writer that stopped on an error is not this: the chain runs on, and the store
+            # refuses and counts the events (below), as in the aiohttp host.
+            for future in state.commits:
+                future.add_done_callback(self._consume)
             return
         ex.response = ResponseView(flow.response.status_code, response_headers(flow.response.headers))
         await state.pipeline.response(ex)
@@ -753,15 +760,32 @@ class GatewayAddon:
         """Wait (bounded by the store) for this flow's events; never fail the flow over it."""
         for future in commits:
             if not self.wait_commit:
-                future.add_done_callback(lambda f: f.cancelled() or f.exception())
+                future.add_done_callback(self._consume)
                 continue
             try:
                 await future
             except CommitTimeout:
                 self.metrics.events_unconfirmed.labels("timeout").inc()
             except Exception as err:
-                self.metrics.events_unconfirmed.labels("store_error").inc()
-                log.warning("events not stored (%s); the page was served anyway", err)
+                self._store_failed(err)
+
+    def _consume(self, future: asyncio.Future[None]) -> None:
+        """A commit no one waits for (``durability = "async"``), counted as the aiohttp host
+        counts it when it settles. Until 2026-12-06 its failure was neither counted nor said."""
+        if future.cancelled():
+            return
+        err = future.exception()
+        if isinstance(err, CommitTimeout):
+            self.metrics.events_unconfirmed.labels("timeout").inc()
+        elif err is not None:
+            self._store_failed(err)
+
+    def _store_failed(self, err: BaseException) -> None:
+        """Counted each time, said once then at most every 10 s (``Throttled``), as the aiohttp
+        host says it: a store that refuses every event (its writer stopped, a full disk) would
+        otherwise write a line per request, on the disk that may be full."""
+        self.metrics.events_unconfirmed.labels("store_error").inc()
+        self._not_stored("events not stored (%s); the page was served anyway", err)
 
 
 def _unloaded(addon: GatewayAddon) -> bool:

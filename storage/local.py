@@ -394,6 +394,12 @@ class LocalStore:
         """True while the writer runs and the store takes events."""
         return not self._closing and self._task is not None and not self._task.done()
 
+    @property
+    def closed(self) -> bool:
+        """``close`` was called (a shutdown, a hot reload's end of the mitmproxy host): not
+        accepting, as when the writer stopped on an error, but on purpose, its caller done."""
+        return self._closing
+
     def submit(self, events: Sequence[Event]) -> asyncio.Future[None]:
         """Queue events; the future resolves when they are committed (or fails with the reason).
 

@@ -328,9 +328,9 @@ async def test_a_redirect_is_pointed_at_the_public_origin_when_the_store_writer_
     addon: GatewayAddon,
 ) -> None:
     """The store's writer stopped (an unexpected error: "events are refused until restart",
-    the pages still served) or closing at shutdown: the response hooks are skipped, but the
-    site's redirect to its own address is still pointed at the public one, as the aiohttp host
-    points it. It reached the visitor as the site sent it, an address only the proxy reaches."""
+    the pages still served): the site's redirect to its own address is still pointed at the
+    public one, as the aiohttp host points it. It reached the visitor as the site sent it, an
+    address only the proxy reaches."""
     flow = visitor(b"/account", [(b"host", b"shop.example")])
     await addon.request(flow)
     assert addon.store is not None and addon.store._task is not None
@@ -340,6 +340,74 @@ async def test_a_redirect_is_pointed_at_the_public_origin_when_the_store_writer_
     flow.response = tutils.tresp(status_code=302, headers=[(b"location", b"http://address:22/login")])
     await addon.responseheaders(flow)
     assert flow.response.headers["location"] == "https://shop.example/login"
+
+
+async def test_a_flow_answered_after_the_store_closed_runs_no_response_hook(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response that comes once ``done`` closed the chain and the store (mitmdump stopping, or
+    a hot reload's old instance ended by it) is passed on without the response hooks — the
+    chain is gone, unlike a store whose writer stopped —, its redirect still pointed at the
+    public origin; the landing its request left was stored by the close, and nothing is
+    logged as an error."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gateway_config=str(await asyncio.to_thread(config, tmp_path)))
+        await gateway.running()
+        early = visitor(b"/account?utm_source=early", [(b"host", b"shop.example")])
+        await gateway.request(early)
+        store = gateway.store
+        assert store is not None
+        await gateway.done()
+        assert store.closed
+        early.response = tutils.tresp(status_code=302, headers=[(b"location", b"http://address:22/login")])
+        await gateway.responseheaders(early)
+        assert early.response.headers["location"] == "https://shop.example/login"
+        assert "set-cookie" not in early.response.headers
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    got = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT source FROM touchpoints")
+    assert got == [("early",)]
+
+
+@pytest.mark.parametrize("durability", ["commit", "async"])
+async def test_a_stopped_store_writer_still_sets_the_cookie_and_counts_what_it_refused(
+    tmp_path: Path, secrets: None, caplog: pytest.LogCaptureFixture, durability: str
+) -> None:
+    """The store's writer stopped ("events are refused until restart", the pages still served):
+    as in the aiohttp host the response hooks still run — a landing's visitor gets the ID cookie,
+    the same one again on their next page —, only the store refuses the events, each refusal
+    counted ``events_unconfirmed{store_error}`` and said in one warning, not one per request.
+    The mitmproxy host returned before the hooks: no cookie (a new visitor at every page once
+    the store came back), and nothing counted."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        toml = await asyncio.to_thread(config, tmp_path, "gw", f'durability = "{durability}"\n')
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        try:
+            assert gateway.store is not None and gateway.store._task is not None
+            gateway.store._task.cancel()  # the writer stops as it does on an error it does not expect
+            await asyncio.wait([gateway.store._task])
+            caplog.clear()
+            first = await land(gateway, b"/?utm_source=a", [(b"host", b"shop.example")])
+            assert first.response is not None
+            cookie = first.response.headers["set-cookie"].split(";")[0]
+            assert cookie.startswith("gw_vid=v1.")
+            back = [(b"host", b"shop.example"), (b"cookie", cookie.encode())]
+            again = await land(gateway, b"/?utm_source=b", back)
+            assert again.response is not None
+            assert again.response.headers.get("set-cookie", cookie).split(";")[0] == cookie
+            await land(gateway, b"/?utm_source=c")
+            for _ in range(10):
+                await asyncio.sleep(0)  # under "async" the refusals are counted as they settle
+            refused = gateway.metrics.registry.get_sample_value(
+                "gateway_events_unconfirmed_total", {"reason": "store_error"}
+            )
+            assert refused == 3
+            said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("events not stored")]
+            assert len(said) == 1 and "the page was served anyway" in said[0], said
+        finally:
+            await gateway.done()
 
 
 async def test_a_trusted_proxys_forwarded_headers_are_believed(tmp_path: Path, secrets: None) -> None:
