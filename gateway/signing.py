@@ -115,9 +115,13 @@ def _standard_refusal(header: str, offered: Sequence[bytes]) -> str:
     return "signature: no valid signature"
 
 
+_HMAC_LENGTH = hashlib.sha256().digest_size
+"""Bytes of an HMAC-SHA256: a length, public (the shape check of ``_standard_refusal``)."""
+
+
 def _is_base64_mac(sig: bytes) -> bool:
     try:
-        return len(base64.b64decode(sig, validate=True)) == hashlib.sha256().digest_size
+        return len(base64.b64decode(sig, validate=True)) == _HMAC_LENGTH
     except binascii.Error:
         return False
 

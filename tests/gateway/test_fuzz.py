@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from addons.campaign import MAX_PATH, MAX_RAW_PARAMS
+from gateway.events import MAX_CLICK_ID
 from gateway.reserved import classify
 from tests.gateway.test_malformed import raw_request
 
@@ -34,6 +35,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 MAX_VALUE = 200  # campaign.max_value_length's default
+CLICK_KINDS = {"gclid", "fbclid", "msclkid"}  # those the fuzzed queries send
 # Our one cookie, exactly: a fresh signed ID (22 + 22 base64url characters) and fixed attributes.
 OUR_COOKIE = re.compile(
     r"gw_vid=v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}; HttpOnly; Max-Age=34128000; Path=/; SameSite=Lax"
@@ -88,12 +90,12 @@ async def upstream(upstream_server, paths: list[str] | None = None) -> str:
     return await upstream_server(app)
 
 
-def kept(value: str, allow_spaces: bool = True) -> bool:
-    """What the campaign addon lets through, stated apart: trimmed, not too long, printable
-    (and without spaces, for a click ID)."""
+def kept(value: str, allow_spaces: bool = True, longest: int = MAX_VALUE) -> bool:
+    """What the campaign addon lets through, stated apart: trimmed, not too long (a click ID:
+    ``MAX_CLICK_ID``), printable (and without spaces, for a click ID)."""
     return (
         value == value.strip()
-        and len(value) <= MAX_VALUE
+        and len(value) <= longest
         and value.isprintable()
         and (allow_spaces or not any(c.isspace() for c in value))
     )
@@ -109,13 +111,13 @@ def check_stored(row: aiosqlite.Row) -> None:
     for name in ("source", "medium"):
         assert row[name] is None or row[name] == row[name].casefold()
     if row["click_id"] is not None:
-        assert kept(row["click_id"], allow_spaces=False)
-        assert row["click_id_kind"] in {"gclid", "fbclid", "msclkid"}
+        assert kept(row["click_id"], allow_spaces=False, longest=MAX_CLICK_ID)
+        assert row["click_id_kind"] in CLICK_KINDS
     raw = json.loads(row["raw_params"])
     assert len(raw) <= MAX_RAW_PARAMS
     for key, value in raw.items():
         assert key.isprintable() and len(key) <= 64
-        assert kept(value)
+        assert kept(value, longest=MAX_CLICK_ID if key.lower() in CLICK_KINDS else MAX_VALUE)
     assert len(row["landing_path"]) <= MAX_PATH
 
 

@@ -387,7 +387,13 @@ async def test_the_dashboard_s_bot_share_counts_the_effective_verdicts(
     expected = {str(verdict): n for verdict, n in await rows(db, sql, iso(since), iso(UNTIL))}
     as_stored = {str(v): n for v, n in await rows(db, sql.replace("effective_", ""), iso(since), iso(UNTIL))}
     bounds = {"since": iso(since), "until": iso(UNTIL)}
-    assert await _bots(db, bounds) == (True, expected) and as_stored != expected
+    scored, counts, changed = await _bots(db, bounds)
+    assert (scored, counts) == (True, expected) and as_stored != expected
+    # The changed touchpoints' effective verdicts, handed on to tell the credited landings apart.
+    view = "SELECT id, effective_verdict FROM effective_touchpoints WHERE ts >= ? AND ts < ?"
+    differ = "AND coalesce(effective_verdict, 'allow') != coalesce(verdict, 'allow')"
+    moved = {str(i): str(v) for i, v in await rows(db, f"{view} {differ}", iso(since), iso(UNTIL))}
+    assert {i: v for i, v in changed.items() if i in moved} == moved
 
 
 @pytest.mark.parametrize("processes", [1, 3], ids=["one-process", "workers"])
