@@ -371,6 +371,9 @@ class ProxyHost:
         self._public_scheme = self.public_origin.partition(":")[0]
         """``proxy.public_origin``'s scheme, every request's when set (empty: none set)."""
         self.preserve_host = opts.proxy.preserve_host
+        self.log_answers = opts.proxy.access_log
+        """Whether the answer being sent is noted on the request (``pages.ANSWER``): only the
+        access log reads it, and aiohttp's ``Request.__setitem__`` costs on every request."""
         self.reserved = opts.proxy.reserved_prefix
         self.endpoints = endpoints or {}
         """The gateway's own endpoints: path below ``reserved_prefix`` → handler."""
@@ -620,7 +623,8 @@ class ProxyHost:
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
             resp = pages.TransparentResponse(status=upstream.status, reason=upstream.reason)
-            request[pages.ANSWER] = resp
+            if self.log_answers:  # for the access log's line if the visitor leaves (server.HostSlot)
+                request[pages.ANSWER] = resp
             complete = upstream.content.is_eof() and not upstream.cut_short()
             if complete:
                 # The whole body is already here: headers, body and end go out in one write
