@@ -52,6 +52,7 @@ from addons import mitm_shared as shared
 from addons.campaign import host_of
 from gateway import reserved
 from gateway.codings import content_codings, decoded_layers
+from gateway.commits import Confirmations
 from gateway.config import RELOAD_HINT, ConfigError, Settings, load_settings
 from gateway.daysalt import DaySalt
 from gateway.doctor import store_failure
@@ -69,7 +70,7 @@ from gateway.forwarding import (
     shared_cacheable,
     underscored_claim,
 )
-from gateway.logs import Throttled, restore_levels, set_own_level
+from gateway.logs import restore_levels, set_own_level
 from gateway.metrics import Metrics
 from gateway.notices import Notices
 from gateway.options import AdminOptions, Options
@@ -78,7 +79,7 @@ from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseVi
 from gateway.reload import live_settings, restart_needed
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.sessions import is_session_cookie
-from storage.local import CommitTimeout, LocalStore
+from storage.local import LocalStore
 from storage.migrate import SchemaTooNew
 
 log = logging.getLogger("gateway.mitm")
@@ -322,7 +323,8 @@ class GatewayAddon:
         self._ready = asyncio.Event()
         """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
         self._loud_at = float("-inf")
-        self._not_stored = Throttled(log, logging.WARNING)
+        self.confirmations = Confirmations(self.metrics, log, wait=True)
+        """Each flow's wait for its events' commit, as the aiohttp host's (``gateway.commits``)."""
         self.salt = DaySalt()
         """The cookieless visitors' salt, kept across reloads (a new one would make each new)."""
         self.notices = Notices()
@@ -416,7 +418,7 @@ class GatewayAddon:
         self.reserved = settings.options.proxy.reserved_prefix
         self.public_origin = public_origin(settings.options.proxy.public_origin)
         self.public_scheme, _, self.public_host = self.public_origin.partition("://")
-        self.wait_commit = settings.options.storage.durability == "commit"
+        self.confirmations.wait = settings.options.storage.durability == "commit"
 
     def running(self) -> asyncio.Future[None]:
         """Not ``async def``: a script loaded while mitmdump runs (a hot reload) gets ``running``
@@ -722,7 +724,7 @@ class GatewayAddon:
             # writer that stopped on an error is not this: the chain runs on, and the store
             # refuses and counts the events (below), as in the aiohttp host.
             for future in state.commits:
-                future.add_done_callback(self._consume)
+                future.add_done_callback(self.confirmations.settled)
             return
         ex.response = ResponseView(flow.response.status_code, response_headers(flow.response.headers))
         await state.pipeline.response(ex)
@@ -733,7 +735,7 @@ class GatewayAddon:
             flow.response.headers.add("Cache-Control", "private")  # as the aiohttp host does
         for cookie in ex.set_cookies:
             flow.response.headers.add("Set-Cookie", set_cookie_value(cookie))
-        await self._confirm(state.commits)
+        await self.confirmations.confirm(state.commits)
 
     def _public_locations(self, flow: mhttp.HTTPFlow, view: RequestView) -> None:
         """A ``Location`` or ``Refresh`` at the site's own origin (the reverse-mode target) is
@@ -755,37 +757,6 @@ class GatewayAddon:
     def error(self, flow: mhttp.HTTPFlow) -> None:
         """The upstream failed: the events were submitted already; forget the flow."""
         shared.FLOWS.pop(flow.id, None)
-
-    async def _confirm(self, commits: list[asyncio.Future[None]]) -> None:
-        """Wait (bounded by the store) for this flow's events; never fail the flow over it."""
-        for future in commits:
-            if not self.wait_commit:
-                future.add_done_callback(self._consume)
-                continue
-            try:
-                await future
-            except CommitTimeout:
-                self.metrics.events_unconfirmed.labels("timeout").inc()
-            except Exception as err:
-                self._store_failed(err)
-
-    def _consume(self, future: asyncio.Future[None]) -> None:
-        """A commit no one waits for (``durability = "async"``), counted as the aiohttp host
-        counts it when it settles. Until 2026-12-06 its failure was neither counted nor said."""
-        if future.cancelled():
-            return
-        err = future.exception()
-        if isinstance(err, CommitTimeout):
-            self.metrics.events_unconfirmed.labels("timeout").inc()
-        elif err is not None:
-            self._store_failed(err)
-
-    def _store_failed(self, err: BaseException) -> None:
-        """Counted each time, said once then at most every 10 s (``Throttled``), as the aiohttp
-        host says it: a store that refuses every event (its writer stopped, a full disk) would
-        otherwise write a line per request, on the disk that may be full."""
-        self.metrics.events_unconfirmed.labels("store_error").inc()
-        self._not_stored("events not stored (%s); the page was served anyway", err)
 
 
 def _unloaded(addon: GatewayAddon) -> bool:

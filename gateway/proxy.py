@@ -31,6 +31,7 @@ from yarl import URL
 
 from gateway import pages, reserved
 from gateway.codings import content_codings, decoded_layers
+from gateway.commits import Confirmations
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.forwarding import (
@@ -61,7 +62,7 @@ from gateway.upstream import (
     described,
 )
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
-from storage.local import CommitTimeout, LocalStore
+from storage.local import LocalStore
 
 log = logging.getLogger("gateway.proxy")
 
@@ -354,7 +355,6 @@ class ProxyHost:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics
-        self._not_stored = Throttled(log, logging.WARNING)
         # An upstream that is down fails every request: one line at once, then one per 10 s per
         # kind, with the count held back (until 2026-12-05 a line per request).
         self._upstream_failed_log = {
@@ -381,7 +381,8 @@ class ProxyHost:
         self.body_idle = opts.proxy.body_timeout
         self.max_ws_message = opts.proxy.max_websocket_message
         self.trusted = settings.trusted_networks
-        self.wait_commit = opts.storage.durability == "commit"
+        # The request waits for its events' commit (``storage.durability``), failing open.
+        self.confirmations = Confirmations(metrics, log, opts.storage.durability == "commit")
         self._forwarded = metrics.requests.labels("forwarded")  # the hot path's counter, resolved once
 
     # -- the request handler ------------------------------------------------------------------
@@ -449,7 +450,7 @@ class ProxyHost:
             resp = pages.QuietResponse(status=reply.status, body=reply.body, headers=reply.headers)
             self._apply_cookies(resp, ex)
             if commits:
-                await self._confirm(commits)
+                await self.confirmations.confirm(commits)
             self.metrics.requests.labels("reply").inc()
             return resp
 
@@ -651,7 +652,7 @@ class ProxyHost:
             resp.as_sent = pages.needs_as_sent(upstream.reason, kept)
             self._apply_cookies(resp, ex)
             if commits:
-                await self._confirm(commits)
+                await self.confirmations.confirm(commits)
             await resp.prepare(request)
             self._forwarded.inc()
             try:
@@ -738,7 +739,7 @@ class ProxyHost:
         self._submit_new(ex, seen, commits)
         self._apply_cookies(resp, ex)
         if commits:
-            await self._confirm(commits)
+            await self.confirmations.confirm(commits)
         return resp
 
     def _upstream_failed(
@@ -819,30 +820,3 @@ class ProxyHost:
         if len(ex.events) > seen:
             new: list[Event] = ex.events[seen:]
             commits.append(self.store.submit(new))
-
-    async def _confirm(self, commits: list[asyncio.Future[None]]) -> None:
-        """Wait for this request's events to commit — the store bounds the wait by
-        ``storage.max_wait_ms`` — and never fail the request over it (fail open)."""
-        for future in commits:
-            if not self.wait_commit:
-                future.add_done_callback(self._consume)
-                continue
-            try:
-                await future
-            except CommitTimeout:
-                self.metrics.events_unconfirmed.labels("timeout").inc()
-            except Exception as err:
-                self._store_failed(err)
-
-    def _consume(self, future: asyncio.Future[None]) -> None:
-        if future.cancelled():
-            return
-        err = future.exception()
-        if isinstance(err, CommitTimeout):
-            self.metrics.events_unconfirmed.labels("timeout").inc()
-        elif err is not None:
-            self._store_failed(err)
-
-    def _store_failed(self, err: BaseException) -> None:
-        self.metrics.events_unconfirmed.labels("store_error").inc()
-        self._not_stored("events not stored (%s); the page was served anyway", err)

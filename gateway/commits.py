@@ -1,0 +1,60 @@
+"""A request's events and their commit, as both hosts (``gateway run`` and the mitmproxy addon)
+wait for them: fail open, counted, said.
+
+Owns ``Confirmations``: under ``storage.durability = "commit"`` the request waits for its
+events' commit (the store bounds the wait by ``storage.max_wait_ms``); under ``"async"`` it does
+not, and each commit is looked at when it settles. Either way a failure never fails the
+request: a commit not made in time counts ``gateway_events_unconfirmed_total{reason="timeout"}``,
+one the store refused (its writer stopped, a full disk) ``{reason="store_error"}``, said once then
+at most every 10 s (``Throttled``: a store refusing every event would otherwise write a line per
+request, on the disk that may be full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from gateway.logs import Throttled
+from gateway.metrics import Metrics
+from storage.local import CommitTimeout
+
+
+class Confirmations:
+    """Each host's one, on its metrics and its logger."""
+
+    __slots__ = ("_not_stored", "metrics", "wait")
+
+    def __init__(self, metrics: Metrics, log: logging.Logger, wait: bool) -> None:
+        self.metrics = metrics
+        self.wait = wait
+        """``storage.durability == "commit"``: the request waits for its commit."""
+        self._not_stored = Throttled(log, logging.WARNING)
+
+    async def confirm(self, commits: Iterable[asyncio.Future[None]]) -> None:
+        """Wait for each commit, or leave it to be looked at when it settles (``wait`` off)."""
+        for future in commits:
+            if not self.wait:
+                future.add_done_callback(self.settled)
+                continue
+            try:
+                await future
+            except CommitTimeout:
+                self.metrics.events_unconfirmed.labels("timeout").inc()
+            except Exception as err:
+                self.failed(err)
+
+    def settled(self, future: asyncio.Future[None]) -> None:
+        """A commit no one waits for, counted when it settles (its exception retrieved)."""
+        if future.cancelled():
+            return
+        err = future.exception()
+        if isinstance(err, CommitTimeout):
+            self.metrics.events_unconfirmed.labels("timeout").inc()
+        elif err is not None:
+            self.failed(err)
+
+    def failed(self, err: BaseException) -> None:
+        self.metrics.events_unconfirmed.labels("store_error").inc()
+        self._not_stored("events not stored (%s); the page was served anyway", err)
