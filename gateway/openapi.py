@@ -408,6 +408,9 @@ USER_LOOKUP_ID = {
     " key's shape is read as a user_key first, then as a raw ID",
 }
 
+ERASED_ROWS = {"type": "object", "additionalProperties": {"type": "integer"}}
+"""An erasure's answer: rows erased per table (a user's, a visitor's)."""
+
 ERROR = {
     "type": "object",
     "required": ["ok", "status", "error"],
@@ -719,10 +722,7 @@ def openapi_document() -> dict[str, Any]:
                                         "properties": {
                                             "ok": {"const": True},
                                             "visitor_keys": {"type": "array", "items": {"type": "string"}},
-                                            "erased": {
-                                                "type": "object",
-                                                "additionalProperties": {"type": "integer"},
-                                            },
+                                            "erased": ERASED_ROWS,
                                             "bound_users": {
                                                 "type": "integer",
                                                 "description": "users the visitor is bound to: their"
@@ -840,10 +840,7 @@ def openapi_document() -> dict[str, Any]:
                                         "properties": {
                                             "ok": {"const": True},
                                             "user_key": {"type": "string"},
-                                            "erased": {
-                                                "type": "object",
-                                                "additionalProperties": {"type": "integer"},
-                                            },
+                                            "erased": ERASED_ROWS,
                                             "visitors": {"type": "integer"},
                                         },
                                     }
