@@ -620,7 +620,8 @@ class ProxyHost:
 
         try:
             head = await self._capture_response(upstream, ex) if ex.want_response_body else b""
-            ex.response = ResponseView(upstream.status, self._as_sent(upstream.headers, ex.request))
+            sent = self._as_sent(upstream.headers, ex.request)  # what the rules and the visitor get
+            ex.response = ResponseView(upstream.status, sent)
             await self.pipeline.response(ex)
             self._submit_new(ex, seen, commits)
             resp = pages.TransparentResponse(status=upstream.status, reason=upstream.reason)
@@ -632,22 +633,17 @@ class ProxyHost:
                 # (aiohttp flushes a StreamResponse's headers on their own by default). A body
                 # still on its way keeps the default, so the visitor sees headers at once.
                 resp._send_headers_immediately = False
-            headers = upstream.headers
             drop = HOP_BY_HOP
-            if hdrs.CONNECTION in headers:
-                drop = drop | connection_tokens(headers.getall(hdrs.CONNECTION))
+            if hdrs.CONNECTION in sent:
+                drop = drop | connection_tokens(sent.getall(hdrs.CONNECTION))
             kept = []
-            # The names as the site spelled them (``ETag``): aiohttp's are its own (``Etag``).
+            # The names as the site spelled them (``ETag``): aiohttp's are its own (``Etag``); the
+            # values as the rules read them, a Location or Refresh at the public origin.
             names = _ANSWER_NAMES
-            for (raw_name, _), (_, value) in zip(upstream.raw_headers, headers.items(), strict=True):
+            for (raw_name, _), (_, value) in zip(upstream.raw_headers, sent.items(), strict=True):
                 spelled, key = names.get(raw_name) or _answer_name(raw_name)
-                if key in drop:
-                    continue
-                if key == "location":
-                    value = self._public_location(value, ex.request)
-                elif key == "refresh":
-                    value = self._public_location(value, ex.request, rewrite_refresh)
-                kept.append((spelled, value))
+                if key not in drop:
+                    kept.append((spelled, value))
             resp.headers.extend(kept)
             resp.as_sent = pages.needs_as_sent(upstream.reason, kept)
             self._apply_cookies(resp, ex)
@@ -778,10 +774,11 @@ class ProxyHost:
         public = self.public_origin or f"{view.scheme}://{view.host}"
         return rewrite(location, self.upstream_origin, public)
 
-    def _as_sent(self, headers: CIMultiDictProxy[str], view: RequestView) -> Mapping[str, str]:
+    def _as_sent(self, headers: CIMultiDictProxy[str], view: RequestView) -> CIMultiDictProxy[str]:
         """The answer's headers as the visitor gets them, its ``Location`` and ``Refresh`` at
         the public origin: what the rules read, as the browser (devtools, a HAR for ``rules
-        try``) shows them, whatever address the site named itself by."""
+        try``) shows them, whatever address the site named itself by; the answer goes out with
+        these values too (rewritten once)."""
         if hdrs.LOCATION not in headers and "refresh" not in headers:
             return headers
         public: CIMultiDict[str] = CIMultiDict()
