@@ -472,9 +472,10 @@ class Upstream:
         idle = self._idle
         while idle:
             proto, since = idle.pop()
-            if now - since < fresh and proto.is_connected() and not proto.should_close:
-                return proto
-            if now - since < self.idle_seconds and proto.is_connected() and not proto.should_close:
+            age = now - since
+            if age < self.idle_seconds and proto.is_connected() and not proto.should_close:
+                if age < fresh:  # ``fresh`` is at most ``idle_seconds``
+                    return proto
                 idle.append((proto, since))  # kept for a request that may be sent again
                 return None
             proto.close()
