@@ -63,18 +63,8 @@ def decoded_body(body: bytes, encoding: str | None, cap: int) -> bytes | None:
         return body
     if "," in encoding:
         return decoded_layers(body, content_codings([encoding]), cap)
-    formats: tuple[int, ...]
-    if encoding in ("gzip", "x-gzip"):
-        formats = (_GZIP,)
-    elif encoding == "deflate":  # RFC 9110 says zlib-wrapped; some servers send raw deflate
-        formats = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
-    else:
-        return None
-    for wbits in formats:
-        out = _inflate(body, wbits, cap)
-        if out is not None:
-            return out if len(out) <= cap else None
-    return None
+    out = _inflated(body, encoding, cap)
+    return out if out is not None and len(out) <= cap else None
 
 
 def larger_than(body: bytes, codings: list[str], cap: int) -> bool:
@@ -83,19 +73,33 @@ def larger_than(body: bytes, codings: list[str], cap: int) -> bool:
     if len(codings) > MAX_CODINGS:
         return False
     for coding in reversed(codings):
-        if coding in ("gzip", "x-gzip"):
-            formats: tuple[int, ...] = (_GZIP,)
-        elif coding == "deflate":
-            formats = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
-        else:
-            return False
-        out = next((o for wbits in formats if (o := _inflate(body, wbits, cap)) is not None), None)
+        out = _inflated(body, coding, cap)
         if out is None:
             return False
         if len(out) > cap:
             return True
         body = out
     return False
+
+
+_FORMATS: dict[str, tuple[int, ...]] = {
+    "gzip": (_GZIP,),
+    "x-gzip": (_GZIP,),
+    # RFC 9110 says zlib-wrapped; some servers send raw deflate
+    "deflate": (zlib.MAX_WBITS, -zlib.MAX_WBITS),
+}
+"""zlib's formats (``wbits``) a coding may be in, tried in this order."""
+
+
+def _inflated(body: bytes, coding: str, cap: int) -> bytes | None:
+    """``body`` undone from ``coding`` in the first of its formats that reads it (longer than
+    ``cap``, it is larger: its rest not read); None for a coding not undone here, or a body
+    that none of its formats reads."""
+    for wbits in _FORMATS.get(coding, ()):
+        out = _inflate(body, wbits, cap)
+        if out is not None:
+            return out
+    return None
 
 
 def _inflate(body: bytes, wbits: int, cap: int) -> bytes | None:
