@@ -349,9 +349,7 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
             raise ValueError(value)
         if len(value) == 10:
             moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), zone)
-        elif _AFTER_DATE.match(value):  # 2026-11-01x05:30: no date-time
-            raise ValueError(value)
-        else:
+        else:  # the extended form: its 11th character is the T, or a space for it
             # A space between date and time (RFC 3339 allows it) is the T; one after the time
             # is a + decoded from a query string (10:00:00+01:00 sent unencoded).
             text = value[:10] + "T" + value[11:] if value[10:11] == " " else value
