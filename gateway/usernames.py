@@ -76,15 +76,14 @@ def erasure_note(named: NamedUser, erasure: Erasure, kept: int, *, api: bool) ->
             f" is known ({again}), else review them (GET /api/bad-events) or let"
             " privacy.retention_days delete them (gateway purge)"
             if kept
-            else "no bad event is kept, so none was left unsearched"
+            else "no bad event is kept, so none was missed"
         )
         return (
-            "erased by its user_key, which does not give the raw user ID back (a hashed key), so the"
-            " kept bad events were not searched for the raw user ID as an erasure by it searches them"
-            " (in any letter case, inside a longer text): only for the user's devices and for a text"
-            f" naming the user exactly as recorded; {left}. Rows kept under another key of the same"
-            " ID (an earlier identity.user_id_storage, another case where a rule lowercases) are not"
-            " found by this key either"
+            "kept bad events not searched for the raw user ID: a hashed user_key does not give it"
+            " back, so they were searched for the user's devices and for the ID as a whole word in"
+            f" the case it was recorded, not in another case nor inside a longer text; {left}. Rows"
+            " kept under another key of the same ID (an earlier identity.user_id_storage, another"
+            " case where a rule lower-cases) are not found by this key either"
         )
     if (
         named.key_shaped
