@@ -8,9 +8,11 @@ the user's identity bindings, every touchpoint and conversion of every visitor
 bound to them, their conversions, and any bad event whose kept (sealed) body
 or reason mentions the raw user ID or one of those visitors; and it records an
 ``erasures`` row (keys and counts only) so the central store and sinks can erase the
-same user. Runs on a connection of its own in one ``BEGIN IMMEDIATE`` transaction,
-which waits for the writer's lock like any second writer (``busy_timeout``). The bad events,
-sealed at rest, are opened and searched before that transaction, while the other writers go
+same user. Named by a hashed user key alone (no raw ID to search for), the bad events are
+searched for the key as the central sync searches them (each text they name, hashed). Runs on
+a connection of its own in one ``BEGIN IMMEDIATE`` transaction, which waits for the writer's
+lock like any second writer (``busy_timeout``). The bad events, sealed at rest, are opened and
+searched before that transaction, while the other writers go
 on (``BadEventSearch``); inside it, only those stored since.
 
 Erased means gone from the files too: SQLite deletes a row by unlinking its cell, and the
