@@ -62,7 +62,8 @@ from gateway.sessions import (
     has_cookie_session,
     session_cookie,
 )
-from storage.erasure import bad_events_naming, erase_user, erase_visitor
+from gateway.usernames import NamedUser, erasure_note, named_user
+from storage.erasure import bad_events_naming, erase_user, erase_visitor, kept_bad_events, user_known
 from storage.local import LOCKED, LocalStore
 from storage.migrate import SchemaTooNew
 from storage.queries import (
@@ -76,6 +77,7 @@ from storage.queries import (
 from storage.sinks import NothingRecorded, SinkError, SinkSet
 
 log = logging.getLogger("gateway.admin")
+T = TypeVar("T")
 
 READER_KEY = web.AppKey("reader", Reader)
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -768,16 +770,30 @@ async def visitor(request: web.Request) -> web.Response:
     raise ApiError(404, "no touchpoints recorded for this visitor")
 
 
-def _user_keys(request: web.Request) -> tuple[str, list[str]]:
-    """The raw user ID from the path and every key its rows may be kept under
-    (``Keys.user_keys``): this mode's first, then an earlier ``user_id_storage``'s and, when an
-    identity rule lower-cases, the lower-cased ID's. The lookup, an erasure and a sink's re-send
-    all read every one of them."""
+def _user_id(request: web.Request) -> str:
+    """The user ID from the path, trimmed; a 400 saying what is wrong with it (never echoing it)."""
     user_id, problem = operator_user_id(request.match_info["user_id"])
     if problem is not None:
         raise ApiError(400, f"user_id: {problem}")
+    return user_id
+
+
+def _user_keys(request: web.Request) -> tuple[str, list[str]]:
+    """The raw user ID from the path and every key its rows may be kept under
+    (``Keys.user_keys``): this mode's first, then an earlier ``user_id_storage``'s and, when an
+    identity rule lower-cases, the lower-cased ID's. A sink's re-send reads every one of them."""
+    user_id = _user_id(request)
     lowercases = request.app[LIVE_KEY].current.lowercases_user_ids  # identity rules reload
     return user_id, request.app[KEYS_KEY].user_keys(user_id, lowercases)
+
+
+async def _named_user(
+    request: web.Request, find: Callable[[list[str]], Awaitable[T | None]]
+) -> tuple[NamedUser, T | None]:
+    """The user the path names, as the lookup and an erasure both read it (``gateway.usernames``:
+    a user key some user has first, then the raw ID, keyed under every mode)."""
+    lowercases = request.app[LIVE_KEY].current.lowercases_user_ids  # identity rules reload
+    return await named_user(_user_id(request), request.app[KEYS_KEY], lowercases, find)
 
 
 async def user(request: web.Request) -> web.Response:
@@ -789,16 +805,15 @@ async def user(request: web.Request) -> web.Response:
     either: a UUID without dashes), as the visitor lookup reads a ``visitor_key``;
     ``looked_up_as`` says which found it."""
     only_params(request, set())
-    user_id, keys = _user_keys(request)
     reader = request.app[READER_KEY]
-    stored = named_user_key(user_id)
-    if stored is not None and stored not in keys:
-        journey = await reader.user([stored])
-        if journey is not None:
-            return ok({**journey, "looked_up_as": "user_key"})
+    who, journey = await _named_user(request, reader.user)
+    if journey is not None:  # found by the key alone
+        return ok({**journey, "looked_up_as": who.read_as})
+    user_id, keys = _user_id(request), who.keys
     journey = await reader.user(keys)  # what an erasure would erase
     if journey is not None:
         return ok({**journey, "looked_up_as": "user_id"})
+    stored = named_user_key(user_id)
     erased = await reader.erased_at(keys if stored is None else [*keys, stored])
     if erased is not None:  # not "never seen": an operator checks that an erasure happened
         raise ApiError(404, f"nothing recorded for this user: erased on {erased}")
@@ -821,25 +836,46 @@ async def user(request: web.Request) -> web.Response:
 
 
 async def erase(request: web.Request) -> web.Response:
-    """Erase the user, their visitors' touchpoints and their conversions (GDPR Art. 17)."""
+    """Erase the user, their visitors' touchpoints and their conversions (GDPR Art. 17): by the
+    raw user ID, or by a user key as the lookup reads one (``_named_user``). ``erased_as`` says
+    which; a hashed key gives no raw ID back, so ``raw_id_searched`` is false and ``note`` says
+    what of the kept bad events that leaves (``erasure_note``)."""
     only_params(request, set())
-    user_id, keys = _user_keys(request)
     settings = request.app[SETTINGS_KEY]
+    reader = request.app[READER_KEY]
+
+    async def known(keys: list[str]) -> bool | None:
+        # This store's rows or erasures, or the central store's (admin.source = "central").
+        if await user_known(settings.store_path, keys) or await reader.user(keys) is not None:
+            return True
+        return await reader.erased_at(keys) is not None or None
+
+    named, _ = await _named_user(request, known)
     now = datetime.now(UTC)
     erasure = await erase_user(
         settings.store_path,
-        keys[0],
-        user_id,
+        named.keys[0],
+        named.user_id,
         body_key=body_key(settings.secret),
         event_id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
         ts=iso(now),
         node=settings.node,
-        also=keys[1:],
+        also=named.keys[1:],
         keys=request.app[KEYS_KEY],
     )
     # Not the key: under user_id_storage = "plain" it is the raw ID, which the log must not keep.
-    log.info("erased a user (erasure %s): %s", erasure.id, erasure.counts)
-    return ok({"user_key": keys[0], "erased": erasure.counts, "visitors": len(erasure.visitors)})
+    log.info("erased a user (erasure %s, as a %s): %s", erasure.id, named.read_as, erasure.counts)
+    kept = await kept_bad_events(settings.store_path)
+    answer: dict[str, Any] = {
+        "user_key": named.keys[0],
+        "erased_as": named.read_as,
+        "erased": erasure.counts,
+        "visitors": len(erasure.visitors),
+        "raw_id_searched": named.user_id is not None,
+        "bad_events_kept": kept,
+    }
+    note = erasure_note(named, erasure, kept, api=True)
+    return ok(answer if note is None else {**answer, "note": note})
 
 
 async def visitor_erase(request: web.Request) -> web.Response:

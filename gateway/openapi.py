@@ -827,7 +827,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "delete": {
-                    "parameters": [USER_ID],
+                    "parameters": [USER_LOOKUP_ID],
                     "summary": "Erase the user: bindings, their visitors' touchpoints, their conversions",
                     "responses": {
                         "200": {
@@ -836,12 +836,41 @@ def openapi_document() -> dict[str, Any]:
                                 "application/json": {
                                     "schema": {
                                         "type": "object",
-                                        "required": ["ok", "user_key", "erased", "visitors"],
+                                        "required": [
+                                            "ok",
+                                            "user_key",
+                                            "erased_as",
+                                            "erased",
+                                            "visitors",
+                                            "raw_id_searched",
+                                            "bad_events_kept",
+                                        ],
                                         "properties": {
                                             "ok": {"const": True},
                                             "user_key": {"type": "string"},
+                                            "erased_as": {
+                                                "enum": ["user_id", "user_key"],
+                                                "description": "how the path's text was read, as the"
+                                                " lookup reads it: a raw user ID, or a user_key",
+                                            },
                                             "erased": ERASED_ROWS,
                                             "visitors": {"type": "integer"},
+                                            "raw_id_searched": {
+                                                "type": "boolean",
+                                                "description": "whether the kept bad events were searched"
+                                                " for the raw user ID (false for a hashed user_key,"
+                                                " which does not give it back)",
+                                            },
+                                            "bad_events_kept": {
+                                                "type": "integer",
+                                                "description": "bad events the store keeps after the erasure",
+                                            },
+                                            "note": {
+                                                "type": "string",
+                                                "description": "what the erasure could not do by this"
+                                                " text, and what to do (a hashed user_key; a key's shape"
+                                                " read as a raw ID that erased nothing)",
+                                            },
                                         },
                                     }
                                 }

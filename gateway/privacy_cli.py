@@ -18,6 +18,7 @@ from gateway.keys import operator_user_id
 
 if TYPE_CHECKING:
     from gateway.events import Erasure
+    from gateway.usernames import NamedUser
 
 
 def _settings(args: argparse.Namespace) -> Settings | int:
@@ -82,7 +83,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from gateway.events import iso
     from gateway.ids import Uuid7
     from gateway.keys import Keys
-    from storage.erasure import erase_user
+    from gateway.usernames import erasure_note, named_user
+    from storage.erasure import erase_user, kept_bad_events, user_known
     from storage.local import lock_hint
     from storage.migrate import SchemaTooNew
 
@@ -99,15 +101,20 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if isinstance(settings, int):
         return settings
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
-    key, *also = keys.user_keys(user_id, settings.lowercases_user_ids)
     now = datetime.now(UTC)
 
-    async def erase() -> tuple[Erasure, str | None]:
-        before = await _erased_at(settings.store_path, [key, *also])
+    async def known(user_keys: list[str]) -> bool | None:
+        return await user_known(settings.store_path, user_keys) or None
+
+    async def erase() -> tuple[NamedUser, Erasure, str | None, int]:
+        # Read as the lookup reads it (GET /api/users/{id}): a key some user has, else the raw ID.
+        named, _ = await named_user(user_id, keys, settings.lowercases_user_ids, known)
+        key, *also = named.keys
+        before = await _erased_at(settings.store_path, named.keys)
         erasure = await erase_user(
             settings.store_path,
             key,
-            user_id,
+            named.user_id,
             body_key=body_key(settings.secret),
             event_id=Uuid7()(int(now.timestamp() * 1000)),
             ts=iso(now),
@@ -116,21 +123,28 @@ def cmd_erase(args: argparse.Namespace) -> int:
             also=also,
             keys=keys,
         )
-        return erasure, before
+        return named, erasure, before, await kept_bad_events(settings.store_path)
 
     try:
-        erasure, erased = asyncio.run(erase())
+        named, erasure, erased, kept = asyncio.run(erase())
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         print(
             f"gateway: erase failed on the store {settings.store_path}: {err}{lock_hint(err)}",
             file=sys.stderr,
         )
         return 1
+    if named.key_shaped:  # a user_key or a raw ID: which it was taken for
+        print(f"erase: read as {'a user_key' if named.read_as == 'user_key' else 'a raw user ID'}")
     verb = "would erase" if args.dry_run else "erased"
     n = len(erasure.visitors)
     print(f"erase: {verb} {n:,} visitor{'' if n == 1 else 's'}")
     for table, rows in erasure.counts.items():
         print(f"  {table}: {rows:,}")
+    if args.dry_run:  # what the erasure would leave: those it would delete are kept yet
+        kept -= erasure.counts.get("bad_events", 0)
+    note = erasure_note(named, erasure, kept, api=False)
+    if note is not None:
+        print(f"  {note}")
     if not erasure.visitors and not any(erasure.counts.values()):
         # Not an error (erasing twice is harmless, and the user may have rows elsewhere: the
         # central store, another node), but a mistyped ID must not pass for a done erasure.
@@ -277,7 +291,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], defau
         help="erase one user everywhere (as DELETE /api/users/{id}), or one visitor (--visitor,"
         " as DELETE /api/visitors/{id})",
     )
-    erase.add_argument("user_id", metavar="USER_ID", nargs="?", help="the site's raw user ID")
+    erase.add_argument(
+        "user_id",
+        metavar="USER_ID",
+        nargs="?",
+        help="the site's raw user ID, or a user_key as a journey shows it (read as a key first,"
+        " when a user has it)",
+    )
     erase.add_argument(
         "--visitor",
         metavar="ID",

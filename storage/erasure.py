@@ -8,9 +8,11 @@ the user's identity bindings, every touchpoint and conversion of every visitor
 bound to them, their conversions, and any bad event whose kept (sealed) body
 or reason mentions the raw user ID or one of those visitors; and it records an
 ``erasures`` row (keys and counts only) so the central store and sinks can erase the
-same user. Runs on a connection of its own in one ``BEGIN IMMEDIATE`` transaction,
-which waits for the writer's lock like any second writer (``busy_timeout``). The bad events,
-sealed at rest, are opened and searched before that transaction, while the other writers go
+same user. Named by a hashed user key alone (no raw ID to search for), the bad events are
+searched for the key as the central sync searches them (each text they name, hashed). Runs on
+a connection of its own in one ``BEGIN IMMEDIATE`` transaction, which waits for the writer's
+lock like any second writer (``busy_timeout``). The bad events, sealed at rest, are opened and
+searched before that transaction, while the other writers go
 on (``BadEventSearch``); inside it, only those stored since.
 
 Erased means gone from the files too: SQLite deletes a row by unlinking its cell, and the
@@ -38,6 +40,7 @@ from gateway.badbody import unseal
 from gateway.events import Erasure
 from gateway.keys import MAX_USER_ID, MAX_VISITOR_ID, Keys, is_plain_key, spellings
 from storage.cursors import clamp_cursors, table_tops
+from storage.erased import erased_at
 from storage.local import connect, event_row, insert_sql
 from storage.migrate import refuse_newer
 
@@ -330,10 +333,35 @@ async def bad_events_naming(
     return len(search.naming([_RAW]))
 
 
+async def user_known(path: Path, keys: Sequence[str]) -> bool:
+    """Whether the store holds a binding or a conversion under one of the user ``keys``, or
+    recorded an erasure of one: a text of a key's shape an operator names a user by is read as
+    that key then (``gateway.usernames``), not as a raw ID. Reads only."""
+    db = await connect(path)
+    try:
+        return bool(await _keys_held(db, keys)) or await erased_at(db, keys) is not None
+    except sqlite3.OperationalError:  # a store too old to have erasures: it holds none
+        return bool(await _keys_held(db, keys))
+    finally:
+        await db.close()
+
+
+async def kept_bad_events(path: Path) -> int:
+    """How many bad events the store keeps: what an erasure by a user key alone could not search
+    for the raw user ID, said with its answer. Reads only."""
+    db = await connect(path)
+    try:
+        async with db.execute("SELECT count(*) FROM bad_events") as cursor:
+            row = await cursor.fetchone()
+    finally:
+        await db.close()
+    return int(row[0]) if row else 0
+
+
 async def erase_user(
     path: Path,
     user_key: str,
-    raw_user_id: str,
+    raw_user_id: str | None,
     *,
     body_key: bytes,
     event_id: str,
@@ -348,9 +376,18 @@ async def erase_user(
     storage mode changed since); the erasure record names ``user_key``, the current one.
     ``dry_run`` runs the very same deletes and rolls them back: the counts are what would go.
     ``keys``: what keys a raw visitor ID, to find the bad events that name one of the user's
-    visitors and not the user (without it, only those naming the raw user ID are found)."""
-    if not raw_user_id:
+    visitors and not the user (without it, only those naming the raw user ID are found).
+
+    ``raw_user_id`` None: the user is named by ``user_key`` alone, a hashed key that does not
+    give the ID back (``DELETE /api/users/{user_key}``). Every row kept under the key goes as
+    by the ID; the bad events are searched as the central sync searches them for a user erased
+    through another node (``keys_named`` with ``users``: each text a bad event names, hashed,
+    compared with the key), which needs ``keys``: not for the raw ID in any case or spelling,
+    so what names the user only so is kept (``bad_events_kept`` counts what is)."""
+    if raw_user_id is not None and not raw_user_id:
         raise ValueError("raw_user_id must not be empty")
+    if raw_user_id is None and keys is None:
+        raise ValueError("an erasure by user_key alone needs keys, to search the bad events")
     user_keys = [user_key, *(k for k in also if k != user_key)]
 
     async def visitors(db: aiosqlite.Connection) -> list[str]:
@@ -361,9 +398,14 @@ async def erase_user(
         held = await _keys_held(db, user_keys[1:])
         return [k for k in user_keys[1:] if not is_plain_key(k) or k in held]
 
-    search = BadEventSearch(body_key, keys, dict.fromkeys(spellings(raw_user_id), _RAW))
+    if raw_user_id is None:
+        search = BadEventSearch(body_key, keys, users=True)
+        sought: list[str] = [user_key]
+    else:
+        search = BadEventSearch(body_key, keys, dict.fromkeys(spellings(raw_user_id), _RAW))
+        sought = [_RAW]
     record = Erasure(id=event_id, ts=ts, node=node, user_key=user_key)
-    return await _erase(path, record, user_keys, visitors, others, search, dry_run=dry_run)
+    return await _erase(path, record, user_keys, visitors, others, search, sought, dry_run=dry_run)
 
 
 async def erase_visitor(
@@ -400,7 +442,7 @@ async def erase_visitor(
 
     record = Erasure(id=event_id, ts=ts, node=node, user_key=listed[0])
     erasure = await _erase(
-        path, record, [], visitors, others, BadEventSearch(body_key, keys), dry_run=dry_run
+        path, record, [], visitors, others, BadEventSearch(body_key, keys), (), dry_run=dry_run
     )
     db = await connect(path)
     try:
@@ -420,24 +462,26 @@ async def _erase(
     visitors_of: Callable[[aiosqlite.Connection], Awaitable[list[str]]],
     others_of: Callable[[aiosqlite.Connection], Awaitable[list[str]]],
     search: BadEventSearch,
+    sought: Sequence[str],
     *,
     dry_run: bool,
 ) -> Erasure:
     """The erasure of ``users`` and the visitors ``visitors_of`` finds (read again inside the
     write transaction: a device bound meanwhile), recorded as ``record`` with those visitors,
-    the counts and the other keys ``others_of`` finds."""
+    the counts and the other keys ``others_of`` finds. ``sought``: what else a bad event that
+    goes names (the raw ID's mark, ``_RAW``; or a user key, keyed from its texts)."""
     db = await connect(path)
     try:
         await refuse_newer(db)
         # The bad events opened before the write lock is taken: inside it, only those stored since.
-        await search.update(db, await visitors_of(db))
+        await search.update(db, [*sought, *await visitors_of(db)])
         await db.execute("BEGIN IMMEDIATE")
         try:
             tops = await table_tops(db)
             visitors = await visitors_of(db)
             others = await others_of(db)
-            await search.update(db, visitors)
-            bad = search.naming([_RAW, *visitors])
+            await search.update(db, [*sought, *visitors])
+            bad = search.naming([*sought, *visitors])
             counts = await delete_people(db, users, visitors)
             # Bad events keep the sender's body as received, which may hold the raw ID.
             cursor = await db.execute(

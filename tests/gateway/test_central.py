@@ -594,3 +594,34 @@ async def test_a_central_lookup_of_an_erased_user_says_when_it_was_erased(
 def _rows(path: Path, sql: str) -> list[Any]:
     with sqlite3.connect(path) as db:
         return db.execute(sql).fetchall()
+
+
+async def test_a_user_key_known_only_centrally_is_erased_by_it_through_another_node(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    """With ``admin.source = "central"`` the lookup finds a user by a key whose rows another node
+    recorded; ``DELETE`` of that key on this node read it as a raw ID (nothing of it here) and
+    erased no one. Read as the lookup reads it, through the same central reader: the erasure
+    reaches the central store and the node that holds the rows."""
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    a = await start_gateway(origin, node_toml(tmp_path, "a"), env)
+    b = await start_gateway(origin, node_toml(tmp_path, "b"), env)
+    key = a.gateway.keys.user_key("alice")
+    now = datetime.now(UTC)
+    await a.gateway.store.write(
+        [Binding(uuid7(int(now.timestamp() * 1000)), iso(now), "a", "v" * 32, key, "login")]
+    )
+    await eventually(lambda: _at_least_rows(central_dsn, "identities", 1))
+    status, journey = await admin_get(b, f"/api/users/{key}")
+    assert (status, journey["looked_up_as"]) == (200, "user_key"), journey
+    async with b.session.delete(f"{b.admin_url}/api/users/{key}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and (body["erased_as"], body["user_key"]) == ("user_key", key), body
+
+    async def erased_everywhere() -> bool:
+        here = await asyncio.to_thread(
+            _rows, a.gateway.settings.store_path, "SELECT count(*) FROM identities"
+        )
+        return (await central_count(central_dsn, "identities"))[0] == 0 and here == [(0,)]
+
+    await eventually(erased_everywhere)

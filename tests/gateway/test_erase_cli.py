@@ -363,3 +363,57 @@ def test_erase_takes_a_user_or_a_visitor(tmp_path: Path) -> None:
     assert not (tmp_path / "gw.db").exists() or rows(tmp_path / "gw.db", "SELECT count(*) FROM erasures") == [
         (0,)
     ]
+
+
+def test_erase_by_the_user_key_a_lookup_shows(tmp_path: Path) -> None:
+    """The operator has the user_key alone (from the dashboard, a journey, the conversions
+    download). ``gateway erase KEY`` read it as a raw ID: "nothing of this user was in this
+    store", exit 0, the user kept. Read as the lookup reads it now, with --dry-run too; the
+    output says how it was read and what of the kept bad events a key could not search."""
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    keys = Keys.from_master(settings.secret)
+    key = keys.user_key("alice@example.com")
+    asyncio.run(fill(path, key))
+    seal_key = body_key(settings.secret)
+
+    async def fill_bad() -> None:
+        store = LocalStore(path, StorageOptions(), Metrics())
+        await store.open()
+        await store.write(
+            [
+                BadEvent("07", TS, "n", "crm", "x", seal(seal_key, '{"email": "alice@example.com"}')),
+                BadEvent("08", TS, "n", "crm", "x", seal(seal_key, '{"email": "Alice@Example.com"}')),
+            ]
+        )
+        await store.close()
+
+    asyncio.run(fill_bad())
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\nnode = "cli"\n')
+    dry = gateway("erase", key, "--dry-run", "-c", str(cfg))
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("erase: read as a user_key\nerase: would erase 2 visitors\n"), dry.stdout
+    assert "  bad_events: 1\n" in dry.stdout and "nothing of this user" not in dry.stdout
+    assert "not searched for the raw user ID" in dry.stdout and "1 bad event is kept" in dry.stdout
+    assert "gateway erase USER_ID" in dry.stdout
+    assert rows(path, "SELECT count(*) FROM erasures") == [(0,)]
+
+    done = gateway("erase", key, "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "erased 2 visitors" in done.stdout, done.stdout
+    assert rows(path, "SELECT visitor_key FROM touchpoints") == [("stranger",)]
+    assert rows(path, "SELECT count(*) FROM identities") + rows(path, "SELECT count(*) FROM conversions") == [
+        (0,),
+        (0,),
+    ]
+    assert rows(path, "SELECT id FROM bad_events") == [("08",)]
+    assert rows(path, "SELECT user_key, also_keys FROM erasures") == [(key, "[]")]
+    # Again: the key's erasure is recorded, so it is still read as the key, and said erased.
+    again = gateway("erase", key, "-c", str(cfg))
+    assert again.stdout.startswith("erase: read as a user_key\n"), again.stdout
+    assert "nothing of this user was in this store: it was erased on" in again.stdout
+    # A key no user has (mistyped): read as a raw ID, as before, and said so.
+    typo = gateway("erase", "0" * 32, "-c", str(cfg))
+    assert typo.returncode == 0 and typo.stdout.startswith("erase: read as a raw user ID\n"), typo.stdout
+    assert "read as a raw user ID: no user has it as a user_key" in typo.stdout

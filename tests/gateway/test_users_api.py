@@ -408,3 +408,108 @@ def _set_version(path: Path, version: int) -> int:
         before = int(db.execute("PRAGMA user_version").fetchone()[0])
         db.execute(f"PRAGMA user_version = {version}")
     return before
+
+
+async def test_the_user_key_a_lookup_shows_erases_the_user(gw: RunningGateway) -> None:
+    """A data-subject request traced through the dashboard gives the operator the user_key alone
+    (under the default ``user_id_storage = "hash"`` the raw ID cannot be had back from it). The
+    lookup took it; the erasure read it as a raw ID, answered 200 with every count 0 and kept the
+    user. Read as the lookup reads it now: every row of the user goes, and the bad events are
+    searched as far as a key allows (the user's devices, and each text a bad event names, keyed),
+    which the answer says, with how many are kept and what to do."""
+    keys = gw.gateway.keys
+    laptop = await land(gw, "utm_source=newsletter")
+    stranger = await land(gw, "utm_source=other")
+    for device in (laptop, keys.visitor_key("anon-7f3e")):
+        await bind(gw, device, "u-42")
+    _, ts = now_event()
+    sealing = body_key(gw.gateway.settings.secret)
+
+    def bad(body: str) -> BadEvent:
+        return BadEvent(uuid7(), ts, "test", "crm", seal(sealing, "x"), seal(sealing, body))
+
+    await gw.gateway.store.write(
+        [
+            Conversion(uuid7(), ts, "test", "buy", "order:1", None, keys.user_key("u-42"), 5.0, "EUR"),
+            bad('{"user_id": "u-42"}'),  # the ID as a whole JSON string: its key is the user's
+            bad('{"anonymousId": "anon-7f3e"}'),  # a device of the user
+            bad('{"note": "U-42 called"}'),  # another case: only a search by the raw ID finds it
+            bad('{"user_id": "u-7"}'),  # someone else
+        ]
+    )
+    key = (await gw.api("/api/users/u-42"))["user_key"]
+    async with gw.session.delete(f"{gw.admin_url}/api/users/{key.upper()}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200, body
+    Draft202012Validator(schema_for("delete", 200)).validate(body)
+    assert (body["erased_as"], body["user_key"], body["visitors"]) == ("user_key", key, 2), body
+    assert body["erased"] == {
+        "verdict_changes": 0,
+        "touchpoints": 1,
+        "conversions": 1,
+        "identities": 2,
+        "bad_events": 2,
+    }
+    assert (body["raw_id_searched"], body["bad_events_kept"]) == (False, 2), body
+    assert "not searched for the raw user ID" in body["note"], body
+    assert "2 bad events are kept" in body["note"] and "erase by the raw user ID too" in body["note"]
+    async with gw.session.get(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        assert resp.status == 404 and "erased on" in (await resp.json())["error"]
+    assert [t["visitor_key"] for t in (await gw.api("/api/touchpoints"))["items"]] == [stranger]
+    path = gw.gateway.settings.store_path
+    erasures = await asyncio.to_thread(rows, path, "SELECT user_key, also_keys FROM erasures")
+    assert erasures == [(key, "[]")]  # as a raw-ID erasure records it, for the central store
+    kept = await asyncio.to_thread(rows, path, "SELECT body FROM bad_events")
+    assert sorted(unseal(sealing, b) or "" for (b,) in kept) == [
+        '{"note": "U-42 called"}',
+        '{"user_id": "u-7"}',
+    ]
+    # Then by the raw ID, known after all: what the key could not find goes too.
+    async with gw.session.delete(gw.admin_url + "/api/users/u-42", headers=AUTH) as resp:
+        body = await resp.json()
+    assert (body["erased_as"], body["raw_id_searched"], body["erased"]["bad_events"]) == ("user_id", True, 1)
+    assert "note" not in body, body
+
+
+async def test_a_text_of_a_key_s_shape_no_user_has_is_erased_as_a_raw_id_and_said(gw: RunningGateway) -> None:
+    """A mistyped key (or a raw ID of 32 hex digits no one has): erased as a raw ID, as the lookup
+    reads it then (nothing held: the zeros, as before), and the answer says how it was read, so
+    that the operator does not take it for the erasure of the key's user."""
+    await bind(gw, await land(gw, "utm_source=newsletter"), "u-42")
+    typo = "0" * 31 + "1"
+    async with gw.session.delete(f"{gw.admin_url}/api/users/{typo}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200, body
+    Draft202012Validator(schema_for("delete", 200)).validate(body)
+    assert body["erased_as"] == "user_id" and not any(body["erased"].values()), body
+    assert "read as a raw user ID: no user has it as a user_key" in body["note"], body
+    async with gw.session.delete(gw.admin_url + "/api/users/u-7", headers=AUTH) as resp:
+        body = await resp.json()
+    assert body["erased_as"] == "user_id" and "note" not in body, body
+    assert (await gw.api("/api/users/u-42"))["visitors"], "the user stays"
+
+
+async def test_an_encrypted_user_key_gives_the_raw_id_back_for_the_whole_erasure(
+    start_gateway, upstream_server
+) -> None:
+    """Under ``user_id_storage = "encrypt"`` the key holds the raw ID: erased by the key, the
+    bad events are searched for the raw ID, as an erasure by it does (any case here)."""
+    gw = await start_gateway(
+        await upstream_server(web.Application()), '[identity]\nuser_id_storage = "encrypt"\n'
+    )
+    await bind(gw, gw.gateway.keys.visitor_key("anon-7f3e"), "u-42")
+    _, ts = now_event()
+    sealing = body_key(gw.gateway.settings.secret)
+    await gw.gateway.store.write(
+        [BadEvent(uuid7(), ts, "test", "crm", seal(sealing, "x"), seal(sealing, '{"note": "U-42 called"}'))]
+    )
+    key = (await gw.api("/api/users/u-42"))["user_key"]
+    assert key.startswith("siv:")
+    async with gw.session.delete(f"{gw.admin_url}/api/users/{key}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200, body
+    assert (body["erased_as"], body["raw_id_searched"], body["bad_events_kept"]) == ("user_key", True, 0)
+    assert body["erased"]["bad_events"] == 1 and body["erased"]["identities"] == 1, body
+    path = gw.gateway.settings.store_path
+    [(user_key, also)] = await asyncio.to_thread(rows, path, "SELECT user_key, also_keys FROM erasures")
+    assert user_key == key and json.loads(also), "the other modes' keys, as by the raw ID"

@@ -501,6 +501,74 @@ async def test_an_erasure_through_another_node_takes_this_nodes_bad_events_namin
     assert len(said) == 1 and "4 rows deleted" in said[0] and "bad_events 3" in said[0], said
 
 
+async def test_an_erasure_by_the_user_key_alone_reaches_the_central_store_and_every_node(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection
+) -> None:
+    """The operator of node B has the user's key alone (``DELETE /api/users/{user_key}``,
+    ``gateway erase KEY``: read as the lookup reads it, ``gateway.usernames``). The erasure
+    record names keys only, as one by the raw ID does: it reaches the central store, and node
+    A's sync takes A's rows and its bad events naming the user's device or the user (by the ID
+    as a whole word, hashed), as for an erasure by the raw ID; a stranger's stay."""
+    from gateway.usernames import named_user
+    from storage.erasure import user_known
+
+    a, b = nodes
+    secret = b"m" * 32
+    keys, seal_key = Keys.from_master(secret), body_key(secret)
+    a.sync = Sync(a.path, a.sync.dsn, OPTIONS, a.metrics, node="a", secret=secret)
+    phone, laptop, alice = keys.visitor_key("phone-raw"), "1" * 32, keys.user_key("alice")
+
+    def kept(body: str) -> BadEvent:
+        return BadEvent(uuid7(), iso(T0), "a", "crm", seal(seal_key, "unmapped"), seal(seal_key, body))
+
+    stranger = kept('{"userId": "bob"}')
+    await a.store.write(
+        [
+            touch(1, phone),
+            touch(2, "3" * 32),
+            kept('{"anonymousId": "phone-raw"}'),
+            kept('{"userId": "alice"}'),
+        ]
+    )
+    await a.store.write([stranger])
+    await b.store.write([touch(3, laptop, "b"), bind(laptop, alice, "b"), bind(phone, alice, "b")])
+    await a.sync.once()
+    await b.sync.once()
+    assert await count(pg, "touchpoints") == 3
+
+    async def known(user_keys: list[str]) -> bool | None:
+        return await user_known(b.path, user_keys) or None
+
+    named, _ = await named_user(alice.upper(), keys, False, known)
+    assert (named.read_as, named.user_id, named.keys) == ("user_key", None, [alice])
+    now = datetime.now(UTC)
+    erasure = await erase_user(
+        b.path,
+        named.keys[0],
+        named.user_id,
+        body_key=seal_key,
+        event_id=uuid7(),
+        ts=iso(now),
+        node="b",
+        keys=keys,
+    )
+    assert (erasure.user_key, sorted(erasure.visitors), erasure.also_keys) == (
+        alice,
+        sorted([laptop, phone]),
+        [],
+    )
+    assert (await b.sync.once())["erasures"] == 1
+    assert await pg.fetchval("SELECT array_agg(visitor_key) FROM touchpoints") == ["3" * 32]
+    assert await count(pg, "identities") == 0
+    assert set(await pg.fetchval("SELECT array_agg(key) FROM erased_keys")) == {alice, laptop, phone}
+    await a.sync.once()  # node A applies it: its rows of the phone, and the bad events naming either
+    async with aiosqlite.connect(a.path) as db:
+        async with db.execute("SELECT visitor_key FROM touchpoints") as cur:
+            assert [row[0] for row in await cur.fetchall()] == ["3" * 32]
+        async with db.execute("SELECT id FROM bad_events") as cur:
+            assert [row[0] for row in await cur.fetchall()] == [stranger.id]
+
+
 async def test_lag_metrics(nodes: tuple[Node, Node]) -> None:
     a, _ = nodes
     await a.store.write([touch(n, "7" * 32) for n in range(12)])

@@ -1,0 +1,99 @@
+"""How an operator's text names a user: the one rule of the user lookup (``GET
+/api/users/{id}``), the erasure (``DELETE /api/users/{id}``) and ``gateway erase USER_ID``, so
+that what the lookup shows under a text is what an erasure of the same text erases.
+
+A text of a stored user key's shape (``named_user_key``: 32 hex digits, ``siv:…``, ``id:…``, as
+a journey, the dashboard and the conversions download show it) that some user has is read as
+that key first; any other text, and a key no user has, as the site's raw user ID, keyed under
+every ``identity.user_id_storage`` (``Keys.user_keys``; 32 hex digits may be either: a UUID
+written without dashes). A key of ``encrypt`` or ``plain`` gives the raw ID back
+(``Keys.recover_user_id``); a hashed one does not, and what only the raw ID finds (the kept bad
+events that name it in another case or spelling) is then out of reach: ``NamedUser.user_id``
+is None, and ``erasure_note`` says so with the erasure's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from gateway.events import Erasure
+from gateway.keys import Keys, named_user_key
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NamedUser:
+    """A user as an operator's text names them."""
+
+    read_as: Literal["user_id", "user_key"]
+    """How the text was read: as the raw user ID, or as a user key some user has."""
+    user_id: str | None
+    """The raw user ID: the text, or what a key read as such gives back; None for a hashed key."""
+    keys: list[str]
+    """Every key the user's rows may be kept under, the one an erasure records first: the raw
+    ID's ``Keys.user_keys`` (the key itself among them, or first when it gives no ID back)."""
+    key_shaped: bool
+    """Whether the text has a user key's shape: read as a raw ID, it may be a mistyped key."""
+
+
+async def named_user(
+    user_id: str,
+    keys: Keys,
+    lowercases: bool,
+    find: Callable[[list[str]], Awaitable[T | None]],
+) -> tuple[NamedUser, T | None]:
+    """The user ``user_id`` (trimmed, checked: ``operator_user_id``) names; and, when it was read
+    as a key, what ``find`` answered for that key alone (the lookup's journey; an erasure's
+    "known"), None otherwise. ``find`` is asked only about a text of a key's shape, and not
+    about a key the text as a raw ID has itself (``plain``'s ``id:…`` of an ``id:…``)."""
+    as_id = keys.user_keys(user_id, lowercases)
+    stored = named_user_key(user_id)
+    if stored is None or stored in as_id:
+        return NamedUser("user_id", user_id, as_id, stored is not None), None
+    found = await find([stored])
+    if found is None:
+        return NamedUser("user_id", user_id, as_id, True), None
+    recovered = keys.recover_user_id(stored)
+    if recovered is None:
+        return NamedUser("user_key", None, [stored], True), found
+    forms = keys.user_keys(recovered, lowercases)
+    return NamedUser("user_key", recovered, forms if stored in forms else [*forms, stored], True), found
+
+
+def erasure_note(named: NamedUser, erasure: Erasure, kept: int, *, api: bool) -> str | None:
+    """What an erasure of ``named`` says besides its counts (``DELETE /api/users/{id}``'s
+    ``note``, a line of ``gateway erase``; ``api`` names the one to use again), None if nothing:
+    by a hashed key, what the search of the ``kept`` bad events could not do without the raw
+    ID; for a text of a key's shape read as a raw ID that erased nothing, that it was so read
+    (a mistyped key must not pass for the erasure of the key's user)."""
+    again = "DELETE /api/users/{user_id}" if api else "gateway erase USER_ID"
+    if named.read_as == "user_key" and named.user_id is None:
+        left = (
+            f"{kept} bad event{' is' if kept == 1 else 's are'} kept: erase by the raw user ID too if it"
+            f" is known ({again}), else review them (GET /api/bad-events) or let"
+            " privacy.retention_days delete them (gateway purge)"
+            if kept
+            else "no bad event is kept, so none was missed"
+        )
+        return (
+            "kept bad events not searched for the raw user ID: a hashed user_key does not give it"
+            " back, so they were searched for the user's devices and for the ID as a whole word in"
+            f" the case it was recorded, not in another case nor inside a longer text; {left}. Rows"
+            " kept under another key of the same ID (an earlier identity.user_id_storage, another"
+            " case where a rule lower-cases) are not found by this key either"
+        )
+    if (
+        named.key_shaped
+        and named.read_as == "user_id"
+        and not erasure.visitors
+        and not any(erasure.counts.values())
+    ):
+        return (
+            "read as a raw user ID: no user has it as a user_key (nor is an erasure of that key"
+            " recorded); if it was copied as a user_key, check it against the journey or the"
+            " download it came from"
+        )
+    return None
