@@ -152,6 +152,23 @@ async def test_a_visitor_who_did_not_consent_is_not_sent(world, batch_api: Batch
     assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past it
 
 
+async def test_a_track_says_the_landing_s_bot_verdict(world, batch_api: BatchApi) -> None:
+    """A click farm's landings are stored (``bots.on_block = "record"``) and a sink sends them
+    as any other: each track carries the verdict the landing was scored with, so the
+    destination can leave out what the gateway's own reports do not credit."""
+    w = await world(sink_toml(batch_api))
+    await w.store.write(
+        [
+            landing(T0, "1" * 32, source="google", verdict="allow", bot_score=0),
+            landing(T0 + timedelta(hours=1), "2" * 32, source="clickfarm", verdict="block", bot_score=60),
+            landing(T0 + timedelta(hours=2), "3" * 32, source="partner"),  # a signed event's: none
+        ]
+    )
+    assert await one_round(w) == {"touchpoints": 3, "identities": 0}
+    verdicts = {c["properties"]["source"]: c["properties"].get("verdict") for c in batch_api.calls}
+    assert verdicts == {"google": "allow", "clickfarm": "block", "partner": None}
+
+
 async def test_a_binding_made_without_consent_is_not_sent(world, batch_api: BatchApi) -> None:
     """A login in a session whose consent cookie does not say yes binds the visitor's one-day
     key, shared by everyone behind the same address and browser that day: its ``identify``
