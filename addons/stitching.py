@@ -134,6 +134,7 @@ class Stitching(FollowsKeyFiles):
                 user_key=user_key,
                 rule=rule,
                 origin="rule",
+                consent=ex.visitor.consent,
             )
         )
         self.metrics.bindings.labels(rule).inc()

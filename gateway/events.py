@@ -108,6 +108,9 @@ class Binding:
     """The identity rule (or ``[[sources]]`` sender) that bound them."""
     origin: str = "rule"
     """``rule``, ``webhook``, ``segment`` or ``import``."""
+    consent: str = "cookie"
+    """The visitor's population when bound (``Touchpoint.consent``); a signed event's is
+    ``cookie``. A sink never sends a ``no_consent`` binding."""
 
 
 @dataclass(slots=True)

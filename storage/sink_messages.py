@@ -25,7 +25,15 @@ from gateway.options import SinkOptions
 log = logging.getLogger("gateway.sinks")
 
 TRAIT_FIELDS = ("source", "medium", "campaign", "term", "content", "channel", "creator_id")
-TRACK_PROPERTIES = (*TRAIT_FIELDS, "sub_id", "click_id_kind", "referrer_host", "landing_path", "node")
+TRACK_PROPERTIES = (
+    *TRAIT_FIELDS,
+    "sub_id",
+    "click_id_kind",
+    "referrer_host",
+    "landing_path",
+    "node",
+    "verdict",  # the bot verdict it was scored with: a destination can leave out a click farm
+)
 EVENT = "Source Identified"
 _ENVELOPE = 200
 """Bytes a batch body adds around its messages (``{"batch": [...], "sentAt": ...}``)."""

@@ -9,7 +9,8 @@ cursors (``storage.cursors``, named ``sink:<name>:<table>``) and sends:
 - per identity binding, ``identify(userId)`` with flattened traits
   ``source_first_*`` and ``source_last_*`` (source, medium, campaign, term,
   content, channel when the column exists, creator_id, timestamp) computed over
-  all of the user's visitors (never from a ``no_consent`` touchpoint); and again, with
+  all of the user's visitors (never from a ``no_consent`` touchpoint; never for a binding
+  made in a ``no_consent`` session, whose one-day key others share); and again, with
   the traits as they are then, when a touchpoint of an already-sent binding's visitor
   comes in (``_refreshed``).
 
@@ -351,8 +352,14 @@ class Sink:
     async def _identifies(
         self, db: aiosqlite.Connection, bindings: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
+        """An ``identify`` per binding, except a binding made in a session that did not consent
+        (``privacy.consent_cookie``): it names a visitor who did not consent, under a one-day key
+        everyone behind the same address and browser shares that day, so a destination would
+        merge the profiles of the users who logged in under it."""
         messages = []
         for binding in bindings:
+            if binding.get("consent") == "no_consent":
+                continue
             first, last = await self._journey_ends(db, binding["user_key"])
             messages.append(identify_message(binding, self.user_id(binding["user_key"]), first, last))
         return messages
@@ -387,7 +394,8 @@ class Sink:
             chunk = unique[start : start + 500]
             marks = ",".join("?" for _ in chunk)
             async with db.execute(
-                f"SELECT * FROM identities WHERE visitor_key IN ({marks}) AND rowid <= ? ORDER BY rowid",
+                f"SELECT * FROM identities WHERE visitor_key IN ({marks}) AND rowid <= ?"
+                " AND consent != 'no_consent' ORDER BY rowid",
                 (*chunk, sent_up_to),
             ) as cursor:
                 for row in await cursor.fetchall():
@@ -466,6 +474,11 @@ class Sink:
             if erased is not None:
                 raise NothingRecorded(f"nothing recorded for this user: erased on {erased}")
             raise NothingRecorded("nothing recorded for this user (no identity binding)")
+        if all(b["consent"] == "no_consent" for b in bindings):
+            raise NothingRecorded(
+                "nothing to send for this user: each of their identity bindings was made without"
+                " consent (privacy.consent_cookie), and a sink sends none of those"
+            )
         async with db.execute(
             "SELECT * FROM touchpoints WHERE visitor_key IN "
             f"(SELECT visitor_key FROM identities WHERE user_key IN ({marks})) ORDER BY id",

@@ -446,3 +446,16 @@ def _ctx(settings: Any) -> Context:
 
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     return Context(settings=settings, keys=keys, metrics=Metrics())
+
+
+def test_a_binding_keeps_its_visitor_s_population() -> None:
+    """A sink must tell a binding made in a session that did not consent from a consented one
+    (it never sends the first): the binding carries the visitor's population, as a touchpoint."""
+    consent = '[privacy]\nconsent_cookie = { name = "banner", yes = ["all"] }\n'
+    ctx = context(consent + rule('{ form = "username" }'))
+    declined = exchange("/login", method="POST", headers={"content-type": FORM}, cookies={"banner": "none"})
+    _, bindings = run(ctx, declined, 302, request_body=b"username=ada")
+    assert [b.consent for b in bindings] == ["no_consent"]
+    agreed = exchange("/login", method="POST", headers={"content-type": FORM}, cookies={"banner": "all"})
+    _, bindings = run(ctx, agreed, 302, request_body=b"username=ada")
+    assert [b.consent for b in bindings] == ["cookie"]

@@ -241,7 +241,10 @@ def test_erasing_a_user_the_store_does_not_know_says_so(tmp_path: Path) -> None:
     # The stranger's device, once bound to bob: one visitor, said so (it said "1 visitors").
     bob = Keys.from_master(settings.secret).user_key("bob")
     with sqlite3.connect(path) as db:
-        db.execute(f"INSERT INTO identities VALUES ('07', '{TS}', 'n', 'stranger', '{bob}', 'login', 'rule')")
+        db.execute(
+            "INSERT INTO identities (id, ts, node, visitor_key, user_key, rule, origin)"
+            f" VALUES ('07', '{TS}', 'n', 'stranger', '{bob}', 'login', 'rule')"
+        )
     one = gateway("erase", "bob", "-c", str(cfg))
     assert one.stdout.startswith("erase: erased 1 visitor\n"), one.stdout
 

@@ -209,3 +209,35 @@ async def test_a_store_made_while_0002_had_no_erasures_table_is_upgraded(tmp_pat
     await upgraded_twice(path)
     columns = {row[1] for row in await read(path, "PRAGMA table_info(erasures)")}
     assert {"user_key", "visitors", "counts", "also_keys"} <= columns
+
+
+async def test_a_binding_from_before_0015_gets_its_visitor_s_population(tmp_path: Path) -> None:
+    """Migration 0015 gives each binding its visitor's population, so a sink leaves out the
+    bindings made without consent; one made before it takes the population of its visitor's
+    touchpoints (a visitor key is of one population only), one whose visitor has none 'cookie'."""
+    path = tmp_path / "gw.db"
+    shipped = {version: sql for version, _, sql in await asyncio.to_thread(migrations)}
+    then = ";".join(shipped[version] for version in range(1, 15))
+    rows = ";".join(
+        [
+            *(
+                "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, raw_params, consent)"
+                f" VALUES ('t{v}', '2026-12-05T10:00:00Z', 'n', '{v}', '/', '{{}}', '{consent}')"
+                for v, consent in (("c", "cookie"), ("l", "cookieless"), ("d", "no_consent"))
+            ),
+            *(
+                "INSERT INTO identities (id, ts, node, visitor_key, user_key, rule, origin)"
+                f" VALUES ('i{v}', '2026-12-05T10:01:00Z', 'n', '{v}', 'u', 'login', 'rule')"
+                for v in ("c", "l", "d", "x")
+            ),
+            "PRAGMA user_version = 14",
+        ]
+    )
+    await asyncio.to_thread(execute, path, then + ";" + rows)
+    await upgraded_twice(path)
+    assert await read(path, "SELECT visitor_key, consent FROM identities ORDER BY id") == [
+        ("c", "cookie"),
+        ("d", "no_consent"),
+        ("l", "cookieless"),
+        ("x", "cookie"),
+    ]

@@ -23,7 +23,7 @@ from gateway.metrics import Metrics
 from gateway.options import SinkOptions
 from gateway.signing import verify_standard
 from storage.local import LocalStore
-from storage.sinks import EVENT, SinkError, SinkSet, open_log, pack, retry_after_seconds
+from storage.sinks import EVENT, NothingRecorded, SinkError, SinkSet, open_log, pack, retry_after_seconds
 from tests.conftest import WRITE_KEY, BatchApi, make_settings, sink_toml
 from tests.storage.stores import landing
 
@@ -150,6 +150,58 @@ async def test_a_visitor_who_did_not_consent_is_not_sent(world, batch_api: Batch
     tracks = [c for c in batch_api.calls if c["type"] == "track"]
     assert [t["properties"]["source"] for t in tracks] == ["tiktok"]
     assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past it
+
+
+async def test_a_track_says_the_landing_s_bot_verdict(world, batch_api: BatchApi) -> None:
+    """A click farm's landings are stored (``bots.on_block = "record"``) and a sink sends them
+    as any other: each track carries the verdict the landing was scored with, so the
+    destination can leave out what the gateway's own reports do not credit."""
+    w = await world(sink_toml(batch_api))
+    await w.store.write(
+        [
+            landing(T0, "1" * 32, source="google", verdict="allow", bot_score=0),
+            landing(T0 + timedelta(hours=1), "2" * 32, source="clickfarm", verdict="block", bot_score=60),
+            landing(T0 + timedelta(hours=2), "3" * 32, source="partner"),  # a signed event's: none
+        ]
+    )
+    assert await one_round(w) == {"touchpoints": 3, "identities": 0}
+    verdicts = {c["properties"]["source"]: c["properties"].get("verdict") for c in batch_api.calls}
+    assert verdicts == {"google": "allow", "clickfarm": "block", "partner": None}
+
+
+async def test_a_binding_made_without_consent_is_not_sent(world, batch_api: BatchApi) -> None:
+    """A login in a session whose consent cookie does not say yes binds the visitor's one-day
+    key, shared by everyone behind the same address and browser that day: its ``identify``
+    would tell a third party's tool about a visitor who did not consent, and merge there the
+    profiles of the different users who logged in under that key. The consented device's
+    binding still goes, by itself and on demand."""
+    w = await world("[identity]\nuser_id_storage = 'encrypt'\n" + sink_toml(batch_api))
+    laptop, shared = "1" * 32, "d" * 32
+    ada, bob = w.keys.user_key("ada"), w.keys.user_key("bob")
+
+    def bind(visitor: str, user: str, consent: str) -> Binding:
+        ts = iso(T0 + timedelta(hours=3))
+        return Binding(uuid7(), ts, "a", visitor, user, "login", consent=consent)
+
+    await w.store.write(
+        [
+            touch(0, laptop, "tiktok"),
+            landing(T0 + timedelta(hours=1), shared, source="google", consent="no_consent"),
+            bind(laptop, ada, "cookie"),
+            bind(shared, ada, "no_consent"),
+            bind(shared, bob, "no_consent"),
+        ]
+    )
+    assert await one_round(w) == {"touchpoints": 1, "identities": 1}
+    identifies = [c for c in batch_api.calls if c["type"] == "identify"]
+    assert [(c["userId"], c["anonymousId"]) for c in identifies] == [("ada", laptop)]
+    assert shared not in str(batch_api.calls)
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past them
+    batch_api.calls.clear()
+    assert await w.sinks.resend_user([ada]) == {"out": 2}
+    assert shared not in str(batch_api.calls)
+    with pytest.raises(NothingRecorded, match="made without consent"):
+        await w.sinks.resend_user([bob])
 
 
 async def test_a_touchpoint_after_the_users_identify_sends_the_traits_again(
