@@ -64,6 +64,13 @@ LATE_SIGNALS = frozenset({"robots_txt", "no_assets", "inhuman_cadence", "creator
 """Signals that re-score touchpoints already stored when they show up later."""
 
 
+def _robots_key(ex: Exchange) -> int:
+    """The robots.txt flag's key: the source (an IPv6 /64 as one) and the agent, as the
+    process's 64-bit hash (an agent may be 8 KB; the table holds bots.max_tracked keys)."""
+    req = ex.request
+    return hash((network_of(req.client_ip), req.headers.get("user-agent", "")))
+
+
 @dataclass(slots=True)
 class Touch:
     """A recent touchpoint of a visitor, as last scored."""
@@ -157,7 +164,9 @@ class Bots:
         self.click_visitors = DistinctSources(window, keys, opts.max_click_id_sources + 1)
         self.visitors: Lru[VisitorState] = Lru(keys)
         self.robots_ips: Lru[float] = Lru(keys)
-        """IP → when it last fetched robots.txt (a flag that lasts one window: IPs are shared)."""
+        """(IP, agent) → when that agent last fetched robots.txt from that IP (a flag that lasts
+        one window). The agent too, since an address is shared: an office's SEO crawler asking
+        for robots.txt says nothing of the colleagues behind the same NAT."""
         self._ip_key: tuple[int, bytes] = (-1, b"")
         self._ip_hashes: dict[str, str] = {}
         """Today's hash of each IP seen lately: at most IP_HASHES, emptied when the day changes."""
@@ -303,7 +312,7 @@ class Bots:
         if touchpoint is None and not state.touches and not self.may_block:
             return reasons, state  # nothing to re-score, nothing to score: the next landing will look
         late = []
-        fetched = self.robots_ips.get(network_of(ex.request.client_ip))
+        fetched = self.robots_ips.get(_robots_key(ex))
         if state.robots or (fetched is not None and now - fetched < self.opts.window_seconds):
             late.append("robots_txt")
         if state.new and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
@@ -376,7 +385,7 @@ class Bots:
 
     def _robots(self, ex: Exchange) -> None:
         """A robots.txt fetch: people never ask for it. Flag the IP and re-score the visitor."""
-        self.robots_ips.put(network_of(ex.request.client_ip), ex.request.ts.timestamp())
+        self.robots_ips.put(_robots_key(ex), ex.request.ts.timestamp())
         if ex.visitor is None:
             return
         state = self.visitors.get(ex.visitor.id)

@@ -729,6 +729,21 @@ async def test_a_robots_txt_ip_flag_lasts_one_window() -> None:
     assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=61)))).reasons == []
 
 
+async def test_a_robots_txt_fetch_flags_only_its_own_agent_behind_a_shared_address() -> None:
+    """An office NAT: the marketing team's SEO crawler asks for robots.txt; the colleagues who
+    click a creator's link from the same address in the next hour are people, not that crawler.
+    The fetcher's own agent from there is still flagged (a farm's script keeps its agent)."""
+    pipe = pipeline()
+    office = "198.51.100.60"
+    await run(pipe, request("/robots.txt", {"user-agent": "Screaming Frog SEO Spider/20.0"}, ip=office))
+    for headers in (CHROME_HEADERS, FIREFOX_HEADERS, IPHONE_HEADERS):
+        tp = touchpoint(await run(pipe, request(headers=headers, ip=office)))
+        assert (tp.verdict, tp.reasons) == ("allow", []), headers["user-agent"]
+    await run(pipe, request("/robots.txt", {"user-agent": CHROME}, ip=office))
+    assert touchpoint(await run(pipe, request(ip=office))).reasons == ["robots_txt"]
+    assert touchpoint(await run(pipe, request(headers=FIREFOX_HEADERS, ip=office))).reasons == []
+
+
 async def test_verdicts_are_counted_in_metrics() -> None:
     pipe = pipeline()
     await run(pipe, request())
