@@ -172,6 +172,9 @@ class Bots:
         """Today's hash of each IP seen lately: at most IP_HASHES, emptied when the day changes."""
         self.verdicts = {v: ctx.metrics.bot_verdicts.labels(v) for v in VERDICTS}
         self.rescored = ctx.metrics.bot_rescores
+        self.signals = {r: ctx.metrics.bot_signals.labels(r) for r in ("good_crawler", *self.weights)}
+        """Each signal's counter, listed at 0 from the start (an operator alerts on a rate)."""
+        self.refusals = {v: ctx.metrics.bot_refusals.labels(v) for v in ("review", "block")}
 
     def take_over(self, old: Bots) -> None:
         """A reload: go on with the running chain's windows, clicks held and visitors'
@@ -291,6 +294,8 @@ class Bots:
             if req.client_ip:
                 touchpoint.ip_hash = self.ip_hash(req.client_ip, req.ts, now)
             self.verdicts[verdict].inc()
+            for reason in reasons:
+                self.signals[reason].inc()
             touch = Touch(touchpoint.id, score, tuple(reasons), verdict, now)  # () is shared
             if state is not None:
                 touches = state.touches
@@ -337,6 +342,7 @@ class Bots:
             kept = [r for r in dict.fromkeys(reasons) if self.weight(r)]
             verdict = self.verdict(100 if good else min(100, sum(self.weight(r) for r in kept)), good)
         if self.block_on.get(verdict):
+            self.refusals[verdict].inc()
             ex.reply = Reply(
                 403,
                 body=BLOCK_PAGE,

@@ -744,6 +744,26 @@ async def test_a_robots_txt_fetch_flags_only_its_own_agent_behind_a_shared_addre
     assert touchpoint(await run(pipe, request(headers=FIREFOX_HEADERS, ip=office))).reasons == []
 
 
+async def test_signals_and_refusals_are_counted_in_metrics() -> None:
+    """Why landings are blocked, and how many requests the gateway refused, without reading
+    the store: each signal that weighed on a scored landing, and each 403 the addon answered
+    (a page load or an asset refused leaves no touchpoint behind)."""
+    pipe = pipeline('[bots]\non_block = "block"\n')
+    await run(pipe, request())
+    curl = await run(pipe, request(headers={"user-agent": "curl/8"}))
+    asset = await run(pipe, request("/app.js", {"user-agent": "curl/8"}))
+    assert curl.reply is not None and asset.reply is not None and curl.reply.status == 403
+    no_language = {k: v for k, v in CHROME_HEADERS.items() if k != "accept-language"}
+    await run(pipe, request(headers={**no_language, "sec-purpose": "prefetch"}))
+    sample = pipe.metrics.registry.get_sample_value
+    assert sample("gateway_bot_signals_total", {"signal": "http_library"}) == 1  # the asset is no landing
+    assert sample("gateway_bot_signals_total", {"signal": "no_accept_language"}) == 1
+    assert sample("gateway_bot_signals_total", {"signal": "prefetch"}) == 1
+    assert sample("gateway_bot_signals_total", {"signal": "headless"}) == 0  # every signal is listed
+    assert sample("gateway_bot_refusals_total", {"verdict": "block"}) == 2
+    assert sample("gateway_bot_refusals_total", {"verdict": "review"}) == 0
+
+
 async def test_verdicts_are_counted_in_metrics() -> None:
     pipe = pipeline()
     await run(pipe, request())
