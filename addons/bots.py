@@ -91,7 +91,7 @@ class VisitorState:
     a third more.
     """
 
-    __slots__ = ("assets", "docs", "hits", "new", "previous", "robots", "slot", "times", "touches")
+    __slots__ = ("assets", "docs", "hits", "new", "page", "previous", "robots", "slot", "times", "touches")
 
     def __init__(self, new: bool, slot: int) -> None:
         self.new = new
@@ -103,6 +103,8 @@ class VisitorState:
         # and its items): 4 MB less for the 32,768 new visitors of a full table (108 → 104 MB
         # resident in the landing bench); the CPU a landing did not move measurably.
         self.times: tuple[float, ...] = ()
+        self.page = 0
+        """The process's hash of the last page timed (path and query): a reload of it is no step."""
         self.touches: tuple[Touch, ...] = ()
         # The visitor's velocity window, as ``WindowCounter`` keeps one per key: here rather than
         # in a table of its own, which cost every new visitor a second entry, list and eviction.
@@ -385,8 +387,15 @@ class Bots:
             self.visitors.put(ex.visitor.id, state)
         if not prefetch:  # a speculative load is not a page the visitor saw
             state.docs += 1
-            times = state.times
-            state.times = (*times[1:], now) if len(times) >= CADENCE else (*times, now)
+            times, req = state.times, ex.request
+            page = hash((req.path, req.query))
+            if page == state.page and times:
+                # The same page again (F5 on a slow page, a <meta> refresh): one step of the
+                # visitor's way through the site, timed at its latest load, not a cadence.
+                state.times = (*times[:-1], now)
+            else:
+                state.page = page
+                state.times = (*times[1:], now) if len(times) >= CADENCE else (*times, now)
         return state
 
     def _robots(self, ex: Exchange) -> None:

@@ -519,6 +519,35 @@ async def test_a_visitor_that_loads_assets_is_not_rescored() -> None:
         assert ex.events == []
 
 
+@pytest.mark.parametrize(
+    "gaps",
+    [
+        [0.3, 0.3, 0.3, 0.3],  # a person pressing F5 on a slow landing page
+        [30.0, 30.0, 30.0, 30.0],  # a live scoreboard's <meta http-equiv="refresh" content="30">
+    ],
+    ids=["impatient-reloads", "auto-refresh"],
+)
+async def test_reloads_of_one_page_are_no_inhuman_cadence(gaps: list[float]) -> None:
+    """Cadence judges a visitor going through pages; the same page loaded again and again is
+    one page to it (the landing's reloads are one touchpoint too, see campaign.repeat_seconds)."""
+    pipe = pipeline(CREATORS)
+    landing = await run(pipe, request("/?utm_source=ig&creator_id=ben"))
+    cookie = cookie_of(pipe, landing)
+    css = {"user-agent": CHROME, "sec-fetch-dest": "style", "accept": "text/css"}
+    await run(pipe, request("/app.css", css, cookie=cookie))
+    at = FIXED_TS
+    for gap in gaps:
+        at += timedelta(seconds=gap)
+        reload = await run(pipe, request("/?utm_source=ig&creator_id=ben", cookie=cookie, ts=at))
+        assert reload.events == []
+    # Five different pages at that pace are still a script going through the site.
+    for n, gap in enumerate(gaps):
+        at += timedelta(seconds=gap)
+        ex = await run(pipe, request(f"/p{n}", cookie=cookie, ts=at))
+    (change,) = ex.events
+    assert isinstance(change, VerdictChange) and change.note == "inhuman_cadence"
+
+
 def test_inhuman_cadence() -> None:
     assert inhuman([0.0, 0.3, 0.6, 0.8, 0.95])  # five pages in a second
     assert inhuman([0.0, 10.0, 20.0, 30.0, 40.0])  # a metronome
