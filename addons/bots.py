@@ -64,6 +64,13 @@ LATE_SIGNALS = frozenset({"robots_txt", "no_assets", "inhuman_cadence", "creator
 """Signals that re-score touchpoints already stored when they show up later."""
 
 
+def _robots_key(ex: Exchange) -> int:
+    """The robots.txt flag's key: the source (an IPv6 /64 as one) and the agent, as the
+    process's 64-bit hash (an agent may be 8 KB; the table holds bots.max_tracked keys)."""
+    req = ex.request
+    return hash((network_of(req.client_ip), req.headers.get("user-agent", "")))
+
+
 @dataclass(slots=True)
 class Touch:
     """A recent touchpoint of a visitor, as last scored."""
@@ -84,7 +91,7 @@ class VisitorState:
     a third more.
     """
 
-    __slots__ = ("assets", "docs", "hits", "new", "previous", "robots", "slot", "times", "touches")
+    __slots__ = ("assets", "docs", "hits", "new", "page", "previous", "robots", "slot", "times", "touches")
 
     def __init__(self, new: bool, slot: int) -> None:
         self.new = new
@@ -96,6 +103,8 @@ class VisitorState:
         # and its items): 4 MB less for the 32,768 new visitors of a full table (108 → 104 MB
         # resident in the landing bench); the CPU a landing did not move measurably.
         self.times: tuple[float, ...] = ()
+        self.page = 0
+        """The process's hash of the last page timed (path and query): a reload of it is no step."""
         self.touches: tuple[Touch, ...] = ()
         # The visitor's velocity window, as ``WindowCounter`` keeps one per key: here rather than
         # in a table of its own, which cost every new visitor a second entry, list and eviction.
@@ -157,12 +166,17 @@ class Bots:
         self.click_visitors = DistinctSources(window, keys, opts.max_click_id_sources + 1)
         self.visitors: Lru[VisitorState] = Lru(keys)
         self.robots_ips: Lru[float] = Lru(keys)
-        """IP → when it last fetched robots.txt (a flag that lasts one window: IPs are shared)."""
+        """(IP, agent) → when that agent last fetched robots.txt from that IP (a flag that lasts
+        one window). The agent too, since an address is shared: an office's SEO crawler asking
+        for robots.txt says nothing of the colleagues behind the same NAT."""
         self._ip_key: tuple[int, bytes] = (-1, b"")
         self._ip_hashes: dict[str, str] = {}
         """Today's hash of each IP seen lately: at most IP_HASHES, emptied when the day changes."""
         self.verdicts = {v: ctx.metrics.bot_verdicts.labels(v) for v in VERDICTS}
         self.rescored = ctx.metrics.bot_rescores
+        self.signals = {r: ctx.metrics.bot_signals.labels(r) for r in ("good_crawler", *self.weights)}
+        """Each signal's counter, listed at 0 from the start (an operator alerts on a rate)."""
+        self.refusals = {v: ctx.metrics.bot_refusals.labels(v) for v in ("review", "block")}
 
     def take_over(self, old: Bots) -> None:
         """A reload: go on with the running chain's windows, clicks held and visitors'
@@ -282,6 +296,8 @@ class Bots:
             if req.client_ip:
                 touchpoint.ip_hash = self.ip_hash(req.client_ip, req.ts, now)
             self.verdicts[verdict].inc()
+            for reason in reasons:
+                self.signals[reason].inc()
             touch = Touch(touchpoint.id, score, tuple(reasons), verdict, now)  # () is shared
             if state is not None:
                 touches = state.touches
@@ -303,7 +319,7 @@ class Bots:
         if touchpoint is None and not state.touches and not self.may_block:
             return reasons, state  # nothing to re-score, nothing to score: the next landing will look
         late = []
-        fetched = self.robots_ips.get(network_of(ex.request.client_ip))
+        fetched = self.robots_ips.get(_robots_key(ex))
         if state.robots or (fetched is not None and now - fetched < self.opts.window_seconds):
             late.append("robots_txt")
         if state.new and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
@@ -328,6 +344,7 @@ class Bots:
             kept = [r for r in dict.fromkeys(reasons) if self.weight(r)]
             verdict = self.verdict(100 if good else min(100, sum(self.weight(r) for r in kept)), good)
         if self.block_on.get(verdict):
+            self.refusals[verdict].inc()
             ex.reply = Reply(
                 403,
                 body=BLOCK_PAGE,
@@ -370,13 +387,20 @@ class Bots:
             self.visitors.put(ex.visitor.id, state)
         if not prefetch:  # a speculative load is not a page the visitor saw
             state.docs += 1
-            times = state.times
-            state.times = (*times[1:], now) if len(times) >= CADENCE else (*times, now)
+            times, req = state.times, ex.request
+            page = hash((req.path, req.query))
+            if page == state.page and times:
+                # The same page again (F5 on a slow page, a <meta> refresh): one step of the
+                # visitor's way through the site, timed at its latest load, not a cadence.
+                state.times = (*times[:-1], now)
+            else:
+                state.page = page
+                state.times = (*times[1:], now) if len(times) >= CADENCE else (*times, now)
         return state
 
     def _robots(self, ex: Exchange) -> None:
         """A robots.txt fetch: people never ask for it. Flag the IP and re-score the visitor."""
-        self.robots_ips.put(network_of(ex.request.client_ip), ex.request.ts.timestamp())
+        self.robots_ips.put(_robots_key(ex), ex.request.ts.timestamp())
         if ex.visitor is None:
             return
         state = self.visitors.get(ex.visitor.id)

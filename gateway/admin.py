@@ -1096,17 +1096,16 @@ async def review(request: web.Request) -> web.StreamResponse:
     return await _touchpoint_listing(request, "review" if verdict == "review" else "review-block", verdict)
 
 
-async def set_verdict(request: web.Request) -> web.Response:
-    """An analyst overrides a touchpoint's verdict; who and why are kept (append-only)."""
-    only_params(request, set())
+def _touchpoint_id(request: web.Request) -> str:
     touchpoint_id = request.match_info["touchpoint_id"].lower()
     if not _UUID.fullmatch(touchpoint_id):
         raise ApiError(400, "touchpoint_id: expected a touchpoint id (a UUID)")
-    body = _decode_body(
-        await read_body(request), VerdictBody, '{"verdict": "allow", "analyst": "…", "reason": "…"}'
-    )
-    analyst = _text("analyst", body.analyst, 100)
-    reason = _text("reason", body.reason, 1000)
+    return touchpoint_id
+
+
+async def _own_touchpoint(request: web.Request, touchpoint_id: str) -> dict[str, Any]:
+    """The touchpoint as this node's store holds it, whose verdict is decided here; a 404, or
+    a 409 naming the node that recorded it."""
     reader = request.app[READER_KEY]
     current = await reader.touchpoint(touchpoint_id)
     if current is None:
@@ -1130,6 +1129,38 @@ async def set_verdict(request: web.Request) -> web.Response:
                 f"here would not reach; override it through the admin API of node {node!r}",
             )
         raise ApiError(404, f"no touchpoint {touchpoint_id}")
+    return current
+
+
+async def _verdict_history(request: web.Request, touchpoint_id: str) -> web.Response:
+    reader = request.app[READER_KEY]
+    return ok(
+        {
+            "touchpoint": await reader.touchpoint(touchpoint_id),
+            "changes": await reader.verdict_changes(touchpoint_id),
+        }
+    )
+
+
+async def verdict(request: web.Request) -> web.Response:
+    """A touchpoint's effective verdict and every change of it, oldest first: the re-scores,
+    and each analyst's override with who and why (the audit trail, read without writing)."""
+    only_params(request, set())
+    touchpoint_id = _touchpoint_id(request)
+    await _own_touchpoint(request, touchpoint_id)
+    return await _verdict_history(request, touchpoint_id)
+
+
+async def set_verdict(request: web.Request) -> web.Response:
+    """An analyst overrides a touchpoint's verdict; who and why are kept (append-only)."""
+    only_params(request, set())
+    touchpoint_id = _touchpoint_id(request)
+    body = _decode_body(
+        await read_body(request), VerdictBody, '{"verdict": "allow", "analyst": "…", "reason": "…"}'
+    )
+    analyst = _text("analyst", body.analyst, 100)
+    reason = _text("reason", body.reason, 1000)
+    current = await _own_touchpoint(request, touchpoint_id)
     now = datetime.now(UTC)
     change = VerdictChange(
         id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
@@ -1147,12 +1178,7 @@ async def set_verdict(request: web.Request) -> web.Response:
         await request.app[STORE_KEY].write([change])
     except Exception as err:
         raise ApiError(503, f"the override was not stored ({err}); try again") from None
-    return ok(
-        {
-            "touchpoint": await reader.touchpoint(touchpoint_id),
-            "changes": await reader.verdict_changes(touchpoint_id),
-        }
-    )
+    return await _verdict_history(request, touchpoint_id)
 
 
 class CreatorBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -1283,6 +1309,7 @@ def create_admin_app(
     app.router.add_delete("/api/users/{user_id}", erase)
     app.router.add_get("/api/bad-events", bad_events)
     app.router.add_get("/api/review", review)
+    app.router.add_get("/api/touchpoints/{touchpoint_id}/verdict", verdict)
     app.router.add_post("/api/touchpoints/{touchpoint_id}/verdict", set_verdict)
     app.router.add_get("/api/creators", creators)
     app.router.add_put("/api/creators/{creator_id}", set_creator)

@@ -139,6 +139,18 @@ class Metrics:
         self.bot_rescores = Counter(
             "gateway_bot_rescores", "Earlier touchpoints re-scored by a late signal", registry=r
         )
+        self.bot_signals = Counter(
+            "gateway_bot_signals",
+            "Landings scored by the bots addon on which a signal weighed, by signal",
+            ["signal"],
+            registry=r,
+        )
+        self.bot_refusals = Counter(
+            "gateway_bot_refusals",
+            "Requests the bots addon answered 403 (bots.on_review/on_block = block), by verdict",
+            ["verdict"],
+            registry=r,
+        )
         # Central sync and sinks: durable readers of the local event log.
         self.sync_lag_rows = Gauge(
             "gateway_sync_lag_rows",

@@ -530,6 +530,26 @@ def _page_of(item: dict[str, Any], description: str = "a page", downloads: bool 
     return {"description": description, "content": content}
 
 
+def verdict_history(description: str) -> dict[str, Any]:
+    """A touchpoint's effective verdict and its every change, oldest first (read and override)."""
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["ok", "touchpoint", "changes"],
+                    "properties": {
+                        "ok": {"const": True},
+                        "touchpoint": {"$ref": "#/components/schemas/Touchpoint"},
+                        "changes": {"type": "array", "items": {"$ref": "#/components/schemas/VerdictChange"}},
+                    },
+                }
+            }
+        },
+    }
+
+
 def _touchpoint_filters(creator: str) -> list[dict[str, Any]]:
     """A touchpoint listing's exact filters (``/api/touchpoints``, ``/api/review``)."""
     return [
@@ -942,6 +962,22 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/api/touchpoints/{touchpoint_id}/verdict": {
+                "get": {
+                    "summary": "A touchpoint's effective verdict and its every change: re-scores, and "
+                    "analysts' overrides with who and why (the audit trail)",
+                    "parameters": [
+                        {
+                            "name": "touchpoint_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": TOUCHPOINT_ID,
+                        }
+                    ],
+                    "responses": {
+                        "200": verdict_history("the touchpoint with its effective verdict, and every change"),
+                        **_errors(400, 401, 404, 409, 503),
+                    },
+                },
                 "post": {
                     "summary": "An analyst overrides a touchpoint's verdict (who and why are kept)",
                     "parameters": [
@@ -970,28 +1006,12 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": {
-                            "description": "the touchpoint with its new effective verdict, and every change",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["ok", "touchpoint", "changes"],
-                                        "properties": {
-                                            "ok": {"const": True},
-                                            "touchpoint": touchpoint_ref,
-                                            "changes": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/VerdictChange"},
-                                            },
-                                        },
-                                    }
-                                }
-                            },
-                        },
+                        "200": verdict_history(
+                            "the touchpoint with its new effective verdict, and every change"
+                        ),
                         **_errors(400, 401, 404, 408, 409, 413, 415, 503),
                     },
-                }
+                },
             },
             "/api/creators": {
                 "get": {

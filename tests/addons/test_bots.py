@@ -519,6 +519,35 @@ async def test_a_visitor_that_loads_assets_is_not_rescored() -> None:
         assert ex.events == []
 
 
+@pytest.mark.parametrize(
+    "gaps",
+    [
+        [0.3, 0.3, 0.3, 0.3],  # a person pressing F5 on a slow landing page
+        [30.0, 30.0, 30.0, 30.0],  # a live scoreboard's <meta http-equiv="refresh" content="30">
+    ],
+    ids=["impatient-reloads", "auto-refresh"],
+)
+async def test_reloads_of_one_page_are_no_inhuman_cadence(gaps: list[float]) -> None:
+    """Cadence judges a visitor going through pages; the same page loaded again and again is
+    one page to it (the landing's reloads are one touchpoint too, see campaign.repeat_seconds)."""
+    pipe = pipeline(CREATORS)
+    landing = await run(pipe, request("/?utm_source=ig&creator_id=ben"))
+    cookie = cookie_of(pipe, landing)
+    css = {"user-agent": CHROME, "sec-fetch-dest": "style", "accept": "text/css"}
+    await run(pipe, request("/app.css", css, cookie=cookie))
+    at = FIXED_TS
+    for gap in gaps:
+        at += timedelta(seconds=gap)
+        reload = await run(pipe, request("/?utm_source=ig&creator_id=ben", cookie=cookie, ts=at))
+        assert reload.events == []
+    # Five different pages at that pace are still a script going through the site.
+    for n, gap in enumerate(gaps):
+        at += timedelta(seconds=gap)
+        ex = await run(pipe, request(f"/p{n}", cookie=cookie, ts=at))
+    (change,) = ex.events
+    assert isinstance(change, VerdictChange) and change.note == "inhuman_cadence"
+
+
 def test_inhuman_cadence() -> None:
     assert inhuman([0.0, 0.3, 0.6, 0.8, 0.95])  # five pages in a second
     assert inhuman([0.0, 10.0, 20.0, 30.0, 40.0])  # a metronome
@@ -727,6 +756,41 @@ async def test_a_robots_txt_ip_flag_lasts_one_window() -> None:
     await run(pipe, request("/robots.txt", crawler_page, ts=FIXED_TS))
     assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=59)))).reasons == ["robots_txt"]
     assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=61)))).reasons == []
+
+
+async def test_a_robots_txt_fetch_flags_only_its_own_agent_behind_a_shared_address() -> None:
+    """An office NAT: the marketing team's SEO crawler asks for robots.txt; the colleagues who
+    click a creator's link from the same address in the next hour are people, not that crawler.
+    The fetcher's own agent from there is still flagged (a farm's script keeps its agent)."""
+    pipe = pipeline()
+    office = "198.51.100.60"
+    await run(pipe, request("/robots.txt", {"user-agent": "Screaming Frog SEO Spider/20.0"}, ip=office))
+    for headers in (CHROME_HEADERS, FIREFOX_HEADERS, IPHONE_HEADERS):
+        tp = touchpoint(await run(pipe, request(headers=headers, ip=office)))
+        assert (tp.verdict, tp.reasons) == ("allow", []), headers["user-agent"]
+    await run(pipe, request("/robots.txt", {"user-agent": CHROME}, ip=office))
+    assert touchpoint(await run(pipe, request(ip=office))).reasons == ["robots_txt"]
+    assert touchpoint(await run(pipe, request(headers=FIREFOX_HEADERS, ip=office))).reasons == []
+
+
+async def test_signals_and_refusals_are_counted_in_metrics() -> None:
+    """Why landings are blocked, and how many requests the gateway refused, without reading
+    the store: each signal that weighed on a scored landing, and each 403 the addon answered
+    (a page load or an asset refused leaves no touchpoint behind)."""
+    pipe = pipeline('[bots]\non_block = "block"\n')
+    await run(pipe, request())
+    curl = await run(pipe, request(headers={"user-agent": "curl/8"}))
+    asset = await run(pipe, request("/app.js", {"user-agent": "curl/8"}))
+    assert curl.reply is not None and asset.reply is not None and curl.reply.status == 403
+    no_language = {k: v for k, v in CHROME_HEADERS.items() if k != "accept-language"}
+    await run(pipe, request(headers={**no_language, "sec-purpose": "prefetch"}))
+    sample = pipe.metrics.registry.get_sample_value
+    assert sample("gateway_bot_signals_total", {"signal": "http_library"}) == 1  # the asset is no landing
+    assert sample("gateway_bot_signals_total", {"signal": "no_accept_language"}) == 1
+    assert sample("gateway_bot_signals_total", {"signal": "prefetch"}) == 1
+    assert sample("gateway_bot_signals_total", {"signal": "headless"}) == 0  # every signal is listed
+    assert sample("gateway_bot_refusals_total", {"verdict": "block"}) == 2
+    assert sample("gateway_bot_refusals_total", {"verdict": "review"}) == 0
 
 
 async def test_verdicts_are_counted_in_metrics() -> None:

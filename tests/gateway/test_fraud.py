@@ -175,6 +175,47 @@ async def test_override_rejects_bad_input(start_gateway, origin, path, body, sta
     assert answer["ok"] is False and message in answer["error"]
 
 
+async def test_a_touchpoints_verdict_history_is_readable(start_gateway, origin) -> None:
+    """The audit trail of a verdict — the re-scores and every analyst's override, with who and
+    why — is read without writing one: before, only a new override's answer showed it."""
+    gw = await start_gateway(origin[0])
+    resp = await visit(gw, "/?utm_source=ig&creator_id=anna", BROWSER)
+    cookie = resp.cookies["gw_vid"].value
+    await visit(gw, "/robots.txt", {**BROWSER, "Sec-Fetch-Dest": "empty", "Cookie": f"gw_vid={cookie}"})
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    path = f"/api/touchpoints/{item['id']}/verdict"
+    for verdict, analyst, reason in (
+        ("allow", "maria", "her own preview"),
+        ("review", "li", "undo: not hers"),
+    ):
+        async with gw.session.post(
+            gw.admin_url + path, headers=AUTH, json={"verdict": verdict, "analyst": analyst, "reason": reason}
+        ) as resp:
+            assert resp.status == 200
+            posted = await resp.json()
+    history = await gw.api(path)
+    valid("/api/touchpoints/{touchpoint_id}/verdict", history)
+    assert history == posted
+    assert [(c["origin"], c["verdict"], c["analyst"], c["note"]) for c in history["changes"]] == [
+        ("rescore", "review", None, "robots_txt"),
+        ("analyst", "allow", "maria", "her own preview"),
+        ("analyst", "review", "li", "undo: not hers"),
+    ]
+    assert (history["touchpoint"]["verdict"], history["touchpoint"]["verdict_origin"]) == (
+        "review",
+        "analyst",
+    )
+    assert await gw.api(f"/api/touchpoints/{item['id'].upper()}/verdict") == history
+    missing = await gw.api("/api/touchpoints/0190a2b4-0000-7000-8000-000000000000/verdict")
+    assert missing == {
+        "ok": False,
+        "status": 404,
+        "error": "no touchpoint 0190a2b4-0000-7000-8000-000000000000",
+    }
+    assert (await gw.api("/api/touchpoints/nope/verdict"))["status"] == 400
+    assert (await gw.api(path, x="1"))["status"] == 400
+
+
 async def test_ids_in_capitals_are_the_same_touchpoint_and_visitor(start_gateway, origin) -> None:
     """A UUID (or a hex visitor key) is case-insensitive on input (RFC 9562 §4): pasted in
     capitals from a spreadsheet it names the same row, not a 400."""
