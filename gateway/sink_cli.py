@@ -71,5 +71,5 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
             )
             failed = True
         else:
-            print(f"{name}: {count:,} messages sent")
+            print(f"{name}: {count:,} message{'' if count == 1 else 's'} sent")
     return 1 if failed else 0

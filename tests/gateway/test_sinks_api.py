@@ -318,7 +318,7 @@ def test_sink_send_to_one_sink_needs_no_other_sinks_variables(
         seed_user(settings, keys.user_key("erin"), touchpoint=False)
         assert main(["sink", "send", "--user", "erin", "--sink", "a", "-c", str(config)]) == 0
         out, err = capsys.readouterr()
-        assert out == "a: 1 messages sent\n" and err == "", err
+        assert out == "a: 1 message sent\n" and err == "", err
         ((path, signature, batch),) = _Webhook.deliveries
         assert path == "/a" and signature.startswith("v1,")
         assert [c["type"] for c in batch] == ["identify"] and batch[0]["userId"] == keys.user_key("erin")
