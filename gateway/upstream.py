@@ -19,7 +19,8 @@ sent once more on a new connection, as aiohttp does for idempotent methods; so i
 finds, before its answer, the late body of an answer that should have had none
 (``Connection.suspect``), a connection only such a request takes. Any other request (a POST, an
 upload) takes only a connection idle less than ``ONCE_IDLE_SECONDS``, which the site has not
-begun to close.
+begun to close. No request takes one idle near the bound the site announced in its
+``Keep-Alive`` header, or past the requests it said it takes (``gateway.framing``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
@@ -43,6 +45,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway.framing import keep_alive, reuse_bound
 from gateway.logs import Throttled
 from gateway.networds import not_connected
 
@@ -55,8 +58,8 @@ ONCE_IDLE_SECONDS = 0.5
 a body, a POST): a site closes a connection idle past its own bound (gunicorn 2 s; Node, uvicorn,
 Apache 5 s; 1 s where an operator set it so), and one closed just as the request goes out fails
 it: a GET is sent again, such a request would be a 502. Below the site's bound the close cannot
-cross it. Only an idle time is compared (the site's ``Keep-Alive: timeout=N`` is not read: a
-header lookup on every answer, for the few sites whose bound is lower still)."""
+cross it. A site that announces a lower bound (``Keep-Alive: timeout=N``) is held to it too
+(``Connection.keep_for``)."""
 READ_BUFSIZE = 2**16
 """Response body bytes buffered before reading from the upstream pauses."""
 MAX_RESPONSE_HEADERS = 1000
@@ -153,13 +156,20 @@ class Connection(ResponseHandler):
     bytes that arrive while the connection is idle close it (``STRAY``); for the rest,
     ``suspect`` marks a connection whose last answer had no body but announced one (a length,
     chunks: the site may have meant to send it): only a request that may be sent twice takes
-    it, and is sent once more on a new connection if the bytes came (``OutOfStep``)."""
+    it, and is sent once more on a new connection if the bytes came (``OutOfStep``).
+
+    And the site's ``Keep-Alive: timeout=N, max=M`` on each final answer: how long the
+    connection may stay idle and still be reused (``keep_for``), 0 once the site said it takes
+    no more requests on it."""
 
     broken = False
     suspect = False
     """The last answer had no body but its head announced one."""
     answer = START
     """Set to START for each request (``Upstream._exchange``)."""
+    keep_for = math.inf
+    """Seconds the connection may stay idle and still be reused, from the last answer's
+    ``Keep-Alive`` (inf: it had none; 0: not reused)."""
     _carry = b""
     """The last bytes fed while looking for a head's end, which may be split across reads."""
     _left: int | None = None
@@ -193,15 +203,17 @@ class Connection(ResponseHandler):
             payload.set_exception(ClientPayloadError(why))
 
     def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
-        if self.answer == HEAD:
-            code = data[0].code
-            if not 100 <= code < 200:
-                if self._skip_payload or code in (204, 304):
+        message = data[0]
+        if not 100 <= message.code < 200:
+            kept = message.headers.get("Keep-Alive")
+            self.keep_for = math.inf if kept is None else _keep_for(kept)
+            if self.answer == HEAD:
+                if self._skip_payload or message.code in (204, 304):
                     self.answer = STRAY
-                    self.suspect = _announces_body(data[0].headers)
+                    self.suspect = _announces_body(message.headers)
                 else:
                     self.answer = BODY
-                    self._left = _length(data[0].headers)
+                    self._left = _length(message.headers)
         ResponseHandler.feed_data(self, data, size)
 
     def data_received(self, data: bytes) -> None:
@@ -287,6 +299,14 @@ class Connection(ResponseHandler):
             length + extra,
             length,
         )
+
+
+def _keep_for(value: str) -> float:
+    """``Connection.keep_for`` from a ``Keep-Alive`` header value."""
+    timeout, most = keep_alive(value)
+    if most is not None and most < 1:
+        return 0.0
+    return math.inf if timeout is None else reuse_bound(timeout)
 
 
 class UpstreamConnectError(OSError):
@@ -467,13 +487,19 @@ class Upstream:
 
     def _pop_idle(self, fresh: float) -> Connection | None:
         """The connection last released, if it is idle less than ``fresh`` seconds; those idle
-        past ``idle_seconds`` or closed are closed on the way."""
+        past ``idle_seconds`` or the bound the site announced (``keep_for``), or closed, are
+        closed on the way."""
         now = asyncio.get_running_loop().time()
         idle = self._idle
         while idle:
             proto, since = idle.pop()
             age = now - since
-            if age < self.idle_seconds and proto.is_connected() and not proto.should_close:
+            if (
+                age < self.idle_seconds
+                and age < proto.keep_for
+                and proto.is_connected()
+                and not proto.should_close
+            ):
                 if age < fresh:  # ``fresh`` is at most ``idle_seconds``
                     return proto
                 idle.append((proto, since))  # kept for a request that may be sent again
@@ -509,7 +535,7 @@ class Upstream:
 
     def done(self, proto: Connection, reusable: bool) -> None:
         """A request is over with ``proto``: keep it for the next one, or close it."""
-        if not reusable or self._closed or not proto.is_connected():
+        if not reusable or self._closed or not proto.is_connected() or not proto.keep_for:
             proto.close()
             self._free_slot()
             return

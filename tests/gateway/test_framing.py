@@ -1,0 +1,142 @@
+"""How the upstream client reads the framing of a site's answers (gateway/framing.py, and
+gateway/upstream.py that applies it): the site's ``Keep-Alive`` bounds on reusing a connection.
+Raw asyncio origins on loopback write exact bytes and record what reached them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway.framing import keep_alive, reuse_bound
+from gateway.upstream import Upstream
+from tests.gateway.test_upstream import _upload
+
+# -- the site's Keep-Alive header ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("timeout=5, max=100", (5.0, 100)),  # Apache
+        ("timeout=5", (5.0, None)),  # Node, nginx with a second keepalive_timeout value
+        ("timeout=0", (0.0, None)),  # Node with keepAliveTimeout under 1 s (floored)
+        ("max=3", (None, 3)),
+        ("Timeout=5 , MAX=2", (5.0, 2)),
+        ('timeout="5"', (5.0, None)),
+        ("timeout=1.5; max=7", (1.5, 7)),
+        ("timeout=5, max=100, extra=x", (5.0, 100)),
+        ("timeout=abc, max=-1", (None, None)),
+        ("timeout=, max", (None, None)),
+        ("timeout=inf, max=nan", (None, None)),
+        ("timeout=1e3", (None, None)),
+        ("", (None, None)),
+        (",,;=", (None, None)),
+        ("300", (None, None)),  # HTTP/1.0-era: a bare number, no parameter name
+    ],
+)
+def test_keep_alive_is_read_leniently(value: str, expected: tuple[float | None, int | None]) -> None:
+    assert keep_alive(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("timeout", "bound"), [(0.0, 0.0), (0.4, 0.2), (1.0, 0.5), (2.0, 1.5), (5.0, 4.5), (60.0, 59.5)]
+)
+def test_a_connection_is_reused_only_well_inside_the_sites_timeout(timeout: float, bound: float) -> None:
+    assert reuse_bound(timeout) == bound
+
+
+def keep_alive_origin(
+    announce: str, bound: float, allowed: int | None = None
+) -> tuple[list[list[str]], object]:
+    """An origin answering every request with ``Keep-Alive: <announce>`` (``{left}`` filled in
+    with the requests the connection may still take, as Apache counts them). It closes a
+    connection idle past ``bound`` seconds, or past ``allowed`` requests: as the close that
+    crosses a request on its way, it is done when the next request arrives — closed
+    unanswered, recorded as ``dropped /path`` — so that race happens every time, not by luck."""
+    connections: list[list[str]] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines: list[str] = []
+        connections.append(lines)
+        answered = time.monotonic()
+        served = 0
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].decode()
+            if time.monotonic() - answered > bound or (allowed is not None and served >= allowed):
+                lines.append(f"dropped {path}")
+                return
+            lines.append(path)
+            if b"Content-Length: 3" in head:
+                await reader.readexactly(3)
+            served += 1
+            line = announce.format(left=(allowed or 0) - served)
+            writer.write(b"HTTP/1.1 200 OK\r\nKeep-Alive: %s\r\nContent-Length: 2\r\n\r\nok" % line.encode())
+            await writer.drain()
+            answered = time.monotonic()
+
+    return connections, origin
+
+
+async def _steps(pool: Upstream, steps: list[tuple[float, str, str]]) -> None:
+    """Each step: wait (idle seconds), then one request; every answer must be the site's."""
+    try:
+        for idle, method, path in steps:
+            await asyncio.sleep(idle)
+            if method == "GET":
+                resp = await pool.request("GET", path, [("Host", "t")], None, length_known=False)
+            else:
+                headers = [("Host", "t"), ("Content-Length", "3")]
+                resp = await pool.request(method, path, headers, _upload(), length_known=True)
+            assert (resp.status, await resp.content.read()) == (200, b"ok")
+            resp.release()
+    finally:
+        await pool.close()
+
+
+def _pool(url: str) -> Upstream:
+    return Upstream(url, limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190)
+
+
+async def test_a_post_takes_no_connection_idle_past_a_timeout_the_site_announced_under_half_a_second(
+    raw_upstream,
+) -> None:
+    """A site whose keep-alive bound is under 0.5 s (Node's ``keepAliveTimeout = 300`` announces
+    ``Keep-Alive: timeout=0``, its seconds floored) closes a connection idle 0.3 s. A POST sent on
+    it then — idle under the 0.5 s such a request was held to — found it closing: a 502, since a
+    POST is not sent twice (until 2026-12-06, when the site's header was not read); a GET was sent
+    twice. A connection whose site announced ``timeout=0`` is not reused at all."""
+    connections, origin = keep_alive_origin("timeout=0", bound=0.2)
+    await _steps(
+        _pool(await raw_upstream(origin)), [(0, "GET", "/a"), (0.3, "POST", "/b"), (0.3, "GET", "/c")]
+    )
+    assert connections == [["/a"], ["/b"], ["/c"]]
+
+
+async def test_no_request_takes_a_connection_idle_near_the_timeout_the_site_announced(raw_upstream) -> None:
+    """A site announcing ``Keep-Alive: timeout=1`` closes a connection idle 1 s. A GET sent on one
+    idle that long went out as the site closed it and was sent a second time, on a new
+    connection: its connection is reused only while idle under half a second (the site's
+    timeout less a margin for the way there and back), and reused within it."""
+    connections, origin = keep_alive_origin("timeout=1", bound=0.9)
+    await _steps(
+        _pool(await raw_upstream(origin)), [(0, "GET", "/a"), (0.1, "GET", "/b"), (1.0, "GET", "/c")]
+    )
+    assert connections == [["/a", "/b"], ["/c"]]
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_no_request_goes_on_a_connection_past_the_requests_the_site_announced(
+    raw_upstream, method: str
+) -> None:
+    """A site announcing ``Keep-Alive: max=N`` takes N more requests on the connection, then
+    closes it (as Apache counts them: ``max=0`` on the last). The request after them went out on
+    it anyway: a POST was a 502, a GET was sent twice."""
+    connections, origin = keep_alive_origin("timeout=5, max={left}", bound=5, allowed=2)
+    await _steps(
+        _pool(await raw_upstream(origin)),
+        [(0, "GET", "/a"), (0, "GET", "/b"), (0, method, "/c"), (0, "GET", "/d")],
+    )
+    assert connections == [["/a", "/b"], ["/c", "/d"]]
