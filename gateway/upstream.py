@@ -158,6 +158,12 @@ class Connection(ResponseHandler):
     chunks: the site may have meant to send it): only a request that may be sent twice takes
     it, and is sent once more on a new connection if the bytes came (``OutOfStep``).
 
+    Bytes after a chunked answer's last chunk (a template's comment) failed alike, and when they
+    came in the read that brought the head, the parser's failure lost that head too: a 502. A
+    chunked head is fed apart from its body, so the bytes after its end fail only what comes
+    after a whole answer: they are dropped with the connection (``set_exception``), and an
+    info line names the request (``trailing``).
+
     And the site's ``Keep-Alive: timeout=N, max=M`` on each final answer: how long the
     connection may stay idle and still be reused (``keep_for``), 0 once the site said it takes
     no more requests on it."""
@@ -178,6 +184,8 @@ class Connection(ResponseHandler):
     """The head of the request in hand (or the last one), for a log line to name it."""
     overlong: Throttled | None = None
     """Where an answer longer than its ``Content-Length`` is logged (the pool's)."""
+    trailing: Throttled | None = None
+    """Where bytes after a chunked answer's end are logged (the pool's)."""
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
@@ -189,8 +197,30 @@ class Connection(ResponseHandler):
         protocol: the reader got neither an end nor an error, and the read timer was stopped,
         so the visitor, who had the head and the first chunks, waited for the rest for ever
         (until 2026-12-05). Other errors set here (an upload the site stopped taking,
-        ``_send_body``) leave an answer already coming alone."""
+        ``_send_body``) leave an answer already coming alone.
+
+        When the body was already whole (chunks ended), the parser failed on bytes after it that
+        answer nothing: the answer stands, and the connection, which aiohttp closed, is not used
+        again."""
         payload = self._payload
+        if (
+            isinstance(exc, HttpProcessingError)
+            and self.answer == BODY
+            and payload is not None
+            and payload is not EMPTY_PAYLOAD
+            and payload.is_eof()
+            and payload.exception() is None
+        ):
+            self._should_close = True
+            if self.trailing is not None:
+                method, path = self._request()
+                self.trailing(
+                    "upstream sent bytes after the end of its chunked answer to %s %s; they were "
+                    "dropped and the connection closed",
+                    method,
+                    path,
+                )
+            return
         super().set_exception(exc, *cause)
         if (
             isinstance(exc, HttpProcessingError)
@@ -232,8 +262,13 @@ class Connection(ResponseHandler):
             and (end := _head_end(data, 0)) > 0
         ):
             self.answer = BODY
-            self._left = _head_length(data, end)
-            self._body_received(data, end)
+            self._left = left = _head_length(data, end)
+            if left is None:  # chunks: bytes after their end must not cost the head
+                ResponseHandler.data_received(self, data[:end])
+                if end < len(data):
+                    ResponseHandler.data_received(self, data[end:])
+            else:
+                self._body_received(data, end)
         else:
             if answer == START:
                 self.answer, self._carry = HEAD, b""
@@ -280,6 +315,12 @@ class Connection(ResponseHandler):
         # No byte (aiohttp's parser resuming after a pause) is fed too: it is how it resumes.
         ResponseHandler.data_received(self, data)
 
+    def _request(self) -> tuple[str, str]:
+        """The method and path (no query) of the request in hand, for a log line."""
+        line = self.sent.split(b"\r\n", 1)[0].decode("ascii", "backslashreplace")
+        method, _, target = line.partition(" ")
+        return method, target.rpartition(" ")[0].partition("?")[0]
+
     def _said_overlong(self, extra: int) -> None:
         """Log the answer just cut at its length: the request (its path, no query) and both
         lengths, the body's all fed by now (its reader's count)."""
@@ -287,9 +328,7 @@ class Connection(ResponseHandler):
             return
         payload = self._payload
         length = payload.total_bytes if payload is not None else 0
-        line = self.sent.split(b"\r\n", 1)[0].decode("ascii", "backslashreplace")
-        method, _, target = line.partition(" ")
-        path = target.rpartition(" ")[0].partition("?")[0]
+        method, path = self._request()
         self.overlong(
             "upstream sent more than its Content-Length for %s %s: %d bytes announced, at least "
             "%d sent; cut at %d, the connection dropped",
@@ -462,6 +501,7 @@ class Upstream:
         self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self._closed = False
         self._overlong = Throttled(log, logging.WARNING)
+        self._trailing = Throttled(log, logging.INFO)
 
     # -- the pool ---------------------------------------------------------------------------------
 
@@ -598,6 +638,7 @@ class Upstream:
         except OSError as err:
             raise UpstreamConnectError(err.errno, not_connected(self.host, self.port, err)) from err
         proto.overlong = self._overlong
+        proto.trailing = self._trailing
         return proto
 
     async def _ssl_context(self) -> ssl.SSLContext:

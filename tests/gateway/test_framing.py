@@ -1,17 +1,21 @@
 """How the upstream client reads the framing of a site's answers (gateway/framing.py, and
-gateway/upstream.py that applies it): the site's ``Keep-Alive`` bounds on reusing a connection.
-Raw asyncio origins on loopback write exact bytes and record what reached them."""
+gateway/upstream.py that applies it): the site's ``Keep-Alive`` bounds on reusing a connection,
+and bytes after a chunked answer's end. Raw asyncio origins on loopback write exact bytes and
+record what reached them."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
 
 import pytest
 
 from gateway.framing import keep_alive, reuse_bound
 from gateway.upstream import Upstream
-from tests.gateway.test_upstream import _upload
+from tests.gateway.test_malformed import raw_request
+from tests.gateway.test_upstream import OK, _upload, counting_origin, get
 
 # -- the site's Keep-Alive header ----------------------------------------------------------------
 
@@ -140,3 +144,75 @@ async def test_no_request_goes_on_a_connection_past_the_requests_the_site_announ
         [(0, "GET", "/a"), (0, "GET", "/b"), (0, method, "/c"), (0, "GET", "/d")],
     )
     assert connections == [["/a", "/b"], ["/c", "/d"]]
+
+
+# -- bytes after a chunked answer's last chunk ----------------------------------------------------
+
+CHUNKED_JUNK = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nJUNK\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "cuts"),
+    [
+        (CHUNKED_JUNK, ()),
+        (CHUNKED_JUNK, (47,)),  # the head alone, then the body and the junk
+        (CHUNKED_JUNK, (59,)),  # the answer whole, the junk in a read of its own
+        (CHUNKED_JUNK, (30, 52)),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" + CHUNKED_JUNK, ()),
+        (CHUNKED_JUNK.replace(b"JUNK", b"<!-- served in 2 ms -->"), ()),
+    ],
+    ids=["one-read", "head-apart", "junk-apart", "cut-thrice", "after-103", "template-comment"],
+)
+async def test_bytes_after_a_chunked_answer_are_dropped_with_the_connection(
+    raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes, cuts: tuple[int, ...]
+) -> None:
+    """Straight on the pool: a site that writes something after its chunked answer's last chunk
+    (a template's comment, a stray newline) had the parser take it for the next answer and
+    fail, losing the answer it had just read: a 502, where a browser or curl shows the page
+    and drops the rest. The answer is read whole, the bytes after it are dropped, the
+    connection is not used again, and one info line names the request."""
+    caplog.set_level(logging.INFO, "gateway.upstream")
+    connections: list[int] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if b"/page" not in line:
+                writer.write(OK)
+                await writer.drain()
+                continue
+            for start, end in zip((0, *cuts), (*cuts, len(answer)), strict=True):
+                writer.write(answer[start:end])
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each piece its own read
+
+    pool = _pool(await raw_upstream(origin))
+    try:
+        resp = await pool.request(
+            "GET", "/page?email=ada%40example.com", [("Host", "t")], None, length_known=False
+        )
+        assert (resp.status, await resp.content.read()) == (200, b"hello")
+        await asyncio.sleep(0.1)  # the rest of the pieces arrive
+        resp.release()
+        resp = await pool.request("GET", "/next", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"ok")
+        resp.release()
+    finally:
+        await pool.close()
+    assert connections == [0, 1]
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.upstream"] == [
+        "upstream sent bytes after the end of its chunked answer to GET /page; they were dropped "
+        "and the connection closed"
+    ]
+
+
+async def test_a_chunked_answer_with_bytes_after_it_reaches_the_visitor(start_gateway, raw_upstream) -> None:
+    """Through the gateway: the visitor gets the page, chunked and ended, not a 502."""
+    url, origin = await counting_origin(raw_upstream, lambda line: CHUNKED_JUNK if "/page" in line else OK)
+    gw = await start_gateway(url)
+    reply = await raw_request(gw.proxy.port, b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (reply.status, reply.body) == (200, b"hello")
+    assert await get(gw.proxy.port, "/next") == (200, b"ok")
+    assert origin.connections == [["GET /page HTTP/1.1"], ["GET /next HTTP/1.1"]]
