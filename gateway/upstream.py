@@ -45,7 +45,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from gateway.framing import keep_alive, reuse_bound
+from gateway.framing import keep_alive, reuse_bound, unframed_head
 from gateway.logs import Throttled
 from gateway.networds import not_connected
 
@@ -60,6 +60,9 @@ Apache 5 s; 1 s where an operator set it so), and one closed just as the request
 it: a GET is sent again, such a request would be a 502. Below the site's bound the close cannot
 cross it. A site that announces a lower bound (``Keep-Alive: timeout=N``) is held to it too
 (``Connection.keep_for``)."""
+HELD_HEAD = 2**16
+"""Bytes of an answer head held back until its end comes, so that the whole head can be read
+(``gateway.framing.unframed_head``) before the parser sees it; a longer head is fed as it comes."""
 READ_BUFSIZE = 2**16
 """Response body bytes buffered before reading from the upstream pauses."""
 MAX_RESPONSE_HEADERS = 1000
@@ -95,23 +98,31 @@ def _final_with_body(data: bytes) -> bool:
 
 
 def _head_length(data: bytes, end: int) -> int | None:
-    """The ``Content-Length`` of the head ``data[:end]`` (None: none, or chunks). Only a length
-    the parser will take matters: one it refuses (twice, beside chunks, a space before the
-    colon) fails the answer anyway. Every answer's first read comes here, so the spelling most
-    servers write (``Content-Length``) is looked for first, in place; the head is lower-cased
-    only for another spelling, or when something in it may be a ``Transfer-Encoding``."""
+    """The ``Content-Length`` of the head ``data[:end]`` (None: none, or chunks; -1: a head the
+    parser would refuse or misread as it is — a length beside chunks, a second length, a length
+    that is no number, a space before a colon — to be rewritten first, ``unframed_head``, where
+    it can be). Every answer's first read comes here, so the spelling most servers write
+    (``Content-Length``) is looked for first, in place; the head is lower-cased only for another
+    spelling, or when something in it may be a ``Transfer-Encoding``."""
     at = data.find(b"\nContent-Length:", 0, end)
     if at < 0 or data.find(b"ransfer-", 0, end) >= 0:
         head = data[:end].lower()
-        if b"\ntransfer-encoding:" in head:
-            return None
         at = head.find(b"\ncontent-length:")
         if at < 0:
-            return None
+            return -1 if b" :" in head or b"\t:" in head else None
+        if b"\ntransfer-encoding:" in head:
+            return -1
     else:
         head = data
-    value = head[at + 16 : head.find(b"\n", at + 16, end)].strip(b" \t\r")
-    return int(value) if value.isdigit() else None
+    eol = head.find(b"\n", at + 16, end)
+    if (
+        head.find(b"ength:", eol, end) >= 0  # another Content-Length, perhaps
+        or data.find(b" :", 0, end) >= 0  # a space before a colon, perhaps a name's
+        or data.find(b"\t:", 0, end) >= 0
+    ):
+        return -1
+    value = head[at + 16 : eol].strip(b" \t\r")
+    return int(value) if value.isdigit() else -1
 
 
 def _length(headers: CIMultiDictProxy[str]) -> int | None:
@@ -164,6 +175,12 @@ class Connection(ResponseHandler):
     after a whole answer: they are dropped with the connection (``set_exception``), and an
     info line names the request (``trailing``).
 
+    A head the parser would refuse or misread where a browser reads the page — a space before
+    a field's colon, ``Content-Length`` beside chunks, one length sent twice — is held until its
+    end has come and rewritten before the parser sees it (``gateway.framing.unframed_head``);
+    after chunks that had a length beside them, the connection is not used again (RFC 9112
+    §6.3).
+
     And the site's ``Keep-Alive: timeout=N, max=M`` on each final answer: how long the
     connection may stay idle and still be reused (``keep_for``), 0 once the site said it takes
     no more requests on it."""
@@ -176,8 +193,10 @@ class Connection(ResponseHandler):
     keep_for = math.inf
     """Seconds the connection may stay idle and still be reused, from the last answer's
     ``Keep-Alive`` (inf: it had none; 0: not reused)."""
-    _carry = b""
-    """The last bytes fed while looking for a head's end, which may be split across reads."""
+    _held = b""
+    """The bytes of a head whose end has not come yet, not yet fed (at most ``HELD_HEAD``)."""
+    _partial = False
+    """Part of a head whose end has not come was fed (one longer than ``HELD_HEAD``)."""
     _left: int | None = None
     """Body bytes the final answer's ``Content-Length`` still has to come (None: no length)."""
     sent = b""
@@ -260,9 +279,10 @@ class Connection(ResponseHandler):
             and not self._skip_payload
             and _final_with_body(data)
             and (end := _head_end(data, 0)) > 0
+            and (left := _head_length(data, end)) != -1
         ):
             self.answer = BODY
-            self._left = left = _head_length(data, end)
+            self._left = left
             if left is None:  # chunks: bytes after their end must not cost the head
                 ResponseHandler.data_received(self, data[:end])
                 if end < len(data):
@@ -271,29 +291,49 @@ class Connection(ResponseHandler):
                 self._body_received(data, end)
         else:
             if answer == START:
-                self.answer, self._carry = HEAD, b""
+                self.answer, self._held, self._partial = HEAD, b"", False
             self._heads_received(data)
 
     def _heads_received(self, data: bytes) -> None:
-        seen = self._carry + data
-        carried = len(self._carry)
-        fed = start = 0
+        """Feed each head whole (interim ones, then the final one), then what follows the final
+        head as its body; a head whose end has not come is held (up to ``HELD_HEAD``)."""
+        held = self._held
+        seen = held + data if held else data
+        start = 0
         while self.answer == HEAD and self._exception is None:
-            end = _head_end(seen, start)
+            end = _head_end(seen, start or max(len(held) - 2, 0))
             if end < 0:
                 break
+            self._head_received(seen[start:end])
             start = end
-            cut = end - carried  # at least 1: the carry holds no head's end the last read had
-            ResponseHandler.data_received(self, data[fed:cut])
-            fed = cut
-        if fed < len(data):
-            if self.answer == STRAY:
+        rest = seen[start:] if start else seen
+        self._held = b""
+        if not rest:
+            return
+        if self.answer == STRAY:
+            self._should_close = True
+        elif self.answer == BODY:
+            self._body_received(rest)
+        elif self._exception is None and len(rest) <= HELD_HEAD:
+            self._held = rest
+            self._reschedule_timeout()  # bytes came: the read timeout starts again
+        else:  # too long to hold (or the parser failed): the parser's to take as it comes
+            self._partial = self._exception is None
+            ResponseHandler.data_received(self, rest)
+
+    def _head_received(self, head: bytes) -> None:
+        """Feed one whole head, rewritten first where the parser would refuse or misread it and a
+        browser read it."""
+        if (
+            not self._partial
+            and _head_length(head, len(head)) == -1
+            and (unframed := unframed_head(head)) is not None
+        ):
+            head, close = unframed
+            if close:
                 self._should_close = True
-            elif self.answer == BODY:
-                self._body_received(data[fed:])
-            else:
-                ResponseHandler.data_received(self, data[fed:])
-        self._carry = seen[max(start, len(seen) - 2) :]
+        self._partial = False
+        ResponseHandler.data_received(self, head)
 
     def _body_received(self, data: bytes, head: int = 0) -> None:
         """Feed the final answer's bytes (``head`` of them its head), cut at its length: what

@@ -1,7 +1,8 @@
 """How the upstream client reads the framing of a site's answers (gateway/framing.py, and
 gateway/upstream.py that applies it): the site's ``Keep-Alive`` bounds on reusing a connection,
-and bytes after a chunked answer's end. Raw asyncio origins on loopback write exact bytes and
-record what reached them."""
+bytes after a chunked answer's end, and heads the parser alone refused where a browser shows the
+page (``Content-Length`` beside chunks, one length sent twice). Raw asyncio origins on loopback
+write exact bytes and record what reached them."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import time
 
 import pytest
 
-from gateway.framing import keep_alive, reuse_bound
-from gateway.upstream import Upstream
+from gateway.framing import keep_alive, reuse_bound, unframed_head
+from gateway.upstream import Upstream, UpstreamProtocolError
 from tests.gateway.test_malformed import raw_request
 from tests.gateway.test_upstream import OK, _upload, counting_origin, get
 
@@ -216,3 +217,204 @@ async def test_a_chunked_answer_with_bytes_after_it_reaches_the_visitor(start_ga
     assert (reply.status, reply.body) == (200, b"hello")
     assert await get(gw.proxy.port, "/next") == (200, b"ok")
     assert origin.connections == [["GET /page HTTP/1.1"], ["GET /next HTTP/1.1"]]
+
+
+# -- heads the parser refused where browsers show the page ---------------------------------------
+
+CL_AND_CHUNKS = (
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+)
+CHUNKS_AND_CL = (
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\ncontent-length: 30\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n"
+)
+CL_TWICE = b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "v"\r\nContent-Length: 5\r\n\r\nhello'
+CL_LIST = b"HTTP/1.1 200 OK\r\nContent-Length: 5 , 5\r\n\r\nhello"
+SPACED = b"HTTP/1.1 200 OK\r\nX-Foo : 1\r\nContent-Length\t: 5\r\n\r\nhello"
+SPACED_CHUNKS = b"HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "cuts", "length", "reused"),
+    [
+        (CL_AND_CHUNKS, (), None, False),
+        (CL_AND_CHUNKS, (20, 40), None, False),
+        (CHUNKS_AND_CL, (), None, False),
+        (CL_AND_CHUNKS.replace(b"\r\n", b"\n", 3), (), None, False),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + CL_AND_CHUNKS, (27,), None, False),
+        (CL_TWICE, (), "5", True),
+        (CL_TWICE, (40,), "5", True),
+        (CL_LIST, (), "5", True),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + CL_LIST, (), "5", True),
+        (SPACED, (), "5", True),
+        (SPACED, (30,), "5", True),
+        (b"HTTP/1.1 103 Early Hints\r\nLink : </a>\r\n\r\n" + SPACED, (), "5", True),
+        (SPACED_CHUNKS, (), None, True),
+    ],
+    ids=[
+        "length-and-chunks",
+        "length-and-chunks-cut",
+        "chunks-and-length",
+        "bare-lf",
+        "after-100",
+        "length-twice",
+        "length-twice-cut",
+        "length-list",
+        "length-list-after-103",
+        "space-before-colons",
+        "space-before-colons-cut",
+        "space-before-colons-after-103",
+        "space-before-chunks",
+    ],
+)
+async def test_a_length_beside_chunks_or_sent_twice_is_read_as_a_browser_reads_it(
+    raw_upstream, answer: bytes, cuts: tuple[int, ...], length: str | None, reused: bool
+) -> None:
+    """Straight on the pool: an answer with both ``Content-Length`` and ``Transfer-Encoding:
+    chunked``, or one ``Content-Length`` twice (two lines, or ``5, 5``), or a space before a
+    field's colon, was a 502: the parser refuses them, browsers read the page. Chunks win over
+    the length and the connection is not used again (RFC 9112 §6.3); one length sent twice is
+    that length (RFC 9110 §8.6), and the answer carries it once; the space is removed, as RFC
+    9112 §5.1 asks of a proxy (``Content-Length :`` and ``Transfer-Encoding :`` were kept
+    with it, and reached the visitor beside the gateway's own framing)."""
+    connections: list[int] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if b"/page" not in line:
+                writer.write(OK)
+                await writer.drain()
+                continue
+            for start, end in zip((0, *cuts), (*cuts, len(answer)), strict=True):
+                writer.write(answer[start:end])
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each piece its own read
+
+    pool = _pool(await raw_upstream(origin))
+    try:
+        resp = await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"hello")
+        assert resp.headers.getall("Content-Length", []) == ([length] if length else [])
+        assert [n for n, _ in resp.raw_headers if n.lower() == b"content-length"] == (
+            [b"Content-Length"] if length else []
+        )
+        resp.release()
+        resp = await pool.request("GET", "/next", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"ok")
+        resp.release()
+    finally:
+        await pool.close()
+    assert connections == ([0] if reused else [0, 1])
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+    ],
+    ids=["two-lengths", "length-list", "length-and-another-coding"],
+)
+async def test_lengths_that_disagree_are_still_refused(raw_upstream, answer: bytes) -> None:
+    """Two different lengths are no length a reader can trust (browsers refuse them too); a
+    length beside a coding that is not chunked is left to the parser, which refuses it."""
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    pool = _pool(url)
+    try:
+        with pytest.raises(UpstreamProtocolError):
+            await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "framing"),
+    [
+        (CL_AND_CHUNKS, ("chunked", None)),
+        (CL_TWICE, (None, "5")),
+        (CL_LIST, (None, "5")),
+        (SPACED, (None, "5")),
+        (SPACED_CHUNKS, ("chunked", None)),
+    ],
+    ids=["length-and-chunks", "length-twice", "length-list", "space-before-colons", "space-before-chunks"],
+)
+async def test_the_visitor_gets_one_framing(
+    start_gateway, raw_upstream, answer: bytes, framing: tuple[str | None, str | None]
+) -> None:
+    """Through the gateway: the visitor gets the page with one framing, never a length beside
+    chunks (the ambiguity a cache in front could be split on), and no space before a colon."""
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    gw = await start_gateway(url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    fields = [line.partition(b":") for line in head.split(b"\r\n")[1:]]
+    assert all(name == name.strip() for name, _, _ in fields), head
+    lengths = [value.strip().decode() for name, _, value in fields if name.lower() == b"content-length"]
+    codings = [value.strip().decode() for name, _, value in fields if name.lower() == b"transfer-encoding"]
+    assert (codings or [None], lengths or [None]) == ([framing[0]], [framing[1]])
+    assert body == (b"5\r\nhello\r\n0\r\n\r\n" if framing[0] else b"hello")
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: 1\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+        ),
+        (
+            b"HTTP/1.1 200 OK\nX-A: Content-Length: 9\nContent-Length:5\nContent-Length: 5\n\n",
+            (b"HTTP/1.1 200 OK\nX-A: Content-Length: 9\nContent-Length:5\n\n", False),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5,5,\t5\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", False),
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \r\nContent-Length: \r\n\r\n", None),
+        (
+            b"HTTP/1.1 200 OK\r\nX-Note: a : b\r\nX-Foo \t: 1\r\nContent-Length : 5\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nX-Note: a : b\r\nX-Foo: 1\r\nContent-Length: 5\r\n\r\n", False),
+        ),
+        (b"HTTP/1.1 200 OK\r\nX-Note: a : b\r\nX-A: 1\r\n  folded : on\r\n\r\n", None),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding : chunked\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 6\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", False),
+        ),
+    ],
+    ids=[
+        "plain",
+        "chunks",
+        "both",
+        "twice-bare-lf",
+        "list",
+        "disagree",
+        "not-chunked-last",
+        "empty",
+        "space-before-colon",
+        "colon-in-values",
+        "both-spaced",
+        "spaced-disagree",
+    ],
+)
+def test_unframed_head(head: bytes, expected: tuple[bytes, bool] | None) -> None:
+    """The head as the parser can read it, and whether the connection must close after it; None
+    where nothing is to change (or nothing can)."""
+    assert unframed_head(head) == expected
