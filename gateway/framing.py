@@ -5,8 +5,7 @@ Owns two pure readings, applied by ``gateway.upstream``:
 - the site's ``Keep-Alive: timeout=N, max=M`` (RFC 2068 §19.7.1.1, which Apache, Node and nginx
   with a second ``keepalive_timeout`` value send): how long, and for how many more requests, the
   site keeps the connection open, so no request goes out on one it is closing;
-- a head the parser refuses (or misreads) where a browser reads the page: whitespace before a
-  field's colon (RFC 9112 §5.1 has a proxy remove it), ``Content-Length`` beside
+- a head the parser refuses where a browser reads the page: ``Content-Length`` beside
   ``Transfer-Encoding: chunked`` (RFC 9112 §6.3: the chunks win, and the connection is closed
   after) and one ``Content-Length`` sent twice (two lines, or ``5, 5``; RFC 9110 §8.6 lets a
   recipient take it as one), rewritten to the head the parser reads.
@@ -55,13 +54,13 @@ def unframed_head(head: bytes) -> tuple[bytes, bool] | None:
     browser does, and whether the connection must be closed after that answer; None when there
     is nothing to rewrite.
 
-    Whitespace between a field's name and its colon is removed (RFC 9112 §5.1 asks it of a
-    proxy; the parser refused most such lines, and kept it in the name of a few — a
-    ``Content-Length :`` then reached the visitor beside the gateway's own chunks). A
-    ``Content-Length`` beside ``Transfer-Encoding: chunked`` is dropped (the chunks frame the
+    A ``Content-Length`` beside ``Transfer-Encoding: chunked`` is dropped (the chunks frame the
     body, and the connection closes after it); one length sent twice stays once, as the first
     line that gave it. Lengths that disagree, or a length beside a coding that does not end in
-    ``chunked``, stay as they are: the parser refuses them, and browsers too."""
+    ``chunked``, stay as they are: the parser refuses them, and browsers too. In a head
+    rewritten so, whitespace between a field's name and its colon is removed as well (RFC 9112
+    §5.1 asks it of a proxy; the parser refuses most such lines). It is not looked for in
+    other heads: a scan of every head for it cost more than the rare site that sends it."""
     lines = head.split(b"\n")
     changed = False
     lengths: list[int] = []

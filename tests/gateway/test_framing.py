@@ -230,7 +230,7 @@ CHUNKS_AND_CL = (
 )
 CL_TWICE = b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "v"\r\nContent-Length: 5\r\n\r\nhello'
 CL_LIST = b"HTTP/1.1 200 OK\r\nContent-Length: 5 , 5\r\n\r\nhello"
-SPACED = b"HTTP/1.1 200 OK\r\nX-Foo : 1\r\nContent-Length\t: 5\r\n\r\nhello"
+SPACED = b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello"
 SPACED_CHUNKS = b"HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
 
 
@@ -246,10 +246,6 @@ SPACED_CHUNKS = b"HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhel
         (CL_TWICE, (40,), "5", True),
         (CL_LIST, (), "5", True),
         (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + CL_LIST, (), "5", True),
-        (SPACED, (), "5", True),
-        (SPACED, (30,), "5", True),
-        (b"HTTP/1.1 103 Early Hints\r\nLink : </a>\r\n\r\n" + SPACED, (), "5", True),
-        (SPACED_CHUNKS, (), None, True),
     ],
     ids=[
         "length-and-chunks",
@@ -261,22 +257,16 @@ SPACED_CHUNKS = b"HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhel
         "length-twice-cut",
         "length-list",
         "length-list-after-103",
-        "space-before-colons",
-        "space-before-colons-cut",
-        "space-before-colons-after-103",
-        "space-before-chunks",
     ],
 )
 async def test_a_length_beside_chunks_or_sent_twice_is_read_as_a_browser_reads_it(
     raw_upstream, answer: bytes, cuts: tuple[int, ...], length: str | None, reused: bool
 ) -> None:
     """Straight on the pool: an answer with both ``Content-Length`` and ``Transfer-Encoding:
-    chunked``, or one ``Content-Length`` twice (two lines, or ``5, 5``), or a space before a
-    field's colon, was a 502: the parser refuses them, browsers read the page. Chunks win over
-    the length and the connection is not used again (RFC 9112 §6.3); one length sent twice is
-    that length (RFC 9110 §8.6), and the answer carries it once; the space is removed, as RFC
-    9112 §5.1 asks of a proxy (``Content-Length :`` and ``Transfer-Encoding :`` were kept
-    with it, and reached the visitor beside the gateway's own framing)."""
+    chunked``, or one ``Content-Length`` twice (two lines, or ``5, 5``), was a 502: the parser
+    refuses them, browsers read the page. Chunks win over the length and the connection is not
+    used again (RFC 9112 §6.3); one length sent twice is that length (RFC 9110 §8.6), and the
+    answer carries it once."""
     connections: list[int] = []
 
     async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -346,7 +336,10 @@ async def test_the_visitor_gets_one_framing(
     start_gateway, raw_upstream, answer: bytes, framing: tuple[str | None, str | None]
 ) -> None:
     """Through the gateway: the visitor gets the page with one framing, never a length beside
-    chunks (the ambiguity a cache in front could be split on), and no space before a colon."""
+    chunks (the ambiguity a cache in front could be split on). ``Content-Length :`` and
+    ``Transfer-Encoding :``, whose space before the colon the parser keeps in the name, reached
+    the visitor so, beside the gateway's own chunks: the name goes without it (RFC 9112 §5.1
+    asks a proxy to remove it)."""
     url, _ = await counting_origin(raw_upstream, lambda line: answer)
     gw = await start_gateway(url)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
