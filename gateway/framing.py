@@ -22,7 +22,9 @@ REUSE_MARGIN = 0.5
 the site's clock starts when it wrote its answer, ours once the answer was read, and the next
 request takes the way there besides (at most half the timeout, for one under a second)."""
 
-_PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"?([0-9]+(?:\.[0-9]+)?)"?\s*')
+_PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"?([0-9]{1,9}(?:\.[0-9]{1,9})?)"?\s*')
+"""One ``name=number`` parameter; a number of at most 9 digits (``int()`` refuses more than
+4,300, which raised from the answer's reading: one that long is no bound a site means)."""
 
 
 def keep_alive(value: str) -> tuple[float | None, int | None]:

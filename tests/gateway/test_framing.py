@@ -39,6 +39,8 @@ from tests.gateway.test_upstream import OK, _upload, counting_origin, get
         ("", (None, None)),
         (",,;=", (None, None)),
         ("300", (None, None)),  # HTTP/1.0-era: a bare number, no parameter name
+        ("timeout=" + "9" * 400 + ", max=" + "9" * 5000, (None, None)),  # past int()'s digit limit
+        ("timeout=86400, max=999999999", (86400.0, 999999999)),
     ],
 )
 def test_keep_alive_is_read_leniently(value: str, expected: tuple[float | None, int | None]) -> None:
