@@ -102,9 +102,8 @@ def _head_length(data: bytes, end: int) -> int | None:
     parser would refuse as it is — a length beside chunks, a length sent twice or that is no
     number — to be rewritten first, ``unframed_head``, where it can be). Every answer's first
     read comes here, so the spelling most servers write (``Content-Length``) is looked for first,
-    in place (and again past it: a server that sends it twice spells it the same); the head is
-    lower-cased only for another spelling, or when something in it may be a
-    ``Transfer-Encoding``."""
+    in place; the head is lower-cased only for another spelling, or when something in it may be
+    a ``Transfer-Encoding``."""
     at = data.find(b"\nContent-Length:", 0, end)
     if at < 0 or data.find(b"ransfer-", 0, end) >= 0:
         head = data[:end].lower()
@@ -113,12 +112,15 @@ def _head_length(data: bytes, end: int) -> int | None:
             return None
         if b"\ntransfer-encoding:" in head:
             return -1
-        name = b"\ncontent-length:"
+        eol = head.find(b"\n", at + 16, end)
+        if head.find(b"\ncontent-length:", eol, end) >= 0:  # sent twice
+            return -1
     else:
-        head, name = data, b"\nContent-Length:"
-    eol = head.find(b"\n", at + 16, end)
-    if head.find(name, eol, end) >= 0:
-        return -1
+        head = data
+        eol = head.find(b"\n", at + 16, end)
+        # Sent twice, perhaps in another spelling (before or after): "ength:" spans both.
+        if head.find(b"ength:", eol, end) >= 0 or head.find(b"ength:", 0, at) >= 0:
+            return -1
     value = head[at + 16 : eol].strip(b" \t\r")
     return int(value) if value.isdigit() else -1
 
