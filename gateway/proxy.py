@@ -118,9 +118,15 @@ def _spelled(raw: bytes) -> str:
 def _answer_name(raw: bytes) -> tuple[str, str]:
     """A site's header name as it spelled it and lower-cased, decoded once: two calls per header
     of every answer were a dictionary lookup's work. Lower-cased as aiohttp decodes it, as its
-    header mapping (and the tokens of a Connection header, which name what to drop) has it."""
+    header mapping (and the tokens of a Connection header, which name what to drop) has it.
+
+    Without whitespace before its colon (RFC 9112 §5.1 asks a proxy to remove it): the parser
+    keeps it in the few names it reads for framing (``Content-Length :``, ``Transfer-Encoding
+    :``), which then reached the visitor so — beside the gateway's own framing, a hop-by-hop
+    name not dropped."""
+    name = raw.rstrip(b" \t")
     return _ANSWER_NAMES.get(raw) or _remember(
-        _ANSWER_NAMES, raw, (raw.decode("latin-1"), raw.decode("utf-8", "surrogateescape").lower())
+        _ANSWER_NAMES, raw, (name.decode("latin-1"), name.decode("utf-8", "surrogateescape").lower())
     )
 
 

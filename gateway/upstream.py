@@ -19,7 +19,8 @@ sent once more on a new connection, as aiohttp does for idempotent methods; so i
 finds, before its answer, the late body of an answer that should have had none
 (``Connection.suspect``), a connection only such a request takes. Any other request (a POST, an
 upload) takes only a connection idle less than ``ONCE_IDLE_SECONDS``, which the site has not
-begun to close.
+begun to close. No request takes one idle near the bound the site announced in its
+``Keep-Alive`` header, or past the requests it said it takes (``gateway.framing``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
@@ -43,6 +45,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway.framing import keep_alive, reuse_bound, unframed_head
 from gateway.logs import Throttled
 from gateway.networds import not_connected
 
@@ -55,8 +58,11 @@ ONCE_IDLE_SECONDS = 0.5
 a body, a POST): a site closes a connection idle past its own bound (gunicorn 2 s; Node, uvicorn,
 Apache 5 s; 1 s where an operator set it so), and one closed just as the request goes out fails
 it: a GET is sent again, such a request would be a 502. Below the site's bound the close cannot
-cross it. Only an idle time is compared (the site's ``Keep-Alive: timeout=N`` is not read: a
-header lookup on every answer, for the few sites whose bound is lower still)."""
+cross it. A site that announces a lower bound (``Keep-Alive: timeout=N``) is held to it too
+(``Connection.keep_for``)."""
+HELD_HEAD = 2**16
+"""Bytes of an answer head held back until its end comes, so that the whole head can be read
+(``gateway.framing.unframed_head``) before the parser sees it; a longer head is fed as it comes."""
 READ_BUFSIZE = 2**16
 """Response body bytes buffered before reading from the upstream pauses."""
 MAX_RESPONSE_HEADERS = 1000
@@ -92,23 +98,31 @@ def _final_with_body(data: bytes) -> bool:
 
 
 def _head_length(data: bytes, end: int) -> int | None:
-    """The ``Content-Length`` of the head ``data[:end]`` (None: none, or chunks). Only a length
-    the parser will take matters: one it refuses (twice, beside chunks, a space before the
-    colon) fails the answer anyway. Every answer's first read comes here, so the spelling most
-    servers write (``Content-Length``) is looked for first, in place; the head is lower-cased
-    only for another spelling, or when something in it may be a ``Transfer-Encoding``."""
+    """The ``Content-Length`` of the head ``data[:end]`` (None: none, or chunks; -1: a head the
+    parser would refuse as it is — a length beside chunks, a length sent twice or that is no
+    number — to be rewritten first, ``unframed_head``, where it can be). Every answer's first
+    read comes here, so the spelling most servers write (``Content-Length``) is looked for first,
+    in place; the head is lower-cased only for another spelling, or when something in it may be
+    a ``Transfer-Encoding``."""
     at = data.find(b"\nContent-Length:", 0, end)
     if at < 0 or data.find(b"ransfer-", 0, end) >= 0:
         head = data[:end].lower()
-        if b"\ntransfer-encoding:" in head:
-            return None
         at = head.find(b"\ncontent-length:")
         if at < 0:
             return None
+        if b"\ntransfer-encoding:" in head:
+            return -1
+        eol = head.find(b"\n", at + 16, end)
+        if head.find(b"\ncontent-length:", eol, end) >= 0:  # sent twice
+            return -1
     else:
         head = data
-    value = head[at + 16 : head.find(b"\n", at + 16, end)].strip(b" \t\r")
-    return int(value) if value.isdigit() else None
+        eol = head.find(b"\n", at + 16, end)
+        # Sent twice, perhaps in another spelling (before or after): "ength:" spans both.
+        if head.find(b"ength:", eol, end) >= 0 or head.find(b"ength:", 0, at) >= 0:
+            return -1
+    value = head[at + 16 : eol].strip(b" \t\r")
+    return int(value) if value.isdigit() else -1
 
 
 def _length(headers: CIMultiDictProxy[str]) -> int | None:
@@ -153,21 +167,43 @@ class Connection(ResponseHandler):
     bytes that arrive while the connection is idle close it (``STRAY``); for the rest,
     ``suspect`` marks a connection whose last answer had no body but announced one (a length,
     chunks: the site may have meant to send it): only a request that may be sent twice takes
-    it, and is sent once more on a new connection if the bytes came (``OutOfStep``)."""
+    it, and is sent once more on a new connection if the bytes came (``OutOfStep``).
+
+    Bytes after a chunked answer's last chunk (a template's comment) failed alike, and when they
+    came in the read that brought the head, the parser's failure lost that head too: a 502. A
+    chunked head is fed apart from its body, so the bytes after its end fail only what comes
+    after a whole answer: they are dropped with the connection (``set_exception``), and an
+    info line names the request (``trailing``).
+
+    A head the parser would refuse where a browser reads the page — ``Content-Length`` beside
+    chunks, one length sent twice — is held until its end has come and rewritten before the
+    parser sees it (``gateway.framing.unframed_head``); after chunks that had a length beside
+    them, the connection is not used again (RFC 9112 §6.3).
+
+    And the site's ``Keep-Alive: timeout=N, max=M`` on each final answer: how long the
+    connection may stay idle and still be reused (``keep_for``), 0 once the site said it takes
+    no more requests on it."""
 
     broken = False
     suspect = False
     """The last answer had no body but its head announced one."""
     answer = START
     """Set to START for each request (``Upstream._exchange``)."""
-    _carry = b""
-    """The last bytes fed while looking for a head's end, which may be split across reads."""
+    keep_for = math.inf
+    """Seconds the connection may stay idle and still be reused, from the last answer's
+    ``Keep-Alive`` (inf: it had none; 0: not reused)."""
+    _held = b""
+    """The bytes of a head whose end has not come yet, not yet fed (at most ``HELD_HEAD``)."""
+    _partial = False
+    """Part of a head whose end has not come was fed (one longer than ``HELD_HEAD``)."""
     _left: int | None = None
     """Body bytes the final answer's ``Content-Length`` still has to come (None: no length)."""
     sent = b""
     """The head of the request in hand (or the last one), for a log line to name it."""
     overlong: Throttled | None = None
     """Where an answer longer than its ``Content-Length`` is logged (the pool's)."""
+    trailing: Throttled | None = None
+    """Where bytes after a chunked answer's end are logged (the pool's)."""
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
@@ -179,8 +215,30 @@ class Connection(ResponseHandler):
         protocol: the reader got neither an end nor an error, and the read timer was stopped,
         so the visitor, who had the head and the first chunks, waited for the rest for ever
         (until 2026-12-05). Other errors set here (an upload the site stopped taking,
-        ``_send_body``) leave an answer already coming alone."""
+        ``_send_body``) leave an answer already coming alone.
+
+        When the body was already whole (chunks ended), the parser failed on bytes after it that
+        answer nothing: the answer stands, and the connection, which aiohttp closed, is not used
+        again."""
         payload = self._payload
+        if (
+            isinstance(exc, HttpProcessingError)
+            and self.answer == BODY
+            and payload is not None
+            and payload is not EMPTY_PAYLOAD
+            and payload.is_eof()
+            and payload.exception() is None
+        ):
+            self._should_close = True
+            if self.trailing is not None:
+                method, path = self._request()
+                self.trailing(
+                    "upstream sent bytes after the end of its chunked answer to %s %s; they were "
+                    "dropped and the connection closed",
+                    method,
+                    path,
+                )
+            return
         super().set_exception(exc, *cause)
         if (
             isinstance(exc, HttpProcessingError)
@@ -193,15 +251,17 @@ class Connection(ResponseHandler):
             payload.set_exception(ClientPayloadError(why))
 
     def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
-        if self.answer == HEAD:
-            code = data[0].code
-            if not 100 <= code < 200:
-                if self._skip_payload or code in (204, 304):
+        message = data[0]
+        if not 100 <= message.code < 200:
+            kept = message.headers.get("Keep-Alive")
+            self.keep_for = math.inf if kept is None else _keep_for(kept)
+            if self.answer == HEAD:
+                if self._skip_payload or message.code in (204, 304):
                     self.answer = STRAY
-                    self.suspect = _announces_body(data[0].headers)
+                    self.suspect = _announces_body(message.headers)
                 else:
                     self.answer = BODY
-                    self._left = _length(data[0].headers)
+                    self._left = _length(message.headers)
         ResponseHandler.feed_data(self, data, size)
 
     def data_received(self, data: bytes) -> None:
@@ -218,35 +278,61 @@ class Connection(ResponseHandler):
             and not self._skip_payload
             and _final_with_body(data)
             and (end := _head_end(data, 0)) > 0
+            and (left := _head_length(data, end)) != -1
         ):
             self.answer = BODY
-            self._left = _head_length(data, end)
-            self._body_received(data, end)
+            self._left = left
+            if left is None:  # chunks: bytes after their end must not cost the head
+                ResponseHandler.data_received(self, data[:end])
+                if end < len(data):
+                    ResponseHandler.data_received(self, data[end:])
+            else:
+                self._body_received(data, end)
         else:
             if answer == START:
-                self.answer, self._carry = HEAD, b""
+                self.answer, self._held, self._partial = HEAD, b"", False
             self._heads_received(data)
 
     def _heads_received(self, data: bytes) -> None:
-        seen = self._carry + data
-        carried = len(self._carry)
-        fed = start = 0
+        """Feed each head whole (interim ones, then the final one), then what follows the final
+        head as its body; a head whose end has not come is held (up to ``HELD_HEAD``)."""
+        held = self._held
+        seen = held + data if held else data
+        start = 0
         while self.answer == HEAD and self._exception is None:
-            end = _head_end(seen, start)
+            end = _head_end(seen, start or max(len(held) - 2, 0))
             if end < 0:
                 break
+            self._head_received(seen[start:end])
             start = end
-            cut = end - carried  # at least 1: the carry holds no head's end the last read had
-            ResponseHandler.data_received(self, data[fed:cut])
-            fed = cut
-        if fed < len(data):
-            if self.answer == STRAY:
+        rest = seen[start:] if start else seen
+        self._held = b""
+        if not rest:
+            return
+        if self.answer == STRAY:
+            self._should_close = True
+        elif self.answer == BODY:
+            self._body_received(rest)
+        elif self._exception is None and len(rest) <= HELD_HEAD:
+            self._held = rest
+            self._reschedule_timeout()  # bytes came: the read timeout starts again
+        else:  # too long to hold (or the parser failed): the parser's to take as it comes
+            self._partial = self._exception is None
+            ResponseHandler.data_received(self, rest)
+
+    def _head_received(self, head: bytes) -> None:
+        """Feed one whole head, rewritten first where the parser would refuse it and a browser
+        read it."""
+        if (
+            not self._partial
+            and _head_length(head, len(head)) == -1
+            and (unframed := unframed_head(head)) is not None
+        ):
+            head, close = unframed
+            if close:
                 self._should_close = True
-            elif self.answer == BODY:
-                self._body_received(data[fed:])
-            else:
-                ResponseHandler.data_received(self, data[fed:])
-        self._carry = seen[max(start, len(seen) - 2) :]
+        self._partial = False
+        ResponseHandler.data_received(self, head)
 
     def _body_received(self, data: bytes, head: int = 0) -> None:
         """Feed the final answer's bytes (``head`` of them its head), cut at its length: what
@@ -268,6 +354,12 @@ class Connection(ResponseHandler):
         # No byte (aiohttp's parser resuming after a pause) is fed too: it is how it resumes.
         ResponseHandler.data_received(self, data)
 
+    def _request(self) -> tuple[str, str]:
+        """The method and path (no query) of the request in hand, for a log line."""
+        line = self.sent.split(b"\r\n", 1)[0].decode("ascii", "backslashreplace")
+        method, _, target = line.partition(" ")
+        return method, target.rpartition(" ")[0].partition("?")[0]
+
     def _said_overlong(self, extra: int) -> None:
         """Log the answer just cut at its length: the request (its path, no query) and both
         lengths, the body's all fed by now (its reader's count)."""
@@ -275,9 +367,7 @@ class Connection(ResponseHandler):
             return
         payload = self._payload
         length = payload.total_bytes if payload is not None else 0
-        line = self.sent.split(b"\r\n", 1)[0].decode("ascii", "backslashreplace")
-        method, _, target = line.partition(" ")
-        path = target.rpartition(" ")[0].partition("?")[0]
+        method, path = self._request()
         self.overlong(
             "upstream sent more than its Content-Length for %s %s: %d bytes announced, at least "
             "%d sent; cut at %d, the connection dropped",
@@ -287,6 +377,14 @@ class Connection(ResponseHandler):
             length + extra,
             length,
         )
+
+
+def _keep_for(value: str) -> float:
+    """``Connection.keep_for`` from a ``Keep-Alive`` header value."""
+    timeout, most = keep_alive(value)
+    if most is not None and most < 1:
+        return 0.0
+    return math.inf if timeout is None else reuse_bound(timeout)
 
 
 class UpstreamConnectError(OSError):
@@ -442,6 +540,7 @@ class Upstream:
         self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self._closed = False
         self._overlong = Throttled(log, logging.WARNING)
+        self._trailing = Throttled(log, logging.INFO)
 
     # -- the pool ---------------------------------------------------------------------------------
 
@@ -467,13 +566,19 @@ class Upstream:
 
     def _pop_idle(self, fresh: float) -> Connection | None:
         """The connection last released, if it is idle less than ``fresh`` seconds; those idle
-        past ``idle_seconds`` or closed are closed on the way."""
+        past ``idle_seconds`` or the bound the site announced (``keep_for``), or closed, are
+        closed on the way."""
         now = asyncio.get_running_loop().time()
         idle = self._idle
         while idle:
             proto, since = idle.pop()
             age = now - since
-            if age < self.idle_seconds and proto.is_connected() and not proto.should_close:
+            if (
+                age < self.idle_seconds
+                and age < proto.keep_for
+                and proto.is_connected()
+                and not proto.should_close
+            ):
                 if age < fresh:  # ``fresh`` is at most ``idle_seconds``
                     return proto
                 idle.append((proto, since))  # kept for a request that may be sent again
@@ -509,7 +614,7 @@ class Upstream:
 
     def done(self, proto: Connection, reusable: bool) -> None:
         """A request is over with ``proto``: keep it for the next one, or close it."""
-        if not reusable or self._closed or not proto.is_connected():
+        if not reusable or self._closed or not proto.is_connected() or not proto.keep_for:
             proto.close()
             self._free_slot()
             return
@@ -572,6 +677,7 @@ class Upstream:
         except OSError as err:
             raise UpstreamConnectError(err.errno, not_connected(self.host, self.port, err)) from err
         proto.overlong = self._overlong
+        proto.trailing = self._trailing
         return proto
 
     async def _ssl_context(self) -> ssl.SSLContext:

@@ -1,0 +1,420 @@
+"""How the upstream client reads the framing of a site's answers (gateway/framing.py, and
+gateway/upstream.py that applies it): the site's ``Keep-Alive`` bounds on reusing a connection,
+bytes after a chunked answer's end, and heads the parser alone refused where a browser shows the
+page (``Content-Length`` beside chunks, one length sent twice). Raw asyncio origins on loopback
+write exact bytes and record what reached them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import pytest
+
+from gateway.framing import keep_alive, reuse_bound, unframed_head
+from gateway.upstream import Upstream, UpstreamProtocolError
+from tests.gateway.test_malformed import raw_request
+from tests.gateway.test_upstream import OK, _upload, counting_origin, get
+
+# -- the site's Keep-Alive header ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("timeout=5, max=100", (5.0, 100)),  # Apache
+        ("timeout=5", (5.0, None)),  # Node, nginx with a second keepalive_timeout value
+        ("timeout=0", (0.0, None)),  # Node with keepAliveTimeout under 1 s (floored)
+        ("max=3", (None, 3)),
+        ("Timeout=5 , MAX=2", (5.0, 2)),
+        ('timeout="5"', (5.0, None)),
+        ("timeout=1.5; max=7", (1.5, 7)),
+        ("timeout=5, max=100, extra=x", (5.0, 100)),
+        ("timeout=abc, max=-1", (None, None)),
+        ("timeout=, max", (None, None)),
+        ("timeout=inf, max=nan", (None, None)),
+        ("timeout=1e3", (None, None)),
+        ("", (None, None)),
+        (",,;=", (None, None)),
+        ("300", (None, None)),  # HTTP/1.0-era: a bare number, no parameter name
+        ("timeout=" + "9" * 400 + ", max=" + "9" * 5000, (None, None)),  # past int()'s digit limit
+        ("timeout=86400, max=999999999", (86400.0, 999999999)),
+    ],
+)
+def test_keep_alive_is_read_leniently(value: str, expected: tuple[float | None, int | None]) -> None:
+    assert keep_alive(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("timeout", "bound"), [(0.0, 0.0), (0.4, 0.2), (1.0, 0.5), (2.0, 1.5), (5.0, 4.5), (60.0, 59.5)]
+)
+def test_a_connection_is_reused_only_well_inside_the_sites_timeout(timeout: float, bound: float) -> None:
+    assert reuse_bound(timeout) == bound
+
+
+def keep_alive_origin(
+    announce: str, bound: float, allowed: int | None = None
+) -> tuple[list[list[str]], object]:
+    """An origin answering every request with ``Keep-Alive: <announce>`` (``{left}`` filled in
+    with the requests the connection may still take, as Apache counts them). It closes a
+    connection idle past ``bound`` seconds, or past ``allowed`` requests: as the close that
+    crosses a request on its way, it is done when the next request arrives — closed
+    unanswered, recorded as ``dropped /path`` — so that race happens every time, not by luck."""
+    connections: list[list[str]] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines: list[str] = []
+        connections.append(lines)
+        answered = time.monotonic()
+        served = 0
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].decode()
+            if time.monotonic() - answered > bound or (allowed is not None and served >= allowed):
+                lines.append(f"dropped {path}")
+                return
+            lines.append(path)
+            if b"Content-Length: 3" in head:
+                await reader.readexactly(3)
+            served += 1
+            line = announce.format(left=(allowed or 0) - served)
+            writer.write(b"HTTP/1.1 200 OK\r\nKeep-Alive: %s\r\nContent-Length: 2\r\n\r\nok" % line.encode())
+            await writer.drain()
+            answered = time.monotonic()
+
+    return connections, origin
+
+
+async def _steps(pool: Upstream, steps: list[tuple[float, str, str]]) -> None:
+    """Each step: wait (idle seconds), then one request; every answer must be the site's."""
+    try:
+        for idle, method, path in steps:
+            await asyncio.sleep(idle)
+            if method == "GET":
+                resp = await pool.request("GET", path, [("Host", "t")], None, length_known=False)
+            else:
+                headers = [("Host", "t"), ("Content-Length", "3")]
+                resp = await pool.request(method, path, headers, _upload(), length_known=True)
+            assert (resp.status, await resp.content.read()) == (200, b"ok")
+            resp.release()
+    finally:
+        await pool.close()
+
+
+def _pool(url: str) -> Upstream:
+    return Upstream(url, limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190)
+
+
+async def test_a_post_takes_no_connection_idle_past_a_timeout_the_site_announced_under_half_a_second(
+    raw_upstream,
+) -> None:
+    """A site whose keep-alive bound is under 0.5 s (Node's ``keepAliveTimeout = 300`` announces
+    ``Keep-Alive: timeout=0``, its seconds floored) closes a connection idle 0.3 s. A POST sent on
+    it then — idle under the 0.5 s such a request was held to — found it closing: a 502, since a
+    POST is not sent twice (until 2026-12-06, when the site's header was not read); a GET was sent
+    twice. A connection whose site announced ``timeout=0`` is not reused at all."""
+    connections, origin = keep_alive_origin("timeout=0", bound=0.2)
+    await _steps(
+        _pool(await raw_upstream(origin)), [(0, "GET", "/a"), (0.3, "POST", "/b"), (0.3, "GET", "/c")]
+    )
+    assert connections == [["/a"], ["/b"], ["/c"]]
+
+
+async def test_no_request_takes_a_connection_idle_near_the_timeout_the_site_announced(raw_upstream) -> None:
+    """A site announcing ``Keep-Alive: timeout=1`` closes a connection idle 1 s. A GET sent on one
+    idle that long went out as the site closed it and was sent a second time, on a new
+    connection: its connection is reused only while idle under half a second (the site's
+    timeout less a margin for the way there and back), and reused within it."""
+    connections, origin = keep_alive_origin("timeout=1", bound=0.9)
+    await _steps(
+        _pool(await raw_upstream(origin)), [(0, "GET", "/a"), (0.1, "GET", "/b"), (1.0, "GET", "/c")]
+    )
+    assert connections == [["/a", "/b"], ["/c"]]
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_no_request_goes_on_a_connection_past_the_requests_the_site_announced(
+    raw_upstream, method: str
+) -> None:
+    """A site announcing ``Keep-Alive: max=N`` takes N more requests on the connection, then
+    closes it (as Apache counts them: ``max=0`` on the last). The request after them went out on
+    it anyway: a POST was a 502, a GET was sent twice."""
+    connections, origin = keep_alive_origin("timeout=5, max={left}", bound=5, allowed=2)
+    await _steps(
+        _pool(await raw_upstream(origin)),
+        [(0, "GET", "/a"), (0, "GET", "/b"), (0, method, "/c"), (0, "GET", "/d")],
+    )
+    assert connections == [["/a", "/b"], ["/c", "/d"]]
+
+
+# -- bytes after a chunked answer's last chunk ----------------------------------------------------
+
+CHUNKED_JUNK = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nJUNK\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "cuts"),
+    [
+        (CHUNKED_JUNK, ()),
+        (CHUNKED_JUNK, (47,)),  # the head alone, then the body and the junk
+        (CHUNKED_JUNK, (59,)),  # the answer whole, the junk in a read of its own
+        (CHUNKED_JUNK, (30, 52)),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" + CHUNKED_JUNK, ()),
+        (CHUNKED_JUNK.replace(b"JUNK", b"<!-- served in 2 ms -->"), ()),
+    ],
+    ids=["one-read", "head-apart", "junk-apart", "cut-thrice", "after-103", "template-comment"],
+)
+async def test_bytes_after_a_chunked_answer_are_dropped_with_the_connection(
+    raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes, cuts: tuple[int, ...]
+) -> None:
+    """Straight on the pool: a site that writes something after its chunked answer's last chunk
+    (a template's comment, a stray newline) had the parser take it for the next answer and
+    fail, losing the answer it had just read: a 502, where a browser or curl shows the page
+    and drops the rest. The answer is read whole, the bytes after it are dropped, the
+    connection is not used again, and one info line names the request."""
+    caplog.set_level(logging.INFO, "gateway.upstream")
+    connections: list[int] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if b"/page" not in line:
+                writer.write(OK)
+                await writer.drain()
+                continue
+            for start, end in zip((0, *cuts), (*cuts, len(answer)), strict=True):
+                writer.write(answer[start:end])
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each piece its own read
+
+    pool = _pool(await raw_upstream(origin))
+    try:
+        resp = await pool.request(
+            "GET", "/page?email=ada%40example.com", [("Host", "t")], None, length_known=False
+        )
+        assert (resp.status, await resp.content.read()) == (200, b"hello")
+        await asyncio.sleep(0.1)  # the rest of the pieces arrive
+        resp.release()
+        resp = await pool.request("GET", "/next", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"ok")
+        resp.release()
+    finally:
+        await pool.close()
+    assert connections == [0, 1]
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.upstream"] == [
+        "upstream sent bytes after the end of its chunked answer to GET /page; they were dropped "
+        "and the connection closed"
+    ]
+
+
+async def test_a_chunked_answer_with_bytes_after_it_reaches_the_visitor(start_gateway, raw_upstream) -> None:
+    """Through the gateway: the visitor gets the page, chunked and ended, not a 502."""
+    url, origin = await counting_origin(raw_upstream, lambda line: CHUNKED_JUNK if "/page" in line else OK)
+    gw = await start_gateway(url)
+    reply = await raw_request(gw.proxy.port, b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (reply.status, reply.body) == (200, b"hello")
+    assert await get(gw.proxy.port, "/next") == (200, b"ok")
+    assert origin.connections == [["GET /page HTTP/1.1"], ["GET /next HTTP/1.1"]]
+
+
+# -- heads the parser refused where browsers show the page ---------------------------------------
+
+CL_AND_CHUNKS = (
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+)
+CHUNKS_AND_CL = (
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\ncontent-length: 30\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n"
+)
+CL_TWICE = b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "v"\r\nContent-Length: 5\r\n\r\nhello'
+CL_LIST = b"HTTP/1.1 200 OK\r\nContent-Length: 5 , 5\r\n\r\nhello"
+SPACED = b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello"
+SPACED_CHUNKS = b"HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "cuts", "length", "reused"),
+    [
+        (CL_AND_CHUNKS, (), None, False),
+        (CL_AND_CHUNKS, (20, 40), None, False),
+        (CHUNKS_AND_CL, (), None, False),
+        (CL_AND_CHUNKS.replace(b"\r\n", b"\n", 3), (), None, False),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + CL_AND_CHUNKS, (27,), None, False),
+        (CL_TWICE, (), "5", True),
+        (CL_TWICE, (40,), "5", True),
+        (CL_LIST, (), "5", True),
+        (CL_TWICE.replace(b"\r\nContent-Length: 5\r\n\r\n", b"\r\ncontent-length: 5\r\n\r\n"), (), "5", True),
+        (CL_TWICE.replace(b"OK\r\nContent-Length", b"OK\r\ncontent-length"), (), "5", True),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + CL_LIST, (), "5", True),
+    ],
+    ids=[
+        "length-and-chunks",
+        "length-and-chunks-cut",
+        "chunks-and-length",
+        "bare-lf",
+        "after-100",
+        "length-twice",
+        "length-twice-cut",
+        "length-list",
+        "length-twice-spelled-otherwise-after",
+        "length-twice-spelled-otherwise-before",
+        "length-list-after-103",
+    ],
+)
+async def test_a_length_beside_chunks_or_sent_twice_is_read_as_a_browser_reads_it(
+    raw_upstream, answer: bytes, cuts: tuple[int, ...], length: str | None, reused: bool
+) -> None:
+    """Straight on the pool: an answer with both ``Content-Length`` and ``Transfer-Encoding:
+    chunked``, or one ``Content-Length`` twice (two lines, or ``5, 5``), was a 502: the parser
+    refuses them, browsers read the page. Chunks win over the length and the connection is not
+    used again (RFC 9112 §6.3); one length sent twice is that length (RFC 9110 §8.6), and the
+    answer carries it once."""
+    connections: list[int] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if b"/page" not in line:
+                writer.write(OK)
+                await writer.drain()
+                continue
+            for start, end in zip((0, *cuts), (*cuts, len(answer)), strict=True):
+                writer.write(answer[start:end])
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each piece its own read
+
+    pool = _pool(await raw_upstream(origin))
+    try:
+        resp = await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"hello")
+        assert resp.headers.getall("Content-Length", []) == ([length] if length else [])
+        # One line, as the first one that gave the length spelled it.
+        assert [n.lower() for n, _ in resp.raw_headers if n.lower() == b"content-length"] == (
+            [b"content-length"] if length else []
+        )
+        resp.release()
+        resp = await pool.request("GET", "/next", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"ok")
+        resp.release()
+    finally:
+        await pool.close()
+    assert connections == ([0] if reused else [0, 1])
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+    ],
+    ids=["two-lengths", "length-list", "length-and-another-coding"],
+)
+async def test_lengths_that_disagree_are_still_refused(raw_upstream, answer: bytes) -> None:
+    """Two different lengths are no length a reader can trust (browsers refuse them too); a
+    length beside a coding that is not chunked is left to the parser, which refuses it."""
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    pool = _pool(url)
+    try:
+        with pytest.raises(UpstreamProtocolError):
+            await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "framing"),
+    [
+        (CL_AND_CHUNKS, ("chunked", None)),
+        (CL_TWICE, (None, "5")),
+        (CL_LIST, (None, "5")),
+        (SPACED, (None, "5")),
+        (SPACED_CHUNKS, ("chunked", None)),
+    ],
+    ids=["length-and-chunks", "length-twice", "length-list", "space-before-colons", "space-before-chunks"],
+)
+async def test_the_visitor_gets_one_framing(
+    start_gateway, raw_upstream, answer: bytes, framing: tuple[str | None, str | None]
+) -> None:
+    """Through the gateway: the visitor gets the page with one framing, never a length beside
+    chunks (the ambiguity a cache in front could be split on). ``Content-Length :`` and
+    ``Transfer-Encoding :``, whose space before the colon the parser keeps in the name, reached
+    the visitor so, beside the gateway's own chunks: the name goes without it (RFC 9112 §5.1
+    asks a proxy to remove it)."""
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    gw = await start_gateway(url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    fields = [line.partition(b":") for line in head.split(b"\r\n")[1:]]
+    assert all(name == name.strip() for name, _, _ in fields), head
+    lengths = [value.strip().decode() for name, _, value in fields if name.lower() == b"content-length"]
+    codings = [value.strip().decode() for name, _, value in fields if name.lower() == b"transfer-encoding"]
+    assert (codings or [None], lengths or [None]) == ([framing[0]], [framing[1]])
+    assert body == (b"5\r\nhello\r\n0\r\n\r\n" if framing[0] else b"hello")
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: 1\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+        ),
+        (
+            b"HTTP/1.1 200 OK\nX-A: Content-Length: 9\nContent-Length:5\nContent-Length: 5\n\n",
+            (b"HTTP/1.1 200 OK\nX-A: Content-Length: 9\nContent-Length:5\n\n", False),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5,5,\t5\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", False),
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \r\nContent-Length: \r\n\r\n", None),
+        (
+            b"HTTP/1.1 200 OK\r\nX-Note: a : b\r\nX-Foo \t: 1\r\nContent-Length : 5\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nX-Note: a : b\r\nX-Foo: 1\r\nContent-Length: 5\r\n\r\n", False),
+        ),
+        (b"HTTP/1.1 200 OK\r\nX-Note: a : b\r\nX-A: 1\r\n  folded : on\r\n\r\n", None),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding : chunked\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 6\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", False),
+        ),
+    ],
+    ids=[
+        "plain",
+        "chunks",
+        "both",
+        "twice-bare-lf",
+        "list",
+        "disagree",
+        "not-chunked-last",
+        "empty",
+        "space-before-colon",
+        "colon-in-values",
+        "both-spaced",
+        "spaced-disagree",
+    ],
+)
+def test_unframed_head(head: bytes, expected: tuple[bytes, bool] | None) -> None:
+    """The head as the parser can read it, and whether the connection must close after it; None
+    where nothing is to change (or nothing can)."""
+    assert unframed_head(head) == expected
