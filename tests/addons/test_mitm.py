@@ -753,6 +753,9 @@ async def mitmdump_process(
             await asyncio.wait_for(process.wait(), 30)
 
 
+HEADS = (LANDING, "/article?p=2&gclid=h1")
+
+
 async def test_both_hosts_agree(
     tmp_path: Path, secrets: None, start_gateway: GatewayFactory, upstream_server: Any
 ) -> None:
@@ -774,6 +777,10 @@ async def test_both_hosts_agree(
     async with gw.session.get(gw.url + LANDING, headers=headers) as resp:
         assert resp.status == 200
         aiohttp_cookies = resp.headers.getall("Set-Cookie")
+    # A link checker's HEAD, tagged or from another site: stripped, recorded by neither host.
+    for target in HEADS:
+        async with gw.session.head(gw.url + target, headers=headers) as resp:
+            assert resp.status == 200
     aiohttp_rows = await asyncio.to_thread(
         rows, tmp_path / "gateway.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
     )
@@ -785,12 +792,16 @@ async def test_both_hosts_agree(
     ):
         assert resp.status == 200 and await resp.text() == "<p>ok</p>"
         mitm_cookies = resp.headers.getall("Set-Cookie")
+        for target in HEADS:
+            async with session.head(url + target, headers=headers) as head:
+                assert head.status == 200
         # The response waited for the commit: the row is there before the process stops.
         mitm_rows = await asyncio.to_thread(
             rows, tmp_path / "mitm.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
         )
 
-    assert seen == ["/landing?a=1&b=%20x", "/landing?a=1&b=%20x"]  # the same clean URL upstream
+    clean = ["/landing?a=1&b=%20x", "/article?p=2"]
+    assert seen == [clean[0], *clean, clean[0], *clean]  # the same clean URLs upstream
     assert len(aiohttp_rows) == 1 and mitm_rows == aiohttp_rows
     for cookies in (aiohttp_cookies, mitm_cookies):
         assert [c.split("=")[0] for c in cookies] == ["site", "gw_vid"]
