@@ -1352,6 +1352,8 @@ KEPT_SET = {  # who signs in → the site's Set-Cookie lines: sid kept or not, u
     "ada": ["uid=u-old; Path=/", "sid=s1; Path=/", "uid=u-ada; Path=/"],
     "bob": ["sid=s2; Path=/", "sid=s2; Path=/; Max-Age=0", "uid=u-bob; Path=/"],
     "eve": ["sid=; Path=/; Max-Age=0", "sid=s3; Domain=127.0.0.1; Path=/", "uid=u-eve; Path=/"],
+    # Another site's Domain: the browser refuses the line, so it holds no sid (RFC 6265 §5.3).
+    "mal": ["sid=s4; Domain=other.example; Path=/", "uid=u-mal; Path=/"],
 }
 
 
@@ -1361,7 +1363,8 @@ async def test_rules_read_the_cookie_the_browser_keeps_in_both_hosts(
     """A response's Set-Cookie lines of one name are read as a browser applies them, in order,
     one cookie per Domain and Path: a rewritten ``uid`` is its last value (ada, not old), a
     ``sid`` set and then deleted is none (bob binds no one), a deletion of one scope leaves
-    another's (eve). Both hosts store the same bindings."""
+    another's (eve), a line whose Domain is another site's is none (mal binds no one). Both hosts
+    store the same bindings."""
 
     async def login(request: web.Request) -> web.Response:
         resp = web.Response(status=302, headers={"Location": "/"})
@@ -1384,7 +1387,7 @@ async def test_rules_read_the_cookie_the_browser_keeps_in_both_hosts(
         await addon.running()
         try:
             for who, lines in KEPT_SET.items():
-                form = [(b"content-type", b"application/x-www-form-urlencoded")]
+                form = [(b"host", b"127.0.0.1"), (b"content-type", b"application/x-www-form-urlencoded")]
                 req = tutils.treq(method=b"POST", path=b"/login", headers=form, content=f"who={who}".encode())
                 flow = tflow.tflow(req=req)
                 await addon.request(flow)
