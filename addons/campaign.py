@@ -7,7 +7,8 @@ printable only); a value that fails is dropped and counted, never stored. The up
 query is rebuilt from the raw ``&``-separated pieces so everything else stays byte for
 byte as received. Remembers the channel of recent value combinations (at most ``CHANNEL_CACHE``),
 and recent landings (``addons/landings.py``): a reload within ``campaign.repeat_seconds`` records
-no touchpoint (it is left on ``Exchange.folded`` for bots' velocity windows).
+no touchpoint (it is left on ``Exchange.folded`` for bots' velocity windows). A HEAD records
+nothing and is remembered nowhere (no browser navigates with it), and is stripped as a GET is.
 """
 
 from __future__ import annotations
@@ -259,7 +260,10 @@ class Campaign:
         values = {slot: value for slot, (_, value) in found.items()}
         # raw_params holds every valid tracked pair (those of values and click among them, or it is
         # full): a landing tagged only with utm_id or utm_source_platform is a touchpoint too.
-        if (
+        # A HEAD is no arrival: browsers never navigate with it; link checkers, uptime probes and
+        # link previews do. Until 2026-12-06 a newsletter's link checker took the first touch
+        # before any reader clicked (it is still stripped below, as the site sees a GET).
+        if req.method != "HEAD" and (
             not self._kept(raw_params, values, click)
             if raw_params
             else external
@@ -297,8 +301,9 @@ class Campaign:
         req = ex.request
         referrer = req.headers.get("referer")
         # A page load only: its follow-up is one; an image's or a fetch's redirect would fill
-        # the memories with entries no landing asks for, pushing out real ones.
-        if not referrer or req.method not in ("GET", "HEAD") or not req.is_document:
+        # the memories with entries no landing asks for, pushing out real ones. A HEAD's is
+        # followed by a HEAD, which is no landing either.
+        if not referrer or req.method != "GET" or not req.is_document:
             return
         referrer_host = host_of(referrer)
         site = self._site(req)

@@ -24,9 +24,13 @@ class Condition:
     ``equals`` or match ``matches`` when the rule says so."""
 
     def __init__(
-        self, condition: ConditionOptions, keys: RuleKeys | None = None, max_body: int | None = None
+        self,
+        condition: ConditionOptions,
+        keys: RuleKeys | None = None,
+        max_body: int | None = None,
+        site: str = "",
     ) -> None:
-        self.read = Extractor(condition, keys, max_body)
+        self.read = Extractor(condition, keys, max_body, site)
         self.equals = condition.equals
         self.matches = re.compile(condition.matches) if condition.matches is not None else None
         self.absent = condition.absent

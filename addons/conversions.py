@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from addons.amounts import money
 from addons.conditions import Condition, holding_operations
-from addons.extract import Extractor, source_keys
+from addons.extract import Extractor, site_host, source_keys
 from addons.jwks import FollowsKeyFiles, RuleKeys
 from addons.rules import RuleIndex, compile_match
 from addons.values import MAX_TEXT, ExtractError, as_text
@@ -59,13 +59,14 @@ class Conversions(FollowsKeyFiles):
         self.key_files: list[RuleKeys] = []
         """The rules' JWT keys: those read from a file follow it while the chain runs."""
         compiled = []
+        site = site_host(settings)
         for i, rule in enumerate(settings.options.conversions):
 
             def source(
                 name: str, value: Source, i: int = i, rule_name: str = rule.name, cap: int = rule.max_body
             ) -> Extractor:
                 at = f"conversions[{i}].{name}"
-                return Extractor(value, source_keys(settings, at, value, rule_name), cap)
+                return Extractor(value, source_keys(settings, at, value, rule_name), cap, site)
 
             value = source("value", rule.value) if isinstance(rule.value, Source) else rule.value
             currency = (
@@ -74,7 +75,7 @@ class Conversions(FollowsKeyFiles):
             order_id = source("order_id", rule.order_id) if rule.order_id is not None else None
             when = tuple(
                 Condition(
-                    c, source_keys(settings, f"conversions[{i}].when[{k}]", c, rule.name), rule.max_body
+                    c, source_keys(settings, f"conversions[{i}].when[{k}]", c, rule.name), rule.max_body, site
                 )
                 for k, c in enumerate(rule.when)
             )

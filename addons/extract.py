@@ -66,6 +66,13 @@ def source_keys(settings: Settings, at: str, source: Source, rule: str) -> RuleK
     return RuleKeys(f"{at}.key (rule {rule!r})", source.algorithm, material, path, (rule, f"{at}.key"))
 
 
+def site_host(settings: Settings) -> str:
+    """``proxy.public_origin``'s host and port, the one the browser asks (a front proxy may send
+    the site its own ``Host``); "" when it is not set: then each request's ``Host`` is."""
+    origin = settings.options.proxy.public_origin
+    return urlsplit(origin).netloc if origin else ""
+
+
 def joined(headers: Mapping[str, str], name: str) -> str | None:
     """Header ``name``'s value: every line of a repeated one as one list, joined with ", " (RFC
     9110 §5.3), from a multi-valued mapping (both hosts hand one over, looked up by lower-case
@@ -79,8 +86,13 @@ def joined(headers: Mapping[str, str], name: str) -> str | None:
 class Extractor:
     """One configured source, ready to read a value out of an exchange."""
 
-    def __init__(self, source: Source, keys: RuleKeys | None = None, max_body: int | None = None) -> None:
+    def __init__(
+        self, source: Source, keys: RuleKeys | None = None, max_body: int | None = None, site: str = ""
+    ) -> None:
         self.kind, self.name = source_kind(source)
+        self.site = site
+        """The host the browser asks (``site_host``: ``proxy.public_origin``'s), by which a cookie
+        the response sets is kept or refused; "": the request's ``Host``."""
         self.max_body = max_body
         """The rule's ``max_body``: a body the host read for another rule on the same request,
         within that one's larger ``max_body``, is not read by this one (``body_not_read``)."""
@@ -176,7 +188,10 @@ class Extractor:
     def _set_cookie(self, ex: Exchange) -> Any:
         if ex.response is None:
             return None
-        return kept_set_cookie(ex.response.headers, self.name, ex.request.ts.timestamp(), ex.request.path)
+        request = ex.request
+        return kept_set_cookie(
+            ex.response.headers, self.name, request.ts.timestamp(), request.path, self.site or request.host
+        )
 
     def _response_text(self, ex: Exchange) -> Any:
         body = self._body(ex.response_body)

@@ -294,8 +294,11 @@ class Identity:
                 attributes = line[m.end() :].split(";")[1:]
                 # A deletion (Max-Age ≤ 0, an Expires past) leaves the browser no consent
                 # cookie of that scope, whatever value it names.
+                where = scope(attributes, ex.request.path, self.public_host or ex.request.host)
+                if where is None:
+                    continue  # a Domain the browser refuses for this host: it keeps nothing
                 gone = deletes(attributes, ex.request.ts.timestamp())
-                held[scope(attributes, ex.request.path)] = None if gone else m.group(1)
+                held[where] = None if gone else m.group(1)
         if not held:
             return None
         values = [value for value in held.values() if value is not None]

@@ -20,12 +20,14 @@ decodes them) and the response's headers as a multidict, one Set-Cookie each. Ow
 logged by key (mitmdump then exits); keys only ``gateway run`` reads, set, are named in one
 warning (``RUN_ONLY``). SIGHUP reloads the config as ``gateway run`` does (``reload``:
 ``gateway.reload``'s live settings, a new chain for new flows), heard from ``load`` on: one
-before the store is open waits for it. mitmproxy runs this file again when it changes (its
-script watcher): the old instance ends once the flows it began have (``done``), keeping the new
-instance's SIGHUP handler and log levels, and hands it the cookieless salt; the new one reads
-the config again and opens its own store; a flow's state from request to response lives in
-``addons.mitm_shared``, imported once, so whichever instance gets its response finds it. The only
-module in ``addons/`` that imports mitmproxy; nothing else imports this one.
+before the store is open waits for it (started by ``gateway mitmdump``, one before ``load``
+too: it is held blocked from the process's start until the handler is in place). mitmproxy
+runs this file again when it changes (its script watcher): the old instance ends once the flows
+it began have (``done``), keeping the new instance's SIGHUP handler and log levels, and hands it
+the cookieless salt; the new one reads the config again and opens its own store; a flow's state
+from request to response lives in ``addons.mitm_shared``, imported once, so whichever instance
+gets its response finds it. The only module in ``addons/`` that imports mitmproxy; nothing else
+imports this one.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from multidict import CIMultiDict
 from addons import mitm_shared as shared
 from addons.campaign import host_of
 from gateway import reserved
+from gateway.childsignals import heard
 from gateway.codings import content_codings, decoded_layers
 from gateway.commits import Confirmations
 from gateway.config import RELOAD_HINT, ConfigError, Settings, load_settings
@@ -358,8 +361,13 @@ class GatewayAddon:
             self.salt, self.notices, self._levels = handed
 
     def _listen(self) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # no loop, no signals (Windows)
+        try:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+        except (NotImplementedError, RuntimeError):  # no loop, no signals (Windows)
+            return
+        # Held since the process began when ``gateway mitmdump`` started it (``gateway/mitmlaunch.py``):
+        # one sent while Python and mitmproxy loaded, before this handler, reaches it now.
+        heard({signal.SIGHUP})
 
     def configure(self, updated: set[str]) -> None:
         from mitmproxy import ctx

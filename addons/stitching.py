@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from addons.conditions import Condition, holding_operations
-from addons.extract import Extractor, source_keys
+from addons.extract import Extractor, site_host, source_keys
 from addons.jwks import FollowsKeyFiles, RuleKeys
 from addons.rules import RuleIndex, compile_match
 from addons.values import ExtractError, user_id
@@ -75,15 +75,17 @@ class Stitching(FollowsKeyFiles):
         every fire) and the importer applies the same rule to their bindings, in file order."""
         compiled = []
         settings = ctx.settings
+        site = site_host(settings)
         for i, rule in enumerate(rules):
             at = f"identity.rules[{i}]"
             extractor = Extractor(
                 rule.user_id,
                 source_keys(settings, f"{at}.user_id", rule.user_id, rule.name),
                 rule.max_body,
+                site,
             )
             when = tuple(
-                Condition(c, source_keys(settings, f"{at}.when[{k}]", c, rule.name), rule.max_body)
+                Condition(c, source_keys(settings, f"{at}.when[{k}]", c, rule.name), rule.max_body, site)
                 for k, c in enumerate(rule.when)
             )
             reads = [extractor, *(c.read for c in when)]

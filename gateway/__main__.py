@@ -4,8 +4,9 @@ Ctrl-C (SIGINT) and SIGTERM are held while the command loads (its imports take a
 milliseconds): ``gateway.cli.main`` lets one that came meanwhile through before the command
 runs, unless the command stops on them its own way (``gateway import`` hears it once it can
 stop cleanly). A Ctrl-C that reaches Python's own handler ends the command with a line saying
-so, not a traceback. SIGHUP is held too: ``gateway run`` until it reloads on it, every other
-command until it begins, as Ctrl-C.
+so, not a traceback. SIGHUP is held too: ``gateway run`` until it reloads on it, ``gateway
+mitmdump`` through its exec of mitmdump until the addon reloads on it (``gateway/mitmlaunch.py``),
+every other command until it begins, as Ctrl-C.
 """
 
 from __future__ import annotations

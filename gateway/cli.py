@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import msgspec
 from yarl import URL
 
-from gateway import report_cli
+from gateway import mitmlaunch, report_cli
 from gateway.channels import channels_warnings
 from gateway.childsignals import RELOAD_ORDER, RELOAD_ORDER_ENV, RELOAD_SIGNALS, STOP_SIGNALS
 from gateway.config import (
@@ -1293,6 +1293,15 @@ def build_parser() -> argparse.ArgumentParser:
     send_user.add_argument("--sink", help="only this sink (default: every [[sinks]] entry)")
     send_user.set_defaults(func=cmd_sink_send)
     report_cli.add_parser(sub, DEFAULT_CONFIG)
+    # For `gateway --help` and the README's checks: ``main`` hands its arguments to mitmdump before
+    # parsing. None is an option here (no argument holds a NUL): `--mode …` is mitmdump's, --help too.
+    mitm = sub.add_parser(
+        mitmlaunch.COMMAND,
+        add_help=False,
+        prefix_chars="\0",
+        help="mitmdump with the gateway's addon, SIGHUP held until the addon reloads on it (see README)",
+    )
+    mitm.add_argument("arguments", nargs=argparse.REMAINDER, help="mitmdump's own arguments")
     add_privacy_commands(sub, DEFAULT_CONFIG)
     add_rules_parser(sub, DEFAULT_CONFIG)
     return parser
@@ -1314,6 +1323,9 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == [mitmlaunch.COMMAND]:  # every argument after it is mitmdump's, not ours
+        return mitmlaunch.exec_mitmdump(given[1:])
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # named by the command whose --help lists its options, not by `gateway --help`

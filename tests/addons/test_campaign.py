@@ -779,3 +779,65 @@ def test_only_a_page_load_s_redirect_is_remembered() -> None:
         identity.response(ex)
         campaign.response(ex)
         assert len(campaign.redirected) == remembered
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        ("/article", {"Accept": "text/html", "Referer": "https://news.example/post"}),
+        ("/article", {**DOCUMENT, "Referer": "https://www.google.com/"}),
+        ("/p?utm_source=news&utm_medium=email&a=1", {"Accept": "text/html"}),
+        ("/p?gclid=G1&a=1", {"Accept": "text/html", "Referer": "https://www.google.com/"}),
+        ("/p?creator_id=anna&a=1", {}),
+    ],
+)
+@pytest.mark.parametrize("strip", ["forward", "redirect", "off"])
+def test_a_head_request_records_no_touchpoint_and_is_still_stripped(
+    target: str, headers: dict[str, str], strip: str
+) -> None:
+    """Browsers never navigate with HEAD; link checkers, uptime probes and link previews do.
+    Until 2026-12-06 a HEAD with ``Accept: text/html`` and another site's Referer was a referral
+    touchpoint, and a tagged HEAD a landing (a newsletter's link checker took the first touch
+    before any reader clicked). The site sees what it sees for a GET: the clean URL."""
+    toml = f'[proxy]\nstrip = "{strip}"\n'
+    as_get, _ = run(target, toml, headers=headers)
+    assert len(as_get.events) == 1  # the same request as a GET is a touchpoint
+    ex, ctx = run(target, toml, headers=headers, method="HEAD")
+    assert ex.events == [] and ex.folded is None
+    assert metric(ctx, "gateway_touchpoints_total") == 0
+    assert (ex.upstream_query, ex.upstream_headers) == (as_get.upstream_query, as_get.upstream_headers)
+    assert (ex.reply and (ex.reply.status, ex.reply.headers)) == (
+        as_get.reply and (as_get.reply.status, as_get.reply.headers)
+    )
+
+
+def test_a_head_request_leaves_no_landing_to_fold_a_later_click_into() -> None:
+    """A link checker's HEAD on the ad's URL, then the click, from one cookieless visitor key
+    (same address and agent, a preview fetcher's GET after its HEAD): the click is recorded."""
+    ctx = context()
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    cookies: dict[str, str] = {}
+    recorded = []
+    for method in ("HEAD", "GET"):
+        ex = exchange("/p?gclid=G1", method=method, headers={"Accept": "text/html"}, cookies=cookies)
+        identity.request(ex)
+        campaign.request(ex)
+        answer(ex, identity, campaign)
+        cookies = cookies or {c.name: c.value for c in ex.set_cookies}
+        recorded += [(method, t.click_id, t.channel) for t in ex.events]
+    assert cookies  # the same visitor both times
+    assert recorded == [("GET", "G1", "Paid Search")]
+
+
+def test_a_head_s_redirect_is_not_remembered() -> None:
+    """The site's redirect of a HEAD is followed by a HEAD (a link checker's), never a page
+    load: it is no arrival whose follow-up to fold."""
+    ctx = context()
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    ex = exchange("/shoes", method="HEAD", headers={**GOOGLE})
+    identity.request(ex)
+    campaign.request(ex)
+    ex.response = ResponseView(301, CIMultiDict({"Location": "/shoes/"}))
+    identity.response(ex)
+    campaign.response(ex)
+    assert len(campaign.redirected) == 0 and len(campaign.landings) == 0

@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import sys
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -716,16 +716,21 @@ async def mitmdump_process(
     confdir: Path,
     extra: tuple[str, ...] = (),
     script: Path = SCRIPT,
+    command: tuple[str, ...] = (),
+    at_start: Callable[[asyncio.subprocess.Process], Awaitable[None]] | None = None,
 ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     """``mitmdump``, yielding its process too (its output on ``stdout``); ``extra``: its
     arguments instead of ``-q`` (which keeps its errors only, whatever ``termlog_verbosity``
-    says); ``script``: the file it runs (a copy, to edit under it). It imports this checkout's
-    code, as the script it runs is this checkout's: the installed package may be another's."""
+    says); ``script``: the file it runs (a copy, to edit under it); ``command``: what starts it
+    instead of the ``mitmdump`` executable (``gateway mitmdump``); ``at_start``: run on the
+    process as soon as it is spawned. It imports this checkout's code, as the script it runs is
+    this checkout's: the installed package may be another's."""
     port = free_port()
     root = str(SCRIPT.parents[1])
     path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "mitmdump"), "--mode", f"reverse:{upstream}", "-s", str(script),
+        *(command or (str(Path(sys.executable).parent / "mitmdump"),)),
+        "--mode", f"reverse:{upstream}", "-s", str(script),
         "--set", f"gateway_config={config_file}", "--set", f"confdir={confdir}",
         "--set", "stream_large_bodies=1",  # every body streamed: the cookie must go with the headers
         "--listen-host", "127.0.0.1", "--listen-port", str(port), *(extra or ("-q",)),
@@ -733,6 +738,8 @@ async def mitmdump_process(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
+        if at_start is not None:
+            await at_start(process)
         for _ in range(300):  # mitmdump starts in ~1 s; a loaded machine may take far longer
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -751,6 +758,9 @@ async def mitmdump_process(
         if process.returncode is None:
             process.terminate()
             await asyncio.wait_for(process.wait(), 30)
+
+
+HEADS = (LANDING, "/article?p=2&gclid=h1")
 
 
 async def test_both_hosts_agree(
@@ -774,6 +784,10 @@ async def test_both_hosts_agree(
     async with gw.session.get(gw.url + LANDING, headers=headers) as resp:
         assert resp.status == 200
         aiohttp_cookies = resp.headers.getall("Set-Cookie")
+    # A link checker's HEAD, tagged or from another site: stripped, recorded by neither host.
+    for target in HEADS:
+        async with gw.session.head(gw.url + target, headers=headers) as resp:
+            assert resp.status == 200
     aiohttp_rows = await asyncio.to_thread(
         rows, tmp_path / "gateway.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
     )
@@ -785,12 +799,16 @@ async def test_both_hosts_agree(
     ):
         assert resp.status == 200 and await resp.text() == "<p>ok</p>"
         mitm_cookies = resp.headers.getall("Set-Cookie")
+        for target in HEADS:
+            async with session.head(url + target, headers=headers) as head:
+                assert head.status == 200
         # The response waited for the commit: the row is there before the process stops.
         mitm_rows = await asyncio.to_thread(
             rows, tmp_path / "mitm.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
         )
 
-    assert seen == ["/landing?a=1&b=%20x", "/landing?a=1&b=%20x"]  # the same clean URL upstream
+    clean = ["/landing?a=1&b=%20x", "/article?p=2"]
+    assert seen == [clean[0], *clean, clean[0], *clean]  # the same clean URLs upstream
     assert len(aiohttp_rows) == 1 and mitm_rows == aiohttp_rows
     for cookies in (aiohttp_cookies, mitm_cookies):
         assert [c.split("=")[0] for c in cookies] == ["site", "gw_vid"]
@@ -1140,6 +1158,71 @@ async def test_a_sighup_while_mitmdump_starts_is_one_reload_once_the_store_is_op
     assert caplog.text.count("config reloaded") == 1
 
 
+def held(pid: int, signum: int) -> bool | None:
+    """Whether process ``pid``'s main thread blocks ``signum`` (Linux's ``/proc``); None once the
+    process is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    blocked = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
+    return bool(int(blocked.split()[1], 16) >> (signum - 1) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads a process's signal mask in /proc")
+async def test_a_sighup_as_gateway_mitmdump_starts_never_ends_it(
+    tmp_path: Path, secrets: None, upstream_server: Any
+) -> None:
+    """mitmdump heard SIGHUP from ``load`` on, about a second after its start here (Python and
+    mitmproxy loading first), and one sent before that ended it, the signal's default: a unit's
+    reload right after a start stopped the host. ``gateway mitmdump`` holds it from the command's
+    first line, through the exec of mitmdump, until the addon's handler is in place: a SIGHUP
+    sent as soon as the command holds it is one reload once the store is open."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    origin = await upstream_server(app)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm")
+
+    async def hangup(process: asyncio.subprocess.Process) -> None:
+        while not await asyncio.to_thread(held, process.pid, signal.SIGHUP):
+            assert process.returncode is None, "the command ended before it held SIGHUP"
+            await asyncio.sleep(0.001)
+        process.send_signal(signal.SIGHUP)
+
+    verbose = ("--set", "termlog_verbosity=info", "--set", "flow_detail=0")
+    command = (sys.executable, "-m", "gateway", "mitmdump")
+    async with (
+        mitmdump_process(origin, toml, tmp_path / "mitmconf", verbose, command=command, at_start=hangup) as (
+            url,
+            process,
+        ),
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+    ):
+        lines = await said(process, "config reloaded")
+        assert any("SIGHUP while starting" in line for line in lines), lines
+        async with session.get(url + "/p?utm_source=x&a=1") as resp:
+            assert resp.status == 200 and await resp.text() == "ok"
+    assert process.returncode == 0  # stopped by the helper's SIGTERM, as mitmdump is
+    stored = await asyncio.to_thread(rows, tmp_path / "mitm.db", "SELECT source FROM touchpoints")
+    assert stored == [("x",)]
+
+
+async def test_gateway_mitmdump_hands_every_argument_to_mitmdump() -> None:
+    """``gateway mitmdump`` takes none of them itself (``-s``, ``--set``, ``--version``): each
+    is mitmdump's, in its order."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "mitmdump", "--version",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert (process.returncode, err) == (0, b"")
+    assert out.startswith(b"Mitmproxy: ")
+
+
 MITM_RULES = """
 [[identity.rules]]
 name = "form-login"
@@ -1341,6 +1424,8 @@ KEPT_SET = {  # who signs in → the site's Set-Cookie lines: sid kept or not, u
     "ada": ["uid=u-old; Path=/", "sid=s1; Path=/", "uid=u-ada; Path=/"],
     "bob": ["sid=s2; Path=/", "sid=s2; Path=/; Max-Age=0", "uid=u-bob; Path=/"],
     "eve": ["sid=; Path=/; Max-Age=0", "sid=s3; Domain=127.0.0.1; Path=/", "uid=u-eve; Path=/"],
+    # Another site's Domain: the browser refuses the line, so it holds no sid (RFC 6265 §5.3).
+    "mal": ["sid=s4; Domain=other.example; Path=/", "uid=u-mal; Path=/"],
 }
 
 
@@ -1350,7 +1435,8 @@ async def test_rules_read_the_cookie_the_browser_keeps_in_both_hosts(
     """A response's Set-Cookie lines of one name are read as a browser applies them, in order,
     one cookie per Domain and Path: a rewritten ``uid`` is its last value (ada, not old), a
     ``sid`` set and then deleted is none (bob binds no one), a deletion of one scope leaves
-    another's (eve). Both hosts store the same bindings."""
+    another's (eve), a line whose Domain is another site's is none (mal binds no one). Both hosts
+    store the same bindings."""
 
     async def login(request: web.Request) -> web.Response:
         resp = web.Response(status=302, headers={"Location": "/"})
@@ -1373,7 +1459,7 @@ async def test_rules_read_the_cookie_the_browser_keeps_in_both_hosts(
         await addon.running()
         try:
             for who, lines in KEPT_SET.items():
-                form = [(b"content-type", b"application/x-www-form-urlencoded")]
+                form = [(b"host", b"127.0.0.1"), (b"content-type", b"application/x-www-form-urlencoded")]
                 req = tutils.treq(method=b"POST", path=b"/login", headers=form, content=f"who={who}".encode())
                 flow = tflow.tflow(req=req)
                 await addon.request(flow)

@@ -292,6 +292,10 @@ def test_consent_given_by_the_response_sets_the_cookie_in_it() -> None:
         ("/", ["banner=all; Path=/shop", "banner=none; Path=/"], "expired"),
         # A deletion of one the response did not set, and nothing set: a withdrawal.
         ("/", ["banner=; Max-Age=0; Path=/", "banner=; Max-Age=0; Domain=shop.example; Path=/"], "expired"),
+        # A line the browser refuses on shop.example (another site's Domain, a public suffix) is
+        # no cookie it holds: until 2026-12-06 it was read as a second one that disagreed.
+        ("/", ["banner=none; Domain=other.example; Path=/", "banner=all; Path=/"], "set"),
+        ("/", ["banner=all; Path=/", "banner=none; Domain=.com; Path=/"], "set"),
     ],
 )
 def test_two_set_cookie_lines_of_the_consent_cookie_read_as_the_browser_applies_them(

@@ -297,9 +297,9 @@ def test_kept_set_cookie_reads_every_set_cookie() -> None:
     from multidict import CIMultiDict
 
     headers = CIMultiDict([("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "session=abc.def; HttpOnly")])
-    assert kept_set_cookie(headers, "session", NOW, "/") == "abc.def"
-    assert kept_set_cookie(headers, "missing", NOW, "/") is None
-    assert kept_set_cookie(headers, "sess*", NOW, "/") == "abc.def"
+    assert kept_set_cookie(headers, "session", NOW, "/", "shop.example") == "abc.def"
+    assert kept_set_cookie(headers, "missing", NOW, "/", "shop.example") is None
+    assert kept_set_cookie(headers, "sess*", NOW, "/", "shop.example") == "abc.def"
 
 
 # -- JWT ---------------------------------------------------------------------------------------
@@ -650,7 +650,47 @@ def test_a_set_cookie_is_kept_unless_it_deletes_the_cookie(
     from multidict import CIMultiDict
 
     headers = CIMultiDict([("Set-Cookie", "csrftoken=t; Path=/"), *(("Set-Cookie", line) for line in lines)])
-    assert kept_set_cookie(headers, name, NOW_TS, "/accounts/login") == expected
+    assert kept_set_cookie(headers, name, NOW_TS, "/accounts/login", "shop.example") == expected
+
+
+@pytest.mark.parametrize(
+    ("lines", "host", "expected"),
+    [
+        (["s=1; Path=/"], "shop.example", "1"),  # host-only
+        (["s=1; Domain=; Path=/"], "shop.example", "1"),  # an empty Domain is none
+        (["s=1; Domain=shop.example; Path=/"], "shop.example", "1"),  # the host itself
+        (["s=1; Domain=example.com; Path=/"], "shop.example.com", "1"),  # a parent domain
+        (["s=1; Domain=.Example.COM; Path=/"], "shop.example.com", "1"),  # its leading dot, any case
+        (["s=1; Domain=example.com; Path=/"], "shop.example.com:8443", "1"),  # the port is no part
+        # RFC 6265 §5.3 step 6: a Domain that does not cover the host, the browser refuses.
+        (["s=1; Domain=other.example; Path=/"], "shop.example", None),
+        (["s=1; Domain=hop.example; Path=/"], "shop.example", None),  # a suffix, not at a dot
+        (["s=1; Domain=www.shop.example; Path=/"], "shop.example", None),  # under the host
+        (["s=1; Domain=..shop.example; Path=/"], "shop.example", None),  # one dot is dropped
+        # Step 5: a public suffix (private ones too) spans many sites, unless it is the host.
+        (["s=1; Domain=com; Path=/"], "shop.com", None),
+        (["s=1; Domain=.co.uk; Path=/"], "shop.co.uk", None),
+        (["s=1; Domain=github.io; Path=/"], "ada.github.io", None),
+        (["s=1; Domain=github.io; Path=/"], "github.io", "1"),  # kept, host-only
+        # An IP address matches only itself: no parent domain.
+        (["s=1; Domain=127.0.0.1; Path=/"], "127.0.0.1:8080", "1"),
+        (["s=1; Domain=0.0.1; Path=/"], "127.0.0.1", None),
+        (["s=1; Domain=::1; Path=/"], "[::1]:8080", "1"),
+        # A line the browser refuses is not the one it sends first (its longer Path): it has none.
+        (["s=1; Path=/", "s=2; Domain=other.example; Path=/account"], "shop.example", "1"),
+        (["s=evil; Domain=com; Path=/account", "s=ok; Domain=shop.com; Path=/"], "shop.com", "ok"),
+    ],
+)  # fmt: skip
+def test_a_set_cookie_whose_domain_does_not_cover_the_host_is_not_kept(
+    lines: list[str], host: str, expected: str | None
+) -> None:
+    """Until 2026-12-06 any Domain was read as the browser's cookie: ``session=x;
+    Domain=other.example`` from ``shop.example`` bound a user the browser never held a session
+    for (it refuses the line). ``host`` as the request's ``Host`` names it."""
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict(("Set-Cookie", line) for line in lines)
+    assert kept_set_cookie(headers, "s", NOW_TS, "/account", host) == expected
 
 
 def test_a_sent_cookie_by_name_or_prefix() -> None:
