@@ -69,11 +69,10 @@ def _traits(prefix: str, touch: dict[str, Any]) -> dict[str, Any]:
 
 
 def identify_message(
-    binding: dict[str, Any], user_id: str, first: dict[str, Any] | None, last: dict[str, Any] | None
+    binding: dict[str, Any], user_id: str, first: dict[str, Any], last: dict[str, Any]
 ) -> dict[str, Any]:
-    traits: dict[str, Any] = {}
-    if first is not None and last is not None:
-        traits = {**_traits("first", first), **_traits("last", last)}
+    """The user's ``identify`` for ``binding``, traits from their first and last landing."""
+    traits = {**_traits("first", first), **_traits("last", last)}
     # The same binding with the same traits is the same message; new traits, a new message.
     digest = hashlib.sha256(_encode.encode(traits)).hexdigest()[:16]
     return {

@@ -10,9 +10,9 @@ cursors (``storage.cursors``, named ``sink:<name>:<table>``) and sends:
   ``source_first_*`` and ``source_last_*`` (source, medium, campaign, term,
   content, channel when the column exists, creator_id, timestamp) computed over
   all of the user's visitors (never from a ``no_consent`` touchpoint; never for a binding
-  made in a ``no_consent`` session, whose one-day key others share); and again, with
-  the traits as they are then, when a touchpoint of an already-sent binding's visitor
-  comes in (``_refreshed``).
+  made in a ``no_consent`` session, whose one-day key others share; none while the user
+  has no landing to send, so no traits); and again, with the traits as they are then, when
+  a touchpoint of an already-read binding's visitor comes in (``_refreshed``).
 
 Every message has a deterministic ``messageId`` derived from the event id (and,
 for identify, from its traits), so a retried batch never counts twice. The
@@ -355,12 +355,17 @@ class Sink:
         """An ``identify`` per binding, except a binding made in a session that did not consent
         (``privacy.consent_cookie``): it names a visitor who did not consent, under a one-day key
         everyone behind the same address and browser shares that day, so a destination would
-        merge the profiles of the users who logged in under it."""
+        merge the profiles of the users who logged in under it. And except one with no traits
+        (the user has no landing a sink may send): it would tell the destination nothing, its
+        ``anonymousId`` no landing the sink sent; it goes, traits and all, when one comes in
+        (``_refreshed``)."""
         messages = []
         for binding in bindings:
             if binding.get("consent") == "no_consent":
                 continue
             first, last = await self._journey_ends(db, binding["user_key"])
+            if first is None or last is None:
+                continue
             messages.append(identify_message(binding, self.user_id(binding["user_key"]), first, last))
         return messages
 
@@ -486,6 +491,12 @@ class Sink:
         ) as cursor:
             touches = [dict(r) for r in await cursor.fetchall()]
         messages = await self._identifies(db, bindings) + await self._tracks(db, touches)
+        if not messages:  # no track: no landing to send, so no traits for an identify either
+            raise NothingRecorded(
+                "nothing to send for this user: no landing of theirs that a sink may send is"
+                " recorded (none, or each made without consent: privacy.consent_cookie), and an"
+                " identify without source traits would tell the destination nothing"
+            )
         return await self.send(messages, skip_refused=False)
 
     async def run(self) -> None:

@@ -109,10 +109,16 @@ async def test_a_re_send_finds_a_user_kept_under_an_earlier_storage_mode(
 
     gw = await start_gateway(origin, sink_toml(batch_api, interval_seconds=60), {"SINK_SECRET": WRITE_KEY})
     plain = replace(gw.gateway.keys, user_mode="plain").user_key("dora")
-    await gw.gateway.store.write([Binding(uuid7(), iso(datetime.now(UTC)), "test", "v" * 32, plain, "r")])
+    now = iso(datetime.now(UTC))
+    await gw.gateway.store.write(
+        [
+            Touchpoint(uuid7(), now, "test", "v" * 32, source="news"),
+            Binding(uuid7(), now, "test", "v" * 32, plain, "r"),
+        ]
+    )
     async with gw.session.post(gw.admin_url + "/api/sinks/out/users/dora", headers=AUTH) as resp:
         body = await resp.json()
-    assert resp.status == 200 and body["sent"] == 1, body
+    assert resp.status == 200 and body["sent"] == 2, body  # the identify, the landing's track
     # As kept; once (the sink's own round may have sent it too, under the same messageId).
     assert [c["userId"] for c in batch_api.unique.values() if c["type"] == "identify"] == ["dora"]
 
@@ -249,6 +255,24 @@ def test_sink_send_of_an_erased_user_says_when_the_user_was_erased(
     )
 
 
+def test_sink_send_of_a_user_with_no_landing_to_send_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Bound, but every landing of theirs made without consent: no track may go, and an
+    identify without traits tells the destination nothing. Until 2026-12-06 `sink send` sent
+    that empty identify ("out: 1 message sent"); now it says why nothing goes, exit 1, as the
+    admin API's 404."""
+    for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
+        monkeypatch.setenv(name, value)
+    api = BatchApi(url="http://127.0.0.1:9")  # never called: nothing to send
+    config = tmp_path / "gw.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "node.db"}"\n' + sink_toml(api))
+    settings = load_settings(config)
+    seed_user(settings, Keys.from_master(settings.secret).user_key("dave"), consent="no_consent")
+    assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("gateway: nothing to send for this user: no landing of theirs"), err
+    assert err.endswith("; nothing sent\n") and "Traceback" not in err
+
+
 def test_sink_send_of_a_user_whose_every_message_is_too_large_says_so(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:
@@ -310,12 +334,15 @@ def test_sink_send_to_one_sink_needs_no_other_sinks_variables(
         config.write_text(
             '[storage]\npath = "node.db"\n'
             f'[[sinks]]\nname = "a"\nkind = "webhook"\nurl = "{url}/a"\nsecret = "env:SINK_A"\n'
+            "max_message_bytes = 1024\n"
             f'[[sinks]]\nname = "b"\nkind = "webhook"\nurl = "{b_url}"\nsecret = "env:SINK_B"\n'
         )
         settings = load_settings(config, offline=True)
         keys = Keys.from_master(settings.secret)
 
-        seed_user(settings, keys.user_key("erin"), touchpoint=False)
+        # Its landing's track is over a's max_message_bytes (a path of 1,500 characters): the
+        # identify alone goes, one message.
+        seed_user(settings, keys.user_key("erin"), landing_path="/" + "p" * 1500)
         assert main(["sink", "send", "--user", "erin", "--sink", "a", "-c", str(config)]) == 0
         out, err = capsys.readouterr()
         assert out == "a: 1 message sent\n" and err == "", err

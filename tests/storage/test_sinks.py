@@ -204,6 +204,37 @@ async def test_a_binding_made_without_consent_is_not_sent(world, batch_api: Batc
         await w.sinks.resend_user([bob])
 
 
+async def test_an_identify_with_nothing_to_say_is_not_sent(world, batch_api: BatchApi) -> None:
+    """A user with no landing a sink may send (none recorded, or each made without consent) has
+    no source traits: their identify told the destination nothing (until 2026-12-06 it went,
+    ``"traits": {}``). It goes, traits and all, once a landing it may send comes in; a re-send
+    on demand says there is nothing to send."""
+    w = await world("[identity]\nuser_id_storage = 'plain'\n" + sink_toml(batch_api))
+    laptop, direct = "1" * 32, "2" * 32
+    declined = landing(T0, laptop, source="secret-source", consent="no_consent")
+    cara, dan = w.keys.user_key("cara"), w.keys.user_key("dan")
+    ts = iso(T0 + timedelta(hours=1))
+    await w.store.write(
+        [
+            declined,
+            Binding(uuid7(), ts, "a", laptop, cara, "login"),
+            Binding(uuid7(), ts, "a", direct, dan, "signup"),
+        ]
+    )
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}
+    assert batch_api.received == 0
+    for user in (cara, dan):
+        with pytest.raises(NothingRecorded, match="nothing to send for this user: no landing of theirs"):
+            await w.sinks.resend_user([user])
+    later = touch(4, laptop, "newsletter")  # cara's laptop again, this time with consent
+    await w.store.write([later])
+    assert await one_round(w) == {"touchpoints": 2, "identities": 0}
+    identify = next(c for c in batch_api.calls if c["type"] == "identify")
+    assert identify["userId"] == "cara" and identify["anonymousId"] == laptop
+    assert identify["traits"]["source_first_source"] == "newsletter"
+    assert "secret-source" not in str(batch_api.calls)
+
+
 async def test_a_touchpoint_after_the_users_identify_sends_the_traits_again(
     world, batch_api: BatchApi
 ) -> None:
@@ -481,6 +512,8 @@ async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: B
     ``backoff_max_seconds``); the age of the oldest unsent row is kept current meanwhile, every
     ``interval_seconds``: a row written after the last attempt shows before the next one."""
     w = await world(sink_toml(batch_api, interval_seconds=0.02, backoff_max_seconds=300))
+    await w.store.write([landing(datetime.now(UTC), "a" * 32, source="ads")])
+    assert await one_round(w) == {"touchpoints": 1, "identities": 0}  # sent: no touchpoint waits
     batch_api.fail = [500] * 1000
     metrics = w.sinks.sinks["out"].metrics
     errors = metrics.sync_errors.labels("sink:out")
@@ -488,7 +521,7 @@ async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: B
     task = asyncio.create_task(w.sinks.sinks["out"].run())
     try:
         binding = Binding(uuid7(), iso(datetime.now(UTC)), "a", "a" * 32, w.keys.user_key("u"), "login")
-        await w.store.write([binding])  # something to fail on; no touchpoint waits yet
+        await w.store.write([binding])  # something to fail on (its identify)
         async with asyncio.timeout(10):
             while not errors._value.get():
                 await asyncio.sleep(0.005)
